@@ -1,0 +1,38 @@
+"""The `clipvis` Typer application: one shared entry point for every subcommand."""
+
+from __future__ import annotations
+
+import typer
+
+from clipvis_cli import __version__
+
+app = typer.Typer(
+    name="clipvis",
+    help="Open-vocabulary video instance segmentation (CLIP-VIS): segment and track any named object in videos.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"clipvis {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """clipvis: segment, track and label every object whose name you type."""
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()
