@@ -1,0 +1,49 @@
+"""Released CLIP-VIS checkpoints: the registry and a resolver from a name or path to a local file."""
+
+from weights.errors import (
+    InvalidWeightsError,
+    UnknownCheckpointError,
+    WeightsError,
+    WeightsNotAvailableError,
+)
+from weights.registry import (
+    DEFAULT_PRETRAINED,
+    PUBLISHED_AP_DATASETS,
+    PretrainedCheckpoint,
+    find_pretrained,
+    get_pretrained,
+    list_pretrained,
+    pretrained_names,
+    published_ap,
+)
+from weights.resolve import (
+    CACHE_ENV,
+    OFFLINE_ENV,
+    cache_dir,
+    cache_path,
+    offline_mode,
+    resolve_weights,
+    weights_cache_dir,
+)
+
+__all__ = [
+    "CACHE_ENV",
+    "DEFAULT_PRETRAINED",
+    "OFFLINE_ENV",
+    "PUBLISHED_AP_DATASETS",
+    "InvalidWeightsError",
+    "PretrainedCheckpoint",
+    "UnknownCheckpointError",
+    "WeightsError",
+    "WeightsNotAvailableError",
+    "cache_dir",
+    "cache_path",
+    "find_pretrained",
+    "get_pretrained",
+    "list_pretrained",
+    "offline_mode",
+    "pretrained_names",
+    "published_ap",
+    "resolve_weights",
+    "weights_cache_dir",
+]

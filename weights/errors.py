@@ -1,0 +1,28 @@
+"""Errors raised while looking up or locating CLIP-VIS checkpoints.
+
+Every error message is a single line meant to be shown to a user as-is.
+"""
+
+from __future__ import annotations
+
+
+class WeightsError(Exception):
+    """Base class of every error raised by the `weights` package."""
+
+
+class UnknownCheckpointError(WeightsError, ValueError):
+    """A name is neither a released checkpoint nor (for the resolver) an existing path."""
+
+
+class InvalidWeightsError(WeightsError, ValueError):
+    """A path exists but does not lead to a usable checkpoint file."""
+
+
+class WeightsNotAvailableError(WeightsError, RuntimeError):
+    """A released checkpoint is not in the local cache and could not be downloaded."""
+
+    def __init__(self, message: str, *, checkpoint: str, url: str, target: str) -> None:
+        super().__init__(message)
+        self.checkpoint = checkpoint
+        self.url = url
+        self.target = target

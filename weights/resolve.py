@@ -1,0 +1,257 @@
+"""Resolve a checkpoint name or path to a local file, downloading released checkpoints on first use.
+
+* An existing path is used as given (a directory must hold exactly one recognisable checkpoint).
+* A released checkpoint name (see `weights.registry`) maps to ``<cache>/weights/<file name>``; a missing
+  file is downloaded from Google Drive with gdown into a temporary folder next to it, checked, and moved
+  into place atomically, so a file at the final path is always complete.
+
+Environment: ``CLIPVIS_CACHE`` (cache root, default ``~/.cache/clipvis``), ``CLIPVIS_OFFLINE=1`` (never
+download).
+"""
+
+from __future__ import annotations
+
+import enum
+import inspect
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from weights.errors import InvalidWeightsError, UnknownCheckpointError, WeightsNotAvailableError
+from weights.registry import PretrainedCheckpoint, find_pretrained, get_pretrained, pretrained_names
+
+CACHE_ENV = "CLIPVIS_CACHE"
+OFFLINE_ENV = "CLIPVIS_OFFLINE"
+DEFAULT_CACHE_DIR = Path("~/.cache/clipvis")
+
+#: File name suffixes taken for checkpoints when a directory is given.
+CHECKPOINT_SUFFIXES: tuple[str, ...] = (".pth", ".pt", ".pkl", ".bin", ".safetensors")
+_DETECTRON2_LAST_CHECKPOINT = "last_checkpoint"
+_DETECTRON2_FINAL_CHECKPOINT = "model_final.pth"
+_TRUTHY = frozenset({"1", "true", "yes", "on"})
+_CAUSE_MAX_CHARS = 200
+#: gdown (connect, between-bytes) timeout in seconds, so a blocked network fails instead of hanging.
+_DOWNLOAD_TIMEOUT_S = (30.0, 120.0)
+
+
+def cache_dir() -> Path:
+    """Root of the clipvis cache: ``$CLIPVIS_CACHE`` if set and non-empty, else ``~/.cache/clipvis``."""
+    configured = os.environ.get(CACHE_ENV, "").strip()
+    root = Path(configured) if configured else DEFAULT_CACHE_DIR
+    return root.expanduser().absolute()
+
+
+def weights_cache_dir() -> Path:
+    """Folder that holds downloaded released checkpoints: ``<cache>/weights``."""
+    return cache_dir() / "weights"
+
+
+def cache_path(name: str) -> Path:
+    """Where the released checkpoint `name` is (or would be) cached; raises for an unknown name."""
+    return weights_cache_dir() / get_pretrained(name).file_name
+
+
+def offline_mode() -> bool:
+    """True when ``CLIPVIS_OFFLINE`` is set to 1/true/yes/on: no download is ever attempted."""
+    return os.environ.get(OFFLINE_ENV, "").strip().lower() in _TRUTHY
+
+
+class _FileKind(enum.Enum):
+    TORCH = "a PyTorch checkpoint"
+    HTML = "an HTML page"
+    EMPTY = "an empty file"
+    OTHER = "unrecognised bytes"
+
+
+def _sniff(path: Path) -> _FileKind:
+    """What the first bytes of `path` look like (raises OSError if it cannot be read)."""
+    with path.open("rb") as handle:
+        head = handle.read(512)
+    if not head:
+        return _FileKind.EMPTY
+    # torch.save zip archives start with the zip magic, legacy torch pickles with the pickle PROTO opcode.
+    if head.startswith((b"PK", b"\x80")):
+        return _FileKind.TORCH
+    text = head.lstrip().lower()
+    if text.startswith((b"<!doctype html", b"<html", b"<head")) or b"<html" in text:
+        return _FileKind.HTML
+    return _FileKind.OTHER
+
+
+def _os_reason(exc: OSError) -> str:
+    return exc.strerror or str(exc)
+
+
+def _one_line(text: str, max_chars: int | None = None) -> str:
+    """`text` with all whitespace runs collapsed to one space, cut to `max_chars` (marked by " [...]")."""
+    flat = " ".join(text.split())
+    if max_chars is None or len(flat) <= max_chars:
+        return flat
+    return flat[:max_chars].rstrip() + " [...]"
+
+
+def _checkpoint_in_directory(directory: Path) -> Path:
+    """The checkpoint inside a directory (detectron2 output folders included), or a clear error."""
+    pointer = directory / _DETECTRON2_LAST_CHECKPOINT
+    if pointer.is_file():
+        try:
+            named = directory / pointer.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError):
+            named = None
+        if named is not None and named.is_file():
+            return named
+    final = directory / _DETECTRON2_FINAL_CHECKPOINT
+    if final.is_file():
+        return final
+    try:
+        candidates = sorted(
+            entry
+            for entry in directory.iterdir()
+            if entry.suffix.lower() in CHECKPOINT_SUFFIXES
+            and not entry.name.startswith(".")
+            and entry.is_file()
+        )
+    except OSError as exc:
+        reason = _os_reason(exc)
+        raise InvalidWeightsError(f"cannot read checkpoint directory {directory}: {reason}") from exc
+    if len(candidates) == 1:
+        return candidates[0]
+    if not candidates:
+        raise InvalidWeightsError(
+            f"{directory} is a directory without a checkpoint (no {'/'.join(CHECKPOINT_SUFFIXES)} file); "
+            "pass the checkpoint file itself"
+        )
+    shown = ", ".join(c.name for c in candidates[:5]) + (", ..." if len(candidates) > 5 else "")
+    raise InvalidWeightsError(
+        f"{directory} holds {len(candidates)} checkpoints ({shown}); pass the one to use"
+    )
+
+
+def _checked_local_file(path: Path) -> Path:
+    """`path` (or the checkpoint in it, for a directory) after checking it is a readable, non-empty file."""
+    if path.is_dir():
+        path = _checkpoint_in_directory(path)
+    if not path.is_file():
+        raise InvalidWeightsError(f"checkpoint {path} is not a regular file")
+    try:
+        kind = _sniff(path)
+    except OSError as exc:
+        raise InvalidWeightsError(f"cannot read checkpoint {path}: {_os_reason(exc)}") from exc
+    if kind is _FileKind.EMPTY:
+        raise InvalidWeightsError(f"checkpoint {path} is empty")
+    if kind is _FileKind.HTML:
+        raise InvalidWeightsError(
+            f"checkpoint {path} is an HTML page, not a checkpoint (a failed Google Drive download?); "
+            "download it again in a browser or with gdown"
+        )
+    return path.resolve()
+
+
+def _not_available(checkpoint: PretrainedCheckpoint, target: Path, reason: str) -> WeightsNotAvailableError:
+    message = (
+        f"checkpoint {checkpoint.name!r} is not available: {_one_line(reason)}. "
+        f"Download it by hand from {checkpoint.url} and save it as {target}, "
+        "or pass --weights PATH to use a checkpoint file you already have."
+    )
+    return WeightsNotAvailableError(
+        message, checkpoint=checkpoint.name, url=checkpoint.url, target=str(target)
+    )
+
+
+def _timeout_option(download_fn: Callable[..., object]) -> dict[str, tuple[float, float]]:
+    """``{"timeout": ...}`` when the installed gdown accepts it (gdown 6 does), else nothing."""
+    try:
+        parameters = inspect.signature(download_fn).parameters
+    except (TypeError, ValueError):
+        return {}
+    return {"timeout": _DOWNLOAD_TIMEOUT_S} if "timeout" in parameters else {}
+
+
+def _download(checkpoint: PretrainedCheckpoint, target: Path, *, progress: bool) -> Path:
+    """Download `checkpoint` with gdown to a temporary folder beside `target`, check it, move it in place."""
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{checkpoint.file_name}.")
+    except OSError as exc:
+        reason = f"cannot write to {target.parent} ({_os_reason(exc)})"
+        raise _not_available(checkpoint, target, reason) from exc
+    with staging as folder:
+        part = Path(folder) / checkpoint.file_name
+        try:
+            import gdown  # imported here: it is only needed for a download
+
+            options = _timeout_option(gdown.download)
+            result = gdown.download(id=checkpoint.gdrive_id, output=str(part), quiet=not progress, **options)
+        except Exception as exc:  # any failure means "not available"; the message shows the cause
+            cause = _one_line(str(exc), _CAUSE_MAX_CHARS)
+            reason = f"the download from Google Drive failed ({type(exc).__name__}: {cause})"
+            raise _not_available(checkpoint, target, reason) from exc
+        if result is None or not part.is_file():
+            raise _not_available(checkpoint, target, "the download from Google Drive produced no file")
+        try:
+            kind = _sniff(part)
+        except OSError as exc:
+            raise _not_available(checkpoint, target, f"the downloaded file cannot be read ({exc})") from exc
+        if kind is not _FileKind.TORCH:
+            reason = (
+                f"Google Drive sent {kind.value} instead of a PyTorch checkpoint "
+                "(download quota exceeded or access refused?)"
+            )
+            raise _not_available(checkpoint, target, reason)
+        os.replace(part, target)
+    return target
+
+
+def _looks_like_a_name(text: str) -> bool:
+    return bool(text) and "/" not in text and os.sep not in text and not text.startswith(("~", "."))
+
+
+def _unknown(text: str) -> UnknownCheckpointError:
+    names = ", ".join(pretrained_names())
+    return UnknownCheckpointError(
+        f"{text!r} is neither an existing checkpoint file nor a released checkpoint name ({names})"
+    )
+
+
+def resolve_weights(
+    name_or_path: str | os.PathLike[str], *, download: bool = True, progress: bool = True
+) -> Path:
+    """The local checkpoint file for a path or a released checkpoint name.
+
+    * An existing file is returned as is (absolute); an existing directory must hold one checkpoint
+      (detectron2's ``last_checkpoint``/``model_final.pth`` are honoured). Unreadable, empty or HTML
+      files raise `InvalidWeightsError`.
+    * A released checkpoint name returns ``<cache>/weights/<file name>``, downloading it first when it is
+      missing (unless `download` is False or ``CLIPVIS_OFFLINE`` is set). When it cannot be had, raises
+      `WeightsNotAvailableError` whose message gives the manual download link and the exact target path.
+    * Anything else raises `UnknownCheckpointError` listing the released names.
+
+    `progress` shows gdown's progress output on stderr.
+    """
+    text = os.fspath(name_or_path)
+    candidate = Path(text).expanduser()
+    if text and candidate.exists():
+        return _checked_local_file(candidate)
+    checkpoint = find_pretrained(text) if _looks_like_a_name(text) else None
+    if checkpoint is None:
+        raise _unknown(text)
+
+    target = weights_cache_dir() / checkpoint.file_name
+    if target.is_file():
+        try:
+            kind = _sniff(target)
+        except OSError as exc:
+            reason = _os_reason(exc)
+            raise InvalidWeightsError(f"cannot read cached checkpoint {target}: {reason}") from exc
+        if kind in (_FileKind.TORCH, _FileKind.OTHER):
+            return target
+        stale_reason = f"the cached file is {kind.value}, not a checkpoint"
+    else:
+        stale_reason = "it is not in the cache"
+
+    if offline_mode():
+        raise _not_available(checkpoint, target, f"{stale_reason} and {OFFLINE_ENV} is set")
+    if not download:
+        raise _not_available(checkpoint, target, f"{stale_reason} and downloading is disabled")
+    return _download(checkpoint, target, progress=progress)
