@@ -1,0 +1,307 @@
+"""Resolving a checkpoint name or path to a local file; downloads are always faked (no network)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import gdown
+import pytest
+
+from weights import (
+    InvalidWeightsError,
+    UnknownCheckpointError,
+    WeightsNotAvailableError,
+    cache_dir,
+    cache_path,
+    get_pretrained,
+    pretrained_names,
+    resolve_weights,
+    weights_cache_dir,
+)
+
+TORCH_ZIP_BYTES = b"PK\x03\x04" + bytes(range(60))
+LEGACY_PICKLE_BYTES = b"\x80\x02" + bytes(range(60))
+HTML_BYTES = b"<!DOCTYPE html><html><head><title>Google Drive - Quota exceeded</title></head></html>"
+
+
+class FakeGdown:
+    """Stands in for `gdown.download`: records calls and does what the test asks."""
+
+    def __init__(self, behaviour: Callable[[Path], Any]) -> None:
+        self.behaviour = behaviour
+        self.calls: list[dict[str, Any]] = []
+
+    def __call__(self, *, id: str, output: str, quiet: bool, **kwargs: Any) -> Any:
+        self.calls.append({"id": id, "output": output, "quiet": quiet, **kwargs})
+        return self.behaviour(Path(output))
+
+
+def _writes(data: bytes) -> Callable[[Path], str]:
+    def behaviour(output: Path) -> str:
+        output.write_bytes(data)
+        return str(output)
+
+    return behaviour
+
+
+def _raises(exc: Exception) -> Callable[[Path], str]:
+    def behaviour(output: Path) -> str:
+        raise exc
+
+    return behaviour
+
+
+@pytest.fixture(autouse=True)
+def isolated_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Cache in tmp_path, offline flag cleared, and a gdown that fails loudly if a test forgets to fake it."""
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("CLIPVIS_CACHE", str(cache))
+    monkeypatch.delenv("CLIPVIS_OFFLINE", raising=False)
+    monkeypatch.setattr(gdown, "download", FakeGdown(_raises(AssertionError("network must not be used"))))
+    return cache
+
+
+def _install_fake(monkeypatch: pytest.MonkeyPatch, behaviour: Callable[[Path], Any]) -> FakeGdown:
+    fake = FakeGdown(behaviour)
+    monkeypatch.setattr(gdown, "download", fake)
+    return fake
+
+
+# --- cache location -------------------------------------------------------------------------------
+
+
+def test_cache_dir_from_environment(isolated_cache: Path) -> None:
+    assert cache_dir() == isolated_cache
+    assert weights_cache_dir() == isolated_cache / "weights"
+    assert cache_path("clipvis-lvis-r50") == isolated_cache / "weights" / "clipvis_lvis_r50_7.pth"
+
+
+def test_cache_dir_default_is_under_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CLIPVIS_CACHE")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert cache_dir() == tmp_path / "home" / ".cache" / "clipvis"
+
+
+# --- explicit paths ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("as_path", [False, True])
+def test_existing_file_is_returned(tmp_path: Path, as_path: bool) -> None:
+    checkpoint = tmp_path / "my model.pth"
+    checkpoint.write_bytes(TORCH_ZIP_BYTES)
+    given = checkpoint if as_path else str(checkpoint)
+    assert resolve_weights(given) == checkpoint.resolve()
+
+
+def test_home_relative_path_is_expanded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "ckpt.pth").write_bytes(LEGACY_PICKLE_BYTES)
+    assert resolve_weights("~/ckpt.pth") == (tmp_path / "ckpt.pth").resolve()
+
+
+def test_existing_path_wins_over_registry_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "clipvis_lvis_r50_7.pth").write_bytes(TORCH_ZIP_BYTES)
+    assert resolve_weights("clipvis_lvis_r50_7.pth") == (tmp_path / "clipvis_lvis_r50_7.pth").resolve()
+
+
+def test_directory_with_one_checkpoint(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("not a checkpoint")
+    (tmp_path / "weights.pth").write_bytes(TORCH_ZIP_BYTES)
+    assert resolve_weights(tmp_path) == (tmp_path / "weights.pth").resolve()
+
+
+def test_detectron2_output_directory_uses_last_checkpoint(tmp_path: Path) -> None:
+    for name in ("model_0009999.pth", "model_0019999.pth", "model_final.pth"):
+        (tmp_path / name).write_bytes(TORCH_ZIP_BYTES)
+    (tmp_path / "last_checkpoint").write_text("model_0019999.pth")
+    assert resolve_weights(tmp_path) == (tmp_path / "model_0019999.pth").resolve()
+    (tmp_path / "last_checkpoint").unlink()
+    assert resolve_weights(tmp_path) == (tmp_path / "model_final.pth").resolve()
+
+
+def test_directory_without_checkpoint(tmp_path: Path) -> None:
+    (tmp_path / "readme.txt").write_text("hello")
+    with pytest.raises(InvalidWeightsError, match="directory without a checkpoint") as excinfo:
+        resolve_weights(tmp_path)
+    assert str(tmp_path) in str(excinfo.value)
+
+
+def test_directory_with_several_checkpoints(tmp_path: Path) -> None:
+    (tmp_path / "a.pth").write_bytes(TORCH_ZIP_BYTES)
+    (tmp_path / "b.pt").write_bytes(TORCH_ZIP_BYTES)
+    with pytest.raises(InvalidWeightsError, match="a.pth, b.pt"):
+        resolve_weights(tmp_path)
+
+
+def test_empty_file_is_rejected(tmp_path: Path) -> None:
+    (tmp_path / "empty.pth").write_bytes(b"")
+    with pytest.raises(InvalidWeightsError, match="empty"):
+        resolve_weights(tmp_path / "empty.pth")
+
+
+def test_html_saved_as_checkpoint_is_rejected(tmp_path: Path) -> None:
+    (tmp_path / "clipvis.pth").write_bytes(HTML_BYTES)
+    with pytest.raises(InvalidWeightsError, match="HTML page"):
+        resolve_weights(tmp_path / "clipvis.pth")
+
+
+def test_unreadable_file_is_rejected(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    locked = tmp_path / "locked.pth"
+    locked.write_bytes(TORCH_ZIP_BYTES)
+    original_open = Path.open
+
+    def refusing_open(self: Path, *args: Any, **kwargs: Any) -> Any:
+        if self == locked:
+            raise PermissionError(13, "Permission denied", str(self))
+        return original_open(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", refusing_open)
+    with pytest.raises(InvalidWeightsError, match="cannot read checkpoint .*locked.pth: Permission denied"):
+        resolve_weights(locked)
+
+
+# --- names that are neither ----------------------------------------------------------------------
+
+
+def test_unknown_name_lists_registry_names() -> None:
+    with pytest.raises(UnknownCheckpointError) as excinfo:
+        resolve_weights("clipvis-lvis-swin")
+    message = str(excinfo.value)
+    assert "clipvis-lvis-swin" in message
+    assert all(name in message for name in pretrained_names())
+
+
+def test_missing_path_is_not_mistaken_for_a_name(tmp_path: Path) -> None:
+    fake = gdown.download
+    with pytest.raises(UnknownCheckpointError, match="neither an existing checkpoint file"):
+        resolve_weights(tmp_path / "missing" / "clipvis_lvis_r50_7.pth")
+    assert fake.calls == []  # type: ignore[attr-defined]
+
+
+# --- released checkpoints: cache ------------------------------------------------------------------
+
+
+def test_cached_checkpoint_is_used_without_download(isolated_cache: Path) -> None:
+    target = isolated_cache / "weights" / "clipvis_coco_ytvis19_r50_10.pth"
+    target.parent.mkdir(parents=True)
+    target.write_bytes(TORCH_ZIP_BYTES)
+    assert resolve_weights("clipvis-coco-ytvis19-r50") == target
+    assert resolve_weights("clipvis-coco-ytvis19-r50", download=False) == target
+    assert gdown.download.calls == []  # type: ignore[attr-defined]
+
+
+# --- released checkpoints: download ---------------------------------------------------------------
+
+
+def test_download_writes_checkpoint_atomically(isolated_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    target = isolated_cache / "weights" / "clipvis_lvis_convnext_b_7.pth"
+
+    def download_while_target_absent(output: Path) -> str:
+        assert not target.exists()  # nothing at the final path until the file is complete and checked
+        assert output.parent.parent == target.parent  # staged beside the target (same file system)
+        output.write_bytes(TORCH_ZIP_BYTES)
+        return str(output)
+
+    fake = _install_fake(monkeypatch, download_while_target_absent)
+    assert resolve_weights("clipvis-lvis-convnext-b", progress=False) == target
+    assert target.read_bytes() == TORCH_ZIP_BYTES
+    assert [p.name for p in target.parent.iterdir()] == [target.name]  # no temporary leftovers
+    assert len(fake.calls) == 1
+    assert fake.calls[0]["id"] == get_pretrained("clipvis-lvis-convnext-b").gdrive_id
+    assert fake.calls[0]["quiet"] is True
+
+
+def test_progress_is_passed_to_gdown(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = _install_fake(monkeypatch, _writes(LEGACY_PICKLE_BYTES))
+    resolve_weights("clipvis-lvis-r50", progress=True)
+    assert fake.calls[0]["quiet"] is False
+
+
+def test_timeout_is_passed_when_gdown_accepts_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: dict[str, Any] = {}
+
+    def download(*, id: str, output: str, quiet: bool, timeout: Any = None) -> str:
+        seen["timeout"] = timeout
+        Path(output).write_bytes(TORCH_ZIP_BYTES)
+        return output
+
+    monkeypatch.setattr(gdown, "download", download)
+    resolve_weights("clipvis-lvis-r50")
+    assert seen["timeout"] is not None
+
+
+def test_stale_html_in_cache_is_downloaded_again(
+    isolated_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = isolated_cache / "weights" / "clipvis_lvis_r50_7.pth"
+    target.parent.mkdir(parents=True)
+    target.write_bytes(HTML_BYTES)
+    fake = _install_fake(monkeypatch, _writes(TORCH_ZIP_BYTES))
+    assert resolve_weights("clipvis-lvis-r50") == target
+    assert target.read_bytes() == TORCH_ZIP_BYTES
+    assert len(fake.calls) == 1
+
+
+def _assert_helpful_message(error: WeightsNotAvailableError, name: str) -> None:
+    checkpoint = get_pretrained(name)
+    target = cache_path(name)
+    message = str(error)
+    assert "\n" not in message
+    assert repr(name) in message
+    assert checkpoint.url in message
+    assert str(target) in message
+    assert "--weights PATH" in message
+    assert (error.checkpoint, error.url, error.target) == (name, checkpoint.url, str(target))
+    assert not target.exists()
+    leftovers = list(target.parent.iterdir()) if target.parent.exists() else []
+    assert leftovers == []
+
+
+@pytest.mark.parametrize(
+    ("behaviour", "expected_reason"),
+    [
+        (_raises(ConnectionError("Failed to resolve 'drive.google.com'\nName unknown")), "ConnectionError"),
+        (_raises(RuntimeError("Too many users have viewed or downloaded this file")), "Too many users"),
+        (lambda output: None, "produced no file"),
+        (_writes(HTML_BYTES), "an HTML page instead of a PyTorch checkpoint"),
+        (_writes(b""), "an empty file instead of a PyTorch checkpoint"),
+    ],
+    ids=["raises-connection-error", "raises-quota", "returns-none", "writes-html", "writes-empty"],
+)
+def test_failed_download_raises_helpful_error(
+    monkeypatch: pytest.MonkeyPatch, behaviour: Callable[[Path], Any], expected_reason: str
+) -> None:
+    fake = _install_fake(monkeypatch, behaviour)
+    with pytest.raises(WeightsNotAvailableError) as excinfo:
+        resolve_weights("clipvis-coco-ytvis19-convnext-b")
+    assert expected_reason in str(excinfo.value)
+    assert len(fake.calls) == 1
+    _assert_helpful_message(excinfo.value, "clipvis-coco-ytvis19-convnext-b")
+
+
+@pytest.mark.parametrize("flag", ["1", "true", "YES"])
+def test_offline_environment_never_downloads(monkeypatch: pytest.MonkeyPatch, flag: str) -> None:
+    monkeypatch.setenv("CLIPVIS_OFFLINE", flag)
+    fake = _install_fake(monkeypatch, _writes(TORCH_ZIP_BYTES))
+    with pytest.raises(WeightsNotAvailableError, match="CLIPVIS_OFFLINE") as excinfo:
+        resolve_weights("clipvis-lvis-r50")
+    assert fake.calls == []
+    _assert_helpful_message(excinfo.value, "clipvis-lvis-r50")
+
+
+def test_offline_flag_zero_still_downloads(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CLIPVIS_OFFLINE", "0")
+    fake = _install_fake(monkeypatch, _writes(TORCH_ZIP_BYTES))
+    assert resolve_weights("clipvis-lvis-r50").is_file()
+    assert len(fake.calls) == 1
+
+
+def test_download_disabled(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = _install_fake(monkeypatch, _writes(TORCH_ZIP_BYTES))
+    with pytest.raises(WeightsNotAvailableError, match="downloading is disabled") as excinfo:
+        resolve_weights("clipvis-lvis-r50", download=False)
+    assert fake.calls == []
+    _assert_helpful_message(excinfo.value, "clipvis-lvis-r50")
