@@ -1,0 +1,93 @@
+"""The CLIP-VIS network: frozen CLIP + pixel decoder + masked-attention decoder, per-frame outputs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from model.clip_backbone import ClipBackbone
+from model.config import ClipVisConfig
+from model.mask_decoder import MaskedTransformerDecoder
+from model.mask_pooling import MaskPooler
+from model.pixel_decoder import MSDeformAttnPixelDecoder
+
+
+@dataclass
+class FrameOutputs:
+    """Raw per-frame predictions for a batch of B frames (before temporal matching)."""
+
+    object_logits: torch.Tensor  # [B, Q, 2]
+    mask_logits: torch.Tensor  # [B, Q, Hp/4, Wp/4]
+    ious: torch.Tensor  # [B, Q]
+    query_embeds: torch.Tensor  # [B, Q, D]
+    clip_dense: torch.Tensor  # [B, C_d, Hp/32, Wp/32]
+
+
+class ClipVis(nn.Module):
+    """CLIP-VIS model. State-dict names: ``backbone.clip_model.*``, ``pixel_decoder.*``, ``mask_decoder.*``.
+
+    Build with :func:`model.build.create_model` or :meth:`from_pretrained`.
+    """
+
+    def __init__(self, config: ClipVisConfig, backbone: ClipBackbone) -> None:
+        super().__init__()
+        self.config = config
+        self.backbone = backbone
+        self.pixel_decoder = MSDeformAttnPixelDecoder(
+            in_channels=backbone.channels,
+            conv_dim=config.conv_dim,
+            mask_dim=config.mask_dim,
+            num_layers=config.encoder_layers,
+            num_heads=config.num_heads,
+            num_points=config.encoder_points,
+            dim_feedforward=config.encoder_dim_feedforward,
+            norm_groups=config.norm_groups,
+        )
+        self.mask_decoder = MaskedTransformerDecoder(
+            hidden_dim=config.hidden_dim,
+            num_queries=config.num_queries,
+            num_layers=config.decoder_layers,
+            num_heads=config.num_heads,
+            dim_feedforward=config.dim_feedforward,
+            mask_dim=config.mask_dim,
+            iou_activation=config.iou_activation,
+        )
+        self.mask_pooler = MaskPooler(backbone)
+
+    @property
+    def device(self) -> torch.device:
+        return self.mask_decoder.query_feat.weight.device
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor) -> FrameOutputs:
+        """images ``[B, 3, Hp, Wp]`` normalised and padded -> per-frame predictions (frames are independent)."""
+        features = self.backbone(images)
+        mask_features, memory = self.pixel_decoder(features)
+        out = self.mask_decoder(memory, mask_features)
+        return FrameOutputs(out.object_logits, out.mask_logits, out.ious, out.query_embeds, features["clip_vis_dense"])
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str | Path,
+        config: str | Path | dict[str, Any] | None = None,
+        clip_config: str | Path | dict[str, Any] | None = None,
+        device: str | torch.device = "cpu",
+    ) -> ClipVis:
+        """Load a released checkpoint by registry name (downloaded on first use) or any checkpoint file.
+
+        ``config``: an official CLIP-VIS YAML, a clipvis JSON, or a dict of ClipVisConfig overrides; ``clip_config``:
+        an open_clip model config (file or dict) for a CLIP open_clip does not know by name.
+        """
+        from model.checkpoint import load_model
+
+        path = Path(name_or_path)
+        if not path.exists():
+            from weights import resolve_weights
+
+            path = resolve_weights(str(name_or_path))
+        return load_model(path, config=config, clip_config=clip_config, device=device)

@@ -1,0 +1,227 @@
+"""The public inference API: a video predictor that consumes frames and yields tracked, classified outputs.
+
+    model = ClipVis.from_pretrained("clipvis-lvis-r50")
+    predictor = VideoPredictor(model, ["cat", "dog"], device="cuda", precision="bf16")
+    session = predictor.new_video()
+    for batch in batches:                       # uint8 RGB [B, H, W, 3]
+        for frame in session.push(batch):       # TrackedFrame, in frame order
+            ...                                 # frame.masks: bool [Q, H, W] in track order
+    video = session.finish(max_tracks=50)       # VideoInstances
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from model.clipvis import ClipVis
+from model.preprocess import FrameGeometry, FramePreprocessor
+from model.scoring import StreamingVideoScorer
+from model.temporal_matcher import MatchResult, TemporalMatcher
+from model.text_classifier import TextClassifier, TextEmbeddings
+
+PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+@dataclass
+class TrackedFrame:
+    """One frame after temporal matching, in track order (track j = a fixed identity over the video)."""
+
+    index: int  # 0-based position among the frames pushed
+    masks: torch.Tensor  # [Q, H, W] bool at the original resolution (CPU)
+    object_probs: torch.Tensor  # [Q] per-frame object probability
+    class_probs: torch.Tensor  # [Q, C] per-frame class probabilities
+    ious: torch.Tensor  # [Q] predicted mask IoU
+    match: MatchResult
+
+
+@dataclass
+class VideoInstance:
+    """One output instance: a track with a class and a score (a track may appear with several classes)."""
+
+    track_id: int  # 0-based track (query) index
+    label: int  # 0-based class index into the vocabulary
+    score: float  # final score (fused score x mask score)
+    fused_score: float  # s_{q,c}
+    mask_score: float
+    suppressed_frames: np.ndarray  # [T] bool: frames whose mask is emptied (official per-frame suppression)
+
+
+@dataclass
+class VideoInstances:
+    vocabulary: list[str]
+    num_frames: int
+    geometry: FrameGeometry | None
+    instances: list[VideoInstance]
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+class VideoPredictor:
+    """Holds a model, a vocabulary (text classifier) and the run settings; makes one session per video.
+
+    ``exact=True`` reproduces the official evaluator: PIL resize on the CPU and the unsorted top-N selection of
+    ``detections_per_video`` results with no threshold.
+    """
+
+    def __init__(
+        self,
+        model: ClipVis,
+        vocabulary: list[str],
+        device: str | torch.device = "cpu",
+        precision: str = "fp32",
+        exact: bool = False,
+        cache_dir: Path | None = None,
+        text_cache: bool = True,
+    ) -> None:
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.precision = precision
+        self.exact = exact
+        cfg = model.config
+        self.preprocessor = FramePreprocessor(
+            cfg.min_size_test, cfg.max_size_test, cfg.size_divisibility, cfg.pixel_mean, cfg.pixel_std, exact=exact
+        )
+        self.text_classifier = TextClassifier(model.backbone, cache_dir=cache_dir, use_disk_cache=text_cache)
+        self.set_vocabulary(vocabulary)
+
+    def set_vocabulary(self, vocabulary: list[str]) -> None:
+        names = [name.strip() for name in vocabulary]
+        if not names or any(not name for name in names):
+            raise ValueError("the vocabulary must be a non-empty list of non-empty class names")
+        if len(set(names)) != len(names):
+            duplicates = sorted({n for n in names if names.count(n) > 1})
+            raise ValueError(f"duplicate class names in the vocabulary: {', '.join(duplicates)}")
+        self.vocabulary = names
+        with torch.no_grad():
+            self.text: TextEmbeddings = self.text_classifier(names)
+
+    def new_video(self) -> VideoSession:
+        return VideoSession(self)
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=PRECISIONS[self.precision])
+
+
+class VideoSession:
+    """Streams one video: frames in, tracked frames out; memory stays bounded whatever the video length."""
+
+    def __init__(self, predictor: VideoPredictor) -> None:
+        self.predictor = predictor
+        cfg = predictor.model.config
+        self.matcher = TemporalMatcher(cfg.memory_length, cfg.top_k)
+        self.scorer = StreamingVideoScorer()
+        self.geometry: FrameGeometry | None = None
+        self.num_frames = 0
+        self.timings = {"preprocess": 0.0, "model": 0.0, "classify": 0.0, "match": 0.0, "masks": 0.0}
+
+    @torch.no_grad()
+    def push(self, frames: np.ndarray | torch.Tensor) -> list[TrackedFrame]:
+        """frames ``[B, H, W, 3]`` uint8 RGB (a single ``[H, W, 3]`` frame is accepted) -> B tracked frames."""
+        if frames.ndim == 3:
+            frames = frames[None]
+        if frames.ndim != 4 or frames.shape[-1] != 3:
+            raise ValueError(f"expected uint8 RGB frames [B, H, W, 3], got shape {tuple(frames.shape)}")
+        predictor = self.predictor
+        model = predictor.model
+        start = time.perf_counter()
+        images, geometry = predictor.preprocessor(frames, predictor.device)
+        if self.geometry is None:
+            self.geometry = geometry
+        elif geometry != self.geometry:
+            raise ValueError(f"frame size {geometry.original} differs from the video's {self.geometry.original}")
+        t1 = time.perf_counter()
+        with predictor.autocast():
+            outputs = model(images)
+        t2 = time.perf_counter()
+        # Pooling and classification commute with the track permutation: do them for the whole batch.
+        dense = outputs.clip_dense.float()
+        masks_lowres = model.mask_pooler.binary_masks(outputs.mask_logits, tuple(dense.shape[-2:]))
+        pooled, empty = model.mask_pooler(dense, masks_lowres)
+        logits = predictor.text.logits(pooled).masked_fill(empty[..., None], 0.0)
+        class_probs = logits.softmax(-1)
+        t3 = time.perf_counter()
+        match_time = 0.0
+        tracked: list[TrackedFrame] = []
+        mask_logits_all = outputs.mask_logits.float()
+        full_masks = self._full_resolution_masks(mask_logits_all)
+        t4 = time.perf_counter()
+        for b in range(images.shape[0]):
+            m0 = time.perf_counter()
+            match = self.matcher.match(outputs.query_embeds[b])
+            perm = match.permutation.to(mask_logits_all.device)
+            match_time += time.perf_counter() - m0
+            object_logits = outputs.object_logits[b].float()[perm]
+            ious = outputs.ious[b].float()[perm]
+            probs = class_probs[b][perm]
+            self.scorer.add_frame(object_logits, probs, ious, mask_logits_all[b][perm])
+            tracked.append(
+                TrackedFrame(
+                    index=self.num_frames,
+                    masks=full_masks[b][perm.cpu()],
+                    object_probs=object_logits.softmax(-1)[:, 0].cpu(),
+                    class_probs=probs.cpu(),
+                    ious=ious.cpu(),
+                    match=match,
+                )
+            )
+            self.num_frames += 1
+        t5 = time.perf_counter()
+        self.timings["preprocess"] += t1 - start
+        self.timings["model"] += t2 - t1
+        self.timings["classify"] += t3 - t2
+        self.timings["masks"] += t4 - t3
+        self.timings["match"] += t5 - t4
+        return tracked
+
+    def _full_resolution_masks(self, mask_logits: torch.Tensor) -> torch.Tensor:
+        """``[B, Q, Hp/4, Wp/4]`` logits -> bool ``[B, Q, H, W]`` on the CPU, as the official evaluator: bilinear to
+        the padded size, crop to the resized size, bilinear to the original size, threshold at 0."""
+        geo = self.geometry
+        assert geo is not None
+        batch, queries = mask_logits.shape[:2]
+        flat = mask_logits.reshape(batch * queries, 1, *mask_logits.shape[-2:])
+        out = torch.empty(batch * queries, *geo.original, dtype=torch.bool)
+        step = max(1, int(2**26 // (geo.padded[0] * geo.padded[1] + geo.original[0] * geo.original[1])))
+        for start in range(0, flat.shape[0], step):  # bounded temporary memory
+            x = F.interpolate(flat[start : start + step], size=geo.padded, mode="bilinear", align_corners=False)
+            x = x[..., : geo.resized[0], : geo.resized[1]]
+            x = F.interpolate(x, size=geo.original, mode="bilinear", align_corners=False)
+            out[start : start + step] = (x[:, 0] > 0).cpu()
+        return out.view(batch, queries, *geo.original)
+
+    def finish(self, max_tracks: int | None = None, score_threshold: float = 0.0) -> VideoInstances:
+        """Select the video's instances. Exact mode: the official unsorted top-``detections_per_video``;
+        otherwise the best ``max_tracks`` (default ``detections_per_video``) by score, above ``score_threshold``."""
+        if self.num_frames == 0:
+            raise ValueError("no frame was pushed")
+        cfg = self.predictor.model.config
+        if self.predictor.exact:
+            selection = self.scorer.select(top_n=cfg.detections_per_video, official_order=True)
+        else:
+            selection = self.scorer.select(
+                top_n=max_tracks or cfg.detections_per_video, sort=True, score_threshold=score_threshold
+            )
+        self.scorer.close()
+        instances = [
+            VideoInstance(
+                track_id=int(selection.queries[i]),
+                label=int(selection.labels[i]),
+                score=float(selection.scores[i]),
+                fused_score=float(selection.fused_scores[i]),
+                mask_score=float(selection.mask_scores[i]),
+                suppressed_frames=selection.suppressed[i].numpy().copy(),
+            )
+            for i in range(selection.queries.shape[0])
+        ]
+        return VideoInstances(list(self.predictor.vocabulary), self.num_frames, self.geometry, instances,
+                              dict(self.timings))

@@ -1,0 +1,96 @@
+"""Test-time frame preprocessing: shortest-edge resize, CLIP normalisation, padding (spec §1.1)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def resized_shape(height: int, width: int, short_edge: int, max_size: int) -> tuple[int, int]:
+    """detectron2 ResizeShortestEdge output size (``int(x + 0.5)`` rounding)."""
+    scale = short_edge / min(height, width)
+    new_h, new_w = (short_edge, scale * width) if height < width else (scale * height, short_edge)
+    if max(new_h, new_w) > max_size:
+        rescale = max_size / max(new_h, new_w)
+        new_h, new_w = new_h * rescale, new_w * rescale
+    return int(new_h + 0.5), int(new_w + 0.5)
+
+
+def padded_shape(height: int, width: int, divisibility: int) -> tuple[int, int]:
+    if divisibility <= 1:
+        return height, width
+    return -(-height // divisibility) * divisibility, -(-width // divisibility) * divisibility
+
+
+@dataclass(frozen=True)
+class FrameGeometry:
+    """Sizes of one video's frames through the pipeline (all frames of a video share them)."""
+
+    original: tuple[int, int]  # H, W of the decoded frames
+    resized: tuple[int, int]  # h, w after the test resize
+    padded: tuple[int, int]  # Hp, Wp (multiple of the size divisibility)
+
+    @property
+    def mask_size(self) -> tuple[int, int]:
+        return self.padded[0] // 4, self.padded[1] // 4
+
+
+class FramePreprocessor:
+    """uint8 RGB frames -> normalised, padded float batches on the model's device.
+
+    ``exact=True`` reproduces the official path bit for bit (PIL bilinear resize of uint8 on the CPU);
+    otherwise the resize runs on the device with antialiased bilinear interpolation (PIL-like, much faster
+    on GPU), rounded back to uint8 values.
+    """
+
+    def __init__(
+        self,
+        short_edge: int,
+        max_size: int,
+        divisibility: int,
+        pixel_mean: tuple[float, float, float],
+        pixel_std: tuple[float, float, float],
+        exact: bool = False,
+    ) -> None:
+        self.short_edge = short_edge
+        self.max_size = max_size
+        self.divisibility = divisibility
+        self.pixel_mean = torch.tensor(pixel_mean, dtype=torch.float32).view(1, 3, 1, 1)
+        self.pixel_std = torch.tensor(pixel_std, dtype=torch.float32).view(1, 3, 1, 1)
+        self.exact = exact
+
+    def geometry(self, height: int, width: int) -> FrameGeometry:
+        resized = resized_shape(height, width, self.short_edge, self.max_size)
+        return FrameGeometry((height, width), resized, padded_shape(*resized, self.divisibility))
+
+    def resize_exact(self, frames: np.ndarray | torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """PIL bilinear on uint8, frame by frame: ``[B, H, W, 3]`` uint8 -> ``[B, h, w, 3]`` uint8 (CPU)."""
+        from PIL import Image
+
+        array = frames.cpu().numpy() if isinstance(frames, torch.Tensor) else np.asarray(frames)
+        out = [np.asarray(Image.fromarray(f).resize((size[1], size[0]), Image.BILINEAR)) for f in array]
+        return torch.from_numpy(np.stack(out))
+
+    def __call__(self, frames: np.ndarray | torch.Tensor, device: torch.device) -> tuple[torch.Tensor, FrameGeometry]:
+        """frames ``[B, H, W, 3]`` uint8 RGB -> (``[B, 3, Hp, Wp]`` float32 on device, geometry)."""
+        height, width = int(frames.shape[1]), int(frames.shape[2])
+        geo = self.geometry(height, width)
+        if self.exact or geo.resized == geo.original:
+            resized = frames if geo.resized == geo.original else self.resize_exact(frames, geo.resized)
+            if not isinstance(resized, torch.Tensor):
+                resized = torch.from_numpy(np.ascontiguousarray(resized))
+            x = resized.to(device).permute(0, 3, 1, 2).float()
+        else:
+            if not isinstance(frames, torch.Tensor):
+                frames = torch.from_numpy(np.ascontiguousarray(frames))
+            x = frames.to(device).permute(0, 3, 1, 2).float()
+            x = F.interpolate(x, size=geo.resized, mode="bilinear", align_corners=False, antialias=True)
+            x = x.round_().clamp_(0, 255)
+        x = (x - self.pixel_mean.to(device)) / self.pixel_std.to(device)
+        pad_h, pad_w = geo.padded[0] - geo.resized[0], geo.padded[1] - geo.resized[1]
+        if pad_h or pad_w:
+            x = F.pad(x, (0, pad_w, 0, pad_h), value=0.0)
+        return x, geo

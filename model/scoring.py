@@ -1,0 +1,219 @@
+"""Weighted open-vocabulary classification and instance selection (spec §3.3-3.4), quirks included.
+
+Two forms of the same computation:
+* :func:`official_video_scores` + :func:`official_select_instances` take whole-video tensors exactly as the
+  official offline evaluator does;
+* :class:`StreamingVideoScorer` keeps running sums frame by frame (per-frame class probabilities are spilled to a
+  temporary file) and selects at the end, for videos of any length.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+
+@dataclass
+class InstanceSelection:
+    """The selected (track, class) pairs of a video, N of them."""
+
+    queries: torch.Tensor  # [N] long, track index
+    labels: torch.Tensor  # [N] long, 0-based class index
+    fused_scores: torch.Tensor  # [N] s_{q,c}
+    suppressed: torch.Tensor  # [N, T] bool: frame mask emptied by the per-frame suppression quirk
+    mask_scores: torch.Tensor  # [N]
+    scores: torch.Tensor  # [N] final instance score = s * mask score
+
+
+def official_video_scores(
+    per_frame_object_logits: torch.Tensor, class_probs: torch.Tensor, ious: torch.Tensor
+) -> torch.Tensor:
+    """s_{q,c} = sqrt(o_q * mean_t sqrt(p_{q,t,c} * u_{q,t})).
+
+    Args: per_frame_object_logits ``[Q, T, 2]`` (aligned), class_probs ``[Q, T, C]``, ious ``[Q, T]``.
+    ``o_q`` = softmax of the frame-averaged object logits (summed frame by frame, as the official code does).
+    """
+    total = per_frame_object_logits[:, 0]
+    for t in range(1, per_frame_object_logits.shape[1]):
+        total = total + per_frame_object_logits[:, t]
+    video_logits = total / per_frame_object_logits.shape[1]
+    object_prob = video_logits.softmax(-1)[:, 0]
+    mean_sqrt = (class_probs * ious[..., None]).sqrt().mean(1)
+    return (object_prob[:, None] * mean_sqrt).sqrt()
+
+
+def _suppression(
+    fused: torch.Tensor, probs_sel: torch.Tensor, object_prob_sel: torch.Tensor
+) -> torch.Tensor:
+    """QUIRK: r = sqrt(sigmoid(p) * o_t) with the sigmoid applied to a probability; suppressed if r < 0.1 s.
+
+    fused ``[N]``, probs_sel ``[N, T]``, object_prob_sel ``[N, T]`` -> bool ``[N, T]``.
+    """
+    r = (probs_sel.sigmoid() * object_prob_sel).sqrt()
+    return r < 0.1 * fused[:, None]
+
+
+def official_select_instances(
+    scores: torch.Tensor,
+    class_probs: torch.Tensor,
+    per_frame_object_logits: torch.Tensor,
+    mask_logits: torch.Tensor,
+    top_n: int = 50,
+) -> InstanceSelection:
+    """Top-N (query, class) pairs (``torch.topk(sorted=False)`` order), suppression, mask score.
+
+    Args: scores ``[Q, C]``; class_probs ``[Q, T, C]``; per_frame_object_logits ``[Q, T, 2]``;
+    mask_logits ``[Q, T, h, w]`` aligned, at stride 4.
+    """
+    num_classes = scores.shape[1]
+    k = min(top_n, scores.numel())
+    top_scores, flat = scores.flatten().topk(k, sorted=False)
+    queries, labels = flat // num_classes, flat % num_classes
+    probs_sel = class_probs[queries, :, labels]  # [N, T]
+    object_prob_sel = per_frame_object_logits.softmax(-1)[queries, :, 0]
+    suppressed = _suppression(top_scores, probs_sel, object_prob_sel)
+    masks = mask_logits[queries].clone()
+    masks[suppressed] = -1.0
+    positive = (masks > 0).float()
+    mask_scores = (masks.sigmoid() * positive).flatten(1).sum(1) / (positive.flatten(1).sum(1) + 1e-6)
+    return InstanceSelection(queries, labels, top_scores, suppressed, mask_scores, top_scores * mask_scores)
+
+
+class FrameSpill:
+    """Append-only store of equally shaped float32 arrays, one per frame; spills to a temp file past a budget."""
+
+    def __init__(self, memory_budget_bytes: int = 64 << 20) -> None:
+        self.budget = memory_budget_bytes
+        self._chunks: list[np.ndarray] = []
+        self._bytes = 0
+        self._file: tempfile._TemporaryFileWrapper | None = None
+        self._shape: tuple[int, ...] | None = None
+        self._count = 0
+
+    def __len__(self) -> int:
+        return self._count
+
+    def append(self, array: np.ndarray) -> None:
+        array = np.ascontiguousarray(array, dtype=np.float32)
+        if self._shape is None:
+            self._shape = array.shape
+        elif array.shape != self._shape:
+            raise ValueError(f"frame array shape {array.shape} != {self._shape}")
+        self._chunks.append(array)
+        self._bytes += array.nbytes
+        self._count += 1
+        if self._bytes > self.budget:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._file is None:
+            self._file = tempfile.NamedTemporaryFile(prefix="clipvis-spill-", suffix=".f32", delete=False)
+        for chunk in self._chunks:
+            self._file.write(chunk.tobytes())
+        self._file.flush()
+        self._chunks, self._bytes = [], 0
+
+    def read(self) -> np.ndarray:
+        """All frames as ``[T, *shape]`` (a read-only memory map once spilled)."""
+        if self._shape is None:
+            return np.zeros((0,), dtype=np.float32)
+        if self._file is None:
+            return np.stack(self._chunks)
+        self._flush()
+        return np.memmap(self._file.name, dtype=np.float32, mode="r", shape=(self._count, *self._shape))
+
+    def close(self) -> None:
+        if self._file is not None:
+            name = self._file.name
+            self._file.close()
+            try:
+                os.unlink(name)
+            except OSError:
+                pass
+            self._file = None
+        self._chunks = []
+
+    def __del__(self) -> None:
+        self.close()
+
+
+class StreamingVideoScorer:
+    """Running-sum form of the video scoring; memory does not grow with video length beyond O(T*Q) scalars."""
+
+    def __init__(self, spill_budget_bytes: int = 64 << 20) -> None:
+        self.num_frames = 0
+        self._object_logit_sum: torch.Tensor | None = None  # [Q, 2]
+        self._sqrt_sum: torch.Tensor | None = None  # [Q, C]
+        self._object_probs: list[torch.Tensor] = []  # per frame [Q]
+        self._mask_sums: list[torch.Tensor] = []  # per frame [Q]
+        self._mask_counts: list[torch.Tensor] = []  # per frame [Q]
+        self._probs = FrameSpill(spill_budget_bytes)
+
+    def add_frame(
+        self,
+        object_logits: torch.Tensor,
+        class_probs: torch.Tensor,
+        ious: torch.Tensor,
+        mask_logits: torch.Tensor,
+    ) -> None:
+        """One aligned frame: object_logits ``[Q, 2]``, class_probs ``[Q, C]``, ious ``[Q]``,
+        mask_logits ``[Q, h, w]`` (stride 4; only their positive-pixel statistics are kept)."""
+        object_logits = object_logits.float().cpu()
+        class_probs = class_probs.float().cpu()
+        ious = ious.float().cpu()
+        if self._object_logit_sum is None:
+            self._object_logit_sum = object_logits.clone()
+            self._sqrt_sum = (class_probs * ious[:, None]).sqrt()
+        else:
+            self._object_logit_sum += object_logits
+            self._sqrt_sum += (class_probs * ious[:, None]).sqrt()
+        self._object_probs.append(object_logits.softmax(-1)[:, 0])
+        positive = mask_logits > 0
+        self._mask_sums.append((mask_logits.float().sigmoid() * positive).flatten(1).sum(1).cpu())
+        self._mask_counts.append(positive.flatten(1).sum(1).float().cpu())
+        self._probs.append(class_probs.numpy())
+        self.num_frames += 1
+
+    def fused_scores(self) -> torch.Tensor:
+        """s_{q,c} ``[Q, C]`` from the running sums."""
+        if self._object_logit_sum is None:
+            raise ValueError("no frame was added")
+        object_prob = (self._object_logit_sum / self.num_frames).softmax(-1)[:, 0]
+        return (object_prob[:, None] * (self._sqrt_sum / self.num_frames)).sqrt()
+
+    def select(
+        self, top_n: int = 50, sort: bool = True, score_threshold: float = 0.0, official_order: bool = False
+    ) -> InstanceSelection:
+        """Top-N selection with the official suppression and mask score.
+
+        ``official_order=True``: ``torch.topk(sorted=False)`` over the flattened scores, as the official evaluator
+        (then ``sort`` and ``score_threshold`` are ignored). Otherwise results are ordered by final score,
+        descending, and those below ``score_threshold`` dropped.
+        """
+        scores = self.fused_scores()
+        num_classes = scores.shape[1]
+        k = min(top_n, scores.numel())
+        top_scores, flat = scores.flatten().topk(k, sorted=False)
+        queries, labels = flat // num_classes, flat % num_classes
+        probs = self._probs.read()  # [T, Q, C]
+        probs_sel = torch.from_numpy(np.ascontiguousarray(probs[:, queries.numpy(), labels.numpy()])).T
+        object_probs = torch.stack(self._object_probs, 1)  # [Q, T]
+        suppressed = _suppression(top_scores, probs_sel, object_probs[queries])
+        keep = (~suppressed).float()
+        mask_sums = torch.stack(self._mask_sums, 1)[queries]
+        mask_counts = torch.stack(self._mask_counts, 1)[queries]
+        mask_scores = (mask_sums * keep).sum(1) / ((mask_counts * keep).sum(1) + 1e-6)
+        selection = InstanceSelection(queries, labels, top_scores, suppressed, mask_scores, top_scores * mask_scores)
+        if official_order:
+            return selection
+        order = torch.argsort(selection.scores, descending=True, stable=True) if sort else torch.arange(k)
+        order = order[selection.scores[order] >= score_threshold]
+        return InstanceSelection(*(getattr(selection, f)[order] for f in (
+            "queries", "labels", "fused_scores", "suppressed", "mask_scores", "scores")))
+
+    def close(self) -> None:
+        self._probs.close()

@@ -1,0 +1,74 @@
+"""Temporal topK-enhanced matching of per-frame queries to tracks (spec §2)."""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy.optimize import linear_sum_assignment
+
+
+@dataclass
+class MatchResult:
+    """How one frame was matched."""
+
+    permutation: torch.Tensor  # [Q] long: track j takes the frame's query permutation[j]
+    branch: str  # "first_frame", "single_best_memory" or "topk_weighted_average"
+    selected_memory: list[int]  # memory indices used (0 = oldest)
+    memory_costs: list[float]  # matched cost s_i of each memory entry
+
+
+class TemporalMatcher:
+    """Streaming matcher: feed one frame's query embeddings, get that frame's permutation.
+
+    Memory = FIFO of the last ``memory_length`` *aligned* embedding matrices. While it holds fewer than ``top_k``
+    entries the single memory frame with the lowest matched cosine cost decides; afterwards the recency-weighted
+    (i+1) costs of the ``top_k`` lowest-cost memory frames are averaged and solved once more.
+    """
+
+    def __init__(self, memory_length: int = 9, top_k: int = 5) -> None:
+        if memory_length < 1 or top_k < 1:
+            raise ValueError("memory_length and top_k must be >= 1")
+        self.memory_length = memory_length
+        self.top_k = top_k
+        self.memory: deque[torch.Tensor] = deque(maxlen=memory_length)
+
+    def reset(self) -> None:
+        self.memory.clear()
+
+    @staticmethod
+    def _assign(cost_t: np.ndarray) -> np.ndarray:
+        """Hungarian on ``cost_t`` [tracks, queries]; returns the query for each track."""
+        rows, cols = linear_sum_assignment(cost_t)
+        perm = np.empty(cost_t.shape[0], dtype=np.int64)
+        perm[rows] = cols
+        return perm
+
+    def match(self, embeds: torch.Tensor) -> MatchResult:
+        """embeds ``[Q, D]`` of the current frame -> permutation; the aligned embeddings enter the memory."""
+        num_queries = embeds.shape[0]
+        if not self.memory:
+            perm = torch.arange(num_queries)
+            self.memory.append(embeds.detach().float().cpu())
+            return MatchResult(perm, "first_frame", [], [])
+        current = F.normalize(embeds.detach().float().cpu(), dim=-1)
+        memory = F.normalize(torch.stack(list(self.memory)), dim=-1)  # [M, Q, D], 0 = oldest
+        costs = 1.0 - torch.einsum("qd,mkd->mqk", current, memory)  # [M, Q_cur, Q_mem]
+        costs_np = costs.numpy()
+        perms = [self._assign(c.T) for c in costs_np]
+        tracks = np.arange(num_queries)
+        matched = [float(costs_np[i][perms[i], tracks].sum()) for i in range(len(perms))]
+        if len(self.memory) < self.top_k:
+            best = int(np.argmin(matched))
+            perm, branch, selected = perms[best], "single_best_memory", [best]
+        else:
+            selected = sorted(np.argsort(matched, kind="stable")[: self.top_k].tolist())
+            weights = torch.arange(1, len(self.memory) + 1, dtype=costs.dtype)[:, None, None]
+            averaged = (costs * weights)[selected].sum(0) / self.top_k
+            perm, branch = self._assign(averaged.numpy().T), "topk_weighted_average"
+        permutation = torch.from_numpy(perm)
+        self.memory.append(embeds.detach().float().cpu()[permutation])
+        return MatchResult(permutation, branch, selected, matched)

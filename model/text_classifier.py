@@ -1,0 +1,168 @@
+"""Open-vocabulary text classifier: CLIP text embeddings of a vocabulary, cached (spec §3.1)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from model.clip_backbone import ClipBackbone
+
+# The 14 ViLD templates, in the official order; filled with str.format, class string verbatim.
+PROMPT_TEMPLATES: tuple[str, ...] = (
+    "a photo of a {}.",
+    "This is a photo of a {}",
+    "There is a {} in the scene",
+    "There is the {} in the scene",
+    "a photo of a {} in the scene",
+    "a photo of a small {}.",
+    "a photo of a medium {}.",
+    "a photo of a large {}.",
+    "This is a photo of a small {}.",
+    "This is a photo of a medium {}.",
+    "This is a photo of a large {}.",
+    "There is a small {} in the scene.",
+    "There is a medium {} in the scene.",
+    "There is a large {} in the scene.",
+)
+TEXT_BATCH = 128
+
+
+def split_synonyms(class_name: str) -> list[str]:
+    """``"car, automobile"`` -> ``["car", "automobile"]`` (official rule: replace ", " by "," then split)."""
+    return class_name.replace(", ", ",").split(",")
+
+
+def build_prompts(vocabulary: list[str]) -> tuple[list[str], list[int]]:
+    """All prompt strings (class, synonym, template order) and the number of synonyms per class."""
+    prompts: list[str] = []
+    counts: list[int] = []
+    for name in vocabulary:
+        synonyms = split_synonyms(name)
+        counts.append(len(synonyms))
+        for synonym in synonyms:
+            prompts.extend(template.format(synonym) for template in PROMPT_TEMPLATES)
+    return prompts, counts
+
+
+@dataclass
+class TextEmbeddings:
+    """Classifier rows for a vocabulary: one unit vector per (class, synonym), in class order."""
+
+    vocabulary: list[str]
+    embeddings: torch.Tensor  # [S, E] with S = total number of synonyms
+    synonym_counts: list[int]  # per class
+    logit_scale: float
+
+    def logits(self, features: torch.Tensor) -> torch.Tensor:
+        """features ``[..., E]`` (unnormalised) -> class logits ``[..., C]``: scale * max over synonyms of cosine."""
+        x = F.normalize(features.float(), dim=-1)
+        emb = self.embeddings.to(device=x.device, dtype=x.dtype)
+        per_synonym = self.logit_scale * x @ emb.T
+        if all(c == 1 for c in self.synonym_counts):
+            return per_synonym
+        index = torch.repeat_interleave(
+            torch.arange(len(self.synonym_counts), device=x.device),
+            torch.tensor(self.synonym_counts, device=x.device),
+        )
+        out = per_synonym.new_full((*per_synonym.shape[:-1], len(self.synonym_counts)), float("-inf"))
+        return out.scatter_reduce(-1, index.expand_as(per_synonym), per_synonym, reduce="amax")
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("CLIPVIS_CACHE", Path.home() / ".cache" / "clipvis"))
+
+
+class TextClassifier:
+    """Encodes vocabularies with the CLIP text tower; caches results in memory and on disk.
+
+    The cache key is a fingerprint of the text-tower weights plus the exact prompt strings, so a second run with
+    the same weights and vocabulary never re-encodes (an LV-VIS vocabulary is ~16,700 prompts).
+    """
+
+    def __init__(self, backbone: ClipBackbone, cache_dir: Path | None = None, use_disk_cache: bool = True) -> None:
+        import open_clip
+
+        self.backbone = backbone
+        context = int(backbone.clip_model.positional_embedding.shape[0])
+        self.tokenizer = open_clip.tokenizer.SimpleTokenizer(context_length=context)
+        self.cache_dir = (cache_dir or default_cache_dir()) / "text_embeddings"
+        self.use_disk_cache = use_disk_cache
+        self._memory: dict[str, TextEmbeddings] = {}
+        self._weights_fingerprint: str | None = None
+
+    def weights_fingerprint(self) -> str:
+        if self._weights_fingerprint is None:
+            digest = hashlib.sha256()
+            for name, tensor in sorted(self.backbone.clip_model.state_dict().items()):
+                if name.startswith("visual.") or name == "logit_scale":
+                    continue
+                digest.update(name.encode())
+                digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+            self._weights_fingerprint = digest.hexdigest()
+        return self._weights_fingerprint
+
+    def tokenize(self, prompts: list[str]) -> torch.Tensor:
+        return self.tokenizer(prompts)
+
+    @torch.no_grad()
+    def encode_prompts(self, prompts: list[str], device: torch.device) -> torch.Tensor:
+        """Unnormalised text embeddings ``[N, E]`` of prompt strings, in batches of 128."""
+        chunks = []
+        for start in range(0, len(prompts), TEXT_BATCH):
+            tokens = self.tokenize(prompts[start : start + TEXT_BATCH]).to(device)
+            chunks.append(self.backbone.encode_text(tokens).float())
+        return torch.cat(chunks, 0)
+
+    def __call__(self, vocabulary: list[str]) -> TextEmbeddings:
+        if not vocabulary:
+            raise ValueError("the vocabulary is empty")
+        prompts, counts = build_prompts(vocabulary)
+        key = hashlib.sha256(
+            (self.weights_fingerprint() + "\n" + json.dumps(prompts)).encode()
+        ).hexdigest()[:32]
+        cached = self._memory.get(key) or self._load(key, vocabulary, counts)
+        if cached is None:
+            device = self.backbone.clip_model.positional_embedding.device
+            per_prompt = F.normalize(self.encode_prompts(prompts, device), dim=-1)
+            per_synonym = per_prompt.view(-1, len(PROMPT_TEMPLATES), per_prompt.shape[-1]).mean(1)
+            embeddings = F.normalize(per_synonym, dim=-1).cpu()
+            cached = TextEmbeddings(list(vocabulary), embeddings, counts, self.backbone.logit_scale())
+            self._save(key, cached)
+        self._memory[key] = cached
+        return cached
+
+    def _path(self, key: str) -> Path:
+        return self.cache_dir / f"{key}.safetensors"
+
+    def _load(self, key: str, vocabulary: list[str], counts: list[int]) -> TextEmbeddings | None:
+        if not self.use_disk_cache or not self._path(key).is_file():
+            return None
+        from safetensors.torch import load_file
+
+        try:
+            embeddings = load_file(str(self._path(key)))["embeddings"]
+        except Exception:  # a corrupt cache entry is recomputed, never fatal
+            return None
+        if embeddings.shape[0] != sum(counts):
+            return None
+        return TextEmbeddings(list(vocabulary), embeddings, counts, self.backbone.logit_scale())
+
+    def _save(self, key: str, entry: TextEmbeddings) -> None:
+        if not self.use_disk_cache:
+            return
+        from safetensors.torch import save_file
+
+        try:
+            self.cache_dir.mkdir(parents=True, exist_ok=True)
+            tmp = self._path(key).with_suffix(f".tmp{os.getpid()}")
+            save_file({"embeddings": entry.embeddings.contiguous()}, str(tmp),
+                      metadata={"vocabulary": json.dumps(entry.vocabulary)})
+            os.replace(tmp, self._path(key))
+        except OSError:
+            pass  # an unwritable cache only costs time
