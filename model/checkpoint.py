@@ -206,6 +206,19 @@ def load_model(
     return model.to(device).eval()
 
 
+def to_official_state_dict(model) -> dict[str, torch.Tensor]:
+    """The model's weights under the official detectron2 key names (spec §6), e.g. for the official code."""
+    out: dict[str, torch.Tensor] = {}
+    for key, value in model.state_dict().items():
+        for official, ours in _PREFIX_MAP:
+            if key.startswith(ours):
+                key = official + key[len(ours) :]
+                break
+        out[key] = value
+    out["criterion.empty_object_weight"] = torch.tensor([1.0, 0.4])
+    return out
+
+
 def save_pretrained(model, path: str | Path) -> Path:
     """Write weights + model config into one self-describing safetensors file (atomically)."""
     import os
