@@ -1,0 +1,108 @@
+"""Atomic file output: write to a temporary name in the same directory, then `os.replace` onto the final name.
+
+A reader never sees a half-written file under the final name: either the old file (or none) or the
+complete new one. On any exception (KeyboardInterrupt included) the temporary file is removed and the
+final name is untouched.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+
+def _read_umask() -> int:
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return umask
+
+
+# mkstemp creates 0600 files; final files get the usual 0666 & ~umask, as open() would give them.
+# Read once at import (changing the umask is process-wide, so never do it while threads may create files).
+_DEFAULT_FILE_MODE = 0o666 & ~_read_umask()
+
+
+class OutputNotWritableError(OSError):
+    """An output directory or file cannot be created or written; `str()` is one line naming the path."""
+
+    def __init__(self, path: Path | str, cause: BaseException | str) -> None:
+        reason = cause if isinstance(cause, str) else (getattr(cause, "strerror", None) or str(cause))
+        super().__init__(f"{path}: output not writable ({reason})")
+        self.path = Path(path)
+
+
+def temp_path_for(path: Path) -> Path:
+    """A fresh, unused temporary path next to `path`, keeping its suffix (for format-by-extension tools)."""
+    handle, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    os.close(handle)
+    return Path(name)
+
+
+@contextmanager
+def atomic_output_path(path: Path | str) -> Iterator[Path]:
+    """Yield a temporary path to write; on success it replaces `path`, on any exception it is deleted.
+
+    The parent directory must exist. Raises OutputNotWritableError if the temporary file cannot be created.
+    Example::
+
+        with atomic_output_path(out_dir / "overlay.mp4") as tmp:
+            encode_video(tmp)
+    """
+    final = Path(path)
+    try:
+        tmp = temp_path_for(final)
+    except OSError as error:
+        raise OutputNotWritableError(final.parent, error) from error
+    try:
+        yield tmp
+        os.chmod(tmp, _DEFAULT_FILE_MODE)
+        os.replace(tmp, final)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_bytes(path: Path | str, data: bytes) -> Path:
+    """Write `data` to `path` atomically (flushed and fsync'ed before the rename)."""
+    final = Path(path)
+    with atomic_output_path(final) as tmp:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+    return final
+
+
+def atomic_write_text(path: Path | str, text: str, encoding: str = "utf-8") -> Path:
+    """Write `text` to `path` atomically."""
+    return atomic_write_bytes(path, text.encode(encoding))
+
+
+def atomic_write_json(path: Path | str, obj: Any, indent: int | None = None) -> Path:
+    """Serialise `obj` as JSON (UTF-8, non-ASCII kept) and write it atomically.
+
+    The object is serialised completely before anything is written, so a serialisation error leaves no file.
+    """
+    separators = (",", ":") if indent is None else None
+    text = json.dumps(obj, ensure_ascii=False, indent=indent, separators=separators)
+    return atomic_write_text(path, text + "\n")
+
+
+def ensure_output_dir(path: Path | str) -> Path:
+    """Create `path` (and parents) if needed and check that files can be created in it.
+
+    Raises OutputNotWritableError with a one-line message if not.
+    """
+    directory = Path(path)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        probe = temp_path_for(directory / "write-check")
+        probe.unlink()
+    except OSError as error:
+        raise OutputNotWritableError(directory, error) from error
+    return directory

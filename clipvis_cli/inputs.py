@@ -1,0 +1,226 @@
+"""Input discovery for `clipvis segment`: turn command-line arguments into an ordered list of video sources.
+
+Accepted arguments:
+
+* a video file (any extension when named explicitly: the decoder decides whether it is a video);
+* a single image file (a 1-frame video);
+* a directory: if it holds only images (no video files, no sub-directories) it is ONE video whose frames
+  are the images in natural sort order (the YouTube-VIS / LV-VIS / DAVIS `JPEGImages/<video>/` layout);
+  otherwise it is searched recursively for video files (known extensions) and image folders. Hidden entries
+  (".name") are skipped; loose images next to videos or sub-directories are ignored;
+* a glob pattern (`'videos/**/*.mp4'`, for shells that did not expand it): every match is handled like a
+  named path, except that matched files with an unknown extension are skipped;
+* `-`: newline-separated arguments read from stdin (`find . -name '*.mov' | clipvis segment - ...`).
+
+Problems never raise: a missing path, a pattern without matches or an empty directory comes back as a
+`VideoSource` with `error` set, so one bad argument fails one input, not the batch. Duplicates (same
+resolved path) are dropped, keeping the first occurrence; order is argument order, then natural order
+inside directories.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+import sys
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, TextIO
+
+VIDEO_EXTENSIONS: frozenset[str] = frozenset(
+    {
+        ".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".wmv", ".flv", ".mpg", ".mpeg", ".ts", ".mts",
+        ".m2ts", ".3gp", ".ogv", ".gif", ".y4m",
+    }
+)
+IMAGE_EXTENSIONS: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
+
+_GLOB_CHARS = re.compile(r"[*?\[]")
+_DIGITS = re.compile(r"(\d+)")
+
+SourceKind = Literal["video", "images"]
+
+
+@dataclass(frozen=True)
+class VideoSource:
+    """One input video.
+
+    kind "video": `path` is a file for the video decoder. kind "images": `path` is the image folder (or
+    the single image) and `frame_files` are the frames in order. `error` is a one-line reason when the
+    input cannot be used (then `kind` is meaningless and `frame_files` empty). `argument` is the
+    command-line argument it came from.
+    """
+
+    path: Path
+    kind: SourceKind = "video"
+    frame_files: tuple[Path, ...] = ()
+    error: str | None = None
+    argument: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @property
+    def stem(self) -> str:
+        """Natural output-folder name before de-duplication (file stem, or folder name for image folders)."""
+        name = self.path.name if (self.kind == "images" and self.path.is_dir()) else self.path.stem
+        return _safe_stem(name)
+
+    def describe_error(self) -> str:
+        """One line: `<path>: <reason>` (empty string when there is no error)."""
+        return f"{self.path}: {self.error}" if self.error else ""
+
+
+def natural_sort_key(text: str) -> tuple:
+    """Sort key that orders embedded numbers numerically: 1.png < 2.png < 10.png; case-insensitive text."""
+    parts = _DIGITS.split(text)
+    return tuple(int(part) if i % 2 else part.lower() for i, part in enumerate(parts)) + (text,)
+
+
+def discover_inputs(arguments: Sequence[str], stdin: TextIO | None = None) -> list[VideoSource]:
+    """Expand command-line arguments into video sources (see module docstring).
+
+    `stdin` (default sys.stdin) is read only if an argument is `-`.
+    """
+    sources: list[VideoSource] = []
+    stdin_consumed = False
+    for argument in arguments:
+        if argument == "-":
+            if stdin_consumed:
+                continue
+            stdin_consumed = True
+            for line in _stdin_arguments(stdin if stdin is not None else sys.stdin):
+                sources.extend(_expand_argument(line))
+        else:
+            sources.extend(_expand_argument(argument))
+    return _deduplicate(sources)
+
+
+def unique_stems(sources: Sequence[VideoSource]) -> list[str]:
+    """Output-folder names, one per source, unique (case-insensitively) and stable for a given input order.
+
+    The first input with a stem keeps it; later inputs with the same stem get `-2`, `-3`, … (skipping
+    names another input has naturally: `a/clip.mp4 b/clip.mp4 clip-2.mp4` -> `clip`, `clip-3`, `clip-2`).
+    """
+    natural = [source.stem for source in sources]
+    reserved = {stem.lower() for stem in natural}
+    used: set[str] = set()
+    stems: list[str] = []
+    for stem in natural:
+        candidate = stem
+        if candidate.lower() in used:
+            suffix = 2
+            while f"{stem}-{suffix}".lower() in reserved or f"{stem}-{suffix}".lower() in used:
+                suffix += 1
+            candidate = f"{stem}-{suffix}"
+        used.add(candidate.lower())
+        stems.append(candidate)
+    return stems
+
+
+def list_image_frames(directory: Path) -> list[Path]:
+    """Image files directly inside `directory` (hidden ones skipped), in natural sort order."""
+    frames = [
+        entry
+        for entry in _visible_entries(directory)
+        if entry.suffix.lower() in IMAGE_EXTENSIONS and entry.is_file()
+    ]
+    return sorted(frames, key=lambda p: natural_sort_key(p.name))
+
+
+def is_image_folder(directory: Path) -> bool:
+    """True if `directory` holds at least one image and no video files and no (visible) sub-directories."""
+    has_image = False
+    for entry in _visible_entries(directory):
+        if entry.is_dir():
+            return False
+        suffix = entry.suffix.lower()
+        if suffix in VIDEO_EXTENSIONS:
+            return False
+        has_image = has_image or suffix in IMAGE_EXTENSIONS
+    return has_image
+
+
+def _stdin_arguments(stream: TextIO) -> Iterator[str]:
+    for line in stream:
+        argument = line.rstrip("\r\n")
+        if argument.strip():
+            yield argument
+
+
+def _expand_argument(argument: str) -> list[VideoSource]:
+    path = Path(argument).expanduser()
+    if path.exists():
+        return _expand_path(path, argument, explicit=True)
+    if _GLOB_CHARS.search(argument):
+        matches = sorted(glob.glob(str(path), recursive=True), key=natural_sort_key)
+        if not matches:
+            return [VideoSource(path, error="no file matches this pattern", argument=argument)]
+        found: list[VideoSource] = []
+        for match in matches:
+            found.extend(_expand_path(Path(match), argument, explicit=False))
+        return found
+    if path.is_symlink():
+        return [VideoSource(path, error="broken symbolic link", argument=argument)]
+    return [VideoSource(path, error="no such file or directory", argument=argument)]
+
+
+def _expand_path(path: Path, argument: str, explicit: bool) -> list[VideoSource]:
+    if path.is_dir():
+        found = list(_expand_directory(path, argument, visited=set()))
+        if not found:
+            reason = "directory holds no video files or image folders"
+            return [VideoSource(path, error=reason, argument=argument)]
+        return found
+    suffix = path.suffix.lower()
+    if suffix in IMAGE_EXTENSIONS:
+        return [VideoSource(path, kind="images", frame_files=(path,), argument=argument)]
+    if explicit or suffix in VIDEO_EXTENSIONS:
+        return [VideoSource(path, kind="video", argument=argument)]
+    return []
+
+
+def _expand_directory(directory: Path, argument: str, visited: set[str]) -> Iterator[VideoSource]:
+    real = os.path.realpath(directory)
+    if real in visited:  # a symbolic-link loop
+        return
+    visited.add(real)
+    try:
+        if is_image_folder(directory):
+            frames = list_image_frames(directory)
+            yield VideoSource(directory, kind="images", frame_files=tuple(frames), argument=argument)
+            return
+        entries = sorted(_visible_entries(directory), key=lambda p: natural_sort_key(p.name))
+    except OSError as error:
+        reason = f"cannot read directory ({error.strerror or error})"
+        yield VideoSource(directory, error=reason, argument=argument)
+        return
+    for entry in entries:
+        if entry.is_dir():
+            yield from _expand_directory(entry, argument, visited)
+        elif entry.suffix.lower() in VIDEO_EXTENSIONS and entry.is_file():
+            yield VideoSource(entry, kind="video", argument=argument)
+
+
+def _visible_entries(directory: Path) -> Iterable[Path]:
+    return (entry for entry in directory.iterdir() if not entry.name.startswith("."))
+
+
+def _deduplicate(sources: Iterable[VideoSource]) -> list[VideoSource]:
+    seen: set[str] = set()
+    unique: list[VideoSource] = []
+    for source in sources:
+        key = f"error:{source.argument}:{source.path}" if source.error else os.path.realpath(source.path)
+        if key in seen:
+            continue
+        seen.add(key)
+        unique.append(source)
+    return unique
+
+
+def _safe_stem(name: str) -> str:
+    cleaned = name.replace("\x00", "_").replace("/", "_").replace("\\", "_").lstrip(".").strip()
+    return cleaned or "video"

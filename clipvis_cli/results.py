@@ -1,0 +1,116 @@
+"""Result types shared by the `segment` pipeline and its writers (no tensor math here).
+
+A video's results are one `VideoInfo` (what was processed) plus a list of `TrackResult`s (one per
+tracked object).
+Category ids are 1-based indices into the vocabulary (`categories[category_id - 1]` is the class name).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Literal
+
+# A compressed COCO RLE: {"size": [height, width], "counts": "<ascii str>"}.
+RleDict = dict
+
+
+@dataclass
+class VideoInfo:
+    """One processed video.
+
+    `frame_indices[i]` is the index (0-based, in decode order) of the i-th processed frame in the source
+    video; every per-frame list (`TrackResult.segmentations`, `file_names`) has one entry per processed
+    frame.
+    `height`/`width` are the displayed size (after rotation metadata), which is the size of every mask.
+    `fps` is the source frame rate; the processed frames play at `fps / frame_stride` (`processed_fps`).
+    `file_names` default to synthetic `<stem>/<frame_index:05d>.jpg`; `kind` is "video" for a video file,
+    "images" for an image folder (whose file_names are then the real image names).
+    """
+
+    video_id: int
+    source: str
+    stem: str
+    height: int
+    width: int
+    fps: float | Fraction
+    frame_stride: int
+    frame_indices: list[int]
+    file_names: list[str] = field(default_factory=list)
+    kind: Literal["video", "images"] = "video"
+
+    def __post_init__(self) -> None:
+        if not self.file_names:
+            self.file_names = synthetic_file_names(self.stem, self.frame_indices)
+        if len(self.file_names) != len(self.frame_indices):
+            raise ValueError(
+                f"VideoInfo {self.stem!r}: {len(self.file_names)} file_names "
+                f"for {len(self.frame_indices)} frames"
+            )
+        if self.frame_stride < 1:
+            raise ValueError(f"VideoInfo {self.stem!r}: frame_stride must be >= 1, got {self.frame_stride}")
+
+    @property
+    def num_frames(self) -> int:
+        """Number of processed frames."""
+        return len(self.frame_indices)
+
+    @property
+    def processed_fps(self) -> Fraction:
+        """Frame rate of the processed frames (source fps / stride) as an exact fraction."""
+        return fps_fraction(self.fps) / self.frame_stride
+
+
+@dataclass
+class TrackResult:
+    """One tracked object: its class, confidence and one mask per processed frame.
+
+    `segmentations[i]` is a compressed COCO RLE at the video's (height, width) for processed frame i, or
+    None where the object is absent.
+    """
+
+    track_id: int
+    category_id: int
+    score: float
+    segmentations: list[RleDict | None]
+
+
+def synthetic_file_names(stem: str, frame_indices: list[int]) -> list[str]:
+    """YouTube-VIS style relative frame names: `<stem>/<frame_index:05d>.jpg` (one per processed frame)."""
+    return [f"{stem}/{index:05d}.jpg" for index in frame_indices]
+
+
+def image_folder_file_names(stem: str, frame_files: list[Path]) -> list[str]:
+    """Relative frame names for an image-folder video: `<stem>/<original file name>`."""
+    return [f"{stem}/{path.name}" for path in frame_files]
+
+
+def fps_fraction(fps: float | Fraction) -> Fraction:
+    """An exact frame-rate fraction (29.97002997 -> 30000/1001)."""
+    if isinstance(fps, Fraction):
+        return fps
+    if fps <= 0:
+        raise ValueError(f"frame rate must be positive, got {fps}")
+    return Fraction(fps).limit_denominator(1001)
+
+
+def check_tracks(video: VideoInfo, tracks: list[TrackResult], num_categories: int) -> None:
+    """Raise ValueError if a track does not fit the video (wrong frame count, mask size or category id)."""
+    for track in tracks:
+        if len(track.segmentations) != video.num_frames:
+            raise ValueError(
+                f"track {track.track_id} of {video.stem!r} has {len(track.segmentations)} segmentations "
+                f"for {video.num_frames} processed frames"
+            )
+        if not 1 <= track.category_id <= num_categories:
+            raise ValueError(
+                f"track {track.track_id} of {video.stem!r} has category_id {track.category_id}, "
+                f"outside 1..{num_categories}"
+            )
+        for rle in track.segmentations:
+            if rle is not None and list(rle["size"]) != [video.height, video.width]:
+                raise ValueError(
+                    f"track {track.track_id} of {video.stem!r} has a mask of size {list(rle['size'])}, "
+                    f"video is {[video.height, video.width]}"
+                )

@@ -1,0 +1,77 @@
+"""COCO run-length encoding helpers (thin, typed wrappers around pycocotools.mask).
+
+Compressed RLE dicts here always carry `counts` as an ASCII `str` (JSON-ready), `size` as `[height, width]`.
+pycocotools wants Fortran-ordered uint8 arrays; the conversion is done here so callers pass ordinary C-ordered
+bool/uint8 masks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from pycocotools import mask as coco_mask
+
+RleDict = dict
+
+
+def _to_json_rle(rle: dict) -> RleDict:
+    counts = rle["counts"]
+    if isinstance(counts, bytes):
+        counts = counts.decode("ascii")
+    return {"size": [int(rle["size"][0]), int(rle["size"][1])], "counts": counts}
+
+
+def _to_coco_rle(rle: RleDict) -> dict:
+    """pycocotools accepts str counts for decode/area/bbox; list counts (uncompressed RLE) are converted."""
+    if isinstance(rle["counts"], list):
+        height, width = rle["size"]
+        return coco_mask.frPyObjects(rle, height, width)
+    return rle
+
+
+def encode(mask: np.ndarray) -> RleDict:
+    """Encode one H×W mask (bool, or integer where non-zero is foreground) to a compressed RLE dict."""
+    if mask.ndim != 2:
+        raise ValueError(f"encode expects an H×W mask, got shape {mask.shape}")
+    binary = np.asfortranarray(mask != 0, dtype=np.uint8)
+    return _to_json_rle(coco_mask.encode(binary))
+
+
+def encode_many(masks: np.ndarray) -> list[RleDict]:
+    """Encode N×H×W masks to N compressed RLE dicts (one pycocotools call)."""
+    if masks.ndim != 3:
+        raise ValueError(f"encode_many expects an N×H×W array, got shape {masks.shape}")
+    if masks.shape[0] == 0:
+        return []
+    binary = np.asfortranarray((masks != 0).transpose(1, 2, 0), dtype=np.uint8)
+    return [_to_json_rle(rle) for rle in coco_mask.encode(binary)]
+
+
+def decode(rle: RleDict) -> np.ndarray:
+    """Decode one RLE dict (compressed or uncompressed counts) to an H×W bool mask."""
+    return coco_mask.decode(_to_coco_rle(rle)).astype(bool)
+
+
+def area(rle: RleDict) -> int:
+    """Number of foreground pixels."""
+    return int(coco_mask.area(_to_coco_rle(rle)))
+
+
+def bbox(rle: RleDict) -> list[float]:
+    """Bounding box [x, y, width, height] in pixels (all zeros for an empty mask)."""
+    return [float(v) for v in coco_mask.toBbox(_to_coco_rle(rle))]
+
+
+def areas(rles: Sequence[RleDict]) -> list[int]:
+    """Areas of many RLEs in one call."""
+    if not rles:
+        return []
+    return [int(v) for v in coco_mask.area([_to_coco_rle(r) for r in rles])]
+
+
+def bboxes(rles: Sequence[RleDict]) -> list[list[float]]:
+    """Bounding boxes [x, y, w, h] of many RLEs in one call."""
+    if not rles:
+        return []
+    return [[float(v) for v in row] for row in coco_mask.toBbox([_to_coco_rle(r) for r in rles])]

@@ -1,0 +1,456 @@
+"""Video decoding for `clipvis segment`: readers for video files and image folders, and a background decoder.
+
+Readers yield `(frame_index, frame)` with `frame` an H×W×3 uint8 RGB array, `frame_index` the 0-based index of
+the frame in decode order (every frame counts, whatever its timestamp: variable-frame-rate videos are read
+frame by frame). `stride` keeps every Nth frame (indices 0, N, 2N, …), `max_frames` caps how many are yielded.
+
+Video files are decoded with PyAV. Rotation metadata (the display matrix, e.g. phone videos shot upright) is
+applied, so frames and sizes are what a player shows; mirror flips in the matrix are not applied. Every PyAV /
+FFmpeg failure becomes a `VideoReadError` whose `str()` is one line naming the file and the cause.
+
+`BackgroundDecoder` runs a reader in a daemon thread and hands out `FrameBatch`es through a bounded queue.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Protocol
+
+import av
+import av.error
+import cv2
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from clipvis_cli.inputs import VideoSource
+
+DEFAULT_FPS = Fraction(30)
+_MAX_PLAUSIBLE_FPS = 1000
+
+
+class VideoReadError(Exception):
+    """An input cannot be decoded. `str(error)` is `<path>: <reason>` on one line."""
+
+    def __init__(self, path: Path | str, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = Path(path)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class VideoProbe:
+    """What is known about an input before decoding it fully.
+
+    `width`/`height` are the displayed size (after rotation). `fps` is the average frame rate (DEFAULT_FPS
+    when the file does not say; then `fps_known` is False). `frame_count` is the container's frame count or
+    an estimate from the duration (None when neither is available). `rotation` is the counter-clockwise
+    rotation in degrees (0, 90, 180, 270) applied to every decoded frame.
+    """
+
+    path: Path
+    width: int
+    height: int
+    fps: Fraction
+    fps_known: bool
+    frame_count: int | None
+    rotation: int = 0
+    codec: str = ""
+
+    def processed_frame_count(self, stride: int = 1, max_frames: int | None = None) -> int | None:
+        """Estimated number of frames a reader with this stride / max_frames yields (None if unknown)."""
+        if self.frame_count is None:
+            return max_frames
+        count = -(-self.frame_count // stride)
+        return count if max_frames is None else min(count, max_frames)
+
+
+class FrameReader(Protocol):
+    """What `open_reader` returns: a re-iterable source of (frame_index, RGB frame)."""
+
+    path: Path
+    stride: int
+    max_frames: int | None
+
+    def probe(self) -> VideoProbe: ...
+
+    def __iter__(self) -> Iterator[tuple[int, np.ndarray]]: ...
+
+    def frame_file_names(self, stem: str, frame_indices: Sequence[int]) -> list[str]: ...
+
+
+def _check_sampling(stride: int, max_frames: int | None) -> None:
+    if stride < 1:
+        raise ValueError(f"stride must be >= 1, got {stride}")
+    if max_frames is not None and max_frames < 1:
+        raise ValueError(f"max_frames must be >= 1, got {max_frames}")
+
+
+def _ffmpeg_reason(error: BaseException) -> str:
+    text = getattr(error, "strerror", None) or str(error)
+    return " ".join(str(text).split())
+
+
+class VideoReader:
+    """Decode a video file with PyAV. Iterating opens the file afresh, so a reader can be iterated twice
+    (e.g. once for the model, once for the overlay)."""
+
+    def __init__(self, path: Path | str, stride: int = 1, max_frames: int | None = None, threads: int = 0):
+        _check_sampling(stride, max_frames)
+        self.path = Path(path)
+        self.stride = stride
+        self.max_frames = max_frames
+        self.threads = threads
+        self._probe: VideoProbe | None = None
+
+    def probe(self) -> VideoProbe:
+        """Open the file and decode its first frame (for size and rotation). Raises VideoReadError."""
+        if self._probe is None:
+            self._probe = self._read_probe()
+        return self._probe
+
+    def frame_file_names(self, stem: str, frame_indices: Sequence[int]) -> list[str]:
+        """Synthetic YouTube-VIS frame names `<stem>/<index:05d>.jpg`."""
+        return [f"{stem}/{index:05d}.jpg" for index in frame_indices]
+
+    def __iter__(self) -> Iterator[tuple[int, np.ndarray]]:
+        container, stream = self._open()
+        decoded = 0
+        yielded = 0
+        first_size: tuple[int, int] | None = None
+        try:
+            frames = container.decode(stream)
+            while self.max_frames is None or yielded < self.max_frames:
+                try:
+                    frame = next(frames)
+                except StopIteration:
+                    break
+                except av.error.FFmpegError as error:
+                    raise self._decode_error(decoded, error) from error
+                index = decoded
+                decoded += 1
+                if index % self.stride:
+                    continue
+                image = _to_rgb(frame)
+                if first_size is None:
+                    first_size = image.shape[:2]
+                elif image.shape[:2] != first_size:  # resolution change mid-stream: keep one size
+                    image = cv2.resize(image, (first_size[1], first_size[0]), interpolation=cv2.INTER_AREA)
+                yielded += 1
+                yield index, image
+        finally:
+            container.close()
+        if decoded == 0:
+            raise VideoReadError(self.path, "no decodable frames")
+
+    def _decode_error(self, decoded: int, error: BaseException) -> VideoReadError:
+        reason = _ffmpeg_reason(error)
+        if decoded == 0:
+            return VideoReadError(self.path, f"no decodable frames ({reason})")
+        reason = f"truncated or corrupt: decoding failed after {decoded} frames ({reason})"
+        return VideoReadError(self.path, reason)
+
+    def _open(self) -> tuple[av.container.InputContainer, av.video.stream.VideoStream]:
+        path = self.path
+        if path.is_dir():
+            raise VideoReadError(path, "is a directory, not a video file")
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            raise VideoReadError(path, "no such file or directory") from None
+        except OSError as error:
+            raise VideoReadError(path, f"cannot read ({error.strerror or error})") from None
+        if size == 0 and path.is_file():
+            raise VideoReadError(path, "zero bytes (empty file)")
+        try:
+            container = av.open(str(path), mode="r", metadata_errors="ignore")
+        except av.error.InvalidDataError:
+            raise VideoReadError(path, "not a video or corrupt (FFmpeg cannot read it)") from None
+        except av.error.FFmpegError as error:
+            raise VideoReadError(path, f"cannot open ({_ffmpeg_reason(error)})") from None
+        except OSError as error:
+            raise VideoReadError(path, f"cannot open ({error.strerror or error})") from None
+        if not container.streams.video:
+            has_audio = bool(container.streams.audio)
+            container.close()
+            raise VideoReadError(path, "no video stream (audio only)" if has_audio else "no video stream")
+        stream = container.streams.video[0]
+        # Slice threading only: with FFmpeg's frame threading a decode error (e.g. a truncated file) is
+        # swallowed and the video silently ends early. Single-stream decoding is far faster than the model.
+        stream.thread_type = "SLICE"
+        stream.codec_context.thread_count = self.threads
+        return container, stream
+
+    def _read_probe(self) -> VideoProbe:
+        container, stream = self._open()
+        try:
+            fps, fps_known = _stream_fps(stream)
+            frame_count = _stream_frame_count(container, stream, fps)
+            codec = stream.codec_context.name
+            try:
+                first = next(container.decode(stream))
+            except StopIteration:
+                raise VideoReadError(self.path, "no decodable frames") from None
+            except av.error.FFmpegError as error:
+                raise self._decode_error(0, error) from error
+            rotation = _rotation_degrees(first)
+            width, height = first.width, first.height
+            if rotation in (90, 270):
+                width, height = height, width
+        finally:
+            container.close()
+        return VideoProbe(self.path, width, height, fps, fps_known, frame_count, rotation, codec)
+
+
+class ImageFolderReader:
+    """Read a list of image files (an image-folder video) as RGB frames; all must have the same size.
+
+    EXIF orientation is applied. `fps` is the rate the frames are assumed to have (default 30).
+    """
+
+    def __init__(
+        self,
+        frame_files: Sequence[Path | str],
+        stride: int = 1,
+        max_frames: int | None = None,
+        fps: float | Fraction = DEFAULT_FPS,
+        path: Path | str | None = None,
+    ):
+        _check_sampling(stride, max_frames)
+        self.frame_files = [Path(p) for p in frame_files]
+        if path is None:
+            path = self.frame_files[0].parent if self.frame_files else Path()
+        self.path = Path(path)
+        self.stride = stride
+        self.max_frames = max_frames
+        self.fps = Fraction(fps).limit_denominator(1001) if not isinstance(fps, Fraction) else fps
+        self._probe: VideoProbe | None = None
+
+    def probe(self) -> VideoProbe:
+        if self._probe is None:
+            if not self.frame_files:
+                raise VideoReadError(self.path, "no image frames")
+            height, width = self._load(self.frame_files[0]).shape[:2]
+            count = len(self.frame_files)
+            self._probe = VideoProbe(self.path, width, height, self.fps, True, count, 0, "image")
+        return self._probe
+
+    def frame_file_names(self, stem: str, frame_indices: Sequence[int]) -> list[str]:
+        """`<stem>/<original image name>` for each processed frame."""
+        return [f"{stem}/{self.frame_files[index].name}" for index in frame_indices]
+
+    def __iter__(self) -> Iterator[tuple[int, np.ndarray]]:
+        if not self.frame_files:
+            raise VideoReadError(self.path, "no image frames")
+        selected = range(0, len(self.frame_files), self.stride)
+        if self.max_frames is not None:
+            selected = selected[: self.max_frames]
+        first_shape: tuple[int, ...] | None = None
+        for index in selected:
+            image = self._load(self.frame_files[index])
+            if first_shape is None:
+                first_shape = image.shape
+            elif image.shape != first_shape:
+                raise VideoReadError(
+                    self.path,
+                    f"frame {self.frame_files[index].name} is {image.shape[1]}x{image.shape[0]} but the "
+                    f"first frame is {first_shape[1]}x{first_shape[0]} (all frames must have one size)",
+                )
+            yield index, image
+
+    def _load(self, file: Path) -> np.ndarray:
+        try:
+            with Image.open(file) as opened:
+                image = ImageOps.exif_transpose(opened).convert("RGB")
+                return np.asarray(image, dtype=np.uint8).copy()
+        except FileNotFoundError:
+            raise VideoReadError(self.path, f"frame {file.name}: no such file") from None
+        except (UnidentifiedImageError, OSError, ValueError) as error:
+            raise VideoReadError(self.path, f"frame {file.name}: not an image or corrupt ({error})") from None
+
+
+def open_reader(
+    source: VideoSource,
+    stride: int = 1,
+    max_frames: int | None = None,
+    image_fps: float | Fraction = DEFAULT_FPS,
+) -> VideoReader | ImageFolderReader:
+    """The reader for a discovered input. Raises VideoReadError for a source that carries an error."""
+    if source.error:
+        raise VideoReadError(source.path, source.error)
+    if source.kind == "images":
+        return ImageFolderReader(source.frame_files, stride, max_frames, fps=image_fps, path=source.path)
+    return VideoReader(source.path, stride, max_frames)
+
+
+@dataclass
+class FrameBatch:
+    """Consecutive processed frames: `frames[i]` (H×W×3 uint8 RGB) is source frame `frame_indices[i]`."""
+
+    frame_indices: list[int]
+    frames: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.frame_indices)
+
+
+@dataclass
+class _Failure:
+    error: BaseException
+
+
+_END = object()
+
+
+class BackgroundDecoder:
+    """Decode in a daemon thread; iterate to receive `FrameBatch`es of up to `batch_size` frames.
+
+    At most `max_queued_batches` batches wait in the queue (plus one being filled), so memory stays bounded
+    however far decoding runs ahead. An exception in the reader is re-raised in the consuming thread
+    (a VideoReadError keeps its one-line message). Use as a context manager (or call `close()`) so that an
+    early exit — break, exception, Ctrl-C — stops the thread without hanging::
+
+        with BackgroundDecoder(reader, batch_size=8) as batches:
+            for batch in batches:
+                ...
+    """
+
+    _POLL_SECONDS = 0.1
+
+    def __init__(
+        self,
+        frames: Iterable[tuple[int, np.ndarray]],
+        batch_size: int,
+        max_queued_batches: int = 2,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if max_queued_batches < 1:
+            raise ValueError(f"max_queued_batches must be >= 1, got {max_queued_batches}")
+        self._frames = frames
+        self._batch_size = batch_size
+        self._queue: queue.Queue = queue.Queue(maxsize=max_queued_batches)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="clipvis-decoder", daemon=True)
+        self._started = False
+        self._finished = False
+
+    def __enter__(self) -> BackgroundDecoder:
+        self._start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __iter__(self) -> Iterator[FrameBatch]:
+        self._start()
+        while not self._finished:
+            try:
+                item = self._queue.get(timeout=self._POLL_SECONDS)
+            except queue.Empty:
+                if not self._thread.is_alive() and self._queue.empty():
+                    self._finished = True  # the thread died without a sentinel (stopped by close())
+                continue
+            if item is _END:
+                self._finished = True
+            elif isinstance(item, _Failure):
+                self._finished = True
+                raise item.error
+            else:
+                yield item
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop the decoding thread and wait (up to `timeout` seconds) for it to release the file."""
+        self._stop.set()
+        self._finished = True
+        while True:  # unblock a producer waiting on a full queue
+            try:
+                self._queue.get_nowait()
+            except queue.Empty:
+                break
+        if self._started:
+            self._thread.join(timeout)
+
+    @property
+    def is_alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def _start(self) -> None:
+        if not self._started:
+            self._started = True
+            self._thread.start()
+
+    def _put(self, item: object) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=self._POLL_SECONDS)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _run(self) -> None:
+        iterator = iter(self._frames)
+        try:
+            indices: list[int] = []
+            frames: list[np.ndarray] = []
+            for index, frame in iterator:
+                if self._stop.is_set():
+                    return
+                indices.append(index)
+                frames.append(frame)
+                if len(indices) == self._batch_size:
+                    if not self._put(FrameBatch(indices, np.stack(frames))):
+                        return
+                    indices, frames = [], []
+            if indices and not self._put(FrameBatch(indices, np.stack(frames))):
+                return
+            self._put(_END)
+        except BaseException as error:  # handed to the consumer, which re-raises it
+            self._put(_Failure(error))
+        finally:
+            close = getattr(iterator, "close", None)
+            if close is not None:
+                close()
+
+
+def _to_rgb(frame: av.VideoFrame) -> np.ndarray:
+    image = frame.to_ndarray(format="rgb24")
+    quarter_turns = _rotation_degrees(frame) // 90
+    if quarter_turns:
+        image = np.ascontiguousarray(np.rot90(image, quarter_turns))
+    return image
+
+
+def _rotation_degrees(frame: av.VideoFrame) -> int:
+    """Counter-clockwise display rotation of a decoded frame, snapped to 0/90/180/270."""
+    rotation = frame.rotation
+    if not rotation:
+        return 0
+    return (round(rotation / 90) * 90) % 360
+
+
+def _stream_fps(stream: av.video.stream.VideoStream) -> tuple[Fraction, bool]:
+    for rate in (stream.average_rate, stream.guessed_rate, stream.base_rate):
+        if rate and 0 < rate < _MAX_PLAUSIBLE_FPS:
+            return Fraction(rate), True
+    return DEFAULT_FPS, False
+
+
+def _stream_frame_count(
+    container: av.container.InputContainer, stream: av.video.stream.VideoStream, fps: Fraction
+) -> int | None:
+    if stream.frames and stream.frames > 0:
+        return int(stream.frames)
+    seconds: float | None = None
+    if stream.duration and stream.time_base:
+        seconds = float(stream.duration * stream.time_base)
+    elif container.duration:
+        seconds = container.duration / av.time_base
+    if seconds is None or seconds <= 0:
+        return None
+    return max(1, round(seconds * float(fps)))

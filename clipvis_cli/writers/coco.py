@@ -1,0 +1,111 @@
+"""COCO instances JSON writer (`coco.json`) with track ids, for CVAT / Datumaro / FiftyOne / Roboflow.
+
+* one image per processed frame: `id` (1.. across the file), `file_name`, `width`, `height`, plus the
+  non-standard `video_id` and `frame_index` (source frame index). For a video file the name is
+  `<stem>/frame_<index:06d>.jpg`: CVAT matches such items to video-task frames by the number after `frame_`;
+  for an image folder it is `<stem>/<original image name>`.
+* one annotation per (track, frame) where the track has a non-empty mask: compressed RLE `segmentation`,
+  `area` and `bbox` computed from the RLE, `iscrowd` 0, `category_id`, `score`, top-level `track_id`, and
+  `attributes: {"track_id", "keyframe": true, "occluded": false}` — the attribute layout CVAT's COCO 1.0
+  exporter uses for tracks (CVAT and Datumaro read the track id from `attributes.track_id`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+
+from clipvis_cli import __version__, rle
+from clipvis_cli.atomic import atomic_write_json
+from clipvis_cli.results import TrackResult, VideoInfo, check_tracks
+from clipvis_cli.writers.ytvis import categories_json
+
+
+def coco_file_name(video: VideoInfo, position: int) -> str:
+    """File name of the image for processed frame `position` of `video` (see module docstring)."""
+    if video.kind == "images":
+        return video.file_names[position]
+    return f"{video.stem}/frame_{video.frame_indices[position]:06d}.jpg"
+
+
+class CocoWriter:
+    """Write COCO instances JSON (images = processed frames, annotations = per-frame track masks)."""
+
+    def __init__(self, indent: int | None = None) -> None:
+        self.indent = indent
+
+    def build(
+        self, results: Sequence[tuple[VideoInfo, Sequence[TrackResult]]], categories: Sequence[str]
+    ) -> dict:
+        """The JSON document as a dict (validates track lengths, mask sizes and category ids)."""
+        images: list[dict] = []
+        annotations: list[dict] = []
+        for video, tracks in results:
+            check_tracks(video, list(tracks), len(categories))
+            first_image_id = len(images) + 1
+            for position in range(video.num_frames):
+                images.append(
+                    {
+                        "id": first_image_id + position,
+                        "file_name": coco_file_name(video, position),
+                        "width": video.width,
+                        "height": video.height,
+                        "video_id": video.video_id,
+                        "frame_index": video.frame_indices[position],
+                    }
+                )
+            for track in tracks:
+                annotations.extend(self._track_annotations(track, first_image_id, len(annotations) + 1))
+        return {
+            "info": {
+                "description": "clipvis segment output",
+                "version": __version__,
+                "date_created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            },
+            "licenses": [],
+            "images": images,
+            "categories": categories_json(categories),
+            "annotations": annotations,
+        }
+
+    def write(
+        self, path: Path | str, video: VideoInfo, tracks: Sequence[TrackResult], categories: Sequence[str]
+    ) -> Path:
+        """Write one video's results."""
+        return self.write_many(path, [(video, tracks)], categories)
+
+    def write_many(
+        self,
+        path: Path | str,
+        results: Sequence[tuple[VideoInfo, Sequence[TrackResult]]],
+        categories: Sequence[str],
+    ) -> Path:
+        """Write several videos' results into one file."""
+        return atomic_write_json(path, self.build(results, categories), indent=self.indent)
+
+    @staticmethod
+    def _track_annotations(track: TrackResult, first_image_id: int, first_annotation_id: int) -> list[dict]:
+        present = [(pos, seg) for pos, seg in enumerate(track.segmentations) if seg is not None]
+        masks = [seg for _, seg in present]
+        areas = rle.areas(masks)
+        boxes = rle.bboxes(masks)
+        annotations = []
+        for (position, segmentation), area, box in zip(present, areas, boxes, strict=True):
+            if area == 0:
+                continue
+            annotations.append(
+                {
+                    "id": first_annotation_id + len(annotations),
+                    "image_id": first_image_id + position,
+                    "category_id": int(track.category_id),
+                    "segmentation": {"size": list(segmentation["size"]), "counts": segmentation["counts"]},
+                    "area": float(area),
+                    "bbox": box,
+                    "iscrowd": 0,
+                    "score": float(track.score),
+                    "track_id": int(track.track_id),
+                    "attributes": {"track_id": int(track.track_id), "keyframe": True, "occluded": False},
+                }
+            )
+        return annotations

@@ -1,0 +1,179 @@
+"""Run manifest (`run.json`): what produced a video's outputs, and whether that run completed.
+
+`--skip-existing` uses it: an input is skipped when its run.json says "complete", was made with the same
+weights, vocabulary and options (compared through `config_hash`), from the same source file (path, size,
+modification time) and all listed outputs still exist. Pass as `options` only the settings that change the
+results (stride, max frames, thresholds, resolution, …), not flags such as --overwrite or the log format.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from clipvis_cli.atomic import atomic_write_json
+from clipvis_cli.inputs import VideoSource
+
+MANIFEST_VERSION = 1
+STATUS_RUNNING = "running"
+STATUS_COMPLETE = "complete"
+STATUS_FAILED = "failed"
+STATUS_INTERRUPTED = "interrupted"
+
+_VERSIONED_PACKAGES = (
+    "clipvis", "torch", "open_clip_torch", "av", "numpy", "pycocotools", "opencv-python-headless",
+    "opencv-python",
+)
+
+
+def config_hash(weights: str, vocabulary: Sequence[str], options: Mapping[str, Any]) -> str:
+    """Stable SHA-256 of weights + vocabulary (order matters: it fixes category ids) + options."""
+    canonical = json.dumps(
+        {"weights": weights, "vocabulary": list(vocabulary), "options": dict(options)},
+        sort_keys=True,
+        ensure_ascii=False,
+        separators=(",", ":"),
+        default=str,
+    )
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def source_fingerprint(source: VideoSource | Path | str) -> dict[str, Any]:
+    """Identity of an input: resolved path, total size in bytes, newest modification time (ns), files.
+
+    For an image folder the size and time are over its frame files. Missing files count as size -1.
+    """
+    if isinstance(source, VideoSource):
+        files = list(source.frame_files) if source.kind == "images" else [source.path]
+        path = source.path
+    else:
+        path = Path(source)
+        files = [path]
+    size = 0
+    newest = 0
+    for file in files:
+        try:
+            stat = file.stat()
+        except OSError:
+            return {"path": os.path.realpath(path), "size": -1, "mtime_ns": 0, "files": len(files)}
+        size += stat.st_size
+        newest = max(newest, stat.st_mtime_ns)
+    return {"path": os.path.realpath(path), "size": size, "mtime_ns": newest, "files": len(files)}
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of Python and the packages that affect results (without importing them)."""
+    versions = {"python": platform.python_version()}
+    for name in _VERSIONED_PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass
+class RunManifest:
+    """Contents of run.json. Create with `RunManifest.start(...)`, then `mark_complete` / `mark_failed`
+    and `write` (atomic) at each step, so an interrupted run never looks complete."""
+
+    input: str
+    stem: str
+    weights: str
+    vocabulary: list[str]
+    options: dict[str, Any]
+    config_hash: str
+    source: dict[str, Any] = field(default_factory=dict)
+    status: str = STATUS_RUNNING
+    error: str | None = None
+    frames: int | None = None
+    outputs: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=dict)
+    started_at: str = ""
+    finished_at: str | None = None
+    manifest_version: int = MANIFEST_VERSION
+
+    @classmethod
+    def start(
+        cls,
+        source: VideoSource | Path | str,
+        stem: str,
+        weights: str,
+        vocabulary: Sequence[str],
+        options: Mapping[str, Any],
+    ) -> RunManifest:
+        """A manifest with status "running" for an input about to be processed."""
+        path = source.path if isinstance(source, VideoSource) else Path(source)
+        return cls(
+            input=str(path),
+            stem=stem,
+            weights=weights,
+            vocabulary=list(vocabulary),
+            options=dict(options),
+            config_hash=config_hash(weights, vocabulary, options),
+            source=source_fingerprint(source),
+            versions=package_versions(),
+            started_at=_now(),
+        )
+
+    def mark_complete(self, frames: int, outputs: Sequence[str], timings: Mapping[str, float]) -> None:
+        """Record success. `outputs` are file names relative to the manifest's directory."""
+        self.status = STATUS_COMPLETE
+        self.error = None
+        self.frames = frames
+        self.outputs = list(outputs)
+        self.timings = {name: round(float(seconds), 4) for name, seconds in timings.items()}
+        self.finished_at = _now()
+
+    def mark_failed(self, error: str, status: str = STATUS_FAILED) -> None:
+        """Record a failure (or `STATUS_INTERRUPTED`) with its one-line reason."""
+        self.status = status
+        self.error = error
+        self.finished_at = _now()
+
+    def write(self, path: Path | str) -> Path:
+        return atomic_write_json(path, asdict(self), indent=2)
+
+    @classmethod
+    def read(cls, path: Path | str) -> RunManifest | None:
+        """The manifest at `path`, or None if it is missing, unreadable or not a valid manifest."""
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+            return cls(**data)
+        except (OSError, ValueError, TypeError):
+            return None
+
+    def is_complete_for(
+        self,
+        weights: str,
+        vocabulary: Sequence[str],
+        options: Mapping[str, Any],
+        source: VideoSource | Path | str | None = None,
+        output_dir: Path | str | None = None,
+    ) -> bool:
+        """True if this run completed with the same weights/vocabulary/options (and, when given, the same
+        unchanged source and with every listed output present in `output_dir`)."""
+        if self.status != STATUS_COMPLETE:
+            return False
+        if self.config_hash != config_hash(weights, vocabulary, options):
+            return False
+        if source is not None and self.source != source_fingerprint(source):
+            return False
+        if output_dir is not None:
+            directory = Path(output_dir)
+            if not all((directory / name).is_file() for name in self.outputs):
+                return False
+        return True

@@ -1,0 +1,204 @@
+"""Overlay video writer (`overlay.mp4`): the processed frames with translucent masks, contours and labels.
+
+Encoding: H.264 (libx264), yuv420p, MP4 with `movflags=+faststart` (the index is at the front, so browsers
+start playing before the download ends). The frame rate is the processed rate (`fps / stride`, exact
+fraction); the frame count is the number of processed frames. H.264 4:2:0 needs even dimensions: an odd
+width or height is padded by one pixel (a copy of the last column/row) on the right/bottom, so the
+overlay is the video's size rounded up to even and masks stay pixel-aligned.
+
+Drawing: each track gets a fixed colour from `PALETTE[track_id % len(PALETTE)]` (stable across frames and
+runs), its mask blended at `alpha`, its outline drawn with OpenCV contours, and the label
+"class #track score" on a dark box at the mask's top-left.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+
+from clipvis_cli import rle
+from clipvis_cli.atomic import atomic_output_path
+from clipvis_cli.results import TrackResult, VideoInfo, check_tracks
+
+# 20 well-separated RGB colours.
+PALETTE: tuple[tuple[int, int, int], ...] = (
+    (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48),
+    (145, 30, 180), (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212),
+    (0, 128, 128), (220, 190, 255), (170, 110, 40), (255, 250, 200), (128, 0, 0),
+    (170, 255, 195), (128, 128, 0), (255, 215, 180), (0, 0, 128), (128, 128, 128),
+)
+
+
+def track_colour(track_id: int) -> tuple[int, int, int]:
+    """The RGB colour of a track (same id, same colour, in every frame and every run)."""
+    return PALETTE[track_id % len(PALETTE)]
+
+
+def track_label(track: TrackResult, categories: Sequence[str]) -> str:
+    """`"<class> #<track id> <score>"`, e.g. `"dog #3 0.87"`."""
+    return f"{categories[track.category_id - 1]} #{track.track_id} {track.score:.2f}"
+
+
+@dataclass(frozen=True)
+class OverlayStyle:
+    """Drawing and encoding settings of the overlay video."""
+
+    alpha: float = 0.45
+    draw_contours: bool = True
+    draw_labels: bool = True
+    crf: int = 23
+    preset: str = "veryfast"
+
+
+class OverlayRenderer:
+    """Draw the tracks of one processed frame onto an RGB image (no encoding)."""
+
+    def __init__(self, style: OverlayStyle | None = None) -> None:
+        self.style = style or OverlayStyle()
+
+    def render(
+        self, frame: np.ndarray, position: int, tracks: Sequence[TrackResult], categories: Sequence[str]
+    ) -> np.ndarray:
+        """A copy of `frame` (H×W×3 uint8 RGB) with processed frame `position` of every track drawn on it."""
+        canvas = frame.copy()
+        height, width = canvas.shape[:2]
+        scale = max(0.3, min(1.0, min(height, width) / 900))
+        thickness = max(1, round(2 * scale))
+        labels: list[tuple[str, tuple[int, int], tuple[int, int, int]]] = []
+        for track in tracks:
+            segmentation = track.segmentations[position]
+            if segmentation is None:
+                continue
+            mask = rle.decode(segmentation)
+            if not mask.any():
+                continue
+            colour = track_colour(track.track_id)
+            blended = canvas[mask].astype(np.float32) * (1 - self.style.alpha)
+            blended += np.asarray(colour, np.float32) * self.style.alpha
+            canvas[mask] = blended.astype(np.uint8)
+            if self.style.draw_contours:
+                contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+                cv2.drawContours(canvas, contours, -1, colour, thickness, lineType=cv2.LINE_AA)
+            if self.style.draw_labels:
+                ys, xs = np.nonzero(mask)
+                labels.append((track_label(track, categories), (int(xs.min()), int(ys.min())), colour))
+        for text, anchor, colour in labels:  # labels last, so masks never cover them
+            self._draw_label(canvas, text, anchor, colour, scale)
+        return canvas
+
+    @staticmethod
+    def _draw_label(
+        canvas: np.ndarray, text: str, anchor: tuple[int, int], colour: tuple[int, int, int], scale: float
+    ) -> None:
+        font = cv2.FONT_HERSHEY_SIMPLEX
+        font_scale = 0.4 + 0.4 * scale
+        text_thickness = 2 if scale >= 0.9 else 1
+        (text_width, text_height), baseline = cv2.getTextSize(text, font, font_scale, text_thickness)
+        height, width = canvas.shape[:2]
+        pad = 2
+        box_height = text_height + baseline + 2 * pad
+        x = min(max(anchor[0], 0), max(width - text_width - 2 * pad, 0))
+        y = anchor[1] - box_height if anchor[1] - box_height >= 0 else anchor[1]
+        y = min(max(y, 0), max(height - box_height, 0))
+        x2, y2 = min(x + text_width + 2 * pad, width), min(y + box_height, height)
+        canvas[y:y2, x:x2] = (canvas[y:y2, x:x2].astype(np.float32) * 0.35).astype(np.uint8)
+        cv2.rectangle(canvas, (x, y), (x2 - 1, y2 - 1), colour, 1)
+        origin = (x + pad, y + pad + text_height)
+        cv2.putText(canvas, text, origin, font, font_scale, (255, 255, 255), text_thickness, cv2.LINE_AA)
+
+
+def even_size(height: int, width: int) -> tuple[int, int]:
+    """(height, width) rounded up to even numbers (H.264 4:2:0 requirement)."""
+    return height + height % 2, width + width % 2
+
+
+def pad_to_even(image: np.ndarray) -> np.ndarray:
+    """Pad an odd-sized H×W×3 image by one replicated row/column at the bottom/right."""
+    height, width = image.shape[:2]
+    if height % 2 == 0 and width % 2 == 0:
+        return image
+    return np.pad(image, ((0, height % 2), (0, width % 2), (0, 0)), mode="edge")
+
+
+class OverlayVideoWriter:
+    """Encode the overlay video of one processed video to MP4 (H.264, yuv420p, faststart), atomically.
+
+    `frames` must yield the processed frames in order — either H×W×3 uint8 RGB arrays or the
+    `(frame_index, frame)` pairs a reader yields (then each index is checked against
+    `video.frame_indices`). Exactly `video.num_frames` frames of size (video.height, video.width) are
+    required; otherwise ValueError is raised and no file is left behind.
+    """
+
+    def __init__(self, style: OverlayStyle | None = None, threads: int = 0) -> None:
+        self.style = style or OverlayStyle()
+        self.renderer = OverlayRenderer(self.style)
+        self.threads = threads
+
+    def write(
+        self,
+        path: Path | str,
+        frames: Iterable[np.ndarray | tuple[int, np.ndarray]],
+        video: VideoInfo,
+        tracks: Sequence[TrackResult],
+        categories: Sequence[str],
+    ) -> Path:
+        check_tracks(video, list(tracks), len(categories))
+        if video.num_frames == 0:
+            raise ValueError(f"overlay for {video.stem!r}: no processed frames")
+        final = Path(path)
+        rate = video.processed_fps
+        with atomic_output_path(final) as tmp:
+            with av.open(str(tmp), mode="w", format="mp4", options={"movflags": "+faststart"}) as container:
+                stream = self._add_stream(container, video, rate)
+                written = 0
+                for item in frames:
+                    if written >= video.num_frames:
+                        raise ValueError(
+                            f"overlay for {video.stem!r}: more frames than the {video.num_frames} processed"
+                        )
+                    image = self._checked_frame(item, written, video)
+                    drawn = pad_to_even(self.renderer.render(image, written, tracks, categories))
+                    frame = av.VideoFrame.from_ndarray(drawn, format="rgb24")
+                    frame.pts = written
+                    frame.time_base = 1 / rate
+                    container.mux(stream.encode(frame))
+                    written += 1
+                if written != video.num_frames:
+                    raise ValueError(
+                        f"overlay for {video.stem!r}: got {written} frames, expected {video.num_frames}"
+                    )
+                container.mux(stream.encode(None))
+        return final
+
+    def _add_stream(self, container: av.container.OutputContainer, video: VideoInfo, rate: Fraction):
+        options = {"crf": str(self.style.crf), "preset": self.style.preset}
+        stream = container.add_stream("libx264", rate=rate, options=options)
+        stream.height, stream.width = even_size(video.height, video.width)
+        stream.pix_fmt = "yuv420p"
+        stream.codec_context.time_base = 1 / rate
+        stream.codec_context.thread_count = self.threads
+        return stream
+
+    @staticmethod
+    def _checked_frame(item: np.ndarray | tuple[int, np.ndarray], position: int, video: VideoInfo) -> np.ndarray:
+        if isinstance(item, tuple):
+            index, image = item
+            if index != video.frame_indices[position]:
+                raise ValueError(
+                    f"overlay for {video.stem!r}: frame {position} has source index {index}, "
+                    f"expected {video.frame_indices[position]}"
+                )
+        else:
+            image = item
+        if image.shape != (video.height, video.width, 3) or image.dtype != np.uint8:
+            raise ValueError(
+                f"overlay for {video.stem!r}: frame {position} is {image.shape} {image.dtype}, "
+                f"expected ({video.height}, {video.width}, 3) uint8"
+            )
+        return image

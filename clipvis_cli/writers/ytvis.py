@@ -1,0 +1,81 @@
+"""YouTube-VIS JSON writer (`ytvis.json`).
+
+The file is `{"videos": [...], "categories": [...], "annotations": [...]}` where `annotations` is exactly the
+results list that YouTube-VIS evaluators load (`ytvos.loadRes`): one entry per track with `video_id`,
+`category_id`, `score` and `segmentations` (one compressed RLE per processed frame, null where absent), in the
+order the tracks were given. `videos[]` carry the standard `id/width/height/length/file_names` plus the
+non-standard `name`, `fps` (source rate), `frame_stride`, `frame_indices` and `source`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from clipvis_cli.atomic import atomic_write_json
+from clipvis_cli.results import TrackResult, VideoInfo, check_tracks
+
+
+def categories_json(categories: Sequence[str]) -> list[dict]:
+    """`[{"id": 1, "name": ..., "supercategory": "object"}, ...]` in vocabulary order."""
+    return [{"id": i, "name": name, "supercategory": "object"} for i, name in enumerate(categories, start=1)]
+
+
+class YtvisWriter:
+    """Write YouTube-VIS results for one or several videos to a JSON file, atomically."""
+
+    def __init__(self, indent: int | None = None) -> None:
+        self.indent = indent
+
+    def build(
+        self, results: Sequence[tuple[VideoInfo, Sequence[TrackResult]]], categories: Sequence[str]
+    ) -> dict:
+        """The JSON document as a dict (validates track lengths, mask sizes and category ids)."""
+        videos = []
+        annotations = []
+        for video, tracks in results:
+            check_tracks(video, list(tracks), len(categories))
+            videos.append(self._video_json(video))
+            annotations.extend(
+                {
+                    "video_id": video.video_id,
+                    "category_id": int(track.category_id),
+                    "score": float(track.score),
+                    "segmentations": list(track.segmentations),
+                }
+                for track in tracks
+            )
+        return {"videos": videos, "categories": categories_json(categories), "annotations": annotations}
+
+    def write(
+        self, path: Path | str, video: VideoInfo, tracks: Sequence[TrackResult], categories: Sequence[str]
+    ) -> Path:
+        """Write one video's results."""
+        return self.write_many(path, [(video, tracks)], categories)
+
+    def write_many(
+        self,
+        path: Path | str,
+        results: Sequence[tuple[VideoInfo, Sequence[TrackResult]]],
+        categories: Sequence[str],
+    ) -> Path:
+        """Write several videos' results into one file (video ids must be distinct)."""
+        ids = [video.video_id for video, _ in results]
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"duplicate video ids in YouTube-VIS output: {ids}")
+        return atomic_write_json(path, self.build(results, categories), indent=self.indent)
+
+    @staticmethod
+    def _video_json(video: VideoInfo) -> dict:
+        return {
+            "id": video.video_id,
+            "name": video.stem,
+            "width": video.width,
+            "height": video.height,
+            "length": video.num_frames,
+            "file_names": list(video.file_names),
+            "fps": float(video.fps),
+            "frame_stride": video.frame_stride,
+            "frame_indices": list(video.frame_indices),
+            "source": video.source,
+        }
