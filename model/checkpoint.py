@@ -33,7 +33,8 @@ def _torch_load(path: Path) -> Any:
     except Exception as first:  # noqa: BLE001 - retried with numpy allowed, then reported
         import numpy as np
 
-        allowed = [np.ndarray, np.dtype, np.core.multiarray._reconstruct]  # type: ignore[attr-defined]
+        core = getattr(np, "_core", None) or np.core
+        allowed = [np.ndarray, np.dtype, core.multiarray._reconstruct]
         allowed += [type(np.dtype(t)) for t in ("float32", "float64", "int64", "int32", "uint8", "bool")]
         try:
             with torch.serialization.safe_globals(allowed):

@@ -200,16 +200,21 @@ class VideoSession:
         return out.view(batch, queries, *geo.original)
 
     def finish(self, max_tracks: int | None = None, score_threshold: float = 0.0) -> VideoInstances:
-        """Select the video's instances. Exact mode: the official unsorted top-``detections_per_video``;
-        otherwise the best ``max_tracks`` (default ``detections_per_video``) by score, above ``score_threshold``."""
+        """Select the video's instances. Exact mode: the official unsorted top-``detections_per_video``.
+        Otherwise the official candidates ranked by final score: the best ``max_tracks`` (default
+        ``detections_per_video``) with a score of at least ``score_threshold``."""
         if self.num_frames == 0:
             raise ValueError("no frame was pushed")
         cfg = self.predictor.model.config
         if self.predictor.exact:
             selection = self.scorer.select(top_n=cfg.detections_per_video, official_order=True)
         else:
+            max_tracks = max_tracks or cfg.detections_per_video
             selection = self.scorer.select(
-                top_n=max_tracks or cfg.detections_per_video, sort=True, score_threshold=score_threshold
+                top_n=max(max_tracks, cfg.detections_per_video),
+                sort=True,
+                score_threshold=score_threshold,
+                max_instances=max_tracks,
             )
         self.scorer.close()
         instances = [

@@ -186,13 +186,19 @@ class StreamingVideoScorer:
         return (object_prob[:, None] * (self._sqrt_sum / self.num_frames)).sqrt()
 
     def select(
-        self, top_n: int = 50, sort: bool = True, score_threshold: float = 0.0, official_order: bool = False
+        self,
+        top_n: int = 50,
+        sort: bool = True,
+        score_threshold: float = 0.0,
+        official_order: bool = False,
+        max_instances: int | None = None,
     ) -> InstanceSelection:
         """Top-N selection with the official suppression and mask score.
 
         ``official_order=True``: ``torch.topk(sorted=False)`` over the flattened scores, as the official evaluator
-        (then ``sort`` and ``score_threshold`` are ignored). Otherwise results are ordered by final score,
-        descending, and those below ``score_threshold`` dropped.
+        (then ``sort``, ``score_threshold`` and ``max_instances`` are ignored). Otherwise the ``top_n`` candidates
+        are ordered by final score, descending, those below ``score_threshold`` dropped and at most
+        ``max_instances`` kept.
         """
         scores = self.fused_scores()
         num_classes = scores.shape[1]
@@ -211,7 +217,7 @@ class StreamingVideoScorer:
         if official_order:
             return selection
         order = torch.argsort(selection.scores, descending=True, stable=True) if sort else torch.arange(k)
-        order = order[selection.scores[order] >= score_threshold]
+        order = order[selection.scores[order] >= score_threshold][:max_instances]
         return InstanceSelection(*(getattr(selection, f)[order] for f in (
             "queries", "labels", "fused_scores", "suppressed", "mask_scores", "scores")))
 

@@ -1,0 +1,190 @@
+"""Checkpoint loading (official layout, own format) and the video predictor API."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from model import CheckpointError, ClipVis, ClipVisConfig, create_model, load_model, save_pretrained
+from model.checkpoint import infer_clip_model, read_state_dict, to_official_state_dict
+from model.config import load_config_file
+from model.predictor import VideoPredictor
+
+
+def official_file(model, path):
+    torch.save({"model": to_official_state_dict(model), "iteration": 7}, path)
+    return path
+
+
+@pytest.mark.parametrize(
+    "clip_name, res5_channels, adapter_in, clip_keys, clip_numel",
+    [("RN50", 2048, 256, 489, 102.06e6), ("convnext_base_w_320", 1024, 128, 493, 179.39e6)],
+)
+def test_full_size_official_checkpoint_keys_shapes_and_round_trip(
+    tmp_path, clip_name, res5_channels, adapter_in, clip_keys, clip_numel
+) -> None:
+    """Random weights with the exact §6 key names and shapes of the released R50 / ConvNeXt-B models."""
+    torch.manual_seed(0)
+    pretrained = "openai" if clip_name == "RN50" else "laion_aesthetic_s13b_b82k"
+    model = create_model(ClipVisConfig(clip_model_name=clip_name, clip_pretrained=pretrained))
+    state = to_official_state_dict(model)
+    clip = {k: v for k, v in state.items() if k.startswith("backbone.clip_model.")}
+    head = {k: v for k, v in state.items() if not k.startswith("backbone.")}
+    assert len(clip) == clip_keys
+    assert sum(v.numel() for v in clip.values()) == pytest.approx(clip_numel, rel=1e-4)
+    assert state["sem_seg_head.pixel_decoder.input_proj.0.0.weight"].shape == (256, res5_channels, 1, 1)
+    assert state["sem_seg_head.pixel_decoder.adapter_1.weight"].shape == (256, adapter_in, 1, 1)
+    assert state["sem_seg_head.pixel_decoder.transformer.encoder.layers.5.self_attn.sampling_offsets.weight"].shape \
+        == (192, 256)
+    assert state["sem_seg_head.predictor.transformer_self_attention_layers.5.self_attn.in_proj_weight"].shape \
+        == (768, 256)
+    assert state["sem_seg_head.predictor.object_embed.layers.2.weight"].shape == (2, 256)
+    assert state["sem_seg_head.predictor.iou_head.layers.2.weight"].shape == (1, 256)
+    assert "sem_seg_head.predictor.transformer_ffn_layers.6.linear1.weight" not in state
+    if clip_name == "RN50":
+        assert len(head) == 249
+        assert sum(v.numel() for v in head.values()) == pytest.approx(16.02e6, rel=1e-3)
+    path = official_file(model, tmp_path / "official.pth")
+    tensors, _ = read_state_dict(path)
+    assert infer_clip_model(tensors) == (clip_name, pretrained)
+    loaded = load_model(path)  # architecture inferred from keys alone
+    assert loaded.config.clip_model_name == clip_name and loaded.config.decoder_layers == 6
+    for key, value in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value), key
+
+
+def tiny_official(tmp_path, tiny_model):
+    return official_file(tiny_model, tmp_path / "tiny.pth")
+
+
+def test_decoder_layers_inferred_from_keys_not_config(tmp_path, tiny_model, tiny_config) -> None:
+    path = tiny_official(tmp_path, tiny_model)
+    yaml_path = tmp_path / "official.yaml"
+    yaml_path.write_text("MODEL:\n  MASK_FORMER:\n    DEC_LAYERS: 10\n    NHEADS: 4\nTEST:\n  NUM_FRAME: 7\n")
+    overrides = load_config_file(yaml_path)
+    assert overrides["decoder_layers"] == 9 and overrides["memory_length"] == 7
+    config = {**tiny_config().to_dict(), "decoder_layers": 9, "memory_length": 7}
+    with pytest.warns(UserWarning, match="DEC_LAYERS 10"):
+        model = load_model(path, config=config)
+    assert model.config.decoder_layers == tiny_model.config.decoder_layers
+    assert model.config.memory_length == 7
+
+
+def test_missing_and_unexpected_keys_are_listed(tmp_path, tiny_model, tiny_config) -> None:
+    state = to_official_state_dict(tiny_model)
+    state.pop("sem_seg_head.predictor.decoder_norm.weight")
+    state["sem_seg_head.predictor.extra.weight"] = torch.zeros(1)
+    path = tmp_path / "broken.pth"
+    torch.save({"model": state}, path)
+    with pytest.raises(CheckpointError) as info:
+        load_model(path, config=tiny_config().to_dict())
+    message = str(info.value)
+    assert "mask_decoder.decoder_norm.weight" in message and "mask_decoder.extra.weight" in message
+    assert str(path) in message
+
+
+@pytest.mark.parametrize("content, reason", [(b"", "empty"), (b"<html>not a checkpoint</html>", "not a readable")])
+def test_unreadable_checkpoint_errors(tmp_path, content, reason) -> None:
+    path = tmp_path / "bad.pth"
+    path.write_bytes(content)
+    with pytest.raises(CheckpointError, match=reason):
+        load_model(path)
+
+
+def test_own_format_is_self_describing(tmp_path, tiny_model) -> None:
+    path = save_pretrained(tiny_model, tmp_path / "tiny.safetensors")
+    loaded = ClipVis.from_pretrained(path)
+    assert loaded.config.to_dict() == {**tiny_model.config.to_dict(), "notes": []}
+    for key, value in tiny_model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value)
+
+
+def synthetic_video(num_frames: int, height: int = 48, width: int = 80, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    frames = np.zeros((num_frames, height, width, 3), dtype=np.uint8)
+    for t in range(num_frames):
+        frames[t] = rng.integers(0, 40, (height, width, 3))
+        frames[t, 10:30, 5 + 2 * t : 25 + 2 * t] = (220, 30, 30)  # a moving red box
+    return frames
+
+
+def run_video(predictor, frames, chunk):
+    session = predictor.new_video()
+    tracked = []
+    for start in range(0, len(frames), chunk):
+        tracked += session.push(frames[start : start + chunk])
+    return tracked, session.finish()
+
+
+def test_results_do_not_depend_on_chunk_size(tiny_model, tmp_path) -> None:
+    predictor = VideoPredictor(tiny_model, ["box", "sky", "road"], cache_dir=tmp_path)
+    frames = synthetic_video(11)
+    tracked_1, video_1 = run_video(predictor, frames, 1)
+    tracked_4, video_4 = run_video(predictor, frames, 4)
+    for a, b in zip(tracked_1, tracked_4, strict=True):
+        assert torch.equal(a.match.permutation, b.match.permutation)
+        assert torch.equal(a.masks, b.masks)
+        torch.testing.assert_close(a.class_probs, b.class_probs, atol=1e-5, rtol=1e-5)
+    assert [(i.track_id, i.label) for i in video_1.instances] == [(i.track_id, i.label) for i in video_4.instances]
+    np.testing.assert_allclose([i.score for i in video_1.instances], [i.score for i in video_4.instances], rtol=1e-4)
+
+
+def test_predictor_outputs_and_selection_rules(tiny_model, tmp_path) -> None:
+    vocabulary = ["box", "sky", "road"]
+    predictor = VideoPredictor(tiny_model, vocabulary, cache_dir=tmp_path)
+    frames = synthetic_video(3, height=37, width=61)  # odd size, fewer frames than K
+    tracked, video = run_video(predictor, frames, 2)
+    q = tiny_model.config.num_queries
+    assert [f.index for f in tracked] == [0, 1, 2]
+    assert tracked[0].masks.shape == (q, 37, 61) and tracked[0].masks.dtype == torch.bool
+    assert tracked[0].class_probs.shape == (q, 3)
+    torch.testing.assert_close(tracked[0].class_probs.sum(-1), torch.ones(q))
+    assert video.num_frames == 3 and len(video.instances) == min(50, q * 3)
+    scores = [i.score for i in video.instances]
+    assert scores == sorted(scores, reverse=True)
+    assert all(i.suppressed_frames.shape == (3,) for i in video.instances)
+    _, top2 = run_video(predictor, frames, 3)
+    session = predictor.new_video()
+    session.push(frames)
+    limited = session.finish(max_tracks=2, score_threshold=0.0)
+    assert len(limited.instances) == 2 and limited.instances[0].score == pytest.approx(top2.instances[0].score)
+    session = predictor.new_video()
+    session.push(frames[:1])  # one-frame video
+    assert session.finish().num_frames == 1
+
+
+def test_vocabulary_validation(tiny_model, tmp_path) -> None:
+    with pytest.raises(ValueError, match="duplicate"):
+        VideoPredictor(tiny_model, ["cat", "dog", "cat"], cache_dir=tmp_path)
+    with pytest.raises(ValueError, match="non-empty"):
+        VideoPredictor(tiny_model, ["cat", " "], cache_dir=tmp_path)
+
+
+def test_text_embeddings_cached_on_disk(tiny_model, tmp_path, monkeypatch) -> None:
+    predictor = VideoPredictor(tiny_model, ["cat", "dog"], cache_dir=tmp_path)
+    files = list((tmp_path / "text_embeddings").glob("*.safetensors"))
+    assert len(files) == 1
+    meta_vocab = json.loads(__import__("safetensors").safe_open(str(files[0]), "pt").metadata()["vocabulary"])
+    assert meta_vocab == ["cat", "dog"]
+    first = predictor.text.embeddings.clone()
+
+    def fail(*args, **kwargs):
+        raise AssertionError("text encoder called although the embeddings are cached")
+
+    second = VideoPredictor(tiny_model, ["cat", "dog"], cache_dir=tmp_path)  # a new process would do the same
+    monkeypatch.setattr(second.text_classifier, "encode_prompts", fail)
+    second.set_vocabulary(["cat", "dog"])
+    assert torch.equal(second.text.embeddings, first)
+    with pytest.raises(AssertionError):
+        second.set_vocabulary(["cat", "bird"])  # a new vocabulary must be encoded
+
+
+def test_bf16_precision_runs(tiny_model, tmp_path) -> None:
+    predictor = VideoPredictor(tiny_model, ["box", "sky"], precision="bf16", cache_dir=tmp_path)
+    tracked, video = run_video(predictor, synthetic_video(2), 2)
+    assert tracked[1].masks.shape[1:] == (48, 80) and video.instances
+    with pytest.raises(ValueError, match="precision"):
+        VideoPredictor(tiny_model, ["box"], precision="int8", cache_dir=tmp_path)

@@ -1,0 +1,265 @@
+"""Unit tests of each model component: shapes, behaviours and formulas checked by hand."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from model.deformable_attention import MSDeformAttn, multi_scale_deformable_attention
+from model.mask_decoder import MaskedTransformerDecoder
+from model.position_encoding import SinePositionEncoding
+from model.preprocess import FramePreprocessor, padded_shape, resized_shape
+from model.scoring import (
+    FrameSpill,
+    StreamingVideoScorer,
+    official_select_instances,
+    official_video_scores,
+)
+from model.temporal_matcher import TemporalMatcher
+from model.text_classifier import PROMPT_TEMPLATES, TextEmbeddings, build_prompts, split_synonyms
+
+
+def naive_deformable_attention(value, shapes, locations, weights):
+    """Literal loop: bilinear sampling (zero padding, align_corners=False) at every point, weighted sum."""
+    n, _, heads, channels = value.shape
+    _, num_queries, _, levels, points, _ = locations.shape
+    starts = np.cumsum([0] + [h * w for h, w in shapes])
+    out = torch.zeros(n, num_queries, heads, channels, dtype=torch.float64)
+    for b in range(n):
+        for q in range(num_queries):
+            for m in range(heads):
+                for lvl, (h, w) in enumerate(shapes):
+                    grid = value[b, starts[lvl] : starts[lvl + 1], m].reshape(h, w, channels).double()
+                    for p in range(points):
+                        x = locations[b, q, m, lvl, p, 0].item() * w - 0.5
+                        y = locations[b, q, m, lvl, p, 1].item() * h - 0.5
+                        x0, y0 = math.floor(x), math.floor(y)
+                        sample = torch.zeros(channels, dtype=torch.float64)
+                        fy, fx = y - y0, x - x0
+                        corners = (
+                            (y0, x0, (1 - fy) * (1 - fx)),
+                            (y0, x0 + 1, (1 - fy) * fx),
+                            (y0 + 1, x0, fy * (1 - fx)),
+                            (y0 + 1, x0 + 1, fy * fx),
+                        )
+                        for yy, xx, wt in corners:
+                            if 0 <= yy < h and 0 <= xx < w:
+                                sample += wt * grid[yy, xx]
+                        out[b, q, m] += weights[b, q, m, lvl, p].item() * sample
+    return out.reshape(n, num_queries, heads * channels)
+
+
+def test_deformable_attention_matches_naive_loop() -> None:
+    torch.manual_seed(0)
+    shapes = [(3, 4), (5, 2), (2, 3)]
+    total = sum(h * w for h, w in shapes)
+    value = torch.randn(2, total, 2, 3)
+    locations = torch.rand(2, 5, 2, 3, 4, 2) * 1.4 - 0.2  # some points fall outside the map
+    weights = torch.rand(2, 5, 2, 3, 4)
+    ours = multi_scale_deformable_attention(value, shapes, locations, weights)
+    naive = naive_deformable_attention(value, shapes, locations, weights)
+    np.testing.assert_allclose(ours.double().numpy(), naive.numpy(), atol=1e-5)
+
+
+def test_msdeformattn_module_shapes_and_softmax() -> None:
+    attn = MSDeformAttn(d_model=16, n_levels=3, n_heads=4, n_points=2)
+    shapes = [(2, 3), (4, 6), (8, 12)]
+    total = sum(h * w for h, w in shapes)
+    query = torch.randn(1, total, 16)
+    ref = torch.rand(1, total, 3, 2)
+    assert attn(query, ref, query, shapes).shape == (1, total, 16)
+    assert attn.sampling_offsets.out_features == 4 * 3 * 2 * 2
+
+
+def test_sine_position_encoding_formula() -> None:
+    pe = SinePositionEncoding(4)(2, 3)
+    assert pe.shape == (1, 8, 2, 3)
+    # channel 0 of pos_y = sin(y / (h + eps) * 2pi / 10000^0); channel 1 = cos(... / 10000^(0/4)) at (i=1,j=2)
+    y_hat = 2 / (2 + 1e-6) * 2 * math.pi
+    assert pe[0, 0, 1, 2].item() == pytest.approx(math.sin(y_hat), abs=1e-5)
+    assert pe[0, 1, 1, 2].item() == pytest.approx(math.cos(y_hat), abs=1e-5)
+    x_hat = 1 / (3 + 1e-6) * 2 * math.pi
+    assert pe[0, 6, 0, 0].item() == pytest.approx(math.sin(x_hat / 100), abs=1e-5)  # k=2: 10000^(2/4)
+
+
+def test_decoder_shapes_and_masked_attention_behaviour() -> None:
+    torch.manual_seed(0)
+    decoder = MaskedTransformerDecoder(hidden_dim=16, num_queries=5, num_layers=3, num_heads=2, dim_feedforward=32,
+                                       mask_dim=16).eval()
+    memory = [torch.randn(2, 16, 2, 3), torch.randn(2, 16, 4, 6), torch.randn(2, 16, 8, 12)]
+    mask_features = torch.randn(2, 16, 16, 24)
+    out = decoder(memory, mask_features)
+    assert out.object_logits.shape == (2, 5, 2)
+    assert out.mask_logits.shape == (2, 5, 16, 24)
+    assert out.ious.shape == (2, 5) and bool(((out.ious > 0) & (out.ious < 1)).all())
+    assert out.query_embeds.shape == (2, 5, 16)
+    # Frames are independent: frame 1 alone gives the same outputs.
+    single = decoder([m[1:] for m in memory], mask_features[1:])
+    torch.testing.assert_close(single.mask_logits[0], out.mask_logits[1], atol=1e-5, rtol=1e-5)
+    # Masked attention: memory positions outside every query's predicted mask do not change the output.
+    with torch.no_grad():
+        _, masks, attn = decoder._heads(decoder.query_feat.weight[:, None].expand(-1, 2, -1), mask_features, (2, 3))
+    assert attn.shape == (2 * 2, 5, 6)
+    assert attn.dtype == torch.bool
+
+
+def test_resize_rounding_and_padding() -> None:
+    assert resized_shape(272, 640, 128, 1333) == (128, 301)
+    assert resized_shape(272, 200, 160, 200) == (200, 147)  # max-size clamp, portrait
+    assert resized_shape(720, 1280, 480, 1333) == (480, 853)
+    assert padded_shape(480, 853, 32) == (480, 864)
+    pre = FramePreprocessor(480, 1333, 32, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), exact=False)
+    frames = np.full((2, 720, 1280, 3), 200, dtype=np.uint8)
+    x, geo = pre(frames, torch.device("cpu"))
+    assert x.shape == (2, 3, 480, 864) and geo.mask_size == (120, 216)
+    assert float(x[0, 0, 0, 0]) == 200.0 and float(x[0, 0, 0, 860]) == 0.0  # zero padding on the right
+
+
+def test_prompts_and_synonym_max() -> None:
+    assert split_synonyms("car, automobile,auto") == ["car", "automobile", "auto"]
+    prompts, counts = build_prompts(["aerosol_can", "car, automobile"])
+    assert counts == [1, 2] and len(prompts) == 3 * len(PROMPT_TEMPLATES)
+    assert prompts[0] == "a photo of a aerosol_can." and prompts[15] == "This is a photo of a car"
+    emb = F.normalize(torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8]]), dim=-1)
+    text = TextEmbeddings(["a", "b"], emb, [1, 2], logit_scale=100.0)
+    logits = text.logits(torch.tensor([[2.0, 0.0], [0.0, 3.0]]))
+    np.testing.assert_allclose(logits.numpy(), [[100.0, 60.0], [0.0, 100.0]], atol=1e-4)
+
+
+def embeds_from_perm(base: torch.Tensor, perm: list[int], noise: float = 0.0) -> torch.Tensor:
+    """A frame whose query perm[j] carries track j's embedding."""
+    out = torch.empty_like(base)
+    out[torch.tensor(perm)] = base
+    return out + noise * torch.randn_like(base)
+
+
+def test_matcher_recovers_known_permutations_in_both_branches() -> None:
+    torch.manual_seed(0)
+    base = F.normalize(torch.randn(6, 8), dim=-1)
+    matcher = TemporalMatcher(memory_length=4, top_k=2)
+    assert matcher.match(base).branch == "first_frame"
+    perms = [[1, 0, 2, 3, 4, 5], [5, 4, 3, 2, 1, 0], [0, 1, 2, 3, 4, 5], [2, 3, 4, 5, 0, 1], [3, 1, 4, 0, 5, 2]]
+    branches = []
+    for perm in perms:
+        result = matcher.match(embeds_from_perm(base, perm, noise=0.01))
+        assert result.permutation.tolist() == perm
+        branches.append(result.branch)
+    assert branches == ["single_best_memory"] + ["topk_weighted_average"] * 4
+    assert len(matcher.memory) == 4  # FIFO bounded
+
+
+def test_matcher_single_best_memory_picks_lowest_cost_frame() -> None:
+    # Memory = [A, B]; the current frame is identical to B's aligned order, far from A -> B decides.
+    torch.manual_seed(1)
+    a = F.normalize(torch.randn(4, 8), dim=-1)
+    matcher = TemporalMatcher(memory_length=9, top_k=5)
+    matcher.match(a)
+    b_raw = embeds_from_perm(F.normalize(torch.randn(4, 8), dim=-1), [0, 1, 2, 3])
+    first = matcher.match(b_raw)
+    current = embeds_from_perm(matcher.memory[-1], [2, 0, 3, 1])
+    result = matcher.match(current)
+    assert result.branch == "single_best_memory"
+    assert result.selected_memory == [int(np.argmin(result.memory_costs))]
+    assert result.permutation.tolist() == [2, 0, 3, 1] or first.branch != "single_best_memory"
+
+
+def test_matcher_topk_weights_recent_frames_more() -> None:
+    # Memory [X, A, B]: X is unrelated (high matched cost, not among the K=2 best); A and B hold the same tracks
+    # in orders that disagree. Both match the current frame perfectly on their own, so only the (i+1) recency
+    # weights decide: B (weight 3) beats A (weight 2) and the current frame follows B's order.
+    torch.manual_seed(2)
+    a = torch.eye(4)
+    b = a[[1, 0, 2, 3]]
+    x = torch.randn(4, 4)
+    matcher = TemporalMatcher(memory_length=3, top_k=2)
+    matcher.memory.extend([x, a, b])
+    result = matcher.match(b.clone())
+    assert result.branch == "topk_weighted_average"
+    assert result.selected_memory == [1, 2]
+    assert result.permutation.tolist() == [0, 1, 2, 3]
+    matcher.memory.clear()
+    matcher.memory.extend([x, b, a])  # now A is the newest
+    assert matcher.match(b.clone()).permutation.tolist() == [1, 0, 2, 3]
+
+
+def hand_scores(obj_logits, probs, ious):
+    q, t, c = probs.shape
+    out = np.zeros((q, c))
+    for i in range(q):
+        mean_logit = obj_logits[i].mean(0)
+        o = math.exp(mean_logit[0]) / (math.exp(mean_logit[0]) + math.exp(mean_logit[1]))
+        for k in range(c):
+            out[i, k] = math.sqrt(o * np.mean([math.sqrt(probs[i, s, k] * ious[i, s]) for s in range(t)]))
+    return out
+
+
+def random_video(q=4, t=5, c=3, h=6, w=7, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    obj = torch.randn(q, t, 2, generator=g) * 3
+    probs = torch.randn(q, t, c, generator=g).softmax(-1)
+    ious = torch.rand(q, t, generator=g)
+    masks = torch.randn(q, t, h, w, generator=g) * 4
+    return obj, probs, ious, masks
+
+
+def test_fused_scores_against_hand_computation() -> None:
+    obj, probs, ious, _ = random_video()
+    ours = official_video_scores(obj, probs, ious)
+    np.testing.assert_allclose(ours.numpy(), hand_scores(obj.numpy(), probs.numpy(), ious.numpy()), atol=1e-6)
+
+
+def test_suppression_quirk_and_mask_score_by_hand() -> None:
+    obj, probs, ious, masks = random_video(q=2, t=3, c=2)
+    obj[1, 2] = torch.tensor([-20.0, 20.0])  # query 1 has no object at frame 2 -> suppressed there
+    scores = official_video_scores(obj, probs, ious)
+    sel = official_select_instances(scores, probs, obj, masks, top_n=4)
+    for n in range(4):
+        q, c = int(sel.queries[n]), int(sel.labels[n])
+        s = float(scores[q, c])
+        expected_supp = []
+        for t in range(3):
+            o_t = float(obj[q, t].softmax(-1)[0])
+            r = math.sqrt(1 / (1 + math.exp(-float(probs[q, t, c]))) * o_t)  # sigmoid of a probability
+            expected_supp.append(r < 0.1 * s)
+        assert sel.suppressed[n].tolist() == expected_supp
+        kept = [masks[q, t] for t in range(3) if not expected_supp[t]]
+        values = torch.cat([m[m > 0].sigmoid() for m in kept]) if kept else torch.zeros(0)
+        mask_score = float(values.sum()) / (len(values) + 1e-6)
+        assert float(sel.mask_scores[n]) == pytest.approx(mask_score, rel=1e-5)
+        assert float(sel.scores[n]) == pytest.approx(s * mask_score, rel=1e-5)
+    assert any(sel.suppressed[n, 2] for n in range(4) if sel.queries[n] == 1)
+
+
+def test_streaming_scorer_equals_official_offline() -> None:
+    obj, probs, ious, masks = random_video(q=6, t=9, c=4, seed=3)
+    obj[2, 4] = torch.tensor([-30.0, 30.0])
+    scorer = StreamingVideoScorer(spill_budget_bytes=64)  # forces the spill to disk
+    for t in range(9):
+        scorer.add_frame(obj[:, t], probs[:, t], ious[:, t], masks[:, t])
+    scores = official_video_scores(obj, probs, ious)
+    np.testing.assert_allclose(scorer.fused_scores().numpy(), scores.numpy(), atol=1e-6)
+    offline = official_select_instances(scores, probs, obj, masks, top_n=10)
+    streaming = scorer.select(top_n=10, official_order=True)
+    assert streaming.queries.tolist() == offline.queries.tolist()
+    assert streaming.labels.tolist() == offline.labels.tolist()
+    assert torch.equal(streaming.suppressed, offline.suppressed)
+    np.testing.assert_allclose(streaming.scores.numpy(), offline.scores.numpy(), rtol=1e-5)
+    ranked = scorer.select(top_n=10, sort=True, score_threshold=float(offline.scores.median()))
+    assert ranked.scores.tolist() == sorted(ranked.scores.tolist(), reverse=True)
+    assert bool((ranked.scores >= offline.scores.median()).all())
+    scorer.close()
+
+
+def test_frame_spill_round_trip() -> None:
+    spill = FrameSpill(memory_budget_bytes=100)
+    frames = [np.full((3, 4), i, dtype=np.float32) for i in range(10)]
+    for f in frames:
+        spill.append(f)
+    np.testing.assert_array_equal(np.asarray(spill.read()), np.stack(frames))
+    with pytest.raises(ValueError):
+        spill.append(np.zeros((2, 2), dtype=np.float32))
+    spill.close()
