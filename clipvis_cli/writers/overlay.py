@@ -68,7 +68,7 @@ class OverlayRenderer:
         """A copy of `frame` (H×W×3 uint8 RGB) with processed frame `position` of every track drawn on it."""
         canvas = frame.copy()
         height, width = canvas.shape[:2]
-        scale = max(0.3, min(1.0, min(height, width) / 900))
+        scale = max(0.15, min(1.0, min(height, width) / 900))
         thickness = max(1, round(2 * scale))
         labels: list[tuple[str, tuple[int, int], tuple[int, int, int]]] = []
         for track in tracks:
@@ -97,7 +97,7 @@ class OverlayRenderer:
         canvas: np.ndarray, text: str, anchor: tuple[int, int], colour: tuple[int, int, int], scale: float
     ) -> None:
         font = cv2.FONT_HERSHEY_SIMPLEX
-        font_scale = 0.4 + 0.4 * scale
+        font_scale = 0.25 + 0.55 * scale
         text_thickness = 2 if scale >= 0.9 else 1
         (text_width, text_height), baseline = cv2.getTextSize(text, font, font_scale, text_thickness)
         height, width = canvas.shape[:2]

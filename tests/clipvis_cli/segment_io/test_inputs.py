@@ -1,0 +1,162 @@
+"""discover_inputs / unique_stems: how command-line arguments become video sources."""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import pytest
+
+from clipvis_cli.inputs import VideoSource, discover_inputs, natural_sort_key, unique_stems
+
+
+def touch(path: Path, data: bytes = b"x") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
+def names(sources: list[VideoSource]) -> list[str]:
+    return [s.path.name for s in sources]
+
+
+def test_natural_sort_orders_numbers_numerically() -> None:
+    assert sorted(["10.png", "2.png", "1.png", "b1.png", "a10.png", "a9.png"], key=natural_sort_key) == [
+        "1.png", "2.png", "10.png", "a9.png", "a10.png", "b1.png",
+    ]
+
+
+def test_explicit_file_any_extension_is_a_video(tmp_path: Path) -> None:
+    clip = touch(tmp_path / "clip.mp4")
+    odd = touch(tmp_path / "recording.dat")
+    sources = discover_inputs([str(clip), str(odd)])
+    assert [(s.path, s.kind, s.ok) for s in sources] == [(clip, "video", True), (odd, "video", True)]
+
+
+def test_directory_is_searched_recursively_in_natural_order(tmp_path: Path) -> None:
+    touch(tmp_path / "v10.mp4")
+    touch(tmp_path / "v2.mkv")
+    touch(tmp_path / "notes.txt")
+    touch(tmp_path / ".hidden.mp4")
+    touch(tmp_path / "._v2.mkv")  # macOS resource-fork file
+    touch(tmp_path / "sub" / "deep" / "x.MOV")
+    touch(tmp_path / ".cache" / "y.mp4")
+    sources = discover_inputs([str(tmp_path)])
+    assert names(sources) == ["x.MOV", "v2.mkv", "v10.mp4"]
+    assert all(s.kind == "video" and s.ok for s in sources)
+
+
+def test_image_folder_is_one_video_in_natural_order(tmp_path: Path) -> None:
+    folder = tmp_path / "seq"
+    for name in ["10.png", "2.png", "1.png", "notes.txt"]:
+        touch(folder / name)
+    [source] = discover_inputs([str(folder)])
+    assert source.kind == "images" and source.path == folder and source.stem == "seq"
+    assert [p.name for p in source.frame_files] == ["1.png", "2.png", "10.png"]
+
+
+def test_ytvis_layout_gives_one_video_per_frame_folder(tmp_path: Path) -> None:
+    root = tmp_path / "JPEGImages"
+    for video in ["b1c2", "a10", "a9"]:
+        for frame in ["00000.jpg", "00005.jpg"]:
+            touch(root / video / frame)
+    sources = discover_inputs([str(root)])
+    assert [s.stem for s in sources] == ["a9", "a10", "b1c2"]
+    assert all(s.kind == "images" and len(s.frame_files) == 2 for s in sources)
+
+
+def test_images_next_to_videos_are_not_an_image_folder(tmp_path: Path) -> None:
+    touch(tmp_path / "clip.mp4")
+    touch(tmp_path / "thumb.jpg")
+    sources = discover_inputs([str(tmp_path)])
+    assert [(s.path.name, s.kind) for s in sources] == [("clip.mp4", "video")]
+
+
+def test_single_image_is_a_one_frame_video(tmp_path: Path) -> None:
+    image = touch(tmp_path / "photo.jpg")
+    [source] = discover_inputs([str(image)])
+    assert source.kind == "images" and source.frame_files == (image,) and source.stem == "photo"
+
+
+def test_glob_pattern_expands_and_skips_unknown_extensions(tmp_path: Path) -> None:
+    touch(tmp_path / "a" / "one.mp4")
+    touch(tmp_path / "b" / "two.mp4")
+    touch(tmp_path / "b" / "readme.txt")
+    sources = discover_inputs([str(tmp_path / "**" / "*")])
+    assert names(sources) == ["one.mp4", "two.mp4"]
+
+
+def test_glob_without_match_is_a_failed_input(tmp_path: Path) -> None:
+    [source] = discover_inputs([str(tmp_path / "*.mp4")])
+    assert not source.ok and "no file matches" in source.error
+
+
+def test_missing_path_is_reported_not_raised(tmp_path: Path) -> None:
+    good = touch(tmp_path / "good.mp4")
+    sources = discover_inputs([str(tmp_path / "missing.mp4"), str(good)])
+    assert [s.ok for s in sources] == [False, True]
+    message = sources[0].describe_error()
+    assert "missing.mp4" in message and "no such file" in message and "\n" not in message
+
+
+def test_empty_directory_is_a_failed_input(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    [source] = discover_inputs([str(tmp_path / "empty")])
+    assert not source.ok and "no video files" in source.error
+
+
+def test_broken_symlink_is_a_failed_input(tmp_path: Path) -> None:
+    link = tmp_path / "link.mp4"
+    link.symlink_to(tmp_path / "gone.mp4")
+    [source] = discover_inputs([str(link)])
+    assert not source.ok and "broken symbolic link" in source.error
+
+
+def test_stdin_dash_reads_one_argument_per_line(tmp_path: Path) -> None:
+    first = touch(tmp_path / "first.mp4")
+    folder = tmp_path / "frames"
+    touch(folder / "1.jpg")
+    stdin = io.StringIO(f"{first}\r\n\n{folder}\n{tmp_path / 'nope.mp4'}\n")
+    sources = discover_inputs(["-"], stdin=stdin)
+    assert [(s.path.name, s.kind, s.ok) for s in sources] == [
+        ("first.mp4", "video", True),
+        ("frames", "images", True),
+        ("nope.mp4", "video", False),
+    ]
+
+
+def test_stdin_is_read_only_once(tmp_path: Path) -> None:
+    clip = touch(tmp_path / "clip.mp4")
+    stdin = io.StringIO(f"{clip}\n")
+    assert len(discover_inputs(["-", "-"], stdin=stdin)) == 1
+
+
+def test_duplicates_are_dropped_keeping_first_position(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    a = touch(tmp_path / "a.mp4")
+    b = touch(tmp_path / "b.mp4")
+    monkeypatch.chdir(tmp_path)
+    sources = discover_inputs(["a.mp4", str(b), str(a), str(tmp_path), os.path.join(".", "b.mp4")])
+    assert [s.path.resolve() for s in sources] == [a.resolve(), b.resolve()]
+
+
+def test_symlink_loop_in_directory_terminates(tmp_path: Path) -> None:
+    touch(tmp_path / "d" / "clip.mp4")
+    (tmp_path / "d" / "loop").symlink_to(tmp_path / "d")
+    assert names(discover_inputs([str(tmp_path / "d")])) == ["clip.mp4"]
+
+
+def test_unique_stems_suffixes_collisions_deterministically(tmp_path: Path) -> None:
+    sources = [
+        VideoSource(tmp_path / "a" / "clip.mp4"),
+        VideoSource(tmp_path / "b" / "clip.mov"),
+        VideoSource(tmp_path / "clip-2.mp4"),
+        VideoSource(tmp_path / "c" / "CLIP.mp4"),
+        VideoSource(tmp_path / "other.mp4"),
+    ]
+    assert unique_stems(sources) == ["clip", "clip-3", "clip-2", "CLIP-4", "other"]
+
+
+def test_stem_of_hidden_or_empty_name_is_usable(tmp_path: Path) -> None:
+    assert VideoSource(tmp_path / ".mp4").stem == "mp4"
+    assert VideoSource(tmp_path / "..mp4").stem == "video"

@@ -1,0 +1,134 @@
+"""RLE helpers (against pycocotools directly) and atomic file output."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pycocotools import mask as coco_mask
+
+from clipvis_cli import rle
+from clipvis_cli.atomic import (
+    OutputNotWritableError,
+    atomic_output_path,
+    atomic_write_json,
+    atomic_write_text,
+    ensure_output_dir,
+)
+
+
+def random_masks(count: int, height: int, width: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    masks = np.zeros((count, height, width), bool)
+    for k in range(count):
+        y0, x0 = rng.integers(0, height // 2), rng.integers(0, width // 2)
+        masks[k, y0 : y0 + rng.integers(1, height // 2), x0 : x0 + rng.integers(1, width // 2)] = True
+        masks[k] ^= rng.random((height, width)) < 0.05
+    return masks
+
+
+def test_encode_gives_json_ready_compressed_rle_that_round_trips() -> None:
+    mask = random_masks(1, 61, 97)[0]
+    encoded = rle.encode(mask)
+    assert encoded["size"] == [61, 97] and isinstance(encoded["counts"], str)
+    json.dumps(encoded)
+    np.testing.assert_array_equal(rle.decode(encoded), mask)
+    # independent check: pycocotools decodes it (bytes counts) to the same mask
+    raw = {"size": encoded["size"], "counts": encoded["counts"].encode("ascii")}
+    np.testing.assert_array_equal(coco_mask.decode(raw).astype(bool), mask)
+
+
+def test_encode_accepts_uint8_and_non_contiguous_views() -> None:
+    mask = random_masks(1, 40, 50, seed=3)[0]
+    assert rle.encode(mask.astype(np.uint8) * 255) == rle.encode(mask)
+    transposed = np.ascontiguousarray(mask.T).T  # Fortran-ordered view
+    assert rle.encode(transposed) == rle.encode(mask)
+
+
+def test_encode_many_matches_one_by_one() -> None:
+    masks = random_masks(4, 33, 21, seed=1)
+    assert rle.encode_many(masks) == [rle.encode(m) for m in masks]
+    assert rle.encode_many(np.zeros((0, 5, 5), bool)) == []
+
+
+def test_area_and_bbox_from_rle() -> None:
+    mask = np.zeros((20, 30), bool)
+    mask[4:9, 10:22] = True
+    encoded = rle.encode(mask)
+    assert rle.area(encoded) == 60
+    assert rle.bbox(encoded) == [10.0, 4.0, 12.0, 5.0]
+    empty = rle.encode(np.zeros((20, 30), bool))
+    assert rle.area(empty) == 0 and rle.bbox(empty) == [0.0, 0.0, 0.0, 0.0]
+    assert rle.areas([encoded, empty]) == [60, 0]
+    assert rle.bboxes([encoded]) == [[10.0, 4.0, 12.0, 5.0]]
+
+
+def test_decode_accepts_uncompressed_counts() -> None:
+    # column-major runs: 2 zeros, 3 ones, 1 zero on a 3x2 mask
+    mask = rle.decode({"size": [3, 2], "counts": [2, 3, 1]})
+    np.testing.assert_array_equal(mask, np.array([[0, 1], [0, 1], [1, 0]], bool))
+
+
+def test_encode_rejects_wrong_rank() -> None:
+    with pytest.raises(ValueError):
+        rle.encode(np.zeros((2, 3, 4), bool))
+
+
+def leftovers(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir())
+
+
+def test_atomic_write_text_and_json(tmp_path: Path) -> None:
+    atomic_write_text(tmp_path / "a.txt", "héllo")
+    atomic_write_json(tmp_path / "b.json", {"x": [1, 2], "name": "chien"})
+    assert (tmp_path / "a.txt").read_text(encoding="utf-8") == "héllo"
+    assert json.loads((tmp_path / "b.json").read_text()) == {"x": [1, 2], "name": "chien"}
+    assert leftovers(tmp_path) == ["a.txt", "b.json"]
+
+
+def test_atomic_files_get_normal_permissions(tmp_path: Path) -> None:
+    atomic_write_text(tmp_path / "a.txt", "x")
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert stat.S_IMODE((tmp_path / "a.txt").stat().st_mode) == 0o666 & ~umask
+
+
+@pytest.mark.parametrize("error", [RuntimeError("boom"), KeyboardInterrupt()])
+def test_atomic_output_path_leaves_nothing_on_failure(tmp_path: Path, error: BaseException) -> None:
+    with pytest.raises(type(error)):
+        with atomic_output_path(tmp_path / "out.mp4") as tmp:
+            tmp.write_bytes(b"partial")
+            raise error
+    assert leftovers(tmp_path) == []
+
+
+def test_failed_rewrite_keeps_the_previous_complete_file(tmp_path: Path) -> None:
+    atomic_write_text(tmp_path / "out.json", "old")
+    with pytest.raises(TypeError):
+        atomic_write_json(tmp_path / "out.json", {"bad": object()})
+    assert (tmp_path / "out.json").read_text() == "old"
+    assert leftovers(tmp_path) == ["out.json"]
+
+
+def test_atomic_output_path_replaces_on_success(tmp_path: Path) -> None:
+    with atomic_output_path(tmp_path / "out.bin") as tmp:
+        assert tmp.parent == tmp_path and tmp.suffix == ".bin" and tmp.name != "out.bin"
+        assert not (tmp_path / "out.bin").exists()
+        tmp.write_bytes(b"done")
+    assert (tmp_path / "out.bin").read_bytes() == b"done" and leftovers(tmp_path) == ["out.bin"]
+
+
+def test_unwritable_output_is_one_clear_line(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(OutputNotWritableError) as caught:
+        ensure_output_dir(blocker / "out" / "clip")
+    message = str(caught.value)
+    assert "output not writable" in message and str(blocker / "out" / "clip") in message and "\n" not in message
+    with pytest.raises(OutputNotWritableError):
+        atomic_write_text(tmp_path / "missing-dir" / "x.txt", "x")
+    assert ensure_output_dir(tmp_path / "new" / "dir").is_dir()

@@ -1,0 +1,131 @@
+"""run.json: written atomically, read back, and the --skip-existing decision."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from clipvis_cli.inputs import discover_inputs
+from clipvis_cli.writers import RunManifest, VideoOutputPaths, config_hash
+
+WEIGHTS = "clipvis_lvis_r50:sha256=abc123"
+VOCAB = ["cat", "dog"]
+OPTIONS = {"stride": 2, "max_frames": None, "score_threshold": 0.1}
+
+
+@pytest.fixture
+def finished_run(tmp_path: Path) -> tuple[Path, VideoOutputPaths, RunManifest]:
+    video = tmp_path / "clip.mp4"
+    video.write_bytes(b"0" * 100)
+    paths = VideoOutputPaths.for_stem(tmp_path / "out", "clip").prepare()
+    manifest = RunManifest.start(video, "clip", WEIGHTS, VOCAB, OPTIONS)
+    manifest.write(paths.manifest)
+    for output in (paths.ytvis, paths.coco, paths.overlay):
+        output.write_text("{}")
+    manifest.mark_complete(12, ["ytvis.json", "coco.json", "overlay.mp4"], {"decode": 1.23456, "model": 5})
+    manifest.write(paths.manifest)
+    return video, paths, manifest
+
+
+def test_layout_names(tmp_path: Path) -> None:
+    paths = VideoOutputPaths.for_stem(tmp_path, "clip")
+    assert [p.name for p in (paths.overlay, paths.ytvis, paths.coco, paths.manifest)] == [
+        "overlay.mp4", "ytvis.json", "coco.json", "run.json",
+    ]
+    assert paths.directory == tmp_path / "clip" and not paths.directory.exists()
+
+
+def test_manifest_round_trip(finished_run) -> None:
+    video, paths, manifest = finished_run
+    data = json.loads(paths.manifest.read_text())
+    assert data["status"] == "complete" and data["frames"] == 12
+    assert data["weights"] == WEIGHTS and data["vocabulary"] == VOCAB and data["options"] == OPTIONS
+    assert data["timings"] == {"decode": 1.2346, "model": 5.0}
+    assert data["versions"]["python"] and "numpy" in data["versions"]
+    assert data["started_at"] and data["finished_at"]
+    assert RunManifest.read(paths.manifest) == manifest
+
+
+def test_complete_run_with_same_config_is_skipped(finished_run) -> None:
+    video, paths, _ = finished_run
+    manifest = RunManifest.read(paths.manifest)
+    assert manifest.is_complete_for(WEIGHTS, VOCAB, dict(reversed(OPTIONS.items())), video, paths.directory)
+
+
+@pytest.mark.parametrize(
+    "weights, vocab, options",
+    [
+        ("other-weights", VOCAB, OPTIONS),
+        (WEIGHTS, ["dog", "cat"], OPTIONS),  # order fixes category ids
+        (WEIGHTS, VOCAB + ["kite"], OPTIONS),
+        (WEIGHTS, VOCAB, {**OPTIONS, "stride": 1}),
+    ],
+)
+def test_changed_config_is_redone(finished_run, weights, vocab, options) -> None:
+    video, paths, _ = finished_run
+    assert not RunManifest.read(paths.manifest).is_complete_for(weights, vocab, options, video, paths.directory)
+
+
+def test_changed_source_or_missing_output_is_redone(finished_run, tmp_path: Path) -> None:
+    video, paths, _ = finished_run
+    manifest = RunManifest.read(paths.manifest)
+    other = tmp_path / "elsewhere" / "clip.mp4"  # same stem, different file
+    other.parent.mkdir()
+    other.write_bytes(b"0" * 100)
+    assert not manifest.is_complete_for(WEIGHTS, VOCAB, OPTIONS, other, paths.directory)
+    paths.overlay.unlink()
+    assert not manifest.is_complete_for(WEIGHTS, VOCAB, OPTIONS, video, paths.directory)
+    assert manifest.is_complete_for(WEIGHTS, VOCAB, OPTIONS)  # without checks: config only
+    video.write_bytes(b"1" * 101)
+    assert not manifest.is_complete_for(WEIGHTS, VOCAB, OPTIONS, video)
+
+
+def test_running_failed_and_corrupt_manifests_are_not_complete(finished_run) -> None:
+    video, paths, _ = finished_run
+    running = RunManifest.start(video, "clip", WEIGHTS, VOCAB, OPTIONS)
+    assert not running.is_complete_for(WEIGHTS, VOCAB, OPTIONS)
+    running.mark_failed(f"{video}: truncated or corrupt: decoding failed after 3 frames")
+    running.write(paths.manifest)
+    again = RunManifest.read(paths.manifest)
+    assert again.status == "failed" and "after 3 frames" in again.error
+    assert not again.is_complete_for(WEIGHTS, VOCAB, OPTIONS)
+    paths.manifest.write_text('{"status": "complete", "trunc')
+    assert RunManifest.read(paths.manifest) is None
+    assert RunManifest.read(paths.directory / "nope.json") is None
+
+
+def test_image_folder_fingerprint_tracks_frames(tmp_path: Path, synth) -> None:
+    synth.write_images(tmp_path / "seq", ["1.png", "2.png"])
+    [source] = discover_inputs([str(tmp_path / "seq")])
+    manifest = RunManifest.start(source, "seq", WEIGHTS, VOCAB, OPTIONS)
+    manifest.mark_complete(2, [], {})
+    assert manifest.source["files"] == 2
+    assert manifest.is_complete_for(WEIGHTS, VOCAB, OPTIONS, source)
+    synth.write_images(tmp_path / "seq", ["3.png"])
+    [grown] = discover_inputs([str(tmp_path / "seq")])
+    assert not manifest.is_complete_for(WEIGHTS, VOCAB, OPTIONS, grown)
+
+
+def test_config_hash_is_stable_and_sensitive() -> None:
+    assert config_hash("w", ["a"], {"x": 1, "y": 2}) == config_hash("w", ["a"], {"y": 2, "x": 1})
+    assert config_hash("w", ["a"], {"x": 1}) != config_hash("w", ["a"], {"x": 2})
+    assert len(config_hash("w", [], {})) == 64
+
+
+def test_manifest_write_is_atomic(finished_run, monkeypatch: pytest.MonkeyPatch) -> None:
+    _, paths, manifest = finished_run
+    before = paths.manifest.read_text()
+
+    def failing_replace(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", failing_replace)
+    manifest.mark_failed("x")
+    with pytest.raises(OSError):
+        manifest.write(paths.manifest)
+    monkeypatch.undo()
+    assert paths.manifest.read_text() == before
+    assert sorted(p.name for p in paths.directory.iterdir()) == ["coco.json", "overlay.mp4", "run.json", "ytvis.json"]

@@ -1,0 +1,249 @@
+"""Video readers, probing, error messages and the background decoder, on synthetic files."""
+
+from __future__ import annotations
+
+import itertools
+import shutil
+import threading
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from clipvis_cli.inputs import discover_inputs
+from clipvis_cli.video_io import (
+    BackgroundDecoder,
+    ImageFolderReader,
+    VideoReader,
+    VideoReadError,
+    open_reader,
+)
+
+
+def read_all(reader) -> tuple[list[int], list[np.ndarray]]:
+    pairs = list(reader)
+    return [i for i, _ in pairs], [f for _, f in pairs]
+
+
+def test_h264_frames_in_order_rgb_uint8(media: dict[str, Path], synth) -> None:
+    indices, frames = read_all(VideoReader(media["h264"]))
+    assert indices == list(range(12))
+    assert all(f.shape == (48, 64, 3) and f.dtype == np.uint8 and f.flags.c_contiguous for f in frames)
+    assert [synth.bar_index(f) for f in frames] == list(range(12))
+
+
+def test_stride_and_max_frames_pick_the_right_frames(media: dict[str, Path], synth) -> None:
+    indices, frames = read_all(VideoReader(media["h264"], stride=3))
+    assert indices == [0, 3, 6, 9]
+    assert [synth.bar_index(f) for f in frames] == [0, 3, 6, 9]
+    indices, _ = read_all(VideoReader(media["h264"], stride=2, max_frames=4))
+    assert indices == [0, 2, 4, 6]
+    indices, _ = read_all(VideoReader(media["h264"], max_frames=100))
+    assert len(indices) == 12
+
+
+def test_reader_can_be_iterated_twice(media: dict[str, Path]) -> None:
+    reader = VideoReader(media["h264"], stride=5)
+    assert read_all(reader)[0] == read_all(reader)[0] == [0, 5, 10]
+
+
+@pytest.mark.parametrize("key, count", [("odd_mpeg4", 5), ("odd_vp9", 3)])
+def test_odd_sizes_and_other_codecs(media: dict[str, Path], key: str, count: int) -> None:
+    reader = VideoReader(media[key])
+    probe = reader.probe()
+    assert (probe.width, probe.height) == (97, 61)
+    indices, frames = read_all(reader)
+    assert indices == list(range(count))
+    assert {f.shape for f in frames} == {(61, 97, 3)}
+
+
+def test_one_frame_and_tiny_videos(media: dict[str, Path]) -> None:
+    assert read_all(VideoReader(media["one"]))[0] == [0]
+    assert VideoReader(media["one"]).probe().frame_count == 1
+    indices, frames = read_all(VideoReader(media["tiny"]))
+    assert indices == [0, 1, 2] and frames[0].shape == (2, 2, 3)
+
+
+def test_probe_reports_size_rate_and_count(media: dict[str, Path]) -> None:
+    probe = VideoReader(media["h264"]).probe()
+    assert (probe.width, probe.height, probe.fps, probe.fps_known, probe.frame_count) == (64, 48, 25, True, 12)
+    assert probe.codec == "h264" and probe.rotation == 0
+    assert probe.processed_frame_count(stride=5) == 3
+    assert probe.processed_frame_count(stride=1, max_frames=4) == 4
+
+
+@pytest.mark.parametrize("key, rotation", [("rot90", 90), ("rot270", 270)])
+def test_quarter_turn_rotation_metadata_is_applied(media: dict[str, Path], key: str, rotation: int) -> None:
+    reader = VideoReader(media[key])
+    probe = reader.probe()
+    assert probe.rotation == rotation
+    assert (probe.width, probe.height) == (48, 64)  # stored 64x48, shown upright
+    _, frames = read_all(reader)
+    assert frames[0].shape == (64, 48, 3)
+    bright = frames[0].mean(axis=2) > 128
+    ys, xs = np.nonzero(bright)
+    # The stored block sits at the top-left (rows < 24, cols < 16). Turned 90° counter-clockwise it lands at
+    # the bottom-left; 90° clockwise (270 ccw) at the top-right. Same result as OpenCV's auto-rotation.
+    if rotation == 90:
+        assert ys.min() >= 64 - 16 - 1 and xs.max() < 24 + 1
+    else:
+        assert ys.max() < 16 + 1 and xs.min() >= 48 - 24 - 1
+
+
+def test_half_turn_rotation_keeps_size(media: dict[str, Path]) -> None:
+    _, frames = read_all(VideoReader(media["rot180"]))
+    ys, xs = np.nonzero(frames[0].mean(axis=2) > 128)
+    assert frames[0].shape == (48, 64, 3) and ys.min() >= 23 and xs.min() >= 47
+
+
+def test_variable_frame_rate_reads_every_frame(media: dict[str, Path], synth) -> None:
+    reader = VideoReader(media["vfr"])
+    indices, frames = read_all(reader)
+    assert indices == list(range(6)) and [synth.bar_index(f) for f in frames] == list(range(6))
+    probe = reader.probe()
+    assert probe.fps_known and 1 < probe.fps < 1000
+
+
+@pytest.mark.parametrize(
+    "key, expected",
+    [
+        ("zero", "zero bytes"),
+        ("text", "not a video or corrupt"),
+        ("audio", "no video stream (audio only)"),
+        ("truncated_plain", "not a video or corrupt"),
+    ],
+)
+def test_unreadable_files_fail_with_one_line_naming_the_file(
+    media: dict[str, Path], key: str, expected: str
+) -> None:
+    for action in (lambda r: r.probe(), lambda r: list(r)):
+        with pytest.raises(VideoReadError) as caught:
+            action(VideoReader(media[key]))
+        message = str(caught.value)
+        assert message.startswith(str(media[key])) and expected in message and "\n" not in message
+
+
+def test_missing_file_and_directory(media: dict[str, Path], tmp_path: Path) -> None:
+    with pytest.raises(VideoReadError, match="no such file"):
+        VideoReader(tmp_path / "missing.mp4").probe()
+    with pytest.raises(VideoReadError, match="is a directory"):
+        list(VideoReader(tmp_path))
+
+
+def test_truncated_file_fails_after_the_decodable_frames(media: dict[str, Path]) -> None:
+    reader = VideoReader(media["truncated_faststart"])
+    assert reader.probe().frame_count == 120  # the header still promises every frame
+    received = []
+    with pytest.raises(VideoReadError) as caught:
+        for index, _ in reader:
+            received.append(index)
+    message = str(caught.value)
+    assert "truncated or corrupt" in message and f"after {len(received)} frames" in message
+    assert 0 < len(received) < 120
+
+
+def test_truncated_file_within_max_frames_is_fine(media: dict[str, Path]) -> None:
+    indices, _ = read_all(VideoReader(media["truncated_faststart"], max_frames=5))
+    assert indices == [0, 1, 2, 3, 4]
+
+
+def test_image_folder_reader_natural_order(tmp_path: Path, synth) -> None:
+    # frames encode 0, 1, 2 in natural order
+    synth.write_images(tmp_path / "seq", ["1.png", "2.png", "10.png"])
+    [source] = discover_inputs([str(tmp_path / "seq")])
+    reader = open_reader(source)
+    assert isinstance(reader, ImageFolderReader)
+    indices, frames = read_all(reader)
+    assert indices == [0, 1, 2] and [synth.bar_index(f) for f in frames] == [0, 1, 2]
+    probe = reader.probe()
+    assert (probe.width, probe.height, probe.fps, probe.frame_count) == (40, 24, 30, 3)
+    assert reader.frame_file_names("seq", indices) == ["seq/1.png", "seq/2.png", "seq/10.png"]
+    indices, frames = read_all(open_reader(source, stride=2))
+    assert indices == [0, 2] and synth.bar_index(frames[1]) == 2
+    assert open_reader(source, image_fps=12.5).probe().fps == Fraction(25, 2)
+
+
+def test_image_folder_with_mixed_sizes_fails_clearly(tmp_path: Path, synth) -> None:
+    synth.write_images(tmp_path / "seq", ["1.png"], height=24, width=40)
+    synth.write_images(tmp_path / "seq", ["2.png"], height=30, width=40)
+    [source] = discover_inputs([str(tmp_path / "seq")])
+    with pytest.raises(VideoReadError, match=r"frame 2.png is 40x30 but the first frame is 40x24"):
+        list(open_reader(source))
+
+
+def test_image_folder_with_corrupt_image_fails_clearly(tmp_path: Path, synth) -> None:
+    synth.write_images(tmp_path / "seq", ["1.jpg"])
+    (tmp_path / "seq" / "2.jpg").write_text("not an image")
+    [source] = discover_inputs([str(tmp_path / "seq")])
+    with pytest.raises(VideoReadError, match=r"frame 2.jpg: not an image or corrupt"):
+        list(open_reader(source))
+
+
+def test_open_reader_refuses_failed_sources(tmp_path: Path) -> None:
+    [source] = discover_inputs([str(tmp_path / "missing.mp4")])
+    with pytest.raises(VideoReadError, match="no such file"):
+        open_reader(source)
+
+
+def test_background_decoder_batches(media: dict[str, Path], synth) -> None:
+    with BackgroundDecoder(VideoReader(media["h264"], stride=2), batch_size=4) as decoder:
+        batches = list(decoder)
+    assert [b.frame_indices for b in batches] == [[0, 2, 4, 6], [8, 10]]
+    assert batches[0].frames.shape == (4, 48, 64, 3) and batches[0].frames.dtype == np.uint8
+    assert [synth.bar_index(f) for f in batches[1].frames] == [8, 10]
+
+
+def test_background_decoder_propagates_read_errors(media: dict[str, Path]) -> None:
+    received = 0
+    with pytest.raises(VideoReadError, match="truncated or corrupt"):
+        with BackgroundDecoder(VideoReader(media["truncated_faststart"]), batch_size=8) as decoder:
+            for batch in decoder:
+                received += len(batch)
+    assert received > 0
+
+
+def test_background_decoder_propagates_other_exceptions() -> None:
+    def frames():
+        yield 0, np.zeros((2, 2, 3), np.uint8)
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        with BackgroundDecoder(frames(), batch_size=1) as decoder:
+            list(decoder)
+
+
+def test_background_decoder_bounds_memory_and_stops_on_early_exit() -> None:
+    produced = itertools.count()
+    closed = threading.Event()
+
+    def endless():
+        try:
+            for index in produced:
+                yield index, np.zeros((4, 4, 3), np.uint8)
+        finally:
+            closed.set()
+
+    decoder = BackgroundDecoder(endless(), batch_size=3, max_queued_batches=2)
+    with decoder:
+        first = next(iter(decoder))
+        time.sleep(0.3)  # give the producer every chance to run ahead
+        made = next(produced)
+        assert first.frame_indices == [0, 1, 2]
+        # consumed batch + 2 queued + 1 being filled/blocked, plus one frame read ahead
+        assert made <= 3 * 4 + 1
+    assert closed.wait(2.0) and not decoder.is_alive
+
+
+def test_background_decoder_close_without_iterating_does_not_hang(media: dict[str, Path]) -> None:
+    decoder = BackgroundDecoder(VideoReader(media["long_faststart"]), batch_size=2, max_queued_batches=1)
+    with decoder:
+        time.sleep(0.05)
+    assert not decoder.is_alive
+
+
+def test_copy_of_video_with_other_extension_is_still_read(media: dict[str, Path], tmp_path: Path) -> None:
+    copy = tmp_path / "clip.bin"
+    shutil.copy(media["h264"], copy)
+    assert len(list(VideoReader(copy))) == 12
