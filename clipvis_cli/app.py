@@ -5,6 +5,8 @@ from __future__ import annotations
 import typer
 
 from clipvis_cli import __version__
+from clipvis_cli.commands.evaluate import evaluate
+from clipvis_cli.commands.segment import segment
 
 app = typer.Typer(
     name="clipvis",
@@ -28,6 +30,10 @@ def _root(
     ),
 ) -> None:
     """clipvis: segment, track and label every object whose name you type."""
+
+
+app.command("segment")(segment)
+app.command("evaluate")(evaluate)
 
 
 def main() -> None:

@@ -1,0 +1,164 @@
+"""`clipvis segment`: segment, track and label every object of the given classes in videos."""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from pathlib import Path
+
+import typer
+
+from clipvis_cli.inputs import discover_inputs, unique_stems
+from clipvis_cli.progress import HumanReporter, JsonlReporter
+from clipvis_cli.segment import FORMATS, SegmentOptions, SegmentRunner
+
+DEFAULT_WEIGHTS = "clipvis-lvis-r50"
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    typer.echo(f"clipvis: error: {message}", err=True)
+    return typer.Exit(code)
+
+
+def parse_vocabulary(vocab: str | None, vocab_file: Path | None) -> list[str]:
+    """Class strings for the model: `--vocab "a,b"` or one class per line of a file (a line may list
+    comma-separated synonyms, the first being the class name). Raises typer.BadParameter."""
+    if (vocab is None) == (vocab_file is None):
+        raise typer.BadParameter("give exactly one of --vocab or --vocab-file")
+    if vocab is not None:
+        names = [name.strip() for name in vocab.split(",")]
+        source = "--vocab"
+    else:
+        try:
+            lines = vocab_file.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as error:
+            raise typer.BadParameter(f"{vocab_file}: cannot read ({error})") from error
+        names = [", ".join(part.strip() for part in line.split(",")) for line in lines if line.strip()]
+        source = str(vocab_file)
+    if not names or any(not name or name.startswith(",") or name.endswith(",") for name in names):
+        raise typer.BadParameter(f"{source}: empty class name (classes are separated by commas / lines)")
+    firsts = [class_name(n).lower() for n in names]
+    duplicates = sorted({n for n in firsts if firsts.count(n) > 1})
+    if duplicates:
+        raise typer.BadParameter(f"{source}: duplicate class names: {', '.join(duplicates)}")
+    return names
+
+
+def class_name(entry: str) -> str:
+    return entry.split(",")[0].strip()
+
+
+def resolve_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise _fail(f"--device {device}: CUDA is not available on this machine (use --device cpu)")
+        index = int(device.split(":")[1]) if ":" in device else 0
+        if index >= torch.cuda.device_count():
+            raise _fail(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) present")
+    elif device != "cpu":
+        raise typer.BadParameter(f"--device must be auto, cpu, cuda or cuda:N, not {device!r}")
+    return device
+
+
+def segment(
+    inputs: list[str] = typer.Argument(
+        ..., help="Video files, folders (recursive; a folder of images is one video), globs, or - for paths on stdin."
+    ),
+    vocab: str | None = typer.Option(None, "--vocab", help='Comma-separated class names, e.g. "cat,dog,kite".'),
+    vocab_file: Path | None = typer.Option(
+        None, "--vocab-file", help="One class per line; a line may list synonyms separated by commas."
+    ),
+    weights: str = typer.Option(DEFAULT_WEIGHTS, "--weights", help="Released checkpoint name or a checkpoint path."),
+    config: Path | None = typer.Option(
+        None, "--config", help="Model settings: an official CLIP-VIS YAML (detectron2 keys) or a clipvis JSON."
+    ),
+    clip_config: Path | None = typer.Option(
+        None, "--clip-config", help="open_clip model config JSON for a CLIP open_clip does not know by name."
+    ),
+    output: Path = typer.Option(Path("clipvis_out"), "-o", "--output", help="Output root; one folder per input."),
+    formats: str = typer.Option(",".join(FORMATS), "--formats", help="Comma-separated: overlay, ytvis, coco."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    precision: str = typer.Option("fp32", "--precision", help="fp32, fp16 or bf16."),
+    batch_frames: int = typer.Option(4, "--batch-frames", min=1, help="Frames per model batch."),
+    stride: int = typer.Option(1, "--stride", min=1, help="Process every Nth frame."),
+    max_frames: int | None = typer.Option(None, "--max-frames", min=1, help="Stop after N processed frames."),
+    score_threshold: float = typer.Option(0.0, "--score-threshold", help="Drop tracks scoring below this."),
+    max_tracks: int = typer.Option(50, "--max-tracks", min=1, help="At most N tracks per video."),
+    exact: bool = typer.Option(
+        False, "--exact", help="The official evaluator's selection and masks (PIL resize, unsorted top 50)."
+    ),
+    skip_existing: bool = typer.Option(
+        True, "--skip-existing/--overwrite", help="Skip inputs already complete with the same settings."
+    ),
+    log_format: str = typer.Option("human", "--log-format", help="human (progress on a terminal) or jsonl."),
+) -> None:
+    """Segment and track every object of the given classes; write overlay.mp4, ytvis.json, coco.json, run.json."""
+    vocabulary = parse_vocabulary(vocab, vocab_file)
+    chosen = tuple(f.strip() for f in formats.split(",") if f.strip())
+    unknown = sorted(set(chosen) - set(FORMATS))
+    if unknown or not chosen:
+        raise typer.BadParameter(f"--formats: unknown {', '.join(unknown) or 'empty list'} (use {','.join(FORMATS)})")
+    if precision not in ("fp32", "fp16", "bf16"):
+        raise typer.BadParameter(f"--precision must be fp32, fp16 or bf16, not {precision!r}")
+    if log_format not in ("human", "jsonl"):
+        raise typer.BadParameter(f"--log-format must be human or jsonl, not {log_format!r}")
+    for path, flag in ((config, "--config"), (clip_config, "--clip-config")):
+        if path is not None and not path.is_file():
+            raise typer.BadParameter(f"{flag} {path}: file not found")
+    sources = discover_inputs(inputs, sys.stdin if "-" in inputs else None)
+    if not sources:
+        raise typer.BadParameter("no input videos found")
+    device = resolve_device(device)
+    options = SegmentOptions(
+        vocabulary=vocabulary, weights=weights, output=output, formats=chosen, device=device, precision=precision,
+        batch_frames=batch_frames, stride=stride, max_frames=max_frames, score_threshold=score_threshold,
+        max_tracks=max_tracks, exact=exact, skip_existing=skip_existing,
+        config=str(config) if config else None, clip_config=str(clip_config) if clip_config else None,
+    )
+    predictor = load_predictor(options)
+    reporter = JsonlReporter() if log_format == "jsonl" else HumanReporter()
+    runner = SegmentRunner(predictor, options, reporter, categories=[class_name(v) for v in vocabulary])
+    failed = 0
+    reporter.batch_started(len(sources))
+    try:
+        for video_id, (source, stem) in enumerate(zip(sources, unique_stems(sources), strict=True), start=1):
+            outcome = runner.run(source, video_id, stem)
+            failed += outcome.status == "failed"
+            if outcome.status == "complete":
+                for path in outcome.outputs:
+                    typer.echo(str(path))
+    except KeyboardInterrupt:
+        reporter.close()
+        typer.echo("clipvis: interrupted; incomplete outputs were not written", err=True)
+        raise typer.Exit(130) from None
+    reporter.close()
+    if failed:
+        typer.echo(f"clipvis: {failed} of {len(sources)} input(s) failed", err=True)
+        raise typer.Exit(1)
+
+
+def load_predictor(options: SegmentOptions):
+    """The model and predictor for a run; weights problems end the run with one line (exit 1)."""
+    from model import CheckpointError, ClipVis
+    from model.predictor import VideoPredictor
+    from weights import WeightsError
+
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            model = ClipVis.from_pretrained(
+                options.weights, config=options.config, clip_config=options.clip_config, device=options.device
+            )
+        for warning in caught:
+            typer.echo(f"clipvis: warning: {warning.message}", err=True)
+        return VideoPredictor(
+            model, options.vocabulary, device=options.device, precision=options.precision, exact=options.exact
+        )
+    except (CheckpointError, WeightsError) as error:
+        raise _fail(f"weights {options.weights}: {error}") from None
+    except ValueError as error:
+        raise _fail(f"weights {options.weights}: {error}") from None

@@ -1,0 +1,66 @@
+"""Compact storage of every track's per-frame mask while a video streams: compressed RLE spilled to a temp file.
+
+Memory holds only an index of (offset, length) pairs, so it does not grow with video length beyond a few bytes
+per (frame, track); the masks themselves live on disk until the selected tracks are assembled.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+import numpy as np
+
+from clipvis_cli import rle
+
+
+class TrackMaskStore:
+    """Per frame, the compressed RLE of each track's mask (track order fixed for the video)."""
+
+    def __init__(self, height: int, width: int, directory: str | None = None) -> None:
+        self.size = [height, width]
+        handle, self._path = tempfile.mkstemp(prefix="clipvis-masks-", suffix=".rle", dir=directory)
+        self._file = os.fdopen(handle, "w+b")
+        self._offset = 0
+        self._index: list[np.ndarray] = []  # per frame [Q, 2] (offset, length); length 0 = empty mask
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def add_frame(self, masks: np.ndarray) -> None:
+        """masks ``[Q, H, W]`` bool, in track order."""
+        present = np.flatnonzero(masks.reshape(masks.shape[0], -1).any(1))
+        index = np.zeros((masks.shape[0], 2), dtype=np.int64)
+        chunks = []
+        for q, entry in zip(present, rle.encode_many(masks[present]), strict=True):
+            counts = entry["counts"].encode("ascii")
+            index[q] = (self._offset, len(counts))
+            chunks.append(counts)
+            self._offset += len(counts)
+        self._file.write(b"".join(chunks))
+        self._index.append(index)
+
+    def get(self, frame: int, track: int) -> dict | None:
+        """The RLE of a track on a frame, or None when the mask is empty."""
+        offset, length = self._index[frame][track]
+        if length == 0:
+            return None
+        self._file.flush()
+        self._file.seek(int(offset))
+        counts = self._file.read(int(length)).decode("ascii")
+        self._file.seek(0, os.SEEK_END)
+        return {"size": list(self.size), "counts": counts}
+
+    def close(self) -> None:
+        if not self._file.closed:
+            self._file.close()
+        try:
+            os.unlink(self._path)
+        except OSError:
+            pass
+
+    def __enter__(self) -> TrackMaskStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

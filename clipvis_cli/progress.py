@@ -1,0 +1,145 @@
+"""Progress and event reporting on stderr: rich progress bars for people, JSON lines for machines."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, Protocol, TextIO
+
+from clipvis_cli.inputs import VideoSource
+
+
+class Reporter(Protocol):
+    def batch_started(self, num_videos: int) -> None: ...
+    def video_started(self, source: VideoSource, stem: str, total_frames: int | None) -> None: ...
+    def frames_done(self, count: int) -> None: ...
+    def video_finished(
+        self, source: VideoSource, stem: str, frames: int, fps: float, outputs: list[Path]
+    ) -> None: ...
+    def video_skipped(self, source: VideoSource, stem: str) -> None: ...
+    def video_failed(self, source: VideoSource, stem: str, message: str) -> None: ...
+    def close(self) -> None: ...
+
+
+class JsonlReporter:
+    """One JSON object per line: batch_start, video_start, progress (every `every` frames), video_done,
+    video_skipped, video_failed."""
+
+    def __init__(self, stream: TextIO | None = None, every: int = 25) -> None:
+        self.stream = stream or sys.stderr
+        self.every = every
+        self._frames = 0
+        self._since = 0
+        self._video: str | None = None
+        self._started = time.perf_counter()
+
+    def _emit(self, event: str, **fields: Any) -> None:
+        self.stream.write(json.dumps({"event": event, **fields}) + "\n")
+        self.stream.flush()
+
+    def batch_started(self, num_videos: int) -> None:
+        self._emit("batch_start", videos=num_videos)
+
+    def video_started(self, source, stem, total_frames) -> None:
+        self._video, self._frames, self._since = str(source.path), 0, 0
+        self._started = time.perf_counter()
+        self._emit("video_start", input=str(source.path), stem=stem, frames_expected=total_frames)
+
+    def frames_done(self, count: int) -> None:
+        self._frames += count
+        self._since += count
+        if self._since >= self.every:
+            self._since = 0
+            fps = self._frames / max(time.perf_counter() - self._started, 1e-9)
+            self._emit("progress", input=self._video, frames=self._frames, fps=round(fps, 3))
+
+    def video_finished(self, source, stem, frames, fps, outputs) -> None:
+        self._emit("video_done", input=str(source.path), stem=stem, frames=frames, fps=round(fps, 3),
+                   outputs=[str(p) for p in outputs], status="ok")
+
+    def video_skipped(self, source, stem) -> None:
+        self._emit("video_skipped", input=str(source.path), stem=stem, reason="complete run.json with same settings")
+
+    def video_failed(self, source, stem, message) -> None:
+        self._emit("video_failed", input=str(source.path), stem=stem, error=message, status="failed")
+
+    def close(self) -> None:
+        pass
+
+
+class HumanReporter:
+    """rich progress bars (overall and per video, frames/s, ETA) on stderr when it is a terminal; failures are
+    always printed as one line."""
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self.stream = stream or sys.stderr
+        self.console = Console(file=self.stream, highlight=False)
+        self.interactive = self.stream.isatty()
+        self.progress = (
+            Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[rate]}"),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+                console=self.console,
+                transient=False,
+            )
+            if self.interactive
+            else None
+        )
+        self._overall = None
+        self._video_task = None
+        self._frames = 0
+        self._started = time.perf_counter()
+
+    def batch_started(self, num_videos: int) -> None:
+        if self.progress is not None:
+            self.progress.start()
+            self._overall = self.progress.add_task("videos", total=num_videos, rate="")
+
+    def video_started(self, source, stem, total_frames) -> None:
+        self._frames, self._started = 0, time.perf_counter()
+        if self.progress is not None:
+            if self._video_task is not None:
+                self.progress.remove_task(self._video_task)
+            self._video_task = self.progress.add_task(stem, total=total_frames, rate="")
+
+    def frames_done(self, count: int) -> None:
+        self._frames += count
+        if self.progress is not None and self._video_task is not None:
+            fps = self._frames / max(time.perf_counter() - self._started, 1e-9)
+            self.progress.update(self._video_task, advance=count, rate=f"{fps:.2f} frames/s")
+
+    def _video_ended(self) -> None:
+        if self.progress is not None and self._overall is not None:
+            self.progress.advance(self._overall)
+
+    def video_finished(self, source, stem, frames, fps, outputs) -> None:
+        self._video_ended()
+
+    def video_skipped(self, source, stem) -> None:
+        self._video_ended()
+        if self.interactive:
+            self.console.print(f"skipped {source.path} (already complete in its output folder; --overwrite redoes it)")
+
+    def video_failed(self, source, stem, message) -> None:
+        self._video_ended()
+        self.console.print(f"clipvis: error: {message}", markup=False, soft_wrap=True)
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()

@@ -1,0 +1,216 @@
+"""The `segment` application: inputs -> decode -> model -> tracks -> writers, one video at a time, streaming.
+
+Decoding runs in a background thread, mask RLE encoding in a worker thread, so both overlap with the model.
+Memory is bounded: per-frame masks leave the process as compressed RLE in a temp file (TrackMaskStore), the
+model keeps only running sums (model.predictor). Every output is written atomically; run.json says whether an
+input is complete.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from clipvis_cli.atomic import OutputNotWritableError
+from clipvis_cli.inputs import VideoSource
+from clipvis_cli.mask_store import TrackMaskStore
+from clipvis_cli.progress import Reporter
+from clipvis_cli.results import TrackResult, VideoInfo
+from clipvis_cli.video_io import BackgroundDecoder, VideoReadError, open_reader
+from clipvis_cli.writers import CocoWriter, OverlayVideoWriter, RunManifest, VideoOutputPaths, YtvisWriter
+from clipvis_cli.writers.manifest import STATUS_INTERRUPTED
+
+FORMATS = ("overlay", "ytvis", "coco")
+
+
+@dataclass
+class SegmentOptions:
+    """Everything that decides what `segment` computes and writes."""
+
+    vocabulary: list[str]
+    weights: str
+    output: Path = Path("clipvis_out")
+    formats: tuple[str, ...] = FORMATS
+    device: str = "cpu"
+    precision: str = "fp32"
+    batch_frames: int = 4
+    stride: int = 1
+    max_frames: int | None = None
+    score_threshold: float = 0.0
+    max_tracks: int = 50
+    exact: bool = False
+    skip_existing: bool = True
+    config: str | None = None
+    clip_config: str | None = None
+
+    def result_options(self) -> dict[str, Any]:
+        """The options that change results (the run.json identity besides weights and vocabulary)."""
+        data = asdict(self)
+        for key in ("vocabulary", "weights", "output", "device", "batch_frames", "skip_existing"):
+            data.pop(key)
+        data["formats"] = sorted(self.formats)
+        return data
+
+
+@dataclass
+class VideoOutcome:
+    source: VideoSource
+    stem: str
+    status: str  # "complete", "skipped", "failed"
+    outputs: list[Path] = field(default_factory=list)
+    error: str | None = None
+    frames: int = 0
+
+
+class SegmentRunner:
+    """Runs a VideoPredictor over inputs and writes each video's files."""
+
+    def __init__(
+        self, predictor, options: SegmentOptions, reporter: Reporter, categories: list[str] | None = None
+    ) -> None:
+        self.predictor = predictor
+        self.options = options
+        self.categories = categories or list(options.vocabulary)
+        self.reporter = reporter
+        self.ytvis_writer = YtvisWriter()
+        self.coco_writer = CocoWriter()
+        self.overlay_writer = OverlayVideoWriter()
+
+    def run(self, source: VideoSource, video_id: int, stem: str) -> VideoOutcome:
+        """Process one input. Failures are returned (never raised), except KeyboardInterrupt."""
+        opts = self.options
+        if not source.ok:
+            return self._failed(source, stem, source.describe_error())
+        try:
+            paths = VideoOutputPaths.for_stem(opts.output, stem).prepare()
+        except OutputNotWritableError as error:
+            return self._failed(source, stem, str(error))
+        if opts.skip_existing:
+            previous = RunManifest.read(paths.manifest)
+            if previous is not None and previous.is_complete_for(
+                opts.weights, opts.vocabulary, opts.result_options(), source, paths.directory
+            ):
+                self.reporter.video_skipped(source, stem)
+                return VideoOutcome(source, stem, "skipped", [paths.directory / n for n in previous.outputs])
+        manifest = RunManifest.start(source, stem, opts.weights, opts.vocabulary, opts.result_options())
+        try:
+            manifest.write(paths.manifest)
+            outcome = self._process(source, video_id, stem, paths, manifest)
+        except KeyboardInterrupt:
+            manifest.mark_failed("interrupted by the user", status=STATUS_INTERRUPTED)
+            _write_quietly(manifest, paths.manifest)
+            raise
+        except (VideoReadError, OutputNotWritableError) as error:
+            return self._record_failure(source, stem, str(error), manifest, paths)
+        except (ValueError, OSError, RuntimeError) as error:
+            message = " ".join(str(error).split()) or type(error).__name__
+            if not message.startswith(str(source.path)):
+                message = f"{source.path}: {message}"
+            return self._record_failure(source, stem, message, manifest, paths)
+        return outcome
+
+    def _failed(self, source: VideoSource, stem: str, message: str) -> VideoOutcome:
+        self.reporter.video_failed(source, stem, message)
+        return VideoOutcome(source, stem, "failed", error=message)
+
+    def _record_failure(self, source, stem, message, manifest: RunManifest, paths: VideoOutputPaths) -> VideoOutcome:
+        manifest.mark_failed(message)
+        _write_quietly(manifest, paths.manifest)
+        return self._failed(source, stem, message)
+
+    def _process(
+        self, source: VideoSource, video_id: int, stem: str, paths: VideoOutputPaths, manifest: RunManifest
+    ) -> VideoOutcome:
+        opts = self.options
+        started = time.perf_counter()
+        reader = open_reader(source, stride=opts.stride, max_frames=opts.max_frames)
+        probe = reader.probe()
+        total = probe.processed_frame_count(opts.stride, opts.max_frames)
+        self.reporter.video_started(source, stem, total)
+        session = self.predictor.new_video()
+        frame_indices: list[int] = []
+        timings = {"decode_wait": 0.0, "model": 0.0, "rle_wait": 0.0}
+        with TrackMaskStore(probe.height, probe.width) as store, ThreadPoolExecutor(1) as encoder:
+            pending: deque[Future] = deque()
+            with BackgroundDecoder(reader, batch_size=opts.batch_frames) as batches:
+                wait_start = time.perf_counter()
+                for batch in batches:
+                    timings["decode_wait"] += time.perf_counter() - wait_start
+                    model_start = time.perf_counter()
+                    tracked = session.push(batch.frames)
+                    timings["model"] += time.perf_counter() - model_start
+                    masks = [frame.masks.numpy() for frame in tracked]
+                    pending.append(encoder.submit(_encode_frames, store, masks))
+                    rle_start = time.perf_counter()
+                    while len(pending) > 1:  # at most one batch encoding behind the model
+                        pending.popleft().result()
+                    timings["rle_wait"] += time.perf_counter() - rle_start
+                    frame_indices.extend(batch.frame_indices)
+                    self.reporter.frames_done(len(batch))
+                    wait_start = time.perf_counter()
+            while pending:
+                pending.popleft().result()
+            if not frame_indices:
+                raise VideoReadError(source.path, "no decodable frames")
+            video = session.finish(max_tracks=opts.max_tracks, score_threshold=opts.score_threshold)
+            tracks = [
+                TrackResult(
+                    track_id=rank + 1,
+                    category_id=instance.label + 1,
+                    score=instance.score,
+                    segmentations=[
+                        None if instance.suppressed_frames[t] else store.get(t, instance.track_id)
+                        for t in range(len(frame_indices))
+                    ],
+                )
+                for rank, instance in enumerate(video.instances)
+            ]
+        info = VideoInfo(
+            video_id=video_id,
+            source=str(source.path),
+            stem=stem,
+            height=probe.height,
+            width=probe.width,
+            fps=probe.fps,
+            frame_stride=opts.stride,
+            frame_indices=frame_indices,
+            file_names=reader.frame_file_names(stem, frame_indices),
+            kind=source.kind,
+        )
+        outputs = self._write_outputs(reader, paths, info, tracks, timings)
+        timings.update({f"model_{k}": v for k, v in video.timings.items()})
+        timings["total"] = time.perf_counter() - started
+        manifest.mark_complete(len(frame_indices), [p.name for p in outputs], timings)
+        manifest.write(paths.manifest)
+        fps = len(frame_indices) / max(timings["total"], 1e-9)
+        self.reporter.video_finished(source, stem, len(frame_indices), fps, outputs)
+        return VideoOutcome(source, stem, "complete", outputs, frames=len(frame_indices))
+
+    def _write_outputs(self, reader, paths, info, tracks, timings) -> list[Path]:
+        categories = self.categories
+        outputs: list[Path] = []
+        if "ytvis" in self.options.formats:
+            outputs.append(self.ytvis_writer.write(paths.ytvis, info, tracks, categories))
+        if "coco" in self.options.formats:
+            outputs.append(self.coco_writer.write(paths.coco, info, tracks, categories))
+        if "overlay" in self.options.formats:
+            start = time.perf_counter()
+            outputs.append(self.overlay_writer.write(paths.overlay, iter(reader), info, tracks, categories))
+            timings["overlay"] = time.perf_counter() - start
+        return outputs
+
+
+def _encode_frames(store: TrackMaskStore, masks: list) -> None:
+    for frame_masks in masks:
+        store.add_frame(frame_masks)
+
+
+def _write_quietly(manifest: RunManifest, path: Path) -> None:
+    try:
+        manifest.write(path)
+    except OSError:
+        pass
