@@ -40,7 +40,9 @@ def _torch_load(path: Path) -> Any:
             with torch.serialization.safe_globals(allowed):
                 return torch.load(path, map_location="cpu", weights_only=True)
         except Exception:  # noqa: BLE001
-            raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({first})") from first
+            reason = " ".join(str(first).split())
+            reason = reason if len(reason) <= 160 else reason[:157] + "..."
+            raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({reason})") from first
 
 
 def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:

@@ -158,7 +158,6 @@ def load_predictor(options: SegmentOptions):
         return VideoPredictor(
             model, options.vocabulary, device=options.device, precision=options.precision, exact=options.exact
         )
-    except (CheckpointError, WeightsError) as error:
-        raise _fail(f"weights {options.weights}: {error}") from None
-    except ValueError as error:
-        raise _fail(f"weights {options.weights}: {error}") from None
+    except (CheckpointError, WeightsError, ValueError) as error:
+        message = " ".join(str(error).split())
+        raise _fail(message if options.weights in message else f"weights {options.weights}: {message}") from None

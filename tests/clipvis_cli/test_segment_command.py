@@ -1,0 +1,219 @@
+"""End-to-end `clipvis segment` runs with a tiny random checkpoint, and the golden case through the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from pycocotools import mask as mask_utils
+from typer.testing import CliRunner
+
+from clipvis_cli.app import app
+from model import ClipVisConfig, create_model, save_pretrained
+
+TINY_CLIP = {
+    "embed_dim": 32,
+    "quick_gelu": True,
+    "vision_cfg": {"image_size": 224, "layers": [1, 1, 1, 1], "width": 16, "patch_size": None},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_weights(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    config = ClipVisConfig(
+        clip_model_config=TINY_CLIP, hidden_dim=32, num_queries=6, decoder_layers=2, num_heads=4,
+        dim_feedforward=64, conv_dim=32, mask_dim=32, encoder_layers=1, encoder_dim_feedforward=64,
+        min_size_test=64, max_size_test=128,
+    )
+    return save_pretrained(create_model(config), tmp_path_factory.mktemp("weights") / "tiny.safetensors")
+
+
+@pytest.fixture(autouse=True)
+def isolated_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("CLIPVIS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("CLIPVIS_OFFLINE", "1")
+
+
+def frames_of(num_frames: int, height: int, width: int) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 60, (num_frames, height, width, 3), dtype=np.uint8)
+    for t in range(num_frames):
+        frames[t, height // 4 : height // 2, t : t + width // 3] = (230, 40, 40)
+    return frames
+
+
+def write_video(path: Path, num_frames: int = 7, height: int = 48, width: int = 64, fps: int = 10) -> Path:
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        for frame in frames_of(num_frames, height, width):
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
+    return path
+
+
+def run_cli(args: list[str], stdin: str | None = None):
+    return CliRunner().invoke(app, args, input=stdin, catch_exceptions=False)
+
+
+def segment_args(weights: Path, out: Path, *inputs: str, extra: tuple[str, ...] = ()) -> list[str]:
+    return ["segment", *inputs, "--vocab", "box,sky", "--weights", str(weights), "-o", str(out),
+            "--device", "cpu", "--batch-frames", "3", *extra]
+
+
+def test_segment_video_writes_all_outputs(tmp_path, tiny_weights) -> None:
+    video = write_video(tmp_path / "clip.mp4", num_frames=7, height=48, width=64)
+    out = tmp_path / "out"
+    result = run_cli(segment_args(tiny_weights, out, str(video)))
+    assert result.exit_code == 0, result.output
+    folder = out / "clip"
+    listed = [line for line in result.stdout.splitlines() if line]
+    assert sorted(Path(p).name for p in listed) == ["coco.json", "overlay.mp4", "ytvis.json"]
+    ytvis = json.loads((folder / "ytvis.json").read_text())
+    assert [c["name"] for c in ytvis["categories"]] == ["box", "sky"]
+    assert ytvis["videos"][0]["id"] == 1 and ytvis["videos"][0]["length"] == 7
+    assert 0 < len(ytvis["annotations"]) <= 50
+    for ann in ytvis["annotations"]:
+        assert ann["video_id"] == 1 and ann["category_id"] in (1, 2)
+        assert len(ann["segmentations"]) == 7
+        for rle in ann["segmentations"]:
+            if rle is not None:
+                assert mask_utils.decode(rle).shape == (48, 64)
+    scores = [a["score"] for a in ytvis["annotations"]]
+    assert scores == sorted(scores, reverse=True)
+    coco = json.loads((folder / "coco.json").read_text())
+    assert len(coco["images"]) == 7
+    assert all(mask_utils.decode(a["segmentation"]).shape == (48, 64) for a in coco["annotations"])
+    with av.open(str(folder / "overlay.mp4")) as container:
+        stream = container.streams.video[0]
+        assert stream.codec_context.name == "h264"
+        decoded = list(container.decode(stream))
+    assert len(decoded) == 7 and (decoded[0].height, decoded[0].width) == (48, 64)
+    manifest = json.loads((folder / "run.json").read_text())
+    assert manifest["status"] == "complete" and manifest["frames"] == 7
+    assert not [p for p in folder.iterdir() if p.name.startswith(".")]  # no temp files left
+
+
+def test_stride_max_frames_stdin_and_skip_existing(tmp_path, tiny_weights) -> None:
+    video = write_video(tmp_path / "long.mp4", num_frames=12)
+    out = tmp_path / "out"
+    args = segment_args(tiny_weights, out, "-", extra=("--stride", "2", "--max-frames", "4", "--formats", "ytvis"))
+    result = run_cli(args, stdin=f"{video}\n")
+    assert result.exit_code == 0, result.output
+    ytvis = json.loads((out / "long" / "ytvis.json").read_text())
+    assert ytvis["videos"][0]["length"] == 4
+    assert ytvis["videos"][0]["frame_indices"] == [0, 2, 4, 6]
+    assert all(len(a["segmentations"]) == 4 for a in ytvis["annotations"])
+    assert not (out / "long" / "overlay.mp4").exists()
+    before = (out / "long" / "ytvis.json").stat().st_mtime_ns
+    again = run_cli(args, stdin=f"{video}\n")  # same settings: skipped, nothing rewritten
+    assert again.exit_code == 0 and again.stdout.strip() == ""
+    assert (out / "long" / "ytvis.json").stat().st_mtime_ns == before
+    redo = run_cli([*args, "--overwrite"], stdin=f"{video}\n")
+    assert redo.exit_code == 0 and "ytvis.json" in redo.stdout
+
+
+def test_image_folder_is_one_video(tmp_path, tiny_weights) -> None:
+    folder = tmp_path / "seq"
+    folder.mkdir()
+    for i, frame in enumerate(frames_of(5, 40, 56)):
+        Image.fromarray(frame).save(folder / f"{i + 1}.png")  # 1.png .. 5.png, natural order
+    out = tmp_path / "out"
+    result = run_cli(segment_args(tiny_weights, out, str(folder), extra=("--formats", "ytvis,coco")))
+    assert result.exit_code == 0, result.output
+    ytvis = json.loads((out / "seq" / "ytvis.json").read_text())
+    assert ytvis["videos"][0]["length"] == 5 and ytvis["videos"][0]["height"] == 40
+
+
+def test_broken_inputs_fail_alone(tmp_path, tiny_weights) -> None:
+    good = write_video(tmp_path / "good.mp4", num_frames=4)
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    text = tmp_path / "notes.mp4"
+    text.write_text("not a video at all")
+    truncated = tmp_path / "cut.mp4"
+    truncated.write_bytes(good.read_bytes()[: len(good.read_bytes()) // 3])
+    out = tmp_path / "out"
+    inputs = [str(empty), str(good), str(text), str(tmp_path / "missing.mp4"), str(truncated)]
+    result = CliRunner().invoke(app, segment_args(tiny_weights, out, *inputs, extra=("--formats", "ytvis")))
+    assert result.exit_code == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("clipvis: error:")]
+    assert len(errors) >= 4
+    assert any("empty.mp4" in e for e in errors) and any("notes.mp4" in e for e in errors)
+    assert any("missing.mp4" in e for e in errors)
+    assert json.loads((out / "good" / "run.json").read_text())["status"] == "complete"
+    assert json.loads((out / "good" / "ytvis.json").read_text())["videos"][0]["length"] == 4
+    for stem in ("empty", "notes"):
+        assert not (out / stem / "ytvis.json").exists()
+        assert json.loads((out / stem / "run.json").read_text())["status"] == "failed"
+
+
+def test_usage_and_weights_errors(tmp_path, tiny_weights) -> None:
+    video = write_video(tmp_path / "v.mp4", num_frames=2)
+    dup = run_cli(["segment", str(video), "--vocab", "cat,dog,cat", "--weights", str(tiny_weights)])
+    assert dup.exit_code == 2 and "duplicate" in dup.output
+    empty = run_cli(["segment", str(video), "--vocab", "cat,,dog", "--weights", str(tiny_weights)])
+    assert empty.exit_code == 2
+    bad = tmp_path / "bad.pth"
+    bad.write_bytes(b"garbage")
+    result = CliRunner().invoke(app, ["segment", str(video), "--vocab", "cat", "--weights", str(bad)])
+    assert result.exit_code == 1 and "bad.pth" in result.stderr and "\n" not in result.stderr.strip()
+    if not torch.cuda.is_available():
+        cuda = CliRunner().invoke(app, ["segment", str(video), "--vocab", "cat", "--device", "cuda",
+                                        "--weights", str(tiny_weights)])
+        assert cuda.exit_code != 0 and "CUDA is not available" in cuda.stderr
+
+
+def test_jsonl_events(tmp_path, tiny_weights) -> None:
+    video = write_video(tmp_path / "v.mp4", num_frames=3)
+    result = CliRunner().invoke(app, segment_args(tiny_weights, tmp_path / "out", str(video),
+                                                  extra=("--log-format", "jsonl", "--formats", "ytvis")))
+    assert result.exit_code == 0
+    events = [json.loads(line) for line in result.stderr.splitlines()]
+    assert [e["event"] for e in events][0] == "batch_start"
+    assert events[-1]["event"] == "video_done" and events[-1]["frames"] == 3
+
+
+def fidelity_case(name: str) -> Path:
+    root = Path(os.environ.get("CLIPVIS_FIDELITY_DIR", Path(__file__).resolve().parents[3] / "shared" / "fidelity"))
+    if not (root / name / "model.pth").is_file():
+        pytest.skip(f"golden case {name} not found at {root} (../shared/fidelity sits beside the checkout in CI)")
+    return root / name
+
+
+@pytest.mark.parametrize("case_name", ["case1", "case2"])
+def test_golden_case_through_the_cli(tmp_path, case_name) -> None:
+    case = fidelity_case(case_name)
+    out = tmp_path / "out"
+    args = ["segment", str(case / "frames"), "--vocab-file", str(case / "vocab.txt"), "--weights",
+            str(case / "model.pth"), "--config", str(case / "official_config.yaml"), "--clip-config",
+            str(case / "open_clip_config.json"), "--exact", "--formats", "ytvis", "-o", str(out), "--device", "cpu"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    ours = json.loads((out / "frames" / "ytvis.json").read_text())["annotations"]
+    expected = json.loads((case / "expected" / "results.json").read_text())
+    assert len(ours) == len(expected)
+    unused = list(range(len(ours)))
+    for entry in expected:
+        match = next(i for i in unused if ours[i]["category_id"] == entry["category_id"]
+                     and abs(ours[i]["score"] - entry["score"]) <= 1e-4)
+        unused.remove(match)
+        for rle_expected, rle_ours in zip(entry["segmentations"], ours[match]["segmentations"], strict=True):
+            a = mask_utils.decode(rle_expected).astype(bool)
+            b = mask_utils.decode(rle_ours).astype(bool) if rle_ours else np.zeros_like(a)
+            union = (a | b).sum()
+            assert union == 0 or (a & b).sum() / union >= 0.99
+
+
+def test_version_and_help() -> None:
+    assert run_cli(["--version"]).stdout.startswith("clipvis ")
+    text = run_cli(["--help"]).stdout
+    assert "segment" in text and "evaluate" in text
