@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import cv2
 import numpy as np
 from pycocotools import mask as coco_mask
 
@@ -30,22 +31,32 @@ def _to_coco_rle(rle: RleDict) -> dict:
     return rle
 
 
+def _as_binary_uint8(mask: np.ndarray) -> np.ndarray:
+    binary = mask if mask.dtype == bool else mask != 0
+    return np.ascontiguousarray(binary).view(np.uint8)
+
+
 def encode(mask: np.ndarray) -> RleDict:
     """Encode one H×W mask (bool, or integer where non-zero is foreground) to a compressed RLE dict."""
     if mask.ndim != 2:
         raise ValueError(f"encode expects an H×W mask, got shape {mask.shape}")
-    binary = np.asfortranarray(mask != 0, dtype=np.uint8)
-    return _to_json_rle(coco_mask.encode(binary))
+    # The column-major copy pycocotools needs, made with cv2.transpose (~3x faster than numpy's copy).
+    fortran = cv2.transpose(_as_binary_uint8(mask)).T
+    return _to_json_rle(coco_mask.encode(fortran))
 
 
 def encode_many(masks: np.ndarray) -> list[RleDict]:
     """Encode N×H×W masks to N compressed RLE dicts (one pycocotools call)."""
     if masks.ndim != 3:
         raise ValueError(f"encode_many expects an N×H×W array, got shape {masks.shape}")
-    if masks.shape[0] == 0:
+    count, height, width = masks.shape
+    if count == 0:
         return []
-    binary = np.asfortranarray((masks != 0).transpose(1, 2, 0), dtype=np.uint8)
-    return [_to_json_rle(rle) for rle in coco_mask.encode(binary)]
+    # An N×W×H C-ordered stack of transposed masks is the H×W×N Fortran-ordered array pycocotools wants.
+    stacked = np.empty((count, width, height), np.uint8)
+    for index in range(count):
+        cv2.transpose(_as_binary_uint8(masks[index]), dst=stacked[index])
+    return [_to_json_rle(rle) for rle in coco_mask.encode(stacked.transpose(2, 1, 0))]
 
 
 def decode(rle: RleDict) -> np.ndarray:

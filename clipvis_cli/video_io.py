@@ -28,6 +28,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from clipvis_cli.inputs import VideoSource
+from clipvis_cli.results import VideoInfo
 
 DEFAULT_FPS = Fraction(30)
 _MAX_PLAUSIBLE_FPS = 1000
@@ -287,6 +288,29 @@ def open_reader(
     return VideoReader(source.path, stride, max_frames)
 
 
+def make_video_info(
+    reader: VideoReader | ImageFolderReader,
+    video_id: int,
+    stem: str,
+    frame_indices: Sequence[int],
+    source: str | None = None,
+) -> VideoInfo:
+    """The `VideoInfo` of a processed video, from its reader and the frame indices that were processed."""
+    probe = reader.probe()
+    return VideoInfo(
+        video_id=video_id,
+        source=source if source is not None else str(reader.path),
+        stem=stem,
+        height=probe.height,
+        width=probe.width,
+        fps=probe.fps,
+        frame_stride=reader.stride,
+        frame_indices=list(frame_indices),
+        file_names=reader.frame_file_names(stem, frame_indices),
+        kind="images" if isinstance(reader, ImageFolderReader) else "video",
+    )
+
+
 @dataclass
 class FrameBatch:
     """Consecutive processed frames: `frames[i]` (H×W×3 uint8 RGB) is source frame `frame_indices[i]`."""
@@ -348,20 +372,23 @@ class BackgroundDecoder:
 
     def __iter__(self) -> Iterator[FrameBatch]:
         self._start()
-        while not self._finished:
-            try:
-                item = self._queue.get(timeout=self._POLL_SECONDS)
-            except queue.Empty:
-                if not self._thread.is_alive() and self._queue.empty():
-                    self._finished = True  # the thread died without a sentinel (stopped by close())
-                continue
-            if item is _END:
-                self._finished = True
-            elif isinstance(item, _Failure):
-                self._finished = True
-                raise item.error
-            else:
-                yield item
+        try:
+            while not self._finished:
+                try:
+                    item = self._queue.get(timeout=self._POLL_SECONDS)
+                except queue.Empty:
+                    if not self._thread.is_alive() and self._queue.empty():
+                        self._finished = True  # the thread ended without a sentinel (stopped by close())
+                    continue
+                if item is _END:
+                    self._finished = True
+                elif isinstance(item, _Failure):
+                    self._finished = True
+                    raise item.error
+                else:
+                    yield item
+        finally:  # also runs when the consumer abandons the loop (break, exception, garbage collection)
+            self.close()
 
     def close(self, timeout: float = 5.0) -> None:
         """Stop the decoding thread and wait (up to `timeout` seconds) for it to release the file."""

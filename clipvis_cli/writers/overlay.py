@@ -75,19 +75,22 @@ class OverlayRenderer:
             segmentation = track.segmentations[position]
             if segmentation is None:
                 continue
-            mask = rle.decode(segmentation)
-            if not mask.any():
+            x, y, w, h = (int(v) for v in rle.bbox(segmentation))
+            if w == 0 or h == 0:
                 continue
+            # Work inside the mask's box only: blending and contours cost scales with the object, not the frame.
+            mask = rle.decode(segmentation)[y : y + h, x : x + w]
+            region = canvas[y : y + h, x : x + w]
             colour = track_colour(track.track_id)
-            blended = canvas[mask].astype(np.float32) * (1 - self.style.alpha)
-            blended += np.asarray(colour, np.float32) * self.style.alpha
-            canvas[mask] = blended.astype(np.uint8)
+            tinted = cv2.addWeighted(region, 1 - self.style.alpha, np.full_like(region, colour), self.style.alpha, 0)
+            np.copyto(region, tinted, where=mask[..., None])
             if self.style.draw_contours:
-                contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+                contours, _ = cv2.findContours(
+                    mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE, offset=(x, y)
+                )
                 cv2.drawContours(canvas, contours, -1, colour, thickness, lineType=cv2.LINE_AA)
             if self.style.draw_labels:
-                ys, xs = np.nonzero(mask)
-                labels.append((track_label(track, categories), (int(xs.min()), int(ys.min())), colour))
+                labels.append((track_label(track, categories), (x, y), colour))
         for text, anchor, colour in labels:  # labels last, so masks never cover them
             self._draw_label(canvas, text, anchor, colour, scale)
         return canvas

@@ -49,6 +49,15 @@ def test_encode_accepts_uint8_and_non_contiguous_views() -> None:
     assert rle.encode(transposed) == rle.encode(mask)
 
 
+@pytest.mark.parametrize("shape", [(3, 61, 97), (2, 1, 1), (1, 1080, 1920)])
+def test_encode_matches_pycocotools_reference(shape: tuple[int, int, int]) -> None:
+    masks = random_masks(*shape, seed=5) if shape[1] > 2 else np.ones(shape, bool)
+    reference = coco_mask.encode(np.asfortranarray(masks.transpose(1, 2, 0).astype(np.uint8)))
+    expected = [{"size": r["size"], "counts": r["counts"].decode("ascii")} for r in reference]
+    assert rle.encode_many(masks) == expected
+    assert rle.encode(masks[-1]) == expected[-1]
+
+
 def test_encode_many_matches_one_by_one() -> None:
     masks = random_masks(4, 33, 21, seed=1)
     assert rle.encode_many(masks) == [rle.encode(m) for m in masks]

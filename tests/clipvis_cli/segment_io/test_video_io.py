@@ -18,6 +18,7 @@ from clipvis_cli.video_io import (
     ImageFolderReader,
     VideoReader,
     VideoReadError,
+    make_video_info,
     open_reader,
 )
 
@@ -227,8 +228,10 @@ def test_background_decoder_bounds_memory_and_stops_on_early_exit() -> None:
 
     decoder = BackgroundDecoder(endless(), batch_size=3, max_queued_batches=2)
     with decoder:
-        first = next(iter(decoder))
+        batches = iter(decoder)  # keep the generator alive: dropping it would stop the thread
+        first = next(batches)
         time.sleep(0.3)  # give the producer every chance to run ahead
+        assert decoder.is_alive
         made = next(produced)
         assert first.frame_indices == [0, 1, 2]
         # consumed batch + 2 queued + 1 being filled/blocked, plus one frame read ahead
@@ -247,3 +250,24 @@ def test_copy_of_video_with_other_extension_is_still_read(media: dict[str, Path]
     copy = tmp_path / "clip.bin"
     shutil.copy(media["h264"], copy)
     assert len(list(VideoReader(copy))) == 12
+
+
+def test_abandoned_iteration_stops_the_thread(media: dict[str, Path]) -> None:
+    decoder = BackgroundDecoder(VideoReader(media["long_faststart"]), batch_size=2, max_queued_batches=1)
+    for _ in decoder:
+        break  # no context manager: leaving the loop closes the generator, which stops the thread
+    decoder._thread.join(2.0)
+    assert not decoder.is_alive
+
+
+def test_make_video_info_for_video_and_image_folder(media: dict[str, Path], tmp_path: Path, synth) -> None:
+    reader = VideoReader(media["rot90"], stride=2)
+    info = make_video_info(reader, 3, "rot", [index for index, _ in reader])
+    assert (info.video_id, info.height, info.width, info.frame_stride, info.kind) == (3, 64, 48, 2, "video")
+    assert info.frame_indices == [0, 2] and info.file_names == ["rot/00000.jpg", "rot/00002.jpg"]
+    assert info.processed_fps == Fraction(25, 2) and info.source == str(media["rot90"])
+    synth.write_images(tmp_path / "seq", ["1.png", "2.png", "10.png"])
+    [source] = discover_inputs([str(tmp_path / "seq")])
+    reader = open_reader(source, stride=2)
+    info = make_video_info(reader, 1, "seq", [index for index, _ in reader])
+    assert info.kind == "images" and info.file_names == ["seq/1.png", "seq/10.png"]
