@@ -1,0 +1,177 @@
+"""Results files (what `clipvis segment` and the official code write): parsing and validation.
+
+A results file is a JSON list of `{video_id, category_id, score, segmentations}` with one entry per listed frame of
+the video in `segmentations`: a compressed RLE `{"size": [h, w], "counts": "<str>"}` or null (absent). As in the
+reference loader, a detection's `id` is its 1-based position in the file and `iscrowd` is 0.
+
+Validation is stricter than the reference where the reference would crash or silently mis-score: every problem
+raises `EvaluationInputError` naming the entry (index and video_id). Detections whose category is not in the GT
+are dropped with a warning, as the reference drops them silently.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pycocotools import mask as mask_utils
+
+from clipvis_cli.evaluation.errors import EvaluationInputError
+from clipvis_cli.evaluation.files import read_json_file
+from clipvis_cli.evaluation.ground_truth import GtVideo, Rle, VideoGroundTruth
+
+
+@dataclass
+class Detection:
+    """One predicted track. `id` is the 1-based position in the results list."""
+
+    id: int
+    video_id: int
+    category_id: int
+    score: float
+    segmentations: list[Rle | None]
+
+
+@dataclass
+class DetectionSet:
+    """The detections kept for scoring plus what was dropped."""
+
+    detections: list[Detection]
+    num_results: int
+    dropped_categories: dict[int, int] = field(default_factory=dict)
+    """Category id (not in the GT) -> number of results dropped for it."""
+
+    @property
+    def warnings(self) -> list[str]:
+        if not self.dropped_categories:
+            return []
+        count = sum(self.dropped_categories.values())
+        ids = sorted(self.dropped_categories)
+        shown = ", ".join(str(i) for i in ids[:8]) + (", ..." if len(ids) > 8 else "")
+        return [f"{count} result(s) with category ids not in the GT were dropped (category ids: {shown})"]
+
+
+def load_results(path: Path, gt: VideoGroundTruth) -> DetectionSet:
+    """Read a results JSON file and validate it against `gt` (see `parse_results`)."""
+    path = Path(path)
+    return parse_results(read_json_file(path, "results file"), gt, source=str(path))
+
+
+def parse_results(results: Any, gt: VideoGroundTruth, source: str = "<results>") -> DetectionSet:
+    """Validate an in-memory results list against `gt` and return the detections to score."""
+    if isinstance(results, Mapping):
+        hint = " (this looks like a GT file)" if "annotations" in results else ""
+        raise EvaluationInputError(f"{source}: expected a JSON list of results, got a JSON object{hint}")
+    if not isinstance(results, list):
+        raise EvaluationInputError(f"{source}: expected a JSON list of results, got {type(results).__name__}")
+    if not results:
+        raise EvaluationInputError(f"{source}: the results list is empty (nothing to score)")
+    known_categories = {category.id for category in gt.categories}
+    fallback_lengths = _gt_track_lengths(gt)
+    detections: list[Detection] = []
+    dropped: Counter[int] = Counter()
+    for index, entry in enumerate(results):
+        detection = _parse_entry(index, entry, gt, known_categories, fallback_lengths, source)
+        if detection is None:
+            dropped[int(entry["category_id"])] += 1
+        else:
+            detections.append(detection)
+    return DetectionSet(detections=detections, num_results=len(results), dropped_categories=dict(dropped))
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _gt_track_lengths(gt: VideoGroundTruth) -> dict[int, int]:
+    """Per video, the longest GT track: the expected frame count when the video lists neither frames nor length."""
+    lengths: dict[int, int] = {}
+    for track in gt.tracks:
+        lengths[track.video_id] = max(lengths.get(track.video_id, 0), len(track.segmentations))
+    return lengths
+
+
+def _parse_entry(
+    index: int,
+    entry: Any,
+    gt: VideoGroundTruth,
+    known_categories: set[int],
+    fallback_lengths: Mapping[int, int],
+    source: str,
+) -> Detection | None:
+    where = f"{source}: entry {index}"
+    if not isinstance(entry, Mapping):
+        raise EvaluationInputError(f"{where} is not an object")
+    video_id = entry.get("video_id")
+    if not _is_int(video_id):
+        raise EvaluationInputError(f"{where} has no integer 'video_id'")
+    where = f"{where} (video_id {video_id})"
+    video = gt.videos.get(int(video_id))
+    if video is None:
+        raise EvaluationInputError(f"{where}: video_id {video_id} is not in the GT file {gt.source}")
+    category_id = entry.get("category_id")
+    if not _is_int(category_id):
+        raise EvaluationInputError(f"{where} has no integer 'category_id'")
+    score = entry.get("score")
+    if not isinstance(score, numbers.Real) or isinstance(score, bool) or not math.isfinite(score):
+        raise EvaluationInputError(f"{where}: 'score' must be a finite number, got {score!r}")
+    if "segmentations" not in entry:
+        raise EvaluationInputError(
+            f"{where} has no 'segmentations' (box-only results cannot be scored with mask AP)"
+        )
+    if int(category_id) not in known_categories:
+        return None
+    segmentations = entry["segmentations"]
+    if not isinstance(segmentations, list):
+        raise EvaluationInputError(f"{where}: 'segmentations' must be a list with one mask or null per frame")
+    expected = video.num_frames if video.num_frames is not None else fallback_lengths.get(video.id)
+    if expected is not None and len(segmentations) != expected:
+        raise EvaluationInputError(
+            f"{where}: {len(segmentations)} segmentations but the video has {expected} frames"
+        )
+    return Detection(
+        id=index + 1,
+        video_id=int(video_id),
+        category_id=int(category_id),
+        score=float(score),
+        segmentations=_check_masks(segmentations, video, where),
+    )
+
+
+def _check_masks(frames: Sequence[Any], video: GtVideo, where: str) -> list[Rle | None]:
+    out: list[Rle | None] = [None] * len(frames)
+    expected_size = [video.height, video.width]
+    uncompressed: list[tuple[int, Rle]] = []
+    for frame, rle in enumerate(frames):
+        if not rle:
+            continue
+        if not isinstance(rle, Mapping) or "counts" not in rle or "size" not in rle:
+            raise EvaluationInputError(
+                f"{where}: segmentations[{frame}] must be an RLE object {{size, counts}} or null"
+            )
+        size = rle["size"]
+        if not isinstance(size, list | tuple) or [*size] != expected_size:
+            raise EvaluationInputError(
+                f"{where}: segmentations[{frame}] has mask size {size!r} but video {video.id} is "
+                f"{video.height}x{video.width} (height x width)"
+            )
+        counts = rle["counts"]
+        if isinstance(counts, str | bytes):
+            out[frame] = rle if isinstance(rle, dict) else dict(rle)
+        elif isinstance(counts, list):
+            uncompressed.append((frame, {"size": expected_size, "counts": counts}))
+        else:
+            raise EvaluationInputError(f"{where}: segmentations[{frame}] has invalid RLE 'counts'")
+    if uncompressed:
+        try:
+            converted = mask_utils.frPyObjects([rle for _, rle in uncompressed], video.height, video.width)
+        except Exception as error:
+            raise EvaluationInputError(f"{where}: an uncompressed RLE has invalid counts ({error})") from error
+        for (frame, _), rle in zip(uncompressed, converted, strict=True):
+            out[frame] = rle
+    return out

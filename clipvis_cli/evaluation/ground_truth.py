@@ -1,0 +1,255 @@
+"""YouTube-VIS style ground truth (YTVIS 2019/2021, OVIS, LV-VIS, BURST converted with `burst2ytvis.py`).
+
+Only what video AP needs is kept: videos (id, size, frame count), categories (id, name and the split fields
+`partition` / `frequency` / `split`) and annotation tracks with one mask per listed frame. GT masks may be
+uncompressed RLE (`counts` a list of ints, the usual GT form), compressed RLE (`counts` a string) or polygons (a list
+of point lists, rasterised at the video size as `annToRLE` does); every present frame is converted once to a
+compressed pycocotools RLE. A falsy frame (null, {}, []) means "object absent in this frame".
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pycocotools import mask as mask_utils
+
+from clipvis_cli.evaluation.errors import EvaluationInputError
+from clipvis_cli.evaluation.files import read_json_file
+
+Rle = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class GtVideo:
+    """One video of the GT file. `num_frames` = len(file_names), else `length`, else None (unknown)."""
+
+    id: int
+    height: int
+    width: int
+    num_frames: int | None
+    file_names: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class GtCategory:
+    """One category; `partition` (LV-VIS), `frequency` and `split` (BURST) are None when the file lacks them."""
+
+    id: int
+    name: str
+    partition: int | None = None
+    frequency: str | None = None
+    split: str | None = None
+
+
+@dataclass
+class GtTrack:
+    """One GT object track.
+
+    `segmentations[t]` is a compressed RLE for frames where the object is present, None where it is absent.
+    `areas` is the file's `areas` list as given (the evaluators use it, not the mask areas, for the size bucket);
+    None when the file has no `areas` field.
+    """
+
+    id: int
+    video_id: int
+    category_id: int
+    iscrowd: bool
+    segmentations: list[Rle | None]
+    areas: list[Any] | None
+
+
+@dataclass
+class VideoGroundTruth:
+    """A parsed GT file. `videos` and `categories` keep file order; `tracks` too."""
+
+    source: str
+    videos: dict[int, GtVideo]
+    categories: list[GtCategory]
+    tracks: list[GtTrack] = field(default_factory=list)
+
+    @property
+    def category_ids(self) -> list[int]:
+        """Category ids in ascending order (the evaluators' category axis)."""
+        return sorted(category.id for category in self.categories)
+
+    @property
+    def vocabulary(self) -> list[str]:
+        """Category names in category-id order, verbatim (underscores kept), as the official code uses them."""
+        return [category.name for category in sorted(self.categories, key=lambda category: category.id)]
+
+    @property
+    def has_partition(self) -> bool:
+        """True when every category carries an LV-VIS `partition` field."""
+        return bool(self.categories) and all(category.partition is not None for category in self.categories)
+
+
+def load_ground_truth(path: Path) -> VideoGroundTruth:
+    """Read and parse a YouTube-VIS style GT JSON file (see `parse_ground_truth`)."""
+    path = Path(path)
+    return parse_ground_truth(read_json_file(path, "GT file"), source=str(path))
+
+
+def parse_ground_truth(data: Any, source: str = "<ground truth>") -> VideoGroundTruth:
+    """Parse an in-memory GT dict; errors name `source` and the offending entry."""
+    if not isinstance(data, Mapping):
+        raise EvaluationInputError(
+            f"{source}: expected a YouTube-VIS JSON object with 'videos', 'categories' and 'annotations', "
+            f"got a JSON {type(data).__name__}"
+            + (" (is this a results file?)" if isinstance(data, list) else "")
+        )
+    for key in ("videos", "categories"):
+        if not isinstance(data.get(key), list):
+            raise EvaluationInputError(f"{source}: missing or invalid '{key}' list (not a YouTube-VIS GT file?)")
+    videos = _parse_videos(data["videos"], source)
+    categories = _parse_categories(data["categories"], source)
+    annotations = data.get("annotations", [])
+    if annotations is None:
+        annotations = []
+    if not isinstance(annotations, list):
+        raise EvaluationInputError(f"{source}: 'annotations' must be a list")
+    tracks = _parse_tracks(annotations, videos, source)
+    return VideoGroundTruth(source=source, videos=videos, categories=categories, tracks=tracks)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _parse_videos(entries: Sequence[Any], source: str) -> dict[int, GtVideo]:
+    videos: dict[int, GtVideo] = {}
+    for index, entry in enumerate(entries):
+        where = f"{source}: videos[{index}]"
+        if not isinstance(entry, Mapping):
+            raise EvaluationInputError(f"{where} is not an object")
+        video_id, height, width = entry.get("id"), entry.get("height"), entry.get("width")
+        if not _is_int(video_id):
+            raise EvaluationInputError(f"{where} has no integer 'id'")
+        if not (_is_int(height) and _is_int(width) and height > 0 and width > 0):
+            raise EvaluationInputError(f"{where} (id {video_id}) needs positive integer 'height' and 'width'")
+        if video_id in videos:
+            raise EvaluationInputError(f"{where}: video id {video_id} appears twice")
+        file_names = entry.get("file_names")
+        length = entry.get("length")
+        if isinstance(file_names, list):
+            names = tuple(str(name) for name in file_names)
+            num_frames: int | None = len(names)
+        else:
+            names = ()
+            num_frames = int(length) if _is_int(length) else None
+        videos[int(video_id)] = GtVideo(int(video_id), int(height), int(width), num_frames, names)
+    return videos
+
+
+def _optional_int(value: Any) -> int | None:
+    return int(value) if _is_int(value) else None
+
+
+def _optional_str(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _parse_categories(entries: Sequence[Any], source: str) -> list[GtCategory]:
+    categories: list[GtCategory] = []
+    seen: set[int] = set()
+    for index, entry in enumerate(entries):
+        where = f"{source}: categories[{index}]"
+        if not isinstance(entry, Mapping) or not _is_int(entry.get("id")):
+            raise EvaluationInputError(f"{where} needs an integer 'id'")
+        category_id = int(entry["id"])
+        if category_id in seen:
+            raise EvaluationInputError(f"{where}: category id {category_id} appears twice")
+        seen.add(category_id)
+        categories.append(
+            GtCategory(
+                id=category_id,
+                name=str(entry.get("name", category_id)),
+                partition=_optional_int(entry.get("partition")),
+                frequency=_optional_str(entry.get("frequency")),
+                split=_optional_str(entry.get("split")),
+            )
+        )
+    return categories
+
+
+def _parse_tracks(entries: Sequence[Any], videos: Mapping[int, GtVideo], source: str) -> list[GtTrack]:
+    tracks: list[GtTrack] = []
+    seen_ids: set[int] = set()
+    for index, entry in enumerate(entries):
+        where = f"{source}: annotations[{index}]"
+        if not isinstance(entry, Mapping):
+            raise EvaluationInputError(f"{where} is not an object")
+        track_id, video_id, category_id = entry.get("id"), entry.get("video_id"), entry.get("category_id")
+        if not (_is_int(track_id) and _is_int(video_id) and _is_int(category_id)):
+            raise EvaluationInputError(f"{where} needs integer 'id', 'video_id' and 'category_id'")
+        where = f"{where} (id {track_id}, video_id {video_id})"
+        if track_id in seen_ids:
+            # The reference API keys annotations by id, so a repeated id silently evaluates the wrong track.
+            raise EvaluationInputError(f"{where}: annotation id {track_id} appears twice")
+        seen_ids.add(int(track_id))
+        segmentations = entry.get("segmentations")
+        if not isinstance(segmentations, list):
+            raise EvaluationInputError(f"{where} has no 'segmentations' list")
+        areas = entry.get("areas")
+        if areas is not None:
+            if not isinstance(areas, list):
+                raise EvaluationInputError(f"{where}: 'areas' must be a list")
+            for frame, area in enumerate(areas):
+                if area is not None and not isinstance(area, numbers.Real):
+                    raise EvaluationInputError(f"{where}: areas[{frame}] is not a number or null")
+        video = videos.get(int(video_id))
+        # Annotations of videos missing from 'videos' are never evaluated (as in the reference): skip converting them.
+        rles = _convert_segmentations(segmentations, video, where) if video is not None else []
+        tracks.append(
+            GtTrack(
+                id=int(track_id),
+                video_id=int(video_id),
+                category_id=int(category_id),
+                iscrowd=bool(entry.get("iscrowd", 0)),
+                segmentations=rles,
+                areas=list(areas) if areas is not None else None,
+            )
+        )
+    return tracks
+
+
+def _convert_segmentations(frames: Sequence[Any], video: GtVideo, where: str) -> list[Rle | None]:
+    """Compressed RLE for every present frame; uncompressed RLEs are converted in one pycocotools call."""
+    out: list[Rle | None] = [None] * len(frames)
+    uncompressed_index: list[int] = []
+    uncompressed: list[Rle] = []
+    for frame, segmentation in enumerate(frames):
+        if not segmentation:
+            continue
+        if isinstance(segmentation, Mapping):
+            size, counts = segmentation.get("size"), segmentation.get("counts")
+            if not (isinstance(size, list | tuple) and len(size) == 2 and all(_is_int(v) for v in size)):
+                raise EvaluationInputError(f"{where}: segmentations[{frame}] has no valid 'size' [height, width]")
+            if isinstance(counts, list):
+                uncompressed_index.append(frame)
+                uncompressed.append({"size": [int(size[0]), int(size[1])], "counts": counts})
+            elif isinstance(counts, str | bytes):
+                out[frame] = {"size": [int(size[0]), int(size[1])], "counts": counts}
+            else:
+                raise EvaluationInputError(f"{where}: segmentations[{frame}] has no RLE 'counts'")
+        elif isinstance(segmentation, list):
+            try:
+                parts = mask_utils.frPyObjects(segmentation, video.height, video.width)
+                out[frame] = mask_utils.merge(parts)
+            except Exception as error:  # pycocotools raises bare Exceptions for malformed polygons
+                raise EvaluationInputError(f"{where}: segmentations[{frame}] is not a valid polygon list") from error
+        else:
+            raise EvaluationInputError(
+                f"{where}: segmentations[{frame}] must be an RLE object, a polygon list or null"
+            )
+    if uncompressed:
+        try:
+            converted = mask_utils.frPyObjects(uncompressed, video.height, video.width)
+        except Exception as error:
+            raise EvaluationInputError(f"{where}: an uncompressed RLE has invalid counts ({error})") from error
+        for frame, rle in zip(uncompressed_index, converted, strict=True):
+            out[frame] = rle
+    return out

@@ -1,0 +1,39 @@
+"""One-call scoring: GT + results (files or in-memory) -> `VideoAPResult`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from clipvis_cli.evaluation.detections import load_results, parse_results
+from clipvis_cli.evaluation.ground_truth import VideoGroundTruth, load_ground_truth
+from clipvis_cli.evaluation.protocols import default_protocol_name
+from clipvis_cli.evaluation.video_ap import VideoAPEvaluator, VideoAPParams, VideoAPResult
+
+
+def score_results(
+    results: list[dict[str, Any]],
+    gt: VideoGroundTruth,
+    protocol: str | None = None,
+    params: VideoAPParams | None = None,
+    source: str = "<results>",
+) -> VideoAPResult:
+    """Validate an in-memory results list against parsed GT and score it.
+
+    `protocol` None picks `lvvis` when the GT categories carry `partition`, else `ytvis`.
+    Raises `EvaluationInputError` for bad results.
+    """
+    detections = parse_results(results, gt, source=source)
+    return VideoAPEvaluator(protocol or default_protocol_name(gt), params).evaluate(gt, detections)
+
+
+def score_results_file(
+    results_path: Path,
+    gt_path: Path,
+    protocol: str | None = None,
+    params: VideoAPParams | None = None,
+) -> VideoAPResult:
+    """Load a GT JSON and a results JSON and score them (see `score_results`)."""
+    gt = load_ground_truth(Path(gt_path))
+    detections = load_results(Path(results_path), gt)
+    return VideoAPEvaluator(protocol or default_protocol_name(gt), params).evaluate(gt, detections)
