@@ -71,10 +71,13 @@ def atomic_write_bytes(path: Path | str, data: bytes) -> Path:
     """Write `data` to `path` atomically (flushed and fsync'ed before the rename)."""
     final = Path(path)
     with atomic_output_path(final) as tmp:
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
+        try:
+            with open(tmp, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+        except OSError as error:  # e.g. disk full
+            raise OutputNotWritableError(final, error) from error
     return final
 
 

@@ -171,6 +171,8 @@ class VideoReader:
             container = av.open(str(path), mode="r", metadata_errors="ignore")
         except av.error.InvalidDataError:
             raise VideoReadError(path, "not a video or corrupt (FFmpeg cannot read it)") from None
+        except av.error.EOFError:
+            raise VideoReadError(path, "no decodable frames (the file ends before any video data)") from None
         except av.error.FFmpegError as error:
             raise VideoReadError(path, f"cannot open ({_ffmpeg_reason(error)})") from None
         except OSError as error:

@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 
 from clipvis_cli import rle
-from clipvis_cli.atomic import atomic_output_path
+from clipvis_cli.atomic import OutputNotWritableError, atomic_output_path
 from clipvis_cli.results import TrackResult, VideoInfo, check_tracks
 
 # 20 well-separated RGB colours.
@@ -155,29 +155,40 @@ class OverlayVideoWriter:
         if video.num_frames == 0:
             raise ValueError(f"overlay for {video.stem!r}: no processed frames")
         final = Path(path)
-        rate = video.processed_fps
         with atomic_output_path(final) as tmp:
-            with av.open(str(tmp), mode="w", format="mp4", options={"movflags": "+faststart"}) as container:
-                stream = self._add_stream(container, video, rate)
-                written = 0
-                for item in frames:
-                    if written >= video.num_frames:
-                        raise ValueError(
-                            f"overlay for {video.stem!r}: more frames than the {video.num_frames} processed"
-                        )
-                    image = self._checked_frame(item, written, video)
-                    drawn = pad_to_even(self.renderer.render(image, written, tracks, categories))
-                    frame = av.VideoFrame.from_ndarray(drawn, format="rgb24")
-                    frame.pts = written
-                    frame.time_base = 1 / rate
-                    container.mux(stream.encode(frame))
-                    written += 1
-                if written != video.num_frames:
-                    raise ValueError(
-                        f"overlay for {video.stem!r}: got {written} frames, expected {video.num_frames}"
-                    )
-                container.mux(stream.encode(None))
+            try:
+                self._encode(tmp, frames, video, tracks, categories)
+            except OSError as error:  # file-system failures while muxing (disk full, permissions)
+                raise OutputNotWritableError(final, error) from error
         return final
+
+    def _encode(
+        self,
+        path: Path,
+        frames: Iterable[np.ndarray | tuple[int, np.ndarray]],
+        video: VideoInfo,
+        tracks: Sequence[TrackResult],
+        categories: Sequence[str],
+    ) -> None:
+        rate = video.processed_fps
+        with av.open(str(path), mode="w", format="mp4", options={"movflags": "+faststart"}) as container:
+            stream = self._add_stream(container, video, rate)
+            written = 0
+            for item in frames:
+                if written >= video.num_frames:
+                    raise ValueError(
+                        f"overlay for {video.stem!r}: more frames than the {video.num_frames} processed"
+                    )
+                image = self._checked_frame(item, written, video)
+                drawn = pad_to_even(self.renderer.render(image, written, tracks, categories))
+                frame = av.VideoFrame.from_ndarray(drawn, format="rgb24")
+                frame.pts = written
+                frame.time_base = 1 / rate
+                container.mux(stream.encode(frame))
+                written += 1
+            if written != video.num_frames:
+                raise ValueError(f"overlay for {video.stem!r}: got {written} frames, expected {video.num_frames}")
+            container.mux(stream.encode(None))
 
     def _add_stream(self, container: av.container.OutputContainer, video: VideoInfo, rate: Fraction):
         options = {"crf": str(self.style.crf), "preset": self.style.preset}

@@ -140,6 +140,11 @@ def media(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     data = files["long_faststart"].read_bytes()
     files["truncated_faststart"] = root / "truncated_faststart.mp4"
     files["truncated_faststart"].write_bytes(data[: len(data) // 2])
+    zeroed = bytearray(files["h264"].read_bytes())  # intact container, video data overwritten
+    start, end = zeroed.find(b"mdat") + 4, zeroed.find(b"moov") - 4
+    zeroed[start:end] = bytes(end - start)
+    files["zeroed_data"] = root / "zeroed_data.mp4"
+    files["zeroed_data"].write_bytes(bytes(zeroed))
     plain = files["h264"].read_bytes()  # moov atom at the end: cutting it loses the index
     files["truncated_plain"] = root / "truncated_plain.mp4"
     files["truncated_plain"].write_bytes(plain[: len(plain) // 2])

@@ -141,3 +141,13 @@ def test_unwritable_output_is_one_clear_line(tmp_path: Path) -> None:
     with pytest.raises(OutputNotWritableError):
         atomic_write_text(tmp_path / "missing-dir" / "x.txt", "x")
     assert ensure_output_dir(tmp_path / "new" / "dir").is_dir()
+
+
+def test_disk_full_is_reported_as_unwritable_output(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_space(fd: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", no_space)
+    with pytest.raises(OutputNotWritableError, match=r"out.json: output not writable \(No space left on device\)"):
+        atomic_write_json(tmp_path / "out.json", {"a": 1})
+    assert leftovers(tmp_path) == []

@@ -114,6 +114,7 @@ def test_variable_frame_rate_reads_every_frame(media: dict[str, Path], synth) ->
         ("text", "not a video or corrupt"),
         ("audio", "no video stream (audio only)"),
         ("truncated_plain", "not a video or corrupt"),
+        ("zeroed_data", "no decodable frames"),
     ],
 )
 def test_unreadable_files_fail_with_one_line_naming_the_file(

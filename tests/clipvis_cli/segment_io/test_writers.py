@@ -13,6 +13,7 @@ from pycocotools import mask as coco_mask
 from pycocotools.coco import COCO
 
 from clipvis_cli import rle
+from clipvis_cli.atomic import OutputNotWritableError
 from clipvis_cli.results import TrackResult, VideoInfo
 from clipvis_cli.video_io import VideoReader
 from clipvis_cli.writers import CocoWriter, OverlayRenderer, OverlayStyle, OverlayVideoWriter, YtvisWriter
@@ -244,3 +245,9 @@ def test_renderer_blends_mask_and_leaves_background(media: dict[str, Path]) -> N
 def test_track_colours_are_stable_and_distinct() -> None:
     assert track_colour(3) == track_colour(3) == track_colour(3 + len(PALETTE))
     assert len({track_colour(i) for i in range(len(PALETTE))}) == len(PALETTE)
+
+
+def test_overlay_into_missing_directory_is_unwritable_output(media: dict[str, Path], tmp_path: Path) -> None:
+    video, tracks, _, reader = make_results(media["h264"], stride=2)
+    with pytest.raises(OutputNotWritableError, match="output not writable"):
+        OverlayVideoWriter().write(tmp_path / "gone" / "overlay.mp4", reader, video, tracks, CATEGORIES)
