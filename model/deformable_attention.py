@@ -39,7 +39,7 @@ def multi_scale_deformable_attention(
         sampled = F.grid_sample(value_l, grid_l, mode="bilinear", padding_mode="zeros", align_corners=False)
         # [N, Lq, M, P] -> [N*M, Lq, P]; weighted sum over the points of this level.
         weights_l = attention_weights[:, :, :, level].transpose(1, 2).flatten(0, 1)
-        output += torch.einsum("bdqp,bqp->bdq", sampled, weights_l)
+        output += sampled.mul_(weights_l[:, None]).sum(-1)
     return output.view(n, heads * channels, num_queries).transpose(1, 2).contiguous()
 
 
