@@ -23,7 +23,7 @@ from pycocotools import mask as mask_utils
 
 from clipvis_cli.evaluation.errors import EvaluationInputError
 from clipvis_cli.evaluation.files import read_json_file
-from clipvis_cli.evaluation.ground_truth import GtVideo, Rle, VideoGroundTruth
+from clipvis_cli.evaluation.ground_truth import GtVideo, Rle, VideoGroundTruth, is_absent
 
 
 @dataclass
@@ -121,9 +121,7 @@ def _parse_entry(
     if not isinstance(score, numbers.Real) or isinstance(score, bool) or not math.isfinite(score):
         raise EvaluationInputError(f"{where}: 'score' must be a finite number, got {score!r}")
     if "segmentations" not in entry:
-        raise EvaluationInputError(
-            f"{where} has no 'segmentations' (box-only results cannot be scored with mask AP)"
-        )
+        raise EvaluationInputError(f"{where} has no 'segmentations' (box-only results cannot be scored with mask AP)")
     if int(category_id) not in known_categories:
         return None
     segmentations = entry["segmentations"]
@@ -131,9 +129,7 @@ def _parse_entry(
         raise EvaluationInputError(f"{where}: 'segmentations' must be a list with one mask or null per frame")
     expected = video.num_frames if video.num_frames is not None else fallback_lengths.get(video.id)
     if expected is not None and len(segmentations) != expected:
-        raise EvaluationInputError(
-            f"{where}: {len(segmentations)} segmentations but the video has {expected} frames"
-        )
+        raise EvaluationInputError(f"{where}: {len(segmentations)} segmentations but the video has {expected} frames")
     return Detection(
         id=index + 1,
         video_id=int(video_id),
@@ -148,7 +144,7 @@ def _check_masks(frames: Sequence[Any], video: GtVideo, where: str) -> list[Rle 
     expected_size = [video.height, video.width]
     uncompressed: list[tuple[int, Rle]] = []
     for frame, rle in enumerate(frames):
-        if not rle:
+        if is_absent(rle):
             continue
         if not isinstance(rle, Mapping) or "counts" not in rle or "size" not in rle:
             raise EvaluationInputError(

@@ -98,8 +98,7 @@ def parse_ground_truth(data: Any, source: str = "<ground truth>") -> VideoGround
     if not isinstance(data, Mapping):
         raise EvaluationInputError(
             f"{source}: expected a YouTube-VIS JSON object with 'videos', 'categories' and 'annotations', "
-            f"got a JSON {type(data).__name__}"
-            + (" (is this a results file?)" if isinstance(data, list) else "")
+            f"got a JSON {type(data).__name__}" + (" (is this a results file?)" if isinstance(data, list) else "")
         )
     for key in ("videos", "categories"):
         if not isinstance(data.get(key), list):
@@ -113,6 +112,19 @@ def parse_ground_truth(data: Any, source: str = "<ground truth>") -> VideoGround
         raise EvaluationInputError(f"{source}: 'annotations' must be a list")
     tracks = _parse_tracks(annotations, videos, source)
     return VideoGroundTruth(source=source, videos=videos, categories=categories, tracks=tracks)
+
+
+def is_absent(frame: Any) -> bool:
+    """True for a frame value meaning "object absent": a falsy JSON value (null, {}, [], "", 0, false).
+
+    The reference tests `if segmentation:`; non-JSON objects (e.g. numpy arrays) are not absent and are rejected
+    later as invalid masks instead of raising an ambiguous-truth error.
+    """
+    if frame is None:
+        return True
+    if isinstance(frame, Mapping | list | tuple | str | bytes | bool | int | float):
+        return not frame
+    return False
 
 
 def _is_int(value: Any) -> bool:
@@ -222,7 +234,7 @@ def _convert_segmentations(frames: Sequence[Any], video: GtVideo, where: str) ->
     uncompressed_index: list[int] = []
     uncompressed: list[Rle] = []
     for frame, segmentation in enumerate(frames):
-        if not segmentation:
+        if is_absent(segmentation):
             continue
         if isinstance(segmentation, Mapping):
             size, counts = segmentation.get("size"), segmentation.get("counts")
@@ -242,9 +254,7 @@ def _convert_segmentations(frames: Sequence[Any], video: GtVideo, where: str) ->
             except Exception as error:  # pycocotools raises bare Exceptions for malformed polygons
                 raise EvaluationInputError(f"{where}: segmentations[{frame}] is not a valid polygon list") from error
         else:
-            raise EvaluationInputError(
-                f"{where}: segmentations[{frame}] must be an RLE object, a polygon list or null"
-            )
+            raise EvaluationInputError(f"{where}: segmentations[{frame}] must be an RLE object, a polygon list or null")
     if uncompressed:
         try:
             converted = mask_utils.frPyObjects(uncompressed, video.height, video.width)

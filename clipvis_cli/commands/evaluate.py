@@ -1,0 +1,105 @@
+"""`clipvis evaluate`: score a results file with video mask AP (YouTube-VIS / LV-VIS / BURST protocols).
+
+    clipvis evaluate --results results.json --gt val_instances.json [--protocol lvvis] [--json metrics.json]
+
+Prints a table of percentages on stdout; `--json` writes the metrics as fractions (null where undefined) atomically.
+Exit status: 0 scored, 1 bad input file (one `error:` line on stderr), 2 usage error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+
+from clipvis_cli.atomic import OutputNotWritableError, atomic_write_json, ensure_output_dir
+from clipvis_cli.evaluation.errors import EvaluationInputError
+from clipvis_cli.evaluation.protocols import get_protocol
+from clipvis_cli.evaluation.scoring import score_results_file
+from clipvis_cli.evaluation.table import metrics_table
+from clipvis_cli.evaluation.video_ap import VideoAPResult
+
+
+class ProtocolChoice(str, Enum):
+    ytvis = "ytvis"
+    lvvis = "lvvis"
+    burst = "burst"
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    """Print `error: message` on stderr and return the Exit to raise."""
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code)
+
+
+def metrics_payload(result: VideoAPResult, **sources: str) -> dict[str, Any]:
+    """The metrics JSON document: the evaluation summary plus where the inputs came from."""
+    return {**sources, **result.to_dict()}
+
+
+def report_result(
+    result: VideoAPResult,
+    json_path: Path | None,
+    sources: Mapping[str, str],
+    published: Mapping[str, float] | None = None,
+    console: Console | None = None,
+) -> None:
+    """Print warnings (stderr), the table (stdout) and write the metrics JSON if asked.
+
+    Raises OutputNotWritableError when the JSON cannot be written.
+    """
+    for warning in result.warnings:
+        typer.echo(f"warning: {warning}", err=True)
+    with_gt = sum(value is not None for value in result.per_category_ap.values())
+    out = console or Console()
+    out.print(f"protocol {result.protocol}: {get_protocol(result.protocol).description}", highlight=False)
+    out.print(
+        f"{result.num_videos} videos, {result.num_detections} results scored, {len(result.category_ids)} categories "
+        f"({with_gt} with GT); values in %",
+        highlight=False,
+    )
+    out.print(metrics_table(result, published=published))
+    if json_path is not None:
+        ensure_output_dir(json_path.parent if str(json_path.parent) else Path("."))
+        atomic_write_json(json_path, metrics_payload(result, **sources), indent=2)
+        typer.echo(f"wrote {json_path}", err=True)
+
+
+def evaluate(
+    results: Path | None = typer.Option(
+        None, "--results", help="Results JSON: a list of {video_id, category_id, score, segmentations}.", dir_okay=False
+    ),
+    gt: Path | None = typer.Option(
+        None, "--gt", help="Ground truth in YouTube-VIS format (LV-VIS, YTVIS, OVIS, BURST b2y).", dir_okay=False
+    ),
+    protocol: ProtocolChoice | None = typer.Option(
+        None,
+        "--protocol",
+        case_sensitive=False,
+        help="Which reference evaluator to reproduce. Default: lvvis if the GT categories carry 'partition', "
+        "else ytvis. burst = CLIP-VIS tools/mAP.py BURST scoring.",
+    ),
+    json_path: Path | None = typer.Option(
+        None, "--json", help="Also write the metrics (fractions, null = undefined) to this JSON file.", dir_okay=False
+    ),
+) -> None:
+    """Score a results file against ground truth with video mask AP (AP, AP50, AP75, APs/m/l, AR1/10/100).
+
+    The LV-VIS protocol also reports base (APb) and novel (APn) categories; BURST reports base/novel and
+    common/uncommon.
+    """
+    if results is None or gt is None:
+        missing = " and ".join(name for name, value in (("--results", results), ("--gt", gt)) if value is None)
+        raise typer.BadParameter("a results file and its ground truth are both needed", param_hint=missing)
+    try:
+        result = score_results_file(results, gt, protocol.value if protocol is not None else None)
+    except EvaluationInputError as error:
+        raise fail(str(error)) from error
+    try:
+        report_result(result, json_path, {"results": str(results), "gt": str(gt)})
+    except OutputNotWritableError as error:
+        raise fail(str(error)) from error

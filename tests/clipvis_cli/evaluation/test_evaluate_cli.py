@@ -1,0 +1,118 @@
+"""`clipvis evaluate --results --gt [--protocol] [--json]`: output, metrics JSON and exit codes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from clipvis_cli.app import app
+from clipvis_cli.evaluation import score_results_file
+
+runner = CliRunner()
+
+
+def square(top: int, left: int, side: int = 3) -> np.ndarray:
+    mask = np.zeros((10, 12), dtype=np.uint8)
+    mask[top : top + side, left : left + side] = 1
+    return mask
+
+
+@pytest.fixture
+def files(tmp_path: Path, vis: ModuleType) -> tuple[Path, Path]:
+    """LV-VIS style GT (partition field) with 2 categories; results: one TP, one FP, one unknown category."""
+    categories = [{"id": 1, "name": "cat", "partition": 0}, {"id": 2, "name": "dog_toy", "partition": 2}]
+    tracks = [vis.gt_track(1, 1, 1, [square(0, 0), square(0, 1)]), vis.gt_track(2, 1, 2, [square(5, 5), None])]
+    gt = vis.gt_file([(1, 10, 12, 2)], categories, tracks)
+    results = [
+        vis.result(1, 1, 0.9, [square(0, 0), square(0, 1)]),
+        vis.result(1, 2, 0.8, [square(0, 8), None]),
+        vis.result(1, 7, 0.7, [square(0, 0), None]),
+    ]
+    gt_path, results_path = tmp_path / "gt.json", tmp_path / "results.json"
+    gt_path.write_text(json.dumps(gt))
+    results_path.write_text(json.dumps(results))
+    return gt_path, results_path
+
+
+def test_scores_prints_a_table_and_writes_metrics_json(files: tuple[Path, Path], tmp_path: Path) -> None:
+    gt_path, results_path = files
+    out = tmp_path / "out" / "metrics.json"
+    result = runner.invoke(app, ["evaluate", "--results", str(results_path), "--gt", str(gt_path), "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "protocol lvvis" in result.stdout
+    ap_row = next(line for line in result.stdout.splitlines() if line.startswith("│ AP "))
+    # category 1 found (AP 1), category 2 missed (AP 0): AP 50%, base 100%, novel 0%.
+    assert [cell.strip() for cell in ap_row.split("│")[2:5]] == ["50.00", "100.00", "0.00"]
+    assert "1 result(s) with category ids not in the GT were dropped (category ids: 7)" in result.stderr
+    metrics = json.loads(out.read_text())
+    assert metrics["protocol"] == "lvvis"
+    assert metrics["results"] == str(results_path) and metrics["gt"] == str(gt_path)
+    assert metrics["metrics"]["AP"] == pytest.approx(0.5, abs=1e-12)
+    assert metrics["metrics"]["APm"] is None
+    assert metrics["blocks"]["novel"]["metrics"]["APn"] == 0.0
+    assert metrics["blocks"]["base"]["num_categories"] == 1
+    assert metrics["per_category_ap"]["2"] == 0.0
+    assert metrics["num_detections"] == 2
+    # The JSON holds the same numbers as the library call.
+    library = score_results_file(results_path, gt_path)
+    assert metrics["metrics"] == library.stats
+    assert list(out.parent.iterdir()) == [out]  # no temporary file left behind
+
+
+def test_protocol_option_overrides_the_default(files: tuple[Path, Path], tmp_path: Path) -> None:
+    gt_path, results_path = files
+    out = tmp_path / "m.json"
+    args = ["evaluate", "--results", str(results_path), "--gt", str(gt_path), "--protocol", "YTVIS", "--json", str(out)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(out.read_text())
+    assert metrics["protocol"] == "ytvis" and metrics["blocks"] == {}
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "results file not found"),
+        ("[", "is not valid JSON"),
+        ("[]", "the results list is empty"),
+        (json.dumps([{"video_id": 5, "category_id": 1, "score": 1, "segmentations": []}]), "entry 0 (video_id 5)"),
+    ],
+)
+def test_bad_input_exits_1_with_one_error_line(
+    files: tuple[Path, Path], tmp_path: Path, content: str | None, message: str
+) -> None:
+    gt_path, _ = files
+    bad = tmp_path / "bad.json"
+    if content is not None:
+        bad.write_text(content)
+    out = tmp_path / "never.json"
+    result = runner.invoke(app, ["evaluate", "--results", str(bad), "--gt", str(gt_path), "--json", str(out)])
+    assert result.exit_code == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0]
+    assert not out.exists()
+
+
+def test_bad_gt_exits_1(files: tuple[Path, Path], tmp_path: Path) -> None:
+    _, results_path = files
+    result = runner.invoke(app, ["evaluate", "--results", str(results_path), "--gt", str(results_path)])
+    assert result.exit_code == 1
+    assert "expected a YouTube-VIS JSON object" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["evaluate", "--results", "r.json"],
+        ["evaluate", "--gt", "g.json"],
+        ["evaluate", "--results", "r.json", "--gt", "g.json", "--protocol", "coco"],
+        ["evaluate", "--results", "r.json", "--gt", "g.json", "--bogus"],
+    ],
+)
+def test_usage_errors_exit_2(args: list[str]) -> None:
+    assert runner.invoke(app, args).exit_code == 2

@@ -1,0 +1,252 @@
+"""GT loading (RLE forms, polygons, null frames), results validation errors, protocols and category blocks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+import pytest
+from rich.console import Console
+
+from clipvis_cli.evaluation import (
+    EvaluationInputError,
+    VideoAPEvaluator,
+    default_protocol_name,
+    load_ground_truth,
+    load_results,
+    parse_ground_truth,
+    parse_results,
+    score_results,
+)
+from clipvis_cli.evaluation.table import metrics_table
+
+
+def square(size: int = 8, top: int = 1, left: int = 1, side: int = 4) -> np.ndarray:
+    mask = np.zeros((size, size), dtype=np.uint8)
+    mask[top : top + side, left : left + side] = 1
+    return mask
+
+
+def simple_gt(vis: ModuleType, frames: int = 2) -> dict[str, Any]:
+    masks = [square()] * frames
+    return vis.gt_file([(1, 8, 8, frames), (2, 8, 8, frames)], [1, 2], [vis.gt_track(1, 1, 1, masks)])
+
+
+# ------------------------------------------------------------------------------------------------ GT loading
+def test_gt_rle_forms_and_polygons_give_the_same_score(vis: ModuleType) -> None:
+    # The same 4x4 square as uncompressed RLE (GT default), compressed RLE, and a polygon; frame 1 is absent.
+    mask = square()
+    forms = {
+        "uncompressed": vis.uncompressed_rle(mask),
+        "compressed": vis.compressed_rle(mask),
+        # pycocotools rasterises this outline to exactly the pixels x, y in 1..4.
+        "polygon": [[1.0, 1.0, 5.0, 1.0, 5.0, 5.0, 1.0, 5.0]],
+    }
+    results = [vis.result(1, 1, 0.9, [mask, None])]
+    scores = {}
+    for name, segmentation in forms.items():
+        gt = vis.gt_file([(1, 8, 8, 2)], [1], [vis.gt_track(1, 1, 1, [mask, None])])
+        gt["annotations"][0]["segmentations"][0] = segmentation
+        parsed = parse_ground_truth(gt)
+        assert parsed.tracks[0].segmentations[1] is None
+        scores[name] = VideoAPEvaluator().evaluate(parsed, parse_results(results, parsed)).stats["AP"]
+    assert scores["uncompressed"] == pytest.approx(1.0, abs=1e-12)
+    assert scores["compressed"] == scores["uncompressed"] == scores["polygon"]
+
+
+def test_gt_without_areas_field_uses_mask_areas(vis: ModuleType) -> None:
+    gt = simple_gt(vis)
+    del gt["annotations"][0]["areas"]
+    parsed = parse_ground_truth(gt)
+    out = VideoAPEvaluator().evaluate(parsed, parse_results([vis.result(1, 1, 0.9, [square()] * 2)], parsed))
+    assert out.stats["APs"] == pytest.approx(1.0, abs=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda gt: gt.pop("videos"), "'videos'"),
+        (lambda gt: gt["videos"][0].pop("height"), "videos[0]"),
+        (lambda gt: gt["videos"].append(dict(gt["videos"][0])), "video id 1 appears twice"),
+        (lambda gt: gt["annotations"].append(dict(gt["annotations"][0])), "annotation id 1 appears twice"),
+        (lambda gt: gt["annotations"][0].pop("segmentations"), "annotations[0]"),
+        (lambda gt: gt["annotations"][0]["segmentations"].__setitem__(0, 5), "segmentations[0]"),
+    ],
+)
+def test_bad_gt_raises_a_clear_error(vis: ModuleType, mutate: Any, message: str) -> None:
+    gt = simple_gt(vis)
+    mutate(gt)
+    with pytest.raises(EvaluationInputError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        parse_ground_truth(gt, source="gt.json")
+
+
+def test_gt_file_errors_name_the_file(tmp_path: Path) -> None:
+    with pytest.raises(EvaluationInputError, match="GT file not found"):
+        load_ground_truth(tmp_path / "missing.json")
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"videos": [')
+    with pytest.raises(EvaluationInputError, match=r"broken\.json is not valid JSON \(line 1"):
+        load_ground_truth(broken)
+    listing = tmp_path / "list.json"
+    listing.write_text("[]")
+    with pytest.raises(EvaluationInputError, match="is this a results file"):
+        load_ground_truth(listing)
+
+
+# ------------------------------------------------------------------------------------------ results validation
+def results_error(vis: ModuleType, results: Any) -> str:
+    gt = parse_ground_truth(simple_gt(vis), source="gt.json")
+    with pytest.raises(EvaluationInputError) as error:
+        parse_results(results, gt, source="res.json")
+    message = str(error.value)
+    assert "\n" not in message
+    return message
+
+
+def good(vis: ModuleType, **changes: Any) -> dict[str, Any]:
+    entry = vis.result(1, 1, 0.5, [square(), None])
+    entry.update(changes)
+    return entry
+
+
+def test_results_must_be_a_non_empty_list(vis: ModuleType) -> None:
+    assert "expected a JSON list" in results_error(vis, {"annotations": []})
+    assert "looks like a GT file" in results_error(vis, {"annotations": []})
+    assert "empty" in results_error(vis, [])
+
+
+def test_results_errors_name_the_entry_and_video(vis: ModuleType) -> None:
+    ok = good(vis)
+    message = results_error(vis, [ok, good(vis, video_id=77)])
+    assert "entry 1 (video_id 77)" in message and "not in the GT file gt.json" in message
+    message = results_error(vis, [ok, ok, good(vis, segmentations=[square(9)] * 2)])
+    assert "entry 2 (video_id 1)" in message
+    message = results_error(vis, [ok, good(vis, segmentations=[vis.compressed_rle(square(9)), None])])
+    assert "entry 1 (video_id 1)" in message and "[9, 9]" in message and "8x8" in message
+    message = results_error(vis, [good(vis, segmentations=[vis.compressed_rle(square())] * 3)])
+    assert "entry 0 (video_id 1): 3 segmentations but the video has 2 frames" in message
+    entry = good(vis)
+    del entry["segmentations"]
+    assert "has no 'segmentations'" in results_error(vis, [entry])
+    assert "'score' must be a finite number" in results_error(vis, [good(vis, score=float("nan"))])
+    assert "'score' must be a finite number" in results_error(vis, [good(vis, score=None)])
+    assert "no integer 'video_id'" in results_error(vis, [good(vis, video_id="1")])
+    assert "no integer 'category_id'" in results_error(vis, [good(vis, category_id=None)])
+    assert "must be an RLE object" in results_error(vis, [good(vis, segmentations=[[1, 2], None])])
+
+
+def test_unknown_categories_are_dropped_with_a_warning(vis: ModuleType) -> None:
+    gt = parse_ground_truth(simple_gt(vis))
+    detections = parse_results([good(vis), good(vis, category_id=99), good(vis, category_id=99)], gt)
+    assert [d.category_id for d in detections.detections] == [1]
+    assert detections.num_results == 3 and detections.dropped_categories == {99: 2}
+    assert detections.warnings == ["2 result(s) with category ids not in the GT were dropped (category ids: 99)"]
+    assert detections.detections[0].id == 1  # 1-based position in the file, as the reference numbers them
+
+
+def test_results_with_uncompressed_rle_are_accepted(vis: ModuleType) -> None:
+    gt = parse_ground_truth(simple_gt(vis))
+    compressed = score_results([good(vis, segmentations=[vis.compressed_rle(square())] * 2)], gt)
+    uncompressed = score_results([good(vis, segmentations=[vis.uncompressed_rle(square())] * 2)], gt)
+    assert compressed.stats == uncompressed.stats
+
+
+def test_load_results_file_errors(tmp_path: Path, vis: ModuleType) -> None:
+    gt = parse_ground_truth(simple_gt(vis))
+    with pytest.raises(EvaluationInputError, match="results file not found"):
+        load_results(tmp_path / "nope.json", gt)
+    path = tmp_path / "res.json"
+    path.write_text(json.dumps([good(vis)]))
+    assert len(load_results(path, gt).detections) == 1
+
+
+# --------------------------------------------------------------------------------------- protocols and blocks
+def lvvis_case(vis: ModuleType, ids: list[int], partitions: list[int]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """One GT per category; categories 1-3 (by position) detected perfectly, the last one missed."""
+    categories = [{"id": i, "name": f"c_{i}", "partition": p} for i, p in zip(ids, partitions, strict=True)]
+    masks = [square(8, 0, 0, 2), square(8, 0, 4, 2), square(8, 4, 0, 2), square(8, 4, 4, 2)]
+    tracks = [vis.gt_track(n + 1, 1, i, [masks[n]]) for n, i in enumerate(ids)]
+    results = [vis.result(1, i, 0.9, [masks[n]]) for n, i in enumerate(ids[:3])]
+    return vis.gt_file([(1, 8, 8, 1)], categories, tracks), results
+
+
+def block_stats(out: Any) -> dict[str, float | None]:
+    return {name: value for block in out.blocks for name, value in block.named_stats().items()}
+
+
+def test_lvvis_base_and_novel(vis: ModuleType) -> None:
+    # Per-category AP [1, 1, 1, 0] with partitions [0, 1, 2, 3]: AP .75, APb mean(1, 1) = 1, APn mean(1, 0) = .5.
+    gt_dict, results = lvvis_case(vis, [1, 2, 3, 4], [0, 1, 2, 3])
+    gt = parse_ground_truth(gt_dict)
+    assert default_protocol_name(gt) == "lvvis"
+    out = score_results(results, gt)
+    assert out.protocol == "lvvis" and not out.warnings
+    named = block_stats(out)
+    assert out.stats["AP"] == pytest.approx(0.75, abs=1e-12)
+    assert named["APb"] == pytest.approx(1.0, abs=1e-12)
+    assert named["APn"] == pytest.approx(0.5, abs=1e-12)
+    assert named["AR100n"] == pytest.approx(0.5, abs=1e-12)
+
+
+def test_blocks_with_non_contiguous_ids_warn_and_select_by_id(vis: ModuleType) -> None:
+    gt_dict, results = lvvis_case(vis, [10, 20, 30, 40], [0, 1, 2, 3])
+    out = score_results(results, parse_ground_truth(gt_dict))
+    assert any("not exactly 1..4" in warning for warning in out.warnings)
+    named = block_stats(out)
+    assert named["APb"] == pytest.approx(1.0, abs=1e-12) and named["APn"] == pytest.approx(0.5, abs=1e-12)
+
+
+def test_empty_block_is_left_out_with_a_warning(vis: ModuleType) -> None:
+    gt_dict, results = lvvis_case(vis, [1, 2, 3, 4], [0, 1, 1, 0])
+    out = score_results(results, parse_ground_truth(gt_dict))
+    assert [block.name for block in out.blocks] == ["base"]
+    assert any("no GT category has partition 2/3" in warning for warning in out.warnings)
+    assert out.stats["AP"] == pytest.approx(0.75, abs=1e-12)
+
+
+def test_burst_blocks_use_frequency_and_split(vis: ModuleType) -> None:
+    gt_dict, results = lvvis_case(vis, [1, 2, 3, 4], [0, 0, 0, 0])
+    for category, frequency, split in zip(gt_dict["categories"], "frcf", ["common", "uncommon"] * 2, strict=True):
+        del category["partition"]
+        category.update(frequency=frequency, split=split)
+    gt = parse_ground_truth(gt_dict)
+    assert default_protocol_name(gt) == "ytvis"  # burst is never guessed: it must be asked for
+    out = score_results(results, gt, protocol="burst")
+    named = block_stats(out)
+    # APs per category [1, 1, 1, 0]: base (f, c, f -> ids 1, 3, 4) = 2/3, novel (r -> id 2) = 1,
+    # common (ids 1, 3) = 1, uncommon (ids 2, 4) = .5.
+    assert named["APb"] == pytest.approx(2 / 3, abs=1e-12)
+    assert named["APn"] == pytest.approx(1.0, abs=1e-12)
+    assert named["APc"] == pytest.approx(1.0, abs=1e-12)
+    assert named["APu"] == pytest.approx(0.5, abs=1e-12)
+
+
+def test_unknown_protocol_is_an_error() -> None:
+    with pytest.raises(ValueError, match="choose one of: ytvis, lvvis, burst"):
+        VideoAPEvaluator("coco")
+
+
+def test_metrics_table_shows_percentages_and_paper_columns(vis: ModuleType) -> None:
+    gt_dict, results = lvvis_case(vis, [1, 2, 3, 4], [0, 1, 2, 3])
+    out = score_results(results, parse_ground_truth(gt_dict))
+    console = Console(width=200, record=True)
+    console.print(metrics_table(out, published={"AP": 70.1, "APn": 40.2}))
+    text = console.export_text()
+    header = text.splitlines()[1]
+    assert [word for word in header.replace("┃", " ").split()] == [
+        "metric",
+        "all",
+        "paper",
+        "base",
+        "novel",
+        "paper",
+        "(novel)",
+    ]
+    ap_row = next(line for line in text.splitlines() if line.startswith("│ AP "))
+    assert "75.00" in ap_row and "70.1" in ap_row and "40.2" in ap_row and "50.00" in ap_row
+    plain = Console(width=200, record=True)
+    plain.print(metrics_table(out))
+    assert "paper" not in plain.export_text()
