@@ -168,7 +168,7 @@ class VideoReader:
         if size == 0 and path.is_file():
             raise VideoReadError(path, "zero bytes (empty file)")
         try:
-            container = av.open(str(path), mode="r", metadata_errors="ignore")
+            container = _open_input(path)
         except av.error.InvalidDataError:
             raise VideoReadError(path, "not a video or corrupt (FFmpeg cannot read it)") from None
         except av.error.EOFError:
@@ -447,6 +447,22 @@ class BackgroundDecoder:
                 close()
 
 
+def _open_input(path: Path) -> av.container.InputContainer:
+    try:  # PyAV <= 18: do not fail on tags that are not UTF-8
+        return av.open(str(path), mode="r", metadata_errors="ignore")
+    except TypeError:  # PyAV >= 19 removed the argument (tags are always decoded leniently)
+        return av.open(str(path), mode="r")
+
+
+def _as_fraction(value: object) -> Fraction | None:
+    """A PyAV rational (Fraction up to PyAV 18, AVRational from 19, possibly None or 0/1) as a Fraction."""
+    numerator = getattr(value, "numerator", None)
+    denominator = getattr(value, "denominator", None)
+    if not numerator or not denominator:
+        return None
+    return Fraction(int(numerator), int(denominator))
+
+
 def _to_rgb(frame: av.VideoFrame) -> np.ndarray:
     image = frame.to_ndarray(format="rgb24")
     quarter_turns = _rotation_degrees(frame) // 90
@@ -457,16 +473,17 @@ def _to_rgb(frame: av.VideoFrame) -> np.ndarray:
 
 def _rotation_degrees(frame: av.VideoFrame) -> int:
     """Counter-clockwise display rotation of a decoded frame, snapped to 0/90/180/270."""
-    rotation = frame.rotation
+    rotation = getattr(frame, "rotation", 0)  # the display matrix; PyAV versions without it: no rotation
     if not rotation:
         return 0
     return (round(rotation / 90) * 90) % 360
 
 
 def _stream_fps(stream: av.video.stream.VideoStream) -> tuple[Fraction, bool]:
-    for rate in (stream.average_rate, stream.guessed_rate, stream.base_rate):
-        if rate and 0 < rate < _MAX_PLAUSIBLE_FPS:
-            return Fraction(rate), True
+    for value in (stream.average_rate, stream.guessed_rate, stream.base_rate):
+        rate = _as_fraction(value)
+        if rate is not None and 0 < rate < _MAX_PLAUSIBLE_FPS:
+            return rate, True
     return DEFAULT_FPS, False
 
 
@@ -476,8 +493,9 @@ def _stream_frame_count(
     if stream.frames and stream.frames > 0:
         return int(stream.frames)
     seconds: float | None = None
-    if stream.duration and stream.time_base:
-        seconds = float(stream.duration * stream.time_base)
+    time_base = _as_fraction(stream.time_base)
+    if stream.duration and time_base:
+        seconds = float(stream.duration * time_base)
     elif container.duration:
         seconds = container.duration / av.time_base
     if seconds is None or seconds <= 0:

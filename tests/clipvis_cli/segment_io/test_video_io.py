@@ -76,8 +76,8 @@ def test_probe_reports_size_rate_and_count(media: dict[str, Path]) -> None:
 
 
 @pytest.mark.parametrize("key, rotation", [("rot90", 90), ("rot270", 270)])
-def test_quarter_turn_rotation_metadata_is_applied(media: dict[str, Path], key: str, rotation: int) -> None:
-    reader = VideoReader(media[key])
+def test_quarter_turn_rotation_metadata_is_applied(rotated: dict[str, Path], key: str, rotation: int) -> None:
+    reader = VideoReader(rotated[key])
     probe = reader.probe()
     assert probe.rotation == rotation
     assert (probe.width, probe.height) == (48, 64)  # stored 64x48, shown upright
@@ -93,8 +93,8 @@ def test_quarter_turn_rotation_metadata_is_applied(media: dict[str, Path], key: 
         assert ys.max() < 16 + 1 and xs.min() >= 48 - 24 - 1
 
 
-def test_half_turn_rotation_keeps_size(media: dict[str, Path]) -> None:
-    _, frames = read_all(VideoReader(media["rot180"]))
+def test_half_turn_rotation_keeps_size(rotated: dict[str, Path]) -> None:
+    _, frames = read_all(VideoReader(rotated["rot180"]))
     ys, xs = np.nonzero(frames[0].mean(axis=2) > 128)
     assert frames[0].shape == (48, 64, 3) and ys.min() >= 23 and xs.min() >= 47
 
@@ -262,11 +262,11 @@ def test_abandoned_iteration_stops_the_thread(media: dict[str, Path]) -> None:
 
 
 def test_make_video_info_for_video_and_image_folder(media: dict[str, Path], tmp_path: Path, synth) -> None:
-    reader = VideoReader(media["rot90"], stride=2)
-    info = make_video_info(reader, 3, "rot", [index for index, _ in reader])
-    assert (info.video_id, info.height, info.width, info.frame_stride, info.kind) == (3, 64, 48, 2, "video")
-    assert info.frame_indices == [0, 2] and info.file_names == ["rot/00000.jpg", "rot/00002.jpg"]
-    assert info.processed_fps == Fraction(25, 2) and info.source == str(media["rot90"])
+    reader = VideoReader(media["odd_mpeg4"], stride=2)
+    info = make_video_info(reader, 3, "odd", [index for index, _ in reader])
+    assert (info.video_id, info.height, info.width, info.frame_stride, info.kind) == (3, 61, 97, 2, "video")
+    assert info.frame_indices == [0, 2, 4] and info.file_names == ["odd/00000.jpg", "odd/00002.jpg", "odd/00004.jpg"]
+    assert info.processed_fps == Fraction(25, 2) and info.source == str(media["odd_mpeg4"])
     synth.write_images(tmp_path / "seq", ["1.png", "2.png", "10.png"])
     [source] = discover_inputs([str(tmp_path / "seq")])
     reader = open_reader(source, stride=2)
