@@ -122,11 +122,14 @@ class SegmentRunner:
         _write_quietly(manifest, paths.manifest)
         return self._failed(source, stem, message)
 
-    def _process(
-        self, source: VideoSource, video_id: int, stem: str, paths: VideoOutputPaths, manifest: RunManifest
-    ) -> VideoOutcome:
+    def track(
+        self, source: VideoSource, video_id: int, stem: str
+    ) -> tuple[Any, VideoInfo, list[TrackResult], dict[str, float]]:
+        """Decode and track one input: (reader, video info, tracks ranked by score, timings).
+
+        Raises VideoReadError (and ValueError/RuntimeError from the model) with one-line messages.
+        """
         opts = self.options
-        started = time.perf_counter()
         reader = open_reader(source, stride=opts.stride, max_frames=opts.max_frames)
         probe = reader.probe()
         total = probe.processed_frame_count(opts.stride, opts.max_frames)
@@ -181,14 +184,21 @@ class SegmentRunner:
             file_names=reader.frame_file_names(stem, frame_indices),
             kind=source.kind,
         )
-        outputs = self._write_outputs(reader, paths, info, tracks, timings)
         timings.update({f"model_{k}": v for k, v in video.timings.items()})
+        return reader, info, tracks, timings
+
+    def _process(
+        self, source: VideoSource, video_id: int, stem: str, paths: VideoOutputPaths, manifest: RunManifest
+    ) -> VideoOutcome:
+        started = time.perf_counter()
+        reader, info, tracks, timings = self.track(source, video_id, stem)
+        outputs = self._write_outputs(reader, paths, info, tracks, timings)
         timings["total"] = time.perf_counter() - started
-        manifest.mark_complete(len(frame_indices), [p.name for p in outputs], timings)
+        manifest.mark_complete(info.num_frames, [p.name for p in outputs], timings)
         manifest.write(paths.manifest)
-        fps = len(frame_indices) / max(timings["total"], 1e-9)
-        self.reporter.video_finished(source, stem, len(frame_indices), fps, outputs)
-        return VideoOutcome(source, stem, "complete", outputs, frames=len(frame_indices))
+        fps = info.num_frames / max(timings["total"], 1e-9)
+        self.reporter.video_finished(source, stem, info.num_frames, fps, outputs)
+        return VideoOutcome(source, stem, "complete", outputs, frames=info.num_frames)
 
     def _write_outputs(self, reader, paths, info, tracks, timings) -> list[Path]:
         categories = self.categories
