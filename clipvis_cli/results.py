@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from fractions import Fraction
-from pathlib import Path
 from typing import Literal
 
 # A compressed COCO RLE: {"size": [height, width], "counts": "<ascii str>"}.
@@ -79,11 +78,6 @@ class TrackResult:
 def synthetic_file_names(stem: str, frame_indices: list[int]) -> list[str]:
     """YouTube-VIS style relative frame names: `<stem>/<frame_index:05d>.jpg` (one per processed frame)."""
     return [f"{stem}/{index:05d}.jpg" for index in frame_indices]
-
-
-def image_folder_file_names(stem: str, frame_files: list[Path]) -> list[str]:
-    """Relative frame names for an image-folder video: `<stem>/<original file name>`."""
-    return [f"{stem}/{path.name}" for path in frame_files]
 
 
 def fps_fraction(fps: float | Fraction) -> Fraction:
