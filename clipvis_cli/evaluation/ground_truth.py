@@ -81,11 +81,6 @@ class VideoGroundTruth:
         """Category names in category-id order, verbatim (underscores kept), as the official code uses them."""
         return [category.name for category in sorted(self.categories, key=lambda category: category.id)]
 
-    @property
-    def has_partition(self) -> bool:
-        """True when every category carries an LV-VIS `partition` field."""
-        return bool(self.categories) and all(category.partition is not None for category in self.categories)
-
 
 def load_ground_truth(path: Path) -> VideoGroundTruth:
     """Read and parse a YouTube-VIS style GT JSON file (see `parse_ground_truth`)."""

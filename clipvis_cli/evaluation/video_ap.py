@@ -418,8 +418,8 @@ class VideoAPEvaluator:
     def _accumulate(self, outcomes: list[list[_PairOutcome]]) -> tuple[np.ndarray, np.ndarray]:
         num_t, num_r = self._iou_thresholds.size, self._recall_thresholds.size
         num_k, num_a, num_m = len(outcomes), len(self.params.area_ranges), len(self.params.max_dets)
-        precision = -np.ones((num_t, num_r, num_k, num_a, num_m))
-        recall = -np.ones((num_t, num_k, num_a, num_m))
+        precision = np.full((num_t, num_r, num_k, num_a, num_m), -1.0)
+        recall = np.full((num_t, num_k, num_a, num_m), -1.0)
         for k, entries in enumerate(outcomes):
             if not entries:
                 continue
