@@ -32,12 +32,19 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def timed(fn, device):
+def timed(fn, device, *args):
     sync(device)
     start = time.perf_counter()
-    out = fn()
+    out = fn(*args)
     sync(device)
     return out, time.perf_counter() - start
+
+
+def classify(model, text: TextEmbeddings, dense: torch.Tensor, mask_logits: torch.Tensor) -> torch.Tensor:
+    dense = dense.float()
+    masks = model.mask_pooler.binary_masks(mask_logits, tuple(dense.shape[-2:]))
+    pooled, empty = model.mask_pooler(dense, masks)
+    return text.logits(pooled).masked_fill(empty[..., None], 0.0).softmax(-1)
 
 
 def bench(arch: str, device: torch.device, precision: str, height: int, width: int, repeats: int) -> dict[str, float]:
@@ -63,18 +70,11 @@ def bench(arch: str, device: torch.device, precision: str, height: int, width: i
     stages: dict[str, list[float]] = {k: [] for k in ("backbone", "pixel decoder", "decoder", "pool+classify", "match")}
     with torch.no_grad(), autocast:
         for run in range(repeats + 1):
-            feats, t_backbone = timed(lambda: model.backbone(images), device)
-            (mask_features, memory), t_pixel = timed(lambda: model.pixel_decoder(feats), device)
-            out, t_decoder = timed(lambda: model.mask_decoder(memory, mask_features), device)
-
-            def classify():
-                dense = feats["clip_vis_dense"].float()
-                masks = model.mask_pooler.binary_masks(out.mask_logits, tuple(dense.shape[-2:]))
-                pooled, empty = model.mask_pooler(dense, masks)
-                return text.logits(pooled).masked_fill(empty[..., None], 0.0).softmax(-1)
-
-            _, t_classify = timed(classify, device)
-            _, t_match = timed(lambda: matcher.match(out.query_embeds[0]), device)
+            feats, t_backbone = timed(model.backbone, device, images)
+            (mask_features, memory), t_pixel = timed(model.pixel_decoder, device, feats)
+            out, t_decoder = timed(model.mask_decoder, device, memory, mask_features)
+            _, t_classify = timed(classify, device, model, text, feats["clip_vis_dense"], out.mask_logits)
+            _, t_match = timed(matcher.match, device, out.query_embeds[0])
             if run == 0:
                 continue  # warm-up
             for key, value in zip(stages, (t_backbone, t_pixel, t_decoder, t_classify, t_match), strict=True):

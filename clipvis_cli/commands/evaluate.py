@@ -17,6 +17,8 @@ import typer
 from rich.console import Console
 
 from clipvis_cli.atomic import OutputNotWritableError, atomic_write_json, ensure_output_dir
+from clipvis_cli.commands.evaluate_dataset import run_dataset_evaluation
+from clipvis_cli.datasets import dataset_names
 from clipvis_cli.evaluation.errors import EvaluationInputError
 from clipvis_cli.evaluation.protocols import get_protocol
 from clipvis_cli.evaluation.scoring import score_results_file
@@ -69,6 +71,15 @@ def report_result(
         typer.echo(f"wrote {json_path}", err=True)
 
 
+def published_numbers(weights: str, dataset: str | None) -> dict[str, float] | None:
+    """The paper's AP for a released checkpoint on a dataset, for the table's "paper" column."""
+    from weights import find_pretrained
+
+    checkpoint = find_pretrained(weights) if dataset else None
+    value = checkpoint.published_ap.get(dataset) if checkpoint is not None else None
+    return {"AP": value} if value is not None else None
+
+
 def evaluate(
     results: Path | None = typer.Option(
         None, "--results", help="Results JSON: a list of {video_id, category_id, score, segmentations}.", dir_okay=False
@@ -86,12 +97,53 @@ def evaluate(
     json_path: Path | None = typer.Option(
         None, "--json", help="Also write the metrics (fractions, null = undefined) to this JSON file.", dir_okay=False
     ),
+    dataset: str | None = typer.Option(
+        None, "--dataset", help="Run a checkpoint on a registered benchmark: " + ", ".join(dataset_names()) + "."
+    ),
+    frames: Path | None = typer.Option(
+        None, "--frames", help="Custom data: the frames folder of --gt's videos (runs inference, then scores).",
+        file_okay=False,
+    ),
+    weights: str = typer.Option("clipvis-lvis-r50", "--weights", help="Checkpoint name or path for inference."),
+    data_root: Path | None = typer.Option(
+        None, "--data-root", help="Datasets folder (default $CLIPVIS_DATASETS or ./datasets).", file_okay=False
+    ),
+    output: Path | None = typer.Option(
+        None, "-o", "--output", help="Inference output folder (default clipvis_eval/<dataset>)."
+    ),
+    config: Path | None = typer.Option(None, "--config", help="Official CLIP-VIS YAML or clipvis JSON."),
+    clip_config: Path | None = typer.Option(None, "--clip-config", help="open_clip model config JSON."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    precision: str = typer.Option("fp32", "--precision", help="fp32, fp16 or bf16."),
+    batch_frames: int = typer.Option(4, "--batch-frames", min=1, help="Frames per model batch."),
+    max_videos: int | None = typer.Option(None, "--max-videos", min=1, help="Only the first N videos (by id)."),
 ) -> None:
-    """Score a results file against ground truth with video mask AP (AP, AP50, AP75, APs/m/l, AR1/10/100).
+    """Video mask AP (AP, AP50, AP75, APs/m/l, AR1/10/100): score a results file (--results --gt), or run a
+    checkpoint on a benchmark (--dataset NAME --weights W) or on custom data (--gt --frames) and score it.
 
     The LV-VIS protocol also reports base (APb) and novel (APn) categories; BURST reports base/novel and
     common/uncommon.
     """
+    published = None
+    if dataset is not None or frames is not None:
+        if results is not None:
+            raise typer.BadParameter("--results scores an existing file; it cannot be combined with inference")
+        if dataset is not None and (gt is not None or frames is not None):
+            raise typer.BadParameter("use either --dataset NAME or --gt GT --frames DIR")
+        if frames is not None and gt is None:
+            raise typer.BadParameter("--frames needs --gt (the ground truth listing the videos' frames)")
+        name = dataset or "custom"
+        if dataset is not None and dataset not in dataset_names():
+            raise typer.BadParameter(f"unknown dataset {dataset!r}; known: {', '.join(dataset_names())}")
+        results, gt, has_gt = run_dataset_evaluation(
+            dataset=dataset, gt=gt, frames=frames, weights=weights, data_root=data_root,
+            output=output or Path("clipvis_eval") / name, device=device, precision=precision,
+            batch_frames=batch_frames, config=config, clip_config=clip_config, max_videos=max_videos,
+        )
+        if not has_gt:
+            return
+        json_path = json_path or results.parent / "metrics.json"
+        published = published_numbers(weights, dataset)
     if results is None or gt is None:
         missing = " and ".join(name for name, value in (("--results", results), ("--gt", gt)) if value is None)
         raise typer.BadParameter("a results file and its ground truth are both needed", param_hint=missing)
@@ -100,6 +152,6 @@ def evaluate(
     except EvaluationInputError as error:
         raise fail(str(error)) from error
     try:
-        report_result(result, json_path, {"results": str(results), "gt": str(gt)})
+        report_result(result, json_path, {"results": str(results), "gt": str(gt)}, published=published)
     except OutputNotWritableError as error:
         raise fail(str(error)) from error

@@ -1,0 +1,89 @@
+"""The inference half of `clipvis evaluate`: run a checkpoint over a registered benchmark dataset."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from clipvis_cli.commands.segment import load_predictor, resolve_device
+from clipvis_cli.dataset_inference import DatasetInference
+from clipvis_cli.datasets import (
+    DatasetError,
+    DatasetInputs,
+    DatasetSpec,
+    dataset_inputs,
+    read_dataset_index,
+    write_server_zip,
+)
+from clipvis_cli.evaluation.errors import EvaluationInputError
+from clipvis_cli.progress import HumanReporter
+from clipvis_cli.segment import SegmentOptions
+from clipvis_cli.video_io import VideoReadError
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    typer.echo(f"clipvis: error: {message}", err=True)
+    return typer.Exit(code)
+
+
+def custom_inputs(gt: Path, frames: Path) -> DatasetInputs:
+    """A YouTube-VIS GT file plus its frames folder (frame paths = frames / file_names[i])."""
+    index = read_dataset_index(gt)
+    if not index.categories:
+        raise EvaluationInputError(f"{gt}: no categories, cannot build the vocabulary")
+    spec = DatasetSpec(
+        name="custom", title=f"custom data {gt.name}", annotation_candidates=(str(gt),),
+        frames_candidates=(str(frames),), num_classes=len(index.categories), protocol="ytvis", has_public_gt=True,
+        download="", frame_path_rule="join",
+    )
+    return DatasetInputs(spec=spec, gt_path=gt, frames_root=frames, vocabulary=index.vocabulary, videos=index.videos)
+
+
+def run_dataset_evaluation(
+    dataset: str | None,
+    weights: str,
+    data_root: Path | None,
+    output: Path,
+    device: str = "auto",
+    precision: str = "fp32",
+    batch_frames: int = 4,
+    config: Path | None = None,
+    clip_config: Path | None = None,
+    max_videos: int | None = None,
+    gt: Path | None = None,
+    frames: Path | None = None,
+) -> tuple[Path, Path | None, bool]:
+    """Inference in the official evaluator's mode (`--exact`, 50 results per video), resumable.
+
+    Returns (results.json path, ground-truth path or None when the split has no public GT, has_public_gt).
+    """
+    try:
+        inputs = dataset_inputs(dataset, data_root) if dataset else custom_inputs(Path(gt), Path(frames))
+    except (DatasetError, EvaluationInputError) as error:
+        raise _fail(str(error)) from None
+    options = SegmentOptions(
+        vocabulary=inputs.vocabulary, weights=weights, output=output, formats=(), device=resolve_device(device),
+        precision=precision, batch_frames=batch_frames, exact=True, max_tracks=50, skip_existing=True,
+        config=str(config) if config else None, clip_config=str(clip_config) if clip_config else None,
+    )
+    predictor = load_predictor(options)
+    runner = DatasetInference(predictor, inputs, options, HumanReporter())
+    try:
+        summary = runner.run(output, max_videos=max_videos)
+    except VideoReadError as error:
+        raise _fail(f"{dataset or gt}: {error}") from None
+    finally:
+        runner.reporter.close()
+    typer.echo(
+        f"{dataset or gt}: {summary.computed} videos run, {summary.reused} reused from {output / 'per_video'}; "
+        f"wrote {summary.results_path}",
+        err=True,
+    )
+    if not inputs.spec.has_public_gt:
+        zip_path = write_server_zip(summary.results, output / f"{dataset}_results.zip")
+        server = inputs.spec.server
+        where = server.instructions(zip_path) if server else f"upload {zip_path} to the evaluation server"
+        typer.echo(f"{dataset} has no public ground truth; {where}", err=True)
+        return summary.results_path, None, False
+    return summary.results_path, inputs.gt_path, True

@@ -1,0 +1,141 @@
+"""`clipvis evaluate --dataset` end to end: a tiny LV-VIS-layout dataset and a tiny random checkpoint."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from pycocotools import mask as mask_utils
+from typer.testing import CliRunner
+
+from clipvis_cli.app import app
+from model import ClipVisConfig, create_model, save_pretrained
+
+TINY_CLIP = {
+    "embed_dim": 32,
+    "quick_gelu": True,
+    "vision_cfg": {"image_size": 224, "layers": [1, 1, 1, 1], "width": 16, "patch_size": None},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+}
+CATEGORIES = [
+    {"id": 1, "name": "person", "partition": 0},
+    {"id": 2, "name": "aerosol_can", "partition": 1},
+    {"id": 3, "name": "red_panda", "partition": 2},
+]
+
+
+@pytest.fixture(scope="module")
+def tiny_weights(tmp_path_factory) -> Path:
+    torch.manual_seed(1)
+    config = ClipVisConfig(
+        clip_model_config=TINY_CLIP, hidden_dim=32, num_queries=5, decoder_layers=2, num_heads=4,
+        dim_feedforward=64, conv_dim=32, mask_dim=32, encoder_layers=1, encoder_dim_feedforward=64,
+        min_size_test=64, max_size_test=128,
+    )
+    return save_pretrained(create_model(config), tmp_path_factory.mktemp("w") / "tiny.safetensors")
+
+
+@pytest.fixture(autouse=True)
+def isolated_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("CLIPVIS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("CLIPVIS_OFFLINE", "1")
+
+
+def make_lvvis(root: Path, split: str = "val", annotation: str = "val_instances_.json") -> Path:
+    """datasets/lvvis/<split>/JPEGImages/<video>/<frame>.jpg + the YouTube-VIS-style GT with RLE masks."""
+    rng = np.random.default_rng(0)
+    videos, annotations = [], []
+    for vid, name in ((1, "00001"), (2, "00002")):
+        folder = root / "lvvis" / split / "JPEGImages" / name
+        folder.mkdir(parents=True)
+        names, segs, areas = [], [], []
+        for t in range(3):
+            frame = rng.integers(0, 50, (40, 56, 3), dtype=np.uint8)
+            frame[8:24, 10 + 3 * t : 30 + 3 * t] = (220, 200, 30)
+            Image.fromarray(frame).save(folder / f"{t:05d}.jpg")
+            names.append(f"{name}\\{t:05d}.jpg" if vid == 2 else f"{name}/{t:05d}.jpg")  # backslashes occur too
+            mask = np.zeros((40, 56), dtype=np.uint8)
+            mask[8:24, 10 + 3 * t : 30 + 3 * t] = 1
+            rle = mask_utils.encode(np.asfortranarray(mask))
+            segs.append({"size": rle["size"], "counts": rle["counts"].decode()})
+            areas.append(float(mask.sum()))
+        videos.append({"id": vid, "width": 56, "height": 40, "length": 3, "file_names": names})
+        annotations.append({"id": vid, "video_id": vid, "category_id": vid, "iscrowd": 0, "segmentations": segs,
+                            "areas": areas, "bboxes": [None] * 3, "height": 40, "width": 56, "length": 3})
+    gt = root / "lvvis" / split / annotation
+    gt.write_text(json.dumps({"videos": videos, "categories": CATEGORIES, "annotations": annotations}))
+    return gt
+
+
+def evaluate(args: list[str]):
+    return CliRunner().invoke(app, ["evaluate", *args], catch_exceptions=False)
+
+
+def test_lvvis_val_end_to_end_and_resume(tmp_path, tiny_weights) -> None:
+    data = tmp_path / "datasets"
+    make_lvvis(data)
+    out = tmp_path / "eval"
+    args = ["--dataset", "lvvis_val", "--weights", str(tiny_weights), "--data-root", str(data), "-o", str(out),
+            "--device", "cpu"]
+    first = evaluate(args)
+    assert first.exit_code == 0, first.output
+    assert "2 videos run, 0 reused" in first.stderr
+    results = json.loads((out / "results.json").read_text())
+    assert {r["video_id"] for r in results} == {1, 2}
+    assert len(results) == 2 * min(50, 5 * 3)  # official mode: top 50 of Q x C per video
+    for entry in results:
+        assert entry["category_id"] in (1, 2, 3) and len(entry["segmentations"]) == 3
+        assert all(mask_utils.decode(rle).shape == (40, 56) for rle in entry["segmentations"])
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["protocol"] == "lvvis"
+    assert 0.0 <= metrics["metrics"]["AP"] <= 1.0
+    assert "AP" in first.stdout and "novel" in first.stdout
+    # Interrupted run: one per-video result lost -> only that video is recomputed, same results.
+    (out / "per_video" / "2.json").unlink()
+    second = evaluate(args)
+    assert second.exit_code == 0 and "1 videos run, 1 reused" in second.stderr
+    assert json.loads((out / "results.json").read_text()) == results
+    # A different vocabulary/weights/option invalidates the cache.
+    third = evaluate([*args, "--max-videos", "1"])
+    assert third.exit_code == 0
+    assert json.loads((out / "results.json").read_text()) == [r for r in results if r["video_id"] == 1]
+
+
+def test_split_without_public_gt_writes_server_zip(tmp_path, tiny_weights) -> None:
+    data = tmp_path / "datasets"
+    make_lvvis(data, split="test", annotation="test_instances.json")
+    out = tmp_path / "eval"
+    result = evaluate(["--dataset", "lvvis_test", "--weights", str(tiny_weights), "--data-root", str(data),
+                       "-o", str(out), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    zips = list(out.glob("*.zip"))
+    assert len(zips) == 1 and "Codabench" in result.stderr
+    with zipfile.ZipFile(zips[0]) as archive:
+        assert json.loads(archive.read("results.json")) == json.loads((out / "results.json").read_text())
+
+
+def test_custom_gt_and_frames(tmp_path, tiny_weights) -> None:
+    gt = make_lvvis(tmp_path / "d")
+    frames = gt.parent / "JPEGImages"
+    fixed = json.loads(gt.read_text())
+    for video in fixed["videos"]:
+        video["file_names"] = [name.replace("\\", "/") for name in video["file_names"]]
+    gt.write_text(json.dumps(fixed))
+    result = evaluate(["--gt", str(gt), "--frames", str(frames), "--weights", str(tiny_weights),
+                       "-o", str(tmp_path / "out"), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "out" / "metrics.json").is_file()
+
+
+def test_missing_dataset_says_where_to_put_it(tmp_path, tiny_weights) -> None:
+    result = CliRunner().invoke(app, ["evaluate", "--dataset", "lvvis_val", "--weights", str(tiny_weights),
+                                      "--data-root", str(tmp_path / "nothing"), "--device", "cpu"])
+    assert result.exit_code == 1
+    assert "val_instances" in result.stderr and str(tmp_path / "nothing") in result.stderr
+    unknown = CliRunner().invoke(app, ["evaluate", "--dataset", "nope", "--weights", str(tiny_weights)])
+    assert unknown.exit_code == 2
