@@ -8,20 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 from pycocotools import mask as mask_utils
 from typer.testing import CliRunner
 
 from clipvis_cli.app import app
-from model import ClipVisConfig, create_model, save_pretrained
 
-TINY_CLIP = {
-    "embed_dim": 32,
-    "quick_gelu": True,
-    "vision_cfg": {"image_size": 224, "layers": [1, 1, 1, 1], "width": 16, "patch_size": None},
-    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
-}
 CATEGORIES = [
     {"id": 1, "name": "person", "partition": 0},
     {"id": 2, "name": "aerosol_can", "partition": 1},
@@ -29,21 +21,9 @@ CATEGORIES = [
 ]
 
 
-@pytest.fixture(scope="module")
-def tiny_weights(tmp_path_factory) -> Path:
-    torch.manual_seed(1)
-    config = ClipVisConfig(
-        clip_model_config=TINY_CLIP, hidden_dim=32, num_queries=5, decoder_layers=2, num_heads=4,
-        dim_feedforward=64, conv_dim=32, mask_dim=32, encoder_layers=1, encoder_dim_feedforward=64,
-        min_size_test=64, max_size_test=128,
-    )
-    return save_pretrained(create_model(config), tmp_path_factory.mktemp("w") / "tiny.safetensors")
-
-
 @pytest.fixture(autouse=True)
-def isolated_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("CLIPVIS_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setenv("CLIPVIS_OFFLINE", "1")
+def _no_downloads(isolated_cache):
+    """Every test here runs with a private cache and no network."""
 
 
 def make_lvvis(root: Path, split: str = "val", annotation: str = "val_instances_.json") -> Path:
@@ -87,7 +67,7 @@ def test_lvvis_val_end_to_end_and_resume(tmp_path, tiny_weights) -> None:
     assert "2 videos run, 0 reused" in first.stderr
     results = json.loads((out / "results.json").read_text())
     assert {r["video_id"] for r in results} == {1, 2}
-    assert len(results) == 2 * min(50, 5 * 3)  # official mode: top 50 of Q x C per video
+    assert len(results) == 2 * min(50, 6 * 3)  # official mode: top 50 of Q x C per video (Q = 6)
     for entry in results:
         assert entry["category_id"] in (1, 2, 3) and len(entry["segmentations"]) == 3
         assert all(mask_utils.decode(rle).shape == (40, 56) for rle in entry["segmentations"])

@@ -15,31 +15,11 @@ from pycocotools import mask as mask_utils
 from typer.testing import CliRunner
 
 from clipvis_cli.app import app
-from model import ClipVisConfig, create_model, save_pretrained
-
-TINY_CLIP = {
-    "embed_dim": 32,
-    "quick_gelu": True,
-    "vision_cfg": {"image_size": 224, "layers": [1, 1, 1, 1], "width": 16, "patch_size": None},
-    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
-}
-
-
-@pytest.fixture(scope="module")
-def tiny_weights(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    config = ClipVisConfig(
-        clip_model_config=TINY_CLIP, hidden_dim=32, num_queries=6, decoder_layers=2, num_heads=4,
-        dim_feedforward=64, conv_dim=32, mask_dim=32, encoder_layers=1, encoder_dim_feedforward=64,
-        min_size_test=64, max_size_test=128,
-    )
-    return save_pretrained(create_model(config), tmp_path_factory.mktemp("weights") / "tiny.safetensors")
 
 
 @pytest.fixture(autouse=True)
-def isolated_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("CLIPVIS_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setenv("CLIPVIS_OFFLINE", "1")
+def _no_downloads(isolated_cache):
+    """Every test here runs with a private cache and no network."""
 
 
 def frames_of(num_frames: int, height: int, width: int) -> np.ndarray:
