@@ -74,11 +74,22 @@ def bbox(rle: RleDict) -> list[float]:
     return [float(v) for v in coco_mask.toBbox(_to_coco_rle(rle))]
 
 
+# pycocotools' area() of a list stores the list length in a uint8 (numpy 2 raises past 255): call it in chunks.
+_AREA_CHUNK = 255
+
+
+def coco_areas(rle_objects: Sequence[dict]) -> np.ndarray:
+    """pycocotools ``area`` of any number of pycocotools RLE objects, as int64."""
+    chunks = [
+        np.asarray(coco_mask.area(list(rle_objects[i : i + _AREA_CHUNK])), dtype=np.int64)
+        for i in range(0, len(rle_objects), _AREA_CHUNK)
+    ]
+    return np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.int64)
+
+
 def areas(rles: Sequence[RleDict]) -> list[int]:
-    """Areas of many RLEs in one call."""
-    if not rles:
-        return []
-    return [int(v) for v in coco_mask.area([_to_coco_rle(r) for r in rles])]
+    """Areas of many RLEs (any number)."""
+    return [int(v) for v in coco_areas([_to_coco_rle(r) for r in rles])]
 
 
 def bboxes(rles: Sequence[RleDict]) -> list[list[float]]:

@@ -35,6 +35,7 @@ from clipvis_cli.evaluation.protocols import (
     get_protocol,
     resolve_blocks,
 )
+from clipvis_cli.rle import coco_areas
 
 
 @dataclass(frozen=True)
@@ -186,7 +187,7 @@ def _track_masks(rles: Sequence[Rle | None], video: GtVideo | None = None) -> _T
     areas = np.zeros(len(rles), dtype=np.float64)
     present_index = np.flatnonzero(present)
     if present_index.size:
-        areas[present_index] = mask_utils.area([rles[i] for i in present_index])
+        areas[present_index] = coco_areas([rles[i] for i in present_index])
     usable = present
     if video is not None:
         size = [video.height, video.width]
