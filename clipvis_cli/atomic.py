@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -94,6 +94,33 @@ def atomic_write_json(path: Path | str, obj: Any, indent: int | None = None) -> 
     separators = (",", ":") if indent is None else None
     text = json.dumps(obj, ensure_ascii=False, indent=indent, separators=separators)
     return atomic_write_text(path, text + "\n")
+
+
+def atomic_write_json_stream(path: Path | str, fields: Iterable[tuple[str, Any]]) -> Path:
+    """Write a JSON object field by field, atomically; a field whose value is an iterator is written as a list
+    item by item, so a document far larger than memory (every mask of a long video) is never held at once."""
+    final = Path(path)
+    with atomic_output_path(final) as tmp:
+        try:
+            with open(tmp, "w", encoding="utf-8") as handle:
+                handle.write("{")
+                for index, (key, value) in enumerate(fields):
+                    handle.write(("," if index else "") + json.dumps(key) + ":")
+                    if isinstance(value, Iterator):
+                        handle.write("[")
+                        for item_index, item in enumerate(value):
+                            handle.write(("," if item_index else "") + _compact_json(item))
+                        handle.write("]")
+                    else:
+                        handle.write(_compact_json(value))
+                handle.write("}\n")
+        except OSError as error:
+            raise OutputNotWritableError(final, error) from error
+    return final
+
+
+def _compact_json(obj: Any) -> str:
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
 
 
 def ensure_output_dir(path: Path | str) -> Path:

@@ -86,21 +86,22 @@ class DatasetInference:
         source = self.video_source(video)
         if not source.ok:
             raise VideoReadError(source.path, source.error or "unreadable")
-        _, info, tracks, _ = self.runner.track(source, video.id, f"video{video.id}")
-        if (info.height, info.width) != (video.height, video.width):
-            raise VideoReadError(
-                source.path, f"frames are {info.width}x{info.height}, the GT says {video.width}x{video.height}"
-            )
-        empty = rle.encode(np.zeros((info.height, info.width), dtype=bool))
-        return [
-            {
-                "video_id": video.id,
-                "score": track.score,
-                "category_id": self.category_ids[track.category_id - 1],
-                "segmentations": [seg if seg is not None else empty for seg in track.segmentations],
-            }
-            for track in tracks
-        ]
+        with self.runner.track(source, video.id, f"video{video.id}") as tracked:
+            info = tracked.info
+            if (info.height, info.width) != (video.height, video.width):
+                raise VideoReadError(
+                    source.path, f"frames are {info.width}x{info.height}, the GT says {video.width}x{video.height}"
+                )
+            empty = rle.encode(np.zeros((info.height, info.width), dtype=bool))
+            return [
+                {
+                    "video_id": video.id,
+                    "score": track.score,
+                    "category_id": self.category_ids[track.category_id - 1],
+                    "segmentations": [seg if seg is not None else empty for seg in track.segmentations],
+                }
+                for track in tracked.tracks
+            ]
 
     def run(self, output: Path, max_videos: int | None = None) -> DatasetRunSummary:
         output = ensure_output_dir(output)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -64,3 +65,24 @@ class TrackMaskStore:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+class StoredSegmentations(Sequence):
+    """One track's per-frame RLEs, read from a TrackMaskStore on access (None where empty or suppressed)."""
+
+    def __init__(self, store: TrackMaskStore, track: int, suppressed: Sequence[bool]) -> None:
+        self.store = store
+        self.track = track
+        self.suppressed = suppressed
+
+    def __len__(self) -> int:
+        return len(self.suppressed)
+
+    def __getitem__(self, frame):  # type: ignore[override]
+        if isinstance(frame, slice):
+            return [self[i] for i in range(*frame.indices(len(self)))]
+        if frame < 0:
+            frame += len(self)
+        if not 0 <= frame < len(self):
+            raise IndexError(frame)
+        return None if self.suppressed[frame] else self.store.get(frame, self.track)

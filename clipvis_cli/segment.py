@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from clipvis_cli.atomic import OutputNotWritableError
 from clipvis_cli.inputs import VideoSource
-from clipvis_cli.mask_store import TrackMaskStore
+from clipvis_cli.mask_store import StoredSegmentations, TrackMaskStore
 from clipvis_cli.progress import Reporter
 from clipvis_cli.results import TrackResult, VideoInfo
 from clipvis_cli.video_io import BackgroundDecoder, VideoReadError, open_reader
@@ -54,6 +56,16 @@ class SegmentOptions:
             data.pop(key)
         data["formats"] = sorted(self.formats)
         return data
+
+
+@dataclass
+class TrackedVideo:
+    """One input after tracking: its reader (for a second pass), info, ranked tracks and timings."""
+
+    reader: Any
+    info: VideoInfo
+    tracks: list[TrackResult]
+    timings: dict[str, float]
 
 
 @dataclass
@@ -122,10 +134,10 @@ class SegmentRunner:
         _write_quietly(manifest, paths.manifest)
         return self._failed(source, stem, message)
 
-    def track(
-        self, source: VideoSource, video_id: int, stem: str
-    ) -> tuple[Any, VideoInfo, list[TrackResult], dict[str, float]]:
-        """Decode and track one input: (reader, video info, tracks ranked by score, timings).
+    @contextmanager
+    def track(self, source: VideoSource, video_id: int, stem: str) -> Iterator[TrackedVideo]:
+        """Decode and track one input. The tracks' masks are read from a temporary store, which lives as long as
+        the context: use them inside it.
 
         Raises VideoReadError (and ValueError/RuntimeError from the model) with one-line messages.
         """
@@ -134,10 +146,17 @@ class SegmentRunner:
         probe = reader.probe()
         total = probe.processed_frame_count(opts.stride, opts.max_frames)
         self.reporter.video_started(source, stem, total)
+        with TrackMaskStore(probe.height, probe.width) as store:
+            yield self._run_model(store, reader, source, video_id, stem)
+
+    def _run_model(self, store: TrackMaskStore, reader, source: VideoSource, video_id: int, stem: str) -> TrackedVideo:
+        """Stream the frames through the model; every frame's track masks go to `store` as RLE."""
+        opts = self.options
+        probe = reader.probe()
         session = self.predictor.new_video()
         frame_indices: list[int] = []
         timings = {"decode_wait": 0.0, "model": 0.0, "rle_wait": 0.0}
-        with TrackMaskStore(probe.height, probe.width) as store, ThreadPoolExecutor(1) as encoder:
+        with ThreadPoolExecutor(1) as encoder:
             pending: deque[Future] = deque()
             with BackgroundDecoder(reader, batch_size=opts.batch_frames) as batches:
                 wait_start = time.perf_counter()
@@ -160,18 +179,15 @@ class SegmentRunner:
             if not frame_indices:
                 raise VideoReadError(source.path, "no decodable frames")
             video = session.finish(max_tracks=opts.max_tracks, score_threshold=opts.score_threshold)
-            tracks = [
-                TrackResult(
-                    track_id=rank + 1,
-                    category_id=instance.label + 1,
-                    score=instance.score,
-                    segmentations=[
-                        None if instance.suppressed_frames[t] else store.get(t, instance.track_id)
-                        for t in range(len(frame_indices))
-                    ],
-                )
-                for rank, instance in enumerate(video.instances)
-            ]
+        tracks = [
+            TrackResult(
+                track_id=rank + 1,
+                category_id=instance.label + 1,
+                score=instance.score,
+                segmentations=StoredSegmentations(store, instance.track_id, instance.suppressed_frames.tolist()),
+            )
+            for rank, instance in enumerate(video.instances)
+        ]
         info = VideoInfo(
             video_id=video_id,
             source=str(source.path),
@@ -185,14 +201,15 @@ class SegmentRunner:
             kind=source.kind,
         )
         timings.update({f"model_{k}": v for k, v in video.timings.items()})
-        return reader, info, tracks, timings
+        return TrackedVideo(reader, info, tracks, timings)
 
     def _process(
         self, source: VideoSource, video_id: int, stem: str, paths: VideoOutputPaths, manifest: RunManifest
     ) -> VideoOutcome:
         started = time.perf_counter()
-        reader, info, tracks, timings = self.track(source, video_id, stem)
-        outputs = self._write_outputs(reader, paths, info, tracks, timings)
+        with self.track(source, video_id, stem) as tracked:
+            info, timings = tracked.info, tracked.timings
+            outputs = self._write_outputs(tracked.reader, paths, info, tracked.tracks, timings)
         timings["total"] = time.perf_counter() - started
         manifest.mark_complete(info.num_frames, [p.name for p in outputs], timings)
         manifest.write(paths.manifest)

@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from clipvis_cli import __version__, rle
-from clipvis_cli.atomic import atomic_write_json
+from clipvis_cli.atomic import atomic_write_json, atomic_write_json_stream
 from clipvis_cli.results import TrackResult, VideoInfo, check_tracks
 from clipvis_cli.writers.ytvis import categories_json
 
@@ -39,15 +39,21 @@ class CocoWriter:
         self, results: Sequence[tuple[VideoInfo, Sequence[TrackResult]]], categories: Sequence[str]
     ) -> dict:
         """The JSON document as a dict (validates track lengths, mask sizes and category ids)."""
+        return {key: list(value) if key == "annotations" else value for key, value in self._fields(results, categories)}
+
+    def _fields(
+        self, results: Sequence[tuple[VideoInfo, Sequence[TrackResult]]], categories: Sequence[str]
+    ) -> list[tuple[str, object]]:
+        """The document's fields; annotations come as an iterator (masks are read one track at a time)."""
         images: list[dict] = []
-        annotations: list[dict] = []
+        first_ids: list[int] = []
         for video, tracks in results:
             check_tracks(video, list(tracks), len(categories))
-            first_image_id = len(images) + 1
+            first_ids.append(len(images) + 1)
             for position in range(video.num_frames):
                 images.append(
                     {
-                        "id": first_image_id + position,
+                        "id": first_ids[-1] + position,
                         "file_name": coco_file_name(video, position),
                         "width": video.width,
                         "height": video.height,
@@ -55,19 +61,22 @@ class CocoWriter:
                         "frame_index": video.frame_indices[position],
                     }
                 )
-            for track in tracks:
-                annotations.extend(self._track_annotations(track, first_image_id, len(annotations) + 1))
-        return {
-            "info": {
-                "description": "clipvis segment output",
-                "version": __version__,
-                "date_created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            },
-            "licenses": [],
-            "images": images,
-            "categories": categories_json(categories),
-            "annotations": annotations,
+
+        def annotations():
+            next_id = 1
+            for (_, tracks), first_image_id in zip(results, first_ids, strict=True):
+                for track in tracks:
+                    for annotation in self._track_annotations(track, first_image_id, next_id):
+                        next_id += 1
+                        yield annotation
+
+        info = {
+            "description": "clipvis segment output",
+            "version": __version__,
+            "date_created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
+        return [("info", info), ("licenses", []), ("images", images),
+                ("categories", categories_json(categories)), ("annotations", annotations())]
 
     def write(
         self, path: Path | str, video: VideoInfo, tracks: Sequence[TrackResult], categories: Sequence[str]
@@ -81,8 +90,10 @@ class CocoWriter:
         results: Sequence[tuple[VideoInfo, Sequence[TrackResult]]],
         categories: Sequence[str],
     ) -> Path:
-        """Write several videos' results into one file."""
-        return atomic_write_json(path, self.build(results, categories), indent=self.indent)
+        """Write several videos' results into one file (streamed: one track's masks in memory at a time)."""
+        if self.indent is not None:
+            return atomic_write_json(path, self.build(results, categories), indent=self.indent)
+        return atomic_write_json_stream(path, self._fields(results, categories))
 
     @staticmethod
     def _track_annotations(track: TrackResult, first_image_id: int, first_annotation_id: int) -> list[dict]:

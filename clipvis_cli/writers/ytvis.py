@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from clipvis_cli.atomic import atomic_write_json
+from clipvis_cli.atomic import atomic_write_json, atomic_write_json_stream
 from clipvis_cli.results import TrackResult, VideoInfo, check_tracks
 
 
@@ -31,21 +31,25 @@ class YtvisWriter:
         self, results: Sequence[tuple[VideoInfo, Sequence[TrackResult]]], categories: Sequence[str]
     ) -> dict:
         """The JSON document as a dict (validates track lengths, mask sizes and category ids)."""
-        videos = []
-        annotations = []
+        return {key: list(value) if key == "annotations" else value for key, value in self._fields(results, categories)}
+
+    def _fields(
+        self, results: Sequence[tuple[VideoInfo, Sequence[TrackResult]]], categories: Sequence[str]
+    ) -> list[tuple[str, object]]:
         for video, tracks in results:
             check_tracks(video, list(tracks), len(categories))
-            videos.append(self._video_json(video))
-            annotations.extend(
-                {
-                    "video_id": video.video_id,
-                    "category_id": int(track.category_id),
-                    "score": float(track.score),
-                    "segmentations": list(track.segmentations),
-                }
-                for track in tracks
-            )
-        return {"videos": videos, "categories": categories_json(categories), "annotations": annotations}
+        annotations = (
+            {
+                "video_id": video.video_id,
+                "category_id": int(track.category_id),
+                "score": float(track.score),
+                "segmentations": list(track.segmentations),
+            }
+            for video, tracks in results
+            for track in tracks
+        )
+        videos = [self._video_json(video) for video, _ in results]
+        return [("videos", videos), ("categories", categories_json(categories)), ("annotations", annotations)]
 
     def write(
         self, path: Path | str, video: VideoInfo, tracks: Sequence[TrackResult], categories: Sequence[str]
@@ -63,7 +67,9 @@ class YtvisWriter:
         ids = [video.video_id for video, _ in results]
         if len(set(ids)) != len(ids):
             raise ValueError(f"duplicate video ids in YouTube-VIS output: {ids}")
-        return atomic_write_json(path, self.build(results, categories), indent=self.indent)
+        if self.indent is not None:
+            return atomic_write_json(path, self.build(results, categories), indent=self.indent)
+        return atomic_write_json_stream(path, self._fields(results, categories))
 
     @staticmethod
     def _video_json(video: VideoInfo) -> dict:
