@@ -142,16 +142,18 @@ class FrameSpill:
 
 
 class StreamingVideoScorer:
-    """Running-sum form of the video scoring; memory does not grow with video length beyond O(T*Q) scalars."""
+    """Running-sum form of the video scoring.
+
+    Per frame it keeps, for each track, the class probabilities, the object probability and the positive-mask
+    statistics (``[Q, C + 3]`` floats) in a FrameSpill, which moves to a temporary file past its memory budget:
+    memory stays bounded whatever the video length.
+    """
 
     def __init__(self, spill_budget_bytes: int = 64 << 20) -> None:
         self.num_frames = 0
         self._object_logit_sum: torch.Tensor | None = None  # [Q, 2]
         self._sqrt_sum: torch.Tensor | None = None  # [Q, C]
-        self._object_probs: list[torch.Tensor] = []  # per frame [Q]
-        self._mask_sums: list[torch.Tensor] = []  # per frame [Q]
-        self._mask_counts: list[torch.Tensor] = []  # per frame [Q]
-        self._probs = FrameSpill(spill_budget_bytes)
+        self._frames = FrameSpill(spill_budget_bytes)  # per frame [Q, C + 3]: probs, object prob, mask sum, count
 
     def add_frame(
         self,
@@ -171,11 +173,11 @@ class StreamingVideoScorer:
         else:
             self._object_logit_sum += object_logits
             self._sqrt_sum += (class_probs * ious[:, None]).sqrt()
-        self._object_probs.append(object_logits.softmax(-1)[:, 0])
         positive = mask_logits > 0
-        self._mask_sums.append((mask_logits.float().sigmoid() * positive).flatten(1).sum(1).cpu())
-        self._mask_counts.append(positive.flatten(1).sum(1).float().cpu())
-        self._probs.append(class_probs.numpy())
+        mask_sum = (mask_logits.float().sigmoid() * positive).flatten(1).sum(1).cpu()
+        mask_count = positive.flatten(1).sum(1).float().cpu()
+        object_prob = object_logits.softmax(-1)[:, 0]
+        self._frames.append(torch.cat([class_probs, torch.stack([object_prob, mask_sum, mask_count], 1)], 1).numpy())
         self.num_frames += 1
 
     def fused_scores(self) -> torch.Tensor:
@@ -205,13 +207,13 @@ class StreamingVideoScorer:
         k = min(top_n, scores.numel())
         top_scores, flat = scores.flatten().topk(k, sorted=False)
         queries, labels = flat // num_classes, flat % num_classes
-        probs = self._probs.read()  # [T, Q, C]
-        probs_sel = torch.from_numpy(np.ascontiguousarray(probs[:, queries.numpy(), labels.numpy()])).T
-        object_probs = torch.stack(self._object_probs, 1)  # [Q, T]
-        suppressed = _suppression(top_scores, probs_sel, object_probs[queries])
+        frames = self._frames.read()  # [T, Q, C + 3]
+        q_sel = queries.numpy()
+        probs_sel = torch.from_numpy(np.ascontiguousarray(frames[:, q_sel, labels.numpy()])).T  # [N, T]
+        stats = torch.from_numpy(np.ascontiguousarray(frames[:, q_sel, num_classes:])).transpose(0, 1)  # [N, T, 3]
+        object_probs, mask_sums, mask_counts = stats.unbind(-1)
+        suppressed = _suppression(top_scores, probs_sel, object_probs)
         keep = (~suppressed).float()
-        mask_sums = torch.stack(self._mask_sums, 1)[queries]
-        mask_counts = torch.stack(self._mask_counts, 1)[queries]
         mask_scores = (mask_sums * keep).sum(1) / ((mask_counts * keep).sum(1) + 1e-6)
         selection = InstanceSelection(queries, labels, top_scores, suppressed, mask_scores, top_scores * mask_scores)
         if official_order:
@@ -222,4 +224,4 @@ class StreamingVideoScorer:
             "queries", "labels", "fused_scores", "suppressed", "mask_scores", "scores")))
 
     def close(self) -> None:
-        self._probs.close()
+        self._frames.close()
