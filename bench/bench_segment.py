@@ -1,0 +1,428 @@
+"""End-to-end throughput and peak memory of `clipvis segment` on a synthetic 480p H.264 video (random weights).
+
+    python bench/bench_segment.py                         # tiny model: (a) + (b) + (c)
+    python bench/bench_segment.py --model r50 --skip-rss  # (a) with the full R50 architecture (slow on CPU)
+    python bench/bench_segment.py --frames 60 --rss-frames 150 1500 --out-json figures.json
+    python bench/bench_segment.py --parts b --child-env MALLOC_MMAP_THRESHOLD_=1048576   # (b) under another malloc
+
+(a) frames/s of the real pipeline (SegmentRunner: background decode, model, RLE worker, overlay + ytvis + coco
+    writers) against model-only frames/s (VideoSession.push on the same frames, already decoded in memory, no
+    writers), their ratio (target >= 0.85), and the per-stage timings the runner records in run.json.
+(b) peak RSS of `clipvis segment` (tiny model, all outputs) on a short and a 10x longer video of the same size,
+    each in a fresh subprocess; their ratio (target <= 1.10: memory must not grow with video length).
+(c) peak RSS of `clipvis segment` with the R50 architecture on a short 480p video (target < 3 GB; the official
+    code needs ~8.3 GB for 20 frames).
+
+Videos (moving coloured shapes over a smoothly textured gradient, 854x480, 30 fps) and checkpoints are made once per
+run in a temporary folder. Random weights are adjusted so that masks are object-sized (see make_masks_object_like).
+The machine may be shared: the load average is printed with every figure, and (a) reports the best of --repeats.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import av
+import cv2
+import numpy as np
+import torch
+
+from clipvis_cli.commands.segment import load_predictor
+from clipvis_cli.inputs import VideoSource
+from clipvis_cli.segment import FORMATS, SegmentOptions, SegmentRunner
+from clipvis_cli.video_io import VideoReader
+from model import ClipVisConfig, create_model, save_pretrained
+from model.preprocess import FramePreprocessor
+
+HEIGHT, WIDTH, FPS = 480, 854, 30
+VOCABULARY = ["person", "car", "dog", "cat", "bicycle", "kite", "horse", "boat"]
+BATCH_FRAMES = 4  # the `segment` default
+TINY_CLIP = {
+    "embed_dim": 32,
+    "quick_gelu": True,
+    "vision_cfg": {"image_size": 224, "layers": [1, 1, 1, 1], "width": 16, "patch_size": None},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+}
+MODEL_CONFIGS = {
+    # Tiny head and CLIP, but the official query count and test size: mask upsampling and RLE cost as with R50.
+    "tiny": ClipVisConfig(
+        clip_model_config=TINY_CLIP, hidden_dim=32, num_queries=100, decoder_layers=2, num_heads=4,
+        dim_feedforward=64, conv_dim=32, mask_dim=32, encoder_layers=1, encoder_dim_feedforward=64,
+    ),
+    "r50": ClipVisConfig(),
+}
+MASK_COVERAGE = 0.03  # random-weight masks are shifted to cover ~3 % of the frame each, like objects
+DEFAULT_FRAMES = {"tiny": 120, "r50": 8}
+GIB = 1024**3
+
+
+def load_average() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+# ----------------------------------------------------------------------------------------------- inputs
+
+
+def write_synthetic_video(path: Path, frames: int, height: int = HEIGHT, width: int = WIDTH, fps: int = FPS) -> Path:
+    """H.264 (libx264 ultrafast) video of coloured shapes moving over a smoothly textured gradient."""
+    rng = np.random.default_rng(0)
+    gradient = np.linspace(30, 200, width, dtype=np.float32)[None, :, None]
+    texture = cv2.GaussianBlur(rng.normal(0, 60, (height, width, 3)).astype(np.float32), (0, 0), 12)
+    background = np.clip(gradient + texture, 0, 255).astype(np.uint8)
+    shapes = [  # (kind, colour, size, x speed, y speed)
+        ("rect", (220, 40, 40), 90, 5, 2),
+        ("circle", (40, 200, 60), 55, -4, 3),
+        ("rect", (50, 80, 230), 120, 3, -2),
+        ("circle", (240, 220, 40), 35, 7, 5),
+    ]
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=fps, options={"preset": "ultrafast", "crf": "23"})
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        for t in range(frames):
+            image = background.copy()
+            for i, (kind, colour, size, vx, vy) in enumerate(shapes):
+                x = int((i * 200 + vx * t) % (width - size)) + size // 2
+                y = int((i * 110 + vy * t) % (height - size)) + size // 2
+                if kind == "rect":
+                    cv2.rectangle(image, (x - size // 2, y - size // 2), (x + size // 2, y + size // 3), colour, -1)
+                else:
+                    cv2.circle(image, (x, y), size // 2, colour, -1)
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        container.mux(stream.encode(None))
+    return path
+
+
+@torch.no_grad()
+def make_masks_object_like(network, frame: np.ndarray, coverage: float = MASK_COVERAGE) -> None:
+    """Shift a random model's mask logits so that masks cover ~`coverage` of the frame.
+
+    Random weights give masks over ~60 % of the frame with RLE strings of ~20k characters, far from a trained
+    model's objects, which would make RLE, the JSON files and the overlay look much costlier than they are.
+    A constant mask-feature channel (1) times a constant mask-embedding component (-offset) subtracts `offset`
+    from every logit; `offset` is the (1 - coverage) quantile of the logits on `frame`.
+    """
+    features = network.pixel_decoder.mask_features
+    embedding = network.mask_decoder.mask_embed.layers[-1]
+    features.weight[0], features.bias[0] = 0.0, 1.0
+    embedding.weight[0], embedding.bias[0] = 0.0, 0.0
+    cfg = network.config
+    preprocess = FramePreprocessor(
+        cfg.min_size_test, cfg.max_size_test, cfg.size_divisibility, cfg.pixel_mean, cfg.pixel_std
+    )
+    images, _ = preprocess(frame, torch.device("cpu"))
+    logits = network(images).mask_logits.flatten()
+    offset = torch.quantile(logits[:: max(1, logits.numel() // 1_000_000)], 1 - coverage)
+    embedding.bias[0] = -offset
+
+
+class BenchFiles:
+    """Videos and checkpoints made on first use and kept for the rest of the run."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._videos: dict[int, Path] = {}
+        self._weights: dict[str, Path] = {}
+        self.generation_seconds: dict[str, float] = {}
+
+    def video(self, frames: int) -> Path:
+        if frames not in self._videos:
+            start = time.perf_counter()
+            self._videos[frames] = write_synthetic_video(self.root / f"synthetic_{frames}f.mp4", frames)
+            self.generation_seconds[f"video {frames} frames"] = time.perf_counter() - start
+        return self._videos[frames]
+
+    def weights(self, model: str) -> Path:
+        if model not in self._weights:
+            start = time.perf_counter()
+            torch.manual_seed(0)
+            network = create_model(MODEL_CONFIGS[model])
+            make_masks_object_like(network, decode_all(self.video(BATCH_FRAMES))[:1])
+            path = save_pretrained(network, self.root / f"{model}.safetensors")
+            self._weights[model] = path
+            self.generation_seconds[f"weights {model}"] = time.perf_counter() - start
+        return self._weights[model]
+
+
+# ------------------------------------------------------------------------------- (a) pipeline throughput
+
+
+class SilentReporter:
+    """A segment Reporter that says nothing."""
+
+    def batch_started(self, num_videos: int) -> None: ...
+    def video_started(self, source, stem, total_frames) -> None: ...
+    def frames_done(self, count: int) -> None: ...
+    def video_finished(self, source, stem, frames, fps, outputs) -> None: ...
+    def video_skipped(self, source, stem) -> None: ...
+    def video_failed(self, source, stem, message) -> None: ...
+    def close(self) -> None: ...
+
+
+@dataclass
+class ThroughputResult:
+    model: str
+    frames: int
+    device: str
+    threads: int
+    model_only_fps: list[float] = field(default_factory=list)
+    end_to_end_fps: list[float] = field(default_factory=list)
+    run_json_timings: dict[str, float] = field(default_factory=dict)
+    load_average: list[float] = field(default_factory=list)
+
+    @property
+    def ratio(self) -> float:
+        """Best end-to-end over best model-only (on a shared machine the best run is the least disturbed)."""
+        return max(self.end_to_end_fps) / max(self.model_only_fps)
+
+
+def decode_all(video: Path) -> np.ndarray:
+    return np.stack([frame for _, frame in VideoReader(video)])
+
+
+def model_only_fps(predictor, frames: np.ndarray) -> float:
+    """Frames/s of VideoSession.push over in-memory frames (batches of BATCH_FRAMES), plus finish()."""
+    session = predictor.new_video()
+    start = time.perf_counter()
+    for first in range(0, len(frames), BATCH_FRAMES):
+        session.push(frames[first : first + BATCH_FRAMES])
+    session.finish()
+    return len(frames) / (time.perf_counter() - start)
+
+
+def end_to_end_fps(runner: SegmentRunner, video: Path, video_id: int) -> tuple[float, dict[str, float]]:
+    """Frames/s of SegmentRunner.run (decode -> model -> RLE -> overlay/ytvis/coco) and its run.json timings."""
+    start = time.perf_counter()
+    outcome = runner.run(VideoSource(video), video_id, video.stem)
+    seconds = time.perf_counter() - start
+    if outcome.status != "complete":
+        raise RuntimeError(f"segment run {outcome.status}: {outcome.error}")
+    manifest = json.loads((runner.options.output / video.stem / "run.json").read_text())
+    return outcome.frames / seconds, manifest["timings"]
+
+
+def measure_throughput(
+    files: BenchFiles, model: str, frames: int, device: str, threads: int, repeats: int
+) -> ThroughputResult:
+    video = files.video(frames)
+    options = SegmentOptions(
+        vocabulary=VOCABULARY, weights=str(files.weights(model)), output=files.root / f"out_{model}",
+        formats=FORMATS, device=device, batch_frames=BATCH_FRAMES, skip_existing=False,
+    )
+    predictor = load_predictor(options)
+    runner = SegmentRunner(predictor, options, SilentReporter())
+    decoded = decode_all(video)
+    result = ThroughputResult(model, len(decoded), device, threads, load_average=load_average())
+    predictor.new_video().push(decoded[:BATCH_FRAMES])  # warm-up (allocator, kernels, lazy inits)
+    for repeat in range(repeats):
+        result.model_only_fps.append(model_only_fps(predictor, decoded))
+        fps, timings = end_to_end_fps(runner, video, repeat + 1)
+        result.end_to_end_fps.append(fps)
+        result.run_json_timings = timings
+    result.load_average += load_average()
+    return result
+
+
+# ------------------------------------------------------------------------------------ (b), (c) peak RSS
+
+
+@dataclass
+class ChildRun:
+    label: str
+    frames: int
+    peak_rss_bytes: int
+    wall_seconds: float
+    load_average: list[float]
+
+
+# A child's ru_maxrss starts at the peak RSS of the process it was forked from (Linux keeps the high-water mark
+# across exec), so the command is started from a small launcher process, which reports its child's peak.
+PEAK_RSS_LAUNCHER = """
+import os, subprocess, sys
+process = subprocess.Popen(sys.argv[2:])
+_, status, usage = os.wait4(process.pid, 0)
+with open(sys.argv[1], "w") as report:
+    report.write(str(usage.ru_maxrss))
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
+def run_child(label: str, command: list[str], env: dict[str, str], log: Path) -> tuple[int, float]:
+    """Run a command in a fresh process; its own peak RSS (bytes) and wall time."""
+    report = log.with_suffix(".maxrss")
+    start = time.perf_counter()
+    with log.open("wb") as sink:
+        launcher = [sys.executable, "-c", PEAK_RSS_LAUNCHER, str(report), *command]
+        returncode = subprocess.run(launcher, stdout=sink, stderr=subprocess.STDOUT, env=env).returncode
+    seconds = time.perf_counter() - start
+    if returncode != 0:
+        tail = log.read_text(errors="replace")[-2000:]
+        raise RuntimeError(f"{label}: exit code {returncode}\n{tail}")
+    return int(report.read_text()) * 1024, seconds  # ru_maxrss is in KiB on Linux
+
+
+def child_env(root: Path, threads: int, extra: dict[str, str]) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(CLIPVIS_CACHE=str(root / "cache"), CLIPVIS_OFFLINE="1", OMP_NUM_THREADS=str(threads), **extra)
+    return env
+
+
+def segment_rss(
+    files: BenchFiles, model: str, frames: int, device: str, threads: int, extra_env: dict[str, str]
+) -> ChildRun:
+    """Peak RSS of `python -m clipvis_cli.app segment` (all outputs on) in a fresh process."""
+    video = files.video(frames)
+    weights = files.weights(model)
+    out = files.root / f"rss_{model}_{frames}"
+    command = [
+        sys.executable, "-m", "clipvis_cli.app", "segment", str(video), "--vocab", ",".join(VOCABULARY),
+        "--weights", str(weights), "-o", str(out), "--device", device, "--batch-frames", str(BATCH_FRAMES),
+        "--overwrite", "--log-format", "jsonl",
+    ]
+    label = f"segment {model} {frames} frames"
+    before = load_average()
+    peak, seconds = run_child(label, command, child_env(files.root, threads, extra_env), out.with_suffix(".log"))
+    manifest = json.loads((out / video.stem / "run.json").read_text())
+    if manifest["frames"] != frames:
+        raise RuntimeError(f"{label}: run.json says {manifest['frames']} frames")
+    return ChildRun(label, frames, peak, seconds, before + load_average())
+
+
+def baseline_rss(files: BenchFiles, threads: int, extra_env: dict[str, str]) -> ChildRun:
+    """Peak RSS of a process that only imports what `segment` imports (the fixed part of every figure)."""
+    command = [sys.executable, "-c", "import torch, cv2, av, open_clip, clipvis_cli.app, model"]
+    before = load_average()
+    env = child_env(files.root, threads, extra_env)
+    peak, seconds = run_child("imports only", command, env, files.root / "imports.log")
+    return ChildRun("imports only", 0, peak, seconds, before + load_average())
+
+
+# ------------------------------------------------------------------------------------------------ report
+
+
+def print_table(title: str, rows: list[tuple[str, str]]) -> None:
+    width = max(len(name) for name, _ in rows)
+    print(f"\n{title}")
+    for name, value in rows:
+        print(f"  {name:<{width}}  {value}")
+
+
+def report_throughput(result: ThroughputResult) -> None:
+    model_fps = max(result.model_only_fps)
+    e2e_fps = max(result.end_to_end_fps)
+    ratio = result.ratio
+    print_table(
+        f"(a) throughput, {result.model} model, {result.frames} frames {WIDTH}x{HEIGHT}, device={result.device}, "
+        f"threads={result.threads}, batch={BATCH_FRAMES}",
+        [
+            ("model only (push, in memory)", f"{model_fps:8.3f} frames/s  best of {_fmt_list(result.model_only_fps)}"),
+            ("end to end (SegmentRunner)", f"{e2e_fps:8.3f} frames/s  best of {_fmt_list(result.end_to_end_fps)}"),
+            ("ratio end-to-end / model", f"{ratio:8.3f}  (target >= 0.85: {'met' if ratio >= 0.85 else 'NOT met'})"),
+            ("load average before/after", _fmt_list(result.load_average)),
+        ],
+    )
+    timings = result.run_json_timings
+    total = timings.get("total", 0.0)
+    known = sum(timings.get(k, 0.0) for k in ("decode_wait", "model", "rle_wait", "overlay"))
+    rows = [(name, f"{seconds:9.3f} s  {100 * seconds / total:5.1f} %") for name, seconds in timings.items()]
+    rows.append(("other (finish, JSON writers)", f"{total - known:9.3f} s  {100 * (total - known) / total:5.1f} %"))
+    print_table("    run.json timings of the last end-to-end run (model_* are inside model)", rows)
+
+
+def report_rss(baseline: ChildRun, short: ChildRun, long: ChildRun) -> dict[str, float]:
+    ratio = long.peak_rss_bytes / short.peak_rss_bytes
+    above_imports = short.peak_rss_bytes - baseline.peak_rss_bytes
+    growth = (long.peak_rss_bytes - short.peak_rss_bytes) / above_imports if above_imports > 0 else float("nan")
+    rows = [(run.label, _fmt_run(run, f"{run.peak_rss_bytes / 2**20:8.1f} MiB")) for run in (baseline, short, long)]
+    rows.append(("ratio long / short", f"{ratio:8.3f}  (target <= 1.10: {'met' if ratio <= 1.10 else 'NOT met'})"))
+    rows.append(("growth above imports", f"{100 * growth:8.1f} %  of the short run's memory above the imports"))
+    print_table(f"(b) peak RSS, tiny model, all outputs, {WIDTH}x{HEIGHT}, fresh process each", rows)
+    return {"ratio": ratio, "growth_above_imports": growth}
+
+
+def report_r50_rss(run: ChildRun) -> None:
+    gib = run.peak_rss_bytes / GIB
+    print_table(
+        f"(c) peak RSS, R50 architecture, all outputs, {run.frames} frames {WIDTH}x{HEIGHT}",
+        [
+            (run.label, _fmt_run(run, f"{gib:6.2f} GiB ({run.peak_rss_bytes / 1e9:.2f} GB)")),
+            ("target", f"< 3 GB: {'met' if run.peak_rss_bytes < 3e9 else 'NOT met'} (official: ~8.3 GB for 20 frames)"),
+        ],
+    )
+
+
+def _fmt_run(run: ChildRun, memory: str) -> str:
+    return f"{memory}  {run.wall_seconds:7.1f} s  load before/after {_fmt_list(run.load_average)}"
+
+
+def _fmt_list(values: list[float]) -> str:
+    return " ".join(f"{v:.3f}" if isinstance(v, float) and v < 100 else str(v) for v in values)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", choices=sorted(MODEL_CONFIGS), default="tiny", help="model for (a)")
+    parser.add_argument("--frames", type=int, default=None, help="frames for (a) (default: tiny 120, r50 8)")
+    parser.add_argument("--repeats", type=int, default=2, help="(a) runs of each kind, alternated; best reported")
+    parser.add_argument("--skip-rss", action="store_true", help="skip (b) and (c)")
+    parser.add_argument("--rss-frames", type=int, nargs=2, default=[300, 3000], metavar=("SHORT", "LONG"))
+    parser.add_argument("--r50-rss-frames", type=int, default=10)
+    parser.add_argument(
+        "--child-env", action="append", default=[], metavar="KEY=VALUE",
+        help="environment for the (b)/(c) subprocesses, e.g. MALLOC_MMAP_THRESHOLD_=1048576 (repeatable)",
+    )
+    parser.add_argument("--parts", nargs="+", choices=["a", "b", "c"], default=["a", "b", "c"], help="what to measure")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (OMP_NUM_THREADS in subprocesses)")
+    parser.add_argument("--out-json", type=Path, default=None, help="also save the figures here")
+    args = parser.parse_args()
+    sys.stdout.reconfigure(line_buffering=True)  # figures appear as they are measured, also under nohup
+    torch.set_num_threads(args.threads)
+    frames = args.frames or DEFAULT_FRAMES[args.model]
+    print(
+        f"python {platform.python_version()}, torch {torch.__version__}, {os.cpu_count()} CPUs, "
+        f"device={args.device}, threads={args.threads}, load average {_fmt_list(load_average())}"
+    )
+    figures: dict[str, Any] = {"args": {k: str(v) for k, v in vars(args).items()}, "load_average_start": load_average()}
+    parts = {"a", "b", "c"}.intersection(args.parts) - ({"b", "c"} if args.skip_rss else set())
+    extra_env = dict(item.split("=", 1) for item in args.child_env)
+    with tempfile.TemporaryDirectory(prefix="clipvis-bench-") as tmp:
+        root = Path(tmp)
+        os.environ.setdefault("CLIPVIS_CACHE", str(root / "cache"))  # text-embedding cache: keep it in the run
+        os.environ["CLIPVIS_OFFLINE"] = "1"
+        files = BenchFiles(root)
+        if "a" in parts:
+            throughput = measure_throughput(files, args.model, frames, args.device, args.threads, args.repeats)
+            report_throughput(throughput)
+            figures["throughput"] = {**asdict(throughput), "ratio": throughput.ratio}
+        if "b" in parts:
+            short_frames, long_frames = args.rss_frames
+            baseline = baseline_rss(files, args.threads, extra_env)
+            short = segment_rss(files, "tiny", short_frames, args.device, args.threads, extra_env)
+            long = segment_rss(files, "tiny", long_frames, args.device, args.threads, extra_env)
+            figures["rss"] = {"runs": [asdict(r) for r in (baseline, short, long)], **report_rss(baseline, short, long)}
+        if "c" in parts:
+            r50 = segment_rss(files, "r50", args.r50_rss_frames, args.device, args.threads, extra_env)
+            report_r50_rss(r50)
+            figures["r50_rss"] = asdict(r50)
+        figures["generation_seconds"] = files.generation_seconds
+        print_table("setup (not timed above)", [(k, f"{v:7.1f} s") for k, v in files.generation_seconds.items()])
+    figures["load_average_end"] = load_average()
+    figures["own_peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    if args.out_json:
+        args.out_json.write_text(json.dumps(figures, indent=2) + "\n")
+        print(f"\nfigures saved to {args.out_json}")
+
+
+if __name__ == "__main__":
+    main()
