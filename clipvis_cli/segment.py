@@ -46,6 +46,7 @@ class SegmentOptions:
     max_tracks: int = 50
     exact: bool = False
     skip_existing: bool = True
+    overlay_min_score: float = 0.2  # tracks drawn on overlay.mp4 (the official visualiser's threshold)
     config: str | None = None
     clip_config: str | None = None
 
@@ -226,7 +227,8 @@ class SegmentRunner:
             outputs.append(self.coco_writer.write(paths.coco, info, tracks, categories))
         if "overlay" in self.options.formats:
             start = time.perf_counter()
-            outputs.append(self.overlay_writer.write(paths.overlay, iter(reader), info, tracks, categories))
+            shown = [track for track in tracks if track.score >= self.options.overlay_min_score]
+            outputs.append(self.overlay_writer.write(paths.overlay, iter(reader), info, shown, categories))
             timings["overlay"] = time.perf_counter() - start
         return outputs
 

@@ -191,7 +191,7 @@ class VideoSession:
         batch, queries = mask_logits.shape[:2]
         flat = mask_logits.reshape(batch * queries, 1, *mask_logits.shape[-2:])
         out = torch.empty(batch * queries, *geo.original, dtype=torch.bool)
-        step = max(1, int(2**26 // (geo.padded[0] * geo.padded[1] + geo.original[0] * geo.original[1])))
+        step = max(1, int(2**24 // (geo.padded[0] * geo.padded[1] + geo.original[0] * geo.original[1])))
         for start in range(0, flat.shape[0], step):  # bounded temporary memory
             x = F.interpolate(flat[start : start + step], size=geo.padded, mode="bilinear", align_corners=False)
             x = x[..., : geo.resized[0], : geo.resized[1]]

@@ -91,6 +91,9 @@ def segment(
     exact: bool = typer.Option(
         False, "--exact", help="The official evaluator's selection and masks (PIL resize, unsorted top 50)."
     ),
+    overlay_min_score: float = typer.Option(
+        0.2, "--overlay-min-score", help="Draw tracks scoring at least this on overlay.mp4 (JSON files keep all)."
+    ),
     skip_existing: bool = typer.Option(
         True, "--skip-existing/--overwrite", help="Skip inputs already complete with the same settings."
     ),
@@ -116,7 +119,7 @@ def segment(
     options = SegmentOptions(
         vocabulary=vocabulary, weights=weights, output=output, formats=chosen, device=device, precision=precision,
         batch_frames=batch_frames, stride=stride, max_frames=max_frames, score_threshold=score_threshold,
-        max_tracks=max_tracks, exact=exact, skip_existing=skip_existing,
+        max_tracks=max_tracks, exact=exact, skip_existing=skip_existing, overlay_min_score=overlay_min_score,
         config=str(config) if config else None, clip_config=str(clip_config) if clip_config else None,
     )
     predictor = load_predictor(options)
