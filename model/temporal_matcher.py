@@ -54,9 +54,10 @@ class TemporalMatcher:
             perm = torch.arange(num_queries)
             self.memory.append(embeds.detach().float().cpu())
             return MatchResult(perm, "first_frame", [], [])
-        current = F.normalize(embeds.detach().float().cpu(), dim=-1)
-        memory = F.normalize(torch.stack(list(self.memory)), dim=-1)  # [M, Q, D], 0 = oldest
-        costs = 1.0 - torch.einsum("qd,mkd->mqk", current, memory)  # [M, Q_cur, Q_mem]
+        with torch.autocast(device_type="cpu", enabled=False):  # costs in float32 whatever the caller's autocast
+            current = F.normalize(embeds.detach().float().cpu(), dim=-1)
+            memory = F.normalize(torch.stack(list(self.memory)), dim=-1)  # [M, Q, D], 0 = oldest
+            costs = 1.0 - torch.einsum("qd,mkd->mqk", current, memory)  # [M, Q_cur, Q_mem]
         costs_np = costs.numpy()
         perms = [self._assign(c.T) for c in costs_np]
         tracks = np.arange(num_queries)
