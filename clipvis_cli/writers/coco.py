@@ -14,11 +14,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime, timezone
-from pathlib import Path
 
 from clipvis_cli import __version__, rle
-from clipvis_cli.atomic import atomic_write_json, atomic_write_json_stream
 from clipvis_cli.results import TrackResult, VideoInfo, check_tracks
+from clipvis_cli.writers.json_document import JsonDocumentWriter, VideoResults
 from clipvis_cli.writers.ytvis import categories_json
 
 
@@ -29,21 +28,10 @@ def coco_file_name(video: VideoInfo, position: int) -> str:
     return f"{video.stem}/frame_{video.frame_indices[position]:06d}.jpg"
 
 
-class CocoWriter:
+class CocoWriter(JsonDocumentWriter):
     """Write COCO instances JSON (images = processed frames, annotations = per-frame track masks)."""
 
-    def __init__(self, indent: int | None = None) -> None:
-        self.indent = indent
-
-    def build(
-        self, results: Sequence[tuple[VideoInfo, Sequence[TrackResult]]], categories: Sequence[str]
-    ) -> dict:
-        """The JSON document as a dict (validates track lengths, mask sizes and category ids)."""
-        return {key: list(value) if key == "annotations" else value for key, value in self._fields(results, categories)}
-
-    def _fields(
-        self, results: Sequence[tuple[VideoInfo, Sequence[TrackResult]]], categories: Sequence[str]
-    ) -> list[tuple[str, object]]:
+    def fields(self, results: VideoResults, categories: Sequence[str]) -> list[tuple[str, object]]:
         """The document's fields; annotations come as an iterator (masks are read one track at a time)."""
         images: list[dict] = []
         first_ids: list[int] = []
@@ -77,23 +65,6 @@ class CocoWriter:
         }
         return [("info", info), ("licenses", []), ("images", images),
                 ("categories", categories_json(categories)), ("annotations", annotations())]
-
-    def write(
-        self, path: Path | str, video: VideoInfo, tracks: Sequence[TrackResult], categories: Sequence[str]
-    ) -> Path:
-        """Write one video's results."""
-        return self.write_many(path, [(video, tracks)], categories)
-
-    def write_many(
-        self,
-        path: Path | str,
-        results: Sequence[tuple[VideoInfo, Sequence[TrackResult]]],
-        categories: Sequence[str],
-    ) -> Path:
-        """Write several videos' results into one file (streamed: one track's masks in memory at a time)."""
-        if self.indent is not None:
-            return atomic_write_json(path, self.build(results, categories), indent=self.indent)
-        return atomic_write_json_stream(path, self._fields(results, categories))
 
     @staticmethod
     def _track_annotations(track: TrackResult, first_image_id: int, first_annotation_id: int) -> list[dict]:

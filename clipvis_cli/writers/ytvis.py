@@ -10,10 +10,9 @@ non-standard `name`, `fps` (source rate), `frame_stride`, `frame_indices` and `s
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
-from clipvis_cli.atomic import atomic_write_json, atomic_write_json_stream
-from clipvis_cli.results import TrackResult, VideoInfo, check_tracks
+from clipvis_cli.results import VideoInfo, check_tracks
+from clipvis_cli.writers.json_document import JsonDocumentWriter, VideoResults
 
 
 def categories_json(categories: Sequence[str]) -> list[dict]:
@@ -21,21 +20,13 @@ def categories_json(categories: Sequence[str]) -> list[dict]:
     return [{"id": i, "name": name, "supercategory": "object"} for i, name in enumerate(categories, start=1)]
 
 
-class YtvisWriter:
+class YtvisWriter(JsonDocumentWriter):
     """Write YouTube-VIS results for one or several videos to a JSON file, atomically."""
 
-    def __init__(self, indent: int | None = None) -> None:
-        self.indent = indent
-
-    def build(
-        self, results: Sequence[tuple[VideoInfo, Sequence[TrackResult]]], categories: Sequence[str]
-    ) -> dict:
-        """The JSON document as a dict (validates track lengths, mask sizes and category ids)."""
-        return {key: list(value) if key == "annotations" else value for key, value in self._fields(results, categories)}
-
-    def _fields(
-        self, results: Sequence[tuple[VideoInfo, Sequence[TrackResult]]], categories: Sequence[str]
-    ) -> list[tuple[str, object]]:
+    def fields(self, results: VideoResults, categories: Sequence[str]) -> list[tuple[str, object]]:
+        ids = [video.video_id for video, _ in results]
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"duplicate video ids in YouTube-VIS output: {ids}")
         for video, tracks in results:
             check_tracks(video, list(tracks), len(categories))
         annotations = (
@@ -51,25 +42,6 @@ class YtvisWriter:
         videos = [self._video_json(video) for video, _ in results]
         return [("videos", videos), ("categories", categories_json(categories)), ("annotations", annotations)]
 
-    def write(
-        self, path: Path | str, video: VideoInfo, tracks: Sequence[TrackResult], categories: Sequence[str]
-    ) -> Path:
-        """Write one video's results."""
-        return self.write_many(path, [(video, tracks)], categories)
-
-    def write_many(
-        self,
-        path: Path | str,
-        results: Sequence[tuple[VideoInfo, Sequence[TrackResult]]],
-        categories: Sequence[str],
-    ) -> Path:
-        """Write several videos' results into one file (video ids must be distinct)."""
-        ids = [video.video_id for video, _ in results]
-        if len(set(ids)) != len(ids):
-            raise ValueError(f"duplicate video ids in YouTube-VIS output: {ids}")
-        if self.indent is not None:
-            return atomic_write_json(path, self.build(results, categories), indent=self.indent)
-        return atomic_write_json_stream(path, self._fields(results, categories))
 
     @staticmethod
     def _video_json(video: VideoInfo) -> dict:
