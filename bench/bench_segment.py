@@ -67,6 +67,16 @@ DEFAULT_FRAMES = {"tiny": 120, "r50": 8}
 GIB = 1024**3
 
 
+def apply_cli_process_setup() -> str:
+    """Do to this process what `clipvis segment` does to its own before running, so that (a) measures the same."""
+    try:
+        from clipvis_cli.memory import keep_large_allocations_off_the_heap
+    except ImportError:
+        return "none"
+    applied = keep_large_allocations_off_the_heap()
+    return f"keep_large_allocations_off_the_heap(): {'applied' if applied else 'not applicable here'}"
+
+
 def load_average() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
@@ -382,6 +392,9 @@ def main() -> None:
         help="environment for the (b)/(c) subprocesses, e.g. MALLOC_MMAP_THRESHOLD_=1048576 (repeatable)",
     )
     parser.add_argument("--parts", nargs="+", choices=["a", "b", "c"], default=["a", "b", "c"], help="what to measure")
+    parser.add_argument(
+        "--default-malloc", action="store_true", help="(a) without the CLI's malloc setup (clipvis_cli.memory)"
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (OMP_NUM_THREADS in subprocesses)")
     parser.add_argument("--out-json", type=Path, default=None, help="also save the figures here")
@@ -402,6 +415,9 @@ def main() -> None:
         os.environ["CLIPVIS_OFFLINE"] = "1"
         files = BenchFiles(root)
         if "a" in parts:
+            if not args.default_malloc:
+                figures["process_setup"] = apply_cli_process_setup()
+                print(f"(a) process setup as in the CLI: {figures['process_setup']}")
             throughput = measure_throughput(files, args.model, frames, args.device, args.threads, args.repeats)
             report_throughput(throughput)
             figures["throughput"] = {**asdict(throughput), "ratio": throughput.ratio}
