@@ -17,6 +17,12 @@ def multi_scale_deformable_attention(
 ) -> torch.Tensor:
     """Sample and mix values at fractional locations of several feature levels.
 
+    The same bilinear sampling as ``F.grid_sample(..., padding_mode="zeros", align_corners=False)`` (the official
+    CPU fallback), computed as one weighted gather: every (query, head) output row is the sum over levels, points
+    and the 4 bilinear corners of ``attention weight * corner weight * value row``, which is exactly
+    ``F.embedding_bag(mode="sum", per_sample_weights=...)`` over a table of value rows. Each level's map gets a zero
+    border (1 before, 2 after) so that a clamped corner reads zeros instead of needing a validity mask.
+
     Args:
         value: ``[N, S, M, D]`` flattened values of all levels (S = sum of H_l*W_l), M heads of D channels.
         spatial_shapes: ``[(H_l, W_l)]`` for the L levels, in the order they are concatenated in ``value``.
@@ -28,19 +34,53 @@ def multi_scale_deformable_attention(
     """
     n, _, heads, channels = value.shape
     _, num_queries, _, num_levels, num_points, _ = sampling_locations.shape
-    value_per_level = value.split([h * w for h, w in spatial_shapes], dim=1)
-    grids = 2 * sampling_locations - 1
-    output = value.new_zeros(n * heads, channels, num_queries)
-    for level, (h, w) in enumerate(spatial_shapes):
-        # [N, H*W, M, D] -> [N*M, D, H, W]
-        value_l = value_per_level[level].flatten(2).transpose(1, 2).reshape(n * heads, channels, h, w)
-        # [N, Lq, M, P, 2] -> [N*M, Lq, P, 2]
-        grid_l = grids[:, :, :, level].transpose(1, 2).flatten(0, 1)
-        sampled = F.grid_sample(value_l, grid_l, mode="bilinear", padding_mode="zeros", align_corners=False)
-        # [N, Lq, M, P] -> [N*M, Lq, P]; weighted sum over the points of this level.
-        weights_l = attention_weights[:, :, :, level].transpose(1, 2).flatten(0, 1)
-        output += sampled.mul_(weights_l[:, None]).sum(-1)
-    return output.view(n, heads * channels, num_queries).transpose(1, 2).contiguous()
+    device, dtype = value.device, sampling_locations.dtype
+    heights = [h for h, _ in spatial_shapes]
+    widths = [w for _, w in spatial_shapes]
+
+    # Table of value rows, ordered (frame, level, padded y, padded x, head); each level padded to [H+3, W+3].
+    padded_sizes = [(h + 3) * (w + 3) for h, w in spatial_shapes]
+    table = value.new_zeros(n, sum(padded_sizes), heads * channels)
+    levels = value.view(n, -1, heads * channels).split([h * w for h, w in spatial_shapes], dim=1)
+    start = 0
+    for level, size, (h, w) in zip(levels, padded_sizes, spatial_shapes, strict=True):
+        padded = table[:, start : start + size].view(n, h + 3, w + 3, -1)
+        padded[:, 1 : h + 1, 1 : w + 1] = level.view(n, h, w, -1)
+        start += size
+
+    # Pixel coordinates with grid_sample's own CPU arithmetic: fma(2 * loc - 1, size / 2, size / 2 - 0.5), done in
+    # float64 and rounded once, so the bilinear weights are bit-identical to the official grid_sample fallback.
+    half = torch.tensor([widths, heights], dtype=torch.float64, device=device).t()[:, None] / 2  # [L, 1, 2]
+    pixel = (2 * sampling_locations - 1).double().mul_(half).add_(half - 0.5).to(dtype)  # [N, Lq, M, L, P, 2]
+    # Clamp to the zero border; outside [-1, size] every corner would read zeros anyway.
+    pixel = pixel.clamp_(min=pixel.new_tensor(-1.0), max=(2 * half).to(dtype))
+    corner = pixel.floor()
+    frac = pixel.sub_(corner)
+    corner = corner.to(torch.int32)
+
+    # Row of the top-left corner: (n * S' + start_l + (y + 1) * (W_l + 3) + x + 1) * M + m.
+    row_stride = torch.tensor(widths, dtype=torch.int32, device=device) + 3  # [L]
+    level_start = torch.tensor([0, *padded_sizes[:-1]], dtype=torch.int32, device=device).cumsum(0, dtype=torch.int32)
+    offset = (
+        torch.arange(n, dtype=torch.int32, device=device).view(n, 1, 1, 1) * table.shape[1]
+        + (level_start + row_stride + 1).view(1, 1, num_levels, 1)
+    ) * heads + torch.arange(heads, dtype=torch.int32, device=device).view(1, heads, 1, 1)  # [N, M, L, 1]
+    top_left = corner[..., 1].mul_((row_stride * heads)[:, None]).add_(corner[..., 0] * heads).add_(offset[:, None])
+    step = row_stride * heads
+    corner_step = torch.stack([torch.zeros_like(step), torch.full_like(step, heads), step, step + heads], -1)
+    indices = top_left[..., None] + corner_step[:, None]  # [N, Lq, M, L, P, 4]: (y,x) (y,x+1) (y+1,x) (y+1,x+1)
+
+    fx, fy = frac.unbind(-1)
+    gx, gy = 1 - fx, 1 - fy
+    weights = torch.stack([gx * gy, fx * gy, gx * fy, fx * fy], -1).mul_(attention_weights[..., None])
+
+    out = F.embedding_bag(
+        indices.view(n * num_queries * heads, -1),
+        table.view(-1, channels),
+        per_sample_weights=weights.view(n * num_queries * heads, -1),
+        mode="sum",
+    )
+    return out.view(n, num_queries, heads * channels)
 
 
 class MSDeformAttn(nn.Module):

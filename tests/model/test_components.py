@@ -65,6 +65,44 @@ def test_deformable_attention_matches_naive_loop() -> None:
     np.testing.assert_allclose(ours.double().numpy(), naive.numpy(), atol=1e-5)
 
 
+def grid_sample_deformable_attention(value, shapes, locations, weights):
+    """The official CPU fallback's formulation: one ``F.grid_sample`` per level, then the weighted sum."""
+    n, _, heads, channels = value.shape
+    out = 0
+    for lvl, (value_l, (h, w)) in enumerate(zip(value.split([h * w for h, w in shapes], dim=1), shapes, strict=True)):
+        value_l = value_l.flatten(2).transpose(1, 2).reshape(n * heads, channels, h, w)
+        grid = (2 * locations[:, :, :, lvl] - 1).transpose(1, 2).flatten(0, 1)  # [N*M, Lq, P, 2]
+        sampled = F.grid_sample(value_l, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        out = out + (sampled * weights[:, :, :, lvl].transpose(1, 2).flatten(0, 1)[:, None]).sum(-1)
+    return out.view(n, heads * channels, -1).transpose(1, 2)
+
+
+def test_deformable_attention_equals_grid_sample_and_its_gradients() -> None:
+    """Same values as the official grid_sample fallback at realistic sizes, and the same gradients (training)."""
+    torch.manual_seed(1)
+    shapes = [(4, 9), (8, 18), (16, 36)]
+    total = sum(h * w for h, w in shapes)
+    value = torch.randn(2, total, 4, 8, dtype=torch.float64, requires_grad=True)
+    # Mostly inside, some outside by less than a pixel, some far outside, some exactly on pixel centres.
+    locations = torch.rand(2, 30, 4, 3, 4, 2, dtype=torch.float64) * 1.6 - 0.3
+    locations[:, :3, :, 0, :, 0] = (torch.arange(3, dtype=torch.float64)[None, :, None, None] + 0.5) / 9
+    locations.requires_grad_(True)
+    weights = torch.rand(2, 30, 4, 3, 4, dtype=torch.float64, requires_grad=True)
+    ours = multi_scale_deformable_attention(value, shapes, locations, weights)
+    reference = grid_sample_deformable_attention(value, shapes, locations, weights)
+    torch.testing.assert_close(ours, reference, atol=1e-12, rtol=1e-12)
+    upstream = torch.randn_like(ours)
+    grads = torch.autograd.grad((ours * upstream).sum(), (value, locations, weights))
+    expected = torch.autograd.grad((reference * upstream).sum(), (value, locations, weights))
+    for got, want in zip(grads, expected, strict=True):
+        torch.testing.assert_close(got, want, atol=1e-10, rtol=1e-10)
+    # float32 on a 1-frame batch: within rounding of the fallback.
+    args = (value[:1].float().detach(), shapes, locations[:1].float().detach(), weights[:1].float().detach())
+    torch.testing.assert_close(
+        multi_scale_deformable_attention(*args), grid_sample_deformable_attention(*args), atol=1e-5, rtol=1e-5
+    )
+
+
 def test_msdeformattn_module_shapes_and_softmax() -> None:
     attn = MSDeformAttn(d_model=16, n_levels=3, n_heads=4, n_points=2)
     shapes = [(2, 3), (4, 6), (8, 12)]
