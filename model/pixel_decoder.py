@@ -23,7 +23,7 @@ class ConvNorm(nn.Conv2d):
         x = super().forward(x)
         if self.norm is not None:
             x = self.norm(x)
-        return F.relu(x) if self.activation else x
+        return F.relu(x, inplace=True) if self.activation else x
 
 
 class DeformableEncoderLayer(nn.Module):
@@ -46,7 +46,7 @@ class DeformableEncoderLayer(nn.Module):
     ) -> torch.Tensor:
         """src, pos: ``[N, S, C]``; reference_points ``[N, S, L, 2]``. Returns ``[N, S, C]``."""
         src = self.norm1(src + self.self_attn(src + pos, reference_points, src, spatial_shapes))
-        return self.norm2(src + self.linear2(F.relu(self.linear1(src))))
+        return self.norm2(src + self.linear2(F.relu(self.linear1(src), inplace=True)))
 
 
 class DeformableEncoder(nn.Module):

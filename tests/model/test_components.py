@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from model.deformable_attention import MSDeformAttn, multi_scale_deformable_attention
+from model.deformable_attention import MSDeformAttn, multi_scale_deformable_attention, softmax_short_rows
 from model.mask_decoder import MaskedTransformerDecoder
 from model.position_encoding import SinePositionEncoding
 from model.preprocess import FramePreprocessor, padded_shape, resized_shape
@@ -100,6 +100,19 @@ def test_deformable_attention_equals_grid_sample_and_its_gradients() -> None:
     args = (value[:1].float().detach(), shapes, locations[:1].float().detach(), weights[:1].float().detach())
     torch.testing.assert_close(
         multi_scale_deformable_attention(*args), grid_sample_deformable_attention(*args), atol=1e-5, rtol=1e-5
+    )
+
+
+def test_softmax_short_rows_equals_softmax_with_gradients_and_large_logits() -> None:
+    torch.manual_seed(0)
+    x = (torch.randn(50, 8, 12, dtype=torch.float64) * torch.tensor([1.0, 1e3]).repeat(25)[:, None, None])
+    x.requires_grad_(True)
+    ours, reference = softmax_short_rows(x), x.softmax(-1)
+    assert torch.isfinite(ours).all()
+    torch.testing.assert_close(ours, reference, atol=1e-15, rtol=0)
+    upstream = torch.randn_like(ours)
+    torch.testing.assert_close(
+        torch.autograd.grad((ours * upstream).sum(), x)[0], torch.autograd.grad((reference * upstream).sum(), x)[0]
     )
 
 
