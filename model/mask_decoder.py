@@ -125,37 +125,53 @@ class MaskedTransformerDecoder(nn.Module):
             nn.init.xavier_uniform_(ffn.linear1.weight)
             nn.init.xavier_uniform_(ffn.linear2.weight)
 
-    def _heads(
-        self, output: torch.Tensor, mask_features: torch.Tensor, attn_size: tuple[int, int]
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """output ``[Q, B, C]`` -> normed ``[B, Q, C]``, masks ``[B, Q, h, w]``, attn mask ``[B*heads, Q, hw]``."""
+    def _heads(self, output: torch.Tensor, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """output ``[Q, B, C]``, features ``[B, C_m, *spatial]`` -> normed queries ``[B, Q, C]`` and mask logits
+        ``[B, Q, *spatial]`` (mask embedding . features)."""
         decoded = self.decoder_norm(output).transpose(0, 1)
-        mask_embed = self.mask_embed(decoded)
-        masks = torch.einsum("bqc,bchw->bqhw", mask_embed, mask_features)
-        attn = F.interpolate(masks, size=attn_size, mode="bilinear", align_corners=False)
-        attn = attn.sigmoid().flatten(2) < 0.5
-        attn = attn.unsqueeze(1).expand(-1, self.num_heads, -1, -1).flatten(0, 1)
-        return decoded, masks, attn
+        masks = torch.einsum("bqc,bc...->bq...", self.mask_embed(decoded), features)
+        return decoded, masks
+
+    def attention_mask(self, mask_logits: torch.Tensor) -> torch.Tensor:
+        """Mask logits ``[B, Q, hw]`` at a memory level's size -> ``[B*heads, Q, hw]``, True = masked.
+
+        ``sigmoid < 0.5`` as the official code (a logit within ~3e-8 of 0 rounds to 0.5 and stays unmasked); a fully
+        masked query sees everything.
+        """
+        attn = mask_logits.sigmoid() < 0.5
+        attn = attn & ~attn.all(-1, keepdim=True)
+        return attn.unsqueeze(1).expand(-1, self.num_heads, -1, -1).flatten(0, 1)
 
     def forward(self, memory: list[torch.Tensor], mask_features: torch.Tensor) -> DecoderOutput:
-        """Args: memory = 3 maps ``[B, C, h_l, w_l]`` (strides 32, 16, 8); mask_features ``[B, C_m, H/4, W/4]``."""
+        """Args: memory = 3 maps ``[B, C, h_l, w_l]`` (strides 32, 16, 8); mask_features ``[B, C_m, H/4, W/4]``.
+
+        Each layer's attention mask comes from the previous prediction's mask logits resized (bilinear,
+        align_corners=False) to the next memory level. Resizing is linear, so the mask features are resized once per
+        level and projected there: the same values as projecting at full resolution and then resizing (the
+        official order), without a full-resolution product per layer. Only the last layer's masks are full size.
+        """
         srcs, pos, sizes = [], [], []
         for level, x in enumerate(memory):
             h, w = x.shape[-2:]
             sizes.append((h, w))
             pos.append(self.pe_layer(h, w, x.device).to(x.dtype).flatten(2).permute(2, 0, 1))
             srcs.append((x.flatten(2) + self.level_embed.weight[level][None, :, None]).permute(2, 0, 1))
+        level_features = [
+            F.interpolate(mask_features, size=size, mode="bilinear", align_corners=False).flatten(2) for size in sizes
+        ]
         batch = srcs[0].shape[1]
         query_pos = self.query_embed.weight.unsqueeze(1).expand(-1, batch, -1)
         output = self.query_feat.weight.unsqueeze(1).expand(-1, batch, -1)
-        decoded, masks, attn_mask = self._heads(output, mask_features, sizes[0])
+        _, level_masks = self._heads(output, level_features[0])
         for i in range(self.num_layers):
             level = i % self.num_feature_levels
-            attn_mask = attn_mask & ~attn_mask.all(-1, keepdim=True)  # a fully masked query sees everything
+            attn_mask = self.attention_mask(level_masks)
             output = self.transformer_cross_attention_layers[i](output, srcs[level], attn_mask, pos[level], query_pos)
             output = self.transformer_self_attention_layers[i](output, query_pos)
             output = self.transformer_ffn_layers[i](output)
-            decoded, masks, attn_mask = self._heads(output, mask_features, sizes[(i + 1) % self.num_feature_levels])
+            if i + 1 < self.num_layers:
+                _, level_masks = self._heads(output, level_features[(i + 1) % self.num_feature_levels])
+        decoded, masks = self._heads(output, mask_features)
         iou = self.iou_head(decoded).squeeze(-1)
         iou = iou.sigmoid() if self.iou_activation == "sigmoid" else F.relu(iou)
         return DecoderOutput(self.object_embed(decoded), masks, iou, decoded)
