@@ -59,7 +59,7 @@ def multi_scale_deformable_attention(
     # Pixel coordinates with grid_sample's own CPU arithmetic: fma(2 * loc - 1, size / 2, size / 2 - 0.5), done in
     # float64 and rounded once, so the bilinear weights are bit-identical to the official grid_sample fallback.
     half = torch.tensor([widths, heights], dtype=torch.float64, device=device).t()[:, None] / 2  # [L, 1, 2]
-    pixel = (2 * sampling_locations - 1).double().mul_(half).add_(half - 0.5).to(dtype)  # [N, Lq, M, L, P, 2]
+    pixel = torch.addcmul(half - 0.5, sampling_locations.mul(2).sub_(1).double(), half).to(dtype)
     # Clamp to the zero border; outside [-1, size] every corner would read zeros anyway.
     pixel = pixel.clamp_(min=pixel.new_tensor(-1.0), max=(2 * half).to(dtype))
     corner = pixel.floor()
@@ -76,7 +76,8 @@ def multi_scale_deformable_attention(
     top_left = corner[..., 1].mul_((row_stride * heads)[:, None]).add_(corner[..., 0] * heads).add_(offset[:, None])
     step = row_stride * heads
     corner_step = torch.stack([torch.zeros_like(step), torch.full_like(step, heads), step, step + heads], -1)
-    indices = top_left[..., None] + corner_step[:, None]  # [N, Lq, M, L, P, 4]: (y,x) (y,x+1) (y+1,x) (y+1,x+1)
+    indices = top_left[..., None].expand(*top_left.shape, 4).contiguous()
+    indices += corner_step[:, None]
 
     fx, fy = frac.unbind(-1)
     gx, gy = 1 - fx, 1 - fy
