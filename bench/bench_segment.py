@@ -40,6 +40,7 @@ import torch
 
 from clipvis_cli.commands.segment import load_predictor
 from clipvis_cli.inputs import VideoSource
+from clipvis_cli.memory import HeapTrimmer
 from clipvis_cli.segment import FORMATS, SegmentOptions, SegmentRunner
 from clipvis_cli.video_io import VideoReader
 from model import ClipVisConfig, create_model, save_pretrained
@@ -67,14 +68,9 @@ DEFAULT_FRAMES = {"tiny": 120, "r50": 8}
 GIB = 1024**3
 
 
-def apply_cli_process_setup() -> str:
-    """Do to this process what `clipvis segment` does to its own before running, so that (a) measures the same."""
-    try:
-        from clipvis_cli.memory import keep_large_allocations_off_the_heap
-    except ImportError:
-        return "none"
-    applied = keep_large_allocations_off_the_heap()
-    return f"keep_large_allocations_off_the_heap(): {'applied' if applied else 'not applicable here'}"
+def cli_heap_trimmer(enabled: bool) -> HeapTrimmer:
+    """What `clipvis segment` does to its own process while it runs, so that (a) measures the same."""
+    return HeapTrimmer(enabled=enabled)
 
 
 def load_average() -> list[float]:
@@ -393,7 +389,7 @@ def main() -> None:
     )
     parser.add_argument("--parts", nargs="+", choices=["a", "b", "c"], default=["a", "b", "c"], help="what to measure")
     parser.add_argument(
-        "--default-malloc", action="store_true", help="(a) without the CLI's malloc setup (clipvis_cli.memory)"
+        "--no-heap-trimmer", action="store_true", help="(a) without the CLI's HeapTrimmer (clipvis_cli.memory)"
     )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (OMP_NUM_THREADS in subprocesses)")
@@ -415,10 +411,11 @@ def main() -> None:
         os.environ["CLIPVIS_OFFLINE"] = "1"
         files = BenchFiles(root)
         if "a" in parts:
-            if not args.default_malloc:
-                figures["process_setup"] = apply_cli_process_setup()
-                print(f"(a) process setup as in the CLI: {figures['process_setup']}")
-            throughput = measure_throughput(files, args.model, frames, args.device, args.threads, args.repeats)
+            trimmer = cli_heap_trimmer(enabled=not args.no_heap_trimmer)
+            figures["heap_trimmer"] = trimmer.active
+            print(f"(a) heap trimmer as in the CLI: {'on' if trimmer.active else 'off'}")
+            with trimmer:
+                throughput = measure_throughput(files, args.model, frames, args.device, args.threads, args.repeats)
             report_throughput(throughput)
             figures["throughput"] = {**asdict(throughput), "ratio": throughput.ratio}
         if "b" in parts:

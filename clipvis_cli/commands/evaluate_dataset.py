@@ -17,7 +17,7 @@ from clipvis_cli.datasets import (
     write_server_zip,
 )
 from clipvis_cli.evaluation.errors import EvaluationInputError
-from clipvis_cli.memory import keep_large_allocations_off_the_heap
+from clipvis_cli.memory import HeapTrimmer
 from clipvis_cli.progress import HumanReporter
 from clipvis_cli.segment import SegmentOptions
 from clipvis_cli.video_io import VideoReadError
@@ -59,7 +59,6 @@ def run_dataset_evaluation(
 
     Returns (results.json path, ground-truth path or None when the split has no public GT, has_public_gt).
     """
-    keep_large_allocations_off_the_heap()
     try:
         inputs = dataset_inputs(dataset, data_root) if dataset else custom_inputs(Path(gt), Path(frames))
     except (DatasetError, EvaluationInputError) as error:
@@ -72,7 +71,8 @@ def run_dataset_evaluation(
     predictor = load_predictor(options)
     runner = DatasetInference(predictor, inputs, options, HumanReporter())
     try:
-        summary = runner.run(output, max_videos=max_videos)
+        with HeapTrimmer():
+            summary = runner.run(output, max_videos=max_videos)
     except VideoReadError as error:
         raise _fail(f"{dataset or gt}: {error}") from None
     finally:

@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 
 from clipvis_cli.inputs import discover_inputs, unique_stems
-from clipvis_cli.memory import keep_large_allocations_off_the_heap
+from clipvis_cli.memory import HeapTrimmer
 from clipvis_cli.progress import HumanReporter, JsonlReporter
 from clipvis_cli.segment import FORMATS, SegmentOptions, SegmentRunner
 
@@ -101,7 +101,6 @@ def segment(
     log_format: str = typer.Option("human", "--log-format", help="human (progress on a terminal) or jsonl."),
 ) -> None:
     """Segment and track every object of the given classes; write overlay.mp4, ytvis.json, coco.json, run.json."""
-    keep_large_allocations_off_the_heap()
     vocabulary = parse_vocabulary(vocab, vocab_file)
     chosen = tuple(f.strip() for f in formats.split(",") if f.strip())
     unknown = sorted(set(chosen) - set(FORMATS))
@@ -130,12 +129,13 @@ def segment(
     failed = 0
     reporter.batch_started(len(sources))
     try:
-        for video_id, (source, stem) in enumerate(zip(sources, unique_stems(sources), strict=True), start=1):
-            outcome = runner.run(source, video_id, stem)
-            failed += outcome.status == "failed"
-            if outcome.status == "complete":
-                for path in outcome.outputs:
-                    typer.echo(str(path))
+        with HeapTrimmer():
+            for video_id, (source, stem) in enumerate(zip(sources, unique_stems(sources), strict=True), start=1):
+                outcome = runner.run(source, video_id, stem)
+                failed += outcome.status == "failed"
+                if outcome.status == "complete":
+                    for path in outcome.outputs:
+                        typer.echo(str(path))
     except KeyboardInterrupt:
         reporter.close()
         typer.echo("clipvis: interrupted; incomplete outputs were not written", err=True)
