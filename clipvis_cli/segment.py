@@ -157,14 +157,18 @@ class SegmentRunner:
         session = self.predictor.new_video()
         frame_indices: list[int] = []
         timings = {"decode_wait": 0.0, "model": 0.0, "rle_wait": 0.0}
-        with ThreadPoolExecutor(1) as encoder:
+        # The model runs on a thread of its own, so that its large per-frame buffers live in their own glibc arena,
+        # apart from the small long-lived allocations of the rest of the run, which would otherwise pin pages
+        # between them and make resident memory grow with video length (see clipvis_cli.memory).
+        model_thread = ThreadPoolExecutor(1, thread_name_prefix="clipvis-model")
+        with model_thread, ThreadPoolExecutor(1) as encoder:
             pending: deque[Future] = deque()
             with BackgroundDecoder(reader, batch_size=opts.batch_frames) as batches:
                 wait_start = time.perf_counter()
                 for batch in batches:
                     timings["decode_wait"] += time.perf_counter() - wait_start
                     model_start = time.perf_counter()
-                    tracked = session.push(batch.frames)
+                    tracked = model_thread.submit(session.push, batch.frames).result()
                     timings["model"] += time.perf_counter() - model_start
                     masks = [frame.masks.numpy() for frame in tracked]
                     pending.append(encoder.submit(_encode_frames, store, masks))
