@@ -61,6 +61,19 @@ class OverlayRenderer:
 
     def __init__(self, style: OverlayStyle | None = None) -> None:
         self.style = style or OverlayStyle()
+        self._colour_planes: dict[tuple[int, int, int], np.ndarray] = {}  # per colour, one frame-sized image
+        self._plane_size: tuple[int, int] | None = None
+
+    def _colour_plane(self, colour: tuple[int, int, int], height: int, width: int) -> np.ndarray:
+        """A height x width image filled with `colour`, made once per colour and frame size."""
+        if self._plane_size != (height, width):
+            self._colour_planes.clear()
+            self._plane_size = (height, width)
+        plane = self._colour_planes.get(colour)
+        if plane is None:
+            plane = self._colour_planes[colour] = np.empty((height, width, 3), np.uint8)
+            plane[:] = colour
+        return plane
 
     def render(
         self, frame: np.ndarray, position: int, tracks: Sequence[TrackResult], categories: Sequence[str]
@@ -79,15 +92,14 @@ class OverlayRenderer:
             if w == 0 or h == 0:
                 continue
             # Work inside the mask's box only: blending and contours cost scales with the object, not the frame.
-            mask = rle.decode(segmentation)[y : y + h, x : x + w]
+            mask = rle.decode(segmentation)[y : y + h, x : x + w].astype(np.uint8)
             region = canvas[y : y + h, x : x + w]
             colour = track_colour(track.track_id)
-            tinted = cv2.addWeighted(region, 1 - self.style.alpha, np.full_like(region, colour), self.style.alpha, 0)
-            np.copyto(region, tinted, where=mask[..., None])
+            tint = self._colour_plane(colour, height, width)[y : y + h, x : x + w]
+            tinted = cv2.addWeighted(region, 1 - self.style.alpha, tint, self.style.alpha, 0)
+            cv2.copyTo(tinted, mask, region)  # in place: region is a view of canvas
             if self.style.draw_contours:
-                contours, _ = cv2.findContours(
-                    mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE, offset=(x, y)
-                )
+                contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE, offset=(x, y))
                 cv2.drawContours(canvas, contours, -1, colour, thickness, lineType=cv2.LINE_AA)
             if self.style.draw_labels:
                 labels.append((track_label(track, categories), (x, y), colour))
