@@ -195,7 +195,8 @@ class VideoSession:
         for start in range(0, flat.shape[0], step):  # bounded temporary memory
             x = F.interpolate(flat[start : start + step], size=geo.padded, mode="bilinear", align_corners=False)
             x = x[..., : geo.resized[0], : geo.resized[1]]
-            x = F.interpolate(x, size=geo.original, mode="bilinear", align_corners=False)
+            if tuple(geo.resized) != tuple(geo.original):  # a same-size bilinear resize returns its input exactly
+                x = F.interpolate(x, size=geo.original, mode="bilinear", align_corners=False)
             out[start : start + step] = (x[:, 0] > 0).cpu()
         return out.view(batch, queries, *geo.original)
 

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from model import CheckpointError, ClipVis, ClipVisConfig, create_model, load_model, save_pretrained
 from model.checkpoint import infer_clip_model, read_state_dict, to_official_state_dict
@@ -188,3 +189,19 @@ def test_bf16_precision_runs(tiny_model, tmp_path) -> None:
     assert tracked[1].masks.shape[1:] == (48, 80) and video.instances
     with pytest.raises(ValueError, match="precision"):
         VideoPredictor(tiny_model, ["box"], precision="int8", cache_dir=tmp_path)
+
+
+@pytest.mark.parametrize("size", [(64, 96), (50, 70), (97, 61)])
+def test_full_resolution_masks_follow_the_official_two_resizes(tiny_model, tmp_path, size) -> None:
+    """Bilinear to the padded size, crop, bilinear to the original size, > 0; the second resize is skipped when the
+    frame is already at the model's size (the same values: a same-size bilinear resize is the identity)."""
+    predictor = VideoPredictor(tiny_model, ["box"], cache_dir=tmp_path)
+    session = predictor.new_video()
+    frames = np.random.default_rng(0).integers(0, 255, size=(2, *size, 3), dtype=np.uint8)
+    session.push(frames)
+    geo = session.geometry
+    logits = torch.randn(2, 5, geo.padded[0] // 4, geo.padded[1] // 4)
+    x = F.interpolate(logits, size=geo.padded, mode="bilinear", align_corners=False)
+    x = F.interpolate(x[..., : geo.resized[0], : geo.resized[1]], size=geo.original, mode="bilinear",
+                      align_corners=False)
+    torch.testing.assert_close(session._full_resolution_masks(logits), x > 0)
