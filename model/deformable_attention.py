@@ -1,4 +1,4 @@
-"""Multi-scale deformable attention in plain PyTorch (`grid_sample`), no compiled ops (spec §1.3)."""
+"""Multi-scale deformable attention in plain PyTorch, no compiled ops (spec §1.3): grid_sample as a gather."""
 
 from __future__ import annotations
 
