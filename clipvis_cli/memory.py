@@ -78,10 +78,9 @@ class HeapTrimmer:
             self.trim()
 
     def __enter__(self) -> HeapTrimmer:
-        if self._libc is not None:
+        if self._libc is not None and self._thread is None:
             self._libc.mallopt(M_MMAP_THRESHOLD, HEAP_BUFFER_MAX_BYTES)
             self._libc.mallopt(M_TRIM_THRESHOLD, NO_TRIM_IN_FREE)
-        if self.active and self._thread is None:
             self._stop.clear()
             self._thread = threading.Thread(target=self._run, name="clipvis-heap-trimmer", daemon=True)
             self._thread.start()

@@ -73,8 +73,8 @@ def multi_scale_deformable_attention(
         torch.arange(n, dtype=torch.int32, device=device).view(n, 1, 1, 1) * table.shape[1]
         + (level_start + row_stride + 1).view(1, 1, num_levels, 1)
     ) * heads + torch.arange(heads, dtype=torch.int32, device=device).view(1, heads, 1, 1)  # [N, M, L, 1]
-    top_left = corner[..., 1].mul_((row_stride * heads)[:, None]).add_(corner[..., 0] * heads).add_(offset[:, None])
-    step = row_stride * heads
+    step = row_stride * heads  # [L] one padded row down, in table rows
+    top_left = corner[..., 1].mul_(step[:, None]).add_(corner[..., 0] * heads).add_(offset[:, None])
     corner_step = torch.stack([torch.zeros_like(step), torch.full_like(step, heads), step, step + heads], -1)
     indices = top_left[..., None].expand(*top_left.shape, 4).contiguous()
     indices += corner_step[:, None]
