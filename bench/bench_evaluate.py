@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from clipvis_cli.evaluation import VideoAPEvaluator, parse_ground_truth, parse_results, score_results_file
+from clipvis.cli.evaluation import VideoAPEvaluator, parse_ground_truth, parse_results, score_results_file
 
 
 def ellipse_counts(height: int, width: int, cx: float, cy: float, rx: float, ry: float) -> list[int]:

@@ -8,7 +8,7 @@ total, per frame. The official implementation measured about 6.3 s per frame on 
 pixel decoder's deformable attention); the target here is <= 3 s.
 
 The process runs as `clipvis segment` runs its own: glibc's default allocator (buffers reused from the heap) with
-clipvis_cli.memory.HeapTrimmer returning free pages every 2 s. --no-heap-trimmer leaves the trimmer off.
+clipvis.cli.memory.HeapTrimmer returning free pages every 2 s. --no-heap-trimmer leaves the trimmer off.
 """
 
 from __future__ import annotations
@@ -20,11 +20,11 @@ import time
 
 import torch
 
-from clipvis_cli.memory import HeapTrimmer
-from model import ClipVisConfig, create_model
-from model.predictor import PRECISIONS
-from model.temporal_matcher import TemporalMatcher
-from model.text_classifier import TextEmbeddings
+from clipvis.cli.memory import HeapTrimmer
+from clipvis.model import ClipVisConfig, create_model
+from clipvis.model.predictor import PRECISIONS
+from clipvis.model.temporal_matcher import TemporalMatcher
+from clipvis.model.text_classifier import TextEmbeddings
 
 ARCHS = {
     "r50": ClipVisConfig(clip_model_name="RN50", clip_pretrained="openai"),

@@ -38,13 +38,13 @@ import cv2
 import numpy as np
 import torch
 
-from clipvis_cli.commands.segment import load_predictor
-from clipvis_cli.inputs import VideoSource
-from clipvis_cli.memory import HeapTrimmer
-from clipvis_cli.segment import FORMATS, SegmentOptions, SegmentRunner
-from clipvis_cli.video_io import VideoReader
-from model import ClipVisConfig, create_model, save_pretrained
-from model.preprocess import FramePreprocessor
+from clipvis.cli.commands.segment import load_predictor
+from clipvis.cli.inputs import VideoSource
+from clipvis.cli.memory import HeapTrimmer
+from clipvis.cli.segment import FORMATS, SegmentOptions, SegmentRunner
+from clipvis.cli.video_io import VideoReader
+from clipvis.model import ClipVisConfig, create_model, save_pretrained
+from clipvis.model.preprocess import FramePreprocessor
 
 HEIGHT, WIDTH, FPS = 480, 854, 30
 VOCABULARY = ["person", "car", "dog", "cat", "bicycle", "kite", "horse", "boat"]
@@ -286,12 +286,12 @@ def child_env(root: Path, threads: int, extra: dict[str, str]) -> dict[str, str]
 def segment_rss(
     files: BenchFiles, model: str, frames: int, device: str, threads: int, extra_env: dict[str, str]
 ) -> ChildRun:
-    """Peak RSS of `python -m clipvis_cli.app segment` (all outputs on) in a fresh process."""
+    """Peak RSS of `python -m clipvis segment` (all outputs on) in a fresh process."""
     video = files.video(frames)
     weights = files.weights(model)
     out = files.root / f"rss_{model}_{frames}"
     command = [
-        sys.executable, "-m", "clipvis_cli.app", "segment", str(video), "--vocab", ",".join(VOCABULARY),
+        sys.executable, "-m", "clipvis", "segment", str(video), "--vocab", ",".join(VOCABULARY),
         "--weights", str(weights), "-o", str(out), "--device", device, "--batch-frames", str(BATCH_FRAMES),
         "--overwrite", "--log-format", "jsonl",
     ]
@@ -306,7 +306,7 @@ def segment_rss(
 
 def baseline_rss(files: BenchFiles, threads: int, extra_env: dict[str, str]) -> ChildRun:
     """Peak RSS of a process that only imports what `segment` imports (the fixed part of every figure)."""
-    command = [sys.executable, "-c", "import torch, cv2, av, open_clip, clipvis_cli.app, model"]
+    command = [sys.executable, "-c", "import torch, cv2, av, open_clip, clipvis.cli.app, clipvis.model"]
     before = load_average()
     env = child_env(files.root, threads, extra_env)
     peak, seconds = run_child("imports only", command, env, files.root / "imports.log")
@@ -389,7 +389,7 @@ def main() -> None:
     )
     parser.add_argument("--parts", nargs="+", choices=["a", "b", "c"], default=["a", "b", "c"], help="what to measure")
     parser.add_argument(
-        "--no-heap-trimmer", action="store_true", help="(a) without the CLI's HeapTrimmer (clipvis_cli.memory)"
+        "--no-heap-trimmer", action="store_true", help="(a) without the CLI's HeapTrimmer (clipvis.cli.memory)"
     )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (OMP_NUM_THREADS in subprocesses)")

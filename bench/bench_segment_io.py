@@ -18,10 +18,10 @@ from pathlib import Path
 import av
 import numpy as np
 
-from clipvis_cli import rle
-from clipvis_cli.results import TrackResult, VideoInfo
-from clipvis_cli.video_io import BackgroundDecoder, VideoReader
-from clipvis_cli.writers import CocoWriter, OverlayVideoWriter, YtvisWriter
+from clipvis.cli import rle
+from clipvis.cli.results import TrackResult, VideoInfo
+from clipvis.cli.video_io import BackgroundDecoder, VideoReader
+from clipvis.cli.writers import CocoWriter, OverlayVideoWriter, YtvisWriter
 
 
 def make_video(path: Path, frames: int, height: int, width: int) -> None:

@@ -1,8 +1,5 @@
 """clipvis command-line application: commands, video I/O, writers, datasets and evaluation."""
 
-from importlib.metadata import PackageNotFoundError, version
+from clipvis import __version__
 
-try:
-    __version__ = version("clipvis")
-except PackageNotFoundError:  # running from a source tree that was not installed
-    __version__ = "0.0.0+unknown"
+__all__ = ["__version__"]

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import typer
 
-from clipvis_cli import __version__
-from clipvis_cli.commands.evaluate import evaluate
-from clipvis_cli.commands.segment import segment
+from clipvis.cli import __version__
+from clipvis.cli.commands.evaluate import evaluate
+from clipvis.cli.commands.segment import segment
 
 app = typer.Typer(
     name="clipvis",

@@ -16,14 +16,14 @@ from typing import Any
 
 import numpy as np
 
-from clipvis_cli import rle
-from clipvis_cli.atomic import atomic_write_json, ensure_output_dir
-from clipvis_cli.datasets import DatasetInputs
-from clipvis_cli.evaluation.ground_truth import GtVideo
-from clipvis_cli.inputs import VideoSource
-from clipvis_cli.progress import Reporter
-from clipvis_cli.segment import SegmentOptions, SegmentRunner
-from clipvis_cli.video_io import VideoReadError
+from clipvis.cli import rle
+from clipvis.cli.atomic import atomic_write_json, ensure_output_dir
+from clipvis.cli.datasets import DatasetInputs
+from clipvis.cli.evaluation.ground_truth import GtVideo
+from clipvis.cli.inputs import VideoSource
+from clipvis.cli.progress import Reporter
+from clipvis.cli.segment import SegmentOptions, SegmentRunner
+from clipvis.cli.video_io import VideoReadError
 
 CACHE_DIR = "per_video"
 
@@ -53,7 +53,7 @@ class DatasetInference:
 
     def _category_ids(self) -> list[int]:
         """Contiguous label -> the dataset's category id (vocabulary is in category-id order)."""
-        from clipvis_cli.datasets import read_dataset_index
+        from clipvis.cli.datasets import read_dataset_index
 
         index = read_dataset_index(self.inputs.gt_path)
         return [c.id for c in sorted(index.categories, key=lambda c: c.id)]

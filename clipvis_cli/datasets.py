@@ -27,9 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from clipvis_cli.evaluation.errors import EvaluationInputError
-from clipvis_cli.evaluation.files import read_json_file, write_zip_atomic
-from clipvis_cli.evaluation.ground_truth import GtCategory, GtVideo, parse_ground_truth
+from clipvis.cli.evaluation.errors import EvaluationInputError
+from clipvis.cli.evaluation.files import read_json_file, write_zip_atomic
+from clipvis.cli.evaluation.ground_truth import GtCategory, GtVideo, parse_ground_truth
 
 DATA_ROOT_ENV = "CLIPVIS_DATASETS"
 LEGACY_DATA_ROOT_ENV = "DETECTRON2_DATASETS"

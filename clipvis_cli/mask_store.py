@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from clipvis_cli import rle
+from clipvis.cli import rle
 
 
 class TrackMaskStore:

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any, Protocol, TextIO
 
-from clipvis_cli.inputs import VideoSource
+from clipvis.cli.inputs import VideoSource
 
 
 class Reporter(Protocol):

@@ -17,14 +17,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from clipvis_cli.atomic import OutputNotWritableError
-from clipvis_cli.inputs import VideoSource
-from clipvis_cli.mask_store import StoredSegmentations, TrackMaskStore
-from clipvis_cli.progress import Reporter
-from clipvis_cli.results import TrackResult, VideoInfo
-from clipvis_cli.video_io import BackgroundDecoder, VideoReadError, open_reader
-from clipvis_cli.writers import CocoWriter, OverlayVideoWriter, RunManifest, VideoOutputPaths, YtvisWriter
-from clipvis_cli.writers.manifest import STATUS_INTERRUPTED
+from clipvis.cli.atomic import OutputNotWritableError
+from clipvis.cli.inputs import VideoSource
+from clipvis.cli.mask_store import StoredSegmentations, TrackMaskStore
+from clipvis.cli.progress import Reporter
+from clipvis.cli.results import TrackResult, VideoInfo
+from clipvis.cli.video_io import BackgroundDecoder, VideoReadError, open_reader
+from clipvis.cli.writers import CocoWriter, OverlayVideoWriter, RunManifest, VideoOutputPaths, YtvisWriter
+from clipvis.cli.writers.manifest import STATUS_INTERRUPTED
 
 FORMATS = ("overlay", "ytvis", "coco")
 
@@ -159,7 +159,7 @@ class SegmentRunner:
         timings = {"decode_wait": 0.0, "model": 0.0, "rle_wait": 0.0}
         # The model runs on a thread of its own, so that its large per-frame buffers live in their own glibc arena,
         # apart from the small long-lived allocations of the rest of the run, which would otherwise pin pages
-        # between them and make resident memory grow with video length (see clipvis_cli.memory).
+        # between them and make resident memory grow with video length (see clipvis.cli.memory).
         model_thread = ThreadPoolExecutor(1, thread_name_prefix="clipvis-model")
         with model_thread, ThreadPoolExecutor(1) as encoder:
             pending: deque[Future] = deque()

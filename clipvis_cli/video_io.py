@@ -27,8 +27,8 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from clipvis_cli.inputs import VideoSource
-from clipvis_cli.results import VideoInfo
+from clipvis.cli.inputs import VideoSource
+from clipvis.cli.results import VideoInfo
 
 DEFAULT_FPS = Fraction(30)
 _MAX_PLAUSIBLE_FPS = 1000

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from model.clip_backbone import ClipBackbone, build_open_clip_model
-from model.clipvis import ClipVis
-from model.config import ClipVisConfig
+from clipvis.model.clip_backbone import ClipBackbone, build_open_clip_model
+from clipvis.model.clipvis import ClipVis
+from clipvis.model.config import ClipVisConfig
 
 
 def create_model(config: ClipVisConfig | dict[str, Any] | None = None, pretrained_clip: bool = False) -> ClipVis:

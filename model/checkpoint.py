@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from model.config import ClipVisConfig, load_clip_model_config, load_config_file
+from clipvis.model.config import ClipVisConfig, load_clip_model_config, load_config_file
 
 # Official prefix -> clipvis module prefix.
 _PREFIX_MAP = (
@@ -177,7 +177,7 @@ def load_model(
     device: str | torch.device = "cpu",
 ):
     """Build a :class:`ClipVis` for a checkpoint file and load its weights (strict: no silent partial load)."""
-    from model.build import create_model
+    from clipvis.model.build import create_model
 
     path = Path(path)
     state, embedded = read_state_dict(path)

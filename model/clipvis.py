@@ -9,11 +9,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from model.clip_backbone import ClipBackbone
-from model.config import ClipVisConfig
-from model.mask_decoder import MaskedTransformerDecoder
-from model.mask_pooling import MaskPooler
-from model.pixel_decoder import MSDeformAttnPixelDecoder
+from clipvis.model.clip_backbone import ClipBackbone
+from clipvis.model.config import ClipVisConfig
+from clipvis.model.mask_decoder import MaskedTransformerDecoder
+from clipvis.model.mask_pooling import MaskPooler
+from clipvis.model.pixel_decoder import MSDeformAttnPixelDecoder
 
 
 @dataclass
@@ -83,11 +83,11 @@ class ClipVis(nn.Module):
         ``config``: an official CLIP-VIS YAML, a clipvis JSON, or a dict of ClipVisConfig overrides; ``clip_config``:
         an open_clip model config (file or dict) for a CLIP open_clip does not know by name.
         """
-        from model.checkpoint import load_model
+        from clipvis.model.checkpoint import load_model
 
         path = Path(name_or_path)
         if not path.exists():
-            from weights import resolve_weights
+            from clipvis.weights import resolve_weights
 
             path = resolve_weights(str(name_or_path))
         return load_model(path, config=config, clip_config=clip_config, device=device)

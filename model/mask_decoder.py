@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from model.position_encoding import SinePositionEncoding
+from clipvis.model.position_encoding import SinePositionEncoding
 
 
 class MLP(nn.Module):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from model.clip_backbone import ClipBackbone
+from clipvis.model.clip_backbone import ClipBackbone
 
 
 class MaskPooler:

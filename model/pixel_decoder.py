@@ -6,9 +6,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from model.deformable_attention import MSDeformAttn
-from model.norms import GroupNorm
-from model.position_encoding import SinePositionEncoding
+from clipvis.model.deformable_attention import MSDeformAttn
+from clipvis.model.norms import GroupNorm
+from clipvis.model.position_encoding import SinePositionEncoding
 
 
 class ConvNorm(nn.Conv2d):

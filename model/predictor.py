@@ -20,11 +20,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from model.clipvis import ClipVis
-from model.preprocess import FrameGeometry, FramePreprocessor
-from model.scoring import StreamingVideoScorer
-from model.temporal_matcher import MatchResult, TemporalMatcher
-from model.text_classifier import TextClassifier, TextEmbeddings
+from clipvis.model.clipvis import ClipVis
+from clipvis.model.preprocess import FrameGeometry, FramePreprocessor
+from clipvis.model.scoring import StreamingVideoScorer
+from clipvis.model.temporal_matcher import MatchResult, TemporalMatcher
+from clipvis.model.text_classifier import TextClassifier, TextEmbeddings
 
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from model.clip_backbone import ClipBackbone
+from clipvis.model.clip_backbone import ClipBackbone
 
 # The 14 ViLD templates, in the official order; filled with str.format, class string verbatim.
 PROMPT_TEMPLATES: tuple[str, ...] = (

@@ -1,12 +1,12 @@
 """Released CLIP-VIS checkpoints: the registry and a resolver from a name or path to a local file."""
 
-from weights.errors import (
+from clipvis.weights.errors import (
     InvalidWeightsError,
     UnknownCheckpointError,
     WeightsError,
     WeightsNotAvailableError,
 )
-from weights.registry import (
+from clipvis.weights.registry import (
     DEFAULT_PRETRAINED,
     PUBLISHED_AP_DATASETS,
     PretrainedCheckpoint,
@@ -16,7 +16,7 @@ from weights.registry import (
     pretrained_names,
     published_ap,
 )
-from weights.resolve import (
+from clipvis.weights.resolve import (
     CACHE_ENV,
     OFFLINE_ENV,
     cache_dir,

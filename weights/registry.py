@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from weights.errors import UnknownCheckpointError
+from clipvis.weights.errors import UnknownCheckpointError
 
 #: Dataset keys used by `PretrainedCheckpoint.published_ap`, in the order of the official table.
 PUBLISHED_AP_DATASETS: tuple[str, ...] = (

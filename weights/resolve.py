@@ -18,8 +18,8 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from weights.errors import InvalidWeightsError, UnknownCheckpointError, WeightsNotAvailableError
-from weights.registry import PretrainedCheckpoint, find_pretrained, get_pretrained, pretrained_names
+from clipvis.weights.errors import InvalidWeightsError, UnknownCheckpointError, WeightsNotAvailableError
+from clipvis.weights.registry import PretrainedCheckpoint, find_pretrained, get_pretrained, pretrained_names
 
 CACHE_ENV = "CLIPVIS_CACHE"
 OFFLINE_ENV = "CLIPVIS_OFFLINE"

@@ -16,14 +16,14 @@ from typing import Any
 import typer
 from rich.console import Console
 
-from clipvis_cli.atomic import OutputNotWritableError, atomic_write_json, ensure_output_dir
-from clipvis_cli.commands.evaluate_dataset import run_dataset_evaluation
-from clipvis_cli.datasets import dataset_names
-from clipvis_cli.evaluation.errors import EvaluationInputError
-from clipvis_cli.evaluation.protocols import get_protocol
-from clipvis_cli.evaluation.scoring import score_results_file
-from clipvis_cli.evaluation.table import metrics_table
-from clipvis_cli.evaluation.video_ap import VideoAPResult
+from clipvis.cli.atomic import OutputNotWritableError, atomic_write_json, ensure_output_dir
+from clipvis.cli.commands.evaluate_dataset import run_dataset_evaluation
+from clipvis.cli.datasets import dataset_names
+from clipvis.cli.evaluation.errors import EvaluationInputError
+from clipvis.cli.evaluation.protocols import get_protocol
+from clipvis.cli.evaluation.scoring import score_results_file
+from clipvis.cli.evaluation.table import metrics_table
+from clipvis.cli.evaluation.video_ap import VideoAPResult
 
 
 class ProtocolChoice(str, Enum):
@@ -73,7 +73,7 @@ def report_result(
 
 def published_numbers(weights: str, dataset: str | None) -> dict[str, float] | None:
     """The paper's AP for a released checkpoint on a dataset, for the table's "paper" column."""
-    from weights import find_pretrained
+    from clipvis.weights import find_pretrained
 
     checkpoint = find_pretrained(weights) if dataset else None
     value = checkpoint.published_ap.get(dataset) if checkpoint is not None else None

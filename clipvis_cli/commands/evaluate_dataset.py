@@ -6,9 +6,9 @@ from pathlib import Path
 
 import typer
 
-from clipvis_cli.commands.segment import load_predictor, resolve_device
-from clipvis_cli.dataset_inference import DatasetInference
-from clipvis_cli.datasets import (
+from clipvis.cli.commands.segment import load_predictor, resolve_device
+from clipvis.cli.dataset_inference import DatasetInference
+from clipvis.cli.datasets import (
     DatasetError,
     DatasetInputs,
     DatasetSpec,
@@ -16,11 +16,11 @@ from clipvis_cli.datasets import (
     read_dataset_index,
     write_server_zip,
 )
-from clipvis_cli.evaluation.errors import EvaluationInputError
-from clipvis_cli.memory import HeapTrimmer
-from clipvis_cli.progress import HumanReporter
-from clipvis_cli.segment import SegmentOptions
-from clipvis_cli.video_io import VideoReadError
+from clipvis.cli.evaluation.errors import EvaluationInputError
+from clipvis.cli.memory import HeapTrimmer
+from clipvis.cli.progress import HumanReporter
+from clipvis.cli.segment import SegmentOptions
+from clipvis.cli.video_io import VideoReadError
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import typer
 
-from clipvis_cli.inputs import discover_inputs, unique_stems
-from clipvis_cli.memory import HeapTrimmer
-from clipvis_cli.progress import HumanReporter, JsonlReporter
-from clipvis_cli.segment import FORMATS, SegmentOptions, SegmentRunner
+from clipvis.cli.inputs import discover_inputs, unique_stems
+from clipvis.cli.memory import HeapTrimmer
+from clipvis.cli.progress import HumanReporter, JsonlReporter
+from clipvis.cli.segment import FORMATS, SegmentOptions, SegmentRunner
 
 DEFAULT_WEIGHTS = "clipvis-lvis-r50"
 
@@ -148,9 +148,9 @@ def segment(
 
 def load_predictor(options: SegmentOptions):
     """The model and predictor for a run; weights problems end the run with one line (exit 1)."""
-    from model import CheckpointError, ClipVis
-    from model.predictor import VideoPredictor
-    from weights import WeightsError
+    from clipvis.model import CheckpointError, ClipVis
+    from clipvis.model.predictor import VideoPredictor
+    from clipvis.weights import WeightsError
 
     try:
         with warnings.catch_warnings(record=True) as caught:

@@ -1,8 +1,8 @@
 """Video instance segmentation metrics (YouTube-VIS / LV-VIS / BURST style video mask AP)."""
 
-from clipvis_cli.evaluation.detections import Detection, DetectionSet, load_results, parse_results
-from clipvis_cli.evaluation.errors import EvaluationInputError
-from clipvis_cli.evaluation.ground_truth import (
+from clipvis.cli.evaluation.detections import Detection, DetectionSet, load_results, parse_results
+from clipvis.cli.evaluation.errors import EvaluationInputError
+from clipvis.cli.evaluation.ground_truth import (
     GtCategory,
     GtTrack,
     GtVideo,
@@ -10,9 +10,9 @@ from clipvis_cli.evaluation.ground_truth import (
     load_ground_truth,
     parse_ground_truth,
 )
-from clipvis_cli.evaluation.protocols import PROTOCOLS, EvaluationProtocol, default_protocol_name, get_protocol
-from clipvis_cli.evaluation.scoring import score_results, score_results_file
-from clipvis_cli.evaluation.video_ap import (
+from clipvis.cli.evaluation.protocols import PROTOCOLS, EvaluationProtocol, default_protocol_name, get_protocol
+from clipvis.cli.evaluation.scoring import score_results, score_results_file
+from clipvis.cli.evaluation.video_ap import (
     STAT_NAMES,
     AreaRange,
     BlockStats,

@@ -21,9 +21,9 @@ from typing import Any
 
 from pycocotools import mask as mask_utils
 
-from clipvis_cli.evaluation.errors import EvaluationInputError
-from clipvis_cli.evaluation.files import read_json_file
-from clipvis_cli.evaluation.ground_truth import GtVideo, Rle, VideoGroundTruth, is_absent
+from clipvis.cli.evaluation.errors import EvaluationInputError
+from clipvis.cli.evaluation.files import read_json_file
+from clipvis.cli.evaluation.ground_truth import GtVideo, Rle, VideoGroundTruth, is_absent
 
 
 @dataclass

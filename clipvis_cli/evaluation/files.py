@@ -7,8 +7,8 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from clipvis_cli.atomic import atomic_output_path, ensure_output_dir
-from clipvis_cli.evaluation.errors import EvaluationInputError
+from clipvis.cli.atomic import atomic_output_path, ensure_output_dir
+from clipvis.cli.evaluation.errors import EvaluationInputError
 
 
 def read_json_file(path: Path, what: str) -> Any:

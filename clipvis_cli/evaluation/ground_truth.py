@@ -17,8 +17,8 @@ from typing import Any
 
 from pycocotools import mask as mask_utils
 
-from clipvis_cli.evaluation.errors import EvaluationInputError
-from clipvis_cli.evaluation.files import read_json_file
+from clipvis.cli.evaluation.errors import EvaluationInputError
+from clipvis.cli.evaluation.files import read_json_file
 
 Rle = dict[str, Any]
 

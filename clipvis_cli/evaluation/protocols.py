@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from clipvis_cli.evaluation.ground_truth import GtCategory, VideoGroundTruth
+from clipvis.cli.evaluation.ground_truth import GtCategory, VideoGroundTruth
 
 
 @dataclass(frozen=True)

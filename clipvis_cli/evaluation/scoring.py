@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from clipvis_cli.evaluation.detections import load_results, parse_results
-from clipvis_cli.evaluation.ground_truth import VideoGroundTruth, load_ground_truth
-from clipvis_cli.evaluation.protocols import default_protocol_name
-from clipvis_cli.evaluation.video_ap import VideoAPEvaluator, VideoAPParams, VideoAPResult
+from clipvis.cli.evaluation.detections import load_results, parse_results
+from clipvis.cli.evaluation.ground_truth import VideoGroundTruth, load_ground_truth
+from clipvis.cli.evaluation.protocols import default_protocol_name
+from clipvis.cli.evaluation.video_ap import VideoAPEvaluator, VideoAPParams, VideoAPResult
 
 
 def score_results(

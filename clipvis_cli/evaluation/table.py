@@ -6,7 +6,7 @@ from collections.abc import Mapping
 
 from rich.table import Table
 
-from clipvis_cli.evaluation.video_ap import STAT_NAMES, VideoAPResult
+from clipvis.cli.evaluation.video_ap import STAT_NAMES, VideoAPResult
 
 _MISSING = "-"
 

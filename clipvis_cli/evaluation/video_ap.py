@@ -27,15 +27,15 @@ from typing import Any
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from clipvis_cli.evaluation.detections import Detection, DetectionSet
-from clipvis_cli.evaluation.ground_truth import GtTrack, GtVideo, Rle, VideoGroundTruth
-from clipvis_cli.evaluation.protocols import (
+from clipvis.cli.evaluation.detections import Detection, DetectionSet
+from clipvis.cli.evaluation.ground_truth import GtTrack, GtVideo, Rle, VideoGroundTruth
+from clipvis.cli.evaluation.protocols import (
     EvaluationProtocol,
     ResolvedBlock,
     get_protocol,
     resolve_blocks,
 )
-from clipvis_cli.rle import coco_areas
+from clipvis.cli.rle import coco_areas
 
 
 @dataclass(frozen=True)

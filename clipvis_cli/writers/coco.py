@@ -15,10 +15,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime, timezone
 
-from clipvis_cli import __version__, rle
-from clipvis_cli.results import TrackResult, VideoInfo, check_tracks
-from clipvis_cli.writers.json_document import JsonDocumentWriter, VideoResults
-from clipvis_cli.writers.ytvis import categories_json
+from clipvis.cli import __version__, rle
+from clipvis.cli.results import TrackResult, VideoInfo, check_tracks
+from clipvis.cli.writers.json_document import JsonDocumentWriter, VideoResults
+from clipvis.cli.writers.ytvis import categories_json
 
 
 def coco_file_name(video: VideoInfo, position: int) -> str:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from clipvis_cli.atomic import atomic_write_json, atomic_write_json_stream
-from clipvis_cli.results import TrackResult, VideoInfo
+from clipvis.cli.atomic import atomic_write_json, atomic_write_json_stream
+from clipvis.cli.results import TrackResult, VideoInfo
 
 VideoResults = Sequence[tuple[VideoInfo, Sequence[TrackResult]]]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from clipvis_cli.atomic import ensure_output_dir
+from clipvis.cli.atomic import ensure_output_dir
 
 OVERLAY_NAME = "overlay.mp4"
 YTVIS_NAME = "ytvis.json"

@@ -19,8 +19,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from clipvis_cli.atomic import atomic_write_json
-from clipvis_cli.inputs import VideoSource
+from clipvis.cli.atomic import atomic_write_json
+from clipvis.cli.inputs import VideoSource
 
 MANIFEST_VERSION = 1
 STATUS_RUNNING = "running"

@@ -22,9 +22,9 @@ import av
 import cv2
 import numpy as np
 
-from clipvis_cli import rle
-from clipvis_cli.atomic import OutputNotWritableError, atomic_output_path
-from clipvis_cli.results import TrackResult, VideoInfo, check_tracks
+from clipvis.cli import rle
+from clipvis.cli.atomic import OutputNotWritableError, atomic_output_path
+from clipvis.cli.results import TrackResult, VideoInfo, check_tracks
 
 # 20 well-separated RGB colours.
 PALETTE: tuple[tuple[int, int, int], ...] = (

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from clipvis_cli.results import VideoInfo, check_tracks
-from clipvis_cli.writers.json_document import JsonDocumentWriter, VideoResults
+from clipvis.cli.results import VideoInfo, check_tracks
+from clipvis.cli.writers.json_document import JsonDocumentWriter, VideoResults
 
 
 def categories_json(categories: Sequence[str]) -> list[dict]:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from model import ClipVisConfig, create_model, save_pretrained
+from clipvis.model import ClipVisConfig, create_model, save_pretrained
 
 TINY_CLIP = {
     "embed_dim": 32,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from clipvis_cli.datasets import (
+from clipvis.cli.datasets import (
     DATA_ROOT_ENV,
     LEGACY_DATA_ROOT_ENV,
     DatasetNotFoundError,

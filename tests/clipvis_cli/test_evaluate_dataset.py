@@ -12,7 +12,7 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 from typer.testing import CliRunner
 
-from clipvis_cli.app import app
+from clipvis.cli.app import app
 
 CATEGORIES = [
     {"id": 1, "name": "person", "partition": 0},

@@ -6,11 +6,11 @@ import json
 
 import numpy as np
 
-from clipvis_cli import rle
-from clipvis_cli.evaluation.ground_truth import parse_ground_truth
-from clipvis_cli.evaluation.scoring import score_results
-from clipvis_cli.results import TrackResult, VideoInfo
-from clipvis_cli.writers import CocoWriter
+from clipvis.cli import rle
+from clipvis.cli.evaluation.ground_truth import parse_ground_truth
+from clipvis.cli.evaluation.scoring import score_results
+from clipvis.cli.results import TrackResult, VideoInfo
+from clipvis.cli.writers import CocoWriter
 
 FRAMES = 300
 

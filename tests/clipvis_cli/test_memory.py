@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from clipvis_cli.memory import HeapTrimmer
+from clipvis.cli.memory import HeapTrimmer
 
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="malloc_trim is glibc's (Linux)")
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from model import ClipVisConfig, create_model
+from clipvis.model import ClipVisConfig, create_model
 
 # A tiny open_clip ModifiedResNet CLIP (the shape of the golden cases' CLIP, smaller text tower).
 TINY_CLIP = {

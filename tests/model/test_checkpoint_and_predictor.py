@@ -9,10 +9,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from model import CheckpointError, ClipVis, ClipVisConfig, create_model, load_model, save_pretrained
-from model.checkpoint import infer_clip_model, read_state_dict, to_official_state_dict
-from model.config import load_config_file
-from model.predictor import VideoPredictor
+from clipvis.model import CheckpointError, ClipVis, ClipVisConfig, create_model, load_model, save_pretrained
+from clipvis.model.checkpoint import infer_clip_model, read_state_dict, to_official_state_dict
+from clipvis.model.config import load_config_file
+from clipvis.model.predictor import VideoPredictor
 
 
 def official_file(model, path):

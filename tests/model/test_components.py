@@ -9,18 +9,18 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from model.deformable_attention import MSDeformAttn, multi_scale_deformable_attention, softmax_short_rows
-from model.mask_decoder import MaskedTransformerDecoder
-from model.position_encoding import SinePositionEncoding
-from model.preprocess import FramePreprocessor, padded_shape, resized_shape
-from model.scoring import (
+from clipvis.model.deformable_attention import MSDeformAttn, multi_scale_deformable_attention, softmax_short_rows
+from clipvis.model.mask_decoder import MaskedTransformerDecoder
+from clipvis.model.position_encoding import SinePositionEncoding
+from clipvis.model.preprocess import FramePreprocessor, padded_shape, resized_shape
+from clipvis.model.scoring import (
     FrameSpill,
     StreamingVideoScorer,
     official_select_instances,
     official_video_scores,
 )
-from model.temporal_matcher import TemporalMatcher
-from model.text_classifier import PROMPT_TEMPLATES, TextEmbeddings, build_prompts, split_synonyms
+from clipvis.model.temporal_matcher import TemporalMatcher
+from clipvis.model.text_classifier import PROMPT_TEMPLATES, TextEmbeddings, build_prompts, split_synonyms
 
 
 def naive_deformable_attention(value, shapes, locations, weights):

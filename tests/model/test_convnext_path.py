@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from model import ClipVisConfig, create_model
-from model.predictor import VideoPredictor
+from clipvis.model import ClipVisConfig, create_model
+from clipvis.model.predictor import VideoPredictor
 
 pytest.importorskip("timm")
 

@@ -14,9 +14,9 @@ import torch
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from model import ClipVis
-from model.predictor import VideoPredictor
-from model.text_classifier import build_prompts
+from clipvis.model import ClipVis
+from clipvis.model.predictor import VideoPredictor
+from clipvis.model.text_classifier import build_prompts
 
 CASES = ["case1", "case2"]
 

@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from weights import (
+from clipvis.weights import (
     DEFAULT_PRETRAINED,
     PUBLISHED_AP_DATASETS,
     PretrainedCheckpoint,

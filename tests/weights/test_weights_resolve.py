@@ -9,7 +9,7 @@ from typing import Any
 import gdown
 import pytest
 
-from weights import (
+from clipvis.weights import (
     InvalidWeightsError,
     UnknownCheckpointError,
     WeightsNotAvailableError,

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from clipvis_cli.app import app
-from clipvis_cli.evaluation import score_results_file
+from clipvis.cli.app import app
+from clipvis.cli.evaluation import score_results_file
 
 runner = CliRunner()
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-from clipvis_cli.evaluation import (
+from clipvis.cli.evaluation import (
     EvaluationInputError,
     VideoAPEvaluator,
     default_protocol_name,
@@ -21,7 +21,7 @@ from clipvis_cli.evaluation import (
     parse_results,
     score_results,
 )
-from clipvis_cli.evaluation.table import metrics_table
+from clipvis.cli.evaluation.table import metrics_table
 
 
 def square(size: int = 8, top: int = 1, left: int = 1, side: int = 4) -> np.ndarray:

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from clipvis_cli.evaluation import VideoAPEvaluator, VideoAPResult, parse_ground_truth, parse_results
+from clipvis.cli.evaluation import VideoAPEvaluator, VideoAPResult, parse_ground_truth, parse_results
 
 
 def approx(value: float) -> object:

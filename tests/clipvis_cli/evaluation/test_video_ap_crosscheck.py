@@ -14,7 +14,7 @@ from types import ModuleType
 import numpy as np
 import pytest
 
-from clipvis_cli.evaluation import (
+from clipvis.cli.evaluation import (
     AreaRange,
     VideoAPEvaluator,
     VideoAPParams,

@@ -1,6 +1,6 @@
 """A slow, literal transcription of spec/video-ap.md (per-element loops) used as a test oracle.
 
-It works on the raw GT dict and results list, shares no code with `clipvis_cli.evaluation`, and follows the spec
+It works on the raw GT dict and results list, shares no code with `clipvis.cli.evaluation`, and follows the spec
 step by step: per-frame pycocotools merge/area IoU over zip(frames), truthy-area means, greedy matching per
 (video, category, area range, IoU threshold) with the scan-and-break rule, accumulation with mergesort, summary
 means of entries > -1. Protocol switches: "ytvis" (crowd ignored), "lvvis" (int areas, crowd not ignored),

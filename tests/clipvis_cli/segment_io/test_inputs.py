@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from clipvis_cli.inputs import VideoSource, discover_inputs, natural_sort_key, unique_stems
+from clipvis.cli.inputs import VideoSource, discover_inputs, natural_sort_key, unique_stems
 
 
 def touch(path: Path, data: bytes = b"x") -> Path:

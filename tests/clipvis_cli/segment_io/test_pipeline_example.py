@@ -16,12 +16,12 @@ import av
 import numpy as np
 from pycocotools.coco import COCO
 
-from clipvis_cli import rle
-from clipvis_cli.atomic import OutputNotWritableError
-from clipvis_cli.inputs import discover_inputs, unique_stems
-from clipvis_cli.results import TrackResult
-from clipvis_cli.video_io import BackgroundDecoder, VideoReadError, make_video_info, open_reader
-from clipvis_cli.writers import CocoWriter, OverlayVideoWriter, RunManifest, VideoOutputPaths, YtvisWriter
+from clipvis.cli import rle
+from clipvis.cli.atomic import OutputNotWritableError
+from clipvis.cli.inputs import discover_inputs, unique_stems
+from clipvis.cli.results import TrackResult
+from clipvis.cli.video_io import BackgroundDecoder, VideoReadError, make_video_info, open_reader
+from clipvis.cli.writers import CocoWriter, OverlayVideoWriter, RunManifest, VideoOutputPaths, YtvisWriter
 
 VOCAB = ["bar"]
 WEIGHTS = "fake-weights"

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from pycocotools import mask as coco_mask
 
-from clipvis_cli import rle
-from clipvis_cli.atomic import (
+from clipvis.cli import rle
+from clipvis.cli.atomic import (
     OutputNotWritableError,
     atomic_output_path,
     atomic_write_json,

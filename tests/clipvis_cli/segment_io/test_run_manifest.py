@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from clipvis_cli.inputs import discover_inputs
-from clipvis_cli.writers import RunManifest, VideoOutputPaths, config_hash
+from clipvis.cli.inputs import discover_inputs
+from clipvis.cli.writers import RunManifest, VideoOutputPaths, config_hash
 
 WEIGHTS = "clipvis_lvis_r50:sha256=abc123"
 VOCAB = ["cat", "dog"]

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from clipvis_cli.inputs import discover_inputs
-from clipvis_cli.video_io import (
+from clipvis.cli.inputs import discover_inputs
+from clipvis.cli.video_io import (
     BackgroundDecoder,
     ImageFolderReader,
     VideoReader,

@@ -12,12 +12,12 @@ import pytest
 from pycocotools import mask as coco_mask
 from pycocotools.coco import COCO
 
-from clipvis_cli import rle
-from clipvis_cli.atomic import OutputNotWritableError
-from clipvis_cli.results import TrackResult, VideoInfo
-from clipvis_cli.video_io import VideoReader
-from clipvis_cli.writers import CocoWriter, OverlayRenderer, OverlayStyle, OverlayVideoWriter, YtvisWriter
-from clipvis_cli.writers.overlay import PALETTE, track_colour
+from clipvis.cli import rle
+from clipvis.cli.atomic import OutputNotWritableError
+from clipvis.cli.results import TrackResult, VideoInfo
+from clipvis.cli.video_io import VideoReader
+from clipvis.cli.writers import CocoWriter, OverlayRenderer, OverlayStyle, OverlayVideoWriter, YtvisWriter
+from clipvis.cli.writers.overlay import PALETTE, track_colour
 
 CATEGORIES = ["cat", "dog", "hot air balloon"]
 

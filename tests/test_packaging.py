@@ -1,0 +1,109 @@
+"""Packaging: the repository's folders install under the one `clipvis` namespace, never as top-level packages."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import zipfile
+from pathlib import Path
+
+import pytest
+
+tomllib = pytest.importorskip("tomllib", reason="tomllib is in the standard library from Python 3.11")
+
+ROOT = Path(__file__).resolve().parents[1]
+FOLDER_OF = {"clipvis": "clipvis", "clipvis.cli": "clipvis_cli", "clipvis.model": "model", "clipvis.weights": "weights"}
+
+
+def _pyproject() -> dict:
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+
+def test_every_source_package_is_listed_and_mapped() -> None:
+    setuptools_cfg = _pyproject()["tool"]["setuptools"]
+    assert setuptools_cfg["package-dir"] == FOLDER_OF
+    expected = set()
+    for name, folder in FOLDER_OF.items():
+        for init in (ROOT / folder).rglob("__init__.py"):
+            relative = init.parent.relative_to(ROOT / folder)
+            expected.add(".".join([name, *relative.parts]))
+    assert set(setuptools_cfg["packages"]) == expected
+
+
+def _user_project(tmp_path: Path) -> Path:
+    """A user's project folder with its own `model.py` and `weights.py`, as many projects have."""
+    project = tmp_path / "user_project"
+    project.mkdir()
+    (project / "model.py").write_text("WHO = 'the user'\n")
+    (project / "weights.py").write_text("WHO = 'the user'\n")
+    return project
+
+
+CHECK_IMPORTS = textwrap.dedent(
+    """
+    import clipvis, model, weights
+    from clipvis import ClipVis, VideoPredictor, create_model, load_model, __version__
+    import clipvis.cli.app, clipvis.model, clipvis.weights
+    assert model.WHO == weights.WHO == 'the user'
+    assert ClipVis.__module__ == 'clipvis.model.clipvis', ClipVis.__module__
+    print(clipvis.model.__file__)
+    """
+)
+
+
+def test_import_clipvis_from_a_folder_with_its_own_model_module(tmp_path: Path) -> None:
+    """The installed package (editable or not) wins over a user's `model.py`, and leaves it importable."""
+    project = _user_project(tmp_path)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    done = subprocess.run(
+        [sys.executable, "-c", CHECK_IMPORTS], cwd=project, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+
+
+@pytest.fixture(scope="module")
+def built_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("wheel")
+    done = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(out), str(ROOT)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    if done.returncode != 0 and "No module named" in done.stderr:
+        pytest.skip(f"cannot build a wheel without build isolation here: {done.stderr.strip().splitlines()[-1]}")
+    assert done.returncode == 0, done.stderr
+    (wheel,) = out.glob("clipvis-*.whl")
+    return wheel
+
+
+def test_wheel_has_one_top_level_package(built_wheel: Path) -> None:
+    with zipfile.ZipFile(built_wheel) as archive:
+        names = archive.namelist()
+    top_level = {name.split("/")[0] for name in names}
+    dist_info = {name for name in top_level if name.endswith(".dist-info")}
+    assert top_level - dist_info == {"clipvis"}
+    for module in ("__init__.py", "cli/app.py", "model/clipvis.py", "weights/registry.py"):
+        assert f"clipvis/{module}" in names
+    (info,) = dist_info
+    with zipfile.ZipFile(built_wheel) as archive:
+        entry_points = archive.read(f"{info}/entry_points.txt").decode()
+        top_level_txt = archive.read(f"{info}/top_level.txt").decode() if f"{info}/top_level.txt" in names else ""
+    assert "clipvis = clipvis.cli.app:main" in entry_points
+    assert top_level_txt.split() in ([], ["clipvis"])
+
+
+def test_built_wheel_imports_beside_a_users_model_module(built_wheel: Path, tmp_path: Path) -> None:
+    """The wheel's files, first on the path, import as `clipvis.*` and never shadow the user's `model.py`."""
+    site = tmp_path / "site"
+    with zipfile.ZipFile(built_wheel) as archive:
+        archive.extractall(site)
+    project = _user_project(tmp_path)
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    done = subprocess.run(
+        [sys.executable, "-c", CHECK_IMPORTS], cwd=project, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert Path(done.stdout.strip()).is_relative_to(site)
