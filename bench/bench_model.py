@@ -48,10 +48,7 @@ def timed(fn, device, *args):
 
 
 def classify(model, text: TextEmbeddings, dense: torch.Tensor, mask_logits: torch.Tensor) -> torch.Tensor:
-    dense = dense.float()
-    masks = model.mask_pooler.binary_masks(mask_logits, tuple(dense.shape[-2:]))
-    pooled, empty = model.mask_pooler(dense, masks)
-    return text.logits(pooled).masked_fill(empty[..., None], 0.0).softmax(-1)
+    return model.classify(dense, mask_logits, text).softmax(-1)
 
 
 def bench(arch: str, device: torch.device, precision: str, height: int, width: int, repeats: int) -> dict[str, float]:

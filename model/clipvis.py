@@ -14,6 +14,7 @@ from clipvis.model.config import ClipVisConfig
 from clipvis.model.mask_decoder import MaskedTransformerDecoder
 from clipvis.model.mask_pooling import MaskPooler
 from clipvis.model.pixel_decoder import MSDeformAttnPixelDecoder
+from clipvis.model.text_classifier import TextEmbeddings
 
 
 @dataclass
@@ -69,6 +70,24 @@ class ClipVis(nn.Module):
         mask_features, memory = self.pixel_decoder(features)
         out = self.mask_decoder(memory, mask_features)
         return FrameOutputs(out.object_logits, out.mask_logits, out.ious, out.query_embeds, features["clip_vis_dense"])
+
+    @torch.no_grad()
+    def classify(self, dense: torch.Tensor, mask_logits: torch.Tensor, text: TextEmbeddings) -> torch.Tensor:
+        """Open-vocabulary class logits of every query's mask region.
+
+        Args: dense CLIP features ``[B, C_d, h32, w32]``; mask logits ``[B, Q, h4, w4]``; the vocabulary's text
+        embeddings. Returns logits ``[B, Q, C]`` (float32). Each mask is resized to the dense map and binarised
+        (logit > 0), the dense features are pooled inside it and compared with the text embeddings. A query whose mask
+        is empty at the dense resolution gets all-zero logits (a uniform distribution) on the RN path only; on the
+        ConvNeXt path the zero vector goes through the CLIP head and gives real logits (docs/fidelity.md).
+        """
+        dense = dense.float()
+        masks = self.mask_pooler.binary_masks(mask_logits, (dense.shape[-2], dense.shape[-1]))
+        pooled, empty = self.mask_pooler(dense, masks)
+        logits = text.logits(pooled)
+        if self.mask_pooler.zero_logits_of_empty_masks:
+            logits = logits.masked_fill(empty[..., None], 0.0)
+        return logits
 
     @classmethod
     def from_pretrained(

@@ -144,22 +144,15 @@ class VideoSession:
             outputs = model(images)
         t2 = time.perf_counter()
         # Pooling and classification commute with the track permutation: do them for the whole batch.
-        dense = outputs.clip_dense.float()
-        masks_lowres = model.mask_pooler.binary_masks(outputs.mask_logits, tuple(dense.shape[-2:]))
-        pooled, empty = model.mask_pooler(dense, masks_lowres)
-        logits = predictor.text.logits(pooled).masked_fill(empty[..., None], 0.0)
-        class_probs = logits.softmax(-1)
+        class_probs = model.classify(outputs.clip_dense, outputs.mask_logits, predictor.text).softmax(-1)
         t3 = time.perf_counter()
-        match_time = 0.0
         tracked: list[TrackedFrame] = []
         mask_logits_all = outputs.mask_logits.float()
         full_masks = self._full_resolution_masks(mask_logits_all)
         t4 = time.perf_counter()
         for b in range(images.shape[0]):
-            m0 = time.perf_counter()
             match = self.matcher.match(outputs.query_embeds[b])
             perm = match.permutation.to(mask_logits_all.device)
-            match_time += time.perf_counter() - m0
             object_logits = outputs.object_logits[b].float()[perm]
             ious = outputs.ious[b].float()[perm]
             probs = class_probs[b][perm]

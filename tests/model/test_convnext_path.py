@@ -6,36 +6,17 @@ import numpy as np
 import pytest
 import torch
 
-from clipvis.model import ClipVisConfig, create_model
 from clipvis.model.predictor import VideoPredictor
 
 pytest.importorskip("timm")
 
-# The layout of open_clip's convnext_base_w_320 config with timm's smallest ConvNeXt.
-TINY_CONVNEXT_CLIP = {
-    "embed_dim": 32,
-    "vision_cfg": {
-        "timm_model_name": "convnext_atto",
-        "timm_model_pretrained": False,
-        "timm_pool": "",
-        "timm_proj": "linear",
-        "timm_drop": 0.0,
-        "timm_drop_path": 0.0,
-        "image_size": 64,
-    },
-    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
-}
-
 
 @pytest.fixture(scope="module")
-def convnext_model():
-    torch.manual_seed(0)
-    config = ClipVisConfig(
-        clip_model_config=TINY_CONVNEXT_CLIP, hidden_dim=32, num_queries=6, decoder_layers=2, num_heads=4,
-        dim_feedforward=64, conv_dim=32, mask_dim=32, encoder_layers=1, encoder_dim_feedforward=64,
-        min_size_test=64, max_size_test=128,
-    )
-    return create_model(config).eval()
+def convnext_model(tiny_model_factory):
+    model = tiny_model_factory("convnext", num_queries=6)
+    with torch.no_grad():  # a trained head LayerNorm has a bias; the random init's is 0 (zero vector -> zero output)
+        model.backbone.clip_model.visual.trunk.head.norm.bias.normal_()
+    return model
 
 
 def test_backbone_levels_and_channels(convnext_model) -> None:
@@ -54,7 +35,7 @@ def test_masked_average_pooling_then_clip_head(convnext_model) -> None:
     dense = torch.randn(1, 320, 4, 6)
     masks = torch.zeros(1, 3, 4, 6, dtype=torch.bool)
     masks[0, 0, 1:3, 2:5] = True
-    masks[0, 1, 0, 0] = True  # query 2 stays empty
+    masks[0, 1, 0, 0] = True  # query 2 stays empty: the zero vector goes through the head
     pooled, empty = convnext_model.mask_pooler(dense, masks)
     assert empty.tolist() == [[False, False, True]]
     with torch.no_grad():
@@ -62,7 +43,10 @@ def test_masked_average_pooling_then_clip_head(convnext_model) -> None:
         expected1 = backbone.visual_head(dense[0, :, 0, 0])
     torch.testing.assert_close(pooled[0, 0], expected0, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(pooled[0, 1], expected1, atol=1e-5, rtol=1e-5)
-    assert pooled.shape == (1, 3, 32) and not pooled[0, 2].any()
+    visual = backbone.clip_model.visual
+    head_of_zero = visual.head.proj.weight @ visual.trunk.head.norm.bias  # LayerNorm(0) = its bias, then projected
+    assert pooled.shape == (1, 3, 32) and head_of_zero.abs().max() > 0.1
+    torch.testing.assert_close(pooled[0, 2], head_of_zero, atol=1e-5, rtol=1e-5)
 
 
 def test_video_through_the_predictor(convnext_model) -> None:

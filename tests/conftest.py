@@ -1,0 +1,86 @@
+"""The tiny random models every test builds on (one source for tests/model, tests/clipvis_cli and tests/weights).
+
+Tests never download weights: the CLIPs here are open_clip models built from a model config with random weights.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+
+from clipvis.model import ClipVis, ClipVisConfig, create_model, save_pretrained
+
+# A tiny open_clip ModifiedResNet CLIP (the shape of the golden cases' CLIP, smaller text tower): RN path.
+TINY_RN_CLIP = {
+    "embed_dim": 32,
+    "quick_gelu": True,
+    "vision_cfg": {"image_size": 224, "layers": [1, 1, 1, 1], "width": 16, "patch_size": None},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+}
+# The layout of open_clip's convnext_base_w_320 config (timm trunk, no pooling, linear projection without bias) with
+# timm's smallest ConvNeXt: ConvNeXt path.
+TINY_CONVNEXT_CLIP = {
+    "embed_dim": 32,
+    "vision_cfg": {
+        "timm_model_name": "convnext_atto",
+        "timm_model_pretrained": False,
+        "timm_pool": "",
+        "timm_proj": "linear",
+        "timm_drop": 0.0,
+        "timm_drop_path": 0.0,
+        "image_size": 64,
+    },
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+}
+TINY_CLIPS = {"rn": TINY_RN_CLIP, "convnext": TINY_CONVNEXT_CLIP}
+# A tiny head: 8 queries, 2 decoder layers, 4 heads, 64x64..128 input.
+TINY_HEAD = dict(
+    hidden_dim=32, num_queries=8, decoder_layers=2, num_heads=4, dim_feedforward=64, conv_dim=32, mask_dim=32,
+    encoder_layers=1, encoder_dim_feedforward=64, min_size_test=64, max_size_test=128,
+)
+
+
+def make_tiny_config(backbone: str = "rn", **changes) -> ClipVisConfig:
+    """A tiny ClipVisConfig for the ``"rn"`` or ``"convnext"`` CLIP, with field overrides."""
+    return ClipVisConfig(clip_model_config=TINY_CLIPS[backbone], **{**TINY_HEAD, **changes})
+
+
+def make_tiny_model(backbone: str = "rn", seed: int = 0, **changes) -> ClipVis:
+    """A tiny random CLIP-VIS (deterministic for a seed)."""
+    torch.manual_seed(seed)
+    return create_model(make_tiny_config(backbone, **changes)).eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_config() -> Callable[..., ClipVisConfig]:
+    """Factory: ``tiny_config(backbone="rn", **field_overrides)`` -> a tiny ClipVisConfig."""
+    return make_tiny_config
+
+
+@pytest.fixture(scope="session")
+def tiny_model_factory() -> Callable[..., ClipVis]:
+    """Factory: ``tiny_model_factory(backbone="rn", seed=0, **field_overrides)`` -> a fresh tiny random model."""
+    return make_tiny_model
+
+
+@pytest.fixture(scope="session")
+def tiny_model() -> ClipVis:
+    """The tiny RN model (shared by the session: do not modify it; use ``tiny_model_factory`` for a private one)."""
+    return make_tiny_model("rn")
+
+
+@pytest.fixture(scope="session")
+def tiny_convnext_model() -> ClipVis:
+    """The tiny ConvNeXt model (shared by the session: do not modify it)."""
+    pytest.importorskip("timm")
+    return make_tiny_model("convnext")
+
+
+@pytest.fixture(scope="session")
+def tiny_weights(tmp_path_factory) -> Path:
+    """The tiny RN model with 6 queries saved in clipvis' safetensors format (a checkpoint file for the CLI)."""
+    model = make_tiny_model("rn", num_queries=6)
+    return save_pretrained(model, tmp_path_factory.mktemp("weights") / "tiny.safetensors")
