@@ -1,8 +1,13 @@
 """Atomic file output: write to a temporary name in the same directory, then `os.replace` onto the final name.
 
 A reader never sees a half-written file under the final name: either the old file (or none) or the
-complete new one. On any exception (KeyboardInterrupt included) the temporary file is removed and the
-final name is untouched.
+complete new one. The data is fsync'ed before the rename and the directory after it, so a file that has its final
+name survives a power cut. On any exception (KeyboardInterrupt included) the temporary file is removed and the
+final name is untouched; temporary files of a process that was killed outright (`.<name>.XXXX.tmp<suffix>`) are
+removed by `remove_stale_temp_files` once the folder's lock shows no live process writes there.
+
+Text that cannot be encoded as UTF-8 (a file name that is not valid UTF-8 reaches Python as lone surrogates) is
+written as JSON escapes (`\udcff`) instead of failing: json.loads gives back the exact name.
 """
 
 from __future__ import annotations
@@ -14,6 +19,8 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from clipvis.cli.messages import path_text
 
 
 def _read_umask() -> int:
@@ -32,15 +39,64 @@ class OutputNotWritableError(OSError):
 
     def __init__(self, path: Path | str, cause: BaseException | str) -> None:
         reason = cause if isinstance(cause, str) else (getattr(cause, "strerror", None) or str(cause))
-        super().__init__(f"{path}: output not writable ({reason})")
+        super().__init__(f"{path_text(path)}: output not writable ({reason})")
         self.path = Path(path)
+
+
+TEMP_MARKER = ".tmp"
 
 
 def temp_path_for(path: Path) -> Path:
     """A fresh, unused temporary path next to `path`, keeping its suffix (for format-by-extension tools)."""
-    handle, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    handle, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f"{TEMP_MARKER}{path.suffix}", dir=path.parent)
     os.close(handle)
     return Path(name)
+
+
+def is_temp_file_name(name: str) -> bool:
+    """True for the names `temp_path_for` makes (`.<stem>.XXXX.tmp<suffix>`)."""
+    return name.startswith(".") and TEMP_MARKER in name
+
+
+def remove_stale_temp_files(directory: Path | str) -> list[Path]:
+    """Delete the temporary files `temp_path_for` left in `directory` (a crash, a kill -9). Call it only while
+    holding the folder's lock, when no live clipvis process can be writing one. Returns what was removed."""
+    removed: list[Path] = []
+    try:
+        entries = list(os.scandir(directory))
+    except OSError:
+        return removed
+    for entry in entries:
+        if is_temp_file_name(entry.name) and entry.is_file(follow_symlinks=False):
+            try:
+                os.unlink(entry.path)
+                removed.append(Path(entry.path))
+            except OSError:
+                continue
+    return removed
+
+
+def fsync_file(path: Path | str) -> None:
+    """Flush a closed file's data to disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_directory(directory: Path | str) -> None:
+    """Make a rename or a new file in `directory` durable (a no-op where directories cannot be fsync'ed)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 @contextmanager
@@ -60,22 +116,25 @@ def atomic_output_path(path: Path | str) -> Iterator[Path]:
         raise OutputNotWritableError(final.parent, error) from error
     try:
         yield tmp
+        try:
+            fsync_file(tmp)
+        except OSError as error:
+            raise OutputNotWritableError(final, error) from error
         os.chmod(tmp, _DEFAULT_FILE_MODE)
         os.replace(tmp, final)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    fsync_directory(final.parent)
 
 
 def atomic_write_bytes(path: Path | str, data: bytes) -> Path:
-    """Write `data` to `path` atomically (flushed and fsync'ed before the rename)."""
+    """Write `data` to `path` atomically (fsync'ed before the rename)."""
     final = Path(path)
     with atomic_output_path(final) as tmp:
         try:
             with open(tmp, "wb") as handle:
                 handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
         except OSError as error:  # e.g. disk full
             raise OutputNotWritableError(final, error) from error
     return final
@@ -93,7 +152,7 @@ def atomic_write_json(path: Path | str, obj: Any, indent: int | None = None) -> 
     """
     separators = (",", ":") if indent is None else None
     text = json.dumps(obj, ensure_ascii=False, indent=indent, separators=separators)
-    return atomic_write_text(path, text + "\n")
+    return atomic_write_bytes(path, (text + "\n").encode("utf-8", _JSON_TEXT_ERRORS))
 
 
 def atomic_write_json_stream(path: Path | str, fields: Iterable[tuple[str, Any]]) -> Path:
@@ -102,7 +161,7 @@ def atomic_write_json_stream(path: Path | str, fields: Iterable[tuple[str, Any]]
     final = Path(path)
     with atomic_output_path(final) as tmp:
         try:
-            with open(tmp, "w", encoding="utf-8") as handle:
+            with open(tmp, "w", encoding="utf-8", errors=_JSON_TEXT_ERRORS) as handle:
                 handle.write("{")
                 for index, (key, value) in enumerate(fields):
                     handle.write(("," if index else "") + json.dumps(key) + ":")
@@ -117,6 +176,10 @@ def atomic_write_json_stream(path: Path | str, fields: Iterable[tuple[str, Any]]
         except OSError as error:
             raise OutputNotWritableError(final, error) from error
     return final
+
+
+# Inside a JSON string, a lone surrogate written as `\udcXX` is a valid escape that json.loads reads back.
+_JSON_TEXT_ERRORS = "backslashreplace"
 
 
 def _compact_json(obj: Any) -> str:

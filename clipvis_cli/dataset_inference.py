@@ -2,30 +2,41 @@
 
 Per-video results are cached under `OUTPUT/per_video/<video_id>.json` (atomic writes), keyed by the weights,
 vocabulary and options in `OUTPUT/per_video/cache.json`, so an interrupted evaluation resumes where it stopped and a
-changed setting never reuses stale results.
+changed setting never reuses stale results. When the key changes only clipvis' own per-video files are deleted,
+under the folder's lock; a `per_video` folder that clipvis did not make (no `cache.json`, not empty) is left alone
+and the run stops with one line. A video that fails (missing frame, unreadable image, model error) is reported on
+one line and the others still run.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import shutil
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from clipvis.cli import rle
-from clipvis.cli.atomic import atomic_write_json, ensure_output_dir
+from clipvis.cli.atomic import atomic_write_json, ensure_output_dir, is_temp_file_name, remove_stale_temp_files
 from clipvis.cli.datasets import DatasetInputs
 from clipvis.cli.evaluation.ground_truth import GtVideo
 from clipvis.cli.inputs import VideoSource
+from clipvis.cli.locks import LOCK_NAME, FolderLock
+from clipvis.cli.messages import subject_message
 from clipvis.cli.progress import Reporter
 from clipvis.cli.segment import SegmentOptions, SegmentRunner
 from clipvis.cli.video_io import VideoReadError
 
 CACHE_DIR = "per_video"
+CACHE_STAMP = "cache.json"
+_PER_VIDEO_FILE = re.compile(r"^\d+\.json$")
+
+
+class ForeignCacheFolderError(ValueError):
+    """OUTPUT/per_video exists, is not empty and was not made by clipvis (no cache.json)."""
 
 
 @dataclass
@@ -33,7 +44,8 @@ class DatasetRunSummary:
     results: list[dict[str, Any]]
     computed: int  # videos run now
     reused: int  # videos taken from the per-video cache
-    results_path: Path
+    results_path: Path | None  # None when some video failed (no results.json is written then)
+    failed: list[str] = field(default_factory=list)  # one line per failed video
 
 
 def cache_identity(weights: str, vocabulary: list[str], options: dict[str, Any]) -> str:
@@ -58,22 +70,36 @@ class DatasetInference:
         index = read_dataset_index(self.inputs.gt_path)
         return [c.id for c in sorted(index.categories, key=lambda c: c.id)]
 
-    def _prepare_cache(self, output: Path) -> Path:
-        cache = ensure_output_dir(output / CACHE_DIR)
+    def _prepare_cache(self, cache: Path) -> None:
+        """Check the cache key of `cache` (held locked by the caller); on a new key delete clipvis' own per-video
+        files only. Raises ForeignCacheFolderError for a non-empty folder without clipvis' stamp."""
         identity = cache_identity(self.options.weights, self.options.vocabulary, self.options.result_options())
-        marker = cache / "cache.json"
-        try:
-            previous = json.loads(marker.read_text())["identity"]
-        except (OSError, ValueError, KeyError, TypeError):
+        marker = cache / CACHE_STAMP
+        remove_stale_temp_files(cache)
+        own = [entry for entry in cache.iterdir() if _PER_VIDEO_FILE.match(entry.name) and entry.is_file()]
+        if not marker.exists():
+            others = [e for e in cache.iterdir() if e.name != LOCK_NAME and not is_temp_file_name(e.name)]
+            if others:
+                raise ForeignCacheFolderError(
+                    f"{cache}: exists and was not made by clipvis evaluate (no {CACHE_STAMP}); nothing was deleted. "
+                    "Choose another --output, or empty that folder."
+                )
             previous = None
+        else:
+            try:
+                previous = json.loads(marker.read_text(encoding="utf-8"))["identity"]
+            except (OSError, ValueError, KeyError, TypeError):
+                previous = None
         if previous != identity:
-            shutil.rmtree(cache)
-            cache = ensure_output_dir(cache)
+            for entry in own:
+                entry.unlink(missing_ok=True)
             atomic_write_json(marker, {"identity": identity, "weights": self.options.weights})
-        return cache
 
     def video_source(self, video: GtVideo) -> VideoSource:
-        frames = tuple(self.inputs.frame_paths(video))
+        try:
+            frames = tuple(self.inputs.frame_paths(video))
+        except ValueError as error:  # a frame name outside the frames folder, or without <video>/<frame>
+            return VideoSource(path=self.inputs.frames_root, kind="images", error=f"video {video.id}: {error}")
         missing = next((p for p in frames if not p.is_file()), None)
         folder = frames[0].parent if frames else self.inputs.frames_root
         if not frames:
@@ -104,28 +130,49 @@ class DatasetInference:
             ]
 
     def run(self, output: Path, max_videos: int | None = None) -> DatasetRunSummary:
+        """Run every video not already in the per-video cache. Raises OutputNotWritableError, FolderBusyError
+        (another process evaluates into the same folder) or ForeignCacheFolderError, with one-line messages."""
         output = ensure_output_dir(output)
-        cache = self._prepare_cache(output)
+        cache = ensure_output_dir(output / CACHE_DIR)
+        with FolderLock(cache):
+            self._prepare_cache(cache)
+            return self._run_videos(output, cache, max_videos)
+
+    def _run_videos(self, output: Path, cache: Path, max_videos: int | None) -> DatasetRunSummary:
         videos = sorted(self.inputs.videos, key=lambda v: v.id)[:max_videos]
         results: list[dict[str, Any]] = []
+        failed: list[str] = []
         computed = reused = 0
         self.reporter.batch_started(len(videos))
         for video in videos:
             path = cache / f"{video.id}.json"
+            stem = f"video{video.id}"
             entries = None
             if path.is_file():
                 try:
                     entries = json.loads(path.read_text())
                     reused += 1
-                    self.reporter.video_skipped(VideoSource(path=path), f"video{video.id}")
+                    self.reporter.video_skipped(VideoSource(path=path), stem)
                 except (OSError, ValueError):
                     entries = None
             if entries is None:
-                entries = self.run_video(video)
+                try:
+                    entries = self.run_video(video)
+                except VideoReadError as error:
+                    failed.append(self._report_failure(video, str(error)))
+                    continue
+                except (ValueError, RuntimeError, MemoryError) as error:  # model errors: this video only
+                    failed.append(self._report_failure(video, subject_message(error, f"video {video.id}")))
+                    continue
                 atomic_write_json(path, entries)
                 computed += 1
-                self.reporter.video_finished(VideoSource(path=path), f"video{video.id}", video.num_frames or 0, 0.0,
-                                             [path])
+                self.reporter.video_finished(VideoSource(path=path), stem, video.num_frames or 0, 0.0, [path])
             results.extend(entries)
+        if failed:
+            return DatasetRunSummary(results, computed, reused, None, failed)
         results_path = atomic_write_json(output / "results.json", results)
         return DatasetRunSummary(results, computed, reused, results_path)
+
+    def _report_failure(self, video: GtVideo, message: str) -> str:
+        self.reporter.video_failed(VideoSource(path=self.inputs.frames_root), f"video{video.id}", message)
+        return message

@@ -52,6 +52,10 @@ class DatasetNotFoundError(DatasetError, FileNotFoundError):
     pass
 
 
+class UnsafeFrameNameError(DatasetError, ValueError):
+    """A GT frame name that is absolute or climbs out of the frames folder with `..`."""
+
+
 @dataclass(frozen=True)
 class EvaluationServer:
     """Where to upload results for a split whose GT is not public."""
@@ -85,10 +89,20 @@ class DatasetSpec:
     frame_path_rule: FramePathRule = "join"
 
     def frame_path(self, frames_root: Path, file_name: str) -> Path:
-        """Path of one frame listed in the GT `file_names` (LV-VIS: rebuilt from its last two components)."""
+        """Path of one frame listed in the GT `file_names` (LV-VIS: rebuilt from its last two components).
+
+        Raises UnsafeFrameNameError for a name that would lead outside `frames_root` (absolute, `..`).
+        """
         if self.frame_path_rule == "last_two_components":
-            return lvvis_frame_path(frames_root, file_name)
-        return Path(frames_root) / file_name
+            path = lvvis_frame_path(frames_root, file_name)
+            relative = path.relative_to(frames_root)
+        else:
+            relative = Path(file_name)
+            path = Path(frames_root) / relative
+        parts = [part for part in re.split(r"[\\/]+", str(relative)) if part]
+        if relative.is_absolute() or relative.drive or ".." in parts or not parts:
+            raise UnsafeFrameNameError(f"frame name {file_name!r} leads outside the frames folder {frames_root}")
+        return path
 
     def missing_message(self, root: Path, tried: Sequence[Path], what: str) -> str:
         canonical_ann = root / self.annotation_candidates[0]
@@ -364,6 +378,7 @@ __all__ = [
     "EvaluationServer",
     "LocatedDataset",
     "UnknownDatasetError",
+    "UnsafeFrameNameError",
     "dataset_inputs",
     "dataset_names",
     "get_dataset",

@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, TextIO
 
+from clipvis.cli.messages import path_text
+
 VIDEO_EXTENSIONS: frozenset[str] = frozenset(
     {
         ".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".wmv", ".flv", ".mpg", ".mpeg", ".ts", ".mts",
@@ -66,12 +68,12 @@ class VideoSource:
     @property
     def stem(self) -> str:
         """Natural output-folder name before de-duplication (file stem, or folder name for image folders)."""
-        name = self.path.name if (self.kind == "images" and self.path.is_dir()) else self.path.stem
+        name = self.path.name if (self.kind == "images" and _is_dir(self.path)) else self.path.stem
         return _safe_stem(name)
 
     def describe_error(self) -> str:
         """One line: `<path>: <reason>` (empty string when there is no error)."""
-        return f"{self.path}: {self.error}" if self.error else ""
+        return f"{path_text(self.path)}: {self.error}" if self.error else ""
 
 
 def natural_sort_key(text: str) -> tuple:
@@ -145,7 +147,10 @@ def is_image_folder(directory: Path) -> bool:
 
 
 def _stdin_arguments(stream: TextIO) -> Iterator[str]:
-    for line in stream:
+    """Lines of `stream`; read as bytes where possible, so a file name that is not UTF-8 arrives intact."""
+    binary = getattr(stream, "buffer", None)
+    lines = (os.fsdecode(raw) for raw in binary) if binary is not None else stream
+    for line in lines:
         argument = line.rstrip("\r\n")
         if argument.strip():
             yield argument
@@ -153,6 +158,13 @@ def _stdin_arguments(stream: TextIO) -> Iterator[str]:
 
 def _expand_argument(argument: str) -> list[VideoSource]:
     path = Path(argument).expanduser()
+    try:
+        return _expand_existing_or_pattern(path, argument)
+    except OSError as error:  # e.g. a name too long for the file system, a folder we may not enter
+        return [VideoSource(path, error=_os_reason(error), argument=argument)]
+
+
+def _expand_existing_or_pattern(path: Path, argument: str) -> list[VideoSource]:
     if path.exists():
         return _expand_path(path, argument, explicit=True)
     if _GLOB_CHARS.search(argument):
@@ -195,14 +207,31 @@ def _expand_directory(directory: Path, argument: str, visited: set[str]) -> Iter
             return
         entries = sorted(_visible_entries(directory), key=lambda p: natural_sort_key(p.name))
     except OSError as error:
-        reason = f"cannot read directory ({error.strerror or error})"
+        reason = f"cannot read directory ({error.strerror or error})"  # e.g. no permission to list it
         yield VideoSource(directory, error=reason, argument=argument)
         return
     for entry in entries:
-        if entry.is_dir():
+        try:
+            is_dir = entry.is_dir()
+            is_video = not is_dir and entry.suffix.lower() in VIDEO_EXTENSIONS and entry.is_file()
+        except OSError as error:
+            yield VideoSource(entry, error=_os_reason(error), argument=argument)
+            continue
+        if is_dir:
             yield from _expand_directory(entry, argument, visited)
-        elif entry.suffix.lower() in VIDEO_EXTENSIONS and entry.is_file():
+        elif is_video:
             yield VideoSource(entry, kind="video", argument=argument)
+
+
+def _os_reason(error: OSError) -> str:
+    return f"cannot read ({error.strerror or error})"
+
+
+def _is_dir(path: Path) -> bool:
+    try:
+        return path.is_dir()
+    except OSError:
+        return False
 
 
 def _visible_entries(directory: Path) -> Iterable[Path]:
@@ -222,5 +251,5 @@ def _deduplicate(sources: Iterable[VideoSource]) -> list[VideoSource]:
 
 
 def _safe_stem(name: str) -> str:
-    cleaned = name.replace("\x00", "_").replace("/", "_").replace("\\", "_").lstrip(".").strip()
+    cleaned = path_text(name).replace("\x00", "_").replace("/", "_").replace("\\", "_").lstrip(".").strip()
     return cleaned or "video"

@@ -1,4 +1,5 @@
-"""Compact storage of every track's per-frame mask while a video streams: compressed RLE spilled to a temp file.
+"""Compact storage of every track's per-frame mask while a video streams: compressed RLE spilled to a temp file
+(unlinked as soon as it is created, so nothing is left behind whatever ends the process).
 
 Memory holds only an index of (offset, length) pairs, so it does not grow with video length beyond a few bytes
 per (frame, track); the masks themselves live on disk until the selected tracks are assembled.
@@ -20,8 +21,8 @@ class TrackMaskStore:
 
     def __init__(self, height: int, width: int, directory: str | None = None) -> None:
         self.size = [height, width]
-        handle, self._path = tempfile.mkstemp(prefix="clipvis-masks-", suffix=".rle", dir=directory)
-        self._file = os.fdopen(handle, "w+b")
+        # Unlinked from the start (TemporaryFile): a crash or kill -9 leaves nothing behind in the temp folder.
+        self._file = tempfile.TemporaryFile(prefix="clipvis-masks-", suffix=".rle", dir=directory)
         self._offset = 0
         self._index: list[np.ndarray] = []  # per frame [Q, 2] (offset, length); length 0 = empty mask
 
@@ -55,10 +56,6 @@ class TrackMaskStore:
     def close(self) -> None:
         if not self._file.closed:
             self._file.close()
-        try:
-            os.unlink(self._path)
-        except OSError:
-            pass
 
     def __enter__(self) -> TrackMaskStore:
         return self

@@ -8,7 +8,10 @@ import time
 from pathlib import Path
 from typing import Any, Protocol, TextIO
 
+from rich.markup import escape
+
 from clipvis.cli.inputs import VideoSource
+from clipvis.cli.messages import error_line, path_text
 
 
 class Reporter(Protocol):
@@ -18,9 +21,12 @@ class Reporter(Protocol):
     def video_finished(
         self, source: VideoSource, stem: str, frames: int, fps: float, outputs: list[Path]
     ) -> None: ...
-    def video_skipped(self, source: VideoSource, stem: str) -> None: ...
+    def video_skipped(self, source: VideoSource, stem: str, reason: str = ...) -> None: ...
     def video_failed(self, source: VideoSource, stem: str, message: str) -> None: ...
     def close(self) -> None: ...
+
+
+SKIPPED_COMPLETE = "already complete in its output folder with the same settings (--overwrite redoes it)"
 
 
 class JsonlReporter:
@@ -45,7 +51,7 @@ class JsonlReporter:
     def video_started(self, source, stem, total_frames) -> None:
         self._video, self._frames, self._since = str(source.path), 0, 0
         self._started = time.perf_counter()
-        self._emit("video_start", input=str(source.path), stem=stem, frames_expected=total_frames)
+        self._emit("video_start", input=path_text(source.path), stem=stem, frames_expected=total_frames)
 
     def frames_done(self, count: int) -> None:
         self._frames += count
@@ -56,14 +62,14 @@ class JsonlReporter:
             self._emit("progress", input=self._video, frames=self._frames, fps=round(fps, 3))
 
     def video_finished(self, source, stem, frames, fps, outputs) -> None:
-        self._emit("video_done", input=str(source.path), stem=stem, frames=frames, fps=round(fps, 3),
-                   outputs=[str(p) for p in outputs], status="ok")
+        self._emit("video_done", input=path_text(source.path), stem=stem, frames=frames, fps=round(fps, 3),
+                   outputs=[path_text(p) for p in outputs], status="ok")
 
-    def video_skipped(self, source, stem) -> None:
-        self._emit("video_skipped", input=str(source.path), stem=stem, reason="complete run.json with same settings")
+    def video_skipped(self, source, stem, reason: str = SKIPPED_COMPLETE) -> None:
+        self._emit("video_skipped", input=path_text(source.path), stem=stem, reason=reason)
 
     def video_failed(self, source, stem, message) -> None:
-        self._emit("video_failed", input=str(source.path), stem=stem, error=message, status="failed")
+        self._emit("video_failed", input=path_text(source.path), stem=stem, error=message, status="failed")
 
     def close(self) -> None:
         pass
@@ -71,7 +77,8 @@ class JsonlReporter:
 
 class HumanReporter:
     """rich progress bars (overall and per video, frames/s, ETA) on stderr when it is a terminal; failures are
-    always printed as one line."""
+    always printed as one line. User text (file names, stems) is never read as rich markup: `clip[1].mp4` or
+    `a[/b]` print as they are."""
 
     def __init__(self, stream: TextIO | None = None) -> None:
         from rich.console import Console
@@ -116,7 +123,7 @@ class HumanReporter:
         if self.progress is not None:
             if self._video_task is not None:
                 self.progress.remove_task(self._video_task)
-            self._video_task = self.progress.add_task(stem, total=total_frames, rate="")
+            self._video_task = self.progress.add_task(escape(path_text(stem)), total=total_frames, rate="")
 
     def frames_done(self, count: int) -> None:
         self._frames += count
@@ -131,14 +138,14 @@ class HumanReporter:
     def video_finished(self, source, stem, frames, fps, outputs) -> None:
         self._video_ended()
 
-    def video_skipped(self, source, stem) -> None:
+    def video_skipped(self, source, stem, reason: str = SKIPPED_COMPLETE) -> None:
         self._video_ended()
-        if self.interactive:
-            self.console.print(f"skipped {source.path} (already complete in its output folder; --overwrite redoes it)")
+        if self.interactive or reason != SKIPPED_COMPLETE:
+            self.console.print(f"skipped {path_text(source.path)}: {reason}", markup=False, soft_wrap=True)
 
     def video_failed(self, source, stem, message) -> None:
         self._video_ended()
-        self.console.print(f"clipvis: error: {message}", markup=False, soft_wrap=True)
+        self.console.print(error_line(message), markup=False, soft_wrap=True)
 
     def close(self) -> None:
         if self.progress is not None:

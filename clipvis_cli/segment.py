@@ -20,6 +20,7 @@ from typing import Any
 from clipvis.cli.atomic import OutputNotWritableError
 from clipvis.cli.inputs import VideoSource
 from clipvis.cli.mask_store import StoredSegmentations, TrackMaskStore
+from clipvis.cli.messages import describe_exception, one_line, path_text, subject_message
 from clipvis.cli.progress import Reporter
 from clipvis.cli.results import TrackResult, VideoInfo
 from clipvis.cli.video_io import BackgroundDecoder, VideoReadError, open_reader
@@ -118,12 +119,12 @@ class SegmentRunner:
             _write_quietly(manifest, paths.manifest)
             raise
         except (VideoReadError, OutputNotWritableError) as error:
-            return self._record_failure(source, stem, str(error), manifest, paths)
-        except (ValueError, OSError, RuntimeError) as error:
-            message = " ".join(str(error).split()) or type(error).__name__
-            if not message.startswith(str(source.path)):
-                message = f"{source.path}: {message}"
-            return self._record_failure(source, stem, message, manifest, paths)
+            return self._record_failure(source, stem, one_line(str(error)), manifest, paths)
+        except Exception as error:  # noqa: BLE001 - model, memory and library errors fail this input, not the batch
+            cause = describe_exception(error)
+            if not isinstance(error, (ValueError, OSError, RuntimeError)):
+                cause = f"{type(error).__name__}: {cause}"
+            return self._record_failure(source, stem, subject_message(cause, source.path), manifest, paths)
         return outcome
 
     def _failed(self, source: VideoSource, stem: str, message: str) -> VideoOutcome:
@@ -195,7 +196,7 @@ class SegmentRunner:
         ]
         info = VideoInfo(
             video_id=video_id,
-            source=str(source.path),
+            source=path_text(source.path),
             stem=stem,
             height=probe.height,
             width=probe.width,
@@ -245,5 +246,5 @@ def _encode_frames(store: TrackMaskStore, masks: list) -> None:
 def _write_quietly(manifest: RunManifest, path: Path) -> None:
     try:
         manifest.write(path)
-    except OSError:
+    except (OSError, ValueError):  # the failure being recorded is already reported on stderr
         pass

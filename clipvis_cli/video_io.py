@@ -28,7 +28,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from clipvis.cli.inputs import VideoSource
-from clipvis.cli.results import VideoInfo
+from clipvis.cli.messages import path_text
 
 DEFAULT_FPS = Fraction(30)
 _MAX_PLAUSIBLE_FPS = 1000
@@ -38,7 +38,7 @@ class VideoReadError(Exception):
     """An input cannot be decoded. `str(error)` is `<path>: <reason>` on one line."""
 
     def __init__(self, path: Path | str, reason: str) -> None:
-        super().__init__(f"{path}: {reason}")
+        super().__init__(f"{path_text(path)}: {reason}")
         self.path = Path(path)
         self.reason = reason
 
@@ -271,9 +271,14 @@ class ImageFolderReader:
                 image = ImageOps.exif_transpose(opened).convert("RGB")
                 return np.asarray(image, dtype=np.uint8).copy()
         except FileNotFoundError:
-            raise VideoReadError(self.path, f"frame {file.name}: no such file") from None
+            raise VideoReadError(self.path, f"frame {path_text(file.name)}: no such file") from None
+        except Image.DecompressionBombError as error:  # PIL refuses images past MAX_IMAGE_PIXELS * 2
+            raise VideoReadError(
+                self.path, f"frame {path_text(file.name)}: image too large to decode safely ({error})"
+            ) from None
         except (UnidentifiedImageError, OSError, ValueError) as error:
-            raise VideoReadError(self.path, f"frame {file.name}: not an image or corrupt ({error})") from None
+            reason = f"frame {path_text(file.name)}: not an image or corrupt ({error})"
+            raise VideoReadError(self.path, reason) from None
 
 
 def open_reader(
@@ -288,29 +293,6 @@ def open_reader(
     if source.kind == "images":
         return ImageFolderReader(source.frame_files, stride, max_frames, fps=image_fps, path=source.path)
     return VideoReader(source.path, stride, max_frames)
-
-
-def make_video_info(
-    reader: VideoReader | ImageFolderReader,
-    video_id: int,
-    stem: str,
-    frame_indices: Sequence[int],
-    source: str | None = None,
-) -> VideoInfo:
-    """The `VideoInfo` of a processed video, from its reader and the frame indices that were processed."""
-    probe = reader.probe()
-    return VideoInfo(
-        video_id=video_id,
-        source=source if source is not None else str(reader.path),
-        stem=stem,
-        height=probe.height,
-        width=probe.width,
-        fps=probe.fps,
-        frame_stride=reader.stride,
-        frame_indices=list(frame_indices),
-        file_names=reader.frame_file_names(stem, frame_indices),
-        kind="images" if isinstance(reader, ImageFolderReader) else "video",
-    )
 
 
 @dataclass

@@ -113,11 +113,18 @@ def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any
     return out
 
 
-def read_official_yaml(path: str | Path) -> dict[str, Any]:
-    """Read an official CLIP-VIS config file as a nested dict, following `_BASE_` includes."""
+def read_official_yaml(path: str | Path, _including: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """Read an official CLIP-VIS config file as a nested dict, following `_BASE_` includes.
+
+    A chain of includes that comes back to a file already in it raises ValueError naming the chain.
+    """
     import yaml
 
     path = Path(path)
+    resolved = path.resolve()
+    if resolved in _including:
+        chain = " -> ".join(str(p) for p in (*_including, resolved))
+        raise ValueError(f"{_including[0]}: _BASE_ includes form a cycle ({chain})")
     try:
         data = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as exc:
@@ -127,7 +134,7 @@ def read_official_yaml(path: str | Path) -> dict[str, Any]:
     base = data.pop("_BASE_", None)
     if base:
         base_path = Path(base) if Path(base).is_absolute() else path.parent / base
-        data = _deep_merge(read_official_yaml(base_path), data)
+        data = _deep_merge(read_official_yaml(base_path, (*_including, resolved)), data)
     return data
 
 

@@ -9,9 +9,9 @@ Two forms of the same computation:
 
 from __future__ import annotations
 
-import os
 import tempfile
 from dataclasses import dataclass
+from typing import IO
 
 import numpy as np
 import torch
@@ -90,7 +90,7 @@ class FrameSpill:
         self.budget = memory_budget_bytes
         self._chunks: list[np.ndarray] = []
         self._bytes = 0
-        self._file: tempfile._TemporaryFileWrapper | None = None
+        self._file: IO[bytes] | None = None
         self._shape: tuple[int, ...] | None = None
         self._count = 0
 
@@ -110,8 +110,8 @@ class FrameSpill:
             self._flush()
 
     def _flush(self) -> None:
-        if self._file is None:
-            self._file = tempfile.NamedTemporaryFile(prefix="clipvis-spill-", suffix=".f32", delete=False)
+        if self._file is None:  # unlinked from the start: a killed process leaves no file in the temp folder
+            self._file = tempfile.TemporaryFile(prefix="clipvis-spill-", suffix=".f32")
         for chunk in self._chunks:
             self._file.write(chunk.tobytes())
         self._file.flush()
@@ -124,16 +124,11 @@ class FrameSpill:
         if self._file is None:
             return np.stack(self._chunks)
         self._flush()
-        return np.memmap(self._file.name, dtype=np.float32, mode="r", shape=(self._count, *self._shape))
+        return np.memmap(self._file, dtype=np.float32, mode="r", shape=(self._count, *self._shape))
 
     def close(self) -> None:
         if self._file is not None:
-            name = self._file.name
             self._file.close()
-            try:
-                os.unlink(name)
-            except OSError:
-                pass
             self._file = None
         self._chunks = []
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,6 +96,7 @@ class TextClassifier:
         self.tokenizer = open_clip.tokenizer.SimpleTokenizer(context_length=context)
         self.cache_dir = (cache_dir or default_cache_dir()) / "text_embeddings"
         self.use_disk_cache = use_disk_cache
+        self._cache_warned = False
         self._memory: dict[str, TextEmbeddings] = {}
         self._weights_fingerprint: str | None = None
 
@@ -141,28 +145,51 @@ class TextClassifier:
         return self.cache_dir / f"{key}.safetensors"
 
     def _load(self, key: str, vocabulary: list[str], counts: list[int]) -> TextEmbeddings | None:
-        if not self.use_disk_cache or not self._path(key).is_file():
+        if not self.use_disk_cache:
             return None
         from safetensors.torch import load_file
 
         try:
+            if not self._path(key).is_file():
+                return None
             embeddings = load_file(str(self._path(key)))["embeddings"]
-        except Exception:  # a corrupt cache entry is recomputed, never fatal
+        except Exception:  # noqa: BLE001 - a corrupt or unreadable cache entry is recomputed, never fatal
             return None
         if embeddings.shape[0] != sum(counts):
             return None
         return TextEmbeddings(list(vocabulary), embeddings, counts, self.backbone.logit_scale())
 
     def _save(self, key: str, entry: TextEmbeddings) -> None:
+        """Store an entry on disk. A cache folder that is read-only, full or otherwise unusable costs time only:
+        one warning, then the run goes on without the disk cache."""
         if not self.use_disk_cache:
             return
         from safetensors.torch import save_file
 
+        tmp: str | None = None
         try:
             self.cache_dir.mkdir(parents=True, exist_ok=True)
-            tmp = self._path(key).with_suffix(f".tmp{os.getpid()}")
-            save_file({"embeddings": entry.embeddings.contiguous()}, str(tmp),
+            handle, tmp = tempfile.mkstemp(prefix=f".{key}.", suffix=".tmp.safetensors", dir=self.cache_dir)
+            os.close(handle)
+            save_file({"embeddings": entry.embeddings.contiguous()}, tmp,
                       metadata={"vocabulary": json.dumps(entry.vocabulary)})
             os.replace(tmp, self._path(key))
-        except OSError:
-            pass  # an unwritable cache only costs time
+            tmp = None
+        except Exception as error:  # noqa: BLE001 - OSError, or safetensors' own error type for the same causes
+            self._disable_disk_cache(error)
+        finally:
+            if tmp is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+
+    def _disable_disk_cache(self, error: BaseException) -> None:
+        self.use_disk_cache = False
+        if not self._cache_warned:
+            self._cache_warned = True
+            reason = " ".join(str(error).split()) or type(error).__name__
+            warnings.warn(
+                f"text-embedding cache {self.cache_dir} is not writable ({reason}); going on without it "
+                "(set CLIPVIS_CACHE to a writable folder to keep embeddings between runs)",
+                RuntimeWarning,
+                stacklevel=3,
+            )

@@ -3,7 +3,7 @@
     clipvis evaluate --results results.json --gt val_instances.json [--protocol lvvis] [--json metrics.json]
 
 Prints a table of percentages on stdout; `--json` writes the metrics as fractions (null where undefined) atomically.
-Exit status: 0 scored, 1 bad input file (one `error:` line on stderr), 2 usage error.
+Exit status: 0 scored, 1 bad input file (one `clipvis: error:` line on stderr), 2 usage error.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from clipvis.cli.evaluation.protocols import get_protocol
 from clipvis.cli.evaluation.scoring import score_results_file
 from clipvis.cli.evaluation.table import metrics_table
 from clipvis.cli.evaluation.video_ap import VideoAPResult
+from clipvis.cli.messages import print_error
 
 
 class ProtocolChoice(str, Enum):
@@ -32,9 +33,9 @@ class ProtocolChoice(str, Enum):
     burst = "burst"
 
 
-def fail(message: str, code: int = 1) -> typer.Exit:
-    """Print `error: message` on stderr and return the Exit to raise."""
-    typer.echo(f"error: {message}", err=True)
+def fail(message: str | BaseException, code: int = 1) -> typer.Exit:
+    """Print `clipvis: error: message` on stderr and return the Exit to raise."""
+    print_error(message)
     return typer.Exit(code)
 
 

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import typer
 
-from clipvis.cli.commands.segment import load_predictor, resolve_device
-from clipvis.cli.dataset_inference import DatasetInference
+from clipvis.cli.atomic import OutputNotWritableError
+from clipvis.cli.commands.segment import check_config_file, load_predictor, resolve_device
+from clipvis.cli.dataset_inference import DatasetInference, ForeignCacheFolderError
 from clipvis.cli.datasets import (
     DatasetError,
     DatasetInputs,
@@ -17,14 +18,15 @@ from clipvis.cli.datasets import (
     write_server_zip,
 )
 from clipvis.cli.evaluation.errors import EvaluationInputError
+from clipvis.cli.locks import FolderBusyError
 from clipvis.cli.memory import HeapTrimmer
+from clipvis.cli.messages import print_error
 from clipvis.cli.progress import HumanReporter
 from clipvis.cli.segment import SegmentOptions
-from clipvis.cli.video_io import VideoReadError
 
 
-def _fail(message: str, code: int = 1) -> typer.Exit:
-    typer.echo(f"clipvis: error: {message}", err=True)
+def _fail(message: str | BaseException, code: int = 1) -> typer.Exit:
+    print_error(message)
     return typer.Exit(code)
 
 
@@ -68,17 +70,29 @@ def run_dataset_evaluation(
         precision=precision, batch_frames=batch_frames, exact=True, max_tracks=50, skip_existing=True,
         config=str(config) if config else None, clip_config=str(clip_config) if clip_config else None,
     )
+    check_config_file(config)
     predictor = load_predictor(options)
-    runner = DatasetInference(predictor, inputs, options, HumanReporter())
+    where = dataset or gt
+    try:
+        runner = DatasetInference(predictor, inputs, options, HumanReporter())
+    except (DatasetError, EvaluationInputError) as error:
+        raise _fail(error) from None
     try:
         with HeapTrimmer():
             summary = runner.run(output, max_videos=max_videos)
-    except VideoReadError as error:
-        raise _fail(f"{dataset or gt}: {error}") from None
+    except (OutputNotWritableError, FolderBusyError, ForeignCacheFolderError) as error:
+        raise _fail(error) from None
     finally:
         runner.reporter.close()
+    if summary.failed:
+        typer.echo(
+            f"clipvis: {len(summary.failed)} video(s) of {where} failed, {summary.computed} run, {summary.reused} "
+            f"reused; not scored (finished videos are kept in {output / 'per_video'}, a rerun resumes)",
+            err=True,
+        )
+        raise typer.Exit(1)
     typer.echo(
-        f"{dataset or gt}: {summary.computed} videos run, {summary.reused} reused from {output / 'per_video'}; "
+        f"{where}: {summary.computed} videos run, {summary.reused} reused from {output / 'per_video'}; "
         f"wrote {summary.results_path}",
         err=True,
     )

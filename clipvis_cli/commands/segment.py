@@ -10,6 +10,7 @@ import typer
 
 from clipvis.cli.inputs import discover_inputs, unique_stems
 from clipvis.cli.memory import HeapTrimmer
+from clipvis.cli.messages import describe_exception, print_error, print_path, print_warning, subject_message
 from clipvis.cli.progress import HumanReporter, JsonlReporter
 from clipvis.cli.segment import FORMATS, SegmentOptions, SegmentRunner
 
@@ -17,7 +18,7 @@ DEFAULT_WEIGHTS = "clipvis-lvis-r50"
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:
-    typer.echo(f"clipvis: error: {message}", err=True)
+    print_error(message)
     return typer.Exit(code)
 
 
@@ -113,6 +114,7 @@ def segment(
     for path, flag in ((config, "--config"), (clip_config, "--clip-config")):
         if path is not None and not path.is_file():
             raise typer.BadParameter(f"{flag} {path}: file not found")
+    check_config_file(config)
     sources = discover_inputs(inputs, sys.stdin if "-" in inputs else None)
     if not sources:
         raise typer.BadParameter("no input videos found")
@@ -135,15 +137,28 @@ def segment(
                 failed += outcome.status == "failed"
                 if outcome.status == "complete":
                     for path in outcome.outputs:
-                        typer.echo(str(path))
+                        print_path(path)
     except KeyboardInterrupt:
         reporter.close()
-        typer.echo("clipvis: interrupted; incomplete outputs were not written", err=True)
+        print_error("interrupted; incomplete outputs were not written")
         raise typer.Exit(130) from None
     reporter.close()
     if failed:
         typer.echo(f"clipvis: {failed} of {len(sources)} input(s) failed", err=True)
         raise typer.Exit(1)
+
+
+def check_config_file(config: Path | None) -> None:
+    """Read `--config` once before anything loads, so a bad file (unreadable, a `_BASE_` cycle) ends the run with
+    one line naming it (exit 1)."""
+    if config is None:
+        return
+    from clipvis.model.config import load_config_file
+
+    try:
+        load_config_file(config)
+    except (ValueError, OSError) as error:
+        raise _fail(subject_message(error, f"--config {config}")) from None
 
 
 def load_predictor(options: SegmentOptions):
@@ -158,11 +173,12 @@ def load_predictor(options: SegmentOptions):
             model = ClipVis.from_pretrained(
                 options.weights, config=options.config, clip_config=options.clip_config, device=options.device
             )
+            predictor = VideoPredictor(
+                model, options.vocabulary, device=options.device, precision=options.precision, exact=options.exact
+            )
         for warning in caught:
-            typer.echo(f"clipvis: warning: {warning.message}", err=True)
-        return VideoPredictor(
-            model, options.vocabulary, device=options.device, precision=options.precision, exact=options.exact
-        )
-    except (CheckpointError, WeightsError, ValueError) as error:
-        message = " ".join(str(error).split())
+            print_warning(str(warning.message))
+        return predictor
+    except (CheckpointError, WeightsError, ValueError, RuntimeError, OSError) as error:
+        message = describe_exception(error)
         raise _fail(message if options.weights in message else f"weights {options.weights}: {message}") from None

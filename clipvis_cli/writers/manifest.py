@@ -21,6 +21,7 @@ from typing import Any
 
 from clipvis.cli.atomic import atomic_write_json
 from clipvis.cli.inputs import VideoSource
+from clipvis.cli.messages import path_text
 
 MANIFEST_VERSION = 1
 STATUS_RUNNING = "running"
@@ -63,10 +64,10 @@ def source_fingerprint(source: VideoSource | Path | str) -> dict[str, Any]:
         try:
             stat = file.stat()
         except OSError:
-            return {"path": os.path.realpath(path), "size": -1, "mtime_ns": 0, "files": len(files)}
+            return {"path": path_text(os.path.realpath(path)), "size": -1, "mtime_ns": 0, "files": len(files)}
         size += stat.st_size
         newest = max(newest, stat.st_mtime_ns)
-    return {"path": os.path.realpath(path), "size": size, "mtime_ns": newest, "files": len(files)}
+    return {"path": path_text(os.path.realpath(path)), "size": size, "mtime_ns": newest, "files": len(files)}
 
 
 def package_versions() -> dict[str, str]:
@@ -118,7 +119,7 @@ class RunManifest:
         """A manifest with status "running" for an input about to be processed."""
         path = source.path if isinstance(source, VideoSource) else Path(source)
         return cls(
-            input=str(path),
+            input=path_text(path),
             stem=stem,
             weights=weights,
             vocabulary=list(vocabulary),

@@ -94,7 +94,7 @@ def test_bad_input_exits_1_with_one_error_line(
     result = runner.invoke(app, ["evaluate", "--results", str(bad), "--gt", str(gt_path), "--json", str(out)])
     assert result.exit_code == 1
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0]
+    assert len(lines) == 1 and lines[0].startswith("clipvis: error: ") and message in lines[0]
     assert not out.exists()
 
 

@@ -18,7 +18,6 @@ from clipvis.cli.video_io import (
     ImageFolderReader,
     VideoReader,
     VideoReadError,
-    make_video_info,
     open_reader,
 )
 
@@ -259,16 +258,3 @@ def test_abandoned_iteration_stops_the_thread(media: dict[str, Path]) -> None:
         break  # no context manager: leaving the loop closes the generator, which stops the thread
     decoder._thread.join(2.0)
     assert not decoder.is_alive
-
-
-def test_make_video_info_for_video_and_image_folder(media: dict[str, Path], tmp_path: Path, synth) -> None:
-    reader = VideoReader(media["odd_mpeg4"], stride=2)
-    info = make_video_info(reader, 3, "odd", [index for index, _ in reader])
-    assert (info.video_id, info.height, info.width, info.frame_stride, info.kind) == (3, 61, 97, 2, "video")
-    assert info.frame_indices == [0, 2, 4] and info.file_names == ["odd/00000.jpg", "odd/00002.jpg", "odd/00004.jpg"]
-    assert info.processed_fps == Fraction(25, 2) and info.source == str(media["odd_mpeg4"])
-    synth.write_images(tmp_path / "seq", ["1.png", "2.png", "10.png"])
-    [source] = discover_inputs([str(tmp_path / "seq")])
-    reader = open_reader(source, stride=2)
-    info = make_video_info(reader, 1, "seq", [index for index, _ in reader])
-    assert info.kind == "images" and info.file_names == ["seq/1.png", "seq/10.png"]

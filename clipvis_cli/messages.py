@@ -1,0 +1,105 @@
+"""The one place that formats what the commands print about a problem: `clipvis: error: <input>: <cause>`.
+
+Every command prints failures through `error_line` / `print_error` (and warnings through `warning_line`), so
+users and scripts see one shape everywhere: one line, the program name, the input it concerns, the cause.
+
+Paths are turned into printable text with `path_text`: a file name that is not valid UTF-8 (possible on
+Linux, where a name is any bytes) shows its undecodable bytes as `\\xNN` escapes instead of crashing the
+print or the JSON writer that records it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+PROGRAM = "clipvis"
+
+
+def path_text(path: Path | str | bytes) -> str:
+    """`path` as text that can always be encoded as UTF-8: undecodable bytes of the name become `\\xNN`.
+
+    For a valid UTF-8 name this is `str(path)` unchanged.
+    """
+    try:
+        raw = os.fsencode(path)
+    except UnicodeEncodeError:  # a lone surrogate that no file name can hold
+        return os.fspath(path).encode("utf-8", "backslashreplace").decode("utf-8")
+    return raw.decode("utf-8", "backslashreplace")
+
+
+def one_line(text: object) -> str:
+    """`text` as one line: runs of whitespace (newlines included) collapsed to single spaces, printable."""
+    return " ".join(path_text(str(text)).split())
+
+
+def describe_exception(error: BaseException) -> str:
+    """The cause carried by an exception, on one line.
+
+    An OSError gives its `strerror` (plus the file name when it has one), other errors their message; an error
+    without a message gives its type name.
+    """
+    if isinstance(error, OSError) and error.strerror:
+        where = f" ({path_text(error.filename)})" if error.filename is not None else ""
+        return one_line(f"{error.strerror}{where}")
+    message = one_line(str(error))
+    return message or type(error).__name__
+
+
+def subject_message(cause: str | BaseException, subject: Path | str | None = None) -> str:
+    """`<subject>: <cause>` on one line: what run.json and the JSON-lines events record. The subject (the input
+    or file concerned) is left out when None or when the cause already starts with it."""
+    text = describe_exception(cause) if isinstance(cause, BaseException) else one_line(cause)
+    if subject is not None:
+        name = path_text(subject) if isinstance(subject, Path) else one_line(subject)
+        if not text.startswith(name):
+            text = f"{name}: {text}"
+    return text
+
+
+def error_line(cause: str | BaseException, subject: Path | str | None = None) -> str:
+    """`clipvis: error: <subject>: <cause>` on one line (see `subject_message`)."""
+    return f"{PROGRAM}: error: {subject_message(cause, subject)}"
+
+
+def warning_line(message: str) -> str:
+    """`clipvis: warning: <message>` on one line."""
+    return f"{PROGRAM}: warning: {one_line(message)}"
+
+
+def print_error(cause: str | BaseException, subject: Path | str | None = None) -> None:
+    """Print `error_line(cause, subject)` on stderr."""
+    _print_stderr(error_line(cause, subject))
+
+
+def print_warning(message: str) -> None:
+    """Print `warning_line(message)` on stderr."""
+    _print_stderr(warning_line(message))
+
+
+def _print_stderr(line: str) -> None:
+    import typer  # typer.echo also reaches the streams of typer's CliRunner
+
+    typer.echo(line, err=True)
+
+
+def print_path(path: Path) -> None:
+    """Print an output path on stdout, byte for byte (so `xargs`/`while read` get the real file name even when
+    it is not UTF-8)."""
+    import typer
+
+    typer.echo(os.fsencode(path) + b"\n", nl=False)
+
+
+__all__ = [
+    "PROGRAM",
+    "describe_exception",
+    "error_line",
+    "one_line",
+    "path_text",
+    "print_error",
+    "print_path",
+    "print_warning",
+    "subject_message",
+    "warning_line",
+]

@@ -1,0 +1,218 @@
+"""Every crash path a new user hit, through the real CLI: one line naming the input and the cause, the other inputs
+still finish, a non-zero exit code, and nothing half-written or left behind."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from clipvis.cli.app import app
+from clipvis.cli.inputs import VideoSource
+from clipvis.cli.mask_store import TrackMaskStore
+from clipvis.cli.progress import HumanReporter
+from clipvis.model.scoring import FrameSpill
+
+
+@pytest.fixture(autouse=True)
+def _no_downloads(isolated_cache):
+    """Every test here runs with a private cache and no network."""
+
+
+def write_video(path: Path, num_frames: int = 3, height: int = 48, width: int = 64) -> Path:
+    rng = np.random.default_rng(0)
+    with av.open(os.fsencode(path).decode("utf-8", "surrogateescape"), "w") as container:
+        stream = container.add_stream("libx264", rate=10)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        for _ in range(num_frames):
+            frame = rng.integers(0, 255, (height, width, 3), dtype=np.uint8)
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
+    return path
+
+
+def segment(weights: Path, out: Path, *inputs: str, extra: tuple[str, ...] = ()):
+    args = ["segment", *inputs, "--vocab", "box,sky", "--weights", str(weights), "-o", str(out), "--device", "cpu",
+            "--formats", "ytvis", *extra]
+    return CliRunner().invoke(app, args)
+
+
+def error_lines(result) -> list[str]:
+    return [line for line in result.stderr.splitlines() if line.startswith("clipvis: error:")]
+
+
+def test_file_names_that_are_not_utf8(tmp_path, tiny_weights) -> None:
+    good = write_video(tmp_path / os.fsdecode(b"caf\xe9.mp4"))  # Latin-1 name: not valid UTF-8
+    broken = tmp_path / os.fsdecode(b"bad\xff.mp4")
+    broken.write_bytes(b"not a video")
+    out = tmp_path / "out"
+    result = segment(tiny_weights, out, str(tmp_path))
+    assert result.exit_code == 1, result.output
+    assert error_lines(result) == [f"clipvis: error: {tmp_path}/bad\\xff.mp4: not a video or corrupt (FFmpeg cannot "
+                                   "read it)"]
+    assert result.stdout_bytes == os.fsencode(out / "caf_xe9" / "ytvis.json") + b"\n"  # the real bytes, for xargs
+    manifest = json.loads((out / "caf_xe9" / "run.json").read_text(encoding="utf-8"))
+    assert manifest["status"] == "complete" and manifest["input"] == f"{tmp_path}/caf\\xe9.mp4"
+    ytvis = json.loads((out / "caf_xe9" / "ytvis.json").read_text(encoding="utf-8"))
+    assert ytvis["videos"][0]["source"] == f"{tmp_path}/caf\\xe9.mp4" and good.is_file()
+    assert json.loads((out / "bad_xff" / "run.json").read_text(encoding="utf-8"))["status"] == "failed"
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_square_brackets_in_names_are_not_markup(tmp_path, tiny_weights, monkeypatch) -> None:
+    write_video(tmp_path / "clip[1].mp4")
+    (tmp_path / "a[").mkdir()
+    (tmp_path / "a[" / "b].mp4").write_text("[/b] not a video")
+    terminal = _Terminal()
+    original = HumanReporter.__init__
+    monkeypatch.setattr(HumanReporter, "__init__", lambda self, stream=None: original(self, terminal))
+    out = tmp_path / "out"
+    result = segment(tiny_weights, out, str(tmp_path / "clip[1].mp4"), str(tmp_path / "a[" / "b].mp4"))
+    assert result.exit_code == 1, result.output
+    shown = terminal.getvalue()
+    assert shown.count(f"clipvis: error: {tmp_path}/a[/b].mp4: ") == 1  # printed as is
+    assert "clip[1]" in shown  # the progress line of the good input
+    assert json.loads((out / "clip[1]" / "run.json").read_text())["status"] == "complete"
+    again = segment(tiny_weights, out, str(tmp_path / "clip[1].mp4"))
+    assert again.exit_code == 0 and f"skipped {tmp_path}/clip[1].mp4: already complete" in terminal.getvalue()
+
+
+def test_reporter_prints_markup_like_text_verbatim() -> None:
+    terminal = _Terminal()
+    reporter = HumanReporter(terminal)
+    reporter.batch_started(1)
+    reporter.video_started(VideoSource(Path("x[/b].mp4")), "[bold]x[/b]", 4)
+    reporter.frames_done(2)
+    reporter.video_skipped(VideoSource(Path("a[/b].mp4")), "a", reason="[/red] busy")
+    reporter.video_failed(VideoSource(Path("a[/b].mp4")), "a", "a[/b].mp4: [/] broken")
+    reporter.close()
+    text = terminal.getvalue()
+    assert "[bold]x[/b]" in text and "skipped a[/b].mp4: [/red] busy" in text
+    assert "clipvis: error: a[/b].mp4: [/] broken" in text
+
+
+def test_over_long_and_unreadable_paths(tmp_path, tiny_weights, monkeypatch) -> None:
+    write_video(tmp_path / "good.mp4")
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    (locked / "inside.mp4").write_bytes(b"x")
+    real_iterdir = Path.iterdir
+
+    def iterdir(self):
+        if self == locked:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_iterdir(self)
+
+    monkeypatch.setattr(Path, "iterdir", iterdir)  # the tests run as root, where chmod 000 does not stop us
+    too_long = str(tmp_path / ("x" * 300 + ".mp4"))
+    out = tmp_path / "out"
+    result = segment(tiny_weights, out, too_long, str(locked), str(tmp_path / "good.mp4"))
+    assert result.exit_code == 1, result.output
+    assert error_lines(result) == [
+        f"clipvis: error: {too_long}: cannot read (File name too long)",
+        f"clipvis: error: {locked}: cannot read directory (Permission denied)",
+    ]
+    assert json.loads((out / "good" / "run.json").read_text())["status"] == "complete"
+
+
+def test_decompression_bomb_in_a_frame_folder(tmp_path, tiny_weights, monkeypatch) -> None:
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 5000)  # a "huge" image without writing one
+    bomb = tmp_path / "bomb"
+    bomb.mkdir()
+    Image.new("RGB", (56, 40)).save(bomb / "1.png")
+    Image.new("RGB", (120, 120)).save(bomb / "2.png")  # 14400 px > 2 x 5000: PIL refuses it
+    write_video(tmp_path / "good.mp4")
+    out = tmp_path / "out"
+    result = segment(tiny_weights, out, str(bomb), str(tmp_path / "good.mp4"))
+    assert result.exit_code == 1, result.output
+    [line] = error_lines(result)
+    assert line.startswith(f"clipvis: error: {bomb}: frame 2.png: image too large to decode safely (Image size")
+    manifest = json.loads((out / "bomb" / "run.json").read_text())
+    assert manifest["status"] == "failed" and "image too large" in manifest["error"]
+    assert json.loads((out / "good" / "run.json").read_text())["status"] == "complete"
+
+
+def test_unexpected_error_fails_one_input_and_records_it(tmp_path, tiny_weights, monkeypatch) -> None:
+    from clipvis.cli import segment as segment_module
+
+    write_video(tmp_path / "a.mp4")
+    write_video(tmp_path / "b.mp4")
+    original = segment_module.SegmentRunner._run_model
+    calls = []
+
+    def flaky(self, store, reader, source, video_id, stem):
+        calls.append(stem)
+        if stem == "a":
+            raise KeyError("a library bug")
+        return original(self, store, reader, source, video_id, stem)
+
+    monkeypatch.setattr(segment_module.SegmentRunner, "_run_model", flaky)
+    out = tmp_path / "out"
+    result = segment(tiny_weights, out, str(tmp_path / "a.mp4"), str(tmp_path / "b.mp4"))
+    assert result.exit_code == 1 and calls == ["a", "b"]
+    assert error_lines(result) == [f"clipvis: error: {tmp_path}/a.mp4: KeyError: 'a library bug'"]
+    assert json.loads((out / "a" / "run.json").read_text())["status"] == "failed"
+    assert json.loads((out / "b" / "run.json").read_text())["status"] == "complete"
+
+
+def test_base_include_cycle_is_one_line(tmp_path, tiny_weights) -> None:
+    (tmp_path / "a.yaml").write_text("_BASE_: b.yaml\nMODEL: {}\n")
+    (tmp_path / "b.yaml").write_text("_BASE_: a.yaml\nINPUT: {}\n")
+    video = write_video(tmp_path / "v.mp4")
+    result = segment(tiny_weights, tmp_path / "out", str(video), extra=("--config", str(tmp_path / "a.yaml")))
+    assert result.exit_code == 1
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(f"clipvis: error: --config {tmp_path / 'a.yaml'}: ")
+    assert "_BASE_ includes form a cycle" in line
+    assert "RecursionError" not in result.output
+
+
+def test_text_embedding_cache_not_writable(tmp_path, tiny_weights, monkeypatch) -> None:
+    import safetensors.torch
+
+    video = write_video(tmp_path / "v.mp4")
+    blocked = tmp_path / "cache-is-a-file"
+    blocked.write_text("")
+    monkeypatch.setenv("CLIPVIS_CACHE", str(blocked))  # mkdir fails: OSError
+    result = segment(tiny_weights, tmp_path / "out1", str(video))
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.stderr.splitlines() if "text-embedding cache" in line]
+    assert len(warnings) == 1 and warnings[0].startswith("clipvis: warning: text-embedding cache")
+
+    def full_disk(*args, **kwargs):
+        raise safetensors.SafetensorError("Error while serializing: IoError(No space left on device)")
+
+    monkeypatch.setenv("CLIPVIS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(safetensors.torch, "save_file", full_disk)  # safetensors' own error type
+    result = segment(tiny_weights, tmp_path / "out2", str(video))
+    assert result.exit_code == 0, result.output
+    assert sum("No space left on device" in line for line in result.stderr.splitlines()) == 1
+    assert not [p for p in (tmp_path / "cache").rglob("*") if p.is_file()]  # no temporary file left behind
+
+
+def test_temporary_spills_never_outlive_the_process(tmp_path) -> None:
+    store = TrackMaskStore(4, 5, directory=str(tmp_path))
+    store.add_frame(np.ones((2, 4, 5), dtype=bool))
+    assert os.listdir(tmp_path) == [] and store.get(0, 1)["size"] == [4, 5]  # unlinked from the start
+    store.close()
+    monkeypatch_dir = tempfile.gettempdir()
+    before = {name for name in os.listdir(monkeypatch_dir) if name.startswith("clipvis-spill-")}
+    spill = FrameSpill(memory_budget_bytes=8)
+    for value in range(3):
+        spill.append(np.full((2, 3), value, dtype=np.float32))
+    assert np.array_equal(spill.read()[:, 0, 0], [0, 1, 2])
+    after = {name for name in os.listdir(monkeypatch_dir) if name.startswith("clipvis-spill-")}
+    assert after == before
+    spill.close()
