@@ -6,6 +6,7 @@ import typer
 
 from clipvis.cli import __version__
 from clipvis.cli.commands.evaluate import evaluate
+from clipvis.cli.commands.export import export
 from clipvis.cli.commands.segment import segment
 
 app = typer.Typer(
@@ -34,6 +35,7 @@ def _root(
 
 app.command("segment")(segment)
 app.command("evaluate")(evaluate)
+app.command("export")(export)
 
 
 def main() -> None:

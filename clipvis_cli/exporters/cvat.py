@@ -1,0 +1,171 @@
+"""CVAT for video 1.1 and CVAT for images 1.1 XML, zipped as CVAT's "Upload annotations" takes them
+(`annotations.xml` at the root of the zip, optional `images/`).
+
+* `cvat-video`: one `<track>` per object, holding one `<polygon>` per processed frame where the object is present
+  (outline of every part and hole in one polygon, see `clipvis.cli.exporters.masks`), each `keyframe="1"` so CVAT
+  does not interpolate between them, and an `outside="1"` polygon on the next processed frame after the object
+  leaves. CVAT keeps only the first mask of a mask track and Datumaro cannot read masks inside tracks, hence
+  polygons. Frame numbers are the source video's frame numbers (what CVAT decodes; with `--stride N` the task's
+  `frame_filter` is `step=N`).
+* `cvat-images`: one `<image id=<frame number> name="frame_<number:06d>.jpg">` per processed frame with one exact
+  `<mask>` per object (`rle`: run lengths over the mask's tight box `left,top,width,height`, row by row, starting
+  with a background run) and a `track_id` attribute (declared as a number attribute of every label). With media
+  the zip carries `images/frame_<number:06d>.jpg`, as CVAT's own exports do.
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from clipvis.cli import __version__
+from clipvis.cli.exporters.base import Exporter, ExportOptions, frame_masks
+from clipvis.cli.exporters.frames import processed_frames, save_image
+from clipvis.cli.exporters.loading import ExportVideo
+from clipvis.cli.exporters.masks import cvat_rle, mask_iou, mask_polygon, polygon_mask
+from clipvis.cli.writers.overlay import track_colour
+
+ANNOTATIONS_NAME = "annotations.xml"
+MAX_TRACK_ID = 1_000_000
+
+
+def frame_name(frame_index: int) -> str:
+    """CVAT's name of a video task's frame."""
+    return f"frame_{frame_index:06d}"
+
+
+def _colour(index: int) -> str:
+    red, green, blue = track_colour(index)[:3]
+    return f"#{int(red):02x}{int(green):02x}{int(blue):02x}"
+
+
+def _meta(video: ExportVideo, mode: str, with_track_attribute: bool) -> ET.Element:
+    info = video.info
+    meta = ET.Element("meta")
+    task = ET.SubElement(meta, "task")
+    fields = {
+        "id": "0", "name": info.stem, "size": str(info.num_frames), "mode": mode, "overlap": "0",
+        "bugtracker": "", "flipped": "False",
+        "start_frame": str(info.frame_indices[0] if info.frame_indices else 0),
+        "stop_frame": str(info.frame_indices[-1] if info.frame_indices else 0),
+        "frame_filter": f"step={info.frame_stride}" if info.frame_stride > 1 else "",
+        "source": Path(info.source).name,
+    }
+    for key, value in fields.items():
+        ET.SubElement(task, key).text = value
+    labels = ET.SubElement(task, "labels")
+    for category_id in video.category_ids:
+        label = ET.SubElement(labels, "label")
+        ET.SubElement(label, "name").text = video.categories[category_id - 1]
+        ET.SubElement(label, "color").text = _colour(category_id - 1)
+        ET.SubElement(label, "type").text = "any"
+        attributes = ET.SubElement(label, "attributes")
+        if with_track_attribute:
+            attribute = ET.SubElement(attributes, "attribute")
+            for key, value in (("name", "track_id"), ("mutable", "False"), ("input_type", "number"),
+                               ("default_value", "0"), ("values", f"0\n{MAX_TRACK_ID}\n1")):
+                ET.SubElement(attribute, key).text = value
+    if mode == "interpolation":
+        size = ET.SubElement(task, "original_size")
+        ET.SubElement(size, "width").text = str(info.width)
+        ET.SubElement(size, "height").text = str(info.height)
+    ET.SubElement(meta, "dumped").text = f"clipvis {__version__}"
+    return meta
+
+
+def _write_zip(path: Path, root: ET.Element, images: dict[str, Path] | None = None) -> Path:
+    ET.indent(root, space="  ")
+    xml = b'<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(root, encoding="utf-8")
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr(ANNOTATIONS_NAME, xml)
+        for name, file in (images or {}).items():
+            archive.write(file, name, compress_type=zipfile.ZIP_STORED)
+    return path
+
+
+def _points(polygon: np.ndarray) -> str:
+    return ";".join(f"{x:.2f},{y:.2f}" for x, y in polygon)
+
+
+class CvatVideoExporter(Exporter):
+    name = "cvat-video"
+    description = "CVAT for video 1.1 (polygon tracks), zip for CVAT's Upload annotations"
+
+    def __init__(self) -> None:
+        self.last_polygon_iou: float | None = None  # mean mask IoU of the written polygons (pycocotools fill)
+
+    def export(self, video: ExportVideo, directory: Path, options: ExportOptions) -> list[Path]:
+        info = video.info
+        root = ET.Element("annotations")
+        ET.SubElement(root, "version").text = "1.1"
+        root.append(_meta(video, "interpolation", with_track_attribute=False))
+        ious: list[float] = []
+        for number, track in enumerate(video.tracks):
+            element = ET.SubElement(root, "track", {
+                "id": str(number), "label": video.categories[track.category_id - 1], "source": "auto",
+            })
+            last_polygon: str | None = None
+            for position in range(info.num_frames):
+                present = frame_masks([track], position)
+                polygon = mask_polygon(present[0][1]) if present else None
+                frame = str(info.frame_indices[position])
+                if polygon is not None:
+                    ious.append(mask_iou(polygon_mask(polygon, info.height, info.width), present[0][1]))
+                    last_polygon = _points(polygon)
+                    self._shape(element, frame, last_polygon, outside=False)
+                elif last_polygon is not None:  # the object left: close the track on this frame
+                    self._shape(element, frame, last_polygon, outside=True)
+                    last_polygon = None
+            if not len(element):
+                root.remove(element)
+        self.last_polygon_iou = float(np.mean(ious)) if ious else None
+        return [_write_zip(directory / f"{self.name}.zip", root)]
+
+    @staticmethod
+    def _shape(track: ET.Element, frame: str, points: str, outside: bool) -> None:
+        ET.SubElement(track, "polygon", {
+            "frame": frame, "outside": "1" if outside else "0", "occluded": "0", "keyframe": "1",
+            "points": points, "z_order": "0",
+        })
+
+
+class CvatImagesExporter(Exporter):
+    name = "cvat-images"
+    description = "CVAT for images 1.1 (exact masks per frame, track_id attribute), zip"
+    uses_media = True
+
+    def export(self, video: ExportVideo, directory: Path, options: ExportOptions) -> list[Path]:
+        info = video.info
+        root = ET.Element("annotations")
+        ET.SubElement(root, "version").text = "1.1"
+        root.append(_meta(video, "annotation", with_track_attribute=True))
+        for position, frame_index in enumerate(info.frame_indices):
+            image = ET.SubElement(root, "image", {
+                "id": str(frame_index), "name": f"{frame_name(frame_index)}.jpg",
+                "width": str(info.width), "height": str(info.height),
+            })
+            for track, mask in frame_masks(video.tracks, position):
+                runs, left, top, width, height = cvat_rle(mask)
+                shape = ET.SubElement(image, "mask", {
+                    "label": video.categories[track.category_id - 1], "source": "auto", "occluded": "0",
+                    "rle": ", ".join(map(str, runs)), "left": str(left), "top": str(top),
+                    "width": str(width), "height": str(height), "z_order": "0",
+                })
+                ET.SubElement(shape, "attribute", {"name": "track_id"}).text = str(track.track_id)
+        images: dict[str, Path] = {}
+        if self.wants_frames(options):
+            frames_dir = directory / ".frames"
+            frames_dir.mkdir()
+            for position, frame in processed_frames(info, video.results_file):
+                file = frames_dir / f"{frame_name(info.frame_indices[position])}.jpg"
+                save_image(file, frame)
+                images[f"images/{file.name}"] = file
+        path = _write_zip(directory / f"{self.name}.zip", root, images)
+        if images:
+            for file in images.values():
+                file.unlink()
+            (directory / ".frames").rmdir()
+        return [path]

@@ -1,0 +1,69 @@
+"""The processed frames of an exported video, decoded again from the source `segment` read (no model)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from clipvis.cli.exporters.loading import ExportInputError
+from clipvis.cli.inputs import VideoSource, list_image_frames
+from clipvis.cli.results import VideoInfo
+from clipvis.cli.video_io import VideoReadError, open_reader
+
+
+def check_source(info: VideoInfo, results_file: Path) -> None:
+    """Raise ExportInputError (one line) when the video that `info` was made from is not there."""
+    source = Path(info.source)
+    if not source.exists():
+        raise ExportInputError(results_file, f"source video {source} (videos[].source) not found; "
+                                             "this format needs the frames")
+
+
+def processed_frames(info: VideoInfo, results_file: Path) -> Iterator[tuple[int, np.ndarray]]:
+    """Yield `(position, frame)` for every processed frame of `info` (H×W×3 uint8 RGB), in order.
+
+    Raises ExportInputError when the source is missing, or its frames differ from the processed ones.
+    """
+    check_source(info, results_file)
+    source_path = Path(info.source)
+    if info.kind == "images":
+        files = tuple(list_image_frames(source_path)) if source_path.is_dir() else (source_path,)
+        source = VideoSource(source_path, kind="images", frame_files=files)
+    else:
+        source = VideoSource(source_path, kind="video")
+    wanted = info.frame_indices
+    regular = all(index == position * info.frame_stride for position, index in enumerate(wanted))
+    reader = open_reader(source, stride=info.frame_stride if regular else 1,
+                         max_frames=len(wanted) if regular else None)
+    position = 0
+    try:
+        for index, frame in reader:
+            if position == len(wanted):
+                break
+            if index != wanted[position]:
+                if regular or index > wanted[position]:
+                    break
+                continue
+            if frame.shape[:2] != (info.height, info.width):
+                raise ExportInputError(
+                    results_file, f"source {source_path} is {frame.shape[1]}x{frame.shape[0]}, the results "
+                                  f"{info.width}x{info.height} (not the video these results were made from)")
+            yield position, frame
+            position += 1
+    except VideoReadError as error:
+        raise ExportInputError(results_file, f"source video: {error}") from None
+    if position != len(wanted):
+        raise ExportInputError(results_file, f"source {source_path} has fewer frames than the results "
+                                             f"({position} of {len(wanted)} found)")
+
+
+def save_image(path: Path, frame: np.ndarray, quality: int = 95) -> None:
+    """Write an RGB frame as JPEG (or PNG by suffix)."""
+    image = Image.fromarray(frame)
+    if path.suffix.lower() in (".jpg", ".jpeg"):
+        image.save(path, quality=quality)
+    else:
+        image.save(path)

@@ -1,0 +1,177 @@
+"""Formats built on per-frame id maps (no overlap allowed): MOTS PNG, MOTS text and DAVIS-style PNG masks.
+
+Overlaps are resolved by score: where two objects' masks overlap, the pixel goes to the higher-scoring track
+(ties: the track listed first, i.e. the better-ranked one); the other keeps the rest of its mask. An object whose
+whole mask is covered on a frame is absent from that frame.
+
+* `mots-png`: `instances/<stem>/<frame number:06d>.png`, 16-bit single channel, pixel = class_id * 1000 +
+  instance_id (0 background), `instances/labels.txt` (line k names class k), `class_map.json`. Instance ids are
+  the track ids (unique across classes within a video, 1..999). Class ids are the vocabulary's category ids when
+  every exported id is <= 65 (65 * 1000 + 999 still fits 16 bits); otherwise the exported classes are renumbered
+  1..K in vocabulary order and `class_map.json` says which is which. With media, `images/<stem>/<number:06d>.jpg`
+  beside it (the layout Datumaro and CVAT's MOTS PNG 1.0 read).
+* `mots-txt`: `mots.txt`, one line per object per frame: `time id class_id height width rle`, time = the source
+  frame number (0-based), id = class_id * 1000 + instance_id, rle = COCO compressed RLE of the object's
+  (overlap-free) mask; plus `class_map.json`. Class 10 is the MOTS benchmarks' "ignore region"; with 10 or more
+  classes it is an ordinary class here.
+* `png-masks`: `png-masks/<frame number:06d>.png`, 8-bit indexed (palette) PNG, pixel = track id (0 background,
+  track ids up to 255), the palette giving each track its overlay colour, and `png-masks/objects.json`
+  mapping every id to its class, category id and score (DAVIS layout).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from clipvis.cli import rle
+from clipvis.cli.exporters.base import Exporter, ExportOptions, frame_masks
+from clipvis.cli.exporters.frames import processed_frames, save_image
+from clipvis.cli.exporters.loading import ExportVideo
+from clipvis.cli.exporters.masks import id_map
+from clipvis.cli.writers.overlay import track_colour
+
+MOTS_INSTANCES = 1000
+MOTS_MAX_CLASS = 65
+
+
+def mots_class_ids(video: ExportVideo) -> dict[int, int]:
+    """category id -> MOTS class id (identity when all fit 16 bits, else 1..K in vocabulary order)."""
+    ids = list(video.category_ids)
+    if ids and max(ids) > MOTS_MAX_CLASS:
+        if len(ids) > MOTS_MAX_CLASS:
+            raise ValueError(f"{len(ids)} classes do not fit MOTS' 16-bit ids (at most {MOTS_MAX_CLASS}); "
+                             "choose fewer with --classes")
+        return {category_id: number for number, category_id in enumerate(ids, start=1)}
+    return {category_id: category_id for category_id in ids}
+
+
+def mots_labels(video: ExportVideo, class_ids: dict[int, int]) -> list[str]:
+    """labels.txt lines: line k names class k (classes not exported keep their vocabulary name)."""
+    if not class_ids:
+        return []
+    names = {class_id: video.categories[category_id - 1] for category_id, class_id in class_ids.items()}
+    top = max(class_ids.values())
+    return [names.get(k, video.categories[k - 1] if k <= len(video.categories) else f"class_{k}")
+            for k in range(1, top + 1)]
+
+
+def _check_instances(video: ExportVideo) -> None:
+    too_big = [t.track_id for t in video.tracks if not 1 <= t.track_id < MOTS_INSTANCES]
+    if too_big:
+        raise ValueError(f"track ids {too_big[:3]} do not fit MOTS instance ids (1..{MOTS_INSTANCES - 1})")
+
+
+def _class_map_json(video: ExportVideo, class_ids: dict[int, int]) -> dict:
+    return {
+        "renumbered": any(k != v for k, v in class_ids.items()),
+        "classes": [
+            {"class_id": class_id, "name": video.categories[category_id - 1], "category_id": category_id}
+            for category_id, class_id in sorted(class_ids.items(), key=lambda item: item[1])
+        ],
+        "id": "class_id * 1000 + instance_id (instance_id = track id)",
+    }
+
+
+def mots_frame(video: ExportVideo, position: int, class_ids: dict[int, int]) -> np.ndarray | None:
+    """The overlap-free `[H, W]` uint16 MOTS id map of processed frame `position` (None when nothing is there)."""
+    present = frame_masks(video.tracks, position)
+    if not present:
+        return None
+    ids = [class_ids[t.category_id] * MOTS_INSTANCES + t.track_id for t, _ in present]
+    return id_map([m for _, m in present], ids, [t.score for t, _ in present], dtype=np.uint16)
+
+
+class MotsPngExporter(Exporter):
+    name = "mots-png"
+    description = "MOTS PNG (16-bit class*1000+instance id maps, labels.txt), as Datumaro / CVAT MOTS PNG 1.0"
+    uses_media = True
+
+    def export(self, video: ExportVideo, directory: Path, options: ExportOptions) -> list[Path]:
+        _check_instances(video)
+        info = video.info
+        class_ids = mots_class_ids(video)
+        root = directory / self.name
+        instances = root / "instances" / info.stem
+        instances.mkdir(parents=True)
+        for position, frame_index in enumerate(info.frame_indices):
+            frame = mots_frame(video, position, class_ids)
+            if frame is None:
+                frame = np.zeros((info.height, info.width), np.uint16)
+            Image.fromarray(frame).save(instances / f"{frame_index:06d}.png")
+        (root / "instances" / "labels.txt").write_text("\n".join(mots_labels(video, class_ids)) + "\n",
+                                                         encoding="utf-8")
+        (root / "class_map.json").write_text(json.dumps(_class_map_json(video, class_ids), indent=2) + "\n",
+                                             encoding="utf-8")
+        if self.wants_frames(options):
+            images = root / "images" / info.stem
+            images.mkdir(parents=True)
+            for position, frame in processed_frames(info, video.results_file):
+                save_image(images / f"{info.frame_indices[position]:06d}.jpg", frame)
+        return [root]
+
+
+class MotsTxtExporter(Exporter):
+    name = "mots-txt"
+    description = "MOTS text (time id class_id height width rle), as the MOTS tools read it"
+
+    def export(self, video: ExportVideo, directory: Path, options: ExportOptions) -> list[Path]:
+        _check_instances(video)
+        info = video.info
+        class_ids = mots_class_ids(video)
+        root = directory / self.name
+        root.mkdir()
+        with open(root / "mots.txt", "w", encoding="ascii") as handle:
+            for position, frame_index in enumerate(info.frame_indices):
+                frame = mots_frame(video, position, class_ids)
+                if frame is None:
+                    continue
+                ids = [int(v) for v in np.unique(frame) if v]
+                for object_id, encoded in zip(ids, rle.encode_many(frame[None] == np.array(ids)[:, None, None]),
+                                              strict=True):
+                    handle.write(f"{frame_index} {object_id} {object_id // MOTS_INSTANCES} "
+                                 f"{info.height} {info.width} {encoded['counts']}\n")
+        (root / "labels.txt").write_text("\n".join(mots_labels(video, class_ids)) + "\n", encoding="utf-8")
+        (root / "class_map.json").write_text(json.dumps(_class_map_json(video, class_ids), indent=2) + "\n",
+                                             encoding="utf-8")
+        return [root]
+
+
+class PngMasksExporter(Exporter):
+    name = "png-masks"
+    description = "indexed PNG id masks per frame (DAVIS style) + objects.json"
+    MAX_ID = 255
+
+    def export(self, video: ExportVideo, directory: Path, options: ExportOptions) -> list[Path]:
+        info = video.info
+        if any(not 1 <= t.track_id <= self.MAX_ID for t in video.tracks):
+            raise ValueError(f"png-masks holds track ids 1..{self.MAX_ID}; keep fewer tracks (--min-score)")
+        root = directory / self.name
+        root.mkdir()
+        palette = [0, 0, 0]
+        for track_id in range(1, 256):
+            palette.extend(track_colour(track_id)[:3])
+        for position, frame_index in enumerate(info.frame_indices):
+            present = frame_masks(video.tracks, position)
+            if present:
+                ids = [t.track_id for t, _ in present]
+                frame = id_map([m for _, m in present], ids, [t.score for t, _ in present], dtype=np.uint8)
+            else:
+                frame = np.zeros((info.height, info.width), np.uint8)
+            image = Image.new("P", (info.width, info.height))
+            image.frombytes(frame.tobytes())
+            image.putpalette(palette)
+            image.save(root / f"{frame_index:06d}.png")
+        objects = {
+            "frames": "<source frame number:06d>.png; pixel value = object id, 0 = background",
+            "objects": {
+                str(t.track_id): {"class": video.categories[t.category_id - 1], "category_id": t.category_id,
+                                  "score": round(t.score, 6)}
+                for t in video.tracks
+            },
+        }
+        (root / "objects.json").write_text(json.dumps(objects, indent=2) + "\n", encoding="utf-8")
+        return [root]

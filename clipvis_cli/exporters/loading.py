@@ -1,0 +1,198 @@
+"""Find and read what `clipvis segment` wrote, for `clipvis export`: no model runs here.
+
+An export input is a `ytvis.json` (as `segment` writes it, or any YouTube-VIS file whose `videos[]` carry
+`frame_indices` and `source`), a `segment` output folder holding one, or a folder searched recursively for such
+files. Each video of each file becomes one `ExportVideo`: its `VideoInfo`, its tracks (track id = position of the
+track among the video's annotations, 1-based, as `segment` numbers them) and the category names.
+
+Problems never raise from `discover_export_inputs`: an argument without results comes back as an `ExportInput`
+with `error` set, so one bad argument fails one input, not the batch. `load_videos` raises `ExportInputError`
+(one line naming the file) for a file that is not a usable YouTube-VIS document.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import re
+import sys
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+from clipvis.cli.inputs import IMAGE_EXTENSIONS, natural_sort_key
+from clipvis.cli.results import TrackResult, VideoInfo
+
+YTVIS_NAME = "ytvis.json"
+_GLOB_CHARS = re.compile(r"[*?\[]")
+
+
+class ExportInputError(ValueError):
+    """An export input cannot be used; `str()` is one line naming the file and the problem."""
+
+    def __init__(self, path: Path | str, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = Path(path)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class ExportInput:
+    """One results file to export (`path` is a ytvis.json), or an argument that found none (`error` set)."""
+
+    path: Path
+    error: str | None = None
+    argument: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def describe_error(self) -> str:
+        return f"{self.path}: {self.error}" if self.error else ""
+
+
+@dataclass
+class ExportVideo:
+    """One video's results read back from a YouTube-VIS file.
+
+    `tracks[i].segmentations` has one compressed RLE (or None) per processed frame; `categories[k - 1]` names
+    category id k. `results_file` is the file it was read from.
+    """
+
+    info: VideoInfo
+    tracks: list[TrackResult]
+    categories: list[str]
+    results_file: Path
+    category_ids: list[int] = field(default_factory=list)
+
+    @property
+    def source_path(self) -> Path:
+        return Path(self.info.source)
+
+
+def discover_export_inputs(arguments: Sequence[str], stdin: TextIO | None = None) -> list[ExportInput]:
+    """Expand command-line arguments into results files (see module docstring); `-` reads paths from stdin."""
+    found: list[ExportInput] = []
+    stdin_read = False
+    for argument in arguments:
+        if argument == "-":
+            if stdin_read:
+                continue
+            stdin_read = True
+            stream = stdin if stdin is not None else sys.stdin
+            for line in stream:
+                if line.strip():
+                    found.extend(_expand(line.rstrip("\r\n")))
+        else:
+            found.extend(_expand(argument))
+    unique: list[ExportInput] = []
+    seen: set[str] = set()
+    for item in found:
+        key = f"error:{item.argument}:{item.path}" if item.error else os.path.realpath(item.path)
+        if key not in seen:
+            seen.add(key)
+            unique.append(item)
+    return unique
+
+
+def _expand(argument: str) -> list[ExportInput]:
+    path = Path(argument).expanduser()
+    if path.exists():
+        return _expand_path(path, argument)
+    if _GLOB_CHARS.search(argument):
+        matches = sorted(glob.glob(str(path), recursive=True), key=natural_sort_key)
+        results = [item for match in matches for item in _expand_path(Path(match), argument)]
+        return results or [ExportInput(path, "no results file matches this pattern", argument)]
+    return [ExportInput(path, "no such file or directory", argument)]
+
+
+def _expand_path(path: Path, argument: str) -> list[ExportInput]:
+    if path.is_file():
+        if path.suffix.lower() != ".json":
+            return [ExportInput(path, "not a results file (expected a ytvis.json or a segment output folder)",
+                                argument)]
+        return [ExportInput(path, argument=argument)]
+    files = sorted(
+        (Path(p) for p in glob.glob(str(path / "**" / YTVIS_NAME), recursive=True)),
+        key=lambda p: natural_sort_key(str(p.relative_to(path))),
+    )
+    files = [file for file in files if not any(part.startswith(".") for part in file.relative_to(path).parts)]
+    if not files:
+        return [ExportInput(path, f"no segment outputs here (no {YTVIS_NAME} in this folder or below)", argument)]
+    return [ExportInput(file, argument=argument) for file in files]
+
+
+def load_videos(path: Path) -> list[ExportVideo]:
+    """Every video of a YouTube-VIS results file. Raises ExportInputError (one line)."""
+    try:
+        document = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ExportInputError(path, "no such file") from None
+    except OSError as error:
+        raise ExportInputError(path, f"cannot read ({error.strerror or error})") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ExportInputError(path, f"not valid JSON ({error})") from None
+    if not isinstance(document, dict) or not isinstance(document.get("videos"), list):
+        raise ExportInputError(path, "not a YouTube-VIS file written by segment (no videos[] list)")
+    try:
+        categories = {int(c["id"]): str(c["name"]) for c in document.get("categories", [])}
+        names = [categories.get(i, f"class_{i}") for i in range(1, max(categories, default=0) + 1)]
+        annotations = document.get("annotations", [])
+        by_video: dict[int, list[dict]] = {}
+        for annotation in annotations:
+            by_video.setdefault(int(annotation["video_id"]), []).append(annotation)
+        return [_video(path, entry, by_video.get(int(entry["id"]), []), names) for entry in document["videos"]]
+    except (KeyError, TypeError, ValueError) as error:
+        if isinstance(error, ExportInputError):
+            raise
+        raise ExportInputError(path, f"malformed YouTube-VIS content ({type(error).__name__}: {error})") from None
+
+
+def _video(path: Path, entry: dict, annotations: list[dict], categories: list[str]) -> ExportVideo:
+    video_id = int(entry["id"])
+    length = int(entry.get("length") or len(entry.get("file_names", [])))
+    stride = int(entry.get("frame_stride", 1))
+    indices = [int(i) for i in entry.get("frame_indices") or range(0, length * stride, stride)]
+    if len(indices) != length:
+        raise ExportInputError(path, f"video {video_id}: {len(indices)} frame_indices for length {length}")
+    source = entry.get("source")
+    if not source:
+        raise ExportInputError(path, f"video {video_id}: videos[] entry names no source (segment writes one)")
+    source_path = Path(source)
+    if not source_path.is_absolute():
+        source_path = (Path(path).parent / source_path).resolve()
+    stem = str(entry.get("name") or Path(path).parent.name or source_path.stem)
+    file_names = list(entry.get("file_names") or [])
+    kind = "images" if source_path.is_dir() or source_path.suffix.lower() in IMAGE_EXTENSIONS else "video"
+    info = VideoInfo(
+        video_id=video_id, source=str(source_path), stem=stem, height=int(entry["height"]),
+        width=int(entry["width"]), fps=float(entry.get("fps") or 30.0), frame_stride=stride,
+        frame_indices=indices, file_names=file_names, kind=kind,
+    )
+    tracks = []
+    for rank, annotation in enumerate(annotations, start=1):
+        segmentations = list(annotation["segmentations"])
+        if len(segmentations) != length:
+            raise ExportInputError(
+                path, f"video {video_id}: track {rank} has {len(segmentations)} segmentations for {length} frames"
+            )
+        category_id = int(annotation["category_id"])
+        if not 1 <= category_id <= len(categories):
+            raise ExportInputError(path, f"video {video_id}: track {rank} has unknown category_id {category_id}")
+        tracks.append(TrackResult(rank, category_id, float(annotation.get("score", 1.0)), segmentations))
+    return ExportVideo(info, tracks, list(categories), Path(path))
+
+
+def iter_videos(inputs: Sequence[ExportInput]) -> Iterator[tuple[ExportInput, list[ExportVideo] | ExportInputError]]:
+    """Each usable input with its videos, or with the error that stops it."""
+    for item in inputs:
+        if not item.ok:
+            yield item, ExportInputError(item.path, item.error or "")
+            continue
+        try:
+            yield item, load_videos(item.path)
+        except ExportInputError as error:
+            yield item, error

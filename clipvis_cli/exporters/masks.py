@@ -1,0 +1,131 @@
+"""Mask conversions the export formats need: id maps with overlaps resolved by score, CVAT's box RLE, and a
+mask's outline as one polygon.
+
+Polygons (CVAT video tracks hold one polygon per object per frame): the outline of every part and every hole is
+traced (OpenCV contours through the centres of the boundary pixels, moved half a pixel outwards along the
+boundary so the polygon encloses whole pixels), then the parts and holes are joined into ONE ring by zero-width
+bridges, each from the ring to the nearest vertex of the next contour and back. Filled with the even-odd rule
+(pycocotools, CVAT's and Datumaro's rasteriser) a bridge encloses no area, a hole is left empty and a separate part
+is filled, so several parts and holes survive in a single polygon. Tiny specks (fewer than 3 outline points) are
+dropped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+from pycocotools import mask as coco_mask
+
+
+def id_map(masks: Sequence[np.ndarray], ids: Sequence[int], scores: Sequence[float], dtype=np.uint16) -> np.ndarray:
+    """One H×W id map from N H×W bool masks: where masks overlap, the higher score wins (ties: the earlier mask).
+
+    `ids[i]` is written where mask i wins; 0 is background. Returns `[H, W]` of `dtype`.
+    """
+    if not masks:
+        raise ValueError("id_map needs at least one mask (or use zeros)")
+    result = np.zeros(masks[0].shape, dtype=dtype)
+    # Paint the lowest score first so higher scores overwrite; a stable sort keeps earlier masks on top for ties.
+    order = sorted(range(len(masks)), key=lambda i: (scores[i], -i))
+    for i in order:
+        result[masks[i]] = ids[i]
+    return result
+
+
+def cvat_rle(mask: np.ndarray) -> tuple[list[int], int, int, int, int]:
+    """CVAT XML mask encoding of a non-empty H×W bool mask: run lengths over the mask's tight bounding box, read
+    row by row, starting with a (possibly zero) background run; and the box's left, top, width, height."""
+    rows = np.flatnonzero(mask.any(axis=1))
+    cols = np.flatnonzero(mask.any(axis=0))
+    if rows.size == 0:
+        raise ValueError("cvat_rle: empty mask")
+    top, bottom, left, right = int(rows[0]), int(rows[-1]), int(cols[0]), int(cols[-1])
+    crop = mask[top : bottom + 1, left : right + 1].reshape(-1).astype(np.int8)
+    changes = np.flatnonzero(np.diff(crop)) + 1
+    bounds = np.concatenate(([0], changes, [crop.size]))
+    runs = np.diff(bounds).tolist()
+    if crop[0]:
+        runs.insert(0, 0)
+    return [int(r) for r in runs], left, top, right - left + 1, bottom - top + 1
+
+
+def decode_cvat_rle(runs: Sequence[int], left: int, top: int, width: int, height: int,
+                    image_height: int, image_width: int) -> np.ndarray:
+    """Inverse of `cvat_rle` (for tests and checks)."""
+    values = np.repeat(np.arange(len(runs)) % 2, runs).astype(bool)
+    mask = np.zeros((image_height, image_width), bool)
+    mask[top : top + height, left : left + width] = values.reshape(height, width)
+    return mask
+
+
+def mask_polygon(mask: np.ndarray) -> np.ndarray | None:
+    """One polygon `[K, 2]` float (x, y) covering every part and hole of an H×W bool mask (see module docstring);
+    None when the mask has no outline of at least 3 points."""
+    contours = _outlines(mask)
+    if not contours:
+        return None
+    contours.sort(key=lambda c: -abs(cv2.contourArea(c.astype(np.float32))))
+    ring = contours[0]
+    for contour in contours[1:]:
+        ring = _bridge(ring, contour)
+    return ring
+
+
+def polygon_mask(points: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Rasterise a polygon `[K, 2]` (x, y) as pycocotools does (even-odd), to an H×W bool mask."""
+    encoded = coco_mask.frPyObjects([np.asarray(points, np.float64).reshape(-1).tolist()], height, width)
+    return coco_mask.decode(coco_mask.merge(encoded)).astype(bool)
+
+
+def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = np.logical_or(a, b).sum()
+    return float(np.logical_and(a, b).sum() / union) if union else 1.0
+
+
+def _outlines(mask: np.ndarray) -> list[np.ndarray]:
+    """Every outer and hole contour of the mask, each `[K, 2]` float, moved to enclose whole pixels."""
+    binary = np.ascontiguousarray(mask, dtype=np.uint8)
+    contours, hierarchy = cv2.findContours(binary, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
+    outlines = []
+    for index, contour in enumerate(contours):
+        points = contour.reshape(-1, 2).astype(np.float64)
+        if len(points) < 3:
+            continue
+        is_hole = hierarchy[0][index][3] >= 0
+        outlines.append(_pixel_outline(points, grow=not is_hole))
+    return outlines
+
+
+def _pixel_outline(points: np.ndarray, grow: bool) -> np.ndarray:
+    """Pixel-centre outline -> the outline of the pixels themselves: every vertex moves half a pixel (along the
+    bisector of its two edges' normals) away from the foreground: outwards for a part, into the hole for a hole."""
+    centre = points + 0.5
+    previous = points - np.roll(points, 1, axis=0)
+    following = np.roll(points, -1, axis=0) - points
+    normals = _unit_normals(previous) + _unit_normals(following)
+    length = np.maximum(np.abs(normals).max(axis=1, keepdims=True), 1e-9)
+    offset = normals / length * 0.5
+    plus, minus = centre + offset, centre - offset
+    larger, smaller = (plus, minus) if _area(plus) >= _area(minus) else (minus, plus)
+    return larger if grow else smaller
+
+
+def _area(points: np.ndarray) -> float:
+    x, y = points[:, 0], points[:, 1]
+    return abs(0.5 * float(np.sum(x * np.roll(y, -1) - np.roll(x, -1) * y)))
+
+
+def _unit_normals(edges: np.ndarray) -> np.ndarray:
+    normals = np.stack([edges[:, 1], -edges[:, 0]], axis=1)
+    norm = np.linalg.norm(normals, axis=1, keepdims=True)
+    return normals / np.maximum(norm, 1e-9)
+
+
+def _bridge(ring: np.ndarray, contour: np.ndarray) -> np.ndarray:
+    """Join `contour` into `ring` through the closest vertex pair, out and back along the same segment."""
+    distances = ((ring[:, None, :] - contour[None, :, :]) ** 2).sum(-1)
+    i, j = np.unravel_index(int(distances.argmin()), distances.shape)
+    loop = np.concatenate([contour[j:], contour[: j + 1]])
+    return np.concatenate([ring[: i + 1], loop, ring[i:]])

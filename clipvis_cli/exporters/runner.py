@@ -1,0 +1,121 @@
+"""Runs the chosen export formats over the inputs: one staging folder per video, so each video's exported files
+appear together and complete, or not at all; one failed video never stops the others."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from clipvis.cli.atomic import OutputNotWritableError
+from clipvis.cli.exporters import YTVIS_FORMAT, create_exporter
+from clipvis.cli.exporters.base import ExportOptions, select_tracks, staged_directory
+from clipvis.cli.exporters.cvat import CvatVideoExporter
+from clipvis.cli.exporters.frames import check_source
+from clipvis.cli.exporters.loading import ExportInput, ExportInputError, ExportVideo, load_videos
+from clipvis.cli.exporters.ytvis import write_results
+from clipvis.cli.inputs import VideoSource
+from clipvis.cli.progress import Reporter
+from clipvis.cli.video_io import VideoReadError
+
+
+@dataclass
+class ExportOutcome:
+    """One video (or one input that failed before its videos were known)."""
+
+    name: str
+    status: str  # "complete" or "failed"
+    outputs: list[Path] = field(default_factory=list)
+    error: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+class ExportRunner:
+    """Export every video of every input in the chosen formats. `destination` None writes each video's files
+    beside its results (`<segment folder>/`, or `<folder>/<video name>/` for a file with several videos)."""
+
+    def __init__(self, formats: Sequence[str], options: ExportOptions, destination: Path | None,
+                 reporter: Reporter) -> None:
+        self.formats = list(formats)
+        self.options = options
+        self.destination = destination
+        self.reporter = reporter
+        self._used_names: set[str] = set()
+        self._collected: list[tuple[ExportVideo, Path]] = []  # for the ytvis results file
+
+    def run(self, item: ExportInput) -> list[ExportOutcome]:
+        source = VideoSource(item.path)
+        if not item.ok:
+            return [self._failed(source, item.path.name, item.describe_error())]
+        try:
+            videos = load_videos(item.path)
+        except ExportInputError as error:
+            return [self._failed(source, item.path.name, str(error))]
+        if not videos:
+            return [self._failed(source, item.path.name, f"{item.path}: no videos in this results file")]
+        return [self._export_video(source, video, len(videos) > 1) for video in videos]
+
+    def finish(self) -> list[ExportOutcome]:
+        """Write the collected YouTube-VIS results (one file under -o, else one per input folder)."""
+        if YTVIS_FORMAT not in self.formats or not self._collected:
+            return []
+        groups: dict[Path, list[ExportVideo]] = {}
+        for video, folder in self._collected:
+            groups.setdefault(folder, []).append(video)
+        outcomes = []
+        for folder, videos in groups.items():
+            try:
+                path = write_results(videos, folder, self.options)
+                outcomes.append(ExportOutcome(folder.name, "complete", [path]))
+            except (ValueError, OSError) as error:
+                message = " ".join(str(error).split())
+                self.reporter.video_failed(VideoSource(folder), folder.name, message)
+                outcomes.append(ExportOutcome(folder.name, "failed", error=message))
+        return outcomes
+
+    def _folder(self, video: ExportVideo, several: bool) -> Path:
+        stem = video.info.stem
+        if self.destination is None:
+            return video.results_file.parent / stem if several else video.results_file.parent
+        name, suffix = stem, 2
+        while name.lower() in self._used_names:
+            name, suffix = f"{stem}-{suffix}", suffix + 1
+        self._used_names.add(name.lower())
+        return self.destination / name
+
+    def _export_video(self, source: VideoSource, video: ExportVideo, several: bool) -> ExportOutcome:
+        stem = video.info.stem
+        folder = self._folder(video, several)
+        video = select_tracks(video, self.options)
+        self.reporter.video_started(source, stem, video.info.num_frames)
+        per_video = [name for name in self.formats if name != YTVIS_FORMAT]
+        notes: list[str] = []
+        try:
+            exporters = [create_exporter(name) for name in per_video]
+            for exporter in exporters:
+                if exporter.wants_frames(self.options):
+                    check_source(video.info, video.results_file)
+                    break
+            outputs: list[Path] = []
+            if exporters:
+                with staged_directory(folder) as staging:
+                    for exporter in exporters:
+                        made = exporter.export(video, staging, self.options)
+                        outputs.extend(folder / path.name for path in made)
+                        if isinstance(exporter, CvatVideoExporter) and exporter.last_polygon_iou is not None:
+                            notes.append(f"{stem}: cvat-video polygons cover the masks with mean IoU "
+                                         f"{exporter.last_polygon_iou:.4f}")
+        except (ExportInputError, OutputNotWritableError, VideoReadError) as error:
+            return self._failed(source, stem, str(error))
+        except (ValueError, OSError, RuntimeError) as error:
+            message = " ".join(str(error).split()) or type(error).__name__
+            return self._failed(source, stem, f"{video.results_file}: {stem}: {message}")
+        if YTVIS_FORMAT in self.formats:
+            self._collected.append((video, self.destination or video.results_file.parent))
+        self.reporter.frames_done(video.info.num_frames)
+        self.reporter.video_finished(source, stem, video.info.num_frames, 0.0, outputs)
+        return ExportOutcome(stem, "complete", outputs, notes=notes)
+
+    def _failed(self, source: VideoSource, name: str, message: str) -> ExportOutcome:
+        self.reporter.video_failed(source, name, message)
+        return ExportOutcome(name, "failed", error=message)

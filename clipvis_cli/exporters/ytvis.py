@@ -1,0 +1,43 @@
+"""YouTube-VIS results for evaluation servers: the bare results list (`results.json`), optionally zipped
+(`results.zip` holding `results.json`, what the YouTube-VIS / OVIS CodaLab and LV-VIS Codabench pages take).
+
+Unlike the per-video formats this writes ONE file for every exported video together, in input order; video ids
+and category ids are those of the inputs (for a server they must be the benchmark's, as `clipvis evaluate`
+writes them).
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from clipvis.cli.atomic import atomic_output_path, atomic_write_text
+from clipvis.cli.exporters.base import ExportOptions
+from clipvis.cli.exporters.loading import ExportVideo
+
+
+def results_list(videos: Sequence[ExportVideo]) -> list[dict]:
+    return [
+        {"video_id": video.info.video_id, "category_id": track.category_id, "score": track.score,
+         "segmentations": list(track.segmentations)}
+        for video in videos
+        for track in video.tracks
+    ]
+
+
+def write_results(videos: Sequence[ExportVideo], destination: Path, options: ExportOptions) -> Path:
+    """Write the results of `videos` into `destination` (a folder) atomically; returns the file."""
+    ids = [video.info.video_id for video in videos]
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"{destination}: several inputs share video ids {sorted({i for i in ids if ids.count(i) > 1})}"
+                         " (export them separately, or use the files clipvis evaluate writes)")
+    text = json.dumps(results_list(videos), separators=(",", ":")) + "\n"
+    if not options.zip_results:
+        return atomic_write_text(destination / options.results_name, text)
+    final = destination / (Path(options.results_name).stem + ".zip")
+    with atomic_output_path(final) as temporary:
+        with zipfile.ZipFile(temporary, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+            archive.writestr(options.results_name, text)
+    return final

@@ -1,0 +1,229 @@
+"""`clipvis export`: every label format from a synthetic segment output, read back with the formats' rules
+(pycocotools, PIL, XML), overlaps resolved by score, and bad input failing with one line and nothing written."""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+import zipfile
+
+import numpy as np
+from PIL import Image
+from pycocotools import mask as coco_mask
+from pycocotools.coco import COCO
+from typer.testing import CliRunner
+
+from clipvis.cli.app import app
+from clipvis.cli.exporters.masks import cvat_rle, decode_cvat_rle, id_map, mask_iou, mask_polygon, polygon_mask
+
+from .conftest import CATEGORIES, HEIGHT, WIDTH, make_segment_output
+
+
+def run_export(*args: str):
+    return CliRunner().invoke(app, ["export", *args], catch_exceptions=False)
+
+
+def expected_id_map(output, position: int, values: dict[int, int]) -> np.ndarray:
+    """Overlap resolved by score: paint in ascending score order."""
+    result = np.zeros((HEIGHT, WIDTH), np.int64)
+    for track in sorted(output.tracks, key=lambda t: t.score):
+        mask = output.masks[track.track_id][position]
+        if mask is not None:
+            result[mask] = values[track.track_id]
+    return result
+
+
+def test_cvat_rle_is_row_major_over_the_box_starting_with_background() -> None:
+    mask = np.zeros((6, 8), bool)
+    mask[2, 3:5] = True
+    mask[3, 4] = True
+    runs, left, top, width, height = cvat_rle(mask)
+    assert (left, top, width, height) == (3, 2, 2, 2)
+    assert runs == [0, 2, 1, 1]  # box rows: [1 1], [0 1]
+    assert np.array_equal(decode_cvat_rle(runs, left, top, width, height, 6, 8), mask)
+    random = np.random.default_rng(0).random((30, 40)) > 0.6
+    assert np.array_equal(decode_cvat_rle(*cvat_rle(random), 30, 40), random)
+
+
+def test_polygon_keeps_holes_and_parts() -> None:
+    mask = np.zeros((40, 60), bool)
+    mask[5:25, 5:30] = True
+    mask[10:15, 10:20] = False  # a hole
+    mask[30:38, 40:55] = True  # a second part
+    polygon = mask_polygon(mask)
+    assert mask_iou(polygon_mask(polygon, 40, 60), mask) == 1.0
+    yy, xx = np.mgrid[:120, :160]
+    ellipse = ((yy - 60) / 41.0) ** 2 + ((xx - 70) / 57.0) ** 2 <= 1
+    assert mask_iou(polygon_mask(mask_polygon(ellipse), 120, 160), ellipse) > 0.995
+
+
+def test_id_map_overlap_goes_to_the_higher_score() -> None:
+    a = np.zeros((4, 4), bool)
+    a[:, :3] = True
+    b = np.zeros((4, 4), bool)
+    b[:, 1:] = True
+    low_first = id_map([a, b], [1, 2], [0.2, 0.8])
+    assert (low_first[:, 0] == 1).all() and (low_first[:, 1:] == 2).all()
+    high_first = id_map([a, b], [1, 2], [0.8, 0.2])
+    assert (high_first[:, :3] == 1).all() and (high_first[:, 3] == 2).all()
+
+
+def test_all_formats_round_trip(tmp_path) -> None:
+    output = make_segment_output(tmp_path / "out")
+    dest = tmp_path / "exp"
+    formats = "cvat-video,cvat-images,coco,mots-png,mots-txt,png-masks,ytvis"
+    result = run_export(str(output.folder), "--to", formats, "-o", str(dest))
+    assert result.exit_code == 0, result.output
+    assert "mean IoU" in result.stderr
+    folder = dest / "clip"
+    indices = output.info.frame_indices  # stride 2: 0, 2, ..., 10
+
+    # cvat-images: exact masks, track ids, frame numbers and names; images shipped.
+    with zipfile.ZipFile(folder / "cvat-images.zip") as archive:
+        root = ET.fromstring(archive.read("annotations.xml"))
+        assert sorted(n for n in archive.namelist() if n.startswith("images/")) == sorted(
+            f"images/frame_{i:06d}.jpg" for i in indices)
+    assert [label.findtext("name") for label in root.iter("label")] == CATEGORIES
+    images = root.findall("image")
+    assert [int(image.get("id")) for image in images] == indices
+    assert [image.get("name") for image in images] == [f"frame_{i:06d}.jpg" for i in indices]
+    for position, image in enumerate(images):
+        seen = set()
+        for shape in image.findall("mask"):
+            track_id = int(shape.find("attribute[@name='track_id']").text)
+            track = next(t for t in output.tracks if t.track_id == track_id)
+            assert shape.get("label") == CATEGORIES[track.category_id - 1]
+            runs = [int(v) for v in shape.get("rle").split(",")]
+            box = [int(shape.get(k)) for k in ("left", "top", "width", "height")]
+            decoded = decode_cvat_rle(runs, *box, HEIGHT, WIDTH)
+            assert np.array_equal(decoded, output.masks[track_id][position])
+            seen.add(track_id)
+        assert seen == {t for t, masks in output.masks.items() if masks[position] is not None}
+
+    # cvat-video: polygon tracks, keyframes, outside after leaving, frame numbers, original size.
+    with zipfile.ZipFile(folder / "cvat-video.zip") as archive:
+        assert archive.namelist() == ["annotations.xml"]
+        root = ET.fromstring(archive.read("annotations.xml"))
+    assert root.findtext("meta/task/original_size/width") == str(WIDTH)
+    assert root.findtext("meta/task/mode") == "interpolation"
+    tracks = root.findall("track")
+    assert [t.get("label") for t in tracks] == ["dog", "cat", "hot air balloon"]
+    cat = [(int(p.get("frame")), p.get("outside")) for p in tracks[1].findall("polygon")]
+    assert cat == [(0, "0"), (2, "0"), (4, "1"), (8, "0"), (10, "0")]  # absent on processed frames 2-3
+    balloon = [(int(p.get("frame")), p.get("outside")) for p in tracks[2].findall("polygon")]
+    assert balloon == [(0, "0"), (2, "0"), (4, "0"), (6, "1")]
+    assert all(p.get("keyframe") == "1" for t in tracks for p in t.findall("polygon"))
+    for position, polygon in enumerate(tracks[0].findall("polygon")):
+        points = np.array([[float(v) for v in pair.split(",")] for pair in polygon.get("points").split(";")])
+        assert mask_iou(polygon_mask(points, HEIGHT, WIDTH), output.masks[1][position]) > 0.98
+
+    # coco: pycocotools reads it; file names carry the frame number; track_id in attributes.
+    coco = COCO(str(folder / "coco" / "annotations" / "instances_default.json"))
+    assert sorted(img["file_name"] for img in coco.dataset["images"]) == sorted(
+        f"frame_{i:06d}.jpg" for i in indices)
+    assert all((folder / "coco" / "images" / img["file_name"]).is_file() for img in coco.dataset["images"])
+    for annotation in coco.dataset["annotations"]:
+        image = coco.imgs[annotation["image_id"]]
+        position = indices.index(int(image["file_name"][6:12]))
+        track_id = annotation["attributes"]["track_id"]
+        assert np.array_equal(coco.annToMask(annotation).astype(bool), output.masks[track_id][position])
+
+    # mots-png: 16-bit class*1000+instance, overlap resolved by score, labels.txt line k = class k.
+    labels = (folder / "mots-png" / "instances" / "labels.txt").read_text().split("\n")
+    assert labels[:3] == CATEGORIES
+    values = {t.track_id: t.category_id * 1000 + t.track_id for t in output.tracks}
+    for position, index in enumerate(indices):
+        png = Image.open(folder / "mots-png" / "instances" / "clip" / f"{index:06d}.png")
+        assert png.mode.startswith("I")  # 16-bit
+        assert np.array_equal(np.asarray(png), expected_id_map(output, position, values))
+        assert (folder / "mots-png" / "images" / "clip" / f"{index:06d}.jpg").is_file()
+
+    # mots-txt: the MOTS tools' rules (6 fields, id // 1000 == class, RLE decodes, no overlap per frame).
+    per_frame: dict[int, list] = {}
+    for line in (folder / "mots-txt" / "mots.txt").read_text().splitlines():
+        fields = line.split(" ")
+        assert len(fields) == 6
+        time, object_id, class_id, height, width = map(int, fields[:5])
+        assert object_id // 1000 == class_id and (height, width) == (HEIGHT, WIDTH)
+        per_frame.setdefault(time, []).append(
+            (object_id, {"size": [height, width], "counts": fields[5].encode("ascii")}))
+    assert sorted(per_frame) == indices
+    for time, objects in per_frame.items():
+        rles = [r for _, r in objects]
+        assert coco_mask.area(coco_mask.merge(rles, intersect=True)) == 0 or len(rles) == 1
+        decoded = np.zeros((HEIGHT, WIDTH), np.int64)
+        for object_id, encoded in objects:
+            decoded[coco_mask.decode(encoded).astype(bool)] = object_id
+        assert np.array_equal(decoded, expected_id_map(output, indices.index(time), values))
+
+    # png-masks: indexed PNG (palette) with track ids, objects.json naming each id's class.
+    objects = json.loads((folder / "png-masks" / "objects.json").read_text())["objects"]
+    assert objects["2"]["class"] == "cat" and objects["1"]["class"] == "dog"
+    for position, index in enumerate(indices):
+        png = Image.open(folder / "png-masks" / f"{index:06d}.png")
+        assert png.mode == "P" and png.getpalette()[3:6] != [0, 0, 0]
+        assert np.array_equal(np.asarray(png), expected_id_map(output, position, {t: t for t in (1, 2, 3)}))
+
+    # ytvis: the bare results list.
+    results = json.loads((dest / "results.json").read_text())
+    assert [(r["video_id"], r["category_id"]) for r in results] == [(1, 2), (1, 1), (1, 3)]
+
+
+def test_filters_zip_and_default_destination(tmp_path) -> None:
+    output = make_segment_output(tmp_path / "out")
+    result = run_export(str(output.ytvis), "--to", "ytvis,cvat-images", "--zip", "--min-score", "0.5",
+                        "--classes", "cat,dog", "--no-media")
+    assert result.exit_code == 0, result.output
+    with zipfile.ZipFile(output.folder / "results.zip") as archive:
+        results = json.loads(archive.read("results.json"))
+    assert sorted(r["category_id"] for r in results) == [1, 2]
+    with zipfile.ZipFile(output.folder / "cvat-images.zip") as archive:
+        assert archive.namelist() == ["annotations.xml"]
+        root = ET.fromstring(archive.read("annotations.xml"))
+    assert [label.findtext("name") for label in root.iter("label")] == ["cat", "dog"]
+
+
+def test_many_classes_are_renumbered_for_mots(tmp_path) -> None:
+    output = make_segment_output(tmp_path / "out")
+    document = json.loads(output.ytvis.read_text())
+    names = [f"thing{i}" for i in range(1, 101)]
+    document["categories"] = [{"id": i, "name": n} for i, n in enumerate(names, start=1)]
+    document["annotations"][0]["category_id"] = 90
+    output.ytvis.write_text(json.dumps(document))
+    result = run_export(str(output.folder), "--to", "mots-png", "--classes", "thing1,thing2,thing3,thing90",
+                        "--no-media", "-o", str(tmp_path / "exp"))
+    assert result.exit_code == 0, result.output
+    root = tmp_path / "exp" / "clip" / "mots-png"
+    class_map = json.loads((root / "class_map.json").read_text())
+    assert class_map["renumbered"] is True
+    assert [(c["class_id"], c["name"]) for c in class_map["classes"]] == [
+        (1, "thing1"), (2, "thing2"), (3, "thing3"), (4, "thing90")]
+    assert (root / "instances" / "labels.txt").read_text().split() == ["thing1", "thing2", "thing3", "thing90"]
+    first = np.asarray(Image.open(root / "instances" / "clip" / "000000.png"))
+    assert 4 * 1000 + 1 in np.unique(first)  # track 1 (thing90) -> class 4
+
+
+def test_bad_inputs_fail_with_one_line_and_write_nothing(tmp_path) -> None:
+    output = make_segment_output(tmp_path / "out")
+    good = make_segment_output(tmp_path / "out2", stem="other")
+    output.video.unlink()
+    dest = tmp_path / "exp"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = run_export(str(output.folder), str(empty), str(good.folder), "--to", "coco", "-o", str(dest))
+    assert result.exit_code == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("clipvis: error")]
+    assert len(errors) == 2
+    assert "clip.mp4" in errors[0] and "not found" in errors[0]
+    assert str(empty) in errors[1] and "no segment outputs" in errors[1]
+    assert not (dest / "clip").exists() or not any((dest / "clip").iterdir())
+    assert (dest / "other" / "coco" / "annotations" / "instances_default.json").is_file()  # the batch goes on
+    assert not list(dest.rglob(".export-*"))
+    # formats without media do not need the video
+    assert run_export(str(output.folder), "--to", "mots-txt", "-o", str(dest)).exit_code == 0
+    unknown = run_export(str(output.folder), "--to", "pascal")
+    assert unknown.exit_code == 2 and "unknown format pascal" in unknown.output
+    broken = tmp_path / "broken.json"
+    broken.write_text("{not json")
+    bad = run_export(str(broken), "--to", "coco", "-o", str(dest))
+    assert bad.exit_code == 1 and "not valid JSON" in bad.stderr and str(broken) in bad.stderr
