@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -117,7 +118,7 @@ class ClipBackbone(nn.Module):
     def positional_grid(self, height: int, width: int) -> torch.Tensor:
         """RN attnpool spatial positional embedding resized to ``height x width``: ``[h*w, C]``."""
         pos = self.clip_model.visual.attnpool.positional_embedding[1:]
-        side = int(round(pos.shape[0] ** 0.5))
+        side = math.isqrt(int(pos.shape[0]))  # int(): a plain number also while tracing (ONNX export)
         grid = pos.reshape(side, side, -1).permute(2, 0, 1)[None]
         grid = F.interpolate(grid, size=(height, width), mode="bilinear", align_corners=False)
         return grid[0].flatten(1).transpose(0, 1)

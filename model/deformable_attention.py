@@ -22,6 +22,7 @@ def multi_scale_deformable_attention(
     spatial_shapes: list[tuple[int, int]],
     sampling_locations: torch.Tensor,
     attention_weights: torch.Tensor,
+    gather: str = "embedding_bag",
 ) -> torch.Tensor:
     """Sample and mix values at fractional locations of several feature levels.
 
@@ -36,6 +37,8 @@ def multi_scale_deformable_attention(
         spatial_shapes: ``[(H_l, W_l)]`` for the L levels, in the order they are concatenated in ``value``.
         sampling_locations: ``[N, Lq, M, L, P, 2]`` normalised (x, y) in [0, 1] (align_corners=False convention).
         attention_weights: ``[N, Lq, M, L, P]`` weights (softmax over L*P per head).
+        gather: ``"embedding_bag"`` (fast, the default) or ``"index"``: the same weighted sum as a plain row gather
+            and a reduction, which ONNX exporters translate (Gather + Mul + ReduceSum); same math, more memory.
 
     Returns:
         ``[N, Lq, M*D]``.
@@ -48,13 +51,17 @@ def multi_scale_deformable_attention(
 
     # Table of value rows, ordered (frame, level, padded y, padded x, head); each level padded to [H+3, W+3].
     padded_sizes = [(h + 3) * (w + 3) for h, w in spatial_shapes]
-    table = value.new_zeros(n, sum(padded_sizes), heads * channels)
     levels = value.view(n, -1, heads * channels).split([h * w for h, w in spatial_shapes], dim=1)
-    start = 0
-    for level, size, (h, w) in zip(levels, padded_sizes, spatial_shapes, strict=True):
-        padded = table[:, start : start + size].view(n, h + 3, w + 3, -1)
-        padded[:, 1 : h + 1, 1 : w + 1] = level.view(n, h, w, -1)
-        start += size
+    if gather == "index":  # no writes into views: ONNX exporters lose them
+        table = torch.cat([F.pad(level.reshape(n, h, w, -1), (0, 0, 1, 2, 1, 2)).reshape(n, (h + 3) * (w + 3), -1)
+                           for level, (h, w) in zip(levels, spatial_shapes, strict=True)], dim=1)
+    else:
+        table = value.new_zeros(n, sum(padded_sizes), heads * channels)
+        start = 0
+        for level, size, (h, w) in zip(levels, padded_sizes, spatial_shapes, strict=True):
+            padded = table[:, start : start + size].view(n, h + 3, w + 3, -1)
+            padded[:, 1 : h + 1, 1 : w + 1] = level.view(n, h, w, -1)
+            start += size
 
     # Pixel coordinates with grid_sample's own CPU arithmetic: fma(2 * loc - 1, size / 2, size / 2 - 0.5), done in
     # float64 and rounded once, so the bilinear weights are bit-identical to the official grid_sample fallback.
@@ -83,12 +90,16 @@ def multi_scale_deformable_attention(
     gx, gy = 1 - fx, 1 - fy
     weights = torch.stack([gx * gy, fx * gy, gx * fy, fx * fy], -1).mul_(attention_weights[..., None])
 
-    out = F.embedding_bag(
-        indices.view(n * num_queries * heads, -1),
-        table.view(-1, channels),
-        per_sample_weights=weights.view(n * num_queries * heads, -1),
-        mode="sum",
-    )
+    rows = n * num_queries * heads
+    if gather == "index":
+        sampled = table.view(-1, channels)[indices.view(rows, -1).long()]  # [rows, L*P*4, D]
+        out = (sampled * weights.view(rows, -1, 1)).sum(1)
+    elif gather == "embedding_bag":
+        out = F.embedding_bag(
+            indices.view(rows, -1), table.view(-1, channels), per_sample_weights=weights.view(rows, -1), mode="sum"
+        )
+    else:
+        raise ValueError(f"gather must be 'embedding_bag' or 'index', not {gather!r}")
     return out.view(n, num_queries, heads * channels)
 
 
@@ -107,6 +118,7 @@ class MSDeformAttn(nn.Module):
         self.attention_weights = nn.Linear(d_model, n_heads * n_levels * n_points)
         self.value_proj = nn.Linear(d_model, d_model)
         self.output_proj = nn.Linear(d_model, d_model)
+        self.gather = "embedding_bag"  # "index" for ONNX export (see multi_scale_deformable_attention)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -147,5 +159,5 @@ class MSDeformAttn(nn.Module):
             [[w, h] for h, w in spatial_shapes], dtype=query.dtype, device=query.device
         )  # [L, 2] as (W, H)
         locations = reference_points[:, :, None, :, None, :] + offsets / normalizer[None, None, None, :, None, :]
-        output = multi_scale_deformable_attention(value, spatial_shapes, locations, weights)
+        output = multi_scale_deformable_attention(value, spatial_shapes, locations, weights, gather=self.gather)
         return self.output_proj(output)

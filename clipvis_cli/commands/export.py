@@ -7,9 +7,11 @@ from pathlib import Path
 
 import typer
 
+from clipvis.cli.commands.segment import _fail, load_predictor, parse_vocabulary
 from clipvis.cli.exporters import EXPORT_FORMATS, ExportOptions, discover_export_inputs
 from clipvis.cli.exporters.runner import ExportRunner
 from clipvis.cli.progress import HumanReporter, JsonlReporter
+from clipvis.cli.segment import SegmentOptions
 
 
 def parse_formats(value: str, allowed: tuple[str, ...], flag: str) -> list[str]:
@@ -37,10 +39,31 @@ def export(
     ),
     zip_results: bool = typer.Option(False, "--zip", help="ytvis: write results.zip (holding results.json)."),
     log_format: str = typer.Option("human", "--log-format", help="human or jsonl."),
+    model: str | None = typer.Option(None, "--model", help="onnx: released checkpoint name or checkpoint path."),
+    config: Path | None = typer.Option(None, "--config", help="onnx: model settings (as segment --config)."),
+    clip_config: Path | None = typer.Option(None, "--clip-config", help="onnx: open_clip model config JSON."),
+    height: int | None = typer.Option(None, "--height", min=32, help="onnx: input height (multiple of 32)."),
+    width: int | None = typer.Option(None, "--width", min=32, help="onnx: input width (multiple of 32)."),
+    precision: str = typer.Option("fp32", "--precision", help="onnx: fp32 or fp16."),
+    vocab: str | None = typer.Option(None, "--vocab", help="onnx: bake these classes in (adds class_logits)."),
+    vocab_file: Path | None = typer.Option(None, "--vocab-file", help="onnx: classes from a file."),
+    opset: int = typer.Option(17, "--opset", min=16, help="onnx: opset version."),
 ) -> None:
-    """Convert segment outputs to CVAT, COCO, MOTS, DAVIS-style PNG, Label Studio, FiftyOne or YouTube-VIS files."""
+    """Convert segment outputs to CVAT, COCO, MOTS, DAVIS-style PNG, Label Studio, FiftyOne or YouTube-VIS files;
+    or, with --to onnx, the per-frame network to ONNX."""
     if log_format not in ("human", "jsonl"):
         raise typer.BadParameter(f"--log-format must be human or jsonl, not {log_format!r}")
+    if to.strip().lower() == "onnx":
+        if model is None:
+            raise typer.BadParameter("--to onnx needs --model WEIGHTS")
+        if inputs:
+            raise typer.BadParameter("--to onnx exports the network: give --model, not inputs")
+        vocabulary = parse_vocabulary(vocab, vocab_file) if (vocab or vocab_file) else None
+        export_network(model, output or Path("clipvis.onnx"), height, width, precision, vocabulary, opset,
+                       config, clip_config)
+        return
+    if model is not None:
+        raise typer.BadParameter("--model is only for --to onnx")
     formats = parse_formats(to, EXPORT_FORMATS, "--to")
     if not inputs:
         raise typer.BadParameter("give the segment outputs to export (folders or ytvis.json files)")
@@ -73,3 +96,42 @@ def export(
     if failed:
         typer.echo(f"clipvis: {failed} of {len(outcomes)} export(s) failed", err=True)
         raise typer.Exit(1)
+
+
+def export_network(weights: str, path: Path, height: int | None, width: int | None, precision: str,
+                   vocabulary: list[str] | None, opset: int, config: Path | None, clip_config: Path | None) -> None:
+    """Export the per-frame network to ONNX and check it against PyTorch with onnxruntime (diffs on stderr)."""
+    if precision not in ("fp32", "fp16"):
+        raise typer.BadParameter(f"--precision must be fp32 or fp16, not {precision!r}")
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        raise _fail("ONNX export needs onnx and onnxruntime: pip install 'clipvis[onnx]'") from None
+    import torch
+
+    from clipvis.cli.atomic import OutputNotWritableError, atomic_output_path
+    from clipvis.model.onnx_export import FrameNetwork, check_parity, export_onnx
+
+    predictor = load_predictor(SegmentOptions(
+        vocabulary=vocabulary or ["object"], weights=weights, device="cpu", precision="fp32",
+        config=str(config) if config else None, clip_config=str(clip_config) if clip_config else None,
+    ))
+    model = predictor.model
+    size = -(-model.config.min_size_test // 32) * 32
+    height, width = height or size, width or size
+    if height % 32 or width % 32:
+        raise typer.BadParameter(f"--height/--width must be multiples of 32 (got {height}x{width})")
+    network = FrameNetwork(model, predictor.text if vocabulary else None)
+    try:
+        with atomic_output_path(path) as temporary:
+            export_onnx(network, temporary, height, width, precision=precision, opset=opset)
+            images = torch.randn(2, 3, height, width, generator=torch.Generator().manual_seed(0))
+            parity = check_parity(network, temporary, images)
+    except OutputNotWritableError as error:
+        raise _fail(str(error)) from None
+    except (RuntimeError, ValueError) as error:
+        raise _fail(f"ONNX export of {weights} failed: {' '.join(str(error).split())}") from None
+    diffs = ", ".join(f"{name} {value:.2e}" for name, value in parity.max_abs_diff.items())
+    typer.echo(f"clipvis: onnxruntime vs PyTorch ({precision}, batch {parity.batch}, {height}x{width}) "
+               f"max abs diff: {diffs}", err=True)
+    typer.echo(str(path))
