@@ -10,6 +10,7 @@ import typer
 from clipvis.cli.commands.segment import _fail, load_predictor, parse_vocabulary
 from clipvis.cli.exporters import EXPORT_FORMATS, ExportOptions, discover_export_inputs
 from clipvis.cli.exporters.runner import ExportRunner
+from clipvis.cli.messages import describe_exception, one_line, print_error, print_path, subject_message
 from clipvis.cli.progress import HumanReporter, JsonlReporter
 from clipvis.cli.segment import SegmentOptions
 
@@ -84,17 +85,17 @@ def export(
         outcomes.extend(runner.finish())
     except KeyboardInterrupt:
         reporter.close()
-        typer.echo("clipvis: interrupted; incomplete exports were not written", err=True)
+        print_error("interrupted; incomplete exports were not written")
         raise typer.Exit(130) from None
     reporter.close()
     for outcome in outcomes:
         for note in outcome.notes:
-            typer.echo(f"clipvis: {note}", err=True)
+            typer.echo(f"clipvis: {one_line(note)}", err=True)
         for path in outcome.outputs:
-            typer.echo(str(path))
+            print_path(path)
     failed = sum(outcome.status == "failed" for outcome in outcomes)
     if failed:
-        typer.echo(f"clipvis: {failed} of {len(outcomes)} export(s) failed", err=True)
+        print_error(f"{failed} of {len(outcomes)} export(s) failed")
         raise typer.Exit(1)
 
 
@@ -130,8 +131,8 @@ def export_network(weights: str, path: Path, height: int | None, width: int | No
     except OutputNotWritableError as error:
         raise _fail(str(error)) from None
     except (RuntimeError, ValueError) as error:
-        raise _fail(f"ONNX export of {weights} failed: {' '.join(str(error).split())}") from None
+        raise _fail(subject_message(f"ONNX export failed: {describe_exception(error)}", weights)) from None
     diffs = ", ".join(f"{name} {value:.2e}" for name, value in parity.max_abs_diff.items())
     typer.echo(f"clipvis: onnxruntime vs PyTorch ({precision}, batch {parity.batch}, {height}x{width}) "
                f"max abs diff: {diffs}", err=True)
-    typer.echo(str(path))
+    print_path(path)

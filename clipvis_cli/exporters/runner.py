@@ -15,6 +15,7 @@ from clipvis.cli.exporters.frames import check_source
 from clipvis.cli.exporters.loading import ExportInput, ExportInputError, ExportVideo, load_videos
 from clipvis.cli.exporters.ytvis import write_results
 from clipvis.cli.inputs import VideoSource
+from clipvis.cli.messages import describe_exception, one_line, subject_message
 from clipvis.cli.progress import Reporter
 from clipvis.cli.video_io import VideoReadError
 
@@ -46,11 +47,11 @@ class ExportRunner:
     def run(self, item: ExportInput) -> list[ExportOutcome]:
         source = VideoSource(item.path)
         if not item.ok:
-            return [self._failed(source, item.path.name, item.describe_error())]
+            return [self._failed(source, item.path.name, one_line(item.describe_error()))]
         try:
             videos = load_videos(item.path)
         except ExportInputError as error:
-            return [self._failed(source, item.path.name, str(error))]
+            return [self._failed(source, item.path.name, one_line(str(error)))]
         if not videos:
             return [self._failed(source, item.path.name, f"{item.path}: no videos in this results file")]
         return [self._export_video(source, video, len(videos) > 1) for video in videos]
@@ -68,7 +69,7 @@ class ExportRunner:
                 path = write_results(videos, folder, self.options)
                 outcomes.append(ExportOutcome(folder.name, "complete", [path]))
             except (ValueError, OSError) as error:
-                message = " ".join(str(error).split())
+                message = subject_message(error, folder)
                 self.reporter.video_failed(VideoSource(folder), folder.name, message)
                 outcomes.append(ExportOutcome(folder.name, "failed", error=message))
         return outcomes
@@ -106,10 +107,12 @@ class ExportRunner:
                             notes.append(f"{stem}: cvat-video polygons cover the masks with mean IoU "
                                          f"{exporter.last_polygon_iou:.4f}")
         except (ExportInputError, OutputNotWritableError, VideoReadError) as error:
-            return self._failed(source, stem, str(error))
-        except (ValueError, OSError, RuntimeError) as error:
-            message = " ".join(str(error).split()) or type(error).__name__
-            return self._failed(source, stem, f"{video.results_file}: {stem}: {message}")
+            return self._failed(source, stem, one_line(str(error)))
+        except Exception as error:  # noqa: BLE001 - a library error fails this video, not the batch
+            cause = describe_exception(error)
+            if not isinstance(error, (ValueError, OSError, RuntimeError)):
+                cause = f"{type(error).__name__}: {cause}"
+            return self._failed(source, stem, subject_message(f"{stem}: {cause}", video.results_file))
         if YTVIS_FORMAT in self.formats:
             self._collected.append((video, self.destination or video.results_file.parent))
         self.reporter.frames_done(video.info.num_frames)

@@ -213,6 +213,8 @@ def test_bad_inputs_fail_with_one_line_and_write_nothing(tmp_path) -> None:
     result = run_export(str(output.folder), str(empty), str(good.folder), "--to", "coco", "-o", str(dest))
     assert result.exit_code == 1
     errors = [line for line in result.stderr.splitlines() if line.startswith("clipvis: error")]
+    assert errors[-1] == "clipvis: error: 2 of 3 export(s) failed"
+    errors = errors[:-1]
     assert len(errors) == 2
     assert "clip.mp4" in errors[0] and "not found" in errors[0]
     assert str(empty) in errors[1] and "no segment outputs" in errors[1]
