@@ -101,28 +101,6 @@ def discover_inputs(arguments: Sequence[str], stdin: TextIO | None = None) -> li
     return _deduplicate(sources)
 
 
-def unique_stems(sources: Sequence[VideoSource]) -> list[str]:
-    """Output-folder names, one per source, unique (case-insensitively) and stable for a given input order.
-
-    The first input with a stem keeps it; later inputs with the same stem get `-2`, `-3`, … (skipping
-    names another input has naturally: `a/clip.mp4 b/clip.mp4 clip-2.mp4` -> `clip`, `clip-3`, `clip-2`).
-    """
-    natural = [source.stem for source in sources]
-    reserved = {stem.lower() for stem in natural}
-    used: set[str] = set()
-    stems: list[str] = []
-    for stem in natural:
-        candidate = stem
-        if candidate.lower() in used:
-            suffix = 2
-            while f"{stem}-{suffix}".lower() in reserved or f"{stem}-{suffix}".lower() in used:
-                suffix += 1
-            candidate = f"{stem}-{suffix}"
-        used.add(candidate.lower())
-        stems.append(candidate)
-    return stems
-
-
 def list_image_frames(directory: Path) -> list[Path]:
     """Image files directly inside `directory` (hidden ones skipped), in natural sort order."""
     frames = [

@@ -42,7 +42,7 @@ class TrackMaskStore:
         self._file.write(b"".join(chunks))
         self._index.append(index)
 
-    def get(self, frame: int, track: int) -> dict | None:
+    def get(self, frame: int, track: int) -> rle.RleDict | None:
         """The RLE of a track on a frame, or None when the mask is empty."""
         offset, length = self._index[frame][track]
         if length == 0:

@@ -11,8 +11,7 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Literal
 
-# A compressed COCO RLE: {"size": [height, width], "counts": "<ascii str>"}.
-RleDict = dict
+from clipvis.cli.rle import RleDict
 
 
 @dataclass

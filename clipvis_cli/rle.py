@@ -8,12 +8,23 @@ bool/uint8 masks.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TypedDict
 
 import cv2
 import numpy as np
 from pycocotools import mask as coco_mask
 
-RleDict = dict
+
+class RleDict(TypedDict):
+    """A COCO run-length-encoded mask, the one mask type of writers, evaluation and the mask store.
+
+    `size` is `[height, width]`; `counts` is the compressed ASCII string (what clipvis writes), or a list of run
+    lengths (uncompressed RLE, as ground-truth files often carry).
+    """
+
+    size: list[int]
+    counts: str | list[int]
+
 
 
 def _to_json_rle(rle: dict) -> RleDict:

@@ -2,37 +2,60 @@
 
 Decoding runs in a background thread, mask RLE encoding in a worker thread, so both overlap with the model.
 Memory is bounded: per-frame masks leave the process as compressed RLE in a temp file (TrackMaskStore), the
-model keeps only running sums (model.predictor). Every output is written atomically; run.json says whether an
-input is complete.
+model keeps only running sums (model.predictor).
+
+`SegmentRunner` owns the resume policy and the error handling: each input gets its own output folder (locked
+while it runs; another source with the same stem gets `stem-2/`), is skipped when its run.json shows a complete run
+by the same producer (checkpoint file, resolved config, vocabulary, options, clipvis version) on the same unchanged
+source, and otherwise runs; any failure becomes one line and a "failed" run.json, never an exception that stops the
+batch. The files themselves are written by a list of `OutputWriter`s (clipvis.cli.writers), each atomically; the
+"complete" run.json comes last and records each output's size.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from clipvis.cli.atomic import OutputNotWritableError
+from clipvis.cli import __version__
+from clipvis.cli.atomic import OutputNotWritableError, remove_stale_temp_files
 from clipvis.cli.inputs import VideoSource
+from clipvis.cli.locks import FolderBusyError
 from clipvis.cli.mask_store import StoredSegmentations, TrackMaskStore
 from clipvis.cli.messages import describe_exception, one_line, path_text, subject_message
 from clipvis.cli.progress import Reporter
 from clipvis.cli.results import TrackResult, VideoInfo
 from clipvis.cli.video_io import BackgroundDecoder, VideoReadError, open_reader
-from clipvis.cli.writers import CocoWriter, OverlayVideoWriter, RunManifest, VideoOutputPaths, YtvisWriter
+from clipvis.cli.writers import (
+    OutputWriter,
+    RunManifest,
+    SegmentedVideo,
+    VideoOutputPaths,
+    create_writers,
+    writer_formats,
+)
+from clipvis.cli.writers.layout import ClaimedFolder, claim_output_folder
 from clipvis.cli.writers.manifest import STATUS_INTERRUPTED
 
-FORMATS = ("overlay", "ytvis", "coco")
+FORMATS = writer_formats()
 
 
 @dataclass
 class SegmentOptions:
-    """Everything that decides what `segment` computes and writes."""
+    """Everything that decides what `segment` computes and writes.
+
+    `checkpoint` is the identity of the checkpoint file `weights` resolved to (`checkpoint_identity`), set by the
+    command once the weights are found; it keys `--skip-existing` together with the other result options.
+    """
 
     vocabulary: list[str]
     weights: str
@@ -50,14 +73,44 @@ class SegmentOptions:
     overlay_min_score: float = 0.2  # tracks drawn on overlay.mp4 (the official visualiser's threshold)
     config: str | None = None
     clip_config: str | None = None
+    checkpoint: dict[str, Any] | None = None
 
     def result_options(self) -> dict[str, Any]:
-        """The options that change results (the run.json identity besides weights and vocabulary)."""
+        """What changes results, besides weights and vocabulary: the run.json identity. The config files count by
+        their resolved contents (a `_BASE_` file edited counts too), the checkpoint by its file's identity."""
         data = asdict(self)
         for key in ("vocabulary", "weights", "output", "device", "batch_frames", "skip_existing"):
             data.pop(key)
         data["formats"] = sorted(self.formats)
+        data["config"] = config_identity(self.config)
+        data["clip_config"] = config_identity(self.clip_config, clip=True)
+        data["clipvis"] = __version__
         return data
+
+
+def checkpoint_identity(path: Path | str) -> dict[str, Any]:
+    """A checkpoint file's identity for `--skip-existing`: resolved path, size and modification time (ns)."""
+    real = os.path.realpath(path)
+    stat = os.stat(real)
+    return {"file": path_text(real), "bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+def config_identity(path: str | None, clip: bool = False) -> dict[str, str] | None:
+    """A config file's identity: its path and the SHA-256 of what it resolves to (after `_BASE_` includes), or of
+    its bytes when it cannot be parsed."""
+    if path is None:
+        return None
+    from clipvis.model.config import load_clip_model_config, load_config_file
+
+    try:
+        content = load_clip_model_config(path) if clip else load_config_file(path)
+        text = json.dumps(content, sort_keys=True, default=str).encode()
+    except (ValueError, OSError):
+        try:
+            text = Path(path).read_bytes()
+        except OSError:
+            text = b""
+    return {"path": path_text(path), "sha256": hashlib.sha256(text).hexdigest()}
 
 
 @dataclass
@@ -81,39 +134,68 @@ class VideoOutcome:
 
 
 class SegmentRunner:
-    """Runs a VideoPredictor over inputs and writes each video's files."""
+    """Runs a VideoPredictor over inputs and writes each video's files with `writers` (default: those of
+    `options.formats`)."""
 
     def __init__(
-        self, predictor, options: SegmentOptions, reporter: Reporter, categories: list[str] | None = None
+        self,
+        predictor,
+        options: SegmentOptions,
+        reporter: Reporter,
+        categories: list[str] | None = None,
+        writers: Sequence[OutputWriter] | None = None,
     ) -> None:
         self.predictor = predictor
         self.options = options
         self.categories = categories or list(options.vocabulary)
         self.reporter = reporter
-        self.ytvis_writer = YtvisWriter()
-        self.coco_writer = CocoWriter()
-        self.overlay_writer = OverlayVideoWriter()
+        self.writers = list(writers) if writers is not None else create_writers(
+            options.formats, options.overlay_min_score
+        )
+        self._taken: set[str] = set()  # folder names given to inputs of this batch (lower case)
+        self._reserved: frozenset[str] = frozenset()  # natural stems of this batch's inputs (lower case)
 
-    def run(self, source: VideoSource, video_id: int, stem: str) -> VideoOutcome:
-        """Process one input. Failures are returned (never raised), except KeyboardInterrupt."""
+    def run_batch(self, sources: Sequence[VideoSource]) -> Iterator[VideoOutcome]:
+        """Process `sources` in order (video ids 1..N), yielding each outcome as soon as it is known."""
+        self._reserved = frozenset(source.stem.lower() for source in sources if source.ok)
+        self.reporter.batch_started(len(sources))
+        for video_id, source in enumerate(sources, start=1):
+            yield self.run(source, video_id)
+
+    def run(self, source: VideoSource, video_id: int, stem: str | None = None) -> VideoOutcome:
+        """Process one input into `OUTPUT/<stem or its natural stem>[-N]/`. Failures are returned (never raised),
+        except KeyboardInterrupt."""
         opts = self.options
+        stem = stem or source.stem
         if not source.ok:
             return self._failed(source, stem, source.describe_error())
-        try:
-            paths = VideoOutputPaths.for_stem(opts.output, stem).prepare()
-        except OutputNotWritableError as error:
-            return self._failed(source, stem, str(error))
-        if opts.skip_existing:
-            previous = RunManifest.read(paths.manifest)
-            if previous is not None and previous.is_complete_for(
-                opts.weights, opts.vocabulary, opts.result_options(), source, paths.directory
-            ):
-                self.reporter.video_skipped(source, stem)
-                return VideoOutcome(source, stem, "skipped", [paths.directory / n for n in previous.outputs])
         manifest = RunManifest.start(source, stem, opts.weights, opts.vocabulary, opts.result_options())
+        reserved = self._reserved - {stem.lower()}
+        try:
+            claim = claim_output_folder(opts.output, manifest, source, self._taken, reserved)
+        except FolderBusyError as error:
+            self.reporter.video_skipped(source, stem, reason=f"{error}; skipped")
+            return VideoOutcome(source, stem, "skipped", error=str(error))
+        except (OutputNotWritableError, ValueError) as error:
+            return self._failed(source, stem, one_line(str(error)))
+        try:
+            return self._run_claimed(source, video_id, claim, manifest)
+        finally:
+            claim.lock.release()
+
+    def _run_claimed(
+        self, source: VideoSource, video_id: int, claim: ClaimedFolder, manifest: RunManifest
+    ) -> VideoOutcome:
+        opts, paths, previous, stem = self.options, claim.paths, claim.previous, claim.paths.stem
+        remove_stale_temp_files(paths.directory)  # we hold the folder's lock: no live process is writing them
+        if opts.skip_existing and previous is not None and previous.is_complete_for(
+            opts.weights, opts.vocabulary, opts.result_options(), source, paths.directory
+        ):
+            self.reporter.video_skipped(source, stem)
+            return VideoOutcome(source, stem, "skipped", [paths.directory / n for n in previous.output_names])
         try:
             manifest.write(paths.manifest)
-            outcome = self._process(source, video_id, stem, paths, manifest)
+            outcome = self._process(source, video_id, paths, manifest, previous)
         except KeyboardInterrupt:
             manifest.mark_failed("interrupted by the user", status=STATUS_INTERRUPTED)
             _write_quietly(manifest, paths.manifest)
@@ -210,32 +292,54 @@ class SegmentRunner:
         return TrackedVideo(reader, info, tracks, timings)
 
     def _process(
-        self, source: VideoSource, video_id: int, stem: str, paths: VideoOutputPaths, manifest: RunManifest
+        self,
+        source: VideoSource,
+        video_id: int,
+        paths: VideoOutputPaths,
+        manifest: RunManifest,
+        previous: RunManifest | None,
     ) -> VideoOutcome:
         started = time.perf_counter()
+        stem = paths.stem
         with self.track(source, video_id, stem) as tracked:
             info, timings = tracked.info, tracked.timings
-            outputs = self._write_outputs(tracked.reader, paths, info, tracked.tracks, timings)
+            video = SegmentedVideo(info, tracked.tracks, self.categories, lambda: iter(tracked.reader))
+            outputs = self._write_outputs(paths, video, timings)
+        manifest.stale = self._settle_stale_outputs(paths, outputs, previous)
         timings["total"] = time.perf_counter() - started
-        manifest.mark_complete(info.num_frames, [p.name for p in outputs], timings)
+        manifest.mark_complete(info.num_frames, outputs, timings)  # the outputs are fsync'ed and in place
         manifest.write(paths.manifest)
         fps = info.num_frames / max(timings["total"], 1e-9)
         self.reporter.video_finished(source, stem, info.num_frames, fps, outputs)
         return VideoOutcome(source, stem, "complete", outputs, frames=info.num_frames)
 
-    def _write_outputs(self, reader, paths, info, tracks, timings) -> list[Path]:
-        categories = self.categories
+    def _write_outputs(self, paths: VideoOutputPaths, video: SegmentedVideo, timings: dict[str, float]) -> list[Path]:
         outputs: list[Path] = []
-        if "ytvis" in self.options.formats:
-            outputs.append(self.ytvis_writer.write(paths.ytvis, info, tracks, categories))
-        if "coco" in self.options.formats:
-            outputs.append(self.coco_writer.write(paths.coco, info, tracks, categories))
-        if "overlay" in self.options.formats:
+        for writer in self.writers:
             start = time.perf_counter()
-            shown = [track for track in tracks if track.score >= self.options.overlay_min_score]
-            outputs.append(self.overlay_writer.write(paths.overlay, iter(reader), info, shown, categories))
-            timings["overlay"] = time.perf_counter() - start
+            outputs.append(writer.write_video(paths.directory / writer.file_name, video))
+            timings[f"write_{writer.format}"] = time.perf_counter() - start
         return outputs
+
+    @staticmethod
+    def _settle_stale_outputs(
+        paths: VideoOutputPaths, outputs: Iterable[Path], previous: RunManifest | None
+    ) -> list[str]:
+        """Output files of an earlier run that this run did not write (other `--formats`): deleted when that run's
+        run.json lists them (they are clipvis'); returned, to be listed as stale in run.json, otherwise."""
+        written = {path.name for path in outputs}
+        known = {writer.file_name for writer in create_writers(writer_formats())}
+        ours = set(previous.output_names) if previous is not None else set()
+        stale: list[str] = []
+        for name in sorted(known - written):
+            path = paths.directory / name
+            if not path.is_file():
+                continue
+            if name in ours:
+                path.unlink(missing_ok=True)
+            else:
+                stale.append(name)
+        return stale
 
 
 def _encode_frames(store: TrackMaskStore, masks: list) -> None:

@@ -24,7 +24,7 @@ from clipvis.cli.evaluation.protocols import get_protocol
 from clipvis.cli.evaluation.scoring import score_results_file
 from clipvis.cli.evaluation.table import metrics_table
 from clipvis.cli.evaluation.video_ap import VideoAPResult
-from clipvis.cli.messages import print_error
+from clipvis.cli.messages import print_error, print_warning
 
 
 class ProtocolChoice(str, Enum):
@@ -56,7 +56,7 @@ def report_result(
     Raises OutputNotWritableError when the JSON cannot be written.
     """
     for warning in result.warnings:
-        typer.echo(f"warning: {warning}", err=True)
+        print_warning(str(warning))
     with_gt = sum(value is not None for value in result.per_category_ap.values())
     out = console or Console()
     out.print(f"protocol {result.protocol}: {get_protocol(result.protocol).description}", highlight=False)

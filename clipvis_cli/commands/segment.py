@@ -8,11 +8,11 @@ from pathlib import Path
 
 import typer
 
-from clipvis.cli.inputs import discover_inputs, unique_stems
+from clipvis.cli.inputs import discover_inputs
 from clipvis.cli.memory import HeapTrimmer
 from clipvis.cli.messages import describe_exception, print_error, print_path, print_warning, subject_message
 from clipvis.cli.progress import HumanReporter, JsonlReporter
-from clipvis.cli.segment import FORMATS, SegmentOptions, SegmentRunner
+from clipvis.cli.segment import FORMATS, SegmentOptions, SegmentRunner, checkpoint_identity
 
 DEFAULT_WEIGHTS = "clipvis-lvis-r50"
 
@@ -129,11 +129,9 @@ def segment(
     reporter = JsonlReporter() if log_format == "jsonl" else HumanReporter()
     runner = SegmentRunner(predictor, options, reporter, categories=[class_name(v) for v in vocabulary])
     failed = 0
-    reporter.batch_started(len(sources))
     try:
         with HeapTrimmer():
-            for video_id, (source, stem) in enumerate(zip(sources, unique_stems(sources), strict=True), start=1):
-                outcome = runner.run(source, video_id, stem)
+            for outcome in runner.run_batch(sources):
                 failed += outcome.status == "failed"
                 if outcome.status == "complete":
                     for path in outcome.outputs:
@@ -162,16 +160,22 @@ def check_config_file(config: Path | None) -> None:
 
 
 def load_predictor(options: SegmentOptions):
-    """The model and predictor for a run; weights problems end the run with one line (exit 1)."""
+    """The model and predictor for a run; weights problems end the run with one line (exit 1).
+
+    Also records the identity of the checkpoint file the weights resolved to in `options.checkpoint` (replacing
+    that file re-runs inputs that `--skip-existing` would otherwise skip).
+    """
     from clipvis.model import CheckpointError, ClipVis
     from clipvis.model.predictor import VideoPredictor
-    from clipvis.weights import WeightsError
+    from clipvis.weights import WeightsError, resolve_weights
 
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
+            checkpoint = resolve_weights(options.weights)
+            options.checkpoint = checkpoint_identity(checkpoint)
             model = ClipVis.from_pretrained(
-                options.weights, config=options.config, clip_config=options.clip_config, device=options.device
+                checkpoint, config=options.config, clip_config=options.clip_config, device=options.device
             )
             predictor = VideoPredictor(
                 model, options.vocabulary, device=options.device, precision=options.precision, exact=options.exact

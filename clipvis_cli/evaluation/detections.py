@@ -23,7 +23,8 @@ from pycocotools import mask as mask_utils
 
 from clipvis.cli.evaluation.errors import EvaluationInputError
 from clipvis.cli.evaluation.files import read_json_file
-from clipvis.cli.evaluation.ground_truth import GtVideo, Rle, VideoGroundTruth, is_absent
+from clipvis.cli.evaluation.ground_truth import GtVideo, VideoGroundTruth, is_absent
+from clipvis.cli.rle import RleDict
 
 
 @dataclass
@@ -34,7 +35,7 @@ class Detection:
     video_id: int
     category_id: int
     score: float
-    segmentations: list[Rle | None]
+    segmentations: list[RleDict | None]
 
 
 @dataclass
@@ -139,10 +140,10 @@ def _parse_entry(
     )
 
 
-def _check_masks(frames: Sequence[Any], video: GtVideo, where: str) -> list[Rle | None]:
-    out: list[Rle | None] = [None] * len(frames)
+def _check_masks(frames: Sequence[Any], video: GtVideo, where: str) -> list[RleDict | None]:
+    out: list[RleDict | None] = [None] * len(frames)
     expected_size = [video.height, video.width]
-    uncompressed: list[tuple[int, Rle]] = []
+    uncompressed: list[tuple[int, RleDict]] = []
     for frame, rle in enumerate(frames):
         if is_absent(rle):
             continue

@@ -19,8 +19,7 @@ from pycocotools import mask as mask_utils
 
 from clipvis.cli.evaluation.errors import EvaluationInputError
 from clipvis.cli.evaluation.files import read_json_file
-
-Rle = dict[str, Any]
+from clipvis.cli.rle import RleDict
 
 
 @dataclass(frozen=True)
@@ -58,7 +57,7 @@ class GtTrack:
     video_id: int
     category_id: int
     iscrowd: bool
-    segmentations: list[Rle | None]
+    segmentations: list[RleDict | None]
     areas: list[Any] | None
 
 
@@ -223,11 +222,11 @@ def _parse_tracks(entries: Sequence[Any], videos: Mapping[int, GtVideo], source:
     return tracks
 
 
-def _convert_segmentations(frames: Sequence[Any], video: GtVideo, where: str) -> list[Rle | None]:
+def _convert_segmentations(frames: Sequence[Any], video: GtVideo, where: str) -> list[RleDict | None]:
     """Compressed RLE for every present frame; uncompressed RLEs are converted in one pycocotools call."""
-    out: list[Rle | None] = [None] * len(frames)
+    out: list[RleDict | None] = [None] * len(frames)
     uncompressed_index: list[int] = []
-    uncompressed: list[Rle] = []
+    uncompressed: list[RleDict] = []
     for frame, segmentation in enumerate(frames):
         if is_absent(segmentation):
             continue

@@ -28,14 +28,14 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from clipvis.cli.evaluation.detections import Detection, DetectionSet
-from clipvis.cli.evaluation.ground_truth import GtTrack, GtVideo, Rle, VideoGroundTruth
+from clipvis.cli.evaluation.ground_truth import GtTrack, GtVideo, VideoGroundTruth
 from clipvis.cli.evaluation.protocols import (
     EvaluationProtocol,
     ResolvedBlock,
     get_protocol,
     resolve_blocks,
 )
-from clipvis.cli.rle import coco_areas
+from clipvis.cli.rle import RleDict, coco_areas
 
 
 @dataclass(frozen=True)
@@ -162,7 +162,7 @@ class VideoAPResult:
 class _TrackMasks:
     """Per-frame masks of one track prepared for IoU: present flags, RLE areas, frames usable for intersection."""
 
-    rles: list[Rle | None]
+    rles: list[RleDict | None]
     present: np.ndarray
     areas: np.ndarray
     usable: np.ndarray
@@ -182,7 +182,7 @@ class _PairOutcome:
     num_regular_gt: np.ndarray
 
 
-def _track_masks(rles: Sequence[Rle | None], video: GtVideo | None = None) -> _TrackMasks:
+def _track_masks(rles: Sequence[RleDict | None], video: GtVideo | None = None) -> _TrackMasks:
     present = np.fromiter((bool(rle) for rle in rles), dtype=bool, count=len(rles))
     areas = np.zeros(len(rles), dtype=np.float64)
     present_index = np.flatnonzero(present)

@@ -1,5 +1,10 @@
-"""Output writers of `clipvis segment`; each writes one file atomically (temp name + rename)."""
+"""Output writers of `clipvis segment`; each writes one file atomically (temp name + rename).
 
+`create_writers(formats)` assembles the list `SegmentRunner` uses; every writer has the `OutputWriter` interface
+(`format`, `file_name`, `write_video(path, SegmentedVideo)`).
+"""
+
+from clipvis.cli.writers.base import OutputWriter, SegmentedVideo, create_writers, writer_formats
 from clipvis.cli.writers.coco import CocoWriter
 from clipvis.cli.writers.layout import VideoOutputPaths
 from clipvis.cli.writers.manifest import RunManifest, config_hash, source_fingerprint
@@ -11,9 +16,13 @@ __all__ = [
     "OverlayRenderer",
     "OverlayStyle",
     "OverlayVideoWriter",
+    "OutputWriter",
     "RunManifest",
+    "SegmentedVideo",
     "VideoOutputPaths",
     "YtvisWriter",
     "config_hash",
+    "create_writers",
     "source_fingerprint",
+    "writer_formats",
 ]

@@ -18,6 +18,7 @@ from datetime import datetime, timezone
 from clipvis.cli import __version__, rle
 from clipvis.cli.results import TrackResult, VideoInfo, check_tracks
 from clipvis.cli.writers.json_document import JsonDocumentWriter, VideoResults
+from clipvis.cli.writers.layout import COCO_NAME
 from clipvis.cli.writers.ytvis import categories_json
 
 
@@ -30,6 +31,9 @@ def coco_file_name(video: VideoInfo, position: int) -> str:
 
 class CocoWriter(JsonDocumentWriter):
     """Write COCO instances JSON (images = processed frames, annotations = per-frame track masks)."""
+
+    format = "coco"
+    file_name = COCO_NAME
 
     def fields(self, results: VideoResults, categories: Sequence[str]) -> list[tuple[str, object]]:
         """The document's fields; annotations come as an iterator (masks are read one track at a time)."""

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from clipvis.cli.atomic import atomic_write_json, atomic_write_json_stream
 from clipvis.cli.results import TrackResult, VideoInfo
+from clipvis.cli.writers.base import SegmentedVideo
 
 VideoResults = Sequence[tuple[VideoInfo, Sequence[TrackResult]]]
 
@@ -33,6 +34,10 @@ class JsonDocumentWriter:
     ) -> Path:
         """Write one video's results."""
         return self.write_many(path, [(video, tracks)], categories)
+
+    def write_video(self, path: Path, video: SegmentedVideo) -> Path:
+        """The `OutputWriter` interface: write one segmented video's document."""
+        return self.write(path, video.info, video.tracks, video.categories)
 
     def write_many(self, path: Path | str, results: VideoResults, categories: Sequence[str]) -> Path:
         """Write several videos' results into one file, atomically."""

@@ -1,16 +1,30 @@
-"""Output layout of `clipvis segment`: `OUTPUT/<stem>/{overlay.mp4, ytvis.json, coco.json, run.json}`."""
+"""Output layout of `clipvis segment`: `OUTPUT/<stem>/{overlay.mp4, ytvis.json, coco.json, run.json}`, and which
+folder an input gets.
+
+A folder belongs to the source its run.json records (resolved path). `claim_output_folder` gives an input its own
+folder, `stem/`, else `stem-2/`, `stem-3/`, … : one recording the same source, or a new one. A folder made by
+another source (`a/clip.mp4` yesterday, `b/clip.mp4` today) or by someone else (files but no run.json) is never
+written into. The choice is made under a lock on the output root, and the chosen folder stays locked while the
+input is processed, so two processes never interleave in one folder.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 
-from clipvis.cli.atomic import ensure_output_dir
+from clipvis.cli.atomic import OutputNotWritableError, ensure_output_dir, is_temp_file_name
+from clipvis.cli.inputs import VideoSource
+from clipvis.cli.locks import LOCK_NAME, FolderLock
+from clipvis.cli.writers.manifest import RunManifest, source_fingerprint
 
 OVERLAY_NAME = "overlay.mp4"
 YTVIS_NAME = "ytvis.json"
 COCO_NAME = "coco.json"
 MANIFEST_NAME = "run.json"
+
+_ROOT_LOCK_TIMEOUT_S = 60.0  # the root lock is held only while a folder is chosen: milliseconds
+_MAX_SUFFIX = 10_000
 
 
 @dataclass(frozen=True)
@@ -22,6 +36,10 @@ class VideoOutputPaths:
     @classmethod
     def for_stem(cls, output_root: Path | str, stem: str) -> VideoOutputPaths:
         return cls(Path(output_root) / stem)
+
+    @property
+    def stem(self) -> str:
+        return self.directory.name
 
     @property
     def overlay(self) -> Path:
@@ -43,3 +61,85 @@ class VideoOutputPaths:
         """Create the directory; raises OutputNotWritableError (one line) if it cannot be written."""
         ensure_output_dir(self.directory)
         return self
+
+
+@dataclass
+class ClaimedFolder:
+    """An input's output folder, locked by this process until `lock.release()`.
+
+    `previous` is the folder's run.json from an earlier run of the same source (None for a new folder).
+    """
+
+    paths: VideoOutputPaths
+    lock: FolderLock
+    previous: RunManifest | None
+
+
+def claim_output_folder(
+    output_root: Path | str,
+    manifest: RunManifest,
+    source: VideoSource,
+    taken: set[str] | None = None,
+    reserved: set[str] | frozenset[str] = frozenset(),
+) -> ClaimedFolder:
+    """Choose, lock and return the output folder of `source` (see module docstring).
+
+    `manifest` is the run's "running" manifest; its `stem` is the natural folder name and is set to the folder
+    chosen; it is written into a new folder at once (so the folder is marked as this source's before the root lock
+    is released). `taken`: lower-case names already given to other inputs of this batch (updated). `reserved`:
+    lower-case natural names of other inputs of this batch, which a `-N` suffix avoids.
+
+    Raises FolderBusyError when this source's folder is locked by another live process, OutputNotWritableError
+    when the output root or folder cannot be written.
+    """
+    root = ensure_output_dir(output_root)
+    taken = set() if taken is None else taken
+    owner = source_fingerprint(source)["path"]
+    stem = manifest.stem
+    try:
+        root_lock = FolderLock(root).acquire(wait=True, timeout=_ROOT_LOCK_TIMEOUT_S)
+    except OSError as error:
+        raise OutputNotWritableError(root, error) from error
+    try:
+        for name in _candidates(stem, taken, reserved):
+            directory = root / name
+            previous = RunManifest.read(directory / MANIFEST_NAME)
+            if previous is not None and previous.source_path != owner:
+                continue  # another source's outputs
+            if previous is None and _holds_files(directory):
+                continue  # not made by clipvis (or its run.json is gone): never write into it
+            paths = VideoOutputPaths(directory).prepare()
+            lock = FolderLock(directory).acquire()  # FolderBusyError: this source is being processed elsewhere
+            try:
+                manifest.stem = name
+                if previous is None:
+                    manifest.write(paths.manifest)
+            except BaseException:
+                lock.release()
+                raise
+            taken.add(name.lower())
+            return ClaimedFolder(paths, lock, previous)
+        raise OutputNotWritableError(root / stem, f"no free folder name {stem}-N below {_MAX_SUFFIX}")
+    finally:
+        root_lock.release()
+
+
+def _candidates(stem: str, taken: set[str], reserved: set[str] | frozenset[str]):
+    if stem.lower() not in taken:
+        yield stem
+    for suffix in range(2, _MAX_SUFFIX):
+        name = f"{stem}-{suffix}"
+        if name.lower() not in taken and name.lower() not in reserved:
+            yield name
+
+
+def _holds_files(directory: Path) -> bool:
+    """True if `directory` exists and holds anything besides clipvis' lock and temporary files."""
+    try:
+        return any(
+            entry.name != LOCK_NAME and not is_temp_file_name(entry.name) for entry in directory.iterdir()
+        )
+    except FileNotFoundError:
+        return False
+    except NotADirectoryError:
+        return True

@@ -1,9 +1,15 @@
-"""Run manifest (`run.json`): what produced a video's outputs, and whether that run completed.
+"""Run manifest (`run.json`): what produced a video's outputs, from which source, and whether that run completed.
 
 `--skip-existing` uses it: an input is skipped when its run.json says "complete", was made with the same
-weights, vocabulary and options (compared through `config_hash`), from the same source file (path, size,
-modification time) and all listed outputs still exist. Pass as `options` only the settings that change the
-results (stride, max frames, thresholds, resolution, …), not flags such as --overwrite or the log format.
+weights, vocabulary and options (compared through `config_hash`; `segment` puts the checkpoint file's identity,
+the resolved config's digest and the clipvis version among the options), from the same source file (path, size,
+modification time), and every listed output is still there with the size it had when the run completed. The
+"complete" manifest is written only after every output was fsync'ed and renamed into place. Pass as `options` only
+the settings that change the results (stride, max frames, thresholds, formats, …), not flags such as --overwrite or
+the log format.
+
+The source's resolved path in `source["path"]` also says whose folder this is: `segment` never writes another
+source's outputs into it (a second `clip.mp4` from elsewhere goes to `clip-2/`).
 """
 
 from __future__ import annotations
@@ -100,7 +106,8 @@ class RunManifest:
     status: str = STATUS_RUNNING
     error: str | None = None
     frames: int | None = None
-    outputs: list[str] = field(default_factory=list)
+    outputs: list[dict[str, Any]] = field(default_factory=list)  # [{"file": name, "bytes": size}]
+    stale: list[str] = field(default_factory=list)  # files of an earlier run not made by this one (not deleted)
     timings: dict[str, float] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
     started_at: str = ""
@@ -130,12 +137,24 @@ class RunManifest:
             started_at=_now(),
         )
 
-    def mark_complete(self, frames: int, outputs: Sequence[str], timings: Mapping[str, float]) -> None:
-        """Record success. `outputs` are file names relative to the manifest's directory."""
+    @property
+    def source_path(self) -> str | None:
+        """The resolved path of the input this manifest's folder belongs to."""
+        path = self.source.get("path") if isinstance(self.source, dict) else None
+        return path if isinstance(path, str) else None
+
+    @property
+    def output_names(self) -> list[str]:
+        """File names of the outputs (relative to the manifest's folder)."""
+        return [entry["file"] if isinstance(entry, dict) else str(entry) for entry in self.outputs]
+
+    def mark_complete(self, frames: int, outputs: Sequence[Path], timings: Mapping[str, float]) -> None:
+        """Record success. `outputs` are the files written (in the manifest's folder, already on disk and
+        fsync'ed); their names and sizes are recorded."""
         self.status = STATUS_COMPLETE
         self.error = None
         self.frames = frames
-        self.outputs = list(outputs)
+        self.outputs = [{"file": Path(path).name, "bytes": Path(path).stat().st_size} for path in outputs]
         self.timings = {name: round(float(seconds), 4) for name, seconds in timings.items()}
         self.finished_at = _now()
 
@@ -153,9 +172,12 @@ class RunManifest:
         """The manifest at `path`, or None if it is missing, unreadable or not a valid manifest."""
         try:
             data = json.loads(Path(path).read_text(encoding="utf-8"))
-            return cls(**data)
+            manifest = cls(**data)
         except (OSError, ValueError, TypeError):
             return None
+        if not isinstance(manifest.outputs, list) or not isinstance(manifest.source, dict):
+            return None
+        return manifest
 
     def is_complete_for(
         self,
@@ -166,7 +188,7 @@ class RunManifest:
         output_dir: Path | str | None = None,
     ) -> bool:
         """True if this run completed with the same weights/vocabulary/options (and, when given, the same
-        unchanged source and with every listed output present in `output_dir`)."""
+        unchanged source and with every listed output present in `output_dir` with its recorded size)."""
         if self.status != STATUS_COMPLETE:
             return False
         if self.config_hash != config_hash(weights, vocabulary, options):
@@ -175,6 +197,14 @@ class RunManifest:
             return False
         if output_dir is not None:
             directory = Path(output_dir)
-            if not all((directory / name).is_file() for name in self.outputs):
-                return False
+            for entry in self.outputs:
+                if not isinstance(entry, dict) or not _has_size(directory / str(entry.get("file")), entry.get("bytes")):
+                    return False
         return True
+
+
+def _has_size(path: Path, size: object) -> bool:
+    try:
+        return path.is_file() and path.stat().st_size == size
+    except OSError:
+        return False

@@ -25,6 +25,8 @@ import numpy as np
 from clipvis.cli import rle
 from clipvis.cli.atomic import OutputNotWritableError, atomic_output_path
 from clipvis.cli.results import TrackResult, VideoInfo, check_tracks
+from clipvis.cli.writers.base import SegmentedVideo
+from clipvis.cli.writers.layout import OVERLAY_NAME
 
 # 20 well-separated RGB colours.
 PALETTE: tuple[tuple[int, int, int], ...] = (
@@ -148,12 +150,23 @@ class OverlayVideoWriter:
     `(frame_index, frame)` pairs a reader yields (then each index is checked against
     `video.frame_indices`). Exactly `video.num_frames` frames of size (video.height, video.width) are
     required; otherwise ValueError is raised and no file is left behind.
+
+    As an `OutputWriter` (`write_video`) it draws the tracks scoring at least `min_score`.
     """
 
-    def __init__(self, style: OverlayStyle | None = None, threads: int = 0) -> None:
+    format = "overlay"
+    file_name = OVERLAY_NAME
+
+    def __init__(self, style: OverlayStyle | None = None, threads: int = 0, min_score: float = 0.0) -> None:
         self.style = style or OverlayStyle()
         self.renderer = OverlayRenderer(self.style)
         self.threads = threads
+        self.min_score = min_score
+
+    def write_video(self, path: Path, video: SegmentedVideo) -> Path:
+        """The `OutputWriter` interface: decode the processed frames again and draw the shown tracks on them."""
+        shown = [track for track in video.tracks if track.score >= self.min_score]
+        return self.write(path, video.frames(), video.info, shown, video.categories)
 
     def write(
         self,

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 from clipvis.cli.results import VideoInfo, check_tracks
 from clipvis.cli.writers.json_document import JsonDocumentWriter, VideoResults
+from clipvis.cli.writers.layout import YTVIS_NAME
 
 
 def categories_json(categories: Sequence[str]) -> list[dict]:
@@ -22,6 +23,9 @@ def categories_json(categories: Sequence[str]) -> list[dict]:
 
 class YtvisWriter(JsonDocumentWriter):
     """Write YouTube-VIS results for one or several videos to a JSON file, atomically."""
+
+    format = "ytvis"
+    file_name = YTVIS_NAME
 
     def fields(self, results: VideoResults, categories: Sequence[str]) -> list[tuple[str, object]]:
         ids = [video.video_id for video, _ in results]

@@ -79,7 +79,7 @@ def test_segment_video_writes_all_outputs(tmp_path, tiny_weights) -> None:
     assert len(decoded) == 7 and (decoded[0].height, decoded[0].width) == (48, 64)
     manifest = json.loads((folder / "run.json").read_text())
     assert manifest["status"] == "complete" and manifest["frames"] == 7
-    assert not [p for p in folder.iterdir() if p.name.startswith(".")]  # no temp files left
+    assert [p.name for p in folder.iterdir() if p.name.startswith(".")] == [".clipvis.lock"]  # no temp files left
 
 
 def test_stride_max_frames_stdin_and_skip_existing(tmp_path, tiny_weights) -> None:

@@ -1,4 +1,4 @@
-"""discover_inputs / unique_stems: how command-line arguments become video sources."""
+"""discover_inputs: how command-line arguments become video sources."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from clipvis.cli.inputs import VideoSource, discover_inputs, natural_sort_key, unique_stems
+from clipvis.cli.inputs import VideoSource, discover_inputs, natural_sort_key
 
 
 def touch(path: Path, data: bytes = b"x") -> Path:
@@ -144,17 +144,6 @@ def test_symlink_loop_in_directory_terminates(tmp_path: Path) -> None:
     touch(tmp_path / "d" / "clip.mp4")
     (tmp_path / "d" / "loop").symlink_to(tmp_path / "d")
     assert names(discover_inputs([str(tmp_path / "d")])) == ["clip.mp4"]
-
-
-def test_unique_stems_suffixes_collisions_deterministically(tmp_path: Path) -> None:
-    sources = [
-        VideoSource(tmp_path / "a" / "clip.mp4"),
-        VideoSource(tmp_path / "b" / "clip.mov"),
-        VideoSource(tmp_path / "clip-2.mp4"),
-        VideoSource(tmp_path / "c" / "CLIP.mp4"),
-        VideoSource(tmp_path / "other.mp4"),
-    ]
-    assert unique_stems(sources) == ["clip", "clip-3", "clip-2", "CLIP-4", "other"]
 
 
 def test_stem_of_hidden_or_empty_name_is_usable(tmp_path: Path) -> None:

@@ -151,3 +151,23 @@ def test_disk_full_is_reported_as_unwritable_output(tmp_path: Path, monkeypatch:
     with pytest.raises(OutputNotWritableError, match=r"out.json: output not writable \(No space left on device\)"):
         atomic_write_json(tmp_path / "out.json", {"a": 1})
     assert leftovers(tmp_path) == []
+
+
+def test_atomic_output_is_fsynced_before_rename_and_directory_after(tmp_path: Path, monkeypatch) -> None:
+    events: list[str] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd: int) -> None:
+        events.append("fsync dir" if stat.S_ISDIR(os.fstat(fd).st_mode) else "fsync file")
+        real_fsync(fd)
+
+    def replace(src, dst) -> None:
+        events.append("rename")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    with atomic_output_path(tmp_path / "overlay.mp4") as tmp:
+        tmp.write_bytes(b"data")  # written by a library (PyAV) that never fsyncs
+    assert events == ["fsync file", "rename", "fsync dir"]
+    assert (tmp_path / "overlay.mp4").read_bytes() == b"data"

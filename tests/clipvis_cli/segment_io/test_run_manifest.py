@@ -25,7 +25,7 @@ def finished_run(tmp_path: Path) -> tuple[Path, VideoOutputPaths, RunManifest]:
     manifest.write(paths.manifest)
     for output in (paths.ytvis, paths.coco, paths.overlay):
         output.write_text("{}")
-    manifest.mark_complete(12, ["ytvis.json", "coco.json", "overlay.mp4"], {"decode": 1.23456, "model": 5})
+    manifest.mark_complete(12, [paths.ytvis, paths.coco, paths.overlay], {"decode": 1.23456, "model": 5})
     manifest.write(paths.manifest)
     return video, paths, manifest
 
@@ -42,6 +42,7 @@ def test_manifest_round_trip(finished_run) -> None:
     video, paths, manifest = finished_run
     data = json.loads(paths.manifest.read_text())
     assert data["status"] == "complete" and data["frames"] == 12
+    assert data["outputs"] == [{"file": name, "bytes": 2} for name in ("ytvis.json", "coco.json", "overlay.mp4")]
     assert data["weights"] == WEIGHTS and data["vocabulary"] == VOCAB and data["options"] == OPTIONS
     assert data["timings"] == {"decode": 1.2346, "model": 5.0}
     assert data["versions"]["python"] and "numpy" in data["versions"]
@@ -76,6 +77,10 @@ def test_changed_source_or_missing_output_is_redone(finished_run, tmp_path: Path
     other.parent.mkdir()
     other.write_bytes(b"0" * 100)
     assert not manifest.is_complete_for(WEIGHTS, VOCAB, OPTIONS, other, paths.directory)
+    paths.coco.write_text("{ }")  # changed size: not the file the run wrote
+    assert not manifest.is_complete_for(WEIGHTS, VOCAB, OPTIONS, video, paths.directory)
+    paths.coco.write_text("{}")
+    assert manifest.is_complete_for(WEIGHTS, VOCAB, OPTIONS, video, paths.directory)
     paths.overlay.unlink()
     assert not manifest.is_complete_for(WEIGHTS, VOCAB, OPTIONS, video, paths.directory)
     assert manifest.is_complete_for(WEIGHTS, VOCAB, OPTIONS)  # without checks: config only

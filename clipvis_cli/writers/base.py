@@ -1,0 +1,70 @@
+"""The one interface of `segment`'s output writers, and the factory that assembles them from `--formats`.
+
+A writer has one job: write one file of one video. It names its `--formats` entry (`format`) and its file in the
+video's output folder (`file_name`), and `write_video(path, video)` writes that file atomically and returns it.
+`SegmentRunner` holds a list of them and knows nothing about any format.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from clipvis.cli.results import TrackResult, VideoInfo
+
+
+@dataclass
+class SegmentedVideo:
+    """One video's results, as every writer receives them.
+
+    `tracks[i].segmentations` has one RLE (or None) per processed frame; `frames()` decodes the processed frames
+    again, as `(frame_index, H×W×3 uint8 RGB)` pairs, for writers that draw on them.
+    """
+
+    info: VideoInfo
+    tracks: Sequence[TrackResult]
+    categories: Sequence[str]
+    frames: Callable[[], Iterable[tuple[int, np.ndarray]]]
+
+
+class OutputWriter(Protocol):
+    """Writes one output file of a segmented video."""
+
+    format: str
+    file_name: str
+
+    def write_video(self, path: Path, video: SegmentedVideo) -> Path: ...
+
+
+def writer_formats() -> tuple[str, ...]:
+    """The `--formats` names, in the order `segment` writes them (the JSON files first, the overlay last)."""
+    return tuple(_factories())
+
+
+def create_writers(formats: Iterable[str], overlay_min_score: float = 0.2) -> list[OutputWriter]:
+    """The writers for `formats` (any order, duplicates ignored), in `writer_formats()` order.
+
+    Raises ValueError naming an unknown format.
+    """
+    wanted = set(formats)
+    factories = _factories(overlay_min_score)
+    unknown = sorted(wanted - set(factories))
+    if unknown:
+        raise ValueError(f"unknown output format(s) {', '.join(unknown)} (known: {', '.join(factories)})")
+    return [factory() for name, factory in factories.items() if name in wanted]
+
+
+def _factories(overlay_min_score: float = 0.2) -> dict[str, Callable[[], OutputWriter]]:
+    from clipvis.cli.writers.coco import CocoWriter
+    from clipvis.cli.writers.overlay import OverlayVideoWriter
+    from clipvis.cli.writers.ytvis import YtvisWriter
+
+    return {
+        "ytvis": YtvisWriter,
+        "coco": CocoWriter,
+        "overlay": lambda: OverlayVideoWriter(min_score=overlay_min_score),
+    }

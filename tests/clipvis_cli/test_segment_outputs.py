@@ -1,0 +1,144 @@
+"""Outputs you can trust across runs, through the real `clipvis segment`: --skip-existing keyed by what produced the
+output, one folder per source, a lock per folder, stale files of other --formats, sizes in the complete run.json."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from clipvis.cli.app import app
+from clipvis.cli.writers import RunManifest
+
+
+@pytest.fixture(autouse=True)
+def _no_downloads(isolated_cache):
+    """Every test here runs with a private cache and no network."""
+
+
+def write_video(path: Path, num_frames: int = 3, seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for _ in range(num_frames):
+            frame = rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
+    return path
+
+
+def segment(weights: Path, out: Path, *inputs: str, extra: tuple[str, ...] = ()):
+    args = ["segment", *inputs, "--vocab", "box,sky", "--weights", str(weights), "-o", str(out), "--device", "cpu",
+            *extra]
+    return CliRunner().invoke(app, args)
+
+
+def was_run(result) -> bool:
+    assert result.exit_code == 0, result.output
+    return result.stdout != ""  # the files written are listed on stdout; a skipped input lists nothing
+
+
+def test_skip_existing_is_keyed_by_checkpoint_config_and_options(tmp_path, tiny_weights) -> None:
+    video = write_video(tmp_path / "clip.mp4")
+    weights = tmp_path / "model.safetensors"
+    shutil.copy(tiny_weights, weights)
+    base = tmp_path / "base.yaml"
+    base.write_text("TEST:\n  NUM_TOPK: 5\n")
+    config = tmp_path / "config.yaml"
+    config.write_text("_BASE_: base.yaml\nTEST:\n  DETECTIONS_PER_IMAGE: 50\n")
+    out = tmp_path / "out"
+    args = (str(video),)
+    extra = ("--formats", "ytvis", "--config", str(config))
+    assert was_run(segment(weights, out, *args, extra=extra))
+    assert not was_run(segment(weights, out, *args, extra=extra))  # same producer: skipped
+
+    stat = weights.stat()
+    os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # model_final.pth replaced
+    assert was_run(segment(weights, out, *args, extra=extra))
+    assert not was_run(segment(weights, out, *args, extra=extra))
+    config.write_text("_BASE_: base.yaml\nTEST:\n  DETECTIONS_PER_IMAGE: 40\n")  # the YAML edited
+    assert was_run(segment(weights, out, *args, extra=extra))
+    base.write_text("TEST:\n  NUM_TOPK: 4\n")  # a _BASE_ file edited
+    assert was_run(segment(weights, out, *args, extra=extra))
+    assert was_run(segment(weights, out, *args, extra=(*extra, "--max-tracks", "7")))  # an option
+    manifest = json.loads((out / "clip" / "run.json").read_text())
+    assert manifest["options"]["checkpoint"]["file"] == str(weights.resolve())
+    assert manifest["options"]["config"]["sha256"] and manifest["options"]["clipvis"]
+
+
+def test_same_stem_from_two_sources_never_overwrites(tmp_path, tiny_weights) -> None:
+    a = write_video(tmp_path / "a" / "clip.mp4", seed=1)
+    b = write_video(tmp_path / "b" / "clip.mp4", num_frames=4, seed=2)
+    out = tmp_path / "out"
+    assert was_run(segment(tiny_weights, out, str(a), extra=("--formats", "ytvis")))  # today
+    result = segment(tiny_weights, out, str(b), extra=("--formats", "ytvis"))  # tomorrow
+    assert was_run(result) and result.stdout.strip() == str(out / "clip-2" / "ytvis.json")
+    for stem, source, length in (("clip", a, 3), ("clip-2", b, 4)):
+        manifest = json.loads((out / stem / "run.json").read_text())
+        assert manifest["input"] == str(source) and manifest["source"]["path"] == str(source.resolve())
+        assert json.loads((out / stem / "ytvis.json").read_text())["videos"][0]["length"] == length
+    assert not was_run(segment(tiny_weights, out, str(b), str(a), extra=("--formats", "ytvis")))  # both skipped
+
+
+def test_second_process_on_the_same_folder_skips_with_a_line(tmp_path, tiny_weights) -> None:
+    video = write_video(tmp_path / "clip.mp4")
+    out = tmp_path / "out"
+    assert was_run(segment(tiny_weights, out, str(video), extra=("--formats", "ytvis")))
+    before = (out / "clip" / "ytvis.json").read_bytes()
+    holder = subprocess.Popen(  # another process holds out/clip (as a running `clipvis segment` does)
+        [sys.executable, "-c", textwrap.dedent(f"""
+            import sys, time
+            from clipvis.cli.locks import FolderLock
+            lock = FolderLock({str(out / "clip")!r}).acquire()
+            print("locked", flush=True)
+            sys.stdin.read()
+        """)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        result = segment(tiny_weights, out, str(video), extra=("--formats", "ytvis", "--overwrite"))
+    finally:
+        holder.communicate("")
+    assert result.exit_code == 0 and result.stdout == ""
+    line = f"skipped {video}: {out / 'clip'}: another clipvis process is writing here (pid {holder.pid} on "
+    assert line in result.stderr
+    assert (out / "clip" / "ytvis.json").read_bytes() == before  # nothing interleaved
+    assert was_run(segment(tiny_weights, out, str(video), extra=("--formats", "ytvis", "--overwrite")))
+
+
+def test_other_formats_sizes_and_leftover_temp_files(tmp_path, tiny_weights) -> None:
+    video = write_video(tmp_path / "clip.mp4")
+    out = tmp_path / "out"
+    folder = out / "clip"
+    assert was_run(segment(tiny_weights, out, str(video)))
+    manifest = json.loads((folder / "run.json").read_text())
+    assert {entry["file"]: entry["bytes"] for entry in manifest["outputs"]} == {
+        name: (folder / name).stat().st_size for name in ("ytvis.json", "coco.json", "overlay.mp4")
+    }
+    (folder / ".ytvis.k2j3.tmp.json").write_text('{"videos": [')  # left by a run killed mid-write
+    assert was_run(segment(tiny_weights, out, str(video), extra=("--formats", "ytvis")))
+    assert sorted(p.name for p in folder.iterdir()) == [".clipvis.lock", "run.json", "ytvis.json"]  # stale: gone
+    manifest = RunManifest.read(folder / "run.json")
+    assert manifest.output_names == ["ytvis.json"] and manifest.stale == []
+
+    (folder / "coco.json").write_text("{}")  # a coco.json no run of clipvis wrote here
+    assert was_run(segment(tiny_weights, out, str(video), extra=("--formats", "ytvis", "--overwrite")))
+    assert RunManifest.read(folder / "run.json").stale == ["coco.json"] and (folder / "coco.json").read_text() == "{}"
+
+    with open(folder / "ytvis.json", "r+b") as handle:  # an output cut short after the run completed
+        handle.truncate(10)
+    assert was_run(segment(tiny_weights, out, str(video), extra=("--formats", "ytvis")))
+    assert json.loads((folder / "ytvis.json").read_text())["videos"][0]["length"] == 3
+    assert RunManifest.read(folder / "run.json").status == "complete"
