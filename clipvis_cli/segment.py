@@ -36,6 +36,7 @@ from clipvis.cli.progress import Reporter
 from clipvis.cli.results import TrackResult, VideoInfo
 from clipvis.cli.video_io import BackgroundDecoder, VideoReadError, open_reader
 from clipvis.cli.writers import (
+    DEFAULT_FORMATS,
     OutputWriter,
     RunManifest,
     SegmentedVideo,
@@ -46,7 +47,7 @@ from clipvis.cli.writers import (
 from clipvis.cli.writers.layout import ClaimedFolder, claim_output_folder
 from clipvis.cli.writers.manifest import STATUS_INTERRUPTED
 
-FORMATS = writer_formats()
+FORMATS = writer_formats()  # every --formats name (DEFAULT_FORMATS: what segment writes unless told)
 
 
 @dataclass
@@ -60,7 +61,7 @@ class SegmentOptions:
     vocabulary: list[str]
     weights: str
     output: Path = Path("clipvis_out")
-    formats: tuple[str, ...] = FORMATS
+    formats: tuple[str, ...] = DEFAULT_FORMATS
     device: str = "cpu"
     precision: str = "fp32"
     batch_frames: int = 4

@@ -39,6 +39,9 @@ def export(
         "mots-png); fiftyone and labelstudio always need the source video."
     ),
     zip_results: bool = typer.Option(False, "--zip", help="ytvis: write results.zip (holding results.json)."),
+    media_url: str = typer.Option(
+        "", "--media-url", help="labelstudio: URL prefix under which Label Studio serves the video files."
+    ),
     log_format: str = typer.Option("human", "--log-format", help="human or jsonl."),
     model: str | None = typer.Option(None, "--model", help="onnx: released checkpoint name or checkpoint path."),
     config: Path | None = typer.Option(None, "--config", help="onnx: model settings (as segment --config)."),
@@ -73,7 +76,8 @@ def export(
         class_names = tuple(name.strip() for name in classes.split(",") if name.strip())
         if not class_names:
             raise typer.BadParameter("--classes: empty list")
-    options = ExportOptions(min_score=min_score, classes=class_names, media=media, zip_results=zip_results)
+    options = ExportOptions(min_score=min_score, classes=class_names, media=media, zip_results=zip_results,
+                            media_url=media_url)
     found = discover_export_inputs(inputs, sys.stdin if "-" in inputs else None)
     reporter = JsonlReporter() if log_format == "jsonl" else HumanReporter()
     runner = ExportRunner(formats, options, output, reporter)

@@ -12,7 +12,7 @@ from clipvis.cli.inputs import discover_inputs
 from clipvis.cli.memory import HeapTrimmer
 from clipvis.cli.messages import describe_exception, print_error, print_path, print_warning, subject_message
 from clipvis.cli.progress import HumanReporter, JsonlReporter
-from clipvis.cli.segment import FORMATS, SegmentOptions, SegmentRunner, checkpoint_identity
+from clipvis.cli.segment import DEFAULT_FORMATS, FORMATS, SegmentOptions, SegmentRunner, checkpoint_identity
 
 DEFAULT_WEIGHTS = "clipvis-lvis-r50"
 
@@ -82,7 +82,10 @@ def segment(
         None, "--clip-config", help="open_clip model config JSON for a CLIP open_clip does not know by name."
     ),
     output: Path = typer.Option(Path("clipvis_out"), "-o", "--output", help="Output root; one folder per input."),
-    formats: str = typer.Option(",".join(FORMATS), "--formats", help="Comma-separated: overlay, ytvis, coco."),
+    formats: str = typer.Option(
+        ",".join(DEFAULT_FORMATS), "--formats",
+        help=f"Comma-separated, any of: {', '.join(FORMATS)} (all but overlay, ytvis and coco as in clipvis export).",
+    ),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
     precision: str = typer.Option("fp32", "--precision", help="fp32, fp16 or bf16."),
     batch_frames: int = typer.Option(4, "--batch-frames", min=1, help="Frames per model batch."),

@@ -11,6 +11,7 @@ from clipvis.cli.exporters.coco import CocoExporter
 from clipvis.cli.exporters.cvat import CvatImagesExporter, CvatVideoExporter
 from clipvis.cli.exporters.id_maps import MotsPngExporter, MotsTxtExporter, PngMasksExporter
 from clipvis.cli.exporters.loading import ExportInputError, ExportVideo, discover_export_inputs, load_videos
+from clipvis.cli.exporters.video_tools import FiftyOneExporter, LabelStudioExporter
 
 YTVIS_FORMAT = "ytvis"
 
@@ -18,6 +19,7 @@ EXPORTERS: dict[str, type[Exporter]] = {
     exporter.name: exporter
     for exporter in (
         CvatVideoExporter, CvatImagesExporter, CocoExporter, MotsPngExporter, MotsTxtExporter, PngMasksExporter,
+        LabelStudioExporter, FiftyOneExporter,
     )
 }
 EXPORT_FORMATS: tuple[str, ...] = (*EXPORTERS, YTVIS_FORMAT)

@@ -22,13 +22,15 @@ from clipvis.cli.results import TrackResult
 @dataclass(frozen=True)
 class ExportOptions:
     """Choices shared by the formats. `classes` None keeps every class; `media` False skips frame images where
-    the format can do without them; `zip_results` zips the ytvis results file under `results_name`."""
+    the format can do without them; `zip_results` zips the ytvis results file under `results_name`;
+    `media_url` prefixes the video's file name in Label Studio tasks."""
 
     min_score: float = 0.0
     classes: tuple[str, ...] | None = None
     media: bool = True
     zip_results: bool = False
     results_name: str = "results.json"
+    media_url: str = ""  # labelstudio: URL prefix under which Label Studio serves the video
 
 
 def select_tracks(video: ExportVideo, options: ExportOptions) -> ExportVideo:

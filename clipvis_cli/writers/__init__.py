@@ -4,7 +4,13 @@
 (`format`, `file_name`, `write_video(path, SegmentedVideo)`).
 """
 
-from clipvis.cli.writers.base import OutputWriter, SegmentedVideo, create_writers, writer_formats
+from clipvis.cli.writers.base import (
+    DEFAULT_FORMATS,
+    OutputWriter,
+    SegmentedVideo,
+    create_writers,
+    writer_formats,
+)
 from clipvis.cli.writers.coco import CocoWriter
 from clipvis.cli.writers.layout import VideoOutputPaths
 from clipvis.cli.writers.manifest import RunManifest, config_hash, source_fingerprint
@@ -12,6 +18,7 @@ from clipvis.cli.writers.overlay import OverlayRenderer, OverlayStyle, OverlayVi
 from clipvis.cli.writers.ytvis import YtvisWriter
 
 __all__ = [
+    "DEFAULT_FORMATS",
     "CocoWriter",
     "OverlayRenderer",
     "OverlayStyle",

@@ -40,8 +40,13 @@ class OutputWriter(Protocol):
     def write_video(self, path: Path, video: SegmentedVideo) -> Path: ...
 
 
+# What `segment` writes when --formats is not given; writer_formats() also lists clipvis export's formats.
+DEFAULT_FORMATS: tuple[str, ...] = ("ytvis", "coco", "overlay")
+
+
 def writer_formats() -> tuple[str, ...]:
-    """The `--formats` names, in the order `segment` writes them (the JSON files first, the overlay last)."""
+    """The `--formats` names, in the order `segment` writes them (the JSON files first, the overlay, then the
+    `clipvis export` formats)."""
     return tuple(_factories())
 
 
@@ -59,12 +64,17 @@ def create_writers(formats: Iterable[str], overlay_min_score: float = 0.2) -> li
 
 
 def _factories(overlay_min_score: float = 0.2) -> dict[str, Callable[[], OutputWriter]]:
+    from clipvis.cli.exporters import EXPORTERS
+    from clipvis.cli.exporters.adapter import ExportFormatWriter
     from clipvis.cli.writers.coco import CocoWriter
     from clipvis.cli.writers.overlay import OverlayVideoWriter
     from clipvis.cli.writers.ytvis import YtvisWriter
 
-    return {
+    factories: dict[str, Callable[[], OutputWriter]] = {
         "ytvis": YtvisWriter,
         "coco": CocoWriter,
         "overlay": lambda: OverlayVideoWriter(min_score=overlay_min_score),
     }
+    for name in EXPORTERS:  # clipvis export's per-video formats, one zip each (its "coco" folder is export-only)
+        factories.setdefault(name, lambda name=name: ExportFormatWriter(name))
+    return factories

@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 import xml.etree.ElementTree as ET
 import zipfile
+from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 from pycocotools import mask as coco_mask
 from pycocotools.coco import COCO
@@ -229,3 +231,71 @@ def test_bad_inputs_fail_with_one_line_and_write_nothing(tmp_path) -> None:
     broken.write_text("{not json")
     bad = run_export(str(broken), "--to", "coco", "-o", str(dest))
     assert bad.exit_code == 1 and "not valid JSON" in bad.stderr and str(broken) in bad.stderr
+
+
+def test_label_studio_tasks_fit_their_config(tmp_path) -> None:
+    output = make_segment_output(tmp_path / "out")
+    result = run_export(str(output.folder), "--to", "labelstudio", "-o", str(tmp_path / "exp"),
+                        "--media-url", "/data/local-files/?d=clips/")
+    assert result.exit_code == 0, result.output
+    root = tmp_path / "exp" / "clip" / "labelstudio"
+    config = ET.fromstring((root / "config.xml").read_text())
+    names = {element.get("name"): element.tag for element in config.iter() if element.get("name")}
+    classes = {label.get("value") for label in config.iter("Label")}
+    assert classes == set(CATEGORIES)
+    tasks = json.loads((root / "tasks.json").read_text())
+    assert tasks[0]["data"]["video"] == "/data/local-files/?d=clips/clip.mp4"
+    assert (root / "media" / "clip.mp4").read_bytes() == output.video.read_bytes()
+    results = tasks[0]["predictions"][0]["result"]
+    assert len(results) == 3
+    for region, track in zip(results, output.tracks, strict=True):
+        # the names the results use are the config's controls of the right kind, the labels its classes
+        assert names[region["from_name"]] == "VideoRectangle" and region["type"] == "videorectangle"
+        assert names[region["to_name"]] == "Video"
+        assert region["value"]["labels"] == [CATEGORIES[track.category_id - 1]]
+        assert set(region["value"]["labels"]) <= classes
+        assert region["value"]["framesCount"] == 12
+        sequence = region["value"]["sequence"]
+        present = [p for p, m in enumerate(output.masks[track.track_id]) if m is not None]
+        assert [k["frame"] for k in sequence] == [output.info.frame_indices[p] + 1 for p in present]
+        for keyframe, position in zip(sequence, present, strict=True):
+            ys, xs = np.nonzero(output.masks[track.track_id][position])
+            assert keyframe["x"] == pytest.approx(100 * xs.min() / WIDTH)
+            assert keyframe["width"] == pytest.approx(100 * (xs.max() + 1 - xs.min()) / WIDTH)
+            assert keyframe["y"] == pytest.approx(100 * ys.min() / HEIGHT)
+            assert 0 <= keyframe["x"] + keyframe["width"] <= 100
+    cat = [(k["frame"], k["enabled"]) for k in results[1]["value"]["sequence"]]
+    assert cat == [(1, True), (3, False), (9, True), (11, False)]  # lifespan ends before it leaves
+
+
+def test_fiftyone_directory_follows_the_documented_layout(tmp_path) -> None:
+    from clipvis.cli.exporters.video_tools import deserialize_mask
+
+    output = make_segment_output(tmp_path / "out")
+    result = run_export(str(output.folder), "--to", "fiftyone", "-o", str(tmp_path / "exp"))
+    assert result.exit_code == 0, result.output
+    root = tmp_path / "exp" / "clip" / "fiftyone"
+    manifest = json.loads((root / "manifest.json").read_text())
+    assert manifest["type"] == "eta.core.datasets.LabeledVideoDataset"
+    (entry,) = manifest["index"]
+    assert (root / entry["data"]).is_file() and (root / entry["labels"]).is_file()
+    labels = json.loads((root / entry["labels"]).read_text())
+    assert labels["filename"] == Path(entry["data"]).name
+    seen = 0
+    for key, frame in labels["frames"].items():
+        assert int(key) == frame["frame_number"] >= 1
+        position = output.info.frame_indices.index(frame["frame_number"] - 1)
+        for obj in frame["objects"]["objects"]:
+            assert obj["type"] == "eta.core.objects.DetectedObject"
+            track = next(t for t in output.tracks if t.track_id == obj["index"])
+            assert obj["label"] == CATEGORIES[track.category_id - 1] and obj["confidence"] == track.score
+            box = obj["bounding_box"]
+            x0, y0 = round(box["top_left"]["x"] * WIDTH), round(box["top_left"]["y"] * HEIGHT)
+            x1, y1 = round(box["bottom_right"]["x"] * WIDTH), round(box["bottom_right"]["y"] * HEIGHT)
+            crop = deserialize_mask(obj["mask"])
+            assert crop.shape == (y1 - y0, x1 - x0)
+            full = np.zeros((HEIGHT, WIDTH), bool)
+            full[y0:y1, x0:x1] = crop
+            assert np.array_equal(full, output.masks[track.track_id][position])
+            seen += 1
+    assert seen == sum(m is not None for masks in output.masks.values() for m in masks)

@@ -1,0 +1,55 @@
+"""`segment --formats cvat-video,mots-png,...`: `clipvis export`'s per-video formats as `segment` output writers,
+written in the same pass from the tracks still in hand (no ytvis.json round trip).
+
+Each is one file in the video's output folder, as every segment output is: the CVAT formats are zips already;
+the folder formats are zipped (`mots-png.zip` is what CVAT's "MOTS PNG 1.0" upload takes; unzip `fiftyone.zip` for
+`fo.Dataset.from_dir`). `segment`'s own `coco` stays its `coco.json`; use `clipvis export --to coco` for the
+CVAT/Datumaro folder with images.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+
+from clipvis.cli.atomic import atomic_output_path
+from clipvis.cli.exporters.base import ExportOptions
+from clipvis.cli.exporters.loading import ExportVideo
+from clipvis.cli.writers.base import SegmentedVideo
+
+
+class ExportFormatWriter:
+    """A segment output writer for one export format: `<format>.zip` in the video's folder."""
+
+    def __init__(self, format_name: str, options: ExportOptions | None = None) -> None:
+        self.format = format_name
+        self.file_name = f"{format_name}.zip"
+        self.options = options or ExportOptions()
+
+    def write_video(self, path: Path, video: SegmentedVideo) -> Path:
+        from clipvis.cli.exporters import create_exporter
+
+        exporter = create_exporter(self.format)
+        export_video = ExportVideo(video.info, list(video.tracks), list(video.categories), path,
+                                   category_ids=list(range(1, len(video.categories) + 1)))
+        with tempfile.TemporaryDirectory(prefix=".export-", dir=path.parent) as staging:
+            made = exporter.export(export_video, Path(staging), self.options)
+            with atomic_output_path(path) as temporary:
+                if len(made) == 1 and made[0].is_file() and made[0].suffix == ".zip":
+                    os.replace(made[0], temporary)
+                else:
+                    _zip_entries(made, temporary)
+        return path
+
+
+def _zip_entries(entries: list[Path], target: Path) -> None:
+    """Zip files and folders (recursively) with paths relative to their parent; media stored, the rest deflated."""
+    with zipfile.ZipFile(target, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for entry in entries:
+            files = [entry] if entry.is_file() else sorted(p for p in entry.rglob("*") if p.is_file())
+            for file in files:
+                stored = file.suffix.lower() in {".jpg", ".png", ".mp4", ".mov", ".mkv", ".webm", ".avi"}
+                archive.write(file, file.relative_to(entry.parent).as_posix(),
+                              compress_type=zipfile.ZIP_STORED if stored else zipfile.ZIP_DEFLATED)

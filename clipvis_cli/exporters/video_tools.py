@@ -1,0 +1,193 @@
+"""Label Studio video tasks and a FiftyOne video dataset directory: both review the source video itself, so both
+carry (a link to) it and number frames from 1 as those tools do (frame n = source frame n - 1).
+
+* `labelstudio/`: `tasks.json` (one task per video: `data.video` and a prediction whose results are
+  `videorectangle` regions, one per track: `value.sequence` holds a keyframe per processed frame where the object
+  is present, the box of its mask in percent of the frame size, `enabled` false on the last box before the object
+  leaves, so Label Studio does not stretch the box over frames where it is absent; `value.labels` its class,
+  `framesCount` and `duration` of the video), `config.xml` (the labeling config these results fit: `Video`
+  `video`, `VideoRectangle` `box`, `Labels` `videoLabels` with every class) and `media/<video>` (a hard link to or
+  copy of the source). `data.video` is `--media-url` + the file name: the URL under which Label Studio will
+  serve the file (e.g. `/data/local-files/?d=clips/` for local-files storage); by default the bare name.
+  Masks cannot be carried: Label Studio video has boxes only.
+* `fiftyone/`: the `fo.types.FiftyOneVideoLabelsDataset` layout: `manifest.json` (index of data/labels pairs),
+  `data/<video>` (link or copy) and `labels/<stem>.json`, ETA VideoLabels: `frames[n].objects.objects[]` are
+  `eta.core.objects.DetectedObject`s with `label`, relative `bounding_box` (`top_left`, `bottom_right`), `mask`
+  (the mask cropped to that box, serialised as FiftyOne/ETA do: `np.save`, zlib, base64), `confidence` (the track
+  score) and `index` (the track id), which FiftyOne's importer turns into `fo.Detection(mask=..., index=...)` per
+  frame.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import shutil
+import xml.etree.ElementTree as ET
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from clipvis.cli import rle
+from clipvis.cli.exporters.base import Exporter, ExportOptions, frame_masks
+from clipvis.cli.exporters.cvat import _colour
+from clipvis.cli.exporters.loading import ExportInputError, ExportVideo
+from clipvis.cli.results import fps_fraction
+from clipvis.cli.video_io import VideoReader, VideoReadError
+
+LABEL_STUDIO_CONTROLS = {"video": "video", "box": "box", "labels": "videoLabels"}
+
+
+def link_or_copy(source: Path, target: Path) -> None:
+    """A hard link to `source` when the file system allows one, else a copy."""
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
+
+
+def _video_source(video: ExportVideo, tool: str) -> Path:
+    source = Path(video.info.source)
+    if video.info.kind != "video":
+        raise ExportInputError(video.results_file, f"{tool} reviews videos: the source {source} is an image folder")
+    if not source.is_file():
+        raise ExportInputError(video.results_file, f"source video {source} (videos[].source) not found; "
+                                                   f"{tool} needs it")
+    return source
+
+
+def _frame_count(video: ExportVideo, source: Path) -> int:
+    try:
+        count = VideoReader(source).probe().frame_count
+    except VideoReadError as error:
+        raise ExportInputError(video.results_file, f"source video: {error}") from None
+    last = video.info.frame_indices[-1] + 1 if video.info.frame_indices else 0
+    return max(int(count or 0), last)
+
+
+def serialize_mask(mask: np.ndarray) -> str:
+    """FiftyOne / ETA's serialisation of a numpy array: `np.save`, zlib, base64 (ASCII)."""
+    with io.BytesIO() as buffer:
+        np.save(buffer, mask, allow_pickle=False)
+        return base64.b64encode(zlib.compress(buffer.getvalue())).decode("ascii")
+
+
+def deserialize_mask(text: str) -> np.ndarray:
+    """Inverse of `serialize_mask`."""
+    with io.BytesIO(zlib.decompress(base64.b64decode(text))) as buffer:
+        return np.load(buffer, allow_pickle=False)
+
+
+def label_studio_config(video: ExportVideo) -> str:
+    """The labeling config the exported tasks fit."""
+    view = ET.Element("View")
+    ET.SubElement(view, "Header", {"value": "Review the clipvis tracks"})
+    ET.SubElement(view, "Video", {"name": LABEL_STUDIO_CONTROLS["video"], "value": "$video",
+                                  "frameRate": f"{float(fps_fraction(video.info.fps)):.6g}"})
+    ET.SubElement(view, "VideoRectangle", {"name": LABEL_STUDIO_CONTROLS["box"],
+                                           "toName": LABEL_STUDIO_CONTROLS["video"]})
+    labels = ET.SubElement(view, "Labels", {"name": LABEL_STUDIO_CONTROLS["labels"],
+                                            "toName": LABEL_STUDIO_CONTROLS["video"]})
+    for category_id in video.category_ids:
+        ET.SubElement(labels, "Label", {"value": video.categories[category_id - 1],
+                                        "background": _colour(category_id - 1)})
+    ET.indent(view, space="  ")
+    return ET.tostring(view, encoding="unicode") + "\n"
+
+
+class LabelStudioExporter(Exporter):
+    name = "labelstudio"
+    description = "Label Studio video tasks (VideoRectangle tracks from the masks) + labeling config"
+    needs_media = True
+
+    def export(self, video: ExportVideo, directory: Path, options: ExportOptions) -> list[Path]:
+        info = video.info
+        source = _video_source(video, "Label Studio")
+        frames_count = _frame_count(video, source)
+        fps = float(fps_fraction(info.fps))
+        root = directory / self.name
+        (root / "media").mkdir(parents=True)
+        link_or_copy(source, root / "media" / source.name)
+        results = []
+        for track in video.tracks:
+            sequence = []
+            for position, frame_index in enumerate(info.frame_indices):
+                segmentation = track.segmentations[position]
+                present = segmentation is not None and rle.area(segmentation) > 0
+                if not present:
+                    if sequence:
+                        sequence[-1]["enabled"] = False  # the object left: its lifespan ends at its last box
+                    continue
+                x, y, w, h = rle.bbox(segmentation)
+                sequence.append({
+                    "frame": frame_index + 1, "enabled": True, "rotation": 0,
+                    "x": 100.0 * x / info.width, "y": 100.0 * y / info.height,
+                    "width": 100.0 * w / info.width, "height": 100.0 * h / info.height,
+                    "time": frame_index / fps,
+                })
+            if not sequence:
+                continue
+            sequence[-1]["enabled"] = False
+            results.append({
+                "id": f"track{track.track_id}", "from_name": LABEL_STUDIO_CONTROLS["box"],
+                "to_name": LABEL_STUDIO_CONTROLS["video"], "type": "videorectangle", "origin": "prediction",
+                "score": round(track.score, 6),
+                "value": {"framesCount": frames_count, "duration": frames_count / fps, "sequence": sequence,
+                          "labels": [video.categories[track.category_id - 1]]},
+            })
+        scores = [r["score"] for r in results]
+        task = {
+            "data": {"video": f"{options.media_url}{source.name}"},
+            "predictions": [{"model_version": "clipvis", "score": float(np.mean(scores)) if scores else 0.0,
+                             "result": results}],
+        }
+        (root / "tasks.json").write_text(json.dumps([task], indent=1) + "\n", encoding="utf-8")
+        (root / "config.xml").write_text(label_studio_config(video), encoding="utf-8")
+        return [root]
+
+
+class FiftyOneExporter(Exporter):
+    name = "fiftyone"
+    description = "FiftyOne video dataset directory (FiftyOneVideoLabelsDataset: per-frame detections with masks)"
+    needs_media = True
+
+    def export(self, video: ExportVideo, directory: Path, options: ExportOptions) -> list[Path]:
+        info = video.info
+        source = _video_source(video, "FiftyOne")
+        root = directory / self.name
+        (root / "data").mkdir(parents=True)
+        (root / "labels").mkdir()
+        media_name = f"{info.stem}{source.suffix.lower()}"
+        link_or_copy(source, root / "data" / media_name)
+        frames: dict[str, dict] = {}
+        for position, frame_index in enumerate(info.frame_indices):
+            objects = []
+            for track, mask in frame_masks(video.tracks, position):
+                rows = np.flatnonzero(mask.any(axis=1))
+                cols = np.flatnonzero(mask.any(axis=0))
+                top, bottom, left, right = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+                objects.append({
+                    "type": "eta.core.objects.DetectedObject",
+                    "label": video.categories[track.category_id - 1],
+                    "bounding_box": {
+                        "top_left": {"x": left / info.width, "y": top / info.height},
+                        "bottom_right": {"x": right / info.width, "y": bottom / info.height},
+                    },
+                    "mask": serialize_mask(mask[top:bottom, left:right]),
+                    "confidence": round(track.score, 6),
+                    "index": track.track_id,
+                })
+            if objects:
+                number = frame_index + 1
+                frames[str(number)] = {"frame_number": number, "objects": {"objects": objects}}
+        labels = {"filename": media_name, "frames": frames}
+        (root / "labels" / f"{info.stem}.json").write_text(json.dumps(labels) + "\n", encoding="utf-8")
+        manifest = {
+            "type": "eta.core.datasets.LabeledVideoDataset", "description": f"clipvis export of {info.stem}",
+            "index": [{"data": f"data/{media_name}", "labels": f"labels/{info.stem}.json"}],
+        }
+        (root / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        return [root]

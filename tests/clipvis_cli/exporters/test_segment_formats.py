@@ -1,0 +1,42 @@
+"""`clipvis segment --formats ...` writes export formats in the same pass (tiny random model)."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+
+from typer.testing import CliRunner
+
+from clipvis.cli.app import app
+
+from .conftest import write_video
+
+
+def test_segment_writes_export_formats(tiny_weights, tmp_path, isolated_cache) -> None:
+    video = write_video(tmp_path / "clip.mp4", frames=4)
+    out = tmp_path / "out"
+    args = ["segment", str(video), "--vocab", "cat,dog", "--weights", str(tiny_weights), "-o", str(out),
+            "--device", "cpu", "--formats", "ytvis,cvat-video,mots-png,png-masks"]
+    result = CliRunner().invoke(app, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    folder = out / "clip"
+    manifest = json.loads((folder / "run.json").read_text())
+    assert manifest["status"] == "complete"
+    names = sorted(entry["file"] for entry in manifest["outputs"])
+    assert names == ["cvat-video.zip", "mots-png.zip", "png-masks.zip", "ytvis.json"]
+    with zipfile.ZipFile(folder / "cvat-video.zip") as archive:
+        assert "<mode>interpolation</mode>" in archive.read("annotations.xml").decode()
+    with zipfile.ZipFile(folder / "mots-png.zip") as archive:
+        files = archive.namelist()
+    assert len([n for n in files if n.startswith("mots-png/instances/clip/") and n.endswith(".png")]) == 4
+    assert len([n for n in files if n.startswith("mots-png/images/clip/") and n.endswith(".jpg")]) == 4
+    assert "mots-png/instances/labels.txt" in files
+    assert not list(folder.glob(".export-*"))
+    mtime = (folder / "mots-png.zip").stat().st_mtime_ns
+    again = CliRunner().invoke(app, args, catch_exceptions=False)  # same settings: complete, skipped
+    assert again.exit_code == 0 and (folder / "mots-png.zip").stat().st_mtime_ns == mtime
+    default = CliRunner().invoke(app, [*args[:-2]], catch_exceptions=False)  # default formats: no export zips
+    assert default.exit_code == 0
+    assert not (folder / "mots-png.zip").exists()  # clipvis' own earlier output of another --formats: removed
+    bad = CliRunner().invoke(app, [*args[:-1], "ytvis,pascal"])
+    assert bad.exit_code == 2 and "pascal" in bad.output
