@@ -43,7 +43,7 @@ def main() -> None:
     model = create_model(ARCHS[args.arch]).eval()
     text = TextEmbeddings([f"class{i}" for i in range(args.vocab)],
                           F.normalize(torch.randn(args.vocab, model.backbone.embed_dim), dim=-1),
-                          [1] * args.vocab, model.backbone.logit_scale)
+                          [1] * args.vocab, float(model.backbone.logit_scale()))
     network = FrameNetwork(model, text)
     with tempfile.TemporaryDirectory() as tmp:
         path = args.output or Path(tmp) / f"{args.arch}.onnx"

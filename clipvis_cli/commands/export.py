@@ -46,8 +46,12 @@ def export(
     model: str | None = typer.Option(None, "--model", help="onnx: released checkpoint name or checkpoint path."),
     config: Path | None = typer.Option(None, "--config", help="onnx: model settings (as segment --config)."),
     clip_config: Path | None = typer.Option(None, "--clip-config", help="onnx: open_clip model config JSON."),
-    height: int | None = typer.Option(None, "--height", min=32, help="onnx: input height (multiple of 32)."),
-    width: int | None = typer.Option(None, "--width", min=32, help="onnx: input width (multiple of 32)."),
+    height: int | None = typer.Option(
+        None, "--height", min=32, help="onnx: padded input height, multiple of 32 (default: the test short edge)."
+    ),
+    width: int | None = typer.Option(
+        None, "--width", min=32, help="onnx: padded input width, multiple of 32 (default: 16:9 of the height)."
+    ),
     precision: str = typer.Option("fp32", "--precision", help="onnx: fp32 or fp16."),
     vocab: str | None = typer.Option(None, "--vocab", help="onnx: bake these classes in (adds class_logits)."),
     vocab_file: Path | None = typer.Option(None, "--vocab-file", help="onnx: classes from a file."),
@@ -122,8 +126,10 @@ def export_network(weights: str, path: Path, height: int | None, width: int | No
         config=str(config) if config else None, clip_config=str(clip_config) if clip_config else None,
     ))
     model = predictor.model
-    size = -(-model.config.min_size_test // 32) * 32
-    height, width = height or size, width or size
+    # Default: the padded size of a 16:9 video at the model's test short edge (480 -> 480x864).
+    short = model.config.min_size_test
+    height = height or -(-short // 32) * 32
+    width = width or -(-(short * 16 // 9) // 32) * 32
     if height % 32 or width % 32:
         raise typer.BadParameter(f"--height/--width must be multiples of 32 (got {height}x{width})")
     network = FrameNetwork(model, predictor.text if vocabulary else None)

@@ -59,10 +59,14 @@ def mots_labels(video: ExportVideo, class_ids: dict[int, int]) -> list[str]:
             for k in range(1, top + 1)]
 
 
-def _check_instances(video: ExportVideo) -> None:
+def _check_instances(video: ExportVideo, class_ids: dict[int, int]) -> None:
     too_big = [t.track_id for t in video.tracks if not 1 <= t.track_id < MOTS_INSTANCES]
     if too_big:
         raise ValueError(f"track ids {too_big[:3]} do not fit MOTS instance ids (1..{MOTS_INSTANCES - 1})")
+    over = [t.track_id for t in video.tracks if class_ids[t.category_id] * MOTS_INSTANCES + t.track_id > 65535]
+    if over:
+        raise ValueError(f"track ids {over[:3]} of class {MOTS_MAX_CLASS} exceed MOTS' 16-bit ids (at most 535 there);"
+                         " keep fewer tracks (--min-score)")
 
 
 def _class_map_json(video: ExportVideo, class_ids: dict[int, int]) -> dict:
@@ -91,9 +95,9 @@ class MotsPngExporter(Exporter):
     uses_media = True
 
     def export(self, video: ExportVideo, directory: Path, options: ExportOptions) -> list[Path]:
-        _check_instances(video)
         info = video.info
         class_ids = mots_class_ids(video)
+        _check_instances(video, class_ids)
         root = directory / self.name
         instances = root / "instances" / info.stem
         instances.mkdir(parents=True)
@@ -119,9 +123,9 @@ class MotsTxtExporter(Exporter):
     description = "MOTS text (time id class_id height width rle), as the MOTS tools read it"
 
     def export(self, video: ExportVideo, directory: Path, options: ExportOptions) -> list[Path]:
-        _check_instances(video)
         info = video.info
         class_ids = mots_class_ids(video)
+        _check_instances(video, class_ids)
         root = directory / self.name
         root.mkdir()
         with open(root / "mots.txt", "w", encoding="ascii") as handle:

@@ -1,5 +1,6 @@
 """`clipvis export --model W --to onnx`: the per-frame network of a tiny checkpoint as ONNX; onnxruntime reproduces
-PyTorch on a batch size other than the export example's (dynamic batch axis)."""
+PyTorch on a batch size other than the export example's (dynamic batch axis), and the README's loop (ONNX frames +
+Python matcher and scorer) gives the tracks the PyTorch predictor gives."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typer.testing import CliRunner
 from clipvis.cli.app import app
 
 
-def test_onnx_export_parity(tiny_weights, tmp_path, isolated_cache) -> None:
+def test_onnx_export_parity_and_the_readme_loop(tiny_weights, tmp_path, isolated_cache) -> None:
     onnxruntime = pytest.importorskip("onnxruntime")
     path = tmp_path / "tiny.onnx"
     result = CliRunner().invoke(app, ["export", "--model", str(tiny_weights), "--to", "onnx", "--height", "64",
@@ -27,19 +28,45 @@ def test_onnx_export_parity(tiny_weights, tmp_path, isolated_cache) -> None:
     from clipvis.model import ClipVis
     from clipvis.model.onnx_export import FrameNetwork
     from clipvis.model.predictor import VideoPredictor
+    from clipvis.model.scoring import StreamingVideoScorer
+    from clipvis.model.temporal_matcher import TemporalMatcher
 
     model = ClipVis.from_pretrained(tiny_weights)
     predictor = VideoPredictor(model, ["cat", "dog", "kite"], device="cpu")
-    network = FrameNetwork(model, predictor.text)
     frames = torch.randn(3, 3, 64, 96)
     got = session.run(None, {"images": frames.numpy()})
     with torch.no_grad():
-        want = network(frames)
+        want = FrameNetwork(model, predictor.text)(frames)
     diffs = {name: float(np.abs(g - w.numpy()).max()) for name, g, w in zip(names, got, want, strict=True)}
     print(f"tiny ONNX parity (batch 3, fp32): {diffs}")
-    assert got[-1].shape == (3, 6, 3)
-    assert diffs["object_logits"] <= 1e-3 and diffs["class_logits"] <= 1e-3
-    assert max(diffs.values()) <= 1e-3
+    assert diffs["object_logits"] <= 1e-3 and diffs["class_logits"] <= 1e-3 and max(diffs.values()) <= 1e-3
+
+    # The README's loop on a short video, against VideoPredictor (PyTorch end to end).
+    video = np.random.default_rng(0).integers(0, 256, (6, 64, 96, 3), dtype=np.uint8)
+    matcher = TemporalMatcher(model.config.memory_length, model.config.top_k)
+    scorer = StreamingVideoScorer()
+    for start in (0, 3):
+        images, geometry = predictor.preprocessor(video[start : start + 3], torch.device("cpu"))
+        assert geometry.padded == (64, 96)
+        obj, masks, ious, embeds, dense, clip_embeds, class_logits = map(
+            torch.from_numpy, session.run(None, {"images": images.numpy()}))
+        logits = predictor.text.logits(clip_embeds)  # the free-vocabulary way (README)
+        if model.mask_pooler.zero_logits_of_empty_masks:
+            logits = logits.masked_fill(~clip_embeds.any(-1, keepdim=True), 0.0)
+        assert torch.allclose(logits, class_logits, atol=1e-3)  # = the baked vocabulary's logits
+        raw = model(images)
+        assert torch.allclose(logits, model.classify(raw.clip_dense, raw.mask_logits, predictor.text), atol=1e-3)
+        for b in range(images.shape[0]):
+            perm = matcher.match(embeds[b]).permutation
+            scorer.add_frame(obj[b][perm], logits[b][perm].softmax(-1), ious[b][perm], masks[b][perm])
+    selection = scorer.select(top_n=model.config.detections_per_video)
+    session_torch = predictor.new_video()
+    session_torch.push(video)
+    reference = session_torch.finish()
+    assert [int(q) for q in selection.queries[:5]] == [i.track_id for i in reference.instances[:5]]
+    assert [int(c) for c in selection.labels[:5]] == [i.label for i in reference.instances[:5]]
+    assert np.allclose(selection.scores[:5].numpy(), [i.score for i in reference.instances[:5]], atol=1e-4)
+    scorer.close()
 
 
 def test_onnx_needs_a_model(tmp_path) -> None:
