@@ -25,7 +25,7 @@ from clipvis.cli.datasets import DatasetInputs
 from clipvis.cli.evaluation.ground_truth import GtVideo
 from clipvis.cli.inputs import VideoSource
 from clipvis.cli.locks import LOCK_NAME, FolderLock
-from clipvis.cli.messages import subject_message
+from clipvis.cli.messages import path_text, subject_message
 from clipvis.cli.progress import Reporter
 from clipvis.cli.segment import SegmentOptions, SegmentRunner
 from clipvis.cli.video_io import VideoReadError
@@ -95,6 +95,14 @@ class DatasetInference:
                 entry.unlink(missing_ok=True)
             atomic_write_json(marker, {"identity": identity, "weights": self.options.weights})
 
+    def video_folder(self, video: GtVideo) -> Path:
+        """The folder of a video's frames (the frames root when its frame names cannot be used)."""
+        try:
+            frames = self.inputs.frame_paths(video)
+        except ValueError:
+            frames = []
+        return frames[0].parent if frames else self.inputs.frames_root
+
     def video_source(self, video: GtVideo) -> VideoSource:
         try:
             frames = tuple(self.inputs.frame_paths(video))
@@ -162,7 +170,8 @@ class DatasetInference:
                     failed.append(self._report_failure(video, str(error)))
                     continue
                 except (ValueError, RuntimeError, MemoryError) as error:  # model errors: this video only
-                    failed.append(self._report_failure(video, subject_message(error, f"video {video.id}")))
+                    where = f"{path_text(self.video_folder(video))}: video {video.id}"
+                    failed.append(self._report_failure(video, subject_message(error, where)))
                     continue
                 atomic_write_json(path, entries)
                 computed += 1

@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import tempfile
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,6 +76,10 @@ class TextEmbeddings:
         )
         out = per_synonym.new_full((*per_synonym.shape[:-1], len(self.synonym_counts)), float("-inf"))
         return out.scatter_reduce(-1, index.expand_as(per_synonym), per_synonym, reduce="amax")
+
+
+_TEMP_SUFFIX = ".tmp.safetensors"
+_STALE_TEMP_SECONDS = 3600
 
 
 def default_cache_dir() -> Path:
@@ -169,7 +174,8 @@ class TextClassifier:
         tmp: str | None = None
         try:
             self.cache_dir.mkdir(parents=True, exist_ok=True)
-            handle, tmp = tempfile.mkstemp(prefix=f".{key}.", suffix=".tmp.safetensors", dir=self.cache_dir)
+            self._remove_stale_temp_files()
+            handle, tmp = tempfile.mkstemp(prefix=f".{key}.", suffix=_TEMP_SUFFIX, dir=self.cache_dir)
             os.close(handle)
             save_file({"embeddings": entry.embeddings.contiguous()}, tmp,
                       metadata={"vocabulary": json.dumps(entry.vocabulary)})
@@ -181,6 +187,15 @@ class TextClassifier:
             if tmp is not None:
                 with contextlib.suppress(OSError):
                     os.unlink(tmp)
+
+    def _remove_stale_temp_files(self) -> None:
+        """Delete temporary files that a process killed while saving left behind (older than an hour: no live
+        save takes that long)."""
+        cutoff = time.time() - _STALE_TEMP_SECONDS
+        for path in self.cache_dir.glob(f".*{_TEMP_SUFFIX}"):
+            with contextlib.suppress(OSError):
+                if path.stat().st_mtime < cutoff:
+                    path.unlink()
 
     def _disable_disk_cache(self, error: BaseException) -> None:
         self.use_disk_cache = False

@@ -159,7 +159,7 @@ def check_config_file(config: Path | None) -> None:
     try:
         load_config_file(config)
     except (ValueError, OSError) as error:
-        raise _fail(subject_message(error, f"--config {config}")) from None
+        raise _fail(subject_message(error, config)) from None
 
 
 def load_predictor(options: SegmentOptions):

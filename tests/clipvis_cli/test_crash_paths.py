@@ -174,8 +174,8 @@ def test_base_include_cycle_is_one_line(tmp_path, tiny_weights) -> None:
     result = segment(tiny_weights, tmp_path / "out", str(video), extra=("--config", str(tmp_path / "a.yaml")))
     assert result.exit_code == 1
     [line] = result.stderr.strip().splitlines()
-    assert line.startswith(f"clipvis: error: --config {tmp_path / 'a.yaml'}: ")
-    assert "_BASE_ includes form a cycle" in line
+    a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    assert line == f"clipvis: error: {a}: _BASE_ includes form a cycle ({a} -> {b} -> {a})"
     assert "RecursionError" not in result.output
 
 
@@ -216,3 +216,18 @@ def test_temporary_spills_never_outlive_the_process(tmp_path) -> None:
     after = {name for name in os.listdir(monkeypatch_dir) if name.startswith("clipvis-spill-")}
     assert after == before
     spill.close()
+
+
+def test_stale_text_cache_temp_files_of_killed_runs_are_swept(tmp_path, tiny_weights, monkeypatch) -> None:
+    cache = tmp_path / "cache" / "text_embeddings"
+    cache.mkdir(parents=True)
+    old, fresh = cache / ".ab12.x1.tmp.safetensors", cache / ".cd34.x2.tmp.safetensors"
+    old.write_bytes(b"half")
+    fresh.write_bytes(b"being written by a live process")
+    two_hours_ago = os.stat(old).st_mtime - 7200
+    os.utime(old, (two_hours_ago, two_hours_ago))
+    monkeypatch.setenv("CLIPVIS_CACHE", str(tmp_path / "cache"))
+    result = segment(tiny_weights, tmp_path / "out", str(write_video(tmp_path / "v.mp4")))
+    assert result.exit_code == 0, result.output
+    assert not old.exists() and fresh.exists()
+    assert len([p for p in cache.glob("*.safetensors") if not p.name.startswith(".")]) == 1  # the new entry

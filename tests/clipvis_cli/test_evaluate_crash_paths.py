@@ -99,7 +99,8 @@ def test_unwritable_output_bad_gt_and_model_errors(tmp_path, tiny_weights, monke
     result = evaluate(tiny_weights, gt, frames, tmp_path / "eval-oom")
     assert result.exit_code == 1
     assert error_lines(result) == [
-        f"clipvis: error: video {vid}: CUDA out of memory. Tried to allocate 20.00 GiB see documentation"
+        f"clipvis: error: {frames / f'v{vid}'}: video {vid}: CUDA out of memory. Tried to allocate 20.00 GiB see "
+        "documentation"
         for vid in (1, 2)
     ]
     assert "Traceback" not in result.output
