@@ -75,12 +75,13 @@ class SegmentOptions:
     config: str | None = None
     clip_config: str | None = None
     checkpoint: dict[str, Any] | None = None
+    allow_hub_clip: bool = False  # let a config/checkpoint name a CLIP outside the released ones and download it
 
     def result_options(self) -> dict[str, Any]:
         """What changes results, besides weights and vocabulary: the run.json identity. The config files count by
         their resolved contents (a `_BASE_` file edited counts too), the checkpoint by its file's identity."""
         data = asdict(self)
-        for key in ("vocabulary", "weights", "output", "device", "batch_frames", "skip_existing"):
+        for key in ("vocabulary", "weights", "output", "device", "batch_frames", "skip_existing", "allow_hub_clip"):
             data.pop(key)
         data["formats"] = sorted(self.formats)
         data["config"] = config_identity(self.config)

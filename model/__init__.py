@@ -1,18 +1,29 @@
 """clipvis model core: a checkpoint-compatible CLIP-VIS in plain PyTorch (no CLI, file-format or video I/O)."""
 
-from clipvis.model.build import create_model
-from clipvis.model.checkpoint import CheckpointError, load_model, save_pretrained
+from clipvis.model.build import (
+    UntrustedClipError,
+    check_checkpoint,
+    create_model,
+    load_model,
+    save_pretrained,
+    to_official_state_dict,
+)
+from clipvis.model.checkpoint import CheckpointError
 from clipvis.model.clipvis import ClipVis, FrameOutputs
 from clipvis.model.config import ClipVisConfig
-from clipvis.model.predictor import VideoPredictor
+from clipvis.model.predictor import PRECISIONS, VideoPredictor
 
 __all__ = [
+    "PRECISIONS",
     "CheckpointError",
     "ClipVis",
     "ClipVisConfig",
     "FrameOutputs",
+    "UntrustedClipError",
     "VideoPredictor",
+    "check_checkpoint",
     "create_model",
     "load_model",
     "save_pretrained",
+    "to_official_state_dict",
 ]

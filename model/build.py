@@ -1,31 +1,289 @@
-"""`create_model`: the one factory that assembles a CLIP-VIS model from a config."""
+"""Assembling and loading CLIP-VIS models: the one place that turns configs and checkpoint files into a `ClipVis`.
+
+* :func:`create_model` builds a model from a config (random head; CLIP random or open_clip's pretrained weights).
+* :func:`load_model` builds the model a checkpoint file (or a released checkpoint's name) describes and loads it.
+* :func:`check_checkpoint` verifies a file without loading it into a model (used before a download enters the cache).
+* :func:`save_pretrained` / :func:`to_official_state_dict` write a model back out.
+
+State-dict reading and writing itself is :mod:`clipvis.model.checkpoint` (pure I/O, no model).
+"""
 
 from __future__ import annotations
 
+import os
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
+import torch
+
+from clipvis.model.checkpoint import (
+    CheckpointError,
+    has_clip_weights,
+    infer_clip_model,
+    infer_head_config,
+    read_state_dict,
+    to_official_keys,
+    write_state_dict,
+)
 from clipvis.model.clip_backbone import ClipBackbone, build_open_clip_model
 from clipvis.model.clipvis import ClipVis
-from clipvis.model.config import ClipVisConfig
+from clipvis.model.config import ClipVisConfig, load_clip_model_config, load_config_file
+from clipvis.weights import (
+    OFFLINE_ENV,
+    WeightsError,
+    find_pretrained,
+    known_clip_models,
+    offline_mode,
+    resolve_weights,
+)
+
+ConfigSource = str | Path | Mapping[str, Any]
 
 
-def create_model(config: ClipVisConfig | dict[str, Any] | None = None, pretrained_clip: bool = False) -> ClipVis:
+class UntrustedClipError(CheckpointError):
+    """A config or checkpoint names a CLIP whose weights clipvis would download but does not trust by default."""
+
+
+def _pretrained_clip(config: ClipVisConfig, allow_hub_clip: bool) -> torch.nn.Module:
+    """The CLIP with open_clip's pretrained weights (downloaded by open_clip on first use), after the safety checks:
+    only the released checkpoints' (name, tag) pairs unless ``allow_hub_clip``, never with ``CLIPVIS_OFFLINE``."""
+    import open_clip
+
+    name, tag = config.clip_model_name, config.clip_pretrained
+    if config.clip_model_config is not None:
+        raise CheckpointError("a CLIP given by model config has no pretrained weights to download")
+    if (name, tag) not in known_clip_models() and not allow_hub_clip:
+        known = ", ".join(f"{n}/{t}" for n, t in sorted(known_clip_models()))
+        raise UntrustedClipError(
+            f"the checkpoint has no CLIP weights and its config names CLIP {name}/{tag}, which is not one of the "
+            f"released models' CLIPs ({known}); pass --allow-hub-clip (allow_hub_clip=True) to let open_clip "
+            "download it"
+        )
+    if offline_mode():
+        raise CheckpointError(
+            f"the checkpoint has no CLIP weights and {OFFLINE_ENV} is set, so the {name}/{tag} CLIP weights "
+            "cannot be downloaded; use a checkpoint that holds the CLIP (backbone.clip_model.* keys)"
+        )
+    # open_clip >= 2.29 builds OpenAI CLIPs with GELU unless told otherwise; the OpenAI weights need QuickGELU
+    # (docs/fidelity.md, "CLIP").
+    pretrained_cfg = open_clip.get_pretrained_cfg(name, tag) or {}
+    quick_gelu = bool(pretrained_cfg.get("quick_gelu")) or tag == "openai"
+    return open_clip.create_model(name, pretrained=tag, force_quick_gelu=quick_gelu)
+
+
+def create_model(
+    config: ClipVisConfig | Mapping[str, Any] | None = None,
+    pretrained_clip: bool = False,
+    allow_hub_clip: bool = False,
+) -> ClipVis:
     """Build a CLIP-VIS model with random head weights.
 
-    ``pretrained_clip=True`` loads the CLIP weights through open_clip (downloads them on first use); otherwise the
-    CLIP is random too and its weights are expected from a checkpoint.
+    ``pretrained_clip=True`` loads the CLIP weights through open_clip (downloads them on first use; only the released
+    models' CLIPs unless ``allow_hub_clip``); otherwise the CLIP is random too and its weights come from a checkpoint.
     """
     if config is None:
         config = ClipVisConfig()
-    elif isinstance(config, dict):
+    elif not isinstance(config, ClipVisConfig):
         config = ClipVisConfig.from_dict({**ClipVisConfig().to_dict(), **config})
     if pretrained_clip:
-        import open_clip
-
-        if config.clip_model_config is not None:
-            raise ValueError("a CLIP given by model config has no pretrained weights to download")
-        clip_model = open_clip.create_model(config.clip_model_name, pretrained=config.clip_pretrained)
+        clip_model = _pretrained_clip(config, allow_hub_clip)
     else:
         clip_model = build_open_clip_model(config.clip_model_name, config.clip_model_config, config.clip_pretrained)
     backbone = ClipBackbone(clip_model.float(), max_logit_scale=config.max_logit_scale)
     return ClipVis(config, backbone).eval()
+
+
+def resolve_config(
+    state: Mapping[str, torch.Tensor],
+    embedded: Mapping[str, Any] | None = None,
+    config: ConfigSource | None = None,
+    clip_config: ConfigSource | None = None,
+    base: Mapping[str, Any] | None = None,
+) -> ClipVisConfig:
+    """The model config of a state dict: defaults < ``base`` (a registry entry's config) < the config embedded in a
+    clipvis file < the user's ``config`` < what the keys tell (layers, heads, widths: a checkpoint cannot be run with
+    another architecture). Disagreements with a user config are recorded in ``notes``."""
+    values = ClipVisConfig().to_dict()
+    values.update(base or {})
+    values.update(embedded or {})
+    if config is not None:
+        values.update(config if isinstance(config, Mapping) else load_config_file(config))
+    notes: list[str] = list(values.get("notes") or [])
+    inferred = infer_head_config(state, encoder_points=int(values["encoder_points"]))
+    for key, value in inferred.items():
+        if values.get(key) == value:
+            continue
+        if config is not None and key == "decoder_layers":
+            notes.append(
+                f"config says DEC_LAYERS {values[key] + 1} but the checkpoint has {value} decoder layers; "
+                f"using the checkpoint's (DEC_LAYERS {value + 1})"
+            )
+        elif config is not None and key == "num_heads":
+            notes.append(f"config says NHEADS {values[key]} but the checkpoint has {value}; using the checkpoint's")
+        values[key] = value
+    if clip_config is not None:
+        values["clip_model_config"] = load_clip_model_config(
+            dict(clip_config) if isinstance(clip_config, Mapping) else clip_config
+        )
+    elif values.get("clip_model_config") is None:
+        known = infer_clip_model(state)
+        if known is not None:
+            values["clip_model_name"], values["clip_pretrained"] = known
+    values["notes"] = notes
+    return ClipVisConfig.from_dict(values)
+
+
+def _describe(keys: list[str], limit: int = 12) -> str:
+    shown = ", ".join(keys[:limit])
+    return shown + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
+
+
+def _fit_problems(state: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor]) -> list[str]:
+    """What keeps ``state`` from loading strictly into a model whose state dict is ``expected``."""
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    mismatched = sorted(
+        f"{k} {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
+        for k in set(state) & set(expected)
+        if state[k].shape != expected[k].shape
+    )
+    parts = []
+    if missing:
+        parts.append(f"missing keys ({len(missing)}): {_describe(missing)}")
+    if unexpected:
+        parts.append(f"unexpected keys ({len(unexpected)}): {_describe(unexpected)}")
+    if mismatched:
+        parts.append(f"shape mismatches ({len(mismatched)}): {_describe(mismatched)}")
+    return parts
+
+
+def _check_expected(state: Mapping[str, torch.Tensor], cfg: ClipVisConfig, expected: Mapping[str, Any]) -> list[str]:
+    """Differences between what a file holds and what a registry entry says it holds."""
+    problems = []
+    layers = infer_head_config(state).get("decoder_layers")
+    if "decoder_layers" in expected and layers != expected["decoder_layers"]:
+        problems.append(f"{layers} decoder layers where {expected['decoder_layers']} were expected")
+    clip = infer_clip_model(state) if has_clip_weights(state) else None
+    wanted = (expected.get("clip_model_name"), expected.get("clip_pretrained"))
+    if has_clip_weights(state) and None not in wanted and clip != wanted:
+        found = "/".join(clip) if clip else "an unrecognised CLIP"
+        problems.append(f"CLIP {found} where {wanted[0]}/{wanted[1]} was expected")
+    return problems
+
+
+def check_checkpoint(
+    path: str | Path,
+    expected: Mapping[str, Any] | None = None,
+    config: ConfigSource | None = None,
+    clip_config: ConfigSource | None = None,
+) -> ClipVisConfig:
+    """Verify a checkpoint file without loading it into a model: it reads, and its keys and shapes are exactly those of
+    the model its config describes (and, with ``expected`` = a registry entry's config, that model). Returns the
+    resolved config; raises :class:`CheckpointError` naming the file and the problem."""
+    path = Path(path)
+    state, embedded = read_state_dict(path)
+    cfg = resolve_config(state, embedded, config, clip_config, base=expected)
+    problems = _check_expected(state, cfg, expected or {})
+    with torch.device("meta"):  # the model's key names and shapes, without allocating or initialising weights
+        skeleton = create_model(cfg).state_dict()
+    if not has_clip_weights(state):
+        skeleton = {k: v for k, v in skeleton.items() if not k.startswith("backbone.")}
+    problems += _fit_problems(state, skeleton)
+    if problems:
+        raise CheckpointError(f"{path}: checkpoint does not fit the model: " + "; ".join(problems))
+    return cfg
+
+
+def _released_file(
+    name: str, download: bool, config: ConfigSource | None, clip_config: ConfigSource | None
+) -> tuple[Path, dict[str, Any]]:
+    """The cached file of a released checkpoint (downloaded and verified first when missing) and its config."""
+    entry = find_pretrained(name)
+    assert entry is not None
+    expected = entry.model_config()
+
+    def verify(candidate: Path) -> None:
+        check_checkpoint(candidate, expected=expected, config=config, clip_config=clip_config)
+
+    return resolve_weights(name, download=download, verify=verify), expected
+
+
+def load_model(
+    name_or_path: str | os.PathLike[str],
+    config: ConfigSource | None = None,
+    clip_config: ConfigSource | None = None,
+    device: str | torch.device = "cpu",
+    *,
+    download: bool = True,
+    allow_hub_clip: bool = False,
+) -> ClipVis:
+    """Build a :class:`ClipVis` for a checkpoint and load its weights (strict: no silent partial load).
+
+    ``name_or_path``: a checkpoint file (official ``.pth`` or clipvis ``.safetensors``), a detectron2 output folder,
+    or a released checkpoint's name (downloaded on first use, verified before it enters the cache; a cached copy that
+    no longer loads is downloaded again once). ``config``: an official CLIP-VIS YAML, a clipvis JSON, or a dict of
+    ClipVisConfig fields; ``clip_config``: an open_clip model config (file or dict) for a CLIP open_clip does not know
+    by name. A checkpoint without CLIP weights takes them from open_clip: only for the released models' CLIPs unless
+    ``allow_hub_clip``, and never with ``CLIPVIS_OFFLINE`` set.
+    """
+    text = os.fspath(name_or_path)
+    base: dict[str, Any] | None = None
+    local = Path(text).expanduser()
+    if not local.exists() and find_pretrained(text) is not None:
+        path, base = _released_file(text, download, config, clip_config)
+        try:
+            state, embedded = read_state_dict(path)
+        except CheckpointError as error:
+            if offline_mode() or not download:
+                raise CheckpointError(
+                    f"{error}; the cached copy of {text} is damaged: delete {path} and run again without "
+                    f"{OFFLINE_ENV} to download it afresh"
+                ) from error
+            path.unlink(missing_ok=True)
+            path, base = _released_file(text, download, config, clip_config)
+            state, embedded = read_state_dict(path)
+    else:
+        # A file is read as given; a folder (detectron2 output) or an unknown name goes through the resolver, which
+        # picks the folder's checkpoint or lists the released names.
+        path = local if local.is_file() else resolve_weights(text, download=False)
+        state, embedded = read_state_dict(path)
+    cfg = resolve_config(state, embedded, config, clip_config, base=base)
+    for note in cfg.notes:
+        warnings.warn(note, stacklevel=2)
+    has_clip = has_clip_weights(state)
+    model = create_model(cfg, pretrained_clip=not has_clip, allow_hub_clip=allow_hub_clip)
+    expected = model.state_dict()
+    if not has_clip:
+        state = {**{k: v for k, v in expected.items() if k.startswith("backbone.")}, **state}
+    problems = _fit_problems(state, expected)
+    if problems:
+        raise CheckpointError(f"{path}: checkpoint does not fit the model: " + "; ".join(problems))
+    model.load_state_dict(state, strict=True)
+    return model.to(device).eval()
+
+
+def to_official_state_dict(model: ClipVis) -> dict[str, torch.Tensor]:
+    """The model's weights under the official detectron2 key names, e.g. for the official code."""
+    return to_official_keys(model.state_dict())
+
+
+def save_pretrained(model: ClipVis, path: str | Path) -> Path:
+    """Write weights + model config into one self-describing safetensors file (atomically)."""
+    config = model.config.to_dict()
+    config["notes"] = []
+    return write_state_dict(model.state_dict(), config, path)
+
+
+__all__ = [
+    "CheckpointError",
+    "UntrustedClipError",
+    "WeightsError",
+    "check_checkpoint",
+    "create_model",
+    "load_model",
+    "resolve_config",
+    "save_pretrained",
+    "to_official_state_dict",
+]

@@ -1,16 +1,20 @@
-"""Checkpoints: official detectron2 ``.pth`` files (spec §6) and clipvis' own safetensors format."""
+"""State-dict I/O: official detectron2 ``.pth`` files and clipvis' own safetensors format (no model building here).
+
+Key layout (docs/architecture.md, "Checkpoints"): official ``backbone.clip_model.*`` (the whole open_clip CLIP),
+``sem_seg_head.pixel_decoder.*`` and ``sem_seg_head.predictor.*`` are clipvis' ``backbone.clip_model.*``,
+``pixel_decoder.*`` and ``mask_decoder.*``. Building a model from a state dict is :mod:`clipvis.model.build`'s job.
+"""
 
 from __future__ import annotations
 
 import json
+import os
 import re
-import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
-
-from clipvis.model.config import ClipVisConfig, load_clip_model_config, load_config_file
 
 # Official prefix -> clipvis module prefix.
 _PREFIX_MAP = (
@@ -18,7 +22,7 @@ _PREFIX_MAP = (
     ("sem_seg_head.predictor.", "mask_decoder."),
     ("backbone.clip_model.", "backbone.clip_model."),
 )
-# Present in official files but not parameters of the model (spec §6.1).
+# Present in official files but not parameters of the model (buffers the official code saves or used to save).
 _IGNORED_KEYS = re.compile(r"^(criterion\.empty_object_weight|pixel_mean|pixel_std|backbone\.clip_model\.attn_mask)$")
 FORMAT_TAG = "clipvis"
 
@@ -45,8 +49,48 @@ def _torch_load(path: Path) -> Any:
             raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({reason})") from first
 
 
+def from_official_keys(state: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    """An official (detectron2) state dict with clipvis key names: prefixes mapped, ``module.`` stripped, buffers that
+    are not model parameters dropped, numpy arrays converted; non-tensor entries are skipped."""
+    tensors: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        if not isinstance(key, str):
+            continue
+        key = key.removeprefix("module.")
+        if _IGNORED_KEYS.match(key):
+            continue
+        for old, new in _PREFIX_MAP:
+            if key.startswith(old):
+                key = new + key[len(old) :]
+                break
+        if not isinstance(value, torch.Tensor):
+            try:
+                value = torch.as_tensor(value)
+            except (TypeError, ValueError):
+                continue
+        tensors[key] = value
+    return tensors
+
+
+def to_official_keys(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A clipvis state dict under the official detectron2 key names (plus the criterion buffer official files hold)."""
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        for official, ours in _PREFIX_MAP:
+            if key.startswith(ours):
+                key = official + key[len(ours) :]
+                break
+        out[key] = value
+    out["criterion.empty_object_weight"] = torch.tensor([1.0, 0.4])
+    return out
+
+
 def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
-    """Tensors with clipvis key names, and the embedded model config (clipvis format) or None (official)."""
+    """Tensors with clipvis key names, and the embedded model config (clipvis format) or None (official).
+
+    Official files are read with ``torch.load(weights_only=True)`` (numpy arrays allowed): no code in a checkpoint
+    runs. Raises :class:`CheckpointError` (one line naming the file) for anything unreadable.
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint file not found")
@@ -69,24 +113,22 @@ def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
     state = raw.get("model", raw)
     if not isinstance(state, dict):
         raise CheckpointError(f"{path}: the 'model' entry is not a state dict")
-    tensors: dict[str, torch.Tensor] = {}
-    for key, value in state.items():
-        if not isinstance(key, str):
-            continue
-        key = key.removeprefix("module.")
-        if _IGNORED_KEYS.match(key):
-            continue
-        for old, new in _PREFIX_MAP:
-            if key.startswith(old):
-                key = new + key[len(old) :]
-                break
-        if not isinstance(value, torch.Tensor):
-            try:
-                value = torch.as_tensor(value)
-            except (TypeError, ValueError):
-                continue
-        tensors[key] = value
-    return tensors, None
+    return from_official_keys(state), None
+
+
+def write_state_dict(state: Mapping[str, torch.Tensor], config: Mapping[str, Any], path: str | Path) -> Path:
+    """Write tensors + a model config into one self-describing safetensors file, atomically (temp file + rename)."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        save_file(tensors, str(tmp), metadata={"format": FORMAT_TAG, "config": json.dumps(dict(config))})
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
 
 
 def _max_index(keys: list[str], pattern: str) -> int | None:
@@ -94,8 +136,14 @@ def _max_index(keys: list[str], pattern: str) -> int | None:
     return max(found) + 1 if found else None
 
 
-def infer_head_config(state: dict[str, torch.Tensor]) -> dict[str, Any]:
-    """Head sizes that the key names and shapes tell (spec §6.2)."""
+def has_clip_weights(state: Mapping[str, torch.Tensor]) -> bool:
+    """Whether the state dict holds the CLIP (released files may leave it out; it is then taken from open_clip)."""
+    return any(key.startswith("backbone.clip_model.") for key in state)
+
+
+def infer_head_config(state: Mapping[str, torch.Tensor], encoder_points: int = 4) -> dict[str, Any]:
+    """Head sizes that the key names and shapes tell: ClipVisConfig fields (decoder layers from the highest
+    ``transformer_ffn_layers.i``, attention heads from the deformable-attention offsets, widths from shapes)."""
     keys = list(state)
     out: dict[str, Any] = {}
     layers = _max_index(keys, r"mask_decoder\.transformer_ffn_layers\.(\d+)\.")
@@ -116,10 +164,17 @@ def infer_head_config(state: dict[str, torch.Tensor]) -> dict[str, Any]:
             out[name] = int(state[key].shape[dim])
     if "mask_decoder.query_feat.weight" in state:
         out["hidden_dim"] = int(state["mask_decoder.query_feat.weight"].shape[1])
+    # sampling_offsets has heads * levels (3) * points * 2 rows and attention_weights heads * levels * points rows.
+    offsets = state.get("pixel_decoder.transformer.encoder.layers.0.self_attn.sampling_offsets.weight")
+    weights = state.get("pixel_decoder.transformer.encoder.layers.0.self_attn.attention_weights.weight")
+    if offsets is not None and weights is not None and offsets.shape[0] == 2 * weights.shape[0]:
+        heads, rest = divmod(int(weights.shape[0]), 3 * encoder_points)
+        if heads > 0 and rest == 0:
+            out["num_heads"] = heads
     return out
 
 
-def infer_clip_model(state: dict[str, torch.Tensor]) -> tuple[str, str] | None:
+def infer_clip_model(state: Mapping[str, torch.Tensor]) -> tuple[str, str] | None:
     """Which released CLIP the backbone keys belong to: (open_clip name, pretrained tag), if recognisable."""
     conv1 = state.get("backbone.clip_model.visual.conv1.weight")
     token = state.get("backbone.clip_model.token_embedding.weight")
@@ -131,108 +186,3 @@ def infer_clip_model(state: dict[str, torch.Tensor]) -> tuple[str, str] | None:
     if stem is not None and stem.shape[0] == 128 and token is not None and token.shape[1] == 640:
         return "convnext_base_w_320", "laion_aesthetic_s13b_b82k"
     return None
-
-
-def resolve_config(
-    state: dict[str, torch.Tensor],
-    embedded: dict[str, Any] | None,
-    config: str | Path | dict[str, Any] | None,
-    clip_config: str | Path | dict[str, Any] | None,
-) -> ClipVisConfig:
-    """Combine: defaults < embedded config < user config < what the checkpoint's keys tell."""
-    values = ClipVisConfig().to_dict()
-    if embedded:
-        values.update(embedded)
-    if config is not None:
-        values.update(config if isinstance(config, dict) else load_config_file(config))
-    notes: list[str] = list(values.get("notes") or [])
-    inferred = infer_head_config(state)
-    for key, value in inferred.items():
-        if values.get(key) != value:
-            if config is not None and key == "decoder_layers":
-                notes.append(
-                    f"config says DEC_LAYERS {values[key] + 1} but the checkpoint has {value} decoder layers; "
-                    f"using the checkpoint's (DEC_LAYERS {value + 1})"
-                )
-            values[key] = value
-    if clip_config is not None:
-        values["clip_model_config"] = load_clip_model_config(clip_config)
-    elif values.get("clip_model_config") is None:
-        known = infer_clip_model(state)
-        if known is not None and (known[0] != values["clip_model_name"]):
-            values["clip_model_name"], values["clip_pretrained"] = known
-    values["notes"] = notes
-    return ClipVisConfig.from_dict(values)
-
-
-def _describe(keys: list[str], limit: int = 12) -> str:
-    shown = ", ".join(keys[:limit])
-    return shown + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
-
-
-def load_model(
-    path: str | Path,
-    config: str | Path | dict[str, Any] | None = None,
-    clip_config: str | Path | dict[str, Any] | None = None,
-    device: str | torch.device = "cpu",
-):
-    """Build a :class:`ClipVis` for a checkpoint file and load its weights (strict: no silent partial load)."""
-    from clipvis.model.build import create_model
-
-    path = Path(path)
-    state, embedded = read_state_dict(path)
-    cfg = resolve_config(state, embedded, config, clip_config)
-    for note in cfg.notes:
-        warnings.warn(note, stacklevel=2)
-    has_clip = any(k.startswith("backbone.clip_model.") for k in state)
-    model = create_model(cfg, pretrained_clip=not has_clip)
-    expected = model.state_dict()
-    if not has_clip:
-        state = {**{k: v for k, v in expected.items() if k.startswith("backbone.")}, **state}
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    mismatched = sorted(
-        f"{k} {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
-        for k in set(state) & set(expected)
-        if state[k].shape != expected[k].shape
-    )
-    if missing or unexpected or mismatched:
-        parts = []
-        if missing:
-            parts.append(f"missing keys ({len(missing)}): {_describe(missing)}")
-        if unexpected:
-            parts.append(f"unexpected keys ({len(unexpected)}): {_describe(unexpected)}")
-        if mismatched:
-            parts.append(f"shape mismatches ({len(mismatched)}): {_describe(mismatched)}")
-        raise CheckpointError(f"{path}: checkpoint does not fit the model: " + "; ".join(parts))
-    model.load_state_dict(state, strict=True)
-    return model.to(device).eval()
-
-
-def to_official_state_dict(model) -> dict[str, torch.Tensor]:
-    """The model's weights under the official detectron2 key names (spec §6), e.g. for the official code."""
-    out: dict[str, torch.Tensor] = {}
-    for key, value in model.state_dict().items():
-        for official, ours in _PREFIX_MAP:
-            if key.startswith(ours):
-                key = official + key[len(ours) :]
-                break
-        out[key] = value
-    out["criterion.empty_object_weight"] = torch.tensor([1.0, 0.4])
-    return out
-
-
-def save_pretrained(model, path: str | Path) -> Path:
-    """Write weights + model config into one self-describing safetensors file (atomically)."""
-    import os
-
-    from safetensors.torch import save_file
-
-    path = Path(path)
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    config = model.config.to_dict()
-    config["notes"] = []
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(state, str(tmp), metadata={"format": FORMAT_TAG, "config": json.dumps(config)})
-    os.replace(tmp, path)
-    return path

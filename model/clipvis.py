@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
@@ -31,7 +29,8 @@ class FrameOutputs:
 class ClipVis(nn.Module):
     """CLIP-VIS model. State-dict names: ``backbone.clip_model.*``, ``pixel_decoder.*``, ``mask_decoder.*``.
 
-    Build with :func:`model.build.create_model` or :meth:`from_pretrained`.
+    Build with :func:`clipvis.model.create_model` (random weights) or :func:`clipvis.model.load_model` (a checkpoint
+    file or a released checkpoint's name).
     """
 
     def __init__(self, config: ClipVisConfig, backbone: ClipBackbone) -> None:
@@ -88,25 +87,3 @@ class ClipVis(nn.Module):
         if self.mask_pooler.zero_logits_of_empty_masks:
             logits = logits.masked_fill(empty[..., None], 0.0)
         return logits
-
-    @classmethod
-    def from_pretrained(
-        cls,
-        name_or_path: str | Path,
-        config: str | Path | dict[str, Any] | None = None,
-        clip_config: str | Path | dict[str, Any] | None = None,
-        device: str | torch.device = "cpu",
-    ) -> ClipVis:
-        """Load a released checkpoint by registry name (downloaded on first use) or any checkpoint file.
-
-        ``config``: an official CLIP-VIS YAML, a clipvis JSON, or a dict of ClipVisConfig overrides; ``clip_config``:
-        an open_clip model config (file or dict) for a CLIP open_clip does not know by name.
-        """
-        from clipvis.model.checkpoint import load_model
-
-        path = Path(name_or_path)
-        if not path.exists():
-            from clipvis.weights import resolve_weights
-
-            path = resolve_weights(str(name_or_path))
-        return load_model(path, config=config, clip_config=clip_config, device=device)

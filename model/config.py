@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-# CLIP mean/std x 255, RGB order (spec §1.1).
+# CLIP mean/std x 255, RGB order: the official PIXEL_MEAN / PIXEL_STD for both backbones (docs/fidelity.md).
 CLIP_PIXEL_MEAN = (122.7709383, 116.7460125, 104.09373615)
 CLIP_PIXEL_STD = (68.5005327, 66.6321579, 70.32316305)
 
@@ -17,8 +17,8 @@ CLIP_PIXEL_STD = (68.5005327, 66.6321579, 70.32316305)
 class ClipVisConfig:
     """Every architectural and test-time setting of a CLIP-VIS model.
 
-    Defaults are the official R50 video settings (spec §1, §5.1) with 6 transformer-decoder layers
-    (``DEC_LAYERS 7``, the LVIS-trained release).
+    Defaults are the official R50 video settings (``CV:configs/clipvis_video_R50.yaml``, docs/architecture.md) with
+    6 transformer-decoder layers (``DEC_LAYERS 7``, the LVIS-trained release).
     """
 
     # Frozen CLIP (open_clip). `clip_model_config` (an open_clip model config dict) wins over the name.
@@ -31,14 +31,13 @@ class ClipVisConfig:
     decoder_layers: int = 6  # transformer-decoder layers = official DEC_LAYERS - 1
     num_heads: int = 8  # decoder attention heads and MSDeformAttn heads (MASK_FORMER.NHEADS)
     dim_feedforward: int = 2048
-    pre_norm: bool = False
     conv_dim: int = 256
     mask_dim: int = 256
     encoder_layers: int = 6
     encoder_dim_feedforward: int = 1024  # hard-coded in the official pixel decoder
     encoder_points: int = 4
     norm_groups: int = 32
-    iou_activation: str = "sigmoid"  # "relu" for the pre-2024-06 checkpoints (spec §11.2)
+    iou_activation: str = "sigmoid"  # "relu" for the pre-2024-06 checkpoints (docs/fidelity.md)
     # Test-time settings.
     min_size_test: int = 480
     max_size_test: int = 1333
@@ -64,6 +63,9 @@ class ClipVisConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ClipVisConfig:
+        data = dict(data)
+        if data.pop("pre_norm", False):  # written by clipvis <= 0.1.0 files, always False there
+            raise ValueError(PRE_NORM_UNSUPPORTED)
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -80,6 +82,10 @@ class ClipVisConfig:
         return ClipVisConfig.from_dict(data)
 
 
+PRE_NORM_UNSUPPORTED = (
+    "PRE_NORM True (a pre-norm transformer decoder) is not supported: every released CLIP-VIS model is post-norm"
+)
+
 # Official (detectron2) config key -> ClipVisConfig field. DEC_LAYERS is special-cased (minus one).
 _OFFICIAL_KEYS: dict[tuple[str, ...], str] = {
     ("MODEL", "FC_CLIP", "CLIP_MODEL_NAME"): "clip_model_name",
@@ -88,7 +94,6 @@ _OFFICIAL_KEYS: dict[tuple[str, ...], str] = {
     ("MODEL", "MASK_FORMER", "NUM_OBJECT_QUERIES"): "num_queries",
     ("MODEL", "MASK_FORMER", "NHEADS"): "num_heads",
     ("MODEL", "MASK_FORMER", "DIM_FEEDFORWARD"): "dim_feedforward",
-    ("MODEL", "MASK_FORMER", "PRE_NORM"): "pre_norm",
     ("MODEL", "MASK_FORMER", "SIZE_DIVISIBILITY"): "size_divisibility",
     ("MODEL", "SEM_SEG_HEAD", "CONVS_DIM"): "conv_dim",
     ("MODEL", "SEM_SEG_HEAD", "MASK_DIM"): "mask_dim",
@@ -155,6 +160,8 @@ def overrides_from_official(tree: dict[str, Any]) -> dict[str, Any]:
         if value is None or value == "":
             continue
         out[name] = tuple(float(v) for v in value) if name in ("pixel_mean", "pixel_std") else value
+    if _lookup(tree, ("MODEL", "MASK_FORMER", "PRE_NORM")):
+        raise ValueError(PRE_NORM_UNSUPPORTED)
     dec_layers = _lookup(tree, ("MODEL", "MASK_FORMER", "DEC_LAYERS"))
     if dec_layers is not None:
         out["decoder_layers"] = int(dec_layers) - 1

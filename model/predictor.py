@@ -1,6 +1,6 @@
 """The public inference API: a video predictor that consumes frames and yields tracked, classified outputs.
 
-    model = ClipVis.from_pretrained("clipvis-lvis-r50")
+    model = load_model("clipvis-lvis-r50")
     predictor = VideoPredictor(model, ["cat", "dog"], device="cuda", precision="bf16")
     session = predictor.new_video()
     for batch in batches:                       # uint8 RGB [B, H, W, 3]

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from clipvis.model.clip_backbone import ClipBackbone
+from clipvis.weights import cache_dir as clipvis_cache_dir
 
 # The 14 ViLD templates, in the official order; filled with str.format, class string verbatim.
 PROMPT_TEMPLATES: tuple[str, ...] = (
@@ -82,10 +83,6 @@ _TEMP_SUFFIX = ".tmp.safetensors"
 _STALE_TEMP_SECONDS = 3600
 
 
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("CLIPVIS_CACHE", Path.home() / ".cache" / "clipvis"))
-
-
 class TextClassifier:
     """Encodes vocabularies with the CLIP text tower; caches results in memory and on disk.
 
@@ -99,7 +96,7 @@ class TextClassifier:
         self.backbone = backbone
         context = int(backbone.clip_model.positional_embedding.shape[0])
         self.tokenizer = open_clip.tokenizer.SimpleTokenizer(context_length=context)
-        self.cache_dir = (cache_dir or default_cache_dir()) / "text_embeddings"
+        self.cache_dir = (cache_dir or clipvis_cache_dir()) / "text_embeddings"
         self.use_disk_cache = use_disk_cache
         self._cache_warned = False
         self._memory: dict[str, TextEmbeddings] = {}

@@ -66,6 +66,17 @@ class PretrainedCheckpoint:
         """Transformer decoder layers actually in the state dict: ``DEC_LAYERS - 1``."""
         return self.dec_layers - 1
 
+    def model_config(self) -> dict[str, object]:
+        """The model settings this checkpoint needs, as ClipVisConfig fields (`clipvis.model.ClipVisConfig`).
+
+        The head sizes not listed are the official defaults (256 wide, 100 queries, 8 heads) for all four files.
+        """
+        return {
+            "clip_model_name": self.clip_model,
+            "clip_pretrained": self.clip_pretrained,
+            "decoder_layers": self.num_decoder_layers,
+        }
+
 
 _LVIS_NOTES = (
     "Image-only training on LVIS v1 train without rare-category annotations (lvis_v1_train_norare), "
@@ -158,6 +169,12 @@ def list_pretrained() -> list[PretrainedCheckpoint]:
 def pretrained_names() -> list[str]:
     """Short names of all released checkpoints, the default first."""
     return [c.name for c in _REGISTRY]
+
+
+def known_clip_models() -> frozenset[tuple[str, str]]:
+    """The (open_clip name, pretrained tag) pairs of the released checkpoints' CLIPs: the only CLIP weights clipvis
+    downloads without being told to (a config or checkpoint naming another CLIP needs an explicit opt-in)."""
+    return frozenset((c.clip_model, c.clip_pretrained) for c in _REGISTRY)
 
 
 def find_pretrained(name: str) -> PretrainedCheckpoint | None:

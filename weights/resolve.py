@@ -2,17 +2,17 @@
 
 * An existing path is used as given (a directory must hold exactly one recognisable checkpoint).
 * A released checkpoint name (see `weights.registry`) maps to ``<cache>/weights/<file name>``; a missing
-  file is downloaded from Google Drive with gdown into a temporary folder next to it, checked, and moved
-  into place atomically, so a file at the final path is always complete.
+  file is downloaded from Google Drive with gdown (with a network timeout) into a temporary folder next to
+  it, checked (and verified by the caller's ``verify``, e.g. that it loads and has the expected keys), and
+  moved into place atomically, so a file at the final path is always complete and checked.
 
-Environment: ``CLIPVIS_CACHE`` (cache root, default ``~/.cache/clipvis``), ``CLIPVIS_OFFLINE=1`` (never
-download).
+Environment: ``CLIPVIS_CACHE`` (cache root; default ``$XDG_CACHE_HOME/clipvis``, else ``~/.cache/clipvis``),
+``CLIPVIS_OFFLINE=1`` (never download).
 """
 
 from __future__ import annotations
 
 import enum
-import inspect
 import os
 import tempfile
 from collections.abc import Callable
@@ -23,7 +23,7 @@ from clipvis.weights.registry import PretrainedCheckpoint, find_pretrained, get_
 
 CACHE_ENV = "CLIPVIS_CACHE"
 OFFLINE_ENV = "CLIPVIS_OFFLINE"
-DEFAULT_CACHE_DIR = Path("~/.cache/clipvis")
+XDG_CACHE_ENV = "XDG_CACHE_HOME"
 
 #: File name suffixes taken for checkpoints when a directory is given.
 CHECKPOINT_SUFFIXES: tuple[str, ...] = (".pth", ".pt", ".pkl", ".bin", ".safetensors")
@@ -31,15 +31,20 @@ _DETECTRON2_LAST_CHECKPOINT = "last_checkpoint"
 _DETECTRON2_FINAL_CHECKPOINT = "model_final.pth"
 _TRUTHY = frozenset({"1", "true", "yes", "on"})
 _CAUSE_MAX_CHARS = 200
-#: gdown (connect, between-bytes) timeout in seconds, so a blocked network fails instead of hanging.
-_DOWNLOAD_TIMEOUT_S = (30.0, 120.0)
+#: gdown (connect, between-bytes) timeout in seconds, so a stalled network fails instead of hanging.
+#: gdown >= 6.3 (the first release with `timeout`) is a declared dependency.
+DOWNLOAD_TIMEOUT_S = (30.0, 120.0)
 
 
 def cache_dir() -> Path:
-    """Root of the clipvis cache: ``$CLIPVIS_CACHE`` if set and non-empty, else ``~/.cache/clipvis``."""
+    """Root of the clipvis cache (weights, text embeddings): ``$CLIPVIS_CACHE`` if set and non-empty, else
+    ``$XDG_CACHE_HOME/clipvis`` if that is set and non-empty, else ``~/.cache/clipvis``. The one source of it."""
     configured = os.environ.get(CACHE_ENV, "").strip()
-    root = Path(configured) if configured else DEFAULT_CACHE_DIR
-    return root.expanduser().absolute()
+    if configured:
+        return Path(configured).expanduser().absolute()
+    xdg = os.environ.get(XDG_CACHE_ENV, "").strip()
+    root = Path(xdg).expanduser() / "clipvis" if xdg else Path.home() / ".cache" / "clipvis"
+    return root.absolute()
 
 
 def weights_cache_dir() -> Path:
@@ -159,17 +164,12 @@ def _not_available(checkpoint: PretrainedCheckpoint, target: Path, reason: str) 
     )
 
 
-def _timeout_option(download_fn: Callable[..., object]) -> dict[str, tuple[float, float]]:
-    """``{"timeout": ...}`` when the installed gdown accepts it (gdown 6 does), else nothing."""
-    try:
-        parameters = inspect.signature(download_fn).parameters
-    except (TypeError, ValueError):
-        return {}
-    return {"timeout": _DOWNLOAD_TIMEOUT_S} if "timeout" in parameters else {}
+def _download(
+    checkpoint: PretrainedCheckpoint, target: Path, *, progress: bool, verify: Callable[[Path], object] | None
+) -> Path:
+    """Download `checkpoint` with gdown to a temporary folder beside `target`, check and verify it, move it in place.
 
-
-def _download(checkpoint: PretrainedCheckpoint, target: Path, *, progress: bool) -> Path:
-    """Download `checkpoint` with gdown to a temporary folder beside `target`, check it, move it in place."""
+    Nothing reaches `target` unless the file is a PyTorch checkpoint and `verify` (when given) accepts it."""
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         staging = tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{checkpoint.file_name}.")
@@ -181,8 +181,9 @@ def _download(checkpoint: PretrainedCheckpoint, target: Path, *, progress: bool)
         try:
             import gdown  # imported here: it is only needed for a download
 
-            options = _timeout_option(gdown.download)
-            result = gdown.download(id=checkpoint.gdrive_id, output=str(part), quiet=not progress, **options)
+            result = gdown.download(
+                id=checkpoint.gdrive_id, output=str(part), quiet=not progress, timeout=DOWNLOAD_TIMEOUT_S
+            )
         except Exception as exc:  # any failure means "not available"; the message shows the cause
             cause = _one_line(str(exc), _CAUSE_MAX_CHARS)
             reason = f"the download from Google Drive failed ({type(exc).__name__}: {cause})"
@@ -199,6 +200,13 @@ def _download(checkpoint: PretrainedCheckpoint, target: Path, *, progress: bool)
                 "(download quota exceeded or access refused?)"
             )
             raise _not_available(checkpoint, target, reason)
+        if verify is not None:
+            try:
+                verify(part)
+            except Exception as exc:  # noqa: BLE001 - whatever the verifier objects to, the file stays out
+                cause = _one_line(str(exc), _CAUSE_MAX_CHARS)
+                reason = f"the downloaded file is not the expected checkpoint ({cause})"
+                raise _not_available(checkpoint, target, reason) from exc
         os.replace(part, target)
     return target
 
@@ -215,7 +223,11 @@ def _unknown(text: str) -> UnknownCheckpointError:
 
 
 def resolve_weights(
-    name_or_path: str | os.PathLike[str], *, download: bool = True, progress: bool = True
+    name_or_path: str | os.PathLike[str],
+    *,
+    download: bool = True,
+    progress: bool = True,
+    verify: Callable[[Path], object] | None = None,
 ) -> Path:
     """The local checkpoint file for a path or a released checkpoint name.
 
@@ -227,7 +239,9 @@ def resolve_weights(
       `WeightsNotAvailableError` whose message gives the manual download link and the exact target path.
     * Anything else raises `UnknownCheckpointError` listing the released names.
 
-    `progress` shows gdown's progress output on stderr.
+    `progress` shows gdown's progress output on stderr. `verify(path)` is called on a freshly downloaded file
+    before it is moved into the cache; if it raises, the file is discarded (`clipvis.model.load_model` passes a
+    check that the file loads and has the registry entry's keys).
     """
     text = os.fspath(name_or_path)
     candidate = Path(text).expanduser()
@@ -254,4 +268,4 @@ def resolve_weights(
         raise _not_available(checkpoint, target, f"{stale_reason} and {OFFLINE_ENV} is set")
     if not download:
         raise _not_available(checkpoint, target, f"{stale_reason} and downloading is disabled")
-    return _download(checkpoint, target, progress=progress)
+    return _download(checkpoint, target, progress=progress, verify=verify)

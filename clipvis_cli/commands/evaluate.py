@@ -25,6 +25,7 @@ from clipvis.cli.evaluation.scoring import score_results_file
 from clipvis.cli.evaluation.table import metrics_table
 from clipvis.cli.evaluation.video_ap import VideoAPResult
 from clipvis.cli.messages import print_error, print_warning
+from clipvis.weights import DEFAULT_PRETRAINED
 
 
 class ProtocolChoice(str, Enum):
@@ -105,7 +106,7 @@ def evaluate(
         None, "--frames", help="Custom data: the frames folder of --gt's videos (runs inference, then scores).",
         file_okay=False,
     ),
-    weights: str = typer.Option("clipvis-lvis-r50", "--weights", help="Checkpoint name or path for inference."),
+    weights: str = typer.Option(DEFAULT_PRETRAINED, "--weights", help="Checkpoint name or path for inference."),
     data_root: Path | None = typer.Option(
         None, "--data-root", help="Datasets folder (default $CLIPVIS_DATASETS or ./datasets).", file_okay=False
     ),

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from clipvis.cli.atomic import OutputNotWritableError
-from clipvis.cli.commands.segment import check_config_file, load_predictor, resolve_device
+from clipvis.cli.commands.segment import check_config_file, check_precision, load_predictor, resolve_device
 from clipvis.cli.dataset_inference import DatasetInference, ForeignCacheFolderError
 from clipvis.cli.datasets import (
     DatasetError,
@@ -61,6 +61,7 @@ def run_dataset_evaluation(
 
     Returns (results.json path, ground-truth path or None when the split has no public GT, has_public_gt).
     """
+    check_precision(precision)
     try:
         inputs = dataset_inputs(dataset, data_root) if dataset else custom_inputs(Path(gt), Path(frames))
     except (DatasetError, EvaluationInputError) as error:

@@ -13,8 +13,7 @@ from clipvis.cli.memory import HeapTrimmer
 from clipvis.cli.messages import describe_exception, print_error, print_path, print_warning, subject_message
 from clipvis.cli.progress import HumanReporter, JsonlReporter
 from clipvis.cli.segment import DEFAULT_FORMATS, FORMATS, SegmentOptions, SegmentRunner, checkpoint_identity
-
-DEFAULT_WEIGHTS = "clipvis-lvis-r50"
+from clipvis.weights import DEFAULT_PRETRAINED
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:
@@ -50,6 +49,14 @@ def class_name(entry: str) -> str:
     return entry.split(",")[0].strip()
 
 
+def check_precision(precision: str) -> None:
+    """Raise typer.BadParameter unless `precision` is one the predictor runs (`clipvis.model.PRECISIONS`)."""
+    from clipvis.model import PRECISIONS  # imports torch: only when a command runs, not for --help
+
+    if precision not in PRECISIONS:
+        raise typer.BadParameter(f"--precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+
+
 def resolve_device(device: str) -> str:
     import torch
 
@@ -74,12 +81,17 @@ def segment(
     vocab_file: Path | None = typer.Option(
         None, "--vocab-file", help="One class per line; a line may list synonyms separated by commas."
     ),
-    weights: str = typer.Option(DEFAULT_WEIGHTS, "--weights", help="Released checkpoint name or a checkpoint path."),
+    weights: str = typer.Option(DEFAULT_PRETRAINED, "--weights", help="Released checkpoint name or a checkpoint path."),
     config: Path | None = typer.Option(
         None, "--config", help="Model settings: an official CLIP-VIS YAML (detectron2 keys) or a clipvis JSON."
     ),
     clip_config: Path | None = typer.Option(
         None, "--clip-config", help="open_clip model config JSON for a CLIP open_clip does not know by name."
+    ),
+    allow_hub_clip: bool = typer.Option(
+        False, "--allow-hub-clip",
+        help="Let a config or checkpoint without CLIP weights name a CLIP other than the released models' "
+        "(e.g. hf-hub:...) and download it.",
     ),
     output: Path = typer.Option(Path("clipvis_out"), "-o", "--output", help="Output root; one folder per input."),
     formats: str = typer.Option(
@@ -110,8 +122,7 @@ def segment(
     unknown = sorted(set(chosen) - set(FORMATS))
     if unknown or not chosen:
         raise typer.BadParameter(f"--formats: unknown {', '.join(unknown) or 'empty list'} (use {','.join(FORMATS)})")
-    if precision not in ("fp32", "fp16", "bf16"):
-        raise typer.BadParameter(f"--precision must be fp32, fp16 or bf16, not {precision!r}")
+    check_precision(precision)
     if log_format not in ("human", "jsonl"):
         raise typer.BadParameter(f"--log-format must be human or jsonl, not {log_format!r}")
     for path, flag in ((config, "--config"), (clip_config, "--clip-config")):
@@ -127,6 +138,7 @@ def segment(
         batch_frames=batch_frames, stride=stride, max_frames=max_frames, score_threshold=score_threshold,
         max_tracks=max_tracks, exact=exact, skip_existing=skip_existing, overlay_min_score=overlay_min_score,
         config=str(config) if config else None, clip_config=str(clip_config) if clip_config else None,
+        allow_hub_clip=allow_hub_clip,
     )
     predictor = load_predictor(options)
     reporter = JsonlReporter() if log_format == "jsonl" else HumanReporter()
@@ -168,18 +180,19 @@ def load_predictor(options: SegmentOptions):
     Also records the identity of the checkpoint file the weights resolved to in `options.checkpoint` (replacing
     that file re-runs inputs that `--skip-existing` would otherwise skip).
     """
-    from clipvis.model import CheckpointError, ClipVis
-    from clipvis.model.predictor import VideoPredictor
+    from clipvis.model import CheckpointError, VideoPredictor, load_model
     from clipvis.weights import WeightsError, resolve_weights
 
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            checkpoint = resolve_weights(options.weights)
-            options.checkpoint = checkpoint_identity(checkpoint)
-            model = ClipVis.from_pretrained(
-                checkpoint, config=options.config, clip_config=options.clip_config, device=options.device
+            # load_model downloads and verifies a released checkpoint (or replaces a damaged cached copy) first; the
+            # identity is then taken of the file it loaded.
+            model = load_model(
+                options.weights, config=options.config, clip_config=options.clip_config, device=options.device,
+                allow_hub_clip=options.allow_hub_clip,
             )
+            options.checkpoint = checkpoint_identity(resolve_weights(options.weights, download=False))
             predictor = VideoPredictor(
                 model, options.vocabulary, device=options.device, precision=options.precision, exact=options.exact
             )

@@ -9,8 +9,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from clipvis.model import CheckpointError, ClipVis, ClipVisConfig, create_model, load_model, save_pretrained
-from clipvis.model.checkpoint import infer_clip_model, read_state_dict, to_official_state_dict
+from clipvis.model import (
+    CheckpointError,
+    ClipVisConfig,
+    create_model,
+    load_model,
+    save_pretrained,
+    to_official_state_dict,
+)
+from clipvis.model.checkpoint import infer_clip_model, read_state_dict
 from clipvis.model.config import load_config_file
 from clipvis.model.predictor import VideoPredictor
 
@@ -97,7 +104,7 @@ def test_unreadable_checkpoint_errors(tmp_path, content, reason) -> None:
 
 def test_own_format_is_self_describing(tmp_path, tiny_model) -> None:
     path = save_pretrained(tiny_model, tmp_path / "tiny.safetensors")
-    loaded = ClipVis.from_pretrained(path)
+    loaded = load_model(path)
     assert loaded.config.to_dict() == {**tiny_model.config.to_dict(), "notes": []}
     for key, value in tiny_model.state_dict().items():
         assert torch.equal(loaded.state_dict()[key], value)

@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from clipvis.model import ClipVis
+from clipvis.model import load_model
 from clipvis.model.predictor import VideoPredictor
 from clipvis.model.text_classifier import build_prompts
 
@@ -30,7 +30,7 @@ class GoldenRun:
         self.expected = {name: np.load(case / "expected" / f"{name}.npz") for name in (
             "inputs", "raw_outputs", "matching", "aligned_outputs", "classification", "scores", "debug_frame0")}
         self.results = json.loads((case / "expected" / "results.json").read_text())
-        self.model = ClipVis.from_pretrained(
+        self.model = load_model(
             case / "model.pth", config=case / "official_config.yaml", clip_config=case / "open_clip_config.json"
         )
         self.vocabulary = [line.strip() for line in (case / "vocab.txt").read_text().splitlines() if line.strip()]

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
+import re
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -80,8 +83,26 @@ def test_cache_dir_from_environment(isolated_cache: Path) -> None:
 
 def test_cache_dir_default_is_under_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("CLIPVIS_CACHE")
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     assert cache_dir() == tmp_path / "home" / ".cache" / "clipvis"
+
+
+def test_cache_dir_honours_xdg_cache_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CLIPVIS_CACHE")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache_dir() == tmp_path / "xdg" / "clipvis"
+    monkeypatch.setenv("CLIPVIS_CACHE", str(tmp_path / "mine"))  # the clipvis variable wins
+    assert cache_dir() == tmp_path / "mine"
+
+
+def test_text_embedding_cache_uses_the_same_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_model) -> None:
+    from clipvis.model.text_classifier import TextClassifier
+
+    monkeypatch.delenv("CLIPVIS_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert TextClassifier(tiny_model.backbone).cache_dir == tmp_path / "xdg" / "clipvis" / "text_embeddings"
 
 
 # --- explicit paths ------------------------------------------------------------------------------
@@ -220,17 +241,55 @@ def test_progress_is_passed_to_gdown(monkeypatch: pytest.MonkeyPatch) -> None:
     assert fake.calls[0]["quiet"] is False
 
 
-def test_timeout_is_passed_when_gdown_accepts_it(monkeypatch: pytest.MonkeyPatch) -> None:
-    seen: dict[str, Any] = {}
-
-    def download(*, id: str, output: str, quiet: bool, timeout: Any = None) -> str:
-        seen["timeout"] = timeout
-        Path(output).write_bytes(TORCH_ZIP_BYTES)
-        return output
-
-    monkeypatch.setattr(gdown, "download", download)
+def test_network_timeout_is_always_passed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stalled network must fail, not hang: gdown >= 6.3 (the declared floor) takes a (connect, read) timeout."""
+    fake = _install_fake(monkeypatch, _writes(TORCH_ZIP_BYTES))
     resolve_weights("clipvis-lvis-r50")
-    assert seen["timeout"] is not None
+    connect, between_bytes = fake.calls[0]["timeout"]
+    assert 0 < connect <= 60 and 0 < between_bytes <= 300
+
+
+def _declared_floors() -> dict[str, tuple[int, ...]]:
+    text = (Path(__file__).resolve().parents[2] / "pyproject.toml").read_text()
+    return {
+        m.group(1).lower(): tuple(int(x) for x in m.group(2).split("."))
+        for m in re.finditer(r'^\s*"([A-Za-z0-9_.-]+)>=([0-9.]+)"', text, re.MULTILINE)
+    }
+
+
+def test_declared_floors_guarantee_timeouts_and_safe_loading() -> None:
+    """gdown 6.3 is the first release whose download() takes a timeout; torch 2.6 makes weights_only the torch.load
+    default; open_clip 2.29 loads every pretrained CLIP (the OpenAI ones included) with weights_only=True."""
+    floors = _declared_floors()
+    assert floors["gdown"] >= (6, 3)
+    assert floors["torch"] >= (2, 6)
+    assert floors["open_clip_torch"] >= (2, 29)
+    installed_download = sys.modules["gdown.download"].download  # the real one (the fixture fakes gdown.download)
+    assert "timeout" in inspect.signature(installed_download).parameters
+
+
+def test_verifier_runs_before_the_file_enters_the_cache(
+    isolated_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = isolated_cache / "weights" / "clipvis_lvis_r50_7.pth"
+    _install_fake(monkeypatch, _writes(TORCH_ZIP_BYTES))
+    checked: list[Path] = []
+
+    def accept(path: Path) -> None:
+        assert not target.exists() and path.read_bytes() == TORCH_ZIP_BYTES
+        checked.append(path)
+
+    assert resolve_weights("clipvis-lvis-r50", verify=accept) == target
+    assert len(checked) == 1 and target.is_file()
+    target.unlink()
+
+    def reject(path: Path) -> None:
+        raise ValueError("missing keys (3): a, b, c")
+
+    with pytest.raises(WeightsNotAvailableError, match="not the expected checkpoint .missing keys") as info:
+        resolve_weights("clipvis-lvis-r50", verify=reject)
+    assert "\n" not in str(info.value)
+    assert not target.exists() and list(target.parent.iterdir()) == []  # nothing half-checked is left behind
 
 
 def test_stale_html_in_cache_is_downloaded_again(

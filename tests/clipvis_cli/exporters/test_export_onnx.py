@@ -25,13 +25,13 @@ def test_onnx_export_parity_and_the_readme_loop(tiny_weights, tmp_path, isolated
     assert names == ["object_logits", "mask_logits", "ious", "query_embeds", "clip_dense", "clip_embeds",
                      "class_logits"]
 
-    from clipvis.model import ClipVis
+    from clipvis.model import load_model
     from clipvis.model.onnx_export import FrameNetwork
     from clipvis.model.predictor import VideoPredictor
     from clipvis.model.scoring import StreamingVideoScorer
     from clipvis.model.temporal_matcher import TemporalMatcher
 
-    model = ClipVis.from_pretrained(tiny_weights)
+    model = load_model(tiny_weights)
     predictor = VideoPredictor(model, ["cat", "dog", "kite"], device="cpu")
     frames = torch.randn(3, 3, 64, 96)
     got = session.run(None, {"images": frames.numpy()})

@@ -1,0 +1,223 @@
+"""Model building and loading (clipvis.model.build): registry configs, verified downloads, untrusted CLIP names.
+
+Every download is faked (gdown and open_clip are replaced); no network is used.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import gdown
+import pytest
+import torch
+
+from clipvis.model import (
+    CheckpointError,
+    UntrustedClipError,
+    check_checkpoint,
+    create_model,
+    load_model,
+    save_pretrained,
+    to_official_state_dict,
+)
+from clipvis.model import build as build_module
+from clipvis.model.checkpoint import from_official_keys, infer_clip_model, infer_head_config
+from clipvis.model.config import ClipVisConfig
+from clipvis.weights import WeightsNotAvailableError, get_pretrained, known_clip_models, list_pretrained
+
+
+@pytest.fixture(autouse=True)
+def isolated_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("CLIPVIS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("CLIPVIS_OFFLINE", raising=False)
+
+    def no_network(**kwargs: Any) -> None:
+        raise AssertionError("network must not be used")
+
+    monkeypatch.setattr(gdown, "download", no_network)
+    return tmp_path / "cache"
+
+
+def _official_file(model, path: Path, drop_clip: bool = False) -> Path:
+    state = to_official_state_dict(model)
+    if drop_clip:
+        state = {k: v for k, v in state.items() if not k.startswith("backbone.")}
+    torch.save({"model": state}, path)
+    return path
+
+
+def _fake_gdown(monkeypatch: pytest.MonkeyPatch, source: Path) -> list[dict[str, Any]]:
+    calls: list[dict[str, Any]] = []
+
+    def download(*, id: str, output: str, quiet: bool, timeout: Any) -> str:
+        calls.append({"id": id, "timeout": timeout})
+        Path(output).write_bytes(source.read_bytes())
+        return output
+
+    monkeypatch.setattr(gdown, "download", download)
+    return calls
+
+
+# --- the registry carries the config each released file needs ----------------------------------------------------
+
+
+@pytest.mark.parametrize("entry", list_pretrained(), ids=lambda e: e.name)
+def test_registry_config_matches_what_the_keys_tell(entry) -> None:
+    """A state dict with the released file's key structure (built on the meta device: names and shapes, no weights)
+    is read back by the loader's inference as exactly the entry's config."""
+    config = ClipVisConfig.from_dict({**ClipVisConfig().to_dict(), **entry.model_config()})
+    with torch.device("meta"):
+        official = to_official_state_dict(create_model(config))
+    state = from_official_keys(official)
+    inferred = infer_head_config(state)
+    assert inferred["decoder_layers"] == entry.model_config()["decoder_layers"] == entry.dec_layers - 1
+    assert inferred["num_heads"] == 8 and inferred["hidden_dim"] == 256 and inferred["num_queries"] == 100
+    assert infer_clip_model(state) == (entry.clip_model, entry.clip_pretrained)
+    assert (entry.clip_model, entry.clip_pretrained) in known_clip_models()
+
+
+# --- verified downloads --------------------------------------------------------------------------------------------
+
+
+def test_check_checkpoint_accepts_a_fitting_file_and_names_what_does_not_fit(tmp_path, tiny_model, tiny_config):
+    good = save_pretrained(tiny_model, tmp_path / "tiny.safetensors")
+    assert check_checkpoint(good).decoder_layers == tiny_model.config.decoder_layers
+    with pytest.raises(CheckpointError, match="2 decoder layers where 4 were expected"):
+        check_checkpoint(good, expected={"decoder_layers": 4})
+    state = to_official_state_dict(tiny_model)
+    del state["sem_seg_head.predictor.query_feat.weight"]
+    torch.save({"model": state}, tmp_path / "partial.pth")
+    with pytest.raises(CheckpointError, match=r"partial\.pth: .*missing keys \(1\): mask_decoder\.query_feat"):
+        config = tiny_config()
+        check_checkpoint(tmp_path / "partial.pth", config=config.to_dict(), clip_config=config.clip_model_config)
+
+
+def test_downloaded_file_of_the_wrong_model_never_enters_the_cache(tmp_path, monkeypatch, tiny_model, isolated_cache):
+    calls = _fake_gdown(monkeypatch, _official_file(tiny_model, tmp_path / "tiny.pth"))
+    with pytest.raises(WeightsNotAvailableError, match="not the expected checkpoint") as info:
+        load_model("clipvis-lvis-r50")
+    assert len(calls) == 1 and calls[0]["timeout"] is not None
+    assert "\n" not in str(info.value) and get_pretrained("clipvis-lvis-r50").url in str(info.value)
+    assert not list((isolated_cache / "weights").iterdir())
+
+
+class _TinyEntry:
+    """Stands in for a registry entry whose released file is the tiny model."""
+
+    def __init__(self, decoder_layers: int) -> None:
+        self.decoder_layers = decoder_layers
+
+    def model_config(self) -> dict[str, Any]:
+        return {"decoder_layers": self.decoder_layers}
+
+
+def test_verified_download_then_a_damaged_cache_is_downloaded_again_once(
+    tmp_path, monkeypatch, tiny_model, tiny_config, isolated_cache
+) -> None:
+    monkeypatch.setattr(build_module, "find_pretrained", lambda name: _TinyEntry(tiny_model.config.decoder_layers))
+    calls = _fake_gdown(monkeypatch, _official_file(tiny_model, tmp_path / "tiny.pth"))
+    options = dict(config=tiny_config().to_dict(), clip_config=tiny_config().clip_model_config)
+    model = load_model("clipvis-lvis-r50", **options)
+    cached = isolated_cache / "weights" / "clipvis_lvis_r50_7.pth"
+    assert cached.is_file() and len(calls) == 1
+    torch.testing.assert_close(model.state_dict(), tiny_model.state_dict())
+
+    cached.write_bytes(b"PK\x03\x04 truncated by a full disk")
+    monkeypatch.setenv("CLIPVIS_OFFLINE", "1")
+    with pytest.raises(CheckpointError, match=r"cached copy of clipvis-lvis-r50 is damaged: delete .*r50_7.pth and"):
+        load_model("clipvis-lvis-r50", **options)
+    assert len(calls) == 1  # offline: no download
+    monkeypatch.delenv("CLIPVIS_OFFLINE")
+    load_model("clipvis-lvis-r50", **options)
+    assert len(calls) == 2 and cached.read_bytes() == (tmp_path / "tiny.pth").read_bytes()
+
+
+# --- CLIP names from configs and checkpoints -----------------------------------------------------------------------
+
+
+def _head_only_file(tmp_path: Path, tiny_model, clip_name: str, clip_tag: str) -> Path:
+    """A clipvis file without CLIP weights whose embedded config names a CLIP to download."""
+    from clipvis.model.checkpoint import write_state_dict
+
+    state = {k: v for k, v in tiny_model.state_dict().items() if not k.startswith("backbone.")}
+    config = {**tiny_model.config.to_dict(), "clip_model_config": None, "clip_model_name": clip_name,
+              "clip_pretrained": clip_tag, "notes": []}
+    return write_state_dict(state, config, tmp_path / "head_only.safetensors")
+
+
+class _DownloadAttempted(Exception):
+    pass
+
+
+@pytest.fixture
+def fake_open_clip(monkeypatch) -> list[dict[str, Any]]:
+    import open_clip
+
+    calls: list[dict[str, Any]] = []
+
+    def create_model(name: str, pretrained: str | None = None, **kwargs: Any):
+        calls.append({"name": name, "pretrained": pretrained, **kwargs})
+        raise _DownloadAttempted(name)
+
+    monkeypatch.setattr(open_clip, "create_model", create_model)
+    return calls
+
+
+def test_hub_clip_named_by_a_checkpoint_needs_an_explicit_opt_in(tmp_path, tiny_model, fake_open_clip) -> None:
+    path = _head_only_file(tmp_path, tiny_model, "hf-hub:someone/evil-clip", "")
+    with pytest.raises(UntrustedClipError, match="hf-hub:someone/evil-clip.*--allow-hub-clip"):
+        load_model(path)
+    assert fake_open_clip == []  # nothing was downloaded
+    with pytest.raises(_DownloadAttempted):
+        load_model(path, allow_hub_clip=True)
+    assert fake_open_clip[0]["name"] == "hf-hub:someone/evil-clip"
+
+
+def test_unknown_pair_needs_the_opt_in_and_offline_always_wins(tmp_path, tiny_model, fake_open_clip, monkeypatch):
+    with pytest.raises(UntrustedClipError):
+        load_model(_head_only_file(tmp_path, tiny_model, "RN50", "yfcc15m"))
+    monkeypatch.setenv("CLIPVIS_OFFLINE", "1")
+    for allow in (False, True):
+        with pytest.raises(CheckpointError, match="CLIPVIS_OFFLINE is set"):
+            load_model(_head_only_file(tmp_path, tiny_model, "RN50", "openai"), allow_hub_clip=allow)
+    assert fake_open_clip == []
+
+
+def test_released_clip_is_built_with_quick_gelu(tmp_path, tiny_model, fake_open_clip) -> None:
+    """The OpenAI RN50 weights need QuickGELU; recent open_clip only warns unless it is forced."""
+    with pytest.raises(_DownloadAttempted):
+        load_model(_head_only_file(tmp_path, tiny_model, "RN50", "openai"))
+    assert fake_open_clip == [{"name": "RN50", "pretrained": "openai", "force_quick_gelu": True}]
+
+
+# --- heads --------------------------------------------------------------------------------------------------------
+
+
+def test_attention_heads_are_read_from_the_keys(tmp_path, tiny_model_factory, tiny_config) -> None:
+    """NHEADS changes no parameter shape of the decoder, but it does the deformable offsets': a config that says
+    otherwise is overridden (with a warning) instead of silently running the checkpoint with the wrong heads."""
+    model = tiny_model_factory(num_heads=8)
+    path = save_pretrained(model, tmp_path / "heads8.safetensors")
+    with pytest.warns(UserWarning, match="NHEADS 4 but the checkpoint has 8"):
+        loaded = load_model(path, config={"num_heads": 4})
+    assert loaded.config.num_heads == 8
+    assert loaded.mask_decoder.num_heads == 8
+    assert loaded.pixel_decoder.transformer.encoder.layers[0].self_attn.n_heads == 8
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert load_model(path).config.num_heads == 8
+
+
+def test_pre_norm_configs_are_refused_not_ignored(tmp_path) -> None:
+    from clipvis.model.config import load_config_file
+
+    yaml_file = tmp_path / "official.yaml"
+    yaml_file.write_text("MODEL:\n  MASK_FORMER:\n    PRE_NORM: True\n    DEC_LAYERS: 7\n")
+    with pytest.raises(ValueError, match="PRE_NORM True .* not supported"):
+        load_config_file(yaml_file)
+    yaml_file.write_text("MODEL:\n  MASK_FORMER:\n    PRE_NORM: False\n    DEC_LAYERS: 7\n")
+    assert load_config_file(yaml_file)["decoder_layers"] == 6
+    legacy = {**ClipVisConfig().to_dict(), "pre_norm": False}  # embedded in files written by clipvis 0.1.0
+    assert ClipVisConfig.from_dict(legacy) == ClipVisConfig()
