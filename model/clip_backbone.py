@@ -1,4 +1,5 @@
-"""Frozen open_clip backbone: multi-scale visual features, the dense map, the text tower (spec §1.2)."""
+"""Frozen open_clip backbone: multi-scale visual features, the dense map, the text tower
+(``CV:clipvis/modeling/backbone/clip.py``)."""
 
 from __future__ import annotations
 

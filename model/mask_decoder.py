@@ -1,4 +1,5 @@
-"""Masked-attention transformer decoder with object, mask and IoU heads (spec §1.4)."""
+"""Masked-attention transformer decoder with object, mask and IoU heads (docs/architecture.md;
+``CV:clipvis/modeling/transformer_decoder/mask2former_transformer_decoder.py``)."""
 
 from __future__ import annotations
 

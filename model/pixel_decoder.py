@@ -1,4 +1,4 @@
-"""MSDeformAttn pixel decoder (Mask2Former's, spec §1.3) with the official module names."""
+"""MSDeformAttn pixel decoder (Mask2Former's; docs/architecture.md) with the official module names."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Sine positional encoding of a feature map (spec §1.5)."""
+"""Sine positional encoding of a feature map (``CV:clipvis/modeling/transformer_decoder/position_encoding.py``)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Test-time frame preprocessing: shortest-edge resize, CLIP normalisation, padding (spec §1.1)."""
+"""Test-time frame preprocessing: shortest-edge resize, CLIP normalisation, padding (docs/fidelity.md, "Frames")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Weighted open-vocabulary classification and instance selection (spec §3.3-3.4), quirks included.
+"""Weighted open-vocabulary classification and instance selection (docs/fidelity.md, "Scoring and selection"), quirks
+included.
 
 Two forms of the same computation:
 * :func:`official_video_scores` + :func:`official_select_instances` take whole-video tensors exactly as the

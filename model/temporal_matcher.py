@@ -1,4 +1,5 @@
-"""Temporal topK-enhanced matching of per-frame queries to tracks (spec §2)."""
+"""Temporal topK-enhanced matching of per-frame queries to tracks (docs/fidelity.md, "Tracking";
+``CV:clipvis/clipvis_video.py`` match_from_vote_embds)."""
 
 from __future__ import annotations
 

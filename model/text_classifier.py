@@ -1,4 +1,5 @@
-"""Open-vocabulary text classifier: CLIP text embeddings of a vocabulary, cached (spec §3.1)."""
+"""Open-vocabulary text classifier: CLIP text embeddings of a vocabulary, cached (docs/fidelity.md,
+"Classification")."""
 
 from __future__ import annotations
 

@@ -5,6 +5,7 @@ Tests never download weights: the CLIPs here are open_clip models built from a m
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -84,3 +85,25 @@ def tiny_weights(tmp_path_factory) -> Path:
     """The tiny RN model with 6 queries saved in clipvis' safetensors format (a checkpoint file for the CLI)."""
     model = make_tiny_model("rn", num_queries=6)
     return save_pretrained(model, tmp_path_factory.mktemp("weights") / "tiny.safetensors")
+
+
+# --- golden cases (outputs of the official code, kept outside the repository) -------------------------------
+
+
+def fidelity_root() -> Path:
+    env = os.environ.get("CLIPVIS_FIDELITY_DIR")
+    return Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "fidelity"
+
+
+@pytest.fixture(scope="session")
+def golden_case():
+    """Factory: the folder of a golden case, or skip when the golden cases are absent
+    ($CLIPVIS_FIDELITY_DIR, by default the ../shared/fidelity folder CI keeps beside the checkout)."""
+
+    def locate(name: str) -> Path:
+        path = fidelity_root() / name
+        if not (path / "model.pth").is_file():
+            pytest.skip(f"golden case {name} not found at {path} (../shared/fidelity sits beside the checkout in CI)")
+        return path
+
+    return locate

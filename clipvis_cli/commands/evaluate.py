@@ -115,6 +115,9 @@ def evaluate(
     ),
     config: Path | None = typer.Option(None, "--config", help="Official CLIP-VIS YAML or clipvis JSON."),
     clip_config: Path | None = typer.Option(None, "--clip-config", help="open_clip model config JSON."),
+    allow_hub_clip: bool = typer.Option(
+        False, "--allow-hub-clip", help="Let a config or checkpoint name a CLIP other than the released models'."
+    ),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
     precision: str = typer.Option("fp32", "--precision", help="fp32, fp16 or bf16."),
     batch_frames: int = typer.Option(4, "--batch-frames", min=1, help="Frames per model batch."),
@@ -141,6 +144,7 @@ def evaluate(
             dataset=dataset, gt=gt, frames=frames, weights=weights, data_root=data_root,
             output=output or Path("clipvis_eval") / name, device=device, precision=precision,
             batch_frames=batch_frames, config=config, clip_config=clip_config, max_videos=max_videos,
+            allow_hub_clip=allow_hub_clip,
         )
         if not has_gt:
             return

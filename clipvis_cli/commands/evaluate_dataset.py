@@ -53,6 +53,7 @@ def run_dataset_evaluation(
     batch_frames: int = 4,
     config: Path | None = None,
     clip_config: Path | None = None,
+    allow_hub_clip: bool = False,
     max_videos: int | None = None,
     gt: Path | None = None,
     frames: Path | None = None,
@@ -70,6 +71,7 @@ def run_dataset_evaluation(
         vocabulary=inputs.vocabulary, weights=weights, output=output, formats=(), device=resolve_device(device),
         precision=precision, batch_frames=batch_frames, exact=True, max_tracks=50, skip_existing=True,
         config=str(config) if config else None, clip_config=str(clip_config) if clip_config else None,
+        allow_hub_clip=allow_hub_clip,
     )
     check_config_file(config)
     predictor = load_predictor(options)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import av
@@ -162,16 +161,9 @@ def test_jsonl_events(tmp_path, tiny_weights) -> None:
     assert events[-1]["event"] == "video_done" and events[-1]["frames"] == 3
 
 
-def fidelity_case(name: str) -> Path:
-    root = Path(os.environ.get("CLIPVIS_FIDELITY_DIR", Path(__file__).resolve().parents[3] / "shared" / "fidelity"))
-    if not (root / name / "model.pth").is_file():
-        pytest.skip(f"golden case {name} not found at {root} (../shared/fidelity sits beside the checkout in CI)")
-    return root / name
-
-
 @pytest.mark.parametrize("case_name", ["case1", "case2"])
-def test_golden_case_through_the_cli(tmp_path, case_name) -> None:
-    case = fidelity_case(case_name)
+def test_golden_case_through_the_cli(tmp_path, case_name, golden_case) -> None:
+    case = golden_case(case_name)
     out = tmp_path / "out"
     args = ["segment", str(case / "frames"), "--vocab-file", str(case / "vocab.txt"), "--weights",
             str(case / "model.pth"), "--config", str(case / "official_config.yaml"), "--clip-config",

@@ -34,7 +34,7 @@ def official_file(model, path):
 def test_full_size_official_checkpoint_keys_shapes_and_round_trip(
     tmp_path, clip_name, res5_channels, adapter_in, clip_keys, clip_numel
 ) -> None:
-    """Random weights with the exact §6 key names and shapes of the released R50 / ConvNeXt-B models."""
+    """Random weights with the official key names and shapes of the released R50 / ConvNeXt-B models."""
     torch.manual_seed(0)
     pretrained = "openai" if clip_name == "RN50" else "laion_aesthetic_s13b_b82k"
     model = create_model(ClipVisConfig(clip_model_name=clip_name, clip_pretrained=pretrained))

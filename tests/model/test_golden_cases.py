@@ -1,6 +1,7 @@
 """The official implementation's outputs on the golden cases, reproduced through the public API.
 
-Tolerances are those of ../shared/fidelity/README.md §6.
+Tolerances are those measured for the golden cases (float64 and one-thread re-runs of the official code), listed
+in docs/fidelity.md, "How fidelity is checked".
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Tests run with `--import-mode=importlib`, so sibling helper modules are loaded here by path:
 `vis` = GT/results builders (`vis_gt_builders.py`), `reference_evaluate` = the slow literal transcription of
-spec/video-ap.md (`video_ap_oracle.py`).
+the reference evaluators (`video_ap_oracle.py`).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The vectorised evaluator against a slow literal transcription of spec/video-ap.md on random data.
+"""The vectorised evaluator against a slow literal transcription of the reference evaluators on random data.
 
 Random cases (see `vis_gt_builders.random_case`) mix score ties, crowd GTs, a GT with id 0, absent and empty frames,
 GT tracks shorter/longer than the video, float and inconsistent GT `areas`, a GT frame of the wrong size, unknown

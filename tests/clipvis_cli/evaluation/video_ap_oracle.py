@@ -1,6 +1,8 @@
-"""A slow, literal transcription of spec/video-ap.md (per-element loops) used as a test oracle.
+"""A slow, literal transcription of the reference video-AP evaluators (ytvoseval.py / LV-VIS lvviseval.py)
+(per-element loops) used as a test oracle.
 
-It works on the raw GT dict and results list, shares no code with `clipvis.cli.evaluation`, and follows the spec
+It works on the raw GT dict and results list, shares no code with `clipvis.cli.evaluation`, and follows the reference
+evaluators
 step by step: per-frame pycocotools merge/area IoU over zip(frames), truthy-area means, greedy matching per
 (video, category, area range, IoU threshold) with the scan-and-break rule, accumulation with mergesort, summary
 means of entries > -1. Protocol switches: "ytvis" (crowd ignored), "lvvis" (int areas, crowd not ignored),

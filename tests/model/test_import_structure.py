@@ -1,0 +1,62 @@
+"""The model and weights packages import in one direction: no module imports, at any level (function-level imports
+included), a module that imports it back; `checkpoint.py` is state-dict I/O that builds no model."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGES = {"clipvis.model": ROOT / "model", "clipvis.weights": ROOT / "weights"}
+
+
+def _module_name(package: str, path: Path) -> str:
+    return package if path.name == "__init__.py" else f"{package}.{path.stem}"
+
+
+def _import_graph() -> dict[str, set[str]]:
+    modules = {
+        _module_name(package, path): path for package, folder in PACKAGES.items() for path in folder.glob("*.py")
+    }
+    graph: dict[str, set[str]] = {name: set() for name in modules}
+    for name, path in modules.items():
+        for node in ast.walk(ast.parse(path.read_text())):  # every import, at module level or inside functions
+            targets: list[str] = []
+            if isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                targets = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+            graph[name].update(t for t in targets if t in modules and t != name)
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    found, state = [], {}
+
+    def visit(node: str, stack: list[str]) -> None:
+        state[node] = "open"
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == "open":
+                found.append(stack[stack.index(nxt):] + [nxt])
+            elif nxt not in state:
+                visit(nxt, stack + [nxt])
+        state[node] = "done"
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node, [node])
+    return found
+
+
+def test_no_import_cycle_in_model_and_weights() -> None:
+    assert _cycles(_import_graph()) == []
+
+
+def test_checkpoint_module_is_pure_state_dict_io() -> None:
+    graph = _import_graph()
+    assert graph["clipvis.model.checkpoint"] <= {"clipvis.model.config"}
+    assert not any(target.startswith("clipvis.model") for target in graph["clipvis.weights.resolve"])
+
+
+def test_cycle_detector_finds_a_cycle() -> None:
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == [["a", "b", "c", "a"]]
