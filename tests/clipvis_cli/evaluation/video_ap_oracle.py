@@ -46,7 +46,7 @@ def reference_evaluate(
     area_ranges: tuple = DEFAULT_AREAS,
     max_dets: tuple = (1, 10, 100),
 ) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
-    """Return (precision [T,R,K,A,M], recall [T,K,A,M], stats) exactly as the spec defines them."""
+    """Return (precision [T,R,K,A,M], recall [T,K,A,M], stats) exactly as the reference evaluators define them."""
     gt = copy.deepcopy(gt)
     results = copy.deepcopy(results)
     videos = {v["id"]: v for v in gt["videos"]}
