@@ -51,12 +51,14 @@ class FrameNetwork(nn.Module):
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """images ``[B, 3, H, W]`` normalised and padded (see clipvis.model.preprocess) -> the outputs above."""
+        images = images.to(self.model.backbone.clip_model.visual.trunk.stem[0].weight.dtype
+                           if self.model.backbone.kind == "convnext" else images.dtype)
         out = self.model(images)
         dense = out.clip_dense.float()
         pooler = self.model.mask_pooler
         masks = pooler.binary_masks(out.mask_logits, (dense.shape[-2], dense.shape[-1]))
         embeds, empty = pooler(dense, masks)
-        outputs = (out.object_logits, out.mask_logits, out.ious, out.query_embeds, out.clip_dense, embeds)
+        outputs = (out.object_logits, out.mask_logits, out.ious, out.query_embeds, dense, embeds)
         if self.text is None:
             return outputs
         logits = self._class_logits(embeds)
@@ -92,6 +94,17 @@ def export_mode(model: nn.Module) -> Iterator[nn.Module]:
             layer.gather = gather
 
 
+def half_backbone(model: ClipVis) -> None:
+    """The CLIP image tower's trunk in float16, its pooling head (used on float32 dense features) in float32."""
+    visual = model.backbone.clip_model.visual
+    visual.half()
+    if model.backbone.kind == "resnet":
+        visual.attnpool.float()
+    else:
+        visual.trunk.head.float()
+        visual.head.float()
+
+
 @dataclass
 class OnnxParity:
     """Max absolute difference per output between onnxruntime and PyTorch on the same frames."""
@@ -107,18 +120,19 @@ def export_onnx(network: FrameNetwork, path: Path | str, height: int, width: int
                 opset: int = 17) -> Path:
     """Write `network` as ONNX with a dynamic batch axis (frames of `height` x `width`, multiples of 32).
 
-    fp16 converts the weights to half precision: the exported model then takes and returns float16 tensors.
+    fp16 stores the CLIP backbone's convolution weights in half precision (the bulk of the model); the pixel decoder
+    runs in float32 as in the official code, and the mask decoder and the CLIP pooling head stay float32 too. Input
+    and outputs stay float32.
     """
     if height % 32 or width % 32:
         raise ValueError(f"--height/--width must be multiples of 32 (got {height}x{width})")
     if precision not in ("fp32", "fp16"):
         raise ValueError(f"precision must be fp32 or fp16, not {precision!r}")
     network = network.eval()
-    dtype = torch.float16 if precision == "fp16" else torch.float32
     device = next(network.parameters()).device
     if precision == "fp16":
-        network = network.half()
-    example = torch.zeros(2, 3, height, width, dtype=dtype, device=device)
+        half_backbone(network.model)
+    example = torch.zeros(2, 3, height, width, device=device)
     names = network.output_names
     with export_mode(network), torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer warnings about shapes read as Python numbers (fixed frame size)

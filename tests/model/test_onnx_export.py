@@ -39,3 +39,20 @@ def test_export_mode_switches_the_gather_with_the_same_outputs(tiny_model_factor
     assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(eager, exportable, strict=True))
     assert torch.equal(eager[-1], model.classify(raw.clip_dense, raw.mask_logits, text))  # synonyms: max
     assert FrameNetwork(model).output_names[-1] == "clip_embeds"
+
+
+def test_convnext_exports_in_fp16(tiny_convnext_model, tmp_path) -> None:
+    """The ConvNeXt path and --precision fp16 (CLIP trunk in half precision, float32 interface) through onnxruntime."""
+    import copy
+
+    import pytest
+
+    pytest.importorskip("onnxruntime")
+    from clipvis.model.onnx_export import check_parity, export_onnx
+
+    network = FrameNetwork(copy.deepcopy(tiny_convnext_model))
+    path = export_onnx(network, tmp_path / "convnext16.onnx", 64, 96, precision="fp16")
+    assert network.model.backbone.clip_model.visual.trunk.stem[0].weight.dtype == torch.float16
+    parity = check_parity(network, path, torch.randn(3, 3, 64, 96))
+    assert parity.max_abs_diff["object_logits"] <= 1e-3
+    assert max(parity.max_abs_diff.values()) <= 1e-2  # half-precision trunk: float16 rounding in both runtimes
