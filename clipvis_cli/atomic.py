@@ -58,15 +58,19 @@ def is_temp_file_name(name: str) -> bool:
     return name.startswith(".") and TEMP_MARKER in name
 
 
-def remove_stale_temp_files(directory: Path | str) -> list[Path]:
-    """Delete the temporary files `temp_path_for` left in `directory` (a crash, a kill -9). Call it only while
-    holding the folder's lock, when no live clipvis process can be writing one. Returns what was removed."""
+def remove_stale_temp_files(directory: Path | str, finals: Iterable[str] | None = None) -> list[Path]:
+    """Delete the temporary files `temp_path_for` left in `directory` (a crash, a kill -9): all of them, or only
+    those of the final file names `finals`. Call it only while holding the lock that keeps other clipvis processes
+    from writing those files. Returns what was removed."""
     removed: list[Path] = []
+    prefixes = None if finals is None else tuple(f".{Path(name).stem}." for name in finals)
     try:
         entries = list(os.scandir(directory))
     except OSError:
         return removed
     for entry in entries:
+        if prefixes is not None and not entry.name.startswith(prefixes):
+            continue
         if is_temp_file_name(entry.name) and entry.is_file(follow_symlinks=False):
             try:
                 os.unlink(entry.path)

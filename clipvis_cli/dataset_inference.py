@@ -32,6 +32,8 @@ from clipvis.cli.video_io import VideoReadError
 
 CACHE_DIR = "per_video"
 CACHE_STAMP = "cache.json"
+RESULTS_NAME = "results.json"
+METRICS_NAME = "metrics.json"
 _PER_VIDEO_FILE = re.compile(r"^\d+\.json$")
 
 
@@ -143,6 +145,8 @@ class DatasetInference:
         output = ensure_output_dir(output)
         cache = ensure_output_dir(output / CACHE_DIR)
         with FolderLock(cache):
+            # the files evaluate writes next to per_video/, as temporary files a killed run may have left
+            remove_stale_temp_files(output, [RESULTS_NAME, METRICS_NAME, f"{self.inputs.spec.name}_results.zip"])
             self._prepare_cache(cache)
             return self._run_videos(output, cache, max_videos)
 
@@ -179,7 +183,7 @@ class DatasetInference:
             results.extend(entries)
         if failed:
             return DatasetRunSummary(results, computed, reused, None, failed)
-        results_path = atomic_write_json(output / "results.json", results)
+        results_path = atomic_write_json(output / RESULTS_NAME, results)
         return DatasetRunSummary(results, computed, reused, results_path)
 
     def _report_failure(self, video: GtVideo, message: str) -> str:

@@ -18,6 +18,7 @@ from rich.console import Console
 
 from clipvis.cli.atomic import OutputNotWritableError, atomic_write_json, ensure_output_dir
 from clipvis.cli.commands.evaluate_dataset import run_dataset_evaluation
+from clipvis.cli.dataset_inference import METRICS_NAME
 from clipvis.cli.datasets import dataset_names
 from clipvis.cli.evaluation.errors import EvaluationInputError
 from clipvis.cli.evaluation.protocols import get_protocol
@@ -148,7 +149,7 @@ def evaluate(
         )
         if not has_gt:
             return
-        json_path = json_path or results.parent / "metrics.json"
+        json_path = json_path or results.parent / METRICS_NAME
         published = published_numbers(weights, dataset)
     if results is None or gt is None:
         missing = " and ".join(name for name, value in (("--results", results), ("--gt", gt)) if value is None)

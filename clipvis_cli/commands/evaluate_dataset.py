@@ -100,7 +100,7 @@ def run_dataset_evaluation(
         err=True,
     )
     if not inputs.spec.has_public_gt:
-        zip_path = write_server_zip(summary.results, output / f"{dataset}_results.zip")
+        zip_path = write_server_zip(summary.results, output / f"{inputs.spec.name}_results.zip")
         server = inputs.spec.server
         where = server.instructions(zip_path) if server else f"upload {zip_path} to the evaluation server"
         typer.echo(f"{dataset} has no public ground truth; {where}", err=True)
