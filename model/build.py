@@ -159,7 +159,7 @@ def _fit_problems(state: Mapping[str, torch.Tensor], expected: Mapping[str, torc
     return parts
 
 
-def _check_expected(state: Mapping[str, torch.Tensor], cfg: ClipVisConfig, expected: Mapping[str, Any]) -> list[str]:
+def _check_expected(state: Mapping[str, torch.Tensor], expected: Mapping[str, Any]) -> list[str]:
     """Differences between what a file holds and what a registry entry says it holds."""
     problems = []
     layers = infer_head_config(state).get("decoder_layers")
@@ -185,7 +185,7 @@ def check_checkpoint(
     path = Path(path)
     state, embedded = read_state_dict(path)
     cfg = resolve_config(state, embedded, config, clip_config, base=expected)
-    problems = _check_expected(state, cfg, expected or {})
+    problems = _check_expected(state, expected or {})
     with torch.device("meta"):  # the model's key names and shapes, without allocating or initialising weights
         skeleton = create_model(cfg).state_dict()
     if not has_clip_weights(state):
