@@ -11,6 +11,9 @@ from clipvis.model.build import (
 from clipvis.model.checkpoint import CheckpointError
 from clipvis.model.clipvis import ClipVis, FrameOutputs
 from clipvis.model.config import ClipVisConfig
+from clipvis.model.criterion import CriterionOutput, LossWeights, SetCriterion
+from clipvis.model.matcher import HungarianMatcher, Match
+from clipvis.model.point_sampling import PointSampler, RandomPointSampler
 from clipvis.model.predictor import PRECISIONS, VideoPredictor
 
 __all__ = [
@@ -18,6 +21,13 @@ __all__ = [
     "CheckpointError",
     "ClipVis",
     "ClipVisConfig",
+    "CriterionOutput",
+    "HungarianMatcher",
+    "LossWeights",
+    "Match",
+    "PointSampler",
+    "RandomPointSampler",
+    "SetCriterion",
     "FrameOutputs",
     "UntrustedClipError",
     "VideoPredictor",

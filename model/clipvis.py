@@ -9,7 +9,7 @@ from torch import nn
 
 from clipvis.model.clip_backbone import ClipBackbone
 from clipvis.model.config import ClipVisConfig
-from clipvis.model.mask_decoder import MaskedTransformerDecoder
+from clipvis.model.mask_decoder import DecoderOutput, MaskedTransformerDecoder
 from clipvis.model.mask_pooling import MaskPooler
 from clipvis.model.pixel_decoder import MSDeformAttnPixelDecoder
 from clipvis.model.text_classifier import TextEmbeddings
@@ -87,3 +87,14 @@ class ClipVis(nn.Module):
         if self.mask_pooler.zero_logits_of_empty_masks:
             logits = logits.masked_fill(empty[..., None], 0.0)
         return logits
+
+    def forward_train(self, images: torch.Tensor) -> DecoderOutput:
+        """Training forward with gradients through the head (the CLIP stays frozen and in eval mode).
+
+        images ``[B, 3, Hp, Wp]`` normalised and padded -> the last prediction with every earlier one in ``aux``
+        (deep supervision: DEC_LAYERS predictions in all), each with ``object_logits [B, Q, 2]``, full-size
+        ``mask_logits [B, Q, Hp/4, Wp/4]`` and ``ious [B, Q]``; the input of :class:`clipvis.model.SetCriterion`.
+        """
+        features = self.backbone(images)
+        mask_features, memory = self.pixel_decoder(features)
+        return self.mask_decoder(memory, mask_features, deep_supervision=True)

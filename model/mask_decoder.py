@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -80,6 +80,9 @@ class DecoderOutput:
     mask_logits: torch.Tensor  # [B, Q, H/4, W/4]
     ious: torch.Tensor  # [B, Q] predicted mask IoU (after the activation)
     query_embeds: torch.Tensor  # [B, Q, D] decoder_norm(last layer output), used for tracking
+    # With ``deep_supervision=True``: the earlier predictions (from the raw queries, then after layers 1..L-1), each
+    # with full-size mask logits, for the auxiliary losses; empty otherwise.
+    aux: list[DecoderOutput] = field(default_factory=list)
 
 
 class MaskedTransformerDecoder(nn.Module):
@@ -143,8 +146,18 @@ class MaskedTransformerDecoder(nn.Module):
         attn = attn & ~attn.all(-1, keepdim=True)
         return attn.unsqueeze(1).expand(-1, self.num_heads, -1, -1).flatten(0, 1)
 
-    def forward(self, memory: list[torch.Tensor], mask_features: torch.Tensor) -> DecoderOutput:
-        """Args: memory = 3 maps ``[B, C, h_l, w_l]`` (strides 32, 16, 8); mask_features ``[B, C_m, H/4, W/4]``.
+    def _prediction(self, output: torch.Tensor, mask_features: torch.Tensor) -> DecoderOutput:
+        """Queries ``[Q, B, C]`` -> object logits, full-size mask logits, IoUs and normed queries."""
+        decoded, masks = self._heads(output, mask_features)
+        iou = self.iou_head(decoded).squeeze(-1)
+        iou = iou.sigmoid() if self.iou_activation == "sigmoid" else F.relu(iou)
+        return DecoderOutput(self.object_embed(decoded), masks, iou, decoded)
+
+    def forward(
+        self, memory: list[torch.Tensor], mask_features: torch.Tensor, deep_supervision: bool = False
+    ) -> DecoderOutput:
+        """Args: memory = 3 maps ``[B, C, h_l, w_l]`` (strides 32, 16, 8); mask_features ``[B, C_m, H/4, W/4]``;
+        ``deep_supervision``: also return every earlier prediction in ``aux`` (training).
 
         Each layer's attention mask comes from the previous prediction's mask logits resized (bilinear,
         align_corners=False) to the next memory level. Resizing is linear, so the mask features are resized once per
@@ -164,6 +177,9 @@ class MaskedTransformerDecoder(nn.Module):
         query_pos = self.query_embed.weight.unsqueeze(1).expand(-1, batch, -1)
         output = self.query_feat.weight.unsqueeze(1).expand(-1, batch, -1)
         _, level_masks = self._heads(output, level_features[0])
+        aux: list[DecoderOutput] = []
+        if deep_supervision:
+            aux.append(self._prediction(output, mask_features))
         for i in range(self.num_layers):
             level = i % self.num_feature_levels
             attn_mask = self.attention_mask(level_masks)
@@ -172,7 +188,8 @@ class MaskedTransformerDecoder(nn.Module):
             output = self.transformer_ffn_layers[i](output)
             if i + 1 < self.num_layers:
                 _, level_masks = self._heads(output, level_features[(i + 1) % self.num_feature_levels])
-        decoded, masks = self._heads(output, mask_features)
-        iou = self.iou_head(decoded).squeeze(-1)
-        iou = iou.sigmoid() if self.iou_activation == "sigmoid" else F.relu(iou)
-        return DecoderOutput(self.object_embed(decoded), masks, iou, decoded)
+                if deep_supervision:
+                    aux.append(self._prediction(output, mask_features))
+        final = self._prediction(output, mask_features)
+        final.aux = aux
+        return final

@@ -1,0 +1,177 @@
+"""The training criterion of CLIP-VIS (spec §4.2): object CE, point BCE + Dice, mask-IoU L1, deep supervision.
+
+For every prediction of the decoder (the last one and each auxiliary one, ``DEC_LAYERS`` in all) the queries are
+matched to the ground-truth instances by :class:`HungarianMatcher` and four terms are computed:
+
+* ``loss_object_ce``: 2-way cross-entropy over all Q queries of every image, target 0 ("object") for matched
+  queries and 1 ("no object") for the rest, class weights ``[1.0, 0.4]``, weighted mean ``sum(w CE) / sum(w)``.
+* ``loss_mask``: BCE-with-logits of each matched mask on K importance-sampled points, mean over the points, summed
+  over the masks and divided by the number of GT masks (averaged over processes in distributed training).
+* ``loss_dice``: ``1 - (2 sum(s g) + 1) / (sum(s) + sum(g) + 1)`` on the same points, summed / number of masks.
+* ``loss_iou``: L1 between the IoU head's output and the IoU of the binarised prediction (``sigmoid > 0.5``) with
+  the binarised GT on those points, over the matched queries whose GT IoU is > 0, averaged over them (0 if none).
+
+Keys of the last prediction are as above; the auxiliary ones get ``_0``, ``_1``, ... (from the raw queries up).
+The weighted total is ``sum over predictions of 2 L_obj + 5 L_mask + 5 L_dice + 2 L_iou``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from clipvis.model.mask_decoder import DecoderOutput
+from clipvis.model.matcher import HungarianMatcher, Match
+from clipvis.model.point_sampling import PointSampler, as_point_sampler, at_least_float32, point_sample
+
+LOSS_NAMES = ("loss_object_ce", "loss_mask", "loss_dice", "loss_iou")
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    """Official weights (``OBJECT_WEIGHT``, ``MASK_WEIGHT``, ``DICE_WEIGHT``, ``MASKIOU_WEIGHT``)."""
+
+    object_ce: float = 2.0
+    mask: float = 5.0
+    dice: float = 5.0
+    iou: float = 2.0
+
+    def of(self, key: str) -> float:
+        """The weight of a loss key, auxiliary suffix ignored (``loss_dice_3`` -> dice)."""
+        base = re.sub(r"_\d+$", "", key)
+        return {
+            "loss_object_ce": self.object_ce, "loss_mask": self.mask, "loss_dice": self.dice, "loss_iou": self.iou,
+        }[base]
+
+
+@dataclass
+class CriterionOutput:
+    """Unweighted terms by official key, the weighted total to backpropagate, and each prediction's matches."""
+
+    terms: dict[str, torch.Tensor]
+    total: torch.Tensor
+    matches: list[list[Match]] = field(default_factory=list)  # [prediction][image], the last prediction last
+
+
+def sigmoid_ce_loss(logits: torch.Tensor, labels: torch.Tensor, num_masks: float) -> torch.Tensor:
+    """logits, labels ``[M, P]`` -> sum over masks of the mean BCE over points, / num_masks."""
+    return F.binary_cross_entropy_with_logits(logits, labels, reduction="none").mean(1).sum() / num_masks
+
+
+def dice_loss(logits: torch.Tensor, labels: torch.Tensor, num_masks: float) -> torch.Tensor:
+    """logits, labels ``[M, P]`` -> sum over masks of ``1 - (2 sum(s g) + 1) / (sum(s) + sum(g) + 1)``, / num_masks."""
+    probs = logits.sigmoid()
+    numerator = 2 * (probs * labels).sum(-1)
+    denominator = probs.sum(-1) + labels.sum(-1)
+    return (1 - (numerator + 1) / (denominator + 1)).sum() / num_masks
+
+
+def point_iou(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """IoU of ``sigmoid(logits) > 0.5`` with ``labels > 0.5`` over the points: ``[M, P]`` -> ``[M]`` (no grad)."""
+    pred = (logits.detach().sigmoid() > 0.5).to(logits.dtype)
+    gt = (labels > 0.5).to(logits.dtype)
+    intersection = (pred * gt).sum(-1)
+    union = pred.sum(-1) + gt.sum(-1) - intersection
+    return intersection / (union + 1e-6)
+
+
+class SetCriterion:
+    """Losses of a decoder's training outputs against per-image instance masks.
+
+    Example::
+
+        outputs = model.forward_train(images)           # [B, 3, Hp, Wp]
+        result = criterion(outputs, [masks_0, masks_1])  # masks_b: [N_b, Hp, Wp] bool/float, padded like images
+        result.total.backward()
+    """
+
+    def __init__(
+        self,
+        matcher: HungarianMatcher | None = None,
+        weights: LossWeights = LossWeights(),
+        num_points: int = 12544,
+        oversample_ratio: float = 3.0,
+        importance_ratio: float = 0.75,
+        object_class_weights: Sequence[float] = (1.0, 0.4),
+        deep_supervision: bool = True,
+    ) -> None:
+        self.matcher = matcher or HungarianMatcher(num_points=num_points)
+        self.weights = weights
+        self.num_points = num_points
+        self.oversample_ratio = oversample_ratio
+        self.importance_ratio = importance_ratio
+        self.object_class_weights = tuple(float(w) for w in object_class_weights)
+        self.deep_supervision = deep_supervision
+
+    def __call__(
+        self,
+        outputs: DecoderOutput,
+        targets: Sequence[torch.Tensor],
+        point_sampler: PointSampler | torch.Generator | None = None,
+        num_masks: float | None = None,
+    ) -> CriterionOutput:
+        """outputs: :meth:`ClipVis.forward_train`'s result (``aux`` holds the earlier predictions); targets: B
+        tensors ``[N_b, Hp, Wp]``; point_sampler: where to read masks (a sampler, a generator, or None = global
+        RNG); num_masks: the loss normaliser (default: the number of GT masks in ``targets``, at least 1).
+        """
+        sampler = as_point_sampler(point_sampler)
+        if num_masks is None:
+            num_masks = float(sum(int(t.shape[0]) for t in targets))
+        num_masks = max(float(num_masks), 1.0)
+        predictions = list(outputs.aux) + [outputs] if self.deep_supervision else [outputs]
+        terms: dict[str, torch.Tensor] = {}
+        all_matches = []
+        for index, prediction in enumerate(predictions):
+            matches = self.matcher(prediction.object_logits, prediction.mask_logits, list(targets), sampler)
+            layer = self.prediction_losses(prediction, targets, matches, sampler, num_masks)
+            suffix = "" if index == len(predictions) - 1 else f"_{index}"
+            terms.update({f"{key}{suffix}": value for key, value in layer.items()})
+            all_matches.append(matches)
+        total = sum(self.weights.of(key) * value for key, value in terms.items())
+        return CriterionOutput(terms, total, all_matches)
+
+    def prediction_losses(
+        self,
+        prediction: DecoderOutput,
+        targets: Sequence[torch.Tensor],
+        matches: list[Match],
+        sampler: PointSampler,
+        num_masks: float,
+    ) -> dict[str, torch.Tensor]:
+        """The four unweighted terms of one prediction given its matches."""
+        logits = at_least_float32(prediction.object_logits)  # [B, Q, 2]
+        device = logits.device
+        batch_idx = torch.cat([torch.full_like(m.query_indices, b) for b, m in enumerate(matches)]).to(device)
+        query_idx = torch.cat([m.query_indices for m in matches]).to(device)
+        object_target = torch.ones(logits.shape[:2], dtype=torch.int64, device=device)
+        object_target[batch_idx, query_idx] = 0
+        class_weights = torch.tensor(self.object_class_weights, dtype=logits.dtype, device=device)
+        losses = {"loss_object_ce": F.cross_entropy(logits.transpose(1, 2), object_target, class_weights)}
+
+        pred_masks = prediction.mask_logits[batch_idx, query_idx]  # [M, h, w]
+        if pred_masks.shape[0] == 0:
+            zero = prediction.mask_logits.sum() * 0.0 + prediction.ious.sum() * 0.0
+            losses.update(loss_mask=zero, loss_dice=zero, loss_iou=zero)
+            return losses
+        gt_masks = torch.cat([t[m.target_indices.to(t.device)] for t, m in zip(targets, matches, strict=True)])
+        pred_masks = at_least_float32(pred_masks[:, None])
+        gt_masks = gt_masks.to(device=device, dtype=pred_masks.dtype)[:, None]  # [M, 1, Hp, Wp]
+        coords = sampler.importance(pred_masks.detach(), self.num_points, self.oversample_ratio,
+                                    self.importance_ratio)
+        with torch.no_grad():
+            labels = point_sample(gt_masks, coords)[:, 0]
+        point_logits = point_sample(pred_masks, coords)[:, 0]  # [M, K]
+        losses["loss_mask"] = sigmoid_ce_loss(point_logits, labels, num_masks)
+        losses["loss_dice"] = dice_loss(point_logits, labels, num_masks)
+        gt_iou = point_iou(point_logits, labels)
+        pred_iou = at_least_float32(prediction.ious[batch_idx, query_idx])
+        positive = gt_iou > 0
+        if bool(positive.any()):
+            losses["loss_iou"] = F.l1_loss(pred_iou[positive], gt_iou[positive])
+        else:
+            losses["loss_iou"] = pred_iou.sum() * 0.0
+        return losses
