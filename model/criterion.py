@@ -26,7 +26,13 @@ import torch.nn.functional as F
 
 from clipvis.model.mask_decoder import DecoderOutput
 from clipvis.model.matcher import HungarianMatcher, Match
-from clipvis.model.point_sampling import PointSampler, as_point_sampler, at_least_float32, point_sample
+from clipvis.model.point_sampling import (
+    PointSampler,
+    SamplerLike,
+    at_least_float32,
+    per_image_samplers,
+    point_sample,
+)
 
 LOSS_NAMES = ("loss_object_ce", "loss_mask", "loss_dice", "loss_iou")
 
@@ -111,14 +117,15 @@ class SetCriterion:
         self,
         outputs: DecoderOutput,
         targets: Sequence[torch.Tensor],
-        point_sampler: PointSampler | torch.Generator | None = None,
+        point_sampler: SamplerLike | Sequence[SamplerLike] = None,
         num_masks: float | None = None,
     ) -> CriterionOutput:
         """outputs: :meth:`ClipVis.forward_train`'s result (``aux`` holds the earlier predictions); targets: B
-        tensors ``[N_b, Hp, Wp]``; point_sampler: where to read masks (a sampler, a generator, or None = global
-        RNG); num_masks: the loss normaliser (default: the number of GT masks in ``targets``, at least 1).
+        tensors ``[N_b, Hp, Wp]``; point_sampler: where to read masks (a sampler, a generator, None = global RNG, or
+        a sequence of those, one per image); num_masks: the loss normaliser (default: the number of GT masks in
+        ``targets``; at least 1).
         """
-        sampler = as_point_sampler(point_sampler)
+        samplers = per_image_samplers(point_sampler, len(targets))
         if num_masks is None:
             num_masks = float(sum(int(t.shape[0]) for t in targets))
         num_masks = max(float(num_masks), 1.0)
@@ -126,8 +133,8 @@ class SetCriterion:
         terms: dict[str, torch.Tensor] = {}
         all_matches = []
         for index, prediction in enumerate(predictions):
-            matches = self.matcher(prediction.object_logits, prediction.mask_logits, list(targets), sampler)
-            layer = self.prediction_losses(prediction, targets, matches, sampler, num_masks)
+            matches = self.matcher(prediction.object_logits, prediction.mask_logits, list(targets), samplers)
+            layer = self.prediction_losses(prediction, targets, matches, samplers, num_masks)
             suffix = "" if index == len(predictions) - 1 else f"_{index}"
             terms.update({f"{key}{suffix}": value for key, value in layer.items()})
             all_matches.append(matches)
@@ -139,7 +146,7 @@ class SetCriterion:
         prediction: DecoderOutput,
         targets: Sequence[torch.Tensor],
         matches: list[Match],
-        sampler: PointSampler,
+        samplers: Sequence[PointSampler],
         num_masks: float,
     ) -> dict[str, torch.Tensor]:
         """The four unweighted terms of one prediction given its matches."""
@@ -160,8 +167,12 @@ class SetCriterion:
         gt_masks = torch.cat([t[m.target_indices.to(t.device)] for t, m in zip(targets, matches, strict=True)])
         pred_masks = at_least_float32(pred_masks[:, None])
         gt_masks = gt_masks.to(device=device, dtype=pred_masks.dtype)[:, None]  # [M, 1, Hp, Wp]
-        coords = sampler.importance(pred_masks.detach(), self.num_points, self.oversample_ratio,
-                                    self.importance_ratio)
+        counts = [int(m.query_indices.numel()) for m in matches]
+        coords = torch.cat([
+            sampler.importance(chunk.detach(), self.num_points, self.oversample_ratio, self.importance_ratio)
+            for sampler, chunk, count in zip(samplers, pred_masks.split(counts), counts, strict=True)
+            if count
+        ])
         with torch.no_grad():
             labels = point_sample(gt_masks, coords)[:, 0]
         point_logits = point_sample(pred_masks, coords)[:, 0]  # [M, K]

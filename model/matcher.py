@@ -11,13 +11,14 @@ found with ``scipy.optimize.linear_sum_assignment``; each instance gets exactly 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from clipvis.model.point_sampling import PointSampler, as_point_sampler, at_least_float32, point_sample
+from clipvis.model.point_sampling import SamplerLike, at_least_float32, per_image_samplers, point_sample
 
 
 def pairwise_sigmoid_ce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -91,17 +92,17 @@ class HungarianMatcher:
         object_logits: torch.Tensor,
         mask_logits: torch.Tensor,
         target_masks: list[torch.Tensor],
-        point_sampler: PointSampler | torch.Generator | None = None,
+        point_sampler: SamplerLike | Sequence[SamplerLike] = None,
     ) -> list[Match]:
         """object_logits ``[B, Q, 2]``, mask_logits ``[B, Q, h, w]``, target_masks B tensors ``[N_b, H, W]`` ->
-        B matches (empty for an image without instances)."""
-        sampler = as_point_sampler(point_sampler)
+        B matches (empty for an image without instances). ``point_sampler``: one, or one per image."""
+        samplers = per_image_samplers(point_sampler, len(target_masks))
         matches = []
         for b, masks in enumerate(target_masks):
             if masks.shape[0] == 0:
                 empty = torch.zeros(0, dtype=torch.int64)
                 matches.append(Match(empty, empty))
                 continue
-            points = sampler.uniform(1, self.num_points, mask_logits.device)[0]
+            points = samplers[b].uniform(1, self.num_points, mask_logits.device)[0]
             matches.append(self.assign(self.cost_matrix(object_logits[b], mask_logits[b], masks, points)))
         return matches

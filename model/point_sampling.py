@@ -13,6 +13,7 @@ own sampler (any object with the two methods) to fix the points.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
 import torch
@@ -75,10 +76,24 @@ class RandomPointSampler:
         return torch.cat([chosen, fresh], dim=1)
 
 
-def as_point_sampler(sampler: PointSampler | torch.Generator | None) -> PointSampler:
+SamplerLike = PointSampler | torch.Generator | None
+
+
+def as_point_sampler(sampler: SamplerLike) -> PointSampler:
     """A sampler from what a caller passed: a sampler as is, a generator wrapped, None = global RNG."""
     if sampler is None or isinstance(sampler, torch.Generator):
         return RandomPointSampler(sampler)
     if not isinstance(sampler, PointSampler):
         raise TypeError(f"expected a PointSampler or a torch.Generator, not {type(sampler).__name__}")
     return sampler
+
+
+def per_image_samplers(sampler: SamplerLike | Sequence[SamplerLike], batch: int) -> list[PointSampler]:
+    """One sampler per image: a sequence gives each image its own (e.g. generators seeded by the sample, so the
+    points do not depend on how a batch is split over processes); a single sampler is shared."""
+    if isinstance(sampler, Sequence):
+        if len(sampler) != batch:
+            raise ValueError(f"{len(sampler)} point samplers for a batch of {batch} images")
+        return [as_point_sampler(s) for s in sampler]
+    shared = as_point_sampler(sampler)
+    return [shared] * batch

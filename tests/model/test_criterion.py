@@ -169,7 +169,7 @@ def test_every_term_matches_a_hand_computation_with_fixed_points():
     weights = LossWeights()
     total = sum(weights.of(k) * float(v) for k, v in result.terms.items())
     assert float(result.total) == pytest.approx(total)
-    assert sampler.importance_calls == 2  # one importance draw per prediction
+    assert sampler.importance_calls == 4  # one importance draw per image and prediction
 
 
 def test_iou_loss_counts_only_matches_with_positive_gt_iou():
