@@ -8,6 +8,7 @@ from clipvis.cli import __version__
 from clipvis.cli.commands.evaluate import evaluate
 from clipvis.cli.commands.export import export
 from clipvis.cli.commands.segment import segment
+from clipvis.cli.commands.train import train
 
 app = typer.Typer(
     name="clipvis",
@@ -36,6 +37,7 @@ def _root(
 app.command("segment")(segment)
 app.command("evaluate")(evaluate)
 app.command("export")(export)
+app.command("train")(train)
 
 
 def main() -> None:

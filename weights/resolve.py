@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import enum
 import os
+import re
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -29,6 +30,8 @@ XDG_CACHE_ENV = "XDG_CACHE_HOME"
 CHECKPOINT_SUFFIXES: tuple[str, ...] = (".pth", ".pt", ".pkl", ".bin", ".safetensors")
 _DETECTRON2_LAST_CHECKPOINT = "last_checkpoint"
 _DETECTRON2_FINAL_CHECKPOINT = "model_final.pth"
+#: Checkpoints a training run writes (``clipvis train``: safetensors; detectron2: .pth), by iteration.
+_TRAINING_CHECKPOINT = re.compile(r"model_(\d+)\.(?:safetensors|pth)")
 _TRUTHY = frozenset({"1", "true", "yes", "on"})
 _CAUSE_MAX_CHARS = 200
 #: gdown (connect, between-bytes) timeout in seconds, so a stalled network fails instead of hanging.
@@ -122,6 +125,9 @@ def _checkpoint_in_directory(directory: Path) -> Path:
         raise InvalidWeightsError(f"cannot read checkpoint directory {directory}: {reason}") from exc
     if len(candidates) == 1:
         return candidates[0]
+    iterations = [_TRAINING_CHECKPOINT.fullmatch(c.name) for c in candidates]
+    if all(iterations):  # a clipvis training folder without its pointer: the newest iteration
+        return max(zip(iterations, candidates, strict=True), key=lambda pair: int(pair[0].group(1)))[1]
     if not candidates:
         raise InvalidWeightsError(
             f"{directory} is a directory without a checkpoint (no {'/'.join(CHECKPOINT_SUFFIXES)} file); "
@@ -232,7 +238,8 @@ def resolve_weights(
     """The local checkpoint file for a path or a released checkpoint name.
 
     * An existing file is returned as is (absolute); an existing directory must hold one checkpoint
-      (detectron2's ``last_checkpoint``/``model_final.pth`` are honoured). Unreadable, empty or HTML
+      (``last_checkpoint``/``model_final.pth`` of a clipvis or detectron2 training folder are honoured, else the
+      highest ``model_XXXXXXX`` iteration). Unreadable, empty or HTML
       files raise `InvalidWeightsError`.
     * A released checkpoint name returns ``<cache>/weights/<file name>``, downloading it first when it is
       missing (unless `download` is False or ``CLIPVIS_OFFLINE`` is set). When it cannot be had, raises

@@ -222,10 +222,10 @@ def test_random_sampler_keeps_the_most_uncertain_points():
     assert torch.equal(points, same)  # a generator makes the points reproducible
 
 
-def test_model_training_forward_feeds_the_criterion_with_deep_supervision(tiny_model, tiny_config):
+def test_model_training_forward_feeds_the_criterion_with_deep_supervision(tiny_model_factory):
     torch.manual_seed(0)
     images = torch.randn(2, 3, 64, 64)
-    model = tiny_model
+    model = tiny_model_factory()
     out = model.forward_train(images)
     assert len(out.aux) == model.config.decoder_layers  # DEC_LAYERS predictions in all
     assert out.mask_logits.shape == (2, model.config.num_queries, 16, 16)
@@ -244,4 +244,3 @@ def test_model_training_forward_feeds_the_criterion_with_deep_supervision(tiny_m
     head = [p for n, p in model.named_parameters() if not n.startswith("backbone.")]
     assert all(p.grad is not None for p in head if p.requires_grad)
     assert all(p.grad is None for n, p in model.named_parameters() if n.startswith("backbone."))
-    model.zero_grad()

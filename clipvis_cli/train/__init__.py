@@ -1,0 +1,1 @@
+"""`clipvis train`: data, configs and the training loop (the criterion and matcher live in clipvis.model)."""

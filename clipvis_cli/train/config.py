@@ -1,0 +1,246 @@
+"""Training configuration: the official (detectron2-style) key tree, shipped configs, overrides and autoscaling.
+
+A training config is a nested mapping with the official key names (``SOLVER.BASE_LR``, ``MODEL.MASK_FORMER.
+DEC_LAYERS``, ...). It is assembled as: :data:`DEFAULTS` (the official base config's training values) < the config
+file (a shipped name such as ``lvis_r50.yaml``, or any official/clipvis YAML, ``_BASE_`` includes followed) <
+``KEY=VALUE`` overrides (values parsed as YAML). Keys the official code has that clipvis does not use are kept and
+ignored; clipvis' own additions live under ``CLIPVIS``.
+
+Autoscaling (linear scaling rule, as detectron2's ``REFERENCE_WORLD_SIZE``): a config states the global batch
+``SOLVER.IMS_PER_BATCH`` it was tuned for on ``SOLVER.REFERENCE_WORLD_SIZE`` processes. Run on W processes, the
+global batch becomes ``IMS_PER_BATCH * W / REFERENCE_WORLD_SIZE`` (the per-process batch stays), unless the batch
+was set on the command line. With the scale ``s = new batch / config batch``, the learning rate is multiplied by
+``s`` and ``MAX_ITER``, ``STEPS``, ``WARMUP_ITERS``, ``CHECKPOINT_PERIOD`` and ``TEST.EVAL_PERIOD`` divided by
+``s``, so the number of epochs and the schedule's shape are kept. ``REFERENCE_WORLD_SIZE: 0`` or ``--no-autoscale``
+keeps every value as written.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from clipvis.model.config import ClipVisConfig, overrides_from_official, read_official_yaml
+
+SHIPPED_CONFIGS = (
+    "lvis_r50.yaml", "lvis_convnext_b.yaml", "coco_r50.yaml", "coco_convnext_b.yaml", "ytvis19_r50.yaml",
+    "ytvis19_convnext_b.yaml",
+)
+
+DEFAULTS: dict[str, Any] = {
+    "MODEL": {
+        "WEIGHTS": "",
+        "DEVICE": "auto",
+        "PIXEL_MEAN": [122.7709383, 116.7460125, 104.09373615],
+        "PIXEL_STD": [68.5005327, 66.6321579, 70.32316305],
+        "FC_CLIP": {"CLIP_MODEL_NAME": "RN50", "CLIP_PRETRAINED_WEIGHTS": "openai"},
+        "SEM_SEG_HEAD": {"CONVS_DIM": 256, "MASK_DIM": 256, "TRANSFORMER_ENC_LAYERS": 6},
+        "MASK_FORMER": {
+            "DEC_LAYERS": 7, "NUM_OBJECT_QUERIES": 100, "HIDDEN_DIM": 256, "NHEADS": 8, "DIM_FEEDFORWARD": 2048,
+            "DEEP_SUPERVISION": True, "OBJECT_WEIGHT": 2.0, "MASK_WEIGHT": 5.0, "DICE_WEIGHT": 5.0,
+            "MASKIOU_WEIGHT": 2.0, "NO_OBJECT_WEIGHT": 0.1, "TRAIN_NUM_POINTS": 12544, "OVERSAMPLE_RATIO": 3.0,
+            "IMPORTANCE_SAMPLE_RATIO": 0.75, "SIZE_DIVISIBILITY": 32,
+        },
+    },
+    "DATASETS": {"TRAIN": ["lvis_v1_train_norare"], "TEST": []},
+    "DATALOADER": {
+        "NUM_WORKERS": 4, "FILTER_EMPTY_ANNOTATIONS": True, "SAMPLER_TRAIN": "RepeatFactorTrainingSampler",
+        "REPEAT_THRESHOLD": 0.001,
+    },
+    "INPUT": {
+        "DATASET_MAPPER_NAME": "coco_instance_lsj", "IMAGE_SIZE": 1024, "MIN_SCALE": 0.1, "MAX_SCALE": 2.0,
+        "RANDOM_FLIP": "horizontal", "MIN_SIZE_TRAIN": [800], "MAX_SIZE_TRAIN": 1333, "SAMPLING_FRAME_NUM": 1,
+        "FORMAT": "RGB",
+    },
+    "SOLVER": {
+        "IMS_PER_BATCH": 8, "REFERENCE_WORLD_SIZE": 4, "BASE_LR": 1e-4, "WEIGHT_DECAY": 0.05,
+        "WEIGHT_DECAY_NORM": 0.0, "WEIGHT_DECAY_EMBED": 0.0, "BACKBONE_MULTIPLIER": 0.1, "OPTIMIZER": "ADAMW",
+        "LR_SCHEDULER_NAME": "WarmupMultiStepLR", "STEPS": [327778, 355092], "MAX_ITER": 368750, "GAMMA": 0.1,
+        "WARMUP_FACTOR": 1.0, "WARMUP_ITERS": 10, "WARMUP_METHOD": "linear", "CHECKPOINT_PERIOD": 10000,
+        "CLIP_GRADIENTS": {"ENABLED": True, "CLIP_TYPE": "full_model", "CLIP_VALUE": 0.01, "NORM_TYPE": 2.0},
+        "AMP": {"ENABLED": True},
+    },
+    "TEST": {"EVAL_PERIOD": 0},
+    "SEED": -1,
+    "OUTPUT_DIR": "./output",
+    "CLIPVIS": {
+        # ClipVisConfig field overrides (e.g. a tiny model, or an open_clip model config for the CLIP).
+        "MODEL": {},
+        # Custom training data: a list of {json: annotation file, images: image or frame folder}.
+        "TRAIN_DATA": [],
+        "DATA_ROOT": "",
+        "AMP_DTYPE": "auto",  # auto (bf16 where supported, else fp16 + GradScaler), bf16, fp16
+        "LOG_PERIOD": 20,
+        "EVAL_VIDEOS": 0,  # periodic evaluation on at most this many videos (0 = all)
+    },
+}
+
+
+class ConfigError(ValueError):
+    """A config file or override that cannot be used (one-line message)."""
+
+
+def shipped_config_path(name: str) -> Path | None:
+    """The packaged config file for a bare name (``lvis_r50.yaml``, also without ``.yaml``), or None."""
+    file_name = name if name.endswith((".yaml", ".yml")) else f"{name}.yaml"
+    if "/" in file_name or file_name not in SHIPPED_CONFIGS:
+        return None
+    return Path(str(resources.files("clipvis.cli.train") / "configs" / file_name))
+
+
+def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``A.B.C=value`` -> (["A", "B", "C"], YAML-parsed value)."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} is not KEY=VALUE (e.g. SOLVER.BASE_LR=0.0002)")
+    key, raw = text.split("=", 1)
+    keys = [k for k in key.strip().split(".") if k]
+    if not keys:
+        raise ConfigError(f"override {text!r} has an empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override {text!r}: the value is not valid YAML ({exc.problem})") from exc
+    return keys, value
+
+
+def _set(tree: dict[str, Any], keys: list[str], value: Any, source: str) -> None:
+    node = tree
+    for i, key in enumerate(keys[:-1]):
+        if not isinstance(node.get(key), dict):
+            if key in node:
+                raise ConfigError(f"{source}: {'.'.join(keys[: i + 1])} is a value, not a group of keys")
+            node[key] = {}
+        node = node[key]
+    node[keys[-1]] = value
+
+
+def _get(tree: dict[str, Any], dotted: str) -> Any:
+    node: Any = tree
+    for key in dotted.split("."):
+        node = node[key]
+    return node
+
+
+@dataclass
+class TrainConfig:
+    """A resolved training config tree plus what the command line set."""
+
+    tree: dict[str, Any]
+    source: str  # the config file read
+    overridden: frozenset[str]  # dotted keys set on the command line
+
+    def get(self, dotted: str) -> Any:
+        return _get(self.tree, dotted)
+
+    def set(self, dotted: str, value: Any) -> None:
+        _set(self.tree, dotted.split("."), value, "config")
+
+    def model_config(self) -> ClipVisConfig:
+        """The architecture (official keys, then ``CLIPVIS.MODEL`` field overrides)."""
+        values = ClipVisConfig().to_dict()
+        values.update(overrides_from_official(self.tree))
+        values.update(self.get("CLIPVIS.MODEL") or {})
+        try:
+            return ClipVisConfig.from_dict(values)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"{self.source}: {exc}") from exc
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.tree, sort_keys=False)
+
+
+def load_train_config(name_or_file: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
+    """Defaults < config file (shipped name or path) < ``KEY=VALUE`` overrides."""
+    text = str(name_or_file)
+    path = Path(text).expanduser()
+    if not path.is_file():
+        shipped = shipped_config_path(text)
+        if shipped is None or not shipped.is_file():
+            raise ConfigError(
+                f"{text}: config file not found and not a shipped config ({', '.join(SHIPPED_CONFIGS)})"
+            )
+        path = shipped
+    try:
+        tree = read_official_yaml(path)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+    merged = _merge(DEFAULTS, tree)
+    keys_set = set()
+    for item in overrides:
+        keys, value = parse_override(item)
+        _set(merged, keys, value, f"override {item!r}")
+        keys_set.add(".".join(keys))
+    return TrainConfig(merged, str(path), frozenset(keys_set))
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """What autoscaling decided (also written to the run's log)."""
+
+    global_batch: int
+    base_lr: float
+    max_iter: int
+    steps: tuple[int, ...]
+    warmup_iters: int
+    checkpoint_period: int
+    eval_period: int
+    scale: float
+
+
+def autoscale(config: TrainConfig, world_size: int, enabled: bool = True) -> Schedule:
+    """Apply the documented linear scaling rule (module docstring) to ``config`` in place; returns the result."""
+    solver = config.tree["SOLVER"]
+    batch = int(solver["IMS_PER_BATCH"])
+    reference = int(solver.get("REFERENCE_WORLD_SIZE") or 0)
+    scale = 1.0
+    if enabled and reference > 0 and world_size != reference and "SOLVER.IMS_PER_BATCH" not in config.overridden:
+        new_batch = batch * world_size / reference
+        if new_batch != int(new_batch) or new_batch < 1:
+            raise ConfigError(
+                f"cannot scale SOLVER.IMS_PER_BATCH {batch} from {reference} to {world_size} processes; "
+                "set SOLVER.IMS_PER_BATCH=N or use --no-autoscale"
+            )
+        scale = new_batch / batch
+    elif enabled and reference > 0 and "SOLVER.IMS_PER_BATCH" in config.overridden:
+        # The batch was chosen on the command line: scale from the batch the config was tuned for.
+        tuned = _get(_merge(DEFAULTS, read_official_yaml(Path(config.source))), "SOLVER.IMS_PER_BATCH")
+        scale = batch / int(tuned)
+        batch = int(tuned)
+    if scale != 1.0:
+        solver["IMS_PER_BATCH"] = int(round(batch * scale))
+        solver["BASE_LR"] = float(solver["BASE_LR"]) * scale
+        solver["MAX_ITER"] = max(int(round(int(solver["MAX_ITER"]) / scale)), 1)
+        solver["STEPS"] = [int(round(int(s) / scale)) for s in solver["STEPS"]]
+        solver["WARMUP_ITERS"] = int(round(int(solver["WARMUP_ITERS"]) / scale))
+        solver["CHECKPOINT_PERIOD"] = max(int(round(int(solver["CHECKPOINT_PERIOD"]) / scale)), 1)
+        if int(config.tree["TEST"].get("EVAL_PERIOD") or 0) > 0:
+            config.tree["TEST"]["EVAL_PERIOD"] = max(int(round(int(config.tree["TEST"]["EVAL_PERIOD"]) / scale)), 1)
+    if int(solver["IMS_PER_BATCH"]) % world_size:
+        raise ConfigError(
+            f"SOLVER.IMS_PER_BATCH {solver['IMS_PER_BATCH']} is not divisible by the {world_size} processes"
+        )
+    return Schedule(
+        global_batch=int(solver["IMS_PER_BATCH"]),
+        base_lr=float(solver["BASE_LR"]),
+        max_iter=int(solver["MAX_ITER"]),
+        steps=tuple(int(s) for s in solver["STEPS"]),
+        warmup_iters=int(solver["WARMUP_ITERS"]),
+        checkpoint_period=int(solver["CHECKPOINT_PERIOD"]),
+        eval_period=int(config.tree["TEST"].get("EVAL_PERIOD") or 0),
+        scale=scale,
+    )

@@ -1,0 +1,314 @@
+"""Training data pipeline: augmentation, the sample mapper, deterministic infinite samplers, batching.
+
+Every sample is identified by its position in the global sample stream (iteration x global batch + slot). The
+sampler derives which record a position reads from ``(seed, epoch)`` and the augmentation draws its randomness
+from ``(seed, position)``, so a run is reproducible, does not depend on the number of loader workers, resumes
+exactly at any iteration, and a global batch split over N processes sees the very same samples as one process.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from clipvis.cli.train.records import FrameRecord, TrainRecord, category_image_counts, decode_segmentation
+
+LSJ_PAD_VALUE = 128  # detectron2 FixedSizeCrop's image padding
+MAX_RETRIES = 20
+
+
+@dataclass(frozen=True)
+class AugmentationConfig:
+    """``lsj``: flip, ResizeScale(min_scale..max_scale of image_size), FixedSizeCrop(image_size) (the image stage);
+    ``shortest_edge``: ResizeShortestEdge(choice of min_sizes, max_size) + flip (the video stage)."""
+
+    kind: Literal["lsj", "shortest_edge"] = "lsj"
+    image_size: int = 1024
+    min_scale: float = 0.1
+    max_scale: float = 2.0
+    min_sizes: tuple[int, ...] = (800,)
+    max_size: int = 1333
+    flip: bool = True
+
+
+def _resize(image: np.ndarray, masks: np.ndarray, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """PIL bilinear for the image (detectron2's ResizeTransform), nearest for the masks."""
+    from PIL import Image
+
+    if (height, width) == image.shape[:2]:
+        return image, masks
+    image = np.asarray(Image.fromarray(image).resize((width, height), Image.BILINEAR))
+    if masks.shape[0]:
+        resized = [cv2.resize(chunk.transpose(1, 2, 0), (width, height), interpolation=cv2.INTER_NEAREST)
+                   for chunk in np.array_split(masks, math.ceil(masks.shape[0] / 512))]
+        masks = np.concatenate([r.reshape(height, width, -1).transpose(2, 0, 1) for r in resized])
+    else:
+        masks = np.zeros((0, height, width), np.uint8)
+    return image, masks
+
+
+def augment(image: np.ndarray, masks: np.ndarray, config: AugmentationConfig, rng: np.random.Generator
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """image ``[H, W, 3]`` uint8, masks ``[N, H, W]`` uint8 -> augmented copies (same conventions)."""
+    if config.kind == "lsj":
+        if config.flip and rng.uniform() < 0.5:
+            image, masks = image[:, ::-1], masks[:, :, ::-1]
+        height, width = image.shape[:2]
+        scale = rng.uniform(config.min_scale, config.max_scale)
+        target = config.image_size * scale
+        factor = min(target / height, target / width)
+        new_h, new_w = max(int(round(height * factor)), 1), max(int(round(width * factor)), 1)
+        image, masks = _resize(np.ascontiguousarray(image), np.ascontiguousarray(masks), new_h, new_w)
+        size = config.image_size
+        off_y = int(round(max(new_h - size, 0) * rng.uniform()))
+        off_x = int(round(max(new_w - size, 0) * rng.uniform()))
+        image = image[off_y:off_y + size, off_x:off_x + size]
+        masks = masks[:, off_y:off_y + size, off_x:off_x + size]
+        out_image = np.full((size, size, 3), LSJ_PAD_VALUE, np.uint8)
+        out_image[: image.shape[0], : image.shape[1]] = image
+        out_masks = np.zeros((masks.shape[0], size, size), np.uint8)
+        out_masks[:, : masks.shape[1], : masks.shape[2]] = masks
+        return out_image, out_masks
+    from clipvis.model.preprocess import resized_shape
+
+    short = int(config.min_sizes[int(rng.integers(len(config.min_sizes)))])
+    new_h, new_w = resized_shape(image.shape[0], image.shape[1], short, config.max_size)
+    image, masks = _resize(image, masks, new_h, new_w)
+    if config.flip and rng.uniform() < 0.5:
+        image, masks = image[:, ::-1], masks[:, :, ::-1]
+    return np.ascontiguousarray(image), np.ascontiguousarray(masks)
+
+
+@dataclass
+class Sample:
+    """One augmented training sample."""
+
+    image: torch.Tensor  # [3, H, W] uint8 RGB
+    masks: torch.Tensor  # [N, H, W] bool
+    position: int  # in the global sample stream
+    name: str
+    warnings: list[str] = field(default_factory=list)
+
+
+class SampleError(Exception):
+    """A sample that cannot be produced (corrupt image); the message names the file."""
+
+
+def read_frame(frame: FrameRecord) -> np.ndarray:
+    """The frame as ``[H, W, 3]`` uint8 RGB, from its image file or else from its source video."""
+    from PIL import Image
+
+    if frame.path.is_file() or frame.source_video is None:
+        try:
+            with Image.open(frame.path) as handle:
+                image = np.asarray(handle.convert("RGB"))
+        except Exception as exc:  # noqa: BLE001 - any decoder failure means a corrupt/unreadable file
+            reason = " ".join(str(exc).split())[:120]
+            raise SampleError(f"{frame.path}: skipped unreadable image ({reason})") from exc
+    else:
+        capture = cv2.VideoCapture(str(frame.source_video))
+        try:
+            capture.set(cv2.CAP_PROP_POS_FRAMES, frame.frame_index)
+            ok, bgr = capture.read()
+        finally:
+            capture.release()
+        if not ok:
+            raise SampleError(f"{frame.source_video}: skipped frame {frame.frame_index} (cannot decode it)")
+        image = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    if image.shape[:2] != (frame.height, frame.width):
+        raise SampleError(
+            f"{frame.path}: skipped image of size {image.shape[1]}x{image.shape[0]}, the annotations say "
+            f"{frame.width}x{frame.height}"
+        )
+    return image
+
+
+class TrainDataset(Dataset):
+    """Records -> augmented samples. Indexed by ``(record index, stream position)`` keys from
+    :class:`StreamBatchSampler`; a record that fails (corrupt image) is replaced by another one drawn from the
+    same position's RNG, and the failure is reported in the sample's ``warnings``."""
+
+    def __init__(self, records: Sequence[TrainRecord], augmentation: AugmentationConfig, seed: int = 0) -> None:
+        self.records = list(records)
+        self.augmentation = augmentation
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, key: tuple[int, int]) -> Sample:
+        index, position = key
+        rng = np.random.default_rng([self.seed, position])
+        warnings: list[str] = []
+        for _ in range(MAX_RETRIES):
+            try:
+                sample = self._map(self.records[index], rng, position)
+                sample.warnings = warnings + sample.warnings
+                return sample
+            except SampleError as exc:
+                warnings.append(str(exc))
+                index = int(rng.integers(len(self.records)))
+        raise RuntimeError(f"{MAX_RETRIES} samples in a row could not be read; last: {warnings[-1]}")
+
+    def _map(self, record: TrainRecord, rng: np.random.Generator, position: int) -> Sample:
+        frame = record.frames[int(rng.integers(len(record.frames)))] if len(record.frames) > 1 else record.frames[0]
+        image = read_frame(frame)
+        warnings: list[str] = []
+        masks = []
+        for inst in frame.instances:
+            try:
+                masks.append(decode_segmentation(inst.segmentation, frame.height, frame.width))
+            except Exception as exc:  # noqa: BLE001 - pycocotools raises several types on malformed input
+                warnings.append(f"{inst.name}: skipped bad annotation ({' '.join(str(exc).split())[:80]})")
+        stack = np.stack(masks) if masks else np.zeros((0, frame.height, frame.width), np.uint8)
+        image, stack = augment(image, stack, self.augmentation, rng)
+        # Empty instances (e.g. cropped away) are filtered.
+        keep = stack.reshape(stack.shape[0], stack.shape[1] * stack.shape[2]).any(1)
+        return Sample(
+            image=torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))),
+            masks=torch.from_numpy(stack[keep].astype(bool)),
+            position=position,
+            name=record.name,
+            warnings=warnings,
+        )
+
+
+def repeat_factors(records: Sequence[TrainRecord], threshold: float) -> np.ndarray:
+    """LVIS repeat factors: per record ``max over its categories of max(1, sqrt(threshold / f_c))``, ``f_c`` the
+    fraction of records containing category c."""
+    counts = category_image_counts(records)
+    total = max(len(records), 1)
+    category_factor = {c: max(1.0, math.sqrt(threshold / (n / total))) for c, n in counts.items()}
+    return np.array([max((category_factor[c] for c in r.category_ids), default=1.0) for r in records])
+
+
+class StreamBatchSampler:
+    """Infinite per-process batches of ``(record index, position)`` keys over one global sample stream.
+
+    Epoch e of the stream is a permutation (seeded by ``(seed, e)``) of the record indices, each repeated
+    ``floor(r) + Bernoulli(frac(r))`` times when repeat factors ``r`` are given. Iteration i takes positions
+    ``[i*B, (i+1)*B)`` of the stream (B = global batch); process ``rank`` of ``world`` gets the
+    ``rank``-th contiguous share. ``start_iteration`` skips what earlier iterations consumed (exact resume).
+    """
+
+    def __init__(
+        self,
+        num_records: int,
+        global_batch: int,
+        seed: int = 0,
+        rank: int = 0,
+        world: int = 1,
+        start_iteration: int = 0,
+        factors: np.ndarray | None = None,
+    ) -> None:
+        if global_batch % world:
+            raise ValueError(f"the global batch {global_batch} is not divisible by the {world} processes")
+        self.num_records = num_records
+        self.global_batch = global_batch
+        self.seed = seed
+        self.rank = rank
+        self.world = world
+        self.start_iteration = start_iteration
+        self.factors = factors
+
+    def _epoch(self, epoch: int) -> np.ndarray:
+        rng = np.random.default_rng([self.seed, 1_000_003, epoch])
+        if self.factors is None:
+            indices = np.arange(self.num_records)
+        else:
+            whole = np.floor(self.factors)
+            reps = whole + (rng.uniform(size=len(self.factors)) < self.factors - whole)
+            indices = np.repeat(np.arange(self.num_records), reps.astype(np.int64))
+        return indices[rng.permutation(len(indices))]
+
+    def _stream(self) -> Iterator[int]:
+        epoch = 0
+        while True:
+            yield from self._epoch(epoch).tolist()
+            epoch += 1
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        per_rank = self.global_batch // self.world
+        stream = self._stream()
+        position = 0
+        skip = self.start_iteration * self.global_batch
+        for _ in range(skip):
+            next(stream)
+        position = skip
+        while True:
+            batch = [next(stream) for _ in range(self.global_batch)]
+            first = self.rank * per_rank
+            yield [(batch[first + k], position + first + k) for k in range(per_rank)]
+            position += self.global_batch
+
+
+@dataclass
+class Batch:
+    """A collated batch, images padded bottom/right to a multiple of the size divisibility."""
+
+    images: torch.Tensor  # [B, 3, Hp, Wp] uint8 (padding 0; the trainer zeroes the normalised padding)
+    image_sizes: list[tuple[int, int]]
+    masks: list[torch.Tensor]  # B x [N_b, Hp, Wp] bool
+    positions: list[int]
+    names: list[str]
+    warnings: list[str]
+
+    def pin_memory(self) -> Batch:
+        self.images = self.images.pin_memory()
+        self.masks = [m.pin_memory() for m in self.masks]
+        return self
+
+
+class Collate:
+    """Samples -> :class:`Batch` padded bottom/right to a common size divisible by ``divisibility``."""
+
+    def __init__(self, divisibility: int = 32) -> None:
+        self.divisibility = divisibility
+
+    def __call__(self, samples: list[Sample]) -> Batch:
+        d = self.divisibility
+        height = -(-max(s.image.shape[1] for s in samples) // d) * d
+        width = -(-max(s.image.shape[2] for s in samples) // d) * d
+        images = torch.zeros(len(samples), 3, height, width, dtype=torch.uint8)
+        masks = []
+        for i, s in enumerate(samples):
+            h, w = s.image.shape[1:]
+            images[i, :, :h, :w] = s.image
+            padded = torch.zeros(s.masks.shape[0], height, width, dtype=torch.bool)
+            padded[:, :h, :w] = s.masks
+            masks.append(padded)
+        return Batch(
+            images=images,
+            image_sizes=[tuple(s.image.shape[1:]) for s in samples],
+            masks=masks,
+            positions=[s.position for s in samples],
+            names=[s.name for s in samples],
+            warnings=[w for s in samples for w in s.warnings],
+        )
+
+
+def build_loader(
+    dataset: TrainDataset,
+    sampler: StreamBatchSampler,
+    num_workers: int,
+    divisibility: int = 32,
+    pin_memory: bool = False,
+) -> torch.utils.data.DataLoader:
+    """A DataLoader that yields :class:`Batch` forever (worker processes when ``num_workers > 0``)."""
+    return torch.utils.data.DataLoader(
+        dataset,
+        batch_sampler=sampler,
+        num_workers=num_workers,
+        collate_fn=Collate(divisibility),
+        pin_memory=pin_memory,
+        persistent_workers=num_workers > 0,
+        prefetch_factor=4 if num_workers > 0 else None,
+    )
+

@@ -1,0 +1,239 @@
+"""One training run from a resolved config: processes, data, model, trainer (what ``clipvis train`` executes).
+
+Distributed: under ``torchrun`` (``WORLD_SIZE`` > 1 in the environment) every process joins the process group
+(NCCL on GPUs, gloo on CPU); ``num_processes > 1`` without torchrun spawns that many local processes. Rank 0
+logs and writes; every process reads its share of each global batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from clipvis.cli.atomic import atomic_write_text, ensure_output_dir
+from clipvis.cli.train.config import TrainConfig, autoscale
+from clipvis.cli.train.data import AugmentationConfig, StreamBatchSampler, TrainDataset, build_loader, repeat_factors
+from clipvis.cli.train.sources import load_sources
+from clipvis.cli.train.trainer import Trainer, TrainerSettings, newest_checkpoint
+from clipvis.model import ClipVis, LossWeights
+
+log = logging.getLogger("clipvis.train")
+
+
+@dataclass
+class RunRequest:
+    """What the command line asked for."""
+
+    config: TrainConfig
+    weights: str | None = None
+    resume: bool = False
+    num_processes: int = 1
+    autoscale: bool = True
+
+
+def _setup_logging(output_dir: Path, rank: int) -> None:
+    logger = logging.getLogger("clipvis.train")
+    logger.handlers.clear()
+    logger.propagate = False
+    if rank != 0:
+        logger.setLevel(logging.ERROR)
+        return
+    logger.setLevel(logging.INFO)
+    console = logging.StreamHandler(sys.stderr)
+    console.setFormatter(logging.Formatter("%(message)s"))
+    logger.addHandler(console)
+    file_handler = logging.FileHandler(output_dir / "train.log", encoding="utf-8")
+    file_handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+    logger.addHandler(file_handler)
+
+
+def _device(config: TrainConfig, local_rank: int) -> torch.device:
+    wanted = str(config.get("MODEL.DEVICE") or "auto")
+    if wanted == "cpu" or (wanted == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise RuntimeError(f"MODEL.DEVICE {wanted}: CUDA is not available on this machine")
+    torch.cuda.set_device(local_rank)
+    return torch.device("cuda", local_rank)
+
+
+def build_model(config: TrainConfig, weights: str | None, seed: int) -> ClipVis:
+    """From a released checkpoint / file / training folder, or fresh: official head init + open_clip CLIP."""
+    from clipvis.model import create_model, load_model
+
+    if weights:
+        from clipvis.weights import resolve_weights
+
+        path = resolve_weights(weights)
+        log.info("starting from %s", path)
+        return load_model(path)
+    model_config = config.model_config()
+    torch.manual_seed(seed)
+    # The CLIP comes from its open_clip release unless the config gives an open_clip model config (random CLIP,
+    # e.g. a tiny test model); the head gets the official initialisation from the module constructors.
+    return create_model(model_config, pretrained_clip=model_config.clip_model_config is None)
+
+
+def _evaluator(config: TrainConfig, device: torch.device):
+    names = [n for n in (config.get("DATASETS.TEST") or []) if n]
+    if not names:
+        return None
+
+    def evaluate(checkpoint: Path, iteration: int) -> dict[str, Any] | None:
+        import typer
+
+        from clipvis.cli.commands.evaluate_dataset import run_dataset_evaluation
+        from clipvis.cli.evaluation.scoring import score_results_file
+
+        out: dict[str, Any] = {}
+        for name in names:
+            folder = Path(config.get("OUTPUT_DIR")) / "eval" / f"{name}_{iteration:07d}"
+            try:
+                results, gt, public = run_dataset_evaluation(
+                    name, str(checkpoint), config.get("CLIPVIS.DATA_ROOT") or None, folder, device=device.type,
+                    max_videos=int(config.get("CLIPVIS.EVAL_VIDEOS") or 0) or None,
+                )
+                if not public or gt is None:
+                    continue
+                metrics = score_results_file(results, gt).to_dict()["metrics"]
+            except (typer.Exit, Exception) as exc:  # noqa: BLE001 - an evaluation failure must not end training
+                log.warning("warning: evaluation on %s failed (%s); training goes on", name, exc)
+                continue
+            out.update({f"eval/{name}/{k}": v for k, v in metrics.items() if isinstance(v, (int, float))})
+        return out or None
+
+    return evaluate
+
+
+def run_training(request: RunRequest, rank: int = 0, world: int = 1, local_rank: int = 0) -> Path:
+    """Train in this process (one rank of ``world``); returns the final checkpoint path."""
+    config = request.config
+    schedule = autoscale(config, world, enabled=request.autoscale)
+    output_dir = ensure_output_dir(Path(config.get("OUTPUT_DIR")).expanduser())
+    _setup_logging(output_dir, rank)
+    device = _device(config, local_rank)
+    seed = int(config.get("SEED"))
+    if seed < 0:
+        seed_tensor = torch.randint(0, 2**31 - 1, (1,))
+        if world > 1:
+            dist.broadcast(seed_tensor.to(device), 0) if device.type == "cuda" else dist.broadcast(seed_tensor, 0)
+        seed = int(seed_tensor.item())
+        config.set("SEED", seed)
+    if rank == 0:
+        atomic_write_text(output_dir / "config.yaml", config.to_yaml())
+        log.info("config %s -> %s (global batch %d on %d process(es), lr %.3g, %d iterations, scale %.3g, seed %d)",
+                 config.source, output_dir, schedule.global_batch, world, schedule.base_lr, schedule.max_iter,
+                 schedule.scale, seed)
+
+    resume_from = newest_checkpoint(output_dir) if request.resume else None
+    weights = request.weights or (config.get("MODEL.WEIGHTS") or None)
+    model = build_model(config, None if resume_from else weights, seed)
+
+    filter_empty = bool(config.get("DATALOADER.FILTER_EMPTY_ANNOTATIONS"))
+    sources = load_sources(
+        list(config.get("DATASETS.TRAIN") or []), list(config.get("CLIPVIS.TRAIN_DATA") or []),
+        config.get("CLIPVIS.DATA_ROOT") or None, filter_empty, say=log.info,
+    )
+    records = [r for s in sources for r in s.records]
+    for source in sources:
+        for message in source.warnings:
+            log.warning("warning: %s", message)
+    video = all(s.is_video for s in sources)
+    inp = config.tree["INPUT"]
+    if video or inp.get("DATASET_MAPPER_NAME") != "coco_instance_lsj":
+        augmentation = AugmentationConfig(
+            kind="shortest_edge", min_sizes=tuple(int(v) for v in (inp["MIN_SIZE_TRAIN"] if isinstance(
+                inp["MIN_SIZE_TRAIN"], list) else [inp["MIN_SIZE_TRAIN"]])),
+            max_size=int(inp["MAX_SIZE_TRAIN"]), flip=inp.get("RANDOM_FLIP", "horizontal") != "none",
+        )
+    else:
+        augmentation = AugmentationConfig(
+            kind="lsj", image_size=int(inp["IMAGE_SIZE"]), min_scale=float(inp["MIN_SCALE"]),
+            max_scale=float(inp["MAX_SCALE"]), flip=inp.get("RANDOM_FLIP", "horizontal") != "none",
+        )
+    factors = None
+    if config.get("DATALOADER.SAMPLER_TRAIN") == "RepeatFactorTrainingSampler" and not video:
+        factors = repeat_factors(records, float(config.get("DATALOADER.REPEAT_THRESHOLD")))
+    if rank == 0:
+        log.info("%d training items from %s; augmentation %s; %s sampling", len(records),
+                 ", ".join(s.name for s in sources), augmentation.kind,
+                 "repeat-factor" if factors is not None else "uniform")
+    dataset = TrainDataset(records, augmentation, seed)
+    num_workers = int(config.get("DATALOADER.NUM_WORKERS"))
+    divisibility = int(config.get("MODEL.MASK_FORMER.SIZE_DIVISIBILITY"))
+
+    def loader_factory(start_iteration: int):
+        sampler = StreamBatchSampler(len(records), schedule.global_batch, seed, rank, world, start_iteration, factors)
+        return build_loader(dataset, sampler, num_workers, divisibility, pin_memory=device.type == "cuda")
+
+    mf = config.tree["MODEL"]["MASK_FORMER"]
+    solver = config.tree["SOLVER"]
+    clip = solver.get("CLIP_GRADIENTS") or {}
+    settings = TrainerSettings(
+        output_dir=output_dir, max_iter=schedule.max_iter, base_lr=schedule.base_lr, steps=schedule.steps,
+        gamma=float(solver["GAMMA"]), warmup_iters=schedule.warmup_iters,
+        warmup_factor=float(solver["WARMUP_FACTOR"]), weight_decay=float(solver["WEIGHT_DECAY"]),
+        weight_decay_norm=float(solver["WEIGHT_DECAY_NORM"]), weight_decay_embed=float(solver["WEIGHT_DECAY_EMBED"]),
+        backbone_multiplier=float(solver["BACKBONE_MULTIPLIER"]),
+        clip_value=float(clip["CLIP_VALUE"]) if clip.get("ENABLED") else None,
+        clip_norm_type=float(clip.get("NORM_TYPE", 2.0)), amp=bool(solver["AMP"]["ENABLED"]),
+        amp_dtype=str(config.get("CLIPVIS.AMP_DTYPE")), checkpoint_period=schedule.checkpoint_period,
+        log_period=int(config.get("CLIPVIS.LOG_PERIOD")), eval_period=schedule.eval_period, seed=seed,
+        loss_weights=LossWeights(float(mf["OBJECT_WEIGHT"]), float(mf["MASK_WEIGHT"]), float(mf["DICE_WEIGHT"]),
+                                 float(mf["MASKIOU_WEIGHT"])),
+        num_points=int(mf["TRAIN_NUM_POINTS"]), oversample_ratio=float(mf["OVERSAMPLE_RATIO"]),
+        importance_ratio=float(mf["IMPORTANCE_SAMPLE_RATIO"]), deep_supervision=bool(mf["DEEP_SUPERVISION"]),
+        pixel_mean=tuple(config.get("MODEL.PIXEL_MEAN")), pixel_std=tuple(config.get("MODEL.PIXEL_STD")),
+    )
+    trainer = Trainer(model, loader_factory, settings, device, evaluate=_evaluator(config, device))
+    if request.resume and not trainer.resume():
+        log.info("--resume: no checkpoint in %s yet, starting from the beginning", output_dir)
+    if trainer.start_iteration >= settings.max_iter:
+        log.info("nothing to do: %s already has %d iterations", output_dir, trainer.start_iteration)
+        return newest_checkpoint(output_dir)
+    return trainer.train()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _worker(local_rank: int, request: RunRequest, world: int, port: int) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(local_rank),
+                      LOCAL_RANK=str(local_rank), WORLD_SIZE=str(world))
+    _distributed_main(request)
+
+
+def _distributed_main(request: RunRequest) -> Path:
+    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    local_rank = int(os.environ.get("LOCAL_RANK", rank))
+    use_cuda = torch.cuda.is_available() and str(request.config.get("MODEL.DEVICE")) != "cpu"
+    if use_cuda:
+        torch.cuda.set_device(local_rank)
+    dist.init_process_group("nccl" if use_cuda else "gloo")
+    try:
+        return run_training(request, rank, world, local_rank)
+    finally:
+        dist.destroy_process_group()
+
+
+def launch(request: RunRequest) -> Path | None:
+    """Run under torchrun (its environment), spawn ``num_processes`` local processes, or train in this process."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        return _distributed_main(request)
+    if request.num_processes > 1:
+        import torch.multiprocessing as mp
+
+        mp.spawn(_worker, args=(request, request.num_processes, _free_port()), nprocs=request.num_processes)
+        return newest_checkpoint(Path(request.config.get("OUTPUT_DIR")).expanduser())
+    return run_training(request)

@@ -1,0 +1,124 @@
+"""Training datasets by name or path: LVIS v1 without rare categories, COCO 2017, YouTube-VIS train, custom files.
+
+Image datasets live under the same data root as ``clipvis evaluate`` (``--data-root``, ``$CLIPVIS_DATASETS``,
+``$DETECTRON2_DATASETS``, ``./datasets``), in the official layout::
+
+    coco/train2017/*.jpg                      coco/annotations/instances_train2017.json
+    lvis/lvis_v1_train.json                   lvis/lvis_v1_train_norare.json (built from the former on first use)
+
+YouTube-VIS 2019/2021 train come from the evaluation registry (``ytvis2019/train/JPEGImages`` + ``train.json``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from clipvis.cli.atomic import atomic_write_json
+from clipvis.cli.datasets import DatasetError, locate_dataset, resolve_data_root
+from clipvis.cli.train.records import TrainDataError, TrainRecord, read_annotation_file
+
+LVIS_TRAIN = "lvis/lvis_v1_train.json"
+LVIS_NORARE = "lvis/lvis_v1_train_norare.json"
+IMAGE_DATASETS = {
+    "lvis_v1_train_norare": (LVIS_NORARE, "coco"),
+    "lvis_v1_train": (LVIS_TRAIN, "coco"),
+    "coco_2017_train": ("coco/annotations/instances_train2017.json", "coco/train2017"),
+}
+VIDEO_DATASETS = ("ytvis_2019_train", "ytvis_2021_train")
+
+
+@dataclass
+class TrainSource:
+    """Records of one training dataset and whether they are videos."""
+
+    name: str
+    records: list[TrainRecord]
+    is_video: bool
+    warnings: list[str]
+
+
+def remove_lvis_rare(source: Path, target: Path, progress: Callable[[str], None] | None = None) -> Path:
+    """Write ``target``: the LVIS file ``source`` without the annotations of rare (frequency "r") categories
+    (the official ``tools/remove_lvis_rare.py``), atomically: a partial file never appears at ``target``."""
+    say = progress or (lambda message: None)
+    say(f"building {target.name} from {source} (removing rare-category annotations; one-time step)")
+    with open(source, encoding="utf-8") as handle:
+        data: dict[str, Any] = json.load(handle)
+    rare = {c["id"] for c in data.get("categories", []) if c.get("frequency") == "r"}
+    before = len(data.get("annotations", []))
+    data["annotations"] = [a for a in data.get("annotations", []) if a.get("category_id") not in rare]
+    say(f"kept {len(data['annotations'])} of {before} annotations ({len(rare)} rare categories removed); writing")
+    atomic_write_json(target, data)
+    return target
+
+
+def _image_source(name: str, root: Path, filter_empty: bool, say: Callable[[str], None]) -> TrainSource:
+    annotation, images = IMAGE_DATASETS[name]
+    annotation_path, image_root = root / annotation, root / images
+    if name == "lvis_v1_train_norare" and not annotation_path.is_file():
+        if not (root / LVIS_TRAIN).is_file():
+            raise TrainDataError(
+                f"dataset {name}: neither {annotation_path} nor {root / LVIS_TRAIN} exists; download LVIS v1 "
+                f"(https://www.lvisdataset.org/dataset) to {root / 'lvis'} and COCO 2017 train images to "
+                f"{root / 'coco/train2017'} (data root {root}: --data-root or $CLIPVIS_DATASETS)"
+            )
+        remove_lvis_rare(root / LVIS_TRAIN, annotation_path, say)
+    if not annotation_path.is_file():
+        raise TrainDataError(
+            f"dataset {name}: {annotation_path} not found (data root {root}: --data-root or $CLIPVIS_DATASETS)"
+        )
+    if not image_root.is_dir():
+        raise TrainDataError(f"dataset {name}: image folder {image_root} not found")
+    records, warnings = read_annotation_file(annotation_path, image_root, filter_empty=filter_empty)
+    return TrainSource(name, records, False, warnings)
+
+
+def load_sources(
+    dataset_names: list[str],
+    custom: list[dict[str, Any]],
+    data_root: str | Path | None,
+    filter_empty: bool,
+    say: Callable[[str], None] | None = None,
+) -> list[TrainSource]:
+    """Every training dataset the config names (registered names and custom ``{json, images}`` entries)."""
+    say = say or (lambda message: None)
+    root = resolve_data_root(data_root or None)
+    sources: list[TrainSource] = []
+    for entry in custom:
+        if not isinstance(entry, dict) or "json" not in entry or "images" not in entry:
+            raise TrainDataError(f"custom training data entry {entry!r} needs 'json' and 'images'")
+        annotation, images = Path(entry["json"]).expanduser(), Path(entry["images"]).expanduser()
+        if not annotation.is_file():
+            raise TrainDataError(f"{annotation}: annotation file not found")
+        if not images.is_dir():
+            raise TrainDataError(f"{images}: image/frame folder not found")
+        records, warnings = read_annotation_file(annotation, images, filter_empty=filter_empty)
+        is_video = any(len(r.frames) > 1 for r in records) or _is_ytvis(annotation)
+        sources.append(TrainSource(str(annotation), records, is_video, warnings))
+    for name in dataset_names:
+        key = name.strip().lower()
+        if key in IMAGE_DATASETS:
+            sources.append(_image_source(key, root, filter_empty, say))
+        elif key in VIDEO_DATASETS:
+            try:
+                located = locate_dataset(key, root)
+            except DatasetError as exc:
+                raise TrainDataError(str(exc)) from exc
+            records, warnings = read_annotation_file(located.annotation_file, located.frames_root)
+            sources.append(TrainSource(key, records, True, warnings))
+        else:
+            known = ", ".join([*IMAGE_DATASETS, *VIDEO_DATASETS])
+            raise TrainDataError(f"unknown training dataset {name!r}; known: {known}, or custom data by path")
+    if not sources:
+        raise TrainDataError("no training data: set DATASETS.TRAIN or pass --data JSON --images DIR")
+    return sources
+
+
+def _is_ytvis(annotation: Path) -> bool:
+    with open(annotation, encoding="utf-8") as handle:
+        head = handle.read(4096)
+    return '"videos"' in head

@@ -1,0 +1,422 @@
+"""The training loop: optimiser, schedule, AMP, checkpoints, exact resume, logging, DDP (spec §4.4).
+
+Output folder layout::
+
+    config.yaml                      the resolved config (after autoscaling)
+    model_0004999.safetensors        weights + model config (loadable by segment/evaluate/--weights)
+    model_0004999.state.pt           optimiser, scheduler, scaler, RNG states (for --resume)
+    last_checkpoint                  the newest model file's name
+    metrics.jsonl                    one JSON line per logged iteration and per evaluation
+    events.out.tfevents.*            TensorBoard scalars (when the tensorboard package is installed)
+    train.log                        the log lines
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import logging
+import math
+import os
+import random
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from clipvis.cli.atomic import atomic_write_text
+from clipvis.cli.train.data import Batch
+from clipvis.model import ClipVis, LossWeights, RandomPointSampler, SetCriterion, save_pretrained
+from clipvis.model.matcher import HungarianMatcher
+
+LAST_CHECKPOINT = "last_checkpoint"
+NORM_TYPES = (nn.GroupNorm, nn.LayerNorm, nn.BatchNorm2d, nn.BatchNorm1d, nn.SyncBatchNorm, nn.InstanceNorm2d)
+
+log = logging.getLogger("clipvis.train")
+
+
+def checkpoint_name(iteration: int) -> str:
+    """``model_XXXXXXX.safetensors`` for the weights after ``iteration + 1`` iterations (detectron2 numbering)."""
+    return f"model_{iteration:07d}.safetensors"
+
+
+def state_path(model_path: Path) -> Path:
+    return model_path.with_name(model_path.name.replace(".safetensors", ".state.pt"))
+
+
+def newest_checkpoint(folder: Path) -> Path | None:
+    """The model file ``last_checkpoint`` names in ``folder``, if any."""
+    pointer = folder / LAST_CHECKPOINT
+    if not pointer.is_file():
+        return None
+    path = folder / pointer.read_text(encoding="utf-8").strip()
+    return path if path.is_file() else None
+
+
+def build_optimizer(model: nn.Module, base_lr: float, weight_decay: float, weight_decay_norm: float,
+                    weight_decay_embed: float, backbone_multiplier: float) -> torch.optim.AdamW:
+    """AdamW over the trainable parameters; no weight decay on norm layers and embeddings (official groups)."""
+    groups: list[dict[str, Any]] = []
+    seen: set[int] = set()
+    for module_name, module in model.named_modules():
+        for name, param in module.named_parameters(recurse=False):
+            if not param.requires_grad or id(param) in seen:
+                continue
+            seen.add(id(param))
+            decay = weight_decay
+            if isinstance(module, NORM_TYPES):
+                decay = weight_decay_norm
+            elif isinstance(module, nn.Embedding):
+                decay = weight_decay_embed
+            lr = base_lr * (backbone_multiplier if module_name.startswith("backbone") else 1.0)
+            groups.append({"params": [param], "lr": lr, "weight_decay": decay, "name": f"{module_name}.{name}"})
+    return torch.optim.AdamW(groups, lr=base_lr)
+
+
+def warmup_multistep_factor(iteration: int, steps: tuple[int, ...], gamma: float, warmup_iters: int,
+                            warmup_factor: float) -> float:
+    """detectron2 WarmupMultiStepLR with linear warm-up: the LR multiplier at ``iteration``."""
+    factor = gamma ** bisect.bisect_right(steps, iteration)
+    if iteration < warmup_iters:
+        alpha = iteration / warmup_iters
+        factor *= warmup_factor * (1 - alpha) + alpha
+    return factor
+
+
+@dataclass
+class TrainerSettings:
+    """Everything the loop needs, already resolved from the config."""
+
+    output_dir: Path
+    max_iter: int
+    base_lr: float
+    steps: tuple[int, ...]
+    gamma: float = 0.1
+    warmup_iters: int = 10
+    warmup_factor: float = 1.0
+    weight_decay: float = 0.05
+    weight_decay_norm: float = 0.0
+    weight_decay_embed: float = 0.0
+    backbone_multiplier: float = 0.1
+    clip_value: float | None = 0.01  # full-model gradient norm limit; None = no clipping
+    clip_norm_type: float = 2.0
+    amp: bool = True
+    amp_dtype: str = "auto"
+    checkpoint_period: int = 10000
+    log_period: int = 20
+    eval_period: int = 0
+    seed: int = 0
+    loss_weights: LossWeights = field(default_factory=LossWeights)
+    num_points: int = 12544
+    oversample_ratio: float = 3.0
+    importance_ratio: float = 0.75
+    deep_supervision: bool = True
+    pixel_mean: tuple[float, float, float] = (122.7709383, 116.7460125, 104.09373615)
+    pixel_std: tuple[float, float, float] = (68.5005327, 66.6321579, 70.32316305)
+
+
+class TrainingForward(nn.Module):
+    """``forward`` = the model's training forward, so DistributedDataParallel hooks run around it."""
+
+    def __init__(self, model: ClipVis) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor):
+        return self.model.forward_train(images)
+
+
+class MetricsSink:
+    """metrics.jsonl + TensorBoard (if installed) + log lines, on rank 0 only."""
+
+    def __init__(self, folder: Path, enabled: bool) -> None:
+        self.enabled = enabled
+        self.jsonl = open(folder / "metrics.jsonl", "a", encoding="utf-8") if enabled else None  # noqa: SIM115
+        self.tensorboard = None
+        if enabled:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.tensorboard = SummaryWriter(str(folder))
+            except ImportError:
+                log.info("tensorboard is not installed: metrics go to metrics.jsonl only")
+
+    def write(self, record: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        self.jsonl.write(json.dumps(record) + "\n")
+        self.jsonl.flush()
+        if self.tensorboard is not None:
+            step = int(record.get("iteration", 0))
+            for key, value in record.items():
+                if key != "iteration" and isinstance(value, (int, float)) and math.isfinite(value):
+                    self.tensorboard.add_scalar(key, value, step)
+
+    def close(self) -> None:
+        if self.jsonl is not None:
+            self.jsonl.close()
+        if self.tensorboard is not None:
+            self.tensorboard.close()
+
+
+class ProgressLine:
+    """A live line (rich, on a terminal) or periodic log lines: iteration, loss, it/s, data-wait share, ETA."""
+
+    def __init__(self, total: int, start: int, enabled: bool) -> None:
+        self.total = total
+        self.progress = None
+        if enabled and sys.stderr.isatty():
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self.progress = Progress(
+                TextColumn("train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+                TimeRemainingColumn(), transient=False,
+            )
+            self.task = self.progress.add_task("train", total=total, completed=start, info="")
+            self.progress.start()
+
+    def update(self, iteration: int, info: str) -> None:
+        if self.progress is not None:
+            self.progress.update(self.task, completed=iteration + 1, info=info)
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+
+def _format_eta(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def sample_generator(seed: int, position: int, device: torch.device) -> torch.Generator:
+    """The point-sampling RNG of the sample at ``position`` (independent of batch split and resume)."""
+    generator = torch.Generator(device=device)
+    generator.manual_seed((seed * 1_000_003 + position * 7919 + 12345) % (2**63 - 1))
+    return generator
+
+
+class Trainer:
+    """Single- or multi-process training of a :class:`ClipVis` head on batches from a loader."""
+
+    def __init__(
+        self,
+        model: ClipVis,
+        loader_factory: Callable[[int], Iterator[Batch]],
+        settings: TrainerSettings,
+        device: torch.device,
+        evaluate: Callable[[Path, int], dict[str, Any] | None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.device = device
+        self.rank = dist.get_rank() if dist.is_initialized() else 0
+        self.world = dist.get_world_size() if dist.is_initialized() else 1
+        self.model = model.to(device)
+        self.model.train()
+        forward = TrainingForward(self.model)
+        if self.world > 1:
+            ids = [device.index] if device.type == "cuda" else None
+            forward = nn.parallel.DistributedDataParallel(forward, device_ids=ids)
+        self.forward = forward
+        self.loader_factory = loader_factory
+        self.evaluate = evaluate
+        matcher = HungarianMatcher(num_points=settings.num_points)
+        self.criterion = SetCriterion(
+            matcher, settings.loss_weights, settings.num_points, settings.oversample_ratio,
+            settings.importance_ratio, deep_supervision=settings.deep_supervision,
+        )
+        self.optimizer = build_optimizer(
+            self.model, settings.base_lr, settings.weight_decay, settings.weight_decay_norm,
+            settings.weight_decay_embed, settings.backbone_multiplier,
+        )
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer,
+            lambda it: warmup_multistep_factor(it, settings.steps, settings.gamma, settings.warmup_iters,
+                                               settings.warmup_factor),
+        )
+        self.amp_dtype = self._amp_dtype()
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp_dtype == torch.float16)
+        self.start_iteration = 0
+        self.warning_count = 0
+        self._warned: set[str] = set()
+        self.mean = torch.tensor(settings.pixel_mean, device=device).view(1, 3, 1, 1)
+        self.std = torch.tensor(settings.pixel_std, device=device).view(1, 3, 1, 1)
+
+    def _amp_dtype(self) -> torch.dtype | None:
+        s = self.settings
+        if not s.amp or self.device.type != "cuda":
+            return None  # CPU autocast is slower than float32 for this model; AMP is a GPU feature here
+        if s.amp_dtype == "fp16":
+            return torch.float16
+        if s.amp_dtype == "bf16" or torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return torch.float16
+
+    # ---- checkpoints -------------------------------------------------------------------------------------------
+    def save(self, iteration: int) -> Path:
+        """Weights (+ config) and the resume state after ``iteration``; then ``last_checkpoint`` (rank 0)."""
+        folder = self.settings.output_dir
+        path = folder / checkpoint_name(iteration)
+        if self.rank == 0:
+            save_pretrained(self.model, path)
+            state = {
+                "iteration": iteration,
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "scaler": self.scaler.state_dict(),
+                "rng": {
+                    "torch": torch.get_rng_state(),
+                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+                    "numpy": np.random.get_state(),
+                    "python": random.getstate(),
+                },
+                "warning_count": self.warning_count,
+            }
+            tmp = state_path(path).with_name(state_path(path).name + ".tmp")
+            torch.save(state, tmp)
+            os.replace(tmp, state_path(path))
+            atomic_write_text(folder / LAST_CHECKPOINT, path.name)
+        if self.world > 1:
+            dist.barrier()
+        return path
+
+    def resume(self) -> bool:
+        """Load the newest checkpoint of the output folder with its optimiser/scheduler/scaler/RNG state."""
+        path = newest_checkpoint(self.settings.output_dir)
+        if path is None or not state_path(path).is_file():
+            return False
+        from clipvis.model.checkpoint import read_state_dict
+
+        tensors, _ = read_state_dict(path)
+        self.model.load_state_dict(tensors, strict=True)
+        state = torch.load(state_path(path), map_location="cpu", weights_only=False)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        torch.set_rng_state(state["rng"]["torch"])
+        if state["rng"]["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        np.random.set_state(state["rng"]["numpy"])
+        random.setstate(state["rng"]["python"])
+        self.warning_count = int(state.get("warning_count", 0))
+        self.start_iteration = int(state["iteration"]) + 1
+        log.info("resumed from %s at iteration %d", path, self.start_iteration)
+        return True
+
+    # ---- one step ----------------------------------------------------------------------------------------------
+    def _normalise(self, batch: Batch) -> torch.Tensor:
+        images = batch.images.to(self.device, non_blocking=True).float()
+        images = (images - self.mean) / self.std
+        valid = torch.zeros(images.shape[0], 1, *images.shape[2:], device=self.device)
+        for i, (h, w) in enumerate(batch.image_sizes):
+            valid[i, :, :h, :w] = 1
+        return images * valid  # padding is 0 after normalisation, as the official ImageList
+
+    def _num_masks(self, batch: Batch) -> float:
+        count = torch.tensor([float(sum(m.shape[0] for m in batch.masks))], device=self.device)
+        if self.world > 1:
+            dist.all_reduce(count)
+        return max(float(count.item()) / self.world, 1.0)
+
+    def step(self, batch: Batch) -> dict[str, float]:
+        images = self._normalise(batch)
+        targets = [m.to(self.device, non_blocking=True) for m in batch.masks]
+        samplers = [RandomPointSampler(sample_generator(self.settings.seed, p, self.device)) for p in batch.positions]
+        num_masks = self._num_masks(batch)
+        amp = self.amp_dtype is not None
+        with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=amp):
+            outputs = self.forward(images)
+        losses = self.criterion(outputs, targets, samplers, num_masks=num_masks)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(losses.total).backward()
+        self.scaler.unscale_(self.optimizer)
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        if self.settings.clip_value is not None:
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, self.settings.clip_value, self.settings.clip_norm_type)
+        else:
+            grad_norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params if p.grad is not None]))
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        values = torch.stack([losses.total.detach()] + [v.detach().float() for v in losses.terms.values()])
+        if self.world > 1:
+            dist.all_reduce(values)
+            values /= self.world
+        numbers = values.tolist()
+        out = {"total_loss": numbers[0], **dict(zip(losses.terms, numbers[1:], strict=True))}
+        out["grad_norm"] = float(grad_norm)
+        return out
+
+    def _report_warnings(self, batch: Batch) -> None:
+        warnings = list(batch.warnings)
+        if self.world > 1:
+            gathered: list[list[str]] = [[] for _ in range(self.world)]
+            dist.all_gather_object(gathered, warnings)
+            warnings = [w for part in gathered for w in part]
+        for message in warnings:
+            self.warning_count += 1
+            if message not in self._warned and self.rank == 0:
+                self._warned.add(message)
+                log.warning("warning: %s", message)
+
+    # ---- the loop ----------------------------------------------------------------------------------------------
+    def train(self) -> Path:
+        s = self.settings
+        sink = MetricsSink(s.output_dir, self.rank == 0)
+        progress = ProgressLine(s.max_iter, self.start_iteration, self.rank == 0)
+        batches = iter(self.loader_factory(self.start_iteration))
+        last_path = newest_checkpoint(s.output_dir)
+        window: list[tuple[float, float]] = []
+        started = time.perf_counter()
+        try:
+            for iteration in range(self.start_iteration, s.max_iter):
+                t0 = time.perf_counter()
+                batch = next(batches)
+                t1 = time.perf_counter()
+                self._report_warnings(batch)
+                metrics = self.step(batch)
+                if not math.isfinite(metrics["total_loss"]):
+                    raise FloatingPointError(f"the loss became {metrics['total_loss']} at iteration {iteration}")
+                t2 = time.perf_counter()
+                window.append((t1 - t0, t2 - t0))
+                window = window[-max(s.log_period, 1):]
+                data_time = sum(w[0] for w in window)
+                total_time = sum(w[1] for w in window)
+                its = len(window) / total_time if total_time > 0 else 0.0
+                eta = (s.max_iter - iteration - 1) / its if its > 0 else 0.0
+                info = (f"loss {metrics['total_loss']:.3f}  {its:.2f} it/s  data {100 * data_time / total_time:.0f}%  "
+                        f"lr {self.scheduler.get_last_lr()[0]:.2e}")
+                progress.update(iteration, info)
+                last = iteration + 1 == s.max_iter
+                if self.rank == 0 and ((iteration + 1) % max(s.log_period, 1) == 0 or last):
+                    record = {
+                        "iteration": iteration, "lr": self.scheduler.get_last_lr()[0], **metrics,
+                        "data_time": data_time / len(window), "time": total_time / len(window),
+                        "iterations_per_second": its, "data_wait_share": data_time / total_time,
+                        "eta_seconds": eta, "skipped_samples": self.warning_count,
+                    }
+                    sink.write(record)
+                    if progress.progress is None:
+                        log.info("iter %d/%d  %s  eta %s  skipped %d", iteration + 1, s.max_iter, info,
+                                 _format_eta(eta), self.warning_count)
+                due_eval = s.eval_period > 0 and (iteration + 1) % s.eval_period == 0
+                if (iteration + 1) % s.checkpoint_period == 0 or last or due_eval:
+                    last_path = self.save(iteration)
+                if due_eval and self.evaluate is not None and self.rank == 0:
+                    result = self.evaluate(last_path, iteration)
+                    if result is not None:
+                        sink.write({"iteration": iteration, **result})
+                        log.info("evaluation at iteration %d: %s", iteration + 1, json.dumps(result))
+        finally:
+            progress.close()
+            sink.close()
+        log.info("finished %d iterations in %.1f s; %d samples skipped; weights: %s", s.max_iter - self.start_iteration,
+                 time.perf_counter() - started, self.warning_count, last_path)
+        return last_path

@@ -1,0 +1,165 @@
+"""Training data: COCO / YouTube-VIS readers, augmentation, samplers, and the training config."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from clipvis.cli import rle
+from clipvis.cli.train.config import ConfigError, autoscale, load_train_config, shipped_config_path
+from clipvis.cli.train.data import AugmentationConfig, StreamBatchSampler, TrainDataset, augment, repeat_factors
+from clipvis.cli.train.records import read_annotation_file, read_ytvis
+from clipvis.cli.train.sources import remove_lvis_rare
+
+from .conftest import SIZE, render_shapes, write_coco
+
+
+def test_coco_reader_reads_polygons_and_rle_and_drops_crowd(tmp_path):
+    ann, images = write_coco(tmp_path, num_images=2)
+    records, warnings = read_annotation_file(ann, images)
+    assert warnings == []
+    assert len(records) == 2 and all(len(r.frames[0].instances) == 2 for r in records)  # the crowd one is gone
+    dataset = TrainDataset(records, AugmentationConfig(kind="shortest_edge", min_sizes=(SIZE,), flip=False))
+    sample = dataset[(0, 0)]
+    _, masks = render_shapes(0)
+    assert sample.image.shape == (3, SIZE, SIZE)
+    # The polygon (rectangle outline) and the RLE (disc) give back the rendered masks.
+    assert np.array_equal(sample.masks[1].numpy(), masks[1].astype(bool))
+    got, want = sample.masks[0].numpy(), masks[0].astype(bool)
+    iou = (got & want).sum() / (got | want).sum()
+    assert iou > 0.85  # the contour runs through the boundary pixels
+
+
+def test_bad_annotations_are_skipped_with_a_warning_naming_them(tmp_path):
+    ann, images = write_coco(tmp_path, num_images=2)
+    data = json.loads(ann.read_text())
+    data["annotations"][0]["segmentation"] = [[1.0, 2.0]]  # a polygon of one point
+    data["annotations"][1]["segmentation"] = {"size": [5, 5], "counts": "abc"}  # wrong size
+    data["annotations"].append({"id": 99, "image_id": 12345, "segmentation": [], "category_id": 1})
+    ann.write_text(json.dumps(data))
+    records, warnings = read_annotation_file(ann, images)
+    assert len(warnings) == 3
+    assert any("annotation 1" in w and "polygon" in w for w in warnings)
+    assert any("annotation 99" in w and "image_id" in w for w in warnings)
+    assert all(str(ann) in w for w in warnings)
+    assert len(records) == 1  # image 1 lost both instances and is filtered (FILTER_EMPTY_ANNOTATIONS)
+
+
+def test_segment_ytvis_output_is_a_training_input(tmp_path):
+    """What `clipvis segment` writes for an image-folder input: file_names <stem>/<image>, None where absent."""
+    frames = tmp_path / "frames" / "clip"
+    frames.mkdir(parents=True)
+    import cv2
+
+    segs = []
+    for t in range(3):
+        image, masks = render_shapes(t)
+        cv2.imwrite(str(frames / f"{t:03d}.png"), image[:, :, ::-1])
+        segs.append(rle.encode(masks[0].astype(bool)) if t != 1 else None)
+    doc = {
+        "videos": [{"id": 1, "name": "clip", "width": SIZE, "height": SIZE, "length": 3,
+                    "file_names": [f"clip/{t:03d}.png" for t in range(3)], "fps": 25.0, "frame_stride": 1,
+                    "frame_indices": [0, 1, 2], "source": str(frames)}],
+        "categories": [{"id": 1, "name": "box", "supercategory": "object"}],
+        "annotations": [{"video_id": 1, "category_id": 1, "score": 0.9, "segmentations": segs}],
+    }
+    path = tmp_path / "ytvis.json"
+    path.write_text(json.dumps(doc))
+    records, warnings = read_ytvis(path, tmp_path / "frames")
+    assert warnings == [] and len(records) == 1 and len(records[0].frames) == 3
+    assert [len(f.instances) for f in records[0].frames] == [1, 0, 1]
+    dataset = TrainDataset(records, AugmentationConfig(kind="shortest_edge", min_sizes=(SIZE,), flip=False), seed=3)
+    counts = {dataset[(0, p)].masks.shape[0] for p in range(12)}  # one random frame per sample
+    assert counts == {0, 1}
+
+
+def test_lsj_gives_fixed_size_crops_with_masks_following_the_image():
+    image, masks = render_shapes(0)
+    config = AugmentationConfig(kind="lsj", image_size=48, min_scale=0.5, max_scale=2.0)
+    for seed in range(6):
+        out_image, out_masks = augment(image, np.stack(masks), config, np.random.default_rng(seed))
+        assert out_image.shape == (48, 48, 3) and out_masks.shape == (2, 48, 48)
+        red = out_image[..., 0].astype(int) > out_image[..., 1].astype(int) + 40  # the rectangle's colour
+        if out_masks[0].sum() > 20:
+            assert (red & out_masks[0].astype(bool)).sum() / out_masks[0].sum() > 0.8
+
+
+def test_sampler_splits_the_global_batch_and_resumes_exactly():
+    one = iter(StreamBatchSampler(7, 4, seed=1))
+    batches = [next(one) for _ in range(6)]
+    ranks = [iter(StreamBatchSampler(7, 4, seed=1, rank=r, world=2)) for r in range(2)]
+    for batch in batches:
+        assert next(ranks[0]) + next(ranks[1]) == batch
+    resumed = iter(StreamBatchSampler(7, 4, seed=1, start_iteration=3))
+    assert [next(resumed) for _ in range(3)] == batches[3:]
+    positions = [p for b in batches for _, p in b]
+    assert positions == list(range(24))
+    with pytest.raises(ValueError):
+        StreamBatchSampler(7, 3, world=2)
+
+
+def test_repeat_factors_oversample_rare_categories(tmp_path):
+    ann, images = write_coco(tmp_path, num_images=4)
+    records, _ = read_annotation_file(ann, images)
+    records[0].frames[0].instances[0].category_id = 7  # category 7 appears in 1 of 4 images
+    factors = repeat_factors(records, threshold=0.5)
+    assert factors[0] == pytest.approx(np.sqrt(0.5 / 0.25))
+    assert all(f == pytest.approx(np.sqrt(0.5 / 1.0)) or f == 1.0 for f in factors[1:])
+    sampler = iter(StreamBatchSampler(4, 1, seed=0, factors=factors))
+    drawn = [next(sampler)[0][0] for _ in range(400)]
+    assert drawn.count(0) > drawn.count(1) * 1.2
+
+
+def test_lvis_norare_file_is_built_without_rare_annotations(tmp_path):
+    source = tmp_path / "lvis_v1_train.json"
+    source.write_text(json.dumps({
+        "images": [], "categories": [{"id": 1, "frequency": "r"}, {"id": 2, "frequency": "f"}],
+        "annotations": [{"id": 1, "category_id": 1}, {"id": 2, "category_id": 2}],
+    }))
+    messages = []
+    target = remove_lvis_rare(source, tmp_path / "lvis_v1_train_norare.json", messages.append)
+    assert [a["id"] for a in json.loads(target.read_text())["annotations"]] == [2]
+    assert messages and not list(tmp_path.glob("*.tmp*"))
+
+
+def test_shipped_configs_resolve_by_bare_name_with_official_values():
+    for name in ("lvis_r50.yaml", "lvis_convnext_b", "coco_r50.yaml", "coco_convnext_b.yaml", "ytvis19_r50.yaml",
+                 "ytvis19_convnext_b.yaml"):
+        assert shipped_config_path(name).is_file(), name
+    lvis = load_train_config("lvis_r50.yaml")
+    assert lvis.model_config().decoder_layers == 6 and lvis.get("SOLVER.MAX_ITER") == 368750
+    assert load_train_config("coco_convnext_b").model_config().clip_model_name == "convnext_base_w_320"
+    ytvis = load_train_config("ytvis19_r50.yaml", ["SOLVER.BASE_LR=2e-5", "INPUT.MIN_SIZE_TRAIN=[640, 800]"])
+    assert ytvis.model_config().decoder_layers == 9
+    assert ytvis.get("SOLVER.BASE_LR") == 2e-5 and ytvis.get("INPUT.MIN_SIZE_TRAIN") == [640, 800]
+    with pytest.raises(ConfigError, match="not KEY=VALUE"):
+        load_train_config("lvis_r50.yaml", ["SOLVER.BASE_LR"])
+    with pytest.raises(ConfigError, match="not a shipped config"):
+        load_train_config("nope.yaml")
+
+
+def test_official_config_files_with_base_includes_are_accepted(tmp_path):
+    (tmp_path / "Base-COCO-InstanceSegmentation.yaml").write_text(
+        "SOLVER:\n  IMS_PER_BATCH: 16\n  BASE_LR: 0.0001\nINPUT:\n  IMAGE_SIZE: 1024\n"
+    )
+    (tmp_path / "clipvis_R50.yaml").write_text(
+        "_BASE_: Base-COCO-InstanceSegmentation.yaml\nMODEL:\n  META_ARCHITECTURE: CLIPVIS\n"
+        "  MASK_FORMER:\n    DEC_LAYERS: 10\n"
+    )
+    config = load_train_config(tmp_path / "clipvis_R50.yaml")
+    assert config.get("SOLVER.IMS_PER_BATCH") == 16 and config.model_config().decoder_layers == 9
+
+
+def test_autoscale_keeps_epochs_when_processes_or_batch_change():
+    config = load_train_config("lvis_r50.yaml")  # batch 8 on 4 processes
+    schedule = autoscale(config, world_size=8)
+    assert schedule.global_batch == 16 and schedule.base_lr == pytest.approx(2e-4)
+    assert schedule.max_iter == 184375 and schedule.steps == (163889, 177546)
+    config = load_train_config("lvis_r50.yaml", ["SOLVER.IMS_PER_BATCH=4"])
+    schedule = autoscale(config, world_size=1)
+    assert schedule.global_batch == 4 and schedule.base_lr == pytest.approx(5e-5) and schedule.max_iter == 737500
+    config = load_train_config("lvis_r50.yaml")
+    schedule = autoscale(config, world_size=1, enabled=False)
+    assert (schedule.global_batch, schedule.base_lr, schedule.max_iter) == (8, 1e-4, 368750)
