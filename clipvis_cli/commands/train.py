@@ -2,6 +2,7 @@
 
     clipvis train --config lvis_r50.yaml [--weights W] [--output-dir D] [--resume] [--num-gpus N] [KEY=VALUE ...]
     clipvis train --config ytvis19_r50.yaml --weights clipvis-coco-ytvis19-r50 --data ytvis.json --images frames/
+    clipvis train --weights runs/mine --export-pth model_final.pth    # the official detectron2 checkpoint layout
 
 Exit status: 0 trained, 1 bad config/data/weights (one `clipvis: error:` line), 2 usage error.
 """
@@ -22,8 +23,8 @@ def train(
     overrides: list[str] = typer.Argument(
         None, metavar="[KEY=VALUE]...", help="Config overrides with official key names, e.g. SOLVER.MAX_ITER=5000."
     ),
-    config: str = typer.Option(
-        ..., "--config", help="A shipped config name (lvis_r50.yaml, coco_r50.yaml, ytvis19_r50.yaml, ... "
+    config: str | None = typer.Option(
+        None, "--config", help="A shipped config name (lvis_r50.yaml, coco_r50.yaml, ytvis19_r50.yaml, ... "
         "convnext_b variants) or a config file (official CLIP-VIS YAML accepted)."
     ),
     weights: str | None = typer.Option(
@@ -44,6 +45,9 @@ def train(
     no_autoscale: bool = typer.Option(
         False, "--no-autoscale", help="Keep LR and schedule as written when the batch or process count changes."
     ),
+    export_pth: Path | None = typer.Option(
+        None, "--export-pth", help="Write --weights (e.g. a training folder) as an official .pth checkpoint and exit."
+    ),
 ) -> None:
     """Train CLIP-VIS (class-agnostic head on a frozen CLIP) with the official recipe."""
     from clipvis.cli.train.config import ConfigError, load_train_config
@@ -52,6 +56,11 @@ def train(
     from clipvis.model.checkpoint import CheckpointError
     from clipvis.weights import WeightsError
 
+    if export_pth is not None:
+        _export(weights, export_pth)
+        return
+    if config is None:
+        raise typer.BadParameter("--config is required (a shipped name such as lvis_r50.yaml, or a file)")
     data, images = list(data or []), list(images or [])
     if len(data) != len(images):
         raise typer.BadParameter("give one --images folder for each --data file")
@@ -74,3 +83,23 @@ def train(
         raise _fail(str(error)) from None
     if final is not None:
         typer.echo(str(final))
+
+
+def _export(weights: str | None, target: Path) -> None:
+    """The model of ``weights`` under the official key names, ``{"model": state_dict}``, written atomically."""
+    import torch
+
+    from clipvis.cli.atomic import atomic_output_path
+    from clipvis.model import CheckpointError, ClipVis
+    from clipvis.model.checkpoint import to_official_state_dict
+    from clipvis.weights import WeightsError
+
+    if not weights:
+        raise typer.BadParameter("--export-pth needs --weights (a training folder, checkpoint file or released name)")
+    try:
+        model = ClipVis.from_pretrained(weights)
+    except (CheckpointError, WeightsError, ValueError) as error:
+        raise _fail(f"weights {weights}: {' '.join(str(error).split())}") from None
+    with atomic_output_path(target) as tmp:
+        torch.save({"model": to_official_state_dict(model)}, tmp)
+    typer.echo(str(target))

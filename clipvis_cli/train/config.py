@@ -73,6 +73,8 @@ DEFAULTS: dict[str, Any] = {
         "MODEL": {},
         # Custom training data: a list of {json: annotation file, images: image or frame folder}.
         "TRAIN_DATA": [],
+        # Custom periodic-evaluation data: a list of {json: YouTube-VIS GT, frames: frames folder}.
+        "TEST_DATA": [],
         "DATA_ROOT": "",
         "AMP_DTYPE": "auto",  # auto (bf16 where supported, else fp16 + GradScaler), bf16, fp16
         "LOG_PERIOD": 20,
@@ -115,6 +117,11 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError as exc:
         raise ConfigError(f"override {text!r}: the value is not valid YAML ({exc.problem})") from exc
+    if isinstance(value, str):  # YAML 1.1 reads "2e-5" (no dot) as a string
+        try:
+            value = float(value)
+        except ValueError:
+            pass
     return keys, value
 
 
@@ -129,9 +136,11 @@ def _set(tree: dict[str, Any], keys: list[str], value: Any, source: str) -> None
     node[keys[-1]] = value
 
 
-def _get(tree: dict[str, Any], dotted: str) -> Any:
+def _get(tree: dict[str, Any], dotted: str, default: Any = None) -> Any:
     node: Any = tree
     for key in dotted.split("."):
+        if not isinstance(node, dict) or key not in node:
+            return default
         node = node[key]
     return node
 
@@ -144,8 +153,9 @@ class TrainConfig:
     source: str  # the config file read
     overridden: frozenset[str]  # dotted keys set on the command line
 
-    def get(self, dotted: str) -> Any:
-        return _get(self.tree, dotted)
+    def get(self, dotted: str, default: Any = None) -> Any:
+        """The value at a dotted key (``SOLVER.BASE_LR``), or ``default`` when it is absent."""
+        return _get(self.tree, dotted, default)
 
     def set(self, dotted: str, value: Any) -> None:
         _set(self.tree, dotted.split("."), value, "config")

@@ -83,9 +83,15 @@ def build_model(config: TrainConfig, weights: str | None, seed: int) -> ClipVis:
 
 
 def _evaluator(config: TrainConfig, device: torch.device):
+    """Periodic evaluation with `clipvis evaluate`'s code: registered ``DATASETS.TEST`` names and custom
+    ``CLIPVIS.TEST_DATA`` entries ``{json: YouTube-VIS GT, frames: folder}``; None when there is nothing to run."""
     names = [n for n in (config.get("DATASETS.TEST") or []) if n]
-    if not names:
+    custom = [e for e in (config.get("CLIPVIS.TEST_DATA") or []) if isinstance(e, dict)]
+    if not names and not custom:
         return None
+    jobs = [(name, {"dataset": name}) for name in names]
+    jobs += [(Path(e["json"]).stem, {"dataset": None, "gt": Path(e["json"]), "frames": Path(e["frames"])})
+             for e in custom]
 
     def evaluate(checkpoint: Path, iteration: int) -> dict[str, Any] | None:
         import typer
@@ -94,12 +100,12 @@ def _evaluator(config: TrainConfig, device: torch.device):
         from clipvis.cli.evaluation.scoring import score_results_file
 
         out: dict[str, Any] = {}
-        for name in names:
+        for name, job in jobs:
             folder = Path(config.get("OUTPUT_DIR")) / "eval" / f"{name}_{iteration:07d}"
             try:
                 results, gt, public = run_dataset_evaluation(
-                    name, str(checkpoint), config.get("CLIPVIS.DATA_ROOT") or None, folder, device=device.type,
-                    max_videos=int(config.get("CLIPVIS.EVAL_VIDEOS") or 0) or None,
+                    weights=str(checkpoint), data_root=config.get("CLIPVIS.DATA_ROOT") or None, output=folder,
+                    device=device.type, max_videos=int(config.get("CLIPVIS.EVAL_VIDEOS") or 0) or None, **job,
                 )
                 if not public or gt is None:
                     continue

@@ -82,7 +82,7 @@ def test_overfit_a_tiny_dataset_then_segment_with_the_training_folder(tmp_path, 
     assert doc["annotations"]
 
 
-def test_resume_continues_exactly(tmp_path, tiny_train_config):
+def test_resume_continues_exactly(tmp_path, tiny_train_config, tiny_config):
     data = write_coco(tmp_path / "data", num_images=3)
     config = tiny_train_config(tmp_path, MAX_ITER=4)
     train(config, tmp_path / "straight", data)
@@ -95,6 +95,16 @@ def test_resume_continues_exactly(tmp_path, tiny_train_config):
     assert not different, different[:5]
     trained = load_file(str(tmp_path / "split" / "model_0000001.safetensors"))
     assert any(not torch.equal(trained[k], split[k]) for k in split)  # the resumed steps did train
+
+    # The training folder exported to the official detectron2 layout loads back to the same weights.
+    export = ["train", "--weights", str(tmp_path / "split"), "--export-pth", str(tmp_path / "f.pth")]
+    result = runner.invoke(app, export)
+    assert result.exit_code == 0, result.output
+    official = torch.load(tmp_path / "f.pth", weights_only=True)["model"]
+    assert "sem_seg_head.predictor.query_feat.weight" in official and "criterion.empty_object_weight" in official
+    fields = tiny_config().to_dict()  # the official layout holds no config: the tiny CLIP must be described
+    reloaded = load_model(tmp_path / "f.pth", config={k: v for k, v in fields.items() if k != "notes"}).state_dict()
+    assert all(torch.equal(reloaded[k], split[k]) for k in split)
 
 
 def test_a_corrupt_image_and_a_bad_annotation_are_skipped_with_one_warning_each(tmp_path, tiny_train_config):
@@ -124,7 +134,7 @@ def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp_pat
     official code), which differs from the one-process mean when processes have different counts: it is off here.
     """
     data = write_coco(tmp_path / "data", num_images=4)
-    config = tiny_train_config(tmp_path, MAX_ITER=3, IMS_PER_BATCH=2)
+    config = tiny_train_config(tmp_path, MAX_ITER=2, IMS_PER_BATCH=2)
     same = ["INPUT.MIN_SCALE=1.0", "INPUT.MAX_SCALE=1.0", "MODEL.MASK_FORMER.MASKIOU_WEIGHT=0", "CLIPVIS.LOG_PERIOD=1"]
     train(config, tmp_path / "one", data, *same)
     train(config, tmp_path / "two", data, *same, "--num-gpus", "2")
@@ -138,3 +148,44 @@ def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp_pat
         if re.fullmatch(r"pixel_decoder\.input_proj\.\d\.0\.bias", key):
             continue
         torch.testing.assert_close(two[key], one[key], rtol=1e-4, atol=1e-5, msg=key)
+
+
+def write_ytvis(folder, num_videos: int = 2, length: int = 3):
+    """A YouTube-VIS GT (with ids, areas, iscrowd) and its frames folder <video>/<frame>.png."""
+    import cv2
+
+    from clipvis.cli import rle
+
+    frames_root = folder / "frames"
+    videos, annotations = [], []
+    for v in range(num_videos):
+        names, per_track = [], [[], []]
+        (frames_root / f"v{v}").mkdir(parents=True)
+        for t in range(length):
+            image, masks = render_shapes(10 * v + t)
+            cv2.imwrite(str(frames_root / f"v{v}" / f"{t:03d}.png"), image[:, :, ::-1])
+            names.append(f"v{v}/{t:03d}.png")
+            for k in range(2):
+                per_track[k].append(rle.encode(masks[k].astype(bool)))
+        videos.append({"id": v + 1, "width": SIZE, "height": SIZE, "length": length, "file_names": names})
+        for k in range(2):
+            annotations.append({"id": len(annotations) + 1, "video_id": v + 1, "category_id": k + 1, "iscrowd": 0,
+                                "segmentations": per_track[k], "areas": [float(a) for a in rle.areas(per_track[k])],
+                                "bboxes": [[0, 0, 1, 1]] * length})
+    path = folder / "ytvis.json"
+    path.write_text(json.dumps({"videos": videos, "annotations": annotations,
+                                "categories": [{"id": 1, "name": "box"}, {"id": 2, "name": "disc"}]}))
+    return path, frames_root
+
+
+def test_video_fine_tuning_with_periodic_evaluation(tmp_path, tiny_train_config):
+    gt, frames = write_ytvis(tmp_path / "data", num_videos=2, length=2)
+    config = tiny_train_config(tmp_path, MAX_ITER=1)
+    test_data = f"CLIPVIS.TEST_DATA=[{{json: {gt}, frames: {frames}}}]"
+    train(config, tmp_path / "run", (gt, frames), "TEST.EVAL_PERIOD=1", test_data, "INPUT.MIN_SIZE_TRAIN=[64]",
+          "INPUT.MAX_SIZE_TRAIN=128")
+    log = (tmp_path / "run" / "train.log").read_text()
+    assert "augmentation shortest_edge" in log and "2 training items" in log
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    evaluation = [r for r in records if any(k.startswith("eval/ytvis/") for k in r)]
+    assert evaluation and 0.0 <= evaluation[-1]["eval/ytvis/AP"] <= 1.0, records

@@ -163,3 +163,18 @@ def test_autoscale_keeps_epochs_when_processes_or_batch_change():
     config = load_train_config("lvis_r50.yaml")
     schedule = autoscale(config, world_size=1, enabled=False)
     assert (schedule.global_batch, schedule.base_lr, schedule.max_iter) == (8, 1e-4, 368750)
+
+
+def test_worker_processes_give_the_same_batches_as_the_main_process(tmp_path):
+    from clipvis.cli.train.data import build_loader
+
+    ann, images = write_coco(tmp_path, num_images=3)
+    records, _ = read_annotation_file(ann, images)
+    dataset = TrainDataset(records, AugmentationConfig(kind="lsj", image_size=48, min_scale=0.5, max_scale=1.5), 5)
+    batches = []
+    for workers in (0, 2):
+        loader = iter(build_loader(dataset, StreamBatchSampler(len(records), 2, seed=5), workers, divisibility=16))
+        batches.append([next(loader) for _ in range(3)])
+    for a, b in zip(*batches, strict=True):
+        assert a.positions == b.positions and a.image_sizes == [(48, 48), (48, 48)]
+        assert a.images.equal(b.images) and all(x.equal(y) for x, y in zip(a.masks, b.masks, strict=True))
