@@ -31,6 +31,8 @@ CHECKPOINT_SUFFIXES: tuple[str, ...] = (".pth", ".pt", ".pkl", ".bin", ".safeten
 _DETECTRON2_LAST_CHECKPOINT = "last_checkpoint"
 _DETECTRON2_FINAL_CHECKPOINT = "model_final.pth"
 #: Checkpoints a training run writes (``clipvis train``: safetensors; detectron2: .pth), by iteration.
+#: The optimiser/scheduler state `clipvis train` keeps beside each checkpoint (not weights).
+_TRAINING_STATE_SUFFIX = ".state.pt"
 _TRAINING_CHECKPOINT = re.compile(r"model_(\d+)\.(?:safetensors|pth)")
 _TRUTHY = frozenset({"1", "true", "yes", "on"})
 _CAUSE_MAX_CHARS = 200
@@ -118,6 +120,7 @@ def _checkpoint_in_directory(directory: Path) -> Path:
             for entry in directory.iterdir()
             if entry.suffix.lower() in CHECKPOINT_SUFFIXES
             and not entry.name.startswith(".")
+            and not entry.name.endswith(_TRAINING_STATE_SUFFIX)
             and entry.is_file()
         )
     except OSError as exc:
@@ -126,7 +129,7 @@ def _checkpoint_in_directory(directory: Path) -> Path:
     if len(candidates) == 1:
         return candidates[0]
     iterations = [_TRAINING_CHECKPOINT.fullmatch(c.name) for c in candidates]
-    if all(iterations):  # a clipvis training folder without its pointer: the newest iteration
+    if candidates and all(iterations):  # a clipvis training folder without its pointer: the newest iteration
         return max(zip(iterations, candidates, strict=True), key=lambda pair: int(pair[0].group(1)))[1]
     if not candidates:
         raise InvalidWeightsError(

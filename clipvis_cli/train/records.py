@@ -71,6 +71,15 @@ def _read_json(path: Path) -> dict[str, Any]:
     return data
 
 
+def _entries(annotation_file: Path, data: dict[str, Any] | None, key: str, kind: str) -> tuple[list, list]:
+    """The ``key`` list (images or videos) and the annotations list of a file, or a one-line error."""
+    data = _read_json(annotation_file) if data is None else data
+    entries, annotations = data.get(key), data.get("annotations")
+    if not isinstance(entries, list) or not isinstance(annotations, list):
+        raise TrainDataError(f"{annotation_file}: not {kind} (needs '{key}' and 'annotations')")
+    return entries, annotations
+
+
 def check_segmentation(segmentation: Any, height: int, width: int) -> str | None:
     """Why a segmentation cannot be decoded for an ``height x width`` image, or None when it can."""
     if isinstance(segmentation, list):
@@ -128,11 +137,7 @@ def read_coco_instances(
 ) -> tuple[list[TrainRecord], list[str]]:
     """A COCO/LVIS instances file -> one record per image (images without usable instances dropped when
     ``filter_empty``), and the warnings for annotations that were skipped."""
-    data = _read_json(annotation_file) if data is None else data
-    images = data.get("images")
-    annotations = data.get("annotations")
-    if not isinstance(images, list) or not isinstance(annotations, list):
-        raise TrainDataError(f"{annotation_file}: not a COCO instances file (needs 'images' and 'annotations')")
+    images, annotations = _entries(annotation_file, data, "images", "a COCO instances file")
     warnings: list[str] = []
     frames: dict[Any, FrameRecord] = {}
     for image in images:
@@ -188,11 +193,7 @@ def read_ytvis(
     the official LV-VIS loader does); a video entry with a ``source`` video file and ``frame_indices`` (as
     ``segment`` writes for a video input) is decoded from that file when the frame images do not exist.
     """
-    data = _read_json(annotation_file) if data is None else data
-    videos = data.get("videos")
-    annotations = data.get("annotations")
-    if not isinstance(videos, list) or not isinstance(annotations, list):
-        raise TrainDataError(f"{annotation_file}: not a YouTube-VIS file (needs 'videos' and 'annotations')")
+    videos, annotations = _entries(annotation_file, data, "videos", "a YouTube-VIS file")
     warnings: list[str] = []
     records: dict[Any, TrainRecord] = {}
     for video in videos:

@@ -143,6 +143,15 @@ def test_detectron2_output_directory_uses_last_checkpoint(tmp_path: Path) -> Non
     assert resolve_weights(tmp_path) == (tmp_path / "model_final.pth").resolve()
 
 
+def test_clipvis_training_folder_without_pointer_uses_the_newest_iteration(tmp_path: Path) -> None:
+    for name in ("model_0000999.safetensors", "model_0001999.safetensors"):
+        (tmp_path / name).write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}      ")
+        (tmp_path / name.replace(".safetensors", ".state.pt")).write_bytes(TORCH_ZIP_BYTES)
+    assert resolve_weights(tmp_path) == (tmp_path / "model_0001999.safetensors").resolve()
+    (tmp_path / "last_checkpoint").write_text("model_0000999.safetensors")
+    assert resolve_weights(tmp_path) == (tmp_path / "model_0000999.safetensors").resolve()
+
+
 def test_directory_without_checkpoint(tmp_path: Path) -> None:
     (tmp_path / "readme.txt").write_text("hello")
     with pytest.raises(InvalidWeightsError, match="directory without a checkpoint") as excinfo:
