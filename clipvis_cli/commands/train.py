@@ -9,6 +9,7 @@ Exit status: 0 trained, 1 bad config/data/weights (one `clipvis: error:` line), 
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import typer
@@ -81,7 +82,7 @@ def train(
         final = launch(request)
     except (ConfigError, TrainDataError, CheckpointError, WeightsError, FloatingPointError) as error:
         raise _fail(str(error)) from None
-    if final is not None:
+    if final is not None and os.environ.get("RANK", "0") == "0":
         typer.echo(str(final))
 
 
