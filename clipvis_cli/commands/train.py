@@ -91,14 +91,13 @@ def _export(weights: str | None, target: Path) -> None:
     import torch
 
     from clipvis.cli.atomic import atomic_output_path
-    from clipvis.model import CheckpointError, ClipVis
-    from clipvis.model.checkpoint import to_official_state_dict
+    from clipvis.model import CheckpointError, load_model, to_official_state_dict
     from clipvis.weights import WeightsError
 
     if not weights:
         raise typer.BadParameter("--export-pth needs --weights (a training folder, checkpoint file or released name)")
     try:
-        model = ClipVis.from_pretrained(weights)
+        model = load_model(weights)
     except (CheckpointError, WeightsError, ValueError) as error:
         raise _fail(f"weights {weights}: {' '.join(str(error).split())}") from None
     with atomic_output_path(target) as tmp:

@@ -70,11 +70,8 @@ def build_model(config: TrainConfig, weights: str | None, seed: int) -> ClipVis:
     from clipvis.model import create_model, load_model
 
     if weights:
-        from clipvis.weights import resolve_weights
-
-        path = resolve_weights(weights)
-        log.info("starting from %s", path)
-        return load_model(path)
+        log.info("starting from %s", weights)
+        return load_model(weights)  # a released name (downloaded once), a checkpoint file or a training folder
     model_config = config.model_config()
     torch.manual_seed(seed)
     # The CLIP comes from its open_clip release unless the config gives an open_clip model config (random CLIP,
