@@ -12,6 +12,7 @@ import os
 import socket
 import sys
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -223,7 +224,8 @@ def _distributed_main(request: RunRequest) -> Path:
     use_cuda = torch.cuda.is_available() and str(request.config.get("MODEL.DEVICE")) != "cpu"
     if use_cuda:
         torch.cuda.set_device(local_rank)
-    dist.init_process_group("nccl" if use_cuda else "gloo")
+    # Rank 0 evaluates while the others wait at a barrier: allow long evaluations before a collective times out.
+    dist.init_process_group("nccl" if use_cuda else "gloo", timeout=timedelta(hours=2))
     try:
         return run_training(request, rank, world, local_rank)
     finally:

@@ -173,11 +173,12 @@ class ProgressLine:
         self.total = total
         self.progress = None
         if enabled and sys.stderr.isatty():
+            from rich.console import Console
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
             self.progress = Progress(
                 TextColumn("train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-                TimeRemainingColumn(), transient=False,
+                TimeRemainingColumn(), transient=False, console=Console(stderr=True),
             )
             self.task = self.progress.add_task("train", total=total, completed=start, info="")
             self.progress.start()
@@ -409,11 +410,14 @@ class Trainer:
                 due_eval = s.eval_period > 0 and (iteration + 1) % s.eval_period == 0
                 if (iteration + 1) % s.checkpoint_period == 0 or last or due_eval:
                     last_path = self.save(iteration)
-                if due_eval and self.evaluate is not None and self.rank == 0:
-                    result = self.evaluate(last_path, iteration)
-                    if result is not None:
-                        sink.write({"iteration": iteration, **result})
-                        log.info("evaluation at iteration %d: %s", iteration + 1, json.dumps(result))
+                if due_eval and self.evaluate is not None:
+                    if self.rank == 0:
+                        result = self.evaluate(last_path, iteration)
+                        if result is not None:
+                            sink.write({"iteration": iteration, **result})
+                            log.info("evaluation at iteration %d: %s", iteration + 1, json.dumps(result))
+                    if self.world > 1:
+                        dist.barrier()  # the other ranks wait for rank 0's evaluation
         finally:
             progress.close()
             sink.close()
