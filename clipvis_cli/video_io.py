@@ -244,7 +244,7 @@ class ImageFolderReader:
 
     def frame_file_names(self, stem: str, frame_indices: Sequence[int]) -> list[str]:
         """`<stem>/<original image name>` for each processed frame."""
-        return [f"{stem}/{self.frame_files[index].name}" for index in frame_indices]
+        return [f"{stem}/{path_text(self.frame_files[index].name)}" for index in frame_indices]
 
     def __iter__(self) -> Iterator[tuple[int, np.ndarray]]:
         if not self.frame_files:

@@ -64,6 +64,16 @@ def test_file_names_that_are_not_utf8(tmp_path, tiny_weights) -> None:
     ytvis = json.loads((out / "caf_xe9" / "ytvis.json").read_text(encoding="utf-8"))
     assert ytvis["videos"][0]["source"] == f"{tmp_path}/caf\\xe9.mp4" and good.is_file()
     assert json.loads((out / "bad_xff" / "run.json").read_text(encoding="utf-8"))["status"] == "failed"
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for name in (b"1.png", b"2-\xe9t\xe9.png"):
+        Image.new("RGB", (56, 40)).save(frames / os.fsdecode(name), format="PNG")
+    result = segment(tiny_weights, out, str(frames))
+    assert result.exit_code == 0, result.output
+    text = (out / "frames" / "ytvis.json").read_bytes().decode("utf-8")  # strict UTF-8
+    assert "\\udc" not in text  # and no lone-surrogate escapes that strict JSON parsers refuse
+    ytvis = json.loads(text)
+    assert ytvis["videos"][0]["file_names"] == ["frames/1.png", "frames/2-\\xe9t\\xe9.png"]
 
 
 class _Terminal(io.StringIO):
