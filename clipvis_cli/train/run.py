@@ -239,6 +239,12 @@ def launch(request: RunRequest) -> Path | None:
     if request.num_processes > 1:
         import torch.multiprocessing as mp
 
+        from clipvis.cli.train.config import ConfigError
+
+        gpus = torch.cuda.device_count() if str(request.config.get("MODEL.DEVICE")) != "cpu" else 0
+        if 0 < gpus < request.num_processes:
+            raise ConfigError(f"--num-gpus {request.num_processes}: this machine has {gpus} GPU(s)")
+
         mp.spawn(_worker, args=(request, request.num_processes, _free_port()), nprocs=request.num_processes)
         return newest_checkpoint(Path(request.config.get("OUTPUT_DIR")).expanduser())
     return run_training(request)

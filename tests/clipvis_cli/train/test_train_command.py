@@ -189,3 +189,16 @@ def test_video_fine_tuning_with_periodic_evaluation(tmp_path, tiny_train_config)
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     evaluation = [r for r in records if any(k.startswith("eval/ytvis/") for k in r)]
     assert evaluation and 0.0 <= evaluation[-1]["eval/ytvis/AP"] <= 1.0, records
+
+
+def test_metrics_reach_tensorboard_event_files(tmp_path, tiny_train_config):
+    pytest.importorskip("tensorboard", reason="the tensorboard extra is not installed")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    data = write_coco(tmp_path / "data", num_images=2)
+    train(tiny_train_config(tmp_path, MAX_ITER=2), tmp_path / "run", data, "CLIPVIS.LOG_PERIOD=1")
+    events = EventAccumulator(str(tmp_path / "run"))
+    events.Reload()
+    scalars = events.Tags()["scalars"]
+    assert {"total_loss", "loss_dice", "lr", "data_wait_share"} <= set(scalars)
+    assert [e.step for e in events.Scalars("total_loss")] == [0, 1]

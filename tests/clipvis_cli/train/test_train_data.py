@@ -178,3 +178,46 @@ def test_worker_processes_give_the_same_batches_as_the_main_process(tmp_path):
     for a, b in zip(*batches, strict=True):
         assert a.positions == b.positions and a.image_sizes == [(48, 48), (48, 48)]
         assert a.images.equal(b.images) and all(x.equal(y) for x, y in zip(a.masks, b.masks, strict=True))
+
+
+def test_registered_datasets_are_found_under_the_data_root(tmp_path):
+    """COCO 2017, LVIS v1 (coco_url file names; the no-rare file is built on first use) and YouTube-VIS 2019 train
+    in the official layout under one data root."""
+    import cv2
+
+    from clipvis.cli.train.sources import load_sources
+
+    root = tmp_path / "datasets"
+    (root / "coco" / "train2017").mkdir(parents=True)
+    (root / "coco" / "annotations").mkdir()
+    (root / "lvis").mkdir()
+    image, masks = render_shapes(0)
+    cv2.imwrite(str(root / "coco" / "train2017" / "000000000001.jpg"), image)
+    segmentation = rle.encode(masks[0].astype(bool))
+    coco = {"images": [{"id": 1, "file_name": "000000000001.jpg", "height": SIZE, "width": SIZE}],
+            "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "iscrowd": 0, "segmentation": segmentation}]}
+    (root / "coco" / "annotations" / "instances_train2017.json").write_text(json.dumps(coco))
+    lvis = {"images": [{"id": 1, "coco_url": "http://images.cocodataset.org/train2017/000000000001.jpg",
+                        "height": SIZE, "width": SIZE}],
+            "categories": [{"id": 1, "frequency": "f"}, {"id": 2, "frequency": "r"}],
+            "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "segmentation": segmentation},
+                            {"id": 2, "image_id": 1, "category_id": 2, "segmentation": segmentation}]}
+    (root / "lvis" / "lvis_v1_train.json").write_text(json.dumps(lvis))
+    frames = root / "ytvis2019" / "train" / "JPEGImages" / "v1"
+    frames.mkdir(parents=True)
+    cv2.imwrite(str(frames / "00000.jpg"), image)
+    ytvis = {"videos": [{"id": 1, "width": SIZE, "height": SIZE, "length": 1, "file_names": ["v1/00000.jpg"]}],
+             "annotations": [{"id": 1, "video_id": 1, "category_id": 3, "iscrowd": 0, "segmentations": [segmentation]}],
+             "categories": [{"id": 3, "name": "x"}]}
+    (root / "ytvis2019" / "train.json").write_text(json.dumps(ytvis))
+
+    messages = []
+    sources = load_sources(["coco_2017_train", "lvis_v1_train_norare", "ytvis_2019_train"], [], root, True,
+                           messages.append)
+    assert [s.is_video for s in sources] == [False, False, True]
+    assert all(len(s.records) == 1 for s in sources)
+    assert sources[1].records[0].frames[0].path == root / "coco" / "train2017" / "000000000001.jpg"
+    assert [i.category_id for i in sources[1].records[0].frames[0].instances] == [1]  # the rare one is removed
+    assert (root / "lvis" / "lvis_v1_train_norare.json").is_file() and messages
+    with pytest.raises(Exception, match="unknown training dataset"):
+        load_sources(["imagenet"], [], root, True)
