@@ -42,6 +42,16 @@ class TrackMaskStore:
         self._file.write(b"".join(chunks))
         self._index.append(index)
 
+    def add_compressed(self, compressed: rle.CompressedRuns, empty: np.ndarray) -> None:
+        """One frame's track masks as COCO compressed strings (``rle.compress_runs``), written in one piece;
+        ``empty[q]`` marks tracks without a pixel (stored as none)."""
+        if list(compressed.size) != self.size:
+            raise ValueError(f"masks of size {list(compressed.size)} in a store of size {self.size}")
+        index = np.stack([compressed.offsets + self._offset, np.where(empty, 0, compressed.sizes)], 1)
+        self._file.write(compressed.data)
+        self._offset += len(compressed.data)
+        self._index.append(index)
+
     def get(self, frame: int, track: int) -> rle.RleDict | None:
         """The RLE of a track on a frame, or None when the mask is empty."""
         offset, length = self._index[frame][track]

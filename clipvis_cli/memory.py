@@ -93,3 +93,60 @@ class HeapTrimmer:
             self._stop.set()
             self._thread.join()
             self._thread = None
+
+
+# --------------------------------------------------------------------------------------- memory by resolution
+
+MAX_FRAME_PIXELS = 2**31 - 1  # COCO RLE run lengths are 32-bit: no mask may have more pixels
+# Bytes per frame pixel the streaming loop holds besides the decoded frame batches: the decoder's own pictures
+# (~6), one frame normalised in float (~24), one chunk of full-resolution mask logits with its column-major bits and
+# run boundaries (~10), and the overlay pass' frame, canvas and one track's mask (~13). Measured figures are in
+# bench/bench_segment.py part (d).
+WORKING_BYTES_PER_PIXEL = 53
+
+
+class ResolutionLimitError(ValueError):
+    """A video's frames are too large to process here; ``str()`` is one line naming the input."""
+
+
+def frame_memory_bytes(height: int, width: int, batch_frames: int, queued_batches: int) -> int:
+    """Estimated memory the streaming loop needs for frames of ``height`` x ``width``: the decoded batches alive
+    (the decoder's queue, the one being filled, the one in the model and the one queued for it: 3 bytes per pixel
+    each) plus the per-frame working set (``WORKING_BYTES_PER_PIXEL``)."""
+    pixels = height * width
+    return pixels * (3 * batch_frames * (queued_batches + 3) + WORKING_BYTES_PER_PIXEL)
+
+
+def available_memory_bytes() -> int | None:
+    """MemAvailable from /proc/meminfo (Linux), or None where unknown."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def check_frame_memory(
+    height: int, width: int, batch_frames: int, queued_batches: int, source: object = None,
+    available: int | None = None,
+) -> None:
+    """Raise ResolutionLimitError (one line naming ``source``) when frames of this size cannot be processed: more
+    than ``MAX_FRAME_PIXELS`` pixels, or an estimated working set (``frame_memory_bytes``) above the memory
+    available now (``available``, default MemAvailable), where the kernel's OOM killer would end the run silently."""
+    name = getattr(source, "path", source) or "video"
+    pixels = height * width
+    if pixels > MAX_FRAME_PIXELS:
+        raise ResolutionLimitError(
+            f"{name}: {width}x{height} frames have {pixels} pixels, more than COCO RLE's limit of {MAX_FRAME_PIXELS}"
+        )
+    need = frame_memory_bytes(height, width, batch_frames, queued_batches)
+    available = available_memory_bytes() if available is None else available
+    if available is not None and need > available:
+        hint = " (try --batch-frames 1)" if batch_frames > 1 else ""
+        raise ResolutionLimitError(
+            f"{name}: {width}x{height} frames need ~{need / 2**30:.1f} GiB with batches of {batch_frames} frames, "
+            f"only {available / 2**30:.1f} GiB of memory is available{hint}"
+        )

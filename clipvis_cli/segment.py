@@ -1,8 +1,9 @@
 """The `segment` application: inputs -> decode -> model -> tracks -> writers, one video at a time, streaming.
 
-Decoding runs in a background thread, mask RLE encoding in a worker thread, so both overlap with the model.
-Memory is bounded: per-frame masks leave the process as compressed RLE in a temp file (TrackMaskStore), the
-model keeps only running sums (model.predictor).
+The streaming loop (clipvis.cli.streaming.VideoStream) decodes in a background thread, runs the model in a
+thread of its own and encodes masks in a worker thread, so all overlap. Memory is bounded: per-frame masks leave
+the process as compressed RLE in a temp file (TrackMaskStore), the model keeps only running sums
+(model.predictor).
 
 `SegmentRunner` owns the resume policy and the error handling: each input gets its own output folder (locked
 while it runs; another source with the same stem gets `stem-2/`), is skipped when its run.json shows a complete run
@@ -18,9 +19,7 @@ import hashlib
 import json
 import os
 import time
-from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -34,7 +33,8 @@ from clipvis.cli.mask_store import StoredSegmentations, TrackMaskStore
 from clipvis.cli.messages import describe_exception, one_line, path_text, subject_message
 from clipvis.cli.progress import Reporter
 from clipvis.cli.results import TrackResult, VideoInfo
-from clipvis.cli.video_io import BackgroundDecoder, VideoReadError, open_reader
+from clipvis.cli.streaming import VideoStream
+from clipvis.cli.video_io import VideoReadError, open_reader
 from clipvis.cli.writers import (
     DEFAULT_FORMATS,
     OutputWriter,
@@ -236,39 +236,15 @@ class SegmentRunner:
             yield self._run_model(store, reader, source, video_id, stem)
 
     def _run_model(self, store: TrackMaskStore, reader, source: VideoSource, video_id: int, stem: str) -> TrackedVideo:
-        """Stream the frames through the model; every frame's track masks go to `store` as RLE."""
+        """Stream the frames through the model (clipvis.cli.streaming); every frame's track masks go to `store`."""
         opts = self.options
         probe = reader.probe()
-        session = self.predictor.new_video()
-        frame_indices: list[int] = []
-        timings = {"decode_wait": 0.0, "model": 0.0, "rle_wait": 0.0}
-        # The model runs on a thread of its own, so that its large per-frame buffers live in their own glibc arena,
-        # apart from the small long-lived allocations of the rest of the run, which would otherwise pin pages
-        # between them and make resident memory grow with video length (see clipvis.cli.memory).
-        model_thread = ThreadPoolExecutor(1, thread_name_prefix="clipvis-model")
-        with model_thread, ThreadPoolExecutor(1) as encoder:
-            pending: deque[Future] = deque()
-            with BackgroundDecoder(reader, batch_size=opts.batch_frames) as batches:
-                wait_start = time.perf_counter()
-                for batch in batches:
-                    timings["decode_wait"] += time.perf_counter() - wait_start
-                    model_start = time.perf_counter()
-                    tracked = model_thread.submit(session.push, batch.frames).result()
-                    timings["model"] += time.perf_counter() - model_start
-                    masks = [frame.masks.numpy() for frame in tracked]
-                    pending.append(encoder.submit(_encode_frames, store, masks))
-                    rle_start = time.perf_counter()
-                    while len(pending) > 1:  # at most one batch encoding behind the model
-                        pending.popleft().result()
-                    timings["rle_wait"] += time.perf_counter() - rle_start
-                    frame_indices.extend(batch.frame_indices)
-                    self.reporter.frames_done(len(batch))
-                    wait_start = time.perf_counter()
-            while pending:
-                pending.popleft().result()
-            if not frame_indices:
-                raise VideoReadError(source.path, "no decodable frames")
-            video = session.finish(max_tracks=opts.max_tracks, score_threshold=opts.score_threshold)
+        with VideoStream(self.predictor, reader, batch_frames=opts.batch_frames) as stream:
+            for frame in stream:
+                store.add_compressed(frame.compressed, frame.empty)
+                self.reporter.frames_done(1)
+            video = stream.finish(max_tracks=opts.max_tracks, score_threshold=opts.score_threshold)
+        frame_indices, timings = stream.frame_indices, dict(stream.timings)
         tracks = [
             TrackResult(
                 track_id=rank + 1,
@@ -342,11 +318,6 @@ class SegmentRunner:
             else:
                 stale.append(name)
         return stale
-
-
-def _encode_frames(store: TrackMaskStore, masks: list) -> None:
-    for frame_masks in masks:
-        store.add_frame(frame_masks)
 
 
 def _write_quietly(manifest: RunManifest, path: Path) -> None:

@@ -5,7 +5,8 @@
     session = predictor.new_video()
     for batch in batches:                       # uint8 RGB [B, H, W, 3]
         for frame in session.push(batch):       # TrackedFrame, in frame order
-            ...                                 # frame.masks: bool [Q, H, W] in track order
+            ...                                 # frame.mask_runs: COCO run lengths of the Q track masks (compact)
+                                                # frame.masks: bool [Q, H, W] in track order (decoded on access)
     video = session.finish(max_tracks=50)       # VideoInstances
 """
 
@@ -21,12 +22,17 @@ import torch
 import torch.nn.functional as F
 
 from clipvis.model.clipvis import ClipVis
+from clipvis.model.mask_runs import MaskRuns, threshold_runs
 from clipvis.model.preprocess import FrameGeometry, FramePreprocessor
 from clipvis.model.scoring import StreamingVideoScorer
 from clipvis.model.temporal_matcher import MatchResult, TemporalMatcher
 from clipvis.model.text_classifier import TextClassifier, TextEmbeddings
 
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+# Elements of float work per chunk of full-resolution masks (interpolated logits of a chunk of queries): bounds the
+# per-frame memory whatever the resolution. The CPU wants cache-sized chunks, a GPU few kernel launches.
+MASK_CHUNK_ELEMENTS = {"cpu": 2**22, "cuda": 2**27}
+DEFAULT_MASK_CHUNK_ELEMENTS = 2**24
 
 
 @dataclass
@@ -34,11 +40,30 @@ class TrackedFrame:
     """One frame after temporal matching, in track order (track j = a fixed identity over the video)."""
 
     index: int  # 0-based position among the frames pushed
-    masks: torch.Tensor  # [Q, H, W] bool at the original resolution (CPU)
+    mask_runs: MaskRuns  # COCO run lengths of the Q track masks at the original resolution (host)
     object_probs: torch.Tensor  # [Q] per-frame object probability
     class_probs: torch.Tensor  # [Q, C] per-frame class probabilities
     ious: torch.Tensor  # [Q] predicted mask IoU
     match: MatchResult
+
+    @property
+    def masks(self) -> torch.Tensor:
+        """``[Q, H, W]`` bool at the original resolution (CPU), decoded from ``mask_runs`` on each access."""
+        return self.mask_runs.to_masks()
+
+
+def _runs_to_host(counts: torch.Tensor, lengths: torch.Tensor, size: tuple[int, int]) -> MaskRuns:
+    """Run lengths computed on a device -> host MaskRuns; on CUDA a non-blocking copy into pinned memory that the
+    consumer waits for (``MaskRuns.wait``), so the device goes on with the next frame meanwhile."""
+    if counts.device.type != "cuda":
+        return MaskRuns(counts.cpu(), lengths.cpu(), size)
+    host_counts = torch.empty(counts.shape, dtype=counts.dtype, pin_memory=True)
+    host_lengths = torch.empty(lengths.shape, dtype=lengths.dtype, pin_memory=True)
+    host_counts.copy_(counts, non_blocking=True)
+    host_lengths.copy_(lengths, non_blocking=True)
+    ready = torch.cuda.Event()
+    ready.record()
+    return MaskRuns(host_counts, host_lengths, size, ready)
 
 
 @dataclass
@@ -148,19 +173,23 @@ class VideoSession:
         t3 = time.perf_counter()
         tracked: list[TrackedFrame] = []
         mask_logits_all = outputs.mask_logits.float()
-        full_masks = self._full_resolution_masks(mask_logits_all)
-        t4 = time.perf_counter()
+        embeds_host = outputs.query_embeds.float().cpu()  # the matcher works on the host: one copy per batch
+        mask_time = 0.0
         for b in range(images.shape[0]):
-            match = self.matcher.match(outputs.query_embeds[b])
+            match = self.matcher.match(embeds_host[b])
             perm = match.permutation.to(mask_logits_all.device)
             object_logits = outputs.object_logits[b].float()[perm]
             ious = outputs.ious[b].float()[perm]
             probs = class_probs[b][perm]
-            self.scorer.add_frame(object_logits, probs, ious, mask_logits_all[b][perm])
+            track_logits = mask_logits_all[b][perm]
+            self.scorer.add_frame(object_logits, probs, ious, track_logits)
+            m0 = time.perf_counter()
+            runs = self._full_resolution_runs(track_logits)
+            mask_time += time.perf_counter() - m0
             tracked.append(
                 TrackedFrame(
                     index=self.num_frames,
-                    masks=full_masks[b][perm.cpu()],
+                    mask_runs=runs,
                     object_probs=object_logits.softmax(-1)[:, 0].cpu(),
                     class_probs=probs.cpu(),
                     ious=ious.cpu(),
@@ -168,30 +197,43 @@ class VideoSession:
                 )
             )
             self.num_frames += 1
-        t5 = time.perf_counter()
+        t4 = time.perf_counter()
         self.timings["preprocess"] += t1 - start
         self.timings["model"] += t2 - t1
         self.timings["classify"] += t3 - t2
-        self.timings["masks"] += t4 - t3
-        self.timings["match"] += t5 - t4
+        self.timings["masks"] += mask_time
+        self.timings["match"] += t4 - t3 - mask_time
         return tracked
 
-    def _full_resolution_masks(self, mask_logits: torch.Tensor) -> torch.Tensor:
-        """``[B, Q, Hp/4, Wp/4]`` logits -> bool ``[B, Q, H, W]`` on the CPU, as the official evaluator: bilinear to
-        the padded size, crop to the resized size, bilinear to the original size, threshold at 0."""
+    def _full_resolution_runs(self, mask_logits: torch.Tensor) -> MaskRuns:
+        """One frame's ``[Q, Hp/4, Wp/4]`` logits -> the COCO run lengths of its ``[Q, H, W]`` masks, as the
+        official evaluator makes them: bilinear to the padded size, crop to the resized size, bilinear to the
+        original size, threshold at 0.
+
+        Done on the model's device in chunks of queries (``MASK_CHUNK_ELEMENTS``), so memory does not grow with
+        queries x pixels; only the run lengths go to the host (pinned memory and a non-blocking copy on CUDA: the
+        returned ``MaskRuns`` carries an event to wait on).
+        """
         geo = self.geometry
         assert geo is not None
-        batch, queries = mask_logits.shape[:2]
-        flat = mask_logits.reshape(batch * queries, 1, *mask_logits.shape[-2:])
-        out = torch.empty(batch * queries, *geo.original, dtype=torch.bool)
-        step = max(1, int(2**24 // (geo.padded[0] * geo.padded[1] + geo.original[0] * geo.original[1])))
-        for start in range(0, flat.shape[0], step):  # bounded temporary memory
-            x = F.interpolate(flat[start : start + step], size=geo.padded, mode="bilinear", align_corners=False)
+        queries = mask_logits.shape[0]
+        device = mask_logits.device
+        budget = MASK_CHUNK_ELEMENTS.get(device.type, DEFAULT_MASK_CHUNK_ELEMENTS)
+        per_query = geo.padded[0] * geo.padded[1] + geo.original[0] * geo.original[1]
+        step = max(1, budget // per_query)
+        counts, lengths = [], []
+        for start in range(0, queries, step):  # chunks of queries: bounded temporary memory
+            x = F.interpolate(mask_logits[start : start + step, None], size=geo.padded, mode="bilinear",
+                              align_corners=False)
             x = x[..., : geo.resized[0], : geo.resized[1]]
             if tuple(geo.resized) != tuple(geo.original):  # a same-size bilinear resize returns its input exactly
                 x = F.interpolate(x, size=geo.original, mode="bilinear", align_corners=False)
-            out[start : start + step] = (x[:, 0] > 0).cpu()
-        return out.view(batch, queries, *geo.original)
+            chunk_counts, chunk_lengths = threshold_runs(x[:, 0])
+            counts.append(chunk_counts)
+            lengths.append(chunk_lengths)
+        all_counts = torch.cat(counts) if len(counts) > 1 else counts[0]
+        all_lengths = torch.cat(lengths) if len(lengths) > 1 else lengths[0]
+        return _runs_to_host(all_counts, all_lengths, tuple(geo.original))
 
     def finish(self, max_tracks: int | None = None, score_threshold: float = 0.0) -> VideoInstances:
         """Select the video's instances. Exact mode: the official unsorted top-``detections_per_video``.

@@ -19,6 +19,14 @@ def resized_shape(height: int, width: int, short_edge: int, max_size: int) -> tu
     return int(new_h + 0.5), int(new_w + 0.5)
 
 
+def _to_device(frames: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Host frames to the device; to CUDA through pinned memory with a non-blocking copy (the copy overlaps the
+    work queued before it instead of stalling the host)."""
+    if device.type != "cuda" or frames.device.type == "cuda":
+        return frames.to(device)
+    return frames.pin_memory().to(device, non_blocking=True)
+
+
 def padded_shape(height: int, width: int, divisibility: int) -> tuple[int, int]:
     if divisibility <= 1:
         return height, width
@@ -74,6 +82,13 @@ class FramePreprocessor:
         out = [np.asarray(Image.fromarray(f).resize((size[1], size[0]), Image.BILINEAR)) for f in array]
         return torch.from_numpy(np.stack(out))
 
+    @staticmethod
+    def _resize(frame: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """``[1, H, W, 3]`` uint8 -> ``[1, 3, h, w]`` float of uint8 values: antialiased bilinear, rounded."""
+        x = frame.permute(0, 3, 1, 2).float()
+        x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
+        return x.round_().clamp_(0, 255)
+
     def __call__(self, frames: np.ndarray | torch.Tensor, device: torch.device) -> tuple[torch.Tensor, FrameGeometry]:
         """frames ``[B, H, W, 3]`` uint8 RGB -> (``[B, 3, Hp, Wp]`` float32 on device, geometry)."""
         height, width = int(frames.shape[1]), int(frames.shape[2])
@@ -82,13 +97,14 @@ class FramePreprocessor:
             resized = frames if geo.resized == geo.original else self.resize_exact(frames, geo.resized)
             if not isinstance(resized, torch.Tensor):
                 resized = torch.from_numpy(np.ascontiguousarray(resized))
-            x = resized.to(device).permute(0, 3, 1, 2).float()
+            x = _to_device(resized, device).permute(0, 3, 1, 2).float()
         else:
             if not isinstance(frames, torch.Tensor):
                 frames = torch.from_numpy(np.ascontiguousarray(frames))
-            x = frames.to(device).permute(0, 3, 1, 2).float()
-            x = F.interpolate(x, size=geo.resized, mode="bilinear", align_corners=False, antialias=True)
-            x = x.round_().clamp_(0, 255)
+            frames = _to_device(frames, device)
+            # Frame by frame: a float copy of one full-resolution frame at a time, not of the batch (a 4K batch of 8
+            # in float32 is 800 MB); each frame's resize is independent of the others, so the values are the same.
+            x = torch.cat([self._resize(frame[None], geo.resized) for frame in frames])
         x = (x - self.pixel_mean.to(device)) / self.pixel_std.to(device)
         pad_h, pad_w = geo.padded[0] - geo.resized[0], geo.padded[1] - geo.resized[1]
         if pad_h or pad_w:

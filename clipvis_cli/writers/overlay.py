@@ -63,19 +63,18 @@ class OverlayRenderer:
 
     def __init__(self, style: OverlayStyle | None = None) -> None:
         self.style = style or OverlayStyle()
-        self._colour_planes: dict[tuple[int, int, int], np.ndarray] = {}  # per colour, one frame-sized image
-        self._plane_size: tuple[int, int] | None = None
+        self._colour_planes: dict[tuple[int, int, int], np.ndarray] = {}  # per colour, a plane of its colour
 
     def _colour_plane(self, colour: tuple[int, int, int], height: int, width: int) -> np.ndarray:
-        """A height x width image filled with `colour`, made once per colour and frame size."""
-        if self._plane_size != (height, width):
-            self._colour_planes.clear()
-            self._plane_size = (height, width)
+        """A height x width image filled with `colour`: a view of a per-colour plane kept as large as the largest
+        box drawn so far (so memory follows the objects drawn, not the frame size times the number of colours)."""
         plane = self._colour_planes.get(colour)
-        if plane is None:
-            plane = self._colour_planes[colour] = np.empty((height, width, 3), np.uint8)
+        if plane is None or plane.shape[0] < height or plane.shape[1] < width:
+            shape = (max(height, plane.shape[0] if plane is not None else 0),
+                     max(width, plane.shape[1] if plane is not None else 0), 3)
+            plane = self._colour_planes[colour] = np.empty(shape, np.uint8)
             plane[:] = colour
-        return plane
+        return plane[:height, :width]
 
     def render(
         self, frame: np.ndarray, position: int, tracks: Sequence[TrackResult], categories: Sequence[str]
@@ -94,10 +93,10 @@ class OverlayRenderer:
             if w == 0 or h == 0:
                 continue
             # Work inside the mask's box only: blending and contours cost scales with the object, not the frame.
-            mask = rle.decode(segmentation)[y : y + h, x : x + w].astype(np.uint8)
+            mask = rle.decode_box(segmentation, x, y, w, h)
             region = canvas[y : y + h, x : x + w]
             colour = track_colour(track.track_id)
-            tint = self._colour_plane(colour, height, width)[y : y + h, x : x + w]
+            tint = self._colour_plane(colour, h, w)
             tinted = cv2.addWeighted(region, 1 - self.style.alpha, tint, self.style.alpha, 0)
             cv2.copyTo(tinted, mask, region)  # in place: region is a view of canvas
             if self.style.draw_contours:

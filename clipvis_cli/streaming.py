@@ -1,0 +1,186 @@
+"""The streaming loop of `clipvis segment`, as a library: frames in, per-frame track masks as COCO RLE out, in
+memory that does not grow with video length, and does not grow with resolution beyond a few frames.
+
+    from clipvis import ClipVis, VideoPredictor
+    from clipvis.cli.streaming import VideoStream
+
+    predictor = VideoPredictor(ClipVis.from_pretrained("clipvis-lvis-r50"), ["cat", "dog"], device="cuda")
+    with VideoStream(predictor, "video.mp4", batch_frames=8) as stream:
+        for frame in stream:                  # StreamedFrame, in frame order
+            frame.rle(track)                  # {"size": [H, W], "counts": "..."} or None (empty), any track
+        video = stream.finish(max_tracks=50)  # VideoInstances: the tracks kept, their classes and scores
+
+Four stages overlap: a decode thread fills a bounded queue of frame batches (``BackgroundDecoder``); a model
+thread runs ``VideoSession.push`` (network, classification, temporal matching, and the full-resolution masks'
+run lengths computed on the model's device); an RLE worker turns run lengths into COCO's compressed strings;
+the caller's loop consumes the frames. At most a fixed number of batches is alive in each stage, so a caller that
+stores each frame's RLE elsewhere (``clipvis.cli.mask_store.TrackMaskStore``, as `segment` does) runs in
+bounded memory. The model thread exists for memory too: its large per-frame buffers get a glibc arena of their
+own (see ``clipvis.cli.memory``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from clipvis.cli import rle
+from clipvis.cli.inputs import discover_inputs
+from clipvis.cli.memory import check_frame_memory
+from clipvis.cli.video_io import BackgroundDecoder, FrameBatch, VideoReadError, open_reader
+
+
+@dataclass
+class StreamedFrame:
+    """One processed frame: its position among the processed frames, its index in the source, and every track's
+    mask as COCO compressed RLE (track order fixed for the video, as ``TrackedFrame``)."""
+
+    position: int
+    frame_index: int
+    tracked: object  # clipvis.model.predictor.TrackedFrame: per-frame probabilities and the match
+    compressed: rle.CompressedRuns  # every track's counts string, back to back
+    empty: np.ndarray  # [Q] bool: tracks without a pixel on this frame
+
+    def rle(self, track: int) -> dict | None:
+        """The compressed RLE of a track's mask on this frame, or None when it is empty."""
+        if self.empty[track]:
+            return None
+        return {"size": list(self.compressed.size), "counts": self.compressed.counts(track)}
+
+
+def _frame_pairs(frames: Iterable) -> Iterator[tuple[int, np.ndarray]]:
+    """(index, frame) pairs from readers' pairs or from bare ``[H, W, 3]`` arrays (numbered from 0)."""
+    for position, item in enumerate(frames):
+        yield item if isinstance(item, tuple) else (position, item)
+
+
+def open_frames(video: str | Path, stride: int = 1, max_frames: int | None = None):
+    """A reader for one video file or image folder (as `segment` takes them). Raises VideoReadError."""
+    sources = discover_inputs([str(video)])
+    if len(sources) != 1:
+        raise VideoReadError(video, f"holds {len(sources)} videos; stream one at a time")
+    return open_reader(sources[0], stride=stride, max_frames=max_frames)
+
+
+class VideoStream:
+    """Stream one video through a ``VideoPredictor``: decode thread -> model thread -> RLE worker -> caller.
+
+    ``frames``: a video file or image folder path, a reader (``clipvis.cli.video_io.open_reader``), or any iterable
+    of ``(frame_index, frame)`` pairs or of bare frames (uint8 RGB ``[H, W, 3]``, one size). Iterate once to get
+    ``StreamedFrame``\\ s in order, then call :meth:`finish`. Use as a context manager (or iterate to the end) so
+    the threads stop on an early exit. ``timings`` says where the caller's thread waited (decode, model, RLE).
+    """
+
+    def __init__(
+        self,
+        predictor,
+        frames: str | Path | Iterable,
+        batch_frames: int = 4,
+        max_queued_batches: int = 2,
+        stride: int = 1,
+        max_frames: int | None = None,
+    ) -> None:
+        if batch_frames < 1:
+            raise ValueError(f"batch_frames must be >= 1, not {batch_frames}")
+        if isinstance(frames, str | Path):
+            frames = open_frames(frames, stride=stride, max_frames=max_frames)
+        self.predictor = predictor
+        self.frames = frames
+        self.batch_frames = batch_frames
+        self.max_queued_batches = max_queued_batches
+        self.session = predictor.new_video()
+        self.frame_indices: list[int] = []
+        self.timings = {"decode_wait": 0.0, "model": 0.0, "rle_wait": 0.0}
+        self._model_thread = ThreadPoolExecutor(1, thread_name_prefix="clipvis-model")
+        self._encoder = ThreadPoolExecutor(1, thread_name_prefix="clipvis-rle")
+        self._decoder: BackgroundDecoder | None = None
+        self._started = False
+
+    def __enter__(self) -> VideoStream:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop decoding and drop the work not started yet (the batch in the model finishes first)."""
+        if self._decoder is not None:
+            self._decoder.close()
+        self._model_thread.shutdown(wait=True, cancel_futures=True)
+        self._encoder.shutdown(wait=True, cancel_futures=True)
+
+    def __iter__(self) -> Iterator[StreamedFrame]:
+        if self._started:
+            raise RuntimeError("a VideoStream can be iterated once")
+        self._started = True
+        try:
+            yield from self._stream()
+        finally:
+            self.close()
+
+    def _stream(self) -> Iterator[StreamedFrame]:
+        self._decoder = BackgroundDecoder(
+            _frame_pairs(self.frames), batch_size=self.batch_frames, max_queued_batches=self.max_queued_batches
+        )
+        in_model: deque[tuple[Future, FrameBatch]] = deque()
+        encoding: Future | None = None
+        wait_start = time.perf_counter()
+        with self._decoder as batches:
+            for batch in batches:
+                self.timings["decode_wait"] += time.perf_counter() - wait_start
+                if not self.frame_indices and not in_model:
+                    height, width = batch.frames.shape[1:3]
+                    check_frame_memory(height, width, self.batch_frames, self.max_queued_batches, self.frames)
+                # Queued behind the batch the model is on, so the model never waits for this thread.
+                in_model.append((self._model_thread.submit(self.session.push, batch.frames), batch))
+                if len(in_model) > 1:
+                    encoding = yield from self._advance(in_model.popleft(), encoding)
+                wait_start = time.perf_counter()
+        while in_model:
+            encoding = yield from self._advance(in_model.popleft(), encoding)
+        if encoding is not None:
+            yield from self._collect(encoding)
+
+    def _advance(self, job: tuple[Future, FrameBatch], encoding: Future | None):
+        """Wait for a batch's model results, hand them to the RLE worker, then yield the previous batch's frames
+        (encoded meanwhile). Returns the new encoding job."""
+        future, batch = job
+        start = time.perf_counter()
+        tracked = future.result()
+        self.timings["model"] += time.perf_counter() - start
+        first = len(self.frame_indices)
+        self.frame_indices.extend(batch.frame_indices)
+        next_encoding = self._encoder.submit(_encode_batch, tracked, batch.frame_indices, first)
+        if encoding is not None:
+            yield from self._collect(encoding)
+        return next_encoding
+
+    def _collect(self, encoding: Future) -> Iterator[StreamedFrame]:
+        start = time.perf_counter()
+        frames = encoding.result()
+        self.timings["rle_wait"] += time.perf_counter() - start
+        yield from frames
+
+    def finish(self, max_tracks: int | None = None, score_threshold: float = 0.0):
+        """The video's instances (``VideoSession.finish``), once every frame was consumed."""
+        if not self.frame_indices:
+            path = getattr(self.frames, "path", "frames")
+            raise VideoReadError(path, "no decodable frames")
+        return self.session.finish(max_tracks=max_tracks, score_threshold=score_threshold)
+
+
+def _encode_batch(tracked: list, frame_indices: list[int], first: int) -> list[StreamedFrame]:
+    """RLE worker: every frame's run lengths (waiting for their device-to-host copy) -> compressed strings."""
+    out = []
+    for offset, (frame, frame_index) in enumerate(zip(tracked, frame_indices, strict=True)):
+        runs = frame.mask_runs.wait()
+        lengths = runs.lengths.numpy()
+        compressed = rle.compress_runs(runs.counts.numpy(), lengths, runs.size)
+        out.append(StreamedFrame(first + offset, frame_index, frame, compressed, lengths <= 1))
+    return out

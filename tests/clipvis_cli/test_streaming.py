@@ -1,0 +1,141 @@
+"""The per-frame path of `segment`: run lengths -> COCO strings (byte-identical to pycocotools), the streaming loop
+as a library (clipvis.cli.streaming.VideoStream), and the resolution limit."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from pycocotools import mask as coco_mask
+
+from clipvis.cli import rle
+from clipvis.cli.mask_store import TrackMaskStore
+from clipvis.cli.memory import ResolutionLimitError, check_frame_memory, frame_memory_bytes
+from clipvis.cli.streaming import VideoStream
+from clipvis.model.mask_runs import mask_runs, threshold_runs
+from clipvis.model.predictor import VideoPredictor
+
+
+def pycocotools_strings(masks: np.ndarray) -> list[str]:
+    encoded = coco_mask.encode(np.asfortranarray(masks.transpose(1, 2, 0).astype(np.uint8)))
+    return [entry["counts"].decode("ascii") for entry in encoded]
+
+
+def drawn_masks(height: int, width: int) -> np.ndarray:
+    """Object-like masks (filled ellipses, polygons, text, a frame border) plus an empty and a full mask."""
+    masks = np.zeros((6, height, width), np.uint8)
+    cv2.ellipse(masks[0], (width // 3, height // 2), (width // 5, height // 3), 20, 0, 360, 1, -1)
+    points = np.array([[5, 5], [width - 9, height // 4], [width // 2, height - 3], [width // 7, height // 2]])
+    cv2.fillPoly(masks[1], [points.astype(np.int32)], 1)
+    cv2.putText(masks[2], "clipvis", (3, height - 5), cv2.FONT_HERSHEY_SIMPLEX, height / 60, 1, 2)
+    cv2.rectangle(masks[3], (0, 0), (width - 1, height - 1), 1, 3)
+    masks[5] = 1
+    return masks.astype(bool)
+
+
+@pytest.mark.parametrize("size", [(1, 1), (1, 7), (5, 1), (37, 61), (97, 211), (1080, 1920)])
+def test_compressed_runs_are_byte_identical_to_pycocotools(size) -> None:
+    rng = np.random.default_rng(size[0] * 7 + size[1])
+    random = rng.random((4, *size)) < np.array([0.5, 0.01, 0.99, 0.3])[:, None, None]
+    for masks in (random, drawn_masks(*size)):
+        counts, lengths = mask_runs(torch.from_numpy(masks))
+        compressed = rle.compress_runs(counts.numpy(), lengths.numpy(), size)
+        assert [compressed.counts(q) for q in range(len(masks))] == pycocotools_strings(masks)
+        assert compressed.rles() == rle.encode_many(masks)
+
+
+def test_compression_of_long_and_negative_deltas() -> None:
+    """Runs over 2**25 pixels (7 characters) and a run shorter than the one two before (negative delta)."""
+    runs = np.array([0, 40_000_000, 3, 1, 2, 40_000_001], dtype=np.int64)
+    compressed = rle.compress_runs(runs, np.array([6]), (8, 10_000_001))
+    reference = coco_mask.frPyObjects({"counts": runs.tolist(), "size": [8, 10_000_001]}, 8, 10_000_001)
+    assert compressed.counts(0) == reference["counts"].decode("ascii")
+
+
+def test_store_keeps_compressed_frames_and_empty_tracks() -> None:
+    masks = drawn_masks(40, 70)
+    counts, lengths = threshold_runs(torch.from_numpy(masks).float() - 0.5)
+    with TrackMaskStore(40, 70) as store:
+        compressed = rle.compress_runs(counts.numpy(), lengths.numpy(), (40, 70))
+        store.add_compressed(compressed, lengths.numpy() <= 1)
+        store.add_compressed(compressed, lengths.numpy() <= 1)
+        assert store.get(1, 4) is None
+        assert [store.get(1, q) for q in (0, 1, 2, 3, 5)] == [rle.encode(masks[q]) for q in (0, 1, 2, 3, 5)]
+
+
+@pytest.fixture(scope="module")
+def predictor(tiny_model_factory, tmp_path_factory):
+    model = tiny_model_factory("rn", num_queries=6)
+    return VideoPredictor(model, ["box", "sky"], cache_dir=tmp_path_factory.mktemp("text"))
+
+
+def synthetic_frames(count: int, height: int = 45, width: int = 77) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    frames = np.empty((count, height, width, 3), np.uint8)
+    for t in range(count):
+        frames[t] = rng.integers(0, 60, (1, 1, 3))
+        cv2.circle(frames[t], (10 + 5 * t, 20), 9, (250, 30, 30), -1)
+    return frames
+
+
+def test_video_stream_equals_pushing_by_hand(predictor) -> None:
+    """The real loop (threads, queues) gives the same per-frame RLE and the same instances as push()."""
+    frames = synthetic_frames(7)
+    session = predictor.new_video()
+    expected = [f for first in range(0, 7, 3) for f in session.push(frames[first : first + 3])]
+    expected_video = session.finish(max_tracks=4)
+    with VideoStream(predictor, list(frames), batch_frames=3) as stream:
+        streamed = list(stream)
+        video = stream.finish(max_tracks=4)
+    assert [f.position for f in streamed] == list(range(7)) and stream.frame_indices == list(range(7))
+    for ours, theirs in zip(streamed, expected, strict=True):
+        masks = theirs.masks.numpy()
+        assert [ours.rle(q) for q in range(6)] == [rle.encode(m) if m.any() else None for m in masks]
+    assert [(i.track_id, i.label, i.score) for i in video.instances] == [
+        (i.track_id, i.label, i.score) for i in expected_video.instances
+    ]
+
+
+def test_video_stream_reads_a_file_and_stops_early(predictor, tmp_path) -> None:
+    import av
+
+    path = tmp_path / "clip.mp4"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for frame in synthetic_frames(9, 48, 64):
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode(None))
+    with VideoStream(predictor, path, batch_frames=2, stride=2) as video_stream:
+        assert [f.frame_index for f in video_stream] == [0, 2, 4, 6, 8]
+    with VideoStream(predictor, path, batch_frames=2) as video_stream:
+        for frame in video_stream:
+            if frame.position == 2:
+                break  # threads stop, nothing hangs
+    assert not any(t.name.startswith("clipvis-decoder") and t.is_alive() for t in __import__("threading").enumerate())
+
+
+def test_resolution_limit_is_one_clear_error() -> None:
+    assert frame_memory_bytes(2160, 3840, 4, 2) > 4 * frame_memory_bytes(480, 854, 4, 2)
+    check_frame_memory(2160, 3840, 4, 2, "a.mp4", available=2**40)
+    with pytest.raises(ResolutionLimitError, match=r"^big\.mp4: 3840x2160 frames need ~.* GiB .* --batch-frames 1"):
+        check_frame_memory(2160, 3840, 4, 2, "big.mp4", available=2**28)
+    with pytest.raises(ResolutionLimitError, match="COCO RLE's limit"):
+        check_frame_memory(50_000, 50_000, 1, 1, "huge.mp4", available=2**60)
+
+
+@pytest.mark.parametrize("size", [(1, 1), (5, 1), (37, 61), (540, 960)])
+def test_box_decoding_equals_pycocotools_crop(size) -> None:
+    """The overlay decodes only a drawn box's columns; same pixels as decoding the whole mask and cropping."""
+    masks = np.concatenate([drawn_masks(*size), np.random.default_rng(2).random((2, *size)) > 0.5])
+    for mask in masks:
+        encoded = rle.encode(mask)
+        runs = rle.decompress_counts(encoded["counts"])
+        assert runs.sum() == mask.size
+        assert rle.compress_runs(runs, np.array([runs.size]), size).counts(0) == encoded["counts"]
+        x, y, w, h = (int(v) for v in rle.bbox(encoded))
+        if w and h:
+            full = coco_mask.decode({"size": list(size), "counts": encoded["counts"].encode()})
+            expected = full[y : y + h, x : x + w]
+            np.testing.assert_array_equal(rle.decode_box(encoded, x, y, w, h), expected)

@@ -1,0 +1,86 @@
+"""The per-frame path on the device: run lengths as a tensor op (clipvis.model.mask_runs) against a plain reading
+of COCO's RLE rule, and frame-by-frame preprocessing."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from clipvis.model.mask_runs import MaskRuns, mask_runs, threshold_runs
+
+
+def reference_runs(mask: np.ndarray) -> list[int]:
+    """COCO run lengths by walking the column-major pixels: 0s first, alternating."""
+    flat = mask.T.reshape(-1)
+    changes = np.flatnonzero(np.diff(np.concatenate([[False], flat])))
+    bounds = np.concatenate([[0], changes, [flat.size]])
+    return np.diff(bounds).tolist()
+
+
+def split(counts: torch.Tensor, lengths: torch.Tensor) -> list[list[int]]:
+    out, start = [], 0
+    for length in lengths.tolist():
+        out.append(counts[start : start + length].tolist())
+        start += length
+    return out
+
+
+@pytest.mark.parametrize("size", [(1, 1), (1, 9), (9, 1), (7, 3), (13, 17), (48, 85)])
+def test_mask_runs_follow_coco_rule_on_random_empty_and_full_masks(size) -> None:
+    rng = np.random.default_rng(sum(size))
+    masks = rng.random((6, *size)) < np.array([0.5, 0.05, 0.95, 0.5, 0.0, 1.0])[:, None, None]
+    masks[4] = False  # empty: [H*W]
+    masks[5] = True  # full: [0, H*W]
+    counts, lengths = mask_runs(torch.from_numpy(masks))
+    assert counts.dtype == torch.int32 and lengths.tolist() == [len(reference_runs(m)) for m in masks]
+    assert split(counts, lengths) == [reference_runs(m) for m in masks]
+    assert split(counts, lengths)[4] == [size[0] * size[1]] and split(counts, lengths)[5] == [0, size[0] * size[1]]
+
+
+def test_threshold_runs_equal_runs_of_thresholded_logits() -> None:
+    logits = torch.randn(5, 31, 45)
+    logits[0] = -1.0
+    logits[1, :, :3] = 0.0  # exactly at the threshold: background
+    expected = mask_runs(logits > 0)
+    got = threshold_runs(logits)
+    assert all(torch.equal(a, b) for a, b in zip(got, expected, strict=True))
+
+
+def test_mask_runs_decode_and_areas() -> None:
+    masks = torch.from_numpy(np.random.default_rng(3).random((4, 11, 6)) > 0.6)
+    masks[0] = False
+    runs = MaskRuns(*mask_runs(masks), size=(11, 6))
+    assert torch.equal(runs.to_masks(), masks)
+    assert runs.areas().tolist() == masks.flatten(1).sum(1).tolist()
+    assert runs.empty.tolist() == [True, False, False, False]
+
+
+def test_no_masks_and_bad_input() -> None:
+    counts, lengths = mask_runs(torch.zeros(0, 4, 5, dtype=torch.bool))
+    assert counts.numel() == 0 and lengths.numel() == 0
+    with pytest.raises(ValueError, match="bool"):
+        mask_runs(torch.zeros(2, 4, 5))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+def test_runs_on_cuda_equal_cpu() -> None:
+    logits = torch.randn(7, 123, 77)
+    cpu = threshold_runs(logits)
+    gpu = threshold_runs(logits.cuda())
+    assert all(torch.equal(a, b.cpu()) for a, b in zip(cpu, gpu, strict=True))
+
+
+def test_frame_by_frame_resize_equals_the_batch_resize() -> None:
+    """The preprocessor resizes one frame at a time (bounded memory at 4K): same values as one batched resize."""
+    import torch.nn.functional as F
+
+    from clipvis.model.preprocess import FramePreprocessor
+
+    frames = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (3, 90, 161, 3), dtype=np.uint8))
+    pre = FramePreprocessor(64, 128, 32, (120.0, 110.0, 100.0), (60.0, 50.0, 40.0))
+    images, geo = pre(frames, torch.device("cpu"))
+    batch = F.interpolate(frames.permute(0, 3, 1, 2).float(), size=geo.resized, mode="bilinear",
+                          align_corners=False, antialias=True).round_().clamp_(0, 255)
+    batch = (batch - pre.pixel_mean) / pre.pixel_std
+    assert torch.equal(images[..., : geo.resized[0], : geo.resized[1]], batch)
