@@ -1,6 +1,7 @@
 """End-to-end throughput and peak memory of `clipvis segment` on a synthetic 480p H.264 video (random weights).
 
-    python bench/bench_segment.py                         # tiny model: (a) + (b) + (c)
+    python bench/bench_segment.py                         # tiny model: (a) to (f)
+    python bench/bench_segment.py --parts e --device cuda --replay-frames 300   # (e) on a GPU
     python bench/bench_segment.py --model r50 --skip-rss  # (a) with the full R50 architecture (slow on CPU)
     python bench/bench_segment.py --frames 60 --rss-frames 150 1500 --out-json figures.json
     python bench/bench_segment.py --parts b --child-env MALLOC_MMAP_THRESHOLD_=1048576   # (b) under another malloc
@@ -12,6 +13,12 @@
     each in a fresh subprocess; their ratio (target <= 1.10: memory must not grow with video length).
 (c) peak RSS of `clipvis segment` with the R50 architecture on a short 480p video (target < 3 GB; the official
     code needs ~8.3 GB for 20 frames).
+(d) peak RSS of `clipvis segment` (tiny model, 100 queries, all outputs) at 3840x2160 against 854x480, same frame
+    count, each in a fresh process (target: ratio <= 1.5).
+(e) a model-free ceiling: SegmentRunner with all outputs while the network's outputs are replayed from a recording
+    (tiny model's, 100 queries) at 1280x720: frames/s of everything around the network (`--device cuda` on a GPU).
+(f) wall time of `clipvis segment FOLDER` over 8 short videos: one process with --threads threads against
+    `torchrun --nproc-per-node 2` with one thread per process.
 
 Videos (moving coloured shapes over a smoothly textured gradient, 854x480, 30 fps) and checkpoints are made once per
 run in a temporary folder. Random weights are adjusted so that masks are object-sized (see make_masks_object_like).
@@ -137,16 +144,18 @@ class BenchFiles:
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        self._videos: dict[int, Path] = {}
+        self._videos: dict[tuple[int, int, int], Path] = {}
         self._weights: dict[str, Path] = {}
         self.generation_seconds: dict[str, float] = {}
 
-    def video(self, frames: int) -> Path:
-        if frames not in self._videos:
+    def video(self, frames: int, height: int = HEIGHT, width: int = WIDTH, name: str = "") -> Path:
+        key = (frames, height, width) if not name else (frames, height, width, name)
+        if key not in self._videos:
             start = time.perf_counter()
-            self._videos[frames] = write_synthetic_video(self.root / f"synthetic_{frames}f.mp4", frames)
-            self.generation_seconds[f"video {frames} frames"] = time.perf_counter() - start
-        return self._videos[frames]
+            path = self.root / f"{name or 'synthetic'}_{width}x{height}_{frames}f.mp4"
+            self._videos[key] = write_synthetic_video(path, frames, height, width)
+            self.generation_seconds[f"video {path.name}"] = time.perf_counter() - start
+        return self._videos[key]
 
     def weights(self, model: str) -> Path:
         if model not in self._weights:
@@ -313,6 +322,103 @@ def baseline_rss(files: BenchFiles, threads: int, extra_env: dict[str, str]) -> 
     return ChildRun("imports only", 0, peak, seconds, before + load_average())
 
 
+# ----------------------------------------------------------------------------- (d) peak RSS by resolution
+
+
+def segment_rss_at(
+    files: BenchFiles, frames: int, height: int, width: int, device: str, threads: int, extra_env: dict[str, str]
+) -> ChildRun:
+    """Peak RSS of `python -m clipvis segment` (tiny model, 100 queries, all outputs) on a height x width video."""
+    video = files.video(frames, height, width)
+    out = files.root / f"rss_{width}x{height}_{frames}"
+    command = [
+        sys.executable, "-m", "clipvis", "segment", str(video), "--vocab", ",".join(VOCABULARY),
+        "--weights", str(files.weights("tiny")), "-o", str(out), "--device", device,
+        "--batch-frames", str(BATCH_FRAMES), "--overwrite", "--log-format", "jsonl",
+    ]
+    label = f"segment tiny {width}x{height} {frames} frames"
+    before = load_average()
+    peak, seconds = run_child(label, command, child_env(files.root, threads, extra_env), out.with_suffix(".log"))
+    return ChildRun(label, frames, peak, seconds, before + load_average())
+
+
+# ------------------------------------------------------------------ (e) model-free ceiling: replayed outputs
+
+
+class ReplayedNetwork:
+    """Stands in for a ClipVis forward: returns recorded FrameOutputs (cycling through them), so the pipeline
+    around the network (decode, preprocessing, classification, matching, full-resolution masks, RLE, writers) is
+    measured alone. The recording is moved to the device once."""
+
+    def __init__(self, recorded: list, device: torch.device) -> None:
+        self.recorded = [
+            type(outputs)(**{k: v.to(device) for k, v in vars(outputs).items()}) for outputs in recorded
+        ]
+        self.calls = 0
+
+    def __call__(self, images: torch.Tensor):
+        outputs = self.recorded[self.calls % len(self.recorded)]
+        self.calls += 1
+        if outputs.mask_logits.shape[0] != images.shape[0]:
+            raise RuntimeError("replay: batch size differs from the recording")
+        return outputs
+
+
+def replay_ceiling(files: BenchFiles, frames: int, device: str, height: int, width: int) -> dict[str, Any]:
+    """Frames/s of SegmentRunner (all outputs) with the network's outputs replayed (tiny model, 100 queries)."""
+    video = files.video(frames, height, width)
+    options = SegmentOptions(
+        vocabulary=VOCABULARY, weights=str(files.weights("tiny")), output=files.root / "out_replay",
+        formats=FORMATS, device=device, batch_frames=BATCH_FRAMES, skip_existing=False,
+    )
+    predictor = load_predictor(options)
+    model = predictor.model
+    decoded = decode_all(files.video(2 * BATCH_FRAMES, height, width))
+    recorded = []
+    with torch.no_grad():
+        for first in range(0, len(decoded), BATCH_FRAMES):
+            images, _ = predictor.preprocessor(decoded[first : first + BATCH_FRAMES], predictor.device)
+            recorded.append(model(images))
+    replay = ReplayedNetwork(recorded, predictor.device)
+    model.forward = replay  # the instance's forward: nn.Module.__call__ now returns the recording
+    runner = SegmentRunner(predictor, options, SilentReporter())
+    before = load_average()
+    fps, timings = end_to_end_fps(runner, video, 1)
+    fps_best = max(fps, end_to_end_fps(runner, video, 2)[0])
+    return {
+        "frames": frames, "size": f"{width}x{height}", "queries": model.config.num_queries, "device": device,
+        "end_to_end_fps": fps_best, "timings": timings, "load_average": before + load_average(),
+    }
+
+
+# ------------------------------------------------------------------------------ (f) two gloo ranks vs one
+
+
+def ranks_wall_time(files: BenchFiles, videos: int, frames: int, processes: int, threads: int) -> ChildRun:
+    """Wall time of `clipvis segment FOLDER` (tiny model, all outputs) with one process of ``processes`` threads,
+    or under torchrun with ``processes`` processes of one thread each (``processes`` < 0 means one process)."""
+    folder = files.root / "folder"
+    if not folder.is_dir():
+        folder.mkdir()
+        for i in range(videos):
+            (folder / f"clip{i}.mp4").symlink_to(files.video(frames))
+    out = files.root / f"ranks_{processes}"
+    args = ["-m", "clipvis", "segment", str(folder), "--vocab", ",".join(VOCABULARY), "--weights",
+            str(files.weights("tiny")), "-o", str(out), "--device", "cpu", "--overwrite", "--log-format", "jsonl"]
+    if processes > 1:
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}",
+                   *args]
+        env = child_env(files.root, 1, {})
+        label = f"torchrun {processes} processes x 1 thread"
+    else:
+        command = [sys.executable, *args]
+        env = child_env(files.root, threads, {})
+        label = f"1 process x {threads} threads"
+    before = load_average()
+    peak, seconds = run_child(label, command, env, out.with_suffix(".log"))
+    return ChildRun(label, videos * frames, peak, seconds, before + load_average())
+
+
 # ------------------------------------------------------------------------------------------------ report
 
 
@@ -387,7 +493,14 @@ def main() -> None:
         "--child-env", action="append", default=[], metavar="KEY=VALUE",
         help="environment for the (b)/(c) subprocesses, e.g. MALLOC_MMAP_THRESHOLD_=1048576 (repeatable)",
     )
-    parser.add_argument("--parts", nargs="+", choices=["a", "b", "c"], default=["a", "b", "c"], help="what to measure")
+    parser.add_argument(
+        "--parts", nargs="+", choices=list("abcdef"), default=list("abcdef"), help="what to measure (see above)"
+    )
+    parser.add_argument("--resolution-frames", type=int, default=12, help="(d) frames at 854x480 and 3840x2160")
+    parser.add_argument("--replay-frames", type=int, default=60, help="(e) frames of the replayed run")
+    parser.add_argument("--replay-size", default="1280x720", help="(e) WIDTHxHEIGHT")
+    parser.add_argument("--rank-videos", type=int, default=8, help="(f) videos in the folder")
+    parser.add_argument("--rank-frames", type=int, default=20, help="(f) frames per video")
     parser.add_argument(
         "--no-heap-trimmer", action="store_true", help="(a) without the CLI's HeapTrimmer (clipvis.cli.memory)"
     )
@@ -403,7 +516,7 @@ def main() -> None:
         f"device={args.device}, threads={args.threads}, load average {_fmt_list(load_average())}"
     )
     figures: dict[str, Any] = {"args": {k: str(v) for k, v in vars(args).items()}, "load_average_start": load_average()}
-    parts = {"a", "b", "c"}.intersection(args.parts) - ({"b", "c"} if args.skip_rss else set())
+    parts = set(args.parts) - ({"b", "c", "d"} if args.skip_rss else set())
     extra_env = dict(item.split("=", 1) for item in args.child_env)
     with tempfile.TemporaryDirectory(prefix="clipvis-bench-") as tmp:
         root = Path(tmp)
@@ -428,6 +541,36 @@ def main() -> None:
             r50 = segment_rss(files, "r50", args.r50_rss_frames, args.device, args.threads, extra_env)
             report_r50_rss(r50)
             figures["r50_rss"] = asdict(r50)
+        if "d" in parts:
+            small = segment_rss_at(files, args.resolution_frames, HEIGHT, WIDTH, args.device, args.threads, extra_env)
+            large = segment_rss_at(files, args.resolution_frames, 2160, 3840, args.device, args.threads, extra_env)
+            ratio = large.peak_rss_bytes / small.peak_rss_bytes
+            rows = [(r.label, _fmt_run(r, f"{r.peak_rss_bytes / 2**20:8.1f} MiB")) for r in (small, large)]
+            verdict = "met" if ratio <= 1.5 else "NOT met"
+            rows.append(("ratio 3840x2160 / 854x480", f"{ratio:8.3f}  (target <= 1.5: {verdict})"))
+            print_table("(d) peak RSS by resolution, tiny model (100 queries), all outputs, fresh process each", rows)
+            figures["resolution_rss"] = {"runs": [asdict(small), asdict(large)], "ratio": ratio}
+        if "e" in parts:
+            width, height = (int(v) for v in args.replay_size.lower().split("x"))
+            replay = replay_ceiling(files, args.replay_frames, args.device, height, width)
+            print_table(
+                f"(e) model-free ceiling: SegmentRunner, all outputs, network outputs replayed, {replay['queries']} "
+                f"queries, {replay['size']}, {replay['frames']} frames, device={replay['device']}",
+                [("end to end", f"{replay['end_to_end_fps']:8.2f} frames/s"),
+                 *((k, f"{v:9.3f} s") for k, v in replay["timings"].items()),
+                 ("load average before/after", _fmt_list(replay["load_average"]))],
+            )
+            figures["replay"] = replay
+        if "f" in parts:
+            one = ranks_wall_time(files, args.rank_videos, args.rank_frames, 1, args.threads)
+            two = ranks_wall_time(files, args.rank_videos, args.rank_frames, 2, args.threads)
+            speedup = one.wall_seconds / two.wall_seconds
+            print_table(
+                f"(f) {args.rank_videos} videos x {args.rank_frames} frames {WIDTH}x{HEIGHT}, tiny model, all outputs",
+                [(r.label, f"{r.wall_seconds:8.1f} s  load before/after {_fmt_list(r.load_average)}")
+                 for r in (one, two)] + [("speed-up", f"{speedup:8.2f}x")],
+            )
+            figures["ranks"] = {"runs": [asdict(one), asdict(two)], "speedup": speedup}
         figures["generation_seconds"] = files.generation_seconds
         print_table("setup (not timed above)", [(k, f"{v:7.1f} s") for k, v in files.generation_seconds.items()])
     figures["load_average_end"] = load_average()

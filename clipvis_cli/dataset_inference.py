@@ -20,11 +20,18 @@ from typing import Any
 import numpy as np
 
 from clipvis.cli import rle
-from clipvis.cli.atomic import atomic_write_json, ensure_output_dir, is_temp_file_name, remove_stale_temp_files
+from clipvis.cli.atomic import (
+    OutputNotWritableError,
+    atomic_write_json,
+    ensure_output_dir,
+    is_temp_file_name,
+    remove_stale_temp_files,
+)
 from clipvis.cli.datasets import DatasetInputs
+from clipvis.cli.distributed import DistributedRun
 from clipvis.cli.evaluation.ground_truth import GtVideo
 from clipvis.cli.inputs import VideoSource
-from clipvis.cli.locks import LOCK_NAME, FolderLock
+from clipvis.cli.locks import LOCK_NAME, FolderBusyError, FolderLock
 from clipvis.cli.messages import path_text, subject_message
 from clipvis.cli.progress import Reporter
 from clipvis.cli.segment import SegmentOptions, SegmentRunner
@@ -48,6 +55,11 @@ class DatasetRunSummary:
     reused: int  # videos taken from the per-video cache
     results_path: Path | None  # None when some video failed (no results.json is written then)
     failed: list[str] = field(default_factory=list)  # one line per failed video
+    main: bool = True  # False on torchrun ranks other than 0 (which neither write nor score results.json)
+
+
+class OtherRankFailed(RuntimeError):
+    """Under torchrun: rank 0 failed to set the run up (and reported why); the other ranks stop."""
 
 
 def cache_identity(weights: str, vocabulary: list[str], options: dict[str, Any]) -> str:
@@ -139,24 +151,57 @@ class DatasetInference:
                 for track in tracked.tracks
             ]
 
-    def run(self, output: Path, max_videos: int | None = None) -> DatasetRunSummary:
+    def run(self, output: Path, max_videos: int | None = None, job: DistributedRun | None = None) -> DatasetRunSummary:
         """Run every video not already in the per-video cache. Raises OutputNotWritableError, FolderBusyError
-        (another process evaluates into the same folder) or ForeignCacheFolderError, with one-line messages."""
-        output = ensure_output_dir(output)
-        cache = ensure_output_dir(output / CACHE_DIR)
-        with FolderLock(cache):
-            # the files evaluate writes next to per_video/, as temporary files a killed run may have left
-            remove_stale_temp_files(output, [RESULTS_NAME, METRICS_NAME, f"{self.inputs.spec.name}_results.zip"])
-            self._prepare_cache(cache)
-            return self._run_videos(output, cache, max_videos)
+        (another process evaluates into the same folder) or ForeignCacheFolderError, with one-line messages.
 
-    def _run_videos(self, output: Path, cache: Path, max_videos: int | None) -> DatasetRunSummary:
+        Under torchrun (``job``), rank ``r`` of ``W`` runs every ``W``-th video from the ``r``-th (by id); rank 0
+        holds the folder's lock for the whole job, prepares the cache before anyone starts and, once every rank is
+        done, writes ``results.json`` from the per-video files: the same file as one process writes. On the other
+        ranks a failure of rank 0's setup raises OtherRankFailed (rank 0 reports it)."""
+        if job is None:
+            output = ensure_output_dir(output)
+            cache = ensure_output_dir(output / CACHE_DIR)
+            with FolderLock(cache):
+                self._prepare_output(output, cache)
+                return self._run_videos(output, cache, max_videos)
+        lock = None
+        setup_error: Exception | None = None
+        cache = output / CACHE_DIR
+        if job.is_main:
+            try:
+                output = ensure_output_dir(output)
+                cache = ensure_output_dir(output / CACHE_DIR)
+                lock = FolderLock(cache).acquire()
+                self._prepare_output(output, cache)
+            except (OutputNotWritableError, FolderBusyError, ForeignCacheFolderError) as error:
+                setup_error = error
+        try:
+            if job.gather(None if setup_error is None else str(setup_error))[0] is not None:
+                if setup_error is not None:
+                    raise setup_error
+                raise OtherRankFailed("rank 0 could not prepare the output folder")
+            return self._run_videos(output, cache, max_videos, job)
+        finally:
+            if lock is not None:
+                lock.release()
+
+    def _prepare_output(self, output: Path, cache: Path) -> None:
+        """With the per_video lock held: sweep what a killed run left, check the cache key."""
+        # the files evaluate writes next to per_video/, as temporary files a killed run may have left
+        remove_stale_temp_files(output, [RESULTS_NAME, METRICS_NAME, f"{self.inputs.spec.name}_results.zip"])
+        self._prepare_cache(cache)
+
+    def _run_videos(
+        self, output: Path, cache: Path, max_videos: int | None, job: DistributedRun | None = None
+    ) -> DatasetRunSummary:
         videos = sorted(self.inputs.videos, key=lambda v: v.id)[:max_videos]
+        mine = videos if job is None else videos[job.rank :: job.world_size]
         results: list[dict[str, Any]] = []
         failed: list[str] = []
         computed = reused = 0
-        self.reporter.batch_started(len(videos))
-        for video in videos:
+        self.reporter.batch_started(len(mine))
+        for video in mine:
             path = cache / f"{video.id}.json"
             stem = f"video{video.id}"
             entries = None
@@ -181,6 +226,14 @@ class DatasetInference:
                 computed += 1
                 self.reporter.video_finished(VideoSource(path=path), stem, video.num_frames or 0, 0.0, [path])
             results.extend(entries)
+        if job is not None:
+            every_rank = job.gather((computed, reused, failed))
+            computed, reused = sum(r[0] for r in every_rank), sum(r[1] for r in every_rank)
+            failed = [line for r in every_rank for line in r[2]]
+            if not job.is_main:
+                return DatasetRunSummary([], computed, reused, None, failed, main=False)
+            if not failed:  # every video's entries, in video order, from the per-video files the ranks wrote
+                results = [entry for video in videos for entry in json.loads((cache / f"{video.id}.json").read_text())]
         if failed:
             return DatasetRunSummary(results, computed, reused, None, failed)
         results_path = atomic_write_json(output / RESULTS_NAME, results)

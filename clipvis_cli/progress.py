@@ -80,7 +80,8 @@ class HumanReporter:
     always printed as one line. User text (file names, stems) is never read as rich markup: `clip[1].mp4` or
     `a[/b]` print as they are."""
 
-    def __init__(self, stream: TextIO | None = None) -> None:
+    def __init__(self, stream: TextIO | None = None, interactive: bool | None = None) -> None:
+        """``interactive``: progress bars (default: when the stream is a terminal)."""
         from rich.console import Console
         from rich.progress import (
             BarColumn,
@@ -93,7 +94,7 @@ class HumanReporter:
 
         self.stream = stream or sys.stderr
         self.console = Console(file=self.stream, highlight=False)
-        self.interactive = self.stream.isatty()
+        self.interactive = self.stream.isatty() if interactive is None else interactive
         self.progress = (
             Progress(
                 TextColumn("{task.description}"),

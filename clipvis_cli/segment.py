@@ -157,12 +157,17 @@ class SegmentRunner:
         self._taken: set[str] = set()  # folder names given to inputs of this batch (lower case)
         self._reserved: frozenset[str] = frozenset()  # natural stems of this batch's inputs (lower case)
 
-    def run_batch(self, sources: Sequence[VideoSource]) -> Iterator[VideoOutcome]:
-        """Process `sources` in order (video ids 1..N), yielding each outcome as soon as it is known."""
+    def run_batch(
+        self, sources: Sequence[VideoSource], positions: Sequence[int] | None = None
+    ) -> Iterator[VideoOutcome]:
+        """Process `sources` in order (video ids 1..N), yielding each outcome as soon as it is known. `positions`:
+        only these inputs (a shard, clipvis.cli.distributed), which keep the video ids and folder names they have
+        in the whole list."""
         self._reserved = frozenset(source.stem.lower() for source in sources if source.ok)
-        self.reporter.batch_started(len(sources))
-        for video_id, source in enumerate(sources, start=1):
-            yield self.run(source, video_id)
+        positions = range(len(sources)) if positions is None else positions
+        self.reporter.batch_started(len(positions))
+        for position in positions:
+            yield self.run(sources[position], position + 1)
 
     def run(self, source: VideoSource, video_id: int, stem: str | None = None) -> VideoOutcome:
         """Process one input into `OUTPUT/<stem or its natural stem>[-N]/`. Failures are returned (never raised),

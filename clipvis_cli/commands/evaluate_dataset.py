@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
 import typer
 
 from clipvis.cli.atomic import OutputNotWritableError
 from clipvis.cli.commands.segment import check_config_file, check_precision, load_predictor, resolve_device
-from clipvis.cli.dataset_inference import DatasetInference, ForeignCacheFolderError
+from clipvis.cli.dataset_inference import DatasetInference, ForeignCacheFolderError, OtherRankFailed
 from clipvis.cli.datasets import (
     DatasetError,
     DatasetInputs,
@@ -17,6 +18,7 @@ from clipvis.cli.datasets import (
     read_dataset_index,
     write_server_zip,
 )
+from clipvis.cli.distributed import DistributedRun
 from clipvis.cli.evaluation.errors import EvaluationInputError
 from clipvis.cli.locks import FolderBusyError
 from clipvis.cli.memory import HeapTrimmer
@@ -67,6 +69,12 @@ def run_dataset_evaluation(
         inputs = dataset_inputs(dataset, data_root) if dataset else custom_inputs(Path(gt), Path(frames))
     except (DatasetError, EvaluationInputError) as error:
         raise _fail(str(error)) from None
+    try:
+        job = DistributedRun.from_env()
+    except ValueError as error:
+        raise _fail(str(error)) from None
+    if job is not None:
+        device = job.device(device, torch.cuda.is_available())
     options = SegmentOptions(
         vocabulary=inputs.vocabulary, weights=weights, output=output, formats=(), device=resolve_device(device),
         precision=precision, batch_frames=batch_frames, exact=True, max_tracks=50, skip_existing=True,
@@ -77,16 +85,27 @@ def run_dataset_evaluation(
     predictor = load_predictor(options)
     where = dataset or gt
     try:
-        runner = DatasetInference(predictor, inputs, options, HumanReporter())
+        interactive = None if job is None or job.is_main else False  # one set of progress bars per terminal
+        runner = DatasetInference(predictor, inputs, options, HumanReporter(interactive=interactive))
     except (DatasetError, EvaluationInputError) as error:
         raise _fail(error) from None
+    if job is not None:
+        job.start()
     try:
         with HeapTrimmer():
-            summary = runner.run(output, max_videos=max_videos)
+            summary = runner.run(output, max_videos=max_videos, job=job)
     except (OutputNotWritableError, FolderBusyError, ForeignCacheFolderError) as error:
         raise _fail(error) from None
+    except OtherRankFailed:
+        raise typer.Exit(1) from None
     finally:
         runner.reporter.close()
+        if job is not None:
+            job.stop()
+    if not summary.main:  # torchrun rank > 0: rank 0 reports, writes and scores for the whole job
+        if summary.failed:
+            raise typer.Exit(1)
+        return None, None, False
     if summary.failed:
         typer.echo(
             f"clipvis: {len(summary.failed)} video(s) of {where} failed, {summary.computed} run, {summary.reused} "

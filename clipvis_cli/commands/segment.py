@@ -8,6 +8,7 @@ from pathlib import Path
 
 import typer
 
+from clipvis.cli.distributed import DistributedRun, Shard
 from clipvis.cli.inputs import discover_inputs
 from clipvis.cli.memory import HeapTrimmer
 from clipvis.cli.messages import describe_exception, print_error, print_path, print_warning, subject_message
@@ -115,6 +116,10 @@ def segment(
         True, "--skip-existing/--overwrite", help="Skip inputs already complete with the same settings."
     ),
     log_format: str = typer.Option("human", "--log-format", help="human (progress on a terminal) or jsonl."),
+    shard: str | None = typer.Option(
+        None, "--shard", help="K/N: only shard K (counted from 0) of N of the inputs sorted by path, for job arrays. "
+        "Under torchrun every process takes its part by itself.",
+    ),
 ) -> None:
     """Segment and track every object of the given classes; write overlay.mp4, ytvis.json, coco.json, run.json."""
     vocabulary = parse_vocabulary(vocab, vocab_file)
@@ -132,6 +137,18 @@ def segment(
     sources = discover_inputs(inputs, sys.stdin if "-" in inputs else None)
     if not sources:
         raise typer.BadParameter("no input videos found")
+    try:
+        part = Shard.parse(shard) if shard is not None else Shard()
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="--shard") from None
+    try:
+        job = DistributedRun.from_env()
+    except ValueError as error:
+        raise _fail(str(error)) from None
+    if job is not None:
+        part = part.split(job.rank, job.world_size)
+        device = job.device(device, _cuda_available())
+    positions = part.select(sources, key=lambda source: str(source.path))
     device = resolve_device(device)
     options = SegmentOptions(
         vocabulary=vocabulary, weights=weights, output=output, formats=chosen, device=device, precision=precision,
@@ -140,14 +157,37 @@ def segment(
         config=str(config) if config else None, clip_config=str(clip_config) if clip_config else None,
         allow_hub_clip=allow_hub_clip,
     )
+    if job is not None:
+        job.start()
+    try:
+        counts = _run_inputs(options, sources, positions, log_format, vocabulary, job)
+        code = _finish(counts, len(sources), job)
+    finally:
+        if job is not None:
+            job.stop()
+    if code:
+        raise typer.Exit(code)
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _run_inputs(options, sources, positions, log_format, vocabulary, job) -> dict[str, int]:
+    """Run this process' inputs (``positions`` into ``sources``); how many ended complete, skipped, failed."""
+    counts = {"complete": 0, "skipped": 0, "failed": 0}
+    if not positions:
+        return counts
     predictor = load_predictor(options)
-    reporter = JsonlReporter() if log_format == "jsonl" else HumanReporter()
+    interactive = None if job is None or job.is_main else False  # one set of progress bars per terminal
+    reporter = JsonlReporter() if log_format == "jsonl" else HumanReporter(interactive=interactive)
     runner = SegmentRunner(predictor, options, reporter, categories=[class_name(v) for v in vocabulary])
-    failed = 0
     try:
         with HeapTrimmer():
-            for outcome in runner.run_batch(sources):
-                failed += outcome.status == "failed"
+            for outcome in runner.run_batch(sources, positions):
+                counts[outcome.status] = counts.get(outcome.status, 0) + 1
                 if outcome.status == "complete":
                     for path in outcome.outputs:
                         print_path(path)
@@ -156,9 +196,26 @@ def segment(
         print_error("interrupted; incomplete outputs were not written")
         raise typer.Exit(130) from None
     reporter.close()
-    if failed:
-        typer.echo(f"clipvis: {failed} of {len(sources)} input(s) failed", err=True)
-        raise typer.Exit(1)
+    return counts
+
+
+def _finish(counts: dict[str, int], total: int, job: DistributedRun | None) -> int:
+    """Report failures (under torchrun: rank 0, once every rank is done, for all ranks) and give the exit code."""
+    if job is None:
+        if counts["failed"]:
+            typer.echo(f"clipvis: {counts['failed']} of {total} input(s) failed", err=True)
+        return 1 if counts["failed"] else 0
+    every_rank = job.gather(counts)
+    failed = sum(c["failed"] for c in every_rank)
+    if job.is_main:
+        complete, skipped = sum(c["complete"] for c in every_rank), sum(c["skipped"] for c in every_rank)
+        typer.echo(
+            f"clipvis: {total} input(s) over {job.world_size} processes: {complete} complete, {skipped} skipped, "
+            f"{failed} failed",
+            err=True,
+        )
+        return 1 if failed else 0
+    return 1 if counts["failed"] else 0
 
 
 def check_config_file(config: Path | None) -> None:

@@ -1,0 +1,118 @@
+"""Many devices, many machines: deterministic shards of an input list, and runs under `torchrun`.
+
+``--shard K/N`` keeps input K of every N (K counted from 0) of the inputs sorted by path, so N independent jobs
+(SLURM job arrays, Kubernetes indexed jobs, GNU parallel) split a folder between them without talking to each other;
+every shard writes into the same output root and ``--skip-existing`` makes each restartable.
+
+Under ``torchrun`` (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK`` in the environment) every process takes its shard
+automatically (shard ``K * WORLD_SIZE + RANK`` of ``N * WORLD_SIZE`` when ``--shard K/N`` is given too) and its own
+GPU (``cuda:LOCAL_RANK``), and the processes meet once at the end through a ``gloo`` process group (CPU objects only:
+it works whatever backend the tensors would use) to agree on the summary and the exit status.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+# Ranks wait for each other only at the end of their share, which may take days on a large folder.
+COLLECTIVE_TIMEOUT = timedelta(days=7)
+_SHARD = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*$")
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Shard ``index`` of ``count`` (0 <= index < count)."""
+
+    index: int = 0
+    count: int = 1
+
+    def __post_init__(self) -> None:
+        if self.count < 1 or not 0 <= self.index < self.count:
+            raise ValueError(f"shard {self.index}/{self.count}: need 0 <= K < N (K counts from 0)")
+
+    @classmethod
+    def parse(cls, text: str) -> Shard:
+        """``"K/N"`` -> Shard(K, N). Raises ValueError with a one-line reason."""
+        match = _SHARD.match(text)
+        if match is None:
+            raise ValueError(f"shard {text!r}: expected K/N, e.g. 0/4 (K counts from 0)")
+        return cls(int(match.group(1)), int(match.group(2)))
+
+    def split(self, rank: int, world_size: int) -> Shard:
+        """This shard shared by ``world_size`` processes: the part of process ``rank``."""
+        return Shard(self.index * world_size + rank, self.count * world_size)
+
+    def select(self, items: Sequence[T], key: Callable[[T], str]) -> list[int]:
+        """Positions (in ``items``' own order) of the items in this shard: every ``count``-th of the items sorted
+        by ``key``, starting at ``index``. Deterministic whatever order the items come in."""
+        ranked = sorted(range(len(items)), key=lambda i: (key(items[i]), i))
+        return sorted(ranked[self.index :: self.count])
+
+
+@dataclass(frozen=True)
+class DistributedRun:
+    """This process' place in a torchrun job."""
+
+    rank: int
+    world_size: int
+    local_rank: int
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> DistributedRun | None:
+        """The torchrun environment, or None outside torchrun (or with a single process)."""
+        env = os.environ if environ is None else environ
+        try:
+            world_size = int(env.get("WORLD_SIZE", "1"))
+            rank = int(env.get("RANK", "0"))
+            local_rank = int(env.get("LOCAL_RANK", str(rank)))
+        except ValueError as error:
+            raise ValueError(f"torchrun environment: {error}") from None
+        if world_size <= 1:
+            return None
+        if not 0 <= rank < world_size:
+            raise ValueError(f"torchrun environment: RANK={rank} outside WORLD_SIZE={world_size}")
+        return cls(rank, world_size, local_rank)
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def device(self, requested: str, cuda_available: bool) -> str:
+        """``auto``/``cuda`` become this process' own GPU ``cuda:LOCAL_RANK`` (when CUDA is there); an explicit
+        ``cuda:N`` or ``cpu`` is kept."""
+        if requested in ("auto", "cuda") and cuda_available:
+            return f"cuda:{self.local_rank}"
+        return requested
+
+    def start(self) -> None:
+        """Join the job's gloo process group (rendezvous from torchrun's MASTER_ADDR / MASTER_PORT)."""
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            dist.init_process_group("gloo", rank=self.rank, world_size=self.world_size, timeout=COLLECTIVE_TIMEOUT)
+
+    def gather(self, value: Any) -> list[Any]:
+        """Every rank's ``value`` (picklable), in rank order, on every rank; returns once all ranks got here."""
+        import torch.distributed as dist
+
+        values: list[Any] = [None] * self.world_size
+        dist.all_gather_object(values, value)
+        return values
+
+    def barrier(self) -> None:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+    def stop(self) -> None:
+        import torch.distributed as dist
+
+        if dist.is_initialized():
+            dist.destroy_process_group()

@@ -1,0 +1,168 @@
+"""Many devices, many machines: `segment --shard K/N` and `segment` / `evaluate` under torchrun (2 gloo processes on
+the CPU, one thread each), against one process: the same files, byte for byte."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from clipvis.cli.app import app
+from clipvis.cli.distributed import DistributedRun, Shard
+
+RUN_JSON = "run.json"  # holds timings: the only file that differs between runs
+
+
+def test_shards_partition_the_sorted_inputs_whatever_their_order() -> None:
+    names = [f"v{i:02d}.mp4" for i in range(11)]
+    shuffled = list(np.random.default_rng(0).permutation(names))
+    for count in (1, 2, 3, 11, 13):
+        parts = [Shard(k, count).select(shuffled, key=str) for k in range(count)]
+        chosen = sorted(shuffled[i] for part in parts for i in part)
+        assert chosen == names  # every input in exactly one shard
+        assert [shuffled[i] for i in Shard(0, count).select(shuffled, key=str)] == sorted(
+            [shuffled[i] for i in parts[0]], key=shuffled.index
+        )
+        assert {shuffled[i] for i in parts[0]} == set(names[::count])
+    assert Shard.parse(" 2 / 5 ") == Shard(2, 5) and Shard(1, 2).split(1, 4) == Shard(5, 8)
+    for bad in ("2/2", "-1/3", "a/b", "3", "0/0"):
+        with pytest.raises(ValueError, match="shard"):
+            Shard.parse(bad)
+
+
+def test_torchrun_environment() -> None:
+    assert DistributedRun.from_env({}) is None and DistributedRun.from_env({"WORLD_SIZE": "1"}) is None
+    job = DistributedRun.from_env({"WORLD_SIZE": "4", "RANK": "3", "LOCAL_RANK": "1"})
+    assert job == DistributedRun(3, 4, 1) and not job.is_main
+    assert job.device("auto", True) == "cuda:1" and job.device("cuda", True) == "cuda:1"
+    assert job.device("auto", False) == "auto" and job.device("cpu", True) == "cpu"
+    with pytest.raises(ValueError, match="RANK"):
+        DistributedRun.from_env({"WORLD_SIZE": "2", "RANK": "2"})
+
+
+def write_video(path: Path, num_frames: int, shift: int) -> Path:
+    rng = np.random.default_rng(shift)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for t in range(num_frames):
+            frame = rng.integers(0, 60, (48, 64, 3), dtype=np.uint8)
+            frame[10:30, shift + t : shift + t + 20] = (230, 40, 40)
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
+    return path
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory) -> Path:
+    """A folder of 5 short videos (and one broken file, which fails alone on whichever rank gets it)."""
+    folder = tmp_path_factory.mktemp("videos")
+    for i, frames in enumerate((3, 4, 2, 3, 4)):
+        write_video(folder / f"clip{i}.mp4", frames, shift=5 * i)
+    (folder / "broken.mp4").write_bytes(b"not a video")  # sorted first: shard 0's, rank 0's
+    return folder
+
+
+def clipvis(args: list[str], cache: Path, torchrun: int = 0) -> subprocess.CompletedProcess:
+    env = {**os.environ, "CLIPVIS_CACHE": str(cache), "CLIPVIS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(name, None)
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={torchrun}"]
+    command = [*(launcher if torchrun else [sys.executable]), "-m", "clipvis", *args]
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+
+
+def segment_args(videos: Path, weights: Path, out: Path, *extra: str) -> list[str]:
+    return ["segment", str(videos), "--vocab", "box,sky", "--weights", str(weights), "-o", str(out),
+            "--device", "cpu", "--batch-frames", "2", *extra]
+
+
+def output_files(root: Path) -> dict[str, object]:
+    """Every output file: the JSON files' bytes (coco.json's creation time aside), overlay.mp4's frame count and
+    size (the H.264 encoder's bytes depend on its threads); not run.json (timings) nor the lock files."""
+    files: dict[str, object] = {}
+    for path in sorted(root.rglob("*")):
+        if not path.is_file() or path.name == RUN_JSON or path.name.startswith("."):
+            continue
+        if path.suffix == ".mp4":
+            with av.open(str(path)) as container:
+                frames = [frame.to_ndarray().shape for frame in container.decode(video=0)]
+            files[str(path.relative_to(root))] = (len(frames), frames[0])
+        else:
+            files[str(path.relative_to(root))] = re.sub(rb'"date_created":"[^"]*"', b"", path.read_bytes())
+    return files
+
+
+@pytest.fixture
+def one_thread(isolated_cache):
+    """In-process CLI runs with one torch thread, as the subprocesses (the same float results)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def single_process(videos, tiny_weights, tmp_path_factory) -> dict[str, bytes]:
+    root = tmp_path_factory.mktemp("single")
+    result = clipvis(segment_args(videos, tiny_weights, root / "out"), root / "cache")
+    assert result.returncode == 1 and "broken.mp4" in result.stderr, result.stderr
+    files = output_files(root / "out")
+    assert len(files) == 15  # 5 videos x (overlay, ytvis, coco)
+    return files
+
+
+def test_shards_write_what_one_process_writes(videos, tiny_weights, single_process, tmp_path, one_thread) -> None:
+    out = tmp_path / "out"
+    written = []
+    for k in range(3):
+        result = CliRunner().invoke(app, segment_args(videos, tiny_weights, out, "--shard", f"{k}/3"))
+        assert result.exit_code == (1 if k == 0 else 0), result.output
+        written.append(sorted(Path(line).parent.name for line in result.stdout.split()))
+    assert written == [["clip2"] * 3, ["clip0"] * 3 + ["clip3"] * 3, ["clip1"] * 3 + ["clip4"] * 3]
+    assert output_files(out) == single_process
+    statuses = {p.parent.name: json.loads(p.read_text())["status"] for p in out.rglob(RUN_JSON)}
+    assert statuses == {"broken": "failed", **{f"clip{i}": "complete" for i in range(5)}}
+    again = CliRunner().invoke(app, segment_args(videos, tiny_weights, out, "--shard", "1/3"))  # restartable
+    assert again.exit_code == 0 and again.stdout == ""
+    bad = CliRunner().invoke(app, segment_args(videos, tiny_weights, out, "--shard", "3/3"))
+    assert bad.exit_code == 2 and "K counts from 0" in bad.output
+
+
+def test_torchrun_two_processes_write_what_one_process_writes(videos, tiny_weights, single_process, tmp_path) -> None:
+    """Rank 0 gets the broken file: its failure shows in rank 0's summary and in torchrun's exit code."""
+    out = tmp_path / "out"
+    result = clipvis(segment_args(videos, tiny_weights, out), tmp_path / "cache", torchrun=2)
+    assert output_files(out) == single_process
+    assert result.stderr.count("6 input(s) over 2 processes: 5 complete, 0 skipped, 1 failed") == 1, result.stderr
+    assert result.returncode != 0 and "broken.mp4" in result.stderr
+    assert len(result.stdout.split()) == 15
+
+
+def test_evaluate_under_torchrun_equals_one_process(tiny_weights, tmp_path, one_thread) -> None:
+    """Videos spread over 2 ranks; rank 0 writes one results.json and one set of metrics, as one process does."""
+    from .test_evaluate_dataset import make_lvvis
+
+    data = tmp_path / "datasets"
+    make_lvvis(data)
+    common = ["evaluate", "--dataset", "lvvis_val", "--weights", str(tiny_weights), "--data-root", str(data),
+              "--device", "cpu"]
+    single = CliRunner().invoke(app, [*common, "-o", str(tmp_path / "one")])
+    assert single.exit_code == 0, single.output
+    result = clipvis([*common, "-o", str(tmp_path / "two")], tmp_path / "cache", torchrun=2)
+    assert result.returncode == 0, result.stderr
+    for name in ("results.json", "per_video/1.json", "per_video/2.json"):
+        assert (tmp_path / "two" / name).read_bytes() == (tmp_path / "one" / name).read_bytes()
+    metrics = [json.loads((tmp_path / run / "metrics.json").read_text())["metrics"] for run in ("one", "two")]
+    assert metrics[0] == metrics[1]
+    assert result.stdout.count("AP") == single.stdout.count("AP")  # one table, from rank 0
+    assert result.stderr.count("2 videos run, 0 reused") == 1
