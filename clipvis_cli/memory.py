@@ -147,6 +147,10 @@ def check_frame_memory(
     if available is not None and need > available:
         hint = " (try --batch-frames 1)" if batch_frames > 1 else ""
         raise ResolutionLimitError(
-            f"{name}: {width}x{height} frames need ~{need / 2**30:.1f} GiB with batches of {batch_frames} frames, "
-            f"only {available / 2**30:.1f} GiB of memory is available{hint}"
+            f"{name}: {width}x{height} frames need ~{_size_text(need)} with batches of {batch_frames} frames, "
+            f"only {_size_text(available)} of memory is available{hint}"
         )
+
+
+def _size_text(size: int) -> str:
+    return f"{size / 2**30:.1f} GiB" if size >= 2**30 else f"{size / 2**20:.1f} MiB"

@@ -8,7 +8,13 @@ import torch
 import typer
 
 from clipvis.cli.atomic import OutputNotWritableError
-from clipvis.cli.commands.segment import check_config_file, check_precision, load_predictor, resolve_device
+from clipvis.cli.commands.segment import (
+    check_config_file,
+    check_precision,
+    human_reporter,
+    load_predictor,
+    resolve_device,
+)
 from clipvis.cli.dataset_inference import DatasetInference, ForeignCacheFolderError, OtherRankFailed
 from clipvis.cli.datasets import (
     DatasetError,
@@ -23,7 +29,6 @@ from clipvis.cli.evaluation.errors import EvaluationInputError
 from clipvis.cli.locks import FolderBusyError
 from clipvis.cli.memory import HeapTrimmer
 from clipvis.cli.messages import print_error
-from clipvis.cli.progress import HumanReporter
 from clipvis.cli.segment import SegmentOptions
 
 
@@ -85,8 +90,7 @@ def run_dataset_evaluation(
     predictor = load_predictor(options)
     where = dataset or gt
     try:
-        interactive = None if job is None or job.is_main else False  # one set of progress bars per terminal
-        runner = DatasetInference(predictor, inputs, options, HumanReporter(interactive=interactive))
+        runner = DatasetInference(predictor, inputs, options, human_reporter(job))
     except (DatasetError, EvaluationInputError) as error:
         raise _fail(error) from None
     if job is not None:

@@ -169,6 +169,11 @@ def segment(
         raise typer.Exit(code)
 
 
+def human_reporter(job: DistributedRun | None) -> HumanReporter:
+    """Progress bars on a terminal; under torchrun only rank 0's (the others print their one-line errors)."""
+    return HumanReporter() if job is None or job.is_main else HumanReporter(interactive=False)
+
+
 def _cuda_available() -> bool:
     import torch
 
@@ -181,8 +186,7 @@ def _run_inputs(options, sources, positions, log_format, vocabulary, job) -> dic
     if not positions:
         return counts
     predictor = load_predictor(options)
-    interactive = None if job is None or job.is_main else False  # one set of progress bars per terminal
-    reporter = JsonlReporter() if log_format == "jsonl" else HumanReporter(interactive=interactive)
+    reporter = JsonlReporter() if log_format == "jsonl" else human_reporter(job)
     runner = SegmentRunner(predictor, options, reporter, categories=[class_name(v) for v in vocabulary])
     try:
         with HeapTrimmer():

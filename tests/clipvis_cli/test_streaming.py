@@ -139,3 +139,29 @@ def test_box_decoding_equals_pycocotools_crop(size) -> None:
             full = coco_mask.decode({"size": list(size), "counts": encoded["counts"].encode()})
             expected = full[y : y + h, x : x + w]
             np.testing.assert_array_equal(rle.decode_box(encoded, x, y, w, h), expected)
+
+
+def test_segment_stops_one_input_above_the_resolution_limit(tmp_path, tiny_weights, isolated_cache, monkeypatch):
+    """Not enough memory for the frames: one line naming the input, run.json 'failed', exit 1 (no OOM kill)."""
+    import json
+
+    import av
+    from typer.testing import CliRunner
+
+    from clipvis.cli import memory
+    from clipvis.cli.app import app
+
+    video = tmp_path / "big.mp4"
+    with av.open(str(video), "w") as container:
+        stream = container.add_stream("libx264", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for frame in synthetic_frames(2, 48, 64):
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode(None))
+    monkeypatch.setattr(memory, "available_memory_bytes", lambda: 1000)
+    result = CliRunner().invoke(app, ["segment", str(video), "--vocab", "box", "--weights", str(tiny_weights),
+                                      "-o", str(tmp_path / "out"), "--device", "cpu"])
+    assert result.exit_code == 1
+    errors = [line for line in result.stderr.splitlines() if "error" in line]
+    assert len(errors) == 1 and "big.mp4: 64x48 frames need ~" in errors[0] and "0.0 MiB of memory is available" in errors[0]
+    assert json.loads((tmp_path / "out" / "big" / "run.json").read_text())["status"] == "failed"
