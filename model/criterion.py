@@ -1,4 +1,6 @@
-"""The training criterion of CLIP-VIS (spec §4.2): object CE, point BCE + Dice, mask-IoU L1, deep supervision.
+"""The training criterion of CLIP-VIS: object CE, point BCE + Dice, mask-IoU L1, deep supervision.
+
+See docs/training.md, "Losses" (official: `CV:clipvis/modeling/criterion.py`).
 
 For every prediction of the decoder (the last one and each auxiliary one, ``DEC_LAYERS`` in all) the queries are
 matched to the ground-truth instances by :class:`HungarianMatcher` and four terms are computed:

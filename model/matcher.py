@@ -1,4 +1,6 @@
-"""Hungarian matching of predicted queries to ground-truth instances for training (spec §4.3).
+"""Hungarian matching of predicted queries to ground-truth instances for training.
+
+See docs/training.md, "Matching" (official: `CV:clipvis/modeling/matcher.py`).
 
 Per image, every (query, instance) pair gets a cost
 

@@ -1,4 +1,4 @@
-"""Point sampling for the training losses and the matcher (PointRend-style, spec §4.2-4.3).
+"""Point sampling for the training losses and the matcher (PointRend-style; docs/training.md, "Losses" and "Matching").
 
 The losses and the matching costs are computed on sets of points instead of whole masks. Points are normalised
 ``(x, y)`` coordinates in ``[0, 1]`` of the (padded) image, read from a mask with bilinear interpolation

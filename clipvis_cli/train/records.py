@@ -1,9 +1,10 @@
 """Training records: COCO-instances and YouTube-VIS annotation files read into plain per-image/per-video records.
 
 A :class:`TrainRecord` is one dataset item: an image with its instance annotations, or a video whose frames each
-carry theirs (the video stage samples one frame per item, spec §4.1). Training is class-agnostic: category ids
-are kept only for repeat-factor sampling. Crowd annotations are dropped here; an annotation whose segmentation
-cannot be read is dropped with a warning naming it (returned, so the caller logs each once).
+carry theirs (the video stage samples one frame per item: docs/training.md, "Data and augmentation"). Training is
+class-agnostic: category ids are kept only for repeat-factor sampling. Crowd annotations are dropped here; an
+annotation whose segmentation cannot be read is dropped with a warning naming it (returned, so the caller logs each
+once).
 
 Accepted segmentations: polygons (list of flat x,y lists), uncompressed RLE (``counts`` a list) and compressed RLE
 (``counts`` a string), as COCO, LVIS, YouTube-VIS and ``clipvis segment``'s own ``coco.json``/``ytvis.json`` write.

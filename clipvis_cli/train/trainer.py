@@ -1,4 +1,6 @@
-"""The training loop: optimiser, schedule, AMP, checkpoints, exact resume, logging, DDP (spec §4.4).
+"""The training loop: optimiser, schedule, AMP, checkpoints, exact resume, logging, DDP.
+
+See docs/training.md, "Optimisation" (official: `CV:train_net.py` build_optimizer).
 
 Output folder layout::
 
