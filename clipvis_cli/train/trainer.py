@@ -253,14 +253,23 @@ class Trainer:
         self.std = torch.tensor(settings.pixel_std, device=device).view(1, 3, 1, 1)
 
     def _amp_dtype(self) -> torch.dtype | None:
+        """The autocast dtype, or None for float32.
+
+        ``auto``: bf16 on a GPU that supports it, else fp16 (with the GradScaler); float32 on the CPU, where autocast
+        is slower than float32 for this model. ``bf16`` / ``fp16`` are honoured on any device.
+        """
         s = self.settings
-        if not s.amp or self.device.type != "cuda":
-            return None  # CPU autocast is slower than float32 for this model; AMP is a GPU feature here
+        if not s.amp:
+            return None
         if s.amp_dtype == "fp16":
             return torch.float16
-        if s.amp_dtype == "bf16" or torch.cuda.is_bf16_supported():
+        if s.amp_dtype == "bf16":
             return torch.bfloat16
-        return torch.float16
+        if s.amp_dtype != "auto":
+            raise ValueError(f"CLIPVIS.AMP_DTYPE must be auto, bf16 or fp16, not {s.amp_dtype!r}")
+        if self.device.type != "cuda":
+            return None
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
     # ---- checkpoints -------------------------------------------------------------------------------------------
     def save(self, iteration: int) -> Path:

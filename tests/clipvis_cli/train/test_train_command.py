@@ -202,3 +202,32 @@ def test_metrics_reach_tensorboard_event_files(tmp_path, tiny_train_config):
     scalars = events.Tags()["scalars"]
     assert {"total_loss", "loss_dice", "lr", "data_wait_share"} <= set(scalars)
     assert [e.step for e in events.Scalars("total_loss")] == [0, 1]
+
+
+@pytest.mark.parametrize("dtype", ["bf16", "fp16"])
+def test_mixed_precision_steps_train_with_the_pixel_decoder_in_float32(tmp_path, tiny_train_config, dtype):
+    """AMP as configured (bf16, or fp16 with the GradScaler) trains; the pixel decoder stays float32 under it."""
+    from clipvis.model.pixel_decoder import MSDeformAttnPixelDecoder
+
+    decoder_dtypes: set[torch.dtype] = set()
+    linear_dtypes: set[torch.dtype] = set()
+
+    def record(module, args, out):
+        if isinstance(module, MSDeformAttnPixelDecoder):
+            decoder_dtypes.add(out[0].dtype)
+        elif isinstance(module, torch.nn.Linear) and module.weight.requires_grad:
+            linear_dtypes.add(out.dtype)
+
+    data = write_coco(tmp_path / "data", num_images=2)
+    config = tiny_train_config(tmp_path, MAX_ITER=3)
+    handle = torch.nn.modules.module.register_module_forward_hook(record)
+    try:
+        train(config, tmp_path / "run", data, "SOLVER.AMP.ENABLED=True", f"CLIPVIS.AMP_DTYPE={dtype}")
+    finally:
+        handle.remove()
+    assert decoder_dtypes == {torch.float32}
+    assert {"bf16": torch.bfloat16, "fp16": torch.float16}[dtype] in linear_dtypes  # autocast was on (the head)
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert len(records) >= 1 and all(np.isfinite(r["total_loss"]) for r in records), records
+    weights = final_weights(tmp_path / "run")
+    assert all(torch.isfinite(v).all() for v in weights.values() if v.is_floating_point())
