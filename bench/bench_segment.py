@@ -2,6 +2,8 @@
 
     python bench/bench_segment.py                         # tiny model: (a) to (f)
     python bench/bench_segment.py --parts e --device cuda --replay-frames 300   # (e) on a GPU
+    python bench/bench_segment.py --model convnext-b --parts a --device cuda --precision bf16 --size 1280x720 \
+        --frames 200                                      # (a) on a GPU, bf16, 720p
     python bench/bench_segment.py --model r50 --skip-rss  # (a) with the full R50 architecture (slow on CPU)
     python bench/bench_segment.py --frames 60 --rss-frames 150 1500 --out-json figures.json
     python bench/bench_segment.py --parts b --child-env MALLOC_MMAP_THRESHOLD_=1048576   # (b) under another malloc
@@ -32,6 +34,7 @@ import json
 import os
 import platform
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -48,7 +51,7 @@ import torch
 from clipvis.cli.commands.segment import load_predictor
 from clipvis.cli.inputs import VideoSource
 from clipvis.cli.memory import HeapTrimmer
-from clipvis.cli.segment import FORMATS, SegmentOptions, SegmentRunner
+from clipvis.cli.segment import DEFAULT_FORMATS, SegmentOptions, SegmentRunner
 from clipvis.cli.video_io import VideoReader
 from clipvis.model import ClipVisConfig, create_model, save_pretrained
 from clipvis.model.preprocess import FramePreprocessor
@@ -69,9 +72,10 @@ MODEL_CONFIGS = {
         dim_feedforward=64, conv_dim=32, mask_dim=32, encoder_layers=1, encoder_dim_feedforward=64,
     ),
     "r50": ClipVisConfig(),
+    "convnext-b": ClipVisConfig(clip_model_name="convnext_base_w_320", clip_pretrained="laion_aesthetic_s13b_b82k"),
 }
 MASK_COVERAGE = 0.03  # random-weight masks are shifted to cover ~3 % of the frame each, like objects
-DEFAULT_FRAMES = {"tiny": 120, "r50": 8}
+DEFAULT_FRAMES = {"tiny": 120, "r50": 8, "convnext-b": 8}
 GIB = 1024**3
 
 
@@ -194,6 +198,8 @@ class ThroughputResult:
     end_to_end_fps: list[float] = field(default_factory=list)
     run_json_timings: dict[str, float] = field(default_factory=dict)
     load_average: list[float] = field(default_factory=list)
+    precision: str = "fp32"
+    size: str = f"{WIDTH}x{HEIGHT}"
 
     @property
     def ratio(self) -> float:
@@ -227,17 +233,19 @@ def end_to_end_fps(runner: SegmentRunner, video: Path, video_id: int) -> tuple[f
 
 
 def measure_throughput(
-    files: BenchFiles, model: str, frames: int, device: str, threads: int, repeats: int
+    files: BenchFiles, model: str, frames: int, device: str, threads: int, repeats: int,
+    precision: str = "fp32", height: int = HEIGHT, width: int = WIDTH,
 ) -> ThroughputResult:
-    video = files.video(frames)
+    video = files.video(frames, height, width)
     options = SegmentOptions(
         vocabulary=VOCABULARY, weights=str(files.weights(model)), output=files.root / f"out_{model}",
-        formats=FORMATS, device=device, batch_frames=BATCH_FRAMES, skip_existing=False,
+        formats=DEFAULT_FORMATS, device=device, precision=precision, batch_frames=BATCH_FRAMES, skip_existing=False,
     )
     predictor = load_predictor(options)
     runner = SegmentRunner(predictor, options, SilentReporter())
     decoded = decode_all(video)
-    result = ThroughputResult(model, len(decoded), device, threads, load_average=load_average())
+    result = ThroughputResult(model, len(decoded), device, threads, load_average=load_average(),
+                              precision=precision, size=f"{width}x{height}")
     predictor.new_video().push(decoded[:BATCH_FRAMES])  # warm-up (allocator, kernels, lazy inits)
     for repeat in range(repeats):
         result.model_only_fps.append(model_only_fps(predictor, decoded))
@@ -369,7 +377,7 @@ def replay_ceiling(files: BenchFiles, frames: int, device: str, height: int, wid
     video = files.video(frames, height, width)
     options = SegmentOptions(
         vocabulary=VOCABULARY, weights=str(files.weights("tiny")), output=files.root / "out_replay",
-        formats=FORMATS, device=device, batch_frames=BATCH_FRAMES, skip_existing=False,
+        formats=DEFAULT_FORMATS, device=device, batch_frames=BATCH_FRAMES, skip_existing=False,
     )
     predictor = load_predictor(options)
     model = predictor.model
@@ -401,7 +409,7 @@ def ranks_wall_time(files: BenchFiles, videos: int, frames: int, processes: int,
     if not folder.is_dir():
         folder.mkdir()
         for i in range(videos):
-            (folder / f"clip{i}.mp4").symlink_to(files.video(frames))
+            shutil.copyfile(files.video(frames), folder / f"clip{i}.mp4")  # distinct files (links are deduplicated)
     out = files.root / f"ranks_{processes}"
     args = ["-m", "clipvis", "segment", str(folder), "--vocab", ",".join(VOCABULARY), "--weights",
             str(files.weights("tiny")), "-o", str(out), "--device", "cpu", "--overwrite", "--log-format", "jsonl"]
@@ -434,8 +442,8 @@ def report_throughput(result: ThroughputResult) -> None:
     e2e_fps = max(result.end_to_end_fps)
     ratio = result.ratio
     print_table(
-        f"(a) throughput, {result.model} model, {result.frames} frames {WIDTH}x{HEIGHT}, device={result.device}, "
-        f"threads={result.threads}, batch={BATCH_FRAMES}",
+        f"(a) throughput, {result.model} model, {result.frames} frames {result.size}, device={result.device}, "
+        f"{result.precision}, threads={result.threads}, batch={BATCH_FRAMES}",
         [
             ("model only (push, in memory)", f"{model_fps:8.3f} frames/s  best of {_fmt_list(result.model_only_fps)}"),
             ("end to end (SegmentRunner)", f"{e2e_fps:8.3f} frames/s  best of {_fmt_list(result.end_to_end_fps)}"),
@@ -445,9 +453,9 @@ def report_throughput(result: ThroughputResult) -> None:
     )
     timings = result.run_json_timings
     total = timings.get("total", 0.0)
-    known = sum(timings.get(k, 0.0) for k in ("decode_wait", "model", "rle_wait", "overlay"))
+    known = sum(v for k, v in timings.items() if k in ("decode_wait", "model", "rle_wait") or k.startswith("write_"))
     rows = [(name, f"{seconds:9.3f} s  {100 * seconds / total:5.1f} %") for name, seconds in timings.items()]
-    rows.append(("other (finish, JSON writers)", f"{total - known:9.3f} s  {100 * (total - known) / total:5.1f} %"))
+    rows.append(("other (finish, store)", f"{total - known:9.3f} s  {100 * (total - known) / total:5.1f} %"))
     print_table("    run.json timings of the last end-to-end run (model_* are inside model)", rows)
 
 
@@ -505,6 +513,8 @@ def main() -> None:
         "--no-heap-trimmer", action="store_true", help="(a) without the CLI's HeapTrimmer (clipvis.cli.memory)"
     )
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"], help="(a) precision")
+    parser.add_argument("--size", default=f"{WIDTH}x{HEIGHT}", help="(a) video WIDTHxHEIGHT, e.g. 1280x720")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (OMP_NUM_THREADS in subprocesses)")
     parser.add_argument("--out-json", type=Path, default=None, help="also save the figures here")
     args = parser.parse_args()
@@ -528,7 +538,10 @@ def main() -> None:
             figures["heap_trimmer"] = trimmer.active
             print(f"(a) heap trimmer as in the CLI: {'on' if trimmer.active else 'off'}")
             with trimmer:
-                throughput = measure_throughput(files, args.model, frames, args.device, args.threads, args.repeats)
+                width, height = (int(v) for v in args.size.lower().split("x"))
+                throughput = measure_throughput(
+                    files, args.model, frames, args.device, args.threads, args.repeats, args.precision, height, width
+                )
             report_throughput(throughput)
             figures["throughput"] = {**asdict(throughput), "ratio": throughput.ratio}
         if "b" in parts:

@@ -105,16 +105,23 @@ MAX_FRAME_PIXELS = 2**31 - 1  # COCO RLE run lengths are 32-bit: no mask may hav
 WORKING_BYTES_PER_PIXEL = 53
 
 
+# Frame batches larger than this are not queued two deep (decoder queue, model queue): at 4K a batch of 4 frames is
+# 100 MB, and five of them in flight made peak memory grow with resolution.
+LARGE_BATCH_BYTES = 64 * 2**20
+
+
 class ResolutionLimitError(ValueError):
     """A video's frames are too large to process here; ``str()`` is one line naming the input."""
 
 
-def frame_memory_bytes(height: int, width: int, batch_frames: int, queued_batches: int) -> int:
+def frame_memory_bytes(
+    height: int, width: int, batch_frames: int, queued_batches: int, model_batches: int = 2
+) -> int:
     """Estimated memory the streaming loop needs for frames of ``height`` x ``width``: the decoded batches alive
-    (the decoder's queue, the one being filled, the one in the model and the one queued for it: 3 bytes per pixel
+    (the decoder's queue, the one being filled, and ``model_batches`` in or queued for the model: 3 bytes per pixel
     each) plus the per-frame working set (``WORKING_BYTES_PER_PIXEL``)."""
     pixels = height * width
-    return pixels * (3 * batch_frames * (queued_batches + 3) + WORKING_BYTES_PER_PIXEL)
+    return pixels * (3 * batch_frames * (queued_batches + 1 + model_batches) + WORKING_BYTES_PER_PIXEL)
 
 
 def available_memory_bytes() -> int | None:
@@ -131,7 +138,7 @@ def available_memory_bytes() -> int | None:
 
 def check_frame_memory(
     height: int, width: int, batch_frames: int, queued_batches: int, source: object = None,
-    available: int | None = None,
+    available: int | None = None, model_batches: int = 2,
 ) -> None:
     """Raise ResolutionLimitError (one line naming ``source``) when frames of this size cannot be processed: more
     than ``MAX_FRAME_PIXELS`` pixels, or an estimated working set (``frame_memory_bytes``) above the memory
@@ -142,7 +149,7 @@ def check_frame_memory(
         raise ResolutionLimitError(
             f"{name}: {width}x{height} frames have {pixels} pixels, more than COCO RLE's limit of {MAX_FRAME_PIXELS}"
         )
-    need = frame_memory_bytes(height, width, batch_frames, queued_batches)
+    need = frame_memory_bytes(height, width, batch_frames, queued_batches, model_batches)
     available = available_memory_bytes() if available is None else available
     if available is not None and need > available:
         hint = " (try --batch-frames 1)" if batch_frames > 1 else ""

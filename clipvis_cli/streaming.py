@@ -21,6 +21,7 @@ own (see ``clipvis.cli.memory``).
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator
@@ -32,7 +33,7 @@ import numpy as np
 
 from clipvis.cli import rle
 from clipvis.cli.inputs import discover_inputs
-from clipvis.cli.memory import check_frame_memory
+from clipvis.cli.memory import LARGE_BATCH_BYTES, check_frame_memory
 from clipvis.cli.video_io import BackgroundDecoder, FrameBatch, VideoReadError, open_reader
 
 
@@ -125,8 +126,17 @@ class VideoStream:
             self.close()
 
     def _stream(self) -> Iterator[StreamedFrame]:
+        pairs = _frame_pairs(self.frames)
+        first = next(pairs, None)  # the frame size decides how many batches may be in flight
+        if first is None:
+            return
+        height, width = first[1].shape[:2]
+        large = first[1].nbytes * self.batch_frames > LARGE_BATCH_BYTES
+        queued = 1 if large else self.max_queued_batches
+        model_depth = 1 if large else 2  # the batch in the model, and (small frames) one queued behind it
+        check_frame_memory(height, width, self.batch_frames, queued, self.frames, model_batches=model_depth)
         self._decoder = BackgroundDecoder(
-            _frame_pairs(self.frames), batch_size=self.batch_frames, max_queued_batches=self.max_queued_batches
+            itertools.chain([first], pairs), batch_size=self.batch_frames, max_queued_batches=queued
         )
         in_model: deque[tuple[Future, FrameBatch]] = deque()
         encoding: Future | None = None
@@ -134,12 +144,9 @@ class VideoStream:
         with self._decoder as batches:
             for batch in batches:
                 self.timings["decode_wait"] += time.perf_counter() - wait_start
-                if not self.frame_indices and not in_model:
-                    height, width = batch.frames.shape[1:3]
-                    check_frame_memory(height, width, self.batch_frames, self.max_queued_batches, self.frames)
                 # Queued behind the batch the model is on, so the model never waits for this thread.
                 in_model.append((self._model_thread.submit(self.session.push, batch.frames), batch))
-                if len(in_model) > 1:
+                if len(in_model) >= model_depth:
                     encoding = yield from self._advance(in_model.popleft(), encoding)
                 wait_start = time.perf_counter()
         while in_model:

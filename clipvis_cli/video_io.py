@@ -408,17 +408,21 @@ class BackgroundDecoder:
         iterator = iter(self._frames)
         try:
             indices: list[int] = []
-            frames: list[np.ndarray] = []
+            batch: np.ndarray | None = None  # filled in place: no second copy of a batch while it is stacked
             for index, frame in iterator:
                 if self._stop.is_set():
                     return
+                if batch is None:
+                    batch = np.empty((self._batch_size, *frame.shape), dtype=frame.dtype)
+                elif frame.shape != batch.shape[1:]:
+                    raise ValueError(f"frame {index} is {frame.shape}, the batch's frames are {batch.shape[1:]}")
+                batch[len(indices)] = frame
                 indices.append(index)
-                frames.append(frame)
                 if len(indices) == self._batch_size:
-                    if not self._put(FrameBatch(indices, np.stack(frames))):
+                    if not self._put(FrameBatch(indices, batch)):
                         return
-                    indices, frames = [], []
-            if indices and not self._put(FrameBatch(indices, np.stack(frames))):
+                    indices, batch = [], None
+            if indices and batch is not None and not self._put(FrameBatch(indices, batch[: len(indices)])):
                 return
             self._put(_END)
         except BaseException as error:  # handed to the consumer, which re-raises it

@@ -13,7 +13,7 @@ runs), its mask blended at `alpha`, its outline drawn with OpenCV contours, and 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -25,6 +25,7 @@ import numpy as np
 from clipvis.cli import rle
 from clipvis.cli.atomic import OutputNotWritableError, atomic_output_path
 from clipvis.cli.results import TrackResult, VideoInfo, check_tracks
+from clipvis.cli.video_io import BackgroundDecoder
 from clipvis.cli.writers.base import SegmentedVideo
 from clipvis.cli.writers.layout import OVERLAY_NAME
 
@@ -67,7 +68,10 @@ class OverlayRenderer:
 
     def _colour_plane(self, colour: tuple[int, int, int], height: int, width: int) -> np.ndarray:
         """A height x width image filled with `colour`: a view of a per-colour plane kept as large as the largest
-        box drawn so far (so memory follows the objects drawn, not the frame size times the number of colours)."""
+        box drawn so far, up to ``PLANE_CACHE_PIXELS`` (larger boxes get a plane of their own, freed after use), so
+        memory follows the objects drawn, not the frame size times the number of colours."""
+        if height * width > PLANE_CACHE_PIXELS:
+            return np.full((height, width, 3), colour, np.uint8)
         plane = self._colour_planes.get(colour)
         if plane is None or plane.shape[0] < height or plane.shape[1] < width:
             shape = (max(height, plane.shape[0] if plane is not None else 0),
@@ -129,6 +133,22 @@ class OverlayRenderer:
         cv2.putText(canvas, text, origin, font, font_scale, (255, 255, 255), text_thickness, cv2.LINE_AA)
 
 
+PLANE_CACHE_PIXELS = 1280 * 720  # colour planes kept between frames up to this size (20 colours: <= 55 MB)
+# Above 1920x1080 the encoder looks 2 frames ahead instead of its preset's 10: ~170 MB less at 3840x2160, where
+# encoder memory would otherwise make peak memory grow with resolution (bench/bench_segment.py part d).
+SHORT_LOOKAHEAD_PIXELS = 1920 * 1088
+SHORT_LOOKAHEAD = "rc-lookahead=2:sync-lookahead=0"
+OVERLAY_READ_AHEAD_BYTES = 32 * 2**20  # frames decoded ahead of the overlay: up to 4, fewer when they are large
+
+
+def decoded_ahead(frames: Iterable[tuple[int, np.ndarray]], depth: int = 4) -> Iterator[tuple[int, np.ndarray]]:
+    """The same ``(frame_index, frame)`` pairs, decoded in a background thread up to ``depth`` frames ahead, so
+    decoding overlaps drawing and encoding. Decoding errors are re-raised here (VideoReadError keeps its line)."""
+    with BackgroundDecoder(frames, batch_size=1, max_queued_batches=depth) as batches:
+        for batch in batches:
+            yield batch.frame_indices[0], batch.frames[0]
+
+
 def even_size(height: int, width: int) -> tuple[int, int]:
     """(height, width) rounded up to even numbers (H.264 4:2:0 requirement)."""
     return height + height % 2, width + width % 2
@@ -165,7 +185,8 @@ class OverlayVideoWriter:
     def write_video(self, path: Path, video: SegmentedVideo) -> Path:
         """The `OutputWriter` interface: decode the processed frames again and draw the shown tracks on them."""
         shown = [track for track in video.tracks if track.score >= self.min_score]
-        return self.write(path, video.frames(), video.info, shown, video.categories)
+        depth = max(1, min(4, OVERLAY_READ_AHEAD_BYTES // (3 * video.info.height * video.info.width)))
+        return self.write(path, decoded_ahead(video.frames(), depth), video.info, shown, video.categories)
 
     def write(
         self,
@@ -216,6 +237,8 @@ class OverlayVideoWriter:
 
     def _add_stream(self, container: av.container.OutputContainer, video: VideoInfo, rate: Fraction):
         options = {"crf": str(self.style.crf), "preset": self.style.preset}
+        if video.height * video.width > SHORT_LOOKAHEAD_PIXELS:
+            options["x264-params"] = SHORT_LOOKAHEAD  # x264's look-ahead frames dominate memory above 1080p
         stream = container.add_stream("libx264", rate=rate, options=options)
         stream.height, stream.width = even_size(video.height, video.width)
         stream.pix_fmt = "yuv420p"

@@ -167,3 +167,19 @@ def test_segment_stops_one_input_above_the_resolution_limit(tmp_path, tiny_weigh
     assert len(errors) == 1 and "big.mp4: 64x48 frames need ~" in errors[0]
     assert "0.0 MiB of memory is available" in errors[0]
     assert json.loads((tmp_path / "out" / "big" / "run.json").read_text())["status"] == "failed"
+
+
+def test_overlay_frames_are_decoded_ahead_in_order_and_errors_reach_the_writer() -> None:
+    from clipvis.cli.video_io import VideoReadError
+    from clipvis.cli.writers.overlay import decoded_ahead
+
+    frames = [(i, np.full((4, 6, 3), i, np.uint8)) for i in range(9)]
+    got = list(decoded_ahead(iter(frames), depth=2))
+    assert [i for i, _ in got] == list(range(9)) and all((f == i).all() for i, f in got)
+
+    def broken():
+        yield frames[0]
+        raise VideoReadError("v.mp4", "truncated or corrupt")
+
+    with pytest.raises(VideoReadError, match="v.mp4: truncated"):
+        list(decoded_ahead(broken()))
