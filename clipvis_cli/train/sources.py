@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tqdm import tqdm
+
 from clipvis.cli.atomic import atomic_write_json
 from clipvis.cli.datasets import DatasetError, locate_dataset, resolve_data_root
 from clipvis.cli.train.records import TrainDataError, TrainRecord, read_annotation_file
@@ -46,14 +48,25 @@ def remove_lvis_rare(source: Path, target: Path, progress: Callable[[str], None]
     (the official ``tools/remove_lvis_rare.py``), atomically: a partial file never appears at ``target``."""
     say = progress or (lambda message: None)
     say(f"building {target.name} from {source} (removing rare-category annotations; one-time step)")
-    with open(source, encoding="utf-8") as handle:
-        data: dict[str, Any] = json.load(handle)
+    data: dict[str, Any] = json.loads(_read_with_progress(source))
     rare = {c["id"] for c in data.get("categories", []) if c.get("frequency") == "r"}
     before = len(data.get("annotations", []))
     data["annotations"] = [a for a in data.get("annotations", []) if a.get("category_id") not in rare]
     say(f"kept {len(data['annotations'])} of {before} annotations ({len(rare)} rare categories removed); writing")
     atomic_write_json(target, data)
     return target
+
+
+def _read_with_progress(path: Path, chunk_bytes: int = 16 << 20) -> bytearray:
+    """The file's bytes, read in chunks behind a progress bar on stderr (shown on a terminal; LVIS train is ~1 GB)."""
+    buffer = bytearray()
+    with open(path, "rb") as handle, tqdm(
+        total=path.stat().st_size, desc=f"reading {path.name}", unit="B", unit_scale=True, disable=None, leave=False
+    ) as bar:
+        while chunk := handle.read(chunk_bytes):
+            buffer += chunk
+            bar.update(len(chunk))
+    return buffer
 
 
 def _image_source(name: str, root: Path, filter_empty: bool, say: Callable[[str], None]) -> TrainSource:
