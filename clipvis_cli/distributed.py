@@ -93,8 +93,11 @@ class DistributedRun:
 
     def start(self) -> None:
         """Join the job's gloo process group (rendezvous from torchrun's MASTER_ADDR / MASTER_PORT)."""
+        import torch
         import torch.distributed as dist
 
+        if torch.cuda.is_available() and self.local_rank < torch.cuda.device_count():
+            torch.cuda.set_device(self.local_rank)  # this process' GPU is also the current one (streams, events)
         if not dist.is_initialized():
             dist.init_process_group("gloo", rank=self.rank, world_size=self.world_size, timeout=COLLECTIVE_TIMEOUT)
 

@@ -58,10 +58,8 @@ class TrackMaskStore:
         if length == 0:
             return None
         self._file.flush()
-        self._file.seek(int(offset))
-        counts = self._file.read(int(length)).decode("ascii")
-        self._file.seek(0, os.SEEK_END)
-        return {"size": list(self.size), "counts": counts}
+        counts = os.pread(self._file.fileno(), int(length), int(offset)).decode("ascii")  # no shared file position:
+        return {"size": list(self.size), "counts": counts}  # safe from several threads (the overlay's renderers)
 
     def close(self) -> None:
         if not self._file.closed:

@@ -62,7 +62,7 @@ def _runs_to_host(counts: torch.Tensor, lengths: torch.Tensor, size: tuple[int, 
     host_counts.copy_(counts, non_blocking=True)
     host_lengths.copy_(lengths, non_blocking=True)
     ready = torch.cuda.Event()
-    ready.record()
+    ready.record(torch.cuda.current_stream(counts.device))  # the copies' stream, whichever device is current
     return MaskRuns(host_counts, host_lengths, size, ready)
 
 

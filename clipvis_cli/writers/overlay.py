@@ -13,7 +13,9 @@ runs), its mask blended at `alpha`, its outline drawn with OpenCV contours, and 
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -138,6 +140,7 @@ PLANE_CACHE_PIXELS = 1280 * 720  # colour planes kept between frames up to this 
 # encoder memory would otherwise make peak memory grow with resolution (bench/bench_segment.py part d).
 SHORT_LOOKAHEAD_PIXELS = 1920 * 1088
 SHORT_LOOKAHEAD = "rc-lookahead=2:sync-lookahead=0"
+RENDER_THREADS = 2  # frames drawn at once
 OVERLAY_READ_AHEAD_BYTES = 32 * 2**20  # frames decoded ahead of the overlay: up to 4, fewer when they are large
 
 
@@ -216,8 +219,18 @@ class OverlayVideoWriter:
         categories: Sequence[str],
     ) -> None:
         rate = video.processed_fps
-        with av.open(str(path), mode="w", format="mp4", options={"movflags": "+faststart"}) as container:
+
+        def encode(drawn: np.ndarray, position: int) -> None:
+            frame = av.VideoFrame.from_ndarray(pad_to_even(drawn), format="rgb24")
+            frame.pts = position
+            frame.time_base = 1 / rate
+            container.mux(stream.encode(frame))
+
+        # Frames are drawn by RENDER_THREADS threads (OpenCV and numpy release the GIL), encoded in order here.
+        with av.open(str(path), mode="w", format="mp4", options={"movflags": "+faststart"}) as container, \
+                ThreadPoolExecutor(RENDER_THREADS, thread_name_prefix="clipvis-overlay") as renderers:
             stream = self._add_stream(container, video, rate)
+            pending: deque[tuple[Future, int]] = deque()
             written = 0
             for item in frames:
                 if written >= video.num_frames:
@@ -225,12 +238,14 @@ class OverlayVideoWriter:
                         f"overlay for {video.stem!r}: more frames than the {video.num_frames} processed"
                     )
                 image = self._checked_frame(item, written, video)
-                drawn = pad_to_even(self.renderer.render(image, written, tracks, categories))
-                frame = av.VideoFrame.from_ndarray(drawn, format="rgb24")
-                frame.pts = written
-                frame.time_base = 1 / rate
-                container.mux(stream.encode(frame))
+                pending.append((renderers.submit(self.renderer.render, image, written, tracks, categories), written))
                 written += 1
+                if len(pending) > RENDER_THREADS:
+                    future, position = pending.popleft()
+                    encode(future.result(), position)
+            while pending:
+                future, position = pending.popleft()
+                encode(future.result(), position)
             if written != video.num_frames:
                 raise ValueError(f"overlay for {video.stem!r}: got {written} frames, expected {video.num_frames}")
             container.mux(stream.encode(None))
