@@ -134,7 +134,8 @@ class VideoStream:
         large = first[1].nbytes * self.batch_frames > LARGE_BATCH_BYTES
         queued = 1 if large else self.max_queued_batches
         model_depth = 1 if large else 2  # the batch in the model, and (small frames) one queued behind it
-        check_frame_memory(height, width, self.batch_frames, queued, self.frames, model_batches=model_depth)
+        source = getattr(self.frames, "path", "frames")
+        check_frame_memory(height, width, self.batch_frames, queued, source, model_batches=model_depth)
         self._decoder = BackgroundDecoder(
             itertools.chain([first], pairs), batch_size=self.batch_frames, max_queued_batches=queued
         )

@@ -183,3 +183,12 @@ def test_overlay_frames_are_decoded_ahead_in_order_and_errors_reach_the_writer()
 
     with pytest.raises(VideoReadError, match="v.mp4: truncated"):
         list(decoded_ahead(broken()))
+
+
+def test_video_stream_of_bare_frames_names_them_in_the_limit_error(predictor, monkeypatch) -> None:
+    from clipvis.cli import memory
+
+    monkeypatch.setattr(memory, "available_memory_bytes", lambda: 1000)
+    with VideoStream(predictor, list(synthetic_frames(2)), batch_frames=2) as stream:
+        with pytest.raises(ResolutionLimitError, match=r"^frames: 77x45 frames need"):
+            list(stream)
