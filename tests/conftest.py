@@ -95,6 +95,20 @@ def fidelity_root() -> Path:
     return Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "fidelity"
 
 
+def golden_case_names() -> list[str]:
+    """Every golden case present (a folder with a ``model.pth``), so a case added there, e.g. a ConvNeXt one, is
+    checked by the same tests; case1 and case2 (both RN) when none is present (their tests then skip)."""
+    root = fidelity_root()
+    found = sorted(p.name for p in root.glob("*") if (p / "model.pth").is_file()) if root.is_dir() else []
+    return found or ["case1", "case2"]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A test (or fixture) taking ``golden_case_name`` runs once per golden case present."""
+    if "golden_case_name" in metafunc.fixturenames:
+        metafunc.parametrize("golden_case_name", golden_case_names(), scope="module")
+
+
 @pytest.fixture(scope="session")
 def golden_case():
     """Factory: the folder of a golden case, or skip when the golden cases are absent

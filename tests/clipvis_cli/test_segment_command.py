@@ -161,9 +161,8 @@ def test_jsonl_events(tmp_path, tiny_weights) -> None:
     assert events[-1]["event"] == "video_done" and events[-1]["frames"] == 3
 
 
-@pytest.mark.parametrize("case_name", ["case1", "case2"])
-def test_golden_case_through_the_cli(tmp_path, case_name, golden_case) -> None:
-    case = golden_case(case_name)
+def test_golden_case_through_the_cli(tmp_path, golden_case_name, golden_case) -> None:
+    case = golden_case(golden_case_name)
     out = tmp_path / "out"
     args = ["segment", str(case / "frames"), "--vocab-file", str(case / "vocab.txt"), "--weights",
             str(case / "model.pth"), "--config", str(case / "official_config.yaml"), "--clip-config",

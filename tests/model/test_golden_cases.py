@@ -19,8 +19,6 @@ from clipvis.model import load_model
 from clipvis.model.predictor import VideoPredictor
 from clipvis.model.text_classifier import build_prompts
 
-CASES = ["case1", "case2"]
-
 
 class GoldenRun:
     """Runs a golden case once through the public API and keeps everything the tests compare."""
@@ -50,9 +48,9 @@ class GoldenRun:
         self.images = images
 
 
-@pytest.fixture(scope="module", params=CASES)
-def run(request, golden_case) -> GoldenRun:
-    return GoldenRun(golden_case(request.param))
+@pytest.fixture(scope="module")
+def run(golden_case_name: str, golden_case) -> GoldenRun:
+    return GoldenRun(golden_case(golden_case_name))
 
 
 def test_resize_is_bit_exact(run: GoldenRun) -> None:
