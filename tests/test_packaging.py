@@ -87,6 +87,8 @@ def test_wheel_has_one_top_level_package(built_wheel: Path) -> None:
     assert top_level - dist_info == {"clipvis"}
     for module in ("__init__.py", "cli/app.py", "model/clipvis.py", "weights/registry.py"):
         assert f"clipvis/{module}" in names
+    shipped_configs = sorted(p.name for p in (ROOT / "clipvis_cli" / "train" / "configs").glob("*.yaml"))
+    assert shipped_configs and all(f"clipvis/cli/train/configs/{name}" in names for name in shipped_configs)
     (info,) = dist_info
     with zipfile.ZipFile(built_wheel) as archive:
         entry_points = archive.read(f"{info}/entry_points.txt").decode()

@@ -7,6 +7,7 @@ logs and writes; every process reads its share of each global batch.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import socket
@@ -227,7 +228,12 @@ def _distributed_main(request: RunRequest) -> Path:
     # Rank 0 evaluates while the others wait at a barrier: allow long evaluations before a collective times out.
     dist.init_process_group("nccl" if use_cuda else "gloo", timeout=timedelta(hours=2))
     try:
-        return run_training(request, rank, world, local_rank)
+        result = run_training(request, rank, world, local_rank)
+        # Tear down together: free the DDP reducer (it holds the group) and let every rank arrive before the group
+        # goes away; a rank still using it while rank 0 (the store's host) exits can abort at interpreter exit.
+        gc.collect()
+        dist.barrier()
+        return result
     finally:
         dist.destroy_process_group()
 
