@@ -228,7 +228,7 @@ def end_to_end_fps(runner: SegmentRunner, video: Path, video_id: int) -> tuple[f
     seconds = time.perf_counter() - start
     if outcome.status != "complete":
         raise RuntimeError(f"segment run {outcome.status}: {outcome.error}")
-    manifest = json.loads((runner.options.output / video.stem / "run.json").read_text())
+    manifest = json.loads((outcome.outputs[0].parent / "run.json").read_text())  # repeats get `stem-2/`, ...
     return outcome.frames / seconds, manifest["timings"]
 
 
@@ -453,7 +453,8 @@ def report_throughput(result: ThroughputResult) -> None:
     )
     timings = result.run_json_timings
     total = timings.get("total", 0.0)
-    known = sum(v for k, v in timings.items() if k in ("decode_wait", "model", "rle_wait") or k.startswith("write_"))
+    writers = timings.get("writers", sum(v for k, v in timings.items() if k.startswith("write_")))  # they overlap
+    known = sum(v for k, v in timings.items() if k in ("decode_wait", "model", "rle_wait")) + writers
     rows = [(name, f"{seconds:9.3f} s  {100 * seconds / total:5.1f} %") for name, seconds in timings.items()]
     rows.append(("other (finish, store)", f"{total - known:9.3f} s  {100 * (total - known) / total:5.1f} %"))
     print_table("    run.json timings of the last end-to-end run (model_* are inside model)", rows)

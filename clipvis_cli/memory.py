@@ -7,9 +7,11 @@ its buffers reused from the heap. Buffers reused from the heap, on the other han
 then grows with every frame and is never returned (~2 MB per frame with all outputs on).
 
 :class:`HeapTrimmer` takes both: buffers up to 64 MiB are reused from the heap (a fixed mmap threshold, and no
-trimming inside ``free``), and a background thread hands free heap pages back to the kernel (``malloc_trim``) every
-second, so resident memory tracks what is live rather than the history of the run. The cost is one round of page
-faults per period instead of one per buffer.
+trimming inside ``free``), and a background thread hands free heap pages back to the kernel (``malloc_trim``) once
+the resident size has grown by ``growth_bytes`` (64 MiB) over what it was one period after the last trim, so resident
+memory tracks what is live rather than the history of the run. It checks every second but trims only on growth:
+each trim also releases the pages of the model's transient buffers, which the next frame faults back in, and
+trimming every second made the tiny model 5-8 % slower in `segment` (bench/bench_segment.py part a).
 
 Trimming cannot return a page that still holds one small live allocation. The segment runner therefore calls the
 model from a thread of its own: glibc gives that thread its own arena, so the model's large transient buffers never
@@ -21,11 +23,13 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
 import sys
 import threading
 from types import TracebackType
 
 DEFAULT_TRIM_PERIOD_S = 1.0
+DEFAULT_TRIM_GROWTH_BYTES = 64 * 2**20  # resident growth that triggers a trim
 HEAP_BUFFER_MAX_BYTES = 64 * 2**20  # larger buffers (e.g. a video's full-resolution mask stack) are mapped
 M_TRIM_THRESHOLD = -1  # glibc mallopt parameters
 M_MMAP_THRESHOLD = -3
@@ -49,15 +53,25 @@ def _load_libc() -> ctypes.CDLL | None:
 
 class HeapTrimmer:
     """Context manager: on entry, buffers up to 64 MiB are reused from the heap (process-wide glibc settings, kept
-    after exit); while open, free heap memory goes back to the kernel every ``period_s`` seconds.
+    after exit); while open, free heap memory goes back to the kernel whenever the resident size has grown by
+    ``growth_bytes`` since the last trim (checked every ``period_s`` seconds; ``growth_bytes=None``: trim at every
+    check).
 
     A no-op (``active`` is False) when ``enabled`` is False or where the C library has no ``malloc_trim``.
     """
 
-    def __init__(self, period_s: float = DEFAULT_TRIM_PERIOD_S, enabled: bool = True) -> None:
+    def __init__(
+        self,
+        period_s: float = DEFAULT_TRIM_PERIOD_S,
+        enabled: bool = True,
+        growth_bytes: int | None = DEFAULT_TRIM_GROWTH_BYTES,
+    ) -> None:
         if period_s <= 0:
             raise ValueError(f"period_s must be positive, not {period_s}")
+        if growth_bytes is not None and growth_bytes < 0:
+            raise ValueError(f"growth_bytes must be >= 0, not {growth_bytes}")
         self.period_s = period_s
+        self.growth = GrowthTrigger(growth_bytes)
         self._libc = _load_libc() if enabled else None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -75,7 +89,8 @@ class HeapTrimmer:
 
     def _run(self) -> None:
         while not self._stop.wait(self.period_s):
-            self.trim()
+            if self.growth.due(resident_bytes()):
+                self.trim()
 
     def __enter__(self) -> HeapTrimmer:
         if self._libc is not None and self._thread is None:
@@ -93,6 +108,39 @@ class HeapTrimmer:
             self._stop.set()
             self._thread.join()
             self._thread = None
+
+
+class GrowthTrigger:
+    """When to trim: the first resident size seen after a trim (or at the start) is the reference, and a trim is
+    due once the resident size exceeds it by ``growth_bytes``. ``growth_bytes=None``, or an unknown resident size:
+    always due."""
+
+    def __init__(self, growth_bytes: int | None) -> None:
+        self.growth_bytes = growth_bytes
+        self.reference: int | None = None
+
+    def due(self, resident: int | None) -> bool:
+        if self.growth_bytes is None or resident is None:
+            return True
+        if self.reference is None:
+            self.reference = resident
+            return False
+        if resident > self.reference + self.growth_bytes:
+            self.reference = None  # measured again one period after this trim, once transient buffers are back
+            return True
+        return False
+
+
+PAGE_BYTES = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def resident_bytes() -> int | None:
+    """This process' resident set size (Linux ``/proc/self/statm``), or None where unknown."""
+    try:
+        with open("/proc/self/statm", encoding="ascii") as statm:
+            return int(statm.read().split()[1]) * PAGE_BYTES
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 # --------------------------------------------------------------------------------------- memory by resolution

@@ -20,6 +20,7 @@ import json
 import os
 import time
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -287,7 +288,9 @@ class SegmentRunner:
         with self.track(source, video_id, stem) as tracked:
             info, timings = tracked.info, tracked.timings
             video = SegmentedVideo(info, tracked.tracks, self.categories, lambda: iter(tracked.reader))
+            start = time.perf_counter()
             outputs = self._write_outputs(paths, video, timings)
+            timings["writers"] = time.perf_counter() - start  # wall time: the writers overlap (write_* each)
         manifest.stale = self._settle_stale_outputs(paths, outputs, previous)
         timings["total"] = time.perf_counter() - started
         manifest.mark_complete(info.num_frames, outputs, timings)  # the outputs are fsync'ed and in place
@@ -297,12 +300,35 @@ class SegmentRunner:
         return VideoOutcome(source, stem, "complete", outputs, frames=info.num_frames)
 
     def _write_outputs(self, paths: VideoOutputPaths, video: SegmentedVideo, timings: dict[str, float]) -> list[Path]:
-        outputs: list[Path] = []
-        for writer in self.writers:
+        """Every writer's file, in writer order. Writers that draw on the frames (the overlay: decoding, drawing
+        threads, the encoder) run in this thread; the others (JSON, mostly Python) meanwhile on a helper thread,
+        one after another. A failure is raised only once both have stopped (the drawing writers' first), so no file
+        is being written when the video is reported failed; Ctrl-C stops the drawing writer here and is raised once
+        the helper (short) has finished."""
+        results: dict[int, Path] = {}
+
+        def write(index: int) -> None:
+            writer = self.writers[index]
             start = time.perf_counter()
-            outputs.append(writer.write_video(paths.directory / writer.file_name, video))
+            results[index] = writer.write_video(paths.directory / writer.file_name, video)
             timings[f"write_{writer.format}"] = time.perf_counter() - start
-        return outputs
+
+        here = [i for i, writer in enumerate(self.writers) if getattr(writer, "draws_frames", False)]
+        aside = [i for i in range(len(self.writers)) if i not in here]
+        if not here or not aside:  # nothing to overlap
+            for index in range(len(self.writers)):
+                write(index)
+            return [results[index] for index in range(len(self.writers))]
+        with ThreadPoolExecutor(1, thread_name_prefix="clipvis-writer") as helper:
+            background = helper.submit(lambda: [write(index) for index in aside])
+            try:
+                for index in here:
+                    write(index)
+            finally:
+                failure = background.exception()  # waits: nothing is left writing when this method returns
+        if failure is not None:
+            raise failure
+        return [results[index] for index in range(len(self.writers))]
 
     @staticmethod
     def _settle_stale_outputs(

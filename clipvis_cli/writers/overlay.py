@@ -62,25 +62,17 @@ class OverlayStyle:
 
 
 class OverlayRenderer:
-    """Draw the tracks of one processed frame onto an RGB image (no encoding)."""
+    """Draw the tracks of one processed frame onto an RGB image (no encoding).
+
+    The frame's masks are painted into one label image (``clipvis.cli.rle.label_map``: straight from the run
+    lengths, no mask decoded on its own), where the better-ranked track (earlier in ``tracks``) is on top where
+    masks overlap. Tinting and outlines are then a few whole-image operations, whatever the number of tracks:
+    the tint is the track's colour blended at ``alpha``, the outline the mask's inner border (``thickness``
+    pixels wide) in the track's colour.
+    """
 
     def __init__(self, style: OverlayStyle | None = None) -> None:
         self.style = style or OverlayStyle()
-        self._colour_planes: dict[tuple[int, int, int], np.ndarray] = {}  # per colour, a plane of its colour
-
-    def _colour_plane(self, colour: tuple[int, int, int], height: int, width: int) -> np.ndarray:
-        """A height x width image filled with `colour`: a view of a per-colour plane kept as large as the largest
-        box drawn so far, up to ``PLANE_CACHE_PIXELS`` (larger boxes get a plane of their own, freed after use), so
-        memory follows the objects drawn, not the frame size times the number of colours."""
-        if height * width > PLANE_CACHE_PIXELS:
-            return np.full((height, width, 3), colour, np.uint8)
-        plane = self._colour_planes.get(colour)
-        if plane is None or plane.shape[0] < height or plane.shape[1] < width:
-            shape = (max(height, plane.shape[0] if plane is not None else 0),
-                     max(width, plane.shape[1] if plane is not None else 0), 3)
-            plane = self._colour_planes[colour] = np.empty(shape, np.uint8)
-            plane[:] = colour
-        return plane[:height, :width]
 
     def render(
         self, frame: np.ndarray, position: int, tracks: Sequence[TrackResult], categories: Sequence[str]
@@ -88,31 +80,47 @@ class OverlayRenderer:
         """A copy of `frame` (H×W×3 uint8 RGB) with processed frame `position` of every track drawn on it."""
         canvas = frame.copy()
         height, width = canvas.shape[:2]
+        painted = rle.label_map([track.segmentations[position] for track in tracks], height, width)
+        drawn = np.flatnonzero(painted.boxes[:, 2] > 0)
+        if drawn.size == 0:
+            return canvas
         scale = max(0.15, min(1.0, min(height, width) / 900))
         thickness = max(1, round(2 * scale))
-        labels: list[tuple[str, tuple[int, int], tuple[int, int, int]]] = []
-        for track in tracks:
-            segmentation = track.segmentations[position]
-            if segmentation is None:
-                continue
-            x, y, w, h = (int(v) for v in rle.bbox(segmentation))
-            if w == 0 or h == 0:
-                continue
-            # Work inside the mask's box only: blending and contours cost scales with the object, not the frame.
-            mask = rle.decode_box(segmentation, x, y, w, h)
-            region = canvas[y : y + h, x : x + w]
-            colour = track_colour(track.track_id)
-            tint = self._colour_plane(colour, h, w)
-            tinted = cv2.addWeighted(region, 1 - self.style.alpha, tint, self.style.alpha, 0)
-            cv2.copyTo(tinted, mask, region)  # in place: region is a view of canvas
-            if self.style.draw_contours:
-                contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE, offset=(x, y))
-                cv2.drawContours(canvas, contours, -1, colour, thickness, lineType=cv2.LINE_AA)
-            if self.style.draw_labels:
-                labels.append((track_label(track, categories), (x, y), colour))
-        for text, anchor, colour in labels:  # labels last, so masks never cover them
-            self._draw_label(canvas, text, anchor, colour, scale)
+        colours = np.zeros((len(tracks) + 1, 3), dtype=np.uint8)  # label -> RGB (label 0: unused)
+        colours[1:] = [track_colour(track.track_id) for track in tracks]
+        border = 2 * thickness + 1 if self.style.draw_contours else 0
+        for top in range(0, height, max(1, STRIP_PIXELS // width)):  # strips: temporaries stay small at 4K
+            bottom = min(height, top + max(1, STRIP_PIXELS // width))
+            self._tint_strip(canvas, frame, painted.labels, colours, top, bottom, border)
+        if self.style.draw_labels:
+            for k in drawn[::-1]:  # the best-ranked track's label last, on top
+                x, y = (int(v) for v in painted.boxes[k, :2])
+                self._draw_label(canvas, track_label(tracks[k], categories), (x, y), track_colour(tracks[k].track_id),
+                                 scale)
         return canvas
+
+    def _tint_strip(
+        self, canvas: np.ndarray, frame: np.ndarray, labels: np.ndarray, colours: np.ndarray,
+        top: int, bottom: int, border: int,
+    ) -> None:
+        """Rows ``top:bottom`` of the canvas: tint under every mask, then (``border`` > 0: the outline kernel's
+        size) each mask's inner border in its colour."""
+        strip = labels[top:bottom]
+        covered = cv2.compare(strip, 0, cv2.CMP_GT)
+        if not covered.any():
+            return
+        colour = _colour_image(strip, colours)  # [h, W, 3]
+        tinted = cv2.addWeighted(frame[top:bottom], 1 - self.style.alpha, colour, self.style.alpha, 0)
+        cv2.copyTo(tinted, covered, canvas[top:bottom])
+        if border:
+            # A pixel is on a border when its neighbourhood holds another label; rows beyond the strip count too.
+            margin = border // 2
+            above, below = max(0, top - margin), min(labels.shape[0], bottom + margin)
+            kernel = np.ones((border, border), np.uint8)
+            window = labels[above:below]
+            edges = cv2.compare(cv2.dilate(window, kernel), cv2.erode(window, kernel), cv2.CMP_NE)
+            edges = cv2.bitwise_and(edges[top - above : top - above + bottom - top], covered)
+            cv2.copyTo(colour, edges, canvas[top:bottom])
 
     @staticmethod
     def _draw_label(
@@ -135,7 +143,17 @@ class OverlayRenderer:
         cv2.putText(canvas, text, origin, font, font_scale, (255, 255, 255), text_thickness, cv2.LINE_AA)
 
 
-PLANE_CACHE_PIXELS = 1280 * 720  # colour planes kept between frames up to this size (20 colours: <= 55 MB)
+def _colour_image(labels: np.ndarray, colours: np.ndarray) -> np.ndarray:
+    """``colours[labels]`` as an ``[h, w, 3]`` image: one OpenCV table lookup per channel for uint8 labels (~10x
+    faster than numpy's gather), numpy's ``take`` otherwise."""
+    if labels.dtype != np.uint8:
+        return np.take(colours, labels, axis=0)
+    table = np.zeros((256, 3), dtype=np.uint8)
+    table[: len(colours)] = colours
+    return cv2.merge([cv2.LUT(labels, np.ascontiguousarray(table[:, channel])) for channel in range(3)])
+
+
+STRIP_PIXELS = 1 << 20  # the tint and outlines are drawn in strips of about this many pixels
 # Above 1920x1080 the encoder looks 2 frames ahead instead of its preset's 10: ~170 MB less at 3840x2160, where
 # encoder memory would otherwise make peak memory grow with resolution (bench/bench_segment.py part d).
 SHORT_LOOKAHEAD_PIXELS = 1920 * 1088
@@ -178,6 +196,7 @@ class OverlayVideoWriter:
 
     format = "overlay"
     file_name = OVERLAY_NAME
+    draws_frames = True  # decodes and draws every frame: SegmentRunner runs the other writers alongside it
 
     def __init__(self, style: OverlayStyle | None = None, threads: int = 0, min_score: float = 0.0) -> None:
         self.style = style or OverlayStyle()
@@ -220,13 +239,13 @@ class OverlayVideoWriter:
     ) -> None:
         rate = video.processed_fps
 
-        def encode(drawn: np.ndarray, position: int) -> None:
-            frame = av.VideoFrame.from_ndarray(pad_to_even(drawn), format="rgb24")
+        def encode(planes: np.ndarray, position: int) -> None:
+            frame = av.VideoFrame.from_ndarray(planes, format="yuv420p")
             frame.pts = position
             frame.time_base = 1 / rate
             container.mux(stream.encode(frame))
 
-        # Frames are drawn by RENDER_THREADS threads (OpenCV and numpy release the GIL), encoded in order here.
+        # Frames are drawn (and converted to YUV) by RENDER_THREADS threads, encoded in order here.
         with av.open(str(path), mode="w", format="mp4", options={"movflags": "+faststart"}) as container, \
                 ThreadPoolExecutor(RENDER_THREADS, thread_name_prefix="clipvis-overlay") as renderers:
             stream = self._add_stream(container, video, rate)
@@ -238,7 +257,7 @@ class OverlayVideoWriter:
                         f"overlay for {video.stem!r}: more frames than the {video.num_frames} processed"
                     )
                 image = self._checked_frame(item, written, video)
-                pending.append((renderers.submit(self.renderer.render, image, written, tracks, categories), written))
+                pending.append((renderers.submit(self._render_yuv, image, written, tracks, categories), written))
                 written += 1
                 if len(pending) > RENDER_THREADS:
                     future, position = pending.popleft()
@@ -249,6 +268,14 @@ class OverlayVideoWriter:
             if written != video.num_frames:
                 raise ValueError(f"overlay for {video.stem!r}: got {written} frames, expected {video.num_frames}")
             container.mux(stream.encode(None))
+
+    def _render_yuv(
+        self, image: np.ndarray, position: int, tracks: Sequence[TrackResult], categories: Sequence[str]
+    ) -> np.ndarray:
+        """The drawn frame as the encoder's yuv420p planes (``[3H/2, W]``, BT.601 limited range, as FFmpeg's own
+        conversion within rounding), converted here in the drawing threads rather than by the encoding thread."""
+        drawn = self.renderer.render(image, position, tracks, categories)
+        return cv2.cvtColor(pad_to_even(drawn), cv2.COLOR_RGB2YUV_I420)
 
     def _add_stream(self, container: av.container.OutputContainer, video: VideoInfo, rate: Fraction):
         options = {"crf": str(self.style.crf), "preset": self.style.preset}

@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from clipvis.cli.memory import HeapTrimmer
+from clipvis.cli.memory import GrowthTrigger, HeapTrimmer
 
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="malloc_trim is glibc's (Linux)")
 
@@ -47,7 +47,7 @@ def test_trim_returns_freed_heap_memory_to_the_kernel() -> None:
 
 @linux_only
 def test_trims_periodically_while_open_and_stops_on_exit() -> None:
-    with HeapTrimmer(period_s=0.01) as trimmer:
+    with HeapTrimmer(period_s=0.01, growth_bytes=None) as trimmer:
         assert len(trimmer_threads()) == 1
         deadline = time.monotonic() + 5
         while trimmer.trims < 3 and time.monotonic() < deadline:
@@ -57,6 +57,35 @@ def test_trims_periodically_while_open_and_stops_on_exit() -> None:
     count = trimmer.trims
     time.sleep(0.05)
     assert trimmer.trims == count
+
+
+def test_trims_only_when_resident_memory_grew() -> None:
+    """Every trim makes the model fault its transient buffers back in: a steady run is not trimmed at all; a run
+    whose resident size grows is trimmed once it has grown by growth_bytes over the size seen after the last
+    trim."""
+    trigger = GrowthTrigger(growth_bytes=100)
+    assert [trigger.due(r) for r in (1000, 1050, 1100, 1090)] == [False, False, False, False]  # reference 1000
+    assert trigger.due(1101)  # grown by more than 100
+    assert [trigger.due(r) for r in (900, 990, 1001)] == [False, False, True]  # new reference: 900
+    assert GrowthTrigger(growth_bytes=None).due(5) and GrowthTrigger(growth_bytes=10).due(None)
+
+
+@linux_only
+def test_trimmer_thread_trims_on_growth() -> None:
+    with HeapTrimmer(period_s=0.01, growth_bytes=16 * 2**20) as trimmer:
+        time.sleep(0.1)
+        quiet = trimmer.trims
+        buffers, pins = [], []
+        for _ in range(64):  # 64 MiB in the heap, pinned by small live allocations: resident until trimmed
+            buffers.append(np.ones(1 << 17))
+            pins.append(np.ones(1 << 10))
+        del buffers
+        deadline = time.monotonic() + 5
+        while trimmer.trims == quiet and time.monotonic() < deadline:
+            time.sleep(0.01)
+    assert quiet == 0
+    assert trimmer.trims >= 1
+    del pins
 
 
 def test_disabled_trimmer_does_nothing() -> None:
@@ -70,3 +99,5 @@ def test_disabled_trimmer_does_nothing() -> None:
 def test_period_must_be_positive() -> None:
     with pytest.raises(ValueError, match="period_s"):
         HeapTrimmer(period_s=0)
+    with pytest.raises(ValueError, match="growth_bytes"):
+        HeapTrimmer(growth_bytes=-1)

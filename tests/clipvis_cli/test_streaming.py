@@ -51,6 +51,9 @@ def test_compression_of_long_and_negative_deltas() -> None:
     compressed = rle.compress_runs(runs, np.array([6]), (8, 10_000_001))
     reference = coco_mask.frPyObjects({"counts": runs.tolist(), "size": [8, 10_000_001]}, 8, 10_000_001)
     assert compressed.counts(0) == reference["counts"].decode("ascii")
+    decoded, lengths = rle.decompress_many([compressed.counts(0), reference["counts"], compressed.counts(0)])
+    np.testing.assert_array_equal(decoded, np.concatenate([runs, runs, runs]))
+    assert lengths.tolist() == [6, 6, 6]
 
 
 def test_store_keeps_compressed_frames_and_empty_tracks() -> None:
@@ -127,19 +130,46 @@ def test_resolution_limit_is_one_clear_error() -> None:
 
 
 @pytest.mark.parametrize("size", [(1, 1), (5, 1), (37, 61), (540, 960)])
-def test_box_decoding_equals_pycocotools_crop(size) -> None:
-    """The overlay decodes only a drawn box's columns; same pixels as decoding the whole mask and cropping."""
-    masks = np.concatenate([drawn_masks(*size), np.random.default_rng(2).random((2, *size)) > 0.5])
-    for mask in masks:
-        encoded = rle.encode(mask)
-        runs = rle.decompress_counts(encoded["counts"])
-        assert runs.sum() == mask.size
-        assert rle.compress_runs(runs, np.array([runs.size]), size).counts(0) == encoded["counts"]
-        x, y, w, h = (int(v) for v in rle.bbox(encoded))
-        if w and h:
-            full = coco_mask.decode({"size": list(size), "counts": encoded["counts"].encode()})
-            expected = full[y : y + h, x : x + w]
-            np.testing.assert_array_equal(rle.decode_box(encoded, x, y, w, h), expected)
+def test_label_map_equals_painting_decoded_masks(size) -> None:
+    """The overlay paints every track of a frame from the run lengths at once: the same labels as decoding each
+    mask with pycocotools and painting them (the earliest in the list on top), the same boxes as toBbox."""
+    rng = np.random.default_rng(size[0] + size[1])
+    masks = np.concatenate([drawn_masks(*size), rng.random((3, *size)) > np.array([0.5, 0.9, 0.99])[:, None, None]])
+    rles: list = [rle.encode(mask) for mask in masks]
+    rles[1] = None  # a track absent on this frame
+    rles[3] = {"size": list(size), "counts": rle.decompress_counts(rles[3]["counts"]).tolist()}  # list counts
+    painted = rle.label_map(rles, *size)
+    expected = np.zeros(size, np.uint8)
+    for number in range(len(rles), 0, -1):
+        if rles[number - 1] is not None:
+            expected[rle.decode(rles[number - 1])] = number
+    np.testing.assert_array_equal(painted.labels, expected)
+    for number, encoded in enumerate(rles):
+        box = [0, 0, 0, 0] if encoded is None else rle.bbox(encoded)
+        assert painted.boxes[number].tolist() == box
+    for encoded in rles:
+        if encoded is not None and isinstance(encoded["counts"], str):
+            runs = rle.decompress_counts(encoded["counts"])
+            assert rle.compress_runs(runs, np.array([runs.size]), size).counts(0) == encoded["counts"]
+
+
+def test_label_map_of_many_masks_and_bad_counts() -> None:
+    """More than 254 masks switch to 16-bit labels; counts that do not cover the frame are an error, not a
+    wrong picture."""
+    size = (23, 29)
+    masks = np.random.default_rng(3).random((300, *size)) > 0.97
+    painted = rle.label_map(rle.encode_many(masks), *size)
+    assert painted.labels.dtype == np.uint16
+    expected = np.where(masks.any(0), masks.argmax(0) + 1, 0)
+    np.testing.assert_array_equal(painted.labels, expected)
+    runs, lengths = rle.decompress_many([e["counts"] for e in rle.encode_many(masks[:5])])
+    assert lengths.sum() == runs.size and (np.add.reduceat(runs, np.cumsum(lengths) - lengths) == 23 * 29).all()
+    with pytest.raises(ValueError, match="do not cover"):
+        rle.label_map([{"size": list(size), "counts": [5, 3]}], *size)
+    with pytest.raises(ValueError, match="RLE of size"):
+        rle.label_map([rle.encode(masks[0])], 29, 23)
+    with pytest.raises(ValueError, match="malformed"):
+        rle.decompress_many(["0P"])  # 'P' (32 + 48) says a character follows, but the string ends
 
 
 def test_segment_stops_one_input_above_the_resolution_limit(tmp_path, tiny_weights, isolated_cache, monkeypatch):
