@@ -19,8 +19,8 @@
     count, each in a fresh process (target: ratio <= 1.5).
 (e) a model-free ceiling: SegmentRunner with all outputs while the network's outputs are replayed from a recording
     (tiny model's, 100 queries) at 1280x720: frames/s of everything around the network (`--device cuda` on a GPU).
-(f) wall time of `clipvis segment FOLDER` over 8 short videos: one process with --threads threads against
-    `torchrun --nproc-per-node 2` with one thread per process.
+(f) wall time of `clipvis segment FOLDER` over 8 short videos: one process with --threads threads, and one with
+    1 thread, against `torchrun --nproc-per-node 2` with one thread per process.
 
 Videos (moving coloured shapes over a smoothly textured gradient, 854x480, 30 fps) and checkpoints are made once per
 run in a temporary folder. Random weights are adjusted so that masks are object-sized (see make_masks_object_like).
@@ -410,7 +410,7 @@ def ranks_wall_time(files: BenchFiles, videos: int, frames: int, processes: int,
         folder.mkdir()
         for i in range(videos):
             shutil.copyfile(files.video(frames), folder / f"clip{i}.mp4")  # distinct files (links are deduplicated)
-    out = files.root / f"ranks_{processes}"
+    out = files.root / f"ranks_{processes}x{threads if processes <= 1 else 1}"
     args = ["-m", "clipvis", "segment", str(folder), "--vocab", ",".join(VOCABULARY), "--weights",
             str(files.weights("tiny")), "-o", str(out), "--device", "cpu", "--overwrite", "--log-format", "jsonl"]
     if processes > 1:
@@ -577,14 +577,19 @@ def main() -> None:
             figures["replay"] = replay
         if "f" in parts:
             one = ranks_wall_time(files, args.rank_videos, args.rank_frames, 1, args.threads)
+            single = ranks_wall_time(files, args.rank_videos, args.rank_frames, 1, 1)
             two = ranks_wall_time(files, args.rank_videos, args.rank_frames, 2, args.threads)
             speedup = one.wall_seconds / two.wall_seconds
+            per_rank = single.wall_seconds / two.wall_seconds
             print_table(
                 f"(f) {args.rank_videos} videos x {args.rank_frames} frames {WIDTH}x{HEIGHT}, tiny model, all outputs",
                 [(r.label, f"{r.wall_seconds:8.1f} s  load before/after {_fmt_list(r.load_average)}")
-                 for r in (one, two)] + [("speed-up", f"{speedup:8.2f}x")],
+                 for r in (one, single, two)]
+                + [(f"speed-up vs 1 process x {args.threads} threads", f"{speedup:8.2f}x"),
+                   ("speed-up vs 1 process x 1 thread (same threads per rank)", f"{per_rank:8.2f}x")],
             )
-            figures["ranks"] = {"runs": [asdict(one), asdict(two)], "speedup": speedup}
+            figures["ranks"] = {"runs": [asdict(one), asdict(single), asdict(two)], "speedup": speedup,
+                                "speedup_same_threads_per_rank": per_rank}
         figures["generation_seconds"] = files.generation_seconds
         print_table("setup (not timed above)", [(k, f"{v:7.1f} s") for k, v in files.generation_seconds.items()])
     figures["load_average_end"] = load_average()

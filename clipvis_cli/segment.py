@@ -45,7 +45,7 @@ from clipvis.cli.writers import (
     create_writers,
     writer_formats,
 )
-from clipvis.cli.writers.layout import ClaimedFolder, claim_output_folder
+from clipvis.cli.writers.layout import ClaimedFolder, claim_output_folder, plan_folder_names
 from clipvis.cli.writers.manifest import STATUS_INTERRUPTED
 
 FORMATS = writer_formats()  # every --formats name (DEFAULT_FORMATS: what segment writes unless told)
@@ -164,23 +164,29 @@ class SegmentRunner:
         """Process `sources` in order (video ids 1..N), yielding each outcome as soon as it is known. `positions`:
         only these inputs (a shard, clipvis.cli.distributed), which keep the video ids and folder names they have
         in the whole list."""
-        self._reserved = frozenset(source.stem.lower() for source in sources if source.ok)
+        readable = [position for position, source in enumerate(sources) if source.ok]
+        # Every shard plans the whole list's folder names the same way, so which of two same-stem inputs gets
+        # `stem/` and which `stem-2/` does not depend on which shard runs first.
+        planned = dict(zip(readable, plan_folder_names([sources[p].stem for p in readable]), strict=True))
+        self._reserved = frozenset(name.lower() for p in readable for name in (sources[p].stem, planned[p]))
         positions = range(len(sources)) if positions is None else positions
         self.reporter.batch_started(len(positions))
         for position in positions:
-            yield self.run(sources[position], position + 1)
+            yield self.run(sources[position], position + 1, folder=planned.get(position))
 
-    def run(self, source: VideoSource, video_id: int, stem: str | None = None) -> VideoOutcome:
-        """Process one input into `OUTPUT/<stem or its natural stem>[-N]/`. Failures are returned (never raised),
-        except KeyboardInterrupt."""
+    def run(
+        self, source: VideoSource, video_id: int, stem: str | None = None, folder: str | None = None
+    ) -> VideoOutcome:
+        """Process one input into `OUTPUT/<stem or its natural stem>[-N]/`, or `OUTPUT/<folder>/` first when given
+        (the name `run_batch` planned for it). Failures are returned (never raised), except KeyboardInterrupt."""
         opts = self.options
         stem = stem or source.stem
         if not source.ok:
             return self._failed(source, stem, source.describe_error())
         manifest = RunManifest.start(source, stem, opts.weights, opts.vocabulary, opts.result_options())
-        reserved = self._reserved - {stem.lower()}
+        reserved = self._reserved - {stem.lower(), (folder or stem).lower()}
         try:
-            claim = claim_output_folder(opts.output, manifest, source, self._taken, reserved)
+            claim = claim_output_folder(opts.output, manifest, source, self._taken, reserved, preferred=folder)
         except FolderBusyError as error:
             self.reporter.video_skipped(source, stem, reason=f"{error}; skipped")
             return VideoOutcome(source, stem, "skipped", error=str(error))

@@ -23,6 +23,7 @@ import os
 import random
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -356,7 +357,9 @@ class Trainer:
             grad_norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params if p.grad is not None]))
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        self.scheduler.step()
+        with warnings.catch_warnings():  # a step the fp16 scaler skipped (inf gradients) still advances the
+            warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)` before")
+            self.scheduler.step()  # schedule, as in the official AMP trainer: PyTorch's warning says nothing more
         values = torch.stack([losses.total.detach()] + [v.detach().float() for v in losses.terms.values()])
         if self.world > 1:
             dist.all_reduce(values)

@@ -10,6 +10,8 @@ input is processed, so two processes never interleave in one folder.
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -81,13 +83,15 @@ def claim_output_folder(
     source: VideoSource,
     taken: set[str] | None = None,
     reserved: set[str] | frozenset[str] = frozenset(),
+    preferred: str | None = None,
 ) -> ClaimedFolder:
     """Choose, lock and return the output folder of `source` (see module docstring).
 
     `manifest` is the run's "running" manifest; its `stem` is the natural folder name and is set to the folder
     chosen; it is written into a new folder at once (so the folder is marked as this source's before the root lock
     is released). `taken`: lower-case names already given to other inputs of this batch (updated). `reserved`:
-    lower-case natural names of other inputs of this batch, which a `-N` suffix avoids.
+    lower-case natural names of other inputs of this batch, which a `-N` suffix avoids. `preferred`: the name to try
+    first (`plan_folder_names`), before `stem`, `stem-2`, ….
 
     Raises FolderBusyError when this source's folder is locked by another live process, OutputNotWritableError
     when the output root or folder cannot be written.
@@ -101,7 +105,8 @@ def claim_output_folder(
     except OSError as error:
         raise OutputNotWritableError(root, error) from error
     try:
-        for name in _candidates(stem, taken, reserved):
+        first = [preferred] if preferred and preferred.lower() not in taken else []
+        for name in itertools.chain(first, (n for n in _candidates(stem, taken, reserved) if n != preferred)):
             directory = root / name
             previous = RunManifest.read(directory / MANIFEST_NAME)
             if previous is not None and previous.source_path != owner:
@@ -122,6 +127,20 @@ def claim_output_folder(
         raise OutputNotWritableError(root / stem, f"no free folder name {stem}-N below {_MAX_SUFFIX}")
     finally:
         root_lock.release()
+
+
+def plan_folder_names(stems: Sequence[str]) -> list[str]:
+    """The folder names a batch's inputs get, in order, when the output root holds none of their folders yet: the
+    choice `claim_output_folder` makes claiming them one after another, made without touching the disk. Shards
+    of one batch (`--shard`, torchrun ranks) each plan the whole list, so they agree whatever order they run in."""
+    natural = frozenset(stem.lower() for stem in stems)
+    taken: set[str] = set()
+    names = []
+    for stem in stems:
+        name = next(_candidates(stem, taken, natural - {stem.lower()}))
+        taken.add(name.lower())
+        names.append(name)
+    return names
 
 
 def _candidates(stem: str, taken: set[str], reserved: set[str] | frozenset[str]):

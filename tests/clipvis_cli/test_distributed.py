@@ -166,3 +166,20 @@ def test_evaluate_under_torchrun_equals_one_process(tiny_weights, tmp_path, one_
     assert metrics[0] == metrics[1]
     assert result.stdout.count("AP") == single.stdout.count("AP")  # one table, from rank 0
     assert result.stderr.count("2 videos run, 0 reused") == 1
+
+
+def test_same_stem_inputs_get_the_same_folders_whatever_shard_runs_first(tiny_weights, tmp_path, one_thread) -> None:
+    """a/clip.mp4 and b/clip.mp4 in one batch: a gets clip/ and b clip-2/, as one process gives them, also when b's
+    shard runs before a's."""
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+    a = write_video(tmp_path / "a" / "clip.mp4", 2, 1)
+    b = write_video(tmp_path / "b" / "clip.mp4", 2, 7)
+    out = tmp_path / "out"
+    for shard in ("1/2", "0/2"):  # shard 1 is b's
+        args = ["segment", str(a), str(b), "--vocab", "box,sky", "--weights", str(tiny_weights), "-o", str(out),
+                "--device", "cpu", "--formats", "ytvis", "--shard", shard]
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 0, result.output
+    owners = {p.parent.name: Path(json.loads(p.read_text())["source"]["path"]).parent.name for p in out.rglob(RUN_JSON)}
+    assert owners == {"clip": "a", "clip-2": "b"}

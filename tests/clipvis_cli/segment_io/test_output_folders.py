@@ -9,7 +9,7 @@ import pytest
 from clipvis.cli.inputs import VideoSource
 from clipvis.cli.locks import FolderBusyError, FolderLock
 from clipvis.cli.writers import RunManifest
-from clipvis.cli.writers.layout import claim_output_folder
+from clipvis.cli.writers.layout import claim_output_folder, plan_folder_names
 
 
 def claim(root: Path, source: VideoSource, taken: set[str] | None = None, reserved=frozenset()) -> str:
@@ -32,6 +32,7 @@ def test_one_batch_suffixes_collisions_deterministically(tmp_path: Path) -> None
     taken: set[str] = set()
     names = [claim(tmp_path / "out", s, taken, reserved - {s.stem.lower()}) for s in sources]
     assert names == ["clip", "clip-3", "clip-2", "CLIP-4", "other"]
+    assert plan_folder_names([s.stem for s in sources]) == names  # what every shard plans, without the disk
 
 
 def test_same_stem_from_another_source_on_another_day(tmp_path: Path) -> None:
