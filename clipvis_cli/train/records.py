@@ -138,14 +138,20 @@ def read_coco_instances(
 ) -> tuple[list[TrainRecord], list[str]]:
     """A COCO/LVIS instances file -> one record per image (images without usable instances dropped when
     ``filter_empty``), and the warnings for annotations that were skipped."""
+    data = _read_json(annotation_file) if data is None else data
     images, annotations = _entries(annotation_file, data, "images", "a COCO instances file")
     warnings: list[str] = []
     frames: dict[Any, FrameRecord] = {}
+    sources = _video_sources(annotation_file, data.get("video_sources"))
     for image in images:
         try:
             # LVIS gives coco_url instead of file_name: the file name is its last two components (split/name).
             file_name = image.get("file_name") or "/".join(str(image["coco_url"]).split("/")[-2:])
-            frames[image["id"]] = FrameRecord(image_root / file_name, int(image["height"]), int(image["width"]))
+            frames[image["id"]] = FrameRecord(
+                image_root / file_name, int(image["height"]), int(image["width"]),
+                # segment's coco.json of a video input: the frame is decoded from the video when no image exists
+                source_video=sources.get(image.get("video_id")), frame_index=int(image.get("frame_index") or 0),
+            )
         except (KeyError, TypeError, ValueError):
             warnings.append(f"{annotation_file}: skipped image entry without id/file_name/height/width: "
                             f"{str(image)[:80]}")
@@ -184,6 +190,25 @@ def _frame_path(frames_root: Path, file_name: str) -> Path:
     return direct
 
 
+def _source_video(annotation_file: Path, source: Any) -> Path | None:
+    """The video file a ``source`` field names (as given, else relative to the annotation file), or None."""
+    if not isinstance(source, str) or not source:
+        return None
+    for candidate in (Path(source), annotation_file.parent / source):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _video_sources(annotation_file: Path, videos: Any) -> dict[Any, Path]:
+    """A COCO file's non-standard ``video_sources`` list (``segment``'s ``coco.json``): video id -> video file."""
+    found = {}
+    for video in videos if isinstance(videos, list) else []:
+        if isinstance(video, dict) and (path := _source_video(annotation_file, video.get("source"))) is not None:
+            found[video.get("video_id")] = path
+    return found
+
+
 def read_ytvis(
     annotation_file: Path, frames_root: Path, data: dict[str, Any] | None = None
 ) -> tuple[list[TrainRecord], list[str]]:
@@ -201,14 +226,10 @@ def read_ytvis(
         try:
             names = list(video["file_names"])
             height, width = int(video["height"]), int(video["width"])
-            source = video.get("source")
-            source_path = Path(source) if isinstance(source, str) and source else None
-            if source_path is not None and not source_path.is_absolute():
-                source_path = annotation_file.parent / source_path
+            source_path = _source_video(annotation_file, video.get("source"))
             indices = list(video.get("frame_indices") or range(len(names)))
             frames = [
-                FrameRecord(_frame_path(frames_root, name), height, width,
-                            source_video=source_path if source_path is not None and source_path.is_file() else None,
+                FrameRecord(_frame_path(frames_root, name), height, width, source_video=source_path,
                             frame_index=int(index))
                 for name, index in zip(names, indices, strict=False)
             ]

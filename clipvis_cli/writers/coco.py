@@ -4,6 +4,9 @@
   non-standard `video_id` and `frame_index` (source frame index). For a video file the name is
   `<stem>/frame_<index:06d>.jpg`: CVAT matches such items to video-task frames by the number after `frame_`;
   for an image folder it is `<stem>/<original image name>`.
+* a non-standard top-level `video_sources` list (`video_id`, `name`, `source`: the input's path), which COCO
+  readers ignore (not `videos`, which tools take for YouTube-VIS): `clipvis train` decodes a video input's frames
+  from `source` when the frame images were not extracted.
 * one annotation per (track, frame) where the track has a non-empty mask: compressed RLE `segmentation`,
   `area` and `bbox` computed from the RLE, `iscrowd` 0, `category_id`, `score`, top-level `track_id`, and
   `attributes: {"track_id", "keyframe": true, "occluded": false}` — the attribute layout CVAT's COCO 1.0
@@ -62,12 +65,15 @@ class CocoWriter(JsonDocumentWriter):
                         next_id += 1
                         yield annotation
 
+        video_sources = [
+            {"video_id": video.video_id, "name": video.stem, "source": video.source} for video, _ in results
+        ]
         info = {
             "description": "clipvis segment output",
             "version": __version__,
             "date_created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
-        return [("info", info), ("licenses", []), ("images", images),
+        return [("info", info), ("licenses", []), ("images", images), ("video_sources", video_sources),
                 ("categories", categories_json(categories)), ("annotations", annotations())]
 
     @staticmethod

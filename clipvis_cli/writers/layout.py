@@ -6,11 +6,16 @@ folder, `stem/`, else `stem-2/`, `stem-3/`, … : one recording the same source,
 another source (`a/clip.mp4` yesterday, `b/clip.mp4` today) or by someone else (files but no run.json) is never
 written into. The choice is made under a lock on the output root, and the chosen folder stays locked while the
 input is processed, so two processes never interleave in one folder.
+
+Within one batch, the names are planned from the whole input list (`plan_folder_names`: the first `clip.mp4` gets
+`clip/`, the second `clip-2/`), so shards of the batch (`--shard`, torchrun ranks) agree whatever order they run
+in; a folder an earlier run made for the same source is still reused first.
 """
 
 from __future__ import annotations
 
 import itertools
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,8 +110,9 @@ def claim_output_folder(
     except OSError as error:
         raise OutputNotWritableError(root, error) from error
     try:
-        first = [preferred] if preferred and preferred.lower() not in taken else []
-        for name in itertools.chain(first, (n for n in _candidates(stem, taken, reserved) if n != preferred)):
+        # This source's folder from an earlier run comes first wherever it is, then the planned name, then the rest.
+        first = [n for n in (*_own_folders(root, stem, owner), preferred) if n and n.lower() not in taken]
+        for name in itertools.chain(first, (n for n in _candidates(stem, taken, reserved) if n not in first)):
             directory = root / name
             previous = RunManifest.read(directory / MANIFEST_NAME)
             if previous is not None and previous.source_path != owner:
@@ -141,6 +147,27 @@ def plan_folder_names(stems: Sequence[str]) -> list[str]:
         taken.add(name.lower())
         names.append(name)
     return names
+
+
+def _own_folders(root: Path, stem: str, owner: str) -> list[str]:
+    """The folders `stem`, `stem-N` under `root` whose run.json records the source `owner`, by suffix."""
+    prefix = stem.lower()
+    found: list[tuple[int, str]] = []
+    try:
+        entries = [entry.name for entry in os.scandir(root) if entry.is_dir()]
+    except OSError:
+        return []
+    for name in entries:
+        lower = name.lower()
+        suffix = 1 if lower == prefix else None
+        if lower.startswith(prefix + "-") and lower[len(prefix) + 1 :].isdigit():
+            suffix = int(lower[len(prefix) + 1 :])
+        if suffix is None:
+            continue
+        previous = RunManifest.read(root / name / MANIFEST_NAME)
+        if previous is not None and previous.source_path == owner:
+            found.append((suffix, name))
+    return [name for _, name in sorted(found)]
 
 
 def _candidates(stem: str, taken: set[str], reserved: set[str] | frozenset[str]):

@@ -221,3 +221,38 @@ def test_registered_datasets_are_found_under_the_data_root(tmp_path):
     assert (root / "lvis" / "lvis_v1_train_norare.json").is_file() and messages
     with pytest.raises(Exception, match="unknown training dataset"):
         load_sources(["imagenet"], [], root, True)
+
+
+def test_segment_coco_json_of_a_video_trains_without_extracted_frames(tmp_path):
+    """segment's coco.json for a video input names frames that were never extracted; it records the source video,
+    and training decodes each annotated frame from it."""
+    import av
+
+    from clipvis.cli.results import TrackResult, VideoInfo
+    from clipvis.cli.train.data import read_frame
+    from clipvis.cli.writers import CocoWriter
+
+    video_path = tmp_path / "clip.mp4"
+    shown = []
+    with av.open(str(video_path), "w") as container:
+        stream = container.add_stream("libx264", rate=10, options={"crf": "0"})
+        stream.width, stream.height, stream.pix_fmt = SIZE, SIZE, "yuv444p"
+        for t in range(3):
+            image, masks = render_shapes(t)
+            shown.append((image, masks))
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        container.mux(stream.encode())
+    video = VideoInfo(video_id=1, source=str(video_path), stem="clip", height=SIZE, width=SIZE, fps=10.0,
+                      frame_stride=1, frame_indices=[0, 1, 2], file_names=[f"clip/{t:05d}.jpg" for t in range(3)])
+    tracks = [TrackResult(1, 1, 0.9, [rle.encode(masks[0].astype(bool)) for _, masks in shown])]
+    path = CocoWriter().write(tmp_path / "coco.json", video, tracks, ["box"])
+    assert json.loads(path.read_text())["video_sources"] == [{"video_id": 1, "name": "clip", "source": str(video_path)}]
+
+    records, warnings = read_annotation_file(path, tmp_path / "no-images")
+    assert warnings == [] and len(records) == 3
+    for t, record in enumerate(records):
+        (frame,) = record.frames
+        assert frame.source_video == video_path and frame.frame_index == t and not frame.path.exists()
+        decoded = read_frame(frame).astype(int)
+        assert np.abs(decoded - shown[t][0]).mean() < 3  # the frame itself, decoded from the video
+        np.testing.assert_array_equal(rle.decode(frame.instances[0].segmentation), shown[t][1][0].astype(bool))
