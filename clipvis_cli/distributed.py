@@ -114,8 +114,13 @@ class DistributedRun:
 
         dist.barrier()
 
-    def stop(self) -> None:
+    def stop(self, synchronise: bool = True) -> None:
+        """Leave the process group. ``synchronise``: first wait until every rank got here (the normal end), so no
+        rank tears gloo down while another is still finishing a collective with it (that aborted a rank at exit,
+        "terminate called without an active exception"); after an error, leave at once."""
         import torch.distributed as dist
 
         if dist.is_initialized():
+            if synchronise:
+                dist.barrier()
             dist.destroy_process_group()

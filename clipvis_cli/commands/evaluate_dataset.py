@@ -95,9 +95,11 @@ def run_dataset_evaluation(
         raise _fail(error) from None
     if job is not None:
         job.start()
+    finished = False
     try:
         with HeapTrimmer():
             summary = runner.run(output, max_videos=max_videos, job=job)
+        finished = True
     except (OutputNotWritableError, FolderBusyError, ForeignCacheFolderError) as error:
         raise _fail(error) from None
     except OtherRankFailed:
@@ -105,7 +107,7 @@ def run_dataset_evaluation(
     finally:
         runner.reporter.close()
         if job is not None:
-            job.stop()
+            job.stop(synchronise=finished)
     if not summary.main:  # torchrun rank > 0: rank 0 reports, writes and scores for the whole job
         if summary.failed:
             raise typer.Exit(1)

@@ -159,12 +159,14 @@ def segment(
     )
     if job is not None:
         job.start()
+    finished = False
     try:
         counts = _run_inputs(options, sources, positions, log_format, vocabulary, job)
         code = _finish(counts, len(sources), job)
+        finished = True
     finally:
         if job is not None:
-            job.stop()
+            job.stop(synchronise=finished)
     if code:
         raise typer.Exit(code)
 
