@@ -54,21 +54,85 @@ def _resize(image: np.ndarray, masks: np.ndarray, height: int, width: int) -> tu
     return image, masks
 
 
-def augment(image: np.ndarray, masks: np.ndarray, config: AugmentationConfig, rng: np.random.Generator
-            ) -> tuple[np.ndarray, np.ndarray]:
-    """image ``[H, W, 3]`` uint8, masks ``[N, H, W]`` uint8 -> augmented copies (same conventions)."""
+Polygons = list[np.ndarray]  # one instance's polygon parts, each [K, 2] (x, y) in pixels
+
+
+@dataclass
+class _CoordinateMap:
+    """The geometric part of an augmentation as a map of (x, y) coordinates: x' = sx * x + tx, y' = sy * y + ty."""
+
+    sx: float = 1.0
+    tx: float = 0.0
+    sy: float = 1.0
+    ty: float = 0.0
+
+    def flip(self, width: int) -> None:  # detectron2 HFlipTransform: x' = width - x
+        self.sx, self.tx = -self.sx, width - self.tx
+
+    def resize(self, height: int, width: int, new_h: int, new_w: int) -> None:  # ResizeTransform: scaled
+        fx, fy = new_w / width, new_h / height
+        self.sx, self.tx, self.sy, self.ty = self.sx * fx, self.tx * fx, self.sy * fy, self.ty * fy
+
+    def shift(self, dx: int, dy: int) -> None:  # a crop's origin
+        self.tx, self.ty = self.tx - dx, self.ty - dy
+
+    def rasterize(self, polygons: Polygons, height: int, width: int) -> np.ndarray:
+        """The mapped polygons drawn on a ``height x width`` canvas (pycocotools, parts merged; what lies outside
+        the canvas is clipped), as detectron2's polygon masks are after the transforms."""
+        from pycocotools import mask as coco_mask
+
+        scale, shift = np.array([self.sx, self.sy]), np.array([self.tx, self.ty])
+        flat = [(part * scale + shift).reshape(-1).tolist() for part in polygons]
+        return coco_mask.decode(coco_mask.merge(coco_mask.frPyObjects(flat, height, width)))
+
+
+def augment(
+    image: np.ndarray, masks: np.ndarray, config: AugmentationConfig, rng: np.random.Generator,
+    polygons: Sequence[Polygons | None] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """image ``[H, W, 3]`` uint8, masks ``[N, H, W]`` uint8 -> augmented copies (same conventions).
+
+    ``polygons[i]``, when given and not None, is instance ``i``'s polygon annotation: as in the official mappers
+    (detectron2's ``transform_instance_annotations``), its coordinates go through the flip, resize and crop and are
+    rasterized at the output size, instead of resizing its bitmask nearest-neighbour (``masks[i]`` is then not
+    used). RLE annotations have only a bitmask, resized nearest-neighbour as detectron2 does.
+    """
+    polygons = list(polygons) if polygons is not None else [None] * masks.shape[0]
+    bitmask = [i for i, p in enumerate(polygons) if p is None]
+    coordinates = _CoordinateMap()
+    masks_in = masks[bitmask] if len(bitmask) < masks.shape[0] else masks
+    out_image, out_masks = _augment_bitmaps(image, masks_in, config, rng, coordinates)
+    if len(bitmask) == masks.shape[0]:
+        return out_image, out_masks
+    height, width = out_image.shape[:2]
+    result = np.zeros((masks.shape[0], height, width), np.uint8)
+    result[bitmask] = out_masks
+    for i, parts in enumerate(polygons):
+        if parts is not None:
+            result[i] = coordinates.rasterize(parts, height, width)
+    return out_image, result
+
+
+def _augment_bitmaps(
+    image: np.ndarray, masks: np.ndarray, config: AugmentationConfig, rng: np.random.Generator,
+    coordinates: _CoordinateMap,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The augmentation of the image and the bitmasks; ``coordinates`` follows it (for polygons)."""
     if config.kind == "lsj":
         if config.flip and rng.uniform() < 0.5:
             image, masks = image[:, ::-1], masks[:, :, ::-1]
+            coordinates.flip(image.shape[1])
         height, width = image.shape[:2]
         scale = rng.uniform(config.min_scale, config.max_scale)
         target = config.image_size * scale
         factor = min(target / height, target / width)
         new_h, new_w = max(int(round(height * factor)), 1), max(int(round(width * factor)), 1)
         image, masks = _resize(np.ascontiguousarray(image), np.ascontiguousarray(masks), new_h, new_w)
+        coordinates.resize(height, width, new_h, new_w)
         size = config.image_size
         off_y = int(round(max(new_h - size, 0) * rng.uniform()))
         off_x = int(round(max(new_w - size, 0) * rng.uniform()))
+        coordinates.shift(off_x, off_y)
         image = image[off_y:off_y + size, off_x:off_x + size]
         masks = masks[:, off_y:off_y + size, off_x:off_x + size]
         out_image = np.full((size, size, 3), LSJ_PAD_VALUE, np.uint8)
@@ -79,10 +143,13 @@ def augment(image: np.ndarray, masks: np.ndarray, config: AugmentationConfig, rn
     from clipvis.model.preprocess import resized_shape
 
     short = int(config.min_sizes[int(rng.integers(len(config.min_sizes)))])
-    new_h, new_w = resized_shape(image.shape[0], image.shape[1], short, config.max_size)
+    height, width = image.shape[:2]
+    new_h, new_w = resized_shape(height, width, short, config.max_size)
     image, masks = _resize(image, masks, new_h, new_w)
+    coordinates.resize(height, width, new_h, new_w)
     if config.flip and rng.uniform() < 0.5:
         image, masks = image[:, ::-1], masks[:, :, ::-1]
+        coordinates.flip(new_w)
     return np.ascontiguousarray(image), np.ascontiguousarray(masks)
 
 
@@ -161,14 +228,18 @@ class TrainDataset(Dataset):
         frame = record.frames[int(rng.integers(len(record.frames)))] if len(record.frames) > 1 else record.frames[0]
         image = read_frame(frame)
         warnings: list[str] = []
-        masks = []
+        masks, polygons = [], []
         for inst in frame.instances:
             try:
                 masks.append(decode_segmentation(inst.segmentation, frame.height, frame.width))
             except Exception as exc:  # noqa: BLE001 - pycocotools raises several types on malformed input
                 warnings.append(f"{inst.name}: skipped bad annotation ({' '.join(str(exc).split())[:80]})")
+                continue
+            is_polygon = isinstance(inst.segmentation, list)
+            polygons.append([np.asarray(p, np.float64).reshape(-1, 2) for p in inst.segmentation] if is_polygon
+                            else None)
         stack = np.stack(masks) if masks else np.zeros((0, frame.height, frame.width), np.uint8)
-        image, stack = augment(image, stack, self.augmentation, rng)
+        image, stack = augment(image, stack, self.augmentation, rng, polygons)
         # Empty instances (e.g. cropped away) are filtered.
         keep = stack.reshape(stack.shape[0], stack.shape[1] * stack.shape[2]).any(1)
         return Sample(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import cv2
 import numpy as np
 import pytest
 
@@ -256,3 +257,43 @@ def test_segment_coco_json_of_a_video_trains_without_extracted_frames(tmp_path):
         decoded = read_frame(frame).astype(int)
         assert np.abs(decoded - shown[t][0]).mean() < 3  # the frame itself, decoded from the video
         np.testing.assert_array_equal(rle.decode(frame.instances[0].segmentation), shown[t][1][0].astype(bool))
+
+
+def mask_iou(mask: np.ndarray, other: np.ndarray) -> float:
+    a, b = mask.astype(bool), other.astype(bool)
+    return float((a & b).sum() / max((a | b).sum(), 1))
+
+
+@pytest.mark.parametrize("kind", ["lsj", "shortest_edge"])
+def test_polygon_annotations_are_transformed_then_rasterized(kind):
+    """As detectron2's mappers: a polygon's coordinates follow the flip, resize and crop and are drawn at the output
+    size, so an upscaled polygon keeps its straight edges where a nearest-neighbour bitmask turns to steps."""
+    from pycocotools import mask as coco_mask
+
+    triangle = np.array([[3.0, 4.0], [37.0, 9.0], [12.0, 35.0]])
+    polygon = [triangle.reshape(-1).tolist()]
+    mask = coco_mask.decode(coco_mask.merge(coco_mask.frPyObjects(polygon, 40, 40)))
+    fine = np.full((320, 320, 3), 30, np.uint8)  # the triangle drawn at 8x and averaged down: true sub-pixel edges
+    cv2.fillPoly(fine, [np.round(triangle * 8 * 16).astype(np.int32)], (230, 30, 30), shift=4)
+    image = cv2.resize(fine, (40, 40), interpolation=cv2.INTER_AREA)
+    if kind == "lsj":
+        config = AugmentationConfig(kind="lsj", image_size=160, min_scale=1.2, max_scale=2.0)
+    else:
+        config = AugmentationConfig(kind="shortest_edge", min_sizes=(200,), max_size=400)
+    flipped, polygon_ious, bitmap_ious = 0, [], []
+    for seed in range(8):
+        out_image, out_polygon = augment(image, mask[None], config, np.random.default_rng(seed), [[triangle]])
+        _, out_bitmap = augment(image, mask[None], config, np.random.default_rng(seed))
+        assert out_polygon.shape == out_bitmap.shape
+        red = out_image[..., 0] > 130  # the triangle's true outline, upscaled bilinearly
+        if red.sum() > 200:
+            polygon_ious.append(mask_iou(out_polygon[0], red))
+            bitmap_ious.append(mask_iou(out_bitmap[0], red))
+            flipped += bool(red[:, : red.shape[1] // 2].sum() < red[:, red.shape[1] // 2 :].sum())
+    assert len(polygon_ious) >= 4 and min(polygon_ious) > 0.93, polygon_ious
+    assert np.mean(polygon_ious) > np.mean(bitmap_ious), (polygon_ious, bitmap_ious)
+    assert flipped >= 1  # some draws flipped the image, and the polygon followed
+    # Instances without polygons (RLE annotations) keep the bitmask path.
+    _, mixed = augment(image, np.stack([mask, mask]), config, np.random.default_rng(1), [None, [triangle]])
+    _, bitmap = augment(image, mask[None], config, np.random.default_rng(1))
+    np.testing.assert_array_equal(mixed[0], bitmap[0])
