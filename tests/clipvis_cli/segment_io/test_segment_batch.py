@@ -61,3 +61,54 @@ def test_mixed_batch_through_the_real_runner(media, tmp_path, synth, tiny_weight
     redo = segment(tiny_weights, out, str(clip_a), extra=("--stride", "1", "--formats", "ytvis"))
     assert redo.exit_code == 0 and redo.stdout.strip() == str(out / "clip" / "ytvis.json")
     assert json.loads((out / "clip" / "ytvis.json").read_text())["videos"][0]["length"] == 12
+
+
+class _Writer:
+    """A writer that records when it ran and optionally fails."""
+
+    def __init__(self, name: str, log: list, draws: bool = False, fail: bool = False, seconds: float = 0.0) -> None:
+        self.format, self.file_name, self.draws_frames = name, f"{name}.out", draws
+        self.log, self.fail, self.seconds = log, fail, seconds
+
+    def write_video(self, path: Path, video) -> Path:
+        import threading
+        import time
+
+        self.log.append((self.format, "start", threading.current_thread().name))
+        time.sleep(self.seconds)
+        if self.fail:
+            raise OSError(f"{self.format} failed")
+        path.write_text("done")
+        self.log.append((self.format, "end"))
+        return path
+
+
+def test_writers_overlap_and_a_failure_is_raised_once_all_stopped(tmp_path) -> None:
+    """The drawing writer runs in the caller's thread while the JSON writers run on a helper; outputs come back in
+    writer order; a failure on either side is raised only after the other side has finished."""
+    import pytest
+
+    from clipvis.cli.segment import SegmentOptions, SegmentRunner
+    from clipvis.cli.writers.layout import VideoOutputPaths
+
+    def run(writers):
+        runner = SegmentRunner(None, SegmentOptions(["a"], "w"), reporter=None, writers=writers)
+        timings: dict[str, float] = {}
+        return runner._write_outputs(VideoOutputPaths(tmp_path), video=None, timings=timings), timings
+
+    log: list = []
+    outputs, timings = run([_Writer("ytvis", log, seconds=0.05), _Writer("coco", log),
+                            _Writer("overlay", log, draws=True, seconds=0.05)])
+    assert [p.name for p in outputs] == ["ytvis.out", "coco.out", "overlay.out"]
+    assert set(timings) == {"write_ytvis", "write_coco", "write_overlay"}
+    threads = {entry[0]: entry[2] for entry in log if entry[1] == "start"}
+    assert threads["overlay"] != threads["ytvis"] == threads["coco"]  # the JSON files on the helper thread
+
+    log.clear()
+    with pytest.raises(OSError, match="ytvis failed"):  # the helper's failure, once the overlay has finished
+        run([_Writer("ytvis", log, fail=True), _Writer("overlay", log, draws=True, seconds=0.1)])
+    assert ("overlay", "end") in log
+    log.clear()
+    with pytest.raises(OSError, match="overlay failed"):  # the overlay's failure, once the JSON files are written
+        run([_Writer("ytvis", log, seconds=0.1), _Writer("overlay", log, draws=True, fail=True)])
+    assert ("ytvis", "end") in log
