@@ -173,23 +173,16 @@ def decompress_many(counts: Sequence[str | bytes]) -> tuple[np.ndarray, np.ndarr
     return runs, runs_per_string
 
 
-def _positions(lengths: np.ndarray, offsets: np.ndarray | None = None) -> np.ndarray:
-    """For sequences of the given lengths stored back to back: each element's position inside its sequence (plus
-    its sequence's ``offsets`` entry when given), in the lengths' integer type.
-
-    Made as one running sum of +1 steps with a jump at each sequence's first element (~10x faster than
-    ``np.repeat`` when the sequences are short).
-    """
-    total = int(lengths.sum())
-    if offsets is None:
-        offsets = np.zeros_like(lengths)
-    nonempty = lengths > 0
-    lengths, offsets = lengths[nonempty], offsets[nonempty]
-    steps = np.ones(total, dtype=lengths.dtype)
-    if total:
+def _positions(lengths: np.ndarray) -> np.ndarray:
+    """For sequences of the given lengths stored back to back: each element's position inside its sequence, in the
+    lengths' integer type. Made as one running sum of +1 steps that restarts at each sequence's first element
+    (~10x faster than ``np.repeat`` when the sequences are short)."""
+    lengths = lengths[lengths > 0]
+    steps = np.ones(int(lengths.sum()), dtype=lengths.dtype)
+    if steps.size:
         heads = np.cumsum(lengths) - lengths
-        steps[0] = offsets[0]
-        steps[heads[1:]] = offsets[1:] - offsets[:-1] - lengths[:-1] + 1
+        steps[0] = 0
+        steps[heads[1:]] = 1 - lengths[:-1]  # back from the previous sequence's last position to 0
     return np.cumsum(steps, dtype=lengths.dtype)
 
 
