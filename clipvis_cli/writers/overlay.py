@@ -86,12 +86,13 @@ class OverlayRenderer:
             return canvas
         scale = max(0.15, min(1.0, min(height, width) / 900))
         thickness = max(1, round(2 * scale))
-        colours = np.zeros((len(tracks) + 1, 3), dtype=np.uint8)  # label -> RGB (label 0: unused)
-        colours[1:] = [track_colour(track.track_id) for track in tracks]
+        # label -> RGB (label 0: unused); 256 rows for uint8 labels, the table of OpenCV's per-channel lookup
+        colours = np.zeros((256 if painted.labels.dtype == np.uint8 else len(tracks) + 1, 3), dtype=np.uint8)
+        colours[1 : len(tracks) + 1] = [track_colour(track.track_id) for track in tracks]
         border = 2 * thickness + 1 if self.style.draw_contours else 0
-        for top in range(0, height, max(1, STRIP_PIXELS // width)):  # strips: temporaries stay small at 4K
-            bottom = min(height, top + max(1, STRIP_PIXELS // width))
-            self._tint_strip(canvas, frame, painted.labels, colours, top, bottom, border)
+        rows = max(1, STRIP_PIXELS // width)  # strips: temporaries stay small at 4K
+        for top in range(0, height, rows):
+            self._tint_strip(canvas, frame, painted.labels, colours, top, min(height, top + rows), border)
         if self.style.draw_labels:
             for k in drawn[::-1]:  # the best-ranked track's label last, on top
                 x, y = (int(v) for v in painted.boxes[k, :2])
@@ -145,12 +146,10 @@ class OverlayRenderer:
 
 def _colour_image(labels: np.ndarray, colours: np.ndarray) -> np.ndarray:
     """``colours[labels]`` as an ``[h, w, 3]`` image: one OpenCV table lookup per channel for uint8 labels (~10x
-    faster than numpy's gather), numpy's ``take`` otherwise."""
+    faster than numpy's gather; ``colours`` then has 256 rows), numpy's ``take`` otherwise."""
     if labels.dtype != np.uint8:
         return np.take(colours, labels, axis=0)
-    table = np.zeros((256, 3), dtype=np.uint8)
-    table[: len(colours)] = colours
-    return cv2.merge([cv2.LUT(labels, np.ascontiguousarray(table[:, channel])) for channel in range(3)])
+    return cv2.merge([cv2.LUT(labels, np.ascontiguousarray(colours[:, channel])) for channel in range(3)])
 
 
 STRIP_PIXELS = 1 << 20  # the tint and outlines are drawn in strips of about this many pixels

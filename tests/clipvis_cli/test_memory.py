@@ -9,14 +9,9 @@ import time
 import numpy as np
 import pytest
 
-from clipvis.cli.memory import GrowthTrigger, HeapTrimmer
+from clipvis.cli.memory import GrowthTrigger, HeapTrimmer, resident_bytes
 
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="malloc_trim is glibc's (Linux)")
-
-
-def resident_bytes() -> int:
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * 4096
 
 
 def trimmer_threads() -> list[threading.Thread]:
