@@ -230,14 +230,16 @@ class TrainDataset(Dataset):
         warnings: list[str] = []
         masks, polygons = [], []
         for inst in frame.instances:
+            if isinstance(inst.segmentation, list):  # checked when read; drawn after the augmentation, not here
+                masks.append(np.zeros((frame.height, frame.width), np.uint8))
+                polygons.append([np.asarray(part, np.float64).reshape(-1, 2) for part in inst.segmentation])
+                continue
             try:
                 masks.append(decode_segmentation(inst.segmentation, frame.height, frame.width))
             except Exception as exc:  # noqa: BLE001 - pycocotools raises several types on malformed input
                 warnings.append(f"{inst.name}: skipped bad annotation ({' '.join(str(exc).split())[:80]})")
                 continue
-            is_polygon = isinstance(inst.segmentation, list)
-            polygons.append([np.asarray(p, np.float64).reshape(-1, 2) for p in inst.segmentation] if is_polygon
-                            else None)
+            polygons.append(None)
         stack = np.stack(masks) if masks else np.zeros((0, frame.height, frame.width), np.uint8)
         image, stack = augment(image, stack, self.augmentation, rng, polygons)
         # Empty instances (e.g. cropped away) are filtered.
