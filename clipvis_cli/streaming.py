@@ -16,7 +16,8 @@ run lengths computed on the model's device); an RLE worker turns run lengths int
 the caller's loop consumes the frames. At most a fixed number of batches is alive in each stage, so a caller that
 stores each frame's RLE elsewhere (``clipvis.cli.mask_store.TrackMaskStore``, as `segment` does) runs in
 bounded memory. The model thread exists for memory too: its large per-frame buffers get a glibc arena of their
-own (see ``clipvis.cli.memory``).
+own (see ``clipvis.cli.memory``). The caller's OpenMP workers are released when the stream starts, so that the
+model thread's are the only ones (``clipvis.cli.openmp``).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import numpy as np
 from clipvis.cli import rle
 from clipvis.cli.inputs import discover_inputs
 from clipvis.cli.memory import LARGE_BATCH_BYTES, check_frame_memory
+from clipvis.cli.openmp import release_openmp_workers
 from clipvis.cli.video_io import BackgroundDecoder, FrameBatch, VideoReadError, open_reader
 
 
@@ -139,6 +141,9 @@ class VideoStream:
         self._decoder = BackgroundDecoder(
             itertools.chain([first], pairs), batch_size=self.batch_frames, max_queued_batches=queued
         )
+        # The model thread's OpenMP team must be the only one: with the caller's too, PyTorch's workers sleep
+        # between parallel regions and the network runs 8-10 % slower (clipvis.cli.openmp).
+        release_openmp_workers()
         in_model: deque[tuple[Future, FrameBatch]] = deque()
         encoding: Future | None = None
         wait_start = time.perf_counter()
