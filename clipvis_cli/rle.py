@@ -143,33 +143,43 @@ def decompress_many(counts: Sequence[str | bytes]) -> tuple[np.ndarray, np.ndarr
     """
     encoded = [c.encode("ascii") if isinstance(c, str) else bytes(c) for c in counts]
     chars_per_string = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
-    chars = np.frombuffer(b"".join(encoded), dtype=np.uint8).astype(np.int64) - 48
+    chars = np.frombuffer(b"".join(encoded), dtype=np.uint8) - np.uint8(48)
     if chars.size == 0:
         return np.zeros(0, dtype=np.int64), np.zeros(len(encoded), dtype=np.int64)
-    last = (chars & 0x20) == 0  # the last character of a value (no continuation bit)
+    ends = np.flatnonzero(chars < 0x20)  # the last character of each value: no continuation bit
     string_ends = np.cumsum(chars_per_string)
-    if not last[string_ends[chars_per_string > 0] - 1].all():
+    if not (chars[string_ends[chars_per_string > 0] - 1] < 0x20).all():
         raise ValueError("malformed RLE counts: a string ends in the middle of a run length")
-    values_before = np.concatenate([[0], np.cumsum(last)])
-    runs_per_string = values_before[string_ends] - values_before[string_ends - chars_per_string]
+    values_before = np.searchsorted(ends, string_ends)  # values that end before each string's end
+    runs_per_string = np.diff(values_before, prepend=0)
     # Each value: 5 bits per character, low bits first; the top bit of its last character is the sign. Values are
     # read character k at a time for every value that long (most take one or two characters).
-    first_chars = np.flatnonzero(np.concatenate([[True], last[:-1]]))
-    value_chars = np.diff(np.append(first_chars, chars.size))
-    values = chars[first_chars] & 0x1F
+    value_chars = np.diff(ends, prepend=-1)
+    first_chars = ends - value_chars + 1
+    values = (chars[first_chars] & 0x1F).astype(np.int64)
     longer = np.flatnonzero(value_chars > 1)
     for k in range(1, int(value_chars.max(initial=1))):
-        values[longer] |= (chars[first_chars[longer] + k] & 0x1F) << (5 * k)
+        values[longer] |= (chars[first_chars[longer] + k] & 0x1F).astype(np.int64) << (5 * k)
         longer = longer[value_chars[longer] > k + 1]
-    negative = (chars[first_chars + value_chars - 1] & 0x10) != 0
+    negative = (chars[ends] & 0x10) != 0
     values -= negative.astype(np.int64) << (5 * value_chars)  # sign-extend: x | (-1 << bits) = x - 2**bits
-    # From the fourth value of a string on, each is a difference to the value two before it: undo with running
-    # sums along each string's two chains (positions 1, 3, 5, ... and 2, 4, 6, ...).
-    position = _positions(runs_per_string)
-    runs = values.copy()
-    odd = (position & 1) == 1
-    for chain in (np.flatnonzero(odd), np.flatnonzero(~odd & (position > 0))):
-        runs[chain] = _segmented_cumsum(values[chain], position[chain] <= 2)
+    # From index 3 of a string on, each value is a difference to the run two before it: along each string's two
+    # chains (indices 1, 3, 5, ... and 2, 4, 6, ...) the runs are running sums. The elements of one global parity
+    # hold one chain of every string, back to back: one running sum over that strided view, less its value before
+    # each string's part. Index 0 belongs to no chain: it adds 0 and is set afterwards.
+    string_starts = values_before - runs_per_string
+    heads = string_starts[runs_per_string > 0]
+    chained = values.copy()
+    chained[heads] = 0
+    runs = np.empty_like(values)
+    for parity in (0, 1):
+        sums = np.cumsum(chained[parity::2])
+        # each string's elements of this parity: entries first .. after - 1 of the strided view
+        first = (string_starts - parity + 1) // 2
+        after = (values_before - parity + 1) // 2
+        before = np.concatenate([[0], sums])[first]
+        runs[parity::2] = sums - np.repeat(before, after - first)
+    runs[heads] = values[heads]
     return runs, runs_per_string
 
 

@@ -56,6 +56,22 @@ def test_compression_of_long_and_negative_deltas() -> None:
     assert lengths.tolist() == [6, 6, 6]
 
 
+def test_decompression_of_many_strings_equals_the_masks_runs() -> None:
+    """Strings of every parity and length back to back (an empty one too) decode to each mask's own runs."""
+    rng = np.random.default_rng(5)
+    for trial in range(60):
+        count, height, width = int(rng.integers(1, 7)), int(rng.integers(1, 40)), int(rng.integers(1, 40))
+        masks = rng.random((count, height, width)) < rng.random((count, 1, 1)) ** 2
+        strings = pycocotools_strings(masks)
+        expected, lengths = mask_runs(torch.from_numpy(masks))
+        if trial % 4 == 0:  # an empty string among them: no runs of its own
+            strings.insert(1, "")
+            lengths = torch.cat([lengths[:1], torch.zeros(1, dtype=lengths.dtype), lengths[1:]])
+        runs, runs_per_string = rle.decompress_many(strings)
+        np.testing.assert_array_equal(runs, expected.numpy())
+        np.testing.assert_array_equal(runs_per_string, lengths.numpy())
+
+
 def test_store_keeps_compressed_frames_and_empty_tracks() -> None:
     masks = drawn_masks(40, 70)
     counts, lengths = threshold_runs(torch.from_numpy(masks).float() - 0.5)
