@@ -112,3 +112,135 @@ def test_writers_overlap_and_a_failure_is_raised_once_all_stopped(tmp_path) -> N
     with pytest.raises(OSError, match="overlay failed"):  # the overlay's failure, once the JSON files are written
         run([_Writer("ytvis", log, seconds=0.1), _Writer("overlay", log, draws=True, fail=True)])
     assert ("ytvis", "end") in log
+
+
+class _EventReporter:
+    """A Reporter that records (event, stem, thread) and runs `hook(event, stem)` on every call."""
+
+    def __init__(self, hook=None) -> None:
+        self.events: list[tuple[str, str, str]] = []
+        self.hook = hook or (lambda event, stem: None)
+        self.stem = ""
+
+    def _record(self, event: str, stem: str) -> None:
+        import threading
+
+        self.events.append((event, stem, threading.current_thread().name))
+        self.hook(event, stem)
+
+    def batch_started(self, num_videos) -> None: ...
+    def video_started(self, source, stem, total_frames) -> None:
+        self.stem = stem
+        self._record("started", stem)
+
+    def frames_done(self, count) -> None:
+        self._record("frames", self.stem)
+
+    def video_finished(self, source, stem, frames, fps, outputs) -> None:
+        self._record("finished", stem)
+
+    def video_skipped(self, source, stem, reason="") -> None:
+        self._record("skipped", stem)
+
+    def video_failed(self, source, stem, message) -> None:
+        self._record("failed", stem)
+
+    def close(self) -> None: ...
+
+
+def _runner(tiny_weights: Path, out: Path, reporter, writers):
+    from clipvis.cli.commands.segment import load_predictor
+    from clipvis.cli.segment import SegmentOptions, SegmentRunner
+
+    options = SegmentOptions(["bar", "sky"], str(tiny_weights), output=out, batch_frames=2)
+    return SegmentRunner(load_predictor(options), options, reporter, writers=writers)
+
+
+def _bar_videos(synth, folder: Path, count: int) -> list:
+    from clipvis.cli.inputs import VideoSource
+
+    folder.mkdir(parents=True, exist_ok=True)
+    return [VideoSource(synth.write_bar_video(folder / f"v{i}.mp4", 4 + i)) for i in range(count)]
+
+
+def test_a_videos_files_are_written_while_the_next_video_is_tracked(tmp_path, synth, tiny_weights, isolated_cache):
+    """run_batch pipelines: the writers of video k run on a helper thread while video k+1 goes through the model;
+    outcomes still come in input order, every file is complete, and the reporter hears every end."""
+    import threading
+
+    from clipvis.cli.writers.ytvis import YtvisWriter
+
+    tracking = {stem: threading.Event() for stem in ("v0", "v1", "v2")}
+
+    class WaitsForTheNextVideo(_Writer):
+        def write_video(self, path: Path, video) -> Path:
+            following = f"v{int(video.info.stem[1:]) + 1}"
+            if following in tracking:  # not the last video: the next one must be in the model meanwhile
+                overlapped = tracking[following].wait(timeout=60)
+                self.log.append((video.info.stem, overlapped, threading.current_thread().name))
+            path.write_text(video.info.stem)
+            return path
+
+    reporter = _EventReporter(lambda event, stem: event == "frames" and tracking[stem].set())
+    log: list = []
+    runner = _runner(tiny_weights, tmp_path / "out", reporter, [YtvisWriter(), WaitsForTheNextVideo("probe", log)])
+    sources = _bar_videos(synth, tmp_path / "in", 3)
+    outcomes = list(runner.run_batch(sources))
+
+    assert [(o.stem, o.status) for o in outcomes] == [("v0", "complete"), ("v1", "complete"), ("v2", "complete")]
+    assert [(stem, overlapped) for stem, overlapped, _ in log] == [("v0", True), ("v1", True)]
+    assert {thread for _, _, thread in log} != {threading.current_thread().name}
+    for k, outcome in enumerate(outcomes):
+        folder = tmp_path / "out" / f"v{k}"
+        assert json.loads((folder / "run.json").read_text())["status"] == "complete"
+        assert (folder / "probe.out").read_text() == f"v{k}"
+        assert json.loads((folder / "ytvis.json").read_text())["videos"][0]["length"] == 4 + k
+    finished = [(stem, thread) for event, stem, thread in reporter.events if event == "finished"]
+    assert [stem for stem, _ in finished] == ["v0", "v1", "v2"]
+
+
+def test_ctrl_c_while_the_next_video_is_tracked_stops_the_writing_too(tmp_path, synth, tiny_weights, isolated_cache):
+    """Ctrl-C during video 2's model pass: video 1's writing (on its helper thread) stops at its next mask or frame
+    read, leaves no file behind, and both run.json files say "interrupted"; the folders are free again."""
+    import threading
+    import time
+
+    import pytest
+
+    from clipvis.cli.atomic import atomic_output_path
+
+    writing = threading.Event()
+
+    class ReadsUntilStopped(_Writer):
+        def write_video(self, path: Path, video) -> Path:
+            with atomic_output_path(path) as tmp:
+                tmp.write_text("partial")
+                writing.set()
+                deadline = time.monotonic() + 60
+                while time.monotonic() < deadline:  # stops only through the cancellation
+                    [track.segmentations[0] for track in video.tracks]
+                    for _ in video.frames():
+                        pass
+                    time.sleep(0.01)
+            return path
+
+    def interrupt(event: str, stem: str) -> None:
+        if event == "frames" and stem == "v1":
+            assert writing.wait(timeout=60)
+            raise KeyboardInterrupt
+
+    out = tmp_path / "out"
+    runner = _runner(tiny_weights, out, _EventReporter(interrupt), [ReadsUntilStopped("probe", [])])
+    sources = _bar_videos(synth, tmp_path / "in", 2)
+    started = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        list(runner.run_batch(sources))
+    assert time.monotonic() - started < 50  # the writer did not run to its deadline
+    for stem in ("v0", "v1"):
+        manifest = json.loads((out / stem / "run.json").read_text())
+        assert manifest["status"] == "interrupted", manifest
+        left = sorted(p.name for p in (out / stem).iterdir() if p.name != ".clipvis.lock")
+        assert left == ["run.json"]  # no probe.out, no temp file
+
+    done = _runner(tiny_weights, out, _EventReporter(), [_Writer("probe", [])])
+    assert [o.status for o in done.run_batch(sources)] == ["complete", "complete"]  # locks were released
