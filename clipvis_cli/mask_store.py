@@ -9,16 +9,11 @@ from __future__ import annotations
 
 import os
 import tempfile
-import threading
 from collections.abc import Sequence
 
 import numpy as np
 
 from clipvis.cli import rle
-
-
-class WritingCancelled(Exception):
-    """Raised in a writer reading a cancelled store (`TrackMaskStore.cancel_on`): its run was interrupted."""
 
 
 class TrackMaskStore:
@@ -30,11 +25,6 @@ class TrackMaskStore:
         self._file = tempfile.TemporaryFile(prefix="clipvis-masks-", suffix=".rle", dir=directory)
         self._offset = 0
         self._index: list[np.ndarray] = []  # per frame [Q, 2] (offset, length); length 0 = empty mask
-        self._cancelled: threading.Event | None = None
-
-    def cancel_on(self, event: threading.Event) -> None:
-        """Once `event` is set, every read raises WritingCancelled (writers on other threads stop at their next)."""
-        self._cancelled = event
 
     def __len__(self) -> int:
         return len(self._index)
@@ -64,8 +54,6 @@ class TrackMaskStore:
 
     def get(self, frame: int, track: int) -> rle.RleDict | None:
         """The RLE of a track on a frame, or None when the mask is empty."""
-        if self._cancelled is not None and self._cancelled.is_set():
-            raise WritingCancelled(f"frame {frame}")
         offset, length = self._index[frame][track]
         if length == 0:
             return None

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any, Protocol, TextIO
@@ -28,45 +27,6 @@ class Reporter(Protocol):
 
 
 SKIPPED_COMPLETE = "already complete in its output folder with the same settings (--overwrite redoes it)"
-
-
-class SerializedReporter:
-    """A Reporter whose calls, from any thread, run one at a time: `segment` reports the end of a video from the
-    thread that writes its files while the next video's frames are reported from the main thread."""
-
-    def __init__(self, reporter: Reporter) -> None:
-        self.reporter = reporter
-        self._lock = threading.Lock()
-
-    def batch_started(self, num_videos: int) -> None:
-        with self._lock:
-            self.reporter.batch_started(num_videos)
-
-    def video_started(self, source: VideoSource, stem: str, total_frames: int | None) -> None:
-        with self._lock:
-            self.reporter.video_started(source, stem, total_frames)
-
-    def frames_done(self, count: int) -> None:
-        with self._lock:
-            self.reporter.frames_done(count)
-
-    def video_finished(self, source: VideoSource, stem: str, frames: int, fps: float, outputs: list[Path]) -> None:
-        with self._lock:
-            self.reporter.video_finished(source, stem, frames, fps, outputs)
-
-    def video_skipped(self, source: VideoSource, stem: str, reason: str = SKIPPED_COMPLETE) -> None:
-        with self._lock:
-            self.reporter.video_skipped(source, stem, reason)
-
-    def video_failed(self, source: VideoSource, stem: str, message: str) -> None:
-        with self._lock:
-            self.reporter.video_failed(source, stem, message)
-
-    def close(self) -> None:
-        with self._lock:
-            self.reporter.close()
-
-
 
 
 class JsonlReporter:

@@ -18,11 +18,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor, wait
-from contextlib import ExitStack, contextmanager
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,9 +30,9 @@ from clipvis.cli import __version__
 from clipvis.cli.atomic import OutputNotWritableError, remove_stale_temp_files
 from clipvis.cli.inputs import VideoSource
 from clipvis.cli.locks import FolderBusyError
-from clipvis.cli.mask_store import StoredSegmentations, TrackMaskStore, WritingCancelled
+from clipvis.cli.mask_store import StoredSegmentations, TrackMaskStore
 from clipvis.cli.messages import describe_exception, one_line, path_text, subject_message
-from clipvis.cli.progress import Reporter, SerializedReporter
+from clipvis.cli.progress import Reporter
 from clipvis.cli.results import TrackResult, VideoInfo
 from clipvis.cli.streaming import VideoStream
 from clipvis.cli.video_io import VideoReadError, open_reader
@@ -125,32 +124,6 @@ class TrackedVideo:
     info: VideoInfo
     tracks: list[TrackResult]
     timings: dict[str, float]
-    store: TrackMaskStore
-
-
-@dataclass
-class TrackedInput:
-    """An input between its two stages: tracked, its files not yet written. `held` holds its masks' store and its
-    folder's lock until the files are written; `cancel()` makes the writing stop at the next frame or mask read."""
-
-    source: VideoSource
-    paths: VideoOutputPaths
-    manifest: RunManifest
-    previous: RunManifest | None
-    tracked: TrackedVideo
-    started: float  # perf_counter() when tracking began
-    cancelled: threading.Event
-    held: ExitStack
-
-    def cancel(self) -> None:
-        self.cancelled.set()
-
-    def frames(self, reader: Iterable) -> Iterator:
-        """The reader's frames, until the writing is cancelled."""
-        for item in reader:
-            if self.cancelled.is_set():
-                raise WritingCancelled(self.paths.stem)
-            yield item
 
 
 @dataclass
@@ -178,7 +151,7 @@ class SegmentRunner:
         self.predictor = predictor
         self.options = options
         self.categories = categories or list(options.vocabulary)
-        self.reporter = SerializedReporter(reporter)  # the writing thread reports too
+        self.reporter = reporter
         self.writers = list(writers) if writers is not None else create_writers(
             options.formats, options.overlay_min_score
         )
@@ -188,15 +161,9 @@ class SegmentRunner:
     def run_batch(
         self, sources: Sequence[VideoSource], positions: Sequence[int] | None = None
     ) -> Iterator[VideoOutcome]:
-        """Process `sources` in order (video ids 1..N), yielding each outcome in input order. `positions`: only these
-        inputs (a shard, clipvis.cli.distributed), which keep the video ids and folder names they have in the whole
-        list.
-
-        Pipelined: a video's files are written on a helper thread while the next video is tracked, so the writers
-        (CPU) overlap the model (on a GPU, the whole network). At most one video is being written, and a video's
-        outcome is yielded once it is written and the next one is tracked (the reporter hears of it at once). On
-        Ctrl-C the writing stops too: its files are left unwritten and its run.json says "interrupted".
-        """
+        """Process `sources` in order (video ids 1..N), yielding each outcome as soon as it is known. `positions`:
+        only these inputs (a shard, clipvis.cli.distributed), which keep the video ids and folder names they have
+        in the whole list."""
         readable = [position for position, source in enumerate(sources) if source.ok]
         # Every shard plans the whole list's folder names the same way, so which of two same-stem inputs gets
         # `stem/` and which `stem-2/` does not depend on which shard runs first.
@@ -204,41 +171,14 @@ class SegmentRunner:
         self._reserved = frozenset(name.lower() for p in readable for name in (sources[p].stem, planned[p]))
         positions = range(len(sources)) if positions is None else positions
         self.reporter.batch_started(len(positions))
-        writing: tuple[Future, TrackedInput] | None = None
-        with ThreadPoolExecutor(1, thread_name_prefix="clipvis-video-writer") as finisher:
-            try:
-                for position in positions:
-                    started = self._start(sources[position], position + 1, folder=planned.get(position))
-                    if writing is not None:
-                        done, writing = writing[0], None
-                        yield done.result()
-                    if isinstance(started, VideoOutcome):
-                        yield started
-                    else:
-                        writing = (finisher.submit(self._finish, started), started)
-                if writing is not None:
-                    done, writing = writing[0], None
-                    yield done.result()
-            except BaseException:  # Ctrl-C, or the consumer stopped early: stop the writing, wait for it to end
-                if writing is not None:
-                    writing[1].cancel()
-                    wait([writing[0]])
-                raise
+        for position in positions:
+            yield self.run(sources[position], position + 1, folder=planned.get(position))
 
     def run(
         self, source: VideoSource, video_id: int, stem: str | None = None, folder: str | None = None
     ) -> VideoOutcome:
         """Process one input into `OUTPUT/<stem or its natural stem>[-N]/`, or `OUTPUT/<folder>/` first when given
-        (the name `run_batch` planned for it): track it, then write its files. Failures are returned (never
-        raised), except KeyboardInterrupt."""
-        started = self._start(source, video_id, stem, folder)
-        return started if isinstance(started, VideoOutcome) else self._finish(started)
-
-    def _start(
-        self, source: VideoSource, video_id: int, stem: str | None = None, folder: str | None = None
-    ) -> VideoOutcome | TrackedInput:
-        """Claim the input's folder and track it. Returns its outcome when it ends here (skipped, failed), or the
-        tracked input, which holds the folder's lock and the masks' store until `_finish` writes it."""
+        (the name `run_batch` planned for it). Failures are returned (never raised), except KeyboardInterrupt."""
         opts = self.options
         stem = stem or source.stem
         if not source.ok:
@@ -252,17 +192,14 @@ class SegmentRunner:
             return VideoOutcome(source, stem, "skipped", error=str(error))
         except (OutputNotWritableError, ValueError) as error:
             return self._failed(source, stem, one_line(str(error)))
-        held = ExitStack()
-        held.callback(claim.lock.release)
-        with held:  # released here unless the tracked input takes it over
-            started = self._track_claimed(source, video_id, claim, manifest, held)
-            if isinstance(started, TrackedInput):
-                held.pop_all()
-            return started
+        try:
+            return self._run_claimed(source, video_id, claim, manifest)
+        finally:
+            claim.lock.release()
 
-    def _track_claimed(
-        self, source: VideoSource, video_id: int, claim: ClaimedFolder, manifest: RunManifest, held: ExitStack
-    ) -> VideoOutcome | TrackedInput:
+    def _run_claimed(
+        self, source: VideoSource, video_id: int, claim: ClaimedFolder, manifest: RunManifest
+    ) -> VideoOutcome:
         opts, paths, previous, stem = self.options, claim.paths, claim.previous, claim.paths.stem
         remove_stale_temp_files(paths.directory)  # we hold the folder's lock: no live process is writing them
         if opts.skip_existing and previous is not None and previous.is_complete_for(
@@ -270,48 +207,21 @@ class SegmentRunner:
         ):
             self.reporter.video_skipped(source, stem)
             return VideoOutcome(source, stem, "skipped", [paths.directory / n for n in previous.output_names])
-        started = time.perf_counter()
         try:
             manifest.write(paths.manifest)
-            tracked = held.enter_context(self.track(source, video_id, stem))
+            outcome = self._process(source, video_id, paths, manifest, previous)
         except KeyboardInterrupt:
-            self._record_interruption(manifest, paths)
+            manifest.mark_failed("interrupted by the user", status=STATUS_INTERRUPTED)
+            _write_quietly(manifest, paths.manifest)
             raise
-        except Exception as error:  # noqa: BLE001 - model, memory and library errors fail this input, not the batch
-            return self._record_error(error, source, stem, manifest, paths)
-        cancelled = threading.Event()
-        tracked.store.cancel_on(cancelled)
-        return TrackedInput(source, paths, manifest, previous, tracked, started, cancelled, held.pop_all())
-
-    def _finish(self, job: TrackedInput) -> VideoOutcome:
-        """Write a tracked input's files, then its "complete" run.json; releases its store and folder lock."""
-        source, paths, manifest, stem = job.source, job.paths, job.manifest, job.paths.stem
-        with job.held:
-            try:
-                return self._write_tracked(job)
-            except WritingCancelled:
-                self._record_interruption(manifest, paths)
-                return VideoOutcome(source, stem, STATUS_INTERRUPTED, error="interrupted by the user")
-            except KeyboardInterrupt:
-                self._record_interruption(manifest, paths)
-                raise
-            except Exception as error:  # noqa: BLE001 - writer errors fail this input, not the batch
-                return self._record_error(error, source, stem, manifest, paths)
-
-    def _record_interruption(self, manifest: RunManifest, paths: VideoOutputPaths) -> None:
-        manifest.mark_failed("interrupted by the user", status=STATUS_INTERRUPTED)
-        _write_quietly(manifest, paths.manifest)
-
-    def _record_error(
-        self, error: Exception, source: VideoSource, stem: str, manifest: RunManifest, paths: VideoOutputPaths
-    ) -> VideoOutcome:
-        """A failed input's outcome, its one-line message recorded in its run.json and reported."""
-        if isinstance(error, (VideoReadError, OutputNotWritableError)):
+        except (VideoReadError, OutputNotWritableError) as error:
             return self._record_failure(source, stem, one_line(str(error)), manifest, paths)
-        cause = describe_exception(error)
-        if not isinstance(error, (ValueError, OSError, RuntimeError)):
-            cause = f"{type(error).__name__}: {cause}"
-        return self._record_failure(source, stem, subject_message(cause, source.path), manifest, paths)
+        except Exception as error:  # noqa: BLE001 - model, memory and library errors fail this input, not the batch
+            cause = describe_exception(error)
+            if not isinstance(error, (ValueError, OSError, RuntimeError)):
+                cause = f"{type(error).__name__}: {cause}"
+            return self._record_failure(source, stem, subject_message(cause, source.path), manifest, paths)
+        return outcome
 
     def _failed(self, source: VideoSource, stem: str, message: str) -> VideoOutcome:
         self.reporter.video_failed(source, stem, message)
@@ -369,19 +279,28 @@ class SegmentRunner:
             kind=source.kind,
         )
         timings.update({f"model_{k}": v for k, v in video.timings.items()})
-        return TrackedVideo(reader, info, tracks, timings, store)
+        return TrackedVideo(reader, info, tracks, timings)
 
-    def _write_tracked(self, job: TrackedInput) -> VideoOutcome:
-        source, paths, tracked, stem = job.source, job.paths, job.tracked, job.paths.stem
-        info, timings = tracked.info, tracked.timings
-        video = SegmentedVideo(info, tracked.tracks, self.categories, lambda: job.frames(tracked.reader))
-        start = time.perf_counter()
-        outputs = self._write_outputs(paths, video, timings)
-        timings["writers"] = time.perf_counter() - start  # wall time: the writers overlap (write_* each)
-        job.manifest.stale = self._settle_stale_outputs(paths, outputs, job.previous)
-        timings["total"] = time.perf_counter() - job.started
-        job.manifest.mark_complete(info.num_frames, outputs, timings)  # the outputs are fsync'ed and in place
-        job.manifest.write(paths.manifest)
+    def _process(
+        self,
+        source: VideoSource,
+        video_id: int,
+        paths: VideoOutputPaths,
+        manifest: RunManifest,
+        previous: RunManifest | None,
+    ) -> VideoOutcome:
+        started = time.perf_counter()
+        stem = paths.stem
+        with self.track(source, video_id, stem) as tracked:
+            info, timings = tracked.info, tracked.timings
+            video = SegmentedVideo(info, tracked.tracks, self.categories, lambda: iter(tracked.reader))
+            start = time.perf_counter()
+            outputs = self._write_outputs(paths, video, timings)
+            timings["writers"] = time.perf_counter() - start  # wall time: the writers overlap (write_* each)
+        manifest.stale = self._settle_stale_outputs(paths, outputs, previous)
+        timings["total"] = time.perf_counter() - started
+        manifest.mark_complete(info.num_frames, outputs, timings)  # the outputs are fsync'ed and in place
+        manifest.write(paths.manifest)
         fps = info.num_frames / max(timings["total"], 1e-9)
         self.reporter.video_finished(source, stem, info.num_frames, fps, outputs)
         return VideoOutcome(source, stem, "complete", outputs, frames=info.num_frames)
