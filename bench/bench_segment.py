@@ -50,7 +50,7 @@ import torch
 
 from clipvis.cli.commands.segment import load_predictor
 from clipvis.cli.inputs import VideoSource
-from clipvis.cli.memory import HeapTrimmer
+from clipvis.cli.memory import HUGE_PAGES_VARIABLE, HeapTrimmer, prefer_huge_pages
 from clipvis.cli.segment import DEFAULT_FORMATS, SegmentOptions, SegmentRunner
 from clipvis.cli.video_io import VideoReader
 from clipvis.model import ClipVisConfig, create_model, save_pretrained
@@ -513,18 +513,26 @@ def main() -> None:
     parser.add_argument(
         "--no-heap-trimmer", action="store_true", help="(a) without the CLI's HeapTrimmer (clipvis.cli.memory)"
     )
+    parser.add_argument(
+        "--no-huge-pages", action="store_true",
+        help="without the CLI's transparent huge pages for PyTorch's buffers (clipvis.cli.memory.prefer_huge_pages)"
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"], help="(a) precision")
     parser.add_argument("--size", default=f"{WIDTH}x{HEIGHT}", help="(a) video WIDTHxHEIGHT, e.g. 1280x720")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (OMP_NUM_THREADS in subprocesses)")
     parser.add_argument("--out-json", type=Path, default=None, help="also save the figures here")
     args = parser.parse_args()
+    if args.no_huge_pages:
+        os.environ[HUGE_PAGES_VARIABLE] = "0"  # here and in the `segment` subprocesses
+    prefer_huge_pages()  # as `clipvis segment` does, before any tensor exists (also inherited by subprocesses)
     sys.stdout.reconfigure(line_buffering=True)  # figures appear as they are measured, also under nohup
     torch.set_num_threads(args.threads)
     frames = args.frames or DEFAULT_FRAMES[args.model]
     print(
         f"python {platform.python_version()}, torch {torch.__version__}, {os.cpu_count()} CPUs, "
-        f"device={args.device}, threads={args.threads}, load average {_fmt_list(load_average())}"
+        f"device={args.device}, threads={args.threads}, load average {_fmt_list(load_average())}, "
+        f"PyTorch huge pages {os.environ[HUGE_PAGES_VARIABLE]}"
     )
     figures: dict[str, Any] = {"args": {k: str(v) for k, v in vars(args).items()}, "load_average_start": load_average()}
     parts = set(args.parts) - ({"b", "c", "d"} if args.skip_rss else set())

@@ -110,6 +110,25 @@ class HeapTrimmer:
             self._thread = None
 
 
+HUGE_PAGES_VARIABLE = "THP_MEM_ALLOC_ENABLE"
+
+
+def prefer_huge_pages() -> bool:
+    """Ask PyTorch to back its CPU buffers of 2 MB and more with transparent huge pages (its ``THP_MEM_ALLOC_ENABLE``
+    setting: 2 MB-aligned and ``madvise(MADV_HUGEPAGE)``), unless the environment already says otherwise.
+
+    The model thread's glibc arena hands out fresh pages more often than the main arena, and each 4 KB page costs a
+    fault on first touch: with huge pages the tiny bench model's page faults per 120 frames fell from ~600,000 to
+    ~30,000, and a 12-frame 3840x2160 `segment` ran in 28 s instead of 31-33 s (bench/bench_segment.py part d). PyTorch
+    reads the setting once, at its first CPU allocation: call this before any tensor is made. Where the kernel's
+    transparent huge pages are "never" it changes nothing. True when this call set it.
+    """
+    if HUGE_PAGES_VARIABLE in os.environ:
+        return False
+    os.environ[HUGE_PAGES_VARIABLE] = "1"
+    return True
+
+
 class GrowthTrigger:
     """When to trim: the first resident size seen after a trim (or at the start) is the reference, and a trim is
     due once the resident size exceeds it by ``growth_bytes``. ``growth_bytes=None``, or an unknown resident size:

@@ -96,3 +96,44 @@ def test_period_must_be_positive() -> None:
         HeapTrimmer(period_s=0)
     with pytest.raises(ValueError, match="growth_bytes"):
         HeapTrimmer(growth_bytes=-1)
+
+
+HUGE_PAGES_SCRIPT = """
+import sys
+from clipvis.cli.memory import prefer_huge_pages
+set_here = prefer_huge_pages()
+import torch
+x = torch.ones(64 * 2**20 // 4)  # 64 MB: above PyTorch's 2 MB huge-page threshold
+huge = sum(int(line.split()[1]) for line in open("/proc/self/smaps_rollup") if line.startswith("AnonHugePages:"))
+print(set_here, huge)
+"""
+
+
+def _transparent_huge_pages() -> str | None:
+    try:
+        setting = open("/sys/kernel/mm/transparent_hugepage/enabled").read()
+    except OSError:
+        return None
+    return setting.split("[")[1].split("]")[0] if "[" in setting else None
+
+
+@pytest.mark.parametrize("preset", [None, "0"])
+def test_prefer_huge_pages_backs_large_tensors_with_huge_pages_unless_the_user_said_no(preset) -> None:
+    import os
+    import subprocess
+
+    if _transparent_huge_pages() not in ("always", "madvise") or not os.path.exists("/proc/self/smaps_rollup"):
+        pytest.skip("this kernel does not offer transparent huge pages to madvise")
+    env = {k: v for k, v in os.environ.items() if k != "THP_MEM_ALLOC_ENABLE"}
+    if preset is not None:
+        env["THP_MEM_ALLOC_ENABLE"] = preset
+    result = subprocess.run([sys.executable, "-c", HUGE_PAGES_SCRIPT], capture_output=True, text=True, env=env,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    set_here, huge_kb = result.stdout.split()
+    if preset is None:
+        assert set_here == "True" and int(huge_kb) >= 32 * 1024  # most of the 64 MB in 2 MB pages
+    else:
+        assert set_here == "False"
+        if _transparent_huge_pages() == "madvise":
+            assert int(huge_kb) < 32 * 1024  # the user's "0" kept: no madvise, no huge pages
