@@ -137,3 +137,43 @@ def test_prefer_huge_pages_backs_large_tensors_with_huge_pages_unless_the_user_s
         assert set_here == "False"
         if _transparent_huge_pages() == "madvise":
             assert int(huge_kb) < 32 * 1024  # the user's "0" kept: no madvise, no huge pages
+
+
+ARENAS_SCRIPT = """
+import ctypes, sys, threading
+from clipvis.cli.memory import use_one_malloc_arena
+set_here = use_one_malloc_arena()
+
+def allocate():
+    keep = [bytearray(1000) for _ in range(2000)]  # small blocks: served by the thread's malloc arena
+
+threads = [threading.Thread(target=allocate) for _ in range(4)]
+for thread in threads:
+    thread.start()
+for thread in threads:
+    thread.join()
+sys.stdout.write(f"{set_here}\\n")
+sys.stdout.flush()
+ctypes.CDLL(None).malloc_stats()  # one "Arena N:" block per arena, on stderr
+"""
+
+
+@pytest.mark.parametrize("environment", [None, "8"])
+def test_one_malloc_arena_serves_every_thread_unless_the_environment_says_otherwise(environment) -> None:
+    import os
+    import platform
+    import subprocess
+
+    if not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc":
+        pytest.skip("malloc arenas are glibc's")
+    env = {k: v for k, v in os.environ.items() if k != "MALLOC_ARENA_MAX"}
+    if environment is not None:
+        env["MALLOC_ARENA_MAX"] = environment
+    result = subprocess.run([sys.executable, "-c", ARENAS_SCRIPT], capture_output=True, text=True, env=env,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    arenas = sum(1 for line in result.stderr.splitlines() if line.startswith("Arena "))
+    if environment is None:
+        assert result.stdout.split() == ["True"] and arenas == 1
+    else:
+        assert result.stdout.split() == ["False"] and arenas > 1  # glibc followed MALLOC_ARENA_MAX=8
