@@ -50,7 +50,7 @@ import torch
 
 from clipvis.cli.commands.segment import load_predictor
 from clipvis.cli.inputs import VideoSource
-from clipvis.cli.memory import HUGE_PAGES_VARIABLE, HeapTrimmer, prefer_huge_pages, use_one_malloc_arena
+from clipvis.cli.memory import HUGE_PAGES_VARIABLE, HeapTrimmer, prefer_huge_pages
 from clipvis.cli.segment import DEFAULT_FORMATS, SegmentOptions, SegmentRunner
 from clipvis.cli.video_io import VideoReader
 from clipvis.model import ClipVisConfig, create_model, save_pretrained
@@ -526,7 +526,6 @@ def main() -> None:
     if args.no_huge_pages:
         os.environ[HUGE_PAGES_VARIABLE] = "0"  # here and in the `segment` subprocesses
     prefer_huge_pages()  # as `clipvis segment` does, before any tensor exists (also inherited by subprocesses)
-    use_one_malloc_arena()  # as `clipvis segment` does (MALLOC_ARENA_MAX=8 in the environment: one per thread)
     sys.stdout.reconfigure(line_buffering=True)  # figures appear as they are measured, also under nohup
     torch.set_num_threads(args.threads)
     frames = args.frames or DEFAULT_FRAMES[args.model]

@@ -13,13 +13,10 @@ memory tracks what is live rather than the history of the run. It checks every s
 each trim also releases the pages of the model's transient buffers, which the next frame faults back in, and
 trimming every second made the tiny model 5-8 % slower in `segment` (bench/bench_segment.py part a).
 
-Trimming cannot return a page that still holds one small live allocation. An earlier version therefore gave the
-model thread a glibc arena of its own; but the R50 network then ran ~13 % slower on the model thread than on the
-main thread, with twice the page faults (a thread arena grows in heaps of at most 64 MiB, so larger buffers are
-likely mapped and unmapped there on every frame). `segment` and `evaluate` now keep every thread in the main
-arena (:func:`use_one_malloc_arena`): with huge pages for PyTorch's buffers (:func:`prefer_huge_pages`) and trimming
-on growth, peak RSS for 1500 frames is 0.99x that for 150 frames (bench/bench_segment.py part b), lower than with
-the model's own arena.
+Trimming cannot return a page that still holds one small live allocation. The segment runner therefore calls the
+model from a thread of its own: glibc gives that thread its own arena, so the model's large transient buffers never
+share pages with the run's small long-lived objects. Measured with all outputs on (`bench/bench_segment.py`, part b),
+peak RSS for 1500 frames is 1.025x that for 150 frames. With the model on the main thread it was 1.18x.
 """
 
 from __future__ import annotations
@@ -36,7 +33,6 @@ DEFAULT_TRIM_GROWTH_BYTES = 64 * 2**20  # resident growth that triggers a trim
 HEAP_BUFFER_MAX_BYTES = 64 * 2**20  # larger buffers (e.g. a video's full-resolution mask stack) are mapped
 M_TRIM_THRESHOLD = -1  # glibc mallopt parameters
 M_MMAP_THRESHOLD = -3
-M_ARENA_MAX = -8
 NO_TRIM_IN_FREE = 2**31 - 1  # (mallopt takes an int) free() leaves the heap to the trimmer
 
 
@@ -112,24 +108,6 @@ class HeapTrimmer:
             self._stop.set()
             self._thread.join()
             self._thread = None
-
-
-ARENAS_VARIABLE = "MALLOC_ARENA_MAX"
-
-
-def use_one_malloc_arena() -> bool:
-    """Make glibc serve every thread from the main arena (``mallopt(M_ARENA_MAX, 1)``), unless ``MALLOC_ARENA_MAX``
-    is set in the environment (glibc then follows it). Only threads that allocate for the first time afterwards are
-    affected: call it before PyTorch, the decoder or the model thread start. True when this call set it; a no-op
-    where the C library is not glibc.
-
-    Measured on 2 cores (R50, 854x480): the network ran 15.7-16.1 s for 8 frames on a thread with its own arena,
-    13.4-14.2 s in the main arena, as on the main thread; `segment` end to end went from 0.47-0.50 to 0.52 frames/s.
-    """
-    if ARENAS_VARIABLE in os.environ:
-        return False
-    libc = _load_libc()
-    return libc is not None and libc.mallopt(M_ARENA_MAX, 1) == 1
 
 
 HUGE_PAGES_VARIABLE = "THP_MEM_ALLOC_ENABLE"

@@ -25,7 +25,7 @@ from clipvis.cli.evaluation.protocols import get_protocol
 from clipvis.cli.evaluation.scoring import score_results_file
 from clipvis.cli.evaluation.table import metrics_table
 from clipvis.cli.evaluation.video_ap import VideoAPResult
-from clipvis.cli.memory import prefer_huge_pages, use_one_malloc_arena
+from clipvis.cli.memory import prefer_huge_pages
 from clipvis.cli.messages import print_error, print_warning
 from clipvis.weights import DEFAULT_PRETRAINED
 
@@ -133,8 +133,7 @@ def evaluate(
     """
     published = None
     if dataset is not None or frames is not None:
-        prefer_huge_pages()  # before any tensor or thread exists (clipvis.cli.memory)
-        use_one_malloc_arena()
+        prefer_huge_pages()  # before any tensor exists (clipvis.cli.memory)
         if results is not None:
             raise typer.BadParameter("--results scores an existing file; it cannot be combined with inference")
         if dataset is not None and (gt is not None or frames is not None):

@@ -10,7 +10,7 @@ import typer
 
 from clipvis.cli.distributed import DistributedRun, Shard
 from clipvis.cli.inputs import discover_inputs
-from clipvis.cli.memory import HeapTrimmer, prefer_huge_pages, use_one_malloc_arena
+from clipvis.cli.memory import HeapTrimmer, prefer_huge_pages
 from clipvis.cli.messages import describe_exception, print_error, print_path, print_warning, subject_message
 from clipvis.cli.progress import HumanReporter, JsonlReporter
 from clipvis.cli.segment import DEFAULT_FORMATS, FORMATS, SegmentOptions, SegmentRunner, checkpoint_identity
@@ -122,8 +122,7 @@ def segment(
     ),
 ) -> None:
     """Segment and track every object of the given classes; write overlay.mp4, ytvis.json, coco.json, run.json."""
-    prefer_huge_pages()  # before any tensor or thread exists (clipvis.cli.memory)
-    use_one_malloc_arena()
+    prefer_huge_pages()  # before any tensor exists (clipvis.cli.memory)
     vocabulary = parse_vocabulary(vocab, vocab_file)
     chosen = tuple(f.strip() for f in formats.split(",") if f.strip())
     unknown = sorted(set(chosen) - set(FORMATS))
