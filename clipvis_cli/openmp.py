@@ -34,7 +34,8 @@ def _libgomp() -> ctypes.CDLL | None:
         maps = Path("/proc/self/maps").read_text()
     except OSError:
         return None
-    paths = sorted({line.split()[-1] for line in maps.splitlines() if "/libgomp" in line.split()[-1]})
+    mapped = {line.rsplit(maxsplit=1)[-1] for line in maps.splitlines() if line.strip()}  # the last field: a path
+    paths = sorted(path for path in mapped if "/libgomp" in path)
     if len(paths) != 1:  # none, or two runtimes whose counts are separate: pausing one would not be enough
         return None
     try:
