@@ -43,18 +43,26 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import av
-import cv2
-import numpy as np
-import torch
+from clipvis.cli.memory import ARENA_VARIABLE, share_one_malloc_arena
 
-from clipvis.cli.commands.segment import load_predictor
-from clipvis.cli.inputs import VideoSource
-from clipvis.cli.memory import HUGE_PAGES_VARIABLE, HeapTrimmer, prefer_huge_pages
-from clipvis.cli.segment import DEFAULT_FORMATS, SegmentOptions, SegmentRunner
-from clipvis.cli.video_io import VideoReader
-from clipvis.model import ClipVisConfig, create_model, save_pretrained
-from clipvis.model.preprocess import FramePreprocessor
+# As the `clipvis` command does (clipvis.cli.launcher): one malloc arena, set before torch, PyAV or numpy start a
+# thread. `--own-arenas` leaves glibc's default (8 arenas per CPU) here and in the `segment` subprocesses.
+if "--own-arenas" in sys.argv:
+    os.environ.setdefault(ARENA_VARIABLE, str(8 * (os.cpu_count() or 1)))
+ONE_ARENA = share_one_malloc_arena() or os.environ.get(ARENA_VARIABLE) == "1"
+
+import av  # noqa: E402 - after the arena setting
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from clipvis.cli.commands.segment import load_predictor  # noqa: E402
+from clipvis.cli.inputs import VideoSource  # noqa: E402
+from clipvis.cli.memory import HUGE_PAGES_VARIABLE, HeapTrimmer, prefer_huge_pages  # noqa: E402
+from clipvis.cli.segment import DEFAULT_FORMATS, SegmentOptions, SegmentRunner  # noqa: E402
+from clipvis.cli.video_io import VideoReader  # noqa: E402
+from clipvis.model import ClipVisConfig, create_model, save_pretrained  # noqa: E402
+from clipvis.model.preprocess import FramePreprocessor  # noqa: E402
 
 HEIGHT, WIDTH, FPS = 480, 854, 30
 VOCABULARY = ["person", "car", "dog", "cat", "bicycle", "kite", "horse", "boat"]
@@ -266,22 +274,24 @@ class ChildRun:
     peak_rss_bytes: int
     wall_seconds: float
     load_average: list[float]
+    cpu_seconds: float = 0.0  # user + system time of the command and the processes it waited for
 
 
 # A child's ru_maxrss starts at the peak RSS of the process it was forked from (Linux keeps the high-water mark
-# across exec), so the command is started from a small launcher process, which reports its child's peak.
+# across exec), so the command is started from a small launcher process, which reports its child's peak (and CPU
+# time, which includes the processes the child waited for: torchrun's ranks).
 PEAK_RSS_LAUNCHER = """
 import os, subprocess, sys
 process = subprocess.Popen(sys.argv[2:])
 _, status, usage = os.wait4(process.pid, 0)
 with open(sys.argv[1], "w") as report:
-    report.write(str(usage.ru_maxrss))
+    report.write(f"{usage.ru_maxrss} {usage.ru_utime + usage.ru_stime}")
 sys.exit(os.waitstatus_to_exitcode(status))
 """
 
 
-def run_child(label: str, command: list[str], env: dict[str, str], log: Path) -> tuple[int, float]:
-    """Run a command in a fresh process; its own peak RSS (bytes) and wall time."""
+def run_child(label: str, command: list[str], env: dict[str, str], log: Path) -> tuple[int, float, float]:
+    """Run a command in a fresh process; its own peak RSS (bytes), wall time and CPU time (seconds)."""
     report = log.with_suffix(".maxrss")
     start = time.perf_counter()
     with log.open("wb") as sink:
@@ -291,7 +301,8 @@ def run_child(label: str, command: list[str], env: dict[str, str], log: Path) ->
     if returncode != 0:
         tail = log.read_text(errors="replace")[-2000:]
         raise RuntimeError(f"{label}: exit code {returncode}\n{tail}")
-    return int(report.read_text()) * 1024, seconds  # ru_maxrss is in KiB on Linux
+    peak_kib, cpu = report.read_text().split()
+    return int(peak_kib) * 1024, seconds, float(cpu)  # ru_maxrss is in KiB on Linux
 
 
 def child_env(root: Path, threads: int, extra: dict[str, str]) -> dict[str, str]:
@@ -314,11 +325,11 @@ def segment_rss(
     ]
     label = f"segment {model} {frames} frames"
     before = load_average()
-    peak, seconds = run_child(label, command, child_env(files.root, threads, extra_env), out.with_suffix(".log"))
+    peak, seconds, cpu = run_child(label, command, child_env(files.root, threads, extra_env), out.with_suffix(".log"))
     manifest = json.loads((out / video.stem / "run.json").read_text())
     if manifest["frames"] != frames:
         raise RuntimeError(f"{label}: run.json says {manifest['frames']} frames")
-    return ChildRun(label, frames, peak, seconds, before + load_average())
+    return ChildRun(label, frames, peak, seconds, before + load_average(), cpu)
 
 
 def baseline_rss(files: BenchFiles, threads: int, extra_env: dict[str, str]) -> ChildRun:
@@ -326,8 +337,8 @@ def baseline_rss(files: BenchFiles, threads: int, extra_env: dict[str, str]) -> 
     command = [sys.executable, "-c", "import torch, cv2, av, open_clip, clipvis.cli.app, clipvis.model"]
     before = load_average()
     env = child_env(files.root, threads, extra_env)
-    peak, seconds = run_child("imports only", command, env, files.root / "imports.log")
-    return ChildRun("imports only", 0, peak, seconds, before + load_average())
+    peak, seconds, cpu = run_child("imports only", command, env, files.root / "imports.log")
+    return ChildRun("imports only", 0, peak, seconds, before + load_average(), cpu)
 
 
 # ----------------------------------------------------------------------------- (d) peak RSS by resolution
@@ -346,8 +357,8 @@ def segment_rss_at(
     ]
     label = f"segment tiny {width}x{height} {frames} frames"
     before = load_average()
-    peak, seconds = run_child(label, command, child_env(files.root, threads, extra_env), out.with_suffix(".log"))
-    return ChildRun(label, frames, peak, seconds, before + load_average())
+    peak, seconds, cpu = run_child(label, command, child_env(files.root, threads, extra_env), out.with_suffix(".log"))
+    return ChildRun(label, frames, peak, seconds, before + load_average(), cpu)
 
 
 # ------------------------------------------------------------------ (e) model-free ceiling: replayed outputs
@@ -423,8 +434,8 @@ def ranks_wall_time(files: BenchFiles, videos: int, frames: int, processes: int,
         env = child_env(files.root, threads, {})
         label = f"1 process x {threads} threads"
     before = load_average()
-    peak, seconds = run_child(label, command, env, out.with_suffix(".log"))
-    return ChildRun(label, videos * frames, peak, seconds, before + load_average())
+    peak, seconds, cpu = run_child(label, command, env, out.with_suffix(".log"))
+    return ChildRun(label, videos * frames, peak, seconds, before + load_average(), cpu)
 
 
 # ------------------------------------------------------------------------------------------------ report
@@ -517,6 +528,10 @@ def main() -> None:
         "--no-huge-pages", action="store_true",
         help="without the CLI's transparent huge pages for PyTorch's buffers (clipvis.cli.memory.prefer_huge_pages)"
     )
+    parser.add_argument(
+        "--own-arenas", action="store_true",
+        help="leave glibc's default malloc arenas (the `clipvis` command puts every thread in one)",
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"], help="(a) precision")
     parser.add_argument("--size", default=f"{WIDTH}x{HEIGHT}", help="(a) video WIDTHxHEIGHT, e.g. 1280x720")
@@ -532,7 +547,7 @@ def main() -> None:
     print(
         f"python {platform.python_version()}, torch {torch.__version__}, {os.cpu_count()} CPUs, "
         f"device={args.device}, threads={args.threads}, load average {_fmt_list(load_average())}, "
-        f"PyTorch huge pages {os.environ[HUGE_PAGES_VARIABLE]}"
+        f"PyTorch huge pages {os.environ[HUGE_PAGES_VARIABLE]}, one malloc arena {ONE_ARENA}"
     )
     figures: dict[str, Any] = {"args": {k: str(v) for k, v in vars(args).items()}, "load_average_start": load_average()}
     parts = set(args.parts) - ({"b", "c", "d"} if args.skip_rss else set())
@@ -591,8 +606,8 @@ def main() -> None:
             per_rank = single.wall_seconds / two.wall_seconds
             print_table(
                 f"(f) {args.rank_videos} videos x {args.rank_frames} frames {WIDTH}x{HEIGHT}, tiny model, all outputs",
-                [(r.label, f"{r.wall_seconds:8.1f} s  load before/after {_fmt_list(r.load_average)}")
-                 for r in (one, single, two)]
+                [(r.label, f"{r.wall_seconds:8.1f} s  {r.cpu_seconds / r.wall_seconds:4.2f} cores busy  "
+                  f"load before/after {_fmt_list(r.load_average)}") for r in (one, single, two)]
                 + [(f"speed-up vs 1 process x {args.threads} threads", f"{speedup:8.2f}x"),
                    ("speed-up vs 1 process x 1 thread (same threads per rank)", f"{per_rank:8.2f}x")],
             )

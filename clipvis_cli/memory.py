@@ -13,10 +13,12 @@ memory tracks what is live rather than the history of the run. It checks every s
 each trim also releases the pages of the model's transient buffers, which the next frame faults back in, and
 trimming every second made the tiny model 5-8 % slower in `segment` (bench/bench_segment.py part a).
 
-Trimming cannot return a page that still holds one small live allocation. The segment runner therefore calls the
-model from a thread of its own: glibc gives that thread its own arena, so the model's large transient buffers never
-share pages with the run's small long-lived objects. Measured with all outputs on (`bench/bench_segment.py`, part b),
-peak RSS for 1500 frames is 1.025x that for 150 frames. With the model on the main thread it was 1.18x.
+Trimming cannot return a page that still holds one small live allocation. The `clipvis` command puts every thread
+in glibc's main arena (:func:`share_one_malloc_arena`, called by clipvis.cli.launcher before any other thread
+exists): a thread's own arena grows in heaps of at most 64 MiB, so the model thread's buffers were mapped afresh and
+faulted in on every frame (the R50 network 13-27 % slower than on the main thread). With one arena and all outputs
+on (`bench/bench_segment.py`, part b), peak RSS for 1500 frames is 1.04x that for 150 frames, and lower in absolute
+terms than with an arena per thread (1407 vs 1419 MiB).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ DEFAULT_TRIM_GROWTH_BYTES = 64 * 2**20  # resident growth that triggers a trim
 HEAP_BUFFER_MAX_BYTES = 64 * 2**20  # larger buffers (e.g. a video's full-resolution mask stack) are mapped
 M_TRIM_THRESHOLD = -1  # glibc mallopt parameters
 M_MMAP_THRESHOLD = -3
+M_ARENA_MAX = -8
 NO_TRIM_IN_FREE = 2**31 - 1  # (mallopt takes an int) free() leaves the heap to the trimmer
 
 
@@ -110,6 +113,42 @@ class HeapTrimmer:
             self._thread = None
 
 
+ARENA_VARIABLE = "MALLOC_ARENA_MAX"  # the user's own choice of arenas, which glibc read at start-up
+
+
+def process_thread_count() -> int | None:
+    """How many threads this process has now, native ones included (Linux ``/proc/self/task``), or None."""
+    try:
+        return len(os.listdir("/proc/self/task"))
+    except OSError:
+        return None
+
+
+def share_one_malloc_arena() -> bool:
+    """Put every thread this process will start in glibc's main malloc arena (``mallopt(M_ARENA_MAX, 1)``), as
+    ``MALLOC_ARENA_MAX=1`` in the environment would. Call it first thing, while the process has one thread: the
+    `clipvis` command does (clipvis.cli.launcher). True when this call set it.
+
+    Why: a thread's own arena grows in heaps of at most 64 MiB, so buffers the main arena keeps for reuse are mapped
+    afresh there and fault their pages in on every frame. With R50 at 854x480 on 2 cores the network ran 13.8 s for 8
+    frames on the main thread and 15.7-17.6 s on `segment`'s model thread with an arena of its own; sharing the main
+    arena, `segment` end to end went from 0.52 to 0.55 frames/s (bench/bench_segment.py part a), and peak memory
+    stays flat with video length (part b). Done later, once other threads have arenas, new threads may be handed one
+    of those (glibc reuses arenas round-robin), which is why it is not done from inside a command.
+
+    Does nothing (False) where the C library is not glibc, when the process already runs other threads, or when the
+    environment sets ``MALLOC_ARENA_MAX`` or a ``glibc.malloc.arena_max`` tunable (the user's choice stands).
+    """
+    if ARENA_VARIABLE in os.environ or "arena_max" in os.environ.get("GLIBC_TUNABLES", ""):
+        return False
+    if process_thread_count() != 1:
+        return False
+    libc = _load_libc()
+    if libc is None:
+        return False
+    return libc.mallopt(M_ARENA_MAX, 1) == 1
+
+
 HUGE_PAGES_VARIABLE = "THP_MEM_ALLOC_ENABLE"
 
 
@@ -117,11 +156,12 @@ def prefer_huge_pages() -> bool:
     """Ask PyTorch to back its CPU buffers of 2 MB and more with transparent huge pages (its ``THP_MEM_ALLOC_ENABLE``
     setting: 2 MB-aligned and ``madvise(MADV_HUGEPAGE)``), unless the environment already says otherwise.
 
-    The model thread's glibc arena hands out fresh pages more often than the main arena, and each 4 KB page costs a
-    fault on first touch: with huge pages the tiny bench model's page faults per 120 frames fell from ~600,000 to
-    ~30,000, and a 12-frame 3840x2160 `segment` ran in 28 s instead of 31-33 s (bench/bench_segment.py part d). PyTorch
-    reads the setting once, at its first CPU allocation: call this before any tensor is made. Where the kernel's
-    transparent huge pages are "never" it changes nothing. True when this call set it.
+    Large buffers handed out afresh cost a page fault per 4 KB page on first touch (more so in a thread's own
+    arena; measured before `clipvis` shared one arena): with huge pages the tiny bench model's page faults per 120
+    frames fell from ~600,000 to ~30,000, and a 12-frame 3840x2160 `segment` ran in 28 s instead of 31-33 s
+    (bench/bench_segment.py part d). PyTorch reads the setting once, at its first CPU allocation: call this before
+    any tensor is made. Where the kernel's transparent huge pages are "never" it changes nothing. True when this call
+    set it.
     """
     if HUGE_PAGES_VARIABLE in os.environ:
         return False

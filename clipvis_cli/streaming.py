@@ -15,9 +15,9 @@ thread runs ``VideoSession.push`` (network, classification, temporal matching, a
 run lengths computed on the model's device); an RLE worker turns run lengths into COCO's compressed strings;
 the caller's loop consumes the frames. At most a fixed number of batches is alive in each stage, so a caller that
 stores each frame's RLE elsewhere (``clipvis.cli.mask_store.TrackMaskStore``, as `segment` does) runs in
-bounded memory. The model thread exists for memory too: its large per-frame buffers get a glibc arena of their
-own (see ``clipvis.cli.memory``). The caller's OpenMP workers are released when the stream starts, so that the
-model thread's are the only ones (``clipvis.cli.openmp``).
+bounded memory. The caller's OpenMP workers are released when the stream starts, so that the model thread's are the
+only ones (``clipvis.cli.openmp``). A process that streams long videos should put its threads in one malloc arena
+before it starts any (``clipvis.cli.memory.share_one_malloc_arena``; the `clipvis` command does).
 """
 
 from __future__ import annotations

@@ -93,7 +93,7 @@ def test_wheel_has_one_top_level_package(built_wheel: Path) -> None:
     with zipfile.ZipFile(built_wheel) as archive:
         entry_points = archive.read(f"{info}/entry_points.txt").decode()
         top_level_txt = archive.read(f"{info}/top_level.txt").decode() if f"{info}/top_level.txt" in names else ""
-    assert "clipvis = clipvis.cli.app:main" in entry_points
+    assert "clipvis = clipvis.cli.launcher:main" in entry_points
     assert top_level_txt.split() in ([], ["clipvis"])
 
 

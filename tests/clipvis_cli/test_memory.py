@@ -137,3 +137,33 @@ def test_prefer_huge_pages_backs_large_tensors_with_huge_pages_unless_the_user_s
         assert set_here == "False"
         if _transparent_huge_pages() == "madvise":
             assert int(huge_kb) < 32 * 1024  # the user's "0" kept: no madvise, no huge pages
+
+
+SHARE = "from clipvis.cli.memory import share_one_malloc_arena; print(share_one_malloc_arena())"
+
+
+def test_threads_started_after_sharing_one_arena_allocate_from_the_main_arena(malloc_arenas_after) -> None:
+    assert malloc_arenas_after("")[0] > 1  # glibc's default: a thread gets an arena of its own
+    arenas, said = malloc_arenas_after(SHARE)
+    assert said == "True" and arenas == 1
+
+
+def test_a_users_malloc_arena_max_stands(malloc_arenas_after) -> None:
+    arenas, said = malloc_arenas_after(SHARE, {"MALLOC_ARENA_MAX": "4"})
+    assert said == "False" and arenas > 1
+
+
+@linux_only
+def test_one_arena_is_not_set_once_other_threads_run() -> None:
+    """Set late, new threads could be handed an arena other threads already own: the call refuses instead."""
+    from clipvis.cli.memory import share_one_malloc_arena
+
+    started, stop = threading.Event(), threading.Event()
+    helper = threading.Thread(target=lambda: (started.set(), stop.wait()))
+    helper.start()
+    started.wait()
+    try:
+        assert share_one_malloc_arena() is False
+    finally:
+        stop.set()
+        helper.join()
