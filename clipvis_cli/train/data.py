@@ -90,22 +90,24 @@ def augment(
     image: np.ndarray, masks: np.ndarray, config: AugmentationConfig, rng: np.random.Generator,
     polygons: Sequence[Polygons | None] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """image ``[H, W, 3]`` uint8, masks ``[N, H, W]`` uint8 -> augmented copies (same conventions).
+    """image ``[H, W, 3]`` uint8, masks ``[M, H, W]`` uint8 -> the augmented image and ``[N, H', W']`` uint8 masks.
 
-    ``polygons[i]``, when given and not None, is instance ``i``'s polygon annotation: as in the official mappers
+    Without ``polygons``, ``masks`` are every instance (N = M). With ``polygons`` (one entry per instance, N of
+    them), instance ``i`` is a polygon annotation where ``polygons[i]`` is not None: as in the official mappers
     (detectron2's ``transform_instance_annotations``), its coordinates go through the flip, resize and crop and are
-    rasterized at the output size, instead of resizing its bitmask nearest-neighbour (``masks[i]`` is then not
-    used). RLE annotations have only a bitmask, resized nearest-neighbour as detectron2 does.
+    rasterized at the output size. ``masks`` then holds only the other instances' bitmasks, in instance order: RLE
+    annotations have only a bitmask, resized nearest-neighbour as detectron2 does.
     """
     polygons = list(polygons) if polygons is not None else [None] * masks.shape[0]
     bitmask = [i for i, p in enumerate(polygons) if p is None]
+    if len(bitmask) != masks.shape[0]:
+        raise ValueError(f"{masks.shape[0]} bitmasks for {len(bitmask)} instances without polygons")
     coordinates = _CoordinateMap()
-    masks_in = masks[bitmask] if len(bitmask) < masks.shape[0] else masks
-    out_image, out_masks = _augment_bitmaps(image, masks_in, config, rng, coordinates)
-    if len(bitmask) == masks.shape[0]:
+    out_image, out_masks = _augment_bitmaps(image, masks, config, rng, coordinates)
+    if len(bitmask) == len(polygons):
         return out_image, out_masks
     height, width = out_image.shape[:2]
-    result = np.zeros((masks.shape[0], height, width), np.uint8)
+    result = np.empty((len(polygons), height, width), np.uint8)
     result[bitmask] = out_masks
     for i, parts in enumerate(polygons):
         if parts is not None:
@@ -231,7 +233,6 @@ class TrainDataset(Dataset):
         masks, polygons = [], []
         for inst in frame.instances:
             if isinstance(inst.segmentation, list):  # checked when read; drawn after the augmentation, not here
-                masks.append(np.zeros((frame.height, frame.width), np.uint8))
                 polygons.append([np.asarray(part, np.float64).reshape(-1, 2) for part in inst.segmentation])
                 continue
             try:

@@ -280,9 +280,10 @@ def test_polygon_annotations_are_transformed_then_rasterized(kind):
         config = AugmentationConfig(kind="lsj", image_size=160, min_scale=1.2, max_scale=2.0)
     else:
         config = AugmentationConfig(kind="shortest_edge", min_sizes=(200,), max_size=400)
+    no_bitmasks = np.zeros((0, *mask.shape), np.uint8)  # the one instance is a polygon
     flipped, polygon_ious, bitmap_ious = 0, [], []
     for seed in range(8):
-        out_image, out_polygon = augment(image, mask[None], config, np.random.default_rng(seed), [[triangle]])
+        out_image, out_polygon = augment(image, no_bitmasks, config, np.random.default_rng(seed), [[triangle]])
         _, out_bitmap = augment(image, mask[None], config, np.random.default_rng(seed))
         assert out_polygon.shape == out_bitmap.shape
         red = out_image[..., 0] > 130  # the triangle's true outline, upscaled bilinearly
@@ -294,6 +295,9 @@ def test_polygon_annotations_are_transformed_then_rasterized(kind):
     assert np.mean(polygon_ious) > np.mean(bitmap_ious), (polygon_ious, bitmap_ious)
     assert flipped >= 1  # some draws flipped the image, and the polygon followed
     # Instances without polygons (RLE annotations) keep the bitmask path.
-    _, mixed = augment(image, np.stack([mask, mask]), config, np.random.default_rng(1), [None, [triangle]])
+    _, mixed = augment(image, mask[None], config, np.random.default_rng(1), [None, [triangle]])
     _, bitmap = augment(image, mask[None], config, np.random.default_rng(1))
     np.testing.assert_array_equal(mixed[0], bitmap[0])
+    assert mixed.shape[0] == 2 and mixed[1].any()
+    with pytest.raises(ValueError, match="2 bitmasks for 1 instances without polygons"):
+        augment(image, np.stack([mask, mask]), config, np.random.default_rng(1), [None, [triangle]])
