@@ -274,7 +274,7 @@ class ChildRun:
     peak_rss_bytes: int
     wall_seconds: float
     load_average: list[float]
-    cpu_seconds: float = 0.0  # user + system time of the command and the processes it waited for
+    cpu_seconds: float  # user + system time of the command and the processes it waited for
 
 
 # A child's ru_maxrss starts at the peak RSS of the process it was forked from (Linux keeps the high-water mark
@@ -290,9 +290,10 @@ sys.exit(os.waitstatus_to_exitcode(status))
 """
 
 
-def run_child(label: str, command: list[str], env: dict[str, str], log: Path) -> tuple[int, float, float]:
-    """Run a command in a fresh process; its own peak RSS (bytes), wall time and CPU time (seconds)."""
+def run_child(label: str, frames: int, command: list[str], env: dict[str, str], log: Path) -> ChildRun:
+    """Run a command in a fresh process: its own peak RSS, wall and CPU time, and the load average around it."""
     report = log.with_suffix(".maxrss")
+    before = load_average()
     start = time.perf_counter()
     with log.open("wb") as sink:
         launcher = [sys.executable, "-c", PEAK_RSS_LAUNCHER, str(report), *command]
@@ -301,8 +302,8 @@ def run_child(label: str, command: list[str], env: dict[str, str], log: Path) ->
     if returncode != 0:
         tail = log.read_text(errors="replace")[-2000:]
         raise RuntimeError(f"{label}: exit code {returncode}\n{tail}")
-    peak_kib, cpu = report.read_text().split()
-    return int(peak_kib) * 1024, seconds, float(cpu)  # ru_maxrss is in KiB on Linux
+    peak_kib, cpu = report.read_text().split()  # ru_maxrss is in KiB on Linux
+    return ChildRun(label, frames, int(peak_kib) * 1024, seconds, before + load_average(), float(cpu))
 
 
 def child_env(root: Path, threads: int, extra: dict[str, str]) -> dict[str, str]:
@@ -324,21 +325,18 @@ def segment_rss(
         "--overwrite", "--log-format", "jsonl",
     ]
     label = f"segment {model} {frames} frames"
-    before = load_average()
-    peak, seconds, cpu = run_child(label, command, child_env(files.root, threads, extra_env), out.with_suffix(".log"))
+    run = run_child(label, frames, command, child_env(files.root, threads, extra_env), out.with_suffix(".log"))
     manifest = json.loads((out / video.stem / "run.json").read_text())
     if manifest["frames"] != frames:
         raise RuntimeError(f"{label}: run.json says {manifest['frames']} frames")
-    return ChildRun(label, frames, peak, seconds, before + load_average(), cpu)
+    return run
 
 
 def baseline_rss(files: BenchFiles, threads: int, extra_env: dict[str, str]) -> ChildRun:
     """Peak RSS of a process that only imports what `segment` imports (the fixed part of every figure)."""
     command = [sys.executable, "-c", "import torch, cv2, av, open_clip, clipvis.cli.app, clipvis.model"]
-    before = load_average()
     env = child_env(files.root, threads, extra_env)
-    peak, seconds, cpu = run_child("imports only", command, env, files.root / "imports.log")
-    return ChildRun("imports only", 0, peak, seconds, before + load_average(), cpu)
+    return run_child("imports only", 0, command, env, files.root / "imports.log")
 
 
 # ----------------------------------------------------------------------------- (d) peak RSS by resolution
@@ -356,9 +354,7 @@ def segment_rss_at(
         "--batch-frames", str(BATCH_FRAMES), "--overwrite", "--log-format", "jsonl",
     ]
     label = f"segment tiny {width}x{height} {frames} frames"
-    before = load_average()
-    peak, seconds, cpu = run_child(label, command, child_env(files.root, threads, extra_env), out.with_suffix(".log"))
-    return ChildRun(label, frames, peak, seconds, before + load_average(), cpu)
+    return run_child(label, frames, command, child_env(files.root, threads, extra_env), out.with_suffix(".log"))
 
 
 # ------------------------------------------------------------------ (e) model-free ceiling: replayed outputs
@@ -433,9 +429,7 @@ def ranks_wall_time(files: BenchFiles, videos: int, frames: int, processes: int,
         command = [sys.executable, *args]
         env = child_env(files.root, threads, {})
         label = f"1 process x {threads} threads"
-    before = load_average()
-    peak, seconds, cpu = run_child(label, command, env, out.with_suffix(".log"))
-    return ChildRun(label, videos * frames, peak, seconds, before + load_average(), cpu)
+    return run_child(label, videos * frames, command, env, out.with_suffix(".log"))
 
 
 # ------------------------------------------------------------------------------------------------ report

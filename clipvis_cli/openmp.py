@@ -6,7 +6,7 @@ every team, and while that count exceeds the CPUs a worker waits for the next re
 sleeps on a futex, so every region then pays a sleep and a wake-up per worker.
 
 `segment` loads the model and embeds the vocabulary on the caller's thread and then runs the network on a model
-thread of its own (clipvis.cli.streaming, for a memory reason: see clipvis.cli.memory): two teams. On 2 cores with
+thread of its own (clipvis.cli.streaming, so that decoding, network and encoding overlap): two teams. On 2 cores with
 2 torch threads the tiny bench model (bench/bench_segment.py part a) ran 8-10 % slower on the model thread than on
 the main thread, with ~37,000 voluntary context switches per 120 frames against ~30 on the main thread.
 
