@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from clipvis.cli.memory import GrowthTrigger, HeapTrimmer, resident_bytes
+from clipvis.cli.memory import GrowthTrigger, HeapTrimmer
 
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="malloc_trim is glibc's (Linux)")
 
@@ -18,26 +18,39 @@ def trimmer_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name == "clipvis-heap-trimmer"]
 
 
+# Mid-sized buffers (below glibc's mmap threshold once it has adapted) come from the heap; small live allocations
+# between them (as a long run's bookkeeping) stop free() from returning the space, so freeing the buffers leaves
+# ~200 MB resident in the heap: the fragmentation that made a long run's memory grow. Run in a fresh process: the
+# heap and glibc's adaptive thresholds of this one depend on the tests before (models run on other threads).
+TRIM_SCRIPT = """
+import numpy as np
+from clipvis.cli.memory import HeapTrimmer, resident_bytes
+
+trimmer = HeapTrimmer()
+warm_up = np.ones(1 << 18)
+del warm_up  # freeing a 2 MiB mmapped buffer raises glibc's mmap threshold above 1 MiB
+buffers, pins = [], []
+for _ in range(200):
+    buffers.append(np.ones(1 << 17))  # 1 MiB
+    pins.append(np.ones(1 << 10))  # 8 KiB, stays alive
+del buffers
+before = resident_bytes()
+trimmer.trim()
+after = resident_bytes()
+print(trimmer.active, trimmer.trims, before, after)
+"""
+
+
 @linux_only
 def test_trim_returns_freed_heap_memory_to_the_kernel() -> None:
-    # Mid-sized buffers (below glibc's mmap threshold once it has adapted) come from the heap; small live
-    # allocations between them (as a long run's bookkeeping) stop free() from returning the space, so freeing the
-    # buffers leaves ~200 MB resident in the heap: the fragmentation that made a long run's memory grow.
-    trimmer = HeapTrimmer()
-    assert trimmer.active
-    warm_up = np.ones(1 << 18)
-    del warm_up  # freeing a 2 MiB mmapped buffer raises glibc's mmap threshold above 1 MiB
-    buffers, pins = [], []
-    for _ in range(200):
-        buffers.append(np.ones(1 << 17))  # 1 MiB
-        pins.append(np.ones(1 << 10))  # 8 KiB, stays alive
-    del buffers
-    before = resident_bytes()
-    trimmer.trim()
-    after = resident_bytes()
-    assert trimmer.trims == 1
-    assert before - after > 100 * 2**20, (before, after)
-    del pins
+    import subprocess
+
+    result = subprocess.run([sys.executable, "-c", TRIM_SCRIPT], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    active, trims, before, after = result.stdout.split()
+    assert active == "True"
+    assert int(trims) == 1
+    assert int(before) - int(after) > 100 * 2**20, (before, after)
 
 
 @linux_only
