@@ -7,6 +7,8 @@
     python bench/bench_segment.py --model r50 --skip-rss  # (a) with the full R50 architecture (slow on CPU)
     python bench/bench_segment.py --frames 60 --rss-frames 150 1500 --out-json figures.json
     python bench/bench_segment.py --parts b --child-env MALLOC_MMAP_THRESHOLD_=1048576   # (b) under another malloc
+    python bench/bench_segment.py --model r50 --parts g --device cuda --precision bf16 --size 1280x720   # (g)
+    bash bench/device_checks.sh                           # every GPU figure at once, on a machine with a GPU
 
 (a) frames/s of the real pipeline (SegmentRunner: background decode, model, RLE worker, overlay + ytvis + coco
     writers) against model-only frames/s (VideoSession.push on the same frames, already decoded in memory, no
@@ -21,6 +23,8 @@
     (tiny model's, 100 queries) at 1280x720: frames/s of everything around the network (`--device cuda` on a GPU).
 (f) wall time of `clipvis segment FOLDER` over 8 short videos: one process with --threads threads, and one with
     1 thread, against `torchrun --nproc-per-node 2` with one thread per process.
+(g) CUDA only: peak GPU memory of SegmentRunner (--model, all outputs) on a short and a 10x longer video of the same
+    size, in one process after a warm-up video (target: ratio <= 1.10, memory flat with video length).
 
 Videos (moving coloured shapes over a smoothly textured gradient, 854x480, 30 fps) and checkpoints are made once per
 run in a temporary folder. Random weights are adjusted so that masks are object-sized (see make_masks_object_like).
@@ -61,6 +65,7 @@ from clipvis.cli.inputs import VideoSource  # noqa: E402
 from clipvis.cli.memory import HUGE_PAGES_VARIABLE, HeapTrimmer, prefer_huge_pages  # noqa: E402
 from clipvis.cli.segment import DEFAULT_FORMATS, SegmentOptions, SegmentRunner  # noqa: E402
 from clipvis.cli.video_io import VideoReader  # noqa: E402
+from clipvis.cli.writers.overlay import render_threads_for  # noqa: E402
 from clipvis.model import ClipVisConfig, create_model, save_pretrained  # noqa: E402
 from clipvis.model.preprocess import FramePreprocessor  # noqa: E402
 
@@ -215,6 +220,16 @@ class ThroughputResult:
         return max(self.end_to_end_fps) / max(self.model_only_fps)
 
 
+def make_runner(predictor, options: SegmentOptions, render_threads: int | None) -> SegmentRunner:
+    """SegmentRunner with the `segment` command's writers; `render_threads` overrides the overlay's drawing threads
+    (default: clipvis.cli.writers.overlay.render_threads_for, by CPUs and frame size)."""
+    runner = SegmentRunner(predictor, options, SilentReporter())
+    for writer in runner.writers:
+        if hasattr(writer, "render_threads"):
+            writer.render_threads = render_threads
+    return runner
+
+
 def decode_all(video: Path) -> np.ndarray:
     return np.stack([frame for _, frame in VideoReader(video)])
 
@@ -242,7 +257,7 @@ def end_to_end_fps(runner: SegmentRunner, video: Path, video_id: int) -> tuple[f
 
 def measure_throughput(
     files: BenchFiles, model: str, frames: int, device: str, threads: int, repeats: int,
-    precision: str = "fp32", height: int = HEIGHT, width: int = WIDTH,
+    precision: str = "fp32", height: int = HEIGHT, width: int = WIDTH, render_threads: int | None = None,
 ) -> ThroughputResult:
     video = files.video(frames, height, width)
     options = SegmentOptions(
@@ -250,7 +265,7 @@ def measure_throughput(
         formats=DEFAULT_FORMATS, device=device, precision=precision, batch_frames=BATCH_FRAMES, skip_existing=False,
     )
     predictor = load_predictor(options)
-    runner = SegmentRunner(predictor, options, SilentReporter())
+    runner = make_runner(predictor, options, render_threads)
     decoded = decode_all(video)
     result = ThroughputResult(model, len(decoded), device, threads, load_average=load_average(),
                               precision=precision, size=f"{width}x{height}")
@@ -379,7 +394,9 @@ class ReplayedNetwork:
         return outputs
 
 
-def replay_ceiling(files: BenchFiles, frames: int, device: str, height: int, width: int) -> dict[str, Any]:
+def replay_ceiling(
+    files: BenchFiles, frames: int, device: str, height: int, width: int, render_threads: int | None = None
+) -> dict[str, Any]:
     """Frames/s of SegmentRunner (all outputs) with the network's outputs replayed (tiny model, 100 queries)."""
     video = files.video(frames, height, width)
     options = SegmentOptions(
@@ -396,14 +413,63 @@ def replay_ceiling(files: BenchFiles, frames: int, device: str, height: int, wid
             recorded.append(model(images))
     replay = ReplayedNetwork(recorded, predictor.device)
     model.forward = replay  # the instance's forward: nn.Module.__call__ now returns the recording
-    runner = SegmentRunner(predictor, options, SilentReporter())
+    runner = make_runner(predictor, options, render_threads)
     before = load_average()
     fps, timings = end_to_end_fps(runner, video, 1)
     fps_best = max(fps, end_to_end_fps(runner, video, 2)[0])
     return {
         "frames": frames, "size": f"{width}x{height}", "queries": model.config.num_queries, "device": device,
         "end_to_end_fps": fps_best, "timings": timings, "load_average": before + load_average(),
+        "render_threads": render_threads or render_threads_for(height, width),
     }
+
+
+# ---------------------------------------------------------------- (g) GPU memory against video length
+
+
+def device_memory_by_length(
+    files: BenchFiles, model: str, frame_counts: list[int], device: str, precision: str, height: int, width: int,
+) -> list[dict[str, Any]]:
+    """Peak memory on the CUDA device of SegmentRunner (all outputs) over videos of ``frame_counts`` frames of one
+    size, one process, after a warm-up video (kernels, cuDNN workspaces, the text embeddings): the most the
+    caching allocator had allocated and reserved during each video, the model's weights included."""
+    options = SegmentOptions(
+        vocabulary=VOCABULARY, weights=str(files.weights(model)), output=files.root / "out_memory",
+        formats=DEFAULT_FORMATS, device=device, precision=precision, batch_frames=BATCH_FRAMES, skip_existing=False,
+    )
+    predictor = load_predictor(options)
+    target = predictor.device
+    runner = SegmentRunner(predictor, options, SilentReporter())
+    end_to_end_fps(runner, files.video(2 * BATCH_FRAMES, height, width), 1)  # warm-up
+    runs = []
+    for video_id, frames in enumerate(frame_counts, start=2):
+        video = files.video(frames, height, width)
+        torch.cuda.synchronize(target)
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(target)
+        resident = torch.cuda.memory_allocated(target)
+        fps, _ = end_to_end_fps(runner, video, video_id)
+        runs.append({
+            "frames": frames, "end_to_end_fps": fps, "resident_bytes": resident,
+            "peak_allocated_bytes": torch.cuda.max_memory_allocated(target),
+            "peak_reserved_bytes": torch.cuda.max_memory_reserved(target),
+        })
+    return runs
+
+
+def report_device_memory(runs: list[dict[str, Any]], model: str, size: str, precision: str) -> float:
+    short, long = runs[0], runs[-1]
+    ratio = long["peak_allocated_bytes"] / short["peak_allocated_bytes"]
+    rows = [
+        (f"{run['frames']} frames", f"peak allocated {run['peak_allocated_bytes'] / 2**20:9.1f} MiB, reserved "
+         f"{run['peak_reserved_bytes'] / 2**20:9.1f} MiB (weights and text {run['resident_bytes'] / 2**20:.1f} MiB), "
+         f"{run['end_to_end_fps']:.1f} frames/s")
+        for run in runs
+    ]
+    verdict = "met" if ratio <= 1.10 else "NOT met"
+    rows.append(("ratio long / short (allocated)", f"{ratio:8.3f}  (target <= 1.10: {verdict})"))
+    print_table(f"(g) peak GPU memory by video length, {model}, {size}, {precision}, all outputs", rows)
+    return ratio
 
 
 # ------------------------------------------------------------------------------ (f) two gloo ranks vs one
@@ -508,8 +574,12 @@ def main() -> None:
         help="environment for the (b)/(c) subprocesses, e.g. MALLOC_MMAP_THRESHOLD_=1048576 (repeatable)",
     )
     parser.add_argument(
-        "--parts", nargs="+", choices=list("abcdef"), default=list("abcdef"), help="what to measure (see above)"
+        "--parts", nargs="+", choices=list("abcdefg"), default=list("abcdef"), help="what to measure (see above)"
     )
+    parser.add_argument("--gpu-memory-frames", type=int, nargs=2, default=[60, 600], metavar=("SHORT", "LONG"),
+                        help="(g) frames of the short and the long video")
+    parser.add_argument("--render-threads", type=int, default=None,
+                        help="(a), (e): the overlay's drawing threads (default: by CPUs and frame size, as segment)")
     parser.add_argument("--resolution-frames", type=int, default=12, help="(d) frames at 854x480 and 3840x2160")
     parser.add_argument("--replay-frames", type=int, default=60, help="(e) frames of the replayed run")
     parser.add_argument("--replay-size", default="1280x720", help="(e) WIDTHxHEIGHT")
@@ -558,7 +628,8 @@ def main() -> None:
             with trimmer:
                 width, height = (int(v) for v in args.size.lower().split("x"))
                 throughput = measure_throughput(
-                    files, args.model, frames, args.device, args.threads, args.repeats, args.precision, height, width
+                    files, args.model, frames, args.device, args.threads, args.repeats, args.precision, height, width,
+                    args.render_threads,
                 )
             report_throughput(throughput)
             figures["throughput"] = {**asdict(throughput), "ratio": throughput.ratio}
@@ -583,10 +654,11 @@ def main() -> None:
             figures["resolution_rss"] = {"runs": [asdict(small), asdict(large)], "ratio": ratio}
         if "e" in parts:
             width, height = (int(v) for v in args.replay_size.lower().split("x"))
-            replay = replay_ceiling(files, args.replay_frames, args.device, height, width)
+            replay = replay_ceiling(files, args.replay_frames, args.device, height, width, args.render_threads)
             print_table(
                 f"(e) model-free ceiling: SegmentRunner, all outputs, network outputs replayed, {replay['queries']} "
-                f"queries, {replay['size']}, {replay['frames']} frames, device={replay['device']}",
+                f"queries, {replay['size']}, {replay['frames']} frames, device={replay['device']}, "
+                f"{replay['render_threads']} drawing threads",
                 [("end to end", f"{replay['end_to_end_fps']:8.2f} frames/s"),
                  *((k, f"{v:9.3f} s") for k, v in replay["timings"].items()),
                  ("load average before/after", _fmt_list(replay["load_average"]))],
@@ -607,8 +679,19 @@ def main() -> None:
             )
             figures["ranks"] = {"runs": [asdict(one), asdict(single), asdict(two)], "speedup": speedup,
                                 "speedup_same_threads_per_rank": per_rank}
+        if "g" in parts:
+            width, height = (int(v) for v in args.size.lower().split("x"))
+            if not args.device.startswith("cuda"):
+                print("\n(g) skipped: it measures a CUDA device's memory (--device cuda)")
+            else:
+                runs = device_memory_by_length(
+                    files, args.model, args.gpu_memory_frames, args.device, args.precision, height, width
+                )
+                ratio = report_device_memory(runs, args.model, args.size, args.precision)
+                figures["device_memory"] = {"runs": runs, "ratio": ratio}
         figures["generation_seconds"] = files.generation_seconds
-        print_table("setup (not timed above)", [(k, f"{v:7.1f} s") for k, v in files.generation_seconds.items()])
+        if files.generation_seconds:
+            print_table("setup (not timed above)", [(k, f"{v:7.1f} s") for k, v in files.generation_seconds.items()])
     figures["load_average_end"] = load_average()
     figures["own_peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     if args.out_json:

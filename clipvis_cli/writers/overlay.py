@@ -13,6 +13,7 @@ runs), its mask blended at `alpha`, its outline drawn with OpenCV contours, and 
 
 from __future__ import annotations
 
+import os
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -157,7 +158,10 @@ STRIP_PIXELS = 1 << 20  # the tint and outlines are drawn in strips of about thi
 # encoder memory would otherwise make peak memory grow with resolution (bench/bench_segment.py part d).
 SHORT_LOOKAHEAD_PIXELS = 1920 * 1088
 SHORT_LOOKAHEAD = "rc-lookahead=2:sync-lookahead=0"
-RENDER_THREADS = 2  # frames drawn at once
+# Frames drawn at once: the CPUs this process may use, shared with the other ranks on the machine, within these
+# bounds, and fewer when frames are so large that their drawing buffers would pass OVERLAY_RENDER_BYTES.
+MIN_RENDER_THREADS, MAX_RENDER_THREADS = 2, 8
+OVERLAY_RENDER_BYTES = 256 * 2**20
 OVERLAY_READ_AHEAD_BYTES = 32 * 2**20  # frames decoded ahead of the overlay: up to 4, fewer when they are large
 
 
@@ -167,6 +171,31 @@ def decoded_ahead(frames: Iterable[tuple[int, np.ndarray]], depth: int = 4) -> I
     with BackgroundDecoder(frames, batch_size=1, max_queued_batches=depth) as batches:
         for batch in batches:
             yield batch.frame_indices[0], batch.frames[0]
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask, as set by taskset, cgroups' cpusets or SLURM), divided
+    among the processes torchrun started on this machine (``LOCAL_WORLD_SIZE``)."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cpus = os.cpu_count() or 1
+    try:
+        local_ranks = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    except ValueError:
+        local_ranks = 1
+    return max(1, cpus // local_ranks)
+
+
+def render_threads_for(height: int, width: int, cpus: int | None = None) -> int:
+    """How many frames of ``height`` x ``width`` are drawn at once: ``cpus`` (default: ``usable_cpus()``) between
+    ``MIN_RENDER_THREADS`` and ``MAX_RENDER_THREADS``, and no more than ``OVERLAY_RENDER_BYTES`` allows. A frame
+    being drawn holds its canvas (3 bytes a pixel), label image (1-2), yuv420p planes (1.5) and one strip's
+    temporaries (``STRIP_PIXELS`` x ~10 bytes)."""
+    cpus = usable_cpus() if cpus is None else cpus
+    per_frame = 6 * height * width + 10 * STRIP_PIXELS
+    by_memory = OVERLAY_RENDER_BYTES // per_frame
+    return max(MIN_RENDER_THREADS, min(MAX_RENDER_THREADS, cpus, by_memory))
 
 
 def even_size(height: int, width: int) -> tuple[int, int]:
@@ -190,18 +219,26 @@ class OverlayVideoWriter:
     `video.frame_indices`). Exactly `video.num_frames` frames of size (video.height, video.width) are
     required; otherwise ValueError is raised and no file is left behind.
 
-    As an `OutputWriter` (`write_video`) it draws the tracks scoring at least `min_score`.
+    As an `OutputWriter` (`write_video`) it draws the tracks scoring at least `min_score`. Frames are drawn by
+    `render_threads` threads (default: `render_threads_for` the video's size) and encoded by x264 with `threads`
+    threads (0: x264's own choice).
     """
 
     format = "overlay"
     file_name = OVERLAY_NAME
     draws_frames = True  # decodes and draws every frame: SegmentRunner runs the other writers alongside it
 
-    def __init__(self, style: OverlayStyle | None = None, threads: int = 0, min_score: float = 0.0) -> None:
+    def __init__(
+        self, style: OverlayStyle | None = None, threads: int = 0, min_score: float = 0.0,
+        render_threads: int | None = None,
+    ) -> None:
+        if render_threads is not None and render_threads < 1:
+            raise ValueError(f"render_threads must be >= 1, not {render_threads}")
         self.style = style or OverlayStyle()
         self.renderer = OverlayRenderer(self.style)
         self.threads = threads
         self.min_score = min_score
+        self.render_threads = render_threads
 
     def write_video(self, path: Path, video: SegmentedVideo) -> Path:
         """The `OutputWriter` interface: decode the processed frames again and draw the shown tracks on them."""
@@ -244,9 +281,10 @@ class OverlayVideoWriter:
             frame.time_base = 1 / rate
             container.mux(stream.encode(frame))
 
-        # Frames are drawn (and converted to YUV) by RENDER_THREADS threads, encoded in order here.
+        # Frames are drawn (and converted to YUV) by the drawing threads, encoded in order here.
+        drawing = self.render_threads or render_threads_for(video.height, video.width)
         with av.open(str(path), mode="w", format="mp4", options={"movflags": "+faststart"}) as container, \
-                ThreadPoolExecutor(RENDER_THREADS, thread_name_prefix="clipvis-overlay") as renderers:
+                ThreadPoolExecutor(drawing, thread_name_prefix="clipvis-overlay") as renderers:
             stream = self._add_stream(container, video, rate)
             pending: deque[tuple[Future, int]] = deque()
             written = 0
@@ -258,7 +296,7 @@ class OverlayVideoWriter:
                 image = self._checked_frame(item, written, video)
                 pending.append((renderers.submit(self._render_yuv, image, written, tracks, categories), written))
                 written += 1
-                if len(pending) > RENDER_THREADS:
+                if len(pending) > drawing:
                     future, position = pending.popleft()
                     encode(future.result(), position)
             while pending:

@@ -17,7 +17,7 @@ from clipvis.cli.atomic import OutputNotWritableError
 from clipvis.cli.results import TrackResult, VideoInfo
 from clipvis.cli.video_io import VideoReader
 from clipvis.cli.writers import CocoWriter, OverlayRenderer, OverlayStyle, OverlayVideoWriter, YtvisWriter
-from clipvis.cli.writers.overlay import PALETTE, track_colour
+from clipvis.cli.writers.overlay import PALETTE, render_threads_for, track_colour, usable_cpus
 
 CATEGORIES = ["cat", "dog", "hot air balloon"]
 
@@ -251,3 +251,29 @@ def test_overlay_into_missing_directory_is_unwritable_output(media: dict[str, Pa
     video, tracks, _, reader = make_results(media["h264"], stride=2)
     with pytest.raises(OutputNotWritableError, match="output not writable"):
         OverlayVideoWriter().write(tmp_path / "gone" / "overlay.mp4", reader, video, tracks, CATEGORIES)
+
+
+def test_overlay_is_the_same_file_whatever_the_drawing_threads(media: dict[str, Path], tmp_path: Path) -> None:
+    """Frames drawn by 1 or 5 threads are encoded in order: the same bytes (x264 on one thread for both)."""
+    video, tracks, _, reader = make_results(media["h264"], stride=1)
+    frames = [frame for _, frame in reader]
+    paths = [
+        OverlayVideoWriter(threads=1, render_threads=n).write(tmp_path / f"{n}.mp4", frames, video, tracks, CATEGORIES)
+        for n in (1, 5)
+    ]
+    assert paths[0].read_bytes() == paths[1].read_bytes()
+    with pytest.raises(ValueError, match="render_threads"):
+        OverlayVideoWriter(render_threads=0)
+
+
+def test_drawing_threads_follow_the_cpus_ranks_and_frame_size(monkeypatch) -> None:
+    assert [render_threads_for(480, 854, cpus) for cpus in (1, 2, 6, 16, 64)] == [2, 2, 6, 8, 8]
+    assert render_threads_for(2160, 3840, 16) == 4  # 4K: the drawing buffers stay within OVERLAY_RENDER_BYTES
+    assert render_threads_for(4320, 7680, 16) == 2
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(16)))
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    assert usable_cpus() == 16
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "8")  # torchrun --nproc-per-node 8: 2 CPUs each
+    assert usable_cpus() == 2 and render_threads_for(720, 1280) == 2
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "32")
+    assert usable_cpus() == 1
