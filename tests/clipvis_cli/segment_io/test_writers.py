@@ -277,3 +277,38 @@ def test_drawing_threads_follow_the_cpus_ranks_and_frame_size(monkeypatch) -> No
     assert usable_cpus() == 2 and render_threads_for(720, 1280) == 2
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "32")
     assert usable_cpus() == 1
+
+
+OVERLAY_OF_NOISE = """
+import sys
+from pathlib import Path
+import cv2, numpy as np
+from clipvis.cli import rle
+from clipvis.cli.results import TrackResult, VideoInfo
+from clipvis.cli.writers import OverlayVideoWriter
+height, width, count = 240, 320, 20
+rng = np.random.default_rng(0)
+frames = [cv2.GaussianBlur(rng.integers(0, 255, (height, width, 3), dtype=np.uint8), (0, 0), 3) for _ in range(count)]
+mask = np.zeros((height, width), bool)
+mask[40:200, 60:250] = True
+video = VideoInfo(video_id=1, source="noise", stem="noise", height=height, width=width, fps=30.0, frame_stride=1,
+                  frame_indices=list(range(count)), file_names=[f"{i}.jpg" for i in range(count)])
+tracks = [TrackResult(1, 1, 0.9, [rle.encode(np.roll(mask, i, axis=1)) for i in range(count)])]
+OverlayVideoWriter().write(Path(sys.argv[1]), frames, video, tracks, ["thing"])
+"""
+
+
+def test_overlay_bytes_do_not_depend_on_what_memory_held_before(tmp_path: Path) -> None:
+    """x264's macroblock tree read memory it never wrote, so the same frames gave other files from run to run;
+    glibc's MALLOC_PERTURB_ fills fresh allocations with a pattern and made that visible at once."""
+    import os
+    import subprocess
+    import sys
+
+    outputs = []
+    for perturb in ("0", "85", "170"):
+        path = tmp_path / f"overlay_{perturb}.mp4"
+        env = {**os.environ, "MALLOC_PERTURB_": perturb}
+        subprocess.run([sys.executable, "-c", OVERLAY_OF_NOISE, str(path)], env=env, check=True)
+        outputs.append(path.read_bytes())
+    assert outputs[0] == outputs[1] == outputs[2]
