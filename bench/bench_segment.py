@@ -8,7 +8,8 @@
     python bench/bench_segment.py --frames 60 --rss-frames 150 1500 --out-json figures.json
     python bench/bench_segment.py --parts b --child-env MALLOC_MMAP_THRESHOLD_=1048576   # (b) under another malloc
     python bench/bench_segment.py --model r50 --parts g --device cuda --precision bf16 --size 1280x720   # (g)
-    bash bench/device_checks.sh                           # every GPU figure at once, on a machine with a GPU
+    python bench/bench_segment.py --model r50 --parts h --device cuda --precision bf16 --size 1280x720   # (h)
+    bash bench/device_checks.sh run                       # every GPU figure at once, on a machine with a GPU
 
 (a) frames/s of the real pipeline (SegmentRunner: background decode, model, RLE worker, overlay + ytvis + coco
     writers) against model-only frames/s (VideoSession.push on the same frames, already decoded in memory, no
@@ -23,6 +24,9 @@
     (tiny model's, 100 queries) at 1280x720: frames/s of everything around the network (`--device cuda` on a GPU).
 (f) wall time of `clipvis segment FOLDER` over 8 short videos: one process with --threads threads, and one with
     1 thread, against `torchrun --nproc-per-node 2` with one thread per process.
+(h) frames/s of SegmentRunner.run_batch over a folder of --folder-videos videos (--model, all outputs, one process):
+    each video's files written after its model pass, against written while the next video goes through the model
+    (`background_writers`, the default on a GPU).
 (g) CUDA only: peak GPU memory of SegmentRunner (--model, all outputs) on a short and a 10x longer video of the same
     size, in one process after a warm-up video (target: ratio <= 1.10, memory flat with video length).
 
@@ -472,6 +476,44 @@ def report_device_memory(runs: list[dict[str, Any]], model: str, size: str, prec
     return ratio
 
 
+# ------------------------------------------------------------- (h) a folder: writers alongside the next video
+
+
+def folder_throughput(
+    files: BenchFiles, model: str, videos: int, frames: int, device: str, precision: str, height: int, width: int,
+    repeats: int,
+) -> dict[str, Any]:
+    """Frames/s of SegmentRunner.run_batch over ``videos`` distinct videos (all outputs, one predictor), writing
+    each video's files after its model pass (``background_writers=False``) and while the next video is tracked
+    (True); the runs alternate, the best of ``repeats`` of each is kept."""
+    folder = files.root / f"folder_{width}x{height}_{frames}f"
+    if not folder.is_dir():
+        folder.mkdir()
+        for i in range(videos):
+            shutil.copyfile(files.video(frames, height, width), folder / f"clip{i}.mp4")
+    sources = [VideoSource(path) for path in sorted(folder.glob("*.mp4"))]
+    options = SegmentOptions(
+        vocabulary=VOCABULARY, weights=str(files.weights(model)), output=files.root / "out_folder",
+        formats=DEFAULT_FORMATS, device=device, precision=precision, batch_frames=BATCH_FRAMES, skip_existing=False,
+    )
+    predictor = load_predictor(options)
+    predictor.new_video().push(decode_all(files.video(BATCH_FRAMES, height, width)))  # warm-up
+    best: dict[str, float] = {}
+    for _ in range(repeats):
+        for background in (False, True):
+            runner = SegmentRunner(predictor, options, SilentReporter(), background_writers=background)
+            start = time.perf_counter()
+            outcomes = list(runner.run_batch(sources))
+            seconds = time.perf_counter() - start
+            if any(outcome.status != "complete" for outcome in outcomes):
+                raise RuntimeError(f"folder run: {[(o.stem, o.status, o.error) for o in outcomes]}")
+            key = "background" if background else "after"
+            best[key] = max(best.get(key, 0.0), sum(o.frames for o in outcomes) / seconds)
+    return {"videos": len(sources), "frames": frames, "size": f"{width}x{height}", "model": model, "device": device,
+            "after_fps": best["after"], "background_fps": best["background"],
+            "speedup": best["background"] / best["after"]}
+
+
 # ------------------------------------------------------------------------------ (f) two gloo ranks vs one
 
 
@@ -574,8 +616,10 @@ def main() -> None:
         help="environment for the (b)/(c) subprocesses, e.g. MALLOC_MMAP_THRESHOLD_=1048576 (repeatable)",
     )
     parser.add_argument(
-        "--parts", nargs="+", choices=list("abcdefg"), default=list("abcdef"), help="what to measure (see above)"
+        "--parts", nargs="+", choices=list("abcdefgh"), default=list("abcdef"), help="what to measure (see above)"
     )
+    parser.add_argument("--folder-videos", type=int, default=6, help="(h) videos in the folder")
+    parser.add_argument("--folder-frames", type=int, default=None, help="(h) frames per video (default: as (a))")
     parser.add_argument("--gpu-memory-frames", type=int, nargs=2, default=[60, 600], metavar=("SHORT", "LONG"),
                         help="(g) frames of the short and the long video")
     parser.add_argument("--render-threads", type=int, default=None,
@@ -679,6 +723,18 @@ def main() -> None:
             )
             figures["ranks"] = {"runs": [asdict(one), asdict(single), asdict(two)], "speedup": speedup,
                                 "speedup_same_threads_per_rank": per_rank}
+        if "h" in parts:
+            width, height = (int(v) for v in args.size.lower().split("x"))
+            folder = folder_throughput(files, args.model, args.folder_videos, args.folder_frames or frames,
+                                       args.device, args.precision, height, width, args.repeats)
+            print_table(
+                f"(h) {folder['videos']} videos x {folder['frames']} frames {folder['size']}, {args.model}, "
+                f"device={args.device}, {args.precision}, all outputs, one process (best of {args.repeats})",
+                [("files written after each video's model pass", f"{folder['after_fps']:8.3f} frames/s"),
+                 ("files written while the next video is tracked", f"{folder['background_fps']:8.3f} frames/s"),
+                 ("speed-up", f"{folder['speedup']:8.3f}x")],
+            )
+            figures["folder"] = folder
         if "g" in parts:
             width, height = (int(v) for v in args.size.lower().split("x"))
             if not args.device.startswith("cuda"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, Protocol, TextIO
@@ -27,6 +28,41 @@ class Reporter(Protocol):
 
 
 SKIPPED_COMPLETE = "already complete in its output folder with the same settings (--overwrite redoes it)"
+
+
+class SerializedReporter:
+    """A Reporter that passes each call on to ``inner`` under a lock, so that threads may report (`segment`
+    writes one video's files on a thread of its own while the next video is tracked). ``inner`` None: nothing."""
+
+    def __init__(self, inner: Reporter | None) -> None:
+        self.inner = inner
+        self._lock = threading.Lock()
+
+    def _call(self, name: str, *args: Any, **kwargs: Any) -> None:
+        if self.inner is not None:
+            with self._lock:
+                getattr(self.inner, name)(*args, **kwargs)
+
+    def batch_started(self, num_videos: int) -> None:
+        self._call("batch_started", num_videos)
+
+    def video_started(self, source: VideoSource, stem: str, total_frames: int | None) -> None:
+        self._call("video_started", source, stem, total_frames)
+
+    def frames_done(self, count: int) -> None:
+        self._call("frames_done", count)
+
+    def video_finished(self, source: VideoSource, stem: str, frames: int, fps: float, outputs: list[Path]) -> None:
+        self._call("video_finished", source, stem, frames, fps, outputs)
+
+    def video_skipped(self, source: VideoSource, stem: str, **kwargs: str) -> None:
+        self._call("video_skipped", source, stem, **kwargs)  # the inner reporter's default reason, unless given
+
+    def video_failed(self, source: VideoSource, stem: str, message: str) -> None:
+        self._call("video_failed", source, stem, message)
+
+    def close(self) -> None:
+        self._call("close")
 
 
 class JsonlReporter:

@@ -19,9 +19,9 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,7 +32,7 @@ from clipvis.cli.inputs import VideoSource
 from clipvis.cli.locks import FolderBusyError
 from clipvis.cli.mask_store import StoredSegmentations, TrackMaskStore
 from clipvis.cli.messages import describe_exception, one_line, path_text, subject_message
-from clipvis.cli.progress import Reporter
+from clipvis.cli.progress import Reporter, SerializedReporter
 from clipvis.cli.results import TrackResult, VideoInfo
 from clipvis.cli.streaming import VideoStream
 from clipvis.cli.video_io import VideoReadError, open_reader
@@ -147,23 +147,36 @@ class SegmentRunner:
         reporter: Reporter,
         categories: list[str] | None = None,
         writers: Sequence[OutputWriter] | None = None,
+        background_writers: bool | None = None,
     ) -> None:
+        """``background_writers``: in `run_batch`, write each video's files on a thread of their own while the next
+        video goes through the model (default: when the model runs on an accelerator, whose time the writers, CPU
+        work, would otherwise leave idle; on the CPU both compete for the same cores)."""
         self.predictor = predictor
         self.options = options
         self.categories = categories or list(options.vocabulary)
-        self.reporter = reporter
+        self.reporter = SerializedReporter(reporter)  # the background writers report too
         self.writers = list(writers) if writers is not None else create_writers(
             options.formats, options.overlay_min_score
         )
+        if background_writers is None:
+            device = getattr(predictor, "device", None)
+            background_writers = device is not None and getattr(device, "type", "cpu") != "cpu"
+        self.background_writers = background_writers
         self._taken: set[str] = set()  # folder names given to inputs of this batch (lower case)
         self._reserved: frozenset[str] = frozenset()  # natural stems of this batch's inputs (lower case)
 
     def run_batch(
         self, sources: Sequence[VideoSource], positions: Sequence[int] | None = None
     ) -> Iterator[VideoOutcome]:
-        """Process `sources` in order (video ids 1..N), yielding each outcome as soon as it is known. `positions`:
-        only these inputs (a shard, clipvis.cli.distributed), which keep the video ids and folder names they have
-        in the whole list."""
+        """Process `sources` in order (video ids 1..N), yielding each outcome in input order as soon as it is known.
+        `positions`: only these inputs (a shard, clipvis.cli.distributed), which keep the video ids and folder names
+        they have in the whole list.
+
+        With `background_writers`, a video's files are written while the next video goes through the model: its
+        outcome comes once that next video's model pass is over (its `video_finished` report as soon as it is
+        written), and one video's files at most are being written at a time. On Ctrl-C the files being written are
+        finished before KeyboardInterrupt leaves this method."""
         readable = [position for position, source in enumerate(sources) if source.ok]
         # Every shard plans the whole list's folder names the same way, so which of two same-stem inputs gets
         # `stem/` and which `stem-2/` does not depend on which shard runs first.
@@ -171,35 +184,69 @@ class SegmentRunner:
         self._reserved = frozenset(name.lower() for p in readable for name in (sources[p].stem, planned[p]))
         positions = range(len(sources)) if positions is None else positions
         self.reporter.batch_started(len(positions))
-        for position in positions:
-            yield self.run(sources[position], position + 1, folder=planned.get(position))
+        if not self.background_writers:
+            for position in positions:
+                yield self.run(sources[position], position + 1, folder=planned.get(position))
+            return
+        with ThreadPoolExecutor(1, thread_name_prefix="clipvis-finish") as finisher:
+            writing: Future[VideoOutcome] | None = None  # the previous video's files
+            for position in positions:
+                started = self._start(sources[position], position + 1, None, planned.get(position), finisher)
+                if writing is not None:
+                    yield writing.result()
+                writing = started
+            if writing is not None:
+                yield writing.result()
 
     def run(
         self, source: VideoSource, video_id: int, stem: str | None = None, folder: str | None = None
     ) -> VideoOutcome:
         """Process one input into `OUTPUT/<stem or its natural stem>[-N]/`, or `OUTPUT/<folder>/` first when given
         (the name `run_batch` planned for it). Failures are returned (never raised), except KeyboardInterrupt."""
+        return self._start(source, video_id, stem, folder, None).result()
+
+    def _start(
+        self, source: VideoSource, video_id: int, stem: str | None, folder: str | None,
+        finisher: ThreadPoolExecutor | None,
+    ) -> Future[VideoOutcome]:
+        """Claim the output folder and run the model over the input (in this thread); its files are then written
+        by `finisher` (or here, when None). The folder stays locked, and the tracks' mask store open, until they
+        are written."""
         opts = self.options
         stem = stem or source.stem
         if not source.ok:
-            return self._failed(source, stem, source.describe_error())
+            return _settled(self._failed(source, stem, source.describe_error()))
         manifest = RunManifest.start(source, stem, opts.weights, opts.vocabulary, opts.result_options())
         reserved = self._reserved - {stem.lower(), (folder or stem).lower()}
         try:
             claim = claim_output_folder(opts.output, manifest, source, self._taken, reserved, preferred=folder)
         except FolderBusyError as error:
             self.reporter.video_skipped(source, stem, reason=f"{error}; skipped")
-            return VideoOutcome(source, stem, "skipped", error=str(error))
+            return _settled(VideoOutcome(source, stem, "skipped", error=str(error)))
         except (OutputNotWritableError, ValueError) as error:
-            return self._failed(source, stem, one_line(str(error)))
+            return _settled(self._failed(source, stem, one_line(str(error))))
+        held = ExitStack()  # the folder's lock, then (once tracked) the mask store: released in reverse order
+        held.callback(claim.lock.release)
         try:
-            return self._run_claimed(source, video_id, claim, manifest)
-        finally:
-            claim.lock.release()
+            written = self._track_claimed(source, video_id, claim, manifest, held)
+        except BaseException:
+            held.close()
+            raise
+        if isinstance(written, VideoOutcome):
+            held.close()
+            return _settled(written)
 
-    def _run_claimed(
-        self, source: VideoSource, video_id: int, claim: ClaimedFolder, manifest: RunManifest
-    ) -> VideoOutcome:
+        def write() -> VideoOutcome:
+            with held:
+                return written()
+
+        return _settled(write()) if finisher is None else finisher.submit(write)
+
+    def _track_claimed(
+        self, source: VideoSource, video_id: int, claim: ClaimedFolder, manifest: RunManifest, held: ExitStack
+    ) -> VideoOutcome | Callable[[], VideoOutcome]:
+        """The model's pass over a claimed input; returns its outcome when it ends here (skipped, failed), or the
+        function that writes its files and returns the outcome."""
         opts, paths, previous, stem = self.options, claim.paths, claim.previous, claim.paths.stem
         remove_stale_temp_files(paths.directory)  # we hold the folder's lock: no live process is writing them
         if opts.skip_existing and previous is not None and previous.is_complete_for(
@@ -207,21 +254,38 @@ class SegmentRunner:
         ):
             self.reporter.video_skipped(source, stem)
             return VideoOutcome(source, stem, "skipped", [paths.directory / n for n in previous.output_names])
+        started = time.perf_counter()
         try:
             manifest.write(paths.manifest)
-            outcome = self._process(source, video_id, paths, manifest, previous)
+            tracked = held.enter_context(self.track(source, video_id, stem))
         except KeyboardInterrupt:
-            manifest.mark_failed("interrupted by the user", status=STATUS_INTERRUPTED)
-            _write_quietly(manifest, paths.manifest)
+            _mark_interrupted(manifest, paths)
             raise
-        except (VideoReadError, OutputNotWritableError) as error:
-            return self._record_failure(source, stem, one_line(str(error)), manifest, paths)
-        except Exception as error:  # noqa: BLE001 - model, memory and library errors fail this input, not the batch
-            cause = describe_exception(error)
-            if not isinstance(error, (ValueError, OSError, RuntimeError)):
-                cause = f"{type(error).__name__}: {cause}"
-            return self._record_failure(source, stem, subject_message(cause, source.path), manifest, paths)
-        return outcome
+        except Exception as error:  # noqa: BLE001 - see _failure
+            return self._failure(error, source, manifest, paths)
+
+        def write() -> VideoOutcome:
+            try:
+                return self._write_tracked(source, tracked, paths, manifest, previous, started)
+            except KeyboardInterrupt:
+                _mark_interrupted(manifest, paths)
+                raise
+            except Exception as error:  # noqa: BLE001 - see _failure
+                return self._failure(error, source, manifest, paths)
+
+        return write
+
+    def _failure(
+        self, error: Exception, source: VideoSource, manifest: RunManifest, paths: VideoOutputPaths
+    ) -> VideoOutcome:
+        """A failed input: one line, recorded in its run.json. Model, memory and library errors fail the input,
+        not the batch."""
+        if isinstance(error, (VideoReadError, OutputNotWritableError)):
+            return self._record_failure(source, paths.stem, one_line(str(error)), manifest, paths)
+        cause = describe_exception(error)
+        if not isinstance(error, (ValueError, OSError, RuntimeError)):
+            cause = f"{type(error).__name__}: {cause}"
+        return self._record_failure(source, paths.stem, subject_message(cause, source.path), manifest, paths)
 
     def _failed(self, source: VideoSource, stem: str, message: str) -> VideoOutcome:
         self.reporter.video_failed(source, stem, message)
@@ -281,29 +345,29 @@ class SegmentRunner:
         timings.update({f"model_{k}": v for k, v in video.timings.items()})
         return TrackedVideo(reader, info, tracks, timings)
 
-    def _process(
+    def _write_tracked(
         self,
         source: VideoSource,
-        video_id: int,
+        tracked: TrackedVideo,
         paths: VideoOutputPaths,
         manifest: RunManifest,
         previous: RunManifest | None,
+        started: float,
     ) -> VideoOutcome:
-        started = time.perf_counter()
-        stem = paths.stem
-        with self.track(source, video_id, stem) as tracked:
-            info, timings = tracked.info, tracked.timings
-            video = SegmentedVideo(info, tracked.tracks, self.categories, lambda: iter(tracked.reader))
-            start = time.perf_counter()
-            outputs = self._write_outputs(paths, video, timings)
-            timings["writers"] = time.perf_counter() - start  # wall time: the writers overlap (write_* each)
+        """Every writer's file of a tracked input, then the "complete" run.json (``started``: when the input's run
+        began, for its total time)."""
+        info, timings = tracked.info, tracked.timings
+        video = SegmentedVideo(info, tracked.tracks, self.categories, lambda: iter(tracked.reader))
+        start = time.perf_counter()
+        outputs = self._write_outputs(paths, video, timings)
+        timings["writers"] = time.perf_counter() - start  # wall time: the writers overlap (write_* each)
         manifest.stale = self._settle_stale_outputs(paths, outputs, previous)
         timings["total"] = time.perf_counter() - started
         manifest.mark_complete(info.num_frames, outputs, timings)  # the outputs are fsync'ed and in place
         manifest.write(paths.manifest)
         fps = info.num_frames / max(timings["total"], 1e-9)
-        self.reporter.video_finished(source, stem, info.num_frames, fps, outputs)
-        return VideoOutcome(source, stem, "complete", outputs, frames=info.num_frames)
+        self.reporter.video_finished(source, paths.stem, info.num_frames, fps, outputs)
+        return VideoOutcome(source, paths.stem, "complete", outputs, frames=info.num_frames)
 
     def _write_outputs(self, paths: VideoOutputPaths, video: SegmentedVideo, timings: dict[str, float]) -> list[Path]:
         """Every writer's file, in writer order. Writers that draw on the frames (the overlay: decoding, drawing
@@ -355,6 +419,18 @@ class SegmentRunner:
             else:
                 stale.append(name)
         return stale
+
+
+def _settled(outcome: VideoOutcome) -> Future[VideoOutcome]:
+    """An outcome already known, as a finished Future."""
+    future: Future[VideoOutcome] = Future()
+    future.set_result(outcome)
+    return future
+
+
+def _mark_interrupted(manifest: RunManifest, paths: VideoOutputPaths) -> None:
+    manifest.mark_failed("interrupted by the user", status=STATUS_INTERRUPTED)
+    _write_quietly(manifest, paths.manifest)
 
 
 def _write_quietly(manifest: RunManifest, path: Path) -> None:
