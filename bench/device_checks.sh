@@ -4,14 +4,15 @@
 #
 #   bash bench/device_checks.sh fetch       # where pip reaches a package index: wheels into .whl/ (git-ignored)
 #   bash bench/device_checks.sh run         # on the GPU machine, from the repository root, with .whl/ copied along
+#   bash bench/device_checks.sh run capture # only the named steps (here: the network eager / CUDA graph / compiled)
 #
 # `run` installs .whl/ into /tmp/site (no index, no dependencies: the machine's own torch, numpy, OpenCV, scipy...
 # are used), then runs each step under a time limit and writes into $OUT (default ./device_out): device_checks.log
 # (everything printed, with one "== step: exit N" line per step) and one figures file per bench step (*.json).
 # Steps run from /tmp: the repository root holds a `clipvis/` folder that would hide the installed package.
 #
-# The limits add up to 560 s, under the device machine's 10 minutes a command (bench figures come out as they are
-# measured). To try the script itself without a GPU: DEVICE=cpu QUICK=1 bash bench/device_checks.sh run
+# The limits of all steps but `capture` add up to 560 s, under the device machine's 10 minutes a command (bench
+# figures come out as they are measured); `capture` (torch.compile takes minutes) goes in a second call. To try the script itself without a GPU: DEVICE=cpu QUICK=1 bash bench/device_checks.sh run
 set -u -o pipefail
 
 WHEELS=.whl
@@ -34,7 +35,7 @@ fetch() {
 }
 
 run() {
-    local repo out device quick threads
+    local repo out device quick threads only=("$@")
     repo=$(pwd)
     out=${OUT:-$repo/device_out}
     device=${DEVICE:-cuda}
@@ -53,13 +54,21 @@ run() {
 
     # Frame counts: the sizes, or small ones to try the script (QUICK=1).
     local replay=300 frames=200 memory_short=60 memory_long=600 folder_frames=60 size=1280x720
-    if [ "$quick" = 1 ]; then replay=8 frames=8 memory_short=4 memory_long=8 folder_frames=4 size=320x240; fi
+    local capture_arch=r50 capture_repeats=20
+    if [ "$quick" = 1 ]; then
+        replay=8 frames=8 memory_short=4 memory_long=8 folder_frames=4 size=320x240 capture_arch=tiny capture_repeats=2
+    fi
     local bench=("$repo/bench/bench_segment.py" --device "$device" --threads "$threads")
     local failed=0
 
-    step() {  # step NAME SECONDS COMMAND...
+    step() {  # step NAME SECONDS COMMAND...: every step but capture, or the steps named after `run`
         local name=$1 limit=$2 status
         shift 2
+        if [ "${#only[@]}" -gt 0 ]; then
+            [[ " ${only[*]} " == *" $name "* ]] || return 0
+        elif [ "$name" = capture ]; then
+            return 0  # only when named
+        fi
         echo "== $name (limit ${limit}s): $*"
         (cd /tmp && timeout "$limit" "$@")
         status=$?
@@ -82,11 +91,14 @@ run() {
         --frames "$frames" --out-json "$out/a_convnext.json"
     step replay_2_drawing_threads 60 python3 "${bench[@]}" --parts e --replay-frames "$replay" \
         --replay-size "$size" --render-threads 2 --out-json "$out/e_2threads.json"
+    # Only when named (`run capture`): with all of the above it would pass the 10 minutes of one command.
+    step capture 400 python3 "$repo/bench/bench_network_capture.py" --device "$device" --arch "$capture_arch" \
+        --precision bf16 --size "$size" --batch 4 --repeats "$capture_repeats"
     return "$failed"
 }
 
 case "${1:-}" in
     fetch) fetch ;;
-    run) run ;;
-    *) echo "usage: bash bench/device_checks.sh fetch|run" >&2; exit 2 ;;
+    run) shift; run "$@" ;;
+    *) echo "usage: bash bench/device_checks.sh fetch | run [STEP...]" >&2; exit 2 ;;
 esac
