@@ -19,17 +19,15 @@ import statistics
 import time
 
 import torch
+from bench_configs import MODEL_CONFIGS  # bench/ is the script's folder
 
 from clipvis.cli.memory import HeapTrimmer
-from clipvis.model import ClipVisConfig, create_model
+from clipvis.model import create_model
 from clipvis.model.predictor import PRECISIONS
 from clipvis.model.temporal_matcher import TemporalMatcher
 from clipvis.model.text_classifier import TextEmbeddings
 
-ARCHS = {
-    "r50": ClipVisConfig(clip_model_name="RN50", clip_pretrained="openai"),
-    "convnext-b": ClipVisConfig(clip_model_name="convnext_base_w_320", clip_pretrained="laion_aesthetic_s13b_b82k"),
-}
+ARCHS = {name: MODEL_CONFIGS[name] for name in ("r50", "convnext-b")}
 
 STAGES = ("backbone", "pixel decoder", "decoder", "pool+classify", "match")
 

@@ -21,25 +21,12 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
+from bench_configs import MODEL_CONFIGS  # bench/ is the script's folder
 
-from clipvis.model import ClipVisConfig, create_model
+from clipvis.model import create_model
 from clipvis.model.predictor import PRECISIONS
 from clipvis.model.preprocess import FramePreprocessor
 
-TINY_CLIP = {
-    "embed_dim": 32,
-    "quick_gelu": True,
-    "vision_cfg": {"image_size": 224, "layers": [1, 1, 1, 1], "width": 16, "patch_size": None},
-    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
-}
-ARCHS = {
-    "tiny": ClipVisConfig(
-        clip_model_config=TINY_CLIP, hidden_dim=32, num_queries=100, decoder_layers=2, num_heads=4,
-        dim_feedforward=64, conv_dim=32, mask_dim=32, encoder_layers=1, encoder_dim_feedforward=64,
-    ),
-    "r50": ClipVisConfig(),
-    "convnext-b": ClipVisConfig(clip_model_name="convnext_base_w_320", clip_pretrained="laion_aesthetic_s13b_b82k"),
-}
 VARIANTS = ("eager", "cuda-graph", "compile", "compile-reduce-overhead")
 
 
@@ -117,7 +104,7 @@ def measure(variant: str, model, images, autocast, reference: dict[str, torch.Te
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--arch", choices=sorted(ARCHS), default="r50")
+    parser.add_argument("--arch", choices=sorted(MODEL_CONFIGS), default="r50")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--precision", choices=sorted(PRECISIONS), default="bf16")
     parser.add_argument("--size", default="1280x720", help="video frame WIDTHxHEIGHT (resized to the test size)")
@@ -130,7 +117,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     torch.manual_seed(0)
-    model = create_model(ARCHS[args.arch]).to(device).eval()
+    model = create_model(MODEL_CONFIGS[args.arch]).to(device).eval()
     cfg = model.config
     width, height = (int(v) for v in args.size.lower().split("x"))
     frames = np.random.default_rng(0).integers(0, 255, (args.batch, height, width, 3), dtype=np.uint8)

@@ -24,11 +24,11 @@
     (tiny model's, 100 queries) at 1280x720: frames/s of everything around the network (`--device cuda` on a GPU).
 (f) wall time of `clipvis segment FOLDER` over 8 short videos: one process with --threads threads, and one with
     1 thread, against `torchrun --nproc-per-node 2` with one thread per process.
+(g) CUDA only: peak GPU memory of SegmentRunner (--model, all outputs) on a short and a 10x longer video of the same
+    size, in one process after a warm-up video (target: ratio <= 1.10, memory flat with video length).
 (h) frames/s of SegmentRunner.run_batch over a folder of --folder-videos videos (--model, all outputs, one process):
     each video's files written after its model pass, against written while the next video goes through the model
     (`background_writers`, the default on a GPU).
-(g) CUDA only: peak GPU memory of SegmentRunner (--model, all outputs) on a short and a 10x longer video of the same
-    size, in one process after a warm-up video (target: ratio <= 1.10, memory flat with video length).
 
 Videos (moving coloured shapes over a smoothly textured gradient, 854x480, 30 fps) and checkpoints are made once per
 run in a temporary folder. Random weights are adjusted so that masks are object-sized (see make_masks_object_like).
@@ -63,6 +63,7 @@ import av  # noqa: E402 - after the arena setting
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from bench_configs import MODEL_CONFIGS  # noqa: E402 - bench/ is the script's folder
 
 from clipvis.cli.commands.segment import load_predictor  # noqa: E402
 from clipvis.cli.inputs import VideoSource  # noqa: E402
@@ -70,27 +71,12 @@ from clipvis.cli.memory import HUGE_PAGES_VARIABLE, HeapTrimmer, prefer_huge_pag
 from clipvis.cli.segment import DEFAULT_FORMATS, SegmentOptions, SegmentRunner  # noqa: E402
 from clipvis.cli.video_io import VideoReader  # noqa: E402
 from clipvis.cli.writers.overlay import render_threads_for  # noqa: E402
-from clipvis.model import ClipVisConfig, create_model, save_pretrained  # noqa: E402
+from clipvis.model import create_model, save_pretrained  # noqa: E402
 from clipvis.model.preprocess import FramePreprocessor  # noqa: E402
 
 HEIGHT, WIDTH, FPS = 480, 854, 30
 VOCABULARY = ["person", "car", "dog", "cat", "bicycle", "kite", "horse", "boat"]
 BATCH_FRAMES = 4  # the `segment` default
-TINY_CLIP = {
-    "embed_dim": 32,
-    "quick_gelu": True,
-    "vision_cfg": {"image_size": 224, "layers": [1, 1, 1, 1], "width": 16, "patch_size": None},
-    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
-}
-MODEL_CONFIGS = {
-    # Tiny head and CLIP, but the official query count and test size: mask upsampling and RLE cost as with R50.
-    "tiny": ClipVisConfig(
-        clip_model_config=TINY_CLIP, hidden_dim=32, num_queries=100, decoder_layers=2, num_heads=4,
-        dim_feedforward=64, conv_dim=32, mask_dim=32, encoder_layers=1, encoder_dim_feedforward=64,
-    ),
-    "r50": ClipVisConfig(),
-    "convnext-b": ClipVisConfig(clip_model_name="convnext_base_w_320", clip_pretrained="laion_aesthetic_s13b_b82k"),
-}
 MASK_COVERAGE = 0.03  # random-weight masks are shifted to cover ~3 % of the frame each, like objects
 DEFAULT_FRAMES = {"tiny": 120, "r50": 8, "convnext-b": 8}
 GIB = 1024**3
@@ -224,6 +210,17 @@ class ThroughputResult:
         return max(self.end_to_end_fps) / max(self.model_only_fps)
 
 
+def bench_options(
+    files: BenchFiles, model: str, output: str, device: str, precision: str = "fp32"
+) -> SegmentOptions:
+    """`segment`'s options for the bench: its vocabulary, ``model``'s random checkpoint, all outputs into
+    ``files.root / output``, batches of BATCH_FRAMES, nothing skipped."""
+    return SegmentOptions(
+        vocabulary=VOCABULARY, weights=str(files.weights(model)), output=files.root / output, formats=DEFAULT_FORMATS,
+        device=device, precision=precision, batch_frames=BATCH_FRAMES, skip_existing=False,
+    )
+
+
 def make_runner(predictor, options: SegmentOptions, render_threads: int | None) -> SegmentRunner:
     """SegmentRunner with the `segment` command's writers; `render_threads` overrides the overlay's drawing threads
     (default: clipvis.cli.writers.overlay.render_threads_for, by CPUs and frame size)."""
@@ -264,10 +261,7 @@ def measure_throughput(
     precision: str = "fp32", height: int = HEIGHT, width: int = WIDTH, render_threads: int | None = None,
 ) -> ThroughputResult:
     video = files.video(frames, height, width)
-    options = SegmentOptions(
-        vocabulary=VOCABULARY, weights=str(files.weights(model)), output=files.root / f"out_{model}",
-        formats=DEFAULT_FORMATS, device=device, precision=precision, batch_frames=BATCH_FRAMES, skip_existing=False,
-    )
+    options = bench_options(files, model, f"out_{model}", device, precision)
     predictor = load_predictor(options)
     runner = make_runner(predictor, options, render_threads)
     decoded = decode_all(video)
@@ -403,10 +397,7 @@ def replay_ceiling(
 ) -> dict[str, Any]:
     """Frames/s of SegmentRunner (all outputs) with the network's outputs replayed (tiny model, 100 queries)."""
     video = files.video(frames, height, width)
-    options = SegmentOptions(
-        vocabulary=VOCABULARY, weights=str(files.weights("tiny")), output=files.root / "out_replay",
-        formats=DEFAULT_FORMATS, device=device, batch_frames=BATCH_FRAMES, skip_existing=False,
-    )
+    options = bench_options(files, "tiny", "out_replay", device)
     predictor = load_predictor(options)
     model = predictor.model
     decoded = decode_all(files.video(2 * BATCH_FRAMES, height, width))
@@ -437,10 +428,7 @@ def device_memory_by_length(
     """Peak memory on the CUDA device of SegmentRunner (all outputs) over videos of ``frame_counts`` frames of one
     size, one process, after a warm-up video (kernels, cuDNN workspaces, the text embeddings): the most the
     caching allocator had allocated and reserved during each video, the model's weights included."""
-    options = SegmentOptions(
-        vocabulary=VOCABULARY, weights=str(files.weights(model)), output=files.root / "out_memory",
-        formats=DEFAULT_FORMATS, device=device, precision=precision, batch_frames=BATCH_FRAMES, skip_existing=False,
-    )
+    options = bench_options(files, model, "out_memory", device, precision)
     predictor = load_predictor(options)
     target = predictor.device
     runner = SegmentRunner(predictor, options, SilentReporter())
@@ -492,10 +480,7 @@ def folder_throughput(
         for i in range(videos):
             shutil.copyfile(files.video(frames, height, width), folder / f"clip{i}.mp4")
     sources = [VideoSource(path) for path in sorted(folder.glob("*.mp4"))]
-    options = SegmentOptions(
-        vocabulary=VOCABULARY, weights=str(files.weights(model)), output=files.root / "out_folder",
-        formats=DEFAULT_FORMATS, device=device, precision=precision, batch_frames=BATCH_FRAMES, skip_existing=False,
-    )
+    options = bench_options(files, model, "out_folder", device, precision)
     predictor = load_predictor(options)
     predictor.new_video().push(decode_all(files.video(BATCH_FRAMES, height, width)))  # warm-up
     best: dict[str, float] = {}
@@ -599,6 +584,12 @@ def _fmt_run(run: ChildRun, memory: str) -> str:
     return f"{memory}  {run.wall_seconds:7.1f} s  load before/after {_fmt_list(run.load_average)}"
 
 
+def parse_size(text: str) -> tuple[int, int]:
+    """``"1280x720"`` -> (1280, 720): width, height."""
+    width, height = (int(v) for v in text.lower().split("x"))
+    return width, height
+
+
 def _fmt_list(values: list[float]) -> str:
     return " ".join(f"{v:.3f}" if isinstance(v, float) and v < 100 else str(v) for v in values)
 
@@ -652,6 +643,7 @@ def main() -> None:
     sys.stdout.reconfigure(line_buffering=True)  # figures appear as they are measured, also under nohup
     torch.set_num_threads(args.threads)
     frames = args.frames or DEFAULT_FRAMES[args.model]
+    width, height = parse_size(args.size)  # (a), (g), (h)
     print(
         f"python {platform.python_version()}, torch {torch.__version__}, {os.cpu_count()} CPUs, "
         f"device={args.device}, threads={args.threads}, load average {_fmt_list(load_average())}, "
@@ -670,7 +662,6 @@ def main() -> None:
             figures["heap_trimmer"] = trimmer.active
             print(f"(a) heap trimmer as in the CLI: {'on' if trimmer.active else 'off'}")
             with trimmer:
-                width, height = (int(v) for v in args.size.lower().split("x"))
                 throughput = measure_throughput(
                     files, args.model, frames, args.device, args.threads, args.repeats, args.precision, height, width,
                     args.render_threads,
@@ -697,8 +688,10 @@ def main() -> None:
             print_table("(d) peak RSS by resolution, tiny model (100 queries), all outputs, fresh process each", rows)
             figures["resolution_rss"] = {"runs": [asdict(small), asdict(large)], "ratio": ratio}
         if "e" in parts:
-            width, height = (int(v) for v in args.replay_size.lower().split("x"))
-            replay = replay_ceiling(files, args.replay_frames, args.device, height, width, args.render_threads)
+            replay_width, replay_height = parse_size(args.replay_size)
+            replay = replay_ceiling(
+                files, args.replay_frames, args.device, replay_height, replay_width, args.render_threads
+            )
             print_table(
                 f"(e) model-free ceiling: SegmentRunner, all outputs, network outputs replayed, {replay['queries']} "
                 f"queries, {replay['size']}, {replay['frames']} frames, device={replay['device']}, "
@@ -724,7 +717,6 @@ def main() -> None:
             figures["ranks"] = {"runs": [asdict(one), asdict(single), asdict(two)], "speedup": speedup,
                                 "speedup_same_threads_per_rank": per_rank}
         if "h" in parts:
-            width, height = (int(v) for v in args.size.lower().split("x"))
             folder = folder_throughput(files, args.model, args.folder_videos, args.folder_frames or frames,
                                        args.device, args.precision, height, width, args.repeats)
             print_table(
@@ -736,7 +728,6 @@ def main() -> None:
             )
             figures["folder"] = folder
         if "g" in parts:
-            width, height = (int(v) for v in args.size.lower().split("x"))
             if not args.device.startswith("cuda"):
                 print("\n(g) skipped: it measures a CUDA device's memory (--device cuda)")
             else:

@@ -160,8 +160,8 @@ SHORT_LOOKAHEAD_PIXELS = 1920 * 1088
 SHORT_LOOKAHEAD = "rc-lookahead=2:sync-lookahead=0"
 # With x264's macroblock-tree rate control the same frames gave other bytes from run to run: its result depends on
 # memory nobody wrote (MALLOC_PERTURB_ changes it; rc-lookahead=0, which also turns the tree off, or mbtree=0 alone
-# make it stable). Without it the overlay is the same file whatever ran before, in any process
-# or thread; on the bench video (854x480, 50 tracks drawn) 0.3 % smaller, 0.1 dB lower PSNR, ~8 % less encoder CPU time.
+# make it stable). Without it the overlay is the same file whatever ran before, in any process or thread; on the
+# bench video (854x480, 50 tracks drawn) 0.3 % smaller, 0.1 dB lower PSNR, ~8 % less encoder CPU time.
 DETERMINISTIC = "mbtree=0"
 # Frames drawn at once: the CPUs this process may use, shared with the other ranks on the machine, within these
 # bounds, and fewer when frames are so large that their drawing buffers would pass OVERLAY_RENDER_BYTES.
