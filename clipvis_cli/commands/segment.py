@@ -8,6 +8,7 @@ from pathlib import Path
 
 import typer
 
+from clipvis.cli.collector import collector_paused
 from clipvis.cli.distributed import DistributedRun, Shard
 from clipvis.cli.inputs import discover_inputs
 from clipvis.cli.memory import HeapTrimmer, prefer_huge_pages
@@ -248,7 +249,8 @@ def load_predictor(options: SegmentOptions):
     from clipvis.weights import WeightsError, resolve_weights
 
     try:
-        with warnings.catch_warnings(record=True) as caught:
+        # Importing open_clip and building the model make long-lived objects, not garbage (clipvis.cli.collector).
+        with collector_paused(), warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             # load_model downloads and verifies a released checkpoint (or replaces a damaged cached copy) first; the
             # identity is then taken of the file it loaded.
