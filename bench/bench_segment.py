@@ -23,12 +23,16 @@
 (e) a model-free ceiling: SegmentRunner with all outputs while the network's outputs are replayed from a recording
     (tiny model's, 100 queries) at 1280x720: frames/s of everything around the network (`--device cuda` on a GPU).
 (f) wall time of `clipvis segment FOLDER` over 8 short videos: one process with --threads threads, and one with
-    1 thread, against `torchrun --nproc-per-node 2` with one thread per process.
+    1 thread, against `torchrun --nproc-per-node 2` with one thread per process; and, to tell apart what keeps two
+    ranks from 2x, the same two halves as `--shard 0/2` and `--shard 1/2` side by side without torchrun, and
+    `--shard 0/2` alone.
 (g) CUDA only: peak GPU memory of SegmentRunner (--model, all outputs) on a short and a 10x longer video of the same
     size, in one process after a warm-up video (target: ratio <= 1.10, memory flat with video length).
 (h) frames/s of SegmentRunner.run_batch over a folder of --folder-videos videos (--model, all outputs, one process):
     each video's files written after its model pass, against written while the next video goes through the model
     (`background_writers`, the default on a GPU).
+(i) what a `clipvis segment` process costs besides its video: wall time of the command on a 4-frame video (tiny
+    model, all outputs, fresh process) minus the video's own time from run.json; median of --overhead-runs.
 
 Videos (moving coloured shapes over a smoothly textured gradient, 854x480, 30 fps) and checkpoints are made once per
 run in a temporary folder. Random weights are adjusted so that masks are object-sized (see make_masks_object_like).
@@ -42,7 +46,9 @@ import json
 import os
 import platform
 import resource
+import shlex
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -339,10 +345,15 @@ def segment_rss(
     ]
     label = f"segment {model} {frames} frames"
     run = run_child(label, frames, command, child_env(files.root, threads, extra_env), out.with_suffix(".log"))
-    manifest = json.loads((out / video.stem / "run.json").read_text())
+    manifest = segment_manifest(files, model, frames)
     if manifest["frames"] != frames:
         raise RuntimeError(f"{label}: run.json says {manifest['frames']} frames")
     return run
+
+
+def segment_manifest(files: BenchFiles, model: str, frames: int) -> dict[str, Any]:
+    """The run.json of the last `segment_rss` run of ``model`` on the ``frames``-frame video."""
+    return json.loads((files.root / f"rss_{model}_{frames}" / files.video(frames).stem / "run.json").read_text())
 
 
 def baseline_rss(files: BenchFiles, threads: int, extra_env: dict[str, str]) -> ChildRun:
@@ -350,6 +361,22 @@ def baseline_rss(files: BenchFiles, threads: int, extra_env: dict[str, str]) -> 
     command = [sys.executable, "-c", "import torch, cv2, av, open_clip, clipvis.cli.app, clipvis.model"]
     env = child_env(files.root, threads, extra_env)
     return run_child("imports only", 0, command, env, files.root / "imports.log")
+
+
+# ---------------------------------------------------------------------------- (i) a process' start and end
+
+
+def process_overhead(files: BenchFiles, device: str, threads: int, runs: int) -> dict[str, Any]:
+    """What a `clipvis segment` process costs besides its video: wall time of the whole command on a 4-frame video
+    (tiny model, all outputs, a fresh process each time) minus the video's own time in run.json (timings.total):
+    imports, loading the model and the text embeddings (cached after the first run), and the exit."""
+    rows = []
+    for _ in range(runs):
+        run = segment_rss(files, "tiny", BATCH_FRAMES, device, threads, {})
+        video_seconds = segment_manifest(files, "tiny", BATCH_FRAMES)["timings"]["total"]
+        rows.append({"wall_s": run.wall_seconds, "video_s": video_seconds,
+                     "overhead_s": run.wall_seconds - video_seconds, "cpu_s": run.cpu_seconds})
+    return {"runs": rows, "median_overhead_s": statistics.median(r["overhead_s"] for r in rows)}
 
 
 # ----------------------------------------------------------------------------- (d) peak RSS by resolution
@@ -502,27 +529,76 @@ def folder_throughput(
 # ------------------------------------------------------------------------------ (f) two gloo ranks vs one
 
 
-def ranks_wall_time(files: BenchFiles, videos: int, frames: int, processes: int, threads: int) -> ChildRun:
-    """Wall time of `clipvis segment FOLDER` (tiny model, all outputs) with one process of ``processes`` threads,
-    or under torchrun with ``processes`` processes of one thread each (``processes`` < 0 means one process)."""
+RANK_LAYOUTS = ("threads", "torchrun", "one_shard", "shards")
+
+
+def ranks_wall_time(files: BenchFiles, videos: int, frames: int, layout: str, threads: int) -> ChildRun:
+    """Wall time of `clipvis segment FOLDER` (tiny model, all outputs), laid out as ``layout``:
+
+    - ``threads``: one process of ``threads`` threads, the whole folder;
+    - ``torchrun``: `torchrun --nproc-per-node 2`, one thread per process;
+    - ``one_shard``: one process of one thread, `--shard 0/2` alone (half the folder: a rank's work, with nothing
+      beside it);
+    - ``shards``: `--shard 0/2` and `--shard 1/2` started side by side, one thread each, no torchrun.
+    """
+    if layout not in RANK_LAYOUTS:
+        raise ValueError(f"layout must be one of {RANK_LAYOUTS}, not {layout!r}")
     folder = files.root / "folder"
     if not folder.is_dir():
         folder.mkdir()
         for i in range(videos):
             shutil.copyfile(files.video(frames), folder / f"clip{i}.mp4")  # distinct files (links are deduplicated)
-    out = files.root / f"ranks_{processes}x{threads if processes <= 1 else 1}"
+    out = files.root / f"ranks_{layout}_{threads}"
     args = ["-m", "clipvis", "segment", str(folder), "--vocab", ",".join(VOCABULARY), "--weights",
             str(files.weights("tiny")), "-o", str(out), "--device", "cpu", "--overwrite", "--log-format", "jsonl"]
-    if processes > 1:
-        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}",
-                   *args]
-        env = child_env(files.root, 1, {})
-        label = f"torchrun {processes} processes x 1 thread"
+    env = child_env(files.root, 1, {})
+    count = videos * frames
+    if layout == "torchrun":
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", *args]
+        label = "torchrun 2 processes x 1 thread"
+    elif layout == "one_shard":
+        command = [sys.executable, *args, "--shard", "0/2"]
+        count = len(range(0, videos, 2)) * frames
+        label = "1 process x 1 thread, --shard 0/2 alone"
+    elif layout == "shards":
+        # Both shards from one shell, which waits for them: its CPU time then includes theirs (see run_child).
+        shard = " ".join(shlex.quote(a) for a in [sys.executable, *args]) + " --shard {}/2"
+        script = f"{shard.format(0)} & a=$!; {shard.format(1)} & b=$!; wait $a; r=$?; wait $b; exit $((r | $?))"
+        command = ["bash", "-c", script]
+        label = "--shard 0/2 and 1/2 side by side x 1 thread"
     else:
         command = [sys.executable, *args]
         env = child_env(files.root, threads, {})
         label = f"1 process x {threads} threads"
-    return run_child(label, videos * frames, command, env, out.with_suffix(".log"))
+    return run_child(label, count, command, env, out.with_suffix(".log"))
+
+
+def report_ranks(
+    runs: dict[str, ChildRun], videos: int, frames: int, threads: int, repeats: int
+) -> dict[str, Any]:
+    """Print (f) and return its figures. Besides the speed-ups, it splits what keeps two ranks from 2x: torchrun's
+    own cost (torchrun against the same two shards started by hand) and what two processes cost each other on this
+    machine (the two shards side by side against one shard alone)."""
+    torchrun, shards, one_shard = runs["torchrun"], runs["shards"], runs["one_shard"]
+    figures: dict[str, Any] = {
+        "runs": {layout: asdict(run) for layout, run in runs.items()},
+        "speedup": runs["threads"].wall_seconds / torchrun.wall_seconds,
+        "speedup_same_threads_per_rank": runs["single"].wall_seconds / torchrun.wall_seconds,
+        "torchrun_seconds": torchrun.wall_seconds - shards.wall_seconds,
+        "side_by_side_slowdown": shards.wall_seconds / one_shard.wall_seconds,
+    }
+    print_table(
+        f"(f) {videos} videos x {frames} frames {WIDTH}x{HEIGHT}, tiny model, all outputs, best of {repeats}",
+        [(r.label, f"{r.wall_seconds:8.1f} s  {r.cpu_seconds / r.wall_seconds:4.2f} cores busy  "
+          f"load before/after {_fmt_list(r.load_average)}") for r in runs.values()]
+        + [(f"speed-up vs 1 process x {threads} threads", f"{figures['speedup']:8.2f}x"),
+           ("speed-up vs 1 process x 1 thread (same threads per rank)",
+            f"{figures['speedup_same_threads_per_rank']:8.2f}x"),
+           ("torchrun's own cost (torchrun - shards side by side)", f"{figures['torchrun_seconds']:8.1f} s"),
+           ("two processes side by side vs one alone (same work each)",
+            f"{figures['side_by_side_slowdown']:8.2f}x the time")],
+    )
+    return figures
 
 
 # ------------------------------------------------------------------------------------------------ report
@@ -598,7 +674,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", choices=sorted(MODEL_CONFIGS), default="tiny", help="model for (a)")
     parser.add_argument("--frames", type=int, default=None, help="frames for (a) (default: tiny 120, r50 8)")
-    parser.add_argument("--repeats", type=int, default=2, help="(a) runs of each kind, alternated; best reported")
+    parser.add_argument(
+        "--repeats", type=int, default=2, help="(a), (f), (h): runs of each kind, alternated; best reported"
+    )
     parser.add_argument("--skip-rss", action="store_true", help="skip (b) and (c)")
     parser.add_argument("--rss-frames", type=int, nargs=2, default=[300, 3000], metavar=("SHORT", "LONG"))
     parser.add_argument("--r50-rss-frames", type=int, default=10)
@@ -607,7 +685,7 @@ def main() -> None:
         help="environment for the (b)/(c) subprocesses, e.g. MALLOC_MMAP_THRESHOLD_=1048576 (repeatable)",
     )
     parser.add_argument(
-        "--parts", nargs="+", choices=list("abcdefgh"), default=list("abcdef"), help="what to measure (see above)"
+        "--parts", nargs="+", choices=list("abcdefghi"), default=list("abcdef"), help="what to measure (see above)"
     )
     parser.add_argument("--folder-videos", type=int, default=6, help="(h) videos in the folder")
     parser.add_argument("--folder-frames", type=int, default=None, help="(h) frames per video (default: as (a))")
@@ -618,6 +696,7 @@ def main() -> None:
     parser.add_argument("--resolution-frames", type=int, default=12, help="(d) frames at 854x480 and 3840x2160")
     parser.add_argument("--replay-frames", type=int, default=60, help="(e) frames of the replayed run")
     parser.add_argument("--replay-size", default="1280x720", help="(e) WIDTHxHEIGHT")
+    parser.add_argument("--overhead-runs", type=int, default=5, help="(i) fresh processes measured")
     parser.add_argument("--rank-videos", type=int, default=8, help="(f) videos in the folder")
     parser.add_argument("--rank-frames", type=int, default=20, help="(f) frames per video")
     parser.add_argument(
@@ -702,20 +781,16 @@ def main() -> None:
             )
             figures["replay"] = replay
         if "f" in parts:
-            one = ranks_wall_time(files, args.rank_videos, args.rank_frames, 1, args.threads)
-            single = ranks_wall_time(files, args.rank_videos, args.rank_frames, 1, 1)
-            two = ranks_wall_time(files, args.rank_videos, args.rank_frames, 2, args.threads)
-            speedup = one.wall_seconds / two.wall_seconds
-            per_rank = single.wall_seconds / two.wall_seconds
-            print_table(
-                f"(f) {args.rank_videos} videos x {args.rank_frames} frames {WIDTH}x{HEIGHT}, tiny model, all outputs",
-                [(r.label, f"{r.wall_seconds:8.1f} s  {r.cpu_seconds / r.wall_seconds:4.2f} cores busy  "
-                  f"load before/after {_fmt_list(r.load_average)}") for r in (one, single, two)]
-                + [(f"speed-up vs 1 process x {args.threads} threads", f"{speedup:8.2f}x"),
-                   ("speed-up vs 1 process x 1 thread (same threads per rank)", f"{per_rank:8.2f}x")],
-            )
-            figures["ranks"] = {"runs": [asdict(one), asdict(single), asdict(two)], "speedup": speedup,
-                                "speedup_same_threads_per_rank": per_rank}
+            # Each layout --repeats times, the layouts alternated; the fastest run of each is kept.
+            layouts = {"threads": ("threads", args.threads), "single": ("threads", 1), "torchrun": ("torchrun", 1),
+                       "shards": ("shards", 1), "one_shard": ("one_shard", 1)}
+            runs: dict[str, ChildRun] = {}
+            for _ in range(args.repeats):
+                for name, (layout, threads) in layouts.items():
+                    run = ranks_wall_time(files, args.rank_videos, args.rank_frames, layout, threads)
+                    if name not in runs or run.wall_seconds < runs[name].wall_seconds:
+                        runs[name] = run
+            figures["ranks"] = report_ranks(runs, args.rank_videos, args.rank_frames, args.threads, args.repeats)
         if "h" in parts:
             folder = folder_throughput(files, args.model, args.folder_videos, args.folder_frames or frames,
                                        args.device, args.precision, height, width, args.repeats)
@@ -736,6 +811,17 @@ def main() -> None:
                 )
                 ratio = report_device_memory(runs, args.model, args.size, args.precision)
                 figures["device_memory"] = {"runs": runs, "ratio": ratio}
+        if "i" in parts:
+            overhead = process_overhead(files, args.device, args.threads, args.overhead_runs)
+            print_table(
+                f"(i) a `clipvis segment` process besides its video: tiny model, {BATCH_FRAMES} frames "
+                f"{WIDTH}x{HEIGHT}, device={args.device}, threads={args.threads}, fresh process each",
+                [(f"run {i + 1}", f"{r['wall_s']:6.2f} s wall, video {r['video_s']:5.2f} s, "
+                  f"besides the video {r['overhead_s']:5.2f} s, {r['cpu_s']:5.2f} CPU-s")
+                 for i, r in enumerate(overhead["runs"])]
+                + [("median besides the video", f"{overhead['median_overhead_s']:6.2f} s")],
+            )
+            figures["process_overhead"] = overhead
         figures["generation_seconds"] = files.generation_seconds
         if files.generation_seconds:
             print_table("setup (not timed above)", [(k, f"{v:7.1f} s") for k, v in files.generation_seconds.items()])
