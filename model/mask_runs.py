@@ -137,5 +137,8 @@ def column_major_runs(column_major: torch.Tensor) -> tuple[torch.Tensor, torch.T
     first = torch.ones_like(mask_index, dtype=torch.bool)
     first[1:] = mask_index[1:] != mask_index[:-1]
     counts = torch.where(first, position, position - previous).to(torch.int32)
-    lengths = torch.bincount(mask_index, minlength=queries)
+    # Runs per mask. Not torch.bincount: on CUDA it reads the largest index back to size its output, a second
+    # wait for the device after nonzero's.
+    lengths = torch.zeros(queries, dtype=torch.int64, device=device)
+    lengths.index_add_(0, mask_index, torch.ones_like(mask_index))
     return counts, lengths

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from clipvis.model.clipvis import ClipVis
 from clipvis.model.mask_runs import MaskRuns, threshold_runs
 from clipvis.model.preprocess import FrameGeometry, FramePreprocessor
-from clipvis.model.scoring import StreamingVideoScorer
+from clipvis.model.scoring import StreamingVideoScorer, positive_mask_statistics
 from clipvis.model.temporal_matcher import MatchResult, TemporalMatcher
 from clipvis.model.text_classifier import TextClassifier, TextEmbeddings
 
@@ -171,28 +171,41 @@ class VideoSession:
         # Pooling and classification commute with the track permutation: do them for the whole batch.
         class_probs = model.classify(outputs.clip_dense, outputs.mask_logits, predictor.text).softmax(-1)
         t3 = time.perf_counter()
-        tracked: list[TrackedFrame] = []
         mask_logits_all = outputs.mask_logits.float()
         embeds_host = outputs.query_embeds.float().cpu()  # the matcher works on the host: one copy per batch
+        matches = [self.matcher.match(embeds) for embeds in embeds_host]
+        # Per frame, everything stays on the device in track order; what the host needs crosses once per batch
+        # (a copy to or from the host waits for the device: once per frame, it would stall it between frames).
+        perms = torch.stack([match.permutation for match in matches]).to(mask_logits_all.device)  # [B, Q]
+        per_frame, mask_runs = [], []
         mask_time = 0.0
-        for b in range(images.shape[0]):
-            match = self.matcher.match(embeds_host[b])
-            perm = match.permutation.to(mask_logits_all.device)
+        for b, perm in enumerate(perms):
             object_logits = outputs.object_logits[b].float()[perm]
-            ious = outputs.ious[b].float()[perm]
-            probs = class_probs[b][perm]
             track_logits = mask_logits_all[b][perm]
-            self.scorer.add_frame(object_logits, probs, ious, track_logits)
+            per_frame.append(torch.cat([
+                object_logits,  # [Q, 2]
+                object_logits.softmax(-1)[:, :1],  # [Q, 1] object probability
+                outputs.ious[b].float()[perm][:, None],  # [Q, 1]
+                positive_mask_statistics(track_logits),  # [Q, 2]
+                class_probs[b][perm].float(),  # [Q, C]
+            ], 1))
             m0 = time.perf_counter()
-            runs = self._full_resolution_runs(track_logits)
+            mask_runs.append(self._full_resolution_runs(track_logits))
             mask_time += time.perf_counter() - m0
+        host = torch.stack(per_frame).cpu()  # [B, Q, 6 + C]
+        object_logits, object_probs, ious, mask_statistics, probs = (
+            part.contiguous() for part in host.split([2, 1, 1, 2, host.shape[-1] - 6], -1)
+        )
+        self.scorer.add_frames(object_logits, probs, ious[..., 0], mask_statistics)
+        tracked = []
+        for b, (match, runs) in enumerate(zip(matches, mask_runs, strict=True)):
             tracked.append(
                 TrackedFrame(
                     index=self.num_frames,
                     mask_runs=runs,
-                    object_probs=object_logits.softmax(-1)[:, 0].cpu(),
-                    class_probs=probs.cpu(),
-                    ious=ious.cpu(),
+                    object_probs=object_probs[b, :, 0],
+                    class_probs=probs[b],
+                    ious=ious[b, :, 0],
                     match=match,
                 )
             )

@@ -137,6 +137,15 @@ class FrameSpill:
         self.close()
 
 
+def positive_mask_statistics(mask_logits: torch.Tensor) -> torch.Tensor:
+    """``[Q, h, w]`` mask logits -> ``[Q, 2]`` float32 on their device: per mask, the sum of the sigmoid over its
+    positive pixels (logit > 0) and the number of those pixels; the mask score's numerator and denominator."""
+    positive = mask_logits > 0
+    mask_sum = (mask_logits.float().sigmoid() * positive).flatten(1).sum(1)
+    mask_count = positive.flatten(1).sum(1).float()
+    return torch.stack([mask_sum, mask_count], 1)
+
+
 class StreamingVideoScorer:
     """Running-sum form of the video scoring.
 
@@ -160,21 +169,34 @@ class StreamingVideoScorer:
     ) -> None:
         """One aligned frame: object_logits ``[Q, 2]``, class_probs ``[Q, C]``, ious ``[Q]``,
         mask_logits ``[Q, h, w]`` (stride 4; only their positive-pixel statistics are kept)."""
-        object_logits = object_logits.float().cpu()
-        class_probs = class_probs.float().cpu()
-        ious = ious.float().cpu()
-        if self._object_logit_sum is None:
-            self._object_logit_sum = object_logits.clone()
-            self._sqrt_sum = (class_probs * ious[:, None]).sqrt()
-        else:
-            self._object_logit_sum += object_logits
-            self._sqrt_sum += (class_probs * ious[:, None]).sqrt()
-        positive = mask_logits > 0
-        mask_sum = (mask_logits.float().sigmoid() * positive).flatten(1).sum(1).cpu()
-        mask_count = positive.flatten(1).sum(1).float().cpu()
-        object_prob = object_logits.softmax(-1)[:, 0]
-        self._frames.append(torch.cat([class_probs, torch.stack([object_prob, mask_sum, mask_count], 1)], 1).numpy())
-        self.num_frames += 1
+        self.add_frames(
+            object_logits[None].cpu(), class_probs[None].cpu(), ious[None].cpu(),
+            positive_mask_statistics(mask_logits)[None].cpu(),
+        )
+
+    def add_frames(
+        self,
+        object_logits: torch.Tensor,
+        class_probs: torch.Tensor,
+        ious: torch.Tensor,
+        mask_statistics: torch.Tensor,
+    ) -> None:
+        """T aligned frames, in order, on the host: object_logits ``[T, Q, 2]``, class_probs ``[T, Q, C]``, ious
+        ``[T, Q]`` and ``positive_mask_statistics`` of each frame's mask logits, ``[T, Q, 2]``. The running sums
+        take them one frame at a time, so a video gives the same sums however its frames were batched."""
+        for frame_object_logits, frame_probs, frame_ious, frame_masks in zip(
+            object_logits.float(), class_probs.float(), ious.float(), mask_statistics, strict=True
+        ):
+            root = (frame_probs * frame_ious[:, None]).sqrt()
+            if self._object_logit_sum is None:
+                self._object_logit_sum = frame_object_logits.clone()
+                self._sqrt_sum = root
+            else:
+                self._object_logit_sum += frame_object_logits
+                self._sqrt_sum += root
+            object_prob = frame_object_logits.softmax(-1)[:, 0]
+            self._frames.append(torch.cat([frame_probs, object_prob[:, None], frame_masks], 1).numpy())
+            self.num_frames += 1
 
     def fused_scores(self) -> torch.Tensor:
         """s_{q,c} ``[Q, C]`` from the running sums."""

@@ -18,6 +18,7 @@ from clipvis.model.scoring import (
     StreamingVideoScorer,
     official_select_instances,
     official_video_scores,
+    positive_mask_statistics,
 )
 from clipvis.model.temporal_matcher import TemporalMatcher
 from clipvis.model.text_classifier import PROMPT_TEMPLATES, TextEmbeddings, build_prompts, split_synonyms
@@ -357,6 +358,24 @@ def test_streaming_scorer_equals_official_offline() -> None:
     assert ranked.scores.tolist() == sorted(ranked.scores.tolist(), reverse=True)
     assert bool((ranked.scores >= offline.scores.median()).all())
     scorer.close()
+
+
+def test_frames_added_in_batches_give_the_scores_of_frames_added_one_by_one() -> None:
+    """VideoSession.push hands the scorer a whole batch (one host copy per batch): the same running sums, spilled
+    statistics and selection, bit for bit, as frame by frame."""
+    obj, probs, ious, masks = random_video(q=6, t=9, c=4, seed=5)
+    one_by_one, batched = StreamingVideoScorer(), StreamingVideoScorer()
+    for t in range(9):
+        one_by_one.add_frame(obj[:, t], probs[:, t], ious[:, t], masks[:, t])
+    for first, last in ((0, 4), (4, 8), (8, 9)):
+        statistics = torch.stack([positive_mask_statistics(masks[:, t]) for t in range(first, last)])
+        batched.add_frames(obj[:, first:last].transpose(0, 1), probs[:, first:last].transpose(0, 1),
+                           ious[:, first:last].T, statistics)
+    assert batched.num_frames == one_by_one.num_frames == 9
+    assert torch.equal(batched.fused_scores(), one_by_one.fused_scores())
+    expected, got = one_by_one.select(top_n=10), batched.select(top_n=10)
+    assert torch.equal(got.queries, expected.queries) and torch.equal(got.labels, expected.labels)
+    assert torch.equal(got.scores, expected.scores) and torch.equal(got.mask_scores, expected.mask_scores)
 
 
 def test_frame_spill_round_trip() -> None:

@@ -84,3 +84,35 @@ def test_frame_by_frame_resize_equals_the_batch_resize() -> None:
                           align_corners=False, antialias=True).round_().clamp_(0, 255)
     batch = (batch - pre.pixel_mean) / pre.pixel_std
     assert torch.equal(images[..., : geo.resized[0], : geo.resized[1]], batch)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+def test_a_push_waits_for_the_device_once_per_batch_plus_once_per_frame_for_the_run_lengths(tiny_model_factory,
+                                                                                          tmp_path) -> None:
+    """What the host needs (the matcher's embeddings, the scores, TrackedFrame's values) crosses once per batch; only
+    the run lengths' ``nonzero`` waits for the device once per frame (one chunk of queries at this size). A wait per
+    frame more would leave the GPU idle between frames (docs/streaming.md)."""
+    import warnings
+
+    from clipvis.model import VideoPredictor
+
+    predictor = VideoPredictor(tiny_model_factory(), ["box", "sky", "road"], device="cuda", cache_dir=tmp_path)
+    frames = np.random.default_rng(0).integers(0, 255, (8, 48, 80, 3), dtype=np.uint8)
+
+    def waits(batch: int) -> int:
+        session = predictor.new_video()
+        session.push(frames[:batch])  # the first batch sets the video's geometry and the matcher's memory
+        torch.cuda.synchronize()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
+            try:
+                tracked = session.push(frames[batch : 2 * batch])
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
+        for frame in tracked:
+            frame.mask_runs.wait()
+        return sum("synchroniz" in str(warning.message) for warning in caught)
+
+    one, four = waits(1), waits(4)
+    assert four - one <= 3, f"{one} waits for 1 frame, {four} for 4"
