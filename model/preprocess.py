@@ -69,6 +69,15 @@ class FramePreprocessor:
         self.pixel_mean = torch.tensor(pixel_mean, dtype=torch.float32).view(1, 3, 1, 1)
         self.pixel_std = torch.tensor(pixel_std, dtype=torch.float32).view(1, 3, 1, 1)
         self.exact = exact
+        self._on_device: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}  # mean and std, copied once
+
+    def _normalisation(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pixel mean and std ``[1, 3, 1, 1]`` on ``device``: copied there on first use only (a copy from the host
+        waits for the device)."""
+        device = torch.device(device)
+        if device not in self._on_device:
+            self._on_device[device] = (self.pixel_mean.to(device), self.pixel_std.to(device))
+        return self._on_device[device]
 
     def geometry(self, height: int, width: int) -> FrameGeometry:
         resized = resized_shape(height, width, self.short_edge, self.max_size)
@@ -105,7 +114,8 @@ class FramePreprocessor:
             # Frame by frame: a float copy of one full-resolution frame at a time, not of the batch (a 4K batch of 8
             # in float32 is 800 MB); each frame's resize is independent of the others, so the values are the same.
             x = torch.cat([self._resize(frame[None], geo.resized) for frame in frames])
-        x = (x - self.pixel_mean.to(device)) / self.pixel_std.to(device)
+        mean, std = self._normalisation(device)
+        x = (x - mean) / std
         pad_h, pad_w = geo.padded[0] - geo.resized[0], geo.padded[1] - geo.resized[1]
         if pad_h or pad_w:
             x = F.pad(x, (0, pad_w, 0, pad_h), value=0.0)
