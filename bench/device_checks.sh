@@ -78,7 +78,7 @@ run() {
 
     # Most wanted first: a step that runs out of time costs only itself, and the command's own limit the last ones.
     step cuda_tests 60 python3 -m pytest -q -p no:cacheprovider "$repo/tests/model/test_per_frame_path.py" \
-        "$repo/tests/clipvis_cli/test_streaming.py" -k "cuda or device"
+        "$repo/tests/model/test_transfer.py" "$repo/tests/clipvis_cli/test_streaming.py" -k "cuda or device"
     step r50_throughput 90 python3 "${bench[@]}" --model r50 --parts a --precision bf16 --size "$size" \
         --frames "$frames" --out-json "$out/a_r50.json"
     step replay 70 python3 "${bench[@]}" --parts e --replay-frames "$replay" --replay-size "$size" \

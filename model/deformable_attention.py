@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from clipvis.model.transfer import small_tensor
+
 
 def softmax_short_rows(x: torch.Tensor) -> torch.Tensor:
     """``x.softmax(-1)`` for many short rows (here L*P = 12 values): the same formula, exp(x - max) / sum, written
@@ -66,7 +68,7 @@ def multi_scale_deformable_attention(
 
     # Pixel coordinates with grid_sample's own CPU arithmetic: fma(2 * loc - 1, size / 2, size / 2 - 0.5), done in
     # float64 and rounded once, so the bilinear weights are bit-identical to the official grid_sample fallback.
-    half = torch.tensor([widths, heights], dtype=torch.float64, device=device).t()[:, None] / 2  # [L, 1, 2]
+    half = small_tensor([widths, heights], torch.float64, device).t()[:, None] / 2  # [L, 1, 2]
     pixel = torch.addcmul(half - 0.5, sampling_locations.mul(2).sub_(1).double(), half).to(dtype)
     # Clamp to the zero border; outside [-1, size] every corner would read zeros anyway.
     pixel = pixel.clamp_(min=pixel.new_tensor(-1.0), max=(2 * half).to(dtype))
@@ -75,8 +77,8 @@ def multi_scale_deformable_attention(
     corner = corner.to(torch.int32)
 
     # Row of the top-left corner: (n * S' + start_l + (y + 1) * (W_l + 3) + x + 1) * M + m.
-    row_stride = torch.tensor(widths, dtype=torch.int32, device=device) + 3  # [L]
-    level_start = torch.tensor([0, *padded_sizes[:-1]], dtype=torch.int32, device=device).cumsum(0, dtype=torch.int32)
+    row_stride = small_tensor(widths, torch.int32, device) + 3  # [L]
+    level_start = small_tensor([0, *padded_sizes[:-1]], torch.int32, device).cumsum(0, dtype=torch.int32)
     offset = (
         torch.arange(n, dtype=torch.int32, device=device).view(n, 1, 1, 1) * table.shape[1]
         + (level_start + row_stride + 1).view(1, 1, num_levels, 1)
@@ -156,9 +158,7 @@ class MSDeformAttn(nn.Module):
         )
         weights = self.attention_weights(query).view(n, num_queries, self.n_heads, self.n_levels * self.n_points)
         weights = softmax_short_rows(weights).view(n, num_queries, self.n_heads, self.n_levels, self.n_points)
-        normalizer = torch.tensor(
-            [[w, h] for h, w in spatial_shapes], dtype=query.dtype, device=query.device
-        )  # [L, 2] as (W, H)
+        normalizer = small_tensor([[w, h] for h, w in spatial_shapes], query.dtype, query.device)  # [L, 2]: (W, H)
         locations = reference_points[:, :, None, :, None, :] + offsets / normalizer[None, None, None, :, None, :]
         output = multi_scale_deformable_attention(value, spatial_shapes, locations, weights, gather=self.gather)
         return self.output_proj(output)

@@ -27,6 +27,7 @@ from clipvis.model.preprocess import FrameGeometry, FramePreprocessor
 from clipvis.model.scoring import StreamingVideoScorer, positive_mask_statistics
 from clipvis.model.temporal_matcher import MatchResult, TemporalMatcher
 from clipvis.model.text_classifier import TextClassifier, TextEmbeddings
+from clipvis.model.transfer import to_device
 
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 # Elements of float work per chunk of full-resolution masks (interpolated logits of a chunk of queries): bounds the
@@ -127,6 +128,8 @@ class VideoPredictor:
         self.vocabulary = names
         with torch.no_grad():
             self.text: TextEmbeddings = self.text_classifier(names)
+        # What `push` classifies with: on the model's device once, not copied there at every batch.
+        self.text_on_device: TextEmbeddings = self.text.to(self.device)
 
     def new_video(self) -> VideoSession:
         return VideoSession(self)
@@ -169,14 +172,14 @@ class VideoSession:
             outputs = model(images)
         t2 = time.perf_counter()
         # Pooling and classification commute with the track permutation: do them for the whole batch.
-        class_probs = model.classify(outputs.clip_dense, outputs.mask_logits, predictor.text).softmax(-1)
+        class_probs = model.classify(outputs.clip_dense, outputs.mask_logits, predictor.text_on_device).softmax(-1)
         t3 = time.perf_counter()
         mask_logits_all = outputs.mask_logits.float()
         embeds_host = outputs.query_embeds.float().cpu()  # the matcher works on the host: one copy per batch
         matches = [self.matcher.match(embeds) for embeds in embeds_host]
         # Per frame, everything stays on the device in track order; what the host needs crosses once per batch
         # (a copy to or from the host waits for the device: once per frame, it would stall it between frames).
-        perms = torch.stack([match.permutation for match in matches]).to(mask_logits_all.device)  # [B, Q]
+        perms = to_device(torch.stack([match.permutation for match in matches]), mask_logits_all.device)  # [B, Q]
         per_frame, mask_runs = [], []
         mask_time = 0.0
         for b, perm in enumerate(perms):

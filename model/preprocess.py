@@ -8,6 +8,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from clipvis.model.transfer import to_device
+
 
 def resized_shape(height: int, width: int, short_edge: int, max_size: int) -> tuple[int, int]:
     """detectron2 ResizeShortestEdge output size (``int(x + 0.5)`` rounding)."""
@@ -17,14 +19,6 @@ def resized_shape(height: int, width: int, short_edge: int, max_size: int) -> tu
         rescale = max_size / max(new_h, new_w)
         new_h, new_w = new_h * rescale, new_w * rescale
     return int(new_h + 0.5), int(new_w + 0.5)
-
-
-def _to_device(frames: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """Host frames to the device; to CUDA through pinned memory with a non-blocking copy (the copy overlaps the
-    work queued before it instead of stalling the host)."""
-    if device.type != "cuda" or frames.device.type == "cuda":
-        return frames.to(device)
-    return frames.pin_memory().to(device, non_blocking=True)
 
 
 def padded_shape(height: int, width: int, divisibility: int) -> tuple[int, int]:
@@ -106,11 +100,11 @@ class FramePreprocessor:
             resized = frames if geo.resized == geo.original else self.resize_exact(frames, geo.resized)
             if not isinstance(resized, torch.Tensor):
                 resized = torch.from_numpy(np.ascontiguousarray(resized))
-            x = _to_device(resized, device).permute(0, 3, 1, 2).float()
+            x = to_device(resized, device).permute(0, 3, 1, 2).float()
         else:
             if not isinstance(frames, torch.Tensor):
                 frames = torch.from_numpy(np.ascontiguousarray(frames))
-            frames = _to_device(frames, device)
+            frames = to_device(frames, device)
             # Frame by frame: a float copy of one full-resolution frame at a time, not of the batch (a 4K batch of 8
             # in float32 is 800 MB); each frame's resize is independent of the others, so the values are the same.
             x = torch.cat([self._resize(frame[None], geo.resized) for frame in frames])

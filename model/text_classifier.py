@@ -10,13 +10,14 @@ import os
 import tempfile
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from clipvis.model.clip_backbone import ClipBackbone
+from clipvis.model.transfer import to_device
 from clipvis.weights import cache_dir as clipvis_cache_dir
 
 # The 14 ViLD templates, in the official order; filled with str.format, class string verbatim.
@@ -65,6 +66,11 @@ class TextEmbeddings:
     synonym_counts: list[int]  # per class
     logit_scale: float
 
+    def to(self, device: str | torch.device) -> TextEmbeddings:
+        """The same vocabulary with its embeddings on ``device`` (itself when they are there already)."""
+        embeddings = self.embeddings.to(device)
+        return self if embeddings is self.embeddings else replace(self, embeddings=embeddings)
+
     def logits(self, features: torch.Tensor) -> torch.Tensor:
         """features ``[..., E]`` (unnormalised) -> class logits ``[..., C]``: scale * max over synonyms of cosine."""
         x = F.normalize(features.float(), dim=-1)
@@ -72,10 +78,8 @@ class TextEmbeddings:
         per_synonym = self.logit_scale * x @ emb.T
         if all(c == 1 for c in self.synonym_counts):
             return per_synonym
-        index = torch.repeat_interleave(
-            torch.arange(len(self.synonym_counts), device=x.device),
-            torch.tensor(self.synonym_counts, device=x.device),
-        )
+        counts = torch.tensor(self.synonym_counts)
+        index = to_device(torch.repeat_interleave(torch.arange(len(counts)), counts), x.device)  # [S] class of each
         out = per_synonym.new_full((*per_synonym.shape[:-1], len(self.synonym_counts)), float("-inf"))
         return out.scatter_reduce(-1, index.expand_as(per_synonym), per_synonym, reduce="amax")
 
