@@ -4,12 +4,15 @@ grid_sample as a gather."""
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from clipvis.model.transfer import small_tensor
+
+MAX_CACHED_SHAPES = 8  # MSDeformAttn's level constants kept per module
 
 
 def softmax_short_rows(x: torch.Tensor) -> torch.Tensor:
@@ -20,12 +23,33 @@ def softmax_short_rows(x: torch.Tensor) -> torch.Tensor:
     return exp / exp.sum(-1, keepdim=True)
 
 
+@dataclass(frozen=True)
+class LevelTables:
+    """The per-level numbers the sampling needs for one list of spatial shapes, on one device."""
+
+    half: torch.Tensor  # [L, 1, 2] float64: (W_l / 2, H_l / 2)
+    row_stride: torch.Tensor  # [L] int32: W_l + 3, one padded row of level l
+    level_start: torch.Tensor  # [L] int32: where level l's padded rows start in the table
+
+    @classmethod
+    def build(cls, spatial_shapes: list[tuple[int, int]], device: torch.device) -> LevelTables:
+        heights = [h for h, _ in spatial_shapes]
+        widths = [w for _, w in spatial_shapes]
+        padded_sizes = [(h + 3) * (w + 3) for h, w in spatial_shapes]
+        return cls(
+            half=small_tensor([widths, heights], torch.float64, device).t()[:, None] / 2,
+            row_stride=small_tensor(widths, torch.int32, device) + 3,
+            level_start=small_tensor([0, *padded_sizes[:-1]], torch.int32, device).cumsum(0, dtype=torch.int32),
+        )
+
+
 def multi_scale_deformable_attention(
     value: torch.Tensor,
     spatial_shapes: list[tuple[int, int]],
     sampling_locations: torch.Tensor,
     attention_weights: torch.Tensor,
     gather: str = "embedding_bag",
+    tables: LevelTables | None = None,
 ) -> torch.Tensor:
     """Sample and mix values at fractional locations of several feature levels.
 
@@ -42,6 +66,8 @@ def multi_scale_deformable_attention(
         attention_weights: ``[N, Lq, M, L, P]`` weights (softmax over L*P per head).
         gather: ``"embedding_bag"`` (fast, the default) or ``"index"``: the same weighted sum as a plain row gather
             and a reduction, which ONNX exporters translate (Gather + Mul + ReduceSum); same math, more memory.
+        tables: ``LevelTables.build(spatial_shapes, value.device)``, made here when not given (MSDeformAttn keeps
+            them, so a forward copies nothing from the host and can be captured in a CUDA graph).
 
     Returns:
         ``[N, Lq, M*D]``.
@@ -49,8 +75,6 @@ def multi_scale_deformable_attention(
     n, _, heads, channels = value.shape
     _, num_queries, _, num_levels, num_points, _ = sampling_locations.shape
     device, dtype = value.device, sampling_locations.dtype
-    heights = [h for h, _ in spatial_shapes]
-    widths = [w for _, w in spatial_shapes]
 
     # Table of value rows, ordered (frame, level, padded y, padded x, head); each level padded to [H+3, W+3].
     padded_sizes = [(h + 3) * (w + 3) for h, w in spatial_shapes]
@@ -68,7 +92,8 @@ def multi_scale_deformable_attention(
 
     # Pixel coordinates with grid_sample's own CPU arithmetic: fma(2 * loc - 1, size / 2, size / 2 - 0.5), done in
     # float64 and rounded once, so the bilinear weights are bit-identical to the official grid_sample fallback.
-    half = small_tensor([widths, heights], torch.float64, device).t()[:, None] / 2  # [L, 1, 2]
+    tables = LevelTables.build(spatial_shapes, device) if tables is None else tables
+    half = tables.half  # [L, 1, 2]
     pixel = torch.addcmul(half - 0.5, sampling_locations.mul(2).sub_(1).double(), half).to(dtype)
     # Clamp to the zero border; outside [-1, size] every corner would read zeros anyway.
     pixel = pixel.clamp_(min=pixel.new_tensor(-1.0), max=(2 * half).to(dtype))
@@ -77,8 +102,7 @@ def multi_scale_deformable_attention(
     corner = corner.to(torch.int32)
 
     # Row of the top-left corner: (n * S' + start_l + (y + 1) * (W_l + 3) + x + 1) * M + m.
-    row_stride = small_tensor(widths, torch.int32, device) + 3  # [L]
-    level_start = small_tensor([0, *padded_sizes[:-1]], torch.int32, device).cumsum(0, dtype=torch.int32)
+    row_stride, level_start = tables.row_stride, tables.level_start  # [L], [L]
     offset = (
         torch.arange(n, dtype=torch.int32, device=device).view(n, 1, 1, 1) * table.shape[1]
         + (level_start + row_stride + 1).view(1, 1, num_levels, 1)
@@ -122,6 +146,10 @@ class MSDeformAttn(nn.Module):
         self.value_proj = nn.Linear(d_model, d_model)
         self.output_proj = nn.Linear(d_model, d_model)
         self.gather = "embedding_bag"  # "index" for ONNX export (see multi_scale_deformable_attention)
+        # Per (spatial shapes, device, dtype): the level tables and the offset normaliser, made once. A video's
+        # frames all have one size, so every forward after the first copies nothing from the host (a copy to a GPU
+        # would wait for it, and a CUDA graph cannot capture one).
+        self._constants: dict[tuple, tuple[LevelTables, torch.Tensor]] = {}
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -158,7 +186,21 @@ class MSDeformAttn(nn.Module):
         )
         weights = self.attention_weights(query).view(n, num_queries, self.n_heads, self.n_levels * self.n_points)
         weights = softmax_short_rows(weights).view(n, num_queries, self.n_heads, self.n_levels, self.n_points)
-        normalizer = small_tensor([[w, h] for h, w in spatial_shapes], query.dtype, query.device)  # [L, 2]: (W, H)
+        tables, normalizer = self._level_constants(spatial_shapes, query.device, query.dtype)
         locations = reference_points[:, :, None, :, None, :] + offsets / normalizer[None, None, None, :, None, :]
-        output = multi_scale_deformable_attention(value, spatial_shapes, locations, weights, gather=self.gather)
+        output = multi_scale_deformable_attention(
+            value, spatial_shapes, locations, weights, gather=self.gather, tables=tables
+        )
         return self.output_proj(output)
+
+    def _level_constants(
+        self, spatial_shapes: list[tuple[int, int]], device: torch.device, dtype: torch.dtype
+    ) -> tuple[LevelTables, torch.Tensor]:
+        """The level tables and the ``[L, 2]`` (W, H) normaliser of the sampling offsets, made on first use."""
+        key = (tuple(tuple(shape) for shape in spatial_shapes), device, dtype)
+        if key not in self._constants:
+            if len(self._constants) >= MAX_CACHED_SHAPES:  # videos of many sizes: keep the newest ones
+                del self._constants[next(iter(self._constants))]
+            normalizer = small_tensor([[w, h] for h, w in spatial_shapes], dtype, device)
+            self._constants[key] = (LevelTables.build(spatial_shapes, device), normalizer)
+        return self._constants[key]

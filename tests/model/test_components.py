@@ -127,6 +127,33 @@ def test_msdeformattn_module_shapes_and_softmax() -> None:
     assert attn.sampling_offsets.out_features == 4 * 3 * 2 * 2
 
 
+def test_msdeformattn_copies_its_level_constants_from_the_host_once_per_frame_size(monkeypatch) -> None:
+    """The per-level numbers are made on the first forward for a size and reused after: on a GPU a copy from the host
+    waits for the device, and a CUDA graph cannot capture one. At most MAX_CACHED_SHAPES sizes are kept."""
+    import clipvis.model.deformable_attention as module
+
+    made = []
+    small_tensor = module.small_tensor
+    monkeypatch.setattr(module, "small_tensor", lambda *args: made.append(args) or small_tensor(*args))
+    attn = MSDeformAttn(d_model=16, n_levels=3, n_heads=4, n_points=2)
+
+    def forward(scale: int) -> torch.Tensor:
+        shapes = [(2 * scale, 3), (4, 6), (8, 12)]
+        total = sum(h * w for h, w in shapes)
+        query = torch.randn(1, total, 16, generator=torch.Generator().manual_seed(scale))
+        ref = torch.rand(1, total, 3, 2, generator=torch.Generator().manual_seed(scale))
+        return attn(query, ref, query, shapes)
+
+    first = forward(1)
+    per_size = len(made)
+    assert per_size > 0
+    assert torch.equal(forward(1), first) and len(made) == per_size  # nothing made again
+    for scale in range(2, module.MAX_CACHED_SHAPES + 2):  # more sizes than are kept: the first one goes
+        forward(scale)
+    assert len(made) == per_size * (module.MAX_CACHED_SHAPES + 1)
+    assert torch.equal(forward(1), first) and len(made) == per_size * (module.MAX_CACHED_SHAPES + 2)
+
+
 def test_sine_position_encoding_formula() -> None:
     pe = SinePositionEncoding(4)(2, 3)
     assert pe.shape == (1, 8, 2, 3)

@@ -44,3 +44,26 @@ def test_copies_to_cuda_are_queued_without_waiting_and_arrive_whole() -> None:
             torch.cuda.set_sync_debug_mode("default")
     assert not [w for w in caught if "synchroniz" in str(w.message)]
     assert torch.equal(copied.cpu(), host) and small.cpu().tolist() == [0, 9, 30]
+
+
+@CUDA
+def test_deformable_attention_can_be_captured_in_a_cuda_graph_once_it_ran_at_that_size() -> None:
+    from clipvis.model.deformable_attention import MSDeformAttn
+
+    attn = MSDeformAttn(d_model=16, n_levels=3, n_heads=4, n_points=2).cuda()
+    shapes = [(4, 6), (8, 12), (16, 24)]
+    total = sum(h * w for h, w in shapes)
+    query = torch.randn(2, total, 16, device="cuda")
+    ref = torch.rand(2, total, 3, 2, device="cuda")
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side), torch.no_grad():  # the warm-up makes the level constants
+        for _ in range(2):
+            eager = attn(query, ref, query, shapes)
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.no_grad(), torch.cuda.graph(graph):
+        captured = attn(query, ref, query, shapes)
+    graph.replay()
+    torch.cuda.synchronize()
+    assert torch.equal(captured, eager)
