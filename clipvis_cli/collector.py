@@ -7,8 +7,9 @@ object made so far, so those of one `clipvis segment` start-up (7 of them) took 
 interpreter's exit ~0.7 s more, on the 2-core bench machine: with a short video, about a quarter of the run.
 
 So the `clipvis` command (clipvis.cli.launcher) pauses the collector while it imports the application and then
-freezes what exists (``gc.freeze``: moved to a permanent generation that no collection scans); the commands pause it
-again while they load the model (the import of open_clip and the checkpoint; :func:`collector_paused`); and the
+freezes what exists (``gc.freeze``: moved to a permanent generation that no collection scans); `segment`,
+`evaluate` and `export` pause it again while they load the model (``load_predictor``: the import of open_clip and the
+checkpoint; :func:`collector_paused`); and the
 launcher freezes everything once more as the process ends (:func:`freeze_before_exit`). Objects made while videos
 are processed are collected as always. Reference counting still frees frozen objects; a frozen object is kept only
 if it ends in a reference cycle, which is why freezing is left to the launcher, which owns the process, and is never
@@ -45,5 +46,6 @@ def collector_paused(freeze: bool = False) -> Iterator[None]:
 
 def freeze_before_exit() -> None:
     """The process is about to end: freeze every object, so the interpreter's last collections have nothing to
-    scan (~0.7 s less per `clipvis` process). Objects are still finalised as modules are torn down."""
+    scan (~0.7 s less per `clipvis` process). Objects that reference counting frees as modules are torn down are
+    still finalised; reference cycles among them are left to the end of the process."""
     gc.freeze()
