@@ -208,7 +208,12 @@ def _run_inputs(options, sources, positions, log_format, vocabulary, job) -> dic
 
 
 def _finish(counts: dict[str, int], total: int, job: DistributedRun | None) -> int:
-    """Report failures (under torchrun: rank 0, once every rank is done, for all ranks) and give the exit code."""
+    """Report failures (under torchrun: rank 0, once every rank is done, for all ranks) and give the exit code.
+
+    Under torchrun every rank exits 1 when an input failed on any rank. Not only rank 0: torchrun's agent on a
+    machine whose processes all exited 0 waits at its exit barrier for the agents of the other machines, and an
+    agent whose process failed never comes there, so the machines without a failure would wait out the barrier's
+    timeout (300 s) before exiting; the failed run also gets a non-zero exit code on every machine."""
     if job is None:
         if counts["failed"]:
             typer.echo(f"clipvis: {counts['failed']} of {total} input(s) failed", err=True)
@@ -222,8 +227,7 @@ def _finish(counts: dict[str, int], total: int, job: DistributedRun | None) -> i
             f"{failed} failed",
             err=True,
         )
-        return 1 if failed else 0
-    return 1 if counts["failed"] else 0
+    return 1 if failed else 0
 
 
 def check_config_file(config: Path | None) -> None:

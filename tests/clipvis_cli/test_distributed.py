@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -141,6 +142,49 @@ def test_torchrun_two_processes_write_what_one_process_writes(videos, tiny_weigh
     assert result.stderr.count("6 input(s) over 2 processes: 5 complete, 0 skipped, 1 failed") == 1, result.stderr
     assert result.returncode != 0 and "broken.mp4" in result.stderr
     assert len(result.stdout.split()) == 15
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_two_machines_with_c10d_rendezvous_write_what_one_process_writes(
+    videos, tiny_weights, single_process, tmp_path
+) -> None:
+    """Two torchrun agents, as on two machines (`--nnodes 2` and the README's rendezvous flags, one process each),
+    sharing one output root: the files of one process; the summary once, from the agent that got rank 0 (which
+    also gets the broken file, sorted first); both agents exit non-zero, and at once: an agent whose processes
+    exited 0 would wait at torchrun's exit barrier (300 s) for the agent whose process failed, which never comes."""
+    out = tmp_path / "out"
+    env = {**os.environ, "CLIPVIS_CACHE": str(tmp_path / "cache"), "CLIPVIS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(name, None)
+    endpoint = f"127.0.0.1:{free_port()}"
+    nodes = [
+        subprocess.Popen(
+            [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1",
+             "--rdzv-backend", "c10d", "--rdzv-endpoint", endpoint, "--rdzv-id", "clipvis-test",
+             "-m", "clipvis", *segment_args(videos, tiny_weights, out)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        )
+        for _ in range(2)
+    ]
+    try:
+        results = [(node.communicate(timeout=150), node.returncode) for node in nodes]
+    finally:
+        for node in nodes:
+            node.kill()
+    assert output_files(out) == single_process
+    summary = "6 input(s) over 2 processes: 5 complete, 0 skipped, 1 failed"
+    main = [i for i, ((_, stderr), _) in enumerate(results) if summary in stderr]
+    assert len(main) == 1, [stderr for (_, stderr), _ in results]
+    (stdout, stderr), code = results[main[0]]
+    assert code != 0 and "broken.mp4" in stderr
+    (other_stdout, other_stderr), other_code = results[1 - main[0]]
+    assert other_code != 0 and "broken.mp4" not in other_stderr and summary not in other_stderr
+    assert len(stdout.split()) + len(other_stdout.split()) == 15
 
 
 def test_evaluate_under_torchrun_equals_one_process(tiny_weights, tmp_path, one_thread) -> None:
