@@ -21,7 +21,9 @@
 (d) peak RSS of `clipvis segment` (tiny model, 100 queries, all outputs) at 3840x2160 against 854x480, same frame
     count, each in a fresh process (target: ratio <= 1.5).
 (e) a model-free ceiling: SegmentRunner with all outputs while the network's outputs are replayed from a recording
-    (tiny model's, 100 queries) at 1280x720: frames/s of everything around the network (`--device cuda` on a GPU).
+    (tiny model's, 100 queries) at 1280x720: frames/s of everything around the network (`--device cuda` on a GPU);
+    then with the masks' run lengths replayed too: what the host's work alone (decode, matching, scoring, RLE
+    strings, store, writers) sustains, the ceiling where a GPU makes the masks.
 (f) wall time of `clipvis segment FOLDER` over 8 short videos: one process with --threads threads, and one with
     1 thread, against `torchrun --nproc-per-node 2` with one thread per process; and, to tell apart what keeps two
     ranks from 2x, the same two halves as `--shard 0/2` and `--shard 1/2` side by side without torchrun, and
@@ -37,6 +39,8 @@
 Videos (moving coloured shapes over a smoothly textured gradient, 854x480, 30 fps) and checkpoints are made once per
 run in a temporary folder. Random weights are adjusted so that masks are object-sized (see make_masks_object_like).
 The machine may be shared: the load average is printed with every figure, and (a) reports the best of --repeats.
+On a VM that hands free memory back to its hypervisor (the first line says so), memory touched again after a few
+idle seconds waits for the host, so a run's time also depends on what ran before it (see free_page_reporting).
 """
 
 from __future__ import annotations
@@ -91,6 +95,27 @@ GIB = 1024**3
 def cli_heap_trimmer(enabled: bool) -> HeapTrimmer:
     """What `clipvis segment` does to its own process while it runs, so that (a) measures the same."""
     return HeapTrimmer(enabled=enabled)
+
+
+def free_page_reporting(sys_root: Path = Path("/sys")) -> bool:
+    """Whether this Linux guest hands its free memory back to the hypervisor: a virtio balloon (device 5) that
+    negotiated free page reporting (feature bit 5; the sysfs ``features`` file has one character per bit). The host
+    then backs such memory again only when it is touched, which makes timings depend on what ran before: on the
+    bench VM (Firecracker) touching 2 GB took 1.4 s right after it was freed, 6.1 s after 5 s idle, 14.6 s after
+    60 s."""
+    try:
+        devices = list((sys_root / "bus" / "virtio" / "devices").iterdir())
+    except OSError:
+        return False
+    for device in devices:
+        try:
+            balloon = int((device / "device").read_text().strip(), 16) == 5
+            features = (device / "features").read_text().strip()
+        except (OSError, ValueError):
+            continue
+        if balloon and len(features) > 5 and features[5] == "1":
+            return True
+    return False
 
 
 def load_average() -> list[float]:
@@ -419,10 +444,29 @@ class ReplayedNetwork:
         return outputs
 
 
+class ReplayedMaskRuns:
+    """Stands in for VideoSession._full_resolution_runs: returns the run lengths of recorded frames' masks (cycling
+    through them), so neither the upsampling nor the run lengths cost anything and only the host's work is left:
+    decoding, matching, scoring, compressing and storing the run lengths, and the writers. On a GPU the masks are
+    made on the device; this tells what the host alone can sustain. The recorded masks do not follow the replayed
+    frame's track order (the cost does not depend on it)."""
+
+    def __init__(self, recorded: list) -> None:
+        self.recorded = recorded
+        self.calls = 0
+
+    def __call__(self, mask_logits: torch.Tensor):
+        runs = self.recorded[self.calls % len(self.recorded)]
+        self.calls += 1
+        return type(runs)(runs.counts, runs.lengths, runs.size)
+
+
 def replay_ceiling(
-    files: BenchFiles, frames: int, device: str, height: int, width: int, render_threads: int | None = None
+    files: BenchFiles, frames: int, device: str, height: int, width: int, render_threads: int | None = None,
+    replay_masks: bool = False,
 ) -> dict[str, Any]:
-    """Frames/s of SegmentRunner (all outputs) with the network's outputs replayed (tiny model, 100 queries)."""
+    """Frames/s of SegmentRunner (all outputs) with the network's outputs replayed (tiny model, 100 queries);
+    ``replay_masks``: the masks' run lengths replayed too (the host's work alone)."""
     video = files.video(frames, height, width)
     options = bench_options(files, "tiny", "out_replay", device)
     predictor = load_predictor(options)
@@ -434,16 +478,33 @@ def replay_ceiling(
             images, _ = predictor.preprocessor(decoded[first : first + BATCH_FRAMES], predictor.device)
             recorded.append(model(images))
     replay = ReplayedNetwork(recorded, predictor.device)
+    session_class = type(predictor.new_video())
+    full_resolution_runs = session_class._full_resolution_runs
+    if replay_masks:
+        replayed_runs = ReplayedMaskRuns(record_mask_runs(predictor, decoded))
+        session_class._full_resolution_runs = lambda _session, mask_logits: replayed_runs(mask_logits)
     model.forward = replay  # the instance's forward: nn.Module.__call__ now returns the recording
-    runner = make_runner(predictor, options, render_threads)
-    before = load_average()
-    fps, timings = end_to_end_fps(runner, video, 1)
-    fps_best = max(fps, end_to_end_fps(runner, video, 2)[0])
+    try:
+        runner = make_runner(predictor, options, render_threads)
+        before = load_average()
+        fps, timings = end_to_end_fps(runner, video, 1)
+        fps_best = max(fps, end_to_end_fps(runner, video, 2)[0])
+    finally:
+        session_class._full_resolution_runs = full_resolution_runs
     return {
         "frames": frames, "size": f"{width}x{height}", "queries": model.config.num_queries, "device": device,
         "end_to_end_fps": fps_best, "timings": timings, "load_average": before + load_average(),
-        "render_threads": render_threads or render_threads_for(height, width),
+        "render_threads": render_threads or render_threads_for(height, width), "masks_replayed": replay_masks,
     }
+
+
+def record_mask_runs(predictor, decoded: np.ndarray) -> list:
+    """The MaskRuns of every frame of ``decoded`` as the real pipeline makes them (on the host)."""
+    session = predictor.new_video()
+    runs = []
+    for first in range(0, len(decoded), BATCH_FRAMES):
+        runs += [frame.mask_runs.wait() for frame in session.push(decoded[first : first + BATCH_FRAMES])]
+    return [type(run)(run.counts.cpu(), run.lengths.cpu(), run.size) for run in runs]
 
 
 # ---------------------------------------------------------------- (g) GPU memory against video length
@@ -727,6 +788,7 @@ def main() -> None:
         f"python {platform.python_version()}, torch {torch.__version__}, {os.cpu_count()} CPUs, "
         f"device={args.device}, threads={args.threads}, load average {_fmt_list(load_average())}, "
         f"PyTorch huge pages {os.environ[HUGE_PAGES_VARIABLE]}, one malloc arena {ONE_ARENA}"
+        f"{', free memory reported to the hypervisor' if free_page_reporting() else ''}"
     )
     figures: dict[str, Any] = {"args": {k: str(v) for k, v in vars(args).items()}, "load_average_start": load_average()}
     parts = set(args.parts) - ({"b", "c", "d"} if args.skip_rss else set())
@@ -768,18 +830,22 @@ def main() -> None:
             figures["resolution_rss"] = {"runs": [asdict(small), asdict(large)], "ratio": ratio}
         if "e" in parts:
             replay_width, replay_height = parse_size(args.replay_size)
-            replay = replay_ceiling(
-                files, args.replay_frames, args.device, replay_height, replay_width, args.render_threads
-            )
-            print_table(
-                f"(e) model-free ceiling: SegmentRunner, all outputs, network outputs replayed, {replay['queries']} "
-                f"queries, {replay['size']}, {replay['frames']} frames, device={replay['device']}, "
-                f"{replay['render_threads']} drawing threads",
-                [("end to end", f"{replay['end_to_end_fps']:8.2f} frames/s"),
-                 *((k, f"{v:9.3f} s") for k, v in replay["timings"].items()),
-                 ("load average before/after", _fmt_list(replay["load_average"]))],
-            )
-            figures["replay"] = replay
+            for replay_masks in (False, True):
+                replay = replay_ceiling(
+                    files, args.replay_frames, args.device, replay_height, replay_width, args.render_threads,
+                    replay_masks,
+                )
+                what = "network outputs and masks' run lengths replayed: the host's work alone" if replay_masks \
+                    else "network outputs replayed"
+                print_table(
+                    f"(e) model-free ceiling: SegmentRunner, all outputs, {what}, {replay['queries']} queries, "
+                    f"{replay['size']}, {replay['frames']} frames, device={replay['device']}, "
+                    f"{replay['render_threads']} drawing threads",
+                    [("end to end", f"{replay['end_to_end_fps']:8.2f} frames/s"),
+                     *((k, f"{v:9.3f} s") for k, v in replay["timings"].items()),
+                     ("load average before/after", _fmt_list(replay["load_average"]))],
+                )
+                figures["replay_host_only" if replay_masks else "replay"] = replay
         if "f" in parts:
             # Each layout --repeats times, the layouts alternated; the fastest run of each is kept.
             layouts = {"threads": ("threads", args.threads), "single": ("threads", 1), "torchrun": ("torchrun", 1),
