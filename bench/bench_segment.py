@@ -757,6 +757,10 @@ def main() -> None:
     parser.add_argument("--resolution-frames", type=int, default=12, help="(d) frames at 854x480 and 3840x2160")
     parser.add_argument("--replay-frames", type=int, default=60, help="(e) frames of the replayed run")
     parser.add_argument("--replay-size", default="1280x720", help="(e) WIDTHxHEIGHT")
+    parser.add_argument(
+        "--replay-variants", nargs="+", choices=["network", "host"], default=["network", "host"],
+        help="(e) network: the network's outputs replayed; host: the masks' run lengths replayed too",
+    )
     parser.add_argument("--overhead-runs", type=int, default=5, help="(i) fresh processes measured")
     parser.add_argument("--rank-videos", type=int, default=8, help="(f) videos in the folder")
     parser.add_argument("--rank-frames", type=int, default=20, help="(f) frames per video")
@@ -830,7 +834,7 @@ def main() -> None:
             figures["resolution_rss"] = {"runs": [asdict(small), asdict(large)], "ratio": ratio}
         if "e" in parts:
             replay_width, replay_height = parse_size(args.replay_size)
-            for replay_masks in (False, True):
+            for replay_masks in [variant == "host" for variant in args.replay_variants]:
                 replay = replay_ceiling(
                     files, args.replay_frames, args.device, replay_height, replay_width, args.render_threads,
                     replay_masks,

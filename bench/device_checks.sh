@@ -81,7 +81,7 @@ run() {
         "$repo/tests/model/test_transfer.py" "$repo/tests/clipvis_cli/test_streaming.py" -k "cuda or device"
     step r50_throughput 90 python3 "${bench[@]}" --model r50 --parts a --precision bf16 --size "$size" \
         --frames "$frames" --out-json "$out/a_r50.json"
-    step replay 70 python3 "${bench[@]}" --parts e --replay-frames "$replay" --replay-size "$size" \
+    step replay 80 python3 "${bench[@]}" --parts e --replay-frames "$replay" --replay-size "$size" \
         --out-json "$out/e.json"
     step r50_memory_by_length 90 python3 "${bench[@]}" --model r50 --parts g --precision bf16 --size "$size" \
         --gpu-memory-frames "$memory_short" "$memory_long" --out-json "$out/g_r50.json"
@@ -89,8 +89,8 @@ run() {
         --folder-videos 6 --folder-frames "$folder_frames" --repeats 1 --out-json "$out/h_r50.json"
     step convnext_throughput 100 python3 "${bench[@]}" --model convnext-b --parts a --precision bf16 --size "$size" \
         --frames "$frames" --out-json "$out/a_convnext.json"
-    step replay_2_drawing_threads 60 python3 "${bench[@]}" --parts e --replay-frames "$replay" \
-        --replay-size "$size" --render-threads 2 --out-json "$out/e_2threads.json"
+    step replay_2_drawing_threads 50 python3 "${bench[@]}" --parts e --replay-frames "$replay" \
+        --replay-size "$size" --render-threads 2 --replay-variants network --out-json "$out/e_2threads.json"
     # Only when named (`run capture`): with all of the above it would pass the 10 minutes of one command.
     step capture 400 python3 "$repo/bench/bench_network_capture.py" --device "$device" --arch "$capture_arch" \
         --precision bf16 --size "$size" --batch 4 --repeats "$capture_repeats"
