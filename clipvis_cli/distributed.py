@@ -56,6 +56,20 @@ class Shard:
         return sorted(ranked[self.index :: self.count])
 
 
+def visible_gpu(local_rank: int, visible: int) -> int:
+    """The index among this process' ``visible`` CUDA devices of the GPU for the process with ``local_rank``.
+
+    torchrun's usual layout shows every process all GPUs of its machine, one per process: ``cuda:LOCAL_RANK``. A
+    scheduler may instead give each process its own GPUs through ``CUDA_VISIBLE_DEVICES`` (SLURM's
+    ``--gpus-per-task``, one pod per rank on Kubernetes): LOCAL_RANK still counts the processes, but the process sees
+    fewer devices, so its GPU is ``LOCAL_RANK`` modulo their number (``cuda:0`` with one visible GPU), not an
+    ordinal that does not exist there.
+    """
+    if visible < 1:
+        raise ValueError(f"no visible CUDA device for local rank {local_rank}")
+    return local_rank % visible
+
+
 @dataclass(frozen=True)
 class DistributedRun:
     """This process' place in a torchrun job."""
@@ -84,11 +98,11 @@ class DistributedRun:
     def is_main(self) -> bool:
         return self.rank == 0
 
-    def device(self, requested: str, cuda_available: bool) -> str:
-        """``auto``/``cuda`` become this process' own GPU ``cuda:LOCAL_RANK`` (when CUDA is there); an explicit
-        ``cuda:N`` or ``cpu`` is kept."""
-        if requested in ("auto", "cuda") and cuda_available:
-            return f"cuda:{self.local_rank}"
+    def device(self, requested: str, visible_gpus: int) -> str:
+        """``auto``/``cuda`` become this process' own GPU (``visible_gpu``: ``cuda:LOCAL_RANK`` when it sees all of
+        the machine's) when it sees any; an explicit ``cuda:N`` or ``cpu`` is kept."""
+        if requested in ("auto", "cuda") and visible_gpus > 0:
+            return f"cuda:{visible_gpu(self.local_rank, visible_gpus)}"
         return requested
 
     def start(self) -> None:
@@ -96,8 +110,9 @@ class DistributedRun:
         import torch
         import torch.distributed as dist
 
-        if torch.cuda.is_available() and self.local_rank < torch.cuda.device_count():
-            torch.cuda.set_device(self.local_rank)  # this process' GPU is also the current one (streams, events)
+        gpus = visible_cuda_devices()
+        if gpus:
+            torch.cuda.set_device(visible_gpu(self.local_rank, gpus))  # also the current one (streams, events)
         if not dist.is_initialized():
             dist.init_process_group("gloo", rank=self.rank, world_size=self.world_size, timeout=COLLECTIVE_TIMEOUT)
 
@@ -124,3 +139,10 @@ class DistributedRun:
             if synchronise:
                 dist.barrier()
             dist.destroy_process_group()
+
+
+def visible_cuda_devices() -> int:
+    """How many CUDA devices this process sees (0 without CUDA)."""
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
 import typer
 
 from clipvis.cli.atomic import OutputNotWritableError
@@ -24,7 +23,7 @@ from clipvis.cli.datasets import (
     read_dataset_index,
     write_server_zip,
 )
-from clipvis.cli.distributed import DistributedRun
+from clipvis.cli.distributed import DistributedRun, visible_cuda_devices
 from clipvis.cli.evaluation.errors import EvaluationInputError
 from clipvis.cli.locks import FolderBusyError
 from clipvis.cli.memory import HeapTrimmer
@@ -79,7 +78,7 @@ def run_dataset_evaluation(
     except ValueError as error:
         raise _fail(str(error)) from None
     if job is not None:
-        device = job.device(device, torch.cuda.is_available())
+        device = job.device(device, visible_cuda_devices())
     options = SegmentOptions(
         vocabulary=inputs.vocabulary, weights=weights, output=output, formats=(), device=resolve_device(device),
         precision=precision, batch_frames=batch_frames, exact=True, max_tracks=50, skip_existing=True,

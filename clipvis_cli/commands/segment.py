@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 
 from clipvis.cli.collector import collector_paused
-from clipvis.cli.distributed import DistributedRun, Shard
+from clipvis.cli.distributed import DistributedRun, Shard, visible_cuda_devices
 from clipvis.cli.inputs import discover_inputs
 from clipvis.cli.memory import HeapTrimmer, prefer_huge_pages
 from clipvis.cli.messages import describe_exception, print_error, print_path, print_warning, subject_message
@@ -149,7 +149,7 @@ def segment(
         raise _fail(str(error)) from None
     if job is not None:
         part = part.split(job.rank, job.world_size)
-        device = job.device(device, _cuda_available())
+        device = job.device(device, visible_cuda_devices())
     positions = part.select(sources, key=lambda source: str(source.path))
     device = resolve_device(device)
     options = SegmentOptions(
@@ -176,12 +176,6 @@ def segment(
 def human_reporter(job: DistributedRun | None) -> HumanReporter:
     """Progress bars on a terminal; under torchrun only rank 0's (the others print their one-line errors)."""
     return HumanReporter() if job is None or job.is_main else HumanReporter(interactive=False)
-
-
-def _cuda_available() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
 
 
 def _run_inputs(options, sources, positions, log_format, vocabulary, job) -> dict[str, int]:

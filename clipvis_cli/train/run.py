@@ -21,6 +21,7 @@ import torch
 import torch.distributed as dist
 
 from clipvis.cli.atomic import atomic_write_text, ensure_output_dir
+from clipvis.cli.distributed import visible_gpu
 from clipvis.cli.train.config import TrainConfig, autoscale
 from clipvis.cli.train.data import AugmentationConfig, StreamBatchSampler, TrainDataset, build_loader, repeat_factors
 from clipvis.cli.train.sources import load_sources
@@ -63,8 +64,9 @@ def _device(config: TrainConfig, local_rank: int) -> torch.device:
         return torch.device("cpu")
     if not torch.cuda.is_available():
         raise RuntimeError(f"MODEL.DEVICE {wanted}: CUDA is not available on this machine")
-    torch.cuda.set_device(local_rank)
-    return torch.device("cuda", local_rank)
+    index = visible_gpu(local_rank, torch.cuda.device_count())  # cuda:0 where each process sees only its own GPU
+    torch.cuda.set_device(index)
+    return torch.device("cuda", index)
 
 
 def build_model(config: TrainConfig, weights: str | None, seed: int) -> ClipVis:
@@ -224,7 +226,7 @@ def _distributed_main(request: RunRequest) -> Path:
     local_rank = int(os.environ.get("LOCAL_RANK", rank))
     use_cuda = torch.cuda.is_available() and str(request.config.get("MODEL.DEVICE")) != "cpu"
     if use_cuda:
-        torch.cuda.set_device(local_rank)
+        torch.cuda.set_device(visible_gpu(local_rank, torch.cuda.device_count()))
     # Rank 0 evaluates while the others wait at a barrier: allow long evaluations before a collective times out.
     dist.init_process_group("nccl" if use_cuda else "gloo", timeout=timedelta(hours=2))
     try:

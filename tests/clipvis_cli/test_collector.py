@@ -81,8 +81,9 @@ print(gc.get_freeze_count() - before >= 5000, gc.isenabled())
 
 
 def test_the_clipvis_command_runs_its_command_with_the_collector_on_and_the_imports_frozen() -> None:
-    # The application's main is replaced by a probe: the launcher imports the application with the collector paused
-    # (torch alone makes >100,000 objects, all frozen), runs the command with it on, and freezes again at the end.
+    # The application's main is replaced by a probe: the launcher imports the application and torch with the
+    # collector paused (torch alone makes >100,000 objects, all frozen), runs the command with it on, and freezes
+    # again at the end.
     printed = run_python(
         """
 import gc, sys
@@ -97,11 +98,37 @@ def probe():
     seen["made"] = [[] for _ in range(5000)]
 
 clipvis.cli.app.main = probe
+sys.argv = ["clipvis", "segment", "video.mp4", "--vocab", "cat"]
 main()
 print(seen["enabled"], seen["frozen"] > 100_000, gc.get_freeze_count() - seen["frozen"] >= 5000, gc.isenabled())
 """
     )
     assert printed.split() == ["True", "True", "True", "True"]
+
+
+def test_help_and_version_answer_without_importing_torch() -> None:
+    printed = run_python(
+        """
+import subprocess, sys
+for arguments in (["--help"], ["segment", "--help"], ["--version"], []):
+    code = "import sys; from clipvis.cli.launcher import main; sys.argv = ['clipvis', *sys.argv[1:]]\\n"
+    code += "try:\\n    main()\\nexcept SystemExit:\\n    pass\\nprint('torch' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code, *arguments], capture_output=True, text=True)
+    print(result.stdout.split()[-1])
+"""
+    )
+    assert printed.split() == ["False"] * 4
+
+
+def test_a_command_line_runs_a_command_unless_it_asks_for_help_version_or_completions() -> None:
+    from clipvis.cli.launcher import runs_a_command
+
+    assert runs_a_command(["clipvis", "segment", "v.mp4", "--vocab", "cat"], {})
+    assert runs_a_command(["clipvis", "export", "out/", "--format", "cvat"], {})
+    assert not runs_a_command(["clipvis"], {})
+    assert not runs_a_command(["clipvis", "segment", "--help"], {})
+    assert not runs_a_command(["clipvis", "--version"], {})
+    assert not runs_a_command(["clipvis", "segment"], {"_CLIPVIS_COMPLETE": "complete_bash"})
 
 
 def test_models_load_with_the_collector_paused_and_it_is_back_on_whether_the_load_worked_or_not(

@@ -18,7 +18,7 @@ import torch
 from typer.testing import CliRunner
 
 from clipvis.cli.app import app
-from clipvis.cli.distributed import DistributedRun, Shard
+from clipvis.cli.distributed import DistributedRun, Shard, visible_gpu
 
 RUN_JSON = "run.json"  # holds timings: the only file that differs between runs
 
@@ -44,10 +44,22 @@ def test_torchrun_environment() -> None:
     assert DistributedRun.from_env({}) is None and DistributedRun.from_env({"WORLD_SIZE": "1"}) is None
     job = DistributedRun.from_env({"WORLD_SIZE": "4", "RANK": "3", "LOCAL_RANK": "1"})
     assert job == DistributedRun(3, 4, 1) and not job.is_main
-    assert job.device("auto", True) == "cuda:1" and job.device("cuda", True) == "cuda:1"
-    assert job.device("auto", False) == "auto" and job.device("cpu", True) == "cpu"
+    assert job.device("auto", 8) == "cuda:1" and job.device("cuda", 8) == "cuda:1"
+    assert job.device("auto", 0) == "auto" and job.device("cpu", 8) == "cpu" and job.device("cuda:3", 8) == "cuda:3"
     with pytest.raises(ValueError, match="RANK"):
         DistributedRun.from_env({"WORLD_SIZE": "2", "RANK": "2"})
+
+
+def test_each_process_takes_a_gpu_it_can_see() -> None:
+    """torchrun's usual layout: every process sees the machine's GPUs and takes cuda:LOCAL_RANK. A scheduler that
+    gives each process its own GPU (CUDA_VISIBLE_DEVICES, e.g. SLURM's --gpus-per-task) leaves one visible: cuda:0,
+    not an ordinal that does not exist there; with 2 per process, local ranks share them round robin."""
+    assert [visible_gpu(rank, 8) for rank in range(8)] == list(range(8))
+    assert [visible_gpu(rank, 1) for rank in range(8)] == [0] * 8
+    assert [visible_gpu(rank, 2) for rank in range(4)] == [0, 1, 0, 1]
+    assert DistributedRun(7, 8, 7).device("auto", 1) == "cuda:0"
+    with pytest.raises(ValueError, match="no visible CUDA device"):
+        visible_gpu(0, 0)
 
 
 def write_video(path: Path, num_frames: int, shift: int) -> Path:
