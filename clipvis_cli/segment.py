@@ -332,7 +332,8 @@ class SegmentRunner:
         ]
         info = VideoInfo(
             video_id=video_id,
-            source=path_text(source.path),
+            # absolute: `clipvis export` reads the frames again from here, from whatever folder it is run in
+            source=path_text(os.path.abspath(source.path)),
             stem=stem,
             height=probe.height,
             width=probe.width,

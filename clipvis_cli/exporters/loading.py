@@ -162,8 +162,9 @@ def _video(path: Path, entry: dict, annotations: list[dict], categories: list[st
     if not source:
         raise ExportInputError(path, f"video {video_id}: videos[] entry names no source (segment writes one)")
     source_path = Path(source)
-    if not source_path.is_absolute():
-        source_path = (Path(path).parent / source_path).resolve()
+    if not source_path.is_absolute():  # segment writes absolute paths; older files held the path as typed
+        beside = Path(path).parent / source_path
+        source_path = (beside if beside.exists() or not source_path.exists() else source_path).resolve()
     stem = str(entry.get("name") or Path(path).parent.name or source_path.stem)
     file_names = list(entry.get("file_names") or [])
     kind = "images" if source_path.is_dir() or source_path.suffix.lower() in IMAGE_EXTENSIONS else "video"

@@ -49,6 +49,27 @@ def was_run(result) -> bool:
     return result.stdout != ""  # the files written are listed on stdout; a skipped input lists nothing
 
 
+def test_outputs_of_relative_paths_can_be_exported_from_another_folder(tmp_path, tiny_weights, monkeypatch) -> None:
+    """`clipvis segment videos/ -o results/` with relative paths, then `clipvis export` run elsewhere: the results
+    name their source by absolute path, so formats that decode the frames again find them."""
+    write_video(tmp_path / "videos" / "clip.mp4")
+    monkeypatch.chdir(tmp_path)
+    assert was_run(segment(tiny_weights, Path("results"), "videos/", extra=("--formats", "ytvis")))
+    ytvis = json.loads((tmp_path / "results" / "clip" / "ytvis.json").read_text())
+    assert ytvis["videos"][0]["source"] == str(tmp_path / "videos" / "clip.mp4")
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    result = CliRunner().invoke(app, ["export", "../results", "--to", "coco", "-o", "exported"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "elsewhere" / "exported" / "clip").is_dir()
+    # A file that kept the path as typed (older clipvis): found from the folder segment ran in.
+    ytvis["videos"][0]["source"] = "videos/clip.mp4"
+    (tmp_path / "results" / "clip" / "ytvis.json").write_text(json.dumps(ytvis))
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["export", "results", "--to", "coco", "-o", "exported-again"])
+    assert result.exit_code == 0, result.output
+
+
 def test_skip_existing_is_keyed_by_checkpoint_config_and_options(tmp_path, tiny_weights) -> None:
     video = write_video(tmp_path / "clip.mp4")
     weights = tmp_path / "model.safetensors"
