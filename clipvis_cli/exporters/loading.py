@@ -164,7 +164,9 @@ def _video(path: Path, entry: dict, annotations: list[dict], categories: list[st
     source_path = Path(source)
     if not source_path.is_absolute():  # segment writes absolute paths; older files held the path as typed
         beside = Path(path).parent / source_path
-        source_path = (beside if beside.exists() or not source_path.exists() else source_path).resolve()
+        if beside.exists() or not source_path.exists():  # beside the results file first, then the current folder
+            source_path = beside
+        source_path = source_path.resolve()
     stem = str(entry.get("name") or Path(path).parent.name or source_path.stem)
     file_names = list(entry.get("file_names") or [])
     kind = "images" if source_path.is_dir() or source_path.suffix.lower() in IMAGE_EXTENSIONS else "video"
