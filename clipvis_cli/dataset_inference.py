@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -151,20 +152,35 @@ class DatasetInference:
                 for track in tracked.tracks
             ]
 
-    def run(self, output: Path, max_videos: int | None = None, job: DistributedRun | None = None) -> DatasetRunSummary:
-        """Run every video not already in the per-video cache. Raises OutputNotWritableError, FolderBusyError
-        (another process evaluates into the same folder) or ForeignCacheFolderError, with one-line messages.
+    def run(
+        self,
+        output: Path,
+        max_videos: int | None = None,
+        job: DistributedRun | None = None,
+        conclude: Callable[[DatasetRunSummary], None] | None = None,
+    ) -> DatasetRunSummary:
+        """Run every video not already in the per-video cache, write ``results.json`` when none failed, then call
+        ``conclude`` with the summary (report, score) while the folder's lock is still held. Raises
+        OutputNotWritableError, FolderBusyError (another process evaluates into the same folder) or
+        ForeignCacheFolderError, with one-line messages, and whatever ``conclude`` raises.
 
         Under torchrun (``job``), rank ``r`` of ``W`` runs every ``W``-th video from the ``r``-th (by id); rank 0
         holds the folder's lock for the whole job, prepares the cache before anyone starts and, once every rank is
-        done, writes ``results.json`` from the per-video files: the same file as one process writes. On the other
-        ranks a failure of rank 0's setup raises OtherRankFailed (rank 0 reports it)."""
+        done, writes ``results.json`` from the per-video files (the same file as one process writes) and concludes
+        for the whole job. The other ranks wait for that, so that every rank ends together and with rank 0's outcome:
+        when rank 0's setup, its writing of ``results.json`` or ``conclude`` raised, they raise OtherRankFailed (rank 0
+        reports why). A rank that ended early would leave torchrun's agents of other machines waiting out their exit
+        barrier (300 s) and then exiting 0."""
         if job is None:
             output = ensure_output_dir(output)
             cache = ensure_output_dir(output / CACHE_DIR)
             with FolderLock(cache):
                 self._prepare_output(output, cache)
-                return self._run_videos(output, cache, max_videos)
+                videos = self._videos(max_videos)
+                summary = self._summarise(output, cache, videos, *self._run_videos(videos, cache))
+                if conclude is not None:
+                    conclude(summary)
+                return summary
         lock = None
         setup_error: Exception | None = None
         cache = output / CACHE_DIR
@@ -181,7 +197,23 @@ class DatasetInference:
                 if setup_error is not None:
                     raise setup_error
                 raise OtherRankFailed("rank 0 could not prepare the output folder")
-            return self._run_videos(output, cache, max_videos, job)
+            videos = self._videos(max_videos)
+            every_rank = job.gather(self._run_videos(videos[job.rank :: job.world_size], cache))
+            computed, reused = sum(r[0] for r in every_rank), sum(r[1] for r in every_rank)
+            failed = [line for r in every_rank for line in r[3]]
+            if not job.is_main:
+                if job.gather(None)[0] is not None:
+                    raise OtherRankFailed("rank 0 could not conclude the run")
+                return DatasetRunSummary([], computed, reused, None, failed, main=False)
+            try:  # results.json from every video's per-video file, in video order, as one process writes it
+                summary = self._summarise(output, cache, videos, computed, reused, None, failed)
+                if conclude is not None:
+                    conclude(summary)
+            except BaseException:
+                job.gather("failed")
+                raise
+            job.gather(None)
+            return summary
         finally:
             if lock is not None:
                 lock.release()
@@ -192,16 +224,20 @@ class DatasetInference:
         remove_stale_temp_files(output, [RESULTS_NAME, METRICS_NAME, f"{self.inputs.spec.name}_results.zip"])
         self._prepare_cache(cache)
 
+    def _videos(self, max_videos: int | None) -> list[GtVideo]:
+        """The videos of the run, by id."""
+        return sorted(self.inputs.videos, key=lambda v: v.id)[:max_videos]
+
     def _run_videos(
-        self, output: Path, cache: Path, max_videos: int | None, job: DistributedRun | None = None
-    ) -> DatasetRunSummary:
-        videos = sorted(self.inputs.videos, key=lambda v: v.id)[:max_videos]
-        mine = videos if job is None else videos[job.rank :: job.world_size]
+        self, videos: list[GtVideo], cache: Path
+    ) -> tuple[int, int, list[dict[str, Any]], list[str]]:
+        """Run (or take from the cache) ``videos``: (videos run, videos reused, their result entries in video order,
+        one line per failed video)."""
         results: list[dict[str, Any]] = []
         failed: list[str] = []
         computed = reused = 0
-        self.reporter.batch_started(len(mine))
-        for video in mine:
+        self.reporter.batch_started(len(videos))
+        for video in videos:
             path = cache / f"{video.id}.json"
             stem = f"video{video.id}"
             entries = None
@@ -226,16 +262,24 @@ class DatasetInference:
                 computed += 1
                 self.reporter.video_finished(VideoSource(path=path), stem, video.num_frames or 0, 0.0, [path])
             results.extend(entries)
-        if job is not None:
-            every_rank = job.gather((computed, reused, failed))
-            computed, reused = sum(r[0] for r in every_rank), sum(r[1] for r in every_rank)
-            failed = [line for r in every_rank for line in r[2]]
-            if not job.is_main:
-                return DatasetRunSummary([], computed, reused, None, failed, main=False)
-            if not failed:  # every video's entries, in video order, from the per-video files the ranks wrote
-                results = [entry for video in videos for entry in json.loads((cache / f"{video.id}.json").read_text())]
+        return computed, reused, results, failed
+
+    def _summarise(
+        self,
+        output: Path,
+        cache: Path,
+        videos: list[GtVideo],
+        computed: int,
+        reused: int,
+        results: list[dict[str, Any]] | None,
+        failed: list[str],
+    ) -> DatasetRunSummary:
+        """The run's summary; writes ``results.json`` when no video failed. ``results`` None: read every video's
+        entries from its per-video file (other ranks ran some of them)."""
         if failed:
-            return DatasetRunSummary(results, computed, reused, None, failed)
+            return DatasetRunSummary(results or [], computed, reused, None, failed)
+        if results is None:
+            results = [entry for video in videos for entry in json.loads((cache / f"{video.id}.json").read_text())]
         results_path = atomic_write_json(output / RESULTS_NAME, results)
         return DatasetRunSummary(results, computed, reused, results_path)
 

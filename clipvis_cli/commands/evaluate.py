@@ -131,7 +131,6 @@ def evaluate(
     The LV-VIS protocol also reports base (APb) and novel (APn) categories; BURST reports base/novel and
     common/uncommon.
     """
-    published = None
     if dataset is not None or frames is not None:
         prefer_huge_pages()  # before any tensor exists (clipvis.cli.memory)
         if results is not None:
@@ -143,19 +142,35 @@ def evaluate(
         name = dataset or "custom"
         if dataset is not None and dataset not in dataset_names():
             raise typer.BadParameter(f"unknown dataset {dataset!r}; known: {', '.join(dataset_names())}")
-        results, gt, has_gt = run_dataset_evaluation(
+        published = published_numbers(weights, dataset)
+
+        def score(results_path: Path, gt_path: Path) -> None:
+            score_and_report(
+                results_path, gt_path, protocol, json_path or results_path.parent / METRICS_NAME, published
+            )
+
+        run_dataset_evaluation(
             dataset=dataset, gt=gt, frames=frames, weights=weights, data_root=data_root,
-            output=output or Path("clipvis_eval") / name, device=device, precision=precision,
+            output=output or Path("clipvis_eval") / name, score=score, device=device, precision=precision,
             batch_frames=batch_frames, config=config, clip_config=clip_config, max_videos=max_videos,
             allow_hub_clip=allow_hub_clip,
         )
-        if not has_gt:
-            return
-        json_path = json_path or results.parent / METRICS_NAME
-        published = published_numbers(weights, dataset)
+        return
     if results is None or gt is None:
         missing = " and ".join(name for name, value in (("--results", results), ("--gt", gt)) if value is None)
         raise typer.BadParameter("a results file and its ground truth are both needed", param_hint=missing)
+    score_and_report(results, gt, protocol, json_path, None)
+
+
+def score_and_report(
+    results: Path,
+    gt: Path,
+    protocol: ProtocolChoice | None,
+    json_path: Path | None,
+    published: Mapping[str, float] | None,
+) -> None:
+    """Score a results file against its ground truth, print the table, write the metrics JSON if asked; a bad input
+    or an unwritable JSON raises typer.Exit(1) after its one-line error."""
     try:
         result = score_results_file(results, gt, protocol.value if protocol is not None else None)
     except EvaluationInputError as error:

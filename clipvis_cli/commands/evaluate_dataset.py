@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import typer
@@ -14,7 +15,12 @@ from clipvis.cli.commands.segment import (
     load_predictor,
     resolve_device,
 )
-from clipvis.cli.dataset_inference import DatasetInference, ForeignCacheFolderError, OtherRankFailed
+from clipvis.cli.dataset_inference import (
+    DatasetInference,
+    DatasetRunSummary,
+    ForeignCacheFolderError,
+    OtherRankFailed,
+)
 from clipvis.cli.datasets import (
     DatasetError,
     DatasetInputs,
@@ -54,6 +60,7 @@ def run_dataset_evaluation(
     weights: str,
     data_root: Path | None,
     output: Path,
+    score: Callable[[Path, Path], None],
     device: str = "auto",
     precision: str = "fp32",
     batch_frames: int = 4,
@@ -63,10 +70,12 @@ def run_dataset_evaluation(
     max_videos: int | None = None,
     gt: Path | None = None,
     frames: Path | None = None,
-) -> tuple[Path, Path | None, bool]:
-    """Inference in the official evaluator's mode (`--exact`, 50 results per video), resumable.
+) -> None:
+    """Inference in the official evaluator's mode (`--exact`, 50 results per video), resumable, then
+    ``score(results.json, ground truth)`` when the split has public ground truth (else the server zip is written).
 
-    Returns (results.json path, ground-truth path or None when the split has no public GT, has_public_gt).
+    Under torchrun rank 0 reports, writes and scores for the whole job while the other ranks wait, so every rank
+    exits with rank 0's outcome (typer.Exit(1) on the others when rank 0 failed).
     """
     check_precision(precision)
     try:
@@ -88,6 +97,30 @@ def run_dataset_evaluation(
     check_config_file(config)
     predictor = load_predictor(options)
     where = dataset or gt
+
+    def conclude(summary: DatasetRunSummary) -> None:
+        """Rank 0 (or the one process): report the run, then score it or write the server zip."""
+        if summary.failed:
+            typer.echo(
+                f"clipvis: {len(summary.failed)} video(s) of {where} failed, {summary.computed} run, "
+                f"{summary.reused} reused; not scored (finished videos are kept in {output / 'per_video'}, a rerun "
+                "resumes)",
+                err=True,
+            )
+            raise typer.Exit(1)
+        typer.echo(
+            f"{where}: {summary.computed} videos run, {summary.reused} reused from {output / 'per_video'}; "
+            f"wrote {summary.results_path}",
+            err=True,
+        )
+        if inputs.spec.has_public_gt:
+            score(summary.results_path, inputs.gt_path)
+            return
+        zip_path = write_server_zip(summary.results, output / f"{inputs.spec.name}_results.zip")
+        server = inputs.spec.server
+        instructions = server.instructions(zip_path) if server else f"upload {zip_path} to the evaluation server"
+        typer.echo(f"{dataset} has no public ground truth; {instructions}", err=True)
+
     try:
         runner = DatasetInference(predictor, inputs, options, human_reporter(job))
     except (DatasetError, EvaluationInputError) as error:
@@ -97,7 +130,7 @@ def run_dataset_evaluation(
     finished = False
     try:
         with HeapTrimmer():
-            summary = runner.run(output, max_videos=max_videos, job=job)
+            runner.run(output, max_videos=max_videos, job=job, conclude=conclude)
         finished = True
     except (OutputNotWritableError, FolderBusyError, ForeignCacheFolderError) as error:
         raise _fail(error) from None
@@ -107,26 +140,3 @@ def run_dataset_evaluation(
         runner.reporter.close()
         if job is not None:
             job.stop(synchronise=finished)
-    if not summary.main:  # torchrun rank > 0: rank 0 reports, writes and scores for the whole job
-        if summary.failed:
-            raise typer.Exit(1)
-        return None, None, False
-    if summary.failed:
-        typer.echo(
-            f"clipvis: {len(summary.failed)} video(s) of {where} failed, {summary.computed} run, {summary.reused} "
-            f"reused; not scored (finished videos are kept in {output / 'per_video'}, a rerun resumes)",
-            err=True,
-        )
-        raise typer.Exit(1)
-    typer.echo(
-        f"{where}: {summary.computed} videos run, {summary.reused} reused from {output / 'per_video'}; "
-        f"wrote {summary.results_path}",
-        err=True,
-    )
-    if not inputs.spec.has_public_gt:
-        zip_path = write_server_zip(summary.results, output / f"{inputs.spec.name}_results.zip")
-        server = inputs.spec.server
-        where = server.instructions(zip_path) if server else f"upload {zip_path} to the evaluation server"
-        typer.echo(f"{dataset} has no public ground truth; {where}", err=True)
-        return summary.results_path, None, False
-    return summary.results_path, inputs.gt_path, True

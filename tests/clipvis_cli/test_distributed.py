@@ -162,15 +162,11 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def test_two_machines_with_c10d_rendezvous_write_what_one_process_writes(
-    videos, tiny_weights, single_process, tmp_path
-) -> None:
-    """Two torchrun agents, as on two machines (`--nnodes 2` and the README's rendezvous flags, one process each),
-    sharing one output root: the files of one process; the summary once, from the agent that got rank 0 (which
-    also gets the broken file, sorted first); both agents exit non-zero, and at once: an agent whose processes
-    exited 0 would wait at torchrun's exit barrier (300 s) for the agent whose process failed, which never comes."""
-    out = tmp_path / "out"
-    env = {**os.environ, "CLIPVIS_CACHE": str(tmp_path / "cache"), "CLIPVIS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+def two_machines(args: list[str], cache: Path) -> list[tuple[str, str, int]]:
+    """Run ``clipvis args`` under two torchrun agents, as on two machines (`--nnodes 2` and the README's rendezvous
+    flags, one process each): each agent's (stdout, stderr, exit code). Both must end within 150 s: an agent whose
+    processes exited 0 while the other's failed would wait out torchrun's exit barrier (300 s)."""
+    env = {**os.environ, "CLIPVIS_CACHE": str(cache), "CLIPVIS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(name, None)
     endpoint = f"127.0.0.1:{free_port()}"
@@ -178,23 +174,32 @@ def test_two_machines_with_c10d_rendezvous_write_what_one_process_writes(
         subprocess.Popen(
             [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1",
              "--rdzv-backend", "c10d", "--rdzv-endpoint", endpoint, "--rdzv-id", "clipvis-test",
-             "-m", "clipvis", *segment_args(videos, tiny_weights, out)],
+             "-m", "clipvis", *args],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
         )
         for _ in range(2)
     ]
     try:
-        results = [(node.communicate(timeout=150), node.returncode) for node in nodes]
+        return [(*node.communicate(timeout=150), node.returncode) for node in nodes]
     finally:
         for node in nodes:
             node.kill()
+
+
+def test_two_machines_with_c10d_rendezvous_write_what_one_process_writes(
+    videos, tiny_weights, single_process, tmp_path
+) -> None:
+    """Two machines sharing one output root: the files of one process; the summary once, from the agent that got
+    rank 0 (which also gets the broken file, sorted first); both agents exit non-zero, and at once."""
+    out = tmp_path / "out"
+    results = two_machines(segment_args(videos, tiny_weights, out), tmp_path / "cache")
     assert output_files(out) == single_process
     summary = "6 input(s) over 2 processes: 5 complete, 0 skipped, 1 failed"
-    main = [i for i, ((_, stderr), _) in enumerate(results) if summary in stderr]
-    assert len(main) == 1, [stderr for (_, stderr), _ in results]
-    (stdout, stderr), code = results[main[0]]
+    main = [i for i, (_, stderr, _) in enumerate(results) if summary in stderr]
+    assert len(main) == 1, [stderr for _, stderr, _ in results]
+    stdout, stderr, code = results[main[0]]
     assert code != 0 and "broken.mp4" in stderr
-    (other_stdout, other_stderr), other_code = results[1 - main[0]]
+    other_stdout, other_stderr, other_code = results[1 - main[0]]
     assert other_code != 0 and "broken.mp4" not in other_stderr and summary not in other_stderr
     assert len(stdout.split()) + len(other_stdout.split()) == 15
 
@@ -234,3 +239,23 @@ def test_same_stem_inputs_get_the_same_folders_whatever_shard_runs_first(tiny_we
         assert result.exit_code == 0, result.output
     owners = {p.parent.name: Path(json.loads(p.read_text())["source"]["path"]).parent.name for p in out.rglob(RUN_JSON)}
     assert owners == {"clip": "a", "clip-2": "b"}
+
+
+def test_two_machines_evaluate_end_together_when_rank_0_cannot_write_the_metrics(tiny_weights, tmp_path) -> None:
+    """Every video runs, then rank 0's scoring fails (--json under a regular file): rank 0 says why in one line and
+    both machines' agents exit non-zero at once; the other rank waited for rank 0's outcome instead of exiting 0
+    first (which left its agent at torchrun's exit barrier for 300 s, then exiting 0)."""
+    from .test_evaluate_dataset import make_lvvis
+
+    data = tmp_path / "datasets"
+    make_lvvis(data)
+    (tmp_path / "a_file").write_text("")
+    out = tmp_path / "out"
+    args = ["evaluate", "--dataset", "lvvis_val", "--weights", str(tiny_weights), "--data-root", str(data),
+            "--device", "cpu", "-o", str(out), "--json", str(tmp_path / "a_file" / "metrics.json")]
+    results = two_machines(args, tmp_path / "cache")
+    errors = [stderr for _, stderr, _ in results if "a_file" in stderr and "clipvis: error:" in stderr]
+    assert len(errors) == 1, [stderr for _, stderr, _ in results]
+    assert all(code != 0 for _, _, code in results), [stderr for _, stderr, _ in results]
+    assert (out / "results.json").is_file() and sorted(p.name for p in (out / "per_video").glob("*.json")) == [
+        "1.json", "2.json", "cache.json"]
