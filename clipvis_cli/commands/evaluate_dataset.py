@@ -70,12 +70,14 @@ def run_dataset_evaluation(
     max_videos: int | None = None,
     gt: Path | None = None,
     frames: Path | None = None,
+    alone: bool = False,
 ) -> None:
     """Inference in the official evaluator's mode (`--exact`, 50 results per video), resumable, then
     ``score(results.json, ground truth)`` when the split has public ground truth (else the server zip is written).
 
     Under torchrun rank 0 reports, writes and scores for the whole job while the other ranks wait, so every rank
-    exits with rank 0's outcome (typer.Exit(1) on the others when rank 0 failed).
+    exits with rank 0's outcome (typer.Exit(1) on the others when rank 0 failed). ``alone``: run every video in this
+    process even under torchrun (training's periodic evaluation, which rank 0 runs while the other ranks wait).
     """
     check_precision(precision)
     try:
@@ -83,7 +85,7 @@ def run_dataset_evaluation(
     except (DatasetError, EvaluationInputError) as error:
         raise _fail(str(error)) from None
     try:
-        job = DistributedRun.from_env()
+        job = None if alone else DistributedRun.from_env()
     except ValueError as error:
         raise _fail(str(error)) from None
     if job is not None:

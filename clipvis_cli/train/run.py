@@ -103,14 +103,17 @@ def _evaluator(config: TrainConfig, device: torch.device):
         out: dict[str, Any] = {}
         for name, job in jobs:
             folder = Path(config.get("OUTPUT_DIR")) / "eval" / f"{name}_{iteration:07d}"
-            try:
-                results, gt, public = run_dataset_evaluation(
+            metrics: dict[str, Any] = {}
+
+            def score(results: Path, gt: Path) -> None:
+                metrics.update(score_results_file(results, gt).to_dict()["metrics"])  # noqa: B023 - called at once
+
+            try:  # in this process alone: the other ranks wait at a barrier meanwhile
+                run_dataset_evaluation(
                     weights=str(checkpoint), data_root=config.get("CLIPVIS.DATA_ROOT") or None, output=folder,
-                    device=device.type, max_videos=int(config.get("CLIPVIS.EVAL_VIDEOS") or 0) or None, **job,
+                    score=score, device=device.type, max_videos=int(config.get("CLIPVIS.EVAL_VIDEOS") or 0) or None,
+                    alone=True, **job,
                 )
-                if not public or gt is None:
-                    continue
-                metrics = score_results_file(results, gt).to_dict()["metrics"]
             except (typer.Exit, Exception) as exc:  # noqa: BLE001 - an evaluation failure must not end training
                 log.warning("warning: evaluation on %s failed (%s); training goes on", name, exc)
                 continue

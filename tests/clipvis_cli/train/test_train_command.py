@@ -191,6 +191,23 @@ def test_video_fine_tuning_with_periodic_evaluation(tmp_path, tiny_train_config)
     assert evaluation and 0.0 <= evaluation[-1]["eval/ytvis/AP"] <= 1.0, records
 
 
+@pytest.mark.skipif(not torch.distributed.is_gloo_available(), reason="gloo backend not built into this torch")
+def test_two_processes_with_periodic_evaluation(tmp_path, tiny_train_config):
+    """Rank 0 evaluates in its own process while the other rank waits at the barrier; the evaluation must not take
+    the training's process group for its own (a torchrun `evaluate`'s gathers against the other rank's barrier)."""
+    gt, frames = write_ytvis(tmp_path / "data", num_videos=2, length=2)
+    config = tiny_train_config(tmp_path, MAX_ITER=2, IMS_PER_BATCH=2)
+    test_data = f"CLIPVIS.TEST_DATA=[{{json: {gt}, frames: {frames}}}]"
+    train(config, tmp_path / "run", (gt, frames), "TEST.EVAL_PERIOD=1", test_data, "INPUT.MIN_SIZE_TRAIN=[64]",
+          "INPUT.MAX_SIZE_TRAIN=128", "--num-gpus", "2")
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    evaluation = [r["iteration"] for r in records if "eval/ytvis/AP" in r]
+    assert evaluation == [0, 1], records
+    assert "failed" not in (tmp_path / "run" / "train.log").read_text()
+    results = [json.loads((tmp_path / "run" / "eval" / f"ytvis_{i:07d}" / "results.json").read_text()) for i in (0, 1)]
+    assert all({r["video_id"] for r in result} == {1, 2} for result in results)  # every video, in rank 0's process
+
+
 def test_metrics_reach_tensorboard_event_files(tmp_path, tiny_train_config):
     pytest.importorskip("tensorboard", reason="the tensorboard extra is not installed")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
