@@ -60,7 +60,8 @@ class DatasetRunSummary:
 
 
 class OtherRankFailed(RuntimeError):
-    """Under torchrun: rank 0 failed to set the run up (and reported why); the other ranks stop."""
+    """Under torchrun: another rank failed (rank 0 in its setup or its conclusion, or any rank running its videos)
+    and reported why; this rank stops too."""
 
 
 def cache_identity(weights: str, vocabulary: list[str], options: dict[str, Any]) -> str:
@@ -169,8 +170,9 @@ class DatasetInference:
         done, writes ``results.json`` from the per-video files (the same file as one process writes) and concludes
         for the whole job. The other ranks wait for that, so that every rank ends together and with rank 0's outcome:
         when rank 0's setup, its writing of ``results.json`` or ``conclude`` raised, they raise OtherRankFailed (rank 0
-        reports why). A rank that ended early would leave torchrun's agents of other machines waiting out their exit
-        barrier (300 s) and then exiting 0."""
+        reports why), as every rank does when another stopped with an error while running its videos. A rank that
+        ended early would leave torchrun's agents of other machines waiting out their exit barrier (300 s) and then
+        exiting 0, or the others in a gather that fails once its process group is gone."""
         if job is None:
             output = ensure_output_dir(output)
             cache = ensure_output_dir(output / CACHE_DIR)
@@ -198,7 +200,14 @@ class DatasetInference:
                     raise setup_error
                 raise OtherRankFailed("rank 0 could not prepare the output folder")
             videos = self._videos(max_videos)
-            every_rank = job.gather(self._run_videos(videos[job.rank :: job.world_size], cache))
+            try:
+                mine = self._run_videos(videos[job.rank :: job.world_size], cache)
+            except BaseException:  # e.g. its per-video file not writable: the others learn it from the gather
+                job.gather(None)
+                raise
+            every_rank = job.gather(mine)
+            if any(counts is None for counts in every_rank):
+                raise OtherRankFailed("another rank stopped with an error")
             computed, reused = sum(r[0] for r in every_rank), sum(r[1] for r in every_rank)
             failed = [line for r in every_rank for line in r[3]]
             if not job.is_main:

@@ -1,0 +1,115 @@
+"""DatasetInference's protocol between torchrun ranks, with the ranks as threads of this process: however a rank
+fails, every rank makes the same gathers and ends (none waits for a gather the others never make), and only the
+failing rank raises its own error; the others raise OtherRankFailed."""
+
+from __future__ import annotations
+
+import io
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from clipvis.cli.atomic import OutputNotWritableError
+from clipvis.cli.commands.segment import load_predictor
+from clipvis.cli.dataset_inference import RESULTS_NAME, DatasetInference, DatasetRunSummary, OtherRankFailed
+from clipvis.cli.datasets import dataset_inputs
+from clipvis.cli.progress import JsonlReporter
+from clipvis.cli.segment import SegmentOptions
+
+from .test_evaluate_dataset import make_lvvis
+
+
+class ThreadRanks:
+    """``gather`` between ``world_size`` threads, as torchrun's processes gather over gloo. A gather some rank never
+    makes breaks the barrier after ``timeout`` seconds instead of hanging the test."""
+
+    def __init__(self, world_size: int, timeout: float = 20.0) -> None:
+        self.world_size = world_size
+        self.barrier = threading.Barrier(world_size, timeout=timeout)
+        self.slots: list[Any] = [None] * world_size
+        self.gathers = [0] * world_size
+
+    def job(self, rank: int) -> ThreadJob:
+        return ThreadJob(self, rank)
+
+
+class ThreadJob:
+    """The part of DistributedRun that DatasetInference uses."""
+
+    def __init__(self, ranks: ThreadRanks, rank: int) -> None:
+        self.ranks, self.rank, self.world_size = ranks, rank, ranks.world_size
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def gather(self, value: Any) -> list[Any]:
+        self.ranks.gathers[self.rank] += 1
+        self.ranks.slots[self.rank] = value
+        self.ranks.barrier.wait()
+        values = list(self.ranks.slots)
+        self.ranks.barrier.wait()
+        return values
+
+
+@pytest.fixture
+def lvvis(tmp_path, tiny_weights, isolated_cache):
+    """Two ranks' DatasetInference over the 2-video LV-VIS fixture (one video each)."""
+    inputs = dataset_inputs("lvvis_val", make_lvvis(tmp_path / "datasets").parents[2])
+    options = SegmentOptions(
+        vocabulary=inputs.vocabulary, weights=str(tiny_weights), output=tmp_path / "out", formats=(), device="cpu",
+        exact=True, max_tracks=50, skip_existing=True,
+    )
+    predictor = load_predictor(options)
+    return [DatasetInference(predictor, inputs, options, JsonlReporter(io.StringIO())) for _ in range(2)]
+
+
+def run_ranks(runners: list[DatasetInference], output: Path, conclude=None) -> tuple[list[Any], ThreadRanks]:
+    """Each rank's summary or the exception it raised, and the gathers made."""
+    ranks = ThreadRanks(len(runners))
+
+    def rank(r: int) -> Any:
+        try:
+            return runners[r].run(output, job=ranks.job(r), conclude=conclude)
+        except Exception as error:  # noqa: BLE001 - the outcome under test
+            return error
+
+    with ThreadPoolExecutor(len(runners)) as pool:
+        return list(pool.map(rank, range(len(runners)))), ranks
+
+
+def test_ranks_agree_and_rank_0_concludes_for_the_job(lvvis, tmp_path) -> None:
+    concluded: list[DatasetRunSummary] = []
+    outcomes, ranks = run_ranks(lvvis, tmp_path / "out", conclude=concluded.append)
+    assert [type(o) for o in outcomes] == [DatasetRunSummary, DatasetRunSummary]
+    assert outcomes[0].main and not outcomes[1].main and (outcomes[0].computed, outcomes[1].computed) == (2, 2)
+    assert concluded == [outcomes[0]] and outcomes[0].results_path == tmp_path / "out" / RESULTS_NAME
+    assert {entry["video_id"] for entry in outcomes[0].results} == {1, 2}
+    assert ranks.gathers == [3, 3]
+
+
+def test_a_failing_conclusion_of_rank_0_ends_every_rank(lvvis, tmp_path) -> None:
+    def conclude(summary: DatasetRunSummary) -> None:
+        raise OutputNotWritableError(tmp_path / "metrics.json", "disk full")
+
+    outcomes, ranks = run_ranks(lvvis, tmp_path / "out", conclude)
+    assert isinstance(outcomes[0], OutputNotWritableError) and isinstance(outcomes[1], OtherRankFailed)
+    assert ranks.gathers == [3, 3]
+
+
+@pytest.mark.parametrize("failing_rank", [0, 1])
+def test_a_rank_that_cannot_write_its_videos_ends_every_rank(lvvis, tmp_path, failing_rank) -> None:
+    """Its per-video file not writable (an error that ends the run, not one video): that rank raises it, the
+    others stop at the next gather instead of waiting there for it."""
+
+    def unwritable(video):
+        raise OutputNotWritableError(tmp_path / "out" / "per_video" / f"{video.id}.json", "disk full")
+
+    lvvis[failing_rank].run_video = unwritable
+    outcomes, ranks = run_ranks(lvvis, tmp_path / "out")
+    assert isinstance(outcomes[failing_rank], OutputNotWritableError)
+    assert isinstance(outcomes[1 - failing_rank], OtherRankFailed)
+    assert ranks.gathers == [2, 2] and not (tmp_path / "out" / RESULTS_NAME).exists()
