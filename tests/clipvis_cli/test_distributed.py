@@ -85,10 +85,16 @@ def videos(tmp_path_factory) -> Path:
     return folder
 
 
-def clipvis(args: list[str], cache: Path, torchrun: int = 0) -> subprocess.CompletedProcess:
+def child_env(cache: Path) -> dict[str, str]:
+    """A clipvis subprocess' environment: its own cache, no downloads, one thread, no torchrun variables of ours."""
     env = {**os.environ, "CLIPVIS_CACHE": str(cache), "CLIPVIS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(name, None)
+    return env
+
+
+def clipvis(args: list[str], cache: Path, torchrun: int = 0) -> subprocess.CompletedProcess:
+    env = child_env(cache)
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={torchrun}"]
     command = [*(launcher if torchrun else [sys.executable]), "-m", "clipvis", *args]
     return subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
@@ -166,9 +172,7 @@ def two_machines(args: list[str], cache: Path) -> list[tuple[str, str, int]]:
     """Run ``clipvis args`` under two torchrun agents, as on two machines (`--nnodes 2` and the README's rendezvous
     flags, one process each): each agent's (stdout, stderr, exit code). Both must end within 150 s: an agent whose
     processes exited 0 while the other's failed would wait out torchrun's exit barrier (300 s)."""
-    env = {**os.environ, "CLIPVIS_CACHE": str(cache), "CLIPVIS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(name, None)
+    env = child_env(cache)
     endpoint = f"127.0.0.1:{free_port()}"
     nodes = [
         subprocess.Popen(
