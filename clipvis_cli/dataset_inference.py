@@ -22,7 +22,6 @@ import numpy as np
 
 from clipvis.cli import rle
 from clipvis.cli.atomic import (
-    OutputNotWritableError,
     atomic_write_json,
     ensure_output_dir,
     is_temp_file_name,
@@ -32,7 +31,7 @@ from clipvis.cli.datasets import DatasetInputs
 from clipvis.cli.distributed import DistributedRun
 from clipvis.cli.evaluation.ground_truth import GtVideo
 from clipvis.cli.inputs import VideoSource
-from clipvis.cli.locks import LOCK_NAME, FolderBusyError, FolderLock
+from clipvis.cli.locks import LOCK_NAME, FolderLock
 from clipvis.cli.messages import path_text, subject_message
 from clipvis.cli.progress import Reporter
 from clipvis.cli.segment import SegmentOptions, SegmentRunner
@@ -57,11 +56,6 @@ class DatasetRunSummary:
     results_path: Path | None  # None when some video failed (no results.json is written then)
     failed: list[str] = field(default_factory=list)  # one line per failed video
     main: bool = True  # False on torchrun ranks other than 0 (which neither write nor score results.json)
-
-
-class OtherRankFailed(RuntimeError):
-    """Under torchrun: another rank failed (rank 0 in its setup or its conclusion, or any rank running its videos)
-    and reported why; this rank stops too."""
 
 
 def cache_identity(weights: str, vocabulary: list[str], options: dict[str, Any]) -> str:
@@ -165,14 +159,14 @@ class DatasetInference:
         OutputNotWritableError, FolderBusyError (another process evaluates into the same folder) or
         ForeignCacheFolderError, with one-line messages, and whatever ``conclude`` raises.
 
-        Under torchrun (``job``), rank ``r`` of ``W`` runs every ``W``-th video from the ``r``-th (by id); rank 0
-        holds the folder's lock for the whole job, prepares the cache before anyone starts and, once every rank is
-        done, writes ``results.json`` from the per-video files (the same file as one process writes) and concludes
-        for the whole job. The other ranks wait for that, so that every rank ends together and with rank 0's outcome:
-        when rank 0's setup, its writing of ``results.json`` or ``conclude`` raised, they raise OtherRankFailed (rank 0
-        reports why), as every rank does when another stopped with an error while running its videos. A rank that
-        ended early would leave torchrun's agents of other machines waiting out their exit barrier (300 s) and then
-        exiting 0, or the others in a gather that fails once its process group is gone."""
+        Under torchrun (``job``, inside ``job.joined()``), rank ``r`` of ``W`` runs every ``W``-th video from the
+        ``r``-th (by id); rank 0 holds the folder's lock for the whole job, prepares the cache before anyone starts
+        and, once every rank is done, writes ``results.json`` from the per-video files (the same file as one process
+        writes) and concludes for the whole job. The other ranks wait for that in a last gather, so that every rank
+        ends together and with rank 0's outcome. A rank that raises sends ``RankStopped`` to the next gather
+        (``joined``), where the others raise OtherRankFailed: rank 0's setup at the first, any rank's videos at the
+        second, rank 0's ``results.json`` or conclusion at the last. A rank that ended early would leave torchrun's
+        agents of other machines waiting out their exit barrier (300 s) and then exiting 0."""
         if job is None:
             output = ensure_output_dir(output)
             cache = ensure_output_dir(output / CACHE_DIR)
@@ -184,44 +178,26 @@ class DatasetInference:
                     conclude(summary)
                 return summary
         lock = None
-        setup_error: Exception | None = None
         cache = output / CACHE_DIR
-        if job.is_main:
-            try:
+        try:
+            if job.is_main:
                 output = ensure_output_dir(output)
                 cache = ensure_output_dir(output / CACHE_DIR)
                 lock = FolderLock(cache).acquire()
                 self._prepare_output(output, cache)
-            except (OutputNotWritableError, FolderBusyError, ForeignCacheFolderError) as error:
-                setup_error = error
-        try:
-            if job.gather(None if setup_error is None else str(setup_error))[0] is not None:
-                if setup_error is not None:
-                    raise setup_error
-                raise OtherRankFailed("rank 0 could not prepare the output folder")
+            job.gather(None)  # the cache is ready: every rank starts
             videos = self._videos(max_videos)
-            try:
-                mine = self._run_videos(videos[job.rank :: job.world_size], cache)
-            except BaseException:  # e.g. its per-video file not writable: the others learn it from the gather
-                job.gather(None)
-                raise
-            every_rank = job.gather(mine)
-            if any(counts is None for counts in every_rank):
-                raise OtherRankFailed("another rank stopped with an error")
+            every_rank = job.gather(self._run_videos(videos[job.rank :: job.world_size], cache))
             computed, reused = sum(r[0] for r in every_rank), sum(r[1] for r in every_rank)
             failed = [line for r in every_rank for line in r[3]]
             if not job.is_main:
-                if job.gather(None)[0] is not None:
-                    raise OtherRankFailed("rank 0 could not conclude the run")
+                job.last_gather(None)  # rank 0 concludes meanwhile
                 return DatasetRunSummary([], computed, reused, None, failed, main=False)
-            try:  # results.json from every video's per-video file, in video order, as one process writes it
-                summary = self._summarise(output, cache, videos, computed, reused, None, failed)
-                if conclude is not None:
-                    conclude(summary)
-            except BaseException:
-                job.gather("failed")
-                raise
-            job.gather(None)
+            # results.json from every video's per-video file, in video order, as one process writes it
+            summary = self._summarise(output, cache, videos, computed, reused, None, failed)
+            if conclude is not None:
+                conclude(summary)
+            job.last_gather(None)
             return summary
         finally:
             if lock is not None:

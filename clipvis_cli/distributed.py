@@ -8,14 +8,20 @@ Under ``torchrun`` (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK`` in the environment)
 automatically (shard ``K * WORLD_SIZE + RANK`` of ``N * WORLD_SIZE`` when ``--shard K/N`` is given too) and its own
 GPU (``cuda:LOCAL_RANK``), and the processes meet once at the end through a ``gloo`` process group (CPU objects only:
 it works whatever backend the tensors would use) to agree on the summary and the exit status.
+
+Every rank joins the group before anything that could fail on it alone (``DistributedRun.joined``): a rank that never
+joined would leave the others waiting in the group's start for days, and one that left early would leave them in a
+gather that fails. A rank that stops with an error sends ``RankStopped`` to the gather the others make next, where
+they raise ``OtherRankFailed`` and stop too.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -70,13 +76,25 @@ def visible_gpu(local_rank: int, visible: int) -> int:
     return local_rank % visible
 
 
+class OtherRankFailed(RuntimeError):
+    """Under torchrun: another rank stopped with an error (and reported why itself); this rank stops too."""
+
+
 @dataclass(frozen=True)
+class RankStopped:
+    """What a rank that stopped with an error sends to the gather the other ranks make next."""
+
+    rank: int
+
+
+@dataclass
 class DistributedRun:
     """This process' place in a torchrun job."""
 
     rank: int
     world_size: int
     local_rank: int
+    _last_gather_done: bool = field(default=False, init=False, repr=False, compare=False)
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> DistributedRun | None:
@@ -107,27 +125,57 @@ class DistributedRun:
 
     def start(self) -> None:
         """Join the job's gloo process group (rendezvous from torchrun's MASTER_ADDR / MASTER_PORT)."""
-        import torch
         import torch.distributed as dist
 
-        gpus = visible_cuda_devices()
-        if gpus:
-            torch.cuda.set_device(visible_gpu(self.local_rank, gpus))  # also the current one (streams, events)
         if not dist.is_initialized():
             dist.init_process_group("gloo", rank=self.rank, world_size=self.world_size, timeout=COLLECTIVE_TIMEOUT)
 
+    @contextmanager
+    def joined(self) -> Iterator[DistributedRun]:
+        """Be in the job's process group for the body, this process' GPU the current one (streams, events); leave
+        together after a normal end. Joining comes first, whether this machine's CUDA works or not. When the body
+        raises, first send ``RankStopped`` to the gather the other ranks make next (unless the last gather was made,
+        ``last_gather``, or this rank is stopping because another did), so that they end with this rank."""
+        self.start()
+        try:
+            gpus = visible_cuda_devices()
+            if gpus:
+                import torch
+
+                torch.cuda.set_device(visible_gpu(self.local_rank, gpus))
+            yield self
+        except OtherRankFailed:
+            self.stop(synchronise=False)
+            raise
+        except BaseException:
+            if not self._last_gather_done:
+                self.gather(RankStopped(self.rank))
+            self.stop(synchronise=False)
+            raise
+        self.stop()
+
     def gather(self, value: Any) -> list[Any]:
-        """Every rank's ``value`` (picklable), in rank order, on every rank; returns once all ranks got here."""
+        """Every rank's ``value`` (picklable), in rank order, on every rank; returns once all ranks got here.
+        Raises OtherRankFailed when another rank sent ``RankStopped`` instead (see ``joined``)."""
+        values = self._exchange(value)
+        stopped = [v.rank for v in values if isinstance(v, RankStopped)]
+        if stopped and not isinstance(value, RankStopped):
+            raise OtherRankFailed(f"rank {stopped[0]} stopped with an error")
+        return values
+
+    def _exchange(self, value: Any) -> list[Any]:
+        """The collective under ``gather``: every rank's ``value``, over the process group."""
         import torch.distributed as dist
 
         values: list[Any] = [None] * self.world_size
         dist.all_gather_object(values, value)
         return values
 
-    def barrier(self) -> None:
-        import torch.distributed as dist
-
-        dist.barrier()
+    def last_gather(self, value: Any) -> list[Any]:
+        """``gather`` for the last time in the body of ``joined``: an error after it is this rank's own."""
+        values = self.gather(value)
+        self._last_gather_done = True
+        return values
 
     def stop(self, synchronise: bool = True) -> None:
         """Leave the process group. ``synchronise``: first wait until every rank got here (the normal end), so no

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
 
 import typer
@@ -15,12 +16,7 @@ from clipvis.cli.commands.segment import (
     load_predictor,
     resolve_device,
 )
-from clipvis.cli.dataset_inference import (
-    DatasetInference,
-    DatasetRunSummary,
-    ForeignCacheFolderError,
-    OtherRankFailed,
-)
+from clipvis.cli.dataset_inference import DatasetInference, DatasetRunSummary, ForeignCacheFolderError
 from clipvis.cli.datasets import (
     DatasetError,
     DatasetInputs,
@@ -29,7 +25,7 @@ from clipvis.cli.datasets import (
     read_dataset_index,
     write_server_zip,
 )
-from clipvis.cli.distributed import DistributedRun, visible_cuda_devices
+from clipvis.cli.distributed import DistributedRun, OtherRankFailed, visible_cuda_devices
 from clipvis.cli.evaluation.errors import EvaluationInputError
 from clipvis.cli.locks import FolderBusyError
 from clipvis.cli.memory import HeapTrimmer
@@ -75,33 +71,50 @@ def run_dataset_evaluation(
     """Inference in the official evaluator's mode (`--exact`, 50 results per video), resumable, then
     ``score(results.json, ground truth)`` when the split has public ground truth (else the server zip is written).
 
-    Under torchrun rank 0 reports, writes and scores for the whole job while the other ranks wait, so every rank
-    exits with rank 0's outcome (typer.Exit(1) on the others when rank 0 failed). ``alone``: run every video in this
-    process even under torchrun (training's periodic evaluation, which rank 0 runs while the other ranks wait).
+    Under torchrun every rank joins the job first (``DistributedRun.joined``); rank 0 reports, writes and scores for
+    the whole job while the other ranks wait, so every rank exits with rank 0's outcome, and whatever fails on one
+    rank alone (its dataset copy, CUDA, the weights) ends the others too (typer.Exit(1) there). ``alone``: run every
+    video in this process even under torchrun (training's periodic evaluation, which rank 0 runs while the other
+    ranks wait).
     """
-    check_precision(precision)
-    try:
-        inputs = dataset_inputs(dataset, data_root) if dataset else custom_inputs(Path(gt), Path(frames))
-    except (DatasetError, EvaluationInputError) as error:
-        raise _fail(str(error)) from None
     try:
         job = None if alone else DistributedRun.from_env()
     except ValueError as error:
         raise _fail(str(error)) from None
-    if job is not None:
-        device = job.device(device, visible_cuda_devices())
-    options = SegmentOptions(
-        vocabulary=inputs.vocabulary, weights=weights, output=output, formats=(), device=resolve_device(device),
-        precision=precision, batch_frames=batch_frames, exact=True, max_tracks=50, skip_existing=True,
-        config=str(config) if config else None, clip_config=str(clip_config) if clip_config else None,
-        allow_hub_clip=allow_hub_clip,
-    )
-    check_config_file(config)
+    try:
+        with job.joined() if job is not None else nullcontext():
+            check_precision(precision)
+            try:
+                inputs = dataset_inputs(dataset, data_root) if dataset else custom_inputs(Path(gt), Path(frames))
+            except (DatasetError, EvaluationInputError) as error:
+                raise _fail(str(error)) from None
+            if job is not None:
+                device = job.device(device, visible_cuda_devices())
+            options = SegmentOptions(
+                vocabulary=inputs.vocabulary, weights=weights, output=output, formats=(),
+                device=resolve_device(device), precision=precision, batch_frames=batch_frames, exact=True,
+                max_tracks=50, skip_existing=True, config=str(config) if config else None,
+                clip_config=str(clip_config) if clip_config else None, allow_hub_clip=allow_hub_clip,
+            )
+            check_config_file(config)
+            _run_and_conclude(options, inputs, dataset or str(gt), score, max_videos, job)
+    except OtherRankFailed:  # that rank said why
+        raise typer.Exit(1) from None
+
+
+def _run_and_conclude(
+    options: SegmentOptions,
+    inputs: DatasetInputs,
+    where: str,
+    score: Callable[[Path, Path], None],
+    max_videos: int | None,
+    job: DistributedRun | None,
+) -> None:
+    """Load the model, run the videos, then (rank 0) report, and score or write the server zip."""
+    output = options.output
     predictor = load_predictor(options)
-    where = dataset or gt
 
     def conclude(summary: DatasetRunSummary) -> None:
-        """Rank 0 (or the one process): report the run, then score it or write the server zip."""
         if summary.failed:
             typer.echo(
                 f"clipvis: {len(summary.failed)} video(s) of {where} failed, {summary.computed} run, "
@@ -121,24 +134,16 @@ def run_dataset_evaluation(
         zip_path = write_server_zip(summary.results, output / f"{inputs.spec.name}_results.zip")
         server = inputs.spec.server
         instructions = server.instructions(zip_path) if server else f"upload {zip_path} to the evaluation server"
-        typer.echo(f"{dataset} has no public ground truth; {instructions}", err=True)
+        typer.echo(f"{where} has no public ground truth; {instructions}", err=True)
 
     try:
         runner = DatasetInference(predictor, inputs, options, human_reporter(job))
     except (DatasetError, EvaluationInputError) as error:
         raise _fail(error) from None
-    if job is not None:
-        job.start()
-    finished = False
     try:
         with HeapTrimmer():
             runner.run(output, max_videos=max_videos, job=job, conclude=conclude)
-        finished = True
     except (OutputNotWritableError, FolderBusyError, ForeignCacheFolderError) as error:
         raise _fail(error) from None
-    except OtherRankFailed:
-        raise typer.Exit(1) from None
     finally:
         runner.reporter.close()
-        if job is not None:
-            job.stop(synchronise=finished)

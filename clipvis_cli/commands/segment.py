@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import sys
 import warnings
+from contextlib import nullcontext
 from pathlib import Path
 
 import typer
 
 from clipvis.cli.collector import collector_paused
-from clipvis.cli.distributed import DistributedRun, Shard, visible_cuda_devices
-from clipvis.cli.inputs import discover_inputs
+from clipvis.cli.distributed import DistributedRun, OtherRankFailed, Shard, visible_cuda_devices
+from clipvis.cli.inputs import VideoSource, discover_inputs
 from clipvis.cli.memory import HeapTrimmer, prefer_huge_pages
 from clipvis.cli.messages import describe_exception, print_error, print_path, print_warning, subject_message
 from clipvis.cli.progress import HumanReporter, JsonlReporter
@@ -124,6 +125,51 @@ def segment(
 ) -> None:
     """Segment and track every object of the given classes; write overlay.mp4, ytvis.json, coco.json, run.json."""
     prefer_huge_pages()  # before any tensor exists (clipvis.cli.memory)
+    try:
+        job = DistributedRun.from_env()
+    except ValueError as error:
+        raise _fail(str(error)) from None
+    # Under torchrun every rank joins first: whatever fails on one rank alone from here on (a file, CUDA, the weights
+    # on one machine) ends the others too, at their next gather (clipvis.cli.distributed).
+    try:
+        with job.joined() if job is not None else nullcontext():
+            vocabulary, chosen, sources, part = _checked_arguments(
+                inputs, vocab, vocab_file, formats, precision, log_format, config, clip_config, shard
+            )
+            if job is not None:
+                part = part.split(job.rank, job.world_size)
+                device = job.device(device, visible_cuda_devices())
+            positions = part.select(sources, key=lambda source: str(source.path))
+            options = SegmentOptions(
+                vocabulary=vocabulary, weights=weights, output=output, formats=chosen, device=resolve_device(device),
+                precision=precision, batch_frames=batch_frames, stride=stride, max_frames=max_frames,
+                score_threshold=score_threshold, max_tracks=max_tracks, exact=exact, skip_existing=skip_existing,
+                overlay_min_score=overlay_min_score, config=str(config) if config else None,
+                clip_config=str(clip_config) if clip_config else None, allow_hub_clip=allow_hub_clip,
+            )
+            counts = _run_inputs(options, sources, positions, log_format, vocabulary, job)
+            code = _finish(counts, len(sources), job)
+    except OtherRankFailed as error:  # its own line came from that rank; the others' finished outputs are kept
+        if job.is_main:
+            print_error(f"{error}; the finished outputs are kept and a rerun skips them")
+        raise typer.Exit(1) from None
+    if code:
+        raise typer.Exit(code)
+
+
+def _checked_arguments(
+    inputs: list[str],
+    vocab: str | None,
+    vocab_file: Path | None,
+    formats: str,
+    precision: str,
+    log_format: str,
+    config: Path | None,
+    clip_config: Path | None,
+    shard: str | None,
+) -> tuple[list[str], tuple[str, ...], list[VideoSource], Shard]:
+    """The vocabulary, output formats, input videos and shard of a `segment` command line; typer.BadParameter (or
+    a one-line error for a bad config file) otherwise."""
     vocabulary = parse_vocabulary(vocab, vocab_file)
     chosen = tuple(f.strip() for f in formats.split(",") if f.strip())
     unknown = sorted(set(chosen) - set(FORMATS))
@@ -143,34 +189,7 @@ def segment(
         part = Shard.parse(shard) if shard is not None else Shard()
     except ValueError as error:
         raise typer.BadParameter(str(error), param_hint="--shard") from None
-    try:
-        job = DistributedRun.from_env()
-    except ValueError as error:
-        raise _fail(str(error)) from None
-    if job is not None:
-        part = part.split(job.rank, job.world_size)
-        device = job.device(device, visible_cuda_devices())
-    positions = part.select(sources, key=lambda source: str(source.path))
-    device = resolve_device(device)
-    options = SegmentOptions(
-        vocabulary=vocabulary, weights=weights, output=output, formats=chosen, device=device, precision=precision,
-        batch_frames=batch_frames, stride=stride, max_frames=max_frames, score_threshold=score_threshold,
-        max_tracks=max_tracks, exact=exact, skip_existing=skip_existing, overlay_min_score=overlay_min_score,
-        config=str(config) if config else None, clip_config=str(clip_config) if clip_config else None,
-        allow_hub_clip=allow_hub_clip,
-    )
-    if job is not None:
-        job.start()
-    finished = False
-    try:
-        counts = _run_inputs(options, sources, positions, log_format, vocabulary, job)
-        code = _finish(counts, len(sources), job)
-        finished = True
-    finally:
-        if job is not None:
-            job.stop(synchronise=finished)
-    if code:
-        raise typer.Exit(code)
+    return vocabulary, chosen, sources, part
 
 
 def human_reporter(job: DistributedRun | None) -> HumanReporter:
@@ -212,7 +231,7 @@ def _finish(counts: dict[str, int], total: int, job: DistributedRun | None) -> i
         if counts["failed"]:
             typer.echo(f"clipvis: {counts['failed']} of {total} input(s) failed", err=True)
         return 1 if counts["failed"] else 0
-    every_rank = job.gather(counts)
+    every_rank = job.last_gather(counts)
     failed = sum(c["failed"] for c in every_rank)
     if job.is_main:
         complete, skipped = sum(c["complete"] for c in every_rank), sum(c["skipped"] for c in every_rank)

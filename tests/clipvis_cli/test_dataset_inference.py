@@ -1,11 +1,10 @@
-"""DatasetInference's protocol between torchrun ranks, with the ranks as threads of this process: however a rank
-fails, every rank makes the same gathers and ends (none waits for a gather the others never make), and only the
-failing rank raises its own error; the others raise OtherRankFailed."""
+"""DatasetInference's protocol between torchrun ranks, with the ranks as threads of this process (DistributedRun over
+a barrier instead of gloo): however a rank fails, every rank makes the same gathers and ends (none waits for a
+gather the others never make), and only the failing rank raises its own error; the others raise OtherRankFailed."""
 
 from __future__ import annotations
 
 import io
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -14,45 +13,14 @@ import pytest
 
 from clipvis.cli.atomic import OutputNotWritableError
 from clipvis.cli.commands.segment import load_predictor
-from clipvis.cli.dataset_inference import RESULTS_NAME, DatasetInference, DatasetRunSummary, OtherRankFailed
+from clipvis.cli.dataset_inference import RESULTS_NAME, DatasetInference, DatasetRunSummary
 from clipvis.cli.datasets import dataset_inputs
+from clipvis.cli.distributed import OtherRankFailed
 from clipvis.cli.progress import JsonlReporter
 from clipvis.cli.segment import SegmentOptions
 
 from .test_evaluate_dataset import make_lvvis
-
-
-class ThreadRanks:
-    """``gather`` between ``world_size`` threads, as torchrun's processes gather over gloo. A gather some rank never
-    makes breaks the barrier after ``timeout`` seconds instead of hanging the test."""
-
-    def __init__(self, world_size: int, timeout: float = 20.0) -> None:
-        self.world_size = world_size
-        self.barrier = threading.Barrier(world_size, timeout=timeout)
-        self.slots: list[Any] = [None] * world_size
-        self.gathers = [0] * world_size
-
-    def job(self, rank: int) -> ThreadJob:
-        return ThreadJob(self, rank)
-
-
-class ThreadJob:
-    """The part of DistributedRun that DatasetInference uses."""
-
-    def __init__(self, ranks: ThreadRanks, rank: int) -> None:
-        self.ranks, self.rank, self.world_size = ranks, rank, ranks.world_size
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    def gather(self, value: Any) -> list[Any]:
-        self.ranks.gathers[self.rank] += 1
-        self.ranks.slots[self.rank] = value
-        self.ranks.barrier.wait()
-        values = list(self.ranks.slots)
-        self.ranks.barrier.wait()
-        return values
+from .thread_ranks import ThreadJob, ThreadRanks
 
 
 @pytest.fixture
@@ -72,8 +40,10 @@ def run_ranks(runners: list[DatasetInference], output: Path, conclude=None) -> t
     ranks = ThreadRanks(len(runners))
 
     def rank(r: int) -> Any:
+        job = ThreadJob(ranks, r)
         try:
-            return runners[r].run(output, job=ranks.job(r), conclude=conclude)
+            with job.joined():
+                return runners[r].run(output, job=job, conclude=conclude)
         except Exception as error:  # noqa: BLE001 - the outcome under test
             return error
 
@@ -113,3 +83,18 @@ def test_a_rank_that_cannot_write_its_videos_ends_every_rank(lvvis, tmp_path, fa
     assert isinstance(outcomes[failing_rank], OutputNotWritableError)
     assert isinstance(outcomes[1 - failing_rank], OtherRankFailed)
     assert ranks.gathers == [2, 2] and not (tmp_path / "out" / RESULTS_NAME).exists()
+
+
+@pytest.mark.parametrize("failing_rank", [0, 1])
+def test_a_rank_that_fails_before_its_run_ends_every_rank(lvvis, tmp_path, failing_rank) -> None:
+    """A failure on one rank before DatasetInference runs (its copy of the dataset, CUDA, the weights on one
+    machine): the others stop at the run's first gather; no video is run."""
+
+    def broken_setup(*args, **kwargs):
+        raise OutputNotWritableError(tmp_path / "weights", "not on this machine")
+
+    lvvis[failing_rank].run = broken_setup
+    outcomes, ranks = run_ranks(lvvis, tmp_path / "out")
+    assert isinstance(outcomes[failing_rank], OutputNotWritableError)
+    assert isinstance(outcomes[1 - failing_rank], OtherRankFailed)
+    assert ranks.gathers == [1, 1] and not list((tmp_path / "out").rglob("[0-9]*.json"))

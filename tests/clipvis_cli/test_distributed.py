@@ -9,6 +9,8 @@ import re
 import socket
 import subprocess
 import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import av
@@ -18,7 +20,9 @@ import torch
 from typer.testing import CliRunner
 
 from clipvis.cli.app import app
-from clipvis.cli.distributed import DistributedRun, Shard, visible_gpu
+from clipvis.cli.distributed import DistributedRun, OtherRankFailed, Shard, visible_gpu
+
+from .thread_ranks import ThreadJob, ThreadRanks
 
 RUN_JSON = "run.json"  # holds timings: the only file that differs between runs
 
@@ -168,26 +172,42 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def two_machines(args: list[str], cache: Path) -> list[tuple[str, str, int]]:
+def two_machines(
+    args: list[str], cache: Path, second_args: list[str] | None = None
+) -> list[tuple[str, str, int]]:
     """Run ``clipvis args`` under two torchrun agents, as on two machines (`--nnodes 2` and the README's rendezvous
-    flags, one process each): each agent's (stdout, stderr, exit code). Both must end within 150 s: an agent whose
+    flags, one process each; ``second_args`` for the second machine, as a machine that differs): each agent's
+    (stdout, stderr, exit code). The first agent hosts the rendezvous store, as the machine named in
+    `--rdzv-endpoint` does: the second starts once the store answers. Both must end within 150 s: an agent whose
     processes exited 0 while the other's failed would wait out torchrun's exit barrier (300 s)."""
     env = child_env(cache)
-    endpoint = f"127.0.0.1:{free_port()}"
-    nodes = [
-        subprocess.Popen(
-            [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1",
-             "--rdzv-backend", "c10d", "--rdzv-endpoint", endpoint, "--rdzv-id", "clipvis-test",
-             "-m", "clipvis", *args],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-        )
-        for _ in range(2)
-    ]
+    port = free_port()
+    nodes: list[subprocess.Popen] = []
     try:
+        for node_args in (args, args if second_args is None else second_args):
+            nodes.append(subprocess.Popen(
+                [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1",
+                 "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "clipvis-test",
+                 "-m", "clipvis", *node_args],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+            ))
+            if len(nodes) == 1:
+                wait_for_port(port, nodes[0])
         return [(*node.communicate(timeout=150), node.returncode) for node in nodes]
     finally:
         for node in nodes:
             node.kill()
+
+
+def wait_for_port(port: int, process: subprocess.Popen, seconds: float = 60.0) -> None:
+    """Until something listens on ``port`` of this machine (or ``process`` ended, or ``seconds`` passed)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
 
 
 def test_two_machines_with_c10d_rendezvous_write_what_one_process_writes(
@@ -263,3 +283,73 @@ def test_two_machines_evaluate_end_together_when_rank_0_cannot_write_the_metrics
     assert all(code != 0 for _, _, code in results), [stderr for _, stderr, _ in results]
     assert (out / "results.json").is_file() and sorted(p.name for p in (out / "per_video").glob("*.json")) == [
         "1.json", "2.json", "cache.json"]
+
+
+def test_a_machine_that_fails_before_its_first_input_ends_the_job(videos, tiny_weights, tmp_path) -> None:
+    """The second machine has no CUDA but is told `--device cuda:0`: it fails at its start, where it used to exit
+    before joining the job, leaving the first machine's process in the group's start for good. Now it joins first
+    and says it stopped at the gather the other makes after its share: both end, non-zero, without a traceback of
+    a worker; the first machine's share is written."""
+    out = tmp_path / "out"
+    args = segment_args(videos, tiny_weights, out, "--formats", "ytvis")
+    second = [*args[: args.index("--device")], "--device", "cuda:0", *args[args.index("--device") + 2 :]]
+    results = two_machines(args, tmp_path / "cache", second_args=second)
+    (_, _, code), (_, stderr, second_code) = results
+    assert code != 0 and second_code != 0, [err for _, err, _ in results]
+    assert "--device cuda:0: CUDA is not available" in stderr
+    assert all(not re.search(r"\[rank\d\]: Traceback", err) for _, err, _ in results), [err for _, err, _ in results]
+    written = sorted(p.parent.name for p in out.rglob("ytvis.json"))
+    assert written in (["clip1", "clip3"], ["clip0", "clip2", "clip4"]), written  # one rank's share of the sorted 6
+
+
+def run_threads(world_size: int, body) -> tuple[list, list[int]]:
+    """``body(job)`` inside ``job.joined()`` on each of ``world_size`` thread ranks: each outcome (value or
+    exception) and the gathers each rank made."""
+    ranks = ThreadRanks(world_size)
+
+    def rank(r: int):
+        job = ThreadJob(ranks, r)
+        try:
+            with job.joined():
+                return body(job)
+        except Exception as error:  # noqa: BLE001 - the outcome under test
+            return error
+
+    with ThreadPoolExecutor(world_size) as pool:
+        return list(pool.map(rank, range(world_size))), ranks.gathers
+
+
+def test_an_error_after_the_last_gather_is_the_rank_own() -> None:
+    """After ``last_gather`` nobody gathers again: an error there must not send RankStopped (no gather would meet
+    it; the barrier would break after its timeout)."""
+
+    def body(job):
+        job.last_gather(job.rank)
+        if job.rank == 0:
+            raise ValueError("rank 0's own")
+        return "done"
+
+    outcomes, gathers = run_threads(2, body)
+    assert isinstance(outcomes[0], ValueError) and outcomes[1] == "done" and gathers == [1, 1]
+
+
+def test_ranks_that_fail_together_raise_their_own_errors() -> None:
+    def body(job):
+        job.gather("setup")
+        raise KeyError(f"rank {job.rank}")
+
+    outcomes, gathers = run_threads(3, body)
+    assert [type(o) for o in outcomes] == [KeyError] * 3 and gathers == [2, 2, 2]
+
+
+def test_a_rank_stopping_ends_the_others_at_their_next_gather() -> None:
+    def body(job):
+        values = job.gather(job.rank)
+        if job.rank == 2:
+            raise KeyError("rank 2 stops")
+        job.gather("second")
+        return values
+
+    outcomes, gathers = run_threads(3, body)
+    assert [type(o) for o in outcomes] == [OtherRankFailed, OtherRankFailed, KeyError]
+    assert str(outcomes[0]) == "rank 2 stopped with an error" and gathers == [2, 2, 2]
