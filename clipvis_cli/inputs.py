@@ -124,6 +124,11 @@ def is_image_folder(directory: Path) -> bool:
     return has_image
 
 
+def read_argument_lines(stream: TextIO) -> list[str]:
+    """The arguments ``-`` stands for: the non-blank lines of ``stream`` (see ``_stdin_arguments``)."""
+    return list(_stdin_arguments(stream))
+
+
 def _stdin_arguments(stream: TextIO) -> Iterator[str]:
     """Lines of `stream`; read as bytes where possible, so a file name that is not UTF-8 arrives intact."""
     binary = getattr(stream, "buffer", None)

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import io
 import sys
 import warnings
 from contextlib import nullcontext
 from pathlib import Path
+from typing import TextIO
 
 import typer
 
 from clipvis.cli.collector import collector_paused
 from clipvis.cli.distributed import DistributedRun, OtherRankFailed, Shard, visible_cuda_devices
-from clipvis.cli.inputs import VideoSource, discover_inputs
+from clipvis.cli.inputs import VideoSource, discover_inputs, read_argument_lines
 from clipvis.cli.memory import HeapTrimmer, prefer_huge_pages
 from clipvis.cli.messages import describe_exception, print_error, print_path, print_warning, subject_message
 from clipvis.cli.progress import HumanReporter, JsonlReporter
@@ -133,8 +135,9 @@ def segment(
     # on one machine) ends the others too, at their next gather (clipvis.cli.distributed).
     try:
         with job.joined() if job is not None else nullcontext():
+            stdin = _stdin_of_the_job(job) if "-" in inputs else None
             vocabulary, chosen, sources, part = _checked_arguments(
-                inputs, vocab, vocab_file, formats, precision, log_format, config, clip_config, shard
+                inputs, stdin, vocab, vocab_file, formats, precision, log_format, config, clip_config, shard
             )
             if job is not None:
                 part = part.split(job.rank, job.world_size)
@@ -157,8 +160,19 @@ def segment(
         raise typer.Exit(code)
 
 
+def _stdin_of_the_job(job: DistributedRun | None) -> TextIO:
+    """What ``-`` reads. Under torchrun only rank 0 reads this process' stdin and every rank gets its lines: the
+    processes of one machine share one stdin, whichever reads first takes all of it (or a part, mid-line), and the
+    ranks must agree on the inputs to split them."""
+    if job is None:
+        return sys.stdin
+    lines = job.gather(read_argument_lines(sys.stdin) if job.is_main else None)[0]
+    return io.StringIO("".join(f"{line}\n" for line in lines))
+
+
 def _checked_arguments(
     inputs: list[str],
+    stdin: TextIO | None,
     vocab: str | None,
     vocab_file: Path | None,
     formats: str,
@@ -168,8 +182,8 @@ def _checked_arguments(
     clip_config: Path | None,
     shard: str | None,
 ) -> tuple[list[str], tuple[str, ...], list[VideoSource], Shard]:
-    """The vocabulary, output formats, input videos and shard of a `segment` command line; typer.BadParameter (or
-    a one-line error for a bad config file) otherwise."""
+    """The vocabulary, output formats, input videos (``stdin``: what ``-`` reads) and shard of a `segment` command
+    line; typer.BadParameter (or a one-line error for a bad config file) otherwise."""
     vocabulary = parse_vocabulary(vocab, vocab_file)
     chosen = tuple(f.strip() for f in formats.split(",") if f.strip())
     unknown = sorted(set(chosen) - set(FORMATS))
@@ -182,7 +196,7 @@ def _checked_arguments(
         if path is not None and not path.is_file():
             raise typer.BadParameter(f"{flag} {path}: file not found")
     check_config_file(config)
-    sources = discover_inputs(inputs, sys.stdin if "-" in inputs else None)
+    sources = discover_inputs(inputs, stdin)
     if not sources:
         raise typer.BadParameter("no input videos found")
     try:

@@ -97,11 +97,11 @@ def child_env(cache: Path) -> dict[str, str]:
     return env
 
 
-def clipvis(args: list[str], cache: Path, torchrun: int = 0) -> subprocess.CompletedProcess:
+def clipvis(args: list[str], cache: Path, torchrun: int = 0, stdin: str | None = None) -> subprocess.CompletedProcess:
     env = child_env(cache)
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={torchrun}"]
     command = [*(launcher if torchrun else [sys.executable]), "-m", "clipvis", *args]
-    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=300, input=stdin)
 
 
 def segment_args(videos: Path, weights: Path, out: Path, *extra: str) -> list[str]:
@@ -164,6 +164,18 @@ def test_torchrun_two_processes_write_what_one_process_writes(videos, tiny_weigh
     assert result.stderr.count("6 input(s) over 2 processes: 5 complete, 0 skipped, 1 failed") == 1, result.stderr
     assert result.returncode != 0 and "broken.mp4" in result.stderr
     assert len(result.stdout.split()) == 15
+
+
+def test_torchrun_reads_the_input_list_on_stdin_once(videos, tiny_weights, single_process, tmp_path) -> None:
+    """`find ... | torchrun ... clipvis segment -`: the processes share stdin, and whichever read first took the whole
+    list (the other found no input); rank 0 reads it and every rank gets its lines."""
+    out = tmp_path / "out"
+    listing = "".join(f"{path}\n" for path in sorted(videos.iterdir()))
+    args = segment_args(videos, tiny_weights, out)
+    args[args.index(str(videos))] = "-"
+    result = clipvis(args, tmp_path / "cache", torchrun=2, stdin=listing)
+    assert output_files(out) == single_process
+    assert result.stderr.count("6 input(s) over 2 processes: 5 complete, 0 skipped, 1 failed") == 1, result.stderr
 
 
 def free_port() -> int:
