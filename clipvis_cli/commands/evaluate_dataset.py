@@ -98,7 +98,10 @@ def run_dataset_evaluation(
             )
             check_config_file(config)
             _run_and_conclude(options, inputs, dataset or str(gt), score, max_videos, job)
-    except OtherRankFailed:  # that rank said why
+    except OtherRankFailed as error:  # that rank said why
+        if job.is_main:
+            print_error(f"{error}; nothing was scored (finished videos are kept in {output / 'per_video'}, a rerun "
+                        "resumes)")
         raise typer.Exit(1) from None
 
 

@@ -365,3 +365,25 @@ def test_a_rank_stopping_ends_the_others_at_their_next_gather() -> None:
     outcomes, gathers = run_threads(3, body)
     assert [type(o) for o in outcomes] == [OtherRankFailed, OtherRankFailed, KeyError]
     assert str(outcomes[0]) == "rank 2 stopped with an error" and gathers == [2, 2, 2]
+
+
+def test_evaluate_on_two_machines_stops_when_one_cannot_start(tiny_weights, tmp_path) -> None:
+    """The second machine cannot load the weights (a path missing there): it says so, rank 0 says that rank stopped
+    and that nothing was scored; both end at once, non-zero; no results.json."""
+    from .test_evaluate_dataset import make_lvvis
+
+    data = tmp_path / "datasets"
+    make_lvvis(data)
+    out = tmp_path / "out"
+    args = ["evaluate", "--dataset", "lvvis_val", "--weights", str(tiny_weights), "--data-root", str(data),
+            "--device", "cpu", "-o", str(out)]
+    second = [*args[:4], str(tmp_path / "not_on_this_machine.safetensors"), *args[5:]]
+    results = two_machines(args, tmp_path / "cache", second_args=second)
+    (_, first_err, first_code), (_, second_err, second_code) = results
+    assert first_code != 0 and second_code != 0, [first_err, second_err]
+    assert "not_on_this_machine.safetensors" in second_err
+    failed_rank = re.search(r"^\s*rank\s+:\s+(\d+)", second_err, re.M)  # torchrun's report of its failed process
+    assert failed_rank is not None, second_err
+    if failed_rank.group(1) == "1":  # the first machine got rank 0 (agents sort by pid)
+        assert "rank 1 stopped with an error; nothing was scored" in first_err, first_err
+    assert not (out / "results.json").exists()
