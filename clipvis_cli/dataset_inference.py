@@ -32,7 +32,7 @@ from clipvis.cli.distributed import DistributedRun
 from clipvis.cli.evaluation.ground_truth import GtVideo
 from clipvis.cli.inputs import VideoSource
 from clipvis.cli.locks import LOCK_NAME, FolderLock
-from clipvis.cli.messages import path_text, subject_message
+from clipvis.cli.messages import describe_exception, path_text, subject_message
 from clipvis.cli.progress import Reporter
 from clipvis.cli.segment import SegmentOptions, SegmentRunner
 from clipvis.cli.video_io import VideoReadError
@@ -46,6 +46,11 @@ _PER_VIDEO_FILE = re.compile(r"^\d+\.json$")
 
 class ForeignCacheFolderError(ValueError):
     """OUTPUT/per_video exists, is not empty and was not made by clipvis (no cache.json)."""
+
+
+class PerVideoFileError(ValueError):
+    """Under torchrun, rank 0 cannot read a per-video file another rank wrote (not on a file system the machines
+    share, or damaged)."""
 
 
 @dataclass
@@ -156,8 +161,8 @@ class DatasetInference:
     ) -> DatasetRunSummary:
         """Run every video not already in the per-video cache, write ``results.json`` when none failed, then call
         ``conclude`` with the summary (report, score) while the folder's lock is still held. Raises
-        OutputNotWritableError, FolderBusyError (another process evaluates into the same folder) or
-        ForeignCacheFolderError, with one-line messages, and whatever ``conclude`` raises.
+        OutputNotWritableError, FolderBusyError (another process evaluates into the same folder),
+        ForeignCacheFolderError or PerVideoFileError, with one-line messages, and whatever ``conclude`` raises.
 
         Under torchrun (``job``, inside ``job.joined()``), rank ``r`` of ``W`` runs every ``W``-th video from the
         ``r``-th (by id); rank 0 holds the folder's lock for the whole job, prepares the cache before anyone starts
@@ -264,9 +269,22 @@ class DatasetInference:
         if failed:
             return DatasetRunSummary(results or [], computed, reused, None, failed)
         if results is None:
-            results = [entry for video in videos for entry in json.loads((cache / f"{video.id}.json").read_text())]
+            results = [entry for video in videos for entry in self._read_per_video(cache / f"{video.id}.json")]
         results_path = atomic_write_json(output / RESULTS_NAME, results)
         return DatasetRunSummary(results, computed, reused, results_path)
+
+    @staticmethod
+    def _read_per_video(path: Path) -> list[dict[str, Any]]:
+        """A per-video file another rank wrote; PerVideoFileError with one line when it cannot be read."""
+        try:
+            return json.loads(path.read_text())
+        except FileNotFoundError:
+            raise PerVideoFileError(
+                f"{path_text(path)}: written by another process but not found here; on several machines the output "
+                "folder must be on a file system they share"
+            ) from None
+        except (OSError, ValueError) as error:
+            raise PerVideoFileError(f"{path_text(path)}: unreadable ({describe_exception(error)})") from None
 
     def _report_failure(self, video: GtVideo, message: str) -> str:
         self.reporter.video_failed(VideoSource(path=self.inputs.frames_root), f"video{video.id}", message)

@@ -16,7 +16,12 @@ from clipvis.cli.commands.segment import (
     load_predictor,
     resolve_device,
 )
-from clipvis.cli.dataset_inference import DatasetInference, DatasetRunSummary, ForeignCacheFolderError
+from clipvis.cli.dataset_inference import (
+    DatasetInference,
+    DatasetRunSummary,
+    ForeignCacheFolderError,
+    PerVideoFileError,
+)
 from clipvis.cli.datasets import (
     DatasetError,
     DatasetInputs,
@@ -146,7 +151,7 @@ def _run_and_conclude(
     try:
         with HeapTrimmer():
             runner.run(output, max_videos=max_videos, job=job, conclude=conclude)
-    except (OutputNotWritableError, FolderBusyError, ForeignCacheFolderError) as error:
+    except (OutputNotWritableError, FolderBusyError, ForeignCacheFolderError, PerVideoFileError) as error:
         raise _fail(error) from None
     finally:
         runner.reporter.close()

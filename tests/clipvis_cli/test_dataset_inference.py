@@ -13,7 +13,7 @@ import pytest
 
 from clipvis.cli.atomic import OutputNotWritableError
 from clipvis.cli.commands.segment import load_predictor
-from clipvis.cli.dataset_inference import RESULTS_NAME, DatasetInference, DatasetRunSummary
+from clipvis.cli.dataset_inference import RESULTS_NAME, DatasetInference, DatasetRunSummary, PerVideoFileError
 from clipvis.cli.datasets import dataset_inputs
 from clipvis.cli.distributed import OtherRankFailed
 from clipvis.cli.progress import JsonlReporter
@@ -98,3 +98,21 @@ def test_a_rank_that_fails_before_its_run_ends_every_rank(lvvis, tmp_path, faili
     assert isinstance(outcomes[failing_rank], OutputNotWritableError)
     assert isinstance(outcomes[1 - failing_rank], OtherRankFailed)
     assert ranks.gathers == [1, 1] and not list((tmp_path / "out").rglob("[0-9]*.json"))
+
+
+def test_per_video_files_rank_0_cannot_see_end_every_rank_with_one_line(lvvis, tmp_path) -> None:
+    """Machines without a shared output folder: rank 1's per-video file is not there for rank 0. Rank 0 says which
+    file and why in one line (no traceback); rank 1 stops at the last gather; no results.json."""
+    own_videos = lvvis[1]._run_videos
+
+    def elsewhere(videos, cache):
+        outcome = own_videos(videos, cache)
+        for video in videos:
+            (cache / f"{video.id}.json").unlink()  # written on "another machine"
+        return outcome
+
+    lvvis[1]._run_videos = elsewhere
+    outcomes, ranks = run_ranks(lvvis, tmp_path / "out")
+    assert isinstance(outcomes[0], PerVideoFileError) and isinstance(outcomes[1], OtherRankFailed)
+    assert "2.json: written by another process but not found here" in str(outcomes[0])
+    assert ranks.gathers == [3, 3] and not (tmp_path / "out" / RESULTS_NAME).exists()
