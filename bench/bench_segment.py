@@ -35,6 +35,9 @@
     (`background_writers`, the default on a GPU).
 (i) what a `clipvis segment` process costs besides its video: wall time of the command on a 4-frame video (tiny
     model, all outputs, fresh process) minus the video's own time from run.json; median of --overhead-runs.
+(j) wall time of 2 processes x 1 thread over a folder of one long video and --rank-videos - 1 short ones: fixed
+    halves (`--shard 0/2` and `--shard 1/2` side by side: every other video of the sorted folder) against
+    `torchrun --nproc-per-node 2`, where each rank takes the next video (largest first) whenever it is free.
 
 Videos (moving coloured shapes over a smoothly textured gradient, 854x480, 30 fps) and checkpoints are made once per
 run in a temporary folder. Random weights are adjusted so that masks are object-sized (see make_masks_object_like).
@@ -593,33 +596,45 @@ def folder_throughput(
 RANK_LAYOUTS = ("threads", "torchrun", "one_shard", "shards")
 
 
-def ranks_wall_time(files: BenchFiles, videos: int, frames: int, layout: str, threads: int) -> ChildRun:
-    """Wall time of `clipvis segment FOLDER` (tiny model, all outputs), laid out as ``layout``:
+def rank_folder(files: BenchFiles, lengths: list[int], name: str) -> Path:
+    """A folder of ``len(lengths)`` distinct videos (links are deduplicated), ``clip{i}.mp4`` of ``lengths[i]``
+    frames."""
+    folder = files.root / name
+    if not folder.is_dir():
+        folder.mkdir()
+        for i, frames in enumerate(lengths):
+            shutil.copyfile(files.video(frames), folder / f"clip{i}.mp4")
+    return folder
+
+
+def ranks_wall_time(
+    files: BenchFiles, lengths: list[int], layout: str, threads: int, name: str = "folder"
+) -> ChildRun:
+    """Wall time of `clipvis segment FOLDER` (tiny model, all outputs) over a folder of videos of ``lengths`` frames,
+    laid out as ``layout``:
 
     - ``threads``: one process of ``threads`` threads, the whole folder;
-    - ``torchrun``: `torchrun --nproc-per-node 2`, one thread per process;
+    - ``torchrun``: `torchrun --nproc-per-node 2`, one thread per process (the ranks take the videos largest first,
+      each the next one whenever it is free);
     - ``one_shard``: one process of one thread, `--shard 0/2` alone (half the folder: a rank's work, with nothing
       beside it);
-    - ``shards``: `--shard 0/2` and `--shard 1/2` started side by side, one thread each, no torchrun.
+    - ``shards``: `--shard 0/2` and `--shard 1/2` started side by side, one thread each, no torchrun (fixed halves:
+      every other video of the sorted folder).
     """
     if layout not in RANK_LAYOUTS:
         raise ValueError(f"layout must be one of {RANK_LAYOUTS}, not {layout!r}")
-    folder = files.root / "folder"
-    if not folder.is_dir():
-        folder.mkdir()
-        for i in range(videos):
-            shutil.copyfile(files.video(frames), folder / f"clip{i}.mp4")  # distinct files (links are deduplicated)
-    out = files.root / f"ranks_{layout}_{threads}"
+    folder = rank_folder(files, lengths, name)
+    out = files.root / f"ranks_{name}_{layout}_{threads}"
     args = ["-m", "clipvis", "segment", str(folder), "--vocab", ",".join(VOCABULARY), "--weights",
             str(files.weights("tiny")), "-o", str(out), "--device", "cpu", "--overwrite", "--log-format", "jsonl"]
     env = child_env(files.root, 1, {})
-    count = videos * frames
+    count = sum(lengths)
     if layout == "torchrun":
         command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", *args]
         label = "torchrun 2 processes x 1 thread"
     elif layout == "one_shard":
         command = [sys.executable, *args, "--shard", "0/2"]
-        count = len(range(0, videos, 2)) * frames
+        count = sum(lengths[i] for i in sorted(range(len(lengths)), key=lambda i: f"clip{i}.mp4")[0::2])
         label = "1 process x 1 thread, --shard 0/2 alone"
     elif layout == "shards":
         # Both shards from one shell, which waits for them: its CPU time then includes theirs (see run_child).
@@ -658,6 +673,27 @@ def report_ranks(
            ("torchrun's own cost (torchrun - shards side by side)", f"{figures['torchrun_seconds']:8.1f} s"),
            ("two processes side by side vs one alone (same work each)",
             f"{figures['side_by_side_slowdown']:8.2f}x the time")],
+    )
+    return figures
+
+
+def report_uneven(runs: dict[str, ChildRun], lengths: list[int], repeats: int) -> dict[str, Any]:
+    """Print (j) and return its figures."""
+    shards, torchrun = runs["shards"], runs["torchrun"]
+    halves = sorted(range(len(lengths)), key=lambda i: f"clip{i}.mp4")
+    figures = {
+        "lengths": lengths,
+        "fixed_halves_frames": [sum(lengths[i] for i in halves[k::2]) for k in (0, 1)],
+        "runs": {layout: asdict(run) for layout, run in runs.items()},
+        "speedup": shards.wall_seconds / torchrun.wall_seconds,
+    }
+    print_table(
+        f"(j) two processes x 1 thread over {len(lengths)} videos of {'+'.join(map(str, lengths))} frames "
+        f"{WIDTH}x{HEIGHT}, tiny model, all outputs, best of {repeats}",
+        [(r.label, f"{r.wall_seconds:8.1f} s  {r.cpu_seconds / r.wall_seconds:4.2f} cores busy  "
+          f"load before/after {_fmt_list(r.load_average)}") for r in runs.values()]
+        + [("frames of the fixed halves", " + ".join(map(str, figures["fixed_halves_frames"]))),
+           ("torchrun (next video to the free rank) vs fixed halves", f"{figures['speedup']:8.2f}x faster")],
     )
     return figures
 
@@ -746,7 +782,7 @@ def main() -> None:
         help="environment for the (b)/(c) subprocesses, e.g. MALLOC_MMAP_THRESHOLD_=1048576 (repeatable)",
     )
     parser.add_argument(
-        "--parts", nargs="+", choices=list("abcdefghi"), default=list("abcdef"), help="what to measure (see above)"
+        "--parts", nargs="+", choices=list("abcdefghij"), default=list("abcdef"), help="what to measure (see above)"
     )
     parser.add_argument("--folder-videos", type=int, default=6, help="(h) videos in the folder")
     parser.add_argument("--folder-frames", type=int, default=None, help="(h) frames per video (default: as (a))")
@@ -763,7 +799,9 @@ def main() -> None:
     )
     parser.add_argument("--overhead-runs", type=int, default=5, help="(i) fresh processes measured")
     parser.add_argument("--rank-videos", type=int, default=8, help="(f) videos in the folder")
-    parser.add_argument("--rank-frames", type=int, default=20, help="(f) frames per video")
+    parser.add_argument("--rank-frames", type=int, default=20, help="(f) frames per video; (j) of the short ones")
+    parser.add_argument("--uneven-long", type=int, default=None, help="(j) frames of the long video (default: 6x "
+                        "--rank-frames); the other --rank-videos - 1 have --rank-frames")
     parser.add_argument(
         "--no-heap-trimmer", action="store_true", help="(a) without the CLI's HeapTrimmer (clipvis.cli.memory)"
     )
@@ -857,10 +895,19 @@ def main() -> None:
             runs: dict[str, ChildRun] = {}
             for _ in range(args.repeats):
                 for name, (layout, threads) in layouts.items():
-                    run = ranks_wall_time(files, args.rank_videos, args.rank_frames, layout, threads)
+                    run = ranks_wall_time(files, [args.rank_frames] * args.rank_videos, layout, threads)
                     if name not in runs or run.wall_seconds < runs[name].wall_seconds:
                         runs[name] = run
             figures["ranks"] = report_ranks(runs, args.rank_videos, args.rank_frames, args.threads, args.repeats)
+        if "j" in parts:
+            lengths = [args.uneven_long or 6 * args.rank_frames] + [args.rank_frames] * (args.rank_videos - 1)
+            runs = {}
+            for _ in range(args.repeats):
+                for layout in ("shards", "torchrun"):
+                    run = ranks_wall_time(files, lengths, layout, 1, name="uneven")
+                    if layout not in runs or run.wall_seconds < runs[layout].wall_seconds:
+                        runs[layout] = run
+            figures["uneven"] = report_uneven(runs, lengths, args.repeats)
         if "h" in parts:
             folder = folder_throughput(files, args.model, args.folder_videos, args.folder_frames or frames,
                                        args.device, args.precision, height, width, args.repeats)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sized
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,7 @@ from clipvis.cli.atomic import (
     remove_stale_temp_files,
 )
 from clipvis.cli.datasets import DatasetInputs
-from clipvis.cli.distributed import DistributedRun
+from clipvis.cli.distributed import DistributedRun, InputsDifferError
 from clipvis.cli.evaluation.ground_truth import GtVideo
 from clipvis.cli.inputs import VideoSource
 from clipvis.cli.locks import LOCK_NAME, FolderLock
@@ -164,21 +164,23 @@ class DatasetInference:
         OutputNotWritableError, FolderBusyError (another process evaluates into the same folder),
         ForeignCacheFolderError or PerVideoFileError, with one-line messages, and whatever ``conclude`` raises.
 
-        Under torchrun (``job``, inside ``job.joined()``), rank ``r`` of ``W`` runs every ``W``-th video from the
-        ``r``-th (by id); rank 0 holds the folder's lock for the whole job, prepares the cache before anyone starts
-        and, once every rank is done, writes ``results.json`` from the per-video files (the same file as one process
-        writes) and concludes for the whole job. The other ranks wait for that in a last gather, so that every rank
-        ends together and with rank 0's outcome. A rank that raises sends ``RankStopped`` to the next gather
-        (``joined``), where the others raise OtherRankFailed: rank 0's setup at the first, any rank's videos at the
-        second, rank 0's ``results.json`` or conclusion at the last. A rank that ended early would leave torchrun's
-        agents of other machines waiting out their exit barrier (300 s) and then exiting 0."""
+        Under torchrun (``job``, inside ``job.joined()``), the ranks take the videos one at a time, the longest first,
+        each the next one whenever it is free (``DistributedRun.largest_first``); rank 0 holds the folder's lock for
+        the whole job, prepares the cache before anyone starts and, once every rank is done, writes ``results.json``
+        from the per-video files (the same file as one process writes) and concludes for the whole job. The other
+        ranks wait for that in a last gather, so that every rank ends together and with rank 0's outcome. A rank that
+        raises sends ``RankStopped`` to the next gather (``joined``), where the others raise OtherRankFailed: rank
+        0's setup at the first, any rank's videos at the second, rank 0's ``results.json`` or conclusion at the last.
+        A rank that ended early would leave torchrun's agents of other machines waiting out their exit barrier (300 s)
+        and then exiting 0."""
         if job is None:
             output = ensure_output_dir(output)
             cache = ensure_output_dir(output / CACHE_DIR)
             with FolderLock(cache):
                 self._prepare_output(output, cache)
                 videos = self._videos(max_videos)
-                summary = self._summarise(output, cache, videos, *self._run_videos(videos, cache))
+                computed, reused, results, failures = self._run_videos(videos, cache)
+                summary = self._summarise(output, cache, videos, computed, reused, results, list(failures.values()))
                 if conclude is not None:
                     conclude(summary)
                 return summary
@@ -190,11 +192,18 @@ class DatasetInference:
                 cache = ensure_output_dir(output / CACHE_DIR)
                 lock = FolderLock(cache).acquire()
                 self._prepare_output(output, cache)
-            job.gather(None)  # the cache is ready: every rank starts
             videos = self._videos(max_videos)
-            every_rank = job.gather(self._run_videos(videos[job.rank :: job.world_size], cache))
+            # the cache is ready: every rank starts, taking the longest videos first, the next one whenever it is free
+            try:
+                taken = job.largest_first([str(v.id) for v in videos], range(len(videos)),
+                                          lambda p: videos[p].num_frames or 0)
+            except InputsDifferError as error:
+                where = path_text(self.inputs.gt_path)
+                raise InputsDifferError(f"{where}: other videos than rank 0's: {error}") from None
+            every_rank = job.gather(self._run_videos((videos[p] for p in taken), cache))
             computed, reused = sum(r[0] for r in every_rank), sum(r[1] for r in every_rank)
-            failed = [line for r in every_rank for line in r[3]]
+            failures = {video_id: line for r in every_rank for video_id, line in r[3].items()}
+            failed = [failures[video_id] for video_id in sorted(failures)]
             if not job.is_main:
                 job.last_gather(None)  # rank 0 concludes meanwhile
                 return DatasetRunSummary([], computed, reused, None, failed, main=False)
@@ -219,14 +228,14 @@ class DatasetInference:
         return sorted(self.inputs.videos, key=lambda v: v.id)[:max_videos]
 
     def _run_videos(
-        self, videos: list[GtVideo], cache: Path
-    ) -> tuple[int, int, list[dict[str, Any]], list[str]]:
-        """Run (or take from the cache) ``videos``: (videos run, videos reused, their result entries in video order,
-        one line per failed video)."""
+        self, videos: Iterable[GtVideo], cache: Path
+    ) -> tuple[int, int, list[dict[str, Any]], dict[int, str]]:
+        """Run (or take from the cache) ``videos`` (a list, or an iterator over those a torchrun rank takes as it
+        goes): (videos run, videos reused, their result entries in their order, one line per failed video by id)."""
         results: list[dict[str, Any]] = []
-        failed: list[str] = []
+        failed: dict[int, str] = {}
         computed = reused = 0
-        self.reporter.batch_started(len(videos))
+        self.reporter.batch_started(len(videos) if isinstance(videos, Sized) else None)
         for video in videos:
             path = cache / f"{video.id}.json"
             stem = f"video{video.id}"
@@ -242,11 +251,11 @@ class DatasetInference:
                 try:
                     entries = self.run_video(video)
                 except VideoReadError as error:
-                    failed.append(self._report_failure(video, str(error)))
+                    failed[video.id] = self._report_failure(video, str(error))
                     continue
                 except (ValueError, RuntimeError, MemoryError) as error:  # model errors: this video only
                     where = f"{path_text(self.video_folder(video))}: video {video.id}"
-                    failed.append(self._report_failure(video, subject_message(error, where)))
+                    failed[video.id] = self._report_failure(video, subject_message(error, where))
                     continue
                 atomic_write_json(path, entries)
                 computed += 1

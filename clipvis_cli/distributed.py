@@ -5,9 +5,12 @@
 every shard writes into the same output root and ``--skip-existing`` makes each restartable.
 
 Under ``torchrun`` (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK`` in the environment) every process takes its shard
-automatically (shard ``K * WORLD_SIZE + RANK`` of ``N * WORLD_SIZE`` when ``--shard K/N`` is given too) and its own
-GPU (``cuda:LOCAL_RANK``), and the processes meet once at the end through a ``gloo`` process group (CPU objects only:
-it works whatever backend the tensors would use) to agree on the summary and the exit status.
+its share of the inputs (of shard K/N when ``--shard K/N`` is given too) and its own GPU (``cuda:LOCAL_RANK``). The
+share is not fixed in advance: rank 0 orders the inputs, largest first, and each process takes the next one whenever it
+is free (``DistributedRun.claimed``: a counter in the job's own store), so one long video or a restart where most
+inputs are done already does not leave the other GPUs idle. The processes meet through a ``gloo`` process group (CPU
+objects only: it works whatever backend the tensors would use) to agree on the inputs and, at the end, on the
+summary and the exit status.
 
 Every rank joins the group before anything that could fail on it alone (``DistributedRun.joined``): a rank that never
 joined would leave the others waiting in the group's start for days, and one that left early would leave them in a
@@ -76,6 +79,19 @@ def visible_gpu(local_rank: int, visible: int) -> int:
     return local_rank % visible
 
 
+class InputsDifferError(ValueError):
+    """Under torchrun: this rank's input list is not rank 0's."""
+
+
+def _first_difference(names: Sequence[str], main_names: Sequence[str]) -> str:
+    """``", input N differs: X here, Y on rank 0"``: where two lists first differ (nothing when one begins the
+    other)."""
+    for position, (here, there) in enumerate(zip(names, main_names, strict=False)):
+        if here != there:
+            return f", input {position + 1} differs: {here} here, {there} on rank 0"
+    return ""
+
+
 class OtherRankFailed(RuntimeError):
     """Under torchrun: another rank stopped with an error (and reported why itself); this rank stops too."""
 
@@ -95,6 +111,7 @@ class DistributedRun:
     world_size: int
     local_rank: int
     _last_gather_done: bool = field(default=False, init=False, repr=False, compare=False)
+    _queues_made: int = field(default=0, init=False, repr=False, compare=False)
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> DistributedRun | None:
@@ -170,6 +187,42 @@ class DistributedRun:
         values: list[Any] = [None] * self.world_size
         dist.all_gather_object(values, value)
         return values
+
+    def largest_first(
+        self, names: Sequence[str], positions: Sequence[int], size: Callable[[int], int]
+    ) -> Iterator[int]:
+        """The ``positions`` (into ``names``, the job's whole input list) this rank takes, from rank 0's order of them:
+        largest ``size`` first, ties in ``positions``' order, one at a time as this rank is free (``claimed``).
+
+        One gather, made now: rank 0's order and the names it saw. A rank that does not see the same ``names`` (a
+        folder still being copied, a machine with other files) raises InputsDifferError: the ranks would not take the
+        same inputs for the same positions."""
+        plan = self.gather((list(names), sorted(positions, key=lambda p: -size(p))) if self.is_main else None)[0]
+        main_names, order = plan
+        if list(names) != main_names:
+            raise InputsDifferError(
+                f"rank {self.rank} finds {len(names)} input(s) and rank 0 finds {len(main_names)}"
+                + _first_difference(names, main_names)
+                + "; every process must see the same inputs (a folder still being copied?)"
+            )
+        return self.claimed(order)
+
+    def claimed(self, order: Sequence[T]) -> Iterator[T]:
+        """The items of ``order`` (the same list on every rank, e.g. rank 0's through ``gather``) that this rank takes:
+        each time it asks for one it gets the next that no rank took yet, so a rank that is free takes the next item
+        whichever rank was given the previous ones. Every item goes to exactly one rank. Every rank makes its queues
+        in the same order (their keys are numbered)."""
+        key = f"clipvis/queue/{self._queues_made}"
+        self._queues_made += 1
+        while (taken := self._claim(key)) < len(order):
+            yield order[taken]
+
+    def _claim(self, key: str) -> int:
+        """Take a number from the job's counter ``key``: 0, 1, 2, ... over all ranks, each number once. The counter
+        lives in the store torchrun's rendezvous made for the process group (a new one on every restart)."""
+        from torch.distributed import distributed_c10d
+
+        return distributed_c10d._get_default_store().add(key, 1) - 1
 
     def last_gather(self, value: Any) -> list[Any]:
         """``gather`` for the last time in the body of ``joined``: an error after it is this rank's own."""

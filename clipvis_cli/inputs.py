@@ -71,6 +71,17 @@ class VideoSource:
         name = self.path.name if (self.kind == "images" and _is_dir(self.path)) else self.path.stem
         return _safe_stem(name)
 
+    def size_estimate(self) -> int:
+        """Bytes of the input, to spread inputs over processes largest first: the file's size, for an image folder
+        its frame count times its first frame's size; 0 when unknown (unreadable inputs)."""
+        if not self.ok:
+            return 0
+        first = self.frame_files[0] if self.kind == "images" and self.frame_files else self.path
+        try:
+            return first.stat().st_size * max(1, len(self.frame_files))
+        except OSError:
+            return 0
+
     def describe_error(self) -> str:
         """One line: `<path>: <reason>` (empty string when there is no error)."""
         return f"{path_text(self.path)}: {self.error}" if self.error else ""

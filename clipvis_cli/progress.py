@@ -16,7 +16,7 @@ from clipvis.cli.messages import error_line, path_text
 
 
 class Reporter(Protocol):
-    def batch_started(self, num_videos: int) -> None: ...
+    def batch_started(self, num_videos: int | None) -> None: ...  # None: not known in advance (torchrun ranks)
     def video_started(self, source: VideoSource, stem: str, total_frames: int | None) -> None: ...
     def frames_done(self, count: int) -> None: ...
     def video_finished(
@@ -43,7 +43,7 @@ class SerializedReporter:
             with self._lock:
                 getattr(self.inner, name)(*args, **kwargs)
 
-    def batch_started(self, num_videos: int) -> None:
+    def batch_started(self, num_videos: int | None) -> None:
         self._call("batch_started", num_videos)
 
     def video_started(self, source: VideoSource, stem: str, total_frames: int | None) -> None:
@@ -81,7 +81,7 @@ class JsonlReporter:
         self.stream.write(json.dumps({"event": event, **fields}) + "\n")
         self.stream.flush()
 
-    def batch_started(self, num_videos: int) -> None:
+    def batch_started(self, num_videos: int | None) -> None:
         self._emit("batch_start", videos=num_videos)
 
     def video_started(self, source, stem, total_frames) -> None:
@@ -150,7 +150,7 @@ class HumanReporter:
         self._frames = 0
         self._started = time.perf_counter()
 
-    def batch_started(self, num_videos: int) -> None:
+    def batch_started(self, num_videos: int | None) -> None:
         if self.progress is not None:
             self.progress.start()
             self._overall = self.progress.add_task("videos", total=num_videos, rate="")

@@ -19,7 +19,7 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence, Sized
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
@@ -167,11 +167,11 @@ class SegmentRunner:
         self._reserved: frozenset[str] = frozenset()  # natural stems of this batch's inputs (lower case)
 
     def run_batch(
-        self, sources: Sequence[VideoSource], positions: Sequence[int] | None = None
+        self, sources: Sequence[VideoSource], positions: Iterable[int] | None = None
     ) -> Iterator[VideoOutcome]:
         """Process `sources` in order (video ids 1..N), yielding each outcome in input order as soon as it is known.
-        `positions`: only these inputs (a shard, clipvis.cli.distributed), which keep the video ids and folder names
-        they have in the whole list.
+        `positions`: only these inputs, in this order (a shard, or an iterator over the inputs a torchrun rank takes
+        as it goes: clipvis.cli.distributed), which keep the video ids and folder names they have in the whole list.
 
         With `background_writers`, a video's files are written while the next video goes through the model: its
         outcome comes once that next video's model pass is over (its `video_finished` report as soon as it is
@@ -183,7 +183,7 @@ class SegmentRunner:
         planned = dict(zip(readable, plan_folder_names([sources[p].stem for p in readable]), strict=True))
         self._reserved = frozenset(name.lower() for p in readable for name in (sources[p].stem, planned[p]))
         positions = range(len(sources)) if positions is None else positions
-        self.reporter.batch_started(len(positions))
+        self.reporter.batch_started(len(positions) if isinstance(positions, Sized) else None)
         if not self.background_writers:
             for position in positions:
                 yield self.run(sources[position], position + 1, folder=planned.get(position))

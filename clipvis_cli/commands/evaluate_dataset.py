@@ -30,7 +30,7 @@ from clipvis.cli.datasets import (
     read_dataset_index,
     write_server_zip,
 )
-from clipvis.cli.distributed import DistributedRun, OtherRankFailed, visible_cuda_devices
+from clipvis.cli.distributed import DistributedRun, InputsDifferError, OtherRankFailed, visible_cuda_devices
 from clipvis.cli.evaluation.errors import EvaluationInputError
 from clipvis.cli.locks import FolderBusyError
 from clipvis.cli.memory import HeapTrimmer
@@ -151,7 +151,9 @@ def _run_and_conclude(
     try:
         with HeapTrimmer():
             runner.run(output, max_videos=max_videos, job=job, conclude=conclude)
-    except (OutputNotWritableError, FolderBusyError, ForeignCacheFolderError, PerVideoFileError) as error:
+    except (
+        OutputNotWritableError, FolderBusyError, ForeignCacheFolderError, PerVideoFileError, InputsDifferError
+    ) as error:
         raise _fail(error) from None
     finally:
         runner.reporter.close()

@@ -5,14 +5,22 @@ from __future__ import annotations
 import io
 import sys
 import warnings
+from collections.abc import Iterable, Iterator, Sized
 from contextlib import nullcontext
+from itertools import chain
 from pathlib import Path
 from typing import TextIO
 
 import typer
 
 from clipvis.cli.collector import collector_paused
-from clipvis.cli.distributed import DistributedRun, OtherRankFailed, Shard, visible_cuda_devices
+from clipvis.cli.distributed import (
+    DistributedRun,
+    InputsDifferError,
+    OtherRankFailed,
+    Shard,
+    visible_cuda_devices,
+)
 from clipvis.cli.inputs import VideoSource, discover_inputs, read_argument_lines
 from clipvis.cli.memory import HeapTrimmer, prefer_huge_pages
 from clipvis.cli.messages import describe_exception, print_error, print_path, print_warning, subject_message
@@ -122,7 +130,7 @@ def segment(
     log_format: str = typer.Option("human", "--log-format", help="human (progress on a terminal) or jsonl."),
     shard: str | None = typer.Option(
         None, "--shard", help="K/N: only shard K (counted from 0) of N of the inputs sorted by path, for job arrays. "
-        "Under torchrun every process takes its part by itself.",
+        "Under torchrun the processes share the inputs by themselves.",
     ),
 ) -> None:
     """Segment and track every object of the given classes; write overlay.mp4, ytvis.json, coco.json, run.json."""
@@ -139,10 +147,10 @@ def segment(
             vocabulary, chosen, sources, part = _checked_arguments(
                 inputs, stdin, vocab, vocab_file, formats, precision, log_format, config, clip_config, shard
             )
+            positions: Iterable[int] = part.select(sources, key=lambda source: str(source.path))
             if job is not None:
-                part = part.split(job.rank, job.world_size)
+                positions = _taken_by_this_rank(job, sources, positions)
                 device = job.device(device, visible_cuda_devices())
-            positions = part.select(sources, key=lambda source: str(source.path))
             options = SegmentOptions(
                 vocabulary=vocabulary, weights=weights, output=output, formats=chosen, device=resolve_device(device),
                 precision=precision, batch_frames=batch_frames, stride=stride, max_frames=max_frames,
@@ -168,6 +176,15 @@ def _stdin_of_the_job(job: DistributedRun | None) -> TextIO:
         return sys.stdin
     lines = job.gather(read_argument_lines(sys.stdin) if job.is_main else None)[0]
     return io.StringIO("".join(f"{line}\n" for line in lines))
+
+
+def _taken_by_this_rank(job: DistributedRun, sources: list[VideoSource], positions: list[int]) -> Iterator[int]:
+    """Under torchrun: the inputs (of ``positions``) this rank runs, taken one at a time as it is free, largest
+    first (clipvis.cli.distributed). Every rank must find the same inputs; one line and exit 1 otherwise."""
+    try:
+        return job.largest_first([str(s.path) for s in sources], positions, lambda p: sources[p].size_estimate())
+    except InputsDifferError as error:
+        raise _fail(str(error)) from None
 
 
 def _checked_arguments(
@@ -214,7 +231,8 @@ def human_reporter(job: DistributedRun | None) -> HumanReporter:
 def _run_inputs(options, sources, positions, log_format, vocabulary, job) -> dict[str, int]:
     """Run this process' inputs (``positions`` into ``sources``); how many ended complete, skipped, failed."""
     counts = {"complete": 0, "skipped": 0, "failed": 0}
-    if not positions:
+    positions = _unless_empty(positions)
+    if positions is None:  # e.g. a shard without inputs: no weights loaded
         return counts
     predictor = load_predictor(options)
     reporter = JsonlReporter() if log_format == "jsonl" else human_reporter(job)
@@ -232,6 +250,15 @@ def _run_inputs(options, sources, positions, log_format, vocabulary, job) -> dic
         raise typer.Exit(130) from None
     reporter.close()
     return counts
+
+
+def _unless_empty(positions: Iterable[int]) -> Iterable[int] | None:
+    """``positions`` (a list, or an iterator over inputs taken as they come), or None when there are none."""
+    if isinstance(positions, Sized):
+        return positions if len(positions) else None
+    iterator = iter(positions)
+    first = next(iterator, None)
+    return None if first is None else chain([first], iterator)
 
 
 def _finish(counts: dict[str, int], total: int, job: DistributedRun | None) -> int:

@@ -5,6 +5,7 @@ gather the others never make), and only the failing rank raises its own error; t
 from __future__ import annotations
 
 import io
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -103,16 +104,48 @@ def test_a_rank_that_fails_before_its_run_ends_every_rank(lvvis, tmp_path, faili
 def test_per_video_files_rank_0_cannot_see_end_every_rank_with_one_line(lvvis, tmp_path) -> None:
     """Machines without a shared output folder: rank 1's per-video file is not there for rank 0. Rank 0 says which
     file and why in one line (no traceback); rank 1 stops at the last gather; no results.json."""
+    taken_by_1 = ran_one_on_1(lvvis)
     own_videos = lvvis[1]._run_videos
 
     def elsewhere(videos, cache):
         outcome = own_videos(videos, cache)
-        for video in videos:
-            (cache / f"{video.id}.json").unlink()  # written on "another machine"
+        for video_id in taken_by_1:
+            (cache / f"{video_id}.json").unlink()  # written on "another machine"
         return outcome
 
     lvvis[1]._run_videos = elsewhere
     outcomes, ranks = run_ranks(lvvis, tmp_path / "out")
     assert isinstance(outcomes[0], PerVideoFileError) and isinstance(outcomes[1], OtherRankFailed)
-    assert "2.json: written by another process but not found here" in str(outcomes[0])
+    assert f"{taken_by_1[0]}.json: written by another process but not found here" in str(outcomes[0])
     assert ranks.gathers == [3, 3] and not (tmp_path / "out" / RESULTS_NAME).exists()
+
+
+def ran_one_on_1(runners: list[DatasetInference]) -> list[int]:
+    """Make rank 0 wait in its first video until rank 1 took one, so that each rank runs one of the two videos; the
+    ids of rank 1's videos."""
+    taken_by_1: list[int] = []
+    rank_1_took_one = threading.Event()
+    own_run = [runner.run_video for runner in runners]
+
+    def run_on_0(video):
+        assert rank_1_took_one.wait(20)
+        return own_run[0](video)
+
+    def run_on_1(video):
+        taken_by_1.append(video.id)
+        rank_1_took_one.set()
+        return own_run[1](video)
+
+    runners[0].run_video, runners[1].run_video = run_on_0, run_on_1
+    return taken_by_1
+
+
+def test_a_rank_that_is_free_takes_the_next_video(lvvis, tmp_path) -> None:
+    """Rank 0 busy with a video: rank 1 takes the other; each video runs once; results.json as one process writes."""
+    taken_by_1 = ran_one_on_1(lvvis)
+    outcomes, _ = run_ranks(lvvis, tmp_path / "out")
+    assert [type(o) for o in outcomes] == [DatasetRunSummary, DatasetRunSummary]
+    assert (outcomes[0].computed, outcomes[0].reused) == (2, 0) and len(taken_by_1) == 1
+    assert [entry["video_id"] for entry in outcomes[0].results] == sorted(
+        entry["video_id"] for entry in outcomes[0].results
+    )

@@ -1,5 +1,6 @@
 """torchrun ranks as threads of one process: DistributedRun's own protocol (``joined``, ``gather``,
-``last_gather``) over a barrier instead of gloo, so tests can run it without processes or sockets."""
+``last_gather``, ``claimed``) over a barrier and a locked counter instead of gloo and the job's store, so tests can
+run it without processes or sockets."""
 
 from __future__ import annotations
 
@@ -11,13 +12,15 @@ from clipvis.cli.distributed import DistributedRun
 
 class ThreadRanks:
     """What the ranks' threads share: a barrier (a gather some rank never makes breaks it after ``timeout`` seconds
-    instead of hanging the test), the exchanged values and how many gathers each rank made."""
+    instead of hanging the test), the exchanged values, how many gathers each rank made, and the job's counters."""
 
     def __init__(self, world_size: int, timeout: float = 20.0) -> None:
         self.world_size = world_size
         self.barrier = threading.Barrier(world_size, timeout=timeout)
         self.slots: list[Any] = [None] * world_size
         self.gathers = [0] * world_size
+        self.counters: dict[str, int] = {}
+        self.lock = threading.Lock()
 
 
 class ThreadJob(DistributedRun):
@@ -37,3 +40,9 @@ class ThreadJob(DistributedRun):
         values = list(self.ranks.slots)
         self.ranks.barrier.wait()
         return values
+
+    def _claim(self, key: str) -> int:
+        with self.ranks.lock:
+            taken = self.ranks.counters.get(key, 0)
+            self.ranks.counters[key] = taken + 1
+        return taken
