@@ -52,6 +52,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import resource
 import shlex
 import shutil
@@ -347,8 +348,10 @@ def run_child(label: str, frames: int, command: list[str], env: dict[str, str], 
         returncode = subprocess.run(launcher, stdout=sink, stderr=subprocess.STDOUT, env=env).returncode
     seconds = time.perf_counter() - start
     if returncode != 0:
-        tail = log.read_text(errors="replace")[-2000:]
-        raise RuntimeError(f"{label}: exit code {returncode}\n{tail}")
+        text = log.read_text(errors="replace")
+        # torchrun's own report ends the log: the ranks' errors (a Python error, a C++ abort) come before it
+        errors = [line for line in text.splitlines() if re.search(r"error|terminate|what\(\)|Traceback", line, re.I)]
+        raise RuntimeError(f"{label}: exit code {returncode}\n" + "\n".join(errors[:40]) + f"\n...\n{text[-2000:]}")
     peak_kib, cpu = report.read_text().split()  # ru_maxrss is in KiB on Linux
     return ChildRun(label, frames, int(peak_kib) * 1024, seconds, before + load_average(), float(cpu))
 

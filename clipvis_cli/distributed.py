@@ -4,13 +4,13 @@
 (SLURM job arrays, Kubernetes indexed jobs, GNU parallel) split a folder between them without talking to each other;
 every shard writes into the same output root and ``--skip-existing`` makes each restartable.
 
-Under ``torchrun`` (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK`` in the environment) every process takes its shard
-its share of the inputs (of shard K/N when ``--shard K/N`` is given too) and its own GPU (``cuda:LOCAL_RANK``). The
-share is not fixed in advance: rank 0 orders the inputs, largest first, and each process takes the next one whenever it
-is free (``DistributedRun.claimed``: a counter in the job's own store), so one long video or a restart where most
-inputs are done already does not leave the other GPUs idle. The processes meet through a ``gloo`` process group (CPU
-objects only: it works whatever backend the tensors would use) to agree on the inputs and, at the end, on the
-summary and the exit status.
+Under ``torchrun`` (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK`` in the environment) every process takes its share of
+the inputs (of shard K/N when ``--shard K/N`` is given too) and its own GPU (``cuda:LOCAL_RANK``). The share is not
+fixed in advance: rank 0 orders the inputs, largest first, and each process takes the next one whenever it is free
+(``DistributedRun.claimed``: a counter in the job's own store), so one long video or a restart where most inputs are
+done already does not leave the other GPUs idle. The processes meet through a ``gloo`` process group (CPU objects
+only: it works whatever backend the tensors would use) to agree on the inputs and, at the end, on the summary and
+the exit status.
 
 Every rank joins the group before anything that could fail on it alone (``DistributedRun.joined``): a rank that never
 joined would leave the others waiting in the group's start for days, and one that left early would leave them in a
@@ -53,10 +53,6 @@ class Shard:
         if match is None:
             raise ValueError(f"shard {text!r}: expected K/N, e.g. 0/4 (K counts from 0)")
         return cls(int(match.group(1)), int(match.group(2)))
-
-    def split(self, rank: int, world_size: int) -> Shard:
-        """This shard shared by ``world_size`` processes: the part of process ``rank``."""
-        return Shard(self.index * world_size + rank, self.count * world_size)
 
     def select(self, items: Sequence[T], key: Callable[[T], str]) -> list[int]:
         """Positions (in ``items``' own order) of the items in this shard: every ``count``-th of the items sorted

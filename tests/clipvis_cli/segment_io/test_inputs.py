@@ -149,3 +149,16 @@ def test_symlink_loop_in_directory_terminates(tmp_path: Path) -> None:
 def test_stem_of_hidden_or_empty_name_is_usable(tmp_path: Path) -> None:
     assert VideoSource(tmp_path / ".mp4").stem == "mp4"
     assert VideoSource(tmp_path / "..mp4").stem == "video"
+
+
+def test_size_estimate_orders_inputs_for_torchrun_ranks(tmp_path: Path) -> None:
+    """Bytes of the file; an image folder's frame count times its first frame's size; 0 for an unusable input."""
+    (tmp_path / "clip.mp4").write_bytes(b"x" * 1000)
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for i in range(3):
+        (frames / f"{i}.jpg").write_bytes(b"x" * (100 + i))
+    video, folder, missing = discover_inputs(
+        [str(tmp_path / "clip.mp4"), str(frames), str(tmp_path / "missing.mp4")]
+    )
+    assert (video.size_estimate(), folder.size_estimate(), missing.size_estimate()) == (1000, 300, 0)
