@@ -9,6 +9,7 @@
     python bench/bench_segment.py --parts b --child-env MALLOC_MMAP_THRESHOLD_=1048576   # (b) under another malloc
     python bench/bench_segment.py --model r50 --parts g --device cuda --precision bf16 --size 1280x720   # (g)
     python bench/bench_segment.py --model r50 --parts h --device cuda --precision bf16 --size 1280x720   # (h)
+    python bench/bench_segment.py --parts j               # (j) torchrun's queue vs fixed halves, one long video
     bash bench/device_checks.sh run                       # every GPU figure at once, on a machine with a GPU
 
 (a) frames/s of the real pipeline (SegmentRunner: background decode, model, RLE worker, overlay + ytvis + coco
