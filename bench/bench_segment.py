@@ -638,7 +638,7 @@ def ranks_wall_time(
         label = "torchrun 2 processes x 1 thread"
     elif layout == "one_shard":
         command = [sys.executable, *args, "--shard", "0/2"]
-        count = sum(lengths[i] for i in sorted(range(len(lengths)), key=lambda i: f"clip{i}.mp4")[0::2])
+        count = fixed_halves(lengths)[0]
         label = "1 process x 1 thread, --shard 0/2 alone"
     elif layout == "shards":
         # Both shards from one shell, which waits for them: its CPU time then includes theirs (see run_child).
@@ -669,8 +669,7 @@ def report_ranks(
     }
     print_table(
         f"(f) {videos} videos x {frames} frames {WIDTH}x{HEIGHT}, tiny model, all outputs, best of {repeats}",
-        [(r.label, f"{r.wall_seconds:8.1f} s  {r.cpu_seconds / r.wall_seconds:4.2f} cores busy  "
-          f"load before/after {_fmt_list(r.load_average)}") for r in runs.values()]
+        [(r.label, _fmt_child(r)) for r in runs.values()]
         + [(f"speed-up vs 1 process x {threads} threads", f"{figures['speedup']:8.2f}x"),
            ("speed-up vs 1 process x 1 thread (same threads per rank)",
             f"{figures['speedup_same_threads_per_rank']:8.2f}x"),
@@ -681,21 +680,32 @@ def report_ranks(
     return figures
 
 
+def _fmt_child(run: ChildRun) -> str:
+    """A (f) / (j) row: wall time, cores kept busy, load average around the run."""
+    return (f"{run.wall_seconds:8.1f} s  {run.cpu_seconds / run.wall_seconds:4.2f} cores busy  "
+            f"load before/after {_fmt_list(run.load_average)}")
+
+
+def fixed_halves(lengths: list[int]) -> list[int]:
+    """Frames of `--shard 0/2` and `--shard 1/2` over a rank_folder of videos of ``lengths`` frames (every other
+    video of the folder sorted by name)."""
+    by_name = sorted(range(len(lengths)), key=lambda i: f"clip{i}.mp4")
+    return [sum(lengths[i] for i in by_name[k::2]) for k in (0, 1)]
+
+
 def report_uneven(runs: dict[str, ChildRun], lengths: list[int], repeats: int) -> dict[str, Any]:
     """Print (j) and return its figures."""
     shards, torchrun = runs["shards"], runs["torchrun"]
-    halves = sorted(range(len(lengths)), key=lambda i: f"clip{i}.mp4")
     figures = {
         "lengths": lengths,
-        "fixed_halves_frames": [sum(lengths[i] for i in halves[k::2]) for k in (0, 1)],
+        "fixed_halves_frames": fixed_halves(lengths),
         "runs": {layout: asdict(run) for layout, run in runs.items()},
         "speedup": shards.wall_seconds / torchrun.wall_seconds,
     }
     print_table(
         f"(j) two processes x 1 thread over {len(lengths)} videos of {'+'.join(map(str, lengths))} frames "
         f"{WIDTH}x{HEIGHT}, tiny model, all outputs, best of {repeats}",
-        [(r.label, f"{r.wall_seconds:8.1f} s  {r.cpu_seconds / r.wall_seconds:4.2f} cores busy  "
-          f"load before/after {_fmt_list(r.load_average)}") for r in runs.values()]
+        [(r.label, _fmt_child(r)) for r in runs.values()]
         + [("frames of the fixed halves", " + ".join(map(str, figures["fixed_halves_frames"]))),
            ("torchrun (next video to the free rank) vs fixed halves", f"{figures['speedup']:8.2f}x faster")],
     )
