@@ -180,6 +180,7 @@ class DatasetInference:
                 self._prepare_output(output, cache)
                 videos = self._videos(max_videos)
                 computed, reused, results, failures = self._run_videos(videos, cache)
+                self.reporter.close()  # the progress display ends before the summary
                 summary = self._summarise(output, cache, videos, computed, reused, results, list(failures.values()))
                 if conclude is not None:
                     conclude(summary)
@@ -201,6 +202,7 @@ class DatasetInference:
                 where = path_text(self.inputs.gt_path)
                 raise InputsDifferError(f"{where}: other videos than rank 0's: {error}") from None
             every_rank = job.gather(self._run_videos((videos[p] for p in taken), cache))
+            self.reporter.close()  # rank 0's display of the job's progress ends before the summary
             computed, reused = sum(r[0] for r in every_rank), sum(r[1] for r in every_rank)
             failures = {video_id: line for r in every_rank for video_id, line in r[3].items()}
             failed = [failures[video_id] for video_id in sorted(failures)]

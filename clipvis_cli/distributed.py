@@ -108,6 +108,7 @@ class DistributedRun:
     local_rank: int
     _last_gather_done: bool = field(default=False, init=False, repr=False, compare=False)
     _queues_made: int = field(default=0, init=False, repr=False, compare=False)
+    _queue: tuple[str, int] | None = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> DistributedRun | None:
@@ -207,18 +208,40 @@ class DistributedRun:
         """The items of ``order`` (the same list on every rank, e.g. rank 0's through ``gather``) that this rank takes:
         each time it asks for one it gets the next that no rank took yet, so a rank that is free takes the next item
         whichever rank was given the previous ones. Every item goes to exactly one rank. Every rank makes its queues
-        in the same order (their keys are numbered)."""
-        key = f"clipvis/queue/{self._queues_made}"
+        in the same order (their keys are numbered). The job's progress over this queue is ``input_ended`` and
+        ``inputs_ended``."""
+        number = self._queues_made
         self._queues_made += 1
-        while (taken := self._claim(key)) < len(order):
+        self._queue = (f"clipvis/ended/{number}", len(order))
+        return self._take(f"clipvis/queue/{number}", order)
+
+    def _take(self, key: str, order: Sequence[T]) -> Iterator[T]:
+        while (taken := self._add(key, 1) - 1) < len(order):
             yield order[taken]
 
-    def _claim(self, key: str) -> int:
-        """Take a number from the job's counter ``key``: 0, 1, 2, ... over all ranks, each number once. The counter
-        lives in the store torchrun's rendezvous made for the process group (a new one on every restart)."""
+    def input_ended(self) -> tuple[int, int]:
+        """Count one input of the last queue (``claimed``) as ended on this rank (complete, skipped or failed);
+        ``(ended, total)``: how many of its inputs all ranks have ended now, of how many."""
+        if self._queue is None:
+            raise RuntimeError("input_ended before a queue was made")
+        key, total = self._queue
+        return self._add(key, 1), total
+
+    def inputs_ended(self) -> tuple[int, int] | None:
+        """``(ended, total)``: how many inputs of the last queue all ranks have ended so far, of how many; None before
+        a queue was made. One round trip to the store: fine once a second, from any thread."""
+        if self._queue is None:
+            return None
+        key, total = self._queue
+        return self._add(key, 0), total
+
+    def _add(self, key: str, amount: int) -> int:
+        """Add ``amount`` to the job's counter ``key`` (0 before the first add) and return its new value, atomically
+        over all ranks. The counters live in the store torchrun's rendezvous made for the process group (a new one on
+        every restart of the job); its client serialises the calls of this process' threads."""
         from torch.distributed import distributed_c10d
 
-        return distributed_c10d._get_default_store().add(key, 1) - 1
+        return distributed_c10d._get_default_store().add(key, amount)
 
     def last_gather(self, value: Any) -> list[Any]:
         """``gather`` for the last time in the body of ``joined``: an error after it is this rank's own."""

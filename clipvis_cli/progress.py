@@ -24,6 +24,8 @@ class Reporter(Protocol):
     ) -> None: ...
     def video_skipped(self, source: VideoSource, stem: str, reason: str = ...) -> None: ...
     def video_failed(self, source: VideoSource, stem: str, message: str) -> None: ...
+    # Under torchrun, on rank 0: how many of the job's inputs all processes have ended (JobProgressReporter).
+    def job_progress(self, ended: int, total: int) -> None: ...
     def close(self) -> None: ...
 
 
@@ -61,13 +63,17 @@ class SerializedReporter:
     def video_failed(self, source: VideoSource, stem: str, message: str) -> None:
         self._call("video_failed", source, stem, message)
 
+    def job_progress(self, ended: int, total: int) -> None:
+        self._call("job_progress", ended, total)
+
     def close(self) -> None:
         self._call("close")
 
 
 class JsonlReporter:
     """One JSON object per line: batch_start, video_start, progress (every `every` frames), video_done,
-    video_skipped, video_failed."""
+    video_skipped, video_failed; under torchrun, on rank 0, job_progress (the job's inputs ended over all processes,
+    whenever that changes)."""
 
     def __init__(self, stream: TextIO | None = None, every: int = 25) -> None:
         self.stream = stream or sys.stderr
@@ -76,6 +82,7 @@ class JsonlReporter:
         self._since = 0
         self._video: str | None = None
         self._started = time.perf_counter()
+        self._job: tuple[int, int] | None = None
 
     def _emit(self, event: str, **fields: Any) -> None:
         self.stream.write(json.dumps({"event": event, **fields}) + "\n")
@@ -107,6 +114,11 @@ class JsonlReporter:
     def video_failed(self, source, stem, message) -> None:
         self._emit("video_failed", input=path_text(source.path), stem=stem, error=message, status="failed")
 
+    def job_progress(self, ended: int, total: int) -> None:
+        if self._job != (ended, total):
+            self._job = (ended, total)
+            self._emit("job_progress", ended=ended, total=total)
+
     def close(self) -> None:
         pass
 
@@ -114,7 +126,8 @@ class JsonlReporter:
 class HumanReporter:
     """rich progress bars (overall and per video, frames/s, ETA) on stderr when it is a terminal; failures are
     always printed as one line. User text (file names, stems) is never read as rich markup: `clip[1].mp4` or
-    `a[/b]` print as they are."""
+    `a[/b]` print as they are. The overall bar counts this process' inputs, or, once ``job_progress`` is called
+    (torchrun, rank 0), the whole job's."""
 
     def __init__(self, stream: TextIO | None = None, interactive: bool | None = None) -> None:
         """``interactive``: progress bars (default: when the stream is a terminal)."""
@@ -149,6 +162,7 @@ class HumanReporter:
         self._video_task = None
         self._frames = 0
         self._started = time.perf_counter()
+        self._job_wide = False  # the overall bar shows the job's inputs (job_progress), not this process' own
 
     def batch_started(self, num_videos: int | None) -> None:
         if self.progress is not None:
@@ -169,7 +183,7 @@ class HumanReporter:
             self.progress.update(self._video_task, advance=count, rate=f"{fps:.2f} frames/s")
 
     def _video_ended(self) -> None:
-        if self.progress is not None and self._overall is not None:
+        if self.progress is not None and self._overall is not None and not self._job_wide:
             self.progress.advance(self._overall)
 
     def video_finished(self, source, stem, frames, fps, outputs) -> None:
@@ -184,6 +198,91 @@ class HumanReporter:
         self._video_ended()
         self.console.print(error_line(message), markup=False, soft_wrap=True)
 
+    def job_progress(self, ended: int, total: int) -> None:
+        self._job_wide = True
+        if self.progress is not None and self._overall is not None:
+            self.progress.update(self._overall, description="videos, all processes", completed=ended, total=total)
+
     def close(self) -> None:
         if self.progress is not None:
             self.progress.stop()
+
+
+class JobProgress(Protocol):
+    """The job-wide input counts of a torchrun job (clipvis.cli.distributed.DistributedRun)."""
+
+    @property
+    def is_main(self) -> bool: ...
+    def input_ended(self) -> tuple[int, int]: ...
+    def inputs_ended(self) -> tuple[int, int] | None: ...
+
+
+class JobProgressReporter(SerializedReporter):
+    """Under torchrun: ``inner`` plus the job's progress over all processes.
+
+    Every rank counts each input it ends (complete, skipped, failed) in the job's counter (``input_ended``). On rank 0
+    ``inner`` also gets ``job_progress(ended, total)``: at once for rank 0's own inputs, and from a thread every
+    ``interval`` seconds for the other ranks', also while rank 0 waits for them at the end, until every input ended or
+    the reporter is closed. ``inner`` is called under a lock (the thread and the runner's calls).
+    """
+
+    def __init__(self, inner: Reporter, job: JobProgress, interval: float = 1.0) -> None:
+        super().__init__(inner)
+        self.job = job
+        self.interval = interval
+        self._stop = threading.Event()
+        self._watcher: threading.Thread | None = None
+
+    def _ended(self) -> None:
+        """One of this rank's inputs ended: count it, and on rank 0 show the job's count at once."""
+        counts = self.job.input_ended()
+        if self.job.is_main:
+            self._call("job_progress", *counts)
+
+    def _show_job(self) -> bool:
+        """Rank 0: pass the job's counts on to ``inner``; True once every input ended."""
+        counts = self.job.inputs_ended()
+        if counts is None:
+            return False
+        self._call("job_progress", *counts)
+        return counts[0] >= counts[1]
+
+    def _watch(self) -> None:
+        try:
+            while not self._stop.wait(self.interval):
+                if self._show_job():
+                    return
+        except Exception:  # noqa: BLE001 - the job's store went away (the job is ending): the display stops
+            return
+
+    def batch_started(self, num_videos: int | None) -> None:
+        super().batch_started(num_videos)
+        if self.job.is_main and self._watcher is None:
+            if self._show_job():
+                return
+            self._watcher = threading.Thread(target=self._watch, name="clipvis-job-progress", daemon=True)
+            self._watcher.start()
+
+    def video_finished(self, source: VideoSource, stem: str, frames: int, fps: float, outputs: list[Path]) -> None:
+        super().video_finished(source, stem, frames, fps, outputs)
+        self._ended()
+
+    def video_skipped(self, source: VideoSource, stem: str, **kwargs: str) -> None:
+        super().video_skipped(source, stem, **kwargs)
+        self._ended()
+
+    def video_failed(self, source: VideoSource, stem: str, message: str) -> None:
+        super().video_failed(source, stem, message)
+        self._ended()
+
+    def close(self) -> None:
+        """Stop the thread; on rank 0 show the job's last counts first (the job's store may be gone: then not)."""
+        self._stop.set()
+        if self._watcher is not None:
+            self._watcher.join()
+            self._watcher = None
+            try:
+                self._show_job()
+            except Exception:  # noqa: BLE001 - see _watch
+                pass
+        super().close()

@@ -12,8 +12,8 @@ from clipvis.cli.atomic import OutputNotWritableError
 from clipvis.cli.commands.segment import (
     check_config_file,
     check_precision,
-    human_reporter,
     load_predictor,
+    make_reporter,
     resolve_device,
 )
 from clipvis.cli.dataset_inference import (
@@ -145,7 +145,7 @@ def _run_and_conclude(
         typer.echo(f"{where} has no public ground truth; {instructions}", err=True)
 
     try:
-        runner = DatasetInference(predictor, inputs, options, human_reporter(job))
+        runner = DatasetInference(predictor, inputs, options, make_reporter("human", job))
     except (DatasetError, EvaluationInputError) as error:
         raise _fail(error) from None
     try:

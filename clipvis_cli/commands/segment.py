@@ -24,7 +24,7 @@ from clipvis.cli.distributed import (
 from clipvis.cli.inputs import VideoSource, discover_inputs, read_argument_lines
 from clipvis.cli.memory import HeapTrimmer, prefer_huge_pages
 from clipvis.cli.messages import describe_exception, print_error, print_path, print_warning, subject_message
-from clipvis.cli.progress import HumanReporter, JsonlReporter
+from clipvis.cli.progress import HumanReporter, JobProgressReporter, JsonlReporter, Reporter
 from clipvis.cli.segment import DEFAULT_FORMATS, FORMATS, SegmentOptions, SegmentRunner, checkpoint_identity
 from clipvis.weights import DEFAULT_PRETRAINED
 
@@ -158,8 +158,12 @@ def segment(
                 overlay_min_score=overlay_min_score, config=str(config) if config else None,
                 clip_config=str(clip_config) if clip_config else None, allow_hub_clip=allow_hub_clip,
             )
-            counts = _run_inputs(options, sources, positions, log_format, vocabulary, job)
-            code = _finish(counts, len(sources), job)
+            reporter = make_reporter(log_format, job)
+            try:
+                counts = _run_inputs(options, sources, positions, reporter, vocabulary, job)
+                code = _finish(counts, len(sources), job, reporter)
+            finally:
+                reporter.close()
     except OtherRankFailed as error:  # its own line came from that rank; the others' finished outputs are kept
         if job.is_main:
             print_error(f"{error}; the finished outputs are kept and a rerun skips them")
@@ -228,14 +232,22 @@ def human_reporter(job: DistributedRun | None) -> HumanReporter:
     return HumanReporter() if job is None or job.is_main else HumanReporter(interactive=False)
 
 
-def _run_inputs(options, sources, positions, log_format, vocabulary, job) -> dict[str, int]:
+def make_reporter(log_format: str, job: DistributedRun | None) -> Reporter:
+    """The ``--log-format`` reporter; under torchrun it also counts the job's progress, which rank 0 shows (its
+    overall bar, or ``job_progress`` lines) until every rank is done."""
+    reporter: Reporter = JsonlReporter() if log_format == "jsonl" else human_reporter(job)
+    return reporter if job is None else JobProgressReporter(reporter, job)
+
+
+def _run_inputs(options, sources, positions, reporter: Reporter, vocabulary, job) -> dict[str, int]:
     """Run this process' inputs (``positions`` into ``sources``); how many ended complete, skipped, failed."""
     counts = {"complete": 0, "skipped": 0, "failed": 0}
     positions = _unless_empty(positions)
     if positions is None:  # e.g. a shard without inputs: no weights loaded
+        if job is not None and job.is_main:
+            reporter.batch_started(0)  # rank 0 still shows the other ranks' progress
         return counts
     predictor = load_predictor(options)
-    reporter = JsonlReporter() if log_format == "jsonl" else human_reporter(job)
     runner = SegmentRunner(predictor, options, reporter, categories=[class_name(v) for v in vocabulary])
     try:
         with HeapTrimmer():
@@ -248,7 +260,6 @@ def _run_inputs(options, sources, positions, log_format, vocabulary, job) -> dic
         reporter.close()
         print_error("interrupted; incomplete outputs were not written")
         raise typer.Exit(130) from None
-    reporter.close()
     return counts
 
 
@@ -261,18 +272,21 @@ def _unless_empty(positions: Iterable[int]) -> Iterable[int] | None:
     return None if first is None else chain([first], iterator)
 
 
-def _finish(counts: dict[str, int], total: int, job: DistributedRun | None) -> int:
+def _finish(counts: dict[str, int], total: int, job: DistributedRun | None, reporter: Reporter) -> int:
     """Report failures (under torchrun: rank 0, once every rank is done, for all ranks) and give the exit code.
 
     Under torchrun every rank exits 1 when an input failed on any rank. Not only rank 0: torchrun's agent on a
     machine whose processes all exited 0 waits at its exit barrier for the agents of the other machines, and an
     agent whose process failed never comes there, so the machines without a failure would wait out the barrier's
-    timeout (300 s) before exiting; the failed run also gets a non-zero exit code on every machine."""
+    timeout (300 s) before exiting; the failed run also gets a non-zero exit code on every machine. Rank 0's progress
+    runs until every rank is done; the reporter is closed before the summary line."""
     if job is None:
+        reporter.close()
         if counts["failed"]:
             typer.echo(f"clipvis: {counts['failed']} of {total} input(s) failed", err=True)
         return 1 if counts["failed"] else 0
     every_rank = job.last_gather(counts)
+    reporter.close()
     failed = sum(c["failed"] for c in every_rank)
     if job.is_main:
         complete, skipped = sum(c["complete"] for c in every_rank), sum(c["skipped"] for c in every_rank)

@@ -22,6 +22,8 @@ from typer.testing import CliRunner
 
 from clipvis.cli.app import app
 from clipvis.cli.distributed import DistributedRun, InputsDifferError, OtherRankFailed, Shard, visible_gpu
+from clipvis.cli.inputs import VideoSource
+from clipvis.cli.progress import JobProgressReporter
 
 from .thread_ranks import ThreadJob, ThreadRanks
 
@@ -158,13 +160,18 @@ def test_shards_write_what_one_process_writes(videos, tiny_weights, single_proce
 
 
 def test_torchrun_two_processes_write_what_one_process_writes(videos, tiny_weights, single_process, tmp_path) -> None:
-    """The broken file's failure (whichever rank took it) shows in rank 0's summary and in torchrun's exit code."""
+    """The broken file's failure (whichever rank took it) shows in rank 0's summary and in torchrun's exit code; rank
+    0's progress counts every rank's inputs."""
     out = tmp_path / "out"
-    result = clipvis(segment_args(videos, tiny_weights, out), tmp_path / "cache", torchrun=2)
+    result = clipvis(segment_args(videos, tiny_weights, out, "--log-format", "jsonl"), tmp_path / "cache", torchrun=2)
     assert output_files(out) == single_process
     assert result.stderr.count("6 input(s) over 2 processes: 5 complete, 0 skipped, 1 failed") == 1, result.stderr
     assert result.returncode != 0 and "broken.mp4" in result.stderr
     assert len(result.stdout.split()) == 15
+    events = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
+    job = [(e["ended"], e["total"]) for e in events if e["event"] == "job_progress"]
+    assert job[0] == (0, 6) and job[-1] == (6, 6) and job == sorted(job), job
+    assert sum(e["event"] in ("video_done", "video_failed") for e in events) == 6
 
 
 def test_torchrun_reads_the_input_list_on_stdin_once(videos, tiny_weights, single_process, tmp_path) -> None:
@@ -421,3 +428,48 @@ def test_a_rank_that_finds_other_inputs_stops_with_one_line() -> None:
         "rank 1 finds 3 input(s) and rank 0 finds 2, input 2 differs: c.mp4 here, b.mp4 on rank 0; every process "
         "must see the same inputs (a folder still being copied?)"
     )
+
+
+def test_rank_0_shows_how_many_inputs_every_rank_ended() -> None:
+    """Each rank counts the inputs it ends in the job's counter; rank 0's reporter shows the job's count, also while it
+    waits for the other ranks at the end, and every rank's own count is kept apart from the next queue's."""
+    names = ["a", "b", "c", "d"]
+    rank_0_ended_one = threading.Event()
+
+    class Shown:
+        def __init__(self) -> None:
+            self.job: list[tuple[int, int]] = []
+
+        def __getattr__(self, name):
+            return lambda *args, **kwargs: None
+
+        def job_progress(self, ended: int, total: int) -> None:
+            self.job.append((ended, total))
+
+    def body(job):
+        assert job.inputs_ended() is None
+        shown = Shown()
+        reporter = JobProgressReporter(shown, job, interval=0.01)
+        taken = job.largest_first(names, range(len(names)), lambda p: 0)
+        reporter.batch_started(None)
+        if job.rank == 0:
+            reporter.video_finished(VideoSource(path=Path(names[next(taken)])), "a", 1, 1.0, [])
+            rank_0_ended_one.set()
+            # waiting at the end while rank 1 ends the rest: the thread shows them
+            deadline = time.monotonic() + 20
+            while (not shown.job or shown.job[-1] != (4, 4)) and time.monotonic() < deadline:
+                time.sleep(0.01)
+        else:
+            assert rank_0_ended_one.wait(20)
+            for p in taken:
+                reporter.video_skipped(VideoSource(path=Path(names[p])), names[p])
+        job.last_gather(None)
+        reporter.close()
+        second = list(job.claimed(["x"]))  # a later queue counts from 0
+        return shown.job, job.inputs_ended(), second
+
+    outcomes, _ = run_threads(2, body)
+    (shown_0, after_0, second_0), (shown_1, after_1, second_1) = outcomes
+    assert shown_0[0] == (0, 4) and (1, 4) in shown_0 and shown_0[-1] == (4, 4), shown_0
+    assert shown_1 == []
+    assert after_0 == after_1 == (0, 1) and sorted(second_0 + second_1) == ["x"]

@@ -41,8 +41,8 @@ class ThreadJob(DistributedRun):
         self.ranks.barrier.wait()
         return values
 
-    def _claim(self, key: str) -> int:
+    def _add(self, key: str, amount: int) -> int:
         with self.ranks.lock:
-            taken = self.ranks.counters.get(key, 0)
-            self.ranks.counters[key] = taken + 1
-        return taken
+            value = self.ranks.counters.get(key, 0) + amount
+            self.ranks.counters[key] = value
+        return value

@@ -1,0 +1,136 @@
+"""Progress reporting: the JSON lines machines read, the bars people watch, and under torchrun the job's progress
+over every process on rank 0."""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+import time
+from pathlib import Path
+
+from clipvis.cli.inputs import VideoSource
+from clipvis.cli.progress import HumanReporter, JobProgressReporter, JsonlReporter
+
+SOURCE = VideoSource(path=Path("a.mp4"))
+
+
+class CountingJob:
+    """The job-wide counter of a torchrun job (DistributedRun.input_ended / inputs_ended) for one rank."""
+
+    def __init__(self, total: int, rank: int = 0, shared: dict[str, int] | None = None) -> None:
+        self.total = total
+        self.is_main = rank == 0
+        self.shared = shared if shared is not None else {"ended": 0}
+        self.lock = threading.Lock()
+
+    def input_ended(self) -> tuple[int, int]:
+        with self.lock:
+            self.shared["ended"] += 1
+            return self.shared["ended"], self.total
+
+    def inputs_ended(self) -> tuple[int, int]:
+        return self.shared["ended"], self.total
+
+
+class JobRecorder:
+    """A Reporter that keeps the ``job_progress`` calls (and nothing else)."""
+
+    def __init__(self) -> None:
+        self.job: list[tuple[int, int]] = []
+        self.closed = 0
+
+    def batch_started(self, num_videos) -> None: ...
+    def video_started(self, source, stem, total_frames) -> None: ...
+    def frames_done(self, count) -> None: ...
+    def video_finished(self, source, stem, frames, fps, outputs) -> None: ...
+    def video_skipped(self, source, stem, reason: str = "") -> None: ...
+    def video_failed(self, source, stem, message) -> None: ...
+
+    def job_progress(self, ended: int, total: int) -> None:
+        self.job.append((ended, total))
+
+    def close(self) -> None:
+        self.closed += 1
+
+
+def wait_until(condition, seconds: float = 10.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.01)
+    return condition()
+
+
+def test_jsonl_reports_the_job_progress_when_it_changes() -> None:
+    stream = io.StringIO()
+    reporter = JsonlReporter(stream)
+    for ended in (0, 1, 1, 1, 3):
+        reporter.job_progress(ended, 3)
+    events = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert events == [{"event": "job_progress", "ended": e, "total": 3} for e in (0, 1, 3)]
+
+
+def test_the_overall_bar_counts_the_job_once_job_progress_comes() -> None:
+    reporter = HumanReporter(stream=io.StringIO(), interactive=True)
+    reporter.batch_started(None)
+    reporter.video_finished(SOURCE, "a", 4, 1.0, [])
+    overall = reporter.progress.tasks[0]
+    assert (overall.completed, overall.total) == (1, None)  # this process' own videos
+    reporter.job_progress(5, 12)
+    reporter.video_finished(SOURCE, "b", 4, 1.0, [])  # the job's counter says when it counts
+    reporter.video_failed(SOURCE, "c", "c.mp4: broken")
+    assert (overall.completed, overall.total, overall.description) == (5, 12, "videos, all processes")
+    reporter.close()
+
+
+def test_every_rank_counts_its_inputs_and_only_rank_0_shows_the_job() -> None:
+    shared = {"ended": 0}
+    main, other = JobRecorder(), JobRecorder()
+    rank_0 = JobProgressReporter(main, CountingJob(4, 0, shared), interval=0.01)
+    rank_1 = JobProgressReporter(other, CountingJob(4, 1, shared), interval=0.01)
+    rank_0.batch_started(None)
+    rank_1.batch_started(None)
+    rank_0.video_finished(SOURCE, "a", 4, 1.0, [])
+    assert (1, 4) in main.job  # its own input at once
+    rank_1.video_skipped(SOURCE, "b")
+    rank_1.video_failed(SOURCE, "c", "c.mp4: broken")
+    # rank 0 is busy or waiting for the others: its thread shows their inputs meanwhile
+    assert wait_until(lambda: main.job[-1] == (3, 4)), main.job
+    rank_1.video_finished(SOURCE, "d", 4, 1.0, [])
+    assert wait_until(lambda: main.job[-1] == (4, 4)), main.job
+    assert rank_0._watcher is not None and wait_until(lambda: not rank_0._watcher.is_alive())  # all ended: it stops
+    rank_1.close()
+    rank_0.close()
+    assert other.job == [] and main.job[-1] == (4, 4) and (main.closed, other.closed) == (1, 1)
+    assert shared["ended"] == 4
+
+
+def test_rank_0_shows_the_last_counts_when_it_closes() -> None:
+    shared = {"ended": 0}
+    main = JobRecorder()
+    rank_0 = JobProgressReporter(main, CountingJob(3, 0, shared), interval=60.0)  # the thread never wakes
+    rank_0.batch_started(0)  # no input of its own
+    assert main.job == [(0, 3)]
+    shared["ended"] = 3  # the other ranks' inputs, ended before the last gather
+    rank_0.close()
+    assert main.job == [(0, 3), (3, 3)] and main.closed == 1
+    rank_0.close()  # again (after Ctrl-C): nothing more
+    assert main.job == [(0, 3), (3, 3)]
+
+
+def test_a_job_whose_store_is_gone_stops_the_display_quietly() -> None:
+    class GoneJob(CountingJob):
+        def inputs_ended(self):
+            if self.shared["ended"]:
+                raise RuntimeError("Connection reset by peer")
+            return super().inputs_ended()
+
+    main = JobRecorder()
+    reporter = JobProgressReporter(main, GoneJob(2), interval=0.01)
+    reporter.batch_started(None)
+    reporter.job.shared["ended"] = 1
+    assert wait_until(lambda: not reporter._watcher.is_alive())
+    reporter.close()
+    assert main.job == [(0, 2)] and main.closed == 1
