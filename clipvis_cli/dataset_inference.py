@@ -88,7 +88,9 @@ class DatasetInference:
     def _prepare_cache(self, cache: Path) -> None:
         """Check the cache key of `cache` (held locked by the caller); on a new key delete clipvis' own per-video
         files only. Raises ForeignCacheFolderError for a non-empty folder without clipvis' stamp."""
-        identity = cache_identity(self.options.weights, self.options.vocabulary, self.options.result_options())
+        # the first is the key this version writes; the others are the same run as earlier stamps recorded it
+        identities = [cache_identity(w, self.options.vocabulary, o) for w, o in self.options.identities()]
+        identity = identities[0]
         marker = cache / CACHE_STAMP
         remove_stale_temp_files(cache)
         own = [entry for entry in cache.iterdir() if _PER_VIDEO_FILE.match(entry.name) and entry.is_file()]
@@ -105,10 +107,11 @@ class DatasetInference:
                 previous = json.loads(marker.read_text(encoding="utf-8"))["identity"]
             except (OSError, ValueError, KeyError, TypeError):
                 previous = None
-        if previous != identity:
+        if previous not in identities:
             for entry in own:
                 entry.unlink(missing_ok=True)
-            atomic_write_json(marker, {"identity": identity, "weights": self.options.weights})
+        if previous != identity:
+            atomic_write_json(marker, {"identity": identity, "weights": self.options.weights_identity()})
 
     def video_folder(self, video: GtVideo) -> Path:
         """The folder of a video's frames (the frames root when its frame names cannot be used)."""

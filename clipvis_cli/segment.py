@@ -78,17 +78,34 @@ class SegmentOptions:
     checkpoint: dict[str, Any] | None = None
     allow_hub_clip: bool = False  # let a config/checkpoint name a CLIP outside the released ones and download it
 
-    def result_options(self) -> dict[str, Any]:
+    def result_options(self, paths_as_given: bool = False) -> dict[str, Any]:
         """What changes results, besides weights and vocabulary: the run.json identity. The config files count by
-        their resolved contents (a `_BASE_` file edited counts too), the checkpoint by its file's identity."""
+        their resolved contents (a `_BASE_` file edited counts too) and resolved path, the checkpoint by its file's
+        identity. ``paths_as_given``: the config paths as typed, as clipvis 0.1.0's first outputs recorded them."""
         data = asdict(self)
         for key in ("vocabulary", "weights", "output", "device", "batch_frames", "skip_existing", "allow_hub_clip"):
             data.pop(key)
         data["formats"] = sorted(self.formats)
-        data["config"] = config_identity(self.config)
-        data["clip_config"] = config_identity(self.clip_config, clip=True)
+        data["config"] = config_identity(self.config, resolve=not paths_as_given)
+        data["clip_config"] = config_identity(self.clip_config, clip=True, resolve=not paths_as_given)
         data["clipvis"] = __version__
         return data
+
+    def weights_identity(self) -> str:
+        """The weights as outputs are known by (run.json, evaluate's cache): a released checkpoint's name as given, a
+        local file or training folder by the resolved path of the checkpoint file it gave (``checkpoint``), so that
+        ``w.pth``, ``./w.pth`` and ``/data/w.pth`` from another folder are the same run."""
+        if self.checkpoint is not None and Path(self.weights).expanduser().exists():
+            return str(self.checkpoint["file"])
+        return self.weights
+
+    def identities(self) -> list[tuple[str, dict[str, Any]]]:
+        """``(weights, result options)`` pairs this run's outputs may be recorded under: first the one it records
+        (``weights_identity``, resolved config paths), then the paths as typed, which earlier outputs recorded and
+        which are still reused when the same paths are typed again."""
+        current = (self.weights_identity(), self.result_options())
+        typed = (self.weights, self.result_options(paths_as_given=True))
+        return [current] if typed == current else [current, typed]
 
 
 def checkpoint_identity(path: Path | str) -> dict[str, Any]:
@@ -98,9 +115,9 @@ def checkpoint_identity(path: Path | str) -> dict[str, Any]:
     return {"file": path_text(real), "bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 
 
-def config_identity(path: str | None, clip: bool = False) -> dict[str, str] | None:
-    """A config file's identity: its path and the SHA-256 of what it resolves to (after `_BASE_` includes), or of
-    its bytes when it cannot be parsed."""
+def config_identity(path: str | None, clip: bool = False, resolve: bool = True) -> dict[str, str] | None:
+    """A config file's identity: its path (``resolve``: absolute, symbolic links resolved) and the SHA-256 of what it
+    resolves to (after `_BASE_` includes), or of its bytes when it cannot be parsed."""
     if path is None:
         return None
     from clipvis.model.config import load_clip_model_config, load_config_file
@@ -113,7 +130,7 @@ def config_identity(path: str | None, clip: bool = False) -> dict[str, str] | No
             text = Path(path).read_bytes()
         except OSError:
             text = b""
-    return {"path": path_text(path), "sha256": hashlib.sha256(text).hexdigest()}
+    return {"path": path_text(os.path.realpath(path) if resolve else path), "sha256": hashlib.sha256(text).hexdigest()}
 
 
 @dataclass
@@ -216,7 +233,8 @@ class SegmentRunner:
         stem = stem or source.stem
         if not source.ok:
             return _settled(self._failed(source, stem, source.describe_error()))
-        manifest = RunManifest.start(source, stem, opts.weights, opts.vocabulary, opts.result_options())
+        weights, options = opts.identities()[0]
+        manifest = RunManifest.start(source, stem, weights, opts.vocabulary, options)
         reserved = self._reserved - {stem.lower(), (folder or stem).lower()}
         try:
             claim = claim_output_folder(opts.output, manifest, source, self._taken, reserved, preferred=folder)
@@ -249,8 +267,9 @@ class SegmentRunner:
         function that writes its files and returns the outcome."""
         opts, paths, previous, stem = self.options, claim.paths, claim.previous, claim.paths.stem
         remove_stale_temp_files(paths.directory)  # we hold the folder's lock: no live process is writing them
-        if opts.skip_existing and previous is not None and previous.is_complete_for(
-            opts.weights, opts.vocabulary, opts.result_options(), source, paths.directory
+        if opts.skip_existing and previous is not None and any(
+            previous.is_complete_for(weights, opts.vocabulary, options, source, paths.directory)
+            for weights, options in opts.identities()
         ):
             self.reporter.video_skipped(source, stem)
             return VideoOutcome(source, stem, "skipped", [paths.directory / n for n in previous.output_names])

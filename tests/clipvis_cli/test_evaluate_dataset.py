@@ -86,6 +86,22 @@ def test_lvvis_val_end_to_end_and_resume(tmp_path, tiny_weights) -> None:
     assert json.loads((out / "results.json").read_text()) == [r for r in results if r["video_id"] == 1]
 
 
+def test_the_cache_knows_the_weights_by_their_resolved_path(tmp_path, tiny_weights, monkeypatch) -> None:
+    """The per-video cache survives the weights typed another way: relative in their folder, then absolute from
+    elsewhere."""
+    data = tmp_path / "datasets"
+    make_lvvis(data)
+    out = tmp_path / "eval"
+    args = ["--dataset", "lvvis_val", "--data-root", str(data), "-o", str(out), "--device", "cpu"]
+    monkeypatch.chdir(tiny_weights.parent)
+    first = evaluate([*args, "--weights", tiny_weights.name])
+    assert first.exit_code == 0 and "2 videos run, 0 reused" in first.stderr, first.output
+    monkeypatch.chdir(tmp_path)
+    second = evaluate([*args, "--weights", str(tiny_weights)])
+    assert second.exit_code == 0 and "0 videos run, 2 reused" in second.stderr, second.output
+    assert json.loads((out / "per_video" / "cache.json").read_text())["weights"] == str(tiny_weights.resolve())
+
+
 def test_split_without_public_gt_writes_server_zip(tmp_path, tiny_weights) -> None:
     data = tmp_path / "datasets"
     make_lvvis(data, split="test", annotation="test_instances.json")

@@ -100,6 +100,37 @@ def test_stride_max_frames_stdin_and_skip_existing(tmp_path, tiny_weights) -> No
     assert redo.exit_code == 0 and "ytvis.json" in redo.stdout
 
 
+def test_the_same_weights_by_another_path_are_the_same_run(tmp_path, tiny_weights, monkeypatch) -> None:
+    """`--skip-existing` knows a weights file by its resolved path: `w.safetensors` typed in its folder, `./w...` or
+    the absolute path from elsewhere is the same run. Outputs an earlier clipvis recorded under the path as typed are
+    reused when the same path is typed again."""
+    from clipvis.cli.writers import RunManifest, config_hash
+
+    video = write_video(tmp_path / "clip.mp4")
+    (tmp_path / "w").mkdir()
+    weights = tmp_path / "w" / "tiny.safetensors"
+    weights.write_bytes(tiny_weights.read_bytes())
+    out = tmp_path / "out"
+    monkeypatch.chdir(tmp_path / "w")
+    first = run_cli(segment_args(Path("tiny.safetensors"), out, str(video), extra=("--formats", "ytvis")))
+    assert first.exit_code == 0 and "ytvis.json" in first.stdout, first.output
+    manifest = RunManifest.read(out / "clip" / "run.json")
+    assert manifest.weights == str(weights.resolve())
+    monkeypatch.chdir(tmp_path)
+    for spelling in (weights, Path("w") / "." / "tiny.safetensors"):
+        again = run_cli(segment_args(spelling, out, str(video), extra=("--formats", "ytvis")))
+        assert again.exit_code == 0 and again.stdout == "", (spelling, again.output)
+    # as an earlier version recorded it: the weights as typed
+    legacy = json.loads((out / "clip" / "run.json").read_text())
+    legacy["weights"] = "w/tiny.safetensors"
+    legacy["config_hash"] = config_hash("w/tiny.safetensors", legacy["vocabulary"], legacy["options"])
+    (out / "clip" / "run.json").write_text(json.dumps(legacy))
+    same = run_cli(segment_args(Path("w/tiny.safetensors"), out, str(video), extra=("--formats", "ytvis")))
+    assert same.exit_code == 0 and same.stdout == "", same.output
+    other = run_cli(segment_args(weights, out, str(video), extra=("--formats", "ytvis")))
+    assert other.exit_code == 0 and "ytvis.json" in other.stdout  # not provably the same run: redone
+
+
 def test_image_folder_is_one_video(tmp_path, tiny_weights) -> None:
     folder = tmp_path / "seq"
     folder.mkdir()

@@ -134,3 +134,23 @@ def test_manifest_write_is_atomic(finished_run, monkeypatch: pytest.MonkeyPatch)
     monkeypatch.undo()
     assert paths.manifest.read_text() == before
     assert sorted(p.name for p in paths.directory.iterdir()) == ["coco.json", "overlay.mp4", "run.json", "ytvis.json"]
+
+
+def test_outputs_know_local_files_by_their_resolved_paths(tmp_path, monkeypatch) -> None:
+    """A weights file and a config file count by their resolved paths; the paths as typed come second (what earlier
+    outputs recorded). A released checkpoint's name is kept as it is."""
+    from clipvis.cli.segment import SegmentOptions, checkpoint_identity
+
+    weights = tmp_path / "w.pth"
+    weights.write_bytes(b"weights")
+    config = tmp_path / "c.yaml"
+    config.write_text("MODEL:\n  MASK_FORMER:\n    NUM_OBJECT_QUERIES: 10\n")
+    monkeypatch.chdir(tmp_path)
+    identity = checkpoint_identity("w.pth")
+    options = SegmentOptions(vocabulary=VOCAB, weights="w.pth", config="c.yaml", checkpoint=identity)
+    (current_weights, current), (typed_weights, typed) = options.identities()
+    assert (current_weights, typed_weights) == (str(weights.resolve()), "w.pth")
+    assert current["config"]["path"] == str(config.resolve()) and typed["config"]["path"] == "c.yaml"
+    assert current["config"]["sha256"] == typed["config"]["sha256"]
+    released = SegmentOptions(vocabulary=VOCAB, weights="clipvis_lvis_r50", checkpoint=identity)
+    assert released.identities() == [("clipvis_lvis_r50", released.result_options())]
