@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence, Sized
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +46,7 @@ from clipvis.cli.writers import (
     create_writers,
     writer_formats,
 )
-from clipvis.cli.writers.layout import ClaimedFolder, claim_output_folder, plan_folder_names
+from clipvis.cli.writers.layout import ClaimedFolder, OutputRootListing, claim_output_folder, plan_folder_names
 from clipvis.cli.writers.manifest import STATUS_INTERRUPTED
 
 FORMATS = writer_formats()  # every --formats name (DEFAULT_FORMATS: what segment writes unless told)
@@ -182,6 +183,12 @@ class SegmentRunner:
         self.background_writers = background_writers
         self._taken: set[str] = set()  # folder names given to inputs of this batch (lower case)
         self._reserved: frozenset[str] = frozenset()  # natural stems of this batch's inputs (lower case)
+        self._listing: OutputRootListing | None = None  # the output root's folders, for this batch
+
+    @cached_property
+    def _identities(self) -> list[tuple[str, dict[str, Any]]]:
+        """``options.identities()``, once per runner: the config files are read once, as the model was built."""
+        return self.options.identities()
 
     def run_batch(
         self, sources: Sequence[VideoSource], positions: Iterable[int] | None = None
@@ -199,6 +206,7 @@ class SegmentRunner:
         # `stem/` and which `stem-2/` does not depend on which shard runs first.
         planned = dict(zip(readable, plan_folder_names([sources[p].stem for p in readable]), strict=True))
         self._reserved = frozenset(name.lower() for p in readable for name in (sources[p].stem, planned[p]))
+        self._listing = OutputRootListing(self.options.output)
         positions = range(len(sources)) if positions is None else positions
         self.reporter.batch_started(len(positions) if isinstance(positions, Sized) else None)
         if not self.background_writers:
@@ -233,11 +241,12 @@ class SegmentRunner:
         stem = stem or source.stem
         if not source.ok:
             return _settled(self._failed(source, stem, source.describe_error()))
-        weights, options = opts.identities()[0]
+        weights, options = self._identities[0]
         manifest = RunManifest.start(source, stem, weights, opts.vocabulary, options)
-        reserved = self._reserved - {stem.lower(), (folder or stem).lower()}
         try:
-            claim = claim_output_folder(opts.output, manifest, source, self._taken, reserved, preferred=folder)
+            claim = claim_output_folder(
+                opts.output, manifest, source, self._taken, self._reserved, preferred=folder, listing=self._listing
+            )
         except FolderBusyError as error:
             self.reporter.video_skipped(source, stem, reason=f"{error}; skipped")
             return _settled(VideoOutcome(source, stem, "skipped", error=str(error)))
@@ -269,7 +278,7 @@ class SegmentRunner:
         remove_stale_temp_files(paths.directory)  # we hold the folder's lock: no live process is writing them
         if opts.skip_existing and previous is not None and any(
             previous.is_complete_for(weights, opts.vocabulary, options, source, paths.directory)
-            for weights, options in opts.identities()
+            for weights, options in self._identities
         ):
             self.reporter.video_skipped(source, stem)
             return VideoOutcome(source, stem, "skipped", [paths.directory / n for n in previous.output_names])

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import itertools
 import os
-from collections.abc import Sequence
+import re
+import time
+from collections.abc import Container, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +34,7 @@ MANIFEST_NAME = "run.json"
 
 _ROOT_LOCK_TIMEOUT_S = 60.0  # the root lock is held only while a folder is chosen: milliseconds
 _MAX_SUFFIX = 10_000
+_NUMBERED = re.compile(r"^(.*)-([0-9]+)$", re.DOTALL)  # "clip-12" -> ("clip", "12"); lower-case names
 
 
 @dataclass(frozen=True)
@@ -82,26 +85,81 @@ class ClaimedFolder:
     previous: RunManifest | None
 
 
+class OutputRootListing:
+    """The folders of an output root, by the natural stem they are named after (``clip``, ``clip-2``, … under
+    ``clip``): listed once, and again whenever the root changed (its modification time), so that a rerun choosing
+    the folders of thousands of inputs does not list thousands of folders for each. A batch keeps one for its output
+    root.
+
+    A listing is trusted only while the root's modification time is older than the listing by more than
+    ``RACY_NS``: a folder made in the same tick of a coarse file-system clock would not change it."""
+
+    RACY_NS = 1_000_000_000
+
+    def __init__(self, root: Path | str) -> None:
+        self.root = Path(root)
+        self._modified: int | None = None
+        self._listed_at = 0
+        self._by_stem: dict[str, list[tuple[int, str]]] = {}
+        self._checked = False
+
+    def writable_root(self) -> Path:
+        """The root, made and checked writable the first time (``ensure_output_dir``: its probe file changes the
+        root, so not at every input; a root that stops being writable fails the next folder made in it)."""
+        if not self._checked:
+            ensure_output_dir(self.root)
+            self._checked = True
+        return self.root
+
+    def named_after(self, stem: str) -> list[str]:
+        """The folders named ``stem`` or ``stem-N`` (any case), by N (``stem`` first)."""
+        self._refresh()
+        return [name for _, name in sorted(self._by_stem.get(stem.lower(), []))]
+
+    def _refresh(self) -> None:
+        try:
+            modified: int | None = self.root.stat().st_mtime_ns
+        except OSError:
+            modified = None
+        if modified is not None and modified == self._modified and modified < self._listed_at - self.RACY_NS:
+            return
+        self._by_stem, self._modified, self._listed_at = {}, modified, time.time_ns()
+        try:
+            names = [entry.name for entry in os.scandir(self.root) if entry.is_dir()]
+        except OSError:
+            names = []
+        for name in names:
+            lower = name.lower()
+            self._by_stem.setdefault(lower, []).append((1, name))
+            numbered = _NUMBERED.match(lower)
+            if numbered is not None:
+                self._by_stem.setdefault(numbered.group(1), []).append((int(numbered.group(2)), name))
+
+
 def claim_output_folder(
     output_root: Path | str,
     manifest: RunManifest,
     source: VideoSource,
     taken: set[str] | None = None,
-    reserved: set[str] | frozenset[str] = frozenset(),
+    reserved: Container[str] = frozenset(),
     preferred: str | None = None,
+    listing: OutputRootListing | None = None,
 ) -> ClaimedFolder:
     """Choose, lock and return the output folder of `source` (see module docstring).
 
     `manifest` is the run's "running" manifest; its `stem` is the natural folder name and is set to the folder
     chosen; it is written into a new folder at once (so the folder is marked as this source's before the root lock
     is released). `taken`: lower-case names already given to other inputs of this batch (updated). `reserved`:
-    lower-case natural names of other inputs of this batch, which a `-N` suffix avoids. `preferred`: the name to try
-    first (`plan_folder_names`), before `stem`, `stem-2`, ….
+    lower-case natural and planned names of the inputs of this batch, which a `-N` suffix avoids (but this input's
+    own). `preferred`: the name to try
+    first (`plan_folder_names`), before `stem`, `stem-2`, …. `listing`: the batch's `OutputRootListing` of
+    `output_root` (default: the root is listed now).
 
     Raises FolderBusyError when this source's folder is locked by another live process, OutputNotWritableError
     when the output root or folder cannot be written.
     """
-    root = ensure_output_dir(output_root)
+    listing = OutputRootListing(output_root) if listing is None else listing
+    root = listing.writable_root()
     taken = set() if taken is None else taken
     owner = source_fingerprint(source)["path"]
     stem = manifest.stem
@@ -111,8 +169,9 @@ def claim_output_folder(
         raise OutputNotWritableError(root, error) from error
     try:
         # This source's folder from an earlier run comes first wherever it is, then the planned name, then the rest.
-        first = [n for n in (*_own_folders(root, stem, owner), preferred) if n and n.lower() not in taken]
-        for name in itertools.chain(first, (n for n in _candidates(stem, taken, reserved) if n not in first)):
+        first = [n for n in (*_own_folders(listing, stem, owner), preferred) if n and n.lower() not in taken]
+        others = _Except(reserved, {stem.lower(), (preferred or stem).lower()})  # its own names are not others'
+        for name in itertools.chain(first, (n for n in _candidates(stem, taken, others) if n not in first)):
             directory = root / name
             previous = RunManifest.read(directory / MANIFEST_NAME)
             if previous is not None and previous.source_path != owner:
@@ -143,34 +202,32 @@ def plan_folder_names(stems: Sequence[str]) -> list[str]:
     taken: set[str] = set()
     names = []
     for stem in stems:
-        name = next(_candidates(stem, taken, natural - {stem.lower()}))
+        name = next(_candidates(stem, taken, natural))  # a name with a -N suffix is never the stem's own
         taken.add(name.lower())
         names.append(name)
     return names
 
 
-def _own_folders(root: Path, stem: str, owner: str) -> list[str]:
-    """The folders `stem`, `stem-N` under `root` whose run.json records the source `owner`, by suffix."""
-    prefix = stem.lower()
-    found: list[tuple[int, str]] = []
-    try:
-        entries = [entry.name for entry in os.scandir(root) if entry.is_dir()]
-    except OSError:
-        return []
-    for name in entries:
-        lower = name.lower()
-        suffix = 1 if lower == prefix else None
-        if lower.startswith(prefix + "-") and lower[len(prefix) + 1 :].isdigit():
-            suffix = int(lower[len(prefix) + 1 :])
-        if suffix is None:
-            continue
-        previous = RunManifest.read(root / name / MANIFEST_NAME)
-        if previous is not None and previous.source_path == owner:
-            found.append((suffix, name))
-    return [name for _, name in sorted(found)]
+def _own_folders(listing: OutputRootListing, stem: str, owner: str) -> list[str]:
+    """The folders `stem`, `stem-N` of the listed root whose run.json records the source `owner`, by suffix."""
+    return [
+        name for name in listing.named_after(stem)
+        if (previous := RunManifest.read(listing.root / name / MANIFEST_NAME)) is not None
+        and previous.source_path == owner
+    ]
 
 
-def _candidates(stem: str, taken: set[str], reserved: set[str] | frozenset[str]):
+class _Except:
+    """The names of ``names`` but those of ``but``, without copying ``names`` (a batch's thousands)."""
+
+    def __init__(self, names: Container[str], but: set[str]) -> None:
+        self.names, self.but = names, but
+
+    def __contains__(self, name: object) -> bool:
+        return name not in self.but and name in self.names
+
+
+def _candidates(stem: str, taken: set[str], reserved: Container[str]):
     if stem.lower() not in taken:
         yield stem
     for suffix in range(2, _MAX_SUFFIX):

@@ -14,6 +14,7 @@ source's outputs into it (a second `clip.mp4` from elsewhere goes to `clip-2/`).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -78,13 +79,19 @@ def source_fingerprint(source: VideoSource | Path | str) -> dict[str, Any]:
 
 def package_versions() -> dict[str, str]:
     """Versions of Python and the packages that affect results (without importing them)."""
-    versions = {"python": platform.python_version()}
+    return dict(_installed_versions())
+
+
+@functools.cache
+def _installed_versions() -> tuple[tuple[str, str], ...]:
+    """Read once per process: each lookup parses a package's metadata (~1 ms), and every input's run.json has them."""
+    versions = [("python", platform.python_version())]
     for name in _VERSIONED_PACKAGES:
         try:
-            versions[name] = metadata.version(name)
+            versions.append((name, metadata.version(name)))
         except metadata.PackageNotFoundError:
             continue
-    return versions
+    return tuple(versions)
 
 
 def _now() -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -55,3 +56,33 @@ def test_busy_folder_of_the_same_source_raises_other_sources_go_on(tmp_path: Pat
         with pytest.raises(FolderBusyError, match="another clipvis process is writing here"):
             claim(out, a)
         assert claim(out, b) == "clip-2"
+
+
+def test_a_batch_lists_the_output_root_again_only_when_it_changed(tmp_path: Path, monkeypatch) -> None:
+    """A rerun over thousands of inputs must not list thousands of folders for each input; a folder another process
+    made since (the root's modification time changed, or changed too recently to tell) is still seen, and an input
+    comes back to its own folder, whatever its suffix."""
+    from clipvis.cli.writers import layout
+
+    out = tmp_path / "out"
+    a, b = VideoSource(tmp_path / "a" / "clip.mp4"), VideoSource(tmp_path / "b" / "clip.mp4")
+    assert claim(out, a) == "clip" and claim(out, b) == "clip-2"
+    (out / "Clip-07").mkdir()
+    (out / "clip-x").mkdir()
+    scans = []
+    real_scandir = layout.os.scandir
+    monkeypatch.setattr(layout.os, "scandir", lambda path: scans.append(path) or real_scandir(path))
+    listing = layout.OutputRootListing(out)
+    assert listing.named_after("CLIP") == ["clip", "clip-2", "Clip-07"] and len(scans) == 1
+    assert listing.named_after("clip") == ["clip", "clip-2", "Clip-07"] and len(scans) == 2  # changed just now
+    old = out.stat().st_mtime_ns - 10 * 10**9
+    os.utime(out, ns=(old, old))  # ten seconds ago: the listing holds
+    assert listing.named_after("clip") == ["clip", "clip-2", "Clip-07"] and len(scans) == 3
+    assert listing.named_after("clip-2") == ["clip-2"] and listing.named_after("other") == [] and len(scans) == 3
+    (out / "clip-3").mkdir()  # another process
+    assert listing.named_after("clip") == ["clip", "clip-2", "clip-3", "Clip-07"] and len(scans) == 4
+    taken: set[str] = set()
+    manifest = RunManifest.start(b, b.stem, "w", ["a"], {})
+    claimed = claim_output_folder(out, manifest, b, taken, frozenset({"clip"}), preferred="clip", listing=listing)
+    claimed.lock.release()
+    assert claimed.paths.stem == "clip-2" and claimed.previous is not None  # b's own folder from before
