@@ -204,10 +204,13 @@ class DatasetInference:
             except InputsDifferError as error:
                 where = path_text(self.inputs.gt_path)
                 raise InputsDifferError(f"{where}: other videos than rank 0's: {error}") from None
-            every_rank = job.gather(self._run_videos((videos[p] for p in taken), cache))
+            computed, reused, _, failures = self._run_videos((videos[p] for p in taken), cache)
+            # the counts and failures only: rank 0 reads the results from the per-video files (a rank's results can
+            # be hundreds of MB, and the gather would send every rank's to every rank)
+            every_rank = job.gather((computed, reused, failures))
             self.reporter.close()  # rank 0's display of the job's progress ends before the summary
             computed, reused = sum(r[0] for r in every_rank), sum(r[1] for r in every_rank)
-            failures = {video_id: line for r in every_rank for video_id, line in r[3].items()}
+            failures = {video_id: line for r in every_rank for video_id, line in r[2].items()}
             failed = [failures[video_id] for video_id in sorted(failures)]
             if not job.is_main:
                 job.last_gather(None)  # rank 0 concludes meanwhile

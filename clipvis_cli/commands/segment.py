@@ -178,7 +178,7 @@ def _stdin_of_the_job(job: DistributedRun | None) -> TextIO:
     ranks must agree on the inputs to split them."""
     if job is None:
         return sys.stdin
-    lines = job.gather(read_argument_lines(sys.stdin) if job.is_main else None)[0]
+    lines = job.from_main(read_argument_lines(sys.stdin) if job.is_main else None)
     return io.StringIO("".join(f"{line}\n" for line in lines))
 
 

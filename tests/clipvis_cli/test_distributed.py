@@ -473,3 +473,22 @@ def test_rank_0_shows_how_many_inputs_every_rank_ended() -> None:
     assert shown_0[0] == (0, 4) and (1, 4) in shown_0 and shown_0[-1] == (4, 4), shown_0
     assert shown_1 == []
     assert after_0 == after_1 == (0, 1) and sorted(second_0 + second_1) == ["x"]
+
+
+def test_rank_0_value_reaches_every_rank_and_a_stopped_rank_ends_them() -> None:
+    """``from_main`` hands rank 0's value (an input list, rank 0's stdin) to every rank; a rank that stopped before
+    it is noticed there, as at a gather."""
+
+    def body(job):
+        return job.from_main(["a.mp4", "b.mp4"] if job.rank == 0 else ["not", "sent"])
+
+    outcomes, gathers = run_threads(3, body)
+    assert outcomes == [["a.mp4", "b.mp4"]] * 3 and gathers == [1, 1, 1]
+
+    def stopping(job):
+        if job.rank == 1:
+            raise KeyError("rank 1 cannot read its inputs")
+        return job.from_main("plan")
+
+    outcomes, _ = run_threads(3, stopping)
+    assert [type(o) for o in outcomes] == [OtherRankFailed, KeyError, OtherRankFailed]

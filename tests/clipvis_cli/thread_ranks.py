@@ -1,6 +1,6 @@
-"""torchrun ranks as threads of one process: DistributedRun's own protocol (``joined``, ``gather``,
-``last_gather``, ``claimed``) over a barrier and a locked counter instead of gloo and the job's store, so tests can
-run it without processes or sockets."""
+"""torchrun ranks as threads of one process: DistributedRun's own protocol (``joined``, ``gather``, ``from_main``,
+``last_gather``, ``claimed``) over a barrier and a locked counter instead of gloo and the job's store, so tests can run
+it without processes or sockets."""
 
 from __future__ import annotations
 
@@ -40,6 +40,13 @@ class ThreadJob(DistributedRun):
         values = list(self.ranks.slots)
         self.ranks.barrier.wait()
         return values
+
+    def _broadcast(self, value: Any) -> Any:
+        self.ranks.slots[self.rank] = value
+        self.ranks.barrier.wait()
+        main = self.ranks.slots[0]
+        self.ranks.barrier.wait()
+        return main
 
     def _add(self, key: str, amount: int) -> int:
         with self.ranks.lock:
