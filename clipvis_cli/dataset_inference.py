@@ -204,7 +204,7 @@ class DatasetInference:
             except InputsDifferError as error:
                 where = path_text(self.inputs.gt_path)
                 raise InputsDifferError(f"{where}: other videos than rank 0's: {error}") from None
-            computed, reused, _, failures = self._run_videos((videos[p] for p in taken), cache)
+            computed, reused, _, failures = self._run_videos((videos[p] for p in taken), cache, keep=False)
             # the counts and failures only: rank 0 reads the results from the per-video files (a rank's results can
             # be hundreds of MB, and the gather would send every rank's to every rank)
             every_rank = job.gather((computed, reused, failures))
@@ -236,10 +236,11 @@ class DatasetInference:
         return sorted(self.inputs.videos, key=lambda v: v.id)[:max_videos]
 
     def _run_videos(
-        self, videos: Iterable[GtVideo], cache: Path
+        self, videos: Iterable[GtVideo], cache: Path, keep: bool = True
     ) -> tuple[int, int, list[dict[str, Any]], dict[int, str]]:
         """Run (or take from the cache) ``videos`` (a list, or an iterator over those a torchrun rank takes as it
-        goes): (videos run, videos reused, their result entries in their order, one line per failed video by id)."""
+        goes): (videos run, videos reused, their result entries in their order (none unless ``keep``: under torchrun
+        rank 0 reads them from the per-video files), one line per failed video by id)."""
         results: list[dict[str, Any]] = []
         failed: dict[int, str] = {}
         computed = reused = 0
@@ -268,7 +269,8 @@ class DatasetInference:
                 atomic_write_json(path, entries)
                 computed += 1
                 self.reporter.video_finished(VideoSource(path=path), stem, video.num_frames or 0, 0.0, [path])
-            results.extend(entries)
+            if keep:
+                results.extend(entries)
         return computed, reused, results, failed
 
     def _summarise(
