@@ -107,8 +107,8 @@ def test_per_video_files_rank_0_cannot_see_end_every_rank_with_one_line(lvvis, t
     taken_by_1 = ran_one_on_1(lvvis)
     own_videos = lvvis[1]._run_videos
 
-    def elsewhere(videos, cache):
-        outcome = own_videos(videos, cache)
+    def elsewhere(videos, cache, **options):
+        outcome = own_videos(videos, cache, **options)
         for video_id in taken_by_1:
             (cache / f"{video_id}.json").unlink()  # written on "another machine"
         return outcome
