@@ -75,9 +75,11 @@ class JsonlReporter:
     video_skipped, video_failed; under torchrun, on rank 0, job_progress (the job's inputs ended over all processes,
     whenever that changes)."""
 
-    def __init__(self, stream: TextIO | None = None, every: int = 25) -> None:
+    def __init__(self, stream: TextIO | None = None, every: int = 25, rank: int | None = None) -> None:
+        """``rank``: under torchrun, this process' rank, added to every event (the ranks share torchrun's stderr)."""
         self.stream = stream or sys.stderr
         self.every = every
+        self.rank = rank
         self._frames = 0
         self._since = 0
         self._video: str | None = None
@@ -85,6 +87,8 @@ class JsonlReporter:
         self._job: tuple[int, int] | None = None
 
     def _emit(self, event: str, **fields: Any) -> None:
+        if self.rank is not None:
+            fields["rank"] = self.rank
         self.stream.write(json.dumps({"event": event, **fields}) + "\n")
         self.stream.flush()
 

@@ -235,7 +235,10 @@ def human_reporter(job: DistributedRun | None) -> HumanReporter:
 def make_reporter(log_format: str, job: DistributedRun | None) -> Reporter:
     """The ``--log-format`` reporter; under torchrun it also counts the job's progress, which rank 0 shows (its
     overall bar, or ``job_progress`` lines) until every rank is done."""
-    reporter: Reporter = JsonlReporter() if log_format == "jsonl" else human_reporter(job)
+    if log_format == "jsonl":
+        reporter: Reporter = JsonlReporter(rank=job.rank if job is not None else None)
+    else:
+        reporter = human_reporter(job)
     return reporter if job is None else JobProgressReporter(reporter, job)
 
 

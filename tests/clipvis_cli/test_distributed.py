@@ -172,6 +172,8 @@ def test_torchrun_two_processes_write_what_one_process_writes(videos, tiny_weigh
     job = [(e["ended"], e["total"]) for e in events if e["event"] == "job_progress"]
     assert job[0] == (0, 6) and job[-1] == (6, 6) and job == sorted(job), job
     assert sum(e["event"] in ("video_done", "video_failed") for e in events) == 6
+    assert {e["rank"] for e in events if e["event"] == "job_progress"} == {0}
+    assert {e["rank"] for e in events if e["event"] == "batch_start"} == {0, 1}  # each event says whose it is
 
 
 def test_torchrun_reads_the_input_list_on_stdin_once(videos, tiny_weights, single_process, tmp_path) -> None:

@@ -70,6 +70,9 @@ def test_jsonl_reports_the_job_progress_when_it_changes() -> None:
         reporter.job_progress(ended, 3)
     events = [json.loads(line) for line in stream.getvalue().splitlines()]
     assert events == [{"event": "job_progress", "ended": e, "total": 3} for e in (0, 1, 3)]
+    ranked = io.StringIO()
+    JsonlReporter(ranked, rank=0).job_progress(2, 3)
+    assert json.loads(ranked.getvalue()) == {"event": "job_progress", "ended": 2, "total": 3, "rank": 0}
 
 
 def test_the_overall_bar_counts_the_job_once_job_progress_comes() -> None:
