@@ -9,15 +9,17 @@ input is processed, so two processes never interleave in one folder.
 
 Within one batch, the names are planned from the whole input list (`plan_folder_names`: the first `clip.mp4` gets
 `clip/`, the second `clip-2/`), so shards of the batch (`--shard`, torchrun ranks) agree whatever order they run
-in; a folder an earlier run made for the same source is still reused first.
+in; a folder an earlier run made for the same source is still reused first. A batch lists the root once
+(`OutputRootListing`) and learns of the folders other clipvis processes make later from the root's journal
+(`.clipvis.folders`), so a batch of thousands of inputs does not list thousands of folders for each.
 """
 
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import re
-import time
 from collections.abc import Container, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +36,7 @@ MANIFEST_NAME = "run.json"
 
 _ROOT_LOCK_TIMEOUT_S = 60.0  # the root lock is held only while a folder is chosen: milliseconds
 _MAX_SUFFIX = 10_000
+FOLDER_JOURNAL = ".clipvis.folders"  # the folders clipvis made in an output root, one JSON string per line
 _NUMBERED = re.compile(r"^(.*)-([0-9]+)$", re.DOTALL)  # "clip-12" -> ("clip", "12"); lower-case names
 
 
@@ -87,53 +90,89 @@ class ClaimedFolder:
 
 class OutputRootListing:
     """The folders of an output root, by the natural stem they are named after (``clip``, ``clip-2``, … under
-    ``clip``): listed once, and again whenever the root changed (its modification time), so that a rerun choosing
-    the folders of thousands of inputs does not list thousands of folders for each. A batch keeps one for its output
-    root.
+    ``clip``), so that a batch choosing the folders of thousands of inputs does not list thousands of folders for
+    each.
 
-    A listing is trusted only while the root's modification time is older than the listing by more than
-    ``RACY_NS``: a folder made in the same tick of a coarse file-system clock would not change it."""
-
-    RACY_NS = 1_000_000_000
+    The root is listed once; the folders clipvis processes make there afterwards are read from the root's journal
+    (``FOLDER_JOURNAL``: one JSON string per line, appended under the root's lock by whichever process made the
+    folder, so the lines never interleave and every process holding the lock has seen all of them). A folder made by
+    anything else is not listed, which only matters for finding a source's own folder, and no other program makes
+    one with clipvis' run.json in it."""
 
     def __init__(self, root: Path | str) -> None:
         self.root = Path(root)
-        self._modified: int | None = None
-        self._listed_at = 0
-        self._by_stem: dict[str, list[tuple[int, str]]] = {}
+        self._by_stem: dict[str, set[tuple[int, str]]] | None = None
+        self._journal_read = 0  # bytes of the journal already in the listing
         self._checked = False
 
     def writable_root(self) -> Path:
-        """The root, made and checked writable the first time (``ensure_output_dir``: its probe file changes the
-        root, so not at every input; a root that stops being writable fails the next folder made in it)."""
+        """The root, made and checked writable the first time (``ensure_output_dir``, which writes a probe file: not
+        at every input; a root that stops being writable fails the next folder made in it)."""
         if not self._checked:
             ensure_output_dir(self.root)
             self._checked = True
         return self.root
 
     def named_after(self, stem: str) -> list[str]:
-        """The folders named ``stem`` or ``stem-N`` (any case), by N (``stem`` first)."""
+        """The folders named ``stem`` or ``stem-N`` (any case), by N (``stem`` first). Call with the root's lock
+        held, as ``claim_output_folder`` does."""
         self._refresh()
-        return [name for _, name in sorted(self._by_stem.get(stem.lower(), []))]
+        assert self._by_stem is not None
+        return [name for _, name in sorted(self._by_stem.get(stem.lower(), ()))]
+
+    def made(self, name: str) -> None:
+        """This process just made the folder ``name`` (holding the root's lock): tell the other processes' listings.
+        Best effort: a journal that cannot be written leaves them without it, as a folder made by hand would."""
+        line = (json.dumps(name) + "\n").encode("utf-8")
+        try:
+            fd = os.open(self.root / FOLDER_JOURNAL, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o666)
+            try:
+                os.write(fd, line)
+            finally:
+                os.close(fd)
+        except OSError:
+            pass
+        if self._by_stem is not None:
+            self._index(name)
 
     def _refresh(self) -> None:
-        try:
-            modified: int | None = self.root.stat().st_mtime_ns
-        except OSError:
-            modified = None
-        if modified is not None and modified == self._modified and modified < self._listed_at - self.RACY_NS:
+        journal = self.root / FOLDER_JOURNAL
+        if self._by_stem is None:  # the journal's end first: a folder made after it is both listed and read there
+            self._by_stem = {}
+            try:
+                self._journal_read = journal.stat().st_size
+            except OSError:
+                self._journal_read = 0
+            try:
+                names = [entry.name for entry in os.scandir(self.root) if entry.is_dir()]
+            except OSError:
+                names = []
+            for name in names:
+                self._index(name)
             return
-        self._by_stem, self._modified, self._listed_at = {}, modified, time.time_ns()
         try:
-            names = [entry.name for entry in os.scandir(self.root) if entry.is_dir()]
+            with open(journal, "rb") as stream:
+                stream.seek(self._journal_read)
+                added = stream.read()
         except OSError:
-            names = []
-        for name in names:
-            lower = name.lower()
-            self._by_stem.setdefault(lower, []).append((1, name))
-            numbered = _NUMBERED.match(lower)
-            if numbered is not None:
-                self._by_stem.setdefault(numbered.group(1), []).append((int(numbered.group(2)), name))
+            return
+        complete = added[: added.rfind(b"\n") + 1]  # a line still being written waits for the next call
+        self._journal_read += len(complete)
+        for line in complete.splitlines():
+            try:
+                name = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(name, str):
+                self._index(name)
+
+    def _index(self, name: str) -> None:
+        assert self._by_stem is not None
+        lower = name.lower()
+        self._by_stem.setdefault(lower, set()).add((1, name))
+        numbered = _NUMBERED.match(lower)
+        if numbered is not None:
+            self._by_stem.setdefault(numbered.group(1), set()).add((int(numbered.group(2)), name))
 
 
 def claim_output_folder(
@@ -178,7 +217,10 @@ def claim_output_folder(
                 continue  # another source's outputs
             if previous is None and _holds_files(directory):
                 continue  # not made by clipvis (or its run.json is gone): never write into it
+            made = not directory.exists()
             paths = VideoOutputPaths(directory).prepare()
+            if made:
+                listing.made(name)
             lock = FolderLock(directory).acquire()  # FolderBusyError: this source is being processed elsewhere
             try:
                 manifest.stem = name

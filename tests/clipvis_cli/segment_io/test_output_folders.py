@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -58,14 +57,14 @@ def test_busy_folder_of_the_same_source_raises_other_sources_go_on(tmp_path: Pat
         assert claim(out, b) == "clip-2"
 
 
-def test_a_batch_lists_the_output_root_again_only_when_it_changed(tmp_path: Path, monkeypatch) -> None:
-    """A rerun over thousands of inputs must not list thousands of folders for each input; a folder another process
-    made since (the root's modification time changed, or changed too recently to tell) is still seen, and an input
-    comes back to its own folder, whatever its suffix."""
+def test_a_batch_lists_the_output_root_once_and_reads_what_other_processes_made(tmp_path: Path, monkeypatch) -> None:
+    """A rerun over thousands of inputs must not list thousands of folders for each input: the root is listed once,
+    and the folders other clipvis processes make later come from the root's journal; an input comes back to its own
+    folder, whatever its suffix."""
     from clipvis.cli.writers import layout
 
     out = tmp_path / "out"
-    a, b = VideoSource(tmp_path / "a" / "clip.mp4"), VideoSource(tmp_path / "b" / "clip.mp4")
+    a, b, c = (VideoSource(tmp_path / d / "clip.mp4") for d in "abc")
     assert claim(out, a) == "clip" and claim(out, b) == "clip-2"
     (out / "Clip-07").mkdir()
     (out / "clip-x").mkdir()
@@ -73,16 +72,15 @@ def test_a_batch_lists_the_output_root_again_only_when_it_changed(tmp_path: Path
     real_scandir = layout.os.scandir
     monkeypatch.setattr(layout.os, "scandir", lambda path: scans.append(path) or real_scandir(path))
     listing = layout.OutputRootListing(out)
-    assert listing.named_after("CLIP") == ["clip", "clip-2", "Clip-07"] and len(scans) == 1
-    assert listing.named_after("clip") == ["clip", "clip-2", "Clip-07"] and len(scans) == 2  # changed just now
-    old = out.stat().st_mtime_ns - 10 * 10**9
-    os.utime(out, ns=(old, old))  # ten seconds ago: the listing holds
-    assert listing.named_after("clip") == ["clip", "clip-2", "Clip-07"] and len(scans) == 3
-    assert listing.named_after("clip-2") == ["clip-2"] and listing.named_after("other") == [] and len(scans) == 3
-    (out / "clip-3").mkdir()  # another process
-    assert listing.named_after("clip") == ["clip", "clip-2", "clip-3", "Clip-07"] and len(scans) == 4
+    assert listing.named_after("CLIP") == ["clip", "clip-2", "Clip-07"]
+    assert listing.named_after("clip-2") == ["clip-2"] and listing.named_after("other") == [] and len(scans) == 1
+    assert claim(out, c) == "clip-3"  # another process, with a listing of its own
+    (out / "clip-4").mkdir()  # by hand: not in the journal
+    assert listing.named_after("clip") == ["clip", "clip-2", "clip-3", "Clip-07"] and len(scans) == 2  # c's listing
     taken: set[str] = set()
-    manifest = RunManifest.start(b, b.stem, "w", ["a"], {})
-    claimed = claim_output_folder(out, manifest, b, taken, frozenset({"clip"}), preferred="clip", listing=listing)
+    manifest = RunManifest.start(c, c.stem, "w", ["a"], {})
+    claimed = claim_output_folder(out, manifest, c, taken, frozenset({"clip"}), preferred="clip", listing=listing)
     claimed.lock.release()
-    assert claimed.paths.stem == "clip-2" and claimed.previous is not None  # b's own folder from before
+    assert claimed.paths.stem == "clip-3" and claimed.previous is not None and len(scans) == 2  # c's own folder
+    journal = (out / layout.FOLDER_JOURNAL).read_text().splitlines()
+    assert journal == ['"clip"', '"clip-2"', '"clip-3"']
