@@ -131,10 +131,22 @@ class HumanReporter:
     """rich progress bars (overall and per video, frames/s, ETA) on stderr when it is a terminal; failures are
     always printed as one line. User text (file names, stems) is never read as rich markup: `clip[1].mp4` or
     `a[/b]` print as they are. The overall bar counts this process' inputs, or, once ``job_progress`` is called
-    (torchrun, rank 0), the whole job's."""
+    (torchrun, rank 0), the whole job's.
 
-    def __init__(self, stream: TextIO | None = None, interactive: bool | None = None) -> None:
-        """``interactive``: progress bars (default: when the stream is a terminal)."""
+    Without a terminal (a SLURM or nohup log, a pipeline) and with ``log_lines``, plain lines take the bars' place:
+    one per input ended (``clipvis: [3/40] clip.mp4: 120 frames, 6.80 frames/s``), one every ``log_every`` seconds
+    while a long video runs, and under torchrun, instead of the per-input lines, the job's count at most every
+    ``log_every`` seconds and when the last input ended."""
+
+    def __init__(
+        self,
+        stream: TextIO | None = None,
+        interactive: bool | None = None,
+        log_lines: bool = True,
+        log_every: float = 60.0,
+    ) -> None:
+        """``interactive``: progress bars (default: when the stream is a terminal). ``log_lines``: the plain lines
+        when not interactive."""
         from rich.console import Console
         from rich.progress import (
             BarColumn,
@@ -148,6 +160,8 @@ class HumanReporter:
         self.stream = stream or sys.stderr
         self.console = Console(file=self.stream, highlight=False)
         self.interactive = self.stream.isatty() if interactive is None else interactive
+        self.log_lines = log_lines and not self.interactive
+        self.log_every = log_every
         self.progress = (
             Progress(
                 TextColumn("{task.description}"),
@@ -166,15 +180,26 @@ class HumanReporter:
         self._video_task = None
         self._frames = 0
         self._started = time.perf_counter()
-        self._job_wide = False  # the overall bar shows the job's inputs (job_progress), not this process' own
+        self._job_wide = False  # the overall count is the job's inputs (job_progress), not this process' own
+        self._batch_size: int | None = None
+        self._ended = 0  # this process' inputs ended
+        self._video: str = ""
+        self._video_frames: int | None = None
+        self._last_line = time.monotonic()  # of the current video's progress lines
+        self._job_line: tuple[float, tuple[int, int]] | None = None  # when and what the last job line said
+
+    def _line(self, text: str) -> None:
+        self.console.print(f"clipvis: {text}", markup=False, soft_wrap=True)
 
     def batch_started(self, num_videos: int | None) -> None:
+        self._batch_size = num_videos
         if self.progress is not None:
             self.progress.start()
             self._overall = self.progress.add_task("videos", total=num_videos, rate="")
 
     def video_started(self, source, stem, total_frames) -> None:
         self._frames, self._started = 0, time.perf_counter()
+        self._video, self._video_frames, self._last_line = path_text(source.path), total_frames, time.monotonic()
         if self.progress is not None:
             if self._video_task is not None:
                 self.progress.remove_task(self._video_task)
@@ -182,19 +207,28 @@ class HumanReporter:
 
     def frames_done(self, count: int) -> None:
         self._frames += count
+        fps = self._frames / max(time.perf_counter() - self._started, 1e-9)
         if self.progress is not None and self._video_task is not None:
-            fps = self._frames / max(time.perf_counter() - self._started, 1e-9)
             self.progress.update(self._video_task, advance=count, rate=f"{fps:.2f} frames/s")
+        if self.log_lines and time.monotonic() - self._last_line >= self.log_every:
+            self._last_line = time.monotonic()
+            self._line(f"{self._video}: {self._frames}/{self._video_frames or '?'} frames, {fps:.2f} frames/s")
 
-    def _video_ended(self) -> None:
+    def _video_ended(self) -> str:
+        """Count an input as ended; ``"[k/N] "`` for its line."""
+        self._ended += 1
         if self.progress is not None and self._overall is not None and not self._job_wide:
             self.progress.advance(self._overall)
+        return f"[{self._ended}/{self._batch_size or '?'}] "
 
     def video_finished(self, source, stem, frames, fps, outputs) -> None:
-        self._video_ended()
+        count = self._video_ended()
+        if self.log_lines and not self._job_wide:
+            rate = f", {fps:.2f} frames/s" if fps > 0 else ""
+            self._line(f"{count}{path_text(source.path)}: {frames} frames{rate}")
 
     def video_skipped(self, source, stem, reason: str = SKIPPED_COMPLETE) -> None:
-        self._video_ended()
+        self._video_ended()  # counted in the next line; a rerun's log does not list what was complete already
         if self.interactive or reason != SKIPPED_COMPLETE:
             self.console.print(f"skipped {path_text(source.path)}: {reason}", markup=False, soft_wrap=True)
 
@@ -206,6 +240,12 @@ class HumanReporter:
         self._job_wide = True
         if self.progress is not None and self._overall is not None:
             self.progress.update(self._overall, description="videos, all processes", completed=ended, total=total)
+        if not self.log_lines or (self._job_line is not None and self._job_line[1] == (ended, total)):
+            return
+        now = time.monotonic()
+        if ended >= total or self._job_line is None or now - self._job_line[0] >= self.log_every:
+            self._job_line = (now, (ended, total))
+            self._line(f"{ended}/{total} input(s) ended over all processes")
 
     def close(self) -> None:
         if self.progress is not None:

@@ -228,8 +228,9 @@ def _checked_arguments(
 
 
 def human_reporter(job: DistributedRun | None) -> HumanReporter:
-    """Progress bars on a terminal; under torchrun only rank 0's (the others print their one-line errors)."""
-    return HumanReporter() if job is None or job.is_main else HumanReporter(interactive=False)
+    """Progress bars on a terminal, plain progress lines in a log; under torchrun only rank 0's, of the whole job
+    (the others print their one-line errors)."""
+    return HumanReporter() if job is None or job.is_main else HumanReporter(interactive=False, log_lines=False)
 
 
 def make_reporter(log_format: str, job: DistributedRun | None) -> Reporter:

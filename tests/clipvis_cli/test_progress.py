@@ -137,3 +137,41 @@ def test_a_job_whose_store_is_gone_stops_the_display_quietly() -> None:
     assert wait_until(lambda: not reporter._watcher.is_alive())
     reporter.close()
     assert main.job == [(0, 2)] and main.closed == 1
+
+
+def test_without_a_terminal_each_input_gets_a_line_and_long_videos_a_line_a_minute() -> None:
+    stream = io.StringIO()
+    reporter = HumanReporter(stream=stream, interactive=False, log_every=0.0)
+    reporter.batch_started(3)
+    reporter.video_skipped(SOURCE, "a")  # complete already: counted, not listed
+    clip = VideoSource(path=Path("clip[1].mp4"))
+    reporter.video_started(clip, "clip[1]", 8)
+    reporter.frames_done(4)
+    reporter.video_finished(clip, "clip[1]", 8, 6.8, [])
+    reporter.video_failed(SOURCE, "b", "b.mp4: moov atom not found")
+    reporter.close()
+    lines = stream.getvalue().splitlines()
+    assert lines[0].startswith("clipvis: clip[1].mp4: 4/8 frames, ")
+    assert lines[1:] == [
+        "clipvis: [2/3] clip[1].mp4: 8 frames, 6.80 frames/s", "clipvis: error: b.mp4: moov atom not found"
+    ]
+
+
+def test_without_a_terminal_rank_0_logs_the_job_count_at_most_every_interval() -> None:
+    stream = io.StringIO()
+    reporter = HumanReporter(stream=stream, interactive=False, log_every=3600.0)
+    reporter.batch_started(None)
+    for ended in (0, 0, 1, 2):
+        reporter.job_progress(ended, 3)
+    reporter.video_finished(SOURCE, "a", 4, 1.0, [])  # the job's count stands for it
+    reporter.job_progress(3, 3)
+    assert stream.getvalue().splitlines() == [
+        "clipvis: 0/3 input(s) ended over all processes", "clipvis: 3/3 input(s) ended over all processes"
+    ]
+    quiet = io.StringIO()
+    other_rank = HumanReporter(stream=quiet, interactive=False, log_lines=False, log_every=0.0)
+    other_rank.batch_started(None)
+    other_rank.video_started(SOURCE, "a", 4)
+    other_rank.frames_done(4)
+    other_rank.video_finished(SOURCE, "a", 4, 1.0, [])
+    assert quiet.getvalue() == ""
