@@ -35,7 +35,7 @@ COCO_NAME = "coco.json"
 MANIFEST_NAME = "run.json"
 
 _ROOT_LOCK_TIMEOUT_S = 60.0  # the root lock is held only while a folder is chosen: milliseconds
-_MAX_SUFFIX = 10_000
+_MAX_SUFFIX = 10**9  # a bound for the search, not a limit anyone reaches (20,000 inputs named video.mp4 are fine)
 FOLDER_JOURNAL = ".clipvis.folders"  # the folders clipvis made in an output root, one JSON string per line
 _NUMBERED = re.compile(r"^(.*)-([0-9]+)$", re.DOTALL)  # "clip-12" -> ("clip", "12"); lower-case names
 
@@ -104,6 +104,10 @@ class OutputRootListing:
         self._by_stem: dict[str, set[tuple[int, str]]] | None = None
         self._journal_read = 0  # bytes of the journal already in the listing
         self._checked = False
+        # whose each folder is (its run.json's source), read once per folder when its stem is first asked about
+        self._unread: dict[str, list[tuple[int, str]]] = {}
+        self._owner: dict[str, str | None] = {}
+        self._owned: dict[tuple[str, str], set[tuple[int, str]]] = {}
 
     def writable_root(self) -> Path:
         """The root, made and checked writable the first time (``ensure_output_dir``, which writes a probe file: not
@@ -119,6 +123,21 @@ class OutputRootListing:
         self._refresh()
         assert self._by_stem is not None
         return [name for _, name in sorted(self._by_stem.get(stem.lower(), ()))]
+
+    def owned_by(self, stem: str, owner: str) -> list[str]:
+        """The folders named ``stem`` or ``stem-N`` whose run.json records the source ``owner`` (a resolved path), by
+        N. Each folder's run.json is read once per listing (a folder keeps its source: only that source's process
+        writes it), so thousands of inputs named alike do not read thousands of run.json files each."""
+        self._refresh()
+        key = stem.lower()
+        for suffix, name in self._unread.pop(key, ()):
+            if name not in self._owner:
+                previous = RunManifest.read(self.root / name / MANIFEST_NAME)
+                self._owner[name] = previous.source_path if previous is not None else None
+            source = self._owner[name]
+            if source is not None:
+                self._owned.setdefault((key, source), set()).add((suffix, name))
+        return [name for _, name in sorted(self._owned.get((key, owner), ()))]
 
     def made(self, name: str) -> None:
         """This process just made the folder ``name`` (holding the root's lock): tell the other processes' listings.
@@ -169,10 +188,14 @@ class OutputRootListing:
     def _index(self, name: str) -> None:
         assert self._by_stem is not None
         lower = name.lower()
-        self._by_stem.setdefault(lower, set()).add((1, name))
+        keys = [(lower, 1)]
         numbered = _NUMBERED.match(lower)
         if numbered is not None:
-            self._by_stem.setdefault(numbered.group(1), set()).add((int(numbered.group(2)), name))
+            keys.append((numbered.group(1), int(numbered.group(2))))
+        for key, suffix in keys:
+            if (suffix, name) not in self._by_stem.setdefault(key, set()):
+                self._by_stem[key].add((suffix, name))
+                self._unread.setdefault(key, []).append((suffix, name))
 
 
 def claim_output_folder(
@@ -239,12 +262,19 @@ def claim_output_folder(
 def plan_folder_names(stems: Sequence[str]) -> list[str]:
     """The folder names a batch's inputs get, in order, when the output root holds none of their folders yet: the
     choice `claim_output_folder` makes claiming them one after another, made without touching the disk. Shards
-    of one batch (`--shard`, torchrun ranks) each plan the whole list, so they agree whatever order they run in."""
+    of one batch (`--shard`, torchrun ranks) each plan the whole list, so they agree whatever order they run in.
+    Linear in the inputs, also when thousands share a stem (`<id>/video.mp4`): the search for a stem's next free
+    suffix starts where the last one ended (names only ever become taken)."""
     natural = frozenset(stem.lower() for stem in stems)
     taken: set[str] = set()
+    next_suffix: dict[str, int] = {}
     names = []
     for stem in stems:
-        name = next(_candidates(stem, taken, natural))  # a name with a -N suffix is never the stem's own
+        key = stem.lower()
+        # a name with a -N suffix is never the stem's own, so the natural names are all reserved
+        name = next(_candidates(stem, taken, natural, first_suffix=next_suffix.get(key, 2)))
+        if name.lower() != key:
+            next_suffix[key] = int(name.rsplit("-", 1)[1]) + 1
         taken.add(name.lower())
         names.append(name)
     return names
@@ -252,11 +282,7 @@ def plan_folder_names(stems: Sequence[str]) -> list[str]:
 
 def _own_folders(listing: OutputRootListing, stem: str, owner: str) -> list[str]:
     """The folders `stem`, `stem-N` of the listed root whose run.json records the source `owner`, by suffix."""
-    return [
-        name for name in listing.named_after(stem)
-        if (previous := RunManifest.read(listing.root / name / MANIFEST_NAME)) is not None
-        and previous.source_path == owner
-    ]
+    return listing.owned_by(stem, owner)
 
 
 class _Except:
@@ -269,10 +295,10 @@ class _Except:
         return name not in self.but and name in self.names
 
 
-def _candidates(stem: str, taken: set[str], reserved: Container[str]):
+def _candidates(stem: str, taken: set[str], reserved: Container[str], first_suffix: int = 2):
     if stem.lower() not in taken:
         yield stem
-    for suffix in range(2, _MAX_SUFFIX):
+    for suffix in range(first_suffix, _MAX_SUFFIX):
         name = f"{stem}-{suffix}"
         if name.lower() not in taken and name.lower() not in reserved:
             yield name

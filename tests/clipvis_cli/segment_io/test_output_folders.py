@@ -84,3 +84,37 @@ def test_a_batch_lists_the_output_root_once_and_reads_what_other_processes_made(
     assert claimed.paths.stem == "clip-3" and claimed.previous is not None and len(scans) == 2  # c's own folder
     journal = (out / layout.FOLDER_JOURNAL).read_text().splitlines()
     assert journal == ['"clip"', '"clip-2"', '"clip-3"']
+
+
+def test_thousands_of_inputs_with_one_stem(tmp_path: Path, monkeypatch) -> None:
+    """`<id>/video.mp4` by the thousand: planned `video`, `video-2`, … past the old 10,000 bound, and a folder's
+    run.json is read once per batch, however many inputs ask for the folders named after their stem."""
+    from clipvis.cli.writers import layout
+
+    def one_by_one(stems: list[str]) -> list[str]:  # the plan's definition: the first free name, each time
+        natural, taken, names = {s.lower() for s in stems}, set(), []
+        for stem in stems:
+            free = (f"{stem}-{n}" for n in range(2, 10**6) if f"{stem}-{n}".lower() not in taken | natural)
+            names.append(stem if stem.lower() not in taken else next(free))
+            taken.add(names[-1].lower())
+        return names
+
+    mixed = ["video", "Video", "video-3", "video", "clip", "video-3", "VIDEO", "clip", "video-2", "video"] * 3
+    assert plan_folder_names(mixed) == one_by_one(mixed)
+    names = plan_folder_names(["video"] * 12_000 + ["video-3"])
+    assert names[:3] == ["video", "video-2", "video-4"] and names[11_999] == "video-12001"
+    assert names[12_000] == "video-3"  # its natural name was kept for it
+    out = tmp_path / "out"
+    sources = [VideoSource(tmp_path / str(i) / "video.mp4") for i in range(30)]
+    listing = layout.OutputRootListing(out)
+    taken: set[str] = set()
+    for source, planned in zip(sources, plan_folder_names(["video"] * 30), strict=True):
+        manifest = RunManifest.start(source, source.stem, "w", ["a"], {})
+        claim_output_folder(out, manifest, source, taken, frozenset({"video"}), planned, listing).lock.release()
+    reads = []
+    real_read = layout.RunManifest.read
+    monkeypatch.setattr(layout.RunManifest, "read", lambda path: reads.append(path) or real_read(path))
+    again = layout.OutputRootListing(out)
+    owners = [again.owned_by("video", str(s.path.parent.resolve() / "video.mp4")) for s in sources]
+    assert owners == [["video"]] + [[f"video-{i}"] for i in range(2, 31)]
+    assert len(reads) == 30  # each folder once, not 30 x 30
