@@ -139,6 +139,11 @@ class OutputRootListing:
                 self._owned.setdefault((key, source), set()).add((suffix, name))
         return [name for _, name in sorted(self._owned.get((key, owner), ()))]
 
+    def holds_another_source(self, name: str, owner: str) -> bool:
+        """True when the folder ``name``'s run.json, as ``owned_by`` read it, records a source other than ``owner``
+        (a folder keeps its source); False when it records ``owner``, or was not read."""
+        return self._owner.get(name) not in (None, owner)
+
     def made(self, name: str) -> None:
         """This process just made the folder ``name`` (holding the root's lock): tell the other processes' listings.
         Best effort: a journal that cannot be written leaves them without it, as a folder made by hand would."""
@@ -234,6 +239,8 @@ def claim_output_folder(
         first = [n for n in (*_own_folders(listing, stem, owner), preferred) if n and n.lower() not in taken]
         others = _Except(reserved, {stem.lower(), (preferred or stem).lower()})  # its own names are not others'
         for name in itertools.chain(first, (n for n in _candidates(stem, taken, others) if n not in first)):
+            if listing.holds_another_source(name, owner):
+                continue  # known from the listing's run.json reads: no need to read it again
             directory = root / name
             previous = RunManifest.read(directory / MANIFEST_NAME)
             if previous is not None and previous.source_path != owner:

@@ -118,3 +118,12 @@ def test_thousands_of_inputs_with_one_stem(tmp_path: Path, monkeypatch) -> None:
     owners = [again.owned_by("video", str(s.path.parent.resolve() / "video.mp4")) for s in sources]
     assert owners == [["video"]] + [[f"video-{i}"] for i in range(2, 31)]
     assert len(reads) == 30  # each folder once, not 30 x 30
+    # a new input of that stem, whose planned name another source holds: the walk to the first free name reads no
+    # run.json it already read
+    reads.clear()
+    newcomer = VideoSource(tmp_path / "new" / "video.mp4")
+    manifest = RunManifest.start(newcomer, newcomer.stem, "w", ["a"], {})
+    claimed = claim_output_folder(out, manifest, newcomer, set(), frozenset({"video"}), "video-5", again)
+    claimed.lock.release()
+    assert claimed.paths.stem == "video-31" and claimed.previous is None
+    assert not [path for path in reads if path.parent.name != "video-31"], reads
