@@ -127,3 +127,35 @@ def test_thousands_of_inputs_with_one_stem(tmp_path: Path, monkeypatch) -> None:
     claimed.lock.release()
     assert claimed.paths.stem == "video-31" and claimed.previous is None
     assert not [path for path in reads if path.parent.name != "video-31"], reads
+
+
+def test_processes_claiming_at_once_get_distinct_folders_and_find_them_again(tmp_path: Path) -> None:
+    """Four batches (as four shards would) claim folders for inputs of one stem in one root at the same time, each
+    with its own listing made before any folder existed: every input gets a folder of its own, and each batch, run
+    again with the same listing, finds its inputs' folders (those the others made too, through their journal
+    lines)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from clipvis.cli.writers import layout
+
+    out = tmp_path / "out"
+    batches = [[VideoSource(tmp_path / f"{b}-{i}" / "clip.mp4") for i in range(25)] for b in range(4)]
+
+    listings = [layout.OutputRootListing(out) for _ in batches]  # listed before any folder exists
+
+    def run(batch: list[VideoSource], listing: layout.OutputRootListing) -> dict[str, str]:
+        taken, chosen = set(), {}
+        for source in batch:
+            manifest = RunManifest.start(source, source.stem, "w", ["a"], {})
+            claimed = claim_output_folder(out, manifest, source, taken, frozenset({"clip"}), listing=listing)
+            claimed.lock.release()
+            chosen[str(source.path)] = claimed.paths.stem
+        return chosen
+
+    with ThreadPoolExecutor(4) as pool:
+        first = [folder for chosen in pool.map(run, batches, listings) for folder in chosen.items()]
+    assert len({folder for _, folder in first}) == 100
+    with ThreadPoolExecutor(4) as pool:
+        again = [folder for chosen in pool.map(run, batches, listings) for folder in chosen.items()]
+    assert sorted(again) == sorted(first)
+    assert len((out / layout.FOLDER_JOURNAL).read_text().splitlines()) == 100
