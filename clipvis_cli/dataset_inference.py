@@ -268,7 +268,10 @@ class DatasetInference:
                     continue
                 atomic_write_json(path, entries)
                 computed += 1
-                self.reporter.video_finished(VideoSource(path=path), stem, video.num_frames or 0, 0.0, [path])
+                # the frames folder names the video (a log's line); the output is its per-video file
+                self.reporter.video_finished(
+                    VideoSource(path=self.video_folder(video)), stem, video.num_frames or 0, 0.0, [path]
+                )
             if keep:
                 results.extend(entries)
         return computed, reused, results, failed

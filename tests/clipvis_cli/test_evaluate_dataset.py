@@ -65,6 +65,8 @@ def test_lvvis_val_end_to_end_and_resume(tmp_path, tiny_weights) -> None:
     first = evaluate(args)
     assert first.exit_code == 0, first.output
     assert "2 videos run, 0 reused" in first.stderr
+    logged = [line for line in first.stderr.splitlines() if line.startswith("clipvis: [")]
+    assert len(logged) == 2 and all("JPEGImages" in line and "frames" in line for line in logged), logged
     results = json.loads((out / "results.json").read_text())
     assert {r["video_id"] for r in results} == {1, 2}
     assert len(results) == 2 * min(50, 6 * 3)  # official mode: top 50 of Q x C per video (Q = 6)
