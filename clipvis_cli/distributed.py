@@ -221,7 +221,7 @@ class DistributedRun:
         return self.claimed(order)
 
     def claimed(self, order: Sequence[T]) -> Iterator[T]:
-        """The items of ``order`` (the same list on every rank, e.g. rank 0's through ``gather``) that this rank takes:
+        """The items of ``order`` (the same list on every rank, e.g. rank 0's by ``from_main``) that this rank takes:
         each time it asks for one it gets the next that no rank took yet, so a rank that is free takes the next item
         whichever rank was given the previous ones. Every item goes to exactly one rank. Every rank makes its queues
         in the same order (their keys are numbered). The job's progress over this queue is ``input_ended`` and

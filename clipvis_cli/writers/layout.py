@@ -217,10 +217,9 @@ def claim_output_folder(
     `manifest` is the run's "running" manifest; its `stem` is the natural folder name and is set to the folder
     chosen; it is written into a new folder at once (so the folder is marked as this source's before the root lock
     is released). `taken`: lower-case names already given to other inputs of this batch (updated). `reserved`:
-    lower-case natural and planned names of the inputs of this batch, which a `-N` suffix avoids (but this input's
-    own). `preferred`: the name to try
-    first (`plan_folder_names`), before `stem`, `stem-2`, …. `listing`: the batch's `OutputRootListing` of
-    `output_root` (default: the root is listed now).
+    lower-case natural and planned names of the inputs of this batch, which a `-N` suffix avoids. `preferred`: the
+    name to try first (`plan_folder_names`), before `stem`, `stem-2`, …. `listing`: the batch's `OutputRootListing`
+    of `output_root` (default: the root is listed now).
 
     Raises FolderBusyError when this source's folder is locked by another live process, OutputNotWritableError
     when the output root or folder cannot be written.
@@ -237,8 +236,8 @@ def claim_output_folder(
     try:
         # This source's folder from an earlier run comes first wherever it is, then the planned name, then the rest.
         first = [n for n in (*_own_folders(listing, stem, owner), preferred) if n and n.lower() not in taken]
-        others = _Except(reserved, {stem.lower(), (preferred or stem).lower()})  # its own names are not others'
-        for name in itertools.chain(first, (n for n in _candidates(stem, taken, others) if n not in first)):
+        # (a -N name is never its own natural name, and its planned name was tried first or is taken)
+        for name in itertools.chain(first, (n for n in _candidates(stem, taken, reserved) if n not in first)):
             if listing.holds_another_source(name, owner):
                 continue  # known from the listing's run.json reads: no need to read it again
             directory = root / name
@@ -290,16 +289,6 @@ def plan_folder_names(stems: Sequence[str]) -> list[str]:
 def _own_folders(listing: OutputRootListing, stem: str, owner: str) -> list[str]:
     """The folders `stem`, `stem-N` of the listed root whose run.json records the source `owner`, by suffix."""
     return listing.owned_by(stem, owner)
-
-
-class _Except:
-    """The names of ``names`` but those of ``but``, without copying ``names`` (a batch's thousands)."""
-
-    def __init__(self, names: Container[str], but: set[str]) -> None:
-        self.names, self.but = names, but
-
-    def __contains__(self, name: object) -> bool:
-        return name not in self.but and name in self.names
 
 
 def _candidates(stem: str, taken: set[str], reserved: Container[str], first_suffix: int = 2):
