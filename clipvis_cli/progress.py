@@ -276,19 +276,29 @@ class JobProgressReporter(SerializedReporter):
         self.interval = interval
         self._stop = threading.Event()
         self._watcher: threading.Thread | None = None
+        self._shown = -1  # the highest count passed on: a count read earlier but passed later is not shown
+
+    def _pass_on(self, ended: int, total: int) -> None:
+        """Show ``ended`` unless a higher count was shown already (the runner and the thread read the store
+        unlocked, so their reads can reach the lock in the other order)."""
+        with self._lock:
+            if ended < self._shown:
+                return
+            self._shown = ended
+            self.inner.job_progress(ended, total)
 
     def _ended(self) -> None:
         """One of this rank's inputs ended: count it, and on rank 0 show the job's count at once."""
         counts = self.job.input_ended()
         if self.job.is_main:
-            self._call("job_progress", *counts)
+            self._pass_on(*counts)
 
     def _show_job(self) -> bool:
         """Rank 0: pass the job's counts on to ``inner``; True once every input ended."""
         counts = self.job.inputs_ended()
         if counts is None:
             return False
-        self._call("job_progress", *counts)
+        self._pass_on(*counts)
         return counts[0] >= counts[1]
 
     def _watch(self) -> None:

@@ -123,6 +123,25 @@ def test_rank_0_shows_the_last_counts_when_it_closes() -> None:
     assert main.job == [(0, 3), (3, 3)]
 
 
+def test_the_job_count_never_goes_back() -> None:
+    """Rank 0's runner counts its input (2 ended) but the thread reads the store (3 ended) and shows it first: the
+    runner's older count is not shown after it."""
+
+    class SlowCountJob(CountingJob):
+        def input_ended(self):
+            counts = super().input_ended()
+            self.shared["ended"] += 1  # another rank ends an input between this read and its display
+            reporter._show_job()
+            return counts
+
+    main = JobRecorder()
+    reporter = JobProgressReporter(main, SlowCountJob(4, 0, {"ended": 1}), interval=60.0)
+    reporter.batch_started(None)
+    reporter.video_finished(SOURCE, "a", 4, 1.0, [])
+    assert main.job == [(1, 4), (3, 4)]
+    reporter.close()
+
+
 def test_a_job_whose_store_is_gone_stops_the_display_quietly() -> None:
     class GoneJob(CountingJob):
         def inputs_ended(self):
