@@ -403,16 +403,18 @@ def test_ranks_take_the_largest_inputs_first_and_the_next_when_free() -> None:
     whenever it asks, so a rank held up by a long input leaves the rest to the others; every input goes once."""
     names = ["a", "b", "c", "d", "e"]
     sizes = {"a": 10, "b": 50, "c": 10, "d": 30, "e": 0}
-    rank_0_took_one = threading.Event()
+    rank_0_took_one, rank_1_took_the_rest = threading.Event(), threading.Event()
 
     def body(job):
         taken = job.largest_first(names, [0, 1, 2, 3, 4], lambda p: sizes[names[p]])
         if job.rank == 1:
             assert rank_0_took_one.wait(20)
-            return [names[p] for p in taken]
+            mine = [names[p] for p in taken]
+            rank_1_took_the_rest.set()
+            return mine
         first = names[next(taken)]
         rank_0_took_one.set()
-        time.sleep(0.5)  # a long input: rank 1 takes the rest meanwhile
+        assert rank_1_took_the_rest.wait(20)  # a long input: rank 1 takes the rest meanwhile
         return [first, *(names[p] for p in taken)]
 
     outcomes, gathers = run_threads(2, body)
