@@ -88,6 +88,8 @@ def to_official_keys(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tenso
 def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
     """Tensors with clipvis key names, and the embedded model config (clipvis format) or None (official).
 
+    The tensors hold their own memory, never a mapping of the file: the file may change or go while they live.
+
     Official files are read with ``torch.load(weights_only=True)`` (numpy arrays allowed): no code in a checkpoint
     runs. Raises :class:`CheckpointError` (one line naming the file) for anything unreadable.
     """
@@ -102,7 +104,10 @@ def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
         try:
             with safe_open(str(path), framework="pt") as handle:
                 metadata = handle.metadata() or {}
-                tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+                # Copies: safetensors' tensors are views of a mapping of the file, which a model would keep for as
+                # long as it runs (load_model makes these tensors its weights), and a file overwritten in place
+                # meanwhile (cp, wget -O) would end the process with SIGBUS.
+                tensors = {key: handle.get_tensor(key).clone() for key in handle.keys()}
         except Exception as exc:  # noqa: BLE001
             raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from exc
         config = json.loads(metadata["config"]) if metadata.get("format") == FORMAT_TAG else None

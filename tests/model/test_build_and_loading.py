@@ -221,3 +221,106 @@ def test_pre_norm_configs_are_refused_not_ignored(tmp_path) -> None:
     assert load_config_file(yaml_file)["decoder_layers"] == 6
     legacy = {**ClipVisConfig().to_dict(), "pre_norm": False}  # embedded in files written by clipvis 0.1.0
     assert ClipVisConfig.from_dict(legacy) == ClipVisConfig()
+
+
+# --- loading builds no weights it then overwrites --------------------------------------------------------------
+
+
+def _tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Every parameter and buffer, the non-persistent ones (open_clip's text attention mask) included."""
+    return {**dict(model.named_parameters()), **dict(model.named_buffers())}
+
+
+@pytest.mark.parametrize("backbone", ["rn", "convnext"])
+@pytest.mark.parametrize("layout", ["safetensors", "official"])
+def test_a_loaded_model_is_the_initialised_model_with_the_file_loaded(
+    tmp_path, tiny_model_factory, backbone, layout
+) -> None:
+    """load_model builds the model on the meta device and takes the file's tensors as its weights: the result is the
+    model an initialised build plus load_state_dict gives, tensor for tensor: values, dtype, memory layout (the CLIP's
+    convolutions are channels-last), trainable or frozen, Parameter or buffer. An official file's half-precision or
+    non-contiguous tensors become the model's own dtype and layout."""
+    if backbone == "convnext":
+        pytest.importorskip("timm")
+    model = tiny_model_factory(backbone, seed=3)
+    if layout == "safetensors":
+        path = save_pretrained(model, tmp_path / "model.safetensors")
+    else:
+        state = to_official_state_dict(model)
+        name = next(k for k, v in state.items() if k.startswith("sem_seg_head.") and v.dim() == 2)
+        state[name] = state[name].half()
+        queries = state["sem_seg_head.predictor.query_embed.weight"]
+        state["sem_seg_head.predictor.query_embed.weight"] = queries.t().contiguous().t()  # column-major
+        assert not state["sem_seg_head.predictor.query_embed.weight"].is_contiguous()
+        path = tmp_path / "model.pth"
+        torch.save({"model": state}, path)
+    official = layout == "official"  # no embedded config: the model's is given, as users give the official YAML
+    reference = create_model(model.config)
+    reference.load_state_dict(from_official_keys(torch.load(path)["model"]) if official else model.state_dict())
+    options = dict(config=model.config.to_dict(), clip_config=model.config.clip_model_config) if official else {}
+    loaded = load_model(path, **options)
+    want, got = _tensors(reference), _tensors(loaded)
+    assert sorted(got) == sorted(want)
+    for key, tensor in want.items():
+        other = got[key]
+        assert not other.is_meta and other.device == tensor.device, key
+        assert (other.dtype, other.shape, other.stride()) == (tensor.dtype, tensor.shape, tensor.stride()), key
+        assert type(other) is type(tensor) and other.requires_grad == tensor.requires_grad, key
+        assert torch.equal(other, tensor), key
+    assert loaded.backbone.clip_model.attn_mask.isinf().sum() == 77 * 76 // 2  # the causal mask, rebuilt
+    assert not loaded.training and any(p.requires_grad for p in loaded.parameters())
+
+
+def test_training_a_loaded_model_leaves_its_file_as_it_was(tmp_path, tiny_model_factory) -> None:
+    """The weights a safetensors file lends are the model's own: an optimiser writes them, the file is unchanged."""
+    path = save_pretrained(tiny_model_factory(seed=4), tmp_path / "model.safetensors")
+    before = path.read_bytes()
+    model = load_model(path)
+    trained = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(trained, lr=1.0)
+    sum(p.sum() for p in trained).backward()
+    optimizer.step()
+    assert path.read_bytes() == before
+    assert not torch.equal(trained[0], load_model(path).state_dict()[next(k for k, p in model.named_parameters()
+                                                                            if p is trained[0])])
+
+
+def test_a_buffer_loading_cannot_rebuild_falls_back_to_an_initialised_build(
+    tmp_path, tiny_model, monkeypatch
+) -> None:
+    """A model holding a non-persistent buffer clipvis does not know how to compute (a future open_clip's, say) is
+    built and initialised as before, then loaded."""
+
+    class WithBuffer(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.register_buffer("scale_table", torch.ones(3), persistent=False)
+
+    with torch.device("meta"):
+        assert not build_module._rebuild_buffers(WithBuffer())
+    path = save_pretrained(tiny_model, tmp_path / "model.safetensors")
+    monkeypatch.setattr(build_module, "_rebuild_buffers", lambda model: False)
+    loaded = load_model(path)
+    for key, tensor in _tensors(tiny_model).items():
+        assert torch.equal(_tensors(loaded)[key], tensor), key
+
+
+def test_a_loaded_model_outlives_its_file_being_overwritten_in_place(tmp_path, tiny_model) -> None:
+    """The model's weights are not a mapping of the file: a checkpoint truncated and rewritten in place while a
+    model runs (``cp`` or ``wget -O`` over it) changes nothing, where touching a mapped page past the file's new end
+    would end the process with SIGBUS."""
+    import subprocess
+    import sys
+
+    path = save_pretrained(tiny_model, tmp_path / "model.safetensors")
+    code = (
+        "import sys, torch\n"
+        "from clipvis.model import load_model\n"
+        "model = load_model(sys.argv[1])\n"
+        "open(sys.argv[1], 'wb').close()\n"
+        "print(sum(float(t.double().sum()) for t in model.state_dict().values()))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, (result.returncode, result.stderr[-2000:])
+    expected = sum(float(t.double().sum()) for t in tiny_model.state_dict().values())
+    assert float(result.stdout.split()[-1]) == pytest.approx(expected, rel=1e-12)
