@@ -34,8 +34,8 @@
 (h) frames/s of SegmentRunner.run_batch over a folder of --folder-videos videos (--model, all outputs, one process):
     each video's files written after its model pass, against written while the next video goes through the model
     (`background_writers`, the default on a GPU).
-(i) what a `clipvis segment` process costs besides its video: wall time of the command on a 4-frame video (tiny
-    model, all outputs, fresh process) minus the video's own time from run.json; median of --overhead-runs.
+(i) what a `clipvis segment` process costs besides its video: wall time of the command on a 4-frame video
+    (--model, all outputs, fresh process) minus the video's own time from run.json; median of --overhead-runs.
 (j) wall time of 2 processes x 1 thread over a folder of one long video and --rank-videos - 1 short ones: fixed
     halves (`--shard 0/2` and `--shard 1/2` side by side: every other video of the sorted folder) against
     `torchrun --nproc-per-node 2`, where each rank takes the next video (largest first) whenever it is free.
@@ -398,14 +398,14 @@ def baseline_rss(files: BenchFiles, threads: int, extra_env: dict[str, str]) -> 
 # ---------------------------------------------------------------------------- (i) a process' start and end
 
 
-def process_overhead(files: BenchFiles, device: str, threads: int, runs: int) -> dict[str, Any]:
+def process_overhead(files: BenchFiles, model: str, device: str, threads: int, runs: int) -> dict[str, Any]:
     """What a `clipvis segment` process costs besides its video: wall time of the whole command on a 4-frame video
-    (tiny model, all outputs, a fresh process each time) minus the video's own time in run.json (timings.total):
+    (``model``, all outputs, a fresh process each time) minus the video's own time in run.json (timings.total):
     imports, loading the model and the text embeddings (cached after the first run), and the exit."""
     rows = []
     for _ in range(runs):
-        run = segment_rss(files, "tiny", BATCH_FRAMES, device, threads, {})
-        video_seconds = segment_manifest(files, "tiny", BATCH_FRAMES)["timings"]["total"]
+        run = segment_rss(files, model, BATCH_FRAMES, device, threads, {})
+        video_seconds = segment_manifest(files, model, BATCH_FRAMES)["timings"]["total"]
         rows.append({"wall_s": run.wall_seconds, "video_s": video_seconds,
                      "overhead_s": run.wall_seconds - video_seconds, "cpu_s": run.cpu_seconds})
     return {"runs": rows, "median_overhead_s": statistics.median(r["overhead_s"] for r in rows)}
@@ -943,9 +943,9 @@ def main() -> None:
                 ratio = report_device_memory(runs, args.model, args.size, args.precision)
                 figures["device_memory"] = {"runs": runs, "ratio": ratio}
         if "i" in parts:
-            overhead = process_overhead(files, args.device, args.threads, args.overhead_runs)
+            overhead = process_overhead(files, args.model, args.device, args.threads, args.overhead_runs)
             print_table(
-                f"(i) a `clipvis segment` process besides its video: tiny model, {BATCH_FRAMES} frames "
+                f"(i) a `clipvis segment` process besides its video: {args.model} model, {BATCH_FRAMES} frames "
                 f"{WIDTH}x{HEIGHT}, device={args.device}, threads={args.threads}, fresh process each",
                 [(f"run {i + 1}", f"{r['wall_s']:6.2f} s wall, video {r['video_s']:5.2f} s, "
                   f"besides the video {r['overhead_s']:5.2f} s, {r['cpu_s']:5.2f} CPU-s")
