@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -275,13 +276,16 @@ def load_model(
 def _assign_weights(model: ClipVis, state: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor]) -> bool:
     """Make ``state``'s tensors the weights of ``model`` (built on the meta device): what ``load_state_dict`` copies
     into an initialised model, without building and randomly initialising one first (~0.7 s of each R50 load on 2 CPU
-    cores, ~1.2 s of ConvNeXt-B's; no second copy of the weights in memory). Each tensor gets the dtype and memory
-    layout the model gives it (the CLIP's convolutions are channels-last, ClipBackbone). False, with the model left
+    cores, ~1.2 s of ConvNeXt-B's; no random copy of the weights in memory beside the file's). Each tensor gets the
+    dtype and memory layout the model gives it (the CLIP's convolutions are channels-last, ClipBackbone), and tensors
+    that share memory in the file (saved from views of one buffer) get memory of their own. False, with the model left
     unusable, when the model holds a buffer outside the state dict that :func:`_rebuild_buffers` does not know."""
+    holders = Counter(value.untyped_storage().data_ptr() for value in state.values())
     fitted = {}
     for key, value in state.items():
         want = expected[key]
-        if value.dtype != want.dtype or value.stride() != want.stride():
+        shared = holders[value.untyped_storage().data_ptr()] > 1  # two weights must not become one (torch.load)
+        if shared or value.dtype != want.dtype or value.stride() != want.stride():
             value = torch.empty_strided(want.shape, want.stride(), dtype=want.dtype).copy_(value)
         fitted[key] = value
     model.load_state_dict(fitted, strict=True, assign=True)

@@ -252,6 +252,10 @@ def test_a_loaded_model_is_the_initialised_model_with_the_file_loaded(
         queries = state["sem_seg_head.predictor.query_embed.weight"]
         state["sem_seg_head.predictor.query_embed.weight"] = queries.t().contiguous().t()  # column-major
         assert not state["sem_seg_head.predictor.query_embed.weight"].is_contiguous()
+        feat, norm = (state[f"sem_seg_head.predictor.{k}"] for k in ("query_feat.weight", "decoder_norm.weight"))
+        flat = torch.cat([feat.flatten(), norm])  # two weights saved as views of one buffer
+        state["sem_seg_head.predictor.query_feat.weight"] = flat[: feat.numel()].view(feat.shape)
+        state["sem_seg_head.predictor.decoder_norm.weight"] = flat[feat.numel() :]
         path = tmp_path / "model.pth"
         torch.save({"model": state}, path)
     official = layout == "official"  # no embedded config: the model's is given, as users give the official YAML
@@ -268,6 +272,8 @@ def test_a_loaded_model_is_the_initialised_model_with_the_file_loaded(
         assert type(other) is type(tensor) and other.requires_grad == tensor.requires_grad, key
         assert torch.equal(other, tensor), key
     assert loaded.backbone.clip_model.attn_mask.isinf().sum() == 77 * 76 // 2  # the causal mask, rebuilt
+    storages = [t.untyped_storage().data_ptr() for t in got.values() if t.numel()]
+    assert len(storages) == len(set(storages))  # every weight has memory of its own
     assert not loaded.training and any(p.requires_grad for p in loaded.parameters())
 
 
