@@ -45,11 +45,13 @@ class MaskRuns:
     @property
     def offsets(self) -> torch.Tensor:
         """``[Q]`` int64: where each mask's run lengths start in ``counts``."""
+        self.wait()
         return torch.cumsum(self.lengths, 0) - self.lengths
 
     @property
     def empty(self) -> torch.Tensor:
         """``[Q]`` bool: masks without a single foreground pixel."""
+        self.wait()
         return self.lengths <= 1
 
     def areas(self) -> torch.Tensor:

@@ -56,6 +56,25 @@ def test_mask_runs_decode_and_areas() -> None:
     assert runs.empty.tolist() == [True, False, False, False]
 
 
+def test_every_reading_of_the_run_lengths_waits_for_their_copy_to_the_host() -> None:
+    """On CUDA the run lengths come back by a non-blocking copy: each accessor waits for it before reading
+    (``lengths`` read too early would be whatever the pinned buffer held)."""
+
+    class CopyInFlight:
+        def __init__(self) -> None:
+            self.waited = 0
+
+        def synchronize(self) -> None:
+            self.waited += 1
+
+    masks = torch.from_numpy(np.random.default_rng(4).random((3, 5, 7)) > 0.5)
+    for read in (lambda r: r.empty, lambda r: r.offsets, lambda r: r.areas(), lambda r: r.to_masks()):
+        copy = CopyInFlight()
+        runs = MaskRuns(*mask_runs(masks), size=(5, 7), ready=copy)
+        read(runs)
+        assert copy.waited == 1 and runs.ready is None
+
+
 def test_no_masks_and_bad_input() -> None:
     counts, lengths = mask_runs(torch.zeros(0, 4, 5, dtype=torch.bool))
     assert counts.numel() == 0 and lengths.numel() == 0
