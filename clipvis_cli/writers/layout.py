@@ -235,7 +235,7 @@ def claim_output_folder(
         raise OutputNotWritableError(root, error) from error
     try:
         # This source's folder from an earlier run comes first wherever it is, then the planned name, then the rest.
-        first = [n for n in (*_own_folders(listing, stem, owner), preferred) if n and n.lower() not in taken]
+        first = [n for n in (*listing.owned_by(stem, owner), preferred) if n and n.lower() not in taken]
         # (a -N name is never its own natural name, and its planned name was tried first or is taken)
         for name in itertools.chain(first, (n for n in _candidates(stem, taken, reserved) if n not in first)):
             if listing.holds_another_source(name, owner):
@@ -284,11 +284,6 @@ def plan_folder_names(stems: Sequence[str]) -> list[str]:
         taken.add(name.lower())
         names.append(name)
     return names
-
-
-def _own_folders(listing: OutputRootListing, stem: str, owner: str) -> list[str]:
-    """The folders `stem`, `stem-N` of the listed root whose run.json records the source `owner`, by suffix."""
-    return listing.owned_by(stem, owner)
 
 
 def _candidates(stem: str, taken: set[str], reserved: Container[str], first_suffix: int = 2):

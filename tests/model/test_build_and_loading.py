@@ -282,13 +282,13 @@ def test_training_a_loaded_model_leaves_its_file_as_it_was(tmp_path, tiny_model_
     path = save_pretrained(tiny_model_factory(seed=4), tmp_path / "model.safetensors")
     before = path.read_bytes()
     model = load_model(path)
-    trained = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.SGD(trained, lr=1.0)
-    sum(p.sum() for p in trained).backward()
+    trained = {name: p for name, p in model.named_parameters() if p.requires_grad}
+    optimizer = torch.optim.SGD(trained.values(), lr=1.0)
+    sum(p.sum() for p in trained.values()).backward()
     optimizer.step()
     assert path.read_bytes() == before
-    assert not torch.equal(trained[0], load_model(path).state_dict()[next(k for k, p in model.named_parameters()
-                                                                            if p is trained[0])])
+    name, first = next(iter(trained.items()))
+    assert not torch.equal(first, load_model(path).state_dict()[name])
 
 
 def test_a_buffer_loading_cannot_rebuild_falls_back_to_an_initialised_build(
