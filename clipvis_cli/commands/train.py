@@ -2,6 +2,7 @@
 
     clipvis train --config lvis_r50.yaml [--weights W] [--output-dir D] [--resume] [--num-gpus N] [KEY=VALUE ...]
     clipvis train --config ytvis19_r50.yaml --weights clipvis-coco-ytvis19-r50 --data ytvis.json --images frames/
+    clipvis train --output-dir runs/mine --resume    # continue an interrupted run with its own config.yaml
     clipvis train --weights runs/mine --export-pth model_final.pth    # the official detectron2 checkpoint layout
 
 Exit status: 0 trained, 1 bad config/data/weights (one `clipvis: error:` line), 2 usage error.
@@ -11,8 +12,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
+
+if TYPE_CHECKING:
+    from clipvis.cli.train.config import TrainConfig
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:
@@ -32,7 +37,10 @@ def train(
         None, "--weights", help="Start from a released checkpoint name, a checkpoint file or a training folder."
     ),
     output_dir: Path | None = typer.Option(None, "--output-dir", help="Where checkpoints and logs go (OUTPUT_DIR)."),
-    resume: bool = typer.Option(False, "--resume", help="Continue the run in --output-dir from its newest checkpoint."),
+    resume: bool = typer.Option(
+        False, "--resume", help="Continue the run in --output-dir from its newest checkpoint, with the run's own "
+        "config.yaml (KEY=VALUE overrides apply on top; --config is then not needed)."
+    ),
     num_gpus: int = typer.Option(
         1, "--num-gpus", min=1, help="Processes to spawn on this machine (one per GPU; CPU processes without GPUs)."
     ),
@@ -60,30 +68,61 @@ def train(
     if export_pth is not None:
         _export(weights, export_pth)
         return
-    if config is None:
+    if config is None and not resume:
         raise typer.BadParameter("--config is required (a shipped name such as lvis_r50.yaml, or a file)")
     data, images = list(data or []), list(images or [])
     if len(data) != len(images):
         raise typer.BadParameter("give one --images folder for each --data file")
     try:
-        cfg = load_train_config(config, list(overrides or []))
+        cfg = load_train_config(config, list(overrides or [])) if config is not None else None
+        saved = _run_to_resume(output_dir, cfg) if resume else None
+        if saved is not None:
+            # The interrupted run's own resolved config (its schedule already scaled to its processes, its data,
+            # its seed), with this command's KEY=VALUE overrides on top, e.g. SOLVER.MAX_ITER to extend it.
+            cfg = load_train_config(saved, list(overrides or []))
+            if os.environ.get("RANK", "0") == "0":
+                unread = f" (--config {config} is not read)" if config is not None else ""
+                typer.echo(f"clipvis: resuming with the run's own settings, {saved}{unread}", err=True)
     except ConfigError as error:
         raise _fail(str(error)) from None
     if output_dir is not None:
         cfg.set("OUTPUT_DIR", str(output_dir))
+    if weights:  # recorded in config.yaml: a run resumed before its first checkpoint starts from them again
+        local = Path(weights).expanduser()
+        cfg.set("MODEL.WEIGHTS", str(local.resolve()) if local.exists() else weights)
     if data_root is not None:
-        cfg.set("CLIPVIS.DATA_ROOT", str(data_root))
-    if data:
-        cfg.set("CLIPVIS.TRAIN_DATA", [{"json": str(d), "images": str(i)} for d, i in zip(data, images, strict=True)])
+        cfg.set("CLIPVIS.DATA_ROOT", str(data_root.expanduser().resolve()))
+    if data:  # recorded as absolute paths: a resumed run finds them from any working directory
+        cfg.set("CLIPVIS.TRAIN_DATA", [{"json": str(d.expanduser().resolve()), "images": str(i.expanduser().resolve())}
+                                       for d, i in zip(data, images, strict=True)])
         if "DATASETS.TRAIN" not in cfg.overridden:
             cfg.set("DATASETS.TRAIN", [])
-    request = RunRequest(cfg, weights=weights, resume=resume, num_processes=num_gpus, autoscale=not no_autoscale)
+    request = RunRequest(cfg, weights=weights, resume=resume, num_processes=num_gpus,
+                         autoscale=not no_autoscale and saved is None)
     try:
         final = launch(request)
     except (ConfigError, TrainDataError, CheckpointError, WeightsError, FloatingPointError) as error:
         raise _fail(str(error)) from None
     if final is not None and os.environ.get("RANK", "0") == "0":
         typer.echo(str(final))
+
+
+def _run_to_resume(output_dir: Path | None, config: TrainConfig | None) -> Path | None:
+    """The ``config.yaml`` of the run in ``output_dir`` (default: the config's ``OUTPUT_DIR``), or None when that
+    folder holds no run yet (``--resume`` then starts one from ``--config``)."""
+    from clipvis.cli.train.config import RUN_CONFIG_NAME, ConfigError
+
+    folder = output_dir if output_dir is not None else Path(str(config.get("OUTPUT_DIR"))) if config else None
+    if folder is None:
+        raise typer.BadParameter("--resume needs --output-dir, the folder of the run to continue")
+    saved = folder.expanduser() / RUN_CONFIG_NAME
+    if saved.is_file():
+        return saved
+    if config is None:
+        raise ConfigError(
+            f"{folder}: no training run to resume here (no {RUN_CONFIG_NAME}); give --config to start one"
+        )
+    return None
 
 
 def _export(weights: str | None, target: Path) -> None:

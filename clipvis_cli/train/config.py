@@ -145,6 +145,9 @@ def _get(tree: dict[str, Any], dotted: str, default: Any = None) -> Any:
     return node
 
 
+RUN_CONFIG_NAME = "config.yaml"  # the resolved config a run writes into its output folder (what --resume reads)
+
+
 @dataclass
 class TrainConfig:
     """A resolved training config tree plus what the command line set."""

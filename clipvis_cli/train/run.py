@@ -22,7 +22,7 @@ import torch.distributed as dist
 
 from clipvis.cli.atomic import atomic_write_text, ensure_output_dir
 from clipvis.cli.distributed import visible_gpu
-from clipvis.cli.train.config import TrainConfig, autoscale
+from clipvis.cli.train.config import RUN_CONFIG_NAME, TrainConfig, autoscale
 from clipvis.cli.train.data import AugmentationConfig, StreamBatchSampler, TrainDataset, build_loader, repeat_factors
 from clipvis.cli.train.sources import load_sources
 from clipvis.cli.train.trainer import Trainer, TrainerSettings, newest_checkpoint
@@ -138,14 +138,16 @@ def run_training(request: RunRequest, rank: int = 0, world: int = 1, local_rank:
         seed = int(seed_tensor.item())
         config.set("SEED", seed)
     if rank == 0:
-        atomic_write_text(output_dir / "config.yaml", config.to_yaml())
+        atomic_write_text(output_dir / RUN_CONFIG_NAME, config.to_yaml())
         log.info("config %s -> %s (global batch %d on %d process(es), lr %.3g, %d iterations, scale %.3g, seed %d)",
                  config.source, output_dir, schedule.global_batch, world, schedule.base_lr, schedule.max_iter,
                  schedule.scale, seed)
 
     resume_from = newest_checkpoint(output_dir) if request.resume else None
     weights = request.weights or (config.get("MODEL.WEIGHTS") or None)
-    model = build_model(config, None if resume_from else weights, seed)
+    # Resuming: the newest checkpoint holds the architecture and every weight (no CLIP to fetch); Trainer.resume
+    # then loads it again with its optimiser, schedule and RNG state.
+    model = build_model(config, str(resume_from) if resume_from else weights, seed)
 
     filter_empty = bool(config.get("DATALOADER.FILTER_EMPTY_ANNOTATIONS"))
     sources = load_sources(

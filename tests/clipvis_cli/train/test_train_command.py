@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import yaml
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
@@ -87,7 +89,7 @@ def test_resume_continues_exactly(tmp_path, tiny_train_config, tiny_config):
     config = tiny_train_config(tmp_path, MAX_ITER=4)
     train(config, tmp_path / "straight", data)
     train(config, tmp_path / "split", data, "SOLVER.MAX_ITER=2")
-    train(config, tmp_path / "split", data, "--resume")
+    train(config, tmp_path / "split", data, "--resume", "SOLVER.MAX_ITER=4")  # a finished run extended
     straight, split = final_weights(tmp_path / "straight"), final_weights(tmp_path / "split")
     assert (tmp_path / "split" / "last_checkpoint").read_text().strip() == "model_0000003.safetensors"
     assert straight.keys() == split.keys()
@@ -105,6 +107,38 @@ def test_resume_continues_exactly(tmp_path, tiny_train_config, tiny_config):
     fields = tiny_config().to_dict()  # the official layout holds no config: the tiny CLIP must be described
     reloaded = load_model(tmp_path / "f.pth", config={k: v for k, v in fields.items() if k != "notes"}).state_dict()
     assert all(torch.equal(reloaded[k], split[k]) for k in split)
+
+
+def test_resume_takes_the_interrupted_runs_own_settings(tmp_path, tiny_train_config, monkeypatch):
+    """`--output-dir D --resume` alone continues the run in D as it was started (schedule, data given by relative
+    paths from another directory, seed), whatever config file the command names, and keeps D's config.yaml."""
+    data = write_coco(tmp_path / "data", num_images=3)
+    config = tiny_train_config(tmp_path, MAX_ITER=4, CHECKPOINT_PERIOD=2)
+    train(config, tmp_path / "straight", data, "SOLVER.MAX_ITER=6", "SEED=-1")
+    seed = yaml.safe_load((tmp_path / "straight" / "config.yaml").read_text())["SEED"]
+    monkeypatch.chdir(tmp_path)
+    run = tmp_path / "split"
+    train(config, run, (Path("data/coco.json"), Path("data/images")), "SOLVER.MAX_ITER=6", f"SEED={seed}")
+    # As if killed after iteration 4: the newest checkpoint is model_0000003.
+    for name in ("model_0000005.safetensors", "model_0000005.state.pt"):
+        (run / name).unlink()
+    (run / "last_checkpoint").write_text("model_0000003.safetensors")
+    recorded = (run / "config.yaml").read_text()
+
+    monkeypatch.chdir(tmp_path / "data")  # the data were given relative to tmp_path
+    # The named config (MAX_ITER 4, no data) is not read; the second command finds the run complete.
+    for command in (["--config", str(config), "--output-dir", str(run)], ["--output-dir", str(run)]):
+        result = runner.invoke(app, ["train", *command, "--resume"])
+        assert result.exit_code == 0, result.output + repr(result.exception)
+        assert "resuming with the run's own settings" in result.output
+    assert (run / "last_checkpoint").read_text().strip() == "model_0000005.safetensors"
+    straight, split = final_weights(tmp_path / "straight"), final_weights(run)
+    assert all(torch.equal(straight[k], split[k]) for k in straight)
+    assert (run / "config.yaml").read_text() == recorded
+
+    # No run in the folder: --resume alone says so; with --config it starts one.
+    result = runner.invoke(app, ["train", "--output-dir", str(tmp_path / "none"), "--resume"])
+    assert result.exit_code == 1 and "no training run to resume here" in result.output
 
 
 def test_a_corrupt_image_and_a_bad_annotation_are_skipped_with_one_warning_each(tmp_path, tiny_train_config):
