@@ -95,7 +95,7 @@ class CvatVideoExporter(Exporter):
     description = "CVAT for video 1.1 (polygon tracks), zip for CVAT's Upload annotations"
 
     def __init__(self) -> None:
-        self.last_polygon_iou: float | None = None  # mean mask IoU of the written polygons (pycocotools fill)
+        self.last_polygon_iou: float | None = None  # mean mask IoU of the polygons, every shown mask (pycocotools fill)
 
     def export(self, video: ExportVideo, directory: Path, options: ExportOptions) -> list[Path]:
         info = video.info
@@ -112,8 +112,10 @@ class CvatVideoExporter(Exporter):
                 present = frame_masks([track], position)
                 polygon = mask_polygon(present[0][1]) if present else None
                 frame = str(info.frame_indices[position])
+                if present:  # a mask no polygon could outline counts as IoU 0, not as nothing
+                    ious.append(0.0 if polygon is None else
+                                mask_iou(polygon_mask(polygon, info.height, info.width), present[0][1]))
                 if polygon is not None:
-                    ious.append(mask_iou(polygon_mask(polygon, info.height, info.width), present[0][1]))
                     last_polygon = _points(polygon)
                     self._shape(element, frame, last_polygon, outside=False)
                 elif last_polygon is not None:  # the object left: close the track on this frame

@@ -6,8 +6,8 @@ traced (OpenCV contours through the centres of the boundary pixels, moved half a
 boundary so the polygon encloses whole pixels), then the parts and holes are joined into ONE ring by zero-width
 bridges, each from the ring to the nearest vertex of the next contour and back. Filled with the even-odd rule
 (pycocotools, CVAT's and Datumaro's rasteriser) a bridge encloses no area, a hole is left empty and a separate part
-is filled, so several parts and holes survive in a single polygon. Tiny specks (fewer than 3 outline points) are
-dropped.
+is filled, so several parts and holes survive in a single polygon. A mask with a part one pixel thick anywhere is traced at
+twice its size (see `_outlines`), so lines and single pixels are kept too.
 """
 
 from __future__ import annotations
@@ -85,17 +85,33 @@ def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _outlines(mask: np.ndarray) -> list[np.ndarray]:
-    """Every outer and hole contour of the mask, each `[K, 2]` float, moved to enclose whole pixels."""
+    """Every outer and hole contour of the mask, each `[K, 2]` float, moved to enclose whole pixels.
+
+    Where a part is one pixel thick somewhere (a line, a tail, a lone pixel, pixels touching at a corner), its
+    contour through pixel centres runs there and back on itself and encloses nothing; the mask is then traced at
+    twice its size, where every part is at least two pixels thick, and the outlines are scaled back: every pixel
+    is kept, at the cost of a vertex per step along diagonal edges."""
     binary = np.ascontiguousarray(mask, dtype=np.uint8)
     contours, hierarchy = cv2.findContours(binary, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
+    scale = 1
+    if any(_runs_over_itself(contour.reshape(-1, 2)) for contour in contours):
+        scale = 2
+        doubled = np.ascontiguousarray(np.repeat(np.repeat(binary, 2, axis=0), 2, axis=1))
+        contours, hierarchy = cv2.findContours(doubled, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
     outlines = []
     for index, contour in enumerate(contours):
         points = contour.reshape(-1, 2).astype(np.float64)
-        if len(points) < 3:
+        if len(points) < 3:  # cannot happen at twice the size: every part is then at least 2 x 2
             continue
         is_hole = hierarchy[0][index][3] >= 0
-        outlines.append(_pixel_outline(points, grow=not is_hole))
+        outlines.append(_pixel_outline(points, grow=not is_hole) / scale)
     return outlines
+
+
+def _runs_over_itself(points: np.ndarray) -> bool:
+    """Whether a contour `[K, 2]` (pixel centres) encloses no area somewhere: fewer than 3 points, or a point
+    visited twice (a one-pixel-thick stretch is traced out and back)."""
+    return len(points) < 3 or len(np.unique(points, axis=0)) < len(points)
 
 
 def _pixel_outline(points: np.ndarray, grow: bool) -> np.ndarray:

@@ -59,6 +59,28 @@ def test_polygon_keeps_holes_and_parts() -> None:
     assert mask_iou(polygon_mask(mask_polygon(ellipse), 120, 160), ellipse) > 0.995
 
 
+def test_polygon_keeps_parts_one_pixel_thick() -> None:
+    """Lines, tails, lone pixels and pixels touching at a corner trace out and back through pixel centres; they
+    must still be covered exactly (CVAT would otherwise lose whole thin objects)."""
+    shapes = {}
+    shapes["line"] = np.zeros((30, 40), bool)
+    shapes["line"][12, 3:35] = True
+    shapes["pixel"] = np.zeros((30, 40), bool)
+    shapes["pixel"][0, 39] = True
+    shapes["tail"] = np.zeros((30, 40), bool)
+    shapes["tail"][5:15, 5:15] = True
+    shapes["tail"][10, 15:30] = True
+    shapes["diagonal"] = np.eye(30, 40, dtype=bool)
+    shapes["ring"] = np.zeros((30, 40), bool)
+    shapes["ring"][4:20, 4:20] = True
+    shapes["ring"][5:19, 5:19] = False
+    shapes["random"] = np.random.default_rng(3).random((30, 40)) > 0.7
+    for name, mask in shapes.items():
+        polygon = mask_polygon(mask)
+        assert polygon is not None, name
+        assert mask_iou(polygon_mask(polygon, 30, 40), mask) == 1.0, name
+
+
 def test_id_map_overlap_goes_to_the_higher_score() -> None:
     a = np.zeros((4, 4), bool)
     a[:, :3] = True
