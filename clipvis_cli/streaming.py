@@ -1,13 +1,13 @@
 """The streaming loop of `clipvis segment`, as a library: frames in, per-frame track masks as COCO RLE out, in
 memory that does not grow with video length, and does not grow with resolution beyond a few frames.
 
-    from clipvis import ClipVis, VideoPredictor
+    from clipvis import VideoPredictor, load_model
     from clipvis.cli.streaming import VideoStream
 
-    predictor = VideoPredictor(ClipVis.from_pretrained("clipvis-lvis-r50"), ["cat", "dog"], device="cuda")
+    predictor = VideoPredictor(load_model("clipvis-lvis-r50"), ["cat", "dog"], device="cuda")
     with VideoStream(predictor, "video.mp4", batch_frames=8) as stream:
         for frame in stream:                  # StreamedFrame, in frame order
-            frame.rle(track)                  # {"size": [H, W], "counts": "..."} or None (empty), any track
+            frame.rle(track)                  # {"size": [H, W], "counts": "..."} or None (empty), track < Q
         video = stream.finish(max_tracks=50)  # VideoInstances: the tracks kept, their classes and scores
 
 Four stages overlap: a decode thread fills a bounded queue of frame batches (``BackgroundDecoder``); a model

@@ -6,8 +6,8 @@ traced (OpenCV contours through the centres of the boundary pixels, moved half a
 boundary so the polygon encloses whole pixels), then the parts and holes are joined into ONE ring by zero-width
 bridges, each from the ring to the nearest vertex of the next contour and back. Filled with the even-odd rule
 (pycocotools, CVAT's and Datumaro's rasteriser) a bridge encloses no area, a hole is left empty and a separate part
-is filled, so several parts and holes survive in a single polygon. A mask with a part one pixel thick anywhere is traced at
-twice its size (see `_outlines`), so lines and single pixels are kept too.
+is filled, so several parts and holes survive in a single polygon. A mask with a part one pixel thick anywhere is
+traced at twice its size (see `_outlines`), so lines and single pixels are kept too.
 """
 
 from __future__ import annotations
