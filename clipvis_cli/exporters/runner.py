@@ -87,10 +87,10 @@ class ExportRunner:
     def _export_video(self, source: VideoSource, video: ExportVideo, several: bool) -> ExportOutcome:
         stem = video.info.stem
         folder = self._folder(video, several)
+        notes = self._unknown_classes(video)
         video = select_tracks(video, self.options)
         self.reporter.video_started(source, stem, video.info.num_frames)
         per_video = [name for name in self.formats if name != YTVIS_FORMAT]
-        notes: list[str] = []
         try:
             exporters = [create_exporter(name) for name in per_video]
             for exporter in exporters:
@@ -118,6 +118,16 @@ class ExportRunner:
         self.reporter.frames_done(video.info.num_frames)
         self.reporter.video_finished(source, stem, video.info.num_frames, 0.0, outputs)
         return ExportOutcome(stem, "complete", outputs, notes=notes)
+
+    def _unknown_classes(self, video: ExportVideo) -> list[str]:
+        """A warning naming the ``--classes`` that are none of the video's classes (a typo exports nothing)."""
+        known = {name.lower() for name in video.categories}
+        unknown = [name for name in self.options.classes or () if name.lower() not in known]
+        if not unknown:
+            return []
+        listed = ", ".join(video.categories[:20]) + (", ..." if len(video.categories) > 20 else "")
+        return [f"warning: {video.info.stem}: --classes {', '.join(unknown)}: no such class here (its classes: "
+                f"{listed})"]
 
     def _failed(self, source: VideoSource, name: str, message: str) -> ExportOutcome:
         self.reporter.video_failed(source, name, message)

@@ -13,7 +13,7 @@ import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from clipvis.cli.atomic import atomic_output_path, atomic_write_text
+from clipvis.cli.atomic import atomic_output_path, atomic_write_text, ensure_output_dir
 from clipvis.cli.exporters.base import ExportOptions
 from clipvis.cli.exporters.loading import ExportVideo
 
@@ -34,6 +34,7 @@ def write_results(videos: Sequence[ExportVideo], destination: Path, options: Exp
         raise ValueError(f"{destination}: several inputs share video ids {sorted({i for i in ids if ids.count(i) > 1})}"
                          " (export them separately, or use the files clipvis evaluate writes)")
     text = json.dumps(results_list(videos), separators=(",", ":")) + "\n"
+    ensure_output_dir(destination)  # `-o submission/` need not exist yet
     if not options.zip_results:
         return atomic_write_text(destination / options.results_name, text)
     final = destination / (Path(options.results_name).stem + ".zip")

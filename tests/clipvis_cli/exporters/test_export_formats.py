@@ -205,6 +205,15 @@ def test_filters_zip_and_default_destination(tmp_path) -> None:
         assert archive.namelist() == ["annotations.xml"]
         root = ET.fromstring(archive.read("annotations.xml"))
     assert [label.findtext("name") for label in root.iter("label")] == ["cat", "dog"]
+    assert "warning" not in result.output
+
+    # A class name that is none of the video's (a typo) is named in a warning; -o need not exist.
+    result = run_export(str(output.ytvis), "--to", "ytvis", "--zip", "--classes", "cat,dgo", "-o",
+                        str(tmp_path / "new" / "submission"))
+    assert result.exit_code == 0, result.output
+    assert "--classes dgo: no such class here (its classes: cat, dog" in result.output
+    with zipfile.ZipFile(tmp_path / "new" / "submission" / "results.zip") as archive:
+        assert sorted(r["category_id"] for r in json.loads(archive.read("results.json"))) == [1]
 
 
 def test_many_classes_are_renumbered_for_mots(tmp_path) -> None:
