@@ -3,8 +3,9 @@
 A reader never sees a half-written file under the final name: either the old file (or none) or the
 complete new one. The data is fsync'ed before the rename and the directory after it, so a file that has its final
 name survives a power cut. On any exception (KeyboardInterrupt included) the temporary file is removed and the
-final name is untouched; temporary files of a process that was killed outright (`.<name>.XXXX.tmp<suffix>`) are
-removed by `remove_stale_temp_files` once the folder's lock shows no live process writes there.
+final name is untouched; temporary files (`.<name>.XXXX.tmp<suffix>`) and export staging folders (`.export-XXXX.tmp`)
+of a process that was killed outright are removed by `remove_stale_temp_files` once the folder's lock shows no live
+process writes there.
 
 Text that cannot be encoded as UTF-8 (a file name that is not valid UTF-8 reaches Python as lone surrogates) is
 written as JSON escapes (`\udcff`) instead of failing: json.loads gives back the exact name.
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -59,9 +61,9 @@ def is_temp_file_name(name: str) -> bool:
 
 
 def remove_stale_temp_files(directory: Path | str, finals: Iterable[str] | None = None) -> list[Path]:
-    """Delete the temporary files `temp_path_for` left in `directory` (a crash, a kill -9): all of them, or only
-    those of the final file names `finals`. Call it only while holding the lock that keeps other clipvis processes
-    from writing those files. Returns what was removed."""
+    """Delete the temporary files `temp_path_for` left in `directory` (a crash, a kill -9): all of them, and the
+    staging folders of exports (`.export-XXXX.tmp`), or only the files of the final file names `finals`. Call it
+    only while holding the lock that keeps other clipvis processes from writing there. Returns what was removed."""
     removed: list[Path] = []
     prefixes = None if finals is None else tuple(f".{Path(name).stem}." for name in finals)
     try:
@@ -71,12 +73,18 @@ def remove_stale_temp_files(directory: Path | str, finals: Iterable[str] | None 
     for entry in entries:
         if prefixes is not None and not entry.name.startswith(prefixes):
             continue
-        if is_temp_file_name(entry.name) and entry.is_file(follow_symlinks=False):
-            try:
+        if not is_temp_file_name(entry.name):
+            continue
+        try:
+            if entry.is_file(follow_symlinks=False):
                 os.unlink(entry.path)
-                removed.append(Path(entry.path))
-            except OSError:
+            elif prefixes is None and entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path)
+            else:
                 continue
+        except OSError:
+            continue
+        removed.append(Path(entry.path))
     return removed
 
 

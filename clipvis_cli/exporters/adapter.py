@@ -14,8 +14,8 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from clipvis.cli.atomic import atomic_output_path
-from clipvis.cli.exporters.base import ExportOptions
+from clipvis.cli.atomic import TEMP_MARKER, atomic_output_path
+from clipvis.cli.exporters.base import STAGING_PREFIX, ExportOptions
 from clipvis.cli.exporters.loading import ExportVideo
 from clipvis.cli.writers.base import SegmentedVideo
 
@@ -34,7 +34,8 @@ class ExportFormatWriter:
         exporter = create_exporter(self.format)
         export_video = ExportVideo(video.info, list(video.tracks), list(video.categories), path,
                                    category_ids=list(range(1, len(video.categories) + 1)))
-        with tempfile.TemporaryDirectory(prefix=".export-", dir=path.parent) as staging:
+        # A temporary name: a segment run killed meanwhile leaves a folder the next run into this folder removes.
+        with tempfile.TemporaryDirectory(prefix=STAGING_PREFIX, suffix=TEMP_MARKER, dir=path.parent) as staging:
             made = exporter.export(export_video, Path(staging), self.options)
             with atomic_output_path(path) as temporary:
                 if len(made) == 1 and made[0].is_file() and made[0].suffix == ".zip":

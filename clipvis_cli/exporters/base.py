@@ -14,9 +14,12 @@ from pathlib import Path
 import numpy as np
 
 from clipvis.cli import rle
-from clipvis.cli.atomic import OutputNotWritableError, ensure_output_dir
+from clipvis.cli.atomic import TEMP_MARKER, OutputNotWritableError, ensure_output_dir, remove_stale_temp_files
 from clipvis.cli.exporters.loading import ExportVideo
+from clipvis.cli.locks import FolderLock
 from clipvis.cli.results import TrackResult
+
+STAGING_PREFIX = ".export-"  # staging folders are `.export-XXXX.tmp`: temporary names (clipvis.cli.atomic)
 
 
 @dataclass(frozen=True)
@@ -79,18 +82,24 @@ class Exporter:
 def staged_directory(final_parent: Path) -> Iterator[Path]:
     """A fresh hidden folder inside `final_parent` to write into; on success every entry in it replaces the entry
     of the same name in `final_parent` (each with one rename), on failure the folder is deleted and
-    `final_parent` is untouched."""
+    `final_parent` is untouched.
+
+    The folder's lock (`clipvis.cli.locks`, the one `segment` holds while it writes a video's folder) is held
+    throughout: another process writing there makes this raise FolderBusyError, and what a killed export or
+    segment left there (staging folders, temporary files) is removed first."""
     ensure_output_dir(final_parent)
-    try:
-        staging = Path(tempfile.mkdtemp(prefix=".export-", suffix=".tmp", dir=final_parent))
-    except OSError as error:
-        raise OutputNotWritableError(final_parent, error) from error
-    try:
-        yield staging
-        for entry in sorted(staging.iterdir()):
-            _replace(entry, final_parent / entry.name)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    with FolderLock(final_parent):
+        remove_stale_temp_files(final_parent)
+        try:
+            staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, suffix=TEMP_MARKER, dir=final_parent))
+        except OSError as error:
+            raise OutputNotWritableError(final_parent, error) from error
+        try:
+            yield staging
+            for entry in sorted(staging.iterdir()):
+                _replace(entry, final_parent / entry.name)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
 
 
 def _replace(new: Path, final: Path) -> None:

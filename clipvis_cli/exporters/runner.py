@@ -15,6 +15,7 @@ from clipvis.cli.exporters.frames import check_source
 from clipvis.cli.exporters.loading import ExportInput, ExportInputError, ExportVideo, load_videos
 from clipvis.cli.exporters.ytvis import write_results
 from clipvis.cli.inputs import VideoSource
+from clipvis.cli.locks import FolderBusyError
 from clipvis.cli.messages import describe_exception, one_line, subject_message
 from clipvis.cli.progress import Reporter
 from clipvis.cli.video_io import VideoReadError
@@ -106,7 +107,7 @@ class ExportRunner:
                         if isinstance(exporter, CvatVideoExporter) and exporter.last_polygon_iou is not None:
                             notes.append(f"{stem}: cvat-video polygons cover the masks with mean IoU "
                                          f"{exporter.last_polygon_iou:.4f}")
-        except (ExportInputError, OutputNotWritableError, VideoReadError) as error:
+        except (ExportInputError, OutputNotWritableError, VideoReadError, FolderBusyError) as error:
             return self._failed(source, stem, one_line(str(error)))
         except Exception as error:  # noqa: BLE001 - a library error fails this video, not the batch
             cause = describe_exception(error)

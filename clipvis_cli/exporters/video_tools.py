@@ -36,7 +36,7 @@ from clipvis.cli.exporters.base import Exporter, ExportOptions, frame_masks
 from clipvis.cli.exporters.cvat import _colour
 from clipvis.cli.exporters.loading import ExportInputError, ExportVideo
 from clipvis.cli.results import fps_fraction
-from clipvis.cli.video_io import VideoReader, VideoReadError
+from clipvis.cli.video_io import VideoProbe, VideoReader, VideoReadError
 
 LABEL_STUDIO_CONTROLS = {"video": "video", "box": "box", "labels": "videoLabels"}
 
@@ -49,23 +49,30 @@ def link_or_copy(source: Path, target: Path) -> None:
         shutil.copy2(source, target)
 
 
-def _video_source(video: ExportVideo, tool: str) -> Path:
+def _video_source(video: ExportVideo, tool: str) -> tuple[Path, VideoProbe]:
+    """The source video the results were made from, probed; ExportInputError when it is missing, an image folder,
+    unreadable, or of another frame size (not the video of these results)."""
     source = Path(video.info.source)
     if video.info.kind != "video":
         raise ExportInputError(video.results_file, f"{tool} reviews videos: the source {source} is an image folder")
     if not source.is_file():
         raise ExportInputError(video.results_file, f"source video {source} (videos[].source) not found; "
                                                    f"{tool} needs it")
-    return source
-
-
-def _frame_count(video: ExportVideo, source: Path) -> int:
     try:
-        count = VideoReader(source).probe().frame_count
+        probe = VideoReader(source).probe()
     except VideoReadError as error:
         raise ExportInputError(video.results_file, f"source video: {error}") from None
+    info = video.info
+    if (probe.width, probe.height) != (info.width, info.height):
+        raise ExportInputError(
+            video.results_file, f"source {source} is {probe.width}x{probe.height}, the results "
+                                f"{info.width}x{info.height} (not the video these results were made from)")
+    return source, probe
+
+
+def _frame_count(video: ExportVideo, probe: VideoProbe) -> int:
     last = video.info.frame_indices[-1] + 1 if video.info.frame_indices else 0
-    return max(int(count or 0), last)
+    return max(int(probe.frame_count or 0), last)
 
 
 def serialize_mask(mask: np.ndarray) -> str:
@@ -105,8 +112,8 @@ class LabelStudioExporter(Exporter):
 
     def export(self, video: ExportVideo, directory: Path, options: ExportOptions) -> list[Path]:
         info = video.info
-        source = _video_source(video, "Label Studio")
-        frames_count = _frame_count(video, source)
+        source, probe = _video_source(video, "Label Studio")
+        frames_count = _frame_count(video, probe)
         fps = float(fps_fraction(info.fps))
         root = directory / self.name
         (root / "media").mkdir(parents=True)
@@ -156,7 +163,7 @@ class FiftyOneExporter(Exporter):
 
     def export(self, video: ExportVideo, directory: Path, options: ExportOptions) -> list[Path]:
         info = video.info
-        source = _video_source(video, "FiftyOne")
+        source, _ = _video_source(video, "FiftyOne")
         root = directory / self.name
         (root / "data").mkdir(parents=True)
         (root / "labels").mkdir()

@@ -17,8 +17,9 @@ from typer.testing import CliRunner
 
 from clipvis.cli.app import app
 from clipvis.cli.exporters.masks import cvat_rle, decode_cvat_rle, id_map, mask_iou, mask_polygon, polygon_mask
+from clipvis.cli.locks import FolderLock
 
-from .conftest import CATEGORIES, HEIGHT, WIDTH, make_segment_output
+from .conftest import CATEGORIES, HEIGHT, WIDTH, make_segment_output, write_video
 
 
 def run_export(*args: str):
@@ -262,6 +263,31 @@ def test_bad_inputs_fail_with_one_line_and_write_nothing(tmp_path) -> None:
     broken.write_text("{not json")
     bad = run_export(str(broken), "--to", "coco", "-o", str(dest))
     assert bad.exit_code == 1 and "not valid JSON" in bad.stderr and str(broken) in bad.stderr
+
+
+def test_what_a_killed_export_left_is_swept_and_a_busy_folder_fails_alone(tmp_path) -> None:
+    output = make_segment_output(tmp_path / "out")
+    dest = tmp_path / "exp"
+    left = dest / "clip" / ".export-k1ll3d.tmp"  # a staging folder of an export killed with SIGKILL
+    (left / "coco").mkdir(parents=True)
+    (left / "coco" / "big.jpg").write_bytes(b"x" * 100)
+    result = run_export(str(output.folder), "--to", "mots-txt", "-o", str(dest))
+    assert result.exit_code == 0, result.output
+    assert not left.exists() and (dest / "clip" / "mots-txt" / "mots.txt").is_file()
+
+    with FolderLock(dest / "clip"):  # another clipvis process writes there (an export, or segment's own folder)
+        busy = run_export(str(output.folder), "--to", "mots-txt", "-o", str(dest))
+    assert busy.exit_code == 1
+    assert "another clipvis process is writing here" in busy.stderr and str(dest / "clip") in busy.stderr
+
+
+def test_tools_that_carry_the_video_refuse_another_video(tmp_path) -> None:
+    output = make_segment_output(tmp_path / "out")
+    write_video(output.video, height=2 * HEIGHT, width=2 * WIDTH)  # the source replaced by another video
+    result = run_export(str(output.folder), "--to", "labelstudio,fiftyone", "-o", str(tmp_path / "exp"))
+    assert result.exit_code == 1
+    assert f"is {2 * WIDTH}x{2 * HEIGHT}, the results {WIDTH}x{HEIGHT}" in result.stderr
+    assert not list((tmp_path / "exp").rglob("*.mp4"))
 
 
 def test_label_studio_tasks_fit_their_config(tmp_path) -> None:
