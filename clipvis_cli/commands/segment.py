@@ -246,12 +246,17 @@ def make_reporter(log_format: str, job: DistributedRun | None) -> Reporter:
 def _run_inputs(options, sources, positions, reporter: Reporter, vocabulary, job) -> dict[str, int]:
     """Run this process' inputs (``positions`` into ``sources``); how many ended complete, skipped, failed."""
     counts = {"complete": 0, "skipped": 0, "failed": 0}
+    predictor = None
+    if not isinstance(positions, Sized):
+        # Inputs taken from the job's queue as they come (torchrun): taking one claims it for this process, so the
+        # weights are loaded first; a process that cannot load them then leaves every input to the others.
+        predictor = load_predictor(options)
     positions = _unless_empty(positions)
     if positions is None:  # e.g. a shard without inputs: no weights loaded
         if job is not None and job.is_main:
             reporter.batch_started(0)  # rank 0 still shows the other ranks' progress
         return counts
-    predictor = load_predictor(options)
+    predictor = predictor or load_predictor(options)
     runner = SegmentRunner(predictor, options, reporter, categories=[class_name(v) for v in vocabulary])
     try:
         with HeapTrimmer():

@@ -306,18 +306,26 @@ def test_two_machines_evaluate_end_together_when_rank_0_cannot_write_the_metrics
         "1.json", "2.json", "cache.json"]
 
 
-def test_a_machine_that_fails_before_its_first_input_ends_the_job(videos, tiny_weights, tmp_path) -> None:
-    """The second machine has no CUDA but is told `--device cuda:0`: it fails at its start, where it used to exit
-    before joining the job, leaving the first machine's process in the group's start for good. Now it joins first
-    and says it stopped at the gather the other makes once no input is left: both end, non-zero, without a
-    traceback of a worker; the first machine took every input (it takes the next whenever it is free)."""
+@pytest.mark.parametrize("failure", ["no_cuda", "no_weights"])
+def test_a_machine_that_fails_before_its_first_input_ends_the_job(videos, tiny_weights, tmp_path, failure) -> None:
+    """The second machine has no CUDA but is told `--device cuda:0`, or lacks the weights file: it fails at its
+    start, where it used to exit before joining the job, leaving the first machine's process in the group's start
+    for good. Now it joins first and says it stopped at the gather the other makes once no input is left: both end,
+    non-zero, without a traceback of a worker; the first machine took every input (it takes the next whenever it is
+    free), none of them lost to the machine that could not start (it used to claim one before loading the weights)."""
     out = tmp_path / "out"
     args = segment_args(videos, tiny_weights, out, "--formats", "ytvis")
-    second = [*args[: args.index("--device")], "--device", "cuda:0", *args[args.index("--device") + 2 :]]
+    if failure == "no_cuda":
+        second = [*args[: args.index("--device")], "--device", "cuda:0", *args[args.index("--device") + 2 :]]
+        message = "--device cuda:0: CUDA is not available"
+    else:
+        missing = str(tmp_path / "not_on_this_machine.safetensors")
+        second = [missing if arg == str(tiny_weights) else arg for arg in args]
+        message = "not_on_this_machine.safetensors"
     results = two_machines(args, tmp_path / "cache", second_args=second)
     (_, _, code), (_, stderr, second_code) = results
     assert code != 0 and second_code != 0, [err for _, err, _ in results]
-    assert "--device cuda:0: CUDA is not available" in stderr
+    assert message in stderr
     assert all(not re.search(r"\[rank\d\]: Traceback", err) for _, err, _ in results), [err for _, err, _ in results]
     written = sorted(p.parent.name for p in out.rglob("ytvis.json"))
     assert written == ["clip0", "clip1", "clip2", "clip3", "clip4"], written  # and the broken one failed
