@@ -283,6 +283,8 @@ class SegmentRunner:
             self.reporter.video_skipped(source, stem)
             return VideoOutcome(source, stem, "skipped", [paths.directory / n for n in previous.output_names])
         started = time.perf_counter()
+        if previous is not None:
+            manifest.earlier_outputs = previous.clipvis_files  # still clipvis' if this run fails or is killed
         try:
             manifest.write(paths.manifest)
             tracked = held.enter_context(self.track(source, video_id, stem))
@@ -433,11 +435,12 @@ class SegmentRunner:
     def _settle_stale_outputs(
         paths: VideoOutputPaths, outputs: Iterable[Path], previous: RunManifest | None
     ) -> list[str]:
-        """Output files of an earlier run that this run did not write (other `--formats`): deleted when that run's
-        run.json lists them (they are clipvis'); returned, to be listed as stale in run.json, otherwise."""
+        """Output files of an earlier run that this run did not write (other `--formats`): deleted when the earlier
+        run.json lists them as clipvis' (its outputs, or those a failed or killed run carried over); returned, to be
+        listed as stale in run.json, otherwise."""
         written = {path.name for path in outputs}
         known = {writer.file_name for writer in create_writers(writer_formats())}
-        ours = set(previous.output_names) if previous is not None else set()
+        ours = set(previous.clipvis_files) if previous is not None else set()
         stale: list[str] = []
         for name in sorted(known - written):
             path = paths.directory / name

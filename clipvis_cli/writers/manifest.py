@@ -115,6 +115,10 @@ class RunManifest:
     frames: int | None = None
     outputs: list[dict[str, Any]] = field(default_factory=list)  # [{"file": name, "bytes": size}]
     stale: list[str] = field(default_factory=list)  # files of an earlier run not made by this one (not deleted)
+    # Files earlier clipvis runs wrote here that no complete run has settled since: a run that fails, is interrupted
+    # or killed keeps them listed, so the next complete run still knows they are clipvis' (and deletes those it no
+    # longer writes). Empty once a run completes.
+    earlier_outputs: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
     started_at: str = ""
@@ -155,6 +159,12 @@ class RunManifest:
         """File names of the outputs (relative to the manifest's folder)."""
         return [entry["file"] if isinstance(entry, dict) else str(entry) for entry in self.outputs]
 
+    @property
+    def clipvis_files(self) -> list[str]:
+        """Every file name in the folder that a clipvis run wrote and no complete run settled since: this run's
+        outputs and `earlier_outputs`."""
+        return sorted(set(self.output_names) | {str(name) for name in self.earlier_outputs})
+
     def mark_complete(self, frames: int, outputs: Sequence[Path], timings: Mapping[str, float]) -> None:
         """Record success. `outputs` are the files written (in the manifest's folder, already on disk and
         fsync'ed); their names and sizes are recorded."""
@@ -162,6 +172,7 @@ class RunManifest:
         self.error = None
         self.frames = frames
         self.outputs = [{"file": Path(path).name, "bytes": Path(path).stat().st_size} for path in outputs]
+        self.earlier_outputs = []  # settled by this run (SegmentRunner deleted those it did not write again)
         self.timings = {name: round(float(seconds), 4) for name, seconds in timings.items()}
         self.finished_at = _now()
 
@@ -182,7 +193,8 @@ class RunManifest:
             manifest = cls(**data)
         except (OSError, ValueError, TypeError):
             return None
-        if not isinstance(manifest.outputs, list) or not isinstance(manifest.source, dict):
+        if not isinstance(manifest.outputs, list) or not isinstance(manifest.source, dict) \
+                or not isinstance(manifest.earlier_outputs, list):
             return None
         return manifest
 

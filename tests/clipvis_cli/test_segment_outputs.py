@@ -158,6 +158,21 @@ def test_other_formats_sizes_and_leftover_temp_files(tmp_path, tiny_weights) -> 
     assert was_run(segment(tiny_weights, out, str(video), extra=("--formats", "ytvis", "--overwrite")))
     assert RunManifest.read(folder / "run.json").stale == ["coco.json"] and (folder / "coco.json").read_text() == "{}"
 
+    # A run that fails (or is interrupted, or killed) between two runs keeps clipvis' files known as clipvis'.
+    assert was_run(segment(tiny_weights, out, str(video), extra=("--overwrite",)))  # ytvis, coco, overlay
+    with pytest.MonkeyPatch.context() as patch:
+        def fail(*args, **kwargs):
+            raise OSError("disk on fire")
+
+        patch.setattr("clipvis.cli.writers.ytvis.YtvisWriter.write_video", fail)
+        failed = segment(tiny_weights, out, str(video), extra=("--overwrite",))
+    assert failed.exit_code == 1 and "disk on fire" in failed.stderr
+    assert RunManifest.read(folder / "run.json").earlier_outputs == ["coco.json", "overlay.mp4", "ytvis.json"]
+    assert was_run(segment(tiny_weights, out, str(video), extra=("--formats", "ytvis")))
+    assert sorted(p.name for p in folder.iterdir()) == [".clipvis.lock", "run.json", "ytvis.json"]
+    manifest = RunManifest.read(folder / "run.json")
+    assert manifest.stale == [] and manifest.earlier_outputs == []
+
     with open(folder / "ytvis.json", "r+b") as handle:  # an output cut short after the run completed
         handle.truncate(10)
     assert was_run(segment(tiny_weights, out, str(video), extra=("--formats", "ytvis")))
