@@ -181,7 +181,7 @@ class DatasetInference:
             cache = ensure_output_dir(output / CACHE_DIR)
             with FolderLock(cache):
                 self._prepare_output(output, cache)
-                videos = self._videos(max_videos)
+                videos = self.videos_to_run(max_videos)
                 computed, reused, results, failures = self._run_videos(videos, cache)
                 self.reporter.close()  # the progress display ends before the summary
                 summary = self._summarise(output, cache, videos, computed, reused, results, list(failures.values()))
@@ -196,7 +196,7 @@ class DatasetInference:
                 cache = ensure_output_dir(output / CACHE_DIR)
                 lock = FolderLock(cache).acquire()
                 self._prepare_output(output, cache)
-            videos = self._videos(max_videos)
+            videos = self.videos_to_run(max_videos)
             # the cache is ready: every rank starts, taking the longest videos first, the next one whenever it is free
             try:
                 taken = job.largest_first([str(v.id) for v in videos], range(len(videos)),
@@ -231,7 +231,7 @@ class DatasetInference:
         remove_stale_temp_files(output, [RESULTS_NAME, METRICS_NAME, f"{self.inputs.spec.name}_results.zip"])
         self._prepare_cache(cache)
 
-    def _videos(self, max_videos: int | None) -> list[GtVideo]:
+    def videos_to_run(self, max_videos: int | None) -> list[GtVideo]:
         """The videos of the run, by id."""
         return sorted(self.inputs.videos, key=lambda v: v.id)[:max_videos]
 

@@ -32,6 +32,7 @@ from clipvis.cli.datasets import (
 )
 from clipvis.cli.distributed import DistributedRun, InputsDifferError, OtherRankFailed, visible_cuda_devices
 from clipvis.cli.evaluation.errors import EvaluationInputError
+from clipvis.cli.evaluation.ground_truth import write_ground_truth_subset
 from clipvis.cli.locks import FolderBusyError
 from clipvis.cli.memory import HeapTrimmer
 from clipvis.cli.messages import print_error
@@ -137,7 +138,13 @@ def _run_and_conclude(
             err=True,
         )
         if inputs.spec.has_public_gt:
-            score(summary.results_path, inputs.gt_path)
+            ran = [video.id for video in runner.videos_to_run(max_videos)]
+            gt_path = inputs.gt_path
+            if len(ran) < len(inputs.videos):  # --max-videos: scored on the videos run, not on every video
+                gt_path = write_ground_truth_subset(gt_path, ran, output / f"ground_truth_first_{len(ran)}.json")
+                typer.echo(f"{where}: scored against the ground truth of the {len(ran)} video(s) run, {gt_path}",
+                           err=True)
+            score(summary.results_path, gt_path)
             return
         zip_path = write_server_zip(summary.results, output / f"{inputs.spec.name}_results.zip")
         server = inputs.spec.server

@@ -10,7 +10,7 @@ compressed pycocotools RLE. A falsy frame (null, {}, []) means "object absent in
 from __future__ import annotations
 
 import numbers
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -85,6 +85,21 @@ def load_ground_truth(path: Path) -> VideoGroundTruth:
     """Read and parse a YouTube-VIS style GT JSON file (see `parse_ground_truth`)."""
     path = Path(path)
     return parse_ground_truth(read_json_file(path, "GT file"), source=str(path))
+
+
+def write_ground_truth_subset(gt_path: Path, video_ids: Iterable[int], destination: Path) -> Path:
+    """A copy of the GT file at ``gt_path`` with only the videos ``video_ids`` and their annotations (categories
+    and every other key kept), written atomically to ``destination``: what a run over some of the videos is
+    scored against (the videos left out would otherwise count their objects as missed)."""
+    from clipvis.cli.atomic import atomic_write_json
+
+    data = read_json_file(Path(gt_path), "GT file")
+    parse_ground_truth(data, source=str(gt_path))  # the same errors as scoring the whole file
+    wanted = set(video_ids)
+    subset = dict(data)
+    subset["videos"] = [video for video in data["videos"] if video.get("id") in wanted]
+    subset["annotations"] = [entry for entry in data.get("annotations") or [] if entry.get("video_id") in wanted]
+    return atomic_write_json(destination, subset)
 
 
 def parse_ground_truth(data: Any, source: str = "<ground truth>") -> VideoGroundTruth:

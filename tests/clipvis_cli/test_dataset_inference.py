@@ -154,8 +154,8 @@ def test_a_rank_that_is_free_takes_the_next_video(lvvis, tmp_path) -> None:
 def test_a_rank_that_reads_other_videos_stops_with_one_line(lvvis, tmp_path) -> None:
     """Rank 1's ground truth lists other videos (another copy of the dataset on its machine): the same position
     would be another video there, so it stops with one line naming the file; rank 0 stops at the next gather."""
-    own_videos = lvvis[1]._videos
-    lvvis[1]._videos = lambda max_videos: own_videos(max_videos)[:1]
+    own_videos = lvvis[1].videos_to_run
+    lvvis[1].videos_to_run = lambda max_videos: own_videos(max_videos)[:1]
     outcomes, ranks = run_ranks(lvvis, tmp_path / "out")
     assert isinstance(outcomes[1], InputsDifferError) and isinstance(outcomes[0], OtherRankFailed)
     assert str(outcomes[1]).startswith(f"{lvvis[1].inputs.gt_path}: other videos than rank 0's: rank 1 finds 1")

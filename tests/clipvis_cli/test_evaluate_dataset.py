@@ -86,6 +86,18 @@ def test_lvvis_val_end_to_end_and_resume(tmp_path, tiny_weights) -> None:
     third = evaluate([*args, "--max-videos", "1"])
     assert third.exit_code == 0
     assert json.loads((out / "results.json").read_text()) == [r for r in results if r["video_id"] == 1]
+    # --max-videos is scored on the videos run: with perfect predictions for video 1, AP is 1 (the objects of
+    # video 2, never run, are not counted as missed).
+    gt = json.loads((data / "lvvis" / "val" / "val_instances_.json").read_text())
+    truth = gt["annotations"][0]
+    perfect = [{"video_id": 1, "category_id": truth["category_id"], "score": 1.0,
+                "segmentations": truth["segmentations"]}]
+    (out / "per_video" / "1.json").write_text(json.dumps(perfect))
+    fourth = evaluate([*args, "--max-videos", "1"])
+    assert fourth.exit_code == 0 and "0 videos run, 1 reused" in fourth.stderr, fourth.output
+    assert "scored against the ground truth of the 1 video(s) run" in fourth.stderr
+    assert [v["id"] for v in json.loads((out / "ground_truth_first_1.json").read_text())["videos"]] == [1]
+    assert json.loads((out / "metrics.json").read_text())["metrics"]["AP"] == pytest.approx(1.0)
 
 
 def test_the_cache_knows_the_weights_by_their_resolved_path(tmp_path, tiny_weights, monkeypatch) -> None:
