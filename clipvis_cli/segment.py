@@ -241,6 +241,9 @@ class SegmentRunner:
         stem = stem or source.stem
         if not source.ok:
             return _settled(self._failed(source, stem, source.describe_error()))
+        refusals = [reason for writer in self.writers if (reason := _refusal(writer, source))]
+        if refusals:  # before the model's pass, which could not end in these files
+            return _settled(self._failed(source, stem, f"{path_text(source.path)}: {refusals[0]}"))
         weights, options = self._identities[0]
         manifest = RunManifest.start(source, stem, weights, opts.vocabulary, options)
         try:
@@ -451,6 +454,13 @@ class SegmentRunner:
             else:
                 stale.append(name)
         return stale
+
+
+def _refusal(writer: OutputWriter, source: VideoSource) -> str | None:
+    """Why ``writer`` cannot write files for ``source`` (a format that needs a video file, given an image folder),
+    or None."""
+    refuses = getattr(writer, "refuses", None)
+    return refuses(source.kind) if refuses is not None else None
 
 
 def _settled(outcome: VideoOutcome) -> Future[VideoOutcome]:

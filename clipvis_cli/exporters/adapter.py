@@ -28,6 +28,15 @@ class ExportFormatWriter:
         self.file_name = f"{format_name}.zip"
         self.options = options or ExportOptions()
 
+    def refuses(self, source_kind: str) -> str | None:
+        """Why this format cannot be written for a source of ``source_kind`` ("video", "images"), known before the
+        model runs; None when it can."""
+        from clipvis.cli.exporters import create_exporter
+
+        if source_kind != "video" and create_exporter(self.format).needs_video_file:
+            return f"--formats {self.format} needs a video file, and this input is an image folder"
+        return None
+
     def write_video(self, path: Path, video: SegmentedVideo) -> Path:
         from clipvis.cli.exporters import create_exporter
 

@@ -64,12 +64,14 @@ def frame_masks(tracks: list[TrackResult], position: int) -> list[tuple[TrackRes
 class Exporter:
     """One output format. `export` writes one video's files into `directory` (a staging folder) and returns the
     paths of the top-level entries it made. `needs_media`: the format cannot be written without the source video's
-    frames; `uses_media`: it writes frames when `options.media` (missing frames are then an error too)."""
+    frames; `uses_media`: it writes frames when `options.media` (missing frames are then an error too);
+    `needs_video_file`: it carries the source video file itself, so an image-folder source cannot have it."""
 
     name: str = ""
     description: str = ""
     needs_media: bool = False
     uses_media: bool = False
+    needs_video_file: bool = False  # carries the source video itself: an image-folder source cannot be exported
 
     def export(self, video: ExportVideo, directory: Path, options: ExportOptions) -> list[Path]:
         raise NotImplementedError

@@ -109,6 +109,7 @@ class LabelStudioExporter(Exporter):
     name = "labelstudio"
     description = "Label Studio video tasks (VideoRectangle tracks from the masks) + labeling config"
     needs_media = True
+    needs_video_file = True
 
     def export(self, video: ExportVideo, directory: Path, options: ExportOptions) -> list[Path]:
         info = video.info
@@ -160,6 +161,7 @@ class FiftyOneExporter(Exporter):
     name = "fiftyone"
     description = "FiftyOne video dataset directory (FiftyOneVideoLabelsDataset: per-frame detections with masks)"
     needs_media = True
+    needs_video_file = True
 
     def export(self, video: ExportVideo, directory: Path, options: ExportOptions) -> list[Path]:
         info = video.info

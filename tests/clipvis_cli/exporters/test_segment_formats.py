@@ -40,3 +40,31 @@ def test_segment_writes_export_formats(tiny_weights, tmp_path, isolated_cache) -
     assert not (folder / "mots-png.zip").exists()  # clipvis' own earlier output of another --formats: removed
     bad = CliRunner().invoke(app, [*args[:-1], "ytvis,pascal"])
     assert bad.exit_code == 2 and "pascal" in bad.output
+
+
+def test_formats_that_carry_a_video_file_refuse_an_image_folder_before_the_model(
+    tiny_weights, tmp_path, isolated_cache, monkeypatch
+) -> None:
+    import numpy as np
+    from PIL import Image
+
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for index in range(2):
+        Image.fromarray(np.full((48, 64, 3), 40 * index, np.uint8)).save(frames / f"{index:03d}.jpg")
+    video = write_video(tmp_path / "clip.mp4", frames=2)
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model ran for an input whose files cannot be written")
+
+    monkeypatch.setattr("clipvis.cli.segment.SegmentRunner.track", no_model)
+    args = ["segment", str(frames), "--vocab", "cat", "--weights", str(tiny_weights), "-o", str(tmp_path / "out"),
+            "--device", "cpu", "--formats", "ytvis,fiftyone"]
+    result = CliRunner().invoke(app, args, catch_exceptions=False)
+    assert result.exit_code == 1
+    assert f"clipvis: error: {frames}: --formats fiftyone needs a video file, and this input is an image folder" \
+        in result.stderr
+    assert not (tmp_path / "out" / "frames").exists()  # no folder claimed, no run.json saying "failed" later
+    monkeypatch.undo()
+    video_run = CliRunner().invoke(app, [*args[:1], str(video), *args[2:]], catch_exceptions=False)
+    assert video_run.exit_code == 0, video_run.output  # a video file is fine
