@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from clipvis.cli.commands.segment import _fail, load_predictor, parse_vocabulary
+from clipvis.cli.commands.segment import _fail, finite_number, load_predictor, parse_vocabulary
 from clipvis.cli.exporters import EXPORT_FORMATS, ExportOptions, discover_export_inputs
 from clipvis.cli.exporters.runner import ExportRunner
 from clipvis.cli.messages import describe_exception, one_line, print_error, print_path, subject_message
@@ -32,7 +32,9 @@ def export(
     output: Path | None = typer.Option(
         None, "-o", "--output", help="Output root (one folder per video); default: beside each ytvis.json."
     ),
-    min_score: float = typer.Option(0.0, "--min-score", help="Export only tracks scoring at least this."),
+    min_score: float = typer.Option(
+        0.0, "--min-score", help="Export only tracks scoring at least this.", callback=finite_number
+    ),
     classes: str | None = typer.Option(None, "--classes", help='Export only these classes, e.g. "cat,dog".'),
     media: bool = typer.Option(
         True, "--media/--no-media", help="Write frame images for formats that can carry them (coco, cvat-images, "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import math
 import sys
 import warnings
 from collections.abc import Iterable, Iterator, Sized
@@ -86,6 +87,14 @@ def resolve_device(device: str) -> str:
     return device
 
 
+def finite_number(value: float | None) -> float | None:
+    """Typer callback: a number option must be finite (``nan`` or ``inf`` would drop every track silently and write
+    run.json values that are not JSON)."""
+    if value is not None and not math.isfinite(value):
+        raise typer.BadParameter(f"{value} is not a finite number")
+    return value
+
+
 def segment(
     inputs: list[str] = typer.Argument(
         ..., help="Video files, folders (recursive; a folder of images is one video), globs, or - for paths on stdin."
@@ -116,13 +125,16 @@ def segment(
     batch_frames: int = typer.Option(4, "--batch-frames", min=1, help="Frames per model batch."),
     stride: int = typer.Option(1, "--stride", min=1, help="Process every Nth frame."),
     max_frames: int | None = typer.Option(None, "--max-frames", min=1, help="Stop after N processed frames."),
-    score_threshold: float = typer.Option(0.0, "--score-threshold", help="Drop tracks scoring below this."),
+    score_threshold: float = typer.Option(
+        0.0, "--score-threshold", help="Drop tracks scoring below this.", callback=finite_number
+    ),
     max_tracks: int = typer.Option(50, "--max-tracks", min=1, help="At most N tracks per video."),
     exact: bool = typer.Option(
         False, "--exact", help="The official evaluator's selection and masks (PIL resize, unsorted top 50)."
     ),
     overlay_min_score: float = typer.Option(
-        0.2, "--overlay-min-score", help="Draw tracks scoring at least this on overlay.mp4 (JSON files keep all)."
+        0.2, "--overlay-min-score", help="Draw tracks scoring at least this on overlay.mp4 (JSON files keep all).",
+        callback=finite_number,
     ),
     skip_existing: bool = typer.Option(
         True, "--skip-existing/--overwrite", help="Skip inputs already complete with the same settings."

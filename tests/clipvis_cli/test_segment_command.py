@@ -172,6 +172,9 @@ def test_usage_and_weights_errors(tmp_path, tiny_weights) -> None:
     assert dup.exit_code == 2 and "duplicate" in dup.output
     empty = run_cli(["segment", str(video), "--vocab", "cat,,dog", "--weights", str(tiny_weights)])
     assert empty.exit_code == 2
+    for option, value in (("--score-threshold", "nan"), ("--overlay-min-score", "inf")):
+        not_finite = run_cli(["segment", str(video), "--vocab", "cat", "--weights", str(tiny_weights), option, value])
+        assert not_finite.exit_code == 2 and "is not a finite number" in not_finite.output, not_finite.output
     bad = tmp_path / "bad.pth"
     bad.write_bytes(b"garbage")
     result = CliRunner().invoke(app, ["segment", str(video), "--vocab", "cat", "--weights", str(bad)])
