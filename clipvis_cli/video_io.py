@@ -123,17 +123,23 @@ class VideoReader:
         decoded = 0
         yielded = 0
         first_size: tuple[int, int] | None = None
+        declared = container.duration / av.time_base if container.duration else None  # seconds, header's word
+        start = container.start_time / av.time_base if container.start_time else 0.0  # MPEG-TS starts later
+        last_time: float | None = None
+        ended = False
         try:
             frames = container.decode(stream)
             while self.max_frames is None or yielded < self.max_frames:
                 try:
                     frame = next(frames)
                 except StopIteration:
+                    ended = True
                     break
                 except av.error.FFmpegError as error:
                     raise self._decode_error(decoded, error) from error
                 index = decoded
                 decoded += 1
+                last_time = frame.time if frame.time is not None else last_time
                 if index % self.stride:
                     continue
                 image = _to_rgb(frame)
@@ -147,6 +153,15 @@ class VideoReader:
             container.close()
         if decoded == 0:
             raise VideoReadError(self.path, "no decodable frames")
+        if ended and declared is not None and last_time is not None and _ends_early(last_time - start, declared):
+            # The decoder ended cleanly well before the duration the header declares (a file cut at a packet
+            # boundary: Matroska, WebM, MPEG-TS). A file whose other streams (audio) run past the video is fine.
+            end = _last_packet_end(self.path)
+            if end is not None and _ends_early(end - start, declared):
+                raise VideoReadError(
+                    self.path, f"truncated: the file ends after {decoded} frames, at {end - start:.1f} s of the "
+                               f"{declared:.1f} s its header declares"
+                )
 
     def _decode_error(self, decoded: int, error: BaseException) -> VideoReadError:
         reason = _ffmpeg_reason(error)
@@ -431,6 +446,28 @@ class BackgroundDecoder:
             close = getattr(iterator, "close", None)
             if close is not None:
                 close()
+
+
+def _ends_early(end: float, declared: float) -> bool:
+    """Whether a stream ending at ``end`` seconds falls well short of the ``declared`` duration: by more than 10 %
+    and more than half a second (headers round, edit lists trim a few frames)."""
+    return end < 0.9 * declared and declared - end > 0.5
+
+
+def _last_packet_end(path: Path) -> float | None:
+    """The latest end time, in seconds, of any packet of any stream of the file (read without decoding), or None
+    when the file gives none."""
+    end: float | None = None
+    try:
+        with _open_input(path) as container:
+            for packet in container.demux():
+                if packet.pts is None or packet.time_base is None:
+                    continue
+                time = float((packet.pts + (packet.duration or 0)) * packet.time_base)
+                end = time if end is None else max(end, time)
+    except av.error.FFmpegError:
+        pass  # a cut file may end in a broken packet: what was read before it counts
+    return end
 
 
 def _open_input(path: Path) -> av.container.InputContainer:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import re
 import shutil
 import threading
 import time
@@ -143,6 +144,46 @@ def test_truncated_file_fails_after_the_decodable_frames(media: dict[str, Path])
     message = str(caught.value)
     assert "truncated or corrupt" in message and f"after {len(received)} frames" in message
     assert 0 < len(received) < 120
+
+
+def write_with_audio(path: Path, frames: list[np.ndarray], audio_seconds: float) -> Path:
+    """A Matroska file: ``frames`` (48x64 RGB) at 10 fps and a silent AAC track of ``audio_seconds``."""
+    import av
+
+    with av.open(str(path), "w") as container:
+        video = container.add_stream("libx264", rate=10)
+        video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
+        audio = container.add_stream("aac", rate=16000)
+        for image in frames:
+            container.mux(video.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        container.mux(video.encode(None))
+        for first in range(0, int(audio_seconds * 16000), 1024):
+            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+            frame.sample_rate, frame.pts = 16000, first
+            container.mux(audio.encode(frame))
+        container.mux(audio.encode(None))
+    return path
+
+
+def test_a_file_cut_at_a_packet_boundary_fails_and_a_longer_audio_track_does_not(tmp_path: Path, synth) -> None:
+    """A Matroska file cut short decodes without an error up to the cut: the header's duration tells it apart (the
+    packets of every stream end well before it), while a video whose audio runs on past it is whole."""
+    whole = synth.write_bar_video(tmp_path / "whole.mkv", 40)
+    cut = tmp_path / "cut.mkv"
+    data = whole.read_bytes()
+    cut.write_bytes(data[: int(len(data) * 0.6)])
+    assert len(read_all(VideoReader(whole))[0]) == 40
+    received = []
+    with pytest.raises(VideoReadError) as caught:
+        for index, _ in VideoReader(cut):
+            received.append(index)
+    assert 0 < len(received) < 40
+    pattern = rf"{re.escape(str(cut))}: truncated: the file ends after {len(received)} frames, at [0-9.]+ s of the "
+    assert re.fullmatch(pattern + r"1\.6 s its header declares", str(caught.value)), str(caught.value)  # 40 at 25/s
+    assert len(read_all(VideoReader(cut, max_frames=5))[0]) == 5  # what was asked for is there
+    frames = [synth.bar_frame(index, 48, 64) for index in range(20)]
+    longer_audio = write_with_audio(tmp_path / "audio_runs_on.mkv", frames, audio_seconds=6.0)
+    assert len(read_all(VideoReader(longer_audio))[0]) == 20
 
 
 def test_truncated_file_within_max_frames_is_fine(media: dict[str, Path]) -> None:
