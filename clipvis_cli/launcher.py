@@ -33,9 +33,16 @@ def runs_a_command(argv: Sequence[str], environ: dict[str, str] | None = None) -
     return not ANSWERED_WITHOUT_A_COMMAND.intersection(arguments)
 
 
+# Help printed into a pipe or a file (`clipvis segment --help | less`) is laid out this wide: at rich's default of 80
+# columns the longest option names and defaults were cut short ("--overlay-min-sco…").
+PIPED_HELP_WIDTH = "110"
+
+
 def main() -> None:
     """Run the `clipvis` application with the process set up for it."""
     share_one_malloc_arena()
+    if not runs_a_command(sys.argv) and not sys.stdout.isatty() and not {"COLUMNS", "TERMINAL_WIDTH"} & set(os.environ):
+        os.environ["TERMINAL_WIDTH"] = PIPED_HELP_WIDTH  # read by Typer's help when it is imported below
     with collector_paused(freeze=True):  # numpy, PyAV, typer, torch: objects that live as long as the process
         from clipvis.cli.app import main as run_application
 

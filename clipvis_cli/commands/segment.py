@@ -14,6 +14,7 @@ from typing import TextIO
 
 import typer
 
+from clipvis.cli.atomic import OutputNotWritableError, ensure_output_dir
 from clipvis.cli.collector import collector_paused
 from clipvis.cli.distributed import (
     DistributedRun,
@@ -220,8 +221,10 @@ def _checked_arguments(
     vocabulary = parse_vocabulary(vocab, vocab_file)
     chosen = tuple(f.strip() for f in formats.split(",") if f.strip())
     unknown = sorted(set(chosen) - set(FORMATS))
-    if unknown or not chosen:
-        raise typer.BadParameter(f"--formats: unknown {', '.join(unknown) or 'empty list'} (use {','.join(FORMATS)})")
+    if not chosen:
+        raise typer.BadParameter(f"--formats: no format given (choose from {','.join(FORMATS)})")
+    if unknown:
+        raise typer.BadParameter(f"--formats: unknown {', '.join(unknown)} (use {','.join(FORMATS)})")
     check_precision(precision)
     if log_format not in ("human", "jsonl"):
         raise typer.BadParameter(f"--log-format must be human or jsonl, not {log_format!r}")
@@ -258,6 +261,10 @@ def make_reporter(log_format: str, job: DistributedRun | None) -> Reporter:
 def _run_inputs(options, sources, positions, reporter: Reporter, vocabulary, job) -> dict[str, int]:
     """Run this process' inputs (``positions`` into ``sources``); how many ended complete, skipped, failed."""
     counts = {"complete": 0, "skipped": 0, "failed": 0}
+    try:  # once for the batch, not once per input, and before the weights load
+        ensure_output_dir(options.output)
+    except OutputNotWritableError as error:
+        raise _fail(f"-o {error}") from None
     predictor = None
     if not isinstance(positions, Sized):
         # Inputs taken from the job's queue as they come (torchrun): taking one claims it for this process, so the

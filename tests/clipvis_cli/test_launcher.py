@@ -35,3 +35,19 @@ def test_the_clipvis_command_runs_every_thread_in_one_malloc_arena(malloc_arenas
     arenas, printed = malloc_arenas_after(entry)
     assert printed == "ran"  # the application ran its command
     assert arenas == 1
+
+
+def test_help_into_a_pipe_shows_every_option_name_whole() -> None:
+    """Help read through a pipe (`clipvis segment --help | less`) was laid out 80 columns wide and cut the longest
+    option names short (`--overlay-min-sco…`)."""
+    import os
+    import subprocess
+    import sys
+
+    environment = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "TERMINAL_WIDTH")}
+    for command in ("segment", "export", "train", "evaluate"):
+        shown = subprocess.run([sys.executable, "-m", "clipvis", command, "--help"], capture_output=True, text=True,
+                               env=environment, timeout=120, check=True).stdout
+        assert "…" not in shown, shown
+        if command == "segment":
+            assert "--overlay-min-score" in shown and "--score-threshold" in shown

@@ -172,6 +172,13 @@ def test_usage_and_weights_errors(tmp_path, tiny_weights) -> None:
     assert dup.exit_code == 2 and "duplicate" in dup.output
     empty = run_cli(["segment", str(video), "--vocab", "cat,,dog", "--weights", str(tiny_weights)])
     assert empty.exit_code == 2
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    two = write_video(tmp_path / "w.mp4", num_frames=2)
+    unwritable = CliRunner().invoke(app, ["segment", str(video), str(two), "--vocab", "cat", "--weights",
+                                          str(tiny_weights), "-o", str(a_file / "out")])
+    assert unwritable.exit_code == 1  # one line for the batch, not one per input
+    assert unwritable.stderr == f"clipvis: error: -o {a_file / 'out'}: output not writable (Not a directory)\n"
     for option, value in (("--score-threshold", "nan"), ("--overlay-min-score", "inf")):
         not_finite = run_cli(["segment", str(video), "--vocab", "cat", "--weights", str(tiny_weights), option, value])
         assert not_finite.exit_code == 2 and "is not a finite number" in not_finite.output, not_finite.output
