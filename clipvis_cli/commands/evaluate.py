@@ -19,7 +19,7 @@ from rich.console import Console
 from clipvis.cli.atomic import OutputNotWritableError, atomic_write_json, ensure_output_dir
 from clipvis.cli.commands.evaluate_dataset import run_dataset_evaluation
 from clipvis.cli.dataset_inference import METRICS_NAME
-from clipvis.cli.datasets import dataset_names
+from clipvis.cli.datasets import dataset_names, get_dataset
 from clipvis.cli.evaluation.errors import EvaluationInputError
 from clipvis.cli.evaluation.protocols import get_protocol
 from clipvis.cli.evaluation.scoring import score_results_file
@@ -95,8 +95,8 @@ def evaluate(
         None,
         "--protocol",
         case_sensitive=False,
-        help="Which reference evaluator to reproduce. Default: lvvis if the GT categories carry 'partition', "
-        "else ytvis. burst = CLIP-VIS tools/mAP.py BURST scoring.",
+        help="Which reference evaluator to reproduce. Default: the --dataset's own; otherwise lvvis if the GT "
+        "categories carry 'partition', else ytvis. burst = CLIP-VIS tools/mAP.py BURST scoring.",
     ),
     json_path: Path | None = typer.Option(
         None, "--json", help="Also write the metrics (fractions, null = undefined) to this JSON file.", dir_okay=False
@@ -143,6 +143,8 @@ def evaluate(
         if dataset is not None and dataset not in dataset_names():
             raise typer.BadParameter(f"unknown dataset {dataset!r}; known: {', '.join(dataset_names())}")
         published = published_numbers(weights, dataset)
+        if protocol is None and dataset is not None:  # a benchmark is scored as its own evaluator does (BURST)
+            protocol = ProtocolChoice(get_dataset(dataset).protocol)
 
         def score(results_path: Path, gt_path: Path) -> None:
             score_and_report(

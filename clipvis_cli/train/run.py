@@ -98,6 +98,7 @@ def _evaluator(config: TrainConfig, device: torch.device):
         import typer
 
         from clipvis.cli.commands.evaluate_dataset import run_dataset_evaluation
+        from clipvis.cli.datasets import get_dataset
         from clipvis.cli.evaluation.scoring import score_results_file
 
         out: dict[str, Any] = {}
@@ -105,8 +106,12 @@ def _evaluator(config: TrainConfig, device: torch.device):
             folder = Path(config.get("OUTPUT_DIR")) / "eval" / f"{name}_{iteration:07d}"
             metrics: dict[str, Any] = {}
 
+            # A registered benchmark is scored as its own evaluator does (BURST); custom data by its GT.
+            protocol = get_dataset(job["dataset"]).protocol if job["dataset"] else None
+
             def score(results: Path, gt: Path) -> None:
-                metrics.update(score_results_file(results, gt).to_dict()["metrics"])  # noqa: B023 - called at once
+                result = score_results_file(results, gt, protocol)  # noqa: B023 - called at once
+                metrics.update(result.to_dict()["metrics"])  # noqa: B023 - called at once
 
             try:  # in this process alone: the other ranks wait at a barrier meanwhile
                 run_dataset_evaluation(

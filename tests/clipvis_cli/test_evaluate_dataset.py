@@ -149,3 +149,44 @@ def test_missing_dataset_says_where_to_put_it(tmp_path, tiny_weights) -> None:
     assert "val_instances" in result.stderr and str(tmp_path / "nothing") in result.stderr
     unknown = CliRunner().invoke(app, ["evaluate", "--dataset", "nope", "--weights", str(tiny_weights)])
     assert unknown.exit_code == 2
+
+
+def make_burst(root: Path) -> Path:
+    """datasets/burst/val/<dataset>/<sequence>/<frame>.jpg + the b2y ground truth (categories with LVIS frequency
+    and BURST split, annotations without areas, ids from 0)."""
+    categories = [{"id": 1, "name": "person", "frequency": "f", "split": "common"},
+                  {"id": 2, "name": "red_panda", "frequency": "r", "split": "uncommon"}]
+    videos, annotations = [], []
+    for vid, sequence in ((1, "ArgoVerse/seq_a"), (2, "BDD/seq_b")):
+        folder = root / "burst" / "val" / sequence
+        folder.mkdir(parents=True)
+        names, segmentations = [], []
+        for t in range(2):
+            frame = np.full((40, 56, 3), 30, np.uint8)
+            frame[8:24, 10 + 3 * t : 30 + 3 * t] = (220, 200, 30)
+            Image.fromarray(frame).save(folder / f"frame{t:04d}.jpg")
+            names.append(f"{sequence}/frame{t:04d}.jpg")
+            mask = np.zeros((40, 56), np.uint8)
+            mask[8:24, 10 + 3 * t : 30 + 3 * t] = 1
+            rle = mask_utils.encode(np.asfortranarray(mask))
+            segmentations.append({"size": rle["size"], "counts": rle["counts"].decode()})
+        videos.append({"id": vid, "width": 56, "height": 40, "length": 2, "file_names": names})
+        annotations.append({"id": len(annotations), "video_id": vid, "category_id": vid, "width": 56, "height": 40,
+                            "segmentations": segmentations, "bboxes": [None] * 2})
+    gt = root / "burst" / "val" / "b2y_val.json"
+    gt.write_text(json.dumps({"videos": videos, "categories": categories, "annotations": annotations}))
+    return gt
+
+
+def test_a_benchmark_is_scored_with_its_own_protocol(tmp_path, tiny_weights) -> None:
+    """BURST's categories carry no LV-VIS partition: scored by the GT's look alone it was YouTube-VIS's protocol
+    (other numbers, no base/novel/common/uncommon blocks). `--dataset burst_val` scores with BURST's evaluator."""
+    data = tmp_path / "datasets"
+    make_burst(data)
+    out = tmp_path / "eval"
+    result = evaluate(["--dataset", "burst_val", "--weights", str(tiny_weights), "--data-root", str(data),
+                       "-o", str(out), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["protocol"] == "burst", metrics
+    assert "protocol burst" in result.stdout
