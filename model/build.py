@@ -30,7 +30,7 @@ from clipvis.model.checkpoint import (
 )
 from clipvis.model.clip_backbone import ClipBackbone, build_open_clip_model
 from clipvis.model.clipvis import ClipVis
-from clipvis.model.config import ClipVisConfig, load_clip_model_config, load_config_file
+from clipvis.model.config import ClipVisConfig, load_clip_model_config, load_config_file, official_key_name
 from clipvis.weights import (
     OFFLINE_ENV,
     WeightsError,
@@ -109,20 +109,17 @@ def resolve_config(
     values = ClipVisConfig().to_dict()
     values.update(base or {})
     values.update(embedded or {})
+    user: dict[str, Any] = {}
     if config is not None:
-        values.update(config if isinstance(config, Mapping) else load_config_file(config))
+        user = dict(config if isinstance(config, Mapping) else load_config_file(config))
+        values.update(user)
     notes: list[str] = list(values.get("notes") or [])
     inferred = infer_head_config(state, encoder_points=int(values["encoder_points"]))
     for key, value in inferred.items():
         if values.get(key) == value:
             continue
-        if config is not None and key == "decoder_layers":
-            notes.append(
-                f"config says DEC_LAYERS {values[key] + 1} but the checkpoint has {value} decoder layers; "
-                f"using the checkpoint's (DEC_LAYERS {value + 1})"
-            )
-        elif config is not None and key == "num_heads":
-            notes.append(f"config says NHEADS {values[key]} but the checkpoint has {value}; using the checkpoint's")
+        if key in user:  # what the user's config says of the architecture, and the checkpoint contradicts
+            notes.append(_contradiction(key, user[key], value))
         values[key] = value
     if clip_config is not None:
         values["clip_model_config"] = load_clip_model_config(
@@ -134,6 +131,15 @@ def resolve_config(
             values["clip_model_name"], values["clip_pretrained"] = known
     values["notes"] = notes
     return ClipVisConfig.from_dict(values)
+
+
+def _contradiction(field: str, configured: Any, found: int) -> str:
+    """The warning for a config value that the checkpoint's keys contradict, in the official key's terms."""
+    if field == "decoder_layers":  # DEC_LAYERS counts the query initialisation as a layer
+        return (f"config says DEC_LAYERS {int(configured) + 1} but the checkpoint has {found} decoder layers; "
+                f"using the checkpoint's (DEC_LAYERS {found + 1})")
+    name = official_key_name(field) or field
+    return f"config says {name} {configured} but the checkpoint has {found}; using the checkpoint's"
 
 
 def _describe(keys: list[str], limit: int = 12) -> str:

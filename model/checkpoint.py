@@ -98,7 +98,17 @@ def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
         raise CheckpointError(f"{path}: checkpoint file not found")
     if path.stat().st_size == 0:
         raise CheckpointError(f"{path}: checkpoint file is empty (0 bytes)")
-    if path.suffix == ".safetensors":
+    try:  # the format by the file's first bytes: save_pretrained("x.pth") writes safetensors too
+        with path.open("rb") as handle:
+            head = handle.read(512)
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot read the checkpoint ({exc.strerror or exc})") from exc
+    if b"<html" in head.lower() or head.lstrip().lower().startswith(b"<!doctype html"):
+        raise CheckpointError(f"{path}: an HTML page, not a checkpoint (a failed Google Drive download?); download "
+                              "it again in a browser or with gdown")
+    # safetensors: an 8-byte little-endian header length, then the JSON header
+    safetensors = head[8:9] == b"{" and 0 < int.from_bytes(head[:8], "little") < 2**32
+    if safetensors or path.suffix.lower() == ".safetensors":
         from safetensors import safe_open
 
         try:

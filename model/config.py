@@ -152,6 +152,11 @@ def _lookup(tree: dict[str, Any], keys: tuple[str, ...]) -> Any:
     return node
 
 
+def official_key_name(field: str) -> str | None:
+    """The official config key (its last part, e.g. ``NUM_OBJECT_QUERIES``) of a ClipVisConfig field, if any."""
+    return next((keys[-1] for keys, name in _OFFICIAL_KEYS.items() if name == field), None)
+
+
 def overrides_from_official(tree: dict[str, Any]) -> dict[str, Any]:
     """Translate an official detectron2-style config tree into ClipVisConfig field overrides."""
     out: dict[str, Any] = {}

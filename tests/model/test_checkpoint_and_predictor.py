@@ -79,6 +79,17 @@ def test_decoder_layers_inferred_from_keys_not_config(tmp_path, tiny_model, tiny
         model = load_model(path, config=config)
     assert model.config.decoder_layers == tiny_model.config.decoder_layers
     assert model.config.memory_length == 7
+    # Every width or count the keys contradict is named, in the official key's terms; what agrees is not.
+    config = {**tiny_config().to_dict(), "num_queries": 100, "hidden_dim": 512}
+    with pytest.warns(UserWarning) as caught:
+        model = load_model(path, config=config)
+    said = sorted(str(warning.message) for warning in caught)
+    assert said == [
+        f"config says HIDDEN_DIM 512 but the checkpoint has {tiny_model.config.hidden_dim}; using the checkpoint's",
+        f"config says NUM_OBJECT_QUERIES 100 but the checkpoint has {tiny_model.config.num_queries}; using the "
+        "checkpoint's",
+    ]
+    assert model.config.num_queries == tiny_model.config.num_queries
 
 
 def test_missing_and_unexpected_keys_are_listed(tmp_path, tiny_model, tiny_config) -> None:
@@ -94,12 +105,24 @@ def test_missing_and_unexpected_keys_are_listed(tmp_path, tiny_model, tiny_confi
     assert str(path) in message
 
 
-@pytest.mark.parametrize("content, reason", [(b"", "empty"), (b"<html>not a checkpoint</html>", "not a readable")])
+@pytest.mark.parametrize("content, reason", [
+    (b"", "empty"),
+    (b"<!DOCTYPE html><html>Google Drive: quota exceeded</html>", r"an HTML page, not a checkpoint \(a failed Google"),
+    (b"garbage bytes, not a checkpoint", "not a readable PyTorch checkpoint"),
+])
 def test_unreadable_checkpoint_errors(tmp_path, content, reason) -> None:
     path = tmp_path / "bad.pth"
     path.write_bytes(content)
     with pytest.raises(CheckpointError, match=reason):
         load_model(path)
+
+
+@pytest.mark.parametrize("name", ["tiny.pth", "tiny", "tiny.SAFETENSORS"])
+def test_a_saved_model_loads_whatever_its_file_is_named(tmp_path, tiny_model, name) -> None:
+    """The format is told by the file's first bytes, not its suffix: save_pretrained writes safetensors by any name."""
+    loaded = load_model(save_pretrained(tiny_model, tmp_path / name))
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), tiny_model.state_dict().values(),
+                                                 strict=True))
 
 
 def test_own_format_is_self_describing(tmp_path, tiny_model) -> None:
@@ -169,6 +192,43 @@ def test_vocabulary_validation(tiny_model, tmp_path) -> None:
         VideoPredictor(tiny_model, ["cat", "dog", "cat"], cache_dir=tmp_path)
     with pytest.raises(ValueError, match="non-empty"):
         VideoPredictor(tiny_model, ["cat", " "], cache_dir=tmp_path)
+    with pytest.raises(TypeError, match="not one string"):  # it used to become the classes "c", "a", "t"
+        VideoPredictor(tiny_model, "cat", cache_dir=tmp_path)
+    with pytest.raises(TypeError, match="class names must be strings, not int"):
+        VideoPredictor(tiny_model, [1, 2], cache_dir=tmp_path)
+
+
+def test_a_session_refuses_what_would_give_wrong_results(tiny_model, tmp_path) -> None:
+    """Frames that are not uint8 (floats in [0, 1] ran as near-black frames), pushes after finish (the scores mixed
+    two videos), finishing twice, a vocabulary changed mid-video (labels of one vocabulary named by another)."""
+    predictor = VideoPredictor(tiny_model, ["box", "sky"], cache_dir=tmp_path)
+    frames = synthetic_video(2)
+    session = predictor.new_video()
+    with pytest.raises(TypeError, match="expected uint8 RGB frames"):
+        session.push(frames.astype(np.float32) / 255)
+    with pytest.raises(TypeError, match="expected uint8 RGB frames"):
+        session.push(torch.from_numpy(frames).float())
+    with pytest.raises(ValueError, match="an empty batch"):
+        session.push(frames[:0])
+    with pytest.raises(ValueError, match=r"got shape \(2, 48, 80\)"):  # grayscale: its own shape in the message
+        session.push(frames[..., 0])
+    with pytest.raises(ValueError, match="too thin"):
+        predictor.new_video().push(np.zeros((1, 1, 320, 3), np.uint8))
+    session.push(frames)
+    predictor.set_vocabulary(["road", "tree", "car"])  # for the next session
+    session.push(frames)
+    video = session.finish()
+    assert video.vocabulary == ["box", "sky"] and video.num_frames == 4
+    assert all(instance.label < 2 for instance in video.instances)
+    with pytest.raises(RuntimeError, match="finished"):
+        session.push(frames)
+    with pytest.raises(RuntimeError, match="finished"):
+        session.finish()
+    session = predictor.new_video()
+    session.push(frames)
+    with pytest.raises(ValueError, match="max_tracks must be at least 1"):
+        session.finish(max_tracks=0)
+    assert session.finish().vocabulary == ["road", "tree", "car"]
 
 
 def test_text_embeddings_cached_on_disk(tiny_model, tmp_path, monkeypatch) -> None:
