@@ -107,6 +107,8 @@ class VideoPredictor:
     ) -> None:
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+        if str(device) == "auto":  # as the command line's --device auto
+            device = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.precision = precision
@@ -119,6 +121,15 @@ class VideoPredictor:
         self.set_vocabulary(vocabulary)
 
     def set_vocabulary(self, vocabulary: list[str]) -> None:
+        """Classify with these class names from the next video session on (a session keeps the vocabulary it
+        started with)."""
+        if isinstance(vocabulary, (str, bytes)):
+            raise TypeError(f"the vocabulary must be a list of class names, not one string ({vocabulary!r}: "
+                            "write ['cat', 'dog'])")
+        vocabulary = list(vocabulary)
+        if not all(isinstance(name, str) for name in vocabulary):
+            kinds = sorted({type(name).__name__ for name in vocabulary if not isinstance(name, str)})
+            raise TypeError(f"class names must be strings, not {', '.join(kinds)}")
         names = [name.strip() for name in vocabulary]
         if not names or any(not name for name in names):
             raise ValueError("the vocabulary must be a non-empty list of non-empty class names")
@@ -145,6 +156,10 @@ class VideoSession:
 
     def __init__(self, predictor: VideoPredictor) -> None:
         self.predictor = predictor
+        # The vocabulary of the whole video, whatever the predictor is given meanwhile (set_vocabulary).
+        self.vocabulary = list(predictor.vocabulary)
+        self.text = predictor.text_on_device
+        self.finished = False
         cfg = predictor.model.config
         self.matcher = TemporalMatcher(cfg.memory_length, cfg.top_k)
         self.scorer = StreamingVideoScorer()
@@ -155,10 +170,17 @@ class VideoSession:
     @torch.no_grad()
     def push(self, frames: np.ndarray | torch.Tensor) -> list[TrackedFrame]:
         """frames ``[B, H, W, 3]`` uint8 RGB (a single ``[H, W, 3]`` frame is accepted) -> B tracked frames."""
-        if frames.ndim == 3:
+        if self.finished:
+            raise RuntimeError("this video's session is finished: start the next video with predictor.new_video()")
+        if frames.dtype not in (np.uint8, torch.uint8):  # float frames in [0, 1] would be classified as near black
+            raise TypeError(f"expected uint8 RGB frames [B, H, W, 3], got {frames.dtype} (scale floats in [0, 1] by "
+                            "255 and convert: (frames * 255).round().astype(np.uint8))")
+        if frames.ndim == 3 and frames.shape[-1] == 3:
             frames = frames[None]
         if frames.ndim != 4 or frames.shape[-1] != 3:
             raise ValueError(f"expected uint8 RGB frames [B, H, W, 3], got shape {tuple(frames.shape)}")
+        if frames.shape[0] == 0:
+            raise ValueError("an empty batch: push at least one frame")
         predictor = self.predictor
         model = predictor.model
         start = time.perf_counter()
@@ -172,7 +194,7 @@ class VideoSession:
             outputs = model(images)
         t2 = time.perf_counter()
         # Pooling and classification commute with the track permutation: do them for the whole batch.
-        class_probs = model.classify(outputs.clip_dense, outputs.mask_logits, predictor.text_on_device).softmax(-1)
+        class_probs = model.classify(outputs.clip_dense, outputs.mask_logits, self.text).softmax(-1)
         t3 = time.perf_counter()
         mask_logits_all = outputs.mask_logits.float()
         embeds_host = outputs.query_embeds.float().cpu()  # the matcher works on the host: one copy per batch
@@ -255,8 +277,12 @@ class VideoSession:
         """Select the video's instances. Exact mode: the official unsorted top-``detections_per_video``.
         Otherwise the official candidates ranked by final score: the best ``max_tracks`` (default
         ``detections_per_video``) with a score of at least ``score_threshold``."""
+        if self.finished:
+            raise RuntimeError("this video's session is finished already: its instances were returned then")
         if self.num_frames == 0:
             raise ValueError("no frame was pushed")
+        if max_tracks is not None and max_tracks < 1:
+            raise ValueError(f"max_tracks must be at least 1, not {max_tracks}")
         cfg = self.predictor.model.config
         if self.predictor.exact:
             selection = self.scorer.select(top_n=cfg.detections_per_video, official_order=True)
@@ -268,6 +294,7 @@ class VideoSession:
                 score_threshold=score_threshold,
                 max_instances=max_tracks,
             )
+        self.finished = True
         self.scorer.close()
         instances = [
             VideoInstance(
@@ -280,5 +307,5 @@ class VideoSession:
             )
             for i in range(selection.queries.shape[0])
         ]
-        return VideoInstances(list(self.predictor.vocabulary), self.num_frames, self.geometry, instances,
+        return VideoInstances(list(self.vocabulary), self.num_frames, self.geometry, instances,
                               dict(self.timings))

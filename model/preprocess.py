@@ -74,7 +74,12 @@ class FramePreprocessor:
         return self._on_device[device]
 
     def geometry(self, height: int, width: int) -> FrameGeometry:
+        if height < 1 or width < 1:
+            raise ValueError(f"frames of {height}x{width} pixels have nothing to segment")
         resized = resized_shape(height, width, self.short_edge, self.max_size)
+        if min(resized) < 1:
+            raise ValueError(f"frames of {width}x{height} are too thin: the model's resize makes them "
+                             f"{resized[1]}x{resized[0]}")
         return FrameGeometry((height, width), resized, padded_shape(*resized, self.divisibility))
 
     def resize_exact(self, frames: np.ndarray | torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
