@@ -96,7 +96,7 @@ class JsonlReporter:
         self._emit("batch_start", videos=num_videos)
 
     def video_started(self, source, stem, total_frames) -> None:
-        self._video, self._frames, self._since = str(source.path), 0, 0
+        self._video, self._frames, self._since = path_text(source.path), 0, 0
         self._started = time.perf_counter()
         self._emit("video_start", input=path_text(source.path), stem=stem, frames_expected=total_frames)
 

@@ -88,6 +88,9 @@ def resolve_device(device: str) -> str:
     return device
 
 
+DEFAULT_MAX_TRACKS = 50  # --max-tracks: the official evaluator's results per video
+
+
 def finite_number(value: float | None) -> float | None:
     """Typer callback: a number option must be finite (``nan`` or ``inf`` would drop every track silently and write
     run.json values that are not JSON)."""
@@ -129,7 +132,7 @@ def segment(
     score_threshold: float = typer.Option(
         0.0, "--score-threshold", help="Drop tracks scoring below this.", callback=finite_number
     ),
-    max_tracks: int = typer.Option(50, "--max-tracks", min=1, help="At most N tracks per video."),
+    max_tracks: int = typer.Option(DEFAULT_MAX_TRACKS, "--max-tracks", min=1, help="At most N tracks per video."),
     exact: bool = typer.Option(
         False, "--exact", help="The official evaluator's selection and masks (PIL resize, unsorted top 50)."
     ),
@@ -147,6 +150,11 @@ def segment(
     ),
 ) -> None:
     """Segment and track every object of the given classes; write overlay.mp4, ytvis.json, coco.json, run.json."""
+    if exact and (max_tracks != DEFAULT_MAX_TRACKS or score_threshold != 0.0):
+        raise typer.BadParameter(
+            "--exact writes the official evaluator's results (its 50 per video, unsorted, no threshold): leave out "
+            "--max-tracks and --score-threshold, or --exact"
+        )
     prefer_huge_pages()  # before any tensor exists (clipvis.cli.memory)
     try:
         job = DistributedRun.from_env()

@@ -57,16 +57,20 @@ def config_hash(weights: str, vocabulary: Sequence[str], options: Mapping[str, A
 def source_fingerprint(source: VideoSource | Path | str) -> dict[str, Any]:
     """Identity of an input: resolved path, total size in bytes, newest modification time (ns), files.
 
-    For an image folder the size and time are over its frame files. Missing files count as size -1.
+    For an image folder the size and time are over its frame files, and ``frames`` is a digest of the frames' names
+    and sizes in frame order: frames renamed or reordered (which keeps every modification time) are another input.
+    Missing files count as size -1.
     """
+    images = isinstance(source, VideoSource) and source.kind == "images"
     if isinstance(source, VideoSource):
-        files = list(source.frame_files) if source.kind == "images" else [source.path]
+        files = list(source.frame_files) if images else [source.path]
         path = source.path
     else:
         path = Path(source)
         files = [path]
     size = 0
     newest = 0
+    order = hashlib.sha256()
     for file in files:
         try:
             stat = file.stat()
@@ -74,7 +78,11 @@ def source_fingerprint(source: VideoSource | Path | str) -> dict[str, Any]:
             return {"path": path_text(os.path.realpath(path)), "size": -1, "mtime_ns": 0, "files": len(files)}
         size += stat.st_size
         newest = max(newest, stat.st_mtime_ns)
-    return {"path": path_text(os.path.realpath(path)), "size": size, "mtime_ns": newest, "files": len(files)}
+        order.update(f"{path_text(file.name)}\0{stat.st_size}\n".encode())
+    identity = {"path": path_text(os.path.realpath(path)), "size": size, "mtime_ns": newest, "files": len(files)}
+    if images:
+        identity["frames"] = order.hexdigest()
+    return identity
 
 
 def package_versions() -> dict[str, str]:
@@ -212,8 +220,12 @@ class RunManifest:
             return False
         if self.config_hash != config_hash(weights, vocabulary, options):
             return False
-        if source is not None and self.source != source_fingerprint(source):
-            return False
+        if source is not None:
+            now = source_fingerprint(source)
+            if "frames" not in self.source:  # recorded before frame order was part of an image folder's identity
+                now.pop("frames", None)
+            if self.source != now:
+                return False
         if output_dir is not None:
             directory = Path(output_dir)
             for entry in self.outputs:

@@ -194,3 +194,18 @@ def test_without_a_terminal_rank_0_logs_the_job_count_at_most_every_interval() -
     other_rank.frames_done(4)
     other_rank.video_finished(SOURCE, "a", 4, 1.0, [])
     assert quiet.getvalue() == ""
+
+
+def test_every_json_event_names_an_input_the_same_way() -> None:
+    """A file name that is not UTF-8 is written as \\xNN in every event: progress lines wrote it as a lone surrogate,
+    which strict JSON readers refuse and which does not match the video_start line."""
+    import os
+
+    stream = io.StringIO()
+    reporter = JsonlReporter(stream, every=1)
+    source = VideoSource(path=Path(os.fsdecode(b"n\xffme.mp4")))
+    reporter.video_started(source, "n_xffme", 2)
+    reporter.frames_done(1)
+    events = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert [event["event"] for event in events] == ["video_start", "progress"]
+    assert {event["input"] for event in events} == {"n\\xffme.mp4"}

@@ -179,6 +179,9 @@ def test_usage_and_weights_errors(tmp_path, tiny_weights) -> None:
                                           str(tiny_weights), "-o", str(a_file / "out")])
     assert unwritable.exit_code == 1  # one line for the batch, not one per input
     assert unwritable.stderr == f"clipvis: error: -o {a_file / 'out'}: output not writable (Not a directory)\n"
+    for extra in (["--max-tracks", "5"], ["--score-threshold", "0.3"]):  # --exact would keep its 50 regardless
+        conflict = run_cli(["segment", str(video), "--vocab", "cat", "--weights", str(tiny_weights), "--exact", *extra])
+        assert conflict.exit_code == 2 and "--exact writes the official evaluator's results" in conflict.output
     for option, value in (("--score-threshold", "nan"), ("--overlay-min-score", "inf")):
         not_finite = run_cli(["segment", str(video), "--vocab", "cat", "--weights", str(tiny_weights), option, value])
         assert not_finite.exit_code == 2 and "is not a finite number" in not_finite.output, not_finite.output

@@ -114,6 +114,24 @@ def test_image_folder_fingerprint_tracks_frames(tmp_path: Path, synth) -> None:
     assert not manifest.is_complete_for(WEIGHTS, VOCAB, OPTIONS, grown)
 
 
+def test_image_folder_frames_renamed_into_another_order_are_another_input(tmp_path: Path, synth) -> None:
+    """Renaming keeps every file's size and modification time: the frames' names and sizes in order tell it."""
+    folder = tmp_path / "seq"
+    synth.write_images(folder, ["1.png", "2.png", "3.png"])
+    (folder / "3.png").write_bytes((folder / "3.png").read_bytes() + b"\0" * 100)  # another size than 1.png
+    [source] = discover_inputs([str(folder)])
+    manifest = RunManifest.start(source, "seq", WEIGHTS, VOCAB, OPTIONS)
+    manifest.mark_complete(3, [], {})
+    (folder / "1.png").rename(folder / "x.png")
+    (folder / "3.png").rename(folder / "1.png")
+    (folder / "x.png").rename(folder / "3.png")
+    [swapped] = discover_inputs([str(folder)])
+    assert not manifest.is_complete_for(WEIGHTS, VOCAB, OPTIONS, swapped)
+    # A run.json written before the frames' order was recorded is still taken as it was.
+    manifest.source.pop("frames")
+    assert manifest.is_complete_for(WEIGHTS, VOCAB, OPTIONS, swapped)
+
+
 def test_config_hash_is_stable_and_sensitive() -> None:
     assert config_hash("w", ["a"], {"x": 1, "y": 2}) == config_hash("w", ["a"], {"y": 2, "x": 1})
     assert config_hash("w", ["a"], {"x": 1}) != config_hash("w", ["a"], {"x": 2})
