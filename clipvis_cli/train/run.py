@@ -22,10 +22,17 @@ import torch.distributed as dist
 
 from clipvis.cli.atomic import atomic_write_text, ensure_output_dir
 from clipvis.cli.distributed import visible_gpu
-from clipvis.cli.train.config import RUN_CONFIG_NAME, TrainConfig, autoscale
+from clipvis.cli.train.config import RUN_CONFIG_NAME, ConfigError, TrainConfig, autoscale
 from clipvis.cli.train.data import AugmentationConfig, StreamBatchSampler, TrainDataset, build_loader, repeat_factors
 from clipvis.cli.train.sources import load_sources
-from clipvis.cli.train.trainer import Trainer, TrainerSettings, newest_checkpoint
+from clipvis.cli.train.trainer import (
+    Trainer,
+    TrainerSettings,
+    checkpoints_in,
+    newest_checkpoint,
+    resume_point,
+    state_path,
+)
 from clipvis.model import ClipVis, LossWeights
 
 log = logging.getLogger("clipvis.train")
@@ -120,7 +127,8 @@ def _evaluator(config: TrainConfig, device: torch.device):
                     alone=True, **job,
                 )
             except (typer.Exit, Exception) as exc:  # noqa: BLE001 - an evaluation failure must not end training
-                log.warning("warning: evaluation on %s failed (%s); training goes on", name, exc)
+                why = "its error is above" if isinstance(exc, typer.Exit) else " ".join(str(exc).split())
+                log.warning("warning: evaluation on %s failed (%s); training goes on", name, why)
                 continue
             out.update({f"eval/{name}/{k}": v for k, v in metrics.items() if isinstance(v, (int, float))})
         return out or None
@@ -133,7 +141,17 @@ def run_training(request: RunRequest, rank: int = 0, world: int = 1, local_rank:
     config = request.config
     schedule = autoscale(config, world, enabled=request.autoscale)
     output_dir = ensure_output_dir(Path(config.get("OUTPUT_DIR")).expanduser())
+    # Before anything is written there (config.yaml): a fresh run never mixes with the checkpoints of another.
+    resume_from = _resume_point(output_dir) if request.resume else None
+    if not request.resume and checkpoints_in(output_dir):
+        raise ConfigError(
+            f"{output_dir} holds a training run already (its newest checkpoint: {checkpoints_in(output_dir)[-1].name}):"
+            " continue it with --resume, or give another --output-dir"
+        )
     _setup_logging(output_dir, rank)
+    newest = newest_checkpoint(output_dir) or (checkpoints_in(output_dir) or [None])[-1]
+    if resume_from is not None and newest is not None and resume_from != newest:
+        log.warning("warning: %s has no training state; resuming from %s", newest.name, resume_from.name)
     device = _device(config, local_rank)
     seed = int(config.get("SEED"))
     if seed < 0:
@@ -148,11 +166,6 @@ def run_training(request: RunRequest, rank: int = 0, world: int = 1, local_rank:
                  config.source, output_dir, schedule.global_batch, world, schedule.base_lr, schedule.max_iter,
                  schedule.scale, seed)
 
-    resume_from = newest_checkpoint(output_dir) if request.resume else None
-    weights = request.weights or (config.get("MODEL.WEIGHTS") or None)
-    # Resuming: the newest checkpoint holds the architecture and every weight (no CLIP to fetch); Trainer.resume
-    # then loads it again with its optimiser, schedule and RNG state.
-    model = build_model(config, str(resume_from) if resume_from else weights, seed)
 
     filter_empty = bool(config.get("DATALOADER.FILTER_EMPTY_ANNOTATIONS"))
     sources = load_sources(
@@ -184,6 +197,10 @@ def run_training(request: RunRequest, rank: int = 0, world: int = 1, local_rank:
                  ", ".join(s.name for s in sources), augmentation.kind,
                  "repeat-factor" if factors is not None else "uniform")
     dataset = TrainDataset(records, augmentation, seed)
+    weights = request.weights or (config.get("MODEL.WEIGHTS") or None)
+    # Built once the data is known to be there. Resuming: the checkpoint holds the architecture and every weight (no
+    # CLIP to fetch); Trainer.resume then loads it again with its optimiser, schedule and RNG state.
+    model = build_model(config, str(resume_from) if resume_from else weights, seed)
     num_workers = int(config.get("DATALOADER.NUM_WORKERS"))
     divisibility = int(config.get("MODEL.MASK_FORMER.SIZE_DIVISIBILITY"))
 
@@ -211,12 +228,27 @@ def run_training(request: RunRequest, rank: int = 0, world: int = 1, local_rank:
         pixel_mean=tuple(config.get("MODEL.PIXEL_MEAN")), pixel_std=tuple(config.get("MODEL.PIXEL_STD")),
     )
     trainer = Trainer(model, loader_factory, settings, device, evaluate=_evaluator(config, device))
-    if request.resume and not trainer.resume():
+    if resume_from is not None:
+        trainer.resume(resume_from)
+    elif request.resume:
         log.info("--resume: no checkpoint in %s yet, starting from the beginning", output_dir)
     if trainer.start_iteration >= settings.max_iter:
         log.info("nothing to do: %s already has %d iterations", output_dir, trainer.start_iteration)
         return newest_checkpoint(output_dir)
     return trainer.train()
+
+
+def _resume_point(output_dir: Path) -> Path | None:
+    """The checkpoint ``--resume`` continues from; ConfigError when the folder has checkpoints but none with its
+    training state (``.state.pt``): starting again from iteration 0 would overwrite them."""
+    point = resume_point(output_dir)
+    newest = newest_checkpoint(output_dir) or (checkpoints_in(output_dir) or [None])[-1]
+    if point is None and newest is not None:
+        raise ConfigError(
+            f"{output_dir}: cannot resume, no checkpoint there has its training state ({state_path(newest).name} "
+            "is missing); its weights can still start a new run: --weights " + str(newest)
+        )
+    return point
 
 
 def _free_port() -> int:

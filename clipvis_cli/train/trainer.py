@@ -21,6 +21,7 @@ import logging
 import math
 import os
 import random
+import re
 import sys
 import time
 import warnings
@@ -40,6 +41,7 @@ from clipvis.model import ClipVis, LossWeights, RandomPointSampler, SetCriterion
 from clipvis.model.matcher import HungarianMatcher
 
 LAST_CHECKPOINT = "last_checkpoint"
+METRICS_NAME = "metrics.jsonl"
 NORM_TYPES = (nn.GroupNorm, nn.LayerNorm, nn.BatchNorm2d, nn.BatchNorm1d, nn.SyncBatchNorm, nn.InstanceNorm2d)
 
 log = logging.getLogger("clipvis.train")
@@ -61,6 +63,29 @@ def newest_checkpoint(folder: Path) -> Path | None:
         return None
     path = folder / pointer.read_text(encoding="utf-8").strip()
     return path if path.is_file() else None
+
+
+_CHECKPOINT_FILE = re.compile(r"model_(\d{7})\.safetensors")
+
+
+def checkpoints_in(folder: Path) -> list[Path]:
+    """The model files of a training folder, oldest first."""
+    try:
+        names = [entry.name for entry in folder.iterdir()]
+    except OSError:
+        return []
+    return [folder / name for name in sorted(name for name in names if _CHECKPOINT_FILE.fullmatch(name))]
+
+
+def resume_point(folder: Path) -> Path | None:
+    """The checkpoint to resume from: the one ``last_checkpoint`` names when its training state is there too,
+    else the newest model file that has its state (a state file lost or a pointer left dangling); None when no
+    checkpoint has one."""
+    named = newest_checkpoint(folder)
+    if named is not None and state_path(named).is_file():
+        return named
+    complete = [path for path in checkpoints_in(folder) if state_path(path).is_file()]
+    return complete[-1] if complete else None
 
 
 def build_optimizer(model: nn.Module, base_lr: float, weight_decay: float, weight_decay_norm: float,
@@ -136,12 +161,31 @@ class TrainingForward(nn.Module):
         return self.model.forward_train(images)
 
 
+def _drop_records_from(path: Path, iteration: int) -> None:
+    """Rewrite a metrics.jsonl without the records of ``iteration`` and later (a line that is not a JSON record,
+    such as one cut short by a kill, goes too)."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return
+    kept = []
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and int(record.get("iteration", -1)) < iteration:
+            kept.append(line)
+    if len(kept) != len(lines):
+        atomic_write_text(path, "".join(f"{line}\n" for line in kept))
+
+
 class MetricsSink:
     """metrics.jsonl + TensorBoard (if installed) + log lines, on rank 0 only."""
 
     def __init__(self, folder: Path, enabled: bool) -> None:
         self.enabled = enabled
-        self.jsonl = open(folder / "metrics.jsonl", "a", encoding="utf-8") if enabled else None  # noqa: SIM115
+        self.jsonl = open(folder / METRICS_NAME, "a", encoding="utf-8") if enabled else None  # noqa: SIM115
         self.tensorboard = None
         if enabled:
             try:
@@ -300,9 +344,11 @@ class Trainer:
             dist.barrier()
         return path
 
-    def resume(self) -> bool:
-        """Load the newest checkpoint of the output folder with its optimiser/scheduler/scaler/RNG state."""
-        path = newest_checkpoint(self.settings.output_dir)
+    def resume(self, path: Path | None = None) -> bool:
+        """Load a checkpoint (default: the output folder's ``resume_point``) with its optimiser, schedule, scaler and
+        RNG state; False when there is none. The metrics recorded after it (by the run that went on before being
+        stopped) are dropped: the resumed run records them again."""
+        path = path if path is not None else resume_point(self.settings.output_dir)
         if path is None or not state_path(path).is_file():
             return False
         from clipvis.model.checkpoint import read_state_dict
@@ -320,6 +366,8 @@ class Trainer:
         random.setstate(state["rng"]["python"])
         self.warning_count = int(state.get("warning_count", 0))
         self.start_iteration = int(state["iteration"]) + 1
+        if self.rank == 0:
+            _drop_records_from(self.settings.output_dir / METRICS_NAME, self.start_iteration)
         log.info("resumed from %s at iteration %d", path, self.start_iteration)
         return True
 
@@ -396,9 +444,12 @@ class Trainer:
                 batch = next(batches)
                 t1 = time.perf_counter()
                 self._report_warnings(batch)
+                lr = self.scheduler.get_last_lr()[0]  # the rate this step uses (the step then moves the schedule on)
                 metrics = self.step(batch)
                 if not math.isfinite(metrics["total_loss"]):
-                    raise FloatingPointError(f"the loss became {metrics['total_loss']} at iteration {iteration}")
+                    raise FloatingPointError(
+                        f"the loss became {metrics['total_loss']} at iteration {iteration + 1} (lower SOLVER.BASE_LR?)"
+                    )
                 t2 = time.perf_counter()
                 window.append((t1 - t0, t2 - t0))
                 window = window[-max(s.log_period, 1):]
@@ -407,12 +458,12 @@ class Trainer:
                 its = len(window) / total_time if total_time > 0 else 0.0
                 eta = (s.max_iter - iteration - 1) / its if its > 0 else 0.0
                 info = (f"loss {metrics['total_loss']:.3f}  {its:.2f} it/s  data {100 * data_time / total_time:.0f}%  "
-                        f"lr {self.scheduler.get_last_lr()[0]:.2e}")
+                        f"lr {lr:.2e}")
                 progress.update(iteration, info)
                 last = iteration + 1 == s.max_iter
                 if self.rank == 0 and ((iteration + 1) % max(s.log_period, 1) == 0 or last):
                     record = {
-                        "iteration": iteration, "lr": self.scheduler.get_last_lr()[0], **metrics,
+                        "iteration": iteration, "lr": lr, **metrics,
                         "data_time": data_time / len(window), "time": total_time / len(window),
                         "iterations_per_second": its, "data_wait_share": data_time / total_time,
                         "eta_seconds": eta, "skipped_samples": self.warning_count,

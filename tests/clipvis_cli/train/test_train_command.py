@@ -141,6 +141,41 @@ def test_resume_takes_the_interrupted_runs_own_settings(tmp_path, tiny_train_con
     assert result.exit_code == 1 and "no training run to resume here" in result.output
 
 
+def test_resume_takes_a_checkpoint_with_its_state_and_a_new_run_never_mixes_with_an_old_one(
+    tmp_path, tiny_train_config
+) -> None:
+    data = write_coco(tmp_path / "data", num_images=3)
+    config = tiny_train_config(tmp_path, MAX_ITER=4, CHECKPOINT_PERIOD=2, STEPS=[2], BASE_LR=1e-3)
+    run = tmp_path / "run"
+    train(config, run, data, "CLIPVIS.LOG_PERIOD=1")
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    # The rate each iteration trained with: x0.1 from iteration 2 (STEPS), not one iteration early.
+    assert [r["iteration"] for r in records] == [0, 1, 2, 3]
+    assert [r["lr"] for r in records] == pytest.approx([1e-3, 1e-3, 1e-4, 1e-4])
+    finished = final_weights(run)
+
+    # The newest checkpoint lost its training state: resume from the newest one that has it, not from iteration 0.
+    (run / "model_0000003.state.pt").unlink()
+    result = runner.invoke(app, ["train", "--output-dir", str(run), "--resume"])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    assert "resumed from" in result.output and "model_0000001" in result.output
+    resumed = final_weights(run)
+    assert all(torch.equal(finished[k], resumed[k]) for k in finished)
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in records] == [0, 1, 2, 3]  # the records after the resume point are not doubled
+
+    for state in run.glob("*.state.pt"):
+        state.unlink()
+    result = runner.invoke(app, ["train", "--output-dir", str(run), "--resume"])
+    assert result.exit_code == 1 and "cannot resume, no checkpoint there has its training state" in result.output
+
+    recorded = (run / "config.yaml").read_text()
+    result = runner.invoke(app, ["train", "--config", str(config), "--output-dir", str(run), "--data", str(data[0]),
+                                 "--images", str(data[1])])
+    assert result.exit_code == 1 and "holds a training run already" in result.output
+    assert (run / "config.yaml").read_text() == recorded
+
+
 def test_a_corrupt_image_and_a_bad_annotation_are_skipped_with_one_warning_each(tmp_path, tiny_train_config):
     ann, images = write_coco(tmp_path / "data", num_images=3)
     (images / "img_1.png").write_bytes(b"not a png at all")
