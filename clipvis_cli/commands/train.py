@@ -91,12 +91,13 @@ def train(
         local = Path(weights).expanduser()
         cfg.set("MODEL.WEIGHTS", str(local.resolve()) if local.exists() else weights)
     if data_root is not None:
-        cfg.set("CLIPVIS.DATA_ROOT", str(data_root.expanduser().resolve()))
-    if data:  # recorded as absolute paths: a resumed run finds them from any working directory
-        cfg.set("CLIPVIS.TRAIN_DATA", [{"json": str(d.expanduser().resolve()), "images": str(i.expanduser().resolve())}
-                                       for d, i in zip(data, images, strict=True)])
+        cfg.set("CLIPVIS.DATA_ROOT", str(data_root))
+    if data:
+        cfg.set("CLIPVIS.TRAIN_DATA", [{"json": str(d), "images": str(i)} for d, i in zip(data, images, strict=True)])
         if "DATASETS.TRAIN" not in cfg.overridden:
             cfg.set("DATASETS.TRAIN", [])
+    if saved is None or data or data_root is not None:
+        _record_absolute_data_paths(cfg)
     request = RunRequest(cfg, weights=weights, resume=resume, num_processes=num_gpus,
                          autoscale=not no_autoscale and saved is None)
     try:
@@ -105,6 +106,22 @@ def train(
         raise _fail(str(error)) from None
     if final is not None and os.environ.get("RANK", "0") == "0":
         typer.echo(str(final))
+
+
+def _record_absolute_data_paths(config: TrainConfig) -> None:
+    """Every data location of ``config`` as an absolute path (the data root resolved as the run resolves it, from
+    $CLIPVIS_DATASETS or ./datasets when unset): config.yaml records them, and a resumed run finds them from any
+    working directory."""
+    from clipvis.cli.datasets import resolve_data_root
+
+    def absolute(value: object) -> str:
+        return str(Path(str(value)).expanduser().resolve())
+
+    config.set("CLIPVIS.DATA_ROOT", absolute(resolve_data_root(config.get("CLIPVIS.DATA_ROOT") or None)))
+    for key, fields in (("CLIPVIS.TRAIN_DATA", ("json", "images")), ("CLIPVIS.TEST_DATA", ("json", "frames"))):
+        entries = config.get(key) or []
+        config.set(key, [{**entry, **{f: absolute(entry[f]) for f in fields if entry.get(f)}}
+                         if isinstance(entry, dict) else entry for entry in entries])
 
 
 def _run_to_resume(output_dir: Path | None, config: TrainConfig | None) -> Path | None:

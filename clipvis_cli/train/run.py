@@ -98,8 +98,14 @@ def _evaluator(config: TrainConfig, device: torch.device):
     if not names and not custom:
         return None
     jobs = [(name, {"dataset": name}) for name in names]
-    jobs += [(Path(e["json"]).stem, {"dataset": None, "gt": Path(e["json"]), "frames": Path(e["frames"])})
-             for e in custom]
+    taken = set(names)
+    for entry in custom:  # each its own folder and metric names, also when files share a name (ytvis.json)
+        stem = name = Path(entry["json"]).stem
+        suffix = 2
+        while name in taken:
+            name, suffix = f"{stem}-{suffix}", suffix + 1
+        taken.add(name)
+        jobs.append((name, {"dataset": None, "gt": Path(entry["json"]), "frames": Path(entry["frames"])}))
 
     def evaluate(checkpoint: Path, iteration: int) -> dict[str, Any] | None:
         import typer

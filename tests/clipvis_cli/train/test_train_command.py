@@ -124,6 +124,10 @@ def test_resume_takes_the_interrupted_runs_own_settings(tmp_path, tiny_train_con
         (run / name).unlink()
     (run / "last_checkpoint").write_text("model_0000003.safetensors")
     recorded = (run / "config.yaml").read_text()
+    saved = yaml.safe_load(recorded)["CLIPVIS"]
+    assert saved["DATA_ROOT"] == str(tmp_path / "datasets")  # ./datasets, as the run resolved it
+    assert saved["TRAIN_DATA"] == [{"json": str(tmp_path / "data" / "coco.json"), "images": str(tmp_path / "data"
+                                                                                                / "images")}]
 
     monkeypatch.chdir(tmp_path / "data")  # the data were given relative to tmp_path
     # The named config (MAX_ITER 4, no data) is not read; the second command finds the run complete.
@@ -249,8 +253,9 @@ def write_ytvis(folder, num_videos: int = 2, length: int = 3):
 
 def test_video_fine_tuning_with_periodic_evaluation(tmp_path, tiny_train_config):
     gt, frames = write_ytvis(tmp_path / "data", num_videos=2, length=2)
+    other_gt, other_frames = write_ytvis(tmp_path / "other", num_videos=1, length=2)  # also named ytvis.json
     config = tiny_train_config(tmp_path, MAX_ITER=1)
-    test_data = f"CLIPVIS.TEST_DATA=[{{json: {gt}, frames: {frames}}}]"
+    test_data = f"CLIPVIS.TEST_DATA=[{{json: {gt}, frames: {frames}}}, {{json: {other_gt}, frames: {other_frames}}}]"
     train(config, tmp_path / "run", (gt, frames), "TEST.EVAL_PERIOD=1", test_data, "INPUT.MIN_SIZE_TRAIN=[64]",
           "INPUT.MAX_SIZE_TRAIN=128")
     log = (tmp_path / "run" / "train.log").read_text()
@@ -258,6 +263,11 @@ def test_video_fine_tuning_with_periodic_evaluation(tmp_path, tiny_train_config)
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     evaluation = [r for r in records if any(k.startswith("eval/ytvis/") for k in r)]
     assert evaluation and 0.0 <= evaluation[-1]["eval/ytvis/AP"] <= 1.0, records
+    # Two test sets with one file name: each its own folder and metrics (the second reused the first's results).
+    assert "eval/ytvis-2/AP" in evaluation[-1], records
+    ran = [json.loads((tmp_path / "run" / "eval" / name / "results.json").read_text())
+           for name in ("ytvis_0000000", "ytvis-2_0000000")]
+    assert [sorted({r["video_id"] for r in results}) for results in ran] == [[1, 2], [1]]
 
 
 @pytest.mark.skipif(not torch.distributed.is_gloo_available(), reason="gloo backend not built into this torch")
