@@ -17,6 +17,7 @@ keeps every value as written.
 
 from __future__ import annotations
 
+import ast
 import copy
 from dataclasses import dataclass
 from importlib import resources
@@ -192,13 +193,90 @@ def load_train_config(name_or_file: str | Path, overrides: list[str] | tuple[str
         tree = read_official_yaml(path)
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
-    merged = _merge(DEFAULTS, tree)
+    merged = _merge(DEFAULTS, _typed_tree(tree, DEFAULTS, str(path)))
     keys_set = set()
     for item in overrides:
         keys, value = parse_override(item)
-        _set(merged, keys, value, f"override {item!r}")
-        keys_set.add(".".join(keys))
+        dotted = ".".join(keys)
+        current = _get(merged, dotted, _ABSENT)
+        if current is _ABSENT and keys[:2] != ["CLIPVIS", "MODEL"]:  # CLIPVIS.MODEL fields: ClipVisConfig checks them
+            raise ConfigError(f"override {item!r}: no config key {dotted} (a typo? keys are the official ones, or "
+                              "CLIPVIS.*)")
+        _set(merged, keys, _typed(value, None if current is _ABSENT else current, f"override {item!r}"),
+             f"override {item!r}")
+        keys_set.add(dotted)
+    _check_values(merged, str(path))
     return TrainConfig(merged, str(path), frozenset(keys_set))
+
+
+_ABSENT = object()
+
+
+def _typed(value: Any, like: Any, where: str) -> Any:
+    """``value`` as the type of ``like`` (the value it replaces), by the official config system's rules: a tuple
+    written as text, ``(327778, 355092)``, is a list; a single value given for a list is a one-item list; a number
+    given as text is a number. ConfigError (one line) when it cannot be."""
+    if isinstance(value, str) and value.strip()[:1] in ("(", "["):
+        try:
+            parsed = ast.literal_eval(value.strip())
+        except (ValueError, SyntaxError):
+            parsed = value
+        if isinstance(parsed, (tuple, list)):
+            value = parsed
+    if isinstance(value, tuple):
+        value = list(value)
+    if like is None or value is None:
+        return value
+    if isinstance(like, dict):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: that key is a group of keys, not a value")
+        return value
+    if isinstance(like, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, not {value!r}")
+        return value
+    if isinstance(like, (int, float)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            try:
+                value = float(str(value))
+            except ValueError:
+                raise ConfigError(f"{where}: expected a number, not {value!r}") from None
+        return int(value) if isinstance(like, int) and float(value).is_integer() else value
+    if isinstance(like, list) and not isinstance(value, list):
+        return [value]
+    return value
+
+
+def _typed_tree(tree: dict[str, Any], defaults: dict[str, Any], source: str, prefix: str = "") -> dict[str, Any]:
+    """A config file's tree with every value of a key clipvis knows typed as its default (``_typed``)."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        dotted = f"{prefix}{key}"
+        like = defaults.get(key) if isinstance(defaults, dict) else None
+        if isinstance(value, dict) and isinstance(like, dict) and dotted != "CLIPVIS.MODEL":
+            out[key] = _typed_tree(value, like, source, f"{dotted}.")
+        else:
+            out[key] = _typed(value, like, f"{source}: {dotted}")
+    return out
+
+
+def _check_values(tree: dict[str, Any], source: str) -> None:
+    """The values a run cannot start with (or would fail with midway), as one ConfigError line."""
+    at_least = {"SOLVER.MAX_ITER": 1, "SOLVER.CHECKPOINT_PERIOD": 1, "SOLVER.IMS_PER_BATCH": 1,
+                "DATALOADER.NUM_WORKERS": 0, "CLIPVIS.LOG_PERIOD": 1, "TEST.EVAL_PERIOD": 0, "CLIPVIS.EVAL_VIDEOS": 0}
+    for dotted, low in at_least.items():
+        value = _get(tree, dotted)
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or value < low:
+            raise ConfigError(f"{source}: {dotted} must be a number of at least {low}, not {value!r}")
+    lr = _get(tree, "SOLVER.BASE_LR")
+    if not isinstance(lr, (int, float)) or not lr > 0:
+        raise ConfigError(f"{source}: SOLVER.BASE_LR must be a positive number, not {lr!r}")
+    steps = _get(tree, "SOLVER.STEPS")
+    if not isinstance(steps, list) or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in steps):
+        raise ConfigError(f"{source}: SOLVER.STEPS must be a list of iteration numbers, not {steps!r}")
+    amp = _get(tree, "CLIPVIS.AMP_DTYPE")
+    if amp not in ("auto", "bf16", "fp16"):
+        raise ConfigError(f"{source}: CLIPVIS.AMP_DTYPE must be auto, bf16 or fp16, not {amp!r}")
 
 
 @dataclass(frozen=True)

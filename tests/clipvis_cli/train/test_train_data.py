@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import cv2
 import numpy as np
@@ -139,6 +140,34 @@ def test_shipped_configs_resolve_by_bare_name_with_official_values():
         load_train_config("lvis_r50.yaml", ["SOLVER.BASE_LR"])
     with pytest.raises(ConfigError, match="not a shipped config"):
         load_train_config("nope.yaml")
+
+
+def test_official_syntax_and_bad_values_in_configs_and_overrides(tmp_path):
+    """Tuples as the official files write them are lists, a single dataset name is a list of one, numbers given as
+    text are numbers; a misspelt key, a value of the wrong kind or out of range is one ConfigError line."""
+    (tmp_path / "official.yaml").write_text(
+        'SOLVER:\n  STEPS: (327778, 355092)\n  MAX_ITER: 368750\nDATASETS:\n  TRAIN: ("coco_2017_train",)\n'
+        "  TEST: ()\nINPUT:\n  MIN_SIZE_TRAIN: (640, 672, 704)\n"
+    )
+    config = load_train_config(tmp_path / "official.yaml", ["DATASETS.TEST=ytvis_2019_val"])
+    assert config.get("SOLVER.STEPS") == [327778, 355092] and config.get("INPUT.MIN_SIZE_TRAIN") == [640, 672, 704]
+    assert config.get("DATASETS.TRAIN") == ["coco_2017_train"] and config.get("DATASETS.TEST") == ["ytvis_2019_val"]
+    assert load_train_config("lvis_r50.yaml", ['DATASETS.TRAIN=("coco_2017_train",)']).get("DATASETS.TRAIN") == [
+        "coco_2017_train"]
+    for override, message in (
+        ("SOLVR.BASE_LR=5", "no config key SOLVR.BASE_LR"),
+        ("SOLVER.BASE_LRR=0.1", "no config key SOLVER.BASE_LRR"),
+        ("SOLVER.BASE_LR=abc", "expected a number, not 'abc'"),
+        ("SOLVER=3", "a group of keys, not a value"),
+        ("SOLVER.CHECKPOINT_PERIOD=0", "SOLVER.CHECKPOINT_PERIOD must be a number of at least 1"),
+        ("DATALOADER.NUM_WORKERS=-1", "DATALOADER.NUM_WORKERS must be a number of at least 0"),
+        ("CLIPVIS.AMP_DTYPE=fp8", "CLIPVIS.AMP_DTYPE must be auto, bf16 or fp16"),
+        ("SOLVER.BASE_LR=0", "SOLVER.BASE_LR must be a positive number"),
+    ):
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            load_train_config("lvis_r50.yaml", [override])
+    assert load_train_config("lvis_r50.yaml", ["CLIPVIS.MODEL.num_queries=8"]).get("CLIPVIS.MODEL") == {
+        "num_queries": 8}
 
 
 def test_official_config_files_with_base_includes_are_accepted(tmp_path):
