@@ -59,9 +59,10 @@ def train(
     ),
 ) -> None:
     """Train CLIP-VIS (class-agnostic head on a frozen CLIP) with the official recipe."""
+    from clipvis.cli.atomic import OutputNotWritableError
     from clipvis.cli.train.config import ConfigError, load_train_config
     from clipvis.cli.train.records import TrainDataError
-    from clipvis.cli.train.run import RunRequest, launch
+    from clipvis.cli.train.run import ProcessFailedError, RunRequest, launch
     from clipvis.model.checkpoint import CheckpointError
     from clipvis.weights import WeightsError
 
@@ -102,7 +103,8 @@ def train(
                          autoscale=not no_autoscale and saved is None)
     try:
         final = launch(request)
-    except (ConfigError, TrainDataError, CheckpointError, WeightsError, FloatingPointError) as error:
+    except (ConfigError, TrainDataError, CheckpointError, WeightsError, FloatingPointError, OutputNotWritableError,
+            ProcessFailedError) as error:
         raise _fail(str(error)) from None
     if final is not None and os.environ.get("RANK", "0") == "0":
         typer.echo(str(final))
@@ -146,7 +148,7 @@ def _export(weights: str | None, target: Path) -> None:
     """The model of ``weights`` under the official key names, ``{"model": state_dict}``, written atomically."""
     import torch
 
-    from clipvis.cli.atomic import atomic_output_path
+    from clipvis.cli.atomic import OutputNotWritableError, atomic_output_path
     from clipvis.model import CheckpointError, load_model, to_official_state_dict
     from clipvis.weights import WeightsError
 
@@ -156,6 +158,9 @@ def _export(weights: str | None, target: Path) -> None:
         model = load_model(weights)
     except (CheckpointError, WeightsError, ValueError) as error:
         raise _fail(f"weights {weights}: {' '.join(str(error).split())}") from None
-    with atomic_output_path(target) as tmp:
-        torch.save({"model": to_official_state_dict(model)}, tmp)
+    try:
+        with atomic_output_path(target) as tmp:
+            torch.save({"model": to_official_state_dict(model)}, tmp)
+    except OutputNotWritableError as error:
+        raise _fail(str(error)) from None
     typer.echo(str(target))

@@ -18,7 +18,13 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from clipvis.cli.train.records import FrameRecord, TrainRecord, category_image_counts, decode_segmentation
+from clipvis.cli.train.records import (
+    FrameRecord,
+    TrainDataError,
+    TrainRecord,
+    category_image_counts,
+    decode_segmentation,
+)
 
 LSJ_PAD_VALUE = 128  # detectron2 FixedSizeCrop's image padding
 MAX_RETRIES = 20
@@ -224,7 +230,10 @@ class TrainDataset(Dataset):
             except SampleError as exc:
                 warnings.append(str(exc))
                 index = int(rng.integers(len(self.records)))
-        raise RuntimeError(f"{MAX_RETRIES} samples in a row could not be read; last: {warnings[-1]}")
+        raise TrainDataError(
+            f"{MAX_RETRIES} samples in a row could not be read (is --images, or a dataset's image folder, the one its "
+            f"annotations name?); the last: {warnings[-1]}"
+        )
 
     def _map(self, record: TrainRecord, rng: np.random.Generator, position: int) -> Sample:
         frame = record.frames[int(rng.integers(len(record.frames)))] if len(record.frames) > 1 else record.frames[0]

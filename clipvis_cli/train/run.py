@@ -257,6 +257,24 @@ def _resume_point(output_dir: Path) -> Path | None:
     return point
 
 
+class ProcessFailedError(RuntimeError):
+    """One of the processes ``--num-gpus`` started failed; ``str()`` is its error's one line."""
+
+
+# The errors whose message is the whole story (the command prints them after "clipvis: error:").
+_ONE_LINE_ERRORS = ("ConfigError", "TrainDataError", "CheckpointError", "WeightsError", "InvalidWeightsError",
+                    "WeightsNotAvailableError", "FloatingPointError", "OutputNotWritableError")
+
+
+def _last_error_line(report: str) -> str:
+    """``ConfigError: message`` -> ``message`` from the traceback a spawned process sent (other errors keep their
+    class name)."""
+    lines = [line for line in report.strip().splitlines() if line.strip()]
+    last = lines[-1].strip() if lines else "a training process failed"
+    name, _, message = last.partition(": ")
+    return message if message and name.rsplit(".", 1)[-1] in _ONE_LINE_ERRORS else last
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -301,6 +319,9 @@ def launch(request: RunRequest) -> Path | None:
         if 0 < gpus < request.num_processes:
             raise ConfigError(f"--num-gpus {request.num_processes}: this machine has {gpus} GPU(s)")
 
-        mp.spawn(_worker, args=(request, request.num_processes, _free_port()), nprocs=request.num_processes)
+        try:
+            mp.spawn(_worker, args=(request, request.num_processes, _free_port()), nprocs=request.num_processes)
+        except mp.ProcessRaisedException as error:  # a process' error, without the traceback spawn wraps it in
+            raise ProcessFailedError(_last_error_line(str(error))) from None
         return newest_checkpoint(Path(request.config.get("OUTPUT_DIR")).expanduser())
     return run_training(request)
