@@ -138,8 +138,10 @@ def _augment_bitmaps(
         image, masks = _resize(np.ascontiguousarray(image), np.ascontiguousarray(masks), new_h, new_w)
         coordinates.resize(height, width, new_h, new_w)
         size = config.image_size
-        off_y = int(round(max(new_h - size, 0) * rng.uniform()))
-        off_x = int(round(max(new_w - size, 0) * rng.uniform()))
+        # One draw for both axes, as detectron2's FixedSizeCrop._get_crop (max_offset * np.random.uniform()).
+        fraction = rng.uniform()
+        off_y = int(round(max(new_h - size, 0) * fraction))
+        off_x = int(round(max(new_w - size, 0) * fraction))
         coordinates.shift(off_x, off_y)
         image = image[off_y:off_y + size, off_x:off_x + size]
         masks = masks[:, off_y:off_y + size, off_x:off_x + size]

@@ -88,6 +88,21 @@ def test_lsj_gives_fixed_size_crops_with_masks_following_the_image():
             assert (red & out_masks[0].astype(bool)).sum() / out_masks[0].sum() > 0.8
 
 
+def test_lsj_places_the_crop_with_one_random_fraction_for_both_axes():
+    """detectron2's FixedSizeCrop: offset = room left x one uniform draw. On a square image scaled 2x (as much room
+    each way), the crop's top-left corner is on the diagonal."""
+    yy, xx = np.mgrid[:100, :100]
+    image = np.stack([yy, xx, np.zeros_like(yy)], axis=-1).astype(np.uint8)  # each pixel says where it is
+    config = AugmentationConfig(kind="lsj", image_size=100, min_scale=2.0, max_scale=2.0, flip=False)
+    corners = set()
+    for seed in range(8):
+        out, _ = augment(image, np.zeros((0, 100, 100), np.uint8), config, np.random.default_rng(seed))
+        top, left = int(out[0, 0, 0]), int(out[0, 0, 1])
+        assert abs(top - left) <= 1, (top, left)  # one pixel of rounding at most
+        corners.add(top)
+    assert len(corners) > 3  # and the place does vary
+
+
 def test_sampler_splits_the_global_batch_and_resumes_exactly():
     one = iter(StreamBatchSampler(7, 4, seed=1))
     batches = [next(one) for _ in range(6)]
