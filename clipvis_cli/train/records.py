@@ -161,6 +161,9 @@ def read_coco_instances(
             warnings.append(f"{name}: skipped bad annotation (no known image_id)")
             continue
         frame = frames[raw["image_id"]]
+        if raw.get("segmentation") is None and not raw.get("iscrowd", 0):  # a box alone: nothing to train masks on
+            warnings.append(f"{name}: skipped bad annotation (no segmentation)")
+            continue
         inst = _instance(raw, raw.get("segmentation"), frame.height, frame.width, name, warnings)
         if inst is not None:
             frame.instances.append(inst)

@@ -185,6 +185,7 @@ def test_a_corrupt_image_and_a_bad_annotation_are_skipped_with_one_warning_each(
     (images / "img_1.png").write_bytes(b"not a png at all")
     doc = json.loads(ann.read_text())
     doc["annotations"][4]["segmentation"] = [[3.0, 4.0, 5.0]]  # image 3's rectangle: an odd-length polygon
+    doc["annotations"].append({"id": 101, "image_id": 1, "category_id": 1, "bbox": [1, 1, 5, 5], "iscrowd": 0})
     ann.write_text(json.dumps(doc))
     config = tiny_train_config(tmp_path, MAX_ITER=6)
     result = train(config, tmp_path / "run", (ann, images))
@@ -193,6 +194,8 @@ def test_a_corrupt_image_and_a_bad_annotation_are_skipped_with_one_warning_each(
     bad = [line for line in log.splitlines() if "annotation 5" in line]
     assert len(corrupt) == 1 and "unreadable image" in corrupt[0], log
     assert len(bad) == 1 and "bad annotation" in bad[0], log
+    box_only = [line for line in log.splitlines() if "annotation 101" in line]
+    assert len(box_only) == 1 and "skipped bad annotation (no segmentation)" in box_only[0], log
     assert "model_0000005.safetensors" in result.output
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert records[-1]["skipped_samples"] >= 1
