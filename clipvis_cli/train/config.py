@@ -277,6 +277,22 @@ def _check_values(tree: dict[str, Any], source: str) -> None:
     amp = _get(tree, "CLIPVIS.AMP_DTYPE")
     if amp not in ("auto", "bf16", "fp16"):
         raise ConfigError(f"{source}: CLIPVIS.AMP_DTYPE must be auto, bf16 or fp16, not {amp!r}")
+    # Official keys with other values in detectron2 that CLIP-VIS' recipe (and so clipvis) does not implement: one line
+    # rather than training with another recipe than the config says.
+    for dotted, supported in _RECIPE_CHOICES.items():
+        value = _get(tree, dotted)
+        if value is not None and str(value).lower() not in {choice.lower() for choice in supported}:
+            raise ConfigError(f"{source}: {dotted} {value!r} is not supported; clipvis trains with "
+                              f"{' or '.join(supported)}")
+
+
+_RECIPE_CHOICES = {
+    "SOLVER.OPTIMIZER": ("ADAMW",),
+    "SOLVER.LR_SCHEDULER_NAME": ("WarmupMultiStepLR",),
+    "SOLVER.WARMUP_METHOD": ("linear",),
+    "SOLVER.CLIP_GRADIENTS.CLIP_TYPE": ("full_model",),
+    "INPUT.RANDOM_FLIP": ("horizontal", "none"),
+}
 
 
 @dataclass(frozen=True)

@@ -178,6 +178,8 @@ def test_official_syntax_and_bad_values_in_configs_and_overrides(tmp_path):
         ("DATALOADER.NUM_WORKERS=-1", "DATALOADER.NUM_WORKERS must be a number of at least 0"),
         ("CLIPVIS.AMP_DTYPE=fp8", "CLIPVIS.AMP_DTYPE must be auto, bf16 or fp16"),
         ("SOLVER.BASE_LR=0", "SOLVER.BASE_LR must be a positive number"),
+        ("SOLVER.OPTIMIZER=SGD", "SOLVER.OPTIMIZER 'SGD' is not supported; clipvis trains with ADAMW"),
+        ("INPUT.RANDOM_FLIP=vertical", "INPUT.RANDOM_FLIP 'vertical' is not supported"),
     ):
         with pytest.raises(ConfigError, match=re.escape(message)):
             load_train_config("lvis_r50.yaml", [override])
