@@ -6,7 +6,7 @@ with it numpy and PyAV) is imported: one glibc malloc arena for every thread (cl
 imports made is frozen then and again at exit (clipvis.cli.collector: ~1 s less per process). Kept out of
 ``clipvis.cli.app`` so that importing the application as a library changes nothing about the importing process.
 
-The application imports torch only where a command needs it, so help, version and shell completion answer in
+The application imports torch only where a command needs it, so help and version answer in
 ~0.4 s instead of ~1.6 s; a command line that runs a command gets torch imported here, with the collector paused.
 """
 

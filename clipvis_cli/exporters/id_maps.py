@@ -7,7 +7,8 @@ whole mask is covered on a frame is absent from that frame.
 * `mots-png`: `instances/<stem>/<frame number:06d>.png`, 16-bit single channel, pixel = class_id * 1000 +
   instance_id (0 background), `instances/labels.txt` (line k names class k), `class_map.json`. Instance ids are
   the track ids (unique across classes within a video, 1..999). Class ids are the vocabulary's category ids when
-  every exported id is <= 65 (65 * 1000 + 999 still fits 16 bits); otherwise the exported classes are renumbered
+  every exported id is <= 65 (65 * 1000 + 535 = 65535, the 16-bit limit: with class 65 track ids must be
+  <= 535); otherwise the exported classes are renumbered
   1..K in vocabulary order and `class_map.json` says which is which. With media, `images/<stem>/<number:06d>.jpg`
   beside it (the layout Datumaro and CVAT's MOTS PNG 1.0 read).
 * `mots-txt`: `mots.txt`, one line per object per frame: `time id class_id height width rle`, time = the source

@@ -11,8 +11,9 @@ Autoscaling (linear scaling rule, as detectron2's ``REFERENCE_WORLD_SIZE``): a c
 global batch becomes ``IMS_PER_BATCH * W / REFERENCE_WORLD_SIZE`` (the per-process batch stays), unless the batch
 was set on the command line. With the scale ``s = new batch / config batch``, the learning rate is multiplied by
 ``s`` and ``MAX_ITER``, ``STEPS``, ``WARMUP_ITERS``, ``CHECKPOINT_PERIOD`` and ``TEST.EVAL_PERIOD`` divided by
-``s``, so the number of epochs and the schedule's shape are kept. ``REFERENCE_WORLD_SIZE: 0`` or ``--no-autoscale``
-keeps every value as written.
+``s``, so the number of epochs and the schedule's shape are kept. Those typed as ``KEY=VALUE`` are taken as written:
+they are meant for the run being started (``SOLVER.MAX_ITER=5000`` is 5000 iterations). ``REFERENCE_WORLD_SIZE: 0``
+or ``--no-autoscale`` keeps every value as written.
 """
 
 from __future__ import annotations
@@ -329,13 +330,22 @@ def autoscale(config: TrainConfig, world_size: int, enabled: bool = True) -> Sch
         scale = batch / int(tuned)
         batch = int(tuned)
     if scale != 1.0:
+        # What was typed as KEY=VALUE is taken as written (meant for this run's batch); the config file's values scale.
+        def typed(key: str) -> bool:
+            return key in config.overridden
+
         solver["IMS_PER_BATCH"] = int(round(batch * scale))
-        solver["BASE_LR"] = float(solver["BASE_LR"]) * scale
-        solver["MAX_ITER"] = max(int(round(int(solver["MAX_ITER"]) / scale)), 1)
-        solver["STEPS"] = [int(round(int(s) / scale)) for s in solver["STEPS"]]
-        solver["WARMUP_ITERS"] = int(round(int(solver["WARMUP_ITERS"]) / scale))
-        solver["CHECKPOINT_PERIOD"] = max(int(round(int(solver["CHECKPOINT_PERIOD"]) / scale)), 1)
-        if int(config.tree["TEST"].get("EVAL_PERIOD") or 0) > 0:
+        if not typed("SOLVER.BASE_LR"):
+            solver["BASE_LR"] = float(solver["BASE_LR"]) * scale
+        if not typed("SOLVER.MAX_ITER"):
+            solver["MAX_ITER"] = max(int(round(int(solver["MAX_ITER"]) / scale)), 1)
+        if not typed("SOLVER.STEPS"):
+            solver["STEPS"] = [int(round(int(s) / scale)) for s in solver["STEPS"]]
+        if not typed("SOLVER.WARMUP_ITERS"):
+            solver["WARMUP_ITERS"] = int(round(int(solver["WARMUP_ITERS"]) / scale))
+        if not typed("SOLVER.CHECKPOINT_PERIOD"):
+            solver["CHECKPOINT_PERIOD"] = max(int(round(int(solver["CHECKPOINT_PERIOD"]) / scale)), 1)
+        if int(config.tree["TEST"].get("EVAL_PERIOD") or 0) > 0 and not typed("TEST.EVAL_PERIOD"):
             config.tree["TEST"]["EVAL_PERIOD"] = max(int(round(int(config.tree["TEST"]["EVAL_PERIOD"]) / scale)), 1)
     if int(solver["IMS_PER_BATCH"]) % world_size:
         raise ConfigError(

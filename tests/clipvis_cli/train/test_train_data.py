@@ -210,6 +210,11 @@ def test_autoscale_keeps_epochs_when_processes_or_batch_change():
     config = load_train_config("lvis_r50.yaml")
     schedule = autoscale(config, world_size=1, enabled=False)
     assert (schedule.global_batch, schedule.base_lr, schedule.max_iter) == (8, 1e-4, 368750)
+    # Values typed on the command line are meant for this run: taken as written, the config file's are scaled.
+    config = load_train_config("lvis_r50.yaml", ["SOLVER.MAX_ITER=5000", "SOLVER.BASE_LR=2e-5"])
+    schedule = autoscale(config, world_size=1)
+    assert (schedule.global_batch, schedule.base_lr, schedule.max_iter) == (2, 2e-5, 5000)
+    assert schedule.steps == (4 * 327778, 4 * 355092)  # the file's, scaled to the batch of 2
 
 
 def test_worker_processes_give_the_same_batches_as_the_main_process(tmp_path):
