@@ -212,9 +212,23 @@ def _expand_directory(directory: Path, argument: str, visited: set[str]) -> Iter
             yield VideoSource(entry, error=_os_reason(error), argument=argument)
             continue
         if is_dir:
-            yield from _expand_directory(entry, argument, visited)
+            if not _made_by_clipvis(entry):  # an output root inside the folder: its overlays are not inputs
+                yield from _expand_directory(entry, argument, visited)
         elif is_video:
             yield VideoSource(entry, kind="video", argument=argument)
+
+
+# The lock file clipvis keeps in every folder it writes (an output root, a video's output folder, an export folder,
+# evaluate's cache): clipvis.cli.locks.LOCK_NAME, repeated here to keep input discovery free of the locking module.
+CLIPVIS_FOLDER_MARK = ".clipvis.lock"
+
+
+def _made_by_clipvis(directory: Path) -> bool:
+    """Whether a folder met while searching another for videos is one clipvis writes (it holds the lock file)."""
+    try:
+        return (directory / CLIPVIS_FOLDER_MARK).is_file()
+    except OSError:
+        return False
 
 
 def _os_reason(error: OSError) -> str:

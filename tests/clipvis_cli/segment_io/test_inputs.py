@@ -47,6 +47,19 @@ def test_directory_is_searched_recursively_in_natural_order(tmp_path: Path) -> N
     assert all(s.kind == "video" and s.ok for s in sources)
 
 
+def test_a_search_skips_the_folders_clipvis_writes(tmp_path: Path) -> None:
+    """`clipvis segment .` with the default ./clipvis_out: a rerun (or another shard) must not take the overlays of
+    the output root for new inputs. The folders clipvis writes hold its lock file; a folder named on the command line
+    is searched whatever it holds."""
+    touch(tmp_path / "a.mp4")
+    touch(tmp_path / "clipvis_out" / ".clipvis.lock")
+    touch(tmp_path / "clipvis_out" / "a" / ".clipvis.lock")
+    touch(tmp_path / "clipvis_out" / "a" / "overlay.mp4")
+    touch(tmp_path / "elsewhere" / "b.mp4")
+    assert names(discover_inputs([str(tmp_path)])) == ["a.mp4", "b.mp4"]
+    assert names(discover_inputs([str(tmp_path / "clipvis_out" / "a")])) == ["overlay.mp4"]
+
+
 def test_image_folder_is_one_video_in_natural_order(tmp_path: Path) -> None:
     folder = tmp_path / "seq"
     for name in ["10.png", "2.png", "1.png", "notes.txt"]:
