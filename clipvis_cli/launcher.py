@@ -13,6 +13,7 @@ The application imports torch only where a command needs it, so help and version
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -38,20 +39,47 @@ def runs_a_command(argv: Sequence[str], environ: dict[str, str] | None = None) -
 PIPED_HELP_WIDTH = "110"
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP (a scheduler's timeout or preemption, a closed terminal), raised in the main thread as
+    Ctrl-C is: every command's Ctrl-C path runs (the video in progress marked ``interrupted``, temporary files
+    removed, finished outputs kept), and the process exits with 128 + the signal's number."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
 def main() -> None:
     """Run the `clipvis` application with the process set up for it."""
     share_one_malloc_arena()
     if not runs_a_command(sys.argv) and not sys.stdout.isatty() and not {"COLUMNS", "TERMINAL_WIDTH"} & set(os.environ):
         os.environ["TERMINAL_WIDTH"] = PIPED_HELP_WIDTH  # read by Typer's help when it is imported below
-    with collector_paused(freeze=True):  # numpy, PyAV, typer, torch: objects that live as long as the process
-        from clipvis.cli.app import main as run_application
+    received: list[int] = []
 
-        if runs_a_command(sys.argv):
-            import torch  # noqa: F401 - imported by the command anyway; here its >100,000 objects are frozen
+    def terminate(signum: int, frame: object) -> None:
+        received.append(signum)
+        raise Terminated(signum)
+
+    for name in ("SIGTERM", "SIGHUP"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), terminate)
     try:
-        run_application()
-    finally:
-        freeze_before_exit()
+        with collector_paused(freeze=True):  # numpy, PyAV, typer, torch: objects that live as long as the process
+            from clipvis.cli.app import main as run_application
+
+            if runs_a_command(sys.argv):
+                import torch  # noqa: F401 - imported by the command anyway; here its >100,000 objects are frozen
+        try:
+            run_application()
+        finally:
+            freeze_before_exit()
+    except KeyboardInterrupt:  # before a command took over (while importing), or one without a Ctrl-C path
+        sys.stderr.write("clipvis: interrupted\n")
+        sys.exit(128 + received[0] if received else 130)
+    except SystemExit as done:
+        if received and done.code == 130:  # a command's Ctrl-C exit, for a termination signal
+            sys.exit(128 + received[0])
+        raise
 
 
 if __name__ == "__main__":

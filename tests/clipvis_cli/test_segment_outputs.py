@@ -178,3 +178,34 @@ def test_other_formats_sizes_and_leftover_temp_files(tmp_path, tiny_weights) -> 
     assert was_run(segment(tiny_weights, out, str(video), extra=("--formats", "ytvis")))
     assert json.loads((folder / "ytvis.json").read_text())["videos"][0]["length"] == 3
     assert RunManifest.read(folder / "run.json").status == "complete"
+
+
+@pytest.mark.parametrize("name", ["SIGTERM", "SIGHUP"])
+def test_a_scheduler_s_termination_signal_ends_a_run_as_ctrl_c_does(tmp_path, tiny_weights, name) -> None:
+    """SLURM and Kubernetes send SIGTERM on timeout or preemption (SIGKILL follows a grace period later); a closed
+    terminal sends SIGHUP. The run used to die at once, run.json "running" for good: now the video in progress is
+    marked interrupted, nothing half-written is left, and the exit status is 128 + the signal's number."""
+    import signal
+    import time
+
+    video = write_video(tmp_path / "long.mp4", num_frames=2000)
+    out = tmp_path / "out"
+    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "clipvis", "segment", str(video), "--vocab", "box", "--weights", str(tiny_weights),
+         "-o", str(out), "--device", "cpu", "--batch-frames", "1"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment,
+    )
+    manifest = out / "long" / "run.json"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        if manifest.is_file() and json.loads(manifest.read_text() or "{}").get("status") == "running":
+            break
+        time.sleep(0.05)
+    time.sleep(0.3)  # well into the model's pass
+    process.send_signal(getattr(signal, name))
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 128 + getattr(signal, name), stderr
+    assert "Traceback" not in stderr and "interrupted" in stderr, stderr
+    assert RunManifest.read(manifest).status == "interrupted"
+    assert sorted(p.name for p in (out / "long").iterdir()) == [".clipvis.lock", "run.json"]
