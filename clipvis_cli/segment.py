@@ -393,7 +393,12 @@ class SegmentRunner:
         info, timings = tracked.info, tracked.timings
         video = SegmentedVideo(info, tracked.tracks, self.categories, lambda: iter(tracked.reader))
         start = time.perf_counter()
-        outputs = self._write_outputs(paths, video, timings)
+        written: list[str] = []
+        try:
+            outputs = self._write_outputs(paths, video, timings, written)
+        except BaseException:  # a failure or Ctrl-C midway: the files already in place are clipvis' all the same
+            manifest.earlier_outputs = sorted(set(manifest.earlier_outputs) | set(written))
+            raise
         timings["writers"] = time.perf_counter() - start  # wall time: the writers overlap (write_* each)
         manifest.stale = self._settle_stale_outputs(paths, outputs, previous)
         timings["total"] = time.perf_counter() - started
@@ -403,18 +408,21 @@ class SegmentRunner:
         self.reporter.video_finished(source, paths.stem, info.num_frames, fps, outputs)
         return VideoOutcome(source, paths.stem, "complete", outputs, frames=info.num_frames)
 
-    def _write_outputs(self, paths: VideoOutputPaths, video: SegmentedVideo, timings: dict[str, float]) -> list[Path]:
-        """Every writer's file, in writer order. Writers that draw on the frames (the overlay: decoding, drawing
-        threads, the encoder) run in this thread; the others (JSON, mostly Python) meanwhile on a helper thread,
-        one after another. A failure is raised only once both have stopped (the drawing writers' first), so no file
-        is being written when the video is reported failed; Ctrl-C stops the drawing writer here and is raised once
-        the helper (short) has finished."""
+    def _write_outputs(
+        self, paths: VideoOutputPaths, video: SegmentedVideo, timings: dict[str, float], written: list[str]
+    ) -> list[Path]:
+        """Every writer's file, in writer order (``written`` gets each file's name as it is in place). Writers that
+        draw on the frames (the overlay: decoding, drawing threads, the encoder) run in this thread; the others
+        (JSON, mostly Python) meanwhile on a helper thread, one after another. A failure is raised only once both
+        have stopped (the drawing writers' first), so no file is being written when the video is reported failed;
+        Ctrl-C stops the drawing writer here and is raised once the helper (short) has finished."""
         results: dict[int, Path] = {}
 
         def write(index: int) -> None:
             writer = self.writers[index]
             start = time.perf_counter()
             results[index] = writer.write_video(paths.directory / writer.file_name, video)
+            written.append(writer.file_name)
             timings[f"write_{writer.format}"] = time.perf_counter() - start
 
         here = [i for i, writer in enumerate(self.writers) if getattr(writer, "draws_frames", False)]

@@ -168,6 +168,17 @@ def test_other_formats_sizes_and_leftover_temp_files(tmp_path, tiny_weights) -> 
         failed = segment(tiny_weights, out, str(video), extra=("--overwrite",))
     assert failed.exit_code == 1 and "disk on fire" in failed.stderr
     assert RunManifest.read(folder / "run.json").earlier_outputs == ["coco.json", "overlay.mp4", "ytvis.json"]
+    # The files a failing run put in place before its failure are clipvis' too, also in a folder that had none.
+    shutil.rmtree(folder)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("clipvis.cli.writers.ytvis.YtvisWriter.write_video", fail)
+        failed = segment(tiny_weights, out, str(video), extra=("--overwrite",))
+    assert failed.exit_code == 1
+    assert RunManifest.read(folder / "run.json").earlier_outputs == ["overlay.mp4"]  # written before ytvis failed
+    assert (folder / "overlay.mp4").is_file() and not (folder / "coco.json").exists()  # (coco comes after ytvis)
+    assert was_run(segment(tiny_weights, out, str(video), extra=("--formats", "ytvis", "--overwrite")))
+    assert sorted(p.name for p in folder.iterdir()) == [".clipvis.lock", "run.json", "ytvis.json"]
+    assert was_run(segment(tiny_weights, out, str(video), extra=("--overwrite",)))  # ytvis, coco, overlay again
     assert was_run(segment(tiny_weights, out, str(video), extra=("--formats", "ytvis")))
     assert sorted(p.name for p in folder.iterdir()) == [".clipvis.lock", "run.json", "ytvis.json"]
     manifest = RunManifest.read(folder / "run.json")
