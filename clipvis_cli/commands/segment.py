@@ -169,6 +169,7 @@ def segment(
                 inputs, stdin, vocab, vocab_file, formats, precision, log_format, config, clip_config, shard
             )
             positions: Iterable[int] = part.select(sources, key=lambda source: str(source.path))
+            total = len(positions)  # this shard's inputs (all of them without --shard)
             if job is not None:
                 positions = _taken_by_this_rank(job, sources, positions)
                 device = job.device(device, visible_cuda_devices())
@@ -182,7 +183,7 @@ def segment(
             reporter = make_reporter(log_format, job)
             try:
                 counts = _run_inputs(options, sources, positions, reporter, vocabulary, job)
-                code = _finish(counts, len(sources), job, reporter)
+                code = _finish(counts, total, job, reporter)
             finally:
                 reporter.close()
     except OtherRankFailed as error:  # its own line came from that rank; the others' finished outputs are kept
