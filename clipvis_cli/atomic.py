@@ -204,6 +204,9 @@ def ensure_output_dir(path: Path | str) -> Path:
     Raises OutputNotWritableError with a one-line message if not.
     """
     directory = Path(path)
+    if directory.is_symlink() and not directory.exists():
+        target = os.readlink(directory)
+        raise OutputNotWritableError(directory, f"a symbolic link to {target}, which does not exist")
     try:
         directory.mkdir(parents=True, exist_ok=True)
         probe = temp_path_for(directory / "write-check")

@@ -141,6 +141,10 @@ def test_unwritable_output_is_one_clear_line(tmp_path: Path) -> None:
     with pytest.raises(OutputNotWritableError):
         atomic_write_text(tmp_path / "missing-dir" / "x.txt", "x")
     assert ensure_output_dir(tmp_path / "new" / "dir").is_dir()
+    dangling = tmp_path / "dangling"
+    dangling.symlink_to(tmp_path / "nowhere")
+    with pytest.raises(OutputNotWritableError, match="a symbolic link to .*nowhere, which does not exist"):
+        ensure_output_dir(dangling)  # it said "File exists"
 
 
 def test_disk_full_is_reported_as_unwritable_output(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
