@@ -241,7 +241,11 @@ def run_training(request: RunRequest, rank: int = 0, world: int = 1, local_rank:
     if trainer.start_iteration >= settings.max_iter:
         log.info("nothing to do: %s already has %d iterations", output_dir, trainer.start_iteration)
         return newest_checkpoint(output_dir)
-    return trainer.train()
+    try:
+        return trainer.train()
+    except FloatingPointError as error:  # the command prints it; train.log keeps it too
+        log.error("error: %s", error)
+        raise
 
 
 def _resume_point(output_dir: Path) -> Path | None:

@@ -180,6 +180,16 @@ def test_resume_takes_a_checkpoint_with_its_state_and_a_new_run_never_mixes_with
     assert (run / "config.yaml").read_text() == recorded
 
 
+def test_a_loss_that_is_no_longer_a_number_ends_the_run_with_one_line_in_the_log_too(tmp_path, tiny_train_config):
+    data = write_coco(tmp_path / "data", num_images=2)
+    config = tiny_train_config(tmp_path, MAX_ITER=30, BASE_LR=1e12)
+    args = ["train", "--config", str(config), "--output-dir", str(tmp_path / "run"), "--data", str(data[0]),
+            "--images", str(data[1])]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1 and "clipvis: error: the loss became" in result.output, result.output
+    assert "the loss became" in (tmp_path / "run" / "train.log").read_text()
+
+
 def test_a_corrupt_image_and_a_bad_annotation_are_skipped_with_one_warning_each(tmp_path, tiny_train_config):
     ann, images = write_coco(tmp_path / "data", num_images=3)
     (images / "img_1.png").write_bytes(b"not a png at all")
