@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, TextIO
 
+from clipvis.cli.locks import LOCK_NAME
 from clipvis.cli.messages import path_text
 
 VIDEO_EXTENSIONS: frozenset[str] = frozenset(
@@ -218,15 +219,11 @@ def _expand_directory(directory: Path, argument: str, visited: set[str]) -> Iter
             yield VideoSource(entry, kind="video", argument=argument)
 
 
-# The lock file clipvis keeps in every folder it writes (an output root, a video's output folder, an export folder,
-# evaluate's cache): clipvis.cli.locks.LOCK_NAME, repeated here to keep input discovery free of the locking module.
-CLIPVIS_FOLDER_MARK = ".clipvis.lock"
-
-
 def _made_by_clipvis(directory: Path) -> bool:
-    """Whether a folder met while searching another for videos is one clipvis writes (it holds the lock file)."""
+    """Whether a folder met while searching another for videos is one clipvis writes: it holds the lock file clipvis
+    keeps in each (an output root, a video's output folder, an export folder, evaluate's cache)."""
     try:
-        return (directory / CLIPVIS_FOLDER_MARK).is_file()
+        return (directory / LOCK_NAME).is_file()
     except OSError:
         return False
 

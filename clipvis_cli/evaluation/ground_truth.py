@@ -94,10 +94,9 @@ def write_ground_truth_subset(gt_path: Path, video_ids: Iterable[int], destinati
     from clipvis.cli.atomic import atomic_write_json
 
     data = read_json_file(Path(gt_path), "GT file")
-    parse_ground_truth(data, source=str(gt_path))  # the same errors as scoring the whole file
     wanted = set(video_ids)
     subset = dict(data)
-    subset["videos"] = [video for video in data["videos"] if video.get("id") in wanted]
+    subset["videos"] = [video for video in data.get("videos") or [] if video.get("id") in wanted]
     subset["annotations"] = [entry for entry in data.get("annotations") or [] if entry.get("video_id") in wanted]
     return atomic_write_json(destination, subset)
 

@@ -22,6 +22,13 @@ def check_source(info: VideoInfo, results_file: Path) -> None:
                                              "this format needs the frames")
 
 
+def check_frame_size(info: VideoInfo, results_file: Path, source: Path, height: int, width: int) -> None:
+    """Raise ExportInputError (one line) when the source's frames are not the size the results were made at."""
+    if (height, width) != (info.height, info.width):
+        raise ExportInputError(results_file, f"source {source} is {width}x{height}, the results {info.width}x"
+                                             f"{info.height} (not the video these results were made from)")
+
+
 def processed_frames(info: VideoInfo, results_file: Path) -> Iterator[tuple[int, np.ndarray]]:
     """Yield `(position, frame)` for every processed frame of `info` (H×W×3 uint8 RGB), in order.
 
@@ -47,10 +54,7 @@ def processed_frames(info: VideoInfo, results_file: Path) -> Iterator[tuple[int,
                 if regular or index > wanted[position]:
                     break
                 continue
-            if frame.shape[:2] != (info.height, info.width):
-                raise ExportInputError(
-                    results_file, f"source {source_path} is {frame.shape[1]}x{frame.shape[0]}, the results "
-                                  f"{info.width}x{info.height} (not the video these results were made from)")
+            check_frame_size(info, results_file, source_path, frame.shape[0], frame.shape[1])
             yield position, frame
             position += 1
     except VideoReadError as error:

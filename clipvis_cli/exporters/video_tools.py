@@ -34,6 +34,7 @@ import numpy as np
 from clipvis.cli import rle
 from clipvis.cli.exporters.base import Exporter, ExportOptions, frame_masks
 from clipvis.cli.exporters.cvat import _colour
+from clipvis.cli.exporters.frames import check_frame_size
 from clipvis.cli.exporters.loading import ExportInputError, ExportVideo
 from clipvis.cli.results import fps_fraction
 from clipvis.cli.video_io import VideoProbe, VideoReader, VideoReadError
@@ -62,11 +63,7 @@ def _video_source(video: ExportVideo, tool: str) -> tuple[Path, VideoProbe]:
         probe = VideoReader(source).probe()
     except VideoReadError as error:
         raise ExportInputError(video.results_file, f"source video: {error}") from None
-    info = video.info
-    if (probe.width, probe.height) != (info.width, info.height):
-        raise ExportInputError(
-            video.results_file, f"source {source} is {probe.width}x{probe.height}, the results "
-                                f"{info.width}x{info.height} (not the video these results were made from)")
+    check_frame_size(video.info, video.results_file, source, probe.height, probe.width)
     return source, probe
 
 

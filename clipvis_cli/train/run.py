@@ -148,15 +148,13 @@ def run_training(request: RunRequest, rank: int = 0, world: int = 1, local_rank:
     schedule = autoscale(config, world, enabled=request.autoscale)
     output_dir = ensure_output_dir(Path(config.get("OUTPUT_DIR")).expanduser())
     # Before anything is written there (config.yaml): a fresh run never mixes with the checkpoints of another.
-    resume_from = _resume_point(output_dir) if request.resume else None
-    if not request.resume and checkpoints_in(output_dir):
-        raise ConfigError(
-            f"{output_dir} holds a training run already (its newest checkpoint: {checkpoints_in(output_dir)[-1].name}):"
-            " continue it with --resume, or give another --output-dir"
-        )
-    _setup_logging(output_dir, rank)
     newest = newest_checkpoint(output_dir) or (checkpoints_in(output_dir) or [None])[-1]
-    if resume_from is not None and newest is not None and resume_from != newest:
+    if newest is not None and not request.resume:
+        raise ConfigError(f"{output_dir} holds a training run already (its newest checkpoint: {newest.name}): "
+                          "continue it with --resume, or give another --output-dir")
+    resume_from = _resume_point(output_dir, newest) if request.resume else None
+    _setup_logging(output_dir, rank)
+    if resume_from not in (None, newest):
         log.warning("warning: %s has no training state; resuming from %s", newest.name, resume_from.name)
     device = _device(config, local_rank)
     seed = int(config.get("SEED"))
@@ -248,11 +246,10 @@ def run_training(request: RunRequest, rank: int = 0, world: int = 1, local_rank:
         raise
 
 
-def _resume_point(output_dir: Path) -> Path | None:
-    """The checkpoint ``--resume`` continues from; ConfigError when the folder has checkpoints but none with its
-    training state (``.state.pt``): starting again from iteration 0 would overwrite them."""
+def _resume_point(output_dir: Path, newest: Path | None) -> Path | None:
+    """The checkpoint ``--resume`` continues from; ConfigError when the folder has checkpoints (``newest``: the
+    newest) but none with its training state (``.state.pt``): starting again from iteration 0 would overwrite them."""
     point = resume_point(output_dir)
-    newest = newest_checkpoint(output_dir) or (checkpoints_in(output_dir) or [None])[-1]
     if point is None and newest is not None:
         raise ConfigError(
             f"{output_dir}: cannot resume, no checkpoint there has its training state ({state_path(newest).name} "
