@@ -280,9 +280,9 @@ def _run_inputs(options, sources, positions, reporter: Reporter, vocabulary, job
         # weights are loaded first; a process that cannot load them then leaves every input to the others.
         predictor = load_predictor(options)
     positions = _unless_empty(positions)
-    if positions is None:  # e.g. a shard without inputs: no weights loaded
-        if job is not None and job.is_main:
-            reporter.batch_started(0)  # rank 0 still shows the other ranks' progress
+    if positions is None:  # e.g. a shard without inputs, or a rank the others left nothing to
+        if job is not None:  # every rank says its (empty) batch started; rank 0 still shows the others' progress
+            reporter.batch_started(0)
         return counts
     predictor = predictor or load_predictor(options)
     runner = SegmentRunner(predictor, options, reporter, categories=[class_name(v) for v in vocabulary])
