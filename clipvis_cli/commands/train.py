@@ -5,7 +5,8 @@
     clipvis train --output-dir runs/mine --resume    # continue an interrupted run with its own config.yaml
     clipvis train --weights runs/mine --export-pth model_final.pth    # the official detectron2 checkpoint layout
 
-Exit status: 0 trained, 1 bad config/data/weights (one `clipvis: error:` line), 2 usage error.
+Exit status: 0 trained, 1 bad config/data/weights (one `clipvis: error:` line), 2 usage error, 128 + the signal's
+number when Ctrl-C (130), SIGTERM (143) or SIGHUP (129) stopped it (with a checkpoint where it stopped).
 """
 
 from __future__ import annotations
@@ -106,8 +107,34 @@ def train(
     except (ConfigError, TrainDataError, CheckpointError, WeightsError, FloatingPointError, OutputNotWritableError,
             ProcessFailedError) as error:
         raise _fail(str(error)) from None
+    except KeyboardInterrupt as interrupt:  # Ctrl-C, SIGTERM, SIGHUP: a checkpoint was saved where training stopped
+        raise _stopped(interrupt, Path(str(cfg.get("OUTPUT_DIR"))).expanduser()) from None
     if final is not None and os.environ.get("RANK", "0") == "0":
         typer.echo(str(final))
+
+
+def _stopped(interrupt: KeyboardInterrupt, output_dir: Path) -> typer.Exit:
+    """The one line a stopped run prints (rank 0) and its exit status, 128 + the signal's number."""
+    import signal
+
+    from clipvis.cli.train.stopping import TrainingStopped
+    from clipvis.cli.train.trainer import resume_point
+
+    signum = getattr(interrupt, "signum", signal.SIGINT)
+    name = signal.Signals(signum).name
+    if os.environ.get("RANK", "0") == "0":
+        checkpoint = interrupt.checkpoint if isinstance(interrupt, TrainingStopped) else None
+        saved = isinstance(interrupt, TrainingStopped) and interrupt.saved and checkpoint is not None
+        checkpoint = checkpoint if saved else resume_point(output_dir)
+        again = f"continue with: clipvis train --output-dir {output_dir} --resume"
+        if saved:
+            message = f"stopped by {name}; saved {checkpoint}; {again}"
+        elif checkpoint is not None:
+            message = f"stopped by {name}; nothing saved since {checkpoint}; {again}"
+        else:
+            message = f"stopped by {name} before the first checkpoint"
+        typer.echo(f"clipvis: {message}", err=True)
+    return typer.Exit(128 + signum)
 
 
 def _record_absolute_data_paths(config: TrainConfig) -> None:

@@ -25,6 +25,7 @@ from clipvis.cli.train.records import (
     category_image_counts,
     decode_segmentation,
 )
+from clipvis.cli.train.stopping import ignore_stop_signals
 
 LSJ_PAD_VALUE = 128  # detectron2 FixedSizeCrop's image padding
 MAX_RETRIES = 20
@@ -386,7 +387,8 @@ def build_loader(
     divisibility: int = 32,
     pin_memory: bool = False,
 ) -> torch.utils.data.DataLoader:
-    """A DataLoader that yields :class:`Batch` forever (worker processes when ``num_workers > 0``)."""
+    """A DataLoader that yields :class:`Batch` forever (worker processes when ``num_workers > 0``, which leave stop
+    signals to the main process)."""
     return torch.utils.data.DataLoader(
         dataset,
         batch_sampler=sampler,
@@ -395,5 +397,6 @@ def build_loader(
         pin_memory=pin_memory,
         persistent_workers=num_workers > 0,
         prefetch_factor=4 if num_workers > 0 else None,
+        worker_init_fn=ignore_stop_signals if num_workers > 0 else None,
     )
 

@@ -7,9 +7,11 @@ logs and writes; every process reads its share of each global batch.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import os
+import signal
 import socket
 import sys
 from dataclasses import dataclass
@@ -25,6 +27,7 @@ from clipvis.cli.distributed import visible_gpu
 from clipvis.cli.train.config import RUN_CONFIG_NAME, ConfigError, TrainConfig, autoscale
 from clipvis.cli.train.data import AugmentationConfig, StreamBatchSampler, TrainDataset, build_loader, repeat_factors
 from clipvis.cli.train.sources import load_sources
+from clipvis.cli.train.stopping import TrainingStopped
 from clipvis.cli.train.trainer import (
     Trainer,
     TrainerSettings,
@@ -59,6 +62,7 @@ def _setup_logging(output_dir: Path, rank: int) -> None:
     logger.setLevel(logging.INFO)
     console = logging.StreamHandler(sys.stderr)
     console.setFormatter(logging.Formatter("%(message)s"))
+    console.addFilter(lambda record: not getattr(record, "file_only", False))  # the command prints its own line
     logger.addHandler(console)
     file_handler = logging.FileHandler(output_dir / "train.log", encoding="utf-8")
     file_handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
@@ -276,6 +280,29 @@ def _last_error_line(report: str) -> str:
     return message if message and name.rsplit(".", 1)[-1] in _ONE_LINE_ERRORS else last
 
 
+def _stop_processes(context: Any, signum: int, output_dir: Path) -> TrainingStopped:
+    """Pass a stop signal this process got on to the training processes it spawned (a terminal's Ctrl-C reached
+    them already: a repeat this soon is ignored), wait while they save their checkpoint, and say where the run can
+    resume. One more signal meanwhile is passed on too: they stop at once."""
+    def signal_processes() -> None:
+        for process in context.processes:
+            if process.is_alive():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(process.pid, signum)
+
+    signal_processes()
+    while True:
+        try:
+            if context.join():
+                break
+        except KeyboardInterrupt:
+            signal_processes()
+        except Exception:  # noqa: BLE001 - a process that ended by the signal before training began
+            break
+    checkpoint = resume_point(output_dir)
+    return TrainingStopped(signum, checkpoint, saved=checkpoint is not None)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -298,6 +325,12 @@ def _distributed_main(request: RunRequest) -> Path:
     dist.init_process_group("nccl" if use_cuda else "gloo", timeout=timedelta(hours=2))
     try:
         result = run_training(request, rank, world, local_rank)
+    except TrainingStopped as stopped:
+        if stopped.saved:  # every process stopped at the same iteration: they can still tear down together
+            gc.collect()
+            dist.barrier()
+        raise
+    else:
         # Tear down together: free the DDP reducer (it holds the group) and let every rank arrive before the group
         # goes away; a rank still using it while rank 0 (the store's host) exits can abort at interpreter exit.
         gc.collect()
@@ -320,9 +353,15 @@ def launch(request: RunRequest) -> Path | None:
         if 0 < gpus < request.num_processes:
             raise ConfigError(f"--num-gpus {request.num_processes}: this machine has {gpus} GPU(s)")
 
+        context = mp.start_processes(_worker, args=(request, request.num_processes, _free_port()),
+                                     nprocs=request.num_processes, join=False, start_method="spawn")
+        output_dir = Path(request.config.get("OUTPUT_DIR")).expanduser()
         try:
-            mp.spawn(_worker, args=(request, request.num_processes, _free_port()), nprocs=request.num_processes)
+            while not context.join():
+                pass
         except mp.ProcessRaisedException as error:  # a process' error, without the traceback spawn wraps it in
             raise ProcessFailedError(_last_error_line(str(error))) from None
-        return newest_checkpoint(Path(request.config.get("OUTPUT_DIR")).expanduser())
+        except KeyboardInterrupt as interrupt:  # Ctrl-C, or SIGTERM/SIGHUP (the launcher's Terminated)
+            raise _stop_processes(context, getattr(interrupt, "signum", signal.SIGINT), output_dir) from None
+        return newest_checkpoint(output_dir)
     return run_training(request)

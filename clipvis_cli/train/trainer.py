@@ -22,6 +22,7 @@ import math
 import os
 import random
 import re
+import signal
 import sys
 import time
 import warnings
@@ -37,6 +38,7 @@ from torch import nn
 
 from clipvis.cli.atomic import atomic_write_text
 from clipvis.cli.train.data import Batch
+from clipvis.cli.train.stopping import StopRequests, TrainingStopped
 from clipvis.model import ClipVis, LossWeights, RandomPointSampler, SetCriterion, save_pretrained
 from clipvis.model.matcher import HungarianMatcher
 
@@ -430,7 +432,31 @@ class Trainer:
                 log.warning("warning: %s", message)
 
     # ---- the loop ----------------------------------------------------------------------------------------------
+    def _agree_to_stop(self, requests: StopRequests) -> bool:
+        """Whether any process was asked to stop (every process calls this at the same point of an iteration)."""
+        if self.world == 1:
+            return requests.requested
+        flag = torch.tensor([1.0 if requests.requested else 0.0],
+                            device=self.device if self.device.type == "cuda" else "cpu")
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return bool(flag.item() > 0)
+
+    def _stopped(self, requests: StopRequests, iteration: int, checkpoint: Path) -> TrainingStopped:
+        signum = requests.signum if requests.signum is not None else signal.SIGINT
+        if self.rank == 0:
+            log.info("stopped by %s after iteration %d; checkpoint %s", signal.Signals(signum).name, iteration + 1,
+                     checkpoint, extra={"file_only": True})
+        return TrainingStopped(signum, checkpoint, iteration, saved=True)
+
     def train(self) -> Path:
+        """Run from ``start_iteration`` to ``max_iter``; the path of the final checkpoint.
+
+        A stop signal (Ctrl-C, SIGTERM, SIGHUP) ends the run at the end of the iteration it arrived in, with a
+        checkpoint there, by raising :class:`TrainingStopped` (see ``stopping``)."""
+        with StopRequests(announce=log.warning if self.rank == 0 else lambda line: None) as requests:
+            return self._loop(requests)
+
+    def _loop(self, requests: StopRequests) -> Path:
         s = self.settings
         sink = MetricsSink(s.output_dir, self.rank == 0)
         progress = ProgressLine(s.max_iter, self.start_iteration, self.rank == 0)
@@ -472,17 +498,27 @@ class Trainer:
                     if progress.progress is None:
                         log.info("iter %d/%d  %s  eta %s  skipped %d", iteration + 1, s.max_iter, info,
                                  _format_eta(eta), self.warning_count)
-                due_eval = s.eval_period > 0 and (iteration + 1) % s.eval_period == 0
-                if (iteration + 1) % s.checkpoint_period == 0 or last or due_eval:
+                stop = self._agree_to_stop(requests) and not last
+                due_eval = s.eval_period > 0 and (iteration + 1) % s.eval_period == 0 and not stop
+                if (iteration + 1) % s.checkpoint_period == 0 or last or due_eval or stop:
                     last_path = self.save(iteration)
+                if stop:
+                    raise self._stopped(requests, iteration, last_path)
                 if due_eval and self.evaluate is not None:
                     if self.rank == 0:
-                        result = self.evaluate(last_path, iteration)
+                        result = None
+                        try:
+                            with requests.immediately():
+                                result = self.evaluate(last_path, iteration)
+                        except TrainingStopped:  # the checkpoint it evaluates is saved: only the evaluation is lost
+                            log.warning("the evaluation at iteration %d was interrupted", iteration + 1)
                         if result is not None:
                             sink.write({"iteration": iteration, **result})
                             log.info("evaluation at iteration %d: %s", iteration + 1, json.dumps(result))
                     if self.world > 1:
                         dist.barrier()  # the other ranks wait for rank 0's evaluation
+                    if self._agree_to_stop(requests) and not last:
+                        raise self._stopped(requests, iteration, last_path)
         finally:
             progress.close()
             sink.close()

@@ -340,3 +340,121 @@ def test_mixed_precision_steps_train_with_the_pixel_decoder_in_float32(tmp_path,
     assert len(records) >= 1 and all(np.isfinite(r["total_loss"]) for r in records), records
     weights = final_weights(tmp_path / "run")
     assert all(torch.isfinite(v).all() for v in weights.values() if v.is_floating_point())
+
+
+def signal_self_during(monkeypatch, target, name: str, signum: int, call: int, then=None) -> None:
+    """Send ``signum`` to this process during call number ``call`` (1-based) of ``target.name``; ``then`` replaces
+    the call's own work (default: the original)."""
+    import os
+
+    original = getattr(target, name)
+    calls = []
+
+    def wrapped(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == call:
+            os.kill(os.getpid(), signum)
+            if then is not None:
+                return then(*args, **kwargs)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(target, name, wrapped)
+
+
+def test_a_stop_signal_ends_training_after_its_iteration_with_a_checkpoint_that_resumes_exactly(
+    tmp_path, tiny_train_config, monkeypatch
+):
+    """SIGTERM (a scheduler's time limit) in iteration 3 of 6: the iteration finishes, a checkpoint with its training
+    state is saved there, the command says where and exits 143; --resume then ends where an uninterrupted run ends."""
+    import signal
+
+    from clipvis.cli.train.trainer import Trainer
+
+    data = write_coco(tmp_path / "data", num_images=3)
+    config = tiny_train_config(tmp_path, MAX_ITER=6)
+    train(config, tmp_path / "straight", data)
+    before = signal.getsignal(signal.SIGTERM)
+    with monkeypatch.context() as patch:
+        signal_self_during(patch, Trainer, "step", signal.SIGTERM, call=3)
+        run = tmp_path / "split"
+        result = runner.invoke(app, ["train", "--config", str(config), "--output-dir", str(run), "--data",
+                                     str(data[0]), "--images", str(data[1])])
+    assert result.exit_code == 143, result.output + repr(result.exception)
+    assert signal.getsignal(signal.SIGTERM) is before  # training's handlers are gone with it
+    assert f"clipvis: stopped by SIGTERM; saved {run / 'model_0000002.safetensors'}; continue with: clipvis train " \
+           f"--output-dir {run} --resume" in result.output
+    assert (run / "last_checkpoint").read_text().strip() == "model_0000002.safetensors"
+    assert (run / "model_0000002.state.pt").is_file()
+    assert "stopped by SIGTERM after iteration 3" in (run / "train.log").read_text()
+    result = runner.invoke(app, ["train", "--output-dir", str(run), "--resume"])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    straight, split = final_weights(tmp_path / "straight"), final_weights(run)
+    assert all(torch.equal(straight[k], split[k]) for k in straight)
+
+
+def test_ctrl_c_during_a_periodic_evaluation_drops_the_evaluation_at_once_and_keeps_its_checkpoint(
+    tmp_path, tiny_train_config, monkeypatch
+):
+    import signal
+    import time
+
+    from clipvis.cli.commands import evaluate_dataset
+
+    def evaluation_that_waits(*args, **kwargs):
+        time.sleep(30)  # interrupted at once, not waited for
+
+    gt, frames = write_ytvis(tmp_path / "data", num_videos=1, length=2)
+    config = tiny_train_config(tmp_path, MAX_ITER=6)
+    signal_self_during(monkeypatch, evaluate_dataset, "run_dataset_evaluation", signal.SIGINT, call=2,
+                       then=evaluation_that_waits)
+    run = tmp_path / "run"
+    started = time.monotonic()
+    result = runner.invoke(app, ["train", "--config", str(config), "--output-dir", str(run), "--data", str(gt),
+                                 "--images", str(frames), "TEST.EVAL_PERIOD=2",
+                                 f"CLIPVIS.TEST_DATA=[{{json: {gt}, frames: {frames}}}]", "INPUT.MIN_SIZE_TRAIN=[64]",
+                                 "INPUT.MAX_SIZE_TRAIN=128"])
+    assert time.monotonic() - started < 30
+    assert result.exit_code == 130, result.output + repr(result.exception)
+    assert f"stopped by SIGINT; saved {run / 'model_0000003.safetensors'}" in result.output
+    assert "the evaluation at iteration 4 was interrupted" in (run / "train.log").read_text()
+    assert (run / "last_checkpoint").read_text().strip() == "model_0000003.safetensors"
+    assert (run / "model_0000003.state.pt").is_file() and not (run / "model_0000005.safetensors").exists()
+
+
+@pytest.mark.skipif(not torch.distributed.is_gloo_available(), reason="gloo backend not built into this torch")
+def test_sigterm_to_the_command_stops_the_processes_it_spawned_together_at_one_saved_iteration(
+    tmp_path, tiny_train_config
+):
+    """`--num-gpus 2` and a SIGTERM to the command's process alone (a scheduler signalling the job's main process):
+    the signal is passed on, both processes stop after the same iteration, rank 0 saves there, the command says so
+    once and exits 143, and no process is left."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    data = write_coco(tmp_path / "data", num_images=2)
+    config = tiny_train_config(tmp_path, MAX_ITER=5000, IMS_PER_BATCH=2)
+    run = tmp_path / "run"
+    command = [sys.executable, "-m", "clipvis", "train", "--config", str(config), "--output-dir", str(run), "--data",
+               str(data[0]), "--images", str(data[1]), "--num-gpus", "2", "CLIPVIS.LOG_PERIOD=1"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "OMP_NUM_THREADS": "1"})
+    metrics = run / "metrics.jsonl"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and process.poll() is None:
+        if metrics.is_file() and len(metrics.read_text().splitlines()) >= 2:
+            break
+        time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 143, err
+    last = (run / "last_checkpoint").read_text().strip()
+    assert (run / last).is_file() and (run / last.replace(".safetensors", ".state.pt")).is_file()
+    assert err.count("clipvis: stopped by SIGTERM; saved ") == 1 and last in err, err
+    assert "Traceback" not in err, err
+    iteration = int(last.split("_")[1].split(".")[0])
+    assert iteration < 4999
+    log = (run / "train.log").read_text()
+    assert f"stopped by SIGTERM after iteration {iteration + 1};" in log
