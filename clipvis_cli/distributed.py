@@ -14,14 +14,17 @@ the exit status.
 
 Every rank joins the group before anything that could fail on it alone (``DistributedRun.joined``): a rank that never
 joined would leave the others waiting in the group's start for days, and one that left early would leave them in a
-gather that fails. A rank that stops with an error sends ``RankStopped`` to the gather the others make next, where
-they raise ``OtherRankFailed`` and stop too.
+gather that fails. A rank that stops with an error (or a Ctrl-C) sends ``RankStopped`` to the gather the others make
+next, where they raise ``OtherRankFailed`` and stop too. Ctrl-C, SIGTERM and SIGHUP are held while a collective runs
+and raised once it is complete (``signals_held``).
 """
 
 from __future__ import annotations
 
 import os
 import re
+import signal
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -89,14 +92,60 @@ def _first_difference(names: Sequence[str], main_names: Sequence[str]) -> str:
 
 
 class OtherRankFailed(RuntimeError):
-    """Under torchrun: another rank stopped with an error (and reported why itself); this rank stops too."""
+    """Under torchrun: another rank stopped with an error (and reported why itself), or was interrupted
+    (``interrupted``: it, or this rank too, got Ctrl-C, SIGTERM or SIGHUP); this rank stops too."""
+
+    def __init__(self, message: str, interrupted: bool = False) -> None:
+        super().__init__(message)
+        self.interrupted = interrupted
 
 
 @dataclass(frozen=True)
 class RankStopped:
-    """What a rank that stopped with an error sends to the gather the other ranks make next."""
+    """What a rank that stopped with an error, or was interrupted, sends to the gather the other ranks make next."""
 
     rank: int
+    interrupted: bool = False
+
+
+def is_interruption(error: BaseException) -> bool:
+    """Ctrl-C, SIGTERM or SIGHUP (KeyboardInterrupt, or the exit status 130 a command turned it into)."""
+    return isinstance(error, KeyboardInterrupt) or getattr(error, "exit_code", None) == 130
+
+
+# The signals a command ends on as on Ctrl-C (the launcher raises KeyboardInterrupt for each).
+STOP_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")
+
+
+@contextmanager
+def signals_held() -> Iterator[list[int]]:
+    """Hold Ctrl-C, SIGTERM and SIGHUP for the body (in the main thread; elsewhere nothing changes); yields the list
+    of those that arrived, for the caller to raise again (``deliver``).
+
+    A collective must not be left half done: ``all_gather_object`` is two collectives, and a rank that Ctrl-C took
+    out between them would pair its next gather with the other ranks' second half ("pickle data was truncated").
+    A rank blocked in a collective does not see a signal before the collective returns anyway (the handler runs in
+    Python), so holding it costs no responsiveness."""
+    held: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield held
+        return
+    previous = {}
+    for name in STOP_SIGNALS:
+        if hasattr(signal, name):
+            number = getattr(signal, name)
+            previous[number] = signal.signal(number, lambda signum, frame: held.append(signum))
+    try:
+        yield held
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+def deliver(held: list[int]) -> None:
+    """Raise the signals ``signals_held`` held, now, through their own handlers (a KeyboardInterrupt in a command)."""
+    for signum in dict.fromkeys(held):
+        signal.raise_signal(signum)
 
 
 @dataclass
@@ -107,6 +156,7 @@ class DistributedRun:
     world_size: int
     local_rank: int
     _last_gather_done: bool = field(default=False, init=False, repr=False, compare=False)
+    _others_stopped: bool = field(default=False, init=False, repr=False, compare=False)
     _queues_made: int = field(default=0, init=False, repr=False, compare=False)
     _queue: tuple[str, int] | None = field(default=None, init=False, repr=False, compare=False)
 
@@ -161,20 +211,31 @@ class DistributedRun:
         except OtherRankFailed:
             self.stop(synchronise=False)
             raise
-        except BaseException:
-            if not self._last_gather_done:
-                self.gather(RankStopped(self.rank))
+        except BaseException as error:
+            if not self._last_gather_done and not self._others_stopped:
+                self.gather(RankStopped(self.rank, interrupted=is_interruption(error)))
             self.stop(synchronise=False)
             raise
         self.stop()
 
     def gather(self, value: Any) -> list[Any]:
         """Every rank's ``value`` (picklable), in rank order, on every rank; returns once all ranks got here.
-        Raises OtherRankFailed when another rank sent ``RankStopped`` instead (see ``joined``)."""
-        values = self._exchange(value)
-        stopped = [v.rank for v in values if isinstance(v, RankStopped)]
+        Raises OtherRankFailed when another rank sent ``RankStopped`` instead (see ``joined``). A stop signal that
+        arrives meanwhile is raised once the gather is complete on this rank (``signals_held``)."""
+        return self._gather(value, last=False)
+
+    def _gather(self, value: Any, last: bool) -> list[Any]:
+        with signals_held() as held:
+            values = self._exchange(value)
+        stopped = [v for v in values if isinstance(v, RankStopped) and v.rank != self.rank]
+        if stopped:
+            self._others_stopped = True  # they left the group: no gather would meet this rank's RankStopped
         if stopped and not isinstance(value, RankStopped):
-            raise OtherRankFailed(f"rank {stopped[0]} stopped with an error")
+            interrupted = any(v.interrupted for v in stopped) or bool(held)
+            what = "was interrupted" if stopped[0].interrupted else "stopped with an error"
+            raise OtherRankFailed(f"rank {stopped[0].rank} {what}", interrupted=interrupted)
+        self._last_gather_done = self._last_gather_done or last
+        deliver(held)
         return values
 
     def _exchange(self, value: Any) -> list[Any]:
@@ -191,7 +252,10 @@ class DistributedRun:
         of it would send every rank a copy of every rank's object padded to the largest (a list of 100,000 inputs to
         160 ranks: 160 copies of it in each)."""
         self.gather(None)
-        return self._broadcast(value if self.is_main else None)
+        with signals_held() as held:
+            value = self._broadcast(value if self.is_main else None)
+        deliver(held)
+        return value
 
     def _broadcast(self, value: Any) -> Any:
         """The collective under ``from_main``: rank 0's ``value``, over the process group."""
@@ -260,10 +324,9 @@ class DistributedRun:
         return distributed_c10d._get_default_store().add(key, amount)
 
     def last_gather(self, value: Any) -> list[Any]:
-        """``gather`` for the last time in the body of ``joined``: an error after it is this rank's own."""
-        values = self.gather(value)
-        self._last_gather_done = True
-        return values
+        """``gather`` for the last time in the body of ``joined``: an error after it (a Ctrl-C held during it
+        included) is this rank's own."""
+        return self._gather(value, last=True)
 
     def stop(self, synchronise: bool = True) -> None:
         """Leave the process group. ``synchronise``: first wait until every rank got here (the normal end), so no
@@ -273,7 +336,14 @@ class DistributedRun:
 
         if dist.is_initialized():
             if synchronise:
-                dist.barrier()
+                with signals_held() as held:
+                    try:
+                        dist.barrier()
+                    except RuntimeError:  # a rank left after the last gather, on an error or a Ctrl-C of its own
+                        pass
+                dist.destroy_process_group()
+                deliver(held)
+                return
             dist.destroy_process_group()
 
 

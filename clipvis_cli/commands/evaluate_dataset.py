@@ -108,7 +108,7 @@ def run_dataset_evaluation(
         if job.is_main:
             print_error(f"{error}; nothing was scored (finished videos are kept in {output / 'per_video'}, a rerun "
                         "resumes)")
-        raise typer.Exit(1) from None
+        raise typer.Exit(130 if error.interrupted else 1) from None
 
 
 def _run_and_conclude(

@@ -189,7 +189,7 @@ def segment(
     except OtherRankFailed as error:  # its own line came from that rank; the others' finished outputs are kept
         if job.is_main:
             print_error(f"{error}; the finished outputs are kept and a rerun skips them")
-        raise typer.Exit(1) from None
+        raise typer.Exit(130 if error.interrupted else 1) from None
     if code:
         raise typer.Exit(code)
 

@@ -507,3 +507,90 @@ def test_rank_0_value_reaches_every_rank_and_a_stopped_rank_ends_them() -> None:
 
     outcomes, _ = run_threads(3, stopping)
     assert [type(o) for o in outcomes] == [OtherRankFailed, KeyError, OtherRankFailed]
+
+
+def _rank_in_the_main_thread(ranks: ThreadRanks, other: callable) -> BaseException | None:
+    """Rank 0 makes its last gather in the main thread (where signals are handled) while rank 1 runs ``other(job)``
+    in a thread once rank 0 is inside the gather; rank 0's exception (or None)."""
+    jobs = [ThreadJob(ranks, r) for r in range(2)]
+
+    def rank1() -> None:
+        while ranks.gathers[0] == 0:
+            time.sleep(0.01)
+        try:
+            with jobs[1].joined():
+                other(jobs[1])
+        except BaseException:  # noqa: BLE001 - rank 1's own end, not under test
+            pass
+
+    thread = threading.Thread(target=rank1)
+    thread.start()
+    try:
+        with jobs[0].joined():
+            jobs[0].last_gather("counts")
+    except BaseException as error:  # noqa: BLE001 - the outcome under test
+        return error
+    finally:
+        thread.join()
+    return None
+
+
+def test_ctrl_c_at_the_last_gather_while_another_rank_is_interrupted_mid_video_ends_both_after_one_gather() -> None:
+    """The terminal's Ctrl-C reaches rank 0, waiting at its last gather, and rank 1, still on a video: rank 1 says
+    so at the gather; rank 0 holds its Ctrl-C until the gather is complete and stops without gathering again (it
+    used to raise between the two collectives of the gather and pair its next one with the wrong half: gloo
+    tracebacks)."""
+    import signal
+
+    def interrupted(job) -> None:
+        os.kill(os.getpid(), signal.SIGINT)  # held by rank 0, inside its gather
+        time.sleep(0.2)
+        raise KeyboardInterrupt
+
+    ranks = ThreadRanks(2, timeout=10)
+    error = _rank_in_the_main_thread(ranks, interrupted)
+    assert isinstance(error, OtherRankFailed) and error.interrupted and str(error) == "rank 1 was interrupted"
+    assert ranks.gathers == [1, 1]
+
+
+def test_ctrl_c_at_the_last_gather_is_raised_once_it_is_complete_and_needs_no_other_gather() -> None:
+    import signal
+
+    def finishing(job) -> None:
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.2)
+        job.last_gather("counts")
+
+    ranks = ThreadRanks(2, timeout=10)
+    error = _rank_in_the_main_thread(ranks, finishing)
+    assert isinstance(error, KeyboardInterrupt) and ranks.gathers == [1, 1]
+
+
+def test_ctrl_c_under_torchrun_while_one_rank_waits_for_the_other_ends_every_rank_without_a_traceback(
+    tiny_weights, tmp_path
+) -> None:
+    """One rank is done with the short video and waits at the last gather when Ctrl-C reaches the job (the terminal
+    signals every process; torchrun passes it on again): the long video is marked interrupted, the short one stays
+    complete, and no worker prints a traceback (torchrun prints its own)."""
+    import signal
+
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    write_video(folder / "a_long.mp4", 3000, shift=0)
+    write_video(folder / "b_short.mp4", 2, shift=1)
+    out = tmp_path / "out"
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
+    process = subprocess.Popen([*launcher, "-m", "clipvis", *segment_args(folder, tiny_weights, out)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env=child_env(tmp_path / "cache"), start_new_session=True)
+    deadline = time.monotonic() + 120
+    while not (out / "b_short" / "ytvis.json").is_file() and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    time.sleep(0.5)
+    os.killpg(process.pid, signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    long_run = json.loads((out / "a_long" / RUN_JSON).read_text())
+    assert long_run["status"] == "interrupted", err
+    assert json.loads((out / "b_short" / RUN_JSON).read_text())["status"] == "complete"
+    assert not re.search(r"\[rank\d\]", err) and "Unpickling" not in err, err
+    assert "clipvis: error: interrupted; incomplete outputs were not written" in err, err
