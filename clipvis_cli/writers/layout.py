@@ -35,6 +35,7 @@ COCO_NAME = "coco.json"
 MANIFEST_NAME = "run.json"
 
 _ROOT_LOCK_TIMEOUT_S = 60.0  # the root lock is held only while a folder is chosen: milliseconds
+_NAME_MAX_BYTES = 255  # NAME_MAX of ext4, XFS, btrfs, APFS, NTFS (in UTF-16 units there), ZFS
 _MAX_SUFFIX = 10**9  # a bound for the search, not a limit anyone reaches (20,000 inputs named video.mp4 are fine)
 FOLDER_JOURNAL = ".clipvis.folders"  # the folders clipvis made in an output root, one JSON string per line
 _NUMBERED = re.compile(r"^(.*)-([0-9]+)$", re.DOTALL)  # "clip-12" -> ("clip", "12"); lower-case names
@@ -241,13 +242,18 @@ def claim_output_folder(
             if listing.holds_another_source(name, owner):
                 continue  # known from the listing's run.json reads: no need to read it again
             directory = root / name
-            previous = RunManifest.read(directory / MANIFEST_NAME)
-            if previous is not None and previous.source_path != owner:
-                continue  # another source's outputs
-            if previous is None and _holds_files(directory):
-                continue  # not made by clipvis (or its run.json is gone): never write into it
-            made = not directory.exists()
-            paths = VideoOutputPaths(directory).prepare()
+            try:
+                previous = RunManifest.read(directory / MANIFEST_NAME)
+                if previous is not None and previous.source_path != owner:
+                    continue  # another source's outputs
+                if previous is None and _holds_files(directory):
+                    continue  # not made by clipvis (or its run.json is gone): never write into it
+                made = not directory.exists()
+                paths = VideoOutputPaths(directory).prepare()
+            except OutputNotWritableError:
+                raise
+            except OSError as error:  # this input's failure (a name too long, no permission), not the batch's
+                raise OutputNotWritableError(directory, error) from error
             if made:
                 listing.made(name)
             lock = FolderLock(directory).acquire()  # FolderBusyError: this source is being processed elsewhere
@@ -290,9 +296,19 @@ def _candidates(stem: str, taken: set[str], reserved: Container[str], first_suff
     if stem.lower() not in taken:
         yield stem
     for suffix in range(first_suffix, _MAX_SUFFIX):
-        name = f"{stem}-{suffix}"
+        name = numbered_name(stem, suffix)
         if name.lower() not in taken and name.lower() not in reserved:
             yield name
+
+
+def numbered_name(stem: str, suffix: int) -> str:
+    """``stem-N``, the stem cut short (whole characters) where the name would pass the file systems' 255-byte limit
+    on a name: an image folder's name is its output folder's stem, and may be 255 bytes long already."""
+    tail = f"-{suffix}"
+    limit = _NAME_MAX_BYTES - len(tail)
+    while len(os.fsencode(stem)) > limit:
+        stem = stem[:-1]
+    return stem + tail
 
 
 def _holds_files(directory: Path) -> bool:

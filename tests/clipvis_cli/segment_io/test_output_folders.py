@@ -159,3 +159,27 @@ def test_processes_claiming_at_once_get_distinct_folders_and_find_them_again(tmp
         again = [folder for chosen in pool.map(run, batches, listings) for folder in chosen.items()]
     assert sorted(again) == sorted(first)
     assert len((out / layout.FOLDER_JOURNAL).read_text().splitlines()) == 100
+
+
+def test_a_stem_as_long_as_a_name_can_be_still_gets_a_numbered_folder(tmp_path: Path) -> None:
+    """Two image folders named with 255 bytes (the limit of a name): the second's folder is the stem cut short to
+    fit "-2" (it was a traceback that ended the batch), found again on the next run; a claim that fails on the disk
+    is that input's one-line error."""
+    from clipvis.cli.atomic import OutputNotWritableError
+    from clipvis.cli.writers.layout import numbered_name
+
+    stem = "é" * 127 + "D"  # 255 bytes in UTF-8: a cut must not split a character
+    sources = []
+    for parent in ("a", "b"):
+        folder = tmp_path / parent / stem
+        folder.mkdir(parents=True)
+        sources.append(VideoSource(folder, kind="images"))
+    out = tmp_path / "out"
+    names = [claim(out, s) for s in sources]
+    assert names == [stem, "é" * 126 + "-2"] and plan_folder_names([stem, stem]) == names
+    assert claim(out, sources[1]) == names[1]
+    assert all(len(numbered_name(stem, n).encode()) <= 255 for n in (2, 10, 12345))
+
+    (out / "blocked").write_text("a file where the folder would go")
+    with pytest.raises(OutputNotWritableError, match="output not writable"):
+        claim(out / "blocked", VideoSource(tmp_path / "x.mp4"))
