@@ -283,8 +283,7 @@ class ImageFolderReader:
     def _load(self, file: Path) -> np.ndarray:
         try:
             with Image.open(file) as opened:
-                image = ImageOps.exif_transpose(opened).convert("RGB")
-                return np.asarray(image, dtype=np.uint8).copy()
+                return rgb_array(opened)
         except FileNotFoundError:
             raise VideoReadError(self.path, f"frame {path_text(file.name)}: no such file") from None
         except Image.DecompressionBombError as error:  # PIL refuses images past MAX_IMAGE_PIXELS * 2
@@ -294,6 +293,21 @@ class ImageFolderReader:
         except (UnidentifiedImageError, OSError, ValueError) as error:
             reason = f"frame {path_text(file.name)}: not an image or corrupt ({error})"
             raise VideoReadError(self.path, reason) from None
+
+
+# Pillow's modes of one channel wider than 8 bits (16-bit PNG and TIFF: depth, thermal, medical, microscopy frames)
+_WIDE_GRAY_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+
+
+def rgb_array(image: Image.Image) -> np.ndarray:
+    """An opened image as ``[H, W, 3]`` uint8 RGB, turned upright as its EXIF orientation says (as detectron2's
+    ``read_image``). A 16-bit gray image keeps its top 8 bits: Pillow's ``convert("RGB")`` clips every value above
+    255, which made such frames white."""
+    image = ImageOps.exif_transpose(image)
+    if image.mode in _WIDE_GRAY_MODES:
+        gray = (np.clip(np.asarray(image, dtype=np.int64), 0, 65535) >> 8).astype(np.uint8)
+        return np.repeat(gray[:, :, None], 3, axis=2)
+    return np.asarray(image.convert("RGB"), dtype=np.uint8).copy()
 
 
 def open_reader(

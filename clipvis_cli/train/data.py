@@ -183,10 +183,12 @@ def read_frame(frame: FrameRecord) -> np.ndarray:
     """The frame as ``[H, W, 3]`` uint8 RGB, from its image file or else from its source video."""
     from PIL import Image
 
+    from clipvis.cli.video_io import rgb_array
+
     if frame.path.is_file() or frame.source_video is None:
         try:
             with Image.open(frame.path) as handle:
-                image = np.asarray(handle.convert("RGB"))
+                image = rgb_array(handle)
         except Exception as exc:  # noqa: BLE001 - any decoder failure means a corrupt/unreadable file
             reason = " ".join(str(exc).split())[:120]
             raise SampleError(f"{frame.path}: skipped unreadable image ({reason})") from exc

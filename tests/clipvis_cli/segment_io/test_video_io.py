@@ -207,6 +207,36 @@ def test_image_folder_reader_natural_order(tmp_path: Path, synth) -> None:
     assert open_reader(source, image_fps=12.5).probe().fps == Fraction(25, 2)
 
 
+def test_sixteen_bit_gray_frames_keep_their_picture_in_segment_and_in_training(tmp_path: Path) -> None:
+    """16-bit gray PNGs (depth, thermal, medical frames) were clipped to white by Pillow's RGB conversion; training
+    reads frames as segment does, EXIF orientation included."""
+    from PIL import Image
+
+    from clipvis.cli.train.data import read_frame
+    from clipvis.cli.train.records import FrameRecord
+
+    ramp = (np.arange(24 * 40, dtype=np.uint16).reshape(24, 40) * 61).astype(np.uint16)  # 0 .. 58499
+    folder = tmp_path / "depth"
+    folder.mkdir()
+    Image.fromarray(ramp).save(folder / "0.png")
+    assert Image.open(folder / "0.png").mode.startswith("I")
+    [source] = discover_inputs([str(folder)])
+    _, [frame] = read_all(open_reader(source))
+    assert frame.shape == (24, 40, 3) and frame.dtype == np.uint8
+    assert np.array_equal(frame[:, :, 0], (ramp >> 8).astype(np.uint8))
+    assert np.array_equal(frame[:, :, 0], frame[:, :, 2])
+
+    rgb = np.zeros((24, 40, 3), np.uint8)
+    rgb[:, :10] = 255  # a white band on the left of the stored picture
+    exif = Image.Exif()
+    exif[0x0112] = 6  # shown turned a quarter clockwise: 24 wide, 40 high
+    Image.fromarray(rgb).save(tmp_path / "turned.jpg", exif=exif, quality=95)
+    record = FrameRecord(path=tmp_path / "turned.jpg", height=40, width=24)
+    image = read_frame(record)
+    assert image.shape == (40, 24, 3) and image[:8].mean() > 200 and image[-8:].mean() < 50
+    assert np.array_equal(image, read_all(open_reader(discover_inputs([str(tmp_path / "turned.jpg")])[0]))[1][0])
+
+
 def test_image_folder_with_mixed_sizes_fails_clearly(tmp_path: Path, synth) -> None:
     synth.write_images(tmp_path / "seq", ["1.png"], height=24, width=40)
     synth.write_images(tmp_path / "seq", ["2.png"], height=30, width=40)
