@@ -7,7 +7,8 @@ Accepted arguments:
 * a directory: if it holds only images (no video files, no sub-directories) it is ONE video whose frames
   are the images in natural sort order (the YouTube-VIS / LV-VIS / DAVIS `JPEGImages/<video>/` layout);
   otherwise it is searched recursively for video files (known extensions) and image folders. Hidden entries
-  (".name") are skipped; loose images next to videos or sub-directories are ignored;
+  (".name") and the folders file servers and archivers add (`@eaDir`, `__MACOSX`, ...: SYSTEM_FOLDERS) are
+  skipped; loose images next to videos or sub-directories are ignored;
 * a glob pattern (`'videos/**/*.mp4'`, for shells that did not expand it): every match is handled like a
   named path, except that matched files with an unknown extension are skipped;
 * `-`: newline-separated arguments read from stdin (`find . -name '*.mov' | clipvis segment - ...`).
@@ -239,8 +240,16 @@ def _is_dir(path: Path) -> bool:
         return False
 
 
+# Folders that file servers and archivers put beside people's files, never inputs: Synology's thumbnails and recycle
+# bin, the resource forks of a zip made on macOS, Windows' recycle bin and volume data, ext4's lost+found.
+SYSTEM_FOLDERS = frozenset({"@eaDir", "#recycle", "#snapshot", "__MACOSX", "$RECYCLE.BIN",
+                            "System Volume Information", "lost+found"})
+
+
 def _visible_entries(directory: Path) -> Iterable[Path]:
-    return (entry for entry in directory.iterdir() if not entry.name.startswith("."))
+    """The entries of `directory` that can be inputs: not hidden (".name"), not a SYSTEM_FOLDERS folder."""
+    return (entry for entry in directory.iterdir()
+            if not entry.name.startswith(".") and entry.name not in SYSTEM_FOLDERS)
 
 
 def _deduplicate(sources: Iterable[VideoSource]) -> list[VideoSource]:

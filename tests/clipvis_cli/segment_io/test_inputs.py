@@ -79,6 +79,22 @@ def test_ytvis_layout_gives_one_video_per_frame_folder(tmp_path: Path) -> None:
     assert all(s.kind == "images" and len(s.frame_files) == 2 for s in sources)
 
 
+def test_folders_that_file_servers_and_archivers_add_are_not_inputs(tmp_path: Path) -> None:
+    """A NAS share's `@eaDir` thumbnails and an unzipped macOS archive's `__MACOSX` made an image folder "a folder
+    with sub-folders": its frames were ignored (or it failed as holding no videos) and the thumbnail ran instead."""
+    for i in range(3):
+        touch(tmp_path / "clipA" / f"{i}.jpg")
+        touch(tmp_path / "clipA" / "@eaDir" / f"{i}.jpg" / "SYNOFILE_THUMB_M.jpg")
+        touch(tmp_path / "clipB" / f"{i}.png")
+        touch(tmp_path / "__MACOSX" / "clipB" / f"._{i}.png")
+    touch(tmp_path / "#recycle" / "old.mp4")
+    sources = discover_inputs([str(tmp_path)])
+    assert [(s.path.name, s.kind, len(s.frame_files)) for s in sources] == [("clipA", "images", 3),
+                                                                           ("clipB", "images", 3)]
+    [only] = discover_inputs([str(tmp_path / "clipB")])
+    assert only.kind == "images" and not only.error
+
+
 def test_images_next_to_videos_are_not_an_image_folder(tmp_path: Path) -> None:
     touch(tmp_path / "clip.mp4")
     touch(tmp_path / "thumb.jpg")
