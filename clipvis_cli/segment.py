@@ -352,7 +352,10 @@ class SegmentRunner:
             for frame in stream:
                 store.add_compressed(frame.compressed, frame.empty)
                 self.reporter.frames_done(1)
-            video = stream.finish(max_tracks=opts.max_tracks, score_threshold=opts.score_threshold)
+            if opts.exact:  # the official evaluator's selection has no such settings
+                video = stream.finish()
+            else:
+                video = stream.finish(max_tracks=opts.max_tracks, score_threshold=opts.score_threshold)
         frame_indices, timings = stream.frame_indices, dict(stream.timings)
         tracks = [
             TrackResult(

@@ -57,10 +57,36 @@ class StreamedFrame:
         return {"size": list(self.compressed.size), "counts": self.compressed.counts(track)}
 
 
-def _frame_pairs(frames: Iterable) -> Iterator[tuple[int, np.ndarray]]:
-    """(index, frame) pairs from readers' pairs or from bare ``[H, W, 3]`` arrays (numbered from 0)."""
-    for position, item in enumerate(frames):
-        yield item if isinstance(item, tuple) else (position, item)
+_END = object()
+
+
+def _frame_pairs(frames: Iterable, stride: int = 1, max_frames: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
+    """(index, frame) pairs from readers' pairs or from bare ``[H, W, 3]`` frames (numbered from 0): those whose
+    index is a multiple of ``stride``, at most ``max_frames`` of them (nothing more is read from ``frames``)."""
+    kept = 0
+    items = iter(frames)
+    position = 0
+    while max_frames is None or kept < max_frames:
+        item = next(items, _END)
+        if item is _END:
+            return
+        index, frame = item if isinstance(item, tuple) else (position, item)
+        position += 1
+        if index % stride:
+            continue
+        kept += 1
+        yield index, _as_array(frame)
+
+
+def _as_array(frame: object) -> np.ndarray:
+    """A frame as a numpy array (a torch tensor is copied to the host); TypeError naming what to do otherwise."""
+    if isinstance(frame, np.ndarray):
+        return frame
+    if hasattr(frame, "detach") and hasattr(frame, "cpu"):  # a torch tensor
+        return frame.detach().cpu().numpy()
+    hint = "np.asarray(image.convert('RGB'))" if hasattr(frame, "convert") else "np.asarray(frame)"
+    raise TypeError(f"expected uint8 RGB frames [H, W, 3] as numpy arrays or torch tensors, got "
+                    f"{type(frame).__name__} ({hint})")
 
 
 def open_frames(video: str | Path, stride: int = 1, max_frames: int | None = None):
@@ -75,9 +101,12 @@ class VideoStream:
     """Stream one video through a ``VideoPredictor``: decode thread -> model thread -> RLE worker -> caller.
 
     ``frames``: a video file or image folder path, a reader (``clipvis.cli.video_io.open_reader``), or any iterable
-    of ``(frame_index, frame)`` pairs or of bare frames (uint8 RGB ``[H, W, 3]``, one size). Iterate once to get
-    ``StreamedFrame``\\ s in order, then call :meth:`finish`. Use as a context manager (or iterate to the end) so
-    the threads stop on an early exit. ``timings`` says where the caller's thread waited (decode, model, RLE).
+    of ``(frame_index, frame)`` pairs or of bare frames (uint8 RGB ``[H, W, 3]`` numpy arrays or torch tensors, one
+    size, numbered from 0). ``stride`` keeps the frames whose index is a multiple of it, ``max_frames`` stops after
+    that many, whatever ``frames`` is. Iterate once to get ``StreamedFrame``\\ s in order, then call
+    :meth:`finish` (after the last frame: to stop early, give ``max_frames``). Use as a context manager (or iterate
+    to the end) so the threads stop on an early exit. ``timings`` says where the caller's thread waited (decode,
+    model, RLE).
     """
 
     def __init__(
@@ -91,10 +120,15 @@ class VideoStream:
     ) -> None:
         if batch_frames < 1:
             raise ValueError(f"batch_frames must be >= 1, not {batch_frames}")
+        if stride < 1 or (max_frames is not None and max_frames < 1):
+            raise ValueError(f"stride and max_frames must be at least 1, not {stride} and {max_frames}")
         if isinstance(frames, str | Path):
             frames = open_frames(frames, stride=stride, max_frames=max_frames)
         self.predictor = predictor
         self.frames = frames
+        self.stride = stride
+        self.max_frames = max_frames
+        self._yielded = 0
         self.batch_frames = batch_frames
         self.max_queued_batches = max_queued_batches
         self.session = predictor.new_video()
@@ -128,7 +162,7 @@ class VideoStream:
             self.close()
 
     def _stream(self) -> Iterator[StreamedFrame]:
-        pairs = _frame_pairs(self.frames)
+        pairs = _frame_pairs(self.frames, self.stride, self.max_frames)
         first = next(pairs, None)  # the frame size decides how many batches may be in flight
         if first is None:
             return
@@ -178,13 +212,20 @@ class VideoStream:
         start = time.perf_counter()
         frames = encoding.result()
         self.timings["rle_wait"] += time.perf_counter() - start
-        yield from frames
+        for frame in frames:
+            self._yielded += 1  # counted before the caller gets it: a caller may leave the loop on any frame
+            yield frame
 
     def finish(self, max_tracks: int | None = None, score_threshold: float = 0.0):
         """The video's instances (``VideoSession.finish``), once every frame was consumed."""
         if not self.frame_indices:
             path = getattr(self.frames, "path", "frames")
             raise VideoReadError(path, "no decodable frames")
+        if self._yielded < len(self.frame_indices):  # the model ran ahead of the caller, who left the loop
+            raise RuntimeError(
+                f"finish() after leaving the stream early: the model saw {len(self.frame_indices)} frames, "
+                f"{self._yielded} were yielded, and the scores would count them all; to stop early, give max_frames"
+            )
         return self.session.finish(max_tracks=max_tracks, score_threshold=score_threshold)
 
 

@@ -13,6 +13,8 @@
 from __future__ import annotations
 
 import contextlib
+import math
+import numbers
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +28,7 @@ from clipvis.model.mask_runs import MaskRuns, threshold_runs
 from clipvis.model.preprocess import FrameGeometry, FramePreprocessor
 from clipvis.model.scoring import StreamingVideoScorer, positive_mask_statistics
 from clipvis.model.temporal_matcher import MatchResult, TemporalMatcher
-from clipvis.model.text_classifier import TextClassifier, TextEmbeddings
+from clipvis.model.text_classifier import TextClassifier, TextEmbeddings, split_synonyms
 from clipvis.model.transfer import to_device
 
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -133,9 +135,13 @@ class VideoPredictor:
         names = [name.strip() for name in vocabulary]
         if not names or any(not name for name in names):
             raise ValueError("the vocabulary must be a non-empty list of non-empty class names")
-        if len(set(names)) != len(names):
-            duplicates = sorted({n for n in names if names.count(n) > 1})
-            raise ValueError(f"duplicate class names in the vocabulary: {', '.join(duplicates)}")
+        for name in names:
+            if any(not synonym.strip() for synonym in split_synonyms(name)):  # "a photo of a ." prompts
+                raise ValueError(f"empty synonym in the class {name!r} (synonyms are separated by commas)")
+        firsts = [split_synonyms(name)[0].strip().lower() for name in names]  # as `segment --vocab` compares them
+        if len(set(firsts)) != len(firsts):
+            duplicates = sorted({n for n in firsts if firsts.count(n) > 1})
+            raise ValueError(f"duplicate class names in the vocabulary (case aside): {', '.join(duplicates)}")
         self.vocabulary = names
         with torch.no_grad():
             self.text: TextEmbeddings = self.text_classifier(names)
@@ -172,9 +178,18 @@ class VideoSession:
         """frames ``[B, H, W, 3]`` uint8 RGB (a single ``[H, W, 3]`` frame is accepted) -> B tracked frames."""
         if self.finished:
             raise RuntimeError("this video's session is finished: start the next video with predictor.new_video()")
+        if not isinstance(frames, np.ndarray | torch.Tensor):
+            hint = ("np.stack(frames)" if isinstance(frames, list | tuple) else
+                    "np.asarray(image.convert('RGB'))" if hasattr(frames, "convert") else "np.asarray(frames)")
+            raise TypeError(f"expected uint8 RGB frames [B, H, W, 3] as a numpy array or torch tensor, got "
+                            f"{type(frames).__name__} ({hint})")
         if frames.dtype not in (np.uint8, torch.uint8):  # float frames in [0, 1] would be classified as near black
-            raise TypeError(f"expected uint8 RGB frames [B, H, W, 3], got {frames.dtype} (scale floats in [0, 1] by "
-                            "255 and convert: (frames * 255).round().astype(np.uint8))")
+            floating = frames.dtype.is_floating_point if isinstance(frames, torch.Tensor) else frames.dtype.kind == "f"
+            hint = ("scale floats in [0, 1] by 255 and convert: (frames * 255).round().astype(np.uint8)" if floating
+                    else "convert to 8 bits per channel, e.g. 16-bit frames: (frames >> 8).astype(np.uint8)")
+            raise TypeError(f"expected uint8 RGB frames [B, H, W, 3], got {frames.dtype} ({hint})")
+        if isinstance(frames, np.ndarray) and not frames.flags.writeable:
+            frames = frames.copy()  # torch.from_numpy warns about read-only memory (a decoded buffer, np.broadcast_to)
         if frames.ndim == 3 and frames.shape[-1] == 3:
             frames = frames[None]
         if frames.ndim != 4 or frames.shape[-1] != 3:
@@ -281,8 +296,15 @@ class VideoSession:
             raise RuntimeError("this video's session is finished already: its instances were returned then")
         if self.num_frames == 0:
             raise ValueError("no frame was pushed")
-        if max_tracks is not None and max_tracks < 1:
-            raise ValueError(f"max_tracks must be at least 1, not {max_tracks}")
+        if max_tracks is not None and (isinstance(max_tracks, bool) or not isinstance(max_tracks, numbers.Integral)
+                                       or max_tracks < 1):
+            raise ValueError(f"max_tracks must be a whole number of at least 1, not {max_tracks!r}")
+        if not math.isfinite(score_threshold):
+            raise ValueError(f"score_threshold must be a number, not {score_threshold!r}")
+        if self.predictor.exact and (max_tracks is not None or score_threshold != 0.0):
+            raise ValueError("exact=True selects as the official evaluator does (its top "
+                             f"{self.predictor.model.config.detections_per_video}, unsorted, no threshold): "
+                             "leave out max_tracks and score_threshold, or use a predictor with exact=False")
         cfg = self.predictor.model.config
         if self.predictor.exact:
             selection = self.scorer.select(top_n=cfg.detections_per_video, official_order=True)

@@ -51,7 +51,7 @@ def parse_vocabulary(vocab: str | None, vocab_file: Path | None) -> list[str]:
             raise typer.BadParameter(f"{vocab_file}: cannot read ({error})") from error
         names = [", ".join(part.strip() for part in line.split(",")) for line in lines if line.strip()]
         source = str(vocab_file)
-    if not names or any(not name or name.startswith(",") or name.endswith(",") for name in names):
+    if not names or any(not part.strip() for name in names for part in name.split(",")):
         raise typer.BadParameter(f"{source}: empty class name (classes are separated by commas / lines)")
     firsts = [class_name(n).lower() for n in names]
     duplicates = sorted({n for n in firsts if firsts.count(n) > 1})

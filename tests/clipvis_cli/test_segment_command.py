@@ -172,6 +172,10 @@ def test_usage_and_weights_errors(tmp_path, tiny_weights) -> None:
     assert dup.exit_code == 2 and "duplicate" in dup.output
     empty = run_cli(["segment", str(video), "--vocab", "cat,,dog", "--weights", str(tiny_weights)])
     assert empty.exit_code == 2
+    classes = tmp_path / "classes.txt"
+    classes.write_text("dog\ncat,\n")  # a trailing comma: an empty synonym (it was taken)
+    empty = run_cli(["segment", str(video), "--vocab-file", str(classes), "--weights", str(tiny_weights)])
+    assert empty.exit_code == 2 and "empty class name" in empty.output
     a_file = tmp_path / "a_file"
     a_file.write_text("")
     two = write_video(tmp_path / "w.mp4", num_frames=2)

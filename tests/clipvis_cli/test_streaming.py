@@ -163,6 +163,35 @@ def test_video_stream_reads_a_file_and_stops_early(predictor, tmp_path) -> None:
             if frame.position == 2:
                 break  # threads stop, nothing hangs
     assert not any(t.name.startswith("clipvis-decoder") and t.is_alive() for t in __import__("threading").enumerate())
+    with pytest.raises(RuntimeError, match=r"finish\(\) after leaving the stream early: the model saw \d+ frames, 3 "):
+        video_stream.finish()  # the model ran ahead: its scores would count frames the caller never got
+
+
+def test_stride_and_max_frames_apply_to_frames_given_as_arrays_tensors_or_pairs(predictor) -> None:
+    """They reached only a path's reader: a list or a camera generator went through whole, numbered 0.. (a stride
+    of 5 cost 5x the model)."""
+    import torch
+
+    frames = synthetic_frames(9)
+    with VideoStream(predictor, list(frames), batch_frames=2, stride=3, max_frames=2) as stream:
+        assert [f.frame_index for f in stream] == [0, 3]
+    with VideoStream(predictor, (torch.from_numpy(f) for f in frames), batch_frames=3, stride=4) as stream:
+        assert [f.frame_index for f in stream] == [0, 4, 8]
+        by_tensor = stream.finish(max_tracks=3)
+    with VideoStream(predictor, [(10 + i, f) for i, f in enumerate(frames)], stride=4) as stream:
+        assert [f.frame_index for f in stream] == [12, 16]
+    session = predictor.new_video()
+    session.push(frames[[0, 4, 8]])
+    assert [(i.track_id, i.score) for i in session.finish(max_tracks=3).instances] == [
+        (i.track_id, i.score) for i in by_tensor.instances]
+    from PIL import Image
+
+    with pytest.raises(TypeError, match=r"got Image \(np.asarray\(image.convert\('RGB'\)\)\)"):
+        list(VideoStream(predictor, [Image.fromarray(frames[0])]))
+    with pytest.raises(TypeError, match=r"got list \(np.stack\(frames\)\)"):
+        predictor.new_video().push(list(frames))
+    with pytest.raises(TypeError, match=r"uint16 \(convert to 8 bits per channel"):
+        predictor.new_video().push(frames.astype(np.uint16))
 
 
 def test_resolution_limit_is_one_clear_error() -> None:

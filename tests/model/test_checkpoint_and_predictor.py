@@ -196,6 +196,11 @@ def test_vocabulary_validation(tiny_model, tmp_path) -> None:
         VideoPredictor(tiny_model, "cat", cache_dir=tmp_path)
     with pytest.raises(TypeError, match="class names must be strings, not int"):
         VideoPredictor(tiny_model, [1, 2], cache_dir=tmp_path)
+    for empty_synonym in ([","], ["a,,b"], ["cat,"], ["dog", "cat, "]):  # prompts "a photo of a ." (segment refuses)
+        with pytest.raises(ValueError, match="empty synonym in the class"):
+            VideoPredictor(tiny_model, empty_synonym, cache_dir=tmp_path)
+    with pytest.raises(ValueError, match=r"duplicate class names in the vocabulary \(case aside\): cat"):
+        VideoPredictor(tiny_model, ["Cat", "dog", "cat, kitty"], cache_dir=tmp_path)
 
 
 def test_a_session_refuses_what_would_give_wrong_results(tiny_model, tmp_path) -> None:
@@ -226,9 +231,20 @@ def test_a_session_refuses_what_would_give_wrong_results(tiny_model, tmp_path) -
         session.finish()
     session = predictor.new_video()
     session.push(frames)
-    with pytest.raises(ValueError, match="max_tracks must be at least 1"):
-        session.finish(max_tracks=0)
-    assert session.finish().vocabulary == ["road", "tree", "car"]
+    for bad in (0, 2.5):
+        with pytest.raises(ValueError, match="max_tracks must be a whole number of at least 1"):
+            session.finish(max_tracks=bad)
+    with pytest.raises(ValueError, match="score_threshold must be a number"):
+        session.finish(score_threshold=float("nan"))  # it returned nothing, silently
+    assert session.finish(max_tracks=np.int64(2)).vocabulary == ["road", "tree", "car"]
+
+    # The official selection has no such settings: they were ignored (as `segment --exact --max-tracks` refuses).
+    exact = VideoPredictor(tiny_model, ["box", "sky"], cache_dir=tmp_path, exact=True).new_video()
+    exact.push(frames)
+    for settings in ({"max_tracks": 3}, {"score_threshold": 0.9}):
+        with pytest.raises(ValueError, match="exact=True selects as the official evaluator does"):
+            exact.finish(**settings)
+    assert exact.finish().num_frames == 2
 
 
 def test_text_embeddings_cached_on_disk(tiny_model, tmp_path, monkeypatch) -> None:
