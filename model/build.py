@@ -93,7 +93,8 @@ def create_model(
     else:
         clip_model = build_open_clip_model(config.clip_model_name, config.clip_model_config, config.clip_pretrained)
     backbone = ClipBackbone(clip_model.float(), max_logit_scale=config.max_logit_scale)
-    return ClipVis(config, backbone).eval()
+    # float32 whatever torch's default dtype is (set_default_dtype(float64) gave a head the CLIP could not feed)
+    return ClipVis(config, backbone).float().eval()
 
 
 def resolve_config(

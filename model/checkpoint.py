@@ -7,6 +7,7 @@ Key layout (docs/architecture.md, "Checkpoints"): official ``backbone.clip_model
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -131,15 +132,35 @@ def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
     return from_official_keys(state), None
 
 
+def _new_file_mode() -> int:
+    """0666 less the process' umask, the mode ``open()`` gives a new file (read from /proc where it can be, as
+    setting the umask to read it is process-wide)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def write_state_dict(state: Mapping[str, torch.Tensor], config: Mapping[str, Any], path: str | Path) -> Path:
     """Write tensors + a model config into one self-describing safetensors file, atomically (temp file + rename)."""
     from safetensors.torch import save_file
 
     path = Path(path)
+    if not path.parent.is_dir():
+        raise FileNotFoundError(errno.ENOENT, "no such folder to write the checkpoint in", str(path.parent))
     tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
         save_file(tensors, str(tmp), metadata={"format": FORMAT_TAG, "config": json.dumps(dict(config))})
+        # safetensors creates its file readable by its owner alone: give it the mode open() would (a training
+        # run's checkpoints are read by the rest of the team)
+        os.chmod(tmp, _new_file_mode())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

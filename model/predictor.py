@@ -104,13 +104,19 @@ class VideoPredictor:
         device: str | torch.device = "cpu",
         precision: str = "fp32",
         exact: bool = False,
-        cache_dir: Path | None = None,
+        cache_dir: str | Path | None = None,
         text_cache: bool = True,
     ) -> None:
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
         if str(device) == "auto":  # as the command line's --device auto
             device = "cuda" if torch.cuda.is_available() else "cpu"
+        wide = sorted({str(p.dtype) for p in model.parameters() if p.is_floating_point() and p.dtype != torch.float32})
+        if wide:
+            raise ValueError(f"the model's weights are {', '.join(wide)}: keep them float32 (model.float()) and "
+                             "choose the compute type with precision='fp16' or 'bf16'")
+        if cache_dir is not None:
+            cache_dir = Path(cache_dir)
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.precision = precision

@@ -166,7 +166,7 @@ def _not_available(checkpoint: PretrainedCheckpoint, target: Path, reason: str) 
     message = (
         f"checkpoint {checkpoint.name!r} is not available: {_one_line(reason)}. "
         f"Download it by hand from {checkpoint.url} and save it as {target}, "
-        "or pass --weights PATH to use a checkpoint file you already have."
+        "or give the path of a checkpoint file you already have (--weights PATH; load_model(PATH) in Python)."
     )
     return WeightsNotAvailableError(
         message, checkpoint=checkpoint.name, url=checkpoint.url, target=str(target)

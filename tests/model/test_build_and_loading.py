@@ -330,3 +330,35 @@ def test_a_loaded_model_outlives_its_file_being_overwritten_in_place(tmp_path, t
     assert result.returncode == 0, (result.returncode, result.stderr[-2000:])
     expected = sum(float(t.double().sum()) for t in tiny_model.state_dict().values())
     assert float(result.stdout.split()[-1]) == pytest.approx(expected, rel=1e-12)
+
+
+def test_models_are_float32_and_checkpoints_readable_by_the_team_whatever_the_process_settings(
+    tmp_path, tiny_config, monkeypatch
+) -> None:
+    """torch.set_default_dtype(float64) built a float64 head on a float32 CLIP (the first push failed deep inside);
+    safetensors wrote checkpoints (training's too) readable by their owner alone."""
+    import os
+    import stat
+
+    import numpy as np
+
+    from clipvis.model import VideoPredictor, create_model, load_model, save_pretrained
+
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        model = create_model(tiny_config())
+        path = save_pretrained(model, tmp_path / "m.safetensors")
+        loaded = load_model(path)
+    finally:
+        torch.set_default_dtype(previous)
+    assert {p.dtype for p in model.parameters()} == {p.dtype for p in loaded.parameters()} == {torch.float32}
+    mask = os.umask(0o022)
+    os.umask(mask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~mask
+    video = VideoPredictor(loaded, ["cat"], cache_dir=str(tmp_path)).new_video()  # a str folder is fine too
+    video.push(np.zeros((1, 64, 64, 3), np.uint8))
+    with pytest.raises(ValueError, match=r"weights are torch.float64: keep them float32"):
+        VideoPredictor(loaded.double(), ["cat"], cache_dir=tmp_path)
+    with pytest.raises(FileNotFoundError, match="no such folder to write the checkpoint in"):
+        save_pretrained(model, tmp_path / "missing" / "m.safetensors")
