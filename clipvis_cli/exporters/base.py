@@ -3,10 +3,11 @@ that makes each format's output appear complete or not at all."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -14,9 +15,17 @@ from pathlib import Path
 import numpy as np
 
 from clipvis.cli import rle
-from clipvis.cli.atomic import TEMP_MARKER, OutputNotWritableError, ensure_output_dir, remove_stale_temp_files
+from clipvis.cli.atomic import (
+    TEMP_MARKER,
+    OutputNotWritableError,
+    atomic_write_text,
+    ensure_output_dir,
+    is_temp_file_name,
+    remove_stale_temp_files,
+)
 from clipvis.cli.exporters.loading import ExportVideo
-from clipvis.cli.locks import FolderLock
+from clipvis.cli.locks import LOCK_NAME, FolderLock
+from clipvis.cli.messages import path_text
 from clipvis.cli.results import TrackResult
 
 STAGING_PREFIX = ".export-"  # staging folders are `.export-XXXX.tmp`: temporary names (clipvis.cli.atomic)
@@ -80,11 +89,60 @@ class Exporter:
         return self.needs_media or (self.uses_media and options.media)
 
 
+# Which video each entry of an export folder was exported from: {"entries": {name: identity}}. An entry that exists
+# and is not recorded as this video's export (nor listed by segment's run.json there) is never replaced.
+EXPORT_RECORD = ".clipvis-export.json"
+
+
+class ExportConflictError(OSError):
+    """An export would replace a file or folder that clipvis did not export from the same video; one line."""
+
+
+def export_identity(video: ExportVideo) -> dict[str, object]:
+    """What an export folder's record says an entry was exported from: the results file and the video in it."""
+    return {"results": str(Path(os.path.abspath(video.results_file))), "video_id": video.info.video_id}
+
+
+def read_export_record(folder: Path) -> dict[str, dict]:
+    """The folder's record of exported entries ({} without a readable one)."""
+    try:
+        entries = json.loads((folder / EXPORT_RECORD).read_text(encoding="utf-8")).get("entries", {})
+    except (OSError, ValueError, AttributeError):
+        return {}
+    return entries if isinstance(entries, dict) else {}
+
+
+def _own_entries(folder: Path) -> list[str]:
+    """The names in `folder` that are not clipvis' lock, record or temporary files."""
+    try:
+        return [e.name for e in folder.iterdir()
+                if e.name not in (LOCK_NAME, EXPORT_RECORD) and not is_temp_file_name(e.name)]
+    except FileNotFoundError:
+        return []
+
+
+def folder_takes_export(folder: Path, identity: dict[str, object]) -> bool:
+    """Whether an export of the video `identity` may go into `folder`: it does not exist, holds nothing, or holds
+    only what earlier exports of this same video wrote (a folder of another video, or of someone's files, is not
+    written into: the next name is taken, as `segment` does)."""
+    if not folder.exists():
+        return True
+    if not folder.is_dir():
+        return False
+    record = read_export_record(folder)
+    return all(record.get(name) == identity for name in _own_entries(folder))
+
+
 @contextmanager
-def staged_directory(final_parent: Path) -> Iterator[Path]:
+def staged_directory(final_parent: Path, identity: dict[str, object] | None = None,
+                     replaceable: Iterable[str] = ()) -> Iterator[Path]:
     """A fresh hidden folder inside `final_parent` to write into; on success every entry in it replaces the entry
     of the same name in `final_parent` (each with one rename), on failure the folder is deleted and
     `final_parent` is untouched.
+
+    An existing entry is replaced only when the folder's record (EXPORT_RECORD) says it was exported from the video
+    `identity`, or when it is one of `replaceable` (the files segment's run.json lists there); otherwise
+    ExportConflictError, and nothing is replaced. The record is updated with the entries written.
 
     The folder's lock (`clipvis.cli.locks`, the one `segment` holds while it writes a video's folder) is held
     throughout: another process writing there makes this raise FolderBusyError, and what a killed export or
@@ -98,8 +156,22 @@ def staged_directory(final_parent: Path) -> Iterator[Path]:
             raise OutputNotWritableError(final_parent, error) from error
         try:
             yield staging
-            for entry in sorted(staging.iterdir()):
-                _replace(entry, final_parent / entry.name)
+            record = read_export_record(final_parent)
+            names = sorted(entry.name for entry in staging.iterdir())
+            allowed = set(replaceable)
+            for name in names:
+                final = final_parent / name
+                if (final.exists() or final.is_symlink()) and name not in allowed and (
+                        identity is None or record.get(name) != identity):
+                    raise ExportConflictError(
+                        f"{path_text(final)}: exists and is not an export of this video by clipvis; nothing was "
+                        "replaced (move it away, or export with another -o)"
+                    )
+            for name in names:
+                _replace(staging / name, final_parent / name)
+            if identity is not None:
+                record.update({name: identity for name in names})
+                atomic_write_text(final_parent / EXPORT_RECORD, json.dumps({"entries": record}, indent=1) + "\n")
         finally:
             shutil.rmtree(staging, ignore_errors=True)
 

@@ -9,7 +9,14 @@ from pathlib import Path
 
 from clipvis.cli.atomic import OutputNotWritableError
 from clipvis.cli.exporters import YTVIS_FORMAT, create_exporter
-from clipvis.cli.exporters.base import ExportOptions, select_tracks, staged_directory
+from clipvis.cli.exporters.base import (
+    ExportConflictError,
+    ExportOptions,
+    export_identity,
+    folder_takes_export,
+    select_tracks,
+    staged_directory,
+)
 from clipvis.cli.exporters.cvat import CvatVideoExporter
 from clipvis.cli.exporters.frames import check_source
 from clipvis.cli.exporters.loading import ExportInput, ExportInputError, ExportVideo, load_videos
@@ -19,6 +26,8 @@ from clipvis.cli.locks import FolderBusyError
 from clipvis.cli.messages import describe_exception, one_line, subject_message
 from clipvis.cli.progress import Reporter
 from clipvis.cli.video_io import VideoReadError
+from clipvis.cli.writers.layout import MANIFEST_NAME, numbered_name
+from clipvis.cli.writers.manifest import RunManifest
 
 
 @dataclass
@@ -76,14 +85,25 @@ class ExportRunner:
         return outcomes
 
     def _folder(self, video: ExportVideo, several: bool) -> Path:
+        """Beside the results, or under -o: ``<stem>/``, else ``<stem>-2/``, ...: the first that this run gave no
+        other video and that holds nothing but earlier exports of this same video (folder_takes_export), so a
+        second video of one name, or someone's own folder, is never written into."""
         stem = video.info.stem
         if self.destination is None:
             return video.results_file.parent / stem if several else video.results_file.parent
+        identity = export_identity(video)
         name, suffix = stem, 2
-        while name.lower() in self._used_names:
-            name, suffix = f"{stem}-{suffix}", suffix + 1
+        while name.lower() in self._used_names or not folder_takes_export(self.destination / name, identity):
+            name, suffix = numbered_name(stem, suffix), suffix + 1
         self._used_names.add(name.lower())
         return self.destination / name
+
+    def _replaceable(self, folder: Path) -> list[str]:
+        """The files segment's run.json in `folder` lists as its own (an export beside them may replace them)."""
+        if self.destination is not None:
+            return []
+        manifest = RunManifest.read(folder / MANIFEST_NAME)
+        return manifest.clipvis_files if manifest is not None else []
 
     def _export_video(self, source: VideoSource, video: ExportVideo, several: bool) -> ExportOutcome:
         stem = video.info.stem
@@ -100,14 +120,15 @@ class ExportRunner:
                     break
             outputs: list[Path] = []
             if exporters:
-                with staged_directory(folder) as staging:
+                with staged_directory(folder, export_identity(video), self._replaceable(folder)) as staging:
                     for exporter in exporters:
                         made = exporter.export(video, staging, self.options)
                         outputs.extend(folder / path.name for path in made)
                         if isinstance(exporter, CvatVideoExporter) and exporter.last_polygon_iou is not None:
                             notes.append(f"{stem}: cvat-video polygons cover the masks with mean IoU "
                                          f"{exporter.last_polygon_iou:.4f}")
-        except (ExportInputError, OutputNotWritableError, VideoReadError, FolderBusyError) as error:
+        except (ExportInputError, OutputNotWritableError, VideoReadError, FolderBusyError,
+                ExportConflictError) as error:
             return self._failed(source, stem, one_line(str(error)))
         except Exception as error:  # noqa: BLE001 - a library error fails this video, not the batch
             cause = describe_exception(error)

@@ -356,3 +356,33 @@ def test_fiftyone_directory_follows_the_documented_layout(tmp_path) -> None:
             assert np.array_equal(full, output.masks[track.track_id][position])
             seen += 1
     assert seen == sum(m is not None for masks in output.masks.values() for m in masks)
+
+
+def test_an_export_never_replaces_what_it_did_not_export_from_the_same_video(tmp_path) -> None:
+    """Annotators' corrected files in DEST/clip/ were deleted by `export -o DEST`; two videos named clip shared
+    DEST/clip/ once exported in separate commands. Now a folder holding anything but earlier exports of the same
+    video is left alone (the next name is taken), and beside the results an entry segment did not write is never
+    replaced."""
+    one = make_segment_output(tmp_path / "run1")
+    two = make_segment_output(tmp_path / "run2")
+    dest = tmp_path / "dest"
+    corrected = dest / "clip" / "coco" / "instances_fixed.json"
+    corrected.parent.mkdir(parents=True)
+    corrected.write_text("corrected by annotators")
+    result = run_export(str(one.ytvis), "--to", "coco", "--no-media", "-o", str(dest))
+    assert result.exit_code == 0, result.output
+    assert corrected.read_text() == "corrected by annotators" and (dest / "clip-2" / "coco").is_dir()
+    result = run_export(str(two.ytvis), "--to", "coco,mots-txt", "--no-media", "-o", str(dest))
+    assert result.exit_code == 0 and (dest / "clip-3" / "mots-txt").is_dir(), result.output
+    for run, folder in ((one, "clip-2"), (two, "clip-3"), (one, "clip-2")):  # each back to its own folder
+        result = run_export(str(run.ytvis), "--to", "coco,mots-txt", "--no-media", "-o", str(dest))
+        assert result.exit_code == 0, result.output
+        assert sorted(p.name for p in (dest / folder).iterdir() if not p.name.startswith(".")) == ["coco", "mots-txt"]
+    assert sorted(p.name for p in dest.iterdir()) == ["clip", "clip-2", "clip-3"]
+
+    beside = one.folder / "mots-txt"
+    beside.mkdir()
+    (beside / "mine.txt").write_text("someone's")
+    result = run_export(str(one.ytvis), "--to", "coco,mots-txt", "--no-media")
+    assert result.exit_code == 1 and "mots-txt: exists and is not an export of this video by clipvis" in result.output
+    assert (beside / "mine.txt").read_text() == "someone's" and not (one.folder / "coco").exists()
