@@ -43,6 +43,12 @@ def _to_coco_rle(rle: RleDict) -> dict:
     return rle
 
 
+def compressed(rle: RleDict) -> RleDict:
+    """An RLE with compressed (string) counts; uncompressed RLE (a list of counts, as ground-truth files hold) is
+    compressed with pycocotools."""
+    return _to_json_rle(_to_coco_rle(rle)) if isinstance(rle["counts"], list) else rle
+
+
 def _as_binary_uint8(mask: np.ndarray) -> np.ndarray:
     binary = mask if mask.dtype == bool else mask != 0
     return np.ascontiguousarray(binary).view(np.uint8)

@@ -16,6 +16,9 @@ from clipvis.cli.video_io import VideoReadError, open_reader
 
 def check_source(info: VideoInfo, results_file: Path) -> None:
     """Raise ExportInputError (one line) when the video that `info` was made from is not there."""
+    if not info.source:
+        raise ExportInputError(results_file, "the results name no source video (videos[].source); this format "
+                                             "needs the frames (cvat-video, mots-txt, png-masks, ytvis do not)")
     source = Path(info.source)
     if not source.exists():
         raise ExportInputError(results_file, f"source video {source} (videos[].source) not found; "

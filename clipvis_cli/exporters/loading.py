@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
+from clipvis.cli import rle
 from clipvis.cli.inputs import IMAGE_EXTENSIONS, natural_sort_key
 from clipvis.cli.results import TrackResult, VideoInfo
 
@@ -159,19 +160,20 @@ def _video(path: Path, entry: dict, annotations: list[dict], categories: list[st
     if len(indices) != length:
         raise ExportInputError(path, f"video {video_id}: {len(indices)} frame_indices for length {length}")
     source = entry.get("source")
-    if not source:
-        raise ExportInputError(path, f"video {video_id}: videos[] entry names no source (segment writes one)")
-    source_path = Path(source)
-    if not source_path.is_absolute():  # segment writes absolute paths; older files held the path as typed
+    source_path = Path(source) if source else None  # another tool's file may name none: media formats then fail
+    if source_path is not None and not source_path.is_absolute():  # older files held the path as typed
         beside = Path(path).parent / source_path
         if beside.exists() or not source_path.exists():  # beside the results file first, then the current folder
             source_path = beside
         source_path = source_path.resolve()
-    stem = str(entry.get("name") or Path(path).parent.name or source_path.stem)
     file_names = list(entry.get("file_names") or [])
-    kind = "images" if source_path.is_dir() or source_path.suffix.lower() in IMAGE_EXTENSIONS else "video"
+    fallback = source_path.stem if source_path is not None else f"video_{video_id}"
+    stem = str(entry.get("name") or Path(path).parent.name or fallback)
+    kind = ("images" if source_path is not None and (source_path.is_dir()
+                                                     or source_path.suffix.lower() in IMAGE_EXTENSIONS) else "video")
     info = VideoInfo(
-        video_id=video_id, source=str(source_path), stem=stem, height=int(entry["height"]),
+        video_id=video_id, source=str(source_path) if source_path is not None else "", stem=stem,
+        height=int(entry["height"]),
         width=int(entry["width"]), fps=float(entry.get("fps") or 30.0), frame_stride=stride,
         frame_indices=indices, file_names=file_names, kind=kind,
     )
@@ -185,8 +187,20 @@ def _video(path: Path, entry: dict, annotations: list[dict], categories: list[st
         category_id = int(annotation["category_id"])
         if not 1 <= category_id <= len(categories):
             raise ExportInputError(path, f"video {video_id}: track {rank} has unknown category_id {category_id}")
+        segmentations = [_compressed(s, path, video_id, rank) for s in segmentations]
         tracks.append(TrackResult(rank, category_id, float(annotation.get("score", 1.0)), segmentations))
     return ExportVideo(info, tracks, list(categories), Path(path))
+
+
+def _compressed(segmentation: object, path: Path, video_id: int, rank: int) -> dict | None:
+    """A segmentation as compressed RLE: ground-truth style files hold uncompressed RLE (a list of counts), which
+    pycocotools' area() refuses and COCO tools read as a crowd region."""
+    if segmentation is None or not isinstance(segmentation, dict) or not isinstance(segmentation.get("counts"), list):
+        return segmentation
+    try:
+        return rle.compressed({"size": [int(v) for v in segmentation["size"]], "counts": segmentation["counts"]})
+    except (KeyError, TypeError, ValueError) as error:
+        raise ExportInputError(path, f"video {video_id}: track {rank}: malformed RLE ({error})") from None
 
 
 def iter_videos(inputs: Sequence[ExportInput]) -> Iterator[tuple[ExportInput, list[ExportVideo] | ExportInputError]]:

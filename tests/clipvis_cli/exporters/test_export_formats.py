@@ -386,3 +386,33 @@ def test_an_export_never_replaces_what_it_did_not_export_from_the_same_video(tmp
     result = run_export(str(one.ytvis), "--to", "coco,mots-txt", "--no-media")
     assert result.exit_code == 1 and "mots-txt: exists and is not an export of this video by clipvis" in result.output
     assert (beside / "mine.txt").read_text() == "someone's" and not (one.folder / "coco").exists()
+
+
+def test_a_results_file_of_another_tool_without_a_source_and_with_uncompressed_rle_exports(tmp_path) -> None:
+    """Ground-truth style files name no source video and hold uncompressed RLE (lists of counts): every format
+    refused the file, and list counts reached results.json (pycocotools' area() refuses them) and coco."""
+    output = make_segment_output(tmp_path / "out")
+    document = json.loads(output.ytvis.read_text())
+    for video in document["videos"]:
+        video.pop("source")
+    for annotation in document["annotations"]:
+        annotation["segmentations"] = [
+            None if s is None else {"size": s["size"], "counts": [int(c) for c in np.diff(np.flatnonzero(np.diff(
+                np.concatenate([[2], coco_mask.decode(s).flatten(order="F"), [2]])) != 0))]}
+            for s in annotation["segmentations"]]
+    other = tmp_path / "other" / "gt.json"
+    other.parent.mkdir()
+    other.write_text(json.dumps(document))
+    dest = tmp_path / "dest"
+    result = run_export(str(other), "--to", "ytvis,mots-txt,coco", "--no-media", "-o", str(dest))
+    assert result.exit_code == 0, result.output
+    results = json.loads((dest / "results.json").read_text())
+    assert all(isinstance(s["counts"], str) for r in results for s in r["segmentations"] if s is not None)
+    expected = {t.track_id: t.segmentations for t in output.tracks}
+    for r, (track_id, segmentations) in zip(results, sorted(expected.items()), strict=True):
+        assert [None if s is None else s["counts"] for s in r["segmentations"]] == [
+            None if s is None else s["counts"] for s in segmentations], track_id
+    coco = json.loads(next(dest.rglob("instances_default.json")).read_text())
+    assert coco["annotations"] and all(isinstance(a["segmentation"]["counts"], str) for a in coco["annotations"])
+    result = run_export(str(other), "--to", "cvat-images", "-o", str(tmp_path / "media"))
+    assert result.exit_code == 1 and "the results name no source video (videos[].source)" in result.output
