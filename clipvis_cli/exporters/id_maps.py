@@ -8,7 +8,7 @@ whole mask is covered on a frame is absent from that frame.
   instance_id (0 background), `instances/labels.txt` (line k names class k), `class_map.json`. Instance ids are
   the track ids (unique across classes within a video, 1..999). Class ids are the vocabulary's category ids when
   every exported id is <= 65 (65 * 1000 + 535 = 65535, the 16-bit limit: with class 65 track ids must be
-  <= 535); otherwise the exported classes are renumbered
+  <= 535); otherwise the classes of the exported tracks are renumbered
   1..K in vocabulary order and `class_map.json` says which is which. With media, `images/<stem>/<number:06d>.jpg`
   beside it (the layout Datumaro and CVAT's MOTS PNG 1.0 read).
 * `mots-txt`: `mots.txt`, one line per object per frame: `time id class_id height width rle`, time = the source
@@ -40,14 +40,21 @@ MOTS_MAX_CLASS = 65
 
 
 def mots_class_ids(video: ExportVideo) -> dict[int, int]:
-    """category id -> MOTS class id (identity when all fit 16 bits, else 1..K in vocabulary order)."""
-    ids = list(video.category_ids)
-    if ids and max(ids) > MOTS_MAX_CLASS:
-        if len(ids) > MOTS_MAX_CLASS:
-            raise ValueError(f"{len(ids)} classes do not fit MOTS' 16-bit ids (at most {MOTS_MAX_CLASS}); "
-                             "choose fewer with --classes")
-        return {category_id: number for number, category_id in enumerate(ids, start=1)}
-    return {category_id: category_id for category_id in ids}
+    """category id -> MOTS class id: identity when the declared classes (all, or --classes), else the classes of
+    the exported tracks, all have ids <= 65 (16-bit ids); otherwise the declared classes, else those of the exported
+    tracks, renumbered 1..K in vocabulary order. An LVIS-size vocabulary with a few classes found exports as it is
+    (it failed for the vocabulary's size)."""
+    declared = list(video.category_ids)
+    if not declared or max(declared) <= MOTS_MAX_CLASS:
+        return {category_id: category_id for category_id in declared}
+    used = sorted({track.category_id for track in video.tracks})
+    if used and max(used) <= MOTS_MAX_CLASS:
+        return {category_id: category_id for category_id in used}
+    for ids in (declared, used):  # the chosen classes (the same numbers in every video), else those found
+        if len(ids) <= MOTS_MAX_CLASS:
+            return {category_id: number for number, category_id in enumerate(ids, start=1)}
+    raise ValueError(f"the exported tracks have {len(used)} classes, more than MOTS' 16-bit ids hold "
+                     f"({MOTS_MAX_CLASS}); choose fewer with --classes or --min-score")
 
 
 def mots_labels(video: ExportVideo, class_ids: dict[int, int]) -> list[str]:

@@ -416,3 +416,22 @@ def test_a_results_file_of_another_tool_without_a_source_and_with_uncompressed_r
     assert coco["annotations"] and all(isinstance(a["segmentation"]["counts"], str) for a in coco["annotations"])
     result = run_export(str(other), "--to", "cvat-images", "-o", str(tmp_path / "media"))
     assert result.exit_code == 1 and "the results name no source video (videos[].source)" in result.output
+
+
+def test_a_large_vocabulary_exports_to_mots_when_the_tracks_classes_fit(tmp_path) -> None:
+    """70 classes (no --classes) of which the tracks use ids 1..3 failed as "70 classes do not fit"; with tracks of
+    ids above 65, those are renumbered."""
+    output = make_segment_output(tmp_path / "out")
+    document = json.loads(output.ytvis.read_text())
+    document["categories"] = [{"id": i, "name": f"thing{i}"} for i in range(1, 71)]
+    output.ytvis.write_text(json.dumps(document))
+    result = run_export(str(output.folder), "--to", "mots-txt", "-o", str(tmp_path / "small"))
+    assert result.exit_code == 0, result.output
+    lines = (tmp_path / "small" / "clip" / "mots-txt" / "mots.txt").read_text().splitlines()
+    assert {int(line.split()[2]) for line in lines} <= {1, 2, 3}
+    document["annotations"][0]["category_id"] = 70
+    output.ytvis.write_text(json.dumps(document))
+    result = run_export(str(output.folder), "--to", "mots-txt", "-o", str(tmp_path / "large"))
+    assert result.exit_code == 0, result.output
+    class_map = json.loads((tmp_path / "large" / "clip" / "mots-txt" / "class_map.json").read_text())
+    assert class_map["renumbered"] is True and [c["name"] for c in class_map["classes"]][-1] == "thing70"
