@@ -6,7 +6,10 @@ frame by frame). `stride` keeps every Nth frame (indices 0, N, 2N, …), `max_fr
 
 Video files are decoded with PyAV. Rotation metadata (the display matrix, e.g. phone videos shot upright) is
 applied, so frames and sizes are what a player shows; mirror flips in the matrix are not applied. Every PyAV /
-FFmpeg failure becomes a `VideoReadError` whose `str()` is one line naming the file and the cause.
+FFmpeg failure becomes a `VideoReadError` whose `str()` is one line naming the file and the cause, and so does a
+file that decodes without an error but not whole: cut short (it ends well before the duration its header declares,
+or an AVI holds fewer frames than its header counts), or damaged so that frames are lost mid-way (FFmpeg flagged
+corrupt data and the frames' times jump): every later frame would get a lost frame's number.
 
 `BackgroundDecoder` runs a reader in a daemon thread and hands out `FrameBatch`es through a bounded queue.
 """
@@ -127,8 +130,9 @@ class VideoReader:
         start = container.start_time / av.time_base if container.start_time else 0.0  # MPEG-TS starts later
         last_time: float | None = None
         ended = False
+        health = _StreamHealth(_stream_fps(stream)[0])
         try:
-            frames = container.decode(stream)
+            frames = _demuxed_frames(container, stream, health)
             while self.max_frames is None or yielded < self.max_frames:
                 try:
                     frame = next(frames)
@@ -140,6 +144,7 @@ class VideoReader:
                 index = decoded
                 decoded += 1
                 last_time = frame.time if frame.time is not None else last_time
+                health.saw(frame)
                 if index % self.stride:
                     continue
                 image = _to_rgb(frame)
@@ -149,10 +154,25 @@ class VideoReader:
                     image = cv2.resize(image, (first_size[1], first_size[0]), interpolation=cv2.INTER_AREA)
                 yielded += 1
                 yield index, image
+            header_frames = int(stream.frames or 0)
+            is_avi = "avi" in container.format.name.split(",")
         finally:
             container.close()
         if decoded == 0:
             raise VideoReadError(self.path, "no decodable frames")
+        if health.corrupt and health.gap is not None:
+            # Damaged data the demuxer skipped over: the frames after it would get the numbers of the lost ones.
+            before, after = health.gap
+            raise VideoReadError(
+                self.path, f"damaged: no frames between {before - start:.1f} s and {after - start:.1f} s (FFmpeg "
+                           "found corrupt data there), so the frames after would be numbered wrongly"
+            )
+        if ended and is_avi and 0 < health.packets < header_frames:
+            # An AVI's header counts its frames; a file cut short still plays to its end without an error.
+            raise VideoReadError(
+                self.path, f"truncated: the file holds {health.packets} of the {header_frames} frames its header "
+                           "declares"
+            )
         if ended and declared is not None and last_time is not None and _ends_early(last_time - start, declared):
             # The decoder ended cleanly well before the duration the header declares (a file cut at a packet
             # boundary: Matroska, WebM, MPEG-TS). A file whose other streams (audio) run past the video is fine.
@@ -466,6 +486,37 @@ def _ends_early(end: float, declared: float) -> bool:
     """Whether a stream ending at ``end`` seconds falls well short of the ``declared`` duration: by more than 10 %
     and more than half a second (headers round, edit lists trim a few frames)."""
     return end < 0.9 * declared and declared - end > 0.5
+
+
+class _StreamHealth:
+    """What demuxing and decoding one video stream showed: corrupt packets or frames (FFmpeg's flags), the video
+    packets read, and the largest gap between consecutive frames' times when it is over 1.5 frame durations."""
+
+    def __init__(self, fps: Fraction) -> None:
+        self.corrupt = False
+        self.packets = 0
+        self.gap: tuple[float, float] | None = None
+        self._longest = 1.5 / float(fps) if fps else float("inf")
+        self._previous: float | None = None
+
+    def saw(self, frame: av.VideoFrame) -> None:
+        self.corrupt = self.corrupt or bool(getattr(frame, "is_corrupt", False))
+        if frame.time is None:
+            return
+        if self._previous is not None and frame.time - self._previous > self._longest:
+            self._longest = frame.time - self._previous
+            self.gap = (self._previous, frame.time)
+        self._previous = frame.time
+
+
+def _demuxed_frames(container: av.container.InputContainer, stream: av.video.stream.VideoStream,
+                    health: _StreamHealth) -> Iterator[av.VideoFrame]:
+    """``container.decode(stream)``, with the packets in view: their count and corrupt flags go to ``health``."""
+    for packet in container.demux(stream):
+        if packet.size or packet.pts is not None:  # not the empty packet that flushes the decoder at the end
+            health.packets += 1
+            health.corrupt = health.corrupt or bool(getattr(packet, "is_corrupt", False))
+        yield from packet.decode()
 
 
 def _last_packet_end(path: Path) -> float | None:

@@ -186,6 +186,49 @@ def test_a_file_cut_at_a_packet_boundary_fails_and_a_longer_audio_track_does_not
     assert len(read_all(VideoReader(longer_audio))[0]) == 20
 
 
+def test_frames_lost_to_damage_and_an_avi_cut_short_fail_instead_of_being_renumbered(tmp_path: Path, synth) -> None:
+    """A Matroska file damaged mid-way (the demuxer skips the rest of a cluster) decoded 25 of 60 frames without an
+    error, numbered 0..24: the masks of "frame 15" were frame 50's. An AVI cut in half decoded its first half as
+    complete. Damage without lost frames, and variable frame rates without damage, still read."""
+    from types import SimpleNamespace
+
+    from clipvis.cli.video_io import _StreamHealth
+
+    def blocks(i: int) -> np.ndarray:  # enough picture for several Matroska clusters
+        image = np.full((96, 160, 3), 40, np.uint8)
+        image[:32, :53], image[64:, 80:] = (230, 20, 20), (20, 200, 20)
+        image[44:52, 76:84] = ((i * 20) % 256, (i * 20) % 256, 255)
+        return image
+
+    whole = synth.write_video(tmp_path / "whole.mkv", [blocks(i) for i in range(60)], rate=10)
+    data = bytearray(whole.read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 300] = bytes(range(256)) + bytes(44)
+    damaged = tmp_path / "damaged.mkv"
+    damaged.write_bytes(bytes(data))
+    with pytest.raises(VideoReadError, match=r"damaged: no frames between|truncated or corrupt"):
+        read_all(VideoReader(damaged))  # (with this FFmpeg: "damaged: no frames between 1.5 s and 5.0 s ...")
+    health = _StreamHealth(Fraction(10))  # what decides: frames lost where FFmpeg flagged corrupt data
+    for seconds, corrupt in ((0.0, False), (0.1, False), (0.2, True), (3.0, False), (3.1, False)):
+        health.saw(SimpleNamespace(time=seconds, is_corrupt=corrupt))
+    assert health.corrupt and health.gap == (0.2, 3.0)
+
+    avi = synth.write_bar_video(tmp_path / "dashcam.avi", 60, codec="mjpeg", pix_fmt="yuvj420p", rate=10)
+    import av
+
+    with av.open(str(avi)) as container:  # cut where frame 30's chunk begins: the first 30 decode without an error
+        offset = [packet.pos for packet in container.demux(video=0)][30]
+    cut = tmp_path / "dashcam_cut.avi"
+    cut.write_bytes(avi.read_bytes()[:offset])
+    assert len(read_all(VideoReader(avi))[0]) == 60
+    with pytest.raises(VideoReadError, match=r"truncated: the file holds \d+ of the 60 frames its header declares"):
+        read_all(VideoReader(cut))
+
+    irregular = synth.write_bar_video(tmp_path / "screen.mkv", 6, pts=[0, 40, 2000, 2040, 5000, 9960],
+                                      time_base=Fraction(1, 1000), rate=10)
+    assert len(read_all(VideoReader(irregular))[0]) == 6
+
+
 def test_truncated_file_within_max_frames_is_fine(media: dict[str, Path]) -> None:
     indices, _ = read_all(VideoReader(media["truncated_faststart"], max_frames=5))
     assert indices == [0, 1, 2, 3, 4]
