@@ -64,6 +64,11 @@ def _video_source(video: ExportVideo, tool: str) -> tuple[Path, VideoProbe]:
     except VideoReadError as error:
         raise ExportInputError(video.results_file, f"source video: {error}") from None
     check_frame_size(video.info, video.results_file, source, probe.height, probe.width)
+    needed = video.info.frame_indices[-1] + 1 if video.info.frame_indices else 0
+    # The header's count (or duration x rate, an estimate for some containers: a little slack)
+    if probe.frame_count and probe.frame_count < needed - max(2, needed // 50):
+        raise ExportInputError(video.results_file, f"source {source} has {probe.frame_count} frames, the results "
+                                                   f"reach frame {needed} (not the video these results were made from)")
     return source, probe
 
 

@@ -288,6 +288,10 @@ def test_tools_that_carry_the_video_refuse_another_video(tmp_path) -> None:
     assert result.exit_code == 1
     assert f"is {2 * WIDTH}x{2 * HEIGHT}, the results {WIDTH}x{HEIGHT}" in result.stderr
     assert not list((tmp_path / "exp").rglob("*.mp4"))
+    write_video(output.video, frames=4)  # the right size, too short: labels up to frame 11 on a 4-frame video
+    result = run_export(str(output.folder), "--to", "labelstudio,fiftyone", "-o", str(tmp_path / "exp"))
+    assert result.exit_code == 1 and "has 4 frames, the results reach frame 11" in result.stderr, result.output
+    assert not list((tmp_path / "exp").rglob("*.mp4"))
 
 
 def test_label_studio_tasks_fit_their_config(tmp_path) -> None:
