@@ -92,12 +92,14 @@ def _outlines(mask: np.ndarray) -> list[np.ndarray]:
     twice its size, where every part is at least two pixels thick, and the outlines are scaled back: every pixel
     is kept, at the cost of a vertex per step along diagonal edges."""
     binary = np.ascontiguousarray(mask, dtype=np.uint8)
-    contours, hierarchy = cv2.findContours(binary, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
+    # Every boundary pixel (CHAIN_APPROX_NONE) to find a stretch traced out and back: the compressed chain drops the
+    # repeated pixels of a straight tail that continues an edge of a thicker part
+    every, _ = cv2.findContours(binary, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_NONE)
     scale = 1
-    if any(_runs_over_itself(contour.reshape(-1, 2)) for contour in contours):
+    if any(_runs_over_itself(contour.reshape(-1, 2)) for contour in every):
         scale = 2
-        doubled = np.ascontiguousarray(np.repeat(np.repeat(binary, 2, axis=0), 2, axis=1))
-        contours, hierarchy = cv2.findContours(doubled, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
+        binary = np.ascontiguousarray(np.repeat(np.repeat(binary, 2, axis=0), 2, axis=1))
+    contours, hierarchy = cv2.findContours(binary, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
     outlines = []
     for index, contour in enumerate(contours):
         points = contour.reshape(-1, 2).astype(np.float64)

@@ -76,6 +76,12 @@ def test_polygon_keeps_parts_one_pixel_thick() -> None:
     shapes["ring"][4:20, 4:20] = True
     shapes["ring"][5:19, 5:19] = False
     shapes["random"] = np.random.default_rng(3).random((30, 40)) > 0.7
+    shapes["edge tail"] = np.zeros((30, 40), bool)  # a tail continuing the top edge of a block: lost 5 pixels
+    shapes["edge tail"][5:9, 5:9] = True
+    shapes["edge tail"][5, 9:19] = True
+    shapes["edge strip"] = np.zeros((30, 40), bool)  # a 1-px strip along a 2-px part
+    shapes["edge strip"][10:12, 5:25] = True
+    shapes["edge strip"][12, 5:15] = True
     for name, mask in shapes.items():
         polygon = mask_polygon(mask)
         assert polygon is not None, name
