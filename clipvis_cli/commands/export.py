@@ -18,6 +18,8 @@ from clipvis.cli.segment import SegmentOptions
 def parse_formats(value: str, allowed: tuple[str, ...], flag: str) -> list[str]:
     chosen = [name.strip().lower() for name in value.split(",") if name.strip()]
     unknown = [name for name in chosen if name not in allowed]
+    if unknown == ["onnx"] and flag == "--to":  # the network, not a results format: its own command line
+        raise typer.BadParameter("--to onnx exports the network and takes no results: give it alone (--to onnx)")
     if unknown or not chosen:
         raise typer.BadParameter(f"{flag}: unknown format {', '.join(unknown) or '(empty)'} "
                                  f"(choose from {', '.join(allowed)})")

@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import tempfile
+import unicodedata
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -45,14 +46,20 @@ class ExportOptions:
     media_url: str = ""  # labelstudio: URL prefix under which Label Studio serves the video
 
 
+def class_key(name: str) -> str:
+    """How --classes matches a class name: case aside, and composed or decomposed accents alike (NFC), so a name
+    typed on macOS (decomposed) finds the class segment wrote."""
+    return unicodedata.normalize("NFC", name).casefold()
+
+
 def select_tracks(video: ExportVideo, options: ExportOptions) -> ExportVideo:
     """The video with only the tracks scoring >= min_score whose class is in `classes` (track ids kept); the
     declared labels (`category_ids`) are every class, or the chosen ones, in vocabulary order."""
     if options.classes is None:
         wanted = set(range(1, len(video.categories) + 1))
     else:
-        names = {name.lower() for name in options.classes}
-        wanted = {i for i, name in enumerate(video.categories, start=1) if name.lower() in names}
+        names = {class_key(name) for name in options.classes}
+        wanted = {i for i, name in enumerate(video.categories, start=1) if class_key(name) in names}
     tracks = [t for t in video.tracks if t.score >= options.min_score and t.category_id in wanted]
     return replace(video, tracks=tracks, category_ids=sorted(wanted))
 

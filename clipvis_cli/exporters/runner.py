@@ -12,6 +12,7 @@ from clipvis.cli.exporters import YTVIS_FORMAT, create_exporter
 from clipvis.cli.exporters.base import (
     ExportConflictError,
     ExportOptions,
+    class_key,
     export_identity,
     folder_takes_export,
     select_tracks,
@@ -143,8 +144,8 @@ class ExportRunner:
 
     def _unknown_classes(self, video: ExportVideo) -> list[str]:
         """A warning naming the ``--classes`` that are none of the video's classes (a typo exports nothing)."""
-        known = {name.lower() for name in video.categories}
-        unknown = [name for name in self.options.classes or () if name.lower() not in known]
+        known = {class_key(name) for name in video.categories}
+        unknown = [name for name in self.options.classes or () if class_key(name) not in known]
         if not unknown:
             return []
         listed = ", ".join(video.categories[:20]) + (", ..." if len(video.categories) > 20 else "")

@@ -445,3 +445,16 @@ def test_a_large_vocabulary_exports_to_mots_when_the_tracks_classes_fit(tmp_path
     assert result.exit_code == 0, result.output
     class_map = json.loads((tmp_path / "large" / "clip" / "mots-txt" / "class_map.json").read_text())
     assert class_map["renumbered"] is True and [c["name"] for c in class_map["classes"]][-1] == "thing70"
+
+
+def test_classes_match_whatever_the_accents_composition_and_onnx_is_named_alone(tmp_path) -> None:
+    output = make_segment_output(tmp_path / "out")
+    document = json.loads(output.ytvis.read_text())
+    document["categories"][0]["name"] = "Çay bardağı"  # composed, as segment wrote the user's class
+    output.ytvis.write_text(json.dumps(document))
+    decomposed = "C\u0327ay bardag\u0306\u0131"  # typed on macOS
+    result = run_export(str(output.folder), "--to", "ytvis", "--classes", decomposed, "-o", str(tmp_path / "e"))
+    assert result.exit_code == 0 and "no such class" not in result.output, result.output
+    assert {r["category_id"] for r in json.loads((tmp_path / "e" / "results.json").read_text())} == {1}
+    result = run_export(str(output.folder), "--to", "ytvis,onnx")
+    assert result.exit_code == 2 and "--to onnx exports the network and takes no results" in result.output
