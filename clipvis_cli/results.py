@@ -24,7 +24,9 @@ class VideoInfo:
     `height`/`width` are the displayed size (after rotation metadata), which is the size of every mask.
     `fps` is the source frame rate; the processed frames play at `fps / frame_stride` (`processed_fps`).
     `file_names` default to synthetic `<stem>/<frame_index:05d>.jpg`; `kind` is "video" for a video file,
-    "images" for an image folder (whose file_names are then the real image names).
+    "images" for an image folder (whose file_names are then the real image names). `frame_times` (seconds from
+    the video's start, one per processed frame) is set only for a source whose frames are not evenly spaced at
+    `fps` (variable frame rate); the overlay and Label Studio then place each frame at its own time.
     """
 
     video_id: int
@@ -37,6 +39,7 @@ class VideoInfo:
     frame_indices: list[int]
     file_names: list[str] = field(default_factory=list)
     kind: Literal["video", "images"] = "video"
+    frame_times: list[float] | None = None  # seconds from the start per processed frame, for variable frame rates
 
     def __post_init__(self) -> None:
         if not self.file_names:
@@ -45,6 +48,10 @@ class VideoInfo:
             raise ValueError(
                 f"VideoInfo {self.stem!r}: {len(self.file_names)} file_names "
                 f"for {len(self.frame_indices)} frames"
+            )
+        if self.frame_times is not None and len(self.frame_times) != len(self.frame_indices):
+            raise ValueError(
+                f"VideoInfo {self.stem!r}: {len(self.frame_times)} frame_times for {len(self.frame_indices)} frames"
             )
         if self.frame_stride < 1:
             raise ValueError(f"VideoInfo {self.stem!r}: frame_stride must be >= 1, got {self.frame_stride}")

@@ -36,7 +36,7 @@ from clipvis.cli.messages import describe_exception, one_line, path_text, subjec
 from clipvis.cli.progress import Reporter, SerializedReporter
 from clipvis.cli.results import TrackResult, VideoInfo
 from clipvis.cli.streaming import VideoStream
-from clipvis.cli.video_io import VideoReadError, open_reader
+from clipvis.cli.video_io import VideoReadError, open_reader, variable_frame_times
 from clipvis.cli.writers import (
     DEFAULT_FORMATS,
     OutputWriter,
@@ -378,6 +378,7 @@ class SegmentRunner:
             frame_indices=frame_indices,
             file_names=reader.frame_file_names(stem, frame_indices),
             kind=source.kind,
+            frame_times=variable_frame_times(getattr(reader, "frame_times", ()), frame_indices, probe.fps),
         )
         timings.update({f"model_{k}": v for k, v in video.timings.items()})
         return TrackedVideo(reader, info, tracks, timings)

@@ -16,8 +16,10 @@ corrupt data and the frames' times jump): every later frame would get a lost fra
 
 from __future__ import annotations
 
+import math
 import queue
 import threading
+from array import array
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -110,6 +112,7 @@ class VideoReader:
         self.max_frames = max_frames
         self.threads = threads
         self._probe: VideoProbe | None = None
+        self.frame_times: Sequence[float] = ()  # per frame yielded by the last iteration: its time (s) in the video
 
     def probe(self) -> VideoProbe:
         """Open the file and decode its first frame (for size and rotation). Raises VideoReadError."""
@@ -131,6 +134,8 @@ class VideoReader:
         last_time: float | None = None
         ended = False
         health = _StreamHealth(_stream_fps(stream)[0])
+        times = array("d")  # seconds from the start, per yielded frame: the last iteration's in `frame_times`
+        self.frame_times = times
         try:
             frames = _demuxed_frames(container, stream, health)
             while self.max_frames is None or yielded < self.max_frames:
@@ -153,6 +158,7 @@ class VideoReader:
                 elif image.shape[:2] != first_size:  # resolution change mid-stream: keep one size
                     image = cv2.resize(image, (first_size[1], first_size[0]), interpolation=cv2.INTER_AREA)
                 yielded += 1
+                times.append(frame.time - start if frame.time is not None else math.nan)
                 yield index, image
             header_frames = int(stream.frames or 0)
             is_avi = "avi" in container.format.name.split(",")
@@ -486,6 +492,19 @@ def _ends_early(end: float, declared: float) -> bool:
     """Whether a stream ending at ``end`` seconds falls well short of the ``declared`` duration: by more than 10 %
     and more than half a second (headers round, edit lists trim a few frames)."""
     return end < 0.9 * declared and declared - end > 0.5
+
+
+def variable_frame_times(times: Sequence[float], frame_indices: Sequence[int], fps: Fraction) -> list[float] | None:
+    """The frames' times (seconds from the video's start), when they are not what their numbers at ``fps`` say
+    (a variable frame rate: screen recorders write frames only when the screen changes; phones vary the rate):
+    off by more than half a frame anywhere. None for a constant rate (or when the times are not known)."""
+    if not times or len(times) != len(frame_indices) or not fps or any(math.isnan(t) for t in times):
+        return None
+    first = times[0] - frame_indices[0] / float(fps)
+    tolerance = 0.5 / float(fps)
+    if all(abs(t - first - i / float(fps)) <= tolerance for t, i in zip(times, frame_indices, strict=True)):
+        return None
+    return [round(float(t), 6) for t in times]
 
 
 class _StreamHealth:

@@ -175,7 +175,7 @@ def _video(path: Path, entry: dict, annotations: list[dict], categories: list[st
         video_id=video_id, source=str(source_path) if source_path is not None else "", stem=stem,
         height=int(entry["height"]),
         width=int(entry["width"]), fps=float(entry.get("fps") or 30.0), frame_stride=stride,
-        frame_indices=indices, file_names=file_names, kind=kind,
+        frame_indices=indices, file_names=file_names, kind=kind, frame_times=_frame_times(entry, length),
     )
     tracks = []
     for rank, annotation in enumerate(annotations, start=1):
@@ -190,6 +190,17 @@ def _video(path: Path, entry: dict, annotations: list[dict], categories: list[st
         segmentations = [_compressed(s, path, video_id, rank) for s in segmentations]
         tracks.append(TrackResult(rank, category_id, float(annotation.get("score", 1.0)), segmentations))
     return ExportVideo(info, tracks, list(categories), Path(path))
+
+
+def _frame_times(entry: dict, length: int) -> list[float] | None:
+    """segment's ``frame_times`` of a variable-frame-rate video (ignored unless one number per frame)."""
+    times = entry.get("frame_times")
+    if not isinstance(times, list) or len(times) != length:
+        return None
+    try:
+        return [float(t) for t in times]
+    except (TypeError, ValueError):
+        return None
 
 
 def _compressed(segmentation: object, path: Path, video_id: int, rank: int) -> dict | None:

@@ -121,10 +121,20 @@ class LabelStudioExporter(Exporter):
         root = directory / self.name
         (root / "media").mkdir(parents=True)
         link_or_copy(source, root / "media" / source.name)
+        # Label Studio plays a video at one frame rate (frame n at (n - 1) / frameRate): a variable-frame-rate
+        # source's boxes go to the frame it shows at their frame's own time.
+        times = info.frame_times or [index / fps for index in info.frame_indices]
+        numbers = [index + 1 for index in info.frame_indices]
+        if info.frame_times:
+            numbers = []
+            for seconds in times:  # frames closer than a frame apart get the next numbers: no box is lost
+                numbers.append(max(round(seconds * fps) + 1, numbers[-1] + 1 if numbers else 1))
+        frames_count = max([frames_count, *numbers])
+        duration = max(frames_count / fps, times[-1] + 1 / fps if times else 0.0)
         results = []
         for track in video.tracks:
             sequence = []
-            for position, frame_index in enumerate(info.frame_indices):
+            for position in range(info.num_frames):
                 segmentation = track.segmentations[position]
                 present = segmentation is not None and rle.area(segmentation) > 0
                 if not present:
@@ -133,10 +143,10 @@ class LabelStudioExporter(Exporter):
                     continue
                 x, y, w, h = rle.bbox(segmentation)
                 sequence.append({
-                    "frame": frame_index + 1, "enabled": True, "rotation": 0,
+                    "frame": numbers[position], "enabled": True, "rotation": 0,
                     "x": 100.0 * x / info.width, "y": 100.0 * y / info.height,
                     "width": 100.0 * w / info.width, "height": 100.0 * h / info.height,
-                    "time": frame_index / fps,
+                    "time": times[position],
                 })
             if not sequence:
                 continue
@@ -145,7 +155,7 @@ class LabelStudioExporter(Exporter):
                 "id": f"track{track.track_id}", "from_name": LABEL_STUDIO_CONTROLS["box"],
                 "to_name": LABEL_STUDIO_CONTROLS["video"], "type": "videorectangle", "origin": "prediction",
                 "score": round(track.score, 6),
-                "value": {"framesCount": frames_count, "duration": frames_count / fps, "sequence": sequence,
+                "value": {"framesCount": frames_count, "duration": duration, "sequence": sequence,
                           "labels": [video.categories[track.category_id - 1]]},
             })
         scores = [r["score"] for r in results]

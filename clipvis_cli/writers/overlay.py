@@ -32,6 +32,23 @@ from clipvis.cli.video_io import BackgroundDecoder
 from clipvis.cli.writers.base import SegmentedVideo
 from clipvis.cli.writers.layout import OVERLAY_NAME
 
+# A variable-frame-rate source's overlay keeps each frame's own time, in milliseconds.
+VARIABLE_RATE_CLOCK = 1000
+
+
+def _timestamps(video: VideoInfo, time_base: Fraction) -> list[int] | None:
+    """Each processed frame's pts in ``time_base`` (from the video's first processed frame), strictly increasing,
+    for a source with ``frame_times``; None for a constant rate (pts = position)."""
+    if video.frame_times is None:
+        return None
+    first = video.frame_times[0]
+    stamps: list[int] = []
+    for seconds in video.frame_times:
+        stamp = round((seconds - first) / time_base)
+        stamps.append(max(stamp, stamps[-1] + 1) if stamps else stamp)
+    return stamps
+
+
 # 20 well-separated RGB colours.
 PALETTE: tuple[tuple[int, int, int], ...] = (
     (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48),
@@ -279,18 +296,20 @@ class OverlayVideoWriter:
         categories: Sequence[str],
     ) -> None:
         rate = video.processed_fps
+        time_base = Fraction(1, VARIABLE_RATE_CLOCK) if video.frame_times is not None else 1 / rate
+        stamps = _timestamps(video, time_base)
 
         def encode(planes: np.ndarray, position: int) -> None:
             frame = av.VideoFrame.from_ndarray(planes, format="yuv420p")
-            frame.pts = position
-            frame.time_base = 1 / rate
+            frame.pts = stamps[position] if stamps is not None else position
+            frame.time_base = time_base
             container.mux(stream.encode(frame))
 
         # Frames are drawn (and converted to YUV) by the drawing threads, encoded in order here.
         drawing = self.render_threads or render_threads_for(video.height, video.width)
         with av.open(str(path), mode="w", format="mp4", options={"movflags": "+faststart"}) as container, \
                 ThreadPoolExecutor(drawing, thread_name_prefix="clipvis-overlay") as renderers:
-            stream = self._add_stream(container, video, rate)
+            stream = self._add_stream(container, video, rate, time_base)
             pending: deque[tuple[Future, int]] = deque()
             written = 0
             for item in frames:
@@ -319,7 +338,8 @@ class OverlayVideoWriter:
         drawn = self.renderer.render(image, position, tracks, categories)
         return cv2.cvtColor(pad_to_even(drawn), cv2.COLOR_RGB2YUV_I420)
 
-    def _add_stream(self, container: av.container.OutputContainer, video: VideoInfo, rate: Fraction):
+    def _add_stream(self, container: av.container.OutputContainer, video: VideoInfo, rate: Fraction,
+                    time_base: Fraction):
         params = [DETERMINISTIC]
         if video.height * video.width > SHORT_LOOKAHEAD_PIXELS:
             params.append(SHORT_LOOKAHEAD)  # x264's look-ahead frames dominate memory above 1080p
@@ -327,7 +347,7 @@ class OverlayVideoWriter:
         stream = container.add_stream("libx264", rate=rate, options=options)
         stream.height, stream.width = even_size(video.height, video.width)
         stream.pix_fmt = "yuv420p"
-        stream.codec_context.time_base = 1 / rate
+        stream.codec_context.time_base = time_base
         stream.codec_context.thread_count = self.threads
         return stream
 

@@ -4,7 +4,8 @@ The file is `{"videos": [...], "categories": [...], "annotations": [...]}` where
 results list that YouTube-VIS evaluators load (`ytvos.loadRes`): one entry per track with `video_id`,
 `category_id`, `score` and `segmentations` (one compressed RLE per processed frame, null where absent), in the
 order the tracks were given. `videos[]` carry the standard `id/width/height/length/file_names` plus the
-non-standard `name`, `fps` (source rate), `frame_stride`, `frame_indices` and `source`.
+non-standard `name`, `fps` (source rate), `frame_stride`, `frame_indices` and `source`, and for a source with a
+variable frame rate `frame_times` (each processed frame's time in seconds).
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ class YtvisWriter(JsonDocumentWriter):
 
     @staticmethod
     def _video_json(video: VideoInfo) -> dict:
-        return {
+        entry = {
             "id": video.video_id,
             "name": video.stem,
             "width": video.width,
@@ -61,3 +62,6 @@ class YtvisWriter(JsonDocumentWriter):
             "frame_indices": list(video.frame_indices),
             "source": video.source,
         }
+        if video.frame_times is not None:  # a variable frame rate: each processed frame's time in seconds
+            entry["frame_times"] = list(video.frame_times)
+        return entry

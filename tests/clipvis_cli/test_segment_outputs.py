@@ -220,3 +220,44 @@ def test_a_scheduler_s_termination_signal_ends_a_run_as_ctrl_c_does(tmp_path, ti
     assert "Traceback" not in stderr and "interrupted" in stderr, stderr
     assert RunManifest.read(manifest).status == "interrupted"
     assert sorted(p.name for p in (out / "long").iterdir()) == [".clipvis.lock", "run.json"]
+
+
+def test_a_variable_frame_rate_video_keeps_its_frames_times(tmp_path, tiny_weights) -> None:
+    """A screen recording writes frames when the screen changes (10 frames over 10 s here): the overlay played them
+    in 1 s at the nominal rate and Label Studio's boxes came at the wrong moments. The frames' times now go into
+    ytvis.json (frame_times), the overlay's timestamps and the Label Studio keyframes; constant-rate videos have
+    no frame_times."""
+    from fractions import Fraction
+
+    times_ms = [0, 40, 80, 2000, 2040, 5000, 5033, 5066, 8000, 9960]
+    path = tmp_path / "screen.mkv"
+    rng = np.random.default_rng(0)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        stream.codec_context.time_base = Fraction(1, 1000)
+        for stamp in times_ms:
+            frame = av.VideoFrame.from_ndarray(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8), format="rgb24")
+            frame.pts, frame.time_base = stamp, Fraction(1, 1000)
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    write_video(tmp_path / "steady.mp4")
+    out = tmp_path / "out"
+    assert was_run(segment(tiny_weights, out, str(path), str(tmp_path / "steady.mp4"),
+                           extra=("--formats", "ytvis,overlay,labelstudio", "--score-threshold", "0")))
+    video = json.loads((out / "screen" / "ytvis.json").read_text())["videos"][0]
+    assert video["frame_times"] == pytest.approx([t / 1000 for t in times_ms], abs=1e-3)
+    with av.open(str(out / "screen" / "overlay.mp4")) as overlay:
+        played = [frame.time for frame in overlay.decode(video=0)]
+    assert played == pytest.approx([t / 1000 for t in times_ms], abs=2e-3)
+    import zipfile
+
+    with zipfile.ZipFile(out / "screen" / "labelstudio.zip") as archive:
+        tasks = json.loads(archive.read("labelstudio/tasks.json"))
+    for region in tasks[0]["predictions"][0]["result"]:
+        keyframes = region["value"]["sequence"]
+        assert all(min(abs(k["time"] * 1000 - t) for t in times_ms) <= 1 for k in keyframes)
+        numbers = [k["frame"] for k in keyframes]
+        assert numbers == sorted(set(numbers)) and numbers[-1] <= region["value"]["framesCount"]
+        assert region["value"]["duration"] >= 9.96
+    assert "frame_times" not in json.loads((out / "steady" / "ytvis.json").read_text())["videos"][0]
