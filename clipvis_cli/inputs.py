@@ -3,7 +3,7 @@
 Accepted arguments:
 
 * a video file (any extension when named explicitly: the decoder decides whether it is a video);
-* a single image file (a 1-frame video);
+* a single image file (a 1-frame video; an animated WebP / PNG / GIF is a video of its frames);
 * a directory: if it holds only images (no video files, no sub-directories) it is ONE video whose frames
   are the images in natural sort order (the YouTube-VIS / LV-VIS / DAVIS `JPEGImages/<video>/` layout);
   otherwise it is searched recursively for video files (known extensions) and image folders. Hidden entries

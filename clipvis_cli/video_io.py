@@ -273,23 +273,52 @@ class ImageFolderReader:
         self.max_frames = max_frames
         self.fps = Fraction(fps).limit_denominator(1001) if not isinstance(fps, Fraction) else fps
         self._probe: VideoProbe | None = None
+        self._animated: tuple[int, Fraction] | tuple[()] | None = None  # known once looked at: () for no animation
 
     def probe(self) -> VideoProbe:
         if self._probe is None:
             if not self.frame_files:
                 raise VideoReadError(self.path, "no image frames")
             height, width = self._load(self.frame_files[0]).shape[:2]
-            count = len(self.frame_files)
-            self._probe = VideoProbe(self.path, width, height, self.fps, True, count, 0, "image")
+            count, fps = len(self.frame_files), self.fps
+            animation = self._animation()
+            if animation is not None:
+                count, fps = animation
+            self._probe = VideoProbe(self.path, width, height, fps, True, count, 0, "image")
         return self._probe
 
     def frame_file_names(self, stem: str, frame_indices: Sequence[int]) -> list[str]:
-        """`<stem>/<original image name>` for each processed frame."""
+        """`<stem>/<original image name>` for each processed frame (an animation's: `<stem>/<index:05d>.jpg`)."""
+        if self._animation() is not None:
+            return [f"{stem}/{index:05d}.jpg" for index in frame_indices]
         return [f"{stem}/{path_text(self.frame_files[index].name)}" for index in frame_indices]
+
+    def _animation(self) -> tuple[int, Fraction] | None:
+        """(frames, rate) when the input is one animated image (WebP, APNG, ...: FFmpeg reads only their first
+        frame), else None."""
+        if self._animated is not None:
+            return self._animated or None
+        self._animated = ()
+        if len(self.frame_files) != 1:
+            return None
+        try:
+            with Image.open(self.frame_files[0]) as opened:
+                count = int(getattr(opened, "n_frames", 1))
+                duration = opened.info.get("duration") or 0
+        except (OSError, ValueError):
+            return None
+        if count <= 1:
+            return None
+        fps = Fraction(1000) / Fraction(duration).limit_denominator(1000) if duration else self.fps
+        self._animated = (count, fps)
+        return self._animated
 
     def __iter__(self) -> Iterator[tuple[int, np.ndarray]]:
         if not self.frame_files:
             raise VideoReadError(self.path, "no image frames")
+        if self._animation() is not None:
+            yield from self._animation_frames()
+            return
         selected = range(0, len(self.frame_files), self.stride)
         if self.max_frames is not None:
             selected = selected[: self.max_frames]
@@ -305,6 +334,20 @@ class ImageFolderReader:
                     f"first frame is {first_shape[1]}x{first_shape[0]} (all frames must have one size)",
                 )
             yield index, image
+
+    def _animation_frames(self) -> Iterator[tuple[int, np.ndarray]]:
+        file = self.frame_files[0]
+        yielded = 0
+        try:
+            with Image.open(file) as opened:
+                for index in range(0, int(opened.n_frames), self.stride):
+                    if self.max_frames is not None and yielded >= self.max_frames:
+                        return
+                    opened.seek(index)
+                    yielded += 1
+                    yield index, rgb_array(opened)
+        except (OSError, ValueError, EOFError) as error:
+            raise VideoReadError(self.path, f"animation frame {yielded}: not decodable ({error})") from None
 
     def _load(self, file: Path) -> np.ndarray:
         try:

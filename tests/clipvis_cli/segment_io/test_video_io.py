@@ -280,6 +280,21 @@ def test_sixteen_bit_gray_frames_keep_their_picture_in_segment_and_in_training(t
     assert np.array_equal(image, read_all(open_reader(discover_inputs([str(tmp_path / "turned.jpg")])[0]))[1][0])
 
 
+@pytest.mark.parametrize("suffix", [".webp", ".png"])
+def test_an_animated_image_is_a_video_of_its_frames(tmp_path: Path, synth, suffix: str) -> None:
+    """Animated WebP and APNG (FFmpeg reads only their first frame) were one-frame videos, silently."""
+    from PIL import Image
+
+    frames = [Image.fromarray(synth.bar_frame(i, 24, 40)) for i in range(5)]
+    path = tmp_path / f"sticker{suffix}"
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=100, loop=0, lossless=True)
+    [source] = discover_inputs([str(path)])
+    reader = open_reader(source, stride=2)
+    indices, decoded = read_all(reader)
+    assert indices == [0, 2, 4] and [synth.bar_index(f) for f in decoded] == [0, 2, 4]
+    assert reader.probe().frame_count == 5 and reader.frame_file_names("s", [0, 2]) == ["s/00000.jpg", "s/00002.jpg"]
+
+
 def test_image_folder_with_mixed_sizes_fails_clearly(tmp_path: Path, synth) -> None:
     synth.write_images(tmp_path / "seq", ["1.png"], height=24, width=40)
     synth.write_images(tmp_path / "seq", ["2.png"], height=30, width=40)
