@@ -36,7 +36,7 @@ from clipvis.cli.messages import describe_exception, one_line, path_text, subjec
 from clipvis.cli.progress import Reporter, SerializedReporter
 from clipvis.cli.results import TrackResult, VideoInfo
 from clipvis.cli.streaming import VideoStream
-from clipvis.cli.video_io import VideoReadError, open_reader, variable_frame_times
+from clipvis.cli.video_io import DEFAULT_FPS, VideoReadError, open_reader, variable_frame_times
 from clipvis.cli.writers import (
     DEFAULT_FORMATS,
     OutputWriter,
@@ -50,6 +50,9 @@ from clipvis.cli.writers.layout import ClaimedFolder, OutputRootListing, claim_o
 from clipvis.cli.writers.manifest import STATUS_INTERRUPTED
 
 FORMATS = writer_formats()  # every --formats name (DEFAULT_FORMATS: what segment writes unless told)
+
+
+DEFAULT_IMAGE_FPS = float(DEFAULT_FPS)
 
 
 @dataclass
@@ -74,6 +77,7 @@ class SegmentOptions:
     exact: bool = False
     skip_existing: bool = True
     overlay_min_score: float = 0.2  # tracks drawn on overlay.mp4 (the official visualiser's threshold)
+    image_fps: float = DEFAULT_IMAGE_FPS  # the rate image-folder inputs are given
     config: str | None = None
     clip_config: str | None = None
     checkpoint: dict[str, Any] | None = None
@@ -87,6 +91,8 @@ class SegmentOptions:
         for key in ("vocabulary", "weights", "output", "device", "batch_frames", "skip_existing", "allow_hub_clip"):
             data.pop(key)
         data["formats"] = sorted(self.formats)
+        if data["image_fps"] == DEFAULT_IMAGE_FPS:  # recorded when set: outputs made before the option stay valid
+            data.pop("image_fps")
         data["config"] = config_identity(self.config, resolve=not paths_as_given)
         data["clip_config"] = config_identity(self.clip_config, clip=True, resolve=not paths_as_given)
         data["clipvis"] = __version__
@@ -337,7 +343,7 @@ class SegmentRunner:
         Raises VideoReadError (and ValueError/RuntimeError from the model) with one-line messages.
         """
         opts = self.options
-        reader = open_reader(source, stride=opts.stride, max_frames=opts.max_frames)
+        reader = open_reader(source, stride=opts.stride, max_frames=opts.max_frames, image_fps=opts.image_fps)
         probe = reader.probe()
         total = probe.processed_frame_count(opts.stride, opts.max_frames)
         self.reporter.video_started(source, stem, total)

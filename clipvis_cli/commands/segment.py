@@ -27,7 +27,14 @@ from clipvis.cli.inputs import VideoSource, discover_inputs, read_argument_lines
 from clipvis.cli.memory import HeapTrimmer, prefer_huge_pages
 from clipvis.cli.messages import describe_exception, print_error, print_path, print_warning, subject_message
 from clipvis.cli.progress import HumanReporter, JobProgressReporter, JsonlReporter, Reporter
-from clipvis.cli.segment import DEFAULT_FORMATS, FORMATS, SegmentOptions, SegmentRunner, checkpoint_identity
+from clipvis.cli.segment import (
+    DEFAULT_FORMATS,
+    DEFAULT_IMAGE_FPS,
+    FORMATS,
+    SegmentOptions,
+    SegmentRunner,
+    checkpoint_identity,
+)
 from clipvis.weights import DEFAULT_PRETRAINED
 
 
@@ -140,6 +147,11 @@ def segment(
         0.2, "--overlay-min-score", help="Draw tracks scoring at least this on overlay.mp4 (JSON files keep all).",
         callback=finite_number,
     ),
+    image_fps: float = typer.Option(
+        DEFAULT_IMAGE_FPS, "--image-fps", min=0.001, callback=finite_number,
+        help="Frame rate of image-folder inputs (overlay.mp4, ytvis.json, Label Studio), e.g. 6 for YouTube-VIS "
+        "frames.",
+    ),
     skip_existing: bool = typer.Option(
         True, "--skip-existing/--overwrite", help="Skip inputs already complete with the same settings."
     ),
@@ -177,7 +189,7 @@ def segment(
                 vocabulary=vocabulary, weights=weights, output=output, formats=chosen, device=resolve_device(device),
                 precision=precision, batch_frames=batch_frames, stride=stride, max_frames=max_frames,
                 score_threshold=score_threshold, max_tracks=max_tracks, exact=exact, skip_existing=skip_existing,
-                overlay_min_score=overlay_min_score, config=str(config) if config else None,
+                overlay_min_score=overlay_min_score, image_fps=image_fps, config=str(config) if config else None,
                 clip_config=str(clip_config) if clip_config else None, allow_hub_clip=allow_hub_clip,
             )
             reporter = make_reporter(log_format, job)

@@ -141,6 +141,13 @@ def test_image_folder_is_one_video(tmp_path, tiny_weights) -> None:
     assert result.exit_code == 0, result.output
     ytvis = json.loads((out / "seq" / "ytvis.json").read_text())
     assert ytvis["videos"][0]["length"] == 5 and ytvis["videos"][0]["height"] == 40
+    assert ytvis["videos"][0]["fps"] == 30.0
+    # YouTube-VIS frames are every 5th of a 30 fps video: --image-fps 6 (a new setting: the input runs again)
+    result = run_cli(segment_args(tiny_weights, out, str(folder), extra=("--formats", "ytvis", "--image-fps", "6")))
+    assert result.exit_code == 0 and result.stdout, result.output
+    assert json.loads((out / "seq" / "ytvis.json").read_text())["videos"][0]["fps"] == 6.0
+    result = run_cli(segment_args(tiny_weights, out, str(folder), extra=("--formats", "ytvis", "--image-fps", "6")))
+    assert result.exit_code == 0 and not result.stdout  # complete with these settings: skipped
 
 
 def test_broken_inputs_fail_alone(tmp_path, tiny_weights) -> None:
