@@ -154,7 +154,29 @@ def staged_directory(final_parent: Path, identity: dict[str, object] | None = No
     The folder's lock (`clipvis.cli.locks`, the one `segment` holds while it writes a video's folder) is held
     throughout: another process writing there makes this raise FolderBusyError, and what a killed export or
     segment left there (staging folders, temporary files) is removed first."""
+    made = not final_parent.exists()
     ensure_output_dir(final_parent)
+    try:
+        with _locked_staging(final_parent, identity, replaceable) as staging:
+            yield staging
+    except BaseException:
+        if made:  # a folder this export made for nothing: not left holding only the lock file
+            _remove_if_only_lock(final_parent)
+        raise
+
+
+def _remove_if_only_lock(folder: Path) -> None:
+    try:
+        if {entry.name for entry in folder.iterdir()} <= {LOCK_NAME}:
+            (folder / LOCK_NAME).unlink(missing_ok=True)
+            folder.rmdir()
+    except OSError:
+        pass
+
+
+@contextmanager
+def _locked_staging(final_parent: Path, identity: dict[str, object] | None,
+                    replaceable: Iterable[str]) -> Iterator[Path]:
     with FolderLock(final_parent):
         remove_stale_temp_files(final_parent)
         try:

@@ -258,13 +258,16 @@ def test_bad_inputs_fail_with_one_line_and_write_nothing(tmp_path) -> None:
     assert len(errors) == 2
     assert "clip.mp4" in errors[0] and "not found" in errors[0]
     assert str(empty) in errors[1] and "no segment outputs" in errors[1]
-    assert not (dest / "clip").exists() or not any((dest / "clip").iterdir())
+    assert not (dest / "clip").exists()
     assert (dest / "other" / "coco" / "annotations" / "instances_default.json").is_file()  # the batch goes on
     assert not list(dest.rglob(".export-*"))
     # formats without media do not need the video
     assert run_export(str(output.folder), "--to", "mots-txt", "-o", str(dest)).exit_code == 0
     unknown = run_export(str(output.folder), "--to", "pascal")
     assert unknown.exit_code == 2 and "unknown format pascal" in unknown.output
+    write_video(good.video, height=2 * HEIGHT, width=2 * WIDTH)  # fails while its files are being written
+    failed = run_export(str(good.folder), "--to", "coco", "-o", str(tmp_path / "exp2"))
+    assert failed.exit_code == 1 and not (tmp_path / "exp2" / "other").exists()  # not a folder holding a lock
     broken = tmp_path / "broken.json"
     broken.write_text("{not json")
     bad = run_export(str(broken), "--to", "coco", "-o", str(dest))
