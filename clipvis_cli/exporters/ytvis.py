@@ -33,6 +33,14 @@ def write_results(videos: Sequence[ExportVideo], destination: Path, options: Exp
     if len(set(ids)) != len(ids):
         raise ValueError(f"{destination}: several inputs share video ids {sorted({i for i in ids if ids.count(i) > 1})}"
                          " (export them separately, or use the files clipvis evaluate writes)")
+    tables = {tuple(video.categories) for video in videos}
+    if len(tables) > 1:  # one category id would name different classes in different videos
+        first, other = sorted(tables)[:2]
+        pairs = enumerate(zip(first, other, strict=False), start=1)
+        differ = next((f"id {i}: {a!r} / {b!r}" for i, (a, b) in pairs if a != b),
+                      f"{len(first)} / {len(other)} classes")
+        raise ValueError(f"{destination}: the inputs have different category lists ({differ}); one results file "
+                         "needs one list: export them separately")
     text = json.dumps(results_list(videos), separators=(",", ":")) + "\n"
     ensure_output_dir(destination)  # `-o submission/` need not exist yet
     if not options.zip_results:

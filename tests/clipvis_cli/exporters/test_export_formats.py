@@ -461,3 +461,14 @@ def test_classes_match_whatever_the_accents_composition_and_onnx_is_named_alone(
     assert {r["category_id"] for r in json.loads((tmp_path / "e" / "results.json").read_text())} == {1}
     result = run_export(str(output.folder), "--to", "ytvis,onnx")
     assert result.exit_code == 2 and "--to onnx exports the network and takes no results" in result.output
+
+
+def test_one_results_file_refuses_videos_whose_category_ids_mean_other_classes(tmp_path) -> None:
+    one = make_segment_output(tmp_path / "a")
+    two = make_segment_output(tmp_path / "b", stem="other", video_id=2)
+    document = json.loads(two.ytvis.read_text())
+    document["categories"][0]["name"] = "zebra"
+    two.ytvis.write_text(json.dumps(document))
+    result = run_export(str(one.folder), str(two.folder), "--to", "ytvis", "-o", str(tmp_path / "sub"))
+    assert result.exit_code == 1 and "different category lists (id 1: 'cat' / 'zebra')" in result.output
+    assert not (tmp_path / "sub" / "results.json").exists()
