@@ -40,6 +40,7 @@ class VideoInfo:
     file_names: list[str] = field(default_factory=list)
     kind: Literal["video", "images"] = "video"
     frame_times: list[float] | None = None  # seconds from the start per processed frame, for variable frame rates
+    pixel_aspect: Fraction | None = None  # a pixel's width/height when not square (anamorphic source)
 
     def __post_init__(self) -> None:
         if not self.file_names:

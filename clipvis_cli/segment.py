@@ -385,6 +385,7 @@ class SegmentRunner:
             file_names=reader.frame_file_names(stem, frame_indices),
             kind=source.kind,
             frame_times=variable_frame_times(getattr(reader, "frame_times", ()), frame_indices, probe.fps),
+            pixel_aspect=probe.pixel_aspect,
         )
         timings.update({f"model_{k}": v for k, v in video.timings.items()})
         return TrackedVideo(reader, info, tracks, timings)

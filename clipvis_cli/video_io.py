@@ -66,6 +66,7 @@ class VideoProbe:
     frame_count: int | None
     rotation: int = 0
     codec: str = ""
+    pixel_aspect: Fraction | None = None  # width/height of a pixel when not square (anamorphic video), displayed
 
     def processed_frame_count(self, stride: int = 1, max_frames: int | None = None) -> int | None:
         """Estimated number of frames a reader with this stride / max_frames yields (None if unknown)."""
@@ -243,11 +244,14 @@ class VideoReader:
                 raise self._decode_error(0, error) from error
             rotation = _rotation_degrees(first)
             width, height = first.width, first.height
+            aspect = _as_fraction(stream.sample_aspect_ratio)
             if rotation in (90, 270):
                 width, height = height, width
+                aspect = 1 / aspect if aspect else aspect
         finally:
             container.close()
-        return VideoProbe(self.path, width, height, fps, fps_known, frame_count, rotation, codec)
+        aspect = aspect if aspect and aspect != 1 else None
+        return VideoProbe(self.path, width, height, fps, fps_known, frame_count, rotation, codec, aspect)
 
 
 class ImageFolderReader:

@@ -348,6 +348,8 @@ class OverlayVideoWriter:
         stream.height, stream.width = even_size(video.height, video.width)
         stream.pix_fmt = "yuv420p"
         stream.codec_context.time_base = time_base
+        if video.pixel_aspect is not None:  # an anamorphic source: players stretch the overlay as they do it
+            stream.codec_context.sample_aspect_ratio = video.pixel_aspect
         stream.codec_context.thread_count = self.threads
         return stream
 

@@ -261,3 +261,22 @@ def test_a_variable_frame_rate_video_keeps_its_frames_times(tmp_path, tiny_weigh
         assert numbers == sorted(set(numbers)) and numbers[-1] <= region["value"]["framesCount"]
         assert region["value"]["duration"] >= 9.96
     assert "frame_times" not in json.loads((out / "steady" / "ytvis.json").read_text())["videos"][0]
+
+
+def test_an_anamorphic_video_s_overlay_keeps_its_pixel_shape(tmp_path, tiny_weights) -> None:
+    """A 2:1 pixel aspect ratio (DV, HDV, some broadcast files) was dropped: players showed the overlay at half the
+    width of its source."""
+    from fractions import Fraction
+
+    path = tmp_path / "anamorphic.mp4"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        stream.codec_context.sample_aspect_ratio = Fraction(2, 1)
+        for _ in range(2):
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(np.zeros((48, 64, 3), np.uint8), format="rgb24")))
+        container.mux(stream.encode())
+    out = tmp_path / "out"
+    assert was_run(segment(tiny_weights, out, str(path), extra=("--formats", "overlay")))
+    with av.open(str(out / "anamorphic" / "overlay.mp4")) as overlay:
+        assert overlay.streams.video[0].sample_aspect_ratio == Fraction(2, 1)
