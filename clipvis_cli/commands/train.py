@@ -108,12 +108,12 @@ def train(
             ProcessFailedError) as error:
         raise _fail(str(error)) from None
     except KeyboardInterrupt as interrupt:  # Ctrl-C, SIGTERM, SIGHUP: a checkpoint was saved where training stopped
-        raise _stopped(interrupt, Path(str(cfg.get("OUTPUT_DIR"))).expanduser()) from None
+        raise _stopped(interrupt, Path(str(cfg.get("OUTPUT_DIR"))).expanduser(), num_gpus) from None
     if final is not None and os.environ.get("RANK", "0") == "0":
         typer.echo(str(final))
 
 
-def _stopped(interrupt: KeyboardInterrupt, output_dir: Path) -> typer.Exit:
+def _stopped(interrupt: KeyboardInterrupt, output_dir: Path, num_gpus: int = 1) -> typer.Exit:
     """The one line a stopped run prints (rank 0) and its exit status, 128 + the signal's number."""
     import signal
 
@@ -126,7 +126,11 @@ def _stopped(interrupt: KeyboardInterrupt, output_dir: Path) -> typer.Exit:
         checkpoint = interrupt.checkpoint if isinstance(interrupt, TrainingStopped) else None
         saved = isinstance(interrupt, TrainingStopped) and interrupt.saved and checkpoint is not None
         checkpoint = checkpoint if saved else resume_point(output_dir)
-        again = f"continue with: clipvis train --output-dir {output_dir} --resume"
+        # the same processes: a resumed run equals an uninterrupted one only with the batch split the same way
+        processes = f" --num-gpus {num_gpus}" if num_gpus > 1 else ""
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        again = (f"continue with: clipvis train --output-dir {output_dir} --resume{processes}" if world == 1 else
+                 f"continue with the same torchrun command and --resume ({world} processes)")
         if saved:
             message = f"stopped by {name}; saved {checkpoint}; {again}"
         elif checkpoint is not None:
@@ -181,6 +185,8 @@ def _export(weights: str | None, target: Path) -> None:
 
     if not weights:
         raise typer.BadParameter("--export-pth needs --weights (a training folder, checkpoint file or released name)")
+    if target.is_dir():
+        raise typer.BadParameter(f"--export-pth {target} is a folder: give the file to write, e.g. {target}/model.pth")
     try:
         model = load_model(weights)
     except (CheckpointError, WeightsError, ValueError) as error:

@@ -81,6 +81,8 @@ DEFAULTS: dict[str, Any] = {
         "AMP_DTYPE": "auto",  # auto (GPU: bf16 where supported, else fp16 + GradScaler; CPU: fp32), bf16, fp16
         "LOG_PERIOD": 20,
         "EVAL_VIDEOS": 0,  # periodic evaluation on at most this many videos (0 = all)
+        # Custom data: train on iscrowd masks too (CVAT and Datumaro write every mask shape as crowd RLE)
+        "CROWD_AS_INSTANCES": False,
     },
 }
 

@@ -65,8 +65,10 @@ def _read_json(path: Path) -> dict[str, Any]:
             data = json.load(handle)
     except OSError as exc:
         raise TrainDataError(f"{path}: cannot read annotation file ({exc.strerror or exc})") from exc
-    except json.JSONDecodeError as exc:
-        raise TrainDataError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from exc
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        where = f"{exc.msg} at line {exc.lineno}" if isinstance(exc, json.JSONDecodeError) else "not text"
+        raise TrainDataError(f"{path}: not valid JSON ({where}); --data takes a COCO instances or YouTube-VIS JSON "
+                             "file (unzip a CVAT download, and export it as COCO 1.0)") from exc
     if not isinstance(data, dict):
         raise TrainDataError(f"{path}: expected a JSON object with images/videos and annotations")
     return data
@@ -121,8 +123,9 @@ def decode_segmentation(segmentation: Any, height: int, width: int) -> np.ndarra
 
 
 def _instance(raw: dict[str, Any], segmentation: Any, height: int, width: int, name: str,
-              warnings: list[str]) -> InstanceAnnotation | None:
-    if raw.get("iscrowd", 0):
+              warnings: list[str], crowd: str = "drop") -> InstanceAnnotation | None:
+    """``crowd``: "drop" a crowd annotation (the official recipe), or "keep" it as an instance."""
+    if raw.get("iscrowd", 0) and crowd == "drop":
         return None
     if segmentation is None:
         return None
@@ -133,11 +136,22 @@ def _instance(raw: dict[str, Any], segmentation: Any, height: int, width: int, n
     return InstanceAnnotation(segmentation, int(raw.get("category_id", 0) or 0), name)
 
 
+def _crowd_note(annotation_file: Path, dropped: int, silent: bool = False) -> list[str]:
+    """One warning for a file's crowd annotations left out (CVAT's and Datumaro's masks are crowd RLE)."""
+    if not dropped or silent:
+        return []
+    return [f"{annotation_file}: {dropped} crowd annotation(s) (iscrowd: 1) not trained on, as the official recipe "
+            "does; CVAT and Datumaro mark every mask shape so: CLIPVIS.CROWD_AS_INSTANCES=true trains on them"]
+
+
 def read_coco_instances(
-    annotation_file: Path, image_root: Path, filter_empty: bool = True, data: dict[str, Any] | None = None
+    annotation_file: Path, image_root: Path, filter_empty: bool = True, data: dict[str, Any] | None = None,
+    crowd_as_instances: bool | None = None,
 ) -> tuple[list[TrainRecord], list[str]]:
     """A COCO/LVIS instances file -> one record per image (images without usable instances dropped when
-    ``filter_empty``), and the warnings for annotations that were skipped."""
+    ``filter_empty``), and the warnings for annotations that were skipped. Crowd annotations are left out unless
+    ``crowd_as_instances`` (False: with one warning counting them, for custom data; None: silently, as the official
+    recipe for the registered datasets)."""
     data = _read_json(annotation_file) if data is None else data
     images, annotations = _entries(annotation_file, data, "images", "a COCO instances file")
     warnings: list[str] = []
@@ -155,6 +169,7 @@ def read_coco_instances(
         except (KeyError, TypeError, ValueError):
             warnings.append(f"{annotation_file}: skipped image entry without id/file_name/height/width: "
                             f"{str(image)[:80]}")
+    crowds = 0
     for position, raw in enumerate(annotations):
         name = _annotation_name(annotation_file, raw, position)
         if not isinstance(raw, dict) or raw.get("image_id") not in frames:
@@ -164,7 +179,10 @@ def read_coco_instances(
         if raw.get("segmentation") is None and not raw.get("iscrowd", 0):  # a box alone: nothing to train masks on
             warnings.append(f"{name}: skipped bad annotation (no segmentation)")
             continue
-        inst = _instance(raw, raw.get("segmentation"), frame.height, frame.width, name, warnings)
+        if raw.get("iscrowd", 0) and not crowd_as_instances:
+            crowds += 1
+            continue
+        inst = _instance(raw, raw.get("segmentation"), frame.height, frame.width, name, warnings, crowd="keep")
         if inst is not None:
             frame.instances.append(inst)
     records = [
@@ -173,8 +191,10 @@ def read_coco_instances(
         if frame.instances or not filter_empty
     ]
     if not records:
-        raise TrainDataError(f"{annotation_file}: no image with a usable (non-crowd) instance annotation")
-    return records, warnings
+        note = _crowd_note(annotation_file, crowds, silent=crowd_as_instances is None)
+        hint = f" ({note[0].split(': ', 1)[1]})" if note else ""
+        raise TrainDataError(f"{annotation_file}: no image with a usable (non-crowd) instance annotation{hint}")
+    return records, warnings + _crowd_note(annotation_file, crowds, silent=crowd_as_instances is None)
 
 
 def _annotation_name(annotation_file: Path, raw: Any, position: int) -> str:
@@ -213,7 +233,8 @@ def _video_sources(annotation_file: Path, videos: Any) -> dict[Any, Path]:
 
 
 def read_ytvis(
-    annotation_file: Path, frames_root: Path, data: dict[str, Any] | None = None
+    annotation_file: Path, frames_root: Path, data: dict[str, Any] | None = None,
+    crowd_as_instances: bool | None = None,
 ) -> tuple[list[TrainRecord], list[str]]:
     """A YouTube-VIS file (also ``clipvis segment``'s ``ytvis.json``) -> one record per video, frames with their
     instances (a track's ``None`` segmentation on a frame means the instance is absent there).
@@ -239,34 +260,40 @@ def read_ytvis(
             records[video["id"]] = TrainRecord(str(video.get("name") or video["id"]), frames)
         except (KeyError, TypeError, ValueError):
             warnings.append(f"{annotation_file}: skipped video entry without id/file_names/height/width")
+    crowds = 0
     for position, raw in enumerate(annotations):
         name = _annotation_name(annotation_file, raw, position)
         if not isinstance(raw, dict) or raw.get("video_id") not in records:
             warnings.append(f"{name}: skipped bad annotation (no known video_id)")
             continue
         record = records[raw["video_id"]]
+        if raw.get("iscrowd", 0) and not crowd_as_instances:
+            crowds += 1
+            continue
         segmentations = raw.get("segmentations")
         if not isinstance(segmentations, list) or len(segmentations) != len(record.frames):
             warnings.append(f"{name}: skipped bad annotation (segmentations do not list one entry per frame)")
             continue
         for t, (frame, segmentation) in enumerate(zip(record.frames, segmentations, strict=True)):
-            inst = _instance(raw, segmentation, frame.height, frame.width, f"{name} frame {t}", warnings)
+            inst = _instance(raw, segmentation, frame.height, frame.width, f"{name} frame {t}", warnings,
+                             crowd="keep")
             if inst is not None:
                 frame.instances.append(inst)
     usable = [r for r in records.values() if r.frames]
     if not usable:
         raise TrainDataError(f"{annotation_file}: no video with frames")
-    return usable, warnings
+    return usable, warnings + _crowd_note(annotation_file, crowds, silent=crowd_as_instances is None)
 
 
-def read_annotation_file(annotation_file: Path, image_root: Path, filter_empty: bool = True
-                         ) -> tuple[list[TrainRecord], list[str]]:
+def read_annotation_file(annotation_file: Path, image_root: Path, filter_empty: bool = True,
+                         crowd_as_instances: bool | None = None) -> tuple[list[TrainRecord], list[str]]:
     """COCO instances or YouTube-VIS, told apart by the top-level keys (``images`` vs ``videos``)."""
     data = _read_json(annotation_file)
     if "videos" in data:
-        return read_ytvis(annotation_file, image_root, data=data)
+        return read_ytvis(annotation_file, image_root, data=data, crowd_as_instances=crowd_as_instances)
     if "images" in data:
-        return read_coco_instances(annotation_file, image_root, filter_empty=filter_empty, data=data)
+        return read_coco_instances(annotation_file, image_root, filter_empty=filter_empty, data=data,
+                                   crowd_as_instances=crowd_as_instances)
     raise TrainDataError(f"{annotation_file}: neither COCO instances ('images') nor YouTube-VIS ('videos')")
 
 

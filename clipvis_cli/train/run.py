@@ -179,6 +179,7 @@ def run_training(request: RunRequest, rank: int = 0, world: int = 1, local_rank:
     sources = load_sources(
         list(config.get("DATASETS.TRAIN") or []), list(config.get("CLIPVIS.TRAIN_DATA") or []),
         config.get("CLIPVIS.DATA_ROOT") or None, filter_empty, say=log.info,
+        crowd_as_instances=bool(config.get("CLIPVIS.CROWD_AS_INSTANCES")),
     )
     records = [r for s in sources for r in s.records]
     for source in sources:

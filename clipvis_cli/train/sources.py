@@ -96,8 +96,11 @@ def load_sources(
     data_root: str | Path | None,
     filter_empty: bool,
     say: Callable[[str], None] | None = None,
+    crowd_as_instances: bool = False,
 ) -> list[TrainSource]:
-    """Every training dataset the config names (registered names and custom ``{json, images}`` entries)."""
+    """Every training dataset the config names (registered names and custom ``{json, images}`` entries).
+    ``crowd_as_instances``: the custom entries' crowd masks are instances too (registered datasets follow the
+    official recipe: crowd regions are left out)."""
     say = say or (lambda message: None)
     root = resolve_data_root(data_root or None)
     sources: list[TrainSource] = []
@@ -109,7 +112,8 @@ def load_sources(
             raise TrainDataError(f"{annotation}: annotation file not found")
         if not images.is_dir():
             raise TrainDataError(f"{images}: image/frame folder not found")
-        records, warnings = read_annotation_file(annotation, images, filter_empty=filter_empty)
+        records, warnings = read_annotation_file(annotation, images, filter_empty=filter_empty,
+                                                 crowd_as_instances=crowd_as_instances)
         is_video = any(len(r.frames) > 1 for r in records) or _is_ytvis(annotation)
         sources.append(TrainSource(str(annotation), records, is_video, warnings))
     for name in dataset_names:

@@ -14,7 +14,9 @@ one save must fit in it.
 
 from __future__ import annotations
 
+import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -41,6 +43,15 @@ class TrainingStopped(KeyboardInterrupt):
         self.saved = saved
 
 
+def write_to_stderr(line: str) -> None:
+    """A line straight to file descriptor 2: safe in a signal handler, which may run while the main thread is in
+    the middle of writing to ``sys.stderr`` (a logging call there raised "reentrant call" errors)."""
+    try:
+        os.write(sys.stderr.fileno(), f"{line}\n".encode(errors="replace"))
+    except (OSError, ValueError, AttributeError):  # no usable stderr (closed, captured without a descriptor)
+        pass
+
+
 def ignore_stop_signals(worker_id: int = 0) -> None:
     """A DataLoader ``worker_init_fn``: worker processes leave stop signals to the main process, which finishes its
     iteration and saves before it shuts them down (a terminal's Ctrl-C reaches every process of the group; a worker
@@ -55,7 +66,8 @@ class StopRequests:
     loop to act on at its next iteration boundary; one more, ``repeat_after`` seconds or later after it, raises
     :class:`TrainingStopped` at once. Inside :meth:`immediately`, a signal raises at once.
 
-    ``announce`` is called once, with a line for the user, when the first signal arrives.
+    ``announce`` is called once, with a line for the user, when the first signal arrives: from the signal handler,
+    so it must not write through Python's buffered streams or logging (``write_to_stderr`` does not).
     """
 
     def __init__(self, announce: Callable[[str], None], repeat_after: float = 2.0) -> None:

@@ -38,7 +38,7 @@ from torch import nn
 
 from clipvis.cli.atomic import atomic_write_text
 from clipvis.cli.train.data import Batch
-from clipvis.cli.train.stopping import StopRequests, TrainingStopped
+from clipvis.cli.train.stopping import StopRequests, TrainingStopped, write_to_stderr
 from clipvis.model import ClipVis, LossWeights, RandomPointSampler, SetCriterion, save_pretrained
 from clipvis.model.matcher import HungarianMatcher
 
@@ -453,7 +453,7 @@ class Trainer:
 
         A stop signal (Ctrl-C, SIGTERM, SIGHUP) ends the run at the end of the iteration it arrived in, with a
         checkpoint there, by raising :class:`TrainingStopped` (see ``stopping``)."""
-        with StopRequests(announce=log.warning if self.rank == 0 else lambda line: None) as requests:
+        with StopRequests(announce=write_to_stderr if self.rank == 0 else lambda line: None) as requests:
             return self._loop(requests)
 
     def _loop(self, requests: StopRequests) -> Path:

@@ -99,6 +99,8 @@ def test_resume_continues_exactly(tmp_path, tiny_train_config, tiny_config):
     assert any(not torch.equal(trained[k], split[k]) for k in split)  # the resumed steps did train
 
     # The training folder exported to the official detectron2 layout loads back to the same weights.
+    to_folder = runner.invoke(app, ["train", "--weights", str(tmp_path / "split"), "--export-pth", str(tmp_path)])
+    assert to_folder.exit_code == 2 and "is a folder" in to_folder.output
     export = ["train", "--weights", str(tmp_path / "split"), "--export-pth", str(tmp_path / "f.pth")]
     result = runner.invoke(app, export)
     assert result.exit_code == 0, result.output
@@ -453,6 +455,7 @@ def test_sigterm_to_the_command_stops_the_processes_it_spawned_together_at_one_s
     last = (run / "last_checkpoint").read_text().strip()
     assert (run / last).is_file() and (run / last.replace(".safetensors", ".state.pt")).is_file()
     assert err.count("clipvis: stopped by SIGTERM; saved ") == 1 and last in err, err
+    assert f"--output-dir {run} --resume --num-gpus 2" in err  # the same batch split: the same result
     assert "Traceback" not in err, err
     iteration = int(last.split("_")[1].split(".")[0])
     assert iteration < 4999

@@ -12,7 +12,7 @@ import pytest
 from clipvis.cli import rle
 from clipvis.cli.train.config import ConfigError, autoscale, load_train_config, shipped_config_path
 from clipvis.cli.train.data import AugmentationConfig, StreamBatchSampler, TrainDataset, augment, repeat_factors
-from clipvis.cli.train.records import read_annotation_file, read_ytvis
+from clipvis.cli.train.records import TrainDataError, read_annotation_file, read_ytvis
 from clipvis.cli.train.sources import remove_lvis_rare
 
 from .conftest import SIZE, render_shapes, write_coco
@@ -32,6 +32,23 @@ def test_coco_reader_reads_polygons_and_rle_and_drops_crowd(tmp_path):
     got, want = sample.masks[0].numpy(), masks[0].astype(bool)
     iou = (got & want).sum() / (got | want).sum()
     assert iou > 0.85  # the contour runs through the boundary pixels
+
+
+def test_crowd_masks_of_custom_data_are_counted_and_can_be_trained_on(tmp_path):
+    """CVAT's and Datumaro's COCO exports mark every mask shape as crowd RLE: a team's corrected masks were all
+    dropped without a word. Custom data now says how many were left out, and CLIPVIS.CROWD_AS_INSTANCES keeps them."""
+    ann, images = write_coco(tmp_path, num_images=2)  # one crowd annotation on image 1
+    records, warnings = read_annotation_file(ann, images, crowd_as_instances=False)
+    assert len(warnings) == 1 and "1 crowd annotation(s) (iscrowd: 1) not trained on" in warnings[0]
+    assert "CLIPVIS.CROWD_AS_INSTANCES=true" in warnings[0]
+    records, warnings = read_annotation_file(ann, images, crowd_as_instances=True)
+    assert warnings == [] and [len(r.frames[0].instances) for r in records] == [3, 2]
+    data = json.loads(ann.read_text())
+    for annotation in data["annotations"]:
+        annotation["iscrowd"] = 1  # as CVAT writes masks
+    ann.write_text(json.dumps(data))
+    with pytest.raises(TrainDataError, match="no image with a usable .* CLIPVIS.CROWD_AS_INSTANCES=true"):
+        read_annotation_file(ann, images, crowd_as_instances=False)
 
 
 def test_bad_annotations_are_skipped_with_a_warning_naming_them(tmp_path):
