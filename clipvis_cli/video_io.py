@@ -541,6 +541,63 @@ def _ends_early(end: float, declared: float) -> bool:
     return end < 0.9 * declared and declared - end > 0.5
 
 
+class VideoFrameSeeker:
+    """Frame ``index`` of a video file, numbered as ``VideoReader`` numbers them (decoded frames in order), read by
+    seeking: what training needs of a video whose frames were not extracted (``segment``'s outputs of a video).
+
+    The frames' timestamps are learned once per file, by decoding it through (``VideoReader``'s numbering, also
+    where a damaged start makes the decoder drop frames, as in an MPEG-TS recording that begins mid-GOP: OpenCV's
+    frame seek numbered those differently); then each frame is read by seeking to the keyframe before it and
+    decoding up to its timestamp. Keeps the timestamps of the ``files`` most recent files."""
+
+    def __init__(self, files: int = 8) -> None:
+        self.files = files
+        self._stamps: dict[str, list[int | None]] = {}
+
+    def frame(self, path: Path | str, index: int) -> np.ndarray:
+        """``[H, W, 3]`` uint8 RGB, rotation applied; VideoReadError when the file has no such frame."""
+        path = Path(path)
+        stamps = self._timestamps(path)
+        if not 0 <= index < len(stamps):
+            raise VideoReadError(path, f"no frame {index} (it has {len(stamps)})")
+        target = stamps[index]
+        try:
+            with _open_input(path) as container:
+                stream = container.streams.video[0]
+                stream.thread_type = "SLICE"
+                if target is not None and stamps.count(target) == 1:
+                    seconds_before = (0.0, 2.0, 10.0)  # seeking by time lands late in some containers (MPEG-TS)
+                    ticks = 1 / float(stream.time_base) if stream.time_base else 0.0
+                    for margin in seconds_before:
+                        container.seek(max(int(target - margin * ticks), 0), stream=stream, backward=True)
+                        for frame in container.decode(stream):
+                            if frame.pts == target:
+                                return _to_rgb(frame)
+                            if frame.pts is not None and frame.pts > target:
+                                break  # landed after it: seek earlier
+                    container.seek(0, stream=stream, backward=True)
+                for position, frame in enumerate(container.decode(stream)):  # from the start, counting
+                    if position == index:
+                        return _to_rgb(frame)
+        except av.error.FFmpegError as error:
+            raise VideoReadError(path, f"frame {index}: {_ffmpeg_reason(error)}") from None
+        raise VideoReadError(path, f"no frame {index}")
+
+    def _timestamps(self, path: Path) -> list[int | None]:
+        key = str(path.resolve())
+        if key not in self._stamps:
+            if len(self._stamps) >= self.files:
+                self._stamps.pop(next(iter(self._stamps)))
+            try:
+                with _open_input(path) as container:
+                    stream = container.streams.video[0]
+                    stream.thread_type = "SLICE"
+                    self._stamps[key] = [frame.pts for frame in container.decode(stream)]
+            except av.error.FFmpegError as error:
+                raise VideoReadError(path, _ffmpeg_reason(error)) from None
+        return self._stamps[key]
+
+
 def variable_frame_times(times: Sequence[float], frame_indices: Sequence[int], fps: Fraction) -> list[float] | None:
     """The frames' times (seconds from the video's start), when they are not what their numbers at ``fps`` say
     (a variable frame rate: screen recorders write frames only when the screen changes; phones vary the rate):

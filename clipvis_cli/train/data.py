@@ -26,6 +26,7 @@ from clipvis.cli.train.records import (
     decode_segmentation,
 )
 from clipvis.cli.train.stopping import ignore_stop_signals
+from clipvis.cli.video_io import VideoFrameSeeker, VideoReadError, rgb_array
 
 LSJ_PAD_VALUE = 128  # detectron2 FixedSizeCrop's image padding
 MAX_RETRIES = 20
@@ -179,11 +180,10 @@ class SampleError(Exception):
     """A sample that cannot be produced (corrupt image); the message names the file."""
 
 
-def read_frame(frame: FrameRecord) -> np.ndarray:
-    """The frame as ``[H, W, 3]`` uint8 RGB, from its image file or else from its source video."""
+def read_frame(frame: FrameRecord, seeker: VideoFrameSeeker | None = None) -> np.ndarray:
+    """The frame as ``[H, W, 3]`` uint8 RGB, from its image file or else from its source video (numbered as
+    ``segment`` numbers them; ``seeker`` keeps what it learned of the videos between calls)."""
     from PIL import Image
-
-    from clipvis.cli.video_io import rgb_array
 
     if frame.path.is_file() or frame.source_video is None:
         try:
@@ -193,15 +193,10 @@ def read_frame(frame: FrameRecord) -> np.ndarray:
             reason = " ".join(str(exc).split())[:120]
             raise SampleError(f"{frame.path}: skipped unreadable image ({reason})") from exc
     else:
-        capture = cv2.VideoCapture(str(frame.source_video))
         try:
-            capture.set(cv2.CAP_PROP_POS_FRAMES, frame.frame_index)
-            ok, bgr = capture.read()
-        finally:
-            capture.release()
-        if not ok:
-            raise SampleError(f"{frame.source_video}: skipped frame {frame.frame_index} (cannot decode it)")
-        image = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+            image = (seeker or VideoFrameSeeker(files=1)).frame(frame.source_video, frame.frame_index)
+        except VideoReadError as error:
+            raise SampleError(f"{frame.source_video}: skipped frame {frame.frame_index} ({error})") from None
     if image.shape[:2] != (frame.height, frame.width):
         raise SampleError(
             f"{frame.path}: skipped image of size {image.shape[1]}x{image.shape[0]}, the annotations say "
@@ -219,6 +214,7 @@ class TrainDataset(Dataset):
         self.records = list(records)
         self.augmentation = augmentation
         self.seed = seed
+        self.seeker = VideoFrameSeeker()  # frames of videos without extracted images (one per worker process)
 
     def __len__(self) -> int:
         return len(self.records)
@@ -242,7 +238,7 @@ class TrainDataset(Dataset):
 
     def _map(self, record: TrainRecord, rng: np.random.Generator, position: int) -> Sample:
         frame = record.frames[int(rng.integers(len(record.frames)))] if len(record.frames) > 1 else record.frames[0]
-        image = read_frame(frame)
+        image = read_frame(frame, self.seeker)
         warnings: list[str] = []
         masks, polygons = [], []
         for inst in frame.instances:

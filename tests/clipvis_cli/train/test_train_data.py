@@ -11,7 +11,14 @@ import pytest
 
 from clipvis.cli import rle
 from clipvis.cli.train.config import ConfigError, autoscale, load_train_config, shipped_config_path
-from clipvis.cli.train.data import AugmentationConfig, StreamBatchSampler, TrainDataset, augment, repeat_factors
+from clipvis.cli.train.data import (
+    AugmentationConfig,
+    SampleError,
+    StreamBatchSampler,
+    TrainDataset,
+    augment,
+    repeat_factors,
+)
 from clipvis.cli.train.records import TrainDataError, read_annotation_file, read_ytvis
 from clipvis.cli.train.sources import remove_lvis_rare
 
@@ -325,6 +332,35 @@ def test_segment_coco_json_of_a_video_trains_without_extracted_frames(tmp_path):
         decoded = read_frame(frame).astype(int)
         assert np.abs(decoded - shown[t][0]).mean() < 3  # the frame itself, decoded from the video
         np.testing.assert_array_equal(rle.decode(frame.instances[0].segmentation), shown[t][1][0].astype(bool))
+
+
+@pytest.mark.parametrize("container", ["mpegts", "mp4"])
+def test_training_decodes_a_video_s_frames_as_segment_numbers_them(tmp_path, container):
+    """OpenCV's frame seek numbered an MPEG-TS file's frames otherwise than segment (PyAV): 21 of 150 frames of a
+    recording with B-frames were other frames, silently. Training now reads frame n as segment's reader does."""
+    import av
+
+    from clipvis.cli.train.data import read_frame
+    from clipvis.cli.train.records import FrameRecord
+    from clipvis.cli.video_io import VideoFrameSeeker, VideoReader
+
+    path = tmp_path / f"long.{'ts' if container == 'mpegts' else 'mp4'}"
+    with av.open(str(path), "w", format=container) as output:
+        stream = output.add_stream("libx264", rate=25, options={"g": "60", "bf": "3"})
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for t in range(90):
+            image = np.zeros((48, 64, 3), np.uint8)
+            image[..., 0], image[..., 1] = (t * 7) % 256, (t * 13) % 256
+            image[20:30, (t * 3) % 44 : (t * 3) % 44 + 20] = 255
+            output.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        output.mux(stream.encode())
+    expected = [image for _, image in VideoReader(path)]
+    seeker = VideoFrameSeeker()
+    for index in [*range(0, 90, 7), 89, 3, 88]:
+        frame = FrameRecord(tmp_path / "not_extracted.jpg", 48, 64, source_video=path, frame_index=index)
+        np.testing.assert_array_equal(read_frame(frame, seeker), expected[index], err_msg=f"frame {index}")
+    with pytest.raises(SampleError, match="no frame 90"):
+        read_frame(FrameRecord(tmp_path / "x.jpg", 48, 64, source_video=path, frame_index=90), seeker)
 
 
 def mask_iou(mask: np.ndarray, other: np.ndarray) -> float:
