@@ -16,13 +16,29 @@ import numpy as np
 from clipvis.cli import rle
 
 
+class MaskStoreError(OSError):
+    """The masks' temporary file cannot be created or written; `str()` names its folder ($TMPDIR), which is not
+    the output folder an operator would look at first."""
+
+    def __init__(self, directory: str, cause: OSError) -> None:
+        reason = cause.strerror or str(cause)
+        super().__init__(cause.errno, f"masks' temporary file in {directory} (TMPDIR): {reason}")
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
 class TrackMaskStore:
     """Per frame, the compressed RLE of each track's mask (track order fixed for the video)."""
 
     def __init__(self, height: int, width: int, directory: str | None = None) -> None:
         self.size = [height, width]
         # Unlinked from the start (TemporaryFile): a crash or kill -9 leaves nothing behind in the temp folder.
-        self._file = tempfile.TemporaryFile(prefix="clipvis-masks-", suffix=".rle", dir=directory)
+        self.directory = directory or tempfile.gettempdir()
+        try:
+            self._file = tempfile.TemporaryFile(prefix="clipvis-masks-", suffix=".rle", dir=directory)
+        except OSError as error:
+            raise MaskStoreError(self.directory, error) from None
         self._offset = 0
         self._index: list[np.ndarray] = []  # per frame [Q, 2] (offset, length); length 0 = empty mask
 
@@ -39,8 +55,14 @@ class TrackMaskStore:
             index[q] = (self._offset, len(counts))
             chunks.append(counts)
             self._offset += len(counts)
-        self._file.write(b"".join(chunks))
+        self._write(b"".join(chunks))
         self._index.append(index)
+
+    def _write(self, data: bytes) -> None:
+        try:
+            self._file.write(data)
+        except OSError as error:  # a full or failing temp disk, named as such
+            raise MaskStoreError(self.directory, error) from None
 
     def add_compressed(self, compressed: rle.CompressedRuns, empty: np.ndarray) -> None:
         """One frame's track masks as COCO compressed strings (``rle.compress_runs``), written in one piece;
@@ -48,7 +70,7 @@ class TrackMaskStore:
         if list(compressed.size) != self.size:
             raise ValueError(f"masks of size {list(compressed.size)} in a store of size {self.size}")
         index = np.stack([compressed.offsets + self._offset, np.where(empty, 0, compressed.sizes)], 1)
-        self._file.write(compressed.data)
+        self._write(compressed.data)
         self._offset += len(compressed.data)
         self._index.append(index)
 
@@ -57,7 +79,10 @@ class TrackMaskStore:
         offset, length = self._index[frame][track]
         if length == 0:
             return None
-        self._file.flush()
+        try:
+            self._file.flush()
+        except OSError as error:
+            raise MaskStoreError(self.directory, error) from None
         counts = os.pread(self._file.fileno(), int(length), int(offset)).decode("ascii")  # no shared file position:
         return {"size": list(self.size), "counts": counts}  # safe from several threads (the overlay's renderers)
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence, Sized
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -297,8 +298,8 @@ class SegmentRunner:
         try:
             manifest.write(paths.manifest)
             tracked = held.enter_context(self.track(source, video_id, stem))
-        except KeyboardInterrupt:
-            _mark_interrupted(manifest, paths)
+        except KeyboardInterrupt as interrupt:
+            _mark_interrupted(manifest, paths, interrupt)
             raise
         except Exception as error:  # noqa: BLE001 - see _failure
             return self._failure(error, source, manifest, paths)
@@ -306,8 +307,8 @@ class SegmentRunner:
         def write() -> VideoOutcome:
             try:
                 return self._write_tracked(source, tracked, paths, manifest, previous, started)
-            except KeyboardInterrupt:
-                _mark_interrupted(manifest, paths)
+            except KeyboardInterrupt as interrupt:
+                _mark_interrupted(manifest, paths, interrupt)
                 raise
             except Exception as error:  # noqa: BLE001 - see _failure
                 return self._failure(error, source, manifest, paths)
@@ -319,8 +320,11 @@ class SegmentRunner:
     ) -> VideoOutcome:
         """A failed input: one line, recorded in its run.json. Model, memory and library errors fail the input,
         not the batch."""
-        if isinstance(error, (VideoReadError, OutputNotWritableError)):
+        if isinstance(error, VideoReadError):  # names the input already
             return self._record_failure(source, paths.stem, one_line(str(error)), manifest, paths)
+        if isinstance(error, OutputNotWritableError):  # "<input>: <output file>: output not writable (...)"
+            return self._record_failure(source, paths.stem, subject_message(str(error), source.path), manifest,
+                                        paths)
         cause = describe_exception(error)
         if not isinstance(error, (ValueError, OSError, RuntimeError)):
             cause = f"{type(error).__name__}: {cause}"
@@ -489,8 +493,10 @@ def _settled(outcome: VideoOutcome) -> Future[VideoOutcome]:
     return future
 
 
-def _mark_interrupted(manifest: RunManifest, paths: VideoOutputPaths) -> None:
-    manifest.mark_failed("interrupted by the user", status=STATUS_INTERRUPTED)
+def _mark_interrupted(manifest: RunManifest, paths: VideoOutputPaths, interrupt: KeyboardInterrupt) -> None:
+    signum = getattr(interrupt, "signum", None)  # the launcher's Terminated: SIGTERM or SIGHUP (a scheduler's)
+    cause = f"interrupted by {signal.Signals(signum).name}" if signum else "interrupted by the user (Ctrl-C)"
+    manifest.mark_failed(cause, status=STATUS_INTERRUPTED)
     _write_quietly(manifest, paths.manifest)
 
 

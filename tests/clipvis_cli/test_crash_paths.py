@@ -177,6 +177,29 @@ def test_unexpected_error_fails_one_input_and_records_it(tmp_path, tiny_weights,
     assert json.loads((out / "b" / "run.json").read_text())["status"] == "complete"
 
 
+def test_an_output_that_cannot_be_written_names_the_input_first(tmp_path, tiny_weights, monkeypatch) -> None:
+    """`clipvis: error: <input>: <cause>`, as for every failed input: a full disk named only the output file."""
+    import errno
+
+    from clipvis.cli.atomic import OutputNotWritableError
+    from clipvis.cli.writers import CocoWriter
+
+    write_video(tmp_path / "a.mp4")
+    original = CocoWriter.write_video
+
+    def full_disk(self, path, *args, **kwargs):
+        if Path(path).parent.name == "a":
+            raise OutputNotWritableError(path, OSError(errno.ENOSPC, "No space left on device"))
+        return original(self, path, *args, **kwargs)
+
+    monkeypatch.setattr(CocoWriter, "write_video", full_disk)
+    out = tmp_path / "out"
+    result = segment(tiny_weights, out, str(tmp_path / "a.mp4"), extra=("--formats", "ytvis,coco"))
+    assert result.exit_code == 1
+    assert error_lines(result) == [f"clipvis: error: {tmp_path}/a.mp4: {out}/a/coco.json: output not writable "
+                                   "(No space left on device)"]
+
+
 def test_base_include_cycle_is_one_line(tmp_path, tiny_weights) -> None:
     (tmp_path / "a.yaml").write_text("_BASE_: b.yaml\nMODEL: {}\n")
     (tmp_path / "b.yaml").write_text("_BASE_: a.yaml\nINPUT: {}\n")

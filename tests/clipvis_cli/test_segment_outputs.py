@@ -219,6 +219,7 @@ def test_a_scheduler_s_termination_signal_ends_a_run_as_ctrl_c_does(tmp_path, ti
     assert process.returncode == 128 + getattr(signal, name), stderr
     assert "Traceback" not in stderr and "interrupted" in stderr, stderr
     assert RunManifest.read(manifest).status == "interrupted"
+    assert RunManifest.read(manifest).error == f"interrupted by {name}"  # not "by the user": a scheduler's
     assert sorted(p.name for p in (out / "long").iterdir()) == [".clipvis.lock", "run.json"]
 
 

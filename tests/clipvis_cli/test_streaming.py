@@ -113,6 +113,29 @@ def test_store_keeps_compressed_frames_and_empty_tracks() -> None:
         assert [store.get(1, q) for q in (0, 1, 2, 3, 5)] == [rle.encode(masks[q]) for q in (0, 1, 2, 3, 5)]
 
 
+def test_a_full_temporary_disk_is_named_as_such(tmp_path) -> None:
+    """A full $TMPDIR failed an input with "No space left on device", and the operator looked at the output disk:
+    the masks' temporary file (unlinked, invisible to ls and du) is named with its folder."""
+    import errno
+
+    from clipvis.cli.mask_store import MaskStoreError, TrackMaskStore
+
+    class FullDisk:
+        closed = False
+
+        def write(self, data: bytes) -> int:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def close(self) -> None: ...
+
+    with TrackMaskStore(4, 4, directory=str(tmp_path)) as store:
+        store._file = FullDisk()
+        with pytest.raises(MaskStoreError) as caught:
+            store.add_frame(np.ones((2, 4, 4), bool))
+    assert str(caught.value) == f"masks' temporary file in {tmp_path} (TMPDIR): No space left on device"
+    assert caught.value.errno == errno.ENOSPC
+
+
 @pytest.fixture(scope="module")
 def predictor(tiny_model_factory, tmp_path_factory):
     model = tiny_model_factory("rn", num_queries=6)
