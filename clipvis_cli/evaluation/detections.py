@@ -66,8 +66,13 @@ def load_results(path: Path, gt: VideoGroundTruth) -> DetectionSet:
 def parse_results(results: Any, gt: VideoGroundTruth, source: str = "<results>") -> DetectionSet:
     """Validate an in-memory results list against `gt` and return the detections to score."""
     if isinstance(results, Mapping):
-        hint = " (this looks like a GT file)" if "annotations" in results else ""
-        raise EvaluationInputError(f"{source}: expected a JSON list of results, got a JSON object{hint}")
+        annotations = results.get("annotations")
+        scored = isinstance(annotations, list) and annotations and all(
+            isinstance(a, Mapping) and "score" in a for a in annotations)
+        if not scored:  # a GT file (no scores), or some other object
+            hint = " (this looks like a GT file)" if "annotations" in results else ""
+            raise EvaluationInputError(f"{source}: expected a JSON list of results, got a JSON object{hint}")
+        results = annotations  # segment's ytvis.json: its annotations are the results list
     if not isinstance(results, list):
         raise EvaluationInputError(f"{source}: expected a JSON list of results, got {type(results).__name__}")
     if not results:

@@ -115,7 +115,12 @@ def good(vis: ModuleType, **changes: Any) -> dict[str, Any]:
 def test_results_must_be_a_non_empty_list(vis: ModuleType) -> None:
     assert "expected a JSON list" in results_error(vis, {"annotations": []})
     assert "looks like a GT file" in results_error(vis, {"annotations": []})
+    assert "looks like a GT file" in results_error(vis, {"annotations": [{"video_id": 1}]})  # no scores
     assert "empty" in results_error(vis, [])
+    # segment's ytvis.json: its annotations (with scores) are the results list, as the README says
+    gt = parse_ground_truth(simple_gt(vis), source="gt.json")
+    from_segment = parse_results({"videos": [], "annotations": [good(vis)]}, gt, source="ytvis.json")
+    assert from_segment.num_results == 1 and len(from_segment.detections) == 1
 
 
 def test_results_errors_name_the_entry_and_video(vis: ModuleType) -> None:
