@@ -1,11 +1,12 @@
 """Inference over a benchmark dataset in the official evaluator's mode, resumable, writing `results.json`.
 
 Per-video results are cached under `OUTPUT/per_video/<video_id>.json` (atomic writes), keyed by the weights,
-vocabulary and options in `OUTPUT/per_video/cache.json`, so an interrupted evaluation resumes where it stopped and a
-changed setting never reuses stale results. When the key changes only clipvis' own per-video files are deleted,
-under the folder's lock; a `per_video` folder that clipvis did not make (no `cache.json`, not empty) is left alone
-and the run stops with one line. A video that fails (missing frame, unreadable image, model error) is reported on
-one line and the others still run.
+vocabulary and options in `OUTPUT/per_video/cache.json` and, per video, by its frames (paths, sizes, modification
+times) and the category ids (`video_key`), so an interrupted evaluation resumes where it stopped and a changed
+setting, frame or category id never reuses stale results. When the key changes only clipvis' own per-video files
+are deleted, under the folder's lock; a `per_video` folder that clipvis did not make (no `cache.json`, not empty) is
+left alone and the run stops with one line. A video that fails (missing frame, unreadable image, model error) is
+reported on one line and the others still run.
 """
 
 from __future__ import annotations
@@ -68,6 +69,25 @@ def cache_identity(weights: str, vocabulary: list[str], options: dict[str, Any])
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def _size_and_time(path: Path) -> tuple[int, int]:
+    status = path.stat()
+    return status.st_size, status.st_mtime_ns
+
+
+def _cached_results(path: Path, key: str | None) -> list[dict[str, Any]] | None:
+    """A video's cached results when its file is whole and was computed from what ``key`` says, else None (it runs
+    again; files of earlier versions, a bare list without a key, too)."""
+    if key is None or not path.is_file():
+        return None
+    try:
+        cached = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(cached, dict) or cached.get("key") != key or not isinstance(cached.get("results"), list):
+        return None
+    return cached["results"]
+
+
 class DatasetInference:
     """Runs the predictor (exact mode) over a dataset's videos, official results format."""
 
@@ -112,6 +132,19 @@ class DatasetInference:
                 entry.unlink(missing_ok=True)
         if previous != identity:
             atomic_write_json(marker, {"identity": identity, "weights": self.options.weights_identity()})
+
+    def video_key(self, video: GtVideo) -> str | None:
+        """What a video's cached results were computed from besides the run's key: its frames (each file's path,
+        size and modification time, in the GT's order), its size, and the category ids the results are written
+        with. A video whose frames changed (another copy of the dataset, re-extracted frames, a shorter frame list)
+        or whose category ids were renumbered runs again. None when the frames cannot be listed."""
+        try:
+            frames = self.inputs.frame_paths(video)
+            stats = [(str(path.resolve()), *_size_and_time(path)) for path in frames]
+        except (ValueError, OSError):
+            return None
+        text = json.dumps({"frames": stats, "size": [video.height, video.width], "categories": self.category_ids})
+        return hashlib.sha256(text.encode()).hexdigest()
 
     def video_folder(self, video: GtVideo) -> Path:
         """The folder of a video's frames (the frames root when its frame names cannot be used)."""
@@ -229,7 +262,11 @@ class DatasetInference:
         """With the per_video lock held: sweep what a killed run left, check the cache key."""
         # the files evaluate writes next to per_video/, as temporary files a killed run may have left
         remove_stale_temp_files(output, [RESULTS_NAME, METRICS_NAME, f"{self.inputs.spec.name}_results.zip"])
+        earlier = (cache / CACHE_STAMP).is_file()
         self._prepare_cache(cache)
+        if earlier:  # a folder evaluate wrote before: its results and metrics are another run's until rewritten
+            for name in (RESULTS_NAME, METRICS_NAME):
+                (output / name).unlink(missing_ok=True)
 
     def videos_to_run(self, max_videos: int | None) -> list[GtVideo]:
         """The videos of the run, by id."""
@@ -248,14 +285,11 @@ class DatasetInference:
         for video in videos:
             path = cache / f"{video.id}.json"
             stem = f"video{video.id}"
-            entries = None
-            if path.is_file():
-                try:
-                    entries = json.loads(path.read_text())
-                    reused += 1
-                    self.reporter.video_skipped(VideoSource(path=path), stem)
-                except (OSError, ValueError):
-                    entries = None
+            key = self.video_key(video)
+            entries = _cached_results(path, key)
+            if entries is not None:
+                reused += 1
+                self.reporter.video_skipped(VideoSource(path=path), stem)
             if entries is None:
                 try:
                     entries = self.run_video(video)
@@ -266,7 +300,7 @@ class DatasetInference:
                     where = f"{path_text(self.video_folder(video))}: video {video.id}"
                     failed[video.id] = self._report_failure(video, subject_message(error, where))
                     continue
-                atomic_write_json(path, entries)
+                atomic_write_json(path, {"key": key, "results": entries})
                 computed += 1
                 # the frames folder names the video (a log's line); the output is its per-video file
                 self.reporter.video_finished(
@@ -299,13 +333,13 @@ class DatasetInference:
     def _read_per_video(path: Path) -> list[dict[str, Any]]:
         """A per-video file another rank wrote; PerVideoFileError with one line when it cannot be read."""
         try:
-            return json.loads(path.read_text())
+            return json.loads(path.read_text())["results"]
         except FileNotFoundError:
             raise PerVideoFileError(
                 f"{path_text(path)}: written by another process but not found here; on several machines the output "
                 "folder must be on a file system they share"
             ) from None
-        except (OSError, ValueError) as error:
+        except (OSError, ValueError, KeyError, TypeError) as error:
             raise PerVideoFileError(f"{path_text(path)}: unreadable ({describe_exception(error)})") from None
 
     def _report_failure(self, video: GtVideo, message: str) -> str:

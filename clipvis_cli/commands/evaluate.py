@@ -8,7 +8,7 @@ Exit status: 0 scored, 1 bad input file (one `clipvis: error:` line on stderr), 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -42,19 +42,19 @@ def fail(message: str | BaseException, code: int = 1) -> typer.Exit:
     return typer.Exit(code)
 
 
-def metrics_payload(result: VideoAPResult, **sources: str) -> dict[str, Any]:
+def metrics_payload(result: VideoAPResult, **sources: Any) -> dict[str, Any]:
     """The metrics JSON document: the evaluation summary plus where the inputs came from."""
     return {**sources, **result.to_dict()}
 
 
 def report_result(
     result: VideoAPResult,
-    json_path: Path | None,
-    sources: Mapping[str, str],
+    json_path: Path | Sequence[Path] | None,
+    sources: Mapping[str, Any],
     published: Mapping[str, float] | None = None,
     console: Console | None = None,
 ) -> None:
-    """Print warnings (stderr), the table (stdout) and write the metrics JSON if asked.
+    """Print warnings (stderr), the table (stdout) and write the metrics JSON (to each of ``json_path``) if asked.
 
     Raises OutputNotWritableError when the JSON cannot be written.
     """
@@ -69,10 +69,11 @@ def report_result(
         highlight=False,
     )
     out.print(metrics_table(result, published=published))
-    if json_path is not None:
-        ensure_output_dir(json_path.parent if str(json_path.parent) else Path("."))
-        atomic_write_json(json_path, metrics_payload(result, **sources), indent=2)
-        typer.echo(f"wrote {json_path}", err=True)
+    paths = [json_path] if isinstance(json_path, Path) else list(json_path or [])
+    for path in dict.fromkeys(paths):
+        ensure_output_dir(path.parent if str(path.parent) else Path("."))
+        atomic_write_json(path, metrics_payload(result, **sources), indent=2)
+        typer.echo(f"wrote {path}", err=True)
 
 
 def published_numbers(weights: str, dataset: str | None) -> dict[str, float] | None:
@@ -99,7 +100,8 @@ def evaluate(
         "categories carry 'partition', else ytvis. burst = CLIP-VIS tools/mAP.py BURST scoring.",
     ),
     json_path: Path | None = typer.Option(
-        None, "--json", help="Also write the metrics (fractions, null = undefined) to this JSON file.", dir_okay=False
+        None, "--json", help="Also write the metrics (fractions, null = undefined) to this JSON file (inference: as "
+        "well as OUTPUT/metrics.json).", dir_okay=False
     ),
     dataset: str | None = typer.Option(
         None, "--dataset", help="Run a checkpoint on a registered benchmark: " + ", ".join(dataset_names()) + "."
@@ -147,9 +149,10 @@ def evaluate(
             protocol = ProtocolChoice(get_dataset(dataset).protocol)
 
         def score(results_path: Path, gt_path: Path) -> None:
-            score_and_report(
-                results_path, gt_path, protocol, json_path or results_path.parent / METRICS_NAME, published
-            )
+            # OUTPUT/metrics.json always (beside the results.json it scores), --json as well; with what produced it
+            paths = [results_path.parent / METRICS_NAME, *([json_path] if json_path is not None else [])]
+            run = {"weights": weights, "dataset": name, "max_videos": max_videos}
+            score_and_report(results_path, gt_path, protocol, paths, published, run)
 
         run_dataset_evaluation(
             dataset=dataset, gt=gt, frames=frames, weights=weights, data_root=data_root,
@@ -168,8 +171,9 @@ def score_and_report(
     results: Path,
     gt: Path,
     protocol: ProtocolChoice | None,
-    json_path: Path | None,
+    json_path: Path | Sequence[Path] | None,
     published: Mapping[str, float] | None,
+    run: Mapping[str, Any] | None = None,
 ) -> None:
     """Score a results file against its ground truth, print the table, write the metrics JSON if asked; a bad input
     or an unwritable JSON raises typer.Exit(1) after its one-line error."""
@@ -178,6 +182,7 @@ def score_and_report(
     except EvaluationInputError as error:
         raise fail(str(error)) from error
     try:
-        report_result(result, json_path, {"results": str(results), "gt": str(gt)}, published=published)
+        report_result(result, json_path, {"results": str(results), "gt": str(gt), **(run or {})},
+                      published=published)
     except OutputNotWritableError as error:
         raise fail(str(error)) from error

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import zipfile
 from pathlib import Path
 
@@ -92,12 +93,29 @@ def test_lvvis_val_end_to_end_and_resume(tmp_path, tiny_weights) -> None:
     truth = gt["annotations"][0]
     perfect = [{"video_id": 1, "category_id": truth["category_id"], "score": 1.0,
                 "segmentations": truth["segmentations"]}]
-    (out / "per_video" / "1.json").write_text(json.dumps(perfect))
+    cached = json.loads((out / "per_video" / "1.json").read_text())
+    (out / "per_video" / "1.json").write_text(json.dumps({"key": cached["key"], "results": perfect}))
     fourth = evaluate([*args, "--max-videos", "1"])
     assert fourth.exit_code == 0 and "0 videos run, 1 reused" in fourth.stderr, fourth.output
     assert "scored against the ground truth of the 1 video(s) run" in fourth.stderr
     assert [v["id"] for v in json.loads((out / "ground_truth_first_1.json").read_text())["videos"]] == [1]
     assert json.loads((out / "metrics.json").read_text())["metrics"]["AP"] == pytest.approx(1.0)
+
+    # Cached results are the frames' and the category ids': other frames (another copy of the dataset, frames
+    # extracted again) or renumbered category ids run the video again; they were reused without a word.
+    frame = next((data / "lvvis" / "val" / "JPEGImages").rglob("*.jpg"))
+    os.utime(frame, ns=(frame.stat().st_atime_ns, frame.stat().st_mtime_ns + 10**9))
+    fifth = evaluate([*args, "--max-videos", "1"])
+    assert fifth.exit_code == 0 and "1 videos run, 0 reused" in fifth.stderr, fifth.output
+    gt_path = data / "lvvis" / "val" / "val_instances_.json"
+    for category in gt["categories"]:
+        category["id"] += 10
+    for annotation in gt["annotations"]:
+        annotation["category_id"] += 10
+    gt_path.write_text(json.dumps(gt))
+    sixth = evaluate([*args, "--max-videos", "1"])
+    assert sixth.exit_code == 0 and "1 videos run, 0 reused" in sixth.stderr, sixth.output
+    assert {r["category_id"] for r in json.loads((out / "results.json").read_text())} <= {11, 12, 13}
 
 
 def test_the_cache_knows_the_weights_by_their_resolved_path(tmp_path, tiny_weights, monkeypatch) -> None:
@@ -190,3 +208,25 @@ def test_a_benchmark_is_scored_with_its_own_protocol(tmp_path, tiny_weights) -> 
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["protocol"] == "burst", metrics
     assert "protocol burst" in result.stdout
+
+
+def test_metrics_json_is_always_written_with_what_produced_it_and_a_failed_run_leaves_no_stale_scores(
+    tiny_weights, tmp_path
+) -> None:
+    """--json replaced OUTPUT/metrics.json (an older one stayed beside a newer results.json, with nothing saying
+    which weights made it); a run with a failed video left the previous run's results.json and metrics.json."""
+    data = tmp_path / "datasets"
+    make_lvvis(data)
+    out = tmp_path / "eval"
+    args = ["--dataset", "lvvis_val", "--weights", str(tiny_weights), "--data-root", str(data), "-o", str(out),
+            "--device", "cpu"]
+    result = evaluate([*args, "--json", str(tmp_path / "mine.json")])
+    assert result.exit_code == 0, result.output
+    for path in (out / "metrics.json", tmp_path / "mine.json"):
+        metrics = json.loads(path.read_text())
+        assert metrics["weights"] == str(tiny_weights) and metrics["dataset"] == "lvvis_val"
+        assert metrics["max_videos"] is None and "AP" in metrics["metrics"]
+    next((data / "lvvis" / "val" / "JPEGImages").rglob("*.jpg")).unlink()  # a video fails now
+    failed = evaluate(args)
+    assert failed.exit_code == 1
+    assert not (out / "results.json").exists() and not (out / "metrics.json").exists()
