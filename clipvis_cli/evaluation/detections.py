@@ -163,6 +163,8 @@ def _check_masks(frames: Sequence[Any], video: GtVideo, where: str) -> list[RleD
                 f"{video.height}x{video.width} (height x width)"
             )
         counts = rle["counts"]
+        if isinstance(counts, str | bytes) and not counts:
+            raise EvaluationInputError(f"{where}: segmentations[{frame}] has empty RLE 'counts'")
         if isinstance(counts, str | bytes):
             out[frame] = rle if isinstance(rle, dict) else dict(rle)
         elif isinstance(counts, list):
@@ -176,4 +178,12 @@ def _check_masks(frames: Sequence[Any], video: GtVideo, where: str) -> list[RleD
             raise EvaluationInputError(f"{where}: an uncompressed RLE has invalid counts ({error})") from error
         for (frame, _), rle in zip(uncompressed, converted, strict=True):
             out[frame] = rle
+    present = [(frame, rle) for frame, rle in enumerate(out) if rle is not None]
+    if present:  # corrupt counts decode to any number of pixels (4e9 on a 64x64 frame): caught by their area
+        areas = mask_utils.area([{"size": rle["size"], "counts": rle["counts"]} for _, rle in present])
+        pixels = video.height * video.width
+        for (frame, _), area in zip(present, areas, strict=True):
+            if not 0 <= int(area) <= pixels:
+                raise EvaluationInputError(f"{where}: segmentations[{frame}] has corrupt RLE 'counts' ({int(area)} "
+                                           f"pixels on a {video.height}x{video.width} frame)")
     return out

@@ -123,6 +123,15 @@ def test_results_must_be_a_non_empty_list(vis: ModuleType) -> None:
     assert from_segment.num_results == 1 and len(from_segment.detections) == 1
 
 
+def test_corrupt_rle_counts_are_refused(vis: ModuleType) -> None:
+    """Garbage counts decoded to 4e9 pixels on a 64x64 frame and were scored (APs moved from 38 to 55)."""
+    bad = good(vis)
+    bad["segmentations"][0] = {"size": bad["segmentations"][0]["size"], "counts": "!!!garbage"}
+    assert "segmentations[0] has corrupt RLE 'counts'" in results_error(vis, [bad])
+    bad["segmentations"][0]["counts"] = ""
+    assert "segmentations[0] has empty RLE 'counts'" in results_error(vis, [bad])
+
+
 def test_results_errors_name_the_entry_and_video(vis: ModuleType) -> None:
     ok = good(vis)
     message = results_error(vis, [ok, good(vis, video_id=77)])
