@@ -27,7 +27,6 @@ from clipvis.cli.datasets import (
     DatasetInputs,
     DatasetSpec,
     dataset_inputs,
-    read_dataset_index,
     write_server_zip,
 )
 from clipvis.cli.distributed import DistributedRun, InputsDifferError, OtherRankFailed, visible_cuda_devices
@@ -45,8 +44,14 @@ def _fail(message: str | BaseException, code: int = 1) -> typer.Exit:
 
 
 def custom_inputs(gt: Path, frames: Path) -> DatasetInputs:
-    """A YouTube-VIS GT file plus its frames folder (frame paths = frames / file_names[i])."""
-    index = read_dataset_index(gt)
+    """A YouTube-VIS GT file plus its frames folder (frame paths = frames / file_names[i]). The whole GT is read
+    here, annotations included: a malformed one stops the run before any video runs, not after all of them."""
+    from clipvis.cli.datasets import DatasetIndex
+    from clipvis.cli.evaluation.files import read_json_file
+    from clipvis.cli.evaluation.ground_truth import parse_ground_truth
+
+    parsed = parse_ground_truth(read_json_file(gt, "annotation file"), source=str(gt))
+    index = DatasetIndex(videos=list(parsed.videos.values()), categories=list(parsed.categories))
     if not index.categories:
         raise EvaluationInputError(f"{gt}: no categories, cannot build the vocabulary")
     spec = DatasetSpec(

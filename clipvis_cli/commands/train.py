@@ -51,6 +51,10 @@ def train(
     images: list[Path] = typer.Option(
         None, "--images", help="The image folder (COCO) or frames folder (YouTube-VIS) of each --data."
     ),
+    clip_config: Path | None = typer.Option(
+        None, "--clip-config", exists=True, dir_okay=False,
+        help="open_clip model config JSON for a CLIP open_clip does not know by name (as segment --clip-config).",
+    ),
     data_root: Path | None = typer.Option(None, "--data-root", help="Root of the registered datasets."),
     no_autoscale: bool = typer.Option(
         False, "--no-autoscale", help="Keep LR and schedule as written when the batch or process count changes."
@@ -73,7 +77,7 @@ def train(
     if config is None and not resume:
         raise typer.BadParameter("--config is required (a shipped name such as lvis_r50.yaml, or a file)")
     data, images = list(data or []), list(images or [])
-    if len(data) != len(images):
+    if len(data) != len(images) and not (resume and not data):  # --resume --images: the run's data moved
         raise typer.BadParameter("give one --images folder for each --data file")
     try:
         cfg = load_train_config(config, list(overrides or [])) if config is not None else None
@@ -94,11 +98,20 @@ def train(
         cfg.set("MODEL.WEIGHTS", str(local.resolve()) if local.exists() else weights)
     if data_root is not None:
         cfg.set("CLIPVIS.DATA_ROOT", str(data_root))
+    if clip_config is not None:  # recorded in config.yaml (absolute): --resume builds the same CLIP
+        cfg.set("CLIPVIS.CLIP_CONFIG", str(clip_config.resolve()))
     if data:
         cfg.set("CLIPVIS.TRAIN_DATA", [{"json": str(d), "images": str(i)} for d, i in zip(data, images, strict=True)])
         if "DATASETS.TRAIN" not in cfg.overridden:
             cfg.set("DATASETS.TRAIN", [])
-    if saved is None or data or data_root is not None:
+    elif images:  # --resume with only the image folders moved: the run's annotation files, these folders
+        entries = list(cfg.get("CLIPVIS.TRAIN_DATA") or [])
+        if len(entries) != len(images):
+            raise typer.BadParameter(f"the run has {len(entries)} --data file(s): give as many --images folders, "
+                                     "in their order (or --data and --images both)")
+        cfg.set("CLIPVIS.TRAIN_DATA", [{**entry, "images": str(folder)} for entry, folder in zip(entries, images,
+                                                                                              strict=True)])
+    if saved is None or data or images or data_root is not None:
         _record_absolute_data_paths(cfg)
     request = RunRequest(cfg, weights=weights, resume=resume, num_processes=num_gpus,
                          autoscale=not no_autoscale and saved is None)

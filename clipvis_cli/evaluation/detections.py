@@ -24,7 +24,7 @@ from pycocotools import mask as mask_utils
 from clipvis.cli.evaluation.errors import EvaluationInputError
 from clipvis.cli.evaluation.files import read_json_file
 from clipvis.cli.evaluation.ground_truth import GtVideo, VideoGroundTruth, is_absent
-from clipvis.cli.rle import RleDict
+from clipvis.cli.rle import RleDict, coco_areas
 
 
 @dataclass
@@ -180,7 +180,7 @@ def _check_masks(frames: Sequence[Any], video: GtVideo, where: str) -> list[RleD
             out[frame] = rle
     present = [(frame, rle) for frame, rle in enumerate(out) if rle is not None]
     if present:  # corrupt counts decode to any number of pixels (4e9 on a 64x64 frame): caught by their area
-        areas = mask_utils.area([{"size": rle["size"], "counts": rle["counts"]} for _, rle in present])
+        areas = coco_areas([{"size": rle["size"], "counts": rle["counts"]} for _, rle in present])
         pixels = video.height * video.width
         for (frame, _), area in zip(present, areas, strict=True):
             if not 0 <= int(area) <= pixels:

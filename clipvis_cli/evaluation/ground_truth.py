@@ -198,11 +198,15 @@ def _parse_categories(entries: Sequence[Any], source: str) -> list[GtCategory]:
 def _parse_tracks(entries: Sequence[Any], videos: Mapping[int, GtVideo], source: str) -> list[GtTrack]:
     tracks: list[GtTrack] = []
     seen_ids: set[int] = set()
+    # segment's ytvis.json corrected into a ground truth has no annotation ids: they are only labels, numbered here
+    numbered = bool(entries) and all(isinstance(e, Mapping) and "id" not in e for e in entries)
     for index, entry in enumerate(entries):
         where = f"{source}: annotations[{index}]"
         if not isinstance(entry, Mapping):
             raise EvaluationInputError(f"{where} is not an object")
         track_id, video_id, category_id = entry.get("id"), entry.get("video_id"), entry.get("category_id")
+        if numbered:
+            track_id = index + 1
         if not (_is_int(track_id) and _is_int(video_id) and _is_int(category_id)):
             raise EvaluationInputError(f"{where} needs integer 'id', 'video_id' and 'category_id'")
         where = f"{where} (id {track_id}, video_id {video_id})"

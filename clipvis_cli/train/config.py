@@ -83,6 +83,8 @@ DEFAULTS: dict[str, Any] = {
         "EVAL_VIDEOS": 0,  # periodic evaluation on at most this many videos (0 = all)
         # Custom data: train on iscrowd masks too (CVAT and Datumaro write every mask shape as crowd RLE)
         "CROWD_AS_INSTANCES": False,
+        # An open_clip model config JSON for a CLIP open_clip does not know by name (as segment --clip-config)
+        "CLIP_CONFIG": "",
     },
 }
 

@@ -185,13 +185,16 @@ def read_frame(frame: FrameRecord, seeker: VideoFrameSeeker | None = None) -> np
     ``segment`` numbers them; ``seeker`` keeps what it learned of the videos between calls)."""
     from PIL import Image
 
-    if frame.path.is_file() or frame.source_video is None:
+    path = frame.path
+    if not path.is_file() and frame.source_video is not None and frame.source_video.is_dir():
+        path = frame.source_video / path.name  # the image folder segment read (its coco.json / ytvis.json say so)
+    if path.is_file() or frame.source_video is None or frame.source_video.is_dir():
         try:
-            with Image.open(frame.path) as handle:
+            with Image.open(path) as handle:
                 image = rgb_array(handle)
         except Exception as exc:  # noqa: BLE001 - any decoder failure means a corrupt/unreadable file
             reason = " ".join(str(exc).split())[:120]
-            raise SampleError(f"{frame.path}: skipped unreadable image ({reason})") from exc
+            raise SampleError(f"{path}: skipped unreadable image ({reason})") from exc
     else:
         try:
             image = (seeker or VideoFrameSeeker(files=1)).frame(frame.source_video, frame.frame_index)

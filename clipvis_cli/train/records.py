@@ -214,11 +214,12 @@ def _frame_path(frames_root: Path, file_name: str) -> Path:
 
 
 def _source_video(annotation_file: Path, source: Any) -> Path | None:
-    """The video file a ``source`` field names (as given, else relative to the annotation file), or None."""
+    """The video file or image folder a ``source`` field names (as given, else relative to the annotation file), or
+    None. Frames not found under ``--images`` are read from it."""
     if not isinstance(source, str) or not source:
         return None
     for candidate in (Path(source), annotation_file.parent / source):
-        if candidate.is_file():
+        if candidate.is_file() or candidate.is_dir():
             return candidate
     return None
 

@@ -81,13 +81,22 @@ def _device(config: TrainConfig, local_rank: int) -> torch.device:
 
 
 def build_model(config: TrainConfig, weights: str | None, seed: int) -> ClipVis:
-    """From a released checkpoint / file / training folder, or fresh: official head init + open_clip CLIP."""
-    from clipvis.model import create_model, load_model
+    """From a released checkpoint / file / training folder, or fresh: official head init + open_clip CLIP.
+    ``CLIPVIS.CLIP_CONFIG`` (``--clip-config``) describes a CLIP open_clip does not know by name, as for segment
+    (an official-layout ``.pth`` holds no config)."""
+    import dataclasses
 
+    from clipvis.model import create_model, load_model
+    from clipvis.model.config import load_clip_model_config
+
+    clip_config = str(config.get("CLIPVIS.CLIP_CONFIG") or "") or None
     if weights:
         log.info("starting from %s", weights)
-        return load_model(weights)  # a released name (downloaded once), a checkpoint file or a training folder
+        # a released name (downloaded once), a checkpoint file or a training folder
+        return load_model(weights, clip_config=clip_config)
     model_config = config.model_config()
+    if clip_config is not None:
+        model_config = dataclasses.replace(model_config, clip_model_config=load_clip_model_config(clip_config))
     torch.manual_seed(seed)
     # The CLIP comes from its open_clip release unless the config gives an open_clip model config (random CLIP,
     # e.g. a tiny test model); the head gets the official initialisation from the module constructors.

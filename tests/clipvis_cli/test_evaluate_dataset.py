@@ -158,6 +158,13 @@ def test_custom_gt_and_frames(tmp_path, tiny_weights) -> None:
                        "-o", str(tmp_path / "out"), "--device", "cpu"])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "out" / "metrics.json").is_file()
+    # A malformed annotation stops the run before any video runs (it was found after all of them had run).
+    del fixed["annotations"][0]["category_id"]
+    gt.write_text(json.dumps(fixed))
+    result = evaluate(["--gt", str(gt), "--frames", str(frames), "--weights", str(tiny_weights),
+                       "-o", str(tmp_path / "out2"), "--device", "cpu"])
+    assert result.exit_code == 1 and "annotations[0] needs integer 'id', 'video_id' and 'category_id'" in result.stderr
+    assert "videos run" not in result.stderr and not list((tmp_path / "out2").rglob("1.json"))
 
 
 def test_missing_dataset_says_where_to_put_it(tmp_path, tiny_weights) -> None:

@@ -65,6 +65,19 @@ def test_gt_without_areas_field_uses_mask_areas(vis: ModuleType) -> None:
     assert out.stats["APs"] == pytest.approx(1.0, abs=1e-12)
 
 
+def test_gt_whose_annotations_have_no_ids_is_numbered(vis: ModuleType) -> None:
+    """segment's ytvis.json, corrected, has no annotation ids: a ground truth all the same (ids are labels)."""
+    gt = simple_gt(vis)
+    del gt["annotations"][0]["id"]
+    parsed = parse_ground_truth(gt)
+    out = VideoAPEvaluator().evaluate(parsed, parse_results([vis.result(1, 1, 0.9, [square()] * 2)], parsed))
+    assert out.stats["AP"] == pytest.approx(1.0, abs=1e-12)
+    gt = simple_gt(vis)
+    gt["annotations"].append({**gt["annotations"][0], "id": "x"})  # some with ids, some without: still an error
+    with pytest.raises(EvaluationInputError, match="needs integer 'id'"):
+        parse_ground_truth(gt, source="gt.json")
+
+
 @pytest.mark.parametrize(
     ("mutate", "message"),
     [

@@ -388,7 +388,8 @@ def test_a_stop_signal_ends_training_after_its_iteration_with_a_checkpoint_that_
     assert (run / "last_checkpoint").read_text().strip() == "model_0000002.safetensors"
     assert (run / "model_0000002.state.pt").is_file()
     assert "stopped by SIGTERM after iteration 3" in (run / "train.log").read_text()
-    result = runner.invoke(app, ["train", "--output-dir", str(run), "--resume"])
+    moved = data[1].rename(tmp_path / "moved_images")  # the images moved meanwhile: --images alone says where
+    result = runner.invoke(app, ["train", "--output-dir", str(run), "--resume", "--images", str(moved)])
     assert result.exit_code == 0, result.output + repr(result.exception)
     straight, split = final_weights(tmp_path / "straight"), final_weights(run)
     assert all(torch.equal(straight[k], split[k]) for k in straight)
@@ -461,3 +462,23 @@ def test_sigterm_to_the_command_stops_the_processes_it_spawned_together_at_one_s
     assert iteration < 4999
     log = (run / "train.log").read_text()
     assert f"stopped by SIGTERM after iteration {iteration + 1};" in log
+
+
+def test_an_official_checkpoint_with_its_own_clip_fine_tunes_with_clip_config(tmp_path, golden_case):
+    """An official-layout .pth holds no config: with a CLIP open_clip does not know by name, train built another
+    CLIP and failed with hundreds of key names. --clip-config (as segment's) builds the right one, and the run's
+    config.yaml keeps it for --resume."""
+    case = golden_case("case1")
+    data = write_coco(tmp_path / "data", num_images=2)
+    run = tmp_path / "run"
+    args = ["train", "--config", str(case / "official_config.yaml"), "--weights", str(case / "model.pth"),
+            "--clip-config", str(case / "open_clip_config.json"), "--output-dir", str(run), "--data", str(data[0]),
+            "--images", str(data[1]), "SOLVER.MAX_ITER=1", "SOLVER.IMS_PER_BATCH=1", "DATALOADER.NUM_WORKERS=0",
+            "MODEL.DEVICE=cpu", "DATASETS.TEST=[]", "TEST.EVAL_PERIOD=0", "INPUT.IMAGE_SIZE=64",
+            "INPUT.MIN_SIZE_TRAIN=[64]", "INPUT.MAX_SIZE_TRAIN=64", "SOLVER.AMP.ENABLED=False",
+            "DATALOADER.SAMPLER_TRAIN=TrainingSampler", "MODEL.MASK_FORMER.TRAIN_NUM_POINTS=256"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    assert (run / "model_0000000.safetensors").is_file()
+    assert yaml.safe_load((run / "config.yaml").read_text())["CLIPVIS"]["CLIP_CONFIG"] == str(
+        case / "open_clip_config.json")

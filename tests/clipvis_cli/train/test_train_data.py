@@ -363,6 +363,30 @@ def test_training_decodes_a_video_s_frames_as_segment_numbers_them(tmp_path, con
         read_frame(FrameRecord(tmp_path / "x.jpg", 48, 64, source_video=path, frame_index=90), seeker)
 
 
+def test_segment_coco_json_of_an_image_folder_reads_its_frames_from_that_folder(tmp_path):
+    """The coco.json of an image-folder input names its frames <folder name>/<image>: with --images the folder
+    itself (or any other), training looked for <folder>/<folder name>/<image>. It reads them from the recorded
+    source folder when they are not found under --images."""
+    from clipvis.cli.results import TrackResult, VideoInfo
+    from clipvis.cli.train.data import read_frame
+    from clipvis.cli.writers import CocoWriter
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    shown = [render_shapes(t) for t in range(2)]
+    for t, (image, _) in enumerate(shown):
+        cv2.imwrite(str(folder / f"img_{t}.png"), image[:, :, ::-1])
+    video = VideoInfo(video_id=1, source=str(folder), stem="imgs", height=SIZE, width=SIZE, fps=30.0,
+                      frame_stride=1, frame_indices=[0, 1], file_names=["imgs/img_0.png", "imgs/img_1.png"],
+                      kind="images")
+    tracks = [TrackResult(1, 1, 0.9, [rle.encode(masks[0].astype(bool)) for _, masks in shown])]
+    path = CocoWriter().write(tmp_path / "coco.json", video, tracks, ["box"])
+    records, warnings = read_annotation_file(path, folder)  # the folder itself as --images
+    assert warnings == [] and len(records) == 2
+    for t, record in enumerate(records):
+        np.testing.assert_array_equal(read_frame(record.frames[0]), shown[t][0])
+
+
 def mask_iou(mask: np.ndarray, other: np.ndarray) -> float:
     a, b = mask.astype(bool), other.astype(bool)
     return float((a & b).sum() / max((a | b).sum(), 1))
