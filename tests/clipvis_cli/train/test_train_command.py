@@ -404,7 +404,7 @@ def test_ctrl_c_during_a_periodic_evaluation_drops_the_evaluation_at_once_and_ke
     from clipvis.cli.commands import evaluate_dataset
 
     def evaluation_that_waits(*args, **kwargs):
-        time.sleep(30)  # interrupted at once, not waited for
+        time.sleep(300)  # interrupted at once, not waited for
 
     gt, frames = write_ytvis(tmp_path / "data", num_videos=1, length=2)
     config = tiny_train_config(tmp_path, MAX_ITER=6)
@@ -416,7 +416,7 @@ def test_ctrl_c_during_a_periodic_evaluation_drops_the_evaluation_at_once_and_ke
                                  "--images", str(frames), "TEST.EVAL_PERIOD=2",
                                  f"CLIPVIS.TEST_DATA=[{{json: {gt}, frames: {frames}}}]", "INPUT.MIN_SIZE_TRAIN=[64]",
                                  "INPUT.MAX_SIZE_TRAIN=128"])
-    assert time.monotonic() - started < 30
+    assert time.monotonic() - started < 150  # well under the evaluation's 300 s, however busy the machine
     assert result.exit_code == 130, result.output + repr(result.exception)
     assert f"stopped by SIGINT; saved {run / 'model_0000003.safetensors'}" in result.output
     assert "the evaluation at iteration 4 was interrupted" in (run / "train.log").read_text()
