@@ -143,7 +143,7 @@ def _contradiction(field: str, configured: Any, found: int) -> str:
     return f"config says {name} {configured} but the checkpoint has {found}; using the checkpoint's"
 
 
-def _describe(keys: list[str], limit: int = 12) -> str:
+def _describe(keys: list[str], limit: int = 5) -> str:
     shown = ", ".join(keys[:limit])
     return shown + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
 
@@ -164,6 +164,9 @@ def _fit_problems(state: Mapping[str, torch.Tensor], expected: Mapping[str, torc
         parts.append(f"unexpected keys ({len(unexpected)}): {_describe(unexpected)}")
     if mismatched:
         parts.append(f"shape mismatches ({len(mismatched)}): {_describe(mismatched)}")
+    if any(key.startswith("backbone.") for key in (*missing, *unexpected, *mismatched)):
+        parts.append("the CLIP is not the one the file holds: give the checkpoint's model settings (--config, "
+                     "--clip-config for a CLIP open_clip does not know by name; config=/clip_config= in Python)")
     return parts
 
 

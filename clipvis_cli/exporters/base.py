@@ -8,7 +8,7 @@ import os
 import shutil
 import tempfile
 import unicodedata
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -64,8 +64,10 @@ def select_tracks(video: ExportVideo, options: ExportOptions) -> ExportVideo:
     return replace(video, tracks=tracks, category_ids=sorted(wanted))
 
 
-def frame_masks(tracks: list[TrackResult], position: int) -> list[tuple[TrackResult, np.ndarray]]:
-    """The (track, H×W bool mask) pairs of the tracks with a non-empty mask on processed frame `position`."""
+def frame_masks(tracks: list[TrackResult], position: int,
+                progress: Callable[[int], None] | None = None) -> list[tuple[TrackResult, np.ndarray]]:
+    """The (track, H×W bool mask) pairs of the tracks with a non-empty mask on processed frame `position`;
+    ``progress`` (an ExportVideo's) is told how many tracks' masks were handled."""
     present = []
     for track in tracks:
         segmentation = track.segmentations[position]
@@ -74,6 +76,8 @@ def frame_masks(tracks: list[TrackResult], position: int) -> list[tuple[TrackRes
         mask = rle.decode(segmentation)
         if mask.any():
             present.append((track, mask))
+    if progress is not None:
+        progress(len(tracks))
     return present
 
 

@@ -109,7 +109,7 @@ class CvatVideoExporter(Exporter):
             })
             last_polygon: str | None = None
             for position in range(info.num_frames):
-                present = frame_masks([track], position)
+                present = frame_masks([track], position, video.progress)
                 polygon = mask_polygon(present[0][1]) if present else None
                 frame = str(info.frame_indices[position])
                 if present:  # a mask no polygon could outline counts as IoU 0, not as nothing
@@ -149,7 +149,7 @@ class CvatImagesExporter(Exporter):
                 "id": str(frame_index), "name": f"{frame_name(frame_index)}.jpg",
                 "width": str(info.width), "height": str(info.height),
             })
-            for track, mask in frame_masks(video.tracks, position):
+            for track, mask in frame_masks(video.tracks, position, video.progress):
                 runs, left, top, width, height = cvat_rle(mask)
                 shape = ET.SubElement(image, "mask", {
                     "label": video.categories[track.category_id - 1], "source": "auto", "occluded": "0",

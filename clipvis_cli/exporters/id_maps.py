@@ -90,7 +90,7 @@ def _class_map_json(video: ExportVideo, class_ids: dict[int, int]) -> dict:
 
 def mots_frame(video: ExportVideo, position: int, class_ids: dict[int, int]) -> np.ndarray | None:
     """The overlap-free `[H, W]` uint16 MOTS id map of processed frame `position` (None when nothing is there)."""
-    present = frame_masks(video.tracks, position)
+    present = frame_masks(video.tracks, position, video.progress)
     if not present:
         return None
     ids = [class_ids[t.category_id] * MOTS_INSTANCES + t.track_id for t, _ in present]
@@ -167,7 +167,7 @@ class PngMasksExporter(Exporter):
         for track_id in range(1, 256):
             palette.extend(track_colour(track_id)[:3])
         for position, frame_index in enumerate(info.frame_indices):
-            present = frame_masks(video.tracks, position)
+            present = frame_masks(video.tracks, position, video.progress)
             if present:
                 ids = [t.track_id for t, _ in present]
                 frame = id_map([m for _, m in present], ids, [t.score for t, _ in present], dtype=np.uint8)

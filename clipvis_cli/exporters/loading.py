@@ -17,7 +17,7 @@ import json
 import os
 import re
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
@@ -68,6 +68,8 @@ class ExportVideo:
     categories: list[str]
     results_file: Path
     category_ids: list[int] = field(default_factory=list)
+    # called with the number of (track, frame) masks a format has handled (`frame_masks`): the export's progress
+    progress: Callable[[int], None] | None = field(default=None, repr=False, compare=False)
 
     @property
     def source_path(self) -> Path:

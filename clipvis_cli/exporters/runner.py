@@ -4,7 +4,7 @@ appear together and complete, or not at all; one failed video never stops the ot
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from clipvis.cli.atomic import OutputNotWritableError
@@ -29,6 +29,32 @@ from clipvis.cli.progress import Reporter
 from clipvis.cli.video_io import VideoReadError
 from clipvis.cli.writers.layout import MANIFEST_NAME, numbered_name
 from clipvis.cli.writers.manifest import RunManifest
+
+
+class _ExportProgress:
+    """A video's export progress for the reporter, in frames (frames x formats in all): each format's frames from
+    the (track, frame) masks it handled (``frame_masks``), topped up as each format ends, so a long video's export
+    shows progress (and a line a minute in a log) as segment does."""
+
+    def __init__(self, reporter: Reporter, frames: int, tracks: int) -> None:
+        self.reporter = reporter
+        self.frames = frames
+        self.per_frame = max(tracks, 1)
+        self.base = self.units = self.reported = 0
+
+    def __call__(self, units: int) -> None:
+        self.units += units
+        self._report(self.base + min(self.units // self.per_frame, self.frames))
+
+    def format_done(self) -> None:
+        self.base += self.frames
+        self.units = 0
+        self._report(self.base)
+
+    def _report(self, done: int) -> None:
+        if done > self.reported:
+            self.reporter.frames_done(done - self.reported)
+            self.reported = done
 
 
 @dataclass
@@ -111,8 +137,11 @@ class ExportRunner:
         folder = self._folder(video, several)
         notes = self._unknown_classes(video)
         video = select_tracks(video, self.options)
-        self.reporter.video_started(source, stem, video.info.num_frames)
         per_video = [name for name in self.formats if name != YTVIS_FORMAT]
+        frames = video.info.num_frames
+        self.reporter.video_started(source, stem, frames * max(len(per_video), 1))
+        progress = _ExportProgress(self.reporter, frames, len(video.tracks))
+        video = replace(video, progress=progress)
         try:
             exporters = [create_exporter(name) for name in per_video]
             for exporter in exporters:
@@ -125,6 +154,7 @@ class ExportRunner:
                     for exporter in exporters:
                         made = exporter.export(video, staging, self.options)
                         outputs.extend(folder / path.name for path in made)
+                        progress.format_done()
                         if isinstance(exporter, CvatVideoExporter) and exporter.last_polygon_iou is not None:
                             notes.append(f"{stem}: cvat-video polygons cover the masks with mean IoU "
                                          f"{exporter.last_polygon_iou:.4f}")
@@ -138,7 +168,8 @@ class ExportRunner:
             return self._failed(source, stem, subject_message(f"{stem}: {cause}", video.results_file))
         if YTVIS_FORMAT in self.formats:
             self._collected.append((video, self.destination or video.results_file.parent))
-        self.reporter.frames_done(video.info.num_frames)
+        if not exporters:
+            progress.format_done()  # the ytvis results file is written for all videos at the end
         self.reporter.video_finished(source, stem, video.info.num_frames, 0.0, outputs)
         return ExportOutcome(stem, "complete", outputs, notes=notes)
 

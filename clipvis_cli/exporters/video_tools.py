@@ -186,7 +186,7 @@ class FiftyOneExporter(Exporter):
         frames: dict[str, dict] = {}
         for position, frame_index in enumerate(info.frame_indices):
             objects = []
-            for track, mask in frame_masks(video.tracks, position):
+            for track, mask in frame_masks(video.tracks, position, video.progress):
                 rows = np.flatnonzero(mask.any(axis=1))
                 cols = np.flatnonzero(mask.any(axis=0))
                 top, bottom, left, right = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1

@@ -362,3 +362,16 @@ def test_models_are_float32_and_checkpoints_readable_by_the_team_whatever_the_pr
         VideoPredictor(loaded.double(), ["cat"], cache_dir=tmp_path)
     with pytest.raises(FileNotFoundError, match="no such folder to write the checkpoint in"):
         save_pretrained(model, tmp_path / "missing" / "m.safetensors")
+
+
+def test_a_checkpoint_whose_clip_is_not_built_says_which_settings_are_missing(golden_case) -> None:
+    """An official .pth of a CLIP open_clip does not know by name, loaded without its config: the error listed
+    hundreds of key names in several KB; it now shows a few and says what to give."""
+    case = golden_case("case1")
+    with pytest.raises((CheckpointError, ValueError)) as caught:
+        load_model(case / "model.pth")
+    message = str(caught.value)
+    assert "--clip-config" in message and len(message) < 2500, message
+    model = load_model(case / "model.pth", config=case / "official_config.yaml",
+                       clip_config=case / "open_clip_config.json")
+    assert model is not None
