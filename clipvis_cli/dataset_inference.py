@@ -69,6 +69,16 @@ def cache_identity(weights: str, vocabulary: list[str], options: dict[str, Any])
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def _stride_of(indices: tuple[int, ...]) -> int | None:
+    """N when ``indices`` are 0, N, 2N, ... (a segment run's frames), else None."""
+    if not indices or indices[0] != 0:
+        return None
+    stride = indices[1] - indices[0] if len(indices) > 1 else 1
+    if stride < 1 or any(b - a != stride for a, b in zip(indices, indices[1:], strict=False)):
+        return None
+    return stride
+
+
 def _size_and_time(path: Path) -> tuple[int, int]:
     status = path.stat()
     return status.st_size, status.st_mtime_ns
@@ -138,11 +148,16 @@ class DatasetInference:
         size and modification time, in the GT's order), its size, and the category ids the results are written
         with. A video whose frames changed (another copy of the dataset, re-extracted frames, a shorter frame list)
         or whose category ids were renumbered runs again. None when the frames cannot be listed."""
+        source = self.video_source(video)
+        if not source.ok:
+            return None
+        files = source.frame_files if source.kind == "images" else (source.path,)
         try:
-            frames = self.inputs.frame_paths(video)
-            stats = [(str(path.resolve()), *_size_and_time(path)) for path in frames]
+            stats = [(str(path.resolve()), *_size_and_time(path)) for path in files]
         except (ValueError, OSError):
             return None
+        if source.kind == "video":  # decoded from the source video: which of its frames counts too
+            stats.append(list(video.frame_indices))
         text = json.dumps({"frames": stats, "size": [video.height, video.width], "categories": self.category_ids})
         return hashlib.sha256(text.encode()).hexdigest()
 
@@ -164,14 +179,33 @@ class DatasetInference:
         if not frames:
             return VideoSource(path=folder, kind="images", error="the GT lists no frames for this video")
         if missing is not None:
+            recorded = self._recorded_video(video)
+            if recorded is not None:
+                return recorded
             return VideoSource(path=folder, kind="images", error=f"frame {missing} listed in the GT is missing")
         return VideoSource(path=folder, kind="images", frame_files=frames)
+
+    def _recorded_video(self, video: GtVideo) -> VideoSource | None:
+        """The video file segment recorded for a GT written from its ``ytvis.json`` (``source``,
+        ``frame_indices`` every Nth frame from 0), when its frames were never extracted; None otherwise."""
+        if not video.source or not video.frame_indices or _stride_of(video.frame_indices) is None:
+            return None
+        path = Path(video.source)
+        if not path.is_absolute():
+            path = self.inputs.gt_path.parent / path
+        return VideoSource(path=path, kind="video") if path.is_file() else None
 
     def run_video(self, video: GtVideo) -> list[dict[str, Any]]:
         source = self.video_source(video)
         if not source.ok:
             raise VideoReadError(source.path, source.error or "unreadable")
-        with self.runner.track(source, video.id, f"video{video.id}") as tracked:
+        stride = max_frames = None
+        if source.kind == "video":  # the frames segment took from it: every Nth, as many as the GT lists
+            stride, max_frames = _stride_of(video.frame_indices), len(video.frame_indices)
+        with self.runner.track(source, video.id, f"video{video.id}", stride=stride, max_frames=max_frames) as tracked:
+            if source.kind == "video" and list(tracked.info.frame_indices) != list(video.frame_indices):
+                raise VideoReadError(source.path, f"has {len(tracked.info.frame_indices)} of the {video.num_frames} "
+                                                  "frames the GT lists (not the video it was made from)")
             info = tracked.info
             if (info.height, info.width) != (video.height, video.width):
                 raise VideoReadError(

@@ -340,16 +340,19 @@ class SegmentRunner:
         return self._failed(source, stem, message)
 
     @contextmanager
-    def track(self, source: VideoSource, video_id: int, stem: str) -> Iterator[TrackedVideo]:
+    def track(self, source: VideoSource, video_id: int, stem: str, stride: int | None = None,
+              max_frames: int | None = None) -> Iterator[TrackedVideo]:
         """Decode and track one input. The tracks' masks are read from a temporary store, which lives as long as
-        the context: use them inside it.
+        the context: use them inside it. ``stride`` / ``max_frames``: this input's, instead of the options'.
 
         Raises VideoReadError (and ValueError/RuntimeError from the model) with one-line messages.
         """
         opts = self.options
-        reader = open_reader(source, stride=opts.stride, max_frames=opts.max_frames, image_fps=opts.image_fps)
+        stride = stride or opts.stride
+        max_frames = max_frames if max_frames is not None else opts.max_frames
+        reader = open_reader(source, stride=stride, max_frames=max_frames, image_fps=opts.image_fps)
         probe = reader.probe()
-        total = probe.processed_frame_count(opts.stride, opts.max_frames)
+        total = probe.processed_frame_count(stride, max_frames)
         self.reporter.video_started(source, stem, total)
         with TrackMaskStore(probe.height, probe.width) as store:
             yield self._run_model(store, reader, source, video_id, stem)
@@ -384,7 +387,7 @@ class SegmentRunner:
             height=probe.height,
             width=probe.width,
             fps=probe.fps,
-            frame_stride=opts.stride,
+            frame_stride=reader.stride,
             frame_indices=frame_indices,
             file_names=reader.frame_file_names(stem, frame_indices),
             kind=source.kind,

@@ -31,6 +31,9 @@ class GtVideo:
     width: int
     num_frames: int | None
     file_names: tuple[str, ...] = ()
+    # segment's ytvis.json (a corrected one as ground truth): the video its frames were decoded from, and which
+    source: str | None = None
+    frame_indices: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -160,7 +163,11 @@ def _parse_videos(entries: Sequence[Any], source: str) -> dict[int, GtVideo]:
         else:
             names = ()
             num_frames = int(length) if _is_int(length) else None
-        videos[int(video_id)] = GtVideo(int(video_id), int(height), int(width), num_frames, names)
+        source_video = entry.get("source") if isinstance(entry.get("source"), str) else None
+        indices = entry.get("frame_indices")
+        indices = tuple(int(i) for i in indices) if isinstance(indices, list) and all(map(_is_int, indices)) else ()
+        videos[int(video_id)] = GtVideo(int(video_id), int(height), int(width), num_frames, names, source_video,
+                                        indices)
     return videos
 
 

@@ -237,3 +237,40 @@ def test_metrics_json_is_always_written_with_what_produced_it_and_a_failed_run_l
     failed = evaluate(args)
     assert failed.exit_code == 1
     assert not (out / "results.json").exists() and not (out / "metrics.json").exists()
+
+
+def test_segment_ytvis_json_corrected_is_a_ground_truth_whose_frames_come_from_its_video(tiny_weights, tmp_path):
+    """The loop an annotation team runs: segment a video, correct its ytvis.json, score a checkpoint on it. The
+    file names frames (`clip/00000.jpg`) nothing extracted and its annotations have no ids: evaluate failed on both.
+    Frames not found under --frames are decoded from the video segment recorded (every Nth, as it ran)."""
+    import av
+
+    video = tmp_path / "clip.mp4"
+    with av.open(str(video), "w") as container:
+        stream = container.add_stream("libx264", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 56, 40, "yuv420p"
+        for t in range(6):
+            image = np.full((40, 56, 3), 30, np.uint8)
+            image[5:25, 4 + 3 * t : 24 + 3 * t] = (230, 40, 40)
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        container.mux(stream.encode())
+    segmented = CliRunner().invoke(app, ["segment", str(video), "--vocab", "box,sky", "--weights", str(tiny_weights),
+                                         "-o", str(tmp_path / "seg"), "--formats", "ytvis", "--stride", "2",
+                                         "--device", "cpu"])
+    assert segmented.exit_code == 0, segmented.output
+    gt = tmp_path / "seg" / "clip" / "ytvis.json"
+    document = json.loads(gt.read_text())
+    for annotation in document["annotations"]:  # "corrected": a person kept what was right
+        annotation.pop("score")
+    document["annotations"] = document["annotations"][:2]
+    gt.write_text(json.dumps(document))
+    args = ["--gt", str(gt), "--frames", str(tmp_path / "no_frames_here"), "--weights", str(tiny_weights),
+            "-o", str(tmp_path / "eval"), "--device", "cpu"]
+    (tmp_path / "no_frames_here").mkdir()
+    result = evaluate(args)
+    assert result.exit_code == 0, result.output
+    results = json.loads((tmp_path / "eval" / "results.json").read_text())
+    assert results and all(len(r["segmentations"]) == 3 for r in results)  # frames 0, 2, 4
+    assert "1 videos run, 0 reused" in result.stderr
+    again = evaluate(args)
+    assert again.exit_code == 0 and "0 videos run, 1 reused" in again.stderr  # cached by the video file
