@@ -144,7 +144,8 @@ def evaluate(
         name = dataset or "custom"
         if dataset is not None and dataset not in dataset_names():
             raise typer.BadParameter(f"unknown dataset {dataset!r}; known: {', '.join(dataset_names())}")
-        published = published_numbers(weights, dataset)
+        # the paper's numbers are for every video: not shown beside a --max-videos subset's
+        published = published_numbers(weights, dataset) if max_videos is None else None
         if protocol is None and dataset is not None:  # a benchmark is scored as its own evaluator does (BURST)
             protocol = ProtocolChoice(get_dataset(dataset).protocol)
 
@@ -164,6 +165,9 @@ def evaluate(
     if results is None or gt is None:
         missing = " and ".join(name for name, value in (("--results", results), ("--gt", gt)) if value is None)
         raise typer.BadParameter("a results file and its ground truth are both needed", param_hint=missing)
+    if max_videos is not None:  # it chooses the videos inference runs: a results file is scored whole
+        raise typer.BadParameter("--max-videos runs the first N videos (with --dataset or --frames); --results is "
+                                 "scored whole")
     score_and_report(results, gt, protocol, json_path, None)
 
 

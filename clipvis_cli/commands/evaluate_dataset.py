@@ -34,7 +34,7 @@ from clipvis.cli.evaluation.errors import EvaluationInputError
 from clipvis.cli.evaluation.ground_truth import write_ground_truth_subset
 from clipvis.cli.locks import FolderBusyError
 from clipvis.cli.memory import HeapTrimmer
-from clipvis.cli.messages import print_error
+from clipvis.cli.messages import print_error, print_warning
 from clipvis.cli.segment import SegmentOptions
 
 
@@ -152,6 +152,11 @@ def _run_and_conclude(
             score(summary.results_path, gt_path)
             return
         zip_path = write_server_zip(summary.results, output / f"{inputs.spec.name}_results.zip")
+        ran = len(runner.videos_to_run(max_videos))
+        if ran < len(inputs.videos):  # a server scores every video: a part is no submission
+            print_warning(f"{zip_path} holds {ran} of the {len(inputs.videos)} videos (--max-videos): the server "
+                          "counts the others as missed; run without --max-videos for a submission")
+            return
         server = inputs.spec.server
         instructions = server.instructions(zip_path) if server else f"upload {zip_path} to the evaluation server"
         typer.echo(f"{where} has no public ground truth; {instructions}", err=True)

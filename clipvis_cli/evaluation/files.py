@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import zipfile
 from pathlib import Path
@@ -19,8 +20,17 @@ def read_json_file(path: Path, what: str) -> Any:
     if path.is_dir():
         raise EvaluationInputError(f"{what} is a directory, expected a JSON file: {path}")
     try:
+        if zipfile.is_zipfile(path):  # a server submission (results.zip holding results.json), as export --zip writes
+            return json.loads(_only_json_member(path, what))
         with path.open("rb") as handle:
+            if handle.read(2) == b"\x1f\x8b":  # gzip (results.json.gz)
+                handle.seek(0)
+                with gzip.open(handle) as unpacked:
+                    return json.load(unpacked)
+            handle.seek(0)
             return json.load(handle)
+    except (gzip.BadGzipFile, EOFError, zipfile.BadZipFile) as error:
+        raise EvaluationInputError(f"{what} {path} is a damaged archive ({error})") from error
     except json.JSONDecodeError as error:
         raise EvaluationInputError(
             f"{what} {path} is not valid JSON (line {error.lineno}, column {error.colno}: {error.msg})"
@@ -29,6 +39,15 @@ def read_json_file(path: Path, what: str) -> Any:
         raise EvaluationInputError(f"{what} {path} is not UTF-8 JSON text ({error.reason})") from error
     except OSError as error:
         raise EvaluationInputError(f"cannot read {what} {path}: {error.strerror or error}") from error
+
+
+def _only_json_member(path: Path, what: str) -> bytes:
+    """The one JSON file of a zip archive (EvaluationInputError when there is none, or several)."""
+    with zipfile.ZipFile(path) as archive:
+        members = [name for name in archive.namelist() if name.endswith(".json") and not name.endswith("/")]
+        if len(members) != 1:
+            raise EvaluationInputError(f"{what} {path} is a zip holding {len(members)} JSON files; expected one")
+        return archive.read(members[0])
 
 
 def write_zip_atomic(path: Path, members: dict[str, bytes]) -> Path:

@@ -145,6 +145,10 @@ def test_split_without_public_gt_writes_server_zip(tmp_path, tiny_weights) -> No
     assert len(zips) == 1 and "Codabench" in result.stderr
     with zipfile.ZipFile(zips[0]) as archive:
         assert json.loads(archive.read("results.json")) == json.loads((out / "results.json").read_text())
+    part = evaluate(["--dataset", "lvvis_test", "--weights", str(tiny_weights), "--data-root", str(data),
+                     "-o", str(out), "--device", "cpu", "--max-videos", "1"])
+    assert part.exit_code == 0 and "holds 1 of the 2 videos (--max-videos)" in part.stderr, part.output
+    assert "Codabench" not in part.stderr  # a part is no submission: not told to upload it
 
 
 def test_custom_gt_and_frames(tmp_path, tiny_weights) -> None:

@@ -188,6 +188,20 @@ def test_load_results_file_errors(tmp_path: Path, vis: ModuleType) -> None:
     path = tmp_path / "res.json"
     path.write_text(json.dumps([good(vis)]))
     assert len(load_results(path, gt).detections) == 1
+    # the submission zip clipvis writes (export --zip, evaluate's server zip), and gzip
+    import gzip
+    import zipfile
+
+    with zipfile.ZipFile(tmp_path / "results.zip", "w") as archive:
+        archive.writestr("results.json", path.read_bytes())
+    assert len(load_results(tmp_path / "results.zip", gt).detections) == 1
+    (tmp_path / "res.json.gz").write_bytes(gzip.compress(path.read_bytes()))
+    assert len(load_results(tmp_path / "res.json.gz", gt).detections) == 1
+    with zipfile.ZipFile(tmp_path / "two.zip", "w") as archive:
+        archive.writestr("a.json", "[]")
+        archive.writestr("b.json", "[]")
+    with pytest.raises(EvaluationInputError, match="a zip holding 2 JSON files; expected one"):
+        load_results(tmp_path / "two.zip", gt)
 
 
 # --------------------------------------------------------------------------------------- protocols and blocks
