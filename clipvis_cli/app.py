@@ -34,9 +34,12 @@ def _root(
     """clipvis: segment, track and label every object whose name you type."""
 
 
+# The command list shows these one-liners (a docstring's first paragraph keeps its line breaks there).
 app.command("segment")(segment)
-app.command("evaluate")(evaluate)
-app.command("export")(export)
+app.command("evaluate", short_help="Video mask AP: score a results file, or run a checkpoint on a benchmark or on "
+            "custom data and score it.")(evaluate)
+app.command("export", short_help="Convert segment outputs to CVAT, COCO, MOTS, PNG masks, Label Studio, FiftyOne or "
+            "YouTube-VIS files; or the network to ONNX.")(export)
 app.command("train")(train)
 
 

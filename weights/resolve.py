@@ -157,7 +157,7 @@ def _checked_local_file(path: Path) -> Path:
     if kind is _FileKind.HTML:
         raise InvalidWeightsError(
             f"checkpoint {path} is an HTML page, not a checkpoint (a failed Google Drive download?); "
-            "download it again in a browser or with gdown"
+            "delete it and download it again in a browser or with gdown"
         )
     return path.resolve()
 
@@ -166,7 +166,7 @@ def _not_available(checkpoint: PretrainedCheckpoint, target: Path, reason: str) 
     message = (
         f"checkpoint {checkpoint.name!r} is not available: {_one_line(reason)}. "
         f"Download it by hand from {checkpoint.url} and save it as {target}, "
-        "or give the path of a checkpoint file you already have (--weights PATH; load_model(PATH) in Python)."
+        "or give the path of a checkpoint file you already have instead of the name (load_model(PATH) in Python)."
     )
     return WeightsNotAvailableError(
         message, checkpoint=checkpoint.name, url=checkpoint.url, target=str(target)

@@ -321,7 +321,7 @@ def _assert_helpful_message(error: WeightsNotAvailableError, name: str) -> None:
     assert repr(name) in message
     assert checkpoint.url in message
     assert str(target) in message
-    assert "--weights PATH" in message
+    assert "path of a checkpoint file you already have" in message
     assert (error.checkpoint, error.url, error.target) == (name, checkpoint.url, str(target))
     assert not target.exists()
     leftovers = list(target.parent.iterdir()) if target.parent.exists() else []
