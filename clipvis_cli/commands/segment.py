@@ -182,6 +182,9 @@ def segment(
             )
             positions: Iterable[int] = part.select(sources, key=lambda source: str(source.path))
             total = len(positions)  # this shard's inputs (all of them without --shard)
+            if total == 0 and shard is not None and (job is None or job.is_main):  # exit 0, but not in silence
+                typer.echo(f"clipvis: shard {shard.strip()} holds none of the {len(sources)} input(s): nothing to do",
+                           err=True)
             if job is not None:
                 positions = _taken_by_this_rank(job, sources, positions)
                 device = job.device(device, visible_cuda_devices())

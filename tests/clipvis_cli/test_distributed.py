@@ -159,6 +159,8 @@ def test_shards_write_what_one_process_writes(videos, tiny_weights, single_proce
     assert again.exit_code == 0 and again.stdout == ""
     bad = CliRunner().invoke(app, segment_args(videos, tiny_weights, out, "--shard", "3/3"))
     assert bad.exit_code == 2 and "K counts from 0" in bad.output
+    empty = CliRunner().invoke(app, segment_args(videos, tiny_weights, out, "--shard", "6/7"))  # 6 inputs, 7 shards
+    assert empty.exit_code == 0 and "shard 6/7 holds none of the 6 input(s): nothing to do" in empty.stderr
 
 
 def test_torchrun_two_processes_write_what_one_process_writes(videos, tiny_weights, single_process, tmp_path) -> None:
