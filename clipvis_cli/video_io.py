@@ -174,10 +174,12 @@ class VideoReader:
                 self.path, f"damaged: no frames between {before - start:.1f} s and {after - start:.1f} s (FFmpeg "
                            "found corrupt data there), so the frames after would be numbered wrongly"
             )
-        if ended and is_avi and 0 < health.packets < header_frames:
-            # An AVI's header counts its frames; a file cut short still plays to its end without an error.
+        if ended and is_avi and health.packets and health.last_end < header_frames:
+            # An AVI's header counts its frames, and a packet's pts is its chunk's number (empty chunks, which a
+            # variable-rate capture writes for repeated frames, count but are never read): a file cut short ends
+            # at a chunk well before the count, and still plays to its cut without an error.
             raise VideoReadError(
-                self.path, f"truncated: the file holds {health.packets} of the {header_frames} frames its header "
+                self.path, f"truncated: the file ends at frame {health.last_end} of the {header_frames} its header "
                            "declares"
             )
         if ended and declared is not None and last_time is not None and _ends_early(last_time - start, declared):
@@ -618,6 +620,7 @@ class _StreamHealth:
     def __init__(self, fps: Fraction) -> None:
         self.corrupt = False
         self.packets = 0
+        self.last_end = 0  # the latest packet's pts + duration, in the stream's time base
         self.gap: tuple[float, float] | None = None
         self._longest = 1.5 / float(fps) if fps else float("inf")
         self._previous: float | None = None
@@ -639,6 +642,8 @@ def _demuxed_frames(container: av.container.InputContainer, stream: av.video.str
         if packet.size or packet.pts is not None:  # not the empty packet that flushes the decoder at the end
             health.packets += 1
             health.corrupt = health.corrupt or bool(getattr(packet, "is_corrupt", False))
+            if packet.pts is not None:
+                health.last_end = max(health.last_end, int(packet.pts) + int(packet.duration or 1))
         yield from packet.decode()
 
 
