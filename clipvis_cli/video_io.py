@@ -279,7 +279,8 @@ class ImageFolderReader:
         self.max_frames = max_frames
         self.fps = Fraction(fps).limit_denominator(1001) if not isinstance(fps, Fraction) else fps
         self._probe: VideoProbe | None = None
-        self._animated: tuple[int, Fraction] | tuple[()] | None = None  # known once looked at: () for no animation
+        self._animated: tuple[int, Fraction, list[float]] | tuple[()] | None = None  # () once known: no animation
+        self.frame_times: Sequence[float] = ()  # an animation's, per frame yielded by the last iteration
 
     def probe(self) -> VideoProbe:
         if self._probe is None:
@@ -289,7 +290,7 @@ class ImageFolderReader:
             count, fps = len(self.frame_files), self.fps
             animation = self._animation()
             if animation is not None:
-                count, fps = animation
+                count, fps, _ = animation
             self._probe = VideoProbe(self.path, width, height, fps, True, count, 0, "image")
         return self._probe
 
@@ -299,9 +300,9 @@ class ImageFolderReader:
             return [f"{stem}/{index:05d}.jpg" for index in frame_indices]
         return [f"{stem}/{path_text(self.frame_files[index].name)}" for index in frame_indices]
 
-    def _animation(self) -> tuple[int, Fraction] | None:
-        """(frames, rate) when the input is one animated image (WebP, APNG, ...: FFmpeg reads only their first
-        frame), else None."""
+    def _animation(self) -> tuple[int, Fraction, list[float]] | None:
+        """(frames, mean rate, each frame's start in seconds) when the input is one animated image (WebP, APNG:
+        FFmpeg reads only their first frame), else None. Frames without a duration take the reader's ``fps``."""
         if self._animated is not None:
             return self._animated or None
         self._animated = ()
@@ -310,13 +311,16 @@ class ImageFolderReader:
         try:
             with Image.open(self.frame_files[0]) as opened:
                 count = int(getattr(opened, "n_frames", 1))
-                duration = opened.info.get("duration") or 0
-        except (OSError, ValueError):
+                if count <= 1:
+                    return None
+                durations = _frame_durations_ms(opened, self.frame_files[0], count)
+        except (OSError, ValueError, EOFError):
             return None
-        if count <= 1:
-            return None
-        fps = Fraction(1000) / Fraction(duration).limit_denominator(1000) if duration else self.fps
-        self._animated = (count, fps)
+        fallback = 1000 / float(self.fps)
+        durations = [d if d > 0 else fallback for d in durations]
+        starts = np.concatenate([[0.0], np.cumsum(durations)[:-1]]) / 1000
+        fps = Fraction(count * 1000 / sum(durations)).limit_denominator(1001)
+        self._animated = (count, fps, [float(t) for t in starts])
         return self._animated
 
     def __iter__(self) -> Iterator[tuple[int, np.ndarray]]:
@@ -343,6 +347,9 @@ class ImageFolderReader:
 
     def _animation_frames(self) -> Iterator[tuple[int, np.ndarray]]:
         file = self.frame_files[0]
+        starts = self._animation()[2]
+        times = array("d")  # each yielded frame's time, as VideoReader records them (variable frame durations)
+        self.frame_times = times
         yielded = 0
         try:
             with Image.open(file) as opened:
@@ -351,6 +358,7 @@ class ImageFolderReader:
                         return
                     opened.seek(index)
                     yielded += 1
+                    times.append(starts[index])
                     yield index, rgb_array(opened)
         except (OSError, ValueError, EOFError) as error:
             raise VideoReadError(self.path, f"animation frame {yielded}: not decodable ({error})") from None
@@ -358,6 +366,10 @@ class ImageFolderReader:
     def _load(self, file: Path) -> np.ndarray:
         try:
             with Image.open(file) as opened:
+                frames = int(getattr(opened, "n_frames", 1))
+                if frames > 1 and len(self.frame_files) > 1:  # a folder of frames: its first frame alone is no frame
+                    raise VideoReadError(self.path, f"frame {path_text(file.name)} is an animation ({frames} frames): "
+                                                    "give animated images one at a time, not as a folder of frames")
                 return rgb_array(opened)
         except FileNotFoundError:
             raise VideoReadError(self.path, f"frame {path_text(file.name)}: no such file") from None
@@ -368,6 +380,33 @@ class ImageFolderReader:
         except (UnidentifiedImageError, OSError, ValueError) as error:
             reason = f"frame {path_text(file.name)}: not an image or corrupt ({error})"
             raise VideoReadError(self.path, reason) from None
+
+
+def _frame_durations_ms(image: Image.Image, path: Path, count: int) -> list[float]:
+    """Each frame's display time in ms (0 where the file gives none). Pillow has them for APNG and GIF; for WebP
+    they are read from the file's ANMF chunks (24-bit little-endian at offset 12 of each)."""
+    if image.format == "WEBP":
+        durations = _webp_frame_durations(path)
+        return durations if len(durations) == count else [0.0] * count
+    durations = []
+    for index in range(count):
+        image.seek(index)
+        durations.append(float(image.info.get("duration") or 0))
+    image.seek(0)
+    return durations
+
+
+def _webp_frame_durations(path: Path) -> list[float]:
+    data = path.read_bytes()
+    if data[:4] != b"RIFF" or data[8:12] != b"WEBP":
+        return []
+    durations, offset = [], 12
+    while offset + 8 <= len(data):
+        kind, size = data[offset : offset + 4], int.from_bytes(data[offset + 4 : offset + 8], "little")
+        if kind == b"ANMF" and size >= 16:
+            durations.append(float(int.from_bytes(data[offset + 20 : offset + 23], "little")))
+        offset += 8 + size + (size & 1)
+    return durations
 
 
 # Pillow's modes of one channel wider than 8 bits (16-bit PNG and TIFF: depth, thermal, medical, microscopy frames)

@@ -305,6 +305,24 @@ def test_an_animated_image_is_a_video_of_its_frames(tmp_path: Path, synth, suffi
     indices, decoded = read_all(reader)
     assert indices == [0, 2, 4] and [synth.bar_index(f) for f in decoded] == [0, 2, 4]
     assert reader.probe().frame_count == 5 and reader.frame_file_names("s", [0, 2]) == ["s/00000.jpg", "s/00002.jpg"]
+    assert reader.probe().fps == 10 and list(reader.frame_times) == pytest.approx([0.0, 0.2, 0.4])
+    # frames shown for different times (Pillow gives WebP's no duration: read from its ANMF chunks)
+    varied = tmp_path / f"varied{suffix}"
+    frames[0].save(varied, save_all=True, append_images=frames[1:], duration=[100, 100, 500, 100, 200],
+                   loop=0, lossless=True)
+    [source] = discover_inputs([str(varied)])
+    reader = open_reader(source)
+    read_all(reader)
+    assert list(reader.frame_times) == pytest.approx([0.0, 0.1, 0.2, 0.7, 0.8])
+    assert reader.probe().fps == Fraction(50, 10)  # 5 frames in 1.0 s
+    # animations in a folder of frames: their first frames alone made a video, silently
+    folder = tmp_path / "stickers"
+    folder.mkdir()
+    path.rename(folder / path.name)
+    varied.rename(folder / varied.name)
+    [source] = discover_inputs([str(folder)])
+    with pytest.raises(VideoReadError, match=r"is an animation \(5 frames\): give animated images one at a time"):
+        read_all(open_reader(source))
 
 
 def test_image_folder_with_mixed_sizes_fails_clearly(tmp_path: Path, synth) -> None:
