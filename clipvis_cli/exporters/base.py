@@ -132,6 +132,34 @@ def _own_entries(folder: Path) -> list[str]:
         return []
 
 
+def _entry_identity(entry: object) -> object:
+    """The video an entry of the record was exported from (records of clipvis 0.1.0's first exports: the entry)."""
+    return entry.get("from", entry) if isinstance(entry, dict) else entry
+
+
+def _file_stats(entry: Path) -> dict[str, list[int]]:
+    """Every file of an exported entry (a file, or a folder walked) with its size and modification time."""
+    if entry.is_file():
+        status = entry.stat()
+        return {"": [status.st_size, status.st_mtime_ns]}
+    stats = {}
+    for path in sorted(entry.rglob("*")):
+        if path.is_file():
+            status = path.stat()
+            stats[path.relative_to(entry).as_posix()] = [status.st_size, status.st_mtime_ns]
+    return stats
+
+
+def _changed_files(entry: Path, recorded: object) -> list[str]:
+    """The files of ``entry`` added or changed since the export recorded them ([] when the record has no list)."""
+    files = recorded.get("files") if isinstance(recorded, dict) else None
+    if not isinstance(files, dict):
+        return []
+    now = _file_stats(entry)
+    return [name or entry.name for name in sorted(set(now) | set(files)) if now.get(name) != files.get(name)
+            and name in now]
+
+
 def folder_takes_export(folder: Path, identity: dict[str, object]) -> bool:
     """Whether an export of the video `identity` may go into `folder`: it does not exist, holds nothing, or holds
     only what earlier exports of this same video wrote (a folder of another video, or of someone's files, is not
@@ -141,7 +169,7 @@ def folder_takes_export(folder: Path, identity: dict[str, object]) -> bool:
     if not folder.is_dir():
         return False
     record = read_export_record(folder)
-    return all(record.get(name) == identity for name in _own_entries(folder))
+    return all(_entry_identity(record.get(name)) == identity for name in _own_entries(folder))
 
 
 @contextmanager
@@ -194,16 +222,24 @@ def _locked_staging(final_parent: Path, identity: dict[str, object] | None,
             allowed = set(replaceable)
             for name in names:
                 final = final_parent / name
-                if (final.exists() or final.is_symlink()) and name not in allowed and (
-                        identity is None or record.get(name) != identity):
+                if not (final.exists() or final.is_symlink()) or name in allowed:
+                    continue
+                if identity is None or _entry_identity(record.get(name)) != identity:
                     raise ExportConflictError(
                         f"{path_text(final)}: exists and is not an export of this video by clipvis; nothing was "
                         "replaced (move it away, or export with another -o)"
                     )
+                changed = _changed_files(final, record[name])
+                if changed:  # files added or edited in an earlier export (corrections): not thrown away
+                    shown = ", ".join(changed[:3]) + (", ..." if len(changed) > 3 else "")
+                    raise ExportConflictError(
+                        f"{path_text(final)}: changed since clipvis exported it ({shown}); nothing was replaced "
+                        "(move it away, or export with another -o)"
+                    )
             for name in names:
                 _replace(staging / name, final_parent / name)
             if identity is not None:
-                record.update({name: identity for name in names})
+                record.update({name: {"from": identity, "files": _file_stats(final_parent / name)} for name in names})
                 atomic_write_text(final_parent / EXPORT_RECORD, json.dumps({"entries": record}, indent=1) + "\n")
         finally:
             shutil.rmtree(staging, ignore_errors=True)

@@ -392,6 +392,17 @@ def test_an_export_never_replaces_what_it_did_not_export_from_the_same_video(tmp
         assert result.exit_code == 0, result.output
         assert sorted(p.name for p in (dest / folder).iterdir() if not p.name.startswith(".")) == ["coco", "mots-txt"]
     assert sorted(p.name for p in dest.iterdir()) == ["clip", "clip-2", "clip-3"]
+    # a file added to an earlier export, or one edited there (corrections), is not thrown away by the next export
+    notes = dest / "clip-2" / "mots-txt" / "my_corrections.txt"
+    notes.write_text("mine")
+    result = run_export(str(one.ytvis), "--to", "mots-txt", "--no-media", "-o", str(dest))
+    assert result.exit_code == 1 and "changed since clipvis exported it (my_corrections.txt)" in result.output
+    assert notes.read_text() == "mine"
+    notes.unlink()
+    edited = dest / "clip-2" / "mots-txt" / "mots.txt"
+    edited.write_text(edited.read_text() + "\n")
+    result = run_export(str(one.ytvis), "--to", "mots-txt", "--no-media", "-o", str(dest))
+    assert result.exit_code == 1 and "(mots.txt)" in result.output
 
     beside = one.folder / "mots-txt"
     beside.mkdir()
