@@ -16,6 +16,7 @@ import contextlib
 import math
 import numbers
 import time
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -144,7 +145,8 @@ class VideoPredictor:
         for name in names:
             if any(not synonym.strip() for synonym in split_synonyms(name)):  # "a photo of a ." prompts
                 raise ValueError(f"empty synonym in the class {name!r} (synonyms are separated by commas)")
-        firsts = [split_synonyms(name)[0].strip().lower() for name in names]  # as `segment --vocab` compares them
+        # as `segment --vocab` compares them: case aside, composed and decomposed accents alike
+        firsts = [unicodedata.normalize("NFC", split_synonyms(name)[0].strip()).casefold() for name in names]
         if len(set(firsts)) != len(firsts):
             duplicates = sorted({n for n in firsts if firsts.count(n) > 1})
             raise ValueError(f"duplicate class names in the vocabulary (case aside): {', '.join(duplicates)}")

@@ -133,6 +133,7 @@ def evaluate(
     The LV-VIS protocol also reports base (APb) and novel (APn) categories; BURST reports base/novel and
     common/uncommon.
     """
+    _remove_earlier_metrics(json_path, results, gt)
     if dataset is not None or frames is not None:
         prefer_huge_pages()  # before any tensor exists (clipvis.cli.memory)
         if results is not None:
@@ -169,6 +170,16 @@ def evaluate(
         raise typer.BadParameter("--max-videos runs the first N videos (with --dataset or --frames); --results is "
                                  "scored whole")
     score_and_report(results, gt, protocol, json_path, None)
+
+
+def _remove_earlier_metrics(json_path: Path | None, *inputs: Path | None) -> None:
+    """The --json file an earlier run wrote goes before this one runs: a run that fails leaves no stale scores
+    (never one of this run's inputs, given there by mistake)."""
+    if json_path is None or not json_path.is_file():
+        return
+    if any(path is not None and Path(path).resolve() == json_path.resolve() for path in inputs):
+        return
+    json_path.unlink(missing_ok=True)
 
 
 def score_and_report(

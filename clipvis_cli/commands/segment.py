@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import math
 import sys
+import unicodedata
 import warnings
 from collections.abc import Iterable, Iterator, Sized
 from contextlib import nullcontext
@@ -60,7 +61,7 @@ def parse_vocabulary(vocab: str | None, vocab_file: Path | None) -> list[str]:
         source = str(vocab_file)
     if not names or any(not part.strip() for name in names for part in name.split(",")):
         raise typer.BadParameter(f"{source}: empty class name (classes are separated by commas / lines)")
-    firsts = [class_name(n).lower() for n in names]
+    firsts = [unicodedata.normalize("NFC", class_name(n)).casefold() for n in names]  # "café" typed two ways
     duplicates = sorted({n for n in firsts if firsts.count(n) > 1})
     if duplicates:
         raise typer.BadParameter(f"{source}: duplicate class names: {', '.join(duplicates)}")
@@ -148,7 +149,7 @@ def segment(
         callback=finite_number,
     ),
     image_fps: float = typer.Option(
-        DEFAULT_IMAGE_FPS, "--image-fps", min=0.001, callback=finite_number,
+        DEFAULT_IMAGE_FPS, "--image-fps", min=0.001, max=1000, callback=finite_number,
         help="Frame rate of image-folder inputs (overlay.mp4, ytvis.json, Label Studio), e.g. 6 for YouTube-VIS "
         "frames.",
     ),

@@ -80,7 +80,7 @@ def _device(config: TrainConfig, local_rank: int) -> torch.device:
     return torch.device("cuda", index)
 
 
-def build_model(config: TrainConfig, weights: str | None, seed: int) -> ClipVis:
+def build_model(config: TrainConfig, weights: str | None, seed: int, resuming: bool = False) -> ClipVis:
     """From a released checkpoint / file / training folder, or fresh: official head init + open_clip CLIP.
     ``CLIPVIS.CLIP_CONFIG`` (``--clip-config``) describes a CLIP open_clip does not know by name, as for segment
     (an official-layout ``.pth`` holds no config)."""
@@ -89,7 +89,10 @@ def build_model(config: TrainConfig, weights: str | None, seed: int) -> ClipVis:
     from clipvis.model import create_model, load_model
     from clipvis.model.config import load_clip_model_config
 
-    clip_config = str(config.get("CLIPVIS.CLIP_CONFIG") or "") or None
+    # a checkpoint of the run being resumed holds its model config: the file is not needed (it may have moved)
+    clip_config = None if resuming else str(config.get("CLIPVIS.CLIP_CONFIG") or "") or None
+    if clip_config is not None and not Path(clip_config).is_file():
+        raise ConfigError(f"CLIPVIS.CLIP_CONFIG (--clip-config) {clip_config}: no such file")
     if weights:
         log.info("starting from %s", weights)
         # a released name (downloaded once), a checkpoint file or a training folder
@@ -218,7 +221,7 @@ def run_training(request: RunRequest, rank: int = 0, world: int = 1, local_rank:
     weights = request.weights or (config.get("MODEL.WEIGHTS") or None)
     # Built once the data is known to be there. Resuming: the checkpoint holds the architecture and every weight (no
     # CLIP to fetch); Trainer.resume then loads it again with its optimiser, schedule and RNG state.
-    model = build_model(config, str(resume_from) if resume_from else weights, seed)
+    model = build_model(config, str(resume_from) if resume_from else weights, seed, resuming=resume_from is not None)
     num_workers = int(config.get("DATALOADER.NUM_WORKERS"))
     divisibility = int(config.get("MODEL.MASK_FORMER.SIZE_DIVISIBILITY"))
 

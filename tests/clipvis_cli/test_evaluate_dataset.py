@@ -238,9 +238,10 @@ def test_metrics_json_is_always_written_with_what_produced_it_and_a_failed_run_l
         assert metrics["weights"] == str(tiny_weights) and metrics["dataset"] == "lvvis_val"
         assert metrics["max_videos"] is None and "AP" in metrics["metrics"]
     next((data / "lvvis" / "val" / "JPEGImages").rglob("*.jpg")).unlink()  # a video fails now
-    failed = evaluate(args)
+    failed = evaluate([*args, "--json", str(tmp_path / "mine.json")])
     assert failed.exit_code == 1
     assert not (out / "results.json").exists() and not (out / "metrics.json").exists()
+    assert not (tmp_path / "mine.json").exists()
 
 
 def test_segment_ytvis_json_corrected_is_a_ground_truth_whose_frames_come_from_its_video(tiny_weights, tmp_path):

@@ -148,6 +148,8 @@ def test_image_folder_is_one_video(tmp_path, tiny_weights) -> None:
     assert json.loads((out / "seq" / "ytvis.json").read_text())["videos"][0]["fps"] == 6.0
     result = run_cli(segment_args(tiny_weights, out, str(folder), extra=("--formats", "ytvis", "--image-fps", "6")))
     assert result.exit_code == 0 and not result.stdout  # complete with these settings: skipped
+    fast = run_cli(segment_args(tiny_weights, out, str(folder), extra=("--image-fps", "10000")))
+    assert fast.exit_code == 2  # past 1000 frames/s the overlay's timestamps collided: 0 decodable frames
 
 
 def test_broken_inputs_fail_alone(tmp_path, tiny_weights) -> None:

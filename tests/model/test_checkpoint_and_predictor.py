@@ -201,6 +201,8 @@ def test_vocabulary_validation(tiny_model, tmp_path) -> None:
             VideoPredictor(tiny_model, empty_synonym, cache_dir=tmp_path)
     with pytest.raises(ValueError, match=r"duplicate class names in the vocabulary \(case aside\): cat"):
         VideoPredictor(tiny_model, ["Cat", "dog", "cat, kitty"], cache_dir=tmp_path)
+    with pytest.raises(ValueError, match="duplicate class names"):  # "café" composed, then decomposed
+        VideoPredictor(tiny_model, ["caf\u00e9", "cafe\u0301"], cache_dir=tmp_path)
 
 
 def test_a_session_refuses_what_would_give_wrong_results(tiny_model, tmp_path) -> None:

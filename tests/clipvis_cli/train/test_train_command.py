@@ -468,11 +468,14 @@ def test_an_official_checkpoint_with_its_own_clip_fine_tunes_with_clip_config(tm
     """An official-layout .pth holds no config: with a CLIP open_clip does not know by name, train built another
     CLIP and failed with hundreds of key names. --clip-config (as segment's) builds the right one, and the run's
     config.yaml keeps it for --resume."""
+    import shutil
+
     case = golden_case("case1")
     data = write_coco(tmp_path / "data", num_images=2)
     run = tmp_path / "run"
+    clip_config = Path(shutil.copy(case / "open_clip_config.json", tmp_path / "clip.json"))
     args = ["train", "--config", str(case / "official_config.yaml"), "--weights", str(case / "model.pth"),
-            "--clip-config", str(case / "open_clip_config.json"), "--output-dir", str(run), "--data", str(data[0]),
+            "--clip-config", str(clip_config), "--output-dir", str(run), "--data", str(data[0]),
             "--images", str(data[1]), "SOLVER.MAX_ITER=1", "SOLVER.IMS_PER_BATCH=1", "DATALOADER.NUM_WORKERS=0",
             "MODEL.DEVICE=cpu", "DATASETS.TEST=[]", "TEST.EVAL_PERIOD=0", "INPUT.IMAGE_SIZE=64",
             "INPUT.MIN_SIZE_TRAIN=[64]", "INPUT.MAX_SIZE_TRAIN=64", "SOLVER.AMP.ENABLED=False",
@@ -480,5 +483,8 @@ def test_an_official_checkpoint_with_its_own_clip_fine_tunes_with_clip_config(tm
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output + repr(result.exception)
     assert (run / "model_0000000.safetensors").is_file()
-    assert yaml.safe_load((run / "config.yaml").read_text())["CLIPVIS"]["CLIP_CONFIG"] == str(
-        case / "open_clip_config.json")
+    assert yaml.safe_load((run / "config.yaml").read_text())["CLIPVIS"]["CLIP_CONFIG"] == str(clip_config)
+    clip_config.unlink()  # the checkpoint being resumed holds its model config: the file is not needed any more
+    result = runner.invoke(app, ["train", "--output-dir", str(run), "--resume", "SOLVER.MAX_ITER=2"])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    assert (run / "model_0000001.safetensors").is_file()
