@@ -94,7 +94,8 @@ def export(
     try:
         for item in found:
             outcomes.extend(runner.run(item))
-        outcomes.extend(runner.finish())
+        results_files = runner.finish()  # --to ytvis: one results file for the videos (under -o)
+        outcomes.extend(results_files)
     except KeyboardInterrupt:
         reporter.close()
         print_error("interrupted; incomplete exports were not written")
@@ -105,9 +106,13 @@ def export(
             typer.echo(f"clipvis: {one_line(note)}", err=True)
         for path in outcome.outputs:
             print_path(path)
-    failed = sum(outcome.status == "failed" for outcome in outcomes)
-    if failed:
-        print_error(f"{failed} of {len(outcomes)} export(s) failed")
+    videos = outcomes[: len(outcomes) - len(results_files)]
+    failed = sum(outcome.status == "failed" for outcome in videos)
+    failed_files = sum(outcome.status == "failed" for outcome in results_files)
+    if failed or failed_files:
+        parts = [f"{failed} of {len(videos)} export(s) failed"] if failed else []
+        parts += [f"{failed_files} of {len(results_files)} results file(s) not written"] if failed_files else []
+        print_error("; ".join(parts))
         raise typer.Exit(1)
 
 

@@ -286,21 +286,27 @@ def make_reporter(log_format: str, job: DistributedRun | None) -> Reporter:
 def _run_inputs(options, sources, positions, reporter: Reporter, vocabulary, job) -> dict[str, int]:
     """Run this process' inputs (``positions`` into ``sources``); how many ended complete, skipped, failed."""
     counts = {"complete": 0, "skipped": 0, "failed": 0}
+    made_root = not options.output.exists()
     try:  # once for the batch, not once per input, and before the weights load
         ensure_output_dir(options.output)
     except OutputNotWritableError as error:
         raise _fail(f"-o {error}") from None
-    predictor = None
-    if not isinstance(positions, Sized):
-        # Inputs taken from the job's queue as they come (torchrun): taking one claims it for this process, so the
-        # weights are loaded first; a process that cannot load them then leaves every input to the others.
-        predictor = load_predictor(options)
-    positions = _unless_empty(positions)
-    if positions is None:  # e.g. a shard without inputs, or a rank the others left nothing to
-        if job is not None:  # every rank says its (empty) batch started; rank 0 still shows the others' progress
-            reporter.batch_started(0)
-        return counts
-    predictor = predictor or load_predictor(options)
+    try:
+        predictor = None
+        if not isinstance(positions, Sized):
+            # Inputs taken from the job's queue as they come (torchrun): taking one claims it for this process, so
+            # the weights are loaded first; a process that cannot load them then leaves every input to the others.
+            predictor = load_predictor(options)
+        positions = _unless_empty(positions)
+        if positions is None:  # e.g. a shard without inputs, or a rank the others left nothing to
+            if job is not None:  # every rank says its (empty) batch started; rank 0 still shows the others' progress
+                reporter.batch_started(0)
+            return counts
+        predictor = predictor or load_predictor(options)
+    except typer.Exit:  # the batch stopped before any input ran (weights, CUDA): no empty output root left behind
+        if made_root:
+            _remove_if_empty(options.output)
+        raise
     runner = SegmentRunner(predictor, options, reporter, categories=[class_name(v) for v in vocabulary])
     try:
         with HeapTrimmer():
@@ -314,6 +320,21 @@ def _run_inputs(options, sources, positions, reporter: Reporter, vocabulary, job
         print_error("interrupted; incomplete outputs were not written")
         raise typer.Exit(130) from None
     return counts
+
+
+def _remove_if_empty(folder: Path) -> None:
+    """Remove ``folder`` (which this run made) when nothing but clipvis' own lock files is in it."""
+    from clipvis.cli.locks import LOCK_NAME
+    from clipvis.cli.writers.layout import FOLDER_JOURNAL
+
+    try:
+        entries = list(folder.iterdir())
+        if all(entry.name in (LOCK_NAME, FOLDER_JOURNAL) and entry.is_file() for entry in entries):
+            for entry in entries:
+                entry.unlink(missing_ok=True)
+            folder.rmdir()
+    except OSError:
+        pass
 
 
 def _unless_empty(positions: Iterable[int]) -> Iterable[int] | None:

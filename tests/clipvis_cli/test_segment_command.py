@@ -200,8 +200,10 @@ def test_usage_and_weights_errors(tmp_path, tiny_weights) -> None:
         assert not_finite.exit_code == 2 and "is not a finite number" in not_finite.output, not_finite.output
     bad = tmp_path / "bad.pth"
     bad.write_bytes(b"garbage")
-    result = CliRunner().invoke(app, ["segment", str(video), "--vocab", "cat", "--weights", str(bad)])
+    result = CliRunner().invoke(app, ["segment", str(video), "--vocab", "cat", "--weights", str(bad), "-o",
+                                      str(tmp_path / "never_made")])
     assert result.exit_code == 1 and "bad.pth" in result.stderr and "\n" not in result.stderr.strip()
+    assert not (tmp_path / "never_made").exists()  # the batch stopped before any input: no empty output root
     if not torch.cuda.is_available():
         cuda = CliRunner().invoke(app, ["segment", str(video), "--vocab", "cat", "--device", "cuda",
                                         "--weights", str(tiny_weights)])

@@ -482,6 +482,7 @@ def test_one_results_file_refuses_videos_whose_category_ids_mean_other_classes(t
     two.ytvis.write_text(json.dumps(document))
     result = run_export(str(one.folder), str(two.folder), "--to", "ytvis", "-o", str(tmp_path / "sub"))
     assert result.exit_code == 1 and "different category lists (id 1: 'cat' / 'zebra')" in result.output
+    assert "clipvis: error: 1 of 1 results file(s) not written" in result.output  # not "1 of 3 export(s)"
     assert not (tmp_path / "sub" / "results.json").exists()
 
 
