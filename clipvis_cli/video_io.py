@@ -434,8 +434,19 @@ def open_reader(
     if source.error:
         raise VideoReadError(source.path, source.error)
     if source.kind == "images":
+        if len(source.frame_files) == 1 and source.path.is_file() and not _pillow_reads(source.path):
+            return VideoReader(source.path, stride, max_frames)  # a video named like an image: the decoder decides
         return ImageFolderReader(source.frame_files, stride, max_frames, fps=image_fps, path=source.path)
     return VideoReader(source.path, stride, max_frames)
+
+
+def _pillow_reads(path: Path) -> bool:
+    """Whether Pillow recognises the file as an image (its header only)."""
+    try:
+        with Image.open(path):
+            return True
+    except (UnidentifiedImageError, OSError, ValueError):
+        return False
 
 
 @dataclass

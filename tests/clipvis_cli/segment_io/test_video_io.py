@@ -409,6 +409,10 @@ def test_copy_of_video_with_other_extension_is_still_read(media: dict[str, Path]
     copy = tmp_path / "clip.bin"
     shutil.copy(media["h264"], copy)
     assert len(list(VideoReader(copy))) == 12
+    named_like_an_image = tmp_path / "clip.jpg"  # named explicitly, "the decoder decides" (it was "not an image")
+    shutil.copy(media["h264"], named_like_an_image)
+    [source] = discover_inputs([str(named_like_an_image)])
+    assert len(read_all(open_reader(source))[0]) == 12
 
 
 def test_abandoned_iteration_stops_the_thread(media: dict[str, Path]) -> None:
