@@ -116,14 +116,17 @@ class ExportRunner:
         other video and that holds nothing but earlier exports of this same video (folder_takes_export), so a
         second video of one name, or someone's own folder, is never written into."""
         stem = video.info.stem
-        if self.destination is None:
-            return video.results_file.parent / stem if several else video.results_file.parent
+        if self.destination is None and not several:
+            return video.results_file.parent
+        # under -o, or beside a results file of several videos (two of one name each get their own folder)
+        root = self.destination if self.destination is not None else video.results_file.parent
         identity = export_identity(video)
         name, suffix = stem, 2
-        while name.lower() in self._used_names or not folder_takes_export(self.destination / name, identity):
+        while (f"{root}/{name.lower()}" in self._used_names
+               or not folder_takes_export(root / name, identity)):
             name, suffix = numbered_name(stem, suffix), suffix + 1
-        self._used_names.add(name.lower())
-        return self.destination / name
+        self._used_names.add(f"{root}/{name.lower()}")
+        return root / name
 
     def _replaceable(self, folder: Path) -> list[str]:
         """The files segment's run.json in `folder` lists as its own (an export beside them may replace them)."""

@@ -515,3 +515,19 @@ def test_a_long_export_reports_its_progress_as_it_goes(tmp_path) -> None:
     frames = output.info.num_frames
     assert recorder.total == 2 * frames and sum(recorder.done) == 2 * frames, (frames, recorder.total, recorder.done)
     assert len(recorder.done) > 4  # frame by frame, not once at the end
+
+
+def test_two_videos_of_one_name_in_one_results_file_get_a_folder_each(tmp_path) -> None:
+    """Beside a results file of several videos, two named `clip` both wanted ./clip/: the second failed."""
+    one = make_segment_output(tmp_path / "a")
+    two = make_segment_output(tmp_path / "b", video_id=2)
+    document = json.loads(one.ytvis.read_text())
+    other = json.loads(two.ytvis.read_text())
+    document["videos"] += other["videos"]
+    document["annotations"] += other["annotations"]
+    merged = tmp_path / "merged" / "results_of_both.json"
+    merged.parent.mkdir()
+    merged.write_text(json.dumps(document))
+    result = run_export(str(merged), "--to", "mots-txt")
+    assert result.exit_code == 0, result.output
+    assert (merged.parent / "clip" / "mots-txt").is_dir() and (merged.parent / "clip-2" / "mots-txt").is_dir()
