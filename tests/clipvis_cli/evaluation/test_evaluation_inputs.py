@@ -57,21 +57,18 @@ def test_gt_rle_forms_and_polygons_give_the_same_score(vis: ModuleType) -> None:
     assert scores["compressed"] == scores["uncompressed"] == scores["polygon"]
 
 
-def test_gt_without_areas_field_uses_mask_areas(vis: ModuleType) -> None:
+@pytest.mark.parametrize("field", ["areas", "id"])
+def test_gt_without_areas_or_ids_scores_a_perfect_result_perfectly(vis: ModuleType, field: str) -> None:
+    """Without `areas` the mask areas count; without annotation ids (segment's ytvis.json, corrected) they are
+    numbered: ids are labels."""
     gt = simple_gt(vis)
-    del gt["annotations"][0]["areas"]
+    del gt["annotations"][0][field]
     parsed = parse_ground_truth(gt)
     out = VideoAPEvaluator().evaluate(parsed, parse_results([vis.result(1, 1, 0.9, [square()] * 2)], parsed))
-    assert out.stats["APs"] == pytest.approx(1.0, abs=1e-12)
+    assert out.stats["AP"] == pytest.approx(1.0, abs=1e-12) and out.stats["APs"] == pytest.approx(1.0, abs=1e-12)
 
 
-def test_gt_whose_annotations_have_no_ids_is_numbered(vis: ModuleType) -> None:
-    """segment's ytvis.json, corrected, has no annotation ids: a ground truth all the same (ids are labels)."""
-    gt = simple_gt(vis)
-    del gt["annotations"][0]["id"]
-    parsed = parse_ground_truth(gt)
-    out = VideoAPEvaluator().evaluate(parsed, parse_results([vis.result(1, 1, 0.9, [square()] * 2)], parsed))
-    assert out.stats["AP"] == pytest.approx(1.0, abs=1e-12)
+def test_gt_with_ids_on_some_annotations_only_is_an_error(vis: ModuleType) -> None:
     gt = simple_gt(vis)
     gt["annotations"].append({**gt["annotations"][0], "id": "x"})  # some with ids, some without: still an error
     with pytest.raises(EvaluationInputError, match="needs integer 'id'"):
