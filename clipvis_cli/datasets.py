@@ -96,8 +96,8 @@ class DatasetSpec:
         if self.frame_path_rule == "last_two_components":
             path = lvvis_frame_path(frames_root, file_name)
             relative = path.relative_to(frames_root)
-        else:
-            relative = Path(file_name)
+        else:  # Windows separators (a GT written there) are folder separators here too, as for LV-VIS
+            relative = Path(file_name.replace("\\", "/"))
             path = Path(frames_root) / relative
         parts = [part for part in re.split(r"[\\/]+", str(relative)) if part]
         if relative.is_absolute() or relative.drive or ".." in parts or not parts:

@@ -182,11 +182,15 @@ class VideoReader:
                 self.path, f"truncated: the file ends at frame {health.last_end} of the {header_frames} its header "
                            "declares"
             )
-        if ended and declared is not None and last_time is not None and _ends_early(last_time - start, declared):
+        # the last frame is shown for a frame's time too (FLV and ASF packets carry no duration: a slideshow's
+        # last frame starts a whole second before the end its header declares)
+        shown = max(1 / float(health.fps), health.last_step)
+        if (ended and decoded > 1 and declared is not None and last_time is not None  # a still shows as long as
+                and _ends_early(last_time - start + shown, declared)):  # its header says: no end to tell from
             # The decoder ended cleanly well before the duration the header declares (a file cut at a packet
             # boundary: Matroska, WebM, MPEG-TS). A file whose other streams (audio) run past the video is fine.
             end = _last_packet_end(self.path)
-            if end is not None and _ends_early(end - start, declared):
+            if end is not None and _ends_early(end - start + shown, declared):
                 raise VideoReadError(
                     self.path, f"truncated: the file ends after {decoded} frames, at {end - start:.1f} s of the "
                                f"{declared:.1f} s its header declares"
@@ -668,6 +672,8 @@ class _StreamHealth:
     packets read, and the largest gap between consecutive frames' times when it is over 1.5 frame durations."""
 
     def __init__(self, fps: Fraction) -> None:
+        self.fps = fps if fps else DEFAULT_FPS
+        self.last_step = 0.0  # the time between the last two frames
         self.corrupt = False
         self.packets = 0
         self.last_end = 0  # the latest packet's pts + duration, in the stream's time base
@@ -679,9 +685,11 @@ class _StreamHealth:
         self.corrupt = self.corrupt or bool(getattr(frame, "is_corrupt", False))
         if frame.time is None:
             return
-        if self._previous is not None and frame.time - self._previous > self._longest:
-            self._longest = frame.time - self._previous
-            self.gap = (self._previous, frame.time)
+        if self._previous is not None:
+            self.last_step = frame.time - self._previous
+            if self.last_step > self._longest:
+                self._longest = self.last_step
+                self.gap = (self._previous, frame.time)
         self._previous = frame.time
 
 

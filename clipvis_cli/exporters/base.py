@@ -156,8 +156,9 @@ def _changed_files(entry: Path, recorded: object) -> list[str]:
     if not isinstance(files, dict):
         return []
     now = _file_stats(entry)
-    return [name or entry.name for name in sorted(set(now) | set(files)) if now.get(name) != files.get(name)
-            and name in now]
+    changed = [name for name in sorted(now) if now[name] != files.get(name)]
+    # a hard link to the source video (labelstudio's media/, fiftyone's data/) changes with the source, not by hand
+    return [name or entry.name for name in changed if (entry / name if name else entry).stat().st_nlink == 1]
 
 
 def folder_takes_export(folder: Path, identity: dict[str, object]) -> bool:

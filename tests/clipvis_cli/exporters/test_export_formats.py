@@ -303,6 +303,19 @@ def test_tools_that_carry_the_video_refuse_another_video(tmp_path) -> None:
     assert not list((tmp_path / "exp").rglob("*.mp4"))
 
 
+def test_exporting_again_after_the_source_video_was_touched_replaces_the_linked_copies(tmp_path) -> None:
+    """Label Studio's and FiftyOne's copies of the video are hard links to it: touching the source (a backup tool,
+    a sync) changed "their" time, and the next export called them corrections and refused."""
+    import os
+
+    output = make_segment_output(tmp_path / "out")
+    for _ in range(2):
+        result = run_export(str(output.folder), "--to", "labelstudio,fiftyone", "-o", str(tmp_path / "exp"))
+        assert result.exit_code == 0, result.output
+        stat = output.video.stat()
+        os.utime(output.video, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+
+
 def test_label_studio_tasks_fit_their_config(tmp_path) -> None:
     output = make_segment_output(tmp_path / "out")
     result = run_export(str(output.folder), "--to", "labelstudio", "-o", str(tmp_path / "exp"),

@@ -241,6 +241,24 @@ def test_frames_lost_to_damage_and_an_avi_cut_short_fail_instead_of_being_renumb
     assert len(read_all(VideoReader(irregular))[0]) == 6
 
 
+@pytest.mark.parametrize(("container", "codec"), [("flv", "flv"), ("asf", "wmv2")])
+def test_a_whole_slideshow_whose_packets_carry_no_duration_is_not_truncated(tmp_path: Path, synth, container,
+                                                                            codec) -> None:
+    """FLV and ASF packets carry no duration: a 1 fps slideshow's last frame starts a second before the end the
+    header declares, and whole files were refused as truncated (a still too)."""
+    import av
+
+    for count in (4, 1):
+        path = tmp_path / f"slides{count}.{container}"
+        with av.open(str(path), "w", format=container) as output:
+            stream = output.add_stream(codec, rate=1)
+            stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+            for i in range(count):
+                output.mux(stream.encode(av.VideoFrame.from_ndarray(synth.bar_frame(i, 48, 64), format="rgb24")))
+            output.mux(stream.encode())
+        assert len(read_all(VideoReader(path))[0]) == count
+
+
 def test_truncated_file_within_max_frames_is_fine(media: dict[str, Path]) -> None:
     indices, _ = read_all(VideoReader(media["truncated_faststart"], max_frames=5))
     assert indices == [0, 1, 2, 3, 4]
