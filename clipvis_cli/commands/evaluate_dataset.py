@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
@@ -114,6 +115,13 @@ def run_dataset_evaluation(
             print_error(f"{error}; nothing was scored (finished videos are kept in {output / 'per_video'}, a rerun "
                         "resumes)")
         raise typer.Exit(130 if error.interrupted else 1) from None
+    except KeyboardInterrupt as interrupt:  # Ctrl-C, SIGTERM, SIGHUP (the launcher's Terminated)
+        if alone:  # training's periodic evaluation: the trainer stops on it
+            raise
+        if job is None or job.is_main:
+            print_error(f"interrupted; nothing was scored (finished videos are kept in {output / 'per_video'}, a "
+                        "rerun resumes)")
+        raise typer.Exit(128 + getattr(interrupt, "signum", signal.SIGINT)) from None
 
 
 def _run_and_conclude(

@@ -24,7 +24,7 @@ from clipvis.cli.exporters.loading import ExportInput, ExportInputError, ExportV
 from clipvis.cli.exporters.ytvis import write_results
 from clipvis.cli.inputs import VideoSource
 from clipvis.cli.locks import FolderBusyError
-from clipvis.cli.messages import describe_exception, one_line, subject_message
+from clipvis.cli.messages import describe_exception, one_line, path_text, subject_message
 from clipvis.cli.progress import Reporter
 from clipvis.cli.video_io import VideoReadError
 from clipvis.cli.writers.layout import MANIFEST_NAME, numbered_name
@@ -80,17 +80,22 @@ class ExportRunner:
         self.reporter = reporter
         self._used_names: set[str] = set()
         self._collected: list[tuple[ExportVideo, Path]] = []  # for the ytvis results file
+        # results files not to write: a video (or an input) meant for them failed, and a file for servers that
+        # lacks it would be scored as if the video had no objects
+        self._incomplete: dict[Path, int] = {}
 
     def run(self, item: ExportInput) -> list[ExportOutcome]:
         source = VideoSource(item.path)
+        results_folder = self.destination or (item.path.parent if item.path.suffix else item.path)
         if not item.ok:
-            return [self._failed(source, item.path.name, one_line(item.describe_error()))]
+            return [self._failed(source, item.path.name, one_line(item.describe_error()), results_folder)]
         try:
             videos = load_videos(item.path)
         except ExportInputError as error:
-            return [self._failed(source, item.path.name, one_line(str(error)))]
+            return [self._failed(source, item.path.name, one_line(str(error)), results_folder)]
         if not videos:
-            return [self._failed(source, item.path.name, f"{item.path}: no videos in this results file")]
+            return [self._failed(source, item.path.name, f"{item.path}: no videos in this results file",
+                                 results_folder)]
         return [self._export_video(source, video, len(videos) > 1) for video in videos]
 
     def finish(self) -> list[ExportOutcome]:
@@ -102,6 +107,13 @@ class ExportRunner:
             groups.setdefault(folder, []).append(video)
         outcomes = []
         for folder, videos in groups.items():
+            missing = self._incomplete.get(folder, 0)
+            if missing:
+                message = (f"{path_text(folder / self.options.results_name)} not written: {missing} of its "
+                           f"{missing + len(videos)} input(s) failed (a server would score them as empty)")
+                self.reporter.video_failed(VideoSource(folder), folder.name, message)
+                outcomes.append(ExportOutcome(folder.name, "failed", error=message))
+                continue
             try:
                 path = write_results(videos, folder, self.options)
                 outcomes.append(ExportOutcome(folder.name, "complete", [path]))
@@ -163,12 +175,13 @@ class ExportRunner:
                                          f"{exporter.last_polygon_iou:.4f}")
         except (ExportInputError, OutputNotWritableError, VideoReadError, FolderBusyError,
                 ExportConflictError) as error:
-            return self._failed(source, stem, one_line(str(error)))
+            return self._failed(source, stem, one_line(str(error)), self.destination or video.results_file.parent)
         except Exception as error:  # noqa: BLE001 - a library error fails this video, not the batch
             cause = describe_exception(error)
             if not isinstance(error, (ValueError, OSError, RuntimeError)):
                 cause = f"{type(error).__name__}: {cause}"
-            return self._failed(source, stem, subject_message(f"{stem}: {cause}", video.results_file))
+            return self._failed(source, stem, subject_message(f"{stem}: {cause}", video.results_file),
+                                self.destination or video.results_file.parent)
         if YTVIS_FORMAT in self.formats:
             self._collected.append((video, self.destination or video.results_file.parent))
         if not exporters:
@@ -186,6 +199,9 @@ class ExportRunner:
         return [f"warning: {video.info.stem}: --classes {', '.join(unknown)}: no such class here (its classes: "
                 f"{listed})"]
 
-    def _failed(self, source: VideoSource, name: str, message: str) -> ExportOutcome:
+    def _failed(self, source: VideoSource, name: str, message: str, results_folder: Path | None = None
+                ) -> ExportOutcome:
         self.reporter.video_failed(source, name, message)
+        if results_folder is not None and YTVIS_FORMAT in self.formats:
+            self._incomplete[results_folder] = self._incomplete.get(results_folder, 0) + 1
         return ExportOutcome(name, "failed", error=message)

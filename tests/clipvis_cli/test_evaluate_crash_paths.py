@@ -146,3 +146,30 @@ def test_second_evaluation_into_a_busy_folder(tmp_path, tiny_weights) -> None:
     [line] = error_lines(result)
     assert line.startswith(f"clipvis: error: {out / 'per_video'}: another clipvis process is writing here (pid ")
     assert not (out / "per_video" / "1.json").exists()
+
+
+@pytest.mark.parametrize("signum", [None, 15])
+def test_an_interrupted_evaluation_says_so_and_a_rerun_resumes(tmp_path, tiny_weights, monkeypatch, signum) -> None:
+    """Ctrl-C or a scheduler's SIGTERM ended evaluate with exit 130/143 and no line at all."""
+    from clipvis.cli import dataset_inference
+    from clipvis.cli.launcher import Terminated
+
+    gt, frames = make_custom(tmp_path)
+    out = tmp_path / "out"
+    original = dataset_inference.DatasetInference.run_video
+    calls = []
+
+    def interrupted_at_the_second(self, video):
+        calls.append(video.id)
+        if len(calls) == 2:
+            raise KeyboardInterrupt if signum is None else Terminated(signum)
+        return original(self, video)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(dataset_inference.DatasetInference, "run_video", interrupted_at_the_second)
+        result = evaluate(tiny_weights, gt, frames, out)
+    assert result.exit_code == (130 if signum is None else 143), result.output
+    assert error_lines(result) == [f"clipvis: error: interrupted; nothing was scored (finished videos are kept in "
+                                   f"{out / 'per_video'}, a rerun resumes)"]
+    again = evaluate(tiny_weights, gt, frames, out)
+    assert again.exit_code == 0 and "reused" in again.stderr

@@ -544,3 +544,17 @@ def test_two_videos_of_one_name_in_one_results_file_get_a_folder_each(tmp_path) 
     result = run_export(str(merged), "--to", "mots-txt")
     assert result.exit_code == 0, result.output
     assert (merged.parent / "clip" / "mots-txt").is_dir() and (merged.parent / "clip-2" / "mots-txt").is_dir()
+
+
+def test_one_results_file_is_not_written_without_a_video_that_failed(tmp_path) -> None:
+    """A failed video (another process writing its folder, its source missing) left a results.json without it,
+    listed as written: a server scores a missing video as one without objects."""
+    one = make_segment_output(tmp_path / "a")
+    two = make_segment_output(tmp_path / "b", stem="other", video_id=2)
+    one.video.unlink()  # mots-png needs its frames
+    dest = tmp_path / "dest"
+    result = run_export(str(one.folder), str(two.folder), "--to", "mots-png,ytvis", "-o", str(dest))
+    assert result.exit_code == 1
+    assert f"{dest / 'results.json'} not written: 1 of its 2 input(s) failed" in result.output
+    assert not (dest / "results.json").exists() and "results.json" not in result.stdout
+    assert (dest / "other" / "mots-png").is_dir()  # the other video's own files are written
