@@ -132,6 +132,10 @@ def _own_entries(folder: Path) -> list[str]:
         return []
 
 
+def _write_record(folder: Path, record: dict[str, dict]) -> None:
+    atomic_write_text(folder / EXPORT_RECORD, json.dumps({"entries": record}, indent=1) + "\n")
+
+
 def _entry_identity(entry: object) -> object:
     """The video an entry of the record was exported from (records of clipvis 0.1.0's first exports: the entry)."""
     return entry.get("from", entry) if isinstance(entry, dict) else entry
@@ -237,11 +241,15 @@ def _locked_staging(final_parent: Path, identity: dict[str, object] | None,
                         f"{path_text(final)}: changed since clipvis exported it ({shown}); nothing was replaced "
                         "(move it away, or export with another -o)"
                     )
+            if identity is not None:  # first as this video's, without file stats: a kill while the entries move
+                # into place leaves them the next export of this video replaces, not a folder it refuses
+                record.update({name: {"from": identity} for name in names})
+                _write_record(final_parent, record)
             for name in names:
                 _replace(staging / name, final_parent / name)
             if identity is not None:
                 record.update({name: {"from": identity, "files": _file_stats(final_parent / name)} for name in names})
-                atomic_write_text(final_parent / EXPORT_RECORD, json.dumps({"entries": record}, indent=1) + "\n")
+                _write_record(final_parent, record)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
 

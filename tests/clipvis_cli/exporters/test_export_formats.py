@@ -558,3 +558,28 @@ def test_one_results_file_is_not_written_without_a_video_that_failed(tmp_path) -
     assert f"{dest / 'results.json'} not written: 1 of its 2 input(s) failed" in result.output
     assert not (dest / "results.json").exists() and "results.json" not in result.stdout
     assert (dest / "other" / "mots-png").is_dir()  # the other video's own files are written
+
+
+def test_an_export_killed_while_its_files_move_into_place_is_replaced_by_the_next(tmp_path, monkeypatch) -> None:
+    """Killed after moving one format into place and before recording the files: the next export of the video
+    refused the folder as not its own (or as corrected)."""
+    from clipvis.cli.exporters import base
+
+    output = make_segment_output(tmp_path / "out")
+    args = (str(output.folder), "--to", "coco,mots-txt", "--no-media", "-o", str(tmp_path / "dest"))
+    assert run_export(*args).exit_code == 0
+    original, moved = base._replace, []
+
+    def killed_after_the_first(new, final):
+        if moved:
+            raise KeyboardInterrupt  # as a kill would stop it there
+        moved.append(final)
+        original(new, final)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(base, "_replace", killed_after_the_first)
+        assert run_export(*args).exit_code == 130
+    result = run_export(*args)
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (tmp_path / "dest" / "clip").iterdir() if not p.name.startswith(".")) == [
+        "coco", "mots-txt"]
