@@ -17,6 +17,8 @@ from clipvis.cli.messages import error_line, path_text
 
 class Reporter(Protocol):
     def batch_started(self, num_videos: int | None) -> None: ...  # None: not known in advance (torchrun ranks)
+    # The batch holds ``count`` more videos than it said (export: a results file holding several).
+    def more_videos(self, count: int) -> None: ...
     def video_started(self, source: VideoSource, stem: str, total_frames: int | None) -> None: ...
     def frames_done(self, count: int) -> None: ...
     def video_finished(
@@ -47,6 +49,9 @@ class SerializedReporter:
 
     def batch_started(self, num_videos: int | None) -> None:
         self._call("batch_started", num_videos)
+
+    def more_videos(self, count: int) -> None:
+        self._call("more_videos", count)
 
     def video_started(self, source: VideoSource, stem: str, total_frames: int | None) -> None:
         self._call("video_started", source, stem, total_frames)
@@ -94,6 +99,9 @@ class JsonlReporter:
 
     def batch_started(self, num_videos: int | None) -> None:
         self._emit("batch_start", videos=num_videos)
+
+    def more_videos(self, count: int) -> None:
+        self._emit("batch_more", videos=count)
 
     def video_started(self, source, stem, total_frames) -> None:
         self._video, self._frames, self._since = path_text(source.path), 0, 0
@@ -196,6 +204,13 @@ class HumanReporter:
         if self.progress is not None:
             self.progress.start()
             self._overall = self.progress.add_task("videos", total=num_videos, rate="")
+
+    def more_videos(self, count: int) -> None:
+        if self._batch_size is None:
+            return
+        self._batch_size += count
+        if self.progress is not None and self._overall is not None:
+            self.progress.update(self._overall, total=self._batch_size)
 
     def video_started(self, source, stem, total_frames) -> None:
         self._frames, self._started = 0, time.perf_counter()

@@ -96,6 +96,8 @@ class ExportRunner:
         if not videos:
             return [self._failed(source, item.path.name, f"{item.path}: no videos in this results file",
                                  results_folder)]
+        if len(videos) > 1:  # counted as one input: the progress counts its videos
+            self.reporter.more_videos(len(videos) - 1)
         return [self._export_video(source, video, len(videos) > 1) for video in videos]
 
     def finish(self) -> list[ExportOutcome]:

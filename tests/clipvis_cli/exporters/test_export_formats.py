@@ -544,6 +544,7 @@ def test_two_videos_of_one_name_in_one_results_file_get_a_folder_each(tmp_path) 
     result = run_export(str(merged), "--to", "mots-txt")
     assert result.exit_code == 0, result.output
     assert (merged.parent / "clip" / "mots-txt").is_dir() and (merged.parent / "clip-2" / "mots-txt").is_dir()
+    assert "[2/2]" in result.stderr and "[2/1]" not in result.stderr, result.stderr  # one input, two videos
 
 
 def test_one_results_file_is_not_written_without_a_video_that_failed(tmp_path) -> None:
