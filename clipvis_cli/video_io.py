@@ -37,6 +37,7 @@ from clipvis.cli.messages import path_text
 
 DEFAULT_FPS = Fraction(30)
 _MAX_PLAUSIBLE_FPS = 1000
+_AVI_LEADING_FRAMES = 4  # an AVI's first decoded frame comes at most this many chunks in (B-frame delay)
 
 
 class VideoReadError(Exception):
@@ -173,6 +174,13 @@ class VideoReader:
             raise VideoReadError(
                 self.path, f"damaged: no frames between {before - start:.1f} s and {after - start:.1f} s (FFmpeg "
                            "found corrupt data there), so the frames after would be numbered wrongly"
+            )
+        if is_avi and health.first_pts is not None and health.first_pts > _AVI_LEADING_FRAMES:
+            # An AVI's first chunk is frame 0 (B-frames delay the first decoded one by a frame or two): a damaged
+            # index that lost the first keyframe leaves later frames, which would take the lost ones' numbers.
+            raise VideoReadError(
+                self.path, f"damaged: its first {health.first_pts} frames cannot be decoded, so the frames after "
+                           "would be numbered wrongly"
             )
         if ended and is_avi and health.packets and health.last_end < header_frames:
             # An AVI's header counts its frames, and a packet's pts is its chunk's number (empty chunks, which a
@@ -674,6 +682,7 @@ class _StreamHealth:
     def __init__(self, fps: Fraction) -> None:
         self.fps = fps if fps else DEFAULT_FPS
         self.last_step = 0.0  # the time between the last two frames
+        self.first_pts: int | None = None  # the first decoded frame's, in the stream's time base
         self.corrupt = False
         self.packets = 0
         self.last_end = 0  # the latest packet's pts + duration, in the stream's time base
@@ -683,6 +692,8 @@ class _StreamHealth:
 
     def saw(self, frame: av.VideoFrame) -> None:
         self.corrupt = self.corrupt or bool(getattr(frame, "is_corrupt", False))
+        if self.first_pts is None and getattr(frame, "pts", None) is not None:
+            self.first_pts = int(frame.pts)
         if frame.time is None:
             return
         if self._previous is not None:

@@ -186,7 +186,8 @@ def test_a_file_cut_at_a_packet_boundary_fails_and_a_longer_audio_track_does_not
     assert len(read_all(VideoReader(longer_audio))[0]) == 20
 
 
-def test_frames_lost_to_damage_and_an_avi_cut_short_fail_instead_of_being_renumbered(tmp_path: Path, synth) -> None:
+def test_frames_lost_to_damage_and_an_avi_cut_short_fail_instead_of_being_renumbered(tmp_path: Path, synth,
+                                                                                     monkeypatch) -> None:
     """A Matroska file damaged mid-way (the demuxer skips the rest of a cluster) decoded 25 of 60 frames without an
     error, numbered 0..24: the masks of "frame 15" were frame 50's. An AVI cut in half decoded its first half as
     complete. Damage without lost frames, and variable frame rates without damage, still read."""
@@ -235,6 +236,18 @@ def test_frames_lost_to_damage_and_an_avi_cut_short_fail_instead_of_being_renumb
             output.mux(stream.encode(frame))
         output.mux(stream.encode())
     assert len(read_all(VideoReader(gaps))[0]) == 10
+    # An AVI whose first frames are gone (a damaged index lost the keyframe, and the decoder drops what depends
+    # on it): frame 25 came out as frame 0. The demuxer's side of that is played here by dropping them.
+    from clipvis.cli import video_io
+
+    original = video_io._demuxed_frames
+
+    def without_the_first_25(container, stream, health):
+        return (frame for frame in original(container, stream, health) if frame.pts >= 25)
+
+    with monkeypatch.context() as patch, pytest.raises(VideoReadError, match=r"damaged: its first 25 frames cannot"):
+        patch.setattr(video_io, "_demuxed_frames", without_the_first_25)
+        read_all(VideoReader(avi))
 
     irregular = synth.write_bar_video(tmp_path / "screen.mkv", 6, pts=[0, 40, 2000, 2040, 5000, 9960],
                                       time_base=Fraction(1, 1000), rate=10)
