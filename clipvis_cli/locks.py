@@ -106,3 +106,16 @@ def _read_holder(fd: int) -> str:
         return os.pread(fd, 200, 0).decode("utf-8", "replace").strip()
     except OSError:
         return ""
+
+
+def remove_unused_folder(folder: Path, clipvis_files: tuple[str, ...] = ()) -> None:
+    """Remove ``folder`` (one a command made and then wrote nothing into) when it holds nothing but clipvis' lock
+    file and ``clipvis_files``; anything else there keeps it."""
+    try:
+        entries = list(folder.iterdir())
+        if all(entry.name in (LOCK_NAME, *clipvis_files) and entry.is_file() for entry in entries):
+            for entry in entries:
+                entry.unlink(missing_ok=True)
+            folder.rmdir()
+    except OSError:
+        pass

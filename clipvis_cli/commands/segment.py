@@ -305,7 +305,10 @@ def _run_inputs(options, sources, positions, reporter: Reporter, vocabulary, job
         predictor = predictor or load_predictor(options)
     except typer.Exit:  # the batch stopped before any input ran (weights, CUDA): no empty output root left behind
         if made_root:
-            _remove_if_empty(options.output)
+            from clipvis.cli.locks import remove_unused_folder
+            from clipvis.cli.writers.layout import FOLDER_JOURNAL
+
+            remove_unused_folder(options.output, (FOLDER_JOURNAL,))
         raise
     runner = SegmentRunner(predictor, options, reporter, categories=[class_name(v) for v in vocabulary])
     try:
@@ -320,21 +323,6 @@ def _run_inputs(options, sources, positions, reporter: Reporter, vocabulary, job
         print_error("interrupted; incomplete outputs were not written")
         raise typer.Exit(130) from None
     return counts
-
-
-def _remove_if_empty(folder: Path) -> None:
-    """Remove ``folder`` (which this run made) when nothing but clipvis' own lock files is in it."""
-    from clipvis.cli.locks import LOCK_NAME
-    from clipvis.cli.writers.layout import FOLDER_JOURNAL
-
-    try:
-        entries = list(folder.iterdir())
-        if all(entry.name in (LOCK_NAME, FOLDER_JOURNAL) and entry.is_file() for entry in entries):
-            for entry in entries:
-                entry.unlink(missing_ok=True)
-            folder.rmdir()
-    except OSError:
-        pass
 
 
 def _unless_empty(positions: Iterable[int]) -> Iterable[int] | None:

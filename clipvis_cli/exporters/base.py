@@ -25,7 +25,7 @@ from clipvis.cli.atomic import (
     remove_stale_temp_files,
 )
 from clipvis.cli.exporters.loading import ExportVideo
-from clipvis.cli.locks import LOCK_NAME, FolderLock
+from clipvis.cli.locks import LOCK_NAME, FolderLock, remove_unused_folder
 from clipvis.cli.messages import path_text
 from clipvis.cli.results import TrackResult
 
@@ -100,8 +100,9 @@ class Exporter:
         return self.needs_media or (self.uses_media and options.media)
 
 
-# Which video each entry of an export folder was exported from: {"entries": {name: identity}}. An entry that exists
-# and is not recorded as this video's export (nor listed by segment's run.json there) is never replaced.
+# Which video each entry of an export folder was exported from, and its files then:
+# {"entries": {name: {"from": identity, "files": {path: [size, mtime_ns]}}}}. An entry that exists and is not
+# recorded as this video's export (nor listed by segment's run.json there), or whose files changed, is never replaced.
 EXPORT_RECORD = ".clipvis-export.json"
 
 
@@ -137,8 +138,8 @@ def _write_record(folder: Path, record: dict[str, dict]) -> None:
 
 
 def _entry_identity(entry: object) -> object:
-    """The video an entry of the record was exported from (records of clipvis 0.1.0's first exports: the entry)."""
-    return entry.get("from", entry) if isinstance(entry, dict) else entry
+    """The video an entry of the record (``{"from": identity, "files": ...}``) was exported from."""
+    return entry.get("from") if isinstance(entry, dict) else None
 
 
 def _file_stats(entry: Path) -> dict[str, list[int]]:
@@ -198,17 +199,8 @@ def staged_directory(final_parent: Path, identity: dict[str, object] | None = No
             yield staging
     except BaseException:
         if made:  # a folder this export made for nothing: not left holding only the lock file
-            _remove_if_only_lock(final_parent)
+            remove_unused_folder(final_parent)
         raise
-
-
-def _remove_if_only_lock(folder: Path) -> None:
-    try:
-        if {entry.name for entry in folder.iterdir()} <= {LOCK_NAME}:
-            (folder / LOCK_NAME).unlink(missing_ok=True)
-            folder.rmdir()
-    except OSError:
-        pass
 
 
 @contextmanager

@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
 
-STOP_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")
+from clipvis.cli.distributed import STOP_SIGNALS
 
 
 class TrainingStopped(KeyboardInterrupt):
