@@ -11,7 +11,8 @@ Accepted arguments:
   skipped; loose images next to videos or sub-directories are ignored;
 * a glob pattern (`'videos/**/*.mp4'`, for shells that did not expand it): every match is handled like a
   named path, except that matched files with an unknown extension are skipped;
-* `-`: newline-separated arguments read from stdin (`find . -name '*.mov' | clipvis segment - ...`).
+* `-`: newline-separated arguments read from stdin (`find . -name '*.mov' | clipvis segment - ...`), or with
+  `--null` NUL-separated ones (`find . -print0 | clipvis segment --null - ...`).
 
 Problems never raise: a missing path, a pattern without matches or an empty directory comes back as a
 `VideoSource` with `error` set, so one bad argument fails one input, not the batch. Duplicates (same
@@ -24,7 +25,6 @@ from __future__ import annotations
 import glob
 import os
 import re
-import sys
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,10 +95,11 @@ def natural_sort_key(text: str) -> tuple:
     return tuple(int(part) if i % 2 else part.lower() for i, part in enumerate(parts)) + (text,)
 
 
-def discover_inputs(arguments: Sequence[str], stdin: TextIO | None = None) -> list[VideoSource]:
+def discover_inputs(arguments: Sequence[str], stdin_arguments: Sequence[str] = ()) -> list[VideoSource]:
     """Expand command-line arguments into video sources (see module docstring).
 
-    `stdin` (default sys.stdin) is read only if an argument is `-`.
+    ``stdin_arguments`` are what an argument ``-`` stands for (`read_argument_lines`), expanded where the first ``-``
+    stands.
     """
     sources: list[VideoSource] = []
     stdin_consumed = False
@@ -107,7 +108,7 @@ def discover_inputs(arguments: Sequence[str], stdin: TextIO | None = None) -> li
             if stdin_consumed:
                 continue
             stdin_consumed = True
-            for line in _stdin_arguments(stdin if stdin is not None else sys.stdin):
+            for line in stdin_arguments:
                 sources.extend(_expand_argument(line))
         else:
             sources.extend(_expand_argument(argument))
@@ -137,19 +138,21 @@ def is_image_folder(directory: Path) -> bool:
     return has_image
 
 
-def read_argument_lines(stream: TextIO) -> list[str]:
-    """The arguments ``-`` stands for: the non-blank lines of ``stream`` (see ``_stdin_arguments``)."""
-    return list(_stdin_arguments(stream))
+def read_argument_lines(stream: TextIO, null: bool = False) -> list[str]:
+    """The arguments ``-`` stands for: the non-blank lines of ``stream``, or with ``null`` its entries separated by
+    NUL characters (``find -print0``, ``xargs -0``: the one way to pass a file name that holds a newline).
 
-
-def _stdin_arguments(stream: TextIO) -> Iterator[str]:
-    """Lines of `stream`; read as bytes where possible, so a file name that is not UTF-8 arrives intact."""
+    Read as bytes where the stream has them, so a file name that is not UTF-8 arrives intact.
+    """
     binary = getattr(stream, "buffer", None)
-    lines = (os.fsdecode(raw) for raw in binary) if binary is not None else stream
-    for line in lines:
-        argument = line.rstrip("\r\n")
-        if argument.strip():
-            yield argument
+    data: bytes | str = binary.read() if binary is not None else stream.read()
+    if isinstance(data, bytes):
+        entries = [os.fsdecode(raw) for raw in data.split(b"\0" if null else b"\n")]
+    else:
+        entries = data.split("\0" if null else "\n")
+    if null:
+        return [entry for entry in entries if entry]
+    return [line.rstrip("\r") for line in entries if line.strip()]
 
 
 def _expand_argument(argument: str) -> list[VideoSource]:

@@ -83,12 +83,13 @@ def _print_stderr(line: str) -> None:
     typer.echo(line, err=True)
 
 
-def print_path(path: Path) -> None:
+def print_path(path: Path, null: bool = False) -> None:
     """Print an output path on stdout, byte for byte (so `xargs`/`while read` get the real file name even when
-    it is not UTF-8)."""
+    it is not UTF-8), ended by a newline, or with ``null`` by a NUL character (``--null``: `xargs -0` then gets a
+    name that holds a newline whole)."""
     import typer
 
-    typer.echo(os.fsencode(path) + b"\n", nl=False)
+    typer.echo(os.fsencode(path) + (b"\0" if null else b"\n"), nl=False)
 
 
 __all__ = [

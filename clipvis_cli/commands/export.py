@@ -10,6 +10,7 @@ import typer
 from clipvis.cli.commands.segment import _fail, finite_number, load_predictor, parse_vocabulary
 from clipvis.cli.exporters import EXPORT_FORMATS, ExportOptions, discover_export_inputs
 from clipvis.cli.exporters.runner import ExportRunner
+from clipvis.cli.inputs import read_argument_lines
 from clipvis.cli.messages import describe_exception, one_line, print_error, print_path, subject_message
 from clipvis.cli.progress import HumanReporter, JsonlReporter
 from clipvis.cli.segment import SegmentOptions
@@ -60,6 +61,10 @@ def export(
     vocab: str | None = typer.Option(None, "--vocab", help="onnx: bake these classes in (adds class_logits)."),
     vocab_file: Path | None = typer.Option(None, "--vocab-file", help="onnx: classes from a file."),
     opset: int = typer.Option(17, "--opset", min=16, help="onnx: opset version."),
+    null: bool = typer.Option(
+        False, "-0", "--null", help="Paths on stdin (-) are separated by NUL characters and the paths written to "
+        "stdout end with one (find -print0, xargs -0)."
+    ),
 ) -> None:
     """Convert segment outputs to CVAT, COCO, MOTS, DAVIS-style PNG, Label Studio, FiftyOne or YouTube-VIS files;
     or, with --to onnx, the per-frame network to ONNX."""
@@ -86,7 +91,7 @@ def export(
             raise typer.BadParameter("--classes: empty list")
     options = ExportOptions(min_score=min_score, classes=class_names, media=media, zip_results=zip_results,
                             media_url=media_url)
-    found = discover_export_inputs(inputs, sys.stdin if "-" in inputs else None)
+    found = discover_export_inputs(inputs, read_argument_lines(sys.stdin, null) if "-" in inputs else ())
     reporter = JsonlReporter() if log_format == "jsonl" else HumanReporter()
     runner = ExportRunner(formats, options, output, reporter)
     outcomes = []
@@ -105,7 +110,7 @@ def export(
         for note in outcome.notes:
             typer.echo(f"clipvis: {one_line(note)}", err=True)
         for path in outcome.outputs:
-            print_path(path)
+            print_path(path, null)
     videos = outcomes[: len(outcomes) - len(results_files)]
     failed = sum(outcome.status == "failed" for outcome in videos)
     failed_files = sum(outcome.status == "failed" for outcome in results_files)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import math
 import sys
 import unicodedata
@@ -11,7 +10,6 @@ from collections.abc import Iterable, Iterator, Sized
 from contextlib import nullcontext
 from itertools import chain
 from pathlib import Path
-from typing import TextIO
 
 import typer
 
@@ -161,6 +159,10 @@ def segment(
         None, "--shard", help="K/N: only shard K (counted from 0) of N of the inputs sorted by path, for job arrays. "
         "Under torchrun the processes share the inputs by themselves.",
     ),
+    null: bool = typer.Option(
+        False, "-0", "--null", help="Paths on stdin (-) are separated by NUL characters and the paths written to "
+        "stdout end with one (find -print0, xargs -0): for file names that hold newlines.",
+    ),
 ) -> None:
     """Segment and track every object of the given classes; write overlay.mp4, ytvis.json, coco.json, run.json."""
     if exact and (max_tracks != DEFAULT_MAX_TRACKS or score_threshold != 0.0):
@@ -177,9 +179,9 @@ def segment(
     # on one machine) ends the others too, at their next gather (clipvis.cli.distributed).
     try:
         with job.joined() if job is not None else nullcontext():
-            stdin = _stdin_of_the_job(job) if "-" in inputs else None
+            stdin_arguments = _stdin_of_the_job(job, null) if "-" in inputs else []
             vocabulary, chosen, sources, part = _checked_arguments(
-                inputs, stdin, vocab, vocab_file, formats, precision, log_format, config, clip_config, shard
+                inputs, stdin_arguments, vocab, vocab_file, formats, precision, log_format, config, clip_config, shard
             )
             positions: Iterable[int] = part.select(sources, key=lambda source: str(source.path))
             total = len(positions)  # this shard's inputs (all of them without --shard)
@@ -198,7 +200,7 @@ def segment(
             )
             reporter = make_reporter(log_format, job)
             try:
-                counts = _run_inputs(options, sources, positions, reporter, vocabulary, job)
+                counts = _run_inputs(options, sources, positions, reporter, vocabulary, job, null)
                 code = _finish(counts, total, job, reporter)
             finally:
                 reporter.close()
@@ -210,14 +212,13 @@ def segment(
         raise typer.Exit(code)
 
 
-def _stdin_of_the_job(job: DistributedRun | None) -> TextIO:
-    """What ``-`` reads. Under torchrun only rank 0 reads this process' stdin and every rank gets its lines: the
-    processes of one machine share one stdin, whichever reads first takes all of it (or a part, mid-line), and the
-    ranks must agree on the inputs to split them."""
+def _stdin_of_the_job(job: DistributedRun | None, null: bool) -> list[str]:
+    """What ``-`` stands for (``null``: NUL-separated). Under torchrun only rank 0 reads this process' stdin and every
+    rank gets its entries: the processes of one machine share one stdin, whichever reads first takes all of it (or a
+    part, mid-line), and the ranks must agree on the inputs to split them."""
     if job is None:
-        return sys.stdin
-    lines = job.from_main(read_argument_lines(sys.stdin) if job.is_main else None)
-    return io.StringIO("".join(f"{line}\n" for line in lines))
+        return read_argument_lines(sys.stdin, null)
+    return job.from_main(read_argument_lines(sys.stdin, null) if job.is_main else None)
 
 
 def _taken_by_this_rank(job: DistributedRun, sources: list[VideoSource], positions: list[int]) -> Iterator[int]:
@@ -231,7 +232,7 @@ def _taken_by_this_rank(job: DistributedRun, sources: list[VideoSource], positio
 
 def _checked_arguments(
     inputs: list[str],
-    stdin: TextIO | None,
+    stdin_arguments: list[str],
     vocab: str | None,
     vocab_file: Path | None,
     formats: str,
@@ -241,8 +242,8 @@ def _checked_arguments(
     clip_config: Path | None,
     shard: str | None,
 ) -> tuple[list[str], tuple[str, ...], list[VideoSource], Shard]:
-    """The vocabulary, output formats, input videos (``stdin``: what ``-`` reads) and shard of a `segment` command
-    line; typer.BadParameter (or a one-line error for a bad config file) otherwise."""
+    """The vocabulary, output formats, input videos (``stdin_arguments``: what ``-`` stands for) and shard of a
+    `segment` command line; typer.BadParameter (or a one-line error for a bad config file) otherwise."""
     vocabulary = parse_vocabulary(vocab, vocab_file)
     chosen = tuple(f.strip() for f in formats.split(",") if f.strip())
     unknown = sorted(set(chosen) - set(FORMATS))
@@ -257,7 +258,7 @@ def _checked_arguments(
         if path is not None and not path.is_file():
             raise typer.BadParameter(f"{flag} {path}: file not found")
     check_config_file(config)
-    sources = discover_inputs(inputs, stdin)
+    sources = discover_inputs(inputs, stdin_arguments)
     if not sources:
         raise typer.BadParameter("no input videos found")
     try:
@@ -283,7 +284,7 @@ def make_reporter(log_format: str, job: DistributedRun | None) -> Reporter:
     return reporter if job is None else JobProgressReporter(reporter, job)
 
 
-def _run_inputs(options, sources, positions, reporter: Reporter, vocabulary, job) -> dict[str, int]:
+def _run_inputs(options, sources, positions, reporter: Reporter, vocabulary, job, null: bool) -> dict[str, int]:
     """Run this process' inputs (``positions`` into ``sources``); how many ended complete, skipped, failed."""
     counts = {"complete": 0, "skipped": 0, "failed": 0}
     made_root = not options.output.exists()
@@ -317,7 +318,7 @@ def _run_inputs(options, sources, positions, reporter: Reporter, vocabulary, job
                 counts[outcome.status] = counts.get(outcome.status, 0) + 1
                 if outcome.status == "complete":
                     for path in outcome.outputs:
-                        print_path(path)
+                        print_path(path, null)
     except KeyboardInterrupt:
         reporter.close()
         print_error("interrupted; incomplete outputs were not written")

@@ -16,11 +16,9 @@ import glob
 import json
 import os
 import re
-import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
 
 from clipvis.cli import rle
 from clipvis.cli.inputs import IMAGE_EXTENSIONS, natural_sort_key
@@ -76,8 +74,9 @@ class ExportVideo:
         return Path(self.info.source)
 
 
-def discover_export_inputs(arguments: Sequence[str], stdin: TextIO | None = None) -> list[ExportInput]:
-    """Expand command-line arguments into results files (see module docstring); `-` reads paths from stdin."""
+def discover_export_inputs(arguments: Sequence[str], stdin_arguments: Sequence[str] = ()) -> list[ExportInput]:
+    """Expand command-line arguments into results files (see module docstring); ``stdin_arguments`` are what an
+    argument ``-`` stands for (`clipvis.cli.inputs.read_argument_lines`)."""
     found: list[ExportInput] = []
     stdin_read = False
     for argument in arguments:
@@ -85,10 +84,8 @@ def discover_export_inputs(arguments: Sequence[str], stdin: TextIO | None = None
             if stdin_read:
                 continue
             stdin_read = True
-            stream = stdin if stdin is not None else sys.stdin
-            for line in stream:
-                if line.strip():
-                    found.extend(_expand(line.rstrip("\r\n")))
+            for line in stdin_arguments:
+                found.extend(_expand(line))
         else:
             found.extend(_expand(argument))
     unique: list[ExportInput] = []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import av
@@ -98,6 +99,27 @@ def test_stride_max_frames_stdin_and_skip_existing(tmp_path, tiny_weights) -> No
     assert (out / "long" / "ytvis.json").stat().st_mtime_ns == before
     redo = run_cli([*args, "--overwrite"], stdin=f"{video}\n")
     assert redo.exit_code == 0 and "ytvis.json" in redo.stdout
+
+
+def test_null_separated_paths_carry_names_with_newlines(tmp_path, tiny_weights) -> None:
+    """`find -print0 | clipvis segment --null - ... | xargs -0`: a file name holding a newline arrives whole on stdin
+    and its outputs are listed whole on stdout, each path ended by NUL."""
+    odd = write_video(tmp_path / "line\nbreak.mp4", num_frames=3)
+    plain = write_video(tmp_path / "plain.mp4", num_frames=3)
+    out = tmp_path / "out"
+    args = segment_args(tiny_weights, out, "-", extra=("--null", "--formats", "ytvis,coco"))
+    result = run_cli(args, stdin=f"{odd}\0{plain}\0")
+    assert result.exit_code == 0, result.output
+    listed = result.stdout_bytes.split(b"\0")
+    assert listed[-1] == b"" and b"\n" not in result.stdout_bytes.replace(b"line\nbreak", b"")
+    paths = [Path(os.fsdecode(raw)) for raw in listed[:-1]]
+    assert sorted((p.parent.name, p.name) for p in paths) == [
+        ("line\nbreak", "coco.json"), ("line\nbreak", "ytvis.json"), ("plain", "coco.json"), ("plain", "ytvis.json")
+    ]
+    assert all(p.is_file() for p in paths)
+    without = run_cli([*segment_args(tiny_weights, tmp_path / "lines", "-", extra=("--formats", "ytvis"))],
+                      stdin=f"{plain}\n")  # newline-separated stays the default
+    assert without.exit_code == 0 and without.stdout_bytes.endswith(b"ytvis.json\n"), without.output
 
 
 def test_the_same_weights_by_another_path_are_the_same_run(tmp_path, tiny_weights, monkeypatch) -> None:

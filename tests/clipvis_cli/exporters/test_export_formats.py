@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import xml.etree.ElementTree as ET
 import zipfile
 from pathlib import Path
@@ -221,6 +222,20 @@ def test_filters_zip_and_default_destination(tmp_path) -> None:
     assert "--classes dgo: no such class here (its classes: cat, dog" in result.output
     with zipfile.ZipFile(tmp_path / "new" / "submission" / "results.zip") as archive:
         assert sorted(r["category_id"] for r in json.loads(archive.read("results.json"))) == [1]
+
+
+def test_null_separated_paths_on_stdin_and_stdout(tmp_path) -> None:
+    """`find out -name ytvis.json -print0 | clipvis export --null - ... | xargs -0`: a folder whose name holds a
+    newline is read and listed whole."""
+    odd = make_segment_output(tmp_path / "out", stem="line\nbreak")
+    plain = make_segment_output(tmp_path / "out", stem="plain", video_id=2)
+    result = CliRunner().invoke(app, ["export", "-", "--to", "mots-txt", "--null"], catch_exceptions=False,
+                                input=f"{odd.ytvis}\0{plain.ytvis}\0")
+    assert result.exit_code == 0, result.output
+    listed = result.stdout_bytes.split(b"\0")
+    assert listed[-1] == b""
+    paths = [Path(os.fsdecode(raw)) for raw in listed[:-1]]
+    assert sorted(p.parent for p in paths) == sorted([odd.folder, plain.folder]) and all(p.exists() for p in paths)
 
 
 def test_many_classes_are_renumbered_for_mots(tmp_path) -> None:
