@@ -23,7 +23,7 @@ from pycocotools import mask as mask_utils
 
 from clipvis.cli.evaluation.errors import EvaluationInputError
 from clipvis.cli.evaluation.files import read_json_file
-from clipvis.cli.evaluation.ground_truth import GtVideo, VideoGroundTruth, is_absent
+from clipvis.cli.evaluation.ground_truth import GtVideo, VideoGroundTruth, is_absent, is_whole_number
 from clipvis.cli.rle import RleDict, coco_areas
 
 
@@ -90,10 +90,6 @@ def parse_results(results: Any, gt: VideoGroundTruth, source: str = "<results>")
     return DetectionSet(detections=detections, num_results=len(results), dropped_categories=dict(dropped))
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
 def _gt_track_lengths(gt: VideoGroundTruth) -> dict[int, int]:
     """Per video, the longest GT track: the expected frame count when the video lists neither frames nor length."""
     lengths: dict[int, int] = {}
@@ -114,15 +110,15 @@ def _parse_entry(
     if not isinstance(entry, Mapping):
         raise EvaluationInputError(f"{where} is not an object")
     video_id = entry.get("video_id")
-    if not _is_int(video_id):
-        raise EvaluationInputError(f"{where} has no integer 'video_id'")
+    if not is_whole_number(video_id):
+        raise EvaluationInputError(f"{where}: 'video_id' must be an integer, got {video_id!r}")
     where = f"{where} (video_id {video_id})"
     video = gt.videos.get(int(video_id))
     if video is None:
         raise EvaluationInputError(f"{where}: video_id {video_id} is not in the GT file {gt.source}")
     category_id = entry.get("category_id")
-    if not _is_int(category_id):
-        raise EvaluationInputError(f"{where} has no integer 'category_id'")
+    if not is_whole_number(category_id):
+        raise EvaluationInputError(f"{where}: 'category_id' must be an integer, got {category_id!r}")
     score = entry.get("score")
     if not isinstance(score, numbers.Real) or isinstance(score, bool) or not math.isfinite(score):
         raise EvaluationInputError(f"{where}: 'score' must be a finite number, got {score!r}")

@@ -138,8 +138,12 @@ def is_absent(frame: Any) -> bool:
     return False
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+def is_whole_number(value: Any) -> bool:
+    """True for a JSON number usable as an id or a size: an integer, or a float holding one (``1.0``, as some
+    writers print ids; the reference looks ids up in dicts, where ``1.0`` finds ``1``). Not booleans."""
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, numbers.Integral) or (isinstance(value, float) and value.is_integer())
 
 
 def _parse_videos(entries: Sequence[Any], source: str) -> dict[int, GtVideo]:
@@ -149,9 +153,9 @@ def _parse_videos(entries: Sequence[Any], source: str) -> dict[int, GtVideo]:
         if not isinstance(entry, Mapping):
             raise EvaluationInputError(f"{where} is not an object")
         video_id, height, width = entry.get("id"), entry.get("height"), entry.get("width")
-        if not _is_int(video_id):
+        if not is_whole_number(video_id):
             raise EvaluationInputError(f"{where} has no integer 'id'")
-        if not (_is_int(height) and _is_int(width) and height > 0 and width > 0):
+        if not (is_whole_number(height) and is_whole_number(width) and height > 0 and width > 0):
             raise EvaluationInputError(f"{where} (id {video_id}) needs positive integer 'height' and 'width'")
         if video_id in videos:
             raise EvaluationInputError(f"{where}: video id {video_id} appears twice")
@@ -162,17 +166,18 @@ def _parse_videos(entries: Sequence[Any], source: str) -> dict[int, GtVideo]:
             num_frames: int | None = len(names)
         else:
             names = ()
-            num_frames = int(length) if _is_int(length) else None
+            num_frames = int(length) if is_whole_number(length) else None
         source_video = entry.get("source") if isinstance(entry.get("source"), str) else None
         indices = entry.get("frame_indices")
-        indices = tuple(int(i) for i in indices) if isinstance(indices, list) and all(map(_is_int, indices)) else ()
+        whole = isinstance(indices, list) and all(map(is_whole_number, indices))
+        indices = tuple(int(i) for i in indices) if whole else ()
         videos[int(video_id)] = GtVideo(int(video_id), int(height), int(width), num_frames, names, source_video,
                                         indices)
     return videos
 
 
 def _optional_int(value: Any) -> int | None:
-    return int(value) if _is_int(value) else None
+    return int(value) if is_whole_number(value) else None
 
 
 def _optional_str(value: Any) -> str | None:
@@ -184,7 +189,7 @@ def _parse_categories(entries: Sequence[Any], source: str) -> list[GtCategory]:
     seen: set[int] = set()
     for index, entry in enumerate(entries):
         where = f"{source}: categories[{index}]"
-        if not isinstance(entry, Mapping) or not _is_int(entry.get("id")):
+        if not isinstance(entry, Mapping) or not is_whole_number(entry.get("id")):
             raise EvaluationInputError(f"{where} needs an integer 'id'")
         category_id = int(entry["id"])
         if category_id in seen:
@@ -214,7 +219,7 @@ def _parse_tracks(entries: Sequence[Any], videos: Mapping[int, GtVideo], source:
         track_id, video_id, category_id = entry.get("id"), entry.get("video_id"), entry.get("category_id")
         if numbered:
             track_id = index + 1
-        if not (_is_int(track_id) and _is_int(video_id) and _is_int(category_id)):
+        if not (is_whole_number(track_id) and is_whole_number(video_id) and is_whole_number(category_id)):
             raise EvaluationInputError(f"{where} needs integer 'id', 'video_id' and 'category_id'")
         where = f"{where} (id {track_id}, video_id {video_id})"
         if track_id in seen_ids:
@@ -257,7 +262,7 @@ def _convert_segmentations(frames: Sequence[Any], video: GtVideo, where: str) ->
             continue
         if isinstance(segmentation, Mapping):
             size, counts = segmentation.get("size"), segmentation.get("counts")
-            if not (isinstance(size, list | tuple) and len(size) == 2 and all(_is_int(v) for v in size)):
+            if not (isinstance(size, list | tuple) and len(size) == 2 and all(is_whole_number(v) for v in size)):
                 raise EvaluationInputError(f"{where}: segmentations[{frame}] has no valid 'size' [height, width]")
             if isinstance(counts, list):
                 uncompressed_index.append(frame)

@@ -157,9 +157,22 @@ def test_results_errors_name_the_entry_and_video(vis: ModuleType) -> None:
     assert "has no 'segmentations'" in results_error(vis, [entry])
     assert "'score' must be a finite number" in results_error(vis, [good(vis, score=float("nan"))])
     assert "'score' must be a finite number" in results_error(vis, [good(vis, score=None)])
-    assert "no integer 'video_id'" in results_error(vis, [good(vis, video_id="1")])
-    assert "no integer 'category_id'" in results_error(vis, [good(vis, category_id=None)])
+    assert "'video_id' must be an integer, got '1'" in results_error(vis, [good(vis, video_id="1")])
+    assert "'category_id' must be an integer, got None" in results_error(vis, [good(vis, category_id=None)])
+    assert "'category_id' must be an integer, got 1.5" in results_error(vis, [good(vis, category_id=1.5)])
     assert "must be an RLE object" in results_error(vis, [good(vis, segmentations=[[1, 2], None])])
+
+
+def test_ids_written_as_whole_floats_score_as_the_integers(vis: ModuleType) -> None:
+    """Some writers print ids as ``1.0``; the reference looks them up in dicts, where 1.0 finds 1, and scores them."""
+    as_ints = score_results([good(vis)], parse_ground_truth(simple_gt(vis))).stats
+    gt = simple_gt(vis)
+    gt["videos"][0]["id"] = 1.0
+    gt["categories"][0]["id"] = 1.0
+    gt["annotations"][0].update(id=1.0, video_id=1.0, category_id=1.0)
+    parsed = parse_ground_truth(gt)
+    assert score_results([good(vis, video_id=1.0, category_id=1.0)], parsed).stats == as_ints
+    assert as_ints["AP"] > 0
 
 
 def test_unknown_categories_are_dropped_with_a_warning(vis: ModuleType) -> None:
