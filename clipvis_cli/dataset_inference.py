@@ -43,6 +43,12 @@ CACHE_STAMP = "cache.json"
 RESULTS_NAME = "results.json"
 METRICS_NAME = "metrics.json"
 _PER_VIDEO_FILE = re.compile(r"^\d+\.json$")
+_SUBSET_GT_FILE = re.compile(r"^ground_truth_first_\d+\.json$")
+
+
+def subset_ground_truth_name(num_videos: int) -> str:
+    """The name of the GT file a ``--max-videos`` run is scored against (beside results.json)."""
+    return f"ground_truth_first_{num_videos}.json"
 
 
 class ForeignCacheFolderError(ValueError):
@@ -298,8 +304,10 @@ class DatasetInference:
         remove_stale_temp_files(output, [RESULTS_NAME, METRICS_NAME, f"{self.inputs.spec.name}_results.zip"])
         earlier = (cache / CACHE_STAMP).is_file()
         self._prepare_cache(cache)
-        if earlier:  # a folder evaluate wrote before: its results and metrics are another run's until rewritten
-            for name in (RESULTS_NAME, METRICS_NAME):
+        if earlier:  # a folder evaluate wrote before: its results, metrics (and the GT of a --max-videos run) are
+            # another run's until rewritten
+            subsets = [entry.name for entry in output.iterdir() if _SUBSET_GT_FILE.match(entry.name)]
+            for name in (RESULTS_NAME, METRICS_NAME, *subsets):
                 (output / name).unlink(missing_ok=True)
 
     def videos_to_run(self, max_videos: int | None) -> list[GtVideo]:

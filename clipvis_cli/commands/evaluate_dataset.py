@@ -22,6 +22,7 @@ from clipvis.cli.dataset_inference import (
     DatasetRunSummary,
     ForeignCacheFolderError,
     PerVideoFileError,
+    subset_ground_truth_name,
 )
 from clipvis.cli.datasets import (
     DatasetError,
@@ -154,7 +155,7 @@ def _run_and_conclude(
             ran = [video.id for video in runner.videos_to_run(max_videos)]
             gt_path = inputs.gt_path
             if len(ran) < len(inputs.videos):  # --max-videos: scored on the videos run, not on every video
-                gt_path = write_ground_truth_subset(gt_path, ran, output / f"ground_truth_first_{len(ran)}.json")
+                gt_path = write_ground_truth_subset(gt_path, ran, output / subset_ground_truth_name(len(ran)))
                 typer.echo(f"{where}: scored against the ground truth of the {len(ran)} video(s) run, {gt_path}",
                            err=True)
             score(summary.results_path, gt_path)

@@ -116,6 +116,12 @@ def test_lvvis_val_end_to_end_and_resume(tmp_path, tiny_weights) -> None:
     sixth = evaluate([*args, "--max-videos", "1"])
     assert sixth.exit_code == 0 and "1 videos run, 0 reused" in sixth.stderr, sixth.output
     assert {r["category_id"] for r in json.loads((out / "results.json").read_text())} <= {11, 12, 13}
+    # A run over every video leaves no GT of an earlier --max-videos run beside its results.json (that pair given
+    # to --results/--gt would fail, or score a part).
+    assert (out / "ground_truth_first_1.json").is_file()
+    seventh = evaluate(args)
+    assert seventh.exit_code == 0, seventh.output
+    assert not list(out.glob("ground_truth_first_*"))
 
 
 def test_the_cache_knows_the_weights_by_their_resolved_path(tmp_path, tiny_weights, monkeypatch) -> None:
