@@ -79,12 +79,14 @@ def dice_loss(logits: torch.Tensor, labels: torch.Tensor, num_masks: float) -> t
 
 
 def point_iou(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """IoU of ``sigmoid(logits) > 0.5`` with ``labels > 0.5`` over the points: ``[M, P]`` -> ``[M]`` (no grad)."""
+    """IoU of ``sigmoid(logits) > 0.5`` with the point labels as sampled (bilinear, so fractional at the mask's
+    edge: the official ``mask_iou`` in ``clipvis/modeling/criterion.py`` leaves them soft): ``[M, P]`` -> ``[M]``
+    (no grad). 0 where the union is empty (officially NaN there, which the IoU loss leaves out as it leaves out 0)."""
     pred = (logits.detach().sigmoid() > 0.5).to(logits.dtype)
-    gt = (labels > 0.5).to(logits.dtype)
+    gt = labels.detach().to(logits.dtype)
     intersection = (pred * gt).sum(-1)
     union = pred.sum(-1) + gt.sum(-1) - intersection
-    return intersection / (union + 1e-6)
+    return torch.where(union > 0, intersection / union.clamp_min(torch.finfo(union.dtype).tiny), 0.0)
 
 
 class SetCriterion:

@@ -128,9 +128,9 @@ def hand_losses(pred: DecoderOutput, targets, pairs, points_2x2) -> dict[str, fl
         mask_sum += np.mean([bce(x, y) for x, y in zip(lg, gt, strict=True)])
         s = sigmoid(lg)
         dice_sum += 1 - (2 * (s * gt).sum() + 1) / (s.sum() + gt.sum() + 1)
-        pb, gb = s > 0.5, gt > 0.5
-        inter, union = (pb & gb).sum(), (pb | gb).sum()
-        gt_iou = inter / (union + 1e-6)
+        pb = (s > 0.5).astype(float)  # the prediction binarised, the sampled GT as it is (official mask_iou)
+        inter = (pb * gt).sum()
+        gt_iou = inter / (pb.sum() + gt.sum() - inter) if pb.sum() + gt.sum() > 0 else 0.0
         if gt_iou > 0:
             iou_terms.append(abs(float(pred.ious[b, q]) - gt_iou))
     return {
@@ -170,6 +170,17 @@ def test_every_term_matches_a_hand_computation_with_fixed_points():
     total = sum(weights.of(k) * float(v) for k, v in result.terms.items())
     assert float(result.total) == pytest.approx(total)
     assert sampler.importance_calls == 4  # one importance draw per image and prediction
+
+
+def test_iou_target_keeps_the_sampled_gt_soft():
+    """At a mask's edge a bilinear GT sample is fractional; the official ``mask_iou`` uses it as it is (only the
+    prediction is binarised), with no epsilon: 0.25 + 1 over 3 points of which 2 are predicted is (0 + 1) / (2 +
+    1.25 - 1)."""
+    from clipvis.model.criterion import point_iou
+
+    logits = torch.tensor([[-3.0, 2.0, 4.0], [-1.0, -1.0, -1.0]], dtype=torch.float64)
+    labels = torch.tensor([[0.25, 0.0, 1.0], [0.0, 0.0, 0.0]], dtype=torch.float64)
+    assert point_iou(logits, labels).tolist() == [1.0 / (2 + 1.25 - 1), 0.0]  # empty union: 0, not NaN
 
 
 def test_iou_loss_counts_only_matches_with_positive_gt_iou():
