@@ -109,7 +109,9 @@ class SetCriterion:
         object_class_weights: Sequence[float] = (1.0, 0.4),
         deep_supervision: bool = True,
     ) -> None:
-        self.matcher = matcher or HungarianMatcher(num_points=num_points)
+        # The matcher's costs are the loss weights, as the official from_config builds both from OBJECT_WEIGHT,
+        # MASK_WEIGHT and DICE_WEIGHT (clipvis/clipvis.py).
+        self.matcher = matcher or HungarianMatcher(weights.object_ce, weights.mask, weights.dice, num_points)
         self.weights = weights
         self.num_points = num_points
         self.oversample_ratio = oversample_ratio

@@ -40,7 +40,6 @@ from clipvis.cli.atomic import atomic_write_text
 from clipvis.cli.train.data import Batch
 from clipvis.cli.train.stopping import StopRequests, TrainingStopped, write_to_stderr
 from clipvis.model import ClipVis, LossWeights, RandomPointSampler, SetCriterion, save_pretrained
-from clipvis.model.matcher import HungarianMatcher
 
 LAST_CHECKPOINT = "last_checkpoint"
 METRICS_NAME = "metrics.jsonl"
@@ -277,9 +276,8 @@ class Trainer:
         self.forward = forward
         self.loader_factory = loader_factory
         self.evaluate = evaluate
-        matcher = HungarianMatcher(num_points=settings.num_points)
-        self.criterion = SetCriterion(
-            matcher, settings.loss_weights, settings.num_points, settings.oversample_ratio,
+        self.criterion = SetCriterion(  # its matcher's costs are the loss weights, as officially
+            None, settings.loss_weights, settings.num_points, settings.oversample_ratio,
             settings.importance_ratio, deep_supervision=settings.deep_supervision,
         )
         self.optimizer = build_optimizer(

@@ -172,6 +172,15 @@ def test_every_term_matches_a_hand_computation_with_fixed_points():
     assert sampler.importance_calls == 4  # one importance draw per image and prediction
 
 
+def test_matcher_costs_follow_the_loss_weights():
+    """The official from_config gives the matcher OBJECT_WEIGHT, MASK_WEIGHT and DICE_WEIGHT as costs: a config that
+    overrides them changes the assignment too, not only the loss."""
+    matcher = SetCriterion(weights=LossWeights(object_ce=1.0, mask=20.0, dice=3.0), num_points=7).matcher
+    assert (matcher.cost_object, matcher.cost_mask, matcher.cost_dice, matcher.num_points) == (1.0, 20.0, 3.0, 7)
+    default = SetCriterion().matcher
+    assert (default.cost_object, default.cost_mask, default.cost_dice) == (2.0, 5.0, 5.0)
+
+
 def test_iou_target_keeps_the_sampled_gt_soft():
     """At a mask's edge a bilinear GT sample is fractional; the official ``mask_iou`` uses it as it is (only the
     prediction is binarised), with no epsilon: 0.25 + 1 over 3 points of which 2 are predicted is (0 + 1) / (2 +
