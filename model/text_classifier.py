@@ -104,7 +104,7 @@ class TextClassifier:
         self.cache_dir = (cache_dir or clipvis_cache_dir()) / "text_embeddings"
         self.use_disk_cache = use_disk_cache
         self._cache_warned = False
-        self._memory: dict[str, TextEmbeddings] = {}
+        self._memory: dict[str, torch.Tensor] = {}  # embeddings [S, E] by key
         self._weights_fingerprint: str | None = None
 
     def weights_fingerprint(self) -> str:
@@ -134,24 +134,30 @@ class TextClassifier:
         if not vocabulary:
             raise ValueError("the vocabulary is empty")
         prompts, counts = build_prompts(vocabulary)
+        # The key is the prompts' (the synonyms in order), which is all the embeddings depend on; the grouping of the
+        # synonyms into classes (`counts`) is this vocabulary's: "cat, kitten / dog" and "cat / kitten, dog" share
+        # the embeddings, never the grouping.
         key = hashlib.sha256(
             (self.weights_fingerprint() + "\n" + json.dumps(prompts)).encode()
         ).hexdigest()[:32]
-        cached = self._memory.get(key) or self._load(key, vocabulary, counts)
-        if cached is None:
+        embeddings = self._memory.get(key)
+        if embeddings is None:
+            embeddings = self._load(key, sum(counts))
+        if embeddings is None:
             device = self.backbone.clip_model.positional_embedding.device
             per_prompt = F.normalize(self.encode_prompts(prompts, device), dim=-1)
             per_synonym = per_prompt.view(-1, len(PROMPT_TEMPLATES), per_prompt.shape[-1]).mean(1)
             embeddings = F.normalize(per_synonym, dim=-1).cpu()
-            cached = TextEmbeddings(list(vocabulary), embeddings, counts, self.backbone.logit_scale())
-            self._save(key, cached)
-        self._memory[key] = cached
-        return cached
+            self._save(key, embeddings, vocabulary)
+        self._memory[key] = embeddings
+        return TextEmbeddings(list(vocabulary), embeddings, counts, self.backbone.logit_scale())
 
     def _path(self, key: str) -> Path:
         return self.cache_dir / f"{key}.safetensors"
 
-    def _load(self, key: str, vocabulary: list[str], counts: list[int]) -> TextEmbeddings | None:
+    def _load(self, key: str, num_synonyms: int) -> torch.Tensor | None:
+        """The embeddings ``[S, E]`` stored under ``key``; None when absent, unreadable or not ``num_synonyms``
+        rows."""
         if not self.use_disk_cache:
             return None
         from safetensors.torch import load_file
@@ -162,11 +168,9 @@ class TextClassifier:
             embeddings = load_file(str(self._path(key)))["embeddings"]
         except Exception:  # noqa: BLE001 - a corrupt or unreadable cache entry is recomputed, never fatal
             return None
-        if embeddings.shape[0] != sum(counts):
-            return None
-        return TextEmbeddings(list(vocabulary), embeddings, counts, self.backbone.logit_scale())
+        return embeddings if embeddings.shape[0] == num_synonyms else None
 
-    def _save(self, key: str, entry: TextEmbeddings) -> None:
+    def _save(self, key: str, embeddings: torch.Tensor, vocabulary: list[str]) -> None:
         """Store an entry on disk. A cache folder that is read-only, full or otherwise unusable costs time only:
         one warning, then the run goes on without the disk cache."""
         if not self.use_disk_cache:
@@ -179,8 +183,7 @@ class TextClassifier:
             self._remove_stale_temp_files()
             handle, tmp = tempfile.mkstemp(prefix=f".{key}.", suffix=_TEMP_SUFFIX, dir=self.cache_dir)
             os.close(handle)
-            save_file({"embeddings": entry.embeddings.contiguous()}, tmp,
-                      metadata={"vocabulary": json.dumps(entry.vocabulary)})
+            save_file({"embeddings": embeddings.contiguous()}, tmp, metadata={"vocabulary": json.dumps(vocabulary)})
             os.replace(tmp, self._path(key))
             tmp = None
         except Exception as error:  # noqa: BLE001 - OSError, or safetensors' own error type for the same causes

@@ -205,6 +205,18 @@ def test_vocabulary_validation(tiny_model, tmp_path) -> None:
         VideoPredictor(tiny_model, ["caf\u00e9", "cafe\u0301"], cache_dir=tmp_path)
 
 
+def test_a_new_vocabulary_with_the_same_synonyms_grouped_otherwise_gets_its_own_grouping(tiny_model, tmp_path) -> None:
+    """["cat, kitten", "dog"] and ["cat", "kitten, dog"] share their prompts (so their embeddings), not their classes:
+    a reused predictor scored the second as the first."""
+    for use_disk_cache in (True, False):
+        reused = VideoPredictor(tiny_model, ["cat, kitten", "dog"], cache_dir=tmp_path, text_cache=use_disk_cache)
+        reused.set_vocabulary(["cat", "kitten, dog"])
+        fresh = VideoPredictor(tiny_model, ["cat", "kitten, dog"], cache_dir=tmp_path / "fresh",
+                               text_cache=use_disk_cache)
+        assert reused.text.vocabulary == ["cat", "kitten, dog"] and reused.text.synonym_counts == [1, 2]
+        assert torch.equal(reused.text.embeddings, fresh.text.embeddings)
+
+
 def test_a_session_refuses_what_would_give_wrong_results(tiny_model, tmp_path) -> None:
     """Frames that are not uint8 (floats in [0, 1] ran as near-black frames), pushes after finish (the scores mixed
     two videos), finishing twice, a vocabulary changed mid-video (labels of one vocabulary named by another)."""
