@@ -23,6 +23,7 @@ from clipvis.weights.resolve import (
     cache_dir,
     cache_path,
     offline_mode,
+    released_name_of,
     resolve_weights,
     weights_cache_dir,
 )
@@ -46,6 +47,7 @@ __all__ = [
     "offline_mode",
     "pretrained_names",
     "published_ap",
+    "released_name_of",
     "resolve_weights",
     "weights_cache_dir",
 ]

@@ -20,7 +20,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 from clipvis.weights.errors import InvalidWeightsError, UnknownCheckpointError, WeightsNotAvailableError
-from clipvis.weights.registry import PretrainedCheckpoint, find_pretrained, get_pretrained, pretrained_names
+from clipvis.weights.registry import (
+    PretrainedCheckpoint,
+    find_pretrained,
+    get_pretrained,
+    list_pretrained,
+    pretrained_names,
+)
 
 CACHE_ENV = "CLIPVIS_CACHE"
 OFFLINE_ENV = "CLIPVIS_OFFLINE"
@@ -60,6 +66,22 @@ def weights_cache_dir() -> Path:
 def cache_path(name: str) -> Path:
     """Where the released checkpoint `name` is (or would be) cached; raises for an unknown name."""
     return weights_cache_dir() / get_pretrained(name).file_name
+
+
+def released_name_of(name_or_path: str | os.PathLike[str]) -> str | None:
+    """The registry name of a released checkpoint given by any of its accepted names (case, ``_``/``-``, its file
+    name) or by the path of its file in the weights cache (`cache_path`); None for anything else."""
+    text = os.fspath(name_or_path)
+    if _looks_like_a_name(text):
+        checkpoint = find_pretrained(text)
+        if checkpoint is not None:
+            return checkpoint.name
+    real = os.path.realpath(Path(text).expanduser())
+    cached = weights_cache_dir()
+    for checkpoint in list_pretrained():
+        if real == os.path.realpath(cached / checkpoint.file_name):
+            return checkpoint.name
+    return None
 
 
 def offline_mode() -> bool:

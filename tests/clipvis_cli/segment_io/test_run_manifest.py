@@ -171,4 +171,26 @@ def test_outputs_know_local_files_by_their_resolved_paths(tmp_path, monkeypatch)
     assert current["config"]["path"] == str(config.resolve()) and typed["config"]["path"] == "c.yaml"
     assert current["config"]["sha256"] == typed["config"]["sha256"]
     released = SegmentOptions(vocabulary=VOCAB, weights="clipvis_lvis_r50", checkpoint=identity)
-    assert released.identities() == [("clipvis_lvis_r50", released.result_options())]
+    assert [w for w, _ in released.identities()] == ["clipvis-lvis-r50", "clipvis_lvis_r50"]
+
+
+def test_a_released_checkpoint_is_one_producer_however_it_is_named(tmp_path, monkeypatch) -> None:
+    """Every accepted spelling of a released name, and the path of its file in the weights cache, are the same
+    weights for --skip-existing and evaluate's cache (they re-ran everything, and evaluate dropped its per-video
+    results)."""
+    from clipvis.cli.segment import SegmentOptions, checkpoint_identity
+    from clipvis.weights import cache_path
+
+    monkeypatch.setenv("CLIPVIS_CACHE", str(tmp_path / "cache"))
+    cached = cache_path("clipvis-lvis-r50")
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b"weights")
+    identity = checkpoint_identity(cached)
+    spellings = ["clipvis-lvis-r50", "CLIPVIS-LVIS-R50", "clipvis_lvis_r50", cached.name, str(cached)]
+    current = {SegmentOptions(vocabulary=VOCAB, weights=name, checkpoint=identity).identities()[0][0]
+               for name in spellings}
+    assert current == {"clipvis-lvis-r50"}
+    other = tmp_path / cached.name  # the same file name elsewhere is a local file, known by its path
+    other.write_bytes(b"weights")
+    local = SegmentOptions(vocabulary=VOCAB, weights=str(other), checkpoint=checkpoint_identity(other))
+    assert local.identities()[0][0] == str(other.resolve())
