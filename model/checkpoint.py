@@ -121,7 +121,17 @@ def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
                 tensors = {key: handle.get_tensor(key).clone() for key in handle.keys()}
         except Exception as exc:  # noqa: BLE001
             raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from exc
-        config = json.loads(metadata["config"]) if metadata.get("format") == FORMAT_TAG else None
+        config = None
+        if metadata.get("format") == FORMAT_TAG:
+            try:
+                config = json.loads(metadata["config"])
+            except KeyError:
+                raise CheckpointError(f"{path}: a clipvis safetensors file without its model config (metadata "
+                                      "'config'); save it again with clipvis") from None
+            except ValueError as exc:
+                raise CheckpointError(f"{path}: the model config in its metadata is not valid JSON ({exc})") from None
+            if not isinstance(config, dict):
+                raise CheckpointError(f"{path}: the model config in its metadata is not a JSON object")
         return tensors, config
     raw = _torch_load(path)
     if not isinstance(raw, dict):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import copy
 import json
+import math
+import numbers
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -51,6 +53,32 @@ class ClipVisConfig:
     # Where each value came from is not tracked; `notes` records anything a loader had to decide.
     notes: list[str] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        """Refuse values no model runs with (a config typo such as ``NUM_FRAME: "nine"`` or ``MIN_SIZE_TEST: -8``
+        failed deep inside a run, blamed on the video or the weights), naming the setting; ValueError."""
+        for name in _POSITIVE_INTS:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+                raise ValueError(f"{_setting(name)} must be a positive integer, not {value!r}")
+            setattr(self, name, int(value))
+        for name in ("clip_model_name", "clip_pretrained"):
+            if not isinstance(getattr(self, name), str):
+                raise ValueError(f"{_setting(name)} must be a string, not {getattr(self, name)!r}")
+        if self.iou_activation not in ("sigmoid", "relu"):
+            raise ValueError(f"iou_activation must be sigmoid or relu, not {self.iou_activation!r}")
+        if self.clip_model_config is not None and not isinstance(self.clip_model_config, dict):
+            raise ValueError(f"clip_model_config must be an open_clip model config object, not "
+                             f"{type(self.clip_model_config).__name__}")
+        if not _is_number(self.max_logit_scale) or self.max_logit_scale <= 0:
+            raise ValueError(f"max_logit_scale must be a positive number, not {self.max_logit_scale!r}")
+        for name in ("pixel_mean", "pixel_std"):
+            value = getattr(self, name)
+            if isinstance(value, str | bytes) or not hasattr(value, "__len__") or len(value) != 3 \
+                    or not all(map(_is_number, value)) or (name == "pixel_std" and min(value) <= 0):
+                kind = "positive numbers" if name == "pixel_std" else "numbers"
+                raise ValueError(f"{_setting(name)} must be 3 {kind} (R, G, B), not {value!r}")
+            setattr(self, name, tuple(float(v) for v in value))
+
     @property
     def official_dec_layers(self) -> int:
         return self.decoder_layers + 1
@@ -70,16 +98,31 @@ class ClipVisConfig:
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"unknown model config keys: {', '.join(unknown)}")
-        values = copy.deepcopy(dict(data))
-        for key in ("pixel_mean", "pixel_std"):
-            if key in values:
-                values[key] = tuple(float(v) for v in values[key])
-        return cls(**values)
+        return cls(**copy.deepcopy(dict(data)))  # __post_init__ checks the values
 
     def updated(self, **changes: Any) -> ClipVisConfig:
         data = self.to_dict()
         data.update(changes)
         return ClipVisConfig.from_dict(data)
+
+
+_POSITIVE_INTS = (
+    "hidden_dim", "num_queries", "decoder_layers", "num_heads", "dim_feedforward", "conv_dim", "mask_dim",
+    "encoder_layers", "encoder_dim_feedforward", "encoder_points", "norm_groups", "min_size_test", "max_size_test",
+    "size_divisibility", "memory_length", "top_k", "detections_per_video",
+)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _setting(name: str) -> str:
+    """A field's name for messages, with its official config key: ``memory_length (TEST.NUM_FRAME)``."""
+    keys = next((keys for keys, field_name in _OFFICIAL_KEYS.items() if field_name == name), None)
+    if name == "decoder_layers":
+        return "decoder_layers (MODEL.MASK_FORMER.DEC_LAYERS - 1)"
+    return f"{name} ({'.'.join(keys)})" if keys else name
 
 
 PRE_NORM_UNSUPPORTED = (
@@ -137,6 +180,8 @@ def read_official_yaml(path: str | Path, _including: tuple[Path, ...] = ()) -> d
     if not isinstance(data, dict):
         raise ValueError(f"{path}: not a mapping of config keys")
     base = data.pop("_BASE_", None)
+    if base is not None and not isinstance(base, str):
+        raise ValueError(f"{path}: _BASE_ must be one file name, not {base!r}")
     if base:
         base_path = Path(base) if Path(base).is_absolute() else path.parent / base
         data = _deep_merge(read_official_yaml(base_path, (*_including, resolved)), data)
@@ -164,12 +209,14 @@ def overrides_from_official(tree: dict[str, Any]) -> dict[str, Any]:
         value = _lookup(tree, keys)
         if value is None or value == "":
             continue
-        out[name] = tuple(float(v) for v in value) if name in ("pixel_mean", "pixel_std") else value
+        out[name] = value  # ClipVisConfig checks it (a list for PIXEL_MEAN, a positive integer for NUM_FRAME, ...)
     if _lookup(tree, ("MODEL", "MASK_FORMER", "PRE_NORM")):
         raise ValueError(PRE_NORM_UNSUPPORTED)
     dec_layers = _lookup(tree, ("MODEL", "MASK_FORMER", "DEC_LAYERS"))
     if dec_layers is not None:
-        out["decoder_layers"] = int(dec_layers) - 1
+        if isinstance(dec_layers, bool) or not isinstance(dec_layers, int) or dec_layers < 2:
+            raise ValueError(f"MODEL.MASK_FORMER.DEC_LAYERS must be an integer of at least 2, not {dec_layers!r}")
+        out["decoder_layers"] = dec_layers - 1
     return out
 
 
@@ -185,10 +232,14 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
             raise ValueError(f"{path}: cannot read config file: {exc}") from exc
     else:
         data = read_official_yaml(path)
-    if any(key in data for key in ("MODEL", "INPUT", "TEST")):
-        return overrides_from_official(data)
-    ClipVisConfig.from_dict({**ClipVisConfig().to_dict(), **data})  # validates the field names
-    return data
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: not a mapping of config keys, but a JSON {type(data).__name__}")
+    try:
+        overrides = overrides_from_official(data) if any(k in data for k in ("MODEL", "INPUT", "TEST")) else data
+        ClipVisConfig.from_dict({**ClipVisConfig().to_dict(), **overrides})  # checks the names and the values
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from exc
+    return overrides
 
 
 def load_clip_model_config(source: str | Path | dict[str, Any]) -> dict[str, Any]:
@@ -202,4 +253,19 @@ def load_clip_model_config(source: str | Path | dict[str, Any]) -> dict[str, Any
         raise ValueError(f"{path}: cannot read open_clip model config: {exc}") from exc
     if not isinstance(data, dict) or "vision_cfg" not in data or "text_cfg" not in data:
         raise ValueError(f"{path}: not an open_clip model config (needs embed_dim, vision_cfg, text_cfg)")
+    _check_clip_towers(data, path)
     return data
+
+
+def _check_clip_towers(data: dict[str, Any], path: Path) -> None:
+    """Refuse keys open_clip's tower configs do not have (``vision_cfg.bogus``: a TypeError traceback when the model
+    is built) with one ValueError naming the file."""
+    from open_clip.model import CLIPTextCfg, CLIPVisionCfg
+
+    for key, tower in (("vision_cfg", CLIPVisionCfg), ("text_cfg", CLIPTextCfg)):
+        value = data[key]
+        if not isinstance(value, dict):
+            raise ValueError(f"{path}: {key} must be an object of open_clip settings")
+        unknown = sorted(set(value) - {f.name for f in fields(tower)})
+        if unknown:
+            raise ValueError(f"{path}: {key} has settings open_clip does not know: {', '.join(unknown)}")

@@ -109,7 +109,7 @@ def run_dataset_evaluation(
                 max_tracks=50, skip_existing=True, config=str(config) if config else None,
                 clip_config=str(clip_config) if clip_config else None, allow_hub_clip=allow_hub_clip,
             )
-            check_config_file(config)
+            check_config_file(config, clip_config)
             _run_and_conclude(options, inputs, dataset or str(gt), score, max_videos, job)
     except OtherRankFailed as error:  # that rank said why
         if job.is_main:

@@ -257,7 +257,7 @@ def _checked_arguments(
     for path, flag in ((config, "--config"), (clip_config, "--clip-config")):
         if path is not None and not path.is_file():
             raise typer.BadParameter(f"{flag} {path}: file not found")
-    check_config_file(config)
+    check_config_file(config, clip_config)
     sources = discover_inputs(inputs, stdin_arguments)
     if not sources:
         raise typer.BadParameter("no input videos found")
@@ -361,17 +361,18 @@ def _finish(counts: dict[str, int], total: int, job: DistributedRun | None, repo
     return 1 if failed else 0
 
 
-def check_config_file(config: Path | None) -> None:
-    """Read `--config` once before anything loads, so a bad file (unreadable, a `_BASE_` cycle) ends the run with
-    one line naming it (exit 1)."""
-    if config is None:
-        return
-    from clipvis.model.config import load_config_file
+def check_config_file(config: Path | None, clip_config: Path | None = None) -> None:
+    """Read `--config` and `--clip-config` once before anything loads, so a bad file (unreadable, a `_BASE_` cycle,
+    a value no model runs with, a setting open_clip does not know) ends the run with one line naming it (exit 1)."""
+    from clipvis.model.config import load_clip_model_config, load_config_file
 
-    try:
-        load_config_file(config)
-    except (ValueError, OSError) as error:
-        raise _fail(subject_message(error, config)) from None
+    for path, read in ((config, load_config_file), (clip_config, load_clip_model_config)):
+        if path is None:
+            continue
+        try:
+            read(path)
+        except (ValueError, OSError) as error:
+            raise _fail(subject_message(error, path)) from None
 
 
 def load_predictor(options: SegmentOptions):
@@ -400,6 +401,11 @@ def load_predictor(options: SegmentOptions):
         for warning in caught:
             print_warning(str(warning.message))
         return predictor
+    except TypeError as error:  # open_clip building a CLIP from a config with a value of the wrong type
+        if options.clip_config is None:
+            raise
+        message = f"--clip-config {options.clip_config}: open_clip cannot build this CLIP ({describe_exception(error)})"
+        raise _fail(message) from None
     except (CheckpointError, WeightsError, ValueError, RuntimeError, OSError) as error:
         message = describe_exception(error)
         raise _fail(message if options.weights in message else f"weights {options.weights}: {message}") from None

@@ -212,6 +212,32 @@ def test_base_include_cycle_is_one_line(tmp_path, tiny_weights) -> None:
     assert "RecursionError" not in result.output
 
 
+@pytest.mark.parametrize(("name", "text", "message"), [
+    ("frames.yaml", "TEST:\n  NUM_FRAME: nine\n",
+     "memory_length (TEST.NUM_FRAME) must be a positive integer, not 'nine'"),
+    ("size.yaml", "INPUT:\n  MIN_SIZE_TEST: -8\n", "min_size_test (INPUT.MIN_SIZE_TEST) must be a positive integer"),
+    ("base.yaml", "_BASE_: [other.yaml]\n", "_BASE_ must be one file name, not ['other.yaml']"),
+    ("list.json", "[1, 2, 3]", "not a mapping of config keys, but a JSON list"),
+    ("mean.json", '{"pixel_mean": [1, 2]}', "pixel_mean (MODEL.PIXEL_MEAN) must be 3 numbers (R, G, B), not [1, 2]"),
+    ("clip.json", '{"embed_dim": 8, "vision_cfg": {"layers": 1, "bogus": 2}, "text_cfg": {}}',
+     "vision_cfg has settings open_clip does not know: bogus"),
+])
+def test_a_bad_config_stops_the_batch_with_one_line_before_the_model_loads(tmp_path, tiny_weights, name, text,
+                                                                            message) -> None:
+    """A value no model runs with failed every input one by one (blamed on the video: "frames ... too thin"), on the
+    weights, or with a traceback; now the batch stops at once naming the file (README: what concerns the whole
+    batch)."""
+    config = tmp_path / name
+    config.write_text(text)
+    video = write_video(tmp_path / "v.mp4")
+    flag = "--clip-config" if name == "clip.json" else "--config"
+    result = segment(tiny_weights, tmp_path / "out", str(video), extra=(flag, str(config)))
+    assert result.exit_code == 1
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(f"clipvis: error: {config}: {message}")
+    assert not (tmp_path / "out").exists()
+
+
 def test_text_embedding_cache_not_writable(tmp_path, tiny_weights, monkeypatch) -> None:
     import safetensors.torch
 

@@ -223,6 +223,36 @@ def test_pre_norm_configs_are_refused_not_ignored(tmp_path) -> None:
     assert ClipVisConfig.from_dict(legacy) == ClipVisConfig()
 
 
+@pytest.mark.parametrize(("changes", "message"), [
+    ({"memory_length": "nine"}, r"memory_length \(TEST.NUM_FRAME\) must be a positive integer, not 'nine'"),
+    ({"num_queries": 0}, r"num_queries \(MODEL.MASK_FORMER.NUM_OBJECT_QUERIES\) must be a positive integer"),
+    ({"min_size_test": True}, "min_size_test .* must be a positive integer, not True"),
+    ({"pixel_std": [1.0, 0.0, 1.0]}, r"pixel_std \(MODEL.PIXEL_STD\) must be 3 positive numbers"),
+    ({"iou_activation": "tanh"}, "iou_activation must be sigmoid or relu"),
+    ({"max_logit_scale": float("nan")}, "max_logit_scale must be a positive number"),
+])
+def test_a_config_no_model_runs_with_is_refused_naming_the_setting(changes, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        ClipVisConfig.from_dict({**ClipVisConfig().to_dict(), **changes})
+    assert ClipVisConfig.from_dict({**ClipVisConfig().to_dict(), "pixel_mean": [1, 2, 3]}).pixel_mean == (1.0, 2.0, 3.0)
+
+
+def test_a_clipvis_safetensors_file_without_its_config_is_one_error(tmp_path, tiny_model) -> None:
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from clipvis.model import CheckpointError
+
+    path = save_pretrained(tiny_model, tmp_path / "tiny.safetensors")
+    with safe_open(str(path), framework="pt") as handle:
+        metadata, tensors = handle.metadata(), {k: handle.get_tensor(k) for k in handle.keys()}
+    for broken, message in (({k: v for k, v in metadata.items() if k != "config"}, "without its model config"),
+                            ({**metadata, "config": "{oops"}, "not valid JSON")):
+        save_file(tensors, str(tmp_path / "broken.safetensors"), metadata=broken)
+        with pytest.raises(CheckpointError, match=message):
+            load_model(tmp_path / "broken.safetensors")
+
+
 # --- loading builds no weights it then overwrites --------------------------------------------------------------
 
 

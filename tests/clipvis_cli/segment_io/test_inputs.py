@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from clipvis.cli.inputs import VideoSource, discover_inputs, natural_sort_key
+from clipvis.cli.inputs import VideoSource, discover_inputs, natural_sort_key, read_argument_lines
 
 
 def touch(path: Path, data: bytes = b"x") -> Path:
@@ -147,7 +147,7 @@ def test_stdin_dash_reads_one_argument_per_line(tmp_path: Path) -> None:
     folder = tmp_path / "frames"
     touch(folder / "1.jpg")
     stdin = io.StringIO(f"{first}\r\n\n{folder}\n{tmp_path / 'nope.mp4'}\n")
-    sources = discover_inputs(["-"], stdin=stdin)
+    sources = discover_inputs(["-"], read_argument_lines(stdin))
     assert [(s.path.name, s.kind, s.ok) for s in sources] == [
         ("first.mp4", "video", True),
         ("frames", "images", True),
@@ -155,10 +155,18 @@ def test_stdin_dash_reads_one_argument_per_line(tmp_path: Path) -> None:
     ]
 
 
+def test_null_separated_stdin_keeps_newlines_and_blanks_in_names() -> None:
+    """`--null`: entries end with NUL (find -print0), so a name may hold a newline, spaces or a CR."""
+    stream = io.BytesIO(b"a\nb.mp4\0 spaced .mp4\0\0c\r.mp4\0")
+    stream.buffer = stream  # a binary stream as sys.stdin.buffer
+    assert read_argument_lines(stream, null=True) == ["a\nb.mp4", " spaced .mp4", "c\r.mp4"]
+    assert read_argument_lines(io.StringIO("a.mp4\r\n\n b.mp4\n")) == ["a.mp4", " b.mp4"]
+
+
 def test_stdin_is_read_only_once(tmp_path: Path) -> None:
     clip = touch(tmp_path / "clip.mp4")
     stdin = io.StringIO(f"{clip}\n")
-    assert len(discover_inputs(["-", "-"], stdin=stdin)) == 1
+    assert len(discover_inputs(["-", "-"], read_argument_lines(stdin))) == 1
 
 
 def test_duplicates_are_dropped_keeping_first_position(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
