@@ -7,7 +7,7 @@ import sys
 import unicodedata
 import warnings
 from collections.abc import Iterable, Iterator, Sized
-from contextlib import nullcontext
+from contextlib import nullcontext, suppress
 from itertools import chain
 from pathlib import Path
 
@@ -302,14 +302,22 @@ def _run_inputs(options, sources, positions, reporter: Reporter, vocabulary, job
         if positions is None:  # e.g. a shard without inputs, or a rank the others left nothing to
             if job is not None:  # every rank says its (empty) batch started; rank 0 still shows the others' progress
                 reporter.batch_started(0)
+            if made_root:  # the root this process made, unless another shard or rank wrote into it meanwhile
+                with suppress(OSError):
+                    options.output.rmdir()
             return counts
         predictor = predictor or load_predictor(options)
-    except typer.Exit:  # the batch stopped before any input ran (weights, CUDA): no empty output root left behind
+    except (typer.Exit, KeyboardInterrupt) as stop:  # the batch stopped before any input ran (weights, CUDA, Ctrl-C
+        # or SIGTERM while the weights download or load): no empty output root left behind
         if made_root:
             from clipvis.cli.locks import remove_unused_folder
             from clipvis.cli.writers.layout import FOLDER_JOURNAL
 
             remove_unused_folder(options.output, (FOLDER_JOURNAL,))
+        if isinstance(stop, KeyboardInterrupt):
+            reporter.close()
+            print_error("interrupted while loading the weights; no input was run")
+            raise typer.Exit(130) from None
         raise
     runner = SegmentRunner(predictor, options, reporter, categories=[class_name(v) for v in vocabulary])
     try:

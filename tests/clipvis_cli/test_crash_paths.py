@@ -177,6 +177,20 @@ def test_unexpected_error_fails_one_input_and_records_it(tmp_path, tiny_weights,
     assert json.loads((out / "b" / "run.json").read_text())["status"] == "complete"
 
 
+def test_ctrl_c_while_the_weights_load_says_so_and_leaves_no_output_root(tmp_path, tiny_weights, monkeypatch) -> None:
+    """Ctrl-C or SIGTERM during a long download or load exited without a word and left an empty -o folder."""
+    import clipvis.model
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(clipvis.model, "load_model", interrupted)
+    result = segment(tiny_weights, tmp_path / "out", str(write_video(tmp_path / "a.mp4")))
+    assert result.exit_code == 130
+    assert error_lines(result) == ["clipvis: error: interrupted while loading the weights; no input was run"]
+    assert not (tmp_path / "out").exists()
+
+
 def test_an_output_that_cannot_be_written_names_the_input_first(tmp_path, tiny_weights, monkeypatch) -> None:
     """`clipvis: error: <input>: <cause>`, as for every failed input: a full disk named only the output file."""
     import errno

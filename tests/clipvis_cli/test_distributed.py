@@ -161,6 +161,8 @@ def test_shards_write_what_one_process_writes(videos, tiny_weights, single_proce
     assert bad.exit_code == 2 and "K counts from 0" in bad.output
     empty = CliRunner().invoke(app, segment_args(videos, tiny_weights, out, "--shard", "6/7"))  # 6 inputs, 7 shards
     assert empty.exit_code == 0 and "shard 6/7 holds none of the 6 input(s): nothing to do" in empty.stderr
+    alone = CliRunner().invoke(app, segment_args(videos, tiny_weights, tmp_path / "new", "--shard", "6/7"))
+    assert alone.exit_code == 0 and not (tmp_path / "new").exists()  # no empty output root made for nothing
 
 
 def test_torchrun_two_processes_write_what_one_process_writes(videos, tiny_weights, single_process, tmp_path) -> None:
