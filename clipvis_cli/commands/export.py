@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from clipvis.cli.commands.segment import _fail, finite_number, load_predictor, parse_vocabulary
+from clipvis.cli.commands.segment import _fail, check_config_file, finite_number, load_predictor, parse_vocabulary
 from clipvis.cli.exporters import EXPORT_FORMATS, ExportOptions, discover_export_inputs
 from clipvis.cli.exporters.runner import ExportRunner
 from clipvis.cli.inputs import read_argument_lines
@@ -126,6 +126,9 @@ def export_network(weights: str, path: Path, height: int | None, width: int | No
     """Export the per-frame network to ONNX and check it against PyTorch with onnxruntime (diffs on stderr)."""
     if precision not in ("fp32", "fp16"):
         raise typer.BadParameter(f"--precision must be fp32 or fp16, not {precision!r}")
+    if path.is_dir():  # known before minutes of export and parity checks, not after
+        raise _fail(f"-o {path}: is a folder; give the .onnx file to write (e.g. -o {path / 'clipvis.onnx'})")
+    check_config_file(config, clip_config)
     try:
         import onnxruntime  # noqa: F401
     except ImportError:

@@ -73,3 +73,22 @@ def test_onnx_needs_a_model(tmp_path) -> None:
     result = CliRunner().invoke(app, ["export", "--to", "onnx", "-o", str(tmp_path / "m.onnx")])
     assert result.exit_code == 2 and "--model" in result.output
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_onnx_to_a_folder_or_with_a_bad_config_fails_before_exporting(tiny_weights, tmp_path, monkeypatch) -> None:
+    """`-o EXISTING_FOLDER` crashed with IsADirectoryError after the whole export and parity check."""
+    pytest.importorskip("onnxruntime")
+    import clipvis.cli.commands.export as export_command
+
+    monkeypatch.setattr(export_command, "load_predictor", lambda options: pytest.fail("the model was loaded"))
+    folder = tmp_path / "models"
+    folder.mkdir()
+    result = CliRunner().invoke(app, ["export", "--to", "onnx", "--model", str(tiny_weights), "-o", str(folder)])
+    assert result.exit_code == 1
+    assert result.stderr.strip() == (f"clipvis: error: -o {folder}: is a folder; give the .onnx file to write "
+                                     f"(e.g. -o {folder / 'clipvis.onnx'})")
+    config = tmp_path / "c.yaml"
+    config.write_text("TEST:\n  NUM_FRAME: 0\n")
+    result = CliRunner().invoke(app, ["export", "--to", "onnx", "--model", str(tiny_weights), "--config", str(config),
+                                      "-o", str(tmp_path / "m.onnx")])
+    assert result.exit_code == 1 and "memory_length (TEST.NUM_FRAME) must be a positive integer" in result.stderr
