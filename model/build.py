@@ -264,6 +264,8 @@ def load_model(
     for note in cfg.notes:
         warnings.warn(note, stacklevel=2)
     has_clip = has_clip_weights(state)
+    if not has_clip:  # the head is checked before a CLIP is fetched: a file of another model fails at once
+        _check_head(state, path)
     if has_clip:  # every weight comes from the file: nothing to initialise
         with torch.device("meta"):
             model = create_model(cfg)
@@ -281,6 +283,20 @@ def load_model(
         model = create_model(cfg)  # a buffer the file does not hold and _rebuild_buffers does not know: build it
         model.load_state_dict(state, strict=True)
     return model.to(device).eval()
+
+
+def _check_head(state: Mapping[str, torch.Tensor], path: Path) -> None:
+    """Raise CheckpointError for a file without CLIP weights that holds no CLIP-VIS head either (another network's
+    weights: a torchvision ResNet), before a CLIP is fetched for it. Whether the head fits is checked once the model
+    is built."""
+    if not any(key.startswith(HEAD_PREFIXES) for key in state):
+        shown = _describe(sorted(state)) if state else "nothing"
+        raise CheckpointError(f"{path}: not a CLIP-VIS checkpoint: none of its {len(state)} weights is a CLIP-VIS "
+                              f"pixel or mask decoder weight (it holds {shown})")
+
+
+#: The state-dict prefixes of the CLIP-VIS head (ClipVis' modules besides the CLIP backbone).
+HEAD_PREFIXES = ("pixel_decoder.", "mask_decoder.")
 
 
 def _assign_weights(model: ClipVis, state: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor]) -> bool:

@@ -165,6 +165,16 @@ def fake_open_clip(monkeypatch) -> list[dict[str, Any]]:
     return calls
 
 
+def test_another_networks_weights_are_refused_before_a_clip_is_fetched(tmp_path, fake_open_clip) -> None:
+    """A torchvision-style state dict has no CLIP weights, so a CLIP was downloaded for it first (or, offline, the
+    error was about the CLIP download) before its keys were looked at."""
+    path = tmp_path / "resnet.pth"
+    torch.save({"conv1.weight": torch.zeros(4, 3, 3, 3), "fc.bias": torch.zeros(10)}, path)
+    with pytest.raises(CheckpointError, match=r"not a CLIP-VIS checkpoint: none of its 2 weights .*conv1.weight"):
+        load_model(path)
+    assert fake_open_clip == []
+
+
 def test_hub_clip_named_by_a_checkpoint_needs_an_explicit_opt_in(tmp_path, tiny_model, fake_open_clip) -> None:
     path = _head_only_file(tmp_path, tiny_model, "hf-hub:someone/evil-clip", "")
     with pytest.raises(UntrustedClipError, match="hf-hub:someone/evil-clip.*--allow-hub-clip"):
