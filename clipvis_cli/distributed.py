@@ -15,8 +15,11 @@ the exit status.
 Every rank joins the group before anything that could fail on it alone (``DistributedRun.joined``): a rank that never
 joined would leave the others waiting in the group's start for days, and one that left early would leave them in a
 gather that fails. A rank that stops with an error (or a Ctrl-C) sends ``RankStopped`` to the gather the others make
-next, where they raise ``OtherRankFailed`` and stop too. Ctrl-C, SIGTERM and SIGHUP are held while a collective runs
-and raised once it is complete (``signals_held``).
+next, where they raise ``OtherRankFailed`` and stop too. A rank that ends without a word (kill -9, the OOM killer, a
+machine down) makes the collective the others are in, or come to, fail: they raise ``RankLost`` and stop too. When
+every rank learns from one gather that they differ in what they must share (the model, the vocabulary, the settings),
+each raises ``RanksDifferError`` and they stop without another gather. Ctrl-C, SIGTERM and SIGHUP are held while a
+collective runs and raised once it is complete (``signals_held``).
 """
 
 from __future__ import annotations
@@ -100,6 +103,23 @@ class OtherRankFailed(RuntimeError):
         self.interrupted = interrupted
 
 
+class RankLost(OtherRankFailed):
+    """Under torchrun: a collective failed because another process is gone without a word (kill -9, the OOM killer,
+    its machine down), so it could not say why; this rank stops too. ``speaks``: this rank is the one to say so (rank
+    0, or the other rank of two: only then is it known which rank is gone); ``done``: what this rank had completed
+    that the user should know of (e.g. a results.json written), set by the command."""
+
+    def __init__(self, message: str, speaks: bool) -> None:
+        super().__init__(message)
+        self.speaks = speaks
+        self.done: str | None = None
+
+
+class RanksDifferError(ValueError):
+    """Under torchrun: every rank learnt from one gather that some rank differs from the others in what they must
+    share (``DistributedRun.joined`` makes no further gather: each rank knows); rank 0 says what."""
+
+
 @dataclass(frozen=True)
 class RankStopped:
     """What a rank that stopped with an error, or was interrupted, sends to the gather the other ranks make next."""
@@ -142,6 +162,17 @@ def signals_held() -> Iterator[list[int]]:
             signal.signal(number, handler)
 
 
+def _ignore_stop_signals() -> None:
+    """From now on, in the main thread: Ctrl-C, SIGTERM and SIGHUP do nothing. For a rank that is stopping because
+    another is gone: torchrun's agent sends it SIGTERM at about the moment its collective fails, and the signal must
+    not cut short the one line it prints on its way out ("clipvis: interrupted" instead)."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for name in STOP_SIGNALS:
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), signal.SIG_IGN)
+
+
 def deliver(held: list[int]) -> None:
     """Raise the signals ``signals_held`` held, now, through their own handlers (a KeyboardInterrupt in a command)."""
     for signum in dict.fromkeys(held):
@@ -174,6 +205,12 @@ class DistributedRun:
             return None
         if not 0 <= rank < world_size:
             raise ValueError(f"torchrun environment: RANK={rank} outside WORLD_SIZE={world_size}")
+        missing = [name for name in ("MASTER_ADDR", "MASTER_PORT") if not env.get(name)]
+        if missing:  # the process group's rendezvous needs them (a traceback from torch.distributed otherwise)
+            raise ValueError(
+                f"torchrun environment: WORLD_SIZE={world_size} but {' and '.join(missing)} not set; torchrun sets "
+                "WORLD_SIZE, RANK, LOCAL_RANK, MASTER_ADDR and MASTER_PORT (unset WORLD_SIZE to run one process)"
+            )
         return cls(rank, world_size, local_rank)
 
     @property
@@ -208,13 +245,15 @@ class DistributedRun:
 
                 torch.cuda.set_device(visible_gpu(self.local_rank, gpus))
             yield self
-        except OtherRankFailed:
+        except (OtherRankFailed, RanksDifferError):  # every rank that is still there knows: no gather to tell them
             self.stop(synchronise=False)
             raise
         except BaseException as error:
-            if not self._last_gather_done and not self._others_stopped:
-                self.gather(RankStopped(self.rank, interrupted=is_interruption(error)))
-            self.stop(synchronise=False)
+            try:  # a rank gone without a word makes this gather fail too: RankLost instead of this rank's error
+                if not self._last_gather_done and not self._others_stopped:
+                    self.gather(RankStopped(self.rank, interrupted=is_interruption(error)))
+            finally:
+                self.stop(synchronise=False)
             raise
         self.stop()
 
@@ -226,7 +265,12 @@ class DistributedRun:
 
     def _gather(self, value: Any, last: bool) -> list[Any]:
         with signals_held() as held:
-            values = self._exchange(value)
+            try:
+                values = self._exchange(value)
+            except RuntimeError:  # a signal held meanwhile is dropped: this rank stops anyway
+                values = None
+        if values is None:
+            raise self._lost() from None
         stopped = [v for v in values if isinstance(v, RankStopped) and v.rank != self.rank]
         if stopped:
             self._others_stopped = True  # they left the group: no gather would meet this rank's RankStopped
@@ -252,10 +296,25 @@ class DistributedRun:
         of it would send every rank a copy of every rank's object padded to the largest (a list of 100,000 inputs to
         160 ranks: 160 copies of it in each)."""
         self.gather(None)
+        lost = False
         with signals_held() as held:
-            value = self._broadcast(value if self.is_main else None)
+            try:
+                value = self._broadcast(value if self.is_main else None)
+            except RuntimeError:
+                lost = True
+        if lost:
+            raise self._lost() from None
         deliver(held)
         return value
+
+    def _lost(self) -> RankLost:
+        """The collective failed (gloo's "Connection closed by peer", a rank that never came): another process is
+        gone without sending ``RankStopped``. Which one gloo does not say; of two processes it is the other."""
+        self._others_stopped = True  # no gather would meet this rank's RankStopped
+        _ignore_stop_signals()
+        who = f"rank {1 - self.rank}" if self.world_size == 2 else "another process"
+        return RankLost(f"{who} ended without a word (killed? out of memory?)",
+                        speaks=self.is_main or self.world_size == 2)
 
     def _broadcast(self, value: Any) -> Any:
         """The collective under ``from_main``: rank 0's ``value``, over the process group."""

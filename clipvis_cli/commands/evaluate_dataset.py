@@ -13,6 +13,7 @@ from clipvis.cli.atomic import OutputNotWritableError
 from clipvis.cli.commands.segment import (
     check_config_file,
     check_precision,
+    check_same_producer,
     load_predictor,
     make_reporter,
     resolve_device,
@@ -31,7 +32,14 @@ from clipvis.cli.datasets import (
     dataset_inputs,
     write_server_zip,
 )
-from clipvis.cli.distributed import DistributedRun, InputsDifferError, OtherRankFailed, visible_cuda_devices
+from clipvis.cli.distributed import (
+    DistributedRun,
+    InputsDifferError,
+    OtherRankFailed,
+    RankLost,
+    RanksDifferError,
+    visible_cuda_devices,
+)
 from clipvis.cli.evaluation.errors import EvaluationInputError
 from clipvis.cli.evaluation.ground_truth import write_ground_truth_subset
 from clipvis.cli.locks import FolderBusyError
@@ -111,6 +119,16 @@ def run_dataset_evaluation(
             )
             check_config_file(config, clip_config)
             _run_and_conclude(options, inputs, dataset or str(gt), score, max_videos, job)
+    except RanksDifferError as error:  # every rank knows; rank 0 says what differs (before the cache was touched)
+        if job.is_main:
+            print_error(str(error))
+        raise typer.Exit(1) from None
+    except RankLost as error:  # gone without a word: one line, from rank 0 (or the other rank of two)
+        if error.speaks:
+            kept = error.done or (f"nothing was scored (finished videos are kept in {output / 'per_video'}, a rerun "
+                                  "resumes)")
+            print_error(f"{error}; {kept}")
+        raise typer.Exit(1) from None
     except OtherRankFailed as error:  # that rank said why
         if job.is_main:
             print_error(f"{error}; nothing was scored (finished videos are kept in {output / 'per_video'}, a rerun "
@@ -136,6 +154,9 @@ def _run_and_conclude(
     """Load the model, run the videos, then (rank 0) report, and score or write the server zip."""
     output = options.output
     predictor = load_predictor(options)
+    if job is not None:  # every rank runs the same model, vocabulary and settings, or none runs (or touches the cache)
+        check_same_producer(job, options)
+    concluded: list[str] = []  # what rank 0 completed, for a rank lost after it
 
     def conclude(summary: DatasetRunSummary) -> None:
         if summary.failed:
@@ -159,16 +180,19 @@ def _run_and_conclude(
                 typer.echo(f"{where}: scored against the ground truth of the {len(ran)} video(s) run, {gt_path}",
                            err=True)
             score(summary.results_path, gt_path)
+            concluded.append(f"{summary.results_path} was written and scored")
             return
         zip_path = write_server_zip(summary.results, output / f"{inputs.spec.name}_results.zip")
         ran = len(runner.videos_to_run(max_videos))
         if ran < len(inputs.videos):  # a server scores every video: a part is no submission
             print_warning(f"{zip_path} holds {ran} of the {len(inputs.videos)} videos (--max-videos): the server "
                           "counts the others as missed; run without --max-videos for a submission")
+            concluded.append(f"{summary.results_path} and {zip_path} were written")
             return
         server = inputs.spec.server
         instructions = server.instructions(zip_path) if server else f"upload {zip_path} to the evaluation server"
         typer.echo(f"{where} has no public ground truth; {instructions}", err=True)
+        concluded.append(f"{summary.results_path} and {zip_path} were written")
 
     try:
         runner = DatasetInference(predictor, inputs, options, make_reporter("human", job))
@@ -181,5 +205,8 @@ def _run_and_conclude(
         OutputNotWritableError, FolderBusyError, ForeignCacheFolderError, PerVideoFileError, InputsDifferError
     ) as error:
         raise _fail(error) from None
+    except RankLost as error:  # after rank 0 concluded, the results stand
+        error.done = concluded[0] if concluded else None
+        raise
     finally:
         runner.reporter.close()

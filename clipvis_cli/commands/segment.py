@@ -6,7 +6,7 @@ import math
 import sys
 import unicodedata
 import warnings
-from collections.abc import Iterable, Iterator, Sized
+from collections.abc import Callable, Iterable, Iterator, Sized
 from contextlib import nullcontext, suppress
 from itertools import chain
 from pathlib import Path
@@ -19,6 +19,8 @@ from clipvis.cli.distributed import (
     DistributedRun,
     InputsDifferError,
     OtherRankFailed,
+    RankLost,
+    RanksDifferError,
     Shard,
     visible_cuda_devices,
 )
@@ -191,19 +193,32 @@ def segment(
             if job is not None:
                 positions = _taken_by_this_rank(job, sources, positions)
                 device = job.device(device, visible_cuda_devices())
-            options = SegmentOptions(
-                vocabulary=vocabulary, weights=weights, output=output, formats=chosen, device=resolve_device(device),
-                precision=precision, batch_frames=batch_frames, stride=stride, max_frames=max_frames,
-                score_threshold=score_threshold, max_tracks=max_tracks, exact=exact, skip_existing=skip_existing,
-                overlay_min_score=overlay_min_score, image_fps=image_fps, config=str(config) if config else None,
-                clip_config=str(clip_config) if clip_config else None, allow_hub_clip=allow_hub_clip,
-            )
+
+            def make_options() -> SegmentOptions:
+                return SegmentOptions(
+                    vocabulary=vocabulary, weights=weights, output=output, formats=chosen,
+                    device=resolve_device(device), precision=precision, batch_frames=batch_frames, stride=stride,
+                    max_frames=max_frames, score_threshold=score_threshold, max_tracks=max_tracks, exact=exact,
+                    skip_existing=skip_existing, overlay_min_score=overlay_min_score, image_fps=image_fps,
+                    config=str(config) if config else None, clip_config=str(clip_config) if clip_config else None,
+                    allow_hub_clip=allow_hub_clip,
+                )
+
+            options, predictor = (make_options(), None) if job is None else _start_rank(job, make_options)
             reporter = make_reporter(log_format, job)
             try:
-                counts = _run_inputs(options, sources, positions, reporter, vocabulary, job, null)
+                counts = _run_inputs(options, sources, positions, reporter, vocabulary, job, null, predictor)
                 code = _finish(counts, total, job, reporter)
             finally:
                 reporter.close()
+    except RanksDifferError as error:  # every rank knows; rank 0 says what differs
+        if job.is_main:
+            print_error(str(error))
+        raise typer.Exit(1) from None
+    except RankLost as error:  # gone without a word: one line, from rank 0 (or the other rank of two)
+        if error.speaks:
+            print_error(f"{error}; the finished outputs are kept and a rerun skips them")
+        raise typer.Exit(1) from None
     except OtherRankFailed as error:  # its own line came from that rank; the others' finished outputs are kept
         if job.is_main:
             print_error(f"{error}; the finished outputs are kept and a rerun skips them")
@@ -219,6 +234,57 @@ def _stdin_of_the_job(job: DistributedRun | None, null: bool) -> list[str]:
     if job is None:
         return read_argument_lines(sys.stdin, null)
     return job.from_main(read_argument_lines(sys.stdin, null) if job.is_main else None)
+
+
+def _start_rank(job: DistributedRun, make_options: Callable[[], SegmentOptions]) -> tuple[SegmentOptions, object]:
+    """Under torchrun: this rank's options and predictor (loaded before it takes an input from the job's queue), once
+    every rank has them and they run the same model, vocabulary and settings (``check_same_producer``).
+
+    A rank that cannot start (its device, its weights) says why and stops at the gather after the one here, leaving
+    every input to the others (rank 0 then says it stopped); the ranks that started are compared among themselves."""
+    try:
+        options = make_options()
+        predictor = load_predictor(options)
+    except typer.Exit as error:
+        check_same_producer(job, None)
+        raise error from None
+    check_same_producer(job, options)
+    return options, predictor
+
+
+def check_same_producer(job: DistributedRun, options: SegmentOptions | None) -> None:
+    """Under torchrun, with the weights loaded (``options.checkpoint`` set): every rank must run the same weights,
+    vocabulary and result options (clipvis.cli.segment.Producer), or the outputs (evaluate's per-video files, which
+    rank 0's cache key then vouches for) would mix two models silently. One gather (two when checkpoint files of the
+    same size must be compared by content); on a difference every rank raises RanksDifferError with one line naming
+    the first rank that differs. ``options`` None: this rank could not start; it is left out of the comparison."""
+    from clipvis.cli.segment import Producer, file_digest
+    from clipvis.weights import WeightsError, resolve_weights
+
+    mine = Producer.of(options) if options is not None else None
+    every: list[Producer | None] = job.gather(mine)
+    started = [rank for rank, producer in enumerate(every) if producer is not None]
+    if len(started) < 2:
+        return
+    first = every[started[0]]
+    unsure = [rank for rank in started[1:] if every[rank].needs_digest(first)]
+    if unsure:  # copies of one file on other machines, or other files of the same size: their contents decide
+        digest = None
+        if mine is not None and job.rank in (started[0], *unsure):
+            try:
+                digest = file_digest(resolve_weights(options.weights, download=False))
+            except (OSError, WeightsError):
+                digest = None  # unreadable now: counted as other weights
+        for producer, theirs in zip(every, job.gather(digest), strict=True):
+            if producer is not None:
+                producer.digest = theirs
+    for rank in started[1:]:
+        difference = every[rank].difference(first, f"on rank {rank}", f"on rank {started[0]}")
+        if difference is not None:
+            raise RanksDifferError(
+                f"rank {rank} has {difference}; every process must run the same weights, vocabulary and settings, "
+                "nothing was run"
+            )
 
 
 def _taken_by_this_rank(job: DistributedRun, sources: list[VideoSource], positions: list[int]) -> Iterator[int]:
@@ -284,8 +350,11 @@ def make_reporter(log_format: str, job: DistributedRun | None) -> Reporter:
     return reporter if job is None else JobProgressReporter(reporter, job)
 
 
-def _run_inputs(options, sources, positions, reporter: Reporter, vocabulary, job, null: bool) -> dict[str, int]:
-    """Run this process' inputs (``positions`` into ``sources``); how many ended complete, skipped, failed."""
+def _run_inputs(
+    options, sources, positions, reporter: Reporter, vocabulary, job, null: bool, predictor=None
+) -> dict[str, int]:
+    """Run this process' inputs (``positions`` into ``sources``); how many ended complete, skipped, failed.
+    ``predictor``: already loaded (under torchrun, ``_start_rank``)."""
     counts = {"complete": 0, "skipped": 0, "failed": 0}
     made_root = not options.output.exists()
     try:  # once for the batch, not once per input, and before the weights load
@@ -293,11 +362,9 @@ def _run_inputs(options, sources, positions, reporter: Reporter, vocabulary, job
     except OutputNotWritableError as error:
         raise _fail(f"-o {error}") from None
     try:
-        predictor = None
-        if not isinstance(positions, Sized):
-            # Inputs taken from the job's queue as they come (torchrun): taking one claims it for this process, so
-            # the weights are loaded first; a process that cannot load them then leaves every input to the others.
-            predictor = load_predictor(options)
+        # Under torchrun the inputs are taken from the job's queue as they come: taking one claims it for this process,
+        # so the weights were loaded first (``predictor``); a process that cannot load them leaves every input to the
+        # others.
         positions = _unless_empty(positions)
         if positions is None:  # e.g. a shard without inputs, or a rank the others left nothing to
             if job is not None:  # every rank says its (empty) batch started; rank 0 still shows the others' progress
@@ -356,7 +423,17 @@ def _finish(counts: dict[str, int], total: int, job: DistributedRun | None, repo
         if counts["failed"]:
             typer.echo(f"clipvis: {counts['failed']} of {total} input(s) failed", err=True)
         return 1 if counts["failed"] else 0
-    every_rank = job.last_gather(counts)
+    try:
+        every_rank = job.last_gather(counts)
+    except RankLost:  # the other processes' counts are lost: rank 0 says what it knows
+        reporter.close()
+        if job.is_main:
+            typer.echo(
+                f"clipvis: {total} input(s) over {job.world_size} processes; this one ended {counts['complete']} "
+                f"complete, {counts['skipped']} skipped, {counts['failed']} failed",
+                err=True,
+            )
+        raise
     reporter.close()
     failed = sum(c["failed"] for c in every_rank)
     if job.is_main:

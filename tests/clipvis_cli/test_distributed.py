@@ -21,9 +21,19 @@ import torch
 from typer.testing import CliRunner
 
 from clipvis.cli.app import app
-from clipvis.cli.distributed import DistributedRun, InputsDifferError, OtherRankFailed, Shard, visible_gpu
+from clipvis.cli.commands.segment import check_same_producer
+from clipvis.cli.distributed import (
+    DistributedRun,
+    InputsDifferError,
+    OtherRankFailed,
+    RankLost,
+    RanksDifferError,
+    Shard,
+    visible_gpu,
+)
 from clipvis.cli.inputs import VideoSource
 from clipvis.cli.progress import JobProgressReporter
+from clipvis.cli.segment import SegmentOptions, checkpoint_identity
 
 from .thread_ranks import ThreadJob, ThreadRanks
 
@@ -49,12 +59,27 @@ def test_shards_partition_the_sorted_inputs_whatever_their_order() -> None:
 
 def test_torchrun_environment() -> None:
     assert DistributedRun.from_env({}) is None and DistributedRun.from_env({"WORLD_SIZE": "1"}) is None
-    job = DistributedRun.from_env({"WORLD_SIZE": "4", "RANK": "3", "LOCAL_RANK": "1"})
+    master = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500"}
+    job = DistributedRun.from_env({"WORLD_SIZE": "4", "RANK": "3", "LOCAL_RANK": "1", **master})
     assert job == DistributedRun(3, 4, 1) and not job.is_main
     assert job.device("auto", 8) == "cuda:1" and job.device("cuda", 8) == "cuda:1"
     assert job.device("auto", 0) == "auto" and job.device("cpu", 8) == "cpu" and job.device("cuda:3", 8) == "cuda:3"
     with pytest.raises(ValueError, match="RANK"):
-        DistributedRun.from_env({"WORLD_SIZE": "2", "RANK": "2"})
+        DistributedRun.from_env({"WORLD_SIZE": "2", "RANK": "2", **master})
+
+
+def test_torchrun_variables_without_master_address_give_one_line(tiny_weights, tmp_path, isolated_cache) -> None:
+    """WORLD_SIZE and RANK set by hand, without MASTER_ADDR/MASTER_PORT: one line naming what is missing and who sets
+    it, not torch.distributed's traceback."""
+    args = ["segment", str(tmp_path), "--vocab", "box", "--weights", str(tiny_weights), "-o", str(tmp_path / "out")]
+    result = CliRunner().invoke(app, args, env={"WORLD_SIZE": "2", "RANK": "0", "MASTER_ADDR": None,
+                                                "MASTER_PORT": None})
+    assert result.exit_code == 1, result.output
+    assert result.stderr == (
+        "clipvis: error: torchrun environment: WORLD_SIZE=2 but MASTER_ADDR and MASTER_PORT not set; torchrun sets "
+        "WORLD_SIZE, RANK, LOCAL_RANK, MASTER_ADDR and MASTER_PORT (unset WORLD_SIZE to run one process)\n"
+    )
+    assert not (tmp_path / "out").exists()
 
 
 def test_each_process_takes_a_gpu_it_can_see() -> None:
@@ -598,3 +623,97 @@ def test_ctrl_c_under_torchrun_while_one_rank_waits_for_the_other_ends_every_ran
     assert json.loads((out / "b_short" / RUN_JSON).read_text())["status"] == "complete"
     assert not re.search(r"\[rank\d\]", err) and "Unpickling" not in err, err
     assert "clipvis: error: interrupted; incomplete outputs were not written" in err, err
+
+
+def test_a_rank_gone_without_a_word_ends_the_others_with_one_line() -> None:
+    """kill -9 or the OOM killer: the rank never comes to the gather (gloo: "Connection closed by peer"; here the
+    barrier breaks). The others raise RankLost, which rank 0 reports, instead of a collective's traceback."""
+
+    def body(job):
+        if job.rank == 1:
+            raise SystemExit  # stands for a process gone without a word: no RankStopped, no gather
+        return job.last_gather("counts")
+
+    ranks = ThreadRanks(2, timeout=1)
+    jobs = [ThreadJob(ranks, r) for r in range(2)]
+
+    def rank(r: int):
+        if r == 1:
+            return "gone"
+        try:
+            with jobs[r].joined():
+                return body(jobs[r])
+        except Exception as error:  # noqa: BLE001 - the outcome under test
+            return error
+
+    with ThreadPoolExecutor(2) as pool:
+        outcomes = list(pool.map(rank, range(2)))
+    assert isinstance(outcomes[0], RankLost) and outcomes[0].speaks
+    assert str(outcomes[0]) == "rank 1 ended without a word (killed? out of memory?)"
+
+
+def _producer_options(tmp_path: Path, weights: Path, vocabulary: list[str], stride: int = 1) -> SegmentOptions:
+    options = SegmentOptions(vocabulary=vocabulary, weights=str(weights), output=tmp_path / "out", stride=stride)
+    options.checkpoint = checkpoint_identity(weights)
+    return options
+
+
+@pytest.mark.parametrize("case", ["copy", "other_weights", "vocabulary", "stride", "could_not_start"])
+def test_ranks_with_another_model_vocabulary_or_settings_stop_before_any_input(tmp_path, case) -> None:
+    """Every rank compares what produces its results with the others' (one gather, two when checkpoint files of one
+    size must be compared by content) and, on a difference, every rank stops with the same one line. A copy of the
+    weights at another path (another machine) is the same model; a rank that could not start is left out."""
+    weights = tmp_path / "a.safetensors"
+    weights.write_bytes(bytes(range(256)) * 8)
+    copy = tmp_path / "elsewhere" / "a.safetensors"
+    copy.parent.mkdir()
+    copy.write_bytes(weights.read_bytes())
+    os.utime(copy, ns=(1, 1))
+    other = tmp_path / "b.safetensors"
+    other.write_bytes(bytes(reversed(range(256))) * 8)
+    second = {
+        "copy": (copy, ["box", "sky"], 1), "other_weights": (other, ["box", "sky"], 1),
+        "vocabulary": (weights, ["box", "cat"], 1), "stride": (weights, ["box", "sky"], 2),
+        "could_not_start": None,
+    }[case]
+    mine = [_producer_options(tmp_path, weights, ["box", "sky"]),
+            None if second is None else _producer_options(tmp_path, *second)]
+
+    outcomes, gathers = run_threads(2, lambda job: check_same_producer(job, mine[job.rank]))
+    if case in ("copy", "could_not_start"):
+        assert outcomes == [None, None] and gathers == ([2, 2] if case == "copy" else [1, 1])
+        return
+    assert all(isinstance(o, RanksDifferError) for o in outcomes) and str(outcomes[0]) == str(outcomes[1])
+    expected = {
+        "other_weights": f"rank 1 has other weights (same size, other content): {other} (2048 bytes) on rank 1, "
+                         f"{weights} (2048 bytes) on rank 0",
+        "vocabulary": "rank 1 has another vocabulary: class 2 is 'cat' on rank 1, 'sky' on rank 0",
+        "stride": "rank 1 has other settings: --stride 2 on rank 1, 1 on rank 0",
+    }[case]
+    assert str(outcomes[0]) == expected + "; every process must run the same weights, vocabulary and settings, " \
+        "nothing was run"
+
+
+def test_evaluate_on_two_machines_with_other_weights_runs_nothing(tiny_weights, tmp_path) -> None:
+    """The second machine is given other weights (the same size): no video runs, rank 0 names the difference in one
+    line, both agents exit 1, and the output folder is not made (its per-video cache would have held results of two
+    models under rank 0's key, reused by later runs)."""
+    from .test_evaluate_dataset import make_lvvis
+
+    data = tmp_path / "datasets"
+    make_lvvis(data)
+    other = tmp_path / "other.safetensors"
+    content = bytearray(tiny_weights.read_bytes())
+    content[-1] ^= 0xFF  # the last byte of the last tensor
+    other.write_bytes(bytes(content))
+    out = tmp_path / "out"
+    args = ["evaluate", "--dataset", "lvvis_val", "--weights", str(tiny_weights), "--data-root", str(data),
+            "--device", "cpu", "-o", str(out)]
+    second = [str(other) if arg == str(tiny_weights) else arg for arg in args]
+    results = two_machines(args, tmp_path / "cache", second_args=second)
+    errors = [stderr for _, stderr, _ in results]
+    assert all(code == 1 for _, _, code in results), errors
+    lines = [line for err in errors for line in err.splitlines() if line.startswith("clipvis: error:")]
+    assert len(lines) == 1 and "has other weights (same size, other content)" in lines[0], errors
+    assert all(not re.search(r"\[rank\d\]: Traceback", err) for err in errors), errors
+    assert not out.exists()
