@@ -11,9 +11,46 @@ The names below are loaded on first use, so ``import clipvis`` (and the CLI's st
 
 from __future__ import annotations
 
+import sys
 from importlib import import_module
+from importlib.abc import MetaPathFinder
+from importlib.machinery import ModuleSpec
 from importlib.metadata import PackageNotFoundError, version
+from importlib.util import spec_from_file_location
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+# The repository's folders of the subpackages (pyproject.toml's package-dir).
+_SOURCE_FOLDERS = {"cli": "clipvis_cli", "model": "model", "weights": "weights"}
+
+
+class _SourceTreeFinder(MetaPathFinder):
+    """Finds ``clipvis.cli``, ``clipvis.model`` and ``clipvis.weights`` in the repository's top-level folders, for a
+    ``clipvis`` package imported from a clone rather than from site-packages: ``python -m clipvis`` or ``torchrun -m
+    clipvis`` run in the clone's root find its ``clipvis/`` first (the current folder leads ``sys.path``), which has
+    no ``cli/`` inside, and failed with ModuleNotFoundError after ``pip install .``."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> ModuleSpec | None:
+        package, _, name = fullname.partition(".")
+        if package != "clipvis" or name not in _SOURCE_FOLDERS:
+            return None
+        folder = self.root / _SOURCE_FOLDERS[name]
+        return spec_from_file_location(fullname, folder / "__init__.py", submodule_search_locations=[str(folder)])
+
+
+def _serve_the_source_tree() -> None:
+    here = Path(__file__).resolve().parent
+    if (here / "cli").is_dir():  # the installed layout
+        return
+    root = here.parent
+    if all((root / folder / "__init__.py").is_file() for folder in _SOURCE_FOLDERS.values()):
+        sys.meta_path.insert(0, _SourceTreeFinder(root))
+
+
+_serve_the_source_tree()
 
 try:
     __version__ = version("clipvis")

@@ -63,6 +63,22 @@ def test_import_clipvis_from_a_folder_with_its_own_model_module(tmp_path: Path) 
     assert done.returncode == 0, done.stderr
 
 
+def test_python_m_clipvis_runs_in_the_clone_root_without_an_editable_install() -> None:
+    """`pip install .` then `python -m clipvis` (or `torchrun -m clipvis`) in the clone's root: the clone's clipvis/
+    comes first on sys.path and holds no cli/ inside; it failed with ModuleNotFoundError: clipvis.cli. Run with -S
+    so no editable install's finder helps (the dependencies come from site-packages on PYTHONPATH)."""
+    import site
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), *site.getsitepackages()])}
+    done = subprocess.run([sys.executable, "-S", "-m", "clipvis", "--version"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.startswith("clipvis "), done.stderr
+    probe = "import clipvis.cli.app, clipvis.model, clipvis.weights; print(clipvis.cli.app.__file__)"
+    done = subprocess.run([sys.executable, "-S", "-c", probe], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == str(ROOT / "clipvis_cli" / "app.py"), done.stderr
+
+
 @pytest.fixture(scope="module")
 def built_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("wheel")
