@@ -45,9 +45,33 @@ def _torch_load(path: Path) -> Any:
             with torch.serialization.safe_globals(allowed):
                 return torch.load(path, map_location="cpu", weights_only=True)
         except Exception:  # noqa: BLE001
-            reason = " ".join(str(first).split())
-            reason = reason if len(reason) <= 160 else reason[:157] + "..."
-            raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({reason})") from first
+            raise CheckpointError(_unreadable(path, first)) from first
+
+
+def _unreadable(path: Path, error: Exception) -> str:
+    """Why ``torch.load(weights_only=True)`` could not read ``path``, in words: torch's own message is mostly advice
+    to load the file unsafely, with the cause in the middle ("Unsupported operand 103")."""
+    if path.name.endswith(".state.pt"):  # clipvis train's resume state beside model_XXXXXXX.safetensors
+        weights = path.with_name(path.name.removesuffix(".state.pt") + ".safetensors")
+        return (f"{path}: a training run's resume state (optimiser, schedule), not the model's weights: give {weights}"
+                " or the run's folder")
+    try:
+        with open(path, "rb") as file:
+            head = file.read(4)
+    except OSError:
+        head = b""
+    if not head.startswith((b"PK\x03\x04", b"\x80")):  # torch.save's zip archive, or a legacy pickle
+        return f"{path}: not a PyTorch checkpoint (neither the zip archive torch.save writes nor a pickle)"
+    text = " ".join(str(error).split())
+    what = "a zip archive" if head.startswith(b"PK") else "a pickle"
+    if "WeightsUnpickler error:" not in text:  # e.g. a zip archive that torch.save did not write, a truncated file
+        text = text if len(text) <= 160 else text[:157] + "..."
+        return f"{path}: not a readable PyTorch checkpoint ({what}: {text})"
+    cause = text.split("WeightsUnpickler error:", 1)[1]
+    cause = cause.split(" Check the documentation", 1)[0].split(" Please use `torch.serialization", 1)[0].strip()
+    cause = cause if len(cause) <= 160 else cause[:157] + "..."
+    return (f"{path}: not a readable PyTorch checkpoint: {what} holding more than tensors and plain containers "
+            f"({cause}); clipvis reads weights only, never runs code from a file")
 
 
 def from_official_keys(state: Mapping[str, Any]) -> dict[str, torch.Tensor]:

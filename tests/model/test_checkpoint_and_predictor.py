@@ -108,12 +108,24 @@ def test_missing_and_unexpected_keys_are_listed(tmp_path, tiny_model, tiny_confi
 @pytest.mark.parametrize("content, reason", [
     (b"", "empty"),
     (b"<!DOCTYPE html><html>Google Drive: quota exceeded</html>", r"an HTML page, not a checkpoint \(a failed Google"),
-    (b"garbage bytes, not a checkpoint", "not a readable PyTorch checkpoint"),
+    (b"garbage bytes, not a checkpoint", r"not a PyTorch checkpoint \(neither the zip archive torch.save writes nor"),
+    (b"root:x:0:0:root:/root:/bin/bash\n", r"not a PyTorch checkpoint \(neither"),  # was "(list index out of range)"
+    # a pickle of something else: the cause, not torch's advice to load it unsafely
+    (b"\x80\x02cbuiltins\nprint\nq\x00.", r"a pickle holding more than tensors .*\(Unsupported global: GLOBAL "
+                                           r"print.*never runs code from a file$"),
 ])
 def test_unreadable_checkpoint_errors(tmp_path, content, reason) -> None:
     path = tmp_path / "bad.pth"
     path.write_bytes(content)
-    with pytest.raises(CheckpointError, match=reason):
+    with pytest.raises(CheckpointError, match=reason) as info:
+        load_model(path)
+    assert "weights_only" not in str(info.value)
+
+
+def test_a_training_resume_state_given_as_weights_names_the_weights_beside_it(tmp_path) -> None:
+    path = tmp_path / "model_0000010.state.pt"
+    torch.save({"optimizer": {"state": {}}, "iteration": 10, "rng": [object]}, path)
+    with pytest.raises(CheckpointError, match=r"a training run's resume state .* give .*model_0000010.safetensors"):
         load_model(path)
 
 
