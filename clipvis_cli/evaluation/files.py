@@ -10,6 +10,7 @@ from typing import Any
 
 from clipvis.cli.atomic import atomic_output_path, ensure_output_dir
 from clipvis.cli.evaluation.errors import EvaluationInputError
+from clipvis.cli.zip_files import add_bytes
 
 
 def read_json_file(path: Path, what: str) -> Any:
@@ -57,5 +58,5 @@ def write_zip_atomic(path: Path, members: dict[str, bytes]) -> Path:
     with atomic_output_path(path) as temp_path:
         with zipfile.ZipFile(temp_path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
             for name, content in members.items():
-                archive.writestr(name, content)
+                add_bytes(archive, name, content)
     return path

@@ -18,6 +18,7 @@ from clipvis.cli.atomic import TEMP_MARKER, atomic_output_path
 from clipvis.cli.exporters.base import STAGING_PREFIX, ExportOptions
 from clipvis.cli.exporters.loading import ExportVideo
 from clipvis.cli.writers.base import SegmentedVideo
+from clipvis.cli.zip_files import add_file
 
 
 class ExportFormatWriter:
@@ -61,5 +62,5 @@ def _zip_entries(entries: list[Path], target: Path) -> None:
             files = [entry] if entry.is_file() else sorted(p for p in entry.rglob("*") if p.is_file())
             for file in files:
                 stored = file.suffix.lower() in {".jpg", ".png", ".mp4", ".mov", ".mkv", ".webm", ".avi"}
-                archive.write(file, file.relative_to(entry.parent).as_posix(),
-                              compress_type=zipfile.ZIP_STORED if stored else zipfile.ZIP_DEFLATED)
+                add_file(archive, file, file.relative_to(entry.parent).as_posix(),
+                         zipfile.ZIP_STORED if stored else zipfile.ZIP_DEFLATED)

@@ -27,6 +27,7 @@ from clipvis.cli.exporters.frames import processed_frames, save_image
 from clipvis.cli.exporters.loading import ExportVideo
 from clipvis.cli.exporters.masks import cvat_rle, mask_iou, mask_polygon, polygon_mask
 from clipvis.cli.writers.overlay import track_colour
+from clipvis.cli.zip_files import add_bytes, add_file
 
 ANNOTATIONS_NAME = "annotations.xml"
 MAX_TRACK_ID = 1_000_000
@@ -80,9 +81,9 @@ def _write_zip(path: Path, root: ET.Element, images: dict[str, Path] | None = No
     ET.indent(root, space="  ")
     xml = b'<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(root, encoding="utf-8")
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-        archive.writestr(ANNOTATIONS_NAME, xml)
+        add_bytes(archive, ANNOTATIONS_NAME, xml)
         for name, file in (images or {}).items():
-            archive.write(file, name, compress_type=zipfile.ZIP_STORED)
+            add_file(archive, file, name, zipfile.ZIP_STORED)
     return path
 
 

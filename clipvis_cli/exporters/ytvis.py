@@ -16,6 +16,7 @@ from pathlib import Path
 from clipvis.cli.atomic import atomic_output_path, atomic_write_text, ensure_output_dir
 from clipvis.cli.exporters.base import ExportOptions
 from clipvis.cli.exporters.loading import ExportVideo
+from clipvis.cli.zip_files import add_bytes
 
 
 def results_list(videos: Sequence[ExportVideo]) -> list[dict]:
@@ -48,5 +49,5 @@ def write_results(videos: Sequence[ExportVideo], destination: Path, options: Exp
     final = destination / (Path(options.results_name).stem + ".zip")
     with atomic_output_path(final) as temporary:
         with zipfile.ZipFile(temporary, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-            archive.writestr(options.results_name, text)
+            add_bytes(archive, options.results_name, text)
     return final

@@ -238,6 +238,26 @@ def test_null_separated_paths_on_stdin_and_stdout(tmp_path) -> None:
     assert sorted(p.parent for p in paths) == sorted([odd.folder, plain.folder]) and all(p.exists() for p in paths)
 
 
+def test_zips_hold_the_same_bytes_whenever_they_are_written(tmp_path, monkeypatch) -> None:
+    """One process and the ranks of a torchrun job (or a rerun an hour later) write the same zips byte for byte: the
+    entries no longer carry the time they were written."""
+    import time
+
+    output = make_segment_output(tmp_path / "out")
+    first = run_export(str(output.ytvis), "--to", "ytvis,cvat-video,cvat-images", "--zip", "-o", str(tmp_path / "a"))
+    assert first.exit_code == 0, first.output
+    real = time.time
+    monkeypatch.setattr(time, "time", lambda: real() + 3600)
+    second = run_export(str(output.ytvis), "--to", "ytvis,cvat-video,cvat-images", "--zip", "-o", str(tmp_path / "b"))
+    assert second.exit_code == 0, second.output
+    zips = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*.zip"))
+    assert len(zips) == 3
+    for name in zips:
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+    with zipfile.ZipFile(tmp_path / "a" / zips[0]) as archive:
+        assert {info.date_time for info in archive.infolist()} == {(1980, 1, 1, 0, 0, 0)}
+
+
 def test_many_classes_are_renumbered_for_mots(tmp_path) -> None:
     output = make_segment_output(tmp_path / "out")
     document = json.loads(output.ytvis.read_text())
