@@ -13,16 +13,27 @@ from clipvis.cli.inputs import VideoSource, list_image_frames
 from clipvis.cli.results import VideoInfo
 from clipvis.cli.video_io import VideoReadError, open_reader
 
+#: Formats that need the frames only for their images, which --no-media leaves out (README "Export").
+MEDIA_OPTIONAL = ("coco", "cvat-images", "mots-png")
 
-def check_source(info: VideoInfo, results_file: Path) -> None:
-    """Raise ExportInputError (one line) when the video that `info` was made from is not there."""
-    if not info.source:
-        raise ExportInputError(results_file, "the results name no source video (videos[].source); this format "
-                                             "needs the frames (cvat-video, mots-txt, png-masks, ytvis do not)")
-    source = Path(info.source)
-    if not source.exists():
-        raise ExportInputError(results_file, f"source video {source} (videos[].source) not found; "
-                                             "this format needs the frames")
+
+def check_source(info: VideoInfo, results_file: Path, formats: tuple[str, ...] = ()) -> None:
+    """Raise ExportInputError (one line) when the video that `info` was made from is not there; the message names
+    the ``formats`` that need its frames, and says when --no-media would do without them."""
+    source = Path(info.source) if info.source else None
+    if source is not None and source.exists():
+        return
+    needing = f"{', '.join(formats)} need{'s' if len(formats) == 1 else ''} its frames" if formats else \
+        "this format needs the frames"
+    optional = [name for name in formats if name in MEDIA_OPTIONAL]
+    if optional and len(optional) == len(formats):
+        needing += " (--no-media writes them without the images)"
+    elif optional:
+        needing += f" (--no-media writes {', '.join(optional)} without the images)"
+    if source is None:
+        raise ExportInputError(results_file, f"the results name no source video (videos[].source); {needing}; "
+                                             "cvat-video, mots-txt, png-masks and ytvis do not")
+    raise ExportInputError(results_file, f"source video {source} (videos[].source) not found; {needing}")
 
 
 def check_frame_size(info: VideoInfo, results_file: Path, source: Path, height: int, width: int) -> None:

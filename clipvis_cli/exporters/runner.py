@@ -161,10 +161,10 @@ class ExportRunner:
         video = replace(video, progress=progress)
         try:
             exporters = [create_exporter(name) for name in per_video]
-            for exporter in exporters:
-                if exporter.wants_frames(self.options):
-                    check_source(video.info, video.results_file)
-                    break
+            needing = tuple(name for name, exporter in zip(per_video, exporters, strict=True)
+                            if exporter.wants_frames(self.options))
+            if needing:
+                check_source(video.info, video.results_file, needing)
             outputs: list[Path] = []
             if exporters:
                 with staged_directory(folder, export_identity(video), self._replaceable(folder)) as staging:
