@@ -14,7 +14,7 @@ app = typer.Typer(
     name="clipvis",
     help="Open-vocabulary video instance segmentation (CLIP-VIS): segment and track any named object in videos.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion (the launcher answers them without torch)
     pretty_exceptions_enable=False,
 )
 

@@ -51,3 +51,21 @@ def test_help_into_a_pipe_shows_every_option_name_whole() -> None:
         assert "…" not in shown, shown
         if command == "segment":
             assert "--overlay-min-score" in shown and "--score-threshold" in shown
+
+
+def test_shell_completion_is_offered_and_answers_without_torch() -> None:
+    """`clipvis --show-completion bash` prints the script `--install-completion` installs, and a completion request
+    (the shell sets _CLIPVIS_COMPLETE) lists the commands without importing torch (the launcher's fast path)."""
+    import os
+    import subprocess
+    import sys
+
+    show = ("import sys\nfrom clipvis.cli.launcher import main\n"
+            "sys.argv = ['clipvis', '--show-completion', 'bash']\nmain()")
+    script = subprocess.run([sys.executable, "-c", show], capture_output=True, text=True, timeout=120).stdout
+    assert "_clipvis_completion" in script and "complete " in script
+    probe = ("import runpy, sys\nsys.argv = ['clipvis']\ntry:\n    runpy.run_module('clipvis', run_name='__main__')\n"
+             "except SystemExit:\n    pass\nprint('torch' in sys.modules, file=sys.stderr)\n")
+    environment = {**os.environ, "_CLIPVIS_COMPLETE": "complete_bash", "COMP_WORDS": "clipvis seg", "COMP_CWORD": "1"}
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=environment, timeout=120)
+    assert done.stdout.split() == ["segment"] and done.stderr.strip().endswith("False"), (done.stdout, done.stderr)
