@@ -83,26 +83,95 @@ def _entries(annotation_file: Path, data: dict[str, Any] | None, key: str, kind:
     return entries, annotations
 
 
-def check_segmentation(segmentation: Any, height: int, width: int) -> str | None:
-    """Why a segmentation cannot be decoded for an ``height x width`` image, or None when it can."""
+# A polygon vertex may lie outside its image (the mask is clipped there), but not further than this many image
+# sizes beyond an edge: pycocotools rasterises every edge point by point, so a coordinate such as 1e9 (or NaN) makes
+# it allocate without bound or crash. -4 W <= x <= 5 W and -4 H <= y <= 5 H are accepted.
+POLYGON_MARGIN = 4
+
+
+def _polygon_problem(polygon: list, height: int, width: int) -> str | None:
+    if len(polygon) < 6 or len(polygon) % 2 or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in polygon):
+        return "polygon with fewer than 3 points or non-numeric coordinates"
+    coordinates = np.asarray(polygon, np.float64).reshape(-1, 2)
+    if not np.isfinite(coordinates).all():
+        return "polygon with a non-finite (NaN or infinite) coordinate"
+    low = -POLYGON_MARGIN * np.array([width, height], np.float64)
+    high = (POLYGON_MARGIN + 1) * np.array([width, height], np.float64)
+    outside = ((coordinates < low) | (coordinates > high)).any(1)
+    if outside.any():
+        x, y = coordinates[int(np.flatnonzero(outside)[0])]
+        return (f"polygon point ({x:g}, {y:g}) lies more than {POLYGON_MARGIN} image sizes outside the "
+                f"{width}x{height} image")
+    return None
+
+
+def compressed_counts_problems(counts: list[str], pixels: list[int]) -> list[str | None]:
+    """For each compressed ``counts`` string, why it is not a valid RLE of its ``pixels`` pixels, or None: its run
+    lengths must add up to the mask's height x width (pycocotools decodes any string, reading or writing memory
+    outside the mask when they do not). Vectorised over all strings (a YouTube-VIS file holds ~10^5 of them)."""
+    from clipvis.cli.rle import decompress_many
+
+    problems: list[str | None] = [None] * len(counts)
+    encoded: list[bytes] = []
+    for i, text in enumerate(counts):
+        if not text:
+            problems[i] = "RLE with empty counts"
+        elif not text.isascii():
+            problems[i] = "RLE counts string with characters COCO's encoding never writes"
+        encoded.append(text.encode("ascii") if problems[i] is None else b"")
+    lengths = np.fromiter(map(len, encoded), np.int64, len(encoded))
+    chars = np.frombuffer(b"".join(encoded), np.uint8).astype(np.int64) - 48
+    nonempty = np.flatnonzero(lengths)
+    if nonempty.size:
+        starts = (np.cumsum(lengths) - lengths)[nonempty]
+        bad_chars = np.maximum.reduceat(((chars < 0) | (chars >= 64)).astype(np.int8), starts) > 0
+        cut_short = chars[starts + lengths[nonempty] - 1] >= 0x20  # the last value goes on past the end
+        for i, bad, cut in zip(nonempty.tolist(), bad_chars.tolist(), cut_short.tolist(), strict=True):
+            if bad:
+                problems[i] = "RLE counts string with characters COCO's encoding never writes"
+            elif cut:
+                problems[i] = "RLE counts string cut short (it ends in the middle of a run length)"
+    valid = [i for i in range(len(counts)) if problems[i] is None]
+    if not valid:
+        return problems
+    runs, per_string = decompress_many([encoded[i] for i in valid])
+    heads = np.cumsum(per_string) - per_string  # every valid string has at least one run
+    totals = np.add.reduceat(runs, heads)
+    lowest, highest = np.minimum.reduceat(runs, heads), np.maximum.reduceat(runs, heads)
+    for k, i in enumerate(valid):
+        if lowest[k] < 0 or highest[k] > pixels[i] or totals[k] != pixels[i]:
+            total = int(totals[k]) if lowest[k] >= 0 and highest[k] <= pixels[i] else "a negative or huge number of"
+            problems[i] = f"corrupt RLE counts (its runs add up to {total} pixels, not height x width = {pixels[i]})"
+    return problems
+
+
+def check_segmentation(segmentation: Any, height: int, width: int, runs: bool = True) -> str | None:
+    """Why a segmentation cannot be decoded for an ``height x width`` image, or None when it can. ``runs``: check
+    a compressed RLE's run lengths too (else the caller does, for many at once: ``compressed_counts_problems``)."""
     if isinstance(segmentation, list):
         polygons = [p for p in segmentation if isinstance(p, list)]
         if len(polygons) != len(segmentation) or not polygons:
             return "polygon segmentation is not a list of coordinate lists"
         for polygon in polygons:
-            if len(polygon) < 6 or len(polygon) % 2 or not all(isinstance(v, (int, float)) for v in polygon):
-                return "polygon with fewer than 3 points or non-numeric coordinates"
+            if (problem := _polygon_problem(polygon, height, width)) is not None:
+                return problem
         return None
     if isinstance(segmentation, dict):
         size, counts = segmentation.get("size"), segmentation.get("counts")
         if not (isinstance(size, list) and len(size) == 2) or counts is None:
             return "RLE without size/counts"
-        if [int(size[0]), int(size[1])] != [height, width]:
+        if size != [height, width]:
             return f"RLE size {size} differs from the image size [{height}, {width}]"
         if isinstance(counts, list):
-            if sum(int(c) for c in counts) != height * width:
+            if not all(isinstance(c, (int, float)) and not isinstance(c, bool) and c >= 0 and float(c).is_integer()
+                       for c in counts):
+                return "uncompressed RLE counts that are not all non-negative integers"
+            if sum(counts) != height * width:
                 return "uncompressed RLE counts do not add up to height x width"
-        elif not isinstance(counts, str):
+        elif isinstance(counts, str):
+            return compressed_counts_problems([counts], [height * width])[0] if runs else None
+        else:
             return "RLE counts neither a string nor a list"
         return None
     return f"segmentation of type {type(segmentation).__name__}"
@@ -122,6 +191,20 @@ def decode_segmentation(segmentation: Any, height: int, width: int) -> np.ndarra
     return coco_mask.decode(rle)
 
 
+def _category(raw: dict[str, Any]) -> int | None:
+    """The annotation's category id as an integer (0 when it has none), or None when it is not a number."""
+    value = raw.get("category_id", 0)
+    if value is None or value == "":
+        return 0
+    if isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return int(number) if number.is_integer() else None
+
+
 def _instance(raw: dict[str, Any], segmentation: Any, height: int, width: int, name: str,
               warnings: list[str], crowd: str = "drop") -> InstanceAnnotation | None:
     """``crowd``: "drop" a crowd annotation (the official recipe), or "keep" it as an instance."""
@@ -129,11 +212,58 @@ def _instance(raw: dict[str, Any], segmentation: Any, height: int, width: int, n
         return None
     if segmentation is None:
         return None
-    problem = check_segmentation(segmentation, height, width)
+    problem = check_segmentation(segmentation, height, width, runs=False)  # the runs: _drop_corrupt_rles
     if problem is not None:
         warnings.append(f"{name}: skipped bad annotation ({problem})")
         return None
-    return InstanceAnnotation(segmentation, int(raw.get("category_id", 0) or 0), name)
+    category = _category(raw)
+    if category is None:
+        warnings.append(f"{name}: skipped bad annotation (category_id {str(raw.get('category_id'))[:40]!r} is not "
+                        "an integer)")
+        return None
+    return InstanceAnnotation(segmentation, category, name)
+
+
+def _drop_corrupt_rles(frames: Iterable[FrameRecord], warnings: list[str]) -> None:
+    """Remove the instances whose compressed RLE's runs do not make a mask of their frame (one warning each)."""
+    found = [(frame, inst) for frame in frames for inst in frame.instances
+             if isinstance(inst.segmentation, dict) and isinstance(inst.segmentation.get("counts"), str)]
+    problems = compressed_counts_problems([inst.segmentation["counts"] for _, inst in found],
+                                          [frame.height * frame.width for frame, _ in found])
+    for (frame, inst), problem in zip(found, problems, strict=True):
+        if problem is not None:
+            frame.instances.remove(inst)
+            warnings.append(f"{inst.name}: skipped bad annotation ({problem})")
+
+
+@dataclass
+class _Tally:
+    """What a file's annotations came to, for the error when none of them gives a mask to train on."""
+
+    annotations: int = 0
+    crowd: int = 0
+    without_mask: int = 0
+    first_problem: str | None = None
+
+    def no_masks_error(self, annotation_file: Path, what: str, crowd_hint: bool) -> TrainDataError:
+        if not self.annotations:
+            why = "the file has no annotations"
+        else:
+            parts = []
+            if self.without_mask:
+                parts.append(f"{self.without_mask} without a mask (boxes only)")
+            if self.crowd:
+                hint = ", not trained on as in the official recipe; CVAT and Datumaro mark every mask shape so: " \
+                       "CLIPVIS.CROWD_AS_INSTANCES=true trains on them" if crowd_hint else ""
+                parts.append(f"{self.crowd} crowd (iscrowd: 1{hint})")
+            malformed = self.annotations - self.without_mask - self.crowd
+            if malformed > 0:
+                first = self.first_problem.removeprefix(f"{annotation_file}: ") if self.first_problem else ""
+                first = f"; the first: {first}" if first else ""
+                parts.append(f"{malformed} skipped as malformed{first}")
+            why = f"of its {self.annotations} annotation(s): " + "; ".join(parts)
+        return TrainDataError(f"{annotation_file}: no {what} with a usable (non-crowd) instance mask to train on "
+                              f"({why})")
 
 
 def _crowd_note(annotation_file: Path, dropped: int, silent: bool = False) -> list[str]:
@@ -169,32 +299,34 @@ def read_coco_instances(
         except (KeyError, TypeError, ValueError):
             warnings.append(f"{annotation_file}: skipped image entry without id/file_name/height/width: "
                             f"{str(image)[:80]}")
-    crowds = 0
+    tally = _Tally(annotations=len(annotations))
     for position, raw in enumerate(annotations):
         name = _annotation_name(annotation_file, raw, position)
+        before, boxes_before = len(warnings), tally.without_mask
         if not isinstance(raw, dict) or raw.get("image_id") not in frames:
             warnings.append(f"{name}: skipped bad annotation (no known image_id)")
-            continue
-        frame = frames[raw["image_id"]]
-        if raw.get("segmentation") is None and not raw.get("iscrowd", 0):  # a box alone: nothing to train masks on
-            warnings.append(f"{name}: skipped bad annotation (no segmentation)")
-            continue
-        if raw.get("iscrowd", 0) and not crowd_as_instances:
-            crowds += 1
-            continue
-        inst = _instance(raw, raw.get("segmentation"), frame.height, frame.width, name, warnings, crowd="keep")
-        if inst is not None:
-            frame.instances.append(inst)
+        elif raw.get("segmentation") is None and not raw.get("iscrowd", 0):  # a box alone: no mask to train on
+            warnings.append(f"{name}: skipped annotation without a segmentation (a box alone: no mask to train on)")
+            tally.without_mask += 1
+        elif raw.get("iscrowd", 0) and not crowd_as_instances:
+            tally.crowd += 1
+        else:
+            frame = frames[raw["image_id"]]
+            inst = _instance(raw, raw.get("segmentation"), frame.height, frame.width, name, warnings, crowd="keep")
+            if inst is not None:
+                frame.instances.append(inst)
+        if tally.first_problem is None and len(warnings) > before and tally.without_mask == boxes_before:
+            tally.first_problem = warnings[-1]
+    _drop_corrupt_rles(frames.values(), warnings)
+    if not any(frame.instances for frame in frames.values()):
+        tally.first_problem = tally.first_problem or next((w for w in warnings if "RLE" in w), None)
+        raise tally.no_masks_error(annotation_file, "image", crowd_hint=crowd_as_instances is not None)
     records = [
         TrainRecord(str(frame.path), [frame])
         for frame in frames.values()
         if frame.instances or not filter_empty
     ]
-    if not records:
-        note = _crowd_note(annotation_file, crowds, silent=crowd_as_instances is None)
-        hint = f" ({note[0].split(': ', 1)[1]})" if note else ""
-        raise TrainDataError(f"{annotation_file}: no image with a usable (non-crowd) instance annotation{hint}")
-    return records, warnings + _crowd_note(annotation_file, crowds, silent=crowd_as_instances is None)
+    return records, warnings + _crowd_note(annotation_file, tally.crowd, silent=crowd_as_instances is None)
 
 
 def _annotation_name(annotation_file: Path, raw: Any, position: int) -> str:
@@ -261,29 +393,45 @@ def read_ytvis(
             records[video["id"]] = TrainRecord(str(video.get("name") or video["id"]), frames)
         except (KeyError, TypeError, ValueError):
             warnings.append(f"{annotation_file}: skipped video entry without id/file_names/height/width")
-    crowds = 0
+    tally = _Tally(annotations=len(annotations))
     for position, raw in enumerate(annotations):
         name = _annotation_name(annotation_file, raw, position)
+        before, boxes_before = len(warnings), tally.without_mask
         if not isinstance(raw, dict) or raw.get("video_id") not in records:
             warnings.append(f"{name}: skipped bad annotation (no known video_id)")
-            continue
-        record = records[raw["video_id"]]
-        if raw.get("iscrowd", 0) and not crowd_as_instances:
-            crowds += 1
-            continue
-        segmentations = raw.get("segmentations")
-        if not isinstance(segmentations, list) or len(segmentations) != len(record.frames):
+        elif raw.get("iscrowd", 0) and not crowd_as_instances:
+            tally.crowd += 1
+        elif not _track_has_mask(raw.get("segmentations")):
+            what = "no segmentations" if raw.get("segmentations") is None else "only null segmentations"
+            warnings.append(f"{name}: skipped track with {what} (a track of boxes alone: no mask to train on)")
+            tally.without_mask += 1
+        elif not isinstance(raw["segmentations"], list) or len(raw["segmentations"]) != len(
+                records[raw["video_id"]].frames):
             warnings.append(f"{name}: skipped bad annotation (segmentations do not list one entry per frame)")
-            continue
-        for t, (frame, segmentation) in enumerate(zip(record.frames, segmentations, strict=True)):
-            inst = _instance(raw, segmentation, frame.height, frame.width, f"{name} frame {t}", warnings,
-                             crowd="keep")
-            if inst is not None:
-                frame.instances.append(inst)
+        else:
+            for t, (frame, segmentation) in enumerate(zip(records[raw["video_id"]].frames, raw["segmentations"],
+                                                          strict=True)):
+                inst = _instance(raw, segmentation, frame.height, frame.width, f"{name} frame {t}", warnings,
+                                 crowd="keep")
+                if inst is not None:
+                    frame.instances.append(inst)
+        if tally.first_problem is None and len(warnings) > before and tally.without_mask == boxes_before:
+            tally.first_problem = warnings[-1]
     usable = [r for r in records.values() if r.frames]
     if not usable:
         raise TrainDataError(f"{annotation_file}: no video with frames")
-    return usable, warnings + _crowd_note(annotation_file, crowds, silent=crowd_as_instances is None)
+    _drop_corrupt_rles((frame for record in usable for frame in record.frames), warnings)
+    if not any(frame.instances for record in usable for frame in record.frames):
+        tally.first_problem = tally.first_problem or next((w for w in warnings if "RLE" in w), None)
+        raise tally.no_masks_error(annotation_file, "video", crowd_hint=crowd_as_instances is not None)
+    return usable, warnings + _crowd_note(annotation_file, tally.crowd, silent=crowd_as_instances is None)
+
+
+def _track_has_mask(segmentations: Any) -> bool:
+    """Whether a YouTube-VIS track gives a segmentation on some frame (a list of only nulls, or none at all, is a
+    track of boxes alone)."""
+    return segmentations is not None and (not isinstance(segmentations, list) or any(
+        s is not None for s in segmentations))
 
 
 def read_annotation_file(annotation_file: Path, image_root: Path, filter_empty: bool = True,

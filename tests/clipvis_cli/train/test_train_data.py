@@ -73,6 +73,100 @@ def test_bad_annotations_are_skipped_with_a_warning_naming_them(tmp_path):
     assert len(records) == 1  # image 1 lost both instances and is filtered (FILTER_EMPTY_ANNOTATIONS)
 
 
+@pytest.mark.parametrize("polygon", [
+    [float("nan"), 1.0, 5.0, 5.0, 10.0, 1.0],  # pycocotools allocated without bound (20 GB) or crashed on these
+    [1e9, 1.0, 5.0, 5.0, 10.0, 1.0],
+    [float("inf"), 1.0, 5.0, 5.0, 10.0, 1.0],
+    [1.0, -5.0 * SIZE, 5.0, 5.0, 10.0, 1.0],  # more than 4 image sizes above the image
+])
+def test_polygons_with_non_finite_or_far_away_coordinates_are_skipped_with_a_warning(tmp_path, polygon):
+    ann, images = write_coco(tmp_path, num_images=2)
+    data = json.loads(ann.read_text())
+    data["annotations"][0]["segmentation"] = [polygon]
+    data["annotations"][2]["segmentation"] = [[-3.0 * SIZE, 1.0, 5.0 * SIZE, 5.0, 10.0, 4.0 * SIZE]]  # clipped: kept
+    ann.write_text(json.dumps(data, allow_nan=True))
+    records, warnings = read_annotation_file(ann, images)
+    assert len(warnings) == 1 and "annotation 1: skipped bad annotation (polygon" in warnings[0], warnings
+    assert [len(r.frames[0].instances) for r in records] == [1, 2]
+    dataset = TrainDataset(records, AugmentationConfig(kind="shortest_edge", min_sizes=(SIZE,), flip=False))
+    assert dataset[(1, 0)].masks.shape[0] == 2  # the one far outside but within bounds is drawn (clipped)
+
+
+@pytest.mark.parametrize("counts", ["", "0", "garbage~", "PPYo1", "big", [5, 7], [-1, SIZE * SIZE + 1]])
+def test_rle_whose_runs_do_not_make_the_image_size_is_skipped_with_a_warning(tmp_path, counts):
+    """pycocotools decodes any counts string: "" or "0" gave a mask of uninitialised memory, accepted silently."""
+    ann, images = write_coco(tmp_path, num_images=2)
+    data = json.loads(ann.read_text())
+    assert isinstance(data["annotations"][1]["segmentation"]["counts"], str)  # the disc of image 1
+    if counts == "big":  # a valid encoding of one run longer than the image
+        counts = rle.encode(np.ones((SIZE + 1, SIZE), bool))["counts"]
+    data["annotations"][1]["segmentation"]["counts"] = counts
+    ann.write_text(json.dumps(data))
+    records, warnings = read_annotation_file(ann, images)
+    assert len(warnings) == 1 and warnings[0].startswith(f"{ann}: annotation 2: skipped bad annotation (")
+    assert "RLE" in warnings[0]
+    assert [len(r.frames[0].instances) for r in records] == [1, 2]
+
+
+def test_non_numeric_category_id_is_skipped_with_a_warning(tmp_path):
+    ann, images = write_coco(tmp_path, num_images=2)
+    data = json.loads(ann.read_text())
+    data["annotations"][0]["category_id"] = "box"
+    data["annotations"][2]["category_id"] = "1"  # a number written as a string is still that number
+    ann.write_text(json.dumps(data))
+    records, warnings = read_annotation_file(ann, images)
+    assert warnings == [f"{ann}: annotation 1: skipped bad annotation (category_id 'box' is not an integer)"]
+    assert [sorted(r.category_ids) for r in records] == [[2], [1, 2]]
+
+
+def _ytvis_file(tmp_path, annotations):
+    frames = tmp_path / "frames" / "clip"
+    frames.mkdir(parents=True, exist_ok=True)
+    for t in range(2):
+        cv2.imwrite(str(frames / f"{t}.png"), render_shapes(t)[0])
+    doc = {"videos": [{"id": 1, "width": SIZE, "height": SIZE, "file_names": ["clip/0.png", "clip/1.png"]}],
+           "categories": [{"id": 1, "name": "box"}], "annotations": annotations}
+    path = tmp_path / "ytvis.json"
+    path.write_text(json.dumps(doc))
+    return path
+
+
+@pytest.mark.parametrize(("annotations", "why"), [
+    ([], "the file has no annotations"),
+    ([{"id": 1, "video_id": 1, "category_id": 1, "bboxes": [[1, 1, 5, 5]] * 2}], "1 without a mask (boxes only)"),
+    ([{"id": 1, "video_id": 1, "category_id": 1, "segmentations": [None, None], "bboxes": [None, None]}],
+     "1 without a mask (boxes only)"),
+    ([{"id": 1, "video_id": 1, "category_id": 1, "iscrowd": 1,
+       "segmentations": [rle.encode(np.ones((SIZE, SIZE), bool))] * 2}], "1 crowd (iscrowd: 1"),
+])
+def test_video_data_without_a_single_mask_is_refused_naming_the_file(tmp_path, annotations, why):
+    """Such data trained to the end learning only "no object"."""
+    path = _ytvis_file(tmp_path, annotations)
+    with pytest.raises(TrainDataError, match="no video with a usable") as error:
+        read_annotation_file(path, tmp_path / "frames", crowd_as_instances=False)
+    assert str(error.value).startswith(f"{path}: ") and why in str(error.value)
+
+
+def test_a_box_only_track_is_skipped_saying_it_has_no_masks(tmp_path):
+    mask = rle.encode(render_shapes(0)[1][0].astype(bool))
+    path = _ytvis_file(tmp_path, [{"id": 1, "video_id": 1, "category_id": 1, "bboxes": [[1, 1, 5, 5]] * 2},
+                                  {"id": 2, "video_id": 1, "category_id": 1, "segmentations": [mask, None]}])
+    records, warnings = read_annotation_file(path, tmp_path / "frames")
+    assert [len(f.instances) for f in records[0].frames] == [1, 0]
+    assert warnings == [f"{path}: annotation 1: skipped track with no segmentations (a track of boxes alone: no mask "
+                        "to train on)"]
+
+
+def test_image_data_whose_every_mask_is_crowd_is_refused_also_when_empty_images_are_kept(tmp_path):
+    ann, images = write_coco(tmp_path, num_images=2)
+    data = json.loads(ann.read_text())
+    for annotation in data["annotations"]:
+        annotation["iscrowd"] = 1
+    ann.write_text(json.dumps(data))
+    with pytest.raises(TrainDataError, match=f"^{re.escape(str(ann))}: no image with a usable .* 5 crowd"):
+        read_annotation_file(ann, images, filter_empty=False, crowd_as_instances=False)
+
+
 def test_segment_ytvis_output_is_a_training_input(tmp_path):
     """What `clipvis segment` writes for an image-folder input: file_names <stem>/<image>, None where absent."""
     frames = tmp_path / "frames" / "clip"
