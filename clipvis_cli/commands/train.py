@@ -72,7 +72,7 @@ def train(
     from clipvis.weights import WeightsError
 
     if export_pth is not None:
-        _export(weights, export_pth)
+        _export(weights, export_pth, config, list(overrides or []), clip_config)
         return
     if config is None and not resume:
         raise typer.BadParameter("--config is required (a shipped name such as lvis_r50.yaml, or a file)")
@@ -188,11 +188,15 @@ def _run_to_resume(output_dir: Path | None, config: TrainConfig | None) -> Path 
     return None
 
 
-def _export(weights: str | None, target: Path) -> None:
-    """The model of ``weights`` under the official key names, ``{"model": state_dict}``, written atomically."""
+def _export(weights: str | None, target: Path, config: str | None = None, overrides: list[str] | None = None,
+            clip_config: Path | None = None) -> None:
+    """The model of ``weights`` under the official key names, ``{"model": state_dict}``, written atomically. The
+    model is built as training builds it: with ``--config`` (and ``KEY=VALUE``) and ``--clip-config`` when given."""
     import torch
 
     from clipvis.cli.atomic import OutputNotWritableError, atomic_output_path
+    from clipvis.cli.train.config import ConfigError, load_train_config
+    from clipvis.cli.train.run import weights_model_config
     from clipvis.model import CheckpointError, load_model, to_official_state_dict
     from clipvis.weights import WeightsError
 
@@ -201,7 +205,11 @@ def _export(weights: str | None, target: Path) -> None:
     if target.is_dir():
         raise typer.BadParameter(f"--export-pth {target} is a folder: give the file to write, e.g. {target}/model.pth")
     try:
-        model = load_model(weights)
+        model_config = weights_model_config(load_train_config(config, overrides or [])) if config else None
+    except ConfigError as error:
+        raise _fail(str(error)) from None
+    try:
+        model = load_model(weights, config=model_config, clip_config=clip_config)
     except (CheckpointError, WeightsError, ValueError) as error:
         raise _fail(f"weights {weights}: {' '.join(str(error).split())}") from None
     try:

@@ -80,6 +80,17 @@ def _device(config: TrainConfig, local_rank: int) -> torch.device:
     return torch.device("cuda", index)
 
 
+def weights_model_config(config: TrainConfig) -> dict[str, Any]:
+    """The model config a run from ``--weights`` gives its checkpoints: the training config's (test-time settings
+    such as INPUT.MIN_SIZE_TEST and TEST.NUM_FRAME, the CLIP's name), as a run without ``--weights`` has; the
+    checkpoint's own open_clip model config is kept unless ``--clip-config`` gives one."""
+    values = config.model_config().to_dict()
+    values.pop("notes", None)
+    if values.get("clip_model_config") is None:
+        values.pop("clip_model_config", None)
+    return values
+
+
 def build_model(config: TrainConfig, weights: str | None, seed: int, resuming: bool = False) -> ClipVis:
     """From a released checkpoint / file / training folder, or fresh: official head init + open_clip CLIP.
     ``CLIPVIS.CLIP_CONFIG`` (``--clip-config``) describes a CLIP open_clip does not know by name, as for segment
@@ -95,8 +106,10 @@ def build_model(config: TrainConfig, weights: str | None, seed: int, resuming: b
         raise ConfigError(f"CLIPVIS.CLIP_CONFIG (--clip-config) {clip_config}: no such file")
     if weights:
         log.info("starting from %s", weights)
-        # a released name (downloaded once), a checkpoint file or a training folder
-        return load_model(weights, clip_config=clip_config)
+        # a released name (downloaded once), a checkpoint file or a training folder; resuming, the run's own
+        # checkpoint holds this config already. The architecture is the checkpoint's whatever the config says.
+        return load_model(weights, config=None if resuming else weights_model_config(config),
+                          clip_config=clip_config)
     model_config = config.model_config()
     if clip_config is not None:
         model_config = dataclasses.replace(model_config, clip_model_config=load_clip_model_config(clip_config))

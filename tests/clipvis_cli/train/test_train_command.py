@@ -111,6 +111,21 @@ def test_resume_continues_exactly(tmp_path, tiny_train_config, tiny_config):
     assert all(torch.equal(reloaded[k], split[k]) for k in split)
 
 
+def test_a_run_from_weights_gives_its_checkpoints_the_configs_test_time_settings(tmp_path, tiny_train_config):
+    """With --weights, the checkpoints kept the starting checkpoint's INPUT.MIN_SIZE_TEST / TEST.NUM_FRAME, not the
+    --config's: segment and evaluate then ran the trained model with settings the run never had."""
+    data = write_coco(tmp_path / "data", num_images=2)
+    config = tiny_train_config(tmp_path, MAX_ITER=1)
+    train(config, tmp_path / "first", data)
+    tree = yaml.safe_load(config.read_text())
+    first = load_model(tmp_path / "first" / "model_0000000.safetensors").config
+    tree["CLIPVIS"]["MODEL"].update(min_size_test=first.min_size_test + 16, memory_length=first.memory_length + 2)
+    config.write_text(yaml.safe_dump(tree))
+    train(config, tmp_path / "second", data, "--weights", str(tmp_path / "first"))
+    second = load_model(tmp_path / "second" / "model_0000000.safetensors").config
+    assert (second.min_size_test, second.memory_length) == (first.min_size_test + 16, first.memory_length + 2)
+
+
 def test_resume_takes_the_interrupted_runs_own_settings(tmp_path, tiny_train_config, monkeypatch):
     """`--output-dir D --resume` alone continues the run in D as it was started (schedule, data given by relative
     paths from another directory, seed), whatever config file the command names, and keeps D's config.yaml."""
@@ -484,6 +499,19 @@ def test_an_official_checkpoint_with_its_own_clip_fine_tunes_with_clip_config(tm
     assert result.exit_code == 0, result.output + repr(result.exception)
     assert (run / "model_0000000.safetensors").is_file()
     assert yaml.safe_load((run / "config.yaml").read_text())["CLIPVIS"]["CLIP_CONFIG"] == str(clip_config)
+    # The config's test-time settings are the checkpoint's (they were dropped: segment ran at MIN_SIZE_TEST 480).
+    assert load_model(run / "model_0000000.safetensors").config.min_size_test == 128
+    # --export-pth builds the .pth's model as training does, with --config and --clip-config (it read --weights
+    # alone, and failed asking for the --clip-config it had been given).
+    export = ["train", "--weights", str(case / "model.pth"), "--config", str(case / "official_config.yaml"),
+              "--clip-config", str(clip_config), "--export-pth", str(tmp_path / "exported.pth")]
+    result = runner.invoke(app, export)
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    exported = torch.load(tmp_path / "exported.pth", weights_only=True)["model"]
+    original = torch.load(case / "model.pth", weights_only=True, map_location="cpu")
+    original = original.get("model", original)
+    assert all(torch.equal(exported[k], original[k]) for k in original if k in exported)
+    assert "sem_seg_head.predictor.query_feat.weight" in exported
     clip_config.unlink()  # the checkpoint being resumed holds its model config: the file is not needed any more
     result = runner.invoke(app, ["train", "--output-dir", str(run), "--resume", "SOLVER.MAX_ITER=2"])
     assert result.exit_code == 0, result.output + repr(result.exception)
