@@ -173,26 +173,34 @@ def _drop_records_from(path: Path, iteration: int) -> None:
     for line in lines:
         try:
             record = json.loads(line)
-        except ValueError:
+            earlier = isinstance(record, dict) and int(record.get("iteration", -1)) < iteration
+        except (ValueError, TypeError):
             continue
-        if isinstance(record, dict) and int(record.get("iteration", -1)) < iteration:
+        if earlier:
             kept.append(line)
     if len(kept) != len(lines):
         atomic_write_text(path, "".join(f"{line}\n" for line in kept))
 
 
 class MetricsSink:
-    """metrics.jsonl + TensorBoard (if installed) + log lines, on rank 0 only."""
+    """metrics.jsonl + TensorBoard (if installed) + log lines, on rank 0 only.
 
-    def __init__(self, folder: Path, enabled: bool) -> None:
+    A run that starts at ``start_iteration`` (0, or where it resumes) first drops what an earlier run in the folder
+    recorded for that iteration and later: a run stopped or killed after its last checkpoint (or before its first)
+    wrote records that this run writes again. TensorBoard is told the same (``purge_step``): it hides the earlier
+    event files' scalars from that step on."""
+
+    def __init__(self, folder: Path, enabled: bool, start_iteration: int = 0) -> None:
         self.enabled = enabled
+        if enabled:
+            _drop_records_from(folder / METRICS_NAME, start_iteration)
         self.jsonl = open(folder / METRICS_NAME, "a", encoding="utf-8") if enabled else None  # noqa: SIM115
         self.tensorboard = None
         if enabled:
             try:
                 from torch.utils.tensorboard import SummaryWriter
 
-                self.tensorboard = SummaryWriter(str(folder))
+                self.tensorboard = SummaryWriter(str(folder), purge_step=start_iteration)
             except ImportError:
                 log.info("tensorboard is not installed: metrics go to metrics.jsonl only")
 
@@ -347,7 +355,7 @@ class Trainer:
     def resume(self, path: Path | None = None) -> bool:
         """Load a checkpoint (default: the output folder's ``resume_point``) with its optimiser, schedule, scaler and
         RNG state; False when there is none. The metrics recorded after it (by the run that went on before being
-        stopped) are dropped: the resumed run records them again."""
+        stopped) are dropped when the run starts (``MetricsSink``): the resumed run records them again."""
         path = path if path is not None else resume_point(self.settings.output_dir)
         if path is None or not state_path(path).is_file():
             return False
@@ -366,8 +374,6 @@ class Trainer:
         random.setstate(state["rng"]["python"])
         self.warning_count = int(state.get("warning_count", 0))
         self.start_iteration = int(state["iteration"]) + 1
-        if self.rank == 0:
-            _drop_records_from(self.settings.output_dir / METRICS_NAME, self.start_iteration)
         log.info("resumed from %s at iteration %d", path, self.start_iteration)
         return True
 
@@ -456,7 +462,7 @@ class Trainer:
 
     def _loop(self, requests: StopRequests) -> Path:
         s = self.settings
-        sink = MetricsSink(s.output_dir, self.rank == 0)
+        sink = MetricsSink(s.output_dir, self.rank == 0, self.start_iteration)
         progress = ProgressLine(s.max_iter, self.start_iteration, self.rank == 0)
         batches = iter(self.loader_factory(self.start_iteration))
         last_path = newest_checkpoint(s.output_dir)

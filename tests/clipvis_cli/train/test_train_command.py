@@ -330,6 +330,31 @@ def test_metrics_reach_tensorboard_event_files(tmp_path, tiny_train_config):
     assert [e.step for e in events.Scalars("total_loss")] == [0, 1]
 
 
+@pytest.mark.parametrize("resume", [False, True])
+def test_a_run_started_again_in_a_folder_killed_before_its_first_checkpoint_records_its_metrics_once(
+        tmp_path, tiny_train_config, resume):
+    """The killed run's metrics.jsonl lines (and TensorBoard scalars) stayed, so every iteration appeared twice."""
+    data = write_coco(tmp_path / "data", num_images=2)
+    run = tmp_path / "run"
+    config = tiny_train_config(tmp_path, MAX_ITER=3)
+    train(config, run, data, "CLIPVIS.LOG_PERIOD=1")
+    for path in [*run.glob("model_*"), run / "last_checkpoint"]:  # as if killed before its first checkpoint
+        path.unlink()
+    with open(run / "metrics.jsonl", "a", encoding="utf-8") as handle:
+        handle.write('{"iteration": 3, "total_lo')  # a line cut short by the kill
+    train(config, run, data, "CLIPVIS.LOG_PERIOD=1", "SOLVER.MAX_ITER=2", "SEED=7", *(["--resume"] if resume else []))
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in records] == [0, 1]
+    try:
+        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    except ImportError:
+        return
+    events = EventAccumulator(str(run))
+    events.Reload()
+    assert [(e.step, pytest.approx(e.value)) for e in events.Scalars("total_loss")] == [
+        (r["iteration"], r["total_loss"]) for r in records]
+
+
 @pytest.mark.parametrize("dtype", ["bf16", "fp16"])
 def test_mixed_precision_steps_train_with_the_pixel_decoder_in_float32(tmp_path, tiny_train_config, dtype):
     """AMP as configured (bf16, or fp16 with the GradScaler) trains; the pixel decoder stays float32 under it."""
