@@ -186,6 +186,9 @@ def read_frame(frame: FrameRecord, seeker: VideoFrameSeeker | None = None) -> np
     from PIL import Image
 
     path = frame.path
+    if not path.is_file() and frame.source_video is not None and not frame.source_video.exists():
+        raise SampleError(f"{path}: skipped frame: no such image, and the video (or image folder) it was segmented "
+                          f"from, {frame.source_video}, as the annotation file records, is missing")
     if not path.is_file() and frame.source_video is not None and frame.source_video.is_dir():
         path = frame.source_video / path.name  # the image folder segment read (its coco.json / ytvis.json say so)
     if path.is_file() or frame.source_video is None or frame.source_video.is_dir():

@@ -347,13 +347,15 @@ def _frame_path(frames_root: Path, file_name: str) -> Path:
 
 def _source_video(annotation_file: Path, source: Any) -> Path | None:
     """The video file or image folder a ``source`` field names (as given, else relative to the annotation file), or
-    None. Frames not found under ``--images`` are read from it."""
+    None when there is none. Frames not found under ``--images`` are read from it; one that no longer exists is
+    kept too, so that such a frame's error names it."""
     if not isinstance(source, str) or not source:
         return None
-    for candidate in (Path(source), annotation_file.parent / source):
+    candidates = (Path(source), annotation_file.parent / source)
+    for candidate in candidates:
         if candidate.is_file() or candidate.is_dir():
             return candidate
-    return None
+    return candidates[0] if candidates[0].is_absolute() else candidates[1]
 
 
 def _video_sources(annotation_file: Path, videos: Any) -> dict[Any, Path]:

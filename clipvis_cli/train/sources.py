@@ -110,6 +110,9 @@ def load_sources(
         annotation, images = Path(entry["json"]).expanduser(), Path(entry["images"]).expanduser()
         if not annotation.is_file():
             raise TrainDataError(f"{annotation}: annotation file not found")
+        if images.is_file():
+            raise TrainDataError(f"{images}: a file, not a folder: --images takes the folder of the images (COCO) "
+                                 f"or frames (YouTube-VIS) that {annotation.name} names")
         if not images.is_dir():
             raise TrainDataError(f"{images}: image/frame folder not found")
         records, warnings = read_annotation_file(annotation, images, filter_empty=filter_empty,

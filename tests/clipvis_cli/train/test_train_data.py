@@ -428,6 +428,29 @@ def test_segment_coco_json_of_a_video_trains_without_extracted_frames(tmp_path):
         np.testing.assert_array_equal(rle.decode(frame.instances[0].segmentation), shown[t][1][0].astype(bool))
 
 
+def test_a_frame_whose_recorded_source_video_is_missing_names_that_video(tmp_path):
+    from clipvis.cli.results import TrackResult, VideoInfo
+    from clipvis.cli.train.data import read_frame
+    from clipvis.cli.writers import CocoWriter
+
+    video_path = tmp_path / "moved.mp4"  # segment read it; it has been moved or deleted since
+    video = VideoInfo(video_id=1, source=str(video_path), stem="clip", height=SIZE, width=SIZE, fps=10.0,
+                      frame_stride=1, frame_indices=[0], file_names=["clip/00000.jpg"])
+    tracks = [TrackResult(1, 1, 0.9, [rle.encode(render_shapes(0)[1][0].astype(bool))])]
+    path = CocoWriter().write(tmp_path / "coco.json", video, tracks, ["box"])
+    (record,), _ = read_annotation_file(path, tmp_path / "no-images")
+    with pytest.raises(SampleError, match=f"segmented from, {re.escape(str(video_path))}, .* is missing"):
+        read_frame(record.frames[0])
+
+
+def test_images_given_a_file_says_it_is_a_file(tmp_path):
+    from clipvis.cli.train.sources import load_sources
+
+    ann, images = write_coco(tmp_path, num_images=1)
+    with pytest.raises(TrainDataError, match=f"^{re.escape(str(ann))}: a file, not a folder: --images"):
+        load_sources([], [{"json": str(ann), "images": str(ann)}], tmp_path, True)
+
+
 @pytest.mark.parametrize("container", ["mpegts", "mp4"])
 def test_training_decodes_a_video_s_frames_as_segment_numbers_them(tmp_path, container):
     """OpenCV's frame seek numbered an MPEG-TS file's frames otherwise than segment (PyAV): 21 of 150 frames of a
