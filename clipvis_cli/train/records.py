@@ -306,7 +306,7 @@ def read_coco_instances(
         if not isinstance(raw, dict) or raw.get("image_id") not in frames:
             warnings.append(f"{name}: skipped bad annotation (no known image_id)")
         elif raw.get("segmentation") is None and not raw.get("iscrowd", 0):  # a box alone: no mask to train on
-            warnings.append(f"{name}: skipped annotation without a segmentation (a box alone: no mask to train on)")
+            warnings.append(f"{name}: skipped bad annotation (no segmentation)")
             tally.without_mask += 1
         elif raw.get("iscrowd", 0) and not crowd_as_instances:
             tally.crowd += 1
