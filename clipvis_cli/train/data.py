@@ -46,16 +46,23 @@ class AugmentationConfig:
     flip: bool = True
 
 
+# The most channels one cv2.resize call takes: 512 in OpenCV 4, 128 in OpenCV 5 (an image with more instances failed
+# with "invalid count ... must be in [1, 128]").
+_CV_MAX_CHANNELS = 128
+
+
 def _resize(image: np.ndarray, masks: np.ndarray, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
-    """PIL bilinear for the image (detectron2's ResizeTransform), nearest for the masks."""
+    """PIL bilinear for the image (detectron2's ResizeTransform), nearest for the masks: cv2's INTER_NEAREST_EXACT,
+    which samples the source pixels PIL's NEAREST samples (detectron2's apply_segmentation; plain INTER_NEAREST is
+    off by up to a pixel), up to _CV_MAX_CHANNELS masks a call."""
     from PIL import Image
 
     if (height, width) == image.shape[:2]:
         return image, masks
     image = np.asarray(Image.fromarray(image).resize((width, height), Image.BILINEAR))
     if masks.shape[0]:
-        resized = [cv2.resize(chunk.transpose(1, 2, 0), (width, height), interpolation=cv2.INTER_NEAREST)
-                   for chunk in np.array_split(masks, math.ceil(masks.shape[0] / 512))]
+        resized = [cv2.resize(chunk.transpose(1, 2, 0), (width, height), interpolation=cv2.INTER_NEAREST_EXACT)
+                   for chunk in np.array_split(masks, math.ceil(masks.shape[0] / _CV_MAX_CHANNELS))]
         masks = np.concatenate([r.reshape(height, width, -1).transpose(2, 0, 1) for r in resized])
     else:
         masks = np.zeros((0, height, width), np.uint8)

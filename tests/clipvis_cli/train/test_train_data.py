@@ -546,3 +546,19 @@ def test_polygon_annotations_are_transformed_then_rasterized(kind):
     assert mixed.shape[0] == 2 and mixed[1].any()
     with pytest.raises(ValueError, match="2 bitmasks for 1 instances without polygons"):
         augment(image, np.stack([mask, mask]), config, np.random.default_rng(1), [None, [triangle]])
+
+
+@pytest.mark.parametrize(("size", "new"), [((72, 128), (80, 142)), ((72, 128), (30, 53)), ((31, 47), (64, 95))])
+def test_masks_are_resized_on_the_pixels_pil_nearest_picks(size, new) -> None:
+    """detectron2 resizes bitmask GT with PIL NEAREST; cv2's INTER_NEAREST samples other source pixels, shifting masks
+    by up to a pixel against the (PIL bilinear) image."""
+    from PIL import Image
+
+    from clipvis.cli.train.data import _resize
+
+    rng = np.random.default_rng(0)
+    masks = (rng.random((600, *size)) > 0.5).astype(np.uint8)  # more than one cv2 call's 512 channels
+    _, resized = _resize(np.zeros((*size, 3), np.uint8), masks, *new)
+    for mask, got in zip(masks[::97], resized[::97], strict=True):
+        expected = np.asarray(Image.fromarray(mask).resize((new[1], new[0]), Image.NEAREST))
+        assert np.array_equal(got, expected)
