@@ -255,6 +255,12 @@ def load_model(
             path.unlink(missing_ok=True)
             path, base = _released_file(text, download, config, clip_config)
             state, embedded = read_state_dict(path)
+        mismatch = _check_expected(state, base)  # a file saved there by hand: another release, a model of one's own
+        if mismatch:
+            raise CheckpointError(
+                f"{path}: the file cached for {text} is not that checkpoint ({'; '.join(mismatch)}): delete it to "
+                "download the release again, or give this file by its path"
+            )
     else:
         # A file is read as given; a folder (detectron2 output) or an unknown name goes through the resolver, which
         # picks the folder's checkpoint or lists the released names.

@@ -134,6 +134,17 @@ def test_verified_download_then_a_damaged_cache_is_downloaded_again_once(
     assert len(calls) == 2 and cached.read_bytes() == (tmp_path / "tiny.pth").read_bytes()
 
 
+def test_a_file_saved_by_hand_under_a_released_name_must_be_that_release(tmp_path, tiny_model, isolated_cache) -> None:
+    """The README has users save a release by hand into the cache; another file saved there (the COCO release under
+    the LVIS name, a model of one's own) ran silently, recorded as the release."""
+    cached = isolated_cache / "weights" / "clipvis_lvis_r50_7.pth"
+    cached.parent.mkdir(parents=True)
+    _official_file(tiny_model, cached)
+    with pytest.raises(CheckpointError, match=r"the file cached for clipvis-lvis-r50 is not that checkpoint "
+                                              r"\(2 decoder layers where 6 were expected.*delete it"):
+        load_model("clipvis-lvis-r50", download=False)
+
+
 # --- CLIP names from configs and checkpoints -----------------------------------------------------------------------
 
 
