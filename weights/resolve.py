@@ -15,7 +15,9 @@ from __future__ import annotations
 import enum
 import os
 import re
+import shutil
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -203,6 +205,7 @@ def _download(
     Nothing reaches `target` unless the file is a PyTorch checkpoint and `verify` (when given) accepts it."""
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
+        _remove_abandoned_downloads(target.parent, checkpoint.file_name)
         staging = tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{checkpoint.file_name}.")
     except OSError as exc:
         reason = f"cannot write to {target.parent} ({_os_reason(exc)})"
@@ -240,6 +243,26 @@ def _download(
                 raise _not_available(checkpoint, target, reason) from exc
         os.replace(part, target)
     return target
+
+
+#: A download staging folder untouched this long belongs to a process that was killed (a live download writes to it
+#: every few seconds); the next download of that checkpoint removes it.
+ABANDONED_DOWNLOAD_S = 3600.0
+
+
+def _remove_abandoned_downloads(folder: Path, file_name: str) -> None:
+    """Delete the staging folders (``.<file name>.XXXX/``) of downloads whose process was killed (SIGKILL, a power
+    cut: no cleanup ran), each holding up to a whole checkpoint, once nothing has written to them for an hour."""
+    cutoff = time.time() - ABANDONED_DOWNLOAD_S
+    for staging in folder.glob(f".{file_name}.*"):
+        try:
+            if not staging.is_dir() or staging.is_symlink():
+                continue
+            newest = max([staging.stat().st_mtime, *(entry.stat().st_mtime for entry in staging.iterdir())])
+            if newest < cutoff:
+                shutil.rmtree(staging)
+        except OSError:  # another process removed or is using it: leave it
+            continue
 
 
 def _looks_like_a_name(text: str) -> bool:

@@ -244,6 +244,27 @@ def test_download_writes_checkpoint_atomically(isolated_cache: Path, monkeypatch
     assert fake.calls[0]["quiet"] is True
 
 
+def test_a_killed_downloads_staging_folder_is_removed_by_the_next_download(
+    isolated_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A download killed outright (SIGKILL: no cleanup) left up to a whole checkpoint in a hidden folder for good; the
+    next download of that checkpoint removes it once nothing has written to it for an hour. A live one is kept."""
+    import os
+    import time
+
+    weights = isolated_cache / "weights"
+    abandoned, live = weights / ".clipvis_lvis_r50_7.pth.abc123", weights / ".clipvis_lvis_r50_7.pth.live42"
+    for folder in (abandoned, live):
+        folder.mkdir(parents=True)
+        (folder / "clipvis_lvis_r50_7.pth").write_bytes(b"partial")
+    old = time.time() - 2 * 3600
+    for path in (abandoned / "clipvis_lvis_r50_7.pth", abandoned):
+        os.utime(path, (old, old))
+    _install_fake(monkeypatch, _writes(TORCH_ZIP_BYTES))
+    assert resolve_weights("clipvis-lvis-r50", progress=False) == weights / "clipvis_lvis_r50_7.pth"
+    assert not abandoned.exists() and live.exists()
+
+
 def test_progress_is_passed_to_gdown(monkeypatch: pytest.MonkeyPatch) -> None:
     fake = _install_fake(monkeypatch, _writes(LEGACY_PICKLE_BYTES))
     resolve_weights("clipvis-lvis-r50", progress=True)
