@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import ast
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -200,6 +201,7 @@ def load_train_config(name_or_file: str | Path, overrides: list[str] | tuple[str
         raise ConfigError(str(exc)) from exc
     merged = _merge(DEFAULTS, _typed_tree(tree, DEFAULTS, str(path)))
     keys_set = set()
+    set_by: dict[str, str] = {}  # key -> the override that set it, for messages
     for item in overrides:
         keys, value = parse_override(item)
         dotted = ".".join(keys)
@@ -210,7 +212,8 @@ def load_train_config(name_or_file: str | Path, overrides: list[str] | tuple[str
         _set(merged, keys, _typed(value, None if current is _ABSENT else current, f"override {item!r}"),
              f"override {item!r}")
         keys_set.add(dotted)
-    _check_values(merged, str(path))
+        set_by[dotted] = f"override {item!r}"
+    _check_values(merged, lambda dotted: set_by.get(dotted, str(path)))
     return TrainConfig(merged, str(path), frozenset(keys_set))
 
 
@@ -265,29 +268,30 @@ def _typed_tree(tree: dict[str, Any], defaults: dict[str, Any], source: str, pre
     return out
 
 
-def _check_values(tree: dict[str, Any], source: str) -> None:
-    """The values a run cannot start with (or would fail with midway), as one ConfigError line."""
+def _check_values(tree: dict[str, Any], source: Callable[[str], str]) -> None:
+    """The values a run cannot start with (or would fail with midway), as one ConfigError line naming where the value
+    came from (``source(key)``: the config file, or the ``KEY=VALUE`` override that set it)."""
     at_least = {"SOLVER.MAX_ITER": 1, "SOLVER.CHECKPOINT_PERIOD": 1, "SOLVER.IMS_PER_BATCH": 1,
                 "DATALOADER.NUM_WORKERS": 0, "CLIPVIS.LOG_PERIOD": 1, "TEST.EVAL_PERIOD": 0, "CLIPVIS.EVAL_VIDEOS": 0}
     for dotted, low in at_least.items():
         value = _get(tree, dotted)
         if not isinstance(value, (int, float)) or isinstance(value, bool) or value < low:
-            raise ConfigError(f"{source}: {dotted} must be a number of at least {low}, not {value!r}")
+            raise ConfigError(f"{source(dotted)}: {dotted} must be a number of at least {low}, not {value!r}")
     lr = _get(tree, "SOLVER.BASE_LR")
     if not isinstance(lr, (int, float)) or not lr > 0:
-        raise ConfigError(f"{source}: SOLVER.BASE_LR must be a positive number, not {lr!r}")
+        raise ConfigError(f"{source('SOLVER.BASE_LR')}: SOLVER.BASE_LR must be a positive number, not {lr!r}")
     steps = _get(tree, "SOLVER.STEPS")
     if not isinstance(steps, list) or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in steps):
-        raise ConfigError(f"{source}: SOLVER.STEPS must be a list of iteration numbers, not {steps!r}")
+        raise ConfigError(f"{source('SOLVER.STEPS')}: SOLVER.STEPS must be a list of iteration numbers, not {steps!r}")
     amp = _get(tree, "CLIPVIS.AMP_DTYPE")
     if amp not in ("auto", "bf16", "fp16"):
-        raise ConfigError(f"{source}: CLIPVIS.AMP_DTYPE must be auto, bf16 or fp16, not {amp!r}")
+        raise ConfigError(f"{source('CLIPVIS.AMP_DTYPE')}: CLIPVIS.AMP_DTYPE must be auto, bf16 or fp16, not {amp!r}")
     # Official keys with other values in detectron2 that CLIP-VIS' recipe (and so clipvis) does not implement: one line
     # rather than training with another recipe than the config says.
     for dotted, supported in _RECIPE_CHOICES.items():
         value = _get(tree, dotted)
         if value is not None and str(value).lower() not in {choice.lower() for choice in supported}:
-            raise ConfigError(f"{source}: {dotted} {value!r} is not supported; clipvis trains with "
+            raise ConfigError(f"{source(dotted)}: {dotted} {value!r} is not supported; clipvis trains with "
                               f"{' or '.join(supported)}")
 
 
