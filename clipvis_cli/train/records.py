@@ -212,6 +212,14 @@ def _instance(raw: dict[str, Any], segmentation: Any, height: int, width: int, n
         return None
     if segmentation is None:
         return None
+    if isinstance(segmentation, list) and segmentation:
+        # As detectron2's load_coco_json: polygon parts of fewer than 3 points are dropped, the instance is kept
+        # while a part remains (COCO and LVIS hold such parts).
+        parts = [p for p in segmentation if not (isinstance(p, list) and (len(p) < 6 or len(p) % 2))]
+        if not parts:
+            warnings.append(f"{name}: skipped bad annotation (every polygon part has fewer than 3 points)")
+            return None
+        segmentation = parts
     problem = check_segmentation(segmentation, height, width, runs=False)  # the runs: _drop_corrupt_rles
     if problem is not None:
         warnings.append(f"{name}: skipped bad annotation ({problem})")
@@ -305,7 +313,8 @@ def read_coco_instances(
         before, boxes_before = len(warnings), tally.without_mask
         if not isinstance(raw, dict) or raw.get("image_id") not in frames:
             warnings.append(f"{name}: skipped bad annotation (no known image_id)")
-        elif raw.get("segmentation") is None and not raw.get("iscrowd", 0):  # a box alone: no mask to train on
+        elif raw.get("segmentation") in (None, []) and not raw.get("iscrowd", 0):  # a box alone: no mask to train
+            # on (CVAT's COCO export writes a rectangle's segmentation as [])
             warnings.append(f"{name}: skipped bad annotation (no segmentation)")
             tally.without_mask += 1
         elif raw.get("iscrowd", 0) and not crowd_as_instances:
@@ -410,6 +419,9 @@ def read_ytvis(
         elif not isinstance(raw["segmentations"], list) or len(raw["segmentations"]) != len(
                 records[raw["video_id"]].frames):
             warnings.append(f"{name}: skipped bad annotation (segmentations do not list one entry per frame)")
+        elif _category(raw) is None:  # the track's, said once (not once per frame)
+            warnings.append(f"{name}: skipped bad annotation (category_id {str(raw.get('category_id'))[:40]!r} is "
+                            "not an integer)")
         else:
             for t, (frame, segmentation) in enumerate(zip(records[raw["video_id"]].frames, raw["segmentations"],
                                                           strict=True)):

@@ -119,6 +119,33 @@ def test_non_numeric_category_id_is_skipped_with_a_warning(tmp_path):
     assert [sorted(r.category_ids) for r in records] == [[2], [1, 2]]
 
 
+def test_cvat_rectangles_are_boxes_and_short_polygon_parts_are_dropped_not_the_instance(tmp_path):
+    """CVAT's COCO export writes a rectangle's segmentation as []: a box alone, not a malformed polygon. A polygon
+    with one part of fewer than 3 points keeps its other parts (detectron2's load_coco_json); one left with none is
+    skipped."""
+    ann, images = write_coco(tmp_path, num_images=2)
+    data = json.loads(ann.read_text())
+    first = data["annotations"][0]  # image 1's rectangle, as a polygon
+    first["segmentation"] = [*first["segmentation"], [1.0, 1.0, 3.0, 3.0]]
+    data["annotations"][1]["segmentation"] = []  # image 1's disc drawn as a CVAT rectangle
+    data["annotations"][2]["segmentation"] = [[1.0, 1.0, 3.0, 3.0]]  # image 2's rectangle: no part left
+    ann.write_text(json.dumps(data))
+    records, warnings = read_annotation_file(ann, images)
+    assert warnings == [f"{ann}: annotation 2: skipped bad annotation (no segmentation)",
+                        f"{ann}: annotation 3: skipped bad annotation (every polygon part has fewer than 3 points)"]
+    assert [sorted(r.category_ids) for r in records] == [[1], [2]]
+    [kept] = records[0].frames[0].instances
+    assert kept.segmentation == first["segmentation"][:-1]
+
+
+def test_a_track_with_a_non_numeric_category_is_one_warning_not_one_per_frame(tmp_path):
+    masks = [rle.encode(np.ones((SIZE, SIZE), bool))] * 2
+    path = _ytvis_file(tmp_path, [{"id": 1, "video_id": 1, "category_id": "person", "segmentations": masks},
+                                  {"id": 2, "video_id": 1, "category_id": 1, "segmentations": masks}])
+    _, warnings = read_annotation_file(path, tmp_path / "frames")
+    assert warnings == [f"{path}: annotation 1: skipped bad annotation (category_id 'person' is not an integer)"]
+
+
 def _ytvis_file(tmp_path, annotations):
     frames = tmp_path / "frames" / "clip"
     frames.mkdir(parents=True, exist_ok=True)
