@@ -188,6 +188,9 @@ class DistributedRun:
     local_rank: int
     _last_gather_done: bool = field(default=False, init=False, repr=False, compare=False)
     _others_stopped: bool = field(default=False, init=False, repr=False, compare=False)
+    #: Set when this rank stopped with an error and rank 0 stopped too at the same gather (a usage error every rank
+    #: finds in the same command line): rank 0 alone need say it.
+    main_stopped_too: bool = field(default=False, init=False, repr=False, compare=False)
     _queues_made: int = field(default=0, init=False, repr=False, compare=False)
     _queue: tuple[str, int] | None = field(default=None, init=False, repr=False, compare=False)
 
@@ -251,7 +254,8 @@ class DistributedRun:
         except BaseException as error:
             try:  # a rank gone without a word makes this gather fail too: RankLost instead of this rank's error
                 if not self._last_gather_done and not self._others_stopped:
-                    self.gather(RankStopped(self.rank, interrupted=is_interruption(error)))
+                    values = self.gather(RankStopped(self.rank, interrupted=is_interruption(error)))
+                    self.main_stopped_too = not self.is_main and isinstance(values[0], RankStopped)
             finally:
                 self.stop(synchronise=False)
             raise

@@ -129,6 +129,10 @@ def run_dataset_evaluation(
                                   "resumes)")
             print_error(f"{error}; {kept}")
         raise typer.Exit(1) from None
+    except typer.BadParameter:  # the same command line on every rank: one copy of the message, from rank 0
+        if job is not None and job.main_stopped_too:
+            raise typer.Exit(2) from None
+        raise
     except OtherRankFailed as error:  # that rank said why
         if job.is_main:
             print_error(f"{error}; nothing was scored (finished videos are kept in {output / 'per_video'}, a rerun "

@@ -219,6 +219,10 @@ def segment(
         if error.speaks:
             print_error(f"{error}; the finished outputs are kept and a rerun skips them")
         raise typer.Exit(1) from None
+    except typer.BadParameter:  # the same command line on every rank: one copy of the message, from rank 0
+        if job is not None and job.main_stopped_too:
+            raise typer.Exit(2) from None
+        raise
     except OtherRankFailed as error:  # its own line came from that rank; the others' finished outputs are kept
         if job.is_main:
             print_error(f"{error}; the finished outputs are kept and a rerun skips them")

@@ -220,6 +220,15 @@ def test_torchrun_reads_the_input_list_on_stdin_once(videos, tiny_weights, singl
     assert result.stderr.count("6 input(s) over 2 processes: 5 complete, 0 skipped, 1 failed") == 1, result.stderr
 
 
+def test_a_usage_error_under_torchrun_is_printed_once(videos, tiny_weights, tmp_path) -> None:
+    """Every rank finds the same bad command line; each printed the usage box, interleaved line by line."""
+    args = segment_args(videos, tiny_weights, tmp_path / "out", "--formats", "overlay,nope")
+    result = clipvis(args, tmp_path / "cache", torchrun=2)
+    assert result.returncode != 0
+    assert result.stderr.count("--formats: unknown nope") == 1, result.stderr
+    assert result.stderr.count("Usage:") == 1, result.stderr
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
