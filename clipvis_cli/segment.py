@@ -101,13 +101,14 @@ class SegmentOptions:
 
     def weights_identity(self) -> str:
         """The weights as outputs are known by (run.json, evaluate's cache): a released checkpoint by its registry
-        name however it was typed (``CLIPVIS_LVIS_R50``, ``clipvis_lvis_r50_7.pth``) or by its file in the weights
-        cache; a local file or training folder by the resolved path of the checkpoint file it gave
-        (``checkpoint``), so that ``w.pth``, ``./w.pth`` and ``/data/w.pth`` from another folder are the same run."""
+        name however it was typed (``CLIPVIS_LVIS_R50``, ``clipvis_lvis_r50_7.pth``); a local file or training
+        folder by the resolved path of the checkpoint file it gave (``checkpoint``), so that ``w.pth``, ``./w.pth``
+        and ``/data/w.pth`` from another folder are the same run."""
         from clipvis.weights import released_name_of
 
         if self.checkpoint is not None and Path(self.weights).expanduser().exists():
-            return released_name_of(self.checkpoint["file"]) or str(self.checkpoint["file"])
+            return str(self.checkpoint["file"])  # a file is known by its path, even one in the weights cache: a file
+            # saved there by hand is checked against the release only when it is named as the release
         return released_name_of(self.weights) or self.weights
 
     def identities(self) -> list[tuple[str, dict[str, Any]]]:

@@ -26,7 +26,6 @@ from clipvis.weights.registry import (
     PretrainedCheckpoint,
     find_pretrained,
     get_pretrained,
-    list_pretrained,
     pretrained_names,
 )
 
@@ -70,20 +69,12 @@ def cache_path(name: str) -> Path:
     return weights_cache_dir() / get_pretrained(name).file_name
 
 
-def released_name_of(name_or_path: str | os.PathLike[str]) -> str | None:
+def released_name_of(name: str | os.PathLike[str]) -> str | None:
     """The registry name of a released checkpoint given by any of its accepted names (case, ``_``/``-``, its file
-    name) or by the path of its file in the weights cache (`cache_path`); None for anything else."""
-    text = os.fspath(name_or_path)
-    if _looks_like_a_name(text):
-        checkpoint = find_pretrained(text)
-        if checkpoint is not None:
-            return checkpoint.name
-    real = os.path.realpath(Path(text).expanduser())
-    cached = weights_cache_dir()
-    for checkpoint in list_pretrained():
-        if real == os.path.realpath(cached / checkpoint.file_name):
-            return checkpoint.name
-    return None
+    name); None for anything else, paths included."""
+    text = os.fspath(name)
+    checkpoint = find_pretrained(text) if _looks_like_a_name(text) else None
+    return checkpoint.name if checkpoint is not None else None
 
 
 def offline_mode() -> bool:
