@@ -61,14 +61,19 @@ class ClipVisConfig:
             if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
                 raise ValueError(f"{_setting(name)} must be a positive integer, not {value!r}")
             setattr(self, name, int(value))
+        if isinstance(self.size_divisibility, bool) or not isinstance(self.size_divisibility, numbers.Integral):
+            # 0 or below: no padding (detectron2's SIZE_DIVISIBILITY 0; preprocess.padded_shape)
+            raise ValueError(f"{_setting('size_divisibility')} must be an integer, not {self.size_divisibility!r}")
         for name in ("clip_model_name", "clip_pretrained"):
             if not isinstance(getattr(self, name), str):
                 raise ValueError(f"{_setting(name)} must be a string, not {getattr(self, name)!r}")
         if self.iou_activation not in ("sigmoid", "relu"):
             raise ValueError(f"iou_activation must be sigmoid or relu, not {self.iou_activation!r}")
-        if self.clip_model_config is not None and not isinstance(self.clip_model_config, dict):
-            raise ValueError(f"clip_model_config must be an open_clip model config object, not "
-                             f"{type(self.clip_model_config).__name__}")
+        if self.clip_model_config is not None:
+            if not isinstance(self.clip_model_config, dict):
+                raise ValueError(f"clip_model_config must be an open_clip model config object, not "
+                                 f"{type(self.clip_model_config).__name__}")
+            check_clip_model_config(self.clip_model_config, "clip_model_config")
         if not _is_number(self.max_logit_scale) or self.max_logit_scale <= 0:
             raise ValueError(f"max_logit_scale must be a positive number, not {self.max_logit_scale!r}")
         for name in ("pixel_mean", "pixel_std"):
@@ -109,7 +114,7 @@ class ClipVisConfig:
 _POSITIVE_INTS = (
     "hidden_dim", "num_queries", "decoder_layers", "num_heads", "dim_feedforward", "conv_dim", "mask_dim",
     "encoder_layers", "encoder_dim_feedforward", "encoder_points", "norm_groups", "min_size_test", "max_size_test",
-    "size_divisibility", "memory_length", "top_k", "detections_per_video",
+    "memory_length", "top_k", "detections_per_video",
 )
 
 
@@ -251,21 +256,22 @@ def load_clip_model_config(source: str | Path | dict[str, Any]) -> dict[str, Any
         data = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise ValueError(f"{path}: cannot read open_clip model config: {exc}") from exc
-    if not isinstance(data, dict) or "vision_cfg" not in data or "text_cfg" not in data:
-        raise ValueError(f"{path}: not an open_clip model config (needs embed_dim, vision_cfg, text_cfg)")
-    _check_clip_towers(data, path)
+    check_clip_model_config(data, str(path))
     return data
 
 
-def _check_clip_towers(data: dict[str, Any], path: Path) -> None:
-    """Refuse keys open_clip's tower configs do not have (``vision_cfg.bogus``: a TypeError traceback when the model
-    is built) with one ValueError naming the file."""
+def check_clip_model_config(data: Any, where: str) -> None:
+    """Refuse what open_clip cannot build a CLIP from, before it tries (a TypeError traceback then): not an object
+    with ``embed_dim``, ``vision_cfg`` and ``text_cfg``, or tower settings open_clip's configs do not have
+    (``vision_cfg.bogus``); one ValueError starting with ``where``."""
     from open_clip.model import CLIPTextCfg, CLIPVisionCfg
 
+    if not isinstance(data, dict) or not {"embed_dim", "vision_cfg", "text_cfg"} <= set(data):
+        raise ValueError(f"{where}: not an open_clip model config (needs embed_dim, vision_cfg, text_cfg)")
     for key, tower in (("vision_cfg", CLIPVisionCfg), ("text_cfg", CLIPTextCfg)):
         value = data[key]
         if not isinstance(value, dict):
-            raise ValueError(f"{path}: {key} must be an object of open_clip settings")
+            raise ValueError(f"{where}: {key} must be an object of open_clip settings")
         unknown = sorted(set(value) - {f.name for f in fields(tower)})
         if unknown:
-            raise ValueError(f"{path}: {key} has settings open_clip does not know: {', '.join(unknown)}")
+            raise ValueError(f"{where}: {key} has settings open_clip does not know: {', '.join(unknown)}")

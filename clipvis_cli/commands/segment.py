@@ -491,10 +491,11 @@ def load_predictor(options: SegmentOptions):
             print_warning(str(warning.message))
         return predictor
     except TypeError as error:  # open_clip building a CLIP from a config with a value of the wrong type
-        if options.clip_config is None:
+        flag, path = ("--clip-config", options.clip_config) if options.clip_config else ("--config", options.config)
+        if path is None:
             raise
-        message = f"--clip-config {options.clip_config}: open_clip cannot build this CLIP ({describe_exception(error)})"
-        raise _fail(message) from None
+        raise _fail(f"{flag} {path}: open_clip cannot build the CLIP it describes ({describe_exception(error)})") \
+            from None
     except (CheckpointError, WeightsError, ValueError, RuntimeError, OSError) as error:
         message = describe_exception(error)
         raise _fail(message if options.weights in message else f"weights {options.weights}: {message}") from None

@@ -251,11 +251,17 @@ def test_pre_norm_configs_are_refused_not_ignored(tmp_path) -> None:
     ({"pixel_std": [1.0, 0.0, 1.0]}, r"pixel_std \(MODEL.PIXEL_STD\) must be 3 positive numbers"),
     ({"iou_activation": "tanh"}, "iou_activation must be sigmoid or relu"),
     ({"max_logit_scale": float("nan")}, "max_logit_scale must be a positive number"),
+    ({"size_divisibility": "32"}, r"size_divisibility \(MODEL.MASK_FORMER.SIZE_DIVISIBILITY\) must be an integer"),
+    ({"clip_model_config": {"embed_dim": 8, "vision_cfg": {"bogus": 1}, "text_cfg": {}}},
+     "clip_model_config: vision_cfg has settings open_clip does not know: bogus"),
+    ({"clip_model_config": {"embed_dim": 8}}, "clip_model_config: not an open_clip model config"),
 ])
 def test_a_config_no_model_runs_with_is_refused_naming_the_setting(changes, message) -> None:
     with pytest.raises(ValueError, match=message):
         ClipVisConfig.from_dict({**ClipVisConfig().to_dict(), **changes})
     assert ClipVisConfig.from_dict({**ClipVisConfig().to_dict(), "pixel_mean": [1, 2, 3]}).pixel_mean == (1.0, 2.0, 3.0)
+    for no_padding in (0, -1):  # detectron2's SIZE_DIVISIBILITY 0 (and -1): no padding, as before the checks came
+        assert ClipVisConfig(size_divisibility=no_padding).size_divisibility == no_padding
 
 
 def test_a_clipvis_safetensors_file_without_its_config_is_one_error(tmp_path, tiny_model) -> None:
