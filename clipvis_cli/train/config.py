@@ -199,7 +199,8 @@ def load_train_config(name_or_file: str | Path, overrides: list[str] | tuple[str
         tree = read_official_yaml(path)
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
-    merged = _merge(DEFAULTS, _typed_tree(tree, DEFAULTS, str(path)))
+    from_file = _merge(DEFAULTS, _typed_tree(tree, DEFAULTS, str(path)))
+    merged = copy.deepcopy(from_file)
     keys_set = set()
     set_by: dict[str, str] = {}  # key -> the override that set it, for messages
     for item in overrides:
@@ -214,7 +215,16 @@ def load_train_config(name_or_file: str | Path, overrides: list[str] | tuple[str
         keys_set.add(dotted)
         set_by[dotted] = f"override {item!r}"
     _check_values(merged, lambda dotted: set_by.get(dotted, str(path)))
-    return TrainConfig(merged, str(path), frozenset(keys_set))
+    config = TrainConfig(merged, str(path), frozenset(keys_set))
+    try:  # the model settings too, before any data loads (TEST.NUM_FRAME=0 failed after minutes of LVIS records)
+        config.model_config()
+    except ConfigError as error:
+        if set_by:  # blamed on the overrides when the file alone is fine
+            TrainConfig(from_file, str(path), frozenset()).model_config()
+            cause = str(error).removeprefix(f"{path}: ")
+            raise ConfigError(f"{'; '.join(set_by.values())}: {cause}") from None
+        raise
+    return config
 
 
 _ABSENT = object()

@@ -325,6 +325,8 @@ def test_official_syntax_and_bad_values_in_configs_and_overrides(tmp_path):
         ("SOLVER.BASE_LR=0", "SOLVER.BASE_LR must be a positive number"),
         ("SOLVER.OPTIMIZER=SGD", "SOLVER.OPTIMIZER 'SGD' is not supported; clipvis trains with ADAMW"),
         ("INPUT.RANDOM_FLIP=vertical", "INPUT.RANDOM_FLIP 'vertical' is not supported"),
+        ("CLIPVIS.MODEL.memory_length=0", "memory_length (TEST.NUM_FRAME) must be a positive integer, not 0"),
+        ("CLIPVIS.MODEL.num_queries=-3", "num_queries (MODEL.MASK_FORMER.NUM_OBJECT_QUERIES) must be a positive"),
     ):
         with pytest.raises(ConfigError, match=re.escape(message)) as raised:
             load_train_config("lvis_r50.yaml", [override])
