@@ -142,16 +142,18 @@ def read_argument_lines(stream: TextIO, null: bool = False) -> list[str]:
     """The arguments ``-`` stands for: the non-blank lines of ``stream``, or with ``null`` its entries separated by
     NUL characters (``find -print0``, ``xargs -0``: the one way to pass a file name that holds a newline).
 
-    Read as bytes where the stream has them, so a file name that is not UTF-8 arrives intact.
+    Read as bytes where the stream has them, so a file name that is not UTF-8 arrives intact. ValueError for a
+    ``null`` list with newlines but no NUL (a list made without ``-print0``).
     """
     binary = getattr(stream, "buffer", None)
     data: bytes | str = binary.read() if binary is not None else stream.read()
-    if isinstance(data, bytes):
-        entries = [os.fsdecode(raw) for raw in data.split(b"\0" if null else b"\n")]
-    else:
-        entries = data.split("\0" if null else "\n")
-    if null:
-        return [entry for entry in entries if entry]
+    text = os.fsdecode(data) if isinstance(data, bytes) else data
+    if null and "\0" not in text and "\n" in text:
+        raise ValueError("--null: the list on stdin holds newlines but no NUL character (made without -print0?)")
+    entries = [os.fsdecode(raw) for raw in data.split(b"\0" if null else b"\n")] if isinstance(data, bytes) else \
+        data.split("\0" if null else "\n")
+    if null:  # whitespace alone, as a newline after the last NUL (echo, an editor), is no name
+        return [entry for entry in entries if entry.strip()]
     return [line.rstrip("\r") for line in entries if line.strip()]
 
 

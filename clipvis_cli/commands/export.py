@@ -91,7 +91,13 @@ def export(
             raise typer.BadParameter("--classes: empty list")
     options = ExportOptions(min_score=min_score, classes=class_names, media=media, zip_results=zip_results,
                             media_url=media_url)
-    found = discover_export_inputs(inputs, read_argument_lines(sys.stdin, null) if "-" in inputs else ())
+    try:
+        listed = read_argument_lines(sys.stdin, null) if "-" in inputs else ()
+    except ValueError as error:  # a --null list without NUL characters
+        raise typer.BadParameter(str(error)) from None
+    found = discover_export_inputs(inputs, listed)
+    if not found:  # an empty list on stdin (find found nothing): as segment, a usage error rather than silence
+        raise typer.BadParameter("no segment outputs given (the list on stdin is empty)")
     reporter = JsonlReporter() if log_format == "jsonl" else HumanReporter()
     runner = ExportRunner(formats, options, output, reporter)
     outcomes = []

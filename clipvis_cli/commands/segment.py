@@ -235,9 +235,12 @@ def _stdin_of_the_job(job: DistributedRun | None, null: bool) -> list[str]:
     """What ``-`` stands for (``null``: NUL-separated). Under torchrun only rank 0 reads this process' stdin and every
     rank gets its entries: the processes of one machine share one stdin, whichever reads first takes all of it (or a
     part, mid-line), and the ranks must agree on the inputs to split them."""
-    if job is None:
-        return read_argument_lines(sys.stdin, null)
-    return job.from_main(read_argument_lines(sys.stdin, null) if job.is_main else None)
+    try:
+        if job is None:
+            return read_argument_lines(sys.stdin, null)
+        return job.from_main(read_argument_lines(sys.stdin, null) if job.is_main else None)
+    except ValueError as error:  # a --null list without NUL characters
+        raise typer.BadParameter(str(error)) from None
 
 
 def _start_rank(job: DistributedRun, make_options: Callable[[], SegmentOptions]) -> tuple[SegmentOptions, object]:

@@ -117,6 +117,8 @@ def test_null_separated_paths_carry_names_with_newlines(tmp_path, tiny_weights) 
         ("line\nbreak", "coco.json"), ("line\nbreak", "ytvis.json"), ("plain", "coco.json"), ("plain", "ytvis.json")
     ]
     assert all(p.is_file() for p in paths)
+    newline_list = run_cli(args, stdin=f"{plain}\n")  # made without -print0: said, not "no such file"
+    assert newline_list.exit_code == 2 and "holds newlines but no NUL character" in newline_list.output
     without = run_cli([*segment_args(tiny_weights, tmp_path / "lines", "-", extra=("--formats", "ytvis"))],
                       stdin=f"{plain}\n")  # newline-separated stays the default
     assert without.exit_code == 0 and without.stdout_bytes.endswith(b"ytvis.json\n"), without.output

@@ -236,6 +236,10 @@ def test_null_separated_paths_on_stdin_and_stdout(tmp_path) -> None:
     assert listed[-1] == b""
     paths = [Path(os.fsdecode(raw)) for raw in listed[:-1]]
     assert sorted(p.parent for p in paths) == sorted([odd.folder, plain.folder]) and all(p.exists() for p in paths)
+    empty = CliRunner().invoke(app, ["export", "-", "--to", "mots-txt", "--null"], input="")
+    assert empty.exit_code == 2 and "the list on stdin is empty" in empty.output  # find found nothing: not silence
+    lines = CliRunner().invoke(app, ["export", "-", "--to", "mots-txt", "-0"], input=f"{plain.ytvis}\n")
+    assert lines.exit_code == 2 and "holds newlines but no NUL character" in lines.output
 
 
 def test_zips_hold_the_same_bytes_whenever_they_are_written(tmp_path, monkeypatch) -> None:

@@ -161,6 +161,10 @@ def test_null_separated_stdin_keeps_newlines_and_blanks_in_names() -> None:
     stream.buffer = stream  # a binary stream as sys.stdin.buffer
     assert read_argument_lines(stream, null=True) == ["a\nb.mp4", " spaced .mp4", "c\r.mp4"]
     assert read_argument_lines(io.StringIO("a.mp4\r\n\n b.mp4\n")) == ["a.mp4", " b.mp4"]
+    assert read_argument_lines(io.StringIO("a.mp4\0\n"), null=True) == ["a.mp4"]  # a newline after the last NUL
+    for made_without_print0 in ("a.mp4\n", "a.mp4\nb.mp4\n"):
+        with pytest.raises(ValueError, match="holds newlines but no NUL character"):
+            read_argument_lines(io.StringIO(made_without_print0), null=True)
 
 
 def test_stdin_is_read_only_once(tmp_path: Path) -> None:
