@@ -64,6 +64,11 @@ def _unreadable(path: Path, error: Exception) -> str:
         return f"{path}: not a PyTorch checkpoint (neither the zip archive torch.save writes nor a pickle)"
     text = " ".join(str(error).split())
     what = "a zip archive" if head.startswith(b"PK") else "a pickle"
+    if "central directory" in text or "failed reading zip archive" in text:
+        return (f"{path}: not a readable PyTorch checkpoint: the zip archive is incomplete (a download or copy cut "
+                "short?)")
+    if "TorchScript" in text:
+        return f"{path}: a TorchScript archive (torch.jit.save), not a checkpoint of weights (torch.save(state_dict))"
     if "WeightsUnpickler error:" not in text:  # e.g. a zip archive that torch.save did not write, a truncated file
         text = text if len(text) <= 160 else text[:157] + "..."
         return f"{path}: not a readable PyTorch checkpoint ({what}: {text})"

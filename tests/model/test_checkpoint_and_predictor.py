@@ -122,6 +122,15 @@ def test_unreadable_checkpoint_errors(tmp_path, content, reason) -> None:
     assert "weights_only" not in str(info.value)
 
 
+def test_a_truncated_checkpoint_says_it_is_incomplete(tmp_path) -> None:
+    full = tmp_path / "full.pth"
+    torch.save({"w": torch.zeros(1000)}, full)
+    half = tmp_path / "half.pth"
+    half.write_bytes(full.read_bytes()[: full.stat().st_size // 2])
+    with pytest.raises(CheckpointError, match=r"the zip archive is incomplete \(a download or copy cut short\?\)$"):
+        load_model(half)
+
+
 def test_a_training_resume_state_given_as_weights_names_the_weights_beside_it(tmp_path) -> None:
     path = tmp_path / "model_0000010.state.pt"
     torch.save({"optimizer": {"state": {}}, "iteration": 10, "rng": [object]}, path)
