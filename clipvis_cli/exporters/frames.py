@@ -15,6 +15,8 @@ from clipvis.cli.video_io import VideoReadError, open_reader
 
 #: Formats that need the frames only for their images, which --no-media leaves out (README "Export").
 MEDIA_OPTIONAL = ("coco", "cvat-images", "mots-png")
+#: Formats that carry the source video itself (README "Export").
+CARRY_THE_VIDEO = ("labelstudio", "fiftyone")
 
 
 def check_source(info: VideoInfo, results_file: Path, formats: tuple[str, ...] = ()) -> None:
@@ -23,8 +25,11 @@ def check_source(info: VideoInfo, results_file: Path, formats: tuple[str, ...] =
     source = Path(info.source) if info.source else None
     if source is not None and source.exists():
         return
-    needing = f"{', '.join(formats)} need{'s' if len(formats) == 1 else ''} its frames" if formats else \
-        "this format needs the frames"
+    carry = [name for name in formats if name in CARRY_THE_VIDEO]
+    framed = [name for name in formats if name not in CARRY_THE_VIDEO]
+    needs = [f"{', '.join(group)} need{'s' if len(group) == 1 else ''} {what}"
+             for group, what in ((framed, "its frames"), (carry, "the video file itself")) if group]
+    needing = "; ".join(needs) if needs else "this format needs the frames"
     optional = [name for name in formats if name in MEDIA_OPTIONAL]
     if optional and len(optional) == len(formats):
         needing += " (--no-media writes them without the images)"

@@ -299,8 +299,8 @@ def test_bad_inputs_fail_with_one_line_and_write_nothing(tmp_path) -> None:
                               "(--no-media writes them without the images)")
     assert str(empty) in errors[1] and "no segment outputs" in errors[1]
     mixed = run_export(str(output.folder), "--to", "coco,labelstudio,mots-txt", "-o", str(tmp_path / "mixed"))
-    assert mixed.exit_code == 1 and ("not found; coco, labelstudio need its frames (--no-media writes coco without "
-                                     "the images)") in mixed.stderr, mixed.stderr
+    assert mixed.exit_code == 1 and ("not found; coco needs its frames; labelstudio needs the video file itself "
+                                     "(--no-media writes coco without the images)") in mixed.stderr, mixed.stderr
     assert not (dest / "clip").exists()
     assert (dest / "other" / "coco" / "annotations" / "instances_default.json").is_file()  # the batch goes on
     assert not list(dest.rglob(".export-*"))
