@@ -225,11 +225,13 @@ class LabelMap:
     in list order) covers the pixel, 0 where none does; where masks overlap the earliest in the list wins.
 
     ``boxes[k - 1]`` is mask ``k``'s bounding box ``[x, y, width, height]`` (COCO ``toBbox``; all zeros when the
-    mask is empty or absent).
+    mask is empty or absent); ``visible[k - 1]`` the number of pixels labelled ``k`` (0 for a mask covered by
+    earlier ones).
     """
 
     labels: np.ndarray  # [H, W] uint8 (fewer than 255 masks) or uint16
     boxes: np.ndarray  # [N, 4] int64
+    visible: np.ndarray  # [N] int64
 
 
 def label_map(masks: Sequence[RleDict | None], height: int, width: int) -> LabelMap:
@@ -254,7 +256,7 @@ def label_map(masks: Sequence[RleDict | None], height: int, width: int) -> Label
     boxes = _boxes(begins, ends, number, len(masks), height)
     dtype = np.uint8 if len(masks) < 255 else np.uint16
     if begins.size == 0:
-        return LabelMap(np.zeros((height, width), dtype), boxes)
+        return LabelMap(np.zeros((height, width), dtype), boxes, np.zeros(len(masks), np.int64))
     # All run boundaries in order: each mask's are sorted already (begin, end, begin, ...), so a stable (merge-based)
     # sort of them is cheap; where each run's begin and end landed gives the segments it covers.
     boundaries = np.empty(2 * begins.size + 2, dtype=np.int64)
@@ -280,8 +282,10 @@ def label_map(masks: Sequence[RleDict | None], height: int, width: int) -> Label
         unpainted = np.flatnonzero((covering != 0) & (top == 0))
         lowest = covering[unpainted] & -covering[unpainted]
         top[unpainted] = block * _MASKS_PER_BLOCK + np.frexp(lowest.astype(np.float64))[1]  # 2**j -> j + 1
-    column_major = np.repeat(top, np.diff(bounds)).reshape(width, height)
-    return LabelMap(cv2.transpose(column_major), boxes)
+    segment_lengths = np.diff(bounds)
+    visible = np.bincount(top, weights=segment_lengths, minlength=len(masks) + 1)[1:].astype(np.int64)
+    column_major = np.repeat(top, segment_lengths).reshape(width, height)
+    return LabelMap(cv2.transpose(column_major), boxes, visible)
 
 
 def _runs_of(masks: Sequence[RleDict], height: int, width: int) -> tuple[np.ndarray, np.ndarray]:

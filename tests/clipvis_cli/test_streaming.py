@@ -242,6 +242,7 @@ def test_label_map_equals_painting_decoded_masks(size) -> None:
         if rles[number - 1] is not None:
             expected[rle.decode(rles[number - 1])] = number
     np.testing.assert_array_equal(painted.labels, expected)
+    np.testing.assert_array_equal(painted.visible, np.bincount(expected.ravel(), minlength=len(rles) + 1)[1:])
     for number, encoded in enumerate(rles):
         box = [0, 0, 0, 0] if encoded is None else rle.bbox(encoded)
         assert painted.boxes[number].tolist() == box
@@ -260,6 +261,7 @@ def test_label_map_of_many_masks_and_bad_counts() -> None:
     assert painted.labels.dtype == np.uint16
     expected = np.where(masks.any(0), masks.argmax(0) + 1, 0)
     np.testing.assert_array_equal(painted.labels, expected)
+    np.testing.assert_array_equal(painted.visible, np.bincount(expected.ravel(), minlength=301)[1:])
     runs, lengths = rle.decompress_many([e["counts"] for e in rle.encode_many(masks[:5])])
     assert lengths.sum() == runs.size and (np.add.reduceat(runs, np.cumsum(lengths) - lengths) == 23 * 29).all()
     with pytest.raises(ValueError, match="do not cover"):
