@@ -6,14 +6,17 @@ fraction); the frame count is the number of processed frames. H.264 4:2:0 needs 
 width or height is padded by one pixel (a copy of the last column/row) on the right/bottom, so the
 overlay is the video's size rounded up to even and masks stay pixel-aligned.
 
-Drawing: each track gets a fixed colour from `PALETTE[track_id % len(PALETTE)]` (stable across frames and
-runs), its mask blended at `alpha`, its outline drawn with OpenCV contours, and the label
-"class #track score" on a dark box at the mask's top-left.
+Drawing: each track gets a fixed colour from the 64 of `PALETTE` (`track_colour`: stable across frames and runs),
+its visible part (smaller objects on top where masks overlap) blended at `alpha` and outlined, and the label
+"class #track score" on a dark box centred inside that visible part, clear of the other labels (`OverlayRenderer`).
 """
 
 from __future__ import annotations
 
+import functools
+import math
 import os
+import unicodedata
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -49,23 +52,51 @@ def _timestamps(video: VideoInfo, time_base: Fraction) -> list[int] | None:
     return stamps
 
 
-# 20 well-separated RGB colours.
+# 64 saturated colours, no greys, each as far (CIE Lab) from the ones before it as the candidates allow: farthest-point
+# sampling over 48 hues x saturation (0.55, 0.75, 0.95) x value (0.65, 0.82, 1.0), from pure red. Any two differ by
+# ΔE76 >= 19, any two of the first 20 by >= 36 (the 20-colour table before gave 17.7, and repeated every 20 tracks).
+# Written out rather than computed, so every machine gets the same bytes.
 PALETTE: tuple[tuple[int, int, int], ...] = (
-    (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48),
-    (145, 30, 180), (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212),
-    (0, 128, 128), (220, 190, 255), (170, 110, 40), (255, 250, 200), (128, 0, 0),
-    (170, 255, 195), (128, 128, 0), (255, 215, 180), (0, 0, 128), (128, 128, 128),
+    (255, 13, 13), (13, 13, 255), (13, 255, 13), (64, 207, 255), (255, 220, 115), (255, 115, 220),
+    (8, 166, 87), (166, 86, 75), (8, 67, 166), (225, 255, 13), (225, 13, 255), (255, 13, 104),
+    (64, 255, 231), (255, 134, 13), (150, 255, 115), (126, 8, 166), (135, 166, 41), (64, 88, 255),
+    (166, 41, 104), (64, 159, 255), (75, 166, 154), (166, 8, 8), (166, 119, 41), (41, 119, 166),
+    (13, 255, 164), (185, 115, 255), (255, 150, 115), (255, 115, 150), (154, 75, 166), (8, 166, 8),
+    (255, 194, 13), (255, 13, 164), (237, 255, 115), (209, 10, 184), (8, 8, 166), (115, 132, 255),
+    (13, 255, 104), (255, 88, 64), (135, 209, 10), (159, 64, 255), (166, 146, 8), (209, 52, 72),
+    (209, 209, 10), (94, 209, 152), (255, 185, 115), (75, 97, 166), (209, 135, 10), (209, 85, 10),
+    (164, 255, 13), (10, 209, 10), (137, 209, 94), (166, 154, 75), (209, 94, 166), (10, 209, 209),
+    (8, 146, 166), (52, 209, 91), (209, 10, 110), (10, 10, 209), (73, 41, 166), (255, 115, 115),
+    (166, 88, 41), (166, 8, 126), (184, 10, 209), (166, 8, 67),
 )
 
 
 def track_colour(track_id: int) -> tuple[int, int, int]:
-    """The RGB colour of a track (same id, same colour, in every frame and every run)."""
-    return PALETTE[track_id % len(PALETTE)]
+    """The RGB colour of a track (same id, same colour, in every frame and every run): tracks 1 to 64 all differ."""
+    return PALETTE[(track_id - 1) % len(PALETTE)]
+
+
+# Latin letters that NFKD does not split into an ASCII letter and accents.
+_LATIN_LETTERS = str.maketrans({
+    "ß": "ss", "ẞ": "SS", "æ": "ae", "Æ": "AE", "œ": "oe", "Œ": "OE", "ø": "o", "Ø": "O", "đ": "d", "Đ": "D",
+    "ð": "d", "Ð": "D", "ł": "l", "Ł": "L", "þ": "th", "Þ": "Th", "ı": "i",
+})
+
+
+@functools.lru_cache(maxsize=4096)
+def ascii_class_name(name: str, category_id: int) -> str:
+    """``name`` as OpenCV's Hershey fonts can draw it (printable ASCII; any other character comes out as '?'):
+    accents dropped ("café" -> "cafe", "Straße" -> "Strasse"), other characters left out ("🐶 dog" -> "dog"), and
+    ``"class <category_id>"`` when no letter is left ("狗", "кошка")."""
+    folded = unicodedata.normalize("NFKD", name.translate(_LATIN_LETTERS))
+    text = " ".join("".join(c for c in folded if c.isascii() and c.isprintable()).split())
+    return text if any(c.isalpha() for c in text) else f"class {category_id}"
 
 
 def track_label(track: TrackResult, categories: Sequence[str]) -> str:
-    """`"<class> #<track id> <score>"`, e.g. `"dog #3 0.87"`."""
-    return f"{categories[track.category_id - 1]} #{track.track_id} {track.score:.2f}"
+    """`"<class> #<track id> <score>"`, e.g. `"dog #3 0.87"`, the class as ``ascii_class_name`` gives it."""
+    name = ascii_class_name(categories[track.category_id - 1], track.category_id)
+    return f"{name} #{track.track_id} {track.score:.2f}"
 
 
 @dataclass(frozen=True)
@@ -83,40 +114,60 @@ class OverlayRenderer:
     """Draw the tracks of one processed frame onto an RGB image (no encoding).
 
     The frame's masks are painted into one label image (``clipvis.cli.rle.label_map``: straight from the run
-    lengths, no mask decoded on its own), where the better-ranked track (earlier in ``tracks``) is on top where
-    masks overlap. Tinting and outlines are then a few whole-image operations, whatever the number of tracks:
-    the tint is the track's colour blended at ``alpha``, the outline the mask's inner border (``thickness``
-    pixels wide) in the track's colour.
+    lengths, no mask decoded on its own). Where masks overlap the smaller mask is on top, as detectron2's Visualizer
+    draws larger masks first, so that an object inside another (a hat on a person, a wheel on a car) stays visible:
+    the track with the smaller mean mask area over the video (``painting_order``; one order for every frame, so
+    overlaps do not flicker), the better-ranked one (earlier in ``tracks``) between equal areas. Tinting and
+    outlines are then a few whole-image operations, whatever the number of tracks: the tint is the track's colour
+    blended at ``alpha``, the outline the inner border (``thickness`` pixels wide) of the track's visible part in
+    the track's colour.
+
+    Labels go to the tracks with visible pixels, best score first, each centred on the point of its visible part
+    farthest from that part's border (on a subsampled label image, ``ANCHOR_PIXELS``), and moved up or down, left
+    or right, when that would cover a label placed before; where every place is taken the label shrinks to
+    ``#<track id>``, and where that is taken too the track goes unlabelled. Labels stay inside the frame: a class
+    name too long for the width is cut short and ends in '.', keeping ``#<track id> <score>``.
     """
 
     def __init__(self, style: OverlayStyle | None = None) -> None:
         self.style = style or OverlayStyle()
 
     def render(
-        self, frame: np.ndarray, position: int, tracks: Sequence[TrackResult], categories: Sequence[str]
+        self, frame: np.ndarray, position: int, tracks: Sequence[TrackResult], categories: Sequence[str],
+        order: Sequence[int] | None = None,
     ) -> np.ndarray:
-        """A copy of `frame` (H×W×3 uint8 RGB) with processed frame `position` of every track drawn on it."""
+        """A copy of `frame` (H×W×3 uint8 RGB) with processed frame `position` of every track drawn on it.
+        ``order``: ``painting_order(tracks)``, given to spare working it out again for every frame."""
         canvas = frame.copy()
         height, width = canvas.shape[:2]
-        painted = rle.label_map([track.segmentations[position] for track in tracks], height, width)
-        drawn = np.flatnonzero(painted.boxes[:, 2] > 0)
-        if drawn.size == 0:
+        order = painting_order(tracks) if order is None else order
+        painted = _paint(tracks, order, position, height, width)
+        if not painted.visible.any():
             return canvas
-        scale = max(0.15, min(1.0, min(height, width) / 900))
-        thickness = max(1, round(2 * scale))
+        thickness = max(1, round(2 * _scale(height, width)))
         # label -> RGB (label 0: unused); 256 rows for uint8 labels, the table of OpenCV's per-channel lookup
         colours = np.zeros((256 if painted.labels.dtype == np.uint8 else len(tracks) + 1, 3), dtype=np.uint8)
-        colours[1 : len(tracks) + 1] = [track_colour(track.track_id) for track in tracks]
+        colours[1 : len(tracks) + 1] = [track_colour(tracks[k].track_id) for k in order]
         border = 2 * thickness + 1 if self.style.draw_contours else 0
         rows = max(1, STRIP_PIXELS // width)  # strips: temporaries stay small at 4K
         for top in range(0, height, rows):
             self._tint_strip(canvas, frame, painted.labels, colours, top, min(height, top + rows), border)
         if self.style.draw_labels:
-            for k in drawn[::-1]:  # the best-ranked track's label last, on top
-                x, y = (int(v) for v in painted.boxes[k, :2])
-                self._draw_label(canvas, track_label(tracks[k], categories), (x, y), track_colour(tracks[k].track_id),
-                                 scale)
+            font = LabelFont.for_frame(height, width)
+            for label in _layout(painted, order, tracks, categories, font):
+                _draw_label(canvas, label, font)
         return canvas
+
+    def layout(
+        self, height: int, width: int, position: int, tracks: Sequence[TrackResult], categories: Sequence[str]
+    ) -> list[PlacedLabel]:
+        """The labels ``render`` draws on an ``height`` x ``width`` frame ``position`` (none without
+        ``draw_labels``), in the order they were placed."""
+        if not self.style.draw_labels:
+            return []
+        order = painting_order(tracks)
+        painted = _paint(tracks, order, position, height, width)
+        return _layout(painted, order, tracks, categories, LabelFont.for_frame(height, width))
 
     def _tint_strip(
         self, canvas: np.ndarray, frame: np.ndarray, labels: np.ndarray, colours: np.ndarray,
@@ -141,25 +192,179 @@ class OverlayRenderer:
             edges = cv2.bitwise_and(edges[top - above : top - above + bottom - top], covered)
             cv2.copyTo(colour, edges, canvas[top:bottom])
 
-    @staticmethod
-    def _draw_label(
-        canvas: np.ndarray, text: str, anchor: tuple[int, int], colour: tuple[int, int, int], scale: float
-    ) -> None:
-        font = cv2.FONT_HERSHEY_SIMPLEX
-        font_scale = 0.25 + 0.55 * scale
-        text_thickness = 2 if scale >= 0.9 else 1
-        (text_width, text_height), baseline = cv2.getTextSize(text, font, font_scale, text_thickness)
-        height, width = canvas.shape[:2]
-        pad = 2
-        box_height = text_height + baseline + 2 * pad
-        x = min(max(anchor[0], 0), max(width - text_width - 2 * pad, 0))
-        y = anchor[1] - box_height if anchor[1] - box_height >= 0 else anchor[1]
-        y = min(max(y, 0), max(height - box_height, 0))
-        x2, y2 = min(x + text_width + 2 * pad, width), min(y + box_height, height)
-        canvas[y:y2, x:x2] = (canvas[y:y2, x:x2].astype(np.float32) * 0.35).astype(np.uint8)
-        cv2.rectangle(canvas, (x, y), (x2 - 1, y2 - 1), colour, 1)
-        origin = (x + pad, y + pad + text_height)
-        cv2.putText(canvas, text, origin, font, font_scale, (255, 255, 255), text_thickness, cv2.LINE_AA)
+
+
+@dataclass(frozen=True)
+class PlacedLabel:
+    """One label of a frame: its text and its box ``[x0, x1) x [y0, y1)`` in pixels, inside the frame."""
+
+    track_id: int
+    text: str
+    box: tuple[int, int, int, int]  # x0, y0, x1, y1
+
+
+@dataclass(frozen=True)
+class LabelFont:
+    """OpenCV's Hershey font at the size labels get on a frame (smaller on frames under 900 pixels a side)."""
+
+    scale: float
+    thickness: int
+    face: int = cv2.FONT_HERSHEY_SIMPLEX
+
+    @classmethod
+    def for_frame(cls, height: int, width: int) -> LabelFont:
+        scale = _scale(height, width)
+        return cls(0.25 + 0.55 * scale, 2 if scale >= 0.9 else 1)
+
+    @functools.lru_cache(maxsize=4096)  # noqa: B019 (a few fonts per run, each a few floats: kept for good is fine)
+    def size(self, text: str) -> tuple[int, int, int]:
+        """(width, height above the baseline, depth below it) of ``text`` in pixels (the same labels come back
+        frame after frame: remembered)."""
+        (width, height), baseline = cv2.getTextSize(text, self.face, self.scale, self.thickness)
+        return width, height, baseline
+
+
+def _scale(height: int, width: int) -> float:
+    """Size of outlines and labels relative to a 900-pixel frame (0.15 to 1)."""
+    return max(0.15, min(1.0, min(height, width) / 900))
+
+
+def painting_order(tracks: Sequence[TrackResult]) -> list[int]:
+    """The indices of ``tracks`` from the one drawn on top to the one drawn below all others where masks overlap:
+    smallest mean mask area first (over the frames where the mask is not empty), then the better-ranked (earlier
+    in ``tracks``). One order for the whole video: ordered frame by frame, overlapping masks of about the same
+    size would swap places from frame to frame, and the overlap flicker."""
+    means = []
+    for track in tracks:
+        present = [mask for mask in track.segmentations if mask is not None]
+        areas = np.asarray(rle.areas(present), dtype=np.int64)
+        shown = areas[areas > 0]
+        means.append(int(shown.sum()) // shown.size if shown.size else 0)
+    return sorted(range(len(tracks)), key=lambda k: (means[k], k))
+
+
+def _paint(
+    tracks: Sequence[TrackResult], order: Sequence[int], position: int, height: int, width: int
+) -> rle.LabelMap:
+    """Frame ``position`` of ``tracks`` painted into one label image, in ``order`` (``painting_order``): label
+    ``j + 1`` is ``tracks[order[j]]``, on top of the labels after it."""
+    return rle.label_map([tracks[k].segmentations[position] for k in order], height, width)
+
+
+def _layout(
+    painted: rle.LabelMap, order: Sequence[int], tracks: Sequence[TrackResult], categories: Sequence[str],
+    font: LabelFont,
+) -> list[PlacedLabel]:
+    """The labels of the tracks with visible pixels, best score first: each centred on its anchor or as near as it
+    fits clear of the labels placed before it; a compact ``#<id>`` label, or none, where nothing fits."""
+    height, width = painted.labels.shape
+    shown = np.flatnonzero(painted.visible)  # a track hidden under smaller masks gets no label
+    anchors = _label_anchors(painted.labels, painted.boxes, shown + 1)
+    placed: list[PlacedLabel] = []
+    for j in sorted(shown.tolist(), key=lambda j: (-tracks[order[j]].score, order[j])):
+        track = tracks[order[j]]
+        name = ascii_class_name(categories[track.category_id - 1], track.category_id)
+        label = _place(track.track_id, [_fitted_label(name, track, width - 2 * LABEL_PAD, font), f"#{track.track_id}"],
+                       anchors[j + 1], font, height, width, [label.box for label in placed])
+        if label is not None:
+            placed.append(label)
+    return placed
+
+
+def _place(
+    track_id: int, texts: Sequence[str], anchor: tuple[int, int], font: LabelFont, height: int, width: int,
+    taken: Sequence[tuple[int, int, int, int]],
+) -> PlacedLabel | None:
+    """The first of ``texts`` at the first of ``LABEL_SHIFTS`` around ``anchor`` (kept inside the frame) whose box
+    overlaps none of the ``taken`` ones; None where none fits."""
+    for text in texts:
+        text_width, text_height, baseline = font.size(text)
+        box_width = min(text_width + 2 * LABEL_PAD, width)
+        box_height = min(text_height + baseline + 2 * LABEL_PAD, height)
+        for dx, dy in LABEL_SHIFTS:
+            x = min(max(int(anchor[0] - box_width // 2 + dx * box_width), 0), width - box_width)
+            y = min(max(int(anchor[1] - box_height // 2 + dy * box_height), 0), height - box_height)
+            box = (x, y, x + box_width, y + box_height)
+            if all(box[2] <= b[0] or b[2] <= box[0] or box[3] <= b[1] or b[3] <= box[1] for b in taken):
+                return PlacedLabel(track_id, text, box)
+    return None
+
+
+def _draw_label(canvas: np.ndarray, label: PlacedLabel, font: LabelFont) -> None:
+    """White text on a darkened box outlined in the track's colour."""
+    x, y, x2, y2 = label.box
+    canvas[y:y2, x:x2] = (canvas[y:y2, x:x2].astype(np.float32) * 0.35).astype(np.uint8)
+    cv2.rectangle(canvas, (x, y), (x2 - 1, y2 - 1), track_colour(label.track_id), 1)
+    origin = (x + LABEL_PAD, y + LABEL_PAD + font.size(label.text)[1])
+    cv2.putText(canvas, label.text, origin, font.face, font.scale, (255, 255, 255), font.thickness, cv2.LINE_AA)
+
+
+LABEL_PAD = 2  # pixels between a label's text and its box
+# Where a label goes, in label widths (dx) and heights (dy) from centred on its anchor; the first clear one is used.
+LABEL_SHIFTS = ((0, 0), (0, -1), (0, 1), (0, -2), (0, 2), (-0.5, 0), (0.5, 0), (-0.5, -1), (0.5, -1), (-0.5, 1),
+                (0.5, 1))
+ANCHOR_PIXELS = 1 << 15  # labels are anchored on a label image subsampled to about this many pixels
+
+
+def _fitted_label(name: str, track: TrackResult, room: int, font: LabelFont) -> str:
+    """``"<name> #<id> <score>"``, the name cut short and ending in '.' (the Hershey fonts have no '…') where the
+    label would be wider than ``room`` pixels, and left out where even one letter does not fit."""
+    tail = f"#{track.track_id} {track.score:.2f}"
+
+    def fits(text: str) -> bool:
+        return font.size(text)[0] <= room
+
+    if fits(f"{name} {tail}"):
+        return f"{name} {tail}"
+    lo, hi = 0, len(name) - 1  # the longest cut name[:n] + "." that fits (widths grow with n)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if fits(f"{name[:mid].rstrip()}. {tail}") else (lo, mid - 1)
+    return f"{name[:lo].rstrip()}. {tail}" if lo > 0 else tail
+
+
+def _label_anchors(labels: np.ndarray, boxes: np.ndarray, numbers: np.ndarray) -> dict[int, tuple[int, int]]:
+    """For each label number in ``numbers`` (all present in ``labels``), the (x, y) of its pixel farthest from the
+    border of its region (the frame's edge counts as border); among equally far ones, the middle one in raster
+    order. Measured on ``labels`` subsampled to about ``ANCHOR_PIXELS`` (one distance transform for all labels,
+    then each label within its box); a region too thin or small to show there is measured at full size in its
+    box."""
+    height, width = labels.shape
+    step = max(1, math.isqrt(height * width // ANCHOR_PIXELS))
+    offset = step // 2
+    small = np.ascontiguousarray(labels[offset::step, offset::step])
+    kernel = np.ones((3, 3), np.uint8)
+    inner = cv2.bitwise_and(cv2.compare(cv2.dilate(small, kernel), cv2.erode(small, kernel), cv2.CMP_EQ),
+                            cv2.compare(small, 0, cv2.CMP_GT))
+    distance = _distance_inside(inner)
+    anchors: dict[int, tuple[int, int]] = {}
+    for number in numbers.tolist():
+        x, y, w, h = (int(v) for v in boxes[number - 1])
+        # the subsampled rows/columns inside the box: offset + step * i in [y, y + h)
+        r0, r1 = max(0, -((offset - y) // step)), -((offset - y - h) // step)
+        c0, c1 = max(0, -((offset - x) // step)), -((offset - x - w) // step)
+        region = small[r0:r1, c0:c1] == number
+        if region.any():
+            i, j = _peak(np.where(region, distance[r0:r1, c0:c1], -1))
+            anchors[number] = (offset + step * (c0 + j), offset + step * (r0 + i))
+        else:
+            region = labels[y : y + h, x : x + w] == number
+            i, j = _peak(np.where(region, _distance_inside(region.view(np.uint8)), -1))
+            anchors[number] = (x + j, y + i)
+    return anchors
+
+
+def _distance_inside(region: np.ndarray) -> np.ndarray:
+    """Each pixel's distance to the nearest pixel outside ``region`` (uint8, non-zero inside) or to the image's
+    edge."""
+    padded = cv2.copyMakeBorder(region, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)
+    return cv2.distanceTransform(padded, cv2.DIST_L2, cv2.DIST_MASK_3)[1:-1, 1:-1]
+
+
+def _peak(values: np.ndarray) -> tuple[int, int]:
+    """(row, column) of the largest of ``values``; of several, the middle one in raster order."""
+    ties = np.flatnonzero(values == values.max())
+    return divmod(int(ties[ties.size // 2]), values.shape[1])
 
 
 def _colour_image(labels: np.ndarray, colours: np.ndarray) -> np.ndarray:
@@ -311,6 +516,7 @@ class OverlayVideoWriter:
                 ThreadPoolExecutor(drawing, thread_name_prefix="clipvis-overlay") as renderers:
             stream = self._add_stream(container, video, rate, time_base)
             pending: deque[tuple[Future, int]] = deque()
+            order = painting_order(tracks)
             written = 0
             for item in frames:
                 if written >= video.num_frames:
@@ -318,7 +524,7 @@ class OverlayVideoWriter:
                         f"overlay for {video.stem!r}: more frames than the {video.num_frames} processed"
                     )
                 image = self._checked_frame(item, written, video)
-                pending.append((renderers.submit(self._render_yuv, image, written, tracks, categories), written))
+                pending.append((renderers.submit(self._render_yuv, image, written, tracks, categories, order), written))
                 written += 1
                 if len(pending) > drawing:
                     future, position = pending.popleft()
@@ -331,11 +537,12 @@ class OverlayVideoWriter:
             container.mux(stream.encode(None))
 
     def _render_yuv(
-        self, image: np.ndarray, position: int, tracks: Sequence[TrackResult], categories: Sequence[str]
+        self, image: np.ndarray, position: int, tracks: Sequence[TrackResult], categories: Sequence[str],
+        order: Sequence[int] | None = None,
     ) -> np.ndarray:
         """The drawn frame as the encoder's yuv420p planes (``[3H/2, W]``, BT.601 limited range, as FFmpeg's own
         conversion within rounding), converted here in the drawing threads rather than by the encoding thread."""
-        drawn = self.renderer.render(image, position, tracks, categories)
+        drawn = self.renderer.render(image, position, tracks, categories, order)
         return cv2.cvtColor(pad_to_even(drawn), cv2.COLOR_RGB2YUV_I420)
 
     def _add_stream(self, container: av.container.OutputContainer, video: VideoInfo, rate: Fraction,

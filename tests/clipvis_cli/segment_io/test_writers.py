@@ -17,7 +17,7 @@ from clipvis.cli.atomic import OutputNotWritableError
 from clipvis.cli.results import TrackResult, VideoInfo
 from clipvis.cli.video_io import VideoReader
 from clipvis.cli.writers import CocoWriter, OverlayRenderer, OverlayStyle, OverlayVideoWriter, YtvisWriter
-from clipvis.cli.writers.overlay import PALETTE, render_threads_for, track_colour, usable_cpus
+from clipvis.cli.writers.overlay import PALETTE, render_threads_for, track_colour, track_label, usable_cpus
 
 CATEGORIES = ["cat", "dog", "hot air balloon"]
 
@@ -245,6 +245,129 @@ def test_renderer_blends_mask_and_leaves_background(media: dict[str, Path]) -> N
 def test_track_colours_are_stable_and_distinct() -> None:
     assert track_colour(3) == track_colour(3) == track_colour(3 + len(PALETTE))
     assert len({track_colour(i) for i in range(len(PALETTE))}) == len(PALETTE)
+
+
+def test_tracks_1_to_64_get_distinct_saturated_colours() -> None:
+    """25 tracks on a frame: 25 colours (the 20-colour table gave tracks 1 and 21 the same one), none grey."""
+    assert len({track_colour(i) for i in range(1, 26)}) == 25
+    assert len({track_colour(i) for i in range(1, 65)}) == 64
+    assert all(max(colour) - min(colour) >= 85 for colour in PALETTE)
+
+
+def labelled_frame(height: int, width: int, masks: list[np.ndarray], names: list[str], scores: list[float]):
+    """A flat grey frame and one track per mask (track ids 1.., category k + 1 named names[k])."""
+    tracks = [TrackResult(k + 1, k + 1, score, [rle.encode(mask)]) for k, (mask, score) in enumerate(zip(masks, scores,
+                                                                                                        strict=True))]
+    return np.full((height, width, 3), 100, np.uint8), tracks
+
+
+def overlapping(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def test_labels_of_masks_sharing_the_top_left_corner_do_not_pile_up() -> None:
+    """Masks that all start at (0, 0) (sky, wall, a building): each label sits inside its own visible part,
+    clear of the others and inside the frame; the drawn labels are exactly where the layout put them."""
+    height, width = 360, 640
+    yy, xx = np.mgrid[0:height, 0:width]
+    masks = [yy < 80, xx < 120, (xx < 300) & (yy < 200), (xx < 40) | (yy < 20)]
+    frame, tracks = labelled_frame(height, width, masks, ["sky", "wall", "building", "fence"], [0.9, 0.85, 0.8, 0.7])
+    renderer = OverlayRenderer(OverlayStyle(draw_contours=False))
+    labels = renderer.layout(height, width, 0, tracks, ["sky", "wall", "building", "fence"])
+    assert [label.text for label in labels] == ["sky #1 0.90", "wall #2 0.85", "building #3 0.80", "fence #4 0.70"]
+    for k, label in enumerate(labels):
+        x0, y0, x1, y1 = label.box
+        assert 0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height
+        assert not any(overlapping(label.box, other.box) for other in labels[k + 1 :])
+    # smaller masks on top (fence 26400 pixels, wall 43200, sky 51200, building 60000): each label is on its own
+    # track's visible part (the centre; the fence's 40-pixel arm is narrower than its label)
+    sky, wall, building, fence = masks
+    visible = [sky & ~fence & ~wall, wall & ~fence, building & ~fence & ~wall & ~sky, fence]
+    for label, own in zip(labels, visible, strict=True):
+        x0, y0, x1, y1 = label.box
+        assert own[(y0 + y1) // 2, (x0 + x1) // 2] or (label.text.startswith("fence") and own[y0:y1, x0:x1].any())
+    drawn = renderer.render(frame, 0, tracks, ["sky", "wall", "building", "fence"])
+    bare = OverlayRenderer(OverlayStyle(draw_contours=False, draw_labels=False)).render(frame, 0, tracks, ["a"] * 4)
+    changed = (drawn != bare).any(-1)
+    in_labels = np.zeros_like(changed)
+    for label in labels:
+        x0, y0, x1, y1 = label.box
+        in_labels[y0:y1, x0:x1] = True
+        assert changed[y0:y1, x0:x1].mean() > 0.9  # the darkened box
+    assert not (changed & ~in_labels).any()
+
+
+def test_a_small_mask_inside_a_larger_one_stays_visible_with_its_outline() -> None:
+    """A hat (lower score) inside a person: painted on top of the person, tinted and outlined in its own colour;
+    a track whose mask is all under smaller ones gets neither paint nor a label."""
+    height, width = 200, 200
+    person = box_mask(height, width, 20, 40, 190, 160)
+    hat = np.hypot(*np.mgrid[0:height, 0:width] - np.array([50, 100])[:, None, None]) <= 15
+    hidden = person.copy()  # the same mask as the person, lower score: nothing of it is on top
+    frame, tracks = labelled_frame(height, width, [person, hat, hidden], ["person", "hat", "ghost"], [0.9, 0.5, 0.3])
+    drawn = OverlayRenderer(OverlayStyle(alpha=0.5, draw_labels=False)).render(frame, 0, tracks, ["x"] * 3).astype(int)
+    tint = {k: (100 + np.array(track_colour(k))) / 2 for k in (1, 2, 3)}
+    hat_centre = np.zeros_like(hat)
+    hat_centre[45:56, 95:106] = True  # away from its outline
+    assert np.abs(drawn[hat_centre] - tint[2]).max() <= 1
+    outline = (drawn == track_colour(2)).all(-1)
+    assert outline.sum() > 50 and not (outline & ~hat).any()  # the hat's border, in its full colour
+    person_inner = box_mask(height, width, 80, 50, 180, 150)  # away from the person's outline and the hat
+    assert np.abs(drawn[person_inner] - tint[1]).max() <= 1
+    labels = OverlayRenderer().layout(height, width, 0, tracks, ["person", "hat", "ghost"])
+    assert sorted(label.track_id for label in labels) == [1, 2]
+
+
+def test_overlapping_masks_of_about_the_same_size_keep_one_order_in_every_frame() -> None:
+    """Which of two overlapping masks is on top does not follow their areas frame by frame (one pixel more or
+    less would make the overlap flicker): the smaller mean area over the video, then the rank."""
+    height, width = 60, 80
+    first = [box_mask(height, width, 10, 10, 40, 40 + extra) for extra in (0, 2)]  # 900, 960 pixels
+    second = [box_mask(height, width, 20, 20, 50, 52 - extra) for extra in (0, 2)]  # 960, 900: the same mean
+    tracks = [TrackResult(1, 1, 0.9, [rle.encode(m) for m in first]),
+              TrackResult(2, 1, 0.8, [rle.encode(m) for m in second])]
+    frame = np.zeros((height, width, 3), np.uint8)
+    style = OverlayStyle(alpha=1.0, draw_contours=False, draw_labels=False)
+    for position in (0, 1):
+        drawn = OverlayRenderer(style).render(frame, position, tracks, ["x"])
+        assert tuple(drawn[30, 30]) == track_colour(1)  # equal means: the better-ranked on top in both frames
+    tracks[1] = TrackResult(2, 1, 0.8, [rle.encode(box_mask(height, width, 20, 20, 50, 49))] * 2)  # 870 both
+    for position in (0, 1):
+        assert tuple(OverlayRenderer(style).render(frame, position, tracks, ["x"])[30, 30]) == track_colour(2)
+
+
+def test_class_names_without_ascii_letters_are_labelled_with_the_category_id() -> None:
+    """OpenCV draws every non-ASCII character as '?': accents are dropped, other scripts give 'class <id>'."""
+    names = ["café", "狗", "🐶 dog", "Straße", "кошка", "ﬁsh"]
+    expected = ["cafe", "class 2", "dog", "Strasse", "class 5", "fish"]
+    for k, name in enumerate(expected):
+        assert track_label(TrackResult(12, k + 1, 0.87, []), names) == f"{name} #12 0.87"
+    mask = box_mask(120, 320, 20, 20, 100, 300)
+    _, tracks = labelled_frame(120, 320, [mask], ["猫"], [0.87])
+    assert [label.text for label in OverlayRenderer().layout(120, 320, 0, tracks, ["猫"])] == ["class 1 #1 0.87"]
+
+
+@pytest.mark.parametrize("size", [(48, 64), (90, 160), (120, 96)])
+def test_a_label_wider_than_the_frame_keeps_track_and_score(size) -> None:
+    height, width = size
+    mask = box_mask(height, width, height // 2, width // 4, height, width * 3 // 4)
+    tracks = [TrackResult(12, 1, 0.87, [rle.encode(mask)])]
+    (label,) = OverlayRenderer().layout(height, width, 0, tracks, ["fire hydrant on the pavement"])
+    assert label.text.endswith(". #12 0.87") and "fire hydrant on the pavement".startswith(label.text[:2])
+    x0, y0, x1, y1 = label.box
+    assert 0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height
+
+
+def test_crowded_labels_shrink_or_go_and_never_overlap() -> None:
+    """40 tiny objects side by side on a small frame: no two labels overlap, the best-scored are labelled."""
+    height, width = 60, 200
+    masks = [box_mask(height, width, 28, 5 * k, 32, 5 * k + 4) for k in range(40)]
+    _, tracks = labelled_frame(height, width, masks, ["person"] * 40, [0.9 - 0.01 * k for k in range(40)])
+    labels = OverlayRenderer().layout(height, width, 0, tracks, ["person"] * 40)
+    assert labels[0].text == "person #1 0.90" and len(labels) < 40
+    assert any(label.text.startswith("#") and " " not in label.text for label in labels)  # compact "#id"
+    boxes = [label.box for label in labels]
+    assert not any(overlapping(a, b) for k, a in enumerate(boxes) for b in boxes[k + 1 :])
 
 
 def test_overlay_into_missing_directory_is_unwritable_output(media: dict[str, Path], tmp_path: Path) -> None:
