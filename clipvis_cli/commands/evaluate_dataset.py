@@ -16,6 +16,7 @@ from clipvis.cli.commands.segment import (
     check_same_producer,
     load_predictor,
     make_reporter,
+    outcome_of_the_job,
     resolve_device,
 )
 from clipvis.cli.dataset_inference import (
@@ -35,9 +36,7 @@ from clipvis.cli.datasets import (
 from clipvis.cli.distributed import (
     DistributedRun,
     InputsDifferError,
-    OtherRankFailed,
     RankLost,
-    RanksDifferError,
     visible_cuda_devices,
 )
 from clipvis.cli.evaluation.errors import EvaluationInputError
@@ -102,8 +101,9 @@ def run_dataset_evaluation(
         job = None if alone else DistributedRun.from_env()
     except ValueError as error:
         raise _fail(str(error)) from None
+    kept = f"nothing was scored (finished videos are kept in {output / 'per_video'}, a rerun resumes)"
     try:
-        with job.joined() if job is not None else nullcontext():
+        with outcome_of_the_job(job, kept), job.joined() if job is not None else nullcontext():
             check_precision(precision)
             try:
                 inputs = dataset_inputs(dataset, data_root) if dataset else custom_inputs(Path(gt), Path(frames))
@@ -119,31 +119,11 @@ def run_dataset_evaluation(
             )
             check_config_file(config, clip_config)
             _run_and_conclude(options, inputs, dataset or str(gt), score, max_videos, job)
-    except RanksDifferError as error:  # every rank knows; rank 0 says what differs (before the cache was touched)
-        if job.is_main:
-            print_error(str(error))
-        raise typer.Exit(1) from None
-    except RankLost as error:  # gone without a word: one line, from rank 0 (or the other rank of two)
-        if error.speaks:
-            kept = error.done or (f"nothing was scored (finished videos are kept in {output / 'per_video'}, a rerun "
-                                  "resumes)")
-            print_error(f"{error}; {kept}")
-        raise typer.Exit(1) from None
-    except typer.BadParameter:  # the same command line on every rank: one copy of the message, from rank 0
-        if job is not None and job.main_stopped_too:
-            raise typer.Exit(2) from None
-        raise
-    except OtherRankFailed as error:  # that rank said why
-        if job.is_main:
-            print_error(f"{error}; nothing was scored (finished videos are kept in {output / 'per_video'}, a rerun "
-                        "resumes)")
-        raise typer.Exit(130 if error.interrupted else 1) from None
     except KeyboardInterrupt as interrupt:  # Ctrl-C, SIGTERM, SIGHUP (the launcher's Terminated)
         if alone:  # training's periodic evaluation: the trainer stops on it
             raise
         if job is None or job.is_main:
-            print_error(f"interrupted; nothing was scored (finished videos are kept in {output / 'per_video'}, a "
-                        "rerun resumes)")
+            print_error(f"interrupted; {kept}")
         raise typer.Exit(128 + getattr(interrupt, "signum", signal.SIGINT)) from None
 
 

@@ -7,7 +7,7 @@ import sys
 import unicodedata
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sized
-from contextlib import nullcontext, suppress
+from contextlib import contextmanager, nullcontext, suppress
 from itertools import chain
 from pathlib import Path
 
@@ -179,7 +179,7 @@ def segment(
         raise _fail(str(error)) from None
     # Under torchrun every rank joins first: whatever fails on one rank alone from here on (a file, CUDA, the weights
     # on one machine) ends the others too, at their next gather (clipvis.cli.distributed).
-    try:
+    with outcome_of_the_job(job, "the finished outputs are kept and a rerun skips them"):
         with job.joined() if job is not None else nullcontext():
             stdin_arguments = _stdin_of_the_job(job, null) if "-" in inputs else []
             vocabulary, chosen, sources, part = _checked_arguments(
@@ -211,24 +211,34 @@ def segment(
                 code = _finish(counts, total, job, reporter)
             finally:
                 reporter.close()
+    if code:
+        raise typer.Exit(code)
+
+
+@contextmanager
+def outcome_of_the_job(job: DistributedRun | None, kept: str) -> Iterator[None]:
+    """How a torchrun job's endings reach the user: one line, from rank 0 (or the rank that knows), and the exit code
+    every rank gives (``kept``: what is left of the work, e.g. "the finished outputs are kept ..."). Ranks that run
+    other models stop at once (1); a rank gone without a word (1); a usage error every rank finds in the same command
+    line, printed by rank 0 alone (2); another rank's error, which that rank printed (1, 130 when interrupted)."""
+    try:
+        yield
     except RanksDifferError as error:  # every rank knows; rank 0 says what differs
         if job.is_main:
             print_error(str(error))
         raise typer.Exit(1) from None
     except RankLost as error:  # gone without a word: one line, from rank 0 (or the other rank of two)
         if error.speaks:
-            print_error(f"{error}; the finished outputs are kept and a rerun skips them")
+            print_error(f"{error}; {error.done or kept}")
         raise typer.Exit(1) from None
-    except typer.BadParameter:  # the same command line on every rank: one copy of the message, from rank 0
+    except typer.BadParameter:
         if job is not None and job.main_stopped_too:
             raise typer.Exit(2) from None
         raise
-    except OtherRankFailed as error:  # its own line came from that rank; the others' finished outputs are kept
+    except OtherRankFailed as error:  # its own line came from that rank
         if job.is_main:
-            print_error(f"{error}; the finished outputs are kept and a rerun skips them")
+            print_error(f"{error}; {kept}")
         raise typer.Exit(130 if error.interrupted else 1) from None
-    if code:
-        raise typer.Exit(code)
 
 
 def _stdin_of_the_job(job: DistributedRun | None, null: bool) -> list[str]:
