@@ -8,6 +8,7 @@ Exit status: 0 scored, 1 bad input file (one `clipvis: error:` line on stderr), 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from enum import Enum
 from pathlib import Path
@@ -133,7 +134,6 @@ def evaluate(
     The LV-VIS protocol also reports base (APb) and novel (APn) categories; BURST reports base/novel and
     common/uncommon.
     """
-    _remove_earlier_metrics(json_path, results, gt)
     if dataset is not None or frames is not None:
         prefer_huge_pages()  # before any tensor exists (clipvis.cli.memory)
         if results is not None:
@@ -149,6 +149,7 @@ def evaluate(
         published = published_numbers(weights, dataset) if max_videos is None else None
         if protocol is None and dataset is not None:  # a benchmark is scored as its own evaluator does (BURST)
             protocol = ProtocolChoice(get_dataset(dataset).protocol)
+        _remove_earlier_metrics(json_path)
 
         def score(results_path: Path, gt_path: Path) -> None:
             # OUTPUT/metrics.json always (beside the results.json it scores), --json as well; with what produced it
@@ -169,17 +170,31 @@ def evaluate(
     if max_videos is not None:  # it chooses the videos inference runs: a results file is scored whole
         raise typer.BadParameter("--max-videos runs the first N videos (with --dataset or --frames); --results is "
                                  "scored whole")
+    _remove_earlier_metrics(json_path)
     score_and_report(results, gt, protocol, json_path, None)
 
 
-def _remove_earlier_metrics(json_path: Path | None, *inputs: Path | None) -> None:
-    """The --json file an earlier run wrote goes before this one runs: a run that fails leaves no stale scores
-    (never one of this run's inputs, given there by mistake)."""
-    if json_path is None or not json_path.is_file():
+def _remove_earlier_metrics(json_path: Path | None) -> None:
+    """The --json file an earlier run wrote goes before this one runs, so a run that fails leaves no stale scores.
+    Only a metrics file evaluate wrote is removed; any other file there (a GT file, a checkpoint, given by mistake)
+    ends the run with a usage error and is left as it was."""
+    if json_path is None or not json_path.exists():
         return
-    if any(path is not None and Path(path).resolve() == json_path.resolve() for path in inputs):
-        return
+    if not json_path.is_file() or not _is_metrics_file(json_path):
+        raise typer.BadParameter(f"{json_path} exists and is not a metrics file clipvis evaluate wrote; it is left as "
+                                 "it is: choose another file name", param_hint="--json")
     json_path.unlink(missing_ok=True)
+
+
+def _is_metrics_file(path: Path) -> bool:
+    """Whether ``path`` holds a metrics JSON as `metrics_payload` writes it (a protocol and its metrics)."""
+    try:
+        if path.stat().st_size > 64 * 2**20:  # metrics files are kilobytes; never read a dataset to find out
+            return False
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    return isinstance(document, dict) and {"protocol", "metrics", "per_category_ap"} <= set(document)
 
 
 def score_and_report(

@@ -98,6 +98,27 @@ def test_bad_input_exits_1_with_one_error_line(
     assert not out.exists()
 
 
+def test_json_never_deletes_a_file_evaluate_did_not_write(files: tuple[Path, Path], tmp_path: Path) -> None:
+    """`--json` named the GT file, a checkpoint, or anything else by mistake: it was deleted before any check (and
+    also on a usage error). Only an earlier metrics file is replaced."""
+    gt_path, results_path = files
+    precious = tmp_path / "model.pth"
+    precious.write_bytes(b"weights")
+    for extra, message in (([], "exists and is not a metrics file clipvis evaluate wrote"),
+                           (["--max-videos", "1"], "--results is scored whole")):  # a run, and another usage error
+        result = runner.invoke(app, ["evaluate", "--results", str(results_path), "--gt", str(gt_path), "--json",
+                                     str(precious), *extra])
+        assert result.exit_code == 2 and message in result.output, result.output
+        assert precious.read_bytes() == b"weights"
+    metrics = tmp_path / "metrics.json"
+    assert runner.invoke(app, ["evaluate", "--results", str(results_path), "--gt", str(gt_path), "--json",
+                               str(metrics)]).exit_code == 0
+    bad = tmp_path / "bad.json"
+    bad.write_text("[")
+    failed = runner.invoke(app, ["evaluate", "--results", str(bad), "--gt", str(gt_path), "--json", str(metrics)])
+    assert failed.exit_code == 1 and not metrics.exists()  # a failed run leaves no stale scores
+
+
 def test_bad_gt_exits_1(files: tuple[Path, Path], tmp_path: Path) -> None:
     _, results_path = files
     result = runner.invoke(app, ["evaluate", "--results", str(results_path), "--gt", str(results_path)])
