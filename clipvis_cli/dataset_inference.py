@@ -304,10 +304,11 @@ class DatasetInference:
         remove_stale_temp_files(output, [RESULTS_NAME, METRICS_NAME, f"{self.inputs.spec.name}_results.zip"])
         earlier = (cache / CACHE_STAMP).is_file()
         self._prepare_cache(cache)
-        if earlier:  # a folder evaluate wrote before: its results, metrics (and the GT of a --max-videos run) are
-            # another run's until rewritten
+        if earlier:  # a folder evaluate wrote before: its results, metrics, server zip (and the GT of a --max-videos
+            # run) are another run's until rewritten
             subsets = [entry.name for entry in output.iterdir() if _SUBSET_GT_FILE.match(entry.name)]
-            for name in (RESULTS_NAME, METRICS_NAME, *subsets):
+            server_zip = f"{self.inputs.spec.name}_results.zip"  # another run's results, for a server
+            for name in (RESULTS_NAME, METRICS_NAME, server_zip, *subsets):
                 (output / name).unlink(missing_ok=True)
 
     def videos_to_run(self, max_videos: int | None) -> list[GtVideo]:

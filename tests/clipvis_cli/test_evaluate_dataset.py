@@ -155,6 +155,11 @@ def test_split_without_public_gt_writes_server_zip(tmp_path, tiny_weights) -> No
                      "-o", str(out), "--device", "cpu", "--max-videos", "1"])
     assert part.exit_code == 0 and "holds 1 of the 2 videos (--max-videos)" in part.stderr, part.output
     assert "Codabench" not in part.stderr  # a part is no submission: not told to upload it
+    # A rerun that fails (a frame gone) leaves no zip of an earlier run with other settings to be uploaded by mistake
+    next((data / "lvvis" / "test" / "JPEGImages").rglob("*.jpg")).unlink()
+    failed = evaluate(["--dataset", "lvvis_test", "--weights", str(tiny_weights), "--data-root", str(data),
+                       "-o", str(out), "--device", "cpu", "--precision", "bf16"])
+    assert failed.exit_code == 1 and not list(out.glob("*.zip")), failed.output
 
 
 def test_custom_gt_and_frames(tmp_path, tiny_weights) -> None:
