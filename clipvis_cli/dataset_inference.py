@@ -51,6 +51,11 @@ def subset_ground_truth_name(num_videos: int) -> str:
     return f"ground_truth_first_{num_videos}.json"
 
 
+def is_subset_ground_truth(path: Path) -> bool:
+    """Whether ``path`` is the GT file of a ``--max-videos`` run (``subset_ground_truth_name``)."""
+    return bool(_SUBSET_GT_FILE.match(Path(path).name))
+
+
 class ForeignCacheFolderError(ValueError):
     """OUTPUT/per_video exists, is not empty and was not made by clipvis (no cache.json)."""
 

@@ -19,7 +19,7 @@ from rich.console import Console
 
 from clipvis.cli.atomic import OutputNotWritableError, atomic_write_json, ensure_output_dir
 from clipvis.cli.commands.evaluate_dataset import run_dataset_evaluation
-from clipvis.cli.dataset_inference import METRICS_NAME
+from clipvis.cli.dataset_inference import METRICS_NAME, is_subset_ground_truth
 from clipvis.cli.datasets import dataset_names, get_dataset
 from clipvis.cli.evaluation.errors import EvaluationInputError
 from clipvis.cli.evaluation.protocols import get_protocol
@@ -78,10 +78,19 @@ def report_result(
 
 
 def published_numbers(weights: str, dataset: str | None) -> dict[str, float] | None:
-    """The paper's AP for a released checkpoint on a dataset, for the table's "paper" column."""
+    """The paper's AP for a released checkpoint on a dataset, for the table's "paper" column: the checkpoint named,
+    or a file of a released checkpoint's file name given by its path (downloaded by hand: ``./clipvis_lvis_r50_7.pth``
+    and its absolute path as well as the bare name)."""
     from clipvis.weights import find_pretrained
 
-    checkpoint = find_pretrained(weights) if dataset else None
+    if not dataset:
+        return None
+    local = Path(weights).expanduser()
+    if local.exists():  # a file: a release's only under the release's own file name (a folder: a training run)
+        checkpoint = find_pretrained(local.name) if local.is_file() else None
+        checkpoint = checkpoint if checkpoint is not None and checkpoint.file_name == local.name else None
+    else:
+        checkpoint = find_pretrained(weights)
     value = checkpoint.published_ap.get(dataset) if checkpoint is not None else None
     return {"AP": value} if value is not None else None
 
@@ -145,8 +154,7 @@ def evaluate(
         name = dataset or "custom"
         if dataset is not None and dataset not in dataset_names():
             raise typer.BadParameter(f"unknown dataset {dataset!r}; known: {', '.join(dataset_names())}")
-        # the paper's numbers are for every video: not shown beside a --max-videos subset's
-        published = published_numbers(weights, dataset) if max_videos is None else None
+        published = published_numbers(weights, dataset)
         if protocol is None and dataset is not None:  # a benchmark is scored as its own evaluator does (BURST)
             protocol = ProtocolChoice(get_dataset(dataset).protocol)
         _remove_earlier_metrics(json_path)
@@ -155,7 +163,9 @@ def evaluate(
             # OUTPUT/metrics.json always (beside the results.json it scores), --json as well; with what produced it
             paths = [results_path.parent / METRICS_NAME, *([json_path] if json_path is not None else [])]
             run = {"weights": weights, "dataset": name, "max_videos": max_videos}
-            score_and_report(results_path, gt_path, protocol, paths, published, run)
+            # the paper's numbers are for every video: not shown beside a --max-videos subset's
+            shown = None if is_subset_ground_truth(gt_path) else published
+            score_and_report(results_path, gt_path, protocol, paths, shown, run)
 
         run_dataset_evaluation(
             dataset=dataset, gt=gt, frames=frames, weights=weights, data_root=data_root,

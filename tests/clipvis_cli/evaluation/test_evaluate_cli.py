@@ -137,3 +137,21 @@ def test_bad_gt_exits_1(files: tuple[Path, Path], tmp_path: Path) -> None:
 )
 def test_usage_errors_exit_2(args: list[str]) -> None:
     assert runner.invoke(app, args).exit_code == 2
+
+
+def test_the_paper_column_follows_the_checkpoint_not_how_it_is_typed(tmp_path: Path, monkeypatch) -> None:
+    """A release downloaded by hand and given by its path got no paper column, while the bare file name did."""
+    from clipvis.cli.commands.evaluate import published_numbers
+    from clipvis.cli.dataset_inference import is_subset_ground_truth, subset_ground_truth_name
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "clipvis_lvis_r50_7.pth").write_bytes(b"x")
+    (tmp_path / "mine.pth").write_bytes(b"x")
+    paper = published_numbers("clipvis-lvis-r50", "lvvis_val")
+    assert paper is not None
+    for typed in ("clipvis_lvis_r50_7.pth", "./clipvis_lvis_r50_7.pth", str(tmp_path / "clipvis_lvis_r50_7.pth"),
+                  "CLIPVIS_LVIS_R50"):
+        assert published_numbers(typed, "lvvis_val") == paper, typed
+    assert published_numbers("mine.pth", "lvvis_val") is None and published_numbers(str(tmp_path), "lvvis_val") is None
+    assert is_subset_ground_truth(tmp_path / subset_ground_truth_name(3))
+    assert not is_subset_ground_truth(tmp_path / "x.json")
