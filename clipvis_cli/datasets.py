@@ -104,13 +104,15 @@ class DatasetSpec:
             raise UnsafeFrameNameError(f"frame name {file_name!r} leads outside the frames folder {frames_root}")
         return path
 
-    def missing_message(self, root: Path, tried: Sequence[Path], what: str) -> str:
+    def missing_message(self, root: Path, tried: Sequence[Path], what: str, origin: str | None = None) -> str:
+        """``origin``: what chose the data root (``data_root_origin``), said when it was not --data-root."""
         canonical_ann = root / self.annotation_candidates[0]
         canonical_frames = root / self.frames_candidates[0]
+        chosen = f", from {origin}" if origin else ""
         return (
             f"dataset {self.name} ({self.title}): {what} not found; tried {', '.join(str(p) for p in tried)}. "
             f"{self.download} Put the annotation file at {canonical_ann} and the frames under "
-            f"{canonical_frames}/<video>/<frame>.jpg (data root {root}: set --data-root or ${DATA_ROOT_ENV})."
+            f"{canonical_frames}/<video>/<frame>.jpg (data root {root}{chosen}: set --data-root or ${DATA_ROOT_ENV})."
         )
 
 
@@ -239,6 +241,16 @@ def get_dataset(name: str) -> DatasetSpec:
     return DATASETS[key]
 
 
+def data_root_origin(data_root: Path | str | None = None, environ: Mapping[str, str] | None = None) -> str:
+    """What `resolve_data_root` takes the data root from, for messages: ``--data-root``, ``$CLIPVIS_DATASETS``,
+    ``$DETECTRON2_DATASETS`` (set for detectron2 in many shells) or ``the default ./datasets``."""
+    if data_root is not None and str(data_root) != "":
+        return "--data-root"
+    env = os.environ if environ is None else environ
+    variable = next((name for name in (DATA_ROOT_ENV, LEGACY_DATA_ROOT_ENV) if env.get(name)), None)
+    return f"${variable}" if variable else f"the default ./{DEFAULT_DATA_ROOT}"
+
+
 def resolve_data_root(data_root: Path | str | None = None, environ: Mapping[str, str] | None = None) -> Path:
     """`data_root` if given, else $CLIPVIS_DATASETS, else $DETECTRON2_DATASETS, else ./datasets."""
     if data_root is not None and str(data_root) != "":
@@ -290,12 +302,13 @@ def locate_dataset(
     """
     spec = get_dataset(name)
     root = resolve_data_root(data_root, environ)
+    origin = data_root_origin(data_root, environ)
     annotation, tried = _first_existing(root, spec.annotation_candidates, want_dir=False)
     if annotation is None:
-        raise DatasetNotFoundError(spec.missing_message(root, tried, "annotation file"))
+        raise DatasetNotFoundError(spec.missing_message(root, tried, "annotation file", origin))
     frames, tried_frames = _first_existing(root, spec.frames_candidates, want_dir=True)
     if frames is None and require_frames:
-        raise DatasetNotFoundError(spec.missing_message(root, tried_frames, "frames folder"))
+        raise DatasetNotFoundError(spec.missing_message(root, tried_frames, "frames folder", origin))
     return LocatedDataset(spec=spec, data_root=root, annotation_file=annotation, frames_root=frames)
 
 

@@ -122,7 +122,8 @@ def evaluate(
     ),
     weights: str = typer.Option(DEFAULT_PRETRAINED, "--weights", help="Checkpoint name or path for inference."),
     data_root: Path | None = typer.Option(
-        None, "--data-root", help="Datasets folder (default $CLIPVIS_DATASETS or ./datasets).", file_okay=False
+        None, "--data-root", help="Datasets folder (default $CLIPVIS_DATASETS, $DETECTRON2_DATASETS or ./datasets).",
+        file_okay=False
     ),
     output: Path | None = typer.Option(
         None, "-o", "--output", help="Inference output folder (default clipvis_eval/<dataset>)."

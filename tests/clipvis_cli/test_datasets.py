@@ -133,6 +133,15 @@ def test_data_root_precedence(tmp_path: Path) -> None:
     assert resolve_data_root(None, {}) == Path("datasets")
 
 
+def test_a_missing_dataset_says_what_chose_its_data_root(tmp_path: Path) -> None:
+    """$DETECTRON2_DATASETS, set for detectron2 in many shells, took precedence over ./datasets without a word."""
+    environ = {LEGACY_DATA_ROOT_ENV: str(tmp_path / "d2")}
+    with pytest.raises(DatasetNotFoundError, match=r"data root .*d2, from \$DETECTRON2_DATASETS: set --data-root"):
+        locate_dataset("ovis_val", environ=environ)
+    with pytest.raises(DatasetNotFoundError, match=r"data root datasets, from the default ./datasets"):
+        locate_dataset("ovis_val", environ={})
+
+
 def test_env_variable_is_used_to_locate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     install(tmp_path, "ovis/annotations_valid.json", "ovis/valid")
     monkeypatch.setenv(DATA_ROOT_ENV, str(tmp_path))
