@@ -155,6 +155,10 @@ def evaluate(
         name = dataset or "custom"
         if dataset is not None and dataset not in dataset_names():
             raise typer.BadParameter(f"unknown dataset {dataset!r}; known: {', '.join(dataset_names())}")
+        if dataset is not None and not get_dataset(dataset).has_public_gt and (json_path or protocol):
+            flag = "--json" if json_path else "--protocol"
+            raise typer.BadParameter(f"{dataset} has no public ground truth: nothing is scored here (its server scores "
+                                     "the zip evaluate writes), so there are no metrics", param_hint=flag)
         published = published_numbers(weights, dataset)
         if protocol is None and dataset is not None:  # a benchmark is scored as its own evaluator does (BURST)
             protocol = ProtocolChoice(get_dataset(dataset).protocol)
