@@ -63,6 +63,11 @@ def custom_inputs(gt: Path, frames: Path) -> DatasetInputs:
     index = DatasetIndex(videos=list(parsed.videos.values()), categories=list(parsed.categories))
     if not index.categories:
         raise EvaluationInputError(f"{gt}: no categories, cannot build the vocabulary")
+    if not parsed.tracks:  # a split without public ground truth: a table of dashes measures nothing
+        raise EvaluationInputError(f"{gt}: no annotations, so nothing can be scored (a split without public ground "
+                                   "truth? its server scores the results)")
+    if not frames.is_dir() and not any(video.source for video in index.videos):  # not one line per video later
+        raise EvaluationInputError(f"--frames {frames}: folder not found")
     spec = DatasetSpec(
         name="custom", title=f"custom data {gt.name}", annotation_candidates=(str(gt),),
         frames_candidates=(str(frames),), num_classes=len(index.categories), protocol="ytvis", has_public_gt=True,

@@ -165,6 +165,24 @@ def test_split_without_public_gt_writes_server_zip(tmp_path, tiny_weights) -> No
     assert failed.exit_code == 1 and not list(out.glob("*.zip")), failed.output
 
 
+def test_custom_data_without_annotations_or_frames_folder_stops_before_the_model(tmp_path, tiny_weights) -> None:
+    """A GT without annotations was 'scored' as a table of dashes (exit 0); a --frames folder that does not exist
+    gave one line per video after the model loaded."""
+    gt = make_lvvis(tmp_path / "d")
+    frames = gt.parent / "JPEGImages"
+    args = ["--weights", str(tiny_weights), "--device", "cpu", "-o", str(tmp_path / "out")]
+    missing = evaluate(["--gt", str(gt), "--frames", str(tmp_path / "nope"), *args])
+    assert missing.exit_code == 1 and missing.stderr.strip() == f"clipvis: error: --frames {tmp_path / 'nope'}: " \
+        "folder not found", missing.output
+    bare = json.loads(gt.read_text())
+    bare["annotations"] = None
+    empty = tmp_path / "valid.json"
+    empty.write_text(json.dumps(bare))
+    unscored = evaluate(["--gt", str(empty), "--frames", str(frames), *args])
+    assert unscored.exit_code == 1 and "no annotations, so nothing can be scored" in unscored.stderr
+    assert not (tmp_path / "out").exists()
+
+
 def test_custom_gt_and_frames(tmp_path, tiny_weights) -> None:
     gt = make_lvvis(tmp_path / "d")
     frames = gt.parent / "JPEGImages"
