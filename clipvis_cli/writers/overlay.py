@@ -86,11 +86,15 @@ _LATIN_LETTERS = str.maketrans({
 @functools.lru_cache(maxsize=4096)
 def ascii_class_name(name: str, category_id: int) -> str:
     """``name`` as OpenCV's Hershey fonts can draw it (printable ASCII; any other character comes out as '?'):
-    accents dropped ("café" -> "cafe", "Straße" -> "Strasse"), other characters left out ("🐶 dog" -> "dog"), and
-    ``"class <category_id>"`` when no letter is left ("狗", "кошка")."""
-    folded = unicodedata.normalize("NFKD", name.translate(_LATIN_LETTERS))
+    accents dropped ("café" -> "cafe", "Straße" -> "Strasse", "½ cup" -> "1/2 cup"), symbols left out ("🐶 dog" ->
+    "dog"), and ``"class <category_id>"`` when a letter has no ASCII form ("狗", "кошка", "Ωmega": a name with
+    letters left out could read as another class) or nothing is left. ASCII names ("3", "t-shirt") stay as they
+    are."""
+    folded = unicodedata.normalize("NFKD", name.translate(_LATIN_LETTERS)).replace("\u2044", "/")
+    if any(c.isalpha() and not c.isascii() for c in folded):
+        return f"class {category_id}"
     text = " ".join("".join(c for c in folded if c.isascii() and c.isprintable()).split())
-    return text if any(c.isalpha() for c in text) else f"class {category_id}"
+    return text or f"class {category_id}"
 
 
 def track_label(track: TrackResult, categories: Sequence[str]) -> str:
