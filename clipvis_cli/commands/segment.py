@@ -54,7 +54,7 @@ def parse_vocabulary(vocab: str | None, vocab_file: Path | None) -> list[str]:
         source = "--vocab"
     else:
         try:
-            lines = vocab_file.read_text(encoding="utf-8").splitlines()
+            lines = vocab_file.read_text(encoding="utf-8-sig").splitlines()
         except (OSError, UnicodeDecodeError) as error:
             raise typer.BadParameter(f"{vocab_file}: cannot read ({error})") from error
         names = [", ".join(part.strip() for part in line.split(",")) for line in lines if line.strip()]
