@@ -280,11 +280,14 @@ def _place(
     taken: Sequence[tuple[int, int, int, int]],
 ) -> PlacedLabel | None:
     """The first of ``texts`` at the first of ``LABEL_SHIFTS`` around ``anchor`` (kept inside the frame) whose box
-    overlaps none of the ``taken`` ones; None where none fits."""
+    overlaps none of the ``taken`` ones; a text wider or taller than the frame is passed over (cut off, "#1 0.73"
+    read "#1 0.7" on a 32-pixel frame, where "#1" fits); None where none fits."""
     for text in texts:
         text_width, text_height, baseline = font.size(text)
-        box_width = min(text_width + 2 * LABEL_PAD, width)
-        box_height = min(text_height + baseline + 2 * LABEL_PAD, height)
+        box_width = text_width + 2 * LABEL_PAD
+        box_height = text_height + baseline + 2 * LABEL_PAD
+        if box_width > width or box_height > height:
+            continue
         for dx, dy in LABEL_SHIFTS:
             x = min(max(int(anchor[0] - box_width // 2 + dx * box_width), 0), width - box_width)
             y = min(max(int(anchor[1] - box_height // 2 + dy * box_height), 0), height - box_height)

@@ -359,6 +359,14 @@ def test_a_label_wider_than_the_frame_keeps_track_and_score(size) -> None:
     assert 0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height
 
 
+def test_on_a_frame_too_small_for_the_label_the_compact_id_is_drawn_whole() -> None:
+    """At 32x24 "#1 0.73" is wider than the frame and was drawn cut off ("#1 0.7"); "#1", which fits, is used."""
+    mask = box_mask(24, 32, 4, 4, 20, 28)
+    (label,) = OverlayRenderer().layout(24, 32, 0, [TrackResult(1, 1, 0.73, [rle.encode(mask)])], ["dog"])
+    x0, y0, x1, y1 = label.box
+    assert label.text == "#1" and 0 <= x0 < x1 <= 32 and 0 <= y0 < y1 <= 24
+
+
 def test_crowded_labels_shrink_or_go_and_never_overlap() -> None:
     """40 tiny objects side by side on a small frame: no two labels overlap, the best-scored are labelled."""
     height, width = 60, 200
