@@ -20,7 +20,7 @@ from rich.console import Console
 from clipvis.cli.atomic import OutputNotWritableError, atomic_write_json, ensure_output_dir
 from clipvis.cli.commands.evaluate_dataset import run_dataset_evaluation
 from clipvis.cli.dataset_inference import METRICS_NAME, is_subset_ground_truth
-from clipvis.cli.datasets import dataset_names, get_dataset
+from clipvis.cli.datasets import UnknownDatasetError, dataset_names, get_dataset
 from clipvis.cli.evaluation.errors import EvaluationInputError
 from clipvis.cli.evaluation.protocols import get_protocol
 from clipvis.cli.evaluation.scoring import score_results_file
@@ -152,9 +152,12 @@ def evaluate(
             raise typer.BadParameter("use either --dataset NAME or --gt GT --frames DIR")
         if frames is not None and gt is None:
             raise typer.BadParameter("--frames needs --gt (the ground truth listing the videos' frames)")
+        if dataset is not None:  # LVVIS_VAL, lvvis-val: the registered name (output folder, messages, metrics)
+            try:
+                dataset = get_dataset(dataset).name
+            except UnknownDatasetError:
+                raise typer.BadParameter(f"unknown dataset {dataset!r}; known: {', '.join(dataset_names())}") from None
         name = dataset or "custom"
-        if dataset is not None and dataset not in dataset_names():
-            raise typer.BadParameter(f"unknown dataset {dataset!r}; known: {', '.join(dataset_names())}")
         if dataset is not None and not get_dataset(dataset).has_public_gt and (json_path or protocol):
             flag = "--json" if json_path else "--protocol"
             raise typer.BadParameter(f"{dataset} has no public ground truth: nothing is scored here (its server scores "

@@ -155,8 +155,8 @@ def test_split_without_public_gt_writes_server_zip(tmp_path, tiny_weights) -> No
                      "-o", str(out), "--device", "cpu", "--max-videos", "1"])
     assert part.exit_code == 0 and "holds 1 of the 2 videos (--max-videos)" in part.stderr, part.output
     assert "Codabench" not in part.stderr  # a part is no submission: not told to upload it
-    metrics = evaluate(["--dataset", "lvvis_test", "--weights", str(tiny_weights), "--data-root", str(data),
-                        "-o", str(out), "--json", str(tmp_path / "m.json")])
+    metrics = evaluate(["--dataset", "LVVIS-test", "--weights", str(tiny_weights), "--data-root", str(data),
+                        "-o", str(out), "--json", str(tmp_path / "m.json")])  # the name as the library takes it
     assert metrics.exit_code == 2 and "lvvis_test has no public ground truth" in metrics.output  # not a silent no-op
     # A rerun that fails (a frame gone) leaves no zip of an earlier run with other settings to be uploaded by mistake
     next((data / "lvvis" / "test" / "JPEGImages").rglob("*.jpg")).unlink()
