@@ -32,6 +32,7 @@ from clipvis.cli.train.trainer import (
     Trainer,
     TrainerSettings,
     checkpoints_in,
+    drop_metrics_from,
     newest_checkpoint,
     resume_point,
     state_path,
@@ -268,6 +269,8 @@ def run_training(request: RunRequest, rank: int = 0, world: int = 1, local_rank:
         log.info("--resume: no checkpoint in %s yet, starting from the beginning", output_dir)
     if trainer.start_iteration >= settings.max_iter:
         log.info("nothing to do: %s already has %d iterations", output_dir, trainer.start_iteration)
+        if trainer.rank == 0:  # a killed run's records past the checkpoint this run stands on
+            drop_metrics_from(output_dir, trainer.start_iteration)
         return newest_checkpoint(output_dir)
     try:
         return trainer.train()

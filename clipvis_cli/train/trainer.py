@@ -162,6 +162,12 @@ class TrainingForward(nn.Module):
         return self.model.forward_train(images)
 
 
+def drop_metrics_from(folder: Path, iteration: int) -> None:
+    """Drop the records of ``iteration`` and later from the run folder's metrics.jsonl: what a run killed after its
+    last checkpoint recorded beyond it (also when the run is not continued: ``--resume`` with nothing to do)."""
+    _drop_records_from(folder / METRICS_NAME, iteration)
+
+
 def _drop_records_from(path: Path, iteration: int) -> None:
     """Rewrite a metrics.jsonl without the records of ``iteration`` and later (a line that is not a JSON record,
     such as one cut short by a kill, goes too)."""
@@ -193,7 +199,7 @@ class MetricsSink:
     def __init__(self, folder: Path, enabled: bool, start_iteration: int = 0) -> None:
         self.enabled = enabled
         if enabled:
-            _drop_records_from(folder / METRICS_NAME, start_iteration)
+            drop_metrics_from(folder, start_iteration)
         self.jsonl = open(folder / METRICS_NAME, "a", encoding="utf-8") if enabled else None  # noqa: SIM115
         self.tensorboard = None
         if enabled:

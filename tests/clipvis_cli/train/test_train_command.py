@@ -355,6 +355,18 @@ def test_a_run_started_again_in_a_folder_killed_before_its_first_checkpoint_reco
         (r["iteration"], r["total_loss"]) for r in records]
 
 
+def test_a_resume_with_nothing_to_do_still_drops_a_killed_runs_records_past_its_checkpoint(tmp_path, tiny_train_config):
+    data = write_coco(tmp_path / "data", num_images=2)
+    run = tmp_path / "run"
+    config = tiny_train_config(tmp_path, MAX_ITER=2)
+    train(config, run, data, "CLIPVIS.LOG_PERIOD=1")
+    with open(run / "metrics.jsonl", "a", encoding="utf-8") as handle:  # a longer run killed past this checkpoint
+        handle.write('{"iteration": 2, "total_loss": 1.0}\n{"iteration": 3, "total_loss": 1.0}\n')
+    train(config, run, data, "CLIPVIS.LOG_PERIOD=1", "--resume")  # nothing to do: 2 of 2 iterations done
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in records] == [0, 1]
+
+
 @pytest.mark.parametrize("dtype", ["bf16", "fp16"])
 def test_mixed_precision_steps_train_with_the_pixel_decoder_in_float32(tmp_path, tiny_train_config, dtype):
     """AMP as configured (bf16, or fp16 with the GradScaler) trains; the pixel decoder stays float32 under it."""
