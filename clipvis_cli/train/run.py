@@ -195,7 +195,6 @@ def run_training(request: RunRequest, rank: int = 0, world: int = 1, local_rank:
         seed = int(seed_tensor.item())
         config.set("SEED", seed)
     if rank == 0:
-        atomic_write_text(output_dir / RUN_CONFIG_NAME, config.to_yaml())
         log.info("config %s -> %s (global batch %d on %d process(es), lr %.3g, %d iterations, scale %.3g, seed %d)",
                  config.source, output_dir, schedule.global_batch, world, schedule.base_lr, schedule.max_iter,
                  schedule.scale, seed)
@@ -236,6 +235,9 @@ def run_training(request: RunRequest, rank: int = 0, world: int = 1, local_rank:
     # Built once the data is known to be there. Resuming: the checkpoint holds the architecture and every weight (no
     # CLIP to fetch); Trainer.resume then loads it again with its optimiser, schedule and RNG state.
     model = build_model(config, str(resume_from) if resume_from else weights, seed, resuming=resume_from is not None)
+    if rank == 0:  # once the data and the model are there: a run that cannot start leaves no config.yaml that a later
+        # --resume would take for a run's own
+        atomic_write_text(output_dir / RUN_CONFIG_NAME, config.to_yaml())
     num_workers = int(config.get("DATALOADER.NUM_WORKERS"))
     divisibility = int(config.get("MODEL.MASK_FORMER.SIZE_DIVISIBILITY"))
 

@@ -355,6 +355,24 @@ def test_a_run_started_again_in_a_folder_killed_before_its_first_checkpoint_reco
         (r["iteration"], r["total_loss"]) for r in records]
 
 
+def test_a_run_that_cannot_start_leaves_no_config_for_a_later_resume(tmp_path, tiny_train_config):
+    """Data that fails (no usable mask) left config.yaml in --output-dir, and `--resume` there then 'resumed' with
+    it."""
+    ann, images = write_coco(tmp_path / "data", num_images=2)
+    broken = json.loads(ann.read_text())
+    for annotation in broken["annotations"]:
+        annotation["segmentation"] = None
+    ann.write_text(json.dumps(broken))
+    run = tmp_path / "run"
+    config = tiny_train_config(tmp_path, MAX_ITER=2)
+    args = ["train", "--config", str(config), "--output-dir", str(run), "--data", str(ann), "--images", str(images)]
+    failed = runner.invoke(app, args)
+    assert failed.exit_code == 1 and "no image with a usable" in failed.output, failed.output
+    assert not (run / "config.yaml").exists()
+    resumed = runner.invoke(app, ["train", "--output-dir", str(run), "--resume"])
+    assert resumed.exit_code != 0 and "no training run to resume here" in resumed.output, resumed.output
+
+
 def test_a_resume_with_nothing_to_do_still_drops_a_killed_runs_records_past_its_checkpoint(tmp_path, tiny_train_config):
     data = write_coco(tmp_path / "data", num_images=2)
     run = tmp_path / "run"
