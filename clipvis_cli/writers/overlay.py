@@ -187,12 +187,16 @@ class OverlayRenderer:
         tinted = cv2.addWeighted(frame[top:bottom], 1 - self.style.alpha, colour, self.style.alpha, 0)
         cv2.copyTo(tinted, covered, canvas[top:bottom])
         if border:
-            # A pixel is on a border when its neighbourhood holds another label; rows beyond the strip count too.
+            # A pixel is on a border when its neighbourhood holds another label, or the frame's edge (beyond it
+            # counts as background: a mask touching the edge is outlined there too); rows beyond the strip count too
+            # (they are in the window, so the window's own edge is only ever the frame's).
             margin = border // 2
             above, below = max(0, top - margin), min(labels.shape[0], bottom + margin)
             kernel = np.ones((border, border), np.uint8)
             window = labels[above:below]
-            edges = cv2.compare(cv2.dilate(window, kernel), cv2.erode(window, kernel), cv2.CMP_NE)
+            outside = {"borderType": cv2.BORDER_CONSTANT, "borderValue": 0}
+            edges = cv2.compare(cv2.dilate(window, kernel, **outside), cv2.erode(window, kernel, **outside),
+                                cv2.CMP_NE)
             edges = cv2.bitwise_and(edges[top - above : top - above + bottom - top], covered)
             cv2.copyTo(colour, edges, canvas[top:bottom])
 

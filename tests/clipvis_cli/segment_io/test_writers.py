@@ -444,3 +444,16 @@ def test_overlay_bytes_do_not_depend_on_what_memory_held_before(tmp_path: Path) 
         subprocess.run([sys.executable, "-c", OVERLAY_OF_NOISE, str(path)], env=env, check=True)
         outputs.append(path.read_bytes())
     assert outputs[0] == outputs[1] == outputs[2]
+
+
+def test_a_mask_touching_the_frame_edge_is_outlined_along_it() -> None:
+    """The outline was drawn only where the mask met another label: a mask running off the frame showed an open
+    outline."""
+    height, width = 60, 80
+    frame = np.full((height, width, 3), 100, np.uint8)
+    mask = box_mask(height, width, 0, 0, 30, 40)  # the top-left quarter: the frame's top and left edges
+    tracks = [TrackResult(1, 1, 0.9, [rle.encode(mask)])]
+    drawn = OverlayRenderer(OverlayStyle(draw_labels=False)).render(frame, 0, tracks, ["x"])
+    colour = np.array(track_colour(1))
+    assert (drawn[0, 5:35] == colour).all() and (drawn[5:25, 0] == colour).all()  # along the frame's edges
+    assert not (drawn[15, 20] == colour).all()  # the inside is tinted, not outlined
