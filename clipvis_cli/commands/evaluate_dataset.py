@@ -172,16 +172,15 @@ def _run_and_conclude(
             concluded.append(f"{summary.results_path} was written and scored")
             return
         zip_path = write_server_zip(summary.results, output / f"{inputs.spec.name}_results.zip")
+        concluded.append(f"{summary.results_path} and {zip_path} were written")
         ran = len(runner.videos_to_run(max_videos))
         if ran < len(inputs.videos):  # a server scores every video: a part is no submission
             print_warning(f"{zip_path} holds {ran} of the {len(inputs.videos)} videos (--max-videos): the server "
                           "counts the others as missed; run without --max-videos for a submission")
-            concluded.append(f"{summary.results_path} and {zip_path} were written")
             return
         server = inputs.spec.server
         instructions = server.instructions(zip_path) if server else f"upload {zip_path} to the evaluation server"
         typer.echo(f"{where} has no public ground truth; {instructions}", err=True)
-        concluded.append(f"{summary.results_path} and {zip_path} were written")
 
     try:
         runner = DatasetInference(predictor, inputs, options, make_reporter("human", job))
