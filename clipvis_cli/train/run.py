@@ -34,6 +34,7 @@ from clipvis.cli.train.trainer import (
     checkpoints_in,
     drop_metrics_from,
     newest_checkpoint,
+    purge_tensorboard_from,
     resume_point,
     state_path,
 )
@@ -273,6 +274,7 @@ def run_training(request: RunRequest, rank: int = 0, world: int = 1, local_rank:
         log.info("nothing to do: %s already has %d iterations", output_dir, trainer.start_iteration)
         if trainer.rank == 0:  # a killed run's records past the checkpoint this run stands on
             drop_metrics_from(output_dir, trainer.start_iteration)
+            purge_tensorboard_from(output_dir, trainer.start_iteration)
         return newest_checkpoint(output_dir)
     try:
         return trainer.train()

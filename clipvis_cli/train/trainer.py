@@ -168,6 +168,20 @@ def drop_metrics_from(folder: Path, iteration: int) -> None:
     _drop_records_from(folder / METRICS_NAME, iteration)
 
 
+def purge_tensorboard_from(folder: Path, iteration: int) -> None:
+    """Tell TensorBoard to hide the folder's scalars of ``iteration`` and later, as ``drop_metrics_from`` drops them
+    from metrics.jsonl, for a run that writes no events itself (``--resume`` with nothing to do): an event file
+    holding only a session start at that step (TensorBoard's ``purge_step``). Nothing when the folder has no event
+    file or TensorBoard is not installed."""
+    if not any(folder.glob("events.out.tfevents.*")):
+        return
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return
+    SummaryWriter(str(folder), purge_step=iteration).close()
+
+
 def _drop_records_from(path: Path, iteration: int) -> None:
     """Rewrite a metrics.jsonl without the records of ``iteration`` and later (a line that is not a JSON record,
     such as one cut short by a kill, goes too)."""

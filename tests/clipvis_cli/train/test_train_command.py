@@ -380,9 +380,22 @@ def test_a_resume_with_nothing_to_do_still_drops_a_killed_runs_records_past_its_
     train(config, run, data, "CLIPVIS.LOG_PERIOD=1")
     with open(run / "metrics.jsonl", "a", encoding="utf-8") as handle:  # a longer run killed past this checkpoint
         handle.write('{"iteration": 2, "total_loss": 1.0}\n{"iteration": 3, "total_loss": 1.0}\n')
+    try:
+        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        EventAccumulator = None
+    if EventAccumulator is not None:  # the killed run's TensorBoard scalars past the checkpoint, too
+        with SummaryWriter(str(run)) as writer:
+            writer.add_scalar("total_loss", 1.0, 2)
+            writer.add_scalar("total_loss", 1.0, 3)
     train(config, run, data, "CLIPVIS.LOG_PERIOD=1", "--resume")  # nothing to do: 2 of 2 iterations done
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["iteration"] for r in records] == [0, 1]
+    if EventAccumulator is not None:
+        events = EventAccumulator(str(run))
+        events.Reload()
+        assert [e.step for e in events.Scalars("total_loss")] == [0, 1]
 
 
 @pytest.mark.parametrize("dtype", ["bf16", "fp16"])
