@@ -2,15 +2,51 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
 import typer
+from typer.core import TyperGroup
 
 from clipvis.cli import __version__
 from clipvis.cli.commands.evaluate import evaluate
 from clipvis.cli.commands.export import export
 from clipvis.cli.commands.segment import segment
 from clipvis.cli.commands.train import train
+from clipvis.cli.distributed import repeats_a_first_process
+
+USAGE_ERROR = 2  # the exit code of click's usage errors
+
+
+@contextmanager
+def _usage_errors_said_once() -> Iterator[None]:
+    """Under torchrun, a usage error (an option out of range, an unknown dataset) reaching the application is said
+    by each machine's first worker alone; the others exit with the same code in silence, instead of every worker
+    printing the same usage box. A usage error one rank finds alone once the job has started is said by that rank
+    (``outcome_of_the_job``) and never reaches here."""
+    try:
+        yield
+    except typer.TyperException as error:  # typer's click exceptions; usage errors exit with 2
+        if getattr(error, "exit_code", None) == USAGE_ERROR and repeats_a_first_process():
+            raise typer.Exit(USAGE_ERROR) from None
+        raise
+
+
+class ClipvisGroup(TyperGroup):
+    """The `clipvis` command group: Typer's, with usage errors said once per machine under torchrun."""
+
+    def make_context(self, *args: Any, **kwargs: Any) -> Any:
+        with _usage_errors_said_once():
+            return super().make_context(*args, **kwargs)
+
+    def invoke(self, ctx: Any) -> Any:
+        with _usage_errors_said_once():
+            return super().invoke(ctx)
+
 
 app = typer.Typer(
+    cls=ClipvisGroup,
     name="clipvis",
     help="Open-vocabulary video instance segmentation (CLIP-VIS): segment and track any named object in videos.",
     no_args_is_help=True,

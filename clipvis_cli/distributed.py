@@ -415,3 +415,14 @@ def visible_cuda_devices() -> int:
     import torch
 
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def repeats_a_first_process(environ: dict[str, str] | None = None) -> bool:
+    """Whether this process is a torchrun worker that its machine's first worker (``LOCAL_RANK`` 0) repeats: every
+    worker of a machine is started with the same command line, in the same folder, so a usage error found before
+    the job starts is found by each alike and need be said once per machine, by the first."""
+    env = os.environ if environ is None else environ
+    try:
+        return int(env.get("WORLD_SIZE", "1")) > 1 and int(env.get("LOCAL_RANK", "0")) != 0
+    except ValueError:  # DistributedRun.from_env says what is wrong with the environment
+        return False

@@ -22,6 +22,7 @@ from clipvis.cli.distributed import (
     RankLost,
     RanksDifferError,
     Shard,
+    repeats_a_first_process,
     visible_cuda_devices,
 )
 from clipvis.cli.inputs import VideoSource, discover_inputs, read_argument_lines
@@ -231,8 +232,11 @@ def outcome_of_the_job(job: DistributedRun | None, kept: str) -> Iterator[None]:
         if error.speaks:
             print_error(f"{error}; {error.done or kept}")
         raise typer.Exit(1) from None
-    except typer.BadParameter:
+    except typer.BadParameter as error:
         if job is not None and job.main_stopped_too:
+            raise typer.Exit(2) from None
+        if job is not None and repeats_a_first_process():  # this rank's own: the application says these once
+            print_error(f"rank {job.rank}: {error.format_message()}")
             raise typer.Exit(2) from None
         raise
     except OtherRankFailed as error:  # its own line came from that rank

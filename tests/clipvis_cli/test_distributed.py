@@ -220,13 +220,34 @@ def test_torchrun_reads_the_input_list_on_stdin_once(videos, tiny_weights, singl
     assert result.stderr.count("6 input(s) over 2 processes: 5 complete, 0 skipped, 1 failed") == 1, result.stderr
 
 
-def test_a_usage_error_under_torchrun_is_printed_once(videos, tiny_weights, tmp_path) -> None:
-    """Every rank finds the same bad command line; each printed the usage box, interleaved line by line."""
-    args = segment_args(videos, tiny_weights, tmp_path / "out", "--formats", "overlay,nope")
+@pytest.mark.parametrize("bad, said", [(("--formats", "overlay,nope"), "--formats: unknown nope"),
+                                       (("--max-tracks", "0"), "greater than or equal to 1")])
+def test_a_usage_error_under_torchrun_is_printed_once(videos, tiny_weights, tmp_path, bad, said) -> None:
+    """Every rank finds the same bad command line; each printed the usage box, interleaved line by line (once the job
+    had started, or while Typer parsed the options)."""
+    args = segment_args(videos, tiny_weights, tmp_path / "out", *bad)
     result = clipvis(args, tmp_path / "cache", torchrun=2)
     assert result.returncode != 0
-    assert result.stderr.count("--formats: unknown nope") == 1, result.stderr
+    assert result.stderr.count(said) == 1, result.stderr
     assert result.stderr.count("Usage:") == 1, result.stderr
+
+
+@pytest.mark.parametrize("args, said", [
+    (["segment", "v.mp4", "--vocab", "a", "--stride", "0"], "Invalid value for '--stride'"),
+    (["evaluate", "--dataset", "bogus"], "unknown dataset 'bogus'"),
+    (["segmnet", "v.mp4"], "No such command 'segmnet'"),
+])
+def test_usage_errors_before_a_torchrun_job_starts_are_said_by_each_machines_first_worker(args, said) -> None:
+    """Every worker of a machine has the same command line: local rank 0 says its usage error, the others exit with
+    the same code in silence."""
+    torchrun = {"WORLD_SIZE": "4", "RANK": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500"}
+    runner = CliRunner()
+    quiet = runner.invoke(app, args, env={**torchrun, "LOCAL_RANK": "1"})
+    assert quiet.exit_code == 2 and quiet.output == "", quiet.output
+    first = runner.invoke(app, args, env={**torchrun, "RANK": "2", "LOCAL_RANK": "0"})
+    assert first.exit_code == 2 and said in first.output, first.output
+    alone = runner.invoke(app, args, env={"LOCAL_RANK": "1"})  # not under torchrun: said
+    assert alone.exit_code == 2 and said in alone.output, alone.output
 
 
 def free_port() -> int:
@@ -726,3 +747,24 @@ def test_evaluate_on_two_machines_with_other_weights_runs_nothing(tiny_weights, 
     assert len(lines) == 1 and "has other weights (same size, other content)" in lines[0], errors
     assert all(not re.search(r"\[rank\d\]: Traceback", err) for err in errors), errors
     assert not out.exists()
+
+
+def test_a_usage_error_one_rank_finds_alone_once_the_job_started_is_said_by_that_rank(monkeypatch, capsys) -> None:
+    """The application keeps a torchrun worker's usage errors quiet where its machine's first worker says them; one
+    that this rank alone found is said here, with its rank."""
+    import typer
+
+    from clipvis.cli.commands.segment import outcome_of_the_job
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    job = DistributedRun(rank=1, world_size=2, local_rank=1)
+    with pytest.raises(typer.Exit) as ended, outcome_of_the_job(job, "kept"):
+        raise typer.BadParameter("a list without NUL characters")
+    assert ended.value.exit_code == 2
+    said = capsys.readouterr().err
+    assert said.startswith("clipvis: error: rank 1: ") and said.count("\n") == 1 and "without NUL" in said, said
+    job.main_stopped_too = True  # rank 0 found it too and says it
+    with pytest.raises(typer.Exit), outcome_of_the_job(job, "kept"):
+        raise typer.BadParameter("a list without NUL characters")
+    assert capsys.readouterr().err == ""
