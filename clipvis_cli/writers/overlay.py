@@ -126,11 +126,12 @@ class OverlayRenderer:
     blended at ``alpha``, the outline the inner border (``thickness`` pixels wide) of the track's visible part in
     the track's colour.
 
-    Labels go to the tracks with visible pixels, best score first, each centred on the point of its visible part
-    farthest from that part's border (on a subsampled label image, ``ANCHOR_PIXELS``), and moved up or down, left
-    or right, when that would cover a label placed before; where every place is taken the label shrinks to
-    ``#<track id>``, and where that is taken too the track goes unlabelled. Labels stay inside the frame: a class
-    name too long for the width is cut short and ends in '.', keeping ``#<track id> <score>``.
+    Labels go to the tracks with visible pixels, best score first, each centred deep inside its visible part (of the
+    points at least ``DEEP_SHARE`` as far from that part's border as its farthest, the one nearest the part's
+    centroid, so a label moves as steadily as its object; on a subsampled label image, ``ANCHOR_PIXELS``), and moved
+    up or down, left or right, when that would cover a label placed before; where every place is taken the label
+    shrinks to ``#<track id>``, and where that is taken too the track goes unlabelled. Labels stay inside the frame:
+    a class name too long for the width is cut short and ends in '.', keeping ``#<track id> <score>``.
     """
 
     def __init__(self, style: OverlayStyle | None = None) -> None:
@@ -335,11 +336,10 @@ def _fitted_label(name: str, track: TrackResult, room: int, font: LabelFont) -> 
 
 
 def _label_anchors(labels: np.ndarray, boxes: np.ndarray, numbers: np.ndarray) -> dict[int, tuple[int, int]]:
-    """For each label number in ``numbers`` (all present in ``labels``), the (x, y) of its pixel farthest from the
-    border of its region (the frame's edge counts as border); among equally far ones, the middle one in raster
-    order. Measured on ``labels`` subsampled to about ``ANCHOR_PIXELS`` (one distance transform for all labels,
-    then each label within its box); a region too thin or small to show there is measured at full size in its
-    box."""
+    """For each label number in ``numbers`` (all present in ``labels``), the (x, y) of a pixel deep inside its region
+    (``_peak`` of the distances from the region's border; the frame's edge counts as border). Measured on
+    ``labels`` subsampled to about ``ANCHOR_PIXELS`` (one distance transform for all labels, then each label within
+    its box); a region too thin or small to show there is measured at full size in its box."""
     height, width = labels.shape
     step = max(1, math.isqrt(height * width // ANCHOR_PIXELS))
     offset = step // 2
@@ -356,11 +356,11 @@ def _label_anchors(labels: np.ndarray, boxes: np.ndarray, numbers: np.ndarray) -
         c0, c1 = max(0, -((offset - x) // step)), -((offset - x - w) // step)
         region = small[r0:r1, c0:c1] == number
         if region.any():
-            i, j = _peak(np.where(region, distance[r0:r1, c0:c1], -1))
+            i, j = _peak(np.where(region, distance[r0:r1, c0:c1], -1), _centroid(region))
             anchors[number] = (offset + step * (c0 + j), offset + step * (r0 + i))
         else:
             region = labels[y : y + h, x : x + w] == number
-            i, j = _peak(np.where(region, _distance_inside(region.view(np.uint8)), -1))
+            i, j = _peak(np.where(region, _distance_inside(region.view(np.uint8)), -1), _centroid(region))
             anchors[number] = (x + j, y + i)
     return anchors
 
@@ -372,10 +372,25 @@ def _distance_inside(region: np.ndarray) -> np.ndarray:
     return cv2.distanceTransform(padded, cv2.DIST_L2, cv2.DIST_MASK_3)[1:-1, 1:-1]
 
 
-def _peak(values: np.ndarray) -> tuple[int, int]:
-    """(row, column) of the largest of ``values``; of several, the middle one in raster order."""
-    ties = np.flatnonzero(values == values.max())
-    return divmod(int(ties[ties.size // 2]), values.shape[1])
+# A label is anchored among a region's pixels at least this share of its largest distance from the border.
+DEEP_SHARE = 0.8
+
+
+def _centroid(region: np.ndarray) -> tuple[float, float]:
+    """(row, column) of the centroid of ``region`` (bool, not empty)."""
+    moments = cv2.moments(region.view(np.uint8), binaryImage=True)
+    return moments["m01"] / moments["m00"], moments["m10"] / moments["m00"]
+
+
+def _peak(values: np.ndarray, centre: tuple[float, float]) -> tuple[int, int]:
+    """(row, column) of a pixel deep inside a region: of the pixels whose value (distance from the border; -1 outside
+    the region) is at least ``DEEP_SHARE`` of the largest, the one nearest ``centre`` (the region's centroid, (row,
+    column); the first in raster order of equally near ones). The centroid moves little while an object moves or
+    changes shape a little, so the label does too: the deepest pixel alone jumps along a body's length from frame to
+    frame (a raised arm, a step)."""
+    rows, columns = np.nonzero(values >= DEEP_SHARE * values.max())
+    nearest = np.argmin((rows - centre[0]) ** 2 + (columns - centre[1]) ** 2)
+    return int(rows[nearest]), int(columns[nearest])
 
 
 def _colour_image(labels: np.ndarray, colours: np.ndarray) -> np.ndarray:

@@ -7,6 +7,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
+import cv2
 import numpy as np
 import pytest
 from pycocotools import mask as coco_mask
@@ -295,6 +296,32 @@ def test_labels_of_masks_sharing_the_top_left_corner_do_not_pile_up() -> None:
         in_labels[y0:y1, x0:x1] = True
         assert changed[y0:y1, x0:x1].mean() > 0.9  # the darkened box
     assert not (changed & ~in_labels).any()
+
+
+def test_a_label_follows_its_object_steadily_from_frame_to_frame() -> None:
+    """A person-like body drifting right a pixel a frame while an arm moves along its side: the label moves about as
+    the body does. Centred on the pixel farthest from the border it jumped along the body's length (116 pixels
+    from one frame to the next)."""
+    height, width = 360, 640
+    arm_rows = np.random.default_rng(0).integers(100, 260, size=30)
+    masks = []
+    for t, arm in enumerate(arm_rows):
+        body = np.zeros((height, width), np.uint8)
+        x = 200 + t
+        cv2.rectangle(body, (x, 80), (x + 50, 280), 1, -1)
+        cv2.circle(body, (x + 25, 80), 25, 1, -1)
+        cv2.circle(body, (x + 25, 280), 25, 1, -1)
+        cv2.rectangle(body, (x + 50, int(arm)), (x + 58, int(arm) + 30), 1, -1)
+        masks.append(body.astype(bool))
+    tracks = [TrackResult(1, 1, 0.9, [rle.encode(mask) for mask in masks])]
+    renderer = OverlayRenderer()
+    centres = np.array([[(a + b) / 2 for a, b in zip(label.box[:2], label.box[2:], strict=True)]
+                        for position in range(len(masks))
+                        for label in renderer.layout(height, width, position, tracks, ["person"])])
+    assert len(centres) == len(masks)
+    assert np.abs(np.diff(centres, axis=0)).max() <= 3, centres
+    for (x, y), mask in zip(centres.astype(int), masks, strict=True):
+        assert mask[y, x]
 
 
 def test_a_small_mask_inside_a_larger_one_stays_visible_with_its_outline() -> None:
