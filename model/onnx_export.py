@@ -16,6 +16,7 @@ The batch axis is dynamic; the frame size is fixed at export. The deformable att
 
 from __future__ import annotations
 
+import copy
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -105,6 +106,21 @@ def half_backbone(model: ClipVis) -> None:
         visual.head.float()
 
 
+def at_precision(network: FrameNetwork, precision: str) -> FrameNetwork:
+    """`network` as it is exported at `precision` ("fp32" or "fp16"), in eval mode.
+
+    fp32: `network` itself. fp16: a copy whose CLIP backbone is half precision (`half_backbone`); the caller's
+    network and model are left as they were.
+    """
+    if precision not in ("fp32", "fp16"):
+        raise ValueError(f"precision must be fp32 or fp16, not {precision!r}")
+    if precision == "fp32":
+        return network.eval()
+    half = copy.deepcopy(network).eval()
+    half_backbone(half.model)
+    return half
+
+
 @dataclass
 class OnnxParity:
     """Max absolute difference per output between onnxruntime and PyTorch on the same frames."""
@@ -122,16 +138,13 @@ def export_onnx(network: FrameNetwork, path: Path | str, height: int, width: int
 
     fp16 stores the CLIP backbone's convolution weights in half precision (the bulk of the model); the pixel decoder
     runs in float32 as in the official code, and the mask decoder and the CLIP pooling head stay float32 too. Input
-    and outputs stay float32.
+    and outputs stay float32. The half-precision network is a copy (`at_precision`): `network` keeps its float32
+    weights and can go on predicting; pass the same `precision` to `check_parity`.
     """
     if height % 32 or width % 32:
         raise ValueError(f"--height/--width must be multiples of 32 (got {height}x{width})")
-    if precision not in ("fp32", "fp16"):
-        raise ValueError(f"precision must be fp32 or fp16, not {precision!r}")
-    network = network.eval()
+    network = at_precision(network, precision)
     device = next(network.parameters()).device
-    if precision == "fp16":
-        half_backbone(network.model)
     example = torch.zeros(2, 3, height, width, device=device)
     names = network.output_names
     with export_mode(network), torch.no_grad(), warnings.catch_warnings():
@@ -144,10 +157,16 @@ def export_onnx(network: FrameNetwork, path: Path | str, height: int, width: int
     return Path(path)
 
 
-def check_parity(network: FrameNetwork, path: Path | str, images: torch.Tensor) -> OnnxParity:
-    """Run the ONNX file with onnxruntime (CPU) and PyTorch on `images` ``[B, 3, H, W]``; compare every output."""
+def check_parity(network: FrameNetwork, path: Path | str, images: torch.Tensor, precision: str = "fp32") -> OnnxParity:
+    """Run the ONNX file with onnxruntime (CPU) and PyTorch on `images` ``[B, 3, H, W]``; compare every output.
+
+    `precision`: the one the file was exported at; PyTorch runs `network` at it too (an fp16 copy for "fp16", see
+    `at_precision`), so the differences are the runtimes', not float16 rounding's.
+    """
     import numpy as np
     import onnxruntime
+
+    network = at_precision(network, precision)
 
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     input_type = session.get_inputs()[0].type

@@ -160,7 +160,7 @@ def export_network(weights: str, path: Path, height: int | None, width: int | No
         with atomic_output_path(path) as temporary:
             export_onnx(network, temporary, height, width, precision=precision, opset=opset)
             images = torch.randn(2, 3, height, width, generator=torch.Generator().manual_seed(0))
-            parity = check_parity(network, temporary, images)
+            parity = check_parity(network, temporary, images, precision=precision)
     except OutputNotWritableError as error:
         raise _fail(str(error)) from None
     except (RuntimeError, ValueError) as error:

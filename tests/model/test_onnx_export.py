@@ -3,6 +3,7 @@ module gives the model's own outputs (onnxruntime parity: tests/clipvis_cli/expo
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -52,7 +53,26 @@ def test_convnext_exports_in_fp16(tiny_convnext_model, tmp_path) -> None:
 
     network = FrameNetwork(copy.deepcopy(tiny_convnext_model))
     path = export_onnx(network, tmp_path / "convnext16.onnx", 64, 96, precision="fp16")
-    assert network.model.backbone.clip_model.visual.trunk.stem[0].weight.dtype == torch.float16
-    parity = check_parity(network, path, torch.randn(3, 3, 64, 96))
+    assert network.model.backbone.clip_model.visual.trunk.stem[0].weight.dtype == torch.float32  # a copy is halved
+    parity = check_parity(network, path, torch.randn(3, 3, 64, 96), precision="fp16")
     assert parity.max_abs_diff["object_logits"] <= 1e-3
     assert max(parity.max_abs_diff.values()) <= 1e-2  # half-precision trunk: float16 rounding in both runtimes
+
+
+def test_fp16_export_leaves_the_callers_model_usable(tiny_model_factory, tmp_path) -> None:
+    """export_onnx(precision="fp16") halved the caller's CLIP backbone in place: a VideoPredictor made from the same
+    model afterwards failed (half weights, float input)."""
+    import pytest
+
+    pytest.importorskip("onnxruntime")
+    from clipvis.model.onnx_export import export_onnx
+    from clipvis.model.predictor import VideoPredictor
+
+    model = tiny_model_factory("rn")
+    before = {name: p.clone() for name, p in model.state_dict().items()}
+    export_onnx(FrameNetwork(model), tmp_path / "rn16.onnx", 64, 64, precision="fp16")
+    after = model.state_dict()
+    assert all(after[name].dtype == p.dtype and torch.equal(after[name], p) for name, p in before.items())
+    session = VideoPredictor(model, ["cat"], device="cpu", text_cache=False).new_video()
+    session.push(np.random.default_rng(0).integers(0, 256, (2, 64, 64, 3), dtype=np.uint8))
+    session.finish()
