@@ -24,7 +24,8 @@ def build_open_clip_model(name: str, model_config: dict[str, Any] | None, pretra
         model_config = open_clip.get_model_config(name)
         if model_config is None:
             raise ValueError(
-                f"open_clip does not know the model {name!r}; pass its open_clip model config (--clip-config)"
+                f"open_clip does not know the model {name!r}; give its open_clip model config (clip_config= to "
+                "load_model/create_model; --clip-config on the command line)"
             )
         model_config = dict(model_config)
         if pretrained == "openai":

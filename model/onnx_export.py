@@ -142,7 +142,7 @@ def export_onnx(network: FrameNetwork, path: Path | str, height: int, width: int
     weights and can go on predicting; pass the same `precision` to `check_parity`.
     """
     if height % 32 or width % 32:
-        raise ValueError(f"--height/--width must be multiples of 32 (got {height}x{width})")
+        raise ValueError(f"height and width must be multiples of 32 (got {height}x{width})")
     network = at_precision(network, precision)
     device = next(network.parameters()).device
     example = torch.zeros(2, 3, height, width, device=device)

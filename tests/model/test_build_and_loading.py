@@ -432,3 +432,11 @@ def test_a_checkpoint_whose_clip_is_not_built_says_which_settings_are_missing(go
     model = load_model(case / "model.pth", config=case / "official_config.yaml",
                        clip_config=case / "open_clip_config.json")
     assert model is not None
+
+
+def test_an_unknown_clip_name_says_which_parameter_takes_its_config() -> None:
+    """The library's error named only the command line's --clip-config, which a Python caller does not have."""
+    from clipvis.model.clip_backbone import build_open_clip_model
+
+    with pytest.raises(ValueError, match=r"open_clip does not know the model 'NoSuchCLIP'.*clip_config="):
+        build_open_clip_model("NoSuchCLIP", None, "openai")

@@ -76,3 +76,15 @@ def test_fp16_export_leaves_the_callers_model_usable(tiny_model_factory, tmp_pat
     session = VideoPredictor(model, ["cat"], device="cpu", text_cache=False).new_video()
     session.push(np.random.default_rng(0).integers(0, 256, (2, 64, 64, 3), dtype=np.uint8))
     session.finish()
+
+
+def test_a_frame_size_off_the_32_grid_is_named_by_its_parameters(tiny_model_factory, tmp_path) -> None:
+    """export_onnx's error named the command line's --height/--width, which a Python caller does not have."""
+    import pytest
+
+    from clipvis.model.onnx_export import export_onnx
+
+    with pytest.raises(ValueError) as caught:
+        export_onnx(FrameNetwork(tiny_model_factory("rn")), tmp_path / "m.onnx", height=100, width=96)
+    assert str(caught.value) == "height and width must be multiples of 32 (got 100x96)"
+    assert not (tmp_path / "m.onnx").exists()
