@@ -18,8 +18,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from clipvis.cli.exporters.onnx import check_parity, export_onnx
 from clipvis.model import ClipVisConfig, create_model
-from clipvis.model.onnx_export import FrameNetwork, check_parity, export_onnx
+from clipvis.model.onnx_export import FrameNetwork
 from clipvis.model.text_classifier import TextEmbeddings
 
 ARCHS = {

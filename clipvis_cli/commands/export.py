@@ -142,7 +142,8 @@ def export_network(weights: str, path: Path, height: int | None, width: int | No
     import torch
 
     from clipvis.cli.atomic import OutputNotWritableError, atomic_output_path
-    from clipvis.model.onnx_export import FrameNetwork, check_parity, export_onnx
+    from clipvis.cli.exporters.onnx import check_parity, export_onnx
+    from clipvis.model.onnx_export import FrameNetwork
 
     predictor = load_predictor(SegmentOptions(
         vocabulary=vocabulary or ["object"], weights=weights, device="cpu", precision="fp32",

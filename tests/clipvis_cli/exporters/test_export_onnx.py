@@ -92,3 +92,11 @@ def test_onnx_to_a_folder_or_with_a_bad_config_fails_before_exporting(tiny_weigh
     result = CliRunner().invoke(app, ["export", "--to", "onnx", "--model", str(tiny_weights), "--config", str(config),
                                       "-o", str(tmp_path / "m.onnx")])
     assert result.exit_code == 1 and "memory_length (TEST.NUM_FRAME) must be a positive integer" in result.stderr
+
+
+def test_a_frame_size_off_the_32_grid_names_the_flags(tiny_weights, tmp_path) -> None:
+    """The command checks --height/--width itself (the library's message names its parameters)."""
+    result = CliRunner().invoke(app, ["export", "--to", "onnx", "--model", str(tiny_weights), "--height", "100",
+                                      "--width", "96", "-o", str(tmp_path / "m.onnx")])
+    assert result.exit_code == 2 and "--height/--width must be multiples of 32 (got 100x96)" in result.output
+    assert not (tmp_path / "m.onnx").exists()

@@ -1,0 +1,49 @@
+"""`clipvis.cli.exporters.onnx`: export_onnx and check_parity from Python (the command's tests:
+test_export_onnx.py)."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from clipvis.cli.exporters.onnx import check_parity, export_onnx
+from clipvis.model.onnx_export import FrameNetwork
+
+
+def test_convnext_exports_in_fp16(tiny_convnext_model, tmp_path) -> None:
+    """The ConvNeXt path and --precision fp16 (CLIP trunk in half precision, float32 interface) through onnxruntime."""
+    pytest.importorskip("onnxruntime")
+
+    network = FrameNetwork(copy.deepcopy(tiny_convnext_model))
+    path = export_onnx(network, tmp_path / "convnext16.onnx", 64, 96, precision="fp16")
+    assert network.model.backbone.clip_model.visual.trunk.stem[0].weight.dtype == torch.float32  # a copy is halved
+    parity = check_parity(network, path, torch.randn(3, 3, 64, 96), precision="fp16")
+    assert parity.max_abs_diff["object_logits"] <= 1e-3
+    assert max(parity.max_abs_diff.values()) <= 1e-2  # half-precision trunk: float16 rounding in both runtimes
+
+
+def test_fp16_export_leaves_the_callers_model_usable(tiny_model_factory, tmp_path) -> None:
+    """export_onnx(precision="fp16") halved the caller's CLIP backbone in place: a VideoPredictor made from the same
+    model afterwards failed (half weights, float input)."""
+    pytest.importorskip("onnxruntime")
+    from clipvis.model.predictor import VideoPredictor
+
+    model = tiny_model_factory("rn")
+    before = {name: p.clone() for name, p in model.state_dict().items()}
+    export_onnx(FrameNetwork(model), tmp_path / "rn16.onnx", 64, 64, precision="fp16")
+    after = model.state_dict()
+    assert all(after[name].dtype == p.dtype and torch.equal(after[name], p) for name, p in before.items())
+    session = VideoPredictor(model, ["cat"], device="cpu", text_cache=False).new_video()
+    session.push(np.random.default_rng(0).integers(0, 256, (2, 64, 64, 3), dtype=np.uint8))
+    session.finish()
+
+
+def test_a_frame_size_off_the_32_grid_is_named_by_its_parameters(tiny_model_factory, tmp_path) -> None:
+    """export_onnx's error named the command line's --height/--width, which a Python caller does not have."""
+    with pytest.raises(ValueError) as caught:
+        export_onnx(FrameNetwork(tiny_model_factory("rn")), tmp_path / "m.onnx", height=100, width=96)
+    assert str(caught.value) == "height and width must be multiples of 32 (got 100x96)"
+    assert not (tmp_path / "m.onnx").exists()
