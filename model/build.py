@@ -39,6 +39,7 @@ from clipvis.weights import (
     offline_mode,
     resolve_weights,
 )
+from clipvis.weights.training_folder import not_weights_reason
 
 ConfigSource = str | Path | Mapping[str, Any]
 
@@ -265,7 +266,13 @@ def load_model(
         # A file is read as given; a folder (detectron2 output) or an unknown name goes through the resolver, which
         # picks the folder's checkpoint or lists the released names.
         path = local if local.is_file() else resolve_weights(text, download=False)
-        state, embedded = read_state_dict(path)
+        try:
+            state, embedded = read_state_dict(path)
+        except CheckpointError as error:  # a training folder's other file given for its weights: which one to give
+            reason = not_weights_reason(path)
+            if reason is None:
+                raise
+            raise CheckpointError(f"{path}: {reason}") from error
     cfg = resolve_config(state, embedded, config, clip_config, base=base)
     for note in cfg.notes:
         warnings.warn(note, stacklevel=2)

@@ -51,10 +51,6 @@ def _torch_load(path: Path) -> Any:
 def _unreadable(path: Path, error: Exception) -> str:
     """Why ``torch.load(weights_only=True)`` could not read ``path``, in words: torch's own message is mostly advice
     to load the file unsafely, with the cause in the middle ("Unsupported operand 103")."""
-    if path.name.endswith(".state.pt"):  # clipvis train's resume state beside model_XXXXXXX.safetensors
-        weights = path.with_name(path.name.removesuffix(".state.pt") + ".safetensors")
-        return (f"{path}: a training run's resume state (optimiser, schedule), not the model's weights: give {weights}"
-                " or the run's folder")
     try:
         with open(path, "rb") as file:
             head = file.read(4)

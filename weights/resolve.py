@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import enum
 import os
-import re
 import shutil
 import tempfile
 import time
@@ -28,6 +27,7 @@ from clipvis.weights.registry import (
     get_pretrained,
     pretrained_names,
 )
+from clipvis.weights.training_folder import CHECKPOINT_FILE, FINAL_CHECKPOINT, LAST_CHECKPOINT, STATE_SUFFIX
 
 CACHE_ENV = "CLIPVIS_CACHE"
 OFFLINE_ENV = "CLIPVIS_OFFLINE"
@@ -35,12 +35,6 @@ XDG_CACHE_ENV = "XDG_CACHE_HOME"
 
 #: File name suffixes taken for checkpoints when a directory is given.
 CHECKPOINT_SUFFIXES: tuple[str, ...] = (".pth", ".pt", ".pkl", ".bin", ".safetensors")
-_DETECTRON2_LAST_CHECKPOINT = "last_checkpoint"
-_DETECTRON2_FINAL_CHECKPOINT = "model_final.pth"
-#: Checkpoints a training run writes (``clipvis train``: safetensors; detectron2: .pth), by iteration.
-#: The optimiser/scheduler state `clipvis train` keeps beside each checkpoint (not weights).
-_TRAINING_STATE_SUFFIX = ".state.pt"
-_TRAINING_CHECKPOINT = re.compile(r"model_(\d+)\.(?:safetensors|pth)")
 _TRUTHY = frozenset({"1", "true", "yes", "on"})
 _CAUSE_MAX_CHARS = 200
 #: gdown (connect, between-bytes) timeout in seconds, so a stalled network fails instead of hanging.
@@ -118,7 +112,7 @@ def _one_line(text: str, max_chars: int | None = None) -> str:
 
 def _checkpoint_in_directory(directory: Path) -> Path:
     """The checkpoint inside a directory (detectron2 output folders included), or a clear error."""
-    pointer = directory / _DETECTRON2_LAST_CHECKPOINT
+    pointer = directory / LAST_CHECKPOINT
     if pointer.is_file():
         try:
             named = directory / pointer.read_text(encoding="utf-8").strip()
@@ -126,7 +120,7 @@ def _checkpoint_in_directory(directory: Path) -> Path:
             named = None
         if named is not None and named.is_file():
             return named
-    final = directory / _DETECTRON2_FINAL_CHECKPOINT
+    final = directory / FINAL_CHECKPOINT
     if final.is_file():
         return final
     try:
@@ -135,7 +129,7 @@ def _checkpoint_in_directory(directory: Path) -> Path:
             for entry in directory.iterdir()
             if entry.suffix.lower() in CHECKPOINT_SUFFIXES
             and not entry.name.startswith(".")
-            and not entry.name.endswith(_TRAINING_STATE_SUFFIX)
+            and not entry.name.endswith(STATE_SUFFIX)
             and entry.is_file()
         )
     except OSError as exc:
@@ -143,7 +137,7 @@ def _checkpoint_in_directory(directory: Path) -> Path:
         raise InvalidWeightsError(f"cannot read checkpoint directory {directory}: {reason}") from exc
     if len(candidates) == 1:
         return candidates[0]
-    iterations = [_TRAINING_CHECKPOINT.fullmatch(c.name) for c in candidates]
+    iterations = [CHECKPOINT_FILE.fullmatch(c.name) for c in candidates]
     if candidates and all(iterations):  # a clipvis training folder without its pointer: the newest iteration
         return max(zip(iterations, candidates, strict=True), key=lambda pair: int(pair[0].group(1)))[1]
     if not candidates:

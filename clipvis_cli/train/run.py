@@ -36,9 +36,9 @@ from clipvis.cli.train.trainer import (
     newest_checkpoint,
     purge_tensorboard_from,
     resume_point,
-    state_path,
 )
 from clipvis.model import ClipVis, LossWeights
+from clipvis.weights.training_folder import state_path
 
 log = logging.getLogger("clipvis.train")
 

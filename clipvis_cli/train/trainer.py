@@ -2,7 +2,7 @@
 
 See docs/training.md, "Optimisation" (official: `CV:train_net.py` build_optimizer).
 
-Output folder layout::
+Output folder layout (the checkpoint files' names: `clipvis.weights.training_folder`)::
 
     config.yaml                      the resolved config (after autoscaling)
     model_0004999.safetensors        weights + model config (loadable by segment/evaluate/--weights)
@@ -21,7 +21,6 @@ import logging
 import math
 import os
 import random
-import re
 import signal
 import sys
 import time
@@ -40,21 +39,12 @@ from clipvis.cli.atomic import atomic_write_text
 from clipvis.cli.train.data import Batch
 from clipvis.cli.train.stopping import StopRequests, TrainingStopped, write_to_stderr
 from clipvis.model import ClipVis, LossWeights, RandomPointSampler, SetCriterion, save_pretrained
+from clipvis.weights.training_folder import LAST_CHECKPOINT, TRAIN_CHECKPOINT_FILE, checkpoint_name, state_path
 
-LAST_CHECKPOINT = "last_checkpoint"
 METRICS_NAME = "metrics.jsonl"
 NORM_TYPES = (nn.GroupNorm, nn.LayerNorm, nn.BatchNorm2d, nn.BatchNorm1d, nn.SyncBatchNorm, nn.InstanceNorm2d)
 
 log = logging.getLogger("clipvis.train")
-
-
-def checkpoint_name(iteration: int) -> str:
-    """``model_XXXXXXX.safetensors`` for the weights after ``iteration + 1`` iterations (detectron2 numbering)."""
-    return f"model_{iteration:07d}.safetensors"
-
-
-def state_path(model_path: Path) -> Path:
-    return model_path.with_name(model_path.name.replace(".safetensors", ".state.pt"))
 
 
 def newest_checkpoint(folder: Path) -> Path | None:
@@ -66,16 +56,13 @@ def newest_checkpoint(folder: Path) -> Path | None:
     return path if path.is_file() else None
 
 
-_CHECKPOINT_FILE = re.compile(r"model_(\d{7})\.safetensors")
-
-
 def checkpoints_in(folder: Path) -> list[Path]:
     """The model files of a training folder, oldest first."""
     try:
         names = [entry.name for entry in folder.iterdir()]
     except OSError:
         return []
-    return [folder / name for name in sorted(name for name in names if _CHECKPOINT_FILE.fullmatch(name))]
+    return [folder / name for name in sorted(name for name in names if TRAIN_CHECKPOINT_FILE.fullmatch(name))]
 
 
 def resume_point(folder: Path) -> Path | None:
