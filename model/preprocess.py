@@ -27,6 +27,21 @@ def padded_shape(height: int, width: int, divisibility: int) -> tuple[int, int]:
     return -(-height // divisibility) * divisibility, -(-width // divisibility) * divisibility
 
 
+def normalise_padded(images: torch.Tensor, sizes: list[tuple[int, int]], mean: torch.Tensor,
+                     std: torch.Tensor) -> torch.Tensor:
+    """A padded batch normalised, its padding zero (as the official ImageList pads after normalising).
+
+    ``images`` ``[B, 3, Hp, Wp]`` pixel values (uint8 or float), each image in the top-left ``sizes[b]`` = (h, w) of
+    its frame; ``mean``, ``std`` ``[1, 3, 1, 1]`` (or broadcastable) on the images' device -> ``[B, 3, Hp, Wp]``
+    float32: ``(images - mean) / std`` inside each image, 0 in the padding.
+    """
+    images = (images.float() - mean) / std
+    valid = torch.zeros(images.shape[0], 1, *images.shape[2:], device=images.device)
+    for i, (h, w) in enumerate(sizes):
+        valid[i, :, :h, :w] = 1
+    return images * valid
+
+
 @dataclass(frozen=True)
 class FrameGeometry:
     """Sizes of one video's frames through the pipeline (all frames of a video share them)."""

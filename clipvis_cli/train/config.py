@@ -28,7 +28,13 @@ from typing import Any
 
 import yaml
 
-from clipvis.model.config import ClipVisConfig, overrides_from_official, read_official_yaml
+from clipvis.model.config import (
+    CLIP_PIXEL_MEAN,
+    CLIP_PIXEL_STD,
+    ClipVisConfig,
+    overrides_from_official,
+    read_official_yaml,
+)
 
 SHIPPED_CONFIGS = (
     "lvis_r50.yaml", "lvis_convnext_b.yaml", "coco_r50.yaml", "coco_convnext_b.yaml", "ytvis19_r50.yaml",
@@ -39,8 +45,8 @@ DEFAULTS: dict[str, Any] = {
     "MODEL": {
         "WEIGHTS": "",
         "DEVICE": "auto",
-        "PIXEL_MEAN": [122.7709383, 116.7460125, 104.09373615],
-        "PIXEL_STD": [68.5005327, 66.6321579, 70.32316305],
+        "PIXEL_MEAN": list(CLIP_PIXEL_MEAN),
+        "PIXEL_STD": list(CLIP_PIXEL_STD),
         "FC_CLIP": {"CLIP_MODEL_NAME": "RN50", "CLIP_PRETRAINED_WEIGHTS": "openai"},
         "SEM_SEG_HEAD": {"CONVS_DIM": 256, "MASK_DIM": 256, "TRANSFORMER_ENC_LAYERS": 6},
         "MASK_FORMER": {

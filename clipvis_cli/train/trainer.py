@@ -39,6 +39,8 @@ from clipvis.cli.atomic import atomic_write_text
 from clipvis.cli.train.data import Batch
 from clipvis.cli.train.stopping import StopRequests, TrainingStopped, write_to_stderr
 from clipvis.model import ClipVis, LossWeights, RandomPointSampler, SetCriterion, save_pretrained
+from clipvis.model.config import CLIP_PIXEL_MEAN, CLIP_PIXEL_STD
+from clipvis.model.preprocess import normalise_padded
 from clipvis.weights.training_folder import LAST_CHECKPOINT, TRAIN_CHECKPOINT_FILE, checkpoint_name, state_path
 
 METRICS_NAME = "metrics.jsonl"
@@ -134,8 +136,8 @@ class TrainerSettings:
     oversample_ratio: float = 3.0
     importance_ratio: float = 0.75
     deep_supervision: bool = True
-    pixel_mean: tuple[float, float, float] = (122.7709383, 116.7460125, 104.09373615)
-    pixel_std: tuple[float, float, float] = (68.5005327, 66.6321579, 70.32316305)
+    pixel_mean: tuple[float, float, float] = CLIP_PIXEL_MEAN
+    pixel_std: tuple[float, float, float] = CLIP_PIXEL_STD
 
 
 class TrainingForward(nn.Module):
@@ -386,12 +388,8 @@ class Trainer:
 
     # ---- one step ----------------------------------------------------------------------------------------------
     def _normalise(self, batch: Batch) -> torch.Tensor:
-        images = batch.images.to(self.device, non_blocking=True).float()
-        images = (images - self.mean) / self.std
-        valid = torch.zeros(images.shape[0], 1, *images.shape[2:], device=self.device)
-        for i, (h, w) in enumerate(batch.image_sizes):
-            valid[i, :, :h, :w] = 1
-        return images * valid  # padding is 0 after normalisation, as the official ImageList
+        images = batch.images.to(self.device, non_blocking=True)
+        return normalise_padded(images, batch.image_sizes, self.mean, self.std)
 
     def _num_masks(self, batch: Batch) -> float:
         count = torch.tensor([float(sum(m.shape[0] for m in batch.masks))], device=self.device)

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from clipvis.model.deformable_attention import MSDeformAttn, multi_scale_deformable_attention, softmax_short_rows
 from clipvis.model.mask_decoder import MaskedTransformerDecoder
 from clipvis.model.position_encoding import SinePositionEncoding
-from clipvis.model.preprocess import FramePreprocessor, padded_shape, resized_shape
+from clipvis.model.preprocess import FramePreprocessor, normalise_padded, padded_shape, resized_shape
 from clipvis.model.scoring import (
     FrameSpill,
     StreamingVideoScorer,
@@ -250,6 +250,25 @@ def test_resize_rounding_and_padding() -> None:
     x, geo = pre(frames, torch.device("cpu"))
     assert x.shape == (2, 3, 480, 864) and geo.mask_size == (120, 216)
     assert float(x[0, 0, 0, 0]) == 200.0 and float(x[0, 0, 0, 860]) == 0.0  # zero padding on the right
+
+
+
+def test_a_training_batch_is_normalised_as_the_preprocessor_normalises_one_frame() -> None:
+    """normalise_padded (the trainer's batches, padded before normalising) gives each image the values
+    FramePreprocessor gives it alone (padded after normalising): zero padding, the same normalisation."""
+    mean, std = (122.7709383, 116.7460125, 104.09373615), (68.5005327, 66.6321579, 70.32316305)
+    pre = FramePreprocessor(64, 1333, 32, mean, std)
+    frames = [np.random.default_rng(i).integers(0, 256, size, dtype=np.uint8) for i, size in
+              enumerate([(64, 96, 3), (64, 70, 3)])]
+    batch = torch.zeros(2, 3, 64, 96, dtype=torch.uint8)
+    for i, frame in enumerate(frames):
+        batch[i, :, : frame.shape[0], : frame.shape[1]] = torch.from_numpy(frame).permute(2, 0, 1)
+    got = normalise_padded(batch, [f.shape[:2] for f in frames], torch.tensor(mean).view(1, 3, 1, 1),
+                           torch.tensor(std).view(1, 3, 1, 1))
+    assert got.dtype == torch.float32 and got.shape == (2, 3, 64, 96)
+    for i, frame in enumerate(frames):
+        alone, _ = pre(frame[None], torch.device("cpu"))
+        assert torch.equal(got[i], alone[0])
 
 
 def test_prompts_and_synonym_max() -> None:
