@@ -45,19 +45,6 @@ class TrackMaskStore:
     def __len__(self) -> int:
         return len(self._index)
 
-    def add_frame(self, masks: np.ndarray) -> None:
-        """masks ``[Q, H, W]`` bool, in track order."""
-        present = np.flatnonzero(masks.reshape(masks.shape[0], -1).any(1))
-        index = np.zeros((masks.shape[0], 2), dtype=np.int64)
-        chunks = []
-        for q, entry in zip(present, rle.encode_many(masks[present]), strict=True):
-            counts = entry["counts"].encode("ascii")
-            index[q] = (self._offset, len(counts))
-            chunks.append(counts)
-            self._offset += len(counts)
-        self._write(b"".join(chunks))
-        self._index.append(index)
-
     def _write(self, data: bytes) -> None:
         try:
             self._file.write(data)

@@ -37,7 +37,7 @@ from clipvis.cli.messages import describe_exception, one_line, path_text, subjec
 from clipvis.cli.progress import Reporter, SerializedReporter
 from clipvis.cli.results import TrackResult, VideoInfo
 from clipvis.cli.streaming import VideoStream
-from clipvis.cli.video_io import DEFAULT_FPS, VideoReadError, open_reader, variable_frame_times
+from clipvis.cli.video_io import DEFAULT_FPS, FrameReader, VideoReadError, open_reader, variable_frame_times
 from clipvis.cli.writers import (
     DEFAULT_FORMATS,
     OutputWriter,
@@ -237,7 +237,7 @@ def config_identity(path: str | None, clip: bool = False, resolve: bool = True) 
 class TrackedVideo:
     """One input after tracking: its reader (for a second pass), info, ranked tracks and timings."""
 
-    reader: Any
+    reader: FrameReader
     info: VideoInfo
     tracks: list[TrackResult]
     timings: dict[str, float]
@@ -449,7 +449,8 @@ class SegmentRunner:
         with TrackMaskStore(probe.height, probe.width) as store:
             yield self._run_model(store, reader, source, video_id, stem)
 
-    def _run_model(self, store: TrackMaskStore, reader, source: VideoSource, video_id: int, stem: str) -> TrackedVideo:
+    def _run_model(self, store: TrackMaskStore, reader: FrameReader, source: VideoSource, video_id: int,
+                   stem: str) -> TrackedVideo:
         """Stream the frames through the model (clipvis.cli.streaming); every frame's track masks go to `store`."""
         opts = self.options
         probe = reader.probe()

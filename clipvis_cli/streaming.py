@@ -36,7 +36,7 @@ from clipvis.cli import rle
 from clipvis.cli.inputs import discover_inputs
 from clipvis.cli.memory import LARGE_BATCH_BYTES, check_frame_memory
 from clipvis.cli.openmp import release_openmp_workers
-from clipvis.cli.video_io import BackgroundDecoder, FrameBatch, VideoReadError, open_reader
+from clipvis.cli.video_io import BackgroundDecoder, FrameBatch, FrameReader, VideoReadError, open_reader
 
 
 @dataclass
@@ -89,7 +89,7 @@ def _as_array(frame: object) -> np.ndarray:
                     f"{type(frame).__name__} ({hint})")
 
 
-def open_frames(video: str | Path, stride: int = 1, max_frames: int | None = None):
+def open_frames(video: str | Path, stride: int = 1, max_frames: int | None = None) -> FrameReader:
     """A reader for one video file or image folder (as `segment` takes them). Raises VideoReadError."""
     sources = discover_inputs([str(video)])
     if len(sources) != 1:

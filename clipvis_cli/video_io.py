@@ -441,7 +441,7 @@ def open_reader(
     stride: int = 1,
     max_frames: int | None = None,
     image_fps: float | Fraction = DEFAULT_FPS,
-) -> VideoReader | ImageFolderReader:
+) -> FrameReader:
     """The reader for a discovered input. Raises VideoReadError for a source that carries an error."""
     if source.error:
         raise VideoReadError(source.path, source.error)

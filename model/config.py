@@ -84,10 +84,6 @@ class ClipVisConfig:
                 raise ValueError(f"{_setting(name)} must be 3 {kind} (R, G, B), not {value!r}")
             setattr(self, name, tuple(float(v) for v in value))
 
-    @property
-    def official_dec_layers(self) -> int:
-        return self.decoder_layers + 1
-
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["pixel_mean"] = list(self.pixel_mean)
@@ -104,11 +100,6 @@ class ClipVisConfig:
         if unknown:
             raise ValueError(f"unknown model config keys: {', '.join(unknown)}")
         return cls(**copy.deepcopy(dict(data)))  # __post_init__ checks the values
-
-    def updated(self, **changes: Any) -> ClipVisConfig:
-        data = self.to_dict()
-        data.update(changes)
-        return ClipVisConfig.from_dict(data)
 
 
 _POSITIVE_INTS = (

@@ -36,6 +36,7 @@ from clipvis.model.point_sampling import (
     point_sample,
 )
 
+#: The four terms of every prediction (the final one and each auxiliary one, suffixed ``_<layer>``).
 LOSS_NAMES = ("loss_object_ce", "loss_mask", "loss_dice", "loss_iou")
 
 
@@ -51,9 +52,7 @@ class LossWeights:
     def of(self, key: str) -> float:
         """The weight of a loss key, auxiliary suffix ignored (``loss_dice_3`` -> dice)."""
         base = re.sub(r"_\d+$", "", key)
-        return {
-            "loss_object_ce": self.object_ce, "loss_mask": self.mask, "loss_dice": self.dice, "loss_iou": self.iou,
-        }[base]
+        return dict(zip(LOSS_NAMES, (self.object_ce, self.mask, self.dice, self.iou), strict=True))[base]
 
 
 @dataclass
@@ -168,7 +167,7 @@ class SetCriterion:
         pred_masks = prediction.mask_logits[batch_idx, query_idx]  # [M, h, w]
         if pred_masks.shape[0] == 0:
             zero = prediction.mask_logits.sum() * 0.0 + prediction.ious.sum() * 0.0
-            losses.update(loss_mask=zero, loss_dice=zero, loss_iou=zero)
+            losses.update(dict.fromkeys(LOSS_NAMES[1:], zero))  # no matched mask: the mask terms are 0
             return losses
         gt_masks = torch.cat([t[m.target_indices.to(t.device)] for t, m in zip(targets, matches, strict=True)])
         pred_masks = at_least_float32(pred_masks[:, None])

@@ -320,7 +320,6 @@ class VideoSession:
             max_tracks = max_tracks or cfg.detections_per_video
             selection = self.scorer.select(
                 top_n=max(max_tracks, cfg.detections_per_video),
-                sort=True,
                 score_threshold=score_threshold,
                 max_instances=max_tracks,
             )

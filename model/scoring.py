@@ -208,7 +208,6 @@ class StreamingVideoScorer:
     def select(
         self,
         top_n: int = 50,
-        sort: bool = True,
         score_threshold: float = 0.0,
         official_order: bool = False,
         max_instances: int | None = None,
@@ -216,7 +215,7 @@ class StreamingVideoScorer:
         """Top-N selection with the official suppression and mask score.
 
         ``official_order=True``: ``torch.topk(sorted=False)`` over the flattened scores, as the official evaluator
-        (then ``sort``, ``score_threshold`` and ``max_instances`` are ignored). Otherwise the ``top_n`` candidates
+        (then ``score_threshold`` and ``max_instances`` are ignored). Otherwise the ``top_n`` candidates
         are ordered by final score, descending, those below ``score_threshold`` dropped and at most
         ``max_instances`` kept.
         """
@@ -236,7 +235,7 @@ class StreamingVideoScorer:
         selection = InstanceSelection(queries, labels, top_scores, suppressed, mask_scores, top_scores * mask_scores)
         if official_order:
             return selection
-        order = torch.argsort(selection.scores, descending=True, stable=True) if sort else torch.arange(k)
+        order = torch.argsort(selection.scores, descending=True, stable=True)
         order = order[selection.scores[order] >= score_threshold][:max_instances]
         return InstanceSelection(*(getattr(selection, f)[order] for f in (
             "queries", "labels", "fused_scores", "suppressed", "mask_scores", "scores")))

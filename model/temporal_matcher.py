@@ -37,9 +37,6 @@ class TemporalMatcher:
         self.top_k = top_k
         self.memory: deque[torch.Tensor] = deque(maxlen=memory_length)
 
-    def reset(self) -> None:
-        self.memory.clear()
-
     @staticmethod
     def _assign(cost_t: np.ndarray) -> np.ndarray:
         """Hungarian on ``cost_t`` [tracks, queries]; returns the query for each track."""

@@ -16,7 +16,7 @@ import glob
 import json
 import os
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -211,15 +211,3 @@ def _compressed(segmentation: object, path: Path, video_id: int, rank: int) -> d
         return rle.compressed({"size": [int(v) for v in segmentation["size"]], "counts": segmentation["counts"]})
     except (KeyError, TypeError, ValueError) as error:
         raise ExportInputError(path, f"video {video_id}: track {rank}: malformed RLE ({error})") from None
-
-
-def iter_videos(inputs: Sequence[ExportInput]) -> Iterator[tuple[ExportInput, list[ExportVideo] | ExportInputError]]:
-    """Each usable input with its videos, or with the error that stops it."""
-    for item in inputs:
-        if not item.ok:
-            yield item, ExportInputError(item.path, item.error or "")
-            continue
-        try:
-            yield item, load_videos(item.path)
-        except ExportInputError as error:
-            yield item, error

@@ -12,13 +12,16 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from typer.testing import CliRunner
 
+from clipvis.cli import rle
 from clipvis.cli.app import app
 from clipvis.cli.inputs import VideoSource
 from clipvis.cli.mask_store import TrackMaskStore
 from clipvis.cli.progress import HumanReporter
+from clipvis.model.mask_runs import mask_runs
 from clipvis.model.scoring import FrameSpill
 
 
@@ -277,7 +280,8 @@ def test_text_embedding_cache_not_writable(tmp_path, tiny_weights, monkeypatch) 
 
 def test_temporary_spills_never_outlive_the_process(tmp_path) -> None:
     store = TrackMaskStore(4, 5, directory=str(tmp_path))
-    store.add_frame(np.ones((2, 4, 5), dtype=bool))
+    counts, lengths = mask_runs(torch.ones(2, 4, 5, dtype=torch.bool))
+    store.add_compressed(rle.compress_runs(counts.numpy(), lengths.numpy(), (4, 5)), np.zeros(2, dtype=bool))
     assert os.listdir(tmp_path) == [] and store.get(0, 1)["size"] == [4, 5]  # unlinked from the start
     store.close()
     monkeypatch_dir = tempfile.gettempdir()

@@ -131,7 +131,8 @@ def test_a_full_temporary_disk_is_named_as_such(tmp_path) -> None:
     with TrackMaskStore(4, 4, directory=str(tmp_path)) as store:
         store._file = FullDisk()
         with pytest.raises(MaskStoreError) as caught:
-            store.add_frame(np.ones((2, 4, 4), bool))
+            counts, lengths = mask_runs(torch.ones(2, 4, 4, dtype=torch.bool))
+            store.add_compressed(rle.compress_runs(counts.numpy(), lengths.numpy(), (4, 4)), np.zeros(2, bool))
     assert str(caught.value) == f"masks' temporary file in {tmp_path} (TMPDIR): No space left on device"
     assert caught.value.errno == errno.ENOSPC
 

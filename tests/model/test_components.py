@@ -400,7 +400,7 @@ def test_streaming_scorer_equals_official_offline() -> None:
     assert streaming.labels.tolist() == offline.labels.tolist()
     assert torch.equal(streaming.suppressed, offline.suppressed)
     np.testing.assert_allclose(streaming.scores.numpy(), offline.scores.numpy(), rtol=1e-5)
-    ranked = scorer.select(top_n=10, sort=True, score_threshold=float(offline.scores.median()))
+    ranked = scorer.select(top_n=10, score_threshold=float(offline.scores.median()))
     assert ranked.scores.tolist() == sorted(ranked.scores.tolist(), reverse=True)
     assert bool((ranked.scores >= offline.scores.median()).all())
     scorer.close()
