@@ -154,7 +154,11 @@ class SetCriterion:
         samplers: Sequence[PointSampler],
         num_masks: float,
     ) -> dict[str, torch.Tensor]:
-        """The four unweighted terms of one prediction given its matches."""
+        """The four unweighted terms of one prediction given its matches.
+
+        ``prediction``: object_logits ``[B, Q, 2]``, mask_logits ``[B, Q, h, w]``, ious ``[B, Q]``; ``targets``: B
+        ground-truth masks ``[N_b, Hp, Wp]`` bool; ``matches``: per image, its matched (query, target) indices ->
+        ``LOSS_NAMES`` -> scalar tensors ``[]``."""
         logits = at_least_float32(prediction.object_logits)  # [B, Q, 2]
         device = logits.device
         batch_idx = torch.cat([torch.full_like(m.query_indices, b) for b, m in enumerate(matches)]).to(device)

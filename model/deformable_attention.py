@@ -17,7 +17,9 @@ MAX_CACHED_SHAPES = 8  # MSDeformAttn's level constants kept per module
 
 def softmax_short_rows(x: torch.Tensor) -> torch.Tensor:
     """``x.softmax(-1)`` for many short rows (here L*P = 12 values): the same formula, exp(x - max) / sum, written
-    as three elementwise passes, which on CPU runs ~10x faster than the softmax kernel does on rows this short."""
+    as three elementwise passes, which on CPU runs ~10x faster than the softmax kernel does on rows this short.
+
+    x ``[..., K]`` -> ``[..., K]``, each row summing to 1."""
     shifted = x - x.amax(-1, keepdim=True).detach()
     exp = shifted.exp()
     return exp / exp.sum(-1, keepdim=True)

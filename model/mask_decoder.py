@@ -22,6 +22,7 @@ class MLP(nn.Module):
         self.layers = nn.ModuleList(nn.Linear(i, o) for i, o in zip(dims, outs, strict=True))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x ``[..., in_dim]`` (e.g. queries ``[B, Q, D]``) -> ``[..., out_dim]``."""
         for i, layer in enumerate(self.layers):
             x = layer(x)
             if i < len(self.layers) - 1:
@@ -56,6 +57,8 @@ class SelfAttentionLayer(nn.Module):
         self.norm = nn.LayerNorm(d_model)
 
     def forward(self, tgt: torch.Tensor, query_pos: torch.Tensor) -> torch.Tensor:
+        """tgt, query_pos ``[Q, B, C]`` (sequence first) -> ``[Q, B, C]``: self-attention among the queries, then
+        residual and LayerNorm (post-norm)."""
         q = k = tgt + query_pos
         out = self.self_attn(q, k, value=tgt, need_weights=False)[0]
         return self.norm(tgt + out)
@@ -69,6 +72,7 @@ class FFNLayer(nn.Module):
         self.norm = nn.LayerNorm(d_model)
 
     def forward(self, tgt: torch.Tensor) -> torch.Tensor:
+        """tgt ``[Q, B, C]`` -> ``[Q, B, C]``: Linear-ReLU-Linear, then residual and LayerNorm (post-norm)."""
         return self.norm(tgt + self.linear2(F.relu(self.linear1(tgt))))
 
 

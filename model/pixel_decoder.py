@@ -20,6 +20,8 @@ class ConvNorm(nn.Conv2d):
         self.activation = activation
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x ``[B, C_in, H, W]`` -> ``[B, C_out, H', W']`` (``H'``, ``W'`` as the conv's stride and padding make
+        them)."""
         x = super().forward(x)
         if self.norm is not None:
             x = self.norm(x)
@@ -69,6 +71,8 @@ class DeformableEncoder(nn.Module):
         return ref[:, :, None].expand(-1, -1, len(spatial_shapes), -1)
 
     def forward(self, src: torch.Tensor, pos: torch.Tensor, spatial_shapes: list[tuple[int, int]]) -> torch.Tensor:
+        """src, pos ``[N, S, C]``: the tokens of every level, flattened and concatenated (``S`` = sum of
+        ``H_l * W_l`` over ``spatial_shapes``) -> ``[N, S, C]``."""
         reference_points = self.reference_points(spatial_shapes, src.device)
         for layer in self.layers:
             src = layer(src, pos, reference_points, spatial_shapes)

@@ -58,13 +58,15 @@ class RandomPointSampler:
         return torch.rand(shape, generator=self.generator, device=self.generator.device).to(device)
 
     def uniform(self, batch: int, num_points: int, device: torch.device) -> torch.Tensor:
+        """``[batch, num_points, 2]`` points uniform in ``[0, 1)`` (x, y, normalised), on ``device``."""
         return self._rand((batch, num_points, 2), device)
 
     @torch.no_grad()
     def importance(
         self, logits: torch.Tensor, num_points: int, oversample_ratio: float, importance_ratio: float
     ) -> torch.Tensor:
-        """Uncertainty-weighted points (detectron2's ``get_uncertain_point_coords_with_randomness`` recipe)."""
+        """Uncertainty-weighted points (detectron2's ``get_uncertain_point_coords_with_randomness`` recipe): mask
+        logits ``[N, 1, h, w]`` -> ``[N, num_points, 2]`` normalised (x, y) points in ``[0, 1)``."""
         n = logits.shape[0]
         num_candidates = int(num_points * oversample_ratio)
         candidates = self._rand((n, num_candidates, 2), logits.device)

@@ -84,6 +84,10 @@ class VideoInstance:
 
 @dataclass
 class VideoInstances:
+    """A video's result: ``instances`` ranked (exact mode: the official unsorted order), each over the
+    ``num_frames`` frames (``VideoInstance.suppressed_frames`` ``[T]``, T = ``num_frames``); ``geometry`` is None
+    for a video without frames; ``timings`` are seconds per stage."""
+
     vocabulary: list[str]
     num_frames: int
     geometry: FrameGeometry | None
@@ -263,6 +267,7 @@ class VideoSession:
         self.timings["model"] += t2 - t1
         self.timings["classify"] += t3 - t2
         self.timings["masks"] += mask_time
+        # "match": the temporal matcher, the scorer's running sums and the copy to the host (run.json's model_match)
         self.timings["match"] += t4 - t3 - mask_time
         return tracked
 

@@ -184,7 +184,7 @@ class StreamingVideoScorer:
         """T aligned frames, in order, on the host: object_logits ``[T, Q, 2]``, class_probs ``[T, Q, C]``, ious
         ``[T, Q]`` and ``positive_mask_statistics`` of each frame's mask logits, ``[T, Q, 2]``. The running sums
         take them one frame at a time, so a video gives the same sums however its frames were batched."""
-        for frame_object_logits, frame_probs, frame_ious, frame_masks in zip(
+        for frame_object_logits, frame_probs, frame_ious, frame_mask_statistics in zip(
             object_logits.float(), class_probs.float(), ious.float(), mask_statistics, strict=True
         ):
             root = (frame_probs * frame_ious[:, None]).sqrt()
@@ -195,7 +195,7 @@ class StreamingVideoScorer:
                 self._object_logit_sum += frame_object_logits
                 self._sqrt_sum += root
             object_prob = frame_object_logits.softmax(-1)[:, 0]
-            self._frames.append(torch.cat([frame_probs, object_prob[:, None], frame_masks], 1).numpy())
+            self._frames.append(torch.cat([frame_probs, object_prob[:, None], frame_mask_statistics], 1).numpy())
             self.num_frames += 1
 
     def fused_scores(self) -> torch.Tensor:

@@ -49,9 +49,8 @@ class TemporalMatcher:
         """embeds ``[Q, D]`` of the current frame -> permutation; the aligned embeddings enter the memory."""
         num_queries = embeds.shape[0]
         if not self.memory:
-            perm = torch.arange(num_queries)
             self.memory.append(embeds.detach().float().cpu())
-            return MatchResult(perm, "first_frame", [], [])
+            return MatchResult(torch.arange(num_queries), "first_frame", [], [])
         with torch.autocast(device_type="cpu", enabled=False):  # costs in float32 whatever the caller's autocast
             current = F.normalize(embeds.detach().float().cpu(), dim=-1)
             memory = F.normalize(torch.stack(list(self.memory)), dim=-1)  # [M, Q, D], 0 = oldest
@@ -62,12 +61,12 @@ class TemporalMatcher:
         matched = [float(costs_np[i][perms[i], tracks].sum()) for i in range(len(perms))]
         if len(self.memory) < self.top_k:
             best = int(np.argmin(matched))
-            perm, branch, selected = perms[best], "single_best_memory", [best]
+            track_queries, branch, selected = perms[best], "single_best_memory", [best]
         else:
             selected = sorted(np.argsort(matched, kind="stable")[: self.top_k].tolist())
             weights = torch.arange(1, len(self.memory) + 1, dtype=costs.dtype)[:, None, None]
             averaged = (costs * weights)[selected].sum(0) / self.top_k
-            perm, branch = self._assign(averaged.numpy().T), "topk_weighted_average"
-        permutation = torch.from_numpy(perm)
+            track_queries, branch = self._assign(averaged.numpy().T), "topk_weighted_average"
+        permutation = torch.from_numpy(track_queries)
         self.memory.append(embeds.detach().float().cpu()[permutation])
         return MatchResult(permutation, branch, selected, matched)

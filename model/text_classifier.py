@@ -119,6 +119,7 @@ class TextClassifier:
         return self._weights_fingerprint
 
     def tokenize(self, prompts: list[str]) -> torch.Tensor:
+        """N prompt strings -> open_clip token ids ``[N, context_length]`` int64 (77 for the released CLIPs)."""
         return self.tokenizer(prompts)
 
     @torch.no_grad()
