@@ -1,6 +1,6 @@
 """State-dict I/O: official detectron2 ``.pth`` files and clipvis' own safetensors format (no model building here).
 
-Key layout (docs/architecture.md, "Checkpoints"): official ``backbone.clip_model.*`` (the whole open_clip CLIP),
+Key layout (docs/architecture.md, "Key layout"): official ``backbone.clip_model.*`` (the whole open_clip CLIP),
 ``sem_seg_head.pixel_decoder.*`` and ``sem_seg_head.predictor.*`` are clipvis' ``backbone.clip_model.*``,
 ``pixel_decoder.*`` and ``mask_decoder.*``. Building a model from a state dict is :mod:`clipvis.model.build`'s job.
 """

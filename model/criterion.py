@@ -79,7 +79,7 @@ def dice_loss(logits: torch.Tensor, labels: torch.Tensor, num_masks: float) -> t
 
 def point_iou(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """IoU of ``sigmoid(logits) > 0.5`` with the point labels as sampled (bilinear, so fractional at the mask's
-    edge: the official ``mask_iou`` in ``clipvis/modeling/criterion.py`` leaves them soft): ``[M, P]`` -> ``[M]``
+    edge: the official ``mask_iou`` in ``CV:clipvis/modeling/criterion.py`` leaves them soft): ``[M, P]`` -> ``[M]``
     (no grad). 0 where the union is empty (officially NaN there, which the IoU loss leaves out as it leaves out 0)."""
     pred = (logits.detach().sigmoid() > 0.5).to(logits.dtype)
     gt = labels.detach().to(logits.dtype)
@@ -109,7 +109,7 @@ class SetCriterion:
         deep_supervision: bool = True,
     ) -> None:
         # The matcher's costs are the loss weights, as the official from_config builds both from OBJECT_WEIGHT,
-        # MASK_WEIGHT and DICE_WEIGHT (clipvis/clipvis.py).
+        # MASK_WEIGHT and DICE_WEIGHT (``CV:clipvis/clipvis.py``).
         self.matcher = matcher or HungarianMatcher(weights.object_ce, weights.mask, weights.dice, num_points)
         self.weights = weights
         self.num_points = num_points
