@@ -80,7 +80,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from bench_configs import MODEL_CONFIGS  # noqa: E402 - bench/ is the script's folder
 
-from clipvis.cli.commands.segment import load_predictor  # noqa: E402
+from clipvis.cli.commands.common import load_predictor  # noqa: E402
 from clipvis.cli.inputs import VideoSource  # noqa: E402
 from clipvis.cli.memory import HUGE_PAGES_VARIABLE, HeapTrimmer, prefer_huge_pages  # noqa: E402
 from clipvis.cli.segment import DEFAULT_FORMATS, SegmentOptions, SegmentRunner  # noqa: E402

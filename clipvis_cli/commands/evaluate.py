@@ -18,6 +18,7 @@ import typer
 from rich.console import Console
 
 from clipvis.cli.atomic import OutputNotWritableError, atomic_write_json, ensure_output_dir
+from clipvis.cli.commands.common import fail
 from clipvis.cli.commands.evaluate_dataset import run_dataset_evaluation
 from clipvis.cli.dataset_inference import METRICS_NAME, is_subset_ground_truth
 from clipvis.cli.datasets import UnknownDatasetError, dataset_names, get_dataset
@@ -27,7 +28,7 @@ from clipvis.cli.evaluation.scoring import score_results_file
 from clipvis.cli.evaluation.table import metrics_table
 from clipvis.cli.evaluation.video_ap import VideoAPResult
 from clipvis.cli.memory import prefer_huge_pages
-from clipvis.cli.messages import print_error, print_warning
+from clipvis.cli.messages import print_warning
 from clipvis.weights import DEFAULT_PRETRAINED
 
 
@@ -35,12 +36,6 @@ class ProtocolChoice(str, Enum):
     ytvis = "ytvis"
     lvvis = "lvvis"
     burst = "burst"
-
-
-def fail(message: str | BaseException, code: int = 1) -> typer.Exit:
-    """Print `clipvis: error: message` on stderr and return the Exit to raise."""
-    print_error(message)
-    return typer.Exit(code)
 
 
 def metrics_payload(result: VideoAPResult, **sources: Any) -> dict[str, Any]:

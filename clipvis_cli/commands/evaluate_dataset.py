@@ -10,10 +10,11 @@ from pathlib import Path
 import typer
 
 from clipvis.cli.atomic import OutputNotWritableError
-from clipvis.cli.commands.segment import (
+from clipvis.cli.commands.common import (
     check_config_file,
     check_precision,
     check_same_producer,
+    fail,
     load_predictor,
     make_reporter,
     outcome_of_the_job,
@@ -45,11 +46,6 @@ from clipvis.cli.locks import FolderBusyError
 from clipvis.cli.memory import HeapTrimmer
 from clipvis.cli.messages import print_error, print_warning
 from clipvis.cli.segment import SegmentOptions
-
-
-def _fail(message: str | BaseException, code: int = 1) -> typer.Exit:
-    print_error(message)
-    return typer.Exit(code)
 
 
 def custom_inputs(gt: Path, frames: Path) -> DatasetInputs:
@@ -105,7 +101,7 @@ def run_dataset_evaluation(
     try:
         job = None if alone else DistributedRun.from_env()
     except ValueError as error:
-        raise _fail(str(error)) from None
+        raise fail(str(error)) from None
     kept = f"nothing was scored (finished videos are kept in {output / 'per_video'}, a rerun resumes)"
     try:
         with outcome_of_the_job(job, kept), job.joined() if job is not None else nullcontext():
@@ -113,7 +109,7 @@ def run_dataset_evaluation(
             try:
                 inputs = dataset_inputs(dataset, data_root) if dataset else custom_inputs(Path(gt), Path(frames))
             except (DatasetError, EvaluationInputError) as error:
-                raise _fail(str(error)) from None
+                raise fail(str(error)) from None
             if job is not None:
                 device = job.device(device, visible_cuda_devices())
             options = SegmentOptions(
@@ -185,14 +181,14 @@ def _run_and_conclude(
     try:
         runner = DatasetInference(predictor, inputs, options, make_reporter("human", job))
     except (DatasetError, EvaluationInputError) as error:
-        raise _fail(error) from None
+        raise fail(error) from None
     try:
         with HeapTrimmer():
             runner.run(output, max_videos=max_videos, job=job, conclude=conclude)
     except (
         OutputNotWritableError, FolderBusyError, ForeignCacheFolderError, PerVideoFileError, InputsDifferError
     ) as error:
-        raise _fail(error) from None
+        raise fail(error) from None
     except RankLost as error:  # after rank 0 concluded, the results stand
         error.done = concluded[0] if concluded else None
         raise

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from clipvis.cli.commands.segment import _fail, check_config_file, finite_number, load_predictor, parse_vocabulary
+from clipvis.cli.commands.common import check_config_file, fail, finite_number, load_predictor, parse_vocabulary
 from clipvis.cli.exporters import EXPORT_FORMATS, ExportOptions, discover_export_inputs
 from clipvis.cli.exporters.runner import ExportRunner
 from clipvis.cli.inputs import read_argument_lines
@@ -133,12 +133,12 @@ def export_network(weights: str, path: Path, height: int | None, width: int | No
     if precision not in ("fp32", "fp16"):
         raise typer.BadParameter(f"--precision must be fp32 or fp16, not {precision!r}")
     if path.is_dir():  # known before minutes of export and parity checks, not after
-        raise _fail(f"-o {path}: is a folder; give the .onnx file to write (e.g. -o {path / 'clipvis.onnx'})")
+        raise fail(f"-o {path}: is a folder; give the .onnx file to write (e.g. -o {path / 'clipvis.onnx'})")
     check_config_file(config, clip_config)
     try:
         import onnxruntime  # noqa: F401
     except ImportError:
-        raise _fail("ONNX export needs onnx and onnxruntime: pip install 'clipvis[onnx]'") from None
+        raise fail("ONNX export needs onnx and onnxruntime: pip install 'clipvis[onnx]'") from None
     import torch
 
     from clipvis.cli.atomic import OutputNotWritableError, atomic_output_path
@@ -163,9 +163,9 @@ def export_network(weights: str, path: Path, height: int | None, width: int | No
             images = torch.randn(2, 3, height, width, generator=torch.Generator().manual_seed(0))
             parity = check_parity(network, temporary, images, precision=precision)
     except OutputNotWritableError as error:
-        raise _fail(str(error)) from None
+        raise fail(str(error)) from None
     except (RuntimeError, ValueError) as error:
-        raise _fail(subject_message(f"ONNX export failed: {describe_exception(error)}", weights)) from None
+        raise fail(subject_message(f"ONNX export failed: {describe_exception(error)}", weights)) from None
     diffs = ", ".join(f"{name} {value:.2e}" for name, value in parity.max_abs_diff.items())
     typer.echo(f"clipvis: onnxruntime vs PyTorch ({precision}, batch {parity.batch}, {height}x{width}) "
                f"max abs diff: {diffs}", err=True)

@@ -2,110 +2,49 @@
 
 from __future__ import annotations
 
-import math
 import sys
-import unicodedata
-import warnings
 from collections.abc import Callable, Iterable, Iterator, Sized
-from contextlib import contextmanager, nullcontext, suppress
+from contextlib import nullcontext, suppress
 from itertools import chain
 from pathlib import Path
 
 import typer
 
 from clipvis.cli.atomic import OutputNotWritableError, ensure_output_dir
-from clipvis.cli.collector import collector_paused
+from clipvis.cli.commands.common import (
+    check_config_file,
+    check_precision,
+    check_same_producer,
+    class_name,
+    fail,
+    finite_number,
+    load_predictor,
+    make_reporter,
+    outcome_of_the_job,
+    parse_vocabulary,
+    resolve_device,
+)
 from clipvis.cli.distributed import (
     DistributedRun,
     InputsDifferError,
-    OtherRankFailed,
     RankLost,
-    RanksDifferError,
     Shard,
-    repeats_a_first_process,
     visible_cuda_devices,
 )
 from clipvis.cli.inputs import VideoSource, discover_inputs, read_argument_lines
 from clipvis.cli.memory import HeapTrimmer, prefer_huge_pages
-from clipvis.cli.messages import describe_exception, print_error, print_path, print_warning, subject_message
-from clipvis.cli.progress import HumanReporter, JobProgressReporter, JsonlReporter, Reporter
+from clipvis.cli.messages import print_error, print_path
+from clipvis.cli.progress import Reporter
 from clipvis.cli.segment import (
     DEFAULT_FORMATS,
     DEFAULT_IMAGE_FPS,
     FORMATS,
     SegmentOptions,
     SegmentRunner,
-    checkpoint_identity,
 )
 from clipvis.weights import DEFAULT_PRETRAINED
 
-
-def _fail(message: str, code: int = 1) -> typer.Exit:
-    print_error(message)
-    return typer.Exit(code)
-
-
-def parse_vocabulary(vocab: str | None, vocab_file: Path | None) -> list[str]:
-    """Class strings for the model: `--vocab "a,b"` or one class per line of a file (a line may list
-    comma-separated synonyms, the first being the class name). Raises typer.BadParameter."""
-    if (vocab is None) == (vocab_file is None):
-        raise typer.BadParameter("give exactly one of --vocab or --vocab-file")
-    if vocab is not None:
-        names = [name.strip() for name in vocab.split(",")]
-        source = "--vocab"
-    else:
-        try:
-            lines = vocab_file.read_text(encoding="utf-8-sig").splitlines()
-        except (OSError, UnicodeDecodeError) as error:
-            raise typer.BadParameter(f"{vocab_file}: cannot read ({error})") from error
-        names = [", ".join(part.strip() for part in line.split(",")) for line in lines if line.strip()]
-        source = str(vocab_file)
-    if not names or any(not part.strip() for name in names for part in name.split(",")):
-        raise typer.BadParameter(f"{source}: empty class name (classes are separated by commas / lines)")
-    firsts = [unicodedata.normalize("NFC", class_name(n)).casefold() for n in names]  # "café" typed two ways
-    duplicates = sorted({n for n in firsts if firsts.count(n) > 1})
-    if duplicates:
-        raise typer.BadParameter(f"{source}: duplicate class names: {', '.join(duplicates)}")
-    return names
-
-
-def class_name(entry: str) -> str:
-    return entry.split(",")[0].strip()
-
-
-def check_precision(precision: str) -> None:
-    """Raise typer.BadParameter unless `precision` is one the predictor runs (`clipvis.model.PRECISIONS`)."""
-    from clipvis.model import PRECISIONS  # imports torch: only when a command runs, not for --help
-
-    if precision not in PRECISIONS:
-        raise typer.BadParameter(f"--precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
-
-
-def resolve_device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise _fail(f"--device {device}: CUDA is not available on this machine (use --device cpu)")
-        index = int(device.split(":")[1]) if ":" in device else 0
-        if index >= torch.cuda.device_count():
-            raise _fail(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) present")
-    elif device != "cpu":
-        raise typer.BadParameter(f"--device must be auto, cpu, cuda or cuda:N, not {device!r}")
-    return device
-
-
 DEFAULT_MAX_TRACKS = 50  # --max-tracks: the official evaluator's results per video
-
-
-def finite_number(value: float | None) -> float | None:
-    """Typer callback: a number option must be finite (``nan`` or ``inf`` would drop every track silently and write
-    run.json values that are not JSON)."""
-    if value is not None and not math.isfinite(value):
-        raise typer.BadParameter(f"{value} is not a finite number")
-    return value
 
 
 def segment(
@@ -177,7 +116,7 @@ def segment(
     try:
         job = DistributedRun.from_env()
     except ValueError as error:
-        raise _fail(str(error)) from None
+        raise fail(str(error)) from None
     # Under torchrun every rank joins first: whatever fails on one rank alone from here on (a file, CUDA, the weights
     # on one machine) ends the others too, at their next gather (clipvis.cli.distributed).
     with outcome_of_the_job(job, "the finished outputs are kept and a rerun skips them"):
@@ -216,35 +155,6 @@ def segment(
         raise typer.Exit(code)
 
 
-@contextmanager
-def outcome_of_the_job(job: DistributedRun | None, kept: str) -> Iterator[None]:
-    """How a torchrun job's endings reach the user: one line, from rank 0 (or the rank that knows), and the exit code
-    every rank gives (``kept``: what is left of the work, e.g. "the finished outputs are kept ..."). Ranks that run
-    other models stop at once (1); a rank gone without a word (1); a usage error every rank finds in the same command
-    line, printed by rank 0 alone (2); another rank's error, which that rank printed (1, 130 when interrupted)."""
-    try:
-        yield
-    except RanksDifferError as error:  # every rank knows; rank 0 says what differs
-        if job.is_main:
-            print_error(str(error))
-        raise typer.Exit(1) from None
-    except RankLost as error:  # gone without a word: one line, from rank 0 (or the other rank of two)
-        if error.speaks:
-            print_error(f"{error}; {error.done or kept}")
-        raise typer.Exit(1) from None
-    except typer.BadParameter as error:
-        if job is not None and job.main_stopped_too:
-            raise typer.Exit(2) from None
-        if job is not None and repeats_a_first_process():  # this rank's own: the application says these once
-            print_error(f"rank {job.rank}: {error.format_message()}")
-            raise typer.Exit(2) from None
-        raise
-    except OtherRankFailed as error:  # its own line came from that rank
-        if job.is_main:
-            print_error(f"{error}; {kept}")
-        raise typer.Exit(130 if error.interrupted else 1) from None
-
-
 def _stdin_of_the_job(job: DistributedRun | None, null: bool) -> list[str]:
     """What ``-`` stands for (``null``: NUL-separated). Under torchrun only rank 0 reads this process' stdin and every
     rank gets its entries: the processes of one machine share one stdin, whichever reads first takes all of it (or a
@@ -273,48 +183,13 @@ def _start_rank(job: DistributedRun, make_options: Callable[[], SegmentOptions])
     return options, predictor
 
 
-def check_same_producer(job: DistributedRun, options: SegmentOptions | None) -> None:
-    """Under torchrun, with the weights loaded (``options.checkpoint`` set): every rank must run the same weights,
-    vocabulary and result options (clipvis.cli.segment.Producer), or the outputs (evaluate's per-video files, which
-    rank 0's cache key then vouches for) would mix two models silently. One gather (two when checkpoint files of the
-    same size must be compared by content); on a difference every rank raises RanksDifferError with one line naming
-    the first rank that differs. ``options`` None: this rank could not start; it is left out of the comparison."""
-    from clipvis.cli.segment import Producer, file_digest
-    from clipvis.weights import WeightsError, resolve_weights
-
-    mine = Producer.of(options) if options is not None else None
-    every: list[Producer | None] = job.gather(mine)
-    started = [rank for rank, producer in enumerate(every) if producer is not None]
-    if len(started) < 2:
-        return
-    first = every[started[0]]
-    unsure = [rank for rank in started[1:] if every[rank].needs_digest(first)]
-    if unsure:  # copies of one file on other machines, or other files of the same size: their contents decide
-        digest = None
-        if mine is not None and job.rank in (started[0], *unsure):
-            try:
-                digest = file_digest(resolve_weights(options.weights, download=False))
-            except (OSError, WeightsError):
-                digest = None  # unreadable now: counted as other weights
-        for producer, theirs in zip(every, job.gather(digest), strict=True):
-            if producer is not None:
-                producer.digest = theirs
-    for rank in started[1:]:
-        difference = every[rank].difference(first, f"on rank {rank}", f"on rank {started[0]}")
-        if difference is not None:
-            raise RanksDifferError(
-                f"rank {rank} has {difference}; every process must run the same weights, vocabulary and settings, "
-                "nothing was run"
-            )
-
-
 def _taken_by_this_rank(job: DistributedRun, sources: list[VideoSource], positions: list[int]) -> Iterator[int]:
     """Under torchrun: the inputs (of ``positions``) this rank runs, taken one at a time as it is free, largest
     first (clipvis.cli.distributed). Every rank must find the same inputs; one line and exit 1 otherwise."""
     try:
         return job.largest_first([str(s.path) for s in sources], positions, lambda p: sources[p].size_estimate())
     except InputsDifferError as error:
-        raise _fail(str(error)) from None
+        raise fail(str(error)) from None
 
 
 def _checked_arguments(
@@ -355,22 +230,6 @@ def _checked_arguments(
     return vocabulary, chosen, sources, part
 
 
-def human_reporter(job: DistributedRun | None) -> HumanReporter:
-    """Progress bars on a terminal, plain progress lines in a log; under torchrun only rank 0's, of the whole job
-    (the others print their one-line errors)."""
-    return HumanReporter() if job is None or job.is_main else HumanReporter(interactive=False, log_lines=False)
-
-
-def make_reporter(log_format: str, job: DistributedRun | None) -> Reporter:
-    """The ``--log-format`` reporter; under torchrun it also counts the job's progress, which rank 0 shows (its
-    overall bar, or ``job_progress`` lines) until every rank is done."""
-    if log_format == "jsonl":
-        reporter: Reporter = JsonlReporter(rank=job.rank if job is not None else None)
-    else:
-        reporter = human_reporter(job)
-    return reporter if job is None else JobProgressReporter(reporter, job)
-
-
 def _run_inputs(
     options, sources, positions, reporter: Reporter, vocabulary, job, null: bool, predictor=None
 ) -> dict[str, int]:
@@ -381,7 +240,7 @@ def _run_inputs(
     try:  # once for the batch, not once per input, and before the weights load
         ensure_output_dir(options.output)
     except OutputNotWritableError as error:
-        raise _fail(f"-o {error}") from None
+        raise fail(f"-o {error}") from None
     try:
         # Under torchrun the inputs are taken from the job's queue as they come: taking one claims it for this process,
         # so the weights were loaded first (``predictor``); a process that cannot load them leaves every input to the
@@ -467,52 +326,3 @@ def _finish(counts: dict[str, int], total: int, job: DistributedRun | None, repo
     return 1 if failed else 0
 
 
-def check_config_file(config: Path | None, clip_config: Path | None = None) -> None:
-    """Read `--config` and `--clip-config` once before anything loads, so a bad file (unreadable, a `_BASE_` cycle,
-    a value no model runs with, a setting open_clip does not know) ends the run with one line naming it (exit 1)."""
-    from clipvis.model.config import load_clip_model_config, load_config_file
-
-    for path, read in ((config, load_config_file), (clip_config, load_clip_model_config)):
-        if path is None:
-            continue
-        try:
-            read(path)
-        except (ValueError, OSError) as error:
-            raise _fail(subject_message(error, path)) from None
-
-
-def load_predictor(options: SegmentOptions):
-    """The model and predictor for a run; weights problems end the run with one line (exit 1).
-
-    Also records the identity of the checkpoint file the weights resolved to in `options.checkpoint` (replacing
-    that file re-runs inputs that `--skip-existing` would otherwise skip).
-    """
-    from clipvis.model import CheckpointError, VideoPredictor, load_model
-    from clipvis.weights import WeightsError, resolve_weights
-
-    try:
-        # Importing open_clip and building the model make long-lived objects, not garbage (clipvis.cli.collector).
-        with collector_paused(), warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            # load_model downloads and verifies a released checkpoint (or replaces a damaged cached copy) first; the
-            # identity is then taken of the file it loaded.
-            model = load_model(
-                options.weights, config=options.config, clip_config=options.clip_config, device=options.device,
-                allow_hub_clip=options.allow_hub_clip,
-            )
-            options.checkpoint = checkpoint_identity(resolve_weights(options.weights, download=False))
-            predictor = VideoPredictor(
-                model, options.vocabulary, device=options.device, precision=options.precision, exact=options.exact
-            )
-        for warning in caught:
-            print_warning(str(warning.message))
-        return predictor
-    except TypeError as error:  # open_clip building a CLIP from a config with a value of the wrong type
-        flag, path = ("--clip-config", options.clip_config) if options.clip_config else ("--config", options.config)
-        if path is None:
-            raise
-        raise _fail(f"{flag} {path}: open_clip cannot build the CLIP it describes ({describe_exception(error)})") \
-            from None
-    except (CheckpointError, WeightsError, ValueError, RuntimeError, OSError) as error:
-        message = describe_exception(error)
-        raise _fail(message if options.weights in message else f"weights {options.weights}: {message}") from None

@@ -17,13 +17,10 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from clipvis.cli.commands.common import fail
+
 if TYPE_CHECKING:
     from clipvis.cli.train.config import TrainConfig
-
-
-def _fail(message: str, code: int = 1) -> typer.Exit:
-    typer.echo(f"clipvis: error: {message}", err=True)
-    return typer.Exit(code)
 
 
 def train(
@@ -90,7 +87,7 @@ def train(
                 unread = f" (--config {config} is not read)" if config is not None else ""
                 typer.echo(f"clipvis: resuming with the run's own settings, {saved}{unread}", err=True)
     except ConfigError as error:
-        raise _fail(str(error)) from None
+        raise fail(str(error)) from None
     if output_dir is not None:
         cfg.set("OUTPUT_DIR", str(output_dir))
     if weights:  # recorded in config.yaml: a run resumed before its first checkpoint starts from them again
@@ -119,7 +116,7 @@ def train(
         final = launch(request)
     except (ConfigError, TrainDataError, CheckpointError, WeightsError, FloatingPointError, OutputNotWritableError,
             ProcessFailedError) as error:
-        raise _fail(str(error)) from None
+        raise fail(str(error)) from None
     except KeyboardInterrupt as interrupt:  # Ctrl-C, SIGTERM, SIGHUP: a checkpoint was saved where training stopped
         raise _stopped(interrupt, Path(str(cfg.get("OUTPUT_DIR"))).expanduser(), num_gpus) from None
     if final is not None and os.environ.get("RANK", "0") == "0":
@@ -207,14 +204,14 @@ def _export(weights: str | None, target: Path, config: str | None = None, overri
     try:
         model_config = weights_model_config(load_train_config(config, overrides or [])) if config else None
     except ConfigError as error:
-        raise _fail(str(error)) from None
+        raise fail(str(error)) from None
     try:
         model = load_model(weights, config=model_config, clip_config=clip_config)
     except (CheckpointError, WeightsError, ValueError) as error:
-        raise _fail(f"weights {weights}: {' '.join(str(error).split())}") from None
+        raise fail(f"weights {weights}: {' '.join(str(error).split())}") from None
     try:
         with atomic_output_path(target) as tmp:
             torch.save({"model": to_official_state_dict(model)}, tmp)
     except OutputNotWritableError as error:
-        raise _fail(str(error)) from None
+        raise fail(str(error)) from None
     typer.echo(str(target))

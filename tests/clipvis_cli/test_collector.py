@@ -11,7 +11,7 @@ import pytest
 import typer
 
 from clipvis.cli.collector import collector_paused
-from clipvis.cli.commands.segment import load_predictor
+from clipvis.cli.commands.common import load_predictor
 from clipvis.cli.segment import SegmentOptions
 
 

@@ -21,7 +21,7 @@ import torch
 from typer.testing import CliRunner
 
 from clipvis.cli.app import app
-from clipvis.cli.commands.segment import check_same_producer
+from clipvis.cli.commands.common import check_same_producer
 from clipvis.cli.distributed import (
     DistributedRun,
     InputsDifferError,
@@ -754,7 +754,7 @@ def test_a_usage_error_one_rank_finds_alone_once_the_job_started_is_said_by_that
     that this rank alone found is said here, with its rank."""
     import typer
 
-    from clipvis.cli.commands.segment import outcome_of_the_job
+    from clipvis.cli.commands.common import outcome_of_the_job
 
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("LOCAL_RANK", "1")

@@ -275,7 +275,7 @@ def test_version_and_help() -> None:
 
 def test_a_vocabulary_file_saved_with_a_byte_order_mark_gives_clean_class_names(tmp_path) -> None:
     """Windows Notepad starts UTF-8 files with U+FEFF: it ended up in the first class name ('\\ufeffcar')."""
-    from clipvis.cli.commands.segment import parse_vocabulary
+    from clipvis.cli.commands.common import parse_vocabulary
 
     vocab = tmp_path / "classes.txt"
     vocab.write_bytes("car, automobile\r\ncafé\r\n".encode("utf-8-sig"))

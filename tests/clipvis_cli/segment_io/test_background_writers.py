@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from clipvis.cli.commands.segment import load_predictor
+from clipvis.cli.commands.common import load_predictor
 from clipvis.cli.inputs import VideoSource
 from clipvis.cli.segment import SegmentOptions, SegmentRunner
 from clipvis.cli.writers import create_writers

@@ -1,0 +1,223 @@
+"""What the commands share: failing with one line, the vocabulary and option checks, the device, the progress
+reporter, loading the predictor, and how a torchrun job's endings reach the user."""
+
+from __future__ import annotations
+
+import math
+import unicodedata
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import typer
+
+from clipvis.cli.collector import collector_paused
+from clipvis.cli.distributed import (
+    DistributedRun,
+    OtherRankFailed,
+    RankLost,
+    RanksDifferError,
+    repeats_a_first_process,
+)
+from clipvis.cli.messages import describe_exception, print_error, print_warning, subject_message
+from clipvis.cli.progress import HumanReporter, JobProgressReporter, JsonlReporter, Reporter
+from clipvis.cli.segment import SegmentOptions, checkpoint_identity
+
+
+def fail(message: str | BaseException, code: int = 1) -> typer.Exit:
+    """Print `clipvis: error: message` on stderr and return the Exit to raise."""
+    print_error(message)
+    return typer.Exit(code)
+
+
+def parse_vocabulary(vocab: str | None, vocab_file: Path | None) -> list[str]:
+    """Class strings for the model: `--vocab "a,b"` or one class per line of a file (a line may list
+    comma-separated synonyms, the first being the class name). Raises typer.BadParameter."""
+    if (vocab is None) == (vocab_file is None):
+        raise typer.BadParameter("give exactly one of --vocab or --vocab-file")
+    if vocab is not None:
+        names = [name.strip() for name in vocab.split(",")]
+        source = "--vocab"
+    else:
+        try:
+            lines = vocab_file.read_text(encoding="utf-8-sig").splitlines()
+        except (OSError, UnicodeDecodeError) as error:
+            raise typer.BadParameter(f"{vocab_file}: cannot read ({error})") from error
+        names = [", ".join(part.strip() for part in line.split(",")) for line in lines if line.strip()]
+        source = str(vocab_file)
+    if not names or any(not part.strip() for name in names for part in name.split(",")):
+        raise typer.BadParameter(f"{source}: empty class name (classes are separated by commas / lines)")
+    firsts = [unicodedata.normalize("NFC", class_name(n)).casefold() for n in names]  # "café" typed two ways
+    duplicates = sorted({n for n in firsts if firsts.count(n) > 1})
+    if duplicates:
+        raise typer.BadParameter(f"{source}: duplicate class names: {', '.join(duplicates)}")
+    return names
+
+
+def class_name(entry: str) -> str:
+    return entry.split(",")[0].strip()
+
+
+def check_precision(precision: str) -> None:
+    """Raise typer.BadParameter unless `precision` is one the predictor runs (`clipvis.model.PRECISIONS`)."""
+    from clipvis.model import PRECISIONS  # imports torch: only when a command runs, not for --help
+
+    if precision not in PRECISIONS:
+        raise typer.BadParameter(f"--precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+
+
+def resolve_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise fail(f"--device {device}: CUDA is not available on this machine (use --device cpu)")
+        index = int(device.split(":")[1]) if ":" in device else 0
+        if index >= torch.cuda.device_count():
+            raise fail(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) present")
+    elif device != "cpu":
+        raise typer.BadParameter(f"--device must be auto, cpu, cuda or cuda:N, not {device!r}")
+    return device
+
+
+def finite_number(value: float | None) -> float | None:
+    """Typer callback: a number option must be finite (``nan`` or ``inf`` would drop every track silently and write
+    run.json values that are not JSON)."""
+    if value is not None and not math.isfinite(value):
+        raise typer.BadParameter(f"{value} is not a finite number")
+    return value
+
+
+@contextmanager
+def outcome_of_the_job(job: DistributedRun | None, kept: str) -> Iterator[None]:
+    """How a torchrun job's endings reach the user: one line, from rank 0 (or the rank that knows), and the exit code
+    every rank gives (``kept``: what is left of the work, e.g. "the finished outputs are kept ..."). Ranks that run
+    other models stop at once (1); a rank gone without a word (1); a usage error every rank finds in the same command
+    line, printed by rank 0 alone (2); another rank's error, which that rank printed (1, 130 when interrupted)."""
+    try:
+        yield
+    except RanksDifferError as error:  # every rank knows; rank 0 says what differs
+        if job.is_main:
+            print_error(str(error))
+        raise typer.Exit(1) from None
+    except RankLost as error:  # gone without a word: one line, from rank 0 (or the other rank of two)
+        if error.speaks:
+            print_error(f"{error}; {error.done or kept}")
+        raise typer.Exit(1) from None
+    except typer.BadParameter as error:
+        if job is not None and job.main_stopped_too:
+            raise typer.Exit(2) from None
+        if job is not None and repeats_a_first_process():  # this rank's own: the application says these once
+            print_error(f"rank {job.rank}: {error.format_message()}")
+            raise typer.Exit(2) from None
+        raise
+    except OtherRankFailed as error:  # its own line came from that rank
+        if job.is_main:
+            print_error(f"{error}; {kept}")
+        raise typer.Exit(130 if error.interrupted else 1) from None
+
+
+def check_same_producer(job: DistributedRun, options: SegmentOptions | None) -> None:
+    """Under torchrun, with the weights loaded (``options.checkpoint`` set): every rank must run the same weights,
+    vocabulary and result options (clipvis.cli.segment.Producer), or the outputs (evaluate's per-video files, which
+    rank 0's cache key then vouches for) would mix two models silently. One gather (two when checkpoint files of the
+    same size must be compared by content); on a difference every rank raises RanksDifferError with one line naming
+    the first rank that differs. ``options`` None: this rank could not start; it is left out of the comparison."""
+    from clipvis.cli.segment import Producer, file_digest
+    from clipvis.weights import WeightsError, resolve_weights
+
+    mine = Producer.of(options) if options is not None else None
+    every: list[Producer | None] = job.gather(mine)
+    started = [rank for rank, producer in enumerate(every) if producer is not None]
+    if len(started) < 2:
+        return
+    first = every[started[0]]
+    unsure = [rank for rank in started[1:] if every[rank].needs_digest(first)]
+    if unsure:  # copies of one file on other machines, or other files of the same size: their contents decide
+        digest = None
+        if mine is not None and job.rank in (started[0], *unsure):
+            try:
+                digest = file_digest(resolve_weights(options.weights, download=False))
+            except (OSError, WeightsError):
+                digest = None  # unreadable now: counted as other weights
+        for producer, theirs in zip(every, job.gather(digest), strict=True):
+            if producer is not None:
+                producer.digest = theirs
+    for rank in started[1:]:
+        difference = every[rank].difference(first, f"on rank {rank}", f"on rank {started[0]}")
+        if difference is not None:
+            raise RanksDifferError(
+                f"rank {rank} has {difference}; every process must run the same weights, vocabulary and settings, "
+                "nothing was run"
+            )
+
+
+def human_reporter(job: DistributedRun | None) -> HumanReporter:
+    """Progress bars on a terminal, plain progress lines in a log; under torchrun only rank 0's, of the whole job
+    (the others print their one-line errors)."""
+    return HumanReporter() if job is None or job.is_main else HumanReporter(interactive=False, log_lines=False)
+
+
+def make_reporter(log_format: str, job: DistributedRun | None) -> Reporter:
+    """The ``--log-format`` reporter; under torchrun it also counts the job's progress, which rank 0 shows (its
+    overall bar, or ``job_progress`` lines) until every rank is done."""
+    if log_format == "jsonl":
+        reporter: Reporter = JsonlReporter(rank=job.rank if job is not None else None)
+    else:
+        reporter = human_reporter(job)
+    return reporter if job is None else JobProgressReporter(reporter, job)
+
+
+def check_config_file(config: Path | None, clip_config: Path | None = None) -> None:
+    """Read `--config` and `--clip-config` once before anything loads, so a bad file (unreadable, a `_BASE_` cycle,
+    a value no model runs with, a setting open_clip does not know) ends the run with one line naming it (exit 1)."""
+    from clipvis.model.config import load_clip_model_config, load_config_file
+
+    for path, read in ((config, load_config_file), (clip_config, load_clip_model_config)):
+        if path is None:
+            continue
+        try:
+            read(path)
+        except (ValueError, OSError) as error:
+            raise fail(subject_message(error, path)) from None
+
+
+def load_predictor(options: SegmentOptions):
+    """The model and predictor for a run; weights problems end the run with one line (exit 1).
+
+    Also records the identity of the checkpoint file the weights resolved to in `options.checkpoint` (replacing
+    that file re-runs inputs that `--skip-existing` would otherwise skip).
+    """
+    from clipvis.model import CheckpointError, VideoPredictor, load_model
+    from clipvis.weights import WeightsError, resolve_weights
+
+    try:
+        # Importing open_clip and building the model make long-lived objects, not garbage (clipvis.cli.collector).
+        with collector_paused(), warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            # load_model downloads and verifies a released checkpoint (or replaces a damaged cached copy) first; the
+            # identity is then taken of the file it loaded.
+            model = load_model(
+                options.weights, config=options.config, clip_config=options.clip_config, device=options.device,
+                allow_hub_clip=options.allow_hub_clip,
+            )
+            options.checkpoint = checkpoint_identity(resolve_weights(options.weights, download=False))
+            predictor = VideoPredictor(
+                model, options.vocabulary, device=options.device, precision=options.precision, exact=options.exact
+            )
+        for warning in caught:
+            print_warning(str(warning.message))
+        return predictor
+    except TypeError as error:  # open_clip building a CLIP from a config with a value of the wrong type
+        flag, path = ("--clip-config", options.clip_config) if options.clip_config else ("--config", options.config)
+        if path is None:
+            raise
+        raise fail(f"{flag} {path}: open_clip cannot build the CLIP it describes ({describe_exception(error)})") \
+            from None
+    except (CheckpointError, WeightsError, ValueError, RuntimeError, OSError) as error:
+        message = describe_exception(error)
+        raise fail(message if options.weights in message else f"weights {options.weights}: {message}") from None
+
