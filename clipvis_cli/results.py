@@ -7,6 +7,7 @@ Category ids are 1-based indices into the vocabulary (`categories[category_id - 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Literal
@@ -73,13 +74,15 @@ class TrackResult:
     """One tracked object: its class, confidence and one mask per processed frame.
 
     `segmentations[i]` is a compressed COCO RLE at the video's (height, width) for processed frame i, or
-    None where the object is absent.
+    None where the object is absent (a list, or a ``StoredSegmentations`` that reads them from the mask store).
     """
 
+    #: The id the output files show: 1.. in the order of the video's results (best score first, or the official
+    #: evaluator's order with ``--exact``); not the model's 0-based query index (``VideoInstance.track_id``).
     track_id: int
-    category_id: int
+    category_id: int  # 1..C in vocabulary order
     score: float
-    segmentations: list[RleDict | None]
+    segmentations: Sequence[RleDict | None]
 
 
 def synthetic_file_names(stem: str, frame_indices: list[int]) -> list[str]:

@@ -74,7 +74,7 @@ def _runs_to_host(counts: torch.Tensor, lengths: torch.Tensor, size: tuple[int, 
 class VideoInstance:
     """One output instance: a track with a class and a score (a track may appear with several classes)."""
 
-    track_id: int  # 0-based track (query) index
+    track_id: int  # 0-based track (query) index; the output files number their tracks 1.. in result order instead
     label: int  # 0-based class index into the vocabulary
     score: float  # final score (fused score x mask score)
     fused_score: float  # s_{q,c}
