@@ -8,8 +8,9 @@ Video files are decoded with PyAV. Rotation metadata (the display matrix, e.g. p
 applied, so frames and sizes are what a player shows; mirror flips in the matrix are not applied. Every PyAV /
 FFmpeg failure becomes a `VideoReadError` whose `str()` is one line naming the file and the cause, and so does a
 file that decodes without an error but not whole: cut short (it ends well before the duration its header declares,
-or an AVI holds fewer frames than its header counts), or damaged so that frames are lost mid-way (FFmpeg flagged
-corrupt data and the frames' times jump): every later frame would get a lost frame's number.
+counted from its first frame's time, or an AVI holds fewer frames than its header counts), or damaged so that frames
+are lost mid-way (FFmpeg flagged corrupt data and the frames' times jump): every later frame would get a lost frame's
+number.
 
 `BackgroundDecoder` runs a reader in a daemon thread and hands out `FrameBatch`es through a bounded queue.
 """
@@ -131,8 +132,8 @@ class VideoReader:
         decoded = 0
         yielded = 0
         first_size: tuple[int, int] | None = None
-        declared = container.duration / av.time_base if container.duration else None  # seconds, header's word
         start = container.start_time / av.time_base if container.start_time else 0.0  # MPEG-TS starts later
+        declared = _declared_seconds(container, start)  # the header's word, from the start
         last_time: float | None = None
         ended = False
         health = _StreamHealth(_stream_fps(stream)[0])
@@ -599,6 +600,26 @@ class BackgroundDecoder:
                 close()
 
 
+# Demuxers whose container duration is the header's end time, measured from 0, not from the first frame: Matroska's
+# Segment Duration (FFmpeg's muxer writes the last timestamp; mkvmerge the length, which is no more than it), ASF's
+# play duration, NUT's last timestamp. FFmpeg measures the others from the start time (``end - start``: MP4, MPEG-TS,
+# FLV), as AVFormatContext.duration is documented.
+_DURATION_FROM_ZERO = frozenset({"matroska", "webm", "asf", "nut"})
+
+
+def _declared_seconds(container: av.container.InputContainer, start: float) -> float | None:
+    """The duration the container's header declares, in seconds from the file's start time (its first frame's
+    time: a recording or an ``ffmpeg -copyts`` cut starts late), or None when it declares none."""
+    if not container.duration:
+        return None
+    declared = container.duration / av.time_base
+    return declared - start if _duration_from_zero(container) else declared
+
+
+def _duration_from_zero(container: av.container.InputContainer) -> bool:
+    return bool(_DURATION_FROM_ZERO.intersection(container.format.name.split(",")))
+
+
 def _ends_early(end: float, declared: float) -> bool:
     """Whether a stream ending at ``end`` seconds falls well short of the ``declared`` duration: by more than 10 %
     and more than half a second (headers round, edit lists trim a few frames)."""
@@ -781,8 +802,10 @@ def _stream_frame_count(
     time_base = _as_fraction(stream.time_base)
     if stream.duration and time_base:
         seconds = float(stream.duration * time_base)
-    elif container.duration:
-        seconds = container.duration / av.time_base
+        if stream.start_time and _duration_from_zero(container):  # an ASF file starting late declares its end
+            seconds -= float(stream.start_time * time_base)
+    elif container.duration:  # a Matroska file starting late declares its end, not its length
+        seconds = _declared_seconds(container, container.start_time / av.time_base if container.start_time else 0.0)
     if seconds is None or seconds <= 0:
         return None
     return max(1, round(seconds * float(fps)))

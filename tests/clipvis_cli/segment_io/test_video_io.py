@@ -186,6 +186,36 @@ def test_a_file_cut_at_a_packet_boundary_fails_and_a_longer_audio_track_does_not
     assert len(read_all(VideoReader(longer_audio))[0]) == 20
 
 
+@pytest.mark.parametrize(("suffix", "codec", "cut_is_told"), [
+    ("mkv", "libx264", True), ("webm", "libvpx-vp9", True), ("flv", "flv", True), ("asf", "wmv2", False),
+    ("mp4", "libx264", False), ("ts", "libx264", False),
+])
+def test_a_whole_file_whose_timestamps_start_late_is_not_truncated_and_a_cut_one_is(tmp_path: Path, synth, suffix,
+                                                                                    codec, cut_is_told) -> None:
+    """A recording or an ``ffmpeg -copyts`` cut starts late (first frame at 1.4 s). Matroska, WebM and ASF headers
+    declare the end time measured from 0 (3.4 s), MP4, MPEG-TS and FLV the length from the first frame (2.0 s): whole
+    Matroska and WebM files were refused as "truncated ... at 2.0 s of the 3.4 s its header declares". One cut short
+    is still told, in the formats whose header keeps the whole duration (a cut ASF declares none, a cut MP4 or
+    MPEG-TS fails or ends otherwise)."""
+    late = synth.write_bar_video(tmp_path / f"late.{suffix}", 40, codec=codec, rate=10, pts=[14 + i for i in range(40)],
+                                 time_base=Fraction(1, 10))
+    reader = VideoReader(late)
+    assert len(read_all(reader)[0]) == 40
+    assert reader.probe().frame_count in (39, 40, 41)
+    if not cut_is_told:
+        return
+    cut = tmp_path / f"cut.{suffix}"
+    data = late.read_bytes()
+    cut.write_bytes(data[: int(len(data) * 0.6)])
+    received = []
+    with pytest.raises(VideoReadError) as caught:
+        for index, _ in VideoReader(cut):
+            received.append(index)
+    assert 0 < len(received) < 40
+    pattern = rf".*: truncated: the file ends after {len(received)} frames, at [0-9.]+ s of the 4\.0 s its header "
+    assert re.fullmatch(pattern + "declares", str(caught.value)), str(caught.value)
+
+
 def test_frames_lost_to_damage_and_an_avi_cut_short_fail_instead_of_being_renumbered(tmp_path: Path, synth,
                                                                                      monkeypatch) -> None:
     """A Matroska file damaged mid-way (the demuxer skips the rest of a cluster) decoded 25 of 60 frames without an
