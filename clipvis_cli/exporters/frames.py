@@ -10,7 +10,8 @@ from PIL import Image
 
 from clipvis.cli.exporters.loading import ExportInputError
 from clipvis.cli.inputs import VideoSource, list_image_frames
-from clipvis.cli.results import VideoInfo
+from clipvis.cli.messages import path_text
+from clipvis.cli.results import VideoInfo, synthetic_file_names
 from clipvis.cli.video_io import VideoReadError, open_reader
 
 #: Formats that need the frames only for their images, which --no-media leaves out (README "Export").
@@ -55,12 +56,17 @@ def processed_frames(info: VideoInfo, results_file: Path) -> Iterator[tuple[int,
     """
     check_source(info, results_file)
     source_path = Path(info.source)
+    wanted = info.frame_indices
     if info.kind == "images":
-        files = tuple(list_image_frames(source_path)) if source_path.is_dir() else (source_path,)
-        source = VideoSource(source_path, kind="images", frame_files=files)
+        named = _named_frames(info, results_file, source_path) if source_path.is_dir() else None
+        if named is not None:  # the very files the results name, whatever the folder gained or lost since
+            source = VideoSource(source_path, kind="images", frame_files=tuple(named))
+            wanted = list(range(len(named)))
+        else:
+            files = tuple(list_image_frames(source_path)) if source_path.is_dir() else (source_path,)
+            source = VideoSource(source_path, kind="images", frame_files=files)
     else:
         source = VideoSource(source_path, kind="video")
-    wanted = info.frame_indices
     regular = all(index == position * info.frame_stride for position, index in enumerate(wanted))
     reader = open_reader(source, stride=info.frame_stride if regular else 1,
                          max_frames=len(wanted) if regular else None)
@@ -81,6 +87,31 @@ def processed_frames(info: VideoInfo, results_file: Path) -> Iterator[tuple[int,
     if position != len(wanted):
         raise ExportInputError(results_file, f"source {source_path} has fewer frames than the results "
                                              f"({position} of {len(wanted)} found)")
+
+
+def _named_frames(info: VideoInfo, results_file: Path, folder: Path) -> list[Path] | None:
+    """The image files of an image-folder video that the results' ``file_names`` name, one per processed frame, in
+    order: an image added to the folder (or one removed) after ``segment`` shifts the folder's natural order, not
+    these. None when the results name no files (their ``file_names`` are the synthetic ``<stem>/<index:05d>.jpg``
+    that another tool's file without names gets): the frames are then taken by position in the folder.
+    Raises ExportInputError (one line, naming the folder and the first missing file) when a named file is not
+    there."""
+    names = [name.rsplit("/", 1)[-1] for name in info.file_names]
+    listed = {path_text(file.name): file for file in list_image_frames(folder)}  # names as recorded (\xNN escapes)
+    if info.file_names == synthetic_file_names(info.stem, info.frame_indices) and not any(
+            name in listed for name in names):
+        return None
+    files = []
+    for name in names:
+        file = listed.get(name)
+        if file is None:
+            file = folder / name
+            if not file.is_file():
+                raise ExportInputError(results_file, f"source folder {path_text(folder)} has no frame {name} (named "
+                                                     "in the results' file_names): not the folder the results were "
+                                                     "made from, or it changed since")
+        files.append(file)
+    return files
 
 
 def save_image(path: Path, frame: np.ndarray, quality: int = 95) -> None:

@@ -627,3 +627,41 @@ def test_an_export_killed_while_its_files_move_into_place_is_replaced_by_the_nex
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in (tmp_path / "dest" / "clip").iterdir() if not p.name.startswith(".")) == [
         "coco", "mots-txt"]
+
+
+def test_an_image_folder_exports_the_frames_its_results_name_after_the_folder_changed(tmp_path) -> None:
+    """An image added to the folder after segment (a cover that sorts first) shifted every exported image by one,
+    silently: the folder was listed again and its frames taken by position. They are taken by the names the results
+    recorded; a named frame that is gone is one line naming the folder and the file."""
+    from clipvis.cli import rle
+    from clipvis.cli.results import TrackResult, VideoInfo
+    from clipvis.cli.writers import YtvisWriter
+
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    shades = {f"{i}.png": 30 * i for i in range(1, 7)}
+    for name, shade in shades.items():
+        Image.fromarray(np.full((HEIGHT, WIDTH, 3), shade, np.uint8)).save(frames / name)
+    names = ["1.png", "3.png", "5.png"]  # --stride 2
+    info = VideoInfo(video_id=1, source=str(frames), stem="frames", height=HEIGHT, width=WIDTH, fps=30.0,
+                     frame_stride=2, frame_indices=[0, 2, 4], file_names=[f"frames/{n}" for n in names], kind="images")
+    mask = np.zeros((HEIGHT, WIDTH), bool)
+    mask[5:20, 5:20] = True
+    track = TrackResult(1, 1, 0.9, [rle.encode(mask)] * 3)
+    (tmp_path / "out" / "frames").mkdir(parents=True)
+    ytvis = YtvisWriter().write(tmp_path / "out" / "frames" / "ytvis.json", info, [track], CATEGORIES)
+    Image.fromarray(np.full((HEIGHT, WIDTH, 3), 250, np.uint8)).save(frames / "0_cover.png")  # added later
+    result = run_export(str(ytvis), "--to", "coco", "-o", str(tmp_path / "exp"))
+    assert result.exit_code == 0, result.output
+    document = json.loads(next((tmp_path / "exp").rglob("instances_default.json")).read_text())
+    exported = sorted(document["images"], key=lambda image: image["id"])
+    assert len(exported) == 3
+    for image, name in zip(exported, names, strict=True):
+        pixels = np.asarray(Image.open(next((tmp_path / "exp").rglob(f"images/{image['file_name']}"))), np.int64)
+        assert abs(pixels.mean() - shades[name]) < 3, (image["file_name"], name, pixels.mean())
+    (frames / "3.png").unlink()
+    result = run_export(str(ytvis), "--to", "coco", "-o", str(tmp_path / "exp2"))
+    assert result.exit_code == 1
+    lines = [line for line in result.output.splitlines() if "error" in line]
+    assert lines[0] == (f"clipvis: error: {ytvis}: source folder {frames} has no frame 3.png (named in the results' "
+                     "file_names): not the folder the results were made from, or it changed since"), result.output
