@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 import queue
 import threading
+import warnings
 from array import array
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -31,7 +32,7 @@ import av
 import av.error
 import cv2
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from clipvis.cli.inputs import VideoSource
 from clipvis.cli.messages import path_text
@@ -97,6 +98,11 @@ def _check_sampling(stride: int, max_frames: int | None) -> None:
         raise ValueError(f"stride must be >= 1, got {stride}")
     if max_frames is not None and max_frames < 1:
         raise ValueError(f"max_frames must be >= 1, got {max_frames}")
+
+
+def _exception_text(error: BaseException) -> str:
+    """One line for a decoder's exception: its message, or its type when it has none."""
+    return " ".join(str(error).split()) or type(error).__name__
 
 
 def _ffmpeg_reason(error: BaseException) -> str:
@@ -297,6 +303,7 @@ class ImageFolderReader:
 
     def probe(self) -> VideoProbe:
         if self._probe is None:
+            quiet_metadata_warnings()
             if not self.frame_files:
                 raise VideoReadError(self.path, "no image frames")
             height, width = self._load(self.frame_files[0]).shape[:2]
@@ -339,6 +346,7 @@ class ImageFolderReader:
     def __iter__(self) -> Iterator[tuple[int, np.ndarray]]:
         if not self.frame_files:
             raise VideoReadError(self.path, "no image frames")
+        quiet_metadata_warnings()
         if self._animation() is not None:
             yield from self._animation_frames()
             return
@@ -390,8 +398,12 @@ class ImageFolderReader:
             raise VideoReadError(
                 self.path, f"frame {path_text(file.name)}: image too large to decode safely ({error})"
             ) from None
-        except (UnidentifiedImageError, OSError, ValueError) as error:
-            reason = f"frame {path_text(file.name)}: not an image or corrupt ({error})"
+        except VideoReadError:
+            raise
+        except MemoryError:
+            raise
+        except Exception as error:  # noqa: BLE001 - Pillow's decoders raise many kinds (struct.error, TypeError, ...)
+            reason = f"frame {path_text(file.name)}: not an image or corrupt ({_exception_text(error)})"
             raise VideoReadError(self.path, reason) from None
 
 
@@ -426,11 +438,40 @@ def _webp_frame_durations(path: Path) -> list[float]:
 _WIDE_GRAY_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 
 
+# The transposition that turns an image upright, per EXIF orientation value (2..8; 1 is upright already)
+_ORIENTATIONS = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+_EXIF_ORIENTATION = 0x0112
+
+
+def quiet_metadata_warnings() -> None:
+    """Silence Pillow's warnings about damaged EXIF or TIFF metadata: it warns, once per distinct message, about every
+    damaged tag it skips while opening an image ("Corrupt EXIF data", "Tag data larger than file"), noise per frame
+    when only the orientation tag matters here, and that tag's damage leaves the frame as stored. Called by the
+    readers as they start (a filter set once at import is lost where the caller restores its warning filters)."""
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.TiffImagePlugin")
+
+
+def upright(image: Image.Image) -> Image.Image:
+    """``image`` turned as its EXIF orientation tag says. The tag is read alone: ``ImageOps.exif_transpose`` writes
+    the whole EXIF block again, and one damaged tag of it (a camera's, or a bad edit) failed the frame although its
+    pixels were whole. EXIF that cannot be read leaves the image as stored (as detectron2's ``read_image``)."""
+    try:
+        orientation = image.getexif().get(_EXIF_ORIENTATION)
+    except Exception:  # noqa: BLE001 - any damage to the EXIF block: no orientation to apply
+        return image
+    method = _ORIENTATIONS.get(orientation) if isinstance(orientation, int) else None
+    return image.transpose(method) if method is not None else image
+
+
 def rgb_array(image: Image.Image) -> np.ndarray:
     """An opened image as ``[H, W, 3]`` uint8 RGB, turned upright as its EXIF orientation says (as detectron2's
     ``read_image``). A 16-bit gray image keeps its top 8 bits: Pillow's ``convert("RGB")`` clips every value above
     255, which made such frames white."""
-    image = ImageOps.exif_transpose(image)
+    image = upright(image)
     if image.mode in _WIDE_GRAY_MODES:
         gray = (np.clip(np.asarray(image, dtype=np.int64), 0, 65535) >> 8).astype(np.uint8)
         return np.repeat(gray[:, :, None], 3, axis=2)
@@ -455,6 +496,7 @@ def open_reader(
 
 def _pillow_reads(path: Path) -> bool:
     """Whether Pillow recognises the file as an image (its header only)."""
+    quiet_metadata_warnings()
     try:
         with Image.open(path):
             return True

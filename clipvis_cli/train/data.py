@@ -26,7 +26,7 @@ from clipvis.cli.train.records import (
     decode_segmentation,
 )
 from clipvis.cli.train.stopping import ignore_stop_signals
-from clipvis.cli.video_io import VideoFrameSeeker, VideoReadError, rgb_array
+from clipvis.cli.video_io import VideoFrameSeeker, VideoReadError, quiet_metadata_warnings, rgb_array
 
 LSJ_PAD_VALUE = 128  # detectron2 FixedSizeCrop's image padding
 MAX_RETRIES = 20
@@ -199,6 +199,7 @@ def read_frame(frame: FrameRecord, seeker: VideoFrameSeeker | None = None) -> np
     if not path.is_file() and frame.source_video is not None and frame.source_video.is_dir():
         path = frame.source_video / path.name  # the image folder segment read (its coco.json / ytvis.json say so)
     if path.is_file() or frame.source_video is None or frame.source_video.is_dir():
+        quiet_metadata_warnings()
         try:
             with Image.open(path) as handle:
                 image = rgb_array(handle)

@@ -353,6 +353,50 @@ def test_sixteen_bit_gray_frames_keep_their_picture_in_segment_and_in_training(t
     assert np.array_equal(image, read_all(open_reader(discover_inputs([str(tmp_path / "turned.jpg")])[0]))[1][0])
 
 
+def test_a_damaged_exif_tag_neither_fails_the_frame_nor_loses_its_orientation_nor_warns(tmp_path: Path) -> None:
+    """A phone photo (orientation 6) with one damaged EXIF tag (a string where a number belongs, a tag pointing past
+    the block) failed the whole image folder with "required argument is not an integer": Pillow's exif_transpose
+    writes the whole EXIF again. The orientation tag is read alone; EXIF that cannot be read leaves the frame as
+    stored; Pillow's "Corrupt EXIF data" warnings (one per distinct damage, per frame) are not printed."""
+    import struct
+    import warnings
+
+    from PIL import Image
+
+    from clipvis.cli.train.data import read_frame
+    from clipvis.cli.train.records import FrameRecord
+
+    def entry(tag: int, kind: int, count: int, value: bytes) -> bytes:
+        return struct.pack("<HHI", tag, kind, count) + value
+
+    tags = [entry(0x010E, 2, 200, struct.pack("<I", 0x7000)),  # a description said to lie past the block
+            entry(0x0112, 3, 1, struct.pack("<HH", 6, 0)),  # orientation 6: shown turned a quarter clockwise
+            entry(0x0125, 2, 4, b"Cam\0")]  # text in a tag that holds a number
+    damaged = b"Exif\x00\x00II*\x00" + struct.pack("<IH", 8, len(tags)) + b"".join(tags) + struct.pack("<I", 0)
+    good = Image.Exif()
+    good[0x0112] = 6
+    rgb = np.zeros((24, 40, 3), np.uint8)
+    rgb[:, :10] = 255  # a white band on the left of the stored picture: on top once turned
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for name, exif in (("0.jpg", good), ("1.jpg", damaged), ("2.jpg", good)):
+        Image.fromarray(rgb).save(folder / name, exif=exif, quality=95)
+    Image.fromarray(rgb).save(tmp_path / "unreadable.jpg", exif=b"Exif\x00\x00II*\x00\xff\xff\x00\x00")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        [source] = discover_inputs([str(folder)])
+        _, frames = read_all(open_reader(source))
+        assert len(frames) == 3
+        for frame in frames:
+            assert frame.shape == (40, 24, 3) and frame[:8].mean() > 200 and frame[-8:].mean() < 50
+        assert np.array_equal(read_frame(FrameRecord(path=folder / "1.jpg", height=40, width=24)), frames[1])
+        [source] = discover_inputs([str(tmp_path / "unreadable.jpg")])
+        _, [frame] = read_all(open_reader(source))
+        assert frame.shape == (24, 40, 3) and frame[:, :8].mean() > 200  # as stored
+    assert not [str(warning.message) for warning in caught if "EXIF" in str(warning.message) or "Tag" in
+                str(warning.message)]
+
+
 @pytest.mark.parametrize("suffix", [".webp", ".png"])
 def test_an_animated_image_is_a_video_of_its_frames(tmp_path: Path, synth, suffix: str) -> None:
     """Animated WebP and APNG (FFmpeg reads only their first frame) were one-frame videos, silently."""
