@@ -214,7 +214,15 @@ class VideoReader:
     def _decode_error(self, decoded: int, error: BaseException) -> VideoReadError:
         reason = _ffmpeg_reason(error)
         if decoded == 0:
-            return VideoReadError(self.path, f"no decodable frames ({reason})")
+            lost = _undecodable_lead(self.path) if isinstance(error, av.error.InvalidDataError) else None
+            if lost is None:
+                return VideoReadError(self.path, f"no decodable frames ({reason})")
+            # Damaged data where the video begins (its first keyframe): what follows may decode, but as frame 0 on.
+            lead = f"its first {lost} frames" if lost > 1 else "its first frame" if lost else "its first frames"
+            return VideoReadError(
+                self.path, f"damaged: {lead} cannot be decoded ({reason}), so the frames after would be numbered "
+                           "wrongly"
+            )
         reason = f"truncated or corrupt: decoding failed after {decoded} frames ({reason})"
         return VideoReadError(self.path, reason)
 
@@ -777,6 +785,41 @@ def _demuxed_frames(container: av.container.InputContainer, stream: av.video.str
             if packet.pts is not None:
                 health.last_end = max(health.last_end, int(packet.pts) + int(packet.duration or 1))
         yield from packet.decode()
+
+
+def _undecodable_lead(path: Path, lookahead: int = 16) -> int | None:
+    """How many frames (in presentation order) come before the first that decodes when the packets the decoder
+    rejects are skipped: a file whose first keyframe is damaged loses the frames up to the next one. None when no
+    frame decodes (or the file cannot be read again). Reads ``lookahead`` packets past the first decoded frame, for
+    frames that come before it in presentation order but after it in the file (B-frames)."""
+    times: list[int] = []
+    first: int | None = None
+    try:
+        with _open_input(path) as container:
+            stream = container.streams.video[0]
+            stream.thread_type = "SLICE"
+            for packet in container.demux(stream):
+                if packet.pts is not None:
+                    times.append(int(packet.pts))
+                if first is not None:
+                    lookahead -= 1
+                    if lookahead < 0:
+                        break
+                    continue
+                try:
+                    frames = packet.decode()
+                except av.error.FFmpegError:
+                    continue
+                if frames:
+                    first = frames[0].pts if frames[0].pts is not None else -1
+            if first is None:  # frames the decoder holds back to the end (a short file)
+                frames = stream.codec_context.decode(None)
+                first = (frames[0].pts if frames[0].pts is not None else -1) if frames else None
+    except av.error.FFmpegError:
+        pass
+    if first is None:
+        return None
+    return sum(1 for time in times if time < first) if first >= 0 else 0
 
 
 def _last_packet_end(path: Path) -> float | None:

@@ -284,6 +284,48 @@ def test_frames_lost_to_damage_and_an_avi_cut_short_fail_instead_of_being_renumb
     assert len(read_all(VideoReader(irregular))[0]) == 6
 
 
+def test_a_damaged_first_keyframe_is_told_as_damage_and_no_frame_decoding_as_none(tmp_path: Path, synth) -> None:
+    """A video whose first keyframe is garbage (the 4 frames after it depend on it; the next keyframe's 15 frames
+    decode) said "no decodable frames": it is damage at the start, told as the AVI path tells it. A file none of
+    whose frames decode still says "no decodable frames"."""
+    import av
+
+    whole = tmp_path / "gop5.mp4"
+    with av.open(str(whole), "w") as output:
+        stream = output.add_stream("libx264", rate=10, options={"g": "5", "bf": "0", "keyint_min": "5"})
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for i in range(20):
+            output.mux(stream.encode(av.VideoFrame.from_ndarray(synth.bar_frame(i, 48, 64), format="rgb24")))
+        output.mux(stream.encode())
+
+    def damaged(name: str, bad) -> Path:
+        path = tmp_path / name
+        with av.open(str(whole)) as source, av.open(str(path), "w") as output:
+            stream = output.add_stream_from_template(source.streams.video[0])
+            for number, packet in enumerate(source.demux(video=0)):
+                if packet.dts is None:
+                    continue
+                if bad(number):
+                    garbage = av.Packet(bytes(np.random.default_rng(number).integers(0, 256, packet.size, np.uint8)))
+                    garbage.pts, garbage.dts, garbage.time_base = packet.pts, packet.dts, packet.time_base
+                    garbage.is_keyframe, garbage.duration = packet.is_keyframe, packet.duration
+                    packet = garbage
+                packet.stream = stream
+                output.mux(packet)
+        return path
+
+    first = damaged("bad_start.mp4", lambda number: number == 0)
+    message = rf"{re.escape(str(first))}: damaged: its first 5 frames cannot be decoded \(.+\), so the frames after " \
+              "would be numbered wrongly"
+    with pytest.raises(VideoReadError, match=message):
+        VideoReader(first).probe()
+    with pytest.raises(VideoReadError, match=message):
+        read_all(VideoReader(first))
+    every = damaged("all_bad.mp4", lambda number: True)
+    with pytest.raises(VideoReadError, match=rf"{re.escape(str(every))}: no decodable frames"):
+        read_all(VideoReader(every))
+
+
 @pytest.mark.parametrize(("container", "codec"), [("flv", "flv"), ("asf", "wmv2")])
 def test_a_whole_slideshow_whose_packets_carry_no_duration_is_not_truncated(tmp_path: Path, synth, container,
                                                                             codec) -> None:
