@@ -4,8 +4,9 @@ Readers yield `(frame_index, frame)` with `frame` an H×W×3 uint8 RGB array, `f
 the frame in decode order (every frame counts, whatever its timestamp: variable-frame-rate videos are read
 frame by frame). `stride` keeps every Nth frame (indices 0, N, 2N, …), `max_frames` caps how many are yielded.
 
-Video files are decoded with PyAV. Rotation metadata (the display matrix, e.g. phone videos shot upright) is
-applied, so frames and sizes are what a player shows; mirror flips in the matrix are not applied. Every PyAV /
+Video files are decoded with PyAV: the video stream FFmpeg picks, cover art and thumbnails aside. Rotation metadata
+(the display matrix, e.g. phone videos shot upright) is applied, so frames and sizes are what a player shows; mirror
+flips in the matrix are not applied. Every PyAV /
 FFmpeg failure becomes a `VideoReadError` whose `str()` is one line naming the file and the cause, and so does a
 file that decodes without an error but not whole: cut short (it ends well before the duration its header declares,
 counted from its first frame's time, or an AVI holds fewer frames than its header counts), or damaged so that frames
@@ -248,11 +249,11 @@ class VideoReader:
             raise VideoReadError(path, f"cannot open ({_ffmpeg_reason(error)})") from None
         except OSError as error:
             raise VideoReadError(path, f"cannot open ({error.strerror or error})") from None
-        if not container.streams.video:
+        stream = video_stream(container)
+        if stream is None:  # none, or only a cover picture (an MP3's album art)
             has_audio = bool(container.streams.audio)
             container.close()
             raise VideoReadError(path, "no video stream (audio only)" if has_audio else "no video stream")
-        stream = container.streams.video[0]
         # Slice threading only: with FFmpeg's frame threading a decode error (e.g. a truncated file) is
         # swallowed and the video silently ends early. Single-stream decoding is far faster than the model.
         stream.thread_type = "SLICE"
@@ -698,7 +699,7 @@ class VideoFrameSeeker:
         target = stamps[index]
         try:
             with _open_input(path) as container:
-                stream = container.streams.video[0]
+                stream = _chosen_stream(container, path)
                 stream.thread_type = "SLICE"
                 if target is not None and stamps.count(target) == 1:
                     seconds_before = (0.0, 2.0, 10.0)  # seeking by time lands late in some containers (MPEG-TS)
@@ -725,7 +726,7 @@ class VideoFrameSeeker:
                 self._stamps.pop(next(iter(self._stamps)))
             try:
                 with _open_input(path) as container:
-                    stream = container.streams.video[0]
+                    stream = _chosen_stream(container, path)
                     stream.thread_type = "SLICE"
                     self._stamps[key] = [frame.pts for frame in container.decode(stream)]
             except av.error.FFmpegError as error:
@@ -796,7 +797,9 @@ def _undecodable_lead(path: Path, lookahead: int = 16) -> int | None:
     first: int | None = None
     try:
         with _open_input(path) as container:
-            stream = container.streams.video[0]
+            stream = video_stream(container)
+            if stream is None:
+                return None
             stream.thread_type = "SLICE"
             for packet in container.demux(stream):
                 if packet.pts is not None:
@@ -836,6 +839,33 @@ def _last_packet_end(path: Path) -> float | None:
     except av.error.FFmpegError:
         pass  # a cut file may end in a broken packet: what was read before it counts
     return end
+
+
+# AV_DISPOSITION_ATTACHED_PIC (cover art: an MP3's or M4A's album picture, an MKV's or MP4's poster) and
+# AV_DISPOSITION_TIMED_THUMBNAILS: video streams that are no video of the file
+_NOT_THE_VIDEO = 0x0400 | 0x0800
+
+
+def video_stream(container: av.container.InputContainer) -> av.video.stream.VideoStream | None:
+    """The video stream of a file to read, as FFmpeg's own tools pick it (``av_find_best_stream``: the default one,
+    else the one with most frames seen, the highest bit rate), among its video streams that are not a cover picture
+    or thumbnails. None when there is none (an audio file with its album art)."""
+    streams = [stream for stream in container.streams.video
+               if not int(getattr(stream, "disposition", 0) or 0) & _NOT_THE_VIDEO]
+    if not streams:
+        return None
+    try:
+        best = container.streams.best("video")
+    except (AttributeError, ValueError, av.error.FFmpegError):  # a PyAV without it
+        best = None
+    return next((stream for stream in streams if best is not None and stream.index == best.index), streams[0])
+
+
+def _chosen_stream(container: av.container.InputContainer, path: Path) -> av.video.stream.VideoStream:
+    stream = video_stream(container)
+    if stream is None:
+        raise VideoReadError(path, "no video stream")
+    return stream
 
 
 def _open_input(path: Path) -> av.container.InputContainer:

@@ -326,6 +326,50 @@ def test_a_damaged_first_keyframe_is_told_as_damage_and_no_frame_decoding_as_non
         read_all(VideoReader(every))
 
 
+def test_cover_art_and_a_thumbnail_stream_are_not_the_video(tmp_path: Path, synth) -> None:
+    """An MP3 with its album art (an attached picture) ran to complete as a 1-frame video of the cover; an MKV whose
+    first stream is a 1-frame thumbnail had the thumbnail read, not its video. The stream read is FFmpeg's pick among
+    those that are no cover picture, in segment, export (the same reader) and training (VideoFrameSeeker)."""
+    import av
+
+    from clipvis.cli.video_io import VideoFrameSeeker
+
+    song = tmp_path / "song.mp3"
+    with av.open(str(song), "w") as output:
+        audio = output.add_stream("mp3", rate=16000)
+        cover = output.add_stream("mjpeg")
+        cover.width, cover.height, cover.pix_fmt = 64, 64, "yuvj420p"
+        cover.disposition = av.stream.Disposition.attached_pic
+        for packet in cover.encode(av.VideoFrame.from_ndarray(np.full((64, 64, 3), 200, np.uint8), "rgb24")):
+            packet.pts = packet.dts = 0
+            output.mux(packet)
+        for first in range(0, 16000, 1152):
+            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1152), np.float32), format="fltp", layout="mono")
+            frame.sample_rate, frame.pts = 16000, first
+            output.mux(audio.encode(frame))
+        output.mux(audio.encode(None))
+    with pytest.raises(VideoReadError, match=rf"^{re.escape(str(song))}: no video stream \(audio only\)$"):
+        VideoReader(song).probe()
+
+    movie = tmp_path / "thumb_first.mkv"
+    with av.open(str(movie), "w") as output:
+        thumb = output.add_stream("mjpeg", rate=24)
+        thumb.width, thumb.height, thumb.pix_fmt = 32, 32, "yuvj420p"
+        video = output.add_stream("libx264", rate=10)
+        video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
+        output.mux(thumb.encode(av.VideoFrame.from_ndarray(np.full((32, 32, 3), 90, np.uint8), "rgb24")))
+        output.mux(thumb.encode())
+        for i in range(8):
+            output.mux(video.encode(av.VideoFrame.from_ndarray(synth.bar_frame(i, 48, 64), format="rgb24")))
+        output.mux(video.encode())
+    reader = VideoReader(movie)
+    probe = reader.probe()
+    assert (probe.width, probe.height, probe.codec) == (64, 48, "h264")
+    indices, frames = read_all(reader)
+    assert indices == list(range(8)) and [synth.bar_index(frame) for frame in frames] == list(range(8))
+    assert synth.bar_index(VideoFrameSeeker().frame(movie, 5)) == 5
+
+
 @pytest.mark.parametrize(("container", "codec"), [("flv", "flv"), ("asf", "wmv2")])
 def test_a_whole_slideshow_whose_packets_carry_no_duration_is_not_truncated(tmp_path: Path, synth, container,
                                                                             codec) -> None:
