@@ -5,8 +5,8 @@ the frame in decode order (every frame counts, whatever its timestamp: variable-
 frame by frame). `stride` keeps every Nth frame (indices 0, N, 2N, …), `max_frames` caps how many are yielded.
 
 Video files are decoded with PyAV: the video stream FFmpeg picks, cover art and thumbnails aside. Rotation metadata
-(the display matrix, e.g. phone videos shot upright) is applied, so frames and sizes are what a player shows; mirror
-flips in the matrix are not applied. Every PyAV /
+(the display matrix, e.g. phone videos shot upright) is applied, mirror flips in it too (as ffmpeg >= 6.1 and
+players do), so frames and sizes are what a player shows. Every PyAV /
 FFmpeg failure becomes a `VideoReadError` whose `str()` is one line naming the file and the cause, and so does a
 file that decodes without an error but not whole: cut short (it ends well before the duration its header declares,
 counted from its first frame's time, or an AVI holds fewer frames than its header counts), or damaged so that frames
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import queue
+import struct
 import threading
 import warnings
 from array import array
@@ -59,7 +60,8 @@ class VideoProbe:
     `width`/`height` are the displayed size (after rotation). `fps` is the average frame rate (DEFAULT_FPS
     when the file does not say; then `fps_known` is False). `frame_count` is the container's frame count or
     an estimate from the duration (None when neither is available). `rotation` is the counter-clockwise
-    rotation in degrees (0, 90, 180, 270) applied to every decoded frame.
+    rotation in degrees (0, 90, 180, 270) applied to every decoded frame, `mirrored` whether a left-right mirror
+    follows it (a display matrix with a flip: a vertical flip is a half turn and a mirror).
     """
 
     path: Path
@@ -71,6 +73,7 @@ class VideoProbe:
     rotation: int = 0
     codec: str = ""
     pixel_aspect: Fraction | None = None  # width/height of a pixel when not square (anamorphic video), displayed
+    mirrored: bool = False  # a left-right mirror applied after the rotation (a flip in the display matrix)
 
     def processed_frame_count(self, stride: int = 1, max_frames: int | None = None) -> int | None:
         """Estimated number of frames a reader with this stride / max_frames yields (None if unknown)."""
@@ -272,16 +275,17 @@ class VideoReader:
                 raise VideoReadError(self.path, "no decodable frames") from None
             except av.error.FFmpegError as error:
                 raise self._decode_error(0, error) from error
-            rotation = _rotation_degrees(first)
+            orientation = _display_orientation(first)
+            rotation, mirrored = orientation.rotation_and_mirror()
             width, height = first.width, first.height
             aspect = _as_fraction(stream.sample_aspect_ratio)
-            if rotation in (90, 270):
+            if orientation.transpose:
                 width, height = height, width
                 aspect = 1 / aspect if aspect else aspect
         finally:
             container.close()
         aspect = aspect if aspect and aspect != 1 else None
-        return VideoProbe(self.path, width, height, fps, fps_known, frame_count, rotation, codec, aspect)
+        return VideoProbe(self.path, width, height, fps, fps_known, frame_count, rotation, codec, aspect, mirrored)
 
 
 class ImageFolderReader:
@@ -886,14 +890,73 @@ def _as_fraction(value: object) -> Fraction | None:
 
 def _to_rgb(frame: av.VideoFrame) -> np.ndarray:
     image = frame.to_ndarray(format="rgb24")
-    quarter_turns = _rotation_degrees(frame) // 90
-    if quarter_turns:
-        image = np.ascontiguousarray(np.rot90(image, quarter_turns))
-    return image
+    orientation = _display_orientation(frame)
+    return orientation.apply(image) if orientation != _UPRIGHT else image
+
+
+@dataclass(frozen=True)
+class _Orientation:
+    """How a decoded picture is turned for display, as a signed permutation of its axes: transposed first (a quarter
+    turn, with or without a mirror), then its rows and / or columns reversed."""
+
+    transpose: bool = False
+    flip_rows: bool = False
+    flip_cols: bool = False
+
+    def apply(self, image: np.ndarray) -> np.ndarray:
+        if self.transpose:
+            image = image.swapaxes(0, 1)
+        if self.flip_rows:
+            image = image[::-1]
+        if self.flip_cols:
+            image = image[:, ::-1]
+        return np.ascontiguousarray(image)
+
+    def rotation_and_mirror(self) -> tuple[int, bool]:
+        """The same as a counter-clockwise rotation (0, 90, 180, 270 degrees) and then, or not, a left-right mirror."""
+        probe = np.arange(6).reshape(2, 3)
+        shown = self.apply(probe)
+        for quarter_turns in range(4):
+            turned = np.rot90(probe, quarter_turns)
+            for mirror in (False, True):
+                if np.array_equal(turned[:, ::-1] if mirror else turned, shown):
+                    return quarter_turns * 90, mirror
+        return 0, False  # unreachable: every signed permutation of two axes is one of the eight
+
+
+_UPRIGHT = _Orientation()
+
+
+def _display_orientation(frame: av.VideoFrame) -> _Orientation:
+    """How a decoded frame is shown, from its display matrix (phones record upright video as rotated pictures; an
+    editor's mirror adds a flip), snapped to quarter turns and mirrors as FFmpeg's autorotate does (ffmpeg >= 6.1 and
+    players apply the flips too). The matrix maps a picture's pixel (p, q), y down, to (a p + c q, b p + d q)."""
+    matrix = _display_matrix(frame)
+    if matrix is None:  # PyAV without side data: its rotation alone
+        quarter_turns = _rotation_degrees(frame) // 90
+        return (_UPRIGHT, _Orientation(True, True, False), _Orientation(False, True, True),
+                _Orientation(True, False, True))[quarter_turns]
+    a, b, c, d = matrix[0], matrix[1], matrix[3], matrix[4]
+    if abs(a) + abs(d) >= abs(b) + abs(c):  # x stays x: at most flips
+        return _Orientation(False, flip_rows=d < 0, flip_cols=a < 0)
+    return _Orientation(True, flip_rows=b < 0, flip_cols=c < 0)  # x becomes y: a quarter turn
+
+
+def _display_matrix(frame: av.VideoFrame) -> tuple[int, ...] | None:
+    """The frame's display matrix (9 int32, 16.16 and 2.30 fixed point, row-major: a b u / c d v / x y w), or None."""
+    try:
+        for item in getattr(frame, "side_data", None) or ():
+            if "DISPLAYMATRIX" in str(getattr(item, "type", "")).upper():
+                raw = bytes(item)
+                return struct.unpack("=9i", raw[:36]) if len(raw) >= 36 else None
+    except (TypeError, ValueError, AttributeError, struct.error):
+        return None
+    return None
 
 
 def _rotation_degrees(frame: av.VideoFrame) -> int:
-    """Counter-clockwise display rotation of a decoded frame, snapped to 0/90/180/270."""
+    """Counter-clockwise display rotation of a decoded frame, snapped to 0/90/180/270 (PyAV's reading of the display
+    matrix, which takes a mirror for a half turn: only where the matrix itself cannot be read)."""
     rotation = getattr(frame, "rotation", 0)  # the display matrix; PyAV versions without it: no rotation
     if not rotation:
         return 0

@@ -99,6 +99,41 @@ def test_half_turn_rotation_keeps_size(rotated: dict[str, Path]) -> None:
     assert frames[0].shape == (48, 64, 3) and ys.min() >= 23 and xs.min() >= 47
 
 
+@pytest.mark.parametrize(("flip", "matrix", "corner"), [
+    ("hflip", (-65536, 0, 0, 0, 65536, 0, 0, 0, 1 << 30), "top-right"),  # av_display_matrix_flip(m, 1, 0)
+    ("vflip", (65536, 0, 0, 0, -65536, 0, 0, 0, 1 << 30), "bottom-left"),  # av_display_matrix_flip(m, 0, 1)
+    ("transpose", (0, 65536, 0, 65536, 0, 0, 0, 0, 1 << 30), "top-left"),  # a quarter turn and a mirror
+])
+def test_a_mirror_in_the_display_matrix_is_applied_as_players_apply_it(tmp_path: Path, synth, flip, matrix,
+                                                                       corner) -> None:
+    """PyAV reads a left-right mirror in the display matrix as a half turn (rotation -180) and a top-bottom one as
+    none: a mirrored video was processed upside down. The matrix itself is read, as ffmpeg (>= 6.1) and players do."""
+    import av
+
+    path = tmp_path / f"{flip}.mp4"
+    with av.open(str(path), "w") as output:
+        stream = output.add_stream("libx264", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        try:
+            stream.set_display_matrix(list(matrix))
+        except AttributeError:
+            pytest.skip("this PyAV cannot write a display matrix")
+        for _ in range(2):
+            output.mux(stream.encode(av.VideoFrame.from_ndarray(synth.corner_frame(48, 64), format="rgb24")))
+        output.mux(stream.encode())
+    reader = VideoReader(path)
+    probe = reader.probe()
+    shown = (48, 64) if flip == "transpose" else (64, 48)
+    assert (probe.width, probe.height) == shown and probe.mirrored
+    _, frames = read_all(reader)
+    ys, xs = np.nonzero(frames[0].mean(axis=2) > 128)  # the stored block: rows < 24, columns < 16 of 48x64
+    height, width = frames[0].shape[:2]
+    assert (height, width) == shown[::-1]
+    top, left = ys.max() < height // 2, xs.max() < width // 2
+    assert {(True, False): "top-right", (False, True): "bottom-left", (True, True): "top-left"}.get(
+        (top, left)) == corner, (ys.min(), ys.max(), xs.min(), xs.max())
+
+
 def test_variable_frame_rate_reads_every_frame(media: dict[str, Path], synth) -> None:
     reader = VideoReader(media["vfr"])
     indices, frames = read_all(reader)
