@@ -95,6 +95,16 @@ class VideoInstances:
     timings: dict[str, float] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class ActiveVocabulary:
+    """A vocabulary with its embeddings, replaced as one object (``VideoPredictor.set_vocabulary``) and captured
+    once by each session, so the names and the embeddings always belong together."""
+
+    names: tuple[str, ...]
+    text: TextEmbeddings  # host
+    text_on_device: TextEmbeddings  # on the predictor's device
+
+
 class VideoPredictor:
     """Holds a model, a vocabulary (text classifier) and the run settings; makes one session per video.
 
@@ -135,7 +145,8 @@ class VideoPredictor:
 
     def set_vocabulary(self, vocabulary: list[str]) -> None:
         """Classify with these class names from the next video session on (a session keeps the vocabulary it
-        started with)."""
+        started with). Atomic: the embeddings are computed first and replace the old vocabulary together with the
+        names, so an error or Ctrl-C while encoding leaves the previous vocabulary in place, whole."""
         if isinstance(vocabulary, (str, bytes)):
             raise TypeError(f"the vocabulary must be a list of class names, not one string ({vocabulary!r}: "
                             "write ['cat', 'dog'])")
@@ -154,13 +165,32 @@ class VideoPredictor:
         if len(set(firsts)) != len(firsts):
             duplicates = sorted({n for n in firsts if firsts.count(n) > 1})
             raise ValueError(f"duplicate class names in the vocabulary (case aside): {', '.join(duplicates)}")
-        self.vocabulary = names
         with torch.no_grad():
-            self.text: TextEmbeddings = self.text_classifier(names)
-        # What `push` classifies with: on the model's device once, not copied there at every batch.
-        self.text_on_device: TextEmbeddings = self.text.to(self.device)
+            text = self.text_classifier(names)
+        # What `push` classifies with: on the model's device once, not copied there at every batch. The names and
+        # their embeddings are computed first, then swapped in by one assignment: a session started meanwhile (by
+        # another thread) or an interrupted encoding (Ctrl-C) never sees new names with old embeddings.
+        self._vocabulary = ActiveVocabulary(tuple(names), text, text.to(self.device))
+
+    @property
+    def vocabulary(self) -> list[str]:
+        """The class names the next session classifies with (a copy: change them with :meth:`set_vocabulary`)."""
+        return list(self._vocabulary.names)
+
+    @property
+    def text(self) -> TextEmbeddings:
+        """The vocabulary's text embeddings (host)."""
+        return self._vocabulary.text
+
+    @property
+    def text_on_device(self) -> TextEmbeddings:
+        """The vocabulary's text embeddings on the model's device (what ``push`` classifies with)."""
+        return self._vocabulary.text_on_device
 
     def new_video(self) -> VideoSession:
+        """A session for one video: push its frames in order, then ``finish()`` for its instances. The session keeps
+        the vocabulary current when it starts (a later :meth:`set_vocabulary` is for the sessions after it); start a
+        new session for every video."""
         return VideoSession(self)
 
     def autocast(self) -> contextlib.AbstractContextManager:
@@ -174,9 +204,11 @@ class VideoSession:
 
     def __init__(self, predictor: VideoPredictor) -> None:
         self.predictor = predictor
-        # The vocabulary of the whole video, whatever the predictor is given meanwhile (set_vocabulary).
-        self.vocabulary = list(predictor.vocabulary)
-        self.text = predictor.text_on_device
+        # The vocabulary of the whole video, whatever the predictor is given meanwhile (set_vocabulary): read once,
+        # names and embeddings together.
+        active = predictor._vocabulary
+        self.vocabulary = list(active.names)
+        self.text = active.text_on_device
         self.finished = False
         cfg = predictor.model.config
         self.matcher = TemporalMatcher(cfg.memory_length, cfg.top_k)

@@ -238,6 +238,35 @@ def test_a_new_vocabulary_with_the_same_synonyms_grouped_otherwise_gets_its_own_
         assert torch.equal(reused.text.embeddings, fresh.text.embeddings)
 
 
+def test_set_vocabulary_swaps_names_and_embeddings_together(tiny_model, tmp_path) -> None:
+    """The names were stored before their embeddings were computed: a session started meanwhile (another thread) got
+    the new names with the old embeddings, and a Ctrl-C while encoding left them mismatched for good."""
+    predictor = VideoPredictor(tiny_model, ["box", "sky"], cache_dir=tmp_path, text_cache=False)
+    encode = predictor.text_classifier.encode_prompts
+    started = []
+
+    def encode_while_a_session_starts(prompts, device):
+        started.append(predictor.new_video())  # what another thread may do while a large vocabulary is encoded
+        return encode(prompts, device)
+
+    predictor.text_classifier.encode_prompts = encode_while_a_session_starts
+    predictor.set_vocabulary(["road", "tree", "car"])
+    assert started[0].vocabulary == started[0].text.vocabulary == ["box", "sky"]
+    assert predictor.new_video().text.vocabulary == predictor.vocabulary == ["road", "tree", "car"]
+
+    def interrupted(prompts, device):
+        raise KeyboardInterrupt
+
+    predictor.text_classifier.encode_prompts = interrupted
+    with pytest.raises(KeyboardInterrupt):
+        predictor.set_vocabulary(["dog", "cat", "kite", "bird"])
+    assert predictor.vocabulary == predictor.text.vocabulary == ["road", "tree", "car"]
+    session = predictor.new_video()
+    session.push(synthetic_video(2))
+    video = session.finish()
+    assert video.vocabulary == ["road", "tree", "car"] and all(i.label < 3 for i in video.instances)
+
+
 def test_a_session_refuses_what_would_give_wrong_results(tiny_model, tmp_path) -> None:
     """Frames that are not uint8 (floats in [0, 1] ran as near-black frames), pushes after finish (the scores mixed
     two videos), finishing twice, a vocabulary changed mid-video (labels of one vocabulary named by another)."""
