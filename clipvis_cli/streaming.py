@@ -63,6 +63,8 @@ _END = object()
 def _frame_pairs(frames: Iterable, stride: int = 1, max_frames: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
     """(index, frame) pairs from readers' pairs or from bare ``[H, W, 3]`` frames (numbered from 0): those whose
     index is a multiple of ``stride``, at most ``max_frames`` of them (nothing more is read from ``frames``)."""
+    from clipvis.model.predictor import check_uint8_frames  # torch: only once a stream runs, not at CLI start-up
+
     kept = 0
     items = iter(frames)
     position = 0
@@ -75,7 +77,11 @@ def _frame_pairs(frames: Iterable, stride: int = 1, max_frames: int | None = Non
         if index % stride:
             continue
         kept += 1
-        yield index, _as_array(frame)
+        array = _as_array(frame)
+        # Every frame, not only a batch's first: the decoder copies the others into the first one's dtype (a float
+        # frame became black, a 16-bit one wrapped).
+        check_uint8_frames(array, "[H, W, 3]", where=f"frame {index}: ")
+        yield index, array
 
 
 def _as_array(frame: object) -> np.ndarray:

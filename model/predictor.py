@@ -56,6 +56,18 @@ class TrackedFrame:
         return self.mask_runs.to_masks()
 
 
+def check_uint8_frames(frames: np.ndarray | torch.Tensor, layout: str = "[B, H, W, 3]", where: str = "") -> None:
+    """Raise TypeError, saying how to convert, unless ``frames`` (an array or tensor) is uint8: float frames in
+    [0, 1] would be classified as near black, and a copy into a uint8 batch would wrap 16-bit ones. ``where``
+    prefixes the message (``"frame 3: "``)."""
+    if frames.dtype in (np.uint8, torch.uint8):
+        return
+    floating = frames.dtype.is_floating_point if isinstance(frames, torch.Tensor) else frames.dtype.kind == "f"
+    hint = ("scale floats in [0, 1] by 255 and convert: (frames * 255).round().astype(np.uint8)" if floating
+            else "convert to 8 bits per channel, e.g. 16-bit frames: (frames >> 8).astype(np.uint8)")
+    raise TypeError(f"{where}expected uint8 RGB frames {layout}, got {frames.dtype} ({hint})")
+
+
 def _runs_to_host(counts: torch.Tensor, lengths: torch.Tensor, size: tuple[int, int]) -> MaskRuns:
     """Run lengths computed on a device -> host MaskRuns; on CUDA a non-blocking copy into pinned memory that the
     consumer waits for (``MaskRuns.wait``), so the device goes on with the next frame meanwhile."""
@@ -227,11 +239,7 @@ class VideoSession:
                     "np.asarray(image.convert('RGB'))" if hasattr(frames, "convert") else "np.asarray(frames)")
             raise TypeError(f"expected uint8 RGB frames [B, H, W, 3] as a numpy array or torch tensor, got "
                             f"{type(frames).__name__} ({hint})")
-        if frames.dtype not in (np.uint8, torch.uint8):  # float frames in [0, 1] would be classified as near black
-            floating = frames.dtype.is_floating_point if isinstance(frames, torch.Tensor) else frames.dtype.kind == "f"
-            hint = ("scale floats in [0, 1] by 255 and convert: (frames * 255).round().astype(np.uint8)" if floating
-                    else "convert to 8 bits per channel, e.g. 16-bit frames: (frames >> 8).astype(np.uint8)")
-            raise TypeError(f"expected uint8 RGB frames [B, H, W, 3], got {frames.dtype} ({hint})")
+        check_uint8_frames(frames)
         if isinstance(frames, np.ndarray) and not frames.flags.writeable:
             frames = frames.copy()  # torch.from_numpy warns about read-only memory (a decoded buffer, np.broadcast_to)
         if frames.ndim == 3 and frames.shape[-1] == 3:

@@ -323,3 +323,17 @@ def test_video_stream_of_bare_frames_names_them_in_the_limit_error(predictor, mo
     with VideoStream(predictor, list(synthetic_frames(2)), batch_frames=2) as stream:
         with pytest.raises(ResolutionLimitError, match=r"^frames: 77x45 frames need"):
             list(stream)
+
+
+@pytest.mark.parametrize("position", [0, 1])
+@pytest.mark.parametrize("dtype, problem", [(np.float32, r"float32 \(scale floats"),
+                                            (np.uint16, r"uint16 \(convert to 8 bits")])
+def test_video_stream_checks_every_frames_dtype(predictor, position, dtype, problem) -> None:
+    """Only a batch's first frame was checked (by push): the decoder copied the others into its uint8 batch, so a
+    float frame in [0, 1] became black and a 16-bit one wrapped, silently."""
+    frames = list(synthetic_frames(4))
+    wide = frames[position].astype(dtype)
+    frames[position] = wide / np.float32(255) if dtype == np.float32 else wide * np.uint16(257)
+    expected = rf"^frame {position}: expected uint8 RGB frames \[H, W, 3\], got {problem}"
+    with VideoStream(predictor, frames, batch_frames=4) as stream, pytest.raises(TypeError, match=expected):
+        list(stream)
