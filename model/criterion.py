@@ -88,6 +88,34 @@ def point_iou(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return torch.where(union > 0, intersection / union.clamp_min(torch.finfo(union.dtype).tiny), 0.0)
 
 
+def check_targets(targets: Sequence[torch.Tensor], batch_size: int) -> None:
+    """Raise ValueError / TypeError, saying what is expected, unless ``targets`` is one ``[N_b, Hp, Wp]`` mask tensor
+    per image, bool or float in [0, 1]: fewer targets than images made the others empty images, a 2-D target failed
+    deep inside ``grid_sample``, and 0/255 masks gave a negative loss. (A float target's range is read on its
+    device: one synchronisation per float target; bool targets, as the trainer's, cost nothing.)"""
+    if isinstance(targets, torch.Tensor) and targets.dim() != 4:
+        raise TypeError(f"targets must be a sequence of {batch_size} mask tensors [N_b, Hp, Wp] (one per image), "
+                        f"not one tensor of shape {tuple(targets.shape)}")
+    if len(targets) != batch_size:
+        raise ValueError(f"{len(targets)} target mask tensors for {batch_size} images: give one [N_b, Hp, Wp] tensor "
+                         "per image (N_b = 0 for an image without instances)")
+    for b, target in enumerate(targets):
+        if not isinstance(target, torch.Tensor):
+            raise TypeError(f"targets[{b}] is a {type(target).__name__}: expected a torch tensor [N_b, Hp, Wp]")
+        if target.dim() != 3:
+            hint = " (one instance: target[None])" if target.dim() == 2 else ""
+            raise ValueError(f"targets[{b}] has shape {tuple(target.shape)}: expected [N_b, Hp, Wp], one mask per "
+                             f"instance{hint}")
+        if target.dtype == torch.bool:
+            continue
+        if not target.is_floating_point():
+            raise TypeError(f"targets[{b}] is {target.dtype}: masks must be torch.bool (or float in [0, 1]); "
+                            "convert 0/1 or 0/255 masks with target > 0")
+        if target.numel() and not bool(((target >= 0) & (target <= 1)).all()):
+            raise ValueError(f"targets[{b}] holds values outside [0, 1] (min {float(target.min()):g}, max "
+                             f"{float(target.max()):g}): masks must be torch.bool or float in [0, 1]")
+
+
 class SetCriterion:
     """Losses of a decoder's training outputs against per-image instance masks.
 
@@ -126,10 +154,12 @@ class SetCriterion:
         num_masks: float | None = None,
     ) -> CriterionOutput:
         """outputs: :meth:`ClipVis.forward_train`'s result (``aux`` holds the earlier predictions); targets: B
-        tensors ``[N_b, Hp, Wp]``; point_sampler: where to read masks (a sampler, a generator, None = global RNG, or
-        a sequence of those, one per image); num_masks: the loss normaliser (default: the number of GT masks in
+        tensors ``[N_b, Hp, Wp]``, bool or float in [0, 1] (anything else raises: :func:`check_targets`);
+        point_sampler: where to read masks (a sampler, a generator, None = global RNG, or a sequence of those, one
+        per image); num_masks: the loss normaliser (default: the number of GT masks in
         ``targets``; at least 1).
         """
+        check_targets(targets, int(outputs.mask_logits.shape[0]))
         samplers = per_image_samplers(point_sampler, len(targets))
         if num_masks is None:
             num_masks = float(sum(int(t.shape[0]) for t in targets))

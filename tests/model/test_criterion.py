@@ -212,6 +212,24 @@ def test_images_without_instances_only_have_the_object_term():
     result.total.backward()  # the graph still reaches the mask logits (zero gradient), as DDP needs
 
 
+def test_targets_that_do_not_fit_the_batch_are_refused_clearly():
+    """Fewer targets than images left the rest as images without instances, 0/255 masks gave a negative loss, and a
+    2-D target failed inside grid_sample."""
+    outputs, targets = tiny_outputs(num_aux=0), tiny_targets()
+    criterion = SetCriterion(num_points=4)
+    with pytest.raises(ValueError, match=r"^1 target mask tensors for 2 images: give one \[N_b, Hp, Wp\] tensor"):
+        criterion(outputs, targets[:1])
+    with pytest.raises(TypeError, match=r"^targets\[0\] is torch.uint8: masks must be torch.bool \(or float in"):
+        criterion(outputs, [(t * 255).to(torch.uint8) for t in targets])
+    with pytest.raises(ValueError, match=r"^targets\[1\] holds values outside \[0, 1\] \(min 0, max 255\)"):
+        criterion(outputs, [targets[0], targets[1] * 255])
+    with pytest.raises(ValueError, match=r"^targets\[0\] has shape \(4, 4\): expected \[N_b, Hp, Wp\].*target\[None\]"):
+        criterion(outputs, [targets[0][0], targets[1]])
+    as_bool = criterion(outputs, [t > 0 for t in targets], FixedPoints(pixel_centres(2)))
+    as_float = criterion(outputs, targets, FixedPoints(pixel_centres(2)))
+    assert float(as_bool.total) == pytest.approx(float(as_float.total))
+
+
 def test_gradients_through_the_criterion_match_finite_differences():
     outputs = tiny_outputs(num_aux=1, seed=3)
     targets = [t.double() for t in tiny_targets()]
