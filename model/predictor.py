@@ -222,6 +222,7 @@ class VideoSession:
         self.vocabulary = list(active.names)
         self.text = active.text_on_device
         self.finished = False
+        self.failure: str | None = None  # the error that stopped a push part way (see push), as text
         cfg = predictor.model.config
         self.matcher = TemporalMatcher(cfg.memory_length, cfg.top_k)
         self.scorer = StreamingVideoScorer()
@@ -231,9 +232,17 @@ class VideoSession:
 
     @torch.no_grad()
     def push(self, frames: np.ndarray | torch.Tensor) -> list[TrackedFrame]:
-        """frames ``[B, H, W, 3]`` uint8 RGB (a single ``[H, W, 3]`` frame is accepted) -> B tracked frames."""
+        """frames ``[B, H, W, 3]`` uint8 RGB (a single ``[H, W, 3]`` frame is accepted) -> B tracked frames.
+
+        An error before the session's state changes (bad frames, a frame of another size, the network running out
+        of memory) leaves the session as it was: push again. One after (in the temporal matcher, the masks, the
+        scores, or a Ctrl-C there) would leave the matcher's memory and the scores out of step with the frames, so
+        the session is marked failed and every later ``push`` or ``finish`` raises RuntimeError: start the video
+        again with ``predictor.new_video()``.
+        """
         if self.finished:
             raise RuntimeError("this video's session is finished: start the next video with predictor.new_video()")
+        self._check_not_failed()
         if not isinstance(frames, np.ndarray | torch.Tensor):
             hint = ("np.stack(frames)" if isinstance(frames, list | tuple) else
                     "np.asarray(image.convert('RGB'))" if hasattr(frames, "convert") else "np.asarray(frames)")
@@ -252,9 +261,7 @@ class VideoSession:
         model = predictor.model
         start = time.perf_counter()
         images, geometry = predictor.preprocessor(frames, predictor.device)
-        if self.geometry is None:
-            self.geometry = geometry
-        elif geometry != self.geometry:
+        if self.geometry is not None and geometry != self.geometry:
             raise ValueError(f"frame size {geometry.original} differs from the video's {self.geometry.original}")
         t1 = time.perf_counter()
         with predictor.autocast():
@@ -263,53 +270,66 @@ class VideoSession:
         # Pooling and classification commute with the track permutation: do them for the whole batch.
         class_probs = model.classify(outputs.clip_dense, outputs.mask_logits, self.text).softmax(-1)
         t3 = time.perf_counter()
-        mask_logits_all = outputs.mask_logits.float()
-        embeds_host = outputs.query_embeds.float().cpu()  # the matcher works on the host: one copy per batch
-        matches = [self.matcher.match(embeds) for embeds in embeds_host]
-        # Per frame, everything stays on the device in track order; what the host needs crosses once per batch
-        # (a copy to or from the host waits for the device: once per frame, it would stall it between frames).
-        perms = to_device(torch.stack([match.permutation for match in matches]), mask_logits_all.device)  # [B, Q]
-        per_frame, mask_runs = [], []
-        mask_time = 0.0
-        for b, perm in enumerate(perms):
-            object_logits = outputs.object_logits[b].float()[perm]
-            track_logits = mask_logits_all[b][perm]
-            per_frame.append(torch.cat([
-                object_logits,  # [Q, 2]
-                object_logits.softmax(-1)[:, :1],  # [Q, 1] object probability
-                outputs.ious[b].float()[perm][:, None],  # [Q, 1]
-                positive_mask_statistics(track_logits),  # [Q, 2]
-                class_probs[b][perm].float(),  # [Q, C]
-            ], 1))
-            m0 = time.perf_counter()
-            mask_runs.append(self._full_resolution_runs(track_logits))
-            mask_time += time.perf_counter() - m0
-        host = torch.stack(per_frame).cpu()  # [B, Q, 6 + C]
-        object_logits, object_probs, ious, mask_statistics, probs = (
-            part.contiguous() for part in host.split([2, 1, 1, 2, host.shape[-1] - 6], -1)
-        )
-        self.scorer.add_frames(object_logits, probs, ious[..., 0], mask_statistics)
-        tracked = []
-        for b, (match, runs) in enumerate(zip(matches, mask_runs, strict=True)):
-            tracked.append(
-                TrackedFrame(
-                    index=self.num_frames,
-                    mask_runs=runs,
-                    object_probs=object_probs[b, :, 0],
-                    class_probs=probs[b],
-                    ious=ious[b, :, 0],
-                    match=match,
-                )
+        # From here on the session's state changes (the matcher's memory, the scorer's sums, the frame count): an
+        # error or Ctrl-C part way would leave them out of step, so the session is marked failed and refuses more.
+        try:
+            self.geometry = geometry
+            mask_logits_all = outputs.mask_logits.float()
+            embeds_host = outputs.query_embeds.float().cpu()  # the matcher works on the host: one copy per batch
+            matches = [self.matcher.match(embeds) for embeds in embeds_host]
+            # Per frame, everything stays on the device in track order; what the host needs crosses once per batch
+            # (a copy to or from the host waits for the device: once per frame, it would stall it between frames).
+            perms = to_device(torch.stack([m.permutation for m in matches]), mask_logits_all.device)  # [B, Q]
+            per_frame, mask_runs = [], []
+            mask_time = 0.0
+            for b, perm in enumerate(perms):
+                object_logits = outputs.object_logits[b].float()[perm]
+                track_logits = mask_logits_all[b][perm]
+                per_frame.append(torch.cat([
+                    object_logits,  # [Q, 2]
+                    object_logits.softmax(-1)[:, :1],  # [Q, 1] object probability
+                    outputs.ious[b].float()[perm][:, None],  # [Q, 1]
+                    positive_mask_statistics(track_logits),  # [Q, 2]
+                    class_probs[b][perm].float(),  # [Q, C]
+                ], 1))
+                m0 = time.perf_counter()
+                mask_runs.append(self._full_resolution_runs(track_logits))
+                mask_time += time.perf_counter() - m0
+            host = torch.stack(per_frame).cpu()  # [B, Q, 6 + C]
+            object_logits, object_probs, ious, mask_statistics, probs = (
+                part.contiguous() for part in host.split([2, 1, 1, 2, host.shape[-1] - 6], -1)
             )
-            self.num_frames += 1
-        t4 = time.perf_counter()
-        self.timings["preprocess"] += t1 - start
-        self.timings["model"] += t2 - t1
-        self.timings["classify"] += t3 - t2
-        self.timings["masks"] += mask_time
-        # "match": the temporal matcher, the scorer's running sums and the copy to the host (run.json's model_match)
-        self.timings["match"] += t4 - t3 - mask_time
-        return tracked
+            self.scorer.add_frames(object_logits, probs, ious[..., 0], mask_statistics)
+            tracked = []
+            for b, (match, runs) in enumerate(zip(matches, mask_runs, strict=True)):
+                tracked.append(
+                    TrackedFrame(
+                        index=self.num_frames,
+                        mask_runs=runs,
+                        object_probs=object_probs[b, :, 0],
+                        class_probs=probs[b],
+                        ious=ious[b, :, 0],
+                        match=match,
+                    )
+                )
+                self.num_frames += 1
+            t4 = time.perf_counter()
+            self.timings["preprocess"] += t1 - start
+            self.timings["model"] += t2 - t1
+            self.timings["classify"] += t3 - t2
+            self.timings["masks"] += mask_time
+            # "match": the temporal matcher, the scorer's running sums and the copy to the host (run.json's
+            # model_match)
+            self.timings["match"] += t4 - t3 - mask_time
+            return tracked
+        except BaseException as error:
+            self.failure = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+            raise
+
+    def _check_not_failed(self) -> None:
+        if self.failure is not None:
+            raise RuntimeError(f"this video's session stopped with an error mid-push ({self.failure}): its tracks "
+                               "and scores are incomplete; start a new one with predictor.new_video()")
 
     def _full_resolution_runs(self, mask_logits: torch.Tensor) -> MaskRuns:
         """One frame's ``[Q, Hp/4, Wp/4]`` logits -> the COCO run lengths of its ``[Q, H, W]`` masks, as the
@@ -347,6 +367,7 @@ class VideoSession:
         ``detections_per_video``) with a score of at least ``score_threshold``."""
         if self.finished:
             raise RuntimeError("this video's session is finished already: its instances were returned then")
+        self._check_not_failed()
         if self.num_frames == 0:
             raise ValueError("no frame was pushed")
         if max_tracks is not None and (isinstance(max_tracks, bool) or not isinstance(max_tracks, numbers.Integral)

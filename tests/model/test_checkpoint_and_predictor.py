@@ -311,6 +311,51 @@ def test_a_session_refuses_what_would_give_wrong_results(tiny_model, tmp_path) -
     assert exact.finish().num_frames == 2
 
 
+def test_a_push_interrupted_mid_way_fails_the_session_and_one_before_any_change_does_not(tiny_model, tmp_path,
+                                                                                       monkeypatch) -> None:
+    """A Ctrl-C after the matcher's memory took a batch but before its masks: a retried push went on with that
+    batch twice in the memory (other matches, other tracks), silently."""
+    from clipvis.model import predictor as predictor_module
+
+    predictor = VideoPredictor(tiny_model, ["box", "sky"], cache_dir=tmp_path)
+    frames = synthetic_video(4)
+    session = predictor.new_video()
+    session.push(frames[:2])
+    full_resolution_runs = predictor_module.VideoSession._full_resolution_runs
+
+    def interrupted(self, logits):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(predictor_module.VideoSession, "_full_resolution_runs", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        session.push(frames[2:])
+    monkeypatch.setattr(predictor_module.VideoSession, "_full_resolution_runs", full_resolution_runs)
+    expected = r"^this video's session stopped with an error mid-push \(KeyboardInterrupt\).*predictor.new_video\(\)"
+    with pytest.raises(RuntimeError, match=expected):
+        session.push(frames[2:])
+    with pytest.raises(RuntimeError, match=expected):
+        session.finish()
+
+    # Errors before the session's state changes leave it usable: the same results as a session without them.
+    def out_of_memory(images):
+        raise RuntimeError("CUDA out of memory")
+
+    session = predictor.new_video()
+    session.push(frames[:2])
+    monkeypatch.setattr(predictor.model, "forward", out_of_memory)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        session.push(frames[2:])
+    monkeypatch.undo()
+    with pytest.raises(ValueError, match="differs from the video's"):
+        session.push(synthetic_video(1, height=40))
+    session.push(frames[2:])
+    clean = predictor.new_video()
+    clean.push(frames[:2])
+    clean.push(frames[2:])
+    assert [(i.track_id, i.label, i.score) for i in session.finish().instances] == [
+        (i.track_id, i.label, i.score) for i in clean.finish().instances]
+
+
 def test_text_embeddings_cached_on_disk(tiny_model, tmp_path, monkeypatch) -> None:
     predictor = VideoPredictor(tiny_model, ["cat", "dog"], cache_dir=tmp_path)
     files = list((tmp_path / "text_embeddings").glob("*.safetensors"))
