@@ -110,9 +110,10 @@ class VideoStream:
     of ``(frame_index, frame)`` pairs or of bare frames (uint8 RGB ``[H, W, 3]`` numpy arrays or torch tensors, one
     size, numbered from 0). ``stride`` keeps the frames whose index is a multiple of it, ``max_frames`` stops after
     that many, whatever ``frames`` is. Iterate once to get ``StreamedFrame``\\ s in order, then call
-    :meth:`finish` (after the last frame: to stop early, give ``max_frames``). Use as a context manager (or iterate
-    to the end) so the threads stop on an early exit. ``timings`` says where the caller's thread waited (decode,
-    model, RLE).
+    :meth:`finish` (after the last frame: to stop early, give ``max_frames``). When the source raises, the frames
+    read before the error are yielded first, then its error is raised from the loop (``finish`` then refuses). Use
+    as a context manager (or iterate to the end) so the threads stop on an early exit. ``timings`` says where the
+    caller's thread waited (decode, model, RLE).
     """
 
     def __init__(
@@ -144,6 +145,8 @@ class VideoStream:
         self._encoder = ThreadPoolExecutor(1, thread_name_prefix="clipvis-rle")
         self._decoder: BackgroundDecoder | None = None
         self._started = False
+        self._failure: str | None = None  # why the iteration stopped with an error, for finish()
+        self._source_failed = False
 
     def __enter__(self) -> VideoStream:
         return self
@@ -164,6 +167,11 @@ class VideoStream:
         self._started = True
         try:
             yield from self._stream()
+        except GeneratorExit:  # the caller left the loop
+            raise
+        except BaseException as error:
+            self._failure = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+            raise
         finally:
             self.close()
 
@@ -186,9 +194,18 @@ class VideoStream:
         release_openmp_workers()
         in_model: deque[tuple[Future, FrameBatch]] = deque()
         encoding: Future | None = None
+        source_error: Exception | None = None
         wait_start = time.perf_counter()
         with self._decoder as batches:
-            for batch in batches:
+            batch_iterator = iter(batches)
+            while True:
+                try:
+                    batch = next(batch_iterator)
+                except StopIteration:
+                    break
+                except Exception as error:  # the source's (re-raised by the decoder): after the frames read before it
+                    source_error = error
+                    break
                 self.timings["decode_wait"] += time.perf_counter() - wait_start
                 # Queued behind the batch the model is on, so the model never waits for this thread.
                 in_model.append((self._model_thread.submit(self.session.push, batch.frames), batch))
@@ -199,6 +216,9 @@ class VideoStream:
             encoding = yield from self._advance(in_model.popleft(), encoding)
         if encoding is not None:
             yield from self._collect(encoding)
+        if source_error is not None:
+            self._source_failed = True
+            raise source_error
 
     def _advance(self, job: tuple[Future, FrameBatch], encoding: Future | None):
         """Wait for a batch's model results, hand them to the RLE worker, then yield the previous batch's frames
@@ -223,7 +243,16 @@ class VideoStream:
             yield frame
 
     def finish(self, max_tracks: int | None = None, score_threshold: float = 0.0):
-        """The video's instances (``VideoSession.finish``), once every frame was consumed."""
+        """The video's instances (``VideoSession.finish``), once every frame was consumed. Raises RuntimeError
+        before the stream was iterated, after it stopped with an error (the source's, or the model's), and after the
+        caller left the loop early; VideoReadError for a source without frames."""
+        if not self._started:
+            raise RuntimeError("finish() before any frame was read: iterate over the stream first "
+                               "(for frame in stream: ...), then call finish()")
+        if self._failure is not None:
+            what = "the frames' source failed" if self._source_failed else "the stream stopped with an error"
+            raise RuntimeError(f"finish() after {what} ({self._failure}): the video was not processed to its end; "
+                               "start a new VideoStream")
         if not self.frame_indices:
             path = getattr(self.frames, "path", "frames")
             raise VideoReadError(path, "no decodable frames")

@@ -540,9 +540,9 @@ class BackgroundDecoder:
     """Decode in a daemon thread; iterate to receive `FrameBatch`es of up to `batch_size` frames.
 
     At most `max_queued_batches` batches wait in the queue (plus one being filled), so memory stays bounded
-    however far decoding runs ahead. An exception in the reader is re-raised in the consuming thread
-    (a VideoReadError keeps its one-line message). Use as a context manager (or call `close()`) so that an
-    early exit — break, exception, Ctrl-C — stops the thread without hanging::
+    however far decoding runs ahead. An exception in the reader is re-raised in the consuming thread, after the
+    frames read before it (a VideoReadError keeps its one-line message). Use as a context manager (or call
+    `close()`) so that an early exit — break, exception, Ctrl-C — stops the thread without hanging::
 
         with BackgroundDecoder(reader, batch_size=8) as batches:
             for batch in batches:
@@ -647,7 +647,9 @@ class BackgroundDecoder:
             if indices and batch is not None and not self._put(FrameBatch(indices, batch[: len(indices)])):
                 return
             self._put(_END)
-        except BaseException as error:  # handed to the consumer, which re-raises it
+        except BaseException as error:  # handed to the consumer, which re-raises it after the frames read before it
+            if indices and batch is not None and not self._put(FrameBatch(indices, batch[: len(indices)])):
+                return
             self._put(_Failure(error))
         finally:
             close = getattr(iterator, "close", None)

@@ -337,3 +337,31 @@ def test_video_stream_checks_every_frames_dtype(predictor, position, dtype, prob
     expected = rf"^frame {position}: expected uint8 RGB frames \[H, W, 3\], got {problem}"
     with VideoStream(predictor, frames, batch_frames=4) as stream, pytest.raises(TypeError, match=expected):
         list(stream)
+
+
+@pytest.mark.parametrize("batch_frames", [1, 2, 3])
+def test_a_failing_source_delivers_the_frames_read_before_its_error_then_raises_it(predictor, batch_frames) -> None:
+    """A camera generator that failed after 4 frames: the caller got 2 of them (batch_frames=1) or none (2), then
+    finish() said the caller had left the loop early."""
+    frames = synthetic_frames(5)
+
+    def camera():
+        for index, frame in enumerate(frames):
+            if index == 4:
+                raise OSError("camera unplugged")
+            yield frame
+
+    received = []
+    with VideoStream(predictor, camera(), batch_frames=batch_frames) as stream:
+        with pytest.raises(OSError, match="^camera unplugged$"):
+            for frame in stream:
+                received.append(frame.frame_index)
+        assert received == [0, 1, 2, 3]
+        with pytest.raises(RuntimeError, match=r"^finish\(\) after the frames' source failed \(OSError: camera "):
+            stream.finish()
+
+
+def test_finish_before_iterating_says_so(predictor) -> None:
+    with VideoStream(predictor, list(synthetic_frames(2))) as stream:  # it said "frames: no decodable frames"
+        with pytest.raises(RuntimeError, match=r"^finish\(\) before any frame was read: iterate over the stream"):
+            stream.finish()
