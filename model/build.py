@@ -193,8 +193,18 @@ def check_checkpoint(
 ) -> ClipVisConfig:
     """Verify a checkpoint file without loading it into a model: it reads, and its keys and shapes are exactly those of
     the model its config describes (and, with ``expected`` = a registry entry's config, that model). Returns the
-    resolved config; raises :class:`CheckpointError` naming the file and the problem."""
-    path = Path(path)
+    resolved config; raises :class:`CheckpointError` naming the file and the problem.
+
+    ``path`` is what :func:`load_model` takes: a checkpoint file, a detectron2 or clipvis training folder (its
+    checkpoint, as load_model picks it), or a released checkpoint's name (its cached copy, checked against that
+    release's config; never downloaded here)."""
+    text = os.fspath(path)
+    path = Path(text).expanduser()
+    entry = None if path.exists() else find_pretrained(text)
+    if entry is not None:
+        expected = expected if expected is not None else entry.model_config()
+    if path.is_dir() or entry is not None:
+        path = resolve_weights(text, download=False)
     state, embedded = read_state_dict(path)
     cfg = resolve_config(state, embedded, config, clip_config, base=expected)
     problems = _check_expected(state, expected or {})

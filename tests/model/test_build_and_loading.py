@@ -94,6 +94,20 @@ def test_check_checkpoint_accepts_a_fitting_file_and_names_what_does_not_fit(tmp
         check_checkpoint(tmp_path / "partial.pth", config=config.to_dict(), clip_config=config.clip_model_config)
 
 
+def test_check_checkpoint_takes_a_training_folder_as_load_model_does(tmp_path, tiny_model, tiny_config,
+                                                                      isolated_cache):
+    """A detectron2 output folder loaded, but check_checkpoint said "checkpoint file not found"."""
+    folder = tmp_path / "output"
+    folder.mkdir()
+    _official_file(tiny_model, folder / "model_final.pth")
+    config = tiny_config()
+    settings = {"config": config.to_dict(), "clip_config": config.clip_model_config}
+    assert check_checkpoint(folder, **settings).decoder_layers == load_model(folder, **settings).config.decoder_layers
+    assert check_checkpoint(str(folder), **settings) == check_checkpoint(folder / "model_final.pth", **settings)
+    with pytest.raises(WeightsNotAvailableError, match="not in the cache and downloading is disabled"):
+        check_checkpoint("clipvis-lvis-r50")  # a released name: its cached copy, never downloaded by a check
+
+
 def test_downloaded_file_of_the_wrong_model_never_enters_the_cache(tmp_path, monkeypatch, tiny_model, isolated_cache):
     calls = _fake_gdown(monkeypatch, _official_file(tiny_model, tmp_path / "tiny.pth"))
     with pytest.raises(WeightsNotAvailableError, match="not the expected checkpoint") as info:
