@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Sequence
+from typing import overload
 
 import numpy as np
 
@@ -84,7 +85,7 @@ class TrackMaskStore:
         self.close()
 
 
-class StoredSegmentations(Sequence):
+class StoredSegmentations(Sequence["rle.RleDict | None"]):
     """One track's per-frame RLEs, read from a TrackMaskStore on access (None where empty or suppressed)."""
 
     def __init__(self, store: TrackMaskStore, track: int, suppressed: Sequence[bool]) -> None:
@@ -95,7 +96,13 @@ class StoredSegmentations(Sequence):
     def __len__(self) -> int:
         return len(self.suppressed)
 
-    def __getitem__(self, frame):  # type: ignore[override]
+    @overload
+    def __getitem__(self, frame: int) -> rle.RleDict | None: ...
+
+    @overload
+    def __getitem__(self, frame: slice) -> list[rle.RleDict | None]: ...
+
+    def __getitem__(self, frame: int | slice) -> rle.RleDict | None | list[rle.RleDict | None]:
         if isinstance(frame, slice):
             return [self[i] for i in range(*frame.indices(len(self)))]
         if frame < 0:

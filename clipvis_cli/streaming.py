@@ -25,10 +25,11 @@ from __future__ import annotations
 import itertools
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -36,7 +37,11 @@ from clipvis.cli import rle
 from clipvis.cli.inputs import discover_inputs
 from clipvis.cli.memory import LARGE_BATCH_BYTES, check_frame_memory
 from clipvis.cli.openmp import release_openmp_workers
+from clipvis.cli.rle import CompressedRuns, RleDict
 from clipvis.cli.video_io import BackgroundDecoder, FrameBatch, FrameReader, VideoReadError, open_reader
+
+if TYPE_CHECKING:  # torch: imported when a stream runs, not when the CLI starts
+    from clipvis.model.predictor import TrackedFrame, VideoInstances, VideoPredictor
 
 
 @dataclass
@@ -46,11 +51,11 @@ class StreamedFrame:
 
     position: int
     frame_index: int
-    tracked: object  # clipvis.model.predictor.TrackedFrame: per-frame probabilities and the match
-    compressed: rle.CompressedRuns  # every track's counts string, back to back
+    tracked: TrackedFrame  # per-frame probabilities and the match
+    compressed: CompressedRuns  # every track's counts string, back to back
     empty: np.ndarray  # [Q] bool: tracks without a pixel on this frame
 
-    def rle(self, track: int) -> dict | None:
+    def rle(self, track: int) -> RleDict | None:
         """The compressed RLE of a track's mask on this frame, or None when it is empty."""
         if self.empty[track]:
             return None
@@ -118,8 +123,8 @@ class VideoStream:
 
     def __init__(
         self,
-        predictor,
-        frames: str | Path | Iterable,
+        predictor: VideoPredictor,
+        frames: str | Path | Iterable[np.ndarray] | Iterable[tuple[int, np.ndarray]],
         batch_frames: int = 4,
         max_queued_batches: int = 2,
         stride: int = 1,
@@ -192,8 +197,8 @@ class VideoStream:
         # The model thread's OpenMP team must be the only one: with the caller's too, PyTorch's workers sleep
         # between parallel regions and the network runs 8-10 % slower (clipvis.cli.openmp).
         release_openmp_workers()
-        in_model: deque[tuple[Future, FrameBatch]] = deque()
-        encoding: Future | None = None
+        in_model: deque[tuple[Future[list[TrackedFrame]], FrameBatch]] = deque()
+        encoding: Future[list[StreamedFrame]] | None = None
         source_error: Exception | None = None
         wait_start = time.perf_counter()
         with self._decoder as batches:
@@ -220,7 +225,9 @@ class VideoStream:
             self._source_failed = True
             raise source_error
 
-    def _advance(self, job: tuple[Future, FrameBatch], encoding: Future | None):
+    def _advance(
+        self, job: tuple[Future[list[TrackedFrame]], FrameBatch], encoding: Future[list[StreamedFrame]] | None
+    ) -> Generator[StreamedFrame, None, Future[list[StreamedFrame]]]:
         """Wait for a batch's model results, hand them to the RLE worker, then yield the previous batch's frames
         (encoded meanwhile). Returns the new encoding job."""
         future, batch = job
@@ -234,7 +241,7 @@ class VideoStream:
             yield from self._collect(encoding)
         return next_encoding
 
-    def _collect(self, encoding: Future) -> Iterator[StreamedFrame]:
+    def _collect(self, encoding: Future[list[StreamedFrame]]) -> Iterator[StreamedFrame]:
         start = time.perf_counter()
         frames = encoding.result()
         self.timings["rle_wait"] += time.perf_counter() - start
@@ -242,7 +249,7 @@ class VideoStream:
             self._yielded += 1  # counted before the caller gets it: a caller may leave the loop on any frame
             yield frame
 
-    def finish(self, max_tracks: int | None = None, score_threshold: float = 0.0):
+    def finish(self, max_tracks: int | None = None, score_threshold: float = 0.0) -> VideoInstances:
         """The video's instances (``VideoSession.finish``), once every frame was consumed. Raises RuntimeError
         before the stream was iterated, after it stopped with an error (the source's, or the model's), and after the
         caller left the loop early; VideoReadError for a source without frames."""
@@ -264,7 +271,7 @@ class VideoStream:
         return self.session.finish(max_tracks=max_tracks, score_threshold=score_threshold)
 
 
-def _encode_batch(tracked: list, frame_indices: list[int], first: int) -> list[StreamedFrame]:
+def _encode_batch(tracked: list[TrackedFrame], frame_indices: list[int], first: int) -> list[StreamedFrame]:
     """RLE worker: every frame's run lengths (waiting for their device-to-host copy) -> compressed strings."""
     out = []
     for offset, (frame, frame_index) in enumerate(zip(tracked, frame_indices, strict=True)):

@@ -32,6 +32,12 @@ def test_every_source_package_is_listed_and_mapped() -> None:
     assert set(setuptools_cfg["packages"]) == expected
 
 
+def test_the_package_says_it_is_typed() -> None:
+    """PEP 561: without a py.typed marker, type checkers ignore the hints of an installed clipvis."""
+    assert (ROOT / "clipvis" / "py.typed").is_file()
+    assert "py.typed" in _pyproject()["tool"]["setuptools"]["package-data"]["clipvis"]
+
+
 def _user_project(tmp_path: Path) -> Path:
     """A user's project folder with its own `model.py` and `weights.py`, as many projects have."""
     project = tmp_path / "user_project"
@@ -101,7 +107,7 @@ def test_wheel_has_one_top_level_package(built_wheel: Path) -> None:
     top_level = {name.split("/")[0] for name in names}
     dist_info = {name for name in top_level if name.endswith(".dist-info")}
     assert top_level - dist_info == {"clipvis"}
-    for module in ("__init__.py", "cli/app.py", "model/clipvis.py", "weights/registry.py"):
+    for module in ("__init__.py", "py.typed", "cli/app.py", "model/clipvis.py", "weights/registry.py"):
         assert f"clipvis/{module}" in names
     shipped_configs = sorted(p.name for p in (ROOT / "clipvis_cli" / "train" / "configs").glob("*.yaml"))
     assert shipped_configs and all(f"clipvis/cli/train/configs/{name}" in names for name in shipped_configs)

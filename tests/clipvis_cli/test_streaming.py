@@ -365,3 +365,19 @@ def test_finish_before_iterating_says_so(predictor) -> None:
     with VideoStream(predictor, list(synthetic_frames(2))) as stream:  # it said "frames: no decodable frames"
         with pytest.raises(RuntimeError, match=r"^finish\(\) before any frame was read: iterate over the stream"):
             stream.finish()
+
+
+def test_the_streaming_api_is_annotated_with_the_predictors_types() -> None:
+    """StreamedFrame.tracked was typed ``object`` and finish() returned an unannotated value (py.typed users saw no
+    attributes)."""
+    import typing
+
+    from clipvis.cli import mask_store, streaming
+
+    names = {**vars(streaming), **vars(predictor_module)}
+    assert typing.get_type_hints(streaming.StreamedFrame, names)["tracked"] is predictor_module.TrackedFrame
+    assert typing.get_type_hints(VideoStream.finish, names)["return"] is predictor_module.VideoInstances
+    assert typing.get_type_hints(VideoStream.__init__, names)["predictor"] is VideoPredictor
+    assert typing.get_type_hints(streaming.open_frames, names)["return"] is streaming.FrameReader
+    hints = typing.get_type_hints(mask_store.StoredSegmentations.__getitem__, vars(mask_store))
+    assert hints["frame"] == int | slice
