@@ -93,18 +93,30 @@ class VideoInstance:
     mask_score: float
     suppressed_frames: np.ndarray  # [T] bool: frames whose mask is emptied (official per-frame suppression)
 
+    def __eq__(self, other: object) -> bool:
+        """Field by field, ``suppressed_frames`` by value (the generated ``==`` raised "the truth value of an array
+        ... is ambiguous")."""
+        if not isinstance(other, VideoInstance):
+            return NotImplemented
+        return (
+            (self.track_id, self.label, self.score, self.fused_score, self.mask_score)
+            == (other.track_id, other.label, other.score, other.fused_score, other.mask_score)
+            and np.array_equal(self.suppressed_frames, other.suppressed_frames)
+        )
+
 
 @dataclass
 class VideoInstances:
     """A video's result: ``instances`` ranked (exact mode: the official unsorted order), each over the
     ``num_frames`` frames (``VideoInstance.suppressed_frames`` ``[T]``, T = ``num_frames``); ``geometry`` is None
-    for a video without frames; ``timings`` are seconds per stage."""
+    for a video without frames; ``timings`` are seconds per stage. ``==`` compares the results, not the timings:
+    two runs of one video with the same settings compare equal."""
 
     vocabulary: list[str]
     num_frames: int
     geometry: FrameGeometry | None
     instances: list[VideoInstance]
-    timings: dict[str, float] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict, compare=False)  # measurements: not part of ``==``
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -354,6 +355,19 @@ def test_a_push_interrupted_mid_way_fails_the_session_and_one_before_any_change_
     clean.push(frames[2:])
     assert [(i.track_id, i.label, i.score) for i in session.finish().instances] == [
         (i.track_id, i.label, i.score) for i in clean.finish().instances]
+
+
+def test_results_compare_by_value(tiny_model, tmp_path) -> None:
+    """``==`` on VideoInstances / VideoInstance raised "the truth value of an array ... is ambiguous"."""
+    predictor = VideoPredictor(tiny_model, ["box", "sky"], cache_dir=tmp_path)
+    _, first = run_video(predictor, synthetic_video(3), 3)
+    _, second = run_video(predictor, synthetic_video(3), 3)
+    assert first.instances and first == second and first.instances[0] == second.instances[0]
+    assert dataclasses.replace(second, timings={"model": 99.0}) == first  # measurements are left out of ==
+    changed = dataclasses.replace(first.instances[0], suppressed_frames=~first.instances[0].suppressed_frames)
+    assert changed != first.instances[0]
+    assert first != dataclasses.replace(first, instances=[changed, *first.instances[1:]])
+    assert first.instances[0] != "not an instance"
 
 
 def test_text_embeddings_cached_on_disk(tiny_model, tmp_path, monkeypatch) -> None:
