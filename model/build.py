@@ -48,25 +48,29 @@ class UntrustedClipError(CheckpointError):
     """A config or checkpoint names a CLIP whose weights clipvis would download but does not trust by default."""
 
 
-def _pretrained_clip(config: ClipVisConfig, allow_hub_clip: bool) -> torch.nn.Module:
+def _pretrained_clip(config: ClipVisConfig, allow_hub_clip: bool, for_checkpoint: bool = False) -> torch.nn.Module:
     """The CLIP with open_clip's pretrained weights (downloaded by open_clip on first use), after the safety checks:
-    only the released checkpoints' (name, tag) pairs unless ``allow_hub_clip``, never with ``CLIPVIS_OFFLINE``."""
+    only the released checkpoints' (name, tag) pairs unless ``allow_hub_clip``, never with ``CLIPVIS_OFFLINE``.
+    ``for_checkpoint``: for a checkpoint without CLIP weights (load_model), which the messages then name; otherwise
+    for ``create_model(pretrained_clip=True)``."""
     import open_clip
 
     name, tag = config.clip_model_name, config.clip_pretrained
+    why = ("the checkpoint has no CLIP weights" if for_checkpoint
+           else "create_model(pretrained_clip=True) takes the CLIP weights from open_clip")
     if config.clip_model_config is not None:
         raise CheckpointError("a CLIP given by model config has no pretrained weights to download")
     if (name, tag) not in known_clip_models() and not allow_hub_clip:
         known = ", ".join(f"{n}/{t}" for n, t in sorted(known_clip_models()))
         raise UntrustedClipError(
-            f"the checkpoint has no CLIP weights and its config names CLIP {name}/{tag}, which is not one of the "
-            f"released models' CLIPs ({known}); pass --allow-hub-clip (allow_hub_clip=True) to let open_clip "
-            "download it"
+            f"{why} and its config names CLIP {name}/{tag}, which is not one of the released models' CLIPs "
+            f"({known}); pass --allow-hub-clip (allow_hub_clip=True) to let open_clip download it"
         )
     if offline_mode():
+        remedy = ("use a checkpoint that holds the CLIP (backbone.clip_model.* keys)" if for_checkpoint
+                  else f"unset {OFFLINE_ENV}, or build with pretrained_clip=False and load a checkpoint's weights")
         raise CheckpointError(
-            f"the checkpoint has no CLIP weights and {OFFLINE_ENV} is set, so the {name}/{tag} CLIP weights "
-            "cannot be downloaded; use a checkpoint that holds the CLIP (backbone.clip_model.* keys)"
+            f"{why} and {OFFLINE_ENV} is set, so the {name}/{tag} CLIP weights cannot be downloaded; {remedy}"
         )
     # open_clip >= 2.29 builds OpenAI CLIPs with GELU unless told otherwise; the OpenAI weights need QuickGELU
     # (docs/fidelity.md, "CLIP").
@@ -85,12 +89,23 @@ def create_model(
     ``pretrained_clip=True`` loads the CLIP weights through open_clip (downloads them on first use; only the released
     models' CLIPs unless ``allow_hub_clip``); otherwise the CLIP is random too and its weights come from a checkpoint.
     """
+    return _create_model(config, pretrained_clip, allow_hub_clip)
+
+
+def _create_model(
+    config: ClipVisConfig | Mapping[str, Any] | None,
+    pretrained_clip: bool,
+    allow_hub_clip: bool,
+    for_checkpoint: bool = False,
+) -> ClipVis:
+    """:func:`create_model`; ``for_checkpoint``: the pretrained CLIP is for a checkpoint without one (the errors
+    then say so)."""
     if config is None:
         config = ClipVisConfig()
     elif not isinstance(config, ClipVisConfig):
         config = ClipVisConfig.from_dict({**ClipVisConfig().to_dict(), **config})
     if pretrained_clip:
-        clip_model = _pretrained_clip(config, allow_hub_clip)
+        clip_model = _pretrained_clip(config, allow_hub_clip, for_checkpoint)
     else:
         clip_model = build_open_clip_model(config.clip_model_name, config.clip_model_config, config.clip_pretrained)
     backbone = ClipBackbone(clip_model.float(), max_logit_scale=config.max_logit_scale)
@@ -293,7 +308,7 @@ def load_model(
         with torch.device("meta"):
             model = create_model(cfg)
     else:
-        model = create_model(cfg, pretrained_clip=True, allow_hub_clip=allow_hub_clip)
+        model = _create_model(cfg, pretrained_clip=True, allow_hub_clip=allow_hub_clip, for_checkpoint=True)
     expected = model.state_dict()
     if not has_clip:
         state = {**{k: v for k, v in expected.items() if k.startswith("backbone.")}, **state}

@@ -220,6 +220,17 @@ def test_unknown_pair_needs_the_opt_in_and_offline_always_wins(tmp_path, tiny_mo
     assert fake_open_clip == []
 
 
+def test_create_model_offline_does_not_blame_a_checkpoint(monkeypatch, fake_open_clip) -> None:
+    """create_model(pretrained_clip=True) offline said "the checkpoint has no CLIP weights": no checkpoint there."""
+    monkeypatch.setenv("CLIPVIS_OFFLINE", "1")
+    with pytest.raises(CheckpointError, match=r"^create_model\(pretrained_clip=True\) takes the CLIP weights from "
+                                              r"open_clip and CLIPVIS_OFFLINE is set.*unset CLIPVIS_OFFLINE") as info:
+        create_model(pretrained_clip=True)
+    assert "checkpoint has no CLIP" not in str(info.value) and fake_open_clip == []
+    with pytest.raises(UntrustedClipError, match=r"^create_model\(pretrained_clip=True\) .* RN50/yfcc15m"):
+        create_model({"clip_pretrained": "yfcc15m"}, pretrained_clip=True)
+
+
 def test_released_clip_is_built_with_quick_gelu(tmp_path, tiny_model, fake_open_clip) -> None:
     """The OpenAI RN50 weights need QuickGELU; recent open_clip only warns unless it is forced."""
     with pytest.raises(_DownloadAttempted):
