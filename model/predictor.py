@@ -15,8 +15,11 @@ from __future__ import annotations
 import contextlib
 import math
 import numbers
+import os
 import time
 import unicodedata
+from collections.abc import Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -118,6 +121,13 @@ class VideoInstances:
     instances: list[VideoInstance]
     timings: dict[str, float] = field(default_factory=dict, compare=False)  # measurements: not part of ``==``
 
+    @property
+    def class_names(self) -> list[str]:
+        """Each class's name, as `clipvis segment` names its categories: the first of its synonyms (``"car,
+        automobile"`` -> ``"car"``); ``video.class_names[instance.label]``. ``vocabulary`` holds the classes as
+        given, synonyms included."""
+        return [split_synonyms(name)[0].strip() for name in self.vocabulary]
+
 
 @dataclass(frozen=True)
 class ActiveVocabulary:
@@ -139,13 +149,19 @@ class VideoPredictor:
     def __init__(
         self,
         model: ClipVis,
-        vocabulary: list[str],
+        vocabulary: Sequence[str],
         device: str | torch.device = "cpu",
         precision: str = "fp32",
         exact: bool = False,
         cache_dir: str | Path | None = None,
         text_cache: bool = True,
     ) -> None:
+        if isinstance(model, str | os.PathLike):
+            raise TypeError(f"VideoPredictor takes a model, not a path ({os.fspath(model)!r}): load it first with "
+                            "model = clipvis.load_model(path_or_name), then VideoPredictor(model, vocabulary)")
+        if not isinstance(model, ClipVis):
+            raise TypeError(f"VideoPredictor takes a ClipVis model (clipvis.load_model or create_model), not "
+                            f"{type(model).__name__}")
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
         if str(device) == "auto":  # as the command line's --device auto
@@ -167,13 +183,17 @@ class VideoPredictor:
         self.text_classifier = TextClassifier(model.backbone, cache_dir=cache_dir, use_disk_cache=text_cache)
         self.set_vocabulary(vocabulary)
 
-    def set_vocabulary(self, vocabulary: list[str]) -> None:
+    def set_vocabulary(self, vocabulary: Sequence[str]) -> None:
         """Classify with these class names from the next video session on (a session keeps the vocabulary it
         started with). Atomic: the embeddings are computed first and replace the old vocabulary together with the
         names, so an error or Ctrl-C while encoding leaves the previous vocabulary in place, whole."""
         if isinstance(vocabulary, (str, bytes)):
             raise TypeError(f"the vocabulary must be a list of class names, not one string ({vocabulary!r}: "
                             "write ['cat', 'dog'])")
+        if not isinstance(vocabulary, Sequence):  # a set's order (the class ids) would change from run to run
+            raise TypeError(f"the vocabulary must be a list (or tuple) of class names, in class-id order, not a "
+                            f"{type(vocabulary).__name__}" + (": sorted(names) or list(names) in the order you want"
+                                                              if isinstance(vocabulary, AbstractSet) else ""))
         vocabulary = list(vocabulary)
         if not all(isinstance(name, str) for name in vocabulary):
             kinds = sorted({type(name).__name__ for name in vocabulary if not isinstance(name, str)})
@@ -224,7 +244,12 @@ class VideoPredictor:
 
 
 class VideoSession:
-    """Streams one video: frames in, tracked frames out; memory stays bounded whatever the video length."""
+    """Streams one video: frames in, tracked frames out; memory stays bounded whatever the video length.
+
+    Push a video's frames in order, from one thread at a time: a session is not thread-safe (two threads pushing
+    to one session would interleave the matcher's memory and the scores). Different videos take different
+    sessions (``predictor.new_video()``).
+    """
 
     def __init__(self, predictor: VideoPredictor) -> None:
         self.predictor = predictor

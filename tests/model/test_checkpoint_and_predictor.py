@@ -225,6 +225,11 @@ def test_vocabulary_validation(tiny_model, tmp_path) -> None:
         VideoPredictor(tiny_model, ["Cat", "dog", "cat, kitty"], cache_dir=tmp_path)
     with pytest.raises(ValueError, match="duplicate class names"):  # "café" composed, then decomposed
         VideoPredictor(tiny_model, ["caf\u00e9", "cafe\u0301"], cache_dir=tmp_path)
+    with pytest.raises(TypeError, match=r"a list \(or tuple\) of class names, in class-id order, not a set"):
+        VideoPredictor(tiny_model, {"cat", "dog"}, cache_dir=tmp_path)  # the class ids followed the hash order
+    assert VideoPredictor(tiny_model, ("cat", "dog"), cache_dir=tmp_path).vocabulary == ["cat", "dog"]
+    with pytest.raises(TypeError, match=r"takes a model, not a path \('model.pth'\): load it first with"):
+        VideoPredictor("model.pth", ["cat"])  # AttributeError: 'str' object has no attribute 'parameters'
 
 
 def test_a_new_vocabulary_with_the_same_synonyms_grouped_otherwise_gets_its_own_grouping(tiny_model, tmp_path) -> None:
@@ -368,6 +373,17 @@ def test_results_compare_by_value(tiny_model, tmp_path) -> None:
     assert changed != first.instances[0]
     assert first != dataclasses.replace(first, instances=[changed, *first.instances[1:]])
     assert first.instances[0] != "not an instance"
+
+
+def test_results_name_the_classes_as_the_command_line_does(tiny_model, tmp_path) -> None:
+    """``video.vocabulary[label]`` of a class with synonyms is the whole "car, automobile"; `segment` calls it "car"."""
+    from clipvis.cli.commands.segment import class_name
+
+    vocabulary = ["car, automobile", "person", "traffic light,stop light"]
+    predictor = VideoPredictor(tiny_model, vocabulary, cache_dir=tmp_path)
+    _, video = run_video(predictor, synthetic_video(2), 2)
+    assert video.vocabulary == vocabulary
+    assert video.class_names == ["car", "person", "traffic light"] == [class_name(name) for name in vocabulary]
 
 
 def test_text_embeddings_cached_on_disk(tiny_model, tmp_path, monkeypatch) -> None:
