@@ -320,6 +320,38 @@ _RECIPE_CHOICES = {
 }
 
 
+def check_evaluation_data(config: TrainConfig, eval_period: int, max_iter: int) -> None:
+    """ConfigError (one line) for periodic-evaluation data the run would fail on at its first evaluation, hours in:
+    a ``DATASETS.TEST`` name that is not a registered dataset, a ``CLIPVIS.TEST_DATA`` entry that is not
+    ``{json: file, frames: folder}`` or whose file or folder is not there. Only when an evaluation falls within the
+    run (``0 < eval_period <= max_iter``): an official config names test sets it never evaluates on."""
+    from clipvis.cli.datasets import UnknownDatasetError, dataset_names, get_dataset
+
+    if not 0 < eval_period <= max_iter:
+        return
+
+    def where(dotted: str) -> str:
+        return f"{dotted} (set on the command line)" if dotted in config.overridden else f"{config.source}: {dotted}"
+
+    for name in config.get("DATASETS.TEST") or []:
+        try:
+            get_dataset(str(name))
+        except UnknownDatasetError:
+            raise ConfigError(
+                f"{where('DATASETS.TEST')}: {name!r} is not a registered dataset (known: "
+                f"{', '.join(dataset_names())}); evaluate on your own data with "
+                "CLIPVIS.TEST_DATA=[{json: GT.json, frames: folder}], or set TEST.EVAL_PERIOD=0"
+            ) from None
+    for entry in config.get("CLIPVIS.TEST_DATA") or []:
+        if not isinstance(entry, dict) or not entry.get("json") or not entry.get("frames"):
+            raise ConfigError(f"{where('CLIPVIS.TEST_DATA')}: an entry is {{json: YouTube-VIS GT file, frames: "
+                              f"frames folder}}, not {entry!r}")
+        if not Path(str(entry["json"])).expanduser().is_file():
+            raise ConfigError(f"{where('CLIPVIS.TEST_DATA')}: {entry['json']}: no such file")
+        if not Path(str(entry["frames"])).expanduser().is_dir():
+            raise ConfigError(f"{where('CLIPVIS.TEST_DATA')}: {entry['frames']}: no such folder")
+
+
 @dataclass(frozen=True)
 class Schedule:
     """What autoscaling decided (also written to the run's log)."""

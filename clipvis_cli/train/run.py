@@ -24,7 +24,7 @@ import torch.distributed as dist
 
 from clipvis.cli.atomic import atomic_write_text, ensure_output_dir
 from clipvis.cli.distributed import visible_gpu
-from clipvis.cli.train.config import RUN_CONFIG_NAME, ConfigError, TrainConfig, autoscale
+from clipvis.cli.train.config import RUN_CONFIG_NAME, ConfigError, TrainConfig, autoscale, check_evaluation_data
 from clipvis.cli.train.data import AugmentationConfig, StreamBatchSampler, TrainDataset, build_loader, repeat_factors
 from clipvis.cli.train.sources import load_sources
 from clipvis.cli.train.stopping import TrainingStopped
@@ -150,14 +150,14 @@ def _evaluator(config: TrainConfig, device: torch.device):
             folder = Path(config.get("OUTPUT_DIR")) / "eval" / f"{name}_{iteration:07d}"
             metrics: dict[str, Any] = {}
 
-            # A registered benchmark is scored as its own evaluator does (BURST); custom data by its GT.
-            protocol = get_dataset(job["dataset"]).protocol if job["dataset"] else None
-
-            def score(results: Path, gt: Path) -> None:
-                result = score_results_file(results, gt, protocol)  # noqa: B023 - called at once
-                metrics.update(result.to_dict()["metrics"])  # noqa: B023 - called at once
-
             try:  # in this process alone: the other ranks wait at a barrier meanwhile
+                # A registered benchmark is scored as its own evaluator does (BURST); custom data by its GT.
+                protocol = get_dataset(job["dataset"]).protocol if job["dataset"] else None
+
+                def score(results: Path, gt: Path) -> None:
+                    result = score_results_file(results, gt, protocol)  # noqa: B023 - called at once
+                    metrics.update(result.to_dict()["metrics"])  # noqa: B023 - called at once
+
                 run_dataset_evaluation(
                     weights=str(checkpoint), data_root=config.get("CLIPVIS.DATA_ROOT") or None, output=folder,
                     score=score, device=device.type, max_videos=int(config.get("CLIPVIS.EVAL_VIDEOS") or 0) or None,
@@ -177,6 +177,8 @@ def run_training(request: RunRequest, rank: int = 0, world: int = 1, local_rank:
     """Train in this process (one rank of ``world``); returns the final checkpoint path."""
     config = request.config
     schedule = autoscale(config, world, enabled=request.autoscale)
+    # before anything loads or is written: a test set named wrongly failed at the first evaluation, hours in
+    check_evaluation_data(config, schedule.eval_period, schedule.max_iter)
     output_dir = ensure_output_dir(Path(config.get("OUTPUT_DIR")).expanduser())
     # Before anything is written there (config.yaml): a fresh run never mixes with the checkpoints of another.
     newest = newest_checkpoint(output_dir) or (checkpoints_in(output_dir) or [None])[-1]

@@ -584,3 +584,25 @@ def test_an_official_checkpoint_with_its_own_clip_fine_tunes_with_clip_config(tm
     result = runner.invoke(app, ["train", "--output-dir", str(run), "--resume", "SOLVER.MAX_ITER=2"])
     assert result.exit_code == 0, result.output + repr(result.exception)
     assert (run / "model_0000001.safetensors").is_file()
+
+
+def test_a_test_set_the_periodic_evaluation_cannot_run_is_one_line_before_the_data_loads(tmp_path, tiny_train_config):
+    """A misspelt DATASETS.TEST (or a CLIPVIS.TEST_DATA file that is not there) ended training with a traceback at
+    the first evaluation, TEST.EVAL_PERIOD iterations (hours) in: now one line naming the setting, at once."""
+    data = write_coco(tmp_path / "data", num_images=2)
+    config = tiny_train_config(tmp_path, MAX_ITER=2)
+    base = ["train", "--config", str(config), "--data", str(data[0]), "--images", str(data[1]), "TEST.EVAL_PERIOD=1"]
+    result = runner.invoke(app, [*base, "--output-dir", str(tmp_path / "a"), "DATASETS.TEST=[lvvis_vall]"])
+    assert result.exit_code == 1, result.output
+    assert result.output.startswith("clipvis: error: DATASETS.TEST (set on the command line): 'lvvis_vall' is not a "
+                                    "registered dataset (known: lvvis_train, lvvis_val"), result.output
+    assert len(result.output.strip().splitlines()) == 1 and "training items" not in result.output
+    assert not (tmp_path / "a" / "config.yaml").exists() and not (tmp_path / "a" / "train.log").exists()
+    missing = f"CLIPVIS.TEST_DATA=[{{json: {tmp_path / 'gone.json'}, frames: {tmp_path}}}]"
+    result = runner.invoke(app, [*base, "--output-dir", str(tmp_path / "b"), missing])
+    assert result.exit_code == 1 and f"CLIPVIS.TEST_DATA (set on the command line): {tmp_path / 'gone.json'}: no " \
+        "such file" in result.output, result.output
+    # An official config's test set that no evaluation of this run reaches is no error (EVAL_PERIOD past MAX_ITER).
+    result = runner.invoke(app, [*base[:-1], "--output-dir", str(tmp_path / "c"), "TEST.EVAL_PERIOD=100",
+                                 "DATASETS.TEST=[lvvis_vall]"])
+    assert result.exit_code == 0, result.output
