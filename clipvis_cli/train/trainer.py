@@ -311,6 +311,7 @@ class Trainer:
         self.start_iteration = 0
         self.warning_count = 0
         self._warned: set[str] = set()
+        self._stop_signum: int | None = None  # the stop signal the processes agreed on (``_agree_to_stop``)
         self.mean = torch.tensor(settings.pixel_mean, device=device).view(1, 3, 1, 1)
         self.std = torch.tensor(settings.pixel_std, device=device).view(1, 3, 1, 1)
 
@@ -442,16 +443,20 @@ class Trainer:
 
     # ---- the loop ----------------------------------------------------------------------------------------------
     def _agree_to_stop(self, requests: StopRequests) -> bool:
-        """Whether any process was asked to stop (every process calls this at the same point of an iteration)."""
+        """Whether any process was asked to stop (every process calls this at the same point of an iteration); the
+        signal one got (the largest number when they got different ones) becomes every process' ``_stop_signum``,
+        so each reports and exits with the signal some process received, not only the one that got it."""
         if self.world == 1:
+            self._stop_signum = requests.signum
             return requests.requested
-        flag = torch.tensor([1.0 if requests.requested else 0.0],
-                            device=self.device if self.device.type == "cuda" else "cpu")
-        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-        return bool(flag.item() > 0)
+        number = torch.tensor([requests.signum or 0], dtype=torch.int64,
+                              device=self.device if self.device.type == "cuda" else "cpu")
+        dist.all_reduce(number, op=dist.ReduceOp.MAX)
+        self._stop_signum = int(number.item()) or None
+        return self._stop_signum is not None
 
     def _stopped(self, requests: StopRequests, iteration: int, checkpoint: Path) -> TrainingStopped:
-        signum = requests.signum if requests.signum is not None else signal.SIGINT
+        signum = self._stop_signum or requests.signum or signal.SIGINT
         if self.rank == 0:
             log.info("stopped by %s after iteration %d; checkpoint %s", signal.Signals(signum).name, iteration + 1,
                      checkpoint, extra={"file_only": True})

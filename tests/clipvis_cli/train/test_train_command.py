@@ -606,3 +606,60 @@ def test_a_test_set_the_periodic_evaluation_cannot_run_is_one_line_before_the_da
     result = runner.invoke(app, [*base[:-1], "--output-dir", str(tmp_path / "c"), "TEST.EVAL_PERIOD=100",
                                  "DATASETS.TEST=[lvvis_vall]"])
     assert result.exit_code == 0, result.output
+
+
+def rank_process(parent: int, rank: int) -> int | None:
+    """The pid of the torchrun worker of ``rank`` among the descendants of ``parent`` (Linux /proc), or None."""
+    import os
+
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            if f"RANK={rank}".encode() not in Path(f"/proc/{entry}/environ").read_bytes().split(b"\0"):
+                continue
+            pid = int(entry)
+            while pid > 1:  # one of its ancestors is the launcher
+                pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+                if pid == parent:
+                    return int(entry)
+        except OSError:  # a process that ended meanwhile, or another user's
+            continue
+    return None
+
+
+@pytest.mark.skipif(not torch.distributed.is_gloo_available() or not Path("/proc/self/environ").exists(),
+                    reason="gloo backend not built into this torch, or no /proc")
+def test_sigterm_to_one_torchrun_rank_stops_every_rank_by_that_signal(tmp_path, tiny_train_config):
+    """A SIGTERM to rank 1 alone (a scheduler signalling one task): rank 0 said 'stopped by SIGINT' and exited 130;
+    now every rank stops after the same iteration by SIGTERM, and exits 143."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    data = write_coco(tmp_path / "data", num_images=2)
+    config = tiny_train_config(tmp_path, MAX_ITER=5000, IMS_PER_BATCH=2)
+    run = tmp_path / "run"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "clipvis",
+               "train", "--config", str(config), "--output-dir", str(run), "--data", str(data[0]), "--images",
+               str(data[1]), "CLIPVIS.LOG_PERIOD=1"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "OMP_NUM_THREADS": "1"})
+    metrics = run / "metrics.jsonl"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and process.poll() is None:
+        if metrics.is_file() and len(metrics.read_text().splitlines()) >= 2:
+            break
+        time.sleep(0.2)
+    rank1 = rank_process(process.pid, 1)
+    assert rank1 is not None
+    os.kill(rank1, signal.SIGTERM)
+    out, err = process.communicate(timeout=120)
+    assert err.count("clipvis: stopped by SIGTERM; saved ") == 1, err
+    assert "SIGINT" not in err and "exitcode: 130" not in err, err
+    assert "exitcode: 143" in err, err  # torchrun's summary of the ranks' exit statuses
+    last = (run / "last_checkpoint").read_text().strip()
+    iteration = int(last.split("_")[1].split(".")[0])
+    assert f"stopped by SIGTERM after iteration {iteration + 1};" in (run / "train.log").read_text()
