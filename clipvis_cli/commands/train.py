@@ -91,8 +91,8 @@ def train(
     if output_dir is not None:
         cfg.set("OUTPUT_DIR", str(output_dir))
     if weights:  # recorded in config.yaml: a run resumed before its first checkpoint starts from them again
-        local = Path(weights).expanduser()
-        cfg.set("MODEL.WEIGHTS", str(local.resolve()) if local.exists() else weights)
+        weights = _starting_weights(weights)
+        cfg.set("MODEL.WEIGHTS", weights)
     if data_root is not None:
         cfg.set("CLIPVIS.DATA_ROOT", str(data_root))
     if clip_config is not None:  # recorded in config.yaml (absolute): --resume builds the same CLIP
@@ -165,6 +165,22 @@ def _record_absolute_data_paths(config: TrainConfig) -> None:
         entries = config.get(key) or []
         config.set(key, [{**entry, **{f: absolute(entry[f]) for f in fields if entry.get(f)}}
                          if isinstance(entry, dict) else entry for entry in entries])
+
+
+def _starting_weights(weights: str) -> str:
+    """``--weights`` as the run records it: a released name as given (downloaded when the model is built), a file
+    or folder as the absolute path of the checkpoint file in it, the one the run starts from (a training folder's
+    newest checkpoint moves on while that run goes on: a resume before this run's first checkpoint must start from
+    the same one). Checked before the data loads: a mistyped path is one line at once."""
+    from clipvis.weights import WeightsError, find_pretrained, resolve_weights
+
+    if not Path(weights).expanduser().exists() and find_pretrained(weights) is not None:
+        return weights
+    try:
+        return str(resolve_weights(weights, download=False))
+    except WeightsError as error:
+        raise fail(f"--weights {weights}: {' '.join(str(error).split())}"
+                   if weights not in str(error) else " ".join(str(error).split())) from None
 
 
 def _run_to_resume(output_dir: Path | None, config: TrainConfig | None) -> Path | None:

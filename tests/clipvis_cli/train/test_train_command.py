@@ -663,3 +663,22 @@ def test_sigterm_to_one_torchrun_rank_stops_every_rank_by_that_signal(tmp_path, 
     last = (run / "last_checkpoint").read_text().strip()
     iteration = int(last.split("_")[1].split(".")[0])
     assert f"stopped by SIGTERM after iteration {iteration + 1};" in (run / "train.log").read_text()
+
+
+def test_a_run_from_a_training_folder_records_the_checkpoint_it_started_from(tmp_path, tiny_train_config):
+    """--weights FOLDER was recorded as the folder: a --resume of a run stopped before its first checkpoint started
+    from the folder's newest checkpoint of that moment, not the one the run started from. A mistyped --weights is one
+    line before the data loads."""
+    data = write_coco(tmp_path / "data", num_images=2)
+    config = tiny_train_config(tmp_path, MAX_ITER=1)
+    train(config, tmp_path / "first", data)
+    result = train(config, tmp_path / "second", data, "--weights", str(tmp_path / "first"))
+    started = tmp_path / "first" / "model_0000000.safetensors"
+    assert yaml.safe_load((tmp_path / "second" / "config.yaml").read_text())["MODEL"]["WEIGHTS"] == str(started)
+    assert f"starting from {started}" in result.output
+    args = ["train", "--config", str(config), "--output-dir", str(tmp_path / "third"), "--data", str(data[0]),
+            "--images", str(data[1]), "--weights", str(tmp_path / "frist")]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1 and result.output.startswith(f"clipvis: error: '{tmp_path / 'frist'}' is neither"), \
+        result.output
+    assert "training items" not in result.output and not (tmp_path / "third" / "train.log").exists()
