@@ -207,7 +207,7 @@ def _export(weights: str | None, target: Path, config: str | None = None, overri
     model is built as training builds it: with ``--config`` (and ``KEY=VALUE``) and ``--clip-config`` when given."""
     import torch
 
-    from clipvis.cli.atomic import OutputNotWritableError, atomic_output_path
+    from clipvis.cli.atomic import OutputNotWritableError, atomic_output_path, ensure_output_dir
     from clipvis.cli.train.config import ConfigError, load_train_config
     from clipvis.cli.train.run import weights_model_config
     from clipvis.model import CheckpointError, load_model, to_official_state_dict
@@ -217,6 +217,8 @@ def _export(weights: str | None, target: Path, config: str | None = None, overri
         raise typer.BadParameter("--export-pth needs --weights (a training folder, checkpoint file or released name)")
     if target.is_dir():
         raise typer.BadParameter(f"--export-pth {target} is a folder: give the file to write, e.g. {target}/model.pth")
+    if os.environ.get("RANK", "0") != "0":  # under torchrun: one file to write, by rank 0 alone
+        return
     try:
         model_config = weights_model_config(load_train_config(config, overrides or [])) if config else None
     except ConfigError as error:
@@ -226,6 +228,7 @@ def _export(weights: str | None, target: Path, config: str | None = None, overri
     except (CheckpointError, WeightsError, ValueError) as error:
         raise fail(f"weights {weights}: {' '.join(str(error).split())}") from None
     try:
+        ensure_output_dir(target.parent)  # as segment's -o: the folders are made (once the model loaded)
         with atomic_output_path(target) as tmp:
             torch.save({"model": to_official_state_dict(model)}, tmp)
     except OutputNotWritableError as error:

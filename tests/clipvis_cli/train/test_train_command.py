@@ -682,3 +682,20 @@ def test_a_run_from_a_training_folder_records_the_checkpoint_it_started_from(tmp
     assert result.exit_code == 1 and result.output.startswith(f"clipvis: error: '{tmp_path / 'frist'}' is neither"), \
         result.output
     assert "training items" not in result.output and not (tmp_path / "third" / "train.log").exists()
+
+
+def test_export_pth_makes_its_folders_and_is_written_by_rank_0_alone(tmp_path, tiny_train_config, monkeypatch):
+    """--export-pth into a folder not there yet failed 'output not writable' (segment -o makes folders); under
+    torchrun every rank wrote the file and printed its path."""
+    data = write_coco(tmp_path / "data", num_images=2)
+    train(tiny_train_config(tmp_path, MAX_ITER=1), tmp_path / "run", data)
+    target = tmp_path / "new" / "sub" / "model.pth"
+    export = ["train", "--weights", str(tmp_path / "run"), "--export-pth", str(target)]
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    result = runner.invoke(app, export)
+    assert result.exit_code == 0 and result.output == "" and not target.parent.exists(), result.output
+    monkeypatch.setenv("RANK", "0")
+    result = runner.invoke(app, export)
+    assert result.exit_code == 0 and result.output.strip() == str(target), result.output
+    assert "sem_seg_head.predictor.query_feat.weight" in torch.load(target, weights_only=True)["model"]
