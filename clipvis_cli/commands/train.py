@@ -205,9 +205,12 @@ def _export(weights: str | None, target: Path, config: str | None = None, overri
             clip_config: Path | None = None) -> None:
     """The model of ``weights`` under the official key names, ``{"model": state_dict}``, written atomically. The
     model is built as training builds it: with ``--config`` (and ``KEY=VALUE``) and ``--clip-config`` when given."""
+    import warnings
+
     import torch
 
     from clipvis.cli.atomic import OutputNotWritableError, atomic_output_path, ensure_output_dir
+    from clipvis.cli.messages import print_warning
     from clipvis.cli.train.config import ConfigError, load_train_config
     from clipvis.cli.train.run import weights_model_config
     from clipvis.model import CheckpointError, load_model, to_official_state_dict
@@ -224,9 +227,13 @@ def _export(weights: str | None, target: Path, config: str | None = None, overri
     except ConfigError as error:
         raise fail(str(error)) from None
     try:
-        model = load_model(weights, config=model_config, clip_config=clip_config)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            model = load_model(weights, config=model_config, clip_config=clip_config)
     except (CheckpointError, WeightsError, ValueError) as error:
         raise fail(f"weights {weights}: {' '.join(str(error).split())}") from None
+    for warning in dict.fromkeys(str(w.message) for w in caught):
+        print_warning(warning)
     try:
         ensure_output_dir(target.parent)  # as segment's -o: the folders are made (once the model loaded)
         with atomic_output_path(target) as tmp:

@@ -14,6 +14,7 @@ import os
 import signal
 import socket
 import sys
+import warnings
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -24,6 +25,7 @@ import torch.distributed as dist
 
 from clipvis.cli.atomic import atomic_write_text, ensure_output_dir
 from clipvis.cli.distributed import visible_gpu
+from clipvis.cli.messages import print_warning
 from clipvis.cli.train.config import RUN_CONFIG_NAME, ConfigError, TrainConfig, autoscale, check_evaluation_data
 from clipvis.cli.train.data import AugmentationConfig, StreamBatchSampler, TrainDataset, build_loader, repeat_factors
 from clipvis.cli.train.sources import load_sources
@@ -237,7 +239,14 @@ def run_training(request: RunRequest, rank: int = 0, world: int = 1, local_rank:
     weights = request.weights or (config.get("MODEL.WEIGHTS") or None)
     # Built once the data is known to be there. Resuming: the checkpoint holds the architecture and every weight (no
     # CLIP to fetch); Trainer.resume then loads it again with its optimiser, schedule and RNG state.
-    model = build_model(config, str(resume_from) if resume_from else weights, seed, resuming=resume_from is not None)
+    with warnings.catch_warnings(record=True) as caught:  # the checkpoint's notes: said once, as segment says them
+        warnings.simplefilter("always")
+        model = build_model(config, str(resume_from) if resume_from else weights, seed,
+                            resuming=resume_from is not None)
+    if rank == 0:
+        for warning in dict.fromkeys(str(w.message) for w in caught):
+            print_warning(warning)
+            log.warning("warning: %s", warning, extra={"file_only": True})
     if rank == 0:  # once the data and the model are there: a run that cannot start leaves no config.yaml that a later
         # --resume would take for a run's own
         atomic_write_text(output_dir / RUN_CONFIG_NAME, config.to_yaml())
