@@ -62,6 +62,7 @@ def train(
 ) -> None:
     """Train CLIP-VIS (class-agnostic head on a frozen CLIP) with the official recipe."""
     from clipvis.cli.atomic import OutputNotWritableError
+    from clipvis.cli.distributed import RanksDifferError
     from clipvis.cli.train.config import ConfigError, load_train_config
     from clipvis.cli.train.records import TrainDataError
     from clipvis.cli.train.run import ProcessFailedError, RunRequest, launch
@@ -117,6 +118,8 @@ def train(
     except (ConfigError, TrainDataError, CheckpointError, WeightsError, FloatingPointError, OutputNotWritableError,
             ProcessFailedError) as error:
         raise fail(str(error)) from None
+    except RanksDifferError as error:  # every rank found it alike: rank 0 says it
+        raise (fail(str(error)) if os.environ.get("RANK", "0") == "0" else typer.Exit(1)) from None
     except KeyboardInterrupt as interrupt:  # Ctrl-C, SIGTERM, SIGHUP: a checkpoint was saved where training stopped
         raise _stopped(interrupt, Path(str(cfg.get("OUTPUT_DIR"))).expanduser(), num_gpus) from None
     if final is not None and os.environ.get("RANK", "0") == "0":

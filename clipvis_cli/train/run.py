@@ -24,7 +24,7 @@ import torch
 import torch.distributed as dist
 
 from clipvis.cli.atomic import atomic_write_text, ensure_output_dir
-from clipvis.cli.distributed import visible_gpu
+from clipvis.cli.distributed import RanksDifferError, visible_gpu
 from clipvis.cli.messages import print_warning
 from clipvis.cli.train.config import RUN_CONFIG_NAME, ConfigError, TrainConfig, autoscale, check_evaluation_data
 from clipvis.cli.train.data import AugmentationConfig, StreamBatchSampler, TrainDataset, build_loader, repeat_factors
@@ -205,6 +205,8 @@ def run_training(request: RunRequest, rank: int = 0, world: int = 1, local_rank:
                  schedule.scale, seed)
 
 
+    if world > 1:  # a rank started with other settings trained silently on them, or hung at the end of its schedule
+        _check_ranks_agree(rank, world, "settings", _settings_of(config))
     filter_empty = bool(config.get("DATALOADER.FILTER_EMPTY_ANNOTATIONS"))
     sources = load_sources(
         list(config.get("DATASETS.TRAIN") or []), list(config.get("CLIPVIS.TRAIN_DATA") or []),
@@ -215,6 +217,8 @@ def run_training(request: RunRequest, rank: int = 0, world: int = 1, local_rank:
     for source in sources:
         for message in source.warnings:
             log.warning("warning: %s", message)
+    if world > 1:  # each rank reads its share of every batch from its own copy of the data: the same items
+        _check_ranks_agree(rank, world, "training data", _data_of(sources))
     video = all(s.is_video for s in sources)
     inp = config.tree["INPUT"]
     if video or inp.get("DATASET_MAPPER_NAME") != "coco_instance_lsj":
@@ -294,6 +298,64 @@ def run_training(request: RunRequest, rank: int = 0, world: int = 1, local_rank:
         raise
 
 
+# Where the data is: a machine may have its copy elsewhere. The data itself is compared once loaded (``_data_of``).
+_DATA_LOCATIONS = ("CLIPVIS.TRAIN_DATA", "CLIPVIS.DATA_ROOT", "CLIPVIS.TEST_DATA")
+
+
+def _settings_of(config: TrainConfig) -> dict[str, str]:
+    """The resolved config as ``{dotted key: YAML value}`` in the config's order, without the data locations."""
+    import yaml
+
+    flat: dict[str, str] = {}
+
+    def walk(node: Any, prefix: str) -> None:
+        for key, value in node.items():
+            dotted = f"{prefix}{key}"
+            if dotted in _DATA_LOCATIONS:
+                continue
+            if isinstance(value, dict) and value and dotted != "CLIPVIS.MODEL":
+                walk(value, f"{dotted}.")
+            else:
+                flat[dotted] = yaml.safe_dump(value, default_flow_style=True, sort_keys=True).strip().removesuffix(
+                    "\n...")
+    walk(config.tree, "")
+    return flat
+
+
+def _data_of(sources: list[Any]) -> dict[str, str]:
+    """Per training dataset: its item count and a digest of its items (file names, sizes, instances and their
+    categories), not of where its files are."""
+    import hashlib
+
+    out: dict[str, str] = {}
+    for number, source in enumerate(sources):
+        digest = hashlib.sha256()
+        for record in source.records:
+            for frame in record.frames:
+                digest.update(repr((frame.path.name, frame.height, frame.width, frame.frame_index,
+                                    [i.category_id for i in frame.instances])).encode())
+            digest.update(b"|")
+        out[f"dataset {number + 1}"] = f"{len(source.records)} items of {source.name}, digest {digest.hexdigest()[:12]}"
+    return out
+
+
+def _check_ranks_agree(rank: int, world: int, what: str, mine: dict[str, str]) -> None:
+    """Gather every rank's ``mine`` (``{name: value}``); on a difference every rank raises RanksDifferError naming the
+    first rank that differs and the first name (rank 0 prints it: the command)."""
+    every: list[dict[str, str]] = [{} for _ in range(world)]
+    dist.all_gather_object(every, mine)
+    first = every[0]
+    for other in range(1, world):
+        theirs = every[other]
+        for key in [*first, *(k for k in theirs if k not in first)]:
+            if first.get(key) != theirs.get(key):
+                raise RanksDifferError(
+                    f"rank {other} has other {what}: {key} {theirs.get(key, '(none)')} (rank 0: "
+                    f"{first.get(key, '(none)')}); every process must train with the same settings and data, nothing "
+                    "was trained"
+                )
+
+
 def _resume_point(output_dir: Path, newest: Path | None) -> Path | None:
     """The checkpoint ``--resume`` continues from; ConfigError when the folder has checkpoints (``newest``: the
     newest) but none with its training state (``.state.pt``): starting again from iteration 0 would overwrite them."""
@@ -312,7 +374,7 @@ class ProcessFailedError(RuntimeError):
 
 # The errors whose message is the whole story (the command prints them after "clipvis: error:").
 _ONE_LINE_ERRORS = ("ConfigError", "TrainDataError", "CheckpointError", "WeightsError", "InvalidWeightsError",
-                    "WeightsNotAvailableError", "FloatingPointError", "OutputNotWritableError")
+                    "WeightsNotAvailableError", "FloatingPointError", "OutputNotWritableError", "RanksDifferError")
 
 
 def _last_error_line(report: str) -> str:

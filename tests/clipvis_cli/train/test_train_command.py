@@ -724,3 +724,34 @@ def test_a_checkpoint_that_contradicts_the_config_is_one_clipvis_warning_from_on
     assert len(lines) == 1 and lines[0].startswith("clipvis: warning: config says DEC_LAYERS"), done.stderr
     assert "UserWarning" not in done.stderr and "warnings.warn" not in done.stderr, done.stderr
     assert "config says DEC_LAYERS" in (tmp_path / "two" / "train.log").read_text()
+
+
+@pytest.mark.skipif(not torch.distributed.is_gloo_available(), reason="gloo backend not built into this torch")
+def test_torchrun_ranks_with_other_settings_or_data_stop_before_training_with_one_line(tmp_path, tiny_train_config):
+    """Ranks given other --data trained silently on different data (config.yaml said rank 0's); ranks given another
+    SOLVER.MAX_ITER hung until the process group's timeout. Every rank now stops before training, rank 0 says why."""
+    import os
+    import subprocess
+    import sys
+
+    data = write_coco(tmp_path / "data", num_images=2)
+    other = write_coco(tmp_path / "other", num_images=3)
+    config = tiny_train_config(tmp_path, MAX_ITER=3, IMS_PER_BATCH=2)
+    launcher = tmp_path / "launch.py"  # each rank's clipvis arguments: $ARGS_<rank>, separated by |
+    launcher.write_text("import os, runpy, sys\nsys.argv = ['clipvis', *os.environ['ARGS_' + os.environ['RANK']]"
+                        ".split('|')]\nrunpy.run_module('clipvis', run_name='__main__')\n")
+    for name, rank1, message in (
+        ("data", [*other], f"clipvis: error: rank 1 has other training data: dataset 1 3 items of {other[0]}"),
+        ("iter", [*data, "SOLVER.MAX_ITER=5"], "clipvis: error: rank 1 has other settings: SOLVER.MAX_ITER 5 (rank 0: "
+         "3); every process must train with the same settings and data, nothing was trained"),
+    ):
+        run = tmp_path / name
+        common = ["train", "--config", str(config), "--output-dir", str(run), "--data", "{}", "--images", "{}"]
+        args = ["|".join(common).replace("{}", "%s", 2) % tuple(map(str, values[:2])) + "".join(
+            f"|{v}" for v in values[2:]) for values in ([*data], rank1)]
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "ARGS_0": args[0], "ARGS_1": args[1]}
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", str(launcher)]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
+        assert done.returncode != 0, done.stderr
+        assert done.stderr.count("clipvis: error:") == 1 and message in done.stderr, done.stderr
+        assert not list(run.glob("model_*")) and not (run / "config.yaml").exists(), done.stderr
