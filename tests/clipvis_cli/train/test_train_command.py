@@ -755,3 +755,18 @@ def test_torchrun_ranks_with_other_settings_or_data_stop_before_training_with_on
         assert done.returncode != 0, done.stderr
         assert done.stderr.count("clipvis: error:") == 1 and message in done.stderr, done.stderr
         assert not list(run.glob("model_*")) and not (run / "config.yaml").exists(), done.stderr
+
+
+@pytest.mark.skipif(not torch.distributed.is_gloo_available(), reason="gloo backend not built into this torch")
+def test_num_gpus_on_the_cpu_gives_each_process_one_thread_as_torchrun_does(tmp_path, tiny_train_config,
+                                                                             monkeypatch):
+    """--num-gpus N without GPUs started N processes with every core's threads each (~8x slower than torchrun's one
+    thread per process, and DDP 'Grad strides' warnings)."""
+    import os
+
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    torch.set_num_threads(max(os.cpu_count() or 2, 2))  # what a process without OMP_NUM_THREADS takes
+    data = write_coco(tmp_path / "data", num_images=2)
+    train(tiny_train_config(tmp_path, MAX_ITER=1, IMS_PER_BATCH=2), tmp_path / "run", data, "--num-gpus", "2")
+    assert "on 2 process(es), 1 CPU thread(s) each" in (tmp_path / "run" / "train.log").read_text()
+    assert "OMP_NUM_THREADS" not in os.environ  # the command's own environment is left as it was
