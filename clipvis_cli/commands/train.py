@@ -65,7 +65,7 @@ def train(
     from clipvis.cli.distributed import RanksDifferError
     from clipvis.cli.train.config import ConfigError, load_train_config
     from clipvis.cli.train.records import TrainDataError
-    from clipvis.cli.train.run import ProcessFailedError, RunRequest, launch
+    from clipvis.cli.train.run import ProcessFailedError, RunRequest, SaidByAnotherRank, launch
     from clipvis.model.checkpoint import CheckpointError
     from clipvis.weights import WeightsError
 
@@ -88,7 +88,7 @@ def train(
                 unread = f" (--config {config} is not read)" if config is not None else ""
                 typer.echo(f"clipvis: resuming with the run's own settings, {saved}{unread}", err=True)
     except ConfigError as error:
-        raise fail(str(error)) from None
+        raise fail_once(str(error)) from None
     if output_dir is not None:
         cfg.set("OUTPUT_DIR", str(output_dir))
     if weights:  # recorded in config.yaml: a run resumed before its first checkpoint starts from them again
@@ -120,10 +120,20 @@ def train(
         raise fail(str(error)) from None
     except RanksDifferError as error:  # every rank found it alike: rank 0 says it
         raise (fail(str(error)) if os.environ.get("RANK", "0") == "0" else typer.Exit(1)) from None
+    except SaidByAnotherRank:  # the rank that found it first says it
+        raise typer.Exit(1) from None
     except KeyboardInterrupt as interrupt:  # Ctrl-C, SIGTERM, SIGHUP: a checkpoint was saved where training stopped
         raise _stopped(interrupt, Path(str(cfg.get("OUTPUT_DIR"))).expanduser(), num_gpus) from None
     if final is not None and os.environ.get("RANK", "0") == "0":
         typer.echo(str(final))
+
+
+def fail_once(message: str) -> typer.Exit:
+    """``fail`` for an error found before the processes meet, in the command line or the files it names: under
+    torchrun every worker of a machine finds it alike, and the machine's first says it (exit 1 all the same)."""
+    from clipvis.cli.distributed import repeats_a_first_process
+
+    return typer.Exit(1) if repeats_a_first_process() else fail(message)
 
 
 def _stopped(interrupt: KeyboardInterrupt, output_dir: Path, num_gpus: int = 1) -> typer.Exit:
@@ -182,8 +192,8 @@ def _starting_weights(weights: str) -> str:
     try:
         return str(resolve_weights(weights, download=False))
     except WeightsError as error:
-        raise fail(f"--weights {weights}: {' '.join(str(error).split())}"
-                   if weights not in str(error) else " ".join(str(error).split())) from None
+        raise fail_once(f"--weights {weights}: {' '.join(str(error).split())}"
+                        if weights not in str(error) else " ".join(str(error).split())) from None
 
 
 def _run_to_resume(output_dir: Path | None, config: TrainConfig | None) -> Path | None:

@@ -178,16 +178,22 @@ def _evaluator(config: TrainConfig, device: torch.device):
 def run_training(request: RunRequest, rank: int = 0, world: int = 1, local_rank: int = 0) -> Path:
     """Train in this process (one rank of ``world``); returns the final checkpoint path."""
     config = request.config
-    schedule = autoscale(config, world, enabled=request.autoscale)
-    # before anything loads or is written: a test set named wrongly failed at the first evaluation, hours in
-    check_evaluation_data(config, schedule.eval_period, schedule.max_iter)
-    output_dir = ensure_output_dir(Path(config.get("OUTPUT_DIR")).expanduser())
-    # Before anything is written there (config.yaml): a fresh run never mixes with the checkpoints of another.
-    newest = newest_checkpoint(output_dir) or (checkpoints_in(output_dir) or [None])[-1]
-    if newest is not None and not request.resume:
-        raise ConfigError(f"{output_dir} holds a training run already (its newest checkpoint: {newest.name}): "
-                          "continue it with --resume, or give another --output-dir")
-    resume_from = _resume_point(output_dir, newest) if request.resume else None
+    try:  # what each rank checks alone: every rank learns whether any failed (an error one rank found left the
+        # others waiting in the next collective until the process group's timeout)
+        schedule = autoscale(config, world, enabled=request.autoscale)
+        # before anything loads or is written: a test set named wrongly failed at the first evaluation, hours in
+        check_evaluation_data(config, schedule.eval_period, schedule.max_iter)
+        output_dir = ensure_output_dir(Path(config.get("OUTPUT_DIR")).expanduser())
+        # Before anything is written there (config.yaml): a fresh run never mixes with the checkpoints of another.
+        newest = newest_checkpoint(output_dir) or (checkpoints_in(output_dir) or [None])[-1]
+        if newest is not None and not request.resume:
+            raise ConfigError(f"{output_dir} holds a training run already (its newest checkpoint: {newest.name}): "
+                              "continue it with --resume, or give another --output-dir")
+        resume_from = _resume_point(output_dir, newest) if request.resume else None
+    except _ONE_LINE_ERROR_TYPES as error:
+        _agree_on_errors(rank, world, error)
+        raise
+    _agree_on_errors(rank, world, None)
     _setup_logging(output_dir, rank)
     if resume_from not in (None, newest):
         log.warning("warning: %s has no training state; resuming from %s", newest.name, resume_from.name)
@@ -208,11 +214,16 @@ def run_training(request: RunRequest, rank: int = 0, world: int = 1, local_rank:
     if world > 1:  # a rank started with other settings trained silently on them, or hung at the end of its schedule
         _check_ranks_agree(rank, world, "settings", _settings_of(config))
     filter_empty = bool(config.get("DATALOADER.FILTER_EMPTY_ANNOTATIONS"))
-    sources = load_sources(
-        list(config.get("DATASETS.TRAIN") or []), list(config.get("CLIPVIS.TRAIN_DATA") or []),
-        config.get("CLIPVIS.DATA_ROOT") or None, filter_empty, say=log.info,
-        crowd_as_instances=bool(config.get("CLIPVIS.CROWD_AS_INSTANCES")),
-    )
+    try:
+        sources = load_sources(
+            list(config.get("DATASETS.TRAIN") or []), list(config.get("CLIPVIS.TRAIN_DATA") or []),
+            config.get("CLIPVIS.DATA_ROOT") or None, filter_empty, say=log.info,
+            crowd_as_instances=bool(config.get("CLIPVIS.CROWD_AS_INSTANCES")),
+        )
+    except _ONE_LINE_ERROR_TYPES as error:
+        _agree_on_errors(rank, world, error)
+        raise
+    _agree_on_errors(rank, world, None)
     records = [r for s in sources for r in s.records]
     for source in sources:
         for message in source.warnings:
@@ -339,6 +350,41 @@ def _data_of(sources: list[Any]) -> dict[str, str]:
     return out
 
 
+class SaidByAnotherRank(RuntimeError):
+    """Under several processes: this rank failed as another did, and that one says why (the command exits 1 in
+    silence): an error every rank finds alike (a missing --data file, a batch the process count does not divide) is
+    said once, by rank 0."""
+
+
+def _one_line_error_types() -> tuple[type[BaseException], ...]:
+    from clipvis.cli.atomic import OutputNotWritableError
+    from clipvis.cli.train.records import TrainDataError
+    from clipvis.weights import WeightsError
+
+    return ConfigError, TrainDataError, OutputNotWritableError, WeightsError
+
+
+_ONE_LINE_ERROR_TYPES = _one_line_error_types()
+
+
+def _agree_on_errors(rank: int, world: int, error: BaseException | None) -> None:
+    """Every rank's outcome of a step each takes alone (``error`` None: it succeeded). When some rank failed, every
+    rank stops: the failed ones raise their error, except that of the ranks with the first such rank's message only
+    that rank says it (raising ``error``); the others raise SaidByAnotherRank, as the ranks that succeeded do."""
+    if world == 1:
+        return
+    every: list[str | None] = [None] * world
+    dist.all_gather_object(every, None if error is None else " ".join(str(error).split()))
+    failed = [r for r, message in enumerate(every) if message is not None]
+    if not failed:
+        return
+    if rank == failed[0] and error is not None:
+        return  # the caller raises this rank's own error
+    if error is not None and every[rank] != every[failed[0]]:
+        return  # an error of its own: said too
+    raise SaidByAnotherRank(every[failed[0]])
+
+
 def _check_ranks_agree(rank: int, world: int, what: str, mine: dict[str, str]) -> None:
     """Gather every rank's ``mine`` (``{name: value}``); on a difference every rank raises RanksDifferError naming the
     first rank that differs and the first name (rank 0 prints it: the command)."""
@@ -374,7 +420,8 @@ class ProcessFailedError(RuntimeError):
 
 # The errors whose message is the whole story (the command prints them after "clipvis: error:").
 _ONE_LINE_ERRORS = ("ConfigError", "TrainDataError", "CheckpointError", "WeightsError", "InvalidWeightsError",
-                    "WeightsNotAvailableError", "FloatingPointError", "OutputNotWritableError", "RanksDifferError")
+                    "WeightsNotAvailableError", "FloatingPointError", "OutputNotWritableError", "RanksDifferError",
+                    "SaidByAnotherRank")
 
 
 def _last_error_line(report: str) -> str:

@@ -770,3 +770,39 @@ def test_num_gpus_on_the_cpu_gives_each_process_one_thread_as_torchrun_does(tmp_
     train(tiny_train_config(tmp_path, MAX_ITER=1, IMS_PER_BATCH=2), tmp_path / "run", data, "--num-gpus", "2")
     assert "on 2 process(es), 1 CPU thread(s) each" in (tmp_path / "run" / "train.log").read_text()
     assert "OMP_NUM_THREADS" not in os.environ  # the command's own environment is left as it was
+
+
+@pytest.mark.skipif(not torch.distributed.is_gloo_available(), reason="gloo backend not built into this torch")
+def test_torchrun_errors_every_rank_finds_are_said_once_and_one_ranks_own_does_not_hang(tmp_path, tiny_train_config):
+    """A missing --data file, a batch the process count does not divide, a mistyped --weights: every rank printed the
+    same line. A data file only rank 1 misses left rank 0 waiting in a collective (2 h)."""
+    import os
+    import subprocess
+    import sys
+
+    data = write_coco(tmp_path / "data", num_images=2)
+    config = tiny_train_config(tmp_path, MAX_ITER=3, IMS_PER_BATCH=2)
+    launcher = tmp_path / "launch.py"  # each rank's clipvis arguments: $ARGS_<rank>, separated by |
+    launcher.write_text("import os, runpy, sys\nsys.argv = ['clipvis', *os.environ['ARGS_' + os.environ['RANK']]"
+                        ".split('|')]\nrunpy.run_module('clipvis', run_name='__main__')\n")
+    gone = tmp_path / "gone.json"
+    for extra, rank1_extra, message in (
+        (["--data", str(gone), "--images", str(data[1])], None, str(gone)),
+        ([*("--data", str(data[0]), "--images", str(data[1])), "SOLVER.IMS_PER_BATCH=3"], None,
+         "SOLVER.IMS_PER_BATCH 3 is not divisible by the 2 processes"),
+        (["--data", str(data[0]), "--images", str(data[1]), "--weights", str(tmp_path / "nope")], None,
+         f"'{tmp_path / 'nope'}' is neither"),
+        (["--data", str(data[0]), "--images", str(data[1])], ["--data", str(gone), "--images", str(data[1])],
+         str(gone)),
+    ):
+        run = tmp_path / "run"
+        base = ["train", "--config", str(config), "--output-dir", str(run)]
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "ARGS_0": "|".join(base + extra),
+               "ARGS_1": "|".join(base + (rank1_extra or extra))}
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", str(launcher)]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
+        assert done.returncode != 0, done.stderr
+        errors = [line for line in done.stderr.splitlines() if line.startswith("clipvis: error:")]
+        assert len(errors) == 1 and message in errors[0], done.stderr
+        assert "training items" not in done.stderr or rank1_extra, done.stderr  # --weights: before the data loads
+        assert not (run / "config.yaml").exists()
