@@ -56,6 +56,16 @@ class RunRequest:
     autoscale: bool = True
 
 
+class _ConsoleFormatter(logging.Formatter):
+    """Progress lines as they are; a warning or an error as every command prints one (``clipvis: warning: ...``)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = super().format(record)
+        if record.levelno >= logging.WARNING and not message.startswith("clipvis: "):
+            return f"clipvis: {message}"
+        return message
+
+
 def _setup_logging(output_dir: Path, rank: int) -> None:
     logger = logging.getLogger("clipvis.train")
     logger.handlers.clear()
@@ -65,7 +75,7 @@ def _setup_logging(output_dir: Path, rank: int) -> None:
         return
     logger.setLevel(logging.INFO)
     console = logging.StreamHandler(sys.stderr)
-    console.setFormatter(logging.Formatter("%(message)s"))
+    console.setFormatter(_ConsoleFormatter("%(message)s"))
     console.addFilter(lambda record: not getattr(record, "file_only", False))  # the command prints its own line
     logger.addHandler(console)
     file_handler = logging.FileHandler(output_dir / "train.log", encoding="utf-8")
@@ -305,7 +315,7 @@ def run_training(request: RunRequest, rank: int = 0, world: int = 1, local_rank:
     try:
         return trainer.train()
     except FloatingPointError as error:  # the command prints it; train.log keeps it too
-        log.error("error: %s", error)
+        log.error("error: %s", error, extra={"file_only": True})
         raise
 
 

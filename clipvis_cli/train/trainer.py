@@ -525,7 +525,7 @@ class Trainer:
                             with requests.immediately():
                                 result = self.evaluate(last_path, iteration)
                         except TrainingStopped:  # the checkpoint it evaluates is saved: only the evaluation is lost
-                            log.warning("the evaluation at iteration %d was interrupted", iteration + 1)
+                            log.warning("warning: the evaluation at iteration %d was interrupted", iteration + 1)
                         if result is not None:
                             sink.write({"iteration": iteration, **result})
                             log.info("evaluation at iteration %d: %s", iteration + 1, json.dumps(result))

@@ -226,6 +226,8 @@ def test_a_corrupt_image_and_a_bad_annotation_are_skipped_with_one_warning_each(
     assert "model_0000005.safetensors" in result.output
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert records[-1]["skipped_samples"] >= 1
+    said = [line for line in result.stderr.splitlines() if "annotation 101" in line]  # as every command warns
+    assert len(said) == 1 and said[0].startswith("clipvis: warning: "), result.stderr
 
 
 @pytest.mark.skipif(not torch.distributed.is_gloo_available(), reason="gloo backend not built into this torch")
