@@ -18,7 +18,7 @@ import numbers
 import os
 import time
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Iterable, KeysView
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -149,7 +149,7 @@ class VideoPredictor:
     def __init__(
         self,
         model: ClipVis,
-        vocabulary: Sequence[str],
+        vocabulary: Iterable[str],
         device: str | torch.device = "cpu",
         precision: str = "fp32",
         exact: bool = False,
@@ -183,18 +183,18 @@ class VideoPredictor:
         self.text_classifier = TextClassifier(model.backbone, cache_dir=cache_dir, use_disk_cache=text_cache)
         self.set_vocabulary(vocabulary)
 
-    def set_vocabulary(self, vocabulary: Sequence[str]) -> None:
+    def set_vocabulary(self, vocabulary: Iterable[str]) -> None:
         """Classify with these class names from the next video session on (a session keeps the vocabulary it
         started with). Atomic: the embeddings are computed first and replace the old vocabulary together with the
         names, so an error or Ctrl-C while encoding leaves the previous vocabulary in place, whole."""
         if isinstance(vocabulary, (str, bytes)):
             raise TypeError(f"the vocabulary must be a list of class names, not one string ({vocabulary!r}: "
                             "write ['cat', 'dog'])")
-        if not isinstance(vocabulary, Sequence):  # a set's order (the class ids) would change from run to run
-            raise TypeError(f"the vocabulary must be a list (or tuple) of class names, in class-id order, not a "
-                            f"{type(vocabulary).__name__}" + (": sorted(names) or list(names) in the order you want"
-                                                              if isinstance(vocabulary, AbstractSet) else ""))
-        vocabulary = list(vocabulary)
+        if isinstance(vocabulary, AbstractSet) and not isinstance(vocabulary, KeysView):
+            # a set's order (the class ids) would change from run to run; a dict's keys keep their insertion order
+            raise TypeError(f"the vocabulary must be class names in class-id order, not a {type(vocabulary).__name__}"
+                            " (its order changes from run to run): sorted(names), or list(names) in the order you want")
+        vocabulary = [str(name) if isinstance(name, str) else name for name in vocabulary]  # numpy's str_ -> str
         if not all(isinstance(name, str) for name in vocabulary):
             kinds = sorted({type(name).__name__ for name in vocabulary if not isinstance(name, str)})
             raise TypeError(f"class names must be strings, not {', '.join(kinds)}")

@@ -225,9 +225,11 @@ def test_vocabulary_validation(tiny_model, tmp_path) -> None:
         VideoPredictor(tiny_model, ["Cat", "dog", "cat, kitty"], cache_dir=tmp_path)
     with pytest.raises(ValueError, match="duplicate class names"):  # "café" composed, then decomposed
         VideoPredictor(tiny_model, ["caf\u00e9", "cafe\u0301"], cache_dir=tmp_path)
-    with pytest.raises(TypeError, match=r"a list \(or tuple\) of class names, in class-id order, not a set"):
+    with pytest.raises(TypeError, match=r"class names in class-id order, not a set"):
         VideoPredictor(tiny_model, {"cat", "dog"}, cache_dir=tmp_path)  # the class ids followed the hash order
-    assert VideoPredictor(tiny_model, ("cat", "dog"), cache_dir=tmp_path).vocabulary == ["cat", "dog"]
+    for ordered in (("cat", "dog"), np.array(["cat", "dog"]), {"cat": 1, "dog": 2}.keys(), (n for n in ["cat", "dog"])):
+        vocabulary = VideoPredictor(tiny_model, ordered, cache_dir=tmp_path).vocabulary  # any order that is fixed
+        assert vocabulary == ["cat", "dog"] and all(type(name) is str for name in vocabulary)
     with pytest.raises(TypeError, match=r"takes a model, not a path \('model.pth'\): load it first with"):
         VideoPredictor("model.pth", ["cat"])  # AttributeError: 'str' object has no attribute 'parameters'
 
