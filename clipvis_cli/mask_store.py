@@ -75,8 +75,14 @@ class TrackMaskStore:
         return {"size": list(self.size), "counts": counts}  # safe from several threads (the overlay's renderers)
 
     def close(self) -> None:
+        """Closes (and so deletes) the file. What it still buffers is thrown away with it: after a failed write
+        that is the data which did not fit, whose flush would only fail again with a bare OSError in place of
+        the MaskStoreError already raised."""
         if not self._file.closed:
-            self._file.close()
+            try:
+                self._file.close()  # the buffered file closes its descriptor even when its flush fails
+            except OSError:
+                pass
 
     def __enter__(self) -> TrackMaskStore:
         return self

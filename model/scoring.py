@@ -84,11 +84,25 @@ def official_select_instances(
     return InstanceSelection(queries, labels, top_scores, suppressed, mask_scores, top_scores * mask_scores)
 
 
-class FrameSpill:
-    """Append-only store of equally shaped float32 arrays, one per frame; spills to a temp file past a budget."""
+class SpillError(OSError):
+    """The per-frame scores' temporary file cannot be created or written (a full temporary folder); ``str()`` is
+    one line naming that folder and $TMPDIR, which sets it, as the cause rather than the output folder."""
 
-    def __init__(self, memory_budget_bytes: int = 64 << 20) -> None:
+    def __init__(self, directory: str, cause: OSError) -> None:
+        reason = cause.strerror or str(cause)
+        super().__init__(cause.errno, f"scores' temporary file in {directory} (TMPDIR): {reason}")
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+class FrameSpill:
+    """Append-only store of equally shaped float32 arrays, one per frame; spills to a temp file past a budget
+    (``directory``, default the temporary folder). A failure to create or write that file raises SpillError."""
+
+    def __init__(self, memory_budget_bytes: int = 64 << 20, directory: str | None = None) -> None:
         self.budget = memory_budget_bytes
+        self.directory = directory
         self._chunks: list[np.ndarray] = []
         self._bytes = 0
         self._file: IO[bytes] | None = None
@@ -111,11 +125,16 @@ class FrameSpill:
             self._flush()
 
     def _flush(self) -> None:
-        if self._file is None:  # unlinked from the start: a killed process leaves no file in the temp folder
-            self._file = tempfile.TemporaryFile(prefix="clipvis-spill-", suffix=".f32")
-        for chunk in self._chunks:
-            self._file.write(chunk.tobytes())
-        self._file.flush()
+        directory = self.directory or tempfile.gettempdir()
+        try:
+            if self._file is None:  # unlinked from the start: a killed process leaves no file in the temp folder
+                # unbuffered: a failed write leaves nothing behind to fail again when the file is closed
+                self._file = tempfile.TemporaryFile(prefix="clipvis-spill-", suffix=".f32", dir=directory,
+                                                    buffering=0)
+            for chunk in self._chunks:
+                _write_all(self._file, memoryview(chunk).cast("B"))
+        except OSError as error:  # a full or failing temp disk, named as such
+            raise SpillError(directory, error) from None
         self._chunks, self._bytes = [], 0
 
     def read(self) -> np.ndarray:
@@ -129,12 +148,24 @@ class FrameSpill:
 
     def close(self) -> None:
         if self._file is not None:
-            self._file.close()
+            try:
+                self._file.close()
+            except OSError:  # the file is thrown away: nothing to lose
+                pass
             self._file = None
         self._chunks = []
 
     def __del__(self) -> None:
         self.close()
+
+
+def _write_all(file: IO[bytes], data: memoryview) -> None:
+    """All of ``data`` to an unbuffered file, whose writes may be partial."""
+    while data:
+        written = file.write(data)
+        if not written:
+            raise OSError(0, "short write")
+        data = data[written:]
 
 
 def positive_mask_statistics(mask_logits: torch.Tensor) -> torch.Tensor:

@@ -3,6 +3,7 @@ still finish, a non-zero exit code, and nothing half-written or left behind."""
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
@@ -308,3 +309,58 @@ def test_stale_text_cache_temp_files_of_killed_runs_are_swept(tmp_path, tiny_wei
     assert result.exit_code == 0, result.output
     assert not old.exists() and fresh.exists()
     assert len([p for p in cache.glob("*.safetensors") if not p.name.startswith(".")]) == 1  # the new entry
+
+
+class _FillingDisk(io.RawIOBase):
+    """A file on a disk with ``room`` bytes left: writes past it fail with ENOSPC, as on a full $TMPDIR."""
+
+    def __init__(self, room: int) -> None:
+        self.room = room
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        if self.room <= 0:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        written = min(len(data), self.room)
+        self.room -= written
+        return written
+
+
+def _temporary_files_on_a_full_disk(monkeypatch, prefix: str) -> None:
+    """The temporary files whose name starts with ``prefix`` go to a full disk, through Python's buffering as
+    TemporaryFile's do (what a failed write leaves in the buffer is written again by close)."""
+    real = tempfile.TemporaryFile
+
+    def temporary_file(*args, **kwargs):
+        if not kwargs.get("prefix", "").startswith(prefix):
+            return real(*args, **kwargs)
+        if kwargs.get("buffering", -1) == 0:
+            return _FillingDisk(1000)
+        return io.BufferedWriter(_FillingDisk(1000), buffer_size=io.DEFAULT_BUFFER_SIZE)
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", temporary_file)
+
+
+def test_a_full_temporary_folder_is_named_for_masks_and_scores(tmp_path, tiny_weights, monkeypatch) -> None:
+    """A full $TMPDIR said only 'No space left on device': closing the masks' file flushed the write that had
+    failed again and its bare OSError replaced the error naming the folder; the scores' spill named nothing."""
+    video = write_video(tmp_path / "v.mp4", num_frames=40, height=96, width=128)  # > 8 KiB of masks: a real write
+    temporary = tempfile.gettempdir()
+    _temporary_files_on_a_full_disk(monkeypatch, "clipvis-masks-")
+    result = segment(tiny_weights, tmp_path / "out", str(video))
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
+    assert error_lines(result) == [f"clipvis: error: {video}: masks' temporary file in {temporary} (TMPDIR): "
+                                   "No space left on device"]
+    monkeypatch.undo()
+    from clipvis.model import scoring
+
+    _temporary_files_on_a_full_disk(monkeypatch, "clipvis-spill-")
+    monkeypatch.setattr(scoring.StreamingVideoScorer.__init__, "__defaults__", (8,))  # spills from the first frame
+    result = segment(tiny_weights, tmp_path / "out2", str(video))
+    assert result.exit_code == 1, result.output
+    assert error_lines(result) == [f"clipvis: error: {video}: scores' temporary file in {temporary} (TMPDIR): "
+                                   "No space left on device"]
+    run = json.loads((tmp_path / "out2" / "v" / "run.json").read_text())
+    assert run["status"] == "failed" and "scores' temporary file" in run["error"]
