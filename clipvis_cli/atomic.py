@@ -9,6 +9,10 @@ process writes there.
 
 Text that cannot be encoded as UTF-8 (a file name that is not valid UTF-8 reaches Python as lone surrogates) is
 written as JSON escapes (`\udcff`) instead of failing: json.loads gives back the exact name.
+
+`OutputStaging` defers the renames of several files so that they appear together: while it is active, a file that
+`atomic_output_path` finishes stays under its temporary name (fsync'ed) until `commit()` renames them all into place;
+`discard()` deletes them (a failed or interrupted run leaves none of its files).
 """
 
 from __future__ import annotations
@@ -17,8 +21,10 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -111,9 +117,76 @@ def fsync_directory(directory: Path | str) -> None:
         os.close(fd)
 
 
+class OutputStaging:
+    """Files written together, renamed into place together (see the module docstring). Use::
+
+        staging = OutputStaging()
+        try:
+            with staging.active():      # in this thread, and in those run in a copy of its context
+                write_the_files()       # each by atomic_output_path: left under its temporary name
+            staging.commit()
+        except BaseException:
+            staging.discard()
+            raise
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._staged: dict[Path, Path] = {}  # final path -> its finished temporary file
+        self.committed: list[Path] = []  # final paths renamed into place so far
+
+    @contextmanager
+    def active(self) -> Iterator[OutputStaging]:
+        token = _STAGING.set(self)
+        try:
+            yield self
+        finally:
+            _STAGING.reset(token)
+
+    def add(self, final: Path, temporary: Path) -> None:
+        with self._lock:
+            earlier = self._staged.pop(final, None)
+            self._staged[final] = temporary
+        if earlier is not None and earlier != temporary:
+            earlier.unlink(missing_ok=True)
+
+    def commit(self) -> list[Path]:
+        """Rename every staged file onto its final name (in the order they were finished), then make the renames
+        durable. Returns the final paths."""
+        with self._lock:
+            staged = list(self._staged.items())
+        folders: set[Path] = set()
+        for final, temporary in staged:
+            try:
+                os.replace(temporary, final)
+            except OSError as error:
+                raise OutputNotWritableError(final, error) from error
+            with self._lock:
+                del self._staged[final]
+            self.committed.append(final)
+            folders.add(final.parent)
+        for folder in folders:
+            fsync_directory(folder)
+        return [final for final, _ in staged]
+
+    def discard(self) -> None:
+        """Delete the staged files not yet renamed into place."""
+        with self._lock:
+            staged, self._staged = list(self._staged.values()), {}
+        for temporary in staged:
+            try:
+                temporary.unlink(missing_ok=True)
+            except OSError:
+                pass
+
+
+_STAGING: ContextVar[OutputStaging | None] = ContextVar("clipvis_output_staging", default=None)
+
+
 @contextmanager
 def atomic_output_path(path: Path | str) -> Iterator[Path]:
-    """Yield a temporary path to write; on success it replaces `path`, on any exception it is deleted.
+    """Yield a temporary path to write; on success it replaces `path` (or, while an `OutputStaging` is active, is
+    left to its commit), on any exception it is deleted.
 
     The parent directory must exist. Raises OutputNotWritableError if the temporary file cannot be created.
     Example::
@@ -133,6 +206,10 @@ def atomic_output_path(path: Path | str) -> Iterator[Path]:
         except OSError as error:
             raise OutputNotWritableError(final, error) from error
         os.chmod(tmp, _DEFAULT_FILE_MODE)
+        staging = _STAGING.get()
+        if staging is not None:
+            staging.add(final, tmp)
+            return
         os.replace(tmp, final)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -9,12 +9,14 @@ the process as compressed RLE in a temp file (TrackMaskStore), the model keeps o
 while it runs; another source with the same stem gets `stem-2/`), is skipped when its run.json shows a complete run
 by the same producer (checkpoint file, resolved config, vocabulary, options, clipvis version) on the same unchanged
 source, and otherwise runs; any failure becomes one line and a "failed" run.json, never an exception that stops the
-batch. The files themselves are written by a list of `OutputWriter`s (clipvis.cli.writers), each atomically; the
-"complete" run.json comes last and records each output's size.
+batch. The files themselves are written by a list of `OutputWriter`s (clipvis.cli.writers), each under a temporary
+name; once all are written they are renamed into place together (clipvis.cli.atomic.OutputStaging), so a failed or
+interrupted input leaves none of its files. The "complete" run.json comes last and records each output's size.
 """
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import json
 import os
@@ -29,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from clipvis.cli import __version__
-from clipvis.cli.atomic import OutputNotWritableError, remove_stale_temp_files
+from clipvis.cli.atomic import OutputNotWritableError, OutputStaging, remove_stale_temp_files
 from clipvis.cli.inputs import VideoSource
 from clipvis.cli.locks import FolderBusyError
 from clipvis.cli.mask_store import StoredSegmentations, TrackMaskStore
@@ -504,11 +506,17 @@ class SegmentRunner:
         info, timings = tracked.info, tracked.timings
         video = SegmentedVideo(info, tracked.tracks, self.categories, lambda: iter(tracked.reader))
         start = time.perf_counter()
-        written: list[str] = []
+        # Every file under its temporary name until all are written, then all renamed into place: a failure or
+        # Ctrl-C midway leaves none of this run's files (and an earlier run's, listed in run.json, as they were).
+        staging = OutputStaging()
         try:
-            outputs = self._write_outputs(paths, video, timings, written)
-        except BaseException:  # a failure or Ctrl-C midway: the files already in place are clipvis' all the same
-            manifest.earlier_outputs = sorted(set(manifest.earlier_outputs) | set(written))
+            with staging.active():
+                outputs = self._write_outputs(paths, video, timings)
+            staging.commit()
+        except BaseException:
+            staging.discard()
+            # only if the renames themselves failed midway: the files already renamed are clipvis' all the same
+            manifest.earlier_outputs = sorted(set(manifest.earlier_outputs) | {p.name for p in staging.committed})
             raise
         timings["writers"] = time.perf_counter() - start  # wall time: the writers overlap (write_* each)
         manifest.stale = self._settle_stale_outputs(paths, outputs, previous)
@@ -519,10 +527,8 @@ class SegmentRunner:
         self.reporter.video_finished(source, paths.stem, info.num_frames, fps, outputs)
         return VideoOutcome(source, paths.stem, "complete", outputs, frames=info.num_frames)
 
-    def _write_outputs(
-        self, paths: VideoOutputPaths, video: SegmentedVideo, timings: dict[str, float], written: list[str]
-    ) -> list[Path]:
-        """Every writer's file, in writer order (``written`` gets each file's name as it is in place). Writers that
+    def _write_outputs(self, paths: VideoOutputPaths, video: SegmentedVideo, timings: dict[str, float]) -> list[Path]:
+        """Every writer's file, in writer order (in the `OutputStaging` of the calling thread's context). Writers that
         draw on the frames (the overlay: decoding, drawing threads, the encoder) run in this thread; the others
         (JSON, mostly Python) meanwhile on a helper thread, one after another. A failure is raised only once both
         have stopped (the drawing writers' first), so no file is being written when the video is reported failed;
@@ -533,7 +539,6 @@ class SegmentRunner:
             writer = self.writers[index]
             start = time.perf_counter()
             results[index] = writer.write_video(paths.directory / writer.file_name, video)
-            written.append(writer.file_name)
             timings[f"write_{writer.format}"] = time.perf_counter() - start
 
         here = [i for i, writer in enumerate(self.writers) if getattr(writer, "draws_frames", False)]
@@ -543,7 +548,8 @@ class SegmentRunner:
                 write(index)
             return [results[index] for index in range(len(self.writers))]
         with ThreadPoolExecutor(1, thread_name_prefix="clipvis-writer") as helper:
-            background = helper.submit(lambda: [write(index) for index in aside])
+            context = contextvars.copy_context()  # the helper's files join this thread's OutputStaging
+            background = helper.submit(context.run, lambda: [write(index) for index in aside])
             try:
                 for index in here:
                     write(index)

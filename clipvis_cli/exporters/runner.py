@@ -28,7 +28,21 @@ from clipvis.cli.messages import describe_exception, one_line, path_text, subjec
 from clipvis.cli.progress import Reporter
 from clipvis.cli.video_io import VideoReadError
 from clipvis.cli.writers.layout import MANIFEST_NAME, numbered_name
-from clipvis.cli.writers.manifest import RunManifest
+from clipvis.cli.writers.manifest import STATUS_COMPLETE, RunManifest
+
+
+def unfinished_run_warning(results_file: Path) -> str | None:
+    """A warning when the segment run.json beside ``results_file`` says its last run did not complete (failed,
+    interrupted, or still running or killed): the results file there is an earlier run's (segment puts none of a
+    failed run's files in place), or one whose origin run.json does not tell; None otherwise (no run.json: a results
+    file made elsewhere)."""
+    manifest = RunManifest.read(results_file.parent / MANIFEST_NAME)
+    if manifest is None or manifest.status == STATUS_COMPLETE:
+        return None
+    whose = ("from an earlier run" if results_file.name in manifest.earlier_outputs
+             else "not known to be from a complete run")
+    return (f"warning: {path_text(results_file.parent)}: run.json says its last segment run is {manifest.status!r}, "
+            f"not 'complete': its {results_file.name} is {whose}")
 
 
 class _ExportProgress:
@@ -98,7 +112,11 @@ class ExportRunner:
                                  results_folder)]
         if len(videos) > 1:  # counted as one input: the progress counts its videos
             self.reporter.more_videos(len(videos) - 1)
-        return [self._export_video(source, video, len(videos) > 1) for video in videos]
+        outcomes = [self._export_video(source, video, len(videos) > 1) for video in videos]
+        unfinished = unfinished_run_warning(item.path)
+        if unfinished is not None:
+            outcomes[0].notes.insert(0, unfinished)
+        return outcomes
 
     def finish(self) -> list[ExportOutcome]:
         """Write the collected YouTube-VIS results (one file under -o, else one per input folder)."""

@@ -1,7 +1,9 @@
 """The one interface of `segment`'s output writers, and the factory that assembles them from `--formats`.
 
 A writer has one job: write one file of one video. It names its `--formats` entry (`format`) and its file in the
-video's output folder (`file_name`), and `write_video(path, video)` writes that file atomically and returns it.
+video's output folder (`file_name`), and `write_video(path, video)` writes that file atomically and returns it:
+through `clipvis.cli.atomic.atomic_output_path` (or the atomic_write_* helpers), whose file `SegmentRunner` keeps
+under its temporary name until every writer of the video is done, then renames with the others.
 `SegmentRunner` holds a list of them and knows nothing about any format.
 """
 

@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 
 from clipvis.cli.app import app
 from clipvis.cli.writers import RunManifest
+from clipvis.cli.writers.overlay import OverlayVideoWriter
 
 
 @pytest.fixture(autouse=True)
@@ -158,8 +159,11 @@ def test_other_formats_sizes_and_leftover_temp_files(tmp_path, tiny_weights) -> 
     assert was_run(segment(tiny_weights, out, str(video), extra=("--formats", "ytvis", "--overwrite")))
     assert RunManifest.read(folder / "run.json").stale == ["coco.json"] and (folder / "coco.json").read_text() == "{}"
 
-    # A run that fails (or is interrupted, or killed) between two runs keeps clipvis' files known as clipvis'.
+    # A run that fails (or is interrupted, or killed) between two runs keeps clipvis' files known as clipvis', and
+    # as they were: none of the failed run's files is put in place, though the overlay was written before ytvis failed.
     assert was_run(segment(tiny_weights, out, str(video), extra=("--overwrite",)))  # ytvis, coco, overlay
+    names = ["coco.json", "overlay.mp4", "ytvis.json"]
+    earlier = {name: os.stat(folder / name).st_ino for name in names}
     with pytest.MonkeyPatch.context() as patch:
         def fail(*args, **kwargs):
             raise OSError("disk on fire")
@@ -167,15 +171,37 @@ def test_other_formats_sizes_and_leftover_temp_files(tmp_path, tiny_weights) -> 
         patch.setattr("clipvis.cli.writers.ytvis.YtvisWriter.write_video", fail)
         failed = segment(tiny_weights, out, str(video), extra=("--overwrite",))
     assert failed.exit_code == 1 and "disk on fire" in failed.stderr
-    assert RunManifest.read(folder / "run.json").earlier_outputs == ["coco.json", "overlay.mp4", "ytvis.json"]
-    # The files a failing run put in place before its failure are clipvis' too, also in a folder that had none.
+    assert RunManifest.read(folder / "run.json").earlier_outputs == names
+    assert {name: os.stat(folder / name).st_ino for name in names} == earlier  # the earlier run's files
+    assert sorted(p.name for p in folder.iterdir()) == sorted([".clipvis.lock", *names, "run.json"])  # no temp file
+    exported = CliRunner().invoke(app, ["export", str(folder), "--to", "mots-txt", "-o", str(tmp_path / "exported")])
+    assert exported.exit_code == 0, exported.output  # the earlier run's results, said so
+    assert [line for line in exported.stderr.splitlines() if "warning" in line] == [
+        f"clipvis: warning: {folder}: run.json says its last segment run is 'failed', not 'complete': its ytvis.json "
+        "is from an earlier run"]
+    # In a folder that had none, a failing run leaves none: run.json lists no file as an earlier run's.
     shutil.rmtree(folder)
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr("clipvis.cli.writers.ytvis.YtvisWriter.write_video", fail)
         failed = segment(tiny_weights, out, str(video), extra=("--overwrite",))
     assert failed.exit_code == 1
-    assert RunManifest.read(folder / "run.json").earlier_outputs == ["overlay.mp4"]  # written before ytvis failed
-    assert (folder / "overlay.mp4").is_file() and not (folder / "coco.json").exists()  # (coco comes after ytvis)
+    manifest = RunManifest.read(folder / "run.json")
+    assert manifest.status == "failed" and manifest.earlier_outputs == []
+    assert sorted(p.name for p in folder.iterdir()) == [".clipvis.lock", "run.json"]
+    # Interrupted once every file is written but before they are in place: none is (the message says so).
+    original = OverlayVideoWriter.write_video
+
+    def interrupted(self, path, video):
+        original(self, path, video)
+        raise KeyboardInterrupt
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(OverlayVideoWriter, "write_video", interrupted)
+        stopped = segment(tiny_weights, out, str(video), extra=("--overwrite",))
+    assert stopped.exit_code == 130 and "incomplete outputs were not written" in stopped.stderr
+    manifest = RunManifest.read(folder / "run.json")
+    assert manifest.status == "interrupted" and manifest.earlier_outputs == []
+    assert sorted(p.name for p in folder.iterdir()) == [".clipvis.lock", "run.json"]
     assert was_run(segment(tiny_weights, out, str(video), extra=("--formats", "ytvis", "--overwrite")))
     assert sorted(p.name for p in folder.iterdir()) == [".clipvis.lock", "run.json", "ytvis.json"]
     assert was_run(segment(tiny_weights, out, str(video), extra=("--overwrite",)))  # ytvis, coco, overlay again

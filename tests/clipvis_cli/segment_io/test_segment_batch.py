@@ -94,7 +94,7 @@ def test_writers_overlap_and_a_failure_is_raised_once_all_stopped(tmp_path) -> N
     def run(writers):
         runner = SegmentRunner(None, SegmentOptions(["a"], "w"), reporter=None, writers=writers)
         timings: dict[str, float] = {}
-        return runner._write_outputs(VideoOutputPaths(tmp_path), video=None, timings=timings, written=[]), timings
+        return runner._write_outputs(VideoOutputPaths(tmp_path), video=None, timings=timings), timings
 
     log: list = []
     outputs, timings = run([_Writer("ytvis", log, seconds=0.05), _Writer("coco", log),
