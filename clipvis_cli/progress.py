@@ -26,12 +26,37 @@ class Reporter(Protocol):
     ) -> None: ...
     def video_skipped(self, source: VideoSource, stem: str, reason: str = ...) -> None: ...
     def video_failed(self, source: VideoSource, stem: str, message: str) -> None: ...
+    # Ctrl-C or a stop signal ended the input in progress (``message``: by what); the batch ends next.
+    def video_interrupted(self, source: VideoSource, stem: str, message: str) -> None: ...
+    # A video's files are being written: called when that starts and then every second or so, with the frames the
+    # overlay has drawn (``frames`` None when no writer draws frames) out of ``total``.
+    def video_writing(self, source: VideoSource, stem: str, frames: int | None, total: int | None) -> None: ...
+    # The batch ended: the inputs' counts ("complete", "skipped", "failed") out of ``total``, and the one line that
+    # says how (an error when ``error``: some failed, or interrupted), if any.
+    def batch_finished(self, counts: dict[str, int], total: int, message: str | None = None,
+                       error: bool = False, interrupted: bool = False) -> None: ...
     # Under torchrun, on rank 0: how many of the job's inputs all processes have ended (JobProgressReporter).
     def job_progress(self, ended: int, total: int) -> None: ...
     def close(self) -> None: ...
 
 
 SKIPPED_COMPLETE = "already complete in its output folder with the same settings (--overwrite redoes it)"
+WRITING_HEARTBEAT_S = 60.0  # a `writing` JSON event at least this often while a video's files are written
+
+
+def remaining_seconds(done: int, expected: int | None, fps: float) -> float | None:
+    """Seconds left at ``fps`` for the ``expected - done`` frames; None when the count is unknown or no rate yet."""
+    if expected is None or fps <= 0 or done <= 0:
+        return None
+    return max(expected - done, 0) / fps
+
+
+def duration_text(seconds: float) -> str:
+    """``"0:42"``, ``"3:56"``, ``"1:02:03"``."""
+    whole = int(round(seconds))
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
 class SerializedReporter:
@@ -45,7 +70,9 @@ class SerializedReporter:
     def _call(self, name: str, *args: Any, **kwargs: Any) -> None:
         if self.inner is not None:
             with self._lock:
-                getattr(self.inner, name)(*args, **kwargs)
+                method = getattr(self.inner, name, None)
+                if method is not None:  # a reporter of an older interface lacks the later calls
+                    method(*args, **kwargs)
 
     def batch_started(self, num_videos: int | None) -> None:
         self._call("batch_started", num_videos)
@@ -68,6 +95,16 @@ class SerializedReporter:
     def video_failed(self, source: VideoSource, stem: str, message: str) -> None:
         self._call("video_failed", source, stem, message)
 
+    def video_interrupted(self, source: VideoSource, stem: str, message: str) -> None:
+        self._call("video_interrupted", source, stem, message)
+
+    def video_writing(self, source: VideoSource, stem: str, frames: int | None, total: int | None) -> None:
+        self._call("video_writing", source, stem, frames, total)
+
+    def batch_finished(self, counts: dict[str, int], total: int, message: str | None = None,
+                       error: bool = False, interrupted: bool = False) -> None:
+        self._call("batch_finished", counts, total, message, error, interrupted)
+
     def job_progress(self, ended: int, total: int) -> None:
         self._call("job_progress", ended, total)
 
@@ -76,9 +113,11 @@ class SerializedReporter:
 
 
 class JsonlReporter:
-    """One JSON object per line: batch_start, video_start, progress (every `every` frames), video_done,
-    video_skipped, video_failed; under torchrun, on rank 0, job_progress (the job's inputs ended over all processes,
-    whenever that changes)."""
+    """One JSON object per line, and nothing else on stderr while a batch runs: batch_start, video_start, progress
+    (every `every` frames, with `frames_expected` and `eta_s` when the frame count is known), writing (while a
+    video's files are written: at their start, then every `every` overlay frames, or once a minute), video_done,
+    video_skipped, video_failed, video_interrupted, summary (the batch's end); under torchrun, on rank 0,
+    job_progress (the job's inputs ended over all processes, whenever that changes)."""
 
     def __init__(self, stream: TextIO | None = None, every: int = 25, rank: int | None = None) -> None:
         """``rank``: under torchrun, this process' rank, added to every event (the ranks share torchrun's stderr)."""
@@ -89,7 +128,9 @@ class JsonlReporter:
         self._since = 0
         self._video: str | None = None
         self._started = time.perf_counter()
+        self._expected: int | None = None
         self._job: tuple[int, int] | None = None
+        self._writing: dict[str, tuple[float, int | None]] = {}  # input -> when and at which frame it last said so
 
     def _emit(self, event: str, **fields: Any) -> None:
         if self.rank is not None:
@@ -105,7 +146,7 @@ class JsonlReporter:
 
     def video_started(self, source, stem, total_frames) -> None:
         self._video, self._frames, self._since = path_text(source.path), 0, 0
-        self._started = time.perf_counter()
+        self._started, self._expected = time.perf_counter(), total_frames
         self._emit("video_start", input=path_text(source.path), stem=stem, frames_expected=total_frames)
 
     def frames_done(self, count: int) -> None:
@@ -114,9 +155,23 @@ class JsonlReporter:
         if self._since >= self.every:
             self._since = 0
             fps = self._frames / max(time.perf_counter() - self._started, 1e-9)
-            self._emit("progress", input=self._video, frames=self._frames, fps=round(fps, 3))
+            eta = remaining_seconds(self._frames, self._expected, fps)
+            self._emit("progress", input=self._video, frames=self._frames, fps=round(fps, 3),
+                       frames_expected=self._expected, eta_s=None if eta is None else round(eta, 1))
+
+    def video_writing(self, source, stem, frames, total) -> None:
+        name, now = path_text(source.path), time.monotonic()
+        last = self._writing.get(name)
+        if last is not None:
+            when, at = last
+            moved = frames is not None and at is not None and frames - at >= self.every
+            if not moved and now - when < WRITING_HEARTBEAT_S:
+                return
+        self._writing[name] = (now, frames)
+        self._emit("writing", input=name, stem=stem, frames=frames, frames_expected=total)
 
     def video_finished(self, source, stem, frames, fps, outputs) -> None:
+        self._writing.pop(path_text(source.path), None)
         self._emit("video_done", input=path_text(source.path), stem=stem, frames=frames, fps=round(fps, 3),
                    outputs=[path_text(p) for p in outputs], status="ok")
 
@@ -124,7 +179,18 @@ class JsonlReporter:
         self._emit("video_skipped", input=path_text(source.path), stem=stem, reason=reason)
 
     def video_failed(self, source, stem, message) -> None:
+        self._writing.pop(path_text(source.path), None)
         self._emit("video_failed", input=path_text(source.path), stem=stem, error=message, status="failed")
+
+    def video_interrupted(self, source, stem, message) -> None:
+        self._writing.pop(path_text(source.path), None)
+        self._emit("video_interrupted", input=path_text(source.path), stem=stem, error=message,
+                   status="interrupted")
+
+    def batch_finished(self, counts, total, message=None, error=False, interrupted=False) -> None:
+        status = "interrupted" if interrupted else "failed" if error or counts.get("failed") else "ok"
+        fields = {key: counts.get(key, 0) for key in ("complete", "skipped", "failed")}
+        self._emit("summary", inputs=total, **fields, status=status, message=message)
 
     def job_progress(self, ended: int, total: int) -> None:
         if self._job != (ended, total):
@@ -143,8 +209,9 @@ class HumanReporter:
 
     Without a terminal (a SLURM or nohup log, a pipeline) and with ``log_lines``, plain lines take the bars' place:
     one per input ended (``clipvis: [3/40] clip.mp4: 120 frames, 6.80 frames/s``), one every ``log_every`` seconds
-    while a long video runs, and under torchrun, instead of the per-input lines, the job's count at most every
-    ``log_every`` seconds and when the last input ended."""
+    while a long video runs (with its ETA when its frame count is known) and while its files are written
+    (``clip.mp4: writing outputs, overlay frame 1200/4500``), and under torchrun, instead of the per-input lines, the
+    job's count at most every ``log_every`` seconds and when the last input ended."""
 
     def __init__(
         self,
@@ -195,6 +262,7 @@ class HumanReporter:
         self._video_frames: int | None = None
         self._last_line = time.monotonic()  # of the current video's progress lines
         self._job_line: tuple[float, tuple[int, int]] | None = None  # when and what the last job line said
+        self._writing: dict[str, float] = {}  # input whose files are being written -> when its last line came
 
     def _line(self, text: str) -> None:
         self.console.print(f"clipvis: {text}", markup=False, soft_wrap=True)
@@ -227,7 +295,20 @@ class HumanReporter:
             self.progress.update(self._video_task, advance=count, rate=f"{fps:.2f} frames/s")
         if self.log_lines and time.monotonic() - self._last_line >= self.log_every:
             self._last_line = time.monotonic()
-            self._line(f"{self._video}: {self._frames}/{self._video_frames or '?'} frames, {fps:.2f} frames/s")
+            eta = remaining_seconds(self._frames, self._video_frames, fps)
+            left = f", ETA {duration_text(eta)}" if eta is not None else ""
+            self._line(f"{self._video}: {self._frames}/{self._video_frames or '?'} frames, {fps:.2f} frames/s{left}")
+
+    def video_writing(self, source, stem, frames, total) -> None:
+        if not self.log_lines:
+            return
+        name, now = path_text(source.path), time.monotonic()
+        if name not in self._writing:  # writing starts: a line once it has taken `log_every`
+            self._writing[name] = now
+        elif now - self._writing[name] >= self.log_every:
+            self._writing[name] = now
+            drawn = f", overlay frame {frames}/{total or '?'}" if frames is not None else ""
+            self._line(f"{name}: writing outputs{drawn}")
 
     def _video_ended(self) -> str:
         """Count an input as ended; ``"[k/N] "`` for its line."""
@@ -237,6 +318,7 @@ class HumanReporter:
         return f"[{self._ended}/{self._batch_size or '?'}] "
 
     def video_finished(self, source, stem, frames, fps, outputs) -> None:
+        self._writing.pop(path_text(source.path), None)
         count = self._video_ended()
         if self.log_lines and not self._job_wide:
             rate = f", {fps:.2f} frames/s" if fps > 0 else ""
@@ -248,8 +330,16 @@ class HumanReporter:
             self.console.print(f"skipped {path_text(source.path)}: {reason}", markup=False, soft_wrap=True)
 
     def video_failed(self, source, stem, message) -> None:
+        self._writing.pop(path_text(source.path), None)
         self._video_ended()
         self.console.print(error_line(message), markup=False, soft_wrap=True)
+
+    def video_interrupted(self, source, stem, message) -> None:
+        pass  # the batch's end says it: `clipvis: error: interrupted; ...`
+
+    def batch_finished(self, counts, total, message=None, error=False, interrupted=False) -> None:
+        if message is not None:
+            self.console.print(error_line(message) if error else f"clipvis: {message}", markup=False, soft_wrap=True)
 
     def job_progress(self, ended: int, total: int) -> None:
         self._job_wide = True

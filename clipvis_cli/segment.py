@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import signal
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence, Sized
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -56,6 +57,7 @@ FORMATS = writer_formats()  # every --formats name (DEFAULT_FORMATS: what segmen
 
 
 DEFAULT_IMAGE_FPS = float(DEFAULT_FPS)
+WRITING_REPORT_INTERVAL_S = 1.0  # how often the writing of a video's files is reported (the reporter shows less)
 
 
 @dataclass
@@ -393,7 +395,7 @@ class SegmentRunner:
             manifest.write(paths.manifest)
             tracked = held.enter_context(self.track(source, video_id, stem))
         except KeyboardInterrupt as interrupt:
-            _mark_interrupted(manifest, paths, interrupt)
+            self._interrupted(source, manifest, paths, interrupt)
             raise
         except Exception as error:  # noqa: BLE001 - see _failure
             return self._failure(error, source, manifest, paths)
@@ -402,7 +404,7 @@ class SegmentRunner:
             try:
                 return self._write_tracked(source, tracked, paths, manifest, previous, started)
             except KeyboardInterrupt as interrupt:
-                _mark_interrupted(manifest, paths, interrupt)
+                self._interrupted(source, manifest, paths, interrupt)
                 raise
             except Exception as error:  # noqa: BLE001 - see _failure
                 return self._failure(error, source, manifest, paths)
@@ -423,6 +425,12 @@ class SegmentRunner:
         if not isinstance(error, (ValueError, OSError, RuntimeError)):
             cause = f"{type(error).__name__}: {cause}"
         return self._record_failure(source, paths.stem, subject_message(cause, source.path), manifest, paths)
+
+    def _interrupted(self, source: VideoSource, manifest: RunManifest, paths: VideoOutputPaths,
+                     interrupt: KeyboardInterrupt) -> None:
+        """The input in progress when Ctrl-C or a stop signal came: an "interrupted" run.json, and its report."""
+        cause = _mark_interrupted(manifest, paths, interrupt)
+        self.reporter.video_interrupted(source, paths.stem, subject_message(cause, source.path))
 
     def _failed(self, source: VideoSource, stem: str, message: str) -> VideoOutcome:
         self.reporter.video_failed(source, stem, message)
@@ -504,13 +512,15 @@ class SegmentRunner:
         """Every writer's file of a tracked input, then the "complete" run.json (``started``: when the input's run
         began, for its total time)."""
         info, timings = tracked.info, tracked.timings
-        video = SegmentedVideo(info, tracked.tracks, self.categories, lambda: iter(tracked.reader))
+        draws = any(getattr(writer, "draws_frames", False) for writer in self.writers)
+        writing = _WritingProgress(self.reporter, source, paths.stem, info.num_frames if draws else None)
+        video = SegmentedVideo(info, tracked.tracks, self.categories, lambda: writing.counted(tracked.reader))
         start = time.perf_counter()
         # Every file under its temporary name until all are written, then all renamed into place: a failure or
         # Ctrl-C midway leaves none of this run's files (and an earlier run's, listed in run.json, as they were).
         staging = OutputStaging()
         try:
-            with staging.active():
+            with staging.active(), writing:
                 outputs = self._write_outputs(paths, video, timings)
             staging.commit()
         except BaseException:
@@ -595,11 +605,52 @@ def _settled(outcome: VideoOutcome) -> Future[VideoOutcome]:
     return future
 
 
-def _mark_interrupted(manifest: RunManifest, paths: VideoOutputPaths, interrupt: KeyboardInterrupt) -> None:
+def _mark_interrupted(manifest: RunManifest, paths: VideoOutputPaths, interrupt: KeyboardInterrupt) -> str:
+    """Record the interruption in run.json; returns its cause (``interrupted by SIGTERM``)."""
     signum = getattr(interrupt, "signum", None)  # the launcher's Terminated: SIGTERM or SIGHUP (a scheduler's)
     cause = f"interrupted by {signal.Signals(signum).name}" if signum else "interrupted by the user (Ctrl-C)"
     manifest.mark_failed(cause, status=STATUS_INTERRUPTED)
     _write_quietly(manifest, paths.manifest)
+    return cause
+
+
+class _WritingProgress:
+    """While a video's files are written: counts the frames the drawing writers take from ``counted`` (out of
+    ``total``; None when no writer draws) and, from a thread, reports them (`video_writing`) when writing starts and
+    every ``interval`` seconds until it ends, so that a log shows the writing of a long video's files as it goes."""
+
+    def __init__(self, reporter: Reporter, source: VideoSource, stem: str, total: int | None,
+                 interval: float | None = None) -> None:
+        self.reporter, self.source, self.stem, self.total = reporter, source, stem, total
+        self.interval = WRITING_REPORT_INTERVAL_S if interval is None else interval
+        self.frames = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def counted(self, frames: Iterable[Any]) -> Iterator[Any]:
+        self.frames = 0  # a writer that draws reads the frames once
+        for item in frames:
+            yield item
+            self.frames += 1
+
+    def _report(self) -> None:
+        self.reporter.video_writing(self.source, self.stem, self.frames if self.total is not None else None,
+                                    self.total)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._report()
+
+    def __enter__(self) -> _WritingProgress:
+        self._report()
+        self._thread = threading.Thread(target=self._run, name="clipvis-writing-progress", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
 
 
 def _write_quietly(manifest: RunManifest, path: Path) -> None:

@@ -33,7 +33,7 @@ from clipvis.cli.distributed import (
 )
 from clipvis.cli.inputs import VideoSource, discover_inputs, read_argument_lines
 from clipvis.cli.memory import HeapTrimmer, prefer_huge_pages
-from clipvis.cli.messages import print_error, print_path
+from clipvis.cli.messages import print_path
 from clipvis.cli.progress import Reporter
 from clipvis.cli.segment import (
     DEFAULT_FORMATS,
@@ -147,7 +147,7 @@ def segment(
             options, predictor = (make_options(), None) if job is None else _start_rank(job, make_options)
             reporter = make_reporter(log_format, job)
             try:
-                counts = _run_inputs(options, sources, positions, reporter, vocabulary, job, null, predictor)
+                counts = _run_inputs(options, sources, positions, reporter, vocabulary, job, null, predictor, total)
                 code = _finish(counts, total, job, reporter)
             finally:
                 reporter.close()
@@ -231,7 +231,7 @@ def _checked_arguments(
 
 
 def _run_inputs(
-    options, sources, positions, reporter: Reporter, vocabulary, job, null: bool, predictor=None
+    options, sources, positions, reporter: Reporter, vocabulary, job, null: bool, predictor=None, total: int = 0
 ) -> dict[str, int]:
     """Run this process' inputs (``positions`` into ``sources``); how many ended complete, skipped, failed.
     ``predictor``: already loaded (under torchrun, ``_start_rank``)."""
@@ -263,7 +263,8 @@ def _run_inputs(
             remove_unused_folder(options.output, (FOLDER_JOURNAL,))
         if isinstance(stop, KeyboardInterrupt):
             reporter.close()
-            print_error("interrupted while loading the weights; no input was run")
+            reporter.batch_finished(counts, total, "interrupted while loading the weights; no input was run",
+                                    error=True, interrupted=True)
             raise typer.Exit(130) from None
         raise
     runner = SegmentRunner(predictor, options, reporter, categories=[class_name(v) for v in vocabulary])
@@ -276,7 +277,8 @@ def _run_inputs(
                         print_path(path, null)
     except KeyboardInterrupt:
         reporter.close()
-        print_error("interrupted; incomplete outputs were not written")
+        reporter.batch_finished(counts, total, "interrupted; incomplete outputs were not written", error=True,
+                                interrupted=True)
         raise typer.Exit(130) from None
     return counts
 
@@ -300,28 +302,27 @@ def _finish(counts: dict[str, int], total: int, job: DistributedRun | None, repo
     runs until every rank is done; the reporter is closed before the summary line."""
     if job is None:
         reporter.close()
-        if counts["failed"]:
-            typer.echo(f"clipvis: {counts['failed']} of {total} input(s) failed", err=True)
+        message = f"{counts['failed']} of {total} input(s) failed" if counts["failed"] else None
+        reporter.batch_finished(counts, total, message)
         return 1 if counts["failed"] else 0
     try:
         every_rank = job.last_gather(counts)
     except RankLost:  # the other processes' counts are lost: rank 0 says what it knows
         reporter.close()
         if job.is_main:
-            typer.echo(
-                f"clipvis: {total} input(s) over {job.world_size} processes; this one ended {counts['complete']} "
-                f"complete, {counts['skipped']} skipped, {counts['failed']} failed",
-                err=True,
+            reporter.batch_finished(
+                counts, total, f"{total} input(s) over {job.world_size} processes; this one ended "
+                f"{counts['complete']} complete, {counts['skipped']} skipped, {counts['failed']} failed",
             )
         raise
     reporter.close()
     failed = sum(c["failed"] for c in every_rank)
     if job.is_main:
         complete, skipped = sum(c["complete"] for c in every_rank), sum(c["skipped"] for c in every_rank)
-        typer.echo(
-            f"clipvis: {total} input(s) over {job.world_size} processes: {complete} complete, {skipped} skipped, "
+        reporter.batch_finished(
+            {"complete": complete, "skipped": skipped, "failed": failed}, total,
+            f"{total} input(s) over {job.world_size} processes: {complete} complete, {skipped} skipped, "
             f"{failed} failed",
-            err=True,
         )
     return 1 if failed else 0
 

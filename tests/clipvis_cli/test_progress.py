@@ -209,3 +209,64 @@ def test_every_json_event_names_an_input_the_same_way() -> None:
     events = [json.loads(line) for line in stream.getvalue().splitlines()]
     assert [event["event"] for event in events] == ["video_start", "progress"]
     assert {event["input"] for event in events} == {"n\\xffme.mp4"}
+
+
+def test_progress_says_the_time_left_when_the_frame_count_is_known() -> None:
+    stream = io.StringIO()
+    reporter = JsonlReporter(stream, every=2)
+    reporter.video_started(SOURCE, "a", 10)
+    reporter._started -= 2.0  # 2 s in: 4 frames at 2 frames/s, 6 left
+    reporter.frames_done(4)
+    unknown = VideoSource(path=Path("b.mp4"))
+    reporter.video_started(unknown, "b", None)
+    reporter.frames_done(2)
+    progress = [json.loads(line) for line in stream.getvalue().splitlines() if '"progress"' in line]
+    assert progress[0]["frames_expected"] == 10 and 2.9 <= progress[0]["eta_s"] <= 3.1
+    assert progress[1]["frames_expected"] is None and progress[1]["eta_s"] is None
+    log = io.StringIO()
+    human = HumanReporter(stream=log, interactive=False, log_every=0.0)
+    human.video_started(SOURCE, "a", 100)
+    human._started -= 10.0  # 10 frames in 10 s: 90 s left
+    human.frames_done(10)
+    assert log.getvalue().splitlines()[0].endswith("frames/s, ETA 1:30")
+
+
+def test_writing_a_video_s_files_is_reported_while_it_lasts() -> None:
+    """Writing a long video's overlay and JSON files takes minutes, during which a log said nothing."""
+    log = io.StringIO()
+    human = HumanReporter(stream=log, interactive=False, log_every=0.0)
+    human.video_writing(SOURCE, "a", 0, 4500)  # starts: nothing yet
+    human.video_writing(SOURCE, "a", 1200, 4500)
+    human.video_writing(SOURCE, "a", None, None)
+    assert log.getvalue().splitlines() == ["clipvis: a.mp4: writing outputs, overlay frame 1200/4500",
+                                           "clipvis: a.mp4: writing outputs"]
+    quiet = io.StringIO()
+    hourly = HumanReporter(stream=quiet, interactive=False, log_every=3600.0)
+    for frames in (0, 10, 20):
+        hourly.video_writing(SOURCE, "a", frames, 20)
+    assert quiet.getvalue() == ""
+    stream = io.StringIO()
+    reporter = JsonlReporter(stream, every=25)
+    for frames in (0, 10, 30, 40, 60):
+        reporter.video_writing(SOURCE, "a", frames, 60)
+    events = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert [(e["event"], e["frames"], e["frames_expected"]) for e in events] == [
+        ("writing", 0, 60), ("writing", 30, 60), ("writing", 60, 60)]
+
+
+def test_jsonl_says_how_an_interrupted_video_and_the_batch_ended() -> None:
+    stream = io.StringIO()
+    reporter = JsonlReporter(stream)
+    reporter.video_interrupted(SOURCE, "a", "a.mp4: interrupted by SIGTERM")
+    reporter.batch_finished({"complete": 1, "skipped": 0, "failed": 0}, 3,
+                            "interrupted; incomplete outputs were not written", error=True, interrupted=True)
+    reporter.batch_finished({"complete": 1, "skipped": 1, "failed": 1}, 3, "1 of 3 input(s) failed")
+    events = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert events == [
+        {"event": "video_interrupted", "input": "a.mp4", "stem": "a", "error": "a.mp4: interrupted by SIGTERM",
+         "status": "interrupted"},
+        {"event": "summary", "inputs": 3, "complete": 1, "skipped": 0, "failed": 0, "status": "interrupted",
+         "message": "interrupted; incomplete outputs were not written"},
+        {"event": "summary", "inputs": 3, "complete": 1, "skipped": 1, "failed": 1, "status": "failed",
+         "message": "1 of 3 input(s) failed"},
+    ]

@@ -241,7 +241,9 @@ def test_jsonl_events(tmp_path, tiny_weights) -> None:
     assert result.exit_code == 0
     events = [json.loads(line) for line in result.stderr.splitlines()]
     assert [e["event"] for e in events][0] == "batch_start"
-    assert events[-1]["event"] == "video_done" and events[-1]["frames"] == 3
+    assert events[-2]["event"] == "video_done" and events[-2]["frames"] == 3
+    assert events[-1] == {"event": "summary", "inputs": 1, "complete": 1, "skipped": 0, "failed": 0, "status": "ok",
+                          "message": None}
 
 
 def test_golden_case_through_the_cli(tmp_path, golden_case_name, golden_case) -> None:

@@ -307,3 +307,37 @@ def test_an_anamorphic_video_s_overlay_keeps_its_pixel_shape(tmp_path, tiny_weig
     assert was_run(segment(tiny_weights, out, str(path), extra=("--formats", "overlay")))
     with av.open(str(out / "anamorphic" / "overlay.mp4")) as overlay:
         assert overlay.streams.video[0].sample_aspect_ratio == Fraction(2, 1)
+
+
+def test_jsonl_log_is_json_to_the_end(tmp_path, tiny_weights, monkeypatch) -> None:
+    """With --log-format jsonl every stderr line is a JSON event: the writing of a video's files is reported as it
+    goes, an interrupted video and the batch's end (the summary) too, where plain lines used to come."""
+    video = write_video(tmp_path / "clip.mp4", num_frames=6)
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"not a video")
+    monkeypatch.setattr("clipvis.cli.segment.WRITING_REPORT_INTERVAL_S", 0.001)
+    result = segment(tiny_weights, tmp_path / "out", str(video), str(broken), extra=("--log-format", "jsonl"))
+    assert result.exit_code == 1
+    events = [json.loads(line) for line in result.stderr.splitlines()]  # nothing but JSON
+    writing = [event for event in events if event["event"] == "writing"]
+    assert writing[0]["frames"] == 0 and writing[0]["frames_expected"] == 6 and writing[0]["input"] == str(video)
+    assert [event["event"] for event in events].index("writing") < [e["event"] for e in events].index("video_done")
+    assert events[-1] == {"event": "summary", "inputs": 2, "complete": 1, "skipped": 0, "failed": 1,
+                          "status": "failed", "message": "1 of 2 input(s) failed"}
+
+    original = OverlayVideoWriter.write_video
+
+    def interrupted(self, path, video):
+        original(self, path, video)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(OverlayVideoWriter, "write_video", interrupted)
+    result = segment(tiny_weights, tmp_path / "out", str(video), extra=("--log-format", "jsonl", "--overwrite"))
+    assert result.exit_code == 130
+    events = [json.loads(line) for line in result.stderr.splitlines()]
+    assert events[-2:] == [
+        {"event": "video_interrupted", "input": str(video), "stem": "clip", "status": "interrupted",
+         "error": f"{video}: interrupted by the user (Ctrl-C)"},
+        {"event": "summary", "inputs": 1, "complete": 0, "skipped": 0, "failed": 0, "status": "interrupted",
+         "message": "interrupted; incomplete outputs were not written"},
+    ]
