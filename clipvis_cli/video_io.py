@@ -464,8 +464,12 @@ def quiet_metadata_warnings() -> None:
     """Silence Pillow's warnings about damaged EXIF or TIFF metadata: it warns, once per distinct message, about every
     damaged tag it skips while opening an image ("Corrupt EXIF data", "Tag data larger than file"), noise per frame
     when only the orientation tag matters here, and that tag's damage leaves the frame as stored. Called by the
-    readers as they start (a filter set once at import is lost where the caller restores its warning filters)."""
-    warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.TiffImagePlugin")
+    readers as they start (a filter set once at import is lost where the caller restores its warning filters); the
+    filter is added only where it is missing, as adding one resets which warnings Python has shown once already."""
+    module = r"PIL\.TiffImagePlugin"
+    if not any(action == "ignore" and category is UserWarning and getattr(pattern, "pattern", None) == module
+               for action, _, category, pattern, _ in warnings.filters):
+        warnings.filterwarnings("ignore", category=UserWarning, module=module)
 
 
 def upright(image: Image.Image) -> Image.Image:

@@ -647,3 +647,22 @@ def test_abandoned_iteration_stops_the_thread(media: dict[str, Path]) -> None:
         break  # no context manager: leaving the loop closes the generator, which stops the thread
     decoder._thread.join(2.0)
     assert not decoder.is_alive
+
+
+def test_quieting_pillows_metadata_warnings_leaves_a_warning_shown_once_shown_once() -> None:
+    """Adding a warning filter resets which warnings Python has shown once: called per frame (training's reader),
+    it made any such warning repeat at every frame."""
+    import warnings
+
+    from clipvis.cli.video_io import quiet_metadata_warnings
+
+    def warn() -> None:
+        warnings.warn("shown once", UserWarning, stacklevel=1)
+
+    with warnings.catch_warnings(record=True) as shown:
+        warnings.simplefilter("default")
+        quiet_metadata_warnings()  # a reader starts
+        for _ in range(3):
+            warn()
+            quiet_metadata_warnings()
+    assert len([w for w in shown if "shown once" in str(w.message)]) == 1
