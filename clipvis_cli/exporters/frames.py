@@ -93,12 +93,13 @@ def _named_frames(info: VideoInfo, results_file: Path, folder: Path) -> list[Pat
     """The image files of an image-folder video that the results' ``file_names`` name, one per processed frame, in
     order: an image added to the folder (or one removed) after ``segment`` shifts the folder's natural order, not
     these. None when the results name no files (their ``file_names`` are the synthetic ``<stem>/<index:05d>.jpg``
-    that another tool's file without names gets): the frames are then taken by position in the folder.
+    that another tool's file without names gets) and the folder does not hold every one of those names (a
+    YouTube-VIS folder's ``00000.jpg``, ``00005.jpg``, ... holds some): the frames are then taken by position.
     Raises ExportInputError (one line, naming the folder and the first missing file) when a named file is not
     there."""
     names = [name.rsplit("/", 1)[-1] for name in info.file_names]
     listed = {path_text(file.name): file for file in list_image_frames(folder)}  # names as recorded (\xNN escapes)
-    if info.file_names == synthetic_file_names(info.stem, info.frame_indices) and not any(
+    if info.file_names == synthetic_file_names(info.stem, info.frame_indices) and not all(
             name in listed for name in names):
         return None
     files = []

@@ -665,3 +665,29 @@ def test_an_image_folder_exports_the_frames_its_results_name_after_the_folder_ch
     lines = [line for line in result.output.splitlines() if "error" in line]
     assert lines[0] == (f"clipvis: error: {ytvis}: source folder {frames} has no frame 3.png (named in the results' "
                      "file_names): not the folder the results were made from, or it changed since"), result.output
+
+
+def test_results_without_file_names_take_a_youtube_vis_folders_frames_by_position(tmp_path) -> None:
+    """Results from another tool name no files (clipvis reads them as ``<stem>/00000.jpg, 00001.jpg, ...``); over a
+    YouTube-VIS folder (00000.jpg, 00005.jpg, ...) the first of those names exists, and the export failed on the
+    second. Names the folder does not all hold are not names: the frames are taken by position."""
+    from clipvis.cli import rle
+
+    frames = tmp_path / "vid"
+    frames.mkdir()
+    for k in range(3):
+        Image.fromarray(np.full((HEIGHT, WIDTH, 3), 40 + 80 * k, np.uint8)).save(frames / f"{5 * k:05d}.jpg")
+    mask = np.zeros((HEIGHT, WIDTH), bool)
+    mask[5:20, 5:20] = True
+    encoded = rle.encode(mask)
+    document = {
+        "videos": [{"id": 1, "height": HEIGHT, "width": WIDTH, "length": 3, "source": str(frames)}],
+        "categories": [{"id": 1, "name": CATEGORIES[0]}],
+        "annotations": [{"video_id": 1, "category_id": 1, "score": 0.9, "segmentations": [encoded] * 3}],
+    }
+    results = tmp_path / "ytvis.json"
+    results.write_text(json.dumps(document))
+    result = run_export(str(results), "--to", "coco", "-o", str(tmp_path / "exp"))
+    assert result.exit_code == 0, result.output
+    exported = json.loads(next((tmp_path / "exp").rglob("instances_default.json")).read_text())
+    assert len(exported["images"]) == 3
