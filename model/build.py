@@ -200,6 +200,18 @@ def _check_expected(state: Mapping[str, torch.Tensor], expected: Mapping[str, An
     return problems
 
 
+def _read_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
+    """``read_state_dict(path)``; a training folder's other file given for its weights (a ``.state.pt``) says which
+    file to give instead."""
+    try:
+        return read_state_dict(path)
+    except CheckpointError as error:
+        reason = not_weights_reason(path)
+        if reason is None:
+            raise
+        raise CheckpointError(f"{path}: {reason}") from error
+
+
 def check_checkpoint(
     path: str | Path,
     expected: Mapping[str, Any] | None = None,
@@ -219,8 +231,11 @@ def check_checkpoint(
     if entry is not None:
         expected = expected if expected is not None else entry.model_config()
     if path.is_dir() or entry is not None:
-        path = resolve_weights(text, download=False)
-    state, embedded = read_state_dict(path)
+        try:
+            path = resolve_weights(text, download=False)
+        except WeightsError as error:  # a folder without a checkpoint, a release not downloaded yet
+            raise CheckpointError(str(error)) from error
+    state, embedded = _read_weights(path)
     cfg = resolve_config(state, embedded, config, clip_config, base=expected)
     problems = _check_expected(state, expected or {})
     with torch.device("meta"):  # the model's key names and shapes, without allocating or initialising weights
@@ -291,13 +306,7 @@ def load_model(
         # A file is read as given; a folder (detectron2 output) or an unknown name goes through the resolver, which
         # picks the folder's checkpoint or lists the released names.
         path = local if local.is_file() else resolve_weights(text, download=False)
-        try:
-            state, embedded = read_state_dict(path)
-        except CheckpointError as error:  # a training folder's other file given for its weights: which one to give
-            reason = not_weights_reason(path)
-            if reason is None:
-                raise
-            raise CheckpointError(f"{path}: {reason}") from error
+        state, embedded = _read_weights(path)
     cfg = resolve_config(state, embedded, config, clip_config, base=base)
     for note in cfg.notes:
         warnings.warn(note, stacklevel=2)

@@ -104,8 +104,18 @@ def test_check_checkpoint_takes_a_training_folder_as_load_model_does(tmp_path, t
     settings = {"config": config.to_dict(), "clip_config": config.clip_model_config}
     assert check_checkpoint(folder, **settings).decoder_layers == load_model(folder, **settings).config.decoder_layers
     assert check_checkpoint(str(folder), **settings) == check_checkpoint(folder / "model_final.pth", **settings)
-    with pytest.raises(WeightsNotAvailableError, match="not in the cache and downloading is disabled"):
-        check_checkpoint("clipvis-lvis-r50")  # a released name: its cached copy, never downloaded by a check
+    # a released name: its cached copy, never downloaded by a check; what it cannot check is a CheckpointError, as
+    # its docstring says (a caller's `except CheckpointError` missed these)
+    with pytest.raises(CheckpointError, match="not in the cache and downloading is disabled"):
+        check_checkpoint("clipvis-lvis-r50")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CheckpointError, match="empty"):
+        check_checkpoint(tmp_path / "empty")
+    state = folder / "model_0000010.state.pt"  # a training run's resume state: which file to give instead
+    torch.save({"optimizer": {"state": {}, "param_groups": []}, "iteration": 10, "rng": object()}, state)
+    for check in (check_checkpoint, load_model):
+        with pytest.raises(CheckpointError, match=r"training run's resume state .*: give .*model_0000010.safetensors"):
+            check(state, **settings)
 
 
 def test_downloaded_file_of_the_wrong_model_never_enters_the_cache(tmp_path, monkeypatch, tiny_model, isolated_cache):
