@@ -307,12 +307,12 @@ class VideoSession:
         # Pooling and classification commute with the track permutation: do them for the whole batch.
         class_probs = model.classify(outputs.clip_dense, outputs.mask_logits, self.text).softmax(-1)
         t3 = time.perf_counter()
+        mask_logits_all = outputs.mask_logits.float()  # out of memory here still leaves the session as it was
+        embeds_host = outputs.query_embeds.float().cpu()  # the matcher works on the host: one copy per batch
         # From here on the session's state changes (the matcher's memory, the scorer's sums, the frame count): an
         # error or Ctrl-C part way would leave them out of step, so the session is marked failed and refuses more.
         try:
             self.geometry = geometry
-            mask_logits_all = outputs.mask_logits.float()
-            embeds_host = outputs.query_embeds.float().cpu()  # the matcher works on the host: one copy per batch
             matches = [self.matcher.match(embeds) for embeds in embeds_host]
             # Per frame, everything stays on the device in track order; what the host needs crosses once per batch
             # (a copy to or from the host waits for the device: once per frame, it would stall it between frames).

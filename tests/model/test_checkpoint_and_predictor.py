@@ -354,6 +354,17 @@ def test_a_push_interrupted_mid_way_fails_the_session_and_one_before_any_change_
     with pytest.raises(RuntimeError, match="out of memory"):
         session.push(frames[2:])
     monkeypatch.undo()
+    forward = predictor.model.forward
+
+    class OutOfMemoryOnTheWay:  # the query embeddings' copy in float32 fails (a big bf16 batch on a GPU)
+        def float(self):
+            raise RuntimeError("CUDA out of memory")
+
+    monkeypatch.setattr(predictor.model, "forward", lambda images: dataclasses.replace(
+        forward(images), query_embeds=OutOfMemoryOnTheWay()))
+    with pytest.raises(RuntimeError, match="out of memory"):
+        session.push(frames[2:])
+    monkeypatch.undo()
     with pytest.raises(ValueError, match="differs from the video's"):
         session.push(synthetic_video(1, height=40))
     session.push(frames[2:])
