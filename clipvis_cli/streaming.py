@@ -182,7 +182,11 @@ class VideoStream:
 
     def _stream(self) -> Iterator[StreamedFrame]:
         pairs = _frame_pairs(self.frames, self.stride, self.max_frames)
-        first = next(pairs, None)  # the frame size decides how many batches may be in flight
+        try:
+            first = next(pairs, None)  # the frame size decides how many batches may be in flight
+        except Exception:
+            self._source_failed = True  # at its first frame
+            raise
         if first is None:
             return
         height, width = first[1].shape[:2]

@@ -361,6 +361,18 @@ def test_a_failing_source_delivers_the_frames_read_before_its_error_then_raises_
             stream.finish()
 
 
+def test_a_source_failing_at_its_first_frame_is_the_sources_failure(predictor) -> None:
+    def camera():
+        raise OSError("no camera")
+        yield
+
+    with VideoStream(predictor, camera()) as stream:
+        with pytest.raises(OSError, match="^no camera$"):
+            list(stream)
+        with pytest.raises(RuntimeError, match=r"^finish\(\) after the frames' source failed \(OSError: no camera"):
+            stream.finish()
+
+
 def test_finish_before_iterating_says_so(predictor) -> None:
     with VideoStream(predictor, list(synthetic_frames(2))) as stream:  # it said "frames: no decodable frames"
         with pytest.raises(RuntimeError, match=r"^finish\(\) before any frame was read: iterate over the stream"):
