@@ -115,7 +115,9 @@ def train(
                          autoscale=not no_autoscale and saved is None)
     try:
         final = launch(request)
-    except (ConfigError, TrainDataError, CheckpointError, WeightsError, FloatingPointError, OutputNotWritableError,
+    except FloatingPointError as error:  # every rank's loss went non-finite at the same step: rank 0 says it
+        raise (fail(str(error)) if os.environ.get("RANK", "0") == "0" else typer.Exit(1)) from None
+    except (ConfigError, TrainDataError, CheckpointError, WeightsError, OutputNotWritableError,
             ProcessFailedError) as error:
         raise fail(str(error)) from None
     except RanksDifferError as error:  # every rank found it alike: rank 0 says it

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import json
 import logging
 import os
 import signal
@@ -70,8 +71,9 @@ def _setup_logging(output_dir: Path, rank: int) -> None:
     logger = logging.getLogger("clipvis.train")
     logger.handlers.clear()
     logger.propagate = False
-    if rank != 0:
+    if rank != 0:  # rank 0 says what happens; without a handler Python's last resort printed this rank's errors
         logger.setLevel(logging.ERROR)
+        logger.addHandler(logging.NullHandler())
         return
     logger.setLevel(logging.INFO)
     console = logging.StreamHandler(sys.stderr)
@@ -192,7 +194,8 @@ def run_training(request: RunRequest, rank: int = 0, world: int = 1, local_rank:
         # others waiting in the next collective until the process group's timeout)
         schedule = autoscale(config, world, enabled=request.autoscale)
         # before anything loads or is written: a test set named wrongly failed at the first evaluation, hours in
-        check_evaluation_data(config, schedule.eval_period, schedule.max_iter)
+        if rank == 0:  # rank 0 alone evaluates: the test set need be on its machine only
+            check_evaluation_data(config, schedule.eval_period, schedule.max_iter)
         output_dir = ensure_output_dir(Path(config.get("OUTPUT_DIR")).expanduser())
         # Before anything is written there (config.yaml): a fresh run never mixes with the checkpoints of another.
         newest = newest_checkpoint(output_dir) or (checkpoints_in(output_dir) or [None])[-1]
@@ -320,7 +323,10 @@ def run_training(request: RunRequest, rank: int = 0, world: int = 1, local_rank:
 
 
 # Where the data is: a machine may have its copy elsewhere. The data itself is compared once loaded (``_data_of``).
-_DATA_LOCATIONS = ("CLIPVIS.TRAIN_DATA", "CLIPVIS.DATA_ROOT", "CLIPVIS.TEST_DATA")
+# Nor need the ranks agree on where the starting weights are (DistributedDataParallel gives every rank rank 0's
+# parameters when it wraps the model) or where the run's folder is (rank 0 alone writes there); the CLIP config is
+# compared by its contents.
+_DATA_LOCATIONS = ("CLIPVIS.TRAIN_DATA", "CLIPVIS.DATA_ROOT", "CLIPVIS.TEST_DATA", "MODEL.WEIGHTS", "OUTPUT_DIR")
 
 
 def _settings_of(config: TrainConfig) -> dict[str, str]:
@@ -337,10 +343,31 @@ def _settings_of(config: TrainConfig) -> dict[str, str]:
             if isinstance(value, dict) and value and dotted != "CLIPVIS.MODEL":
                 walk(value, f"{dotted}.")
             else:
-                flat[dotted] = yaml.safe_dump(value, default_flow_style=True, sort_keys=True).strip().removesuffix(
-                    "\n...")
+                if dotted == "CLIPVIS.CLIP_CONFIG" and value:
+                    value = _file_contents(value)
+                flat[dotted] = yaml.safe_dump(_as_compared(value), default_flow_style=True,
+                                              sort_keys=True).strip().removesuffix("\n...")
     walk(config.tree, "")
     return flat
+
+
+def _as_compared(value: Any) -> Any:
+    """``value`` with every whole float an int: ``0`` and ``0.0`` in two copies of a config are the same setting."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, (list, tuple)):
+        return [_as_compared(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _as_compared(item) for key, item in value.items()}
+    return value
+
+
+def _file_contents(path: Any) -> Any:
+    """A JSON file's document (a copy elsewhere is the same file), or the path where it cannot be read."""
+    try:
+        return json.loads(Path(str(path)).expanduser().read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return path
 
 
 def _data_of(sources: list[Any]) -> dict[str, str]:
@@ -356,7 +383,7 @@ def _data_of(sources: list[Any]) -> dict[str, str]:
                 digest.update(repr((frame.path.name, frame.height, frame.width, frame.frame_index,
                                     [i.category_id for i in frame.instances])).encode())
             digest.update(b"|")
-        out[f"dataset {number + 1}"] = f"{len(source.records)} items of {source.name}, digest {digest.hexdigest()[:12]}"
+        out[f"dataset {number + 1}"] = f"{len(source.records)} items, digest {digest.hexdigest()[:12]}"
     return out
 
 

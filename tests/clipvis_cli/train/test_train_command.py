@@ -742,10 +742,15 @@ def test_torchrun_ranks_with_other_settings_or_data_stop_before_training_with_on
     launcher = tmp_path / "launch.py"  # each rank's clipvis arguments: $ARGS_<rank>, separated by |
     launcher.write_text("import os, runpy, sys\nsys.argv = ['clipvis', *os.environ['ARGS_' + os.environ['RANK']]"
                         ".split('|')]\nrunpy.run_module('clipvis', run_name='__main__')\n")
+    import shutil
+
+    shutil.copytree(tmp_path / "data", tmp_path / "copy")  # the same data where another machine keeps it
+    copy = tuple(tmp_path / "copy" / Path(path).relative_to(tmp_path / "data") for path in data)
     for name, rank1, message in (
-        ("data", [*other], f"clipvis: error: rank 1 has other training data: dataset 1 3 items of {other[0]}"),
+        ("data", [*other], "clipvis: error: rank 1 has other training data: dataset 1 3 items, digest "),
         ("iter", [*data, "SOLVER.MAX_ITER=5"], "clipvis: error: rank 1 has other settings: SOLVER.MAX_ITER 5 (rank 0: "
          "3); every process must train with the same settings and data, nothing was trained"),
+        ("copy", [*copy, "SOLVER.WEIGHT_DECAY_NORM=0"], None),  # 0 for 0.0, the data's copy elsewhere: the same
     ):
         run = tmp_path / name
         common = ["train", "--config", str(config), "--output-dir", str(run), "--data", "{}", "--images", "{}"]
@@ -754,6 +759,9 @@ def test_torchrun_ranks_with_other_settings_or_data_stop_before_training_with_on
         env = {**os.environ, "OMP_NUM_THREADS": "1", "ARGS_0": args[0], "ARGS_1": args[1]}
         command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", str(launcher)]
         done = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
+        if message is None:
+            assert done.returncode == 0 and "clipvis: error" not in done.stderr, done.stderr
+            continue
         assert done.returncode != 0, done.stderr
         assert done.stderr.count("clipvis: error:") == 1 and message in done.stderr, done.stderr
         assert not list(run.glob("model_*")) and not (run / "config.yaml").exists(), done.stderr
@@ -808,3 +816,24 @@ def test_torchrun_errors_every_rank_finds_are_said_once_and_one_ranks_own_does_n
         assert len(errors) == 1 and message in errors[0], done.stderr
         assert "training items" not in done.stderr or rank1_extra, done.stderr  # --weights: before the data loads
         assert not (run / "config.yaml").exists()
+
+
+@pytest.mark.skipif(not torch.distributed.is_gloo_available(), reason="gloo backend not built into this torch")
+def test_a_loss_gone_non_finite_under_torchrun_is_said_once(tmp_path, tiny_train_config):
+    """Every rank sees the same (all-reduced) loss: each said it (and the ranks but 0 once more through Python's last
+    resort logging handler), three lines for two processes."""
+    import os
+    import subprocess
+    import sys
+
+    data = write_coco(tmp_path / "data", num_images=2)
+    config = tiny_train_config(tmp_path, MAX_ITER=4, IMS_PER_BATCH=2)
+    args = ["train", "--config", str(config), "--output-dir", str(tmp_path / "run"), "--data", str(data[0]),
+            "--images", str(data[1]), "SOLVER.BASE_LR=1e30", "SOLVER.CLIP_GRADIENTS.ENABLED=false"]
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "clipvis",
+               *args]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode != 0, done.stderr
+    said = [line for line in done.stderr.splitlines() if "the loss became" in line]
+    assert len(said) == 1 and said[0].startswith("clipvis: error: the loss became"), done.stderr
