@@ -542,7 +542,8 @@ class SegmentRunner:
         draw on the frames (the overlay: decoding, drawing threads, the encoder) run in this thread; the others
         (JSON, mostly Python) meanwhile on a helper thread, one after another. A failure is raised only once both
         have stopped (the drawing writers' first), so no file is being written when the video is reported failed;
-        Ctrl-C stops the drawing writer here and is raised once the helper (short) has finished."""
+        Ctrl-C stops the drawing writer here and is raised once the helper has finished the file it is on (it starts
+        no other: every file of a stopped video is removed anyway)."""
         results: dict[int, Path] = {}
 
         def write(index: int) -> None:
@@ -557,12 +558,23 @@ class SegmentRunner:
             for index in range(len(self.writers)):
                 write(index)
             return [results[index] for index in range(len(self.writers))]
+        stopping = threading.Event()  # the drawing writers failed or were interrupted: their files go anyway
+
+        def write_aside() -> None:
+            for index in aside:
+                if stopping.is_set():  # a Ctrl-C waits for the file in progress, not for every one left
+                    return
+                write(index)
+
         with ThreadPoolExecutor(1, thread_name_prefix="clipvis-writer") as helper:
             context = contextvars.copy_context()  # the helper's files join this thread's OutputStaging
-            background = helper.submit(context.run, lambda: [write(index) for index in aside])
+            background = helper.submit(context.run, write_aside)
             try:
                 for index in here:
                     write(index)
+            except BaseException:
+                stopping.set()
+                raise
             finally:
                 failure = background.exception()  # waits: nothing is left writing when this method returns
         if failure is not None:

@@ -112,3 +112,12 @@ def test_writers_overlap_and_a_failure_is_raised_once_all_stopped(tmp_path) -> N
     with pytest.raises(OSError, match="overlay failed"):  # the overlay's failure, once the JSON files are written
         run([_Writer("ytvis", log, seconds=0.1), _Writer("overlay", log, draws=True, fail=True)])
     assert ("ytvis", "end") in log
+    log.clear()  # the helper finishes the file it is on and starts no other: the stopped video's files all go
+    with pytest.raises(KeyboardInterrupt):  # (a Ctrl-C waited for every export format left, ~30 s on a short clip)
+        run([_Writer("ytvis", log, seconds=0.2), _Writer("coco", log), _Interrupted("overlay", log, draws=True)])
+    assert ("ytvis", "end") in log and not any(entry[0] == "coco" for entry in log), log
+
+
+class _Interrupted(_Writer):
+    def write_video(self, path: Path, video) -> Path:
+        raise KeyboardInterrupt
