@@ -303,7 +303,7 @@ class SegmentRunner:
         With `background_writers`, a video's files are written while the next video goes through the model: its
         outcome comes once that next video's model pass is over (its `video_finished` report as soon as it is
         written), and one video's files at most are being written at a time. On Ctrl-C the files being written are
-        finished before KeyboardInterrupt leaves this method."""
+        finished, and that video's outcome yielded, before KeyboardInterrupt leaves this method."""
         readable = [position for position, source in enumerate(sources) if source.ok]
         # Every shard plans the whole list's folder names the same way, so which of two same-stem inputs gets
         # `stem/` and which `stem-2/` does not depend on which shard runs first.
@@ -319,7 +319,12 @@ class SegmentRunner:
         with ThreadPoolExecutor(1, thread_name_prefix="clipvis-finish") as finisher:
             writing: Future[VideoOutcome] | None = None  # the previous video's files
             for position in positions:
-                started = self._start(sources[position], position + 1, None, planned.get(position), finisher)
+                try:
+                    started = self._start(sources[position], position + 1, None, planned.get(position), finisher)
+                except KeyboardInterrupt:
+                    if writing is not None:  # written meanwhile: listed and counted as every finished video
+                        yield writing.result()
+                    raise
                 if writing is not None:
                     yield writing.result()
                 writing = started
