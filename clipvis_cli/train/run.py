@@ -499,12 +499,19 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _worker(local_rank: int, request: RunRequest, world: int, port: int, threads: int | None = None) -> None:
+def _worker(local_rank: int, request: RunRequest, world: int, port: int, threads: int | None = None,
+            stop_signal: Any = None) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(local_rank),
                       LOCAL_RANK=str(local_rank), WORLD_SIZE=str(world))
     if threads is not None:  # as torchrun: N processes with every core's threads each ran ~8x slower on the CPU
         torch.set_num_threads(threads)
-    _distributed_main(request)
+    try:
+        _distributed_main(request)
+    except KeyboardInterrupt as interrupt:  # spawn ends a process on it with status 0 and no word: told to launch()
+        if stop_signal is None:
+            raise
+        with stop_signal.get_lock():
+            stop_signal.value = max(stop_signal.value, int(getattr(interrupt, "signum", signal.SIGINT)))
 
 
 def _distributed_main(request: RunRequest) -> Path:
@@ -550,9 +557,14 @@ def launch(request: RunRequest) -> Path | None:
         threads = None if os.environ.get("OMP_NUM_THREADS") else 1
         if threads is not None:
             os.environ["OMP_NUM_THREADS"] = str(threads)
+        # A stop signal one of them got (SIGTERM to one process, a scheduler's preemption): they all stop and save,
+        # and this process says so, as for a signal it got itself (it printed the checkpoint as if training ended).
+        stop_signal = mp.get_context("spawn").Value("i", 0)
         try:
-            context = mp.start_processes(_worker, args=(request, request.num_processes, _free_port(), threads),
-                                         nprocs=request.num_processes, join=False, start_method="spawn")
+            context = mp.start_processes(
+                _worker, args=(request, request.num_processes, _free_port(), threads, stop_signal),
+                nprocs=request.num_processes, join=False, start_method="spawn",
+            )
         finally:
             if threads is not None:
                 os.environ.pop("OMP_NUM_THREADS", None)
@@ -564,5 +576,8 @@ def launch(request: RunRequest) -> Path | None:
             raise ProcessFailedError(_last_error_line(str(error))) from None
         except KeyboardInterrupt as interrupt:  # Ctrl-C, or SIGTERM/SIGHUP (the launcher's Terminated)
             raise _stop_processes(context, getattr(interrupt, "signum", signal.SIGINT), output_dir) from None
+        if stop_signal.value:
+            checkpoint = resume_point(output_dir)
+            raise TrainingStopped(stop_signal.value, checkpoint, saved=checkpoint is not None)
         return newest_checkpoint(output_dir)
     return run_training(request)

@@ -837,3 +837,43 @@ def test_a_loss_gone_non_finite_under_torchrun_is_said_once(tmp_path, tiny_train
     assert done.returncode != 0, done.stderr
     said = [line for line in done.stderr.splitlines() if "the loss became" in line]
     assert len(said) == 1 and said[0].startswith("clipvis: error: the loss became"), done.stderr
+
+
+@pytest.mark.skipif(not torch.distributed.is_gloo_available() or not Path("/proc/self/stat").exists(),
+                    reason="gloo backend not built into this torch, or no /proc")
+def test_sigterm_to_one_process_of_num_gpus_stops_the_run_by_that_signal(tmp_path, tiny_train_config):
+    """--num-gpus 2 and a SIGTERM to one of its processes: PyTorch's spawn ended that process with status 0 on the
+    stop, and the command printed the checkpoint as if training had ended (exit 0)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    data = write_coco(tmp_path / "data", num_images=2)
+    config = tiny_train_config(tmp_path, MAX_ITER=5000, IMS_PER_BATCH=2)
+    run = tmp_path / "run"
+    command = [sys.executable, "-m", "clipvis", "train", "--config", str(config), "--output-dir", str(run), "--data",
+               str(data[0]), "--images", str(data[1]), "--num-gpus", "2", "CLIPVIS.LOG_PERIOD=1"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "OMP_NUM_THREADS": "1"})
+    metrics = run / "metrics.jsonl"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and process.poll() is None:
+        if metrics.is_file() and len(metrics.read_text().splitlines()) >= 2:
+            break
+        time.sleep(0.2)
+    workers = []
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            parent = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            if parent == process.pid and b"spawn_main" in Path(f"/proc/{entry}/cmdline").read_bytes():
+                workers.append(int(entry))
+        except OSError:
+            continue
+    assert len(workers) == 2, workers
+    os.kill(max(workers), signal.SIGTERM)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 128 + signal.SIGTERM, (out, err)
+    assert err.count("clipvis: stopped by SIGTERM; saved ") == 1, err
+    assert out == "", out  # no checkpoint listed as the finished run's
