@@ -516,25 +516,9 @@ def test_sigterm_to_the_command_stops_the_processes_it_spawned_together_at_one_s
     """`--num-gpus 2` and a SIGTERM to the command's process alone (a scheduler signalling the job's main process):
     the signal is passed on, both processes stop after the same iteration, rank 0 saves there, the command says so
     once and exits 143, and no process is left."""
-    import os
     import signal
-    import subprocess
-    import sys
-    import time
 
-    data = write_coco(tmp_path / "data", num_images=2)
-    config = tiny_train_config(tmp_path, MAX_ITER=5000, IMS_PER_BATCH=2)
-    run = tmp_path / "run"
-    command = [sys.executable, "-m", "clipvis", "train", "--config", str(config), "--output-dir", str(run), "--data",
-               str(data[0]), "--images", str(data[1]), "--num-gpus", "2", "CLIPVIS.LOG_PERIOD=1"]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               env={**os.environ, "OMP_NUM_THREADS": "1"})
-    metrics = run / "metrics.jsonl"
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and process.poll() is None:
-        if metrics.is_file() and len(metrics.read_text().splitlines()) >= 2:
-            break
-        time.sleep(0.2)
+    process, run = start_long_num_gpus_run(tmp_path, tiny_train_config)
     process.send_signal(signal.SIGTERM)
     out, err = process.communicate(timeout=120)
     assert process.returncode == 143, err
@@ -846,6 +830,28 @@ def test_sigterm_to_one_process_of_num_gpus_stops_the_run_by_that_signal(tmp_pat
     stop, and the command printed the checkpoint as if training had ended (exit 0)."""
     import os
     import signal
+
+    process, run = start_long_num_gpus_run(tmp_path, tiny_train_config)
+    workers = []
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            parent = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            if parent == process.pid and b"spawn_main" in Path(f"/proc/{entry}/cmdline").read_bytes():
+                workers.append(int(entry))
+        except OSError:
+            continue
+    assert len(workers) == 2, workers
+    os.kill(max(workers), signal.SIGTERM)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 128 + signal.SIGTERM, (out, err)
+    assert err.count("clipvis: stopped by SIGTERM; saved ") == 1, err
+    assert out == "", out  # no checkpoint listed as the finished run's
+
+
+def start_long_num_gpus_run(tmp_path, tiny_train_config):
+    """``clipvis train --num-gpus 2`` of 5000 iterations in a subprocess, once it logged its second iteration:
+    (the process, its output folder)."""
+    import os
     import subprocess
     import sys
     import time
@@ -863,17 +869,4 @@ def test_sigterm_to_one_process_of_num_gpus_stops_the_run_by_that_signal(tmp_pat
         if metrics.is_file() and len(metrics.read_text().splitlines()) >= 2:
             break
         time.sleep(0.2)
-    workers = []
-    for entry in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            parent = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
-            if parent == process.pid and b"spawn_main" in Path(f"/proc/{entry}/cmdline").read_bytes():
-                workers.append(int(entry))
-        except OSError:
-            continue
-    assert len(workers) == 2, workers
-    os.kill(max(workers), signal.SIGTERM)
-    out, err = process.communicate(timeout=120)
-    assert process.returncode == 128 + signal.SIGTERM, (out, err)
-    assert err.count("clipvis: stopped by SIGTERM; saved ") == 1, err
-    assert out == "", out  # no checkpoint listed as the finished run's
+    return process, run
