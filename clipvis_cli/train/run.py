@@ -16,6 +16,7 @@ import signal
 import socket
 import sys
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -190,8 +191,8 @@ def _evaluator(config: TrainConfig, device: torch.device):
 def run_training(request: RunRequest, rank: int = 0, world: int = 1, local_rank: int = 0) -> Path:
     """Train in this process (one rank of ``world``); returns the final checkpoint path."""
     config = request.config
-    try:  # what each rank checks alone: every rank learns whether any failed (an error one rank found left the
-        # others waiting in the next collective until the process group's timeout)
+    with _taken_alone(rank, world):  # every rank learns whether any failed (an error one rank found left the others
+        # waiting in the next collective until the process group's timeout)
         schedule = autoscale(config, world, enabled=request.autoscale)
         # before anything loads or is written: a test set named wrongly failed at the first evaluation, hours in
         if rank == 0:  # rank 0 alone evaluates: the test set need be on its machine only
@@ -203,10 +204,6 @@ def run_training(request: RunRequest, rank: int = 0, world: int = 1, local_rank:
             raise ConfigError(f"{output_dir} holds a training run already (its newest checkpoint: {newest.name}): "
                               "continue it with --resume, or give another --output-dir")
         resume_from = _resume_point(output_dir, newest) if request.resume else None
-    except _ONE_LINE_ERROR_TYPES as error:
-        _agree_on_errors(rank, world, error)
-        raise
-    _agree_on_errors(rank, world, None)
     _setup_logging(output_dir, rank)
     if resume_from not in (None, newest):
         log.warning("warning: %s has no training state; resuming from %s", newest.name, resume_from.name)
@@ -227,16 +224,12 @@ def run_training(request: RunRequest, rank: int = 0, world: int = 1, local_rank:
     if world > 1:  # a rank started with other settings trained silently on them, or hung at the end of its schedule
         _check_ranks_agree(rank, world, "settings", _settings_of(config))
     filter_empty = bool(config.get("DATALOADER.FILTER_EMPTY_ANNOTATIONS"))
-    try:
+    with _taken_alone(rank, world):
         sources = load_sources(
             list(config.get("DATASETS.TRAIN") or []), list(config.get("CLIPVIS.TRAIN_DATA") or []),
             config.get("CLIPVIS.DATA_ROOT") or None, filter_empty, say=log.info,
             crowd_as_instances=bool(config.get("CLIPVIS.CROWD_AS_INSTANCES")),
         )
-    except _ONE_LINE_ERROR_TYPES as error:
-        _agree_on_errors(rank, world, error)
-        raise
-    _agree_on_errors(rank, world, None)
     records = [r for s in sources for r in s.records]
     for source in sources:
         for message in source.warnings:
@@ -404,6 +397,18 @@ def _one_line_error_types() -> tuple[type[BaseException], ...]:
 _ONE_LINE_ERROR_TYPES = _one_line_error_types()
 
 
+@contextlib.contextmanager
+def _taken_alone(rank: int, world: int) -> Iterator[None]:
+    """A step each rank takes alone (its checks, its data): its one-line error, or its success, meets every other
+    rank's at its end (``_agree_on_errors``)."""
+    try:
+        yield
+    except _ONE_LINE_ERROR_TYPES as error:
+        _agree_on_errors(rank, world, error)
+        raise
+    _agree_on_errors(rank, world, None)
+
+
 def _agree_on_errors(rank: int, world: int, error: BaseException | None) -> None:
     """Every rank's outcome of a step each takes alone (``error`` None: it succeeded). When some rank failed, every
     rank stops: the failed ones raise their error, except that of the ranks with the first such rank's message only
@@ -499,8 +504,8 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _worker(local_rank: int, request: RunRequest, world: int, port: int, threads: int | None = None,
-            stop_signal: Any = None) -> None:
+def _worker(local_rank: int, request: RunRequest, world: int, port: int, threads: int | None,
+            stop_signal: Any) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(local_rank),
                       LOCAL_RANK=str(local_rank), WORLD_SIZE=str(world))
     if threads is not None:  # as torchrun: N processes with every core's threads each ran ~8x slower on the CPU
@@ -508,8 +513,6 @@ def _worker(local_rank: int, request: RunRequest, world: int, port: int, threads
     try:
         _distributed_main(request)
     except KeyboardInterrupt as interrupt:  # spawn ends a process on it with status 0 and no word: told to launch()
-        if stop_signal is None:
-            raise
         with stop_signal.get_lock():
             stop_signal.value = max(stop_signal.value, int(getattr(interrupt, "signum", signal.SIGINT)))
 

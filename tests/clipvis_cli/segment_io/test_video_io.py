@@ -200,21 +200,27 @@ def write_with_audio(path: Path, frames: list[np.ndarray], audio_seconds: float)
     return path
 
 
-def test_a_file_cut_at_a_packet_boundary_fails_and_a_longer_audio_track_does_not(tmp_path: Path, synth) -> None:
-    """A Matroska file cut short decodes without an error up to the cut: the header's duration tells it apart (the
-    packets of every stream end well before it), while a video whose audio runs on past it is whole."""
-    whole = synth.write_bar_video(tmp_path / "whole.mkv", 40)
-    cut = tmp_path / "cut.mkv"
-    data = whole.read_bytes()
+def read_cut_copy(video: Path, cut: Path) -> tuple[Path, list[int], VideoReadError]:
+    """``video``'s first 60 % of bytes written to ``cut``, read until the reader fails: (``cut``, the frame indices
+    read before, the error)."""
+    data = video.read_bytes()
     cut.write_bytes(data[: int(len(data) * 0.6)])
-    assert len(read_all(VideoReader(whole))[0]) == 40
     received = []
     with pytest.raises(VideoReadError) as caught:
         for index, _ in VideoReader(cut):
             received.append(index)
+    return cut, received, caught.value
+
+
+def test_a_file_cut_at_a_packet_boundary_fails_and_a_longer_audio_track_does_not(tmp_path: Path, synth) -> None:
+    """A Matroska file cut short decodes without an error up to the cut: the header's duration tells it apart (the
+    packets of every stream end well before it), while a video whose audio runs on past it is whole."""
+    whole = synth.write_bar_video(tmp_path / "whole.mkv", 40)
+    assert len(read_all(VideoReader(whole))[0]) == 40
+    cut, received, caught = read_cut_copy(whole, tmp_path / "cut.mkv")
     assert 0 < len(received) < 40
     pattern = rf"{re.escape(str(cut))}: truncated: the file ends after {len(received)} frames, at [0-9.]+ s of the "
-    assert re.fullmatch(pattern + r"1\.6 s its header declares", str(caught.value)), str(caught.value)  # 40 at 25/s
+    assert re.fullmatch(pattern + r"1\.6 s its header declares", str(caught)), str(caught)  # 40 at 25/s
     assert len(read_all(VideoReader(cut, max_frames=5))[0]) == 5  # what was asked for is there
     frames = [synth.bar_frame(index, 48, 64) for index in range(20)]
     longer_audio = write_with_audio(tmp_path / "audio_runs_on.mkv", frames, audio_seconds=6.0)
@@ -239,16 +245,10 @@ def test_a_whole_file_whose_timestamps_start_late_is_not_truncated_and_a_cut_one
     assert reader.probe().frame_count in (39, 40, 41)
     if not cut_is_told:
         return
-    cut = tmp_path / f"cut.{suffix}"
-    data = late.read_bytes()
-    cut.write_bytes(data[: int(len(data) * 0.6)])
-    received = []
-    with pytest.raises(VideoReadError) as caught:
-        for index, _ in VideoReader(cut):
-            received.append(index)
+    _, received, caught = read_cut_copy(late, tmp_path / f"cut.{suffix}")
     assert 0 < len(received) < 40
     pattern = rf".*: truncated: the file ends after {len(received)} frames, at [0-9.]+ s of the 4\.0 s its header "
-    assert re.fullmatch(pattern + "declares", str(caught.value)), str(caught.value)
+    assert re.fullmatch(pattern + "declares", str(caught)), str(caught)
 
 
 def test_frames_lost_to_damage_and_an_avi_cut_short_fail_instead_of_being_renumbered(tmp_path: Path, synth,

@@ -518,7 +518,7 @@ def test_sigterm_to_the_command_stops_the_processes_it_spawned_together_at_one_s
     once and exits 143, and no process is left."""
     import signal
 
-    process, run = start_long_num_gpus_run(tmp_path, tiny_train_config)
+    process, run = start_long_run(tmp_path, tiny_train_config, NUM_GPUS_TWO)
     process.send_signal(signal.SIGTERM)
     out, err = process.communicate(timeout=120)
     assert process.returncode == 143, err
@@ -621,24 +621,8 @@ def test_sigterm_to_one_torchrun_rank_stops_every_rank_by_that_signal(tmp_path, 
     now every rank stops after the same iteration by SIGTERM, and exits 143."""
     import os
     import signal
-    import subprocess
-    import sys
-    import time
 
-    data = write_coco(tmp_path / "data", num_images=2)
-    config = tiny_train_config(tmp_path, MAX_ITER=5000, IMS_PER_BATCH=2)
-    run = tmp_path / "run"
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "clipvis",
-               "train", "--config", str(config), "--output-dir", str(run), "--data", str(data[0]), "--images",
-               str(data[1]), "CLIPVIS.LOG_PERIOD=1"]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               env={**os.environ, "OMP_NUM_THREADS": "1"})
-    metrics = run / "metrics.jsonl"
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and process.poll() is None:
-        if metrics.is_file() and len(metrics.read_text().splitlines()) >= 2:
-            break
-        time.sleep(0.2)
+    process, run = start_long_run(tmp_path, tiny_train_config, TORCHRUN_TWO)
     rank1 = rank_process(process.pid, 1)
     assert rank1 is not None
     os.kill(rank1, signal.SIGTERM)
@@ -831,7 +815,7 @@ def test_sigterm_to_one_process_of_num_gpus_stops_the_run_by_that_signal(tmp_pat
     import os
     import signal
 
-    process, run = start_long_num_gpus_run(tmp_path, tiny_train_config)
+    process, run = start_long_run(tmp_path, tiny_train_config, NUM_GPUS_TWO)
     workers = []
     for entry in filter(str.isdigit, os.listdir("/proc")):
         try:
@@ -848,9 +832,14 @@ def test_sigterm_to_one_process_of_num_gpus_stops_the_run_by_that_signal(tmp_pat
     assert out == "", out  # no checkpoint listed as the finished run's
 
 
-def start_long_num_gpus_run(tmp_path, tiny_train_config):
-    """``clipvis train --num-gpus 2`` of 5000 iterations in a subprocess, once it logged its second iteration:
-    (the process, its output folder)."""
+
+TORCHRUN_TWO = ("-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "clipvis", "train")
+NUM_GPUS_TWO = ("-m", "clipvis", "train", "--num-gpus", "2")
+
+
+def start_long_run(tmp_path, tiny_train_config, launch: tuple[str, ...]):
+    """A training run of 5000 iterations in 2 processes (``launch``: the Python arguments up to the train command's
+    own), started in a subprocess and returned once it logged its second iteration: (the process, its folder)."""
     import os
     import subprocess
     import sys
@@ -859,8 +848,8 @@ def start_long_num_gpus_run(tmp_path, tiny_train_config):
     data = write_coco(tmp_path / "data", num_images=2)
     config = tiny_train_config(tmp_path, MAX_ITER=5000, IMS_PER_BATCH=2)
     run = tmp_path / "run"
-    command = [sys.executable, "-m", "clipvis", "train", "--config", str(config), "--output-dir", str(run), "--data",
-               str(data[0]), "--images", str(data[1]), "--num-gpus", "2", "CLIPVIS.LOG_PERIOD=1"]
+    command = [sys.executable, *launch, "--config", str(config), "--output-dir", str(run), "--data", str(data[0]),
+               "--images", str(data[1]), "CLIPVIS.LOG_PERIOD=1"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                env={**os.environ, "OMP_NUM_THREADS": "1"})
     metrics = run / "metrics.jsonl"
