@@ -14,7 +14,7 @@ from clipvis.cli.commands.evaluate import evaluate
 from clipvis.cli.commands.export import export
 from clipvis.cli.commands.segment import segment
 from clipvis.cli.commands.train import train
-from clipvis.cli.distributed import repeats_a_first_process
+from clipvis.cli.distributed import repeats_a_first_process, stop_in_silence
 
 USAGE_ERROR = 2  # the exit code of click's usage errors
 
@@ -29,6 +29,7 @@ def _usage_errors_said_once() -> Iterator[None]:
         yield
     except typer.TyperException as error:  # typer's click exceptions; usage errors exit with 2
         if getattr(error, "exit_code", None) == USAGE_ERROR and repeats_a_first_process():
+            stop_in_silence()
             raise typer.Exit(USAGE_ERROR) from None
         raise
 

@@ -417,6 +417,18 @@ def visible_cuda_devices() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
+# torchrun ends every worker as soon as one exits with an error: a worker that stops in silence, because another says
+# why, waits this long first, or it could take the one that says it down before its line is printed (seen under load).
+SILENT_STOP_GRACE_S = 5.0
+
+
+def stop_in_silence() -> None:
+    """Wait ``SILENT_STOP_GRACE_S`` before this worker ends without a word (another says why)."""
+    import time
+
+    time.sleep(SILENT_STOP_GRACE_S)
+
+
 def repeats_a_first_process(environ: dict[str, str] | None = None) -> bool:
     """Whether this process is a torchrun worker that its machine's first worker (``LOCAL_RANK`` 0) repeats: every
     worker of a machine is started with the same command line, in the same folder, so a usage error found before

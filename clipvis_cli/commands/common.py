@@ -19,6 +19,7 @@ from clipvis.cli.distributed import (
     RankLost,
     RanksDifferError,
     repeats_a_first_process,
+    stop_in_silence,
 )
 from clipvis.cli.messages import describe_exception, print_error, print_warning, subject_message
 from clipvis.cli.progress import HumanReporter, JobProgressReporter, JsonlReporter, Reporter
@@ -109,6 +110,7 @@ def outcome_of_the_job(job: DistributedRun | None, kept: str) -> Iterator[None]:
         raise typer.Exit(1) from None
     except typer.BadParameter as error:
         if job is not None and job.main_stopped_too:
+            stop_in_silence()  # rank 0 says it
             raise typer.Exit(2) from None
         if job is not None and repeats_a_first_process():  # this rank's own: the application says these once
             print_error(f"rank {job.rank}: {error.format_message()}")

@@ -116,12 +116,12 @@ def train(
     try:
         final = launch(request)
     except FloatingPointError as error:  # every rank's loss went non-finite at the same step: rank 0 says it
-        raise (fail(str(error)) if os.environ.get("RANK", "0") == "0" else typer.Exit(1)) from None
+        raise (fail(str(error)) if os.environ.get("RANK", "0") == "0" else _silent_exit()) from None
     except (ConfigError, TrainDataError, CheckpointError, WeightsError, OutputNotWritableError,
             ProcessFailedError) as error:
         raise fail(str(error)) from None
     except RanksDifferError as error:  # every rank found it alike: rank 0 says it
-        raise (fail(str(error)) if os.environ.get("RANK", "0") == "0" else typer.Exit(1)) from None
+        raise (fail(str(error)) if os.environ.get("RANK", "0") == "0" else _silent_exit()) from None
     except SaidByAnotherRank:  # the rank that found it first says it
         raise typer.Exit(1) from None
     except KeyboardInterrupt as interrupt:  # Ctrl-C, SIGTERM, SIGHUP: a checkpoint was saved where training stopped
@@ -135,7 +135,15 @@ def fail_once(message: str) -> typer.Exit:
     torchrun every worker of a machine finds it alike, and the machine's first says it (exit 1 all the same)."""
     from clipvis.cli.distributed import repeats_a_first_process
 
-    return typer.Exit(1) if repeats_a_first_process() else fail(message)
+    return _silent_exit() if repeats_a_first_process() else fail(message)
+
+
+def _silent_exit() -> typer.Exit:
+    """Exit 1 without a word, another process saying why (after ``stop_in_silence``'s wait)."""
+    from clipvis.cli.distributed import stop_in_silence
+
+    stop_in_silence()
+    return typer.Exit(1)
 
 
 def _stopped(interrupt: KeyboardInterrupt, output_dir: Path, num_gpus: int = 1) -> typer.Exit:

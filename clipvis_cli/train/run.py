@@ -26,7 +26,7 @@ import torch
 import torch.distributed as dist
 
 from clipvis.cli.atomic import atomic_write_text, ensure_output_dir
-from clipvis.cli.distributed import RanksDifferError, visible_gpu
+from clipvis.cli.distributed import RanksDifferError, stop_in_silence, visible_gpu
 from clipvis.cli.messages import print_warning
 from clipvis.cli.train.config import RUN_CONFIG_NAME, ConfigError, TrainConfig, autoscale, check_evaluation_data
 from clipvis.cli.train.data import AugmentationConfig, StreamBatchSampler, TrainDataset, build_loader, repeat_factors
@@ -424,6 +424,7 @@ def _agree_on_errors(rank: int, world: int, error: BaseException | None) -> None
         return  # the caller raises this rank's own error
     if error is not None and every[rank] != every[failed[0]]:
         return  # an error of its own: said too
+    stop_in_silence()  # the rank that says it must not be ended before its line is printed
     raise SaidByAnotherRank(every[failed[0]])
 
 

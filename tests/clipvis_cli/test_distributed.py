@@ -237,9 +237,11 @@ def test_a_usage_error_under_torchrun_is_printed_once(videos, tiny_weights, tmp_
     (["evaluate", "--dataset", "bogus"], "unknown dataset 'bogus'"),
     (["segmnet", "v.mp4"], "No such command 'segmnet'"),
 ])
-def test_usage_errors_before_a_torchrun_job_starts_are_said_by_each_machines_first_worker(args, said) -> None:
+def test_usage_errors_before_a_torchrun_job_starts_are_said_by_each_machines_first_worker(args, said,
+                                                                                         monkeypatch) -> None:
     """Every worker of a machine has the same command line: local rank 0 says its usage error, the others exit with
     the same code in silence."""
+    monkeypatch.setattr("clipvis.cli.distributed.SILENT_STOP_GRACE_S", 0.0)  # no other process to wait for here
     torchrun = {"WORLD_SIZE": "4", "RANK": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500"}
     runner = CliRunner()
     quiet = runner.invoke(app, args, env={**torchrun, "LOCAL_RANK": "1"})
@@ -758,6 +760,7 @@ def test_a_usage_error_one_rank_finds_alone_once_the_job_started_is_said_by_that
 
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setattr("clipvis.cli.distributed.SILENT_STOP_GRACE_S", 0.0)
     job = DistributedRun(rank=1, world_size=2, local_rank=1)
     with pytest.raises(typer.Exit) as ended, outcome_of_the_job(job, "kept"):
         raise typer.BadParameter("a list without NUL characters")
