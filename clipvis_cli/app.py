@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import typer
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup
 
 from clipvis.cli import __version__
 from clipvis.cli.commands.evaluate import evaluate
@@ -34,8 +34,31 @@ def _usage_errors_said_once() -> Iterator[None]:
         raise
 
 
-class ClipvisGroup(TyperGroup):
-    """The `clipvis` command group: Typer's, with usage errors said once per machine under torchrun."""
+def _flags_take_no_value(params: Iterable[Any]) -> None:
+    """Show no value placeholder for a flag in the help (Typer's rich help writes ``--exact <bool>``, as if the flag
+    took a value): its metavar is set empty. A flag's metavar is used nowhere else (usage errors name its option)."""
+    for param in params:
+        if getattr(param, "is_flag", False) and param.metavar is None:
+            param.metavar = ""
+
+
+class _FlagsHelp:
+    """For a Typer command or group: its flags (the help option and Typer's completion options, added after the
+    command is made, included) show no value placeholder in the help."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        params = super().get_params(ctx)  # the help and its rows come from here
+        _flags_take_no_value(params)
+        return params
+
+
+class ClipvisCommand(_FlagsHelp, TyperCommand):
+    """A `clipvis` subcommand: Typer's, with flags shown without a value placeholder in the help."""
+
+
+class ClipvisGroup(_FlagsHelp, TyperGroup):
+    """The `clipvis` command group: Typer's, with usage errors said once per machine under torchrun, and flags shown
+    without a value placeholder in the help."""
 
     def make_context(self, *args: Any, **kwargs: Any) -> Any:
         with _usage_errors_said_once():
@@ -72,12 +95,14 @@ def _root(
 
 
 # The command list shows these one-liners (a docstring's first paragraph keeps its line breaks there).
-app.command("segment")(segment)
-app.command("evaluate", short_help="Video mask AP: score a results file, or run a checkpoint on a benchmark or on "
+app.command("segment", cls=ClipvisCommand)(segment)
+app.command("evaluate", cls=ClipvisCommand,
+            short_help="Video mask AP: score a results file, or run a checkpoint on a benchmark or on "
             "custom data and score it.")(evaluate)
-app.command("export", short_help="Convert segment outputs to CVAT, COCO, MOTS, PNG masks, Label Studio, FiftyOne or "
+app.command("export", cls=ClipvisCommand,
+            short_help="Convert segment outputs to CVAT, COCO, MOTS, PNG masks, Label Studio, FiftyOne or "
             "YouTube-VIS files; or the network to ONNX.")(export)
-app.command("train")(train)
+app.command("train", cls=ClipvisCommand)(train)
 
 
 def main() -> None:

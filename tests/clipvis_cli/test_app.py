@@ -1,0 +1,46 @@
+"""The `clipvis` application's help: what a user reads before running anything."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from clipvis.cli.app import app
+
+WIDE = {"TERMINAL_WIDTH": "200", "COLUMNS": "200"}  # one row per option, nothing cut short
+
+
+def help_rows(text: str) -> dict[str, str]:
+    """Option (its first long name) -> the rest of its row in rich's help table."""
+    rows = {}
+    for line in text.splitlines():
+        match = re.match(r"^│\s*(?:\*\s+)?(--[\w-]+)(.*)$", line)
+        if match:
+            rows[match.group(1)] = match.group(2)
+    return rows
+
+
+@pytest.mark.parametrize("command", [[], ["segment"], ["evaluate"], ["export"], ["train"]],
+                         ids=["clipvis", "segment", "evaluate", "export", "train"])
+def test_flags_show_no_value_placeholder_in_the_help(command) -> None:
+    """Every flag read `--exact <bool>`, `--help <bool>`, as if it took a value; options that take one keep theirs."""
+    result = CliRunner().invoke(app, [*command, "--help"], env=WIDE)
+    assert result.exit_code == 0, result.output
+    rows = help_rows(result.stdout)
+    assert "--help" in rows and "<bool>" not in result.stdout, result.stdout
+    if command == ["segment"]:
+        assert "<str>" in rows["--vocab"] and "<int range>" in rows["--stride"] and "<path>" in rows["--output"]
+        assert "Skip inputs" in rows["--skip-existing"] and "--overwrite" in rows["--skip-existing"]
+    if not command:
+        assert {"--version", "--install-completion", "--show-completion"} <= set(rows)
+
+
+def test_python_dash_m_help_shows_no_value_placeholder_for_flags() -> None:
+    shown = subprocess.run([sys.executable, "-m", "clipvis", "--help"], capture_output=True, text=True,
+                           env={**os.environ, **WIDE}, timeout=120, check=True).stdout
+    assert "--version" in shown and "--install-completion" in shown and "<bool>" not in shown, shown
