@@ -96,11 +96,13 @@ def _first_difference(names: Sequence[str], main_names: Sequence[str]) -> str:
 
 class OtherRankFailed(RuntimeError):
     """Under torchrun: another rank stopped with an error (and reported why itself), or was interrupted
-    (``interrupted``: it, or this rank too, got Ctrl-C, SIGTERM or SIGHUP); this rank stops too."""
+    (``interrupted``: it, or this rank too, got Ctrl-C, SIGTERM or SIGHUP); this rank stops too. ``said``: the
+    command has told the user already (its progress reporter, before the batch's summary)."""
 
     def __init__(self, message: str, interrupted: bool = False) -> None:
         super().__init__(message)
         self.interrupted = interrupted
+        self.said = False
 
 
 class RankLost(OtherRankFailed):

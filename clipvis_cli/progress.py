@@ -12,7 +12,7 @@ from typing import Any, Protocol, TextIO
 from rich.markup import escape
 
 from clipvis.cli.inputs import VideoSource
-from clipvis.cli.messages import error_line, path_text
+from clipvis.cli.messages import error_line, one_line, path_text, warning_line
 
 
 class Reporter(Protocol):
@@ -32,9 +32,13 @@ class Reporter(Protocol):
     # overlay has drawn (``frames`` None when no writer draws frames) out of ``total``.
     def video_writing(self, source: VideoSource, stem: str, frames: int | None, total: int | None) -> None: ...
     # The batch ended: the inputs' counts ("complete", "skipped", "failed") out of ``total``, and the one line that
-    # says how (an error when ``error``: some failed, or interrupted), if any.
+    # says how (an error when ``error``: some failed, or interrupted), if any. ``own``: under torchrun, the counts and
+    # ``total`` are this process' inputs alone (those it took), the other processes' being unknown; else the job's.
     def batch_finished(self, counts: dict[str, int], total: int, message: str | None = None,
-                       error: bool = False, interrupted: bool = False) -> None: ...
+                       error: bool = False, interrupted: bool = False, own: bool = False) -> None: ...
+    # A line about the batch rather than one input, such as another process' end under torchrun or an export's
+    # warning: ``level`` "error", "warning" or "note".
+    def say(self, level: str, message: str) -> None: ...
     # Under torchrun, on rank 0: how many of the job's inputs all processes have ended (JobProgressReporter).
     def job_progress(self, ended: int, total: int) -> None: ...
     def close(self) -> None: ...
@@ -102,8 +106,11 @@ class SerializedReporter:
         self._call("video_writing", source, stem, frames, total)
 
     def batch_finished(self, counts: dict[str, int], total: int, message: str | None = None,
-                       error: bool = False, interrupted: bool = False) -> None:
-        self._call("batch_finished", counts, total, message, error, interrupted)
+                       error: bool = False, interrupted: bool = False, own: bool = False) -> None:
+        self._call("batch_finished", counts, total, message, error, interrupted, own)
+
+    def say(self, level: str, message: str) -> None:
+        self._call("say", level, message)
 
     def job_progress(self, ended: int, total: int) -> None:
         self._call("job_progress", ended, total)
@@ -116,8 +123,9 @@ class JsonlReporter:
     """One JSON object per line, and nothing else on stderr while a batch runs: batch_start, video_start, progress
     (every `every` frames, with `frames_expected` and `eta_s` when the frame count is known), writing (while a
     video's files are written: at their start, then every `every` overlay frames, or once a minute), video_done,
-    video_skipped, video_failed, video_interrupted, summary (the batch's end); under torchrun, on rank 0,
-    job_progress (the job's inputs ended over all processes, whenever that changes)."""
+    video_skipped, video_failed, video_interrupted, error / warning / note (a line about the batch, not one input),
+    summary (the batch's end); under torchrun, on rank 0, job_progress (the job's inputs ended over all processes,
+    whenever that changes)."""
 
     def __init__(self, stream: TextIO | None = None, every: int = 25, rank: int | None = None) -> None:
         """``rank``: under torchrun, this process' rank, added to every event (the ranks share torchrun's stderr)."""
@@ -187,10 +195,15 @@ class JsonlReporter:
         self._emit("video_interrupted", input=path_text(source.path), stem=stem, error=message,
                    status="interrupted")
 
-    def batch_finished(self, counts, total, message=None, error=False, interrupted=False) -> None:
-        status = "interrupted" if interrupted else "failed" if error or counts.get("failed") else "ok"
+    def batch_finished(self, counts, total, message=None, error=False, interrupted=False, own=False) -> None:
+        # a summary of this process' own inputs comes only when the job did not end together: never "ok"
+        status = "interrupted" if interrupted else "failed" if error or own or counts.get("failed") else "ok"
         fields = {key: counts.get(key, 0) for key in ("complete", "skipped", "failed")}
-        self._emit("summary", inputs=total, **fields, status=status, message=message)
+        self._emit("summary", inputs=total, **fields, scope="process" if own else "job", status=status,
+                   message=message)
+
+    def say(self, level: str, message: str) -> None:
+        self._emit(level, message=one_line(message))
 
     def job_progress(self, ended: int, total: int) -> None:
         if self._job != (ended, total):
@@ -337,9 +350,13 @@ class HumanReporter:
     def video_interrupted(self, source, stem, message) -> None:
         pass  # the batch's end says it: `clipvis: error: interrupted; ...`
 
-    def batch_finished(self, counts, total, message=None, error=False, interrupted=False) -> None:
+    def batch_finished(self, counts, total, message=None, error=False, interrupted=False, own=False) -> None:
         if message is not None:
             self.console.print(error_line(message) if error else f"clipvis: {message}", markup=False, soft_wrap=True)
+
+    def say(self, level: str, message: str) -> None:
+        line = {"error": error_line, "warning": warning_line}.get(level, lambda text: f"clipvis: {one_line(text)}")
+        self.console.print(line(message), markup=False, soft_wrap=True)
 
     def job_progress(self, ended: int, total: int) -> None:
         self._job_wide = True

@@ -97,7 +97,9 @@ def outcome_of_the_job(job: DistributedRun | None, kept: str) -> Iterator[None]:
     """How a torchrun job's endings reach the user: one line, from rank 0 (or the rank that knows), and the exit code
     every rank gives (``kept``: what is left of the work, e.g. "the finished outputs are kept ..."). Ranks that run
     other models stop at once (1); a rank gone without a word (1); a usage error every rank finds in the same command
-    line, printed by rank 0 alone (2); another rank's error, which that rank printed (1, 130 when interrupted)."""
+    line, printed by rank 0 alone (2); another rank's error, which that rank printed (1, 130 when interrupted). A
+    command that said another rank's end itself (``OtherRankFailed.said``: through its reporter, so that it comes
+    before the batch's summary and, with ``--log-format jsonl``, as a JSON event) is not said again."""
     try:
         yield
     except RanksDifferError as error:  # every rank knows; rank 0 says what differs
@@ -105,7 +107,7 @@ def outcome_of_the_job(job: DistributedRun | None, kept: str) -> Iterator[None]:
             print_error(str(error))
         raise typer.Exit(1) from None
     except RankLost as error:  # gone without a word: one line, from rank 0 (or the other rank of two)
-        if error.speaks:
+        if error.speaks and not error.said:
             print_error(f"{error}; {error.done or kept}")
         raise typer.Exit(1) from None
     except typer.BadParameter as error:
@@ -117,7 +119,7 @@ def outcome_of_the_job(job: DistributedRun | None, kept: str) -> Iterator[None]:
             raise typer.Exit(2) from None
         raise
     except OtherRankFailed as error:  # its own line came from that rank
-        if job.is_main:
+        if job.is_main and not error.said:
             print_error(f"{error}; {kept}")
         raise typer.Exit(130 if error.interrupted else 1) from None
 

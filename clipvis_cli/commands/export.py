@@ -9,9 +9,9 @@ import typer
 
 from clipvis.cli.commands.common import check_config_file, fail, finite_number, load_predictor, parse_vocabulary
 from clipvis.cli.exporters import EXPORT_FORMATS, ExportOptions, discover_export_inputs
-from clipvis.cli.exporters.runner import ExportRunner
+from clipvis.cli.exporters.runner import ExportOutcome, ExportRunner
 from clipvis.cli.inputs import read_argument_lines
-from clipvis.cli.messages import describe_exception, one_line, print_error, print_path, subject_message
+from clipvis.cli.messages import describe_exception, print_path, subject_message
 from clipvis.cli.progress import HumanReporter, JsonlReporter
 from clipvis.cli.segment import SegmentOptions
 
@@ -109,22 +109,30 @@ def export(
         outcomes.extend(results_files)
     except KeyboardInterrupt:
         reporter.close()
-        print_error("interrupted; incomplete exports were not written")
+        reporter.batch_finished(_counts(outcomes), len(outcomes), "interrupted; incomplete exports were not written",
+                                error=True, interrupted=True)
         raise typer.Exit(130) from None
     reporter.close()
-    for outcome in outcomes:
+    for outcome in outcomes:  # through the reporter: JSON events with --log-format jsonl
+        for warning in outcome.warnings:
+            reporter.say("warning", warning)
         for note in outcome.notes:
-            typer.echo(f"clipvis: {one_line(note)}", err=True)
+            reporter.say("note", note)
         for path in outcome.outputs:
             print_path(path, null)
     videos = outcomes[: len(outcomes) - len(results_files)]
     failed = sum(outcome.status == "failed" for outcome in videos)
     failed_files = sum(outcome.status == "failed" for outcome in results_files)
-    if failed or failed_files:
-        parts = [f"{failed} of {len(videos)} export(s) failed"] if failed else []
-        parts += [f"{failed_files} of {len(results_files)} results file(s) not written"] if failed_files else []
-        print_error("; ".join(parts))
+    parts = [f"{failed} of {len(videos)} export(s) failed"] if failed else []
+    parts += [f"{failed_files} of {len(results_files)} results file(s) not written"] if failed_files else []
+    reporter.batch_finished(_counts(videos), len(videos), "; ".join(parts) or None, error=bool(parts))
+    if parts:
         raise typer.Exit(1)
+
+
+def _counts(videos: list[ExportOutcome]) -> dict[str, int]:
+    """The summary's counts of the videos that ended (complete or failed)."""
+    return {status: sum(outcome.status == status for outcome in videos) for status in ("complete", "failed")}
 
 
 def export_network(weights: str, path: Path, height: int | None, width: int | None, precision: str,

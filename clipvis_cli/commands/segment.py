@@ -27,6 +27,7 @@ from clipvis.cli.commands.common import (
 from clipvis.cli.distributed import (
     DistributedRun,
     InputsDifferError,
+    OtherRankFailed,
     RankLost,
     Shard,
     visible_cuda_devices,
@@ -45,6 +46,21 @@ from clipvis.cli.segment import (
 from clipvis.weights import DEFAULT_PRETRAINED
 
 DEFAULT_MAX_TRACKS = 50  # --max-tracks: the official evaluator's results per video
+KEPT = "the finished outputs are kept and a rerun skips them"  # what a job that stops early leaves
+
+
+class TakenInputs:
+    """Under torchrun: the inputs this rank takes from the job's queue (``positions``), counted as they are taken, for
+    a summary of this rank's own inputs when the other ranks' counts are unknown."""
+
+    def __init__(self, positions: Iterable[int]) -> None:
+        self.positions = positions
+        self.count = 0
+
+    def __iter__(self) -> Iterator[int]:
+        for position in self.positions:
+            self.count += 1
+            yield position
 
 
 def segment(
@@ -119,7 +135,7 @@ def segment(
         raise fail(str(error)) from None
     # Under torchrun every rank joins first: whatever fails on one rank alone from here on (a file, CUDA, the weights
     # on one machine) ends the others too, at their next gather (clipvis.cli.distributed).
-    with outcome_of_the_job(job, "the finished outputs are kept and a rerun skips them"):
+    with outcome_of_the_job(job, KEPT):
         with job.joined() if job is not None else nullcontext():
             stdin_arguments = _stdin_of_the_job(job, null) if "-" in inputs else []
             vocabulary, chosen, sources, part = _checked_arguments(
@@ -127,11 +143,8 @@ def segment(
             )
             positions: Iterable[int] = part.select(sources, key=lambda source: str(source.path))
             total = len(positions)  # this shard's inputs (all of them without --shard)
-            if total == 0 and shard is not None and (job is None or job.is_main):  # exit 0, but not in silence
-                typer.echo(f"clipvis: shard {shard.strip()} holds none of the {len(sources)} input(s): nothing to do",
-                           err=True)
             if job is not None:
-                positions = _taken_by_this_rank(job, sources, positions)
+                positions = TakenInputs(_taken_by_this_rank(job, sources, positions))
                 device = job.device(device, visible_cuda_devices())
 
             def make_options() -> SegmentOptions:
@@ -146,9 +159,11 @@ def segment(
 
             options, predictor = (make_options(), None) if job is None else _start_rank(job, make_options)
             reporter = make_reporter(log_format, job)
+            if total == 0 and shard is not None and (job is None or job.is_main):  # exit 0, but not in silence
+                reporter.say("note", f"shard {shard.strip()} holds none of the {len(sources)} input(s): nothing to do")
             try:
                 counts = _run_inputs(options, sources, positions, reporter, vocabulary, job, null, predictor, total)
-                code = _finish(counts, total, job, reporter)
+                code = _finish(counts, total, job, reporter, positions if isinstance(positions, TakenInputs) else None)
             finally:
                 reporter.close()
     if code:
@@ -234,8 +249,16 @@ def _run_inputs(
     options, sources, positions, reporter: Reporter, vocabulary, job, null: bool, predictor=None, total: int = 0
 ) -> dict[str, int]:
     """Run this process' inputs (``positions`` into ``sources``); how many ended complete, skipped, failed.
-    ``predictor``: already loaded (under torchrun, ``_start_rank``)."""
+    ``predictor``: already loaded (under torchrun, ``_start_rank``). ``total``: the inputs of the batch (of the job
+    under torchrun, where an interrupted rank's summary counts the inputs it took, ``TakenInputs``)."""
     counts = {"complete": 0, "skipped": 0, "failed": 0}
+    taken = positions if isinstance(positions, TakenInputs) else None
+
+    def interrupted(message: str) -> typer.Exit:
+        reporter.close()
+        reporter.batch_finished(counts, total if taken is None else taken.count, message, error=True,
+                                interrupted=True, own=taken is not None)
+        return typer.Exit(130)
     made_root = not options.output.exists()
     try:  # once for the batch, not once per input, and before the weights load
         ensure_output_dir(options.output)
@@ -262,10 +285,7 @@ def _run_inputs(
 
             remove_unused_folder(options.output, (FOLDER_JOURNAL,))
         if isinstance(stop, KeyboardInterrupt):
-            reporter.close()
-            reporter.batch_finished(counts, total, "interrupted while loading the weights; no input was run",
-                                    error=True, interrupted=True)
-            raise typer.Exit(130) from None
+            raise interrupted("interrupted while loading the weights; no input was run") from None
         raise
     runner = SegmentRunner(predictor, options, reporter, categories=[class_name(v) for v in vocabulary])
     try:
@@ -276,10 +296,7 @@ def _run_inputs(
                     for path in outcome.outputs:
                         print_path(path, null)
     except KeyboardInterrupt:
-        reporter.close()
-        reporter.batch_finished(counts, total, "interrupted; incomplete outputs were not written", error=True,
-                                interrupted=True)
-        raise typer.Exit(130) from None
+        raise interrupted("interrupted; incomplete outputs were not written") from None
     return counts
 
 
@@ -292,14 +309,19 @@ def _unless_empty(positions: Iterable[int]) -> Iterable[int] | None:
     return None if first is None else chain([first], iterator)
 
 
-def _finish(counts: dict[str, int], total: int, job: DistributedRun | None, reporter: Reporter) -> int:
+def _finish(counts: dict[str, int], total: int, job: DistributedRun | None, reporter: Reporter,
+            taken: TakenInputs | None = None) -> int:
     """Report failures (under torchrun: rank 0, once every rank is done, for all ranks) and give the exit code.
 
     Under torchrun every rank exits 1 when an input failed on any rank. Not only rank 0: torchrun's agent on a
     machine whose processes all exited 0 waits at its exit barrier for the agents of the other machines, and an
     agent whose process failed never comes there, so the machines without a failure would wait out the barrier's
     timeout (300 s) before exiting; the failed run also gets a non-zero exit code on every machine. Rank 0's progress
-    runs until every rank is done; the reporter is closed before the summary line."""
+    runs until every rank is done; the reporter is closed before the summary line.
+
+    When another rank stopped (an error, an interruption) or is gone without a word, the others' counts are lost:
+    the rank that speaks says so through the reporter (a JSON ``error`` event with ``--log-format jsonl``), and rank 0
+    then sums up its own inputs (``taken``: those it took), the summary last."""
     if job is None:
         reporter.close()
         message = f"{counts['failed']} of {total} input(s) failed" if counts["failed"] else None
@@ -307,14 +329,25 @@ def _finish(counts: dict[str, int], total: int, job: DistributedRun | None, repo
         return 1 if counts["failed"] else 0
     try:
         every_rank = job.last_gather(counts)
-    except RankLost:  # the other processes' counts are lost: rank 0 says what it knows
+    except OtherRankFailed as error:  # RankLost included
         reporter.close()
+        if error.speaks if isinstance(error, RankLost) else job.is_main:
+            reporter.say("error", f"{error}; {KEPT}")
+            error.said = True
         if job.is_main:
+            mine = taken.count if taken is not None else sum(counts.values())
             reporter.batch_finished(
-                counts, total, f"{total} input(s) over {job.world_size} processes; this one ended "
+                counts, mine, f"{total} input(s) over {job.world_size} processes; this one took {mine} and ended "
                 f"{counts['complete']} complete, {counts['skipped']} skipped, {counts['failed']} failed",
+                interrupted=error.interrupted, own=True,  # the error was said just above
             )
         raise
+    except KeyboardInterrupt:  # held during the gather (signals_held), raised once it was complete
+        reporter.close()
+        mine = taken.count if taken is not None else sum(counts.values())
+        reporter.batch_finished(counts, mine, f"interrupted while waiting for the other processes; {KEPT}",
+                                error=True, interrupted=True, own=True)
+        raise typer.Exit(130) from None
     reporter.close()
     failed = sum(c["failed"] for c in every_rank)
     if job.is_main:
@@ -325,5 +358,3 @@ def _finish(counts: dict[str, int], total: int, job: DistributedRun | None, repo
             f"{failed} failed",
         )
     return 1 if failed else 0
-
-

@@ -41,7 +41,7 @@ def unfinished_run_warning(results_file: Path) -> str | None:
         return None
     whose = ("from an earlier run" if results_file.name in manifest.earlier_outputs
              else "not known to be from a complete run")
-    return (f"warning: {path_text(results_file.parent)}: run.json says its last segment run is {manifest.status!r}, "
+    return (f"{path_text(results_file.parent)}: run.json says its last segment run is {manifest.status!r}, "
             f"not 'complete': its {results_file.name} is {whose}")
 
 
@@ -79,7 +79,8 @@ class ExportOutcome:
     status: str  # "complete" or "failed"
     outputs: list[Path] = field(default_factory=list)
     error: str | None = None
-    notes: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what the user may want to know (`clipvis: <note>`)
+    warnings: list[str] = field(default_factory=list)  # what may be wrong (`clipvis: warning: <warning>`)
 
 
 class ExportRunner:
@@ -115,7 +116,7 @@ class ExportRunner:
         outcomes = [self._export_video(source, video, len(videos) > 1) for video in videos]
         unfinished = unfinished_run_warning(item.path)
         if unfinished is not None:
-            outcomes[0].notes.insert(0, unfinished)
+            outcomes[0].warnings.insert(0, unfinished)
         return outcomes
 
     def finish(self) -> list[ExportOutcome]:
@@ -170,7 +171,8 @@ class ExportRunner:
     def _export_video(self, source: VideoSource, video: ExportVideo, several: bool) -> ExportOutcome:
         stem = video.info.stem
         folder = self._folder(video, several)
-        notes = self._unknown_classes(video)
+        warnings = self._unknown_classes(video)
+        notes: list[str] = []
         video = select_tracks(video, self.options)
         per_video = [name for name in self.formats if name != YTVIS_FORMAT]
         frames = video.info.num_frames
@@ -207,7 +209,7 @@ class ExportRunner:
         if not exporters:
             progress.format_done()  # the ytvis results file is written for all videos at the end
         self.reporter.video_finished(source, stem, video.info.num_frames, 0.0, outputs)
-        return ExportOutcome(stem, "complete", outputs, notes=notes)
+        return ExportOutcome(stem, "complete", outputs, notes=notes, warnings=warnings)
 
     def _unknown_classes(self, video: ExportVideo) -> list[str]:
         """A warning naming the ``--classes`` that are none of the video's classes (a typo exports nothing)."""
@@ -216,7 +218,7 @@ class ExportRunner:
         if not unknown:
             return []
         listed = ", ".join(video.categories[:20]) + (", ..." if len(video.categories) > 20 else "")
-        return [f"warning: {video.info.stem}: --classes {', '.join(unknown)}: no such class here (its classes: "
+        return [f"{video.info.stem}: --classes {', '.join(unknown)}: no such class here (its classes: "
                 f"{listed})"]
 
     def _failed(self, source: VideoSource, name: str, message: str, results_folder: Path | None = None

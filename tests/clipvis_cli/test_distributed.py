@@ -3,6 +3,7 @@ the CPU, one thread each), against one process: the same files, byte for byte.""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -18,6 +19,7 @@ import av
 import numpy as np
 import pytest
 import torch
+import typer
 from typer.testing import CliRunner
 
 from clipvis.cli.app import app
@@ -188,6 +190,18 @@ def test_shards_write_what_one_process_writes(videos, tiny_weights, single_proce
     assert empty.exit_code == 0 and "shard 6/7 holds none of the 6 input(s): nothing to do" in empty.stderr
     alone = CliRunner().invoke(app, segment_args(videos, tiny_weights, tmp_path / "new", "--shard", "6/7"))
     assert alone.exit_code == 0 and not (tmp_path / "new").exists()  # no empty output root made for nothing
+
+
+def test_a_shard_without_inputs_says_so_in_json_with_jsonl(videos, tiny_weights, tmp_path, isolated_cache) -> None:
+    """--log-format jsonl: the shard's "holds none" line was a plain line among the JSON events."""
+    args = segment_args(videos, tiny_weights, tmp_path / "out", "--shard", "6/7", "--log-format", "jsonl")
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert [json.loads(line) for line in result.stderr.splitlines()] == [
+        {"event": "note", "message": "shard 6/7 holds none of the 6 input(s): nothing to do"},
+        {"event": "summary", "inputs": 0, "complete": 0, "skipped": 0, "failed": 0, "scope": "job", "status": "ok",
+         "message": None},
+    ]
 
 
 def test_torchrun_two_processes_write_what_one_process_writes(videos, tiny_weights, single_process, tmp_path) -> None:
@@ -682,6 +696,38 @@ def test_a_rank_gone_without_a_word_ends_the_others_with_one_line() -> None:
         outcomes = list(pool.map(rank, range(2)))
     assert isinstance(outcomes[0], RankLost) and outcomes[0].speaks
     assert str(outcomes[0]) == "rank 1 ended without a word (killed? out of memory?)"
+
+
+def test_a_rank_gone_without_a_word_is_a_json_event_before_rank_0_summary_of_its_own_inputs(capsys) -> None:
+    """--log-format jsonl: rank 0's line about a rank gone without a word was a plain line after its summary event,
+    and the summary mixed the job's input count with rank 0's own counts. Now the error is an event before the
+    summary, which counts the inputs rank 0 took (scope "process"), and nothing plain follows."""
+    from clipvis.cli.commands.common import outcome_of_the_job
+    from clipvis.cli.commands.segment import KEPT, TakenInputs, _finish
+    from clipvis.cli.progress import JsonlReporter
+
+    ranks = ThreadRanks(2, timeout=1)
+    job, stream = ThreadJob(ranks, 0), io.StringIO()
+    taken = TakenInputs(iter([4, 1]))
+    assert list(taken) == [4, 1]
+
+    def rank_0() -> int:  # in a thread: a rank that learns another is lost stops heeding Ctrl-C in the main thread
+        try:
+            with outcome_of_the_job(job, KEPT), job.joined():  # rank 1 never comes to the last gather
+                _finish({"complete": 1, "skipped": 0, "failed": 1}, 6, job, JsonlReporter(stream, rank=0), taken)
+        except typer.Exit as stop:
+            return stop.exit_code
+        return 0
+
+    with ThreadPoolExecutor(1) as pool:
+        assert pool.submit(rank_0).result() == 1
+    assert capsys.readouterr().err == ""  # no plain line
+    assert [json.loads(line) for line in stream.getvalue().splitlines()] == [
+        {"event": "error", "message": f"rank 1 ended without a word (killed? out of memory?); {KEPT}", "rank": 0},
+        {"event": "summary", "inputs": 2, "complete": 1, "skipped": 0, "failed": 1, "scope": "process",
+         "status": "failed", "message": "6 input(s) over 2 processes; this one took 2 and ended 1 complete, "
+         "0 skipped, 1 failed", "rank": 0},
+    ]
 
 
 def _producer_options(tmp_path: Path, weights: Path, vocabulary: list[str], stride: int = 1) -> SegmentOptions:

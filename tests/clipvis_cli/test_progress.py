@@ -265,8 +265,31 @@ def test_jsonl_says_how_an_interrupted_video_and_the_batch_ended() -> None:
     assert events == [
         {"event": "video_interrupted", "input": "a.mp4", "stem": "a", "error": "a.mp4: interrupted by SIGTERM",
          "status": "interrupted"},
-        {"event": "summary", "inputs": 3, "complete": 1, "skipped": 0, "failed": 0, "status": "interrupted",
+        {"event": "summary", "inputs": 3, "complete": 1, "skipped": 0, "failed": 0, "scope": "job",
+         "status": "interrupted",
          "message": "interrupted; incomplete outputs were not written"},
-        {"event": "summary", "inputs": 3, "complete": 1, "skipped": 1, "failed": 1, "status": "failed",
+        {"event": "summary", "inputs": 3, "complete": 1, "skipped": 1, "failed": 1, "scope": "job",
+         "status": "failed",
          "message": "1 of 3 input(s) failed"},
     ]
+
+
+def test_lines_about_the_batch_are_plain_lines_for_people_and_events_in_jsonl() -> None:
+    human = io.StringIO()
+    people = HumanReporter(stream=human, interactive=False)
+    machines = io.StringIO()
+    jsonl = JsonlReporter(machines, rank=1)
+    for reporter in (people, jsonl):
+        reporter.say("error", "rank 0 stopped with an error; kept")
+        reporter.say("warning", "a.mp4: odd\nthing")
+        reporter.say("note", "shard 3/4 holds none")
+        reporter.batch_finished({"complete": 2, "skipped": 0, "failed": 0}, 2, "this one took 2", own=True)
+    assert human.getvalue().splitlines() == [
+        "clipvis: error: rank 0 stopped with an error; kept", "clipvis: warning: a.mp4: odd thing",
+        "clipvis: shard 3/4 holds none", "clipvis: this one took 2"]
+    events = [json.loads(line) for line in machines.getvalue().splitlines()]
+    assert [(e["event"], e["message"]) for e in events[:3]] == [
+        ("error", "rank 0 stopped with an error; kept"), ("warning", "a.mp4: odd thing"),
+        ("note", "shard 3/4 holds none")]
+    # a summary of one process' own inputs comes only when the job did not end together: not "ok"
+    assert (events[3]["scope"], events[3]["status"], events[3]["inputs"]) == ("process", "failed", 2)

@@ -242,7 +242,8 @@ def test_jsonl_events(tmp_path, tiny_weights) -> None:
     events = [json.loads(line) for line in result.stderr.splitlines()]
     assert [e["event"] for e in events][0] == "batch_start"
     assert events[-2]["event"] == "video_done" and events[-2]["frames"] == 3
-    assert events[-1] == {"event": "summary", "inputs": 1, "complete": 1, "skipped": 0, "failed": 0, "status": "ok",
+    assert events[-1] == {"event": "summary", "inputs": 1, "complete": 1, "skipped": 0, "failed": 0, "scope": "job",
+                          "status": "ok",
                           "message": None}
 
 

@@ -322,7 +322,7 @@ def test_jsonl_log_is_json_to_the_end(tmp_path, tiny_weights, monkeypatch) -> No
     writing = [event for event in events if event["event"] == "writing"]
     assert writing[0]["frames"] == 0 and writing[0]["frames_expected"] == 6 and writing[0]["input"] == str(video)
     assert [event["event"] for event in events].index("writing") < [e["event"] for e in events].index("video_done")
-    assert events[-1] == {"event": "summary", "inputs": 2, "complete": 1, "skipped": 0, "failed": 1,
+    assert events[-1] == {"event": "summary", "inputs": 2, "complete": 1, "skipped": 0, "failed": 1, "scope": "job",
                           "status": "failed", "message": "1 of 2 input(s) failed"}
 
     original = OverlayVideoWriter.write_video
@@ -338,6 +338,7 @@ def test_jsonl_log_is_json_to_the_end(tmp_path, tiny_weights, monkeypatch) -> No
     assert events[-2:] == [
         {"event": "video_interrupted", "input": str(video), "stem": "clip", "status": "interrupted",
          "error": f"{video}: interrupted by the user (Ctrl-C)"},
-        {"event": "summary", "inputs": 1, "complete": 0, "skipped": 0, "failed": 0, "status": "interrupted",
+        {"event": "summary", "inputs": 1, "complete": 0, "skipped": 0, "failed": 0, "scope": "job",
+         "status": "interrupted",
          "message": "interrupted; incomplete outputs were not written"},
     ]

@@ -691,3 +691,24 @@ def test_results_without_file_names_take_a_youtube_vis_folders_frames_by_positio
     assert result.exit_code == 0, result.output
     exported = json.loads(next((tmp_path / "exp").rglob("instances_default.json")).read_text())
     assert len(exported["images"]) == 3
+
+
+def test_jsonl_log_gives_warnings_notes_and_the_end_as_json_events(tmp_path) -> None:
+    """--log-format jsonl: the warning for a class that is none of the video's, the cvat-video polygons' note and the
+    failure count were plain lines after the JSON events; now every stderr line is an event, the summary last."""
+    output = make_segment_output(tmp_path / "out")
+    result = run_export(str(output.ytvis), str(tmp_path / "missing"), "--to", "cvat-video", "--classes", "cat,dgo",
+                        "--log-format", "jsonl")
+    assert result.exit_code == 1, result.output
+    events = [json.loads(line) for line in result.stderr.splitlines()]  # nothing but JSON
+    kinds = [event["event"] for event in events]
+    warning = events[kinds.index("warning")]
+    assert "--classes dgo: no such class here" in warning["message"] and not warning["message"].startswith("warning")
+    assert "polygons cover the masks with mean IoU" in events[kinds.index("note")]["message"]
+    assert events[-1] == {"event": "summary", "inputs": 2, "complete": 1, "skipped": 0, "failed": 1, "scope": "job",
+                          "status": "failed", "message": "1 of 2 export(s) failed"}
+
+    human = run_export(str(output.ytvis), "--to", "cvat-video", "--classes", "cat,dgo")  # the same lines as before
+    assert human.exit_code == 0, human.output
+    assert "clipvis: warning: " + warning["message"] in human.stderr.splitlines()
+    assert "clipvis: " + events[kinds.index("note")]["message"] in human.stderr.splitlines()
