@@ -56,7 +56,7 @@ def train(
     no_autoscale: bool = typer.Option(
         False, "--no-autoscale", help="Keep LR and schedule as written when the batch or process count changes."
     ),
-    export_pth: Path | None = typer.Option(
+    export_pth: str | None = typer.Option(  # a str: a trailing "/" (a folder) must not be lost to Path
         None, "--export-pth", help="Write --weights (e.g. a training folder) as an official .pth checkpoint and exit."
     ),
 ) -> None:
@@ -224,7 +224,7 @@ def _run_to_resume(output_dir: Path | None, config: TrainConfig | None) -> Path 
     return None
 
 
-def _export(weights: str | None, target: Path, config: str | None = None, overrides: list[str] | None = None,
+def _export(weights: str | None, export_pth: str, config: str | None = None, overrides: list[str] | None = None,
             clip_config: Path | None = None) -> None:
     """The model of ``weights`` under the official key names, ``{"model": state_dict}``, written atomically. The
     model is built as training builds it: with ``--config`` (and ``KEY=VALUE``) and ``--clip-config`` when given."""
@@ -241,8 +241,10 @@ def _export(weights: str | None, target: Path, config: str | None = None, overri
 
     if not weights:
         raise typer.BadParameter("--export-pth needs --weights (a training folder, checkpoint file or released name)")
-    if target.is_dir():
-        raise typer.BadParameter(f"--export-pth {target} is a folder: give the file to write, e.g. {target}/model.pth")
+    target = Path(export_pth)
+    if export_pth.endswith(tuple(filter(None, (os.sep, os.altsep)))) or target.is_dir():  # "exp2/": a folder
+        raise typer.BadParameter(f"--export-pth {export_pth} is a folder: give the file to write, e.g. "
+                                 f"{target / 'model.pth'}")
     if os.environ.get("RANK", "0") != "0":  # under torchrun: one file to write, by rank 0 alone
         return
     try:

@@ -671,6 +671,18 @@ def test_export_pth_makes_its_folders_and_is_written_by_rank_0_alone(tmp_path, t
     assert "sem_seg_head.predictor.query_feat.weight" in torch.load(target, weights_only=True)["model"]
 
 
+def test_export_pth_naming_a_folder_is_refused_also_before_it_exists(tmp_path, monkeypatch):
+    """--export-pth exp2/ (a trailing slash, no such folder yet) wrote a file named exp2."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "there").mkdir()
+    for given, example in (("exp2/", "exp2/model.pth"), ("there", "there/model.pth")):
+        result = runner.invoke(app, ["train", "--weights", "run", "--export-pth", given])
+        assert result.exit_code == 2, result.output
+        said = " ".join(result.output.replace("│", " ").split())
+        assert f"--export-pth {given} is a folder: give the file to write, e.g. {example}" in said, result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["there"] and not any((tmp_path / "there").iterdir())
+
+
 @pytest.mark.skipif(not torch.distributed.is_gloo_available(), reason="gloo backend not built into this torch")
 def test_a_checkpoint_that_contradicts_the_config_is_one_clipvis_warning_from_one_process(tmp_path, tiny_train_config,
                                                                                           tiny_config):
