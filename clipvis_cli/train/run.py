@@ -365,7 +365,7 @@ def _file_contents(path: Any) -> Any:
 
 def _data_of(sources: list[Any]) -> dict[str, str]:
     """Per training dataset: its item count and a digest of its items (file names, sizes, instances and their
-    categories), not of where its files are."""
+    categories) and of its annotation file's bytes (the masks: hashed, not decoded), not of where its files are."""
     import hashlib
 
     out: dict[str, str] = {}
@@ -376,6 +376,10 @@ def _data_of(sources: list[Any]) -> dict[str, str]:
                 digest.update(repr((frame.path.name, frame.height, frame.width, frame.frame_index,
                                     [i.category_id for i in frame.instances])).encode())
             digest.update(b"|")
+        if source.annotation_file is not None:
+            with open(source.annotation_file, "rb") as handle:
+                while chunk := handle.read(16 << 20):
+                    digest.update(chunk)
         out[f"dataset {number + 1}"] = f"{len(source.records)} items, digest {digest.hexdigest()[:12]}"
     return out
 

@@ -41,6 +41,7 @@ class TrainSource:
     records: list[TrainRecord]
     is_video: bool
     warnings: list[str]
+    annotation_file: Path | None = None  # the file the records were read from
 
 
 def remove_lvis_rare(source: Path, target: Path, progress: Callable[[str], None] | None = None) -> Path:
@@ -87,7 +88,7 @@ def _image_source(name: str, root: Path, filter_empty: bool, say: Callable[[str]
     if not image_root.is_dir():
         raise TrainDataError(f"dataset {name}: image folder {image_root} not found")
     records, warnings = read_annotation_file(annotation_path, image_root, filter_empty=filter_empty)
-    return TrainSource(name, records, False, warnings)
+    return TrainSource(name, records, False, warnings, annotation_path)
 
 
 def load_sources(
@@ -118,7 +119,7 @@ def load_sources(
         records, warnings = read_annotation_file(annotation, images, filter_empty=filter_empty,
                                                  crowd_as_instances=crowd_as_instances)
         is_video = any(len(r.frames) > 1 for r in records) or _is_ytvis(annotation)
-        sources.append(TrainSource(str(annotation), records, is_video, warnings))
+        sources.append(TrainSource(str(annotation), records, is_video, warnings, annotation))
     for name in dataset_names:
         key = name.strip().lower()
         if key in IMAGE_DATASETS:
@@ -129,7 +130,7 @@ def load_sources(
             except DatasetError as exc:
                 raise TrainDataError(str(exc)) from exc
             records, warnings = read_annotation_file(located.annotation_file, located.frames_root)
-            sources.append(TrainSource(key, records, True, warnings))
+            sources.append(TrainSource(key, records, True, warnings, located.annotation_file))
         else:
             known = ", ".join([*IMAGE_DATASETS, *VIDEO_DATASETS])
             raise TrainDataError(f"unknown training dataset {name!r}; known: {known}, or custom data by path")

@@ -726,8 +726,13 @@ def test_torchrun_ranks_with_other_settings_or_data_stop_before_training_with_on
 
     shutil.copytree(tmp_path / "data", tmp_path / "copy")  # the same data where another machine keeps it
     copy = tuple(tmp_path / "copy" / Path(path).relative_to(tmp_path / "data") for path in data)
+    masks = tmp_path / "masks.json"  # the same images and categories, one polygon moved by a pixel
+    coco = json.loads(data[0].read_text())
+    coco["annotations"][0]["segmentation"][0][0] += 1
+    masks.write_text(json.dumps(coco))
     for name, rank1, message in (
         ("data", [*other], "clipvis: error: rank 1 has other training data: dataset 1 3 items, digest "),
+        ("masks", [masks, data[1]], "clipvis: error: rank 1 has other training data: dataset 1 2 items, digest "),
         ("iter", [*data, "SOLVER.MAX_ITER=5"], "clipvis: error: rank 1 has other settings: SOLVER.MAX_ITER 5 (rank 0: "
          "3); every process must train with the same settings and data, nothing was trained"),
         ("copy", [*copy, "SOLVER.WEIGHT_DECAY_NORM=0"], None),  # 0 for 0.0, the data's copy elsewhere: the same
