@@ -318,9 +318,7 @@ class DistributedRun:
         gone without sending ``RankStopped``. Which one gloo does not say; of two processes it is the other."""
         self._others_stopped = True  # no gather would meet this rank's RankStopped
         _ignore_stop_signals()
-        who = f"rank {1 - self.rank}" if self.world_size == 2 else "another process"
-        return RankLost(f"{who} ended without a word (killed? out of memory?)",
-                        speaks=self.is_main or self.world_size == 2)
+        return rank_lost(self.rank, self.world_size)
 
     def _broadcast(self, value: Any) -> Any:
         """The collective under ``from_main``: rank 0's ``value``, over the process group."""
@@ -410,6 +408,25 @@ class DistributedRun:
                 deliver(held)
                 return
             dist.destroy_process_group()
+
+
+def rank_lost(rank: int, world_size: int) -> RankLost:
+    """What rank ``rank`` of ``world_size`` says when another process of the job is gone without a word. Which one
+    gloo does not say; of two processes it is the other."""
+    who = f"rank {1 - rank}" if world_size == 2 else "another process"
+    return RankLost(f"{who} ended without a word (killed? out of memory?)", speaks=rank == 0 or world_size == 2)
+
+
+# How gloo says that the other end of a connection is gone (a process killed, its machine down).
+_PEER_GONE = ("Connection closed by peer", "Connection reset by peer", "Broken pipe")
+
+
+def lost_a_peer(error: BaseException) -> bool:
+    """Whether ``error``, raised where a collective runs (an all-reduce, a barrier, DistributedDataParallel's
+    gradient all-reduce in ``backward``), is gloo's word that another process of the job is gone, rather than an
+    error of this process' own."""
+    message = str(error)
+    return isinstance(error, RuntimeError) and "gloo" in message and any(gone in message for gone in _PEER_GONE)
 
 
 def visible_cuda_devices() -> int:

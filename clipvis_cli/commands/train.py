@@ -62,7 +62,7 @@ def train(
 ) -> None:
     """Train CLIP-VIS (class-agnostic head on a frozen CLIP) with the official recipe."""
     from clipvis.cli.atomic import OutputNotWritableError
-    from clipvis.cli.distributed import RanksDifferError
+    from clipvis.cli.distributed import RankLost, RanksDifferError
     from clipvis.cli.train.config import ConfigError, load_train_config
     from clipvis.cli.train.records import TrainDataError
     from clipvis.cli.train.run import ProcessFailedError, RunRequest, SaidByAnotherRank, launch
@@ -117,6 +117,11 @@ def train(
         final = launch(request)
     except FloatingPointError as error:  # every rank's loss went non-finite at the same step: rank 0 says it
         raise (fail(str(error)) if os.environ.get("RANK", "0") == "0" else _silent_exit()) from None
+    except RankLost as error:  # a rank gone without a word (kill -9, the OOM killer): one line, and what was saved
+        if not error.speaks:
+            raise typer.Exit(1) from None
+        output = Path(str(cfg.get("OUTPUT_DIR"))).expanduser()
+        raise fail(f"{error}{_saved_before_the_stop(output, num_gpus, None, saved=False)}") from None
     except (ConfigError, TrainDataError, CheckpointError, WeightsError, OutputNotWritableError,
             ProcessFailedError) as error:
         raise fail(str(error)) from None
@@ -151,27 +156,31 @@ def _stopped(interrupt: KeyboardInterrupt, output_dir: Path, num_gpus: int = 1) 
     import signal
 
     from clipvis.cli.train.stopping import TrainingStopped
-    from clipvis.cli.train.trainer import resume_point
 
     signum = getattr(interrupt, "signum", signal.SIGINT)
     name = signal.Signals(signum).name
     if os.environ.get("RANK", "0") == "0":
         checkpoint = interrupt.checkpoint if isinstance(interrupt, TrainingStopped) else None
         saved = isinstance(interrupt, TrainingStopped) and interrupt.saved and checkpoint is not None
-        checkpoint = checkpoint if saved else resume_point(output_dir)
-        # the same processes: a resumed run equals an uninterrupted one only with the batch split the same way
-        processes = f" --num-gpus {num_gpus}" if num_gpus > 1 else ""
-        world = int(os.environ.get("WORLD_SIZE", "1"))
-        again = (f"continue with: clipvis train --output-dir {output_dir} --resume{processes}" if world == 1 else
-                 f"continue with the same torchrun command and --resume ({world} processes)")
-        if saved:
-            message = f"stopped by {name}; saved {checkpoint}; {again}"
-        elif checkpoint is not None:
-            message = f"stopped by {name}; nothing saved since {checkpoint}; {again}"
-        else:
-            message = f"stopped by {name} before the first checkpoint"
-        typer.echo(f"clipvis: {message}", err=True)
+        typer.echo(f"clipvis: stopped by {name}{_saved_before_the_stop(output_dir, num_gpus, checkpoint, saved)}",
+                   err=True)
     return typer.Exit(128 + signum)
+
+
+def _saved_before_the_stop(output_dir: Path, num_gpus: int, checkpoint: Path | None, saved: bool) -> str:
+    """What a stopped run kept and how to continue it, to follow what stopped it: ``saved`` (``checkpoint``, at the
+    stop), else the newest checkpoint of ``output_dir`` that ``--resume`` takes, or none yet."""
+    from clipvis.cli.train.trainer import resume_point
+
+    checkpoint = checkpoint if saved and checkpoint is not None else resume_point(output_dir)
+    # the same processes: a resumed run equals an uninterrupted one only with the batch split the same way
+    processes = f" --num-gpus {num_gpus}" if num_gpus > 1 else ""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    again = (f"continue with: clipvis train --output-dir {output_dir} --resume{processes}" if world == 1 else
+             f"continue with the same torchrun command and --resume ({world} processes)")
+    if checkpoint is None:
+        return " before the first checkpoint"
+    return f"; saved {checkpoint}; {again}" if saved else f"; nothing saved since {checkpoint}; {again}"
 
 
 def _record_absolute_data_paths(config: TrainConfig) -> None:

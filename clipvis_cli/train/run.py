@@ -26,12 +26,12 @@ import torch
 import torch.distributed as dist
 
 from clipvis.cli.atomic import atomic_write_text, ensure_output_dir
-from clipvis.cli.distributed import RanksDifferError, stop_in_silence, visible_gpu
+from clipvis.cli.distributed import RanksDifferError, lost_a_peer, rank_lost, stop_in_silence, visible_gpu
 from clipvis.cli.messages import print_warning
 from clipvis.cli.train.config import RUN_CONFIG_NAME, ConfigError, TrainConfig, autoscale, check_evaluation_data
 from clipvis.cli.train.data import AugmentationConfig, StreamBatchSampler, TrainDataset, build_loader, repeat_factors
 from clipvis.cli.train.sources import load_sources
-from clipvis.cli.train.stopping import TrainingStopped
+from clipvis.cli.train.stopping import TrainingStopped, ignore_stop_signals
 from clipvis.cli.train.trainer import (
     Trainer,
     TrainerSettings,
@@ -536,6 +536,11 @@ def _distributed_main(request: RunRequest) -> Path:
         if stopped.saved:  # every process stopped at the same iteration: they can still tear down together
             gc.collect()
             dist.barrier()
+        raise
+    except RuntimeError as error:  # a rank killed (kill -9, the OOM killer): gloo's traceback said it on rank 0
+        if world > 1 and lost_a_peer(error):
+            ignore_stop_signals()  # torchrun's SIGTERM to the ranks left must not cut this rank's line short
+            raise rank_lost(rank, world) from None
         raise
     else:
         # Tear down together: free the DDP reducer (it holds the group) and let every rank arrive before the group

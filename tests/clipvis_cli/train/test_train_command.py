@@ -854,9 +854,10 @@ TORCHRUN_TWO = ("-m", "torch.distributed.run", "--standalone", "--nproc-per-node
 NUM_GPUS_TWO = ("-m", "clipvis", "train", "--num-gpus", "2")
 
 
-def start_long_run(tmp_path, tiny_train_config, launch: tuple[str, ...]):
+def start_long_run(tmp_path, tiny_train_config, launch: tuple[str, ...], *overrides: str):
     """A training run of 5000 iterations in 2 processes (``launch``: the Python arguments up to the train command's
-    own), started in a subprocess and returned once it logged its second iteration: (the process, its folder)."""
+    own; ``overrides``: more KEY=VALUE), started in a subprocess and returned once it logged its second iteration:
+    (the process, its folder)."""
     import os
     import subprocess
     import sys
@@ -866,7 +867,7 @@ def start_long_run(tmp_path, tiny_train_config, launch: tuple[str, ...]):
     config = tiny_train_config(tmp_path, MAX_ITER=5000, IMS_PER_BATCH=2)
     run = tmp_path / "run"
     command = [sys.executable, *launch, "--config", str(config), "--output-dir", str(run), "--data", str(data[0]),
-               "--images", str(data[1]), "CLIPVIS.LOG_PERIOD=1"]
+               "--images", str(data[1]), "CLIPVIS.LOG_PERIOD=1", *overrides]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                env={**os.environ, "OMP_NUM_THREADS": "1"})
     metrics = run / "metrics.jsonl"
@@ -876,3 +877,23 @@ def start_long_run(tmp_path, tiny_train_config, launch: tuple[str, ...]):
             break
         time.sleep(0.2)
     return process, run
+
+
+@pytest.mark.skipif(not torch.distributed.is_gloo_available() or not Path("/proc/self/environ").exists(),
+                    reason="gloo backend not built into this torch, or no /proc")
+def test_a_torchrun_rank_killed_during_training_is_one_line_naming_what_was_saved(tmp_path, tiny_train_config):
+    """kill -9 of rank 1 while training: rank 0 printed gloo's traceback ("Connection closed by peer")."""
+    import os
+    import signal
+
+    process, run = start_long_run(tmp_path, tiny_train_config, TORCHRUN_TWO, "SOLVER.CHECKPOINT_PERIOD=1")
+    rank1 = rank_process(process.pid, 1)
+    assert rank1 is not None
+    os.kill(rank1, signal.SIGKILL)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode != 0, err
+    said = [line for line in err.splitlines() if line.startswith("clipvis: ") and "warning" not in line]
+    last = run / (run / "last_checkpoint").read_text().strip()
+    assert said == ["clipvis: error: rank 1 ended without a word (killed? out of memory?); nothing saved since "
+                    f"{last}; continue with the same torchrun command and --resume (2 processes)"], err
+    assert "[rank0]" not in err and "pair.cc" not in err, err  # no traceback from rank 0
