@@ -65,7 +65,7 @@ def train(
     from clipvis.cli.distributed import RankLost, RanksDifferError
     from clipvis.cli.train.config import ConfigError, load_train_config
     from clipvis.cli.train.records import TrainDataError
-    from clipvis.cli.train.run import ProcessFailedError, RunRequest, SaidByAnotherRank, launch
+    from clipvis.cli.train.run import ErrorOfOneRank, ProcessFailedError, RunRequest, SaidByAnotherRank, launch
     from clipvis.model.checkpoint import CheckpointError
     from clipvis.weights import WeightsError
 
@@ -92,7 +92,8 @@ def train(
     if output_dir is not None:
         cfg.set("OUTPUT_DIR", str(output_dir))
     if weights:  # recorded in config.yaml: a run resumed before its first checkpoint starts from them again
-        weights = _starting_weights(weights)
+        if int(os.environ.get("WORLD_SIZE", "1")) == 1:  # under torchrun each rank checks its own once they meet
+            weights = _starting_weights(weights)
         cfg.set("MODEL.WEIGHTS", weights)
     if data_root is not None:
         cfg.set("CLIPVIS.DATA_ROOT", str(data_root))
@@ -123,7 +124,7 @@ def train(
         output = Path(str(cfg.get("OUTPUT_DIR"))).expanduser()
         raise fail(f"{error}{_saved_before_the_stop(output, num_gpus, None, saved=False)}") from None
     except (ConfigError, TrainDataError, CheckpointError, WeightsError, OutputNotWritableError,
-            ProcessFailedError) as error:
+            ProcessFailedError, ErrorOfOneRank) as error:
         raise fail(str(error)) from None
     except RanksDifferError as error:  # every rank found it alike: rank 0 says it
         raise (fail(str(error)) if os.environ.get("RANK", "0") == "0" else _silent_exit()) from None
@@ -200,19 +201,15 @@ def _record_absolute_data_paths(config: TrainConfig) -> None:
 
 
 def _starting_weights(weights: str) -> str:
-    """``--weights`` as the run records it: a released name as given (downloaded when the model is built), a file
-    or folder as the absolute path of the checkpoint file in it, the one the run starts from (a training folder's
-    newest checkpoint moves on while that run goes on: a resume before this run's first checkpoint must start from
-    the same one). Checked before the data loads: a mistyped path is one line at once."""
-    from clipvis.weights import WeightsError, find_pretrained, resolve_weights
+    """``--weights`` as the run records it (``starting_weights``), checked before the data loads: a mistyped path is
+    one line at once. Under torchrun each rank checks its own once the ranks meet (``run_training``)."""
+    from clipvis.cli.train.run import starting_weights
+    from clipvis.weights import WeightsError
 
-    if not Path(weights).expanduser().exists() and find_pretrained(weights) is not None:
-        return weights
     try:
-        return str(resolve_weights(weights, download=False))
+        return starting_weights(weights)
     except WeightsError as error:
-        raise fail_once(f"--weights {weights}: {' '.join(str(error).split())}"
-                        if weights not in str(error) else " ".join(str(error).split())) from None
+        raise fail(str(error)) from None
 
 
 def _run_to_resume(output_dir: Path | None, config: TrainConfig | None) -> Path | None:

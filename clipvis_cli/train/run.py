@@ -188,11 +188,30 @@ def _evaluator(config: TrainConfig, device: torch.device):
     return evaluate
 
 
+def starting_weights(weights: str) -> str:
+    """``--weights`` as a run records it: a released name as given (downloaded when the model is built), a file or
+    folder as the absolute path of the checkpoint file in it, the one the run starts from (a training folder's
+    newest checkpoint moves on while that run goes on: a resume before this run's first checkpoint must start from
+    the same one). WeightsError with a one-line message when it is not there."""
+    from clipvis.weights import WeightsError, find_pretrained, resolve_weights
+
+    if not Path(weights).expanduser().exists() and find_pretrained(weights) is not None:
+        return weights
+    try:
+        return str(resolve_weights(weights, download=False))
+    except WeightsError as error:
+        message = " ".join(str(error).split())
+        raise WeightsError(message if weights in message else f"--weights {weights}: {message}") from None
+
+
 def run_training(request: RunRequest, rank: int = 0, world: int = 1, local_rank: int = 0) -> Path:
     """Train in this process (one rank of ``world``); returns the final checkpoint path."""
     config = request.config
     with _taken_alone(rank, world):  # every rank learns whether any failed (an error one rank found left the others
         # waiting in the next collective until the process group's timeout)
+        if world > 1 and request.weights:  # this rank's own, checked once the ranks meet (the command did it alone)
+            request.weights = starting_weights(request.weights)
+            config.set("MODEL.WEIGHTS", request.weights)
         schedule = autoscale(config, world, enabled=request.autoscale)
         # before anything loads or is written: a test set named wrongly failed at the first evaluation, hours in
         if rank == 0:  # rank 0 alone evaluates: the test set need be on its machine only
@@ -384,6 +403,11 @@ def _data_of(sources: list[Any]) -> dict[str, str]:
     return out
 
 
+class ErrorOfOneRank(RuntimeError):
+    """Under several processes: an error this rank found and not every rank did (its own copy of the data or of
+    the weights missing): ``rank N: <its message>``, said by this rank."""
+
+
 class SaidByAnotherRank(RuntimeError):
     """Under several processes: this rank failed as another did, and that one says why (the command exits 1 in
     silence): an error every rank finds alike (a missing --data file, a batch the process count does not divide) is
@@ -408,26 +432,29 @@ def _taken_alone(rank: int, world: int) -> Iterator[None]:
     try:
         yield
     except _ONE_LINE_ERROR_TYPES as error:
-        _agree_on_errors(rank, world, error)
+        if _agree_on_errors(rank, world, error):
+            raise ErrorOfOneRank(f"rank {rank}: {' '.join(str(error).split())}") from None
         raise
     _agree_on_errors(rank, world, None)
 
 
-def _agree_on_errors(rank: int, world: int, error: BaseException | None) -> None:
+def _agree_on_errors(rank: int, world: int, error: BaseException | None) -> bool:
     """Every rank's outcome of a step each takes alone (``error`` None: it succeeded). When some rank failed, every
     rank stops: the failed ones raise their error, except that of the ranks with the first such rank's message only
-    that rank says it (raising ``error``); the others raise SaidByAnotherRank, as the ranks that succeeded do."""
+    that rank says it (the caller raises ``error``); the others raise SaidByAnotherRank, as the ranks that succeeded
+    do. Returns whether ``error`` is this rank's alone (not every rank's): the caller names the rank in it."""
     if world == 1:
-        return
+        return False
     every: list[str | None] = [None] * world
     dist.all_gather_object(every, None if error is None else " ".join(str(error).split()))
     failed = [r for r, message in enumerate(every) if message is not None]
     if not failed:
-        return
+        return False
+    alone = any(message != every[rank] for message in every)
     if rank == failed[0] and error is not None:
-        return  # the caller raises this rank's own error
+        return alone  # the caller raises this rank's own error
     if error is not None and every[rank] != every[failed[0]]:
-        return  # an error of its own: said too
+        return True  # an error of its own: said too
     stop_in_silence()  # the rank that says it must not be ended before its line is printed
     raise SaidByAnotherRank(every[failed[0]])
 
@@ -468,7 +495,7 @@ class ProcessFailedError(RuntimeError):
 # The errors whose message is the whole story (the command prints them after "clipvis: error:").
 _ONE_LINE_ERRORS = ("ConfigError", "TrainDataError", "CheckpointError", "WeightsError", "InvalidWeightsError",
                     "WeightsNotAvailableError", "FloatingPointError", "OutputNotWritableError", "RanksDifferError",
-                    "SaidByAnotherRank")
+                    "SaidByAnotherRank", "ErrorOfOneRank")
 
 
 def _last_error_line(report: str) -> str:

@@ -770,7 +770,8 @@ def test_num_gpus_on_the_cpu_gives_each_process_one_thread_as_torchrun_does(tmp_
 @pytest.mark.skipif(not torch.distributed.is_gloo_available(), reason="gloo backend not built into this torch")
 def test_torchrun_errors_every_rank_finds_are_said_once_and_one_ranks_own_does_not_hang(tmp_path, tiny_train_config):
     """A missing --data file, a batch the process count does not divide, a mistyped --weights: every rank printed the
-    same line. A data file only rank 1 misses left rank 0 waiting in a collective (2 h)."""
+    same line. A data file only rank 1 misses left rank 0 waiting in a collective (2 h); a --weights only rank 1
+    misses ended rank 1 without a word (rank 0 said nothing either). Rank 1 now says it, naming itself."""
     import os
     import subprocess
     import sys
@@ -781,6 +782,7 @@ def test_torchrun_errors_every_rank_finds_are_said_once_and_one_ranks_own_does_n
     launcher.write_text("import os, runpy, sys\nsys.argv = ['clipvis', *os.environ['ARGS_' + os.environ['RANK']]"
                         ".split('|')]\nrunpy.run_module('clipvis', run_name='__main__')\n")
     gone = tmp_path / "gone.json"
+    train(config, tmp_path / "first", data, "SOLVER.MAX_ITER=1")
     for extra, rank1_extra, message in (
         (["--data", str(gone), "--images", str(data[1])], None, str(gone)),
         ([*("--data", str(data[0]), "--images", str(data[1])), "SOLVER.IMS_PER_BATCH=3"], None,
@@ -788,7 +790,10 @@ def test_torchrun_errors_every_rank_finds_are_said_once_and_one_ranks_own_does_n
         (["--data", str(data[0]), "--images", str(data[1]), "--weights", str(tmp_path / "nope")], None,
          f"'{tmp_path / 'nope'}' is neither"),
         (["--data", str(data[0]), "--images", str(data[1])], ["--data", str(gone), "--images", str(data[1])],
-         str(gone)),
+         f"clipvis: error: rank 1: {gone}"),
+        (["--data", str(data[0]), "--images", str(data[1]), "--weights", str(tmp_path / "first")],
+         ["--data", str(data[0]), "--images", str(data[1]), "--weights", str(tmp_path / "nope")],
+         f"clipvis: error: rank 1: '{tmp_path / 'nope'}' is neither"),
     ):
         run = tmp_path / "run"
         base = ["train", "--config", str(config), "--output-dir", str(run)]
@@ -799,7 +804,8 @@ def test_torchrun_errors_every_rank_finds_are_said_once_and_one_ranks_own_does_n
         assert done.returncode != 0, done.stderr
         errors = [line for line in done.stderr.splitlines() if line.startswith("clipvis: error:")]
         assert len(errors) == 1 and message in errors[0], done.stderr
-        assert "training items" not in done.stderr or rank1_extra, done.stderr  # --weights: before the data loads
+        assert "training items" not in done.stderr or str(gone) in (rank1_extra or []), done.stderr  # --weights:
+        # before the data loads
         assert not (run / "config.yaml").exists()
 
 
