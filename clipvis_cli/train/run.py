@@ -204,14 +204,28 @@ def starting_weights(weights: str) -> str:
         raise WeightsError(message if weights in message else f"--weights {weights}: {message}") from None
 
 
+def _as_rank_0_chose(given: str | None, mine: str | None, rank_0s: str | None) -> str | None:
+    """This rank's starting weights: of its ``--weights`` folder (``given``), the checkpoint file rank 0 took from
+    its own (``rank_0s``), by name, whichever is newest here; its own resolved file or name (``mine``) otherwise."""
+    from clipvis.weights import WeightsError
+
+    if not given or not rank_0s or not Path(given).expanduser().is_dir() or not Path(rank_0s).is_absolute():
+        return mine
+    same = Path(given).expanduser().resolve() / Path(rank_0s).name
+    if not same.is_file():
+        raise WeightsError(f"--weights {given}: no {same.name} there, the checkpoint rank 0 starts from (every process "
+                           "must start from the same checkpoint of a training folder)")
+    return str(same)
+
+
 def run_training(request: RunRequest, rank: int = 0, world: int = 1, local_rank: int = 0) -> Path:
     """Train in this process (one rank of ``world``); returns the final checkpoint path."""
     config = request.config
     with _taken_alone(rank, world):  # every rank learns whether any failed (an error one rank found left the others
         # waiting in the next collective until the process group's timeout)
-        if world > 1 and request.weights:  # this rank's own, checked once the ranks meet (the command did it alone)
-            request.weights = starting_weights(request.weights)
-            config.set("MODEL.WEIGHTS", request.weights)
+        given = request.weights
+        if world > 1 and given:  # this rank's own, checked once the ranks meet (the command did it alone)
+            request.weights = starting_weights(given)
         schedule = autoscale(config, world, enabled=request.autoscale)
         # before anything loads or is written: a test set named wrongly failed at the first evaluation, hours in
         if rank == 0:  # rank 0 alone evaluates: the test set need be on its machine only
@@ -223,6 +237,13 @@ def run_training(request: RunRequest, rank: int = 0, world: int = 1, local_rank:
             raise ConfigError(f"{output_dir} holds a training run already (its newest checkpoint: {newest.name}): "
                               "continue it with --resume, or give another --output-dir")
         resume_from = _resume_point(output_dir, newest) if request.resume else None
+    if world > 1:  # a training folder still being written: its newest checkpoint could differ from rank to rank
+        chosen: list[str | None] = [request.weights]
+        dist.broadcast_object_list(chosen, src=0)
+        with _taken_alone(rank, world):
+            request.weights = _as_rank_0_chose(given, request.weights, chosen[0])
+            if request.weights:
+                config.set("MODEL.WEIGHTS", request.weights)
     _setup_logging(output_dir, rank)
     if resume_from not in (None, newest):
         log.warning("warning: %s has no training state; resuming from %s", newest.name, resume_from.name)

@@ -903,3 +903,34 @@ def test_a_torchrun_rank_killed_during_training_is_one_line_naming_what_was_save
     assert said == ["clipvis: error: rank 1 ended without a word (killed? out of memory?); nothing saved since "
                     f"{last}; continue with the same torchrun command and --resume (2 processes)"], err
     assert "[rank0]" not in err and "pair.cc" not in err, err  # no traceback from rank 0
+
+
+@pytest.mark.skipif(not torch.distributed.is_gloo_available(), reason="gloo backend not built into this torch")
+def test_torchrun_ranks_start_from_the_checkpoint_rank_0_takes_from_a_training_folder(tmp_path, tiny_train_config,
+                                                                                       tiny_config):
+    """--weights FOLDER of a run still being written: each rank took the folder's newest checkpoint of its moment,
+    and a rank that saw a newer one (here of another architecture) started from it (DDP failed)."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    data = write_coco(tmp_path / "data", num_images=2)
+    config = tiny_train_config(tmp_path, MAX_ITER=1, IMS_PER_BATCH=2)
+    train(config, tmp_path / "first", data)
+    train(config, tmp_path / "other", data, f"CLIPVIS.MODEL.decoder_layers={tiny_config().decoder_layers + 1}")
+    shutil.copytree(tmp_path / "first", tmp_path / "later")  # the folder as rank 1 sees it a moment later
+    shutil.copy(tmp_path / "other" / "model_0000000.safetensors", tmp_path / "later" / "model_0000001.safetensors")
+    (tmp_path / "later" / "last_checkpoint").write_text("model_0000001.safetensors")
+    launcher = tmp_path / "launch.py"  # each rank's clipvis arguments: $ARGS_<rank>, separated by |
+    launcher.write_text("import os, runpy, sys\nsys.argv = ['clipvis', *os.environ['ARGS_' + os.environ['RANK']]"
+                        ".split('|')]\nrunpy.run_module('clipvis', run_name='__main__')\n")
+    base = ["train", "--config", str(config), "--output-dir", str(tmp_path / "run"), "--data", str(data[0]),
+            "--images", str(data[1]), "--weights"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "ARGS_0": "|".join([*base, str(tmp_path / "first")]),
+           "ARGS_1": "|".join([*base, str(tmp_path / "later")])}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", str(launcher)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 0, done.stderr
+    started = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["MODEL"]["WEIGHTS"]
+    assert started == str(tmp_path / "first" / "model_0000000.safetensors")
