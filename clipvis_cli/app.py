@@ -21,17 +21,31 @@ USAGE_ERROR = 2  # the exit code of click's usage errors
 
 @contextmanager
 def _usage_errors_said_once() -> Iterator[None]:
-    """Under torchrun, a usage error (an option out of range, an unknown dataset) reaching the application is said
-    by each machine's first worker alone; the others exit with the same code in silence, instead of every worker
-    printing the same usage box. A usage error one rank finds alone once the job has started is said by that rank
-    (``outcome_of_the_job``) and never reaches here."""
+    """A usage error is one `clipvis: error:` line (:func:`usage_error_line`), exit 2. Under torchrun, a usage error
+    (an option out of range, an unknown dataset) reaching the application is said by each machine's first worker
+    alone; the others exit with the same code in silence, instead of every worker printing the same line. A usage
+    error one rank finds alone once the job has started is said by that rank (``outcome_of_the_job``) and never
+    reaches here."""
     try:
         yield
     except typer.TyperException as error:  # typer's click exceptions; usage errors exit with 2
-        if getattr(error, "exit_code", None) == USAGE_ERROR and repeats_a_first_process():
+        if getattr(error, "exit_code", None) != USAGE_ERROR or type(error).__name__ == "NoArgsIsHelpError":
+            raise  # `clipvis` alone prints the help
+        if repeats_a_first_process():
             stop_in_silence()
-            raise typer.Exit(USAGE_ERROR) from None
-        raise
+        else:
+            typer.echo(usage_error_line(error), err=True)
+        raise typer.Exit(USAGE_ERROR) from None
+
+
+def usage_error_line(error: Any) -> str:
+    """A usage error as one line, as every other error is (`clipvis: error: ...`), naming where help is: Typer's
+    usage box took 4-8 lines, wrapped long messages mid-word and drew a frame into logs and pipes."""
+    message = " ".join(str(error.format_message()).split())
+    message = message.removeprefix("Invalid value: ")  # click's prefix for a check's own message: it names its option
+    context = getattr(error, "ctx", None)
+    where = f" (see '{context.command_path} --help')" if context is not None else ""
+    return f"clipvis: error: {message}{where}"
 
 
 def _flags_take_no_value(params: Iterable[Any]) -> None:

@@ -44,3 +44,29 @@ def test_python_dash_m_help_shows_no_value_placeholder_for_flags() -> None:
     shown = subprocess.run([sys.executable, "-m", "clipvis", "--help"], capture_output=True, text=True,
                            env={**os.environ, **WIDE}, timeout=120, check=True).stdout
     assert "--version" in shown and "--install-completion" in shown and "<bool>" not in shown, shown
+
+
+@pytest.mark.parametrize("args, line", [
+    (["segment", "v.mp4", "--vocab", "car,car"],
+     "clipvis: error: --vocab: duplicate class names: car (see 'clipvis segment --help')"),
+    (["segment", "v.mp4", "--vocab", "a", "--max-tracks", "0"],
+     "clipvis: error: Invalid value for '--max-tracks': Input should be greater than or equal to 1 "
+     "(see 'clipvis segment --help')"),
+    (["segment", "v.mp4", "--vocab", "a", "--exact", "--max-tracks", "3"],
+     "clipvis: error: --exact writes the official evaluator's results (its 50 per video, unsorted, no threshold): "
+     "leave out --max-tracks and --score-threshold, or --exact (see 'clipvis segment --help')"),
+    (["export", "--zpi"], "clipvis: error: No such option: --zpi (Possible options: --zip) (see 'clipvis export --help')"),
+    (["segmnet"], "clipvis: error: No such command 'segmnet'. Did you mean 'segment'? (see 'clipvis --help')"),
+])
+def test_a_usage_error_is_one_line_with_exit_code_2(args, line) -> None:
+    """README: usage errors stay one plain `clipvis: error:` line; Typer drew a 5-8 line box (long messages wrapped
+    mid-sentence) into logs and pipes."""
+    result = CliRunner().invoke(app, args, env={"TERMINAL_WIDTH": "80"})
+    assert result.exit_code == 2
+    assert result.stderr == line + "\n" and result.stdout == ""
+
+
+def test_clipvis_alone_still_prints_its_help() -> None:
+    result = CliRunner().invoke(app, [])
+    assert "Usage: clipvis [OPTIONS] COMMAND" in result.output and "segment" in result.output
+    assert "clipvis: error" not in result.output
