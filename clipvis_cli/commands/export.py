@@ -45,7 +45,8 @@ def export(
     ),
     zip_results: bool = typer.Option(False, "--zip", help="ytvis: write results.zip (holding results.json)."),
     media_url: str = typer.Option(
-        "", "--media-url", help="labelstudio: URL prefix under which Label Studio serves the video files."
+        "", "--media-url", help="labelstudio: URL prefix under which Label Studio serves the video files (the file "
+        "name after it is percent-encoded)."
     ),
     log_format: str = typer.Option("human", "--log-format", help="human or jsonl."),
     model: str | None = typer.Option(None, "--model", help="onnx: released checkpoint name or checkpoint path."),

@@ -7,8 +7,9 @@ carry (a link to) it and number frames from 1 as those tools do (frame n = sourc
   leaves, so Label Studio does not stretch the box over frames where it is absent; `value.labels` its class,
   `framesCount` and `duration` of the video), `config.xml` (the labeling config these results fit: `Video`
   `video`, `VideoRectangle` `box`, `Labels` `videoLabels` with every class) and `media/<video>` (a hard link to or
-  copy of the source). `data.video` is `--media-url` + the file name: the URL under which Label Studio will
-  serve the file (e.g. `/data/local-files/?d=clips/` for local-files storage); by default the bare name.
+  copy of the source). `data.video` is `--media-url` + the file name, percent-encoded (`media_url`): the URL
+  under which Label Studio will serve the file (e.g. `/data/local-files/?d=clips/` for local-files storage); by
+  default the bare (encoded) name.
   Masks cannot be carried: Label Studio video has boxes only.
 * `fiftyone/`: the `fo.types.FiftyOneVideoLabelsDataset` layout: `manifest.json` (index of data/labels pairs),
   `data/<video>` (link or copy) and `labels/<stem>.json`, ETA VideoLabels: `frames[n].objects.objects[]` are
@@ -28,6 +29,7 @@ import shutil
 import xml.etree.ElementTree as ET
 import zlib
 from pathlib import Path
+from urllib.parse import quote
 
 import numpy as np
 
@@ -88,6 +90,14 @@ def deserialize_mask(text: str) -> np.ndarray:
     """Inverse of `serialize_mask`."""
     with io.BytesIO(zlib.decompress(base64.b64decode(text))) as buffer:
         return np.load(buffer, allow_pickle=False)
+
+
+def media_url(prefix: str, name: str) -> str:
+    """`prefix` + the file name percent-encoded, so that a server gets the exact name back whether the prefix ends
+    in a path (`http://host/clips/`) or in a query value (`/data/local-files/?d=clips/`): every character but
+    letters, digits, `_.-~` and `/` is encoded (UTF-8), among them space, `#` (would start a fragment), `?`, `&`
+    and `=` (would end the query value), `+` (a space in a query) and `%`."""
+    return prefix + quote(name, safe="/")
 
 
 def label_studio_config(video: ExportVideo) -> str:
@@ -160,7 +170,7 @@ class LabelStudioExporter(Exporter):
             })
         scores = [r["score"] for r in results]
         task = {
-            "data": {"video": f"{options.media_url}{source.name}"},
+            "data": {"video": media_url(options.media_url, source.name)},
             "predictions": [{"model_version": "clipvis", "score": float(np.mean(scores)) if scores else 0.0,
                              "result": results}],
         }

@@ -8,6 +8,7 @@ import os
 import xml.etree.ElementTree as ET
 import zipfile
 from pathlib import Path
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import numpy as np
 import pytest
@@ -392,6 +393,29 @@ def test_label_studio_tasks_fit_their_config(tmp_path) -> None:
             assert 0 <= keyframe["x"] + keyframe["width"] <= 100
     cat = [(k["frame"], k["enabled"]) for k in results[1]["value"]["sequence"]]
     assert cat == [(1, True), (3, False), (9, True), (11, False)]  # lifespan ends before it leaves
+
+
+def test_label_studio_video_url_gives_the_server_the_exact_file_name(tmp_path) -> None:
+    """`data.video` was the media URL + the raw file name: for `my clip #1 ü?.mp4` under `?d=clips/` the server got
+    d = 'clips/my clip ' (`#` starts a fragment; `?`, `&`, `+`, `%` and spaces break a query value too)."""
+    name = "my clip #1 ü?&+%=x"
+    output = make_segment_output(tmp_path / "out", stem=name)
+    urls = {}
+    for prefix in ("/data/local-files/?d=clips/", "http://host/clips/", ""):
+        dest = tmp_path / f"exp{len(urls)}"
+        arguments = ["--media-url", prefix] if prefix else []
+        result = run_export(str(output.folder), "--to", "labelstudio", "-o", str(dest), *arguments)
+        assert result.exit_code == 0, result.output
+        root = dest / name / "labelstudio"
+        urls[prefix] = json.loads((root / "tasks.json").read_text())[0]["data"]["video"]
+        assert (root / "media" / f"{name}.mp4").is_file()
+    query = urlsplit(urls["/data/local-files/?d=clips/"])
+    assert query.path == "/data/local-files/" and not query.fragment
+    assert parse_qs(query.query) == {"d": [f"clips/{name}.mp4"]}
+    path = urlsplit(urls["http://host/clips/"])
+    assert unquote(path.path) == f"/clips/{name}.mp4" and not path.query and not path.fragment
+    bare = urlsplit(urls[""])
+    assert unquote(bare.path) == f"{name}.mp4" and not bare.query and not bare.fragment and not bare.scheme
 
 
 def test_fiftyone_directory_follows_the_documented_layout(tmp_path) -> None:
