@@ -5,7 +5,10 @@
   (outline of every part and hole in one polygon, see `clipvis.cli.exporters.masks`), each `keyframe="1"` so CVAT
   does not interpolate between them, and an `outside="1"` polygon on the next processed frame after the object
   leaves. CVAT keeps only the first mask of a mask track and Datumaro cannot read masks inside tracks, hence
-  polygons. Frame numbers are the source video's frame numbers (what CVAT decodes; with `--stride N` the task's
+  polygons. Each `<track id>` is the clipvis track id (the id the other formats and the overlay show, kept under
+  `--classes` / `--min-score`; Datumaro reads it as `track_id`), and each shape carries it as the `track_id`
+  attribute (declared, immutable, in `<meta>`), which is what a reviewer sees in CVAT (CVAT numbers the objects it
+  imports itself). Frame numbers are the source video's frame numbers (what CVAT decodes; with `--stride N` the task's
   `frame_filter` is `step=N`).
 * `cvat-images`: one `<image id=<frame number> name="frame_<number:06d>.jpg">` per processed frame with one exact
   `<mask>` per object (`rle`: run lengths over the mask's tight box `left,top,width,height`, row by row, starting
@@ -102,11 +105,11 @@ class CvatVideoExporter(Exporter):
         info = video.info
         root = ET.Element("annotations")
         ET.SubElement(root, "version").text = "1.1"
-        root.append(_meta(video, "interpolation", with_track_attribute=False))
+        root.append(_meta(video, "interpolation", with_track_attribute=True))
         ious: list[float] = []
-        for number, track in enumerate(video.tracks):
+        for track in video.tracks:
             element = ET.SubElement(root, "track", {
-                "id": str(number), "label": video.categories[track.category_id - 1], "source": "auto",
+                "id": str(track.track_id), "label": video.categories[track.category_id - 1], "source": "auto",
             })
             last_polygon: str | None = None
             for position in range(info.num_frames):
@@ -118,9 +121,9 @@ class CvatVideoExporter(Exporter):
                                 mask_iou(polygon_mask(polygon, info.height, info.width), present[0][1]))
                 if polygon is not None:
                     last_polygon = _points(polygon)
-                    self._shape(element, frame, last_polygon, outside=False)
+                    self._shape(element, frame, last_polygon, track.track_id, outside=False)
                 elif last_polygon is not None:  # the object left: close the track on this frame
-                    self._shape(element, frame, last_polygon, outside=True)
+                    self._shape(element, frame, last_polygon, track.track_id, outside=True)
                     last_polygon = None
             if not len(element):
                 root.remove(element)
@@ -128,11 +131,12 @@ class CvatVideoExporter(Exporter):
         return [_write_zip(directory / f"{self.name}.zip", root)]
 
     @staticmethod
-    def _shape(track: ET.Element, frame: str, points: str, outside: bool) -> None:
-        ET.SubElement(track, "polygon", {
+    def _shape(track: ET.Element, frame: str, points: str, track_id: int, outside: bool) -> None:
+        shape = ET.SubElement(track, "polygon", {
             "frame": frame, "outside": "1" if outside else "0", "occluded": "0", "keyframe": "1",
             "points": points, "z_order": "0",
         })
+        ET.SubElement(shape, "attribute", {"name": "track_id"}).text = str(track_id)
 
 
 class CvatImagesExporter(Exporter):

@@ -117,7 +117,7 @@ def test_cvat_video(exported) -> None:
             assert annotation.type == AnnotationType.polygon
             if annotation.attributes.get("outside"):
                 continue
-            seen.setdefault(frame, {})[int(annotation.attributes["track_id"]) + 1] = (
+            seen.setdefault(frame, {})[int(annotation.attributes["track_id"])] = (
                 names[annotation.label], annotation)
     ious = []
     indices = output.info.frame_indices

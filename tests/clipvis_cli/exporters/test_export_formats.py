@@ -202,6 +202,29 @@ def test_all_formats_round_trip(tmp_path) -> None:
     assert [(r["video_id"], r["category_id"]) for r in results] == [(1, 2), (1, 1), (1, 3)]
 
 
+def test_cvat_video_tracks_keep_the_track_ids_the_other_formats_show(tmp_path) -> None:
+    """cvat-video numbered its tracks by position: under --classes its tracks 0, 1 were clipvis tracks 2, 3, which
+    cvat-images, COCO, MOTS and the overlay call #2, #3, so a reviewer could not match them."""
+    output = make_segment_output(tmp_path / "out")
+    dest = tmp_path / "exp"
+    result = run_export(str(output.folder), "--to", "cvat-video,cvat-images", "--classes", "cat,hot air balloon",
+                        "-o", str(dest))
+    assert result.exit_code == 0, result.output
+    with zipfile.ZipFile(dest / "clip" / "cvat-video.zip") as archive:
+        video = ET.fromstring(archive.read("annotations.xml"))
+    with zipfile.ZipFile(dest / "clip" / "cvat-images.zip") as archive:
+        images = ET.fromstring(archive.read("annotations.xml"))
+    tracks = video.findall("track")
+    assert [(int(t.get("id")), t.get("label")) for t in tracks] == [(2, "cat"), (3, "hot air balloon")]
+    for track in tracks:  # the id CVAT shows a reviewer: the track_id attribute of every shape
+        assert {shape.findtext("attribute[@name='track_id']") for shape in track} == {track.get("id")}
+    for label in video.iter("label"):  # declared as cvat-images declares it
+        attribute = label.find("attributes/attribute")
+        assert (attribute.findtext("name"), attribute.findtext("input_type"), attribute.findtext("mutable")) == (
+            "track_id", "number", "False")
+    assert {int(a.text) for a in images.iterfind("image/mask/attribute")} == {2, 3}
+
+
 def test_filters_zip_and_default_destination(tmp_path) -> None:
     output = make_segment_output(tmp_path / "out")
     result = run_export(str(output.ytvis), "--to", "ytvis,cvat-images", "--zip", "--min-score", "0.5",
