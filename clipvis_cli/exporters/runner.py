@@ -95,8 +95,9 @@ class ExportRunner:
         self.reporter = reporter
         self._used_names: set[str] = set()
         self._collected: list[tuple[ExportVideo, Path]] = []  # for the ytvis results file
-        # results files not to write: a video (or an input) meant for them failed, and a file for servers that
-        # lacks it would be scored as if the video had no objects
+        # results files not to write: an input meant for them could not be read (its results are missing), and a
+        # file for servers that lacks it would be scored as if the video had no objects. A video whose other
+        # formats failed is not counted: its results are read and go into the file.
         self._incomplete: dict[Path, int] = {}
 
     def run(self, item: ExportInput) -> list[ExportOutcome]:
@@ -174,6 +175,8 @@ class ExportRunner:
         warnings = self._unknown_classes(video)
         notes: list[str] = []
         video = select_tracks(video, self.options)
+        if YTVIS_FORMAT in self.formats:  # its results are read: they go into the results file whatever the other
+            self._collected.append((video, self.destination or video.results_file.parent))  # formats do
         per_video = [name for name in self.formats if name != YTVIS_FORMAT]
         frames = video.info.num_frames
         self.reporter.video_started(source, stem, frames * max(len(per_video), 1))
@@ -197,15 +200,12 @@ class ExportRunner:
                                          f"{exporter.last_polygon_iou:.4f}")
         except (ExportInputError, OutputNotWritableError, VideoReadError, FolderBusyError,
                 ExportConflictError) as error:
-            return self._failed(source, stem, one_line(str(error)), self.destination or video.results_file.parent)
+            return self._failed(source, stem, one_line(str(error)))
         except Exception as error:  # noqa: BLE001 - a library error fails this video, not the batch
             cause = describe_exception(error)
             if not isinstance(error, (ValueError, OSError, RuntimeError)):
                 cause = f"{type(error).__name__}: {cause}"
-            return self._failed(source, stem, subject_message(f"{stem}: {cause}", video.results_file),
-                                self.destination or video.results_file.parent)
-        if YTVIS_FORMAT in self.formats:
-            self._collected.append((video, self.destination or video.results_file.parent))
+            return self._failed(source, stem, subject_message(f"{stem}: {cause}", video.results_file))
         if not exporters:
             progress.format_done()  # the ytvis results file is written for all videos at the end
         self.reporter.video_finished(source, stem, video.info.num_frames, 0.0, outputs)
@@ -223,6 +223,8 @@ class ExportRunner:
 
     def _failed(self, source: VideoSource, name: str, message: str, results_folder: Path | None = None
                 ) -> ExportOutcome:
+        """A failed video or input; `results_folder`: where the ytvis results file lacks it (an input whose results
+        could not be read), None for a video whose results were read (only its other formats failed)."""
         self.reporter.video_failed(source, name, message)
         if results_folder is not None and YTVIS_FORMAT in self.formats:
             self._incomplete[results_folder] = self._incomplete.get(results_folder, 0) + 1

@@ -637,18 +637,49 @@ def test_two_videos_of_one_name_in_one_results_file_get_a_folder_each(tmp_path) 
     assert "[2/2]" in result.stderr and "[2/1]" not in result.stderr, result.stderr  # one input, two videos
 
 
-def test_one_results_file_is_not_written_without_a_video_that_failed(tmp_path) -> None:
-    """A failed video (another process writing its folder, its source missing) left a results.json without it,
-    listed as written: a server scores a missing video as one without objects."""
+def test_one_results_file_holds_a_video_whose_other_formats_failed(tmp_path) -> None:
+    """`--to labelstudio,ytvis` over a video and an image folder: labelstudio refuses the image folder, and the
+    results.json of both was refused ('1 of its 2 input(s) failed (a server would score them as empty)'), though
+    both inputs' results were read and nothing was missing from it. A video whose own formats failed (an image
+    folder for labelstudio, a source gone for mots-png) still goes into the results file."""
     one = make_segment_output(tmp_path / "a")
     two = make_segment_output(tmp_path / "b", stem="other", video_id=2)
+    data = json.loads(two.ytvis.read_text())
+    data["videos"][0]["source"] = str(tmp_path)  # an image folder: Label Studio reviews videos only
+    data["videos"][0]["kind"] = "images"
+    two.ytvis.write_text(json.dumps(data))
+    dest = tmp_path / "dest"
+    result = run_export(str(one.folder), str(two.folder), "--to", "labelstudio,ytvis", "-o", str(dest))
+    assert result.exit_code == 1
+    assert "Label Studio reviews videos" in result.stderr and "not written" not in result.stderr
+    assert "clipvis: error: 1 of 2 export(s) failed\n" in result.stderr
+    assert str(dest / "results.json") in result.stdout.splitlines()
+    expected = [(video_id, t.category_id, t.score) for video_id, output in ((1, one), (2, two)) for t in output.tracks]
+    results = json.loads((dest / "results.json").read_text())
+    assert [(r["video_id"], r["category_id"], r["score"]) for r in results] == expected
+    assert (dest / "clip" / "labelstudio").is_dir() and not (dest / "other").exists()
+
+    three = make_segment_output(tmp_path / "c", stem="third", video_id=2)
     one.video.unlink()  # mots-png needs its frames
+    dest = tmp_path / "dest2"
+    result = run_export(str(one.folder), str(three.folder), "--to", "mots-png,ytvis", "-o", str(dest))
+    assert result.exit_code == 1 and "not written" not in result.stderr
+    assert json.loads((dest / "results.json").read_text()) == results
+    assert (dest / "third" / "mots-png").is_dir()  # the other video's own files are written
+
+
+def test_one_results_file_is_not_written_without_an_input_that_could_not_be_read(tmp_path) -> None:
+    """An input whose results cannot be read would be missing from the results file: a server scores a missing
+    video as one without objects, so the file is not written."""
+    one = make_segment_output(tmp_path / "a")
+    two = make_segment_output(tmp_path / "b", stem="other", video_id=2)
+    two.ytvis.write_text("{not json")
     dest = tmp_path / "dest"
     result = run_export(str(one.folder), str(two.folder), "--to", "mots-png,ytvis", "-o", str(dest))
     assert result.exit_code == 1
     assert f"{dest / 'results.json'} not written: 1 of its 2 input(s) failed" in result.output
     assert not (dest / "results.json").exists() and "results.json" not in result.stdout
-    assert (dest / "other" / "mots-png").is_dir()  # the other video's own files are written
+    assert (dest / "clip" / "mots-png").is_dir()  # the other video's own files are written
 
 
 def test_an_export_killed_while_its_files_move_into_place_is_replaced_by_the_next(tmp_path, monkeypatch) -> None:
