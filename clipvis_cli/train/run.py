@@ -31,7 +31,7 @@ from clipvis.cli.messages import print_warning
 from clipvis.cli.train.config import RUN_CONFIG_NAME, ConfigError, TrainConfig, autoscale, check_evaluation_data
 from clipvis.cli.train.data import AugmentationConfig, StreamBatchSampler, TrainDataset, build_loader, repeat_factors
 from clipvis.cli.train.sources import load_sources
-from clipvis.cli.train.stopping import TrainingStopped, ignore_stop_signals
+from clipvis.cli.train.stopping import StopRequests, TrainingStopped, ignore_stop_signals
 from clipvis.cli.train.trainer import (
     Trainer,
     TrainerSettings,
@@ -219,10 +219,24 @@ def _as_rank_0_chose(given: str | None, mine: str | None, rank_0s: str | None) -
 
 
 def run_training(request: RunRequest, rank: int = 0, world: int = 1, local_rank: int = 0) -> Path:
-    """Train in this process (one rank of ``world``); returns the final checkpoint path."""
+    """Train in this process (one rank of ``world``); returns the final checkpoint path.
+
+    With several processes stop signals are held from the start, not only once training runs: a signal to one rank
+    while the data loads or the model is built (its steps taken alone) stops that step at once, and every rank
+    learns of it when the step's outcomes meet, so every rank stops by it (``TrainingStopped``, nothing saved)
+    where one rank used to die of it and the others to fail in their next collective. A signal that reaches a rank
+    while it waits for the others is acted on at its next step, or after the first iteration (with a checkpoint)."""
+    if world == 1:
+        return _run_training(request, rank, world, local_rank, None)
+    with StopRequests(announce=lambda line: None) as requests:  # the trainer announces its stops
+        return _run_training(request, rank, world, local_rank, requests)
+
+
+def _run_training(request: RunRequest, rank: int, world: int, local_rank: int,
+                  requests: StopRequests | None) -> Path:
     config = request.config
-    with _taken_alone(rank, world):  # every rank learns whether any failed (an error one rank found left the others
-        # waiting in the next collective until the process group's timeout)
+    with _taken_alone(rank, world, requests):  # every rank learns whether any failed (an error one rank found left
+        # the others waiting in the next collective until the process group's timeout)
         given = request.weights
         if world > 1 and given:  # this rank's own, checked once the ranks meet (the command did it alone)
             request.weights = starting_weights(given)
@@ -240,7 +254,7 @@ def run_training(request: RunRequest, rank: int = 0, world: int = 1, local_rank:
     if world > 1:  # a training folder still being written: its newest checkpoint could differ from rank to rank
         chosen: list[str | None] = [request.weights]
         dist.broadcast_object_list(chosen, src=0)
-        with _taken_alone(rank, world):
+        with _taken_alone(rank, world, requests):
             request.weights = _as_rank_0_chose(given, request.weights, chosen[0])
             if request.weights:
                 config.set("MODEL.WEIGHTS", request.weights)
@@ -264,7 +278,7 @@ def run_training(request: RunRequest, rank: int = 0, world: int = 1, local_rank:
     if world > 1:  # a rank started with other settings trained silently on them, or hung at the end of its schedule
         _check_ranks_agree(rank, world, "settings", _settings_of(config))
     filter_empty = bool(config.get("DATALOADER.FILTER_EMPTY_ANNOTATIONS"))
-    with _taken_alone(rank, world):
+    with _taken_alone(rank, world, requests):
         sources = load_sources(
             list(config.get("DATASETS.TRAIN") or []), list(config.get("CLIPVIS.TRAIN_DATA") or []),
             config.get("CLIPVIS.DATA_ROOT") or None, filter_empty, say=log.info,
@@ -300,7 +314,8 @@ def run_training(request: RunRequest, rank: int = 0, world: int = 1, local_rank:
     weights = request.weights or (config.get("MODEL.WEIGHTS") or None)
     # Built once the data is known to be there. Resuming: the checkpoint holds the architecture and every weight (no
     # CLIP to fetch); Trainer.resume then loads it again with its optimiser, schedule and RNG state.
-    with warnings.catch_warnings(record=True) as caught:  # the checkpoint's notes: said once, as segment says them
+    with warnings.catch_warnings(record=True) as caught, _taken_alone(rank, world, requests):  # the checkpoint's
+        # notes: said once, as segment says them
         warnings.simplefilter("always")
         model = build_model(config, str(resume_from) if resume_from else weights, seed,
                             resuming=resume_from is not None)
@@ -349,7 +364,7 @@ def run_training(request: RunRequest, rank: int = 0, world: int = 1, local_rank:
             purge_tensorboard_from(output_dir, trainer.start_iteration)
         return newest_checkpoint(output_dir)
     try:
-        return trainer.train()
+        return trainer.train(requests)
     except FloatingPointError as error:  # the command prints it; train.log keeps it too
         log.error("error: %s", error, extra={"file_only": True})
         raise
@@ -447,27 +462,44 @@ _ONE_LINE_ERROR_TYPES = _one_line_error_types()
 
 
 @contextlib.contextmanager
-def _taken_alone(rank: int, world: int) -> Iterator[None]:
-    """A step each rank takes alone (its checks, its data): its one-line error, or its success, meets every other
-    rank's at its end (``_agree_on_errors``)."""
+def _taken_alone(rank: int, world: int, requests: StopRequests | None = None) -> Iterator[None]:
+    """A step each rank takes alone (its checks, its data, its model): its one-line error, or its success, meets
+    every other rank's at its end (``_agree_on_errors``). With ``requests`` a stop signal ends the step at once (or
+    before it starts, one that came earlier) and every rank stops by it at the step's end."""
     try:
-        yield
+        with requests.immediately() if requests is not None else contextlib.nullcontext():
+            yield
+    except TrainingStopped:  # requests.signum: said at the step's end
+        pass
     except _ONE_LINE_ERROR_TYPES as error:
-        if _agree_on_errors(rank, world, error):
+        if _agree_on_errors(rank, world, error, requests):
             raise ErrorOfOneRank(f"rank {rank}: {' '.join(str(error).split())}") from None
         raise
-    _agree_on_errors(rank, world, None)
+    _agree_on_errors(rank, world, None, requests)
 
 
-def _agree_on_errors(rank: int, world: int, error: BaseException | None) -> bool:
-    """Every rank's outcome of a step each takes alone (``error`` None: it succeeded). When some rank failed, every
-    rank stops: the failed ones raise their error, except that of the ranks with the first such rank's message only
-    that rank says it (the caller raises ``error``); the others raise SaidByAnotherRank, as the ranks that succeeded
-    do. Returns whether ``error`` is this rank's alone (not every rank's): the caller names the rank in it."""
+def _agree_on_errors(rank: int, world: int, error: BaseException | None, requests: StopRequests | None = None) -> bool:
+    """Every rank's outcome of a step each takes alone (``error`` None: it succeeded). When some rank got a stop
+    signal (``requests.signum``), every rank raises TrainingStopped by it (the largest number when they got
+    several), nothing saved, and ignores stop signals from then on. Else, when some rank failed, every rank stops:
+    the failed ones raise their error, except that of the ranks with the first such rank's message only that rank
+    says it (the caller raises ``error``); the others raise SaidByAnotherRank, as the ranks that succeeded do.
+    Returns whether ``error`` is this rank's alone (not every rank's): the caller names the rank in it."""
+    signum = requests.signum if requests is not None else None
     if world == 1:
+        if signum is not None:
+            raise TrainingStopped(signum)
         return False
-    every: list[str | None] = [None] * world
-    dist.all_gather_object(every, None if error is None else " ".join(str(error).split()))
+    outcomes: list[tuple[str | None, int]] = [(None, 0)] * world
+    dist.all_gather_object(outcomes, (None if error is None else " ".join(str(error).split()), signum or 0))
+    signals = [number for _, number in outcomes if number]
+    if signals:
+        if requests is not None:
+            requests.ignore_from_now()
+        else:
+            ignore_stop_signals()
+        raise TrainingStopped(max(signals)) from None
+    every = [message for message, _ in outcomes]
     failed = [r for r, message in enumerate(every) if message is not None]
     if not failed:
         return False

@@ -95,6 +95,12 @@ class StopRequests:
             signal.signal(number, handler)
         self._previous.clear()
 
+    def ignore_from_now(self) -> None:
+        """Stop signals are ignored from now on, also once this is left: the process ends by one already, and a
+        later one (torchrun's SIGTERM to the ranks left) must not cut its line short."""
+        ignore_stop_signals()
+        self._previous = {number: signal.SIG_IGN for number in self._previous}
+
     @contextmanager
     def immediately(self) -> Iterator[None]:
         """A block that a signal interrupts at once (work that can be dropped, such as an evaluation)."""

@@ -462,12 +462,18 @@ class Trainer:
                      checkpoint, extra={"file_only": True})
         return TrainingStopped(signum, checkpoint, iteration, saved=True)
 
-    def train(self) -> Path:
+    def train(self, requests: StopRequests | None = None) -> Path:
         """Run from ``start_iteration`` to ``max_iter``; the path of the final checkpoint.
 
         A stop signal (Ctrl-C, SIGTERM, SIGHUP) ends the run at the end of the iteration it arrived in, with a
-        checkpoint there, by raising :class:`TrainingStopped` (see ``stopping``)."""
-        with StopRequests(announce=write_to_stderr if self.rank == 0 else lambda line: None) as requests:
+        checkpoint there, by raising :class:`TrainingStopped` (see ``stopping``). ``requests``: the caller's, already
+        entered (it held the signals since before the data loaded: one recorded meanwhile stops after the first
+        iteration), else the loop's own."""
+        announce = write_to_stderr if self.rank == 0 else lambda line: None
+        if requests is not None:
+            requests.announce = announce
+            return self._loop(requests)
+        with StopRequests(announce=announce) as requests:
             return self._loop(requests)
 
     def _loop(self, requests: StopRequests) -> Path:

@@ -934,3 +934,108 @@ def test_torchrun_ranks_start_from_the_checkpoint_rank_0_takes_from_a_training_f
     assert done.returncode == 0, done.stderr
     started = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["MODEL"]["WEIGHTS"]
     assert started == str(tmp_path / "first" / "model_0000000.safetensors")
+
+
+# The train command with the data reading of the rank named by $SLOW_RANK slowed down: that rank touches $MARKER and
+# sleeps $SLOW_S seconds (the time a large annotation file takes to read) before it reads the data.
+SLOW_DATA_LAUNCHER = """\
+import os, runpy, sys, time
+from pathlib import Path
+
+import clipvis.cli.train.run as run
+
+load_sources = run.load_sources
+
+
+def slow(*args, **kwargs):
+    if os.environ["RANK"] == os.environ["SLOW_RANK"]:
+        Path(os.environ["MARKER"]).touch()
+        time.sleep(float(os.environ["SLOW_S"]))
+    return load_sources(*args, **kwargs)
+
+
+run.load_sources = slow
+sys.argv = ["clipvis", *sys.argv[1:]]
+runpy.run_module("clipvis", run_name="__main__")
+"""
+
+
+@pytest.mark.skipif(not torch.distributed.is_gloo_available() or not Path("/proc/self/environ").exists(),
+                    reason="gloo backend not built into this torch, or no /proc")
+@pytest.mark.parametrize("slow, signalled", [(1, 1), (0, 0), (1, 0)],
+                         ids=["rank-1-reading", "rank-0-reading", "rank-0-waiting-for-rank-1"])
+def test_sigterm_to_one_torchrun_rank_before_training_stops_every_rank_by_that_signal(tmp_path, tiny_train_config,
+                                                                                       slow, signalled):
+    """A SIGTERM to one rank while the data loads (rank 1 reading: rank 0 printed gloo's traceback): every rank now
+    stops by that signal, with one line from rank 0 and nothing saved, and exits 143."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    data = write_coco(tmp_path / "data", num_images=2)
+    config = tiny_train_config(tmp_path, MAX_ITER=3, IMS_PER_BATCH=2)
+    launcher, marker, run = tmp_path / "launch.py", tmp_path / "reading", tmp_path / "run"
+    launcher.write_text(SLOW_DATA_LAUNCHER)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", str(launcher),
+               "train", "--config", str(config), "--output-dir", str(run), "--data", str(data[0]), "--images",
+               str(data[1])]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "SLOW_RANK": str(slow), "MARKER": str(marker),
+           "SLOW_S": "60" if slow == signalled else "6"}  # a rank waiting in a collective acts once it completes
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.monotonic() + 120
+    while not marker.exists() and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.1)
+    assert marker.exists(), process.communicate(timeout=60)
+    time.sleep(1)  # the other rank is done with its data meanwhile
+    target = rank_process(process.pid, signalled)
+    assert target is not None
+    started = time.monotonic()
+    os.kill(target, signal.SIGTERM)
+    out, err = process.communicate(timeout=120)
+    assert time.monotonic() - started < 40, err  # not the slow rank's whole minute
+    said = [line for line in err.splitlines() if line.startswith("clipvis: ") and "warning" not in line]
+    assert said == ["clipvis: stopped by SIGTERM before the first checkpoint"], err
+    assert not re.search(r'File "[^"]*(/clipvis|launch\.py)', err) and "[rank" not in err, err  # torchrun's own alone
+    assert re.findall(r"exitcode\s*: (-?\d+)", err) and set(re.findall(r"exitcode\s*: (-?\d+)", err)) == {"143"}, err
+    assert not list(run.glob("model_*")) and not (run / "config.yaml").exists()
+
+
+@pytest.mark.skipif(not torch.distributed.is_gloo_available(), reason="gloo backend not built into this torch")
+def test_a_checkpoint_that_does_not_fit_is_said_once_under_torchrun_and_one_ranks_own_names_it(tmp_path,
+                                                                                               tiny_train_config,
+                                                                                               tiny_config):
+    """An official .pth of another architecture than the config's (wrong shapes): found by every rank, each printed
+    it; found by rank 1 alone, rank 1 said it unnamed and rank 0 went on into a collective (gloo's traceback or a
+    wait). It is said once now, by rank 1 with its number when it alone finds it, and every rank stops."""
+    import os
+    import subprocess
+    import sys
+
+    data = write_coco(tmp_path / "data", num_images=2)
+    config = tiny_train_config(tmp_path, MAX_ITER=3, IMS_PER_BATCH=2)
+    train(config, tmp_path / "first", data, "SOLVER.MAX_ITER=1")
+    official = tmp_path / "official.pth"
+    result = runner.invoke(app, ["train", "--weights", str(tmp_path / "first"), "--export-pth", str(official)])
+    assert result.exit_code == 0, result.output
+    launcher = tmp_path / "launch.py"  # each rank's clipvis arguments: $ARGS_<rank>, separated by |
+    launcher.write_text("import os, runpy, sys\nsys.argv = ['clipvis', *os.environ['ARGS_' + os.environ['RANK']]"
+                        ".split('|')]\nrunpy.run_module('clipvis', run_name='__main__')\n")
+    run = tmp_path / "run"
+    base = ["train", "--config", str(config), "--output-dir", str(run), "--data", str(data[0]), "--images",
+            str(data[1]), f"CLIPVIS.MODEL.decoder_layers={tiny_config().decoder_layers + 1}"]
+    for rank0_extra, prefix in (
+        (["--weights", str(official)], f"clipvis: error: {official}: checkpoint does not fit the model: "),
+        ([], f"clipvis: error: rank 1: {official}: checkpoint does not fit the model: "),
+    ):
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "ARGS_0": "|".join(base + rank0_extra),
+               "ARGS_1": "|".join([*base, "--weights", str(official)])}
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", str(launcher)]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
+        assert done.returncode != 0, done.stderr
+        errors = [line for line in done.stderr.splitlines() if line.startswith("clipvis: ")]
+        assert len(errors) == 1 and errors[0].startswith(prefix), done.stderr
+        assert not re.search(r'File "[^"]*(/clipvis|launch\.py)', done.stderr), done.stderr  # torchrun's alone
+        assert "[rank" not in done.stderr, done.stderr
+        assert not (run / "config.yaml").exists()
