@@ -453,9 +453,10 @@ class SaidByAnotherRank(RuntimeError):
 def _one_line_error_types() -> tuple[type[BaseException], ...]:
     from clipvis.cli.atomic import OutputNotWritableError
     from clipvis.cli.train.records import TrainDataError
+    from clipvis.model.checkpoint import CheckpointError
     from clipvis.weights import WeightsError
 
-    return ConfigError, TrainDataError, OutputNotWritableError, WeightsError
+    return ConfigError, TrainDataError, OutputNotWritableError, WeightsError, CheckpointError
 
 
 _ONE_LINE_ERROR_TYPES = _one_line_error_types()
