@@ -936,8 +936,9 @@ def test_torchrun_ranks_start_from_the_checkpoint_rank_0_takes_from_a_training_f
     assert started == str(tmp_path / "first" / "model_0000000.safetensors")
 
 
-# The train command with the data reading of the rank named by $SLOW_RANK slowed down: that rank touches $MARKER and
-# sleeps $SLOW_S seconds (the time a large annotation file takes to read) before it reads the data.
+# The train command with the data reading of the rank named by $SLOW_RANK slowed down: that rank writes its process id
+# to $MARKER and sleeps $SLOW_S seconds (the time a large annotation file takes to read) before it reads the data.
+# The processes --num-gpus spawns import it (as __mp_main__) and patch their own reading.
 SLOW_DATA_LAUNCHER = """\
 import os, runpy, sys, time
 from pathlib import Path
@@ -949,15 +950,44 @@ load_sources = run.load_sources
 
 def slow(*args, **kwargs):
     if os.environ["RANK"] == os.environ["SLOW_RANK"]:
-        Path(os.environ["MARKER"]).touch()
+        Path(os.environ["MARKER"]).write_text(str(os.getpid()))
         time.sleep(float(os.environ["SLOW_S"]))
     return load_sources(*args, **kwargs)
 
 
 run.load_sources = slow
-sys.argv = ["clipvis", *sys.argv[1:]]
-runpy.run_module("clipvis", run_name="__main__")
+if __name__ == "__main__":
+    sys.argv = ["clipvis", *sys.argv[1:]]
+    runpy.run_module("clipvis", run_name="__main__")
 """
+
+
+def start_with_slow_data(tmp_path, tiny_train_config, launch: tuple[str, ...], slow: int, seconds: float,
+                         *args: str):
+    """A 3-iteration run in 2 processes (``launch``: the Python arguments before the train command, the launcher
+    script ``LAUNCHER`` standing for ``-m clipvis``; ``args``: more of the command's own) whose rank ``slow`` takes
+    ``seconds`` to read its data, returned once that rank is reading (and the other is done): (the process, the
+    reading rank's process id, the folder)."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    data = write_coco(tmp_path / "data", num_images=2)
+    config = tiny_train_config(tmp_path, MAX_ITER=3, IMS_PER_BATCH=2)
+    launcher, marker, run = tmp_path / "launch.py", tmp_path / "reading", tmp_path / "run"
+    launcher.write_text(SLOW_DATA_LAUNCHER)
+    command = [sys.executable, *(str(launcher) if arg == "LAUNCHER" else arg for arg in launch), "train", "--config",
+               str(config), "--output-dir", str(run), "--data", str(data[0]), "--images", str(data[1]), *args]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "SLOW_RANK": str(slow), "MARKER": str(marker),
+           "SLOW_S": str(seconds)}
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.monotonic() + 120
+    while not (marker.exists() and marker.read_text()) and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.1)
+    assert marker.exists(), process.communicate(timeout=60)
+    time.sleep(1)  # the other rank is done with its data meanwhile
+    return process, int(marker.read_text()), run
 
 
 @pytest.mark.skipif(not torch.distributed.is_gloo_available() or not Path("/proc/self/environ").exists(),
@@ -970,35 +1000,38 @@ def test_sigterm_to_one_torchrun_rank_before_training_stops_every_rank_by_that_s
     stops by that signal, with one line from rank 0 and nothing saved, and exits 143."""
     import os
     import signal
-    import subprocess
-    import sys
     import time
 
-    data = write_coco(tmp_path / "data", num_images=2)
-    config = tiny_train_config(tmp_path, MAX_ITER=3, IMS_PER_BATCH=2)
-    launcher, marker, run = tmp_path / "launch.py", tmp_path / "reading", tmp_path / "run"
-    launcher.write_text(SLOW_DATA_LAUNCHER)
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", str(launcher),
-               "train", "--config", str(config), "--output-dir", str(run), "--data", str(data[0]), "--images",
-               str(data[1])]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "SLOW_RANK": str(slow), "MARKER": str(marker),
-           "SLOW_S": "60" if slow == signalled else "6"}  # a rank waiting in a collective acts once it completes
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    deadline = time.monotonic() + 120
-    while not marker.exists() and time.monotonic() < deadline and process.poll() is None:
-        time.sleep(0.1)
-    assert marker.exists(), process.communicate(timeout=60)
-    time.sleep(1)  # the other rank is done with its data meanwhile
+    launch = ("-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "LAUNCHER")
+    # a rank waiting in a collective acts once it completes: the slow rank's whole minute otherwise
+    process, _, run = start_with_slow_data(tmp_path, tiny_train_config, launch, slow, 60 if slow == signalled else 6)
     target = rank_process(process.pid, signalled)
     assert target is not None
     started = time.monotonic()
     os.kill(target, signal.SIGTERM)
     out, err = process.communicate(timeout=120)
-    assert time.monotonic() - started < 40, err  # not the slow rank's whole minute
+    assert time.monotonic() - started < 40, err
     said = [line for line in err.splitlines() if line.startswith("clipvis: ") and "warning" not in line]
     assert said == ["clipvis: stopped by SIGTERM before the first checkpoint"], err
     assert not re.search(r'File "[^"]*(/clipvis|launch\.py)', err) and "[rank" not in err, err  # torchrun's own alone
     assert re.findall(r"exitcode\s*: (-?\d+)", err) and set(re.findall(r"exitcode\s*: (-?\d+)", err)) == {"143"}, err
+    assert not list(run.glob("model_*")) and not (run / "config.yaml").exists()
+
+
+@pytest.mark.skipif(not torch.distributed.is_gloo_available(), reason="gloo backend not built into this torch")
+def test_sigterm_to_one_process_of_num_gpus_before_training_stops_the_run_by_that_signal(tmp_path, tiny_train_config):
+    """--num-gpus 2 and a SIGTERM to one of its processes while it reads the data: the process died of it and the
+    command printed PyTorch spawn's traceback ('process 1 terminated with signal SIGTERM'), exit 1."""
+    import os
+    import signal
+
+    process, reading, run = start_with_slow_data(tmp_path, tiny_train_config, ("LAUNCHER",), 1, 60, "--num-gpus", "2")
+    os.kill(reading, signal.SIGTERM)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 128 + signal.SIGTERM, err
+    said = [line for line in err.splitlines() if line.startswith("clipvis: ") and "warning" not in line]
+    assert said == ["clipvis: stopped by SIGTERM before the first checkpoint"], err
+    assert "Traceback" not in err and out == "", err
     assert not list(run.glob("model_*")) and not (run / "config.yaml").exists()
 
 
