@@ -55,7 +55,8 @@ def test_python_dash_m_help_shows_no_value_placeholder_for_flags() -> None:
     (["segment", "v.mp4", "--vocab", "a", "--exact", "--max-tracks", "3"],
      "clipvis: error: --exact writes the official evaluator's results (its 50 per video, unsorted, no threshold): "
      "leave out --max-tracks and --score-threshold, or --exact (see 'clipvis segment --help')"),
-    (["export", "--zpi"], "clipvis: error: No such option: --zpi (Possible options: --zip) (see 'clipvis export --help')"),
+    (["export", "--zpi"],
+     "clipvis: error: No such option: --zpi (Possible options: --zip) (see 'clipvis export --help')"),
     (["segmnet"], "clipvis: error: No such command 'segmnet'. Did you mean 'segment'? (see 'clipvis --help')"),
 ])
 def test_a_usage_error_is_one_line_with_exit_code_2(args, line) -> None:
