@@ -4,6 +4,7 @@ reporter, loading the predictor, and how a torchrun job's endings reach the user
 from __future__ import annotations
 
 import math
+import re
 import unicodedata
 import warnings
 from collections.abc import Iterator
@@ -68,20 +69,38 @@ def check_precision(precision: str) -> None:
         raise typer.BadParameter(f"--precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
 
 
+DEVICE_SYNTAX = re.compile(r"auto|cpu|cuda(?::[0-9]+)?")  # ASCII digits only: int() also reads "٣" and " 3"
+DEVICE_CHOICES = "auto, cpu, cuda or cuda:N (N = 0, 1, ...)"
+
+
+def device_option(value: str) -> str:
+    """Typer callback of ``--device``: anything but auto, cpu, cuda or cuda:N is a usage error when the command line
+    is read (``cuda:x``, ``cudaX`` or ``cuda:-1`` got as far as PyTorch, whose error blamed the weights)."""
+    if not DEVICE_SYNTAX.fullmatch(value):
+        raise typer.BadParameter(f"must be {DEVICE_CHOICES}, not {value!r}")
+    return value
+
+
 def resolve_device(device: str) -> str:
+    """The device a run uses: ``auto`` is ``cuda`` when CUDA is there, else ``cpu``. Raises typer.BadParameter for a
+    device that is none of auto/cpu/cuda/cuda:N, and typer.Exit(1) after one line when CUDA is absent or has no
+    device N."""
     import torch
 
+    if not DEVICE_SYNTAX.fullmatch(device):
+        raise typer.BadParameter(f"--device must be {DEVICE_CHOICES}, not {device!r}")
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise fail(f"--device {device}: CUDA is not available on this machine (use --device cpu)")
-        index = int(device.split(":")[1]) if ":" in device else 0
-        if index >= torch.cuda.device_count():
-            raise fail(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) present")
-    elif device != "cpu":
-        raise typer.BadParameter(f"--device must be auto, cpu, cuda or cuda:N, not {device!r}")
-    return device
+    if device == "cpu":
+        return device
+    if not torch.cuda.is_available():
+        raise fail(f"--device {device}: CUDA is not available on this machine (use --device cpu)")
+    index = int(device.removeprefix("cuda").removeprefix(":") or 0)
+    count = torch.cuda.device_count()
+    if index >= count:
+        present = " (cuda:0)" if count == 1 else f" (cuda:0 to cuda:{count - 1})" if count else ""
+        raise fail(f"--device {device}: this machine has {count} CUDA device{'' if count == 1 else 's'}{present}")
+    return f"cuda:{index}" if ":" in device else device
 
 
 def finite_number(value: float | None) -> float | None:

@@ -18,7 +18,7 @@ import typer
 from rich.console import Console
 
 from clipvis.cli.atomic import OutputNotWritableError, atomic_write_json, ensure_output_dir
-from clipvis.cli.commands.common import fail
+from clipvis.cli.commands.common import device_option, fail
 from clipvis.cli.commands.evaluate_dataset import run_dataset_evaluation
 from clipvis.cli.dataset_inference import METRICS_NAME, is_subset_ground_truth
 from clipvis.cli.datasets import UnknownDatasetError, dataset_names, get_dataset
@@ -128,7 +128,7 @@ def evaluate(
     allow_hub_clip: bool = typer.Option(
         False, "--allow-hub-clip", help="Let a config or checkpoint name a CLIP other than the released models'."
     ),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N.", callback=device_option),
     precision: str = typer.Option("fp32", "--precision", help="fp32, fp16 or bf16."),
     batch_frames: int = typer.Option(4, "--batch-frames", min=1, help="Frames per model batch."),
     max_videos: int | None = typer.Option(None, "--max-videos", min=1, help="Only the first N videos (by id)."),

@@ -67,6 +67,18 @@ def test_a_usage_error_is_one_line_with_exit_code_2(args, line) -> None:
     assert result.stderr == line + "\n" and result.stdout == ""
 
 
+@pytest.mark.parametrize("command", [["segment", "v.mp4", "--vocab", "a"], ["evaluate", "--dataset", "lvvis_val"]],
+                         ids=["segment", "evaluate"])
+@pytest.mark.parametrize("device", ["cuda:x", "cudaX", "cuda:", "cuda:-1", "cuda:٣", "gpu"])
+def test_a_device_other_than_auto_cpu_cuda_or_cuda_n_is_a_usage_error(command, device) -> None:
+    """`--device cuda:x` passed a `startswith("cuda")` check: on a GPU machine PyTorch's ValueError came as a
+    traceback, `cudaX` as an error blaming the weights, `cuda:-1` got to PyTorch too."""
+    result = CliRunner().invoke(app, [*command, "--device", device])
+    assert result.exit_code == 2, result.output
+    assert result.stderr == (f"clipvis: error: Invalid value for '--device': must be auto, cpu, cuda or cuda:N "
+                             f"(N = 0, 1, ...), not {device!r} (see 'clipvis {command[0]} --help')\n")
+
+
 def test_clipvis_alone_still_prints_its_help() -> None:
     result = CliRunner().invoke(app, [])
     assert "Usage: clipvis [OPTIONS] COMMAND" in result.output and "segment" in result.output

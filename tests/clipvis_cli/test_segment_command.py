@@ -234,6 +234,27 @@ def test_usage_and_weights_errors(tmp_path, tiny_weights) -> None:
         assert cuda.exit_code != 0 and "CUDA is not available" in cuda.stderr
 
 
+def test_a_cuda_device_past_the_last_says_how_many_there_are(monkeypatch, capsys) -> None:
+    """On a machine with two GPUs `--device cuda:2` is one line naming the devices there are (exit 1); `cuda:1` and
+    `cuda` are kept, and a usage error (BadParameter) still guards callers that pass a device string of their own."""
+    import typer
+
+    from clipvis.cli.commands.common import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert resolve_device("cuda:1") == "cuda:1" and resolve_device("cuda") == "cuda"
+    assert resolve_device("auto") == "cuda" and resolve_device("cpu") == "cpu"
+    with pytest.raises(typer.Exit) as stopped:
+        resolve_device("cuda:2")
+    assert stopped.value.exit_code == 1
+    said = capsys.readouterr().err
+    assert said == "clipvis: error: --device cuda:2: this machine has 2 CUDA devices (cuda:0 to cuda:1)\n"
+    for device in ("cuda:x", "cudaX", "cuda:-1"):
+        with pytest.raises(typer.BadParameter, match="--device must be auto, cpu, cuda or cuda:N"):
+            resolve_device(device)
+
+
 def test_jsonl_events(tmp_path, tiny_weights) -> None:
     video = write_video(tmp_path / "v.mp4", num_frames=3)
     result = CliRunner().invoke(app, segment_args(tiny_weights, tmp_path / "out", str(video),
