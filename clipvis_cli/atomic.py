@@ -28,7 +28,7 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
-from clipvis.cli.messages import path_text
+from clipvis.cli.messages import shown_path
 
 
 def _read_umask() -> int:
@@ -47,7 +47,7 @@ class OutputNotWritableError(OSError):
 
     def __init__(self, path: Path | str, cause: BaseException | str) -> None:
         reason = cause if isinstance(cause, str) else (getattr(cause, "strerror", None) or str(cause))
-        super().__init__(f"{path_text(path)}: output not writable ({reason})")
+        super().__init__(f"{shown_path(path)}: output not writable ({reason})")
         self.path = Path(path)
 
 

@@ -33,7 +33,7 @@ from clipvis.cli.distributed import DistributedRun, InputsDifferError
 from clipvis.cli.evaluation.ground_truth import GtVideo
 from clipvis.cli.inputs import VideoSource
 from clipvis.cli.locks import LOCK_NAME, FolderLock
-from clipvis.cli.messages import describe_exception, path_text, subject_message
+from clipvis.cli.messages import describe_exception, shown_path, subject_message
 from clipvis.cli.progress import Reporter
 from clipvis.cli.segment import SegmentOptions, SegmentRunner
 from clipvis.cli.video_io import VideoReadError
@@ -280,7 +280,7 @@ class DatasetInference:
                 taken = job.largest_first([str(v.id) for v in videos], range(len(videos)),
                                           lambda p: videos[p].num_frames or 0)
             except InputsDifferError as error:
-                where = path_text(self.inputs.gt_path)
+                where = shown_path(self.inputs.gt_path)
                 raise InputsDifferError(f"{where}: other videos than rank 0's: {error}") from None
             computed, reused, _, failures = self._run_videos((videos[p] for p in taken), cache, keep=False)
             # the counts and failures only: rank 0 reads the results from the per-video files (a rank's results can
@@ -345,7 +345,7 @@ class DatasetInference:
                     failed[video.id] = self._report_failure(video, str(error))
                     continue
                 except (ValueError, RuntimeError, MemoryError) as error:  # model errors: this video only
-                    where = f"{path_text(self.video_folder(video))}: video {video.id}"
+                    where = f"{shown_path(self.video_folder(video))}: video {video.id}"
                     failed[video.id] = self._report_failure(video, subject_message(error, where))
                     continue
                 atomic_write_json(path, {"key": key, "results": entries})
@@ -384,11 +384,11 @@ class DatasetInference:
             return json.loads(path.read_text())["results"]
         except FileNotFoundError:
             raise PerVideoFileError(
-                f"{path_text(path)}: written by another process but not found here; on several machines the output "
+                f"{shown_path(path)}: written by another process but not found here; on several machines the output "
                 "folder must be on a file system they share"
             ) from None
         except (OSError, ValueError, KeyError, TypeError) as error:
-            raise PerVideoFileError(f"{path_text(path)}: unreadable ({describe_exception(error)})") from None
+            raise PerVideoFileError(f"{shown_path(path)}: unreadable ({describe_exception(error)})") from None
 
     def _report_failure(self, video: GtVideo, message: str) -> str:
         self.reporter.video_failed(VideoSource(path=self.inputs.frames_root), f"video{video.id}", message)

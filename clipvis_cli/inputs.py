@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Literal, TextIO
 
 from clipvis.cli.locks import LOCK_NAME
-from clipvis.cli.messages import path_text
+from clipvis.cli.messages import path_text, shown_path
 
 VIDEO_EXTENSIONS: frozenset[str] = frozenset(
     {
@@ -86,7 +86,7 @@ class VideoSource:
 
     def describe_error(self) -> str:
         """One line: `<path>: <reason>` (empty string when there is no error)."""
-        return f"{path_text(self.path)}: {self.error}" if self.error else ""
+        return f"{shown_path(self.path)}: {self.error}" if self.error else ""
 
 
 def natural_sort_key(text: str) -> tuple:

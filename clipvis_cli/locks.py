@@ -22,10 +22,10 @@ class FolderBusyError(OSError):
     """The folder's lock is held by another live process; `str()` is one line naming the folder and holder."""
 
     def __init__(self, directory: Path, holder: str) -> None:
-        from clipvis.cli.messages import path_text
+        from clipvis.cli.messages import shown_path
 
         who = f" ({holder})" if holder else ""
-        super().__init__(errno.EBUSY, f"{path_text(directory)}: another clipvis process is writing here{who}")
+        super().__init__(errno.EBUSY, f"{shown_path(directory)}: another clipvis process is writing here{who}")
         self.directory = directory
         self.holder = holder
 

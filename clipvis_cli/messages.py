@@ -3,14 +3,17 @@
 Every command prints failures through `error_line` / `print_error` (and warnings through `warning_line`), so
 users and scripts see one shape everywhere: one line, the program name, the input it concerns, the cause.
 
-Paths are turned into printable text with `path_text`: a file name that is not valid UTF-8 (possible on
-Linux, where a name is any bytes) shows its undecodable bytes as `\\xNN` escapes instead of crashing the
-print or the JSON writer that records it.
+Paths are turned into text two ways. `path_text`, for JSON files and events, keeps the name as it is, except that a
+file name that is not valid UTF-8 (possible on Linux, where a name is any bytes) shows its undecodable bytes as
+`\\xNN` escapes instead of crashing the JSON writer that records it. `shown_path`, for every message and log line,
+also keeps it on one line and tells it from every other name: a newline, a tab or another character that does not
+print is escaped (`\\n`, `\\t`, `\\x1b`), and so is a backslash (`\\\\`), as `ls -b` and Python's repr write them.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 PROGRAM = "clipvis"
@@ -28,9 +31,50 @@ def path_text(path: Path | str | bytes) -> str:
     return raw.decode("utf-8", "backslashreplace")
 
 
+_NAMED_ESCAPES = {"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def shown_path(path: Path | str | bytes) -> str:
+    """`path` for a message or a human log line: one line, and never the same text as another name's.
+
+    An undecodable byte shows as `\\xNN` (as in `path_text`), a newline, carriage return or tab as `\\n`, `\\r`,
+    `\\t`, any other character that does not print (control characters, line and paragraph separators, a
+    right-to-left override) as `\\xNN` / `\\uNNNN`, and a backslash as `\\\\`, so that `bad name.mp4` and a
+    `bad<newline>name.mp4` or a name holding a literal `\\n` are told apart. A name made of printable characters
+    without a backslash (almost every name) is `path_text(path)` unchanged.
+    """
+    try:
+        text = os.fsencode(path).decode("utf-8", "surrogateescape")  # an undecodable byte: U+DC80..U+DCFF
+    except UnicodeEncodeError:  # a lone surrogate that no file name can hold: escaped below
+        text = os.fspath(path)
+    if text.isprintable() and "\\" not in text:
+        return text
+    shown = []
+    for char in text:
+        code = ord(char)
+        if char in _NAMED_ESCAPES:
+            shown.append(_NAMED_ESCAPES[char])
+        elif 0xDC80 <= code <= 0xDCFF:  # the byte surrogateescape stood in for
+            shown.append(f"\\x{code - 0xDC00:02x}")
+        elif char.isprintable():
+            shown.append(char)
+        elif code < 0x100:
+            shown.append(f"\\x{code:02x}")
+        elif code < 0x10000:
+            shown.append(f"\\u{code:04x}")
+        else:
+            shown.append(f"\\U{code:08x}")
+    return "".join(shown)
+
+
+_LINE_BREAKS = re.compile(r"\s*[^\S ]\s*")  # a run of whitespace holding more than spaces: a newline, a tab
+
+
 def one_line(text: object) -> str:
-    """`text` as one line: runs of whitespace (newlines included) collapsed to single spaces, printable."""
-    return " ".join(path_text(str(text)).split())
+    """`text` as one line: each run of whitespace that holds a newline or a tab (a multi-line exception message)
+    becomes one space, printable. Spaces alone are kept as they are: a path in the text (`shown_path`) holds no
+    newline or tab, and `a  b.mp4` stays told apart from `a b.mp4`."""
+    return _LINE_BREAKS.sub(" ", path_text(str(text))).strip()
 
 
 def describe_exception(error: BaseException) -> str:
@@ -40,7 +84,7 @@ def describe_exception(error: BaseException) -> str:
     without a message gives its type name.
     """
     if isinstance(error, OSError) and error.strerror:
-        where = f" ({path_text(error.filename)})" if error.filename is not None else ""
+        where = f" ({shown_path(error.filename)})" if error.filename is not None else ""
         return one_line(f"{error.strerror}{where}")
     message = one_line(str(error))
     return message or type(error).__name__
@@ -51,7 +95,7 @@ def subject_message(cause: str | BaseException, subject: Path | str | None = Non
     or file concerned) is left out when None or when the cause already starts with it."""
     text = describe_exception(cause) if isinstance(cause, BaseException) else one_line(cause)
     if subject is not None:
-        name = path_text(subject) if isinstance(subject, Path) else one_line(subject)
+        name = shown_path(subject) if isinstance(subject, Path) else one_line(subject)
         if not text.startswith(name):
             text = f"{name}: {text}"
     return text
@@ -101,6 +145,7 @@ __all__ = [
     "print_error",
     "print_path",
     "print_warning",
+    "shown_path",
     "subject_message",
     "warning_line",
 ]

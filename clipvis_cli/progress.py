@@ -12,7 +12,7 @@ from typing import Any, Protocol, TextIO
 from rich.markup import escape
 
 from clipvis.cli.inputs import VideoSource
-from clipvis.cli.messages import error_line, one_line, path_text, warning_line
+from clipvis.cli.messages import error_line, one_line, path_text, shown_path, warning_line
 
 
 class Reporter(Protocol):
@@ -295,11 +295,11 @@ class HumanReporter:
 
     def video_started(self, source, stem, total_frames) -> None:
         self._frames, self._started = 0, time.perf_counter()
-        self._video, self._video_frames, self._last_line = path_text(source.path), total_frames, time.monotonic()
+        self._video, self._video_frames, self._last_line = shown_path(source.path), total_frames, time.monotonic()
         if self.progress is not None:
             if self._video_task is not None:
                 self.progress.remove_task(self._video_task)
-            self._video_task = self.progress.add_task(escape(path_text(stem)), total=total_frames, rate="")
+            self._video_task = self.progress.add_task(escape(shown_path(stem)), total=total_frames, rate="")
 
     def frames_done(self, count: int) -> None:
         self._frames += count
@@ -315,7 +315,7 @@ class HumanReporter:
     def video_writing(self, source, stem, frames, total) -> None:
         if not self.log_lines:
             return
-        name, now = path_text(source.path), time.monotonic()
+        name, now = shown_path(source.path), time.monotonic()
         if name not in self._writing:  # writing starts: a line once it has taken `log_every`
             self._writing[name] = now
         elif now - self._writing[name] >= self.log_every:
@@ -331,19 +331,19 @@ class HumanReporter:
         return f"[{self._ended}/{self._batch_size or '?'}] "
 
     def video_finished(self, source, stem, frames, fps, outputs) -> None:
-        self._writing.pop(path_text(source.path), None)
+        self._writing.pop(shown_path(source.path), None)
         count = self._video_ended()
         if self.log_lines and not self._job_wide:
             rate = f", {fps:.2f} frames/s" if fps > 0 else ""
-            self._line(f"{count}{path_text(source.path)}: {frames} frames{rate}")
+            self._line(f"{count}{shown_path(source.path)}: {frames} frames{rate}")
 
     def video_skipped(self, source, stem, reason: str = SKIPPED_COMPLETE) -> None:
         self._video_ended()  # counted in the next line; a rerun's log does not list what was complete already
         if self.interactive or reason != SKIPPED_COMPLETE:
-            self.console.print(f"skipped {path_text(source.path)}: {reason}", markup=False, soft_wrap=True)
+            self.console.print(f"skipped {shown_path(source.path)}: {reason}", markup=False, soft_wrap=True)
 
     def video_failed(self, source, stem, message) -> None:
-        self._writing.pop(path_text(source.path), None)
+        self._writing.pop(shown_path(source.path), None)
         self._video_ended()
         self.console.print(error_line(message), markup=False, soft_wrap=True)
 

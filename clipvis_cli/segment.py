@@ -36,7 +36,7 @@ from clipvis.cli.atomic import OutputNotWritableError, OutputStaging, remove_sta
 from clipvis.cli.inputs import VideoSource
 from clipvis.cli.locks import FolderBusyError
 from clipvis.cli.mask_store import StoredSegmentations, TrackMaskStore
-from clipvis.cli.messages import describe_exception, one_line, path_text, subject_message
+from clipvis.cli.messages import describe_exception, one_line, path_text, shown_path, subject_message
 from clipvis.cli.progress import Reporter, SerializedReporter
 from clipvis.cli.results import TrackResult, VideoInfo
 from clipvis.cli.streaming import VideoStream
@@ -351,7 +351,7 @@ class SegmentRunner:
             return _settled(self._failed(source, stem, source.describe_error()))
         refusals = [reason for writer in self.writers if (reason := _refusal(writer, source))]
         if refusals:  # before the model's pass, which could not end in these files
-            return _settled(self._failed(source, stem, f"{path_text(source.path)}: {refusals[0]}"))
+            return _settled(self._failed(source, stem, f"{shown_path(source.path)}: {refusals[0]}"))
         weights, options = self._identities[0]
         manifest = RunManifest.start(source, stem, weights, opts.vocabulary, options)
         try:

@@ -37,7 +37,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from clipvis.cli.inputs import VideoSource
-from clipvis.cli.messages import path_text
+from clipvis.cli.messages import path_text, shown_path
 
 DEFAULT_FPS = Fraction(30)
 _MAX_PLAUSIBLE_FPS = 1000
@@ -48,7 +48,7 @@ class VideoReadError(Exception):
     """An input cannot be decoded. `str(error)` is `<path>: <reason>` on one line."""
 
     def __init__(self, path: Path | str, reason: str) -> None:
-        super().__init__(f"{path_text(path)}: {reason}")
+        super().__init__(f"{shown_path(path)}: {reason}")
         self.path = Path(path)
         self.reason = reason
 
@@ -402,21 +402,21 @@ class ImageFolderReader:
             with Image.open(file) as opened:
                 frames = int(getattr(opened, "n_frames", 1))
                 if frames > 1 and len(self.frame_files) > 1:  # a folder of frames: its first frame alone is no frame
-                    raise VideoReadError(self.path, f"frame {path_text(file.name)} is an animation ({frames} frames): "
+                    raise VideoReadError(self.path, f"frame {shown_path(file.name)} is an animation ({frames} frames): "
                                                     "give animated images one at a time, not as a folder of frames")
                 return rgb_array(opened)
         except FileNotFoundError:
-            raise VideoReadError(self.path, f"frame {path_text(file.name)}: no such file") from None
+            raise VideoReadError(self.path, f"frame {shown_path(file.name)}: no such file") from None
         except Image.DecompressionBombError as error:  # PIL refuses images past MAX_IMAGE_PIXELS * 2
             raise VideoReadError(
-                self.path, f"frame {path_text(file.name)}: image too large to decode safely ({error})"
+                self.path, f"frame {shown_path(file.name)}: image too large to decode safely ({error})"
             ) from None
         except VideoReadError:
             raise
         except MemoryError:
             raise
         except Exception as error:  # noqa: BLE001 - Pillow's decoders raise many kinds (struct.error, TypeError, ...)
-            reason = f"frame {path_text(file.name)}: not an image or corrupt ({_exception_text(error)})"
+            reason = f"frame {shown_path(file.name)}: not an image or corrupt ({_exception_text(error)})"
             raise VideoReadError(self.path, reason) from None
 
 

@@ -26,7 +26,7 @@ from clipvis.cli.atomic import (
 )
 from clipvis.cli.exporters.loading import ExportVideo
 from clipvis.cli.locks import LOCK_NAME, FolderLock, remove_unused_folder
-from clipvis.cli.messages import path_text
+from clipvis.cli.messages import shown_path
 from clipvis.cli.results import TrackResult
 
 STAGING_PREFIX = ".export-"  # staging folders are `.export-XXXX.tmp`: temporary names (clipvis.cli.atomic)
@@ -223,14 +223,14 @@ def _locked_staging(final_parent: Path, identity: dict[str, object] | None,
                     continue
                 if identity is None or _entry_identity(record.get(name)) != identity:
                     raise ExportConflictError(
-                        f"{path_text(final)}: exists and is not an export of this video by clipvis; nothing was "
+                        f"{shown_path(final)}: exists and is not an export of this video by clipvis; nothing was "
                         "replaced (move it away, or export with another -o)"
                     )
                 changed = _changed_files(final, record[name])
                 if changed:  # files added or edited in an earlier export (corrections): not thrown away
                     shown = ", ".join(changed[:3]) + (", ..." if len(changed) > 3 else "")
                     raise ExportConflictError(
-                        f"{path_text(final)}: changed since clipvis exported it ({shown}); nothing was replaced "
+                        f"{shown_path(final)}: changed since clipvis exported it ({shown}); nothing was replaced "
                         "(move it away, or export with another -o)"
                     )
             if identity is not None:  # first as this video's, without file stats: a kill while the entries move

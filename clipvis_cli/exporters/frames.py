@@ -10,7 +10,7 @@ from PIL import Image
 
 from clipvis.cli.exporters.loading import ExportInputError
 from clipvis.cli.inputs import VideoSource, list_image_frames
-from clipvis.cli.messages import path_text
+from clipvis.cli.messages import path_text, shown_path
 from clipvis.cli.results import VideoInfo, synthetic_file_names
 from clipvis.cli.video_io import VideoReadError, open_reader
 
@@ -108,9 +108,9 @@ def _named_frames(info: VideoInfo, results_file: Path, folder: Path) -> list[Pat
         if file is None:
             file = folder / name
             if not file.is_file():
-                raise ExportInputError(results_file, f"source folder {path_text(folder)} has no frame {name} (named "
-                                                     "in the results' file_names): not the folder the results were "
-                                                     "made from, or it changed since")
+                raise ExportInputError(results_file, f"source folder {shown_path(folder)} has no frame "
+                                                     f"{shown_path(name)} (named in the results' file_names): not the "
+                                                     "folder the results were made from, or it changed since")
         files.append(file)
     return files
 

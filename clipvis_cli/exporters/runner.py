@@ -24,7 +24,7 @@ from clipvis.cli.exporters.loading import ExportInput, ExportInputError, ExportV
 from clipvis.cli.exporters.ytvis import write_results
 from clipvis.cli.inputs import VideoSource
 from clipvis.cli.locks import FolderBusyError
-from clipvis.cli.messages import describe_exception, one_line, path_text, subject_message
+from clipvis.cli.messages import describe_exception, one_line, shown_path, subject_message
 from clipvis.cli.progress import Reporter
 from clipvis.cli.video_io import VideoReadError
 from clipvis.cli.writers.layout import MANIFEST_NAME, numbered_name
@@ -41,7 +41,7 @@ def unfinished_run_warning(results_file: Path) -> str | None:
         return None
     whose = ("from an earlier run" if results_file.name in manifest.earlier_outputs
              else "not known to be from a complete run")
-    return (f"{path_text(results_file.parent)}: run.json says its last segment run is {manifest.status!r}, "
+    return (f"{shown_path(results_file.parent)}: run.json says its last segment run is {manifest.status!r}, "
             f"not 'complete': its {results_file.name} is {whose}")
 
 
@@ -131,7 +131,7 @@ class ExportRunner:
         for folder, videos in groups.items():
             missing = self._incomplete.get(folder, 0)
             if missing:
-                message = (f"{path_text(folder / self.options.results_name)} not written: {missing} of its "
+                message = (f"{shown_path(folder / self.options.results_name)} not written: {missing} of its "
                            f"{missing + len(videos)} input(s) failed (a server would score them as empty)")
                 self.reporter.video_failed(VideoSource(folder), folder.name, message)
                 outcomes.append(ExportOutcome(folder.name, "failed", error=message))

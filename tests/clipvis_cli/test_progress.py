@@ -176,6 +176,34 @@ def test_without_a_terminal_each_input_gets_a_line_and_long_videos_a_line_a_minu
     ]
 
 
+def test_a_log_line_shows_a_name_holding_a_newline_on_one_line_and_jsonl_keeps_it_whole() -> None:
+    """A file name holding a newline split the log's progress line in two (`clipvis: [1/1] nl/new` and
+    `line.mp4: 5 frames, ...`); every line naming it now shows it escaped, as `ls -b` does, while the JSON events
+    keep the exact name (JSON escapes it)."""
+    odd = VideoSource(path=Path("nl/new\nline.mp4"))
+    log = io.StringIO()
+    human = HumanReporter(stream=log, interactive=False, log_every=0.0)
+    human.batch_started(3)
+    human.video_started(odd, "new\nline", 5)
+    human.frames_done(2)
+    human.video_writing(odd, "new\nline", 0, 5)
+    human.video_writing(odd, "new\nline", 3, 5)
+    human.video_finished(odd, "new\nline", 5, 5.0, [])
+    human.video_skipped(VideoSource(path=Path("tab\there.mp4")), "tab_here", reason="another process is writing")
+    human.video_started(VideoSource(path=Path("back\\n.mp4")), "back_n", None)  # a backslash and an n: not a newline
+    human.frames_done(1)
+    lines = log.getvalue().splitlines()
+    assert [line.split(": ")[:2] for line in lines] == [
+        ["clipvis", "nl/new\\nline.mp4"], ["clipvis", "nl/new\\nline.mp4"], ["clipvis", "[1/3] nl/new\\nline.mp4"],
+        ["skipped tab\\there.mp4", "another process is writing"], ["clipvis", "back\\\\n.mp4"],
+    ]
+    stream = io.StringIO()
+    events = JsonlReporter(stream, every=1)
+    events.video_started(odd, "new\nline", 5)
+    events.frames_done(1)
+    assert {json.loads(line)["input"] for line in stream.getvalue().splitlines()} == {"nl/new\nline.mp4"}
+
+
 def test_without_a_terminal_rank_0_logs_the_job_count_at_most_every_interval() -> None:
     stream = io.StringIO()
     reporter = HumanReporter(stream=stream, interactive=False, log_every=3600.0)

@@ -1,0 +1,40 @@
+"""What the commands print about a path: one line, and never the same text for two names."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from clipvis.cli.messages import error_line, path_text, shown_path
+
+
+@pytest.mark.parametrize("name, shown", [
+    ("clip.mp4", "clip.mp4"),
+    ("café 狗 [1].mp4", "café 狗 [1].mp4"),
+    ("bad\nname.mp4", "bad\\nname.mp4"),
+    ("bad\\nname.mp4", "bad\\\\nname.mp4"),  # a backslash and an n: told from a newline
+    ("tab\tcr\r.mp4", "tab\\tcr\\r.mp4"),
+    ("esc\x1b[31m.mp4", "esc\\x1b[31m.mp4"),  # no terminal colour codes from a file name
+    ("line\u2028sep\u202e.mp4", "line\\u2028sep\\u202e.mp4"),
+    (os.fsdecode(b"bad\xff.mp4"), "bad\\xff.mp4"),  # an undecodable byte, as path_text writes it
+    ("bad\\xff.mp4", "bad\\\\xff.mp4"),  # a name that spells it
+])
+def test_a_shown_path_is_one_line_and_tells_names_apart(name, shown) -> None:
+    assert shown_path(Path(name)) == shown_path(name) == shown
+    assert "\n" not in shown and shown.isprintable()
+
+
+def test_an_error_line_tells_a_space_from_a_newline_and_keeps_the_exact_name_out_of_it() -> None:
+    """A newline in a name was turned into a space (`bad name.mp4` for both names); two spaces into one."""
+    lines = {error_line("zero bytes (empty file)", Path(name)) for name in
+             ("bad name.mp4", "bad\nname.mp4", "bad  name.mp4", "bad\tname.mp4")}
+    assert lines == {"clipvis: error: bad name.mp4: zero bytes (empty file)",
+                     "clipvis: error: bad\\nname.mp4: zero bytes (empty file)",
+                     "clipvis: error: bad  name.mp4: zero bytes (empty file)",
+                     "clipvis: error: bad\\tname.mp4: zero bytes (empty file)"}
+    assert error_line("cannot read\n  line two") == "clipvis: error: cannot read line two"  # a cause's line breaks
+    assert error_line(FileNotFoundError(2, "No such file or directory", "a\nb.mp4")) == (
+        "clipvis: error: No such file or directory (a\\nb.mp4)")
+    assert path_text("bad\nname.mp4") == "bad\nname.mp4"  # JSON files and events keep the name itself
