@@ -122,7 +122,8 @@ class SerializedReporter:
 class JsonlReporter:
     """One JSON object per line, and nothing else on stderr while a batch runs: batch_start, video_start, progress
     (every `every` frames, with `frames_expected` and `eta_s` when the frame count is known), writing (while a
-    video's files are written: at their start, then every `every` overlay frames, or once a minute), video_done,
+    video's files are written: at their start, then on a call (segment makes one a second) that finds `every` more
+    overlay frames drawn than the last event said, or a minute gone since it), video_done,
     video_skipped, video_failed, video_interrupted, error / warning / note (a line about the batch, not one input),
     summary (the batch's end); under torchrun, on rank 0, job_progress (the job's inputs ended over all processes,
     whenever that changes)."""
