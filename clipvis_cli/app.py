@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -17,6 +18,7 @@ from clipvis.cli.commands.train import train
 from clipvis.cli.distributed import repeats_a_first_process, stop_in_silence
 
 USAGE_ERROR = 2  # the exit code of click's usage errors
+_REQUIRED_IN_BRACES = re.compile(r"^\{(.+)\}(?=(?:\.\.\.)?$)")  # Typer's usage piece of a required argument
 
 
 @contextmanager
@@ -67,7 +69,12 @@ class _FlagsHelp:
 
 
 class ClipvisCommand(_FlagsHelp, TyperCommand):
-    """A `clipvis` subcommand: Typer's, with flags shown without a value placeholder in the help."""
+    """A `clipvis` subcommand: Typer's, with flags shown without a value placeholder in the help, and its arguments
+    in the usage line as plain metavars (``clipvis segment [OPTIONS] INPUTS...``: Typer writes a required argument
+    in braces, ``{inputs}...``, which reads as a choice)."""
+
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:
+        return [_REQUIRED_IN_BRACES.sub(r"\1", piece) for piece in super().collect_usage_pieces(ctx)]
 
 
 class ClipvisGroup(_FlagsHelp, TyperGroup):

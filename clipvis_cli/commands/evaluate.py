@@ -115,7 +115,10 @@ def evaluate(
         None, "--frames", help="Custom data: the frames folder of --gt's videos (runs inference, then scores).",
         file_okay=False,
     ),
-    weights: str = typer.Option(DEFAULT_PRETRAINED, "--weights", help="Checkpoint name or path for inference."),
+    weights: str = typer.Option(
+        DEFAULT_PRETRAINED, "--weights", help="For inference: a released checkpoint name, a checkpoint file (.pth, "
+        ".safetensors) or a training output folder (its newest checkpoint).",
+    ),
     data_root: Path | None = typer.Option(
         None, "--data-root", help="Datasets folder (default $CLIPVIS_DATASETS, $DETECTRON2_DATASETS or ./datasets).",
         file_okay=False

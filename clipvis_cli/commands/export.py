@@ -29,7 +29,8 @@ def parse_formats(value: str, allowed: tuple[str, ...], flag: str) -> list[str]:
 
 def export(
     inputs: list[str] = typer.Argument(
-        None, help="segment output folders, ytvis.json files, folders of them (recursive), globs, or - for stdin."
+        None, metavar="INPUTS",
+        help="segment output folders, ytvis.json files, folders of them (recursive), globs, or - for stdin.",
     ),
     to: str = typer.Option(..., "--to", help=f"Format(s), comma-separated: {', '.join(EXPORT_FORMATS)}, onnx."),
     output: Path | None = typer.Option(
@@ -49,7 +50,10 @@ def export(
         "name after it is percent-encoded)."
     ),
     log_format: str = typer.Option("human", "--log-format", help="human or jsonl."),
-    model: str | None = typer.Option(None, "--model", help="onnx: released checkpoint name or checkpoint path."),
+    model: str | None = typer.Option(
+        None, "--model", help="onnx: a released checkpoint name, a checkpoint file (.pth, .safetensors) or a training "
+        "output folder (its newest checkpoint).",
+    ),
     config: Path | None = typer.Option(None, "--config", help="onnx: model settings (as segment --config)."),
     clip_config: Path | None = typer.Option(None, "--clip-config", help="onnx: open_clip model config JSON."),
     height: int | None = typer.Option(

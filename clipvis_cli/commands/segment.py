@@ -66,13 +66,17 @@ class TakenInputs:
 
 def segment(
     inputs: list[str] = typer.Argument(
-        ..., help="Video files, folders (recursive; a folder of images is one video), globs, or - for paths on stdin."
+        ..., metavar="INPUTS",
+        help="Video files, folders (recursive; a folder of images is one video), globs, or - for paths on stdin.",
     ),
     vocab: str | None = typer.Option(None, "--vocab", help='Comma-separated class names, e.g. "cat,dog,kite".'),
     vocab_file: Path | None = typer.Option(
         None, "--vocab-file", help="One class per line; a line may list synonyms separated by commas."
     ),
-    weights: str = typer.Option(DEFAULT_PRETRAINED, "--weights", help="Released checkpoint name or a checkpoint path."),
+    weights: str = typer.Option(
+        DEFAULT_PRETRAINED, "--weights", help="A released checkpoint name, a checkpoint file (.pth, .safetensors) or "
+        "a training output folder (its newest checkpoint).",
+    ),
     config: Path | None = typer.Option(
         None, "--config", help="Model settings: an official CLIP-VIS YAML (detectron2 keys) or a clipvis JSON."
     ),

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 def train(
     overrides: list[str] = typer.Argument(
-        None, metavar="[KEY=VALUE]...", help="Config overrides with official key names, e.g. SOLVER.MAX_ITER=5000."
+        None, metavar="KEY=VALUE", help="Config overrides with official key names, e.g. SOLVER.MAX_ITER=5000."
     ),
     config: str | None = typer.Option(
         None, "--config", help="A shipped config name (lvis_r50.yaml, coco_r50.yaml, ytvis19_r50.yaml, ... "

@@ -40,6 +40,28 @@ def test_flags_show_no_value_placeholder_in_the_help(command) -> None:
         assert {"--version", "--install-completion", "--show-completion"} <= set(rows)
 
 
+@pytest.mark.parametrize("command, usage", [
+    ("segment", "Usage: clipvis segment [OPTIONS] INPUTS..."),
+    ("export", "Usage: clipvis export [OPTIONS] [INPUTS]..."),
+    ("train", "Usage: clipvis train [OPTIONS] [KEY=VALUE]..."),
+    ("evaluate", "Usage: clipvis evaluate [OPTIONS]"),
+])
+def test_the_usage_line_names_the_arguments_plainly(command, usage) -> None:
+    """The usage lines read `clipvis segment [OPTIONS] {inputs}...` and
+    `clipvis train [OPTIONS] [[KEY=VALUE]...]...`."""
+    shown = CliRunner().invoke(app, [command, "--help"], env=WIDE).stdout
+    assert [line.strip() for line in shown.splitlines() if "Usage:" in line] == [usage]
+
+
+@pytest.mark.parametrize("command, option", [("segment", "--weights"), ("evaluate", "--weights"),
+                                             ("export", "--model"), ("train", "--weights")])
+def test_every_weights_option_says_a_training_folder_is_one(command, option) -> None:
+    """A training output folder works wherever weights are taken; the help of segment, evaluate and export said
+    "a checkpoint name or path" only."""
+    rows = help_rows(CliRunner().invoke(app, [command, "--help"], env=WIDE).stdout)
+    assert "training" in rows[option] and "folder" in rows[option], rows[option]
+
+
 def test_python_dash_m_help_shows_no_value_placeholder_for_flags() -> None:
     shown = subprocess.run([sys.executable, "-m", "clipvis", "--help"], capture_output=True, text=True,
                            env={**os.environ, **WIDE}, timeout=120, check=True).stdout
@@ -58,6 +80,8 @@ def test_python_dash_m_help_shows_no_value_placeholder_for_flags() -> None:
     (["export", "--zpi"],
      "clipvis: error: No such option: --zpi (Possible options: --zip) (see 'clipvis export --help')"),
     (["segmnet"], "clipvis: error: No such command 'segmnet'. Did you mean 'segment'? (see 'clipvis --help')"),
+    (["export", "x", "--to", "coco", "--model", "W"],
+     "clipvis: error: --model is only for --to onnx (see 'clipvis export --help')"),
 ])
 def test_a_usage_error_is_one_line_with_exit_code_2(args, line) -> None:
     """README: usage errors stay one plain `clipvis: error:` line; Typer drew a 5-8 line box (long messages wrapped
