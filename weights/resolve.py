@@ -171,10 +171,14 @@ def _checked_local_file(path: Path) -> Path:
     return path.resolve()
 
 
-def _not_available(checkpoint: PretrainedCheckpoint, target: Path, reason: str) -> WeightsNotAvailableError:
+def _not_available(
+    checkpoint: PretrainedCheckpoint, target: Path, reason: str, remedy: str | None = None
+) -> WeightsNotAvailableError:
+    """The error for a released checkpoint that cannot be had: ``reason``, then ``remedy`` (default: download it by
+    hand and save it in the cache), or give a file's path instead."""
+    remedy = remedy or f"Download it by hand from {checkpoint.url} and save it as {target}"
     message = (
-        f"checkpoint {checkpoint.name!r} is not available: {_one_line(reason)}. "
-        f"Download it by hand from {checkpoint.url} and save it as {target}, "
+        f"checkpoint {checkpoint.name!r} is not available: {_one_line(reason)}. {remedy}, "
         "or give the path of a checkpoint file you already have instead of the name (load_model(PATH) in Python)."
     )
     return WeightsNotAvailableError(
@@ -300,12 +304,18 @@ def resolve_weights(
             raise InvalidWeightsError(f"cannot read cached checkpoint {target}: {reason}") from exc
         if kind in (_FileKind.TORCH, _FileKind.OTHER):
             return target
-        stale_reason = f"the cached file is {kind.value}, not a checkpoint"
-    else:
-        stale_reason = "it is not in the cache"
+        stale = f"its cached file {target} is {kind.value}, not a checkpoint"
+        by_hand = f"delete that file, download the checkpoint by hand from {checkpoint.url} and save it there"
+        if offline_mode():
+            raise _not_available(checkpoint, target, f"{stale}, and it is not downloaded again while {OFFLINE_ENV} is "
+                                 "set", f"Unset {OFFLINE_ENV} to download it again, or {by_hand}")
+        if not download:
+            raise _not_available(checkpoint, target, f"{stale}, and downloading is disabled",
+                                 by_hand[0].upper() + by_hand[1:])
+        return _download(checkpoint, target, progress=progress, verify=verify)
 
     if offline_mode():
-        raise _not_available(checkpoint, target, f"{stale_reason} and {OFFLINE_ENV} is set")
+        raise _not_available(checkpoint, target, f"it is not in the cache and {OFFLINE_ENV} is set")
     if not download:
-        raise _not_available(checkpoint, target, f"{stale_reason} and downloading is disabled")
+        raise _not_available(checkpoint, target, "it is not in the cache and downloading is disabled")
     return _download(checkpoint, target, progress=progress, verify=verify)

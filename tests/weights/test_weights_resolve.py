@@ -381,6 +381,26 @@ def test_offline_environment_never_downloads(monkeypatch: pytest.MonkeyPatch, fl
     _assert_helpful_message(excinfo.value, "clipvis-lvis-r50")
 
 
+def test_offline_with_a_stale_cached_file_says_to_unset_the_flag_or_replace_the_file(
+    isolated_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It read "the cached file is an HTML page, not a checkpoint and CLIPVIS_OFFLINE is set", naming neither the
+    file nor what to do."""
+    target = isolated_cache / "weights" / "clipvis_lvis_r50_7.pth"
+    target.parent.mkdir(parents=True)
+    target.write_bytes(HTML_BYTES)
+    monkeypatch.setenv("CLIPVIS_OFFLINE", "1")
+    fake = _install_fake(monkeypatch, _writes(TORCH_ZIP_BYTES))
+    with pytest.raises(WeightsNotAvailableError) as excinfo:
+        resolve_weights("clipvis-lvis-r50")
+    message = str(excinfo.value)
+    assert f"its cached file {target} is an HTML page, not a checkpoint, and it is not downloaded again while " \
+           "CLIPVIS_OFFLINE is set. Unset CLIPVIS_OFFLINE to download it again, or delete that file, download the " \
+           f"checkpoint by hand from {get_pretrained('clipvis-lvis-r50').url} and save it there, or give the path" \
+           in message
+    assert fake.calls == [] and target.read_bytes() == HTML_BYTES and "\n" not in message
+
+
 def test_offline_flag_zero_still_downloads(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CLIPVIS_OFFLINE", "0")
     fake = _install_fake(monkeypatch, _writes(TORCH_ZIP_BYTES))
