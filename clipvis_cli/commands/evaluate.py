@@ -180,9 +180,14 @@ def evaluate(
             allow_hub_clip=allow_hub_clip,
         )
         return
-    if results is None or gt is None:
-        missing = " and ".join(name for name, value in (("--results", results), ("--gt", gt)) if value is None)
-        raise typer.BadParameter("a results file and its ground truth are both needed", param_hint=missing)
+    if results is None and gt is None:
+        raise typer.BadParameter("nothing to evaluate: give --results R --gt G (score a results file), --dataset NAME "
+                                 "(run a checkpoint on a benchmark) or --gt G --frames F (run it on custom data)")
+    if results is None:
+        raise typer.BadParameter("--gt needs --results R (score a results file against it) or --frames F (run a "
+                                 "checkpoint on its videos' frames)")
+    if gt is None:
+        raise typer.BadParameter("--results needs --gt G (the ground truth to score it against)")
     if max_videos is not None:  # it chooses the videos inference runs: a results file is scored whole
         raise typer.BadParameter("--max-videos runs the first N videos (with --dataset or --frames); --results is "
                                  "scored whole")

@@ -80,6 +80,14 @@ def test_python_dash_m_help_shows_no_value_placeholder_for_flags() -> None:
     (["export", "--zpi"],
      "clipvis: error: No such option: --zpi (Possible options: --zip) (see 'clipvis export --help')"),
     (["segmnet"], "clipvis: error: No such command 'segmnet'. Did you mean 'segment'? (see 'clipvis --help')"),
+    (["evaluate"],
+     "clipvis: error: nothing to evaluate: give --results R --gt G (score a results file), --dataset NAME (run a "
+     "checkpoint on a benchmark) or --gt G --frames F (run it on custom data) (see 'clipvis evaluate --help')"),
+    (["evaluate", "--gt", "gt.json"],
+     "clipvis: error: --gt needs --results R (score a results file against it) or --frames F (run a checkpoint on its "
+     "videos' frames) (see 'clipvis evaluate --help')"),
+    (["evaluate", "--results", "r.json"],
+     "clipvis: error: --results needs --gt G (the ground truth to score it against) (see 'clipvis evaluate --help')"),
     (["export", "x", "--to", "coco", "--model", "W"],
      "clipvis: error: --model is only for --to onnx (see 'clipvis export --help')"),
 ])
