@@ -6,6 +6,7 @@ import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -60,6 +61,15 @@ def test_every_weights_option_says_a_training_folder_is_one(command, option) -> 
     "a checkpoint name or path" only."""
     rows = help_rows(CliRunner().invoke(app, [command, "--help"], env=WIDE).stdout)
     assert "training" in rows[option] and "folder" in rows[option], rows[option]
+
+
+def test_the_readme_lists_every_segment_option() -> None:
+    """README's table of segment's options lacked -o/--output and --allow-hub-clip, which --help shows."""
+    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    table = readme[readme.index("Options:\n\n| option | meaning |") + len("Options:\n\n"):]
+    table = table[:table.index("\n\n")]
+    options = set(help_rows(CliRunner().invoke(app, ["segment", "--help"], env=WIDE).stdout)) - {"--help"}
+    assert {option for option in options if f"`{option}" not in table} == set()
 
 
 def test_python_dash_m_help_shows_no_value_placeholder_for_flags() -> None:
