@@ -149,6 +149,7 @@ def export_network(weights: str, path: Path, height: int | None, width: int | No
         raise fail(f"-o {path}: is a folder; give the .onnx file to write (e.g. -o {path / 'clipvis.onnx'})")
     check_config_file(config, clip_config)
     try:
+        import onnx  # noqa: F401
         import onnxruntime  # noqa: F401
     except ImportError:
         raise fail("ONNX export needs onnx and onnxruntime: pip install 'clipvis[onnx]'") from None

@@ -7,6 +7,7 @@ import copy
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
 import torch
 
@@ -51,18 +52,47 @@ def export_onnx(network: FrameNetwork, path: Path | str, height: int, width: int
     """
     if height % 32 or width % 32:
         raise ValueError(f"height and width must be multiples of 32 (got {height}x{width})")
+    import onnx  # before minutes of tracing
+
     network = at_precision(network, precision)
     device = next(network.parameters()).device
     example = torch.zeros(2, 3, height, width, device=device)
     names = network.output_names
-    with export_mode(network), torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # tracer warnings about shapes read as Python numbers (fixed frame size)
-        torch.onnx.export(
-            network, (example,), str(path), input_names=["images"], output_names=list(names),
-            dynamic_axes={"images": {0: "batch"}, **{name: {0: "batch"} for name in names}},
-            opset_version=opset, dynamo=False, do_constant_folding=True,
-        )
+    traced: list[tuple[int, ...]] = []
+
+    def record_shapes(module: torch.nn.Module, inputs: object, outputs: tuple[torch.Tensor, ...]) -> None:
+        traced[:] = [tuple(output.shape) for output in outputs]
+
+    hook = network.register_forward_hook(record_shapes)
+    try:
+        with export_mode(network), torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # tracer warnings about shapes read as Python numbers (fixed frame size)
+            torch.onnx.export(
+                network, (example,), str(path), input_names=["images"], output_names=list(names),
+                dynamic_axes={"images": {0: "batch"}, **{name: {0: "batch"} for name in names}},
+                opset_version=opset, dynamo=False, do_constant_folding=True,
+            )
+    finally:
+        hook.remove()
+    _fix_output_shapes(onnx, Path(path), dict(zip(names, traced, strict=True)))
     return Path(path)
+
+
+def _fix_output_shapes(onnx: ModuleType, path: Path, shapes: dict[str, tuple[int, ...]]) -> None:
+    """Declare every output's shape in the file: ``batch`` first, then the sizes the fixed frame size gives (queries,
+    mask size, embedding width, classes). The exporter's shape inference loses some of them behind an Einsum or an
+    Add and names them after it (``clip_embeds [batch, Einsummask_logits_dim_3, E]``), so the same query axis read
+    as a fixed size in one output and as an unknown in another."""
+    model = onnx.load(str(path), load_external_data=False)  # the weights, if stored beside it, stay where they are
+    for output in model.graph.output:
+        dims = output.type.tensor_type.shape.dim
+        del dims[:]
+        for axis, size in enumerate(shapes[output.name]):
+            if axis == 0:
+                dims.add().dim_param = "batch"
+            else:
+                dims.add().dim_value = size
+    onnx.save(model, str(path))
 
 
 def check_parity(network: FrameNetwork, path: Path | str, images: torch.Tensor, precision: str = "fp32") -> OnnxParity:

@@ -41,6 +41,28 @@ def test_fp16_export_leaves_the_callers_model_usable(tiny_model_factory, tmp_pat
     session.finish()
 
 
+def test_every_output_declares_its_fixed_axes_and_only_the_batch_is_dynamic(tiny_model_factory, tmp_path) -> None:
+    """README documents `clip_embeds [B, Q, E]` and `class_logits [B, Q, C]`; the file gave their query axis an
+    inferred name (`Einsummask_logits_dim_3`) where the other outputs had the fixed query count."""
+    onnx = pytest.importorskip("onnx")
+    from clipvis.model.predictor import VideoPredictor
+
+    model = tiny_model_factory("rn", num_queries=6)
+    text = VideoPredictor(model, ["cat", "dog", "kite"], device="cpu", text_cache=False).text
+    network = FrameNetwork(model, text)
+    path = export_onnx(network, tmp_path / "shapes.onnx", 64, 96)
+    declared = {output.name: [dim.dim_param or dim.dim_value for dim in output.type.tensor_type.shape.dim]
+                for output in onnx.load(str(path)).graph.output}
+    with torch.no_grad():
+        outputs = network(torch.zeros(1, 3, 64, 96))
+    assert declared == {name: ["batch", *output.shape[1:]] for name, output in zip(network.output_names, outputs,
+                                                                                  strict=True)}
+    assert {declared[name][1] for name in declared if name != "clip_dense"} == {6}
+    assert declared["class_logits"] == ["batch", 6, 3] and declared["mask_logits"] == ["batch", 6, 16, 24]
+    onnx.checker.check_model(onnx.shape_inference.infer_shapes(onnx.load(str(path)), strict_mode=True))
+    assert check_parity(network, path, torch.randn(3, 3, 64, 96)).worst() <= 1e-3  # batch 3: the axis is dynamic
+
+
 def test_a_frame_size_off_the_32_grid_is_named_by_its_parameters(tiny_model_factory, tmp_path) -> None:
     """export_onnx's error named the command line's --height/--width, which a Python caller does not have."""
     with pytest.raises(ValueError) as caught:
