@@ -326,7 +326,7 @@ def _run_training(request: RunRequest, rank: int, world: int, local_rank: int,
     if rank == 0:  # once the data and the model are there: a run that cannot start leaves no config.yaml that a later
         # --resume would take for a run's own
         atomic_write_text(output_dir / RUN_CONFIG_NAME, config.to_yaml())
-    num_workers = int(config.get("DATALOADER.NUM_WORKERS"))
+    num_workers = loader_workers(int(config.get("DATALOADER.NUM_WORKERS")))
     divisibility = int(config.get("MODEL.MASK_FORMER.SIZE_DIVISIBILITY"))
 
     def loader_factory(start_iteration: int):
@@ -375,6 +375,22 @@ def _run_training(request: RunRequest, rank: int, world: int, local_rank: int,
 # parameters when it wraps the model) or where the run's folder is (rank 0 alone writes there); the CLIP config is
 # compared by its contents.
 _DATA_LOCATIONS = ("CLIPVIS.TRAIN_DATA", "CLIPVIS.DATA_ROOT", "CLIPVIS.TEST_DATA", "MODEL.WEIGHTS", "OUTPUT_DIR")
+
+
+def loader_workers(asked: int) -> int:
+    """``DATALOADER.NUM_WORKERS``, at most the CPUs this process may run on (its affinity: taskset, a cgroup's
+    cpuset, SLURM), with one ``clipvis: warning:`` line from rank 0 when that is fewer (the shipped configs' 4 on a
+    2-core machine). More workers than CPUs only compete for them, and PyTorch printed its raw UserWarning about it
+    once per loader. The data a run draws does not depend on the number of workers (clipvis.cli.train.data)."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cpus = os.cpu_count() or 1
+    if asked <= cpus:
+        return asked
+    log.warning("warning: DATALOADER.NUM_WORKERS is %d but this process may use %d CPU%s: the data loads with %d "
+                "worker process%s", asked, cpus, "" if cpus == 1 else "s", cpus, "" if cpus == 1 else "es")
+    return cpus
 
 
 def _settings_of(config: TrainConfig) -> dict[str, str]:

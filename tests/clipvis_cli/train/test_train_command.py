@@ -684,6 +684,38 @@ def test_export_pth_naming_a_folder_is_refused_also_before_it_exists(tmp_path, m
 
 
 @pytest.mark.skipif(not torch.distributed.is_gloo_available(), reason="gloo backend not built into this torch")
+def test_more_loader_workers_than_cpus_is_one_clipvis_warning_and_the_cpus_it_may_use(tmp_path, tiny_train_config,
+                                                                                    monkeypatch):
+    """The shipped configs' DATALOADER.NUM_WORKERS 4 on a 2-core machine: PyTorch's raw UserWarning ("This DataLoader
+    will create 4 worker processes in total. Our suggested max number of worker in current system is 2 ...") came
+    twice. The workers are capped at the CPUs this process may use, said in one `clipvis: warning:` line."""
+    import os
+    import warnings
+
+    import torch.utils.data
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    made = []
+    original = torch.utils.data.DataLoader.__init__
+
+    def recording(self, *args, **kwargs):
+        made.append(kwargs.get("num_workers"))
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.utils.data.DataLoader, "__init__", recording)
+    data = write_coco(tmp_path / "data", num_images=2)
+    config = tiny_train_config(tmp_path, MAX_ITER=2, IMS_PER_BATCH=2)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = train(config, tmp_path / "run", data, "DATALOADER.NUM_WORKERS=3")
+    assert made and set(made) == {1}
+    said = "clipvis: warning: DATALOADER.NUM_WORKERS is 3 but this process may use 1 CPU: the data loads with 1 " \
+           "worker process"
+    assert [line for line in result.stderr.splitlines() if "NUM_WORKERS" in line] == [said]
+    assert not [w for w in caught if "worker" in str(w.message)], [str(w.message) for w in caught]
+    assert "DATALOADER.NUM_WORKERS is 3" in (tmp_path / "run" / "train.log").read_text()
+
+
 def test_a_checkpoint_that_contradicts_the_config_is_one_clipvis_warning_from_one_process(tmp_path, tiny_train_config,
                                                                                           tiny_config):
     """The checkpoint's notes were raw Python UserWarnings (file:line and the source line), one per process; segment
