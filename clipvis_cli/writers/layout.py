@@ -20,14 +20,14 @@ import itertools
 import json
 import os
 import re
-from collections.abc import Container, Sequence
+from collections.abc import Collection, Container, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from clipvis.cli.atomic import OutputNotWritableError, ensure_output_dir, is_temp_file_name
 from clipvis.cli.inputs import VideoSource
 from clipvis.cli.locks import LOCK_NAME, FolderLock
-from clipvis.cli.writers.manifest import RunManifest, source_fingerprint
+from clipvis.cli.writers.manifest import RunManifest, source_owner
 
 OVERLAY_NAME = "overlay.mp4"
 YTVIS_NAME = "ytvis.json"
@@ -140,6 +140,33 @@ class OutputRootListing:
                 self._owned.setdefault((key, source), set()).add((suffix, name))
         return [name for _, name in sorted(self._owned.get((key, owner), ()))]
 
+    def unavailable(self, stems: Iterable[str], owners: Collection[str]) -> frozenset[str]:
+        """The lower-case names of the folders named after ``stems`` (``stem``, ``stem-N``, any case) that none of
+        ``owners`` (a batch's sources, as ``source_owner`` gives them) may write into: another source's outputs, or
+        a folder holding files but no run.json (not made by clipvis). Read under the root's lock, so a folder another
+        process is making is seen whole (its run.json is written before the lock is released). Each folder's run.json
+        is read once per listing, as `owned_by` reads it."""
+        if not self.root.is_dir():
+            return frozenset()
+        try:
+            lock: FolderLock | None = FolderLock(self.root).acquire(wait=True, timeout=_ROOT_LOCK_TIMEOUT_S)
+        except OSError:  # a root that cannot be written: claiming a folder there says so
+            lock = None
+        try:
+            names = set()
+            for key in {stem.lower() for stem in stems}:
+                self.owned_by(key, "")  # the run.json of every folder named after it, read (once)
+                for name in self.named_after(key):
+                    owner = self._owner.get(name)
+                    if owner is not None and owner not in owners:
+                        names.add(name.lower())
+                    elif owner is None and _holds_files(self.root / name):
+                        names.add(name.lower())
+            return frozenset(names)
+        finally:
+            if lock is not None:
+                lock.release()
+
     def holds_another_source(self, name: str, owner: str) -> bool:
         """True when the folder ``name``'s run.json, as ``owned_by`` read it, records a source other than ``owner``
         (a folder keeps its source); False when it records ``owner``, or was not read."""
@@ -228,7 +255,7 @@ def claim_output_folder(
     listing = OutputRootListing(output_root) if listing is None else listing
     root = listing.writable_root()
     taken = set() if taken is None else taken
-    owner = source_fingerprint(source)["path"]
+    owner = source_owner(source)
     stem = manifest.stem
     try:
         root_lock = FolderLock(root).acquire(wait=True, timeout=_ROOT_LOCK_TIMEOUT_S)
@@ -271,12 +298,15 @@ def claim_output_folder(
         root_lock.release()
 
 
-def plan_folder_names(stems: Sequence[str]) -> list[str]:
+def plan_folder_names(stems: Sequence[str], unavailable: Container[str] = frozenset()) -> list[str]:
     """The folder names a batch's inputs get, in order, when the output root holds none of their folders yet: the
-    choice `claim_output_folder` makes claiming them one after another, made without touching the disk. Shards
-    of one batch (`--shard`, torchrun ranks) each plan the whole list, so they agree whatever order they run in.
-    Linear in the inputs, also when thousands share a stem (`<id>/video.mp4`): the search for a stem's next free
-    suffix starts where the last one ended (names only ever become taken)."""
+    choice `claim_output_folder` makes claiming them one after another. `unavailable`: the lower-case names no input
+    may have (`OutputRootListing.unavailable`: a folder of files not made by clipvis, another source's outputs),
+    skipped, so that the inputs keep their order (`a/clip.mp4` `clip-2/`, `b/clip.mp4` `clip-3/` beside a folder
+    `clip/` of one's own). Shards of one batch (`--shard`, torchrun ranks) each plan the whole list, so they agree
+    whatever order they run in (the folders they make are the batch's own: never unavailable). Linear in the inputs,
+    also when thousands share a stem (`<id>/video.mp4`): the search for a stem's next free suffix starts where the
+    last one ended (names only ever become taken)."""
     natural = frozenset(stem.lower() for stem in stems)
     taken: set[str] = set()
     next_suffix: dict[str, int] = {}
@@ -284,7 +314,7 @@ def plan_folder_names(stems: Sequence[str]) -> list[str]:
     for stem in stems:
         key = stem.lower()
         # a name with a -N suffix is never the stem's own, so the natural names are all reserved
-        name = next(_candidates(stem, taken, natural, first_suffix=next_suffix.get(key, 2)))
+        name = next(_candidates(stem, taken, natural, first_suffix=next_suffix.get(key, 2), unavailable=unavailable))
         if name.lower() != key:
             next_suffix[key] = int(name.rsplit("-", 1)[1]) + 1
         taken.add(name.lower())
@@ -292,12 +322,13 @@ def plan_folder_names(stems: Sequence[str]) -> list[str]:
     return names
 
 
-def _candidates(stem: str, taken: set[str], reserved: Container[str], first_suffix: int = 2):
-    if stem.lower() not in taken:
+def _candidates(stem: str, taken: set[str], reserved: Container[str], first_suffix: int = 2,
+                unavailable: Container[str] = frozenset()):
+    if stem.lower() not in taken and stem.lower() not in unavailable:
         yield stem
     for suffix in range(first_suffix, _MAX_SUFFIX):
         name = numbered_name(stem, suffix)
-        if name.lower() not in taken and name.lower() not in reserved:
+        if name.lower() not in taken and name.lower() not in reserved and name.lower() not in unavailable:
             yield name
 
 

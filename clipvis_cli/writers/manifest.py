@@ -54,6 +54,12 @@ def config_hash(weights: str, vocabulary: Sequence[str], options: Mapping[str, A
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
+def source_owner(source: VideoSource | Path | str) -> str:
+    """The source an output folder belongs to, as its run.json records it (``source.path`` in the fingerprint): the
+    input's resolved path."""
+    return path_text(os.path.realpath(source.path if isinstance(source, VideoSource) else Path(source)))
+
+
 def source_fingerprint(source: VideoSource | Path | str) -> dict[str, Any]:
     """Identity of an input: resolved path, total size in bytes, newest modification time (ns), files.
 
@@ -75,11 +81,11 @@ def source_fingerprint(source: VideoSource | Path | str) -> dict[str, Any]:
         try:
             stat = file.stat()
         except OSError:
-            return {"path": path_text(os.path.realpath(path)), "size": -1, "mtime_ns": 0, "files": len(files)}
+            return {"path": source_owner(path), "size": -1, "mtime_ns": 0, "files": len(files)}
         size += stat.st_size
         newest = max(newest, stat.st_mtime_ns)
         order.update(f"{path_text(file.name)}\0{stat.st_size}\n".encode())
-    identity = {"path": path_text(os.path.realpath(path)), "size": size, "mtime_ns": newest, "files": len(files)}
+    identity = {"path": source_owner(path), "size": size, "mtime_ns": newest, "files": len(files)}
     if images:
         identity["frames"] = order.hexdigest()
     return identity

@@ -124,6 +124,33 @@ def test_null_separated_paths_carry_names_with_newlines(tmp_path, tiny_weights) 
     assert without.exit_code == 0 and without.stdout_bytes.endswith(b"ytvis.json\n"), without.output
 
 
+def test_inputs_sharing_a_stem_beside_a_foreign_folder_get_their_folders_in_input_order_in_every_shard(
+    tmp_path, tiny_weights
+) -> None:
+    """`same/a/clip.mp4` (id 1) got `clip-3/` and `same/b/clip.mp4` (id 2) `clip-2/` when `OUT/clip/` held files of
+    someone else's. In input order, as one process and as two shards run in either order."""
+    for folder in "ab":
+        (tmp_path / "same" / folder).mkdir(parents=True)
+        write_video(tmp_path / "same" / folder / "clip.mp4", num_frames=2)
+
+    def folders(out: Path) -> dict[str, str]:
+        found = {}
+        for manifest in out.glob("*/run.json"):
+            found[Path(json.loads(manifest.read_text())["input"]).parent.name] = manifest.parent.name
+        return found
+
+    for runs in ([None], ["0/2", "1/2"], ["1/2", "0/2"]):
+        out = tmp_path / f"out{len(runs)}{runs[0]}".replace("/", "_")
+        (out / "clip").mkdir(parents=True)
+        (out / "clip" / "notes.txt").write_text("mine")
+        for shard in runs:
+            extra = ("--formats", "ytvis", *(("--shard", shard) if shard else ()))
+            result = run_cli(segment_args(tiny_weights, out, str(tmp_path / "same"), extra=extra))
+            assert result.exit_code == 0, result.output
+        assert folders(out) == {"a": "clip-2", "b": "clip-3"}, runs
+        assert [p.name for p in (out / "clip").iterdir()] == ["notes.txt"]  # never written into
+
+
 def test_the_same_weights_by_another_path_are_the_same_run(tmp_path, tiny_weights, monkeypatch) -> None:
     """`--skip-existing` knows a weights file by its resolved path: `w.safetensors` typed in its folder, `./w...` or
     the absolute path from elsewhere is the same run. Outputs an earlier clipvis recorded under the path as typed are

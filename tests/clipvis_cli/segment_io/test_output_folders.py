@@ -47,6 +47,42 @@ def test_same_stem_from_another_source_on_another_day(tmp_path: Path) -> None:
     assert (out / "mine" / "notes.txt").read_text() == "not clipvis'"
 
 
+def test_a_foreign_folder_of_the_plain_name_keeps_the_batch_in_input_order_whatever_order_shards_claim(
+    tmp_path: Path,
+) -> None:
+    """`same/a/clip.mp4` (id 1) and `same/b/clip.mp4` (id 2) beside a folder `clip/` of someone else's files (or
+    another source's outputs): a got `clip-3/` and b `clip-2/` (a's planned `clip` was taken, and the walk past it
+    skipped b's planned `clip-2`). They get `clip-2/` and `clip-3/`, in input order, in whichever order the shards
+    claim them, and come back to them on a rerun."""
+    from clipvis.cli.writers import layout
+    from clipvis.cli.writers.manifest import source_owner
+
+    a, b = VideoSource(tmp_path / "same" / "a" / "clip.mp4"), VideoSource(tmp_path / "same" / "b" / "clip.mp4")
+    other = VideoSource(tmp_path / "elsewhere" / "clip.mp4")
+    for foreign in ("notes", "outputs"):
+        out = tmp_path / foreign
+        if foreign == "notes":
+            (out / "clip").mkdir(parents=True)
+            (out / "clip" / "notes.txt").write_text("mine")
+        else:
+            assert claim(out, other) == "clip"
+        for order in ((a, b), (b, a)):
+            got = {}
+            for source in order:  # each shard plans with a listing of its own
+                listing = layout.OutputRootListing(out)
+                unavailable = listing.unavailable(["clip", "clip"], {source_owner(a), source_owner(b)})
+                planned = dict(zip((a, b), plan_folder_names(["clip", "clip"], unavailable), strict=True))
+                manifest = RunManifest.start(source, source.stem, "w", ["a"], {})
+                claimed = claim_output_folder(out, manifest, source, set(), frozenset({"clip", *planned.values()}),
+                                              planned[source], listing)
+                claimed.lock.release()
+                got[source] = claimed.paths.stem
+            assert (got[a], got[b]) == ("clip-2", "clip-3"), (foreign, order)
+        assert plan_folder_names(["clip", "clip"]) == ["clip", "clip-2"]  # without it: the plain name first
+        if foreign == "notes":
+            assert (out / "clip" / "notes.txt").read_text() == "mine"
+
+
 def test_busy_folder_of_the_same_source_raises_other_sources_go_on(tmp_path: Path) -> None:
     out = tmp_path / "out"
     a, b = VideoSource(tmp_path / "a" / "clip.mp4"), VideoSource(tmp_path / "b" / "clip.mp4")
