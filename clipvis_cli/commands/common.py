@@ -4,7 +4,6 @@ reporter, loading the predictor, and how a torchrun job's endings reach the user
 from __future__ import annotations
 
 import math
-import re
 import unicodedata
 import warnings
 from collections.abc import Iterator
@@ -14,6 +13,7 @@ from pathlib import Path
 import typer
 
 from clipvis.cli.collector import collector_paused
+from clipvis.cli.devices import DEVICE_CHOICES, DEVICE_SYNTAX
 from clipvis.cli.distributed import (
     DistributedRun,
     OtherRankFailed,
@@ -69,8 +69,6 @@ def check_precision(precision: str) -> None:
         raise typer.BadParameter(f"--precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
 
 
-DEVICE_SYNTAX = re.compile(r"auto|cpu|cuda(?::[0-9]+)?")  # ASCII digits only: int() also reads "٣" and " 3"
-DEVICE_CHOICES = "auto, cpu, cuda or cuda:N (N = 0, 1, ...)"
 
 
 def device_option(value: str) -> str:

@@ -65,7 +65,14 @@ def train(
     from clipvis.cli.distributed import RankLost, RanksDifferError
     from clipvis.cli.train.config import ConfigError, load_train_config
     from clipvis.cli.train.records import TrainDataError
-    from clipvis.cli.train.run import ErrorOfOneRank, ProcessFailedError, RunRequest, SaidByAnotherRank, launch
+    from clipvis.cli.train.run import (
+        ErrorOfOneRank,
+        ProcessFailedError,
+        RunRequest,
+        SaidByAnotherRank,
+        check_device,
+        launch,
+    )
     from clipvis.model.checkpoint import CheckpointError
     from clipvis.weights import WeightsError
 
@@ -112,6 +119,10 @@ def train(
                                                                                               strict=True)])
     if saved is None or data or images or data_root is not None:
         _record_absolute_data_paths(cfg)
+    try:
+        check_device(cfg, max(num_gpus, int(os.environ.get("WORLD_SIZE", "1"))))
+    except ConfigError as error:
+        raise fail_once(str(error)) from None
     request = RunRequest(cfg, weights=weights, resume=resume, num_processes=num_gpus,
                          autoscale=not no_autoscale and saved is None)
     try:

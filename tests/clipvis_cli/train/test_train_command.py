@@ -1104,3 +1104,37 @@ def test_a_checkpoint_that_does_not_fit_is_said_once_under_torchrun_and_one_rank
         assert not re.search(r'File "[^"]*(/clipvis|launch\.py)', done.stderr), done.stderr  # torchrun's alone
         assert "[rank" not in done.stderr, done.stderr
         assert not (run / "config.yaml").exists()
+
+
+@pytest.mark.parametrize("device, said", [
+    ("gpu", "MODEL.DEVICE must be auto, cpu, cuda or cuda:N (N = 0, 1, ...), not 'gpu'"),
+    ("cuda:x", "MODEL.DEVICE must be auto, cpu, cuda or cuda:N (N = 0, 1, ...), not 'cuda:x'"),
+    ("cuda:3", "MODEL.DEVICE cuda:3: this machine has 2 CUDA device(s) (cuda:0 to cuda:1)"),
+])
+def test_a_model_device_this_machine_has_not_is_one_line_before_anything_loads(tmp_path, tiny_train_config,
+                                                                               monkeypatch, device, said):
+    """Any MODEL.DEVICE but cpu/auto was taken for CUDA (`cuda:1` trained on GPU 0; `gpu` too), and a machine without
+    CUDA failed with a traceback."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    data = write_coco(tmp_path / "data", num_images=2)
+    config = tiny_train_config(tmp_path, MAX_ITER=1)
+    result = runner.invoke(app, ["train", "--config", str(config), "--data", str(data[0]), "--images", str(data[1]),
+                                 "--output-dir", str(tmp_path / "run"), f"MODEL.DEVICE={device}"])
+    assert result.exit_code == 1 and result.output == f"clipvis: error: {said}\n", result.output
+    assert not (tmp_path / "run" / "config.yaml").exists()
+
+
+def test_cuda_n_is_for_one_process_and_needs_cuda(tmp_path, tiny_train_config, monkeypatch):
+    from clipvis.cli.train.config import ConfigError, load_train_config
+    from clipvis.cli.train.run import check_device
+
+    config = load_train_config(tiny_train_config(tmp_path, MAX_ITER=1), ["MODEL.DEVICE=cuda:1"])
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ConfigError, match=r"^MODEL.DEVICE cuda:1: CUDA is not available on this machine"):
+        check_device(config, 1)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    check_device(config, 1)
+    with pytest.raises(ConfigError, match=r"^MODEL.DEVICE cuda:1 with 2 processes: each process trains on its own"):
+        check_device(config, 2)
