@@ -60,7 +60,8 @@ def export(
         None, "--height", min=32, help="onnx: padded input height, multiple of 32 (default: the test short edge)."
     ),
     width: int | None = typer.Option(
-        None, "--width", min=32, help="onnx: padded input width, multiple of 32 (default: 16:9 of the height)."
+        None, "--width", min=32,
+        help="onnx: padded input width, multiple of 32 (default: 16:9 of --height, or of the test short edge).",
     ),
     precision: str = typer.Option("fp32", "--precision", help="onnx: fp32 or fp16."),
     vocab: str | None = typer.Option(None, "--vocab", help="onnx: bake these classes in (adds class_logits)."),
@@ -164,10 +165,7 @@ def export_network(weights: str, path: Path, height: int | None, width: int | No
         config=str(config) if config else None, clip_config=str(clip_config) if clip_config else None,
     ))
     model = predictor.model
-    # Default: the padded size of a 16:9 video at the model's test short edge (480 -> 480x864).
-    short = model.config.min_size_test
-    height = height or -(-short // 32) * 32
-    width = width or -(-(short * 16 // 9) // 32) * 32
+    height, width = default_frame_size(model.config.min_size_test, height, width)
     if height % 32 or width % 32:
         raise typer.BadParameter(f"--height/--width must be multiples of 32 (got {height}x{width})")
     network = FrameNetwork(model, predictor.text if vocabulary else None)
@@ -184,3 +182,11 @@ def export_network(weights: str, path: Path, height: int | None, width: int | No
     typer.echo(f"clipvis: onnxruntime vs PyTorch ({precision}, batch {parity.batch}, {height}x{width}) "
                f"max abs diff: {diffs}", err=True)
     print_path(path)
+
+
+def default_frame_size(short_edge: int, height: int | None, width: int | None) -> tuple[int, int]:
+    """The frame size to export, each default rounded up to a multiple of 32: `height` (default: the model's test
+    short edge) by `width` (default: 16:9 of the given height, or the padded width of a 16:9 video at the test short
+    edge: 480 -> 480x864; --height 256 -> 256x480)."""
+    base = height or short_edge
+    return height or -(-short_edge // 32) * 32, width or -(-(base * 16 // 9) // 32) * 32

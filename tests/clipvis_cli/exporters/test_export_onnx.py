@@ -100,3 +100,16 @@ def test_a_frame_size_off_the_32_grid_names_the_flags(tiny_weights, tmp_path) ->
                                       "--width", "96", "-o", str(tmp_path / "m.onnx")])
     assert result.exit_code == 2 and "--height/--width must be multiples of 32 (got 100x96)" in result.output
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_height_alone_gives_a_16_9_width(tiny_weights, tmp_path) -> None:
+    """--height 128 exported 128x128: the default width came from the model's test short edge (64), not --height."""
+    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    path = tmp_path / "h128.onnx"
+    result = CliRunner().invoke(app, ["export", "--to", "onnx", "--model", str(tiny_weights), "--height", "128",
+                                      "-o", str(path)])
+    assert result.exit_code == 0, result.output
+    dims = onnx.load(str(path)).graph.input[0].type.tensor_type.shape.dim
+    assert [dim.dim_value for dim in dims[1:]] == [3, 128, 256]  # 128 * 16 / 9 = 227.6, up to a multiple of 32
+    assert "128x256" in result.stderr
