@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import copy
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 
@@ -30,15 +30,49 @@ def at_precision(network: FrameNetwork, precision: str) -> FrameNetwork:
 
 
 
+# The outputs a parity bar applies to: the logits that rank and label the tracks.
+BAR_OUTPUTS = ("object_logits", "class_logits")
+# fp32: the largest absolute difference allowed on BAR_OUTPUTS (runtimes' float32 rounding: ~1e-7 on the tiny test
+# models, ~4e-4 on the case1 checkpoint at 128x256).
+FP32_BAR = 1e-3
+# fp16: the largest difference allowed on BAR_OUTPUTS as a fraction of the output's largest magnitude. A float16
+# trunk is not float32: measured against the float32 network, ~0.03% on the tiny test models and up to ~7% (0.36 on
+# object_logits of magnitude 5, 0.8 on class_logits of magnitude 20) on the case1 checkpoint at 128x256.
+FP16_RELATIVE_BAR = 0.2
+
+
 @dataclass
 class OnnxParity:
-    """Max absolute difference per output between onnxruntime and PyTorch on the same frames."""
+    """Max absolute difference per output between onnxruntime running the file and the float32 PyTorch network.
+
+    `scale`: each output's largest magnitude in PyTorch (what an fp16 difference is measured against).
+    `precision`: the file's ("fp32" or "fp16"), which decides the bar (`exceeded`).
+    """
 
     max_abs_diff: dict[str, float]
     batch: int
+    scale: dict[str, float] = field(default_factory=dict)
+    precision: str = "fp32"
 
-    def worst(self, names: tuple[str, ...] = ("object_logits", "class_logits")) -> float:
+    def worst(self, names: tuple[str, ...] = BAR_OUTPUTS) -> float:
         return max((v for k, v in self.max_abs_diff.items() if k in names), default=0.0)
+
+    def bar(self, name: str) -> float:
+        """The largest difference allowed on output `name` (one of BAR_OUTPUTS) at the file's precision."""
+        if self.precision == "fp16":
+            return FP16_RELATIVE_BAR * self.scale.get(name, 0.0)
+        return FP32_BAR
+
+    def exceeded(self) -> dict[str, float]:
+        """The BAR_OUTPUTS whose difference is past the bar, with their differences."""
+        return {name: diff for name, diff in self.max_abs_diff.items()
+                if name in BAR_OUTPUTS and not diff <= self.bar(name)}  # a NaN difference is past any bar
+
+    def describe_bar(self) -> str:
+        names = ", ".join(name for name in BAR_OUTPUTS if name in self.max_abs_diff)
+        if self.precision == "fp16":
+            return f"{FP16_RELATIVE_BAR:.0%} of the largest magnitude on {names}"
+        return f"{FP32_BAR:.0e} on {names}"
 
 
 def export_onnx(network: FrameNetwork, path: Path | str, height: int, width: int, precision: str = "fp32",
@@ -96,26 +130,30 @@ def _fix_output_shapes(onnx: ModuleType, path: Path, shapes: dict[str, tuple[int
 
 
 def check_parity(network: FrameNetwork, path: Path | str, images: torch.Tensor, precision: str = "fp32") -> OnnxParity:
-    """Run the ONNX file with onnxruntime (CPU) and PyTorch on `images` ``[B, 3, H, W]``; compare every output.
+    """Run the ONNX file with onnxruntime (CPU) and the float32 PyTorch `network` on `images` ``[B, 3, H, W]``;
+    compare every output.
 
-    `precision`: the one the file was exported at; PyTorch runs `network` at it too (an fp16 copy for "fp16", see
-    `at_precision`), so the differences are the runtimes', not float16 rounding's.
+    The reference is always the float32 network (the truth), whatever precision the file was exported at:
+    `precision` (the file's) only sets the bar the result is judged by (`OnnxParity.exceeded`): for "fp32" the
+    runtimes' rounding (FP32_BAR), for "fp16" the float16 trunk's own error (FP16_RELATIVE_BAR), which is far larger.
     """
     import numpy as np
     import onnxruntime
 
-    network = at_precision(network, precision)
-
+    if precision not in ("fp32", "fp16"):
+        raise ValueError(f"precision must be fp32 or fp16, not {precision!r}")
+    network = at_precision(network, "fp32")
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     input_type = session.get_inputs()[0].type
     feed = images.cpu().numpy().astype(np.float16 if "float16" in input_type else np.float32)
     results = session.run(None, {"images": feed})
     parameter = next(network.parameters())
     with torch.no_grad():
-        expected = network(torch.from_numpy(feed).to(parameter.device, parameter.dtype))
-    diffs = {
-        name: float(np.abs(got.astype(np.float64) - want.float().cpu().numpy().astype(np.float64)).max())
-        if got.size else 0.0
-        for name, got, want in zip(network.output_names, results, expected, strict=True)
-    }
-    return OnnxParity(diffs, int(images.shape[0]))
+        expected = network(images.to(parameter.device, torch.float32))
+    diffs: dict[str, float] = {}
+    scale: dict[str, float] = {}
+    for name, got, want in zip(network.output_names, results, expected, strict=True):
+        reference = want.cpu().numpy().astype(np.float64)
+        diffs[name] = float(np.abs(got.astype(np.float64) - reference).max()) if got.size else 0.0
+        scale[name] = float(np.abs(reference).max()) if reference.size else 0.0
+    return OnnxParity(diffs, int(images.shape[0]), scale, precision)

@@ -113,3 +113,20 @@ def test_height_alone_gives_a_16_9_width(tiny_weights, tmp_path) -> None:
     dims = onnx.load(str(path)).graph.input[0].type.tensor_type.shape.dim
     assert [dim.dim_value for dim in dims[1:]] == [3, 128, 256]  # 128 * 16 / 9 = 227.6, up to a multiple of 32
     assert "128x256" in result.stderr
+
+
+def test_an_fp32_file_past_the_parity_bar_is_not_written(tiny_weights, tmp_path, monkeypatch) -> None:
+    """The command printed the differences and exited 0 whatever they were (README's bar, 1e-3 on logits, was never
+    applied): past it, an fp32 file is refused with one line and not left in place."""
+    pytest.importorskip("onnxruntime")
+    import clipvis.cli.exporters.onnx as onnx_exporter
+
+    monkeypatch.setattr(onnx_exporter, "FP32_BAR", 1e-12)  # any real difference is past it
+    path = tmp_path / "m.onnx"
+    result = CliRunner().invoke(app, ["export", "--to", "onnx", "--model", str(tiny_weights), "-o", str(path)])
+    assert result.exit_code == 1 and result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert lines[0].startswith("clipvis: onnxruntime (fp32 file) vs PyTorch fp32 (batch 2, 64x128) max abs diff: ")
+    assert lines[-1].startswith(f"clipvis: error: {path} not written: onnxruntime does not reproduce PyTorch: "
+                                "object_logits ")
+    assert len(lines) == 2 and list(tmp_path.iterdir()) == []
