@@ -66,7 +66,9 @@ def export(
     precision: str = typer.Option("fp32", "--precision", help="onnx: fp32 or fp16."),
     vocab: str | None = typer.Option(None, "--vocab", help="onnx: bake these classes in (adds class_logits)."),
     vocab_file: Path | None = typer.Option(None, "--vocab-file", help="onnx: classes from a file."),
-    opset: int = typer.Option(17, "--opset", min=16, help="onnx: opset version."),
+    opset: int = typer.Option(
+        17, "--opset", help="onnx: ONNX opset version, 16 up to the newest the installed torch's exporter writes."
+    ),
     null: bool = typer.Option(
         False, "-0", "--null", help="Paths on stdin (-) are separated by NUL characters and the paths written to "
         "stdout end with one (find -print0, xargs -0)."
@@ -151,6 +153,12 @@ def export_network(weights: str, path: Path, height: int | None, width: int | No
     stderr): an fp32 file past the bar is not written (exit 1); an fp16 file past its bar is written with a warning."""
     if precision not in ("fp32", "fp16"):
         raise typer.BadParameter(f"--precision must be fp32 or fp16, not {precision!r}")
+    from clipvis.cli.exporters.onnx import supported_opsets
+
+    opsets = supported_opsets()
+    if opset not in opsets:
+        raise typer.BadParameter(f"--opset must be {opsets.start} to {opsets.stop - 1} (the opsets this torch "
+                                 f"exports), not {opset}")
     if path.is_dir():  # known before minutes of export and parity checks, not after
         raise fail(f"-o {path}: is a folder; give the .onnx file to write (e.g. -o {path / 'clipvis.onnx'})")
     check_config_file(config, clip_config)

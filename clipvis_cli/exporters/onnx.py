@@ -4,7 +4,13 @@ ONNX file with a dynamic batch axis, and its onnxruntime parity check against Py
 from __future__ import annotations
 
 import copy
+import io
+import os
+import sys
+import tempfile
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager, redirect_stdout
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -75,17 +81,58 @@ class OnnxParity:
         return f"{FP32_BAR:.0e} on {names}"
 
 
+# The oldest opset the network exports to (its ops need 16: grid_sample and the others).
+MIN_OPSET = 16
+DEFAULT_OPSET = 17
+
+
+def supported_opsets() -> range:
+    """The opsets `export_onnx` accepts: MIN_OPSET up to the newest the installed torch's TorchScript exporter
+    supports (it writes a newer number with a warning, but ops of its newest one)."""
+    from torch.onnx import _constants
+
+    newest = getattr(_constants, "ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET", None) or _constants.ONNX_MAX_OPSET
+    return range(MIN_OPSET, int(newest) + 1)
+
+
+@contextmanager
+def stdout_captured() -> Iterator[None]:
+    """Keep everything written to standard output, by Python or by C++ (file descriptor 1), out of it while the
+    block runs: the TorchScript exporter logs the whole graph there when it fails ("Torch IR graph at exception"),
+    and a command's stdout carries only the files it wrote. What was written is dropped."""
+    sys.stdout.flush()
+    try:
+        saved = os.dup(1)
+    except OSError:  # no file descriptor 1 (a closed stdout): only Python's to keep clean
+        with redirect_stdout(io.StringIO()):
+            yield
+        return
+    try:
+        with tempfile.TemporaryFile() as sink, redirect_stdout(io.StringIO()):
+            os.dup2(sink.fileno(), 1)
+            try:
+                yield
+            finally:
+                os.dup2(saved, 1)
+    finally:
+        os.close(saved)
+
+
 def export_onnx(network: FrameNetwork, path: Path | str, height: int, width: int, precision: str = "fp32",
-                opset: int = 17) -> Path:
+                opset: int = DEFAULT_OPSET) -> Path:
     """Write `network` as ONNX with a dynamic batch axis (frames of `height` x `width`, multiples of 32).
 
     fp16 stores the CLIP backbone's convolution weights in half precision (the bulk of the model); the pixel decoder
     runs in float32 as in the official code, and the mask decoder and the CLIP pooling head stay float32 too. Input
     and outputs stay float32. The half-precision network is a copy (`at_precision`): `network` keeps its float32
-    weights and can go on predicting; pass the same `precision` to `check_parity`.
+    weights and can go on predicting; pass the same `precision` to `check_parity`. `opset`: one of
+    `supported_opsets()`. Nothing the exporter prints reaches standard output (`stdout_captured`).
     """
     if height % 32 or width % 32:
         raise ValueError(f"height and width must be multiples of 32 (got {height}x{width})")
+    opsets = supported_opsets()
+    if opset not in opsets:
+        raise ValueError(f"opset must be {opsets.start} to {opsets.stop - 1}, not {opset}")
     import onnx  # before minutes of tracing
 
     network = at_precision(network, precision)
@@ -99,7 +146,7 @@ def export_onnx(network: FrameNetwork, path: Path | str, height: int, width: int
 
     hook = network.register_forward_hook(record_shapes)
     try:
-        with export_mode(network), torch.no_grad(), warnings.catch_warnings():
+        with export_mode(network), torch.no_grad(), warnings.catch_warnings(), stdout_captured():
             warnings.simplefilter("ignore")  # tracer warnings about shapes read as Python numbers (fixed frame size)
             torch.onnx.export(
                 network, (example,), str(path), input_names=["images"], output_names=list(names),

@@ -130,3 +130,19 @@ def test_an_fp32_file_past_the_parity_bar_is_not_written(tiny_weights, tmp_path,
     assert lines[-1].startswith(f"clipvis: error: {path} not written: onnxruntime does not reproduce PyTorch: "
                                 "object_logits ")
     assert len(lines) == 2 and list(tmp_path.iterdir()) == []
+
+
+def test_an_opset_torch_cannot_export_is_a_usage_error_before_the_model_loads(tiny_weights, tmp_path,
+                                                                              monkeypatch) -> None:
+    """--opset 99 loaded the model, traced it and failed with exit 1 (and ~1,700 lines of graph on stdout)."""
+    import clipvis.cli.commands.export as export_command
+    from clipvis.cli.exporters.onnx import supported_opsets
+
+    monkeypatch.setattr(export_command, "load_predictor", lambda options: pytest.fail("the model was loaded"))
+    newest = supported_opsets()[-1]
+    for opset in (99, newest + 1, 15):
+        result = CliRunner().invoke(app, ["export", "--to", "onnx", "--model", str(tiny_weights), "--opset",
+                                          str(opset), "-o", str(tmp_path / "m.onnx")])
+        assert result.exit_code == 2 and result.stdout == ""
+        assert f"--opset must be 16 to {newest} (the opsets this torch exports), not {opset}" in result.stderr
+    assert list(tmp_path.iterdir()) == []

@@ -4,6 +4,7 @@ test_export_onnx.py)."""
 from __future__ import annotations
 
 import copy
+import os
 
 import numpy as np
 import pytest
@@ -89,3 +90,26 @@ def test_parity_is_measured_against_the_fp32_network_at_every_precision(tiny_con
         rel=1e-6, abs=1e-12)
     assert parity.precision == "fp16" and parity.exceeded() == {}
     assert parity.bar("object_logits") == pytest.approx(0.2 * float(want[0].abs().max()))
+
+
+def test_nothing_the_exporter_prints_reaches_stdout(tiny_model_factory, tmp_path, monkeypatch, capfd) -> None:
+    """A failing TorchScript export logs its whole graph through C++ to file descriptor 1 ("Torch IR graph at
+    exception", ~1,700 lines for a small checkpoint), which `clipvis export` keeps for the list of files written."""
+    import clipvis.cli.exporters.onnx as onnx_exporter
+
+    def noisy_export(*args: object, **kwargs: object) -> None:
+        print("python print")
+        os.write(1, b"Torch IR graph at exception: graph(...)\n")
+        raise RuntimeError("Unsupported operator")
+
+    monkeypatch.setattr(onnx_exporter.torch.onnx, "export", noisy_export)
+    capfd.readouterr()
+    with pytest.raises(RuntimeError, match="Unsupported operator"):
+        export_onnx(FrameNetwork(tiny_model_factory("rn")), tmp_path / "m.onnx", 64, 64)
+    print("after")
+    assert capfd.readouterr().out == "after\n"
+
+
+def test_an_opset_out_of_range_is_refused(tiny_model_factory, tmp_path) -> None:
+    with pytest.raises(ValueError, match=r"opset must be 16 to \d+, not 99"):
+        export_onnx(FrameNetwork(tiny_model_factory("rn")), tmp_path / "m.onnx", 64, 64, opset=99)
