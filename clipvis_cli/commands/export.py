@@ -83,7 +83,7 @@ def export(
             raise typer.BadParameter("--to onnx needs --model WEIGHTS")
         if inputs:
             raise typer.BadParameter("--to onnx exports the network: give --model, not inputs")
-        vocabulary = parse_vocabulary(vocab, vocab_file) if (vocab or vocab_file) else None
+        vocabulary = None if vocab is None and vocab_file is None else parse_vocabulary(vocab, vocab_file)
         export_network(model, output or Path("clipvis.onnx"), height, width, precision, vocabulary, opset,
                        config, clip_config)
         return

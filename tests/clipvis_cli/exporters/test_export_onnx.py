@@ -146,3 +146,17 @@ def test_an_opset_torch_cannot_export_is_a_usage_error_before_the_model_loads(ti
         assert result.exit_code == 2 and result.stdout == ""
         assert f"--opset must be 16 to {newest} (the opsets this torch exports), not {opset}" in result.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_an_empty_vocab_is_a_usage_error_not_a_free_vocabulary_file(tiny_weights, tmp_path, monkeypatch) -> None:
+    """--vocab "" (an unset shell variable) exported a file without class_logits; segment --vocab "" and export
+    --vocab ",," say `empty class name`."""
+    import clipvis.cli.commands.export as export_command
+
+    monkeypatch.setattr(export_command, "load_predictor", lambda options: pytest.fail("the model was loaded"))
+    for vocab in ("", " ", ",,"):
+        result = CliRunner().invoke(app, ["export", "--to", "onnx", "--model", str(tiny_weights), "--vocab", vocab,
+                                          "-o", str(tmp_path / "m.onnx")])
+        assert result.exit_code == 2 and result.stdout == ""
+        assert "--vocab: empty class name (classes are separated by commas / lines)" in result.stderr
+    assert list(tmp_path.iterdir()) == []
