@@ -173,10 +173,15 @@ def export_network(weights: str, path: Path, height: int | None, width: int | No
     from clipvis.cli.exporters.onnx import check_parity, export_onnx
     from clipvis.model.onnx_export import FrameNetwork
 
-    predictor = load_predictor(SegmentOptions(
+    options = SegmentOptions(
         vocabulary=vocabulary or ["object"], weights=weights, device="cpu", precision="fp32",
         config=str(config) if config else None, clip_config=str(clip_config) if clip_config else None,
-    ))
+    )
+    predictor = load_predictor(options)
+    try:
+        metadata = checkpoint_metadata(options)
+    except OSError as error:
+        raise fail(subject_message(error, weights)) from None
     model = predictor.model
     height, width = default_frame_size(model.config.min_size_test, height, width)
     if height % 32 or width % 32:
@@ -184,7 +189,8 @@ def export_network(weights: str, path: Path, height: int | None, width: int | No
     network = FrameNetwork(model, predictor.text if vocabulary else None)
     try:
         with atomic_output_path(path) as temporary:
-            export_onnx(network, temporary, height, width, precision=precision, opset=opset)
+            export_onnx(network, temporary, height, width, precision=precision, opset=opset,
+                        metadata=metadata)
             images = torch.randn(2, 3, height, width, generator=torch.Generator().manual_seed(0))
             parity = check_parity(network, temporary, images, precision=precision)
             diffs = ", ".join(f"{name} {value:.2e}" for name, value in parity.max_abs_diff.items())
@@ -210,3 +216,18 @@ def default_frame_size(short_edge: int, height: int | None, width: int | None) -
     edge: 480 -> 480x864; --height 256 -> 256x480)."""
     base = height or short_edge
     return height or -(-short_edge // 32) * 32, width or -(-(base * 16 // 9) // 32) * 32
+
+
+def checkpoint_metadata(options: SegmentOptions) -> dict[str, str]:
+    """The ONNX file's metadata naming the weights it holds: `checkpoint` (a released checkpoint's name, or the
+    resolved path of the file), `checkpoint_bytes` and `checkpoint_sha256` of that file."""
+    import hashlib
+
+    data = {"checkpoint": options.weights_identity()}
+    if options.checkpoint is not None:
+        digest = hashlib.sha256()
+        with open(options.checkpoint["file"], "rb") as file:
+            for block in iter(lambda: file.read(1 << 20), b""):
+                digest.update(block)
+        data |= {"checkpoint_bytes": str(options.checkpoint["bytes"]), "checkpoint_sha256": digest.hexdigest()}
+    return data

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import io
+import json
 import os
 import sys
 import tempfile
@@ -118,15 +119,39 @@ def stdout_captured() -> Iterator[None]:
         os.close(saved)
 
 
+def network_metadata(network: FrameNetwork, height: int, width: int, precision: str) -> dict[str, str]:
+    """The file's `metadata_props` that the network gives (README "ONNX" lists them): strings, JSON where a value
+    is a list. `classes`: the baked vocabulary in `class_logits` column order, each class as [name, synonyms...]
+    (`[]`: free vocabulary, no class_logits)."""
+    from clipvis import __version__
+
+    config = network.model.config
+    text = network.text
+    classes = [] if text is None else [[part.strip() for part in entry.split(",")] for entry in text.vocabulary]
+    return {
+        "clipvis_version": __version__,
+        "classes": json.dumps(classes, ensure_ascii=False),
+        "precision": precision,
+        "input_size": json.dumps([height, width]),
+        "pixel_mean": json.dumps([float(v) for v in config.pixel_mean]),
+        "pixel_std": json.dumps([float(v) for v in config.pixel_std]),
+        "min_size_test": str(config.min_size_test),
+        "max_size_test": str(config.max_size_test),
+        "size_divisibility": str(config.size_divisibility),
+        "zero_logits_of_empty_masks": json.dumps(bool(network.model.mask_pooler.zero_logits_of_empty_masks)),
+    }
+
+
 def export_onnx(network: FrameNetwork, path: Path | str, height: int, width: int, precision: str = "fp32",
-                opset: int = DEFAULT_OPSET) -> Path:
+                opset: int = DEFAULT_OPSET, metadata: dict[str, str] | None = None) -> Path:
     """Write `network` as ONNX with a dynamic batch axis (frames of `height` x `width`, multiples of 32).
 
     fp16 stores the CLIP backbone's convolution weights in half precision (the bulk of the model); the pixel decoder
     runs in float32 as in the official code, and the mask decoder and the CLIP pooling head stay float32 too. Input
     and outputs stay float32. The half-precision network is a copy (`at_precision`): `network` keeps its float32
     weights and can go on predicting; pass the same `precision` to `check_parity`. `opset`: one of
-    `supported_opsets()`. Nothing the exporter prints reaches standard output (`stdout_captured`).
+    `supported_opsets()`. Nothing the exporter prints reaches standard output (`stdout_captured`). The file's
+    `metadata_props` are `network_metadata` and then `metadata` (the caller's, e.g. the checkpoint's identity).
     """
     if height % 32 or width % 32:
         raise ValueError(f"height and width must be multiples of 32 (got {height}x{width})")
@@ -155,15 +180,16 @@ def export_onnx(network: FrameNetwork, path: Path | str, height: int, width: int
             )
     finally:
         hook.remove()
-    _fix_output_shapes(onnx, Path(path), dict(zip(names, traced, strict=True)))
+    props = {**network_metadata(network, height, width, precision), **(metadata or {})}
+    _finish_file(onnx, Path(path), dict(zip(names, traced, strict=True)), props)
     return Path(path)
 
 
-def _fix_output_shapes(onnx: ModuleType, path: Path, shapes: dict[str, tuple[int, ...]]) -> None:
+def _finish_file(onnx: ModuleType, path: Path, shapes: dict[str, tuple[int, ...]], metadata: dict[str, str]) -> None:
     """Declare every output's shape in the file: ``batch`` first, then the sizes the fixed frame size gives (queries,
     mask size, embedding width, classes). The exporter's shape inference loses some of them behind an Einsum or an
     Add and names them after it (``clip_embeds [batch, Einsummask_logits_dim_3, E]``), so the same query axis read
-    as a fixed size in one output and as an unknown in another."""
+    as a fixed size in one output and as an unknown in another. Then set the file's `metadata_props`."""
     model = onnx.load(str(path), load_external_data=False)  # the weights, if stored beside it, stay where they are
     for output in model.graph.output:
         dims = output.type.tensor_type.shape.dim
@@ -173,6 +199,10 @@ def _fix_output_shapes(onnx: ModuleType, path: Path, shapes: dict[str, tuple[int
                 dims.add().dim_param = "batch"
             else:
                 dims.add().dim_value = size
+    del model.metadata_props[:]
+    for key, value in metadata.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
     onnx.save(model, str(path))
 
 

@@ -160,3 +160,46 @@ def test_an_empty_vocab_is_a_usage_error_not_a_free_vocabulary_file(tiny_weights
         assert result.exit_code == 2 and result.stdout == ""
         assert "--vocab: empty class name (classes are separated by commas / lines)" in result.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_file_says_what_it_holds_in_its_metadata(tiny_weights, tmp_path) -> None:
+    """The file carried no metadata: which checkpoint, which classes in which column, what preprocessing and frame
+    size it expects. README: onnx.load(...).metadata_props or session.get_modelmeta().custom_metadata_map."""
+    import hashlib
+    import json
+
+    onnxruntime = pytest.importorskip("onnxruntime")
+    from clipvis import __version__
+    from clipvis.model import load_model
+
+    path = tmp_path / "m.onnx"
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text("cat\ndog, puppy\nkite\n")
+    result = CliRunner().invoke(app, ["export", "--to", "onnx", "--model", str(tiny_weights), "--vocab-file",
+                                      str(vocab), "-o", str(path)])
+    assert result.exit_code == 0, result.output
+    meta = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"]).get_modelmeta()
+    props = meta.custom_metadata_map
+    config = load_model(tiny_weights).config
+    assert props == {
+        "clipvis_version": __version__,
+        "classes": json.dumps([["cat"], ["dog", "puppy"], ["kite"]]),
+        "precision": "fp32",
+        "input_size": "[64, 128]",
+        "pixel_mean": json.dumps(list(config.pixel_mean)),
+        "pixel_std": json.dumps(list(config.pixel_std)),
+        "min_size_test": str(config.min_size_test),
+        "max_size_test": str(config.max_size_test),
+        "size_divisibility": str(config.size_divisibility),
+        "zero_logits_of_empty_masks": "true",
+        "checkpoint": str(tiny_weights.resolve()),
+        "checkpoint_bytes": str(tiny_weights.stat().st_size),
+        "checkpoint_sha256": hashlib.sha256(tiny_weights.read_bytes()).hexdigest(),
+    }
+    free = tmp_path / "free.onnx"
+    result = CliRunner().invoke(app, ["export", "--to", "onnx", "--model", str(tiny_weights), "--precision", "fp16",
+                                      "-o", str(free)])
+    assert result.exit_code == 0, result.output
+    props = onnxruntime.InferenceSession(str(free), providers=["CPUExecutionProvider"]).get_modelmeta()
+    assert props.custom_metadata_map["classes"] == "[]"
+    assert props.custom_metadata_map["precision"] == "fp16"
