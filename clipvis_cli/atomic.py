@@ -17,8 +17,10 @@ written as JSON escapes (`\udcff`) instead of failing: json.loads gives back the
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import re
 import shutil
 import tempfile
 import threading
@@ -90,6 +92,52 @@ def remove_stale_temp_files(directory: Path | str, finals: Iterable[str] | None 
                 continue
         except OSError:
             continue
+        removed.append(Path(entry.path))
+    return removed
+
+
+@contextmanager
+def temp_file_held(path: Path | str) -> Iterator[None]:
+    """Hold an advisory lock (`flock`) on the temporary file `path` while the block writes it (in place: the same
+    file, truncated and rewritten, keeps the lock), so that `remove_stale_temp_files_of` tells it from the file of a
+    killed run. Where the file system has no `flock`, the file is written unlocked."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            pass  # no flock here (or, impossibly, someone else's): written unlocked
+        yield
+    finally:
+        os.close(fd)  # closing drops the lock
+
+
+def remove_stale_temp_files_of(final: Path | str, started: float) -> list[Path]:
+    """Delete the temporary files of the final file `final` (`.<stem>.XXXXXXXX.tmp<suffix>` beside it, the names
+    `temp_path_for` makes for it and for no other name) that a killed run left: last modified before `started` (a
+    `time.time()`) and locked by no live process (`temp_file_held`). A file that cannot be locked to check (no
+    `flock` on the file system) is kept. Returns what was removed."""
+    final = Path(final)
+    pattern = re.compile(rf"\.{re.escape(final.stem)}\.[a-z0-9_]{{8}}{re.escape(TEMP_MARKER + final.suffix)}")
+    removed: list[Path] = []
+    try:
+        entries = [entry for entry in os.scandir(final.parent or ".") if pattern.fullmatch(entry.name)]
+    except OSError:
+        return removed
+    for entry in entries:
+        try:
+            if not entry.is_file(follow_symlinks=False) or entry.stat(follow_symlinks=False).st_mtime >= started:
+                continue
+            fd = os.open(entry.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0))
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held by a live writer: BlockingIOError, kept
+            os.unlink(entry.path)
+        except OSError:
+            continue
+        finally:
+            os.close(fd)
         removed.append(Path(entry.path))
     return removed
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 import typer
@@ -161,6 +162,7 @@ def export_network(weights: str, path: Path, height: int | None, width: int | No
                                  f"exports), not {opset}")
     if path.is_dir():  # known before minutes of export and parity checks, not after
         raise fail(f"-o {path}: is a folder; give the .onnx file to write (e.g. -o {path / 'clipvis.onnx'})")
+    started = time.time()  # a temporary file of this target older than this, and unlocked, is a killed run's
     check_config_file(config, clip_config)
     try:
         import onnx  # noqa: F401
@@ -169,7 +171,12 @@ def export_network(weights: str, path: Path, height: int | None, width: int | No
         raise fail("ONNX export needs onnx and onnxruntime: pip install 'clipvis[onnx]'") from None
     import torch
 
-    from clipvis.cli.atomic import OutputNotWritableError, atomic_output_path
+    from clipvis.cli.atomic import (
+        OutputNotWritableError,
+        atomic_output_path,
+        remove_stale_temp_files_of,
+        temp_file_held,
+    )
     from clipvis.cli.exporters.onnx import check_parity, export_onnx
     from clipvis.model.onnx_export import FrameNetwork
 
@@ -188,7 +195,8 @@ def export_network(weights: str, path: Path, height: int | None, width: int | No
         raise typer.BadParameter(f"--height/--width must be multiples of 32 (got {height}x{width})")
     network = FrameNetwork(model, predictor.text if vocabulary else None)
     try:
-        with atomic_output_path(path) as temporary:
+        with atomic_output_path(path) as temporary, temp_file_held(temporary):
+            remove_stale_temp_files_of(path, started)  # of runs killed while writing it (a full-size file each)
             export_onnx(network, temporary, height, width, precision=precision, opset=opset,
                         metadata=metadata)
             images = torch.randn(2, 3, height, width, generator=torch.Generator().manual_seed(0))

@@ -203,3 +203,51 @@ def test_the_file_says_what_it_holds_in_its_metadata(tiny_weights, tmp_path) -> 
     props = onnxruntime.InferenceSession(str(free), providers=["CPUExecutionProvider"]).get_modelmeta()
     assert props.custom_metadata_map["classes"] == "[]"
     assert props.custom_metadata_map["precision"] == "fp16"
+
+
+def test_temp_files_of_killed_exports_of_the_target_are_removed(tiny_weights, tmp_path) -> None:
+    """An export killed during the parity check left its full-size `.NAME.XXXXXXXX.tmp.onnx` (~193 MB for R50) and
+    no later export removed it. Only this target's, older than the run and locked by no live process, go."""
+    import fcntl
+    import os
+
+    pytest.importorskip("onnxruntime")
+    path = tmp_path / "m.onnx"
+    killed = [tmp_path / ".m.a1b2c3d4.tmp.onnx", tmp_path / ".m.zz_9yy8x.tmp.onnx"]
+    live = tmp_path / ".m.livelive.tmp.onnx"  # an export running now, which holds its file
+    kept = [live, tmp_path / ".m.x.abcdefgh.tmp.onnx", tmp_path / ".m2.abcdefgh.tmp.onnx",  # other targets'
+            tmp_path / ".m.abcdefgh.tmp.json", tmp_path / "m.onnx.bak"]
+    for file in killed + kept:
+        file.write_bytes(b"partial onnx")
+        os.utime(file, (1_000_000_000, 1_000_000_000))
+    newer = tmp_path / ".m.newer123.tmp.onnx"  # made after this run began (by a run that has not locked it yet)
+    newer.write_bytes(b"partial onnx")
+    os.utime(newer, (4_000_000_000, 4_000_000_000))
+    holder = os.open(live, os.O_RDONLY)
+    fcntl.flock(holder, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    try:
+        result = CliRunner().invoke(app, ["export", "--to", "onnx", "--model", str(tiny_weights), "-o", str(path)])
+    finally:
+        os.close(holder)
+    assert result.exit_code == 0, result.output
+    assert sorted(tmp_path.iterdir()) == sorted([path, newer, *kept])
+
+
+def test_a_running_exports_temp_file_stays_locked_through_export_and_parity(tiny_weights, tmp_path,
+                                                                             monkeypatch) -> None:
+    """The lock that tells a live export's file from a killed one's must survive the exporter rewriting the file."""
+    pytest.importorskip("onnxruntime")
+    import clipvis.cli.exporters.onnx as onnx_exporter
+    from clipvis.cli.atomic import remove_stale_temp_files_of
+
+    path = tmp_path / "m.onnx"
+    real_check = onnx_exporter.check_parity
+
+    def check_with_a_second_export_cleaning(*args: object, **kwargs: object) -> object:
+        assert remove_stale_temp_files_of(path, started=float("inf")) == []  # another export, started now
+        return real_check(*args, **kwargs)
+
+    monkeypatch.setattr(onnx_exporter, "check_parity", check_with_a_second_export_cleaning)
+    result = CliRunner().invoke(app, ["export", "--to", "onnx", "--model", str(tiny_weights), "-o", str(path)])
+    assert result.exit_code == 0, result.output
+    assert [file.name for file in tmp_path.iterdir()] == ["m.onnx"]
