@@ -28,7 +28,26 @@ def parse_formats(value: str, allowed: tuple[str, ...], flag: str) -> list[str]:
     return list(dict.fromkeys(chosen))
 
 
+# The options of each mode, by parameter name: the flag named in the error when given to the other mode.
+RESULTS_ONLY = {"min_score": "--min-score", "classes": "--classes", "media": "--media/--no-media",
+                "zip_results": "--zip", "media_url": "--media-url"}
+ONNX_ONLY = {"model": "--model", "config": "--config", "clip_config": "--clip-config", "height": "--height",
+             "width": "--width", "precision": "--precision", "vocab": "--vocab", "vocab_file": "--vocab-file",
+             "opset": "--opset"}
+
+
+def refuse_options_of_the_other_mode(ctx: typer.Context, onnx: bool) -> None:
+    """A usage error for the first option given on the command line (or by the environment) that the mode does
+    not use: silently ignored, it changed nothing the user expected it to."""
+    for name, flag in (RESULTS_ONLY if onnx else ONNX_ONLY).items():
+        source = ctx.get_parameter_source(name)  # by name: Typer may bring its own copy of click's enum
+        if source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP"):
+            raise typer.BadParameter(f"{flag} is not for --to onnx (it exports the network, not results)" if onnx
+                                     else f"{flag} is only for --to onnx")
+
+
 def export(
+    ctx: typer.Context,
     inputs: list[str] = typer.Argument(
         None, metavar="INPUTS",
         help="segment output folders, ytvis.json files, folders of them (recursive), globs, or - for stdin.",
@@ -79,7 +98,9 @@ def export(
     or, with --to onnx, the per-frame network to ONNX."""
     if log_format not in ("human", "jsonl"):
         raise typer.BadParameter(f"--log-format must be human or jsonl, not {log_format!r}")
-    if to.strip().lower() == "onnx":
+    onnx = to.strip().lower() == "onnx"
+    refuse_options_of_the_other_mode(ctx, onnx)
+    if onnx:
         if model is None:
             raise typer.BadParameter("--to onnx needs --model WEIGHTS")
         if inputs:
@@ -88,8 +109,6 @@ def export(
         export_network(model, output or Path("clipvis.onnx"), height, width, precision, vocabulary, opset,
                        config, clip_config)
         return
-    if model is not None:
-        raise typer.BadParameter("--model is only for --to onnx")
     formats = parse_formats(to, EXPORT_FORMATS, "--to")
     if not inputs:
         raise typer.BadParameter("give the segment outputs to export (folders or ytvis.json files)")

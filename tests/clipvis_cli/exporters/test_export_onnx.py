@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from typer.testing import CliRunner
 
 from clipvis.cli.app import app
@@ -45,6 +46,7 @@ def test_onnx_export_parity_and_the_readme_loop(tiny_weights, tmp_path, isolated
     video = np.random.default_rng(0).integers(0, 256, (6, 64, 96, 3), dtype=np.uint8)
     matcher = TemporalMatcher(model.config.memory_length, model.config.top_k)
     scorer = StreamingVideoScorer()
+    kept = []  # README's mask step: each frame's aligned mask logits and its geometry
     for start in (0, 3):
         images, geometry = predictor.preprocessor(video[start : start + 3], torch.device("cpu"))
         assert geometry.padded == (64, 96)
@@ -59,10 +61,27 @@ def test_onnx_export_parity_and_the_readme_loop(tiny_weights, tmp_path, isolated
         for b in range(images.shape[0]):
             perm = matcher.match(embeds[b]).permutation
             scorer.add_frame(obj[b][perm], logits[b][perm].softmax(-1), ious[b][perm], masks[b][perm])
+            kept.append((masks[b][perm], geometry))
     selection = scorer.select(top_n=model.config.detections_per_video)
     session_torch = predictor.new_video()
-    session_torch.push(video)
+    tracked = session_torch.push(video)
     reference = session_torch.finish()
+
+    def frame_mask(logits: torch.Tensor, geometry) -> torch.Tensor:  # README, verbatim
+        x = F.interpolate(logits[None, None], size=geometry.padded, mode="bilinear", align_corners=False)
+        x = x[..., : geometry.resized[0], : geometry.resized[1]]
+        x = F.interpolate(x, size=geometry.original, mode="bilinear", align_corners=False)
+        return x[0, 0] > 0
+
+    pixels = 0
+    for n, track in enumerate(selection.queries[:5]):
+        video_masks = [frame_mask(aligned[track], geometry) & ~selection.suppressed[n, t]
+                       for t, (aligned, geometry) in enumerate(kept)]
+        pixels += sum(int(mask.sum()) for mask in video_masks)
+        want = [frame.masks[track] & ~torch.from_numpy(reference.instances[n].suppressed_frames[t:t + 1])
+                for t, frame in enumerate(tracked)]
+        assert all((got != ref).float().mean() < 1e-3 for got, ref in zip(video_masks, want, strict=True))
+    assert pixels > 0
     assert [int(q) for q in selection.queries[:5]] == [i.track_id for i in reference.instances[:5]]
     assert [int(c) for c in selection.labels[:5]] == [i.label for i in reference.instances[:5]]
     assert np.allclose(selection.scores[:5].numpy(), [i.score for i in reference.instances[:5]], atol=1e-4)
@@ -251,3 +270,28 @@ def test_a_running_exports_temp_file_stays_locked_through_export_and_parity(tiny
     result = CliRunner().invoke(app, ["export", "--to", "onnx", "--model", str(tiny_weights), "-o", str(path)])
     assert result.exit_code == 0, result.output
     assert [file.name for file in tmp_path.iterdir()] == ["m.onnx"]
+
+
+@pytest.mark.parametrize(("args", "line"), [
+    (["--to", "onnx", "--model", "W", "--min-score", "0.5"],
+     "--min-score is not for --to onnx (it exports the network, not results)"),
+    (["--to", "onnx", "--model", "W", "--classes", "cat"],
+     "--classes is not for --to onnx (it exports the network, not results)"),
+    (["--to", "onnx", "--model", "W", "--zip"], "--zip is not for --to onnx (it exports the network, not results)"),
+    (["--to", "onnx", "--model", "W", "--no-media"],
+     "--media/--no-media is not for --to onnx (it exports the network, not results)"),
+    (["x", "--to", "ytvis", "--vocab", "cat"], "--vocab is only for --to onnx"),
+    (["x", "--to", "ytvis", "--vocab-file", "v.txt"], "--vocab-file is only for --to onnx"),
+    (["x", "--to", "coco", "--config", "c.yaml"], "--config is only for --to onnx"),
+    (["x", "--to", "ytvis", "--clip-config", "c.json"], "--clip-config is only for --to onnx"),
+    (["x", "--to", "ytvis", "--height", "480"], "--height is only for --to onnx"),
+    (["x", "--to", "cvat-video", "--width", "864"], "--width is only for --to onnx"),
+    (["x", "--to", "ytvis", "--precision", "fp16"], "--precision is only for --to onnx"),
+    (["x", "--to", "ytvis", "--opset", "17"], "--opset is only for --to onnx"),
+])
+def test_an_option_of_the_other_mode_is_a_usage_error(args, line) -> None:
+    """--to onnx ignored --min-score, --classes and --zip; --to ytvis (any results format) ignored --vocab, --config,
+    --height, --width, --precision and --opset: only --model was refused."""
+    result = CliRunner().invoke(app, ["export", *args])
+    assert result.exit_code == 2 and result.stdout == ""
+    assert result.stderr == f"clipvis: error: {line} (see 'clipvis export --help')\n"
