@@ -173,12 +173,27 @@ def export_network(weights: str, path: Path, height: int | None, width: int | No
     stderr): an fp32 file past the bar is not written (exit 1); an fp16 file past its bar is written with a warning."""
     if precision not in ("fp32", "fp16"):
         raise typer.BadParameter(f"--precision must be fp32 or fp16, not {precision!r}")
+    from clipvis.cli.atomic import (
+        OutputNotWritableError,
+        atomic_output_path,
+        ensure_output_dir,
+        remove_stale_temp_files_of,
+        temp_file_held,
+    )
     from clipvis.cli.exporters.onnx import supported_opsets
 
     opsets = supported_opsets()
     if opset not in opsets:
         raise typer.BadParameter(f"--opset must be {opsets.start} to {opsets.stop - 1} (the opsets this torch "
                                  f"exports), not {opset}")
+    given = {flag: value for flag, value in (("--height", height), ("--width", width)) if value is not None}
+    if any(value % 32 for value in given.values()):  # checked before the model loads, naming what was given
+        if len(given) == 2:
+            raise typer.BadParameter(f"--height/--width must be multiples of 32 (got {height}x{width})")
+        (flag, value), = given.items()
+        raise typer.BadParameter(f"{flag} must be a multiple of 32 (got {value})")
+    if str(path) == "-":
+        raise typer.BadParameter("-o -: an ONNX file cannot go to stdout; give the .onnx file to write")
     if path.is_dir():  # known before minutes of export and parity checks, not after
         raise fail(f"-o {path}: is a folder; give the .onnx file to write (e.g. -o {path / 'clipvis.onnx'})")
     started = time.time()  # a temporary file of this target older than this, and unlocked, is a killed run's
@@ -190,15 +205,13 @@ def export_network(weights: str, path: Path, height: int | None, width: int | No
         raise fail("ONNX export needs onnx and onnxruntime: pip install 'clipvis[onnx]'") from None
     import torch
 
-    from clipvis.cli.atomic import (
-        OutputNotWritableError,
-        atomic_output_path,
-        remove_stale_temp_files_of,
-        temp_file_held,
-    )
     from clipvis.cli.exporters.onnx import check_parity, export_onnx
     from clipvis.model.onnx_export import FrameNetwork
 
+    try:
+        ensure_output_dir(path.parent)  # created (or found not writable) before the model loads
+    except OutputNotWritableError as error:
+        raise fail(str(error)) from None
     options = SegmentOptions(
         vocabulary=vocabulary or ["object"], weights=weights, device="cpu", precision="fp32",
         config=str(config) if config else None, clip_config=str(clip_config) if clip_config else None,
@@ -210,8 +223,6 @@ def export_network(weights: str, path: Path, height: int | None, width: int | No
         raise fail(subject_message(error, weights)) from None
     model = predictor.model
     height, width = default_frame_size(model.config.min_size_test, height, width)
-    if height % 32 or width % 32:
-        raise typer.BadParameter(f"--height/--width must be multiples of 32 (got {height}x{width})")
     network = FrameNetwork(model, predictor.text if vocabulary else None)
     try:
         with atomic_output_path(path) as temporary, temp_file_held(temporary):

@@ -295,3 +295,46 @@ def test_an_option_of_the_other_mode_is_a_usage_error(args, line) -> None:
     result = CliRunner().invoke(app, ["export", *args])
     assert result.exit_code == 2 and result.stdout == ""
     assert result.stderr == f"clipvis: error: {line} (see 'clipvis export --help')\n"
+
+
+@pytest.mark.parametrize(("args", "line"), [
+    (["--height", "100"], "--height must be a multiple of 32 (got 100)"),
+    (["--width", "100"], "--width must be a multiple of 32 (got 100)"),
+    (["-o", "-"], "-o -: an ONNX file cannot go to stdout; give the .onnx file to write"),
+])
+def test_sizes_and_stdout_are_refused_before_the_model_loads(args, line, tiny_weights, tmp_path, monkeypatch) -> None:
+    """--height 100's error named `got 100x256` (a width never given) after loading the model; -o - wrote a file
+    named `-`."""
+    pytest.importorskip("onnxruntime")
+    import clipvis.cli.commands.export as export_command
+
+    monkeypatch.setattr(export_command, "load_predictor", lambda options: pytest.fail("the model was loaded"))
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["export", "--to", "onnx", "--model", str(tiny_weights), *args])
+    assert result.exit_code == 2 and result.stdout == ""
+    assert result.stderr == f"clipvis: error: {line} (see 'clipvis export --help')\n"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_output_folder_is_made_before_the_model_loads(tiny_weights, tmp_path, monkeypatch) -> None:
+    """-o nodir/sub/x.onnx failed after loading the model (and, for a real one, minutes)."""
+    pytest.importorskip("onnxruntime")
+    import clipvis.cli.commands.export as export_command
+
+    path = tmp_path / "nodir" / "sub" / "x.onnx"
+    real_load = export_command.load_predictor
+
+    def load_after_the_folder_exists(options: object) -> object:
+        assert path.parent.is_dir()
+        return real_load(options)
+
+    monkeypatch.setattr(export_command, "load_predictor", load_after_the_folder_exists)
+    result = CliRunner().invoke(app, ["export", "--to", "onnx", "--model", str(tiny_weights), "-o", str(path)])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == str(path) and path.is_file()
+    blocked = tmp_path / "file"
+    blocked.write_text("not a folder")
+    monkeypatch.setattr(export_command, "load_predictor", lambda options: pytest.fail("the model was loaded"))
+    result = CliRunner().invoke(app, ["export", "--to", "onnx", "--model", str(tiny_weights), "-o",
+                                      str(blocked / "x.onnx")])
+    assert result.exit_code == 1 and result.stderr.startswith(f"clipvis: error: {blocked}: output not writable")
