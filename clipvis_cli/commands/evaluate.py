@@ -8,7 +8,9 @@ Exit status: 0 scored, 1 bad input file (one `clipvis: error:` line on stderr), 
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 from collections.abc import Mapping, Sequence
 from enum import Enum
 from pathlib import Path
@@ -27,8 +29,9 @@ from clipvis.cli.evaluation.protocols import get_protocol
 from clipvis.cli.evaluation.scoring import score_results_file
 from clipvis.cli.evaluation.table import metrics_table
 from clipvis.cli.evaluation.video_ap import VideoAPResult
+from clipvis.cli.listing import STDOUT_CLOSED, silence_stdout
 from clipvis.cli.memory import prefer_huge_pages
-from clipvis.cli.messages import print_warning
+from clipvis.cli.messages import path_text, print_warning
 from clipvis.weights import DEFAULT_PRETRAINED
 
 
@@ -41,6 +44,15 @@ class ProtocolChoice(str, Enum):
 def metrics_payload(result: VideoAPResult, **sources: Any) -> dict[str, Any]:
     """The metrics JSON document: the evaluation summary plus where the inputs came from."""
     return {**sources, **result.to_dict()}
+
+
+class StdoutConsole(Console):
+    """rich's Console on stdout, where a broken pipe (the reader went away: `| head -3`) raises BrokenPipeError for
+    the caller to handle, instead of rich's own reaction, an exit with status 1 and no word."""
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True  # nothing more is written to stdout
+        raise BrokenPipeError(errno.EPIPE, os.strerror(errno.EPIPE))
 
 
 def report_result(
@@ -57,15 +69,21 @@ def report_result(
     for warning in result.warnings:
         print_warning(str(warning))
     with_gt = sum(value is not None for value in result.per_category_ap.values())
-    out = console or Console()
-    out.print(f"protocol {result.protocol}: {get_protocol(result.protocol).description}", highlight=False)
-    out.print(
-        f"{result.num_videos} videos, {result.num_detections} results scored, {len(result.category_ids)} categories "
-        f"({with_gt} with GT); values in %",
-        highlight=False,
-    )
-    out.print(metrics_table(result, published=published))
     paths = [json_path] if isinstance(json_path, Path) else list(json_path or [])
+    out = console or StdoutConsole()
+    try:
+        out.print(f"protocol {result.protocol}: {get_protocol(result.protocol).description}", highlight=False)
+        out.print(
+            f"{result.num_videos} videos, {result.num_detections} results scored, {len(result.category_ids)} "
+            f"categories ({with_gt} with GT); values in %",
+            highlight=False,
+        )
+        out.print(metrics_table(result, published=published))
+    except BrokenPipeError:  # the reader of stdout went away (`| head -3`): the metrics JSON is still written
+        silence_stdout()
+        files = ", ".join(path_text(path) for path in dict.fromkeys(paths))
+        kept = f"; {files} will hold every metric" if paths else ""
+        print_warning(f"{STDOUT_CLOSED}: the metrics table was cut short{kept}")
     for path in dict.fromkeys(paths):
         ensure_output_dir(path.parent if str(path.parent) else Path("."))
         atomic_write_json(path, metrics_payload(result, **sources), indent=2)

@@ -12,6 +12,7 @@ from clipvis.cli.commands.common import check_config_file, fail, finite_number, 
 from clipvis.cli.exporters import EXPORT_FORMATS, ExportOptions, discover_export_inputs
 from clipvis.cli.exporters.runner import ExportOutcome, ExportRunner
 from clipvis.cli.inputs import read_argument_lines
+from clipvis.cli.listing import StdoutListing
 from clipvis.cli.messages import describe_exception, print_path, print_warning, shown_path, subject_message
 from clipvis.cli.progress import HumanReporter, JsonlReporter
 from clipvis.cli.segment import SegmentOptions
@@ -141,13 +142,14 @@ def export(
                                 error=True, interrupted=True)
         raise typer.Exit(130) from None
     reporter.close()
+    listing = StdoutListing(reporter.say, "they are written all the same", null)
     for outcome in outcomes:  # through the reporter: JSON events with --log-format jsonl
         for warning in outcome.warnings:
             reporter.say("warning", warning)
         for note in outcome.notes:
             reporter.say("note", note)
         for path in outcome.outputs:
-            print_path(path, null)
+            listing.list(path)
     videos = outcomes[: len(outcomes) - len(results_files)]
     failed = sum(outcome.status == "failed" for outcome in videos)
     failed_files = sum(outcome.status == "failed" for outcome in results_files)

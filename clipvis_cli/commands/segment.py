@@ -34,8 +34,8 @@ from clipvis.cli.distributed import (
     visible_cuda_devices,
 )
 from clipvis.cli.inputs import VideoSource, discover_inputs, read_argument_lines
+from clipvis.cli.listing import StdoutListing
 from clipvis.cli.memory import HeapTrimmer, prefer_huge_pages
-from clipvis.cli.messages import print_path
 from clipvis.cli.progress import Reporter
 from clipvis.cli.segment import (
     DEFAULT_FORMATS,
@@ -293,13 +293,14 @@ def _run_inputs(
             raise interrupted("interrupted while loading the weights; no input was run") from None
         raise
     runner = SegmentRunner(predictor, options, reporter, categories=[class_name(v) for v in vocabulary])
+    listing = StdoutListing(reporter.say, "each folder's run.json lists its files", null)
     try:
         with HeapTrimmer():
             for outcome in runner.run_batch(sources, positions):
                 counts[outcome.status] = counts.get(outcome.status, 0) + 1
                 if outcome.status == "complete":
                     for path in outcome.outputs:
-                        print_path(path, null)
+                        listing.list(path)
     except KeyboardInterrupt:
         raise interrupted("interrupted; incomplete outputs were not written") from None
     return counts

@@ -1,0 +1,115 @@
+"""stdout's reader going away (`clipvis segment videos/ ... | head -1`): the files on disk are the product, the list
+on stdout a convenience. Every input still runs, one warning says the listing stopped, the summary and the exit
+status are the usual ones, and Python says nothing of a broken pipe at exit."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from pycocotools import mask as mask_utils
+
+CLOSED = "stdout closed (broken pipe): files written are no longer listed"
+
+
+@pytest.fixture(autouse=True)
+def _no_downloads(isolated_cache):
+    """Every test here runs with a private cache and no network."""
+
+
+def write_video(path: Path, num_frames: int = 3) -> Path:
+    rng = np.random.default_rng(0)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for _ in range(num_frames):
+            frame = rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
+    return path
+
+
+def run_with_stdout_closed(*args: str) -> tuple[int, str]:
+    """Run ``python -m clipvis ARGS`` with stdout a pipe whose reader is gone before anything is written; the exit
+    status and stderr."""
+    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen([sys.executable, "-m", "clipvis", *args], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=environment)
+    process.stdout.close()  # the reader goes away (`| head -0`, a consumer that crashed)
+    stderr = process.stderr.read().decode("utf-8")
+    return process.wait(timeout=300), stderr
+
+
+def test_segment_runs_every_input_when_stdout_s_reader_goes_away(tmp_path, tiny_weights) -> None:
+    """It exited 1 after the first input listed, without a word, no summary event, the other inputs never tried."""
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    for name in ("a", "b", "c"):
+        write_video(videos / f"{name}.mp4")
+    out = tmp_path / "out"
+    code, stderr = run_with_stdout_closed("segment", str(videos), "--vocab", "box", "--weights", str(tiny_weights),
+                                          "-o", str(out), "--device", "cpu", "--formats", "ytvis",
+                                          "--log-format", "jsonl")
+    assert code == 0, stderr
+    events = [json.loads(line) for line in stderr.splitlines()]  # nothing but JSON lines on stderr
+    warnings = [event["message"] for event in events if event["event"] == "warning"]
+    assert warnings == [f"{CLOSED}; each folder's run.json lists its files"]
+    assert events[-1]["event"] == "summary" and events[-1]["complete"] == 3 and events[-1]["status"] == "ok"
+    for name in ("a", "b", "c"):
+        assert json.loads((out / name / "run.json").read_text())["status"] == "complete"
+
+
+def test_segment_s_human_log_says_it_once_and_python_says_nothing(tmp_path, tiny_weights) -> None:
+    for name in ("a", "b"):
+        write_video(tmp_path / f"{name}.mp4")
+    code, stderr = run_with_stdout_closed("segment", str(tmp_path / "a.mp4"), str(tmp_path / "b.mp4"), "--vocab",
+                                          "box", "--weights", str(tiny_weights), "-o", str(tmp_path / "out"),
+                                          "--device", "cpu", "--formats", "ytvis")
+    assert code == 0, stderr
+    assert stderr.count("clipvis: warning: stdout closed (broken pipe)") == 1, stderr
+    assert "BrokenPipeError" not in stderr and "Exception ignored" not in stderr, stderr
+    assert "[2/2]" in stderr
+
+
+def test_export_lists_nothing_more_and_exits_by_its_exports(tmp_path, tiny_weights) -> None:
+    write_video(tmp_path / "a.mp4")
+    out = tmp_path / "out"
+    subprocess.run([sys.executable, "-m", "clipvis", "segment", str(tmp_path / "a.mp4"), "--vocab", "box",
+                    "--weights", str(tiny_weights), "-o", str(out), "--device", "cpu", "--formats", "ytvis"],
+                   check=True, capture_output=True)
+    code, stderr = run_with_stdout_closed("export", str(out / "a"), "--to", "png-masks,mots-txt")
+    assert code == 0, stderr
+    assert f"clipvis: warning: {CLOSED}; they are written all the same" in stderr.splitlines(), stderr
+    assert "Exception ignored" not in stderr, stderr
+    assert (out / "a" / "mots-txt" / "mots.txt").is_file() and (out / "a" / "png-masks").is_dir()
+
+
+def test_evaluate_still_writes_its_metrics_file(tmp_path) -> None:
+    mask = np.zeros((40, 56), dtype=np.uint8)
+    mask[5:20, 5:30] = 1
+    encoded = mask_utils.encode(np.asfortranarray(mask))
+    segmentation = {"size": encoded["size"], "counts": encoded["counts"].decode()}
+    gt = tmp_path / "gt.json"
+    gt.write_text(json.dumps({
+        "videos": [{"id": 1, "width": 56, "height": 40, "length": 3, "file_names": ["v/0.jpg", "v/1.jpg", "v/2.jpg"]}],
+        "categories": [{"id": 1, "name": "thing"}],
+        "annotations": [{"id": 1, "video_id": 1, "category_id": 1, "iscrowd": 0, "segmentations": [segmentation] * 3,
+                         "areas": [375.0] * 3}],
+    }))
+    results = tmp_path / "results.json"
+    results.write_text(json.dumps([{"video_id": 1, "category_id": 1, "score": 0.9,
+                                    "segmentations": [segmentation] * 3}]))
+    metrics = tmp_path / "metrics.json"
+    code, stderr = run_with_stdout_closed("evaluate", "--results", str(results), "--gt", str(gt), "--json",
+                                          str(metrics))
+    assert code == 0, stderr
+    assert (f"clipvis: warning: stdout closed (broken pipe): the metrics table was cut short; {metrics} will hold "
+            "every metric") in stderr.splitlines(), stderr
+    assert json.loads(Path(metrics).read_text())["metrics"]["AP"] == pytest.approx(1.0)
+    assert "Exception ignored" not in stderr, stderr
