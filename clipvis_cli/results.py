@@ -7,12 +7,46 @@ Category ids are 1-based indices into the vocabulary (`categories[category_id - 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Literal
+from typing import Any, Literal
+from urllib.parse import quote_from_bytes, unquote_to_bytes
 
+from clipvis.cli.messages import path_text
 from clipvis.cli.rle import RleDict
+
+#: Beside ``source`` in a ``videos[]`` entry, for a source path that is not valid UTF-8 (possible on Linux):
+#: its bytes, percent-encoded. ``source`` itself shows the undecodable bytes as ``\xNN``, which is no path to read.
+SOURCE_BYTES = "source_bytes"
+
+
+def source_fields(source: str) -> dict[str, str]:
+    """How a ``videos[]`` entry records the source path ``source`` (a path as Python holds it: an undecodable byte
+    of the name is a lone surrogate): ``{"source": <the path as text>}``, plus ``source_bytes``, its exact bytes
+    percent-encoded (``/`` and ASCII letters, digits, ``_.-~`` kept), when the name is not valid UTF-8. A valid UTF-8
+    name gets ``source`` alone, as it always did."""
+    fields = {"source": path_text(source)}
+    try:
+        raw = os.fsencode(source)
+    except UnicodeEncodeError:  # a lone surrogate that no file name can hold: shown, nothing to record
+        return fields
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        fields[SOURCE_BYTES] = quote_from_bytes(raw, safe="/")
+    return fields
+
+
+def recorded_source(entry: Mapping[str, Any]) -> str | None:
+    """The source path a ``videos[]`` (or ``video_sources``) entry records, exactly (``source_fields``): from
+    ``source_bytes`` when present, else ``source``; None when it names none."""
+    encoded = entry.get(SOURCE_BYTES)
+    if isinstance(encoded, str) and encoded:
+        return os.fsdecode(unquote_to_bytes(encoded))
+    source = entry.get("source")
+    return source if isinstance(source, str) and source else None
 
 
 @dataclass

@@ -493,7 +493,7 @@ class SegmentRunner:
         info = VideoInfo(
             video_id=video_id,
             # absolute: `clipvis export` reads the frames again from here, from whatever folder it is run in
-            source=path_text(os.path.abspath(source.path)),
+            source=os.path.abspath(source.path),  # the exact path (ytvis.json: writers.ytvis, source_fields)
             stem=stem,
             height=probe.height,
             width=probe.width,

@@ -19,6 +19,7 @@ from pycocotools import mask as mask_utils
 
 from clipvis.cli.evaluation.errors import EvaluationInputError
 from clipvis.cli.evaluation.files import read_json_file
+from clipvis.cli.results import recorded_source
 from clipvis.cli.rle import RleDict
 
 
@@ -167,7 +168,7 @@ def _parse_videos(entries: Sequence[Any], source: str) -> dict[int, GtVideo]:
         else:
             names = ()
             num_frames = int(length) if is_whole_number(length) else None
-        source_video = entry.get("source") if isinstance(entry.get("source"), str) else None
+        source_video = recorded_source(entry)  # segment's ytvis.json: source_bytes for a name not valid UTF-8
         indices = entry.get("frame_indices")
         whole = isinstance(indices, list) and all(map(is_whole_number, indices))
         indices = tuple(int(i) for i in indices) if whole else ()

@@ -29,6 +29,7 @@ from clipvis.cli.exporters.base import Exporter, ExportOptions, frame_masks
 from clipvis.cli.exporters.frames import processed_frames, save_image
 from clipvis.cli.exporters.loading import ExportVideo
 from clipvis.cli.exporters.masks import cvat_rle, mask_iou, mask_polygon, polygon_mask
+from clipvis.cli.messages import path_text
 from clipvis.cli.writers.overlay import track_colour
 from clipvis.cli.zip_files import add_bytes, add_file
 
@@ -56,7 +57,7 @@ def _meta(video: ExportVideo, mode: str, with_track_attribute: bool) -> ET.Eleme
         "start_frame": str(info.frame_indices[0] if info.frame_indices else 0),
         "stop_frame": str(info.frame_indices[-1] if info.frame_indices else 0),
         "frame_filter": f"step={info.frame_stride}" if info.frame_stride > 1 else "",
-        "source": Path(info.source).name,
+        "source": path_text(Path(info.source).name),
     }
     for key, value in fields.items():
         ET.SubElement(task, key).text = value

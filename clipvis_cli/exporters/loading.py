@@ -22,7 +22,7 @@ from pathlib import Path
 
 from clipvis.cli import rle
 from clipvis.cli.inputs import IMAGE_EXTENSIONS, natural_sort_key
-from clipvis.cli.results import TrackResult, VideoInfo
+from clipvis.cli.results import TrackResult, VideoInfo, recorded_source
 
 YTVIS_NAME = "ytvis.json"
 _GLOB_CHARS = re.compile(r"[*?\[]")
@@ -158,7 +158,7 @@ def _video(path: Path, entry: dict, annotations: list[dict], categories: list[st
     indices = [int(i) for i in entry.get("frame_indices") or range(0, length * stride, stride)]
     if len(indices) != length:
         raise ExportInputError(path, f"video {video_id}: {len(indices)} frame_indices for length {length}")
-    source = entry.get("source")
+    source = recorded_source(entry)  # source_bytes for a name that is not valid UTF-8
     source_path = Path(source) if source else None  # another tool's file may name none: media formats then fail
     if source_path is not None and not source_path.is_absolute():  # older files held the path as typed
         beside = Path(path).parent / source_path

@@ -97,7 +97,7 @@ def media_url(prefix: str, name: str) -> str:
     in a path (`http://host/clips/`) or in a query value (`/data/local-files/?d=clips/`): every character but
     letters, digits, `_.-~` and `/` is encoded (UTF-8), among them space, `#` (would start a fragment), `?`, `&`
     and `=` (would end the query value), `+` (a space in a query) and `%`."""
-    return prefix + quote(name, safe="/")
+    return prefix + quote(os.fsencode(name), safe="/")  # a name that is not valid UTF-8: its own bytes
 
 
 def label_studio_config(video: ExportVideo) -> str:

@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from clipvis.cli.results import recorded_source
+
 
 class TrainDataError(ValueError):
     """An annotation file that cannot be used at all (one-line message naming it)."""
@@ -371,7 +373,7 @@ def _video_sources(annotation_file: Path, videos: Any) -> dict[Any, Path]:
     """A COCO file's non-standard ``video_sources`` list (``segment``'s ``coco.json``): video id -> video file."""
     found = {}
     for video in videos if isinstance(videos, list) else []:
-        if isinstance(video, dict) and (path := _source_video(annotation_file, video.get("source"))) is not None:
+        if isinstance(video, dict) and (path := _source_video(annotation_file, recorded_source(video))) is not None:
             found[video.get("video_id")] = path
     return found
 
@@ -394,7 +396,7 @@ def read_ytvis(
         try:
             names = list(video["file_names"])
             height, width = int(video["height"]), int(video["width"])
-            source_path = _source_video(annotation_file, video.get("source"))
+            source_path = _source_video(annotation_file, recorded_source(video))
             indices = list(video.get("frame_indices") or range(len(names)))
             frames = [
                 FrameRecord(_frame_path(frames_root, name), height, width, source_video=source_path,

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from datetime import datetime, timezone
 
 from clipvis.cli import __version__, rle
-from clipvis.cli.results import TrackResult, VideoInfo, check_tracks
+from clipvis.cli.results import TrackResult, VideoInfo, check_tracks, source_fields
 from clipvis.cli.writers.json_document import JsonDocumentWriter, VideoResults
 from clipvis.cli.writers.layout import COCO_NAME
 from clipvis.cli.writers.ytvis import categories_json
@@ -66,7 +66,7 @@ class CocoWriter(JsonDocumentWriter):
                         yield annotation
 
         video_sources = [
-            {"video_id": video.video_id, "name": video.stem, "source": video.source} for video, _ in results
+            {"video_id": video.video_id, "name": video.stem, **source_fields(video.source)} for video, _ in results
         ]
         info = {
             "description": "clipvis segment output",

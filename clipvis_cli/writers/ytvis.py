@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from clipvis.cli.results import VideoInfo, check_tracks
+from clipvis.cli.results import VideoInfo, check_tracks, source_fields
 from clipvis.cli.writers.json_document import JsonDocumentWriter, VideoResults
 from clipvis.cli.writers.layout import YTVIS_NAME
 
@@ -60,7 +60,7 @@ class YtvisWriter(JsonDocumentWriter):
             "fps": float(video.fps),
             "frame_stride": video.frame_stride,
             "frame_indices": list(video.frame_indices),
-            "source": video.source,
+            **source_fields(video.source),
         }
         if video.frame_times is not None:  # a variable frame rate: each processed frame's time in seconds
             entry["frame_times"] = list(video.frame_times)

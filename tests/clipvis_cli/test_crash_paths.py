@@ -80,6 +80,34 @@ def test_file_names_that_are_not_utf8(tmp_path, tiny_weights) -> None:
     assert ytvis["videos"][0]["file_names"] == ["frames/1.png", "frames/2-\\xe9t\\xe9.png"]
 
 
+def test_a_source_whose_name_is_not_utf8_is_read_again_by_its_exact_bytes(tmp_path, tiny_weights) -> None:
+    """videos[].source showed `cam\\xff.mp4` as text, which segment's frame-reading formats and export read back as a
+    literal path: "source video ... not found", or a file literally named so read instead. The exact bytes now go
+    beside it, percent-encoded (source_bytes); a valid UTF-8 name's files are as before."""
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    write_video(videos / os.fsdecode(b"cam\xff.mp4"))
+    write_video(videos / "cam\\xff.mp4", num_frames=5)  # a decoy named as the escaped text reads (not an input)
+    out = tmp_path / "out"
+    result = segment(tiny_weights, out, os.fsdecode(os.fsencode(videos) + b"/cam\xff.mp4"),
+                     extra=("--formats", "ytvis,coco,mots-png"))
+    assert result.exit_code == 0, result.output
+    folder = out / "cam_xff"
+    [video] = json.loads((folder / "ytvis.json").read_text(encoding="utf-8"))["videos"]
+    assert video["source"] == f"{videos}/cam\\xff.mp4"  # shown as before
+    assert video["source_bytes"].endswith("/cam%FF.mp4") and video["length"] == 3
+    [coco_video] = json.loads((folder / "coco.json").read_text(encoding="utf-8"))["video_sources"]
+    assert coco_video["source_bytes"] == video["source_bytes"]
+    assert (folder / "mots-png.zip").is_file()
+    exported = CliRunner().invoke(app, ["export", str(folder), "--to", "mots-png,png-masks"])
+    assert exported.exit_code == 0, exported.output
+    assert len(list((folder / "mots-png").rglob("*.jpg"))) == 3  # the 3 frames of the real source, not the decoy's 5
+    plain = write_video(tmp_path / "plain é.mp4")
+    assert segment(tiny_weights, out, str(plain)).exit_code == 0
+    [video] = json.loads((out / "plain é" / "ytvis.json").read_text(encoding="utf-8"))["videos"]
+    assert video["source"] == str(plain) and "source_bytes" not in video
+
+
 class _Terminal(io.StringIO):
     def isatty(self) -> bool:
         return True
