@@ -33,6 +33,7 @@ from typing import Any
 
 from clipvis.cli import __version__
 from clipvis.cli.atomic import OutputNotWritableError, OutputStaging, remove_stale_temp_files
+from clipvis.cli.distributed import deliver, signals_held
 from clipvis.cli.inputs import VideoSource
 from clipvis.cli.locks import FolderBusyError
 from clipvis.cli.mask_store import StoredSegmentations, TrackMaskStore
@@ -287,6 +288,7 @@ class SegmentRunner:
         self._taken: set[str] = set()  # folder names given to inputs of this batch (lower case)
         self._reserved: frozenset[str] = frozenset()  # natural stems of this batch's inputs (lower case)
         self._listing: OutputRootListing | None = None  # the output root's folders, for this batch
+        self._held_signals: list[int] = []  # stop signals that came while an input's files were committed
 
     @cached_property
     def _identities(self) -> list[tuple[str, dict[str, Any]]]:
@@ -317,7 +319,8 @@ class SegmentRunner:
         self.reporter.batch_started(len(positions) if isinstance(positions, Sized) else None)
         if not self.background_writers:
             for position in positions:
-                yield self.run(sources[position], position + 1, folder=planned.get(position))
+                yield self._start(sources[position], position + 1, None, planned.get(position), None).result()
+                self._deliver_held_signals()  # a signal that came while its files were committed: now counted
             return
         with ThreadPoolExecutor(1, thread_name_prefix="clipvis-finish") as finisher:
             writing: Future[VideoOutcome] | None = None  # the previous video's files
@@ -339,7 +342,14 @@ class SegmentRunner:
     ) -> VideoOutcome:
         """Process one input into `OUTPUT/<stem or its natural stem>[-N]/`, or `OUTPUT/<folder>/` first when given
         (the name `run_batch` planned for it). Failures are returned (never raised), except KeyboardInterrupt."""
-        return self._start(source, video_id, stem, folder, None).result()
+        outcome = self._start(source, video_id, stem, folder, None).result()
+        self._deliver_held_signals()
+        return outcome
+
+    def _deliver_held_signals(self) -> None:
+        """Act on the stop signals held while an input's files were committed (a KeyboardInterrupt, now)."""
+        held, self._held_signals = self._held_signals, []
+        deliver(held)
 
     def _start(
         self, source: VideoSource, video_id: int, stem: str | None, folder: str | None,
@@ -530,20 +540,33 @@ class SegmentRunner:
         try:
             with staging.active(), writing:
                 outputs = self._write_outputs(paths, video, timings)
-            staging.commit()
         except BaseException:
             staging.discard()
-            # only if the renames themselves failed midway: the files already renamed are clipvis' all the same
-            manifest.earlier_outputs = sorted(set(manifest.earlier_outputs) | {p.name for p in staging.committed})
             raise
-        timings["writers"] = time.perf_counter() - start  # wall time: the writers overlap (write_* each)
-        manifest.stale = self._settle_stale_outputs(paths, outputs, previous)
-        timings["total"] = time.perf_counter() - started
-        manifest.mark_complete(info.num_frames, outputs, timings)  # the outputs are fsync'ed and in place
-        manifest.write(paths.manifest)
-        fps = info.num_frames / max(timings["total"], 1e-9)
-        self.reporter.video_finished(source, paths.stem, info.num_frames, fps, outputs)
-        return VideoOutcome(source, paths.stem, "complete", outputs, frames=info.num_frames)
+        # From the first rename to the "complete" run.json, Ctrl-C, SIGTERM and SIGHUP wait (in the main thread; a
+        # writer thread gets none): a signal between two renames left the new ytvis.json beside the earlier
+        # overlay.mp4, counted as not written. The input is then complete, counted so, and the signal acted on next.
+        with signals_held() as held:
+            try:
+                try:
+                    staging.commit()
+                except BaseException:
+                    staging.discard()
+                    # the renames failed midway: the files already renamed are clipvis' all the same
+                    manifest.earlier_outputs = sorted(
+                        set(manifest.earlier_outputs) | {p.name for p in staging.committed}
+                    )
+                    raise
+                timings["writers"] = time.perf_counter() - start  # wall time: the writers overlap (write_* each)
+                manifest.stale = self._settle_stale_outputs(paths, outputs, previous)
+                timings["total"] = time.perf_counter() - started
+                manifest.mark_complete(info.num_frames, outputs, timings)  # the outputs are fsync'ed and in place
+                manifest.write(paths.manifest)
+                fps = info.num_frames / max(timings["total"], 1e-9)
+                self.reporter.video_finished(source, paths.stem, info.num_frames, fps, outputs)
+                return VideoOutcome(source, paths.stem, "complete", outputs, frames=info.num_frames)
+            finally:
+                self._held_signals.extend(held)  # raised once this outcome is returned (``_deliver_held_signals``)
 
     def _write_outputs(self, paths: VideoOutputPaths, video: SegmentedVideo, timings: dict[str, float]) -> list[Path]:
         """Every writer's file, in writer order (in the `OutputStaging` of the calling thread's context). Writers that

@@ -249,6 +249,62 @@ def test_a_scheduler_s_termination_signal_ends_a_run_as_ctrl_c_does(tmp_path, ti
     assert sorted(p.name for p in (out / "long").iterdir()) == [".clipvis.lock", "run.json"]
 
 
+# `clipvis segment` with each output's rename into place followed by a pause (a marker file says one happened), so
+# that a signal lands between the renames of one input's files.
+SLOW_RENAMES = """
+import os, sys, time
+import clipvis.cli.atomic as atomic
+_replace, _marker = os.replace, sys.argv[1]
+class _SlowOs:
+    def __getattr__(self, name):
+        return getattr(os, name)
+    def replace(self, source, target):
+        _replace(source, target)
+        if str(target).endswith(".json") and not str(target).endswith("run.json"):
+            open(_marker, "a").write(str(target) + "\\n")
+            time.sleep(1.5)
+atomic.os = _SlowOs()
+from clipvis.cli.launcher import main
+sys.argv = ["clipvis", *sys.argv[2:]]
+main()
+"""
+
+
+def test_a_signal_between_the_renames_of_an_input_s_files_waits_until_they_are_all_in_place(
+    tmp_path, tiny_weights
+) -> None:
+    """A SIGTERM after ytvis.json was renamed into place left it beside the earlier run's coco.json, run.json
+    "interrupted" and the summary saying the outputs were not written. The renames now finish first: every file is
+    the new run's, run.json "complete", the input counted complete, then the run stops by the signal."""
+    import signal
+    import time
+
+    video = write_video(tmp_path / "clip.mp4", num_frames=4)
+    out = tmp_path / "out"
+    common = [str(video), "--vocab", "box", "--weights", str(tiny_weights), "-o", str(out), "--device", "cpu",
+              "--formats", "ytvis,coco"]
+    assert CliRunner().invoke(app, ["segment", *common, "--max-frames", "2"]).exit_code == 0  # an earlier run
+    renamed = tmp_path / "renamed.txt"
+    process = subprocess.Popen(
+        [sys.executable, "-c", SLOW_RENAMES, str(renamed), "segment", *common, "--log-format", "jsonl"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None and not renamed.is_file():
+        time.sleep(0.02)
+    process.send_signal(signal.SIGTERM)  # after the first rename, before the second
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 143, stderr
+    assert len(renamed.read_text().splitlines()) == 2  # both renames happened
+    folder = out / "clip"
+    assert RunManifest.read(folder / "run.json").status == "complete"
+    assert len(json.loads((folder / "ytvis.json").read_text())["videos"][0]["file_names"]) == 4
+    assert len(json.loads((folder / "coco.json").read_text())["images"]) == 4  # not the earlier run's 2
+    summary = json.loads(stderr.splitlines()[-1])
+    assert summary["event"] == "summary" and summary["complete"] == 1 and summary["status"] == "interrupted"
+    assert stdout.splitlines() == [str(folder / "ytvis.json"), str(folder / "coco.json")]
+
+
 def test_a_variable_frame_rate_video_keeps_its_frames_times(tmp_path, tiny_weights) -> None:
     """A screen recording writes frames when the screen changes (10 frames over 10 s here): the overlay played them
     in 1 s at the nominal rate and Label Studio's boxes came at the wrong moments. The frames' times now go into
