@@ -8,7 +8,7 @@ Accepted arguments:
   are the images in natural sort order (the YouTube-VIS / LV-VIS / DAVIS `JPEGImages/<video>/` layout);
   otherwise it is searched recursively for video files (known extensions) and image folders. Hidden entries
   (".name") and the folders file servers and archivers add (`@eaDir`, `__MACOSX`, ...: SYSTEM_FOLDERS) are
-  skipped; loose images next to videos or sub-directories are ignored;
+  skipped; loose images next to videos or sub-directories are not processed, and said so (``warnings``);
 * a glob pattern (`'videos/**/*.mp4'`, for shells that did not expand it): every match is handled like a
   named path, except that matched files with an unknown extension are skipped;
 * `-`: newline-separated arguments read from stdin (`find . -name '*.mov' | clipvis segment - ...`), or with
@@ -95,12 +95,16 @@ def natural_sort_key(text: str) -> tuple:
     return tuple(int(part) if i % 2 else part.lower() for i, part in enumerate(parts)) + (text,)
 
 
-def discover_inputs(arguments: Sequence[str], stdin_arguments: Sequence[str] = ()) -> list[VideoSource]:
+def discover_inputs(
+    arguments: Sequence[str], stdin_arguments: Sequence[str] = (), warnings: list[str] | None = None
+) -> list[VideoSource]:
     """Expand command-line arguments into video sources (see module docstring).
 
     ``stdin_arguments`` are what an argument ``-`` stands for (`read_argument_lines`), expanded where the first ``-``
-    stands.
+    stands. ``warnings``: gets one line per folder whose images are not processed (it holds a video or a
+    sub-folder too), once each.
     """
+    said: list[str] = []
     sources: list[VideoSource] = []
     stdin_consumed = False
     for argument in arguments:
@@ -109,9 +113,11 @@ def discover_inputs(arguments: Sequence[str], stdin_arguments: Sequence[str] = (
                 continue
             stdin_consumed = True
             for line in stdin_arguments:
-                sources.extend(_expand_argument(line))
+                sources.extend(_expand_argument(line, said))
         else:
-            sources.extend(_expand_argument(argument))
+            sources.extend(_expand_argument(argument, said))
+    if warnings is not None:
+        warnings.extend(dict.fromkeys(said))
     return _deduplicate(sources)
 
 
@@ -157,33 +163,33 @@ def read_argument_lines(stream: TextIO, null: bool = False) -> list[str]:
     return [line.rstrip("\r") for line in entries if line.strip()]
 
 
-def _expand_argument(argument: str) -> list[VideoSource]:
+def _expand_argument(argument: str, warnings: list[str]) -> list[VideoSource]:
     path = Path(argument).expanduser()
     try:
-        return _expand_existing_or_pattern(path, argument)
+        return _expand_existing_or_pattern(path, argument, warnings)
     except OSError as error:  # e.g. a name too long for the file system, a folder we may not enter
         return [VideoSource(path, error=_os_reason(error), argument=argument)]
 
 
-def _expand_existing_or_pattern(path: Path, argument: str) -> list[VideoSource]:
+def _expand_existing_or_pattern(path: Path, argument: str, warnings: list[str]) -> list[VideoSource]:
     if path.exists():
-        return _expand_path(path, argument, explicit=True)
+        return _expand_path(path, argument, True, warnings)
     if _GLOB_CHARS.search(argument):
         matches = sorted(glob.glob(str(path), recursive=True), key=natural_sort_key)
         if not matches:
             return [VideoSource(path, error="no file matches this pattern", argument=argument)]
         found: list[VideoSource] = []
         for match in matches:
-            found.extend(_expand_path(Path(match), argument, explicit=False))
+            found.extend(_expand_path(Path(match), argument, False, warnings))
         return found
     if path.is_symlink():
         return [VideoSource(path, error="broken symbolic link", argument=argument)]
     return [VideoSource(path, error="no such file or directory", argument=argument)]
 
 
-def _expand_path(path: Path, argument: str, explicit: bool) -> list[VideoSource]:
+def _expand_path(path: Path, argument: str, explicit: bool, warnings: list[str]) -> list[VideoSource]:
     if path.is_dir():
-        found = list(_expand_directory(path, argument, visited=set()))
+        found = list(_expand_directory(path, argument, set(), warnings))
         if not found:
             reason = "directory holds no video files or image folders"
             return [VideoSource(path, error=reason, argument=argument)]
@@ -196,7 +202,9 @@ def _expand_path(path: Path, argument: str, explicit: bool) -> list[VideoSource]
     return []
 
 
-def _expand_directory(directory: Path, argument: str, visited: set[str]) -> Iterator[VideoSource]:
+def _expand_directory(
+    directory: Path, argument: str, visited: set[str], warnings: list[str]
+) -> Iterator[VideoSource]:
     real = os.path.realpath(directory)
     if real in visited:  # a symbolic-link loop
         return
@@ -211,6 +219,9 @@ def _expand_directory(directory: Path, argument: str, visited: set[str]) -> Iter
         reason = f"cannot read directory ({error.strerror or error})"  # e.g. no permission to list it
         yield VideoSource(directory, error=reason, argument=argument)
         return
+    loose = _images_not_processed(directory, entries)
+    if loose is not None:
+        warnings.append(loose)
     for entry in entries:
         try:
             is_dir = entry.is_dir()
@@ -220,9 +231,28 @@ def _expand_directory(directory: Path, argument: str, visited: set[str]) -> Iter
             continue
         if is_dir:
             if not _made_by_clipvis(entry):  # an output root inside the folder: its overlays are not inputs
-                yield from _expand_directory(entry, argument, visited)
+                yield from _expand_directory(entry, argument, visited, warnings)
         elif is_video:
             yield VideoSource(entry, kind="video", argument=argument)
+
+
+def _images_not_processed(directory: Path, entries: Sequence[Path]) -> str | None:
+    """The warning for a folder that holds images beside a video or a sub-folder (not an image folder, so its images
+    are no input), or None."""
+    try:
+        images = sum(1 for entry in entries if entry.suffix.lower() in IMAGE_EXTENSIONS and entry.is_file())
+        if not images:
+            return None
+        videos = any(entry.suffix.lower() in VIDEO_EXTENSIONS and entry.is_file() for entry in entries)
+        folders = any(entry.is_dir() for entry in entries)
+    except OSError:
+        return None
+    what = "a video" if videos else "a sub-folder" if folders else None
+    if what is None:
+        return None
+    counted = f"its {images} images are" if images > 1 else "its image is"
+    return (f"{path_text(directory)}: {counted} not processed: it holds {what} too (a folder of images is one video "
+            "only when it holds no video and no sub-folder)")
 
 
 def _made_by_clipvis(directory: Path) -> bool:

@@ -143,7 +143,7 @@ def segment(
     with outcome_of_the_job(job, KEPT):
         with job.joined() if job is not None else nullcontext():
             stdin_arguments = _stdin_of_the_job(job, null) if "-" in inputs else []
-            vocabulary, chosen, sources, part = _checked_arguments(
+            vocabulary, chosen, sources, part, warnings = _checked_arguments(
                 inputs, stdin_arguments, vocab, vocab_file, formats, precision, log_format, config, clip_config, shard
             )
             positions: Iterable[int] = part.select(sources, key=lambda source: str(source.path))
@@ -164,6 +164,9 @@ def segment(
 
             options, predictor = (make_options(), None) if job is None else _start_rank(job, make_options)
             reporter = make_reporter(log_format, job)
+            if job is None or job.is_main:  # every rank found the same inputs: said once
+                for warning in warnings:
+                    reporter.say("warning", warning)
             if total == 0 and shard is not None and (job is None or job.is_main):  # exit 0, but not in silence
                 reporter.say("note", f"shard {shard.strip()} holds none of the {len(sources)} input(s): nothing to do")
             try:
@@ -223,9 +226,10 @@ def _checked_arguments(
     config: Path | None,
     clip_config: Path | None,
     shard: str | None,
-) -> tuple[list[str], tuple[str, ...], list[VideoSource], Shard]:
-    """The vocabulary, output formats, input videos (``stdin_arguments``: what ``-`` stands for) and shard of a
-    `segment` command line; typer.BadParameter (or a one-line error for a bad config file) otherwise."""
+) -> tuple[list[str], tuple[str, ...], list[VideoSource], Shard, list[str]]:
+    """The vocabulary, output formats, input videos (``stdin_arguments``: what ``-`` stands for), shard and warnings
+    about the inputs (images that are no input) of a `segment` command line; typer.BadParameter (or a one-line error
+    for a bad config file) otherwise."""
     vocabulary = parse_vocabulary(vocab, vocab_file)
     chosen = tuple(f.strip() for f in formats.split(",") if f.strip())
     unknown = sorted(set(chosen) - set(FORMATS))
@@ -240,14 +244,15 @@ def _checked_arguments(
         if path is not None and not path.is_file():
             raise typer.BadParameter(f"{flag} {path}: file not found")
     check_config_file(config, clip_config)
-    sources = discover_inputs(inputs, stdin_arguments)
+    warnings: list[str] = []
+    sources = discover_inputs(inputs, stdin_arguments, warnings)
     if not sources:
         raise typer.BadParameter("no input videos found")
     try:
         part = Shard.parse(shard) if shard is not None else Shard()
     except ValueError as error:
         raise typer.BadParameter(str(error), param_hint="--shard") from None
-    return vocabulary, chosen, sources, part
+    return vocabulary, chosen, sources, part, warnings
 
 
 def _run_inputs(

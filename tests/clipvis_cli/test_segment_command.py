@@ -203,6 +203,22 @@ def test_image_folder_is_one_video(tmp_path, tiny_weights) -> None:
     assert fast.exit_code == 2  # past 1000 frames/s the overlay's timestamps collided: 0 decodable frames
 
 
+def test_images_beside_a_video_are_said_not_processed(tmp_path, tiny_weights) -> None:
+    folder = tmp_path / "JPEGImages" / "vidA"
+    folder.mkdir(parents=True)
+    for i, frame in enumerate(frames_of(4, 40, 56)):
+        Image.fromarray(frame).save(folder / f"{i:05d}.jpg")
+    write_video(folder / "preview.mp4", num_frames=2)
+    result = run_cli(segment_args(tiny_weights, tmp_path / "out", str(tmp_path / "JPEGImages"),
+                                  extra=("--formats", "ytvis", "--log-format", "jsonl")))
+    assert result.exit_code == 0, result.output
+    events = [json.loads(line) for line in result.stderr.splitlines()]
+    assert [event["message"] for event in events if event["event"] == "warning"] == [
+        f"{folder}: its 4 images are not processed: it holds a video too (a folder of images is one video only when "
+        "it holds no video and no sub-folder)"
+    ]
+
+
 def test_broken_inputs_fail_alone(tmp_path, tiny_weights) -> None:
     good = write_video(tmp_path / "good.mp4", num_frames=4)
     empty = tmp_path / "empty.mp4"

@@ -102,6 +102,27 @@ def test_images_next_to_videos_are_not_an_image_folder(tmp_path: Path) -> None:
     assert [(s.path.name, s.kind) for s in sources] == [("clip.mp4", "video")]
 
 
+def test_a_folder_whose_images_are_not_processed_is_said_once(tmp_path: Path) -> None:
+    """JPEGImages/vidA/ with 4 frames and a stray preview.mp4: only the video ran, the frames were dropped without a
+    word. Images beside a sub-folder are no input either."""
+    for i in range(4):
+        touch(tmp_path / "JPEGImages" / "vidA" / f"{i:05d}.jpg")
+        touch(tmp_path / "JPEGImages" / "vidB" / f"{i:05d}.jpg")
+    touch(tmp_path / "JPEGImages" / "vidA" / "preview.mp4")
+    touch(tmp_path / "cover.jpg")  # beside the sub-folder JPEGImages
+    warnings: list[str] = []
+    sources = discover_inputs([str(tmp_path), str(tmp_path / "JPEGImages")], warnings=warnings)
+    assert [(s.path.name, s.kind) for s in sources] == [("preview.mp4", "video"), ("vidB", "images")]
+    rule = "(a folder of images is one video only when it holds no video and no sub-folder)"
+    assert warnings == [
+        f"{tmp_path}: its image is not processed: it holds a sub-folder too {rule}",
+        f"{tmp_path / 'JPEGImages' / 'vidA'}: its 4 images are not processed: it holds a video too {rule}",
+    ]
+    quiet: list[str] = []
+    discover_inputs([str(tmp_path / "JPEGImages" / "vidB")], warnings=quiet)
+    assert quiet == []
+
+
 def test_single_image_is_a_one_frame_video(tmp_path: Path) -> None:
     image = touch(tmp_path / "photo.jpg")
     [source] = discover_inputs([str(image)])
