@@ -48,6 +48,7 @@ from clipvis.weights import DEFAULT_PRETRAINED
 
 DEFAULT_MAX_TRACKS = 50  # --max-tracks: the official evaluator's results per video
 KEPT = "the finished outputs are kept and a rerun skips them"  # what a job that stops early leaves
+NOTHING_ON_STDIN = "no inputs on stdin: nothing to do"  # `-` alone, and an empty list on stdin
 
 
 class TakenInputs:
@@ -146,6 +147,12 @@ def segment(
             vocabulary, chosen, sources, part, warnings = _checked_arguments(
                 inputs, stdin_arguments, vocab, vocab_file, formats, precision, log_format, config, clip_config, shard
             )
+            if not sources:  # `find -newer ... | clipvis segment -` found nothing new: no input, no weights loaded
+                reporter = make_reporter(log_format, job)
+                if job is None or job.is_main:
+                    reporter.batch_finished({"complete": 0, "skipped": 0, "failed": 0}, 0, NOTHING_ON_STDIN)
+                reporter.close()
+                return
             positions: Iterable[int] = part.select(sources, key=lambda source: str(source.path))
             total = len(positions)  # this shard's inputs (all of them without --shard)
             if job is not None:
@@ -246,7 +253,9 @@ def _checked_arguments(
     check_config_file(config, clip_config)
     warnings: list[str] = []
     sources = discover_inputs(inputs, stdin_arguments, warnings)
-    if not sources:
+    # An empty list on stdin (`-` alone) is nothing to do, the caller says so; anything else that finds no input is
+    # a usage error.
+    if not sources and (stdin_arguments or any(argument != "-" for argument in inputs)):
         raise typer.BadParameter("no input videos found")
     try:
         part = Shard.parse(shard) if shard is not None else Shard()

@@ -219,6 +219,23 @@ def test_images_beside_a_video_are_said_not_processed(tmp_path, tiny_weights) ->
     ]
 
 
+def test_an_empty_list_on_stdin_is_nothing_to_do(tmp_path, tiny_weights) -> None:
+    """`find -newer stamp | clipvis segment -` when nothing is new exited 2, as a usage error. An empty folder or a
+    glob matching nothing is still an error."""
+    out = tmp_path / "out"
+    result = run_cli(segment_args(tiny_weights, out, "-"), stdin="")
+    assert result.exit_code == 0 and result.stderr == "clipvis: no inputs on stdin: nothing to do\n", result.output
+    assert result.stdout == "" and not out.exists()  # no weights loaded, no output root made
+    result = run_cli(segment_args(tiny_weights, out, "-", extra=("--log-format", "jsonl")), stdin="\n")
+    assert result.exit_code == 0, result.output
+    [summary] = [json.loads(line) for line in result.stderr.splitlines()]
+    assert summary["event"] == "summary" and summary["inputs"] == 0 and summary["status"] == "ok"
+    assert summary["message"] == "no inputs on stdin: nothing to do"
+    (tmp_path / "empty").mkdir()
+    assert run_cli(segment_args(tiny_weights, out, "-", str(tmp_path / "empty")), stdin="").exit_code == 1
+    assert run_cli(segment_args(tiny_weights, out, str(tmp_path / "*.txt")), stdin="").exit_code != 0
+
+
 def test_broken_inputs_fail_alone(tmp_path, tiny_weights) -> None:
     good = write_video(tmp_path / "good.mp4", num_frames=4)
     empty = tmp_path / "empty.mp4"
