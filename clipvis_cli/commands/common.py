@@ -26,6 +26,8 @@ from clipvis.cli.messages import describe_exception, print_error, print_warning,
 from clipvis.cli.progress import HumanReporter, JobProgressReporter, JsonlReporter, Reporter
 from clipvis.cli.segment import SegmentOptions, checkpoint_identity
 
+NOTHING_ON_STDIN = "no inputs on stdin: nothing to do"  # `-` alone with an empty list on stdin (segment, export)
+
 
 def fail(message: str | BaseException, code: int = 1) -> typer.Exit:
     """Print `clipvis: error: message` on stderr and return the Exit to raise."""

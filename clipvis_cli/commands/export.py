@@ -8,7 +8,14 @@ from pathlib import Path
 
 import typer
 
-from clipvis.cli.commands.common import check_config_file, fail, finite_number, load_predictor, parse_vocabulary
+from clipvis.cli.commands.common import (
+    NOTHING_ON_STDIN,
+    check_config_file,
+    fail,
+    finite_number,
+    load_predictor,
+    parse_vocabulary,
+)
 from clipvis.cli.exporters import EXPORT_FORMATS, ExportOptions, discover_export_inputs
 from clipvis.cli.exporters.runner import ExportOutcome, ExportRunner
 from clipvis.cli.inputs import read_argument_lines
@@ -125,9 +132,13 @@ def export(
     except ValueError as error:  # a --null list without NUL characters
         raise typer.BadParameter(str(error)) from None
     found = discover_export_inputs(inputs, listed)
-    if not found:  # an empty list on stdin (find found nothing): as segment, a usage error rather than silence
-        raise typer.BadParameter("no segment outputs given (the list on stdin is empty)")
     reporter = JsonlReporter() if log_format == "jsonl" else HumanReporter()
+    if not found and set(inputs) == {"-"}:  # `find -newer ... | clipvis export -` found nothing new, as segment
+        reporter.batch_finished({"complete": 0, "failed": 0}, 0, NOTHING_ON_STDIN)
+        reporter.close()
+        return
+    if not found:
+        raise typer.BadParameter("no segment outputs given")
     runner = ExportRunner(formats, options, output, reporter)
     outcomes = []
     reporter.batch_started(len(found))

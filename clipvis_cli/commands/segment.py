@@ -12,6 +12,7 @@ import typer
 
 from clipvis.cli.atomic import OutputNotWritableError, ensure_output_dir
 from clipvis.cli.commands.common import (
+    NOTHING_ON_STDIN,
     check_config_file,
     check_precision,
     check_same_producer,
@@ -48,7 +49,6 @@ from clipvis.weights import DEFAULT_PRETRAINED
 
 DEFAULT_MAX_TRACKS = 50  # --max-tracks: the official evaluator's results per video
 KEPT = "the finished outputs are kept and a rerun skips them"  # what a job that stops early leaves
-NOTHING_ON_STDIN = "no inputs on stdin: nothing to do"  # `-` alone, and an empty list on stdin
 
 
 class TakenInputs:

@@ -261,7 +261,13 @@ def test_null_separated_paths_on_stdin_and_stdout(tmp_path) -> None:
     paths = [Path(os.fsdecode(raw)) for raw in listed[:-1]]
     assert sorted(p.parent for p in paths) == sorted([odd.folder, plain.folder]) and all(p.exists() for p in paths)
     empty = CliRunner().invoke(app, ["export", "-", "--to", "mots-txt", "--null"], input="")
-    assert empty.exit_code == 2 and "the list on stdin is empty" in empty.output  # find found nothing: not silence
+    # `find -newer ... -print0 | clipvis export -0 -` found nothing new: nothing to do, as segment says (it was exit 2)
+    assert empty.exit_code == 0 and empty.stderr == "clipvis: no inputs on stdin: nothing to do\n", empty.output
+    assert empty.stdout == ""
+    jsonl = CliRunner().invoke(app, ["export", "-", "--to", "mots-txt", "--log-format", "jsonl"], input="\n")
+    summary = json.loads(jsonl.stderr)
+    assert jsonl.exit_code == 0 and summary["event"] == "summary" and summary["inputs"] == 0, jsonl.stderr
+    assert summary["status"] == "ok" and summary["message"] == "no inputs on stdin: nothing to do"
     lines = CliRunner().invoke(app, ["export", "-", "--to", "mots-txt", "-0"], input=f"{plain.ytvis}\n")
     assert lines.exit_code == 2 and "holds newlines but no NUL character" in lines.output
 
