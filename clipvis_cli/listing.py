@@ -3,7 +3,8 @@
 The files on disk are a command's product; the list on stdout is a convenience. When the reader of stdout goes away
 (`clipvis segment videos/ ... | head -1`), writing to it fails with a broken pipe: the command says so once, as a
 warning through its reporter (a ``warning`` event with ``--log-format jsonl``), lists nothing more, and goes on with
-every input, to its usual summary and exit status. stdout is then pointed at the null device, so that the
+every input, to its usual summary and exit status; stdout going where no more can be written (`> /dev/full`, a full
+disk) is said the same way. stdout is then pointed at the null device, so that the
 interpreter's last flush at exit does not fail again ("Exception ignored ... BrokenPipeError").
 """
 
@@ -50,10 +51,16 @@ class StdoutListing:
             return
         try:
             print_path(path, self.null)
-        except BrokenPipeError:
+        except OSError as error:  # its reader gone (a broken pipe), or where it goes full (`> /dev/full`, a disk)
             self.closed = True
             silence_stdout()
-            self.say("warning", f"{STDOUT_CLOSED}: files written are no longer listed; {self.where}")
+            why = STDOUT_CLOSED if isinstance(error, BrokenPipeError) else f"stdout not writable ({describe(error)})"
+            self.say("warning", f"{why}: files written are no longer listed; {self.where}")
 
 
-__all__ = ["STDOUT_CLOSED", "StdoutListing", "silence_stdout"]
+def describe(error: OSError) -> str:
+    """An OSError as a few words: its strerror ("No space left on device"), else its text."""
+    return error.strerror or str(error)
+
+
+__all__ = ["STDOUT_CLOSED", "StdoutListing", "describe", "silence_stdout"]

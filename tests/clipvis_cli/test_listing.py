@@ -113,3 +113,24 @@ def test_evaluate_still_writes_its_metrics_file(tmp_path) -> None:
             "every metric") in stderr.splitlines(), stderr
     assert json.loads(Path(metrics).read_text())["metrics"]["AP"] == pytest.approx(1.0)
     assert "Exception ignored" not in stderr, stderr
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="no /dev/full on this system")
+def test_segment_runs_every_input_when_stdout_is_full(tmp_path, tiny_weights) -> None:
+    """`clipvis segment ... > /dev/full` (a full disk under stdout) stopped after the first input with an OSError
+    traceback; it is said as a closed stdout is, and every input runs."""
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    for name in ("a", "b"):
+        write_video(videos / f"{name}.mp4")
+    out = tmp_path / "out"
+    with open("/dev/full", "w") as full:
+        result = subprocess.run([sys.executable, "-m", "clipvis", "segment", str(videos), "--vocab", "box", "--weights",
+                                 str(tiny_weights), "-o", str(out), "--device", "cpu", "--formats", "ytvis"],
+                                stdout=full, stderr=subprocess.PIPE, text=True, timeout=300,
+                                env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count("clipvis: warning: stdout not writable (No space left on device): files written are "
+                               "no longer listed") == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert all((out / name / "ytvis.json").exists() for name in ("a", "b"))
