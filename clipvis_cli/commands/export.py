@@ -218,7 +218,7 @@ def export_network(weights: str, path: Path, height: int | None, width: int | No
         raise fail("ONNX export needs onnx and onnxruntime: pip install 'clipvis[onnx]'") from None
     import torch
 
-    from clipvis.cli.exporters.onnx import check_parity, export_onnx
+    from clipvis.cli.exporters.onnx import check_parity, export_onnx, stdout_captured
     from clipvis.model.onnx_export import FrameNetwork
 
     try:
@@ -240,8 +240,9 @@ def export_network(weights: str, path: Path, height: int | None, width: int | No
     try:
         with atomic_output_path(path) as temporary, temp_file_held(temporary):
             remove_stale_temp_files_of(path, started)  # of runs killed while writing it (a full-size file each)
-            export_onnx(network, temporary, height, width, precision=precision, opset=opset,
-                        metadata=metadata)
+            with stdout_captured():  # stdout carries only the file written: not the exporter's graph dumps
+                export_onnx(network, temporary, height, width, precision=precision, opset=opset,
+                            metadata=metadata)
             images = torch.randn(2, 3, height, width, generator=torch.Generator().manual_seed(0))
             parity = check_parity(network, temporary, images, precision=precision)
             diffs = ", ".join(f"{name} {value:.2e}" for name, value in parity.max_abs_diff.items())

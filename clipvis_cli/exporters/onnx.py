@@ -150,7 +150,9 @@ def export_onnx(network: FrameNetwork, path: Path | str, height: int, width: int
     runs in float32 as in the official code, and the mask decoder and the CLIP pooling head stay float32 too. Input
     and outputs stay float32. The half-precision network is a copy (`at_precision`): `network` keeps its float32
     weights and can go on predicting; pass the same `precision` to `check_parity`. `opset`: one of
-    `supported_opsets()`. Nothing the exporter prints reaches standard output (`stdout_captured`). The file's
+    `supported_opsets()`. What torch's exporter prints goes to standard output as it does (a failed export dumps
+    its whole graph there): `clipvis export` runs this under `stdout_captured`, a program of its own may too (it
+    swallows every thread's standard output while it is entered). The file's
     `metadata_props` are `network_metadata` and then `metadata` (the caller's, e.g. the checkpoint's identity).
     """
     if height % 32 or width % 32:
@@ -171,7 +173,7 @@ def export_onnx(network: FrameNetwork, path: Path | str, height: int, width: int
 
     hook = network.register_forward_hook(record_shapes)
     try:
-        with export_mode(network), torch.no_grad(), warnings.catch_warnings(), stdout_captured():
+        with export_mode(network), torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # tracer warnings about shapes read as Python numbers (fixed frame size)
             torch.onnx.export(
                 network, (example,), str(path), input_names=["images"], output_names=list(names),

@@ -104,10 +104,30 @@ def test_nothing_the_exporter_prints_reaches_stdout(tiny_model_factory, tmp_path
 
     monkeypatch.setattr(onnx_exporter.torch.onnx, "export", noisy_export)
     capfd.readouterr()
-    with pytest.raises(RuntimeError, match="Unsupported operator"):
+    with pytest.raises(RuntimeError, match="Unsupported operator"), onnx_exporter.stdout_captured():
         export_onnx(FrameNetwork(tiny_model_factory("rn")), tmp_path / "m.onnx", 64, 64)
     print("after")
     assert capfd.readouterr().out == "after\n"
+
+
+def test_the_library_export_leaves_the_callers_stdout_alone(tiny_model_factory, tmp_path, monkeypatch, capfd) -> None:
+    """export_onnx swallowed every thread's stdout while it ran (a host program's prints and logs, seconds to
+    minutes of them): only `clipvis export` captures it, around the call."""
+    import threading
+
+    import clipvis.cli.exporters.onnx as onnx_exporter
+
+    def export_while_another_thread_prints(*args: object, **kwargs: object) -> None:
+        other = threading.Thread(target=print, args=("from another thread",))
+        other.start()
+        other.join()
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(onnx_exporter.torch.onnx, "export", export_while_another_thread_prints)
+    capfd.readouterr()
+    with pytest.raises(RuntimeError, match="stop here"):
+        export_onnx(FrameNetwork(tiny_model_factory("rn")), tmp_path / "m.onnx", 64, 64)
+    assert capfd.readouterr().out == "from another thread\n"
 
 
 def test_an_opset_out_of_range_is_refused(tiny_model_factory, tmp_path) -> None:
