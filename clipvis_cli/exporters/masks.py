@@ -91,7 +91,14 @@ def _outlines(mask: np.ndarray) -> list[np.ndarray]:
     contour through pixel centres runs there and back on itself and encloses nothing; the mask is then traced at
     twice its size, where every part is at least two pixels thick, and the outlines are scaled back: every pixel
     is kept, at the cost of a vertex per step along diagonal edges."""
-    binary = np.ascontiguousarray(mask, dtype=np.uint8)
+    rows = np.flatnonzero(mask.any(axis=1))
+    if rows.size == 0:
+        return []
+    cols = np.flatnonzero(mask.any(axis=0))
+    # Traced on the mask's box plus a one-pixel margin (the same contours, in the same order, moved by the box's
+    # corner): the margin keeps the crop's edge background where the frame's is not its edge
+    top, left = max(int(rows[0]) - 1, 0), max(int(cols[0]) - 1, 0)
+    binary = np.ascontiguousarray(mask[top : int(rows[-1]) + 2, left : int(cols[-1]) + 2], dtype=np.uint8)
     # Every boundary pixel (CHAIN_APPROX_NONE) to find a stretch traced out and back: the compressed chain drops the
     # repeated pixels of a straight tail that continues an edge of a thicker part
     every, _ = cv2.findContours(binary, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_NONE)
@@ -101,8 +108,9 @@ def _outlines(mask: np.ndarray) -> list[np.ndarray]:
         binary = np.ascontiguousarray(np.repeat(np.repeat(binary, 2, axis=0), 2, axis=1))
     contours, hierarchy = cv2.findContours(binary, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
     outlines = []
+    corner = np.array([left * scale, top * scale])
     for index, contour in enumerate(contours):
-        points = contour.reshape(-1, 2).astype(np.float64)
+        points = (contour.reshape(-1, 2) + corner).astype(np.float64)
         if len(points) < 3:  # cannot happen at twice the size: every part is then at least 2 x 2
             continue
         is_hole = hierarchy[0][index][3] >= 0
@@ -143,7 +151,8 @@ def _unit_normals(edges: np.ndarray) -> np.ndarray:
 
 def _bridge(ring: np.ndarray, contour: np.ndarray) -> np.ndarray:
     """Join `contour` into `ring` through the closest vertex pair, out and back along the same segment."""
-    distances = ((ring[:, None, :] - contour[None, :, :]) ** 2).sum(-1)
+    # (dx² + dy², the same sum as over a [R, C, 2] difference, without that array)
+    distances = (ring[:, None, 0] - contour[None, :, 0]) ** 2 + (ring[:, None, 1] - contour[None, :, 1]) ** 2
     i, j = np.unravel_index(int(distances.argmin()), distances.shape)
     loop = np.concatenate([contour[j:], contour[: j + 1]])
     return np.concatenate([ring[: i + 1], loop, ring[i:]])

@@ -1,0 +1,88 @@
+"""The vectorised / cropped mask conversions give byte-identical results to straightforward references."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from clipvis.cli.exporters import masks as M
+
+
+def _reference_outlines(mask: np.ndarray) -> list[np.ndarray]:
+    """`_outlines` as it was: traced on the whole frame."""
+    binary = np.ascontiguousarray(mask, dtype=np.uint8)
+    every, _ = cv2.findContours(binary, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_NONE)
+    scale = 1
+    if any(M._runs_over_itself(contour.reshape(-1, 2)) for contour in every):
+        scale = 2
+        binary = np.ascontiguousarray(np.repeat(np.repeat(binary, 2, axis=0), 2, axis=1))
+    contours, hierarchy = cv2.findContours(binary, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
+    outlines = []
+    for index, contour in enumerate(contours):
+        points = contour.reshape(-1, 2).astype(np.float64)
+        if len(points) < 3:
+            continue
+        outlines.append(M._pixel_outline(points, grow=hierarchy[0][index][3] < 0) / scale)
+    return outlines
+
+
+def _reference_bridge(ring: np.ndarray, contour: np.ndarray) -> np.ndarray:
+    distances = ((ring[:, None, :] - contour[None, :, :]) ** 2).sum(-1)
+    i, j = np.unravel_index(int(distances.argmin()), distances.shape)
+    loop = np.concatenate([contour[j:], contour[: j + 1]])
+    return np.concatenate([ring[: i + 1], loop, ring[i:]])
+
+
+def _reference_polygon(mask: np.ndarray) -> np.ndarray | None:
+    contours = _reference_outlines(mask)
+    if not contours:
+        return None
+    contours.sort(key=lambda c: -abs(cv2.contourArea(c.astype(np.float32))))
+    ring = contours[0]
+    for contour in contours[1:]:
+        ring = _reference_bridge(ring, contour)
+    return ring
+
+
+def _random_masks(height: int, width: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Empty, full, one-pixel, edge-touching, blobby with holes, noisy, thin lines."""
+    out = [np.zeros((height, width), bool), np.ones((height, width), bool)]
+    one = np.zeros((height, width), bool)
+    one[rng.integers(height), rng.integers(width)] = True
+    out.append(one)
+    corner = np.zeros((height, width), bool)
+    corner[0, 0] = corner[-1, -1] = corner[0, -1] = True
+    out.append(corner)
+    for _ in range(6):
+        small = rng.random((max(1, height // 8), max(1, width // 8))) > rng.uniform(0.4, 0.8)
+        blob = cv2.resize(small.astype(np.uint8), (width, height), interpolation=cv2.INTER_NEAREST).astype(bool)
+        y, x = rng.integers(height), rng.integers(width)
+        blob[max(0, y - 3): y + 3, max(0, x - 3): x + 3] = False  # a hole
+        out.append(blob)
+    out.append(rng.random((height, width)) > 0.97)  # specks
+    line = np.zeros((height, width), bool)
+    line[rng.integers(height), :] = True
+    line[:, rng.integers(width)] = True
+    out.append(line)
+    return out
+
+
+@pytest.mark.parametrize("height,width", [(1, 1), (2, 3), (7, 5), (31, 17), (64, 48), (97, 131)])
+def test_mask_polygon_matches_whole_frame_reference(height: int, width: int) -> None:
+    rng = np.random.default_rng(height * 1000 + width)
+    for mask in _random_masks(height, width, rng):
+        got, want = M.mask_polygon(mask), _reference_polygon(mask)
+        if want is None:
+            assert got is None
+        else:
+            assert got is not None and got.dtype == want.dtype and got.shape == want.shape
+            assert got.tobytes() == want.tobytes()
+
+
+def test_bridge_matches_reference() -> None:
+    rng = np.random.default_rng(0)
+    for r, c in [(1, 1), (3, 5), (40, 7), (200, 333)]:
+        ring = rng.integers(0, 50, (r, 2)).astype(np.float64) / 2 + rng.choice([0.0, 0.5], (r, 2))
+        contour = rng.integers(0, 50, (c, 2)).astype(np.float64) / 2
+        assert M._bridge(ring, contour).tobytes() == _reference_bridge(ring, contour).tobytes()
