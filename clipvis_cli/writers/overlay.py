@@ -348,17 +348,41 @@ def _label_anchors(labels: np.ndarray, boxes: np.ndarray, numbers: np.ndarray) -
     inner = cv2.bitwise_and(cv2.compare(cv2.dilate(small, kernel), cv2.erode(small, kernel), cv2.CMP_EQ),
                             cv2.compare(small, 0, cv2.CMP_GT))
     distance = _distance_inside(inner)
+    # All labels in one pass over the subsampled image, as `_peak` would pick each within its box: per label, the
+    # centroid (box-local rows/columns, as cv2.moments sums them: exact integer sums), the largest distance, then
+    # among its pixels at least DEEP_SHARE as deep the one nearest the centroid (ties: the first in raster order).
+    count = len(boxes) + 1
+    wanted = np.zeros(max(count, int(small.max()) + 1), bool)
+    wanted[numbers] = True
+    flat = small.ravel()
+    where = np.flatnonzero(wanted[flat])
+    label = flat[where].astype(np.int64)
+    rows, columns = np.divmod(where, small.shape[1])
+    # the first subsampled row / column inside each box (0 for the background's dummy entry)
+    first_row = np.concatenate(([0], np.maximum(0, -((offset - boxes[:, 1].astype(np.int64)) // step))))
+    first_column = np.concatenate(([0], np.maximum(0, -((offset - boxes[:, 0].astype(np.int64)) // step))))
+    local_rows, local_columns = rows - first_row[label], columns - first_column[label]
+    pixels = np.maximum(np.bincount(label, minlength=count), 1).astype(np.float64)
+    centre_row = np.bincount(label, weights=local_rows, minlength=count) / pixels
+    centre_column = np.bincount(label, weights=local_columns, minlength=count) / pixels
+    depth = distance.ravel()[where]
+    deepest = np.full(count, -1, distance.dtype)
+    np.maximum.at(deepest, label, depth)
+    # DEEP_SHARE * a scalar of distance's dtype in the dtype numpy gives that product, as `_peak` computes it, then
+    # compared in distance's dtype (numpy 1 casts a same-kind scalar to the array's dtype; numpy 2 has it already)
+    threshold = (DEEP_SHARE * deepest.astype(type(DEEP_SHARE * deepest.dtype.type(1)))).astype(distance.dtype)
+    deep = np.flatnonzero(depth >= threshold[label])
+    near = (local_rows[deep] - centre_row[label[deep]]) ** 2 + (local_columns[deep] - centre_column[label[deep]]) ** 2
+    ranked = deep[np.lexsort((where[deep], near, label[deep]))]
+    chosen = ranked[np.flatnonzero(np.diff(label[ranked], prepend=-1) != 0)]
+    found = dict(zip(label[chosen].tolist(), zip((offset + step * columns[chosen]).tolist(),
+                                                 (offset + step * rows[chosen]).tolist(), strict=True), strict=True))
     anchors: dict[int, tuple[int, int]] = {}
     for number in numbers.tolist():
-        x, y, w, h = (int(v) for v in boxes[number - 1])
-        # the subsampled rows/columns inside the box: offset + step * i in [y, y + h)
-        r0, r1 = max(0, -((offset - y) // step)), -((offset - y - h) // step)
-        c0, c1 = max(0, -((offset - x) // step)), -((offset - x - w) // step)
-        region = small[r0:r1, c0:c1] == number
-        if region.any():
-            i, j = _peak(np.where(region, distance[r0:r1, c0:c1], -1), _centroid(region))
-            anchors[number] = (offset + step * (c0 + j), offset + step * (r0 + i))
-        else:
+        if number in found:
+            anchors[number] = found[number]
+        else:  # too thin or small to show in the subsampled image: measured at full size in its box
+            x, y, w, h = (int(v) for v in boxes[number - 1])
             region = labels[y : y + h, x : x + w] == number
             i, j = _peak(np.where(region, _distance_inside(region.view(np.uint8)), -1), _centroid(region))
             anchors[number] = (x + j, y + i)
