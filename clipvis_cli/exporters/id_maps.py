@@ -29,10 +29,10 @@ import numpy as np
 from PIL import Image
 
 from clipvis.cli import rle
-from clipvis.cli.exporters.base import Exporter, ExportOptions, frame_masks
+from clipvis.cli.exporters.base import Exporter, ExportOptions
 from clipvis.cli.exporters.frames import processed_frames, save_image
 from clipvis.cli.exporters.loading import ExportVideo
-from clipvis.cli.exporters.masks import id_map
+from clipvis.cli.exporters.masks import rle_id_map
 from clipvis.cli.writers.overlay import track_colour
 
 MOTS_INSTANCES = 1000
@@ -88,13 +88,24 @@ def _class_map_json(video: ExportVideo, class_ids: dict[int, int]) -> dict:
     }
 
 
-def mots_frame(video: ExportVideo, position: int, class_ids: dict[int, int]) -> np.ndarray | None:
-    """The overlap-free `[H, W]` uint16 MOTS id map of processed frame `position` (None when nothing is there)."""
-    present = frame_masks(video.tracks, position, video.progress)
+def frame_id_map(video: ExportVideo, position: int, ids: list[int], dtype=np.uint16) -> np.ndarray | None:
+    """The overlap-free `[H, W]` id map of processed frame `position`, `ids[k]` where track k is (overlaps resolved
+    as `id_map` does); None when no track has a mask there. Painted from the tracks' RLEs, none decoded."""
+    tracks = video.tracks
+    present = [k for k, track in enumerate(tracks) if track.segmentations[position] is not None]
+    if video.progress is not None:
+        video.progress(len(tracks))
     if not present:
         return None
-    ids = [class_ids[t.category_id] * MOTS_INSTANCES + t.track_id for t, _ in present]
-    return id_map([m for _, m in present], ids, [t.score for t, _ in present], dtype=np.uint16)
+    return rle_id_map([tracks[k].segmentations[position] for k in present], [ids[k] for k in present],
+                      [tracks[k].score for k in present], video.info.height, video.info.width, dtype=dtype)
+
+
+def mots_frame(video: ExportVideo, position: int, class_ids: dict[int, int]) -> np.ndarray | None:
+    """The overlap-free `[H, W]` uint16 MOTS id map of processed frame `position` (None when no track has a mask
+    there)."""
+    ids = [class_ids[t.category_id] * MOTS_INSTANCES + t.track_id for t in video.tracks]
+    return frame_id_map(video, position, ids, dtype=np.uint16)
 
 
 class MotsPngExporter(Exporter):
@@ -163,15 +174,13 @@ class PngMasksExporter(Exporter):
             raise ValueError(f"png-masks holds track ids 1..{self.MAX_ID}; keep fewer tracks (--min-score)")
         root = directory / self.name
         root.mkdir()
+        track_ids = [t.track_id for t in video.tracks]
         palette = [0, 0, 0]
         for track_id in range(1, 256):
             palette.extend(track_colour(track_id)[:3])
         for position, frame_index in enumerate(info.frame_indices):
-            present = frame_masks(video.tracks, position, video.progress)
-            if present:
-                ids = [t.track_id for t, _ in present]
-                frame = id_map([m for _, m in present], ids, [t.score for t, _ in present], dtype=np.uint8)
-            else:
+            frame = frame_id_map(video, position, track_ids, dtype=np.uint8)
+            if frame is None:
                 frame = np.zeros((info.height, info.width), np.uint8)
             image = Image.new("P", (info.width, info.height))
             image.frombytes(frame.tobytes())

@@ -18,6 +18,9 @@ import cv2
 import numpy as np
 from pycocotools import mask as coco_mask
 
+from clipvis.cli import rle
+from clipvis.cli.rle import RleDict
+
 
 def id_map(masks: Sequence[np.ndarray], ids: Sequence[int], scores: Sequence[float], dtype=np.uint16) -> np.ndarray:
     """One H×W id map from N H×W bool masks: where masks overlap, the higher score wins (ties: the earlier mask).
@@ -32,6 +35,19 @@ def id_map(masks: Sequence[np.ndarray], ids: Sequence[int], scores: Sequence[flo
     for i in order:
         result[masks[i]] = ids[i]
     return result
+
+
+def rle_id_map(segmentations: Sequence[RleDict | None], ids: Sequence[int], scores: Sequence[float], height: int,
+               width: int, dtype=np.uint16) -> np.ndarray:
+    """`id_map` of RLEs (None: absent) of an H×W frame, none decoded: they are painted into one label image in the
+    order `id_map` resolves overlaps by (higher score on top, ties: the earlier one), then labels become ids through
+    a lookup table. Returns `[H, W]` of `dtype`."""
+    scores_array = np.asarray(scores, dtype=np.float64).reshape(-1)
+    order = np.lexsort((np.arange(len(segmentations)), -scores_array))  # label j + 1 = segmentations[order[j]]
+    painted = rle.label_map([segmentations[k] for k in order.tolist()], height, width)
+    table = np.zeros(len(segmentations) + 1, dtype=dtype)
+    table[1:] = np.asarray(ids, dtype=np.int64).reshape(-1)[order]
+    return table[painted.labels]
 
 
 def cvat_rle(mask: np.ndarray) -> tuple[list[int], int, int, int, int]:

@@ -86,3 +86,43 @@ def test_bridge_matches_reference() -> None:
         ring = rng.integers(0, 50, (r, 2)).astype(np.float64) / 2 + rng.choice([0.0, 0.5], (r, 2))
         contour = rng.integers(0, 50, (c, 2)).astype(np.float64) / 2
         assert M._bridge(ring, contour).tobytes() == _reference_bridge(ring, contour).tobytes()
+
+
+def _reference_id_map(masks: list[np.ndarray], ids: list[int], scores: list[float], dtype) -> np.ndarray:
+    """`id_map` as the exporters used it: each mask decoded, painted lowest score first."""
+    result = np.zeros(masks[0].shape, dtype=dtype)
+    for i in sorted(range(len(masks)), key=lambda i: (scores[i], -i)):
+        result[masks[i]] = ids[i]
+    return result
+
+
+@pytest.mark.parametrize("height,width,tracks,dtype", [(1, 1, 2, np.uint8), (5, 7, 4, np.uint8),
+                                                       (31, 17, 20, np.uint16), (97, 131, 60, np.uint8),
+                                                       (240, 427, 300, np.uint16), (480, 854, 30, np.uint16)])
+def test_rle_id_map_matches_painting_decoded_masks(height: int, width: int, tracks: int, dtype) -> None:
+    from clipvis.cli import rle
+
+    rng = np.random.default_rng(height + width + tracks)
+    for trial in range(3):
+        masks = np.zeros((tracks, height, width), bool)
+        for k in range(tracks):
+            if k % 4 == 0:  # overlapping rectangles
+                y, x = rng.integers(height), rng.integers(width)
+                masks[k, y : y + rng.integers(1, height + 1), x : x + rng.integers(1, width + 1)] = True
+            elif k % 4 == 1:
+                masks[k] = rng.random((height, width)) > 0.7
+            elif k % 4 == 2:  # one pixel
+                masks[k, rng.integers(height), rng.integers(width)] = True
+            # k % 4 == 3: empty
+        ids = rng.permutation(np.arange(1, np.iinfo(dtype).max + 1))[:tracks].tolist()
+        # ties: few distinct scores
+        scores = rng.choice([0.25, 0.5, 0.75, 0.9], tracks).tolist() if trial else rng.random(tracks).tolist()
+        segmentations = [rle.encode(m) for m in masks]
+        if trial == 2:
+            segmentations = [None if k % 3 == 0 else s for k, s in enumerate(segmentations)]
+        kept = [k for k, s in enumerate(segmentations) if s is not None]
+        want = _reference_id_map([masks[k] for k in kept], [ids[k] for k in kept], [scores[k] for k in kept], dtype)
+        got = M.rle_id_map(segmentations, ids, scores, height, width, dtype=dtype)
+        assert got.dtype == want.dtype and got.shape == want.shape and got.tobytes() == want.tobytes()
+        assert M.id_map(list(masks), ids, scores, dtype=dtype).tobytes() == \
+            _reference_id_map(list(masks), ids, scores, dtype).tobytes()
