@@ -382,11 +382,29 @@ def _label_anchors(labels: np.ndarray, boxes: np.ndarray, numbers: np.ndarray) -
         if number in found:
             anchors[number] = found[number]
         else:  # too thin or small to show in the subsampled image: measured at full size in its box
-            x, y, w, h = (int(v) for v in boxes[number - 1])
-            region = labels[y : y + h, x : x + w] == number
-            i, j = _peak(np.where(region, _distance_inside(region.view(np.uint8)), -1), _centroid(region))
-            anchors[number] = (x + j, y + i)
+            anchors[number] = _full_size_anchor(labels, boxes[number - 1], number)
     return anchors
+
+
+def _full_size_anchor(labels: np.ndarray, box: np.ndarray, number: int) -> tuple[int, int]:
+    """The (x, y) `_peak` picks for label ``number`` (present) within its box (x, y, w, h) of the full-size
+    ``labels`` (the box's edge counting as border), measured on the label's own bounding box plus a one-pixel margin
+    (within the box): the same distances there (the margin's pixels are border already) and the same centroid (the
+    crop's moments moved to the box's origin: exact integer sums), in a fraction of the box's area."""
+    x, y, w, h = (int(v) for v in box)
+    inside = labels[y : y + h, x : x + w] == number
+    rows, columns = np.flatnonzero(inside.any(axis=1)), np.flatnonzero(inside.any(axis=0))
+    top, left = max(int(rows[0]) - 1, 0), max(int(columns[0]) - 1, 0)
+    region = np.ascontiguousarray(inside[top : int(rows[-1]) + 2, left : int(columns[-1]) + 2])
+    values = np.where(region, _distance_inside(region.view(np.uint8)), -1)
+    moments = cv2.moments(region.view(np.uint8), binaryImage=True)
+    area = int(moments["m00"])
+    centre_row = (int(moments["m01"]) + top * area) / area
+    centre_column = (int(moments["m10"]) + left * area) / area
+    deep_rows, deep_columns = np.nonzero(values >= DEEP_SHARE * values.max())
+    deep_rows, deep_columns = deep_rows + top, deep_columns + left
+    nearest = np.argmin((deep_rows - centre_row) ** 2 + (deep_columns - centre_column) ** 2)
+    return x + int(deep_columns[nearest]), y + int(deep_rows[nearest])
 
 
 def _distance_inside(region: np.ndarray) -> np.ndarray:

@@ -74,3 +74,22 @@ def test_label_anchors_match_the_per_track_loop(height: int, width: int, tracks:
 def test_label_anchors_of_nothing() -> None:
     painted = rle.label_map([None, None], 20, 30)
     assert O._label_anchors(painted.labels, painted.boxes, np.flatnonzero(painted.visible) + 1) == {}
+
+
+@pytest.mark.parametrize("height,width,tracks", [(1, 1, 2), (6, 9, 5), (37, 23, 15), (120, 161, 40), (480, 854, 50)])
+def test_full_size_anchor_matches_measuring_the_whole_box(height: int, width: int, tracks: int) -> None:
+    """The thin labels' anchor, measured on the label's own box plus a margin, is the one measured on the mask's box
+    (labels in part covered by others, touching the box's and the frame's edges, one pixel, lines, specks)."""
+    rng = np.random.default_rng(height + width * 3 + tracks)
+    checked = 0
+    for _ in range(3):
+        masks = _random_masks(height, width, tracks, rng)
+        masks[1::7] |= rng.random((len(masks[1::7]), height, width)) > 0.995  # specks far from the rest
+        painted = rle.label_map([rle.encode(m) if m.any() else None for m in masks], height, width)
+        for number in (np.flatnonzero(painted.visible) + 1).tolist():
+            x, y, w, h = (int(v) for v in painted.boxes[number - 1])
+            region = painted.labels[y : y + h, x : x + w] == number
+            i, j = O._peak(np.where(region, O._distance_inside(region.view(np.uint8)), -1), O._centroid(region))
+            assert O._full_size_anchor(painted.labels, painted.boxes[number - 1], number) == (x + j, y + i)
+            checked += 1
+    assert checked > 0
