@@ -10,10 +10,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
+
+from .test_segment_outputs import write_video
 
 CLOSED = "stdout closed (broken pipe): files written are no longer listed"
 
@@ -21,18 +22,6 @@ CLOSED = "stdout closed (broken pipe): files written are no longer listed"
 @pytest.fixture(autouse=True)
 def _no_downloads(isolated_cache):
     """Every test here runs with a private cache and no network."""
-
-
-def write_video(path: Path, num_frames: int = 3) -> Path:
-    rng = np.random.default_rng(0)
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=10)
-        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
-        for _ in range(num_frames):
-            frame = rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
-        container.mux(stream.encode())
-    return path
 
 
 def run_with_stdout_closed(*args: str) -> tuple[int, str]:
