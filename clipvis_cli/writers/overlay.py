@@ -337,7 +337,10 @@ def _fitted_label(name: str, track: TrackResult, room: int, font: LabelFont) -> 
 
 def _label_anchors(labels: np.ndarray, boxes: np.ndarray, numbers: np.ndarray) -> dict[int, tuple[int, int]]:
     """For each label number in ``numbers`` (all present in ``labels``), the (x, y) of a pixel deep inside its region
-    (``_peak`` of the distances from the region's border; the frame's edge counts as border). Measured on
+    (of its pixels at least ``DEEP_SHARE`` as far from the region's border as its farthest — the frame's edge counting
+    as border — the one nearest its centroid, the first in raster order of equally near ones: the centroid moves
+    little while an object moves or changes shape a little, so the label does too, where the deepest pixel alone
+    jumps along a body's length from frame to frame). Measured on
     ``labels`` subsampled to about ``ANCHOR_PIXELS`` (one distance transform for all labels, then each label within
     its box); a region too thin or small to show there is measured at full size in its box."""
     height, width = labels.shape
@@ -348,7 +351,7 @@ def _label_anchors(labels: np.ndarray, boxes: np.ndarray, numbers: np.ndarray) -
     inner = cv2.bitwise_and(cv2.compare(cv2.dilate(small, kernel), cv2.erode(small, kernel), cv2.CMP_EQ),
                             cv2.compare(small, 0, cv2.CMP_GT))
     distance = _distance_inside(inner)
-    # All labels in one pass over the subsampled image, as `_peak` would pick each within its box: per label, the
+    # All labels in one pass over the subsampled image, each as if measured within its box: per label, the
     # centroid (box-local rows/columns, as cv2.moments sums them: exact integer sums), the largest distance, then
     # among its pixels at least DEEP_SHARE as deep the one nearest the centroid (ties: the first in raster order).
     count = len(boxes) + 1
@@ -368,7 +371,7 @@ def _label_anchors(labels: np.ndarray, boxes: np.ndarray, numbers: np.ndarray) -
     depth = distance.ravel()[where]
     deepest = np.full(count, -1, distance.dtype)
     np.maximum.at(deepest, label, depth)
-    # DEEP_SHARE * a scalar of distance's dtype in the dtype numpy gives that product, as `_peak` computes it, then
+    # DEEP_SHARE * a scalar of distance's dtype in the dtype numpy gives that product (`DEEP_SHARE * max`), then
     # compared in distance's dtype (numpy 1 casts a same-kind scalar to the array's dtype; numpy 2 has it already)
     threshold = (DEEP_SHARE * deepest.astype(type(DEEP_SHARE * deepest.dtype.type(1)))).astype(distance.dtype)
     deep = np.flatnonzero(depth >= threshold[label])
@@ -387,10 +390,10 @@ def _label_anchors(labels: np.ndarray, boxes: np.ndarray, numbers: np.ndarray) -
 
 
 def _full_size_anchor(labels: np.ndarray, box: np.ndarray, number: int) -> tuple[int, int]:
-    """The (x, y) `_peak` picks for label ``number`` (present) within its box (x, y, w, h) of the full-size
-    ``labels`` (the box's edge counting as border), measured on the label's own bounding box plus a one-pixel margin
-    (within the box): the same distances there (the margin's pixels are border already) and the same centroid (the
-    crop's moments moved to the box's origin: exact integer sums), in a fraction of the box's area."""
+    """The (x, y) anchor (`_label_anchors`' rule) of label ``number`` (present) within its box (x, y, w, h) of the
+    full-size ``labels`` (the box's edge counting as border), measured on the label's own bounding box plus a
+    one-pixel margin (within the box): the same distances there (the margin's pixels are border already) and the same
+    centroid (the crop's moments moved to the box's origin: exact integer sums), in a fraction of the box's area."""
     x, y, w, h = (int(v) for v in box)
     inside = labels[y : y + h, x : x + w] == number
     rows, columns = np.flatnonzero(inside.any(axis=1)), np.flatnonzero(inside.any(axis=0))
@@ -416,23 +419,6 @@ def _distance_inside(region: np.ndarray) -> np.ndarray:
 
 # A label is anchored among a region's pixels at least this share of its largest distance from the border.
 DEEP_SHARE = 0.8
-
-
-def _centroid(region: np.ndarray) -> tuple[float, float]:
-    """(row, column) of the centroid of ``region`` (bool, not empty)."""
-    moments = cv2.moments(region.view(np.uint8), binaryImage=True)
-    return moments["m01"] / moments["m00"], moments["m10"] / moments["m00"]
-
-
-def _peak(values: np.ndarray, centre: tuple[float, float]) -> tuple[int, int]:
-    """(row, column) of a pixel deep inside a region: of the pixels whose value (distance from the border; -1 outside
-    the region) is at least ``DEEP_SHARE`` of the largest, the one nearest ``centre`` (the region's centroid, (row,
-    column); the first in raster order of equally near ones). The centroid moves little while an object moves or
-    changes shape a little, so the label does too: the deepest pixel alone jumps along a body's length from frame to
-    frame (a raised arm, a step)."""
-    rows, columns = np.nonzero(values >= DEEP_SHARE * values.max())
-    nearest = np.argmin((rows - centre[0]) ** 2 + (columns - centre[1]) ** 2)
-    return int(rows[nearest]), int(columns[nearest])
 
 
 def _colour_image(labels: np.ndarray, colours: np.ndarray) -> np.ndarray:

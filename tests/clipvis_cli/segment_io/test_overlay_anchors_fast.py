@@ -12,6 +12,20 @@ from clipvis.cli import rle
 from clipvis.cli.writers import overlay as O
 
 
+def _centroid(region: np.ndarray) -> tuple[float, float]:
+    """(row, column) of the centroid of ``region`` (bool, not empty): the old per-label computation."""
+    moments = cv2.moments(region.view(np.uint8), binaryImage=True)
+    return moments["m01"] / moments["m00"], moments["m10"] / moments["m00"]
+
+
+def _peak(values: np.ndarray, centre: tuple[float, float]) -> tuple[int, int]:
+    """(row, column), of the pixels at least DEEP_SHARE of the largest value, of the one nearest ``centre`` (the
+    first in raster order of equally near ones): the old per-label pick."""
+    rows, columns = np.nonzero(values >= O.DEEP_SHARE * values.max())
+    nearest = np.argmin((rows - centre[0]) ** 2 + (columns - centre[1]) ** 2)
+    return int(rows[nearest]), int(columns[nearest])
+
+
 def _reference_anchors(labels: np.ndarray, boxes: np.ndarray, numbers: np.ndarray) -> dict[int, tuple[int, int]]:
     """`_label_anchors` as it was: each label within its box."""
     height, width = labels.shape
@@ -29,11 +43,11 @@ def _reference_anchors(labels: np.ndarray, boxes: np.ndarray, numbers: np.ndarra
         c0, c1 = max(0, -((offset - x) // step)), -((offset - x - w) // step)
         region = small[r0:r1, c0:c1] == number
         if region.any():
-            i, j = O._peak(np.where(region, distance[r0:r1, c0:c1], -1), O._centroid(region))
+            i, j = _peak(np.where(region, distance[r0:r1, c0:c1], -1), _centroid(region))
             anchors[number] = (offset + step * (c0 + j), offset + step * (r0 + i))
         else:
             region = labels[y : y + h, x : x + w] == number
-            i, j = O._peak(np.where(region, O._distance_inside(region.view(np.uint8)), -1), O._centroid(region))
+            i, j = _peak(np.where(region, O._distance_inside(region.view(np.uint8)), -1), _centroid(region))
             anchors[number] = (x + j, y + i)
     return anchors
 
@@ -89,7 +103,7 @@ def test_full_size_anchor_matches_measuring_the_whole_box(height: int, width: in
         for number in (np.flatnonzero(painted.visible) + 1).tolist():
             x, y, w, h = (int(v) for v in painted.boxes[number - 1])
             region = painted.labels[y : y + h, x : x + w] == number
-            i, j = O._peak(np.where(region, O._distance_inside(region.view(np.uint8)), -1), O._centroid(region))
+            i, j = _peak(np.where(region, O._distance_inside(region.view(np.uint8)), -1), _centroid(region))
             assert O._full_size_anchor(painted.labels, painted.boxes[number - 1], number) == (x + j, y + i)
             checked += 1
     assert checked > 0
