@@ -90,7 +90,7 @@ def _class_map_json(video: ExportVideo, class_ids: dict[int, int]) -> dict:
 
 def frame_id_map(video: ExportVideo, position: int, ids: list[int], dtype=np.uint16) -> np.ndarray | None:
     """The overlap-free `[H, W]` id map of processed frame `position`, `ids[k]` where track k is (overlaps resolved
-    as `id_map` does); None when no track has a mask there. Painted from the tracks' RLEs, none decoded."""
+    as `rle_id_map` does); None when no track has a mask there. Painted from the tracks' RLEs, none decoded."""
     tracks = video.tracks
     present = [k for k, track in enumerate(tracks) if track.segmentations[position] is not None]
     if video.progress is not None:

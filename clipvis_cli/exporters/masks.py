@@ -22,26 +22,11 @@ from clipvis.cli import rle
 from clipvis.cli.rle import RleDict
 
 
-def id_map(masks: Sequence[np.ndarray], ids: Sequence[int], scores: Sequence[float], dtype=np.uint16) -> np.ndarray:
-    """One H×W id map from N H×W bool masks: where masks overlap, the higher score wins (ties: the earlier mask).
-
-    `ids[i]` is written where mask i wins; 0 is background. Returns `[H, W]` of `dtype`.
-    """
-    if not masks:
-        raise ValueError("id_map needs at least one mask (or use zeros)")
-    result = np.zeros(masks[0].shape, dtype=dtype)
-    # Paint the lowest score first so higher scores overwrite; a stable sort keeps earlier masks on top for ties.
-    order = sorted(range(len(masks)), key=lambda i: (scores[i], -i))
-    for i in order:
-        result[masks[i]] = ids[i]
-    return result
-
-
 def rle_id_map(segmentations: Sequence[RleDict | None], ids: Sequence[int], scores: Sequence[float], height: int,
                width: int, dtype=np.uint16) -> np.ndarray:
-    """`id_map` of RLEs (None: absent) of an H×W frame, none decoded: they are painted into one label image in the
-    order `id_map` resolves overlaps by (higher score on top, ties: the earlier one), then labels become ids through
-    a lookup table. Returns `[H, W]` of `dtype`."""
+    """One H×W id map from N RLEs (None: absent) of an H×W frame, none decoded: where masks overlap, the higher
+    score wins (ties: the earlier mask); `ids[i]` is written where mask i wins, 0 is background. They are painted into
+    one label image in that order, then labels become ids through a lookup table. Returns `[H, W]` of `dtype`."""
     scores_array = np.asarray(scores, dtype=np.float64).reshape(-1)
     order = np.lexsort((np.arange(len(segmentations)), -scores_array))  # label j + 1 = segmentations[order[j]]
     painted = rle.label_map([segmentations[k] for k in order.tolist()], height, width)

@@ -17,8 +17,9 @@ from pycocotools import mask as coco_mask
 from pycocotools.coco import COCO
 from typer.testing import CliRunner
 
+from clipvis.cli import rle
 from clipvis.cli.app import app
-from clipvis.cli.exporters.masks import cvat_rle, decode_cvat_rle, id_map, mask_iou, mask_polygon, polygon_mask
+from clipvis.cli.exporters.masks import cvat_rle, decode_cvat_rle, mask_iou, mask_polygon, polygon_mask, rle_id_map
 from clipvis.cli.locks import FolderLock
 
 from .conftest import CATEGORIES, HEIGHT, WIDTH, make_segment_output, write_video
@@ -95,9 +96,9 @@ def test_id_map_overlap_goes_to_the_higher_score() -> None:
     a[:, :3] = True
     b = np.zeros((4, 4), bool)
     b[:, 1:] = True
-    low_first = id_map([a, b], [1, 2], [0.2, 0.8])
+    low_first = rle_id_map([rle.encode(a), rle.encode(b)], [1, 2], [0.2, 0.8], 4, 4)
     assert (low_first[:, 0] == 1).all() and (low_first[:, 1:] == 2).all()
-    high_first = id_map([a, b], [1, 2], [0.8, 0.2])
+    high_first = rle_id_map([rle.encode(a), rle.encode(b)], [1, 2], [0.8, 0.2], 4, 4)
     assert (high_first[:, :3] == 1).all() and (high_first[:, 3] == 2).all()
 
 
