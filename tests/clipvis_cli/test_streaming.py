@@ -16,6 +16,7 @@ from clipvis.cli.memory import ResolutionLimitError, check_frame_memory, frame_m
 from clipvis.cli.streaming import VideoStream
 from clipvis.model import predictor as predictor_module
 from clipvis.model.mask_runs import mask_runs, threshold_runs
+from clipvis.model.mask_upsampling import ComposedMaskResize
 from clipvis.model.predictor import VideoPredictor
 
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(),
@@ -54,9 +55,10 @@ def test_compressed_runs_are_byte_identical_to_pycocotools(size) -> None:
 @pytest.mark.parametrize("size", [(50, 70), (97, 61)])
 def test_the_per_frame_path_on_the_device_gives_pycocotools_bytes(tiny_model_factory, tmp_path, monkeypatch, device,
                                                                    size) -> None:
-    """The whole per-frame path where the model runs (the official two bilinear resizes in chunks of queries, run
-    lengths, on CUDA the non-blocking copy into pinned memory), then the host's compression: the same strings as
-    pycocotools gives for the same logits resized and thresholded on that device and copied as booleans."""
+    """The whole per-frame path where the model runs (the official two bilinear resizes in chunks of queries, on the
+    CPU composed into one (clipvis.model.mask_upsampling), run lengths, on CUDA the non-blocking copy into pinned
+    memory), then the host's compression: the same strings as pycocotools gives for the same logits resized (all
+    queries at once) and thresholded on that device and copied as booleans."""
     monkeypatch.setitem(predictor_module.MASK_CHUNK_ELEMENTS, device, 3 * 128 * 128)  # several chunks of queries
     predictor = VideoPredictor(tiny_model_factory(), ["box"], device=device, cache_dir=tmp_path)
     session = predictor.new_video()
@@ -65,10 +67,13 @@ def test_the_per_frame_path_on_the_device_gives_pycocotools_bytes(tiny_model_fac
     logits = torch.randn(9, geo.padded[0] // 4, geo.padded[1] // 4, generator=torch.Generator().manual_seed(2))
     logits[3] = -1.0  # an empty mask
     logits = logits.to(device)
-    x = F.interpolate(logits[:, None], size=geo.padded, mode="bilinear", align_corners=False)
-    x = F.interpolate(x[..., : geo.resized[0], : geo.resized[1]], size=geo.original, mode="bilinear",
-                      align_corners=False)
-    masks = (x[:, 0] > 0).cpu().numpy()
+    if device == "cpu":
+        masks = ComposedMaskResize(geo.mask_size, geo).positive_column_major(logits).transpose(1, 2).numpy()
+    else:
+        x = F.interpolate(logits[:, None], size=geo.padded, mode="bilinear", align_corners=False)
+        x = F.interpolate(x[..., : geo.resized[0], : geo.resized[1]], size=geo.original, mode="bilinear",
+                          align_corners=False)
+        masks = (x[:, 0] > 0).cpu().numpy()
     runs = session._full_resolution_runs(logits).wait()
     assert runs.counts.device.type == "cpu" and runs.size == size
     compressed = rle.compress_runs(runs.counts.numpy(), runs.lengths.numpy(), runs.size)

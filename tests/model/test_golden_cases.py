@@ -16,6 +16,7 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 from clipvis.model import load_model
+from clipvis.model.mask_upsampling import ComposedMaskResize
 from clipvis.model.predictor import VideoPredictor
 from clipvis.model.text_classifier import build_prompts
 
@@ -144,3 +145,22 @@ def test_final_results_match_official(run: GoldenRun) -> None:
             union = (expected_mask | our_mask).sum()
             iou = 1.0 if union == 0 else (expected_mask & our_mask).sum() / union
             assert iou >= 0.99, f"{run.case.name}: result {index} frame {t} mask IoU {iou:.4f}"
+
+
+def test_the_cpu_default_mask_resize_gives_the_official_masks_from_the_official_logits(run: GoldenRun) -> None:
+    """The official ``results.json`` masks were made from the aligned mask logits by two bilinear resizes
+    (docs/fidelity.md); the default CPU path composes them (clipvis.model.mask_upsampling). From the official logits
+    it must give the official masks: pixels differ only where a logit is within float rounding of 0."""
+    geo = run.video.geometry
+    logits = torch.from_numpy(run.expected["aligned_outputs"]["mask_logits"])  # [Q, T, h4, w4]
+    scores = run.expected["scores"]
+    resize = ComposedMaskResize(tuple(logits.shape[2:]), geo)
+    differing = total = 0
+    for index, (query, entry) in enumerate(zip(scores["topk_query"].tolist(), run.results, strict=True)):
+        track = logits[query].clone()
+        track[torch.from_numpy(scores["suppressed"][index])] = -1.0  # the official per-frame suppression
+        ours = resize.positive_column_major(track).transpose(1, 2).numpy()
+        official = np.stack([mask_utils.decode(rle).astype(bool) for rle in entry["segmentations"]])
+        differing += int((ours != official).sum())
+        total += official.size
+    assert differing <= total // 10**6, f"{run.case.name}: {differing} of {total} pixels differ"
