@@ -88,11 +88,15 @@ def point_iou(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return torch.where(union > 0, intersection / union.clamp_min(torch.finfo(union.dtype).tiny), 0.0)
 
 
-def check_targets(targets: Sequence[torch.Tensor], batch_size: int) -> None:
+def check_targets(targets: Sequence[torch.Tensor], batch_size: int, mask_size: tuple[int, int] | None = None) -> None:
     """Raise ValueError / TypeError, saying what is expected, unless ``targets`` is one ``[N_b, Hp, Wp]`` mask tensor
     per image, bool or float in [0, 1]: fewer targets than images made the others empty images, a 2-D target failed
     deep inside ``grid_sample``, and 0/255 masks gave a negative loss. (A float target's range is read on its
-    device: one synchronisation per float target; bool targets, as the trainer's, cost nothing.)"""
+    device: one synchronisation per float target; bool targets, as the trainer's, cost nothing.)
+
+    ``mask_size``: the predictions' ``(h, w)``. Points are read at the same relative positions of a prediction and
+    its target, so a target must cover what the padded image covers: its ``Hp : Wp`` must be ``h : w`` (``Hp = 4h``
+    at the model's stride). A target at the unpadded image size was read stretched, without a word."""
     if isinstance(targets, torch.Tensor) and targets.dim() != 4:
         raise TypeError(f"targets must be a sequence of {batch_size} mask tensors [N_b, Hp, Wp] (one per image), "
                         f"not one tensor of shape {tuple(targets.shape)}")
@@ -106,6 +110,15 @@ def check_targets(targets: Sequence[torch.Tensor], batch_size: int) -> None:
             hint = " (one instance: target[None])" if target.dim() == 2 else ""
             raise ValueError(f"targets[{b}] has shape {tuple(target.shape)}: expected [N_b, Hp, Wp], one mask per "
                              f"instance{hint}")
+        if mask_size is not None and target.shape[1] * mask_size[1] != target.shape[2] * mask_size[0]:
+            height, width = mask_size
+            raise ValueError(f"targets[{b}] masks are {target.shape[1]}x{target.shape[2]}, not in the proportions of "
+                             f"the {height}x{width} predictions (the padded image's: {4 * height}x{4 * width} at the "
+                             "model's stride 4): pad each mask as its image was padded (zeros at the bottom and "
+                             "right), to [N_b, Hp, Wp]")
+        if b and tuple(target.shape[1:]) != tuple(targets[0].shape[1:]):
+            raise ValueError(f"targets[{b}] masks are {target.shape[1]}x{target.shape[2]} but targets[0]'s are "
+                             f"{targets[0].shape[1]}x{targets[0].shape[2]}: a batch's masks share its padded size")
         if target.dtype == torch.bool:
             continue
         if not target.is_floating_point():
@@ -159,7 +172,7 @@ class SetCriterion:
         per image); num_masks: the loss normaliser (default: the number of GT masks in
         ``targets``; at least 1).
         """
-        check_targets(targets, int(outputs.mask_logits.shape[0]))
+        check_targets(targets, int(outputs.mask_logits.shape[0]), tuple(outputs.mask_logits.shape[-2:]))
         samplers = per_image_samplers(point_sampler, len(targets))
         if num_masks is None:
             num_masks = float(sum(int(t.shape[0]) for t in targets))

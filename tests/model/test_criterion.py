@@ -225,6 +225,13 @@ def test_targets_that_do_not_fit_the_batch_are_refused_clearly():
         criterion(outputs, [targets[0], targets[1] * 255])
     with pytest.raises(ValueError, match=r"^targets\[0\] has shape \(4, 4\): expected \[N_b, Hp, Wp\].*target\[None\]"):
         criterion(outputs, [targets[0][0], targets[1]])
+    # Masks at an unpadded image's size (4x3 where the batch is padded to 4x4 here): they were read stretched.
+    with pytest.raises(ValueError, match=r"^targets\[1\] masks are 4x3, not in the proportions of the 2x2 "
+                       r"predictions .*: pad each mask as its image was padded"):
+        criterion(outputs, [targets[0], targets[1][:, :, :3]])
+    with pytest.raises(ValueError, match=r"^targets\[1\] masks are 4x4 but targets\[0\]'s are 2x2: a batch's masks"):
+        criterion(outputs, [targets[0][:, ::2, ::2], targets[1]])
+    criterion(outputs, [t[:, ::2, ::2] for t in targets], FixedPoints(pixel_centres(2)))  # any scale of the layout
     as_bool = criterion(outputs, [t > 0 for t in targets], FixedPoints(pixel_centres(2)))
     as_float = criterion(outputs, targets, FixedPoints(pixel_centres(2)))
     assert float(as_bool.total) == pytest.approx(float(as_float.total))
