@@ -51,7 +51,7 @@ from clipvis.cli.writers import (
     create_writers,
     writer_formats,
 )
-from clipvis.cli.writers.layout import ClaimedFolder, OutputRootListing, claim_output_folder, plan_folder_names
+from clipvis.cli.writers.layout import ClaimedFolder, OutputRootListing, claim_output_folder
 from clipvis.cli.writers.manifest import STATUS_INTERRUPTED, source_owner
 
 FORMATS = writer_formats()  # every --formats name (DEFAULT_FORMATS: what segment writes unless told)
@@ -309,11 +309,12 @@ class SegmentRunner:
         readable = [position for position, source in enumerate(sources) if source.ok]
         # Every shard plans the whole list's folder names the same way, so which of two same-stem inputs gets
         # `stem/` and which `stem-2/` does not depend on which shard runs first; names that none of the batch's
-        # inputs may have (a folder of someone else's files, another source's outputs) are skipped in the plan.
+        # inputs may have (a folder of someone else's files, another source's outputs) are skipped in the plan, and
+        # an input keeps the folder an earlier run made for its source (so the new inputs leave no gap below it).
         self._listing = OutputRootListing(self.options.output)
         stems = [sources[p].stem for p in readable]
-        unavailable = self._listing.unavailable(stems, {source_owner(sources[p]) for p in readable})
-        planned = dict(zip(readable, plan_folder_names(stems, unavailable), strict=True))
+        owners = [source_owner(sources[p]) for p in readable]
+        planned = dict(zip(readable, self._listing.plan(stems, owners), strict=True))
         self._reserved = frozenset(name.lower() for p in readable for name in (sources[p].stem, planned[p]))
         positions = range(len(sources)) if positions is None else positions
         self.reporter.batch_started(len(positions) if isinstance(positions, Sized) else None)

@@ -20,7 +20,8 @@ import itertools
 import json
 import os
 import re
-from collections.abc import Collection, Container, Iterable, Sequence
+from collections.abc import Collection, Container, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -148,24 +149,51 @@ class OutputRootListing:
         is read once per listing, as `owned_by` reads it."""
         if not self.root.is_dir():
             return frozenset()
+        with self._root_locked():
+            return self._unavailable(stems, owners)
+
+    def plan(self, stems: Sequence[str], owners: Sequence[str]) -> list[str]:
+        """The folder names of a batch's inputs (``stems[i]`` of the source ``owners[i]``, as ``source_owner`` gives
+        it), in order: ``plan_folder_names`` with the names none of them may have (`unavailable`) skipped, and the
+        folder an earlier run made for an input's source (the first, by N, of those it owns: the one
+        ``claim_output_folder`` comes back to) kept for it, so that the new inputs take the lowest suffixes left
+        (`b/clip.mp4` after `a/clip.mp4`'s `clip/` gets `clip-2/` in either input order). Every shard plans the same
+        names: the folders the batch itself made meanwhile are owned by the inputs they were planned for."""
+        if not self.root.is_dir():
+            return plan_folder_names(stems)
+        with self._root_locked():
+            unavailable = self._unavailable(stems, set(owners))
+            owned = []
+            for stem, owner in zip(stems, owners, strict=True):
+                folders = self.owned_by(stem, owner)
+                owned.append(folders[0] if folders else None)
+        return plan_folder_names(stems, unavailable, owned)
+
+    @contextmanager
+    def _root_locked(self) -> Iterator[None]:
+        """The root's lock held, so that a folder another process is making is seen whole (its run.json is written
+        before the lock is released); without it where the root cannot be written (claiming a folder says so)."""
         try:
             lock: FolderLock | None = FolderLock(self.root).acquire(wait=True, timeout=_ROOT_LOCK_TIMEOUT_S)
-        except OSError:  # a root that cannot be written: claiming a folder there says so
+        except OSError:
             lock = None
         try:
-            names = set()
-            for key in {stem.lower() for stem in stems}:
-                self.owned_by(key, "")  # the run.json of every folder named after it, read (once)
-                for name in self.named_after(key):
-                    owner = self._owner.get(name)
-                    if owner is not None and owner not in owners:
-                        names.add(name.lower())
-                    elif owner is None and _holds_files(self.root / name):
-                        names.add(name.lower())
-            return frozenset(names)
+            yield
         finally:
             if lock is not None:
                 lock.release()
+
+    def _unavailable(self, stems: Iterable[str], owners: Collection[str]) -> frozenset[str]:
+        names = set()
+        for key in {stem.lower() for stem in stems}:
+            self.owned_by(key, "")  # the run.json of every folder named after it, read (once)
+            for name in self.named_after(key):
+                owner = self._owner.get(name)
+                if owner is not None and owner not in owners:
+                    names.add(name.lower())
+                elif owner is None and _holds_files(self.root / name):
+                    names.add(name.lower())
+        return frozenset(names)
 
     def holds_another_source(self, name: str, owner: str) -> bool:
         """True when the folder ``name``'s run.json, as ``owned_by`` read it, records a source other than ``owner``
@@ -298,7 +326,9 @@ def claim_output_folder(
         root_lock.release()
 
 
-def plan_folder_names(stems: Sequence[str], unavailable: Container[str] = frozenset()) -> list[str]:
+def plan_folder_names(
+    stems: Sequence[str], unavailable: Container[str] = frozenset(), owned: Sequence[str | None] = ()
+) -> list[str]:
     """The folder names a batch's inputs get, in order, when the output root holds none of their folders yet: the
     choice `claim_output_folder` makes claiming them one after another. `unavailable`: the lower-case names no input
     may have (`OutputRootListing.unavailable`: a folder of files not made by clipvis, another source's outputs),
@@ -306,12 +336,22 @@ def plan_folder_names(stems: Sequence[str], unavailable: Container[str] = frozen
     `clip/` of one's own). Shards of one batch (`--shard`, torchrun ranks) each plan the whole list, so they agree
     whatever order they run in (the folders they make are the batch's own: never unavailable). Linear in the inputs,
     also when thousands share a stem (`<id>/video.mp4`): the search for a stem's next free suffix starts where the
-    last one ended (names only ever become taken)."""
+    last one ended (names only ever become taken). `owned`: per input, the folder an earlier run made for its
+    source, or None (`OutputRootListing.plan`): kept for it, before the others are named, as `claim_output_folder`
+    comes back to it whatever the plan says, so the others' suffixes leave no gap below it."""
     natural = frozenset(stem.lower() for stem in stems)
     taken: set[str] = set()
+    kept: dict[int, str] = {}
+    for index, name in enumerate(owned):
+        if name is not None and name.lower() not in taken:
+            kept[index] = name
+            taken.add(name.lower())
     next_suffix: dict[str, int] = {}
     names = []
-    for stem in stems:
+    for index, stem in enumerate(stems):
+        if index in kept:
+            names.append(kept[index])
+            continue
         key = stem.lower()
         # a name with a -N suffix is never the stem's own, so the natural names are all reserved
         name = next(_candidates(stem, taken, natural, first_suffix=next_suffix.get(key, 2), unavailable=unavailable))

@@ -83,6 +83,40 @@ def test_a_foreign_folder_of_the_plain_name_keeps_the_batch_in_input_order_whate
             assert (out / "clip" / "notes.txt").read_text() == "mine"
 
 
+def test_a_new_input_beside_an_earlier_runs_folder_gets_the_lowest_free_suffix_in_every_order(tmp_path: Path) -> None:
+    """`a/clip.mp4` made `clip/` yesterday; today's batch lists `b/clip.mp4` before it. b got `clip-3/` (planned
+    `clip/`, a's; the walk past it skipped a's planned `clip-2`, and a came back to `clip/`), leaving `clip-2/`
+    unused. The plan keeps a's own folder for a, so b gets `clip-2/`, in whichever order the shards claim them,
+    and both come back to their folders on a rerun."""
+    from clipvis.cli.writers import layout
+    from clipvis.cli.writers.manifest import source_owner
+
+    a, b = VideoSource(tmp_path / "a" / "clip.mp4"), VideoSource(tmp_path / "b" / "clip.mp4")
+    c = VideoSource(tmp_path / "c" / "clip.mp4")
+
+    def shards(out: Path, batch: list[VideoSource], order: list[VideoSource]) -> dict[VideoSource, str]:
+        got = {}
+        for source in order:  # each shard plans with a listing of its own, as SegmentRunner.run_batch does
+            listing = layout.OutputRootListing(out)
+            planned = dict(zip(batch, listing.plan([s.stem for s in batch], [source_owner(s) for s in batch]),
+                               strict=True))
+            reserved = frozenset(n.lower() for s in batch for n in (s.stem, planned[s]))
+            manifest = RunManifest.start(source, source.stem, "w", ["a"], {})
+            claimed = claim_output_folder(out, manifest, source, set(), reserved, planned[source], listing)
+            claimed.lock.release()
+            got[source] = claimed.paths.stem
+        return got
+
+    for order in ([b, a], [a, b]):
+        out = tmp_path / f"out-{order[0].path.parent.name}"
+        assert claim(out, a) == "clip"
+        for _ in range(2):  # the run, then a rerun
+            assert shards(out, [b, a], order) == {a: "clip", b: "clip-2"}, order
+    (out / "clip-3").mkdir()
+    (out / "clip-3" / "notes.txt").write_text("mine")
+    assert shards(out, [c, b, a], [a, c, b]) == {a: "clip", b: "clip-2", c: "clip-4"}  # past someone else's files
+
+
 def test_busy_folder_of_the_same_source_raises_other_sources_go_on(tmp_path: Path) -> None:
     out = tmp_path / "out"
     a, b = VideoSource(tmp_path / "a" / "clip.mp4"), VideoSource(tmp_path / "b" / "clip.mp4")
