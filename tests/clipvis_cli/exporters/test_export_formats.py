@@ -675,6 +675,22 @@ def test_one_results_file_holds_a_video_whose_other_formats_failed(tmp_path) -> 
     assert (dest / "third" / "mots-png").is_dir()  # the other video's own files are written
 
 
+def test_without_o_a_failed_video_keeps_its_earlier_files_and_its_results_file_is_rewritten(tmp_path) -> None:
+    """Beside `ytvis.json`, a video whose labelstudio export fails (its source is gone) keeps the labelstudio files of
+    an earlier export as they were, and its `results.json` is written anew from its results (as the README says:
+    the results file holds a video whose other formats failed)."""
+    one = make_segment_output(tmp_path / "a")
+    assert run_export(str(one.folder), "--to", "labelstudio,ytvis").exit_code == 0
+    tasks = (one.folder / "labelstudio" / "tasks.json").read_bytes()
+    one.video.unlink()
+    result = run_export(str(one.folder), "--to", "labelstudio,ytvis", "--min-score", "0.5")
+    assert result.exit_code == 1 and "labelstudio needs the video file itself" in result.stderr
+    assert (one.folder / "labelstudio" / "tasks.json").read_bytes() == tasks
+    assert result.stdout.splitlines() == [str(one.folder / "results.json")]
+    results = json.loads((one.folder / "results.json").read_text())
+    assert [r["score"] for r in results] == [t.score for t in one.tracks if t.score >= 0.5]
+
+
 def test_one_results_file_is_not_written_without_an_input_that_could_not_be_read(tmp_path) -> None:
     """An input whose results cannot be read would be missing from the results file: a server scores a missing
     video as one without objects, so the file is not written."""
