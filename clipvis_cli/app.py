@@ -58,14 +58,38 @@ def _flags_take_no_value(params: Iterable[Any]) -> None:
             param.metavar = ""
 
 
+def _said_once_per_machine(option: Any) -> None:
+    """Make an eager option that prints and exits (``--help``, ``--version``) print nothing under torchrun on the
+    workers that their machine's first worker repeats (``repeats_a_first_process``): every worker gets the same
+    command line, and the help was printed once per worker, interleaved. They exit as the first does (0)."""
+    show = option.callback
+    if show is None or getattr(show, "said_once_per_machine", False):
+        return
+
+    def once(ctx: Any, param: Any, value: Any) -> Any:
+        if value and not ctx.resilient_parsing and repeats_a_first_process():
+            ctx.exit()
+        return show(ctx, param, value)
+
+    once.said_once_per_machine = True  # type: ignore[attr-defined]
+    option.callback = once
+
+
 class _FlagsHelp:
     """For a Typer command or group: its flags (the help option and Typer's completion options, added after the
-    command is made, included) show no value placeholder in the help."""
+    command is made, included) show no value placeholder in the help, and the help is printed once per machine
+    under torchrun."""
 
     def get_params(self, ctx: Any) -> list[Any]:
         params = super().get_params(ctx)  # the help and its rows come from here
         _flags_take_no_value(params)
         return params
+
+    def get_help_option(self, ctx: Any) -> Any:
+        option = super().get_help_option(ctx)
+        if option is not None:
+            _said_once_per_machine(option)
+        return option
 
 
 class ClipvisCommand(_FlagsHelp, TyperCommand):
@@ -78,12 +102,17 @@ class ClipvisCommand(_FlagsHelp, TyperCommand):
 
 
 class ClipvisGroup(_FlagsHelp, TyperGroup):
-    """The `clipvis` command group: Typer's, with usage errors said once per machine under torchrun, and flags shown
-    without a value placeholder in the help."""
+    """The `clipvis` command group: Typer's, with usage errors and the help said once per machine under torchrun, and
+    flags shown without a value placeholder in the help."""
 
     def make_context(self, *args: Any, **kwargs: Any) -> Any:
         with _usage_errors_said_once():
             return super().make_context(*args, **kwargs)
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        if not args and self.no_args_is_help and not ctx.resilient_parsing and repeats_a_first_process():
+            raise typer.Exit(USAGE_ERROR)  # `clipvis` alone prints the help (as it is made): once per machine
+        return super().parse_args(ctx, args)
 
     def invoke(self, ctx: Any) -> Any:
         with _usage_errors_said_once():
@@ -102,6 +131,8 @@ app = typer.Typer(
 
 def _print_version(value: bool) -> None:
     if value:
+        if repeats_a_first_process():  # under torchrun: once per machine, as the help
+            raise typer.Exit()
         typer.echo(f"clipvis {__version__}")
         raise typer.Exit()
 

@@ -188,6 +188,8 @@ class DistributedRun:
     rank: int
     world_size: int
     local_rank: int
+    #: which machine (torchrun's ``GROUP_RANK``, its node rank): the processes of one share its stdout and stderr
+    machine: int = 0
     _last_gather_done: bool = field(default=False, init=False, repr=False, compare=False)
     _others_stopped: bool = field(default=False, init=False, repr=False, compare=False)
     #: Set when this rank stopped with an error and rank 0 stopped too at the same gather (a usage error every rank
@@ -216,7 +218,11 @@ class DistributedRun:
                 f"torchrun environment: WORLD_SIZE={world_size} but {' and '.join(missing)} not set; torchrun sets "
                 "WORLD_SIZE, RANK, LOCAL_RANK, MASTER_ADDR and MASTER_PORT (unset WORLD_SIZE to run one process)"
             )
-        return cls(rank, world_size, local_rank)
+        try:
+            machine = int(env.get("GROUP_RANK", "0"))
+        except ValueError:
+            machine = 0  # only which machine says a once-per-machine line depends on it
+        return cls(rank, world_size, local_rank, machine)
 
     @property
     def is_main(self) -> bool:
@@ -377,6 +383,15 @@ class DistributedRun:
             return None
         key, total = self._queue
         return self._add(key, 0), total
+
+    def first_on_this_machine(self, event: str) -> bool:
+        """Whether this rank is the first process of its machine to find ``event`` (such as stdout's reader gone),
+        which they all find alike and need say once: they share the machine's stdout and stderr. True too where the
+        job's store cannot be reached (a line said twice rather than never)."""
+        try:
+            return self._add(f"clipvis/first/{event}/{self.machine}", 1) == 1
+        except (RuntimeError, OSError, ValueError):
+            return True
 
     def _add(self, key: str, amount: int) -> int:
         """Add ``amount`` to the job's counter ``key`` (0 before the first add) and return its new value, atomically

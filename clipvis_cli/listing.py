@@ -39,12 +39,14 @@ def silence_stdout() -> None:
 class StdoutListing:
     """Lists output paths on stdout (``print_path``: byte for byte, NUL-ended with ``null``) until stdout's reader
     goes away; then ``say("warning", ...)`` once: ``STDOUT_CLOSED``, that files written are no longer listed, and
-    ``where`` (where a user finds them instead)."""
+    ``where`` (where a user finds them instead). ``speaks``: whether this process says it (None: it does); under
+    torchrun the processes of a machine share its stdout, and the first to find it gone says so for all."""
 
     say: Callable[[str, str], None]
     where: str
     null: bool = False
     closed: bool = False
+    speaks: Callable[[], bool] | None = None
 
     def list(self, path: Path) -> None:
         if self.closed:
@@ -55,7 +57,8 @@ class StdoutListing:
             self.closed = True
             silence_stdout()
             why = STDOUT_CLOSED if isinstance(error, BrokenPipeError) else f"stdout not writable ({describe(error)})"
-            self.say("warning", f"{why}: files written are no longer listed; {self.where}")
+            if self.speaks is None or self.speaks():
+                self.say("warning", f"{why}: files written are no longer listed; {self.where}")
 
 
 def describe(error: OSError) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sized
 from contextlib import nullcontext, suppress
+from functools import partial
 from itertools import chain
 from pathlib import Path
 
@@ -307,7 +308,8 @@ def _run_inputs(
             raise interrupted("interrupted while loading the weights; no input was run") from None
         raise
     runner = SegmentRunner(predictor, options, reporter, categories=[class_name(v) for v in vocabulary])
-    listing = StdoutListing(reporter.say, "each folder's run.json lists its files", null)
+    listing = StdoutListing(reporter.say, "each folder's run.json lists its files", null,
+                            speaks=None if job is None else partial(job.first_on_this_machine, "stdout-closed"))
     try:
         with HeapTrimmer():
             for outcome in runner.run_batch(sources, positions):

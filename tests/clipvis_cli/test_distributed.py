@@ -266,6 +266,55 @@ def test_usage_errors_before_a_torchrun_job_starts_are_said_by_each_machines_fir
     assert alone.exit_code == 2 and said in alone.output, alone.output
 
 
+@pytest.mark.parametrize("args, exit_code, said", [
+    (["segment", "--help"], 0, "--vocab-file"),
+    (["--help"], 0, "segment"),
+    ([], 2, "segment"),  # `clipvis` alone prints the help
+    (["--version"], 0, "clipvis "),
+])
+def test_help_under_torchrun_is_printed_by_each_machines_first_worker(args, exit_code, said) -> None:
+    """Every worker of a machine gets the same command line: each printed the whole help, interleaved; local rank 0
+    prints it, the others exit as it does in silence."""
+    torchrun = {"WORLD_SIZE": "4", "RANK": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500"}
+    runner = CliRunner()
+    quiet = runner.invoke(app, args, env={**torchrun, "LOCAL_RANK": "1"})
+    assert quiet.exit_code == exit_code and quiet.output == "", quiet.output
+    first = runner.invoke(app, args, env={**torchrun, "RANK": "2", "LOCAL_RANK": "0"})
+    assert first.exit_code == exit_code and said in first.output, first.output
+    alone = runner.invoke(app, args, env={"LOCAL_RANK": "1"})  # not under torchrun: printed
+    assert alone.exit_code == exit_code and alone.output == first.output
+
+
+def test_stdout_closed_under_torchrun_is_said_once_per_machine(monkeypatch) -> None:
+    """The ranks of a machine share its stdout: when its reader goes away (`torchrun ... | head -1`) each rank found
+    the broken pipe and each said the warning; the first of each machine says it, every rank stops listing."""
+    from functools import partial
+
+    from clipvis.cli import listing as listing_module
+    from clipvis.cli.listing import StdoutListing
+
+    def broken_pipe(path, null):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(listing_module, "print_path", broken_pipe)
+    monkeypatch.setattr(listing_module, "silence_stdout", lambda: None)
+    ranks = ThreadRanks(4)
+    said: list[tuple[int, str]] = []
+    listings = []
+    for rank in range(4):
+        job = ThreadJob(ranks, rank)
+        job.machine = rank // 2  # two machines of two processes
+        listings.append(StdoutListing(lambda kind, message, rank=rank: said.append((rank, message)), "see run.json",
+                                      speaks=partial(job.first_on_this_machine, "stdout-closed")))
+    for listing in (listings[1], listings[0], listings[3], listings[2]):
+        listing.list(Path("out/clip/overlay.mp4"))
+        listing.list(Path("out/clip/ytvis.json"))
+    assert all(listing.closed for listing in listings)
+    assert [rank for rank, _ in said] == [1, 3], said  # the first of each machine to find it
+    assert all(message.startswith("stdout closed (broken pipe): files written are no longer listed")
+               for _, message in said)
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
