@@ -92,7 +92,21 @@ class _FlagsHelp:
         return option
 
 
-class ClipvisCommand(_FlagsHelp, TyperCommand):
+class _ErrorsNameTheirCommand:
+    """For a Typer command or group: a usage error its option parser raises without the command's context (an option
+    given without its value: ``clipvis evaluate --gt``) gets it, so that its line names where help is as every other
+    usage error does (:func:`usage_error_line`)."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except typer.TyperException as error:
+            if hasattr(error, "ctx") and error.ctx is None:
+                error.ctx = ctx
+            raise
+
+
+class ClipvisCommand(_ErrorsNameTheirCommand, _FlagsHelp, TyperCommand):
     """A `clipvis` subcommand: Typer's, with flags shown without a value placeholder in the help, and its arguments
     in the usage line as plain metavars (``clipvis segment [OPTIONS] INPUTS...``: Typer writes a required argument
     in braces, ``{inputs}...``, which reads as a choice)."""
@@ -101,7 +115,7 @@ class ClipvisCommand(_FlagsHelp, TyperCommand):
         return [_REQUIRED_IN_BRACES.sub(r"\1", piece) for piece in super().collect_usage_pieces(ctx)]
 
 
-class ClipvisGroup(_FlagsHelp, TyperGroup):
+class ClipvisGroup(_ErrorsNameTheirCommand, _FlagsHelp, TyperGroup):
     """The `clipvis` command group: Typer's, with usage errors and the help said once per machine under torchrun, and
     flags shown without a value placeholder in the help."""
 

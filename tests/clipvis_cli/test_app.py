@@ -100,6 +100,10 @@ def test_python_dash_m_help_shows_no_value_placeholder_for_flags() -> None:
      "clipvis: error: --results needs --gt G (the ground truth to score it against) (see 'clipvis evaluate --help')"),
     (["export", "x", "--to", "coco", "--model", "W"],
      "clipvis: error: --model is only for --to onnx (see 'clipvis export --help')"),
+    # an option without its value: click's parser raised it without the command, and the line named no help
+    (["evaluate", "--gt"], "clipvis: error: Option '--gt' requires an argument. (see 'clipvis evaluate --help')"),
+    (["segment", "v.mp4", "--vocab"],
+     "clipvis: error: Option '--vocab' requires an argument. (see 'clipvis segment --help')"),
 ])
 def test_a_usage_error_is_one_line_with_exit_code_2(args, line) -> None:
     """README: usage errors stay one plain `clipvis: error:` line; Typer drew a 5-8 line box (long messages wrapped
