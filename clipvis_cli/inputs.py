@@ -132,10 +132,13 @@ def list_image_frames(directory: Path) -> list[Path]:
 
 
 def is_image_folder(directory: Path) -> bool:
-    """True if `directory` holds at least one image and no video files and no (visible) sub-directories."""
+    """True if `directory` holds at least one image and no video files and no (visible) sub-directories but the
+    folders clipvis writes (`clipvis segment imgs/ -o imgs/out`: the output root it made is no sub-folder)."""
     has_image = False
     for entry in _visible_entries(directory):
         if entry.is_dir():
+            if _made_by_clipvis(entry):
+                continue
             return False
         suffix = entry.suffix.lower()
         if suffix in VIDEO_EXTENSIONS:
@@ -244,7 +247,7 @@ def _images_not_processed(directory: Path, entries: Sequence[Path]) -> str | Non
         if not images:
             return None
         videos = any(entry.suffix.lower() in VIDEO_EXTENSIONS and entry.is_file() for entry in entries)
-        folders = any(entry.is_dir() for entry in entries)
+        folders = any(entry.is_dir() and not _made_by_clipvis(entry) for entry in entries)
     except OSError:
         return None
     what = "a video" if videos else "a sub-folder" if folders else None

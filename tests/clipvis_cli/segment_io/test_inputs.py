@@ -58,6 +58,11 @@ def test_a_search_skips_the_folders_clipvis_writes(tmp_path: Path) -> None:
     touch(tmp_path / "elsewhere" / "b.mp4")
     assert names(discover_inputs([str(tmp_path)])) == ["a.mp4", "b.mp4"]
     assert names(discover_inputs([str(tmp_path / "clipvis_out" / "a")])) == ["overlay.mp4"]
+    touch(tmp_path / "imgs" / "0.jpg")  # `clipvis segment imgs/ -o imgs/out`: its output root is no sub-folder
+    touch(tmp_path / "imgs" / "out" / ".clipvis.lock")
+    warnings: list[str] = []
+    [source] = discover_inputs([str(tmp_path / "imgs")], warnings=warnings)
+    assert source.kind == "images" and source.frame_files == (tmp_path / "imgs" / "0.jpg",) and warnings == []
 
 
 def test_image_folder_is_one_video_in_natural_order(tmp_path: Path) -> None:

@@ -121,3 +121,20 @@ def test_writers_overlap_and_a_failure_is_raised_once_all_stopped(tmp_path) -> N
 class _Interrupted(_Writer):
     def write_video(self, path: Path, video) -> Path:
         raise KeyboardInterrupt
+
+
+def test_an_image_folder_holding_its_own_output_root_runs_again(tmp_path, tiny_weights, isolated_cache) -> None:
+    """`clipvis segment imgs/ -o imgs/out`: the first run made `imgs/out/`, and the second failed ("its 3 images are
+    not processed: it holds a sub-folder too"). The folders clipvis writes are no sub-folder of an image folder: the
+    rerun skips the input as complete, as any rerun does."""
+    from .conftest import write_images
+
+    images = tmp_path / "imgs"
+    write_images(images, ["0.jpg", "1.jpg", "2.jpg"])
+    first = segment(tiny_weights, images / "out", str(images))
+    assert first.exit_code == 0, first.output
+    assert json.loads((images / "out" / "imgs" / "run.json").read_text())["status"] == "complete"
+    again = segment(tiny_weights, images / "out", str(images))
+    assert again.exit_code == 0 and "warning" not in again.stderr and "error" not in again.stderr, again.output
+    assert again.stdout == "" and "[1/1]" not in again.stderr  # skipped as complete: nothing run, nothing listed
+    assert sorted(p.name for p in (images / "out").iterdir() if not p.name.startswith(".")) == ["imgs"]
