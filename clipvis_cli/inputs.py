@@ -4,11 +4,12 @@ Accepted arguments:
 
 * a video file (any extension when named explicitly: the decoder decides whether it is a video);
 * a single image file (a 1-frame video; an animated WebP / PNG / GIF is a video of its frames);
-* a directory: if it holds only images (no video files, no sub-directories) it is ONE video whose frames
-  are the images in natural sort order (the YouTube-VIS / LV-VIS / DAVIS `JPEGImages/<video>/` layout);
-  otherwise it is searched recursively for video files (known extensions) and image folders. Hidden entries
-  (".name") and the folders file servers and archivers add (`@eaDir`, `__MACOSX`, ...: SYSTEM_FOLDERS) are
-  skipped; loose images next to videos or sub-directories are not processed, and said so (``warnings``);
+* a directory: if it holds only images (no video files, no sub-directories but the folders clipvis writes) it
+  is ONE video whose frames are the images in natural sort order (the YouTube-VIS / LV-VIS / DAVIS
+  `JPEGImages/<video>/` layout); otherwise it is searched recursively for video files (known extensions) and image
+  folders. Hidden entries (".name") and the folders file servers and archivers add (`@eaDir`, `__MACOSX`, ...:
+  SYSTEM_FOLDERS) are skipped; loose images next to videos or sub-directories are not processed, and said so
+  (``warnings``);
 * a glob pattern (`'videos/**/*.mp4'`, for shells that did not expand it): every match is handled like a
   named path, except that matched files with an unknown extension are skipped;
 * `-`: newline-separated arguments read from stdin (`find . -name '*.mov' | clipvis segment - ...`), or with
