@@ -154,11 +154,7 @@ def export(
         raise typer.Exit(130) from None
     reporter.close()
     listing = StdoutListing(reporter.say, "they are written all the same", null)
-    for outcome in outcomes:  # through the reporter: JSON events with --log-format jsonl
-        for warning in outcome.warnings:
-            reporter.say("warning", warning)
-        for note in outcome.notes:
-            reporter.say("note", note)
+    for outcome in outcomes:  # (its warnings and notes were said by the runner, each with its video's events)
         for path in outcome.outputs:
             listing.list(path)
     videos = outcomes[: len(outcomes) - len(results_files)]

@@ -85,7 +85,11 @@ class ExportOutcome:
 
 class ExportRunner:
     """Export every video of every input in the chosen formats. `destination` None writes each video's files
-    beside its results (`<segment folder>/`, or `<folder>/<video name>/` for a file with several videos)."""
+    beside its results (`<segment folder>/`, or `<folder>/<video name>/` for a file with several videos).
+
+    A video's warnings and notes are said through the reporter as they are known: an input's unfinished segment run
+    before its videos, a video's warnings after its start and its notes before its end (``video_done``); its
+    outcome keeps them too (``ExportOutcome.warnings``, ``notes``)."""
 
     def __init__(self, formats: Sequence[str], options: ExportOptions, destination: Path | None,
                  reporter: Reporter) -> None:
@@ -114,8 +118,10 @@ class ExportRunner:
                                  results_folder)]
         if len(videos) > 1:  # counted as one input: the progress counts its videos
             self.reporter.more_videos(len(videos) - 1)
-        outcomes = [self._export_video(source, video, len(videos) > 1) for video in videos]
         unfinished = unfinished_run_warning(item.path)
+        if unfinished is not None:  # said before its videos' events, as everything is said when it is known
+            self.reporter.say("warning", unfinished)
+        outcomes = [self._export_video(source, video, len(videos) > 1) for video in videos]
         if unfinished is not None:
             outcomes[0].warnings.insert(0, unfinished)
         return outcomes
@@ -179,7 +185,9 @@ class ExportRunner:
             self._collected.append((video, self.destination or video.results_file.parent))  # formats do
         per_video = [name for name in self.formats if name != YTVIS_FORMAT]
         frames = video.info.num_frames
-        self.reporter.video_started(source, stem, frames * max(len(per_video), 1))
+        self.reporter.video_started(source, stem, frames * max(len(per_video), 1))  # each format's frames
+        for warning in warnings:
+            self.reporter.say("warning", warning)
         progress = _ExportProgress(self.reporter, frames, len(video.tracks))
         video = replace(video, progress=progress)
         try:
@@ -208,6 +216,8 @@ class ExportRunner:
             return self._failed(source, stem, subject_message(f"{stem}: {cause}", video.results_file))
         if not exporters:
             progress.format_done()  # the ytvis results file is written for all videos at the end
+        for note in notes:  # before the video's end, as its warnings come after its start
+            self.reporter.say("note", note)
         self.reporter.video_finished(source, stem, video.info.num_frames, 0.0, outputs)
         return ExportOutcome(stem, "complete", outputs, notes=notes, warnings=warnings)
 

@@ -813,3 +813,34 @@ def test_jsonl_log_gives_warnings_notes_and_the_end_as_json_events(tmp_path) -> 
     assert human.exit_code == 0, human.output
     assert "clipvis: warning: " + warning["message"] in human.stderr.splitlines()
     assert "clipvis: " + events[kinds.index("note")]["message"] in human.stderr.splitlines()
+
+
+def test_jsonl_events_of_a_video_come_together_in_order(tmp_path) -> None:
+    """A video's warning and cvat-video note came after every video's events (after another video's
+    `video_failed`, and the input's unfinished-run warning after its video's `video_done`); each is now said with
+    its video: warnings after its `video_start`, notes before its `video_done`. `frames_expected` counts a video's
+    frames once per format (as the progress does), `video_done`'s `frames` its frames."""
+    one = make_segment_output(tmp_path / "a")
+    from clipvis.cli.inputs import VideoSource
+    from clipvis.cli.writers import RunManifest
+
+    run = RunManifest.start(VideoSource(one.video), "clip", "w", CATEGORIES, {})
+    run.status = "failed"  # its last segment run failed: ytvis.json is not known to be from a complete run
+    run.write(one.folder / "run.json")
+    two = make_segment_output(tmp_path / "b", stem="two")
+    two.video.unlink()  # mots-png needs its frames: this video fails
+    result = run_export(str(one.folder), str(two.folder), "--to", "cvat-video,mots-png", "--classes", "cat,dgo",
+                        "--log-format", "jsonl")
+    assert result.exit_code == 1, result.output
+    events = [json.loads(line) for line in result.stderr.splitlines()]
+    shown = [(e["event"], e["stem"] if "stem" in e else e.get("message", "").split(":")[0]) for e in events]
+    assert shown[:-1] == [
+        ("batch_start", ""),
+        ("warning", str(one.folder)), ("video_start", "clip"), ("warning", "clip"), ("note", "clip"),
+        ("video_done", "clip"),
+        ("video_start", "two"), ("warning", "two"), ("video_failed", "two"),
+    ], shown
+    assert "run.json says its last segment run is 'failed'" in events[1]["message"]
+    assert "polygons cover the masks with mean IoU" in events[4]["message"]
+    frames = len(one.info.frame_indices)
+    assert events[2]["frames_expected"] == 2 * frames and events[5]["frames"] == frames  # 2 formats
