@@ -85,7 +85,8 @@ def export(
     config: Path | None = typer.Option(None, "--config", help="onnx: model settings (as segment --config)."),
     clip_config: Path | None = typer.Option(None, "--clip-config", help="onnx: open_clip model config JSON."),
     height: int | None = typer.Option(
-        None, "--height", min=32, help="onnx: padded input height, multiple of 32 (default: the test short edge)."
+        None, "--height", min=32,
+        help="onnx: padded input height, multiple of 32 (default: 9:16 of --width, or the test short edge).",
     ),
     width: int | None = typer.Option(
         None, "--width", min=32,
@@ -259,11 +260,19 @@ def export_network(weights: str, path: Path, height: int | None, width: int | No
 
 
 def default_frame_size(short_edge: int, height: int | None, width: int | None) -> tuple[int, int]:
-    """The frame size to export, each default rounded up to a multiple of 32: `height` (default: the model's test
-    short edge) by `width` (default: 16:9 of the given height, or the padded width of a 16:9 video at the test short
-    edge: 480 -> 480x864; --height 256 -> 256x480)."""
-    base = height or short_edge
-    return height or -(-short_edge // 32) * 32, width or -(-(base * 16 // 9) // 32) * 32
+    """The frame size to export, each default rounded up to a multiple of 32 (the padded size holds the frame):
+    neither given, the padded size of a 16:9 video at the model's test short edge (480 -> 480x864); one given, the
+    other is that of a 16:9 frame of it (--height 256 -> 256x480, 256 * 16 / 9 = 455 up to 480; --width 480 ->
+    288x480, 480 * 9 / 16 = 270 up to 288)."""
+    if height is None and width is not None:
+        return _padded(width * 9 // 16), width
+    height = height or _padded(short_edge)
+    return height, width or _padded(height * 16 // 9)
+
+
+def _padded(size: int) -> int:
+    """`size` rounded up to a multiple of 32 (the network's stride)."""
+    return -(-size // 32) * 32
 
 
 def checkpoint_metadata(options: SegmentOptions) -> dict[str, str]:

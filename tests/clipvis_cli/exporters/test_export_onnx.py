@@ -134,6 +134,28 @@ def test_height_alone_gives_a_16_9_width(tiny_weights, tmp_path) -> None:
     assert "128x256" in result.stderr
 
 
+def test_width_alone_gives_a_16_9_height_as_height_alone_gives_a_16_9_width(tiny_weights, tmp_path) -> None:
+    """--width 256 exported 64x256 (the test short edge, whatever the width), where --height alone derives a 16:9
+    width: each alone gives the other of a 16:9 frame, rounded up to a multiple of 32 (the padded size holds it)."""
+    from clipvis.cli.commands.export import default_frame_size
+
+    assert default_frame_size(480, None, None) == (480, 864)
+    assert default_frame_size(480, 256, None) == (256, 480)  # 455.1 up to 480 (the README's example)
+    assert default_frame_size(480, None, 480) == (288, 480)  # 270 up to 288
+    assert default_frame_size(480, None, 864) == (512, 864)  # a 16:9 frame 864 wide is 486 high
+    assert default_frame_size(480, None, 1280) == (736, 1280)  # 720 up to 736
+    assert default_frame_size(480, 256, 864) == (256, 864)  # both given: as given
+    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    path = tmp_path / "w256.onnx"
+    result = CliRunner().invoke(app, ["export", "--to", "onnx", "--model", str(tiny_weights), "--width", "256",
+                                      "-o", str(path)])
+    assert result.exit_code == 0, result.output
+    dims = onnx.load(str(path)).graph.input[0].type.tensor_type.shape.dim
+    assert [dim.dim_value for dim in dims[1:]] == [3, 160, 256]  # 256 * 9 / 16 = 144, up to a multiple of 32
+    assert "160x256" in result.stderr
+
+
 def test_an_fp32_file_past_the_parity_bar_is_not_written(tiny_weights, tmp_path, monkeypatch) -> None:
     """The command printed the differences and exited 0 whatever they were (README's bar, 1e-3 on logits, was never
     applied): past it, an fp32 file is refused with one line and not left in place."""
