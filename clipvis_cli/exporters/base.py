@@ -180,14 +180,15 @@ def folder_takes_export(folder: Path, identity: dict[str, object]) -> bool:
 
 @contextmanager
 def staged_directory(final_parent: Path, identity: dict[str, object] | None = None,
-                     replaceable: Iterable[str] = ()) -> Iterator[Path]:
+                     replaceable: Iterable[str] = (), what: str = "an export of this video") -> Iterator[Path]:
     """A fresh hidden folder inside `final_parent` to write into; on success every entry in it replaces the entry
     of the same name in `final_parent` (each with one rename), on failure the folder is deleted and
     `final_parent` is untouched.
 
     An existing entry is replaced only when the folder's record (EXPORT_RECORD) says it was exported from the video
     `identity`, or when it is one of `replaceable` (the files segment's run.json lists there); otherwise
-    ExportConflictError, and nothing is replaced. The record is updated with the entries written.
+    ExportConflictError ("exists and is not `what` by clipvis"), and nothing is replaced. The record is updated
+    with the entries written.
 
     The folder's lock (`clipvis.cli.locks`, the one `segment` holds while it writes a video's folder) is held
     throughout: another process writing there makes this raise FolderBusyError, and what a killed export or
@@ -195,7 +196,7 @@ def staged_directory(final_parent: Path, identity: dict[str, object] | None = No
     made = not final_parent.exists()
     ensure_output_dir(final_parent)
     try:
-        with _locked_staging(final_parent, identity, replaceable) as staging:
+        with _locked_staging(final_parent, identity, replaceable, what) as staging:
             yield staging
     except BaseException:
         if made:  # a folder this export made for nothing: not left holding only the lock file
@@ -205,7 +206,7 @@ def staged_directory(final_parent: Path, identity: dict[str, object] | None = No
 
 @contextmanager
 def _locked_staging(final_parent: Path, identity: dict[str, object] | None,
-                    replaceable: Iterable[str]) -> Iterator[Path]:
+                    replaceable: Iterable[str], what: str) -> Iterator[Path]:
     with FolderLock(final_parent):
         remove_stale_temp_files(final_parent)
         try:
@@ -223,8 +224,8 @@ def _locked_staging(final_parent: Path, identity: dict[str, object] | None,
                     continue
                 if identity is None or _entry_identity(record.get(name)) != identity:
                     raise ExportConflictError(
-                        f"{shown_path(final)}: exists and is not an export of this video by clipvis; nothing was "
-                        "replaced (move it away, or export with another -o)"
+                        f"{shown_path(final)}: exists and is not {what} by clipvis; nothing was replaced (move it "
+                        "away, or export with another -o)"
                     )
                 changed = _changed_files(final, record[name])
                 if changed:  # files added or edited in an earlier export (corrections): not thrown away

@@ -13,8 +13,7 @@ import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from clipvis.cli.atomic import atomic_output_path, atomic_write_text, ensure_output_dir
-from clipvis.cli.exporters.base import ExportOptions
+from clipvis.cli.exporters.base import ExportOptions, staged_directory
 from clipvis.cli.exporters.loading import ExportVideo
 from clipvis.cli.zip_files import add_bytes
 
@@ -28,8 +27,14 @@ def results_list(videos: Sequence[ExportVideo]) -> list[dict]:
     ]
 
 
+# What the folder's export record (base.EXPORT_RECORD) says a results file came from: an export's results file may
+# replace another's (the same inputs or not), never a file of someone's own nor one edited since it was written.
+RESULTS_IDENTITY = {"results": "clipvis export --to ytvis"}
+
+
 def write_results(videos: Sequence[ExportVideo], destination: Path, options: ExportOptions) -> Path:
-    """Write the results of `videos` into `destination` (a folder) atomically; returns the file."""
+    """Write the results of `videos` into `destination` (a folder) atomically; returns the file. An existing file of
+    that name that no export wrote (or that was edited since) is not replaced: ExportConflictError."""
     ids = [video.info.video_id for video in videos]
     if len(set(ids)) != len(ids):
         raise ValueError(f"{destination}: several inputs share video ids {sorted({i for i in ids if ids.count(i) > 1})}"
@@ -43,11 +48,12 @@ def write_results(videos: Sequence[ExportVideo], destination: Path, options: Exp
         raise ValueError(f"{destination}: the inputs have different category lists ({differ}); one results file "
                          "needs one list: export them separately")
     text = json.dumps(results_list(videos), separators=(",", ":")) + "\n"
-    ensure_output_dir(destination)  # `-o submission/` need not exist yet
-    if not options.zip_results:
-        return atomic_write_text(destination / options.results_name, text)
-    final = destination / (Path(options.results_name).stem + ".zip")
-    with atomic_output_path(final) as temporary:
-        with zipfile.ZipFile(temporary, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-            add_bytes(archive, options.results_name, text)
-    return final
+    name = Path(options.results_name).stem + ".zip" if options.zip_results else options.results_name
+    # staged and moved into place as the per-video formats are (`-o submission/` need not exist yet)
+    with staged_directory(destination, RESULTS_IDENTITY, what="a results file exported") as staging:
+        if not options.zip_results:
+            (staging / name).write_text(text, encoding="utf-8")
+        else:
+            with zipfile.ZipFile(staging / name, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+                add_bytes(archive, options.results_name, text)
+    return destination / name

@@ -691,6 +691,33 @@ def test_without_o_a_failed_video_keeps_its_earlier_files_and_its_results_file_i
     assert [r["score"] for r in results] == [t.score for t in one.tracks if t.score >= 0.5]
 
 
+@pytest.mark.parametrize("destination", [False, True], ids=["beside", "under-o"])
+def test_a_results_file_no_export_wrote_is_never_replaced(tmp_path, destination) -> None:
+    """A `results.json` of someone's own where the export's would go (beside `ytvis.json`, or in `-o`'s folder), or
+    one edited since an export wrote it, stays as it is: one line, exit 1 (it was overwritten without a word). One
+    an export wrote is replaced by the next export's."""
+    one = make_segment_output(tmp_path / "a")
+    folder = tmp_path / "dest" if destination else one.folder
+    args = (str(one.folder), "--to", "ytvis") + (("-o", str(folder)) if destination else ())
+    folder.mkdir(exist_ok=True)
+    (folder / "results.json").write_text("my own results\n")
+    result = run_export(*args)
+    assert result.exit_code == 1 and (folder / "results.json").read_text() == "my own results\n"
+    errors = [line for line in result.stderr.splitlines() if "error:" in line]
+    assert errors[0] == (f"clipvis: error: {folder / 'results.json'}: exists and is not a results file exported by "
+                         "clipvis; nothing was replaced (move it away, or export with another -o)")
+    assert errors[1:] == ["clipvis: error: 1 of 1 results file(s) not written"] and result.stdout == ""
+    (folder / "results.json").unlink()
+    assert run_export(*args).exit_code == 0 and run_export(*args, "--min-score", "0.5").exit_code == 0
+    assert [r["score"] for r in json.loads((folder / "results.json").read_text())] == [
+        t.score for t in one.tracks if t.score >= 0.5]
+    with (folder / "results.json").open("a") as edited:
+        edited.write(" ")
+    result = run_export(*args)
+    assert result.exit_code == 1 and "changed since clipvis exported it" in result.stderr
+    assert (folder / "results.json").read_text().endswith("]\n ")
+
+
 def test_one_results_file_is_not_written_without_an_input_that_could_not_be_read(tmp_path) -> None:
     """An input whose results cannot be read would be missing from the results file: a server scores a missing
     video as one without objects, so the file is not written."""
