@@ -12,6 +12,7 @@ number when Ctrl-C (130), SIGTERM (143) or SIGHUP (129) stopped it (with a check
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -61,6 +62,30 @@ def train(
     ),
 ) -> None:
     """Train CLIP-VIS (class-agnostic head on a frozen CLIP) with the official recipe."""
+    if export_pth is not None:
+        _export(weights, export_pth, config, list(overrides or []), clip_config)
+        return
+    run = _RunFolder(output_dir.expanduser() if output_dir is not None else None)
+    try:
+        _train(run, list(overrides or []), config, weights, output_dir, resume, num_gpus, list(data or []),
+               list(images or []), clip_config, data_root, no_autoscale)
+    except KeyboardInterrupt as interrupt:  # Ctrl-C, SIGTERM, SIGHUP, from the command's first moment (its imports,
+        # the config, the checks: Typer turned a stop there into exit 130 without a word): a checkpoint was saved
+        # where training stopped, or the line says what there is to resume from
+        raise _stopped(interrupt, run.folder, num_gpus) from None
+
+
+@dataclass
+class _RunFolder:
+    """The run's output folder, once known (``--output-dir``, else the config's ``OUTPUT_DIR``): what a stop
+    reports."""
+
+    folder: Path | None = None
+
+
+def _train(run: _RunFolder, overrides: list[str], config: str | None, weights: str | None, output_dir: Path | None,
+           resume: bool, num_gpus: int, data: list[Path], images: list[Path], clip_config: Path | None,
+           data_root: Path | None, no_autoscale: bool) -> None:
     from clipvis.cli.atomic import OutputNotWritableError
     from clipvis.cli.distributed import RankLost, RanksDifferError
     from clipvis.cli.train.config import ConfigError, load_train_config
@@ -76,21 +101,17 @@ def train(
     from clipvis.model.checkpoint import CheckpointError
     from clipvis.weights import WeightsError
 
-    if export_pth is not None:
-        _export(weights, export_pth, config, list(overrides or []), clip_config)
-        return
     if config is None and not resume:
         raise typer.BadParameter("--config is required (a shipped name such as lvis_r50.yaml, or a file)")
-    data, images = list(data or []), list(images or [])
     if len(data) != len(images) and not (resume and not data):  # --resume --images: the run's data moved
         raise typer.BadParameter("give one --images folder for each --data file")
     try:
-        cfg = load_train_config(config, list(overrides or [])) if config is not None else None
+        cfg = load_train_config(config, overrides) if config is not None else None
         saved = _run_to_resume(output_dir, cfg) if resume else None
         if saved is not None:
             # The interrupted run's own resolved config (its schedule already scaled to its processes, its data,
             # its seed), with this command's KEY=VALUE overrides on top, e.g. SOLVER.MAX_ITER to extend it.
-            cfg = load_train_config(saved, list(overrides or []))
+            cfg = load_train_config(saved, overrides)
             if os.environ.get("RANK", "0") == "0":
                 unread = f" (--config {config} is not read)" if config is not None else ""
                 typer.echo(f"clipvis: resuming with the run's own settings, {saved}{unread}", err=True)
@@ -98,6 +119,7 @@ def train(
         raise fail_once(str(error)) from None
     if output_dir is not None:
         cfg.set("OUTPUT_DIR", str(output_dir))
+    run.folder = Path(str(cfg.get("OUTPUT_DIR"))).expanduser()
     if weights:  # recorded in config.yaml: a run resumed before its first checkpoint starts from them again
         if int(os.environ.get("WORLD_SIZE", "1")) == 1:  # under torchrun each rank checks its own once they meet
             weights = _starting_weights(weights)
@@ -141,8 +163,6 @@ def train(
         raise (fail(str(error)) if os.environ.get("RANK", "0") == "0" else _silent_exit()) from None
     except SaidByAnotherRank:  # the rank that found it first says it
         raise typer.Exit(1) from None
-    except KeyboardInterrupt as interrupt:  # Ctrl-C, SIGTERM, SIGHUP: a checkpoint was saved where training stopped
-        raise _stopped(interrupt, Path(str(cfg.get("OUTPUT_DIR"))).expanduser(), num_gpus) from None
     if final is not None and os.environ.get("RANK", "0") == "0":
         typer.echo(str(final))
 
@@ -163,8 +183,9 @@ def _silent_exit() -> typer.Exit:
     return typer.Exit(1)
 
 
-def _stopped(interrupt: KeyboardInterrupt, output_dir: Path, num_gpus: int = 1) -> typer.Exit:
-    """The one line a stopped run prints (rank 0) and its exit status, 128 + the signal's number."""
+def _stopped(interrupt: KeyboardInterrupt, output_dir: Path | None, num_gpus: int = 1) -> typer.Exit:
+    """The one line a stopped run prints (rank 0) and its exit status, 128 + the signal's number. ``output_dir``
+    None: stopped before the run's folder was known (the config still loading), nothing more to say."""
     import signal
 
     from clipvis.cli.train.stopping import TrainingStopped
@@ -174,8 +195,8 @@ def _stopped(interrupt: KeyboardInterrupt, output_dir: Path, num_gpus: int = 1) 
     if os.environ.get("RANK", "0") == "0":
         checkpoint = interrupt.checkpoint if isinstance(interrupt, TrainingStopped) else None
         saved = isinstance(interrupt, TrainingStopped) and interrupt.saved and checkpoint is not None
-        typer.echo(f"clipvis: stopped by {name}{_saved_before_the_stop(output_dir, num_gpus, checkpoint, saved)}",
-                   err=True)
+        said = _saved_before_the_stop(output_dir, num_gpus, checkpoint, saved) if output_dir is not None else ""
+        typer.echo(f"clipvis: stopped by {name}{said}", err=True)
     return typer.Exit(128 + signum)
 
 

@@ -509,6 +509,28 @@ def test_ctrl_c_during_a_periodic_evaluation_drops_the_evaluation_at_once_and_ke
     assert (run / "model_0000003.state.pt").is_file() and not (run / "model_0000005.safetensors").exists()
 
 
+@pytest.mark.parametrize("signum", [2, 15], ids=["SIGINT", "SIGTERM"])
+def test_a_stop_signal_in_the_commands_first_seconds_says_its_line(tmp_path, tiny_train_config, monkeypatch, signum):
+    """A signal while the command still reads its config and checks the device (before the data loads), as the
+    launcher raises it: Typer turned it into exit 130 without a word (143 and no line for a scheduler's SIGTERM)."""
+    import signal
+
+    from clipvis.cli.launcher import Terminated
+    from clipvis.cli.train import run
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt if signum == signal.SIGINT else Terminated(signum)
+
+    monkeypatch.setattr(run, "check_device", stopped)
+    data = write_coco(tmp_path / "data", num_images=1)
+    result = runner.invoke(app, ["train", "--config", str(tiny_train_config(tmp_path)), "--output-dir",
+                                 str(tmp_path / "run"), "--data", str(data[0]), "--images", str(data[1])])
+    assert result.exit_code == 128 + signum, result.output + repr(result.exception)
+    name = signal.Signals(signum).name
+    assert result.output == f"clipvis: stopped by {name} before the first checkpoint\n", result.output
+    assert not (tmp_path / "run" / "config.yaml").exists()
+
+
 @pytest.mark.skipif(not torch.distributed.is_gloo_available(), reason="gloo backend not built into this torch")
 def test_sigterm_to_the_command_stops_the_processes_it_spawned_together_at_one_saved_iteration(
     tmp_path, tiny_train_config
