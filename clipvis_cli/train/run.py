@@ -217,13 +217,19 @@ def _evaluator(config: TrainConfig, device: torch.device):
 
 
 def starting_weights(weights: str) -> str:
-    """``--weights`` as a run records it: a released name as given (downloaded when the model is built), a file or
-    folder as the absolute path of the checkpoint file in it, the one the run starts from (a training folder's
-    newest checkpoint moves on while that run goes on: a resume before this run's first checkpoint must start from
-    the same one). WeightsError with a one-line message when it is not there."""
+    """``--weights`` as a run records it: a released name as given (in the cache now, downloaded first when it is
+    not: a release that cannot be had is said before the data loads, not once it loaded), a file or folder as the
+    absolute path of the checkpoint file in it, the one the run starts from (a training folder's newest checkpoint
+    moves on while that run goes on: a resume before this run's first checkpoint must start from the same one).
+    WeightsError with a one-line message when it is not there."""
+    from clipvis.model import check_checkpoint
     from clipvis.weights import WeightsError, find_pretrained, resolve_weights
 
-    if not Path(weights).expanduser().exists() and find_pretrained(weights) is not None:
+    release = None if Path(weights).expanduser().exists() else find_pretrained(weights)
+    if release is not None:
+        expected = release.model_config()
+        # verified before it enters the cache, as load_model verifies it; the model is built from the cached copy
+        resolve_weights(weights, verify=lambda path: check_checkpoint(path, expected=expected))
         return weights
     try:
         return str(resolve_weights(weights, download=False))

@@ -657,6 +657,26 @@ def test_sigterm_to_one_torchrun_rank_stops_every_rank_by_that_signal(tmp_path, 
     assert f"stopped by SIGTERM after iteration {iteration + 1};" in (run / "train.log").read_text()
 
 
+def test_a_released_weights_name_that_cannot_be_had_is_one_line_before_the_data_loads(tmp_path, tiny_train_config,
+                                                                                      monkeypatch):
+    """--weights NAME of a release not in the cache, offline: said only once the training data had loaded (minutes for
+    a real dataset)."""
+    from clipvis.cli.train import run
+
+    monkeypatch.setenv("CLIPVIS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("CLIPVIS_OFFLINE", "1")
+    monkeypatch.setattr(run, "load_sources", lambda *args, **kwargs: pytest.fail("the data was loaded"))
+    data = write_coco(tmp_path / "data", num_images=1)
+    result = runner.invoke(app, ["train", "--config", str(tiny_train_config(tmp_path)), "--output-dir",
+                                 str(tmp_path / "run"), "--data", str(data[0]), "--images", str(data[1]),
+                                 "--weights", "clipvis-lvis-r50"])
+    assert result.exit_code == 1, result.output + repr(result.exception)
+    assert result.output.startswith("clipvis: error: checkpoint 'clipvis-lvis-r50' is not available: it is not in "
+                                    "the cache and CLIPVIS_OFFLINE is set. Download it by hand from "), result.output
+    assert result.output.count("\n") == 1, result.output
+    assert not (tmp_path / "run").exists()
+
+
 def test_a_run_from_a_training_folder_records_the_checkpoint_it_started_from(tmp_path, tiny_train_config):
     """--weights FOLDER was recorded as the folder: a --resume of a run stopped before its first checkpoint started
     from the folder's newest checkpoint of that moment, not the one the run started from. A mistyped --weights is one
