@@ -412,19 +412,32 @@ _DATA_LOCATIONS = ("CLIPVIS.TRAIN_DATA", "CLIPVIS.DATA_ROOT", "CLIPVIS.TEST_DATA
 
 
 def loader_workers(asked: int) -> int:
-    """``DATALOADER.NUM_WORKERS``, at most the CPUs this process may run on (its affinity: taskset, a cgroup's
-    cpuset, SLURM), with one ``clipvis: warning:`` line from rank 0 when that is fewer (the shipped configs' 4 on a
-    2-core machine). More workers than CPUs only compete for them, and PyTorch printed its raw UserWarning about it
-    once per loader. The data a run draws does not depend on the number of workers (clipvis.cli.train.data)."""
+    """``DATALOADER.NUM_WORKERS``, at most this process' share of the CPUs it may run on (its affinity: taskset, a
+    cgroup's cpuset, SLURM) among the training processes of this machine (``LOCAL_WORLD_SIZE``: torchrun's, or the
+    ``--num-gpus`` count), one at least, with one ``clipvis: warning:`` line from rank 0 when that is fewer (the
+    shipped configs' 4 on a 2-core machine; 2 processes x 2 workers there). More workers than CPUs only compete for
+    them, and PyTorch printed its raw UserWarning about it once per loader. The data a run draws does not depend on
+    the number of workers (clipvis.cli.train.data)."""
     try:
         cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         cpus = os.cpu_count() or 1
-    if asked <= cpus:
+    try:
+        processes = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    except ValueError:
+        processes = 1
+    share = max(1, cpus // processes)
+    if asked <= share:
         return asked
-    log.warning("warning: DATALOADER.NUM_WORKERS is %d but this process may use %d CPU%s: the data loads with %d "
-                "worker process%s", asked, cpus, "" if cpus == 1 else "s", cpus, "" if cpus == 1 else "es")
-    return cpus
+    plural = "" if share == 1 else "es"
+    if processes == 1:
+        log.warning("warning: DATALOADER.NUM_WORKERS is %d but this process may use %d CPU%s: the data loads with %d "
+                    "worker process%s", asked, cpus, "" if cpus == 1 else "s", share, plural)
+    else:
+        log.warning("warning: DATALOADER.NUM_WORKERS is %d but the %d training processes of this machine share %d "
+                    "CPU%s: the data loads with %d worker process%s each", asked, processes, cpus,
+                    "" if cpus == 1 else "s", share, plural)
+    return share
 
 
 def _settings_of(config: TrainConfig) -> dict[str, str]:
@@ -643,7 +656,7 @@ def _free_port() -> int:
 def _worker(local_rank: int, request: RunRequest, world: int, port: int, threads: int | None,
             stop_signal: Any) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(local_rank),
-                      LOCAL_RANK=str(local_rank), WORLD_SIZE=str(world))
+                      LOCAL_RANK=str(local_rank), WORLD_SIZE=str(world), LOCAL_WORLD_SIZE=str(world))
     if threads is not None:  # as torchrun: N processes with every core's threads each ran ~8x slower on the CPU
         torch.set_num_threads(threads)
     try:

@@ -830,15 +830,53 @@ def test_torchrun_ranks_with_other_settings_or_data_stop_before_training_with_on
 def test_num_gpus_on_the_cpu_gives_each_process_one_thread_as_torchrun_does(tmp_path, tiny_train_config,
                                                                              monkeypatch):
     """--num-gpus N without GPUs started N processes with every core's threads each (~8x slower than torchrun's one
-    thread per process, and DDP 'Grad strides' warnings)."""
+    thread per process, and DDP 'Grad strides' warnings). The loader workers are capped at each process' share of the
+    machine's CPUs (2 processes x 2 workers on 2 CPUs were not)."""
     import os
 
     monkeypatch.delenv("OMP_NUM_THREADS")
     torch.set_num_threads(max(os.cpu_count() or 2, 2))  # what a process without OMP_NUM_THREADS takes
     data = write_coco(tmp_path / "data", num_images=2)
-    train(tiny_train_config(tmp_path, MAX_ITER=1, IMS_PER_BATCH=2), tmp_path / "run", data, "--num-gpus", "2")
-    assert "on 2 process(es), 1 CPU thread(s) each" in (tmp_path / "run" / "train.log").read_text()
+    cpus = os.sched_getaffinity(0) if hasattr(os, "sched_setaffinity") else set()
+    if len(cpus) >= 2:
+        os.sched_setaffinity(0, sorted(cpus)[:2])  # a 2-CPU machine: the processes started now inherit it
+    try:
+        train(tiny_train_config(tmp_path, MAX_ITER=1, IMS_PER_BATCH=2), tmp_path / "run", data, "--num-gpus", "2",
+              "DATALOADER.NUM_WORKERS=2")
+    finally:
+        if cpus:
+            os.sched_setaffinity(0, cpus)
+    log = (tmp_path / "run" / "train.log").read_text()
+    assert "on 2 process(es), 1 CPU thread(s) each" in log
+    if len(cpus) >= 2:
+        assert "DATALOADER.NUM_WORKERS is 2 but the 2 training processes of this machine share 2 CPUs: the data " \
+               "loads with 1 worker process each" in log, log
     assert "OMP_NUM_THREADS" not in os.environ  # the command's own environment is left as it was
+
+
+def test_torchrun_ranks_of_one_machine_share_its_cpus_among_their_loader_workers(monkeypatch):
+    import logging
+    import os
+
+    from clipvis.cli.train.run import loader_workers
+
+    said: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: said.append(record.getMessage())
+    logger = logging.getLogger("clipvis.train")
+    monkeypatch.setattr(logger, "level", logging.INFO)
+    logger.addHandler(handler)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
+    try:
+        monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+        assert loader_workers(2) == 2 and not said
+        assert loader_workers(4) == 2
+        assert said == ["warning: DATALOADER.NUM_WORKERS is 4 but the 4 training processes of this machine share 8 "
+                        "CPUs: the data loads with 2 worker processes each"]
+        monkeypatch.setenv("LOCAL_WORLD_SIZE", "16")  # more processes than CPUs: one worker each still
+        assert loader_workers(4) == 1 and loader_workers(0) == 0
+    finally:
+        logger.removeHandler(handler)
 
 
 @pytest.mark.skipif(not torch.distributed.is_gloo_available(), reason="gloo backend not built into this torch")
