@@ -696,6 +696,23 @@ def _distributed_main(request: RunRequest) -> Path:
         dist.destroy_process_group()
 
 
+@contextlib.contextmanager
+def _spawn_warnings_silenced() -> Iterator[None]:
+    """PyTorch spawn's own warnings while it ends the processes left once one failed ("Terminating process N via
+    signal SIGTERM", with a timestamp and spawn.py's line), which came before the one line the command prints: the
+    processes end anyway, and that line says why."""
+    spawn_log = logging.getLogger("torch.multiprocessing.spawn")
+
+    def errors_only(record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.ERROR
+
+    spawn_log.addFilter(errors_only)
+    try:
+        yield
+    finally:
+        spawn_log.removeFilter(errors_only)
+
+
 def launch(request: RunRequest) -> Path | None:
     """Run under torchrun (its environment), spawn ``num_processes`` local processes, or train in this process."""
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
@@ -727,12 +744,14 @@ def launch(request: RunRequest) -> Path | None:
                 os.environ.pop("OMP_NUM_THREADS", None)
         output_dir = Path(request.config.get("OUTPUT_DIR")).expanduser()
         try:
-            while not context.join():
-                pass
+            with _spawn_warnings_silenced():
+                while not context.join():
+                    pass
         except mp.ProcessRaisedException as error:  # a process' error, without the traceback spawn wraps it in
             raise ProcessFailedError(_last_error_line(str(error))) from None
         except KeyboardInterrupt as interrupt:  # Ctrl-C, or SIGTERM/SIGHUP (the launcher's Terminated)
-            raise _stop_processes(context, getattr(interrupt, "signum", signal.SIGINT), output_dir) from None
+            with _spawn_warnings_silenced():
+                raise _stop_processes(context, getattr(interrupt, "signum", signal.SIGINT), output_dir) from None
         if stop_signal.value:
             checkpoint = resume_point(output_dir)
             raise TrainingStopped(stop_signal.value, checkpoint, saved=checkpoint is not None)

@@ -880,6 +880,29 @@ def test_torchrun_ranks_of_one_machine_share_its_cpus_among_their_loader_workers
 
 
 @pytest.mark.skipif(not torch.distributed.is_gloo_available(), reason="gloo backend not built into this torch")
+def test_an_error_under_num_gpus_is_the_commands_line_alone(tmp_path, tiny_train_config):
+    """A process of --num-gpus that failed: PyTorch's spawn logged 'W... spawn.py:165] Terminating process N via signal
+    SIGTERM' for the others before the command's own line."""
+    import logging
+
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    spawn_log = logging.getLogger("torch.multiprocessing.spawn")
+    spawn_log.addHandler(handler)
+    data = write_coco(tmp_path / "data", num_images=2)
+    try:
+        result = runner.invoke(app, ["train", "--config", str(tiny_train_config(tmp_path, IMS_PER_BATCH=3)),
+                                     "--output-dir", str(tmp_path / "run"), "--data", str(data[0]), "--images",
+                                     str(data[1]), "--num-gpus", "2"])
+    finally:
+        spawn_log.removeHandler(handler)
+    assert result.exit_code == 1, result.output + repr(result.exception)
+    assert result.output == "clipvis: error: SOLVER.IMS_PER_BATCH 3 is not divisible by the 2 processes\n"
+    assert not records, [record.getMessage() for record in records]
+
+
+@pytest.mark.skipif(not torch.distributed.is_gloo_available(), reason="gloo backend not built into this torch")
 def test_torchrun_errors_every_rank_finds_are_said_once_and_one_ranks_own_does_not_hang(tmp_path, tiny_train_config):
     """A missing --data file, a batch the process count does not divide, a mistyped --weights: every rank printed the
     same line. A data file only rank 1 misses left rank 0 waiting in a collective (2 h); a --weights only rank 1
