@@ -26,7 +26,7 @@ import torch
 import torch.distributed as dist
 
 from clipvis.cli.atomic import atomic_write_text, ensure_output_dir
-from clipvis.cli.distributed import RanksDifferError, lost_a_peer, rank_lost, stop_in_silence, visible_gpu
+from clipvis.cli.distributed import RankLost, RanksDifferError, lost_a_peer, rank_lost, stop_in_silence, visible_gpu
 from clipvis.cli.messages import print_warning
 from clipvis.cli.train.config import RUN_CONFIG_NAME, ConfigError, TrainConfig, autoscale, check_evaluation_data
 from clipvis.cli.train.data import AugmentationConfig, StreamBatchSampler, TrainDataset, build_loader, repeat_factors
@@ -749,6 +749,10 @@ def launch(request: RunRequest) -> Path | None:
                     pass
         except mp.ProcessRaisedException as error:  # a process' error, without the traceback spawn wraps it in
             raise ProcessFailedError(_last_error_line(str(error))) from None
+        except mp.ProcessExitedException as error:  # gone without a word (kill -9, the OOM killer): spawn's traceback
+            how = f"by {error.signal_name}" if error.signal_name else f"with exit status {error.exit_code}"
+            raise RankLost(f"process {error.error_index} of --num-gpus {request.num_processes} ended {how} without a "
+                           "word (killed? out of memory?)", speaks=True) from None
         except KeyboardInterrupt as interrupt:  # Ctrl-C, or SIGTERM/SIGHUP (the launcher's Terminated)
             with _spawn_warnings_silenced():
                 raise _stop_processes(context, getattr(interrupt, "signum", signal.SIGINT), output_dir) from None

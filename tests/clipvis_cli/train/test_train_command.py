@@ -902,6 +902,30 @@ def test_an_error_under_num_gpus_is_the_commands_line_alone(tmp_path, tiny_train
     assert not records, [record.getMessage() for record in records]
 
 
+def test_a_process_of_num_gpus_killed_outright_is_one_line_naming_what_was_saved(tmp_path, tiny_train_config,
+                                                                                   monkeypatch):
+    """kill -9 (or the OOM killer) on one --num-gpus process: PyTorch spawn's ProcessExitedException traceback ended
+    the command; now one line, as under torchrun, and what there is to resume from. (Spawn's context stands in for the
+    processes: what they do is the other tests'.)"""
+    import torch.multiprocessing as mp
+
+    class KilledProcess:
+        def join(self) -> bool:
+            raise mp.ProcessExitedException("process 1 terminated with signal SIGKILL", error_index=1, error_pid=4242,
+                                            exit_code=-9, signal_name="SIGKILL")
+
+    monkeypatch.setattr(mp, "start_processes", lambda *args, **kwargs: KilledProcess())
+    data = write_coco(tmp_path / "data", num_images=2)
+    result = runner.invoke(app, ["train", "--config", str(tiny_train_config(tmp_path, IMS_PER_BATCH=2)),
+                                 "--output-dir", str(tmp_path / "run"), "--data", str(data[0]), "--images",
+                                 str(data[1]), "--num-gpus", "2"])
+    assert result.exit_code == 1, result.output + repr(result.exception)
+    lines = result.output.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(
+        "clipvis: error: process 1 of --num-gpus 2 ended by SIGKILL without a word (killed? out of memory?)"), lines
+    assert "Traceback" not in result.output
+
+
 @pytest.mark.skipif(not torch.distributed.is_gloo_available(), reason="gloo backend not built into this torch")
 def test_torchrun_errors_every_rank_finds_are_said_once_and_one_ranks_own_does_not_hang(tmp_path, tiny_train_config):
     """A missing --data file, a batch the process count does not divide, a mistyped --weights: every rank printed the
