@@ -63,7 +63,10 @@ def train(
 ) -> None:
     """Train CLIP-VIS (class-agnostic head on a frozen CLIP) with the official recipe."""
     if export_pth is not None:
-        _export(weights, export_pth, config, list(overrides or []), clip_config)
+        try:
+            _export(weights, export_pth, config, list(overrides or []), clip_config)
+        except KeyboardInterrupt as interrupt:  # the file is written whole or not at all: nothing more to say
+            raise _stopped(interrupt, None, export=export_pth) from None
         return
     run = _RunFolder(output_dir.expanduser() if output_dir is not None else None)
     try:
@@ -183,9 +186,11 @@ def _silent_exit() -> typer.Exit:
     return typer.Exit(1)
 
 
-def _stopped(interrupt: KeyboardInterrupt, output_dir: Path | None, num_gpus: int = 1) -> typer.Exit:
+def _stopped(interrupt: KeyboardInterrupt, output_dir: Path | None, num_gpus: int = 1,
+             export: str | None = None) -> typer.Exit:
     """The one line a stopped run prints (rank 0) and its exit status, 128 + the signal's number. ``output_dir``
-    None: stopped before the run's folder was known (the config still loading), nothing more to say."""
+    None: stopped before the run's folder was known (the config still loading), nothing more to say; ``export``:
+    the ``--export-pth`` file being written (it is not)."""
     import signal
 
     from clipvis.cli.train.stopping import TrainingStopped
@@ -196,6 +201,8 @@ def _stopped(interrupt: KeyboardInterrupt, output_dir: Path | None, num_gpus: in
         checkpoint = interrupt.checkpoint if isinstance(interrupt, TrainingStopped) else None
         saved = isinstance(interrupt, TrainingStopped) and interrupt.saved and checkpoint is not None
         said = _saved_before_the_stop(output_dir, num_gpus, checkpoint, saved) if output_dir is not None else ""
+        if export is not None:
+            said = f"; {export} was not written"
         typer.echo(f"clipvis: stopped by {name}{said}", err=True)
     return typer.Exit(128 + signum)
 

@@ -713,6 +713,25 @@ def test_export_pth_makes_its_folders_and_is_written_by_rank_0_alone(tmp_path, t
     assert "sem_seg_head.predictor.query_feat.weight" in torch.load(target, weights_only=True)["model"]
 
 
+def test_export_pth_stopped_by_a_signal_says_so_in_one_line(tmp_path, monkeypatch):
+    """Ctrl-C or SIGTERM while --export-pth loads or writes: exit 130/143 without a word before."""
+    import signal
+
+    import clipvis.model
+    from clipvis.cli.launcher import Terminated
+
+    target = tmp_path / "model.pth"
+    for stop, status, name in ((KeyboardInterrupt(), 130, "SIGINT"), (Terminated(signal.SIGTERM), 143, "SIGTERM")):
+        def stopped(*args, stop=stop, **kwargs):
+            raise stop
+
+        monkeypatch.setattr(clipvis.model, "load_model", stopped)
+        result = runner.invoke(app, ["train", "--weights", str(tmp_path / "w.pth"), "--export-pth", str(target)])
+        assert result.exit_code == status, result.output + repr(result.exception)
+        assert result.output == f"clipvis: stopped by {name}; {target} was not written\n"
+        assert not target.exists()
+
+
 def test_export_pth_naming_a_folder_is_refused_also_before_it_exists(tmp_path, monkeypatch):
     """--export-pth exp2/ (a trailing slash, no such folder yet) wrote a file named exp2."""
     monkeypatch.chdir(tmp_path)
