@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -107,6 +108,9 @@ def export(
     or, with --to onnx, the per-frame network to ONNX."""
     if log_format not in ("human", "jsonl"):
         raise typer.BadParameter(f"--log-format must be human or jsonl, not {log_format!r}")
+    if _under_torchrun():  # every worker would export every input, into the same folders at once
+        raise typer.BadParameter("export runs in one process, without torchrun (it needs no GPU); to spread many "
+                                 "inputs over CPUs, run several exports of disjoint inputs (e.g. xargs -P)")
     onnx = to.strip().lower() == "onnx"
     refuse_options_of_the_other_mode(ctx, onnx)
     if onnx:
@@ -257,6 +261,14 @@ def export_network(weights: str, path: Path, height: int | None, width: int | No
         print_warning(f"{shown_path(path)}: the fp16 file is further from the fp32 network than float16 rounding "
                       f"explains: {past}")
     print_path(path)
+
+
+def _under_torchrun() -> bool:
+    """Whether this process is one of several torchrun started (``WORLD_SIZE`` above 1)."""
+    try:
+        return int(os.environ.get("WORLD_SIZE", "1")) > 1
+    except ValueError:
+        return True  # set, and not a number: not one process either
 
 
 def default_frame_size(short_edge: int, height: int | None, width: int | None) -> tuple[int, int]:

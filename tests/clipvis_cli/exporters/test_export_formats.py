@@ -871,3 +871,18 @@ def test_jsonl_events_of_a_video_come_together_in_order(tmp_path) -> None:
     assert "polygons cover the masks with mean IoU" in events[4]["message"]
     frames = len(one.info.frame_indices)
     assert events[2]["frames_expected"] == 2 * frames and events[5]["frames"] == frames  # 2 formats
+
+
+def test_export_under_torchrun_is_refused_once_per_machine(tmp_path, monkeypatch) -> None:
+    """Under torchrun every worker exported every input into the same folders at once (busy-folder failures, the
+    results file written by each): one usage line from each machine's first worker, nothing written."""
+    output = make_segment_output(tmp_path / "out")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    for local_rank, said in (("0", True), ("1", False)):
+        monkeypatch.setenv("LOCAL_RANK", local_rank)
+        result = run_export(str(output.folder), "--to", "coco,ytvis", "-o", str(tmp_path / "dest"))
+        assert result.exit_code == 2 and result.stdout == ""
+        assert result.stderr == ("clipvis: error: export runs in one process, without torchrun (it needs no GPU); to "
+                                 "spread many inputs over CPUs, run several exports of disjoint inputs (e.g. xargs -P) "
+                                 "(see 'clipvis export --help')\n" if said else "")
+    assert not (tmp_path / "dest").exists()
