@@ -80,7 +80,7 @@ def _tiny_train_config(model_fields: dict, folder: Path, **solver) -> Path:
     return path
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def tiny_train_config(tiny_config):
     """Factory: ``tiny_train_config(folder, **SOLVER overrides)`` -> a training config file for the tiny model
     (official keys + CLIPVIS.MODEL field overrides), CPU, one process, no autoscaling, seed 0."""

@@ -801,48 +801,101 @@ def test_a_checkpoint_that_contradicts_the_config_is_one_clipvis_warning_from_on
     assert "config says DEC_LAYERS" in (tmp_path / "two" / "train.log").read_text()
 
 
-@pytest.mark.skipif(not torch.distributed.is_gloo_available(), reason="gloo backend not built into this torch")
-def test_torchrun_ranks_with_other_settings_or_data_stop_before_training_with_one_line(tmp_path, tiny_train_config):
-    """Ranks given other --data trained silently on different data (config.yaml said rank 0's); ranks given another
-    SOLVER.MAX_ITER hung until the process group's timeout. Every rank now stops before training, rank 0 says why."""
-    import os
-    import subprocess
-    import sys
+GLOO = pytest.mark.skipif(not torch.distributed.is_gloo_available(), reason="gloo backend not built into this torch")
 
-    data = write_coco(tmp_path / "data", num_images=2)
-    other = write_coco(tmp_path / "other", num_images=3)
-    config = tiny_train_config(tmp_path, MAX_ITER=3, IMS_PER_BATCH=2)
-    launcher = tmp_path / "launch.py"  # each rank's clipvis arguments: $ARGS_<rank>, separated by |
-    launcher.write_text("import os, runpy, sys\nsys.argv = ['clipvis', *os.environ['ARGS_' + os.environ['RANK']]"
-                        ".split('|')]\nrunpy.run_module('clipvis', run_name='__main__')\n")
+
+@pytest.fixture(scope="module")
+def torchrun_job(tmp_path_factory, tiny_train_config, tiny_config):
+    """The 2-rank torchrun cases of the tests below, run as one torchrun job (one process start, torch import and
+    rendezvous instead of one per case): {case name: Outcome}, and the files they used. The last case, a loss gone
+    non-finite, runs as a job on its own would (torchrun's own stderr and exit status, the silent ranks' grace)."""
     import shutil
 
+    from ..torchrun_cases import torchrun_cases
+
+    tmp_path = tmp_path_factory.mktemp("torchrun")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        data = write_coco(tmp_path / "data", num_images=2)
+        config = tiny_train_config(tmp_path, MAX_ITER=3, IMS_PER_BATCH=2)
+        train(config, tmp_path / "first", data, "SOLVER.MAX_ITER=1")
+        train(config, tmp_path / "other_arch", data, "SOLVER.MAX_ITER=1",
+              f"CLIPVIS.MODEL.decoder_layers={tiny_config().decoder_layers + 1}")
+        official = tmp_path / "official.pth"
+        result = runner.invoke(app, ["train", "--weights", str(tmp_path / "first"), "--export-pth", str(official)])
+        assert result.exit_code == 0, result.output
+    finally:
+        torch.set_num_threads(threads)
+    other = write_coco(tmp_path / "other", num_images=3)
     shutil.copytree(tmp_path / "data", tmp_path / "copy")  # the same data where another machine keeps it
     copy = tuple(tmp_path / "copy" / Path(path).relative_to(tmp_path / "data") for path in data)
     masks = tmp_path / "masks.json"  # the same images and categories, one polygon moved by a pixel
     coco = json.loads(data[0].read_text())
     coco["annotations"][0]["segmentation"][0][0] += 1
     masks.write_text(json.dumps(coco))
-    for name, rank1, message in (
-        ("data", [*other], "clipvis: error: rank 1 has other training data: dataset 1 3 items, digest "),
-        ("masks", [masks, data[1]], "clipvis: error: rank 1 has other training data: dataset 1 2 items, digest "),
-        ("iter", [*data, "SOLVER.MAX_ITER=5"], "clipvis: error: rank 1 has other settings: SOLVER.MAX_ITER 5 (rank 0: "
-         "3); every process must train with the same settings and data, nothing was trained"),
-        ("copy", [*copy, "SOLVER.WEIGHT_DECAY_NORM=0"], None),  # 0 for 0.0, the data's copy elsewhere: the same
+    shutil.copytree(tmp_path / "first", tmp_path / "later")  # the folder as rank 1 sees it a moment later
+    shutil.copy(tmp_path / "other_arch" / "model_0000000.safetensors",
+                tmp_path / "later" / "model_0000001.safetensors")
+    (tmp_path / "later" / "last_checkpoint").write_text("model_0000001.safetensors")
+    gone, nope = tmp_path / "gone.json", tmp_path / "nope"
+
+    def train_args(name: str, data_files, *extra) -> list:
+        return ["train", "--config", config, "--output-dir", tmp_path / name, "--data", data_files[0], "--images",
+                data_files[1], *extra]
+
+    unfit = "CLIPVIS.MODEL.encoder_points=3"  # the official file's: 4
+    cases = {  # name: (rank 0's arguments, rank 1's)
+        "gone": [train_args("gone", (gone, data[1]))] * 2,
+        "batch": [train_args("batch", data, "SOLVER.IMS_PER_BATCH=3")] * 2,
+        "weights": [train_args("weights", data, "--weights", nope)] * 2,
+        "gone-1": [train_args("gone-1", data), train_args("gone-1", (gone, data[1]))],
+        "weights-1": [train_args("weights-1", data, "--weights", tmp_path / "first"),
+                      train_args("weights-1", data, "--weights", nope)],
+        "data": [train_args("data", data), train_args("data", other)],
+        "masks": [train_args("masks", data), train_args("masks", (masks, data[1]))],
+        "iter": [train_args("iter", data), train_args("iter", data, "SOLVER.MAX_ITER=5")],
+        "copy": [train_args("copy", data), train_args("copy", copy, "SOLVER.WEIGHT_DECAY_NORM=0")],
+        "unfit": [train_args("unfit", data, unfit, "--weights", official)] * 2,
+        "unfit-1": [train_args("unfit-1", data, unfit), train_args("unfit-1", data, unfit, "--weights", official)],
+        "folder": [train_args("folder", data, "SOLVER.MAX_ITER=1", "--weights", tmp_path / "first"),
+                   train_args("folder", data, "SOLVER.MAX_ITER=1", "--weights", tmp_path / "later")],
+        "nan": [train_args("nan", data, "SOLVER.MAX_ITER=4", "SOLVER.BASE_LR=1e30",
+                           "SOLVER.CLIP_GRADIENTS.ENABLED=false")] * 2,
+    }
+    outcomes = torchrun_cases(tmp_path / "job", list(cases.values()))
+    files = {"root": tmp_path, "gone": gone, "nope": nope, "official": official, "first": tmp_path / "first"}
+    return dict(zip(cases, outcomes, strict=True)), files
+
+
+def said_once(outcome, message: str) -> None:
+    """Every rank stopped (torchrun: non-zero); one `clipvis:` line in all, an error containing ``message``, which no
+    other line repeats; no worker's traceback."""
+    assert outcome.codes and all(code != 0 for code in outcome.codes), outcome
+    lines = outcome.stderr.splitlines()
+    said = [line for line in lines if line.startswith("clipvis: ") and "warning" not in line]
+    assert len(said) == 1 and said[0].startswith("clipvis: error: ") and message in said[0], outcome.stderr
+    assert sum(message in line for line in lines) == 1, outcome.stderr
+    assert not re.search(r'File "[^"]*(/clipvis|launch\.py)', outcome.stderr), outcome.stderr  # torchrun's alone
+    assert "[rank" not in outcome.stderr, outcome.stderr
+
+
+@GLOO
+def test_torchrun_ranks_with_other_settings_or_data_stop_before_training_with_one_line(torchrun_job):
+    """Ranks given other --data trained silently on different data (config.yaml said rank 0's); ranks given another
+    SOLVER.MAX_ITER hung until the process group's timeout. Every rank now stops before training, rank 0 says why."""
+    outcomes, files = torchrun_job
+    for name, message in (
+        ("data", "clipvis: error: rank 1 has other training data: dataset 1 3 items, digest "),
+        ("masks", "clipvis: error: rank 1 has other training data: dataset 1 2 items, digest "),
+        ("iter", "clipvis: error: rank 1 has other settings: SOLVER.MAX_ITER 5 (rank 0: 3); every process must "
+         "train with the same settings and data, nothing was trained"),
     ):
-        run = tmp_path / name
-        common = ["train", "--config", str(config), "--output-dir", str(run), "--data", "{}", "--images", "{}"]
-        args = ["|".join(common).replace("{}", "%s", 2) % tuple(map(str, values[:2])) + "".join(
-            f"|{v}" for v in values[2:]) for values in ([*data], rank1)]
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "ARGS_0": args[0], "ARGS_1": args[1]}
-        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", str(launcher)]
-        done = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
-        if message is None:
-            assert done.returncode == 0 and "clipvis: error" not in done.stderr, done.stderr
-            continue
-        assert done.returncode != 0, done.stderr
-        assert done.stderr.count("clipvis: error:") == 1 and message in done.stderr, done.stderr
-        assert not list(run.glob("model_*")) and not (run / "config.yaml").exists(), done.stderr
+        said_once(outcomes[name], message)
+        run = files["root"] / name
+        assert not list(run.glob("model_*")) and not (run / "config.yaml").exists(), outcomes[name].stderr
+    copy = outcomes["copy"]  # 0 for 0.0, the data's copy elsewhere: the same
+    assert copy.codes == [0, 0] and "clipvis: error" not in copy.stderr, copy.stderr
 
 
 @pytest.mark.skipif(not torch.distributed.is_gloo_available(), reason="gloo backend not built into this torch")
@@ -945,67 +998,32 @@ def test_a_process_of_num_gpus_killed_outright_is_one_line_naming_what_was_saved
     assert "Traceback" not in result.output
 
 
-@pytest.mark.skipif(not torch.distributed.is_gloo_available(), reason="gloo backend not built into this torch")
-def test_torchrun_errors_every_rank_finds_are_said_once_and_one_ranks_own_does_not_hang(tmp_path, tiny_train_config):
+@GLOO
+def test_torchrun_errors_every_rank_finds_are_said_once_and_one_ranks_own_does_not_hang(torchrun_job):
     """A missing --data file, a batch the process count does not divide, a mistyped --weights: every rank printed the
     same line. A data file only rank 1 misses left rank 0 waiting in a collective (2 h); a --weights only rank 1
     misses ended rank 1 without a word (rank 0 said nothing either). Rank 1 now says it, naming itself."""
-    import os
-    import subprocess
-    import sys
-
-    data = write_coco(tmp_path / "data", num_images=2)
-    config = tiny_train_config(tmp_path, MAX_ITER=3, IMS_PER_BATCH=2)
-    launcher = tmp_path / "launch.py"  # each rank's clipvis arguments: $ARGS_<rank>, separated by |
-    launcher.write_text("import os, runpy, sys\nsys.argv = ['clipvis', *os.environ['ARGS_' + os.environ['RANK']]"
-                        ".split('|')]\nrunpy.run_module('clipvis', run_name='__main__')\n")
-    gone = tmp_path / "gone.json"
-    train(config, tmp_path / "first", data, "SOLVER.MAX_ITER=1")
-    for extra, rank1_extra, message in (
-        (["--data", str(gone), "--images", str(data[1])], None, str(gone)),
-        ([*("--data", str(data[0]), "--images", str(data[1])), "SOLVER.IMS_PER_BATCH=3"], None,
-         "SOLVER.IMS_PER_BATCH 3 is not divisible by the 2 processes"),
-        (["--data", str(data[0]), "--images", str(data[1]), "--weights", str(tmp_path / "nope")], None,
-         f"'{tmp_path / 'nope'}' is neither"),
-        (["--data", str(data[0]), "--images", str(data[1])], ["--data", str(gone), "--images", str(data[1])],
-         f"clipvis: error: rank 1: {gone}"),
-        (["--data", str(data[0]), "--images", str(data[1]), "--weights", str(tmp_path / "first")],
-         ["--data", str(data[0]), "--images", str(data[1]), "--weights", str(tmp_path / "nope")],
-         f"clipvis: error: rank 1: '{tmp_path / 'nope'}' is neither"),
+    outcomes, files = torchrun_job
+    gone, nope = files["gone"], files["nope"]
+    for name, message in (
+        ("gone", str(gone)),
+        ("batch", "SOLVER.IMS_PER_BATCH 3 is not divisible by the 2 processes"),
+        ("weights", f"'{nope}' is neither"),
+        ("gone-1", f"clipvis: error: rank 1: {gone}"),
+        ("weights-1", f"clipvis: error: rank 1: '{nope}' is neither"),
     ):
-        run = tmp_path / "run"
-        base = ["train", "--config", str(config), "--output-dir", str(run)]
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "ARGS_0": "|".join(base + extra),
-               "ARGS_1": "|".join(base + (rank1_extra or extra))}
-        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", str(launcher)]
-        done = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
-        assert done.returncode != 0, done.stderr
-        errors = [line for line in done.stderr.splitlines() if line.startswith("clipvis: error:")]
-        assert len(errors) == 1 and message in errors[0], done.stderr
-        assert "training items" not in done.stderr or str(gone) in (rank1_extra or []), done.stderr  # --weights:
-        # before the data loads
-        assert not (run / "config.yaml").exists()
+        said_once(outcomes[name], message)
+        if name.startswith("weights"):  # before the data loads
+            assert "training items" not in outcomes[name].stderr, outcomes[name].stderr
+        assert not (files["root"] / name / "config.yaml").exists()
 
 
-@pytest.mark.skipif(not torch.distributed.is_gloo_available(), reason="gloo backend not built into this torch")
-def test_a_loss_gone_non_finite_under_torchrun_is_said_once(tmp_path, tiny_train_config):
+@GLOO
+def test_a_loss_gone_non_finite_under_torchrun_is_said_once(torchrun_job):
     """Every rank sees the same (all-reduced) loss: each said it (and the ranks but 0 once more through Python's last
-    resort logging handler), three lines for two processes."""
-    import os
-    import subprocess
-    import sys
-
-    data = write_coco(tmp_path / "data", num_images=2)
-    config = tiny_train_config(tmp_path, MAX_ITER=4, IMS_PER_BATCH=2)
-    args = ["train", "--config", str(config), "--output-dir", str(tmp_path / "run"), "--data", str(data[0]),
-            "--images", str(data[1]), "SOLVER.BASE_LR=1e30", "SOLVER.CLIP_GRADIENTS.ENABLED=false"]
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "clipvis",
-               *args]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
-    assert done.returncode != 0, done.stderr
-    said = [line for line in done.stderr.splitlines() if "the loss became" in line]
-    assert len(said) == 1 and said[0].startswith("clipvis: error: the loss became"), done.stderr
+    resort logging handler), three lines for two processes. The job's last case: torchrun's own stderr."""
+    outcomes, _ = torchrun_job
+    said_once(outcomes["nan"], "the loss became")
 
 
 @pytest.mark.skipif(not torch.distributed.is_gloo_available() or not Path("/proc/self/stat").exists(),
@@ -1083,35 +1101,14 @@ def test_a_torchrun_rank_killed_during_training_is_one_line_naming_what_was_save
     assert "[rank0]" not in err and "pair.cc" not in err, err  # no traceback from rank 0
 
 
-@pytest.mark.skipif(not torch.distributed.is_gloo_available(), reason="gloo backend not built into this torch")
-def test_torchrun_ranks_start_from_the_checkpoint_rank_0_takes_from_a_training_folder(tmp_path, tiny_train_config,
-                                                                                       tiny_config):
+@GLOO
+def test_torchrun_ranks_start_from_the_checkpoint_rank_0_takes_from_a_training_folder(torchrun_job):
     """--weights FOLDER of a run still being written: each rank took the folder's newest checkpoint of its moment,
     and a rank that saw a newer one (here of another architecture) started from it (DDP failed)."""
-    import os
-    import shutil
-    import subprocess
-    import sys
-
-    data = write_coco(tmp_path / "data", num_images=2)
-    config = tiny_train_config(tmp_path, MAX_ITER=1, IMS_PER_BATCH=2)
-    train(config, tmp_path / "first", data)
-    train(config, tmp_path / "other", data, f"CLIPVIS.MODEL.decoder_layers={tiny_config().decoder_layers + 1}")
-    shutil.copytree(tmp_path / "first", tmp_path / "later")  # the folder as rank 1 sees it a moment later
-    shutil.copy(tmp_path / "other" / "model_0000000.safetensors", tmp_path / "later" / "model_0000001.safetensors")
-    (tmp_path / "later" / "last_checkpoint").write_text("model_0000001.safetensors")
-    launcher = tmp_path / "launch.py"  # each rank's clipvis arguments: $ARGS_<rank>, separated by |
-    launcher.write_text("import os, runpy, sys\nsys.argv = ['clipvis', *os.environ['ARGS_' + os.environ['RANK']]"
-                        ".split('|')]\nrunpy.run_module('clipvis', run_name='__main__')\n")
-    base = ["train", "--config", str(config), "--output-dir", str(tmp_path / "run"), "--data", str(data[0]),
-            "--images", str(data[1]), "--weights"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "ARGS_0": "|".join([*base, str(tmp_path / "first")]),
-           "ARGS_1": "|".join([*base, str(tmp_path / "later")])}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", str(launcher)]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
-    assert done.returncode == 0, done.stderr
-    started = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["MODEL"]["WEIGHTS"]
-    assert started == str(tmp_path / "first" / "model_0000000.safetensors")
+    outcomes, files = torchrun_job
+    assert outcomes["folder"].codes == [0, 0], outcomes["folder"].stderr
+    started = yaml.safe_load((files["root"] / "folder" / "config.yaml").read_text())["MODEL"]["WEIGHTS"]
+    assert started == str(files["first"] / "model_0000000.safetensors")
 
 
 # The train command with the data reading of the rank named by $SLOW_RANK slowed down: that rank writes its process id
@@ -1213,43 +1210,19 @@ def test_sigterm_to_one_process_of_num_gpus_before_training_stops_the_run_by_tha
     assert not list(run.glob("model_*")) and not (run / "config.yaml").exists()
 
 
-@pytest.mark.skipif(not torch.distributed.is_gloo_available(), reason="gloo backend not built into this torch")
-def test_a_checkpoint_that_does_not_fit_is_said_once_under_torchrun_and_one_ranks_own_names_it(tmp_path,
-                                                                                               tiny_train_config):
+@GLOO
+def test_a_checkpoint_that_does_not_fit_is_said_once_under_torchrun_and_one_ranks_own_names_it(torchrun_job):
     """An official .pth (no model config of its own) that the config does not fit (its deformable attention's
     sampling points: other shapes than the file's): found by every rank, each printed
     it; found by rank 1 alone, rank 1 said it unnamed and rank 0 went on into a collective (gloo's traceback or a
     wait). It is said once now, by rank 1 with its number when it alone finds it, and every rank stops."""
-    import os
-    import subprocess
-    import sys
-
-    data = write_coco(tmp_path / "data", num_images=2)
-    config = tiny_train_config(tmp_path, MAX_ITER=3, IMS_PER_BATCH=2)
-    train(config, tmp_path / "first", data, "SOLVER.MAX_ITER=1")
-    official = tmp_path / "official.pth"
-    result = runner.invoke(app, ["train", "--weights", str(tmp_path / "first"), "--export-pth", str(official)])
-    assert result.exit_code == 0, result.output
-    launcher = tmp_path / "launch.py"  # each rank's clipvis arguments: $ARGS_<rank>, separated by |
-    launcher.write_text("import os, runpy, sys\nsys.argv = ['clipvis', *os.environ['ARGS_' + os.environ['RANK']]"
-                        ".split('|')]\nrunpy.run_module('clipvis', run_name='__main__')\n")
-    run = tmp_path / "run"
-    base = ["train", "--config", str(config), "--output-dir", str(run), "--data", str(data[0]), "--images",
-            str(data[1]), "CLIPVIS.MODEL.encoder_points=3"]  # the file's: 4
-    for rank0_extra, prefix in (
-        (["--weights", str(official)], f"clipvis: error: {official}: checkpoint does not fit the model: "),
-        ([], f"clipvis: error: rank 1: {official}: checkpoint does not fit the model: "),
-    ):
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "ARGS_0": "|".join(base + rank0_extra),
-               "ARGS_1": "|".join([*base, "--weights", str(official)])}
-        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", str(launcher)]
-        done = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
-        assert done.returncode != 0, done.stderr
-        errors = [line for line in done.stderr.splitlines() if line.startswith("clipvis: ") and "warning" not in line]
-        assert len(errors) == 1 and errors[0].startswith(prefix), done.stderr
-        assert not re.search(r'File "[^"]*(/clipvis|launch\.py)', done.stderr), done.stderr  # torchrun's alone
-        assert "[rank" not in done.stderr, done.stderr
-        assert not (run / "config.yaml").exists()
+    outcomes, files = torchrun_job
+    official = files["official"]
+    for name, prefix in (("unfit", f"clipvis: error: {official}: checkpoint does not fit the model: "),
+                         ("unfit-1", f"clipvis: error: rank 1: {official}: checkpoint does not fit the model: ")):
+        said_once(outcomes[name], prefix)
+        assert [line for line in outcomes[name].stderr.splitlines() if prefix in line][0].startswith(prefix)
+        assert not (files["root"] / name / "config.yaml").exists()
 
 
 @pytest.mark.parametrize("device, said", [

@@ -1,0 +1,94 @@
+"""Several cases of a 2-rank command in one torchrun job: each rank runs ``python -m clipvis`` once per case, in
+sequence, inside the same two processes (one process start, torch import and rendezvous for all of them, ~5-10 s
+each on 2 cores, instead of one job per case).
+
+Each case's process group is a real gloo group over torchrun's store (under a prefix of its own: gloo's addresses
+of the case before are stale). Every case but the last writes each rank's stderr and exit status to files, and its
+silent ranks do not wait ``SILENT_STOP_GRACE_S`` (nothing ends the job's processes between cases). The last case
+runs as a job on its own would: the ranks' own exit, torchrun's stderr and exit status, the grace."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+LAUNCHER = """\
+import json, os, runpy, sys
+from pathlib import Path
+
+import torch.distributed as dist
+
+import clipvis.cli.distributed as distributed
+
+rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+folder = Path(os.environ["CLIPVIS_CASES"])
+cases = json.loads((folder / "cases.json").read_text())
+init = dist.init_process_group
+number = 0
+
+
+def init_for_this_case(backend, **kwargs):
+    store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False)
+    init(backend, store=dist.PrefixStore(f"case{number}/", store), rank=rank, world_size=world, **kwargs)
+
+
+def run(args):
+    sys.argv = ["clipvis", *args]
+    runpy.run_module("clipvis", run_name="__main__")
+
+
+dist.init_process_group = init_for_this_case
+grace, distributed.SILENT_STOP_GRACE_S = distributed.SILENT_STOP_GRACE_S, 0.0
+for number, ranks_args in enumerate(cases[:-1]):
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with open(folder / f"{number}.{rank}.err", "w") as err:
+        os.dup2(err.fileno(), 2)
+    try:
+        run(ranks_args[rank])
+        code = 0
+    except SystemExit as done:
+        code = done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+    (folder / f"{number}.{rank}.code").write_text(str(code))
+number = len(cases) - 1
+distributed.SILENT_STOP_GRACE_S = grace
+run(cases[-1][rank])
+"""
+
+
+@dataclass
+class Outcome:
+    """One case's result: ``stderr``, every rank's (rank 0's first), and ``codes``, each rank's exit status; for the
+    last case, torchrun's stderr and exit status, as one job's."""
+
+    stderr: str
+    codes: list[int]
+
+
+def torchrun_cases(folder: Path, cases: list[list[list[str]]], timeout: float = 300,
+                   env: dict[str, str] | None = None) -> list[Outcome]:
+    """Run ``cases`` (each: every rank's clipvis arguments, rank 0's first) in one 2-process torchrun job, with
+    ``folder`` for the launcher and the cases' files; each case's Outcome."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "launch.py").write_text(LAUNCHER)
+    (folder / "cases.json").write_text(json.dumps([[[str(arg) for arg in args] for args in ranks] for ranks in cases]))
+    environ = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {}), "CLIPVIS_CASES": str(folder)}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+               str(folder / "launch.py")]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=environ)
+    outcomes = []
+    for number in range(len(cases) - 1):
+        files = [(folder / f"{number}.{rank}.err", folder / f"{number}.{rank}.code") for rank in range(2)]
+        assert all(code.is_file() for _, code in files), f"case {number} did not end:\n{done.stderr}"
+        outcomes.append(Outcome("".join(err.read_text() for err, _ in files),
+                                [int(code.read_text()) for _, code in files]))
+    outcomes.append(Outcome(done.stderr, [done.returncode]))
+    return outcomes
