@@ -14,6 +14,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
@@ -38,6 +39,7 @@ from clipvis.cli.progress import JobProgressReporter
 from clipvis.cli.segment import SegmentOptions, checkpoint_identity
 
 from .thread_ranks import ThreadJob, ThreadRanks
+from .torchrun_cases import torchrun_cases
 
 RUN_JSON = "run.json"  # holds timings: the only file that differs between runs
 
@@ -204,14 +206,34 @@ def test_a_shard_without_inputs_says_so_in_json_with_jsonl(videos, tiny_weights,
     ]
 
 
-def test_torchrun_two_processes_write_what_one_process_writes(videos, tiny_weights, single_process, tmp_path) -> None:
+@pytest.fixture(scope="module")
+def torchrun_job(videos, tiny_weights, tmp_path_factory) -> dict[str, Any]:
+    """The single-machine torchrun cases below as one torchrun job (one process start, torch import and rendezvous
+    instead of one per case; tests/clipvis_cli/torchrun_cases.py): {case name: Outcome}. The last, segment with
+    --log-format jsonl, runs as a job on its own would (torchrun's own output and exit status)."""
+    from .test_evaluate_dataset import make_lvvis
+
+    root = tmp_path_factory.mktemp("torchrun")
+    make_lvvis(root / "datasets")
+    evaluate = ["evaluate", "--dataset", "lvvis_val", "--weights", tiny_weights, "--data-root", root / "datasets",
+                "--device", "cpu", "-o", root / "evaluate"]
+    cases = {
+        **{f"usage-{i}": [segment_args(videos, tiny_weights, root / f"usage-{i}", *bad)] * 2
+           for i, (bad, _) in enumerate(USAGE_ERRORS)},
+        "evaluate": [evaluate] * 2,
+        "segment": [segment_args(videos, tiny_weights, root / "segment", "--log-format", "jsonl")] * 2,
+    }
+    outcomes = torchrun_cases(root / "job", list(cases.values()), env=child_env(root / "cache"))
+    return {"root": root, **dict(zip(cases, outcomes, strict=True))}
+
+
+def test_torchrun_two_processes_write_what_one_process_writes(single_process, torchrun_job) -> None:
     """The broken file's failure (whichever rank took it) shows in rank 0's summary and in torchrun's exit code; rank
     0's progress counts every rank's inputs."""
-    out = tmp_path / "out"
-    result = clipvis(segment_args(videos, tiny_weights, out, "--log-format", "jsonl"), tmp_path / "cache", torchrun=2)
-    assert output_files(out) == single_process
+    result = torchrun_job["segment"]
+    assert output_files(torchrun_job["root"] / "segment") == single_process
     assert result.stderr.count("6 input(s) over 2 processes: 5 complete, 0 skipped, 1 failed") == 1, result.stderr
-    assert result.returncode != 0 and "broken.mp4" in result.stderr
+    assert result.codes[0] != 0 and "broken.mp4" in result.stderr
     assert len(result.stdout.split()) == 15
     events = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
     job = [(e["ended"], e["total"]) for e in events if e["event"] == "job_progress"]
@@ -234,14 +256,16 @@ def test_torchrun_reads_the_input_list_on_stdin_once(videos, tiny_weights, singl
     assert result.stderr.count("6 input(s) over 2 processes: 5 complete, 0 skipped, 1 failed") == 1, result.stderr
 
 
-@pytest.mark.parametrize("bad, said", [(("--formats", "overlay,nope"), "--formats: unknown nope"),
-                                       (("--max-tracks", "0"), "greater than or equal to 1")])
-def test_a_usage_error_under_torchrun_is_printed_once(videos, tiny_weights, tmp_path, bad, said) -> None:
+USAGE_ERRORS = [(("--formats", "overlay,nope"), "--formats: unknown nope"),
+                (("--max-tracks", "0"), "greater than or equal to 1")]
+
+
+@pytest.mark.parametrize("case", range(len(USAGE_ERRORS)))
+def test_a_usage_error_under_torchrun_is_printed_once(torchrun_job, case) -> None:
     """Every rank finds the same bad command line; each printed the usage box, interleaved line by line (once the job
     had started, or while Typer parsed the options)."""
-    args = segment_args(videos, tiny_weights, tmp_path / "out", *bad)
-    result = clipvis(args, tmp_path / "cache", torchrun=2)
-    assert result.returncode != 0
+    result, said = torchrun_job[f"usage-{case}"], USAGE_ERRORS[case][1]
+    assert all(code != 0 for code in result.codes), result
     assert result.stderr.count(said) == 1, result.stderr
     assert result.stderr.count("clipvis: error:") == 1, result.stderr
 
@@ -375,21 +399,17 @@ def test_two_machines_with_c10d_rendezvous_write_what_one_process_writes(
     assert sum(len(stdout.split()) for stdout, _, _ in results) == 15
 
 
-def test_evaluate_under_torchrun_equals_one_process(tiny_weights, tmp_path, one_thread) -> None:
+def test_evaluate_under_torchrun_equals_one_process(tiny_weights, torchrun_job, tmp_path, one_thread) -> None:
     """Videos spread over 2 ranks; rank 0 writes one results.json and one set of metrics, as one process does."""
-    from .test_evaluate_dataset import make_lvvis
-
-    data = tmp_path / "datasets"
-    make_lvvis(data)
-    common = ["evaluate", "--dataset", "lvvis_val", "--weights", str(tiny_weights), "--data-root", str(data),
-              "--device", "cpu"]
+    result, two = torchrun_job["evaluate"], torchrun_job["root"] / "evaluate"
+    common = ["evaluate", "--dataset", "lvvis_val", "--weights", str(tiny_weights), "--data-root",
+              str(torchrun_job["root"] / "datasets"), "--device", "cpu"]
     single = CliRunner().invoke(app, [*common, "-o", str(tmp_path / "one")])
     assert single.exit_code == 0, single.output
-    result = clipvis([*common, "-o", str(tmp_path / "two")], tmp_path / "cache", torchrun=2)
-    assert result.returncode == 0, result.stderr
+    assert result.codes == [0, 0], result.stderr
     for name in ("results.json", "per_video/1.json", "per_video/2.json"):
-        assert (tmp_path / "two" / name).read_bytes() == (tmp_path / "one" / name).read_bytes()
-    metrics = [json.loads((tmp_path / run / "metrics.json").read_text())["metrics"] for run in ("one", "two")]
+        assert (two / name).read_bytes() == (tmp_path / "one" / name).read_bytes()
+    metrics = [json.loads((run / "metrics.json").read_text())["metrics"] for run in (tmp_path / "one", two)]
     assert metrics[0] == metrics[1]
     assert result.stdout.count("AP") == single.stdout.count("AP")  # one table, from rank 0
     assert result.stderr.count("2 videos run, 0 reused") == 1

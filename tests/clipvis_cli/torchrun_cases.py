@@ -3,9 +3,9 @@ sequence, inside the same two processes (one process start, torch import and ren
 each on 2 cores, instead of one job per case).
 
 Each case's process group is a real gloo group over torchrun's store (under a prefix of its own: gloo's addresses
-of the case before are stale). Every case but the last writes each rank's stderr and exit status to files, and its
-silent ranks do not wait ``SILENT_STOP_GRACE_S`` (nothing ends the job's processes between cases). The last case
-runs as a job on its own would: the ranks' own exit, torchrun's stderr and exit status, the grace."""
+of the case before are stale). Every case but the last writes each rank's stdout, stderr and exit status to files,
+and its silent ranks do not wait ``SILENT_STOP_GRACE_S`` (nothing ends the job's processes between cases). The last
+case runs as a job on its own would: the ranks' own exit, torchrun's output and exit status, the grace."""
 
 from __future__ import annotations
 
@@ -33,7 +33,8 @@ number = 0
 
 def init_for_this_case(backend, **kwargs):
     store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False)
-    init(backend, store=dist.PrefixStore(f"case{number}/", store), rank=rank, world_size=world, **kwargs)
+    kwargs.update(rank=rank, world_size=world)
+    init(backend, store=dist.PrefixStore(f"case{number}/", store), **kwargs)
 
 
 def run(args):
@@ -44,19 +45,22 @@ def run(args):
 dist.init_process_group = init_for_this_case
 grace, distributed.SILENT_STOP_GRACE_S = distributed.SILENT_STOP_GRACE_S, 0.0
 for number, ranks_args in enumerate(cases[:-1]):
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with open(folder / f"{number}.{rank}.err", "w") as err:
-        os.dup2(err.fileno(), 2)
+    saved = {}
+    for fd, stream, suffix in ((1, sys.stdout, "out"), (2, sys.stderr, "err")):
+        stream.flush()
+        saved[fd] = os.dup(fd)
+        with open(folder / f"{number}.{rank}.{suffix}", "w") as file:
+            os.dup2(file.fileno(), fd)
     try:
         run(ranks_args[rank])
         code = 0
     except SystemExit as done:
         code = done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
     finally:
-        sys.stderr.flush()
-        os.dup2(saved, 2)
-        os.close(saved)
+        for fd, stream in ((1, sys.stdout), (2, sys.stderr)):
+            stream.flush()
+            os.dup2(saved[fd], fd)
+            os.close(saved[fd])
     (folder / f"{number}.{rank}.code").write_text(str(code))
 number = len(cases) - 1
 distributed.SILENT_STOP_GRACE_S = grace
@@ -66,9 +70,10 @@ run(cases[-1][rank])
 
 @dataclass
 class Outcome:
-    """One case's result: ``stderr``, every rank's (rank 0's first), and ``codes``, each rank's exit status; for the
-    last case, torchrun's stderr and exit status, as one job's."""
+    """One case's result: ``stdout`` and ``stderr``, every rank's (rank 0's first), and ``codes``, each rank's exit
+    status; for the last case, torchrun's stdout, stderr and exit status, as one job's."""
 
+    stdout: str
     stderr: str
     codes: list[int]
 
@@ -86,9 +91,10 @@ def torchrun_cases(folder: Path, cases: list[list[list[str]]], timeout: float = 
     done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=environ)
     outcomes = []
     for number in range(len(cases) - 1):
-        files = [(folder / f"{number}.{rank}.err", folder / f"{number}.{rank}.code") for rank in range(2)]
-        assert all(code.is_file() for _, code in files), f"case {number} did not end:\n{done.stderr}"
-        outcomes.append(Outcome("".join(err.read_text() for err, _ in files),
-                                [int(code.read_text()) for _, code in files]))
-    outcomes.append(Outcome(done.stderr, [done.returncode]))
+        codes = [folder / f"{number}.{rank}.code" for rank in range(2)]
+        assert all(code.is_file() for code in codes), f"case {number} did not end:\n{done.stderr}"
+        read = ["".join((folder / f"{number}.{rank}.{suffix}").read_text() for rank in range(2))
+                for suffix in ("out", "err")]
+        outcomes.append(Outcome(*read, [int(code.read_text()) for code in codes]))
+    outcomes.append(Outcome(done.stdout, done.stderr, [done.returncode]))
     return outcomes
