@@ -231,20 +231,40 @@ def test_a_corrupt_image_and_a_bad_annotation_are_skipped_with_one_warning_each(
 
 
 @pytest.mark.skipif(not torch.distributed.is_gloo_available(), reason="gloo backend not built into this torch")
-def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp_path, tiny_train_config):
+def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp_path, tiny_train_config, monkeypatch):
     """Global batch 2 as 2 processes x 1 image == 1 process x 2 images.
 
     The mask losses are normalised by the global mask count and the object CE has equal weights per image here, so
     the gradients agree to rounding. The IoU term is a per-process mean over the matches with IoU > 0 (as the
     official code), which differs from the one-process mean when processes have different counts: it is off here.
+
+    --num-gpus N without GPUs started N processes with every core's threads each (~8x slower than torchrun's one
+    thread per process, and DDP 'Grad strides' warnings): the 2 processes run here without OMP_NUM_THREADS. Their
+    loader workers are capped at each process' share of the CPUs (2 processes x 2 workers on 2 CPUs were not).
     """
+    import os
+
     data = write_coco(tmp_path / "data", num_images=4)
     config = tiny_train_config(tmp_path, MAX_ITER=2, IMS_PER_BATCH=2)
     same = ["INPUT.MIN_SCALE=1.0", "INPUT.MAX_SCALE=1.0", "MODEL.MASK_FORMER.MASKIOU_WEIGHT=0", "CLIPVIS.LOG_PERIOD=1"]
     train(config, tmp_path / "one", data, *same)
-    train(config, tmp_path / "two", data, *same, "--num-gpus", "2")
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    torch.set_num_threads(max(os.cpu_count() or 2, 2))  # what a process without OMP_NUM_THREADS takes
+    cpus = os.sched_getaffinity(0) if hasattr(os, "sched_setaffinity") else set()
+    if len(cpus) >= 2:
+        os.sched_setaffinity(0, sorted(cpus)[:2])  # a 2-CPU machine: the processes started now inherit it
+    try:
+        train(config, tmp_path / "two", data, *same, "--num-gpus", "2", "DATALOADER.NUM_WORKERS=2")
+    finally:
+        if cpus:
+            os.sched_setaffinity(0, cpus)
+    log = (tmp_path / "two" / "train.log").read_text()
+    assert "on 2 process(es), 1 CPU thread(s) each" in log
+    if len(cpus) >= 2:  # the loader workers: each process' share of the machine's CPUs (2 x 2 on 2 CPUs were not)
+        assert "DATALOADER.NUM_WORKERS is 2 but the 2 training processes of this machine share 2 CPUs: the data " \
+               "loads with 1 worker process each" in log, log
+    assert "OMP_NUM_THREADS" not in os.environ  # the command's own environment is left as it was
     one, two = final_weights(tmp_path / "one"), final_weights(tmp_path / "two")
-    assert "on 2 process(es)" in (tmp_path / "two" / "train.log").read_text()
     metrics = [[json.loads(line) for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
                for run in ("one", "two")]
     assert [r["total_loss"] for r in metrics[0]] == pytest.approx([r["total_loss"] for r in metrics[1]], rel=1e-5)
@@ -896,34 +916,6 @@ def test_torchrun_ranks_with_other_settings_or_data_stop_before_training_with_on
         assert not list(run.glob("model_*")) and not (run / "config.yaml").exists(), outcomes[name].stderr
     copy = outcomes["copy"]  # 0 for 0.0, the data's copy elsewhere: the same
     assert copy.codes == [0, 0] and "clipvis: error" not in copy.stderr, copy.stderr
-
-
-@pytest.mark.skipif(not torch.distributed.is_gloo_available(), reason="gloo backend not built into this torch")
-def test_num_gpus_on_the_cpu_gives_each_process_one_thread_as_torchrun_does(tmp_path, tiny_train_config,
-                                                                             monkeypatch):
-    """--num-gpus N without GPUs started N processes with every core's threads each (~8x slower than torchrun's one
-    thread per process, and DDP 'Grad strides' warnings). The loader workers are capped at each process' share of the
-    machine's CPUs (2 processes x 2 workers on 2 CPUs were not)."""
-    import os
-
-    monkeypatch.delenv("OMP_NUM_THREADS")
-    torch.set_num_threads(max(os.cpu_count() or 2, 2))  # what a process without OMP_NUM_THREADS takes
-    data = write_coco(tmp_path / "data", num_images=2)
-    cpus = os.sched_getaffinity(0) if hasattr(os, "sched_setaffinity") else set()
-    if len(cpus) >= 2:
-        os.sched_setaffinity(0, sorted(cpus)[:2])  # a 2-CPU machine: the processes started now inherit it
-    try:
-        train(tiny_train_config(tmp_path, MAX_ITER=1, IMS_PER_BATCH=2), tmp_path / "run", data, "--num-gpus", "2",
-              "DATALOADER.NUM_WORKERS=2")
-    finally:
-        if cpus:
-            os.sched_setaffinity(0, cpus)
-    log = (tmp_path / "run" / "train.log").read_text()
-    assert "on 2 process(es), 1 CPU thread(s) each" in log
-    if len(cpus) >= 2:
-        assert "DATALOADER.NUM_WORKERS is 2 but the 2 training processes of this machine share 2 CPUs: the data " \
-               "loads with 1 worker process each" in log, log
-    assert "OMP_NUM_THREADS" not in os.environ  # the command's own environment is left as it was
 
 
 def test_torchrun_ranks_of_one_machine_share_its_cpus_among_their_loader_workers(monkeypatch):
