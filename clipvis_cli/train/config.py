@@ -302,6 +302,14 @@ def _check_values(tree: dict[str, Any], source: Callable[[str], str]) -> None:
     amp = _get(tree, "CLIPVIS.AMP_DTYPE")
     if amp not in ("auto", "bf16", "fp16"):
         raise ConfigError(f"{source('CLIPVIS.AMP_DTYPE')}: CLIPVIS.AMP_DTYPE must be auto, bf16 or fp16, not {amp!r}")
+    clip = _get(tree, "SOLVER.CLIP_GRADIENTS") or {}
+    if clip.get("ENABLED") and str(clip.get("CLIP_TYPE")).lower() in ("value", "norm"):
+        value = clip.get("CLIP_VALUE")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+            # detectron2 would clip every gradient to 0 (or turn it around): certainly not what was meant
+            raise ConfigError(
+                f"{source('SOLVER.CLIP_GRADIENTS.CLIP_VALUE')}: SOLVER.CLIP_GRADIENTS.CLIP_VALUE must be positive with "
+                f"CLIP_TYPE {clip.get('CLIP_TYPE')}, not {value!r} (SOLVER.CLIP_GRADIENTS.ENABLED=false: no clipping)")
     # Official keys with other values in detectron2 that CLIP-VIS' recipe (and so clipvis) does not implement: one line
     # rather than training with another recipe than the config says.
     for dotted, supported in _RECIPE_CHOICES.items():
@@ -315,7 +323,7 @@ _RECIPE_CHOICES = {
     "SOLVER.OPTIMIZER": ("ADAMW",),
     "SOLVER.LR_SCHEDULER_NAME": ("WarmupMultiStepLR",),
     "SOLVER.WARMUP_METHOD": ("linear",),
-    "SOLVER.CLIP_GRADIENTS.CLIP_TYPE": ("full_model",),
+    "SOLVER.CLIP_GRADIENTS.CLIP_TYPE": ("full_model", "value", "norm"),
     "INPUT.RANDOM_FLIP": ("horizontal", "none"),
 }
 

@@ -98,6 +98,41 @@ def build_optimizer(model: nn.Module, base_lr: float, weight_decay: float, weigh
     return torch.optim.AdamW(groups, lr=base_lr)
 
 
+CLIP_TYPES = ("full_model", "value", "norm")
+
+
+def gradient_clipping(enabled: bool, clip_type: str, clip_value: float) -> str | None:
+    """The clipping a ``SOLVER.CLIP_GRADIENTS`` block asks for, as the official ``build_optimizer`` decides it:
+    ``full_model`` clips only with ``ENABLED`` and ``CLIP_VALUE > 0`` (0 or less is no clipping); ``value`` and
+    ``norm`` (detectron2's ``maybe_add_gradient_clipping``, per parameter) whenever ``ENABLED``. None: no clipping."""
+    if not enabled or (clip_type == "full_model" and not clip_value > 0.0):
+        return None
+    if clip_type not in CLIP_TYPES:
+        raise ValueError(f"SOLVER.CLIP_GRADIENTS.CLIP_TYPE must be one of {', '.join(CLIP_TYPES)}, not {clip_type!r}")
+    return clip_type
+
+
+def clip_gradients(params: list[nn.Parameter], clip_type: str | None, clip_value: float,
+                   norm_type: float = 2.0) -> torch.Tensor:
+    """Clip the (unscaled) gradients of ``params`` as the official optimiser wrappers do before each step, and return
+    the L2 norm of all of them before clipping (logged as ``grad_norm``).
+
+    ``full_model``: the L2 norm of every gradient together at most ``clip_value`` (CLIP-VIS' own wrapper, which
+    passes no norm type); ``value``: every gradient element within +-``clip_value``; ``norm``: each parameter's
+    gradient norm (``norm_type``) at most ``clip_value`` (detectron2's per-parameter clippers); None: none."""
+    grads = [p for p in params if p.grad is not None]
+    if clip_type == "full_model":
+        return torch.nn.utils.clip_grad_norm_(grads, clip_value)
+    total = torch.linalg.vector_norm(torch.stack([p.grad.detach().norm() for p in grads])) if grads else \
+        torch.zeros(())
+    for p in grads if clip_type is not None else ():
+        if clip_type == "value":
+            torch.nn.utils.clip_grad_value_(p, clip_value)
+        else:
+            torch.nn.utils.clip_grad_norm_(p, clip_value, norm_type)
+    return total
+
+
 def warmup_multistep_factor(iteration: int, steps: tuple[int, ...], gamma: float, warmup_iters: int,
                             warmup_factor: float) -> float:
     """detectron2 WarmupMultiStepLR with linear warm-up: the LR multiplier at ``iteration``."""
@@ -123,8 +158,9 @@ class TrainerSettings:
     weight_decay_norm: float = 0.0
     weight_decay_embed: float = 0.0
     backbone_multiplier: float = 0.1
-    clip_value: float | None = 0.01  # full-model gradient norm limit; None = no clipping
-    clip_norm_type: float = 2.0
+    clip_type: str | None = "full_model"  # gradient clipping (``gradient_clipping``): None = none
+    clip_value: float = 0.01
+    clip_norm_type: float = 2.0  # the "norm" type's (the official full-model clipping is always L2)
     amp: bool = True
     amp_dtype: str = "auto"
     checkpoint_period: int = 10000
@@ -411,10 +447,8 @@ class Trainer:
         self.scaler.scale(losses.total).backward()
         self.scaler.unscale_(self.optimizer)
         params = [p for p in self.model.parameters() if p.requires_grad]
-        if self.settings.clip_value is not None:
-            grad_norm = torch.nn.utils.clip_grad_norm_(params, self.settings.clip_value, self.settings.clip_norm_type)
-        else:
-            grad_norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params if p.grad is not None]))
+        grad_norm = clip_gradients(params, self.settings.clip_type, self.settings.clip_value,
+                                   self.settings.clip_norm_type)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         with warnings.catch_warnings():  # a step the fp16 scaler skipped (inf gradients) still advances the
