@@ -13,7 +13,9 @@ was set on the command line. With the scale ``s = new batch / config batch``, th
 ``s`` and ``MAX_ITER``, ``STEPS``, ``WARMUP_ITERS``, ``CHECKPOINT_PERIOD`` and ``TEST.EVAL_PERIOD`` divided by
 ``s``, so the number of epochs and the schedule's shape are kept. Those typed as ``KEY=VALUE`` are taken as written:
 they are meant for the run being started (``SOLVER.MAX_ITER=5000`` is 5000 iterations). ``REFERENCE_WORLD_SIZE: 0``
-or ``--no-autoscale`` keeps every value as written.
+or ``--no-autoscale`` keeps every value as written. 0 is the default, as in detectron2: the official CLIP-VIS files
+do not set the key and are not scaled (their ``IMS_PER_BATCH`` is the global batch on any number of processes);
+the shipped configs set ``REFERENCE_WORLD_SIZE: 4`` (the official 4-GPU setup).
 """
 
 from __future__ import annotations
@@ -67,7 +69,7 @@ DEFAULTS: dict[str, Any] = {
         "FORMAT": "RGB",
     },
     "SOLVER": {
-        "IMS_PER_BATCH": 8, "REFERENCE_WORLD_SIZE": 4, "BASE_LR": 1e-4, "WEIGHT_DECAY": 0.05,
+        "IMS_PER_BATCH": 8, "REFERENCE_WORLD_SIZE": 0, "BASE_LR": 1e-4, "WEIGHT_DECAY": 0.05,
         "WEIGHT_DECAY_NORM": 0.0, "WEIGHT_DECAY_EMBED": 0.0, "BACKBONE_MULTIPLIER": 0.1, "OPTIMIZER": "ADAMW",
         "LR_SCHEDULER_NAME": "WarmupMultiStepLR", "STEPS": [327778, 355092], "MAX_ITER": 368750, "GAMMA": 0.1,
         "WARMUP_FACTOR": 1.0, "WARMUP_ITERS": 10, "WARMUP_METHOD": "linear", "CHECKPOINT_PERIOD": 10000,
@@ -328,6 +330,10 @@ _RECIPE_CHOICES = {
 }
 
 
+# The image test sets the official image configs and README commands name (detectron2's COCO / LVIS evaluators).
+IMAGE_TEST_SETS = ("lvis_v1_val", "lvis_v1_minival", "coco_2017_val")
+
+
 def check_evaluation_data(config: TrainConfig, eval_period: int, max_iter: int) -> None:
     """ConfigError (one line) for periodic-evaluation data the run would fail on at its first evaluation, hours in:
     a ``DATASETS.TEST`` name that is not a registered dataset, a ``CLIPVIS.TEST_DATA`` entry that is not
@@ -342,6 +348,13 @@ def check_evaluation_data(config: TrainConfig, eval_period: int, max_iter: int) 
         return f"{dotted} (set on the command line)" if dotted in config.overridden else f"{config.source}: {dotted}"
 
     for name in config.get("DATASETS.TEST") or []:
+        if str(name) in IMAGE_TEST_SETS:
+            raise ConfigError(
+                f"{where('DATASETS.TEST')}: {name!r} is an image test set, which clipvis does not evaluate during "
+                "training (it evaluates video datasets: " + ", ".join(dataset_names()) + "); with an official "
+                "image config add TEST.EVAL_PERIOD=0, or evaluate on video data with DATASETS.TEST=[lvvis_val] or "
+                "CLIPVIS.TEST_DATA=[{json: GT.json, frames: folder}]"
+            )
         try:
             get_dataset(str(name))
         except UnknownDatasetError:

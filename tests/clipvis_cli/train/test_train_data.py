@@ -10,7 +10,13 @@ import numpy as np
 import pytest
 
 from clipvis.cli import rle
-from clipvis.cli.train.config import ConfigError, autoscale, load_train_config, shipped_config_path
+from clipvis.cli.train.config import (
+    SHIPPED_CONFIGS,
+    ConfigError,
+    autoscale,
+    load_train_config,
+    shipped_config_path,
+)
 from clipvis.cli.train.data import (
     AugmentationConfig,
     SampleError,
@@ -363,6 +369,32 @@ def test_autoscale_keeps_epochs_when_processes_or_batch_change():
     schedule = autoscale(config, world_size=1)
     assert (schedule.global_batch, schedule.base_lr, schedule.max_iter) == (2, 2e-5, 5000)
     assert schedule.steps == (4 * 327778, 4 * 355092)  # the file's, scaled to the batch of 2
+
+
+def test_an_official_config_file_is_not_autoscaled_and_says_what_its_image_test_set_needs(tmp_path):
+    """The official files do not set SOLVER.REFERENCE_WORLD_SIZE (detectron2's default 0: no scaling): the official
+    command (SOLVER.IMS_PER_BATCH 8 on 4 GPUs) trains with LR 1e-4 for 368,750 iterations, not half / twice that.
+    Their image test set lvis_v1_val is one line saying what to add."""
+    from clipvis.cli.train.config import check_evaluation_data
+
+    (tmp_path / "Base-COCO-InstanceSegmentation.yaml").write_text(
+        "SOLVER:\n  IMS_PER_BATCH: 16\n  BASE_LR: 0.0001\n  MAX_ITER: 368750\n  STEPS: (327778, 355092)\n"
+        'DATASETS:\n  TRAIN: ("lvis_v1_train_norare",)\n  TEST: ("lvis_v1_val",)\nTEST:\n  EVAL_PERIOD: 10000\n'
+    )
+    (tmp_path / "clipvis_R50.yaml").write_text("_BASE_: Base-COCO-InstanceSegmentation.yaml\n")
+    for overrides, world, batch in ((["SOLVER.IMS_PER_BATCH=8"], 4, 8), ([], 4, 16), ([], 1, 16)):
+        config = load_train_config(tmp_path / "clipvis_R50.yaml", overrides)
+        schedule = autoscale(config, world)
+        assert (schedule.global_batch, schedule.base_lr, schedule.max_iter, schedule.steps) == (
+            batch, 1e-4, 368750, (327778, 355092)), (overrides, world)
+    with pytest.raises(ConfigError, match=re.escape("'lvis_v1_val' is an image test set, which clipvis does not "
+                                                    "evaluate during training")) as raised:
+        check_evaluation_data(config, schedule.eval_period, schedule.max_iter)
+    assert "add TEST.EVAL_PERIOD=0" in str(raised.value)
+    config = load_train_config(tmp_path / "clipvis_R50.yaml", ["TEST.EVAL_PERIOD=0"])
+    check_evaluation_data(config, autoscale(config, 4).eval_period, 368750)
+    for name in SHIPPED_CONFIGS:  # the shipped ones keep the official 4-process reference
+        assert autoscale(load_train_config(name), 8).global_batch == 16, name
 
 
 def test_worker_processes_give_the_same_batches_as_the_main_process(tmp_path):
