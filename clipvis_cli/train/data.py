@@ -70,6 +70,28 @@ def _resize(image: np.ndarray, masks: np.ndarray, height: int, width: int) -> tu
 
 
 Polygons = list[np.ndarray]  # one instance's polygon parts, each [K, 2] (x, y) in pixels
+EMPTY_BOX = 1e-5  # detectron2 filter_empty_instances' box_threshold
+
+
+def _clip_polygon(points: np.ndarray, width: float, height: float) -> np.ndarray:
+    """The polygon ``[K, 2]`` cut to the rectangle [0, width] x [0, height] (Sutherland-Hodgman); ``[0, 2]`` when
+    nothing of it is inside."""
+    if len(points) and points.min() >= 0 and (points.max(0) <= (width, height)).all():
+        return points  # inside already (most instances)
+    for axis, bound, low in ((0, 0.0, True), (0, width, False), (1, 0.0, True), (1, height, False)):
+        if not len(points):
+            break
+        inside = points[:, axis] >= bound if low else points[:, axis] <= bound
+        out = []
+        for k in range(len(points)):
+            current, previous = points[k], points[k - 1]
+            if inside[k] != inside[k - 1]:
+                t = (bound - previous[axis]) / (current[axis] - previous[axis])
+                out.append(previous + t * (current - previous))
+            if inside[k]:
+                out.append(current)
+        points = np.array(out).reshape(-1, 2)
+    return points
 
 
 @dataclass
@@ -80,6 +102,7 @@ class _CoordinateMap:
     tx: float = 0.0
     sy: float = 1.0
     ty: float = 0.0
+    window: tuple[float, float] | None = None  # (width, height) of the crop the mapped coordinates lie in, if any
 
     def flip(self, width: int) -> None:  # detectron2 HFlipTransform: x' = width - x
         self.sx, self.tx = -self.sx, width - self.tx
@@ -90,6 +113,22 @@ class _CoordinateMap:
 
     def shift(self, dx: int, dy: int) -> None:  # a crop's origin
         self.tx, self.ty = self.tx - dx, self.ty - dy
+
+    def nonempty(self, polygons: Polygons) -> bool:
+        """Whether the mapped polygons are an instance detectron2 keeps: its ``CropTransform`` cuts them to the crop
+        (``window``), and ``filter_empty_instances`` keeps the instance when the box of what is left is wider and
+        taller than 1e-5 pixel, however few pixels the polygons cover once drawn (a sub-pixel object stays, its
+        target mask empty)."""
+        scale, shift = np.array([self.sx, self.sy]), np.array([self.tx, self.ty])
+        points = [part * scale + shift for part in polygons]
+        if self.window is not None:
+            points = [_clip_polygon(part, *self.window) for part in points]
+        points = [part for part in points if len(part)]
+        if not points:
+            return False
+        every = np.concatenate(points)
+        width, height = every.max(0) - every.min(0)
+        return bool(width > EMPTY_BOX and height > EMPTY_BOX)
 
     def rasterize(self, polygons: Polygons, height: int, width: int) -> np.ndarray:
         """The mapped polygons drawn on a ``height x width`` canvas (pycocotools, parts merged; what lies outside
@@ -105,6 +144,15 @@ def augment(
     image: np.ndarray, masks: np.ndarray, config: AugmentationConfig, rng: np.random.Generator,
     polygons: Sequence[Polygons | None] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`augment_instances` without the instances' ``keep`` flags."""
+    image, masks, _ = augment_instances(image, masks, config, rng, polygons)
+    return image, masks
+
+
+def augment_instances(
+    image: np.ndarray, masks: np.ndarray, config: AugmentationConfig, rng: np.random.Generator,
+    polygons: Sequence[Polygons | None] | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """image ``[H, W, 3]`` uint8, masks ``[M, H, W]`` uint8 -> the augmented image and ``[N, H', W']`` uint8 masks.
 
     Without ``polygons``, ``masks`` are every instance (N = M). With ``polygons`` (one entry per instance, N of
@@ -112,6 +160,11 @@ def augment(
     (detectron2's ``transform_instance_annotations``), its coordinates go through the flip, resize and crop and are
     rasterized at the output size. ``masks`` then holds only the other instances' bitmasks, in instance order: RLE
     annotations have only a bitmask, resized nearest-neighbour as detectron2 does.
+
+    Also returns ``keep`` (``[N]`` bool), the instances the official mappers keep after the augmentation: with
+    large-scale jitter (``lsj``, COCOInstanceNewBaselineDatasetMapper) a polygon instance whose part inside the crop
+    has a box (``_CoordinateMap.nonempty``), even one too small to cover a pixel; a bitmask (and every instance of
+    the ``shortest_edge`` stage, whose mapper draws polygons as bitmasks first) with at least one pixel.
     """
     polygons = list(polygons) if polygons is not None else [None] * masks.shape[0]
     bitmask = [i for i, p in enumerate(polygons) if p is None]
@@ -119,15 +172,20 @@ def augment(
         raise ValueError(f"{masks.shape[0]} bitmasks for {len(bitmask)} instances without polygons")
     coordinates = _CoordinateMap()
     out_image, out_masks = _augment_bitmaps(image, masks, config, rng, coordinates)
-    if len(bitmask) == len(polygons):
-        return out_image, out_masks
     height, width = out_image.shape[:2]
-    result = np.empty((len(polygons), height, width), np.uint8)
-    result[bitmask] = out_masks
-    for i, parts in enumerate(polygons):
-        if parts is not None:
-            result[i] = coordinates.rasterize(parts, height, width)
-    return out_image, result
+    result = out_masks
+    if len(bitmask) != len(polygons):
+        result = np.empty((len(polygons), height, width), np.uint8)
+        result[bitmask] = out_masks
+        for i, parts in enumerate(polygons):
+            if parts is not None:
+                result[i] = coordinates.rasterize(parts, height, width)
+    keep = result.reshape(result.shape[0], height * width).any(1)
+    if config.kind == "lsj":
+        for i, parts in enumerate(polygons):
+            if parts is not None:
+                keep[i] = coordinates.nonempty(parts)
+    return out_image, result, keep
 
 
 def _augment_bitmaps(
@@ -152,6 +210,7 @@ def _augment_bitmaps(
         off_y = int(round(max(new_h - size, 0) * fraction))
         off_x = int(round(max(new_w - size, 0) * fraction))
         coordinates.shift(off_x, off_y)
+        coordinates.window = (min(new_w - off_x, size), min(new_h - off_y, size))  # FixedSizeCrop's CropTransform
         image = image[off_y:off_y + size, off_x:off_x + size]
         masks = masks[:, off_y:off_y + size, off_x:off_x + size]
         out_image = np.full((size, size, 3), LSJ_PAD_VALUE, np.uint8)
@@ -266,9 +325,8 @@ class TrainDataset(Dataset):
                 continue
             polygons.append(None)
         stack = np.stack(masks) if masks else np.zeros((0, frame.height, frame.width), np.uint8)
-        image, stack = augment(image, stack, self.augmentation, rng, polygons)
-        # Empty instances (e.g. cropped away) are filtered.
-        keep = stack.reshape(stack.shape[0], stack.shape[1] * stack.shape[2]).any(1)
+        # Empty instances (e.g. cropped away) are filtered, by the official mappers' rule (``augment_instances``).
+        image, stack, keep = augment_instances(image, stack, self.augmentation, rng, polygons)
         return Sample(
             image=torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))),
             masks=torch.from_numpy(stack[keep].astype(bool)),

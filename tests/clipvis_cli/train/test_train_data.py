@@ -624,3 +624,45 @@ def test_masks_are_resized_on_the_pixels_pil_nearest_picks(size, new) -> None:
     for mask, got in zip(masks[::97], resized[::97], strict=True):
         expected = np.asarray(Image.fromarray(mask).resize((new[1], new[0]), Image.NEAREST))
         assert np.array_equal(got, expected)
+
+
+class _Fraction:
+    """An RNG whose every uniform draw is the same fraction of its range (an LSJ crop placed at will)."""
+
+    def __init__(self, fraction: float) -> None:
+        self.fraction = fraction
+
+    def uniform(self, low: float = 0.0, high: float = 1.0) -> float:
+        return low + (high - low) * self.fraction
+
+
+def test_a_polygon_too_small_for_a_pixel_stays_an_instance_as_in_the_official_lsj_mapper(tmp_path):
+    """COCOInstanceNewBaselineDatasetMapper keeps a polygon instance whose box inside the crop is non-empty (detectron2
+    filter_empty_instances) before drawing it: a 2x2 px object at LSJ scale 0.1 is a target with an empty mask (it was
+    dropped: LVIS has many). One outside the crop is dropped; a bitmask (RLE), and any instance of the video stage,
+    is kept when it has a pixel, as the official bitmask mappers do."""
+    from clipvis.cli.train.data import TrainDataset, augment_instances
+    from clipvis.cli.train.records import FrameRecord, InstanceAnnotation, TrainRecord
+
+    image = np.zeros((480, 640, 3), np.uint8)
+    cv2.imwrite(str(tmp_path / "a.png"), image)
+    small = [300.0, 200.0, 302.0, 200.0, 302.0, 202.0, 300.0, 202.0]
+    small_mask = np.zeros((480, 640), bool)
+    small_mask[200:202, 300:302] = True
+    frame = FrameRecord(tmp_path / "a.png", 480, 640, [InstanceAnnotation([small], 1, "polygon"),
+                                                        InstanceAnnotation(rle.encode(small_mask), 1, "rle")])
+    lsj = AugmentationConfig(kind="lsj", image_size=1024, min_scale=0.1, max_scale=0.1, flip=False)
+    sample = TrainDataset([TrainRecord("a", [frame])], lsj)[0, 0]
+    assert tuple(sample.masks.shape) == (1, 1024, 1024) and not sample.masks.any()  # the polygon, its mask empty
+    # At scale 2 (1536 x 2048) the 1024 crop at the top left leaves out an object at the bottom right, and the
+    # crop at the bottom right the other; what is kept has pixels then.
+    big = AugmentationConfig(kind="lsj", image_size=1024, min_scale=2.0, max_scale=2.0, flip=False)
+    corner = [np.array([[630.0, 470.0], [639.0, 470.0], [639.0, 479.0]])]
+    polygons = [[np.reshape(small, (-1, 2))], corner]
+    for fraction, kept in ((0.0, [True, False]), (1.0, [False, True])):
+        _, masks, keep = augment_instances(image, np.zeros((0, 480, 640), np.uint8), big, _Fraction(fraction),
+                                           polygons)
+        assert keep.tolist() == kept and masks.reshape(2, -1).any(1).tolist() == kept
+    video = AugmentationConfig(kind="shortest_edge", min_sizes=(48,), max_size=1333, flip=False)
+    sample = TrainDataset([TrainRecord("a", [frame])], video)[0, 0]
+    assert sample.masks.shape[0] == 0  # drawn as bitmasks first (the video mapper): no pixel left
