@@ -87,7 +87,7 @@ DEFAULTS: dict[str, Any] = {
         # Custom periodic-evaluation data: a list of {json: YouTube-VIS GT, frames: frames folder}.
         "TEST_DATA": [],
         "DATA_ROOT": "",
-        "AMP_DTYPE": "auto",  # auto (GPU: bf16 where supported, else fp16 + GradScaler; CPU: fp32), bf16, fp16
+        "AMP_DTYPE": "auto",  # auto (GPU: fp16 + GradScaler, as official; CPU: fp32), bf16 (a deviation), fp16
         "LOG_PERIOD": 20,
         "EVAL_VIDEOS": 0,  # periodic evaluation on at most this many videos (0 = all)
         # Custom data: train on iscrowd masks too (CVAT and Datumaro write every mask shape as crowd RLE)

@@ -50,3 +50,21 @@ def test_value_and_norm_clipping_are_detectron2s_per_parameter_clippers():
         with pytest.raises(ConfigError, match="CLIP_VALUE must be positive with CLIP_TYPE"):
             load_train_config("lvis_r50.yaml", [override, "SOLVER.CLIP_GRADIENTS.CLIP_VALUE=0"])
         load_train_config("lvis_r50.yaml", [override])
+
+
+@pytest.mark.parametrize(("device", "asked", "expected"), [
+    ("cuda", "auto", torch.float16), ("cpu", "auto", None), ("cuda", "bf16", torch.bfloat16),
+    ("cpu", "fp16", torch.float16),
+])
+def test_automatic_mixed_precision_is_the_official_fp16_with_a_grad_scaler_on_gpus(tmp_path, monkeypatch, device,
+                                                                                  asked, expected):
+    """detectron2's AMPTrainer (the released models): fp16 autocast + GradScaler, also where bf16 is supported."""
+    from types import SimpleNamespace
+
+    from clipvis.cli.train.trainer import Trainer, TrainerSettings
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)
+    settings = TrainerSettings(output_dir=tmp_path, max_iter=1, base_lr=1e-4, steps=(), amp_dtype=asked)
+    assert Trainer._amp_dtype(SimpleNamespace(settings=settings, device=torch.device(device))) == expected
+    settings.amp = False
+    assert Trainer._amp_dtype(SimpleNamespace(settings=settings, device=torch.device(device))) is None
