@@ -91,7 +91,7 @@ def _train(run: _RunFolder, overrides: list[str], config: str | None, weights: s
            data_root: Path | None, no_autoscale: bool) -> None:
     from clipvis.cli.atomic import OutputNotWritableError
     from clipvis.cli.distributed import RankLost, RanksDifferError
-    from clipvis.cli.train.config import ConfigError, load_train_config
+    from clipvis.cli.train.config import ConfigError, load_run_config, load_train_config
     from clipvis.cli.train.records import TrainDataError
     from clipvis.cli.train.run import (
         ErrorOfOneRank,
@@ -114,7 +114,7 @@ def _train(run: _RunFolder, overrides: list[str], config: str | None, weights: s
         if saved is not None:
             # The interrupted run's own resolved config (its schedule already scaled to its processes, its data,
             # its seed), with this command's KEY=VALUE overrides on top, e.g. SOLVER.MAX_ITER to extend it.
-            cfg = load_train_config(saved, overrides)
+            cfg = load_run_config(saved, overrides)
             if os.environ.get("RANK", "0") == "0":
                 unread = f" (--config {config} is not read)" if config is not None else ""
                 typer.echo(f"clipvis: resuming with the run's own settings, {saved}{unread}", err=True)

@@ -61,7 +61,7 @@ DEFAULTS: dict[str, Any] = {
     "DATASETS": {"TRAIN": ["lvis_v1_train_norare"], "TEST": []},
     "DATALOADER": {
         "NUM_WORKERS": 4, "FILTER_EMPTY_ANNOTATIONS": True, "SAMPLER_TRAIN": "RepeatFactorTrainingSampler",
-        "REPEAT_THRESHOLD": 0.001,
+        "REPEAT_THRESHOLD": 0.001, "ASPECT_RATIO_GROUPING": True,
     },
     "INPUT": {
         "DATASET_MAPPER_NAME": "coco_instance_lsj", "IMAGE_SIZE": 1024, "MIN_SCALE": 0.1, "MAX_SCALE": 2.0,
@@ -236,6 +236,22 @@ def load_train_config(name_or_file: str | Path, overrides: list[str] | tuple[str
 
 
 _ABSENT = object()
+
+
+# Keys whose default changed: a run's config.yaml written before holds none, and its run goes on as it started.
+_RUN_DEFAULTS_BEFORE = {"DATALOADER.ASPECT_RATIO_GROUPING": False}
+
+
+def load_run_config(path: Path, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
+    """A run's own ``config.yaml`` (what ``--resume`` reads) with ``overrides``: as :func:`load_train_config`, except
+    that a key the file lacks because the run started before clipvis had it keeps the behaviour the run had
+    (``DATALOADER.ASPECT_RATIO_GROUPING`` false), so the resumed run takes the batches the run would have taken."""
+    config = load_train_config(path, overrides)
+    saved = read_official_yaml(Path(path))
+    for dotted, before in _RUN_DEFAULTS_BEFORE.items():
+        if _get(saved, dotted, _ABSENT) is _ABSENT and dotted not in config.overridden:
+            config.set(dotted, before)
+    return config
 
 
 def _typed(value: Any, like: Any, where: str) -> Any:

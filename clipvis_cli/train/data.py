@@ -336,6 +336,15 @@ class TrainDataset(Dataset):
         )
 
 
+def aspect_ratio_groups(records: Sequence[TrainRecord], augmentation: AugmentationConfig) -> np.ndarray:
+    """detectron2's aspect-ratio groups of the augmented samples (0: width > height, 1: not), known from the
+    records' sizes: the video stage's resize keeps a frame's orientation (the frames of a video share one size), and
+    large-scale jitter makes every sample a square (one group: grouping changes nothing)."""
+    if augmentation.kind == "lsj":
+        return np.ones(len(records), np.int64)
+    return np.array([0 if r.frames[0].width > r.frames[0].height else 1 for r in records], np.int64)
+
+
 def repeat_factors(records: Sequence[TrainRecord], threshold: float) -> np.ndarray:
     """LVIS repeat factors: per record ``max over its categories of max(1, sqrt(threshold / f_c))``, ``f_c`` the
     fraction of records containing category c."""
@@ -352,6 +361,11 @@ class StreamBatchSampler:
     ``floor(r) + Bernoulli(frac(r))`` times when repeat factors ``r`` are given. Iteration i takes positions
     ``[i*B, (i+1)*B)`` of the stream (B = global batch); process ``rank`` of ``world`` gets the
     ``rank``-th contiguous share. ``start_iteration`` skips what earlier iterations consumed (exact resume).
+
+    With ``groups`` (a group number per record: :func:`aspect_ratio_groups`) every global batch holds records of one
+    group, as detectron2's ``AspectRatioGroupedDataset``: the stream's records go into one bucket per group and a
+    batch is made when a bucket fills. Grouping the global batch (not each process' share, as detectron2 does) keeps
+    the batches the same on any number of processes.
     """
 
     def __init__(
@@ -363,6 +377,7 @@ class StreamBatchSampler:
         world: int = 1,
         start_iteration: int = 0,
         factors: np.ndarray | None = None,
+        groups: np.ndarray | None = None,
     ) -> None:
         if global_batch % world:
             raise ValueError(f"the global batch {global_batch} is not divisible by the {world} processes")
@@ -373,6 +388,7 @@ class StreamBatchSampler:
         self.world = world
         self.start_iteration = start_iteration
         self.factors = factors
+        self.groups = groups
 
     def _epoch(self, epoch: int) -> np.ndarray:
         rng = np.random.default_rng([self.seed, 1_000_003, epoch])
@@ -390,16 +406,27 @@ class StreamBatchSampler:
             yield from self._epoch(epoch).tolist()
             epoch += 1
 
+    def _batches(self) -> Iterator[list[int]]:
+        """The global batches of record indices, in order."""
+        stream = self._stream()
+        if self.groups is None:
+            while True:
+                yield [next(stream) for _ in range(self.global_batch)]
+        buckets: dict[int, list[int]] = {}
+        for index in stream:
+            bucket = buckets.setdefault(int(self.groups[index]), [])
+            bucket.append(index)
+            if len(bucket) == self.global_batch:
+                yield bucket[:]
+                bucket.clear()
+
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
         per_rank = self.global_batch // self.world
-        stream = self._stream()
-        position = 0
-        skip = self.start_iteration * self.global_batch
-        for _ in range(skip):
-            next(stream)
-        position = skip
-        while True:
-            batch = [next(stream) for _ in range(self.global_batch)]
+        batches = self._batches()
+        for _ in range(self.start_iteration):
+            next(batches)
+        position = self.start_iteration * self.global_batch
+        for batch in batches:
             first = self.rank * per_rank
             yield [(batch[first + k], position + first + k) for k in range(per_rank)]
             position += self.global_batch

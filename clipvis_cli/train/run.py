@@ -29,7 +29,14 @@ from clipvis.cli.atomic import atomic_write_text, ensure_output_dir
 from clipvis.cli.distributed import RankLost, RanksDifferError, lost_a_peer, rank_lost, stop_in_silence, visible_gpu
 from clipvis.cli.messages import print_warning
 from clipvis.cli.train.config import RUN_CONFIG_NAME, ConfigError, TrainConfig, autoscale, check_evaluation_data
-from clipvis.cli.train.data import AugmentationConfig, StreamBatchSampler, TrainDataset, build_loader, repeat_factors
+from clipvis.cli.train.data import (
+    AugmentationConfig,
+    StreamBatchSampler,
+    TrainDataset,
+    aspect_ratio_groups,
+    build_loader,
+    repeat_factors,
+)
 from clipvis.cli.train.sources import load_sources
 from clipvis.cli.train.stopping import StopRequests, TrainingStopped, ignore_stop_signals
 from clipvis.cli.train.trainer import (
@@ -361,11 +368,14 @@ def _run_training(request: RunRequest, rank: int, world: int, local_rank: int,
     if rank == 0:  # once the data and the model are there: a run that cannot start leaves no config.yaml that a later
         # --resume would take for a run's own
         atomic_write_text(output_dir / RUN_CONFIG_NAME, config.to_yaml())
+    # detectron2's DATALOADER.ASPECT_RATIO_GROUPING (default true): a batch of one orientation
+    groups = aspect_ratio_groups(records, augmentation) if config.get("DATALOADER.ASPECT_RATIO_GROUPING") else None
     num_workers = loader_workers(int(config.get("DATALOADER.NUM_WORKERS")))
     divisibility = int(config.get("MODEL.MASK_FORMER.SIZE_DIVISIBILITY"))
 
     def loader_factory(start_iteration: int):
-        sampler = StreamBatchSampler(len(records), schedule.global_batch, seed, rank, world, start_iteration, factors)
+        sampler = StreamBatchSampler(len(records), schedule.global_batch, seed, rank, world, start_iteration, factors,
+                                     groups)
         return build_loader(dataset, sampler, num_workers, divisibility, pin_memory=device.type == "cuda")
 
     mf = config.tree["MODEL"]["MASK_FORMER"]

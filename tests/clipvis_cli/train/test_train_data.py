@@ -8,6 +8,7 @@ import re
 import cv2
 import numpy as np
 import pytest
+import yaml
 
 from clipvis.cli import rle
 from clipvis.cli.train.config import (
@@ -266,6 +267,42 @@ def test_sampler_splits_the_global_batch_and_resumes_exactly():
     assert positions == list(range(24))
     with pytest.raises(ValueError):
         StreamBatchSampler(7, 3, world=2)
+
+
+def test_aspect_ratio_grouping_gives_batches_of_one_orientation_on_any_number_of_processes(tmp_path):
+    """detectron2's DATALOADER.ASPECT_RATIO_GROUPING (on in the official runs): a video-stage batch no longer mixes a
+    1280x720 and a 720x1280 frame (padded to 1344x1344); the batches stay the same on any number of processes and
+    on resume, and the image stage (every LSJ sample a square) keeps its batches."""
+    from clipvis.cli.train.data import aspect_ratio_groups
+    from clipvis.cli.train.records import FrameRecord, TrainRecord
+
+    sizes = [(720, 1280), (1280, 720), (720, 1280), (480, 640), (640, 480), (1280, 720), (360, 640)]
+    records = [TrainRecord(f"r{i}", [FrameRecord(tmp_path / f"{i}.jpg", h, w)]) for i, (h, w) in enumerate(sizes)]
+    video = aspect_ratio_groups(records, AugmentationConfig(kind="shortest_edge"))
+    assert video.tolist() == [0, 1, 0, 0, 1, 1, 0]
+    one = iter(StreamBatchSampler(7, 4, seed=1, groups=video))
+    batches = [next(one) for _ in range(8)]
+    assert all(len({video[i] for i, _ in batch}) == 1 for batch in batches)
+    assert [p for b in batches for _, p in b] == list(range(32))
+    ranks = [iter(StreamBatchSampler(7, 4, seed=1, rank=r, world=2, groups=video)) for r in range(2)]
+    assert all(next(ranks[0]) + next(ranks[1]) == batch for batch in batches)
+    resumed = iter(StreamBatchSampler(7, 4, seed=1, start_iteration=5, groups=video))
+    assert [next(resumed) for _ in range(3)] == batches[5:]
+    plain = iter(StreamBatchSampler(7, 4, seed=1))
+    assert [next(plain) for _ in range(8)] != batches  # the grouping changed something here
+    lsj = aspect_ratio_groups(records, AugmentationConfig(kind="lsj"))
+    grouped, plain = iter(StreamBatchSampler(7, 4, seed=1, groups=lsj)), iter(StreamBatchSampler(7, 4, seed=1))
+    assert [next(grouped) for _ in range(8)] == [next(plain) for _ in range(8)]
+    assert load_train_config("ytvis19_r50.yaml").get("DATALOADER.ASPECT_RATIO_GROUPING") is True  # as detectron2
+    # A run started before clipvis grouped (its config.yaml has no such key) resumes with the batches it had.
+    from clipvis.cli.train.config import load_run_config
+
+    tree = load_train_config("ytvis19_r50.yaml").tree
+    del tree["DATALOADER"]["ASPECT_RATIO_GROUPING"]
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(tree))
+    assert load_run_config(tmp_path / "config.yaml").get("DATALOADER.ASPECT_RATIO_GROUPING") is False
+    assert load_run_config(tmp_path / "config.yaml", ["DATALOADER.ASPECT_RATIO_GROUPING=true"]).get(
+        "DATALOADER.ASPECT_RATIO_GROUPING") is True
 
 
 def test_repeat_factors_oversample_rare_categories(tmp_path):
