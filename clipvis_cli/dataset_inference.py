@@ -5,7 +5,10 @@ vocabulary and options in `OUTPUT/per_video/cache.json` and, per video, by its f
 times) and the category ids (`video_key`), so an interrupted evaluation resumes where it stopped and a changed
 setting, frame or category id never reuses stale results. When the key changes only clipvis' own per-video files
 are deleted, under the folder's lock; a `per_video` folder that clipvis did not make (no `cache.json`, not empty) is
-left alone and the run stops with one line. A video that fails (missing frame, unreadable image, model error) is
+left alone and the run stops with one line. `cache.json` also records the files evaluate wrote beside `per_video/`
+(results.json, metrics.json, the server zip, a --max-videos GT: `OUTPUTS_KEY`, each with its size and modification
+time); a file of those names that it does not list, or that changed since, is never replaced or deleted: the run
+stops with one line before the model loads. A video that fails (missing frame, unreadable image, model error) is
 reported on one line and the others still run.
 """
 
@@ -58,6 +61,83 @@ def is_subset_ground_truth(path: Path) -> bool:
 
 class ForeignCacheFolderError(ValueError):
     """OUTPUT/per_video exists, is not empty and was not made by clipvis (no cache.json)."""
+
+
+class ForeignOutputFileError(ValueError):
+    """A file the run would write in OUTPUT (results.json, metrics.json, the server zip, a --max-videos GT) exists and
+    is not one clipvis evaluate wrote there (or it changed since); one line, nothing was changed."""
+
+
+# cache.json's record of the files evaluate wrote in OUTPUT: {name: [size, mtime_ns]}, or null while a run writes it
+# (a kill then leaves a file the next run may replace). A stamp of an earlier version has no record: its folder's
+# files of those names are taken as evaluate's, as that version did.
+OUTPUTS_KEY = "outputs"
+
+
+def server_zip_name(dataset: str) -> str:
+    """The server zip evaluate writes in OUTPUT for a split without public ground truth."""
+    return f"{dataset}_results.zip"
+
+
+def evaluation_output_names(dataset: str, num_videos: int, max_videos: int | None) -> list[str]:
+    """The files a run writes in OUTPUT beside per_video/ (``dataset``: the spec's name)."""
+    names = [RESULTS_NAME, METRICS_NAME, server_zip_name(dataset)]
+    if max_videos is not None and max_videos < num_videos:
+        names.append(subset_ground_truth_name(max_videos))
+    return names
+
+
+def _file_stats(path: Path) -> list[int]:
+    status = path.stat()
+    return [status.st_size, status.st_mtime_ns]
+
+
+def _read_stamp(cache: Path) -> dict[str, Any] | None:
+    """per_video/cache.json as a dict (None: none, or unreadable)."""
+    try:
+        stamp = json.loads((cache / CACHE_STAMP).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return stamp if isinstance(stamp, dict) else None
+
+
+def recorded_outputs(output: Path) -> dict[str, Any] | None:
+    """The files evaluate recorded writing in ``output`` (name -> [size, mtime_ns] or None); {} in a folder evaluate
+    never used, None in one an earlier version used (no record: every file of evaluate's names counts as its)."""
+    stamp = _read_stamp(output / CACHE_DIR)
+    if stamp is None:
+        return None if (output / CACHE_DIR / CACHE_STAMP).is_file() else {}
+    outputs = stamp.get(OUTPUTS_KEY)
+    if OUTPUTS_KEY not in stamp:
+        return None
+    return outputs if isinstance(outputs, dict) else {}
+
+
+def check_output_files(output: Path, names: Iterable[str]) -> None:
+    """ForeignOutputFileError when a run writing ``names`` in ``output`` would replace a file evaluate did not write
+    there, or one changed since it did. Read only: it runs before the model loads, and again under the lock."""
+    recorded = recorded_outputs(output)
+    if recorded is None:
+        return
+    for name in names:
+        path = output / name
+        if not (path.exists() or path.is_symlink()):
+            continue
+        if name not in recorded:
+            raise ForeignOutputFileError(
+                f"{shown_path(path)}: exists and was not written by clipvis evaluate; nothing was changed (move it "
+                "away, or choose another --output)"
+            )
+        if recorded[name] is not None and (not path.is_file() or _file_stats(path) != recorded[name]):
+            raise ForeignOutputFileError(
+                f"{shown_path(path)}: changed since clipvis evaluate wrote it; nothing was changed (move it away, or "
+                "choose another --output)"
+            )
+
+
+def _update_stamp(cache: Path, **fields: Any) -> None:
+    """Rewrite per_video/cache.json with ``fields`` changed, its other keys kept."""
+    atomic_write_json(cache / CACHE_STAMP, {**(_read_stamp(cache) or {}), **fields})
 
 
 class PerVideoFileError(ValueError):
@@ -151,8 +231,9 @@ class DatasetInference:
         if previous not in identities:
             for entry in own:
                 entry.unlink(missing_ok=True)
-        if previous != identity:
-            atomic_write_json(marker, {"identity": identity, "weights": self.options.weights_identity()})
+        if previous != identity:  # a new stamp records no outputs yet (not an earlier version's, which has no record)
+            fresh = {} if marker.exists() else {OUTPUTS_KEY: {}}
+            _update_stamp(cache, identity=identity, weights=self.options.weights_identity(), **fresh)
 
     def video_key(self, video: GtVideo) -> str | None:
         """What a video's cached results were computed from besides the run's key: its frames (each file's path,
@@ -243,7 +324,8 @@ class DatasetInference:
         """Run every video not already in the per-video cache, write ``results.json`` when none failed, then call
         ``conclude`` with the summary (report, score) while the folder's lock is still held. Raises
         OutputNotWritableError, FolderBusyError (another process evaluates into the same folder),
-        ForeignCacheFolderError or PerVideoFileError, with one-line messages, and whatever ``conclude`` raises.
+        ForeignCacheFolderError, ForeignOutputFileError or PerVideoFileError, with one-line messages, and whatever
+        ``conclude`` raises.
 
         Under torchrun (``job``, inside ``job.joined()``), the ranks take the videos one at a time, the longest first,
         each the next one whenever it is free (``DistributedRun.largest_first``); rank 0 holds the folder's lock for
@@ -254,26 +336,33 @@ class DatasetInference:
         0's setup at the first, any rank's videos at the second, rank 0's ``results.json`` or conclusion at the last.
         A rank that ended early would leave torchrun's agents of other machines waiting out their exit barrier (300 s)
         and then exiting 0."""
+        names = self.output_names(max_videos)
         if job is None:
             output = ensure_output_dir(output)
             cache = ensure_output_dir(output / CACHE_DIR)
             with FolderLock(cache):
-                self._prepare_output(output, cache)
-                videos = self.videos_to_run(max_videos)
-                computed, reused, results, failures = self._run_videos(videos, cache)
-                self.reporter.close()  # the progress display ends before the summary
-                summary = self._summarise(output, cache, videos, computed, reused, results, list(failures.values()))
-                if conclude is not None:
-                    conclude(summary)
-                return summary
+                self._prepare_output(output, cache, names)
+                try:
+                    videos = self.videos_to_run(max_videos)
+                    computed, reused, results, failures = self._run_videos(videos, cache)
+                    self.reporter.close()  # the progress display ends before the summary
+                    summary = self._summarise(output, cache, videos, computed, reused, results,
+                                              list(failures.values()))
+                    if conclude is not None:
+                        conclude(summary)
+                    return summary
+                finally:
+                    self._record_outputs(output, cache, names)
         lock = None
+        prepared = False
         cache = output / CACHE_DIR
         try:
             if job.is_main:
                 output = ensure_output_dir(output)
                 cache = ensure_output_dir(output / CACHE_DIR)
                 lock = FolderLock(cache).acquire()
-                self._prepare_output(output, cache)
+                self._prepare_output(output, cache, names)
+                prepared = True
             videos = self.videos_to_run(max_videos)
             # the cache is ready: every rank starts, taking the longest videos first, the next one whenever it is free
             try:
@@ -301,20 +390,41 @@ class DatasetInference:
             return summary
         finally:
             if lock is not None:
+                if prepared:
+                    self._record_outputs(output, cache, names)
                 lock.release()
 
-    def _prepare_output(self, output: Path, cache: Path) -> None:
-        """With the per_video lock held: sweep what a killed run left, check the cache key."""
+    def output_names(self, max_videos: int | None) -> list[str]:
+        """The files this run writes in OUTPUT beside per_video/."""
+        return evaluation_output_names(self.inputs.spec.name, len(self.inputs.videos), max_videos)
+
+    def _prepare_output(self, output: Path, cache: Path, names: list[str]) -> None:
+        """With the per_video lock held: sweep what a killed run left, refuse to replace a file evaluate did not
+        write (before anything changes), check the cache key, remove the files an earlier run wrote and record
+        ``names`` as being written."""
         # the files evaluate writes next to per_video/, as temporary files a killed run may have left
-        remove_stale_temp_files(output, [RESULTS_NAME, METRICS_NAME, f"{self.inputs.spec.name}_results.zip"])
-        earlier = (cache / CACHE_STAMP).is_file()
+        remove_stale_temp_files(output, names)
+        check_output_files(output, names)
+        recorded = recorded_outputs(output)
         self._prepare_cache(cache)
-        if earlier:  # a folder evaluate wrote before: its results, metrics, server zip (and the GT of a --max-videos
-            # run) are another run's until rewritten
+        if recorded is None:  # a folder an earlier version of evaluate wrote: its results, metrics, server zip (and
+            # the GT of a --max-videos run) are another run's until rewritten
             subsets = [entry.name for entry in output.iterdir() if _SUBSET_GT_FILE.match(entry.name)]
-            server_zip = f"{self.inputs.spec.name}_results.zip"  # another run's results, for a server
-            for name in (RESULTS_NAME, METRICS_NAME, server_zip, *subsets):
-                (output / name).unlink(missing_ok=True)
+            earlier = [RESULTS_NAME, METRICS_NAME, server_zip_name(self.inputs.spec.name), *subsets]
+        else:  # what evaluate wrote here and nobody changed since (a file changed by hand is left, unrecorded)
+            earlier = [name for name, stats in recorded.items() if name == Path(name).name and name not in (".", "..")
+                       and (output / name).is_file() and stats in (None, _file_stats(output / name))]
+        for name in earlier:
+            (output / name).unlink(missing_ok=True)
+        # first as being written, without file stats: a kill while they are written leaves files the next run
+        # replaces, not files it refuses
+        _update_stamp(cache, **{OUTPUTS_KEY: dict.fromkeys(names)})
+
+    @staticmethod
+    def _record_outputs(output: Path, cache: Path, names: list[str]) -> None:
+        """Record the files of ``names`` this run wrote in ``output`` (with the lock held)."""
+        written = {name: _file_stats(output / name) for name in names if (output / name).is_file()}
+        _update_stamp(cache, **{OUTPUTS_KEY: written})
 
     def videos_to_run(self, max_videos: int | None) -> list[GtVideo]:
         """The videos of the run, by id."""

@@ -24,7 +24,11 @@ from clipvis.cli.dataset_inference import (
     DatasetInference,
     DatasetRunSummary,
     ForeignCacheFolderError,
+    ForeignOutputFileError,
     PerVideoFileError,
+    check_output_files,
+    evaluation_output_names,
+    server_zip_name,
     subset_ground_truth_name,
 )
 from clipvis.cli.datasets import (
@@ -138,6 +142,10 @@ def _run_and_conclude(
 ) -> None:
     """Load the model, run the videos, then (rank 0) report, and score or write the server zip."""
     output = options.output
+    try:  # a file of the user's where evaluate writes: refused now, not after the inference (again under the lock)
+        check_output_files(output, evaluation_output_names(inputs.spec.name, len(inputs.videos), max_videos))
+    except ForeignOutputFileError as error:
+        raise fail(error) from None
     predictor = load_predictor(options)
     if job is not None:  # every rank runs the same model, vocabulary and settings, or none runs (or touches the cache)
         check_same_producer(job, options)
@@ -167,7 +175,7 @@ def _run_and_conclude(
             score(summary.results_path, gt_path)
             concluded.append(f"{summary.results_path} was written and scored")
             return
-        zip_path = write_server_zip(summary.results, output / f"{inputs.spec.name}_results.zip")
+        zip_path = write_server_zip(summary.results, output / server_zip_name(inputs.spec.name))
         concluded.append(f"{summary.results_path} and {zip_path} were written")
         ran = len(runner.videos_to_run(max_videos))
         if ran < len(inputs.videos):  # a server scores every video: a part is no submission
@@ -186,7 +194,8 @@ def _run_and_conclude(
         with HeapTrimmer():
             runner.run(output, max_videos=max_videos, job=job, conclude=conclude)
     except (
-        OutputNotWritableError, FolderBusyError, ForeignCacheFolderError, PerVideoFileError, InputsDifferError
+        OutputNotWritableError, FolderBusyError, ForeignCacheFolderError, ForeignOutputFileError, PerVideoFileError,
+        InputsDifferError,
     ) as error:
         raise fail(error) from None
     except RankLost as error:  # after rank 0 concluded, the results stand

@@ -309,3 +309,37 @@ def test_segment_ytvis_json_corrected_is_a_ground_truth_whose_frames_come_from_i
     assert "1 videos run, 0 reused" in result.stderr
     again = evaluate(args)
     assert again.exit_code == 0 and "0 videos run, 1 reused" in again.stderr  # cached by the video file
+
+
+def test_files_in_output_that_evaluate_did_not_write_are_never_replaced(tmp_path, tiny_weights) -> None:
+    """-o's results.json, metrics.json or server zip that evaluate did not write (a user's, the official code's
+    output/inference/results.json) were overwritten; now the run stops with one line before the model loads."""
+    data = tmp_path / "datasets"
+    make_lvvis(data)
+    make_lvvis(data, split="test", annotation="test_instances.json")
+    args = ["--weights", str(tiny_weights), "--data-root", str(data), "--device", "cpu"]
+    theirs = tmp_path / "inference"
+    theirs.mkdir()
+    for name, text in (("results.json", '["my results"]'), ("metrics.json", '{"mine": 1}'),
+                       ("lvvis_test_results.zip", "a zip of mine")):
+        (theirs / name).write_text(text)
+        dataset = "lvvis_test" if name.endswith(".zip") else "lvvis_val"
+        result = evaluate(["--dataset", dataset, *args, "-o", str(theirs)])
+        assert result.exit_code == 1, result.output
+        assert result.stderr.strip().splitlines() == [
+            f"clipvis: error: {theirs / name}: exists and was not written by clipvis evaluate; nothing was changed "
+            "(move it away, or choose another --output)"
+        ]
+        assert (theirs / name).read_text() == text and not (theirs / "per_video").exists()  # before the model ran
+        (theirs / name).unlink()
+    ok = tmp_path / "eval"
+    assert evaluate(["--dataset", "lvvis_val", *args, "-o", str(ok)]).exit_code == 0
+    assert evaluate(["--dataset", "lvvis_val", *args, "-o", str(ok), "--max-videos", "1"]).exit_code == 0  # its own
+    assert (ok / "ground_truth_first_1.json").is_file()
+    (ok / "metrics.json").write_text('{"edited": true}')  # changed by hand since evaluate wrote it
+    edited = evaluate(["--dataset", "lvvis_val", *args, "-o", str(ok)])
+    assert edited.exit_code == 1 and "metrics.json: changed since clipvis evaluate wrote it" in edited.stderr
+    assert (ok / "metrics.json").read_text() == '{"edited": true}' and (ok / "results.json").is_file()
+    (ok / "metrics.json").unlink()
+    assert evaluate(["--dataset", "lvvis_val", *args, "-o", str(ok)]).exit_code == 0
+    assert not (ok / "ground_truth_first_1.json").exists()  # the earlier run's, removed
