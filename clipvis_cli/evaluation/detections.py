@@ -7,6 +7,11 @@ reference loader, a detection's `id` is its 1-based position in the file and `is
 Validation is stricter than the reference where the reference would crash or silently mis-score: every problem
 raises `EvaluationInputError` naming the entry (index and video_id). Detections whose category is not in the GT
 are dropped with a warning, as the reference drops them silently.
+
+Segment's `ytvis.json` (an object whose `annotations` are the results) also says what its ids mean: its categories
+are matched to the GT's by name (`category_name_key`: first synonym, case and accent forms aside; a name not in the
+GT drops its results with a warning) and its videos by their `file_names`, else by `name` (the GT video's name or
+frames folder); a video that matches no GT video, or several, is an error. A bare results list is taken by id.
 """
 
 from __future__ import annotations
@@ -23,7 +28,13 @@ from pycocotools import mask as mask_utils
 
 from clipvis.cli.evaluation.errors import EvaluationInputError
 from clipvis.cli.evaluation.files import read_json_file
-from clipvis.cli.evaluation.ground_truth import GtVideo, VideoGroundTruth, is_absent, is_whole_number
+from clipvis.cli.evaluation.ground_truth import (
+    GtVideo,
+    VideoGroundTruth,
+    category_name_key,
+    is_absent,
+    is_whole_number,
+)
 from clipvis.cli.rle import RleDict, coco_areas
 
 
@@ -46,15 +57,24 @@ class DetectionSet:
     num_results: int
     dropped_categories: dict[int, int] = field(default_factory=dict)
     """Category id (not in the GT) -> number of results dropped for it."""
+    dropped_names: dict[str, int] = field(default_factory=dict)
+    """Category name of a ytvis.json (not in the GT) -> number of results dropped for it."""
 
     @property
     def warnings(self) -> list[str]:
-        if not self.dropped_categories:
-            return []
-        count = sum(self.dropped_categories.values())
-        ids = sorted(self.dropped_categories)
-        shown = ", ".join(str(i) for i in ids[:8]) + (", ..." if len(ids) > 8 else "")
-        return [f"{count} result(s) with category ids not in the GT were dropped (category ids: {shown})"]
+        warnings = []
+        if self.dropped_categories:
+            count = sum(self.dropped_categories.values())
+            ids = sorted(self.dropped_categories)
+            shown = ", ".join(str(i) for i in ids[:8]) + (", ..." if len(ids) > 8 else "")
+            warnings.append(f"{count} result(s) with category ids not in the GT were dropped (category ids: {shown})")
+        if self.dropped_names:
+            count = sum(self.dropped_names.values())
+            names = list(self.dropped_names)
+            shown = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
+            warnings.append(f"{count} result(s) of categories whose names are not in the GT were dropped "
+                            f"(categories: {shown})")
+        return warnings
 
 
 def load_results(path: Path, gt: VideoGroundTruth) -> DetectionSet:
@@ -72,7 +92,12 @@ def parse_results(results: Any, gt: VideoGroundTruth, source: str = "<results>")
         if not scored:  # a GT file (no scores), or some other object
             hint = " (this looks like a GT file)" if "annotations" in results else ""
             raise EvaluationInputError(f"{source}: expected a JSON list of results, got a JSON object{hint}")
-        results = annotations  # segment's ytvis.json: its annotations are the results list
+        # segment's ytvis.json: its annotations are the results list, its categories and videos say what the ids mean
+        category_map = _category_map(results.get("categories"), gt, source)
+        video_map = _video_map(results.get("videos"), gt, source)
+        results = annotations
+    else:
+        category_map, video_map = None, None
     if not isinstance(results, list):
         raise EvaluationInputError(f"{source}: expected a JSON list of results, got {type(results).__name__}")
     if not results:
@@ -81,13 +106,112 @@ def parse_results(results: Any, gt: VideoGroundTruth, source: str = "<results>")
     fallback_lengths = _gt_track_lengths(gt)
     detections: list[Detection] = []
     dropped: Counter[int] = Counter()
+    dropped_names: Counter[str] = Counter()
     for index, entry in enumerate(results):
-        detection = _parse_entry(index, entry, gt, known_categories, fallback_lengths, source)
-        if detection is None:
+        name = None  # a ytvis.json category not in the GT
+        if isinstance(entry, Mapping) and (category_map or video_map):
+            entry, name = _mapped_entry(entry, category_map or {}, video_map or {})
+        detection = _parse_entry(index, entry, gt, known_categories if name is None else set(), fallback_lengths,
+                                 source)
+        if detection is None and name is not None:
+            dropped_names[name] += 1
+        elif detection is None:
             dropped[int(entry["category_id"])] += 1
         else:
             detections.append(detection)
-    return DetectionSet(detections=detections, num_results=len(results), dropped_categories=dict(dropped))
+    return DetectionSet(detections=detections, num_results=len(results), dropped_categories=dict(dropped),
+                        dropped_names=dict(dropped_names))
+
+
+def _mapped_entry(
+    entry: Mapping[str, Any], categories: Mapping[int, tuple[str, int | None]], videos: Mapping[int, int]
+) -> tuple[Mapping[str, Any], str | None]:
+    """``entry`` with its ytvis.json category and video ids as the GT's; and the category's name when it is not in
+    the GT (the entry is dropped)."""
+    changed = dict(entry)
+    category_id, video_id = entry.get("category_id"), entry.get("video_id")
+    if is_whole_number(video_id) and int(video_id) in videos:
+        changed["video_id"] = videos[int(video_id)]
+    if is_whole_number(category_id) and int(category_id) in categories:
+        name, gt_id = categories[int(category_id)]
+        if gt_id is None:
+            return changed, name
+        changed["category_id"] = gt_id
+    return changed, None
+
+
+def _category_map(categories: Any, gt: VideoGroundTruth, source: str) -> dict[int, tuple[str, int | None]]:
+    """A ytvis.json's category id -> (its name, the GT category id of that name or None); {} without categories."""
+    if not isinstance(categories, list):
+        return {}
+    by_key: dict[str, list[int]] = {}
+    for category in gt.categories:
+        by_key.setdefault(category_name_key(category.name), []).append(category.id)
+    mapping: dict[int, tuple[str, int | None]] = {}
+    for index, entry in enumerate(categories):
+        if not (isinstance(entry, Mapping) and is_whole_number(entry.get("id")) and isinstance(entry.get("name"), str)):
+            raise EvaluationInputError(f"{source}: categories[{index}] needs an integer 'id' and a 'name'")
+        name = entry["name"]
+        ids = by_key.get(category_name_key(name), [])
+        if len(ids) > 1:
+            raise EvaluationInputError(f"{source}: category {name!r} matches several categories of the GT file "
+                                       f"{gt.source} (ids {', '.join(map(str, ids))}); its results cannot be scored")
+        mapping[int(entry["id"])] = (name, ids[0] if ids else None)
+    return mapping
+
+
+def _frames_key(file_names: Sequence[Any]) -> tuple[str, ...]:
+    return tuple(str(name).replace("\\", "/") for name in file_names)
+
+
+def _folder_of(file_names: Sequence[Any]) -> str | None:
+    """The frames folder of a video (``vid/00000.jpg`` -> ``vid``), None when its frames are not in one."""
+    parts = _frames_key(file_names[:1])[0].rsplit("/", 1) if file_names else []
+    return parts[0] if len(parts) == 2 and parts[0] else None
+
+
+def _video_map(videos: Any, gt: VideoGroundTruth, source: str) -> dict[int, int]:
+    """A ytvis.json's video id -> the GT video of the same file_names (else of its name or frames folder); a video
+    named neither way, or a GT naming none, keeps the ids. EvaluationInputError when one matches no GT video, or
+    several."""
+    if not isinstance(videos, list):
+        return {}
+    by_frames: dict[tuple[str, ...], list[int]] = {}
+    by_name: dict[str, set[int]] = {}
+    for video in gt.videos.values():
+        if video.file_names:
+            by_frames.setdefault(_frames_key(video.file_names), []).append(video.id)
+        for name in (video.name, _folder_of(video.file_names)):
+            if name:
+                by_name.setdefault(name, set()).add(video.id)
+    if not by_frames and not by_name:  # a GT naming its videos no way: ids are all there is to go by
+        return {}
+    mapping: dict[int, int] = {}
+    taken: dict[int, int] = {}
+    for index, entry in enumerate(videos):
+        if not isinstance(entry, Mapping) or not is_whole_number(entry.get("id")):
+            raise EvaluationInputError(f"{source}: videos[{index}] needs an integer 'id'")
+        file_names = entry.get("file_names") if isinstance(entry.get("file_names"), list) else []
+        names = {n for n in (entry.get("name"), _folder_of(file_names)) if isinstance(n, str) and n}
+        if not file_names and not names:
+            continue  # nothing but an id: taken as the GT's
+        ids = by_frames.get(_frames_key(file_names), []) if file_names else []
+        if len(ids) != 1:
+            ids = sorted({i for name in names for i in by_name.get(name, ())})
+        named = f", {entry['name']!r}" if isinstance(entry.get("name"), str) else ""
+        label = f"videos[{index}] (id {entry['id']}{named})"
+        if not ids:
+            raise EvaluationInputError(f"{source}: {label} is not in the GT file {gt.source} (no GT video has its "
+                                       "file_names, name or frames folder)")
+        if len(ids) > 1:
+            raise EvaluationInputError(f"{source}: {label} matches several videos of the GT file {gt.source} (ids "
+                                       f"{', '.join(map(str, ids))})")
+        if ids[0] in taken:
+            raise EvaluationInputError(f"{source}: {label} and videos[{taken[ids[0]]}] are both video {ids[0]} of the "
+                                       f"GT file {gt.source}")
+        taken[ids[0]] = index
+        mapping[int(entry["id"])] = ids[0]
+    return mapping
 
 
 def _gt_track_lengths(gt: VideoGroundTruth) -> dict[int, int]:

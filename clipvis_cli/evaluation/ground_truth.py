@@ -10,6 +10,7 @@ compressed pycocotools RLE. A falsy frame (null, {}, []) means "object absent in
 from __future__ import annotations
 
 import numbers
+import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +36,7 @@ class GtVideo:
     # segment's ytvis.json (a corrected one as ground truth): the video its frames were decoded from, and which
     source: str | None = None
     frame_indices: tuple[int, ...] = ()
+    name: str | None = None  # the file's 'name' (segment's ytvis.json: the input's name), None without one
 
 
 @dataclass(frozen=True)
@@ -126,6 +128,13 @@ def parse_ground_truth(data: Any, source: str = "<ground truth>") -> VideoGround
     return VideoGroundTruth(source=source, videos=videos, categories=categories, tracks=tracks)
 
 
+def category_name_key(name: str) -> str:
+    """How a category name is matched to another file's (as `segment --vocab` and the predictor compare class
+    names): its first synonym (the official comma split, ``"car, automobile"`` -> ``"car"``), case aside, composed
+    and decomposed accents alike."""
+    return unicodedata.normalize("NFC", name.replace(", ", ",").split(",")[0].strip()).casefold()
+
+
 def is_absent(frame: Any) -> bool:
     """True for a frame value meaning "object absent": a falsy JSON value (null, {}, [], "", 0, false).
 
@@ -173,7 +182,7 @@ def _parse_videos(entries: Sequence[Any], source: str) -> dict[int, GtVideo]:
         whole = isinstance(indices, list) and all(map(is_whole_number, indices))
         indices = tuple(int(i) for i in indices) if whole else ()
         videos[int(video_id)] = GtVideo(int(video_id), int(height), int(width), num_frames, names, source_video,
-                                        indices)
+                                        indices, _optional_str(entry.get("name")))
     return videos
 
 

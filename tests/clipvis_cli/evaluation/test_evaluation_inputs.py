@@ -184,6 +184,31 @@ def test_unknown_categories_are_dropped_with_a_warning(vis: ModuleType) -> None:
     assert detections.detections[0].id == 1  # 1-based position in the file, as the reference numbers them
 
 
+def test_segment_ytvis_json_is_matched_to_the_gt_by_category_names_and_video_file_names(vis: ModuleType) -> None:
+    """A ytvis.json from segment numbers its categories in its vocabulary's order and its videos 1..N: they were
+    taken as the GT's ids (wrong classes and videos, no warning)."""
+    a, b = square(top=1), square(top=3, left=3)
+    categories = [{"id": 1, "name": "car, automobile"}, {"id": 2, "name": "Café"}]
+    gt = vis.gt_file([(1, 8, 8, 2), (2, 8, 8, 2)], categories,
+                     [vis.gt_track(1, 1, 1, [a, a]), vis.gt_track(2, 2, 2, [b, b])])
+    parsed = parse_ground_truth(gt)
+    segment = {  # its vocabulary "cafe\u0301, dog, car" (decomposed accent, another case); GT video 2 is its first
+        "videos": [{"id": 1, "name": "v2", "file_names": ["v2/00000.jpg", "v2/00001.jpg"]},
+                   {"id": 2, "name": "v1"}],
+        "categories": [{"id": 1, "name": "cafe\u0301"}, {"id": 2, "name": "dog"}, {"id": 3, "name": "CAR"}],
+        "annotations": [vis.result(1, 1, 0.9, [b, b]), vis.result(2, 3, 0.8, [a, a]), vis.result(2, 2, 0.7, [a, a])],
+    }
+    detections = parse_results(segment, parsed)
+    assert [(d.video_id, d.category_id) for d in detections.detections] == [(2, 2), (1, 1)]
+    assert detections.warnings == ["1 result(s) of categories whose names are not in the GT were dropped "
+                                   "(categories: dog)"]
+    assert score_results(segment, parsed).stats["AP"] == pytest.approx(1.0)
+    segment["videos"][1]["name"] = "v7"  # a video the GT does not have
+    with pytest.raises(EvaluationInputError, match=r"videos\[1\] \(id 2, 'v7'\) is not in the GT file"):
+        parse_results(segment, parsed)
+    assert len(parse_results(segment["annotations"], parsed).detections) == 2  # a bare list: by id, as before
+
+
 def test_results_with_uncompressed_rle_are_accepted(vis: ModuleType) -> None:
     gt = parse_ground_truth(simple_gt(vis))
     compressed = score_results([good(vis, segmentations=[vis.compressed_rle(square())] * 2)], gt)
