@@ -88,13 +88,16 @@ class SegmentOptions:
     clip_config: str | None = None
     checkpoint: dict[str, Any] | None = None
     allow_hub_clip: bool = False  # let a config/checkpoint name a CLIP outside the released ones and download it
+    # evaluate's benchmark vocabulary: class names may repeat, as the official code takes them (results by class index)
+    allow_duplicate_names: bool = False
 
     def result_options(self, paths_as_given: bool = False) -> dict[str, Any]:
         """What changes results, besides weights and vocabulary: the run.json identity. The config files count by
         their resolved contents (a `_BASE_` file edited counts too) and resolved path, the checkpoint by its file's
         identity. ``paths_as_given``: the config paths as typed, as clipvis 0.1.0's first outputs recorded them."""
         data = asdict(self)
-        for key in ("vocabulary", "weights", "output", "device", "batch_frames", "skip_existing", "allow_hub_clip"):
+        for key in ("vocabulary", "weights", "output", "device", "batch_frames", "skip_existing", "allow_hub_clip",
+                    "allow_duplicate_names"):
             data.pop(key)
         data["formats"] = sorted(self.formats)
         if data["image_fps"] == DEFAULT_IMAGE_FPS:  # recorded when set: outputs made before the option stay valid

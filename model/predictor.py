@@ -144,7 +144,9 @@ class VideoPredictor:
     """Holds a model, a vocabulary (text classifier) and the run settings; makes one session per video.
 
     ``exact=True`` reproduces the official evaluator: PIL resize on the CPU and the unsorted top-N selection of
-    ``detections_per_video`` results with no threshold.
+    ``detections_per_video`` results with no threshold. Class names must differ (first synonym, case aside) unless
+    ``allow_duplicate_names=True``: a benchmark's category list as the official code takes it, where repeated names
+    are classes of their own (told apart by their index, ``instance.label``, only).
     """
 
     def __init__(
@@ -156,6 +158,7 @@ class VideoPredictor:
         exact: bool = False,
         cache_dir: str | Path | None = None,
         text_cache: bool = True,
+        allow_duplicate_names: bool = False,
     ) -> None:
         if isinstance(model, str | os.PathLike):
             raise TypeError(f"VideoPredictor takes a model, not a path ({os.fspath(model)!r}): load it first with "
@@ -182,6 +185,9 @@ class VideoPredictor:
             cfg.min_size_test, cfg.max_size_test, cfg.size_divisibility, cfg.pixel_mean, cfg.pixel_std, exact=exact
         )
         self.text_classifier = TextClassifier(model.backbone, cache_dir=cache_dir, use_disk_cache=text_cache)
+        # A benchmark's category list may repeat a name ("car" and "Car"): the official code builds one class per
+        # entry all the same (the repeated ones score alike), and results are kept by class index, not by name.
+        self.allow_duplicate_names = allow_duplicate_names
         self.set_vocabulary(vocabulary)
 
     def set_vocabulary(self, vocabulary: Iterable[str]) -> None:
@@ -207,7 +213,7 @@ class VideoPredictor:
                 raise ValueError(f"empty synonym in the class {name!r} (synonyms are separated by commas)")
         # as `segment --vocab` compares them: case aside, composed and decomposed accents alike
         firsts = [unicodedata.normalize("NFC", split_synonyms(name)[0].strip()).casefold() for name in names]
-        if len(set(firsts)) != len(firsts):
+        if len(set(firsts)) != len(firsts) and not self.allow_duplicate_names:
             duplicates = sorted({n for n in firsts if firsts.count(n) > 1})
             raise ValueError(f"duplicate class names in the vocabulary (case aside): {', '.join(duplicates)}")
         with torch.no_grad():

@@ -229,7 +229,8 @@ def load_predictor(options: SegmentOptions):
             )
             options.checkpoint = checkpoint_identity(resolve_weights(options.weights, download=False))
             predictor = VideoPredictor(
-                model, options.vocabulary, device=options.device, precision=options.precision, exact=options.exact
+                model, options.vocabulary, device=options.device, precision=options.precision, exact=options.exact,
+                allow_duplicate_names=options.allow_duplicate_names,
             )
         for warning in caught:
             print_warning(str(warning.message))

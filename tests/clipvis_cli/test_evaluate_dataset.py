@@ -343,3 +343,21 @@ def test_files_in_output_that_evaluate_did_not_write_are_never_replaced(tmp_path
     (ok / "metrics.json").unlink()
     assert evaluate(["--dataset", "lvvis_val", *args, "-o", str(ok)]).exit_code == 0
     assert not (ok / "ground_truth_first_1.json").exists()  # the earlier run's, removed
+
+
+def test_a_gt_repeating_category_names_is_evaluated_as_the_official_code_does(tmp_path, tiny_weights) -> None:
+    """Category names equal case aside or after the official comma split ("car", "Car", "Car, red") stopped the
+    run with "weights ...: duplicate class names in the vocabulary"; the official code builds one class per entry."""
+    data = tmp_path / "datasets"
+    gt = make_lvvis(data)
+    document = json.loads(gt.read_text())
+    document["categories"] = [{"id": 1, "name": "car", "partition": 0}, {"id": 2, "name": "Car, red", "partition": 1},
+                              {"id": 3, "name": "Car", "partition": 2}]
+    gt.write_text(json.dumps(document))
+    out = tmp_path / "eval"
+    result = evaluate(["--dataset", "lvvis_val", "--weights", str(tiny_weights), "--data-root", str(data), "-o",
+                       str(out), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    scored = json.loads((out / "results.json").read_text())
+    assert {entry["category_id"] for entry in scored} == {1, 2, 3}  # every class of the three, by its own id
+    assert json.loads((out / "metrics.json").read_text())["per_category_ap"].keys() == {"1", "2", "3"}
