@@ -318,6 +318,7 @@ class DatasetIndex:
 
     videos: list[GtVideo]
     categories: list[GtCategory]
+    has_annotations: bool = True  # False: 'annotations' missing, null or empty (a split without public GT)
 
     @property
     def vocabulary(self) -> list[str]:
@@ -328,10 +329,11 @@ class DatasetIndex:
 def read_dataset_index(annotation_file: Path) -> DatasetIndex:
     """Parse only `videos` and `categories` of a YouTube-VIS style JSON (fast path for inference)."""
     data = read_json_file(Path(annotation_file), "annotation file")
+    annotated = isinstance(data, dict) and bool(data.get("annotations"))
     if isinstance(data, dict):
         data = {"videos": data.get("videos"), "categories": data.get("categories"), "annotations": []}
     gt = parse_ground_truth(data, source=str(annotation_file))
-    return DatasetIndex(videos=list(gt.videos.values()), categories=list(gt.categories))
+    return DatasetIndex(videos=list(gt.videos.values()), categories=list(gt.categories), has_annotations=annotated)
 
 
 @dataclass(frozen=True)
@@ -357,6 +359,9 @@ def dataset_inputs(name: str, data_root: Path | str | None = None) -> DatasetInp
     index = read_dataset_index(located.annotation_file)
     if not index.categories:
         raise EvaluationInputError(f"{located.annotation_file}: no categories, cannot build the vocabulary")
+    if located.spec.has_public_gt and not index.has_annotations:  # found before the model runs, not after
+        raise EvaluationInputError(f"{located.annotation_file}: no annotations, so {located.spec.name} cannot be "
+                                   "scored (the file of a split without public ground truth?)")
     frames_root = located.frames_root
     if frames_root is None:  # locate_dataset(require_frames=True) never returns this; keeps the type precise
         raise DatasetNotFoundError(f"dataset {name}: frames folder not found")

@@ -6,9 +6,20 @@ from pathlib import Path
 from typing import Any
 
 from clipvis.cli.evaluation.detections import load_results, parse_results
+from clipvis.cli.evaluation.errors import EvaluationInputError
 from clipvis.cli.evaluation.ground_truth import VideoGroundTruth, load_ground_truth
 from clipvis.cli.evaluation.protocols import default_protocol_name
 from clipvis.cli.evaluation.video_ap import VideoAPEvaluator, VideoAPParams, VideoAPResult
+
+
+def require_annotations(gt: VideoGroundTruth) -> None:
+    """EvaluationInputError when the GT has no annotations ('annotations' missing, null or empty): a table of dashes
+    would measure nothing."""
+    if not gt.tracks:
+        raise EvaluationInputError(
+            f"{gt.source}: no annotations, so nothing can be scored (a split without public ground truth, such as "
+            "YTVIS or OVIS val? its server scores the zip `clipvis evaluate --dataset NAME` writes)"
+        )
 
 
 def score_results(
@@ -23,6 +34,7 @@ def score_results(
     `protocol` None picks `lvvis` when the GT categories carry `partition`, else `ytvis`.
     Raises `EvaluationInputError` for bad results.
     """
+    require_annotations(gt)
     detections = parse_results(results, gt, source=source)
     return VideoAPEvaluator(protocol or default_protocol_name(gt), params).evaluate(gt, detections)
 
@@ -35,5 +47,6 @@ def score_results_file(
 ) -> VideoAPResult:
     """Load a GT JSON and a results JSON and score them (see `score_results`)."""
     gt = load_ground_truth(Path(gt_path))
+    require_annotations(gt)
     detections = load_results(Path(results_path), gt)
     return VideoAPEvaluator(protocol or default_protocol_name(gt), params).evaluate(gt, detections)

@@ -34,7 +34,8 @@ GT = {
         {"id": 1, "name": "Person", "partition": 0},
         {"id": 3, "name": "red car", "partition": 1},
     ],
-    "annotations": [],
+    # a public split's file has annotations (one without any cannot be scored)
+    "annotations": [{"id": 1, "video_id": 1, "category_id": 1, "iscrowd": 0, "segmentations": [None]}],
 }
 
 

@@ -361,3 +361,19 @@ def test_a_gt_repeating_category_names_is_evaluated_as_the_official_code_does(tm
     scored = json.loads((out / "results.json").read_text())
     assert {entry["category_id"] for entry in scored} == {1, 2, 3}  # every class of the three, by its own id
     assert json.loads((out / "metrics.json").read_text())["per_category_ap"].keys() == {"1", "2", "3"}
+
+
+def test_a_benchmark_gt_without_annotations_stops_before_the_model(tmp_path, tiny_weights) -> None:
+    """lvvis_val's file without annotations (the test split's, copied by mistake) ran every video, then printed a
+    table of dashes, exit 0."""
+    data = tmp_path / "datasets"
+    gt = make_lvvis(data)
+    document = json.loads(gt.read_text())
+    del document["annotations"]
+    gt.write_text(json.dumps(document))
+    out = tmp_path / "eval"
+    result = evaluate(["--dataset", "lvvis_val", "--weights", str(tiny_weights), "--data-root", str(data), "-o",
+                       str(out), "--device", "cpu"])
+    assert result.exit_code == 1 and not out.exists()
+    assert result.stderr.splitlines() == [f"clipvis: error: {gt}: no annotations, so lvvis_val cannot be scored (the "
+                                          "file of a split without public ground truth?)"]

@@ -126,6 +126,28 @@ def test_bad_gt_exits_1(files: tuple[Path, Path], tmp_path: Path) -> None:
     assert "expected a YouTube-VIS JSON object" in result.stderr
 
 
+@pytest.mark.parametrize("annotations", ["null", "missing", "empty"])
+def test_a_gt_without_annotations_is_an_error_not_a_table_of_dashes(
+    files: tuple[Path, Path], tmp_path: Path, annotations: str
+) -> None:
+    """A split without public GT (YTVIS/OVIS valid.json: no 'annotations', or null) printed a table of dashes,
+    exit 0."""
+    gt_path, results_path = files
+    gt = json.loads(gt_path.read_text())
+    if annotations == "missing":
+        del gt["annotations"]
+    else:
+        gt["annotations"] = None if annotations == "null" else []
+    gt_path.write_text(json.dumps(gt))
+    out = tmp_path / "m.json"
+    result = runner.invoke(app, ["evaluate", "--results", str(results_path), "--gt", str(gt_path), "--json", str(out)])
+    assert result.exit_code == 1 and result.stdout == "" and not out.exists()
+    assert result.stderr.splitlines() == [
+        f"clipvis: error: {gt_path}: no annotations, so nothing can be scored (a split without public ground truth, "
+        "such as YTVIS or OVIS val? its server scores the zip `clipvis evaluate --dataset NAME` writes)"
+    ]
+
+
 @pytest.mark.parametrize(
     "args",
     [
