@@ -75,6 +75,8 @@ class VideoGroundTruth:
     videos: dict[int, GtVideo]
     categories: list[GtCategory]
     tracks: list[GtTrack] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    """Mistakes in the file the reference evaluators score around (see `gt_warnings`), one line each."""
 
     @property
     def category_ids(self) -> list[int]:
@@ -125,7 +127,55 @@ def parse_ground_truth(data: Any, source: str = "<ground truth>") -> VideoGround
     if not isinstance(annotations, list):
         raise EvaluationInputError(f"{source}: 'annotations' must be a list")
     tracks = _parse_tracks(annotations, videos, source)
-    return VideoGroundTruth(source=source, videos=videos, categories=categories, tracks=tracks)
+    gt = VideoGroundTruth(source=source, videos=videos, categories=categories, tracks=tracks)
+    gt.warnings = gt_warnings(gt)
+    return gt
+
+
+def _listed(items: Sequence[str], limit: int = 3) -> str:
+    return ", ".join(items[:limit]) + (", ..." if len(items) > limit else "")
+
+
+def gt_warnings(gt: VideoGroundTruth) -> list[str]:
+    """One line per kind of mistake in the GT that the reference evaluators take without a word, scoring around
+    it (the numbers stay theirs): annotations of a category or video the file does not list (never scored), a
+    track with more or fewer masks than its video has frames (frames past the shorter of a result's and the
+    track's are ignored: `zip`), a mask of another size than its video (pycocotools merges it with a result's to
+    an empty mask: the frame adds nothing where a result is present)."""
+    category_ids = {category.id for category in gt.categories}
+    unknown_category = [t for t in gt.tracks if t.category_id not in category_ids]
+    unknown_video = [t for t in gt.tracks if t.video_id not in gt.videos]
+    lengths, sizes = [], []
+    for track in gt.tracks:
+        video = gt.videos.get(track.video_id)
+        if video is None:
+            continue
+        if video.num_frames is not None and len(track.segmentations) != video.num_frames:
+            lengths.append(f"annotation {track.id}: {len(track.segmentations)} for {video.num_frames}")
+        wrong = [(frame, rle["size"]) for frame, rle in enumerate(track.segmentations)
+                 if rle is not None and [*rle["size"]] != [video.height, video.width]]
+        if wrong:
+            (frame, size), = wrong[:1]
+            sizes.append(f"annotation {track.id} frame {frame}: {size[0]}x{size[1]} in a {video.height}x{video.width} "
+                         "video")
+    warnings = []
+    if unknown_category:
+        ids = sorted({str(t.category_id) for t in unknown_category}, key=int)
+        warnings.append(f"{gt.source}: {len(unknown_category)} GT annotation(s) of category ids not in its "
+                        f"categories are not scored, as in the reference (category ids: {_listed(ids)})")
+    if unknown_video:
+        ids = sorted({str(t.video_id) for t in unknown_video}, key=int)
+        warnings.append(f"{gt.source}: {len(unknown_video)} GT annotation(s) of video ids not in its videos are not "
+                        f"scored, as in the reference (video ids: {_listed(ids)})")
+    if lengths:
+        warnings.append(f"{gt.source}: {len(lengths)} GT annotation(s) have more or fewer segmentations than their "
+                        "video has frames; frames past the shorter of a result and the annotation are ignored, as in "
+                        f"the reference ({_listed(lengths)})")
+    if sizes:
+        warnings.append(f"{gt.source}: {len(sizes)} GT annotation(s) have masks of another size than their video; "
+                        "such a frame adds nothing to the IoU where a result is present, as in the reference "
+                        f"({_listed(sizes)})")
+    return warnings
 
 
 def category_name_key(name: str) -> str:

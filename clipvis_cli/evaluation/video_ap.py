@@ -329,7 +329,7 @@ class VideoAPEvaluator:
     def evaluate(self, gt: VideoGroundTruth, detections: DetectionSet | Sequence[Detection]) -> VideoAPResult:
         """Match, accumulate and summarise; `detections` must already be validated against `gt`."""
         detection_list = detections.detections if isinstance(detections, DetectionSet) else list(detections)
-        warnings = list(detections.warnings) if isinstance(detections, DetectionSet) else []
+        warnings = [*gt.warnings, *(detections.warnings if isinstance(detections, DetectionSet) else [])]
         category_ids = gt.category_ids
         category_index = {category_id: k for k, category_id in enumerate(category_ids)}
         gts_by_pair: dict[tuple[int, int], list[GtTrack]] = defaultdict(list)

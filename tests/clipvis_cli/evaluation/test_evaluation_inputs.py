@@ -93,6 +93,37 @@ def test_bad_gt_raises_a_clear_error(vis: ModuleType, mutate: Any, message: str)
         parse_ground_truth(gt, source="gt.json")
 
 
+@pytest.mark.parametrize(
+    ("mutate", "warning"),
+    [
+        (lambda gt: gt["annotations"][0].update(category_id=77),
+         "1 GT annotation(s) of category ids not in its categories are not scored, as in the reference (category "
+         "ids: 77)"),
+        (lambda gt: gt["annotations"][0].update(video_id=77),
+         "1 GT annotation(s) of video ids not in its videos are not scored, as in the reference (video ids: 77)"),
+        (lambda gt: gt["annotations"][0]["segmentations"].append(None),
+         "1 GT annotation(s) have more or fewer segmentations than their video has frames; frames past the shorter "
+         "of a result and the annotation are ignored, as in the reference (annotation 1: 3 for 2)"),
+        (lambda gt: gt["annotations"][0]["segmentations"].pop(),
+         "1 GT annotation(s) have more or fewer segmentations than their video has frames; frames past the shorter "
+         "of a result and the annotation are ignored, as in the reference (annotation 1: 1 for 2)"),
+        (lambda gt: gt["annotations"][0]["segmentations"][1].update(size=[8, 9]),
+         "1 GT annotation(s) have masks of another size than their video; such a frame adds nothing to the IoU where "
+         "a result is present, as in the reference (annotation 1 frame 1: 8x9 in a 8x8 video)"),
+    ],
+)
+def test_gt_mistakes_the_reference_scores_around_are_one_warning_each(
+    vis: ModuleType, mutate: Any, warning: str
+) -> None:
+    """They were taken silently, while the same mistakes in results are errors; the numbers stay the reference's."""
+    gt = simple_gt(vis)
+    mutate(gt)
+    parsed = parse_ground_truth(gt, source="gt.json")
+    assert parsed.warnings == [f"gt.json: {warning}"]
+    assert score_results([good(vis)], parsed).warnings == [f"gt.json: {warning}"]
+    assert parse_ground_truth(simple_gt(vis)).warnings == []
+
+
 def test_gt_file_errors_name_the_file(tmp_path: Path) -> None:
     with pytest.raises(EvaluationInputError, match="GT file not found"):
         load_ground_truth(tmp_path / "missing.json")
