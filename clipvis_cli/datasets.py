@@ -1,8 +1,9 @@
 """Registry of the benchmark datasets CLIP-VIS is evaluated on, and where their files live on disk.
 
-Layout under the data root (`--data-root`, else `$CLIPVIS_DATASETS`, else `$DETECTRON2_DATASETS` as the official
-code uses, else `./datasets`), following the official `builtin.py`; the first path listed is the canonical one,
-the others are variants seen in the official README / `tools/mAP.py` / the datasets' own downloads:
+Layout under the data root (`--data-root` alone when given; else the first of `$CLIPVIS_DATASETS`,
+`$DETECTRON2_DATASETS` as the official code uses, and `./datasets` that holds the dataset's files), following the
+official `builtin.py`; the first path listed is the canonical one, the others are variants seen in the official
+README / `tools/mAP.py` / the datasets' own downloads:
 
     lvvis/{train,val,test}/JPEGImages/<video>/<frame>.jpg
     lvvis/train/train_ytvis_style.json   (or train_instances_.json, train_instances.json)
@@ -22,7 +23,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -104,15 +105,28 @@ class DatasetSpec:
             raise UnsafeFrameNameError(f"frame name {file_name!r} leads outside the frames folder {frames_root}")
         return path
 
-    def missing_message(self, root: Path, tried: Sequence[Path], what: str, origin: str | None = None) -> str:
-        """``origin``: what chose the data root (``data_root_origin``), said when it was not --data-root."""
+    def missing_message(
+        self,
+        root: Path,
+        tried: Sequence[Path],
+        what: str,
+        origin: str | None = None,
+        also_looked: Sequence[DataRootCandidate] = (),
+    ) -> str:
+        """``origin``: what chose the data root (``data_root_origin``), said when it was not --data-root;
+        ``also_looked``: the other data roots looked in after ``root``, each named with what set it."""
         canonical_ann = root / self.annotation_candidates[0]
         canonical_frames = root / self.frames_candidates[0]
-        chosen = f", from {origin}" if origin else ""
+        if also_looked:
+            places = [f"{root} ({origin})" if origin else str(root)]
+            places += [f"{candidate.path} ({candidate.origin})" for candidate in also_looked]
+            where = f"data roots looked in, in order: {', '.join(places)}"
+        else:
+            where = f"data root {root}" + (f", from {origin}" if origin else "")
         return (
             f"dataset {self.name} ({self.title}): {what} not found; tried {', '.join(str(p) for p in tried)}. "
             f"{self.download} Put the annotation file at {canonical_ann} and the frames under "
-            f"{canonical_frames}/<video>/<frame>.jpg (data root {root}{chosen}: set --data-root or ${DATA_ROOT_ENV})."
+            f"{canonical_frames}/<video>/<frame>.jpg ({where}: set --data-root or ${DATA_ROOT_ENV})."
         )
 
 
@@ -241,25 +255,46 @@ def get_dataset(name: str) -> DatasetSpec:
     return DATASETS[key]
 
 
+@dataclass(frozen=True)
+class DataRootCandidate:
+    """A folder that may hold the datasets, and what named it (for messages)."""
+
+    path: Path
+    origin: str  # "--data-root", "$CLIPVIS_DATASETS", "$DETECTRON2_DATASETS" or "the default ./datasets"
+
+
+def data_root_candidates(
+    data_root: Path | str | None = None, environ: Mapping[str, str] | None = None
+) -> list[DataRootCandidate]:
+    """Where the datasets may be, in the order they are looked in: `data_root` alone when given; else
+    $CLIPVIS_DATASETS and $DETECTRON2_DATASETS (those set, not empty) and ./datasets, each folder once."""
+    if data_root is not None and str(data_root) != "":
+        return [DataRootCandidate(Path(data_root).expanduser(), "--data-root")]
+    env = os.environ if environ is None else environ
+    named = [(Path(env[variable]).expanduser(), f"${variable}") for variable in (DATA_ROOT_ENV, LEGACY_DATA_ROOT_ENV)
+             if env.get(variable)]
+    candidates: dict[str, DataRootCandidate] = {}
+    for path, origin in [*named, (DEFAULT_DATA_ROOT, f"the default ./{DEFAULT_DATA_ROOT}")]:
+        candidates.setdefault(os.path.abspath(path), DataRootCandidate(path, origin))
+    return list(candidates.values())
+
+
 def data_root_origin(data_root: Path | str | None = None, environ: Mapping[str, str] | None = None) -> str:
-    """What `resolve_data_root` takes the data root from, for messages: ``--data-root``, ``$CLIPVIS_DATASETS``,
+    """What names the first data root looked in, for messages: ``--data-root``, ``$CLIPVIS_DATASETS``,
     ``$DETECTRON2_DATASETS`` (set for detectron2 in many shells) or ``the default ./datasets``."""
-    if data_root is not None and str(data_root) != "":
-        return "--data-root"
-    env = os.environ if environ is None else environ
-    variable = next((name for name in (DATA_ROOT_ENV, LEGACY_DATA_ROOT_ENV) if env.get(name)), None)
-    return f"${variable}" if variable else f"the default ./{DEFAULT_DATA_ROOT}"
+    return data_root_candidates(data_root, environ)[0].origin
 
 
-def resolve_data_root(data_root: Path | str | None = None, environ: Mapping[str, str] | None = None) -> Path:
-    """`data_root` if given, else $CLIPVIS_DATASETS, else $DETECTRON2_DATASETS, else ./datasets."""
-    if data_root is not None and str(data_root) != "":
-        return Path(data_root).expanduser()
-    env = os.environ if environ is None else environ
-    for variable in (DATA_ROOT_ENV, LEGACY_DATA_ROOT_ENV):
-        if env.get(variable):
-            return Path(env[variable]).expanduser()
-    return DEFAULT_DATA_ROOT
+def resolve_data_root(
+    data_root: Path | str | None = None,
+    environ: Mapping[str, str] | None = None,
+    holds: Callable[[Path], bool] | None = None,
+) -> Path:
+    """`data_root` if given; else the first of $CLIPVIS_DATASETS, $DETECTRON2_DATASETS and ./datasets for which
+    ``holds(folder)`` is true (default: an existing folder); when none does, the first of them."""
+    candidates = data_root_candidates(data_root, environ)
+    test = holds or (lambda path: path.is_dir())
+    return next((candidate.path for candidate in candidates if test(candidate.path)), candidates[0].path)
 
 
 @dataclass(frozen=True)
@@ -296,20 +331,32 @@ def locate_dataset(
     require_frames: bool = True,
     environ: Mapping[str, str] | None = None,
 ) -> LocatedDataset:
-    """Find the annotation file (and frames folder) of dataset `name`, trying every documented path variant.
+    """Find the annotation file (and frames folder) of dataset `name`, trying every documented path variant, in the
+    first data root that holds them (`data_root` alone when given, see `data_root_candidates`).
 
     Raises `DatasetNotFoundError` with a message listing the paths tried, what to download and where to put it.
     """
     spec = get_dataset(name)
-    root = resolve_data_root(data_root, environ)
-    origin = data_root_origin(data_root, environ)
-    annotation, tried = _first_existing(root, spec.annotation_candidates, want_dir=False)
-    if annotation is None:
-        raise DatasetNotFoundError(spec.missing_message(root, tried, "annotation file", origin))
-    frames, tried_frames = _first_existing(root, spec.frames_candidates, want_dir=True)
-    if frames is None and require_frames:
-        raise DatasetNotFoundError(spec.missing_message(root, tried_frames, "frames folder", origin))
-    return LocatedDataset(spec=spec, data_root=root, annotation_file=annotation, frames_root=frames)
+    candidates = data_root_candidates(data_root, environ)
+    tried: list[Path] = []
+    without_frames: list[tuple[DataRootCandidate, list[Path]]] = []  # roots holding the annotation file only
+    for candidate in candidates:
+        annotation, tried_here = _first_existing(candidate.path, spec.annotation_candidates, want_dir=False)
+        tried += tried_here
+        if annotation is None:
+            continue
+        frames, tried_frames = _first_existing(candidate.path, spec.frames_candidates, want_dir=True)
+        if frames is None and require_frames:
+            without_frames.append((candidate, tried_frames))
+            continue
+        return LocatedDataset(spec=spec, data_root=candidate.path, annotation_file=annotation, frames_root=frames)
+    if without_frames:
+        (first, _), others = without_frames[0], [candidate for candidate, _ in without_frames[1:]]
+        tried_frames = [path for _, paths in without_frames for path in paths]
+        raise DatasetNotFoundError(spec.missing_message(first.path, tried_frames, "frames folder", first.origin,
+                                                        others))
+    first = candidates[0]
+    raise DatasetNotFoundError(spec.missing_message(first.path, tried, "annotation file", first.origin, candidates[1:]))
 
 
 @dataclass(frozen=True)
@@ -392,11 +439,13 @@ __all__ = [
     "DatasetIndex",
     "DatasetInputs",
     "DatasetNotFoundError",
+    "DataRootCandidate",
     "DatasetSpec",
     "EvaluationServer",
     "LocatedDataset",
     "UnknownDatasetError",
     "UnsafeFrameNameError",
+    "data_root_candidates",
     "dataset_inputs",
     "dataset_names",
     "get_dataset",

@@ -138,7 +138,8 @@ def evaluate(
         ".safetensors) or a training output folder (its newest checkpoint).",
     ),
     data_root: Path | None = typer.Option(
-        None, "--data-root", help="Datasets folder (default $CLIPVIS_DATASETS, $DETECTRON2_DATASETS or ./datasets).",
+        None, "--data-root", help="Datasets folder (default: the first of $CLIPVIS_DATASETS, $DETECTRON2_DATASETS "
+        "and ./datasets that holds the dataset).",
         file_okay=False
     ),
     output: Path | None = typer.Option(

@@ -224,15 +224,17 @@ def _saved_before_the_stop(output_dir: Path, num_gpus: int, checkpoint: Path | N
 
 
 def _record_absolute_data_paths(config: TrainConfig) -> None:
-    """Every data location of ``config`` as an absolute path (the data root resolved as the run resolves it, from
-    $CLIPVIS_DATASETS or ./datasets when unset): config.yaml records them, and a resumed run finds them from any
-    working directory."""
-    from clipvis.cli.datasets import resolve_data_root
+    """Every data location of ``config`` as an absolute path (the data root resolved as the run resolves it when
+    unset: the first of $CLIPVIS_DATASETS, $DETECTRON2_DATASETS and ./datasets holding the config's registered
+    datasets, ``train_data_root``): config.yaml records them, and a resumed run finds them from any working
+    directory."""
+    from clipvis.cli.train.sources import train_data_root
 
     def absolute(value: object) -> str:
         return str(Path(str(value)).expanduser().resolve())
 
-    config.set("CLIPVIS.DATA_ROOT", absolute(resolve_data_root(config.get("CLIPVIS.DATA_ROOT") or None)))
+    names = [str(name) for key in ("DATASETS.TRAIN", "DATASETS.TEST") for name in (config.get(key) or []) if name]
+    config.set("CLIPVIS.DATA_ROOT", absolute(train_data_root(config.get("CLIPVIS.DATA_ROOT") or None, names)))
     for key, fields in (("CLIPVIS.TRAIN_DATA", ("json", "images")), ("CLIPVIS.TEST_DATA", ("json", "frames"))):
         entries = config.get(key) or []
         config.set(key, [{**entry, **{f: absolute(entry[f]) for f in fields if entry.get(f)}}

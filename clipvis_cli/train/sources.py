@@ -1,7 +1,8 @@
 """Training datasets by name or path: LVIS v1 without rare categories, COCO 2017, YouTube-VIS train, custom files.
 
-Image datasets live under the same data root as ``clipvis evaluate`` (``--data-root``, ``$CLIPVIS_DATASETS``,
-``$DETECTRON2_DATASETS``, ``./datasets``), in the official layout::
+Image datasets live under the same data root as ``clipvis evaluate`` (``--data-root``, else the first of
+``$CLIPVIS_DATASETS``, ``$DETECTRON2_DATASETS`` and ``./datasets`` that holds every registered dataset the config
+names: ``train_data_root``), in the official layout::
 
     coco/train2017/*.jpg                      coco/annotations/instances_train2017.json
     lvis/lvis_v1_train.json                   lvis/lvis_v1_train_norare.json (built from the former on first use)
@@ -12,7 +13,7 @@ YouTube-VIS 2019/2021 train come from the evaluation registry (``ytvis2019/train
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from typing import Any
 from tqdm import tqdm
 
 from clipvis.cli.atomic import atomic_write_json
-from clipvis.cli.datasets import DatasetError, locate_dataset, resolve_data_root
+from clipvis.cli.datasets import DatasetError, UnknownDatasetError, locate_dataset, resolve_data_root
 from clipvis.cli.train.records import TrainDataError, TrainRecord, read_annotation_file
 
 LVIS_TRAIN = "lvis/lvis_v1_train.json"
@@ -70,6 +71,38 @@ def _read_with_progress(path: Path, chunk_bytes: int = 16 << 20) -> bytearray:
     return buffer
 
 
+def holds_datasets(root: Path, names: list[str]) -> bool:
+    """Whether ``root`` is a folder holding the files of every registered dataset in ``names`` (training or test;
+    names it does not know are not counted): the annotation file and image/frame folder."""
+    if not root.is_dir():
+        return False
+    for name in names:
+        key = str(name).strip().lower()
+        if key in IMAGE_DATASETS:
+            annotation, images = IMAGE_DATASETS[key]
+            annotations = [root / annotation] + ([root / LVIS_TRAIN] if key == "lvis_v1_train_norare" else [])
+            if not any(path.is_file() for path in annotations) or not (root / images).is_dir():
+                return False
+        else:
+            try:
+                locate_dataset(key, root)
+            except UnknownDatasetError:  # said later, with the known names
+                continue
+            except DatasetError:
+                return False
+    return True
+
+
+def train_data_root(
+    data_root: str | Path | None, names: list[str], environ: Mapping[str, str] | None = None
+) -> Path:
+    """The data root of a training run: ``data_root`` when given; else the first of $CLIPVIS_DATASETS,
+    $DETECTRON2_DATASETS and ./datasets that holds every registered dataset of ``names`` (DATASETS.TRAIN and
+    DATASETS.TEST; no name: the first existing folder); when none does, the first of them (its messages then say
+    what is missing there)."""
+    return resolve_data_root(data_root or None, environ, holds=lambda root: holds_datasets(root, names))
+
+
 def _image_source(name: str, root: Path, filter_empty: bool, say: Callable[[str], None]) -> TrainSource:
     annotation, images = IMAGE_DATASETS[name]
     annotation_path, image_root = root / annotation, root / images
@@ -103,7 +136,7 @@ def load_sources(
     ``crowd_as_instances``: the custom entries' crowd masks are instances too (registered datasets follow the
     official recipe: crowd regions are left out)."""
     say = say or (lambda message: None)
-    root = resolve_data_root(data_root or None)
+    root = train_data_root(data_root, [*dataset_names])
     sources: list[TrainSource] = []
     for entry in custom:
         if not isinstance(entry, dict) or "json" not in entry or "images" not in entry:

@@ -132,15 +132,53 @@ def test_data_root_precedence(tmp_path: Path) -> None:
     assert resolve_data_root(None, environ) == tmp_path / "a"
     assert resolve_data_root(None, {LEGACY_DATA_ROOT_ENV: str(tmp_path / "b")}) == tmp_path / "b"
     assert resolve_data_root(None, {}) == Path("datasets")
+    (tmp_path / "b").mkdir()  # the first existing folder, or what holds what the caller looks for
+    assert resolve_data_root(None, environ) == tmp_path / "b"
+    assert resolve_data_root(None, environ, holds=lambda root: root.name == "a") == tmp_path / "a"
+    assert resolve_data_root(None, {DATA_ROOT_ENV: "", LEGACY_DATA_ROOT_ENV: ""}) == Path("datasets")
 
 
 def test_a_missing_dataset_says_what_chose_its_data_root(tmp_path: Path) -> None:
     """$DETECTRON2_DATASETS, set for detectron2 in many shells, took precedence over ./datasets without a word."""
     environ = {LEGACY_DATA_ROOT_ENV: str(tmp_path / "d2")}
-    with pytest.raises(DatasetNotFoundError, match=r"data root .*d2, from \$DETECTRON2_DATASETS: set --data-root"):
+    with pytest.raises(DatasetNotFoundError, match=r"looked in, in order: .*d2 \(\$DETECTRON2_DATASETS\), datasets "
+                       r"\(the default ./datasets\): set --data-root"):
         locate_dataset("ovis_val", environ=environ)
     with pytest.raises(DatasetNotFoundError, match=r"data root datasets, from the default ./datasets"):
         locate_dataset("ovis_val", environ={})
+    with pytest.raises(DatasetNotFoundError, match=r"data root .*given, from --data-root: set --data-root"):
+        locate_dataset("ovis_val", tmp_path / "given", environ=environ)
+
+
+def test_the_first_data_root_that_holds_the_dataset_is_used(tmp_path: Path) -> None:
+    """README: --data-root, $CLIPVIS_DATASETS, $DETECTRON2_DATASETS or ./datasets, "first found": a set but empty
+    $CLIPVIS_DATASETS (or one holding other datasets) no longer hides the dataset under $DETECTRON2_DATASETS."""
+    install(tmp_path / "d2", "ovis/annotations_valid.json", "ovis/valid")
+    install(tmp_path / "mine", "ovis/annotations_valid.json", None)  # frames elsewhere: not this root
+    environ = {DATA_ROOT_ENV: str(tmp_path / "mine"), LEGACY_DATA_ROOT_ENV: str(tmp_path / "d2")}
+    assert locate_dataset("ovis_val", environ=environ).data_root == tmp_path / "d2"
+    assert locate_dataset("ovis_val", environ={DATA_ROOT_ENV: "/nonexistent", **environ}).data_root == tmp_path / "d2"
+    # without frames required, the first root holding the annotation file
+    assert locate_dataset("ovis_val", require_frames=False, environ=environ).data_root == tmp_path / "mine"
+    with pytest.raises(DatasetNotFoundError, match=r"data root .*given, from --data-root"):  # given: looked in alone
+        locate_dataset("ovis_val", tmp_path / "given", environ=environ)
+
+
+def test_a_dataset_in_no_data_root_names_every_place_looked(tmp_path: Path) -> None:
+    install(tmp_path / "a", "ovis/annotations_valid.json", None)
+    environ = {DATA_ROOT_ENV: str(tmp_path / "a"), LEGACY_DATA_ROOT_ENV: str(tmp_path / "b")}
+    with pytest.raises(DatasetNotFoundError) as error:
+        locate_dataset("ovis_val", environ={**environ, DATA_ROOT_ENV: str(tmp_path / "none")})
+    message = str(error.value)
+    assert "annotation file not found" in message and "\n" not in message
+    for path in (tmp_path / "none/ovis/annotations_valid.json", tmp_path / "b/ovis/annotations_valid.json",
+                 Path("datasets/ovis/annotations_valid.json")):
+        assert str(path) in message
+    places = f"{tmp_path / 'none'} ($CLIPVIS_DATASETS), {tmp_path / 'b'} ($DETECTRON2_DATASETS), datasets (the "
+    assert places in message
+    with pytest.raises(DatasetNotFoundError, match=r"frames folder not found; tried .*a/ovis/valid\. .*data root .*a, "
+                       r"from \$CLIPVIS_DATASETS"):  # only a holds the annotation file
+        locate_dataset("ovis_val", environ=environ)
 
 
 def test_env_variable_is_used_to_locate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -492,6 +492,29 @@ def test_registered_datasets_are_found_under_the_data_root(tmp_path):
         load_sources(["imagenet"], [], root, True)
 
 
+def test_the_data_root_of_a_run_is_the_first_that_holds_its_registered_datasets(tmp_path):
+    """README "Train": without --data-root, the first of $CLIPVIS_DATASETS, $DETECTRON2_DATASETS and ./datasets that
+    holds every registered dataset DATASETS.TRAIN / DATASETS.TEST name (a set but empty $CLIPVIS_DATASETS took it)."""
+    from clipvis.cli.train.sources import train_data_root
+
+    mine, d2 = tmp_path / "mine", tmp_path / "d2"
+    (mine / "coco" / "train2017").mkdir(parents=True)  # COCO here, but not YouTube-VIS
+    (mine / "coco" / "annotations").mkdir()
+    (mine / "coco" / "annotations" / "instances_train2017.json").write_text("{}")
+    for root in (d2,):
+        (root / "coco" / "train2017").mkdir(parents=True)
+        (root / "coco" / "annotations").mkdir()
+        (root / "coco" / "annotations" / "instances_train2017.json").write_text("{}")
+        (root / "ytvis2019" / "train" / "JPEGImages").mkdir(parents=True)
+        (root / "ytvis2019" / "train.json").write_text("{}")
+    environ = {"CLIPVIS_DATASETS": str(mine), "DETECTRON2_DATASETS": str(d2)}
+    assert train_data_root(None, ["coco_2017_train"], environ) == mine
+    assert train_data_root(None, ["coco_2017_train", "ytvis_2019_train"], environ) == d2
+    assert train_data_root(None, ["coco_2017_train", "lvvis_val"], environ) == mine  # in none: the first set
+    assert train_data_root(None, [], {**environ, "CLIPVIS_DATASETS": str(tmp_path / "nonexistent")}) == d2
+    assert train_data_root(tmp_path / "given", ["ytvis_2019_train"], environ) == tmp_path / "given"
+
+
 def test_segment_coco_json_of_a_video_trains_without_extracted_frames(tmp_path):
     """segment's coco.json for a video input names frames that were never extracted; it records the source video,
     and training decodes each annotated frame from it."""
