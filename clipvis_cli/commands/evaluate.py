@@ -91,21 +91,51 @@ def report_result(
 
 
 def published_numbers(weights: str, dataset: str | None) -> dict[str, float] | None:
-    """The paper's AP for a released checkpoint on a dataset, for the table's "paper" column: the checkpoint named,
-    or a file of a released checkpoint's file name given by its path (downloaded by hand: ``./clipvis_lvis_r50_7.pth``
-    and its absolute path as well as the bare name)."""
-    from clipvis.weights import find_pretrained
+    """The paper's AP for a released checkpoint on a dataset, for the table's "paper" column, only when the weights
+    are that release: given by a released name (the cache's copy, which clipvis downloaded), or a file with the same
+    content as the cache's copy of the release (same file, or same size and SHA-256). A file that only carries a
+    release's file name (``clipvis_lvis_r50_7.pth``: a model trained and saved under it, or a copy downloaded by hand
+    that the cache cannot vouch for) gets no paper column, said in one warning line."""
+    from clipvis.weights import find_pretrained, weights_cache_dir
 
     if not dataset:
         return None
     local = Path(weights).expanduser()
-    if local.exists():  # a file: a release's only under the release's own file name (a folder: a training run)
+    if local.exists():  # a file or a training folder: a release's only when it is the release's content
         checkpoint = find_pretrained(local.name) if local.is_file() else None
-        checkpoint = checkpoint if checkpoint is not None and checkpoint.file_name == local.name else None
+        if checkpoint is None or checkpoint.file_name != local.name or checkpoint.published_ap.get(dataset) is None:
+            return None
+        cached = weights_cache_dir() / checkpoint.file_name
+        if not _same_content(local, cached):
+            print_warning(f"{local} has the file name of the released checkpoint {checkpoint.name} but is not the "
+                          f"copy in clipvis' cache ({cached}), so the paper's AP is not shown beside it; give "
+                          f"--weights {checkpoint.name} for the release")
+            return None
     else:
         checkpoint = find_pretrained(weights)
     value = checkpoint.published_ap.get(dataset) if checkpoint is not None else None
     return {"AP": value} if value is not None else None
+
+
+def _same_content(path: Path, other: Path) -> bool:
+    """Whether two files hold the same bytes: the same file, or the same size and SHA-256 (~1 s per 200 MB)."""
+    import hashlib
+
+    def digest(file: Path) -> bytes:
+        sha = hashlib.sha256()
+        with open(file, "rb") as handle:
+            while chunk := handle.read(1 << 20):
+                sha.update(chunk)
+        return sha.digest()
+
+    try:
+        if not other.is_file():
+            return False
+        if path.samefile(other):
+            return True
+        return path.stat().st_size == other.stat().st_size and digest(path) == digest(other)
+    except OSError:
+        return False
 
 
 def evaluate(

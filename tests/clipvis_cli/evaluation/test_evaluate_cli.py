@@ -161,18 +161,29 @@ def test_usage_errors_exit_2(args: list[str]) -> None:
     assert runner.invoke(app, args).exit_code == 2
 
 
-def test_the_paper_column_follows_the_checkpoint_not_how_it_is_typed(tmp_path: Path, monkeypatch) -> None:
-    """A release downloaded by hand and given by its path got no paper column, while the bare file name did."""
+def test_the_paper_column_is_shown_only_for_the_release_itself(tmp_path: Path, monkeypatch, capsys) -> None:
+    """The paper's number followed the file name: any model saved as clipvis_lvis_r50_7.pth showed the paper's 19.5.
+    Now: a released name (the cache's copy), or a file with the cache's copy's content, however it is typed."""
     from clipvis.cli.commands.evaluate import published_numbers
     from clipvis.cli.dataset_inference import is_subset_ground_truth, subset_ground_truth_name
 
+    monkeypatch.setenv("CLIPVIS_CACHE", str(tmp_path / "cache"))
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "clipvis_lvis_r50_7.pth").write_bytes(b"x")
+    (tmp_path / "clipvis_lvis_r50_7.pth").write_bytes(b"my own model")
     (tmp_path / "mine.pth").write_bytes(b"x")
     paper = published_numbers("clipvis-lvis-r50", "lvvis_val")
-    assert paper is not None
+    assert paper == {"AP": 19.5}
+    assert published_numbers("CLIPVIS_LVIS_R50", "lvvis_val") == paper
+    for typed in ("clipvis_lvis_r50_7.pth", "./clipvis_lvis_r50_7.pth", str(tmp_path / "clipvis_lvis_r50_7.pth")):
+        assert published_numbers(typed, "lvvis_val") is None, typed  # not the release: no cache copy to match
+    assert "is not the copy in clipvis' cache" in capsys.readouterr().err
+    cache = tmp_path / "cache" / "weights"
+    cache.mkdir(parents=True)
+    (cache / "clipvis_lvis_r50_7.pth").write_bytes(b"the release")
+    assert published_numbers("clipvis_lvis_r50_7.pth", "lvvis_val") is None  # same name and size class, other bytes
+    (tmp_path / "clipvis_lvis_r50_7.pth").write_bytes(b"the release")  # downloaded by hand: the same bytes
     for typed in ("clipvis_lvis_r50_7.pth", "./clipvis_lvis_r50_7.pth", str(tmp_path / "clipvis_lvis_r50_7.pth"),
-                  "CLIPVIS_LVIS_R50"):
+                  str(cache / "clipvis_lvis_r50_7.pth")):
         assert published_numbers(typed, "lvvis_val") == paper, typed
     assert published_numbers("mine.pth", "lvvis_val") is None and published_numbers(str(tmp_path), "lvvis_val") is None
     assert is_subset_ground_truth(tmp_path / subset_ground_truth_name(3))
