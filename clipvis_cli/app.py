@@ -19,6 +19,8 @@ from clipvis.cli.distributed import repeats_a_first_process, stop_in_silence
 
 USAGE_ERROR = 2  # the exit code of click's usage errors
 _REQUIRED_IN_BRACES = re.compile(r"^\{(.+)\}(?=(?:\.\.\.)?$)")  # Typer's usage piece of a required argument
+_VALIDATOR_PREFIX = re.compile(r"^(Invalid value for '[^']+': )Value error, ")  # typer checks choices with pydantic
+_QUOTED_CHOICES = re.compile(r"(is not one of )('[^']*'(?:, '[^']*')*)\.$")  # "'a', 'b'." as clipvis lists them: a, b
 
 
 @contextmanager
@@ -45,6 +47,8 @@ def usage_error_line(error: Any) -> str:
     usage box took 4-8 lines, wrapped long messages mid-word and drew a frame into logs and pipes."""
     message = " ".join(str(error.format_message()).split())
     message = message.removeprefix("Invalid value: ")  # click's prefix for a check's own message: it names its option
+    message = _VALIDATOR_PREFIX.sub(r"\1", message)  # pydantic's wording for a ValueError in typer's checks
+    message = _QUOTED_CHOICES.sub(lambda match: match[1] + ", ".join(re.findall(r"'([^']*)'", match[2])), message)
     context = getattr(error, "ctx", None)
     where = f" (see '{context.command_path} --help')" if context is not None else ""
     return f"clipvis: error: {message}{where}"

@@ -104,6 +104,10 @@ def test_python_dash_m_help_shows_no_value_placeholder_for_flags() -> None:
     (["evaluate", "--gt"], "clipvis: error: Option '--gt' requires an argument. (see 'clipvis evaluate --help')"),
     (["segment", "v.mp4", "--vocab"],
      "clipvis: error: Option '--vocab' requires an argument. (see 'clipvis segment --help')"),
+    # typer checks a choice with pydantic: its "Value error, " and quoted list leaked into the line
+    (["evaluate", "--results", "r.json", "--gt", "g.json", "--protocol", "coco"],
+     "clipvis: error: Invalid value for '--protocol': 'coco' is not one of ytvis, lvvis, burst "
+     "(see 'clipvis evaluate --help')"),
 ])
 def test_a_usage_error_is_one_line_with_exit_code_2(args, line) -> None:
     """README: usage errors stay one plain `clipvis: error:` line; Typer drew a 5-8 line box (long messages wrapped
