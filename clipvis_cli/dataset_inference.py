@@ -135,6 +135,19 @@ def check_output_files(output: Path, names: Iterable[str]) -> None:
             )
 
 
+def check_cache_folder(cache: Path) -> None:
+    """ForeignCacheFolderError when ``cache`` (OUTPUT/per_video) is a folder clipvis did not make: no stamp, and files
+    besides a lock and temporary files. Read only: it runs before the model loads and before the folder's lock file
+    is made (nothing is left in a foreign folder), and again under the lock."""
+    if not cache.is_dir() or (cache / CACHE_STAMP).exists():
+        return
+    if any(e.name != LOCK_NAME and not is_temp_file_name(e.name) for e in cache.iterdir()):
+        raise ForeignCacheFolderError(
+            f"{cache}: exists and was not made by clipvis evaluate (no {CACHE_STAMP}); nothing was deleted. "
+            "Choose another --output, or empty that folder."
+        )
+
+
 def _update_stamp(cache: Path, **fields: Any) -> None:
     """Rewrite per_video/cache.json with ``fields`` changed, its other keys kept."""
     atomic_write_json(cache / CACHE_STAMP, {**(_read_stamp(cache) or {}), **fields})
@@ -216,12 +229,7 @@ class DatasetInference:
         remove_stale_temp_files(cache)
         own = [entry for entry in cache.iterdir() if _PER_VIDEO_FILE.match(entry.name) and entry.is_file()]
         if not marker.exists():
-            others = [e for e in cache.iterdir() if e.name != LOCK_NAME and not is_temp_file_name(e.name)]
-            if others:
-                raise ForeignCacheFolderError(
-                    f"{cache}: exists and was not made by clipvis evaluate (no {CACHE_STAMP}); nothing was deleted. "
-                    "Choose another --output, or empty that folder."
-                )
+            check_cache_folder(cache)
             previous = None
         else:
             try:
@@ -340,6 +348,7 @@ class DatasetInference:
         if job is None:
             output = ensure_output_dir(output)
             cache = ensure_output_dir(output / CACHE_DIR)
+            check_cache_folder(cache)  # before its lock file is made there
             with FolderLock(cache):
                 self._prepare_output(output, cache, names)
                 try:
@@ -360,6 +369,7 @@ class DatasetInference:
             if job.is_main:
                 output = ensure_output_dir(output)
                 cache = ensure_output_dir(output / CACHE_DIR)
+                check_cache_folder(cache)  # before its lock file is made there
                 lock = FolderLock(cache).acquire()
                 self._prepare_output(output, cache, names)
                 prepared = True

@@ -21,11 +21,13 @@ from clipvis.cli.commands.common import (
     resolve_device,
 )
 from clipvis.cli.dataset_inference import (
+    CACHE_DIR,
     DatasetInference,
     DatasetRunSummary,
     ForeignCacheFolderError,
     ForeignOutputFileError,
     PerVideoFileError,
+    check_cache_folder,
     check_output_files,
     evaluation_output_names,
     server_zip_name,
@@ -143,9 +145,10 @@ def _run_and_conclude(
 ) -> None:
     """Load the model, run the videos, then (rank 0) report, and score or write the server zip."""
     output = options.output
-    try:  # a file of the user's where evaluate writes: refused now, not after the inference (again under the lock)
+    try:  # a file or per_video/ folder of the user's where evaluate writes: refused now, not after the model loads
+        check_cache_folder(output / CACHE_DIR)  # (again under the lock)
         check_output_files(output, evaluation_output_names(inputs.spec.name, len(inputs.videos), max_videos))
-    except ForeignOutputFileError as error:
+    except (ForeignCacheFolderError, ForeignOutputFileError) as error:
         raise fail(error) from None
     predictor = load_predictor(options)
     if job is not None:  # every rank runs the same model, vocabulary and settings, or none runs (or touches the cache)

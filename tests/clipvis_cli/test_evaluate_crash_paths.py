@@ -118,6 +118,7 @@ def test_per_video_cache_never_deletes_foreign_files(tmp_path, tiny_weights) -> 
         "was deleted. Choose another --output, or empty that folder."
     ]
     assert (out / "per_video" / "notes.txt").read_text() == "mine"
+    assert [p.name for p in (out / "per_video").iterdir()] == ["notes.txt"]  # no .clipvis.lock left there either
 
     (out / "per_video" / "notes.txt").unlink()
     assert evaluate(tiny_weights, gt, frames, out).exit_code == 0
