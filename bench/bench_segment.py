@@ -83,7 +83,7 @@ from bench_configs import MODEL_CONFIGS  # noqa: E402 - bench/ is the script's f
 from clipvis.cli.commands.common import load_predictor  # noqa: E402
 from clipvis.cli.inputs import VideoSource  # noqa: E402
 from clipvis.cli.memory import HUGE_PAGES_VARIABLE, HeapTrimmer, prefer_huge_pages  # noqa: E402
-from clipvis.cli.segment import DEFAULT_FORMATS, SegmentOptions, SegmentRunner  # noqa: E402
+from clipvis.cli.segment import DEFAULT_FORMATS, FORMATS, SegmentOptions, SegmentRunner  # noqa: E402
 from clipvis.cli.video_io import VideoReader  # noqa: E402
 from clipvis.cli.writers.overlay import render_threads_for  # noqa: E402
 from clipvis.model import create_model, save_pretrained  # noqa: E402
@@ -94,6 +94,7 @@ VOCABULARY = ["person", "car", "dog", "cat", "bicycle", "kite", "horse", "boat"]
 BATCH_FRAMES = 4  # the `segment` default
 MASK_COVERAGE = 0.03  # random-weight masks are shifted to cover ~3 % of the frame each, like objects
 DEFAULT_FRAMES = {"tiny": 120, "r50": 8, "convnext-b": 8}
+BENCH_FORMATS: tuple[str, ...] = DEFAULT_FORMATS  # --formats: what every part's `segment` writes
 GIB = 1024**3
 
 
@@ -252,7 +253,7 @@ def bench_options(
     """`segment`'s options for the bench: its vocabulary, ``model``'s random checkpoint, all outputs into
     ``files.root / output``, batches of BATCH_FRAMES, nothing skipped."""
     return SegmentOptions(
-        vocabulary=VOCABULARY, weights=str(files.weights(model)), output=files.root / output, formats=DEFAULT_FORMATS,
+        vocabulary=VOCABULARY, weights=str(files.weights(model)), output=files.root / output, formats=BENCH_FORMATS,
         device=device, precision=precision, batch_frames=BATCH_FRAMES, skip_existing=False,
     )
 
@@ -827,6 +828,10 @@ def main() -> None:
         "--own-arenas", action="store_true",
         help="leave glibc's default malloc arenas (the `clipvis` command puts every thread in one)",
     )
+    parser.add_argument(
+        "--formats", default=",".join(DEFAULT_FORMATS),
+        help="(a), (e), (h): segment's --formats, comma-separated, or `all` for every format (default: %(default)s)",
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"], help="(a) precision")
     parser.add_argument("--size", default=f"{WIDTH}x{HEIGHT}", help="(a) video WIDTHxHEIGHT, e.g. 1280x720")
@@ -838,6 +843,8 @@ def main() -> None:
     prefer_huge_pages()  # as `clipvis segment` does, before any tensor exists (also inherited by subprocesses)
     sys.stdout.reconfigure(line_buffering=True)  # figures appear as they are measured, also under nohup
     torch.set_num_threads(args.threads)
+    global BENCH_FORMATS
+    BENCH_FORMATS = FORMATS if args.formats == "all" else tuple(args.formats.split(","))
     frames = args.frames or DEFAULT_FRAMES[args.model]
     width, height = parse_size(args.size)  # (a), (g), (h)
     print(

@@ -81,6 +81,17 @@ def frame_masks(tracks: list[TrackResult], position: int,
     return present
 
 
+def frame_crops(tracks: list[TrackResult], position: int, height: int, width: int,
+                progress: Callable[[int], None] | None = None) -> list[tuple[TrackResult, rle.MaskCrop]]:
+    """The (track, mask cut to its box) pairs of the tracks with a non-empty mask on processed frame `position` of
+    an H×W video, as `frame_masks` gives them but without decoding any mask whole (`clipvis.cli.rle.mask_crops`);
+    ``progress`` is told how many tracks' masks were handled."""
+    crops = rle.mask_crops([track.segmentations[position] for track in tracks], height, width)
+    if progress is not None:
+        progress(len(tracks))
+    return [(track, crop) for track, crop in zip(tracks, crops, strict=True) if crop is not None]
+
+
 class Exporter:
     """One output format. `export` writes one video's files into `directory` (a staging folder) and returns the
     paths of the top-level entries it made. `needs_media`: the format cannot be written without the source video's

@@ -25,10 +25,10 @@ from pathlib import Path
 import numpy as np
 
 from clipvis.cli import __version__
-from clipvis.cli.exporters.base import Exporter, ExportOptions, frame_masks
+from clipvis.cli.exporters.base import Exporter, ExportOptions, frame_crops, frame_masks
 from clipvis.cli.exporters.frames import processed_frames, save_image
 from clipvis.cli.exporters.loading import ExportVideo
-from clipvis.cli.exporters.masks import cvat_rle, mask_iou, mask_polygon, polygon_mask
+from clipvis.cli.exporters.masks import cvat_crop_rle, mask_iou, mask_polygon, polygon_mask
 from clipvis.cli.messages import path_text
 from clipvis.cli.writers.overlay import track_colour
 from clipvis.cli.zip_files import add_bytes, add_file
@@ -155,8 +155,8 @@ class CvatImagesExporter(Exporter):
                 "id": str(frame_index), "name": f"{frame_name(frame_index)}.jpg",
                 "width": str(info.width), "height": str(info.height),
             })
-            for track, mask in frame_masks(video.tracks, position, video.progress):
-                runs, left, top, width, height = cvat_rle(mask)
+            for track, crop in frame_crops(video.tracks, position, info.height, info.width, video.progress):
+                runs, left, top, width, height = cvat_crop_rle(crop)
                 shape = ET.SubElement(image, "mask", {
                     "label": video.categories[track.category_id - 1], "source": "auto", "occluded": "0",
                     "rle": ", ".join(map(str, runs)), "left": str(left), "top": str(top),

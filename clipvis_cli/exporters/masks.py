@@ -43,13 +43,21 @@ def cvat_rle(mask: np.ndarray) -> tuple[list[int], int, int, int, int]:
     if rows.size == 0:
         raise ValueError("cvat_rle: empty mask")
     top, bottom, left, right = int(rows[0]), int(rows[-1]), int(cols[0]), int(cols[-1])
-    crop = mask[top : bottom + 1, left : right + 1].reshape(-1).astype(np.int8)
-    changes = np.flatnonzero(np.diff(crop)) + 1
-    bounds = np.concatenate(([0], changes, [crop.size]))
+    box = (left, top, right - left + 1, bottom - top + 1)
+    return cvat_crop_rle(rle.MaskCrop(box, np.ascontiguousarray(mask[top : bottom + 1, left : right + 1])))
+
+
+def cvat_crop_rle(crop: rle.MaskCrop) -> tuple[list[int], int, int, int, int]:
+    """`cvat_rle` of a mask already cut to its box (`clipvis.cli.rle.mask_crops`: the box from the RLE, nothing
+    decoded whole)."""
+    flat = crop.mask.reshape(-1)
+    changes = np.flatnonzero(flat[1:] != flat[:-1]) + 1
+    bounds = np.concatenate(([0], changes, [flat.size]))
     runs = np.diff(bounds).tolist()
-    if crop[0]:
+    if flat[0]:
         runs.insert(0, 0)
-    return [int(r) for r in runs], left, top, right - left + 1, bottom - top + 1
+    left, top, width, height = crop.box
+    return runs, left, top, width, height
 
 
 def decode_cvat_rle(runs: Sequence[int], left: int, top: int, width: int, height: int,

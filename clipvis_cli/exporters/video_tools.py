@@ -34,7 +34,7 @@ from urllib.parse import quote
 import numpy as np
 
 from clipvis.cli import rle
-from clipvis.cli.exporters.base import Exporter, ExportOptions, frame_masks
+from clipvis.cli.exporters.base import Exporter, ExportOptions, frame_crops
 from clipvis.cli.exporters.cvat import _colour
 from clipvis.cli.exporters.frames import check_frame_size
 from clipvis.cli.exporters.loading import ExportInputError, ExportVideo
@@ -196,10 +196,9 @@ class FiftyOneExporter(Exporter):
         frames: dict[str, dict] = {}
         for position, frame_index in enumerate(info.frame_indices):
             objects = []
-            for track, mask in frame_masks(video.tracks, position, video.progress):
-                rows = np.flatnonzero(mask.any(axis=1))
-                cols = np.flatnonzero(mask.any(axis=0))
-                top, bottom, left, right = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+            for track, crop in frame_crops(video.tracks, position, info.height, info.width, video.progress):
+                left, top, width, height = crop.box
+                bottom, right = top + height, left + width
                 objects.append({
                     "type": "eta.core.objects.DetectedObject",
                     "label": video.categories[track.category_id - 1],
@@ -207,7 +206,7 @@ class FiftyOneExporter(Exporter):
                         "top_left": {"x": left / info.width, "y": top / info.height},
                         "bottom_right": {"x": right / info.width, "y": bottom / info.height},
                     },
-                    "mask": serialize_mask(mask[top:bottom, left:right]),
+                    "mask": serialize_mask(crop.mask),
                     "confidence": round(track.score, 6),
                     "index": track.track_id,
                 })

@@ -124,3 +124,81 @@ def test_rle_id_map_matches_painting_decoded_masks(height: int, width: int, trac
         want = _reference_id_map([masks[k] for k in kept], [ids[k] for k in kept], [scores[k] for k in kept], dtype)
         got = M.rle_id_map(segmentations, ids, scores, height, width, dtype=dtype)
         assert got.dtype == want.dtype and got.shape == want.shape and got.tobytes() == want.tobytes()
+
+
+def _reference_cvat_rle(mask: np.ndarray) -> tuple[list[int], int, int, int, int]:
+    """`cvat_rle` as cvat-images used it before the crops: the box from the decoded mask's rows and columns."""
+    rows = np.flatnonzero(mask.any(axis=1))
+    cols = np.flatnonzero(mask.any(axis=0))
+    top, bottom, left, right = int(rows[0]), int(rows[-1]), int(cols[0]), int(cols[-1])
+    crop = mask[top : bottom + 1, left : right + 1].reshape(-1).astype(np.int8)
+    changes = np.flatnonzero(np.diff(crop)) + 1
+    bounds = np.concatenate(([0], changes, [crop.size]))
+    runs = np.diff(bounds).tolist()
+    if crop[0]:
+        runs.insert(0, 0)
+    return [int(r) for r in runs], left, top, right - left + 1, bottom - top + 1
+
+
+def _reference_fiftyone_object(mask: np.ndarray, height: int, width: int) -> tuple[dict, str]:
+    """The bounding box and serialised mask a fiftyone detection had before the crops (decoded mask)."""
+    from clipvis.cli.exporters.video_tools import serialize_mask
+
+    rows = np.flatnonzero(mask.any(axis=1))
+    cols = np.flatnonzero(mask.any(axis=0))
+    top, bottom, left, right = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+    box = {"top_left": {"x": left / width, "y": top / height},
+           "bottom_right": {"x": right / width, "y": bottom / height}}
+    return box, serialize_mask(mask[top:bottom, left:right])
+
+
+def _frame_of_masks(height: int, width: int, tracks: int, rng: np.random.Generator) -> np.ndarray:
+    """`tracks` masks of one frame: the `_random_masks` kinds, overlapping rectangles, columns, specks."""
+    kinds = _random_masks(height, width, rng)
+    masks = np.zeros((tracks, height, width), bool)
+    for k in range(tracks):
+        if k < len(kinds):
+            masks[k] = kinds[k]
+        elif k % 3 == 0:  # overlapping rectangles, some across the whole height (runs across columns)
+            y, x = rng.integers(height), rng.integers(width)
+            masks[k, y : y + rng.integers(1, height + 1), x : x + rng.integers(1, width + 1)] = True
+        elif k % 3 == 1:
+            masks[k] = rng.random((height, width)) > rng.uniform(0.5, 0.999)
+        else:  # one pixel
+            masks[k, rng.integers(height), rng.integers(width)] = True
+    return masks
+
+
+@pytest.mark.parametrize("height,width,tracks", [(1, 1, 3), (2, 3, 14), (7, 5, 20), (31, 17, 40), (97, 131, 60),
+                                                 (240, 427, 300), (480, 854, 30)])
+def test_mask_crops_match_the_decoded_masks(height: int, width: int, tracks: int) -> None:
+    """cvat-images' and fiftyone's masks cut to their boxes from the RLEs give what the decoded masks gave."""
+    from clipvis.cli import rle
+    from clipvis.cli.exporters.masks import cvat_crop_rle
+    from clipvis.cli.exporters.video_tools import serialize_mask
+
+    rng = np.random.default_rng(height * 7 + width + tracks)
+    masks = _frame_of_masks(height, width, tracks, rng)
+    segmentations = [None if k % 5 == 4 else s for k, s in enumerate(rle.encode_many(masks))]
+    crops = rle.mask_crops(segmentations, height, width)
+    assert len(crops) == tracks
+    for k, crop in enumerate(crops):
+        if segmentations[k] is None or not masks[k].any():
+            assert crop is None
+            continue
+        assert crop is not None
+        assert list(crop.box) == rle.bbox(segmentations[k])  # COCO's toBbox
+        decoded = rle.decode(segmentations[k])  # as the writers had it: column-major, as pycocotools decodes
+        assert cvat_crop_rle(crop) == _reference_cvat_rle(decoded)
+        left, top, w, h = crop.box
+        box = {"top_left": {"x": left / width, "y": top / height},
+               "bottom_right": {"x": (left + w) / width, "y": (top + h) / height}}
+        assert (box, serialize_mask(crop.mask)) == _reference_fiftyone_object(decoded, height, width)
+
+
+def test_mask_crops_of_no_masks() -> None:
+    from clipvis.cli import rle
+
+    assert rle.mask_crops([], 4, 5) == []
+    assert rle.mask_crops([None, None], 4, 5) == [None, None]
+    assert rle.mask_crops([rle.encode(np.zeros((4, 5), bool))], 4, 5) == [None]
