@@ -242,6 +242,56 @@ def label_map(masks: Sequence[RleDict | None], height: int, width: int) -> Label
     is constant between consecutive run boundaries of any mask: each such segment gets the smallest mask number
     covering it, and the segments are expanded into the image in one ``np.repeat``.
     """
+    bounds, top, boxes = _painted_segments(masks, height, width)
+    if top.size == 1 and top[0] == 0:
+        return LabelMap(np.zeros((height, width), top.dtype), boxes, np.zeros(len(masks), np.int64))
+    segment_lengths = np.diff(bounds)
+    visible = np.bincount(top, weights=segment_lengths, minlength=len(masks) + 1)[1:].astype(np.int64)
+    column_major = np.repeat(top, segment_lengths).reshape(width, height)
+    return LabelMap(cv2.transpose(column_major), boxes, visible)
+
+
+def visible_counts(masks: Sequence[RleDict | None], height: int, width: int) -> list[str | None]:
+    """The COCO compressed ``counts`` of each mask's visible part when ``masks`` are painted as ``label_map`` paints
+    them (the earliest mask wins where they overlap): byte-identical to ``encode(label_map(...).labels == k + 1)``;
+    None where mask ``k`` is absent or shows no pixel. Made from the painted segments' boundaries, no image made."""
+    bounds, top, _ = _painted_segments(masks, height, width)
+    counts: list[str | None] = [None] * len(masks)
+    shown = np.flatnonzero((top > 0) & (bounds[1:] > bounds[:-1]))
+    if shown.size == 0:
+        return counts
+    order = np.argsort(top[shown], kind="stable")  # by label, each label's segments in image order
+    labels, begins, ends = top[shown][order].astype(np.int64), bounds[shown][order], bounds[shown + 1][order]
+    # A label's consecutive segments that touch form one run of its mask
+    new_label = np.concatenate([[True], labels[1:] != labels[:-1]])
+    starts = np.flatnonzero(new_label | np.concatenate([[True], begins[1:] != ends[:-1]]))
+    run_labels, run_begins = labels[starts], begins[starts]
+    run_ends = ends[np.concatenate([starts[1:], [labels.size]]) - 1]
+    first = np.concatenate([[True], run_labels[1:] != run_labels[:-1]])  # each label's first run
+    last = np.concatenate([first[1:], [True]])
+    previous_end = np.concatenate([[0], run_ends[:-1]])
+    previous_end[first] = 0
+    tail = height * width - run_ends[last]  # the background after a label's last run (none when it is 0)
+    has_tail = (tail > 0).astype(np.int64)
+    label_index = np.cumsum(first) - 1
+    tails_before = np.cumsum(has_tail) - has_tail
+    where = 2 * np.arange(run_labels.size) + tails_before[label_index]
+    values = np.empty(2 * run_labels.size + int(has_tail.sum()), dtype=np.int64)
+    values[where] = run_begins - previous_end
+    values[where + 1] = run_ends - run_begins
+    values[(where + 2)[last][has_tail > 0]] = tail[has_tail > 0]
+    runs_per_label = np.bincount(label_index, minlength=int(first.sum())) * 2 + has_tail
+    encoded = compress_runs(values, runs_per_label, (height, width))
+    for index, label in enumerate(run_labels[first].tolist()):
+        counts[label - 1] = encoded.counts(index)
+    return counts
+
+
+def _painted_segments(masks: Sequence[RleDict | None], height: int,
+                      width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``masks`` painted as ``label_map`` paints them, as segments of the image in column-major order: segment ``s``
+    is pixels ``bounds[s] .. bounds[s + 1] - 1``, all labelled ``top[s]`` (uint8 for fewer than 255 masks, else
+    uint16; segments may be empty); and the masks' boxes (``LabelMap.boxes``)."""
     if len(masks) >= 2**16 - 1:
         raise ValueError(f"label_map paints at most {2**16 - 2} masks, got {len(masks)}")
     pixels = height * width
@@ -256,7 +306,7 @@ def label_map(masks: Sequence[RleDict | None], height: int, width: int) -> Label
     boxes = _boxes(begins, ends, number, len(masks), height)
     dtype = np.uint8 if len(masks) < 255 else np.uint16
     if begins.size == 0:
-        return LabelMap(np.zeros((height, width), dtype), boxes, np.zeros(len(masks), np.int64))
+        return np.array([0, pixels], dtype=np.int64), np.zeros(1, dtype), boxes
     # All run boundaries in order: each mask's are sorted already (begin, end, begin, ...), so a stable (merge-based)
     # sort of them is cheap; where each run's begin and end landed gives the segments it covers.
     boundaries = np.empty(2 * begins.size + 2, dtype=np.int64)
@@ -282,10 +332,7 @@ def label_map(masks: Sequence[RleDict | None], height: int, width: int) -> Label
         unpainted = np.flatnonzero((covering != 0) & (top == 0))
         lowest = covering[unpainted] & -covering[unpainted]
         top[unpainted] = block * _MASKS_PER_BLOCK + np.frexp(lowest.astype(np.float64))[1]  # 2**j -> j + 1
-    segment_lengths = np.diff(bounds)
-    visible = np.bincount(top, weights=segment_lengths, minlength=len(masks) + 1)[1:].astype(np.int64)
-    column_major = np.repeat(top, segment_lengths).reshape(width, height)
-    return LabelMap(cv2.transpose(column_major), boxes, visible)
+    return bounds, top, boxes
 
 
 @dataclass

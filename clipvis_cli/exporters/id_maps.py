@@ -28,11 +28,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from clipvis.cli import rle
 from clipvis.cli.exporters.base import Exporter, ExportOptions
 from clipvis.cli.exporters.frames import processed_frames, save_image
 from clipvis.cli.exporters.loading import ExportVideo
-from clipvis.cli.exporters.masks import rle_id_map
+from clipvis.cli.exporters.masks import rle_id_counts, rle_id_map
 from clipvis.cli.writers.overlay import track_colour
 
 MOTS_INSTANCES = 1000
@@ -148,15 +147,18 @@ class MotsTxtExporter(Exporter):
         root = directory / self.name
         root.mkdir()
         with open(root / "mots.txt", "w", encoding="ascii") as handle:
+            ids = [class_ids[t.category_id] * MOTS_INSTANCES + t.track_id for t in video.tracks]
             for position, frame_index in enumerate(info.frame_indices):
-                frame = mots_frame(video, position, class_ids)
-                if frame is None:
-                    continue
-                ids = [int(v) for v in np.unique(frame) if v]
-                for object_id, encoded in zip(ids, rle.encode_many(frame[None] == np.array(ids)[:, None, None]),
-                                              strict=True):
+                # each object's part of the frame's MOTS id map, encoded straight from the painted RLEs
+                present = [k for k, track in enumerate(video.tracks) if track.segmentations[position] is not None]
+                if video.progress is not None:
+                    video.progress(len(video.tracks))
+                objects = rle_id_counts([video.tracks[k].segmentations[position] for k in present],
+                                        [ids[k] for k in present], [video.tracks[k].score for k in present],
+                                        info.height, info.width) if present else []
+                for object_id, counts in objects:
                     handle.write(f"{frame_index} {object_id} {object_id // MOTS_INSTANCES} "
-                                 f"{info.height} {info.width} {encoded['counts']}\n")
+                                 f"{info.height} {info.width} {counts}\n")
         (root / "labels.txt").write_text("\n".join(mots_labels(video, class_ids)) + "\n", encoding="utf-8")
         (root / "class_map.json").write_text(json.dumps(_class_map_json(video, class_ids), indent=2) + "\n",
                                              encoding="utf-8")

@@ -35,6 +35,17 @@ def rle_id_map(segmentations: Sequence[RleDict | None], ids: Sequence[int], scor
     return table[painted.labels]
 
 
+def rle_id_counts(segmentations: Sequence[RleDict | None], ids: Sequence[int], scores: Sequence[float], height: int,
+                  width: int) -> list[tuple[int, str]]:
+    """The COCO compressed RLE ``counts`` of each id's region in `rle_id_map`'s id map (same arguments), as
+    ``(id, counts)`` in increasing id order, ids with no pixel left out: byte-identical to encoding
+    ``rle_id_map(...) == id`` for every id in it (ids must differ), with no image made (`rle.visible_counts`)."""
+    scores_array = np.asarray(scores, dtype=np.float64).reshape(-1)
+    order = np.lexsort((np.arange(len(segmentations)), -scores_array)).tolist()
+    counts = rle.visible_counts([segmentations[k] for k in order], height, width)
+    return sorted((int(ids[k]), text) for k, text in zip(order, counts, strict=True) if text is not None)
+
+
 def cvat_rle(mask: np.ndarray) -> tuple[list[int], int, int, int, int]:
     """CVAT XML mask encoding of a non-empty H×W bool mask: run lengths over the mask's tight bounding box, read
     row by row, starting with a (possibly zero) background run; and the box's left, top, width, height."""

@@ -202,3 +202,33 @@ def test_mask_crops_of_no_masks() -> None:
     assert rle.mask_crops([], 4, 5) == []
     assert rle.mask_crops([None, None], 4, 5) == [None, None]
     assert rle.mask_crops([rle.encode(np.zeros((4, 5), bool))], 4, 5) == [None]
+
+
+def _reference_id_counts(segmentations, ids, scores, height: int, width: int) -> list[tuple[int, str]]:
+    """mots-txt's objects as it wrote them before `rle_id_counts`: the id map made, each id's region encoded."""
+    from clipvis.cli import rle
+
+    frame = M.rle_id_map(segmentations, ids, scores, height, width, dtype=np.uint16)
+    present = [int(v) for v in np.unique(frame) if v]
+    encoded = rle.encode_many(frame[None] == np.array(present, dtype=np.int64)[:, None, None])
+    return [(object_id, e["counts"]) for object_id, e in zip(present, encoded, strict=True)]
+
+
+@pytest.mark.parametrize("height,width,tracks", [(1, 1, 3), (2, 3, 14), (7, 5, 20), (31, 17, 40), (97, 131, 60),
+                                                 (240, 427, 300), (480, 854, 30)])
+def test_rle_id_counts_match_encoding_the_id_map(height: int, width: int, tracks: int) -> None:
+    """mots-txt's per-object RLEs made from the painted runs are the strings encoding the id map gave."""
+    from clipvis.cli import rle
+
+    rng = np.random.default_rng(height * 3 + width + tracks)
+    for trial in range(3):
+        masks = _frame_of_masks(height, width, tracks, rng)
+        rng.shuffle(masks)  # the empty, full and one-pixel masks anywhere in the ranking
+        segmentations: list = rle.encode_many(masks)
+        if trial == 2:
+            segmentations = [None if k % 3 == 0 else s for k, s in enumerate(segmentations)]
+        ids = rng.permutation(np.arange(1, 65536))[:tracks].tolist()
+        scores = rng.choice([0.25, 0.5, 0.9], tracks).tolist() if trial else rng.random(tracks).tolist()  # ties
+        kept = [k for k, s in enumerate(segmentations) if s is not None]
+        args = ([segmentations[k] for k in kept], [ids[k] for k in kept], [scores[k] for k in kept], height, width)
+        assert M.rle_id_counts(*args) == _reference_id_counts(*args)
