@@ -433,3 +433,30 @@ def test_frame_spill_round_trip() -> None:
     with pytest.raises(ValueError):
         spill.append(np.zeros((2, 2), dtype=np.float32))
     spill.close()
+
+
+def _reference_positive_mask_statistics(mask_logits: torch.Tensor) -> torch.Tensor:
+    """`positive_mask_statistics` as it was before it multiplied in place and counted in float32."""
+    positive = mask_logits > 0
+    mask_sum = (mask_logits.float().sigmoid() * positive).flatten(1).sum(1)
+    mask_count = positive.flatten(1).sum(1).float()
+    return torch.stack([mask_sum, mask_count], 1)
+
+
+@pytest.mark.parametrize("shape", [(0, 4, 5), (1, 1, 1), (3, 7, 5), (100, 120, 216), (5, 184, 320), (2, 1100, 1000)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_positive_mask_statistics_are_bit_identical_to_the_plain_form(shape, dtype) -> None:
+    generator = torch.Generator().manual_seed(sum(shape))
+    logits = (torch.randn(shape, generator=generator) * 4).to(dtype)
+    if shape[0] >= 3:  # all negative, all positive, zeros and -0 (not positive), huge magnitudes
+        logits[0] = -logits[0].abs() - 1
+        logits[1] = logits[1].abs() + 1
+        logits[2].view(-1)[::2] = 0.0
+        logits[2].view(-1)[1::2] = -0.0
+    if shape[0] >= 4:
+        logits[3].view(-1)[::3] = float("inf")
+        logits[3].view(-1)[1::3] = float("-inf")
+    got = positive_mask_statistics(logits)
+    want = _reference_positive_mask_statistics(logits)
+    assert got.dtype == want.dtype and got.shape == want.shape
+    assert torch.equal(got, want)
