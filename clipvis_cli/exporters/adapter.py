@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import tempfile
 import zipfile
+from dataclasses import replace
 from pathlib import Path
 
 from clipvis.cli.atomic import TEMP_MARKER, atomic_output_path
@@ -27,7 +28,8 @@ class ExportFormatWriter:
     def __init__(self, format_name: str, options: ExportOptions | None = None) -> None:
         self.format = format_name
         self.file_name = f"{format_name}.zip"
-        self.options = options or ExportOptions()
+        # the polygons' IoU is what `clipvis export` reports; no segment file holds it
+        self.options = replace(options or ExportOptions(), measure_polygons=False)
 
     def refuses(self, source_kind: str) -> str | None:
         """Why this format cannot be written for a source of ``source_kind`` ("video", "images"), known before the

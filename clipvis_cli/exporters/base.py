@@ -44,6 +44,7 @@ class ExportOptions:
     zip_results: bool = False
     results_name: str = "results.json"
     media_url: str = ""  # labelstudio: URL prefix under which Label Studio serves the video
+    measure_polygons: bool = True  # cvat-video: the polygons' mean IoU with the masks (export reports it)
 
 
 def class_key(name: str) -> str:

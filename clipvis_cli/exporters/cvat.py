@@ -117,7 +117,7 @@ class CvatVideoExporter(Exporter):
                 present = frame_masks([track], position, video.progress)
                 polygon = mask_polygon(present[0][1]) if present else None
                 frame = str(info.frame_indices[position])
-                if present:  # a mask no polygon could outline counts as IoU 0, not as nothing
+                if present and options.measure_polygons:  # a mask no polygon outlines counts as IoU 0, not nothing
                     ious.append(0.0 if polygon is None else
                                 mask_iou(polygon_mask(polygon, info.height, info.width), present[0][1]))
                 if polygon is not None:

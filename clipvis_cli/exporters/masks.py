@@ -125,7 +125,9 @@ def _outlines(mask: np.ndarray) -> list[np.ndarray]:
     scale = 1
     if any(_runs_over_itself(contour.reshape(-1, 2)) for contour in every):
         scale = 2
-        binary = np.ascontiguousarray(np.repeat(np.repeat(binary, 2, axis=0), 2, axis=1))
+        # every pixel doubled each way (nearest neighbour at exactly twice the size: the same image as np.repeat
+        # along both axes, ~10x faster)
+        binary = cv2.resize(binary, (2 * binary.shape[1], 2 * binary.shape[0]), interpolation=cv2.INTER_NEAREST)
     contours, hierarchy = cv2.findContours(binary, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
     outlines = []
     corner = np.array([left * scale, top * scale])
@@ -148,8 +150,8 @@ def _pixel_outline(points: np.ndarray, grow: bool) -> np.ndarray:
     """Pixel-centre outline -> the outline of the pixels themselves: every vertex moves half a pixel (along the
     bisector of its two edges' normals) away from the foreground: outwards for a part, into the hole for a hole."""
     centre = points + 0.5
-    previous = points - np.roll(points, 1, axis=0)
-    following = np.roll(points, -1, axis=0) - points
+    previous = points - _shifted(points, 1)
+    following = _shifted(points, -1) - points
     normals = _unit_normals(previous) + _unit_normals(following)
     length = np.maximum(np.abs(normals).max(axis=1, keepdims=True), 1e-9)
     offset = normals / length * 0.5
@@ -160,7 +162,15 @@ def _pixel_outline(points: np.ndarray, grow: bool) -> np.ndarray:
 
 def _area(points: np.ndarray) -> float:
     x, y = points[:, 0], points[:, 1]
-    return abs(0.5 * float(np.sum(x * np.roll(y, -1) - np.roll(x, -1) * y)))
+    return abs(0.5 * float(np.sum(x * _shifted(y, -1) - _shifted(x, -1) * y)))
+
+
+def _shifted(values: np.ndarray, shift: int) -> np.ndarray:
+    """``np.roll(values, shift, axis=0)`` for a shift of 1 or -1, without np.roll's general-case overhead (the
+    outlines roll thousands of short arrays)."""
+    if shift == 1:
+        return np.concatenate([values[-1:], values[:-1]])
+    return np.concatenate([values[1:], values[:1]])
 
 
 def _unit_normals(edges: np.ndarray) -> np.ndarray:

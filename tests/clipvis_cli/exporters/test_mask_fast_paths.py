@@ -23,8 +23,26 @@ def _reference_outlines(mask: np.ndarray) -> list[np.ndarray]:
         points = contour.reshape(-1, 2).astype(np.float64)
         if len(points) < 3:
             continue
-        outlines.append(M._pixel_outline(points, grow=hierarchy[0][index][3] < 0) / scale)
+        outlines.append(_reference_pixel_outline(points, grow=hierarchy[0][index][3] < 0) / scale)
     return outlines
+
+
+def _reference_pixel_outline(points: np.ndarray, grow: bool) -> np.ndarray:
+    """`_pixel_outline` as it was, with np.roll."""
+    centre = points + 0.5
+    previous = points - np.roll(points, 1, axis=0)
+    following = np.roll(points, -1, axis=0) - points
+    normals = M._unit_normals(previous) + M._unit_normals(following)
+    length = np.maximum(np.abs(normals).max(axis=1, keepdims=True), 1e-9)
+    offset = normals / length * 0.5
+    plus, minus = centre + offset, centre - offset
+
+    def area(p: np.ndarray) -> float:
+        x, y = p[:, 0], p[:, 1]
+        return abs(0.5 * float(np.sum(x * np.roll(y, -1) - np.roll(x, -1) * y)))
+
+    larger, smaller = (plus, minus) if area(plus) >= area(minus) else (minus, plus)
+    return larger if grow else smaller
 
 
 def _reference_bridge(ring: np.ndarray, contour: np.ndarray) -> np.ndarray:

@@ -68,3 +68,33 @@ def test_formats_that_carry_a_video_file_refuse_an_image_folder_before_the_model
     monkeypatch.undo()
     video_run = CliRunner().invoke(app, [*args[:1], str(video), *args[2:]], catch_exceptions=False)
     assert video_run.exit_code == 0, video_run.output  # a video file is fine
+
+
+def test_segment_cvat_video_skips_the_polygon_iou_that_only_export_reports(segment_output, tmp_path,
+                                                                        monkeypatch) -> None:
+    """segment's cvat-video.zip is the file `clipvis export` writes, without measuring the polygons' IoU (rasterising
+    every polygon again), which only export's summary shows."""
+    from pathlib import Path
+
+    from clipvis.cli.exporters import ExportOptions, ExportVideo
+    from clipvis.cli.exporters import cvat as cvat_module
+    from clipvis.cli.exporters.adapter import ExportFormatWriter
+    from clipvis.cli.writers.base import SegmentedVideo
+
+    info, tracks = segment_output.info, segment_output.tracks
+    categories = ["cat", "dog", "hot air balloon"]
+    exported = tmp_path / "exported"
+    exported.mkdir()
+    exporter = cvat_module.CvatVideoExporter()
+    (made,) = exporter.export(ExportVideo(info, tracks, categories, segment_output.folder, category_ids=[1, 2, 3]),
+                              exported, ExportOptions())
+    assert exporter.last_polygon_iou is not None and exporter.last_polygon_iou > 0.9
+
+    def no_rasterising(*args, **kwargs):
+        raise AssertionError("segment rasterised a polygon to measure it")
+
+    monkeypatch.setattr(cvat_module, "polygon_mask", no_rasterising)
+    video = SegmentedVideo(info, tracks, categories, frames=lambda: iter(()))
+    written = ExportFormatWriter("cvat-video").write_video(Path(segment_output.folder) / "cvat-video.zip", video)
+    with zipfile.ZipFile(written) as got, zipfile.ZipFile(made) as want:
+        assert got.read("annotations.xml") == want.read("annotations.xml")
