@@ -92,7 +92,7 @@ def _write_zip(path: Path, root: ET.Element, images: dict[str, Path] | None = No
 
 
 def _points(polygon: np.ndarray) -> str:
-    return ";".join(f"{x:.2f},{y:.2f}" for x, y in polygon)
+    return ";".join(f"{x:.2f},{y:.2f}" for x, y in polygon.tolist())  # Python floats: ~3x faster to format
 
 
 class CvatVideoExporter(Exporter):

@@ -250,3 +250,16 @@ def test_rle_id_counts_match_encoding_the_id_map(height: int, width: int, tracks
         kept = [k for k, s in enumerate(segmentations) if s is not None]
         args = ([segmentations[k] for k in kept], [ids[k] for k in kept], [scores[k] for k in kept], height, width)
         assert M.rle_id_counts(*args) == _reference_id_counts(*args)
+
+
+def test_cvat_points_text_matches_formatting_numpy_rows() -> None:
+    """cvat-video's `points` formats Python floats: the text numpy's float64 rows gave, halves and -0 included."""
+    from clipvis.cli.exporters.cvat import _points
+
+    rng = np.random.default_rng(3)
+    polygon = np.concatenate([
+        rng.integers(-4, 5000, (500, 2)) / 2.0,  # the outlines' half pixels
+        rng.random((500, 2)) * 4000 - 10,
+        np.array([[0.005, 0.015], [0.125, -0.125], [-0.0, 0.0], [1e-9, -1e-9], [2.675, 1.005]]),
+    ])
+    assert _points(polygon) == ";".join(f"{x:.2f},{y:.2f}" for x, y in polygon)
