@@ -180,9 +180,23 @@ def _unit_normals(edges: np.ndarray) -> np.ndarray:
 
 
 def _bridge(ring: np.ndarray, contour: np.ndarray) -> np.ndarray:
-    """Join `contour` into `ring` through the closest vertex pair, out and back along the same segment."""
+    """Join `contour` into `ring` through the closest vertex pair, out and back along the same segment (the first
+    closest pair in ring-then-contour order)."""
+    # Only ring vertices that may be that close are measured against every contour vertex: a vertex's squared
+    # distance to the contour's bounding box is a lower bound of its distance to any contour vertex (also in floating
+    # point: subtraction, squares and sums are monotonic), and the vertex nearest the box gives an upper bound of
+    # the closest pair. Every vertex of a closest pair is within that bound, so the pair found (rows kept in order)
+    # is the one the whole [R, C] table gives; a mask of many parts no longer costs parts x ring length each.
+    rx, ry = ring[:, 0], ring[:, 1]
+    dx = np.maximum(np.maximum(contour[:, 0].min() - rx, rx - contour[:, 0].max()), 0.0)
+    dy = np.maximum(np.maximum(contour[:, 1].min() - ry, ry - contour[:, 1].max()), 0.0)
+    bound = dx**2 + dy**2
+    nearest = int(bound.argmin())
+    upper = ((ring[nearest, 0] - contour[:, 0]) ** 2 + (ring[nearest, 1] - contour[:, 1]) ** 2).min()
+    rows = np.flatnonzero(bound <= upper)
     # (dx² + dy², the same sum as over a [R, C, 2] difference, without that array)
-    distances = (ring[:, None, 0] - contour[None, :, 0]) ** 2 + (ring[:, None, 1] - contour[None, :, 1]) ** 2
-    i, j = np.unravel_index(int(distances.argmin()), distances.shape)
+    distances = (ring[rows, None, 0] - contour[None, :, 0]) ** 2 + (ring[rows, None, 1] - contour[None, :, 1]) ** 2
+    row, j = np.unravel_index(int(distances.argmin()), distances.shape)
+    i = int(rows[row])
     loop = np.concatenate([contour[j:], contour[: j + 1]])
     return np.concatenate([ring[: i + 1], loop, ring[i:]])

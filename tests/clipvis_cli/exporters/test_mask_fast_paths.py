@@ -99,11 +99,20 @@ def test_mask_polygon_matches_whole_frame_reference(height: int, width: int) -> 
 
 
 def test_bridge_matches_reference() -> None:
+    """The closest pair from the ring vertices near the contour's box is the whole table's, ties included."""
     rng = np.random.default_rng(0)
-    for r, c in [(1, 1), (3, 5), (40, 7), (200, 333)]:
-        ring = rng.integers(0, 50, (r, 2)).astype(np.float64) / 2 + rng.choice([0.0, 0.5], (r, 2))
-        contour = rng.integers(0, 50, (c, 2)).astype(np.float64) / 2
-        assert M._bridge(ring, contour).tobytes() == _reference_bridge(ring, contour).tobytes()
+    for r, c in [(1, 1), (3, 5), (40, 7), (200, 333), (3000, 20), (5, 900)]:
+        for spread in (50, 5, 2000):
+            ring = rng.integers(0, spread, (r, 2)).astype(np.float64) / 2 + rng.choice([0.0, 0.5], (r, 2))
+            contour = rng.integers(0, spread, (c, 2)).astype(np.float64) / 2
+            contour += rng.choice([0.0, spread / 4, -spread / 4], 2)  # inside the ring's span, or off to a side
+            if rng.random() < 0.5:  # fractional coordinates, as outlines moved along bisectors have
+                ring += rng.random((r, 2)) * 1e-3
+                contour -= rng.random((c, 2)) * 1e-3
+            assert M._bridge(ring, contour).tobytes() == _reference_bridge(ring, contour).tobytes()
+            ring_with_ties = np.concatenate([ring, ring[::-1], contour[:1]])  # the same closest distance many times
+            assert M._bridge(ring_with_ties, contour).tobytes() == _reference_bridge(ring_with_ties,
+                                                                                     contour).tobytes()
 
 
 def _reference_id_map(masks: list[np.ndarray], ids: list[int], scores: list[float], dtype) -> np.ndarray:
