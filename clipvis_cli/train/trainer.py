@@ -298,6 +298,32 @@ def _format_eta(seconds: float) -> str:
     return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
+_AMP_NAMES = {torch.float16: "fp16", torch.bfloat16: "bf16"}
+
+
+def resumed_amp_dtype(settings: TrainerSettings, device: torch.device, state: dict[str, Any],
+                      configured: torch.dtype | None) -> torch.dtype | None:
+    """The autocast dtype a run resumed from the checkpoint state ``state`` trains in (``configured``: what its
+    settings give on ``device`` today).
+
+    ``CLIPVIS.AMP_DTYPE=auto`` keeps the mixed-precision type the run trained in, so that auto's meaning never changes
+    under a running run: the type the checkpoint records (``amp_dtype``); in a checkpoint written before clipvis
+    recorded it, the one its gradient-scaler state shows on a GPU: a scaler state means fp16, none means the run
+    trained without a scaler, i.e. bf16 (what auto gave on GPUs supporting it before it became the official fp16;
+    fp16 on a GPU without bf16). A type set explicitly (``fp16``, ``bf16``), AMP off, or a run that trained in fp32
+    (AMP off, or auto on the CPU) get ``configured``."""
+    if not settings.amp or settings.amp_dtype != "auto":
+        return configured
+    recorded = state.get("amp_dtype")
+    if recorded is not None:
+        return {name: dtype for dtype, name in _AMP_NAMES.items()}.get(recorded, configured)
+    if device.type != "cuda":
+        return configured
+    if state.get("scaler"):
+        return torch.float16
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
 def sample_generator(seed: int, position: int, device: torch.device) -> torch.Generator:
     """The point-sampling RNG of the sample at ``position`` (independent of batch split and resume)."""
     generator = torch.Generator(device=device)
@@ -381,6 +407,7 @@ class Trainer:
                 "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(),
                 "scaler": self.scaler.state_dict(),
+                "amp_dtype": _AMP_NAMES.get(self.amp_dtype, "fp32"),  # the type a resume with auto keeps
                 "rng": {
                     "torch": torch.get_rng_state(),
                     "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
@@ -411,7 +438,7 @@ class Trainer:
         state = torch.load(state_path(path), map_location="cpu", weights_only=False)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        self.scaler.load_state_dict(state["scaler"])
+        self._resume_amp(state)
         torch.set_rng_state(state["rng"]["torch"])
         if state["rng"]["cuda"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
@@ -421,6 +448,24 @@ class Trainer:
         self.start_iteration = int(state["iteration"]) + 1
         log.info("resumed from %s at iteration %d", path, self.start_iteration)
         return True
+
+    def _resume_amp(self, state: dict[str, Any]) -> None:
+        """The mixed-precision type the resumed run trains in (``resumed_amp_dtype``) and its gradient scaler: the
+        checkpoint's scaler state when both use one; a fresh scaler where the run trained without one (bf16 resumed
+        with ``CLIPVIS.AMP_DTYPE=fp16``); the checkpoint's scaler state unused where the run goes on without one."""
+        dtype = resumed_amp_dtype(self.settings, self.device, state, self.amp_dtype)
+        if dtype != self.amp_dtype:
+            log.info("CLIPVIS.AMP_DTYPE=auto: resuming in %s, the mixed precision the run trained in",
+                     _AMP_NAMES.get(dtype, "fp32"))
+            self.amp_dtype = dtype
+            self.scaler = torch.amp.GradScaler(self.device.type, enabled=dtype == torch.float16)
+        saved = state.get("scaler") or {}
+        if self.scaler.is_enabled():
+            if saved:
+                self.scaler.load_state_dict(saved)
+            else:
+                log.info("the checkpoint holds no gradient-scaler state (the run trained without fp16's scaler): "
+                         "fp16 goes on with a fresh scaler")
 
     # ---- one step ----------------------------------------------------------------------------------------------
     def _normalise(self, batch: Batch) -> torch.Tensor:

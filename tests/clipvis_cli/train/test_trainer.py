@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 
@@ -59,8 +61,6 @@ def test_value_and_norm_clipping_are_detectron2s_per_parameter_clippers():
 def test_automatic_mixed_precision_is_the_official_fp16_with_a_grad_scaler_on_gpus(tmp_path, monkeypatch, device,
                                                                                   asked, expected):
     """detectron2's AMPTrainer (the released models): fp16 autocast + GradScaler, also where bf16 is supported."""
-    from types import SimpleNamespace
-
     from clipvis.cli.train.trainer import Trainer, TrainerSettings
 
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)
@@ -68,3 +68,52 @@ def test_automatic_mixed_precision_is_the_official_fp16_with_a_grad_scaler_on_gp
     assert Trainer._amp_dtype(SimpleNamespace(settings=settings, device=torch.device(device))) == expected
     settings.amp = False
     assert Trainer._amp_dtype(SimpleNamespace(settings=settings, device=torch.device(device))) is None
+
+
+@pytest.mark.parametrize(("asked", "state", "bf16_supported", "expected"), [
+    ("auto", {"scaler": {}}, True, torch.bfloat16),  # started before auto became fp16: bf16, no scaler
+    ("auto", {"scaler": {}}, False, torch.float16),
+    ("auto", {"scaler": {"scale": 1024.0}}, True, torch.float16),
+    ("auto", {"scaler": {}, "amp_dtype": "bf16"}, False, torch.bfloat16),  # recorded: kept
+    ("auto", {"scaler": {"scale": 1024.0}, "amp_dtype": "fp16"}, True, torch.float16),
+    ("auto", {"scaler": {}, "amp_dtype": "fp32"}, True, torch.float16),  # trained in fp32 (CPU): auto of today
+    ("fp16", {"scaler": {}, "amp_dtype": "bf16"}, True, torch.float16),  # set explicitly: honoured
+    ("bf16", {"scaler": {"scale": 1024.0}}, True, torch.bfloat16),
+])
+def test_a_resumed_run_keeps_the_mixed_precision_auto_gave_it(tmp_path, monkeypatch, asked, state, bf16_supported,
+                                                              expected):
+    from clipvis.cli.train.trainer import Trainer, TrainerSettings, resumed_amp_dtype
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: bf16_supported)
+    settings = TrainerSettings(output_dir=tmp_path, max_iter=1, base_lr=1e-4, steps=(), amp_dtype=asked)
+    device = torch.device("cuda")
+    configured = Trainer._amp_dtype(SimpleNamespace(settings=settings, device=device))
+    assert resumed_amp_dtype(settings, device, state, configured) == expected
+    settings.amp = False
+    assert resumed_amp_dtype(settings, device, state, None) is None
+
+
+def test_resuming_a_bf16_run_in_fp16_or_an_fp16_run_in_bf16_starts_a_fresh_scaler_or_drops_it(tmp_path,
+                                                                                                 tiny_train_config):
+    """The reviewer's repro: a run trained without the GradScaler (bf16, what auto gave on such GPUs before it became
+    fp16) resumed with it, and the other way round, continue from the checkpoint instead of a traceback."""
+    import yaml
+    from typer.testing import CliRunner
+
+    from clipvis.cli.app import app
+
+    data = write_coco(tmp_path / "data", num_images=2)
+    config = tiny_train_config(tmp_path, MAX_ITER=3, CHECKPOINT_PERIOD=2)
+    for before, after in (("bf16", "fp16"), ("fp16", "bf16")):
+        run = tmp_path / before
+        train(config, run, data, "SOLVER.AMP.ENABLED=True", f"CLIPVIS.AMP_DTYPE={before}")
+        for name in ("model_0000002.safetensors", "model_0000002.state.pt"):
+            (run / name).unlink()
+        (run / "last_checkpoint").write_text("model_0000001.safetensors")
+        result = CliRunner().invoke(app, ["train", "--output-dir", str(run), "--resume",
+                                          f"CLIPVIS.AMP_DTYPE={after}"])
+        assert result.exit_code == 0, result.output + repr(result.exception)
+        assert (run / "last_checkpoint").read_text().strip() == "model_0000002.safetensors"
+        state = torch.load(run / "model_0000002.state.pt", weights_only=False)
+        assert state["amp_dtype"] == after and bool(state["scaler"]) == (after == "fp16")
+        assert yaml.safe_load((run / "config.yaml").read_text())["CLIPVIS"]["AMP_DTYPE"] == after
