@@ -59,10 +59,12 @@ class DetectionSet:
     """Category id (not in the GT) -> number of results dropped for it."""
     dropped_names: dict[str, int] = field(default_factory=dict)
     """Category name of a ytvis.json (not in the GT) -> number of results dropped for it."""
+    matched_by_id: str | None = None
+    """Why a ytvis.json naming its videos had them taken by id (a GT naming none), else None."""
 
     @property
     def warnings(self) -> list[str]:
-        warnings = []
+        warnings = [self.matched_by_id] if self.matched_by_id else []
         if self.dropped_categories:
             count = sum(self.dropped_categories.values())
             ids = sorted(self.dropped_categories)
@@ -94,10 +96,10 @@ def parse_results(results: Any, gt: VideoGroundTruth, source: str = "<results>")
             raise EvaluationInputError(f"{source}: expected a JSON list of results, got a JSON object{hint}")
         # segment's ytvis.json: its annotations are the results list, its categories and videos say what the ids mean
         category_map = _category_map(results.get("categories"), gt, source)
-        video_map = _video_map(results.get("videos"), gt, source)
+        video_map, matched_by_id = _video_map(results.get("videos"), gt, source)
         results = annotations
     else:
-        category_map, video_map = None, None
+        category_map, video_map, matched_by_id = None, None, None
     if not isinstance(results, list):
         raise EvaluationInputError(f"{source}: expected a JSON list of results, got {type(results).__name__}")
     if not results:
@@ -120,7 +122,7 @@ def parse_results(results: Any, gt: VideoGroundTruth, source: str = "<results>")
         else:
             detections.append(detection)
     return DetectionSet(detections=detections, num_results=len(results), dropped_categories=dict(dropped),
-                        dropped_names=dict(dropped_names))
+                        dropped_names=dict(dropped_names), matched_by_id=matched_by_id)
 
 
 def _mapped_entry(
@@ -170,12 +172,13 @@ def _folder_of(file_names: Sequence[Any]) -> str | None:
     return parts[0] if len(parts) == 2 and parts[0] else None
 
 
-def _video_map(videos: Any, gt: VideoGroundTruth, source: str) -> dict[int, int]:
+def _video_map(videos: Any, gt: VideoGroundTruth, source: str) -> tuple[dict[int, int], str | None]:
     """A ytvis.json's video id -> the GT video of the same file_names (else of its name or frames folder); a video
     named neither way, or a GT naming none, keeps the ids. EvaluationInputError when one matches no GT video, or
-    several."""
+    several. Second: the warning when the ytvis.json names its videos but the GT names none (taken by id), else
+    None."""
     if not isinstance(videos, list):
-        return {}
+        return {}, None
     by_frames: dict[tuple[str, ...], list[int]] = {}
     by_name: dict[str, set[int]] = {}
     for video in gt.videos.values():
@@ -185,7 +188,9 @@ def _video_map(videos: Any, gt: VideoGroundTruth, source: str) -> dict[int, int]
             if name:
                 by_name.setdefault(name, set()).add(video.id)
     if not by_frames and not by_name:  # a GT naming its videos no way: ids are all there is to go by
-        return {}
+        named = any(isinstance(v, Mapping) and (v.get("name") or v.get("file_names")) for v in videos)
+        return {}, (f"{source}: the GT names no videos (no name or file_names in {gt.source}): matched by video id"
+                    if named else None)
     mapping: dict[int, int] = {}
     taken: dict[int, int] = {}
     for index, entry in enumerate(videos):
@@ -211,7 +216,7 @@ def _video_map(videos: Any, gt: VideoGroundTruth, source: str) -> dict[int, int]
                                        f"GT file {gt.source}")
         taken[ids[0]] = index
         mapping[int(entry["id"])] = ids[0]
-    return mapping
+    return mapping, None
 
 
 def _gt_track_lengths(gt: VideoGroundTruth) -> dict[int, int]:

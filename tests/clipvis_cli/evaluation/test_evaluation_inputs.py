@@ -240,6 +240,26 @@ def test_segment_ytvis_json_is_matched_to_the_gt_by_category_names_and_video_fil
     assert len(parse_results(segment["annotations"], parsed).detections) == 2  # a bare list: by id, as before
 
 
+def test_a_ytvis_json_against_a_gt_naming_no_videos_is_matched_by_id_with_a_warning(vis: ModuleType) -> None:
+    """A GT whose videos have neither name nor file_names cannot match a ytvis.json's named videos: they are taken by
+    id, and one warning line says so instead of scoring silently against whatever video has the id."""
+    a = square(top=1)
+    gt = vis.gt_file([(1, 8, 8, 2), (2, 8, 8, 2)], [1], [vis.gt_track(1, 1, 1, [a, a])])
+    for video in gt["videos"]:
+        del video["file_names"]
+    parsed = parse_ground_truth(gt)
+    segment = {"videos": [{"id": 1, "name": "vidB", "file_names": ["vidB/00000.jpg", "vidB/00001.jpg"]}],
+               "categories": [{"id": 1, "name": "class_1"}], "annotations": [vis.result(1, 1, 0.9, [a, a])]}
+    detections = parse_results(segment, parsed, source="ytvis.json")
+    assert [d.video_id for d in detections.detections] == [1]
+    assert detections.warnings == ["ytvis.json: the GT names no videos (no name or file_names in <ground truth>): "
+                                   "matched by video id"]
+    assert score_results(segment, parsed).warnings[-1].endswith("matched by video id")
+    assert parse_results(segment["annotations"], parsed).warnings == []  # a bare list: by id, nothing to say
+    segment["videos"] = [{"id": 1}]  # a ytvis.json naming no videos either
+    assert parse_results(segment, parsed).warnings == []
+
+
 def test_results_with_uncompressed_rle_are_accepted(vis: ModuleType) -> None:
     gt = parse_ground_truth(simple_gt(vis))
     compressed = score_results([good(vis, segmentations=[vis.compressed_rle(square())] * 2)], gt)
