@@ -6,8 +6,9 @@ times) and the category ids (`video_key`), so an interrupted evaluation resumes 
 setting, frame or category id never reuses stale results. When the key changes only clipvis' own per-video files
 are deleted, under the folder's lock; a `per_video` folder that clipvis did not make (no `cache.json`, not empty) is
 left alone and the run stops with one line. `cache.json` also records the files evaluate wrote beside `per_video/`
-(results.json, metrics.json, the server zip, a --max-videos GT: `OUTPUTS_KEY`, each with its size and modification
-time); a file of those names that it does not list, or that changed since, is never replaced or deleted: the run
+(results.json, metrics.json, the server zip, a --max-videos GT: `OUTPUTS_KEY`, each with its size, modification
+time and SHA-256, so that a copy of the folder whose files got new times still counts as evaluate's); a file of
+those names that it does not list, or that changed since, is never replaced or deleted: the run
 stops with one line before the model loads. A video that fails (missing frame, unreadable image, model error) is
 reported on one line and the others still run.
 """
@@ -68,9 +69,10 @@ class ForeignOutputFileError(ValueError):
     is not one clipvis evaluate wrote there (or it changed since); one line, nothing was changed."""
 
 
-# cache.json's record of the files evaluate wrote in OUTPUT: {name: [size, mtime_ns]}, or null while a run writes it
-# (a kill then leaves a file the next run may replace). A stamp of an earlier version has no record: its folder's
-# files of those names are taken as evaluate's, as that version did.
+# cache.json's record of the files evaluate wrote in OUTPUT: {name: [size, mtime_ns, sha256]}, or null while a run
+# writes it (a kill then leaves a file the next run may replace). A record of an earlier version lacks the SHA-256
+# ([size, mtime_ns]: the file must keep its time); a stamp of a still earlier one has no record: its folder's files of
+# those names are taken as evaluate's, as that version did.
 OUTPUTS_KEY = "outputs"
 
 
@@ -87,9 +89,34 @@ def evaluation_output_names(dataset: str, num_videos: int, max_videos: int | Non
     return names
 
 
-def _file_stats(path: Path) -> list[int]:
+def _sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _file_record(path: Path) -> list[int | str]:
+    """What cache.json records of a file evaluate wrote: [size, mtime_ns, SHA-256]."""
     status = path.stat()
-    return [status.st_size, status.st_mtime_ns]
+    return [status.st_size, status.st_mtime_ns, _sha256_of(path)]
+
+
+def _unchanged_since_written(path: Path, record: Any) -> bool:
+    """Whether ``path`` is the file evaluate recorded writing (``record``; None: one being written, taken as it): the
+    same size and modification time, or, where the time differs (a copy by ``cp -r``, unzip, rsync without -t), the
+    same size and SHA-256. A record without the SHA-256 (an earlier version's) needs the same time."""
+    if record is None:
+        return True
+    if not path.is_file() or not isinstance(record, list) or len(record) < 2:
+        return False
+    status = path.stat()
+    if status.st_size != record[0]:
+        return False
+    if status.st_mtime_ns == record[1]:
+        return True
+    return len(record) > 2 and isinstance(record[2], str) and _sha256_of(path) == record[2]
 
 
 def _read_stamp(cache: Path) -> dict[str, Any] | None:
@@ -128,7 +155,7 @@ def check_output_files(output: Path, names: Iterable[str]) -> None:
                 f"{shown_path(path)}: exists and was not written by clipvis evaluate; nothing was changed (move it "
                 "away, or choose another --output)"
             )
-        if recorded[name] is not None and (not path.is_file() or _file_stats(path) != recorded[name]):
+        if not _unchanged_since_written(path, recorded[name]):
             raise ForeignOutputFileError(
                 f"{shown_path(path)}: changed since clipvis evaluate wrote it; nothing was changed (move it away, or "
                 "choose another --output)"
@@ -423,7 +450,7 @@ class DatasetInference:
             earlier = [RESULTS_NAME, METRICS_NAME, server_zip_name(self.inputs.spec.name), *subsets]
         else:  # what evaluate wrote here and nobody changed since (a file changed by hand is left, unrecorded)
             earlier = [name for name, stats in recorded.items() if name == Path(name).name and name not in (".", "..")
-                       and (output / name).is_file() and stats in (None, _file_stats(output / name))]
+                       and (output / name).is_file() and _unchanged_since_written(output / name, stats)]
         for name in earlier:
             (output / name).unlink(missing_ok=True)
         # first as being written, without file stats: a kill while they are written leaves files the next run
@@ -433,7 +460,7 @@ class DatasetInference:
     @staticmethod
     def _record_outputs(output: Path, cache: Path, names: list[str]) -> None:
         """Record the files of ``names`` this run wrote in ``output`` (with the lock held)."""
-        written = {name: _file_stats(output / name) for name in names if (output / name).is_file()}
+        written = {name: _file_record(output / name) for name in names if (output / name).is_file()}
         _update_stamp(cache, **{OUTPUTS_KEY: written})
 
     def videos_to_run(self, max_videos: int | None) -> list[GtVideo]:

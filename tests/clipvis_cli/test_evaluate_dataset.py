@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import zipfile
 from pathlib import Path
 
@@ -377,3 +378,35 @@ def test_a_benchmark_gt_without_annotations_stops_before_the_model(tmp_path, tin
     assert result.exit_code == 1 and not out.exists()
     assert result.stderr.splitlines() == [f"clipvis: error: {gt}: no annotations, so lvvis_val cannot be scored (the "
                                           "file of a split without public ground truth?)"]
+
+
+def test_a_copy_of_an_evaluate_folder_with_new_file_times_is_not_refused_as_changed(tmp_path, tiny_weights) -> None:
+    """`cp -r`, unzip or rsync without -t give evaluate's files new modification times: byte-identical, they were
+    refused as changed. Their SHA-256 (recorded) says they are the same; an edit of the same size is still refused,
+    and a record of an earlier version (size and time only) still needs the time."""
+    data = tmp_path / "datasets"
+    make_lvvis(data)
+    args = ["--dataset", "lvvis_val", "--weights", str(tiny_weights), "--data-root", str(data), "--device", "cpu"]
+    first = tmp_path / "eval"
+    assert evaluate([*args, "-o", str(first)]).exit_code == 0
+    copies = {}
+    for name in ("copy", "edited", "earlier"):
+        copies[name] = tmp_path / name
+        shutil.copytree(first, copies[name], copy_function=shutil.copyfile)  # contents only, as cp -r
+        for file in copies[name].rglob("*"):
+            os.utime(file, ns=(10**18, 10**18))
+    assert evaluate([*args, "-o", str(copies["copy"])]).exit_code == 0
+
+    metrics = copies["edited"] / "metrics.json"
+    text = metrics.read_text()
+    metrics.write_text(text.replace("{", "[", 1))  # the same size, other bytes
+    os.utime(metrics, ns=(10**18, 10**18))
+    edited = evaluate([*args, "-o", str(copies["edited"])])
+    assert edited.exit_code == 1 and "metrics.json: changed since clipvis evaluate wrote it" in edited.stderr
+
+    stamp = copies["earlier"] / "per_video" / "cache.json"
+    tree = json.loads(stamp.read_text())
+    tree["outputs"] = {name: record[:2] for name, record in tree["outputs"].items()}
+    stamp.write_text(json.dumps(tree))
+    earlier = evaluate([*args, "-o", str(copies["earlier"])])
+    assert earlier.exit_code == 1 and "changed since clipvis evaluate wrote it" in earlier.stderr
