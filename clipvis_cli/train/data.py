@@ -27,6 +27,7 @@ from clipvis.cli.train.records import (
 )
 from clipvis.cli.train.stopping import ignore_stop_signals
 from clipvis.cli.video_io import VideoFrameSeeker, VideoReadError, quiet_metadata_warnings, rgb_array
+from clipvis.model.preprocess import padded_shape
 
 LSJ_PAD_VALUE = 128  # detectron2 FixedSizeCrop's image padding
 MAX_RETRIES = 20
@@ -450,15 +451,16 @@ class Batch:
 
 
 class Collate:
-    """Samples -> :class:`Batch` padded bottom/right to a common size divisible by ``divisibility``."""
+    """Samples -> :class:`Batch` padded bottom/right to a common size divisible by ``divisibility``; 0 or below (as
+    1): to the batch's largest size only, as detectron2's ``ImageList.from_tensors`` and the model's own padding
+    (``padded_shape``) take ``SIZE_DIVISIBILITY`` 0."""
 
     def __init__(self, divisibility: int = 32) -> None:
         self.divisibility = divisibility
 
     def __call__(self, samples: list[Sample]) -> Batch:
-        d = self.divisibility
-        height = -(-max(s.image.shape[1] for s in samples) // d) * d
-        width = -(-max(s.image.shape[2] for s in samples) // d) * d
+        height, width = padded_shape(max(s.image.shape[1] for s in samples), max(s.image.shape[2] for s in samples),
+                                     self.divisibility)
         images = torch.zeros(len(samples), 3, height, width, dtype=torch.uint8)
         masks = []
         for i, s in enumerate(samples):

@@ -726,3 +726,27 @@ def test_a_polygon_too_small_for_a_pixel_stays_an_instance_as_in_the_official_ls
     video = AugmentationConfig(kind="shortest_edge", min_sizes=(48,), max_size=1333, flip=False)
     sample = TrainDataset([TrainRecord("a", [frame])], video)[0, 0]
     assert sample.masks.shape[0] == 0  # drawn as bitmasks first (the video mapper): no pixel left
+
+
+@pytest.mark.parametrize("divisibility", [0, -32])
+def test_a_size_divisibility_of_zero_or_less_pads_to_the_batch_size_only_and_trains(tmp_path, tiny_train_config,
+                                                                                   divisibility):
+    """detectron2's SIZE_DIVISIBILITY 0 (ImageList.from_tensors pads to the batch's largest image only; the model
+    copes with any size, as its own padding at inference): it was a ZeroDivisionError in the collation."""
+    import torch
+
+    from clipvis.cli.train.data import Collate, Sample
+
+    samples = [Sample(torch.ones(3, h, w, dtype=torch.uint8), torch.ones(1, h, w, dtype=torch.bool), i, f"s{i}")
+               for i, (h, w) in enumerate([(50, 67), (61, 43)])]
+    batch = Collate(divisibility)(samples)
+    assert batch.images.shape == (2, 3, 61, 67) and [m.shape[1:] for m in batch.masks] == [(61, 67)] * 2
+    assert Collate(32)(samples).images.shape == (2, 3, 64, 96)
+
+    from .test_train_command import train
+
+    data = write_coco(tmp_path / "data", num_images=2)
+    config = tiny_train_config(tmp_path, MAX_ITER=2)
+    train(config, tmp_path / "run", data, "INPUT.DATASET_MAPPER_NAME=mask_former_instance", "INPUT.MIN_SIZE_TRAIN=[50]",
+          "INPUT.MAX_SIZE_TRAIN=80", f"MODEL.MASK_FORMER.SIZE_DIVISIBILITY={divisibility}")
+    assert (tmp_path / "run" / "model_0000001.safetensors").is_file()
