@@ -114,10 +114,11 @@ class SegmentOptions:
         and ``/data/w.pth`` from another folder are the same run."""
         from clipvis.weights import released_name_of
 
-        if self.checkpoint is not None and Path(self.weights).expanduser().exists():
+        released = released_name_of(self.weights)  # None for a file or training folder of a release's name
+        if self.checkpoint is not None and released is None and Path(self.weights).expanduser().exists():
             return str(self.checkpoint["file"])  # a file is known by its path, even one in the weights cache: a file
             # saved there by hand is checked against the release only when it is named as the release
-        return released_name_of(self.weights) or self.weights
+        return released or self.weights
 
     def identities(self) -> list[tuple[str, dict[str, Any]]]:
         """``(weights, result options)`` pairs this run's outputs may be recorded under: first the one it records

@@ -37,6 +37,7 @@ from clipvis.weights import (
     find_pretrained,
     known_clip_models,
     offline_mode,
+    release_named,
     resolve_weights,
 )
 from clipvis.weights.training_folder import not_weights_reason
@@ -227,7 +228,7 @@ def check_checkpoint(
     release's config; never downloaded here)."""
     text = os.fspath(path)
     path = Path(text).expanduser()
-    entry = None if path.exists() else find_pretrained(text)
+    entry = release_named(text)
     if entry is not None:
         expected = expected if expected is not None else entry.model_config()
     if path.is_dir() or entry is not None:
@@ -283,7 +284,7 @@ def load_model(
     text = os.fspath(name_or_path)
     base: dict[str, Any] | None = None
     local = Path(text).expanduser()
-    if not local.exists() and find_pretrained(text) is not None:
+    if release_named(text) is not None:  # a name, not a file or training folder of that name
         path, base = _released_file(text, download, config, clip_config)
         try:
             state, embedded = read_state_dict(path)

@@ -1,6 +1,7 @@
 """Resolve a checkpoint name or path to a local file, downloading released checkpoints on first use.
 
-* An existing path is used as given (a directory must hold exactly one recognisable checkpoint).
+* An existing path is used as given (a directory must hold exactly one recognisable checkpoint); a folder named like
+  a release that holds no checkpoint at all (an empty folder, a results folder) does not hide that release.
 * A released checkpoint name (see `weights.registry`) maps to ``<cache>/weights/<file name>``; a missing
   file is downloaded from Google Drive with gdown (with a network timeout) into a temporary folder next to
   it, checked (and verified by the caller's ``verify``, e.g. that it loads and has the expected keys), and
@@ -65,10 +66,25 @@ def cache_path(name: str) -> Path:
 
 def released_name_of(name: str | os.PathLike[str]) -> str | None:
     """The registry name of a released checkpoint given by any of its accepted names (case, ``_``/``-``, its file
-    name); None for anything else, paths included."""
-    text = os.fspath(name)
-    checkpoint = find_pretrained(text) if _looks_like_a_name(text) else None
+    name); None for anything else, paths included (see `release_named`)."""
+    checkpoint = release_named(name)
     return checkpoint.name if checkpoint is not None else None
+
+
+def release_named(name_or_path: str | os.PathLike[str]) -> PretrainedCheckpoint | None:
+    """The released checkpoint `name_or_path` stands for, or None when it is a path or no release's name.
+
+    A release's name (any accepted spelling, no ``/``) is the release unless a file of that name exists, or a folder
+    of that name holds a checkpoint (a training run's folder): those are taken as the path. A folder holding no
+    checkpoint (an empty one, ``segment -o clipvis-lvis-r50``'s results) does not hide the release."""
+    text = os.fspath(name_or_path)
+    checkpoint = find_pretrained(text) if _looks_like_a_name(text) else None
+    if checkpoint is None:
+        return None
+    local = Path(text).expanduser()
+    if local.is_dir():
+        return None if _holds_a_checkpoint(local) else checkpoint
+    return None if local.exists() else checkpoint
 
 
 def offline_mode() -> bool:
@@ -124,14 +140,7 @@ def _checkpoint_in_directory(directory: Path) -> Path:
     if final.is_file():
         return final
     try:
-        candidates = sorted(
-            entry
-            for entry in directory.iterdir()
-            if entry.suffix.lower() in CHECKPOINT_SUFFIXES
-            and not entry.name.startswith(".")
-            and not entry.name.endswith(STATE_SUFFIX)
-            and entry.is_file()
-        )
+        candidates = sorted(entry for entry in directory.iterdir() if _is_candidate(entry))
     except OSError as exc:
         reason = _os_reason(exc)
         raise InvalidWeightsError(f"cannot read checkpoint directory {directory}: {reason}") from exc
@@ -149,6 +158,25 @@ def _checkpoint_in_directory(directory: Path) -> Path:
     raise InvalidWeightsError(
         f"{directory} holds {len(candidates)} checkpoints ({shown}); pass the one to use"
     )
+
+
+def _is_candidate(entry: Path) -> bool:
+    """Whether a folder's entry is taken for a checkpoint when the folder is given (`_checkpoint_in_directory`)."""
+    return (
+        entry.suffix.lower() in CHECKPOINT_SUFFIXES
+        and not entry.name.startswith(".")
+        and not entry.name.endswith(STATE_SUFFIX)
+        and entry.is_file()
+    )
+
+
+def _holds_a_checkpoint(directory: Path) -> bool:
+    """Whether `directory` holds a file it would be resolved to (or chosen among); an unreadable one counts (its error
+    is then said when it is resolved as a path)."""
+    try:
+        return any(_is_candidate(entry) for entry in directory.iterdir())
+    except OSError:
+        return True
 
 
 def _checked_local_file(path: Path) -> Path:
@@ -277,7 +305,8 @@ def resolve_weights(
     * An existing file is returned as is (absolute); an existing directory must hold one checkpoint
       (``last_checkpoint``/``model_final.pth`` of a clipvis or detectron2 training folder are honoured, else the
       highest ``model_XXXXXXX`` iteration). Unreadable, empty or HTML
-      files raise `InvalidWeightsError`.
+      files raise `InvalidWeightsError`. A folder named like a release that holds no checkpoint file (an empty
+      folder, results) is no path: the name is the release's (`release_named`).
     * A released checkpoint name returns ``<cache>/weights/<file name>``, downloading it first when it is
       missing (unless `download` is False or ``CLIPVIS_OFFLINE`` is set). When it cannot be had, raises
       `WeightsNotAvailableError` whose message gives the manual download link and the exact target path.
@@ -288,11 +317,11 @@ def resolve_weights(
     check that the file loads and has the registry entry's keys).
     """
     text = os.fspath(name_or_path)
-    candidate = Path(text).expanduser()
-    if text and candidate.exists():
-        return _checked_local_file(candidate)
-    checkpoint = find_pretrained(text) if _looks_like_a_name(text) else None
+    checkpoint = release_named(text)
     if checkpoint is None:
+        candidate = Path(text).expanduser()
+        if text and candidate.exists():
+            return _checked_local_file(candidate)
         raise _unknown(text)
 
     target = weights_cache_dir() / checkpoint.file_name

@@ -96,23 +96,25 @@ def published_numbers(weights: str, dataset: str | None) -> dict[str, float] | N
     content as the cache's copy of the release (same file, or same size and SHA-256). A file that only carries a
     release's file name (``clipvis_lvis_r50_7.pth``: a model trained and saved under it, or a copy downloaded by hand
     that the cache cannot vouch for) gets no paper column, said in one warning line."""
-    from clipvis.weights import find_pretrained, weights_cache_dir
+    from clipvis.weights import WeightsError, find_pretrained, release_named, weights_cache_dir
 
     if not dataset:
         return None
     local = Path(weights).expanduser()
-    if local.exists():  # a file or a training folder: a release's only when it is the release's content
+    checkpoint = release_named(weights)  # a release's name: not a file, nor a folder holding a checkpoint
+    if checkpoint is None and local.exists():  # a file or a training folder: a release's only with its content
         checkpoint = find_pretrained(local.name) if local.is_file() else None
         if checkpoint is None or checkpoint.file_name != local.name or checkpoint.published_ap.get(dataset) is None:
             return None
-        cached = weights_cache_dir() / checkpoint.file_name
+        try:
+            cached = weights_cache_dir() / checkpoint.file_name
+        except WeightsError:  # a CLIPVIS_CACHE that cannot be located: no cached copy to compare with
+            return None
         if not _same_content(local, cached):
             print_warning(f"{local} has the file name of the released checkpoint {checkpoint.name} but is not the "
                           f"copy in clipvis' cache ({cached}), so the paper's AP is not shown beside it; give "
                           f"--weights {checkpoint.name} for the release")
             return None
-    else:
-        checkpoint = find_pretrained(weights)
     value = checkpoint.published_ap.get(dataset) if checkpoint is not None else None
     return {"AP": value} if value is not None else None
 

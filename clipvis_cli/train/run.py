@@ -231,9 +231,9 @@ def starting_weights(weights: str) -> str:
     moves on while that run goes on: a resume before this run's first checkpoint must start from the same one).
     WeightsError with a one-line message when it is not there."""
     from clipvis.model import check_checkpoint
-    from clipvis.weights import WeightsError, find_pretrained, resolve_weights
+    from clipvis.weights import WeightsError, release_named, resolve_weights
 
-    release = None if Path(weights).expanduser().exists() else find_pretrained(weights)
+    release = release_named(weights)
     if release is not None:
         expected = release.model_config()
         # verified before it enters the cache, as load_model verifies it; the model is built from the cached copy

@@ -315,6 +315,19 @@ def test_a_cuda_device_past_the_last_says_how_many_there_are(monkeypatch, capsys
             resolve_device(device)
 
 
+def test_an_output_root_named_like_the_default_weights_does_not_hide_them(tmp_path, monkeypatch) -> None:
+    """`-o clipvis-lvis-r50` (the default --weights' name) failed every time: segment made the output root, then the
+    resolver took that empty folder for the weights ("is a directory without a checkpoint"). The release is meant
+    (here: not in the offline cache, which the error says) and no empty root is left."""
+    monkeypatch.chdir(tmp_path)
+    video = write_video(tmp_path / "v.mp4", num_frames=2)
+    result = CliRunner().invoke(app, ["segment", str(video), "--vocab", "cat", "-o", "clipvis-lvis-r50"])
+    assert result.exit_code == 1
+    assert result.stderr.startswith("clipvis: error: checkpoint 'clipvis-lvis-r50' is not available: it is not in "
+                                    "the cache and CLIPVIS_OFFLINE is set"), result.stderr
+    assert "\n" not in result.stderr.strip() and not (tmp_path / "clipvis-lvis-r50").exists()
+
+
 def test_jsonl_events(tmp_path, tiny_weights) -> None:
     video = write_video(tmp_path / "v.mp4", num_frames=3)
     result = CliRunner().invoke(app, segment_args(tiny_weights, tmp_path / "out", str(video),

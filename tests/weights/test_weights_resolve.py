@@ -128,6 +128,33 @@ def test_existing_path_wins_over_registry_name(tmp_path: Path, monkeypatch: pyte
     assert resolve_weights("clipvis_lvis_r50_7.pth") == (tmp_path / "clipvis_lvis_r50_7.pth").resolve()
 
 
+def test_a_folder_named_like_a_release_without_a_checkpoint_does_not_hide_it(
+    tmp_path: Path, isolated_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`segment -o clipvis-lvis-r50` made that folder before loading the default weights, and the resolver took any
+    existing path first: "clipvis-lvis-r50 is a directory without a checkpoint", every time. An empty or foreign
+    folder is no checkpoint: the name stays the release's; a folder holding a checkpoint (a training run's) is the
+    path."""
+    from clipvis.weights import release_named, released_name_of
+
+    monkeypatch.chdir(tmp_path)
+    target = isolated_cache / "weights" / "clipvis_lvis_r50_7.pth"
+    target.parent.mkdir(parents=True)
+    target.write_bytes(TORCH_ZIP_BYTES)
+    (tmp_path / "clipvis-lvis-r50").mkdir()
+    (tmp_path / "clipvis_lvis_r50").mkdir()
+    (tmp_path / "clipvis_lvis_r50" / "results.json").write_text("[]")
+    for spelling in ("clipvis-lvis-r50", "clipvis_lvis_r50"):
+        assert resolve_weights(spelling) == target
+        assert released_name_of(spelling) == "clipvis-lvis-r50"
+    run = tmp_path / "clipvis-lvis-r50"
+    (run / "model_0000999.pth").write_bytes(TORCH_ZIP_BYTES)
+    assert resolve_weights("clipvis-lvis-r50") == (run / "model_0000999.pth").resolve()
+    assert release_named("clipvis-lvis-r50") is None and released_name_of("clipvis-lvis-r50") is None
+    assert release_named("./clipvis_lvis_r50") is None  # a path, however empty the folder
+    assert gdown.download.calls == []  # type: ignore[attr-defined]
+
+
 def test_directory_with_one_checkpoint(tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("not a checkpoint")
     (tmp_path / "weights.pth").write_bytes(TORCH_ZIP_BYTES)
