@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from clipvis.weights.cache_files import new_file_mode, new_folder_mode
 from clipvis.weights.errors import InvalidWeightsError, UnknownCheckpointError, WeightsNotAvailableError
 from clipvis.weights.registry import (
     PretrainedCheckpoint,
@@ -224,6 +225,9 @@ def _download(
         target.parent.mkdir(parents=True, exist_ok=True)
         _remove_abandoned_downloads(target.parent, checkpoint.file_name)
         staging = tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{checkpoint.file_name}.")
+        # mkdtemp's folder is private (0700): with the usual mode, another user of a shared cache can remove it when
+        # the download is killed (`_remove_abandoned_downloads`)
+        os.chmod(staging.name, new_folder_mode())
     except OSError as exc:
         reason = f"cannot write to {target.parent} ({_os_reason(exc)})"
         raise _not_available(checkpoint, target, reason) from exc
@@ -258,7 +262,14 @@ def _download(
                 cause = _one_line(str(exc), _CAUSE_MAX_CHARS)
                 reason = f"the downloaded file is not the expected checkpoint ({cause})"
                 raise _not_available(checkpoint, target, reason) from exc
-        os.replace(part, target)
+        try:
+            # gdown writes through a NamedTemporaryFile (0600) and the staging folder is private (0700): the cached
+            # file gets the mode open() would give it, so the other users of a shared cache can read it
+            os.chmod(part, new_file_mode())
+            os.replace(part, target)
+        except OSError as exc:
+            reason = f"cannot write to {target.parent} ({_os_reason(exc)})"
+            raise _not_available(checkpoint, target, reason) from exc
     return target
 
 

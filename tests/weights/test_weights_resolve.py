@@ -292,6 +292,32 @@ def test_a_killed_downloads_staging_folder_is_removed_by_the_next_download(
     assert not abandoned.exists() and live.exists()
 
 
+@pytest.mark.parametrize("umask", [0o022, 0o002])
+def test_a_downloaded_checkpoint_gets_the_umasks_mode(
+    isolated_cache: Path, monkeypatch: pytest.MonkeyPatch, umask: int
+) -> None:
+    """gdown writes through a NamedTemporaryFile (0600): the cached file was readable by its downloader alone, and
+    the other users of a shared CLIPVIS_CACHE got "Permission denied". It gets the mode open() would give it."""
+    import os
+    import stat
+
+    def private_file(output: Path) -> str:
+        handle = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        os.write(handle, TORCH_ZIP_BYTES)
+        os.close(handle)
+        return str(output)
+
+    _install_fake(monkeypatch, private_file)
+    previous = os.umask(umask)
+    try:
+        target = resolve_weights("clipvis-lvis-r50", progress=False)
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o666 & ~umask
+    assert stat.S_IMODE(target.parent.stat().st_mode) == 0o777 & ~umask
+    assert stat.S_IMODE(isolated_cache.stat().st_mode) == 0o777 & ~umask
+
+
 def test_progress_is_passed_to_gdown(monkeypatch: pytest.MonkeyPatch) -> None:
     fake = _install_fake(monkeypatch, _writes(LEGACY_PICKLE_BYTES))
     resolve_weights("clipvis-lvis-r50", progress=True)
