@@ -1,9 +1,15 @@
 """Files and folders of the shared weights cache: the modes they get (the process' umask, as ``open()`` and
-``mkdir()`` would give them: a cache may be shared by several users)."""
+``mkdir()`` would give them: a cache may be shared by several users) and the lock of a download in progress.
+
+The `weights` package stands alone: it does not use `clipvis.cli.locks`."""
 
 from __future__ import annotations
 
+import fcntl
 import os
+import time
+from collections.abc import Callable
+from pathlib import Path
 
 
 def process_umask() -> int:
@@ -28,3 +34,64 @@ def new_file_mode() -> int:
 def new_folder_mode() -> int:
     """0777 less the umask: the mode ``mkdir()`` gives a new folder."""
     return 0o777 & ~process_umask()
+
+
+class DownloadLock:
+    """An advisory `flock` on ``<cache>/weights/.<file name>.lock``, taken by each process downloading that file.
+
+    The kernel drops it when its process ends, however it ends (SIGKILL, a crash), so it never goes stale: a staging
+    folder of that file found while nobody holds the lock belongs to a download that was killed. The file is opened
+    read-only (a flock needs no write access), so the users of a shared cache can all take it. Where the lock file
+    cannot be made (a read-only cache) or the file system has no `flock`, `acquire` says so by returning None: the
+    caller goes on unlocked."""
+
+    def __init__(self, target: Path) -> None:
+        self.path = target.with_name(f".{target.name}.lock")
+        self._fd: int | None = None
+
+    def acquire(self, *, exclusive: bool, wait: bool, on_wait: Callable[[], object] | None = None) -> bool | None:
+        """Take the lock (shared or exclusive): True once held; False when another process holds it and not `wait`;
+        None when locking is not possible here. `on_wait` is called once if it has to wait."""
+        if self._fd is not None:
+            raise RuntimeError("lock already held")
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        except OSError:
+            return None
+        operation = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
+        said = False
+        try:
+            while True:
+                try:
+                    fcntl.flock(fd, operation | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if not wait:
+                        os.close(fd)
+                        return False
+                    if not said and on_wait is not None:
+                        on_wait()
+                    said = True
+                    time.sleep(_POLL_S)
+                except OSError:  # no flock on this file system (ENOLCK, EOPNOTSUPP...)
+                    os.close(fd)
+                    return None
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
+        return True
+
+    def share(self) -> None:
+        """Turn a held exclusive lock into a shared one."""
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_SH)
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            os.close(fd)  # closing drops the flock
+
+
+#: How often a process waiting for a download lock looks again.
+_POLL_S = 0.2

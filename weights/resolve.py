@@ -18,15 +18,16 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from clipvis.weights.cache_files import new_file_mode, new_folder_mode
+from clipvis.weights.cache_files import DownloadLock, new_file_mode, new_folder_mode
 from clipvis.weights.errors import InvalidWeightsError, UnknownCheckpointError, WeightsNotAvailableError
 from clipvis.weights.registry import (
     PretrainedCheckpoint,
     find_pretrained,
     get_pretrained,
+    list_pretrained,
     pretrained_names,
 )
 from clipvis.weights.training_folder import CHECKPOINT_FILE, FINAL_CHECKPOINT, LAST_CHECKPOINT, STATE_SUFFIX
@@ -220,10 +221,31 @@ def _download(
 ) -> Path:
     """Download `checkpoint` with gdown to a temporary folder beside `target`, check and verify it, move it in place.
 
-    Nothing reaches `target` unless the file is a PyTorch checkpoint and `verify` (when given) accepts it."""
+    Nothing reaches `target` unless the file is a PyTorch checkpoint and `verify` (when given) accepts it. The
+    download holds the file's `DownloadLock` (shared: downloads of it may run side by side) until its staging folder
+    is gone, so a staging folder found while nobody holds it is a killed download's."""
+    lock = DownloadLock(target)
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        _remove_abandoned_downloads(target.parent, checkpoint.file_name)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            reason = f"cannot write to {target.parent} ({_os_reason(exc)})"
+            raise _not_available(checkpoint, target, reason) from exc
+        if lock.acquire(exclusive=True, wait=False):  # no download of it in progress: what is staged is abandoned
+            _remove_abandoned_downloads(target.parent, (checkpoint.file_name,), held=True)
+            lock.share()
+        elif lock.acquire(exclusive=False, wait=True) is None:  # no locking here: staging folders idle for long
+            _remove_abandoned_downloads(target.parent, (checkpoint.file_name,))
+        return _download_staged(checkpoint, target, progress=progress, verify=verify)
+    finally:
+        lock.release()
+
+
+def _download_staged(
+    checkpoint: PretrainedCheckpoint, target: Path, *, progress: bool, verify: Callable[[Path], object] | None
+) -> Path:
+    """`_download`'s work, in a staging folder ``.<file name>.XXXX/`` beside `target` (removed when done)."""
+    try:
         staging = tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{checkpoint.file_name}.")
         # mkdtemp's folder is private (0700): with the usual mode, another user of a shared cache can remove it when
         # the download is killed (`_remove_abandoned_downloads`)
@@ -273,24 +295,45 @@ def _download(
     return target
 
 
-#: A download staging folder untouched this long belongs to a process that was killed (a live download writes to it
-#: every few seconds); the next download of that checkpoint removes it.
+#: Where staging folders cannot be told abandoned by their lock (a file system without `flock`, a cache that cannot
+#: be written), one untouched this long belongs to a process that was killed (a live download writes to it every few
+#: seconds).
 ABANDONED_DOWNLOAD_S = 3600.0
 
 
-def _remove_abandoned_downloads(folder: Path, file_name: str) -> None:
-    """Delete the staging folders (``.<file name>.XXXX/``) of downloads whose process was killed (SIGKILL, a power
-    cut: no cleanup ran), each holding up to a whole checkpoint, once nothing has written to them for an hour."""
-    cutoff = time.time() - ABANDONED_DOWNLOAD_S
-    for staging in folder.glob(f".{file_name}.*"):
-        try:
-            if not staging.is_dir() or staging.is_symlink():
-                continue
-            newest = max([staging.stat().st_mtime, *(entry.stat().st_mtime for entry in staging.iterdir())])
-            if newest < cutoff:
-                shutil.rmtree(staging)
-        except OSError:  # another process removed or is using it: leave it
+def _remove_abandoned_downloads(folder: Path, file_names: Iterable[str], *, held: bool = False) -> None:
+    """Delete the staging folders (``.<file name>.XXXX/``, each up to a whole checkpoint) of downloads whose process
+    was killed (SIGKILL, a power cut: no cleanup ran): those of a file whose `DownloadLock` nobody holds (`held`: the
+    caller holds it, exclusively); where locking is not possible, those untouched for `ABANDONED_DOWNLOAD_S`. Costs
+    one listing of `folder` when there are none. Never raises."""
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return
+    for file_name in file_names:
+        staged = [folder / name for name in names if name.startswith(f".{file_name}.")]
+        staged = [path for path in staged if path.is_dir() and not path.is_symlink()]
+        if not staged:
             continue
+        lock = DownloadLock(folder / file_name)
+        try:
+            state = True if held else lock.acquire(exclusive=True, wait=False)
+            if state is False:  # a download of it is in progress (its folder is one of these)
+                continue
+            cutoff = time.time() - ABANDONED_DOWNLOAD_S
+            for staging in staged:
+                try:
+                    if state is None and _last_written(staging) >= cutoff:
+                        continue
+                    shutil.rmtree(staging)
+                except OSError:  # another process removed it meanwhile, or another user's files: leave it
+                    continue
+        finally:
+            lock.release()
+
+
+def _last_written(folder: Path) -> float:
+    return max([folder.stat().st_mtime, *(entry.stat().st_mtime for entry in folder.iterdir())])
 
 
 def _looks_like_a_name(text: str) -> bool:
@@ -343,6 +386,9 @@ def resolve_weights(
             reason = _os_reason(exc)
             raise InvalidWeightsError(f"cannot read cached checkpoint {target}: {reason}") from exc
         if kind in (_FileKind.TORCH, _FileKind.OTHER):
+            # what killed downloads left beside it is removed here too, not only by the next download (which a cached
+            # release never needs)
+            _remove_abandoned_downloads(target.parent, [c.file_name for c in list_pretrained()])
             return target
         stale = f"its cached file {target} is {kind.value}, not a checkpoint"
         by_hand = f"delete that file, download the checkpoint by hand from {checkpoint.url} and save it there"

@@ -66,6 +66,13 @@ def isolated_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return cache
 
 
+def _leftovers(folder: Path) -> list[str]:
+    """What is in `folder` but the download locks (empty files that stay, as clipvis' output folder locks do)."""
+    if not folder.exists():
+        return []
+    return sorted(p.name for p in folder.iterdir() if not (p.name.endswith(".lock") and p.stat().st_size == 0))
+
+
 def _install_fake(monkeypatch: pytest.MonkeyPatch, behaviour: Callable[[Path], Any]) -> FakeGdown:
     fake = FakeGdown(behaviour)
     monkeypatch.setattr(gdown, "download", fake)
@@ -265,31 +272,112 @@ def test_download_writes_checkpoint_atomically(isolated_cache: Path, monkeypatch
     fake = _install_fake(monkeypatch, download_while_target_absent)
     assert resolve_weights("clipvis-lvis-convnext-b", progress=False) == target
     assert target.read_bytes() == TORCH_ZIP_BYTES
-    assert [p.name for p in target.parent.iterdir()] == [target.name]  # no temporary leftovers
+    assert _leftovers(target.parent) == [target.name]  # no temporary leftovers
     assert len(fake.calls) == 1
     assert fake.calls[0]["id"] == get_pretrained("clipvis-lvis-convnext-b").gdrive_id
     assert fake.calls[0]["quiet"] is True
 
 
+def _stage(weights: Path, suffix: str, file_name: str = "clipvis_lvis_r50_7.pth") -> Path:
+    """A staging folder as a download leaves it, holding a partial file."""
+    folder = weights / f".{file_name}.{suffix}"
+    folder.mkdir(parents=True)
+    (folder / file_name).write_bytes(b"partial")
+    return folder
+
+
 def test_a_killed_downloads_staging_folder_is_removed_by_the_next_download(
     isolated_cache: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A download killed outright (SIGKILL: no cleanup) left up to a whole checkpoint in a hidden folder for good; the
-    next download of that checkpoint removes it once nothing has written to it for an hour. A live one is kept."""
+    """A download killed outright (SIGKILL: no cleanup) left up to a whole checkpoint in a hidden folder; the next
+    download of that checkpoint removes it at once: nobody holds that file's download lock. One of a download in
+    progress (its lock held) is kept."""
+    from clipvis.weights.cache_files import DownloadLock
+
+    weights = isolated_cache / "weights"
+    abandoned = _stage(weights, "abc123")
+    target = weights / "clipvis_lvis_r50_7.pth"
+    live = DownloadLock(target)
+
+    def download_beside_a_live_one(output: Path) -> str:
+        _stage(weights, "live42")
+        assert live.acquire(exclusive=False, wait=False)  # another process' download of it, now in progress
+        output.write_bytes(TORCH_ZIP_BYTES)
+        return str(output)
+
+    _install_fake(monkeypatch, download_beside_a_live_one)
+    try:
+        assert resolve_weights("clipvis-lvis-r50", progress=False) == target
+        assert not abandoned.exists()
+        target.unlink()
+        _install_fake(monkeypatch, _writes(TORCH_ZIP_BYTES))
+        assert resolve_weights("clipvis-lvis-r50", progress=False) == target
+        assert (weights / ".clipvis_lvis_r50_7.pth.live42").exists()
+    finally:
+        live.release()
+
+
+def test_resolving_a_cached_release_removes_what_killed_downloads_left(isolated_cache: Path) -> None:
+    """The cleanup ran only when a download started, and a cached release never downloads again: a killed
+    download's partial file stayed for good. Resolving any cached release removes the staging folders nobody holds,
+    of every release, however recent."""
+    from clipvis.weights.cache_files import DownloadLock
+
+    weights = isolated_cache / "weights"
+    weights.mkdir(parents=True)
+    (weights / "clipvis_lvis_r50_7.pth").write_bytes(TORCH_ZIP_BYTES)
+    own = _stage(weights, "k1ll3d")
+    other = _stage(weights, "x9", "clipvis_lvis_convnext_b_7.pth")
+    busy = _stage(weights, "b2", "clipvis_coco_ytvis19_r50_10.pth")
+    foreign = weights / ".not-a-staging-folder"
+    foreign.mkdir()
+    live = DownloadLock(weights / "clipvis_coco_ytvis19_r50_10.pth")
+    assert live.acquire(exclusive=False, wait=False)
+    try:
+        assert resolve_weights("clipvis-lvis-r50") == weights / "clipvis_lvis_r50_7.pth"
+    finally:
+        live.release()
+    assert not own.exists() and not other.exists()
+    assert busy.exists() and foreign.exists()
+    assert gdown.download.calls == []  # type: ignore[attr-defined]
+
+
+def test_a_download_killed_with_sigkill_leaves_nothing_once_the_release_is_resolved(
+    isolated_cache: Path, tmp_path: Path
+) -> None:
+    """The real thing: a process downloading (staging folder, lock held) is killed with SIGKILL; its lock dies with
+    it, and the next resolve of a cached release removes its partial file."""
     import os
+    import signal
+    import subprocess
     import time
 
     weights = isolated_cache / "weights"
-    abandoned, live = weights / ".clipvis_lvis_r50_7.pth.abc123", weights / ".clipvis_lvis_r50_7.pth.live42"
-    for folder in (abandoned, live):
-        folder.mkdir(parents=True)
-        (folder / "clipvis_lvis_r50_7.pth").write_bytes(b"partial")
-    old = time.time() - 2 * 3600
-    for path in (abandoned / "clipvis_lvis_r50_7.pth", abandoned):
-        os.utime(path, (old, old))
-    _install_fake(monkeypatch, _writes(TORCH_ZIP_BYTES))
-    assert resolve_weights("clipvis-lvis-r50", progress=False) == weights / "clipvis_lvis_r50_7.pth"
-    assert not abandoned.exists() and live.exists()
+    started = tmp_path / "started"
+    script = f"""
+import pathlib, time, gdown
+from clipvis.weights import resolve_weights
+def stalled(*, id, output, quiet, **kwargs):
+    pathlib.Path(output).write_bytes(b"partial")
+    pathlib.Path({str(started)!r}).touch()
+    time.sleep(60)
+gdown.download = stalled
+resolve_weights("clipvis-lvis-r50")
+"""
+    env = {**os.environ, "CLIPVIS_CACHE": str(isolated_cache)}
+    process = subprocess.Popen([sys.executable, "-c", script], env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while not started.exists() and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert started.exists()
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    [staged] = [p for p in weights.iterdir() if p.is_dir()]
+    (weights / "clipvis_coco_ytvis19_r50_10.pth").write_bytes(TORCH_ZIP_BYTES)
+    assert resolve_weights("clipvis-coco-ytvis19-r50") == weights / "clipvis_coco_ytvis19_r50_10.pth"
+    assert not staged.exists()
 
 
 @pytest.mark.parametrize("umask", [0o022, 0o002])
@@ -372,7 +460,7 @@ def test_verifier_runs_before_the_file_enters_the_cache(
     with pytest.raises(WeightsNotAvailableError, match="not the expected checkpoint .missing keys") as info:
         resolve_weights("clipvis-lvis-r50", verify=reject)
     assert "\n" not in str(info.value)
-    assert not target.exists() and list(target.parent.iterdir()) == []  # nothing half-checked is left behind
+    assert not target.exists() and _leftovers(target.parent) == []  # nothing half-checked is left behind
 
 
 def test_stale_html_in_cache_is_downloaded_again(
@@ -398,8 +486,7 @@ def _assert_helpful_message(error: WeightsNotAvailableError, name: str) -> None:
     assert "path of a checkpoint file you already have" in message
     assert (error.checkpoint, error.url, error.target) == (name, checkpoint.url, str(target))
     assert not target.exists()
-    leftovers = list(target.parent.iterdir()) if target.parent.exists() else []
-    assert leftovers == []
+    assert _leftovers(target.parent) == []
 
 
 @pytest.mark.parametrize(
