@@ -82,11 +82,6 @@ class DownloadLock:
         self._fd = fd
         return True
 
-    def share(self) -> None:
-        """Turn a held exclusive lock into a shared one."""
-        if self._fd is not None:
-            fcntl.flock(self._fd, fcntl.LOCK_SH)
-
     def release(self) -> None:
         if self._fd is not None:
             fd, self._fd = self._fd, None

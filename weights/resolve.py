@@ -16,6 +16,7 @@ from __future__ import annotations
 import enum
 import os
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable
@@ -222,8 +223,10 @@ def _download(
     """Download `checkpoint` with gdown to a temporary folder beside `target`, check and verify it, move it in place.
 
     Nothing reaches `target` unless the file is a PyTorch checkpoint and `verify` (when given) accepts it. The
-    download holds the file's `DownloadLock` (shared: downloads of it may run side by side) until its staging folder
-    is gone, so a staging folder found while nobody holds it is a killed download's."""
+    download holds the file's `DownloadLock` until its staging folder is gone: the processes of a machine (torchrun's
+    ranks, two shells) download a file once, the others wait for it (saying so once, with `progress`) and then take
+    the file the first one verified; a staging folder found while nobody holds the lock is a killed download's. The
+    lock dies with its process: a waiter never waits on a dead one."""
     lock = DownloadLock(target)
     try:
         try:
@@ -231,14 +234,29 @@ def _download(
         except OSError as exc:
             reason = f"cannot write to {target.parent} ({_os_reason(exc)})"
             raise _not_available(checkpoint, target, reason) from exc
-        if lock.acquire(exclusive=True, wait=False):  # no download of it in progress: what is staged is abandoned
-            _remove_abandoned_downloads(target.parent, (checkpoint.file_name,), held=True)
-            lock.share()
-        elif lock.acquire(exclusive=False, wait=True) is None:  # no locking here: staging folders idle for long
+
+        def say_waiting() -> None:
+            if progress:
+                print(f"waiting for another process downloading {checkpoint.name} to {target}", file=sys.stderr,
+                      flush=True)
+
+        if lock.acquire(exclusive=True, wait=True, on_wait=say_waiting) is None:  # no locking here
             _remove_abandoned_downloads(target.parent, (checkpoint.file_name,))
+        else:  # no other download of it is in progress: what is staged is abandoned
+            _remove_abandoned_downloads(target.parent, (checkpoint.file_name,), held=True)
+            if _complete(target):  # another process downloaded (and verified) it meanwhile
+                return target
         return _download_staged(checkpoint, target, progress=progress, verify=verify)
     finally:
         lock.release()
+
+
+def _complete(target: Path) -> bool:
+    """Whether `target` is a file that looks like a checkpoint (only verified files are moved there)."""
+    try:
+        return target.is_file() and _sniff(target) in (_FileKind.TORCH, _FileKind.OTHER)
+    except OSError:
+        return False
 
 
 def _download_staged(

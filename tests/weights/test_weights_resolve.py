@@ -290,31 +290,77 @@ def test_a_killed_downloads_staging_folder_is_removed_by_the_next_download(
     isolated_cache: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A download killed outright (SIGKILL: no cleanup) left up to a whole checkpoint in a hidden folder; the next
-    download of that checkpoint removes it at once: nobody holds that file's download lock. One of a download in
-    progress (its lock held) is kept."""
+    download of that checkpoint removes it at once: nobody holds that file's download lock (a download in progress
+    would: the next one waits for it, see below)."""
+    weights = isolated_cache / "weights"
+    abandoned = _stage(weights, "abc123")
+    _install_fake(monkeypatch, _writes(TORCH_ZIP_BYTES))
+    assert resolve_weights("clipvis-lvis-r50", progress=False) == weights / "clipvis_lvis_r50_7.pth"
+    assert not abandoned.exists()
+
+
+def _resolve_in_a_thread(name: str, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
+    import threading
+
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["path"] = resolve_weights(name, **kwargs)
+        except BaseException as exc:  # noqa: BLE001 - handed to the test
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, outcome
+
+
+def test_a_second_process_waits_for_the_download_in_progress_and_uses_its_file(
+    isolated_cache: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """8 torchrun ranks on one machine made 8 Google Drive downloads of one file (quota). Another process holding
+    the file's download lock is waited for, said once, and the file it verified is used: no download of its own."""
+    import time
+
     from clipvis.weights.cache_files import DownloadLock
 
     weights = isolated_cache / "weights"
-    abandoned = _stage(weights, "abc123")
+    weights.mkdir(parents=True)
     target = weights / "clipvis_lvis_r50_7.pth"
-    live = DownloadLock(target)
-
-    def download_beside_a_live_one(output: Path) -> str:
-        _stage(weights, "live42")
-        assert live.acquire(exclusive=False, wait=False)  # another process' download of it, now in progress
-        output.write_bytes(TORCH_ZIP_BYTES)
-        return str(output)
-
-    _install_fake(monkeypatch, download_beside_a_live_one)
+    fake = _install_fake(monkeypatch, _writes(TORCH_ZIP_BYTES))
+    other = DownloadLock(target)  # another open file: to flock, another process
+    assert other.acquire(exclusive=True, wait=False)
     try:
-        assert resolve_weights("clipvis-lvis-r50", progress=False) == target
-        assert not abandoned.exists()
-        target.unlink()
-        _install_fake(monkeypatch, _writes(TORCH_ZIP_BYTES))
-        assert resolve_weights("clipvis-lvis-r50", progress=False) == target
-        assert (weights / ".clipvis_lvis_r50_7.pth.live42").exists()
+        thread, outcome = _resolve_in_a_thread("clipvis-lvis-r50", progress=True)
+        time.sleep(0.6)
+        assert thread.is_alive() and fake.calls == []  # waiting, not downloading
+        target.write_bytes(LEGACY_PICKLE_BYTES)  # the other process' verified download is moved into place
     finally:
-        live.release()
+        other.release()
+    thread.join(10)
+    assert outcome == {"path": target} and fake.calls == [] and target.read_bytes() == LEGACY_PICKLE_BYTES
+    waiting = [line for line in capsys.readouterr().err.splitlines() if "waiting" in line]
+    assert waiting == [f"waiting for another process downloading clipvis-lvis-r50 to {target}"]
+
+
+def test_a_waiter_downloads_itself_when_the_other_download_fails_or_dies(
+    isolated_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lock dies with its process (or is released by a failed download): the waiter then downloads the file."""
+    import time
+
+    from clipvis.weights.cache_files import DownloadLock
+
+    target = isolated_cache / "weights" / "clipvis_lvis_r50_7.pth"
+    target.parent.mkdir(parents=True)
+    fake = _install_fake(monkeypatch, _writes(TORCH_ZIP_BYTES))
+    other = DownloadLock(target)
+    assert other.acquire(exclusive=True, wait=False)
+    thread, outcome = _resolve_in_a_thread("clipvis-lvis-r50", progress=False)
+    time.sleep(0.3)
+    other.release()  # gone without a file
+    thread.join(10)
+    assert outcome == {"path": target} and len(fake.calls) == 1 and target.read_bytes() == TORCH_ZIP_BYTES
 
 
 def test_resolving_a_cached_release_removes_what_killed_downloads_left(isolated_cache: Path) -> None:
