@@ -32,6 +32,7 @@ from clipvis.model.clip_backbone import ClipBackbone, build_open_clip_model
 from clipvis.model.clipvis import ClipVis
 from clipvis.model.config import ClipVisConfig, load_clip_model_config, load_config_file, official_key_name
 from clipvis.weights import (
+    CACHE_ENV,
     OFFLINE_ENV,
     WeightsError,
     find_pretrained,
@@ -294,7 +295,14 @@ def load_model(
                     f"{error}; the cached copy of {text} is damaged: delete {path} and run again without "
                     f"{OFFLINE_ENV} to download it afresh"
                 ) from error
-            path.unlink(missing_ok=True)
+            try:
+                path.unlink(missing_ok=True)
+            except OSError as unlink_error:  # a cache on read-only storage, another user's cache
+                raise CheckpointError(
+                    f"the cached copy of {text} is damaged ({' '.join(str(error).split())}) and cannot be deleted "
+                    f"({unlink_error.strerror or unlink_error}): delete {path} where you can, or set {CACHE_ENV} to a "
+                    "folder you can write to (it is downloaded there)"
+                ) from error
             path, base = _released_file(text, download, config, clip_config)
             state, embedded = read_state_dict(path)
         mismatch = _check_expected(state, base)  # a file saved there by hand: another release, a model of one's own

@@ -14,6 +14,7 @@ Environment: ``CLIPVIS_CACHE`` (cache root; default ``$XDG_CACHE_HOME/clipvis``,
 from __future__ import annotations
 
 import enum
+import errno
 import os
 import shutil
 import sys
@@ -217,6 +218,35 @@ def _not_available(
     )
 
 
+def _cannot_write(checkpoint: PretrainedCheckpoint, target: Path, exc: OSError) -> WeightsNotAvailableError:
+    """The error for a cache folder that cannot take the file (read-only, full, not ours): saving it there by hand
+    would fail the same way, so the remedy is another cache folder."""
+    if exc.errno in _FULL_ERRNOS:
+        reason = f"the disk holding {target.parent} is full ({_os_reason(exc)})"
+        remedy = f"Free some space there or set {CACHE_ENV} to a folder on a disk with room"
+    else:
+        reason = f"cannot write to {target.parent} ({_os_reason(exc)})"
+        remedy = f"Set {CACHE_ENV} to a folder you can write to"
+    return _not_available(
+        checkpoint, target, reason, f"{remedy} (it is downloaded there), or download it by hand from {checkpoint.url}"
+    )
+
+
+_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def _disk_full(exc: BaseException) -> OSError | None:
+    """The "no space left" (or quota) OSError behind `exc` (itself, or what it was raised from), else None."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in _FULL_ERRNOS:
+            return current
+        current = current.__cause__ or current.__context__
+    return None
+
+
 def _download(
     checkpoint: PretrainedCheckpoint, target: Path, *, progress: bool, verify: Callable[[Path], object] | None
 ) -> Path:
@@ -232,8 +262,7 @@ def _download(
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            reason = f"cannot write to {target.parent} ({_os_reason(exc)})"
-            raise _not_available(checkpoint, target, reason) from exc
+            raise _cannot_write(checkpoint, target, exc) from exc
 
         def say_waiting() -> None:
             if progress:
@@ -269,8 +298,7 @@ def _download_staged(
         # the download is killed (`_remove_abandoned_downloads`)
         os.chmod(staging.name, new_folder_mode())
     except OSError as exc:
-        reason = f"cannot write to {target.parent} ({_os_reason(exc)})"
-        raise _not_available(checkpoint, target, reason) from exc
+        raise _cannot_write(checkpoint, target, exc) from exc
     with staging as folder:
         part = Path(folder) / checkpoint.file_name
         try:
@@ -280,6 +308,8 @@ def _download_staged(
                 id=checkpoint.gdrive_id, output=str(part), quiet=not progress, timeout=DOWNLOAD_TIMEOUT_S
             )
         except Exception as exc:  # any failure means "not available"; the message shows the cause
+            if _disk_full(exc) is not None:  # not Google Drive's fault: the cache's disk
+                raise _cannot_write(checkpoint, target, _disk_full(exc)) from exc
             cause = _one_line(str(exc), _CAUSE_MAX_CHARS)
             reason = f"the download from Google Drive failed ({type(exc).__name__}: {cause})"
             raise _not_available(checkpoint, target, reason) from exc
@@ -308,8 +338,7 @@ def _download_staged(
             os.chmod(part, new_file_mode())
             os.replace(part, target)
         except OSError as exc:
-            reason = f"cannot write to {target.parent} ({_os_reason(exc)})"
-            raise _not_available(checkpoint, target, reason) from exc
+            raise _cannot_write(checkpoint, target, exc) from exc
     return target
 
 

@@ -159,6 +159,36 @@ def test_verified_download_then_a_damaged_cache_is_downloaded_again_once(
     assert len(calls) == 2 and cached.read_bytes() == (tmp_path / "tiny.pth").read_bytes()
 
 
+def test_a_damaged_cached_copy_that_cannot_be_deleted_says_so(
+    tmp_path, monkeypatch, tiny_model, tiny_config, isolated_cache
+) -> None:
+    """On read-only storage, deleting the damaged cached copy (to download it again) ended in a bare "Read-only file
+    system"; the error says the copy is damaged, which file to delete, and where CLIPVIS_CACHE may point instead."""
+    import errno
+
+    monkeypatch.setattr(build_module, "find_pretrained", lambda name: _TinyEntry(tiny_model.config.decoder_layers))
+    calls = _fake_gdown(monkeypatch, _official_file(tiny_model, tmp_path / "tiny.pth"))
+    cached = isolated_cache / "weights" / "clipvis_lvis_r50_7.pth"
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b"PK\x03\x04 truncated")
+    original_unlink = Path.unlink
+
+    def read_only_unlink(self: Path, *args: Any, **kwargs: Any) -> None:
+        if self == cached:
+            raise OSError(errno.EROFS, "Read-only file system", str(self))
+        original_unlink(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "unlink", read_only_unlink)
+    options = dict(config=tiny_config().to_dict(), clip_config=tiny_config().clip_model_config)
+    with pytest.raises(CheckpointError) as info:
+        load_model("clipvis-lvis-r50", **options)
+    message = str(info.value)
+    assert message.startswith("the cached copy of clipvis-lvis-r50 is damaged (")
+    assert f"and cannot be deleted (Read-only file system): delete {cached} where you can, or set CLIPVIS_CACHE to " \
+           "a folder you can write to" in message
+    assert "\n" not in message and calls == []
+
+
 def test_a_file_saved_by_hand_under_a_released_name_must_be_that_release(tmp_path, tiny_model, isolated_cache) -> None:
     """The README has users save a release by hand into the cache; another file saved there (the COCO release under
     the LVIS name, a model of one's own) ran silently, recorded as the release."""

@@ -557,6 +557,44 @@ def test_failed_download_raises_helpful_error(
     _assert_helpful_message(excinfo.value, "clipvis-coco-ytvis19-convnext-b")
 
 
+def test_a_cache_that_cannot_be_written_says_to_use_another_cache(
+    isolated_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read-only cache said "cannot write to .../weights ... save it as <that same unwritable path>"."""
+    import errno
+    import tempfile
+
+    def read_only(*args: Any, **kwargs: Any) -> Any:
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    fake = _install_fake(monkeypatch, _writes(TORCH_ZIP_BYTES))
+    monkeypatch.setattr(tempfile, "TemporaryDirectory", read_only)
+    with pytest.raises(WeightsNotAvailableError) as excinfo:
+        resolve_weights("clipvis-lvis-r50")
+    message = str(excinfo.value)
+    weights = isolated_cache / "weights"
+    assert f"is not available: cannot write to {weights} (Read-only file system). Set CLIPVIS_CACHE to a folder you " \
+           "can write to (it is downloaded there), or download it by hand from " in message
+    assert "save it as" not in message and "\n" not in message and fake.calls == []
+
+
+def test_a_full_disk_during_the_download_is_said_to_be_the_disk_not_google_drive(
+    isolated_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It read "the download from Google Drive failed (OSError: [Errno 28] No space left on device)"."""
+    import errno
+
+    _install_fake(monkeypatch, _raises(OSError(errno.ENOSPC, "No space left on device")))
+    with pytest.raises(WeightsNotAvailableError) as excinfo:
+        resolve_weights("clipvis-lvis-r50")
+    message = str(excinfo.value)
+    weights = isolated_cache / "weights"
+    assert f"is not available: the disk holding {weights} is full (No space left on device). Free some space there " \
+           "or set CLIPVIS_CACHE to a folder on a disk with room" in message
+    assert "Google Drive" not in message and "\n" not in message
+    assert _leftovers(weights) == []
+
+
 @pytest.mark.parametrize("flag", ["1", "true", "YES"])
 def test_offline_environment_never_downloads(monkeypatch: pytest.MonkeyPatch, flag: str) -> None:
     monkeypatch.setenv("CLIPVIS_OFFLINE", flag)
