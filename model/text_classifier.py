@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 from clipvis.model.clip_backbone import ClipBackbone
 from clipvis.model.transfer import to_device
+from clipvis.weights import CacheLocationError
 from clipvis.weights import cache_dir as clipvis_cache_dir
 
 # The 14 ViLD templates, in the official order; filled with str.format, class string verbatim.
@@ -101,11 +102,17 @@ class TextClassifier:
         self.backbone = backbone
         context = int(backbone.clip_model.positional_embedding.shape[0])
         self.tokenizer = open_clip.tokenizer.SimpleTokenizer(context_length=context)
-        self.cache_dir = (cache_dir or clipvis_cache_dir()) / "text_embeddings"
+        self._cache_root = cache_dir  # None: the clipvis cache, located when first used (`cache_dir`)
         self.use_disk_cache = use_disk_cache
         self._cache_warned = False
         self._memory: dict[str, torch.Tensor] = {}  # embeddings [S, E] by key
         self._weights_fingerprint: str | None = None
+
+    @property
+    def cache_dir(self) -> Path:
+        """The folder of the disk cache: ``<cache>/text_embeddings``. Located when used, not before (a bad
+        ``CLIPVIS_CACHE`` raises `clipvis.weights.CacheLocationError` here, which `_save` turns into its warning)."""
+        return (self._cache_root or clipvis_cache_dir()) / "text_embeddings"
 
     def weights_fingerprint(self) -> str:
         if self._weights_fingerprint is None:
@@ -208,9 +215,13 @@ class TextClassifier:
         if not self._cache_warned:
             self._cache_warned = True
             reason = " ".join(str(error).split()) or type(error).__name__
+            try:
+                what = f"text-embedding cache {self.cache_dir} is not writable ({reason})"
+            except CacheLocationError:  # the error itself says where and why
+                what = f"text-embedding cache: {reason}"
             warnings.warn(
-                f"text-embedding cache {self.cache_dir} is not writable ({reason}); going on without it "
-                "(set CLIPVIS_CACHE to a writable folder to keep embeddings between runs)",
+                f"{what}; going on without it (set CLIPVIS_CACHE to a writable folder to keep embeddings between "
+                "runs)",
                 RuntimeWarning,
                 stacklevel=3,
             )

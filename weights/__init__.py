@@ -1,6 +1,7 @@
 """Released CLIP-VIS checkpoints: the registry and a resolver from a name or path to a local file."""
 
 from clipvis.weights.errors import (
+    CacheLocationError,
     InvalidWeightsError,
     UnknownCheckpointError,
     WeightsError,
@@ -31,6 +32,7 @@ from clipvis.weights.resolve import (
 
 __all__ = [
     "CACHE_ENV",
+    "CacheLocationError",
     "DEFAULT_PRETRAINED",
     "OFFLINE_ENV",
     "PUBLISHED_AP_DATASETS",

@@ -18,6 +18,11 @@ class InvalidWeightsError(WeightsError, ValueError):
     """A path exists but does not lead to a usable checkpoint file."""
 
 
+class CacheLocationError(WeightsError, ValueError):
+    """The cache folder cannot be located: ``CLIPVIS_CACHE`` names ``~user`` of no such user, or there is no home
+    folder to put the default cache in."""
+
+
 class WeightsNotAvailableError(WeightsError, RuntimeError):
     """A released checkpoint is not in the local cache and could not be downloaded."""
 

@@ -7,7 +7,8 @@
   it, checked (and verified by the caller's ``verify``, e.g. that it loads and has the expected keys), and
   moved into place atomically, so a file at the final path is always complete and checked.
 
-Environment: ``CLIPVIS_CACHE`` (cache root; default ``$XDG_CACHE_HOME/clipvis``, else ``~/.cache/clipvis``),
+Environment: ``CLIPVIS_CACHE`` (cache root; default ``$XDG_CACHE_HOME/clipvis`` when that is absolute, else
+``~/.cache/clipvis``),
 ``CLIPVIS_OFFLINE=1`` (never download).
 """
 
@@ -24,7 +25,12 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from clipvis.weights.cache_files import DownloadLock, new_file_mode, new_folder_mode
-from clipvis.weights.errors import InvalidWeightsError, UnknownCheckpointError, WeightsNotAvailableError
+from clipvis.weights.errors import (
+    CacheLocationError,
+    InvalidWeightsError,
+    UnknownCheckpointError,
+    WeightsNotAvailableError,
+)
 from clipvis.weights.registry import (
     PretrainedCheckpoint,
     find_pretrained,
@@ -49,13 +55,29 @@ DOWNLOAD_TIMEOUT_S = (30.0, 120.0)
 
 def cache_dir() -> Path:
     """Root of the clipvis cache (weights, text embeddings): ``$CLIPVIS_CACHE`` if set and non-empty, else
-    ``$XDG_CACHE_HOME/clipvis`` if that is set and non-empty, else ``~/.cache/clipvis``. The one source of it."""
+    ``$XDG_CACHE_HOME/clipvis`` if that is an absolute path (a relative one is ignored, as the XDG specification
+    says), else ``~/.cache/clipvis``. The one source of it; called only where the cache is needed.
+
+    Raises `CacheLocationError` (one line, naming ``CLIPVIS_CACHE``) when it cannot be located: a ``~user`` of no
+    such user, no home folder."""
     configured = os.environ.get(CACHE_ENV, "").strip()
     if configured:
-        return Path(configured).expanduser().absolute()
+        try:
+            return Path(configured).expanduser().absolute()
+        except RuntimeError as exc:  # "Could not determine home directory."
+            raise CacheLocationError(
+                f"cache folder {CACHE_ENV}={configured!r}: {configured.split('/')[0]} cannot be expanded (no such "
+                f"user, or no home folder); set {CACHE_ENV} to a folder's path"
+            ) from exc
     xdg = os.environ.get(XDG_CACHE_ENV, "").strip()
-    root = Path(xdg).expanduser() / "clipvis" if xdg else Path.home() / ".cache" / "clipvis"
-    return root.absolute()
+    if xdg and Path(xdg).is_absolute():
+        return Path(xdg) / "clipvis"
+    try:
+        return (Path.home() / ".cache" / "clipvis").absolute()
+    except (RuntimeError, KeyError) as exc:
+        raise CacheLocationError(
+            f"cache folder: no home folder to keep it in (~/.cache/clipvis); set {CACHE_ENV} to a folder's path"
+        ) from exc
 
 
 def weights_cache_dir() -> Path:

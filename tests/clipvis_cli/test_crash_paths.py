@@ -307,6 +307,18 @@ def test_text_embedding_cache_not_writable(tmp_path, tiny_weights, monkeypatch) 
     assert not [p for p in (tmp_path / "cache").rglob("*") if p.is_file()]  # no temporary file left behind
 
 
+def test_a_cache_that_cannot_be_located_only_warns_for_the_text_embeddings(tmp_path, tiny_weights,
+                                                                          monkeypatch) -> None:
+    """CLIPVIS_CACHE='~nosuchuser/x' ended a run of a local checkpoint file with "weights ...: Could not determine home
+    directory"; the text-embedding cache is the only one this run uses, and it only warns (README)."""
+    monkeypatch.setenv("CLIPVIS_CACHE", "~nosuchuser-clipvis-test/x")
+    result = segment(tiny_weights, tmp_path / "out", str(write_video(tmp_path / "v.mp4")))
+    assert result.exit_code == 0, result.output
+    [warning] = [line for line in result.stderr.splitlines() if "warning" in line]
+    assert warning.startswith("clipvis: warning: text-embedding cache: cache folder "
+                              "CLIPVIS_CACHE='~nosuchuser-clipvis-test/x': ~nosuchuser-clipvis-test cannot be expanded")
+
+
 def test_temporary_spills_never_outlive_the_process(tmp_path) -> None:
     store = TrackMaskStore(4, 5, directory=str(tmp_path))
     counts, lengths = mask_runs(torch.ones(2, 4, 5, dtype=torch.bool))

@@ -104,6 +104,36 @@ def test_cache_dir_honours_xdg_cache_home(tmp_path: Path, monkeypatch: pytest.Mo
     assert cache_dir() == tmp_path / "mine"
 
 
+def test_a_relative_xdg_cache_home_is_ignored(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A relative XDG_CACHE_HOME made one cache per working folder; the XDG specification says to ignore it."""
+    monkeypatch.delenv("CLIPVIS_CACHE")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    for relative in (".cache", "~/.cache"):
+        monkeypatch.setenv("XDG_CACHE_HOME", relative)
+        assert cache_dir() == tmp_path / "home" / ".cache" / "clipvis"
+
+
+def test_a_cache_that_cannot_be_located_fails_only_what_needs_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """CLIPVIS_CACHE='~nosuchuser/x' failed a run of a local checkpoint file (no cache needed) with "Could not
+    determine home directory"; only what needs the cache fails, with one line naming CLIPVIS_CACHE."""
+    from clipvis.weights import CacheLocationError, WeightsError
+
+    monkeypatch.setenv("CLIPVIS_CACHE", "~nosuchuser-clipvis-test/x")
+    checkpoint = tmp_path / "mine.pth"
+    checkpoint.write_bytes(TORCH_ZIP_BYTES)
+    assert resolve_weights(checkpoint) == checkpoint.resolve()
+    for needs_the_cache in (cache_dir, lambda: resolve_weights("clipvis-lvis-r50")):
+        with pytest.raises(CacheLocationError) as excinfo:
+            needs_the_cache()
+        assert isinstance(excinfo.value, WeightsError)
+        assert str(excinfo.value) == "cache folder CLIPVIS_CACHE='~nosuchuser-clipvis-test/x': " \
+            "~nosuchuser-clipvis-test cannot be expanded (no such user, or no home folder); set CLIPVIS_CACHE to a " \
+            "folder's path"
+
+
 def test_text_embedding_cache_uses_the_same_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_model) -> None:
     from clipvis.model.text_classifier import TextClassifier
 
