@@ -391,9 +391,12 @@ class VideoSession:
         queries = mask_logits.shape[0]
         device = mask_logits.device
         budget = MASK_CHUNK_ELEMENTS.get(device.type, DEFAULT_MASK_CHUNK_ELEMENTS)
-        per_query = geo.padded[0] * geo.padded[1] + geo.original[0] * geo.original[1]
-        step = max(1, budget // per_query)
         composed = self._composed_mask_resize(mask_logits) if device.type == "cpu" else None
+        if composed is None:  # float logits at the padded and at the original size
+            per_query = geo.padded[0] * geo.padded[1] + geo.original[0] * geo.original[1]
+        else:  # bool masks at the original size (a quarter of a float each) and the product along the height
+            per_query = geo.original[0] * geo.original[1] // 4 + geo.original[0] * mask_logits.shape[2]
+        step = max(1, budget // per_query)
         counts, lengths = [], []
         for start in range(0, queries, step):  # chunks of queries: bounded temporary memory
             chunk = mask_logits[start : start + step]
