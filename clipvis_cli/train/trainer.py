@@ -310,15 +310,14 @@ def resumed_amp_dtype(settings: TrainerSettings, device: torch.device, state: di
     under a running run: the type the checkpoint records (``amp_dtype``); in a checkpoint written before clipvis
     recorded it, the one its gradient-scaler state shows on a GPU: a scaler state means fp16, none means the run
     trained without a scaler, i.e. bf16 (what auto gave on GPUs supporting it before it became the official fp16;
-    fp16 on a GPU without bf16). A type set explicitly (``fp16``, ``bf16``), AMP off, or a run that trained in fp32
-    (AMP off, or auto on the CPU) get ``configured``."""
-    if not settings.amp or settings.amp_dtype != "auto":
+    fp16 on a GPU without bf16). A type set explicitly (``fp16``, ``bf16``), AMP off, a run that trained in fp32
+    (AMP off, or auto on the CPU), and a run resumed on the CPU (auto trains there in fp32, whatever the run trained
+    in on a GPU) get ``configured``."""
+    if not settings.amp or settings.amp_dtype != "auto" or device.type != "cuda":
         return configured
     recorded = state.get("amp_dtype")
     if recorded is not None:
         return {name: dtype for dtype, name in _AMP_NAMES.items()}.get(recorded, configured)
-    if device.type != "cuda":
-        return configured
     if state.get("scaler"):
         return torch.float16
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16

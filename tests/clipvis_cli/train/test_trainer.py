@@ -89,6 +89,9 @@ def test_a_resumed_run_keeps_the_mixed_precision_auto_gave_it(tmp_path, monkeypa
     device = torch.device("cuda")
     configured = Trainer._amp_dtype(SimpleNamespace(settings=settings, device=device))
     assert resumed_amp_dtype(settings, device, state, configured) == expected
+    cpu = torch.device("cpu")  # a GPU run resumed on the CPU: auto trains there in fp32, whatever it recorded
+    cpu_configured = Trainer._amp_dtype(SimpleNamespace(settings=settings, device=cpu))
+    assert resumed_amp_dtype(settings, cpu, state, cpu_configured) == cpu_configured
     settings.amp = False
     assert resumed_amp_dtype(settings, device, state, None) is None
 
