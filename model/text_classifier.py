@@ -216,12 +216,8 @@ class TextClassifier:
             self._cache_warned = True
             reason = " ".join(str(error).split()) or type(error).__name__
             try:
-                what = f"text-embedding cache {self.cache_dir} is not writable ({reason})"
-            except CacheLocationError:  # the error itself says where and why
-                what = f"text-embedding cache: {reason}"
-            warnings.warn(
-                f"{what}; going on without it (set CLIPVIS_CACHE to a writable folder to keep embeddings between "
-                "runs)",
-                RuntimeWarning,
-                stacklevel=3,
-            )
+                what = (f"text-embedding cache {self.cache_dir} is not writable ({reason}); going on without it (set "
+                        "CLIPVIS_CACHE to a writable folder to keep embeddings between runs)")
+            except CacheLocationError:  # the error itself says where, why and what to set
+                what = f"text-embedding cache: {reason}; going on without it"
+            warnings.warn(what, RuntimeWarning, stacklevel=3)

@@ -317,6 +317,7 @@ def test_a_cache_that_cannot_be_located_only_warns_for_the_text_embeddings(tmp_p
     [warning] = [line for line in result.stderr.splitlines() if "warning" in line]
     assert warning.startswith("clipvis: warning: text-embedding cache: cache folder "
                               "CLIPVIS_CACHE='~nosuchuser-clipvis-test/x': ~nosuchuser-clipvis-test cannot be expanded")
+    assert warning.count("CLIPVIS_CACHE to") == 1 and warning.endswith("; going on without it")  # one remedy
 
 
 def test_temporary_spills_never_outlive_the_process(tmp_path) -> None:
