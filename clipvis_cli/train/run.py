@@ -11,12 +11,13 @@ import contextlib
 import gc
 import json
 import logging
+import multiprocessing.connection
 import os
 import signal
 import socket
 import sys
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -260,17 +261,19 @@ def _as_rank_0_chose(given: str | None, mine: str | None, rank_0s: str | None) -
     return str(same)
 
 
-def run_training(request: RunRequest, rank: int = 0, world: int = 1, local_rank: int = 0) -> Path:
+def run_training(request: RunRequest, rank: int = 0, world: int = 1, local_rank: int = 0,
+                 quiet: Callable[[], bool] | None = None) -> Path:
     """Train in this process (one rank of ``world``); returns the final checkpoint path.
 
     With several processes stop signals are held from the start, not only once training runs: a signal to one rank
     while the data loads or the model is built (its steps taken alone) stops that step at once, and every rank
     learns of it when the step's outcomes meet, so every rank stops by it (``TrainingStopped``, nothing saved)
     where one rank used to die of it and the others to fail in their next collective. A signal that reaches a rank
-    while it waits for the others is acted on at its next step, or after the first iteration (with a checkpoint)."""
+    while it waits for the others is acted on at its next step, or after the first iteration (with a checkpoint).
+    ``quiet``: see :class:`StopRequests` (a signal that ends this process because another is gone is not announced)."""
     if world == 1:
         return _run_training(request, rank, world, local_rank, None)
-    with StopRequests(announce=lambda line: None) as requests:  # the trainer announces its stops
+    with StopRequests(announce=lambda line: None, quiet=quiet) as requests:  # the trainer announces its stops
         return _run_training(request, rank, world, local_rank, requests)
 
 
@@ -660,6 +663,27 @@ def _stop_processes(context: Any, signum: int, output_dir: Path) -> TrainingStop
     return TrainingStopped(signum, checkpoint, saved=checkpoint is not None)
 
 
+# The value of ``launch()``'s shared stop value once a process ended with an error or a signal before the others:
+# the SIGTERM that PyTorch's spawn then sends the others is not a stop the user asked for, and they do not announce it
+# (the command's one line says what happened). The processes' own stops are signal numbers (> 0).
+_PEER_LOST = -1
+
+
+def _join(context: Any, stop_signal: Any) -> bool:
+    """``context.join()`` (PyTorch spawn's: True once every process ended, an exception for one that failed), with
+    ``stop_signal`` set to ``_PEER_LOST`` first when a process ended with a non-zero status: before ``join`` SIGTERMs
+    the processes left, so that they know the signal is not the user's."""
+    if context.sentinels:
+        for sentinel in multiprocessing.connection.wait(list(context.sentinels)):
+            process = context.processes[context.sentinels[sentinel]]
+            process.join()
+            if process.exitcode != 0:
+                with stop_signal.get_lock():
+                    stop_signal.value = _PEER_LOST
+                break
+    return context.join()
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -673,13 +697,15 @@ def _worker(local_rank: int, request: RunRequest, world: int, port: int, threads
     if threads is not None:  # as torchrun: N processes with every core's threads each ran ~8x slower on the CPU
         torch.set_num_threads(threads)
     try:
-        _distributed_main(request)
+        _distributed_main(request, quiet=lambda: stop_signal.value == _PEER_LOST)
     except KeyboardInterrupt as interrupt:  # spawn ends a process on it with status 0 and no word: told to launch()
-        with stop_signal.get_lock():
-            stop_signal.value = max(stop_signal.value, int(getattr(interrupt, "signum", signal.SIGINT)))
+        with stop_signal.get_lock():  # kept quiet for the processes that are still to end, once one is lost
+            if stop_signal.value != _PEER_LOST:
+                stop_signal.value = max(stop_signal.value, int(getattr(interrupt, "signum", signal.SIGINT)))
 
 
-def _distributed_main(request: RunRequest) -> Path:
+def _distributed_main(request: RunRequest, quiet: Callable[[], bool] | None = None) -> Path:
+    """One process of a run under torchrun or ``--num-gpus``; ``quiet``: see :class:`StopRequests`."""
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     local_rank = int(os.environ.get("LOCAL_RANK", rank))
     use_cuda = torch.cuda.is_available() and str(request.config.get("MODEL.DEVICE")) != "cpu"
@@ -688,7 +714,7 @@ def _distributed_main(request: RunRequest) -> Path:
     # Rank 0 evaluates while the others wait at a barrier: allow long evaluations before a collective times out.
     dist.init_process_group("nccl" if use_cuda else "gloo", timeout=timedelta(hours=2))
     try:
-        result = run_training(request, rank, world, local_rank)
+        result = run_training(request, rank, world, local_rank, quiet)
     except TrainingStopped as stopped:
         if stopped.saved:  # every process stopped at the same iteration: they can still tear down together
             gc.collect()
@@ -758,7 +784,7 @@ def launch(request: RunRequest) -> Path | None:
         output_dir = Path(request.config.get("OUTPUT_DIR")).expanduser()
         try:
             with _spawn_warnings_silenced():
-                while not context.join():
+                while not _join(context, stop_signal):
                     pass
         except mp.ProcessRaisedException as error:  # a process' error, without the traceback spawn wraps it in
             raise ProcessFailedError(_last_error_line(str(error))) from None
@@ -769,7 +795,7 @@ def launch(request: RunRequest) -> Path | None:
         except KeyboardInterrupt as interrupt:  # Ctrl-C, or SIGTERM/SIGHUP (the launcher's Terminated)
             with _spawn_warnings_silenced():
                 raise _stop_processes(context, getattr(interrupt, "signum", signal.SIGINT), output_dir) from None
-        if stop_signal.value:
+        if stop_signal.value > 0:
             checkpoint = resume_point(output_dir)
             raise TrainingStopped(stop_signal.value, checkpoint, saved=checkpoint is not None)
         return newest_checkpoint(output_dir)

@@ -67,12 +67,16 @@ class StopRequests:
     :class:`TrainingStopped` at once. Inside :meth:`immediately`, a signal raises at once.
 
     ``announce`` is called once, with a line for the user, when the first signal arrives: from the signal handler,
-    so it must not write through Python's buffered streams or logging (``write_to_stderr`` does not).
+    so it must not write through Python's buffered streams or logging (``write_to_stderr`` does not). ``quiet``,
+    when given and true then, keeps that line back (the signal still stops): the process is being ended because
+    another process of the run is gone, which the command says itself; the user sent no signal.
     """
 
-    def __init__(self, announce: Callable[[str], None], repeat_after: float = 2.0) -> None:
+    def __init__(self, announce: Callable[[str], None], repeat_after: float = 2.0,
+                 quiet: Callable[[], bool] | None = None) -> None:
         self.announce = announce
         self.repeat_after = repeat_after
+        self.quiet = quiet
         self.signum: int | None = None
         self._first_at = 0.0
         self._raise_at_once = False
@@ -118,6 +122,8 @@ class StopRequests:
             self.signum, self._first_at = signum, now
             if self._raise_at_once:
                 raise TrainingStopped(signum)
+            if self.quiet is not None and self.quiet():
+                return
             self.announce(f"{signal.Signals(signum).name}: stopping after this iteration to save a checkpoint "
                           "(once more to stop at once, without saving)")
             return

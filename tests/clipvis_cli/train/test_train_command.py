@@ -974,6 +974,8 @@ def test_a_process_of_num_gpus_killed_outright_is_one_line_naming_what_was_saved
     import torch.multiprocessing as mp
 
     class KilledProcess:
+        sentinels: dict[int, int] = {}  # none to wait on: join() says what happened
+
         def join(self) -> bool:
             raise mp.ProcessExitedException("process 1 terminated with signal SIGKILL", error_index=1, error_pid=4242,
                                             exit_code=-9, signal_name="SIGKILL")
@@ -1027,14 +1029,7 @@ def test_sigterm_to_one_process_of_num_gpus_stops_the_run_by_that_signal(tmp_pat
     import signal
 
     process, run = start_long_run(tmp_path, tiny_train_config, NUM_GPUS_TWO)
-    workers = []
-    for entry in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            parent = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
-            if parent == process.pid and b"spawn_main" in Path(f"/proc/{entry}/cmdline").read_bytes():
-                workers.append(int(entry))
-        except OSError:
-            continue
+    workers = spawned_processes(process.pid)
     assert len(workers) == 2, workers
     os.kill(max(workers), signal.SIGTERM)
     out, err = process.communicate(timeout=120)
@@ -1042,6 +1037,21 @@ def test_sigterm_to_one_process_of_num_gpus_stops_the_run_by_that_signal(tmp_pat
     assert err.count("clipvis: stopped by SIGTERM; saved ") == 1, err
     assert out == "", out  # no checkpoint listed as the finished run's
 
+
+
+def spawned_processes(parent: int) -> list[int]:
+    """The process ids of the processes ``clipvis train --num-gpus`` (process ``parent``) spawned (Linux /proc)."""
+    import os
+
+    workers = []
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            ppid = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            if ppid == parent and b"spawn_main" in Path(f"/proc/{entry}/cmdline").read_bytes():
+                workers.append(int(entry))
+        except OSError:
+            continue
+    return workers
 
 
 TORCHRUN_TWO = ("-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "clipvis", "train")
@@ -1183,6 +1193,68 @@ def test_sigterm_to_one_torchrun_rank_before_training_stops_every_rank_by_that_s
     assert not re.search(r'File "[^"]*(/clipvis|launch\.py)', err) and "[rank" not in err, err  # torchrun's own alone
     assert re.findall(r"exitcode\s*: (-?\d+)", err) and set(re.findall(r"exitcode\s*: (-?\d+)", err)) == {"143"}, err
     assert not list(run.glob("model_*")) and not (run / "config.yaml").exists()
+
+
+# The train command with rank 0 pausing $SLOW_S seconds after it recorded its second iteration's metrics, outside any
+# collective (the other rank waits in one meanwhile), its process id in $MARKER.
+SLOW_METRICS_LAUNCHER = """\
+import os, runpy, sys, time
+from pathlib import Path
+
+from clipvis.cli.train.trainer import MetricsSink
+
+write = MetricsSink.write
+
+
+def slow(self, record):
+    write(self, record)
+    if record["iteration"] == 1:
+        Path(os.environ["MARKER"]).write_text(str(os.getpid()))
+        time.sleep(float(os.environ["SLOW_S"]))
+
+
+MetricsSink.write = slow
+if __name__ == "__main__":
+    sys.argv = ["clipvis", *sys.argv[1:]]
+    runpy.run_module("clipvis", run_name="__main__")
+"""
+
+
+@pytest.mark.skipif(not torch.distributed.is_gloo_available() or not Path("/proc/self/stat").exists(),
+                    reason="gloo backend not built into this torch, or no /proc")
+def test_a_process_of_num_gpus_killed_during_training_is_the_commands_line_alone(tmp_path, tiny_train_config):
+    """kill -9 (the OOM killer) of one --num-gpus process while training: PyTorch's spawn ends the one left with a
+    SIGTERM, and that process announced 'SIGTERM: stopping after this iteration to save a checkpoint' before the
+    command's line saying the other was killed: a SIGTERM the user never sent."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    data = write_coco(tmp_path / "data", num_images=2)
+    config = tiny_train_config(tmp_path, MAX_ITER=5000, IMS_PER_BATCH=2)
+    launcher, marker, run = tmp_path / "launch.py", tmp_path / "paused", tmp_path / "run"
+    launcher.write_text(SLOW_METRICS_LAUNCHER)
+    process = subprocess.Popen(
+        [sys.executable, str(launcher), "train", "--num-gpus", "2", "--config", str(config), "--output-dir", str(run),
+         "--data", str(data[0]), "--images", str(data[1]), "CLIPVIS.LOG_PERIOD=1", "SOLVER.CHECKPOINT_PERIOD=1"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1", "MARKER": str(marker), "SLOW_S": "3"})
+    deadline = time.monotonic() + 120
+    while not (marker.exists() and marker.read_text()) and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.1)
+    assert marker.exists(), process.communicate(timeout=60)
+    rank1 = [pid for pid in spawned_processes(process.pid) if pid != int(marker.read_text())]
+    assert len(rank1) == 1, rank1
+    os.kill(rank1[0], signal.SIGKILL)  # while rank 0, the one that speaks, is busy: spawn's SIGTERM reaches it there
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 1, err
+    said = [line for line in err.splitlines() if line.startswith(("clipvis: error", "SIGTERM"))]
+    assert len(said) == 1 and said[0].startswith(
+        "clipvis: error: process 1 of --num-gpus 2 ended by SIGKILL without a word (killed? out of memory?); nothing "
+        "saved since "), err
+    assert "stopping after this iteration" not in err, err
 
 
 @pytest.mark.skipif(not torch.distributed.is_gloo_available(), reason="gloo backend not built into this torch")
