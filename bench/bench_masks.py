@@ -6,8 +6,9 @@ For each frame size: milliseconds per frame of the official path (two bilinear r
 column-major buffer, run lengths: what an ``exact`` predictor and every CUDA predictor run) against the CPU's default,
 the two resizes composed into one banded product per axis (clipvis.model.mask_upsampling), their ratio, and how many
 pixels the two disagree on (only pixels whose logit is within float rounding of 0 may). The logits are object-like:
-smooth blobs over about 15 % of the frame per query, at the size the official test resize gives (short side 384 for
-480p-1080p frames, padded to /32, a quarter of that). The machine may be shared: the load average is printed.
+smooth blobs over about 15 % of the frame per query, at the size the released models' test resize gives (short side
+480, long side at most 1333, padded to /32, a quarter of that; --short-side to change it). The machine may be
+shared: the load average is printed.
 """
 
 from __future__ import annotations
@@ -24,8 +25,9 @@ from clipvis.model.predictor import VideoSession
 from clipvis.model.preprocess import FrameGeometry
 
 
-def geometry(width: int, height: int, short: int = 384, max_size: int = 1333, divisibility: int = 32) -> FrameGeometry:
-    """The official test resize (short side ``short``, long side at most ``max_size``), padded to ``divisibility``."""
+def geometry(width: int, height: int, short: int = 480, max_size: int = 1333, divisibility: int = 32) -> FrameGeometry:
+    """The official test resize (short side ``short``, long side at most ``max_size``: the released models' 480 and
+    1333, ``ClipVisConfig``), padded to ``divisibility``."""
     scale = min(short / min(height, width), max_size / max(height, width))
     resized = (int(height * scale + 0.5), int(width * scale + 0.5))
     padded = tuple(-(-s // divisibility) * divisibility for s in resized)
@@ -64,13 +66,14 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=100)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--short-side", type=int, default=480, help="the model's test short side (INPUT.MIN_SIZE_TEST)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"threads={args.threads} queries={args.queries} best of {args.repeats}; load average {os.getloadavg()}")
     print(f"{'frame':>10} {'official ms':>12} {'composed ms':>12} {'ratio':>7} {'pixels differing':>18}")
     for size in args.sizes:
         width, height = (int(v) for v in size.split("x"))
-        geo = geometry(width, height)
+        geo = geometry(width, height, short=args.short_side)
         logits = object_like_logits(args.queries, geo.mask_size)
         official, official_masks = best_ms(session_for(geo, exact=True), logits, args.repeats)
         composed, composed_masks = best_ms(session_for(geo, exact=False), logits, args.repeats)

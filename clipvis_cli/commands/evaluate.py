@@ -175,7 +175,8 @@ def evaluate(
         file_okay=False
     ),
     output: Path | None = typer.Option(
-        None, "-o", "--output", help="Inference output folder (default clipvis_eval/<dataset>)."
+        None, "-o", "--output",
+        help="Inference output folder (default clipvis_eval/<dataset>, clipvis_eval/custom for --gt/--frames data).",
     ),
     config: Path | None = typer.Option(None, "--config", help="Official CLIP-VIS YAML or clipvis JSON."),
     clip_config: Path | None = typer.Option(None, "--clip-config", help="open_clip model config JSON."),
