@@ -121,17 +121,25 @@ def test_a_frame_size_off_the_32_grid_names_the_flags(tiny_weights, tmp_path) ->
     assert not (tmp_path / "m.onnx").exists()
 
 
-def test_height_alone_gives_a_16_9_width(tiny_weights, tmp_path) -> None:
-    """--height 128 exported 128x128: the default width came from the model's test short edge (64), not --height."""
+def exported_frame_size(weights, tmp_path, option: str, value: int) -> tuple[int, int]:
+    """The ``[H, W]`` of the images input of `clipvis export --to onnx` given ``option value`` alone; the size is
+    also said on stderr."""
     onnx = pytest.importorskip("onnx")
     pytest.importorskip("onnxruntime")
-    path = tmp_path / "h128.onnx"
-    result = CliRunner().invoke(app, ["export", "--to", "onnx", "--model", str(tiny_weights), "--height", "128",
+    path = tmp_path / f"{option.strip('-')}{value}.onnx"
+    result = CliRunner().invoke(app, ["export", "--to", "onnx", "--model", str(weights), option, str(value),
                                       "-o", str(path)])
     assert result.exit_code == 0, result.output
     dims = onnx.load(str(path)).graph.input[0].type.tensor_type.shape.dim
-    assert [dim.dim_value for dim in dims[1:]] == [3, 128, 256]  # 128 * 16 / 9 = 227.6, up to a multiple of 32
-    assert "128x256" in result.stderr
+    assert dims[1].dim_value == 3
+    size = dims[2].dim_value, dims[3].dim_value
+    assert f"{size[0]}x{size[1]}" in result.stderr
+    return size
+
+
+def test_height_alone_gives_a_16_9_width(tiny_weights, tmp_path) -> None:
+    """--height 128 exported 128x128: the default width came from the model's test short edge (64), not --height."""
+    assert exported_frame_size(tiny_weights, tmp_path, "--height", 128) == (128, 256)  # 227.6 up to /32
 
 
 def test_width_alone_gives_a_16_9_height_as_height_alone_gives_a_16_9_width(tiny_weights, tmp_path) -> None:
@@ -145,15 +153,7 @@ def test_width_alone_gives_a_16_9_height_as_height_alone_gives_a_16_9_width(tiny
     assert default_frame_size(480, None, 864) == (512, 864)  # a 16:9 frame 864 wide is 486 high
     assert default_frame_size(480, None, 1280) == (736, 1280)  # 720 up to 736
     assert default_frame_size(480, 256, 864) == (256, 864)  # both given: as given
-    onnx = pytest.importorskip("onnx")
-    pytest.importorskip("onnxruntime")
-    path = tmp_path / "w256.onnx"
-    result = CliRunner().invoke(app, ["export", "--to", "onnx", "--model", str(tiny_weights), "--width", "256",
-                                      "-o", str(path)])
-    assert result.exit_code == 0, result.output
-    dims = onnx.load(str(path)).graph.input[0].type.tensor_type.shape.dim
-    assert [dim.dim_value for dim in dims[1:]] == [3, 160, 256]  # 256 * 9 / 16 = 144, up to a multiple of 32
-    assert "160x256" in result.stderr
+    assert exported_frame_size(tiny_weights, tmp_path, "--width", 256) == (160, 256)  # 144 up to /32
 
 
 def test_an_fp32_file_past_the_parity_bar_is_not_written(tiny_weights, tmp_path, monkeypatch) -> None:
