@@ -107,3 +107,37 @@ def test_full_size_anchor_matches_measuring_the_whole_box(height: int, width: in
             assert O._full_size_anchor(painted.labels, painted.boxes[number - 1], number) == (x + j, y + i)
             checked += 1
     assert checked > 0
+
+
+def _old_full_size_anchor(labels: np.ndarray, box: np.ndarray, number: int) -> tuple[int, int]:
+    """`_full_size_anchor` as it was (numpy's ==, any() and flatnonzero to find the label's own box)."""
+    x, y, w, h = (int(v) for v in box)
+    inside = labels[y : y + h, x : x + w] == number
+    rows, columns = np.flatnonzero(inside.any(axis=1)), np.flatnonzero(inside.any(axis=0))
+    top, left = max(int(rows[0]) - 1, 0), max(int(columns[0]) - 1, 0)
+    region = np.ascontiguousarray(inside[top : int(rows[-1]) + 2, left : int(columns[-1]) + 2])
+    values = np.where(region, O._distance_inside(region.view(np.uint8)), -1)
+    moments = cv2.moments(region.view(np.uint8), binaryImage=True)
+    area = int(moments["m00"])
+    centre_row = (int(moments["m01"]) + top * area) / area
+    centre_column = (int(moments["m10"]) + left * area) / area
+    deep_rows, deep_columns = np.nonzero(values >= O.DEEP_SHARE * values.max())
+    deep_rows, deep_columns = deep_rows + top, deep_columns + left
+    nearest = np.argmin((deep_rows - centre_row) ** 2 + (deep_columns - centre_column) ** 2)
+    return x + int(deep_columns[nearest]), y + int(deep_rows[nearest])
+
+
+@pytest.mark.parametrize("height,width,tracks", [(1, 1, 2), (9, 6, 7), (64, 48, 30), (480, 854, 50), (90, 160, 300)])
+def test_full_size_anchor_is_the_one_it_was(height: int, width: int, tracks: int) -> None:
+    """The label's own box found with OpenCV (compare, boundingRect) and its deep pixels picked from the distances
+    directly give the anchors the numpy version gave: the overlay's labels stay where they were (uint8 labels, and
+    uint16 ones from 255 masks on)."""
+    rng = np.random.default_rng(height * 7 + width + tracks)
+    masks = _random_masks(height, width, tracks, rng)
+    masks[1::7] |= rng.random((len(masks[1::7]), height, width)) > 0.995
+    painted = rle.label_map([rle.encode(m) if m.any() else None for m in masks], height, width)
+    numbers = (np.flatnonzero(painted.visible) + 1).tolist()
+    assert numbers
+    for number in numbers:
+        box = painted.boxes[number - 1]
+        assert O._full_size_anchor(painted.labels, box, number) == _old_full_size_anchor(painted.labels, box, number)
