@@ -59,7 +59,8 @@ class VideoProbe:
 
     `width`/`height` are the displayed size (after rotation). `fps` is the average frame rate (DEFAULT_FPS
     when the file does not say; then `fps_known` is False). `frame_count` is the container's frame count or
-    an estimate from the duration (None when neither is available). `rotation` is the counter-clockwise
+    an estimate from the duration (None when neither is available; `frame_count_estimated` says which: an MPEG-PS
+    file starting half a second late is counted that much short). `rotation` is the counter-clockwise
     rotation in degrees (0, 90, 180, 270) applied to every decoded frame, `mirrored` whether a left-right mirror
     follows it (a display matrix with a flip: a vertical flip is a half turn and a mirror).
     """
@@ -74,6 +75,7 @@ class VideoProbe:
     codec: str = ""
     pixel_aspect: Fraction | None = None  # width/height of a pixel when not square (anamorphic video), displayed
     mirrored: bool = False  # a left-right mirror applied after the rotation (a flip in the display matrix)
+    frame_count_estimated: bool = False  # frame_count from the duration x the rate, not from the container's count
 
     def processed_frame_count(self, stride: int = 1, max_frames: int | None = None) -> int | None:
         """Estimated number of frames a reader with this stride / max_frames yields (None if unknown)."""
@@ -268,6 +270,7 @@ class VideoReader:
         try:
             fps, fps_known = _stream_fps(stream)
             frame_count = _stream_frame_count(container, stream, fps)
+            estimated = frame_count is not None and not (stream.frames and stream.frames > 0)
             codec = stream.codec_context.name
             try:
                 first = next(container.decode(stream))
@@ -285,7 +288,8 @@ class VideoReader:
         finally:
             container.close()
         aspect = aspect if aspect and aspect != 1 else None
-        return VideoProbe(self.path, width, height, fps, fps_known, frame_count, rotation, codec, aspect, mirrored)
+        return VideoProbe(self.path, width, height, fps, fps_known, frame_count, rotation, codec, aspect, mirrored,
+                          estimated)
 
 
 class ImageFolderReader:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import math
 import os
 import shutil
 import xml.etree.ElementTree as ET
@@ -67,8 +68,10 @@ def _video_source(video: ExportVideo, tool: str) -> tuple[Path, VideoProbe]:
         raise ExportInputError(video.results_file, f"source video: {error}") from None
     check_frame_size(video.info, video.results_file, source, probe.height, probe.width)
     needed = video.info.frame_indices[-1] + 1 if video.info.frame_indices else 0
-    # The header's count (or duration x rate, an estimate for some containers: a little slack)
-    if probe.frame_count and probe.frame_count < needed - max(2, needed // 50):
+    # The header's count (a little slack), or duration x rate: an estimate that misses a late start (an MPEG-PS file
+    # starting 0.5 s late is counted that much short, a 6-frame one as 1 frame): a second of frames more
+    slack = max(2, needed // 50) + (math.ceil(probe.fps) if probe.frame_count_estimated else 0)
+    if probe.frame_count and probe.frame_count < needed - slack:
         raise ExportInputError(video.results_file, f"source {source} has {probe.frame_count} frames, the results "
                                                    f"reach frame {needed} (not the video these results were made from)")
     return source, probe

@@ -22,7 +22,7 @@ from clipvis.cli.app import app
 from clipvis.cli.exporters.masks import cvat_rle, decode_cvat_rle, mask_iou, mask_polygon, polygon_mask, rle_id_map
 from clipvis.cli.locks import FolderLock
 
-from .conftest import CATEGORIES, HEIGHT, WIDTH, make_segment_output, write_video
+from .conftest import CATEGORIES, FRAMES, HEIGHT, WIDTH, make_segment_output, write_video
 
 
 def run_export(*args: str):
@@ -375,6 +375,29 @@ def test_tools_that_carry_the_video_refuse_another_video(tmp_path) -> None:
     result = run_export(str(output.folder), "--to", "labelstudio,fiftyone", "-o", str(tmp_path / "exp"))
     assert result.exit_code == 1 and "has 4 frames, the results reach frame 11" in result.stderr, result.output
     assert not list((tmp_path / "exp").rglob("*.mp4"))
+
+
+def test_a_source_whose_frame_count_is_estimated_short_is_not_refused(tmp_path) -> None:
+    """An MPEG-PS (.mpg) source starting half a second late: its count from the duration is short (a 12-frame file is
+    counted as 1 frame), and labelstudio/fiftyone refused the very video segment had decoded in full as "not the
+    video these results were made from"."""
+    import av
+
+    from clipvis.cli.video_io import VideoReader
+
+    output = make_segment_output(tmp_path / "out")
+    with av.open(str(output.video), "w", format="mpeg") as container:  # MPEG-PS in place of the source's bytes
+        stream = container.add_stream("mpeg2video", rate=25)
+        stream.width, stream.height, stream.pix_fmt = WIDTH, HEIGHT, "yuv420p"
+        for index in range(FRAMES):
+            frame = av.VideoFrame.from_ndarray(np.full((HEIGHT, WIDTH, 3), index * 20, np.uint8), format="rgb24")
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    probe = VideoReader(output.video).probe()
+    assert probe.frame_count_estimated and probe.frame_count < FRAMES - 2  # the case: counted short
+    result = run_export(str(output.folder), "--to", "labelstudio,fiftyone", "-o", str(tmp_path / "exp"))
+    assert result.exit_code == 0, result.output
+    assert list((tmp_path / "exp").rglob("*.mp4"))
 
 
 def test_exporting_again_after_the_source_video_was_touched_replaces_the_linked_copies(tmp_path) -> None:
