@@ -10,6 +10,7 @@ import os
 import tempfile
 import time
 import warnings
+from collections import OrderedDict
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -39,6 +40,8 @@ PROMPT_TEMPLATES: tuple[str, ...] = (
     "There is a large {} in the scene.",
 )
 TEXT_BATCH = 128
+# Vocabularies whose embeddings a TextClassifier keeps in memory (the last used); the disk cache keeps every one.
+MEMORY_VOCABULARIES = 16
 
 
 def split_synonyms(class_name: str) -> list[str]:
@@ -105,7 +108,9 @@ class TextClassifier:
         self._cache_root = cache_dir  # None: the clipvis cache, located when first used (`cache_dir`)
         self.use_disk_cache = use_disk_cache
         self._cache_warned = False
-        self._memory: dict[str, torch.Tensor] = {}  # embeddings [S, E] by key
+        # embeddings [S, E] by key, the MEMORY_VOCABULARIES used last (a server taking a vocabulary per request kept
+        # every one it was ever given; the disk cache keeps them all)
+        self._memory: OrderedDict[str, torch.Tensor] = OrderedDict()
         self._weights_fingerprint: str | None = None
 
     @property
@@ -158,6 +163,9 @@ class TextClassifier:
             embeddings = F.normalize(per_synonym, dim=-1).cpu()
             self._save(key, embeddings, vocabulary)
         self._memory[key] = embeddings
+        self._memory.move_to_end(key)
+        while len(self._memory) > MEMORY_VOCABULARIES:
+            self._memory.popitem(last=False)
         return TextEmbeddings(list(vocabulary), embeddings, counts, self.backbone.logit_scale())
 
     def _path(self, key: str) -> Path:

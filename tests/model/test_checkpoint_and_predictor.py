@@ -246,6 +246,23 @@ def test_a_new_vocabulary_with_the_same_synonyms_grouped_otherwise_gets_its_own_
         assert torch.equal(reused.text.embeddings, fresh.text.embeddings)
 
 
+def test_a_predictor_keeps_the_embeddings_of_the_last_vocabularies_only(tiny_model, tmp_path, monkeypatch) -> None:
+    """A server setting a vocabulary per request kept every vocabulary's embeddings in memory for good; the last
+    MEMORY_VOCABULARIES are kept (the disk cache has them all), and one dropped is made again alike."""
+    from clipvis.model import text_classifier
+
+    monkeypatch.setattr(text_classifier, "MEMORY_VOCABULARIES", 3)
+    predictor = VideoPredictor(tiny_model, ["cat"], cache_dir=tmp_path, text_cache=False)
+    first = predictor.text.embeddings.clone()
+    for n in range(6):
+        predictor.set_vocabulary([f"class {n}", "dog"])
+    classifier = predictor.text_classifier
+    assert len(classifier._memory) == 3
+    predictor.set_vocabulary(["class 4", "dog"])  # in memory: used again, it stays
+    predictor.set_vocabulary(["cat"])  # dropped long ago: made again, the same
+    assert torch.equal(predictor.text.embeddings, first) and len(classifier._memory) == 3
+
+
 def test_set_vocabulary_swaps_names_and_embeddings_together(tiny_model, tmp_path) -> None:
     """The names were stored before their embeddings were computed: a session started meanwhile (another thread) got
     the new names with the old embeddings, and a Ctrl-C while encoding left them mismatched for good."""
