@@ -39,7 +39,7 @@ from clipvis.cli.inputs import VideoSource
 from clipvis.cli.locks import LOCK_NAME, FolderLock
 from clipvis.cli.messages import describe_exception, shown_path, subject_message
 from clipvis.cli.progress import Reporter
-from clipvis.cli.segment import SegmentOptions, SegmentRunner
+from clipvis.cli.segment import SegmentOptions, SegmentRunner, file_digest
 from clipvis.cli.video_io import VideoReadError
 
 CACHE_DIR = "per_video"
@@ -89,18 +89,10 @@ def evaluation_output_names(dataset: str, num_videos: int, max_videos: int | Non
     return names
 
 
-def _sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _file_record(path: Path) -> list[int | str]:
     """What cache.json records of a file evaluate wrote: [size, mtime_ns, SHA-256]."""
     status = path.stat()
-    return [status.st_size, status.st_mtime_ns, _sha256_of(path)]
+    return [status.st_size, status.st_mtime_ns, file_digest(path)]
 
 
 def _unchanged_since_written(path: Path, record: Any) -> bool:
@@ -116,7 +108,7 @@ def _unchanged_since_written(path: Path, record: Any) -> bool:
         return False
     if status.st_mtime_ns == record[1]:
         return True
-    return len(record) > 2 and isinstance(record[2], str) and _sha256_of(path) == record[2]
+    return len(record) > 2 and isinstance(record[2], str) and file_digest(path) == record[2]
 
 
 def _read_stamp(cache: Path) -> dict[str, Any] | None:

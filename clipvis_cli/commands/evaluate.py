@@ -121,21 +121,14 @@ def published_numbers(weights: str, dataset: str | None) -> dict[str, float] | N
 
 def _same_content(path: Path, other: Path) -> bool:
     """Whether two files hold the same bytes: the same file, or the same size and SHA-256 (~1 s per 200 MB)."""
-    import hashlib
-
-    def digest(file: Path) -> bytes:
-        sha = hashlib.sha256()
-        with open(file, "rb") as handle:
-            while chunk := handle.read(1 << 20):
-                sha.update(chunk)
-        return sha.digest()
+    from clipvis.cli.segment import file_digest
 
     try:
         if not other.is_file():
             return False
         if path.samefile(other):
             return True
-        return path.stat().st_size == other.stat().st_size and digest(path) == digest(other)
+        return path.stat().st_size == other.stat().st_size and file_digest(path) == file_digest(other)
     except OSError:
         return False
 

@@ -290,13 +290,10 @@ def _padded(size: int) -> int:
 def checkpoint_metadata(options: SegmentOptions) -> dict[str, str]:
     """The ONNX file's metadata naming the weights it holds: `checkpoint` (a released checkpoint's name, or the
     resolved path of the file), `checkpoint_bytes` and `checkpoint_sha256` of that file."""
-    import hashlib
+    from clipvis.cli.segment import file_digest
 
     data = {"checkpoint": options.weights_identity()}
     if options.checkpoint is not None:
-        digest = hashlib.sha256()
-        with open(options.checkpoint["file"], "rb") as file:
-            for block in iter(lambda: file.read(1 << 20), b""):
-                digest.update(block)
-        data |= {"checkpoint_bytes": str(options.checkpoint["bytes"]), "checkpoint_sha256": digest.hexdigest()}
+        data |= {"checkpoint_bytes": str(options.checkpoint["bytes"]),
+                 "checkpoint_sha256": file_digest(options.checkpoint["file"])}
     return data
