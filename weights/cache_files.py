@@ -41,23 +41,31 @@ class DownloadLock:
 
     The kernel drops it when its process ends, however it ends (SIGKILL, a crash), so it never goes stale: a staging
     folder of that file found while nobody holds the lock belongs to a download that was killed. The file is opened
-    read-only (a flock needs no write access), so the users of a shared cache can all take it. Where the lock file
-    cannot be made (a read-only cache) or the file system has no `flock`, `acquire` says so by returning None: the
+    read-only (a flock needs no write access) and made readable by all whatever the umask (it is empty), so the users
+    of a shared cache can all take it. Where the lock file cannot be made (a read-only cache) or opened (another
+    user's, made private by an older clipvis under umask 077) or the file system has no `flock`, `acquire` says so
+    by returning None (`unlocked_reason` then says why, for a lock file that is there but cannot be opened): the
     caller goes on unlocked."""
 
     def __init__(self, target: Path) -> None:
         self.path = target.with_name(f".{target.name}.lock")
         self._fd: int | None = None
+        #: Why the last `acquire` returned None though the lock file is there (it cannot be opened); None otherwise.
+        self.unlocked_reason: str | None = None
 
     def acquire(self, *, exclusive: bool, wait: bool, on_wait: Callable[[], object] | None = None) -> bool | None:
         """Take the lock (shared or exclusive): True once held; False when another process holds it and not `wait`;
         None when locking is not possible here. `on_wait` is called once if it has to wait."""
         if self._fd is not None:
             raise RuntimeError("lock already held")
+        self.unlocked_reason = None
         try:
             fd = os.open(self.path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o666)
-        except OSError:
+        except OSError as exc:
+            if os.path.lexists(self.path):  # not a cache that cannot be written (the download says that itself)
+                self.unlocked_reason = exc.strerror or str(exc)
             return None
+        _readable_by_all(fd)
         operation = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
         said = False
         try:
@@ -86,6 +94,17 @@ class DownloadLock:
         if self._fd is not None:
             fd, self._fd = self._fd, None
             os.close(fd)  # closing drops the flock
+
+
+def _readable_by_all(fd: int) -> None:
+    """Make the lock file open as `fd` readable by every user when it is ours: under umask 077 it was made 0600, and
+    the other users of a shared cache could not open it to take the lock (their downloads went on unlocked)."""
+    try:
+        info = os.fstat(fd)
+        if info.st_uid == os.geteuid() and info.st_mode & 0o444 != 0o444:
+            os.fchmod(fd, (info.st_mode & 0o7777) | 0o444)
+    except OSError:  # a file system without modes: nothing to do
+        pass
 
 
 #: How often a process waiting for a download lock looks again.

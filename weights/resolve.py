@@ -21,6 +21,7 @@ import shutil
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -292,6 +293,13 @@ def _download(
                       flush=True)
 
         if lock.acquire(exclusive=True, wait=True, on_wait=say_waiting) is None:  # no locking here
+            if lock.unlocked_reason is not None:
+                warnings.warn(
+                    f"{lock.path}: cannot open this download lock ({lock.unlocked_reason}; another user's, made "
+                    f"private by their umask?): {checkpoint.name} is downloaded without it, and another process may "
+                    f"download it at the same time; its owner can allow it with chmod a+r {lock.path}",
+                    RuntimeWarning, stacklevel=4,
+                )
             _remove_abandoned_downloads(target.parent, (checkpoint.file_name,))
         else:  # no other download of it is in progress: what is staged is abandoned
             _remove_abandoned_downloads(target.parent, (checkpoint.file_name,), held=True)

@@ -244,13 +244,23 @@ def _record_absolute_data_paths(config: TrainConfig) -> None:
 def _starting_weights(weights: str) -> str:
     """``--weights`` as the run records it (``starting_weights``), checked before the data loads: a mistyped path is
     one line at once. Under torchrun each rank checks its own once the ranks meet (``run_training``)."""
+    import warnings
+
+    from clipvis.cli.messages import print_warning
     from clipvis.cli.train.run import starting_weights
     from clipvis.weights import WeightsError
 
-    try:
-        return starting_weights(weights)
-    except WeightsError as error:
-        raise fail(str(error)) from None
+    with warnings.catch_warnings(record=True) as caught:  # a download's warning: one clipvis: warning: line
+        warnings.simplefilter("always")
+        try:
+            chosen: str | None = starting_weights(weights)
+        except WeightsError as error:
+            chosen, failure = None, str(error)
+    for warning in dict.fromkeys(str(w.message) for w in caught):
+        print_warning(warning)
+    if chosen is None:
+        raise fail(failure)
+    return chosen
 
 
 def _run_to_resume(output_dir: Path | None, config: TrainConfig | None) -> Path | None:

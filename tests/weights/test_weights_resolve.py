@@ -668,3 +668,82 @@ def test_download_disabled(monkeypatch: pytest.MonkeyPatch) -> None:
         resolve_weights("clipvis-lvis-r50", download=False)
     assert fake.calls == []
     _assert_helpful_message(excinfo.value, "clipvis-lvis-r50")
+
+
+def test_a_download_lock_made_under_umask_077_can_be_taken_by_the_other_users(isolated_cache: Path) -> None:
+    """A lock file made under umask 077 was 0600: the other users of a shared CLIPVIS_CACHE could not open it, and
+    their downloads of that file went on unlocked (two downloads at once) without a word. It is readable by all (a
+    flock needs no more; the file is empty), and one of our own left 0600 by an older clipvis is made so too."""
+    import os
+    import stat
+
+    from clipvis.weights.cache_files import DownloadLock
+
+    target = isolated_cache / "weights" / "clipvis_lvis_r50_7.pth"
+    target.parent.mkdir(parents=True)
+    previous = os.umask(0o077)
+    try:
+        lock = DownloadLock(target)
+        assert lock.acquire(exclusive=True, wait=False)
+        lock.release()
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(lock.path.stat().st_mode) == 0o644
+    lock.path.chmod(0o600)
+    assert lock.acquire(exclusive=False, wait=False)
+    lock.release()
+    assert stat.S_IMODE(lock.path.stat().st_mode) == 0o644
+
+
+def test_a_download_lock_that_cannot_be_opened_is_said_once(
+    isolated_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another user's lock file that we cannot open (an older clipvis made it 0600 under their umask 077): the file is
+    downloaded unlocked, as before, but one warning says so, why, and what fixes it. (Opening it is refused by a
+    fake os.open: tests run as root, which permission bits do not stop.)"""
+    import os
+
+    from clipvis.weights import cache_files
+
+    target = isolated_cache / "weights" / "clipvis_lvis_r50_7.pth"
+    target.parent.mkdir(parents=True)
+    lock_file = target.with_name(f".{target.name}.lock")
+    lock_file.touch()
+    real_open = os.open
+
+    def refusing_open(path: Any, flags: int, *args: Any, **kwargs: Any) -> int:
+        if Path(path) == lock_file:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(cache_files.os, "open", refusing_open)
+    fake = _install_fake(monkeypatch, _writes(TORCH_ZIP_BYTES))
+    with pytest.warns(RuntimeWarning) as caught:
+        assert resolve_weights("clipvis-lvis-r50", progress=False) == target
+    assert len(fake.calls) == 1 and target.read_bytes() == TORCH_ZIP_BYTES
+    [warning] = [str(w.message) for w in caught]
+    assert warning.startswith(f"{lock_file}: cannot open this download lock (Permission denied")
+    assert "downloaded without it" in warning and f"chmod a+r {lock_file}" in warning and "\n" not in warning
+
+
+def test_a_cache_that_cannot_be_written_says_so_without_a_lock_warning(
+    isolated_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No lock file can be made in a cache folder that cannot be written: the error says that (one line), with no
+    warning about the lock besides."""
+    import warnings
+
+    from clipvis.weights import cache_files
+
+    target = isolated_cache / "weights" / "clipvis_lvis_r50_7.pth"
+    target.parent.mkdir(parents=True)
+
+    def read_only(path: Any, flags: int, *args: Any, **kwargs: Any) -> int:
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(cache_files.os, "open", read_only)
+    monkeypatch.setattr("tempfile.mkdtemp", lambda *a, **k: read_only(k.get("dir"), 0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(WeightsNotAvailableError, match="cannot write to"):
+            resolve_weights("clipvis-lvis-r50", progress=False)

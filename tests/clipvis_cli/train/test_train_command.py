@@ -697,6 +697,28 @@ def test_a_released_weights_name_that_cannot_be_had_is_one_line_before_the_data_
     assert not (tmp_path / "run").exists()
 
 
+def test_a_warning_of_the_weights_download_is_one_clipvis_warning_line(tmp_path, tiny_train_config, monkeypatch):
+    """A warning of --weights NAME's download (its lock cannot be opened) was Python's two lines (file:line, then the
+    source line); it is one `clipvis: warning:` line, before the error that ends the run."""
+    import warnings
+
+    from clipvis.cli.train import run
+    from clipvis.weights import WeightsNotAvailableError
+
+    def warns_then_fails(weights):
+        warnings.warn("lock: cannot open this download lock", RuntimeWarning, stacklevel=2)
+        raise WeightsNotAvailableError("not available", checkpoint=weights, url="u", target="t")
+
+    monkeypatch.setattr(run, "starting_weights", warns_then_fails)
+    data = write_coco(tmp_path / "data", num_images=1)
+    result = runner.invoke(app, ["train", "--config", str(tiny_train_config(tmp_path)), "--output-dir",
+                                 str(tmp_path / "run"), "--data", str(data[0]), "--images", str(data[1]),
+                                 "--weights", "clipvis-lvis-r50"])
+    assert result.exit_code == 1, result.output + repr(result.exception)
+    assert result.output == ("clipvis: warning: lock: cannot open this download lock\n"
+                             "clipvis: error: not available\n"), result.output
+
+
 def test_a_run_from_a_training_folder_records_the_checkpoint_it_started_from(tmp_path, tiny_train_config):
     """--weights FOLDER was recorded as the folder: a --resume of a run stopped before its first checkpoint started
     from the folder's newest checkpoint of that moment, not the one the run started from. A mistyped --weights is one
