@@ -401,19 +401,19 @@ class StreamBatchSampler:
             indices = np.repeat(np.arange(self.num_records), reps.astype(np.int64))
         return indices[rng.permutation(len(indices))]
 
-    def _stream(self) -> Iterator[int]:
-        epoch = 0
+    def _stream(self, epoch: int = 0, offset: int = 0) -> Iterator[int]:
+        """The record indices of the stream from position ``offset`` of epoch ``epoch`` on."""
         while True:
-            yield from self._epoch(epoch).tolist()
-            epoch += 1
+            yield from self._epoch(epoch)[offset:].tolist()
+            epoch, offset = epoch + 1, 0
 
     def _batches(self) -> Iterator[list[int]]:
-        """The global batches of record indices, in order."""
-        stream = self._stream()
+        """The global batches of record indices, in order, from batch ``start_iteration`` on."""
+        epoch, offset, buckets = self._skip(self.start_iteration)
+        stream = self._stream(epoch, offset)
         if self.groups is None:
             while True:
                 yield [next(stream) for _ in range(self.global_batch)]
-        buckets: dict[int, list[int]] = {}
         for index in stream:
             bucket = buckets.setdefault(int(self.groups[index]), [])
             bucket.append(index)
@@ -421,13 +421,52 @@ class StreamBatchSampler:
                 yield bucket[:]
                 bucket.clear()
 
+    def _skip(self, batches: int) -> tuple[int, int, dict[int, list[int]]]:
+        """Where the stream stands once ``batches`` global batches were made: its epoch, the position in that epoch
+        of the next record, and the records waiting in the groups' buckets. Computed an epoch at a time with numpy,
+        not by making the batches (a resume at iteration 368,750 of batch 16 replayed 5.9M records in Python)."""
+        buckets: dict[int, list[int]] = {}
+        epoch = 0
+        if self.groups is None:  # a batch is the stream's next global_batch records
+            remaining = batches * self.global_batch
+            while True:
+                length = len(self._epoch(epoch))
+                if remaining < length or length == 0:
+                    return epoch, remaining, buckets
+                remaining -= length
+                epoch += 1
+        if batches == 0:
+            return 0, 0, buckets
+        size = self.global_batch
+        while True:
+            indices = self._epoch(epoch)
+            labels = self.groups[indices]
+            # per group: its records' positions in this epoch, and where a bucket fills (the batches made here)
+            members = {int(g): np.flatnonzero(labels == g) for g in np.unique(labels)}
+            filled = [where[size - 1 - len(buckets.get(g, ())) % size::size] for g, where in members.items()]
+            ends = np.sort(np.concatenate(filled)) if filled else np.empty(0, np.int64)
+            if len(ends) < batches:  # all of this epoch goes by: the buckets keep what did not fill one
+                for g, where in members.items():
+                    kept = (len(buckets.get(g, ())) + len(where)) % size
+                    waiting = np.concatenate([np.asarray(buckets.get(g, []), np.int64), indices[where]])
+                    buckets[g] = waiting[len(waiting) - kept:].tolist()
+                batches -= len(ends)
+                epoch += 1
+                continue
+            stop = int(ends[batches - 1]) + 1  # the last skipped batch is made by the record before this position
+            for g, where in members.items():
+                taken = where[where < stop]
+                kept = (len(buckets.get(g, ())) + len(taken)) % size
+                waiting = np.concatenate([np.asarray(buckets.get(g, []), np.int64), indices[taken]])
+                buckets[g] = waiting[len(waiting) - kept:].tolist()
+            if stop == len(indices):
+                return epoch + 1, 0, buckets
+            return epoch, stop, buckets
+
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
         per_rank = self.global_batch // self.world
-        batches = self._batches()
-        for _ in range(self.start_iteration):
-            next(batches)
         position = self.start_iteration * self.global_batch
-        for batch in batches:
+        for batch in self._batches():
             first = self.rank * per_rank
             yield [(batch[first + k], position + first + k) for k in range(per_rank)]
             position += self.global_batch
