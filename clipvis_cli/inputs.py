@@ -26,10 +26,10 @@ from __future__ import annotations
 import glob
 import os
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, TextIO
+from typing import Literal, Protocol, TextIO, TypeVar
 
 from clipvis.cli.locks import LOCK_NAME
 from clipvis.cli.messages import path_text, shown_path
@@ -106,20 +106,66 @@ def discover_inputs(
     sub-folder too), once each.
     """
     said: list[str] = []
-    sources: list[VideoSource] = []
-    stdin_consumed = False
-    for argument in arguments:
-        if argument == "-":
-            if stdin_consumed:
-                continue
-            stdin_consumed = True
-            for line in stdin_arguments:
-                sources.extend(_expand_argument(line, said))
-        else:
-            sources.extend(_expand_argument(argument, said))
+
+    def expand(path: Path, argument: str, explicit: bool) -> list[VideoSource]:
+        return _expand_path(path, argument, explicit, said)
+
+    sources = expand_arguments(arguments, stdin_arguments, expand, _failed_source)
     if warnings is not None:
         warnings.extend(dict.fromkeys(said))
-    return _deduplicate(sources)
+    return sources
+
+
+class ArgumentInput(Protocol):
+    """What `expand_arguments` makes of an argument: a path, or a path and the one-line reason it cannot be used."""
+
+    @property
+    def path(self) -> Path: ...
+
+    @property
+    def error(self) -> str | None: ...
+
+    @property
+    def argument(self) -> str: ...
+
+
+InputT = TypeVar("InputT", bound=ArgumentInput)
+
+
+def expand_arguments(
+    arguments: Sequence[str],
+    stdin_arguments: Sequence[str],
+    expand_path: Callable[[Path, str, bool], list[InputT]],
+    failed: Callable[[Path, str, str], InputT],
+    no_match: str = "no file matches this pattern",
+) -> list[InputT]:
+    """The command-line arguments of `segment` and `export` as inputs, in argument order, duplicates (same resolved
+    path) dropped.
+
+    An argument ``-`` stands for ``stdin_arguments`` (the first one only). Each argument names an existing path,
+    which becomes ``expand_path(path, argument, True)``, or is a glob pattern, each of whose matches becomes
+    ``expand_path(match, argument, False)`` (in natural order). An argument that names nothing, a pattern without
+    matches (``no_match``) and a path that cannot even be looked at (a name too long for the file system, a folder
+    we may not enter: an OSError of ``expand_path`` too) become ``failed(path, reason, argument)``: one bad argument
+    fails one input, never the batch. `skipped_name` says which entries a folder search leaves out.
+    """
+    found: list[InputT] = []
+    stdin_read = False
+    for argument in arguments:
+        if argument == "-":
+            if stdin_read:
+                continue
+            stdin_read = True
+            for line in stdin_arguments:
+                found.extend(_expand_argument(line, expand_path, failed, no_match))
+        else:
+            found.extend(_expand_argument(argument, expand_path, failed, no_match))
+    return _deduplicate(found)
+
+
+def skipped_name(name: str) -> bool:
+    """Whether a folder search leaves out an entry of this name: hidden (".name"), or one of the SYSTEM_FOLDERS."""
+    return name.startswith(".") or name in SYSTEM_FOLDERS
 
 
 def list_image_frames(directory: Path) -> list[Path]:
@@ -167,28 +213,30 @@ def read_argument_lines(stream: TextIO, null: bool = False) -> list[str]:
     return [line.rstrip("\r") for line in entries if line.strip()]
 
 
-def _expand_argument(argument: str, warnings: list[str]) -> list[VideoSource]:
-    path = Path(argument).expanduser()
+def _expand_argument(
+    argument: str,
+    expand_path: Callable[[Path, str, bool], list[InputT]],
+    failed: Callable[[Path, str, str], InputT],
+    no_match: str,
+) -> list[InputT]:
+    path = Path(os.path.expanduser(argument))  # (Path.expanduser raises for `~user` of no user: os's keeps it)
     try:
-        return _expand_existing_or_pattern(path, argument, warnings)
+        if path.exists():
+            return expand_path(path, argument, True)
+        if _GLOB_CHARS.search(argument):
+            matches = sorted(glob.glob(str(path), recursive=True), key=natural_sort_key)
+            if not matches:
+                return [failed(path, no_match, argument)]
+            return [found for match in matches for found in expand_path(Path(match), argument, False)]
+        if path.is_symlink():
+            return [failed(path, "broken symbolic link", argument)]
+        return [failed(path, "no such file or directory", argument)]
     except OSError as error:  # e.g. a name too long for the file system, a folder we may not enter
-        return [VideoSource(path, error=_os_reason(error), argument=argument)]
+        return [failed(path, _os_reason(error), argument)]
 
 
-def _expand_existing_or_pattern(path: Path, argument: str, warnings: list[str]) -> list[VideoSource]:
-    if path.exists():
-        return _expand_path(path, argument, True, warnings)
-    if _GLOB_CHARS.search(argument):
-        matches = sorted(glob.glob(str(path), recursive=True), key=natural_sort_key)
-        if not matches:
-            return [VideoSource(path, error="no file matches this pattern", argument=argument)]
-        found: list[VideoSource] = []
-        for match in matches:
-            found.extend(_expand_path(Path(match), argument, False, warnings))
-        return found
-    if path.is_symlink():
-        return [VideoSource(path, error="broken symbolic link", argument=argument)]
-    return [VideoSource(path, error="no such file or directory", argument=argument)]
+def _failed_source(path: Path, reason: str, argument: str) -> VideoSource:
+    return VideoSource(path, error=reason, argument=argument)
 
 
 def _expand_path(path: Path, argument: str, explicit: bool, warnings: list[str]) -> list[VideoSource]:
@@ -287,13 +335,12 @@ SYSTEM_FOLDERS = frozenset({"@eaDir", "#recycle", "#snapshot", "__MACOSX", "$REC
 
 def _visible_entries(directory: Path) -> Iterable[Path]:
     """The entries of `directory` that can be inputs: not hidden (".name"), not a SYSTEM_FOLDERS folder."""
-    return (entry for entry in directory.iterdir()
-            if not entry.name.startswith(".") and entry.name not in SYSTEM_FOLDERS)
+    return (entry for entry in directory.iterdir() if not skipped_name(entry.name))
 
 
-def _deduplicate(sources: Iterable[VideoSource]) -> list[VideoSource]:
+def _deduplicate(sources: Iterable[InputT]) -> list[InputT]:
     seen: set[str] = set()
-    unique: list[VideoSource] = []
+    unique: list[InputT] = []
     for source in sources:
         key = f"error:{source.argument}:{source.path}" if source.error else os.path.realpath(source.path)
         if key in seen:

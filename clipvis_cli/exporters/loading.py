@@ -12,20 +12,17 @@ with `error` set, so one bad argument fails one input, not the batch. `load_vide
 
 from __future__ import annotations
 
-import glob
 import json
 import os
-import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from clipvis.cli import rle
-from clipvis.cli.inputs import IMAGE_EXTENSIONS, natural_sort_key
+from clipvis.cli.inputs import IMAGE_EXTENSIONS, expand_arguments, natural_sort_key, skipped_name
 from clipvis.cli.results import TrackResult, VideoInfo, recorded_source
 
 YTVIS_NAME = "ytvis.json"
-_GLOB_CHARS = re.compile(r"[*?\[]")
 
 
 class ExportInputError(ValueError):
@@ -76,53 +73,51 @@ class ExportVideo:
 
 def discover_export_inputs(arguments: Sequence[str], stdin_arguments: Sequence[str] = ()) -> list[ExportInput]:
     """Expand command-line arguments into results files (see module docstring); ``stdin_arguments`` are what an
-    argument ``-`` stands for (`clipvis.cli.inputs.read_argument_lines`)."""
-    found: list[ExportInput] = []
-    stdin_read = False
-    for argument in arguments:
-        if argument == "-":
-            if stdin_read:
-                continue
-            stdin_read = True
-            for line in stdin_arguments:
-                found.extend(_expand(line))
-        else:
-            found.extend(_expand(argument))
-    unique: list[ExportInput] = []
-    seen: set[str] = set()
-    for item in found:
-        key = f"error:{item.argument}:{item.path}" if item.error else os.path.realpath(item.path)
-        if key not in seen:
-            seen.add(key)
-            unique.append(item)
-    return unique
+    argument ``-`` stands for (`clipvis.cli.inputs.read_argument_lines`). Arguments are expanded as `segment`'s are
+    (`clipvis.cli.inputs.expand_arguments`): the same errors, the same folders skipped."""
+    return expand_arguments(arguments, stdin_arguments, _expand_path, _failed_input,
+                            no_match="no results file matches this pattern")
 
 
-def _expand(argument: str) -> list[ExportInput]:
-    path = Path(argument).expanduser()
-    if path.exists():
-        return _expand_path(path, argument)
-    if _GLOB_CHARS.search(argument):
-        matches = sorted(glob.glob(str(path), recursive=True), key=natural_sort_key)
-        results = [item for match in matches for item in _expand_path(Path(match), argument)]
-        return results or [ExportInput(path, "no results file matches this pattern", argument)]
-    return [ExportInput(path, "no such file or directory", argument)]
+def _failed_input(path: Path, reason: str, argument: str) -> ExportInput:
+    return ExportInput(path, reason, argument)
 
 
-def _expand_path(path: Path, argument: str) -> list[ExportInput]:
-    if path.is_file():
+def _expand_path(path: Path, argument: str, explicit: bool) -> list[ExportInput]:
+    if not path.is_dir():
         if path.suffix.lower() != ".json":
             return [ExportInput(path, "not a results file (expected a ytvis.json or a segment output folder)",
                                 argument)]
         return [ExportInput(path, argument=argument)]
-    files = sorted(
-        (Path(p) for p in glob.glob(str(path / "**" / YTVIS_NAME), recursive=True)),
-        key=lambda p: natural_sort_key(str(p.relative_to(path))),
-    )
-    files = [file for file in files if not any(part.startswith(".") for part in file.relative_to(path).parts)]
-    if not files:
+    found = sorted(_search(path, argument, set()), key=lambda item: natural_sort_key(str(item.path.relative_to(path))))
+    if not found:
         return [ExportInput(path, f"no segment outputs here (no {YTVIS_NAME} in this folder or below)", argument)]
-    return [ExportInput(file, argument=argument) for file in files]
+    return found
+
+
+def _search(directory: Path, argument: str, visited: set[str]) -> Iterator[ExportInput]:
+    """The results files in `directory` and below; a folder that cannot be listed is an input that failed. Hidden
+    entries and file servers' folders are skipped as `segment` skips them (`clipvis.cli.inputs.skipped_name`)."""
+    real = os.path.realpath(directory)
+    if real in visited:  # a symbolic-link loop
+        return
+    visited.add(real)
+    try:
+        entries = [entry for entry in directory.iterdir() if not skipped_name(entry.name)]
+    except OSError as error:
+        yield ExportInput(directory, f"cannot read directory ({error.strerror or error})", argument)
+        return
+    for entry in entries:
+        try:
+            is_dir = entry.is_dir()
+            is_results = not is_dir and entry.name == YTVIS_NAME and entry.is_file()
+        except OSError as error:
+            yield ExportInput(entry, f"cannot read ({error.strerror or error})", argument)
+            continue
+        if is_dir:
+            yield from _search(entry, argument, visited)
+        elif is_results:
+            yield ExportInput(entry, argument=argument)
 
 
 def load_videos(path: Path) -> list[ExportVideo]:

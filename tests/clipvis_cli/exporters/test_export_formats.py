@@ -249,6 +249,43 @@ def test_filters_zip_and_default_destination(tmp_path) -> None:
         assert sorted(r["category_id"] for r in json.loads(archive.read("results.json"))) == [1]
 
 
+def test_arguments_are_expanded_as_segment_expands_them(tmp_path, monkeypatch) -> None:
+    """A name too long for the file system ended export in a traceback (segment said it in one line), and export
+    searched the folders file servers and archivers add (a NAS's `@eaDir`, a zip's `__MACOSX`) that segment skips."""
+    from clipvis.cli.inputs import discover_inputs
+
+    too_long = str(tmp_path / ("a" * 300))
+    kept = make_segment_output(tmp_path / "share")
+    for system in ("@eaDir", "__MACOSX", ".hidden"):
+        make_segment_output(tmp_path / "share" / system)
+    locked = tmp_path / "locked"
+    make_segment_output(locked)
+    real_iterdir = Path.iterdir
+
+    def iterdir(self):
+        if self == locked:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_iterdir(self)
+
+    monkeypatch.setattr(Path, "iterdir", iterdir)  # the tests run as root, where chmod 000 does not stop us
+    missing_home = "~no-such-user-clipvis/ytvis.json"  # Path.expanduser raised RuntimeError
+    result = run_export(too_long, str(locked), missing_home, str(tmp_path / "share"), "--to", "mots-txt",
+                        "-o", str(tmp_path / "exp"))
+    assert result.exit_code == 1, result.output
+    errors = [line for line in result.stderr.splitlines() if line.startswith("clipvis: error")]
+    assert errors == [
+        f"clipvis: error: {too_long}: cannot read (File name too long)",
+        f"clipvis: error: {locked}: cannot read directory (Permission denied)",
+        f"clipvis: error: {missing_home}: no such file or directory",
+        "clipvis: error: 3 of 4 export(s) failed",
+    ]
+    assert sorted(p.name for p in (tmp_path / "exp").iterdir()) == ["clip"]
+    assert (tmp_path / "exp" / "clip" / "mots-txt").exists() and kept.folder.name == "clip"
+    segmented = discover_inputs([too_long, str(locked)])
+    assert [source.error for source in segmented] == ["cannot read (File name too long)",
+                                                      "cannot read directory (Permission denied)"]
+
+
 def test_null_separated_paths_on_stdin_and_stdout(tmp_path) -> None:
     """`find out -name ytvis.json -print0 | clipvis export --null - ... | xargs -0`: a folder whose name holds a
     newline is read and listed whole."""
