@@ -16,6 +16,7 @@ from clipvis.cli.commands.export import export
 from clipvis.cli.commands.segment import segment
 from clipvis.cli.commands.train import train
 from clipvis.cli.distributed import repeats_a_first_process, stop_in_silence
+from clipvis.cli.messages import one_line
 
 USAGE_ERROR = 2  # the exit code of click's usage errors
 _REQUIRED_IN_BRACES = re.compile(r"^\{(.+)\}(?=(?:\.\.\.)?$)")  # Typer's usage piece of a required argument
@@ -45,7 +46,7 @@ def _usage_errors_said_once() -> Iterator[None]:
 def usage_error_line(error: Any) -> str:
     """A usage error as one line, as every other error is (`clipvis: error: ...`), naming where help is: Typer's
     usage box took 4-8 lines, wrapped long messages mid-word and drew a frame into logs and pipes."""
-    message = " ".join(str(error.format_message()).split())
+    message = one_line(error.format_message())
     message = message.removeprefix("Invalid value: ")  # click's prefix for a check's own message: it names its option
     message = _VALIDATOR_PREFIX.sub(r"\1", message)  # pydantic's wording for a ValueError in typer's checks
     message = _QUOTED_CHOICES.sub(lambda match: match[1] + ", ".join(re.findall(r"'([^']*)'", match[2])), message)

@@ -30,7 +30,7 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
-from clipvis.cli.messages import shown_path
+from clipvis.cli.messages import error_reason, shown_path
 
 
 def _read_umask() -> int:
@@ -48,7 +48,7 @@ class OutputNotWritableError(OSError):
     """An output directory or file cannot be created or written; `str()` is one line naming the path."""
 
     def __init__(self, path: Path | str, cause: BaseException | str) -> None:
-        reason = cause if isinstance(cause, str) else (getattr(cause, "strerror", None) or str(cause))
+        reason = cause if isinstance(cause, str) else error_reason(cause)
         super().__init__(f"{shown_path(path)}: output not writable ({reason})")
         self.path = Path(path)
 

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Literal, Protocol, TextIO, TypeVar
 
 from clipvis.cli.locks import LOCK_NAME
-from clipvis.cli.messages import path_text, shown_path
+from clipvis.cli.messages import error_reason, path_text, shown_path
 
 VIDEO_EXTENSIONS: frozenset[str] = frozenset(
     {
@@ -232,7 +232,7 @@ def _expand_argument(
             return [failed(path, "broken symbolic link", argument)]
         return [failed(path, "no such file or directory", argument)]
     except OSError as error:  # e.g. a name too long for the file system, a folder we may not enter
-        return [failed(path, _os_reason(error), argument)]
+        return [failed(path, f"cannot read ({error_reason(error)})", argument)]
 
 
 def _failed_source(path: Path, reason: str, argument: str) -> VideoSource:
@@ -268,7 +268,7 @@ def _expand_directory(
             return
         entries = sorted(_visible_entries(directory), key=lambda p: natural_sort_key(p.name))
     except OSError as error:
-        reason = f"cannot read directory ({error.strerror or error})"  # e.g. no permission to list it
+        reason = f"cannot read directory ({error_reason(error)})"  # e.g. no permission to list it
         yield VideoSource(directory, error=reason, argument=argument)
         return
     loose = _images_not_processed(directory, entries)
@@ -279,7 +279,7 @@ def _expand_directory(
             is_dir = entry.is_dir()
             is_video = not is_dir and entry.suffix.lower() in VIDEO_EXTENSIONS and entry.is_file()
         except OSError as error:
-            yield VideoSource(entry, error=_os_reason(error), argument=argument)
+            yield VideoSource(entry, error=f"cannot read ({error_reason(error)})", argument=argument)
             continue
         if is_dir:
             if not _made_by_clipvis(entry):  # an output root inside the folder: its overlays are not inputs
@@ -314,10 +314,6 @@ def _made_by_clipvis(directory: Path) -> bool:
         return (directory / LOCK_NAME).is_file()
     except OSError:
         return False
-
-
-def _os_reason(error: OSError) -> str:
-    return f"cannot read ({error.strerror or error})"
 
 
 def _is_dir(path: Path) -> bool:

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from clipvis.cli.messages import print_path
+from clipvis.cli.messages import error_reason, print_path
 
 STDOUT_CLOSED = "stdout closed (broken pipe)"
 
@@ -56,14 +56,10 @@ class StdoutListing:
         except OSError as error:  # its reader gone (a broken pipe), or where it goes full (`> /dev/full`, a disk)
             self.closed = True
             silence_stdout()
-            why = STDOUT_CLOSED if isinstance(error, BrokenPipeError) else f"stdout not writable ({describe(error)})"
+            closed = isinstance(error, BrokenPipeError)
+            why = STDOUT_CLOSED if closed else f"stdout not writable ({error_reason(error)})"
             if self.speaks is None or self.speaks():
                 self.say("warning", f"{why}: files written are no longer listed; {self.where}")
 
 
-def describe(error: OSError) -> str:
-    """An OSError as a few words: its strerror ("No space left on device"), else its text."""
-    return error.strerror or str(error)
-
-
-__all__ = ["STDOUT_CLOSED", "StdoutListing", "describe", "silence_stdout"]
+__all__ = ["STDOUT_CLOSED", "StdoutListing", "silence_stdout"]

@@ -15,6 +15,7 @@ from typing import overload
 import numpy as np
 
 from clipvis.cli import rle
+from clipvis.cli.messages import error_reason
 
 
 class MaskStoreError(OSError):
@@ -22,7 +23,7 @@ class MaskStoreError(OSError):
     the output folder an operator would look at first."""
 
     def __init__(self, directory: str, cause: OSError) -> None:
-        reason = cause.strerror or str(cause)
+        reason = error_reason(cause)
         super().__init__(cause.errno, f"masks' temporary file in {directory} (TMPDIR): {reason}")
 
     def __str__(self) -> str:

@@ -77,6 +77,13 @@ def one_line(text: object) -> str:
     return _LINE_BREAKS.sub(" ", path_text(str(text))).strip()
 
 
+def error_reason(error: BaseException) -> str:
+    """The cause an exception carries as a few words on one line, without the file it concerns (the message names
+    that): an OSError's or an FFmpeg error's `strerror` ("No space left on device"), else its message, else its
+    type name."""
+    return one_line(getattr(error, "strerror", None) or error) or type(error).__name__
+
+
 def describe_exception(error: BaseException) -> str:
     """The cause carried by an exception, on one line.
 
@@ -88,6 +95,16 @@ def describe_exception(error: BaseException) -> str:
         return one_line(f"{error.strerror}{where}")
     message = one_line(str(error))
     return message or type(error).__name__
+
+
+class PathError(Exception):
+    """A problem with one file or folder: `str()` is `<path>: <reason>` on one line, the path as `shown_path` writes
+    it. `path` and `reason` keep the two parts."""
+
+    def __init__(self, path: Path | str, reason: str) -> None:
+        super().__init__(f"{shown_path(path)}: {one_line(reason)}")
+        self.path = Path(path)
+        self.reason = reason
 
 
 def subject_message(cause: str | BaseException, subject: Path | str | None = None) -> str:
@@ -138,8 +155,10 @@ def print_path(path: Path, null: bool = False) -> None:
 
 __all__ = [
     "PROGRAM",
+    "PathError",
     "describe_exception",
     "error_line",
+    "error_reason",
     "one_line",
     "path_text",
     "print_error",

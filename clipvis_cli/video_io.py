@@ -37,20 +37,15 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from clipvis.cli.inputs import VideoSource
-from clipvis.cli.messages import path_text, shown_path
+from clipvis.cli.messages import PathError, error_reason, path_text, shown_path
 
 DEFAULT_FPS = Fraction(30)
 _MAX_PLAUSIBLE_FPS = 1000
 _AVI_LEADING_FRAMES = 4  # an AVI's first decoded frame comes at most this many chunks in (B-frame delay)
 
 
-class VideoReadError(Exception):
+class VideoReadError(PathError):
     """An input cannot be decoded. `str(error)` is `<path>: <reason>` on one line."""
-
-    def __init__(self, path: Path | str, reason: str) -> None:
-        super().__init__(f"{shown_path(path)}: {reason}")
-        self.path = Path(path)
-        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -104,16 +99,6 @@ def _check_sampling(stride: int, max_frames: int | None) -> None:
         raise ValueError(f"stride must be >= 1, got {stride}")
     if max_frames is not None and max_frames < 1:
         raise ValueError(f"max_frames must be >= 1, got {max_frames}")
-
-
-def _exception_text(error: BaseException) -> str:
-    """One line for a decoder's exception: its message, or its type when it has none."""
-    return " ".join(str(error).split()) or type(error).__name__
-
-
-def _ffmpeg_reason(error: BaseException) -> str:
-    text = getattr(error, "strerror", None) or str(error)
-    return " ".join(str(text).split())
 
 
 class VideoReader:
@@ -218,7 +203,7 @@ class VideoReader:
                 )
 
     def _decode_error(self, decoded: int, error: BaseException) -> VideoReadError:
-        reason = _ffmpeg_reason(error)
+        reason = error_reason(error)
         if decoded == 0:
             lost = _undecodable_lead(self.path) if isinstance(error, av.error.InvalidDataError) else None
             if lost is None:
@@ -241,7 +226,7 @@ class VideoReader:
         except FileNotFoundError:
             raise VideoReadError(path, "no such file or directory") from None
         except OSError as error:
-            raise VideoReadError(path, f"cannot read ({error.strerror or error})") from None
+            raise VideoReadError(path, f"cannot read ({error_reason(error)})") from None
         if size == 0 and path.is_file():
             raise VideoReadError(path, "zero bytes (empty file)")
         try:
@@ -251,9 +236,9 @@ class VideoReader:
         except av.error.EOFError:
             raise VideoReadError(path, "no decodable frames (the file ends before any video data)") from None
         except av.error.FFmpegError as error:
-            raise VideoReadError(path, f"cannot open ({_ffmpeg_reason(error)})") from None
+            raise VideoReadError(path, f"cannot open ({error_reason(error)})") from None
         except OSError as error:
-            raise VideoReadError(path, f"cannot open ({error.strerror or error})") from None
+            raise VideoReadError(path, f"cannot open ({error_reason(error)})") from None
         stream = video_stream(container)
         if stream is None:  # none, or only a cover picture (an MP3's album art)
             has_audio = bool(container.streams.audio)
@@ -420,7 +405,7 @@ class ImageFolderReader:
         except MemoryError:
             raise
         except Exception as error:  # noqa: BLE001 - Pillow's decoders raise many kinds (struct.error, TypeError, ...)
-            reason = f"frame {shown_path(file.name)}: not an image or corrupt ({_exception_text(error)})"
+            reason = f"frame {shown_path(file.name)}: not an image or corrupt ({error_reason(error)})"
             raise VideoReadError(self.path, reason) from None
 
 
@@ -730,7 +715,7 @@ class VideoFrameSeeker:
                     if position == index:
                         return _to_rgb(frame)
         except av.error.FFmpegError as error:
-            raise VideoReadError(path, f"frame {index}: {_ffmpeg_reason(error)}") from None
+            raise VideoReadError(path, f"frame {index}: {error_reason(error)}") from None
         raise VideoReadError(path, f"no frame {index}")
 
     def _timestamps(self, path: Path) -> list[int | None]:
@@ -744,7 +729,7 @@ class VideoFrameSeeker:
                     stream.thread_type = "SLICE"
                     self._stamps[key] = [frame.pts for frame in container.decode(stream)]
             except av.error.FFmpegError as error:
-                raise VideoReadError(path, _ffmpeg_reason(error)) from None
+                raise VideoReadError(path, error_reason(error)) from None
         return self._stamps[key]
 
 

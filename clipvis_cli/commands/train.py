@@ -290,7 +290,7 @@ def _export(weights: str | None, export_pth: str, config: str | None = None, ove
     import torch
 
     from clipvis.cli.atomic import OutputNotWritableError, atomic_output_path, ensure_output_dir
-    from clipvis.cli.messages import print_warning
+    from clipvis.cli.messages import one_line, print_warning
     from clipvis.cli.train.config import ConfigError, load_train_config
     from clipvis.cli.train.run import weights_model_config
     from clipvis.model import CheckpointError, load_model, to_official_state_dict
@@ -313,7 +313,7 @@ def _export(weights: str | None, export_pth: str, config: str | None = None, ove
             warnings.simplefilter("always")
             model = load_model(weights, config=model_config, clip_config=clip_config)
     except (CheckpointError, WeightsError, ValueError) as error:
-        raise fail(f"weights {weights}: {' '.join(str(error).split())}") from None
+        raise fail(f"weights {weights}: {one_line(error)}") from None
     for warning in dict.fromkeys(str(w.message) for w in caught):
         print_warning(warning)
     try:

@@ -20,18 +20,14 @@ from pathlib import Path
 
 from clipvis.cli import rle
 from clipvis.cli.inputs import IMAGE_EXTENSIONS, expand_arguments, natural_sort_key, skipped_name
+from clipvis.cli.messages import PathError, error_reason, shown_path
 from clipvis.cli.results import TrackResult, VideoInfo, recorded_source
 
 YTVIS_NAME = "ytvis.json"
 
 
-class ExportInputError(ValueError):
-    """An export input cannot be used; `str()` is one line naming the file and the problem."""
-
-    def __init__(self, path: Path | str, reason: str) -> None:
-        super().__init__(f"{path}: {reason}")
-        self.path = Path(path)
-        self.reason = reason
+class ExportInputError(PathError, ValueError):
+    """An export input cannot be used; `str()` is one line naming the file and the problem (as VideoReadError's)."""
 
 
 @dataclass(frozen=True)
@@ -47,7 +43,7 @@ class ExportInput:
         return self.error is None
 
     def describe_error(self) -> str:
-        return f"{self.path}: {self.error}" if self.error else ""
+        return f"{shown_path(self.path)}: {self.error}" if self.error else ""
 
 
 @dataclass
@@ -105,14 +101,14 @@ def _search(directory: Path, argument: str, visited: set[str]) -> Iterator[Expor
     try:
         entries = [entry for entry in directory.iterdir() if not skipped_name(entry.name)]
     except OSError as error:
-        yield ExportInput(directory, f"cannot read directory ({error.strerror or error})", argument)
+        yield ExportInput(directory, f"cannot read directory ({error_reason(error)})", argument)
         return
     for entry in entries:
         try:
             is_dir = entry.is_dir()
             is_results = not is_dir and entry.name == YTVIS_NAME and entry.is_file()
         except OSError as error:
-            yield ExportInput(entry, f"cannot read ({error.strerror or error})", argument)
+            yield ExportInput(entry, f"cannot read ({error_reason(error)})", argument)
             continue
         if is_dir:
             yield from _search(entry, argument, visited)
@@ -127,7 +123,7 @@ def load_videos(path: Path) -> list[ExportVideo]:
     except FileNotFoundError:
         raise ExportInputError(path, "no such file") from None
     except OSError as error:
-        raise ExportInputError(path, f"cannot read ({error.strerror or error})") from None
+        raise ExportInputError(path, f"cannot read ({error_reason(error)})") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise ExportInputError(path, f"not valid JSON ({error})") from None
     if not isinstance(document, dict) or not isinstance(document.get("videos"), list):

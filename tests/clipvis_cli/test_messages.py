@@ -38,3 +38,28 @@ def test_an_error_line_tells_a_space_from_a_newline_and_keeps_the_exact_name_out
     assert error_line(FileNotFoundError(2, "No such file or directory", "a\nb.mp4")) == (
         "clipvis: error: No such file or directory (a\\nb.mp4)")
     assert path_text("bad\nname.mp4") == "bad\nname.mp4"  # JSON files and events keep the name itself
+
+
+def test_an_exceptions_reason_is_a_few_words_on_one_line() -> None:
+    import av
+
+    from clipvis.cli.messages import error_reason
+
+    assert error_reason(PermissionError(13, "Permission denied", "/x/y")) == "Permission denied"  # no [Errno 13]
+    assert error_reason(OSError("cannot identify image file")) == "cannot identify image file"
+    assert error_reason(av.error.InvalidDataError(1094995529, "Invalid data found when processing input")) == (
+        "Invalid data found when processing input")
+    assert error_reason(ValueError("line one\n  line two")) == "line one line two"
+    assert error_reason(KeyError()) == "KeyError"
+
+
+def test_video_and_export_input_errors_name_their_file_the_same_way() -> None:
+    from clipvis.cli.exporters.loading import ExportInput, ExportInputError
+    from clipvis.cli.video_io import VideoReadError
+
+    name = Path("two\nlines/ytvis.json")
+    assert str(ExportInputError(name, "not valid JSON")) == str(VideoReadError(name, "not valid JSON")) == (
+        "two\\nlines/ytvis.json: not valid JSON")
+    assert ExportInput(name, "no such file or directory").describe_error() == (
+        "two\\nlines/ytvis.json: no such file or directory")
+    assert isinstance(ExportInputError(name, "x"), ValueError)
