@@ -11,34 +11,23 @@ from __future__ import annotations
 from pathlib import Path
 
 from clipvis.cli.exporters.base import Exporter, ExportOptions
-from clipvis.cli.exporters.cvat import frame_name
 from clipvis.cli.exporters.frames import processed_frames, save_image
 from clipvis.cli.exporters.loading import ExportVideo
 from clipvis.cli.results import VideoInfo
-from clipvis.cli.writers.coco import CocoWriter
-from clipvis.cli.writers.json_document import VideoResults
+from clipvis.cli.writers.coco import CocoWriter, coco_file_name
 
 
 def image_file_name(info: VideoInfo, position: int) -> str:
-    """The frame's file name inside `images/`."""
-    if info.kind == "images" and info.file_names:
-        return Path(info.file_names[position]).name
-    return f"{frame_name(info.frame_indices[position])}.jpg"
+    """The frame's file name inside `images/`: segment's COCO name without its video folder (`<stem>/`), which is
+    `frame_<source frame number:06d>.jpg` as CVAT names a video task's frames, or an image folder's own image name."""
+    return Path(coco_file_name(info, position)).name
 
 
 class _CvatNamedCocoWriter(CocoWriter):
     """segment's COCO writer with image file names as CVAT names the frames."""
 
-    def fields(self, results: VideoResults, categories):
-        fields = super().fields(results, categories)
-        images = dict(fields)["images"]
-        infos = {info.video_id: info for info, _ in results}
-        first_position: dict[int, int] = {}
-        for image in images:
-            video_id = image["video_id"]
-            first_position.setdefault(video_id, image["id"])
-            image["file_name"] = image_file_name(infos[video_id], image["id"] - first_position[video_id])
-        return fields
+    def image_file_name(self, video: VideoInfo, position: int) -> str:
+        return image_file_name(video, position)
 
 
 class CocoExporter(Exporter):

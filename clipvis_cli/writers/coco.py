@@ -38,6 +38,10 @@ class CocoWriter(JsonDocumentWriter):
     format = "coco"
     file_name = COCO_NAME
 
+    def image_file_name(self, video: VideoInfo, position: int) -> str:
+        """The `file_name` of processed frame `position`'s image: `coco_file_name`; a subclass names them its way."""
+        return coco_file_name(video, position)
+
     def fields(self, results: VideoResults, categories: Sequence[str]) -> list[tuple[str, object]]:
         """The document's fields; annotations come as an iterator (masks are read one track at a time)."""
         images: list[dict] = []
@@ -49,7 +53,7 @@ class CocoWriter(JsonDocumentWriter):
                 images.append(
                     {
                         "id": first_ids[-1] + position,
-                        "file_name": coco_file_name(video, position),
+                        "file_name": self.image_file_name(video, position),
                         "width": video.width,
                         "height": video.height,
                         "video_id": video.video_id,
