@@ -73,7 +73,7 @@ def run(size: tuple[int, int], frames: int, tracks: int, directory: Path) -> Non
     timed("decode (BackgroundDecoder, 8/batch)", frames, background)
     masks = ellipse_masks(tracks, frames, height, width)
     encoded = timed(
-        "RLE encode (all tracks)", frames, lambda: [rle.encode_many(masks[t]) for t in range(tracks)]
+        "RLE encode (all tracks)", frames, lambda: [[rle.encode(m) for m in masks[t]] for t in range(tracks)]
     )
     info = VideoInfo(1, str(video_path), "bench", height, width, 30.0, 1, list(range(frames)))
     results = [TrackResult(t + 1, 1, 0.5, list(encoded[t])) for t in range(tracks)]

@@ -113,7 +113,7 @@ class DatasetSpec:
         origin: str | None = None,
         also_looked: Sequence[DataRootCandidate] = (),
     ) -> str:
-        """``origin``: what chose the data root (``data_root_origin``), said when it was not --data-root;
+        """``origin``: what chose the data root (its `DataRootCandidate`'s), said when it was not --data-root;
         ``also_looked``: the other data roots looked in after ``root``, each named with what set it."""
         canonical_ann = root / self.annotation_candidates[0]
         canonical_frames = root / self.frames_candidates[0]
@@ -277,12 +277,6 @@ def data_root_candidates(
     for path, origin in [*named, (DEFAULT_DATA_ROOT, f"the default ./{DEFAULT_DATA_ROOT}")]:
         candidates.setdefault(os.path.abspath(path), DataRootCandidate(path, origin))
     return list(candidates.values())
-
-
-def data_root_origin(data_root: Path | str | None = None, environ: Mapping[str, str] | None = None) -> str:
-    """What names the first data root looked in, for messages: ``--data-root``, ``$CLIPVIS_DATASETS``,
-    ``$DETECTRON2_DATASETS`` (set for detectron2 in many shells) or ``the default ./datasets``."""
-    return data_root_candidates(data_root, environ)[0].origin
 
 
 def resolve_data_root(

@@ -63,20 +63,6 @@ def encode(mask: np.ndarray) -> RleDict:
     return _to_json_rle(coco_mask.encode(fortran))
 
 
-def encode_many(masks: np.ndarray) -> list[RleDict]:
-    """Encode N×H×W masks to N compressed RLE dicts (one pycocotools call)."""
-    if masks.ndim != 3:
-        raise ValueError(f"encode_many expects an N×H×W array, got shape {masks.shape}")
-    count, height, width = masks.shape
-    if count == 0:
-        return []
-    # An N×W×H C-ordered stack of transposed masks is the H×W×N Fortran-ordered array pycocotools wants.
-    stacked = np.empty((count, width, height), np.uint8)
-    for index in range(count):
-        cv2.transpose(_as_binary_uint8(masks[index]), dst=stacked[index])
-    return [_to_json_rle(rle) for rle in coco_mask.encode(stacked.transpose(2, 1, 0))]
-
-
 @dataclass
 class CompressedRuns:
     """COCO compressed RLE strings of several masks of one size, stored back to back in one ASCII buffer.

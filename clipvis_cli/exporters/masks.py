@@ -46,21 +46,10 @@ def rle_id_counts(segmentations: Sequence[RleDict | None], ids: Sequence[int], s
     return sorted((int(ids[k]), text) for k, text in zip(order, counts, strict=True) if text is not None)
 
 
-def cvat_rle(mask: np.ndarray) -> tuple[list[int], int, int, int, int]:
-    """CVAT XML mask encoding of a non-empty H×W bool mask: run lengths over the mask's tight bounding box, read
-    row by row, starting with a (possibly zero) background run; and the box's left, top, width, height."""
-    rows = np.flatnonzero(mask.any(axis=1))
-    cols = np.flatnonzero(mask.any(axis=0))
-    if rows.size == 0:
-        raise ValueError("cvat_rle: empty mask")
-    top, bottom, left, right = int(rows[0]), int(rows[-1]), int(cols[0]), int(cols[-1])
-    box = (left, top, right - left + 1, bottom - top + 1)
-    return cvat_crop_rle(rle.MaskCrop(box, np.ascontiguousarray(mask[top : bottom + 1, left : right + 1])))
-
-
 def cvat_crop_rle(crop: rle.MaskCrop) -> tuple[list[int], int, int, int, int]:
-    """`cvat_rle` of a mask already cut to its box (`clipvis.cli.rle.mask_crops`: the box from the RLE, nothing
-    decoded whole)."""
+    """CVAT XML mask encoding of a mask cut to its bounding box (`clipvis.cli.rle.mask_crops`: the box from the RLE,
+    nothing decoded whole): run lengths over the box, read row by row, starting with a (possibly zero) background
+    run; and the box's left, top, width, height."""
     flat = crop.mask.reshape(-1)
     changes = np.flatnonzero(flat[1:] != flat[:-1]) + 1
     bounds = np.concatenate(([0], changes, [flat.size]))
@@ -69,15 +58,6 @@ def cvat_crop_rle(crop: rle.MaskCrop) -> tuple[list[int], int, int, int, int]:
         runs.insert(0, 0)
     left, top, width, height = crop.box
     return runs, left, top, width, height
-
-
-def decode_cvat_rle(runs: Sequence[int], left: int, top: int, width: int, height: int,
-                    image_height: int, image_width: int) -> np.ndarray:
-    """Inverse of `cvat_rle` (for tests and checks)."""
-    values = np.repeat(np.arange(len(runs)) % 2, runs).astype(bool)
-    mask = np.zeros((image_height, image_width), bool)
-    mask[top : top + height, left : left + width] = values.reshape(height, width)
-    return mask
 
 
 def mask_polygon(mask: np.ndarray) -> np.ndarray | None:

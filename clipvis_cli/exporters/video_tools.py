@@ -89,12 +89,6 @@ def serialize_mask(mask: np.ndarray) -> str:
         return base64.b64encode(zlib.compress(buffer.getvalue())).decode("ascii")
 
 
-def deserialize_mask(text: str) -> np.ndarray:
-    """Inverse of `serialize_mask`."""
-    with io.BytesIO(zlib.decompress(base64.b64decode(text))) as buffer:
-        return np.load(buffer, allow_pickle=False)
-
-
 def media_url(prefix: str, name: str) -> str:
     """`prefix` + the file name percent-encoded, so that a server gets the exact name back whether the prefix ends
     in a path (`http://host/clips/`) or in a query value (`/data/local-files/?d=clips/`): every character but

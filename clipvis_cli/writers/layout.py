@@ -48,10 +48,6 @@ class VideoOutputPaths:
 
     directory: Path
 
-    @classmethod
-    def for_stem(cls, output_root: Path | str, stem: str) -> VideoOutputPaths:
-        return cls(Path(output_root) / stem)
-
     @property
     def stem(self) -> str:
         return self.directory.name

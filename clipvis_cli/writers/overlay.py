@@ -97,12 +97,6 @@ def ascii_class_name(name: str, category_id: int) -> str:
     return text or f"class {category_id}"
 
 
-def track_label(track: TrackResult, categories: Sequence[str]) -> str:
-    """`"<class> #<track id> <score>"`, e.g. `"dog #3 0.87"`, the class as ``ascii_class_name`` gives it."""
-    name = ascii_class_name(categories[track.category_id - 1], track.category_id)
-    return f"{name} #{track.track_id} {track.score:.2f}"
-
-
 @dataclass(frozen=True)
 class OverlayStyle:
     """Drawing and encoding settings of the overlay video."""

@@ -19,7 +19,7 @@ def moving_masks() -> list[dict]:
     masks = np.zeros((FRAMES, 20, 30), dtype=bool)
     for t in range(FRAMES):
         masks[t, 5:15, t % 20 : t % 20 + 8] = True
-    return rle.encode_many(masks)
+    return [rle.encode(mask) for mask in masks]
 
 
 def test_areas_of_many_rles() -> None:

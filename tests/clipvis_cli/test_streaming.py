@@ -48,7 +48,7 @@ def test_compressed_runs_are_byte_identical_to_pycocotools(size) -> None:
         counts, lengths = mask_runs(torch.from_numpy(masks))
         compressed = rle.compress_runs(counts.numpy(), lengths.numpy(), size)
         assert [compressed.counts(q) for q in range(len(masks))] == pycocotools_strings(masks)
-        assert compressed.rles() == rle.encode_many(masks)
+        assert compressed.rles() == [rle.encode(m) for m in masks]
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -263,12 +263,12 @@ def test_label_map_of_many_masks_and_bad_counts() -> None:
     wrong picture."""
     size = (23, 29)
     masks = np.random.default_rng(3).random((300, *size)) > 0.97
-    painted = rle.label_map(rle.encode_many(masks), *size)
+    painted = rle.label_map([rle.encode(m) for m in masks], *size)
     assert painted.labels.dtype == np.uint16
     expected = np.where(masks.any(0), masks.argmax(0) + 1, 0)
     np.testing.assert_array_equal(painted.labels, expected)
     np.testing.assert_array_equal(painted.visible, np.bincount(expected.ravel(), minlength=301)[1:])
-    runs, lengths = rle.decompress_many([e["counts"] for e in rle.encode_many(masks[:5])])
+    runs, lengths = rle.decompress_many([rle.encode(m)["counts"] for m in masks[:5]])
     assert lengths.sum() == runs.size and (np.add.reduceat(runs, np.cumsum(lengths) - lengths) == 23 * 29).all()
     with pytest.raises(ValueError, match="do not cover"):
         rle.label_map([{"size": list(size), "counts": [5, 3]}], *size)

@@ -3,6 +3,10 @@ back, have holes and several parts, written by segment's own YtvisWriter (no mod
 
 from __future__ import annotations
 
+import base64
+import io
+import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -81,3 +85,18 @@ def make_segment_output(root: Path, stem: str = "clip", stride: int = STRIDE, vi
 @pytest.fixture
 def segment_output(tmp_path) -> SegmentOutput:
     return make_segment_output(tmp_path / "out")
+
+
+def decode_cvat_rle(runs: Sequence[int], left: int, top: int, width: int, height: int, image_height: int,
+                    image_width: int) -> np.ndarray:
+    """The H×W mask a CVAT XML mask (`rle`, `left`, `top`, `width`, `height`) stands for."""
+    values = np.repeat(np.arange(len(runs)) % 2, runs).astype(bool)
+    mask = np.zeros((image_height, image_width), bool)
+    mask[top : top + height, left : left + width] = values.reshape(height, width)
+    return mask
+
+
+def deserialize_mask(text: str) -> np.ndarray:
+    """A FiftyOne / ETA serialised numpy array (`clipvis.cli.exporters.video_tools.serialize_mask`) read back."""
+    with io.BytesIO(zlib.decompress(base64.b64decode(text))) as buffer:
+        return np.load(buffer, allow_pickle=False)

@@ -19,10 +19,19 @@ from typer.testing import CliRunner
 
 from clipvis.cli import rle
 from clipvis.cli.app import app
-from clipvis.cli.exporters.masks import cvat_rle, decode_cvat_rle, mask_iou, mask_polygon, polygon_mask, rle_id_map
+from clipvis.cli.exporters.masks import cvat_crop_rle, mask_iou, mask_polygon, polygon_mask, rle_id_map
 from clipvis.cli.locks import FolderLock
 
-from .conftest import CATEGORIES, FRAMES, HEIGHT, WIDTH, make_segment_output, write_video
+from .conftest import (
+    CATEGORIES,
+    FRAMES,
+    HEIGHT,
+    WIDTH,
+    decode_cvat_rle,
+    deserialize_mask,
+    make_segment_output,
+    write_video,
+)
 
 
 def run_export(*args: str):
@@ -43,12 +52,14 @@ def test_cvat_rle_is_row_major_over_the_box_starting_with_background() -> None:
     mask = np.zeros((6, 8), bool)
     mask[2, 3:5] = True
     mask[3, 4] = True
-    runs, left, top, width, height = cvat_rle(mask)
+    [crop] = rle.mask_crops([rle.encode(mask)], 6, 8)
+    runs, left, top, width, height = cvat_crop_rle(crop)
     assert (left, top, width, height) == (3, 2, 2, 2)
     assert runs == [0, 2, 1, 1]  # box rows: [1 1], [0 1]
     assert np.array_equal(decode_cvat_rle(runs, left, top, width, height, 6, 8), mask)
     random = np.random.default_rng(0).random((30, 40)) > 0.6
-    assert np.array_equal(decode_cvat_rle(*cvat_rle(random), 30, 40), random)
+    [crop] = rle.mask_crops([rle.encode(random)], 30, 40)
+    assert np.array_equal(decode_cvat_rle(*cvat_crop_rle(crop), 30, 40), random)
 
 
 def test_polygon_keeps_holes_and_parts() -> None:
@@ -509,7 +520,6 @@ def test_label_studio_video_url_gives_the_server_the_exact_file_name(tmp_path) -
 
 
 def test_fiftyone_directory_follows_the_documented_layout(tmp_path) -> None:
-    from clipvis.cli.exporters.video_tools import deserialize_mask
 
     output = make_segment_output(tmp_path / "out")
     result = run_export(str(output.folder), "--to", "fiftyone", "-o", str(tmp_path / "exp"))

@@ -154,7 +154,7 @@ def test_rle_id_map_matches_painting_decoded_masks(height: int, width: int, trac
 
 
 def _reference_cvat_rle(mask: np.ndarray) -> tuple[list[int], int, int, int, int]:
-    """`cvat_rle` as cvat-images used it before the crops: the box from the decoded mask's rows and columns."""
+    """CVAT's mask RLE as cvat-images made it before the crops: the box from the decoded mask's rows and columns."""
     rows = np.flatnonzero(mask.any(axis=1))
     cols = np.flatnonzero(mask.any(axis=0))
     top, bottom, left, right = int(rows[0]), int(rows[-1]), int(cols[0]), int(cols[-1])
@@ -206,7 +206,7 @@ def test_mask_crops_match_the_decoded_masks(height: int, width: int, tracks: int
 
     rng = np.random.default_rng(height * 7 + width + tracks)
     masks = _frame_of_masks(height, width, tracks, rng)
-    segmentations = [None if k % 5 == 4 else s for k, s in enumerate(rle.encode_many(masks))]
+    segmentations = [None if k % 5 == 4 else s for k, s in enumerate(rle.encode(m) for m in masks)]
     crops = rle.mask_crops(segmentations, height, width)
     assert len(crops) == tracks
     for k, crop in enumerate(crops):
@@ -237,7 +237,7 @@ def _reference_id_counts(segmentations, ids, scores, height: int, width: int) ->
 
     frame = M.rle_id_map(segmentations, ids, scores, height, width, dtype=np.uint16)
     present = [int(v) for v in np.unique(frame) if v]
-    encoded = rle.encode_many(frame[None] == np.array(present, dtype=np.int64)[:, None, None])
+    encoded = [rle.encode(m) for m in frame[None] == np.array(present, dtype=np.int64)[:, None, None]]
     return [(object_id, e["counts"]) for object_id, e in zip(present, encoded, strict=True)]
 
 
@@ -251,7 +251,7 @@ def test_rle_id_counts_match_encoding_the_id_map(height: int, width: int, tracks
     for trial in range(3):
         masks = _frame_of_masks(height, width, tracks, rng)
         rng.shuffle(masks)  # the empty, full and one-pixel masks anywhere in the ranking
-        segmentations: list = rle.encode_many(masks)
+        segmentations: list = [rle.encode(m) for m in masks]
         if trial == 2:
             segmentations = [None if k % 3 == 0 else s for k, s in enumerate(segmentations)]
         ids = rng.permutation(np.arange(1, 65536))[:tracks].tolist()

@@ -20,7 +20,7 @@ OPTIONS = {"stride": 2, "max_frames": None, "score_threshold": 0.1}
 def finished_run(tmp_path: Path) -> tuple[Path, VideoOutputPaths, RunManifest]:
     video = tmp_path / "clip.mp4"
     video.write_bytes(b"0" * 100)
-    paths = VideoOutputPaths.for_stem(tmp_path / "out", "clip").prepare()
+    paths = VideoOutputPaths(tmp_path / "out" / "clip").prepare()
     manifest = RunManifest.start(video, "clip", WEIGHTS, VOCAB, OPTIONS)
     manifest.write(paths.manifest)
     for output in (paths.ytvis, paths.coco, paths.overlay):
@@ -31,7 +31,7 @@ def finished_run(tmp_path: Path) -> tuple[Path, VideoOutputPaths, RunManifest]:
 
 
 def test_layout_names(tmp_path: Path) -> None:
-    paths = VideoOutputPaths.for_stem(tmp_path, "clip")
+    paths = VideoOutputPaths(tmp_path / "clip")
     assert [p.name for p in (paths.overlay, paths.ytvis, paths.coco, paths.manifest)] == [
         "overlay.mp4", "ytvis.json", "coco.json", "run.json",
     ]

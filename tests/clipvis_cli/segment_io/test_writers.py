@@ -18,7 +18,15 @@ from clipvis.cli.atomic import OutputNotWritableError
 from clipvis.cli.results import TrackResult, VideoInfo
 from clipvis.cli.video_io import VideoReader
 from clipvis.cli.writers import CocoWriter, OverlayRenderer, OverlayStyle, OverlayVideoWriter, YtvisWriter
-from clipvis.cli.writers.overlay import PALETTE, render_threads_for, track_colour, track_label, usable_cpus
+from clipvis.cli.writers.overlay import (
+    PALETTE,
+    LabelFont,
+    _fitted_label,
+    ascii_class_name,
+    render_threads_for,
+    track_colour,
+    usable_cpus,
+)
 
 CATEGORIES = ["cat", "dog", "hot air balloon"]
 
@@ -368,11 +376,24 @@ def test_class_names_without_ascii_letters_are_labelled_with_the_category_id() -
     names = ["café", "狗", "🐶 dog", "Straße", "кошка", "ﬁsh", "3", "½ cup", "Ωmega", "t-shirt"]
     # ASCII names stay as they are ("3" is not "class 7"); a name with a letter left out would read as another class
     expected = ["cafe", "class 2", "dog", "Strasse", "class 5", "fish", "3", "1/2 cup", "class 9", "t-shirt"]
+    font = LabelFont.for_frame(480, 854)
     for k, name in enumerate(expected):
-        assert track_label(TrackResult(12, k + 1, 0.87, []), names) == f"{name} #12 0.87"
+        label = _fitted_label(ascii_class_name(names[k], k + 1), TrackResult(12, k + 1, 0.87, []), 1000, font)
+        assert label == f"{name} #12 0.87"
     mask = box_mask(120, 320, 20, 20, 100, 300)
     _, tracks = labelled_frame(120, 320, [mask], ["猫"], [0.87])
     assert [label.text for label in OverlayRenderer().layout(120, 320, 0, tracks, ["猫"])] == ["class 1 #1 0.87"]
+
+
+def test_a_label_too_wide_for_its_room_cuts_the_class_name_first() -> None:
+    font = LabelFont.for_frame(480, 854)
+    track = TrackResult(7, 1, 0.5, [])
+    name = "hot air balloon"
+    full = font.size(f"{name} #7 0.50")[0]
+    cut = _fitted_label(name, track, full - 1, font)
+    assert cut.endswith(". #7 0.50") and name.startswith(cut.removesuffix(". #7 0.50"))
+    assert font.size(cut)[0] <= full - 1 < font.size(f"{name} #7 0.50")[0]
+    assert _fitted_label(name, track, font.size("#7 0.50")[0], font) == "#7 0.50"  # no letter fits: the tail alone
 
 
 @pytest.mark.parametrize("size", [(48, 64), (90, 160), (120, 96)])
