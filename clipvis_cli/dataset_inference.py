@@ -21,7 +21,7 @@ import re
 from collections.abc import Callable, Iterable, Sized
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -41,6 +41,9 @@ from clipvis.cli.messages import describe_exception, shown_path, subject_message
 from clipvis.cli.progress import Reporter
 from clipvis.cli.segment import SegmentOptions, SegmentRunner, file_digest
 from clipvis.cli.video_io import VideoReadError
+
+if TYPE_CHECKING:  # the model package: imported when the weights load, not when the CLI starts
+    from clipvis.model import VideoPredictor
 
 CACHE_DIR = "per_video"
 CACHE_STAMP = "cache.json"
@@ -224,7 +227,8 @@ def _cached_results(path: Path, key: str | None) -> list[dict[str, Any]] | None:
 class DatasetInference:
     """Runs the predictor (exact mode) over a dataset's videos, official results format."""
 
-    def __init__(self, predictor, inputs: DatasetInputs, options: SegmentOptions, reporter: Reporter) -> None:
+    def __init__(self, predictor: VideoPredictor, inputs: DatasetInputs, options: SegmentOptions,
+                 reporter: Reporter) -> None:
         self.inputs = inputs
         self.options = options
         self.reporter = reporter

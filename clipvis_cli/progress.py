@@ -153,7 +153,7 @@ class JsonlReporter:
     def more_videos(self, count: int) -> None:
         self._emit("batch_more", videos=count)
 
-    def video_started(self, source, stem, total_frames) -> None:
+    def video_started(self, source: VideoSource, stem: str, total_frames: int | None) -> None:
         self._video, self._frames, self._since = path_text(source.path), 0, 0
         self._started, self._expected = time.perf_counter(), total_frames
         self._emit("video_start", input=path_text(source.path), stem=stem, frames_expected=total_frames)
@@ -168,7 +168,7 @@ class JsonlReporter:
             self._emit("progress", input=self._video, frames=self._frames, fps=round(fps, 3),
                        frames_expected=self._expected, eta_s=None if eta is None else round(eta, 1))
 
-    def video_writing(self, source, stem, frames, total) -> None:
+    def video_writing(self, source: VideoSource, stem: str, frames: int | None, total: int | None) -> None:
         name, now = path_text(source.path), time.monotonic()
         last = self._writing.get(name)
         if last is not None:
@@ -179,24 +179,25 @@ class JsonlReporter:
         self._writing[name] = (now, frames)
         self._emit("writing", input=name, stem=stem, frames=frames, frames_expected=total)
 
-    def video_finished(self, source, stem, frames, fps, outputs) -> None:
+    def video_finished(self, source: VideoSource, stem: str, frames: int, fps: float, outputs: list[Path]) -> None:
         self._writing.pop(path_text(source.path), None)
         self._emit("video_done", input=path_text(source.path), stem=stem, frames=frames, fps=round(fps, 3),
                    outputs=[path_text(p) for p in outputs], status="ok")
 
-    def video_skipped(self, source, stem, reason: str = SKIPPED_COMPLETE) -> None:
+    def video_skipped(self, source: VideoSource, stem: str, reason: str = SKIPPED_COMPLETE) -> None:
         self._emit("video_skipped", input=path_text(source.path), stem=stem, reason=reason)
 
-    def video_failed(self, source, stem, message) -> None:
+    def video_failed(self, source: VideoSource, stem: str, message: str) -> None:
         self._writing.pop(path_text(source.path), None)
         self._emit("video_failed", input=path_text(source.path), stem=stem, error=message, status="failed")
 
-    def video_interrupted(self, source, stem, message) -> None:
+    def video_interrupted(self, source: VideoSource, stem: str, message: str) -> None:
         self._writing.pop(path_text(source.path), None)
         self._emit("video_interrupted", input=path_text(source.path), stem=stem, error=message,
                    status="interrupted")
 
-    def batch_finished(self, counts, total, message=None, error=False, interrupted=False, own=False) -> None:
+    def batch_finished(self, counts: dict[str, int], total: int, message: str | None = None,
+                       error: bool = False, interrupted: bool = False, own: bool = False) -> None:
         # a summary of this process' own inputs comes only when the job did not end together: never "ok"
         status = "interrupted" if interrupted else "failed" if error or own or counts.get("failed") else "ok"
         fields = {key: counts.get(key, 0) for key in ("complete", "skipped", "failed")}
@@ -294,7 +295,7 @@ class HumanReporter:
         if self.progress is not None and self._overall is not None:
             self.progress.update(self._overall, total=self._batch_size)
 
-    def video_started(self, source, stem, total_frames) -> None:
+    def video_started(self, source: VideoSource, stem: str, total_frames: int | None) -> None:
         self._frames, self._started = 0, time.perf_counter()
         self._video, self._video_frames, self._last_line = shown_path(source.path), total_frames, time.monotonic()
         if self.progress is not None:
@@ -313,7 +314,7 @@ class HumanReporter:
             left = f", ETA {duration_text(eta)}" if eta is not None else ""
             self._line(f"{self._video}: {self._frames}/{self._video_frames or '?'} frames, {fps:.2f} frames/s{left}")
 
-    def video_writing(self, source, stem, frames, total) -> None:
+    def video_writing(self, source: VideoSource, stem: str, frames: int | None, total: int | None) -> None:
         if not self.log_lines:
             return
         name, now = shown_path(source.path), time.monotonic()
@@ -331,27 +332,28 @@ class HumanReporter:
             self.progress.advance(self._overall)
         return f"[{self._ended}/{self._batch_size or '?'}] "
 
-    def video_finished(self, source, stem, frames, fps, outputs) -> None:
+    def video_finished(self, source: VideoSource, stem: str, frames: int, fps: float, outputs: list[Path]) -> None:
         self._writing.pop(shown_path(source.path), None)
         count = self._video_ended()
         if self.log_lines and not self._job_wide:
             rate = f", {fps:.2f} frames/s" if fps > 0 else ""
             self._line(f"{count}{shown_path(source.path)}: {frames} frames{rate}")
 
-    def video_skipped(self, source, stem, reason: str = SKIPPED_COMPLETE) -> None:
+    def video_skipped(self, source: VideoSource, stem: str, reason: str = SKIPPED_COMPLETE) -> None:
         self._video_ended()  # counted in the next line; a rerun's log does not list what was complete already
         if self.interactive or reason != SKIPPED_COMPLETE:
             self.console.print(f"skipped {shown_path(source.path)}: {reason}", markup=False, soft_wrap=True)
 
-    def video_failed(self, source, stem, message) -> None:
+    def video_failed(self, source: VideoSource, stem: str, message: str) -> None:
         self._writing.pop(shown_path(source.path), None)
         self._video_ended()
         self.console.print(error_line(message), markup=False, soft_wrap=True)
 
-    def video_interrupted(self, source, stem, message) -> None:
+    def video_interrupted(self, source: VideoSource, stem: str, message: str) -> None:
         pass  # the batch's end says it: `clipvis: error: interrupted; ...`
 
-    def batch_finished(self, counts, total, message=None, error=False, interrupted=False, own=False) -> None:
+    def batch_finished(self, counts: dict[str, int], total: int, message: str | None = None,
+                       error: bool = False, interrupted: bool = False, own: bool = False) -> None:
         if message is not None:
             self.console.print(error_line(message) if error else f"clipvis: {message}", markup=False, soft_wrap=True)
 

@@ -29,7 +29,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from clipvis.cli import __version__
 from clipvis.cli.atomic import OutputNotWritableError, OutputStaging, remove_stale_temp_files
@@ -53,6 +53,9 @@ from clipvis.cli.writers import (
 )
 from clipvis.cli.writers.layout import ClaimedFolder, OutputRootListing, claim_output_folder
 from clipvis.cli.writers.manifest import STATUS_INTERRUPTED, source_owner
+
+if TYPE_CHECKING:  # the model package: imported when the weights load, not when the CLI starts
+    from clipvis.model import VideoPredictor
 
 FORMATS = writer_formats()  # every --formats name (DEFAULT_FORMATS: what segment writes unless told)
 
@@ -268,7 +271,7 @@ class SegmentRunner:
 
     def __init__(
         self,
-        predictor,
+        predictor: VideoPredictor,
         options: SegmentOptions,
         reporter: Reporter,
         categories: list[str] | None = None,
@@ -459,7 +462,8 @@ class SegmentRunner:
         self.reporter.video_failed(source, stem, message)
         return VideoOutcome(source, stem, "failed", error=message)
 
-    def _record_failure(self, source, stem, message, manifest: RunManifest, paths: VideoOutputPaths) -> VideoOutcome:
+    def _record_failure(self, source: VideoSource, stem: str, message: str, manifest: RunManifest,
+                        paths: VideoOutputPaths) -> VideoOutcome:
         manifest.mark_failed(message)
         _write_quietly(manifest, paths.manifest)
         return self._failed(source, stem, message)

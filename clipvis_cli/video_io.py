@@ -105,7 +105,7 @@ class VideoReader:
     """Decode a video file with PyAV. Iterating opens the file afresh, so a reader can be iterated twice
     (e.g. once for the model, once for the overlay)."""
 
-    def __init__(self, path: Path | str, stride: int = 1, max_frames: int | None = None, threads: int = 0):
+    def __init__(self, path: Path | str, stride: int = 1, max_frames: int | None = None, threads: int = 0) -> None:
         _check_sampling(stride, max_frames)
         self.path = Path(path)
         self.stride = stride
@@ -290,7 +290,7 @@ class ImageFolderReader:
         max_frames: int | None = None,
         fps: float | Fraction = DEFAULT_FPS,
         path: Path | str | None = None,
-    ):
+    ) -> None:
         _check_sampling(stride, max_frames)
         self.frame_files = [Path(p) for p in frame_files]
         if path is None:

@@ -9,6 +9,7 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
@@ -25,6 +26,9 @@ from clipvis.cli.distributed import (
 from clipvis.cli.messages import describe_exception, print_error, print_warning, subject_message
 from clipvis.cli.progress import HumanReporter, JobProgressReporter, JsonlReporter, Reporter
 from clipvis.cli.segment import SegmentOptions, checkpoint_identity
+
+if TYPE_CHECKING:  # the model package: imported when the weights load, not when the CLI starts
+    from clipvis.model import VideoPredictor
 
 NOTHING_ON_STDIN = "no inputs on stdin: nothing to do"  # `-` alone with an empty list on stdin (segment, export)
 
@@ -208,7 +212,7 @@ def check_config_file(config: Path | None, clip_config: Path | None = None) -> N
             raise fail(subject_message(error, path)) from None
 
 
-def load_predictor(options: SegmentOptions):
+def load_predictor(options: SegmentOptions) -> VideoPredictor:
     """The model and predictor for a run; weights problems end the run with one line (exit 1).
 
     Also records the identity of the checkpoint file the weights resolved to in `options.checkpoint` (replacing

@@ -8,6 +8,7 @@ from contextlib import nullcontext, suppress
 from functools import partial
 from itertools import chain
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
@@ -47,6 +48,9 @@ from clipvis.cli.segment import (
     SegmentRunner,
 )
 from clipvis.weights import DEFAULT_PRETRAINED
+
+if TYPE_CHECKING:  # the model package: imported when the weights load, not when the CLI starts
+    from clipvis.model import VideoPredictor
 
 DEFAULT_MAX_TRACKS = 50  # --max-tracks: the official evaluator's results per video
 KEPT = "the finished outputs are kept and a rerun skips them"  # what a job that stops early leaves
@@ -198,7 +202,9 @@ def _stdin_of_the_job(job: DistributedRun | None, null: bool) -> list[str]:
         raise typer.BadParameter(str(error)) from None
 
 
-def _start_rank(job: DistributedRun, make_options: Callable[[], SegmentOptions]) -> tuple[SegmentOptions, object]:
+def _start_rank(
+    job: DistributedRun, make_options: Callable[[], SegmentOptions]
+) -> tuple[SegmentOptions, VideoPredictor]:
     """Under torchrun: this rank's options and predictor (loaded before it takes an input from the job's queue), once
     every rank has them and they run the same model, vocabulary and settings (``check_same_producer``).
 
@@ -266,7 +272,15 @@ def _checked_arguments(
 
 
 def _run_inputs(
-    options, sources, positions, reporter: Reporter, vocabulary, job, null: bool, predictor=None, total: int = 0
+    options: SegmentOptions,
+    sources: list[VideoSource],
+    positions: Iterable[int],
+    reporter: Reporter,
+    vocabulary: list[str],
+    job: DistributedRun | None,
+    null: bool,
+    predictor: VideoPredictor | None = None,
+    total: int = 0,
 ) -> dict[str, int]:
     """Run this process' inputs (``positions`` into ``sources``); how many ended complete, skipped, failed.
     ``predictor``: already loaded (under torchrun, ``_start_rank``). ``total``: the inputs of the batch (of the job

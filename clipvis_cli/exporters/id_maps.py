@@ -26,6 +26,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+from numpy.typing import DTypeLike
 from PIL import Image
 
 from clipvis.cli.exporters.base import Exporter, ExportOptions
@@ -87,7 +88,7 @@ def _class_map_json(video: ExportVideo, class_ids: dict[int, int]) -> dict:
     }
 
 
-def frame_id_map(video: ExportVideo, position: int, ids: list[int], dtype=np.uint16) -> np.ndarray | None:
+def frame_id_map(video: ExportVideo, position: int, ids: list[int], dtype: DTypeLike = np.uint16) -> np.ndarray | None:
     """The overlap-free `[H, W]` id map of processed frame `position`, `ids[k]` where track k is (overlaps resolved
     as `rle_id_map` does); None when no track has a mask there. Painted from the tracks' RLEs, none decoded."""
     tracks = video.tracks

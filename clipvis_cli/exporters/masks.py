@@ -16,6 +16,7 @@ from collections.abc import Sequence
 
 import cv2
 import numpy as np
+from numpy.typing import DTypeLike
 from pycocotools import mask as coco_mask
 
 from clipvis.cli import rle
@@ -23,7 +24,7 @@ from clipvis.cli.rle import RleDict
 
 
 def rle_id_map(segmentations: Sequence[RleDict | None], ids: Sequence[int], scores: Sequence[float], height: int,
-               width: int, dtype=np.uint16) -> np.ndarray:
+               width: int, dtype: DTypeLike = np.uint16) -> np.ndarray:
     """One H×W id map from N RLEs (None: absent) of an H×W frame, none decoded: where masks overlap, the higher
     score wins (ties: the earlier mask); `ids[i]` is written where mask i wins, 0 is background. They are painted into
     one label image in that order, then labels become ids through a lookup table. Returns `[H, W]` of `dtype`."""

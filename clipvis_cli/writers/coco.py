@@ -15,7 +15,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime, timezone
 
 from clipvis.cli import __version__, rle
@@ -61,7 +61,7 @@ class CocoWriter(JsonDocumentWriter):
                     }
                 )
 
-        def annotations():
+        def annotations() -> Iterator[dict]:
             next_id = 1
             for (_, tracks), first_image_id in zip(results, first_ids, strict=True):
                 for track in tracks:

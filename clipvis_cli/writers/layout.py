@@ -359,7 +359,7 @@ def plan_folder_names(
 
 
 def _candidates(stem: str, taken: set[str], reserved: Container[str], first_suffix: int = 2,
-                unavailable: Container[str] = frozenset()):
+                unavailable: Container[str] = frozenset()) -> Iterator[str]:
     if stem.lower() not in taken and stem.lower() not in unavailable:
         yield stem
     for suffix in range(first_suffix, _MAX_SUFFIX):

@@ -599,7 +599,7 @@ class OverlayVideoWriter:
         return cv2.cvtColor(pad_to_even(drawn), cv2.COLOR_RGB2YUV_I420)
 
     def _add_stream(self, container: av.container.OutputContainer, video: VideoInfo, rate: Fraction,
-                    time_base: Fraction):
+                    time_base: Fraction) -> av.video.stream.VideoStream:
         params = [DETERMINISTIC]
         if video.height * video.width > SHORT_LOOKAHEAD_PIXELS:
             params.append(SHORT_LOOKAHEAD)  # x264's look-ahead frames dominate memory above 1080p
