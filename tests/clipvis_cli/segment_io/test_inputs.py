@@ -229,3 +229,9 @@ def test_size_estimate_orders_inputs_for_torchrun_ranks(tmp_path: Path) -> None:
         [str(tmp_path / "clip.mp4"), str(frames), str(tmp_path / "missing.mp4")]
     )
     assert (video.size_estimate(), folder.size_estimate(), missing.size_estimate()) == (1000, 300, 0)
+
+
+def test_a_home_folder_of_no_user_is_a_missing_path_not_a_crash() -> None:
+    """`~nosuchuser/clip.mp4` raised RuntimeError ('Could not determine home directory') out of discover_inputs."""
+    [source] = discover_inputs(["~no-such-user-clipvis/clip.mp4"])
+    assert source.error == "no such file or directory" and str(source.path) == "~no-such-user-clipvis/clip.mp4"
