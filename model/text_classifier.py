@@ -88,6 +88,23 @@ class TextEmbeddings:
         return out.scatter_reduce(-1, index.expand_as(per_synonym), per_synonym, reduce="amax")
 
 
+# Module attributes that are no settings of the computation (`TextClassifier.architecture`).
+_NOT_SETTINGS = frozenset({"training", "grad_checkpointing"})
+_SKIP = object()
+
+
+def _plain(value: object) -> object:
+    """A JSON-able copy of a plain setting (number, string, None, dtype, tuples of them), else ``_SKIP``."""
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, torch.dtype):
+        return str(value)
+    if isinstance(value, tuple | list):
+        items = [_plain(item) for item in value]
+        return _SKIP if any(item is _SKIP for item in items) else items
+    return _SKIP
+
+
 _TEMP_SUFFIX = ".tmp.safetensors"
 _STALE_TEMP_SECONDS = 3600
 
@@ -95,8 +112,10 @@ _STALE_TEMP_SECONDS = 3600
 class TextClassifier:
     """Encodes vocabularies with the CLIP text tower; caches results in memory and on disk.
 
-    The cache key is a fingerprint of the text-tower weights plus the exact prompt strings, so a second run with
-    the same weights and vocabulary never re-encodes (an LV-VIS vocabulary is ~16,700 prompts).
+    The cache key (`cache_key`) covers the text tower's settings (`architecture`: activation, heads, ...) and
+    weights, the autocast in force and the exact prompt strings, so a second run with the same text tower and
+    vocabulary never re-encodes (an LV-VIS vocabulary is ~16,700 prompts), and a tower built with other settings
+    (a wrong ``clip_config``) never reuses another's embeddings.
     """
 
     def __init__(self, backbone: ClipBackbone, cache_dir: Path | None = None, use_disk_cache: bool = True) -> None:
@@ -112,6 +131,7 @@ class TextClassifier:
         # every one it was ever given; the disk cache keeps them all)
         self._memory: OrderedDict[str, torch.Tensor] = OrderedDict()
         self._weights_fingerprint: str | None = None
+        self._weights_stamp: tuple = ()  # what the fingerprint was computed from (see weights_fingerprint)
 
     @property
     def cache_dir(self) -> Path:
@@ -119,16 +139,52 @@ class TextClassifier:
         ``CLIPVIS_CACHE`` raises `clipvis.weights.CacheLocationError` here, which `_save` turns into its warning)."""
         return (self._cache_root or clipvis_cache_dir()) / "text_embeddings"
 
+    def _text_tensors(self) -> list[tuple[str, torch.Tensor]]:
+        """The text tower's parameters and buffers (the attention mask too, which the state dict leaves out), by
+        name: everything of the CLIP but the image tower and the logit scale."""
+        model = self.backbone.clip_model
+        named = [*model.named_parameters(), *model.named_buffers()]
+        return sorted((name, tensor) for name, tensor in named
+                      if not name.startswith("visual.") and name not in ("logit_scale", "logit_bias"))
+
     def weights_fingerprint(self) -> str:
-        if self._weights_fingerprint is None:
+        """SHA-256 of the text tower's tensors (names, dtypes, shapes, values). Computed again whenever a tensor was
+        replaced or changed in place since the last time (``load_state_dict``, ``.to()``, an optimizer step), not
+        once for the classifier's lifetime."""
+        tensors = self._text_tensors()
+        stamp = tuple((name, t.data_ptr(), t._version, str(t.device), t.dtype, tuple(t.shape)) for name, t in tensors)
+        if self._weights_fingerprint is None or self._weights_stamp != stamp:
             digest = hashlib.sha256()
-            for name, tensor in sorted(self.backbone.clip_model.state_dict().items()):
-                if name.startswith("visual.") or name == "logit_scale":
-                    continue
-                digest.update(name.encode())
+            for name, tensor in tensors:
+                digest.update(f"{name} {tensor.dtype} {tuple(tensor.shape)}\n".encode())
                 digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
             self._weights_fingerprint = digest.hexdigest()
+            self._weights_stamp = stamp
         return self._weights_fingerprint
+
+    def architecture(self) -> str:
+        """The text tower's settings as canonical JSON: every module's class and plain settings (activation
+        QuickGELU or GELU, attention heads, LayerNorm eps, the text pooling, the context length, ...), with the
+        open_clip version. Two towers with equal weights but other settings encode differently."""
+        import open_clip
+
+        modules = []
+        for name, module in self.backbone.clip_model.named_modules():
+            if name == "visual" or name.startswith("visual."):
+                continue
+            settings = {key: _plain(value) for key, value in vars(module).items()
+                        if not key.startswith("_") and key not in _NOT_SETTINGS and _plain(value) is not _SKIP}
+            modules.append([name, f"{type(module).__module__}.{type(module).__qualname__}", settings])
+        return json.dumps({"open_clip": open_clip.__version__, "modules": modules}, sort_keys=True)
+
+    def cache_key(self, prompts: list[str]) -> str:
+        """The key of the embeddings of ``prompts``: the text tower's settings and weights, the autocast in force
+        (it changes the encoder's arithmetic) and the prompt strings: everything the embeddings depend on."""
+        device_type = self.backbone.clip_model.positional_embedding.device.type
+        autocast = (str(torch.get_autocast_dtype(device_type)) if torch.is_autocast_enabled(device_type) else None)
+        text = json.dumps({"architecture": self.architecture(), "weights": self.weights_fingerprint(),
+                           "autocast": autocast, "prompts": prompts})
+        return hashlib.sha256(text.encode()).hexdigest()[:32]
 
     def tokenize(self, prompts: list[str]) -> torch.Tensor:
         """N prompt strings -> open_clip token ids ``[N, context_length]`` int64 (77 for the released CLIPs)."""
@@ -150,9 +206,7 @@ class TextClassifier:
         # The key is the prompts' (the synonyms in order), which is all the embeddings depend on; the grouping of the
         # synonyms into classes (`counts`) is this vocabulary's: "cat, kitten / dog" and "cat / kitten, dog" share
         # the embeddings, never the grouping.
-        key = hashlib.sha256(
-            (self.weights_fingerprint() + "\n" + json.dumps(prompts)).encode()
-        ).hexdigest()[:32]
+        key = self.cache_key(prompts)
         embeddings = self._memory.get(key)
         if embeddings is None:
             embeddings = self._load(key, sum(counts))

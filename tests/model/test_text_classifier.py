@@ -1,0 +1,71 @@
+"""The text classifier's embedding cache: what its key covers."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from clipvis.model.clip_backbone import ClipBackbone, build_open_clip_model
+from clipvis.model.text_classifier import TextClassifier
+
+VOCABULARY = ["car", "person, pedestrian", "bicycle"]
+
+
+@pytest.fixture
+def clip_config(tiny_config) -> dict:
+    """The tiny RN model's open_clip config (a copy)."""
+    return copy.deepcopy(dict(tiny_config().clip_model_config))
+
+
+def tiny_backbone(clip_config: dict) -> ClipBackbone:
+    torch.manual_seed(0)
+    return ClipBackbone(build_open_clip_model("tiny", clip_config, pretrained=""))
+
+
+def with_text(clip_config: dict, changes: dict) -> dict:
+    config = copy.deepcopy(clip_config)
+    changes = dict(changes)
+    config["text_cfg"].update(changes.pop("text_cfg", {}))
+    config.update(changes)
+    return config
+
+
+@pytest.mark.parametrize("changes", [{"quick_gelu": False}, {"text_cfg": {"heads": 4}}],
+                         ids=["gelu-instead-of-quickgelu", "4-heads-instead-of-2"])
+def test_towers_with_equal_weights_but_other_settings_share_no_cache_entry(tmp_path, clip_config, changes) -> None:
+    """A run with a wrong CLIP config filled the disk cache, and every later run with the right config (the same
+    weights) reused its embeddings."""
+    right = tiny_backbone(clip_config)
+    wrong = tiny_backbone(with_text(clip_config, changes))
+    wrong.load_state_dict(right.state_dict())
+    truth = TextClassifier(right, use_disk_cache=False)(VOCABULARY).embeddings
+    assert not torch.allclose(TextClassifier(wrong, use_disk_cache=False)(VOCABULARY).embeddings, truth)
+
+    TextClassifier(wrong, cache_dir=tmp_path)(VOCABULARY)  # fills the cache with the wrong tower's embeddings
+    assert torch.equal(TextClassifier(right, cache_dir=tmp_path)(VOCABULARY).embeddings, truth)
+    assert len(list((tmp_path / "text_embeddings").glob("*.safetensors"))) == 2
+
+
+def test_changed_weights_are_encoded_again(tmp_path, clip_config) -> None:
+    """The weights' fingerprint follows the weights: new weights loaded into the same tower after a first vocabulary
+    give new embeddings, not the old ones from the memory cache."""
+    backbone = tiny_backbone(clip_config)
+    classifier = TextClassifier(backbone, cache_dir=tmp_path)
+    before = classifier(VOCABULARY).embeddings
+    other = tiny_backbone(clip_config)
+    with torch.no_grad():
+        for parameter in other.clip_model.transformer.parameters():
+            parameter.add_(0.5)
+    backbone.load_state_dict(other.state_dict())
+    after = classifier(VOCABULARY).embeddings
+    assert not torch.allclose(after, before)
+    assert torch.equal(after, TextClassifier(other, use_disk_cache=False)(VOCABULARY).embeddings)
+
+
+def test_same_tower_reuses_its_cache_entry(tmp_path, clip_config, monkeypatch) -> None:
+    first = TextClassifier(tiny_backbone(clip_config), cache_dir=tmp_path)(VOCABULARY).embeddings
+    second = TextClassifier(tiny_backbone(clip_config), cache_dir=tmp_path)
+    monkeypatch.setattr(second, "encode_prompts", lambda *a, **k: pytest.fail("encoded although cached"))
+    assert torch.equal(second(VOCABULARY).embeddings, first)
