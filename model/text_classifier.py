@@ -11,7 +11,7 @@ import tempfile
 import time
 import warnings
 from collections import OrderedDict
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -61,6 +61,19 @@ def build_prompts(vocabulary: list[str]) -> tuple[list[str], list[int]]:
     return prompts, counts
 
 
+def synonym_gather_index(synonym_counts: list[int], device: str | torch.device = "cpu") -> torch.Tensor | None:
+    """``[C, S_max]``: the rows (synonyms) of each class, padded with the class's first row (a repeat leaves a max
+    as it is); None when every class has one synonym (nothing to reduce)."""
+    if all(count == 1 for count in synonym_counts):
+        return None
+    widest = max(synonym_counts)
+    rows, start = [], 0
+    for count in synonym_counts:
+        rows.append([start + i if i < count else start for i in range(widest)])
+        start += count
+    return to_device(torch.tensor(rows, dtype=torch.int64), device)
+
+
 @dataclass
 class TextEmbeddings:
     """Classifier rows for a vocabulary: one unit vector per (class, synonym), in class order."""
@@ -69,6 +82,12 @@ class TextEmbeddings:
     embeddings: torch.Tensor  # [S, E] with S = total number of synonyms
     synonym_counts: list[int]  # per class
     logit_scale: float
+    # [C, S_max] rows of each class (`synonym_gather_index`), made once on the embeddings' device (here and by
+    # `to`): classifying copies nothing from the host at each call.
+    synonym_index: torch.Tensor | None = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self.synonym_index = synonym_gather_index(self.synonym_counts, self.embeddings.device)
 
     def to(self, device: str | torch.device) -> TextEmbeddings:
         """The same vocabulary with its embeddings on ``device`` (itself when they are there already)."""
@@ -79,13 +98,16 @@ class TextEmbeddings:
         """features ``[..., E]`` (unnormalised) -> class logits ``[..., C]``: scale * max over synonyms of cosine."""
         x = F.normalize(features.float(), dim=-1)
         emb = self.embeddings.to(device=x.device, dtype=x.dtype)
-        per_synonym = self.logit_scale * x @ emb.T
-        if all(c == 1 for c in self.synonym_counts):
+        return self.max_over_synonyms(self.logit_scale * x @ emb.T)
+
+    def max_over_synonyms(self, per_synonym: torch.Tensor) -> torch.Tensor:
+        """Per-synonym scores ``[..., S]`` -> per-class ``[..., C]``, the best synonym of each class: one gather and
+        one max (also in ONNX, where the TorchScript exporter has no translation of scatter_reduce)."""
+        index = self.synonym_index
+        if index is None:
             return per_synonym
-        counts = torch.tensor(self.synonym_counts)
-        index = to_device(torch.repeat_interleave(torch.arange(len(counts)), counts), x.device)  # [S] class of each
-        out = per_synonym.new_full((*per_synonym.shape[:-1], len(self.synonym_counts)), float("-inf"))
-        return out.scatter_reduce(-1, index.expand_as(per_synonym), per_synonym, reduce="amax")
+        index = index.to(per_synonym.device)  # no copy when it is there (the predictor's embeddings on its device)
+        return per_synonym.index_select(-1, index.flatten()).unflatten(-1, tuple(index.shape)).amax(-1)
 
 
 # Module attributes that are no settings of the computation (`TextClassifier.architecture`).

@@ -3,8 +3,8 @@
 A plain copy from pageable host memory to a GPU waits until every kernel queued before it has run: the host stops
 queueing work, and the GPU then idles while the host catches up. Through pinned memory with ``non_blocking=True``
 the copy is queued like a kernel (PyTorch keeps the pinned buffer alive until the copy is done). Used for the frames
-(`model/preprocess.py`), the track permutations (`model/predictor.py`) and the few numbers the deformable attention
-and the synonym classifier build from Python values at every call (docs/streaming.md).
+(`model/preprocess.py`), the track permutations (`model/predictor.py`), the few numbers the deformable attention
+builds from Python values for each frame size and the synonym classifier's index (docs/streaming.md).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The text classifier's embedding cache: what its key covers."""
+"""The text classifier: what its embedding cache's key covers; the best synonym of each class."""
 
 from __future__ import annotations
 
@@ -6,9 +6,11 @@ import copy
 
 import pytest
 import torch
+import torch.nn.functional as F
 
+from clipvis.model import text_classifier
 from clipvis.model.clip_backbone import ClipBackbone, build_open_clip_model
-from clipvis.model.text_classifier import TextClassifier
+from clipvis.model.text_classifier import TextClassifier, TextEmbeddings
 
 VOCABULARY = ["car", "person, pedestrian", "bicycle"]
 
@@ -69,3 +71,32 @@ def test_same_tower_reuses_its_cache_entry(tmp_path, clip_config, monkeypatch) -
     second = TextClassifier(tiny_backbone(clip_config), cache_dir=tmp_path)
     monkeypatch.setattr(second, "encode_prompts", lambda *a, **k: pytest.fail("encoded although cached"))
     assert torch.equal(second(VOCABULARY).embeddings, first)
+
+
+def test_max_over_synonyms_is_the_best_synonym_of_each_class() -> None:
+    torch.manual_seed(0)
+    counts = [1, 3, 1, 2, 4]
+    text = TextEmbeddings([f"c{i}" for i in range(len(counts))], torch.randn(sum(counts), 8), counts, 10.0)
+    per_synonym = torch.randn(2, 5, sum(counts))
+    bounds = torch.tensor([0, *counts]).cumsum(0).tolist()
+    expected = torch.stack([per_synonym[..., a:b].amax(-1) for a, b in zip(bounds[:-1], bounds[1:], strict=True)], -1)
+    assert torch.equal(text.max_over_synonyms(per_synonym), expected)
+    single = TextEmbeddings(["a", "b"], torch.randn(2, 8), [1, 1], 10.0)
+    two = per_synonym[..., :2]
+    assert single.max_over_synonyms(two) is two and single.synonym_index is None
+
+
+def test_classifying_copies_nothing_from_the_host(monkeypatch) -> None:
+    """The synonym -> class index is made with the embeddings (and moved with them by ``to``), not rebuilt and copied
+    to the device at every call (once per pushed batch)."""
+    text = TextEmbeddings(["cat, kitten", "dog"], F.normalize(torch.randn(3, 4), dim=-1), [2, 1], 100.0)
+    moved = text.to(torch.device("meta"))
+    assert moved.synonym_index.device.type == "meta" and text.synonym_index.device.type == "cpu"
+
+    def no_copy(*args, **kwargs):
+        raise AssertionError("a tensor was copied to the device while classifying")
+
+    monkeypatch.setattr(text_classifier, "to_device", no_copy)
+    monkeypatch.setattr(torch, "tensor", no_copy)
+    assert moved.logits(torch.randn(5, 4, device="meta")).shape == (5, 2)
+    assert text.logits(torch.randn(5, 4)).shape == (5, 2)
