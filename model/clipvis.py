@@ -72,18 +72,29 @@ class ClipVis(nn.Module):
 
     @torch.no_grad()
     def classify(self, dense: torch.Tensor, mask_logits: torch.Tensor, text: TextEmbeddings) -> torch.Tensor:
-        """Open-vocabulary class logits of every query's mask region.
+        """Open-vocabulary class logits of every query's mask region: :meth:`pool`, then :meth:`class_logits`.
 
         Args: dense CLIP features ``[B, C_d, h32, w32]``; mask logits ``[B, Q, h4, w4]``; the vocabulary's text
-        embeddings. Returns logits ``[B, Q, C]`` (float32). Each mask is resized to the dense map and binarised
-        (logit > 0), the dense features are pooled inside it and compared with the text embeddings. A query whose mask
-        is empty at the dense resolution gets all-zero logits (a uniform distribution) on the RN path only; on the
-        ConvNeXt path the zero vector goes through the CLIP head and gives real logits (docs/fidelity.md).
+        embeddings. Returns logits ``[B, Q, C]`` (float32).
         """
+        return self.class_logits(*self.pool(dense, mask_logits), text)
+
+    @torch.no_grad()
+    def pool(self, dense: torch.Tensor, mask_logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each query's mask-pooled CLIP embedding ``[B, Q, E]`` (unnormalised, float32) and whether its mask is
+        empty at the dense resolution ``[B, Q]``. Each mask is resized to the dense map (``[B, C_d, h32, w32]``) and
+        binarised (logit > 0), the dense features are pooled inside it (RN: attention pooling; ConvNeXt: average
+        and the CLIP head)."""
         dense = dense.float()
         masks = self.mask_pooler.binary_masks(mask_logits, (dense.shape[-2], dense.shape[-1]))
-        pooled, empty = self.mask_pooler(dense, masks)
-        logits = text.logits(pooled)
+        return self.mask_pooler(dense, masks)
+
+    def class_logits(self, embeds: torch.Tensor, empty: torch.Tensor, text: TextEmbeddings) -> torch.Tensor:
+        """Pooled embeddings ``[B, Q, E]`` and their empty-mask flags ``[B, Q]`` (:meth:`pool`) -> class logits
+        ``[B, Q, C]``: scale * cosine with the text embeddings, the best synonym of each class. A query whose mask is
+        empty gets all-zero logits (a uniform distribution) on the RN path only; on the ConvNeXt path the zero vector
+        went through the CLIP head and gives real logits (docs/fidelity.md)."""
+        logits = text.logits(embeds)
         if self.mask_pooler.zero_logits_of_empty_masks:
             logits = logits.masked_fill(empty[..., None], 0.0)
         return logits

@@ -21,7 +21,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from clipvis.model.clipvis import ClipVis
@@ -53,29 +52,11 @@ class FrameNetwork(nn.Module):
                            if self.model.backbone.kind == "convnext" else images.dtype)
         out = self.model(images)
         dense = out.clip_dense.float()
-        pooler = self.model.mask_pooler
-        masks = pooler.binary_masks(out.mask_logits, (dense.shape[-2], dense.shape[-1]))
-        embeds, empty = pooler(dense, masks)
+        embeds, empty = self.model.pool(dense, out.mask_logits)
         outputs = (out.object_logits, out.mask_logits, out.ious, out.query_embeds, dense, embeds)
         if self.text is None:
             return outputs
-        logits = self._class_logits(embeds)
-        if pooler.zero_logits_of_empty_masks:  # the same rule as ClipVis.classify
-            logits = logits.masked_fill(empty[..., None], 0.0)
-        return (*outputs, logits)
-
-    def _class_logits(self, embeds: torch.Tensor) -> torch.Tensor:
-        """`TextEmbeddings.logits` with the max over synonyms as one slice-max per class (scatter_reduce, which
-        it uses, has no ONNX translation in the TorchScript exporter)."""
-        text = self.text
-        per_synonym = text.logit_scale * F.normalize(embeds.float(), dim=-1) @ text.embeddings.to(embeds.device).T
-        if all(count == 1 for count in text.synonym_counts):
-            return per_synonym
-        bounds = [0]
-        for count in text.synonym_counts:
-            bounds.append(bounds[-1] + count)
-        return torch.stack([per_synonym[..., a:b].amax(-1) for a, b in zip(bounds[:-1], bounds[1:], strict=True)],
-                           -1)
+        return (*outputs, self.model.class_logits(embeds, empty, self.text))  # as ClipVis.classify
 
 
 @contextmanager
