@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from clipvis.model.deformable_attention import MSDeformAttn
+from clipvis.model.deformable_attention import MAX_CACHED_SHAPES, MSDeformAttn
 from clipvis.model.norms import GroupNorm
 from clipvis.model.position_encoding import SinePositionEncoding
 
@@ -55,6 +55,18 @@ class DeformableEncoder(nn.Module):
     def __init__(self, num_layers: int, **layer_kwargs) -> None:
         super().__init__()
         self.layers = nn.ModuleList(DeformableEncoderLayer(**layer_kwargs) for _ in range(num_layers))
+        # Per (spatial shapes, device): the reference points, made once (as MSDeformAttn's level constants): the
+        # frames of a video all have one size.
+        self._reference_points: dict[tuple, torch.Tensor] = {}
+
+    def cached_reference_points(self, spatial_shapes: list[tuple[int, int]], device: torch.device) -> torch.Tensor:
+        """`reference_points`, made at the first forward of a frame size and kept (the newest MAX_CACHED_SHAPES)."""
+        key = (tuple(tuple(shape) for shape in spatial_shapes), torch.device(device))
+        if key not in self._reference_points:
+            if len(self._reference_points) >= MAX_CACHED_SHAPES:  # videos of many sizes: keep the newest ones
+                del self._reference_points[next(iter(self._reference_points))]
+            self._reference_points[key] = self.reference_points(spatial_shapes, device)
+        return self._reference_points[key]
 
     @staticmethod
     def reference_points(spatial_shapes: list[tuple[int, int]], device: torch.device) -> torch.Tensor:
@@ -73,7 +85,7 @@ class DeformableEncoder(nn.Module):
     def forward(self, src: torch.Tensor, pos: torch.Tensor, spatial_shapes: list[tuple[int, int]]) -> torch.Tensor:
         """src, pos ``[N, S, C]``: the tokens of every level, flattened and concatenated (``S`` = sum of
         ``H_l * W_l`` over ``spatial_shapes``) -> ``[N, S, C]``."""
-        reference_points = self.reference_points(spatial_shapes, src.device)
+        reference_points = self.cached_reference_points(spatial_shapes, src.device)
         for layer in self.layers:
             src = layer(src, pos, reference_points, spatial_shapes)
         return src

@@ -25,7 +25,8 @@ class MatchResult:
 class TemporalMatcher:
     """Streaming matcher: feed one frame's query embeddings, get that frame's permutation.
 
-    Memory = FIFO of the last ``memory_length`` *aligned* embedding matrices. While it holds fewer than ``top_k``
+    Memory = FIFO of the last ``memory_length`` *aligned* embedding matrices, normalised (unit rows) when they
+    enter it, so that a frame normalises only its own embeddings. While it holds fewer than ``top_k``
     entries the single memory frame with the lowest matched cosine cost decides; afterwards the recency-weighted
     (i+1) costs of the ``top_k`` lowest-cost memory frames are averaged and solved once more.
     """
@@ -48,12 +49,12 @@ class TemporalMatcher:
     def match(self, embeds: torch.Tensor) -> MatchResult:
         """embeds ``[Q, D]`` of the current frame -> permutation; the aligned embeddings enter the memory."""
         num_queries = embeds.shape[0]
-        if not self.memory:
-            self.memory.append(embeds.detach().float().cpu())
-            return MatchResult(torch.arange(num_queries), "first_frame", [], [])
         with torch.autocast(device_type="cpu", enabled=False):  # costs in float32 whatever the caller's autocast
             current = F.normalize(embeds.detach().float().cpu(), dim=-1)
-            memory = F.normalize(torch.stack(list(self.memory)), dim=-1)  # [M, Q, D], 0 = oldest
+            if not self.memory:
+                self.memory.append(current)
+                return MatchResult(torch.arange(num_queries), "first_frame", [], [])
+            memory = torch.stack(list(self.memory))  # [M, Q, D], 0 = oldest; unit rows already
             costs = 1.0 - torch.einsum("qd,mkd->mqk", current, memory)  # [M, Q_cur, Q_mem]
         costs_np = costs.numpy()
         perms = [self._assign(c.T) for c in costs_np]
@@ -68,5 +69,5 @@ class TemporalMatcher:
             averaged = (costs * weights)[selected].sum(0) / self.top_k
             track_queries, branch = self._assign(averaged.numpy().T), "topk_weighted_average"
         permutation = torch.from_numpy(track_queries)
-        self.memory.append(embeds.detach().float().cpu()[permutation])
+        self.memory.append(current[permutation])
         return MatchResult(permutation, branch, selected, matched)

@@ -154,6 +154,35 @@ def test_msdeformattn_copies_its_level_constants_from_the_host_once_per_frame_si
     assert torch.equal(forward(1), first) and len(made) == per_size * (module.MAX_CACHED_SHAPES + 2)
 
 
+def test_deformable_encoder_makes_its_reference_points_once_per_frame_size(monkeypatch) -> None:
+    """The encoder's reference points are made at the first forward of a size and reused after (they were rebuilt,
+    on the device, at every forward), at most MAX_CACHED_SHAPES sizes; the output is the same."""
+    from clipvis.model.deformable_attention import MAX_CACHED_SHAPES
+    from clipvis.model.pixel_decoder import DeformableEncoder
+
+    encoder = DeformableEncoder(1, d_model=16, d_ffn=32, n_levels=3, n_heads=4, n_points=2).eval()
+    made = []
+    build = DeformableEncoder.reference_points
+    monkeypatch.setattr(DeformableEncoder, "reference_points", staticmethod(lambda *a: made.append(a) or build(*a)))
+
+    def forward(scale: int) -> torch.Tensor:
+        shapes = [(2 * scale, 3), (4, 6), (8, 12)]
+        src = torch.randn(1, sum(h * w for h, w in shapes), 16, generator=torch.Generator().manual_seed(scale))
+        with torch.no_grad():
+            return encoder(src, src, shapes)
+
+    first = forward(1)
+    assert torch.equal(forward(1), first) and len(made) == 1
+    shapes = [(2, 3), (4, 6), (8, 12)]
+    src = torch.randn(1, 6 + 24 + 96, 16, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():  # the kept points are the points
+        assert torch.equal(encoder.layers[0](src, src, build(shapes, torch.device("cpu")), shapes), first)
+    for scale in range(2, MAX_CACHED_SHAPES + 2):  # more sizes than are kept: the first one goes
+        forward(scale)
+    assert len(made) == MAX_CACHED_SHAPES + 1
+    assert torch.equal(forward(1), first) and len(made) == MAX_CACHED_SHAPES + 2
+
+
 def test_sine_position_encoding_formula() -> None:
     pe = SinePositionEncoding(4)(2, 3)
     assert pe.shape == (1, 8, 2, 3)
@@ -302,6 +331,7 @@ def test_matcher_recovers_known_permutations_in_both_branches() -> None:
         branches.append(result.branch)
     assert branches == ["single_best_memory"] + ["topk_weighted_average"] * 4
     assert len(matcher.memory) == 4  # FIFO bounded
+    assert torch.allclose(torch.stack(list(matcher.memory)).norm(dim=-1), torch.ones(4, 6))  # stored normalised
 
 
 def test_matcher_single_best_memory_picks_lowest_cost_frame() -> None:
@@ -326,7 +356,7 @@ def test_matcher_topk_weights_recent_frames_more() -> None:
     torch.manual_seed(2)
     a = torch.eye(4)
     b = a[[1, 0, 2, 3]]
-    x = torch.randn(4, 4)
+    x = F.normalize(torch.randn(4, 4), dim=-1)  # the memory holds unit rows
     matcher = TemporalMatcher(memory_length=3, top_k=2)
     matcher.memory.extend([x, a, b])
     result = matcher.match(b.clone())
