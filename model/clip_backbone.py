@@ -49,11 +49,9 @@ class ClipBackbone(nn.Module):
             self.kind = "resnet"
             widths = [visual.layer1, visual.layer2, visual.layer3, visual.layer4]
             self.channels = tuple(layer[-1].conv3.out_channels for layer in widths)
-            self.pool_heads = visual.attnpool.num_heads
         elif hasattr(visual, "trunk") and hasattr(visual.trunk, "stages"):
             self.kind = "convnext"
             self.channels = tuple(stage.blocks[-1].conv_dw.out_channels for stage in visual.trunk.stages)
-            self.pool_heads = 0
         else:
             raise ValueError(
                 f"unsupported CLIP visual tower {type(visual).__name__}: need ModifiedResNet or timm ConvNeXt"
@@ -67,10 +65,6 @@ class ClipBackbone(nn.Module):
 
     def train(self, mode: bool = True) -> ClipBackbone:  # the CLIP stays in eval mode (BN running stats)
         return super().train(False)
-
-    @property
-    def dense_channels(self) -> int:
-        return self.channels[-1]
 
     @property
     def embed_dim(self) -> int:

@@ -1,11 +1,9 @@
 """Weighted open-vocabulary classification and instance selection (docs/fidelity.md, "Scoring and selection"), quirks
 included.
 
-Two forms of the same computation:
-* :func:`official_video_scores` + :func:`official_select_instances` take whole-video tensors exactly as the
-  official offline evaluator does;
-* :class:`StreamingVideoScorer` keeps running sums frame by frame (per-frame class probabilities are spilled to a
-  temporary file) and selects at the end, for videos of any length.
+:class:`StreamingVideoScorer` keeps running sums frame by frame (per-frame class probabilities are spilled to a
+temporary file) and selects at the end, for videos of any length. The official offline evaluator's form of the same
+computation, on whole-video tensors, is the tests' reference (``tests/model/test_components.py``).
 """
 
 from __future__ import annotations
@@ -30,23 +28,6 @@ class InstanceSelection:
     scores: torch.Tensor  # [N] final instance score = s * mask score
 
 
-def official_video_scores(
-    per_frame_object_logits: torch.Tensor, class_probs: torch.Tensor, ious: torch.Tensor
-) -> torch.Tensor:
-    """s_{q,c} = sqrt(o_q * mean_t sqrt(p_{q,t,c} * u_{q,t})).
-
-    Args: per_frame_object_logits ``[Q, T, 2]`` (aligned), class_probs ``[Q, T, C]``, ious ``[Q, T]``.
-    ``o_q`` = softmax of the frame-averaged object logits (summed frame by frame, as the official code does).
-    """
-    total = per_frame_object_logits[:, 0]
-    for t in range(1, per_frame_object_logits.shape[1]):
-        total = total + per_frame_object_logits[:, t]
-    video_logits = total / per_frame_object_logits.shape[1]
-    object_prob = video_logits.softmax(-1)[:, 0]
-    mean_sqrt = (class_probs * ious[..., None]).sqrt().mean(1)
-    return (object_prob[:, None] * mean_sqrt).sqrt()
-
-
 def _suppression(
     fused: torch.Tensor, probs_sel: torch.Tensor, object_prob_sel: torch.Tensor
 ) -> torch.Tensor:
@@ -56,32 +37,6 @@ def _suppression(
     """
     r = (probs_sel.sigmoid() * object_prob_sel).sqrt()
     return r < 0.1 * fused[:, None]
-
-
-def official_select_instances(
-    scores: torch.Tensor,
-    class_probs: torch.Tensor,
-    per_frame_object_logits: torch.Tensor,
-    mask_logits: torch.Tensor,
-    top_n: int = 50,
-) -> InstanceSelection:
-    """Top-N (query, class) pairs (``torch.topk(sorted=False)`` order), suppression, mask score.
-
-    Args: scores ``[Q, C]``; class_probs ``[Q, T, C]``; per_frame_object_logits ``[Q, T, 2]``;
-    mask_logits ``[Q, T, h, w]`` aligned, at stride 4.
-    """
-    num_classes = scores.shape[1]
-    k = min(top_n, scores.numel())
-    top_scores, flat = scores.flatten().topk(k, sorted=False)
-    queries, labels = flat // num_classes, flat % num_classes
-    probs_sel = class_probs[queries, :, labels]  # [N, T]
-    object_prob_sel = per_frame_object_logits.softmax(-1)[queries, :, 0]
-    suppressed = _suppression(top_scores, probs_sel, object_prob_sel)
-    masks = mask_logits[queries].clone()
-    masks[suppressed] = -1.0
-    positive = (masks > 0).float()
-    mask_scores = (masks.sigmoid() * positive).flatten(1).sum(1) / (positive.flatten(1).sum(1) + 1e-6)
-    return InstanceSelection(queries, labels, top_scores, suppressed, mask_scores, top_scores * mask_scores)
 
 
 class SpillError(OSError):

@@ -15,9 +15,9 @@ from clipvis.model.position_encoding import SinePositionEncoding
 from clipvis.model.preprocess import FramePreprocessor, normalise_padded, padded_shape, resized_shape
 from clipvis.model.scoring import (
     FrameSpill,
+    InstanceSelection,
     StreamingVideoScorer,
-    official_select_instances,
-    official_video_scores,
+    _suppression,
     positive_mask_statistics,
 )
 from clipvis.model.temporal_matcher import TemporalMatcher
@@ -366,6 +366,52 @@ def test_matcher_topk_weights_recent_frames_more() -> None:
     matcher.memory.clear()
     matcher.memory.extend([x, b, a])  # now A is the newest
     assert matcher.match(b.clone()).permutation.tolist() == [1, 0, 2, 3]
+
+
+# The official offline evaluator's form of the scoring (whole-video tensors), the reference of the streaming scorer.
+
+
+def official_video_scores(
+    per_frame_object_logits: torch.Tensor, class_probs: torch.Tensor, ious: torch.Tensor
+) -> torch.Tensor:
+    """s_{q,c} = sqrt(o_q * mean_t sqrt(p_{q,t,c} * u_{q,t})).
+
+    Args: per_frame_object_logits ``[Q, T, 2]`` (aligned), class_probs ``[Q, T, C]``, ious ``[Q, T]``.
+    ``o_q`` = softmax of the frame-averaged object logits (summed frame by frame, as the official code does).
+    """
+    total = per_frame_object_logits[:, 0]
+    for t in range(1, per_frame_object_logits.shape[1]):
+        total = total + per_frame_object_logits[:, t]
+    video_logits = total / per_frame_object_logits.shape[1]
+    object_prob = video_logits.softmax(-1)[:, 0]
+    mean_sqrt = (class_probs * ious[..., None]).sqrt().mean(1)
+    return (object_prob[:, None] * mean_sqrt).sqrt()
+
+
+def official_select_instances(
+    scores: torch.Tensor,
+    class_probs: torch.Tensor,
+    per_frame_object_logits: torch.Tensor,
+    mask_logits: torch.Tensor,
+    top_n: int = 50,
+) -> InstanceSelection:
+    """Top-N (query, class) pairs (``torch.topk(sorted=False)`` order), suppression, mask score.
+
+    Args: scores ``[Q, C]``; class_probs ``[Q, T, C]``; per_frame_object_logits ``[Q, T, 2]``;
+    mask_logits ``[Q, T, h, w]`` aligned, at stride 4.
+    """
+    num_classes = scores.shape[1]
+    k = min(top_n, scores.numel())
+    top_scores, flat = scores.flatten().topk(k, sorted=False)
+    queries, labels = flat // num_classes, flat % num_classes
+    probs_sel = class_probs[queries, :, labels]  # [N, T]
+    object_prob_sel = per_frame_object_logits.softmax(-1)[queries, :, 0]
+    suppressed = _suppression(top_scores, probs_sel, object_prob_sel)
+    masks = mask_logits[queries].clone()
+    masks[suppressed] = -1.0
+    positive = (masks > 0).float()
+    mask_scores = (masks.sigmoid() * positive).flatten(1).sum(1) / (positive.flatten(1).sum(1) + 1e-6)
+    return InstanceSelection(queries, labels, top_scores, suppressed, mask_scores, top_scores * mask_scores)
 
 
 def hand_scores(obj_logits, probs, ious):

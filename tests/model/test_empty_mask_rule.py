@@ -51,7 +51,7 @@ def test_emptiness_is_decided_at_the_dense_resolution(tiny_model_factory, backbo
     model = _trained_like(tiny_model_factory(backbone))
     predictor = VideoPredictor(model, VOCABULARY, text_cache=False)
     torch.manual_seed(0)
-    dense = torch.randn(1, model.backbone.dense_channels, 2, 3)
+    dense = torch.randn(1, model.backbone.channels[-1], 2, 3)
     mask_logits = torch.full((1, 3, 16, 24), -1.0)
     mask_logits[0, 0, :, 8:] = 5.0  # a large region: not empty
     mask_logits[0, 1, 0, 0] = 100.0  # one stride-4 pixel that no stride-32 sample reaches: empty
@@ -61,7 +61,7 @@ def test_emptiness_is_decided_at_the_dense_resolution(tiny_model_factory, backbo
     if backbone == "rn":
         assert torch.equal(logits[1], torch.zeros(len(VOCABULARY)))
     else:
-        head_of_zero = _head_by_hand(model, torch.zeros(model.backbone.dense_channels))
+        head_of_zero = _head_by_hand(model, torch.zeros(model.backbone.channels[-1]))
         expected = _logits_by_hand(model, predictor.text, head_of_zero)
         torch.testing.assert_close(logits[1], expected, atol=1e-4, rtol=1e-4)
         assert expected.abs().max() > 0.5  # real logits, not the RN rule's zeros
