@@ -17,6 +17,8 @@ from typing import Any
 
 import torch
 
+from clipvis.model.config import OBJECT_CLASS_WEIGHTS
+
 # Official prefix -> clipvis module prefix.
 _PREFIX_MAP = (
     ("sem_seg_head.pixel_decoder.", "pixel_decoder."),
@@ -107,7 +109,7 @@ def to_official_keys(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tenso
                 key = official + key[len(ours) :]
                 break
         out[key] = value
-    out["criterion.empty_object_weight"] = torch.tensor([1.0, 0.4])
+    out["criterion.empty_object_weight"] = torch.tensor(OBJECT_CLASS_WEIGHTS)
     return out
 
 

@@ -13,6 +13,10 @@ from typing import Any
 # CLIP mean/std x 255, RGB order: the official PIXEL_MEAN / PIXEL_STD for both backbones (docs/fidelity.md).
 CLIP_PIXEL_MEAN = (122.7709383, 116.7460125, 104.09373615)
 CLIP_PIXEL_STD = (68.5005327, 66.6321579, 70.32316305)
+# Class weights of the object cross-entropy, object / no object (CLIP-VIS: the no-object class weighs 0.4;
+# detectron2's NO_OBJECT_WEIGHT is not used). `SetCriterion`'s default, and the ``criterion.empty_object_weight``
+# buffer an official checkpoint holds.
+OBJECT_CLASS_WEIGHTS: tuple[float, float] = (1.0, 0.4)
 
 
 @dataclass

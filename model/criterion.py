@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from clipvis.model.config import OBJECT_CLASS_WEIGHTS
 from clipvis.model.mask_decoder import DecoderOutput
 from clipvis.model.matcher import HungarianMatcher, Match
 from clipvis.model.point_sampling import (
@@ -146,7 +147,7 @@ class SetCriterion:
         num_points: int = 12544,
         oversample_ratio: float = 3.0,
         importance_ratio: float = 0.75,
-        object_class_weights: Sequence[float] = (1.0, 0.4),
+        object_class_weights: Sequence[float] = OBJECT_CLASS_WEIGHTS,
         deep_supervision: bool = True,
     ) -> None:
         # The matcher's costs are the loss weights, as the official from_config builds both from OBJECT_WEIGHT,

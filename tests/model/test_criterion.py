@@ -289,3 +289,13 @@ def test_model_training_forward_feeds_the_criterion_with_deep_supervision(tiny_m
     head = [p for n, p in model.named_parameters() if not n.startswith("backbone.")]
     assert all(p.grad is not None for p in head if p.requires_grad)
     assert all(p.grad is None for n, p in model.named_parameters() if n.startswith("backbone."))
+
+
+def test_the_no_object_weight_the_criterion_trains_with_is_the_one_official_checkpoints_get():
+    """One constant (clipvis.model.config.OBJECT_CLASS_WEIGHTS) for the criterion's default and the
+    ``criterion.empty_object_weight`` buffer written into official-format state dicts."""
+    from clipvis.model.checkpoint import to_official_keys
+
+    written = to_official_keys({})["criterion.empty_object_weight"]
+    assert torch.equal(written, torch.tensor(SetCriterion().object_class_weights))
+    assert SetCriterion().object_class_weights == (1.0, 0.4)
