@@ -90,7 +90,17 @@ def create_model(
 
     ``pretrained_clip=True`` loads the CLIP weights through open_clip (downloads them on first use; only the released
     models' CLIPs unless ``allow_hub_clip``); otherwise the CLIP is random too and its weights come from a checkpoint.
+    ``config``: a `ClipVisConfig`, a mapping of its fields (the rest as the default), or None (the default).
     """
+    if isinstance(config, str | os.PathLike):
+        raise TypeError(
+            f"create_model takes a ClipVisConfig, a mapping of its fields or None, not a name or path "
+            f"({os.fspath(config)!r}): a released model or a checkpoint file is loaded with "
+            "clipvis.load_model(name_or_path), which takes a config file as config="
+        )
+    if config is not None and not isinstance(config, ClipVisConfig | Mapping):
+        raise TypeError(f"create_model takes a ClipVisConfig, a mapping of its fields or None, not a "
+                        f"{type(config).__name__}")
     return _create_model(config, pretrained_clip, allow_hub_clip)
 
 

@@ -506,3 +506,12 @@ def test_an_unknown_clip_name_says_which_parameter_takes_its_config() -> None:
 
     with pytest.raises(ValueError, match=r"open_clip does not know the model 'NoSuchCLIP'.*clip_config="):
         build_open_clip_model("NoSuchCLIP", None, "openai")
+
+
+@pytest.mark.parametrize("source", ["clipvis-lvis-r50", "configs/clipvis_r50.yaml", Path("model.pth")])
+def test_create_model_given_a_name_or_path_says_to_use_load_model(source) -> None:
+    """create_model("clipvis-lvis-r50") raised TypeError: 'str' object is not a mapping."""
+    with pytest.raises(TypeError, match=r"create_model takes a ClipVisConfig.*not a name or path.*clipvis\.load_model"):
+        create_model(source)
+    with pytest.raises(TypeError, match="not a list"):
+        create_model(["hidden_dim", 32])
