@@ -1,5 +1,5 @@
-"""Multi-scale deformable attention in plain PyTorch, no compiled ops (docs/fidelity.md, "Deformable attention"):
-grid_sample as a gather."""
+"""Multi-scale deformable attention in plain PyTorch, no compiled ops (docs/fidelity.md, "Network", the item
+"Deformable attention"): grid_sample as a gather."""
 
 from __future__ import annotations
 

@@ -81,7 +81,7 @@ class DecoderOutput:
     """Last-layer predictions for a batch of B frames."""
 
     object_logits: torch.Tensor  # [B, Q, 2]; index 0 = object, 1 = no object
-    mask_logits: torch.Tensor  # [B, Q, H/4, W/4]
+    mask_logits: torch.Tensor  # [B, Q, Hp/4, Wp/4]: a quarter of the padded frame size
     ious: torch.Tensor  # [B, Q] predicted mask IoU (after the activation)
     query_embeds: torch.Tensor  # [B, Q, D] decoder_norm(last layer output), used for tracking
     # With ``deep_supervision=True``: the earlier predictions (from the raw queries, then after layers 1..L-1), each

@@ -1,5 +1,6 @@
-"""Mask pooling of the frozen CLIP dense map into one CLIP embedding per query (docs/fidelity.md, "Mask pooling";
-official code: ``CV:clipvis/modeling/backbone/clip.py`` visual_prediction_forward, ``CV:clipvis/clipvis_video.py``)."""
+"""Mask pooling of the frozen CLIP dense map into one CLIP embedding per query (docs/fidelity.md, "Classification",
+the item "Mask pooling"; official code: ``CV:clipvis/modeling/backbone/clip.py`` visual_prediction_forward,
+``CV:clipvis/clipvis_video.py``)."""
 
 from __future__ import annotations
 

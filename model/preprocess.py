@@ -90,7 +90,7 @@ class FramePreprocessor:
 
     def geometry(self, height: int, width: int) -> FrameGeometry:
         if height < 1 or width < 1:
-            raise ValueError(f"frames of {height}x{width} pixels have nothing to segment")
+            raise ValueError(f"frames of {width}x{height} pixels have nothing to segment")
         resized = resized_shape(height, width, self.short_edge, self.max_size)
         if min(resized) < 1:
             raise ValueError(f"frames of {width}x{height} are too thin: the model's resize makes them "

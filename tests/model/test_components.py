@@ -536,3 +536,11 @@ def test_positive_mask_statistics_are_bit_identical_to_the_plain_form(shape, dty
     want = _reference_positive_mask_statistics(logits)
     assert got.dtype == want.dtype and got.shape == want.shape
     assert torch.equal(got, want)
+
+
+def test_frame_size_errors_say_width_x_height_as_the_cli_does() -> None:
+    pre = FramePreprocessor(64, 128, 32, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+    with pytest.raises(ValueError, match=r"frames of 5x0 pixels have nothing to segment"):
+        pre.geometry(0, 5)
+    with pytest.raises(ValueError, match=r"frames of 1000x1 are too thin"):
+        pre.geometry(1, 1000)
