@@ -105,6 +105,16 @@ class DatasetSpec:
             raise UnsafeFrameNameError(f"frame name {file_name!r} leads outside the frames folder {frames_root}")
         return path
 
+    def category_count_warning(self, annotation_file: Path, found: int) -> str | None:
+        """The warning for an annotation file listing ``found`` categories where this dataset has `num_classes`
+        (a filtered or re-converted file): it is scored with its own categories as the vocabulary, so its numbers
+        are not the benchmark's. None when the counts agree."""
+        if found == self.num_classes:
+            return None
+        return (f"{annotation_file}: {found} categories, but {self.name} ({self.title}) has {self.num_classes}: "
+                f"scored with this file's {found} as the vocabulary, not comparable with the paper's numbers (no "
+                "paper column)")
+
     def missing_message(
         self,
         root: Path,
@@ -389,6 +399,10 @@ class DatasetInputs:
 
     def frame_paths(self, video: GtVideo) -> list[Path]:
         return [self.spec.frame_path(self.frames_root, name) for name in video.file_names]
+
+    def category_count_warning(self) -> str | None:
+        """A warning line when the annotation file lists another number of categories than the dataset has."""
+        return self.spec.category_count_warning(self.gt_path, len(self.vocabulary))
 
 
 def dataset_inputs(name: str, data_root: Path | str | None = None) -> DatasetInputs:

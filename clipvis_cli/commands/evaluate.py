@@ -216,7 +216,9 @@ def evaluate(
             run = {"weights": weights, "dataset": name, "max_videos": max_videos}
             # the paper's numbers are for every video: not shown beside a --max-videos subset's
             shown = None if is_subset_ground_truth(gt_path) else published
-            score_and_report(results_path, gt_path, protocol, paths, shown, run)
+            # nor beside a GT file with other categories than the benchmark's (a filtered file: warned about)
+            categories = get_dataset(dataset).num_classes if dataset is not None else None
+            score_and_report(results_path, gt_path, protocol, paths, shown, run, categories)
 
         run_dataset_evaluation(
             dataset=dataset, gt=gt, frames=frames, weights=weights, data_root=data_root,
@@ -270,13 +272,17 @@ def score_and_report(
     json_path: Path | Sequence[Path] | None,
     published: Mapping[str, float] | None,
     run: Mapping[str, Any] | None = None,
+    categories: int | None = None,
 ) -> None:
     """Score a results file against its ground truth, print the table, write the metrics JSON if asked; a bad input
-    or an unwritable JSON raises typer.Exit(1) after its one-line error."""
+    or an unwritable JSON raises typer.Exit(1) after its one-line error. ``categories``: how many categories the
+    ``published`` numbers were measured on; a GT listing another number is shown without them."""
     try:
         result = score_results_file(results, gt, protocol.value if protocol is not None else None)
     except EvaluationInputError as error:
         raise fail(str(error)) from error
+    if categories is not None and len(result.category_ids) != categories:
+        published = None
     try:
         report_result(result, json_path, {"results": str(results), "gt": str(gt), **(run or {})},
                       published=published)

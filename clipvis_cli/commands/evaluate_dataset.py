@@ -116,6 +116,9 @@ def run_dataset_evaluation(
                 inputs = dataset_inputs(dataset, data_root) if dataset else custom_inputs(Path(gt), Path(frames))
             except (DatasetError, EvaluationInputError) as error:
                 raise fail(str(error)) from None
+            mismatch = inputs.category_count_warning()
+            if mismatch is not None and (job is None or job.is_main):  # said before the model runs
+                print_warning(mismatch)
             if job is not None:
                 device = job.device(device, visible_cuda_devices())
             options = SegmentOptions(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -14,6 +15,7 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 from typer.testing import CliRunner
 
+from clipvis.cli import datasets
 from clipvis.cli.app import app
 
 CATEGORIES = [
@@ -26,6 +28,14 @@ CATEGORIES = [
 @pytest.fixture(autouse=True)
 def _no_downloads(isolated_cache):
     """Every test here runs with a private cache and no network."""
+
+
+@pytest.fixture(autouse=True)
+def _registered_category_counts_of_the_fixtures(monkeypatch):
+    """The GT files made here list 3 (LV-VIS) and 2 (BURST) categories where the benchmarks have 1196 and 482:
+    registered so here, so that only the test of that warning (which sets the real count) sees it."""
+    for name, count in (("lvvis_val", len(CATEGORIES)), ("lvvis_test", len(CATEGORIES)), ("burst_val", 2)):
+        monkeypatch.setitem(datasets.DATASETS, name, dataclasses.replace(datasets.DATASETS[name], num_classes=count))
 
 
 def make_lvvis(root: Path, split: str = "val", annotation: str = "val_instances_.json") -> Path:
@@ -362,6 +372,35 @@ def test_a_gt_repeating_category_names_is_evaluated_as_the_official_code_does(tm
     scored = json.loads((out / "results.json").read_text())
     assert {entry["category_id"] for entry in scored} == {1, 2, 3}  # every class of the three, by its own id
     assert json.loads((out / "metrics.json").read_text())["per_category_ap"].keys() == {"1", "2", "3"}
+
+
+def test_a_benchmark_file_with_other_categories_is_warned_about_and_not_shown_beside_the_paper(
+    tmp_path, tiny_weights, monkeypatch
+) -> None:
+    """An lvvis_val annotation file with 3 categories (filtered, re-converted) was scored with a 3-class vocabulary and
+    printed beside the paper's AP for 1196 classes, only "3 categories" hinting at it."""
+    from clipvis.cli.commands import evaluate as evaluate_command
+
+    monkeypatch.setattr(evaluate_command, "published_numbers", lambda weights, dataset: {"AP": 19.5})
+    registered = dataclasses.replace(datasets.DATASETS["lvvis_val"], num_classes=1196)  # as in the registry
+    monkeypatch.setitem(datasets.DATASETS, "lvvis_val", registered)
+    data = tmp_path / "datasets"
+    gt = make_lvvis(data)
+    args = ["--dataset", "lvvis_val", "--weights", str(tiny_weights), "--data-root", str(data), "--device", "cpu"]
+    result = evaluate([*args, "-o", str(tmp_path / "eval")])
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("clipvis: warning:")]
+    assert warnings == [f"clipvis: warning: {gt}: 3 categories, but lvvis_val (LV-VIS val) has 1196: scored with "
+                        "this file's 3 as the vocabulary, not comparable with the paper's numbers (no paper column)"]
+    assert "paper" not in result.stdout and "19.5" not in result.stdout
+    assert "AP" in result.stdout
+
+    # The registered count found: no warning, and the paper's number beside the run's.
+    monkeypatch.setitem(datasets.DATASETS, "lvvis_val", dataclasses.replace(registered, num_classes=3))
+    result = evaluate([*args, "-o", str(tmp_path / "eval-3")])
+    assert result.exit_code == 0, result.output
+    assert "clipvis: warning:" not in result.stderr
+    assert "paper" in result.stdout and "19.5" in result.stdout
 
 
 def test_a_benchmark_gt_without_annotations_stops_before_the_model(tmp_path, tiny_weights) -> None:
