@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import cv2
 import numpy as np
@@ -29,6 +29,9 @@ from clipvis.cli.train.stopping import ignore_stop_signals
 from clipvis.cli.video_io import VideoFrameSeeker, VideoReadError, quiet_metadata_warnings, rgb_array
 from clipvis.model.preprocess import padded_shape
 
+if TYPE_CHECKING:
+    from clipvis.cli.train.config import TrainConfig
+
 LSJ_PAD_VALUE = 128  # detectron2 FixedSizeCrop's image padding
 MAX_RETRIES = 20
 
@@ -45,6 +48,19 @@ class AugmentationConfig:
     min_sizes: tuple[int, ...] = (800,)
     max_size: int = 1333
     flip: bool = True
+
+    @classmethod
+    def from_config(cls, config: TrainConfig, video: bool) -> AugmentationConfig:
+        """The augmentation of a config's ``INPUT`` block: ``lsj`` for images with ``DATASET_MAPPER_NAME``
+        ``coco_instance_lsj``, else (videos always) ``shortest_edge``."""
+        inp = config.tree["INPUT"]
+        flip = inp.get("RANDOM_FLIP", "horizontal") != "none"
+        if video or inp.get("DATASET_MAPPER_NAME") != "coco_instance_lsj":
+            sizes = inp["MIN_SIZE_TRAIN"] if isinstance(inp["MIN_SIZE_TRAIN"], list) else [inp["MIN_SIZE_TRAIN"]]
+            return cls(kind="shortest_edge", min_sizes=tuple(int(v) for v in sizes),
+                       max_size=int(inp["MAX_SIZE_TRAIN"]), flip=flip)
+        return cls(kind="lsj", image_size=int(inp["IMAGE_SIZE"]), min_scale=float(inp["MIN_SCALE"]),
+                   max_scale=float(inp["MAX_SCALE"]), flip=flip)
 
 
 # The most channels one cv2.resize call takes: 512 in OpenCV 4, 128 in OpenCV 5 (an image with more instances failed

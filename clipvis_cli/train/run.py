@@ -29,7 +29,14 @@ import torch.distributed as dist
 from clipvis.cli.atomic import atomic_write_text, ensure_output_dir
 from clipvis.cli.distributed import RankLost, RanksDifferError, lost_a_peer, rank_lost, stop_in_silence, visible_gpu
 from clipvis.cli.messages import print_warning
-from clipvis.cli.train.config import RUN_CONFIG_NAME, ConfigError, TrainConfig, autoscale, check_evaluation_data
+from clipvis.cli.train.config import (
+    RUN_CONFIG_NAME,
+    ConfigError,
+    Schedule,
+    TrainConfig,
+    autoscale,
+    check_evaluation_data,
+)
 from clipvis.cli.train.data import (
     AugmentationConfig,
     StreamBatchSampler,
@@ -45,12 +52,11 @@ from clipvis.cli.train.trainer import (
     TrainerSettings,
     checkpoints_in,
     drop_metrics_from,
-    gradient_clipping,
     newest_checkpoint,
     purge_tensorboard_from,
     resume_point,
 )
-from clipvis.model import ClipVis, LossWeights
+from clipvis.model import ClipVis
 from clipvis.weights.training_folder import state_path
 
 log = logging.getLogger("clipvis.train")
@@ -277,36 +283,40 @@ def run_training(request: RunRequest, rank: int = 0, world: int = 1, local_rank:
         return _run_training(request, rank, world, local_rank, requests)
 
 
-def _run_training(request: RunRequest, rank: int, world: int, local_rank: int,
-                  requests: StopRequests | None) -> Path:
+@dataclass
+class _Preflight:
+    """What a run checked before anything loads: its schedule, output folder and the checkpoint it resumes from."""
+
+    schedule: Schedule
+    output_dir: Path
+    newest: Path | None  # the folder's newest checkpoint
+    resume_from: Path | None  # the checkpoint --resume continues from (None: a fresh run)
+    given: str | None  # --weights as the command line gave it
+
+
+def _preflight(request: RunRequest, rank: int, world: int) -> _Preflight:
+    """This rank's ``--weights``, the schedule, the test set (rank 0), and the output folder: a fresh run never mixes
+    with another run's checkpoints, a resumed one finds its checkpoint. Raises ConfigError / WeightsError."""
     config = request.config
-    with _taken_alone(rank, world, requests):  # every rank learns whether any failed (an error one rank found left
-        # the others waiting in the next collective until the process group's timeout)
-        given = request.weights
-        if world > 1 and given:  # this rank's own, checked once the ranks meet (the command did it alone)
-            request.weights = starting_weights(given)
-        schedule = autoscale(config, world, enabled=request.autoscale)
-        # before anything loads or is written: a test set named wrongly failed at the first evaluation, hours in
-        if rank == 0:  # rank 0 alone evaluates: the test set need be on its machine only
-            check_evaluation_data(config, schedule.eval_period, schedule.max_iter)
-        output_dir = ensure_output_dir(Path(config.get("OUTPUT_DIR")).expanduser())
-        # Before anything is written there (config.yaml): a fresh run never mixes with the checkpoints of another.
-        newest = newest_checkpoint(output_dir) or (checkpoints_in(output_dir) or [None])[-1]
-        if newest is not None and not request.resume:
-            raise ConfigError(f"{output_dir} holds a training run already (its newest checkpoint: {newest.name}): "
-                              "continue it with --resume, or give another --output-dir")
-        resume_from = _resume_point(output_dir, newest) if request.resume else None
-    if world > 1:  # a training folder still being written: its newest checkpoint could differ from rank to rank
-        chosen: list[str | None] = [request.weights]
-        dist.broadcast_object_list(chosen, src=0)
-        with _taken_alone(rank, world, requests):
-            request.weights = _as_rank_0_chose(given, request.weights, chosen[0])
-            if request.weights:
-                config.set("MODEL.WEIGHTS", request.weights)
-    _setup_logging(output_dir, rank)
-    if resume_from not in (None, newest):
-        log.warning("warning: %s has no training state; resuming from %s", newest.name, resume_from.name)
-    device = _device(config, local_rank)
+    given = request.weights
+    if world > 1 and given:  # this rank's own, checked once the ranks meet (the command did it alone)
+        request.weights = starting_weights(given)
+    schedule = autoscale(config, world, enabled=request.autoscale)
+    # before anything loads or is written: a test set named wrongly failed at the first evaluation, hours in
+    if rank == 0:  # rank 0 alone evaluates: the test set need be on its machine only
+        check_evaluation_data(config, schedule.eval_period, schedule.max_iter)
+    output_dir = ensure_output_dir(Path(config.get("OUTPUT_DIR")).expanduser())
+    # Before anything is written there (config.yaml): a fresh run never mixes with the checkpoints of another.
+    newest = newest_checkpoint(output_dir) or (checkpoints_in(output_dir) or [None])[-1]
+    if newest is not None and not request.resume:
+        raise ConfigError(f"{output_dir} holds a training run already (its newest checkpoint: {newest.name}): "
+                          "continue it with --resume, or give another --output-dir")
+    resume_from = _resume_point(output_dir, newest) if request.resume else None
+    return _Preflight(schedule, output_dir, newest, resume_from, given)
+
+
+def _run_seed(config: TrainConfig, world: int, device: torch.device) -> int:
+    """``SEED``; a negative one is drawn at random (rank 0's, for every rank) and recorded in the config."""
     seed = int(config.get("SEED"))
     if seed < 0:
         seed_tensor = torch.randint(0, 2**31 - 1, (1,))
@@ -314,14 +324,12 @@ def _run_training(request: RunRequest, rank: int, world: int, local_rank: int,
             dist.broadcast(seed_tensor.to(device), 0) if device.type == "cuda" else dist.broadcast(seed_tensor, 0)
         seed = int(seed_tensor.item())
         config.set("SEED", seed)
-    if rank == 0:
-        log.info("config %s -> %s (global batch %d on %d process(es), %d CPU thread(s) each, lr %.3g, %d iterations, "
-                 "scale %.3g, seed %d)", config.source, output_dir, schedule.global_batch, world,
-                 torch.get_num_threads(), schedule.base_lr, schedule.max_iter, schedule.scale, seed)
+    return seed
 
 
-    if world > 1:  # a rank started with other settings trained silently on them, or hung at the end of its schedule
-        _check_ranks_agree(rank, world, "settings", _settings_of(config))
+def _load_training_data(config: TrainConfig, rank: int, world: int, requests: StopRequests | None) -> list[Any]:
+    """The sources of ``DATASETS.TRAIN`` and ``CLIPVIS.TRAIN_DATA``, their warnings logged; under several ranks,
+    checked to be the same items on every rank."""
     filter_empty = bool(config.get("DATALOADER.FILTER_EMPTY_ANNOTATIONS"))
     with _taken_alone(rank, world, requests):
         sources = load_sources(
@@ -329,25 +337,60 @@ def _run_training(request: RunRequest, rank: int, world: int, local_rank: int,
             config.get("CLIPVIS.DATA_ROOT") or None, filter_empty, say=log.info,
             crowd_as_instances=bool(config.get("CLIPVIS.CROWD_AS_INSTANCES")),
         )
-    records = [r for s in sources for r in s.records]
     for source in sources:
         for message in source.warnings:
             log.warning("warning: %s", message)
     if world > 1:  # each rank reads its share of every batch from its own copy of the data: the same items
         _check_ranks_agree(rank, world, "training data", _data_of(sources))
+    return sources
+
+
+def _build_run_model(config: TrainConfig, weights: str | None, resume_from: Path | None, seed: int, rank: int,
+                     world: int, requests: StopRequests | None) -> ClipVis:
+    """The model, built once the data is known to be there; the checkpoint's notes said once (rank 0), as segment
+    says them. Resuming: the checkpoint holds the architecture and every weight (no CLIP to fetch); Trainer.resume
+    then loads it again with its optimiser, schedule and RNG state."""
+    with warnings.catch_warnings(record=True) as caught, _taken_alone(rank, world, requests):
+        warnings.simplefilter("always")
+        model = build_model(config, str(resume_from) if resume_from else weights, seed,
+                            resuming=resume_from is not None)
+    if rank == 0:
+        for warning in dict.fromkeys(str(w.message) for w in caught):
+            print_warning(warning)
+            log.warning("warning: %s", warning, extra={"file_only": True})
+    return model
+
+
+def _run_training(request: RunRequest, rank: int, world: int, local_rank: int,
+                  requests: StopRequests | None) -> Path:
+    config = request.config
+    with _taken_alone(rank, world, requests):  # every rank learns whether any failed (an error one rank found left
+        # the others waiting in the next collective until the process group's timeout)
+        preflight = _preflight(request, rank, world)
+    schedule, output_dir, resume_from = preflight.schedule, preflight.output_dir, preflight.resume_from
+    if world > 1:  # a training folder still being written: its newest checkpoint could differ from rank to rank
+        chosen: list[str | None] = [request.weights]
+        dist.broadcast_object_list(chosen, src=0)
+        with _taken_alone(rank, world, requests):
+            request.weights = _as_rank_0_chose(preflight.given, request.weights, chosen[0])
+            if request.weights:
+                config.set("MODEL.WEIGHTS", request.weights)
+    _setup_logging(output_dir, rank)
+    if resume_from not in (None, preflight.newest):
+        log.warning("warning: %s has no training state; resuming from %s", preflight.newest.name, resume_from.name)
+    device = _device(config, local_rank)
+    seed = _run_seed(config, world, device)
+    if rank == 0:
+        log.info("config %s -> %s (global batch %d on %d process(es), %d CPU thread(s) each, lr %.3g, %d iterations, "
+                 "scale %.3g, seed %d)", config.source, output_dir, schedule.global_batch, world,
+                 torch.get_num_threads(), schedule.base_lr, schedule.max_iter, schedule.scale, seed)
+
+    if world > 1:  # a rank started with other settings trained silently on them, or hung at the end of its schedule
+        _check_ranks_agree(rank, world, "settings", _settings_of(config))
+    sources = _load_training_data(config, rank, world, requests)
+    records = [r for s in sources for r in s.records]
     video = all(s.is_video for s in sources)
-    inp = config.tree["INPUT"]
-    if video or inp.get("DATASET_MAPPER_NAME") != "coco_instance_lsj":
-        augmentation = AugmentationConfig(
-            kind="shortest_edge", min_sizes=tuple(int(v) for v in (inp["MIN_SIZE_TRAIN"] if isinstance(
-                inp["MIN_SIZE_TRAIN"], list) else [inp["MIN_SIZE_TRAIN"]])),
-            max_size=int(inp["MAX_SIZE_TRAIN"]), flip=inp.get("RANDOM_FLIP", "horizontal") != "none",
-        )
-    else:
-        augmentation = AugmentationConfig(
-            kind="lsj", image_size=int(inp["IMAGE_SIZE"]), min_scale=float(inp["MIN_SCALE"]),
-            max_scale=float(inp["MAX_SCALE"]), flip=inp.get("RANDOM_FLIP", "horizontal") != "none",
-        )
+    augmentation = AugmentationConfig.from_config(config, video)
     factors = None
     if config.get("DATALOADER.SAMPLER_TRAIN") == "RepeatFactorTrainingSampler" and not video:
         factors = repeat_factors(records, float(config.get("DATALOADER.REPEAT_THRESHOLD")))
@@ -357,17 +400,7 @@ def _run_training(request: RunRequest, rank: int, world: int, local_rank: int,
                  "repeat-factor" if factors is not None else "uniform")
     dataset = TrainDataset(records, augmentation, seed)
     weights = request.weights or (config.get("MODEL.WEIGHTS") or None)
-    # Built once the data is known to be there. Resuming: the checkpoint holds the architecture and every weight (no
-    # CLIP to fetch); Trainer.resume then loads it again with its optimiser, schedule and RNG state.
-    with warnings.catch_warnings(record=True) as caught, _taken_alone(rank, world, requests):  # the checkpoint's
-        # notes: said once, as segment says them
-        warnings.simplefilter("always")
-        model = build_model(config, str(resume_from) if resume_from else weights, seed,
-                            resuming=resume_from is not None)
-    if rank == 0:
-        for warning in dict.fromkeys(str(w.message) for w in caught):
-            print_warning(warning)
-            log.warning("warning: %s", warning, extra={"file_only": True})
+    model = _build_run_model(config, weights, resume_from, seed, rank, world, requests)
     if rank == 0:  # once the data and the model are there: a run that cannot start leaves no config.yaml that a later
         # --resume would take for a run's own
         atomic_write_text(output_dir / RUN_CONFIG_NAME, config.to_yaml())
@@ -381,27 +414,7 @@ def _run_training(request: RunRequest, rank: int, world: int, local_rank: int,
                                      groups)
         return build_loader(dataset, sampler, num_workers, divisibility, pin_memory=device.type == "cuda")
 
-    mf = config.tree["MODEL"]["MASK_FORMER"]
-    solver = config.tree["SOLVER"]
-    clip = solver.get("CLIP_GRADIENTS") or {}
-    settings = TrainerSettings(
-        output_dir=output_dir, max_iter=schedule.max_iter, base_lr=schedule.base_lr, steps=schedule.steps,
-        gamma=float(solver["GAMMA"]), warmup_iters=schedule.warmup_iters,
-        warmup_factor=float(solver["WARMUP_FACTOR"]), weight_decay=float(solver["WEIGHT_DECAY"]),
-        weight_decay_norm=float(solver["WEIGHT_DECAY_NORM"]), weight_decay_embed=float(solver["WEIGHT_DECAY_EMBED"]),
-        backbone_multiplier=float(solver["BACKBONE_MULTIPLIER"]),
-        clip_type=gradient_clipping(bool(clip.get("ENABLED")), str(clip.get("CLIP_TYPE", "full_model")).lower(),
-                                    float(clip.get("CLIP_VALUE", 0.0))),
-        clip_value=float(clip.get("CLIP_VALUE", 0.0)), clip_norm_type=float(clip.get("NORM_TYPE", 2.0)),
-        amp=bool(solver["AMP"]["ENABLED"]),
-        amp_dtype=str(config.get("CLIPVIS.AMP_DTYPE")), checkpoint_period=schedule.checkpoint_period,
-        log_period=int(config.get("CLIPVIS.LOG_PERIOD")), eval_period=schedule.eval_period, seed=seed,
-        loss_weights=LossWeights(float(mf["OBJECT_WEIGHT"]), float(mf["MASK_WEIGHT"]), float(mf["DICE_WEIGHT"]),
-                                 float(mf["MASKIOU_WEIGHT"])),
-        num_points=int(mf["TRAIN_NUM_POINTS"]), oversample_ratio=float(mf["OVERSAMPLE_RATIO"]),
-        importance_ratio=float(mf["IMPORTANCE_SAMPLE_RATIO"]), deep_supervision=bool(mf["DEEP_SUPERVISION"]),
-        pixel_mean=tuple(config.get("MODEL.PIXEL_MEAN")), pixel_std=tuple(config.get("MODEL.PIXEL_STD")),
-    )
+    settings = TrainerSettings.from_config(config, schedule, output_dir, seed)
     trainer = Trainer(model, loader_factory, settings, device, evaluate=_evaluator(config, device))
     if resume_from is not None:
         trainer.resume(resume_from)

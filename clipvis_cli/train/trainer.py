@@ -28,7 +28,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -42,6 +42,9 @@ from clipvis.model import ClipVis, LossWeights, RandomPointSampler, SetCriterion
 from clipvis.model.config import CLIP_PIXEL_MEAN, CLIP_PIXEL_STD
 from clipvis.model.preprocess import normalise_padded
 from clipvis.weights.training_folder import LAST_CHECKPOINT, TRAIN_CHECKPOINT_FILE, checkpoint_name, state_path
+
+if TYPE_CHECKING:
+    from clipvis.cli.train.config import Schedule, TrainConfig
 
 METRICS_NAME = "metrics.jsonl"
 NORM_TYPES = (nn.GroupNorm, nn.LayerNorm, nn.BatchNorm2d, nn.BatchNorm1d, nn.SyncBatchNorm, nn.InstanceNorm2d)
@@ -174,6 +177,33 @@ class TrainerSettings:
     deep_supervision: bool = True
     pixel_mean: tuple[float, float, float] = CLIP_PIXEL_MEAN
     pixel_std: tuple[float, float, float] = CLIP_PIXEL_STD
+
+    @classmethod
+    def from_config(cls, config: TrainConfig, schedule: Schedule, output_dir: Path, seed: int) -> TrainerSettings:
+        """The settings of a config's ``SOLVER`` and ``MODEL.MASK_FORMER`` blocks, with its (autoscaled) schedule.
+        Raises ValueError for an unknown ``SOLVER.CLIP_GRADIENTS.CLIP_TYPE``."""
+        mf = config.tree["MODEL"]["MASK_FORMER"]
+        solver = config.tree["SOLVER"]
+        clip = solver.get("CLIP_GRADIENTS") or {}
+        return cls(
+            output_dir=output_dir, max_iter=schedule.max_iter, base_lr=schedule.base_lr, steps=schedule.steps,
+            gamma=float(solver["GAMMA"]), warmup_iters=schedule.warmup_iters,
+            warmup_factor=float(solver["WARMUP_FACTOR"]), weight_decay=float(solver["WEIGHT_DECAY"]),
+            weight_decay_norm=float(solver["WEIGHT_DECAY_NORM"]),
+            weight_decay_embed=float(solver["WEIGHT_DECAY_EMBED"]),
+            backbone_multiplier=float(solver["BACKBONE_MULTIPLIER"]),
+            clip_type=gradient_clipping(bool(clip.get("ENABLED")), str(clip.get("CLIP_TYPE", "full_model")).lower(),
+                                        float(clip.get("CLIP_VALUE", 0.0))),
+            clip_value=float(clip.get("CLIP_VALUE", 0.0)), clip_norm_type=float(clip.get("NORM_TYPE", 2.0)),
+            amp=bool(solver["AMP"]["ENABLED"]),
+            amp_dtype=str(config.get("CLIPVIS.AMP_DTYPE")), checkpoint_period=schedule.checkpoint_period,
+            log_period=int(config.get("CLIPVIS.LOG_PERIOD")), eval_period=schedule.eval_period, seed=seed,
+            loss_weights=LossWeights(float(mf["OBJECT_WEIGHT"]), float(mf["MASK_WEIGHT"]), float(mf["DICE_WEIGHT"]),
+                                     float(mf["MASKIOU_WEIGHT"])),
+            num_points=int(mf["TRAIN_NUM_POINTS"]), oversample_ratio=float(mf["OVERSAMPLE_RATIO"]),
+            importance_ratio=float(mf["IMPORTANCE_SAMPLE_RATIO"]), deep_supervision=bool(mf["DEEP_SUPERVISION"]),
+            pixel_mean=tuple(config.get("MODEL.PIXEL_MEAN")), pixel_std=tuple(config.get("MODEL.PIXEL_STD")),
+        )
 
 
 class TrainingForward(nn.Module):
