@@ -29,6 +29,7 @@ import torch.distributed as dist
 from clipvis.cli.atomic import atomic_write_text, ensure_output_dir
 from clipvis.cli.distributed import RankLost, RanksDifferError, lost_a_peer, rank_lost, stop_in_silence, visible_gpu
 from clipvis.cli.messages import print_warning
+from clipvis.cli.resources import cpu_share
 from clipvis.cli.train.config import (
     RUN_CONFIG_NAME,
     ConfigError,
@@ -447,15 +448,8 @@ def loader_workers(asked: int) -> int:
     shipped configs' 4 on a 2-core machine; 2 processes x 2 workers there). More workers than CPUs only compete for
     them, and PyTorch printed its raw UserWarning about it once per loader. The data a run draws does not depend on
     the number of workers (clipvis.cli.train.data)."""
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cpus = os.cpu_count() or 1
-    try:
-        processes = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
-    except ValueError:
-        processes = 1
-    share = max(1, cpus // processes)
+    machine = cpu_share()
+    cpus, processes, share = machine.cpus, machine.processes, machine.per_process
     if asked <= share:
         return asked
     plural = "" if share == 1 else "es"

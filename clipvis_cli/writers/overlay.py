@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import functools
 import math
-import os
 import unicodedata
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
@@ -30,6 +29,7 @@ import numpy as np
 
 from clipvis.cli import rle
 from clipvis.cli.atomic import OutputNotWritableError, atomic_output_path
+from clipvis.cli.resources import usable_cpus
 from clipvis.cli.results import TrackResult, VideoInfo, check_tracks
 from clipvis.cli.video_io import BackgroundDecoder
 from clipvis.cli.writers.base import SegmentedVideo
@@ -451,20 +451,6 @@ def decoded_ahead(frames: Iterable[tuple[int, np.ndarray]], depth: int = 4) -> I
     with BackgroundDecoder(frames, batch_size=1, max_queued_batches=depth) as batches:
         for batch in batches:
             yield batch.frame_indices[0], batch.frames[0]
-
-
-def usable_cpus() -> int:
-    """CPUs this process may run on (its affinity mask, as set by taskset, cgroups' cpusets or SLURM), divided
-    among the processes torchrun started on this machine (``LOCAL_WORLD_SIZE``)."""
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cpus = os.cpu_count() or 1
-    try:
-        local_ranks = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
-    except ValueError:
-        local_ranks = 1
-    return max(1, cpus // local_ranks)
 
 
 def render_threads_for(height: int, width: int, cpus: int | None = None) -> int:
