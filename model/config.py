@@ -151,13 +151,15 @@ _OFFICIAL_KEYS: dict[tuple[str, ...], str] = {
 }
 
 
-def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
+def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """A new tree: ``override``'s values over ``base``'s, nested dicts merged key by key. The result shares nothing
+    with either input (deep copies): changing it changes neither."""
+    out = copy.deepcopy(base)
     for key, value in override.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _deep_merge(out[key], value)
+            out[key] = deep_merge(out[key], value)
         else:
-            out[key] = value
+            out[key] = copy.deepcopy(value)
     return out
 
 
@@ -184,7 +186,7 @@ def read_official_yaml(path: str | Path, _including: tuple[Path, ...] = ()) -> d
         raise ValueError(f"{path}: _BASE_ must be one file name, not {base!r}")
     if base:
         base_path = Path(base) if Path(base).is_absolute() else path.parent / base
-        data = _deep_merge(read_official_yaml(base_path, (*_including, resolved)), data)
+        data = deep_merge(read_official_yaml(base_path, (*_including, resolved)), data)
     return data
 
 

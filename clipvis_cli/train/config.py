@@ -34,6 +34,7 @@ from clipvis.model.config import (
     CLIP_PIXEL_MEAN,
     CLIP_PIXEL_STD,
     ClipVisConfig,
+    deep_merge,
     overrides_from_official,
     read_official_yaml,
 )
@@ -108,16 +109,6 @@ def shipped_config_path(name: str) -> Path | None:
     if "/" in file_name or file_name not in SHIPPED_CONFIGS:
         return None
     return Path(str(resources.files("clipvis.cli.train") / "configs" / file_name))
-
-
-def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
-    out = copy.deepcopy(base)
-    for key, value in override.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -207,7 +198,7 @@ def load_train_config(name_or_file: str | Path, overrides: list[str] | tuple[str
         tree = read_official_yaml(path)
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
-    from_file = _merge(DEFAULTS, _typed_tree(tree, DEFAULTS, str(path)))
+    from_file = deep_merge(DEFAULTS, _typed_tree(tree, DEFAULTS, str(path)))
     merged = copy.deepcopy(from_file)
     keys_set = set()
     set_by: dict[str, str] = {}  # key -> the override that set it, for messages
@@ -419,7 +410,7 @@ def autoscale(config: TrainConfig, world_size: int, enabled: bool = True) -> Sch
         scale = new_batch / batch
     elif enabled and reference > 0 and "SOLVER.IMS_PER_BATCH" in config.overridden:
         # The batch was chosen on the command line: scale from the batch the config was tuned for.
-        tuned = _get(_merge(DEFAULTS, read_official_yaml(Path(config.source))), "SOLVER.IMS_PER_BATCH")
+        tuned = _get(deep_merge(DEFAULTS, read_official_yaml(Path(config.source))), "SOLVER.IMS_PER_BATCH")
         scale = batch / int(tuned)
         batch = int(tuned)
     if scale != 1.0:

@@ -1,0 +1,24 @@
+"""clipvis.model.config: reading official config files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from clipvis.model.config import deep_merge, read_official_yaml
+
+
+def test_deep_merge_overrides_nested_keys_and_shares_nothing_with_its_inputs() -> None:
+    base = {"SOLVER": {"BASE_LR": 1e-4, "STEPS": [10, 20]}, "SEED": 0}
+    override = {"SOLVER": {"BASE_LR": 5e-5}, "INPUT": {"MIN_SIZE_TRAIN": [480]}}
+    merged = deep_merge(base, override)
+    assert merged == {"SOLVER": {"BASE_LR": 5e-5, "STEPS": [10, 20]}, "SEED": 0, "INPUT": {"MIN_SIZE_TRAIN": [480]}}
+    merged["SOLVER"]["STEPS"].append(30)  # a run changing its config changes no defaults, nor the file's tree
+    merged["INPUT"]["MIN_SIZE_TRAIN"].append(512)
+    assert base["SOLVER"]["STEPS"] == [10, 20] and override["INPUT"]["MIN_SIZE_TRAIN"] == [480]
+
+
+def test_an_official_file_takes_its_base_files_values_under_its_own(tmp_path: Path) -> None:
+    (tmp_path / "base.yaml").write_text("MODEL:\n  MASK_FORMER:\n    DEC_LAYERS: 10\n    HIDDEN_DIM: 256\nSEED: 1\n")
+    (tmp_path / "child.yaml").write_text("_BASE_: base.yaml\nMODEL:\n  MASK_FORMER:\n    DEC_LAYERS: 7\n")
+    tree = read_official_yaml(tmp_path / "child.yaml")
+    assert tree["MODEL"]["MASK_FORMER"] == {"DEC_LAYERS": 7, "HIDDEN_DIM": 256} and tree["SEED"] == 1
