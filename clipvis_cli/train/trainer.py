@@ -41,6 +41,7 @@ from clipvis.cli.train.stopping import StopRequests, TrainingStopped, write_to_s
 from clipvis.model import ClipVis, LossWeights, RandomPointSampler, SetCriterion, save_pretrained
 from clipvis.model.config import CLIP_PIXEL_MEAN, CLIP_PIXEL_STD
 from clipvis.model.preprocess import normalise_padded
+from clipvis.model.training import clip_gradients, gradient_clipping
 from clipvis.weights.training_folder import LAST_CHECKPOINT, TRAIN_CHECKPOINT_FILE, checkpoint_name, state_path
 
 if TYPE_CHECKING:
@@ -99,41 +100,6 @@ def build_optimizer(model: nn.Module, base_lr: float, weight_decay: float, weigh
             lr = base_lr * (backbone_multiplier if module_name.startswith("backbone") else 1.0)
             groups.append({"params": [param], "lr": lr, "weight_decay": decay, "name": f"{module_name}.{name}"})
     return torch.optim.AdamW(groups, lr=base_lr)
-
-
-CLIP_TYPES = ("full_model", "value", "norm")
-
-
-def gradient_clipping(enabled: bool, clip_type: str, clip_value: float) -> str | None:
-    """The clipping a ``SOLVER.CLIP_GRADIENTS`` block asks for, as the official ``build_optimizer`` decides it:
-    ``full_model`` clips only with ``ENABLED`` and ``CLIP_VALUE > 0`` (0 or less is no clipping); ``value`` and
-    ``norm`` (detectron2's ``maybe_add_gradient_clipping``, per parameter) whenever ``ENABLED``. None: no clipping."""
-    if not enabled or (clip_type == "full_model" and not clip_value > 0.0):
-        return None
-    if clip_type not in CLIP_TYPES:
-        raise ValueError(f"SOLVER.CLIP_GRADIENTS.CLIP_TYPE must be one of {', '.join(CLIP_TYPES)}, not {clip_type!r}")
-    return clip_type
-
-
-def clip_gradients(params: list[nn.Parameter], clip_type: str | None, clip_value: float,
-                   norm_type: float = 2.0) -> torch.Tensor:
-    """Clip the (unscaled) gradients of ``params`` as the official optimiser wrappers do before each step, and return
-    the L2 norm of all of them before clipping (logged as ``grad_norm``).
-
-    ``full_model``: the L2 norm of every gradient together at most ``clip_value`` (CLIP-VIS' own wrapper, which
-    passes no norm type); ``value``: every gradient element within +-``clip_value``; ``norm``: each parameter's
-    gradient norm (``norm_type``) at most ``clip_value`` (detectron2's per-parameter clippers); None: none."""
-    grads = [p for p in params if p.grad is not None]
-    if clip_type == "full_model":
-        return torch.nn.utils.clip_grad_norm_(grads, clip_value)
-    total = torch.linalg.vector_norm(torch.stack([p.grad.detach().norm() for p in grads])) if grads else \
-        torch.zeros(())
-    for p in grads if clip_type is not None else ():
-        if clip_type == "value":
-            torch.nn.utils.clip_grad_value_(p, clip_value)
-        else:
-            torch.nn.utils.clip_grad_norm_(p, clip_value, norm_type)
-    return total
 
 
 def warmup_multistep_factor(iteration: int, steps: tuple[int, ...], gamma: float, warmup_iters: int,

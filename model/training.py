@@ -1,0 +1,41 @@
+"""Training-step tensor math beside the loss (``criterion.py``): gradient clipping as the official optimiser wrappers
+do it (CLIP-VIS' full-model clipper, detectron2's per-parameter ``value`` / ``norm`` clippers)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+CLIP_TYPES = ("full_model", "value", "norm")
+
+
+def gradient_clipping(enabled: bool, clip_type: str, clip_value: float) -> str | None:
+    """The clipping a ``SOLVER.CLIP_GRADIENTS`` block asks for, as the official ``build_optimizer`` decides it:
+    ``full_model`` clips only with ``ENABLED`` and ``CLIP_VALUE > 0`` (0 or less is no clipping); ``value`` and
+    ``norm`` (detectron2's ``maybe_add_gradient_clipping``, per parameter) whenever ``ENABLED``. None: no clipping."""
+    if not enabled or (clip_type == "full_model" and not clip_value > 0.0):
+        return None
+    if clip_type not in CLIP_TYPES:
+        raise ValueError(f"SOLVER.CLIP_GRADIENTS.CLIP_TYPE must be one of {', '.join(CLIP_TYPES)}, not {clip_type!r}")
+    return clip_type
+
+
+def clip_gradients(params: list[nn.Parameter], clip_type: str | None, clip_value: float,
+                   norm_type: float = 2.0) -> torch.Tensor:
+    """Clip the (unscaled) gradients of ``params`` as the official optimiser wrappers do before each step, and return
+    the L2 norm of all of them before clipping (logged as ``grad_norm``).
+
+    ``full_model``: the L2 norm of every gradient together at most ``clip_value`` (CLIP-VIS' own wrapper, which
+    passes no norm type); ``value``: every gradient element within +-``clip_value``; ``norm``: each parameter's
+    gradient norm (``norm_type``) at most ``clip_value`` (detectron2's per-parameter clippers); None: none."""
+    grads = [p for p in params if p.grad is not None]
+    if clip_type == "full_model":
+        return torch.nn.utils.clip_grad_norm_(grads, clip_value)
+    total = torch.linalg.vector_norm(torch.stack([p.grad.detach().norm() for p in grads])) if grads else \
+        torch.zeros(())
+    for p in grads if clip_type is not None else ():
+        if clip_type == "value":
+            torch.nn.utils.clip_grad_value_(p, clip_value)
+        else:
+            torch.nn.utils.clip_grad_norm_(p, clip_value, norm_type)
+    return total
