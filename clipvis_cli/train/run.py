@@ -180,7 +180,7 @@ def build_model(config: TrainConfig, weights: str | None, seed: int, resuming: b
     return create_model(model_config, pretrained_clip=model_config.clip_model_config is None)
 
 
-def _evaluator(config: TrainConfig, device: torch.device):
+def _evaluator(config: TrainConfig, device: torch.device) -> Callable[[Path, int], dict[str, Any] | None] | None:
     """Periodic evaluation with `clipvis evaluate`'s code: registered ``DATASETS.TEST`` names and custom
     ``CLIPVIS.TEST_DATA`` entries ``{json: YouTube-VIS GT, frames: folder}``; None when there is nothing to run."""
     names = [n for n in (config.get("DATASETS.TEST") or []) if n]
@@ -410,7 +410,7 @@ def _run_training(request: RunRequest, rank: int, world: int, local_rank: int,
     num_workers = loader_workers(int(config.get("DATALOADER.NUM_WORKERS")))
     divisibility = int(config.get("MODEL.MASK_FORMER.SIZE_DIVISIBILITY"))
 
-    def loader_factory(start_iteration: int):
+    def loader_factory(start_iteration: int) -> torch.utils.data.DataLoader:
         sampler = StreamBatchSampler(len(records), schedule.global_batch, seed, rank, world, start_iteration, factors,
                                      groups)
         return build_loader(dataset, sampler, num_workers, divisibility, pin_memory=device.type == "cuda")

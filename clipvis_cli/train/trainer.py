@@ -40,6 +40,7 @@ from clipvis.cli.train.data import Batch
 from clipvis.cli.train.stopping import StopRequests, TrainingStopped, write_to_stderr
 from clipvis.model import ClipVis, LossWeights, RandomPointSampler, SetCriterion, save_pretrained
 from clipvis.model.config import CLIP_PIXEL_MEAN, CLIP_PIXEL_STD
+from clipvis.model.mask_decoder import DecoderOutput
 from clipvis.model.preprocess import normalise_padded
 from clipvis.model.training import clip_gradients, gradient_clipping
 from clipvis.weights.training_folder import LAST_CHECKPOINT, TRAIN_CHECKPOINT_FILE, checkpoint_name, state_path
@@ -179,7 +180,7 @@ class TrainingForward(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, images: torch.Tensor):
+    def forward(self, images: torch.Tensor) -> DecoderOutput:
         return self.model.forward_train(images)
 
 
