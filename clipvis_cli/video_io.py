@@ -32,6 +32,7 @@ from typing import Protocol
 
 import av
 import av.error
+import av.video.reformatter
 import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -134,6 +135,7 @@ class VideoReader:
         last_time: float | None = None
         ended = False
         health = _StreamHealth(_stream_fps(stream)[0])
+        to_rgb = _RgbConverter()
         times = array("d")  # seconds from the start, per yielded frame: the last iteration's in `frame_times`
         self.frame_times = times
         try:
@@ -152,7 +154,7 @@ class VideoReader:
                 health.saw(frame)
                 if index % self.stride:
                     continue
-                image = _to_rgb(frame)
+                image = to_rgb(frame)
                 if first_size is None:
                     first_size = image.shape[:2]
                 elif image.shape[:2] != first_size:  # resolution change mid-stream: keep one size
@@ -883,10 +885,37 @@ def _as_fraction(value: object) -> Fraction | None:
     return Fraction(int(numerator), int(denominator))
 
 
+class _RgbConverter:
+    """Decoded frames of one pass over a stream as upright RGB arrays, without tying anything to the frames.
+
+    ``frame.to_ndarray`` gives every frame a converter of its own (an FFmpeg scaler with its own worker threads),
+    and ``frame.side_data`` (the display matrix) makes a reference cycle of the frame: such a frame, its picture and
+    its scaler's threads lived until Python's garbage collector came by (threads piled up over a batch of videos).
+    Here one scaler serves the whole pass, released with the converter, and the display matrix is read on the first
+    frame and again only when PyAV's rotation reading (``frame.rotation``, no cycle) changes (a display matrix that
+    changes its mirror alone mid-stream is not followed)."""
+
+    def __init__(self) -> None:
+        self._reformatter = av.video.reformatter.VideoReformatter()
+        self._rotation: object = None  # the last frame's ``frame.rotation`` (None: read the matrix)
+        self._orientation = _UPRIGHT
+
+    def __call__(self, frame: av.VideoFrame) -> np.ndarray:
+        image = self._reformatter.reformat(frame, format="rgb24").to_ndarray()
+        orientation = self._orientation_of(frame)
+        return orientation.apply(image) if orientation != _UPRIGHT else image
+
+    def _orientation_of(self, frame: av.VideoFrame) -> _Orientation:
+        rotation = getattr(frame, "rotation", None)
+        if rotation is None or rotation != self._rotation:
+            self._orientation = _display_orientation(frame)
+            self._rotation = rotation
+        return self._orientation
+
+
 def _to_rgb(frame: av.VideoFrame) -> np.ndarray:
-    image = frame.to_ndarray(format="rgb24")
-    orientation = _display_orientation(frame)
-    return orientation.apply(image) if orientation != _UPRIGHT else image
+    """One frame as an upright RGB array (a converter of its own, released on return)."""
+    return _RgbConverter()(frame)
 
 
 @dataclass(frozen=True)

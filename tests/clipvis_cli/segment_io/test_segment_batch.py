@@ -6,10 +6,13 @@ writers -> run.json; a bad input gives one line while the others complete; a rer
 
 from __future__ import annotations
 
+import gc
 import json
+import os
 from pathlib import Path
 
 import av
+import pytest
 from pycocotools.coco import COCO
 from typer.testing import CliRunner
 
@@ -138,3 +141,42 @@ def test_an_image_folder_holding_its_own_output_root_runs_again(tmp_path, tiny_w
     assert again.exit_code == 0 and "warning" not in again.stderr and "error" not in again.stderr, again.output
     assert again.stdout == "" and "[1/1]" not in again.stderr  # skipped as complete: nothing run, nothing listed
     assert sorted(p.name for p in (images / "out").iterdir() if not p.name.startswith(".")) == ["imgs"]
+
+
+def _os_threads() -> int:
+    return len(os.listdir("/proc/self/task"))
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="counts the process' threads in /proc")
+def test_a_long_batch_does_not_keep_decoder_threads_of_finished_videos(tmp_path, tiny_model, tiny_weights,
+                                                                        isolated_cache) -> None:
+    """The OS threads (FFmpeg's: decoders, scalers, the overlay's encoder) of a video are gone once it is done, in a
+    `segment` batch and in a library process streaming video after video, without Python's garbage collector (which
+    a process holding many objects, as one with torch does, runs seldom: 18 -> 125 threads over a batch)."""
+    from clipvis.cli.streaming import VideoStream
+    from clipvis.model.predictor import VideoPredictor
+
+    from .conftest import write_bar_video
+
+    codecs = [("libx264", "mp4"), ("mpeg4", "avi"), ("libvpx-vp9", "webm"), ("mpeg2video", "mpg")]
+    videos = [write_bar_video(tmp_path / f"v{i}.{codecs[i % 4][1]}", 5, codec=codecs[i % 4][0]) for i in range(30)]
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        first = segment(tiny_weights, tmp_path / "out", str(videos[0]))
+        assert first.exit_code == 0, first.output
+        after_first = _os_threads()
+        rest = segment(tiny_weights, tmp_path / "out", *map(str, videos[1:]))
+        assert rest.exit_code == 0, rest.output
+        assert len(list((tmp_path / "out").glob("*/overlay.mp4"))) == 30
+        assert _os_threads() <= after_first + 2, "threads of finished videos are still running"
+
+        predictor = VideoPredictor(tiny_model, ["bar"], cache_dir=tmp_path / "text")
+        for video in videos[:8]:
+            with VideoStream(predictor, video) as stream:
+                assert sum(1 for _ in stream) == 5
+                stream.finish()
+        assert _os_threads() <= after_first + 2, "threads of streamed videos are still running"
+    finally:
+        if collecting:
+            gc.enable()
