@@ -9,6 +9,7 @@ from __future__ import annotations
 import shutil
 import zipfile
 from pathlib import Path
+from typing import IO
 
 ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
 _ZIP64_FROM = 2**31 - 2**20  # zipfile needs to know in advance that a streamed entry may pass 2 GiB
@@ -25,6 +26,16 @@ def add_bytes(archive: zipfile.ZipFile, name: str, data: bytes | str,
               compress_type: int = zipfile.ZIP_DEFLATED) -> None:
     """Add ``data`` as the entry ``name``."""
     archive.writestr(_entry(name, compress_type), data)
+
+
+def add_stream(archive: zipfile.ZipFile, name: str, source: IO[bytes], size: int,
+               compress_type: int = zipfile.ZIP_DEFLATED) -> None:
+    """Add the ``size`` bytes read from ``source`` as the entry ``name``, streamed: the same archive bytes as
+    ``add_bytes`` of those bytes (the size known in advance decides, as there, whether the entry is ZIP64)."""
+    info = _entry(name, compress_type)
+    info.file_size = size
+    with archive.open(info, "w") as target:
+        shutil.copyfileobj(source, target, 1 << 20)
 
 
 def add_file(archive: zipfile.ZipFile, path: Path, name: str, compress_type: int = zipfile.ZIP_DEFLATED) -> None:

@@ -153,6 +153,7 @@ def export(
         results_files = runner.finish()  # --to ytvis: one results file for the videos (under -o)
         outcomes.extend(results_files)
     except KeyboardInterrupt:
+        runner.close()  # the results file not written: its temporary file goes
         reporter.close()
         reporter.batch_finished(_counts(outcomes), len(outcomes), "interrupted; incomplete exports were not written",
                                 error=True, interrupted=True)

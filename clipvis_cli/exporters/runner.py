@@ -21,7 +21,7 @@ from clipvis.cli.exporters.base import (
 from clipvis.cli.exporters.cvat import CvatVideoExporter
 from clipvis.cli.exporters.frames import check_source
 from clipvis.cli.exporters.loading import ExportInput, ExportInputError, ExportVideo, load_videos
-from clipvis.cli.exporters.ytvis import write_results
+from clipvis.cli.exporters.ytvis import ResultsStream
 from clipvis.cli.inputs import VideoSource
 from clipvis.cli.locks import FolderBusyError
 from clipvis.cli.messages import describe_exception, one_line, shown_path, subject_message
@@ -98,7 +98,7 @@ class ExportRunner:
         self.destination = destination
         self.reporter = reporter
         self._used_names: set[str] = set()
-        self._collected: list[tuple[ExportVideo, Path]] = []  # for the ytvis results file
+        self._results: dict[Path, ResultsStream] = {}  # the ytvis results files, by folder, written as they go
         # results files not to write: an input meant for them could not be read (its results are missing), and a
         # file for servers that lacks it would be scored as if the video had no objects. A video whose other
         # formats failed is not counted: its results are read and go into the file.
@@ -128,28 +128,36 @@ class ExportRunner:
 
     def finish(self) -> list[ExportOutcome]:
         """Write the collected YouTube-VIS results (one file under -o, else one per input folder)."""
-        if YTVIS_FORMAT not in self.formats or not self._collected:
+        if YTVIS_FORMAT not in self.formats or not self._results:
             return []
-        groups: dict[Path, list[ExportVideo]] = {}
-        for video, folder in self._collected:
-            groups.setdefault(folder, []).append(video)
         outcomes = []
-        for folder, videos in groups.items():
-            missing = self._incomplete.get(folder, 0)
-            if missing:
-                message = (f"{shown_path(folder / self.options.results_name)} not written: {missing} of its "
-                           f"{missing + len(videos)} input(s) failed (a server would score them as empty)")
-                self.reporter.video_failed(VideoSource(folder), folder.name, message)
-                outcomes.append(ExportOutcome(folder.name, "failed", error=message))
-                continue
-            try:
-                path = write_results(videos, folder, self.options)
-                outcomes.append(ExportOutcome(folder.name, "complete", [path]))
-            except (ValueError, OSError) as error:
-                message = subject_message(error, folder)
-                self.reporter.video_failed(VideoSource(folder), folder.name, message)
-                outcomes.append(ExportOutcome(folder.name, "failed", error=message))
+        try:
+            for folder, results in self._results.items():
+                missing = self._incomplete.get(folder, 0)
+                if missing:
+                    message = (f"{shown_path(folder / self.options.results_name)} not written: {missing} of its "
+                               f"{missing + results.videos} input(s) failed (a server would score them as empty)")
+                    self.reporter.video_failed(VideoSource(folder), folder.name, message)
+                    outcomes.append(ExportOutcome(folder.name, "failed", error=message))
+                    continue
+                try:
+                    path = results.write(self.options)
+                    outcomes.append(ExportOutcome(folder.name, "complete", [path]))
+                except (ValueError, OSError) as error:
+                    message = subject_message(error, folder)
+                    self.reporter.video_failed(VideoSource(folder), folder.name, message)
+                    outcomes.append(ExportOutcome(folder.name, "failed", error=message))
+                finally:
+                    results.close()
+        finally:
+            self.close()
         return outcomes
+
+    def close(self) -> None:
+        """Drop the results files not written (their temporary files): an export stopped before `finish`."""
+        for results in self._results.values():
+            results.close()
+        self._results.clear()
 
     def _folder(self, video: ExportVideo, several: bool) -> Path:
         """Beside the results, or under -o: ``<stem>/``, else ``<stem>-2/``, ...: the first that this run gave no
@@ -182,7 +190,10 @@ class ExportRunner:
         notes: list[str] = []
         video = select_tracks(video, self.options)
         if YTVIS_FORMAT in self.formats:  # its results are read: they go into the results file whatever the other
-            self._collected.append((video, self.destination or video.results_file.parent))  # formats do
+            results_folder = self.destination or video.results_file.parent  # formats do
+            if results_folder not in self._results:
+                self._results[results_folder] = ResultsStream(results_folder)
+            self._results[results_folder].add(video)
         per_video = [name for name in self.formats if name != YTVIS_FORMAT]
         frames = video.info.num_frames
         self.reporter.video_started(source, stem, frames * max(len(per_video), 1))  # each format's frames

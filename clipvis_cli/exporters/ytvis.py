@@ -9,13 +9,16 @@ writes them).
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import IO
 
 from clipvis.cli.exporters.base import ExportOptions, staged_directory
 from clipvis.cli.exporters.loading import ExportVideo
-from clipvis.cli.zip_files import add_bytes
+from clipvis.cli.zip_files import add_stream
 
 
 def results_list(videos: Sequence[ExportVideo]) -> list[dict]:
@@ -35,25 +38,92 @@ RESULTS_IDENTITY = {"results": "clipvis export --to ytvis"}
 def write_results(videos: Sequence[ExportVideo], destination: Path, options: ExportOptions) -> Path:
     """Write the results of `videos` into `destination` (a folder) atomically; returns the file. An existing file of
     that name that no export wrote (or that was edited since) is not replaced: ExportConflictError."""
-    ids = [video.info.video_id for video in videos]
-    if len(set(ids)) != len(ids):
-        raise ValueError(f"{destination}: several inputs share video ids {sorted({i for i in ids if ids.count(i) > 1})}"
-                         " (export them separately, or use the files clipvis evaluate writes)")
-    tables = {tuple(video.categories) for video in videos}
-    if len(tables) > 1:  # one category id would name different classes in different videos
-        first, other = sorted(tables)[:2]
-        pairs = enumerate(zip(first, other, strict=False), start=1)
-        differ = next((f"id {i}: {a!r} / {b!r}" for i, (a, b) in pairs if a != b),
-                      f"{len(first)} / {len(other)} classes")
-        raise ValueError(f"{destination}: the inputs have different category lists ({differ}); one results file "
-                         "needs one list: export them separately")
-    text = json.dumps(results_list(videos), separators=(",", ":")) + "\n"
-    name = Path(options.results_name).stem + ".zip" if options.zip_results else options.results_name
-    # staged and moved into place as the per-video formats are (`-o submission/` need not exist yet)
-    with staged_directory(destination, RESULTS_IDENTITY, what="a results file exported") as staging:
-        if not options.zip_results:
-            (staging / name).write_text(text, encoding="utf-8")
-        else:
-            with zipfile.ZipFile(staging / name, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-                add_bytes(archive, options.results_name, text)
-    return destination / name
+    results = ResultsStream(destination)
+    try:
+        for video in videos:
+            results.add(video)
+        return results.write(options)
+    finally:
+        results.close()
+
+
+class ResultsStream:
+    """The results file of one folder, built video by video: each video's entries are written as it is added to an
+    anonymous temporary file (on the destination's file system, with no name in any folder: it goes with the
+    process however that ends), so an export of many videos holds one video's results in memory, not all of
+    them. `write` checks that the videos agree (video ids, category lists) and puts the file in place as it always
+    was: the same bytes, staged, atomically, never over a results file no export wrote. An error writing the
+    temporary file is raised by `write`."""
+
+    def __init__(self, destination: Path) -> None:
+        self.destination = destination
+        self._ids: list[int] = []
+        self._tables: set[tuple[str, ...]] = set()
+        self._file: IO[bytes] | None = None
+        self._entries = 0
+        self._error: OSError | None = None
+
+    @property
+    def videos(self) -> int:
+        """How many videos were added."""
+        return len(self._ids)
+
+    def add(self, video: ExportVideo) -> None:
+        self._ids.append(video.info.video_id)
+        self._tables.add(tuple(video.categories))
+        if self._error is not None:
+            return
+        try:
+            file = self._opened()
+            for entry in results_list([video]):
+                text = json.dumps(entry, separators=(",", ":"))
+                file.write(("," + text if self._entries else text).encode("utf-8"))
+                self._entries += 1
+        except OSError as error:  # e.g. disk full: the file is not written (said by `write`)
+            self._error = error
+
+    def write(self, options: ExportOptions) -> Path:
+        """Put the results file in place (``results.json``, or ``results.zip`` holding it); returns its path."""
+        if self._error is not None:
+            raise self._error
+        destination, ids = self.destination, self._ids
+        duplicated = {i for i in ids if ids.count(i) > 1} if len(set(ids)) != len(ids) else set()
+        if duplicated:
+            raise ValueError(f"{destination}: several inputs share video ids {sorted(duplicated)}"
+                             " (export them separately, or use the files clipvis evaluate writes)")
+        if len(self._tables) > 1:  # one category id would name different classes in different videos
+            first, other = sorted(self._tables)[:2]
+            pairs = enumerate(zip(first, other, strict=False), start=1)
+            differ = next((f"id {i}: {a!r} / {b!r}" for i, (a, b) in pairs if a != b),
+                          f"{len(first)} / {len(other)} classes")
+            raise ValueError(f"{destination}: the inputs have different category lists ({differ}); one results "
+                             "file needs one list: export them separately")
+        file = self._opened()
+        file.write(b"]\n")
+        size = file.tell()
+        file.seek(0)
+        name = Path(options.results_name).stem + ".zip" if options.zip_results else options.results_name
+        # staged and moved into place as the per-video formats are (`-o submission/` need not exist yet)
+        with staged_directory(destination, RESULTS_IDENTITY, what="a results file exported") as staging:
+            if not options.zip_results:
+                with open(staging / name, "wb") as target:
+                    shutil.copyfileobj(file, target, 1 << 20)
+            else:
+                with zipfile.ZipFile(staging / name, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+                    add_stream(archive, options.results_name, file, size)
+        return destination / name
+
+    def close(self) -> None:
+        """Drop the temporary file (written or not)."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def _opened(self) -> IO[bytes]:
+        if self._file is None:
+            folder = self.destination  # `-o submission/` need not exist yet: its nearest existing folder then
+            while not folder.is_dir() and folder.parent != folder:
+                folder = folder.parent
+            self._file = tempfile.TemporaryFile(dir=folder)
+            self._file.write(b"[")
+        return self._file

@@ -956,3 +956,94 @@ def test_export_under_torchrun_is_refused_once_per_machine(tmp_path, monkeypatch
                                  "spread many inputs over CPUs, run several exports of disjoint inputs (e.g. xargs -P) "
                                  "(see 'clipvis export --help')\n" if said else "")
     assert not (tmp_path / "dest").exists()
+
+
+def _results_folders(root: Path, count: int, frames: int = 60) -> list[Path]:
+    """``count`` segment folders of one synthetic output, video ids 1..count, each with ``frames`` frames."""
+    base = json.loads(make_segment_output(root / "base").ytvis.read_text())
+    video = base["videos"][0]
+    repeat = -(-frames // len(video["frame_indices"]))
+    video["frame_indices"] = list(range(frames))
+    video["file_names"] = [f"clip/{i:05d}.jpg" for i in range(frames)]
+    video["length"] = frames
+    video["frame_stride"] = 1
+    for annotation in base["annotations"]:
+        annotation["segmentations"] = (annotation["segmentations"] * repeat)[:frames]
+    folders = []
+    for video_id in range(1, count + 1):
+        video["id"] = video_id
+        for annotation in base["annotations"]:
+            annotation["video_id"] = video_id
+        folder = root / f"v{video_id}"
+        folder.mkdir()
+        (folder / "ytvis.json").write_text(json.dumps(base))
+        folders.append(folder)
+    return folders
+
+
+def test_the_results_file_of_many_videos_is_written_as_they_go_with_the_same_bytes(tmp_path) -> None:
+    """`--to ytvis -o DIR` over many folders: the same bytes as the whole list dumped at once (and zipped), with
+    memory that does not grow with the number of videos (each video's results go to a temporary file)."""
+    import io
+    import tracemalloc
+
+    from clipvis.cli.exporters.base import ExportOptions, select_tracks
+    from clipvis.cli.exporters.loading import load_videos
+    from clipvis.cli.exporters.ytvis import results_list
+    from clipvis.cli.zip_files import add_bytes
+
+    folders = _results_folders(tmp_path / "in", 40)
+    videos = [select_tracks(video, ExportOptions()) for f in folders for video in load_videos(f / "ytvis.json")]
+    expected = json.dumps(results_list(videos), separators=(",", ":")) + "\n"
+    assert run_export(*map(str, folders), "--to", "ytvis", "-o", str(tmp_path / "a")).exit_code == 0
+    assert (tmp_path / "a" / "results.json").read_text(encoding="utf-8") == expected
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        add_bytes(archive, "results.json", expected)
+    assert run_export(*map(str, folders), "--to", "ytvis", "--zip", "-o", str(tmp_path / "z")).exit_code == 0
+    assert (tmp_path / "z" / "results.zip").read_bytes() == buffer.getvalue()
+    left = sorted(p.name for p in (tmp_path / "a").iterdir())
+    assert left == [".clipvis-export.json", ".clipvis.lock", "results.json"]  # no temporary file
+
+    def peak(count: int) -> int:
+        tracemalloc.start()
+        try:
+            result = run_export(*map(str, folders[:count]), "--to", "ytvis", "-o", str(tmp_path / f"p{count}"))
+            return tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+            assert result.exit_code == 0
+
+    peak(10)  # imports and caches, once
+    few, many = peak(10), peak(40)
+    assert many < 1.5 * few, (few, many)
+
+
+@pytest.mark.parametrize("failure", ["disk full", "interrupted"])
+def test_a_failure_mid_export_leaves_no_results_file_that_looks_complete(tmp_path, monkeypatch, failure) -> None:
+    from clipvis.cli.exporters import ytvis
+
+    folders = _results_folders(tmp_path / "in", 6, frames=6)
+    dest = tmp_path / "sub"
+    assert run_export(*map(str, folders[:2]), "--to", "ytvis", "-o", str(dest)).exit_code == 0
+    earlier = (dest / "results.json").read_bytes()
+    add = ytvis.ResultsStream.add
+
+    def failing(self, video) -> None:
+        if self.videos == 3:
+            if failure == "interrupted":
+                raise KeyboardInterrupt
+            self._file.write = lambda data: (_ for _ in ()).throw(OSError(28, "No space left on device"))
+        add(self, video)
+
+    monkeypatch.setattr(ytvis.ResultsStream, "add", failing)
+    result = run_export(*map(str, folders), "--to", "ytvis", "-o", str(dest))
+    if failure == "interrupted":
+        assert result.exit_code == 130
+    else:
+        assert result.exit_code == 1
+        errors = [line for line in result.output.splitlines() if "error" in line]
+        assert any("No space left on device" in line for line in errors), result.output
+        assert "1 of 1 results file(s) not written" in result.output
+    assert (dest / "results.json").read_bytes() == earlier  # the earlier export's, whole
+    assert sorted(p.name for p in dest.iterdir()) == [".clipvis-export.json", ".clipvis.lock", "results.json"]
