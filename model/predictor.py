@@ -242,7 +242,8 @@ class VideoPredictor:
         """A session for one video: push its frames in order, then ``finish()`` for its instances. The session keeps
         the vocabulary current when it starts (a later :meth:`set_vocabulary` is for the sessions after it); start a
         new session for every video."""
-        return VideoSession(self)
+        # read once here (one attribute read: names and embeddings together), whatever set_vocabulary does later
+        return VideoSession(self, self._vocabulary)
 
     def autocast(self) -> contextlib.AbstractContextManager:
         if self.precision == "fp32":
@@ -258,13 +259,12 @@ class VideoSession:
     sessions (``predictor.new_video()``).
     """
 
-    def __init__(self, predictor: VideoPredictor) -> None:
+    def __init__(self, predictor: VideoPredictor, vocabulary: ActiveVocabulary) -> None:
         self.predictor = predictor
-        # The vocabulary of the whole video, whatever the predictor is given meanwhile (set_vocabulary): read once,
-        # names and embeddings together.
-        active = predictor._vocabulary
-        self.vocabulary = list(active.names)
-        self.text = active.text_on_device
+        # The vocabulary of the whole video (names and embeddings together, as ``new_video`` captured it), whatever
+        # the predictor is given meanwhile (set_vocabulary).
+        self.vocabulary = list(vocabulary.names)
+        self.text = vocabulary.text_on_device
         self.finished = False
         self.failure: str | None = None  # the error that stopped a push part way (see push), as text
         cfg = predictor.model.config
