@@ -41,6 +41,13 @@ PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat
 # per-frame memory whatever the resolution. The CPU wants cache-sized chunks, a GPU few kernel launches.
 MASK_CHUNK_ELEMENTS = {"cpu": 2**22, "cuda": 2**27}
 DEFAULT_MASK_CHUNK_ELEMENTS = 2**24
+# What VideoSession.timings (VideoInstances.timings) measure, in seconds summed over the pushes:
+#   preprocess: the frames made the network's input (resize, normalise, pad); model: the network; classify: mask-pooled
+#   classification; masks: the full-resolution masks' run lengths; match: the temporal matcher (on the host);
+#   score: the scorer's running sums; collect: the rest of push, the copies between host and device (the query
+#   embeddings to the host, the permutations back, the per-frame values in track order; on CUDA such a copy also
+#   waits for the device's queued work), and building the TrackedFrames.
+TIMING_STAGES = ("preprocess", "model", "classify", "masks", "match", "score", "collect")
 
 
 @dataclass
@@ -113,8 +120,8 @@ class VideoInstance:
 class VideoInstances:
     """A video's result: ``instances`` ranked (exact mode: the official unsorted order), each over the
     ``num_frames`` frames (``VideoInstance.suppressed_frames`` ``[T]``, T = ``num_frames``); ``geometry`` is None
-    for a video without frames; ``timings`` are seconds per stage. ``==`` compares the results, not the timings:
-    two runs of one video with the same settings compare equal."""
+    for a video without frames; ``timings`` are seconds per stage (``TIMING_STAGES``). ``==`` compares the results,
+    not the timings: two runs of one video with the same settings compare equal."""
 
     vocabulary: list[str]
     num_frames: int
@@ -273,7 +280,8 @@ class VideoSession:
         self.geometry: FrameGeometry | None = None
         self._composed_resize: ComposedMaskResize | None = None  # the CPU's mask resize, built at the first frame
         self.num_frames = 0
-        self.timings = {"preprocess": 0.0, "model": 0.0, "classify": 0.0, "match": 0.0, "masks": 0.0}
+        # Seconds spent in push, per stage (see VideoInstances.timings; run.json's model_* timings)
+        self.timings = {name: 0.0 for name in TIMING_STAGES}
 
     @torch.no_grad()
     def push(self, frames: np.ndarray | torch.Tensor) -> list[TrackedFrame]:
@@ -317,11 +325,13 @@ class VideoSession:
         t3 = time.perf_counter()
         mask_logits_all = outputs.mask_logits.float()  # out of memory here still leaves the session as it was
         embeds_host = outputs.query_embeds.float().cpu()  # the matcher works on the host: one copy per batch
+        t4 = time.perf_counter()
         # From here on the session's state changes (the matcher's memory, the scorer's sums, the frame count): an
         # error or Ctrl-C part way would leave them out of step, so the session is marked failed and refuses more.
         try:
             self.geometry = geometry
             matches = [self.matcher.match(embeds) for embeds in embeds_host]
+            t5 = time.perf_counter()
             # Per frame, everything stays on the device in track order; what the host needs crosses once per batch
             # (a copy to or from the host waits for the device: once per frame, it would stall it between frames).
             perms = to_device(torch.stack([m.permutation for m in matches]), mask_logits_all.device)  # [B, Q]
@@ -344,7 +354,9 @@ class VideoSession:
             object_logits, object_probs, ious, mask_statistics, probs = (
                 part.contiguous() for part in host.split([2, 1, 1, 2, host.shape[-1] - 6], -1)
             )
+            t6 = time.perf_counter()
             self.scorer.add_frames(object_logits, probs, ious[..., 0], mask_statistics)
+            t7 = time.perf_counter()
             tracked = []
             for b, (match, runs) in enumerate(zip(matches, mask_runs, strict=True)):
                 tracked.append(
@@ -358,14 +370,15 @@ class VideoSession:
                     )
                 )
                 self.num_frames += 1
-            t4 = time.perf_counter()
+            t8 = time.perf_counter()
             self.timings["preprocess"] += t1 - start
             self.timings["model"] += t2 - t1
             self.timings["classify"] += t3 - t2
             self.timings["masks"] += mask_time
-            # "match": the temporal matcher, the scorer's running sums and the copy to the host (run.json's
-            # model_match)
-            self.timings["match"] += t4 - t3 - mask_time
+            self.timings["match"] += t5 - t4
+            self.timings["score"] += t7 - t6
+            # the copies to and from the host, the per-frame values in track order, the TrackedFrames
+            self.timings["collect"] += (t4 - t3) + (t6 - t5 - mask_time) + (t8 - t7)
             return tracked
         except BaseException as error:
             self.failure = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__

@@ -405,6 +405,39 @@ def test_results_compare_by_value(tiny_model, tmp_path) -> None:
     assert first.instances[0] != "not an instance"
 
 
+def test_each_timing_measures_its_own_stage(tiny_model, tmp_path, monkeypatch) -> None:
+    """``timings["match"]`` (run.json's model_match) also counted the scorer, the host copies and the TrackedFrames:
+    a slow scorer looked like a slow matcher."""
+    import time
+
+    from clipvis.model.predictor import TIMING_STAGES
+    from clipvis.model.scoring import StreamingVideoScorer
+    from clipvis.model.temporal_matcher import TemporalMatcher
+
+    match, add_frames = TemporalMatcher.match, StreamingVideoScorer.add_frames
+
+    def slow_match(self, embeds):
+        time.sleep(0.1)
+        return match(self, embeds)
+
+    def slow_add_frames(self, *args):
+        time.sleep(0.3)
+        return add_frames(self, *args)
+
+    monkeypatch.setattr(TemporalMatcher, "match", slow_match)
+    monkeypatch.setattr(StreamingVideoScorer, "add_frames", slow_add_frames)
+    session = VideoPredictor(tiny_model, ["box", "sky"], cache_dir=tmp_path).new_video()
+    start = time.perf_counter()
+    session.push(synthetic_video(2))  # the matcher per frame (2 x 0.1 s), the scorer once per batch (0.3 s)
+    wall = time.perf_counter() - start
+    timings = session.finish().timings
+    assert tuple(timings) == TIMING_STAGES and min(timings.values()) >= 0
+    assert 0.2 <= timings["match"] < 0.2 + 0.3  # not the scorer's time
+    assert 0.3 <= timings["score"] < 0.3 + 0.2  # not the matcher's
+    assert timings["collect"] < 0.2
+    assert sum(timings.values()) <= wall  # the stages do not overlap
+
+
 def test_results_name_the_classes_as_the_command_line_does(tiny_model, tmp_path) -> None:
     """``video.vocabulary[label]`` of a class with synonyms is the whole "car, automobile"; `segment` calls it "car"."""
     from clipvis.cli.commands.segment import class_name
