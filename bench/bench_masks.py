@@ -21,7 +21,7 @@ from types import SimpleNamespace
 import torch
 import torch.nn.functional as F
 
-from clipvis.model.predictor import VideoSession
+from clipvis.model.predictor import MASK_CHUNK_ELEMENTS, VideoSession
 from clipvis.model.preprocess import FrameGeometry
 
 
@@ -44,7 +44,7 @@ def object_like_logits(queries: int, mask_size: tuple[int, int], seed: int = 0) 
 def session_for(geo: FrameGeometry, exact: bool) -> VideoSession:
     """A session with only what _full_resolution_runs reads (no model is needed to time the masks)."""
     session = VideoSession.__new__(VideoSession)
-    session.predictor = SimpleNamespace(exact=exact)
+    session.predictor = SimpleNamespace(exact=exact, mask_chunk_elements=MASK_CHUNK_ELEMENTS["cpu"])
     session.geometry = geo
     session._composed_resize = None
     return session

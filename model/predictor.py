@@ -22,6 +22,7 @@ from collections.abc import Iterable, KeysView
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 
 import numpy as np
 import torch
@@ -36,10 +37,12 @@ from clipvis.model.temporal_matcher import MatchResult, TemporalMatcher
 from clipvis.model.text_classifier import TextClassifier, TextEmbeddings, split_synonyms
 from clipvis.model.transfer import to_device
 
-PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+# Read-only tables (a change would alter every predictor of the process): VideoPredictor's parameters choose.
+PRECISIONS = MappingProxyType({"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16})
 # Elements of float work per chunk of full-resolution masks (interpolated logits of a chunk of queries): bounds the
-# per-frame memory whatever the resolution. The CPU wants cache-sized chunks, a GPU few kernel launches.
-MASK_CHUNK_ELEMENTS = {"cpu": 2**22, "cuda": 2**27}
+# per-frame memory whatever the resolution. The CPU wants cache-sized chunks, a GPU few kernel launches. The default
+# of VideoPredictor's mask_chunk_elements.
+MASK_CHUNK_ELEMENTS = MappingProxyType({"cpu": 2**22, "cuda": 2**27})
 DEFAULT_MASK_CHUNK_ELEMENTS = 2**24
 # What VideoSession.timings (VideoInstances.timings) measure, in seconds summed over the pushes:
 #   preprocess: the frames made the network's input (resize, normalise, pad); model: the network; classify: mask-pooled
@@ -153,7 +156,9 @@ class VideoPredictor:
     ``exact=True`` reproduces the official evaluator: PIL resize on the CPU and the unsorted top-N selection of
     ``detections_per_video`` results with no threshold. Class names must differ (first synonym, case aside) unless
     ``allow_duplicate_names=True``: a benchmark's category list as the official code takes it, where repeated names
-    are classes of their own (told apart by their index, ``instance.label``, only).
+    are classes of their own (told apart by their index, ``instance.label``, only). ``mask_chunk_elements``: the
+    float elements each chunk of full-resolution masks may take (memory per chunk against kernel launches); by
+    default the device's ``MASK_CHUNK_ELEMENTS``. It changes the time and memory a frame takes, never its masks.
     """
 
     def __init__(
@@ -166,6 +171,7 @@ class VideoPredictor:
         cache_dir: str | Path | None = None,
         text_cache: bool = True,
         allow_duplicate_names: bool = False,
+        mask_chunk_elements: int | None = None,
     ) -> None:
         if isinstance(model, str | os.PathLike):
             raise TypeError(f"VideoPredictor takes a model, not a path ({os.fspath(model)!r}): load it first with "
@@ -175,6 +181,10 @@ class VideoPredictor:
                             f"{type(model).__name__}")
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+        if mask_chunk_elements is not None and (isinstance(mask_chunk_elements, bool)
+                                                or not isinstance(mask_chunk_elements, numbers.Integral)
+                                                or mask_chunk_elements < 1):
+            raise ValueError(f"mask_chunk_elements must be a whole number of at least 1, not {mask_chunk_elements!r}")
         if str(device) == "auto":  # as the command line's --device auto
             device = "cuda" if torch.cuda.is_available() else "cpu"
         wide = sorted({str(p.dtype) for p in model.parameters() if p.is_floating_point() and p.dtype != torch.float32})
@@ -187,6 +197,8 @@ class VideoPredictor:
         self.model = model.to(self.device).eval()
         self.precision = precision
         self.exact = exact
+        self.mask_chunk_elements = int(mask_chunk_elements or MASK_CHUNK_ELEMENTS.get(self.device.type,
+                                                                                    DEFAULT_MASK_CHUNK_ELEMENTS))
         cfg = model.config
         self.preprocessor = FramePreprocessor(
             cfg.min_size_test, cfg.max_size_test, cfg.size_divisibility, cfg.pixel_mean, cfg.pixel_std, exact=exact
@@ -395,15 +407,15 @@ class VideoSession:
         original size, threshold at 0. On the CPU (unless ``exact``) the two resizes run composed into one
         (``ComposedMaskResize``: the same weights, float rounding aside, several times faster).
 
-        Done on the model's device in chunks of queries (``MASK_CHUNK_ELEMENTS``), so memory does not grow with
-        queries x pixels; only the run lengths go to the host (pinned memory and a non-blocking copy on CUDA: the
-        returned ``MaskRuns`` carries an event to wait on).
+        Done on the model's device in chunks of queries (the predictor's ``mask_chunk_elements``), so memory does not
+        grow with queries x pixels; only the run lengths go to the host (pinned memory and a non-blocking copy on
+        CUDA: the returned ``MaskRuns`` carries an event to wait on).
         """
         geo = self.geometry
         assert geo is not None
         queries = mask_logits.shape[0]
         device = mask_logits.device
-        budget = MASK_CHUNK_ELEMENTS.get(device.type, DEFAULT_MASK_CHUNK_ELEMENTS)
+        budget = self.predictor.mask_chunk_elements
         composed = self._composed_mask_resize(mask_logits) if device.type == "cpu" else None
         if composed is None:  # float logits at the padded and at the original size
             per_query = geo.padded[0] * geo.padded[1] + geo.original[0] * geo.original[1]

@@ -53,14 +53,13 @@ def test_compressed_runs_are_byte_identical_to_pycocotools(size) -> None:
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("size", [(50, 70), (97, 61)])
-def test_the_per_frame_path_on_the_device_gives_pycocotools_bytes(tiny_model_factory, tmp_path, monkeypatch, device,
-                                                                   size) -> None:
+def test_the_per_frame_path_on_the_device_gives_pycocotools_bytes(tiny_model_factory, tmp_path, device, size) -> None:
     """The whole per-frame path where the model runs (the official two bilinear resizes in chunks of queries, on the
     CPU composed into one (clipvis.model.mask_upsampling), run lengths, on CUDA the non-blocking copy into pinned
     memory), then the host's compression: the same strings as pycocotools gives for the same logits resized (all
     queries at once) and thresholded on that device and copied as booleans."""
-    monkeypatch.setitem(predictor_module.MASK_CHUNK_ELEMENTS, device, 3 * 128 * 128)  # several chunks of queries
-    predictor = VideoPredictor(tiny_model_factory(), ["box"], device=device, cache_dir=tmp_path)
+    predictor = VideoPredictor(tiny_model_factory(), ["box"], device=device, cache_dir=tmp_path,
+                               mask_chunk_elements=3 * 128 * 128)  # several chunks of queries
     session = predictor.new_video()
     session.push(np.random.default_rng(1).integers(0, 255, (1, *size, 3), dtype=np.uint8))
     geo = session.geometry

@@ -438,6 +438,29 @@ def test_each_timing_measures_its_own_stage(tiny_model, tmp_path, monkeypatch) -
     assert sum(timings.values()) <= wall  # the stages do not overlap
 
 
+def test_the_module_tables_are_read_only_and_the_mask_chunks_a_parameter(tiny_model, tmp_path) -> None:
+    """PRECISIONS and MASK_CHUNK_ELEMENTS were plain dicts: one assignment changed every predictor of the process.
+    The chunk size is a predictor's own setting instead; it changes the chunks, not the masks."""
+    from clipvis.model import PRECISIONS
+    from clipvis.model.predictor import MASK_CHUNK_ELEMENTS
+
+    with pytest.raises(TypeError):
+        PRECISIONS["fp64"] = torch.float64
+    with pytest.raises(TypeError):
+        MASK_CHUNK_ELEMENTS["cpu"] = 1
+    assert VideoPredictor(tiny_model, ["box"], cache_dir=tmp_path).mask_chunk_elements == MASK_CHUNK_ELEMENTS["cpu"]
+    for bad in (0, -5, 2.5, True, "4096"):
+        with pytest.raises(ValueError, match=f"^mask_chunk_elements must be a whole number of at least 1, not {bad!r}"):
+            VideoPredictor(tiny_model, ["box"], cache_dir=tmp_path, mask_chunk_elements=bad)
+    frames = synthetic_video(2)
+    results = []
+    for chunk in (None, 1):  # one query per chunk
+        predictor = VideoPredictor(tiny_model, ["box", "sky"], cache_dir=tmp_path, mask_chunk_elements=chunk)
+        session = predictor.new_video()
+        results.append((torch.stack([f.masks for f in session.push(frames)]), session.finish()))
+    assert torch.equal(results[0][0], results[1][0]) and results[0][1] == results[1][1]
+
+
 def test_results_name_the_classes_as_the_command_line_does(tiny_model, tmp_path) -> None:
     """``video.vocabulary[label]`` of a class with synonyms is the whole "car, automobile"; `segment` calls it "car"."""
     from clipvis.cli.commands.segment import class_name
