@@ -31,6 +31,7 @@ from clipvis.model.checkpoint import (
 from clipvis.model.clip_backbone import ClipBackbone, build_open_clip_model
 from clipvis.model.clipvis import ClipVis
 from clipvis.model.config import ClipVisConfig, load_clip_model_config, load_config_file, official_key_name
+from clipvis.model.errors import Parameter
 from clipvis.weights import (
     CACHE_ENV,
     OFFLINE_ENV,
@@ -44,6 +45,8 @@ from clipvis.weights import (
 from clipvis.weights.training_folder import not_weights_reason
 
 ConfigSource = str | Path | Mapping[str, Any]
+# One problem in an error's list: text, or text and the parameters that would fix it
+Problem = str | tuple[str | Parameter, ...]
 
 
 class UntrustedClipError(CheckpointError):
@@ -66,7 +69,7 @@ def _pretrained_clip(config: ClipVisConfig, allow_hub_clip: bool, for_checkpoint
         known = ", ".join(f"{n}/{t}" for n, t in sorted(known_clip_models()))
         raise UntrustedClipError(
             f"{why} and its config names CLIP {name}/{tag}, which is not one of the released models' CLIPs "
-            f"({known}); pass --allow-hub-clip (allow_hub_clip=True) to let open_clip download it"
+            f"({known}); pass ", Parameter("allow_hub_clip", "allow_hub_clip=True"), " to let open_clip download it"
         )
     if offline_mode():
         remedy = ("use a checkpoint that holds the CLIP (backbone.clip_model.* keys)" if for_checkpoint
@@ -176,7 +179,7 @@ def _describe(keys: list[str], limit: int = 5) -> str:
     return shown + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
 
 
-def _fit_problems(state: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor]) -> list[str]:
+def _fit_problems(state: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor]) -> list[Problem]:
     """What keeps ``state`` from loading strictly into a model whose state dict is ``expected``."""
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
@@ -185,7 +188,7 @@ def _fit_problems(state: Mapping[str, torch.Tensor], expected: Mapping[str, torc
         for k in set(state) & set(expected)
         if state[k].shape != expected[k].shape
     )
-    parts = []
+    parts: list[Problem] = []
     if missing:
         parts.append(f"missing keys ({len(missing)}): {_describe(missing)}")
     if unexpected:
@@ -193,9 +196,21 @@ def _fit_problems(state: Mapping[str, torch.Tensor], expected: Mapping[str, torc
     if mismatched:
         parts.append(f"shape mismatches ({len(mismatched)}): {_describe(mismatched)}")
     if any(key.startswith("backbone.") for key in (*missing, *unexpected, *mismatched)):
-        parts.append("the CLIP is not the one the file holds: give the checkpoint's model settings (--config, "
-                     "--clip-config for a CLIP open_clip does not know by name; config=/clip_config= in Python)")
+        parts.append(("the CLIP is not the one the file holds: give the checkpoint's model settings, its config (",
+                      Parameter("config", "config="), ") and, for a CLIP open_clip does not know by name, its "
+                      "open_clip model config (", Parameter("clip_config", "clip_config="), ")"))
     return parts
+
+
+def _does_not_fit(path: Path, problems: list[Problem]) -> CheckpointError:
+    """``<path>: checkpoint does not fit the model: <problem>; <problem>...`` (the parameters they name kept as such:
+    ``ParameterHint``)."""
+    parts: list[str | Parameter] = [f"{path}: checkpoint does not fit the model: "]
+    for i, problem in enumerate(problems):
+        if i:
+            parts.append("; ")
+        parts.extend((problem,) if isinstance(problem, str) else problem)
+    return CheckpointError(*parts)
 
 
 def _check_expected(state: Mapping[str, torch.Tensor], expected: Mapping[str, Any]) -> list[str]:
@@ -256,7 +271,7 @@ def check_checkpoint(
         skeleton = {k: v for k, v in skeleton.items() if not k.startswith("backbone.")}
     problems += _fit_problems(state, skeleton)
     if problems:
-        raise CheckpointError(f"{path}: checkpoint does not fit the model: " + "; ".join(problems))
+        raise _does_not_fit(path, problems)
     return cfg
 
 
@@ -342,7 +357,7 @@ def load_model(
         state = {**{k: v for k, v in expected.items() if k.startswith("backbone.")}, **state}
     problems = _fit_problems(state, expected)
     if problems:
-        raise CheckpointError(f"{path}: checkpoint does not fit the model: " + "; ".join(problems))
+        raise _does_not_fit(path, problems)
     if not has_clip:
         model.load_state_dict(state, strict=True)
     elif not _assign_weights(model, state, expected):

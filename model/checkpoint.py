@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from clipvis.model.config import OBJECT_CLASS_WEIGHTS
+from clipvis.model.errors import ParameterHint
 
 # Official prefix -> clipvis module prefix.
 _PREFIX_MAP = (
@@ -30,8 +31,9 @@ _IGNORED_KEYS = re.compile(r"^(criterion\.empty_object_weight|pixel_mean|pixel_s
 FORMAT_TAG = "clipvis"
 
 
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be read or does not fit the model."""
+class CheckpointError(ParameterHint, ValueError):
+    """A checkpoint that cannot be read or does not fit the model (a message that says which parameter to give names
+    it as Python does: ``ParameterHint.worded`` for other names)."""
 
 
 def _torch_load(path: Path) -> Any:

@@ -10,6 +10,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from clipvis.model.errors import Parameter, ParameterHint
+
+
+class UnknownClipError(ParameterHint, ValueError):
+    """open_clip does not know the CLIP a config names, and no open_clip model config describes it."""
+
 
 def build_open_clip_model(name: str, model_config: dict[str, Any] | None, pretrained: str) -> nn.Module:
     """Instantiate an open_clip CLIP with random weights (weights come from a checkpoint).
@@ -23,9 +29,10 @@ def build_open_clip_model(name: str, model_config: dict[str, Any] | None, pretra
     if model_config is None:
         model_config = open_clip.get_model_config(name)
         if model_config is None:
-            raise ValueError(
-                f"open_clip does not know the model {name!r}; give its open_clip model config (clip_config= to "
-                "load_model/create_model; --clip-config on the command line)"
+            raise UnknownClipError(
+                f"open_clip does not know the model {name!r}; give its open_clip model config (",
+                Parameter("clip_config", "load_model's clip_config=, or create_model's config with clip_model_config"),
+                ")",
             )
         model_config = dict(model_config)
         if pretrained == "openai":

@@ -185,7 +185,7 @@ class VideoPredictor:
                                                 or not isinstance(mask_chunk_elements, numbers.Integral)
                                                 or mask_chunk_elements < 1):
             raise ValueError(f"mask_chunk_elements must be a whole number of at least 1, not {mask_chunk_elements!r}")
-        if str(device) == "auto":  # as the command line's --device auto
+        if str(device) == "auto":  # CUDA where there is a GPU
             device = "cuda" if torch.cuda.is_available() else "cpu"
         wide = sorted({str(p.dtype) for p in model.parameters() if p.is_floating_point() and p.dtype != torch.float32})
         if wide:

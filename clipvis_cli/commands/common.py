@@ -23,7 +23,7 @@ from clipvis.cli.distributed import (
     repeats_a_first_process,
     stop_in_silence,
 )
-from clipvis.cli.messages import describe_exception, print_error, print_warning, subject_message
+from clipvis.cli.messages import describe_exception, one_line, print_error, print_warning, subject_message
 from clipvis.cli.progress import HumanReporter, JobProgressReporter, JsonlReporter, Reporter
 from clipvis.cli.segment import SegmentOptions, checkpoint_identity
 
@@ -198,6 +198,20 @@ def make_reporter(log_format: str, job: DistributedRun | None) -> Reporter:
     return reporter if job is None else JobProgressReporter(reporter, job)
 
 
+#: The flags that set what the model library's errors name as Python parameters (clipvis.model.errors)
+MODEL_PARAMETER_FLAGS = {"allow_hub_clip": "--allow-hub-clip", "config": "--config", "clip_config": "--clip-config"}
+
+
+def model_error_message(error: BaseException, flags: dict[str, str] = MODEL_PARAMETER_FLAGS) -> str:
+    """``describe_exception``, with the parameters a model library error says to give worded as the command line's
+    ``flags`` (``--allow-hub-clip``, not ``allow_hub_clip=True``)."""
+    from clipvis.model.errors import ParameterHint
+
+    if isinstance(error, ParameterHint):
+        return one_line(error.worded(flags)) or type(error).__name__
+    return describe_exception(error)
+
+
 def check_config_file(config: Path | None, clip_config: Path | None = None) -> None:
     """Read `--config` and `--clip-config` once before anything loads, so a bad file (unreadable, a `_BASE_` cycle,
     a value no model runs with, a setting open_clip does not know) ends the run with one line naming it (exit 1)."""
@@ -246,6 +260,6 @@ def load_predictor(options: SegmentOptions) -> VideoPredictor:
         raise fail(f"{flag} {path}: open_clip cannot build the CLIP it describes ({describe_exception(error)})") \
             from None
     except (CheckpointError, WeightsError, ValueError, RuntimeError, OSError) as error:
-        message = describe_exception(error)
+        message = model_error_message(error)
         raise fail(message if options.weights in message else f"weights {options.weights}: {message}") from None
 

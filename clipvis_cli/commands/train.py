@@ -18,7 +18,10 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from clipvis.cli.commands.common import fail
+from clipvis.cli.commands.common import MODEL_PARAMETER_FLAGS, fail, model_error_message
+
+# train's flags for what the model library's errors name (it has no --allow-hub-clip: the released CLIPs only)
+TRAIN_PARAMETER_FLAGS = {k: v for k, v in MODEL_PARAMETER_FLAGS.items() if k in ("config", "clip_config")}
 
 if TYPE_CHECKING:
     from clipvis.cli.train.config import TrainConfig
@@ -161,7 +164,8 @@ def _train(run: _RunFolder, overrides: list[str], config: str | None, weights: s
         raise fail(f"{error}{_saved_before_the_stop(output, num_gpus, None, saved=False)}") from None
     except (ConfigError, TrainDataError, CheckpointError, WeightsError, OutputNotWritableError,
             ProcessFailedError, ErrorOfOneRank) as error:
-        raise fail(str(error)) from None
+        raise fail(model_error_message(error, TRAIN_PARAMETER_FLAGS) if isinstance(error, CheckpointError)
+                   else str(error)) from None
     except RanksDifferError as error:  # every rank found it alike: rank 0 says it
         raise (fail(str(error)) if os.environ.get("RANK", "0") == "0" else _silent_exit()) from None
     except SaidByAnotherRank:  # the rank that found it first says it
@@ -290,7 +294,7 @@ def _export(weights: str | None, export_pth: str, config: str | None = None, ove
     import torch
 
     from clipvis.cli.atomic import OutputNotWritableError, atomic_output_path, ensure_output_dir
-    from clipvis.cli.messages import one_line, print_warning
+    from clipvis.cli.messages import print_warning
     from clipvis.cli.train.config import ConfigError, load_train_config
     from clipvis.cli.train.run import weights_model_config
     from clipvis.model import CheckpointError, load_model, to_official_state_dict
@@ -313,7 +317,7 @@ def _export(weights: str | None, export_pth: str, config: str | None = None, ove
             warnings.simplefilter("always")
             model = load_model(weights, config=model_config, clip_config=clip_config)
     except (CheckpointError, WeightsError, ValueError) as error:
-        raise fail(f"weights {weights}: {one_line(error)}") from None
+        raise fail(f"weights {weights}: {model_error_message(error, TRAIN_PARAMETER_FLAGS)}") from None
     for warning in dict.fromkeys(str(w.message) for w in caught):
         print_warning(warning)
     try:

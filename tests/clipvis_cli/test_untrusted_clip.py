@@ -50,3 +50,33 @@ def test_hub_clip_is_refused_without_the_flag(tmp_path, tiny_config, monkeypatch
     result = CliRunner().invoke(app, [*args, "--allow-hub-clip"])
     assert result.exit_code == 1 and "download attempted" in result.stderr
     assert attempts == ["hf-hub:someone/clip"]
+
+
+def test_the_settings_that_describe_a_checkpoint_are_named_as_flags(tmp_path, tiny_config, monkeypatch) -> None:
+    """The model library names its Python parameters (config=, clip_config=); segment's users have flags."""
+    import json
+
+    monkeypatch.setenv("CLIPVIS_CACHE", str(tmp_path / "cache"))
+    model = create_model(tiny_config())
+    state = model.state_dict()
+    frames = _frames(tmp_path / "frames")
+    unknown = write_state_dict(state, {**model.config.to_dict(), "clip_model_config": None,
+                                       "clip_model_name": "NoSuchCLIP", "clip_pretrained": "", "notes": []},
+                               tmp_path / "unknown.safetensors")
+    other_clip = tmp_path / "convnext.json"
+    other_clip.write_text(json.dumps(tiny_config("convnext").clip_model_config))
+    known = write_state_dict(state, {**model.config.to_dict(), "notes": []}, tmp_path / "rn.safetensors")
+    for weights, extra, expected in [
+        (unknown, [], "open_clip does not know the model 'NoSuchCLIP'; give its open_clip model config "
+                      "(--clip-config)"),
+        (known, ["--clip-config", str(other_clip)],
+         "its config (--config) and, for a CLIP open_clip does not know by name, its open_clip model config "
+         "(--clip-config)"),
+    ]:
+        result = CliRunner().invoke(app, ["segment", str(frames), "--vocab", "cat", "--weights", str(weights),
+                                          "-o", str(tmp_path / "out"), "--device", "cpu", *extra])
+        assert result.exit_code == 1
+        [line] = result.stderr.strip().splitlines()
+        assert line.startswith("clipvis: error: ") and str(weights) in line and expected in line, line
+        assert "clip_config=" not in line and "load_model" not in line
+        assert not (tmp_path / "out").exists()

@@ -243,8 +243,11 @@ def test_another_networks_weights_are_refused_before_a_clip_is_fetched(tmp_path,
 
 def test_hub_clip_named_by_a_checkpoint_needs_an_explicit_opt_in(tmp_path, tiny_model, fake_open_clip) -> None:
     path = _head_only_file(tmp_path, tiny_model, "hf-hub:someone/evil-clip", "")
-    with pytest.raises(UntrustedClipError, match="hf-hub:someone/evil-clip.*--allow-hub-clip"):
+    with pytest.raises(UntrustedClipError, match=r"hf-hub:someone/evil-clip.*pass allow_hub_clip=True to let") as info:
         load_model(path)
+    assert "--" not in str(info.value)  # the library names its parameter; the command line its flag (tests/clipvis_cli)
+    assert info.value.parameters == ("allow_hub_clip",)
+    assert "pass --allow-hub-clip to let" in info.value.worded({"allow_hub_clip": "--allow-hub-clip"})
     assert fake_open_clip == []  # nothing was downloaded
     with pytest.raises(_DownloadAttempted):
         load_model(path, allow_hub_clip=True)
@@ -494,7 +497,7 @@ def test_a_checkpoint_whose_clip_is_not_built_says_which_settings_are_missing(go
     with pytest.raises((CheckpointError, ValueError)) as caught:
         load_model(case / "model.pth")
     message = str(caught.value)
-    assert "--clip-config" in message and len(message) < 2500, message
+    assert "clip_config=" in message and "--" not in message and len(message) < 2500, message
     model = load_model(case / "model.pth", config=case / "official_config.yaml",
                        clip_config=case / "open_clip_config.json")
     assert model is not None
@@ -504,8 +507,26 @@ def test_an_unknown_clip_name_says_which_parameter_takes_its_config() -> None:
     """The library's error named only the command line's --clip-config, which a Python caller does not have."""
     from clipvis.model.clip_backbone import build_open_clip_model
 
-    with pytest.raises(ValueError, match=r"open_clip does not know the model 'NoSuchCLIP'.*clip_config="):
+    with pytest.raises(ValueError, match=r"open_clip does not know the model 'NoSuchCLIP'.*clip_config=") as info:
         build_open_clip_model("NoSuchCLIP", None, "openai")
+    assert "command line" not in str(info.value) and "--" not in str(info.value)
+    assert info.value.parameters == ("clip_config",)
+
+
+def test_a_checkpoint_of_another_clip_names_the_parameters_that_describe_it(tmp_path, tiny_model, tiny_config):
+    """The error named the command line's --config and --clip-config (a Python caller has neither), Python's names
+    only in a parenthesis; it names the parameters, and a front end words them its own way."""
+    path = save_pretrained(tiny_model, tmp_path / "rn.safetensors")
+    other_clip = tiny_config("convnext").clip_model_config
+    for check in (check_checkpoint, load_model):
+        with pytest.raises(CheckpointError, match=r"the CLIP is not the one the file holds: .*its config \(config=\) "
+                           r"and, for a CLIP open_clip does not know by name, its open_clip model config "
+                           r"\(clip_config=\)") as info:
+            check(path, clip_config=other_clip)
+        assert "--" not in str(info.value) and info.value.parameters == ("config", "clip_config")
+        worded = info.value.worded({"config": "--config", "clip_config": "--clip-config"})
+        assert "its config (--config) and" in worded and "model config (--clip-config)" in worded
+        assert worded.replace("(--config)", "(config=)").replace("(--clip-config)", "(clip_config=)") == str(info.value)
 
 
 @pytest.mark.parametrize("source", ["clipvis-lvis-r50", "configs/clipvis_r50.yaml", Path("model.pth")])

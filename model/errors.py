@@ -1,0 +1,41 @@
+"""Errors whose message says which parameter of the call would fix them.
+
+The library words such a parameter as a Python caller writes it (``allow_hub_clip=True``): ``str(error)``. A front
+end that takes the same setting under another name (a command line's ``--allow-hub-clip``) words the same message
+with its own names: ``error.worded({"allow_hub_clip": "--allow-hub-clip"})``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Parameter:
+    """A parameter a message names: ``name`` is the keyword parameter of the library's functions (the key a front
+    end maps to its own name), ``python`` how the message words it for a Python caller."""
+
+    name: str
+    python: str
+
+
+class ParameterHint(Exception):
+    """An exception whose message is built of text and :class:`Parameter` parts. ``str()`` words the parameters as
+    Python does; :meth:`worded` with a front end's names. ``parameters``: the names it mentions."""
+
+    def __init__(self, *parts: str | Parameter) -> None:
+        self.parts = tuple(parts)
+        super().__init__(self.worded())
+
+    @property
+    def parameters(self) -> tuple[str, ...]:
+        return tuple(part.name for part in self.parts if isinstance(part, Parameter))
+
+    def worded(self, names: Mapping[str, str] | None = None) -> str:
+        """The message, each parameter named as ``names`` maps it (the Python wording where it does not)."""
+        names = names or {}
+        return "".join(part if isinstance(part, str) else names.get(part.name, part.python) for part in self.parts)
+
+
+__all__ = ["Parameter", "ParameterHint"]
