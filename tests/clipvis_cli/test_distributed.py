@@ -687,7 +687,9 @@ def test_ctrl_c_at_the_last_gather_while_another_rank_is_interrupted_mid_video_e
     import signal
 
     def interrupted(job) -> None:
-        os.kill(os.getpid(), signal.SIGINT)  # held by rank 0, inside its gather
+        # to the main thread itself (rank 0, inside its gather), which wakes from its wait and takes it there; sent
+        # to the process it may be taken by this thread and reach rank 0's handler only later
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
         time.sleep(0.2)
         raise KeyboardInterrupt
 
@@ -701,7 +703,7 @@ def test_ctrl_c_at_the_last_gather_is_raised_once_it_is_complete_and_needs_no_ot
     import signal
 
     def finishing(job) -> None:
-        os.kill(os.getpid(), signal.SIGINT)
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)  # to rank 0, inside its gather
         time.sleep(0.2)
         job.last_gather("counts")
 
