@@ -58,7 +58,8 @@ class HeapTrimmer:
     """Context manager: on entry, buffers up to 64 MiB are reused from the heap (process-wide glibc settings, kept
     after exit); while open, free heap memory goes back to the kernel whenever the resident size has grown by
     ``growth_bytes`` since the last trim (checked every ``period_s`` seconds; ``growth_bytes=None``: trim at every
-    check).
+    check). On exit, free heap memory goes back to the kernel once more, so that a process which goes on
+    after the run (many `segment` calls from Python) keeps none of the run's free heap.
 
     A no-op (``active`` is False) when ``enabled`` is False or where the C library has no ``malloc_trim``.
     """
@@ -111,6 +112,9 @@ class HeapTrimmer:
             self._stop.set()
             self._thread.join()
             self._thread = None
+            # free() never trims (NO_TRIM_IN_FREE stays set after exit), and a run shorter than the growth check
+            # (one short video) never triggered a trim: the run's free heap would stay resident for good.
+            self.trim()
 
 
 ARENA_VARIABLE = "MALLOC_ARENA_MAX"  # the user's own choice of arenas, which glibc read at start-up
