@@ -172,14 +172,20 @@ class TextClassifier:
     def weights_fingerprint(self) -> str:
         """SHA-256 of the text tower's tensors (names, dtypes, shapes, values). Computed again whenever a tensor was
         replaced or changed in place since the last time (``load_state_dict``, ``.to()``, an optimizer step), not
-        once for the classifier's lifetime."""
+        once for the classifier's lifetime.
+
+        Inference tensors (a model loaded, or moved to its device, under ``torch.inference_mode()``) keep no version
+        counter that would tell an in-place change: while the tower has any, the fingerprint is computed at every
+        call (one read of the text tower's weights per vocabulary, a fraction of a second for a ViT-B/L one)."""
         tensors = self._text_tensors()
-        stamp = tuple((name, t.data_ptr(), t._version, str(t.device), t.dtype, tuple(t.shape)) for name, t in tensors)
-        if self._weights_fingerprint is None or self._weights_stamp != stamp:
+        stamp = tuple((name, t.data_ptr(), None if t.is_inference() else t._version, str(t.device), t.dtype,
+                       tuple(t.shape)) for name, t in tensors)
+        untracked = any(t.is_inference() for _, t in tensors)
+        if self._weights_fingerprint is None or self._weights_stamp != stamp or untracked:
             digest = hashlib.sha256()
             for name, tensor in tensors:
                 digest.update(f"{name} {tensor.dtype} {tuple(tensor.shape)}\n".encode())
-                digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+                digest.update(memoryview(tensor.detach().cpu().contiguous().view(torch.uint8).numpy()))
             self._weights_fingerprint = digest.hexdigest()
             self._weights_stamp = stamp
         return self._weights_fingerprint

@@ -185,6 +185,19 @@ def test_results_do_not_depend_on_chunk_size(tiny_model, tmp_path) -> None:
     np.testing.assert_allclose([i.score for i in video_1.instances], [i.score for i in video_4.instances], rtol=1e-4)
 
 
+def test_a_model_made_under_inference_mode_predicts_as_any_other(tiny_model_factory, tmp_path) -> None:
+    """``with torch.inference_mode(): model = load_model(...); VideoPredictor(model, ...)`` (its weights inference
+    tensors) failed: "Inference tensors do not track version counter", from the text-embedding cache's key."""
+    frames = synthetic_video(3)
+    _, expected = run_video(VideoPredictor(tiny_model_factory(), ["box", "sky"], cache_dir=tmp_path), frames, 2)
+    with torch.inference_mode():
+        model = tiny_model_factory()
+        assert next(model.parameters()).is_inference()
+        predictor = VideoPredictor(model, ["box", "sky"], cache_dir=tmp_path)
+        _, video = run_video(predictor, frames, 2)
+    assert video == expected
+
+
 def test_predictor_outputs_and_selection_rules(tiny_model, tmp_path) -> None:
     vocabulary = ["box", "sky", "road"]
     predictor = VideoPredictor(tiny_model, vocabulary, cache_dir=tmp_path)

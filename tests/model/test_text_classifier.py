@@ -100,3 +100,25 @@ def test_classifying_copies_nothing_from_the_host(monkeypatch) -> None:
     monkeypatch.setattr(torch, "tensor", no_copy)
     assert moved.logits(torch.randn(5, 4, device="meta")).shape == (5, 2)
     assert text.logits(torch.randn(5, 4)).shape == (5, 2)
+
+
+def test_a_tower_made_under_inference_mode_is_fingerprinted_and_its_changes_followed(tmp_path, clip_config) -> None:
+    """A model loaded, or moved to its device, under ``torch.inference_mode()`` has inference tensors, which keep no
+    version counter: building a classifier raised "Inference tensors do not track version counter"; an in-place
+    change of them (``load_state_dict`` under inference mode) still gives new embeddings."""
+    truth = TextClassifier(tiny_backbone(clip_config), use_disk_cache=False)(VOCABULARY).embeddings
+    key = TextClassifier(tiny_backbone(clip_config), use_disk_cache=False).weights_fingerprint()
+    other = tiny_backbone(clip_config)
+    with torch.no_grad():
+        for parameter in other.clip_model.transformer.parameters():
+            parameter.add_(0.5)
+    with torch.inference_mode():
+        backbone = tiny_backbone(clip_config).double().float()  # as a move to another device makes them
+        assert backbone.clip_model.positional_embedding.is_inference()
+        classifier = TextClassifier(backbone, cache_dir=tmp_path)
+        assert torch.equal(classifier(VOCABULARY).embeddings, truth)
+        assert classifier.weights_fingerprint() == key  # the same tensors: the same cache entry
+        backbone.load_state_dict(other.state_dict())  # copies in place: same storage, no version to tell
+        after = classifier(VOCABULARY).embeddings
+    assert torch.equal(after, TextClassifier(other, use_disk_cache=False)(VOCABULARY).embeddings)
+    assert not torch.allclose(after, truth)
