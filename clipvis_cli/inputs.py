@@ -9,7 +9,8 @@ Accepted arguments:
   `JPEGImages/<video>/` layout); otherwise it is searched recursively for video files (known extensions) and image
   folders. Hidden entries (".name") and the folders file servers and archivers add (`@eaDir`, `__MACOSX`, ...:
   SYSTEM_FOLDERS) are skipped; loose images next to videos or sub-directories are not processed, and said so
-  (``warnings``);
+  (``warnings``); a folder the directory holds both directly and through a symbolic link is found at its real path
+  (`search_tree`);
 * a glob pattern (`'videos/**/*.mp4'`, for shells that did not expand it): every match is handled like a
   named path, except that matched files with an unknown extension are skipped;
 * `-`: newline-separated arguments read from stdin (`find . -name '*.mov' | clipvis segment - ...`), or with
@@ -130,6 +131,7 @@ class ArgumentInput(Protocol):
 
 
 InputT = TypeVar("InputT", bound=ArgumentInput)
+T = TypeVar("T")
 
 
 def expand_arguments(
@@ -166,6 +168,29 @@ def expand_arguments(
 def skipped_name(name: str) -> bool:
     """Whether a folder search leaves out an entry of this name: hidden (".name"), or one of the SYSTEM_FOLDERS."""
     return name.startswith(".") or name in SYSTEM_FOLDERS
+
+
+def search_tree(root: Path, search: Callable[[Path, set[str], list[Path]], Iterable[T]]) -> list[T]:
+    """What ``search(folder, visited, links)`` finds in ``root`` and below, each folder named by its real path where
+    the tree holds it directly as well as through a symbolic link (``tree/link -> a``: ``tree/a``, not
+    ``tree/link``), whatever order the folders are listed in.
+
+    ``search`` walks a folder once per real path (``visited``, which also ends symbolic-link loops) and, instead of
+    entering a sub-folder that is a symbolic link, adds it to ``links``: those are searched after everything reached
+    without one, so a folder reached both ways is found at its own path and skipped through the link; one that only
+    a link reaches (a link to a folder outside the tree, or to a hidden one) is found through the link."""
+    visited: set[str] = set()
+    links: list[Path] = []
+    found = list(search(root, visited, links))
+    while links:
+        found.extend(search(links.pop(0), visited, links))
+    return found
+
+
+def tree_order(root: Path) -> Callable[[ArgumentInput], tuple]:
+    """Sort key: the order of a walk of ``root`` with each folder's entries in natural order (one natural key per
+    part of the path below ``root``)."""
+    return lambda item: tuple(natural_sort_key(part) for part in item.path.relative_to(root).parts)
 
 
 def list_image_frames(directory: Path) -> list[Path]:
@@ -241,7 +266,10 @@ def _failed_source(path: Path, reason: str, argument: str) -> VideoSource:
 
 def _expand_path(path: Path, argument: str, explicit: bool, warnings: list[str]) -> list[VideoSource]:
     if path.is_dir():
-        found = list(_expand_directory(path, argument, set(), warnings))
+        def search(directory: Path, visited: set[str], links: list[Path]) -> Iterator[VideoSource]:
+            return _expand_directory(directory, argument, visited, links, warnings)
+
+        found = sorted(search_tree(path, search), key=tree_order(path))
         if not found:
             reason = "directory holds no video files or image folders"
             return [VideoSource(path, error=reason, argument=argument)]
@@ -255,10 +283,11 @@ def _expand_path(path: Path, argument: str, explicit: bool, warnings: list[str])
 
 
 def _expand_directory(
-    directory: Path, argument: str, visited: set[str], warnings: list[str]
+    directory: Path, argument: str, visited: set[str], links: list[Path], warnings: list[str]
 ) -> Iterator[VideoSource]:
+    """The inputs in ``directory`` and below, symbolic links to folders left in ``links`` (`search_tree`)."""
     real = os.path.realpath(directory)
-    if real in visited:  # a symbolic-link loop
+    if real in visited:  # reached at its real path already (`search_tree`), or a symbolic-link loop
         return
     visited.add(real)
     try:
@@ -278,12 +307,15 @@ def _expand_directory(
         try:
             is_dir = entry.is_dir()
             is_video = not is_dir and entry.suffix.lower() in VIDEO_EXTENSIONS and entry.is_file()
+            is_link = is_dir and entry.is_symlink()
         except OSError as error:
             yield VideoSource(entry, error=f"cannot read ({error_reason(error)})", argument=argument)
             continue
-        if is_dir:
-            if not _made_by_clipvis(entry):  # an output root inside the folder: its overlays are not inputs
-                yield from _expand_directory(entry, argument, visited, warnings)
+        if is_dir and not _made_by_clipvis(entry):  # an output root inside the folder: its overlays are not inputs
+            if is_link:
+                links.append(entry)
+            else:
+                yield from _expand_directory(entry, argument, visited, links, warnings)
         elif is_video:
             yield VideoSource(entry, kind="video", argument=argument)
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from clipvis.cli import rle
-from clipvis.cli.inputs import IMAGE_EXTENSIONS, expand_arguments, natural_sort_key, skipped_name
+from clipvis.cli.inputs import IMAGE_EXTENSIONS, expand_arguments, natural_sort_key, search_tree, skipped_name
 from clipvis.cli.messages import PathError, error_reason, shown_path
 from clipvis.cli.results import TrackResult, VideoInfo, recorded_source
 
@@ -85,17 +85,22 @@ def _expand_path(path: Path, argument: str, explicit: bool) -> list[ExportInput]
             return [ExportInput(path, "not a results file (expected a ytvis.json or a segment output folder)",
                                 argument)]
         return [ExportInput(path, argument=argument)]
-    found = sorted(_search(path, argument, set()), key=lambda item: natural_sort_key(str(item.path.relative_to(path))))
+
+    def search(directory: Path, visited: set[str], links: list[Path]) -> Iterator[ExportInput]:
+        return _search(directory, argument, visited, links)
+
+    found = sorted(search_tree(path, search), key=lambda item: natural_sort_key(str(item.path.relative_to(path))))
     if not found:
         return [ExportInput(path, f"no segment outputs here (no {YTVIS_NAME} in this folder or below)", argument)]
     return found
 
 
-def _search(directory: Path, argument: str, visited: set[str]) -> Iterator[ExportInput]:
-    """The results files in `directory` and below; a folder that cannot be listed is an input that failed. Hidden
-    entries and file servers' folders are skipped as `segment` skips them (`clipvis.cli.inputs.skipped_name`)."""
+def _search(directory: Path, argument: str, visited: set[str], links: list[Path]) -> Iterator[ExportInput]:
+    """The results files in `directory` and below, symbolic links to folders left in ``links``
+    (`clipvis.cli.inputs.search_tree`); a folder that cannot be listed is an input that failed. Hidden entries and
+    file servers' folders are skipped as `segment` skips them (`clipvis.cli.inputs.skipped_name`)."""
     real = os.path.realpath(directory)
-    if real in visited:  # a symbolic-link loop
+    if real in visited:  # reached at its real path already (`search_tree`), or a symbolic-link loop
         return
     visited.add(real)
     try:
@@ -107,11 +112,14 @@ def _search(directory: Path, argument: str, visited: set[str]) -> Iterator[Expor
         try:
             is_dir = entry.is_dir()
             is_results = not is_dir and entry.name == YTVIS_NAME and entry.is_file()
+            is_link = is_dir and entry.is_symlink()
         except OSError as error:
             yield ExportInput(entry, f"cannot read ({error_reason(error)})", argument)
             continue
-        if is_dir:
-            yield from _search(entry, argument, visited)
+        if is_link:
+            links.append(entry)
+        elif is_dir:
+            yield from _search(entry, argument, visited, links)
         elif is_results:
             yield ExportInput(entry, argument=argument)
 

@@ -297,6 +297,31 @@ def test_arguments_are_expanded_as_segment_expands_them(tmp_path, monkeypatch) -
                                                       "cannot read directory (Permission denied)"]
 
 
+def test_a_results_folder_reached_through_a_symlink_too_is_named_by_its_real_path(tmp_path, monkeypatch) -> None:
+    """With ``tree/link -> a`` listed before ``tree/a``, the results were named ``tree/link/...`` and ``tree/a`` was
+    skipped as seen: a later ``export tree/a`` made a second export folder (``clip-2``) beside the first, or refused
+    to write beside the results ("not an export of this video by clipvis")."""
+    tree = tmp_path / "tree"
+    kept = make_segment_output(tree / "a")
+    (tree / "link").symlink_to("a")
+    (tree / "b").mkdir()
+    (tree / "b" / "up").symlink_to("../a")  # a link in a folder walked before the real one
+    real_iterdir = Path.iterdir
+
+    def links_first(self):
+        return iter(sorted(real_iterdir(self), key=lambda entry: not entry.is_symlink()))
+
+    monkeypatch.setattr(Path, "iterdir", links_first)
+    for output in (["-o", str(tmp_path / "exp")], []):
+        for argument in (tree, kept.folder):
+            result = run_export(str(argument), "--to", "mots-txt", *output)
+            assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (tmp_path / "exp").iterdir()) == ["clip"]
+    for folder in (tmp_path / "exp" / "clip", kept.folder):
+        record = json.loads((folder / ".clipvis-export.json").read_text())
+        assert record["entries"]["mots-txt"]["from"]["results"] == str(kept.ytvis)
+
+
 def test_null_separated_paths_on_stdin_and_stdout(tmp_path) -> None:
     """`find out -name ytvis.json -print0 | clipvis export --null - ... | xargs -0`: a folder whose name holds a
     newline is read and listed whole."""

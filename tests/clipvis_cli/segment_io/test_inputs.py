@@ -213,6 +213,30 @@ def test_symlink_loop_in_directory_terminates(tmp_path: Path) -> None:
     assert names(discover_inputs([str(tmp_path / "d")])) == ["clip.mp4"]
 
 
+def test_a_folder_reached_through_a_symlink_too_is_found_at_its_real_path(tmp_path: Path) -> None:
+    """A folder the tree holds both directly and through a symbolic link is found at its own path, whatever comes first
+    in the walk (a link whose name sorts first, a link in a folder walked before the real one); a folder that only a
+    link reaches (outside the tree, hidden) is found through it; a link to a folder clipvis wrote is no input."""
+    tree = tmp_path / "tree"
+    touch(tree / "b" / "clip.mp4")
+    touch(tree / "frames" / "0.jpg")
+    touch(tree / "z" / "deep.mp4")
+    touch(tree / ".hidden" / "only.mp4")
+    touch(tmp_path / "elsewhere" / "far.mp4")
+    touch(tmp_path / "output" / ".clipvis.lock")
+    touch(tmp_path / "output" / "overlay.mp4")
+    (tree / "0link").symlink_to("b")  # sorts before b
+    (tree / "a").mkdir()
+    (tree / "a" / "frames").symlink_to("../frames")  # an image folder, the link walked before tree/frames
+    (tree / "a" / "zz").symlink_to("../z")  # a folder holding a video, the link walked before tree/z
+    (tree / "a" / "hidden").symlink_to("../.hidden")
+    (tree / "a" / "far").symlink_to(tmp_path / "elsewhere")
+    (tree / "a" / "out").symlink_to(tmp_path / "output")
+    found = [(source.path.relative_to(tree).as_posix(), source.kind) for source in discover_inputs([str(tree)])]
+    assert found == [("a/far/far.mp4", "video"), ("a/hidden/only.mp4", "video"), ("b/clip.mp4", "video"),
+                     ("frames", "images"), ("z/deep.mp4", "video")]
+
+
 def test_stem_of_hidden_or_empty_name_is_usable(tmp_path: Path) -> None:
     assert VideoSource(tmp_path / ".mp4").stem == "mp4"
     assert VideoSource(tmp_path / "..mp4").stem == "video"
