@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO
 
+from clipvis.cli.atomic import OutputNotWritableError
 from clipvis.cli.exporters.base import ExportOptions, staged_directory
 from clipvis.cli.exporters.loading import ExportVideo
 from clipvis.cli.zip_files import add_stream
@@ -53,7 +54,8 @@ class ResultsStream:
     process however that ends), so an export of many videos holds one video's results in memory, not all of
     them. `write` checks that the videos agree (video ids, category lists) and puts the file in place as it always
     was: the same bytes, staged, atomically, never over a results file no export wrote. An error writing the
-    temporary file is raised by `write`."""
+    temporary file is raised by `write`, as the staging says it: OutputNotWritableError naming the destination
+    ("<folder>: output not writable (Permission denied)"), not the temporary file's random name."""
 
     def __init__(self, destination: Path) -> None:
         self.destination = destination
@@ -79,8 +81,8 @@ class ResultsStream:
                 text = json.dumps(entry, separators=(",", ":"))
                 file.write(("," + text if self._entries else text).encode("utf-8"))
                 self._entries += 1
-        except OSError as error:  # e.g. disk full: the file is not written (said by `write`)
-            self._error = error
+        except OSError as error:  # e.g. disk full, a folder we may not write: the file is not written (said by `write`)
+            self._error = self._not_writable(error)
 
     def write(self, options: ExportOptions) -> Path:
         """Put the results file in place (``results.json``, or ``results.zip`` holding it); returns its path."""
@@ -98,8 +100,11 @@ class ResultsStream:
                           f"{len(first)} / {len(other)} classes")
             raise ValueError(f"{destination}: the inputs have different category lists ({differ}); one results "
                              "file needs one list: export them separately")
-        file = self._opened()
-        file.write(b"]\n")
+        try:
+            file = self._opened()
+            file.write(b"]\n")
+        except OSError as error:
+            raise self._not_writable(error) from error
         size = file.tell()
         file.seek(0)
         name = Path(options.results_name).stem + ".zip" if options.zip_results else options.results_name
@@ -118,6 +123,13 @@ class ResultsStream:
         if self._file is not None:
             self._file.close()
             self._file = None
+
+    def _not_writable(self, error: OSError) -> OutputNotWritableError:
+        if isinstance(error, OutputNotWritableError):
+            return error
+        wrapped = OutputNotWritableError(self.destination, error)
+        wrapped.__cause__ = error
+        return wrapped
 
     def _opened(self) -> IO[bytes]:
         if self._file is None:

@@ -1072,3 +1072,26 @@ def test_a_failure_mid_export_leaves_no_results_file_that_looks_complete(tmp_pat
         assert "1 of 1 results file(s) not written" in result.output
     assert (dest / "results.json").read_bytes() == earlier  # the earlier export's, whole
     assert sorted(p.name for p in dest.iterdir()) == [".clipvis-export.json", ".clipvis.lock", "results.json"]
+
+
+@pytest.mark.parametrize("zipped", [False, True], ids=["results.json", "results.zip"])
+def test_a_results_file_into_a_folder_we_may_not_write_says_output_not_writable(tmp_path, monkeypatch, zipped) -> None:
+    """The results' temporary file is made before the staging folder: a folder we may not write said
+    "Permission denied (<folder>/tmp8soye9iu)", a random name, where it said "<dest>: output not writable (...)"."""
+    from clipvis.cli.exporters import ytvis
+
+    folders = _results_folders(tmp_path / "in", 2, frames=6)
+    readonly = tmp_path / "readonly"
+    readonly.mkdir()
+
+    def temporary_file(dir=None, **kwargs):  # chmod 555 does not stop the tests' root
+        raise PermissionError(13, "Permission denied", os.path.join(dir, "tmp8soye9iu"))
+
+    monkeypatch.setattr(ytvis.tempfile, "TemporaryFile", temporary_file)
+    dest = readonly if zipped else readonly / "results"
+    result = run_export(*map(str, folders), "--to", "ytvis", *(["--zip"] if zipped else []), "-o", str(dest))
+    assert result.exit_code == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("clipvis: error")]
+    assert errors == [f"clipvis: error: {dest}: output not writable (Permission denied)",
+                      "clipvis: error: 1 of 1 results file(s) not written"]
+    assert list(readonly.iterdir()) == []
