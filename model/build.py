@@ -102,7 +102,7 @@ def create_model(
             "clipvis.load_model(name_or_path), which takes a config file as config="
         )
     if config is not None and not isinstance(config, ClipVisConfig | Mapping):
-        raise TypeError(f"create_model takes a ClipVisConfig, a mapping of its fields or None, not a "
+        raise TypeError(f"create_model takes a ClipVisConfig, a mapping of its fields or None, not "
                         f"{type(config).__name__}")
     return _create_model(config, pretrained_clip, allow_hub_clip)
 

@@ -534,5 +534,7 @@ def test_create_model_given_a_name_or_path_says_to_use_load_model(source) -> Non
     """create_model("clipvis-lvis-r50") raised TypeError: 'str' object is not a mapping."""
     with pytest.raises(TypeError, match=r"create_model takes a ClipVisConfig.*not a name or path.*clipvis\.load_model"):
         create_model(source)
-    with pytest.raises(TypeError, match="not a list"):
+    with pytest.raises(TypeError, match="or None, not list$"):
         create_model(["hidden_dim", 32])
+    with pytest.raises(TypeError, match="or None, not int$"):  # it said "not a int"
+        create_model(5)
