@@ -21,6 +21,7 @@ from clipvis.model.clip_backbone import ClipBackbone
 from clipvis.model.transfer import to_device
 from clipvis.weights import CacheLocationError
 from clipvis.weights import cache_dir as clipvis_cache_dir
+from clipvis.weights.cache_files import new_file_mode
 
 # The 14 ViLD templates, in the official order; filled with str.format, class string verbatim.
 PROMPT_TEMPLATES: tuple[str, ...] = (
@@ -282,6 +283,9 @@ class TextClassifier:
             handle, tmp = tempfile.mkstemp(prefix=f".{key}.", suffix=_TEMP_SUFFIX, dir=self.cache_dir)
             os.close(handle)
             save_file({"embeddings": embeddings.contiguous()}, tmp, metadata={"vocabulary": json.dumps(vocabulary)})
+            # mkstemp made it readable by its owner alone: give it the mode open() would (the umask's), as the
+            # weights cache's files get, so the users sharing a cache share its embeddings too
+            os.chmod(tmp, new_file_mode())
             os.replace(tmp, self._path(key))
             tmp = None
         except Exception as error:  # noqa: BLE001 - OSError, or safetensors' own error type for the same causes

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import os
+import stat
 
 import pytest
 import torch
@@ -71,6 +73,19 @@ def test_same_tower_reuses_its_cache_entry(tmp_path, clip_config, monkeypatch) -
     second = TextClassifier(tiny_backbone(clip_config), cache_dir=tmp_path)
     monkeypatch.setattr(second, "encode_prompts", lambda *a, **k: pytest.fail("encoded although cached"))
     assert torch.equal(second(VOCABULARY).embeddings, first)
+
+
+@pytest.mark.parametrize("umask", [0o002, 0o022, 0o077])
+def test_cache_files_get_the_mode_of_the_umask(tmp_path, clip_config, umask) -> None:
+    """The embeddings were written 0600 whatever the umask (a temporary file renamed): the other users of a shared
+    cache could not read them, and encoded every vocabulary again."""
+    previous = os.umask(umask)
+    try:
+        TextClassifier(tiny_backbone(clip_config), cache_dir=tmp_path)(VOCABULARY)
+    finally:
+        os.umask(previous)
+    [entry] = (tmp_path / "text_embeddings").glob("*.safetensors")
+    assert stat.S_IMODE(entry.stat().st_mode) == 0o666 & ~umask
 
 
 def test_max_over_synonyms_is_the_best_synonym_of_each_class() -> None:
