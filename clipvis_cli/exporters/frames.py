@@ -39,14 +39,15 @@ def check_source(info: VideoInfo, results_file: Path, formats: tuple[str, ...] =
     if source is None:
         raise ExportInputError(results_file, f"the results name no source video (videos[].source); {needing}; "
                                              "cvat-video, mots-txt, png-masks and ytvis do not")
-    raise ExportInputError(results_file, f"source video {source} (videos[].source) not found; {needing}")
+    raise ExportInputError(results_file, f"source video {shown_path(source)} (videos[].source) not found; {needing}")
 
 
 def check_frame_size(info: VideoInfo, results_file: Path, source: Path, height: int, width: int) -> None:
     """Raise ExportInputError (one line) when the source's frames are not the size the results were made at."""
     if (height, width) != (info.height, info.width):
-        raise ExportInputError(results_file, f"source {source} is {width}x{height}, the results {info.width}x"
-                                             f"{info.height} (not the video these results were made from)")
+        raise ExportInputError(results_file, f"source {shown_path(source)} is {width}x{height}, the results "
+                                             f"{info.width}x{info.height} (not the video these results were made "
+                                             "from)")
 
 
 def processed_frames(info: VideoInfo, results_file: Path) -> Iterator[tuple[int, np.ndarray]]:
@@ -85,7 +86,7 @@ def processed_frames(info: VideoInfo, results_file: Path) -> Iterator[tuple[int,
     except VideoReadError as error:
         raise ExportInputError(results_file, f"source video: {error}") from None
     if position != len(wanted):
-        raise ExportInputError(results_file, f"source {source_path} has fewer frames than the results "
+        raise ExportInputError(results_file, f"source {shown_path(source_path)} has fewer frames than the results "
                                              f"({position} of {len(wanted)} found)")
 
 

@@ -39,6 +39,7 @@ from clipvis.cli.exporters.base import Exporter, ExportOptions, frame_crops
 from clipvis.cli.exporters.cvat import _colour
 from clipvis.cli.exporters.frames import check_frame_size
 from clipvis.cli.exporters.loading import ExportInputError, ExportVideo
+from clipvis.cli.messages import shown_path
 from clipvis.cli.results import fps_fraction
 from clipvis.cli.video_io import VideoProbe, VideoReader, VideoReadError
 
@@ -58,9 +59,10 @@ def _video_source(video: ExportVideo, tool: str) -> tuple[Path, VideoProbe]:
     unreadable, or of another frame size (not the video of these results)."""
     source = Path(video.info.source)
     if video.info.kind != "video":
-        raise ExportInputError(video.results_file, f"{tool} reviews videos: the source {source} is an image folder")
+        raise ExportInputError(video.results_file,
+                               f"{tool} reviews videos: the source {shown_path(source)} is an image folder")
     if not source.is_file():
-        raise ExportInputError(video.results_file, f"source video {source} (videos[].source) not found; "
+        raise ExportInputError(video.results_file, f"source video {shown_path(source)} (videos[].source) not found; "
                                                    f"{tool} needs it")
     try:
         probe = VideoReader(source).probe()
@@ -72,8 +74,9 @@ def _video_source(video: ExportVideo, tool: str) -> tuple[Path, VideoProbe]:
     # starting 0.5 s late is counted that much short, a 6-frame one as 1 frame): a second of frames more
     slack = max(2, needed // 50) + (math.ceil(probe.fps) if probe.frame_count_estimated else 0)
     if probe.frame_count and probe.frame_count < needed - slack:
-        raise ExportInputError(video.results_file, f"source {source} has {probe.frame_count} frames, the results "
-                                                   f"reach frame {needed} (not the video these results were made from)")
+        raise ExportInputError(video.results_file, f"source {shown_path(source)} has {probe.frame_count} frames, "
+                                                   f"the results reach frame {needed} (not the video these results "
+                                                   "were made from)")
     return source, probe
 
 

@@ -386,6 +386,18 @@ def test_many_classes_are_renumbered_for_mots(tmp_path) -> None:
     assert 4 * 1000 + 1 in np.unique(first)  # track 1 (thing90) -> class 4
 
 
+def test_a_missing_source_video_is_named_as_segment_names_it(tmp_path) -> None:
+    """A newline in the source video's name showed as a space ("two lines.mp4"), where segment writes it as \\n (a
+    name with a space and one with a newline were told apart by segment only)."""
+    output = make_segment_output(tmp_path / "out", stem="two\nlines")
+    output.video.unlink()
+    shown = str(output.video).replace("\n", "\\n")
+    for formats in ("coco", "labelstudio"):
+        result = run_export(str(output.folder), "--to", formats, "-o", str(tmp_path / formats))
+        assert result.exit_code == 1
+        assert f"source video {shown} (videos[].source) not found; " in result.stderr, result.stderr
+
+
 def test_bad_inputs_fail_with_one_line_and_write_nothing(tmp_path) -> None:
     output = make_segment_output(tmp_path / "out")
     good = make_segment_output(tmp_path / "out2", stem="other")
