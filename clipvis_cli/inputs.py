@@ -94,7 +94,9 @@ class VideoSource:
 def natural_sort_key(text: str) -> tuple:
     """Sort key that orders embedded numbers numerically: 1.png < 2.png < 10.png; case-insensitive text."""
     parts = _DIGITS.split(text)
-    return tuple(int(part) if i % 2 else part.lower() for i, part in enumerate(parts)) + (text,)
+    # the parts alternate text, number, text, ... so two keys compare text with text and numbers with numbers; the
+    # name itself breaks ties (case), apart: appended to the parts, "cam" vs "cam2" compared "cam" with 2
+    return tuple(int(part) if i % 2 else part.lower() for i, part in enumerate(parts)), text
 
 
 def discover_inputs(

@@ -27,6 +27,17 @@ def test_natural_sort_orders_numbers_numerically() -> None:
     ]
 
 
+def test_a_name_and_the_same_name_with_a_number_are_ordered(tmp_path: Path) -> None:
+    """'cam' and 'cam2' (one name the other plus a number): the sort raised TypeError ('<' between str and int), so a
+    folder holding cam/ and cam2/ crashed segment and export."""
+    assert sorted(["cam2", "Cam", "cam", "cam10", "a1", "a"], key=natural_sort_key) == [
+        "a", "a1", "Cam", "cam", "cam2", "cam10",
+    ]
+    touch(tmp_path / "cam" / "x.mp4")
+    touch(tmp_path / "cam2" / "x.mp4")
+    assert [s.path.parent.name for s in discover_inputs([str(tmp_path)])] == ["cam", "cam2"]
+
+
 def test_explicit_file_any_extension_is_a_video(tmp_path: Path) -> None:
     clip = touch(tmp_path / "clip.mp4")
     odd = touch(tmp_path / "recording.dat")
