@@ -62,8 +62,12 @@ def test_shell_completion_is_offered_and_answers_without_torch() -> None:
 
     show = ("import sys\nfrom clipvis.cli.launcher import main\n"
             "sys.argv = ['clipvis', '--show-completion', 'bash']\nmain()")
-    script = subprocess.run([sys.executable, "-c", show], capture_output=True, text=True, timeout=120).stdout
-    assert "_clipvis_completion" in script and "complete " in script
+    # the shell named, not detected: Typer finds it among the process' ancestors, and a test run started detached
+    # (nohup ... &, cron) has none ("Shell  not supported.")
+    named = {**os.environ, "_TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION": "1"}
+    shown = subprocess.run([sys.executable, "-c", show], capture_output=True, text=True, env=named, timeout=120)
+    script = shown.stdout
+    assert "_clipvis_completion" in script and "complete " in script, (shown.returncode, shown.stderr[-2000:])
     probe = ("import runpy, sys\nsys.argv = ['clipvis']\ntry:\n    runpy.run_module('clipvis', run_name='__main__')\n"
              "except SystemExit:\n    pass\nprint('torch' in sys.modules, file=sys.stderr)\n")
     environment = {**os.environ, "_CLIPVIS_COMPLETE": "complete_bash", "COMP_WORDS": "clipvis seg", "COMP_CWORD": "1"}
