@@ -23,6 +23,11 @@ from clipvis.cli.commands.common import MODEL_PARAMETER_FLAGS, fail, model_error
 # train's flags for what the model library's errors name (it has no --allow-hub-clip: the released CLIPs only)
 TRAIN_PARAMETER_FLAGS = {k: v for k, v in MODEL_PARAMETER_FLAGS.items() if k in ("config", "clip_config")}
 
+
+def train_model_error_message(error: BaseException) -> str:
+    """A model library error's one line as train says it (``model_error_message`` with train's flags)."""
+    return model_error_message(error, TRAIN_PARAMETER_FLAGS)
+
 if TYPE_CHECKING:
     from clipvis.cli.train.config import TrainConfig
 
@@ -98,6 +103,7 @@ def _train(run: _RunFolder, overrides: list[str], config: str | None, weights: s
     from clipvis.cli.train.records import TrainDataError
     from clipvis.cli.train.run import (
         ErrorOfOneRank,
+        ModelBuildError,
         ProcessFailedError,
         RunRequest,
         SaidByAnotherRank,
@@ -162,10 +168,9 @@ def _train(run: _RunFolder, overrides: list[str], config: str | None, weights: s
             raise typer.Exit(1) from None
         output = Path(str(cfg.get("OUTPUT_DIR"))).expanduser()
         raise fail(f"{error}{_saved_before_the_stop(output, num_gpus, None, saved=False)}") from None
-    except (ConfigError, TrainDataError, CheckpointError, WeightsError, OutputNotWritableError,
+    except (ConfigError, TrainDataError, CheckpointError, ModelBuildError, WeightsError, OutputNotWritableError,
             ProcessFailedError, ErrorOfOneRank) as error:
-        raise fail(model_error_message(error, TRAIN_PARAMETER_FLAGS) if isinstance(error, CheckpointError)
-                   else str(error)) from None
+        raise fail(train_model_error_message(error)) from None
     except RanksDifferError as error:  # every rank found it alike: rank 0 says it
         raise (fail(str(error)) if os.environ.get("RANK", "0") == "0" else _silent_exit()) from None
     except SaidByAnotherRank:  # the rank that found it first says it
@@ -317,7 +322,7 @@ def _export(weights: str | None, export_pth: str, config: str | None = None, ove
             warnings.simplefilter("always")
             model = load_model(weights, config=model_config, clip_config=clip_config)
     except (CheckpointError, WeightsError, ValueError) as error:
-        raise fail(f"weights {weights}: {model_error_message(error, TRAIN_PARAMETER_FLAGS)}") from None
+        raise fail(f"weights {weights}: {train_model_error_message(error)}") from None
     for warning in dict.fromkeys(str(w.message) for w in caught):
         print_warning(warning)
     try:

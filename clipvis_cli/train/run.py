@@ -155,7 +155,25 @@ def weights_model_config(config: TrainConfig) -> dict[str, Any]:
 def build_model(config: TrainConfig, weights: str | None, seed: int, resuming: bool = False) -> ClipVis:
     """From a released checkpoint / file / training folder, or fresh: official head init + open_clip CLIP.
     ``CLIPVIS.CLIP_CONFIG`` (``--clip-config``) describes a CLIP open_clip does not know by name, as for segment
-    (an official-layout ``.pth`` holds no config)."""
+    (an official-layout ``.pth`` holds no config). The model library's errors are a ModelBuildError."""
+    from clipvis.cli.commands.train import train_model_error_message
+    from clipvis.model.errors import ParameterHint
+
+    try:
+        return _build_model(config, weights, seed, resuming)
+    except ParameterHint as error:  # worded with train's flags, and as one line under every launcher (the ranks and
+        # the processes --num-gpus spawns pass on str(error)): UnknownClipError was a traceback
+        message = train_model_error_message(error)
+        subject = weights or str(config.source)
+        raise ModelBuildError(message if subject in message else f"{subject}: {message}") from None
+
+
+class ModelBuildError(ValueError):
+    """The run's model cannot be built from its weights and config (a CLIP open_clip does not know and no
+    ``--clip-config``, a checkpoint the config does not fit, ...): one line, worded with train's flags."""
+
+
+def _build_model(config: TrainConfig, weights: str | None, seed: int, resuming: bool) -> ClipVis:
     import dataclasses
 
     from clipvis.model import create_model, load_model
@@ -542,7 +560,7 @@ def _one_line_error_types() -> tuple[type[BaseException], ...]:
     from clipvis.model.checkpoint import CheckpointError
     from clipvis.weights import WeightsError
 
-    return ConfigError, TrainDataError, OutputNotWritableError, WeightsError, CheckpointError
+    return ConfigError, TrainDataError, OutputNotWritableError, WeightsError, CheckpointError, ModelBuildError
 
 
 _ONE_LINE_ERROR_TYPES = _one_line_error_types()
@@ -633,9 +651,9 @@ class ProcessFailedError(RuntimeError):
 
 
 # The errors whose message is the whole story (the command prints them after "clipvis: error:").
-_ONE_LINE_ERRORS = ("ConfigError", "TrainDataError", "CheckpointError", "WeightsError", "InvalidWeightsError",
-                    "WeightsNotAvailableError", "FloatingPointError", "OutputNotWritableError", "RanksDifferError",
-                    "SaidByAnotherRank", "ErrorOfOneRank")
+_ONE_LINE_ERRORS = ("ConfigError", "TrainDataError", "CheckpointError", "ModelBuildError", "WeightsError",
+                    "InvalidWeightsError", "WeightsNotAvailableError", "FloatingPointError", "OutputNotWritableError",
+                    "RanksDifferError", "SaidByAnotherRank", "ErrorOfOneRank")
 
 
 def _last_error_line(report: str) -> str:

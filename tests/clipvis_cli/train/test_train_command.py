@@ -19,6 +19,7 @@ from clipvis.model import load_model
 from .conftest import SIZE, render_shapes, write_coco
 
 runner = CliRunner()
+GLOO = pytest.mark.skipif(not torch.distributed.is_gloo_available(), reason="gloo backend not built into this torch")
 
 
 def train(config, out, data, *extra):
@@ -614,6 +615,34 @@ def test_an_official_checkpoint_with_its_own_clip_fine_tunes_with_clip_config(tm
     assert (run / "model_0000001.safetensors").is_file()
 
 
+@pytest.mark.parametrize("processes", [1, pytest.param(2, marks=GLOO)])
+def test_a_checkpoint_whose_clip_open_clip_does_not_know_is_one_line_naming_clip_config(tmp_path, tiny_config,
+                                                                                      processes):
+    """Without --clip-config, the model library's UnknownClipError (a ValueError, not a CheckpointError) ended train
+    with a traceback saying 'load_model's clip_config='; segment and --export-pth said one line naming --clip-config.
+    Also from the processes --num-gpus spawns."""
+    from clipvis.model import create_model
+    from clipvis.model.checkpoint import write_state_dict
+
+    from .conftest import _tiny_train_config
+
+    model = create_model(tiny_config())
+    fields = {**model.config.to_dict(), "clip_model_config": None, "clip_model_name": "NoSuchCLIP",
+              "clip_pretrained": ""}
+    weights = write_state_dict(model.state_dict(), {**fields, "notes": []}, tmp_path / "unknown.safetensors")
+    fields.pop("notes")
+    data = write_coco(tmp_path / "data", num_images=2)
+    config = _tiny_train_config(fields, tmp_path, MAX_ITER=1)
+    result = runner.invoke(app, ["train", "--config", str(config), "--weights", str(weights), "--output-dir",
+                                 str(tmp_path / "run"), "--data", str(data[0]), "--images", str(data[1]),
+                                 "--num-gpus", str(processes)])
+    assert result.exit_code == 1, result.output + repr(result.exception)
+    assert result.stderr.splitlines()[-1] == (
+        f"clipvis: error: {weights}: open_clip does not know the model 'NoSuchCLIP'; give its open_clip model config "
+        "(--clip-config)"), result.stderr
+    assert "Traceback" not in result.output and not (tmp_path / "run" / "config.yaml").exists()
+
+
 def test_a_test_set_the_periodic_evaluation_cannot_run_is_one_line_before_the_data_loads(tmp_path, tiny_train_config):
     """A misspelt DATASETS.TEST (or a CLIPVIS.TEST_DATA file that is not there) ended training with a traceback at
     the first evaluation, TEST.EVAL_PERIOD iterations (hours) in: now one line naming the setting, at once."""
@@ -843,7 +872,6 @@ def test_a_checkpoint_that_contradicts_the_config_is_one_clipvis_warning_from_on
     assert "config says DEC_LAYERS" in (tmp_path / "two" / "train.log").read_text()
 
 
-GLOO = pytest.mark.skipif(not torch.distributed.is_gloo_available(), reason="gloo backend not built into this torch")
 
 
 @pytest.fixture(scope="module")
