@@ -50,7 +50,14 @@ Problem = str | tuple[str | Parameter, ...]
 
 
 class UntrustedClipError(CheckpointError):
-    """A config or checkpoint names a CLIP whose weights clipvis would download but does not trust by default."""
+    """A config or checkpoint names a CLIP whose weights clipvis would download but does not trust by default.
+    ``problem``: the message without its advice to pass ``allow_hub_clip`` (a front end that cannot allow such a
+    CLIP gives its own)."""
+
+    def __init__(self, problem: str) -> None:
+        self.problem = problem
+        super().__init__(f"{problem}; pass ", Parameter("allow_hub_clip", "allow_hub_clip=True"),
+                         " to let open_clip download it")
 
 
 def _pretrained_clip(config: ClipVisConfig, allow_hub_clip: bool, for_checkpoint: bool = False) -> torch.nn.Module:
@@ -68,8 +75,7 @@ def _pretrained_clip(config: ClipVisConfig, allow_hub_clip: bool, for_checkpoint
     if (name, tag) not in known_clip_models() and not allow_hub_clip:
         known = ", ".join(f"{n}/{t}" for n, t in sorted(known_clip_models()))
         raise UntrustedClipError(
-            f"{why} and its config names CLIP {name}/{tag}, which is not one of the released models' CLIPs "
-            f"({known}); pass ", Parameter("allow_hub_clip", "allow_hub_clip=True"), " to let open_clip download it"
+            f"{why} and its config names CLIP {name}/{tag}, which is not one of the released models' CLIPs ({known})"
         )
     if offline_mode():
         remedy = ("use a checkpoint that holds the CLIP (backbone.clip_model.* keys)" if for_checkpoint

@@ -226,8 +226,9 @@ def check_config_file(config: Path | None, clip_config: Path | None = None) -> N
             raise fail(subject_message(error, path)) from None
 
 
-def load_predictor(options: SegmentOptions) -> VideoPredictor:
-    """The model and predictor for a run; weights problems end the run with one line (exit 1).
+def load_predictor(options: SegmentOptions, weights_option: str = "weights") -> VideoPredictor:
+    """The model and predictor for a run; weights problems end the run with one line (exit 1), naming the weights
+    as ``weights_option`` (export's ``--model``).
 
     Also records the identity of the checkpoint file the weights resolved to in `options.checkpoint` (replacing
     that file re-runs inputs that `--skip-existing` would otherwise skip).
@@ -261,5 +262,6 @@ def load_predictor(options: SegmentOptions) -> VideoPredictor:
             from None
     except (CheckpointError, WeightsError, ValueError, RuntimeError, OSError) as error:
         message = model_error_message(error)
-        raise fail(message if options.weights in message else f"weights {options.weights}: {message}") from None
+        raise fail(message if options.weights in message else f"{weights_option} {options.weights}: {message}") \
+            from None
 

@@ -40,9 +40,9 @@ def parse_formats(value: str, allowed: tuple[str, ...], flag: str) -> list[str]:
 # The options of each mode, by parameter name: the flag named in the error when given to the other mode.
 RESULTS_ONLY = {"min_score": "--min-score", "classes": "--classes", "media": "--media/--no-media",
                 "zip_results": "--zip", "media_url": "--media-url"}
-ONNX_ONLY = {"model": "--model", "config": "--config", "clip_config": "--clip-config", "height": "--height",
-             "width": "--width", "precision": "--precision", "vocab": "--vocab", "vocab_file": "--vocab-file",
-             "opset": "--opset"}
+ONNX_ONLY = {"model": "--model", "config": "--config", "clip_config": "--clip-config",
+             "allow_hub_clip": "--allow-hub-clip", "height": "--height", "width": "--width", "precision": "--precision",
+             "vocab": "--vocab", "vocab_file": "--vocab-file", "opset": "--opset"}
 
 
 def refuse_options_of_the_other_mode(ctx: typer.Context, onnx: bool) -> None:
@@ -85,6 +85,10 @@ def export(
     ),
     config: Path | None = typer.Option(None, "--config", help="onnx: model settings (as segment --config)."),
     clip_config: Path | None = typer.Option(None, "--clip-config", help="onnx: open_clip model config JSON."),
+    allow_hub_clip: bool = typer.Option(
+        False, "--allow-hub-clip", help="onnx: let a config or a checkpoint without CLIP weights name a CLIP other "
+        "than the released models' (e.g. hf-hub:...) and download it (as segment --allow-hub-clip).",
+    ),
     height: int | None = typer.Option(
         None, "--height", min=32,
         help="onnx: padded input height, multiple of 32 (default: 9:16 of --width, or the test short edge).",
@@ -120,7 +124,7 @@ def export(
             raise typer.BadParameter("--to onnx exports the network: give --model, not inputs")
         vocabulary = None if vocab is None and vocab_file is None else parse_vocabulary(vocab, vocab_file)
         export_network(model, output or Path("clipvis.onnx"), height, width, precision, vocabulary, opset,
-                       config, clip_config)
+                       config, clip_config, allow_hub_clip)
         return
     formats = parse_formats(to, EXPORT_FORMATS, "--to")
     if not inputs:
@@ -183,7 +187,8 @@ class ParityError(Exception):
 
 
 def export_network(weights: str, path: Path, height: int | None, width: int | None, precision: str,
-                   vocabulary: list[str] | None, opset: int, config: Path | None, clip_config: Path | None) -> None:
+                   vocabulary: list[str] | None, opset: int, config: Path | None, clip_config: Path | None,
+                   allow_hub_clip: bool = False) -> None:
     """Export the per-frame network to ONNX and check it against the fp32 PyTorch network with onnxruntime (diffs on
     stderr): an fp32 file past the bar is not written (exit 1); an fp16 file past its bar is written with a warning."""
     if precision not in ("fp32", "fp16"):
@@ -230,8 +235,9 @@ def export_network(weights: str, path: Path, height: int | None, width: int | No
     options = SegmentOptions(
         vocabulary=vocabulary or ["object"], weights=weights, device="cpu", precision="fp32",
         config=str(config) if config else None, clip_config=str(clip_config) if clip_config else None,
+        allow_hub_clip=allow_hub_clip,
     )
-    predictor = load_predictor(options)
+    predictor = load_predictor(options, weights_option="--model")
     try:
         metadata = checkpoint_metadata(options)
     except OSError as error:

@@ -1,4 +1,5 @@
-"""`clipvis segment` with a checkpoint whose config names a CLIP to download: refused in one line unless allowed."""
+"""`clipvis segment`, `export --to onnx` and `train` with a checkpoint whose config names a CLIP to download: refused
+in one line that says what each command offers."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import open_clip
+import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -80,3 +82,44 @@ def test_the_settings_that_describe_a_checkpoint_are_named_as_flags(tmp_path, ti
         assert line.startswith("clipvis: error: ") and str(weights) in line and expected in line, line
         assert "clip_config=" not in line and "load_model" not in line
         assert not (tmp_path / "out").exists()
+
+
+def test_export_onnx_offers_allow_hub_clip_and_names_its_model_option(tmp_path, tiny_config, monkeypatch) -> None:
+    """export --to onnx said 'pass --allow-hub-clip', which it refused as 'No such option', and named its --model
+    'weights'."""
+    attempts: list[str] = []
+
+    def create(name: str, *args, **kwargs):
+        attempts.append(name)
+        raise RuntimeError("download attempted")
+
+    monkeypatch.setattr(open_clip, "create_model", create)
+    monkeypatch.setenv("CLIPVIS_CACHE", str(tmp_path / "cache"))
+    weights = _head_only_weights(tmp_path / "w.safetensors", tiny_config, "hf-hub:someone/clip")
+    args = ["export", "--to", "onnx", "--model", str(weights), "-o", str(tmp_path / "x.onnx")]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 1
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(f"clipvis: error: --model {weights}: ") and "hf-hub:someone/clip" in line, line
+    assert line.endswith("; pass --allow-hub-clip to let open_clip download it"), line
+    assert attempts == []
+
+    result = CliRunner().invoke(app, [*args, "--allow-hub-clip"])
+    assert result.exit_code == 1 and "download attempted" in result.stderr, result.stderr
+    assert attempts == ["hf-hub:someone/clip"] and not (tmp_path / "x.onnx").exists()
+
+
+def test_train_says_what_to_do_instead_of_a_hub_clip_it_cannot_download(tmp_path, tiny_config, monkeypatch) -> None:
+    """train has no --allow-hub-clip: it told its users to 'pass allow_hub_clip=True' (a Python keyword)."""
+    monkeypatch.setattr(open_clip, "create_model", lambda *args, **kwargs: pytest.fail("download attempted"))
+    monkeypatch.setenv("CLIPVIS_CACHE", str(tmp_path / "cache"))
+    weights = _head_only_weights(tmp_path / "w.safetensors", tiny_config, "hf-hub:someone/clip")
+    result = CliRunner().invoke(app, ["train", "--weights", str(weights), "--export-pth", str(tmp_path / "y.pth")])
+    assert result.exit_code == 1
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(f"clipvis: error: weights {weights}: ") and "hf-hub:someone/clip" in line, line
+    assert line.endswith("; train cannot download another CLIP: start from a checkpoint that holds its weights (e.g. "
+                         "saved in Python with clipvis.save_pretrained(clipvis.load_model(..., allow_hub_clip=True), "
+                         "path)) and give the CLIP's open_clip model config with --clip-config"), line
+    assert "pass allow_hub_clip" not in line and "--allow-hub-clip" not in line
+    assert not (tmp_path / "y.pth").exists()
