@@ -226,6 +226,12 @@ def check_config_file(config: Path | None, clip_config: Path | None = None) -> N
             raise fail(subject_message(error, path)) from None
 
 
+def _say_warnings(caught: list[warnings.WarningMessage]) -> None:
+    """The warnings caught while the model loaded, as `clipvis: warning:` lines."""
+    for warning in caught:
+        print_warning(str(warning.message))
+
+
 def load_predictor(options: SegmentOptions, weights_option: str = "weights") -> VideoPredictor:
     """The model and predictor for a run; weights problems end the run with one line (exit 1), naming the weights
     as ``weights_option`` (export's ``--model``).
@@ -236,6 +242,7 @@ def load_predictor(options: SegmentOptions, weights_option: str = "weights") -> 
     from clipvis.model import CheckpointError, VideoPredictor, load_model
     from clipvis.weights import WeightsError, resolve_weights
 
+    caught: list[warnings.WarningMessage] = []
     try:
         # Importing open_clip and building the model make long-lived objects, not garbage (clipvis.cli.collector).
         with collector_paused(), warnings.catch_warnings(record=True) as caught:
@@ -251,16 +258,17 @@ def load_predictor(options: SegmentOptions, weights_option: str = "weights") -> 
                 model, options.vocabulary, device=options.device, precision=options.precision, exact=options.exact,
                 allow_duplicate_names=options.allow_duplicate_names,
             )
-        for warning in caught:
-            print_warning(str(warning.message))
+        _say_warnings(caught)
         return predictor
     except TypeError as error:  # open_clip building a CLIP from a config with a value of the wrong type
+        _say_warnings(caught)  # before the error too: a download lock that could not be opened, the config's notes
         flag, path = ("--clip-config", options.clip_config) if options.clip_config else ("--config", options.config)
         if path is None:
             raise
         raise fail(f"{flag} {path}: open_clip cannot build the CLIP it describes ({describe_exception(error)})") \
             from None
     except (CheckpointError, WeightsError, ValueError, RuntimeError, OSError) as error:
+        _say_warnings(caught)
         message = model_error_message(error)
         raise fail(message if options.weights in message else f"{weights_option} {options.weights}: {message}") \
             from None

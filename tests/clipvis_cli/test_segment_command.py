@@ -377,3 +377,31 @@ def test_a_vocabulary_file_saved_with_a_byte_order_mark_gives_clean_class_names(
     vocab = tmp_path / "classes.txt"
     vocab.write_bytes("car, automobile\r\ncafé\r\n".encode("utf-8-sig"))
     assert parse_vocabulary(None, vocab) == ["car, automobile", "café"]
+
+
+@pytest.mark.parametrize("command", [["segment", "{frames}", "--vocab", "cat", "--weights", "clipvis-lvis-r50", "-o",
+                                      "{out}"],
+                                     ["export", "--to", "onnx", "--model", "clipvis-lvis-r50", "-o", "{out}/x.onnx"]])
+def test_a_warning_of_the_weights_download_is_said_before_the_error_that_ends_the_run(tmp_path, monkeypatch, command):
+    """segment and export said a warning of the weights' download (its lock cannot be opened) only when the model
+    then loaded: one that failed dropped it (train said it)."""
+    import warnings
+
+    import clipvis.model
+    from clipvis.weights import WeightsNotAvailableError
+
+    def warns_then_fails(weights, **kwargs):
+        warnings.warn("lock: cannot open this download lock", RuntimeWarning, stacklevel=2)
+        raise WeightsNotAvailableError("not available", checkpoint=weights, url="u", target="t")
+
+    monkeypatch.setattr(clipvis.model, "load_model", warns_then_fails)
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    Image.fromarray(frames_of(1, 32, 48)[0]).save(frames / "000.png")
+    args = [arg.format(frames=frames, out=tmp_path / "out") for arg in command]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 1, result.output + repr(result.exception)
+    lines = result.stderr.splitlines()
+    assert lines[0] == "clipvis: warning: lock: cannot open this download lock", result.stderr
+    assert lines[1].startswith("clipvis: error: ") and "not available" in lines[1], result.stderr
+    assert len(lines) == 2, result.stderr
