@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from clipvis.cli import rle
-from clipvis.cli.inputs import IMAGE_EXTENSIONS, expand_arguments, natural_sort_key, search_tree, skipped_name
+from clipvis.cli.inputs import IMAGE_EXTENSIONS, expand_arguments, search_tree, skipped_name, tree_order
 from clipvis.cli.messages import PathError, error_reason, shown_path
 from clipvis.cli.results import TrackResult, VideoInfo, recorded_source
 
@@ -89,7 +89,7 @@ def _expand_path(path: Path, argument: str, explicit: bool) -> list[ExportInput]
     def search(directory: Path, visited: set[str], links: list[Path]) -> Iterator[ExportInput]:
         return _search(directory, argument, visited, links)
 
-    found = sorted(search_tree(path, search), key=lambda item: natural_sort_key(str(item.path.relative_to(path))))
+    found = sorted(search_tree(path, search), key=tree_order(path))  # as segment orders a folder's videos
     if not found:
         return [ExportInput(path, f"no segment outputs here (no {YTVIS_NAME} in this folder or below)", argument)]
     return found

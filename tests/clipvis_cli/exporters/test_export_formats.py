@@ -1107,3 +1107,20 @@ def test_a_results_file_into_a_folder_we_may_not_write_says_output_not_writable(
     assert errors == [f"clipvis: error: {dest}: output not writable (Permission denied)",
                       "clipvis: error: 1 of 1 results file(s) not written"]
     assert list(readonly.iterdir()) == []
+
+
+def test_a_folder_of_outputs_is_exported_in_the_order_segment_lists_its_videos(tmp_path) -> None:
+    """export sorted the whole relative path as one string: cam/ came after cam2/ and cam10/ ('/' sorts after the
+    digits' key), and clip/ after clip-2/; segment orders each folder's entries in natural order, part by part."""
+    from clipvis.cli.exporters.loading import discover_export_inputs
+    from clipvis.cli.inputs import discover_inputs
+
+    names = ["cam10", "b", "cam", "clip-10", "a", "cam2", "clip", "clip-2"]
+    for name in names:
+        (tmp_path / "outputs" / name).mkdir(parents=True)
+        (tmp_path / "outputs" / name / "ytvis.json").write_text("{}")
+        (tmp_path / "videos" / name).mkdir(parents=True)
+        (tmp_path / "videos" / name / "v.mp4").write_bytes(b"x")
+    exported = [item.path.parent.name for item in discover_export_inputs([str(tmp_path / "outputs")])]
+    segmented = [source.path.parent.name for source in discover_inputs([str(tmp_path / "videos")])]
+    assert exported == segmented == ["a", "b", "cam", "cam2", "cam10", "clip", "clip-2", "clip-10"]
