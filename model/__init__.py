@@ -9,9 +9,11 @@ from clipvis.model.build import (
     to_official_state_dict,
 )
 from clipvis.model.checkpoint import CheckpointError
+from clipvis.model.clip_backbone import UnknownClipError
 from clipvis.model.clipvis import ClipVis, FrameOutputs
 from clipvis.model.config import ClipVisConfig
 from clipvis.model.criterion import CriterionOutput, LossWeights, SetCriterion
+from clipvis.model.errors import ParameterHint
 from clipvis.model.matcher import HungarianMatcher, Match
 from clipvis.model.point_sampling import PointSampler, RandomPointSampler
 from clipvis.model.predictor import PRECISIONS, VideoPredictor
@@ -25,10 +27,12 @@ __all__ = [
     "HungarianMatcher",
     "LossWeights",
     "Match",
+    "ParameterHint",
     "PointSampler",
     "RandomPointSampler",
     "SetCriterion",
     "FrameOutputs",
+    "UnknownClipError",
     "UntrustedClipError",
     "VideoPredictor",
     "check_checkpoint",

@@ -84,7 +84,7 @@ def _pretrained_clip(config: ClipVisConfig, allow_hub_clip: bool, for_checkpoint
             f"{why} and {OFFLINE_ENV} is set, so the {name}/{tag} CLIP weights cannot be downloaded; {remedy}"
         )
     # open_clip >= 2.29 builds OpenAI CLIPs with GELU unless told otherwise; the OpenAI weights need QuickGELU
-    # (docs/fidelity.md, "CLIP").
+    # (docs/fidelity.md, "Network").
     pretrained_cfg = open_clip.get_pretrained_cfg(name, tag) or {}
     quick_gelu = bool(pretrained_cfg.get("quick_gelu")) or tag == "openai"
     return open_clip.create_model(name, pretrained=tag, force_quick_gelu=quick_gelu)

@@ -513,6 +513,21 @@ def test_an_unknown_clip_name_says_which_parameter_takes_its_config() -> None:
     assert info.value.parameters == ("clip_config",)
 
 
+def test_the_errors_that_name_a_parameter_are_importable_from_clipvis_model(tmp_path, tiny_model) -> None:
+    """UnknownClipError was importable only from clipvis.model.clip_backbone, beside CheckpointError and
+    UntrustedClipError exported by clipvis.model: a caller of load_model catches all three, and their base, from it."""
+    import clipvis.model
+    from clipvis.model.checkpoint import write_state_dict
+
+    config = {**tiny_model.config.to_dict(), "clip_model_config": None, "clip_model_name": "NoSuchCLIP", "notes": []}
+    path = write_state_dict(tiny_model.state_dict(), config, tmp_path / "unknown.safetensors")
+    with pytest.raises(clipvis.model.UnknownClipError) as info:
+        load_model(path)
+    assert isinstance(info.value, clipvis.model.ParameterHint) and isinstance(info.value, ValueError)
+    assert issubclass(clipvis.model.CheckpointError, clipvis.model.ParameterHint)
+    assert {"UnknownClipError", "UntrustedClipError", "CheckpointError", "ParameterHint"} <= set(clipvis.model.__all__)
+
+
 def test_a_checkpoint_of_another_clip_names_the_parameters_that_describe_it(tmp_path, tiny_model, tiny_config):
     """The error named the command line's --config and --clip-config (a Python caller has neither), Python's names
     only in a parenthesis; it names the parameters, and a front end words them its own way."""
