@@ -346,9 +346,9 @@ def test_the_output_folder_is_made_before_the_model_loads(tiny_weights, tmp_path
     path = tmp_path / "nodir" / "sub" / "x.onnx"
     real_load = export_command.load_predictor
 
-    def load_after_the_folder_exists(options: object) -> object:
+    def load_after_the_folder_exists(options: object, **keywords: object) -> object:
         assert path.parent.is_dir()
-        return real_load(options)
+        return real_load(options, **keywords)
 
     monkeypatch.setattr(export_command, "load_predictor", load_after_the_folder_exists)
     result = CliRunner().invoke(app, ["export", "--to", "onnx", "--model", str(tiny_weights), "-o", str(path)])
