@@ -103,10 +103,10 @@ class ResultsStream:
         try:
             file = self._opened()
             file.write(b"]\n")
+            size = file.tell()  # tell and seek write out what the file still buffers: a full disk fails here too
+            file.seek(0)
         except OSError as error:
             raise self._not_writable(error) from error
-        size = file.tell()
-        file.seek(0)
         name = Path(options.results_name).stem + ".zip" if options.zip_results else options.results_name
         # staged and moved into place as the per-video formats are (`-o submission/` need not exist yet)
         with staged_directory(destination, RESULTS_IDENTITY, what="a results file exported") as staging:
@@ -121,8 +121,11 @@ class ResultsStream:
     def close(self) -> None:
         """Drop the temporary file (written or not)."""
         if self._file is not None:
-            self._file.close()
-            self._file = None
+            file, self._file = self._file, None
+            try:
+                file.close()  # closes its descriptor even when writing out what it buffers fails
+            except OSError:  # a full disk: that error was said already (`write`), and the file goes anyway
+                pass
 
     def _not_writable(self, error: OSError) -> OutputNotWritableError:
         if isinstance(error, OutputNotWritableError):

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import xml.etree.ElementTree as ET
@@ -1084,6 +1085,60 @@ def test_a_failure_mid_export_leaves_no_results_file_that_looks_complete(tmp_pat
         assert "1 of 1 results file(s) not written" in result.output
     assert (dest / "results.json").read_bytes() == earlier  # the earlier export's, whole
     assert sorted(p.name for p in dest.iterdir()) == [".clipvis-export.json", ".clipvis.lock", "results.json"]
+
+
+class _FillingDisk(io.RawIOBase):
+    """A temporary file on a disk that is full once ``room`` bytes are written (the error comes when the buffered
+    file writes out what it holds: at a flush, a seek or close)."""
+
+    def __init__(self, room: int) -> None:
+        self.data = bytearray()
+        self.room = room
+        self.position = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        if len(self.data) + len(data) > self.room:
+            raise OSError(28, "No space left on device")
+        self.data += bytes(data)
+        self.position = len(self.data)
+        return len(data)
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        self.position = offset if whence == 0 else len(self.data) + offset if whence == 2 else self.position + offset
+        return self.position
+
+    def tell(self) -> int:
+        return self.position
+
+    def readinto(self, buffer) -> int:
+        chunk = self.data[self.position : self.position + len(buffer)]
+        buffer[: len(chunk)] = chunk
+        self.position += len(chunk)
+        return len(chunk)
+
+
+def test_a_disk_that_fills_while_the_results_file_is_written_is_one_error_line(tmp_path, monkeypatch) -> None:
+    """The results' temporary file buffers its writes, so a full disk shows when the buffer is written out: at the
+    end (tell/seek) or when the file is dropped. It was said, then followed by a traceback from closing the file."""
+    from clipvis.cli.exporters import ytvis
+
+    folders = _results_folders(tmp_path / "in", 3, frames=6)
+    monkeypatch.setattr(ytvis.tempfile, "TemporaryFile", lambda **_: io.BufferedRandom(_FillingDisk(64)))
+    result = run_export(*map(str, folders), "--to", "ytvis", "-o", str(tmp_path / "sub"))
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("clipvis: error:")]
+    assert "output not writable (No space left on device)" in errors[0], result.output
+    assert errors[1:] == ["clipvis: error: 1 of 1 results file(s) not written"], result.output
+    assert not (tmp_path / "sub" / "results.json").exists()
 
 
 @pytest.mark.parametrize("zipped", [False, True], ids=["results.json", "results.zip"])
