@@ -37,5 +37,18 @@ class ParameterHint(Exception):
         names = names or {}
         return "".join(part if isinstance(part, str) else names.get(part.name, part.python) for part in self.parts)
 
+    def __reduce__(self) -> tuple:
+        """Pickled (a worker process' error, ``copy.copy``) from its parts and attributes: Exception's own pickling
+        calls the class with its message, which a subclass taking other arguments (``UntrustedClipError(problem)``)
+        would word again ("...download it; pass allow_hub_clip=True to let open_clip download it")."""
+        return _restored, (type(self), self.parts), self.__dict__
+
+
+def _restored(cls: type[ParameterHint], parts: tuple[str | Parameter, ...]) -> ParameterHint:
+    """A ``cls`` with the message of ``parts``, made without calling ``cls.__init__`` (see ``__reduce__``)."""
+    error = cls.__new__(cls)
+    ParameterHint.__init__(error, *parts)
+    return error
+
 
 __all__ = ["Parameter", "ParameterHint"]

@@ -553,3 +553,25 @@ def test_create_model_given_a_name_or_path_says_to_use_load_model(source) -> Non
         create_model(["hidden_dim", 32])
     with pytest.raises(TypeError, match="or None, not int$"):  # it said "not a int"
         create_model(5)
+
+
+def test_the_errors_that_name_a_parameter_survive_pickling_and_copying() -> None:
+    """A worker process' error comes back pickled: UntrustedClipError(problem) was rebuilt from its message and said
+    its advice twice ("...; pass allow_hub_clip=True to let open_clip download it; pass allow_hub_clip=True ...")."""
+    import copy
+    import pickle
+
+    from clipvis.model import CheckpointError, UnknownClipError, UntrustedClipError
+    from clipvis.model.errors import Parameter
+
+    errors = [
+        UntrustedClipError("config names CLIP hf-hub:someone/some-clip"),
+        CheckpointError("w.pth: ", Parameter("clip_config", "clip_config="), " does not fit"),
+        UnknownClipError("open_clip does not know the model 'X'"),
+    ]
+    for error in errors:
+        for again in (pickle.loads(pickle.dumps(error)), copy.copy(error)):
+            assert type(again) is type(error)
+            assert str(again) == str(error) and again.args == error.args and again.parts == error.parts
+            assert again.worded({"clip_config": "--clip-config"}) == error.worded({"clip_config": "--clip-config"})
+    assert pickle.loads(pickle.dumps(errors[0])).problem == "config names CLIP hf-hub:someone/some-clip"
