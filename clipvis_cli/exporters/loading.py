@@ -111,7 +111,8 @@ def _search(directory: Path, argument: str, visited: set[str], links: list[Path]
     for entry in entries:
         try:
             is_dir = entry.is_dir()
-            is_results = not is_dir and entry.name == YTVIS_NAME and entry.is_file()
+            # a results file named so whatever it is: a broken link or an unreadable file fails, not skipped
+            is_results = not is_dir and entry.name == YTVIS_NAME
             is_link = is_dir and entry.is_symlink()
         except OSError as error:
             yield ExportInput(entry, f"cannot read ({error_reason(error)})", argument)

@@ -323,6 +323,21 @@ def test_a_results_folder_reached_through_a_symlink_too_is_named_by_its_real_pat
         assert record["entries"]["mots-txt"]["from"]["results"] == str(kept.ytvis)
 
 
+def test_a_broken_results_file_in_a_searched_folder_is_an_error_not_skipped(tmp_path) -> None:
+    """A ytvis.json that is a broken symbolic link, found in a searched folder, fails with one line (it was skipped
+    without a word once the search took only regular files, and the export exited 0)."""
+    tree = tmp_path / "tree"
+    make_segment_output(tree / "a")
+    (tree / "b").mkdir()
+    (tree / "b" / "ytvis.json").symlink_to(tmp_path / "gone" / "ytvis.json")
+    result = run_export(str(tree), "--to", "mots-txt", "-o", str(tmp_path / "exp"))
+    assert result.exit_code == 1, result.output
+    errors = [line for line in result.stderr.splitlines() if line.startswith("clipvis: error")]
+    assert errors == [f"clipvis: error: {tree / 'b' / 'ytvis.json'}: no such file",
+                      "clipvis: error: 1 of 2 export(s) failed"], result.output
+    assert (tmp_path / "exp" / "clip" / "mots-txt").exists()
+
+
 def test_null_separated_paths_on_stdin_and_stdout(tmp_path) -> None:
     """`find out -name ytvis.json -print0 | clipvis export --null - ... | xargs -0`: a folder whose name holds a
     newline is read and listed whole."""
