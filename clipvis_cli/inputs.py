@@ -12,7 +12,8 @@ Accepted arguments:
   (``warnings``); a folder the directory holds both directly and through a symbolic link is found at its real path
   (`search_tree`);
 * a glob pattern (`'videos/**/*.mp4'`, for shells that did not expand it): every match is handled like a
-  named path, except that matched files with an unknown extension are skipped;
+  named path, except that matched files with an unknown extension are skipped; the matches come in the order a
+  search of their folders gives (natural order path part by path part: `tree_order`);
 * `-`: newline-separated arguments read from stdin (`find . -name '*.mov' | clipvis segment - ...`), or with
   `--null` NUL-separated ones (`find . -print0 | clipvis segment --null - ...`).
 
@@ -192,7 +193,13 @@ def search_tree(root: Path, search: Callable[[Path, set[str], list[Path]], Itera
 def tree_order(root: Path) -> Callable[[ArgumentInput], tuple]:
     """Sort key: the order of a walk of ``root`` with each folder's entries in natural order (one natural key per
     part of the path below ``root``)."""
-    return lambda item: tuple(natural_sort_key(part) for part in item.path.relative_to(root).parts)
+    return lambda item: path_order_key(item.path.relative_to(root))
+
+
+def path_order_key(path: Path) -> tuple:
+    """Sort key of a path: one natural key per part, so paths sort as a walk of their folders does (``cam/a``,
+    ``cam2/a``, ``Cam10/a``), not as strings (where ``cam2/`` came before ``cam/``: "cam2" against "cam/")."""
+    return tuple(natural_sort_key(part) for part in path.parts)
 
 
 def list_image_frames(directory: Path) -> list[Path]:
@@ -251,7 +258,8 @@ def _expand_argument(
         if path.exists():
             return expand_path(path, argument, True)
         if _GLOB_CHARS.search(argument):
-            matches = sorted(glob.glob(str(path), recursive=True), key=natural_sort_key)
+            # in the order a folder argument's search gives (`tree_order`): path part by path part
+            matches = sorted(glob.glob(str(path), recursive=True), key=lambda match: path_order_key(Path(match)))
             if not matches:
                 return [failed(path, no_match, argument)]
             return [found for match in matches for found in expand_path(Path(match), argument, False)]

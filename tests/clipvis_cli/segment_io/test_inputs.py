@@ -153,6 +153,17 @@ def test_glob_pattern_expands_and_skips_unknown_extensions(tmp_path: Path) -> No
     assert names(sources) == ["one.mp4", "two.mp4"]
 
 
+def test_glob_lists_its_matches_in_the_order_of_the_folder_search(tmp_path: Path) -> None:
+    """The matches were sorted as whole strings: 'tree/**/*.mp4' gave cam2/a, Cam10/a, cam/a ("cam2/" before "cam/")
+    where `segment tree` gives cam/a, cam2/a, Cam10/a; so the same videos got other output folders (a, a-2, a-3)."""
+    for folder in ("cam2", "Cam10", "cam"):
+        touch(tmp_path / "tree" / folder / "a.mp4")
+    touch(tmp_path / "tree" / "d.mp4")
+    folder_order = [s.path for s in discover_inputs([str(tmp_path / "tree")])]
+    assert [p.parent.name for p in folder_order] == ["cam", "cam2", "Cam10", "tree"]
+    assert [s.path for s in discover_inputs([str(tmp_path / "tree" / "**" / "*.mp4")])] == folder_order
+
+
 def test_glob_without_match_is_a_failed_input(tmp_path: Path) -> None:
     [source] = discover_inputs([str(tmp_path / "*.mp4")])
     assert not source.ok and "no file matches" in source.error
