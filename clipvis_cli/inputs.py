@@ -92,12 +92,25 @@ class VideoSource:
         return f"{shown_path(self.path)}: {self.error}" if self.error else ""
 
 
-def natural_sort_key(text: str) -> tuple:
-    """Sort key that orders embedded numbers numerically: 1.png < 2.png < 10.png; case-insensitive text."""
+def natural_sort_key(text: str, file: bool = False) -> tuple:
+    """Sort key that orders embedded numbers numerically: 1.png < 2.png < 10.png; case-insensitive text. With
+    ``file`` the name is a file's: its stem is compared first and its suffix only between equal stems, so the
+    extension is no part of the natural name (clip.mp4 < clip-2.mp4 < clip10.mp4; as one text, "clip.mp4" was
+    "clip.mp" and the number 4, and came last)."""
+    stem, suffix = os.path.splitext(text) if file else (text, "")
+    # the name itself breaks ties (case), apart: appended to the parts, "cam" vs "cam2" compared "cam" with 2
+    return _natural_parts(stem), _natural_parts(suffix), text
+
+
+def _natural_parts(text: str) -> tuple:
+    """``text`` as alternating text and numbers, so two keys compare text with text and numbers with numbers. A text
+    part that a number follows ends in "0" (for the digits), so it compares with a longer text part as the name's
+    characters do: "clip-2" < "clip10" ('-' < a digit), where "clip" < "clip-" put clip10 first; a name that ends
+    ("cam") still comes before one going on with a number ("cam2")."""
     parts = _DIGITS.split(text)
-    # the parts alternate text, number, text, ... so two keys compare text with text and numbers with numbers; the
-    # name itself breaks ties (case), apart: appended to the parts, "cam" vs "cam2" compared "cam" with 2
-    return tuple(int(part) if i % 2 else part.lower() for i, part in enumerate(parts)), text
+    return tuple(
+        int(part) if i % 2 else part.lower() + ("0" if i + 1 < len(parts) else "") for i, part in enumerate(parts)
+    )
 
 
 def discover_inputs(
@@ -193,13 +206,15 @@ def search_tree(root: Path, search: Callable[[Path, set[str], list[Path]], Itera
 def tree_order(root: Path) -> Callable[[ArgumentInput], tuple]:
     """Sort key: the order of a walk of ``root`` with each folder's entries in natural order (one natural key per
     part of the path below ``root``)."""
-    return lambda item: path_order_key(item.path.relative_to(root))
+    return lambda item: path_order_key(item.path.relative_to(root), not _is_dir(item.path))
 
 
-def path_order_key(path: Path) -> tuple:
+def path_order_key(path: Path, file: bool) -> tuple:
     """Sort key of a path: one natural key per part, so paths sort as a walk of their folders does (``cam/a``,
-    ``cam2/a``, ``Cam10/a``), not as strings (where ``cam2/`` came before ``cam/``: "cam2" against "cam/")."""
-    return tuple(natural_sort_key(part) for part in path.parts)
+    ``cam2/a``, ``Cam10/a``), not as strings (where ``cam2/`` came before ``cam/``: "cam2" against "cam/"). ``file``:
+    the last part is a file's name (`natural_sort_key`)."""
+    parts = path.parts
+    return tuple(natural_sort_key(part, file and i == len(parts) - 1) for i, part in enumerate(parts))
 
 
 def list_image_frames(directory: Path) -> list[Path]:
@@ -209,7 +224,7 @@ def list_image_frames(directory: Path) -> list[Path]:
         for entry in _visible_entries(directory)
         if entry.suffix.lower() in IMAGE_EXTENSIONS and entry.is_file()
     ]
-    return sorted(frames, key=lambda p: natural_sort_key(p.name))
+    return sorted(frames, key=lambda p: natural_sort_key(p.name, file=True))
 
 
 def is_image_folder(directory: Path) -> bool:
@@ -259,10 +274,11 @@ def _expand_argument(
             return expand_path(path, argument, True)
         if _GLOB_CHARS.search(argument):
             # in the order a folder argument's search gives (`tree_order`): path part by path part
-            matches = sorted(glob.glob(str(path), recursive=True), key=lambda match: path_order_key(Path(match)))
+            matches = sorted(map(Path, glob.glob(str(path), recursive=True)),
+                             key=lambda match: path_order_key(match, not _is_dir(match)))
             if not matches:
                 return [failed(path, no_match, argument)]
-            return [found for match in matches for found in expand_path(Path(match), argument, False)]
+            return [found for match in matches for found in expand_path(match, argument, False)]
         if path.is_symlink():
             return [failed(path, "broken symbolic link", argument)]
         return [failed(path, "no such file or directory", argument)]

@@ -8,7 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from clipvis.cli.inputs import VideoSource, discover_inputs, natural_sort_key, read_argument_lines
+from clipvis.cli.inputs import (
+    VideoSource,
+    discover_inputs,
+    list_image_frames,
+    natural_sort_key,
+    read_argument_lines,
+)
 
 
 def touch(path: Path, data: bytes = b"x") -> Path:
@@ -36,6 +42,24 @@ def test_a_name_and_the_same_name_with_a_number_are_ordered(tmp_path: Path) -> N
     touch(tmp_path / "cam" / "x.mp4")
     touch(tmp_path / "cam2" / "x.mp4")
     assert [s.path.parent.name for s in discover_inputs([str(tmp_path)])] == ["cam", "cam2"]
+
+
+def test_a_file_name_is_ordered_by_its_stem_before_its_extension(tmp_path: Path) -> None:
+    """The extension was part of the natural name: "clip.mp4" was the text "clip.mp" and the number 4, so a folder
+    and a glob listed clip10.mp4, clip-2.mp4, clip.mp4 (and the output folders came out in that order)."""
+    for name in ("clip10.mp4", "clip.mp4", "clip-2.mp4"):
+        touch(tmp_path / "tree" / name)
+    expected = ["clip.mp4", "clip-2.mp4", "clip10.mp4"]
+    assert names(discover_inputs([str(tmp_path / "tree")])) == expected
+    assert names(discover_inputs([str(tmp_path / "tree" / "*.mp4")])) == expected
+    assert sorted(["clip10.mp4", "clip.mp4", "clip-2.mp4"], key=lambda name: natural_sort_key(name, file=True)) == \
+        expected
+    # frames keep their order: numbers numerically, the extension only between equal stems
+    for name in ("10.png", "2.png", "1.png", "1.jpg", "frame_10.jpg", "frame_9.jpg"):
+        touch(tmp_path / "frames" / name)
+    assert [p.name for p in list_image_frames(tmp_path / "frames")] == [
+        "1.jpg", "1.png", "2.png", "10.png", "frame_9.jpg", "frame_10.jpg",
+    ]
 
 
 def test_explicit_file_any_extension_is_a_video(tmp_path: Path) -> None:
