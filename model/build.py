@@ -30,7 +30,13 @@ from clipvis.model.checkpoint import (
 )
 from clipvis.model.clip_backbone import ClipBackbone, build_open_clip_model
 from clipvis.model.clipvis import ClipVis
-from clipvis.model.config import ClipVisConfig, load_clip_model_config, load_config_file, official_key_name
+from clipvis.model.config import (
+    ClipVisConfig,
+    clip_name,
+    load_clip_model_config,
+    load_config_file,
+    official_key_name,
+)
 from clipvis.model.errors import Parameter
 from clipvis.weights import (
     CACHE_ENV,
@@ -73,15 +79,16 @@ def _pretrained_clip(config: ClipVisConfig, allow_hub_clip: bool, for_checkpoint
     if config.clip_model_config is not None:
         raise CheckpointError("a CLIP given by model config has no pretrained weights to download")
     if (name, tag) not in known_clip_models() and not allow_hub_clip:
-        known = ", ".join(f"{n}/{t}" for n, t in sorted(known_clip_models()))
+        known = ", ".join(clip_name(n, t) for n, t in sorted(known_clip_models()))
         raise UntrustedClipError(
-            f"{why} and its config names CLIP {name}/{tag}, which is not one of the released models' CLIPs ({known})"
+            f"{why} and its config names CLIP {clip_name(name, tag)}, which is not one of the released models' CLIPs "
+            f"({known})"
         )
     if offline_mode():
         remedy = ("use a checkpoint that holds the CLIP (backbone.clip_model.* keys)" if for_checkpoint
                   else f"unset {OFFLINE_ENV}, or build with pretrained_clip=False and load a checkpoint's weights")
         raise CheckpointError(
-            f"{why} and {OFFLINE_ENV} is set, so the {name}/{tag} CLIP weights cannot be downloaded; {remedy}"
+            f"{why} and {OFFLINE_ENV} is set, so the {clip_name(name, tag)} CLIP weights cannot be downloaded; {remedy}"
         )
     # open_clip >= 2.29 builds OpenAI CLIPs with GELU unless told otherwise; the OpenAI weights need QuickGELU
     # (docs/fidelity.md, "Network").
@@ -228,8 +235,8 @@ def _check_expected(state: Mapping[str, torch.Tensor], expected: Mapping[str, An
     clip = infer_clip_model(state) if has_clip_weights(state) else None
     wanted = (expected.get("clip_model_name"), expected.get("clip_pretrained"))
     if has_clip_weights(state) and None not in wanted and clip != wanted:
-        found = "/".join(clip) if clip else "an unrecognised CLIP"
-        problems.append(f"CLIP {found} where {wanted[0]}/{wanted[1]} was expected")
+        found = clip_name(*clip) if clip else "an unrecognised CLIP"
+        problems.append(f"CLIP {found} where {clip_name(*wanted)} was expected")
     return problems
 
 

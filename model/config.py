@@ -113,6 +113,12 @@ _POSITIVE_INTS = (
 )
 
 
+def clip_name(name: str, pretrained: str) -> str:
+    """A CLIP as messages name it: ``RN50/openai``, or the name alone when it has no pretrained tag (``NoSuchCLIP``,
+    not ``NoSuchCLIP/``)."""
+    return f"{name}/{pretrained}" if pretrained else name
+
+
 def _is_number(value: Any) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
 

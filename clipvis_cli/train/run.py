@@ -57,7 +57,8 @@ from clipvis.cli.train.trainer import (
     purge_tensorboard_from,
     resume_point,
 )
-from clipvis.model import ClipVis
+from clipvis.model import CheckpointError, ClipVis, ClipVisConfig, UntrustedClipError
+from clipvis.weights import offline_mode
 from clipvis.weights.training_folder import state_path
 
 log = logging.getLogger("clipvis.train")
@@ -195,7 +196,50 @@ def _build_model(config: TrainConfig, weights: str | None, seed: int, resuming: 
     torch.manual_seed(seed)
     # The CLIP comes from its open_clip release unless the config gives an open_clip model config (random CLIP,
     # e.g. a tiny test model); the head gets the official initialisation from the module constructors.
-    return create_model(model_config, pretrained_clip=model_config.clip_model_config is None)
+    pretrained_clip = model_config.clip_model_config is None
+    # the library's errors about the CLIP download name create_model(pretrained_clip=True): said in train's words
+    if pretrained_clip and _unknown_to_open_clip(model_config.clip_model_name):  # no download could help
+        raise ModelBuildError(f"{config.source}: {_clip_problem(config, model_config, 'unknown')}")
+    try:
+        return create_model(model_config, pretrained_clip=pretrained_clip)
+    except UntrustedClipError:
+        raise ModelBuildError(f"{config.source}: {_clip_problem(config, model_config, 'untrusted')}") from None
+    except CheckpointError:
+        if pretrained_clip and offline_mode():
+            raise ModelBuildError(f"{config.source}: {_clip_problem(config, model_config, 'offline')}") from None
+        raise
+
+
+def _unknown_to_open_clip(name: str) -> bool:
+    """Whether open_clip knows no CLIP of this name (a Hugging Face hub name, ``hf-hub:...``, it looks up there)."""
+    import open_clip
+
+    return not name.startswith("hf-hub:") and open_clip.get_model_config(name) is None
+
+
+def _clip_problem(config: TrainConfig, model_config: ClipVisConfig, why: str) -> str:
+    """Why a run without ``--weights`` cannot take its CLIP's weights from open_clip, naming the config key that
+    names the CLIP and train's flags. ``why``: "unknown" (open_clip does not know the name), "untrusted" (not one
+    of the released models' CLIPs), "offline" (``CLIPVIS_OFFLINE``)."""
+    from clipvis.model.config import clip_name
+    from clipvis.weights import OFFLINE_ENV, known_clip_models
+
+    clip = clip_name(model_config.clip_model_name, model_config.clip_pretrained)
+    model_keys = config.get("CLIPVIS.MODEL") or {}
+    key = ("CLIPVIS.MODEL.clip_model_name" if "clip_model_name" in model_keys
+           else "MODEL.FC_CLIP.CLIP_MODEL_NAME")
+    named = f"the config's {key} names the CLIP {clip}"
+    from_checkpoint = "start from a checkpoint that holds the CLIP's weights (--weights)"
+    if why == "unknown":
+        return (f"{named}, which open_clip does not know: correct the name, or give the CLIP's open_clip model "
+                "config with --clip-config (and its weights with --weights; without, the CLIP starts random)")
+    if why == "offline":
+        return (f"{named}, whose weights train downloads from open_clip, and {OFFLINE_ENV} is set: unset it, or "
+                f"{from_checkpoint}")
+    known = ", ".join(clip_name(n, t) for n, t in sorted(known_clip_models()))
+    return (f"{named}, which is not one of the released models' CLIPs ({known}), the only ones train downloads: "
+            f"{from_checkpoint}, e.g. saved in Python with clipvis.save_pretrained(clipvis.load_model(..., "
+            "allow_hub_clip=True), path), and give the CLIP's open_clip model config with --clip-config")
 
 
 def _evaluator(config: TrainConfig, device: torch.device) -> Callable[[Path, int], dict[str, Any] | None] | None:

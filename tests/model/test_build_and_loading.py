@@ -248,6 +248,7 @@ def test_hub_clip_named_by_a_checkpoint_needs_an_explicit_opt_in(tmp_path, tiny_
     assert "--" not in str(info.value)  # the library names its parameter; the command line its flag (tests/clipvis_cli)
     assert info.value.parameters == ("allow_hub_clip",)
     assert "pass --allow-hub-clip to let" in info.value.worded({"allow_hub_clip": "--allow-hub-clip"})
+    assert "hf-hub:someone/evil-clip/" not in str(info.value)  # no "/" for the empty pretrained tag
     assert fake_open_clip == []  # nothing was downloaded
     with pytest.raises(_DownloadAttempted):
         load_model(path, allow_hub_clip=True)

@@ -643,6 +643,35 @@ def test_a_checkpoint_whose_clip_open_clip_does_not_know_is_one_line_naming_clip
     assert "Traceback" not in result.output and not (tmp_path / "run" / "config.yaml").exists()
 
 
+@pytest.mark.parametrize("clip", ["NoSuchCLIP", "hf-hub:someone/some-clip"])
+def test_a_config_whose_clip_train_cannot_download_is_one_line_in_trains_words(tmp_path, tiny_config, clip,
+                                                                              monkeypatch):
+    """Without --weights, train said 'create_model(pretrained_clip=True) takes the CLIP weights from open_clip and its
+    config names CLIP NoSuchCLIP/, ...; train cannot download another CLIP': a Python call, a '/' for the empty
+    pretrained tag, and download advice for a name open_clip does not know at all."""
+    import open_clip
+
+    from .conftest import _tiny_train_config
+
+    monkeypatch.setattr(open_clip, "create_model", lambda *args, **kwargs: pytest.fail("download attempted"))
+    fields = {**tiny_config().to_dict(), "clip_model_config": None, "clip_model_name": clip, "clip_pretrained": ""}
+    fields.pop("notes")
+    data = write_coco(tmp_path / "data", num_images=2)
+    config = _tiny_train_config(fields, tmp_path, MAX_ITER=1)
+    result = runner.invoke(app, ["train", "--config", str(config), "--output-dir", str(tmp_path / "run"),
+                                 "--data", str(data[0]), "--images", str(data[1])])
+    assert result.exit_code == 1, result.output + repr(result.exception)
+    line = result.stderr.splitlines()[-1]
+    assert line.startswith(f"clipvis: error: {config}: the config's CLIPVIS.MODEL.clip_model_name names the CLIP "
+                           f"{clip}, which "), line
+    assert f"{clip}/" not in line and "create_model" not in line and "pretrained_clip" not in line, line
+    if clip == "NoSuchCLIP":
+        assert "open_clip does not know" in line and "download" not in line and "--clip-config" in line, line
+    else:
+        assert "not one of the released models' CLIPs (RN50/openai, " in line and "--weights" in line, line
+    assert "Traceback" not in result.output and not (tmp_path / "run" / "config.yaml").exists()
+
+
 def test_a_test_set_the_periodic_evaluation_cannot_run_is_one_line_before_the_data_loads(tmp_path, tiny_train_config):
     """A misspelt DATASETS.TEST (or a CLIPVIS.TEST_DATA file that is not there) ended training with a traceback at
     the first evaluation, TEST.EVAL_PERIOD iterations (hours) in: now one line naming the setting, at once."""
