@@ -334,7 +334,10 @@ def _export(weights: str | None, export_pth: str, config: str | None = None, ove
             warnings.simplefilter("always")
             model = load_model(weights, config=model_config, clip_config=clip_config)
     except (CheckpointError, WeightsError, ValueError) as error:
-        raise fail(f"weights {weights}: {train_model_error_message(error)}") from None
+        message = train_model_error_message(error)
+        # the path once: a checkpoint's errors start with it already ("W: checkpoint does not fit the model: ...")
+        message = message.removeprefix(f"{weights}: ")
+        raise fail(f"--weights {weights}: {message}") from None
     for warning in dict.fromkeys(str(w.message) for w in caught):
         print_warning(warning)
     try:

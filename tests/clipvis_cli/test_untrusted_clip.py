@@ -117,7 +117,7 @@ def test_train_says_what_to_do_instead_of_a_hub_clip_it_cannot_download(tmp_path
     result = CliRunner().invoke(app, ["train", "--weights", str(weights), "--export-pth", str(tmp_path / "y.pth")])
     assert result.exit_code == 1
     [line] = result.stderr.strip().splitlines()
-    assert line.startswith(f"clipvis: error: weights {weights}: ") and "hf-hub:someone/clip" in line, line
+    assert line.startswith(f"clipvis: error: --weights {weights}: ") and "hf-hub:someone/clip" in line, line
     assert line.endswith("; train cannot download another CLIP: start from a checkpoint that holds its weights (e.g. "
                          "saved in Python with clipvis.save_pretrained(clipvis.load_model(..., allow_hub_clip=True), "
                          "path)) and give the CLIP's open_clip model config with --clip-config"), line

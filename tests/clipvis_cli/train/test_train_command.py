@@ -832,6 +832,26 @@ def test_export_pth_stopped_by_a_signal_says_so_in_one_line(tmp_path, monkeypatc
         assert not target.exists()
 
 
+def test_export_pth_names_weights_that_do_not_fit_once_with_their_option(tmp_path, tiny_config):
+    """A checkpoint that does not fit the model said "weights W: W: checkpoint does not fit the model: ...": the
+    path twice, and no option; segment names it once, export with its option."""
+    from clipvis.model import create_model
+    from clipvis.model.checkpoint import write_state_dict
+
+    model = create_model(tiny_config())
+    weights = write_state_dict(model.state_dict(), model.config.to_dict(), tmp_path / "w.safetensors")
+    clip_config = tmp_path / "other_clip.json"  # another CLIP than the one the file holds
+    clip = model.config.clip_model_config
+    clip_config.write_text(json.dumps({**clip, "embed_dim": clip["embed_dim"] * 2}))
+    target = tmp_path / "model.pth"
+    result = runner.invoke(app, ["train", "--weights", str(weights), "--clip-config", str(clip_config),
+                                 "--export-pth", str(target)])
+    assert result.exit_code == 1, result.output + repr(result.exception)
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(f"clipvis: error: --weights {weights}: checkpoint does not fit the model: "), line
+    assert line.count(str(weights)) == 1 and not target.exists()
+
+
 def test_export_pth_naming_a_folder_is_refused_also_before_it_exists(tmp_path, monkeypatch):
     """--export-pth exp2/ (a trailing slash, no such folder yet) wrote a file named exp2."""
     monkeypatch.chdir(tmp_path)
