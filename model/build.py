@@ -28,7 +28,7 @@ from clipvis.model.checkpoint import (
     to_official_keys,
     write_state_dict,
 )
-from clipvis.model.clip_backbone import ClipBackbone, build_open_clip_model
+from clipvis.model.clip_backbone import ClipBackbone, UnknownClipError, build_open_clip_model
 from clipvis.model.clipvis import ClipVis
 from clipvis.model.config import (
     ClipVisConfig,
@@ -78,6 +78,11 @@ def _pretrained_clip(config: ClipVisConfig, allow_hub_clip: bool, for_checkpoint
            else "create_model(pretrained_clip=True) takes the CLIP weights from open_clip")
     if config.clip_model_config is not None:
         raise CheckpointError("a CLIP given by model config has no pretrained weights to download")
+    if not name.startswith("hf-hub:") and open_clip.get_model_config(name) is None:  # (the hub's are looked up there)
+        raise UnknownClipError(
+            f"{why} and its config names CLIP {clip_name(name, tag)}, which open_clip does not know: no weights can "
+            "be downloaded under that name"
+        )
     if (name, tag) not in known_clip_models() and not allow_hub_clip:
         known = ", ".join(clip_name(n, t) for n, t in sorted(known_clip_models()))
         raise UntrustedClipError(

@@ -57,7 +57,7 @@ from clipvis.cli.train.trainer import (
     purge_tensorboard_from,
     resume_point,
 )
-from clipvis.model import CheckpointError, ClipVis, ClipVisConfig, UntrustedClipError
+from clipvis.model import CheckpointError, ClipVis, ClipVisConfig, UnknownClipError, UntrustedClipError
 from clipvis.weights import offline_mode
 from clipvis.weights.training_folder import state_path
 
@@ -198,23 +198,16 @@ def _build_model(config: TrainConfig, weights: str | None, seed: int, resuming: 
     # e.g. a tiny test model); the head gets the official initialisation from the module constructors.
     pretrained_clip = model_config.clip_model_config is None
     # the library's errors about the CLIP download name create_model(pretrained_clip=True): said in train's words
-    if pretrained_clip and _unknown_to_open_clip(model_config.clip_model_name):  # no download could help
-        raise ModelBuildError(f"{config.source}: {_clip_problem(config, model_config, 'unknown')}")
     try:
         return create_model(model_config, pretrained_clip=pretrained_clip)
+    except UnknownClipError:  # no download could help
+        raise ModelBuildError(f"{config.source}: {_clip_problem(config, model_config, 'unknown')}") from None
     except UntrustedClipError:
         raise ModelBuildError(f"{config.source}: {_clip_problem(config, model_config, 'untrusted')}") from None
     except CheckpointError:
         if pretrained_clip and offline_mode():
             raise ModelBuildError(f"{config.source}: {_clip_problem(config, model_config, 'offline')}") from None
         raise
-
-
-def _unknown_to_open_clip(name: str) -> bool:
-    """Whether open_clip knows no CLIP of this name (a Hugging Face hub name, ``hf-hub:...``, it looks up there)."""
-    import open_clip
-
-    return not name.startswith("hf-hub:") and open_clip.get_model_config(name) is None
 
 
 def _clip_problem(config: TrainConfig, model_config: ClipVisConfig, why: str) -> str:

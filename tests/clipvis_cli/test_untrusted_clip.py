@@ -31,7 +31,8 @@ def _frames(folder: Path) -> Path:
     return folder
 
 
-def test_hub_clip_is_refused_without_the_flag(tmp_path, tiny_config, monkeypatch) -> None:
+def _recorded_downloads(monkeypatch, tmp_path: Path) -> list[str]:
+    """The CLIP names open_clip is asked to download (each attempt fails: "download attempted"); a fresh cache."""
     attempts: list[str] = []
 
     def create(name: str, *args, **kwargs):
@@ -40,6 +41,11 @@ def test_hub_clip_is_refused_without_the_flag(tmp_path, tiny_config, monkeypatch
 
     monkeypatch.setattr(open_clip, "create_model", create)
     monkeypatch.setenv("CLIPVIS_CACHE", str(tmp_path / "cache"))
+    return attempts
+
+
+def test_hub_clip_is_refused_without_the_flag(tmp_path, tiny_config, monkeypatch) -> None:
+    attempts = _recorded_downloads(monkeypatch, tmp_path)
     weights = _head_only_weights(tmp_path / "w.safetensors", tiny_config, "hf-hub:someone/clip")
     args = ["segment", str(_frames(tmp_path / "frames")), "--vocab", "cat", "--weights", str(weights),
             "-o", str(tmp_path / "out"), "--device", "cpu"]
@@ -87,14 +93,7 @@ def test_the_settings_that_describe_a_checkpoint_are_named_as_flags(tmp_path, ti
 def test_export_onnx_offers_allow_hub_clip_and_names_its_model_option(tmp_path, tiny_config, monkeypatch) -> None:
     """export --to onnx said 'pass --allow-hub-clip', which it refused as 'No such option', and named its --model
     'weights'."""
-    attempts: list[str] = []
-
-    def create(name: str, *args, **kwargs):
-        attempts.append(name)
-        raise RuntimeError("download attempted")
-
-    monkeypatch.setattr(open_clip, "create_model", create)
-    monkeypatch.setenv("CLIPVIS_CACHE", str(tmp_path / "cache"))
+    attempts = _recorded_downloads(monkeypatch, tmp_path)
     weights = _head_only_weights(tmp_path / "w.safetensors", tiny_config, "hf-hub:someone/clip")
     args = ["export", "--to", "onnx", "--model", str(weights), "-o", str(tmp_path / "x.onnx")]
     result = CliRunner().invoke(app, args)
@@ -123,3 +122,20 @@ def test_train_says_what_to_do_instead_of_a_hub_clip_it_cannot_download(tmp_path
                          "path)) and give the CLIP's open_clip model config with --clip-config"), line
     assert "pass allow_hub_clip" not in line and "--allow-hub-clip" not in line
     assert not (tmp_path / "y.pth").exists()
+
+
+def test_a_checkpoint_without_clip_weights_naming_a_clip_open_clip_does_not_know_says_so(
+    tmp_path, tiny_config, monkeypatch
+) -> None:
+    """No download can give such a CLIP: the error says open_clip does not know the name (it said the CLIP was not a
+    released one and to pass --allow-hub-clip, which then failed in open_clip)."""
+    attempts = _recorded_downloads(monkeypatch, tmp_path)
+    weights = _head_only_weights(tmp_path / "w.safetensors", tiny_config, "NoSuchCLIP")
+    for extra in ([], ["--allow-hub-clip"]):
+        result = CliRunner().invoke(app, ["segment", str(_frames(tmp_path / f"frames{len(extra)}")), "--vocab", "cat",
+                                          "--weights", str(weights), "-o", str(tmp_path / "out"), "--device", "cpu",
+                                          *extra])
+        assert result.exit_code == 1
+        [line] = result.stderr.strip().splitlines()
+        assert "CLIP NoSuchCLIP, which open_clip does not know" in line and "--allow-hub-clip" not in line, line
+    assert attempts == []
