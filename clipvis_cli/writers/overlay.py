@@ -506,6 +506,10 @@ class OverlayVideoWriter:
         self.min_score = min_score
         self.render_threads = render_threads
 
+    def drawing_cpus(self, video: VideoInfo) -> int:
+        """The CPUs this writer keeps busy on ``video``: its drawing threads and the encoder's thread."""
+        return (self.render_threads or render_threads_for(video.height, video.width)) + 1
+
     def write_video(self, path: Path, video: SegmentedVideo) -> Path:
         """The `OutputWriter` interface: decode the processed frames again and draw the shown tracks on them."""
         shown = [track for track in video.tracks if track.score >= self.min_score]

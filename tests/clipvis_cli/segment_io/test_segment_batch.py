@@ -86,13 +86,17 @@ class _Writer:
         return path
 
 
-def test_writers_overlap_and_a_failure_is_raised_once_all_stopped(tmp_path) -> None:
-    """The drawing writer runs in the caller's thread while the JSON writers run on a helper; outputs come back in
-    writer order; a failure on either side is raised only after the other side has finished."""
+def test_writers_overlap_and_a_failure_is_raised_once_all_stopped(tmp_path, monkeypatch) -> None:
+    """The drawing writer runs in the caller's thread while the JSON writers run on a helper (where a CPU is left
+    beside it); outputs come back in writer order; a failure on either side is raised only after the other side has
+    finished."""
     import pytest
 
+    from clipvis.cli import segment as segment_module
     from clipvis.cli.segment import SegmentOptions, SegmentRunner
     from clipvis.cli.writers.layout import VideoOutputPaths
+
+    monkeypatch.setattr(segment_module, "usable_cpus", lambda: 4)
 
     def run(writers):
         runner = SegmentRunner(None, SegmentOptions(["a"], "w"), reporter=None, writers=writers)
@@ -119,6 +123,51 @@ def test_writers_overlap_and_a_failure_is_raised_once_all_stopped(tmp_path) -> N
     with pytest.raises(KeyboardInterrupt):  # (a Ctrl-C waited for every export format left, ~30 s on a short clip)
         run([_Writer("ytvis", log, seconds=0.2), _Writer("coco", log), _Interrupted("overlay", log, draws=True)])
     assert ("ytvis", "end") in log and not any(entry[0] == "coco" for entry in log), log
+
+
+class _DrawingWriter(_Writer):
+    """A drawing writer that keeps ``cpus`` CPUs busy."""
+
+    def __init__(self, name: str, log: list, cpus: int) -> None:
+        super().__init__(name, log, draws=True)
+        self.cpus = cpus
+
+    def drawing_cpus(self, info) -> int:
+        return self.cpus
+
+
+def test_writers_run_one_after_another_where_the_drawing_writer_keeps_every_cpu_busy(tmp_path, monkeypatch) -> None:
+    """On 2 CPUs the overlay's drawing threads and encoder take them all: the JSON writers beside it slowed it by
+    more than their own time, so they run after it in the same thread; with a CPU to spare they overlap."""
+    import threading
+
+    from clipvis.cli import segment as segment_module
+    from clipvis.cli.results import VideoInfo
+    from clipvis.cli.segment import SegmentOptions, SegmentRunner
+    from clipvis.cli.writers.base import SegmentedVideo
+    from clipvis.cli.writers.layout import VideoOutputPaths
+    from clipvis.cli.writers.overlay import OverlayVideoWriter, render_threads_for
+
+    info = VideoInfo(1, "clip.mp4", "clip", 480, 854, 30.0, 1, [0, 1, 2, 3])
+    video = SegmentedVideo(info, [], ["a"], lambda: iter(()))
+
+    def threads_used(cpus: int, drawing: int) -> dict[str, str]:
+        monkeypatch.setattr(segment_module, "usable_cpus", lambda: cpus)
+        log: list = []
+        writers = [_Writer("ytvis", log), _Writer("coco", log), _DrawingWriter("overlay", log, drawing)]
+        runner = SegmentRunner(None, SegmentOptions(["a"], "w"), reporter=None, writers=writers)
+        outputs = runner._write_outputs(VideoOutputPaths(tmp_path), video=video, timings={})
+        assert [p.name for p in outputs] == ["ytvis.out", "coco.out", "overlay.out"]
+        return {entry[0]: entry[2] for entry in log if entry[1] == "start"}
+
+    here = threading.current_thread().name
+    assert set(threads_used(cpus=2, drawing=3).values()) == {here}
+    assert set(threads_used(cpus=3, drawing=3).values()) == {here}
+    beside = threads_used(cpus=4, drawing=3)
+    assert beside["overlay"] == here != beside["ytvis"] == beside["coco"]
+    # the overlay keeps its drawing threads and the encoder's busy
+    assert OverlayVideoWriter(render_threads=3).drawing_cpus(video.info) == 4
+    assert OverlayVideoWriter().drawing_cpus(video.info) == render_threads_for(480, 854) + 1
 
 
 class _Interrupted(_Writer):
