@@ -506,7 +506,7 @@ class SegmentRunner:
                 track_id=rank + 1,
                 category_id=instance.label + 1,
                 score=instance.score,
-                segmentations=StoredSegmentations(store, instance.track_id, instance.suppressed_frames.tolist()),
+                segmentations=StoredSegmentations(store, instance.track_id, instance.suppressed_frames),
             )
             for rank, instance in enumerate(video.instances)
         ]

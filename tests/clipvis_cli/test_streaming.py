@@ -117,6 +117,46 @@ def test_store_keeps_compressed_frames_and_empty_tracks() -> None:
         assert [store.get(1, q) for q in (0, 1, 2, 3, 5)] == [rle.encode(masks[q]) for q in (0, 1, 2, 3, 5)]
 
 
+def test_store_index_stays_within_its_memory_budget_on_a_long_video() -> None:
+    """The index of a 2-hour video (216,000 frames x 100 queries) took 370 MB as 16-byte (offset, length) pairs in
+    memory. Now 4 bytes per (frame, track), its blocks past the budget written to the masks' file: traced memory
+    grows by the 8 bytes per frame of the frames' offsets only, and every mask reads back as written, empty ones as
+    None, from blocks in memory and in the file alike, in any order."""
+    import tracemalloc
+
+    from clipvis.cli.mask_store import INDEX_BLOCK_FRAMES
+
+    rng = np.random.default_rng(0)
+    height, width, tracks = 6, 5, 12
+    samples = rng.random((8, tracks, height, width)) < rng.random((8, tracks, 1, 1)) * 1.4
+    samples[:, 3] = False  # a track empty throughout
+    compressed = []
+    for masks in samples:
+        counts, lengths = mask_runs(torch.from_numpy(masks))
+        compressed.append((rle.compress_runs(counts.numpy(), lengths.numpy(), (height, width)), lengths.numpy() <= 1))
+    frames = 4 * INDEX_BLOCK_FRAMES + 5
+    with TrackMaskStore(height, width, index_memory_bytes=INDEX_BLOCK_FRAMES * 4 * tracks) as store:
+        tracemalloc.start()
+        try:
+            for frame in range(frames):
+                if frame == INDEX_BLOCK_FRAMES + 1:
+                    before = tracemalloc.get_traced_memory()[0]
+                store.add_compressed(*compressed[frame % len(samples)])
+            grown = tracemalloc.get_traced_memory()[0] - before
+        finally:
+            tracemalloc.stop()
+        added = frames - INDEX_BLOCK_FRAMES - 1
+        assert grown < added * 16, grown  # 16-byte pairs alone were added * tracks * 16 (and an array per frame)
+        assert len(store) == frames
+        for frame in [*rng.permutation(frames)[:300].tolist(), 0, frames - 1, INDEX_BLOCK_FRAMES]:
+            masks = samples[frame % len(samples)]
+            for track in range(tracks):
+                expected = rle.encode(masks[track]) if masks[track].any() else None
+                assert store.get(frame, track) == expected, (frame, track)
+        with pytest.raises(IndexError):
+            store.get(frames, 0)
+
+
 def test_a_full_temporary_disk_is_named_as_such(tmp_path) -> None:
     """A full $TMPDIR failed an input with "No space left on device", and the operator looked at the output disk:
     the masks' temporary file (unlinked, invisible to ls and du) is named with its folder."""
