@@ -43,23 +43,26 @@ class CocoWriter(JsonDocumentWriter):
         return coco_file_name(video, position)
 
     def fields(self, results: VideoResults, categories: Sequence[str]) -> list[tuple[str, object]]:
-        """The document's fields; annotations come as an iterator (masks are read one track at a time)."""
-        images: list[dict] = []
+        """The document's fields; images and annotations come as iterators (streamed: one image per frame, and the
+        masks are read one track at a time)."""
         first_ids: list[int] = []
+        images_before = 0
         for video, tracks in results:
             check_tracks(video, list(tracks), len(categories))
-            first_ids.append(len(images) + 1)
-            for position in range(video.num_frames):
-                images.append(
-                    {
-                        "id": first_ids[-1] + position,
+            first_ids.append(images_before + 1)
+            images_before += video.num_frames
+
+        def images() -> Iterator[dict]:
+            for (video, _), first_id in zip(results, first_ids, strict=True):
+                for position in range(video.num_frames):
+                    yield {
+                        "id": first_id + position,
                         "file_name": self.image_file_name(video, position),
                         "width": video.width,
                         "height": video.height,
                         "video_id": video.video_id,
                         "frame_index": video.frame_indices[position],
                     }
-                )
 
         def annotations() -> Iterator[dict]:
             next_id = 1
@@ -77,22 +80,24 @@ class CocoWriter(JsonDocumentWriter):
             "version": __version__,
             "date_created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
-        return [("info", info), ("licenses", []), ("images", images), ("video_sources", video_sources),
+        return [("info", info), ("licenses", []), ("images", images()), ("video_sources", video_sources),
                 ("categories", categories_json(categories)), ("annotations", annotations())]
 
     @staticmethod
-    def _track_annotations(track: TrackResult, first_image_id: int, first_annotation_id: int) -> list[dict]:
-        present = [(pos, seg) for pos, seg in enumerate(track.segmentations) if seg is not None]
-        masks = [seg for _, seg in present]
-        areas = rle.areas(masks)
-        boxes = rle.bboxes(masks)
-        annotations = []
-        for (position, segmentation), area, box in zip(present, areas, boxes, strict=True):
-            if area == 0:
-                continue
-            annotations.append(
-                {
-                    "id": first_annotation_id + len(annotations),
+    def _track_annotations(track: TrackResult, first_image_id: int, first_annotation_id: int) -> Iterator[dict]:
+        """The track's annotations, made ``ANNOTATION_CHUNK_FRAMES`` frames at a time (a 2-hour track has 216,000
+        masks: its annotations are streamed, not held)."""
+        next_id = first_annotation_id
+        segmentations = track.segmentations
+        for start in range(0, len(segmentations), ANNOTATION_CHUNK_FRAMES):
+            chunk = range(start, min(start + ANNOTATION_CHUNK_FRAMES, len(segmentations)))
+            present = [(position, seg) for position in chunk if (seg := segmentations[position]) is not None]
+            masks = [seg for _, seg in present]
+            for (position, segmentation), area, box in zip(present, rle.areas(masks), rle.bboxes(masks), strict=True):
+                if area == 0:
+                    continue
+                yield {
+                    "id": next_id,
                     "image_id": first_image_id + position,
                     "category_id": int(track.category_id),
                     "segmentation": {"size": list(segmentation["size"]), "counts": segmentation["counts"]},
@@ -103,5 +108,7 @@ class CocoWriter(JsonDocumentWriter):
                     "track_id": int(track.track_id),
                     "attributes": {"track_id": int(track.track_id), "keyframe": True, "occluded": False},
                 }
-            )
-        return annotations
+                next_id += 1
+
+
+ANNOTATION_CHUNK_FRAMES = 512  # a track's masks read (and their areas and boxes computed) this many frames at a time

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
-from clipvis.cli.atomic import atomic_write_json, atomic_write_json_stream
+from clipvis.cli.atomic import atomic_write_json, atomic_write_json_stream, materialised_json
 from clipvis.cli.results import TrackResult, VideoInfo
 from clipvis.cli.writers.base import SegmentedVideo
 
@@ -13,8 +13,9 @@ VideoResults = Sequence[tuple[VideoInfo, Sequence[TrackResult]]]
 
 
 class JsonDocumentWriter:
-    """Subclasses give `fields(results, categories)`: (key, value) pairs, where an iterator value is a list
-    streamed item by item. Written compact and streamed (one track's masks in memory at a time), or indented."""
+    """Subclasses give `fields(results, categories)`: (key, value) pairs, where an iterator value (also inside a
+    dict item of one: a track's masks) is a list streamed item by item. Written compact and streamed (a few hundred
+    masks in memory at a time, whatever the video's length), or indented."""
 
     def __init__(self, indent: int | None = None) -> None:
         self.indent = indent
@@ -24,10 +25,7 @@ class JsonDocumentWriter:
 
     def build(self, results: VideoResults, categories: Sequence[str]) -> dict:
         """The JSON document as a dict (validates track lengths, mask sizes and category ids)."""
-        return {
-            key: list(value) if isinstance(value, Iterator) else value
-            for key, value in self.fields(results, categories)
-        }
+        return {key: materialised_json(value) for key, value in self.fields(results, categories)}
 
     def write(
         self, path: Path | str, video: VideoInfo, tracks: Sequence[TrackResult], categories: Sequence[str]

@@ -39,29 +39,30 @@ class YtvisWriter(JsonDocumentWriter):
                 "video_id": video.video_id,
                 "category_id": int(track.category_id),
                 "score": float(track.score),
-                "segmentations": list(track.segmentations),
+                "segmentations": iter(track.segmentations),  # streamed: a 2-hour track has 216,000 masks
             }
             for video, tracks in results
             for track in tracks
         )
-        videos = [self._video_json(video) for video, _ in results]
+        videos = (self._video_json(video) for video, _ in results)
         return [("videos", videos), ("categories", categories_json(categories)), ("annotations", annotations)]
 
 
     @staticmethod
     def _video_json(video: VideoInfo) -> dict:
+        """The ``videos[]`` entry of ``video``, its per-frame lists as iterators (``streamed_json``)."""
         entry = {
             "id": video.video_id,
             "name": video.stem,
             "width": video.width,
             "height": video.height,
             "length": video.num_frames,
-            "file_names": list(video.file_names),
+            "file_names": iter(video.file_names),  # lists streamed: one entry per frame
             "fps": float(video.fps),
             "frame_stride": video.frame_stride,
-            "frame_indices": list(video.frame_indices),
+            "frame_indices": iter(video.frame_indices),
             **source_fields(video.source),
         }
         if video.frame_times is not None:  # a variable frame rate: each processed frame's time in seconds
-            entry["frame_times"] = list(video.frame_times)
+            entry["frame_times"] = iter(video.frame_times)
         return entry

@@ -16,8 +16,10 @@ from clipvis.cli.atomic import (
     OutputNotWritableError,
     atomic_output_path,
     atomic_write_json,
+    atomic_write_json_stream,
     atomic_write_text,
     ensure_output_dir,
+    materialised_json,
 )
 
 
@@ -90,6 +92,23 @@ def test_atomic_write_text_and_json(tmp_path: Path) -> None:
     assert (tmp_path / "a.txt").read_text(encoding="utf-8") == "héllo"
     assert json.loads((tmp_path / "b.json").read_text()) == {"x": [1, 2], "name": "chien"}
     assert leftovers(tmp_path) == ["a.txt", "b.json"]
+
+
+@pytest.mark.parametrize("items", [0, 1, 255, 256, 257, 600])
+def test_streamed_json_equals_the_whole_document(tmp_path: Path, items: int) -> None:
+    """Iterators are streamed as lists a chunk of items at a time, also inside dicts and inside other iterators
+    (a track's masks inside the annotations): the file is the document json.dumps writes, whatever the count."""
+
+    def document():
+        masks = ({"size": [4, 5], "counts": f"{k}ü"} if k % 7 else None for k in range(items))
+        tracks = iter([{"score": 0.5, "segmentations": masks, "id": 1}, {"plain": [1, 2]}, iter(range(items % 5)),
+                       *({"k": k} for k in range(items))])
+        return [("info", {"a": "é"}), ("annotations", tracks), ("empty", iter(())), ("n", items)]
+
+    path = atomic_write_json_stream(tmp_path / "doc.json", document())
+    expected = {key: materialised_json(value) for key, value in document()}
+    assert json.loads(path.read_text(encoding="utf-8")) == expected
+    assert path.read_text(encoding="utf-8") == json.dumps(expected, ensure_ascii=False, separators=(",", ":")) + "\n"
 
 
 def test_atomic_files_get_normal_permissions(tmp_path: Path) -> None:

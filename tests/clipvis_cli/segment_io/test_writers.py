@@ -166,6 +166,58 @@ def test_coco_file_loads_in_pycocotools_with_track_ids(media: dict[str, Path], t
     assert coco.getAnnIds(imgIds=[1]) and len(coco.getAnnIds(imgIds=[1])) == 1
 
 
+class _LongTrackMasks:
+    """A long track's masks, made on access as a mask store reads them (``Sequence`` of RLE dicts)."""
+
+    def __init__(self, frames: int, height: int, width: int) -> None:
+        self.frames, self.height, self.width = frames, height, width
+
+    def __len__(self) -> int:
+        return self.frames
+
+    def __getitem__(self, frame: int) -> dict | None:
+        if not 0 <= frame < self.frames:
+            raise IndexError(frame)
+        if frame % 11 == 0:
+            return None
+        top = frame % (self.height - 2)
+        return rle.encode(box_mask(self.height, self.width, top, 1, top + 2, 2 + frame % (self.width - 3)))
+
+
+@pytest.mark.parametrize("writer", [YtvisWriter, CocoWriter])
+def test_json_writers_stream_a_long_videos_masks_and_frames(tmp_path: Path, writer) -> None:
+    """A 2-hour video has 216,000 frames: the YouTube-VIS writer held each track's masks as one list and its JSON
+    text, the COCO writer every frame's image entry. Both now stream them: the writer's peak memory is a small part
+    of the file, which loads as before."""
+    import tracemalloc
+
+    height, width = 40, 60
+
+    def write(frames: int) -> tuple[int, Path, TrackResult]:
+        video = VideoInfo(1, "long.mp4", "long", height, width, 30.0, 1, list(range(frames)))
+        track = TrackResult(track_id=1, category_id=2, score=0.7, segmentations=_LongTrackMasks(frames, height, width))
+        tracemalloc.start()
+        try:
+            path = writer().write(tmp_path / f"out{frames}.json", video, [track], CATEGORIES)
+            return tracemalloc.get_traced_memory()[1], path, track
+        finally:
+            tracemalloc.stop()
+
+    short_peak = write(5_000)[0]
+    frames = 20_000
+    peak, path, track = write(frames)
+    assert peak < 1.5 * short_peak, (short_peak, peak)  # held at once, 4x the frames took 3-10x the memory
+    assert peak < path.stat().st_size / 4
+    document = json.loads(path.read_text())
+    if writer is YtvisWriter:
+        [annotation] = document["annotations"]
+        assert annotation["segmentations"] == [track.segmentations[k] for k in range(frames)]
+        assert document["videos"][0]["frame_indices"] == list(range(frames))
+    else:
+        assert [image["frame_index"] for image in document["images"]] == list(range(frames))
+        assert len(document["annotations"]) == frames - len(range(0, frames, 11))
+
+
 def test_coco_image_folder_names_and_multi_video_ids(tmp_path: Path, synth) -> None:
     synth.write_images(tmp_path / "seq", ["1.png", "2.png", "10.png"], height=24, width=40)
     empty = {"size": [24, 40], "counts": rle.encode(np.ones((24, 40), bool))["counts"]}
