@@ -203,6 +203,7 @@ def decompress_counts(counts: str | bytes) -> np.ndarray:
 
 
 _MASKS_PER_BLOCK = 63  # masks whose coverage bits fit one int64
+_SORT_KEY_BITS = 62  # a boundary's value and index packed into one non-negative int64 sort key
 
 
 @dataclass
@@ -281,24 +282,34 @@ def _painted_segments(masks: Sequence[RleDict | None], height: int,
     if len(masks) >= 2**16 - 1:
         raise ValueError(f"label_map paints at most {2**16 - 2} masks, got {len(masks)}")
     pixels = height * width
-    present = [k for k, mask in enumerate(masks) if mask is not None]
-    runs, lengths = _runs_of([masks[k] for k in present], height, width)
-    number = np.repeat(np.asarray(present, dtype=np.int64) + 1, lengths)
-    position = _positions(lengths)
-    ends = _segmented_cumsum(runs, position == 0)
-    foreground = ((position & 1) == 1) & (runs > 0)
-    ends, number = ends[foreground], number[foreground]
+    present = np.asarray([k for k, mask in enumerate(masks) if mask is not None], dtype=np.int64)
+    runs, lengths = _runs_of([masks[k] for k in present.tolist()], height, width)
+    # Per run, in one repeat: which present mask it belongs to (code >> 1) and the parity of that mask's first run's
+    # index (code & 1), so a run is foreground where its index within its mask is odd. Each mask's runs sum to the
+    # frame's pixels, so one running sum over all of them, less `pixels` per mask before, gives each run's end.
+    starts = np.cumsum(lengths) - lengths
+    code = np.repeat(np.arange(present.size, dtype=np.int64) * 2 + (starts & 1), lengths)
+    foreground = np.flatnonzero(((np.arange(runs.size) ^ code) & 1).astype(bool) & (runs > 0))
+    which = code[foreground] >> 1
+    ends = np.cumsum(runs)[foreground] - which * pixels
     begins = ends - runs[foreground]
+    number = present[which] + 1
     boxes = _boxes(begins, ends, number, len(masks), height)
     dtype = np.uint8 if len(masks) < 255 else np.uint16
     if begins.size == 0:
         return np.array([0, pixels], dtype=np.int64), np.zeros(1, dtype), boxes
-    # All run boundaries in order: each mask's are sorted already (begin, end, begin, ...), so a stable (merge-based)
-    # sort of them is cheap; where each run's begin and end landed gives the segments it covers.
+    # All run boundaries in order, equal ones in list order (a stable sort); where each run's begin and end landed
+    # gives the segments it covers. Sorted as one key per boundary, its value above its index (unique keys: any
+    # sort is stable), which numpy sorts ~2x faster than a stable argsort of the values.
     boundaries = np.empty(2 * begins.size + 2, dtype=np.int64)
     boundaries[0], boundaries[1], boundaries[2::2], boundaries[3::2] = 0, pixels, begins, ends
-    order = np.argsort(boundaries, kind="stable")
-    bounds = boundaries[order]
+    shift = int(boundaries.size - 1).bit_length()
+    if pixels.bit_length() + shift <= _SORT_KEY_BITS:
+        keys = np.sort((boundaries << shift) | np.arange(boundaries.size))
+        order, bounds = keys & ((1 << shift) - 1), keys >> shift
+    else:  # a frame too large for one int64 key (far past any video's size)
+        order = np.argsort(boundaries, kind="stable")
+        bounds = boundaries[order]
     rank = np.empty_like(order)
     rank[order] = np.arange(order.size)
     first, last = rank[2::2], rank[3::2]  # segment first .. last - 1: [bounds[first], bounds[last]) = the run

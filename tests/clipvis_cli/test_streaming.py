@@ -272,10 +272,14 @@ def test_resolution_limit_is_one_clear_error() -> None:
         check_frame_memory(50_000, 50_000, 1, 1, "huge.mp4", available=2**60)
 
 
+@pytest.mark.parametrize("packed_sort", [True, False])
 @pytest.mark.parametrize("size", [(1, 1), (5, 1), (37, 61), (540, 960)])
-def test_label_map_equals_painting_decoded_masks(size) -> None:
+def test_label_map_equals_painting_decoded_masks(size, packed_sort, monkeypatch) -> None:
     """The overlay paints every track of a frame from the run lengths at once: the same labels as decoding each
-    mask with pycocotools and painting them (the earliest in the list on top), the same boxes as toBbox."""
+    mask with pycocotools and painting them (the earliest in the list on top), the same boxes as toBbox; with the
+    boundaries sorted as packed keys and, where a frame is too large for them, by a stable argsort."""
+    if not packed_sort:
+        monkeypatch.setattr(rle, "_SORT_KEY_BITS", 0)
     rng = np.random.default_rng(size[0] + size[1])
     masks = np.concatenate([drawn_masks(*size), rng.random((3, *size)) > np.array([0.5, 0.9, 0.99])[:, None, None]])
     rles: list = [rle.encode(mask) for mask in masks]
