@@ -343,7 +343,7 @@ def streamed_json(value: Any) -> Iterator[str]:
     elif _holds_iterator(value):
         yield "{"
         for index, (key, item) in enumerate(value.items()):
-            yield ("," if index else "") + _compact_json(key) + ":"
+            yield ("," if index else "") + _compact_json({key: None})[1:-6] + ":"  # the key as json.dumps writes it
             yield from streamed_json(item)
         yield "}"
     else:

@@ -62,7 +62,8 @@ class TrackMaskStore:
         self._blocks: list[np.ndarray | int] = []
         self._index_memory = index_memory_bytes
         self._resident_bytes = 0
-        self._unflushed = False  # written since the last flush: a read flushes first
+        self._writes = 0  # writes so far, and how many of them the last flush covered: a read flushes the rest first
+        self._flushed_writes = 0
 
     def __len__(self) -> int:
         return self._frames
@@ -73,7 +74,7 @@ class TrackMaskStore:
         except OSError as error:  # a full or failing temp disk, named as such
             raise MaskStoreError(self.directory, error) from None
         self._offset += len(data)
-        self._unflushed = True
+        self._writes += 1
 
     def add_compressed(self, compressed: rle.CompressedRuns, empty: np.ndarray) -> None:
         """One frame's track masks as COCO compressed strings (``rle.compress_runs``), written in one piece;
@@ -93,13 +94,14 @@ class TrackMaskStore:
         if len(ends) and int(ends[-1]) > _LENGTH:
             raise ValueError(f"a frame's RLE strings of {int(ends[-1])} bytes: the store takes up to {_LENGTH}")
         row = ends.astype(np.uint32) | np.where(np.asarray(empty, dtype=bool), np.uint32(_EMPTY), np.uint32(0))
+        # The strings first, then the index: a write that fails leaves the frames stored so far as they were.
+        base = self._offset
+        self._write(data)
         position = self._frames % INDEX_BLOCK_FRAMES
         if position == 0:
             self._spill_index()
             self._blocks.append(np.empty((INDEX_BLOCK_FRAMES, len(sizes)), dtype=np.uint32))
             self._resident_bytes += self._blocks[-1].nbytes
-        base = self._offset
-        self._write(data)
         self._blocks[-1][position] = row
         self._bases.append(base)
         self._frames += 1
@@ -112,17 +114,19 @@ class TrackMaskStore:
             if self._resident_bytes + new_block <= self._index_memory:
                 break
             if isinstance(block, np.ndarray):
-                self._blocks[number] = self._offset
+                offset = self._offset
                 self._write(memoryview(block).cast("B"))
+                self._blocks[number] = offset  # once written: a read meanwhile still finds the block in memory
                 self._resident_bytes -= block.nbytes
 
     def _read(self, length: int, offset: int) -> bytes:
-        if self._unflushed:
+        writes = self._writes
+        if self._flushed_writes != writes:
             try:
                 self._file.flush()
             except OSError as error:
                 raise MaskStoreError(self.directory, error) from None
-            self._unflushed = False
+            self._flushed_writes = writes  # a write after `writes` was read is flushed by the next read
         return os.pread(self._file.fileno(), length, offset)  # no shared file position: safe from several threads
 
     def _entries(self, frame: int, track: int) -> tuple[int, int]:
@@ -139,7 +143,9 @@ class TrackMaskStore:
         return before, this
 
     def get(self, frame: int, track: int) -> rle.RleDict | None:
-        """The RLE of a track on a frame, or None when the mask is empty."""
+        """The RLE of a track on a frame (negative: from the end), or None when the mask is empty."""
+        if frame < 0:
+            frame += self._frames
         if not 0 <= frame < self._frames:
             raise IndexError(f"frame {frame} of a store of {self._frames}")
         if not 0 <= track < (self._tracks or 0):

@@ -281,7 +281,7 @@ def _painted_segments(masks: Sequence[RleDict | None], height: int,
     uint16; segments may be empty); and the masks' boxes (``LabelMap.boxes``)."""
     if len(masks) >= 2**16 - 1:
         raise ValueError(f"label_map paints at most {2**16 - 2} masks, got {len(masks)}")
-    pixels = height * width
+    pixels = int(height) * int(width)
     present = np.asarray([k for k, mask in enumerate(masks) if mask is not None], dtype=np.int64)
     runs, lengths = _runs_of([masks[k] for k in present.tolist()], height, width)
     # Per run, in one repeat: which present mask it belongs to (code >> 1) and the parity of that mask's first run's

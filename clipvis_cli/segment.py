@@ -597,7 +597,7 @@ class SegmentRunner:
         here = [i for i, writer in enumerate(self.writers) if getattr(writer, "draws_frames", False)]
         aside = [i for i in range(len(self.writers)) if i not in here]
         if not here or not aside or not self._overlap_writers(here, video):
-            for index in range(len(self.writers)):
+            for index in here + aside:  # the drawing writers first: their frames are what the progress counts
                 write(index)
             return [results[index] for index in range(len(self.writers))]
         stopping = threading.Event()  # the drawing writers failed or were interrupted: their files go anyway

@@ -492,7 +492,7 @@ class OverlayVideoWriter:
 
     format = "overlay"
     file_name = OVERLAY_NAME
-    draws_frames = True  # decodes and draws every frame: SegmentRunner runs the other writers alongside it
+    draws_frames = True  # decodes and draws every frame: SegmentRunner runs it first, the others beside or after it
 
     def __init__(
         self, style: OverlayStyle | None = None, threads: int = 0, min_score: float = 0.0,

@@ -155,6 +155,9 @@ def test_store_index_stays_within_its_memory_budget_on_a_long_video() -> None:
                 assert store.get(frame, track) == expected, (frame, track)
         with pytest.raises(IndexError):
             store.get(frames, 0)
+        with pytest.raises(IndexError):
+            store.get(0, tracks)
+        assert store.get(-1, 0) == store.get(frames - 1, 0)
 
 
 def test_a_full_temporary_disk_is_named_as_such(tmp_path) -> None:
@@ -310,6 +313,8 @@ def test_label_map_of_many_masks_and_bad_counts() -> None:
     assert painted.labels.dtype == np.uint16
     expected = np.where(masks.any(0), masks.argmax(0) + 1, 0)
     np.testing.assert_array_equal(painted.labels, expected)
+    numpy_size = rle.label_map([rle.encode(m) for m in masks], np.int64(size[0]), np.int32(size[1]))  # numpy ints
+    np.testing.assert_array_equal(numpy_size.labels, expected)
     np.testing.assert_array_equal(painted.visible, np.bincount(expected.ravel(), minlength=301)[1:])
     runs, lengths = rle.decompress_many([rle.encode(m)["counts"] for m in masks[:5]])
     assert lengths.sum() == runs.size and (np.add.reduceat(runs, np.cumsum(lengths) - lengths) == 23 * 29).all()

@@ -158,6 +158,9 @@ def test_writers_run_one_after_another_where_the_drawing_writer_keeps_every_cpu_
         runner = SegmentRunner(None, SegmentOptions(["a"], "w"), reporter=None, writers=writers)
         outputs = runner._write_outputs(VideoOutputPaths(tmp_path), video=video, timings={})
         assert [p.name for p in outputs] == ["ytvis.out", "coco.out", "overlay.out"]
+        started = [entry[0] for entry in log if entry[1] == "start"]
+        if cpus <= drawing:  # the overlay first (its frames are what the progress counts), then the JSON files
+            assert started == ["overlay", "ytvis", "coco"]
         return {entry[0]: entry[2] for entry in log if entry[1] == "start"}
 
     here = threading.current_thread().name
