@@ -86,6 +86,7 @@ class CompressedRuns:
         return [{"size": list(self.size), "counts": self.counts(q)} for q in range(len(self))]
 
 
+_INT32_SAFE = frozenset(np.dtype(t) for t in (np.int8, np.uint8, np.int16, np.uint16, np.int32))
 # Characters per run length in COCO's string form: 5 bits each, a 32-bit signed difference needs at most 7.
 _MAX_CHARS = 7
 
@@ -98,30 +99,37 @@ def compress_runs(counts: np.ndarray, lengths: np.ndarray, size: tuple[int, int]
     ``counts`` holds every mask's runs back to back, ``lengths[q]`` how many belong to mask ``q`` (see
     ``clipvis.model.mask_runs``). Vectorised over all runs of all masks: no Python loop over masks or runs.
     """
-    counts = np.asarray(counts, dtype=np.int64)
+    counts = np.asarray(counts)
+    # In 32-bit integers where the run lengths fit (every real frame: COCO's run lengths are 32-bit), half the memory
+    # traffic of int64: the differences of two such lengths fit too.
+    small = counts.size == 0 or counts.dtype in _INT32_SAFE or (int(counts.max()) < 2**31 and int(counts.min()) >= 0)
+    counts = counts.astype(np.int32 if small else np.int64, copy=False)
     lengths = np.asarray(lengths, dtype=np.int64)
     starts = np.cumsum(lengths) - lengths
     values = counts.copy()
     if counts.shape[0] > 2:
-        later = _positions(lengths)[2:] > 2
-        np.subtract(values[2:], counts[:-2], out=values[2:], where=later)
+        later = np.ones(counts.shape[0], dtype=bool)  # each mask's runs from its fourth on: stored as differences
+        for position in range(3):
+            later[starts[lengths > position] + position] = False
+        np.subtract(values[2:], counts[:-2], out=values[2:], where=later[2:])
     # Characters per value: the fewest 5-bit groups holding it as a signed number.
-    magnitude = np.where(values < 0, ~values, values)
-    used = np.ones(counts.shape[0], dtype=np.int64)
+    magnitude = values ^ (values >> (8 * values.itemsize - 1))  # ~v for a negative v, v otherwise
+    used = np.ones(counts.shape[0], dtype=np.int32)
     largest = int(magnitude.max(initial=0))
     for k in range(1, _MAX_CHARS):
         if largest < 1 << (5 * k - 1):
             break
         used += magnitude >= 1 << (5 * k - 1)
-    where = np.cumsum(used) - used  # each value's first character in the output
-    data = np.empty(int(used.sum()), dtype=np.uint8)
-    data[where] = (values & 0x1F) + ((used > 1) << 5) + 48  # 0x20: another character follows
+    ends = np.cumsum(used, dtype=np.int64)
+    where = ends - used  # each value's first character in the output
+    data = np.empty(int(ends[-1]) if ends.size else 0, dtype=np.uint8)
+    data[where] = ((values & 0x1F) | ((used > 1) << 5)) + 48  # 0x20: another character follows
     rows = np.flatnonzero(used > 1)
     for k in range(1, int(used.max(initial=0))):  # character k of every value that has one: low bits first
-        data[where[rows] + k] = ((values[rows] >> (5 * k)) & 0x1F) + ((used[rows] > k + 1) << 5) + 48
+        data[where[rows] + k] = (((values[rows] >> (5 * k)) & 0x1F) | ((used[rows] > k + 1) << 5)) + 48
         rows = rows[used[rows] > k + 1]
     data = data.tobytes()
-    per_mask = np.add.reduceat(used, starts) if counts.shape[0] else np.zeros(len(lengths), np.int64)
+    per_mask = np.add.reduceat(used, starts).astype(np.int64) if counts.shape[0] else np.zeros(len(lengths), np.int64)
     per_mask = np.where(lengths > 0, per_mask, 0)
     return CompressedRuns(data, np.cumsum(per_mask) - per_mask, per_mask, (int(size[0]), int(size[1])))
 

@@ -79,15 +79,31 @@ def test_the_per_frame_path_on_the_device_gives_pycocotools_bytes(tiny_model_fac
     assert [compressed.counts(q) for q in range(9)] == pycocotools_strings(masks)
 
 
-def test_compression_of_long_and_negative_deltas() -> None:
-    """Runs over 2**25 pixels (7 characters) and a run shorter than the one two before (negative delta)."""
-    runs = np.array([0, 40_000_000, 3, 1, 2, 40_000_001], dtype=np.int64)
+@pytest.mark.parametrize("dtype", [np.int64, np.int32, np.uint32, np.uint64])
+def test_compression_of_long_and_negative_deltas(dtype) -> None:
+    """Runs over 2**25 pixels (7 characters) and a run shorter than the one two before (negative delta), in any
+    integer type (compressed in 32-bit integers where they fit)."""
+    runs = np.array([0, 40_000_000, 3, 1, 2, 40_000_001], dtype=dtype)
     compressed = rle.compress_runs(runs, np.array([6]), (8, 10_000_001))
     reference = coco_mask.frPyObjects({"counts": runs.tolist(), "size": [8, 10_000_001]}, 8, 10_000_001)
     assert compressed.counts(0) == reference["counts"].decode("ascii")
     decoded, lengths = rle.decompress_many([compressed.counts(0), reference["counts"], compressed.counts(0)])
     np.testing.assert_array_equal(decoded, np.concatenate([runs, runs, runs]))
     assert lengths.tolist() == [6, 6, 6]
+    # past 32 bits (a run of 2**31 pixels and more): the 64-bit path, as pycocotools writes it
+    huge = np.array([2**31 + 5, 7, 2**31 + 1, 3], dtype=dtype) if np.dtype(dtype).itemsize == 8 or dtype == np.uint32 \
+        else None
+    if huge is not None:
+        size = (1, int(huge.sum()))
+        reference = coco_mask.frPyObjects({"counts": huge.tolist(), "size": list(size)}, *size)
+        assert rle.compress_runs(huge, np.array([4]), size).counts(0) == reference["counts"].decode("ascii")
+    # masks of 1, 2 and 3 runs (no differences) between longer ones, back to back
+    short = np.array([5, 0, 5, 1, 4, 2, 2, 1, 5, 1, 1, 1, 1, 1], dtype=dtype)
+    lengths = np.array([1, 2, 3, 0, 8])
+    strings = [coco_mask.frPyObjects({"counts": part.tolist(), "size": [1, 5]}, 1, 5)["counts"].decode("ascii")
+               for part in np.split(short, np.cumsum(lengths)[:-1]) if part.size]
+    compressed = rle.compress_runs(short, lengths, (1, 5))
+    assert [compressed.counts(q) for q in range(5) if lengths[q]] == strings
 
 
 def test_decompression_of_many_strings_equals_the_masks_runs() -> None:
