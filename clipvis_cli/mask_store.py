@@ -186,6 +186,11 @@ class StoredSegmentations(Sequence["rle.RleDict | None"]):
     def __len__(self) -> int:
         return len(self.suppressed)
 
+    @property
+    def mask_size(self) -> list[int]:
+        """``[height, width]`` of every mask (the store's), known without reading one."""
+        return list(self.store.size)
+
     @overload
     def __getitem__(self, frame: int) -> rle.RleDict | None: ...
 

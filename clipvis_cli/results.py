@@ -146,9 +146,14 @@ def check_tracks(video: VideoInfo, tracks: list[TrackResult], num_categories: in
                 f"track {track.track_id} of {video.stem!r} has category_id {track.category_id}, "
                 f"outside 1..{num_categories}"
             )
-        for rle in track.segmentations:
-            if rle is not None and list(rle["size"]) != [video.height, video.width]:
+        # Masks read from a mask store all have its size: checked once, not by reading every mask (each writer checks
+        # its tracks: three reads of every mask of the video before).
+        known_size = getattr(track.segmentations, "mask_size", None)
+        sizes = [known_size] if known_size is not None else \
+            (rle["size"] for rle in track.segmentations if rle is not None)
+        for size in sizes:
+            if list(size) != [video.height, video.width]:
                 raise ValueError(
-                    f"track {track.track_id} of {video.stem!r} has a mask of size {list(rle['size'])}, "
+                    f"track {track.track_id} of {video.stem!r} has a mask of size {list(size)}, "
                     f"video is {[video.height, video.width]}"
                 )

@@ -176,6 +176,35 @@ def test_store_index_stays_within_its_memory_budget_on_a_long_video() -> None:
         assert store.get(-1, 0) == store.get(frames - 1, 0)
 
 
+def test_tracks_from_a_mask_store_are_checked_without_reading_their_masks() -> None:
+    """Every writer checks its tracks against the video (frame count, category, mask size); the masks of a mask store
+    all have its size, so a check reads none of them (each writer read every mask of the video once more), and a
+    store of another size is still refused; tracks given as lists are checked mask by mask as before."""
+    from clipvis.cli.mask_store import StoredSegmentations
+    from clipvis.cli.results import TrackResult, VideoInfo, check_tracks
+
+    counts, lengths = mask_runs(torch.ones(2, 4, 5, dtype=torch.bool))
+    video = VideoInfo(1, "v.mp4", "v", 4, 5, 30.0, 1, [0, 1, 2])
+    with TrackMaskStore(4, 5) as store, TrackMaskStore(5, 4) as other:
+        for target in (store, other):
+            for _ in range(3):
+                target.add_compressed(rle.compress_runs(counts.numpy(), lengths.numpy(), target.size),
+                                      np.zeros(2, bool))
+
+        def unread(frame: int, track: int) -> None:
+            raise AssertionError("a mask was read")
+
+        store.get = other.get = unread
+        track = TrackResult(1, 1, 0.5, StoredSegmentations(store, 1, np.zeros(3, bool)))
+        check_tracks(video, [track], 1)
+        wrong = TrackResult(2, 1, 0.5, StoredSegmentations(other, 1, np.zeros(3, bool)))
+        with pytest.raises(ValueError, match=r"mask of size \[5, 4\], video is \[4, 5\]"):
+            check_tracks(video, [wrong], 1)
+    listed = TrackResult(3, 1, 0.5, [None, rle.encode(np.ones((4, 5), bool)), rle.encode(np.ones((5, 4), bool))])
+    with pytest.raises(ValueError, match=r"track 3 .* mask of size \[5, 4\]"):
+        check_tracks(video, [listed], 1)
+
+
 def test_a_full_temporary_disk_is_named_as_such(tmp_path) -> None:
     """A full $TMPDIR failed an input with "No space left on device", and the operator looked at the output disk:
     the masks' temporary file (unlinked, invisible to ls and du) is named with its folder."""
