@@ -316,15 +316,30 @@ def atomic_write_json_stream(path: Path | str, fields: Iterable[tuple[str, Any]]
 _STREAM_CHUNK_ITEMS = 256
 
 
+class JsonObjectItems:
+    """A JSON object whose ``(key, value)`` pairs come from an iterator: ``streamed_json`` writes it pair by pair (a
+    per-frame object of a long video, whose keys are the frames)."""
+
+    def __init__(self, items: Iterable[tuple[str, Any]]) -> None:
+        self.items = iter(items)
+
+
 def streamed_json(value: Any) -> Iterator[str]:
     """``value`` as compact JSON text, in pieces: an iterator becomes a list written a chunk of items at a time, a
-    dict holding an iterator is written key by key; anything else is one ``json.dumps``."""
-    if isinstance(value, Iterator):
+    ``JsonObjectItems`` an object written pair by pair, a dict holding either is written key by key; anything else
+    is one ``json.dumps``."""
+    if isinstance(value, JsonObjectItems):
+        yield "{"
+        for index, (key, item) in enumerate(value.items):
+            yield ("," if index else "") + _compact_json({key: None})[1:-6] + ":"
+            yield from streamed_json(item)
+        yield "}"
+    elif isinstance(value, Iterator):
         yield "["
         written = False
         chunk: list[Any] = []
         for item in value:
-            if isinstance(item, Iterator) or _holds_iterator(item):
+            if isinstance(item, Iterator | JsonObjectItems) or _holds_iterator(item):
                 if chunk:
                     yield ("," if written else "") + _compact_json(chunk)[1:-1]
                     written, chunk = True, []
@@ -351,11 +366,13 @@ def streamed_json(value: Any) -> Iterator[str]:
 
 
 def _holds_iterator(value: Any) -> bool:
-    return isinstance(value, dict) and any(isinstance(item, Iterator) for item in value.values())
+    return isinstance(value, dict) and any(isinstance(item, Iterator | JsonObjectItems) for item in value.values())
 
 
 def materialised_json(value: Any) -> Any:
     """``value`` with every iterator that ``streamed_json`` would stream made a list (for ``json.dumps``)."""
+    if isinstance(value, JsonObjectItems):
+        return {key: materialised_json(item) for key, item in value.items}
     if isinstance(value, Iterator):
         return [materialised_json(item) for item in value]
     if _holds_iterator(value):

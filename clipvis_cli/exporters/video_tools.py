@@ -29,12 +29,14 @@ import os
 import shutil
 import xml.etree.ElementTree as ET
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
 
 import numpy as np
 
 from clipvis.cli import rle
+from clipvis.cli.atomic import JsonObjectItems, streamed_json
 from clipvis.cli.exporters.base import Exporter, ExportOptions, frame_crops
 from clipvis.cli.exporters.cvat import _colour
 from clipvis.cli.exporters.frames import check_frame_size
@@ -193,28 +195,33 @@ class FiftyOneExporter(Exporter):
         (root / "labels").mkdir()
         media_name = f"{info.stem}{source.suffix.lower()}"
         link_or_copy(source, root / "data" / media_name)
-        frames: dict[str, dict] = {}
-        for position, frame_index in enumerate(info.frame_indices):
-            objects = []
-            for track, crop in frame_crops(video.tracks, position, info.height, info.width, video.progress):
-                left, top, width, height = crop.box
-                bottom, right = top + height, left + width
-                objects.append({
-                    "type": "eta.core.objects.DetectedObject",
-                    "label": video.categories[track.category_id - 1],
-                    "bounding_box": {
-                        "top_left": {"x": left / info.width, "y": top / info.height},
-                        "bottom_right": {"x": right / info.width, "y": bottom / info.height},
-                    },
-                    "mask": serialize_mask(crop.mask),
-                    "confidence": round(track.score, 6),
-                    "index": track.track_id,
-                })
-            if objects:
-                number = frame_index + 1
-                frames[str(number)] = {"frame_number": number, "objects": {"objects": objects}}
-        labels = {"filename": media_name, "frames": frames}
-        (root / "labels" / f"{info.stem}.json").write_text(json.dumps(labels) + "\n", encoding="utf-8")
+        def frames() -> Iterator[tuple[str, dict]]:
+            for position, frame_index in enumerate(info.frame_indices):
+                objects = []
+                for track, crop in frame_crops(video.tracks, position, info.height, info.width, video.progress):
+                    left, top, width, height = crop.box
+                    bottom, right = top + height, left + width
+                    objects.append({
+                        "type": "eta.core.objects.DetectedObject",
+                        "label": video.categories[track.category_id - 1],
+                        "bounding_box": {
+                            "top_left": {"x": left / info.width, "y": top / info.height},
+                            "bottom_right": {"x": right / info.width, "y": bottom / info.height},
+                        },
+                        "mask": serialize_mask(crop.mask),
+                        "confidence": round(track.score, 6),
+                        "index": track.track_id,
+                    })
+                if objects:
+                    number = frame_index + 1
+                    yield str(number), {"frame_number": number, "objects": {"objects": objects}}
+
+        # Written frame by frame: a long video's masks never sit in memory at once (every frame's were before).
+        labels = {"filename": media_name, "frames": JsonObjectItems(frames())}
+        with open(root / "labels" / f"{info.stem}.json", "w", encoding="utf-8") as handle:
+            for text in streamed_json(labels):
+                handle.write(text)
+            handle.write("\n")
         manifest = {
             "type": "eta.core.datasets.LabeledVideoDataset", "description": f"clipvis export of {info.stem}",
             "index": [{"data": f"data/{media_name}", "labels": f"labels/{info.stem}.json"}],

@@ -13,6 +13,7 @@ from pycocotools import mask as coco_mask
 
 from clipvis.cli import rle
 from clipvis.cli.atomic import (
+    JsonObjectItems,
     OutputNotWritableError,
     atomic_output_path,
     atomic_write_json,
@@ -104,7 +105,9 @@ def test_streamed_json_equals_the_whole_document(tmp_path: Path, items: int) -> 
         tracks = iter([{"score": 0.5, "segmentations": masks, "id": 1}, {"plain": [1, 2]}, iter(range(items % 5)),
                        *({"k": k} for k in range(items))])
         keys = {3: iter([1]), None: 0, False: iter(()), 2.5: "x", "é": iter("ab")}  # json.dumps' keys: strings
-        return [("info", {"a": "é"}), ("annotations", tracks), ("empty", iter(())), ("n", items), ("keys", keys)]
+        frames = JsonObjectItems((str(k), {"frame": k, "objects": iter([k] * (k % 3))}) for k in range(items % 9))
+        return [("info", {"a": "é"}), ("annotations", tracks), ("empty", iter(())), ("n", items), ("keys", keys),
+                ("frames", frames), ("nested", {"frames": JsonObjectItems(iter(()))})]
 
     path = atomic_write_json_stream(tmp_path / "doc.json", document())
     expected = json.dumps({key: materialised_json(value) for key, value in document()}, ensure_ascii=False,
