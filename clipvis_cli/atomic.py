@@ -366,7 +366,10 @@ def streamed_json(value: Any) -> Iterator[str]:
 
 
 def _holds_iterator(value: Any) -> bool:
-    return isinstance(value, dict) and any(isinstance(item, Iterator | JsonObjectItems) for item in value.values())
+    """Whether ``value`` is a dict with an iterator or ``JsonObjectItems`` among its values, or in a dict among them."""
+    return isinstance(value, dict) and any(
+        isinstance(item, Iterator | JsonObjectItems) or _holds_iterator(item) for item in value.values()
+    )
 
 
 def materialised_json(value: Any) -> Any:

@@ -42,7 +42,7 @@ from clipvis.cli.exporters.cvat import _colour
 from clipvis.cli.exporters.frames import check_frame_size
 from clipvis.cli.exporters.loading import ExportInputError, ExportVideo
 from clipvis.cli.messages import shown_path
-from clipvis.cli.results import fps_fraction
+from clipvis.cli.results import TrackResult, fps_fraction
 from clipvis.cli.video_io import VideoProbe, VideoReader, VideoReadError
 
 LABEL_STUDIO_CONTROLS = {"video": "video", "box": "box", "labels": "videoLabels"}
@@ -143,40 +143,55 @@ class LabelStudioExporter(Exporter):
                 numbers.append(max(round(seconds * fps) + 1, numbers[-1] + 1 if numbers else 1))
         frames_count = max([frames_count, *numbers])
         duration = max(frames_count / fps, times[-1] + 1 / fps if times else 0.0)
-        results = []
-        for track in video.tracks:
-            sequence = []
+        def boxes(track: TrackResult) -> Iterator[dict]:
+            """The track's boxes, each yielded once the next frame says whether the object is still there (the
+            last box before it leaves, and its last box of all, end its lifespan: ``enabled`` false)."""
+            previous: dict | None = None
             for position in range(info.num_frames):
                 segmentation = track.segmentations[position]
-                present = segmentation is not None and rle.area(segmentation) > 0
-                if not present:
-                    if sequence:
-                        sequence[-1]["enabled"] = False  # the object left: its lifespan ends at its last box
+                if segmentation is None or rle.area(segmentation) == 0:
+                    if previous is not None:
+                        yield {**previous, "enabled": False}  # the object left: its lifespan ends at its last box
+                        previous = None
                     continue
+                if previous is not None:
+                    yield previous
                 x, y, w, h = rle.bbox(segmentation)
-                sequence.append({
+                previous = {
                     "frame": numbers[position], "enabled": True, "rotation": 0,
                     "x": 100.0 * x / info.width, "y": 100.0 * y / info.height,
                     "width": 100.0 * w / info.width, "height": 100.0 * h / info.height,
                     "time": times[position],
-                })
-            if not sequence:
-                continue
-            sequence[-1]["enabled"] = False
-            results.append({
+                }
+            if previous is not None:
+                yield {**previous, "enabled": False}
+
+        def shown(track: TrackResult) -> bool:  # a box on some frame (read until the first one)
+            return any(seg is not None and rle.area(seg) > 0 for seg in track.segmentations)
+
+        # Streamed track by track, box by box: a long video's boxes never sit in memory at once (they did, with
+        # their JSON text).
+        tracks = [track for track in video.tracks if shown(track)]
+        results = (
+            {
                 "id": f"track{track.track_id}", "from_name": LABEL_STUDIO_CONTROLS["box"],
                 "to_name": LABEL_STUDIO_CONTROLS["video"], "type": "videorectangle", "origin": "prediction",
                 "score": round(track.score, 6),
-                "value": {"framesCount": frames_count, "duration": duration, "sequence": sequence,
+                "value": {"framesCount": frames_count, "duration": duration, "sequence": boxes(track),
                           "labels": [video.categories[track.category_id - 1]]},
-            })
-        scores = [r["score"] for r in results]
+            }
+            for track in tracks
+        )
+        scores = [round(track.score, 6) for track in tracks]
         task = {
             "data": {"video": media_url(options.media_url, source.name)},
-            "predictions": [{"model_version": "clipvis", "score": float(np.mean(scores)) if scores else 0.0,
-                             "result": results}],
+            "predictions": iter([{"model_version": "clipvis", "score": float(np.mean(scores)) if scores else 0.0,
+                                  "result": results}]),
         }
-        (root / "tasks.json").write_text(json.dumps([task], indent=1) + "\n", encoding="utf-8")
+        with open(root / "tasks.json", "w", encoding="utf-8") as handle:
+            for text in streamed_json(iter([task])):
+                handle.write(text)
+            handle.write("\n")
         (root / "config.xml").write_text(label_studio_config(video), encoding="utf-8")
         return [root]
 

@@ -107,7 +107,8 @@ def test_streamed_json_equals_the_whole_document(tmp_path: Path, items: int) -> 
         keys = {3: iter([1]), None: 0, False: iter(()), 2.5: "x", "é": iter("ab")}  # json.dumps' keys: strings
         frames = JsonObjectItems((str(k), {"frame": k, "objects": iter([k] * (k % 3))}) for k in range(items % 9))
         return [("info", {"a": "é"}), ("annotations", tracks), ("empty", iter(())), ("n", items), ("keys", keys),
-                ("frames", frames), ("nested", {"frames": JsonObjectItems(iter(()))})]
+                ("frames", frames), ("nested", {"frames": JsonObjectItems(iter(()))}),
+                ("deep", iter([{"id": 1, "value": {"n": 2, "sequence": iter(range(items % 4))}}]))]
 
     path = atomic_write_json_stream(tmp_path / "doc.json", document())
     expected = json.dumps({key: materialised_json(value) for key, value in document()}, ensure_ascii=False,
