@@ -18,9 +18,12 @@
 
 from __future__ import annotations
 
+import tempfile
 import xml.etree.ElementTree as ET
 import zipfile
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 
@@ -30,8 +33,9 @@ from clipvis.cli.exporters.frames import processed_frames, save_image
 from clipvis.cli.exporters.loading import ExportVideo
 from clipvis.cli.exporters.masks import cvat_crop_rle, mask_iou, mask_polygon, polygon_mask
 from clipvis.cli.messages import path_text
+from clipvis.cli.results import TrackResult
 from clipvis.cli.writers.overlay import track_colour
-from clipvis.cli.zip_files import add_bytes, add_file
+from clipvis.cli.zip_files import add_file, add_stream
 
 ANNOTATIONS_NAME = "annotations.xml"
 MAX_TRACK_ID = 1_000_000
@@ -81,14 +85,45 @@ def _meta(video: ExportVideo, mode: str, with_track_attribute: bool) -> ET.Eleme
     return meta
 
 
-def _write_zip(path: Path, root: ET.Element, images: dict[str, Path] | None = None) -> Path:
-    ET.indent(root, space="  ")
-    xml = b'<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(root, encoding="utf-8")
-    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-        add_bytes(archive, ANNOTATIONS_NAME, xml)
-        for name, file in (images or {}).items():
-            add_file(archive, file, name, zipfile.ZIP_STORED)
+def _write_zip(
+    path: Path, root: ET.Element, images: dict[str, Path] | None = None, children: Iterable[ET.Element] = (),
+) -> Path:
+    """The zip of the annotations XML (``root`` indented, and after its own children the elements ``children``
+    yields, each written as it comes: a long video's frames or tracks are never all in memory, and the bytes are
+    those of ``root`` holding them all) and the ``images``."""
+    with tempfile.TemporaryFile(dir=path.parent) as xml:
+        xml.write(b'<?xml version="1.0" encoding="utf-8"?>\n')
+        _write_xml(xml, root, children)
+        size = xml.tell()
+        xml.seek(0)
+        with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+            add_stream(archive, ANNOTATIONS_NAME, xml, size)
+            for name, file in (images or {}).items():
+                add_file(archive, file, name, zipfile.ZIP_STORED)
     return path
+
+
+_STREAMED = "clipvis-streamed-children"  # where the streamed children go, in the serialised root
+
+
+def _write_xml(target: IO[bytes], root: ET.Element, children: Iterable[ET.Element]) -> None:
+    """``root`` with ``children`` appended, as ``ET.indent(root, space="  ")`` and ``ET.tostring`` give it."""
+    marker = ET.SubElement(root, _STREAMED)
+    ET.indent(root, space="  ")
+    before, after = ET.tostring(root, encoding="utf-8").split(f"<{_STREAMED} />".encode(), 1)
+    root.remove(marker)
+    written = False
+    for child in children:
+        ET.indent(child, space="  ", level=1)
+        child.tail = None
+        target.write(before if not written else b"\n  ")
+        target.write(ET.tostring(child, encoding="utf-8"))
+        written = True
+    if written:
+        target.write(after)
+    else:  # as the root alone indents: its last own child ends the line before the closing tag
+        ET.indent(root, space="  ")
+        target.write(ET.tostring(root, encoding="utf-8"))
 
 
 def _points(polygon: np.ndarray) -> str:
@@ -103,33 +138,43 @@ class CvatVideoExporter(Exporter):
         self.last_polygon_iou: float | None = None  # mean mask IoU of the polygons, every shown mask (pycocotools fill)
 
     def export(self, video: ExportVideo, directory: Path, options: ExportOptions) -> list[Path]:
-        info = video.info
         root = ET.Element("annotations")
         ET.SubElement(root, "version").text = "1.1"
         root.append(_meta(video, "interpolation", with_track_attribute=True))
         ious: list[float] = []
-        for track in video.tracks:
-            element = ET.SubElement(root, "track", {
-                "id": str(track.track_id), "label": video.categories[track.category_id - 1], "source": "auto",
-            })
-            last_polygon: str | None = None
-            for position in range(info.num_frames):
-                present = frame_masks([track], position, video.progress)
-                polygon = mask_polygon(present[0][1]) if present else None
-                frame = str(info.frame_indices[position])
-                if present and options.measure_polygons:  # a mask no polygon outlines counts as IoU 0, not nothing
-                    ious.append(0.0 if polygon is None else
-                                mask_iou(polygon_mask(polygon, info.height, info.width), present[0][1]))
-                if polygon is not None:
-                    last_polygon = _points(polygon)
-                    self._shape(element, frame, last_polygon, track.track_id, outside=False)
-                elif last_polygon is not None:  # the object left: close the track on this frame
-                    self._shape(element, frame, last_polygon, track.track_id, outside=True)
-                    last_polygon = None
-            if not len(element):
-                root.remove(element)
+
+        def tracks() -> Iterator[ET.Element]:  # one track's polygons in memory at a time
+            for track in video.tracks:
+                element = self._track(video, track, options, ious)
+                if len(element):
+                    yield element
+
+        path = _write_zip(directory / f"{self.name}.zip", root, children=tracks())
         self.last_polygon_iou = float(np.mean(ious)) if ious else None
-        return [_write_zip(directory / f"{self.name}.zip", root)]
+        return [path]
+
+    def _track(self, video: ExportVideo, track: TrackResult, options: ExportOptions, ious: list[float]) -> ET.Element:
+        """A track's ``<track>`` element: its polygon on each frame where its mask shows, closed (``outside``) on the
+        frame it leaves (with its mask's polygon IoUs added to ``ious`` when measured)."""
+        info = video.info
+        element = ET.Element("track", {
+            "id": str(track.track_id), "label": video.categories[track.category_id - 1], "source": "auto",
+        })
+        last_polygon: str | None = None
+        for position in range(info.num_frames):
+            present = frame_masks([track], position, video.progress)
+            polygon = mask_polygon(present[0][1]) if present else None
+            frame = str(info.frame_indices[position])
+            if present and options.measure_polygons:  # a mask no polygon outlines counts as IoU 0, not nothing
+                ious.append(0.0 if polygon is None else
+                            mask_iou(polygon_mask(polygon, info.height, info.width), present[0][1]))
+            if polygon is not None:
+                last_polygon = _points(polygon)
+                self._shape(element, frame, last_polygon, track.track_id, outside=False)
+            elif last_polygon is not None:  # the object left: close the track on this frame
+                self._shape(element, frame, last_polygon, track.track_id, outside=True)
+                last_polygon = None
+        return element
 
     @staticmethod
     def _shape(track: ET.Element, frame: str, points: str, track_id: int, outside: bool) -> None:
@@ -150,19 +195,23 @@ class CvatImagesExporter(Exporter):
         root = ET.Element("annotations")
         ET.SubElement(root, "version").text = "1.1"
         root.append(_meta(video, "annotation", with_track_attribute=True))
-        for position, frame_index in enumerate(info.frame_indices):
-            image = ET.SubElement(root, "image", {
-                "id": str(frame_index), "name": f"{frame_name(frame_index)}.jpg",
-                "width": str(info.width), "height": str(info.height),
-            })
-            for track, crop in frame_crops(video.tracks, position, info.height, info.width, video.progress):
-                runs, left, top, width, height = cvat_crop_rle(crop)
-                shape = ET.SubElement(image, "mask", {
-                    "label": video.categories[track.category_id - 1], "source": "auto", "occluded": "0",
-                    "rle": ", ".join(map(str, runs)), "left": str(left), "top": str(top),
-                    "width": str(width), "height": str(height), "z_order": "0",
+
+        def frames() -> Iterator[ET.Element]:  # one frame's masks in memory at a time
+            for position, frame_index in enumerate(info.frame_indices):
+                image = ET.Element("image", {
+                    "id": str(frame_index), "name": f"{frame_name(frame_index)}.jpg",
+                    "width": str(info.width), "height": str(info.height),
                 })
-                ET.SubElement(shape, "attribute", {"name": "track_id"}).text = str(track.track_id)
+                for track, crop in frame_crops(video.tracks, position, info.height, info.width, video.progress):
+                    runs, left, top, width, height = cvat_crop_rle(crop)
+                    shape = ET.SubElement(image, "mask", {
+                        "label": video.categories[track.category_id - 1], "source": "auto", "occluded": "0",
+                        "rle": ", ".join(map(str, runs)), "left": str(left), "top": str(top),
+                        "width": str(width), "height": str(height), "z_order": "0",
+                    })
+                    ET.SubElement(shape, "attribute", {"name": "track_id"}).text = str(track.track_id)
+                yield image
+
         images: dict[str, Path] = {}
         if self.wants_frames(options):
             frames_dir = directory / ".frames"
@@ -171,7 +220,7 @@ class CvatImagesExporter(Exporter):
                 file = frames_dir / f"{frame_name(info.frame_indices[position])}.jpg"
                 save_image(file, frame)
                 images[f"images/{file.name}"] = file
-        path = _write_zip(directory / f"{self.name}.zip", root, images)
+        path = _write_zip(directory / f"{self.name}.zip", root, images, children=frames())
         if images:
             for file in images.values():
                 file.unlink()
