@@ -143,13 +143,13 @@ class TrackMaskStore:
         return before, this
 
     def get(self, frame: int, track: int) -> rle.RleDict | None:
-        """The RLE of a track on a frame (negative: from the end), or None when the mask is empty."""
-        if frame < 0:
-            frame += self._frames
-        if not 0 <= frame < self._frames:
+        """The RLE of a track on a frame (negative indices count from the end), or None when the mask is empty."""
+        tracks = self._tracks or 0
+        if not -self._frames <= frame < self._frames:
             raise IndexError(f"frame {frame} of a store of {self._frames}")
-        if not 0 <= track < (self._tracks or 0):
-            raise IndexError(f"track {track} of a store of {self._tracks} per frame")
+        if not -tracks <= track < tracks:
+            raise IndexError(f"track {track} of a store of {tracks} per frame")
+        frame, track = frame % self._frames, track % tracks
         before, entry = self._entries(frame, track)
         if entry & _EMPTY:
             return None

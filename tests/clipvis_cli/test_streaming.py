@@ -173,7 +173,9 @@ def test_store_index_stays_within_its_memory_budget_on_a_long_video() -> None:
             store.get(frames, 0)
         with pytest.raises(IndexError):
             store.get(0, tracks)
-        assert store.get(-1, 0) == store.get(frames - 1, 0)
+        assert store.get(-1, -1) == store.get(frames - 1, tracks - 1)
+        with pytest.raises(IndexError, match=f"frame {-frames - 1} of a store of {frames}"):
+            store.get(-frames - 1, 0)
 
 
 def test_tracks_from_a_mask_store_are_checked_without_reading_their_masks() -> None:
