@@ -328,10 +328,11 @@ def streamed_json(value: Any) -> Iterator[str]:
     """``value`` as compact JSON text, in pieces: an iterator becomes a list written a chunk of items at a time, a
     ``JsonObjectItems`` an object written pair by pair, a dict holding either is written key by key; anything else
     is one ``json.dumps``."""
-    if isinstance(value, JsonObjectItems):
+    pairs = _streamed_pairs(value)
+    if pairs is not None:
         yield "{"
-        for index, (key, item) in enumerate(value.items):
-            yield ("," if index else "") + _compact_json({key: None})[1:-6] + ":"
+        for index, (key, item) in enumerate(pairs):
+            yield ("," if index else "") + _compact_json({key: None})[1:-6] + ":"  # the key as json.dumps writes it
             yield from streamed_json(item)
         yield "}"
     elif isinstance(value, Iterator):
@@ -355,14 +356,24 @@ def streamed_json(value: Any) -> Iterator[str]:
         if chunk:
             yield ("," if written else "") + _compact_json(chunk)[1:-1]
         yield "]"
-    elif _holds_iterator(value):
-        yield "{"
-        for index, (key, item) in enumerate(value.items()):
-            yield ("," if index else "") + _compact_json({key: None})[1:-6] + ":"  # the key as json.dumps writes it
-            yield from streamed_json(item)
-        yield "}"
     else:
         yield _compact_json(value)
+
+
+def write_streamed_json(path: Path, value: Any) -> None:
+    """``value`` (``streamed_json``) and a newline into the file at ``path``, piece by piece."""
+    with open(path, "w", encoding="utf-8", errors=_JSON_TEXT_ERRORS) as handle:
+        for text in streamed_json(value):
+            handle.write(text)
+        handle.write("\n")
+
+
+def _streamed_pairs(value: Any) -> Iterator[tuple[Any, Any]] | None:
+    """The key-value pairs of an object ``streamed_json`` writes pair by pair (a ``JsonObjectItems``, or a dict
+    holding an iterator); None for any other value."""
+    if isinstance(value, JsonObjectItems):
+        return value.items
+    return iter(value.items()) if _holds_iterator(value) else None
 
 
 def _holds_iterator(value: Any) -> bool:
@@ -374,12 +385,11 @@ def _holds_iterator(value: Any) -> bool:
 
 def materialised_json(value: Any) -> Any:
     """``value`` with every iterator that ``streamed_json`` would stream made a list (for ``json.dumps``)."""
-    if isinstance(value, JsonObjectItems):
-        return {key: materialised_json(item) for key, item in value.items}
+    pairs = _streamed_pairs(value)
+    if pairs is not None:
+        return {key: materialised_json(item) for key, item in pairs}
     if isinstance(value, Iterator):
         return [materialised_json(item) for item in value]
-    if _holds_iterator(value):
-        return {key: materialised_json(item) for key, item in value.items()}
     return value
 
 

@@ -86,11 +86,11 @@ class TrackMaskStore:
             self._tracks = len(sizes)
         elif len(sizes) != self._tracks:
             raise ValueError(f"{len(sizes)} tracks in a store of {self._tracks} per frame")
+        ends = np.cumsum(sizes)  # where each track's string ends among the frame's
         data: bytes | memoryview = compressed.data
-        if not np.array_equal(compressed.offsets, np.cumsum(sizes) - sizes):  # not back to back: made so
+        if not np.array_equal(compressed.offsets, ends - sizes):  # not back to back: made so
             view = memoryview(compressed.data)
             data = b"".join(view[o : o + n] for o, n in zip(compressed.offsets.tolist(), sizes.tolist(), strict=True))
-        ends = np.cumsum(sizes)  # where each track's string ends among the frame's
         if len(ends) and int(ends[-1]) > _LENGTH:
             raise ValueError(f"a frame's RLE strings of {int(ends[-1])} bytes: the store takes up to {_LENGTH}")
         row = ends.astype(np.uint32) | np.where(np.asarray(empty, dtype=bool), np.uint32(_EMPTY), np.uint32(0))

@@ -36,7 +36,7 @@ from urllib.parse import quote
 import numpy as np
 
 from clipvis.cli import rle
-from clipvis.cli.atomic import JsonObjectItems, streamed_json
+from clipvis.cli.atomic import JsonObjectItems, write_streamed_json
 from clipvis.cli.exporters.base import Exporter, ExportOptions, frame_crops
 from clipvis.cli.exporters.cvat import _colour
 from clipvis.cli.exporters.frames import check_frame_size
@@ -188,10 +188,7 @@ class LabelStudioExporter(Exporter):
             "predictions": iter([{"model_version": "clipvis", "score": float(np.mean(scores)) if scores else 0.0,
                                   "result": results}]),
         }
-        with open(root / "tasks.json", "w", encoding="utf-8") as handle:
-            for text in streamed_json(iter([task])):
-                handle.write(text)
-            handle.write("\n")
+        write_streamed_json(root / "tasks.json", iter([task]))
         (root / "config.xml").write_text(label_studio_config(video), encoding="utf-8")
         return [root]
 
@@ -233,10 +230,7 @@ class FiftyOneExporter(Exporter):
 
         # Written frame by frame: a long video's masks never sit in memory at once (every frame's were before).
         labels = {"filename": media_name, "frames": JsonObjectItems(frames())}
-        with open(root / "labels" / f"{info.stem}.json", "w", encoding="utf-8") as handle:
-            for text in streamed_json(labels):
-                handle.write(text)
-            handle.write("\n")
+        write_streamed_json(root / "labels" / f"{info.stem}.json", labels)
         manifest = {
             "type": "eta.core.datasets.LabeledVideoDataset", "description": f"clipvis export of {info.stem}",
             "index": [{"data": f"data/{media_name}", "labels": f"labels/{info.stem}.json"}],
