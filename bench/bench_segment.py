@@ -10,6 +10,7 @@
     python bench/bench_segment.py --model r50 --parts g --device cuda --precision bf16 --size 1280x720   # (g)
     python bench/bench_segment.py --model r50 --parts h --device cuda --precision bf16 --size 1280x720   # (h)
     python bench/bench_segment.py --parts j               # (j) torchrun's queue vs fixed halves, one long video
+    python bench/bench_segment.py --parts k --long-frames 20000   # (k) a long video's memory (default: 2 hours)
     bash bench/device_checks.sh run                       # every GPU figure at once, on a machine with a GPU
 
 (a) frames/s of the real pipeline (SegmentRunner: background decode, model, RLE worker, overlay + ytvis + coco
@@ -39,6 +40,10 @@
 (j) wall time of 2 processes x 1 thread over a folder of one long video and --rank-videos - 1 short ones: fixed
     halves (`--shard 0/2` and `--shard 1/2` side by side: every other video of the sorted folder) against
     `torchrun --nproc-per-node 2`, where each rank takes the next video (largest first) whenever it is free.
+(k) the memory of a long video (default: 2 hours at 30 frames/s, 128x96, --long-frames, --long-size): this process'
+    RSS through SegmentRunner.run (all outputs, the CLI's heap trimmer) with the network's outputs replayed as in (e),
+    so that hours of video take minutes: the peak RSS of the model pass's last quarter against its first quarter
+    (target <= 1.10), its growth per frame over the second half, and the writers' peak.
 
 Videos (moving coloured shapes over a smoothly textured gradient, 854x480, 30 fps) and checkpoints are made once per
 run in a temporary folder. Random weights are adjusted so that masks are object-sized (see make_masks_object_like).
@@ -50,6 +55,7 @@ idle seconds waits for the host, so a run's time also depends on what ran before
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -61,7 +67,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -86,7 +94,7 @@ from clipvis.cli.memory import HUGE_PAGES_VARIABLE, HeapTrimmer, prefer_huge_pag
 from clipvis.cli.segment import DEFAULT_FORMATS, FORMATS, SegmentOptions, SegmentRunner  # noqa: E402
 from clipvis.cli.video_io import VideoReader  # noqa: E402
 from clipvis.cli.writers.overlay import render_threads_for  # noqa: E402
-from clipvis.model import create_model, save_pretrained  # noqa: E402
+from clipvis.model import VideoPredictor, create_model, save_pretrained  # noqa: E402
 from clipvis.model.preprocess import FramePreprocessor  # noqa: E402
 
 HEIGHT, WIDTH, FPS = 480, 854, 30
@@ -258,10 +266,12 @@ def bench_options(
     )
 
 
-def make_runner(predictor, options: SegmentOptions, render_threads: int | None) -> SegmentRunner:
+def make_runner(
+    predictor, options: SegmentOptions, render_threads: int | None, reporter: SilentReporter | None = None
+) -> SegmentRunner:
     """SegmentRunner with the `segment` command's writers; `render_threads` overrides the overlay's drawing threads
     (default: clipvis.cli.writers.overlay.render_threads_for, by CPUs and frame size)."""
-    runner = SegmentRunner(predictor, options, SilentReporter())
+    runner = SegmentRunner(predictor, options, reporter or SilentReporter())
     for writer in runner.writers:
         if hasattr(writer, "render_threads"):
             writer.render_threads = render_threads
@@ -477,6 +487,25 @@ def replay_ceiling(
     ``replay_masks``: the masks' run lengths replayed too (the host's work alone)."""
     video = files.video(frames, height, width)
     options = bench_options(files, "tiny", "out_replay", device)
+    with replayed_predictor(files, options, height, width, replay_masks) as predictor:
+        runner = make_runner(predictor, options, render_threads)
+        before = load_average()
+        fps, timings = end_to_end_fps(runner, video, 1)
+        fps_best = max(fps, end_to_end_fps(runner, video, 2)[0])
+    return {
+        "frames": frames, "size": f"{width}x{height}", "queries": predictor.model.config.num_queries, "device": device,
+        "end_to_end_fps": fps_best, "timings": timings, "load_average": before + load_average(),
+        "render_threads": render_threads or render_threads_for(height, width), "masks_replayed": replay_masks,
+    }
+
+
+@contextlib.contextmanager
+def replayed_predictor(
+    files: BenchFiles, options: SegmentOptions, height: int, width: int, replay_masks: bool
+) -> Iterator[VideoPredictor]:
+    """The predictor of ``options`` (tiny model) with its network's outputs replayed from a recording of
+    ``2 * BATCH_FRAMES`` frames of ``height`` x ``width`` (and with ``replay_masks`` the masks' run lengths too), until
+    the block ends."""
     predictor = load_predictor(options)
     model = predictor.model
     decoded = decode_all(files.video(2 * BATCH_FRAMES, height, width))
@@ -493,17 +522,10 @@ def replay_ceiling(
         session_class._full_resolution_runs = lambda _session, mask_logits: replayed_runs(mask_logits)
     model.forward = replay  # the instance's forward: nn.Module.__call__ now returns the recording
     try:
-        runner = make_runner(predictor, options, render_threads)
-        before = load_average()
-        fps, timings = end_to_end_fps(runner, video, 1)
-        fps_best = max(fps, end_to_end_fps(runner, video, 2)[0])
+        yield predictor
     finally:
         session_class._full_resolution_runs = full_resolution_runs
-    return {
-        "frames": frames, "size": f"{width}x{height}", "queries": model.config.num_queries, "device": device,
-        "end_to_end_fps": fps_best, "timings": timings, "load_average": before + load_average(),
-        "render_threads": render_threads or render_threads_for(height, width), "masks_replayed": replay_masks,
-    }
+        del model.forward
 
 
 def record_mask_runs(predictor, decoded: np.ndarray) -> list:
@@ -513,6 +535,102 @@ def record_mask_runs(predictor, decoded: np.ndarray) -> list:
     for first in range(0, len(decoded), BATCH_FRAMES):
         runs += [frame.mask_runs.wait() for frame in session.push(decoded[first : first + BATCH_FRAMES])]
     return [type(run)(run.counts.cpu(), run.lengths.cpu(), run.size) for run in runs]
+
+
+# ------------------------------------------------------- (k) a long video's memory, network outputs replayed
+
+
+class MemorySampler(SilentReporter):
+    """A silent Reporter that counts processed frames, while a thread samples the process' RSS every ``interval``
+    seconds as (seconds, frames processed so far, RSS bytes)."""
+
+    def __init__(self, interval: float = 0.5) -> None:
+        self.interval = interval
+        self.frames = 0
+        self.samples: list[tuple[float, int, int]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, name="bench-rss", daemon=True)
+
+    def frames_done(self, count: int) -> None:
+        self.frames += count
+
+    def __enter__(self) -> MemorySampler:
+        self._start = time.perf_counter()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _sample(self) -> None:
+        while True:
+            self.samples.append((time.perf_counter() - self._start, self.frames, current_rss_bytes()))
+            if self._stop.wait(self.interval):
+                return
+
+
+def current_rss_bytes() -> int:
+    """This process' resident set size now (Linux)."""
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def long_video_memory(
+    files: BenchFiles, frames: int, device: str, height: int, width: int, render_threads: int | None = None,
+) -> dict[str, Any]:
+    """RSS of this process through SegmentRunner.run on one ``frames``-frame video (all outputs, the CLI's heap
+    trimmer), with the network's outputs replayed (tiny model, 100 queries): the model pass costs what the host does
+    around the network, so a video of hours runs in minutes, and what a video keeps per frame shows as RSS growing
+    with the frames processed."""
+    video = files.video(frames, height, width)
+    options = bench_options(files, "tiny", "out_long", device)
+    with replayed_predictor(files, options, height, width, replay_masks=False) as predictor, \
+            cli_heap_trimmer(enabled=True):
+        sampler = MemorySampler()
+        runner = make_runner(predictor, options, render_threads, sampler)
+        before = current_rss_bytes()
+        with sampler:
+            fps, timings = end_to_end_fps(runner, video, 1)
+    during = [(frames_done, rss) for _, frames_done, rss in sampler.samples if frames_done < frames]
+    after = [rss for _, frames_done, rss in sampler.samples if frames_done >= frames]
+    quarter = max(1, frames // 4)
+    first = [rss for done, rss in during if done < quarter]
+    last = [rss for done, rss in during if done >= frames - quarter]
+    by_frames = np.asarray(during[len(during) // 2 :], dtype=np.float64)
+    slope = float(np.polyfit(by_frames[:, 0], by_frames[:, 1], 1)[0]) if len(by_frames) > 2 else float("nan")
+    outputs = options.output / video.stem
+    return {
+        "frames": frames, "size": f"{width}x{height}", "device": device, "end_to_end_fps": fps, "timings": timings,
+        "rss_before_bytes": before, "samples": sampler.samples,
+        "model_pass_first_quarter_peak_bytes": max(first, default=0),
+        "model_pass_last_quarter_peak_bytes": max(last, default=0),
+        "model_pass_second_half_slope_bytes_per_frame": slope,
+        "writers_peak_bytes": max(after, default=0),
+        "output_bytes": {path.name: path.stat().st_size for path in sorted(outputs.iterdir()) if path.is_file()},
+    }
+
+
+def report_long_video(run: dict[str, Any], fps: float) -> None:
+    mib = 2**20
+    first, last = run["model_pass_first_quarter_peak_bytes"], run["model_pass_last_quarter_peak_bytes"]
+    ratio = last / first if first else float("nan")
+    hours = run["frames"] / fps / 3600
+    rows = [
+        ("RSS before the video", f"{run['rss_before_bytes'] / mib:8.1f} MiB"),
+        ("model pass, first quarter: peak", f"{first / mib:8.1f} MiB"),
+        ("model pass, last quarter: peak", f"{last / mib:8.1f} MiB"),
+        ("ratio last / first quarter", f"{ratio:8.3f}  (target <= 1.10: {'met' if ratio <= 1.10 else 'NOT met'})"),
+        ("growth over the second half", f"{run['model_pass_second_half_slope_bytes_per_frame']:8.1f} bytes/frame"),
+        ("writers' stage: peak", f"{run['writers_peak_bytes'] / mib:8.1f} MiB"),
+        ("end to end", f"{run['end_to_end_fps']:8.2f} frames/s"),
+        *((k, f"{v:9.1f} s") for k, v in run["timings"].items()),
+        *((name, f"{size / mib:8.1f} MiB") for name, size in run["output_bytes"].items()),
+    ]
+    print_table(
+        f"(k) a long video's memory: SegmentRunner, all outputs, network outputs replayed, {run['frames']} frames "
+        f"{run['size']} ({hours:.2f} h at {fps:g} frames/s), device={run['device']}", rows,
+    )
 
 
 # ---------------------------------------------------------------- (g) GPU memory against video length
@@ -797,7 +915,7 @@ def main() -> None:
         help="environment for the (b)/(c) subprocesses, e.g. MALLOC_MMAP_THRESHOLD_=1048576 (repeatable)",
     )
     parser.add_argument(
-        "--parts", nargs="+", choices=list("abcdefghij"), default=list("abcdef"), help="what to measure (see above)"
+        "--parts", nargs="+", choices=list("abcdefghijk"), default=list("abcdef"), help="what to measure (see above)"
     )
     parser.add_argument("--folder-videos", type=int, default=6, help="(h) videos in the folder")
     parser.add_argument("--folder-frames", type=int, default=None, help="(h) frames per video (default: as (a))")
@@ -812,6 +930,9 @@ def main() -> None:
         "--replay-variants", nargs="+", choices=["network", "host"], default=["network", "host"],
         help="(e) network: the network's outputs replayed; host: the masks' run lengths replayed too",
     )
+    parser.add_argument("--long-frames", type=int, default=2 * 3600 * FPS,
+                        help=f"(k) frames of the long video (default: 2 hours at {FPS} frames/s)")
+    parser.add_argument("--long-size", default="128x96", help="(k) WIDTHxHEIGHT")
     parser.add_argument("--overhead-runs", type=int, default=5, help="(i) fresh processes measured")
     parser.add_argument("--rank-videos", type=int, default=8, help="(f) videos in the folder")
     parser.add_argument("--rank-frames", type=int, default=20, help="(f) frames per video; (j) of the short ones")
@@ -909,6 +1030,12 @@ def main() -> None:
                      ("load average before/after", _fmt_list(replay["load_average"]))],
                 )
                 figures["replay_host_only" if replay_masks else "replay"] = replay
+        if "k" in parts:
+            long_width, long_height = parse_size(args.long_size)
+            long_run = long_video_memory(files, args.long_frames, args.device, long_height, long_width,
+                                         args.render_threads)
+            report_long_video(long_run, FPS)
+            figures["long_video"] = long_run
         if "f" in parts:
             # Each layout --repeats times, the layouts alternated; the fastest run of each is kept.
             layouts = {"threads": ("threads", args.threads), "single": ("threads", 1), "torchrun": ("torchrun", 1),
