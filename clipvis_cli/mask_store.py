@@ -68,6 +68,11 @@ class TrackMaskStore:
     def __len__(self) -> int:
         return self._frames
 
+    @property
+    def file_bytes(self) -> int:
+        """The bytes written to the temporary file so far (the strings, and the index blocks spilled)."""
+        return self._offset
+
     def _write(self, data: bytes | memoryview) -> None:
         try:
             self._file.write(data)

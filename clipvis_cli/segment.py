@@ -42,6 +42,7 @@ from clipvis.cli.progress import Reporter, SerializedReporter
 from clipvis.cli.resources import usable_cpus
 from clipvis.cli.results import TrackResult, VideoInfo
 from clipvis.cli.streaming import VideoStream
+from clipvis.cli.temp_space import TemporarySpaceWatch
 from clipvis.cli.video_io import DEFAULT_FPS, FrameReader, VideoReadError, open_reader, variable_frame_times
 from clipvis.cli.writers import (
     DEFAULT_FORMATS,
@@ -489,13 +490,19 @@ class SegmentRunner:
 
     def _run_model(self, store: TrackMaskStore, reader: FrameReader, source: VideoSource, video_id: int,
                    stem: str) -> TrackedVideo:
-        """Stream the frames through the model (clipvis.cli.streaming); every frame's track masks go to `store`."""
+        """Stream the frames through the model (clipvis.cli.streaming); every frame's track masks go to `store`.
+        Where the temporary files will not fit in their folder by the last frame, one warning says so early."""
         opts = self.options
         probe = reader.probe()
+        space = TemporarySpaceWatch(store.directory, probe.processed_frame_count(reader.stride, reader.max_frames))
         with VideoStream(self.predictor, reader, batch_frames=opts.batch_frames) as stream:
             for frame in stream:
                 store.add_compressed(frame.compressed, frame.empty)
                 self.reporter.frames_done(1)
+                queries, classes = frame.tracked.class_probs.shape
+                warning = space.update(len(store), store.file_bytes, 4 * queries * (classes + 3))
+                if warning is not None:
+                    self.reporter.say("warning", subject_message(warning, source.path))
             if opts.exact:  # the official evaluator's selection has no such settings
                 video = stream.finish()
             else:

@@ -1,0 +1,74 @@
+"""An early warning when a long video's temporary files will not fit in their folder.
+
+While a video streams, every track's masks go to a temporary file (``clipvis.cli.mask_store``), and past 64 MiB so do
+the per-frame scores (``clipvis.model.scoring.FrameSpill``: 4 x queries x (classes + 3) bytes per frame). Both grow
+with the video: tens of GB for hours of video with a large vocabulary (README, "How it runs"). When the folder fills
+up the input fails with `No space left on device`, possibly hours in. :class:`TemporarySpaceWatch` projects the files'
+final size from the frames so far and the video's expected frame count, and says so once, early, when it exceeds
+what the folder has free, so that a user can point ``TMPDIR`` elsewhere before the hours are spent.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+FIRST_CHECK_FRAMES = 256  # the first projection: enough frames for a rate, early in a long video
+CHECK_EVERY_FRAMES = 4096  # then again this often (the rate, or the free space, may change)
+SCORES_IN_MEMORY_BYTES = 64 << 20  # FrameSpill's memory budget: the scores reach the disk past it
+
+
+def free_bytes(directory: str) -> int | None:
+    """The bytes free for this user in ``directory``'s file system; None where that cannot be told."""
+    try:
+        return shutil.disk_usage(directory).free
+    except OSError:
+        return None
+
+
+def size_text(size: float) -> str:
+    """``"512 MB"``, ``"61.3 GB"``, ``"1.2 TB"`` (powers of 1000, as `df -H` prints)."""
+    for unit, scale in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6)):
+        if size >= scale:
+            return f"{size / scale:.1f} {unit}" if size < 100 * scale else f"{size / scale:.0f} {unit}"
+    return f"{max(size, 0) / 1e3:.0f} KB"
+
+
+@dataclass
+class TemporarySpaceWatch:
+    """Projects a video's temporary files to its last frame, at frames ``FIRST_CHECK_FRAMES`` and every
+    ``CHECK_EVERY_FRAMES`` after, and returns one warning line (once per video) when what is still to be written
+    passes the free space of ``directory``.
+
+    ``expected_frames``: the video's processed frames as its container says (None: unknown, nothing is checked).
+    ``free``: how free space is measured (default ``free_bytes``).
+    """
+
+    directory: str
+    expected_frames: int | None
+    free: Callable[[str], int | None] | None = None
+    warned: bool = field(default=False, init=False)
+
+    def update(self, frames: int, mask_bytes: int, score_bytes_per_frame: int) -> str | None:
+        """After ``frames`` frames, of which the masks' file holds ``mask_bytes`` and whose scores take
+        ``score_bytes_per_frame`` each: the warning, the first time the projection does not fit, else None."""
+        if self.warned or self.expected_frames is None or frames >= self.expected_frames or frames < 1:
+            return None
+        if frames != FIRST_CHECK_FRAMES and (frames < FIRST_CHECK_FRAMES or frames % CHECK_EVERY_FRAMES):
+            return None
+        remaining_frames = self.expected_frames - frames
+        masks_to_come = mask_bytes / frames * remaining_frames
+        scores_written = max(0, score_bytes_per_frame * frames - SCORES_IN_MEMORY_BYTES)
+        scores_total = max(0, score_bytes_per_frame * self.expected_frames - SCORES_IN_MEMORY_BYTES)
+        to_come = masks_to_come + scores_total - scores_written
+        available = (self.free or free_bytes)(self.directory)
+        if available is None or to_come <= available:
+            return None
+        self.warned = True
+        needed = mask_bytes + masks_to_come + scores_total
+        return (
+            f"its temporary files (masks, scores) will need about {size_text(needed)} in {self.directory} by its "
+            f"last frame ({self.expected_frames}), at the rate of its first {frames}, and {size_text(available)} are "
+            "free there: point TMPDIR at a disk with room, or the video fails when that folder is full"
+        )

@@ -1,0 +1,111 @@
+"""The early warning that a long video's temporary files (masks, scores) will not fit in their folder
+(clipvis.cli.temp_space): projected from the frames so far, said once per video, in `segment`'s output."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from clipvis.cli import temp_space
+from clipvis.cli.commands.common import load_predictor
+from clipvis.cli.inputs import VideoSource
+from clipvis.cli.segment import SegmentOptions, SegmentRunner
+from clipvis.cli.temp_space import (
+    CHECK_EVERY_FRAMES,
+    FIRST_CHECK_FRAMES,
+    SCORES_IN_MEMORY_BYTES,
+    TemporarySpaceWatch,
+    size_text,
+)
+
+GB = 10**9
+
+
+def watch(expected: int | None, free: int | None) -> TemporarySpaceWatch:
+    return TemporarySpaceWatch("/scratch/tmp", expected, free=lambda _directory: free)
+
+
+def test_masks_projected_past_the_free_space_warn_once_naming_the_folder_and_sizes() -> None:
+    space = watch(expected=216_000, free=20 * GB)
+    # 300 KB of masks per frame: 64.8 GB for the video, 64.7 GB still to come
+    message = space.update(FIRST_CHECK_FRAMES, FIRST_CHECK_FRAMES * 300_000, 0)
+    assert message is not None
+    assert "/scratch/tmp" in message and "TMPDIR" in message
+    assert "64.8 GB" in message and "20.0 GB are free" in message and "last frame (216000)" in message
+    assert "\n" not in message
+    assert space.update(CHECK_EVERY_FRAMES, CHECK_EVERY_FRAMES * 300_000, 0) is None  # said once
+
+
+def test_no_warning_where_the_files_fit() -> None:
+    space = watch(expected=216_000, free=70 * GB)
+    for frames in (FIRST_CHECK_FRAMES, CHECK_EVERY_FRAMES, 50 * CHECK_EVERY_FRAMES):
+        assert space.update(frames, frames * 300_000, 0) is None
+
+
+def test_what_is_written_already_does_not_count_against_the_free_space() -> None:
+    # 10 GB written of a 20 GB total, 11 GB free: the 10 GB to come fit
+    frames = 25 * CHECK_EVERY_FRAMES
+    assert watch(expected=2 * frames, free=11 * GB).update(frames, 10 * GB, 0) is None
+    assert watch(expected=2 * frames, free=9 * GB).update(frames, 10 * GB, 0) is not None
+
+
+def test_scores_count_only_past_their_memory_budget() -> None:
+    # LVIS's 1,203 classes, 100 queries: 482,400 bytes of scores per frame, 104 GB for 2 hours at 30 frames/s
+    per_frame = 4 * 100 * (1203 + 3)
+    assert watch(expected=216_000, free=100 * GB).update(FIRST_CHECK_FRAMES, 0, per_frame) is not None
+    assert watch(expected=216_000, free=105 * GB).update(FIRST_CHECK_FRAMES, 0, per_frame) is None
+    # a short video's scores stay in memory: nothing reaches the disk
+    short = SCORES_IN_MEMORY_BYTES // per_frame
+    assert watch(expected=short, free=0).update(FIRST_CHECK_FRAMES, 0, per_frame) is None
+
+
+@pytest.mark.parametrize("frames", [1, FIRST_CHECK_FRAMES - 1, FIRST_CHECK_FRAMES + 1, CHECK_EVERY_FRAMES + 1])
+def test_checked_only_at_the_first_check_and_then_every_few_thousand_frames(frames: int) -> None:
+    assert watch(expected=10**6, free=0).update(frames, frames * 10**6, 0) is None
+
+
+def test_nothing_checked_when_the_length_or_the_free_space_is_unknown() -> None:
+    assert watch(expected=None, free=0).update(FIRST_CHECK_FRAMES, 10**12, 10**6) is None
+    assert watch(expected=10**6, free=None).update(FIRST_CHECK_FRAMES, 10**12, 10**6) is None
+
+
+def test_size_text() -> None:
+    assert [size_text(v) for v in (512, 2.5e6, 64.84e9, 104.2e9, 1.2e12)] == [
+        "1 KB", "2.5 MB", "64.8 GB", "104 GB", "1.2 TB"]
+
+
+class SayingReporter:
+    def __init__(self) -> None:
+        self.said: list[tuple[str, str]] = []
+
+    def batch_started(self, num_videos) -> None: ...
+    def video_started(self, source, stem, total_frames) -> None: ...
+    def frames_done(self, count: int) -> None: ...
+    def video_finished(self, source, stem, frames, fps, outputs) -> None: ...
+    def video_skipped(self, source, stem, reason: str = "") -> None: ...
+    def video_failed(self, source, stem, message) -> None: ...
+    def close(self) -> None: ...
+
+    def say(self, level: str, message: str) -> None:
+        self.said.append((level, message))
+
+
+def test_segment_warns_while_the_video_runs_and_still_finishes_it(
+    media, tmp_path: Path, tiny_weights: Path, isolated_cache, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(temp_space, "FIRST_CHECK_FRAMES", 4)
+    measured: list[str] = []
+    monkeypatch.setattr(temp_space, "free_bytes", lambda directory: measured.append(directory) or 1000)
+    reporter = SayingReporter()
+    options = SegmentOptions(["bar", "sky"], str(tiny_weights), output=tmp_path / "out", formats=("ytvis",))
+    runner = SegmentRunner(load_predictor(options), options, reporter)
+    outcome = runner.run(VideoSource(media["h264"]), 1, "bars")  # 12 frames
+    assert outcome.status == "complete"
+    assert measured == [tempfile.gettempdir()]  # once, at frame 4, in the masks' folder
+    assert len(reporter.said) == 1
+    level, message = reporter.said[0]
+    assert level == "warning" and media["h264"].name in message
+    assert "by its last frame (12), at the rate of its first 4," in message
+    assert "1 KB are free" in message
