@@ -20,6 +20,7 @@ from torch.utils.data import Dataset
 
 from clipvis.cli.train.records import (
     FrameRecord,
+    RecordStore,
     TrainDataError,
     TrainRecord,
     category_image_counts,
@@ -298,10 +299,14 @@ def read_frame(frame: FrameRecord, seeker: VideoFrameSeeker | None = None) -> np
 class TrainDataset(Dataset):
     """Records -> augmented samples. Indexed by ``(record index, stream position)`` keys from
     :class:`StreamBatchSampler`; a record that fails (corrupt image) is replaced by another one drawn from the
-    same position's RNG, and the failure is reported in the sample's ``warnings``."""
+    same position's RNG, and the failure is reported in the sample's ``warnings``.
+
+    ``records`` is kept as a :class:`RecordStore` (bytes the loader workers share with the main process, however
+    many records they read: a list of record objects was copied into each worker as it read them); the caller
+    may drop its own record objects once the dataset is made."""
 
     def __init__(self, records: Sequence[TrainRecord], augmentation: AugmentationConfig, seed: int = 0) -> None:
-        self.records = list(records)
+        self.records = records if isinstance(records, RecordStore) else RecordStore(records)
         self.augmentation = augmentation
         self.seed = seed
         self.seeker = VideoFrameSeeker()  # frames of videos without extracted images (one per worker process)

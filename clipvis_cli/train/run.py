@@ -455,18 +455,22 @@ def _run_training(request: RunRequest, rank: int, world: int, local_rank: int,
                  ", ".join(s.name for s in sources), augmentation.kind,
                  "repeat-factor" if factors is not None else "uniform")
     dataset = TrainDataset(records, augmentation, seed)
+    # detectron2's DATALOADER.ASPECT_RATIO_GROUPING (default true): a batch of one orientation
+    groups = aspect_ratio_groups(records, augmentation) if config.get("DATALOADER.ASPECT_RATIO_GROUPING") else None
+    # The dataset holds the records as bytes from here on: the record objects go, so that no loader worker (a fork
+    # of this process) copies them page by page (its garbage collector writes to every object's header).
+    del records, sources
+    gc.collect()
     weights = request.weights or (config.get("MODEL.WEIGHTS") or None)
     model = _build_run_model(config, weights, resume_from, seed, rank, world, requests)
     if rank == 0:  # once the data and the model are there: a run that cannot start leaves no config.yaml that a later
         # --resume would take for a run's own
         atomic_write_text(output_dir / RUN_CONFIG_NAME, config.to_yaml())
-    # detectron2's DATALOADER.ASPECT_RATIO_GROUPING (default true): a batch of one orientation
-    groups = aspect_ratio_groups(records, augmentation) if config.get("DATALOADER.ASPECT_RATIO_GROUPING") else None
     num_workers = loader_workers(int(config.get("DATALOADER.NUM_WORKERS")))
     divisibility = int(config.get("MODEL.MASK_FORMER.SIZE_DIVISIBILITY"))
 
     def loader_factory(start_iteration: int) -> torch.utils.data.DataLoader:
-        sampler = StreamBatchSampler(len(records), schedule.global_batch, seed, rank, world, start_iteration, factors,
+        sampler = StreamBatchSampler(len(dataset), schedule.global_batch, seed, rank, world, start_iteration, factors,
                                      groups)
         return build_loader(dataset, sampler, num_workers, divisibility, pin_memory=device.type == "cuda")
 
