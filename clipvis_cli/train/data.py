@@ -8,6 +8,7 @@ exactly at any iteration, and a global batch split over N processes sees the ver
 
 from __future__ import annotations
 
+import gc
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -539,6 +540,26 @@ class Collate:
         )
 
 
+class ForkSharingLoader(torch.utils.data.DataLoader):
+    """A DataLoader whose worker processes, forks of this one, share its Python objects rather than copy them.
+
+    A worker's garbage collector, whenever it runs, writes to the header of every object it tracks, so each worker
+    came to copy every page holding the process' Python objects (the modules, the model's objects, the config: tens
+    to hundreds of MB per worker, times the workers and the GPUs of a node). The objects of this process are frozen
+    (``gc.freeze``: the collector leaves them alone) while the workers start, so the workers inherit them frozen; here
+    they are unfrozen again at once (this process' collector looks after them as before)."""
+
+    def __iter__(self):  # noqa: ANN204 - DataLoader's own iterator types
+        if self.num_workers == 0 or getattr(self, "_iterator", None) is not None:  # no fork, or workers running
+            return super().__iter__()
+        gc.collect()  # no garbage frozen into the workers
+        gc.freeze()
+        try:
+            return super().__iter__()  # starts (forks) the workers
+        finally:
+            gc.unfreeze()
+
+
 def build_loader(
     dataset: TrainDataset,
     sampler: StreamBatchSampler,
@@ -547,8 +568,8 @@ def build_loader(
     pin_memory: bool = False,
 ) -> torch.utils.data.DataLoader:
     """A DataLoader that yields :class:`Batch` forever (worker processes when ``num_workers > 0``, which leave stop
-    signals to the main process)."""
-    return torch.utils.data.DataLoader(
+    signals to the main process and share its Python objects: :class:`ForkSharingLoader`)."""
+    return ForkSharingLoader(
         dataset,
         batch_sampler=sampler,
         num_workers=num_workers,

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import gc
 import json
+import os
 import re
 
 import cv2
 import numpy as np
 import pytest
+import torch
+import torch.multiprocessing as mp
 import yaml
 
 from clipvis.cli import rle
@@ -20,6 +24,7 @@ from clipvis.cli.train.config import (
 )
 from clipvis.cli.train.data import (
     AugmentationConfig,
+    ForkSharingLoader,
     SampleError,
     StreamBatchSampler,
     TrainDataset,
@@ -788,3 +793,35 @@ def test_a_size_divisibility_of_zero_or_less_pads_to_the_batch_size_only_and_tra
     train(config, tmp_path / "run", data, "INPUT.DATASET_MAPPER_NAME=mask_former_instance", "INPUT.MIN_SIZE_TRAIN=[50]",
           "INPUT.MAX_SIZE_TRAIN=80", f"MODEL.MASK_FORMER.SIZE_DIVISIBILITY={divisibility}")
     assert (tmp_path / "run" / "model_0000001.safetensors").is_file()
+
+
+class _CollectionCost(torch.utils.data.Dataset):
+    """One item: the private memory (bytes) a loader worker gains from one full garbage collection."""
+
+    def __len__(self) -> int:
+        return 1
+
+    def __getitem__(self, index: int) -> int:
+        before = _private_dirty_bytes()
+        gc.collect()
+        return _private_dirty_bytes() - before
+
+
+def _private_dirty_bytes() -> int:
+    with open("/proc/self/smaps_rollup") as handle:
+        return next(int(line.split()[1]) * 1024 for line in handle if line.startswith("Private_Dirty:"))
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/smaps_rollup") or "fork" not in mp.get_all_start_methods(),
+                    reason="needs fork and /proc/self/smaps_rollup (Linux 4.14+) to measure a worker's private memory")
+def test_loader_workers_collecting_garbage_do_not_copy_the_training_process_objects() -> None:
+    """A worker's full collection writes to every object it tracks: with a plain DataLoader each worker copies the
+    pages of the process' Python objects (here 400,000 small lists, ~45 MB); the training loader's workers inherit
+    them frozen, out of the collector's way."""
+    objects = [[i] for i in range(400_000)]
+    plain = next(iter(torch.utils.data.DataLoader(_CollectionCost(), batch_size=None, num_workers=1)))
+    shared = next(iter(ForkSharingLoader(_CollectionCost(), batch_size=None, num_workers=1)))
+    assert len(objects) == 400_000
+    assert plain > 30 << 20, f"a plain loader's worker gained only {plain >> 20} MiB: the premise does not hold here"
+    assert shared < 8 << 20, f"the worker gained {shared >> 20} MiB collecting garbage"
+    assert not gc.get_freeze_count()  # this process' objects are collected as before
