@@ -12,7 +12,7 @@ from typing import Any, Protocol, TextIO
 from rich.markup import escape
 
 from clipvis.cli.inputs import VideoSource
-from clipvis.cli.messages import error_line, one_line, path_text, shown_path, warning_line
+from clipvis.cli.messages import error_line, one_line, path_text, shown_path, subject_message, warning_line
 
 
 class Reporter(Protocol):
@@ -28,6 +28,8 @@ class Reporter(Protocol):
     def video_failed(self, source: VideoSource, stem: str, message: str) -> None: ...
     # Ctrl-C or a stop signal ended the input in progress (``message``: by what); the batch ends next.
     def video_interrupted(self, source: VideoSource, stem: str, message: str) -> None: ...
+    # A warning about the input in progress, which goes on (``message``: one line, without the input's name).
+    def video_warning(self, source: VideoSource, stem: str, message: str) -> None: ...
     # A video's files are being written: called when that starts and then every second or so, with the frames the
     # overlay has drawn (``frames`` None when no writer draws frames) out of ``total``.
     def video_writing(self, source: VideoSource, stem: str, frames: int | None, total: int | None) -> None: ...
@@ -102,6 +104,12 @@ class SerializedReporter:
     def video_interrupted(self, source: VideoSource, stem: str, message: str) -> None:
         self._call("video_interrupted", source, stem, message)
 
+    def video_warning(self, source: VideoSource, stem: str, message: str) -> None:
+        if self.inner is not None and not hasattr(self.inner, "video_warning"):  # a reporter of an older interface
+            self._call("say", "warning", subject_message(message, source.path))
+        else:
+            self._call("video_warning", source, stem, message)
+
     def video_writing(self, source: VideoSource, stem: str, frames: int | None, total: int | None) -> None:
         self._call("video_writing", source, stem, frames, total)
 
@@ -124,7 +132,8 @@ class JsonlReporter:
     (every `every` frames, with `frames_expected` and `eta_s` when the frame count is known), writing (while a
     video's files are written: at their start, then on a call (segment makes one a second) that finds `every` more
     overlay frames drawn than the last event said, or a minute gone since it), video_done,
-    video_skipped, video_failed, video_interrupted, error / warning / note (a line about the batch, not one input),
+    video_skipped, video_failed, video_interrupted, video_warning (about one input, which goes on), error / warning /
+    note (a line about the batch, not one input),
     summary (the batch's end); under torchrun, on rank 0, job_progress (the job's inputs ended over all processes,
     whenever that changes)."""
 
@@ -195,6 +204,9 @@ class JsonlReporter:
         self._writing.pop(path_text(source.path), None)
         self._emit("video_interrupted", input=path_text(source.path), stem=stem, error=message,
                    status="interrupted")
+
+    def video_warning(self, source: VideoSource, stem: str, message: str) -> None:
+        self._emit("video_warning", input=path_text(source.path), stem=stem, message=one_line(message))
 
     def batch_finished(self, counts: dict[str, int], total: int, message: str | None = None,
                        error: bool = False, interrupted: bool = False, own: bool = False) -> None:
@@ -351,6 +363,9 @@ class HumanReporter:
 
     def video_interrupted(self, source: VideoSource, stem: str, message: str) -> None:
         pass  # the batch's end says it: `clipvis: error: interrupted; ...`
+
+    def video_warning(self, source: VideoSource, stem: str, message: str) -> None:
+        self.console.print(warning_line(subject_message(message, source.path)), markup=False, soft_wrap=True)
 
     def batch_finished(self, counts: dict[str, int], total: int, message: str | None = None,
                        error: bool = False, interrupted: bool = False, own: bool = False) -> None:

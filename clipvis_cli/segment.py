@@ -502,7 +502,7 @@ class SegmentRunner:
                 queries, classes = frame.tracked.class_probs.shape
                 warning = space.update(len(store), store.file_bytes, 4 * queries * (classes + 3))
                 if warning is not None:
-                    self.reporter.say("warning", subject_message(warning, source.path))
+                    self.reporter.video_warning(source, stem, warning)
             if opts.exact:  # the official evaluator's selection has no such settings
                 video = stream.finish()
             else:

@@ -1,7 +1,8 @@
 """An early warning when a long video's temporary files will not fit in their folder.
 
-While a video streams, every track's masks go to a temporary file (``clipvis.cli.mask_store``), and past 64 MiB so do
-the per-frame scores (``clipvis.model.scoring.FrameSpill``: 4 x queries x (classes + 3) bytes per frame). Both grow
+While a video streams, every track's masks go to a temporary file (``clipvis.cli.mask_store``), and so do the
+per-frame scores, all of them, once they pass 64 MiB (``clipvis.model.scoring.FrameSpill``: 4 x queries x (classes + 3)
+bytes per frame). Both grow
 with the video: tens of GB for hours of video with a large vocabulary (README, "How it runs"). When the folder fills
 up the input fails with `No space left on device`, possibly hours in. :class:`TemporarySpaceWatch` projects the files'
 final size from the frames so far and the video's expected frame count, and says so once, early, when it exceeds
@@ -16,7 +17,7 @@ from dataclasses import dataclass, field
 
 FIRST_CHECK_FRAMES = 256  # the first projection: enough frames for a rate, early in a long video
 CHECK_EVERY_FRAMES = 4096  # then again this often (the rate, or the free space, may change)
-SCORES_IN_MEMORY_BYTES = 64 << 20  # FrameSpill's memory budget: the scores reach the disk past it
+SCORES_IN_MEMORY_BYTES = 64 << 20  # FrameSpill's memory budget: past it, every frame's scores go to the disk
 
 
 def free_bytes(directory: str) -> int | None:
@@ -59,9 +60,14 @@ class TemporarySpaceWatch:
             return None
         remaining_frames = self.expected_frames - frames
         masks_to_come = mask_bytes / frames * remaining_frames
+        # Once the scores pass their memory budget, the file takes every frame's, those held in memory so far
+        # included (FrameSpill writes them all, then the rest as it goes and at the end). Of what is written already,
+        # only what cannot still be in memory counts: the projection errs towards saying too much is to come.
+        scores_total = score_bytes_per_frame * self.expected_frames
+        if scores_total <= SCORES_IN_MEMORY_BYTES:
+            scores_total = 0
         scores_written = max(0, score_bytes_per_frame * frames - SCORES_IN_MEMORY_BYTES)
-        scores_total = max(0, score_bytes_per_frame * self.expected_frames - SCORES_IN_MEMORY_BYTES)
-        to_come = masks_to_come + scores_total - scores_written
+        to_come = masks_to_come + scores_total - min(scores_written, scores_total)
         available = (self.free or free_bytes)(self.directory)
         if available is None or to_come <= available:
             return None

@@ -3,14 +3,18 @@
 
 from __future__ import annotations
 
+import io
+import json
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from clipvis.cli import temp_space
 from clipvis.cli.commands.common import load_predictor
 from clipvis.cli.inputs import VideoSource
+from clipvis.cli.progress import HumanReporter, JsonlReporter
 from clipvis.cli.segment import SegmentOptions, SegmentRunner
 from clipvis.cli.temp_space import (
     CHECK_EVERY_FRAMES,
@@ -51,7 +55,7 @@ def test_what_is_written_already_does_not_count_against_the_free_space() -> None
     assert watch(expected=2 * frames, free=9 * GB).update(frames, 10 * GB, 0) is not None
 
 
-def test_scores_count_only_past_their_memory_budget() -> None:
+def test_scores_past_their_memory_budget_all_go_to_the_disk() -> None:
     # LVIS's 1,203 classes, 100 queries: 482,400 bytes of scores per frame, 104 GB for 2 hours at 30 frames/s
     per_frame = 4 * 100 * (1203 + 3)
     assert watch(expected=216_000, free=100 * GB).update(FIRST_CHECK_FRAMES, 0, per_frame) is not None
@@ -59,6 +63,24 @@ def test_scores_count_only_past_their_memory_budget() -> None:
     # a short video's scores stay in memory: nothing reaches the disk
     short = SCORES_IN_MEMORY_BYTES // per_frame
     assert watch(expected=short, free=0).update(FIRST_CHECK_FRAMES, 0, per_frame) is None
+    # just past the budget the file takes all of them at once, those held in memory included (FrameSpill's flush):
+    # 350 frames x 200,600 bytes = 70.2 MB to come against 16 MB free (a hunter's tmpfs)
+    per_frame = 4 * 50 * (1000 + 3)
+    assert watch(expected=350, free=16_300_000).update(FIRST_CHECK_FRAMES, 4_668_329, per_frame) is not None
+
+
+def test_the_projection_matches_what_the_scores_file_takes(tmp_path: Path) -> None:
+    """FrameSpill's file, past its budget, holds every frame's scores: the projection counts that much."""
+    from clipvis.model.scoring import FrameSpill
+
+    spill = FrameSpill(memory_budget_bytes=10_000, directory=str(tmp_path))
+    frame = np.zeros((5, 7 + 3), np.float32)  # 5 queries, 7 classes: 200 bytes a frame
+    for _ in range(120):
+        spill.append(frame)
+    spill.read()
+    on_disk = spill._file.seek(0, 2)
+    spill.close()
+    assert on_disk == 120 * 4 * 5 * (7 + 3)
 
 
 @pytest.mark.parametrize("frames", [1, FIRST_CHECK_FRAMES - 1, FIRST_CHECK_FRAMES + 1, CHECK_EVERY_FRAMES + 1])
@@ -76,36 +98,53 @@ def test_size_text() -> None:
         "1 KB", "2.5 MB", "64.8 GB", "104 GB", "1.2 TB"]
 
 
-class SayingReporter:
+class WarningReporter:
+    """Records the warnings about one input (SegmentRunner passes on only the calls a reporter has)."""
+
     def __init__(self) -> None:
-        self.said: list[tuple[str, str]] = []
+        self.warnings: list[tuple[str, str]] = []
 
-    def batch_started(self, num_videos) -> None: ...
-    def video_started(self, source, stem, total_frames) -> None: ...
-    def frames_done(self, count: int) -> None: ...
-    def video_finished(self, source, stem, frames, fps, outputs) -> None: ...
-    def video_skipped(self, source, stem, reason: str = "") -> None: ...
-    def video_failed(self, source, stem, message) -> None: ...
-    def close(self) -> None: ...
-
-    def say(self, level: str, message: str) -> None:
-        self.said.append((level, message))
+    def video_warning(self, source, stem: str, message: str) -> None:
+        self.warnings.append((stem, message))
 
 
-def test_segment_warns_while_the_video_runs_and_still_finishes_it(
-    media, tmp_path: Path, tiny_weights: Path, isolated_cache, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def run_with_little_room(media, tmp_path: Path, tiny_weights: Path, monkeypatch: pytest.MonkeyPatch, reporter):
+    """segment on the 12-frame bar video, its free space measured at 1000 bytes (at frame 4): the folders measured."""
     monkeypatch.setattr(temp_space, "FIRST_CHECK_FRAMES", 4)
     measured: list[str] = []
     monkeypatch.setattr(temp_space, "free_bytes", lambda directory: measured.append(directory) or 1000)
-    reporter = SayingReporter()
     options = SegmentOptions(["bar", "sky"], str(tiny_weights), output=tmp_path / "out", formats=("ytvis",))
     runner = SegmentRunner(load_predictor(options), options, reporter)
-    outcome = runner.run(VideoSource(media["h264"]), 1, "bars")  # 12 frames
-    assert outcome.status == "complete"
+    outcome = runner.run(VideoSource(media["h264"]), 1, "bars")
+    assert outcome.status == "complete"  # the video runs on
+    return measured
+
+
+def test_segment_warns_about_the_input_while_it_runs_and_still_finishes_it(
+    media, tmp_path: Path, tiny_weights: Path, isolated_cache, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reporter = WarningReporter()
+    measured = run_with_little_room(media, tmp_path, tiny_weights, monkeypatch, reporter)
     assert measured == [tempfile.gettempdir()]  # once, at frame 4, in the masks' folder
-    assert len(reporter.said) == 1
-    level, message = reporter.said[0]
-    assert level == "warning" and media["h264"].name in message
-    assert "by its last frame (12), at the rate of its first 4," in message
+    assert len(reporter.warnings) == 1
+    stem, message = reporter.warnings[0]
+    assert stem == "bars" and "by its last frame (12), at the rate of its first 4," in message
     assert "1 KB are free" in message
+
+
+def test_the_warning_in_the_log_and_in_json_lines(
+    media, tmp_path: Path, tiny_weights: Path, isolated_cache, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stream = io.StringIO()
+    run_with_little_room(media, tmp_path / "jsonl", tiny_weights, monkeypatch, JsonlReporter(stream))
+    events = [json.loads(line) for line in stream.getvalue().splitlines()]
+    warnings = [event for event in events if event["event"] == "video_warning"]
+    assert len(warnings) == 1 and warnings[0]["stem"] == "bars"
+    assert warnings[0]["input"] == str(media["h264"]) and "TMPDIR" in warnings[0]["message"]
+    assert not any(event["event"] == "warning" for event in events)  # not a line about the batch
+
+    console = io.StringIO()
+    run_with_little_room(media, tmp_path / "log", tiny_weights, monkeypatch,
+                         HumanReporter(console, interactive=False))
+    lines = [line for line in console.getvalue().splitlines() if "warning" in line]
+    assert len(lines) == 1 and lines[0].startswith("clipvis: warning: ") and media["h264"].name in lines[0]
