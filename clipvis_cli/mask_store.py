@@ -37,6 +37,7 @@ class MaskStoreError(OSError):
 
 
 INDEX_BLOCK_FRAMES = 1024  # frames per block of the index (in memory, or in the file past the budget)
+INDEX_MEMORY_BYTES = 16 << 20  # the index's default memory budget: past it, its blocks go to the file
 _EMPTY = 1 << 31  # the top bit of an index entry: the track's mask is empty on that frame
 _LENGTH = _EMPTY - 1
 
@@ -45,7 +46,7 @@ class TrackMaskStore:
     """Per frame, the compressed RLE of each track's mask (track order and count fixed for the video)."""
 
     def __init__(
-        self, height: int, width: int, directory: str | None = None, index_memory_bytes: int = 16 << 20
+        self, height: int, width: int, directory: str | None = None, index_memory_bytes: int = INDEX_MEMORY_BYTES
     ) -> None:
         self.size = [height, width]
         # Unlinked from the start (TemporaryFile): a crash or kill -9 leaves nothing behind in the temp folder.

@@ -494,13 +494,15 @@ class SegmentRunner:
         Where the temporary files will not fit in their folder by the last frame, one warning says so early."""
         opts = self.options
         probe = reader.probe()
-        space = TemporarySpaceWatch(store.directory, probe.processed_frame_count(reader.stride, reader.max_frames))
+        # the video's length as its container tells it (a --max-frames cap alone is no length: nothing projected)
+        known = probe.frame_count is not None
+        space = TemporarySpaceWatch(store.directory,
+                                    probe.processed_frame_count(reader.stride, reader.max_frames) if known else None)
         with VideoStream(self.predictor, reader, batch_frames=opts.batch_frames) as stream:
             for frame in stream:
                 store.add_compressed(frame.compressed, frame.empty)
                 self.reporter.frames_done(1)
-                queries, classes = frame.tracked.class_probs.shape
-                warning = space.update(len(store), store.file_bytes, 4 * queries * (classes + 3))
+                warning = space.update(len(store), store.file_bytes, *frame.tracked.class_probs.shape)
                 if warning is not None:
                     self.reporter.video_warning(source, stem, warning)
             if opts.exact:  # the official evaluator's selection has no such settings

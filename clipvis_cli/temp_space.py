@@ -15,9 +15,13 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from clipvis.cli.mask_store import INDEX_MEMORY_BYTES
+
 FIRST_CHECK_FRAMES = 256  # the first projection: enough frames for a rate, early in a long video
-CHECK_EVERY_FRAMES = 4096  # then again this often (the rate, or the free space, may change)
-SCORES_IN_MEMORY_BYTES = 64 << 20  # FrameSpill's memory budget: past it, every frame's scores go to the disk
+CHECK_EVERY_FRAMES = 4096  # then at every multiple of this (the rate, or the free space, may change)
+# clipvis.model.scoring.FrameSpill's default memory budget: past it, every frame's scores go to the disk (not imported:
+# the model package brings torch, which `segment` imports once a video runs)
+SCORES_IN_MEMORY_BYTES = 64 << 20
 
 
 def free_bytes(directory: str) -> int | None:
@@ -38,8 +42,8 @@ def size_text(size: float) -> str:
 
 @dataclass
 class TemporarySpaceWatch:
-    """Projects a video's temporary files to its last frame, at frames ``FIRST_CHECK_FRAMES`` and every
-    ``CHECK_EVERY_FRAMES`` after, and returns one warning line (once per video) when what is still to be written
+    """Projects a video's temporary files to its last frame, at frame ``FIRST_CHECK_FRAMES`` and at every multiple
+    of ``CHECK_EVERY_FRAMES``, and returns one warning line (once per video) when what is still to be written
     passes the free space of ``directory``.
 
     ``expected_frames``: the video's processed frames as its container says (None: unknown, nothing is checked).
@@ -51,28 +55,33 @@ class TemporarySpaceWatch:
     free: Callable[[str], int | None] | None = None
     warned: bool = field(default=False, init=False)
 
-    def update(self, frames: int, mask_bytes: int, score_bytes_per_frame: int) -> str | None:
-        """After ``frames`` frames, of which the masks' file holds ``mask_bytes`` and whose scores take
-        ``score_bytes_per_frame`` each: the warning, the first time the projection does not fit, else None."""
+    def update(self, frames: int, mask_bytes: int, queries: int, classes: int) -> str | None:
+        """After ``frames`` frames of ``queries`` tracks scored over ``classes`` classes, the masks' file holding
+        ``mask_bytes``: the warning, the first time the projection does not fit, else None."""
         if self.warned or self.expected_frames is None or frames >= self.expected_frames or frames < 1:
             return None
         if frames != FIRST_CHECK_FRAMES and (frames < FIRST_CHECK_FRAMES or frames % CHECK_EVERY_FRAMES):
             return None
-        remaining_frames = self.expected_frames - frames
-        masks_to_come = mask_bytes / frames * remaining_frames
+        total_frames = self.expected_frames
+        masks_to_come = mask_bytes / frames * (total_frames - frames)
+        # The masks' index goes to the same file past its memory budget (4 bytes a track and frame): not yet in the
+        # rate of the first frames.
+        index_to_come = max(0, 4 * queries * total_frames - INDEX_MEMORY_BYTES) - max(
+            0, 4 * queries * frames - INDEX_MEMORY_BYTES)
         # Once the scores pass their memory budget, the file takes every frame's, those held in memory so far
         # included (FrameSpill writes them all, then the rest as it goes and at the end). Of what is written already,
         # only what cannot still be in memory counts: the projection errs towards saying too much is to come.
-        scores_total = score_bytes_per_frame * self.expected_frames
+        score_bytes_per_frame = 4 * queries * (classes + 3)
+        scores_total = score_bytes_per_frame * total_frames
         if scores_total <= SCORES_IN_MEMORY_BYTES:
             scores_total = 0
         scores_written = max(0, score_bytes_per_frame * frames - SCORES_IN_MEMORY_BYTES)
-        to_come = masks_to_come + scores_total - min(scores_written, scores_total)
+        to_come = masks_to_come + index_to_come + scores_total - min(scores_written, scores_total)
         available = (self.free or free_bytes)(self.directory)
         if available is None or to_come <= available:
             return None
         self.warned = True
-        needed = mask_bytes + masks_to_come + scores_total
+        needed = mask_bytes + masks_to_come + index_to_come + scores_total
         return (
             f"its temporary files (masks, scores) will need about {size_text(needed)} in {self.directory} by its "
             f"last frame ({self.expected_frames}), at the rate of its first {frames}, and {size_text(available)} are "

@@ -546,18 +546,22 @@ class ForkSharingLoader(torch.utils.data.DataLoader):
     A worker's garbage collector, whenever it runs, writes to the header of every object it tracks, so each worker
     came to copy every page holding the process' Python objects (the modules, the model's objects, the config: tens
     to hundreds of MB per worker, times the workers and the GPUs of a node). The objects of this process are frozen
-    (``gc.freeze``: the collector leaves them alone) while the workers start, so the workers inherit them frozen; here
-    they are unfrozen again at once (this process' collector looks after them as before)."""
+    (``gc.freeze``: the collector leaves them alone) while the workers start, so the workers inherit them frozen.
+    Where nothing was frozen before (a library caller), they are unfrozen again at once; where the process froze its
+    objects already (the ``clipvis`` command does after its imports, clipvis.cli.collector), they stay frozen, as
+    those did: ``gc.unfreeze`` would release those too."""
 
     def __iter__(self):  # noqa: ANN204 - DataLoader's own iterator types
         if self.num_workers == 0 or getattr(self, "_iterator", None) is not None:  # no fork, or workers running
             return super().__iter__()
+        frozen_before = gc.get_freeze_count()
         gc.collect()  # no garbage frozen into the workers
         gc.freeze()
         try:
             return super().__iter__()  # starts (forks) the workers
         finally:
-            gc.unfreeze()
+            if not frozen_before:
+                gc.unfreeze()
 
 
 def build_loader(

@@ -13,6 +13,7 @@ Accepted segmentations: polygons (list of flat x,y lists), uncompressed RLE (``c
 from __future__ import annotations
 
 import json
+import operator
 import pickle
 import re
 from collections.abc import Iterable, Sequence
@@ -488,7 +489,7 @@ class RecordStore(Sequence[TrainRecord]):
 
     def __getitem__(self, index: int) -> TrainRecord:  # type: ignore[override]  # no slices
         count = len(self)
-        position = int(index)
+        position = operator.index(index)  # an int or a numpy integer, as a list takes (not 1.9 or a slice)
         if position < 0:
             position += count
         if not 0 <= position < count:

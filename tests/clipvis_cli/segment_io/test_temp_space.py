@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import inspect
 import io
 import json
 import tempfile
@@ -14,6 +15,7 @@ import pytest
 from clipvis.cli import temp_space
 from clipvis.cli.commands.common import load_predictor
 from clipvis.cli.inputs import VideoSource
+from clipvis.cli.mask_store import INDEX_MEMORY_BYTES, TrackMaskStore
 from clipvis.cli.progress import HumanReporter, JsonlReporter
 from clipvis.cli.segment import SegmentOptions, SegmentRunner
 from clipvis.cli.temp_space import (
@@ -34,39 +36,55 @@ def watch(expected: int | None, free: int | None) -> TemporarySpaceWatch:
 def test_masks_projected_past_the_free_space_warn_once_naming_the_folder_and_sizes() -> None:
     space = watch(expected=216_000, free=20 * GB)
     # 300 KB of masks per frame: 64.8 GB for the video, 64.7 GB still to come
-    message = space.update(FIRST_CHECK_FRAMES, FIRST_CHECK_FRAMES * 300_000, 0)
+    message = space.update(FIRST_CHECK_FRAMES, FIRST_CHECK_FRAMES * 300_000, 1, 0)
     assert message is not None
     assert "/scratch/tmp" in message and "TMPDIR" in message
     assert "64.8 GB" in message and "20.0 GB are free" in message and "last frame (216000)" in message
     assert "\n" not in message
-    assert space.update(CHECK_EVERY_FRAMES, CHECK_EVERY_FRAMES * 300_000, 0) is None  # said once
+    assert space.update(CHECK_EVERY_FRAMES, CHECK_EVERY_FRAMES * 300_000, 1, 0) is None  # said once
 
 
 def test_no_warning_where_the_files_fit() -> None:
     space = watch(expected=216_000, free=70 * GB)
     for frames in (FIRST_CHECK_FRAMES, CHECK_EVERY_FRAMES, 50 * CHECK_EVERY_FRAMES):
-        assert space.update(frames, frames * 300_000, 0) is None
+        assert space.update(frames, frames * 300_000, 1, 0) is None
 
 
 def test_what_is_written_already_does_not_count_against_the_free_space() -> None:
     # 10 GB written of a 20 GB total, 11 GB free: the 10 GB to come fit
     frames = 25 * CHECK_EVERY_FRAMES
-    assert watch(expected=2 * frames, free=11 * GB).update(frames, 10 * GB, 0) is None
-    assert watch(expected=2 * frames, free=9 * GB).update(frames, 10 * GB, 0) is not None
+    assert watch(expected=2 * frames, free=11 * GB).update(frames, 10 * GB, 1, 0) is None
+    assert watch(expected=2 * frames, free=9 * GB).update(frames, 10 * GB, 1, 0) is not None
 
 
 def test_scores_past_their_memory_budget_all_go_to_the_disk() -> None:
     # LVIS's 1,203 classes, 100 queries: 482,400 bytes of scores per frame, 104 GB for 2 hours at 30 frames/s
-    per_frame = 4 * 100 * (1203 + 3)
-    assert watch(expected=216_000, free=100 * GB).update(FIRST_CHECK_FRAMES, 0, per_frame) is not None
-    assert watch(expected=216_000, free=105 * GB).update(FIRST_CHECK_FRAMES, 0, per_frame) is None
+    # (and the masks' index past 16 MiB: 86 MB more)
+    lvis = (100, 1203)
+    assert watch(expected=216_000, free=104 * GB).update(FIRST_CHECK_FRAMES, 0, *lvis) is not None
+    assert watch(expected=216_000, free=105 * GB).update(FIRST_CHECK_FRAMES, 0, *lvis) is None
     # a short video's scores stay in memory: nothing reaches the disk
-    short = SCORES_IN_MEMORY_BYTES // per_frame
-    assert watch(expected=short, free=0).update(FIRST_CHECK_FRAMES, 0, per_frame) is None
+    short = SCORES_IN_MEMORY_BYTES // (4 * 100 * (1203 + 3))
+    assert watch(expected=short, free=0).update(FIRST_CHECK_FRAMES, 0, *lvis) is None
     # just past the budget the file takes all of them at once, those held in memory included (FrameSpill's flush):
     # 350 frames x 200,600 bytes = 70.2 MB to come against 16 MB free (a hunter's tmpfs)
-    per_frame = 4 * 50 * (1000 + 3)
-    assert watch(expected=350, free=16_300_000).update(FIRST_CHECK_FRAMES, 4_668_329, per_frame) is not None
+    assert watch(expected=350, free=16_300_000).update(FIRST_CHECK_FRAMES, 4_668_329, 50, 1000) is not None
+
+
+def test_the_masks_index_past_its_memory_budget_counts() -> None:
+    # 100 queries, 2 hours: 1 KB of strings a frame (216 MB), 1.2 KB of scores (259 MB), and 86.4 MB of index, of
+    # which 16 MiB stay in memory: 545 MB in all, 475 MB without the index
+    frames = FIRST_CHECK_FRAMES
+    assert watch(expected=216_000, free=550 * 10**6).update(frames, frames * 1000, 100, 0) is None
+    assert watch(expected=216_000, free=500 * 10**6).update(frames, frames * 1000, 100, 0) is not None
+
+
+def test_the_budgets_are_those_of_the_stores() -> None:
+    from clipvis.model.scoring import StreamingVideoScorer
+
+    scorer = StreamingVideoScorer()
+    assert scorer._frames.budget == SCORES_IN_MEMORY_BYTES
+    assert inspect.signature(TrackMaskStore).parameters["index_memory_bytes"].default == INDEX_MEMORY_BYTES
 
 
 def test_the_projection_matches_what_the_scores_file_takes(tmp_path: Path) -> None:
@@ -85,12 +103,12 @@ def test_the_projection_matches_what_the_scores_file_takes(tmp_path: Path) -> No
 
 @pytest.mark.parametrize("frames", [1, FIRST_CHECK_FRAMES - 1, FIRST_CHECK_FRAMES + 1, CHECK_EVERY_FRAMES + 1])
 def test_checked_only_at_the_first_check_and_then_every_few_thousand_frames(frames: int) -> None:
-    assert watch(expected=10**6, free=0).update(frames, frames * 10**6, 0) is None
+    assert watch(expected=10**6, free=0).update(frames, frames * 10**6, 1, 0) is None
 
 
 def test_nothing_checked_when_the_length_or_the_free_space_is_unknown() -> None:
-    assert watch(expected=None, free=0).update(FIRST_CHECK_FRAMES, 10**12, 10**6) is None
-    assert watch(expected=10**6, free=None).update(FIRST_CHECK_FRAMES, 10**12, 10**6) is None
+    assert watch(expected=None, free=0).update(FIRST_CHECK_FRAMES, 10**12, 100, 1000) is None
+    assert watch(expected=10**6, free=None).update(FIRST_CHECK_FRAMES, 10**12, 100, 1000) is None
 
 
 def test_size_text() -> None:
@@ -108,14 +126,17 @@ class WarningReporter:
         self.warnings.append((stem, message))
 
 
-def run_with_little_room(media, tmp_path: Path, tiny_weights: Path, monkeypatch: pytest.MonkeyPatch, reporter):
-    """segment on the 12-frame bar video, its free space measured at 1000 bytes (at frame 4): the folders measured."""
+def run_with_little_room(media, tmp_path: Path, tiny_weights: Path, monkeypatch: pytest.MonkeyPatch, reporter,
+                         video: Path | None = None, max_frames: int | None = None):
+    """segment on ``video`` (the 12-frame bar video), its free space measured at 1000 bytes (at frame 4): the
+    folders measured."""
     monkeypatch.setattr(temp_space, "FIRST_CHECK_FRAMES", 4)
     measured: list[str] = []
     monkeypatch.setattr(temp_space, "free_bytes", lambda directory: measured.append(directory) or 1000)
-    options = SegmentOptions(["bar", "sky"], str(tiny_weights), output=tmp_path / "out", formats=("ytvis",))
+    options = SegmentOptions(["bar", "sky"], str(tiny_weights), output=tmp_path / "out", formats=("ytvis",),
+                             max_frames=max_frames)
     runner = SegmentRunner(load_predictor(options), options, reporter)
-    outcome = runner.run(VideoSource(media["h264"]), 1, "bars")
+    outcome = runner.run(VideoSource(video or media["h264"]), 1, "bars")
     assert outcome.status == "complete"  # the video runs on
     return measured
 
@@ -148,3 +169,13 @@ def test_the_warning_in_the_log_and_in_json_lines(
                          HumanReporter(console, interactive=False))
     lines = [line for line in console.getvalue().splitlines() if "warning" in line]
     assert len(lines) == 1 and lines[0].startswith("clipvis: warning: ") and media["h264"].name in lines[0]
+
+
+def test_a_stream_of_unknown_length_is_not_projected_even_with_max_frames(
+    media, synth, tmp_path: Path, tiny_weights: Path, isolated_cache, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--max-frames is a cap, not the length: a raw H.264 stream's 12 frames are not projected to a million."""
+    raw = synth.write_video(tmp_path / "bars.h264", [synth.bar_frame(i, 48, 64) for i in range(12)])
+    reporter = WarningReporter()
+    measured = run_with_little_room(media, tmp_path, tiny_weights, monkeypatch, reporter, raw, max_frames=10**6)
+    assert measured == [] and reporter.warnings == []

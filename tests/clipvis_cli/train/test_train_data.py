@@ -819,9 +819,24 @@ def test_loader_workers_collecting_garbage_do_not_copy_the_training_process_obje
     pages of the process' Python objects (here 400,000 small lists, ~45 MB); the training loader's workers inherit
     them frozen, out of the collector's way."""
     objects = [[i] for i in range(400_000)]
+    frozen = gc.get_freeze_count()  # the objects pytest and the imports made (nothing, unless a test froze them)
     plain = next(iter(torch.utils.data.DataLoader(_CollectionCost(), batch_size=None, num_workers=1)))
     shared = next(iter(ForkSharingLoader(_CollectionCost(), batch_size=None, num_workers=1)))
     assert len(objects) == 400_000
     assert plain > 30 << 20, f"a plain loader's worker gained only {plain >> 20} MiB: the premise does not hold here"
     assert shared < 8 << 20, f"the worker gained {shared >> 20} MiB collecting garbage"
-    assert not gc.get_freeze_count()  # this process' objects are collected as before
+    if not frozen:
+        assert not gc.get_freeze_count()  # this process' objects are collected as before
+
+
+def test_objects_the_process_froze_stay_frozen() -> None:
+    """The `clipvis` command freezes its imports' objects (clipvis.cli.collector): starting the workers must not
+    release them (gc.unfreeze releases every frozen object)."""
+    kept = [[i] for i in range(10_000)]
+    gc.freeze()
+    try:
+        frozen = gc.get_freeze_count()
+        next(iter(ForkSharingLoader(_CollectionCost(), batch_size=None, num_workers=1)))
+        assert gc.get_freeze_count() >= frozen and len(kept) == 10_000
+    finally:
+        gc.unfreeze()
