@@ -43,7 +43,8 @@
 (k) the memory of a long video (default: 2 hours at 30 frames/s, 128x96, --long-frames, --long-size): this process'
     RSS through SegmentRunner.run (all outputs, the CLI's heap trimmer) with the network's outputs replayed as in (e),
     so that hours of video take minutes: the peak RSS of the model pass's last quarter against its first quarter
-    (target <= 1.10), its growth per frame over the second half, and the writers' peak.
+    (target <= 1.10), its growth per frame over the second half, and the peak after it (the tracks' selection, which
+    reads every frame's scores, and the writers).
 
 Videos (moving coloured shapes over a smoothly textured gradient, 854x480, 30 fps) and checkpoints are made once per
 run in a temporary folder. Random weights are adjusted so that masks are object-sized (see make_masks_object_like).
@@ -606,7 +607,7 @@ def long_video_memory(
         "model_pass_first_quarter_peak_bytes": max(first, default=0),
         "model_pass_last_quarter_peak_bytes": max(last, default=0),
         "model_pass_second_half_slope_bytes_per_frame": slope,
-        "writers_peak_bytes": max(after, default=0),
+        "after_model_pass_peak_bytes": max(after, default=0),
         "output_bytes": {path.name: path.stat().st_size for path in sorted(outputs.iterdir()) if path.is_file()},
     }
 
@@ -624,7 +625,7 @@ def report_long_video(run: dict[str, Any], fps: float) -> None:
         ("growth over the second half", f"{run['model_pass_second_half_slope_bytes_per_frame']:8.1f} bytes/frame"
          + ("  (warm-up: the allocator's and the scores' first 64 MiB; meaningful from ~20,000 frames)"
             if run["frames"] < 20_000 else "")),
-        ("writers' stage: peak", f"{run['writers_peak_bytes'] / mib:8.1f} MiB"),
+        ("after the model pass (selection, writers): peak", f"{run['after_model_pass_peak_bytes'] / mib:8.1f} MiB"),
         ("end to end", f"{run['end_to_end_fps']:8.2f} frames/s"),
         *((k, f"{v:9.1f} s") for k, v in run["timings"].items()),
         *((name, f"{size / mib:8.1f} MiB") for name, size in run["output_bytes"].items()),
