@@ -190,7 +190,9 @@ class JsonlReporter:
 
     def video_finished(self, source: VideoSource, stem: str, frames: int, fps: float, outputs: list[Path]) -> None:
         self._writing.pop(path_text(source.path), None)
-        self._emit("video_done", input=path_text(source.path), stem=stem, frames=frames, fps=round(fps, 3),
+        # fps: null where no model ran (export)
+        self._emit("video_done", input=path_text(source.path), stem=stem, frames=frames,
+                   fps=round(fps, 3) if fps > 0 else None,
                    outputs=[path_text(p) for p in outputs], status="ok")
 
     def video_skipped(self, source: VideoSource, stem: str, reason: str = SKIPPED_COMPLETE) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import unicodedata
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -226,15 +226,27 @@ def check_config_file(config: Path | None, clip_config: Path | None = None) -> N
             raise fail(subject_message(error, path)) from None
 
 
-def _say_warnings(caught: list[warnings.WarningMessage]) -> None:
-    """The warnings caught while the model loaded, as `clipvis: warning:` lines."""
+def warning_sayer(log_format: str, job: DistributedRun | None = None) -> Callable[[str], None]:
+    """How a warning is said before the run's reporter exists: a `clipvis: warning:` line, or with ``--log-format
+    jsonl`` a `warning` event (stderr holds JSON lines only)."""
+    if log_format == "jsonl":
+        events = JsonlReporter(rank=job.rank if job is not None else None)
+        return lambda message: events.say("warning", message)
+    return print_warning
+
+
+def _say_warnings(caught: list[warnings.WarningMessage], say: Callable[[str], None]) -> None:
+    """The warnings caught while the model loaded, each said by ``say``."""
     for warning in caught:
-        print_warning(str(warning.message))
+        say(str(warning.message))
 
 
-def load_predictor(options: SegmentOptions, weights_option: str = "weights") -> VideoPredictor:
+def load_predictor(
+    options: SegmentOptions, weights_option: str = "weights", say: Callable[[str], None] = print_warning
+) -> VideoPredictor:
     """The model and predictor for a run; weights problems end the run with one line (exit 1), naming the weights
-    as ``weights_option`` (export's ``--model``).
+    as ``weights_option`` (export's ``--model``). Warnings while the model loads (a config that differs from the
+    checkpoint, an unusable text-embedding cache) are said by ``say`` (default: `clipvis: warning:` lines).
 
     Also records the identity of the checkpoint file the weights resolved to in `options.checkpoint` (replacing
     that file re-runs inputs that `--skip-existing` would otherwise skip).
@@ -258,17 +270,17 @@ def load_predictor(options: SegmentOptions, weights_option: str = "weights") -> 
                 model, options.vocabulary, device=options.device, precision=options.precision, exact=options.exact,
                 allow_duplicate_names=options.allow_duplicate_names,
             )
-        _say_warnings(caught)
+        _say_warnings(caught, say)
         return predictor
     except TypeError as error:  # open_clip building a CLIP from a config with a value of the wrong type
-        _say_warnings(caught)  # before the error too: a download lock that could not be opened, the config's notes
+        _say_warnings(caught, say)  # before the error too: a download lock that could not be opened, the config's notes
         flag, path = ("--clip-config", options.clip_config) if options.clip_config else ("--config", options.config)
         if path is None:
             raise
         raise fail(f"{flag} {path}: open_clip cannot build the CLIP it describes ({describe_exception(error)})") \
             from None
     except (CheckpointError, WeightsError, ValueError, RuntimeError, OSError) as error:
-        _say_warnings(caught)
+        _say_warnings(caught, say)
         message = model_error_message(error)
         raise fail(message if options.weights in message else f"{weights_option} {options.weights}: {message}") \
             from None

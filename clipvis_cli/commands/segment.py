@@ -27,6 +27,7 @@ from clipvis.cli.commands.common import (
     outcome_of_the_job,
     parse_vocabulary,
     resolve_device,
+    warning_sayer,
 )
 from clipvis.cli.distributed import (
     DistributedRun,
@@ -117,7 +118,7 @@ def segment(
     ),
     image_fps: float = typer.Option(
         DEFAULT_IMAGE_FPS, "--image-fps", min=0.001, max=1000, callback=finite_number,
-        help="Frame rate of image-folder inputs (overlay.mp4, ytvis.json, Label Studio), e.g. 6 for YouTube-VIS "
+        help="Frame rate of image-folder inputs (overlay.mp4, ytvis.json), e.g. 6 for YouTube-VIS "
         "frames.",
     ),
     skip_existing: bool = typer.Option(
@@ -174,7 +175,8 @@ def segment(
                     allow_hub_clip=allow_hub_clip,
                 )
 
-            options, predictor = (make_options(), None) if job is None else _start_rank(job, make_options)
+            options, predictor = (make_options(), None) if job is None else \
+                _start_rank(job, make_options, warning_sayer(log_format, job))
             reporter = make_reporter(log_format, job)
             if job is None or job.is_main:  # every rank found the same inputs: said once
                 for warning in warnings:
@@ -203,7 +205,7 @@ def _stdin_of_the_job(job: DistributedRun | None, null: bool) -> list[str]:
 
 
 def _start_rank(
-    job: DistributedRun, make_options: Callable[[], SegmentOptions]
+    job: DistributedRun, make_options: Callable[[], SegmentOptions], say: Callable[[str], None]
 ) -> tuple[SegmentOptions, VideoPredictor]:
     """Under torchrun: this rank's options and predictor (loaded before it takes an input from the job's queue), once
     every rank has them and they run the same model, vocabulary and settings (``check_same_producer``).
@@ -212,7 +214,7 @@ def _start_rank(
     every input to the others (rank 0 then says it stopped); the ranks that started are compared among themselves."""
     try:
         options = make_options()
-        predictor = load_predictor(options)
+        predictor = load_predictor(options, say=say)
     except typer.Exit as error:
         check_same_producer(job, None)
         raise error from None
@@ -310,7 +312,7 @@ def _run_inputs(
                 with suppress(OSError):
                     options.output.rmdir()
             return counts
-        predictor = predictor or load_predictor(options)
+        predictor = predictor or load_predictor(options, say=lambda message: reporter.say("warning", message))
     except (typer.Exit, KeyboardInterrupt) as stop:  # the batch stopped before any input ran (weights, CUDA, Ctrl-C
         # or SIGTERM while the weights download or load): no empty output root left behind
         if made_root:

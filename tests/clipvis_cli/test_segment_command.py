@@ -341,6 +341,20 @@ def test_jsonl_events(tmp_path, tiny_weights) -> None:
                           "message": None}
 
 
+def test_jsonl_warnings_while_the_model_loads_are_events(tmp_path, tiny_weights) -> None:
+    """A warning said while the model loads (here an unusable text-embedding cache) is a `warning` event like the
+    others: with --log-format jsonl every stderr line is JSON."""
+    video = write_video(tmp_path / "v.mp4", num_frames=2)
+    result = CliRunner().invoke(app, segment_args(tiny_weights, tmp_path / "out", str(video),
+                                                  extra=("--log-format", "jsonl", "--formats", "ytvis")),
+                                env={"CLIPVIS_CACHE": "~nosuchuser/x"})
+    assert result.exit_code == 0, result.output
+    events = [json.loads(line) for line in result.stderr.splitlines()]  # fails on a plain `clipvis: warning:` line
+    warnings = [e for e in events if e["event"] == "warning"]
+    assert len(warnings) == 1 and "nosuchuser" in warnings[0]["message"]
+    assert events[0]["event"] == "warning" and events[1]["event"] == "batch_start"
+
+
 def test_golden_case_through_the_cli(tmp_path, golden_case_name, golden_case) -> None:
     case = golden_case(golden_case_name)
     out = tmp_path / "out"

@@ -705,6 +705,9 @@ def test_classes_match_whatever_the_accents_composition_and_onnx_is_named_alone(
     assert {r["category_id"] for r in json.loads((tmp_path / "e" / "results.json").read_text())} == {1}
     result = run_export(str(output.folder), "--to", "ytvis,onnx")
     assert result.exit_code == 2 and "--to onnx exports the network and takes no results" in result.output
+    # with --model (right for onnx) the same: not "--model is only for --to onnx"
+    result = run_export(str(output.folder), "--to", "ytvis,onnx", "--model", "w.pth")
+    assert result.exit_code == 2 and "--to onnx exports the network and takes no results" in result.output
 
 
 def test_one_results_file_refuses_videos_whose_category_ids_mean_other_classes(tmp_path) -> None:
@@ -994,6 +997,7 @@ def test_jsonl_events_of_a_video_come_together_in_order(tmp_path) -> None:
     assert "polygons cover the masks with mean IoU" in events[4]["message"]
     frames = len(one.info.frame_indices)
     assert events[2]["frames_expected"] == 2 * frames and events[5]["frames"] == frames  # 2 formats
+    assert events[5]["fps"] is None  # no model ran: no frame rate to report
 
 
 def test_export_under_torchrun_is_refused_once_per_machine(tmp_path, monkeypatch) -> None:
