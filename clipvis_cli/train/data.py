@@ -12,7 +12,7 @@ import gc
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import cv2
 import numpy as np
@@ -551,7 +551,7 @@ class ForkSharingLoader(torch.utils.data.DataLoader):
     objects already (the ``clipvis`` command does after its imports, clipvis.cli.collector), they stay frozen, as
     those did: ``gc.unfreeze`` would release those too."""
 
-    def __iter__(self):  # noqa: ANN204 - DataLoader's own iterator types
+    def __iter__(self) -> Iterator[Any]:
         if self.num_workers == 0 or getattr(self, "_iterator", None) is not None:  # no fork, or workers running
             return super().__iter__()
         frozen_before = gc.get_freeze_count()
