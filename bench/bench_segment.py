@@ -91,7 +91,7 @@ from bench_configs import MODEL_CONFIGS  # noqa: E402 - bench/ is the script's f
 
 from clipvis.cli.commands.common import load_predictor  # noqa: E402
 from clipvis.cli.inputs import VideoSource  # noqa: E402
-from clipvis.cli.memory import HUGE_PAGES_VARIABLE, HeapTrimmer, prefer_huge_pages  # noqa: E402
+from clipvis.cli.memory import HUGE_PAGES_VARIABLE, HeapTrimmer, prefer_huge_pages, resident_bytes  # noqa: E402
 from clipvis.cli.segment import DEFAULT_FORMATS, FORMATS, SegmentOptions, SegmentRunner  # noqa: E402
 from clipvis.cli.video_io import VideoReader  # noqa: E402
 from clipvis.cli.writers.overlay import render_threads_for  # noqa: E402
@@ -566,15 +566,9 @@ class MemorySampler(SilentReporter):
 
     def _sample(self) -> None:
         while True:
-            self.samples.append((time.perf_counter() - self._start, self.frames, current_rss_bytes()))
+            self.samples.append((time.perf_counter() - self._start, self.frames, resident_bytes() or 0))
             if self._stop.wait(self.interval):
                 return
-
-
-def current_rss_bytes() -> int:
-    """This process' resident set size now (Linux)."""
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
 def long_video_memory(
@@ -590,7 +584,7 @@ def long_video_memory(
             cli_heap_trimmer(enabled=True):
         sampler = MemorySampler()
         runner = make_runner(predictor, options, render_threads, sampler)
-        before = current_rss_bytes()
+        before = resident_bytes() or 0
         with sampler:
             fps, timings = end_to_end_fps(runner, video, 1)
     during = [(frames_done, rss) for _, frames_done, rss in sampler.samples if frames_done < frames]

@@ -1,12 +1,12 @@
 """An early warning when a long video's temporary files will not fit in their folder.
 
 While a video streams, every track's masks go to a temporary file (``clipvis.cli.mask_store``), and so do the
-per-frame scores, all of them, once they pass 64 MiB (``clipvis.model.scoring.FrameSpill``: 4 x queries x (classes + 3)
-bytes per frame). Both grow
-with the video: tens of GB for hours of video with a large vocabulary (README, "How it runs"). When the folder fills
-up the input fails with `No space left on device`, possibly hours in. :class:`TemporarySpaceWatch` projects the files'
-final size from the frames so far and the video's expected frame count, and says so once, early, when it exceeds
-what the folder has free, so that a user can point ``TMPDIR`` elsewhere before the hours are spent.
+per-frame scores, all of them, once they pass 64 MiB (``clipvis.model.scoring.FrameSpill``: 4 x queries x
+(classes + 3) bytes per frame). Both grow with the video: tens of GB for hours of video with a large vocabulary
+(README, "How it runs"). When the folder fills up the input fails with `No space left on device`, possibly hours in.
+:class:`TemporarySpaceWatch` projects the files' final size from the frames so far and the video's expected frame
+count, and says so once, early, when it exceeds what the folder has free, so that a user can point ``TMPDIR``
+elsewhere before the hours are spent.
 """
 
 from __future__ import annotations

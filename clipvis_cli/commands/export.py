@@ -25,14 +25,10 @@ from clipvis.cli.messages import describe_exception, print_path, print_warning, 
 from clipvis.cli.progress import HumanReporter, JsonlReporter
 from clipvis.cli.segment import SegmentOptions
 
-ONNX_ALONE = "--to onnx exports the network and takes no results: give it alone (--to onnx)"
-
 
 def parse_formats(value: str, allowed: tuple[str, ...], flag: str) -> list[str]:
     chosen = [name.strip().lower() for name in value.split(",") if name.strip()]
     unknown = [name for name in chosen if name not in allowed]
-    if unknown == ["onnx"] and flag == "--to":  # the network, not a results format: its own command line
-        raise typer.BadParameter(ONNX_ALONE)
     if unknown or not chosen:
         raise typer.BadParameter(f"{flag}: unknown format {', '.join(unknown) or '(empty)'} "
                                  f"(choose from {', '.join(allowed)})")
@@ -118,8 +114,9 @@ def export(
         raise typer.BadParameter("export runs in one process, without torchrun (it needs no GPU); to spread many "
                                  "inputs over CPUs, run several exports of disjoint inputs (e.g. xargs -P)")
     onnx = to.strip().lower() == "onnx"
-    if not onnx and "onnx" in (name.strip().lower() for name in to.split(",")):  # before the options: --model is right
-        raise typer.BadParameter(ONNX_ALONE)
+    # the network, not a results format: its own command line (said before the options, of which --model is right)
+    if not onnx and "onnx" in (name.strip().lower() for name in to.split(",")):
+        raise typer.BadParameter("--to onnx exports the network and takes no results: give it alone (--to onnx)")
     refuse_options_of_the_other_mode(ctx, onnx)
     if onnx:
         if model is None:
