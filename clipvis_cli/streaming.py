@@ -22,7 +22,6 @@ before it starts any (``clipvis.cli.memory.share_one_malloc_arena``; the `clipvi
 
 from __future__ import annotations
 
-import itertools
 import time
 from collections import deque
 from collections.abc import Generator, Iterable, Iterator
@@ -73,20 +72,34 @@ def _frame_pairs(frames: Iterable, stride: int = 1, max_frames: int | None = Non
     kept = 0
     items = iter(frames)
     position = 0
-    while max_frames is None or kept < max_frames:
-        item = next(items, _END)
-        if item is _END:
-            return
-        index, frame = item if isinstance(item, tuple) else (position, item)
-        position += 1
-        if index % stride:
-            continue
-        kept += 1
-        array = _as_array(frame)
-        # Every frame, not only a batch's first: the decoder copies the others into the first one's dtype (a float
-        # frame became black, a 16-bit one wrapped).
-        check_uint8_frames(array, "[H, W, 3]", where=f"frame {index}: ")
-        yield index, array
+    try:
+        while max_frames is None or kept < max_frames:
+            item = next(items, _END)
+            if item is _END:
+                return
+            index, frame = item if isinstance(item, tuple) else (position, item)
+            position += 1
+            if index % stride:
+                continue
+            kept += 1
+            array = _as_array(frame)
+            # Every frame, not only a batch's first: the decoder copies the others into the first one's dtype (a
+            # float frame became black, a 16-bit one wrapped).
+            check_uint8_frames(array, "[H, W, 3]", where=f"frame {index}: ")
+            yield index, array
+    finally:
+        # A reader's iteration (made here) lets its file go as soon as these pairs are closed; an iterator the
+        # caller gave is theirs, and may go on after max_frames.
+        close = getattr(items, "close", None)
+        if items is not frames and close is not None:
+            close()
+
+
+def _prepended(first: tuple[int, np.ndarray], rest: Iterator[tuple[int, np.ndarray]]
+               ) -> Iterator[tuple[int, np.ndarray]]:
+    """``first`` then ``rest``; closing it closes ``rest`` (itertools.chain cannot be closed)."""
+    yield first
+    yield from rest
 
 
 def _as_array(frame: object) -> np.ndarray:
@@ -160,7 +173,13 @@ class VideoStream:
         self.close()
 
     def close(self) -> None:
-        """Stop decoding and drop the work not started yet (the batch in the model finishes first)."""
+        """Stop decoding and drop the work not started yet (the batch in the model finishes first); unless
+        :meth:`finish` returned the video's instances, also give the video up (``VideoSession.close``: its
+        temporary scores file goes now, not when the garbage collector gets to it)."""
+        self._stop_threads()
+        self.session.close()
+
+    def _stop_threads(self) -> None:
         if self._decoder is not None:
             self._decoder.close()
         self._model_thread.shutdown(wait=True, cancel_futures=True)
@@ -176,9 +195,10 @@ class VideoStream:
             raise
         except BaseException as error:
             self._failure = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+            self.session.close()  # finish() refuses from here on: its scores file can go
             raise
         finally:
-            self.close()
+            self._stop_threads()  # the caller may still finish() after the last frame (or after leaving early)
 
     def _stream(self) -> Iterator[StreamedFrame]:
         pairs = _frame_pairs(self.frames, self.stride, self.max_frames)
@@ -196,7 +216,7 @@ class VideoStream:
         source = getattr(self.frames, "path", "frames")
         check_frame_memory(height, width, self.batch_frames, queued, source, model_batches=model_depth)
         self._decoder = BackgroundDecoder(
-            itertools.chain([first], pairs), batch_size=self.batch_frames, max_queued_batches=queued
+            _prepended(first, pairs), batch_size=self.batch_frames, max_queued_batches=queued
         )
         # The model thread's OpenMP team must be the only one: with the caller's too, PyTorch's workers sleep
         # between parallel regions and the network runs 8-10 % slower (clipvis.cli.openmp).
@@ -227,7 +247,10 @@ class VideoStream:
             yield from self._collect(encoding)
         if source_error is not None:
             self._source_failed = True
-            raise source_error
+            try:
+                raise source_error
+            finally:  # the error's traceback holds this frame: no cycle through it (it kept the batches alive)
+                source_error = None
 
     def _advance(
         self, job: tuple[Future[list[TrackedFrame]], FrameBatch], encoding: Future[list[StreamedFrame]] | None
@@ -235,8 +258,12 @@ class VideoStream:
         """Wait for a batch's model results, hand them to the RLE worker, then yield the previous batch's frames
         (encoded meanwhile). Returns the new encoding job."""
         future, batch = job
+        del job
         start = time.perf_counter()
-        tracked = future.result()
+        try:
+            tracked = future.result()
+        finally:  # a failed future holds its error, whose traceback holds this frame: no cycle through it
+            del future
         self.timings["model"] += time.perf_counter() - start
         first = len(self.frame_indices)
         self.frame_indices.extend(batch.frame_indices)

@@ -275,7 +275,8 @@ class VideoSession:
 
     Push a video's frames in order, from one thread at a time: a session is not thread-safe (two threads pushing
     to one session would interleave the matcher's memory and the scores). Different videos take different
-    sessions (``predictor.new_video()``).
+    sessions (``predictor.new_video()``). A video given up part way: :meth:`close` it (or use the session as a
+    context manager), so that its temporary scores file goes at once.
     """
 
     def __init__(self, predictor: VideoPredictor, vocabulary: ActiveVocabulary) -> None:
@@ -285,6 +286,7 @@ class VideoSession:
         self.vocabulary = list(vocabulary.names)
         self.text = vocabulary.text_on_device
         self.finished = False
+        self.closed = False  # given up by close() before finish()
         self.failure: str | None = None  # the error that stopped a push part way (see push), as text
         cfg = predictor.model.config
         self.matcher = TemporalMatcher(cfg.memory_length, cfg.top_k)
@@ -396,7 +398,24 @@ class VideoSession:
             self.failure = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
             raise
 
+    def close(self) -> None:
+        """Give the video up: its per-frame scores (a temporary file past 64 MiB, which long videos reach) are let
+        go now rather than when the session is garbage collected; ``push`` and ``finish`` refuse afterwards. After
+        ``finish`` (which lets them go itself) it does nothing."""
+        if not self.finished:
+            self.closed = True
+        self.scorer.close()
+
+    def __enter__(self) -> VideoSession:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
     def _check_not_failed(self) -> None:
+        if self.closed:
+            raise RuntimeError("this video's session was closed before it finished: start the video again with "
+                               "predictor.new_video()")
         if self.failure is not None:
             raise RuntimeError(f"this video's session stopped with an error mid-push ({self.failure}): its tracks "
                                "and scores are incomplete; start a new one with predictor.new_video()")

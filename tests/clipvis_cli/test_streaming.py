@@ -3,6 +3,9 @@ as a library (clipvis.cli.streaming.VideoStream), and the resolution limit."""
 
 from __future__ import annotations
 
+import gc
+import tempfile
+
 import cv2
 import numpy as np
 import pytest
@@ -15,6 +18,7 @@ from clipvis.cli.mask_store import TrackMaskStore
 from clipvis.cli.memory import ResolutionLimitError, check_frame_memory, frame_memory_bytes
 from clipvis.cli.streaming import VideoStream
 from clipvis.model import predictor as predictor_module
+from clipvis.model import scoring
 from clipvis.model.mask_runs import mask_runs, threshold_runs
 from clipvis.model.mask_upsampling import ComposedMaskResize
 from clipvis.model.predictor import VideoPredictor
@@ -459,6 +463,56 @@ def test_a_failing_source_delivers_the_frames_read_before_its_error_then_raises_
         assert received == [0, 1, 2, 3]
         with pytest.raises(RuntimeError, match=r"^finish\(\) after the frames' source failed \(OSError: camera "):
             stream.finish()
+
+
+def write_clip(path, frames: np.ndarray) -> None:
+    import av
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=10)
+        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+        for frame in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode(None))
+
+
+def test_a_stream_left_early_or_failed_lets_its_files_go_at_once(predictor, tmp_path, monkeypatch,
+                                                                 open_files_under) -> None:
+    """The video file (the reader's iteration was never closed) and the scores' temporary file (closed only by the
+    garbage collector, which reference cycles through the error's traceback delayed) stayed open after the stream
+    ended: a video that failed on a full TMPDIR took the next inputs of the batch down with it."""
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temporary))
+    monkeypatch.setattr(scoring.StreamingVideoScorer.__init__, "__defaults__", (0,))  # every frame's scores spill
+    path = tmp_path / "clip.mp4"
+    write_clip(path, synthetic_frames(60, 48, 64))  # long enough to be still read when the loop is left
+    with VideoStream(predictor, path, batch_frames=2) as stream:
+        for frame in stream:
+            assert open_files_under(temporary) and str(path) in open_files_under(tmp_path)
+            if frame.position == 2:
+                break
+    assert open_files_under(tmp_path) == []  # `stream` still referenced
+
+    def camera():
+        for index, frame in enumerate(synthetic_frames(6)):
+            if index == 4:
+                raise OSError("camera unplugged")
+            yield frame
+
+    gc.disable()  # only what the stream lets go itself
+    try:
+        with pytest.raises(OSError, match="camera unplugged"):
+            with VideoStream(predictor, camera(), batch_frames=1) as failed:
+                for _ in failed:
+                    pass
+        assert open_files_under(temporary) == []
+        with VideoStream(predictor, camera(), batch_frames=1) as unclosed:  # the stream's own loop, no `with` needed
+            with pytest.raises(OSError, match="camera unplugged"):
+                list(unclosed)
+            assert open_files_under(temporary) == []
+    finally:
+        gc.enable()
 
 
 def test_a_source_failing_at_its_first_frame_is_the_sources_failure(predictor) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import tempfile
 
 import numpy as np
 import pytest
@@ -16,6 +17,7 @@ from clipvis.model import (
     create_model,
     load_model,
     save_pretrained,
+    scoring,
     to_official_state_dict,
 )
 from clipvis.model.checkpoint import infer_clip_model, read_state_dict
@@ -347,6 +349,33 @@ def test_a_session_refuses_what_would_give_wrong_results(tiny_model, tmp_path) -
         with pytest.raises(ValueError, match="exact=True selects as the official evaluator does"):
             exact.finish(**settings)
     assert exact.finish().num_frames == 2
+
+
+def test_a_closed_session_lets_its_scores_file_go_and_refuses_more(tiny_model, tmp_path, monkeypatch,
+                                                                  open_files_under) -> None:
+    """A video given up part way kept its scores' temporary file (GBs on a long video) open until the garbage
+    collector found the session: the next videos of a batch failed on the full disk."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setattr(scoring.StreamingVideoScorer.__init__, "__defaults__", (0,))  # every frame's scores spill
+    predictor = VideoPredictor(tiny_model, ["box", "sky"], cache_dir=tmp_path / "text")
+    frames = synthetic_video(2)
+    session = predictor.new_video()
+    session.push(frames)
+    assert len(open_files_under(tmp_path)) == 1
+    session.close()
+    assert open_files_under(tmp_path) == []
+    for call in (lambda: session.push(frames), session.finish):
+        with pytest.raises(RuntimeError, match="^this video's session was closed before it finished: start"):
+            call()
+    with predictor.new_video() as video_session:  # a context manager closes it on the way out
+        video_session.push(frames)
+        assert len(open_files_under(tmp_path)) == 1
+    assert open_files_under(tmp_path) == [] and video_session.closed
+    finished = predictor.new_video()
+    finished.push(frames)
+    video = finished.finish()
+    finished.close()  # after finish: nothing to give up
+    assert not finished.closed and video.num_frames == 2 and open_files_under(tmp_path) == []
 
 
 def test_a_push_interrupted_mid_way_fails_the_session_and_one_before_any_change_does_not(tiny_model, tmp_path,
