@@ -80,6 +80,32 @@ def tiny_convnext_model() -> ClipVis:
     return make_tiny_model("convnext")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def subprocess_temp_dir(tmp_path_factory) -> None:
+    """The processes tests start keep their temporary files under pytest's own folder (cleaned with its runs):
+    torchrun leaves a ``torchelastic_*`` log folder in TMPDIR for every job, about a hundred per test run."""
+    os.environ["TMPDIR"] = str(tmp_path_factory.mktemp("subprocess_tmp"))
+
+
+def _open_files_under(folder: Path) -> list[str]:
+    """This process' open files under ``folder`` (an unlinked temporary file too: '<folder>/#123 (deleted)')."""
+    targets = []
+    for fd in Path("/proc/self/fd").iterdir():
+        try:
+            targets.append(os.readlink(fd))
+        except OSError:  # the listing's own descriptor, closed since
+            continue
+    return [target for target in targets if target.startswith(f"{folder}/")]
+
+
+@pytest.fixture
+def open_files_under() -> Callable[[Path], list[str]]:
+    """``open_files_under(folder)``: the files this process holds open there (Linux: read from /proc)."""
+    if not Path("/proc/self/fd").is_dir():
+        pytest.skip("lists the process' open files from /proc (Linux)")
+    return _open_files_under
+
+
 @pytest.fixture(scope="session")
 def tiny_weights(tmp_path_factory) -> Path:
     """The tiny RN model with 6 queries saved in clipvis' safetensors format (a checkpoint file for the CLI)."""
