@@ -72,6 +72,7 @@ class VideoProbe:
     pixel_aspect: Fraction | None = None  # width/height of a pixel when not square (anamorphic video), displayed
     mirrored: bool = False  # a left-right mirror applied after the rotation (a flip in the display matrix)
     frame_count_estimated: bool = False  # frame_count from the duration x the rate, not from the container's count
+    duration: float | None = None  # seconds from the first frame, as the container's header declares (None: none)
 
     def processed_frame_count(self, stride: int = 1, max_frames: int | None = None) -> int | None:
         """Estimated number of frames a reader with this stride / max_frames yields (None if unknown)."""
@@ -257,6 +258,8 @@ class VideoReader:
         try:
             fps, fps_known = _stream_fps(stream)
             frame_count = _stream_frame_count(container, stream, fps)
+            start = container.start_time / av.time_base if container.start_time else 0.0
+            duration = _declared_seconds(container, start)
             estimated = frame_count is not None and not (stream.frames and stream.frames > 0)
             codec = stream.codec_context.name
             try:
@@ -276,7 +279,7 @@ class VideoReader:
             container.close()
         aspect = aspect if aspect and aspect != 1 else None
         return VideoProbe(self.path, width, height, fps, fps_known, frame_count, rotation, codec, aspect, mirrored,
-                          estimated)
+                          estimated, duration)
 
 
 class ImageFolderReader:

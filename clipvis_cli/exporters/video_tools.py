@@ -29,7 +29,7 @@ import os
 import shutil
 import xml.etree.ElementTree as ET
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from urllib.parse import quote
 
@@ -102,6 +102,26 @@ def media_url(prefix: str, name: str) -> str:
     return prefix + quote(os.fsencode(name), safe="/")  # a name that is not valid UTF-8: its own bytes
 
 
+# A frame this little after a Label Studio frame's time (a fraction of a frame) counts as at it: timestamps are rounded
+# to their container's time base (30 frames/s in milliseconds: 33, 67, 100, ...).
+_SAME_TIME = 0.1
+
+
+def label_studio_frame_numbers(times: Sequence[float], fps: float) -> list[int | None]:
+    """Per frame of a variable-frame-rate video (``times``: seconds from the start, increasing), the Label Studio
+    frame that shows it, or None where none does.
+
+    Label Studio plays a video at one frame rate: its frame n is the picture at (n - 1) / ``fps`` seconds, which is
+    the last frame whose time has come. A frame is shown first by the Label Studio frame at or after its time, unless
+    the next frame's time has come by then too (frames closer together than a Label Studio frame): that one's picture
+    is shown there instead, and the earlier frame's boxes have no frame to go on (Label Studio interpolates between
+    the boxes it has). Numbering such frames on (the next numbers) moved every later box onto pictures other than
+    its own, and past the video's end."""
+    first = [math.ceil(seconds * fps - _SAME_TIME) + 1 for seconds in times]
+    return [number if following is None or following > number else None
+            for number, following in zip(first, [*first[1:], None], strict=True)]
+
+
 def label_studio_config(video: ExportVideo) -> str:
     """The labeling config the exported tasks fit."""
     view = ET.Element("View")
@@ -133,21 +153,22 @@ class LabelStudioExporter(Exporter):
         root = directory / self.name
         (root / "media").mkdir(parents=True)
         link_or_copy(source, root / "media" / source.name)
-        # Label Studio plays a video at one frame rate (frame n at (n - 1) / frameRate): a variable-frame-rate
-        # source's boxes go to the frame it shows at their frame's own time.
         times = info.frame_times or [index / fps for index in info.frame_indices]
-        numbers = [index + 1 for index in info.frame_indices]
-        if info.frame_times:
-            numbers = []
-            for seconds in times:  # frames closer than a frame apart get the next numbers: no box is lost
-                numbers.append(max(round(seconds * fps) + 1, numbers[-1] + 1 if numbers else 1))
-        frames_count = max([frames_count, *numbers])
         duration = max(frames_count / fps, times[-1] + 1 / fps if times else 0.0)
+        numbers: list[int | None] = [index + 1 for index in info.frame_indices]
+        if info.frame_times:  # a variable frame rate: Label Studio's frames by time, those before the video's end
+            duration = probe.duration or duration
+            frames_count = max(1, math.ceil(duration * fps - _SAME_TIME))
+            numbers = [number if number is not None and number <= frames_count else None
+                       for number in label_studio_frame_numbers(info.frame_times, fps)]
+
         def boxes(track: TrackResult) -> Iterator[dict]:
             """The track's boxes, each yielded once the next frame says whether the object is still there (the
             last box before it leaves, and its last box of all, end its lifespan: ``enabled`` false)."""
             previous: dict | None = None
             for position in range(info.num_frames):
+                if numbers[position] is None:  # a picture Label Studio shows on none of its frames
+                    continue
                 segmentation = track.segmentations[position]
                 if segmentation is None or rle.area(segmentation) == 0:
                     if previous is not None:
@@ -166,8 +187,9 @@ class LabelStudioExporter(Exporter):
             if previous is not None:
                 yield {**previous, "enabled": False}
 
-        def shown(track: TrackResult) -> bool:  # a box on some frame (read until the first one)
-            return any(seg is not None and rle.area(seg) > 0 for seg in track.segmentations)
+        def shown(track: TrackResult) -> bool:  # a box on some frame Label Studio shows (read until the first one)
+            return any(number is not None and seg is not None and rle.area(seg) > 0
+                       for number, seg in zip(numbers, track.segmentations, strict=True))
 
         # Streamed track by track, box by box: a long video's boxes never sit in memory at once (they did, with
         # their JSON text).

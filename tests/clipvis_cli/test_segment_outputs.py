@@ -4,7 +4,9 @@ output, one folder per source, a lock per folder, stale files of other --formats
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -335,14 +337,24 @@ def test_a_variable_frame_rate_video_keeps_its_frames_times(tmp_path, tiny_weigh
     assert played == pytest.approx([t / 1000 for t in times_ms], abs=2e-3)
     import zipfile
 
+    with av.open(str(path)) as source:
+        declared = source.duration / av.time_base
     with zipfile.ZipFile(out / "screen" / "labelstudio.zip") as archive:
         tasks = json.loads(archive.read("labelstudio/tasks.json"))
+        rate = float(re.search(r'frameRate="([^"]+)"', archive.read("labelstudio/config.xml").decode())[1])
     for region in tasks[0]["predictions"][0]["result"]:
         keyframes = region["value"]["sequence"]
         assert all(min(abs(k["time"] * 1000 - t) for t in times_ms) <= 1 for k in keyframes)
         numbers = [k["frame"] for k in keyframes]
         assert numbers == sorted(set(numbers)) and numbers[-1] <= region["value"]["framesCount"]
-        assert region["value"]["duration"] >= 9.96
+        # each box on a frame Label Studio shows its own picture on (frame n: the picture at (n - 1) / frameRate)
+        for keyframe in keyframes:
+            shown_at = (keyframe["frame"] - 1) / rate
+            assert keyframe["time"] - 0.1 / rate <= shown_at < region["value"]["duration"]
+            later = [t / 1000 for t in times_ms if t / 1000 > keyframe["time"] + 1e-3]
+            assert not later or shown_at < later[0] - 0.1 / rate
+        assert region["value"]["duration"] == pytest.approx(declared)  # the video's own, not past it
+        assert region["value"]["framesCount"] == math.ceil(region["value"]["duration"] * rate - 0.1)
     assert "frame_times" not in json.loads((out / "steady" / "ytvis.json").read_text())["videos"][0]
 
 
