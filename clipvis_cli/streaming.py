@@ -299,6 +299,9 @@ class VideoStream:
                 f"finish() after leaving the stream early: the model saw {len(self.frame_indices)} frames, "
                 f"{self._yielded} were yielded, and the scores would count them all; to stop early, give max_frames"
             )
+        if self.session.closed:
+            raise RuntimeError("finish() after the stream was closed (its with-block ended, or close() was called): "
+                               "call finish() inside the with-block, after the loop")
         return self.session.finish(max_tracks=max_tracks, score_threshold=score_threshold)
 
 

@@ -513,6 +513,10 @@ def test_a_stream_left_early_or_failed_lets_its_files_go_at_once(predictor, tmp_
             assert open_files_under(temporary) == []
     finally:
         gc.enable()
+    with VideoStream(predictor, list(synthetic_frames(3)), batch_frames=2) as complete:
+        list(complete)
+    with pytest.raises(RuntimeError, match=r"^finish\(\) after the stream was closed \(its with-block ended, or "):
+        complete.finish()  # the block let the session go: finish() belongs inside it
 
 
 def test_a_source_failing_at_its_first_frame_is_the_sources_failure(predictor) -> None:
