@@ -22,6 +22,7 @@ before it starts any (``clipvis.cli.memory.share_one_malloc_arena``; the `clipvi
 
 from __future__ import annotations
 
+import numbers
 import time
 from collections import deque
 from collections.abc import Generator, Iterable, Iterator
@@ -86,6 +87,8 @@ def _frame_pairs(frames: Iterable, stride: int = 1, max_frames: int | None = Non
             # Every frame, not only a batch's first: the decoder copies the others into the first one's dtype (a
             # float frame became black, a 16-bit one wrapped).
             check_uint8_frames(array, "[H, W, 3]", where=f"frame {index}: ")
+            if array.ndim != 3 or array.shape[-1] != 3:
+                raise ValueError(f"frame {index}: expected an RGB frame [H, W, 3], got shape {array.shape}")
             yield index, array
     finally:
         # A reader's iteration (made here) lets its file go as soon as these pairs are closed; an iterator the
@@ -147,8 +150,13 @@ class VideoStream:
             raise ValueError(f"batch_frames must be >= 1, not {batch_frames}")
         if stride < 1 or (max_frames is not None and max_frames < 1):
             raise ValueError(f"stride and max_frames must be at least 1, not {stride} and {max_frames}")
+        if isinstance(batch_frames, bool) or not isinstance(batch_frames, numbers.Integral):
+            raise TypeError(f"batch_frames must be a whole number, not {batch_frames!r}")
         if isinstance(frames, str | Path):
             frames = open_frames(frames, stride=stride, max_frames=max_frames)
+        elif getattr(frames, "ndim", None) == 3:  # a numpy array or a tensor: iterating it gives its rows
+            raise ValueError(f"frames is one [H, W, 3] frame of shape {tuple(frames.shape)}: a video is several "
+                             "(a [T, H, W, 3] array, or a list: [frame])")
         self.predictor = predictor
         self.frames = frames
         self.stride = stride
@@ -163,6 +171,7 @@ class VideoStream:
         self._encoder = ThreadPoolExecutor(1, thread_name_prefix="clipvis-rle")
         self._decoder: BackgroundDecoder | None = None
         self._started = False
+        self._closed = False
         self._failure: str | None = None  # why the iteration stopped with an error, for finish()
         self._source_failed = False
 
@@ -176,6 +185,7 @@ class VideoStream:
         """Stop decoding and drop the work not started yet (the batch in the model finishes first); unless
         :meth:`finish` returned the video's instances, also give the video up (``VideoSession.close``: its
         temporary scores file goes now, not when the garbage collector gets to it)."""
+        self._closed = True
         self._stop_threads()
         self.session.close()
 
@@ -188,6 +198,9 @@ class VideoStream:
     def __iter__(self) -> Iterator[StreamedFrame]:
         if self._started:
             raise RuntimeError("a VideoStream can be iterated once")
+        if self._closed:
+            raise RuntimeError("this VideoStream was closed (its with-block ended, or close() was called): start a "
+                               "new one")
         self._started = True
         try:
             yield from self._stream()
@@ -195,7 +208,8 @@ class VideoStream:
             raise
         except BaseException as error:
             self._failure = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
-            self.session.close()  # finish() refuses from here on: its scores file can go
+            self._stop_threads()  # the batch in the model still adds its scores: then they can go
+            self.session.close()  # finish() refuses from here on
             raise
         finally:
             self._stop_threads()  # the caller may still finish() after the last frame (or after leaving early)
@@ -236,6 +250,7 @@ class VideoStream:
                     source_error = error
                     break
                 self.timings["decode_wait"] += time.perf_counter() - wait_start
+                self._check_open()
                 # Queued behind the batch the model is on, so the model never waits for this thread.
                 in_model.append((self._model_thread.submit(self.session.push, batch.frames), batch))
                 if len(in_model) >= model_depth:
@@ -257,6 +272,7 @@ class VideoStream:
     ) -> Generator[StreamedFrame, None, Future[list[StreamedFrame]]]:
         """Wait for a batch's model results, hand them to the RLE worker, then yield the previous batch's frames
         (encoded meanwhile). Returns the new encoding job."""
+        self._check_open()
         future, batch = job
         del job
         start = time.perf_counter()
@@ -271,6 +287,11 @@ class VideoStream:
         if encoding is not None:
             yield from self._collect(encoding)
         return next_encoding
+
+    def _check_open(self) -> None:
+        if self._closed:  # iterated on after close(): its threads are gone
+            raise RuntimeError("this VideoStream was closed (its with-block ended, or close() was called) while its "
+                               "frames were being read: start a new one")
 
     def _collect(self, encoding: Future[list[StreamedFrame]]) -> Iterator[StreamedFrame]:
         start = time.perf_counter()

@@ -76,9 +76,16 @@ def check_uint8_frames(frames: np.ndarray | torch.Tensor, layout: str = "[B, H, 
     prefixes the message (``"frame 3: "``)."""
     if frames.dtype in (np.uint8, torch.uint8):
         return
-    floating = frames.dtype.is_floating_point if isinstance(frames, torch.Tensor) else frames.dtype.kind == "f"
-    hint = ("scale floats in [0, 1] by 255 and convert: (frames * 255).round().astype(np.uint8)" if floating
-            else "convert to 8 bits per channel, e.g. 16-bit frames: (frames >> 8).astype(np.uint8)")
+    tensor = isinstance(frames, torch.Tensor)
+    floating = frames.dtype.is_floating_point if tensor else frames.dtype.kind == "f"
+    if floating:
+        convert = "(frames * 255).round().to(torch.uint8)" if tensor else "(frames * 255).round().astype(np.uint8)"
+        hint = f"scale floats in [0, 1] by 255 and convert: {convert}"
+    else:
+        as_bytes = "frames.to(torch.uint8)" if tensor else "frames.astype(np.uint8)"
+        shifted = "(frames >> 8).to(torch.uint8)" if tensor else "(frames >> 8).astype(np.uint8)"
+        hint = (f"convert to 8 bits per channel: values in 0..255 with {as_bytes}, 16-bit values (0..65535) with "
+                f"{shifted}")
     raise TypeError(f"{where}expected uint8 RGB frames {layout}, got {frames.dtype} ({hint})")
 
 

@@ -519,6 +519,43 @@ def test_a_stream_left_early_or_failed_lets_its_files_go_at_once(predictor, tmp_
         complete.finish()  # the block let the session go: finish() belongs inside it
 
 
+def test_a_loop_failing_in_the_model_lets_the_scores_file_go_after_the_batch_in_flight(predictor, tmp_path,
+                                                                                      monkeypatch, open_files_under):
+    """The session was closed before the model thread's next batch was done: that batch's scores opened a new
+    temporary file in the closed session, which nothing closed (no with-block: the loop's own failure)."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setattr(scoring.StreamingVideoScorer.__init__, "__defaults__", (300,))
+    frames = list(synthetic_frames(8, 48, 64))
+    other_size = list(synthetic_frames(2, 40, 64))
+    for _ in range(5):
+        stream = VideoStream(predictor, frames[:2] + other_size + frames[2:], batch_frames=2)
+        with pytest.raises(ValueError, match="differs from the video's"):
+            for _ in stream:
+                pass
+        assert stream.session.closed and open_files_under(tmp_path) == []
+
+
+def test_a_stream_refuses_what_it_cannot_do_in_a_sentence(predictor) -> None:
+    """One [H, W, 3] frame given as the video ran each of its rows as a frame (or failed in zip()); iterating on
+    after close() failed in concurrent.futures ("cannot schedule new futures after shutdown")."""
+    frame = synthetic_frames(1)[0]
+    with pytest.raises(ValueError, match=r"^frames is one \[H, W, 3\] frame of shape \(45, 77, 3\): a video is "):
+        VideoStream(predictor, frame)
+    with pytest.raises(ValueError, match=r"^frame 1: expected an RGB frame \[H, W, 3\], got shape \(45, 77\)$"):
+        list(VideoStream(predictor, [frame, frame[..., 0]]))
+    with pytest.raises(TypeError, match="^batch_frames must be a whole number, not 2.5$"):
+        VideoStream(predictor, [frame], batch_frames=2.5)
+    with VideoStream(predictor, list(synthetic_frames(12)), batch_frames=2) as stream:
+        frames = iter(stream)
+        next(frames)
+    with pytest.raises(RuntimeError, match=r"^this VideoStream was closed \(its with-block ended, or close\(\) was "):
+        list(frames)
+    closed = VideoStream(predictor, [frame])
+    closed.close()
+    with pytest.raises(RuntimeError, match=r"^this VideoStream was closed"):
+        list(closed)
+
+
 def test_a_source_failing_at_its_first_frame_is_the_sources_failure(predictor) -> None:
     def camera():
         raise OSError("no camera")

@@ -315,8 +315,10 @@ def test_a_session_refuses_what_would_give_wrong_results(tiny_model, tmp_path) -
     session = predictor.new_video()
     with pytest.raises(TypeError, match="expected uint8 RGB frames"):
         session.push(frames.astype(np.float32) / 255)
-    with pytest.raises(TypeError, match="expected uint8 RGB frames"):
-        session.push(torch.from_numpy(frames).float())
+    with pytest.raises(TypeError, match=r"\(frames \* 255\)\.round\(\)\.to\(torch\.uint8\)\)$"):
+        session.push(torch.from_numpy(frames).float())  # the hint said .astype(np.uint8), which tensors lack
+    with pytest.raises(TypeError, match=r"values in 0\.\.255 with frames\.astype\(np\.uint8\), 16-bit"):
+        session.push(frames.astype(np.int64))  # numpy's default integers: the hint's >> 8 made them black
     with pytest.raises(ValueError, match="an empty batch"):
         session.push(frames[:0])
     with pytest.raises(ValueError, match=r"got shape \(2, 48, 80\)"):  # grayscale: its own shape in the message
