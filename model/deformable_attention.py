@@ -15,6 +15,18 @@ from clipvis.model.transfer import small_tensor
 MAX_CACHED_SHAPES = 8  # MSDeformAttn's level constants kept per module
 
 
+def keep_newest(cache: dict, key: object, value: object, limit: int = MAX_CACHED_SHAPES) -> None:
+    """Put ``value`` in a per-frame-size ``cache``, dropping the oldest entries beyond ``limit`` (videos of many
+    sizes). Safe when threads share the model (two predictors of one model): an entry another thread dropped first,
+    or a cache changing size meanwhile, is no error (it was "KeyError" from a lookup after the check)."""
+    while len(cache) >= limit:
+        try:
+            cache.pop(next(iter(cache)), None)
+        except (StopIteration, RuntimeError):  # emptied, or changed size under the iteration, by another thread
+            break
+    cache[key] = value
+
+
 def softmax_short_rows(x: torch.Tensor) -> torch.Tensor:
     """``x.softmax(-1)`` for many short rows (here L*P = 12 values): the same formula, exp(x - max) / sum, written
     as three elementwise passes, which on CPU runs ~10x faster than the softmax kernel does on rows this short.
@@ -200,9 +212,9 @@ class MSDeformAttn(nn.Module):
     ) -> tuple[LevelTables, torch.Tensor]:
         """The level tables and the ``[L, 2]`` (W, H) normaliser of the sampling offsets, made on first use."""
         key = (tuple(tuple(shape) for shape in spatial_shapes), device, dtype)
-        if key not in self._constants:
-            if len(self._constants) >= MAX_CACHED_SHAPES:  # videos of many sizes: keep the newest ones
-                del self._constants[next(iter(self._constants))]
+        constants = self._constants.get(key)
+        if constants is None:
             normalizer = small_tensor([[w, h] for h, w in spatial_shapes], dtype, device)
-            self._constants[key] = (LevelTables.build(spatial_shapes, device), normalizer)
-        return self._constants[key]
+            constants = (LevelTables.build(spatial_shapes, device), normalizer)
+            keep_newest(self._constants, key, constants)
+        return constants

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from clipvis.model.deformable_attention import MAX_CACHED_SHAPES, MSDeformAttn
+from clipvis.model.deformable_attention import MSDeformAttn, keep_newest
 from clipvis.model.norms import GroupNorm
 from clipvis.model.position_encoding import SinePositionEncoding
 
@@ -62,11 +62,11 @@ class DeformableEncoder(nn.Module):
     def cached_reference_points(self, spatial_shapes: list[tuple[int, int]], device: torch.device) -> torch.Tensor:
         """`reference_points`, made at the first forward of a frame size and kept (the newest MAX_CACHED_SHAPES)."""
         key = (tuple(tuple(shape) for shape in spatial_shapes), torch.device(device))
-        if key not in self._reference_points:
-            if len(self._reference_points) >= MAX_CACHED_SHAPES:  # videos of many sizes: keep the newest ones
-                del self._reference_points[next(iter(self._reference_points))]
-            self._reference_points[key] = self.reference_points(spatial_shapes, device)
-        return self._reference_points[key]
+        points = self._reference_points.get(key)
+        if points is None:
+            points = self.reference_points(spatial_shapes, device)
+            keep_newest(self._reference_points, key, points)
+        return points
 
     @staticmethod
     def reference_points(spatial_shapes: list[tuple[int, int]], device: torch.device) -> torch.Tensor:

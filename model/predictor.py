@@ -223,6 +223,8 @@ class VideoPredictor:
         if isinstance(vocabulary, (str, bytes)):
             raise TypeError(f"the vocabulary must be a list of class names, not one string ({vocabulary!r}: "
                             "write ['cat', 'dog'])")
+        if not isinstance(vocabulary, Iterable):
+            raise TypeError(f"the vocabulary must be a list of class names, not {type(vocabulary).__name__}")
         if isinstance(vocabulary, AbstractSet) and not isinstance(vocabulary, KeysView):
             # a set's order (the class ids) would change from run to run; a dict's keys keep their insertion order
             raise TypeError(f"the vocabulary must be class names in class-id order, not a {type(vocabulary).__name__}"
@@ -232,8 +234,12 @@ class VideoPredictor:
             kinds = sorted({type(name).__name__ for name in vocabulary if not isinstance(name, str)})
             raise TypeError(f"class names must be strings, not {', '.join(kinds)}")
         names = [name.strip() for name in vocabulary]
-        if not names or any(not name for name in names):
+        if not names:
             raise ValueError("the vocabulary must be a non-empty list of non-empty class names")
+        if (empty := next((i for i, name in enumerate(names) if not name), None)) is not None:
+            raise ValueError(f"the vocabulary must be a non-empty list of non-empty class names: entry {empty} of "
+                             f"{len(names)} is {vocabulary[empty]!r} (a file split on newlines ends in '': "
+                             "drop the empty lines)")
         for name in names:
             if any(not synonym.strip() for synonym in split_synonyms(name)):  # "a photo of a ." prompts
                 raise ValueError(f"empty synonym in the class {name!r} (synonyms are separated by commas)")
@@ -489,7 +495,8 @@ class VideoSession:
         if max_tracks is not None and (isinstance(max_tracks, bool) or not isinstance(max_tracks, numbers.Integral)
                                        or max_tracks < 1):
             raise ValueError(f"max_tracks must be a whole number of at least 1, not {max_tracks!r}")
-        if not math.isfinite(score_threshold):
+        if isinstance(score_threshold, bool) or not isinstance(score_threshold, numbers.Real) or not math.isfinite(
+                score_threshold):
             raise ValueError(f"score_threshold must be a number, not {score_threshold!r}")
         if self.predictor.exact and (max_tracks is not None or score_threshold != 0.0):
             raise ValueError("exact=True selects as the official evaluator does (its top "

@@ -229,6 +229,10 @@ def test_vocabulary_validation(tiny_model, tmp_path) -> None:
         VideoPredictor(tiny_model, ["cat", "dog", "cat"], cache_dir=tmp_path)
     with pytest.raises(ValueError, match="non-empty"):
         VideoPredictor(tiny_model, ["cat", " "], cache_dir=tmp_path)
+    with pytest.raises(ValueError, match=r"non-empty class names: entry 2 of 3 is '' \(a file split on newlines"):
+        VideoPredictor(tiny_model, "cat\ndog\n".split("\n"), cache_dir=tmp_path)
+    with pytest.raises(TypeError, match="^the vocabulary must be a list of class names, not NoneType$"):
+        VideoPredictor(tiny_model, None, cache_dir=tmp_path)  # "'NoneType' object is not iterable"
     with pytest.raises(TypeError, match="not one string"):  # it used to become the classes "c", "a", "t"
         VideoPredictor(tiny_model, "cat", cache_dir=tmp_path)
     with pytest.raises(TypeError, match="class names must be strings, not int"):
@@ -342,6 +346,8 @@ def test_a_session_refuses_what_would_give_wrong_results(tiny_model, tmp_path) -
             session.finish(max_tracks=bad)
     with pytest.raises(ValueError, match="score_threshold must be a number"):
         session.finish(score_threshold=float("nan"))  # it returned nothing, silently
+    with pytest.raises(ValueError, match="score_threshold must be a number, not None"):
+        session.finish(score_threshold=None)  # "must be real number, not NoneType"
     assert session.finish(max_tracks=np.int64(2)).vocabulary == ["road", "tree", "car"]
 
     # The official selection has no such settings: they were ignored (as `segment --exact --max-tracks` refuses).

@@ -544,3 +544,42 @@ def test_frame_size_errors_say_width_x_height_as_the_cli_does() -> None:
         pre.geometry(0, 5)
     with pytest.raises(ValueError, match=r"frames of 1000x1 are too thin"):
         pre.geometry(1, 1000)
+
+
+def test_the_per_frame_size_caches_survive_threads_sharing_a_model(tiny_model) -> None:
+    """Two predictors of one model in two threads, over videos of many sizes: a cache lookup after another thread
+    dropped the entry raised KeyError (3-4 times in 12,000 lookups from 4 threads)."""
+    import random
+    import sys
+    import threading
+
+    from clipvis.model.pixel_decoder import DeformableEncoder
+
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    encoder = next(module for module in tiny_model.modules() if isinstance(module, DeformableEncoder))
+    attention = next(module for module in tiny_model.modules() if isinstance(module, MSDeformAttn))
+    shapes = [[(i, i + 1), (i + 2, i + 3), (i + 4, i + 5)] for i in range(1, 40)]
+    errors: list[str] = []
+
+    def look_up(seed: int) -> None:
+        draw = random.Random(seed)
+        for _ in range(3000):
+            shape = draw.choice(shapes)
+            try:
+                encoder.cached_reference_points(shape, torch.device("cpu"))
+                attention._level_constants(shape, torch.device("cpu"), torch.float32)
+            except Exception as error:  # noqa: BLE001 - counted, then asserted on
+                errors.append(f"{type(error).__name__}: {error}")
+
+    threads = [threading.Thread(target=look_up, args=(seed,)) for seed in range(4)]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(previous)
+    assert errors == []
+    # bounded: a thread may add its entry while another adds one (at most one each beyond the limit)
+    assert len(encoder._reference_points) <= 8 + len(threads) and len(attention._constants) <= 8 + len(threads)
