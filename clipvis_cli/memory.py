@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import math
 import os
 import sys
 import threading
@@ -70,8 +71,8 @@ class HeapTrimmer:
         enabled: bool = True,
         growth_bytes: int | None = DEFAULT_TRIM_GROWTH_BYTES,
     ) -> None:
-        if period_s <= 0:
-            raise ValueError(f"period_s must be positive, not {period_s}")
+        if not math.isfinite(period_s) or period_s <= 0:  # NaN: the trimming thread died at its first wait
+            raise ValueError(f"period_s must be a positive number of seconds, not {period_s}")
         if growth_bytes is not None and growth_bytes < 0:
             raise ValueError(f"growth_bytes must be >= 0, not {growth_bytes}")
         self.period_s = period_s
@@ -79,6 +80,7 @@ class HeapTrimmer:
         self._libc = _load_libc() if enabled else None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._depth = 0  # nested `with` blocks on this trimmer: the outermost one's exit stops it
         self.trims = 0
 
     @property
@@ -97,6 +99,7 @@ class HeapTrimmer:
                 self.trim()
 
     def __enter__(self) -> HeapTrimmer:
+        self._depth += 1
         if self._libc is not None and self._thread is None:
             self._libc.mallopt(M_MMAP_THRESHOLD, HEAP_BUFFER_MAX_BYTES)
             self._libc.mallopt(M_TRIM_THRESHOLD, NO_TRIM_IN_FREE)
@@ -108,7 +111,8 @@ class HeapTrimmer:
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        if self._thread is not None:
+        self._depth = max(0, self._depth - 1)
+        if self._thread is not None and self._depth == 0:
             self._stop.set()
             self._thread.join()
             self._thread = None

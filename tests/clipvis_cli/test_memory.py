@@ -137,8 +137,21 @@ def test_disabled_trimmer_does_nothing() -> None:
 def test_period_must_be_positive() -> None:
     with pytest.raises(ValueError, match="period_s"):
         HeapTrimmer(period_s=0)
+    with pytest.raises(ValueError, match="period_s must be a positive number of seconds, not nan"):
+        HeapTrimmer(period_s=float("nan"))  # accepted: its thread died at its first wait, nothing trimmed
     with pytest.raises(ValueError, match="growth_bytes"):
         HeapTrimmer(growth_bytes=-1)
+
+
+def test_a_nested_block_on_one_trimmer_keeps_it_running_until_the_outer_one_ends() -> None:
+    trimmer = HeapTrimmer(period_s=1000)
+    if not trimmer.active:
+        pytest.skip("no malloc_trim in this C library")
+    with trimmer:
+        with trimmer:
+            pass
+        assert len(trimmer_threads()) == 1  # the inner block's end stopped it: the outer block went on untrimmed
+    assert trimmer_threads() == []
 
 
 HUGE_PAGES_SCRIPT = """
