@@ -63,11 +63,11 @@ class TemporarySpaceWatch:
         if frames != FIRST_CHECK_FRAMES and (frames < FIRST_CHECK_FRAMES or frames % CHECK_EVERY_FRAMES):
             return None
         total_frames = self.expected_frames
-        masks_to_come = mask_bytes / frames * (total_frames - frames)
-        # The masks' index goes to the same file past its memory budget (4 bytes a track and frame): not yet in the
-        # rate of the first frames.
-        index_to_come = max(0, 4 * queries * total_frames - INDEX_MEMORY_BYTES) - max(
-            0, 4 * queries * frames - INDEX_MEMORY_BYTES)
+        # The masks' index goes to the same file past its memory budget (4 bytes a track and frame): projected on its
+        # own, and what of it is written already kept out of the masks' rate (counted twice, it warned early).
+        index_written = max(0, 4 * queries * frames - INDEX_MEMORY_BYTES)
+        index_to_come = max(0, 4 * queries * total_frames - INDEX_MEMORY_BYTES) - index_written
+        masks_to_come = max(0, mask_bytes - index_written) / frames * (total_frames - frames)
         # Once the scores pass their memory budget, the file takes every frame's, those held in memory so far
         # included (FrameSpill writes them all, then the rest as it goes and at the end). Of what is written already,
         # only what cannot still be in memory counts: the projection errs towards saying too much is to come.

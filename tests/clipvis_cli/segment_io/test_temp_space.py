@@ -77,6 +77,14 @@ def test_the_masks_index_past_its_memory_budget_counts() -> None:
     frames = FIRST_CHECK_FRAMES
     assert watch(expected=216_000, free=550 * 10**6).update(frames, frames * 1000, 100, 0) is None
     assert watch(expected=216_000, free=500 * 10**6).update(frames, frames * 1000, 100, 0) is not None
+    # Later, the index written so far is in the masks' file: it is not projected at the masks' rate as well (at
+    # frame 61,440 of 216,000: 61.4 MB of strings and 7.8 MB of index written; to come 154.6 MB of strings, 61.8 MB
+    # of index and 252.6 MB of scores, 469.0 MB; with the index counted twice, 488.6 MB)
+    frames = 15 * CHECK_EVERY_FRAMES
+    index_written = 4 * 100 * frames - INDEX_MEMORY_BYTES
+    written = frames * 1000 + index_written
+    assert watch(expected=216_000, free=470 * 10**6).update(frames, written, 100, 0) is None
+    assert watch(expected=216_000, free=468 * 10**6).update(frames, written, 100, 0) is not None
 
 
 def test_the_budgets_are_those_of_the_stores() -> None:
