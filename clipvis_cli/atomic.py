@@ -68,12 +68,49 @@ def is_temp_file_name(name: str) -> bool:
     return name.startswith(".") and TEMP_MARKER in name
 
 
+# A folder an export replaces waits under `.<name>.old-<pid>.tmp` between its two renames (a temporary name: no
+# export takes it for someone's own folder, and one a killed export left is put back, or removed, by the next run).
+_REPLACED_FOLDER = re.compile(r"\.(?P<name>.+)\.old-\d+" + re.escape(TEMP_MARKER))
+
+
+def replaced_folder_name(name: str) -> str:
+    """Where the folder `name` waits while an export puts its new one in place."""
+    return f".{name}.old-{os.getpid()}{TEMP_MARKER}"
+
+
+def restore_replaced_folders(folder: Path | str) -> list[Path]:
+    """Put back the folders a killed export had moved aside before its new one got in place (`replaced_folder_name`):
+    the earlier export's files come back where they were. Call only while holding the folder's lock. Returns the
+    folders put back."""
+    restored: list[Path] = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return restored
+    for entry in entries:
+        match = _REPLACED_FOLDER.fullmatch(entry.name)
+        if match is None or not entry.is_dir(follow_symlinks=False):
+            continue
+        final = Path(folder) / match["name"]
+        if final.exists() or final.is_symlink():
+            continue  # the new one got in place: the old one is only left to delete
+        try:
+            os.replace(entry.path, final)
+        except OSError:
+            continue
+        restored.append(final)
+    return restored
+
+
 def remove_stale_temp_files(directory: Path | str, finals: Iterable[str] | None = None) -> list[Path]:
     """Delete the temporary files `temp_path_for` left in `directory` (a crash, a kill -9): all of them, and the
     staging folders of exports (`.export-XXXX.tmp`), or only the files of the final file names `finals`. Call it
-    only while holding the lock that keeps other clipvis processes from writing there. Returns what was removed."""
+    only while holding the lock that keeps other clipvis processes from writing there. A folder a killed export had
+    moved aside for its new one is put back first where the new one is not in place. Returns what was removed."""
     removed: list[Path] = []
     prefixes = None if finals is None else tuple(f".{Path(name).stem}." for name in finals)
+    if finals is None:
+        restore_replaced_folders(directory)
     try:
         entries = list(os.scandir(directory))
     except OSError:
@@ -197,6 +234,11 @@ class OutputStaging:
             self._staged[final] = temporary
         if earlier is not None and earlier != temporary:
             earlier.unlink(missing_ok=True)
+
+    def pending(self) -> list[Path]:
+        """The final paths of the files staged and not yet renamed into place."""
+        with self._lock:
+            return list(self._staged)
 
     def commit(self) -> list[Path]:
         """Rename every staged file onto its final name (in the order they were finished), then make the renames

@@ -567,7 +567,12 @@ class SegmentRunner:
         # overlay.mp4, counted as not written. The input is then complete, counted so, and the signal acted on next.
         with signals_held() as held:
             try:
+                # Listed first as clipvis' own: a kill between two renames leaves files run.json names, so the next
+                # run deletes those it no longer writes (a file it did not know was kept as another's, `stale`).
+                manifest.earlier_outputs = sorted(
+                    set(manifest.earlier_outputs) | {path.name for path in staging.pending()})
                 try:
+                    manifest.write(paths.manifest)
                     staging.commit()
                 except BaseException:
                     staging.discard()

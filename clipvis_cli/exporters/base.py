@@ -23,6 +23,7 @@ from clipvis.cli.atomic import (
     ensure_output_dir,
     is_temp_file_name,
     remove_stale_temp_files,
+    replaced_folder_name,
 )
 from clipvis.cli.exporters.loading import ExportVideo
 from clipvis.cli.locks import LOCK_NAME, FolderLock, remove_unused_folder
@@ -220,7 +221,7 @@ def staged_directory(final_parent: Path, identity: dict[str, object] | None = No
 def _locked_staging(final_parent: Path, identity: dict[str, object] | None,
                     replaceable: Iterable[str], what: str) -> Iterator[Path]:
     with FolderLock(final_parent):
-        remove_stale_temp_files(final_parent)
+        remove_stale_temp_files(final_parent)  # and puts back the folders a killed export had moved aside
         try:
             staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, suffix=TEMP_MARKER, dir=final_parent))
         except OSError as error:
@@ -263,9 +264,10 @@ def _replace(new: Path, final: Path) -> None:
     if new.is_dir():
         os.chmod(new, 0o755)  # mkdtemp made it private; files inside were created with the usual umask
     if final.is_dir() and not final.is_symlink():
-        old = final.with_name(f".{final.name}.old-{os.getpid()}")
+        old = final.with_name(replaced_folder_name(final.name))
         os.replace(final, old)
         os.replace(new, final)
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(new, final)
+

@@ -28,7 +28,7 @@ from clipvis.cli.messages import describe_exception, one_line, shown_path, subje
 from clipvis.cli.progress import Reporter
 from clipvis.cli.video_io import VideoReadError
 from clipvis.cli.writers.layout import MANIFEST_NAME, numbered_name
-from clipvis.cli.writers.manifest import STATUS_COMPLETE, RunManifest
+from clipvis.cli.writers.manifest import STATUS_COMPLETE, STATUS_RUNNING, RunManifest
 
 
 def unfinished_run_warning(results_file: Path) -> str | None:
@@ -39,8 +39,12 @@ def unfinished_run_warning(results_file: Path) -> str | None:
     manifest = RunManifest.read(results_file.parent / MANIFEST_NAME)
     if manifest is None or manifest.status == STATUS_COMPLETE:
         return None
-    whose = ("from an earlier run" if results_file.name in manifest.earlier_outputs
-             else "not known to be from a complete run")
+    if results_file.name not in manifest.earlier_outputs:
+        whose = "not known to be from a complete run"
+    elif manifest.status == STATUS_RUNNING:  # killed: perhaps while its files were being put in place
+        whose = "from an earlier run, or from that one if it was killed while putting its files in place"
+    else:
+        whose = "from an earlier run"
     return (f"{shown_path(results_file.parent)}: run.json says its last segment run is {manifest.status!r}, "
             f"not 'complete': its {results_file.name} is {whose}")
 

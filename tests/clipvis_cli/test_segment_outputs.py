@@ -307,6 +307,37 @@ def test_a_signal_between_the_renames_of_an_input_s_files_waits_until_they_are_a
     assert stdout.splitlines() == [str(folder / "ytvis.json"), str(folder / "coco.json")]
 
 
+def test_a_run_killed_between_its_renames_leaves_a_run_json_naming_every_file_it_was_putting_in_place(
+        tmp_path, tiny_weights) -> None:
+    """A SIGKILL right after cvat-video.zip was renamed into place left run.json ("running") without it: the next run
+    with fewer --formats kept it as someone else's file (`stale`) instead of deleting it."""
+    video = write_video(tmp_path / "clip.mp4")
+    out = tmp_path / "out"
+    folder = out / "clip"
+    assert was_run(segment(tiny_weights, out, str(video), extra=("--formats", "ytvis,coco")))
+    seen: list[dict] = []
+    rename = os.replace
+
+    def replace(source, target, *args, **kwargs):  # what run.json says on disk at each rename (a kill may come)
+        if Path(target).parent == folder and Path(target).name != "run.json" and not Path(target).name.startswith("."):
+            seen.append(json.loads((folder / "run.json").read_text()))  # a final name (not a temporary one)
+        return rename(source, target, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(os, "replace", replace)
+        assert was_run(segment(tiny_weights, out, str(video),
+                               extra=("--formats", "ytvis,coco,cvat-video", "--overwrite")))
+    assert seen and all(manifest["status"] == "running" for manifest in seen)
+    assert all(set(manifest["earlier_outputs"]) >= {"ytvis.json", "coco.json", "cvat-video.zip"} for manifest in seen)
+    # after such a kill, the next run asked for ytvis alone deletes the others as clipvis' own
+    killed = RunManifest.read(folder / "run.json")
+    killed.status, killed.outputs, killed.earlier_outputs = "running", [], seen[-1]["earlier_outputs"]
+    killed.write(folder / "run.json")
+    assert was_run(segment(tiny_weights, out, str(video), extra=("--formats", "ytvis", "--overwrite")))
+    assert sorted(p.name for p in folder.iterdir()) == [".clipvis.lock", "run.json", "ytvis.json"]
+    assert RunManifest.read(folder / "run.json").stale == []
+
+
 def test_a_variable_frame_rate_video_keeps_its_frames_times(tmp_path, tiny_weights) -> None:
     """A screen recording writes frames when the screen changes (10 frames over 10 s here): the overlay played them
     in 1 s at the nominal rate and Label Studio's boxes came at the wrong moments. The frames' times now go into

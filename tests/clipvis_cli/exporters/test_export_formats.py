@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import xml.etree.ElementTree as ET
 import zipfile
 from pathlib import Path
@@ -20,6 +21,7 @@ from typer.testing import CliRunner
 
 from clipvis.cli import rle
 from clipvis.cli.app import app
+from clipvis.cli.atomic import remove_stale_temp_files, replaced_folder_name
 from clipvis.cli.exporters.masks import cvat_crop_rle, mask_iou, mask_polygon, polygon_mask, rle_id_map
 from clipvis.cli.exporters.video_tools import label_studio_frame_numbers
 from clipvis.cli.locks import FolderLock
@@ -464,6 +466,39 @@ def test_what_a_killed_export_left_is_swept_and_a_busy_folder_fails_alone(tmp_pa
         busy = run_export(str(output.folder), "--to", "mots-txt", "-o", str(dest))
     assert busy.exit_code == 1
     assert "another clipvis process is writing here" in busy.stderr and str(dest / "clip") in busy.stderr
+
+
+def test_a_export_killed_between_a_folders_two_renames_is_put_right_by_the_next(tmp_path) -> None:
+    """A kill after the earlier `coco/` was moved aside and before the new one got in place left `.coco.old-PID`,
+    which no cleanup knew: the next export went to `clip-2/` (for good), and the earlier `coco/` stayed hidden."""
+    output = make_segment_output(tmp_path / "out")
+    dest = tmp_path / "exp"
+    assert run_export(str(output.folder), "--to", "coco,mots-txt", "-o", str(dest)).exit_code == 0
+    folder = dest / "clip"
+    earlier = sorted(path.relative_to(folder) for path in (folder / "coco").rglob("*"))
+    # killed between the renames: the earlier coco/ aside, the new one still in its staging folder
+    aside = folder / replaced_folder_name("coco")
+    (folder / "coco").rename(aside)
+    (folder / ".export-k1ll3d.tmp" / "coco").mkdir(parents=True)
+    with FolderLock(folder):
+        remove_stale_temp_files(folder)  # what the next run holding the folder does first
+    assert sorted(path.relative_to(folder) for path in (folder / "coco").rglob("*")) == earlier  # put back
+    assert [path.name for path in folder.iterdir() if path.name.startswith(".") and "tmp" in path.name] == []
+
+    # killed after the new mots-txt/ got in place, before the earlier one was deleted: the next export uses the
+    # folder and removes it
+    aside = folder / replaced_folder_name("mots-txt")
+    shutil.copytree(folder / "mots-txt", aside)
+    result = run_export(str(output.folder), "--to", "coco,mots-txt", "-o", str(dest))
+    assert result.exit_code == 0, result.output
+    assert not aside.exists() and not (dest / "clip-2").exists()
+    assert sorted(path.relative_to(folder) for path in (folder / "coco").rglob("*")) == earlier
+
+    (folder / "coco").rename(folder / replaced_folder_name("coco"))  # the first state again, then export
+    result = run_export(str(output.folder), "--to", "coco", "-o", str(dest))
+    assert result.exit_code == 0, result.output
+    assert not (dest / "clip-2").exists() and (folder / "coco").is_dir()
+    assert [path.name for path in folder.iterdir() if ".old-" in path.name] == []
 
 
 def test_tools_that_carry_the_video_refuse_another_video(tmp_path) -> None:
