@@ -63,9 +63,16 @@ def temp_path_for(path: Path) -> Path:
     return Path(name)
 
 
+# The temporary names clipvis makes, exactly (so that a user's own `.notes.tmp` is never taken for one and deleted):
+# `temp_path_for`'s `.<stem>.XXXXXXXX.tmp<suffix>` and export's staging folders `.export-XXXXXXXX.tmp` (the 8
+# characters are tempfile's).
+_TEMP_NAME = re.compile(r"\.(?:.+\.[a-z0-9_]{8}" + re.escape(TEMP_MARKER) + r"(?:\.[^.]*)?|export-[a-z0-9_]{8}"
+                        + re.escape(TEMP_MARKER) + ")")
+
+
 def is_temp_file_name(name: str) -> bool:
-    """True for the names `temp_path_for` makes (`.<stem>.XXXX.tmp<suffix>`)."""
-    return name.startswith(".") and TEMP_MARKER in name
+    """True for the names `temp_path_for` makes (`.<stem>.XXXXXXXX.tmp<suffix>`) and export staging folders'."""
+    return _TEMP_NAME.fullmatch(name) is not None
 
 
 # A folder an export replaces waits under `.<name>.old-<pid>.tmp` between its two renames (a temporary name: no
@@ -78,39 +85,50 @@ def replaced_folder_name(name: str) -> str:
     return f".{name}.old-{os.getpid()}{TEMP_MARKER}"
 
 
-def restore_replaced_folders(folder: Path | str) -> list[Path]:
-    """Put back the folders a killed export had moved aside before its new one got in place (`replaced_folder_name`):
-    the earlier export's files come back where they were. Call only while holding the folder's lock. Returns the
-    folders put back."""
+def replaced_folder_of(name: str) -> str | None:
+    """The folder whose earlier version `name` is, when it is one moved aside (`replaced_folder_name`), else None."""
+    match = _REPLACED_FOLDER.fullmatch(name)
+    return match["name"] if match else None
+
+
+def settle_replaced_folders(folder: Path | str, names: Iterable[str]) -> list[Path]:
+    """The folders of `names` (clipvis' own entries of `folder`) that a killed export had moved aside
+    (`replaced_folder_name`): put back where its new one never got in place (the earlier export's files come back),
+    else deleted. A folder of such a name that is not one of `names` is left alone (someone's own). Call only while
+    holding the folder's lock. Returns the folders put back."""
+    own = set(names)
     restored: list[Path] = []
     try:
         entries = list(os.scandir(folder))
     except OSError:
         return restored
     for entry in entries:
-        match = _REPLACED_FOLDER.fullmatch(entry.name)
-        if match is None or not entry.is_dir(follow_symlinks=False):
+        name = replaced_folder_of(entry.name)
+        if name is None or name not in own or not entry.is_dir(follow_symlinks=False):
             continue
-        final = Path(folder) / match["name"]
-        if final.exists() or final.is_symlink():
-            continue  # the new one got in place: the old one is only left to delete
+        final = Path(folder) / name
         try:
-            os.replace(entry.path, final)
+            if final.exists() or final.is_symlink():  # the new one got in place: the old one only to delete
+                shutil.rmtree(entry.path)
+            else:
+                os.replace(entry.path, final)
+                restored.append(final)
         except OSError:
             continue
-        restored.append(final)
     return restored
 
 
-def remove_stale_temp_files(directory: Path | str, finals: Iterable[str] | None = None) -> list[Path]:
+def remove_stale_temp_files(directory: Path | str, finals: Iterable[str] | None = None,
+                            exported: Iterable[str] = ()) -> list[Path]:
     """Delete the temporary files `temp_path_for` left in `directory` (a crash, a kill -9): all of them, and the
-    staging folders of exports (`.export-XXXX.tmp`), or only the files of the final file names `finals`. Call it
-    only while holding the lock that keeps other clipvis processes from writing there. A folder a killed export had
-    moved aside for its new one is put back first where the new one is not in place. Returns what was removed."""
+    staging folders of exports (`.export-XXXXXXXX.tmp`), or only the files of the final file names `finals`. Call it
+    only while holding the lock that keeps other clipvis processes from writing there. With all of them, the folders
+    of `exported` (the folder's export record) that a killed export had moved aside are settled first
+    (`settle_replaced_folders`). Returns what was removed."""
     removed: list[Path] = []
     prefixes = None if finals is None else tuple(f".{Path(name).stem}." for name in finals)
     if finals is None:
-        restore_replaced_folders(directory)
+        settle_replaced_folders(directory, exported)
     try:
         entries = list(os.scandir(directory))
     except OSError:

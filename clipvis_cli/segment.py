@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 from clipvis.cli import __version__
 from clipvis.cli.atomic import OutputNotWritableError, OutputStaging, remove_stale_temp_files
 from clipvis.cli.distributed import deliver, signals_held
+from clipvis.cli.exporters.base import read_export_record
 from clipvis.cli.inputs import VideoSource
 from clipvis.cli.locks import FolderBusyError
 from clipvis.cli.mask_store import StoredSegmentations, TrackMaskStore
@@ -409,7 +410,8 @@ class SegmentRunner:
         """The model's pass over a claimed input; returns its outcome when it ends here (skipped, failed), or the
         function that writes its files and returns the outcome."""
         opts, paths, previous, stem = self.options, claim.paths, claim.previous, claim.paths.stem
-        remove_stale_temp_files(paths.directory)  # we hold the folder's lock: no live process is writing them
+        # we hold the folder's lock: no live process is writing them (nor an export beside the results)
+        remove_stale_temp_files(paths.directory, exported=read_export_record(paths.directory))
         if opts.skip_existing and previous is not None and any(
             previous.is_complete_for(weights, opts.vocabulary, options, source, paths.directory)
             for weights, options in self._identities
@@ -569,17 +571,16 @@ class SegmentRunner:
             try:
                 # Listed first as clipvis' own: a kill between two renames leaves files run.json names, so the next
                 # run deletes those it no longer writes (a file it did not know was kept as another's, `stale`).
-                manifest.earlier_outputs = sorted(
-                    set(manifest.earlier_outputs) | {path.name for path in staging.pending()})
+                earlier = set(manifest.earlier_outputs)
+                manifest.earlier_outputs = sorted(earlier | {path.name for path in staging.pending()})
                 try:
                     manifest.write(paths.manifest)
                     staging.commit()
                 except BaseException:
                     staging.discard()
-                    # the renames failed midway: the files already renamed are clipvis' all the same
-                    manifest.earlier_outputs = sorted(
-                        set(manifest.earlier_outputs) | {p.name for p in staging.committed}
-                    )
+                    # the renames failed midway (or run.json could not list them first): the files already renamed
+                    # are clipvis' all the same, those never put in place are not (a user's file of that name stays)
+                    manifest.earlier_outputs = sorted(earlier | {p.name for p in staging.committed})
                     raise
                 timings["writers"] = time.perf_counter() - start  # wall time: the writers overlap (write_* each)
                 manifest.stale = self._settle_stale_outputs(paths, outputs, previous)

@@ -25,11 +25,11 @@ from __future__ import annotations
 import numbers
 import time
 from collections import deque
-from collections.abc import Generator, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
@@ -63,6 +63,7 @@ class StreamedFrame:
 
 
 _END = object()
+T = TypeVar("T")
 
 
 def _frame_pairs(frames: Iterable, stride: int = 1, max_frames: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
@@ -150,13 +151,18 @@ class VideoStream:
             raise ValueError(f"batch_frames must be >= 1, not {batch_frames}")
         if stride < 1 or (max_frames is not None and max_frames < 1):
             raise ValueError(f"stride and max_frames must be at least 1, not {stride} and {max_frames}")
-        if isinstance(batch_frames, bool) or not isinstance(batch_frames, numbers.Integral):
-            raise TypeError(f"batch_frames must be a whole number, not {batch_frames!r}")
+        for name, value in (("batch_frames", batch_frames), ("stride", stride), ("max_frames", max_frames)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral)):
+                raise TypeError(f"{name} must be a whole number, not {value!r}")
         if isinstance(frames, str | Path):
             frames = open_frames(frames, stride=stride, max_frames=max_frames)
         elif getattr(frames, "ndim", None) == 3:  # a numpy array or a tensor: iterating it gives its rows
-            raise ValueError(f"frames is one [H, W, 3] frame of shape {tuple(frames.shape)}: a video is several "
-                             "(a [T, H, W, 3] array, or a list: [frame])")
+            shape = tuple(frames.shape)
+            if shape[-1] == 3:
+                raise ValueError(f"frames is one [H, W, 3] frame of shape {shape}: a video is several (a "
+                                 "[T, H, W, 3] array, or a list: [frame])")
+            raise ValueError(f"frames of shape {shape} look like a grayscale video [T, H, W]: frames are RGB "
+                             "[H, W, 3] (np.repeat(frames[..., None], 3, -1))")
         self.predictor = predictor
         self.frames = frames
         self.stride = stride
@@ -252,7 +258,7 @@ class VideoStream:
                 self.timings["decode_wait"] += time.perf_counter() - wait_start
                 self._check_open()
                 # Queued behind the batch the model is on, so the model never waits for this thread.
-                in_model.append((self._model_thread.submit(self.session.push, batch.frames), batch))
+                in_model.append((self._submit(self._model_thread, self.session.push, batch.frames), batch))
                 if len(in_model) >= model_depth:
                     encoding = yield from self._advance(in_model.popleft(), encoding)
                 wait_start = time.perf_counter()
@@ -283,10 +289,17 @@ class VideoStream:
         self.timings["model"] += time.perf_counter() - start
         first = len(self.frame_indices)
         self.frame_indices.extend(batch.frame_indices)
-        next_encoding = self._encoder.submit(_encode_batch, tracked, batch.frame_indices, first)
+        next_encoding = self._submit(self._encoder, _encode_batch, tracked, batch.frame_indices, first)
         if encoding is not None:
             yield from self._collect(encoding)
         return next_encoding
+
+    def _submit(self, executor: ThreadPoolExecutor, function: Callable[..., T], *args: object) -> Future[T]:
+        try:
+            return executor.submit(function, *args)
+        except RuntimeError:  # shut down meanwhile by close() from another thread
+            self._check_open()
+            raise
 
     def _check_open(self) -> None:
         if self._closed:  # iterated on after close(): its threads are gone
@@ -294,6 +307,7 @@ class VideoStream:
                                "frames were being read: start a new one")
 
     def _collect(self, encoding: Future[list[StreamedFrame]]) -> Iterator[StreamedFrame]:
+        self._check_open()  # after close() the decoder ends early: the frames would stop short, silently
         start = time.perf_counter()
         frames = encoding.result()
         self.timings["rle_wait"] += time.perf_counter() - start

@@ -495,10 +495,13 @@ class VideoSession:
         if max_tracks is not None and (isinstance(max_tracks, bool) or not isinstance(max_tracks, numbers.Integral)
                                        or max_tracks < 1):
             raise ValueError(f"max_tracks must be a whole number of at least 1, not {max_tracks!r}")
-        if isinstance(score_threshold, bool) or not isinstance(score_threshold, numbers.Real) or not math.isfinite(
-                score_threshold):
+        try:  # a number, or anything that is one (a numpy or torch scalar)
+            threshold = None if isinstance(score_threshold, bool) else float(score_threshold)
+        except (TypeError, ValueError):
+            threshold = None
+        if threshold is None or not math.isfinite(threshold):
             raise ValueError(f"score_threshold must be a number, not {score_threshold!r}")
-        if self.predictor.exact and (max_tracks is not None or score_threshold != 0.0):
+        if self.predictor.exact and (max_tracks is not None or threshold != 0.0):
             raise ValueError("exact=True selects as the official evaluator does (its top "
                              f"{self.predictor.model.config.detections_per_video}, unsorted, no threshold): "
                              "leave out max_tracks and score_threshold, or use a predictor with exact=False")
@@ -509,7 +512,7 @@ class VideoSession:
             max_tracks = max_tracks or cfg.detections_per_video
             selection = self.scorer.select(
                 top_n=max(max_tracks, cfg.detections_per_video),
-                score_threshold=score_threshold,
+                score_threshold=threshold,
                 max_instances=max_tracks,
             )
         self.finished = True

@@ -24,6 +24,7 @@ from clipvis.cli.atomic import (
     is_temp_file_name,
     remove_stale_temp_files,
     replaced_folder_name,
+    replaced_folder_of,
 )
 from clipvis.cli.exporters.loading import ExportVideo
 from clipvis.cli.locks import LOCK_NAME, FolderLock, remove_unused_folder
@@ -137,11 +138,13 @@ def read_export_record(folder: Path) -> dict[str, dict]:
     return entries if isinstance(entries, dict) else {}
 
 
-def _own_entries(folder: Path) -> list[str]:
-    """The names in `folder` that are not clipvis' lock, record or temporary files."""
+def _own_entries(folder: Path, record: dict[str, dict]) -> list[str]:
+    """The names in `folder` that are not clipvis' lock, record or temporary files (nor a recorded entry moved aside
+    by an export killed while it put its new one in place)."""
     try:
         return [e.name for e in folder.iterdir()
-                if e.name not in (LOCK_NAME, EXPORT_RECORD) and not is_temp_file_name(e.name)]
+                if e.name not in (LOCK_NAME, EXPORT_RECORD) and not is_temp_file_name(e.name)
+                and replaced_folder_of(e.name) not in record]
     except FileNotFoundError:
         return []
 
@@ -188,7 +191,7 @@ def folder_takes_export(folder: Path, identity: dict[str, object]) -> bool:
     if not folder.is_dir():
         return False
     record = read_export_record(folder)
-    return all(_entry_identity(record.get(name)) == identity for name in _own_entries(folder))
+    return all(_entry_identity(record.get(name)) == identity for name in _own_entries(folder, record))
 
 
 @contextmanager
@@ -221,7 +224,8 @@ def staged_directory(final_parent: Path, identity: dict[str, object] | None = No
 def _locked_staging(final_parent: Path, identity: dict[str, object] | None,
                     replaceable: Iterable[str], what: str) -> Iterator[Path]:
     with FolderLock(final_parent):
-        remove_stale_temp_files(final_parent)  # and puts back the folders a killed export had moved aside
+        # and puts back (or deletes) what an export killed between a folder's two renames had moved aside
+        remove_stale_temp_files(final_parent, exported=read_export_record(final_parent))
         try:
             staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, suffix=TEMP_MARKER, dir=final_parent))
         except OSError as error:

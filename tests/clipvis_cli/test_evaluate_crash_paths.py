@@ -123,8 +123,8 @@ def test_per_video_cache_never_deletes_foreign_files(tmp_path, tiny_weights) -> 
     (out / "per_video" / "notes.txt").unlink()
     assert evaluate(tiny_weights, gt, frames, out).exit_code == 0
     (out / "per_video" / "notes.txt").write_text("mine")
-    (out / "per_video" / ".1.abcd.tmp.json").write_text("[")  # left by a killed run
-    (out / ".results.x9y8.tmp.json").write_text("[")
+    (out / "per_video" / ".1.abcd1234.tmp.json").write_text("[")  # left by a killed run
+    (out / ".results.x9y8z7w6.tmp.json").write_text("[")
     (out / ".notes.x9y8.tmp.txt").write_text("someone else's")
     stamp = out / "per_video" / "cache.json"
     stamp.write_text(json.dumps({"identity": "from another checkpoint"}))
@@ -134,7 +134,8 @@ def test_per_video_cache_never_deletes_foreign_files(tmp_path, tiny_weights) -> 
     assert "2 videos run, 0 reused" in result.stderr  # the key changed: clipvis' own files were redone
     assert (out / "per_video" / "notes.txt").read_text() == "mine"
     assert (out / "per_video" / "1.json").stat().st_mtime_ns != before
-    assert not (out / "per_video" / ".1.abcd.tmp.json").exists() and not (out / ".results.x9y8.tmp.json").exists()
+    assert not (out / "per_video" / ".1.abcd1234.tmp.json").exists()
+    assert not (out / ".results.x9y8z7w6.tmp.json").exists()
     assert (out / ".notes.x9y8.tmp.txt").exists()  # not a name evaluate writes: left alone
 
 

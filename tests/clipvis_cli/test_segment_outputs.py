@@ -151,7 +151,7 @@ def test_other_formats_sizes_and_leftover_temp_files(tmp_path, tiny_weights) -> 
     assert {entry["file"]: entry["bytes"] for entry in manifest["outputs"]} == {
         name: (folder / name).stat().st_size for name in ("ytvis.json", "coco.json", "overlay.mp4")
     }
-    (folder / ".ytvis.k2j3.tmp.json").write_text('{"videos": [')  # left by a run killed mid-write
+    (folder / ".ytvis.k2j3m4n5.tmp.json").write_text('{"videos": [')  # left by a run killed mid-write
     assert was_run(segment(tiny_weights, out, str(video), extra=("--formats", "ytvis")))
     assert sorted(p.name for p in folder.iterdir()) == [".clipvis.lock", "run.json", "ytvis.json"]  # stale: gone
     manifest = RunManifest.read(folder / "run.json")

@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 
 from clipvis.cli import rle
 from clipvis.cli.app import app
-from clipvis.cli.atomic import remove_stale_temp_files, replaced_folder_name
+from clipvis.cli.atomic import replaced_folder_name
 from clipvis.cli.exporters.masks import cvat_crop_rle, mask_iou, mask_polygon, polygon_mask, rle_id_map
 from clipvis.cli.exporters.video_tools import label_studio_frame_numbers
 from clipvis.cli.locks import FolderLock
@@ -455,7 +455,7 @@ def test_bad_inputs_fail_with_one_line_and_write_nothing(tmp_path) -> None:
 def test_what_a_killed_export_left_is_swept_and_a_busy_folder_fails_alone(tmp_path) -> None:
     output = make_segment_output(tmp_path / "out")
     dest = tmp_path / "exp"
-    left = dest / "clip" / ".export-k1ll3d.tmp"  # a staging folder of an export killed with SIGKILL
+    left = dest / "clip" / ".export-k1ll3dab.tmp"  # a staging folder of an export killed with SIGKILL
     (left / "coco").mkdir(parents=True)
     (left / "coco" / "big.jpg").write_bytes(b"x" * 100)
     result = run_export(str(output.folder), "--to", "mots-txt", "-o", str(dest))
@@ -479,9 +479,10 @@ def test_a_export_killed_between_a_folders_two_renames_is_put_right_by_the_next(
     # killed between the renames: the earlier coco/ aside, the new one still in its staging folder
     aside = folder / replaced_folder_name("coco")
     (folder / "coco").rename(aside)
-    (folder / ".export-k1ll3d.tmp" / "coco").mkdir(parents=True)
-    with FolderLock(folder):
-        remove_stale_temp_files(folder)  # what the next run holding the folder does first
+    (folder / ".export-k1ll3dab.tmp" / "coco").mkdir(parents=True)
+    result = run_export(str(output.folder), "--to", "mots-txt", "-o", str(dest))  # the next export of another format
+    assert result.exit_code == 0, result.output
+    assert not (dest / "clip-2").exists()
     assert sorted(path.relative_to(folder) for path in (folder / "coco").rglob("*")) == earlier  # put back
     assert [path.name for path in folder.iterdir() if path.name.startswith(".") and "tmp" in path.name] == []
 
@@ -499,6 +500,24 @@ def test_a_export_killed_between_a_folders_two_renames_is_put_right_by_the_next(
     assert result.exit_code == 0, result.output
     assert not (dest / "clip-2").exists() and (folder / "coco").is_dir()
     assert [path.name for path in folder.iterdir() if ".old-" in path.name] == []
+
+
+def test_an_export_root_s_own_hidden_entries_are_left_alone(tmp_path) -> None:
+    """Names that merely start with a dot and hold ".tmp" were taken for clipvis' temporary files: `export -o DEST`
+    deleted a user's `.tmp/` folder and `.bashrc.tmp.bak` there, and put a `.photos.old-42.tmp/` folder in place as
+    `photos/`."""
+    output = make_segment_output(tmp_path / "out")
+    dest = tmp_path / "exp"
+    dest.mkdir()
+    (dest / ".tmp").mkdir()
+    (dest / ".tmp" / "notes.txt").write_text("mine")
+    (dest / ".bashrc.tmp.bak").write_text("mine")
+    (dest / ".photos.old-42.tmp").mkdir()
+    (dest / ".photos.old-42.tmp" / "a.jpg").write_bytes(b"mine")
+    result = run_export(str(output.folder), "--to", "ytvis,mots-txt", "-o", str(dest))
+    assert result.exit_code == 0, result.output
+    assert (dest / ".tmp" / "notes.txt").read_text() == "mine" and (dest / ".bashrc.tmp.bak").read_text() == "mine"
+    assert (dest / ".photos.old-42.tmp" / "a.jpg").read_bytes() == b"mine" and not (dest / "photos").exists()
 
 
 def test_tools_that_carry_the_video_refuse_another_video(tmp_path) -> None:
