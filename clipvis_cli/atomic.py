@@ -53,6 +53,15 @@ class OutputNotWritableError(OSError):
         self.path = Path(path)
 
 
+def parse_json(text: str | bytes | bytearray) -> Any:
+    """``json.loads``, with a document nested too deeply for the parser (100,000 levels) raised as the
+    JSONDecodeError of a malformed one (it was a RecursionError, a traceback where one line was due)."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise json.JSONDecodeError("nested too deeply to read", "", 0) from None
+
+
 TEMP_MARKER = ".tmp"
 
 

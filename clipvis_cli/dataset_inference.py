@@ -30,6 +30,7 @@ from clipvis.cli.atomic import (
     atomic_write_json,
     ensure_output_dir,
     is_temp_file_name,
+    parse_json,
     remove_stale_temp_files,
 )
 from clipvis.cli.datasets import DatasetInputs
@@ -117,7 +118,7 @@ def _unchanged_since_written(path: Path, record: Any) -> bool:
 def _read_stamp(cache: Path) -> dict[str, Any] | None:
     """per_video/cache.json as a dict (None: none, or unreadable)."""
     try:
-        stamp = json.loads((cache / CACHE_STAMP).read_text(encoding="utf-8"))
+        stamp = parse_json((cache / CACHE_STAMP).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     return stamp if isinstance(stamp, dict) else None
@@ -216,7 +217,7 @@ def _cached_results(path: Path, key: str | None) -> list[dict[str, Any]] | None:
     if key is None or not path.is_file():
         return None
     try:
-        cached = json.loads(path.read_text())
+        cached = parse_json(path.read_text())
     except (OSError, ValueError):
         return None
     if not isinstance(cached, dict) or cached.get("key") != key or not isinstance(cached.get("results"), list):
@@ -256,7 +257,7 @@ class DatasetInference:
             previous = None
         else:
             try:
-                previous = json.loads(marker.read_text(encoding="utf-8"))["identity"]
+                previous = parse_json(marker.read_text(encoding="utf-8"))["identity"]
             except (OSError, ValueError, KeyError, TypeError):
                 previous = None
         if previous not in identities:
@@ -297,7 +298,7 @@ class DatasetInference:
             frames = tuple(self.inputs.frame_paths(video))
         except ValueError as error:  # a frame name outside the frames folder, or without <video>/<frame>
             return VideoSource(path=self.inputs.frames_root, kind="images", error=f"video {video.id}: {error}")
-        missing = next((p for p in frames if not p.is_file()), None)
+        missing = next((p for p in frames if not _is_file(p)), None)
         folder = frames[0].parent if frames else self.inputs.frames_root
         if not frames:
             return VideoSource(path=folder, kind="images", error="the GT lists no frames for this video")
@@ -316,7 +317,7 @@ class DatasetInference:
         path = Path(video.source)
         if not path.is_absolute():
             path = self.inputs.gt_path.parent / path
-        return VideoSource(path=path, kind="video") if path.is_file() else None
+        return VideoSource(path=path, kind="video") if _is_file(path) else None
 
     def run_video(self, video: GtVideo) -> list[dict[str, Any]]:
         source = self.video_source(video)
@@ -524,7 +525,7 @@ class DatasetInference:
     def _read_per_video(path: Path) -> list[dict[str, Any]]:
         """A per-video file another rank wrote; PerVideoFileError with one line when it cannot be read."""
         try:
-            return json.loads(path.read_text())["results"]
+            return parse_json(path.read_text())["results"]
         except FileNotFoundError:
             raise PerVideoFileError(
                 f"{shown_path(path)}: written by another process but not found here; on several machines the output "
@@ -536,3 +537,11 @@ class DatasetInference:
     def _report_failure(self, video: GtVideo, message: str) -> str:
         self.reporter.video_failed(VideoSource(path=self.inputs.frames_root), f"video{video.id}", message)
         return message
+
+
+def _is_file(path: Path) -> bool:
+    """Whether ``path`` is a file; False for a name the file system refuses (too long: ENAMETOOLONG raised)."""
+    try:
+        return path.is_file()
+    except OSError:
+        return False

@@ -74,7 +74,7 @@ class VideoSource:
     def stem(self) -> str:
         """Natural output-folder name before de-duplication (file stem, or folder name for image folders)."""
         name = self.path.name if (self.kind == "images" and _is_dir(self.path)) else self.path.stem
-        return _safe_stem(name)
+        return safe_stem(name)
 
     def size_estimate(self) -> int:
         """Bytes of the input, to spread inputs over processes largest first: the file's size, for an image folder
@@ -404,6 +404,11 @@ def _deduplicate(sources: Iterable[InputT]) -> list[InputT]:
     return unique
 
 
-def _safe_stem(name: str) -> str:
+def safe_stem(name: str, max_bytes: int | None = None) -> str:
+    """``name`` as one folder name inside an output root: no path separator (``/``, ``\\``), NUL or leading dot (so
+    no ``..``), cut to ``max_bytes`` bytes of UTF-8 where given (a name from a file someone edited may be longer than
+    a file system takes); "video" where nothing is left."""
     cleaned = path_text(name).replace("\x00", "_").replace("/", "_").replace("\\", "_").lstrip(".").strip()
+    if max_bytes is not None and len(cleaned.encode("utf-8", "surrogateescape")) > max_bytes:
+        cleaned = cleaned.encode("utf-8", "surrogateescape")[:max_bytes].decode("utf-8", "ignore").strip()
     return cleaned or "video"

@@ -56,6 +56,10 @@ def parse_vocabulary(vocab: str | None, vocab_file: Path | None) -> list[str]:
         source = str(vocab_file)
     if not names or any(not part.strip() for name in names for part in name.split(",")):
         raise typer.BadParameter(f"{source}: empty class name (classes are separated by commas / lines)")
+    for name in names:  # a tab, ESC or NUL: CVAT's and Label Studio's XML refuse them (as VideoPredictor does)
+        if (control := next((c for c in name if unicodedata.category(c) == "Cc"), None)) is not None:
+            raise typer.BadParameter(f"{source}: the class name {name!r} holds a control character "
+                                     f"(U+{ord(control):04X})")
     firsts = [unicodedata.normalize("NFC", class_name(n)).casefold() for n in names]  # "café" typed two ways
     duplicates = sorted({n for n in firsts if firsts.count(n) > 1})
     if duplicates:

@@ -9,7 +9,6 @@ Exit status: 0 scored, 1 bad input file (one `clipvis: error:` line on stderr), 
 from __future__ import annotations
 
 import errno
-import json
 import os
 from collections.abc import Mapping, Sequence
 from enum import Enum
@@ -19,7 +18,7 @@ from typing import Any
 import typer
 from rich.console import Console
 
-from clipvis.cli.atomic import OutputNotWritableError, atomic_write_json, ensure_output_dir
+from clipvis.cli.atomic import OutputNotWritableError, atomic_write_json, ensure_output_dir, parse_json
 from clipvis.cli.commands.common import device_option, fail
 from clipvis.cli.commands.evaluate_dataset import run_dataset_evaluation
 from clipvis.cli.dataset_inference import METRICS_NAME, is_subset_ground_truth
@@ -259,7 +258,7 @@ def _is_metrics_file(path: Path) -> bool:
     try:
         if path.stat().st_size > 64 * 2**20:  # metrics files are kilobytes; never read a dataset to find out
             return False
-        document = json.loads(path.read_text(encoding="utf-8"))
+        document = parse_json(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError):
         return False
     return isinstance(document, dict) and {"protocol", "metrics", "per_category_ap"} <= set(document)

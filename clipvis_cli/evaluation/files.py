@@ -8,7 +8,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from clipvis.cli.atomic import atomic_output_path, ensure_output_dir
+from clipvis.cli.atomic import atomic_output_path, ensure_output_dir, parse_json
 from clipvis.cli.evaluation.errors import EvaluationInputError
 from clipvis.cli.zip_files import add_bytes
 
@@ -22,14 +22,14 @@ def read_json_file(path: Path, what: str) -> Any:
         raise EvaluationInputError(f"{what} is a directory, expected a JSON file: {path}")
     try:
         if zipfile.is_zipfile(path):  # a server submission (results.zip holding results.json), as export --zip writes
-            return json.loads(_only_json_member(path, what))
+            return parse_json(_only_json_member(path, what))
         with path.open("rb") as handle:
             if handle.read(2) == b"\x1f\x8b":  # gzip (results.json.gz)
                 handle.seek(0)
                 with gzip.open(handle) as unpacked:
-                    return json.load(unpacked)
+                    return parse_json(unpacked.read())
             handle.seek(0)
-            return json.load(handle)
+            return parse_json(handle.read())
     except (gzip.BadGzipFile, EOFError, zipfile.BadZipFile) as error:
         raise EvaluationInputError(f"{what} {path} is a damaged archive ({error})") from error
     except json.JSONDecodeError as error:

@@ -22,6 +22,7 @@ from clipvis.cli.atomic import (
     atomic_write_text,
     ensure_output_dir,
     is_temp_file_name,
+    parse_json,
     remove_stale_temp_files,
     replaced_folder_name,
     replaced_folder_of,
@@ -132,7 +133,7 @@ def export_identity(video: ExportVideo) -> dict[str, object]:
 def read_export_record(folder: Path) -> dict[str, dict]:
     """The folder's record of exported entries ({} without a readable one)."""
     try:
-        entries = json.loads((folder / EXPORT_RECORD).read_text(encoding="utf-8")).get("entries", {})
+        entries = parse_json((folder / EXPORT_RECORD).read_text(encoding="utf-8")).get("entries", {})
     except (OSError, ValueError, AttributeError):
         return {}
     return entries if isinstance(entries, dict) else {}

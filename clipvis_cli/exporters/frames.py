@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,7 +25,14 @@ def check_source(info: VideoInfo, results_file: Path, formats: tuple[str, ...] =
     """Raise ExportInputError (one line) when the video that `info` was made from is not there; the message names
     the ``formats`` that need its frames, and says when --no-media would do without them."""
     source = Path(info.source) if info.source else None
-    if source is not None and source.exists():
+    try:
+        kind = source.stat().st_mode if source is not None else None
+    except OSError:  # missing, or a name no file system takes (too long)
+        kind = None
+    if kind is not None and stat.S_ISFIFO(kind):  # its frames are read again, and opening a pipe waits for a writer
+        raise ExportInputError(results_file, f"source {shown_path(source)} (videos[].source) is a named pipe (FIFO), "
+                                             "not a video file to read the frames again from")
+    if kind is not None:
         return
     carry = [name for name in formats if name in CARRY_THE_VIDEO]
     framed = [name for name in formats if name not in CARRY_THE_VIDEO]

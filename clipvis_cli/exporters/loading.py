@@ -14,16 +14,27 @@ from __future__ import annotations
 
 import json
 import os
+import unicodedata
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from clipvis.cli import rle
-from clipvis.cli.inputs import IMAGE_EXTENSIONS, expand_arguments, search_tree, skipped_name, tree_order
+from clipvis.cli.atomic import parse_json
+from clipvis.cli.inputs import (
+    IMAGE_EXTENSIONS,
+    expand_arguments,
+    safe_stem,
+    search_tree,
+    skipped_name,
+    tree_order,
+)
 from clipvis.cli.messages import PathError, error_reason, shown_path
 from clipvis.cli.results import TrackResult, VideoInfo, recorded_source
 
 YTVIS_NAME = "ytvis.json"
+# A video's folder name under the output root at most (file systems take 255 bytes: room for "-2", ".json", ...)
+EXPORT_STEM_BYTES = 200
 
 
 class ExportInputError(PathError, ValueError):
@@ -128,7 +139,7 @@ def _search(directory: Path, argument: str, visited: set[str], links: list[Path]
 def load_videos(path: Path) -> list[ExportVideo]:
     """Every video of a YouTube-VIS results file. Raises ExportInputError (one line)."""
     try:
-        document = json.loads(Path(path).read_text(encoding="utf-8"))
+        document = parse_json(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ExportInputError(path, "no such file") from None
     except OSError as error:
@@ -140,6 +151,10 @@ def load_videos(path: Path) -> list[ExportVideo]:
     try:
         categories = {int(c["id"]): str(c["name"]) for c in document.get("categories", [])}
         names = [categories.get(i, f"class_{i}") for i in range(1, max(categories, default=0) + 1)]
+        for name in names:  # XML (CVAT, Label Studio) refuses control characters; a newline shifts labels.txt
+            if (control := next((c for c in name if unicodedata.category(c) == "Cc"), None)) is not None:
+                raise ExportInputError(path, f"category name {name[:60]!r} holds a control character "
+                                             f"(U+{ord(control):04X})")
         annotations = document.get("annotations", [])
         by_video: dict[int, list[dict]] = {}
         for annotation in annotations:
@@ -162,13 +177,17 @@ def _video(path: Path, entry: dict, annotations: list[dict], categories: list[st
     source_path = Path(source) if source else None  # another tool's file may name none: media formats then fail
     if source_path is not None and not source_path.is_absolute():  # older files held the path as typed
         beside = Path(path).parent / source_path
-        if beside.exists() or not source_path.exists():  # beside the results file first, then the current folder
+        if _exists(beside) or not _exists(source_path):  # beside the results file first, then the current folder
             source_path = beside
-        source_path = source_path.resolve()
+        try:
+            source_path = source_path.resolve()
+        except OSError:  # a name no file system takes (too long): reported where the source is needed
+            source_path = source_path.absolute()
     file_names = list(entry.get("file_names") or [])
     fallback = source_path.stem if source_path is not None else f"video_{video_id}"
-    stem = str(entry.get("name") or Path(path).parent.name or fallback)
-    kind = ("images" if source_path is not None and (source_path.is_dir()
+    # a folder name under the output root, however the file was edited (a name of "../../x" or "/x" wrote there)
+    stem = safe_stem(str(entry.get("name") or Path(path).parent.name or fallback), max_bytes=EXPORT_STEM_BYTES)
+    kind = ("images" if source_path is not None and (_is_dir(source_path)
                                                      or source_path.suffix.lower() in IMAGE_EXTENSIONS) else "video")
     info = VideoInfo(
         video_id=video_id, source=str(source_path) if source_path is not None else "", stem=stem,
@@ -189,6 +208,21 @@ def _video(path: Path, entry: dict, annotations: list[dict], categories: list[st
         segmentations = [_compressed(s, path, video_id, rank) for s in segmentations]
         tracks.append(TrackResult(rank, category_id, float(annotation.get("score", 1.0)), segmentations))
     return ExportVideo(info, tracks, list(categories), Path(path))
+
+
+def _exists(path: Path) -> bool:
+    """Whether ``path`` exists; False for a name the file system refuses (too long: ENAMETOOLONG raised)."""
+    try:
+        return path.exists()
+    except OSError:
+        return False
+
+
+def _is_dir(path: Path) -> bool:
+    try:
+        return path.is_dir()
+    except OSError:
+        return False
 
 
 def _frame_times(entry: dict, length: int) -> list[float] | None:

@@ -185,7 +185,9 @@ class ExportRunner:
         if self.destination is not None:
             return []
         manifest = RunManifest.read(folder / MANIFEST_NAME)
-        return manifest.clipvis_files if manifest is not None else []
+        # segment writes files only: a folder of a listed name is not its (a run.json from elsewhere could list a
+        # user's png-masks/ folder, which the export then replaced)
+        return [name for name in manifest.clipvis_files if not (folder / name).is_dir()] if manifest else []
 
     def _export_video(self, source: VideoSource, video: ExportVideo, several: bool) -> ExportOutcome:
         stem = video.info.stem

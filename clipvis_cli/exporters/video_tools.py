@@ -63,7 +63,11 @@ def _video_source(video: ExportVideo, tool: str) -> tuple[Path, VideoProbe]:
     if video.info.kind != "video":
         raise ExportInputError(video.results_file,
                                f"{tool} reviews videos: the source {shown_path(source)} is an image folder")
-    if not source.is_file():
+    try:
+        found = source.is_file()  # a regular file (not a pipe: opening one waits for a writer)
+    except OSError:  # a name no file system takes (too long)
+        found = False
+    if not found:
         raise ExportInputError(video.results_file, f"source video {shown_path(source)} (videos[].source) not found; "
                                                    f"{tool} needs it")
     try:
@@ -152,7 +156,9 @@ class LabelStudioExporter(Exporter):
         fps = float(fps_fraction(info.fps))
         root = directory / self.name
         (root / "media").mkdir(parents=True)
-        link_or_copy(source, root / "media" / source.name)
+        # one name in the zip however it is unzipped: a `\` in a Linux file name is a folder to Windows tools
+        media_name = source.name.replace("\\", "_")
+        link_or_copy(source, root / "media" / media_name)
         times = info.frame_times or [index / fps for index in info.frame_indices]
         duration = max(frames_count / fps, times[-1] + 1 / fps if times else 0.0)
         numbers: list[int | None] = [index + 1 for index in info.frame_indices]
@@ -206,7 +212,7 @@ class LabelStudioExporter(Exporter):
         )
         scores = [round(track.score, 6) for track in tracks]
         task = {
-            "data": {"video": media_url(options.media_url, source.name)},
+            "data": {"video": media_url(options.media_url, media_name)},
             "predictions": iter([{"model_version": "clipvis", "score": float(np.mean(scores)) if scores else 0.0,
                                   "result": results}]),
         }

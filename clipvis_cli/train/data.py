@@ -268,6 +268,15 @@ class SampleError(Exception):
 def read_frame(frame: FrameRecord, seeker: VideoFrameSeeker | None = None) -> np.ndarray:
     """The frame as ``[H, W, 3]`` uint8 RGB, from its image file or else from its source video (numbered as
     ``segment`` numbers them; ``seeker`` keeps what it learned of the videos between calls)."""
+    try:
+        return _read_frame(frame, seeker)
+    except OSError as error:  # a name the file system refuses (too long), or a file that cannot be looked at
+        name = str(frame.path)
+        shown = name if len(name) <= 120 else f"{name[:60]}...{name[-40:]}"
+        raise SampleError(f"{shown}: skipped unreadable image ({error.strerror or error})") from None
+
+
+def _read_frame(frame: FrameRecord, seeker: VideoFrameSeeker | None) -> np.ndarray:
     from PIL import Image
 
     path = frame.path

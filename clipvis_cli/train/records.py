@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from clipvis.cli.atomic import parse_json
 from clipvis.cli.results import recorded_source
 
 
@@ -66,7 +67,7 @@ class TrainRecord:
 def _read_json(path: Path) -> dict[str, Any]:
     try:
         with open(path, encoding="utf-8") as handle:
-            data = json.load(handle)
+            data = parse_json(handle.read())
     except OSError as exc:
         raise TrainDataError(f"{path}: cannot read annotation file ({exc.strerror or exc})") from exc
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import json
 import logging
 import multiprocessing.connection
 import os
@@ -26,7 +25,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from clipvis.cli.atomic import atomic_write_text, ensure_output_dir
+from clipvis.cli.atomic import atomic_write_text, ensure_output_dir, parse_json
 from clipvis.cli.distributed import RankLost, RanksDifferError, lost_a_peer, rank_lost, stop_in_silence, visible_gpu
 from clipvis.cli.messages import print_warning
 from clipvis.cli.resources import cpu_share
@@ -558,7 +557,7 @@ def _as_compared(value: Any) -> Any:
 def _file_contents(path: Any) -> Any:
     """A JSON file's document (a copy elsewhere is the same file), or the path where it cannot be read."""
     try:
-        return json.loads(Path(str(path)).expanduser().read_text(encoding="utf-8"))
+        return parse_json(Path(str(path)).expanduser().read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return path
 

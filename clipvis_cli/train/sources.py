@@ -12,7 +12,6 @@ YouTube-VIS 2019/2021 train come from the evaluation registry (``ytvis2019/train
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +19,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from clipvis.cli.atomic import atomic_write_json
+from clipvis.cli.atomic import atomic_write_json, parse_json
 from clipvis.cli.datasets import DatasetError, UnknownDatasetError, locate_dataset, resolve_data_root
 from clipvis.cli.train.records import TrainDataError, TrainRecord, read_annotation_file
 
@@ -50,7 +49,7 @@ def remove_lvis_rare(source: Path, target: Path, progress: Callable[[str], None]
     (the official ``tools/remove_lvis_rare.py``), atomically: a partial file never appears at ``target``."""
     say = progress or (lambda message: None)
     say(f"building {target.name} from {source} (removing rare-category annotations; one-time step)")
-    data: dict[str, Any] = json.loads(_read_with_progress(source))
+    data: dict[str, Any] = parse_json(_read_with_progress(source))
     rare = {c["id"] for c in data.get("categories", []) if c.get("frequency") == "r"}
     before = len(data.get("annotations", []))
     data["annotations"] = [a for a in data.get("annotations", []) if a.get("category_id") not in rare]

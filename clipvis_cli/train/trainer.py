@@ -35,7 +35,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from clipvis.cli.atomic import atomic_write_text
+from clipvis.cli.atomic import atomic_write_text, parse_json
 from clipvis.cli.train.data import Batch
 from clipvis.cli.train.stopping import StopRequests, TrainingStopped, write_to_stderr
 from clipvis.model import ClipVis, LossWeights, RandomPointSampler, SetCriterion, save_pretrained
@@ -214,7 +214,7 @@ def _drop_records_from(path: Path, iteration: int) -> None:
     kept = []
     for line in lines:
         try:
-            record = json.loads(line)
+            record = parse_json(line)
             earlier = isinstance(record, dict) and int(record.get("iteration", -1)) < iteration
         except (ValueError, TypeError):
             continue

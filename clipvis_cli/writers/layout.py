@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from clipvis.cli.atomic import OutputNotWritableError, ensure_output_dir, is_temp_file_name
+from clipvis.cli.atomic import OutputNotWritableError, ensure_output_dir, is_temp_file_name, parse_json
 from clipvis.cli.inputs import VideoSource
 from clipvis.cli.locks import LOCK_NAME, FolderLock
 from clipvis.cli.writers.manifest import RunManifest, source_owner
@@ -236,7 +236,7 @@ class OutputRootListing:
         self._journal_read += len(complete)
         for line in complete.splitlines():
             try:
-                name = json.loads(line)
+                name = parse_json(line)
             except ValueError:
                 continue
             if isinstance(name, str):

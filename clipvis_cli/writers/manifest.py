@@ -26,7 +26,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from clipvis.cli.atomic import atomic_write_json
+from clipvis.cli.atomic import atomic_write_json, parse_json
 from clipvis.cli.inputs import VideoSource
 from clipvis.cli.messages import path_text
 
@@ -203,7 +203,7 @@ class RunManifest:
     def read(cls, path: Path | str) -> RunManifest | None:
         """The manifest at `path`, or None if it is missing, unreadable or not a valid manifest."""
         try:
-            data = json.loads(Path(path).read_text(encoding="utf-8"))
+            data = parse_json(Path(path).read_text(encoding="utf-8"))
             manifest = cls(**data)
         except (OSError, ValueError, TypeError):
             return None

@@ -840,3 +840,14 @@ def test_objects_the_process_froze_stay_frozen() -> None:
         assert gc.get_freeze_count() >= frozen and len(kept) == 10_000
     finally:
         gc.unfreeze()
+
+
+def test_an_image_name_no_file_system_takes_is_a_skipped_sample_not_a_traceback(tmp_path):
+    """A 5,000-character file_name stopped training mid-run with "File name too long" (README: an unreadable image
+    is skipped with one warning line)."""
+    from clipvis.cli.train.data import read_frame
+    from clipvis.cli.train.records import FrameRecord
+
+    frame = FrameRecord(tmp_path / ("x" * 5000 + ".jpg"), 8, 8, source_video=tmp_path / ("y" * 5000 + ".mp4"))
+    with pytest.raises(SampleError, match=r"^.{60}\.\.\..{40}: skipped unreadable image \(File name too long\)$"):
+        read_frame(frame)
