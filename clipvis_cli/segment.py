@@ -34,7 +34,6 @@ from typing import TYPE_CHECKING, Any
 from clipvis.cli import __version__
 from clipvis.cli.atomic import OutputNotWritableError, OutputStaging, remove_stale_temp_files
 from clipvis.cli.distributed import deliver, signals_held
-from clipvis.cli.exporters.base import read_export_record
 from clipvis.cli.inputs import VideoSource
 from clipvis.cli.locks import FolderBusyError
 from clipvis.cli.mask_store import StoredSegmentations, TrackMaskStore
@@ -410,6 +409,8 @@ class SegmentRunner:
         """The model's pass over a claimed input; returns its outcome when it ends here (skipped, failed), or the
         function that writes its files and returns the outcome."""
         opts, paths, previous, stem = self.options, claim.paths, claim.previous, claim.paths.stem
+        from clipvis.cli.exporters.base import read_export_record  # the exporters: only where a folder is cleaned
+
         # we hold the folder's lock: no live process is writing them (nor an export beside the results)
         remove_stale_temp_files(paths.directory, exported=read_export_record(paths.directory))
         if opts.skip_existing and previous is not None and any(
