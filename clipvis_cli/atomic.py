@@ -76,7 +76,7 @@ def temp_path_for(path: Path) -> Path:
 # `temp_path_for`'s `.<stem>.XXXXXXXX.tmp<suffix>` and export's staging folders `.export-XXXXXXXX.tmp` (the 8
 # characters are tempfile's).
 _TEMP_NAME = re.compile(r"\.(?:.+\.[a-z0-9_]{8}" + re.escape(TEMP_MARKER) + r"(?:\.[^.]*)?|export-[a-z0-9_]{8}"
-                        + re.escape(TEMP_MARKER) + ")")
+                        + re.escape(TEMP_MARKER) + ")", re.DOTALL)
 
 
 def is_temp_file_name(name: str) -> bool:
@@ -86,7 +86,7 @@ def is_temp_file_name(name: str) -> bool:
 
 # A folder an export replaces waits under `.<name>.old-<pid>.tmp` between its two renames (a temporary name: no
 # export takes it for someone's own folder, and one a killed export left is put back, or removed, by the next run).
-_REPLACED_FOLDER = re.compile(r"\.(?P<name>.+)\.old-\d+" + re.escape(TEMP_MARKER))
+_REPLACED_FOLDER = re.compile(r"\.(?P<name>.+)\.old-\d+" + re.escape(TEMP_MARKER), re.DOTALL)
 
 
 def replaced_folder_name(name: str) -> str:

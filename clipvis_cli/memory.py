@@ -99,13 +99,14 @@ class HeapTrimmer:
                 self.trim()
 
     def __enter__(self) -> HeapTrimmer:
-        self._depth += 1
         if self._libc is not None and self._thread is None:
             self._libc.mallopt(M_MMAP_THRESHOLD, HEAP_BUFFER_MAX_BYTES)
             self._libc.mallopt(M_TRIM_THRESHOLD, NO_TRIM_IN_FREE)
             self._stop.clear()
-            self._thread = threading.Thread(target=self._run, name="clipvis-heap-trimmer", daemon=True)
-            self._thread.start()
+            thread = threading.Thread(target=self._run, name="clipvis-heap-trimmer", daemon=True)
+            thread.start()  # a thread that cannot start leaves the trimmer as it was, to be entered again
+            self._thread = thread
+        self._depth += 1
         return self
 
     def __exit__(

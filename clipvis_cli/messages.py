@@ -168,3 +168,20 @@ __all__ = [
     "subject_message",
     "warning_line",
 ]
+
+
+def unwritable_character(name: str) -> str | None:
+    """What in a class or category name the output files cannot hold, said for a message ("a control character
+    (U+000A)"), or None. XML 1.0 (CVAT, Label Studio) holds no control character but tab, newline and carriage
+    return, no U+FFFE/U+FFFF and no lone surrogate (a byte of a command line that is not UTF-8); a newline or carriage
+    return would also split a one-name-per-line file (MOTS labels.txt)."""
+    for char in name:
+        code = ord(char)
+        if char in "\n\r" or (code < 0x20 and char != "\t") or 0x7F <= code <= 0x9F:
+            return f"a control character (U+{code:04X})"
+        if 0xD800 <= code <= 0xDFFF:
+            return "a byte that is not UTF-8 text"
+        if code in (0xFFFE, 0xFFFF):
+            return f"a character XML cannot hold (U+{code:04X})"
+    return None
+

@@ -157,8 +157,10 @@ def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
             except KeyError:
                 raise CheckpointError(f"{path}: a clipvis safetensors file without its model config (metadata "
                                       "'config'); save it again with clipvis") from None
-            except ValueError as exc:
-                raise CheckpointError(f"{path}: the model config in its metadata is not valid JSON ({exc})") from None
+            except (ValueError, RecursionError) as exc:  # RecursionError: nested too deeply to read
+                reason = exc if isinstance(exc, ValueError) else "nested too deeply"
+                raise CheckpointError(
+                    f"{path}: the model config in its metadata is not valid JSON ({reason})") from None
             if not isinstance(config, dict):
                 raise CheckpointError(f"{path}: the model config in its metadata is not a JSON object")
         return tensors, config

@@ -185,6 +185,8 @@ def read_official_yaml(path: str | Path, _including: tuple[Path, ...] = ()) -> d
         data = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as exc:
         raise ValueError(f"{path}: cannot read config file: {exc}") from exc
+    except RecursionError:  # a document nested too deeply for the parser
+        raise ValueError(f"{path}: cannot read config file: nested too deeply") from None
     if not isinstance(data, dict):
         raise ValueError(f"{path}: not a mapping of config keys")
     base = data.pop("_BASE_", None)
@@ -238,6 +240,8 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
             data = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError) as exc:
             raise ValueError(f"{path}: cannot read config file: {exc}") from exc
+        except RecursionError:
+            raise ValueError(f"{path}: cannot read config file: nested too deeply") from None
     else:
         data = read_official_yaml(path)
     if not isinstance(data, dict):
@@ -259,6 +263,8 @@ def load_clip_model_config(source: str | Path | dict[str, Any]) -> dict[str, Any
         data = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise ValueError(f"{path}: cannot read open_clip model config: {exc}") from exc
+    except RecursionError:
+        raise ValueError(f"{path}: cannot read open_clip model config: nested too deeply") from None
     check_clip_model_config(data, str(path))
     return data
 

@@ -34,7 +34,7 @@ from clipvis.model.mask_upsampling import ComposedMaskResize
 from clipvis.model.preprocess import FrameGeometry, FramePreprocessor
 from clipvis.model.scoring import StreamingVideoScorer, positive_mask_statistics
 from clipvis.model.temporal_matcher import MatchResult, TemporalMatcher
-from clipvis.model.text_classifier import TextClassifier, TextEmbeddings, control_character, split_synonyms
+from clipvis.model.text_classifier import TextClassifier, TextEmbeddings, split_synonyms
 from clipvis.model.transfer import to_device
 
 # Read-only tables (a change would alter every predictor of the process): VideoPredictor's parameters choose.
@@ -241,9 +241,6 @@ class VideoPredictor:
                              f"{len(names)} is {vocabulary[empty]!r} (a file split on newlines ends in '': "
                              "drop the empty lines)")
         for name in names:
-            if (problem := control_character(name)) is not None:
-                raise ValueError(f"the class name {name!r} holds {problem}: class names go into XML and "
-                                 "one-name-per-line files")
             if any(not synonym.strip() for synonym in split_synonyms(name)):  # "a photo of a ." prompts
                 raise ValueError(f"empty synonym in the class {name!r} (synonyms are separated by commas)")
         # as `segment --vocab` compares them: case aside, composed and decomposed accents alike

@@ -9,7 +9,6 @@ import json
 import os
 import tempfile
 import time
-import unicodedata
 import warnings
 from collections import OrderedDict
 from dataclasses import dataclass, field, replace
@@ -44,13 +43,6 @@ PROMPT_TEMPLATES: tuple[str, ...] = (
 TEXT_BATCH = 128
 # Vocabularies whose embeddings a TextClassifier keeps in memory (the last used); the disk cache keeps every one.
 MEMORY_VOCABULARIES = 16
-
-
-def control_character(name: str) -> str | None:
-    """"a control character (U+000A)" for the first control character in a class name, or None: the names go into
-    XML (CVAT, Label Studio), which refuses them, and into one-name-per-line files, which a newline would shift."""
-    found = next((char for char in name if unicodedata.category(char) == "Cc"), None)
-    return None if found is None else f"a control character (U+{ord(found):04X})"
 
 
 def split_synonyms(class_name: str) -> list[str]:

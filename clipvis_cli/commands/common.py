@@ -23,7 +23,14 @@ from clipvis.cli.distributed import (
     repeats_a_first_process,
     stop_in_silence,
 )
-from clipvis.cli.messages import describe_exception, one_line, print_error, print_warning, subject_message
+from clipvis.cli.messages import (
+    describe_exception,
+    one_line,
+    print_error,
+    print_warning,
+    subject_message,
+    unwritable_character,
+)
 from clipvis.cli.progress import HumanReporter, JobProgressReporter, JsonlReporter, Reporter
 from clipvis.cli.segment import SegmentOptions, checkpoint_identity
 
@@ -56,10 +63,9 @@ def parse_vocabulary(vocab: str | None, vocab_file: Path | None) -> list[str]:
         source = str(vocab_file)
     if not names or any(not part.strip() for name in names for part in name.split(",")):
         raise typer.BadParameter(f"{source}: empty class name (classes are separated by commas / lines)")
-    for name in names:  # a tab, ESC or NUL: CVAT's and Label Studio's XML refuse them (as VideoPredictor does)
-        if (control := next((c for c in name if unicodedata.category(c) == "Cc"), None)) is not None:
-            raise typer.BadParameter(f"{source}: the class name {name!r} holds a control character "
-                                     f"(U+{ord(control):04X})")
+    for name in names:  # ESC or NUL: CVAT's and Label Studio's XML refuse them
+        if (problem := unwritable_character(name)) is not None:
+            raise typer.BadParameter(f"{source}: the class name {ascii(name)} holds {problem}")
     firsts = [unicodedata.normalize("NFC", class_name(n)).casefold() for n in names]  # "café" typed two ways
     duplicates = sorted({n for n in firsts if firsts.count(n) > 1})
     if duplicates:

@@ -32,7 +32,7 @@ from clipvis.cli.exporters.base import Exporter, ExportOptions, frame_crops, fra
 from clipvis.cli.exporters.frames import processed_frames, save_image
 from clipvis.cli.exporters.loading import ExportVideo
 from clipvis.cli.exporters.masks import cvat_crop_rle, mask_iou, mask_polygon, polygon_mask
-from clipvis.cli.messages import path_text
+from clipvis.cli.messages import path_text, unwritable_character
 from clipvis.cli.results import TrackResult
 from clipvis.cli.writers.overlay import track_colour
 from clipvis.cli.zip_files import add_file, add_stream
@@ -51,17 +51,23 @@ def _colour(index: int) -> str:
     return f"#{int(red):02x}{int(green):02x}{int(blue):02x}"
 
 
+def _xml_text(text: str) -> str:
+    """``text`` with what XML cannot hold (a control character of a file name, an escaped byte) as ``_``: a video
+    named ``esc\x1bname.mp4`` made an annotations.xml no tool could parse."""
+    return "".join("_" if unwritable_character(char) else char for char in text)
+
+
 def _meta(video: ExportVideo, mode: str, with_track_attribute: bool) -> ET.Element:
     info = video.info
     meta = ET.Element("meta")
     task = ET.SubElement(meta, "task")
     fields = {
-        "id": "0", "name": info.stem, "size": str(info.num_frames), "mode": mode, "overlap": "0",
+        "id": "0", "name": _xml_text(info.stem), "size": str(info.num_frames), "mode": mode, "overlap": "0",
         "bugtracker": "", "flipped": "False",
         "start_frame": str(info.frame_indices[0] if info.frame_indices else 0),
         "stop_frame": str(info.frame_indices[-1] if info.frame_indices else 0),
         "frame_filter": f"step={info.frame_stride}" if info.frame_stride > 1 else "",
-        "source": path_text(Path(info.source).name),
+        "source": _xml_text(path_text(Path(info.source).name)),
     }
     for key, value in fields.items():
         ET.SubElement(task, key).text = value

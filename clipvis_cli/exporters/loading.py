@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import unicodedata
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +28,7 @@ from clipvis.cli.inputs import (
     skipped_name,
     tree_order,
 )
-from clipvis.cli.messages import PathError, error_reason, shown_path
+from clipvis.cli.messages import PathError, error_reason, shown_path, unwritable_character
 from clipvis.cli.results import TrackResult, VideoInfo, recorded_source
 
 YTVIS_NAME = "ytvis.json"
@@ -152,9 +151,8 @@ def load_videos(path: Path) -> list[ExportVideo]:
         categories = {int(c["id"]): str(c["name"]) for c in document.get("categories", [])}
         names = [categories.get(i, f"class_{i}") for i in range(1, max(categories, default=0) + 1)]
         for name in names:  # XML (CVAT, Label Studio) refuses control characters; a newline shifts labels.txt
-            if (control := next((c for c in name if unicodedata.category(c) == "Cc"), None)) is not None:
-                raise ExportInputError(path, f"category name {name[:60]!r} holds a control character "
-                                             f"(U+{ord(control):04X})")
+            if (problem := unwritable_character(name)) is not None:
+                raise ExportInputError(path, f"category name {ascii(name[:60])} holds {problem}")
         annotations = document.get("annotations", [])
         by_video: dict[int, list[dict]] = {}
         for annotation in annotations:

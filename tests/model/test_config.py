@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from clipvis.model.config import deep_merge, read_official_yaml
 
 
@@ -22,3 +24,17 @@ def test_an_official_file_takes_its_base_files_values_under_its_own(tmp_path: Pa
     (tmp_path / "child.yaml").write_text("_BASE_: base.yaml\nMODEL:\n  MASK_FORMER:\n    DEC_LAYERS: 7\n")
     tree = read_official_yaml(tmp_path / "child.yaml")
     assert tree["MODEL"]["MASK_FORMER"] == {"DEC_LAYERS": 7, "HIDDEN_DIM": 256} and tree["SEED"] == 1
+
+
+@pytest.mark.parametrize("suffix", [".json", ".yaml"])
+def test_a_config_nested_too_deeply_is_one_line(tmp_path, suffix) -> None:
+    """A file nested 100,000 levels deep was a RecursionError traceback from --config / --clip-config."""
+    from clipvis.model.config import load_clip_model_config, load_config_file
+
+    path = tmp_path / f"deep{suffix}"
+    path.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(ValueError, match="cannot read config file: nested too deeply$"):
+        load_config_file(path)
+    if suffix == ".json":
+        with pytest.raises(ValueError, match="cannot read open_clip model config: nested too deeply$"):
+            load_clip_model_config(path)

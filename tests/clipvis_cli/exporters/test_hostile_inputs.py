@@ -65,9 +65,25 @@ def test_a_category_name_with_a_control_character_is_refused_in_one_line(tmp_pat
     result = run_export(str(output.folder), "--to", "cvat-video", "-o", str(tmp_path / "exp"))
     assert result.exit_code == 1
     assert "category name 'ro\\x01ad' holds a control character (U+0001)" in result.stderr
-    segment = CliRunner().invoke(app, ["segment", str(output.video), "--vocab", "car,per\nson", "-o",
-                                       str(tmp_path / "seg")])
-    assert segment.exit_code == 2 and "holds a control character (U+000A)" in segment.output
+    for vocab, problem in (("car,per\nson", "a control character (U+000A)"),
+                           ("car,ro\ufffead", "a character XML cannot hold (U+FFFE)"),
+                           ("car,ca\udcfft", "a byte that is not UTF-8 text")):  # $'ca\xfft' on a command line
+        segment = CliRunner().invoke(app, ["segment", str(output.video), "--vocab", vocab, "-o", str(tmp_path / "s")])
+        assert segment.exit_code == 2 and f"holds {problem}" in segment.output, segment.output
+
+
+def test_a_video_name_with_a_control_character_still_makes_parsable_xml(tmp_path) -> None:
+    """A video named `esc\x1bname.mp4` made a CVAT annotations.xml no tool could parse."""
+    import xml.etree.ElementTree as ET
+    import zipfile
+
+    output = make_segment_output(tmp_path / "out")
+    edit_results(output.folder / "ytvis.json", lambda d: d["videos"][0].update(name="esc\x1bname"))
+    result = run_export(str(output.folder), "--to", "cvat-video", "-o", str(tmp_path / "exp"))
+    assert result.exit_code == 0, result.output
+    with zipfile.ZipFile(next((tmp_path / "exp").rglob("cvat-video.zip"))) as archive:
+        meta = ET.fromstring(archive.read("annotations.xml")).find("meta/task")
+    assert meta.findtext("name") == "esc_name"
 
 
 def test_a_run_json_listing_a_users_folder_does_not_make_it_replaceable(tmp_path) -> None:
