@@ -179,6 +179,8 @@ def unwritable_character(name: str) -> str | None:
         code = ord(char)
         if char in "\n\r" or (code < 0x20 and char != "\t") or 0x7F <= code <= 0x9F:
             return f"a control character (U+{code:04X})"
+        if code in (0x2028, 0x2029):  # line and paragraph separators: str.splitlines() splits on them
+            return f"a line separator (U+{code:04X})"
         if 0xD800 <= code <= 0xDFFF:
             return "a byte that is not UTF-8 text"
         if code in (0xFFFE, 0xFFFF):

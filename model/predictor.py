@@ -237,7 +237,7 @@ class VideoPredictor:
         if not names:
             raise ValueError("the vocabulary must be a non-empty list of non-empty class names")
         if (empty := next((i for i, name in enumerate(names) if not name), None)) is not None:
-            raise ValueError(f"the vocabulary must be a non-empty list of non-empty class names: entry {empty} of "
+            raise ValueError(f"the vocabulary must be a non-empty list of non-empty class names: entry {empty + 1} of "
                              f"{len(names)} is {vocabulary[empty]!r} (a file split on newlines ends in '': "
                              "drop the empty lines)")
         for name in names:

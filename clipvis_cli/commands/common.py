@@ -56,7 +56,9 @@ def parse_vocabulary(vocab: str | None, vocab_file: Path | None) -> list[str]:
         source = "--vocab"
     else:
         try:
-            lines = vocab_file.read_text(encoding="utf-8-sig").splitlines()
+            # one class a line, lines ended by \n, \r\n or \r only: str.splitlines() also split on VT, FF, U+2028...,
+            # making two classes of a line that --vocab refuses
+            lines = vocab_file.read_text(encoding="utf-8-sig").replace("\r\n", "\n").replace("\r", "\n").split("\n")
         except (OSError, UnicodeDecodeError) as error:
             raise typer.BadParameter(f"{vocab_file}: cannot read ({error})") from error
         names = [", ".join(part.strip() for part in line.split(",")) for line in lines if line.strip()]
@@ -65,12 +67,18 @@ def parse_vocabulary(vocab: str | None, vocab_file: Path | None) -> list[str]:
         raise typer.BadParameter(f"{source}: empty class name (classes are separated by commas / lines)")
     for name in names:  # ESC or NUL: CVAT's and Label Studio's XML refuse them
         if (problem := unwritable_character(name)) is not None:
-            raise typer.BadParameter(f"{source}: the class name {ascii(name)} holds {problem}")
+            raise typer.BadParameter(f"{source}: the class name {name!r} holds {problem}")
     firsts = [unicodedata.normalize("NFC", class_name(n)).casefold() for n in names]  # "café" typed two ways
     duplicates = sorted({n for n in firsts if firsts.count(n) > 1})
     if duplicates:
         raise typer.BadParameter(f"{source}: duplicate class names: {', '.join(duplicates)}")
     return names
+
+
+def _is_vocabulary_error(error: BaseException) -> bool:
+    """Whether VideoPredictor refused the class names (its messages say so) rather than something else."""
+    text = str(error)
+    return text.startswith(("the vocabulary", "class names", "empty synonym", "duplicate class names"))
 
 
 def class_name(entry: str) -> str:
@@ -252,11 +260,13 @@ def _say_warnings(caught: list[warnings.WarningMessage], say: Callable[[str], No
 
 
 def load_predictor(
-    options: SegmentOptions, weights_option: str = "weights", say: Callable[[str], None] = print_warning
+    options: SegmentOptions, weights_option: str = "weights", say: Callable[[str], None] = print_warning,
+    vocabulary_source: str = "the vocabulary",
 ) -> VideoPredictor:
     """The model and predictor for a run; weights problems end the run with one line (exit 1), naming the weights
-    as ``weights_option`` (export's ``--model``). Warnings while the model loads (a config that differs from the
-    checkpoint, an unusable text-embedding cache) are said by ``say`` (default: `clipvis: warning:` lines).
+    as ``weights_option`` (export's ``--model``), and vocabulary problems naming ``vocabulary_source`` (evaluate's
+    GT file). Warnings while the model loads (a config that differs from the checkpoint, an unusable text-embedding
+    cache) are said by ``say`` (default: `clipvis: warning:` lines).
 
     Also records the identity of the checkpoint file the weights resolved to in `options.checkpoint` (replacing
     that file re-runs inputs that `--skip-existing` would otherwise skip).
@@ -276,12 +286,20 @@ def load_predictor(
                 allow_hub_clip=options.allow_hub_clip,
             )
             options.checkpoint = checkpoint_identity(resolve_weights(options.weights, download=False))
-            predictor = VideoPredictor(
-                model, options.vocabulary, device=options.device, precision=options.precision, exact=options.exact,
-                allow_duplicate_names=options.allow_duplicate_names,
-            )
+            try:
+                predictor = VideoPredictor(
+                    model, options.vocabulary, device=options.device, precision=options.precision,
+                    exact=options.exact, allow_duplicate_names=options.allow_duplicate_names,
+                )
+            except (ValueError, TypeError) as error:  # the class names (the weights loaded): not the weights'
+                if not _is_vocabulary_error(error):
+                    raise
+                refused = describe_exception(error)
+            else:
+                refused = None
         _say_warnings(caught, say)
-        return predictor
+        if refused is None:
+            return predictor
     except TypeError as error:  # open_clip building a CLIP from a config with a value of the wrong type
         _say_warnings(caught, say)  # before the error too: a download lock that could not be opened, the config's notes
         flag, path = ("--clip-config", options.clip_config) if options.clip_config else ("--config", options.config)
@@ -294,4 +312,5 @@ def load_predictor(
         message = model_error_message(error)
         raise fail(message if options.weights in message else f"{weights_option} {options.weights}: {message}") \
             from None
+    raise fail(f"{vocabulary_source}: {refused}")
 

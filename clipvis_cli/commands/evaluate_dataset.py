@@ -153,7 +153,7 @@ def _run_and_conclude(
         check_output_files(output, evaluation_output_names(inputs.spec.name, len(inputs.videos), max_videos))
     except (ForeignCacheFolderError, ForeignOutputFileError) as error:
         raise fail(error) from None
-    predictor = load_predictor(options)
+    predictor = load_predictor(options, vocabulary_source=f"the GT categories of {where}")
     if job is not None:  # every rank runs the same model, vocabulary and settings, or none runs (or touches the cache)
         check_same_producer(job, options)
     concluded: list[str] = []  # what rank 0 completed, for a rank lost after it

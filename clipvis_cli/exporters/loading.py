@@ -152,7 +152,7 @@ def load_videos(path: Path) -> list[ExportVideo]:
         names = [categories.get(i, f"class_{i}") for i in range(1, max(categories, default=0) + 1)]
         for name in names:  # XML (CVAT, Label Studio) refuses control characters; a newline shifts labels.txt
             if (problem := unwritable_character(name)) is not None:
-                raise ExportInputError(path, f"category name {ascii(name[:60])} holds {problem}")
+                raise ExportInputError(path, f"category name {name[:60]!r} holds {problem}")
         annotations = document.get("annotations", [])
         by_video: dict[int, list[dict]] = {}
         for annotation in annotations:

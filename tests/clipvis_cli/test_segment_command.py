@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import av
@@ -393,6 +394,22 @@ def test_a_vocabulary_file_saved_with_a_byte_order_mark_gives_clean_class_names(
     assert parse_vocabulary(None, vocab) == ["car, automobile", "café"]
 
 
+def test_a_vocabulary_file_line_is_one_class_whatever_it_holds(tmp_path) -> None:
+    """str.splitlines() also split a line at a vertical tab, a form feed or U+2028: one line became two classes
+    silently, where --vocab refused the same name."""
+    import typer
+
+    from clipvis.cli.commands.common import parse_vocabulary
+
+    vocab = tmp_path / "classes.txt"
+    vocab.write_text("car\r\nper\tson\rdog")  # Windows and old Mac line ends; a tab inside a name is kept
+    assert parse_vocabulary(None, vocab) == ["car", "per\tson", "dog"]
+    for inside, problem in (("\v", "a control character (U+000B)"), ("\u2028", "a line separator (U+2028)")):
+        vocab.write_text(f"car\nper{inside}son\n")
+        with pytest.raises(typer.BadParameter, match=rf"the class name 'per.*son' holds {re.escape(problem)}$"):
+            parse_vocabulary(None, vocab)
+
+
 @pytest.mark.parametrize("command", [["segment", "{frames}", "--vocab", "cat", "--weights", "clipvis-lvis-r50", "-o",
                                       "{out}"],
                                      ["export", "--to", "onnx", "--model", "clipvis-lvis-r50", "-o", "{out}/x.onnx"]])
@@ -419,3 +436,19 @@ def test_a_warning_of_the_weights_download_is_said_before_the_error_that_ends_th
     assert lines[0] == "clipvis: warning: lock: cannot open this download lock", result.stderr
     assert lines[1].startswith("clipvis: error: ") and "not available" in lines[1], result.stderr
     assert len(lines) == 2, result.stderr
+
+
+def test_a_vocabulary_the_predictor_refuses_is_named_not_the_weights(tmp_path, tiny_weights, capsys) -> None:
+    """evaluate's GT categories ('a,,b') were reported as "weights <path>: empty synonym ...", blaming the weights."""
+    import typer
+
+    from clipvis.cli.commands.common import load_predictor
+    from clipvis.cli.segment import SegmentOptions
+
+    options = SegmentOptions(vocabulary=["car", "a,,b"], weights=str(tiny_weights), output=tmp_path, device="cpu",
+                             allow_duplicate_names=True)
+    with pytest.raises(typer.Exit):
+        load_predictor(options, vocabulary_source="the GT categories of gt.json")
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "clipvis: error: the GT categories of gt.json: empty synonym in the class 'a,,b' (synonyms are separated by "
+        "commas)"]

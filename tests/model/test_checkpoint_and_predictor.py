@@ -229,7 +229,7 @@ def test_vocabulary_validation(tiny_model, tmp_path) -> None:
         VideoPredictor(tiny_model, ["cat", "dog", "cat"], cache_dir=tmp_path)
     with pytest.raises(ValueError, match="non-empty"):
         VideoPredictor(tiny_model, ["cat", " "], cache_dir=tmp_path)
-    with pytest.raises(ValueError, match=r"non-empty class names: entry 2 of 3 is '' \(a file split on newlines"):
+    with pytest.raises(ValueError, match=r"non-empty class names: entry 3 of 3 is '' \(a file split on newlines"):
         VideoPredictor(tiny_model, "cat\ndog\n".split("\n"), cache_dir=tmp_path)
     # what files can hold is the command line's and the writers' business: evaluate scores GT classes as they are
     assert VideoPredictor(tiny_model, ["car", "car\tblue"], cache_dir=tmp_path).vocabulary == ["car", "car\tblue"]
