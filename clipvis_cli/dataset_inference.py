@@ -36,7 +36,7 @@ from clipvis.cli.atomic import (
 from clipvis.cli.datasets import DatasetInputs
 from clipvis.cli.distributed import DistributedRun, InputsDifferError
 from clipvis.cli.evaluation.ground_truth import GtVideo
-from clipvis.cli.inputs import VideoSource
+from clipvis.cli.inputs import VideoSource, is_file_quietly
 from clipvis.cli.locks import LOCK_NAME, FolderLock
 from clipvis.cli.messages import describe_exception, shown_path, subject_message
 from clipvis.cli.progress import Reporter
@@ -298,7 +298,7 @@ class DatasetInference:
             frames = tuple(self.inputs.frame_paths(video))
         except ValueError as error:  # a frame name outside the frames folder, or without <video>/<frame>
             return VideoSource(path=self.inputs.frames_root, kind="images", error=f"video {video.id}: {error}")
-        missing = next((p for p in frames if not _is_file(p)), None)
+        missing = next((p for p in frames if not is_file_quietly(p)), None)
         folder = frames[0].parent if frames else self.inputs.frames_root
         if not frames:
             return VideoSource(path=folder, kind="images", error="the GT lists no frames for this video")
@@ -317,7 +317,7 @@ class DatasetInference:
         path = Path(video.source)
         if not path.is_absolute():
             path = self.inputs.gt_path.parent / path
-        return VideoSource(path=path, kind="video") if _is_file(path) else None
+        return VideoSource(path=path, kind="video") if is_file_quietly(path) else None
 
     def run_video(self, video: GtVideo) -> list[dict[str, Any]]:
         source = self.video_source(video)
@@ -537,11 +537,3 @@ class DatasetInference:
     def _report_failure(self, video: GtVideo, message: str) -> str:
         self.reporter.video_failed(VideoSource(path=self.inputs.frames_root), f"video{video.id}", message)
         return message
-
-
-def _is_file(path: Path) -> bool:
-    """Whether ``path`` is a file; False for a name the file system refuses (too long: ENAMETOOLONG raised)."""
-    try:
-        return path.is_file()
-    except OSError:
-        return False

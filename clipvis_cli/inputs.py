@@ -73,7 +73,7 @@ class VideoSource:
     @property
     def stem(self) -> str:
         """Natural output-folder name before de-duplication (file stem, or folder name for image folders)."""
-        name = self.path.name if (self.kind == "images" and _is_dir(self.path)) else self.path.stem
+        name = self.path.name if (self.kind == "images" and is_dir_quietly(self.path)) else self.path.stem
         return safe_stem(name)
 
     def size_estimate(self) -> int:
@@ -206,7 +206,7 @@ def search_tree(root: Path, search: Callable[[Path, set[str], list[Path]], Itera
 def tree_order(root: Path) -> Callable[[ArgumentInput], tuple]:
     """Sort key: the order of a walk of ``root`` with each folder's entries in natural order (one natural key per
     part of the path below ``root``)."""
-    return lambda item: path_order_key(item.path.relative_to(root), not _is_dir(item.path))
+    return lambda item: path_order_key(item.path.relative_to(root), not is_dir_quietly(item.path))
 
 
 def path_order_key(path: Path, file: bool) -> tuple:
@@ -275,7 +275,7 @@ def _expand_argument(
         if _GLOB_CHARS.search(argument):
             # in the order a folder argument's search gives (`tree_order`): path part by path part
             matches = sorted(map(Path, glob.glob(str(path), recursive=True)),
-                             key=lambda match: path_order_key(match, not _is_dir(match)))
+                             key=lambda match: path_order_key(match, not is_dir_quietly(match)))
             if not matches:
                 return [failed(path, no_match, argument)]
             return [found for match in matches for found in expand_path(match, argument, False)]
@@ -374,9 +374,26 @@ def _made_by_clipvis(directory: Path) -> bool:
         return False
 
 
-def _is_dir(path: Path) -> bool:
+def is_dir_quietly(path: Path) -> bool:
+    """``path.is_dir()``; False where the file system refuses to look (a name too long for it: ENAMETOOLONG)."""
     try:
         return path.is_dir()
+    except OSError:
+        return False
+
+
+def is_file_quietly(path: Path) -> bool:
+    """``path.is_file()``; False where the file system refuses to look."""
+    try:
+        return path.is_file()
+    except OSError:
+        return False
+
+
+def exists_quietly(path: Path) -> bool:
+    """``path.exists()``; False where the file system refuses to look."""
+    try:
+        return path.exists()
     except OSError:
         return False
 

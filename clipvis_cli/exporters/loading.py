@@ -22,7 +22,9 @@ from clipvis.cli import rle
 from clipvis.cli.atomic import parse_json
 from clipvis.cli.inputs import (
     IMAGE_EXTENSIONS,
+    exists_quietly,
     expand_arguments,
+    is_dir_quietly,
     safe_stem,
     search_tree,
     skipped_name,
@@ -175,7 +177,8 @@ def _video(path: Path, entry: dict, annotations: list[dict], categories: list[st
     source_path = Path(source) if source else None  # another tool's file may name none: media formats then fail
     if source_path is not None and not source_path.is_absolute():  # older files held the path as typed
         beside = Path(path).parent / source_path
-        if _exists(beside) or not _exists(source_path):  # beside the results file first, then the current folder
+        # beside the results file first, then the current folder
+        if exists_quietly(beside) or not exists_quietly(source_path):
             source_path = beside
         try:
             source_path = source_path.resolve()
@@ -185,7 +188,7 @@ def _video(path: Path, entry: dict, annotations: list[dict], categories: list[st
     fallback = source_path.stem if source_path is not None else f"video_{video_id}"
     # a folder name under the output root, however the file was edited (a name of "../../x" or "/x" wrote there)
     stem = safe_stem(str(entry.get("name") or Path(path).parent.name or fallback), max_bytes=EXPORT_STEM_BYTES)
-    kind = ("images" if source_path is not None and (_is_dir(source_path)
+    kind = ("images" if source_path is not None and (is_dir_quietly(source_path)
                                                      or source_path.suffix.lower() in IMAGE_EXTENSIONS) else "video")
     info = VideoInfo(
         video_id=video_id, source=str(source_path) if source_path is not None else "", stem=stem,
@@ -206,21 +209,6 @@ def _video(path: Path, entry: dict, annotations: list[dict], categories: list[st
         segmentations = [_compressed(s, path, video_id, rank) for s in segmentations]
         tracks.append(TrackResult(rank, category_id, float(annotation.get("score", 1.0)), segmentations))
     return ExportVideo(info, tracks, list(categories), Path(path))
-
-
-def _exists(path: Path) -> bool:
-    """Whether ``path`` exists; False for a name the file system refuses (too long: ENAMETOOLONG raised)."""
-    try:
-        return path.exists()
-    except OSError:
-        return False
-
-
-def _is_dir(path: Path) -> bool:
-    try:
-        return path.is_dir()
-    except OSError:
-        return False
 
 
 def _frame_times(entry: dict, length: int) -> list[float] | None:
