@@ -221,7 +221,7 @@ class ExportRunner:
                         outputs.extend(folder / path.name for path in made)
                         progress.format_done()
                         if isinstance(exporter, CvatVideoExporter) and exporter.last_polygon_iou is not None:
-                            notes.append(f"{stem}: cvat-video polygons cover the masks with mean IoU "
+                            notes.append(f"{shown_path(stem)}: cvat-video polygons cover the masks with mean IoU "
                                          f"{exporter.last_polygon_iou:.4f}")
         except (ExportInputError, OutputNotWritableError, VideoReadError, FolderBusyError,
                 ExportConflictError) as error:
@@ -245,7 +245,7 @@ class ExportRunner:
         if not unknown:
             return []
         listed = ", ".join(video.categories[:20]) + (", ..." if len(video.categories) > 20 else "")
-        return [f"{video.info.stem}: --classes {', '.join(unknown)}: no such class here (its classes: "
+        return [f"{shown_path(video.info.stem)}: --classes {', '.join(unknown)}: no such class here (its classes: "
                 f"{listed})"]
 
     def _failed(self, source: VideoSource, name: str, message: str, results_folder: Path | None = None
