@@ -153,23 +153,6 @@ def print_path(path: Path, null: bool = False) -> None:
     typer.echo(os.fsencode(path) + (b"\0" if null else b"\n"), nl=False)
 
 
-__all__ = [
-    "PROGRAM",
-    "PathError",
-    "describe_exception",
-    "error_line",
-    "error_reason",
-    "one_line",
-    "path_text",
-    "print_error",
-    "print_path",
-    "print_warning",
-    "shown_path",
-    "subject_message",
-    "warning_line",
-]
-
-
 def unwritable_character(name: str) -> str | None:
     """What in a class or category name the output files cannot hold, said for a message ("a control character
     (U+000A)"), or None. XML 1.0 (CVAT, Label Studio) holds no control character but tab, newline and carriage
@@ -187,3 +170,20 @@ def unwritable_character(name: str) -> str | None:
             return f"a character XML cannot hold (U+{code:04X})"
     return None
 
+
+__all__ = [
+    "PROGRAM",
+    "PathError",
+    "describe_exception",
+    "error_line",
+    "error_reason",
+    "one_line",
+    "path_text",
+    "print_error",
+    "print_path",
+    "print_warning",
+    "shown_path",
+    "subject_message",
+    "unwritable_character",
+    "warning_line",
+]

@@ -147,13 +147,13 @@ class VideoStream:
         stride: int = 1,
         max_frames: int | None = None,
     ) -> None:
+        for name, value in (("batch_frames", batch_frames), ("stride", stride), ("max_frames", max_frames)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral)):
+                raise TypeError(f"{name} must be a whole number, not {value!r}")
         if batch_frames < 1:
             raise ValueError(f"batch_frames must be >= 1, not {batch_frames}")
         if stride < 1 or (max_frames is not None and max_frames < 1):
             raise ValueError(f"stride and max_frames must be at least 1, not {stride} and {max_frames}")
-        for name, value in (("batch_frames", batch_frames), ("stride", stride), ("max_frames", max_frames)):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral)):
-                raise TypeError(f"{name} must be a whole number, not {value!r}")
         if isinstance(frames, str | Path):
             frames = open_frames(frames, stride=stride, max_frames=max_frames)
         elif getattr(frames, "ndim", None) == 3:  # a numpy array or a tensor: iterating it gives its rows
@@ -256,7 +256,6 @@ class VideoStream:
                     source_error = error
                     break
                 self.timings["decode_wait"] += time.perf_counter() - wait_start
-                self._check_open()
                 # Queued behind the batch the model is on, so the model never waits for this thread.
                 in_model.append((self._submit(self._model_thread, self.session.push, batch.frames), batch))
                 if len(in_model) >= model_depth:

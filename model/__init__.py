@@ -13,7 +13,7 @@ from clipvis.model.clip_backbone import UnknownClipError
 from clipvis.model.clipvis import ClipVis, FrameOutputs
 from clipvis.model.config import ClipVisConfig
 from clipvis.model.criterion import CriterionOutput, LossWeights, SetCriterion
-from clipvis.model.errors import ParameterHint
+from clipvis.model.errors import ParameterHint, VocabularyError
 from clipvis.model.matcher import HungarianMatcher, Match
 from clipvis.model.point_sampling import PointSampler, RandomPointSampler
 from clipvis.model.predictor import PRECISIONS, VideoPredictor
@@ -35,6 +35,7 @@ __all__ = [
     "UnknownClipError",
     "UntrustedClipError",
     "VideoPredictor",
+    "VocabularyError",
     "check_checkpoint",
     "create_model",
     "load_model",

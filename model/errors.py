@@ -52,3 +52,9 @@ def _restored(cls: type[ParameterHint], parts: tuple[str | Parameter, ...]) -> P
 
 
 __all__ = ["Parameter", "ParameterHint"]
+
+
+class VocabularyError(ValueError):
+    """Class names a predictor cannot classify with (none, an empty one, an empty synonym, a duplicate): a front end
+    names where the names came from (a command line's ``--vocab``, an evaluation's GT file), not the model."""
+

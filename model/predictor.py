@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from clipvis.model.clipvis import ClipVis
+from clipvis.model.errors import VocabularyError
 from clipvis.model.mask_runs import MaskRuns, column_major_runs, threshold_runs
 from clipvis.model.mask_upsampling import ComposedMaskResize
 from clipvis.model.preprocess import FrameGeometry, FramePreprocessor
@@ -235,19 +236,19 @@ class VideoPredictor:
             raise TypeError(f"class names must be strings, not {', '.join(kinds)}")
         names = [name.strip() for name in vocabulary]
         if not names:
-            raise ValueError("the vocabulary must be a non-empty list of non-empty class names")
+            raise VocabularyError("the vocabulary must be a non-empty list of non-empty class names")
         if (empty := next((i for i, name in enumerate(names) if not name), None)) is not None:
-            raise ValueError(f"the vocabulary must be a non-empty list of non-empty class names: entry {empty + 1} of "
-                             f"{len(names)} is {vocabulary[empty]!r} (a file split on newlines ends in '': "
-                             "drop the empty lines)")
+            raise VocabularyError(f"the vocabulary must be a non-empty list of non-empty class names: entry "
+                                  f"{empty + 1} of {len(names)} is {vocabulary[empty]!r} (a file split on newlines "
+                                  "ends in '': drop the empty lines)")
         for name in names:
             if any(not synonym.strip() for synonym in split_synonyms(name)):  # "a photo of a ." prompts
-                raise ValueError(f"empty synonym in the class {name!r} (synonyms are separated by commas)")
+                raise VocabularyError(f"empty synonym in the class {name!r} (synonyms are separated by commas)")
         # as `segment --vocab` compares them: case aside, composed and decomposed accents alike
         firsts = [unicodedata.normalize("NFC", split_synonyms(name)[0].strip()).casefold() for name in names]
         if len(set(firsts)) != len(firsts) and not self.allow_duplicate_names:
             duplicates = sorted({n for n in firsts if firsts.count(n) > 1})
-            raise ValueError(f"duplicate class names in the vocabulary (case aside): {', '.join(duplicates)}")
+            raise VocabularyError(f"duplicate class names in the vocabulary (case aside): {', '.join(duplicates)}")
         with torch.no_grad():
             text = self.text_classifier(names)
         # What `push` classifies with: on the model's device once, not copied there at every batch. The names and

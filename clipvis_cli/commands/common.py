@@ -75,12 +75,6 @@ def parse_vocabulary(vocab: str | None, vocab_file: Path | None) -> list[str]:
     return names
 
 
-def _is_vocabulary_error(error: BaseException) -> bool:
-    """Whether VideoPredictor refused the class names (its messages say so) rather than something else."""
-    text = str(error)
-    return text.startswith(("the vocabulary", "class names", "empty synonym", "duplicate class names"))
-
-
 def class_name(entry: str) -> str:
     return entry.split(",")[0].strip()
 
@@ -271,7 +265,7 @@ def load_predictor(
     Also records the identity of the checkpoint file the weights resolved to in `options.checkpoint` (replacing
     that file re-runs inputs that `--skip-existing` would otherwise skip).
     """
-    from clipvis.model import CheckpointError, VideoPredictor, load_model
+    from clipvis.model import CheckpointError, VideoPredictor, VocabularyError, load_model
     from clipvis.weights import WeightsError, resolve_weights
 
     caught: list[warnings.WarningMessage] = []
@@ -291,9 +285,7 @@ def load_predictor(
                     model, options.vocabulary, device=options.device, precision=options.precision,
                     exact=options.exact, allow_duplicate_names=options.allow_duplicate_names,
                 )
-            except (ValueError, TypeError) as error:  # the class names (the weights loaded): not the weights'
-                if not _is_vocabulary_error(error):
-                    raise
+            except VocabularyError as error:  # the class names (the weights loaded): not the weights'
                 refused = describe_exception(error)
             else:
                 refused = None
