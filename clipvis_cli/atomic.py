@@ -17,11 +17,13 @@ written as JSON escapes (`\udcff`) instead of failing: json.loads gives back the
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
 import re
 import shutil
+import stat
 import tempfile
 import threading
 from collections.abc import Iterable, Iterator
@@ -65,11 +67,51 @@ def parse_json(text: str | bytes | bytearray) -> Any:
 TEMP_MARKER = ".tmp"
 
 
+NAME_MAX_BYTES = 255  # the longest file name Linux, macOS and Windows file systems take (ext4, APFS: bytes)
+
+
+def temp_stem(path: Path) -> str:
+    """The part of `path`'s name its temporary files carry (`.<stem>.XXXXXXXX.tmp<suffix>`): its stem, cut short
+    (whole characters) where the temporary name would pass NAME_MAX_BYTES, so that a name that fits has a temporary
+    name that fits too."""
+    room = NAME_MAX_BYTES - len(os.fsencode(f"..12345678{TEMP_MARKER}{path.suffix}"))
+    if len(os.fsencode(path.stem)) <= room:
+        return path.stem
+    kept, size = [], 0
+    for char in path.stem:
+        size += len(os.fsencode(char))
+        if size > room:
+            break
+        kept.append(char)
+    return "".join(kept)
+
+
 def temp_path_for(path: Path) -> Path:
     """A fresh, unused temporary path next to `path`, keeping its suffix (for format-by-extension tools)."""
-    handle, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f"{TEMP_MARKER}{path.suffix}", dir=path.parent)
+    handle, name = tempfile.mkstemp(prefix=f".{temp_stem(path)}.", suffix=f"{TEMP_MARKER}{path.suffix}",
+                                    dir=path.parent)
     os.close(handle)
     return Path(name)
+
+
+def output_file_target(path: Path) -> Path:
+    """Where the output file a user named with ``path`` is written: the file a symbolic link there points to (written
+    through, as a shell's ``>`` does; the link stays), else ``path``. Raises OutputNotWritableError for a folder, a
+    device, a pipe or a socket, which writing a new file and renaming it into place would replace (``-o /dev/null``
+    would replace the system's)."""
+    target = Path(os.path.realpath(path)) if os.path.islink(path) else path
+    try:
+        mode = os.stat(target).st_mode
+    except (FileNotFoundError, NotADirectoryError):  # a folder above that is missing, or a file: ensure_output_dir's
+        return target
+    except OSError as error:
+        raise OutputNotWritableError(path, error) from error
+    if stat.S_ISDIR(mode):
+        raise OutputNotWritableError(path, "a folder, not a file")
+    if not stat.S_ISREG(mode):
+        raise OutputNotWritableError(path, "a device, pipe or socket, not a regular file: clipvis writes a file under "
+                                           "a temporary name and renames it into place, which would replace it")
+    return target
 
 
 # The temporary names clipvis makes, exactly (so that a user's own `.notes.tmp` is never taken for one and deleted):
@@ -182,7 +224,7 @@ def remove_stale_temp_files_of(final: Path | str, started: float) -> list[Path]:
     `time.time()`) and locked by no live process (`temp_file_held`). A file that cannot be locked to check (no
     `flock` on the file system) is kept. Returns what was removed."""
     final = Path(final)
-    pattern = re.compile(rf"\.{re.escape(final.stem)}\.[a-z0-9_]{{8}}{re.escape(TEMP_MARKER + final.suffix)}")
+    pattern = re.compile(rf"\.{re.escape(temp_stem(final))}\.[a-z0-9_]{{8}}{re.escape(TEMP_MARKER + final.suffix)}")
     removed: list[Path] = []
     try:
         entries = [entry for entry in os.scandir(final.parent or ".") if pattern.fullmatch(entry.name)]
@@ -312,10 +354,12 @@ def atomic_output_path(path: Path | str) -> Iterator[Path]:
             encode_video(tmp)
     """
     final = Path(path)
+    if len(os.fsencode(final.name)) > NAME_MAX_BYTES:  # said before the work, not at the rename after it
+        raise OutputNotWritableError(final, f"a file name longer than {NAME_MAX_BYTES} bytes")
     try:
         tmp = temp_path_for(final)
-    except OSError as error:
-        raise OutputNotWritableError(final.parent, error) from error
+    except OSError as error:  # a name too long is the file's, not its folder's
+        raise OutputNotWritableError(final if error.errno == errno.ENAMETOOLONG else final.parent, error) from error
     try:
         yield tmp
         try:
@@ -327,7 +371,10 @@ def atomic_output_path(path: Path | str) -> Iterator[Path]:
         if staging is not None:
             staging.add(final, tmp)
             return
-        os.replace(tmp, final)
+        try:
+            os.replace(tmp, final)
+        except OSError as error:
+            raise OutputNotWritableError(final, error) from error
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -484,5 +531,9 @@ def ensure_output_dir(path: Path | str) -> Path:
         probe = temp_path_for(directory / "write-check")
         probe.unlink()
     except OSError as error:
+        if error.errno in (errno.EEXIST, errno.ENOTDIR):  # a file where a folder goes: name it ("File exists" did not)
+            blocking = next((p for p in (directory, *directory.parents) if p.exists() and not p.is_dir()), None)
+            if blocking is not None:
+                raise OutputNotWritableError(blocking, "a file, not a folder") from error
         raise OutputNotWritableError(directory, error) from error
     return directory

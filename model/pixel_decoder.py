@@ -73,9 +73,11 @@ class DeformableEncoder(nn.Module):
         """Normalised pixel centres of every token, replicated for each level: ``[1, S, L, 2]``."""
         points = []
         for h, w in spatial_shapes:
+            # The official linspace(0.5, h - 0.5, h): the same floats (its step is exactly 1), as a range, which ONNX
+            # also gets right on a level 1 pixel high or wide (linspace exports as (end - start) / (steps - 1): 0/0).
             ref_y, ref_x = torch.meshgrid(
-                torch.linspace(0.5, h - 0.5, h, dtype=torch.float32, device=device),
-                torch.linspace(0.5, w - 0.5, w, dtype=torch.float32, device=device),
+                torch.arange(h, dtype=torch.float32, device=device) + 0.5,
+                torch.arange(w, dtype=torch.float32, device=device) + 0.5,
                 indexing="ij",
             )
             points.append(torch.stack((ref_x.reshape(-1) / w, ref_y.reshape(-1) / h), -1))

@@ -21,7 +21,7 @@ from clipvis.cli.exporters import EXPORT_FORMATS, ExportOptions, discover_export
 from clipvis.cli.exporters.runner import ExportOutcome, ExportRunner
 from clipvis.cli.inputs import read_argument_lines
 from clipvis.cli.listing import StdoutListing
-from clipvis.cli.messages import describe_exception, print_path, print_warning, shown_path, subject_message
+from clipvis.cli.messages import describe_exception, print_warning, shown_path, subject_message
 from clipvis.cli.progress import HumanReporter, JsonlReporter
 from clipvis.cli.segment import SegmentOptions
 
@@ -37,7 +37,7 @@ def parse_formats(value: str, allowed: tuple[str, ...], flag: str) -> list[str]:
 
 # The options of each mode, by parameter name: the flag named in the error when given to the other mode.
 RESULTS_ONLY = {"min_score": "--min-score", "classes": "--classes", "media": "--media/--no-media",
-                "zip_results": "--zip", "media_url": "--media-url"}
+                "zip_results": "--zip", "media_url": "--media-url", "log_format": "--log-format"}
 ONNX_ONLY = {"model": "--model", "config": "--config", "clip_config": "--clip-config",
              "allow_hub_clip": "--allow-hub-clip", "height": "--height", "width": "--width", "precision": "--precision",
              "vocab": "--vocab", "vocab_file": "--vocab-file", "opset": "--opset"}
@@ -60,8 +60,9 @@ def export(
         help="segment output folders, ytvis.json files, folders of them (recursive), globs, or - for stdin.",
     ),
     to: str = typer.Option(..., "--to", help=f"Format(s), comma-separated: {', '.join(EXPORT_FORMATS)}, onnx."),
-    output: Path | None = typer.Option(
-        None, "-o", "--output", help="Output root (one folder per video); default: beside each ytvis.json."
+    output: str | None = typer.Option(  # a str: a trailing "/" (a folder, for --to onnx) must not be lost to Path
+        None, "-o", "--output", help="Output root (one folder per video); default: beside each ytvis.json. --to onnx: "
+        "the .onnx file to write (default: clipvis.onnx)."
     ),
     min_score: float = typer.Option(
         0.0, "--min-score", help="Export only tracks scoring at least this.", callback=finite_number
@@ -124,8 +125,8 @@ def export(
         if inputs:
             raise typer.BadParameter("--to onnx exports the network: give --model, not inputs")
         vocabulary = None if vocab is None and vocab_file is None else parse_vocabulary(vocab, vocab_file)
-        export_network(model, output or Path("clipvis.onnx"), height, width, precision, vocabulary, opset,
-                       config, clip_config, allow_hub_clip)
+        export_network(model, output or "clipvis.onnx", height, width, precision, vocabulary, opset,
+                       config, clip_config, allow_hub_clip, null)
         return
     formats = parse_formats(to, EXPORT_FORMATS, "--to")
     if not inputs:
@@ -149,7 +150,7 @@ def export(
         return
     if not found:
         raise typer.BadParameter("no segment outputs given")
-    runner = ExportRunner(formats, options, output, reporter)
+    runner = ExportRunner(formats, options, Path(output) if output is not None else None, reporter)
     outcomes = []
     reporter.batch_started(len(found))
     try:
@@ -187,17 +188,20 @@ class ParityError(Exception):
     """The exported file's outputs are past the parity bar (the file is not put in place)."""
 
 
-def export_network(weights: str, path: Path, height: int | None, width: int | None, precision: str,
+def export_network(weights: str, output: str, height: int | None, width: int | None, precision: str,
                    vocabulary: list[str] | None, opset: int, config: Path | None, clip_config: Path | None,
-                   allow_hub_clip: bool = False) -> None:
-    """Export the per-frame network to ONNX and check it against the fp32 PyTorch network with onnxruntime (diffs on
-    stderr): an fp32 file past the bar is not written (exit 1); an fp16 file past its bar is written with a warning."""
+                   allow_hub_clip: bool = False, null: bool = False) -> None:
+    """Export the per-frame network to ONNX (the file ``output``; through a symbolic link there to the file it names)
+    and check it against the fp32 PyTorch network with onnxruntime (diffs on stderr): an fp32 file past the bar is not
+    written (exit 1); an fp16 file past its bar is written with a warning. The file's path is listed on stdout, ended
+    by a NUL character with ``null``."""
     if precision not in ("fp32", "fp16"):
         raise typer.BadParameter(f"--precision must be fp32 or fp16, not {precision!r}")
     from clipvis.cli.atomic import (
         OutputNotWritableError,
         atomic_output_path,
         ensure_output_dir,
+        output_file_target,
         remove_stale_temp_files_of,
         temp_file_held,
     )
@@ -213,10 +217,16 @@ def export_network(weights: str, path: Path, height: int | None, width: int | No
             raise typer.BadParameter(f"--height/--width must be multiples of 32 (got {height}x{width})")
         (flag, value), = given.items()
         raise typer.BadParameter(f"{flag} must be a multiple of 32 (got {value})")
-    if str(path) == "-":
+    if output == "-":
         raise typer.BadParameter("-o -: an ONNX file cannot go to stdout; give the .onnx file to write")
-    if path.is_dir():  # known before minutes of export and parity checks, not after
-        raise fail(f"-o {path}: is a folder; give the .onnx file to write (e.g. -o {path / 'clipvis.onnx'})")
+    path = Path(output)
+    # known before minutes of export and parity checks, not after; "models/" names a folder even where none is yet
+    if output.endswith(tuple(filter(None, (os.sep, os.altsep)))) or path.is_dir():
+        raise fail(f"-o {output}: is a folder; give the .onnx file to write (e.g. -o {path / 'clipvis.onnx'})")
+    try:
+        target = output_file_target(path)  # a device or a pipe is refused; a symbolic link is written through
+    except OutputNotWritableError as error:
+        raise fail(str(error)) from None
     started = time.time()  # a temporary file of this target older than this, and unlocked, is a killed run's
     check_config_file(config, clip_config)
     try:
@@ -230,7 +240,7 @@ def export_network(weights: str, path: Path, height: int | None, width: int | No
     from clipvis.model.onnx_export import FrameNetwork
 
     try:
-        ensure_output_dir(path.parent)  # created (or found not writable) before the model loads
+        ensure_output_dir(target.parent)  # created (or found not writable) before the model loads
     except OutputNotWritableError as error:
         raise fail(str(error)) from None
     options = SegmentOptions(
@@ -247,8 +257,8 @@ def export_network(weights: str, path: Path, height: int | None, width: int | No
     height, width = default_frame_size(model.config.min_size_test, height, width)
     network = FrameNetwork(model, predictor.text if vocabulary else None)
     try:
-        with atomic_output_path(path) as temporary, temp_file_held(temporary):
-            remove_stale_temp_files_of(path, started)  # of runs killed while writing it (a full-size file each)
+        with atomic_output_path(target) as temporary, temp_file_held(temporary):
+            remove_stale_temp_files_of(target, started)  # of runs killed while writing it (a full-size file each)
             with stdout_captured():  # stdout carries only the file written: not the exporter's graph dumps
                 export_onnx(network, temporary, height, width, precision=precision, opset=opset,
                             metadata=metadata)
@@ -268,7 +278,7 @@ def export_network(weights: str, path: Path, height: int | None, width: int | No
     if exceeded:
         print_warning(f"{shown_path(path)}: the fp16 file is further from the fp32 network than float16 rounding "
                       f"explains: {past}")
-    print_path(path)
+    StdoutListing(lambda level, message: print_warning(message), "the file is written all the same", null).list(path)
 
 
 def _under_torchrun() -> bool:

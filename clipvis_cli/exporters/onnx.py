@@ -11,7 +11,7 @@ import sys
 import tempfile
 import warnings
 from collections.abc import Iterator
-from contextlib import contextmanager, redirect_stdout
+from contextlib import contextmanager, redirect_stdout, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -37,14 +37,18 @@ def at_precision(network: FrameNetwork, precision: str) -> FrameNetwork:
 
 
 
-# The outputs a parity bar applies to: the logits that rank and label the tracks.
-BAR_OUTPUTS = ("object_logits", "class_logits")
-# fp32: the largest absolute difference allowed on BAR_OUTPUTS (runtimes' float32 rounding: ~1e-7 on the tiny test
-# models, ~4e-4 on the case1 checkpoint at 128x256).
+# The logits that rank and label the tracks: held to an absolute bar in fp32.
+LOGIT_OUTPUTS = ("object_logits", "class_logits")
+# fp32: the largest absolute difference allowed on LOGIT_OUTPUTS (runtimes' float32 rounding: ~1e-7 on the tiny test
+# models, ~4e-4 on the case1 checkpoint at 128x256), and on each other output that much per unit of its largest
+# magnitude, at least 1 (masks, ious, the matcher's query embeddings, the CLIP embeddings a free vocabulary's classes
+# are scored from: a broken file without class_logits is refused too). case1 at 128x256: mask_logits 2.7e-4 of
+# magnitude 11.7, query_embeds 4e-5, ious 1.7e-5, clip_embeds and clip_dense ~3e-7.
 FP32_BAR = 1e-3
-# fp16: the largest difference allowed on BAR_OUTPUTS as a fraction of the output's largest magnitude. A float16
-# trunk is not float32: measured against the float32 network, ~0.03% on the tiny test models and up to ~7% (0.36 on
-# object_logits of magnitude 5, 0.8 on class_logits of magnitude 20) on the case1 checkpoint at 128x256.
+# fp16: the largest difference allowed on every output as a fraction of the output's largest magnitude. A float16
+# trunk is not float32: measured against the float32 network, ~0.03% on the tiny test models and up to ~10% on the
+# case1 checkpoint at 128x256 (clip_embeds 0.07 of 0.68; object_logits 0.16 of 5.9, class_logits 0.65 of 18.9,
+# mask_logits 0.57 of 11.7).
 FP16_RELATIVE_BAR = 0.2
 
 
@@ -52,8 +56,8 @@ FP16_RELATIVE_BAR = 0.2
 class OnnxParity:
     """Max absolute difference per output between onnxruntime running the file and the float32 PyTorch network.
 
-    `scale`: each output's largest magnitude in PyTorch (what an fp16 difference is measured against).
-    `precision`: the file's ("fp32" or "fp16"), which decides the bar (`exceeded`).
+    `scale`: each output's largest magnitude in PyTorch (what a difference is measured against, but on the fp32
+    logits). `precision`: the file's ("fp32" or "fp16"), which decides the bar (`exceeded`).
     """
 
     max_abs_diff: dict[str, float]
@@ -61,25 +65,26 @@ class OnnxParity:
     scale: dict[str, float] = field(default_factory=dict)
     precision: str = "fp32"
 
-    def worst(self, names: tuple[str, ...] = BAR_OUTPUTS) -> float:
+    def worst(self, names: tuple[str, ...] = LOGIT_OUTPUTS) -> float:
         return max((v for k, v in self.max_abs_diff.items() if k in names), default=0.0)
 
     def bar(self, name: str) -> float:
-        """The largest difference allowed on output `name` (one of BAR_OUTPUTS) at the file's precision."""
+        """The largest difference allowed on output `name` at the file's precision."""
+        magnitude = self.scale.get(name, 0.0)
         if self.precision == "fp16":
-            return FP16_RELATIVE_BAR * self.scale.get(name, 0.0)
-        return FP32_BAR
+            return FP16_RELATIVE_BAR * magnitude
+        return FP32_BAR if name in LOGIT_OUTPUTS else FP32_BAR * max(1.0, magnitude)
 
     def exceeded(self) -> dict[str, float]:
-        """The BAR_OUTPUTS whose difference is past the bar, with their differences."""
+        """The outputs whose difference is past the bar, with their differences."""
         return {name: diff for name, diff in self.max_abs_diff.items()
-                if name in BAR_OUTPUTS and not diff <= self.bar(name)}  # a NaN difference is past any bar
+                if not diff <= self.bar(name)}  # a NaN difference is past any bar
 
     def describe_bar(self) -> str:
-        names = ", ".join(name for name in BAR_OUTPUTS if name in self.max_abs_diff)
         if self.precision == "fp16":
-            return f"{FP16_RELATIVE_BAR:.0%} of the largest magnitude on {names}"
-        return f"{FP32_BAR:.0e} on {names}"
+            return f"{FP16_RELATIVE_BAR:.0%} of each output's largest magnitude"
+        logits = ", ".join(name for name in LOGIT_OUTPUTS if name in self.max_abs_diff)
+        return f"{FP32_BAR:.0e} on {logits}, {FP32_BAR:.0e} x the largest magnitude (at least 1) on the others"
 
 
 # The oldest opset the network exports to (its ops need 16: grid_sample and the others).
@@ -101,7 +106,9 @@ def stdout_captured() -> Iterator[None]:
     """Keep everything written to standard output, by Python or by C++ (file descriptor 1), out of it while the
     block runs: the TorchScript exporter logs the whole graph there when it fails ("Torch IR graph at exception"),
     and a command's stdout carries only the files it wrote. What was written is dropped."""
-    sys.stdout.flush()
+    if sys.stdout is not None:  # None where the process started with stdout closed (`>&-`)
+        with suppress(OSError):  # a full or gone stdout: what was printed before is not this block's to say
+            sys.stdout.flush()
     try:
         saved = os.dup(1)
     except OSError:  # no file descriptor 1 (a closed stdout): only Python's to keep clean

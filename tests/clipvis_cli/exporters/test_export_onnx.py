@@ -4,6 +4,9 @@ Python matcher and scorer) gives the tracks the PyTorch predictor gives."""
 
 from __future__ import annotations
 
+import os
+import stat
+
 import numpy as np
 import pytest
 import torch
@@ -310,6 +313,8 @@ def test_a_running_exports_temp_file_stays_locked_through_export_and_parity(tiny
     (["x", "--to", "cvat-video", "--width", "864"], "--width is only for --to onnx"),
     (["x", "--to", "ytvis", "--precision", "fp16"], "--precision is only for --to onnx"),
     (["x", "--to", "ytvis", "--opset", "17"], "--opset is only for --to onnx"),
+    (["--to", "onnx", "--model", "W", "--log-format", "jsonl"],
+     "--log-format is not for --to onnx (it exports the network, not results)"),
 ])
 def test_an_option_of_the_other_mode_is_a_usage_error(args, line) -> None:
     """--to onnx ignored --min-score, --classes and --zip; --to ytvis (any results format) ignored --vocab, --config,
@@ -360,3 +365,39 @@ def test_the_output_folder_is_made_before_the_model_loads(tiny_weights, tmp_path
     result = CliRunner().invoke(app, ["export", "--to", "onnx", "--model", str(tiny_weights), "-o",
                                       str(blocked / "x.onnx")])
     assert result.exit_code == 1 and result.stderr.startswith(f"clipvis: error: {blocked}: output not writable")
+
+
+def test_a_folder_to_be_or_a_pipe_is_refused_before_the_model_loads(tiny_weights, tmp_path, monkeypatch) -> None:
+    """-o models/ (a folder not made yet) wrote a file named `models`; -o onto a named pipe or a device replaced it
+    with a regular file (as root, -o /dev/null replaced the system's)."""
+    pytest.importorskip("onnxruntime")
+    import clipvis.cli.commands.export as export_command
+
+    monkeypatch.setattr(export_command, "load_predictor", lambda options, **keywords: pytest.fail("model loaded"))
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["export", "--to", "onnx", "--model", str(tiny_weights), "-o", "models/"])
+    assert result.exit_code == 1 and result.stdout == ""
+    assert result.stderr == ("clipvis: error: -o models/: is a folder; give the .onnx file to write (e.g. -o "
+                             "models/clipvis.onnx)\n")
+    os.mkfifo("pipe.onnx")
+    result = CliRunner().invoke(app, ["export", "--to", "onnx", "--model", str(tiny_weights), "-o", "pipe.onnx"])
+    assert result.exit_code == 1 and result.stdout == ""
+    assert result.stderr.startswith("clipvis: error: pipe.onnx: output not writable (a device, pipe or socket, ")
+    assert sorted(os.listdir()) == ["pipe.onnx"] and stat.S_ISFIFO(os.stat("pipe.onnx").st_mode)
+
+
+def test_a_link_is_written_through_and_null_ends_the_listed_path(tiny_weights, tmp_path, monkeypatch) -> None:
+    """-o onto a symbolic link replaced the link with the new file and left the file it named as it was; -0 was
+    ignored (the path ended in a newline)."""
+    pytest.importorskip("onnxruntime")
+    monkeypatch.chdir(tmp_path)
+    os.mkdir("models")
+    with open("models/real.onnx", "w") as old:
+        old.write("the previous export")
+    os.symlink("models/real.onnx", "current.onnx")
+    result = CliRunner().invoke(app, ["export", "--to", "onnx", "--model", str(tiny_weights), "-o", "current.onnx",
+                                      "-0"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "current.onnx\0"
+    assert os.path.islink("current.onnx") and os.path.getsize("models/real.onnx") > 1000
+    assert sorted(os.listdir("models")) == ["real.onnx"]

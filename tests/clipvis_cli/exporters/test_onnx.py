@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from clipvis.cli.exporters.onnx import check_parity, export_onnx
+from clipvis.cli.exporters.onnx import OnnxParity, check_parity, export_onnx, stdout_captured
 from clipvis.model.onnx_export import FrameNetwork
 
 
@@ -133,3 +133,34 @@ def test_the_library_export_leaves_the_callers_stdout_alone(tiny_model_factory, 
 def test_an_opset_out_of_range_is_refused(tiny_model_factory, tmp_path) -> None:
     with pytest.raises(ValueError, match=r"opset must be 16 to \d+, not 99"):
         export_onnx(FrameNetwork(tiny_model_factory("rn")), tmp_path / "m.onnx", 64, 64, opset=99)
+
+
+def test_a_frame_size_of_32_exports_a_network_onnxruntime_runs(tiny_model_factory, tmp_path) -> None:
+    """--height 32 (the smallest the command takes) always failed its parity check with NaN logits: the deformable
+    encoder's reference points came from linspace, which the exporter writes as (end - start) / (steps - 1), 0/0 on
+    the 1-pixel level."""
+    pytest.importorskip("onnxruntime")
+    network = FrameNetwork(tiny_model_factory("rn"))
+    path = export_onnx(network, tmp_path / "small.onnx", 32, 64)
+    parity = check_parity(network, path, torch.randn(2, 3, 32, 64))
+    assert parity.exceeded() == {} and all(np.isfinite(list(parity.max_abs_diff.values())))
+
+
+def test_the_fp32_bar_holds_every_output_not_only_the_logits() -> None:
+    """A free-vocabulary file carries no class_logits: its tracks are labelled from clip_embeds and scored with ious,
+    which no bar held (clip_embeds 1.0 off: written, exit 0). The logits keep their absolute bar; the other outputs
+    get that much per unit of their magnitude."""
+    diffs = {"object_logits": 3e-4, "mask_logits": 5e-3, "ious": 2e-5, "clip_embeds": 1.0}
+    scale = {"object_logits": 6.0, "mask_logits": 12.0, "ious": 0.8, "clip_embeds": 0.7}
+    assert OnnxParity(diffs, 2, scale).exceeded() == {"clip_embeds": 1.0}  # mask_logits within 1e-3 x 12
+    assert OnnxParity(diffs | {"object_logits": 2e-3}, 2, scale).exceeded() == {"object_logits": 2e-3,
+                                                                                "clip_embeds": 1.0}
+    assert OnnxParity(diffs | {"clip_embeds": 0.1, "ious": 0.2}, 2, scale, "fp16").exceeded() == {"ious": 0.2}
+    assert OnnxParity(diffs | {"ious": float("nan")}, 2, scale).exceeded().keys() == {"ious", "clip_embeds"}
+
+
+def test_capturing_stdout_works_where_the_process_has_none(monkeypatch) -> None:
+    """`clipvis export --to onnx ... >&-` failed with AttributeError: 'NoneType' object has no attribute 'flush'."""
+    monkeypatch.setattr("sys.stdout", None)
+    with stdout_captured():
+        print("dropped")

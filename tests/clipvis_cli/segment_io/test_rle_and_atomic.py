@@ -20,7 +20,10 @@ from clipvis.cli.atomic import (
     atomic_write_json_stream,
     atomic_write_text,
     ensure_output_dir,
+    is_temp_file_name,
     materialised_json,
+    output_file_target,
+    remove_stale_temp_files_of,
 )
 
 
@@ -194,3 +197,41 @@ def test_atomic_output_is_fsynced_before_rename_and_directory_after(tmp_path: Pa
         tmp.write_bytes(b"data")  # written by a library (PyAV) that never fsyncs
     assert events == ["fsync file", "rename", "fsync dir"]
     assert (tmp_path / "overlay.mp4").read_bytes() == b"data"
+
+
+@pytest.mark.parametrize("name", ["a" * 245 + ".onnx", "é" * 125 + ".json", "b" * 255])
+def test_a_name_that_fits_gets_a_temporary_name_that_fits(tmp_path: Path, name: str) -> None:
+    """-o with a 250-byte name failed after the whole export ("output not writable (File name too long)", naming
+    the folder): its temporary name `.<name>.XXXXXXXX.tmp.onnx` passed the file system's 255 bytes."""
+    final = tmp_path / name
+    with atomic_output_path(final) as temporary:
+        assert len(os.fsencode(temporary.name)) <= 255 and is_temp_file_name(temporary.name)
+        assert temporary.name.endswith(".tmp" + final.suffix)
+        temporary.write_text("x")
+        killed = temporary.with_name(temporary.name[:-len(f".tmp{final.suffix}") - 8] + "killed00.tmp" + final.suffix)
+        killed.write_text("left by a killed run")
+        os.utime(killed, (0, 0))
+    assert final.read_text() == "x"
+    assert remove_stale_temp_files_of(final, started=1.0) == [killed]  # its killed runs' files are still its own
+    too_long = tmp_path / ("c" * 256)  # named, before any work, as the file (the rename failed after it, unnamed)
+    with pytest.raises(OutputNotWritableError, match=f"^{too_long}: output not writable \\(a file name longer than"):
+        atomic_write_text(too_long, "x")
+
+
+def test_a_user_named_output_file_writes_through_a_link_and_refuses_special_files(tmp_path: Path) -> None:
+    """export --to onnx -o onto a FIFO or a device made it a regular file (as root, -o /dev/null replaced the
+    system's); onto a symbolic link it replaced the link, leaving the file it named as it was."""
+    assert output_file_target(tmp_path / "new.onnx") == tmp_path / "new.onnx"
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "real.onnx").write_text("old")
+    (tmp_path / "link.onnx").symlink_to(Path("models") / "real.onnx")
+    target = output_file_target(tmp_path / "link.onnx")
+    assert target == (tmp_path / "models" / "real.onnx").resolve()
+    atomic_write_text(target, "new")
+    assert (tmp_path / "link.onnx").is_symlink() and (tmp_path / "link.onnx").read_text() == "new"
+    os.mkfifo(tmp_path / "pipe.onnx")
+    with pytest.raises(OutputNotWritableError, match=r"pipe\.onnx: output not writable \(a device, pipe or socket"):
+        output_file_target(tmp_path / "pipe.onnx")
+    with pytest.raises(OutputNotWritableError, match="a folder, not a file"):
+        output_file_target(tmp_path / "models")
+    assert stat.S_ISFIFO(os.stat(tmp_path / "pipe.onnx").st_mode)
