@@ -183,6 +183,47 @@ def decompress_many(counts: Sequence[str | bytes]) -> tuple[np.ndarray, np.ndarr
     return runs, runs_per_string
 
 
+def compressed_counts_problems(counts: Sequence[str | bytes], pixels: Sequence[int]) -> list[str | None]:
+    """For each compressed ``counts`` string, why it is not a valid RLE of its ``pixels`` pixels, or None: its run
+    lengths must add up to the mask's height x width (where they do not, pycocotools reads or writes memory outside
+    the mask, or its IoU never ends). Vectorised over all strings (a YouTube-VIS file holds ~10^5 of them)."""
+    problems: list[str | None] = [None] * len(counts)
+    encoded: list[bytes] = []
+    for i, text in enumerate(counts):
+        if not text:
+            problems[i] = "RLE with empty counts"
+        elif isinstance(text, str) and not text.isascii():
+            problems[i] = "RLE counts string with characters COCO's encoding never writes"
+        if problems[i] is not None:
+            encoded.append(b"")
+        else:
+            encoded.append(text if isinstance(text, bytes) else text.encode("ascii"))
+    lengths = np.fromiter(map(len, encoded), np.int64, len(encoded))
+    chars = np.frombuffer(b"".join(encoded), np.uint8).astype(np.int64) - 48
+    nonempty = np.flatnonzero(lengths)
+    if nonempty.size:
+        starts = (np.cumsum(lengths) - lengths)[nonempty]
+        bad_chars = np.maximum.reduceat(((chars < 0) | (chars >= 64)).astype(np.int8), starts) > 0
+        cut_short = chars[starts + lengths[nonempty] - 1] >= 0x20  # the last value goes on past the end
+        for i, bad, cut in zip(nonempty.tolist(), bad_chars.tolist(), cut_short.tolist(), strict=True):
+            if bad:
+                problems[i] = "RLE counts string with characters COCO's encoding never writes"
+            elif cut:
+                problems[i] = "RLE counts string cut short (it ends in the middle of a run length)"
+    valid = [i for i in range(len(counts)) if problems[i] is None]
+    if not valid:
+        return problems
+    runs, per_string = decompress_many([encoded[i] for i in valid])
+    heads = np.cumsum(per_string) - per_string  # every valid string has at least one run
+    totals = np.add.reduceat(runs, heads)
+    lowest, highest = np.minimum.reduceat(runs, heads), np.maximum.reduceat(runs, heads)
+    for k, i in enumerate(valid):
+        if lowest[k] < 0 or highest[k] > pixels[i] or totals[k] != pixels[i]:
+            total = int(totals[k]) if lowest[k] >= 0 and highest[k] <= pixels[i] else "a negative or huge number of"
+            problems[i] = f"corrupt RLE counts (its runs add up to {total} pixels, not height x width = {pixels[i]})"
+    return problems
+
+
 def _positions(lengths: np.ndarray) -> np.ndarray:
     """For sequences of the given lengths stored back to back: each element's position inside its sequence, in the
     lengths' integer type. Made as one running sum of +1 steps that restarts at each sequence's first element

@@ -32,10 +32,11 @@ from clipvis.cli.evaluation.ground_truth import (
     GtVideo,
     VideoGroundTruth,
     category_name_key,
+    check_runs,
     is_absent,
     is_whole_number,
 )
-from clipvis.cli.rle import RleDict, coco_areas
+from clipvis.cli.rle import RleDict
 
 
 @dataclass
@@ -238,6 +239,10 @@ def _parse_entry(
     where = f"{source}: entry {index}"
     if not isinstance(entry, Mapping):
         raise EvaluationInputError(f"{where} is not an object")
+    missing = [key for key in ("video_id", "category_id", "score") if key not in entry]
+    if missing:  # said as missing, not as "got None"
+        raise EvaluationInputError(f"{where} has no {' or '.join(repr(key) for key in missing)} (a results entry holds "
+                                   "video_id, category_id, score and segmentations)")
     video_id = entry.get("video_id")
     if not is_whole_number(video_id):
         raise EvaluationInputError(f"{where}: 'video_id' must be an integer, got {video_id!r}")
@@ -303,12 +308,6 @@ def _check_masks(frames: Sequence[Any], video: GtVideo, where: str) -> list[RleD
             raise EvaluationInputError(f"{where}: an uncompressed RLE has invalid counts ({error})") from error
         for (frame, _), rle in zip(uncompressed, converted, strict=True):
             out[frame] = rle
-    present = [(frame, rle) for frame, rle in enumerate(out) if rle is not None]
-    if present:  # corrupt counts decode to any number of pixels (4e9 on a 64x64 frame): caught by their area
-        areas = coco_areas([{"size": rle["size"], "counts": rle["counts"]} for _, rle in present])
-        pixels = video.height * video.width
-        for (frame, _), area in zip(present, areas, strict=True):
-            if not 0 <= int(area) <= pixels:
-                raise EvaluationInputError(f"{where}: segmentations[{frame}] has corrupt RLE 'counts' ({int(area)} "
-                                           f"pixels on a {video.height}x{video.width} frame)")
+    check_runs(out, where)
     return out
+

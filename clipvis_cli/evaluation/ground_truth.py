@@ -21,7 +21,7 @@ from pycocotools import mask as mask_utils
 from clipvis.cli.evaluation.errors import EvaluationInputError
 from clipvis.cli.evaluation.files import read_json_file
 from clipvis.cli.results import recorded_source
-from clipvis.cli.rle import RleDict
+from clipvis.cli.rle import RleDict, compressed_counts_problems
 
 
 @dataclass(frozen=True)
@@ -346,4 +346,18 @@ def _convert_segmentations(frames: Sequence[Any], video: GtVideo, where: str) ->
             raise EvaluationInputError(f"{where}: an uncompressed RLE has invalid counts ({error})") from error
         for frame, rle in zip(uncompressed_index, converted, strict=True):
             out[frame] = rle
+    check_runs(out, where)
     return out
+
+
+def check_runs(segmentations: Sequence[RleDict | None], where: str) -> None:
+    """EvaluationInputError naming the first mask whose run lengths do not add up to its height x width: corrupt
+    counts decode to any number of pixels (4e9 on a 64x64 frame), and runs that fall short or run past the mask
+    (a 40x64 mask labelled 48x64) made pycocotools' IoU loop forever, deaf to Ctrl-C."""
+    present = [(frame, rle) for frame, rle in enumerate(segmentations) if rle is not None]
+    problems = compressed_counts_problems([rle["counts"] for _, rle in present],
+                                          [int(rle["size"][0]) * int(rle["size"][1]) for _, rle in present])
+    for (frame, rle), problem in zip(present, problems, strict=True):
+        if problem is not None:
+            height, width = rle["size"]
+            raise EvaluationInputError(f"{where}: segmentations[{frame}] has {problem} on its {height}x{width} mask")

@@ -25,6 +25,7 @@ import numpy as np
 
 from clipvis.cli.atomic import parse_json
 from clipvis.cli.results import recorded_source
+from clipvis.cli.rle import compressed_counts_problems
 
 
 class TrainDataError(ValueError):
@@ -109,46 +110,6 @@ def _polygon_problem(polygon: list, height: int, width: int) -> str | None:
         return (f"polygon point ({x:g}, {y:g}) lies more than {POLYGON_MARGIN} image sizes outside the "
                 f"{width}x{height} image")
     return None
-
-
-def compressed_counts_problems(counts: list[str], pixels: list[int]) -> list[str | None]:
-    """For each compressed ``counts`` string, why it is not a valid RLE of its ``pixels`` pixels, or None: its run
-    lengths must add up to the mask's height x width (pycocotools decodes any string, reading or writing memory
-    outside the mask when they do not). Vectorised over all strings (a YouTube-VIS file holds ~10^5 of them)."""
-    from clipvis.cli.rle import decompress_many
-
-    problems: list[str | None] = [None] * len(counts)
-    encoded: list[bytes] = []
-    for i, text in enumerate(counts):
-        if not text:
-            problems[i] = "RLE with empty counts"
-        elif not text.isascii():
-            problems[i] = "RLE counts string with characters COCO's encoding never writes"
-        encoded.append(text.encode("ascii") if problems[i] is None else b"")
-    lengths = np.fromiter(map(len, encoded), np.int64, len(encoded))
-    chars = np.frombuffer(b"".join(encoded), np.uint8).astype(np.int64) - 48
-    nonempty = np.flatnonzero(lengths)
-    if nonempty.size:
-        starts = (np.cumsum(lengths) - lengths)[nonempty]
-        bad_chars = np.maximum.reduceat(((chars < 0) | (chars >= 64)).astype(np.int8), starts) > 0
-        cut_short = chars[starts + lengths[nonempty] - 1] >= 0x20  # the last value goes on past the end
-        for i, bad, cut in zip(nonempty.tolist(), bad_chars.tolist(), cut_short.tolist(), strict=True):
-            if bad:
-                problems[i] = "RLE counts string with characters COCO's encoding never writes"
-            elif cut:
-                problems[i] = "RLE counts string cut short (it ends in the middle of a run length)"
-    valid = [i for i in range(len(counts)) if problems[i] is None]
-    if not valid:
-        return problems
-    runs, per_string = decompress_many([encoded[i] for i in valid])
-    heads = np.cumsum(per_string) - per_string  # every valid string has at least one run
-    totals = np.add.reduceat(runs, heads)
-    lowest, highest = np.minimum.reduceat(runs, heads), np.maximum.reduceat(runs, heads)
-    for k, i in enumerate(valid):
-        if lowest[k] < 0 or highest[k] > pixels[i] or totals[k] != pixels[i]:
-            total = int(totals[k]) if lowest[k] >= 0 and highest[k] <= pixels[i] else "a negative or huge number of"
-            problems[i] = f"corrupt RLE counts (its runs add up to {total} pixels, not height x width = {pixels[i]})"
-    return problems
 
 
 def check_segmentation(segmentation: Any, height: int, width: int, runs: bool = True) -> str | None:

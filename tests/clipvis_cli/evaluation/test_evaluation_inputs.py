@@ -107,7 +107,7 @@ def test_bad_gt_raises_a_clear_error(vis: ModuleType, mutate: Any, message: str)
         (lambda gt: gt["annotations"][0]["segmentations"].pop(),
          "1 GT annotation(s) have more or fewer segmentations than their video has frames; frames past the shorter "
          "of a result and the annotation are ignored, as in the reference (annotation 1: 1 for 2)"),
-        (lambda gt: gt["annotations"][0]["segmentations"][1].update(size=[8, 9]),
+        (lambda gt: gt["annotations"][0]["segmentations"][1].update(size=[8, 9], counts=[9, 4, 4, 4, 4, 4, 4, 4, 35]),
          "1 GT annotation(s) have masks of another size than their video; such a frame adds nothing to the IoU where "
          "a result is present, as in the reference (annotation 1 frame 1: 8x9 in a 8x8 video)"),
     ],
@@ -168,9 +168,50 @@ def test_corrupt_rle_counts_are_refused(vis: ModuleType) -> None:
     """Garbage counts decoded to 4e9 pixels on a 64x64 frame and were scored (APs moved from 38 to 55)."""
     bad = good(vis)
     bad["segmentations"][0] = {"size": bad["segmentations"][0]["size"], "counts": "!!!garbage"}
-    assert "segmentations[0] has corrupt RLE 'counts'" in results_error(vis, [bad])
+    assert "segmentations[0] has RLE counts string with characters COCO's encoding never writes" in \
+        results_error(vis, [bad])
     bad["segmentations"][0]["counts"] = ""
     assert "segmentations[0] has empty RLE 'counts'" in results_error(vis, [bad])
+
+
+def runs_labelled(mask: np.ndarray, height: int, width: int, compressed: bool = True) -> dict[str, Any]:
+    """``mask``'s COCO RLE under another size: runs that fall short of (or run past) ``height x width``."""
+    from pycocotools import mask as coco_mask
+
+    if not compressed:
+        flat = mask.flatten(order="F")
+        changes = np.flatnonzero(np.diff(np.concatenate(([0], flat, [1 - flat[-1]]))))
+        return {"size": [height, width], "counts": np.diff(np.concatenate(([0], changes))).tolist()}
+    counts = coco_mask.encode(np.asfortranarray(mask))["counts"].decode("ascii")
+    return {"size": [height, width], "counts": counts}
+
+
+@pytest.mark.parametrize("rows", [6, 10])
+@pytest.mark.parametrize("compressed", [True, False])
+def test_runs_that_do_not_add_up_to_the_mask_are_refused_not_scored_forever(vis: ModuleType, rows: int,
+                                                                          compressed: bool) -> None:
+    """A 6x8 (or 10x8) mask labelled 8x8: its runs fall short of (or run past) 64 pixels, and pycocotools' IoU of it
+    looped forever in C, deaf to Ctrl-C and SIGTERM (in a results file or in the GT); some too long were scored."""
+    mask = np.zeros((rows, 8), np.uint8)
+    mask[1:5, 1:5] = 1
+    bad = good(vis)
+    bad["segmentations"][0] = runs_labelled(mask, 8, 8, compressed)
+    message = results_error(vis, [bad])
+    assert message.startswith("res.json: entry 0 (video_id 1): segmentations[0] has corrupt RLE counts (its runs add "
+                              f"up to {rows * 8} pixels, not height x width = 64) on its 8x8 mask")
+    gt = simple_gt(vis)
+    gt["annotations"][0]["segmentations"][1] = runs_labelled(mask, 8, 8, compressed)
+    with pytest.raises(EvaluationInputError, match=r"segmentations\[1\] has corrupt RLE counts \(its runs add up to "):
+        parse_ground_truth(gt, source="gt.json")
+
+
+@pytest.mark.parametrize("key", ["video_id", "category_id", "score"])
+def test_a_missing_key_is_said_missing(vis: ModuleType, key: str) -> None:
+    """It read "'score' must be a finite number, got None" for an entry without a score."""
+    entry = good(vis)
+    del entry[key]
+    assert results_error(vis, [good(vis), entry]) == (f"res.json: entry 1 has no '{key}' (a results entry holds "
+                                                      "video_id, category_id, score and segmentations)")
 
 
 def test_results_errors_name_the_entry_and_video(vis: ModuleType) -> None:
