@@ -36,7 +36,7 @@ from clipvis.cli.evaluation.ground_truth import (
     is_absent,
     is_whole_number,
 )
-from clipvis.cli.rle import RleDict
+from clipvis.cli.rle import RleDict, coco_areas
 
 
 @dataclass
@@ -122,6 +122,11 @@ def parse_results(results: Any, gt: VideoGroundTruth, source: str = "<results>")
             dropped[int(entry["category_id"])] += 1
         else:
             detections.append(detection)
+    # The masks pycocotools will compare with a GT mask (a GT track of their video and category): their run lengths
+    # must add up to the mask (its IoU loops forever where they do not); the others only give an area (above).
+    compared = {(track.video_id, track.category_id) for track in gt.tracks}
+    check_runs((f"{source}: entry {d.id - 1} (video_id {d.video_id})", d.segmentations) for d in detections
+               if (d.video_id, d.category_id) in compared)
     return DetectionSet(detections=detections, num_results=len(results), dropped_categories=dict(dropped),
                         dropped_names=dict(dropped_names), matched_by_id=matched_by_id)
 
@@ -308,6 +313,13 @@ def _check_masks(frames: Sequence[Any], video: GtVideo, where: str) -> list[RleD
             raise EvaluationInputError(f"{where}: an uncompressed RLE has invalid counts ({error})") from error
         for (frame, _), rle in zip(uncompressed, converted, strict=True):
             out[frame] = rle
-    check_runs(out, where)
+    present = [(frame, rle) for frame, rle in enumerate(out) if rle is not None]
+    if present:  # corrupt counts decode to any number of pixels (4e9 on a 64x64 frame): caught by their area
+        areas = coco_areas([{"size": rle["size"], "counts": rle["counts"]} for _, rle in present])
+        pixels = video.height * video.width
+        for (frame, _), area in zip(present, areas, strict=True):
+            if not 0 <= int(area) <= pixels:
+                raise EvaluationInputError(f"{where}: segmentations[{frame}] has corrupt RLE 'counts' ({int(area)} "
+                                           f"pixels on a {video.height}x{video.width} frame)")
     return out
 

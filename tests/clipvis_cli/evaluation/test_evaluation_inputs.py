@@ -168,8 +168,7 @@ def test_corrupt_rle_counts_are_refused(vis: ModuleType) -> None:
     """Garbage counts decoded to 4e9 pixels on a 64x64 frame and were scored (APs moved from 38 to 55)."""
     bad = good(vis)
     bad["segmentations"][0] = {"size": bad["segmentations"][0]["size"], "counts": "!!!garbage"}
-    assert "segmentations[0] has RLE counts string with characters COCO's encoding never writes" in \
-        results_error(vis, [bad])
+    assert "segmentations[0] has corrupt RLE 'counts'" in results_error(vis, [bad])
     bad["segmentations"][0]["counts"] = ""
     assert "segmentations[0] has empty RLE 'counts'" in results_error(vis, [bad])
 
