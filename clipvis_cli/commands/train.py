@@ -310,7 +310,8 @@ def _export(weights: str | None, export_pth: str, config: str | None = None, ove
 
     import torch
 
-    from clipvis.cli.atomic import OutputNotWritableError, atomic_output_path, ensure_output_dir
+    from clipvis.cli.atomic import OutputNotWritableError, atomic_output_path, ensure_output_dir, output_file_target
+    from clipvis.cli.listing import StdoutListing
     from clipvis.cli.messages import print_warning
     from clipvis.cli.train.config import ConfigError, load_train_config
     from clipvis.cli.train.run import weights_model_config
@@ -323,6 +324,10 @@ def _export(weights: str | None, export_pth: str, config: str | None = None, ove
     if export_pth.endswith(tuple(filter(None, (os.sep, os.altsep)))) or target.is_dir():  # "exp2/": a folder
         raise typer.BadParameter(f"--export-pth {export_pth} is a folder: give the file to write, e.g. "
                                  f"{target / 'model.pth'}")
+    try:  # a device or a pipe is refused (the final rename would replace it); a symbolic link is written through
+        written = output_file_target(target)
+    except OutputNotWritableError as error:
+        raise fail(str(error)) from None
     if os.environ.get("RANK", "0") != "0":  # under torchrun: one file to write, by rank 0 alone
         return
     try:
@@ -341,9 +346,9 @@ def _export(weights: str | None, export_pth: str, config: str | None = None, ove
     for warning in dict.fromkeys(str(w.message) for w in caught):
         print_warning(warning)
     try:
-        ensure_output_dir(target.parent)  # as segment's -o: the folders are made (once the model loaded)
-        with atomic_output_path(target) as tmp:
+        ensure_output_dir(written.parent)  # as segment's -o: the folders are made (once the model loaded)
+        with atomic_output_path(written) as tmp:
             torch.save({"model": to_official_state_dict(model)}, tmp)
     except OutputNotWritableError as error:
         raise fail(str(error)) from None
-    typer.echo(str(target))
+    StdoutListing(lambda level, message: print_warning(message), "the file is written all the same").list(target)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
@@ -110,6 +111,15 @@ def test_resume_continues_exactly(tmp_path, tiny_train_config, tiny_config):
     fields = tiny_config().to_dict()  # the official layout holds no config: the tiny CLIP must be described
     reloaded = load_model(tmp_path / "f.pth", config={k: v for k, v in fields.items() if k != "notes"}).state_dict()
     assert all(torch.equal(reloaded[k], split[k]) for k in split)
+    # a pipe (or a device) was replaced by a regular file; a symbolic link by the file, leaving the one it named
+    os.mkfifo(tmp_path / "pipe.pth")
+    to_pipe = runner.invoke(app, [*export[:-1], str(tmp_path / "pipe.pth")])
+    assert to_pipe.exit_code == 1 and "output not writable (a device, pipe or socket" in to_pipe.output
+    (tmp_path / "link.pth").symlink_to(tmp_path / "f.pth")
+    (tmp_path / "f.pth").write_bytes(b"stale")
+    through_link = runner.invoke(app, [*export[:-1], str(tmp_path / "link.pth")])
+    assert through_link.exit_code == 0 and (tmp_path / "link.pth").is_symlink()
+    assert "sem_seg_head.predictor.query_feat.weight" in torch.load(tmp_path / "f.pth", weights_only=True)["model"]
 
 
 def test_a_run_from_weights_gives_its_checkpoints_the_configs_test_time_settings(tmp_path, tiny_train_config):
