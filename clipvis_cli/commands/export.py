@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -125,8 +126,14 @@ def export(
         if inputs:
             raise typer.BadParameter("--to onnx exports the network: give --model, not inputs")
         vocabulary = None if vocab is None and vocab_file is None else parse_vocabulary(vocab, vocab_file)
-        export_network(model, output or "clipvis.onnx", height, width, precision, vocabulary, opset,
-                       config, clip_config, allow_hub_clip, null)
+        target = output or "clipvis.onnx"
+        try:
+            export_network(model, target, height, width, precision, vocabulary, opset, config, clip_config,
+                           allow_hub_clip, null)
+        except KeyboardInterrupt as interrupt:  # Ctrl-C, SIGTERM, SIGHUP (the launcher's): exit 128 + N, in one line
+            signum = getattr(interrupt, "signum", signal.SIGINT)
+            typer.echo(f"clipvis: stopped by {signal.Signals(signum).name}; {target} was not written", err=True)
+            raise typer.Exit(128 + signum) from None
         return
     formats = parse_formats(to, EXPORT_FORMATS, "--to")
     if not inputs:

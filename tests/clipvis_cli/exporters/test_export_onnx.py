@@ -401,3 +401,23 @@ def test_a_link_is_written_through_and_null_ends_the_listed_path(tiny_weights, t
     assert result.stdout == "current.onnx\0"
     assert os.path.islink("current.onnx") and os.path.getsize("models/real.onnx") > 1000
     assert sorted(os.listdir("models")) == ["real.onnx"]
+
+
+def test_a_stopped_export_says_so_in_one_line_and_leaves_no_file(tiny_weights, tmp_path, monkeypatch) -> None:
+    """Ctrl-C or SIGTERM while the network exported: exit 130/143 without a word (results exports say theirs)."""
+    pytest.importorskip("onnxruntime")
+    import signal
+
+    import clipvis.cli.exporters.onnx as onnx_exporter
+    from clipvis.cli.launcher import Terminated
+
+    target = tmp_path / "m.onnx"
+    for stop, status, name in ((KeyboardInterrupt(), 130, "SIGINT"), (Terminated(signal.SIGTERM), 143, "SIGTERM")):
+        def stopped(*args: object, stop: BaseException = stop, **kwargs: object) -> None:
+            raise stop
+
+        monkeypatch.setattr(onnx_exporter, "check_parity", stopped)  # the file written, the check under way
+        result = CliRunner().invoke(app, ["export", "--to", "onnx", "--model", str(tiny_weights), "-o", str(target)])
+        assert result.exit_code == status, result.output + repr(result.exception)
+        assert result.stdout == "" and result.stderr.endswith(f"clipvis: stopped by {name}; {target} was not written\n")
+        assert list(tmp_path.iterdir()) == []
