@@ -175,7 +175,7 @@ class OverlayRenderer:
         """Rows ``top:bottom`` of the canvas: tint under every mask, then (``border`` > 0: the outline kernel's
         size) each mask's inner border in its colour."""
         strip = labels[top:bottom]
-        covered = cv2.compare(strip, 0, cv2.CMP_GT)
+        covered = _compare(strip, 0, cv2.CMP_GT)
         if not covered.any():
             return
         colour = _colour_image(strip, colours)  # [h, W, 3]
@@ -343,7 +343,7 @@ def _label_anchors(labels: np.ndarray, boxes: np.ndarray, numbers: np.ndarray) -
     small = np.ascontiguousarray(labels[offset::step, offset::step])
     kernel = np.ones((3, 3), np.uint8)
     inner = cv2.bitwise_and(cv2.compare(cv2.dilate(small, kernel), cv2.erode(small, kernel), cv2.CMP_EQ),
-                            cv2.compare(small, 0, cv2.CMP_GT))
+                            _compare(small, 0, cv2.CMP_GT))
     distance = _distance_inside(inner)
     # All labels in one pass over the subsampled image, each as if measured within its box: per label, the
     # centroid (box-local rows/columns, as cv2.moments sums them: exact integer sums), the largest distance, then
@@ -391,7 +391,7 @@ def _full_size_anchor(labels: np.ndarray, box: np.ndarray, number: int) -> tuple
     x, y, w, h = (int(v) for v in box)
     # OpenCV's compare and bounding rectangle: one pass each over the mask's box, which is often far larger than the
     # label's visible part (numpy's ==, any() per axis and flatnonzero took longer).
-    inside = cv2.compare(labels[y : y + h, x : x + w], number, cv2.CMP_EQ)  # 255 inside, 0 elsewhere
+    inside = _compare(labels[y : y + h, x : x + w], number, cv2.CMP_EQ)  # 255 inside, 0 elsewhere
     left, top, region_width, region_height = cv2.boundingRect(inside)
     bottom, right = min(top + region_height + 1, h), min(left + region_width + 1, w)
     top, left = max(top - 1, 0), max(left - 1, 0)
@@ -407,6 +407,19 @@ def _full_size_anchor(labels: np.ndarray, box: np.ndarray, number: int) -> tuple
     deep_rows, deep_columns = deep_rows + top, deep_columns + left
     nearest = np.argmin((deep_rows - centre_row) ** 2 + (deep_columns - centre_column) ** 2)
     return x + int(deep_columns[nearest]), y + int(deep_rows[nearest])
+
+
+_NUMPY_COMPARISONS = {cv2.CMP_EQ: np.equal, cv2.CMP_GT: np.greater}
+
+
+def _compare(image: np.ndarray, value: int, operation: int) -> np.ndarray:
+    """``cv2.compare`` of a 2-D image with a number: 255 where it holds, 0 elsewhere, the image's shape. OpenCV's
+    binding takes a one-column image of 1 or 4 rows for a scalar itself and the number for the 4-vector (value, 0, 0,
+    0): a 1x1 image gave a 4x1 result (the overlay of 1x1 frames failed in copyTo) and a 4x1 one compared its rows
+    2-4 with 0. One-column images are compared in numpy."""
+    if image.shape[1] == 1:
+        return _NUMPY_COMPARISONS[operation](image, value).astype(np.uint8) * np.uint8(255)
+    return cv2.compare(image, value, operation)
 
 
 def _distance_inside(region: np.ndarray) -> np.ndarray:

@@ -22,6 +22,7 @@ from clipvis.cli.writers.overlay import (
     PALETTE,
     LabelFont,
     _fitted_label,
+    _full_size_anchor,
     ascii_class_name,
     render_threads_for,
     track_colour,
@@ -557,3 +558,23 @@ def test_a_mask_touching_the_frame_edge_is_outlined_along_it() -> None:
     colour = np.array(track_colour(1))
     assert (drawn[0, 5:35] == colour).all() and (drawn[5:25, 0] == colour).all()  # along the frame's edges
     assert not (drawn[15, 20] == colour).all()  # the inside is tinted, not outlined
+
+
+@pytest.mark.parametrize(("height", "width"), [(1, 1), (4, 1), (1, 4), (5, 1)])
+def test_one_pixel_wide_or_high_frames_are_drawn(height: int, width: int) -> None:
+    """1x1 frames failed in OpenCV's copyTo ("size() == mask.size()"): its binding took a 1x1 image for a scalar in
+    cv2.compare (a 4x1 result), and compared a 4x1 image's rows 2-4 with 0 instead of the track's label."""
+    frame = np.full((height, width, 3), 100, np.uint8)
+    mask = np.ones((height, width), bool)
+    drawn = OverlayRenderer(OverlayStyle(draw_labels=False)).render(
+        frame, 0, [TrackResult(1, 1, 0.9, [rle.encode(mask)])], ["dog"])
+    assert drawn.shape == frame.shape
+    assert (drawn != frame).all(axis=-1).all()  # every pixel tinted (or outlined): the mask covers the frame
+
+
+def test_a_label_on_a_region_one_pixel_wide_and_four_high_is_centred_in_it() -> None:
+    """The anchor of a 4x1 region was its top pixel: the region's other three pixels read as outside it."""
+    labels = np.zeros((100, 100), np.uint8)
+    labels[10:14, 50] = 1
+    x, y = _full_size_anchor(labels, np.array([50, 10, 1, 4]), 1)
+    assert x == 50 and y in (11, 12)
