@@ -42,7 +42,9 @@ VIDEO_EXTENSIONS: frozenset[str] = frozenset(
         ".m2ts", ".3gp", ".ogv", ".gif", ".y4m",
     }
 )
-IMAGE_EXTENSIONS: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
+# Netpbm (.ppm/.pgm/.pbm/.pnm) frames are common in robotics datasets.
+IMAGE_EXTENSIONS: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm",
+                                              ".pgm", ".pbm", ".pnm"})
 
 _GLOB_CHARS = re.compile(r"[*?\[]")
 _DIGITS = re.compile(r"(\d+)")
@@ -219,10 +221,11 @@ def path_order_key(path: Path, file: bool) -> tuple:
 
 def list_image_frames(directory: Path) -> list[Path]:
     """Image files directly inside `directory` (hidden ones skipped), in natural sort order."""
+    # a broken symbolic link is listed (reading it then fails the video): left out, it shifted every later frame
     frames = [
         entry
         for entry in _visible_entries(directory)
-        if entry.suffix.lower() in IMAGE_EXTENSIONS and entry.is_file()
+        if entry.suffix.lower() in IMAGE_EXTENSIONS and (entry.is_file() or entry.is_symlink() and not entry.exists())
     ]
     return sorted(frames, key=lambda p: natural_sort_key(p.name, file=True))
 
@@ -297,7 +300,8 @@ def _expand_path(path: Path, argument: str, explicit: bool, warnings: list[str])
 
         found = sorted(search_tree(path, search), key=tree_order(path))
         if not found:
-            reason = "directory holds no video files or image folders"
+            reason = ("directory holds no video files or image folders (images: "
+                      f"{', '.join(sorted(IMAGE_EXTENSIONS))}; videos: {', '.join(sorted(VIDEO_EXTENSIONS))})")
             return [VideoSource(path, error=reason, argument=argument)]
         return found
     suffix = path.suffix.lower()

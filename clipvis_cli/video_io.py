@@ -337,7 +337,7 @@ class ImageFolderReader:
             return None
         try:
             with Image.open(self.frame_files[0]) as opened:
-                count = int(getattr(opened, "n_frames", 1))
+                count = picture_count(opened)
                 if count <= 1:
                     return None
                 durations = _frame_durations_ms(opened, self.frame_files[0], count)
@@ -394,12 +394,15 @@ class ImageFolderReader:
     def _load(self, file: Path) -> np.ndarray:
         try:
             with Image.open(file) as opened:
-                frames = int(getattr(opened, "n_frames", 1))
+                frames = picture_count(opened)
                 if frames > 1 and len(self.frame_files) > 1:  # a folder of frames: its first frame alone is no frame
                     raise VideoReadError(self.path, f"frame {shown_path(file.name)} is an animation ({frames} frames): "
                                                     "give animated images one at a time, not as a folder of frames")
                 return rgb_array(opened)
         except FileNotFoundError:
+            if file.is_symlink():
+                raise VideoReadError(self.path, f"frame {shown_path(file.name)}: a symbolic link to "
+                                                f"{shown_path(file.readlink())}, which does not exist") from None
             raise VideoReadError(self.path, f"frame {shown_path(file.name)}: no such file") from None
         except Image.DecompressionBombError as error:  # PIL refuses images past MAX_IMAGE_PIXELS * 2
             raise VideoReadError(
@@ -412,6 +415,15 @@ class ImageFolderReader:
         except Exception as error:  # noqa: BLE001 - Pillow's decoders raise many kinds (struct.error, TypeError, ...)
             reason = f"frame {shown_path(file.name)}: not an image or corrupt ({error_reason(error)})"
             raise VideoReadError(self.path, reason) from None
+
+
+def picture_count(image: Image.Image) -> int:
+    """The frames of an opened image: an animation's (GIF, APNG, WebP), 1 for a still. A multi-picture JPEG (MPO:
+    phones' photos with a gain map or a depth map, 3D cameras) is one still, its first picture, as viewers, FFmpeg
+    and OpenCV show it (Pillow counts its pictures as frames)."""
+    if image.format == "MPO":
+        return 1
+    return int(getattr(image, "n_frames", 1))
 
 
 def _frame_durations_ms(image: Image.Image, path: Path, count: int) -> list[float]:

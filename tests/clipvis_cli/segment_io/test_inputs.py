@@ -305,3 +305,25 @@ def test_a_home_folder_of_no_user_is_a_missing_path_not_a_crash() -> None:
     """`~nosuchuser/clip.mp4` raised RuntimeError ('Could not determine home directory') out of discover_inputs."""
     [source] = discover_inputs(["~no-such-user-clipvis/clip.mp4"])
     assert source.error == "no such file or directory" and str(source.path) == "~no-such-user-clipvis/clip.mp4"
+
+
+def test_netpbm_frames_are_frames_and_a_folder_without_inputs_says_what_would_be(tmp_path: Path) -> None:
+    """A folder of .ppm frames (robotics datasets) was "no video files or image folders", and a .ppm among JPEGs was
+    left out silently, shifting every later frame."""
+    folder = tmp_path / "seq"
+    for name in ["0.jpg", "1.jpg", "2.ppm", "3.pgm", "4.jpg"]:
+        touch(folder / name)
+    [source] = discover_inputs([str(folder)])
+    assert [p.name for p in source.frame_files] == ["0.jpg", "1.jpg", "2.ppm", "3.pgm", "4.jpg"]
+    touch(tmp_path / "raw" / "0.exr")
+    [source] = discover_inputs([str(tmp_path / "raw")])
+    assert not source.ok and "(images: .bmp, .jpeg, .jpg, " in source.error and "; videos: .3gp, " in source.error
+
+
+def test_a_broken_link_among_the_frames_is_listed_not_left_out(tmp_path: Path) -> None:
+    """A dangling symbolic link frame was dropped without a word: frames 1, 2, 4 became frames 0, 1, 2."""
+    folder = tmp_path / "seq"
+    for name in ["1.jpg", "2.jpg", "4.jpg"]:
+        touch(folder / name)
+    (folder / "3.jpg").symlink_to(tmp_path / "gone.jpg")
+    assert [p.name for p in list_image_frames(folder)] == ["1.jpg", "2.jpg", "3.jpg", "4.jpg"]

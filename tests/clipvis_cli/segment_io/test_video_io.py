@@ -666,3 +666,31 @@ def test_quieting_pillows_metadata_warnings_leaves_a_warning_shown_once_shown_on
             warn()
             quiet_metadata_warnings()
     assert len([w for w in shown if "shown once" in str(w.message)]) == 1
+
+
+def test_a_multi_picture_jpeg_is_one_still_its_first_picture(tmp_path: Path) -> None:
+    """Phones' photos with a gain map (MPO: Pillow counts their pictures as frames) failed a folder of frames ("is an
+    animation (2 frames)"), and one alone read the small second picture as frame 1 ("frame 1 is (16, 20, 3)")."""
+    from PIL import Image
+
+    folder = tmp_path / "seq"
+    folder.mkdir()
+    primary = Image.new("RGB", (40, 32), (200, 10, 10))
+    primary.save(folder / "2.jpg", format="MPO", save_all=True, append_images=[Image.new("RGB", (20, 16), (0, 0, 0))])
+    Image.new("RGB", (40, 32), (10, 200, 10)).save(folder / "1.jpg")
+    with Image.open(folder / "2.jpg") as opened:
+        assert opened.format == "MPO" and opened.n_frames == 2  # what the reader meets
+    [source] = discover_inputs([str(folder)])
+    indices, frames = read_all(open_reader(source))
+    assert indices == [0, 1] and [f.shape for f in frames] == [(32, 40, 3)] * 2 and frames[1][0, 0, 0] > 150
+    [alone] = discover_inputs([str(folder / "2.jpg")])
+    indices, frames = read_all(open_reader(alone))
+    assert indices == [0] and frames[0].shape == (32, 40, 3)
+
+
+def test_a_broken_link_frame_fails_its_video_naming_the_link(tmp_path: Path, synth) -> None:
+    synth.write_images(tmp_path / "seq", ["1.jpg", "2.jpg"])
+    (tmp_path / "seq" / "3.jpg").symlink_to(tmp_path / "gone.jpg")
+    [source] = discover_inputs([str(tmp_path / "seq")])
+    with pytest.raises(VideoReadError, match=r"frame 3.jpg: a symbolic link to .*gone.jpg, which does not exist"):
+        list(open_reader(source))
