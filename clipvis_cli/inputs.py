@@ -75,7 +75,11 @@ class VideoSource:
     @property
     def stem(self) -> str:
         """Natural output-folder name before de-duplication (file stem, or folder name for image folders)."""
-        name = self.path.name if (self.kind == "images" and is_dir_quietly(self.path)) else self.path.stem
+        if self.kind == "images" and is_dir_quietly(self.path):
+            # `clipvis segment .` (or `..`) inside an image folder: the folder's own name, not "video"
+            name = self.path.name if self.path.name not in ("", ".", "..") else Path(os.path.abspath(self.path)).name
+        else:
+            name = self.path.stem
         return safe_stem(name)
 
     def size_estimate(self) -> int:

@@ -327,3 +327,14 @@ def test_a_broken_link_among_the_frames_is_listed_not_left_out(tmp_path: Path) -
         touch(folder / name)
     (folder / "3.jpg").symlink_to(tmp_path / "gone.jpg")
     assert [p.name for p in list_image_frames(folder)] == ["1.jpg", "2.jpg", "3.jpg", "4.jpg"]
+
+
+def test_an_image_folder_given_as_dot_is_named_after_itself(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`clipvis segment .` inside an image folder named its outputs `video/` (and `video/1.jpg` in file_names)."""
+    folder = tmp_path / "street"
+    touch(folder / "sub" / "1.jpg")
+    monkeypatch.chdir(folder / "sub")
+    [source] = discover_inputs(["."])
+    assert source.kind == "images" and source.stem == "sub"
+    [source] = discover_inputs([".."])  # a folder of folders: each frame folder by its own name
+    assert source.stem == "sub"
