@@ -304,6 +304,14 @@ class SegmentRunner:
         """``options.identities()``, once per runner: the config files are read once, as the model was built."""
         return self.options.identities()
 
+    def _identities_of(self, source: VideoSource) -> list[tuple[str, dict[str, Any]]]:
+        """The identities of ``source``'s outputs: ``--image-fps`` is a result option of image folders alone (a
+        video keeps its own rate: changing it re-ran every video of a batch)."""
+        if source.kind == "images":
+            return self._identities
+        return [(weights, {k: v for k, v in options.items() if k != "image_fps"}) for weights, options in
+                self._identities]
+
     def run_batch(
         self, sources: Sequence[VideoSource], positions: Iterable[int] | None = None
     ) -> Iterator[VideoOutcome]:
@@ -375,7 +383,7 @@ class SegmentRunner:
         refusals = [reason for writer in self.writers if (reason := _refusal(writer, source))]
         if refusals:  # before the model's pass, which could not end in these files
             return _settled(self._failed(source, stem, f"{shown_path(source.path)}: {refusals[0]}"))
-        weights, options = self._identities[0]
+        weights, options = self._identities_of(source)[0]
         manifest = RunManifest.start(source, stem, weights, opts.vocabulary, options)
         try:
             claim = claim_output_folder(
@@ -415,7 +423,7 @@ class SegmentRunner:
         remove_stale_temp_files(paths.directory, exported=read_export_record(paths.directory))
         if opts.skip_existing and previous is not None and any(
             previous.is_complete_for(weights, opts.vocabulary, options, source, paths.directory)
-            for weights, options in self._identities
+            for weights, options in self._identities_of(source)
         ):
             self.reporter.video_skipped(source, stem)
             return VideoOutcome(source, stem, "skipped", [paths.directory / n for n in previous.output_names])

@@ -202,6 +202,12 @@ def test_image_folder_is_one_video(tmp_path, tiny_weights) -> None:
     assert result.exit_code == 0 and not result.stdout  # complete with these settings: skipped
     fast = run_cli(segment_args(tiny_weights, out, str(folder), extra=("--image-fps", "10000")))
     assert fast.exit_code == 2  # past 1000 frames/s the overlay's timestamps collided: 0 decodable frames
+    # a video keeps its own rate: --image-fps changes none of its results, and re-ran every video of a batch
+    video = write_video(tmp_path / "clip.mp4", num_frames=2)
+    first = run_cli(segment_args(tiny_weights, out, str(video), extra=("--formats", "ytvis")))
+    assert first.exit_code == 0 and first.stdout, first.output
+    again = run_cli(segment_args(tiny_weights, out, str(video), extra=("--formats", "ytvis", "--image-fps", "6")))
+    assert again.exit_code == 0 and not again.stdout, again.output
 
 
 def test_images_beside_a_video_are_said_not_processed(tmp_path, tiny_weights) -> None:
