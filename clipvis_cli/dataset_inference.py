@@ -36,9 +36,9 @@ from clipvis.cli.atomic import (
 from clipvis.cli.datasets import DatasetInputs
 from clipvis.cli.distributed import DistributedRun, InputsDifferError
 from clipvis.cli.evaluation.ground_truth import GtVideo
-from clipvis.cli.inputs import VideoSource, is_file_quietly
+from clipvis.cli.inputs import VideoSource, is_dir_quietly, is_file_quietly, list_image_frames
 from clipvis.cli.locks import LOCK_NAME, FolderLock
-from clipvis.cli.messages import describe_exception, shown_path, subject_message
+from clipvis.cli.messages import describe_exception, path_text, shown_path, subject_message
 from clipvis.cli.progress import Reporter
 from clipvis.cli.segment import SegmentOptions, SegmentRunner, file_digest
 from clipvis.cli.video_io import VideoReadError
@@ -310,13 +310,24 @@ class DatasetInference:
         return VideoSource(path=folder, kind="images", frame_files=frames)
 
     def _recorded_video(self, video: GtVideo) -> VideoSource | None:
-        """The video file segment recorded for a GT written from its ``ytvis.json`` (``source``,
-        ``frame_indices`` every Nth frame from 0), when its frames were never extracted; None otherwise."""
-        if not video.source or not video.frame_indices or _stride_of(video.frame_indices) is None:
+        """The input segment recorded for a GT written from its ``ytvis.json`` (``source``), when its frames are not
+        under the frames folder: a video file (``frame_indices`` every Nth frame from 0), or an image folder holding
+        every image its ``file_names`` name (by their last component, as recorded: a name that is not UTF-8 too);
+        None otherwise."""
+        if not video.source:
             return None
         path = Path(video.source)
         if not path.is_absolute():
             path = self.inputs.gt_path.parent / path
+        if is_dir_quietly(path) and video.file_names:
+            try:
+                listed = {path_text(file.name): file for file in list_image_frames(path)}
+            except OSError:
+                return None
+            frames = tuple(listed.get(name.rsplit("/", 1)[-1]) for name in video.file_names)
+            return VideoSource(path=path, kind="images", frame_files=frames) if None not in frames else None
+        if not video.frame_indices or _stride_of(video.frame_indices) is None:
+            return None
         return VideoSource(path=path, kind="video") if is_file_quietly(path) else None
 
     def run_video(self, video: GtVideo) -> list[dict[str, Any]]:

@@ -322,6 +322,35 @@ def test_segment_ytvis_json_corrected_is_a_ground_truth_whose_frames_come_from_i
     assert again.exit_code == 0 and "0 videos run, 1 reused" in again.stderr  # cached by the video file
 
 
+def test_an_image_folders_corrected_ytvis_json_takes_its_frames_from_the_folder_segment_read(tiny_weights, tmp_path):
+    """The same loop over a folder of frames: its file_names (`<folder>/<image>`, or `<folder>-2/...` for a second
+    input of that name) are under no --frames that holds the folder, and the image folder segment recorded was not
+    used (only a recorded video file was): "frame ... listed in the GT is missing"."""
+    from PIL import Image
+
+    folder = tmp_path / "frames" / "clip"
+    folder.mkdir(parents=True)
+    for t in range(4):
+        image = np.full((40, 56, 3), 30, np.uint8)
+        image[5:25, 4 + 3 * t : 24 + 3 * t] = (230, 40, 40)
+        Image.fromarray(image).save(folder / f"{t + 1}.png")
+    segmented = CliRunner().invoke(app, ["segment", str(folder), "--vocab", "box,sky", "--weights", str(tiny_weights),
+                                         "-o", str(tmp_path / "seg"), "--formats", "ytvis", "--device", "cpu"])
+    assert segmented.exit_code == 0, segmented.output
+    gt = tmp_path / "seg" / "clip" / "ytvis.json"
+    document = json.loads(gt.read_text())
+    for annotation in document["annotations"]:
+        annotation.pop("score")
+    document["annotations"] = document["annotations"][:2]
+    document["videos"][0]["file_names"] = [f"clip-2/{t + 1}.png" for t in range(4)]  # as a second input's were
+    gt.write_text(json.dumps(document))
+    result = evaluate(["--gt", str(gt), "--frames", str(folder), "--weights", str(tiny_weights),
+                       "-o", str(tmp_path / "eval"), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    results = json.loads((tmp_path / "eval" / "results.json").read_text())
+    assert results and all(len(r["segmentations"]) == 4 for r in results)
+
+
 def test_files_in_output_that_evaluate_did_not_write_are_never_replaced(tmp_path, tiny_weights) -> None:
     """-o's results.json, metrics.json or server zip that evaluate did not write (a user's, the official code's
     output/inference/results.json) were overwritten; now the run stops with one line before the model loads."""
