@@ -59,9 +59,11 @@ def custom_inputs(gt: Path, frames: Path) -> DatasetInputs:
     here, annotations included: a malformed one stops the run before any video runs, not after all of them."""
     from clipvis.cli.datasets import DatasetIndex
     from clipvis.cli.evaluation.files import read_json_file
-    from clipvis.cli.evaluation.ground_truth import parse_ground_truth
+    from clipvis.cli.evaluation.ground_truth import check_category_names, parse_ground_truth
 
-    parsed = parse_ground_truth(read_json_file(gt, "annotation file"), source=str(gt))
+    document = read_json_file(gt, "annotation file")
+    check_category_names(document, str(gt))
+    parsed = parse_ground_truth(document, source=str(gt))
     index = DatasetIndex(videos=list(parsed.videos.values()), categories=list(parsed.categories))
     if not index.categories:
         raise EvaluationInputError(f"{gt}: no categories, cannot build the vocabulary")
@@ -133,8 +135,8 @@ def run_dataset_evaluation(
     except KeyboardInterrupt as interrupt:  # Ctrl-C, SIGTERM, SIGHUP (the launcher's Terminated)
         if alone:  # training's periodic evaluation: the trainer stops on it
             raise
-        if job is None or job.is_main:
-            print_error(f"interrupted; {kept}")
+        if job is None or job.is_main:  # (no per_video/ yet: stopped before any video ran)
+            print_error(f"interrupted; {kept if (output / CACHE_DIR).is_dir() else 'nothing was scored'}")
         raise typer.Exit(128 + getattr(interrupt, "signum", signal.SIGINT)) from None
 
 
@@ -162,8 +164,8 @@ def _run_and_conclude(
         if summary.failed:
             typer.echo(
                 f"clipvis: {len(summary.failed)} video(s) of {where} failed, {summary.computed} run, "
-                f"{summary.reused} reused; not scored (finished videos are kept in {output / 'per_video'}, a rerun "
-                "resumes)",
+                f"{summary.reused} reused; {'not scored' if inputs.spec.has_public_gt else 'no server zip written'} "
+                f"(finished videos are kept in {output / 'per_video'}, a rerun resumes)",
                 err=True,
             )
             raise typer.Exit(1)

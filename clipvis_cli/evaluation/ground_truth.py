@@ -258,13 +258,28 @@ def _parse_categories(entries: Sequence[Any], source: str) -> list[GtCategory]:
         categories.append(
             GtCategory(
                 id=category_id,
-                name=str(entry.get("name", category_id)),
+                name=entry["name"] if isinstance(entry.get("name"), str) else str(category_id),  # shown by its id
                 partition=_optional_int(entry.get("partition")),
                 frequency=_optional_str(entry.get("frequency")),
                 split=_optional_str(entry.get("split")),
             )
         )
     return categories
+
+
+def check_category_names(data: Any, source: str) -> None:
+    """EvaluationInputError naming the first category of a GT document whose ``name`` is not a non-blank string,
+    for the runs that take the GT's names as the model's classes (a null name was the class "None", a missing one
+    the class "6"; scoring alone goes by ids and does not need them)."""
+    entries = data.get("categories") if isinstance(data, Mapping) else None
+    for index, entry in enumerate(entries if isinstance(entries, list) else ()):
+        if not isinstance(entry, Mapping):
+            continue  # parse_ground_truth says what is wrong with it
+        name = entry.get("name")
+        if not isinstance(name, str) or not name.strip():
+            raise EvaluationInputError(f"{source}: categories[{index}] (id {entry.get('id')!r}) has "
+                                       f"{'no name' if name is None else f'the name {name!r}'}: the model's classes "
+                                       "are the GT's category names, each a non-blank string")
 
 
 def _parse_tracks(entries: Sequence[Any], videos: Mapping[int, GtVideo], source: str) -> list[GtTrack]:

@@ -220,3 +220,31 @@ def test_server_zip_holds_results_json(tmp_path: Path) -> None:
     with zipfile.ZipFile(again) as archive:
         assert archive.read("results.json") == source.read_bytes()
     assert sorted(p.name for p in (tmp_path / "sub").iterdir()) == ["results.zip"]  # nothing half-written left
+
+
+@pytest.mark.parametrize(("name", "said"), [(None, "has no name"), (7, "has the name 7"),
+                                           ("   ", "has the name '   '")])
+def test_a_category_without_a_name_is_refused_before_the_model_runs(tmp_path: Path, name: object, said: str) -> None:
+    """A null name became the class "None" (a missing one "6", a number "7"): the text encoder was fed a name nobody
+    wrote, and the run scored as usual."""
+    from clipvis.cli.evaluation import EvaluationInputError
+
+    path = install(tmp_path, "lvvis/val/val_instances_.json", "lvvis/val/JPEGImages")
+    document = json.loads(path.read_text())
+    document["categories"][2]["name"] = name
+    path.write_text(json.dumps(document))
+    with pytest.raises(EvaluationInputError, match=rf"categories\[2\] \(id 3\) {said}: the model's classes are"):
+        dataset_inputs("lvvis_val", tmp_path)
+
+
+def test_a_malformed_annotation_stops_a_dataset_run_before_any_video_runs(tmp_path: Path) -> None:
+    """--dataset read only videos and categories before inference: a malformed annotation was found after every
+    video ran (hours on LV-VIS val); --gt/--frames already read the whole file first."""
+    from clipvis.cli.evaluation import EvaluationInputError
+
+    path = install(tmp_path, "lvvis/val/val_instances_.json", "lvvis/val/JPEGImages")
+    document = json.loads(path.read_text())
+    del document["annotations"][0]["category_id"]
+    path.write_text(json.dumps(document))
+    with pytest.raises(EvaluationInputError, match=r"annotations\[0\] needs integer 'id', 'video_id' and 'categ"):
+        dataset_inputs("lvvis_val", tmp_path)

@@ -150,6 +150,23 @@ def test_second_evaluation_into_a_busy_folder(tmp_path, tiny_weights) -> None:
     assert not (out / "per_video" / "1.json").exists()
 
 
+def test_an_evaluation_interrupted_before_any_video_keeps_nothing_and_says_so(tmp_path, tiny_weights,
+                                                                              monkeypatch) -> None:
+    """Ctrl-C while the model loaded said "finished videos are kept in OUT/per_video", a folder that did not exist."""
+    import clipvis.cli.commands.evaluate_dataset as evaluate_dataset
+
+    gt, frames = make_custom(tmp_path)
+    out = tmp_path / "out"
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(evaluate_dataset, "load_predictor", interrupted)
+    result = evaluate(tiny_weights, gt, frames, out)
+    assert result.exit_code == 130 and error_lines(result) == ["clipvis: error: interrupted; nothing was scored"]
+    assert not (out / "per_video").exists()
+
+
 @pytest.mark.parametrize("signum", [None, 15])
 def test_an_interrupted_evaluation_says_so_and_a_rerun_resumes(tmp_path, tiny_weights, monkeypatch, signum) -> None:
     """Ctrl-C or a scheduler's SIGTERM ended evaluate with exit 130/143 and no line at all."""
