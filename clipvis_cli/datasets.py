@@ -111,6 +111,10 @@ class DatasetSpec:
         are not the benchmark's. None when the counts agree."""
         if found == self.num_classes:
             return None
+        if not self.has_public_gt:  # nothing is scored here: the server scores the zip against its own categories
+            return (f"{annotation_file}: {found} categories, but {self.name} ({self.title}) has {self.num_classes}: "
+                    f"the server zip's results use this file's {found} as the vocabulary, and its category ids; the "
+                    "server scores them against its own")
         return (f"{annotation_file}: {found} categories, but {self.name} ({self.title}) has {self.num_classes}: "
                 f"scored with this file's {found} as the vocabulary, not comparable with the paper's numbers (no "
                 "paper column)")
@@ -355,7 +359,8 @@ def locate_dataset(
             continue
         return LocatedDataset(spec=spec, data_root=candidate.path, annotation_file=annotation, frames_root=frames)
     if without_frames:
-        (first, _), others = without_frames[0], [candidate for candidate, _ in without_frames[1:]]
+        first = without_frames[0][0]
+        others = [candidate for candidate in candidates if candidate is not first]  # every data root looked in
         tried_frames = [path for _, paths in without_frames for path in paths]
         raise DatasetNotFoundError(spec.missing_message(first.path, tried_frames, "frames folder", first.origin,
                                                         others))
