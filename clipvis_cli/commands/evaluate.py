@@ -207,7 +207,7 @@ def evaluate(
         published = published_numbers(weights, dataset)
         if protocol is None and dataset is not None:  # a benchmark is scored as its own evaluator does (BURST)
             protocol = ProtocolChoice(get_dataset(dataset).protocol)
-        _remove_earlier_metrics(json_path)
+        _remove_earlier_metrics(json_path, output or Path("clipvis_eval") / name)
 
         def score(results_path: Path, gt_path: Path) -> None:
             # OUTPUT/metrics.json always (beside the results.json it scores), --json as well; with what produced it
@@ -241,11 +241,22 @@ def evaluate(
     score_and_report(results, gt, protocol, json_path, None)
 
 
-def _remove_earlier_metrics(json_path: Path | None) -> None:
+def _remove_earlier_metrics(json_path: Path | None, own_output: Path | None = None) -> None:
     """The --json file an earlier run wrote goes before this one runs, so a run that fails leaves no stale scores.
     Only a metrics file evaluate wrote is removed; any other file there (a GT file, a checkpoint, given by mistake)
-    ends the run with a usage error and is left as it was."""
-    if json_path is None or not json_path.exists():
+    ends the run with a usage error and is left as it was, and so does a file of another evaluate output folder than
+    ``own_output`` (this run's): written over, it made that folder refuse its next run ("changed since clipvis
+    evaluate wrote it")."""
+    if json_path is None:
+        return
+    from clipvis.cli.dataset_inference import recorded_outputs
+
+    folder = json_path.parent
+    if (own_output is None or folder.resolve() != own_output.resolve()) and json_path.name in (
+            recorded_outputs(folder) or {}):
+        raise typer.BadParameter(f"{json_path} is a file of the evaluate output folder {folder}, which would refuse "
+                                 "its next run once it changed: choose another file name", param_hint="--json")
+    if not json_path.exists():
         return
     if not json_path.is_file() or not _is_metrics_file(json_path):
         raise typer.BadParameter(f"{json_path} exists and is not a metrics file clipvis evaluate wrote; it is left as "

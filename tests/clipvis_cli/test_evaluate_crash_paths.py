@@ -192,3 +192,23 @@ def test_an_interrupted_evaluation_says_so_and_a_rerun_resumes(tmp_path, tiny_we
                                    f"{out / 'per_video'}, a rerun resumes)"]
     again = evaluate(tiny_weights, gt, frames, out)
     assert again.exit_code == 0 and "reused" in again.stderr
+
+
+def test_scores_are_not_written_over_another_evaluate_output_folders_file(tmp_path, tiny_weights) -> None:
+    """`evaluate --results R --gt G --json OUT/metrics.json` into another run's output folder was accepted (a metrics
+    file evaluate wrote), and that folder then refused its next run: "changed since clipvis evaluate wrote it"."""
+    gt, frames = make_custom(tmp_path)
+    out = tmp_path / "out"
+    assert evaluate(tiny_weights, gt, frames, out).exit_code == 0
+    scored = CliRunner().invoke(app, ["evaluate", "--results", str(out / "results.json"), "--gt", str(gt),
+                                      "--json", str(out / "metrics.json")])
+    assert scored.exit_code == 2 and "is a file of the evaluate output folder" in scored.stderr
+    again = evaluate(tiny_weights, gt, frames, out)
+    assert again.exit_code == 0, again.output
+    elsewhere = CliRunner().invoke(app, ["evaluate", "--results", str(out / "results.json"), "--gt", str(gt),
+                                         "--json", str(tmp_path / "mine.json")])
+    assert elsewhere.exit_code == 0 and (tmp_path / "mine.json").is_file()
+    # and a run's own --json in its own folder is still its own
+    own = CliRunner().invoke(app, ["evaluate", "--gt", str(gt), "--frames", str(frames), "--weights", str(tiny_weights),
+                                   "-o", str(out), "--device", "cpu", "--json", str(out / "metrics.json")])
+    assert own.exit_code == 0, own.output
