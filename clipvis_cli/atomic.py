@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import hashlib
 import json
 import os
 import re
@@ -71,19 +72,20 @@ NAME_MAX_BYTES = 255  # the longest file name Linux, macOS and Windows file syst
 
 
 def temp_stem(path: Path) -> str:
-    """The part of `path`'s name its temporary files carry (`.<stem>.XXXXXXXX.tmp<suffix>`): its stem, cut short
-    (whole characters) where the temporary name would pass NAME_MAX_BYTES, so that a name that fits has a temporary
-    name that fits too."""
+    """The part of `path`'s name its temporary files carry (`.<stem>.XXXXXXXX.tmp<suffix>`): its stem; where the
+    temporary name would pass NAME_MAX_BYTES, the stem cut short (whole characters) and ended by `~` and 7 hex digits
+    of the whole name's hash, so that a name that fits has a temporary name that fits too, and two long names alike
+    in their first 230 bytes still have temporary names of their own."""
     room = NAME_MAX_BYTES - len(os.fsencode(f"..12345678{TEMP_MARKER}{path.suffix}"))
     if len(os.fsencode(path.stem)) <= room:
         return path.stem
     kept, size = [], 0
     for char in path.stem:
         size += len(os.fsencode(char))
-        if size > room:
+        if size > room - 8:
             break
         kept.append(char)
-    return "".join(kept)
+    return "".join(kept) + "~" + hashlib.sha1(os.fsencode(path.name)).hexdigest()[:7]
 
 
 def temp_path_for(path: Path) -> Path:
@@ -100,6 +102,9 @@ def output_file_target(path: Path) -> Path:
     device, a pipe or a socket, which writing a new file and renaming it into place would replace (``-o /dev/null``
     would replace the system's)."""
     target = Path(os.path.realpath(path)) if os.path.islink(path) else path
+    if target != path and not target.parent.is_dir():  # as `>` does; not a folder made where a disk is unmounted
+        raise OutputNotWritableError(path, f"a symbolic link to {shown_path(os.readlink(path))}, whose folder does "
+                                           "not exist")
     try:
         mode = os.stat(target).st_mode
     except (FileNotFoundError, NotADirectoryError):  # a folder above that is missing, or a file: ensure_output_dir's
@@ -177,7 +182,7 @@ def remove_stale_temp_files(directory: Path | str, finals: Iterable[str] | None 
     of `exported` (the folder's export record) that a killed export had moved aside are settled first
     (`settle_replaced_folders`). Returns what was removed."""
     removed: list[Path] = []
-    prefixes = None if finals is None else tuple(f".{Path(name).stem}." for name in finals)
+    prefixes = None if finals is None else tuple(f".{temp_stem(Path(name))}." for name in finals)
     if finals is None:
         settle_replaced_folders(directory, exported)
     try:

@@ -126,13 +126,16 @@ def export(
         if inputs:
             raise typer.BadParameter("--to onnx exports the network: give --model, not inputs")
         vocabulary = None if vocab is None and vocab_file is None else parse_vocabulary(vocab, vocab_file)
-        target = output or "clipvis.onnx"
+        if output is not None and not output.strip():  # `-o "$OUT"` with OUT unset: not the default name
+            raise typer.BadParameter("-o: an empty name; give the .onnx file to write")
+        target = output if output is not None else "clipvis.onnx"
         try:
             export_network(model, target, height, width, precision, vocabulary, opset, config, clip_config,
                            allow_hub_clip, null)
         except KeyboardInterrupt as interrupt:  # Ctrl-C, SIGTERM, SIGHUP (the launcher's): exit 128 + N, in one line
             signum = getattr(interrupt, "signum", signal.SIGINT)
-            typer.echo(f"clipvis: stopped by {signal.Signals(signum).name}; {target} was not written", err=True)
+            typer.echo(f"clipvis: stopped by {signal.Signals(signum).name}; {shown_path(target)} was not written",
+                       err=True)
             raise typer.Exit(128 + signum) from None
         return
     formats = parse_formats(to, EXPORT_FORMATS, "--to")
@@ -239,7 +242,10 @@ def export_network(weights: str, output: str, height: int | None, width: int | N
     try:
         import onnx  # noqa: F401
         import onnxruntime  # noqa: F401
-    except ImportError:
+    except ImportError as error:
+        stop = error.__cause__ or error.__context__  # Ctrl-C or SIGTERM while a compiled module initialised
+        if isinstance(stop, KeyboardInterrupt):
+            raise stop from None
         raise fail("ONNX export needs onnx and onnxruntime: pip install 'clipvis[onnx]'") from None
     import torch
 

@@ -421,3 +421,40 @@ def test_a_stopped_export_says_so_in_one_line_and_leaves_no_file(tiny_weights, t
         assert result.exit_code == status, result.output + repr(result.exception)
         assert result.stdout == "" and result.stderr.endswith(f"clipvis: stopped by {name}; {target} was not written\n")
         assert list(tmp_path.iterdir()) == []
+
+
+def test_an_empty_output_name_is_refused_not_the_default(tiny_weights, tmp_path, monkeypatch) -> None:
+    """`-o "$OUT"` with OUT unset wrote (over) ./clipvis.onnx, the default for no -o at all."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "clipvis.onnx").write_text("precious")
+    result = CliRunner().invoke(app, ["export", "--to", "onnx", "--model", str(tiny_weights), "-o", ""])
+    assert result.exit_code == 2 and "-o: an empty name" in result.stderr
+    assert (tmp_path / "clipvis.onnx").read_text() == "precious"
+
+
+def test_a_stop_while_onnxruntime_loads_is_a_stop_not_a_missing_package(tiny_weights, tmp_path, monkeypatch) -> None:
+    """A compiled module turns an exception raised while it initialises (the launcher's SIGTERM) into ImportError: the
+    command said "ONNX export needs onnx and onnxruntime: pip install ..." and exited 1."""
+    import builtins
+    import signal
+    import sys
+
+    from clipvis.cli.launcher import Terminated
+
+    real_import = builtins.__import__
+
+    def interrupted_import(name: str, *args: object, **kwargs: object) -> object:
+        if name == "onnxruntime":
+            try:
+                raise Terminated(signal.SIGTERM)
+            except Terminated as stop:
+                raise ImportError("initialization failed") from stop
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.delitem(sys.modules, "onnxruntime", raising=False)
+    monkeypatch.setattr(builtins, "__import__", interrupted_import)
+    target = tmp_path / "two\nlines.onnx"
+    result = CliRunner().invoke(app, ["export", "--to", "onnx", "--model", str(tiny_weights), "-o", str(target)])
+    assert result.exit_code == 143, result.output
+    shown = str(target).replace("\n", "\\n")  # escaped: one line
+    assert result.stderr == f"clipvis: stopped by SIGTERM; {shown} was not written\n"

@@ -23,6 +23,7 @@ from clipvis.cli.atomic import (
     is_temp_file_name,
     materialised_json,
     output_file_target,
+    remove_stale_temp_files,
     remove_stale_temp_files_of,
 )
 
@@ -235,3 +236,27 @@ def test_a_user_named_output_file_writes_through_a_link_and_refuses_special_file
     with pytest.raises(OutputNotWritableError, match="a folder, not a file"):
         output_file_target(tmp_path / "models")
     assert stat.S_ISFIFO(os.stat(tmp_path / "pipe.onnx").st_mode)
+
+
+def test_two_long_names_alike_in_their_first_bytes_keep_their_own_temporary_files(tmp_path: Path) -> None:
+    """Cut to 236 bytes, names differing after that shared their temporary stem: the clean-up of one removed the
+    other's killed run's file."""
+    first, second = tmp_path / ("x" * 240 + "A.onnx"), tmp_path / ("x" * 240 + "B.onnx")
+    with atomic_output_path(second) as temporary:
+        temporary.write_text("B")
+        left = temporary.with_name(temporary.name.replace(temporary.name.split(".")[-3], "killed00"))
+        left.write_text("B's killed run")
+        os.utime(left, (0, 0))
+    assert remove_stale_temp_files_of(first, started=1.0) == []
+    assert remove_stale_temp_files(tmp_path, [second.name]) == [left]
+
+
+def test_a_link_into_a_missing_folder_is_refused_not_made(tmp_path: Path) -> None:
+    """A dangling link `model.onnx -> ../mnt/usb/model.onnx` made mnt/usb/ and wrote there (an unmounted disk's mount
+    point filled the root file system); a shell's `>` refuses it."""
+    (tmp_path / "model.onnx").symlink_to(Path("mnt") / "usb" / "model.onnx")
+    with pytest.raises(OutputNotWritableError, match=r"a symbolic link to mnt/usb/model\.onnx, whose folder does not"):
+        output_file_target(tmp_path / "model.onnx")
+    assert not (tmp_path / "mnt").exists()
+    (tmp_path / "mnt" / "usb").mkdir(parents=True)  # mounted: written through
+    assert output_file_target(tmp_path / "model.onnx") == (tmp_path / "mnt" / "usb" / "model.onnx").resolve()
