@@ -539,6 +539,7 @@ def ensure_output_dir(path: Path | str) -> Path:
         if error.errno in (errno.EEXIST, errno.ENOTDIR):  # a file where a folder goes: name it ("File exists" did not)
             blocking = next((p for p in (directory, *directory.parents) if p.exists() and not p.is_dir()), None)
             if blocking is not None:
-                raise OutputNotWritableError(blocking, "a file, not a folder") from error
+                what = "a file" if blocking == directory else f"{shown_path(blocking)} is a file"
+                raise OutputNotWritableError(directory, f"{what}, not a folder") from error
         raise OutputNotWritableError(directory, error) from error
     return directory

@@ -282,7 +282,8 @@ def test_usage_and_weights_errors(tmp_path, tiny_weights) -> None:
     unwritable = CliRunner().invoke(app, ["segment", str(video), str(two), "--vocab", "cat", "--weights",
                                           str(tiny_weights), "-o", str(a_file / "out")])
     assert unwritable.exit_code == 1  # one line for the batch, not one per input
-    assert unwritable.stderr == f"clipvis: error: -o {a_file}: output not writable (a file, not a folder)\n"
+    assert unwritable.stderr == (f"clipvis: error: -o {a_file / 'out'}: output not writable ({a_file} is a file, not "
+                                 "a folder)\n")
     for extra in (["--max-tracks", "5"], ["--score-threshold", "0.3"]):  # --exact would keep its 50 regardless
         conflict = run_cli(["segment", str(video), "--vocab", "cat", "--weights", str(tiny_weights), "--exact", *extra])
         assert conflict.exit_code == 2 and "--exact writes the official evaluator's results" in conflict.output

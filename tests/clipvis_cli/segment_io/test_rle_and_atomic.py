@@ -160,7 +160,7 @@ def test_unwritable_output_is_one_clear_line(tmp_path: Path) -> None:
     with pytest.raises(OutputNotWritableError) as caught:
         ensure_output_dir(blocker / "out" / "clip")
     message = str(caught.value)  # the file in the way named (it said "<blocker>/out/clip: ... (Not a directory)")
-    assert message == f"{blocker}: output not writable (a file, not a folder)"
+    assert message == f"{blocker / 'out' / 'clip'}: output not writable ({blocker} is a file, not a folder)"
     with pytest.raises(OutputNotWritableError):
         atomic_write_text(tmp_path / "missing-dir" / "x.txt", "x")
     assert ensure_output_dir(tmp_path / "new" / "dir").is_dir()
