@@ -268,7 +268,7 @@ def read_coco_instances(
             frames[image["id"]] = FrameRecord(
                 image_root / file_name, int(image["height"]), int(image["width"]),
                 # segment's coco.json of a video input: the frame is decoded from the video when no image exists
-                source_video=sources.get(image.get("video_id")), frame_index=int(image.get("frame_index") or 0),
+                source_video=sources.get(image.get("video_id")), frame_index=_image_frame_number(image, file_name),
             )
         except (KeyError, TypeError, ValueError):
             warnings.append(f"{annotation_file}: skipped image entry without id/file_name/height/width: "
@@ -304,6 +304,15 @@ def read_coco_instances(
     return records, warnings + _crowd_note(annotation_file, tally.crowd, silent=crowd_as_instances is None)
 
 
+def _image_frame_number(image: dict[str, Any], file_name: str) -> int:
+    """The source frame of a COCO image of a video (segment's coco.json): its ``frame_index``, else the number its
+    name gives (`frame_000012.jpg`: an image added by hand was decoded as frame 0), else 0."""
+    if image.get("frame_index") is not None:
+        return int(image["frame_index"])
+    number = frame_number_in_name(file_name)
+    return number if number is not None else 0
+
+
 def _annotation_name(annotation_file: Path, raw: Any, position: int) -> str:
     ident = raw.get("id", f"#{position}") if isinstance(raw, dict) else f"#{position}"
     return f"{annotation_file}: annotation {ident}"
@@ -318,6 +327,32 @@ def _frame_path(frames_root: Path, file_name: str) -> Path:
         if (frames_root / candidate).exists():
             return frames_root / candidate
     return direct
+
+
+_NUMBERED_FRAME = re.compile(r"(?:frame_)?(\d+)\.[A-Za-z]+")  # segment's `00012.jpg` (ytvis), `frame_000012.jpg`
+
+
+def frame_number_in_name(name: str) -> int | None:
+    """The source frame number a video frame's file name gives (`clip/00012.jpg`, YouTube-VIS's naming, which
+    segment's ytvis.json uses; `clip/frame_000012.jpg`, its coco.json's and CVAT's), else None."""
+    match = _NUMBERED_FRAME.fullmatch(re.split(r"[\\/]", str(name))[-1])
+    return int(match.group(1)) if match else None
+
+
+def _video_frame_numbers(names: list[Any], recorded: Any, from_video: bool) -> list[int]:
+    """The source frame of each of a video's ``names``: for frames decoded from a recorded video (``from_video``), the
+    number each name gives (a hand edit that dropped a name, or a tool that dropped ``frame_indices``, shifted every
+    later frame onto the next one's masks); else ``recorded`` (``frame_indices``), else positions. ValueError when
+    the names give none and ``frame_indices`` does not list one per name."""
+    numbers = [frame_number_in_name(name) for name in names] if from_video else []
+    if numbers and None not in numbers:
+        return [int(n) for n in numbers]
+    if recorded:
+        indices = [int(i) for i in recorded]
+        if len(indices) != len(names):
+            raise ValueError(f"frame_indices lists {len(indices)} frames and file_names {len(names)}")
+        return indices
+    return list(range(len(names)))
 
 
 def _source_video(annotation_file: Path, source: Any) -> Path | None:
@@ -361,15 +396,21 @@ def read_ytvis(
             names = list(video["file_names"])
             height, width = int(video["height"]), int(video["width"])
             source_path = _source_video(annotation_file, recorded_source(video))
-            indices = list(video.get("frame_indices") or range(len(names)))
-            frames = [
-                FrameRecord(_frame_path(frames_root, name), height, width, source_video=source_path,
-                            frame_index=int(index))
-                for name, index in zip(names, indices, strict=False)
-            ]
-            records[video["id"]] = TrainRecord(str(video.get("name") or video["id"]), frames)
         except (KeyError, TypeError, ValueError):
             warnings.append(f"{annotation_file}: skipped video entry without id/file_names/height/width")
+            continue
+        try:
+            from_video = source_path is not None and not source_path.is_dir()  # an image folder's are read by name
+            indices = _video_frame_numbers(names, video.get("frame_indices"), from_video)
+        except (TypeError, ValueError) as error:
+            warnings.append(f"{annotation_file}: skipped video {str(video.get('id'))[:40]}: which source frame each "
+                            f"file name is cannot be told ({error})")
+            continue
+        frames = [
+            FrameRecord(_frame_path(frames_root, name), height, width, source_video=source_path, frame_index=index)
+            for name, index in zip(names, indices, strict=True)
+        ]
+        records[video["id"]] = TrainRecord(str(video.get("name") or video["id"]), frames)
     tally = _Tally(annotations=len(annotations))
     for position, raw in enumerate(annotations):
         name = _annotation_name(annotation_file, raw, position)

@@ -851,3 +851,50 @@ def test_an_image_name_no_file_system_takes_is_a_skipped_sample_not_a_traceback(
     frame = FrameRecord(tmp_path / ("x" * 5000 + ".jpg"), 8, 8, source_video=tmp_path / ("y" * 5000 + ".mp4"))
     with pytest.raises(SampleError, match=r"^.{60}\.\.\..{40}: skipped unreadable image \(File name too long\)$"):
         read_frame(frame)
+
+
+def _video_gt(tmp_path, names: list[str], frame_indices: list[int] | None) -> tuple:
+    """A corrected ytvis.json of a video segment read (its source recorded, no frame extracted), one track."""
+    mask = np.zeros((8, 10), bool)
+    mask[2:5, 3:7] = True
+    video = {"id": 1, "height": 8, "width": 10, "length": len(names), "file_names": names, "source": "clip.mp4"}
+    if frame_indices is not None:
+        video["frame_indices"] = frame_indices
+    track = {"id": 1, "video_id": 1, "category_id": 1, "iscrowd": 0,
+             "segmentations": [rle.encode(mask)] * len(names)}
+    ann = tmp_path / "ytvis.json"
+    ann.write_text(json.dumps({"videos": [video], "categories": [{"id": 1, "name": "box"}], "annotations": [track]}))
+    return read_annotation_file(ann, tmp_path / "no_frames")
+
+
+def test_frames_decoded_from_the_recorded_video_are_the_ones_their_names_number(tmp_path) -> None:
+    """Frames were decoded by list position: a name deleted by hand (frame_indices kept) or frame_indices dropped by a
+    tool (a --stride 3 run's 00000, 00003, ...) trained every later frame on the next frame's masks, silently."""
+    records, _ = _video_gt(tmp_path, ["clip/00000.jpg", "clip/00001.jpg", "clip/00002.jpg", "clip/00004.jpg"],
+                           [0, 1, 2, 3, 4])  # 00003 deleted by hand, frame_indices left as segment wrote it
+    assert [frame.frame_index for frame in records[0].frames] == [0, 1, 2, 4]
+    records, _ = _video_gt(tmp_path, ["clip/00000.jpg", "clip/00003.jpg", "clip/00006.jpg"], None)
+    assert [frame.frame_index for frame in records[0].frames] == [0, 3, 6]
+    # names that give no number and a frame_indices of another length: which frame is which cannot be told
+    with pytest.raises(TrainDataError, match="no video with frames"):
+        _video_gt(tmp_path, ["clip/a.jpg", "clip/b.jpg"], [0, 1, 2])
+
+
+def test_a_coco_image_of_a_video_without_frame_index_is_the_frame_its_name_numbers(tmp_path) -> None:
+    """An image added to segment's coco.json by hand (`clip/frame_000005.jpg`, no frame_index) was decoded as frame
+    0."""
+    mask = np.zeros((8, 10), bool)
+    mask[2:5, 3:7] = True
+    document = {
+        "images": [{"id": 1, "file_name": "clip/frame_000000.jpg", "height": 8, "width": 10, "video_id": 1,
+                    "frame_index": 0},
+                   {"id": 2, "file_name": "clip/frame_000005.jpg", "height": 8, "width": 10, "video_id": 1}],
+        "annotations": [{"id": k, "image_id": k, "category_id": 1, "iscrowd": 0, "segmentation": rle.encode(mask),
+                         "area": 12, "bbox": [3, 2, 4, 3]} for k in (1, 2)],
+        "categories": [{"id": 1, "name": "box"}],
+        "video_sources": [{"video_id": 1, "source": "clip.mp4"}],
+    }
+    ann = tmp_path / "coco.json"
+    ann.write_text(json.dumps(document))
+    records, _ = read_annotation_file(ann, tmp_path / "no_frames")
+    assert sorted(record.frames[0].frame_index for record in records) == [0, 5]
