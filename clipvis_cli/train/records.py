@@ -456,15 +456,39 @@ def _track_has_mask(segmentations: Any) -> bool:
 
 
 def read_annotation_file(annotation_file: Path, image_root: Path, filter_empty: bool = True,
-                         crowd_as_instances: bool | None = None) -> tuple[list[TrainRecord], list[str]]:
-    """COCO instances or YouTube-VIS, told apart by the top-level keys (``images`` vs ``videos``)."""
+                         crowd_as_instances: bool | None = None,
+                         shared_categories: dict[str, int] | None = None) -> tuple[list[TrainRecord], list[str]]:
+    """COCO instances or YouTube-VIS, told apart by the top-level keys (``images`` vs ``videos``).
+
+    ``shared_categories``: one category space for several files (custom ``--data``), filled as they are read: each
+    instance's category becomes the id ``shared_categories`` gives its category's name (new names get -1, -2, ...:
+    apart from any dataset's own ids), so that repeat-factor sampling counts a class by its name, not by ids that
+    another file gives another class (a category id missing from the file's categories is its own class)."""
     data = _read_json(annotation_file)
     if "videos" in data:
-        return read_ytvis(annotation_file, image_root, data=data, crowd_as_instances=crowd_as_instances)
-    if "images" in data:
-        return read_coco_instances(annotation_file, image_root, filter_empty=filter_empty, data=data,
-                                   crowd_as_instances=crowd_as_instances)
-    raise TrainDataError(f"{annotation_file}: neither COCO instances ('images') nor YouTube-VIS ('videos')")
+        records, warnings = read_ytvis(annotation_file, image_root, data=data, crowd_as_instances=crowd_as_instances)
+    elif "images" in data:
+        records, warnings = read_coco_instances(annotation_file, image_root, filter_empty=filter_empty, data=data,
+                                                crowd_as_instances=crowd_as_instances)
+    else:
+        raise TrainDataError(f"{annotation_file}: neither COCO instances ('images') nor YouTube-VIS ('videos')")
+    if shared_categories is not None:
+        _into_shared_categories(records, data.get("categories"), annotation_file, shared_categories)
+    return records, warnings
+
+
+def _into_shared_categories(records: Sequence[TrainRecord], categories: Any, annotation_file: Path,
+                            shared: dict[str, int]) -> None:
+    names: dict[int, str] = {}
+    for category in categories if isinstance(categories, list) else ():
+        if isinstance(category, dict) and isinstance(category.get("name"), str) and \
+                (number := _category({"category_id": category.get("id")})) is not None:
+            names.setdefault(number, " ".join(category["name"].split()).lower())
+    for record in records:
+        for frame in record.frames:
+            for inst in frame.instances:
+                key = names.get(inst.category_id, f"{annotation_file}#{inst.category_id}")
+                inst.category_id = shared.setdefault(key, -1 - len(shared))
 
 
 class RecordStore(Sequence[TrainRecord]):

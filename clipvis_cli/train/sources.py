@@ -137,6 +137,7 @@ def load_sources(
     say = say or (lambda message: None)
     root = train_data_root(data_root, [*dataset_names])
     sources: list[TrainSource] = []
+    shared_categories: dict[str, int] = {}  # the custom files' classes, by name (repeat-factor sampling)
     for entry in custom:
         if not isinstance(entry, dict) or "json" not in entry or "images" not in entry:
             raise TrainDataError(f"custom training data entry {entry!r} needs 'json' and 'images'")
@@ -149,7 +150,8 @@ def load_sources(
         if not images.is_dir():
             raise TrainDataError(f"{images}: image/frame folder not found")
         records, warnings = read_annotation_file(annotation, images, filter_empty=filter_empty,
-                                                 crowd_as_instances=crowd_as_instances)
+                                                 crowd_as_instances=crowd_as_instances,
+                                                 shared_categories=shared_categories)
         is_video = any(len(r.frames) > 1 for r in records) or _is_ytvis(annotation)
         sources.append(TrainSource(str(annotation), records, is_video, warnings, annotation))
     for name in dataset_names:

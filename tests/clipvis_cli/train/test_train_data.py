@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import json
+import math
 import os
 import re
 
@@ -898,3 +899,31 @@ def test_a_coco_image_of_a_video_without_frame_index_is_the_frame_its_name_numbe
     ann.write_text(json.dumps(document))
     records, _ = read_annotation_file(ann, tmp_path / "no_frames")
     assert sorted(record.frames[0].frame_index for record in records) == [0, 5]
+
+
+def test_several_data_files_count_classes_by_name_for_repeat_factor_sampling(tmp_path) -> None:
+    """File A's id 1 is "person" (9 images), file B's id 1 "unicorn" (1 image) and id 2 "person" (9): pooled by id,
+    the unicorn image was counted as a person (factor 1.0 where it is rare) and B's persons as a rarer class."""
+    mask = np.zeros((8, 10), bool)
+    mask[2:5, 3:7] = True
+
+    def coco(name: str, categories: list[dict], image_categories: list[int]) -> object:
+        document = {
+            "images": [{"id": k + 1, "file_name": f"{k}.png", "height": 8, "width": 10}
+                       for k in range(len(image_categories))],
+            "annotations": [{"id": k + 1, "image_id": k + 1, "category_id": c, "iscrowd": 0,
+                             "segmentation": rle.encode(mask)} for k, c in enumerate(image_categories)],
+            "categories": categories,
+        }
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps(document))
+        return path
+
+    shared: dict[str, int] = {}
+    a, _ = read_annotation_file(coco("A", [{"id": 1, "name": "person"}], [1] * 9), tmp_path,
+                                shared_categories=shared)
+    b, _ = read_annotation_file(coco("B", [{"id": 1, "name": "unicorn"}, {"id": 2, "name": "Person"}], [1] + [2] * 9),
+                                tmp_path, shared_categories=shared)
+    factors = repeat_factors([*a, *b], threshold=0.5)
+    assert factors[9] == pytest.approx(math.sqrt(0.5 * 19))  # the unicorn: 1 of 19 images
+    assert (factors[:9] == 1.0).all() and (factors[10:] == 1.0).all()  # person: 18 of 19, by name whatever its id
