@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import json
 import logging
 import multiprocessing.connection
 import os
@@ -382,9 +383,10 @@ def _run_seed(config: TrainConfig, world: int, device: torch.device) -> int:
     return seed
 
 
-def _load_training_data(config: TrainConfig, rank: int, world: int, requests: StopRequests | None) -> list[Any]:
+def _load_training_data(config: TrainConfig, rank: int, world: int, requests: StopRequests | None,
+                        output_dir: Path, resuming: bool) -> list[Any]:
     """The sources of ``DATASETS.TRAIN`` and ``CLIPVIS.TRAIN_DATA``, their warnings logged; under several ranks,
-    checked to be the same items on every rank."""
+    checked to be the same items on every rank; ``resuming``: checked to be the run's own (`RUN_DATA_NAME`)."""
     filter_empty = bool(config.get("DATALOADER.FILTER_EMPTY_ANNOTATIONS"))
     with _taken_alone(rank, world, requests):
         sources = load_sources(
@@ -395,9 +397,39 @@ def _load_training_data(config: TrainConfig, rank: int, world: int, requests: St
     for source in sources:
         for message in source.warnings:
             log.warning("warning: %s", message)
+    summary = _data_of(sources)
     if world > 1:  # each rank reads its share of every batch from its own copy of the data: the same items
-        _check_ranks_agree(rank, world, "training data", _data_of(sources))
+        _check_ranks_agree(rank, world, "training data", summary)
+    with _taken_alone(rank, world, requests):  # every rank learns of rank 0's refusal
+        if rank == 0:
+            _check_the_runs_data(output_dir / RUN_DATA_NAME, summary, resuming)
     return sources
+
+
+RUN_DATA_NAME = "data.json"  # the items a run trains on (`_data_of`): a --resume must give the same
+
+
+def _check_the_runs_data(record: Path, summary: dict[str, str], resuming: bool) -> None:
+    """Write the run's data summary (a fresh run; a resumed run of an earlier version, which has none), or, resuming,
+    ConfigError when the data given differs from the run's: `--data`/`--images` on --resume are for data that moved
+    (the summary is of names and contents, not of where they are); other data trained the rest of the run on it
+    without a word, and config.yaml then named only the new data."""
+    recorded = None
+    if resuming:
+        try:
+            recorded = parse_json(record.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            recorded = None
+    if isinstance(recorded, dict) and recorded != summary:
+        key = next(k for k in [*summary, *recorded] if summary.get(k) != recorded.get(k))
+        raise ConfigError(
+            f"{record.parent}: --resume with other training data than the run's ({key}: {summary.get(key, '(none)')}"
+            f" given, {recorded.get(key, '(none)')} in the run): the rest of the run would train on other data than "
+            "its start; give the run's own data (moved elsewhere is fine), or start a new run with --weights "
+            f"{record.parent} and another --output-dir"
+        )
+    if recorded is None and (not resuming or record.parent.is_dir()):
+        atomic_write_text(record, json.dumps(summary, indent=1) + "\n")
 
 
 def _build_run_model(config: TrainConfig, weights: str | None, resume_from: Path | None, seed: int, rank: int,
@@ -442,7 +474,7 @@ def _run_training(request: RunRequest, rank: int, world: int, local_rank: int,
 
     if world > 1:  # a rank started with other settings trained silently on them, or hung at the end of its schedule
         _check_ranks_agree(rank, world, "settings", _settings_of(config))
-    sources = _load_training_data(config, rank, world, requests)
+    sources = _load_training_data(config, rank, world, requests, output_dir, resume_from is not None)
     records = [r for s in sources for r in s.records]
     video = all(s.is_video for s in sources)
     augmentation = AugmentationConfig.from_config(config, video)

@@ -1430,3 +1430,26 @@ def test_cuda_n_is_for_one_process_and_needs_cuda(tmp_path, tiny_train_config, m
     check_device(config, 1)
     with pytest.raises(ConfigError, match=r"^MODEL.DEVICE cuda:1 with 2 processes: each process trains on its own"):
         check_device(config, 2)
+
+
+def test_a_resume_with_other_data_is_refused_and_with_the_same_data_moved_goes_on(tmp_path, tiny_train_config):
+    """--resume --data OTHER trained the rest of the run on other data without a word, and config.yaml then named
+    only it (a finished run's "nothing to do" rewrote it too); --data/--images on --resume are for data that moved."""
+    import shutil
+
+    config = tiny_train_config(tmp_path, MAX_ITER=2)
+    data = write_coco(tmp_path / "data", num_images=2)
+    other = write_coco(tmp_path / "other", num_images=3)
+    train(config, tmp_path / "run", data)
+    assert json.loads((tmp_path / "run" / "data.json").read_text())["dataset 1"].startswith("2 items, digest ")
+    written = (tmp_path / "run" / "config.yaml").read_text()
+    ann, images = other
+    refused = runner.invoke(app, ["train", "--output-dir", str(tmp_path / "run"), "--resume", "--data", str(ann),
+                                  "--images", str(images), "SOLVER.MAX_ITER=4"])
+    assert refused.exit_code != 0 and "--resume with other training data than the run's (dataset 1: 3 items" in \
+        refused.output
+    assert (tmp_path / "run" / "config.yaml").read_text() == written
+    shutil.move(tmp_path / "data", tmp_path / "moved")  # the same data elsewhere: the run goes on
+    moved = (tmp_path / "moved" / data[0].relative_to(tmp_path / "data"), tmp_path / "moved" / "images")
+    train(config, tmp_path / "run", moved, "--resume", "SOLVER.MAX_ITER=4")
+    assert (tmp_path / "run" / "last_checkpoint").read_text().strip() == "model_0000003.safetensors"
