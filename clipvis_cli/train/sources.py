@@ -142,6 +142,9 @@ def load_sources(
         if not isinstance(entry, dict) or "json" not in entry or "images" not in entry:
             raise TrainDataError(f"custom training data entry {entry!r} needs 'json' and 'images'")
         annotation, images = Path(entry["json"]).expanduser(), Path(entry["images"]).expanduser()
+        if annotation.is_dir():
+            raise TrainDataError(f"{annotation}: a folder, not a file: --data takes an annotation file (COCO instances "
+                                 "or YouTube-VIS JSON)")
         if not annotation.is_file():
             raise TrainDataError(f"{annotation}: annotation file not found")
         if images.is_file():

@@ -615,6 +615,9 @@ def test_images_given_a_file_says_it_is_a_file(tmp_path):
     ann, images = write_coco(tmp_path, num_images=1)
     with pytest.raises(TrainDataError, match=f"^{re.escape(str(ann))}: a file, not a folder: --images"):
         load_sources([], [{"json": str(ann), "images": str(ann)}], tmp_path, True)
+    # and --data given a folder (an export's folder) said "annotation file not found" of a path that is there
+    with pytest.raises(TrainDataError, match=f"^{re.escape(str(images))}: a folder, not a file: --data takes"):
+        load_sources([], [{"json": str(images), "images": str(images)}], tmp_path, True)
 
 
 @pytest.mark.parametrize("container", ["mpegts", "mp4"])
