@@ -126,21 +126,28 @@ class DatasetSpec:
         what: str,
         origin: str | None = None,
         also_looked: Sequence[DataRootCandidate] = (),
+        looked_in: Sequence[DataRootCandidate] = (),
+        annotation: Path | None = None,
     ) -> str:
         """``origin``: what chose the data root (its `DataRootCandidate`'s), said when it was not --data-root;
-        ``also_looked``: the other data roots looked in after ``root``, each named with what set it."""
+        ``also_looked``: the other data roots looked in after ``root``, each named with what set it, or (with
+        ``looked_in``) every data root looked in, in search order; ``annotation``: the annotation file found (the
+        frames are missing: only where they go is said)."""
         canonical_ann = root / self.annotation_candidates[0]
         canonical_frames = root / self.frames_candidates[0]
-        if also_looked:
-            places = [f"{root} ({origin})" if origin else str(root)]
-            places += [f"{candidate.path} ({candidate.origin})" for candidate in also_looked]
+        roots = list(looked_in) if looked_in else [DataRootCandidate(root, origin or ""), *also_looked]
+        if len(roots) > 1:
+            places = [f"{candidate.path} ({candidate.origin})" if candidate.origin else str(candidate.path)
+                      for candidate in roots]
             where = f"data roots looked in, in order: {', '.join(places)}"
         else:
             where = f"data root {root}" + (f", from {origin}" if origin else "")
+        frames = f"the frames under {canonical_frames}/<video>/<frame>.jpg"
+        put = (f"Put {frames}, beside the annotation file {annotation}" if annotation is not None else
+               f"Put the annotation file at {canonical_ann} and {frames}")
         return (
             f"dataset {self.name} ({self.title}): {what} not found; tried {', '.join(str(p) for p in tried)}. "
-            f"{self.download} Put the annotation file at {canonical_ann} and the frames under "
-            f"{canonical_frames}/<video>/<frame>.jpg ({where}: set --data-root or ${DATA_ROOT_ENV})."
+            f"{self.download} {put} ({where}: set --data-root or ${DATA_ROOT_ENV})."
         )
 
 
@@ -347,7 +354,7 @@ def locate_dataset(
     spec = get_dataset(name)
     candidates = data_root_candidates(data_root, environ)
     tried: list[Path] = []
-    without_frames: list[tuple[DataRootCandidate, list[Path]]] = []  # roots holding the annotation file only
+    without_frames: list[tuple[DataRootCandidate, list[Path], Path]] = []  # roots holding the annotation file only
     for candidate in candidates:
         annotation, tried_here = _first_existing(candidate.path, spec.annotation_candidates, want_dir=False)
         tried += tried_here
@@ -355,15 +362,14 @@ def locate_dataset(
             continue
         frames, tried_frames = _first_existing(candidate.path, spec.frames_candidates, want_dir=True)
         if frames is None and require_frames:
-            without_frames.append((candidate, tried_frames))
+            without_frames.append((candidate, tried_frames, annotation))
             continue
         return LocatedDataset(spec=spec, data_root=candidate.path, annotation_file=annotation, frames_root=frames)
     if without_frames:
-        first = without_frames[0][0]
-        others = [candidate for candidate in candidates if candidate is not first]  # every data root looked in
-        tried_frames = [path for _, paths in without_frames for path in paths]
+        first, _, annotation = without_frames[0]
+        tried_frames = [path for _, paths, _ in without_frames for path in paths]
         raise DatasetNotFoundError(spec.missing_message(first.path, tried_frames, "frames folder", first.origin,
-                                                        others))
+                                                        looked_in=candidates, annotation=annotation))
     first = candidates[0]
     raise DatasetNotFoundError(spec.missing_message(first.path, tried, "annotation file", first.origin, candidates[1:]))
 

@@ -265,14 +265,20 @@ def read_coco_instances(
         try:
             # LVIS gives coco_url instead of file_name: the file name is its last two components (split/name).
             file_name = image.get("file_name") or "/".join(str(image["coco_url"]).split("/")[-2:])
-            frames[image["id"]] = FrameRecord(
-                image_root / file_name, int(image["height"]), int(image["width"]),
-                # segment's coco.json of a video input: the frame is decoded from the video when no image exists
-                source_video=sources.get(image.get("video_id")), frame_index=_image_frame_number(image, file_name),
-            )
+            image_id, height, width = image["id"], int(image["height"]), int(image["width"])
+            source = sources.get(image.get("video_id"))
         except (KeyError, TypeError, ValueError):
             warnings.append(f"{annotation_file}: skipped image entry without id/file_name/height/width: "
                             f"{str(image)[:80]}")
+            continue
+        try:
+            index = _image_frame_number(image, file_name, source is not None and not source.is_dir())
+        except (TypeError, ValueError) as error:
+            warnings.append(f"{annotation_file}: skipped image {str(file_name)[:80]}: which frame of {source} it is "
+                            f"cannot be told ({error})")
+            continue
+        # segment's coco.json of a video input: the frame is decoded from the video when no image exists
+        frames[image_id] = FrameRecord(image_root / file_name, height, width, source_video=source, frame_index=index)
     tally = _Tally(annotations=len(annotations))
     for position, raw in enumerate(annotations):
         name = _annotation_name(annotation_file, raw, position)
@@ -304,13 +310,19 @@ def read_coco_instances(
     return records, warnings + _crowd_note(annotation_file, tally.crowd, silent=crowd_as_instances is None)
 
 
-def _image_frame_number(image: dict[str, Any], file_name: str) -> int:
-    """The source frame of a COCO image of a video (segment's coco.json): its ``frame_index``, else the number its
-    name gives (`frame_000012.jpg`: an image added by hand was decoded as frame 0), else 0."""
+def _image_frame_number(image: dict[str, Any], file_name: str, from_video: bool) -> int:
+    """The source frame of a COCO image: of a video (segment's coco.json, ``from_video``), the number its name gives
+    (`frame_000012.jpg`: an image added by hand without ``frame_index`` was decoded as frame 0), else its
+    ``frame_index``; ValueError when neither tells it. Of an image folder or a plain image, its ``frame_index`` or 0
+    (not used: the file is read)."""
+    number = frame_number_in_name(file_name) if from_video else None
+    if number is not None:
+        return number
     if image.get("frame_index") is not None:
         return int(image["frame_index"])
-    number = frame_number_in_name(file_name)
-    return number if number is not None else 0
+    if from_video:
+        raise ValueError("its file name gives no frame number and it has no frame_index")
+    return 0
 
 
 def _annotation_name(annotation_file: Path, raw: Any, position: int) -> str:
@@ -342,8 +354,9 @@ def frame_number_in_name(name: str) -> int | None:
 def _video_frame_numbers(names: list[Any], recorded: Any, from_video: bool) -> list[int]:
     """The source frame of each of a video's ``names``: for frames decoded from a recorded video (``from_video``), the
     number each name gives (a hand edit that dropped a name, or a tool that dropped ``frame_indices``, shifted every
-    later frame onto the next one's masks); else ``recorded`` (``frame_indices``), else positions. ValueError when
-    the names give none and ``frame_indices`` does not list one per name."""
+    later frame onto the next one's masks); else ``recorded`` (``frame_indices``), else (frames read from files, a
+    dataset's) positions. ValueError where that cannot be told: names that give no number, from a video, with no
+    ``frame_indices`` or one of another count."""
     numbers = [frame_number_in_name(name) for name in names] if from_video else []
     if numbers and None not in numbers:
         return [int(n) for n in numbers]
@@ -352,6 +365,8 @@ def _video_frame_numbers(names: list[Any], recorded: Any, from_video: bool) -> l
         if len(indices) != len(names):
             raise ValueError(f"frame_indices lists {len(indices)} frames and file_names {len(names)}")
         return indices
+    if from_video and names:
+        raise ValueError("its file names give no frame number and it has no frame_indices")
     return list(range(len(names)))
 
 

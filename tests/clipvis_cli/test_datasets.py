@@ -183,6 +183,13 @@ def test_a_dataset_in_no_data_root_names_every_place_looked(tmp_path: Path) -> N
     # every data root looked in (it named a alone: $DETECTRON2_DATASETS and ./datasets were looked in too)
     assert (f"data roots looked in, in order: {tmp_path / 'a'} ($CLIPVIS_DATASETS), {tmp_path / 'b'} "
             "($DETECTRON2_DATASETS), datasets (the ") in message
+    assert f"beside the annotation file {tmp_path / 'a/ovis/annotations_valid.json'}" in message
+    # in search order, the root holding the annotation file (b) where it is looked in, not first
+    with pytest.raises(DatasetNotFoundError) as error:
+        locate_dataset("ovis_val", environ={**environ, DATA_ROOT_ENV: str(tmp_path / "b"),
+                                            LEGACY_DATA_ROOT_ENV: str(tmp_path / "a")})
+    assert (f"in order: {tmp_path / 'b'} ($CLIPVIS_DATASETS), {tmp_path / 'a'} ($DETECTRON2_DATASETS)"
+            in str(error.value))
 
 
 def test_env_variable_is_used_to_locate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

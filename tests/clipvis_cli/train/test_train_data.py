@@ -879,9 +879,10 @@ def test_frames_decoded_from_the_recorded_video_are_the_ones_their_names_number(
     assert [frame.frame_index for frame in records[0].frames] == [0, 1, 2, 4]
     records, _ = _video_gt(tmp_path, ["clip/00000.jpg", "clip/00003.jpg", "clip/00006.jpg"], None)
     assert [frame.frame_index for frame in records[0].frames] == [0, 3, 6]
-    # names that give no number and a frame_indices of another length: which frame is which cannot be told
-    with pytest.raises(TrainDataError, match="no video with frames"):
-        _video_gt(tmp_path, ["clip/a.jpg", "clip/b.jpg"], [0, 1, 2])
+    # names that give no number and a frame_indices of another length, or none: which frame is which cannot be told
+    for indices in ([0, 1, 2], None):
+        with pytest.raises(TrainDataError, match="no video with frames"):
+            _video_gt(tmp_path, ["clip/a.jpg", "clip/b.jpg"], indices)
 
 
 def test_a_coco_image_of_a_video_without_frame_index_is_the_frame_its_name_numbers(tmp_path) -> None:
@@ -902,6 +903,13 @@ def test_a_coco_image_of_a_video_without_frame_index_is_the_frame_its_name_numbe
     ann.write_text(json.dumps(document))
     records, _ = read_annotation_file(ann, tmp_path / "no_frames")
     assert sorted(record.frames[0].frame_index for record in records) == [0, 5]
+    # the name wins over a frame_index that disagrees; a name without a number and no frame_index: skipped, said
+    document["images"][0]["frame_index"] = 3
+    document["images"][1]["file_name"] = "clip/second.jpg"
+    ann.write_text(json.dumps(document))
+    records, warnings = read_annotation_file(ann, tmp_path / "no_frames")
+    assert [record.frames[0].frame_index for record in records] == [0]
+    assert any("skipped image clip/second.jpg: which frame of" in w for w in warnings)
 
 
 def test_several_data_files_count_classes_by_name_for_repeat_factor_sampling(tmp_path) -> None:
