@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from clipvis.cli.atomic import parse_json
+from clipvis.cli.inputs import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
 from clipvis.cli.results import recorded_source
 from clipvis.cli.rle import compressed_counts_problems
 
@@ -272,7 +273,7 @@ def read_coco_instances(
                             f"{str(image)[:80]}")
             continue
         try:
-            index = _image_frame_number(image, file_name, source is not None and not source.is_dir())
+            index = _image_frame_number(image, file_name, decoded_from_video(source))
         except (TypeError, ValueError) as error:
             warnings.append(f"{annotation_file}: skipped image {str(file_name)[:80]}: which frame of {source} it is "
                             f"cannot be told ({error})")
@@ -357,17 +358,32 @@ def _video_frame_numbers(names: list[Any], recorded: Any, from_video: bool) -> l
     later frame onto the next one's masks); else ``recorded`` (``frame_indices``), else (frames read from files, a
     dataset's) positions. ValueError where that cannot be told: names that give no number, from a video, with no
     ``frame_indices`` or one of another count."""
-    numbers = [frame_number_in_name(name) for name in names] if from_video else []
-    if numbers and None not in numbers:
+    if not from_video:  # read from files by name: the numbers are only the record's (a stale count is no matter)
+        indices = [int(i) for i in recorded] if recorded else []
+        return indices if len(indices) == len(names) else list(range(len(names)))
+    numbers = [frame_number_in_name(name) for name in names]
+    if None not in numbers:
         return [int(n) for n in numbers]
     if recorded:
         indices = [int(i) for i in recorded]
         if len(indices) != len(names):
             raise ValueError(f"frame_indices lists {len(indices)} frames and file_names {len(names)}")
         return indices
-    if from_video and names:
+    if names:
         raise ValueError("its file names give no frame number and it has no frame_indices")
-    return list(range(len(names)))
+    return []
+
+
+def decoded_from_video(source: Path | None) -> bool:
+    """Whether the frames of a recorded ``source`` are decoded from a video: a file that is no image (a still image
+    segmented alone keeps its own name: `0042.png` is not frame 42), or, where it is gone (moved), a name with a
+    video's extension (an image folder moved away is still read by name)."""
+    if source is None:
+        return False
+    suffix = source.suffix.lower()
+    if source.is_file():
+        return suffix not in IMAGE_EXTENSIONS
+    return not source.exists() and suffix in VIDEO_EXTENSIONS
 
 
 def _source_video(annotation_file: Path, source: Any) -> Path | None:
@@ -415,8 +431,7 @@ def read_ytvis(
             warnings.append(f"{annotation_file}: skipped video entry without id/file_names/height/width")
             continue
         try:
-            from_video = source_path is not None and not source_path.is_dir()  # an image folder's are read by name
-            indices = _video_frame_numbers(names, video.get("frame_indices"), from_video)
+            indices = _video_frame_numbers(names, video.get("frame_indices"), decoded_from_video(source_path))
         except (TypeError, ValueError) as error:
             warnings.append(f"{annotation_file}: skipped video {str(video.get('id'))[:40]}: which source frame each "
                             f"file name is cannot be told ({error})")
@@ -455,7 +470,8 @@ def read_ytvis(
             tally.first_problem = warnings[-1]
     usable = [r for r in records.values() if r.frames]
     if not usable:
-        raise TrainDataError(f"{annotation_file}: no video with frames")
+        skipped = next((w for w in warnings if ": skipped video" in w), None)  # why, where a video was skipped
+        raise TrainDataError(f"{annotation_file}: no video with frames" + (f" ({skipped})" if skipped else ""))
     _drop_corrupt_rles((frame for record in usable for frame in record.frames), warnings)
     if not any(frame.instances for record in usable for frame in record.frames):
         tally.first_problem = tally.first_problem or next((w for w in warnings if "RLE" in w), None)

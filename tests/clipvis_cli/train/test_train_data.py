@@ -857,11 +857,11 @@ def test_an_image_name_no_file_system_takes_is_a_skipped_sample_not_a_traceback(
         read_frame(frame)
 
 
-def _video_gt(tmp_path, names: list[str], frame_indices: list[int] | None) -> tuple:
+def _video_gt(tmp_path, names: list[str], frame_indices: list[int] | None, source: str = "clip.mp4") -> tuple:
     """A corrected ytvis.json of a video segment read (its source recorded, no frame extracted), one track."""
     mask = np.zeros((8, 10), bool)
     mask[2:5, 3:7] = True
-    video = {"id": 1, "height": 8, "width": 10, "length": len(names), "file_names": names, "source": "clip.mp4"}
+    video = {"id": 1, "height": 8, "width": 10, "length": len(names), "file_names": names, "source": source}
     if frame_indices is not None:
         video["frame_indices"] = frame_indices
     track = {"id": 1, "video_id": 1, "category_id": 1, "iscrowd": 0,
@@ -938,3 +938,22 @@ def test_several_data_files_count_classes_by_name_for_repeat_factor_sampling(tmp
     factors = repeat_factors([*a, *b], threshold=0.5)
     assert factors[9] == pytest.approx(math.sqrt(0.5 * 19))  # the unicorn: 1 of 19 images
     assert (factors[:9] == 1.0).all() and (factors[10:] == 1.0).all()  # person: 18 of 19, by name whatever its id
+
+
+def test_frames_read_from_files_keep_the_recorded_numbers_whatever_their_names(tmp_path) -> None:
+    """The name rule is for frames decoded from a video alone (review7): a still image segmented alone (`0042.png`)
+    was read as frame 42 of itself and every sample failed; an image folder's ytvis.json with one name deleted by
+    hand (frame_indices stale) was dropped whole; an image folder moved away became "a video" and its numbers
+    changed (a --resume with the moved data was refused)."""
+    from PIL import Image
+
+    Image.new("RGB", (10, 8)).save(tmp_path / "0042.png")
+    records, _ = _video_gt(tmp_path, ["0042/0042.png"], [0], source=str(tmp_path / "0042.png"))
+    assert [frame.frame_index for frame in records[0].frames] == [0]
+    (tmp_path / "frames").mkdir()
+    records, _ = _video_gt(tmp_path, ["frames/00001.png", "frames/00003.png"], [0, 1, 2],
+                           source=str(tmp_path / "frames"))
+    assert [frame.frame_index for frame in records[0].frames] == [0, 1]  # kept, read by name
+    records, _ = _video_gt(tmp_path, ["frames/00001.png", "frames/00002.png"], [0, 1],
+                           source=str(tmp_path / "moved_away"))
+    assert [frame.frame_index for frame in records[0].frames] == [0, 1]
