@@ -125,20 +125,17 @@ class DatasetSpec:
         tried: Sequence[Path],
         what: str,
         origin: str | None = None,
-        also_looked: Sequence[DataRootCandidate] = (),
         looked_in: Sequence[DataRootCandidate] = (),
         annotation: Path | None = None,
     ) -> str:
         """``origin``: what chose the data root (its `DataRootCandidate`'s), said when it was not --data-root;
-        ``also_looked``: the other data roots looked in after ``root``, each named with what set it, or (with
-        ``looked_in``) every data root looked in, in search order; ``annotation``: the annotation file found (the
-        frames are missing: only where they go is said)."""
+        ``looked_in``: every data root looked in, in search order, each named with what set it (said where there
+        were several); ``annotation``: the annotation file found (the frames are missing: only where they go is
+        said)."""
         canonical_ann = root / self.annotation_candidates[0]
         canonical_frames = root / self.frames_candidates[0]
-        roots = list(looked_in) if looked_in else [DataRootCandidate(root, origin or ""), *also_looked]
-        if len(roots) > 1:
-            places = [f"{candidate.path} ({candidate.origin})" if candidate.origin else str(candidate.path)
-                      for candidate in roots]
+        if len(looked_in) > 1:
+            places = [f"{candidate.path} ({candidate.origin})" for candidate in looked_in]
             where = f"data roots looked in, in order: {', '.join(places)}"
         else:
             where = f"data root {root}" + (f", from {origin}" if origin else "")
@@ -371,7 +368,8 @@ def locate_dataset(
         raise DatasetNotFoundError(spec.missing_message(first.path, tried_frames, "frames folder", first.origin,
                                                         looked_in=candidates, annotation=annotation))
     first = candidates[0]
-    raise DatasetNotFoundError(spec.missing_message(first.path, tried, "annotation file", first.origin, candidates[1:]))
+    raise DatasetNotFoundError(spec.missing_message(first.path, tried, "annotation file", first.origin,
+                                                    looked_in=candidates))
 
 
 @dataclass(frozen=True)

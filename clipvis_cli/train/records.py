@@ -160,7 +160,11 @@ def decode_segmentation(segmentation: Any, height: int, width: int) -> np.ndarra
 
 def _category(raw: dict[str, Any]) -> int | None:
     """The annotation's category id as an integer (0 when it has none), or None when it is not a number."""
-    value = raw.get("category_id", 0)
+    return _category_number(raw.get("category_id", 0))
+
+
+def _category_number(value: Any) -> int | None:
+    """A category id as an integer (0 for none), or None when it is not a number."""
     if value is None or value == "":
         return 0
     if isinstance(value, bool):
@@ -262,18 +266,19 @@ def read_coco_instances(
     warnings: list[str] = []
     frames: dict[Any, FrameRecord] = {}
     sources = _video_sources(annotation_file, data.get("video_sources"))
+    from_video = {video_id: decoded_from_video(path) for video_id, path in sources.items()}  # once per video
     for image in images:
         try:
             # LVIS gives coco_url instead of file_name: the file name is its last two components (split/name).
             file_name = image.get("file_name") or "/".join(str(image["coco_url"]).split("/")[-2:])
             image_id, height, width = image["id"], int(image["height"]), int(image["width"])
-            source = sources.get(image.get("video_id"))
+            source, decoded = sources.get(image.get("video_id")), from_video.get(image.get("video_id"), False)
         except (KeyError, TypeError, ValueError):
             warnings.append(f"{annotation_file}: skipped image entry without id/file_name/height/width: "
                             f"{str(image)[:80]}")
             continue
         try:
-            index = _image_frame_number(image, file_name, decoded_from_video(source))
+            index = _image_frame_number(image, file_name, decoded)
         except (TypeError, ValueError) as error:
             warnings.append(f"{annotation_file}: skipped image {str(file_name)[:80]}: which frame of {source} it is "
                             f"cannot be told ({error})")
@@ -513,7 +518,7 @@ def _into_shared_categories(records: Sequence[TrainRecord], categories: Any, ann
     names: dict[int, str] = {}
     for category in categories if isinstance(categories, list) else ():
         if isinstance(category, dict) and isinstance(category.get("name"), str) and \
-                (number := _category({"category_id": category.get("id")})) is not None:
+                (number := _category_number(category.get("id"))) is not None:
             names.setdefault(number, " ".join(category["name"].split()).lower())
     for record in records:
         for frame in record.frames:

@@ -428,7 +428,7 @@ def _check_the_runs_data(record: Path, summary: dict[str, str], resuming: bool) 
             "its start; give the run's own data (moved elsewhere is fine), or start a new run with --weights "
             f"{record.parent} and another --output-dir"
         )
-    if recorded is None and (not resuming or record.parent.is_dir()):
+    if recorded is None:  # (the folder was made before: _preflight)
         atomic_write_text(record, json.dumps(summary, indent=1) + "\n")
 
 
