@@ -230,6 +230,16 @@ def overrides_from_official(tree: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _clipvis_model_fields(tree: dict[str, Any]) -> dict[str, Any]:
+    """The ``CLIPVIS.MODEL`` mapping of a clipvis training config (ClipVisConfig field overrides), or none."""
+    fields = _lookup(tree, ("CLIPVIS", "MODEL"))
+    if fields is None:
+        return {}
+    if not isinstance(fields, dict):
+        raise ValueError(f"CLIPVIS.MODEL must be a mapping of model settings, not {fields!r}")
+    return dict(fields)
+
+
 def load_config_file(path: str | Path) -> dict[str, Any]:
     """Overrides from a config file: an official CLIP-VIS YAML, or a clipvis JSON/YAML of field names."""
     path = Path(path)
@@ -247,7 +257,11 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ValueError(f"{path}: not a mapping of config keys, but a JSON {type(data).__name__}")
     try:
-        overrides = overrides_from_official(data) if any(k in data for k in ("MODEL", "INPUT", "TEST")) else data
+        if any(k in data for k in ("MODEL", "INPUT", "TEST", "CLIPVIS")):
+            # a training run's config.yaml: the official keys, then its CLIPVIS.MODEL fields (as train reads it)
+            overrides = {**overrides_from_official(data), **_clipvis_model_fields(data)}
+        else:
+            overrides = data
         ClipVisConfig.from_dict({**ClipVisConfig().to_dict(), **overrides})  # checks the names and the values
     except ValueError as exc:
         raise ValueError(f"{path}: {exc}") from exc

@@ -38,3 +38,21 @@ def test_a_config_nested_too_deeply_is_one_line(tmp_path, suffix) -> None:
     if suffix == ".json":
         with pytest.raises(ValueError, match="cannot read open_clip model config: nested too deeply$"):
             load_clip_model_config(path)
+
+
+def test_a_training_runs_config_gives_its_clipvis_model_settings_over_the_official_keys(tmp_path: Path) -> None:
+    """``segment --weights exported.pth --config runs/X/config.yaml`` ran a run's model without its ``CLIPVIS.MODEL``
+    settings: the official keys alone were read, so the run's top-K came back to TEST.NUM_TOPK's."""
+    from clipvis.model.config import load_config_file
+
+    path = tmp_path / "config.yaml"
+    path.write_text("MODEL:\n  MASK_FORMER:\n    NUM_OBJECT_QUERIES: 20\nTEST:\n  NUM_TOPK: 3\n"
+                    "CLIPVIS:\n  LOG_PERIOD: 20\n  MODEL:\n    top_k: 5\n")
+    overrides = load_config_file(path)
+    assert overrides["top_k"] == 5 and overrides["num_queries"] == 20
+    alone = tmp_path / "alone.yaml"
+    alone.write_text("CLIPVIS:\n  MODEL:\n    top_k: 4\n")
+    assert load_config_file(alone) == {"top_k": 4}
+    alone.write_text("CLIPVIS:\n  MODEL: 4\n")
+    with pytest.raises(ValueError, match="CLIPVIS.MODEL must be a mapping"):
+        load_config_file(alone)
