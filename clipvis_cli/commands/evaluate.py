@@ -71,11 +71,13 @@ def report_result(
     paths = [json_path] if isinstance(json_path, Path) else list(json_path or [])
     out = console or StdoutConsole()
     try:
-        out.print(f"protocol {result.protocol}: {get_protocol(result.protocol).description}", highlight=False)
+        # soft_wrap: one line each, whatever the width (rich cuts at 80 columns where stdout is no terminal)
+        out.print(f"protocol {result.protocol}: {get_protocol(result.protocol).description}", highlight=False,
+                  soft_wrap=True)
         out.print(
             f"{result.num_videos} videos, {result.num_detections} results scored, {len(result.category_ids)} "
             f"categories ({with_gt} with GT); values in %",
-            highlight=False,
+            highlight=False, soft_wrap=True,
         )
         out.print(metrics_table(result, published=published))
     except BrokenPipeError:  # the reader of stdout went away (`| head -3`): the metrics JSON is still written

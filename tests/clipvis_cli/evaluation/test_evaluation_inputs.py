@@ -391,6 +391,24 @@ def test_burst_blocks_use_frequency_and_split(vis: ModuleType) -> None:
     assert named["APu"] == pytest.approx(0.5, abs=1e-12)
 
 
+def test_the_reports_text_lines_are_not_cut_at_80_columns_in_a_pipe(vis: ModuleType, tmp_path: Path) -> None:
+    """rich wraps at 80 columns when stdout is no terminal: BURST's protocol line came out as two lines in a log."""
+    import io
+
+    from clipvis.cli.commands.evaluate import report_result
+
+    gt_dict, results = lvvis_case(vis, [1, 2, 3, 4], [0, 0, 0, 0])
+    for category, frequency, split in zip(gt_dict["categories"], "frcf", ["common", "uncommon"] * 2, strict=True):
+        del category["partition"]
+        category.update(frequency=frequency, split=split)
+    out = score_results(results, parse_ground_truth(gt_dict), protocol="burst")
+    stream = io.StringIO()
+    report_result(out, None, {}, console=Console(file=stream, width=80))
+    lines = stream.getvalue().splitlines()
+    assert lines[0].startswith("protocol burst: ") and len(lines[0]) > 80
+    assert lines[1].endswith("values in %")
+
+
 def test_unknown_protocol_is_an_error() -> None:
     with pytest.raises(ValueError, match="choose one of: ytvis, lvvis, burst"):
         VideoAPEvaluator("coco")
