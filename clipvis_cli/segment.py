@@ -84,7 +84,7 @@ class SegmentOptions:
     stride: int = 1
     max_frames: int | None = None
     score_threshold: float = 0.0
-    max_tracks: int = 50
+    max_tracks: int | None = None  # None: the model config's detections_per_video (TEST.DETECTIONS_PER_IMAGE)
     exact: bool = False
     skip_existing: bool = True
     overlay_min_score: float = 0.2  # tracks drawn on overlay.mp4 (the official visualiser's threshold)

@@ -126,7 +126,7 @@ def run_dataset_evaluation(
             options = SegmentOptions(
                 vocabulary=inputs.vocabulary, weights=weights, output=output, formats=(),
                 device=resolve_device(device), precision=precision, batch_frames=batch_frames, exact=True,
-                max_tracks=50, skip_existing=True, config=str(config) if config else None,
+                skip_existing=True, config=str(config) if config else None,
                 clip_config=str(clip_config) if clip_config else None, allow_hub_clip=allow_hub_clip,
                 allow_duplicate_names=True,  # the GT's category list as the official code takes it, repeats and all
             )

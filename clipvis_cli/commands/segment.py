@@ -53,7 +53,6 @@ from clipvis.weights import DEFAULT_PRETRAINED
 if TYPE_CHECKING:  # the model package: imported when the weights load, not when the CLI starts
     from clipvis.model import VideoPredictor
 
-DEFAULT_MAX_TRACKS = 50  # --max-tracks: the official evaluator's results per video
 KEPT = "the finished outputs are kept and a rerun skips them"  # what a job that stops early leaves
 
 
@@ -108,7 +107,11 @@ def segment(
     score_threshold: float = typer.Option(
         0.0, "--score-threshold", help="Drop tracks scoring below this.", callback=finite_number
     ),
-    max_tracks: int = typer.Option(DEFAULT_MAX_TRACKS, "--max-tracks", min=1, help="At most N tracks per video."),
+    max_tracks: int | None = typer.Option(
+        None, "--max-tracks", min=1, show_default=False,
+        help="At most N tracks per video (default: the config's TEST.DETECTIONS_PER_IMAGE, 50 as the official "
+        "evaluator).",
+    ),
     exact: bool = typer.Option(
         False, "--exact", help="The official evaluator's selection and masks (PIL resize, unsorted top 50)."
     ),
@@ -135,7 +138,7 @@ def segment(
     ),
 ) -> None:
     """Segment and track every object of the given classes; write overlay.mp4, ytvis.json, coco.json, run.json."""
-    if exact and (max_tracks != DEFAULT_MAX_TRACKS or score_threshold != 0.0):
+    if exact and (max_tracks is not None or score_threshold != 0.0):
         raise typer.BadParameter(
             "--exact writes the official evaluator's results (its 50 per video, unsorted, no threshold): leave out "
             "--max-tracks and --score-threshold, or --exact"

@@ -30,7 +30,7 @@ def lvvis(tmp_path, tiny_weights, isolated_cache):
     inputs = dataset_inputs("lvvis_val", make_lvvis(tmp_path / "datasets").parents[2])
     options = SegmentOptions(
         vocabulary=inputs.vocabulary, weights=str(tiny_weights), output=tmp_path / "out", formats=(), device="cpu",
-        exact=True, max_tracks=50, skip_existing=True,
+        exact=True, skip_existing=True,
     )
     predictor = load_predictor(options)
     return [DatasetInference(predictor, inputs, options, JsonlReporter(io.StringIO())) for _ in range(2)]

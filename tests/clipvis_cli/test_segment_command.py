@@ -459,3 +459,21 @@ def test_a_vocabulary_the_predictor_refuses_is_named_not_the_weights(tmp_path, t
     assert capsys.readouterr().err.strip().splitlines() == [
         "clipvis: error: the GT categories of gt.json: empty synonym in the class 'a,,b' (synonyms are separated by "
         "commas)"]
+
+
+def test_the_configs_detections_per_image_is_the_default_number_of_tracks(tmp_path, tiny_weights) -> None:
+    """`--config` with TEST.DETECTIONS_PER_IMAGE: 3 gave 50 tracks without --exact (the option's own default won),
+    and 3 with --exact or the library."""
+    video = write_video(tmp_path / "clip.mp4", num_frames=3)
+    config = tmp_path / "config.yaml"
+    config.write_text("TEST:\n  DETECTIONS_PER_IMAGE: 3\n")
+
+    def tracks(out: str, *extra: str) -> int:
+        result = run_cli(segment_args(tiny_weights, tmp_path / out, str(video),
+                                      extra=("--formats", "ytvis", "--config", str(config), *extra)))
+        assert result.exit_code == 0, result.output
+        return len(json.loads((tmp_path / out / "clip" / "ytvis.json").read_text())["annotations"])
+
+    assert tracks("default") == 3
+    assert tracks("exact", "--exact") == 3
+    assert tracks("more", "--max-tracks", "5") == 5  # 6 queries x 2 classes: 12 candidates
