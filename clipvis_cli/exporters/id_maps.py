@@ -4,13 +4,16 @@ Overlaps are resolved by score: where two objects' masks overlap, the pixel goes
 (ties: the track listed first, i.e. the better-ranked one); the other keeps the rest of its mask. An object whose
 whole mask is covered on a frame is absent from that frame.
 
-* `mots-png`: `instances/<stem>/<frame number:06d>.png`, 16-bit single channel, pixel = class_id * 1000 +
+* `mots-png`: `instances/<frame number:06d>.png`, 16-bit single channel, pixel = class_id * 1000 +
   instance_id (0 background), `instances/labels.txt` (line k names class k), `class_map.json`. Instance ids are
   the track ids (unique across classes within a video, 1..999). Class ids are the vocabulary's category ids when
   every exported id is <= 65 (65 * 1000 + 535 = 65535, the 16-bit limit: with class 65 track ids must be
   <= 535); otherwise the classes of the exported tracks are renumbered
-  1..K in vocabulary order and `class_map.json` says which is which. With media, `images/<stem>/<number:06d>.jpg`
-  beside it (the layout Datumaro and CVAT's MOTS PNG 1.0 read).
+  1..K in vocabulary order and `class_map.json` says which is which. With media, `images/<number:06d>.jpg`
+  beside it. That is the layout of one subset of CVAT's "MOTS PNG 1.0" (`images/` and `instances/`; the
+  folder, or a zip of it or of its contents, is what CVAT and Datumaro's `mots` importer read): an item's id is
+  its frame number alone, which CVAT's importer takes as the frame of a video task (it found none for
+  `<stem>/000000`, the id of the sequence folders `instances/<stem>/` written before).
 * `mots-txt`: `mots.txt`, one line per object per frame: `time id class_id height width rle`, time = the source
   frame number (0-based), id = class_id * 1000 + instance_id, rle = COCO compressed RLE of the object's
   (overlap-free) mask; plus `class_map.json`. Class 10 is the MOTS benchmarks' "ignore region"; with 10 or more
@@ -118,19 +121,19 @@ class MotsPngExporter(Exporter):
         class_ids = mots_class_ids(video)
         _check_instances(video, class_ids)
         root = directory / self.name
-        instances = root / "instances" / info.stem
+        instances = root / "instances"
         instances.mkdir(parents=True)
         for position, frame_index in enumerate(info.frame_indices):
             frame = mots_frame(video, position, class_ids)
             if frame is None:
                 frame = np.zeros((info.height, info.width), np.uint16)
             Image.fromarray(frame).save(instances / f"{frame_index:06d}.png")
-        (root / "instances" / "labels.txt").write_text("\n".join(mots_labels(video, class_ids)) + "\n",
-                                                         encoding="utf-8")
+        (instances / "labels.txt").write_text("\n".join(mots_labels(video, class_ids)) + "\n",
+                                           encoding="utf-8")
         (root / "class_map.json").write_text(json.dumps(_class_map_json(video, class_ids), indent=2) + "\n",
                                              encoding="utf-8")
         if self.wants_frames(options):
-            images = root / "images" / info.stem
+            images = root / "images"
             images.mkdir(parents=True)
             for position, frame in processed_frames(info, video.results_file):
                 save_image(images / f"{info.frame_indices[position]:06d}.jpg", frame)

@@ -8,6 +8,7 @@ is installed (e.g. a separate environment: `pip install datumaro` plus this pack
 
 from __future__ import annotations
 
+import shutil
 import zipfile
 
 import numpy as np
@@ -89,7 +90,13 @@ def test_mots_png(exported) -> None:
     output, folder, _ = exported
     dataset = Dataset.import_from(str(folder / "mots-png"), "mots")
     assert _label_names(dataset)[:3] == CATEGORIES
-    frames = _masks_by_frame(dataset, lambda item: int(item.id.split("/")[-1]))
+    # CVAT's importer takes an item id that is a number as the frame of a video task ("<video>/000000" matched none),
+    # from the folder and from a zip of it (the folder one level down: a subset)
+    assert all(item.id == f"{int(item.id):06d}" and item.media is not None for item in dataset)
+    zipped = folder.parent / "unzipped"
+    shutil.copytree(folder / "mots-png", zipped / "mots-png")
+    assert sorted(item.id for item in Dataset.import_from(str(zipped), "mots")) == sorted(item.id for item in dataset)
+    frames = _masks_by_frame(dataset, lambda item: int(item.id))
     # MOTS forbids overlap: each mask is the object's mask minus what higher-scoring objects cover.
     indices = output.info.frame_indices
     for position, index in enumerate(indices):

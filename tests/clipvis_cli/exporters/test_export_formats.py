@@ -182,10 +182,10 @@ def test_all_formats_round_trip(tmp_path) -> None:
     assert labels[:3] == CATEGORIES
     values = {t.track_id: t.category_id * 1000 + t.track_id for t in output.tracks}
     for position, index in enumerate(indices):
-        png = Image.open(folder / "mots-png" / "instances" / "clip" / f"{index:06d}.png")
+        png = Image.open(folder / "mots-png" / "instances" / f"{index:06d}.png")
         assert png.mode.startswith("I")  # 16-bit
         assert np.array_equal(np.asarray(png), expected_id_map(output, position, values))
-        assert (folder / "mots-png" / "images" / "clip" / f"{index:06d}.jpg").is_file()
+        assert (folder / "mots-png" / "images" / f"{index:06d}.jpg").is_file()
 
     # mots-txt: the MOTS tools' rules (6 fields, id // 1000 == class, RLE decodes, no overlap per frame).
     per_frame: dict[int, list] = {}
@@ -401,7 +401,7 @@ def test_many_classes_are_renumbered_for_mots(tmp_path) -> None:
     assert [(c["class_id"], c["name"]) for c in class_map["classes"]] == [
         (1, "thing1"), (2, "thing2"), (3, "thing3"), (4, "thing90")]
     assert (root / "instances" / "labels.txt").read_text().split() == ["thing1", "thing2", "thing3", "thing90"]
-    first = np.asarray(Image.open(root / "instances" / "clip" / "000000.png"))
+    first = np.asarray(Image.open(root / "instances" / "000000.png"))
     assert 4 * 1000 + 1 in np.unique(first)  # track 1 (thing90) -> class 4
 
 

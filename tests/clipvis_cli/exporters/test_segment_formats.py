@@ -28,8 +28,8 @@ def test_segment_writes_export_formats(tiny_weights, tmp_path, isolated_cache) -
         assert "<mode>interpolation</mode>" in archive.read("annotations.xml").decode()
     with zipfile.ZipFile(folder / "mots-png.zip") as archive:
         files = archive.namelist()
-    assert len([n for n in files if n.startswith("mots-png/instances/clip/") and n.endswith(".png")]) == 4
-    assert len([n for n in files if n.startswith("mots-png/images/clip/") and n.endswith(".jpg")]) == 4
+    assert len([n for n in files if n.startswith("mots-png/instances/") and n.endswith(".png")]) == 4
+    assert len([n for n in files if n.startswith("mots-png/images/") and n.endswith(".jpg")]) == 4
     assert "mots-png/instances/labels.txt" in files
     assert not list(folder.glob(".export-*"))
     mtime = (folder / "mots-png.zip").stat().st_mtime_ns
