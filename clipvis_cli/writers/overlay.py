@@ -451,6 +451,12 @@ SHORT_LOOKAHEAD = "rc-lookahead=2:sync-lookahead=0"
 # make it stable). Without it the overlay is the same file whatever ran before, in any process or thread; on the
 # bench video (854x480, 50 tracks drawn) 0.3 % smaller, 0.1 dB lower PSNR, ~8 % less encoder CPU time.
 DETERMINISTIC = "mbtree=0"
+# x264's threads: a fixed number, so that the file does not depend on the machine. With its own choice (threads=0)
+# the count came from the CPUs the process may use, and with it the slices of every frame: a shard on a 1-CPU slot
+# wrote another overlay than one on 2 CPUs. Frame threads, not slices, keep one thread's compression (2 slices made
+# a synthetic 854x480 clip 14 % larger, 4 slices 21 %); fewer above 1080p, where each frame thread holds another
+# 50-70 MB of x264 buffers (3840x2160).
+ENCODER_THREADS, LARGE_FRAME_ENCODER_THREADS = 4, 2
 # Frames drawn at once: the CPUs this process may use, shared with the other ranks on the machine, within these
 # bounds, and fewer when frames are so large that their drawing buffers would pass OVERLAY_RENDER_BYTES.
 MIN_RENDER_THREADS, MAX_RENDER_THREADS = 2, 8
@@ -500,7 +506,8 @@ class OverlayVideoWriter:
 
     As an `OutputWriter` (`write_video`) it draws the tracks scoring at least `min_score`. Frames are drawn by
     `render_threads` threads (default: `render_threads_for` the video's size) and encoded by x264 with `threads`
-    threads (0: x264's own choice).
+    frame threads (0: ENCODER_THREADS, LARGE_FRAME_ENCODER_THREADS above 1080p: a number that does not depend on the
+    machine, so neither do the bytes).
     """
 
     format = "overlay"
@@ -613,7 +620,9 @@ class OverlayVideoWriter:
         stream.codec_context.time_base = time_base
         if video.pixel_aspect is not None:  # an anamorphic source: players stretch the overlay as they do it
             stream.codec_context.sample_aspect_ratio = video.pixel_aspect
-        stream.codec_context.thread_count = self.threads
+        large = video.height * video.width > SHORT_LOOKAHEAD_PIXELS
+        stream.codec_context.thread_type = "FRAME"
+        stream.codec_context.thread_count = self.threads or (LARGE_FRAME_ENCODER_THREADS if large else ENCODER_THREADS)
         return stream
 
     @staticmethod

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from fractions import Fraction
 from pathlib import Path
 
@@ -545,6 +546,23 @@ def test_overlay_bytes_do_not_depend_on_what_memory_held_before(tmp_path: Path) 
         subprocess.run([sys.executable, "-c", OVERLAY_OF_NOISE, str(path)], env=env, check=True)
         outputs.append(path.read_bytes())
     assert outputs[0] == outputs[1] == outputs[2]
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2,
+                    reason="needs a process allowed on 2 CPUs or more, to compare with one allowed on 1")
+def test_overlay_bytes_do_not_depend_on_how_many_cpus_the_process_may_use(tmp_path: Path) -> None:
+    """x264 chose its thread count (and with it the slices of every frame) from the CPUs the process may use: a shard
+    on a 1-CPU slot wrote another overlay than one on 2 CPUs (hunter 80, under `taskset -c 0`)."""
+    import subprocess
+    import sys
+
+    outputs = []
+    for cpus in (sorted(os.sched_getaffinity(0))[:1], sorted(os.sched_getaffinity(0))):
+        path = tmp_path / f"overlay_{len(cpus)}.mp4"
+        script = f"import os; os.sched_setaffinity(0, {set(cpus)!r})\n" + OVERLAY_OF_NOISE
+        subprocess.run([sys.executable, "-c", script, str(path)], check=True)
+        outputs.append(path.read_bytes())
+    assert outputs[0] == outputs[1]
 
 
 def test_a_mask_touching_the_frame_edge_is_outlined_along_it() -> None:
