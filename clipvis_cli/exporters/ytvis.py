@@ -60,6 +60,7 @@ class ResultsStream:
     def __init__(self, destination: Path) -> None:
         self.destination = destination
         self._ids: list[int] = []
+        self._folders: dict[int, list[str]] = {}  # each video id's inputs (their results folders), for the message
         self._tables: set[tuple[str, ...]] = set()
         self._file: IO[bytes] | None = None
         self._entries = 0
@@ -72,6 +73,7 @@ class ResultsStream:
 
     def add(self, video: ExportVideo) -> None:
         self._ids.append(video.info.video_id)
+        self._folders.setdefault(video.info.video_id, []).append(Path(video.results_file).parent.name)
         self._tables.add(tuple(video.categories))
         if self._error is not None:
             return
@@ -91,8 +93,13 @@ class ResultsStream:
         destination, ids = self.destination, self._ids
         duplicated = {i for i in ids if ids.count(i) > 1} if len(set(ids)) != len(ids) else set()
         if duplicated:
-            raise ValueError(f"{destination}: several inputs share video ids {sorted(duplicated)}"
-                             " (export them separately, or use the files clipvis evaluate writes)")
+            shared = "; ".join(f"{i}: {', '.join(self._folders[i][:3])}{', ...' if len(self._folders[i]) > 3 else ''}"
+                               for i in sorted(duplicated)[:3]) + ("; ..." if len(duplicated) > 3 else "")
+            raise ValueError(f"{destination}: several inputs share video ids ({shared}"
+                             "): a video id is the input's position in the segment run that wrote its folder, and "
+                             "these come from runs over other inputs (a rerun keeps the folders it skips as they "
+                             "were, when inputs were added or removed since): export them separately, rerun segment "
+                             "over all of them with --overwrite, or use the files clipvis evaluate writes")
         if len(self._tables) > 1:  # one category id would name different classes in different videos
             first, other = sorted(self._tables)[:2]
             pairs = enumerate(zip(first, other, strict=False), start=1)

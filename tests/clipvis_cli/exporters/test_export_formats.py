@@ -1273,3 +1273,18 @@ def test_a_folder_of_outputs_is_exported_in_the_order_segment_lists_its_videos(t
     exported = [item.path.parent.name for item in discover_export_inputs([str(tmp_path / "outputs")])]
     segmented = [source.path.parent.name for source in discover_inputs([str(tmp_path / "videos")])]
     assert exported == segmented == ["a", "b", "cam", "cam2", "cam10", "clip", "clip-2", "clip-10"]
+
+
+def test_inputs_sharing_a_video_id_are_named_with_why(tmp_path) -> None:
+    """A rerun after a video was added keeps the folders it skips with the ids of the first run: the refusal said
+    "export them separately, or use the files clipvis evaluate writes", which told a user of one output root nothing."""
+    folders = _results_folders(tmp_path / "in", 3)
+    data = json.loads((folders[2] / "ytvis.json").read_text())
+    data["videos"][0]["id"] = 2
+    for annotation in data["annotations"]:
+        annotation["video_id"] = 2
+    (folders[2] / "ytvis.json").write_text(json.dumps(data))
+    result = run_export(*map(str, folders), "--to", "ytvis", "-o", str(tmp_path / "a"))
+    assert result.exit_code == 1
+    assert "several inputs share video ids (2: v2, v3): a video id is the input's position in the segment run" in \
+        result.stderr and "--overwrite" in result.stderr
