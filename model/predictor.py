@@ -18,6 +18,7 @@ import numbers
 import os
 import time
 import unicodedata
+import warnings
 from collections.abc import Iterable, KeysView
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
@@ -35,7 +36,7 @@ from clipvis.model.mask_upsampling import ComposedMaskResize
 from clipvis.model.preprocess import FrameGeometry, FramePreprocessor
 from clipvis.model.scoring import StreamingVideoScorer, positive_mask_statistics
 from clipvis.model.temporal_matcher import MatchResult, TemporalMatcher
-from clipvis.model.text_classifier import TextClassifier, TextEmbeddings, split_synonyms
+from clipvis.model.text_classifier import TextClassifier, TextEmbeddings, split_synonyms, strip_name
 from clipvis.model.transfer import to_device
 
 # Read-only tables (a change would alter every predictor of the process): VideoPredictor's parameters choose.
@@ -234,7 +235,7 @@ class VideoPredictor:
         if not all(isinstance(name, str) for name in vocabulary):
             kinds = sorted({type(name).__name__ for name in vocabulary if not isinstance(name, str)})
             raise TypeError(f"class names must be strings, not {', '.join(kinds)}")
-        names = [name.strip() for name in vocabulary]
+        names = [strip_name(name) for name in vocabulary]
         if not names:
             raise VocabularyError("the vocabulary must be a non-empty list of non-empty class names")
         if (empty := next((i for i, name in enumerate(names) if not name), None)) is not None:
@@ -242,13 +243,27 @@ class VideoPredictor:
                                   f"{empty + 1} of {len(names)} is {vocabulary[empty]!r} (a file split on newlines "
                                   "ends in '': drop the empty lines)")
         for name in names:
-            if any(not synonym.strip() for synonym in split_synonyms(name)):  # "a photo of a ." prompts
+            if any(not strip_name(synonym) for synonym in split_synonyms(name)):  # "a photo of a ." prompts
                 raise VocabularyError(f"empty synonym in the class {name!r} (synonyms are separated by commas)")
         # as `segment --vocab` compares them: case aside, composed and decomposed accents alike
         firsts = [unicodedata.normalize("NFC", split_synonyms(name)[0].strip()).casefold() for name in names]
         if len(set(firsts)) != len(firsts) and not self.allow_duplicate_names:
             duplicates = sorted({n for n in firsts if firsts.count(n) > 1})
             raise VocabularyError(f"duplicate class names in the vocabulary (case aside): {', '.join(duplicates)}")
+        reading = self.text_classifier.reading(names)
+        if not self.allow_duplicate_names and (alike := reading.alike(names)):
+            # the same embeddings: every object would be found once under each name, with the same score
+            shown = "; ".join(" / ".join(repr(name) if len(name) <= 60 else f"{name[:60]!r}..." for name in group)
+                              for group in alike[:3])
+            raise VocabularyError(f"class names that CLIP reads alike (its tokenizer ignores case, repeated spaces and "
+                                  f"HTML escapes, and reads the first {self.text_classifier.tokenizer.context_length}"
+                                  f" tokens of a prompt): {shown}{'; ...' if len(alike) > 3 else ''}")
+        for synonym, kept in reading.cut[:3]:
+            warnings.warn(f"the class name {synonym[:60]!r}{'...' if len(synonym) > 60 else ''} is longer than CLIP "
+                          f"reads: some prompts keep only its first {kept} tokens (about as many words)",
+                          stacklevel=2)
+        if len(reading.cut) > 3:
+            warnings.warn(f"{len(reading.cut) - 3} more class names are longer than CLIP reads", stacklevel=2)
         with torch.no_grad():
             text = self.text_classifier(names)
         # What `push` classifies with: on the model's device once, not copied there at every batch. The names and

@@ -9,6 +9,7 @@ import json
 import os
 import tempfile
 import time
+import unicodedata
 import warnings
 from collections import OrderedDict
 from dataclasses import dataclass, field, replace
@@ -60,6 +61,35 @@ def build_prompts(vocabulary: list[str]) -> tuple[list[str], list[int]]:
         for synonym in synonyms:
             prompts.extend(template.format(synonym) for template in PROMPT_TEMPLATES)
     return prompts, counts
+
+
+def strip_name(name: str) -> str:
+    """A class name without the whitespace and the invisible format characters (Unicode category Cf: a byte order
+    mark left inside a file by `cat a.txt b.txt`, a zero-width space pasted with the name) at its ends, which made
+    a class of their own that no GT name matched."""
+    start, end = 0, len(name)
+    while start < end and (name[start].isspace() or unicodedata.category(name[start]) == "Cf"):
+        start += 1
+    while end > start and (name[end - 1].isspace() or unicodedata.category(name[end - 1]) == "Cf"):
+        end -= 1
+    return name[start:end]
+
+
+@dataclass(frozen=True)
+class ClipReading:
+    """What CLIP's text tower reads of each class: ``keys[c]`` (equal keys, equal embeddings: open_clip's tokenizer
+    lower-cases, unescapes HTML, collapses whitespace and cuts prompts at the context length) and the synonyms cut
+    short in some prompt (``(synonym, tokens kept in the longest template)``)."""
+
+    keys: list[frozenset[tuple[int, ...]]]
+    cut: list[tuple[str, int]]
+
+    def alike(self, names: list[str]) -> list[list[str]]:
+        """The groups of ``names`` (one per class, as ``keys``) that CLIP reads alike."""
+        groups: dict[frozenset[tuple[int, ...]], list[str]] = {}
+        for name, key in zip(names, self.keys, strict=True):
+            groups.setdefault(key, []).append(name)
+        return [group for group in groups.values() if len(group) > 1]
 
 
 def synonym_gather_index(synonym_counts: list[int], device: str | torch.device = "cpu") -> torch.Tensor | None:
@@ -218,6 +248,26 @@ class TextClassifier:
     def tokenize(self, prompts: list[str]) -> torch.Tensor:
         """N prompt strings -> open_clip token ids ``[N, context_length]`` int64 (77 for the released CLIPs)."""
         return self.tokenizer(prompts)
+
+    def reading(self, vocabulary: list[str]) -> ClipReading:
+        """What the text tower reads of each class of ``vocabulary`` (``ClipReading``): each synonym's tokens as far
+        as every prompt keeps them. A template keeps ``context - 2 - prefix`` tokens of a long name (the start and
+        end tokens, the template's words before the name), the text after the name being cut first."""
+        tokenizer = self.tokenizer
+        room = tokenizer.context_length - 2
+        prefixes = [len(tokenizer.encode(template.split("{}")[0])) for template in PROMPT_TEMPLATES]
+        most, least = room - min(prefixes), room - max(prefixes)  # name tokens kept: at most / in every template
+        keys: list[frozenset[tuple[int, ...]]] = []
+        cut: list[tuple[str, int]] = []
+        for name in vocabulary:
+            synonyms = set()
+            for synonym in split_synonyms(name):
+                tokens = tuple(tokenizer.encode(synonym))
+                synonyms.add(tokens[:most])
+                if len(tokens) > least:
+                    cut.append((synonym.strip(), least))
+            keys.append(frozenset(synonyms))
+        return ClipReading(keys, cut)
 
     @torch.no_grad()
     def encode_prompts(self, prompts: list[str], device: torch.device) -> torch.Tensor:

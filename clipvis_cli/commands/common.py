@@ -47,32 +47,73 @@ def fail(message: str | BaseException, code: int = 1) -> typer.Exit:
 
 
 def parse_vocabulary(vocab: str | None, vocab_file: Path | None) -> list[str]:
-    """Class strings for the model: `--vocab "a,b"` or one class per line of a file (a line may list
-    comma-separated synonyms, the first being the class name). Raises typer.BadParameter."""
+    """Class strings for the model: `--vocab "a,b"` or one class per line of a UTF-8 file (a line may list
+    comma-separated synonyms, the first being the class name; blank lines and lines starting with `#` are skipped).
+    Names lose the whitespace and invisible format characters at their ends (`clean_class_name`). Raises
+    typer.BadParameter naming the file and, for a file, the line."""
     if (vocab is None) == (vocab_file is None):
         raise typer.BadParameter("give exactly one of --vocab or --vocab-file")
     if vocab is not None:
-        names = [name.strip() for name in vocab.split(",")]
         source = "--vocab"
+        entries = [(source, [clean_class_name(name)]) for name in vocab.split(",")]
+        if not all(parts[0] for _, parts in entries):
+            raise typer.BadParameter(f"{source}: empty class name (classes are separated by commas)")
     else:
-        try:
-            # one class a line, lines ended by \n, \r\n or \r only: str.splitlines() also split on VT, FF, U+2028...,
-            # making two classes of a line that --vocab refuses
-            lines = vocab_file.read_text(encoding="utf-8-sig").replace("\r\n", "\n").replace("\r", "\n").split("\n")
-        except (OSError, UnicodeDecodeError) as error:
-            raise typer.BadParameter(f"{vocab_file}: cannot read ({error})") from error
-        names = [", ".join(part.strip() for part in line.split(",")) for line in lines if line.strip()]
         source = str(vocab_file)
-    if not names or any(not part.strip() for name in names for part in name.split(",")):
-        raise typer.BadParameter(f"{source}: empty class name (classes are separated by commas / lines)")
-    for name in names:  # ESC or NUL: CVAT's and Label Studio's XML refuse them
+        entries = [(f"{source}, line {number}", parts) for number, parts in _vocabulary_file_lines(vocab_file)]
+        if not entries:
+            raise typer.BadParameter(f"{source}: no class names (one a line; lines starting with # are comments)")
+        for where, parts in entries:
+            if not all(parts):
+                raise typer.BadParameter(f"{where}: empty synonym in {', '.join(parts)!r} (synonyms are separated by "
+                                         "commas)")
+    names = [", ".join(parts) for _, parts in entries]
+    for (where, _), name in zip(entries, names, strict=True):  # ESC or NUL: CVAT's and Label Studio's XML refuse them
         if (problem := unwritable_character(name)) is not None:
-            raise typer.BadParameter(f"{source}: the class name {name!r} holds {problem}")
-    firsts = [unicodedata.normalize("NFC", class_name(n)).casefold() for n in names]  # "café" typed two ways
-    duplicates = sorted({n for n in firsts if firsts.count(n) > 1})
+            raise typer.BadParameter(f"{where}: the class name {name!r} holds {problem}")
+    seen: dict[str, list[str]] = {}
+    for where, parts in entries:  # "café" typed two ways, "Car" and "car"
+        seen.setdefault(unicodedata.normalize("NFC", parts[0]).casefold(), []).append(where)
+    duplicates = [(key, places) for key, places in seen.items() if len(places) > 1]
     if duplicates:
-        raise typer.BadParameter(f"{source}: duplicate class names: {', '.join(duplicates)}")
+        shown = "; ".join(f"{key!r} (lines {', '.join(place.rsplit(' ', 1)[-1] for place in places)})"
+                          if vocab_file is not None else repr(key) for key, places in duplicates[:5])
+        raise typer.BadParameter(f"{source}: duplicate class names (case aside): {shown}")
     return names
+
+
+def _vocabulary_file_lines(path: Path) -> list[tuple[int, list[str]]]:
+    """``(line number, synonyms)`` of each class line of a vocabulary file (blank and `#` lines skipped)."""
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise typer.BadParameter(f"{path}: cannot read ({describe_exception(error)})") from error
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")) or (len(data) > 1 and b"\x00" in data[:2]):
+        raise typer.BadParameter(f"{path}: the file is UTF-16 or UTF-32 text: save it as UTF-8")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = data[: error.start].count(b"\n") + 1
+        raise typer.BadParameter(f"{path}, line {line}: not UTF-8 text (byte {data[error.start]:#04x}): save the file "
+                                 "as UTF-8") from None
+    # one class a line, lines ended by \n, \r\n or \r only: str.splitlines() also split on VT, FF, U+2028...,
+    # making two classes of a line that --vocab refuses
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    return [(number, [clean_class_name(part) for part in line.split(",")])
+            for number, line in enumerate(lines, start=1)
+            if clean_class_name(line) and not clean_class_name(line).startswith("#")]
+
+
+def clean_class_name(name: str) -> str:
+    """A class name without the whitespace and the invisible format characters (Unicode category Cf: a byte order
+    mark left inside a file by `cat a.txt b.txt`, a zero-width space pasted with a name) at its ends, as the model's
+    predictor takes it (`clipvis.model.text_classifier.strip_name`): they made a class of their own."""
+    start, end = 0, len(name)
+    while start < end and (name[start].isspace() or unicodedata.category(name[start]) == "Cf"):
+        start += 1
+    while end > start and (name[end - 1].isspace() or unicodedata.category(name[end - 1]) == "Cf"):
+        end -= 1
+    return name[start:end]
 
 
 def class_name(entry: str) -> str:

@@ -80,7 +80,7 @@ def test_python_dash_m_help_shows_no_value_placeholder_for_flags() -> None:
 
 @pytest.mark.parametrize("args, line", [
     (["segment", "v.mp4", "--vocab", "car,car"],
-     "clipvis: error: --vocab: duplicate class names: car (see 'clipvis segment --help')"),
+     "clipvis: error: --vocab: duplicate class names (case aside): 'car' (see 'clipvis segment --help')"),
     (["segment", "v.mp4", "--vocab", "a", "--max-tracks", "0"],
      "clipvis: error: Invalid value for '--max-tracks': Input should be greater than or equal to 1 "
      "(see 'clipvis segment --help')"),

@@ -275,7 +275,7 @@ def test_usage_and_weights_errors(tmp_path, tiny_weights) -> None:
     classes = tmp_path / "classes.txt"
     classes.write_text("dog\ncat,\n")  # a trailing comma: an empty synonym (it was taken)
     empty = run_cli(["segment", str(video), "--vocab-file", str(classes), "--weights", str(tiny_weights)])
-    assert empty.exit_code == 2 and "empty class name" in empty.output
+    assert empty.exit_code == 2 and "classes.txt, line 2: empty synonym in 'cat, '" in empty.output
     a_file = tmp_path / "a_file"
     a_file.write_text("")
     two = write_video(tmp_path / "w.mp4", num_frames=2)
@@ -415,6 +415,33 @@ def test_a_vocabulary_file_line_is_one_class_whatever_it_holds(tmp_path) -> None
         vocab.write_text(f"car\nper{inside}son\n")
         with pytest.raises(typer.BadParameter, match=rf"the class name 'per.*son' holds {re.escape(problem)}$"):
             parse_vocabulary(None, vocab)
+
+
+def test_a_vocabulary_file_as_people_write_them(tmp_path) -> None:
+    """Comment lines became classes ('# my classes' got tracks), a byte order mark inside a file (`cat a.txt b.txt`)
+    made a second 'car', and the errors named no line (hunter 82)."""
+    import typer
+
+    from clipvis.cli.commands.common import parse_vocabulary
+
+    vocab = tmp_path / "classes.txt"
+    vocab.write_bytes("# my classes\n  # indented comment\ncar\n\ufeffperson\u200b\n\nroad, street\n".encode())
+    assert parse_vocabulary(None, vocab) == ["car", "person", "road, street"]
+    assert parse_vocabulary("car\u200b, \ufeffdog", None) == ["car", "dog"]
+    for data, message in (
+        (b"car\n\xef\xbb\xbfcar\n", "classes.txt: duplicate class names (case aside): 'car' (lines 1, 2)"),
+        (b"car\nBIG TREE\ndog\nbig tree\n", "duplicate class names (case aside): 'big tree' (lines 2, 4)"),
+        (b"dog\ncar,\n", "classes.txt, line 2: empty synonym in 'car, ' (synonyms are separated by "
+         "commas)"),
+        (b"\n  \n# only a comment\n", "classes.txt: no class names (one a line; lines starting with # are comments)"),
+        ("car\n".encode("utf-16"), "classes.txt: the file is UTF-16 or UTF-32 text: save it as UTF-8"),
+        ("car\n".encode("utf-16-le"), "classes.txt: the file is UTF-16 or UTF-32 text: save it as UTF-8"),
+        (b"car\ncaf\xe9\n", "classes.txt, line 2: not UTF-8 text (byte 0xe9): save the file as UTF-8"),
+    ):
+        vocab.write_bytes(data)
+        with pytest.raises(typer.BadParameter) as caught:
+            parse_vocabulary(None, vocab)
+        assert message in str(caught.value), (data, str(caught.value))
 
 
 @pytest.mark.parametrize("command", [["segment", "{frames}", "--vocab", "cat", "--weights", "clipvis-lvis-r50", "-o",

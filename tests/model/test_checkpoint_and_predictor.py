@@ -255,6 +255,28 @@ def test_vocabulary_validation(tiny_model, tmp_path) -> None:
         VideoPredictor("model.pth", ["cat"])  # AttributeError: 'str' object has no attribute 'parameters'
 
 
+def test_names_that_clip_reads_alike_are_refused_and_long_ones_said(tiny_model, tmp_path) -> None:
+    """open_clip's tokenizer collapses spaces, unescapes HTML, lower-cases and cuts prompts at 77 tokens: such names
+    were two classes with the same embeddings, every object found once under each with the same score (hunter 82);
+    a byte order mark or zero-width space at a name's end made a class no GT name matched."""
+    import warnings
+
+    for alike in (["big road", "big  road"], ["a&amp;b", "a&b"], ["x " * 80 + "one", "x " * 80 + "two"],
+                  ["car, auto", "auto, car"]):
+        with pytest.raises(ValueError, match="class names that CLIP reads alike"):
+            VideoPredictor(tiny_model, ["person", *alike], cache_dir=tmp_path)
+    with pytest.raises(ValueError, match=r"duplicate class names in the vocabulary \(case aside\): car"):
+        VideoPredictor(tiny_model, ["car", "\ufeffcar"], cache_dir=tmp_path)
+    assert VideoPredictor(tiny_model, ["car\u200b", "\u2060dog"], cache_dir=tmp_path).vocabulary == ["car", "dog"]
+    assert VideoPredictor(tiny_model, ["big road", "big roads", "x " * 60 + "one"], cache_dir=tmp_path)  # all differ
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        VideoPredictor(tiny_model, ["person", "x " * 70 + "y"], cache_dir=tmp_path)
+    assert [str(w.message) for w in caught if "longer than CLIP reads" in str(w.message)] == [
+        "the class name 'x x x x x x x x x x x x x x x x x x x x x x x x x x x x x x '... is longer than CLIP reads: "
+        "some prompts keep only its first 68 tokens (about as many words)"]
+
+
 def test_a_new_vocabulary_with_the_same_synonyms_grouped_otherwise_gets_its_own_grouping(tiny_model, tmp_path) -> None:
     """["cat, kitten", "dog"] and ["cat", "kitten, dog"] share their prompts (so their embeddings), not their classes:
     a reused predictor scored the second as the first."""
