@@ -19,7 +19,7 @@ import os
 import time
 import unicodedata
 import warnings
-from collections.abc import Iterable, KeysView
+from collections.abc import Callable, Iterable, KeysView
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -168,6 +168,8 @@ class VideoPredictor:
     are classes of their own (told apart by their index, ``instance.label``, only). ``mask_chunk_elements``: the
     float elements each chunk of full-resolution masks may take (memory per chunk against kernel launches); by
     default the device's ``MASK_CHUNK_ELEMENTS``. It changes the time and memory a frame takes, never its masks.
+    ``on_text_encoding(classes, prompts)`` is called before a vocabulary's text is encoded (one found in neither the
+    memory nor the disk cache): 20,000 names take minutes on a CPU.
     """
 
     def __init__(
@@ -181,6 +183,7 @@ class VideoPredictor:
         text_cache: bool = True,
         allow_duplicate_names: bool = False,
         mask_chunk_elements: int | None = None,
+        on_text_encoding: Callable[[int, int], None] | None = None,
     ) -> None:
         if isinstance(model, str | os.PathLike):
             raise TypeError(f"VideoPredictor takes a model, not a path ({os.fspath(model)!r}): load it first with "
@@ -212,7 +215,8 @@ class VideoPredictor:
         self.preprocessor = FramePreprocessor(
             cfg.min_size_test, cfg.max_size_test, cfg.size_divisibility, cfg.pixel_mean, cfg.pixel_std, exact=exact
         )
-        self.text_classifier = TextClassifier(model.backbone, cache_dir=cache_dir, use_disk_cache=text_cache)
+        self.text_classifier = TextClassifier(model.backbone, cache_dir=cache_dir, use_disk_cache=text_cache,
+                                              on_encoding=on_text_encoding)
         # A benchmark's category list may repeat a name ("car" and "Car"): the official code builds one class per
         # entry all the same (the repeated ones score alike), and results are kept by class index, not by name.
         self.allow_duplicate_names = allow_duplicate_names

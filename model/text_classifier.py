@@ -12,6 +12,7 @@ import time
 import unicodedata
 import warnings
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -171,10 +172,12 @@ class TextClassifier:
     (a wrong ``clip_config``) never reuses another's embeddings.
     """
 
-    def __init__(self, backbone: ClipBackbone, cache_dir: Path | None = None, use_disk_cache: bool = True) -> None:
+    def __init__(self, backbone: ClipBackbone, cache_dir: Path | None = None, use_disk_cache: bool = True,
+                 on_encoding: Callable[[int, int], None] | None = None) -> None:
         import open_clip
 
         self.backbone = backbone
+        self.on_encoding = on_encoding  # (classes, prompts), before a vocabulary found in no cache is encoded
         context = int(backbone.clip_model.positional_embedding.shape[0])
         self.tokenizer = open_clip.tokenizer.SimpleTokenizer(context_length=context)
         self._cache_root = cache_dir  # None: the clipvis cache, located when first used (`cache_dir`)
@@ -290,6 +293,8 @@ class TextClassifier:
         if embeddings is None:
             embeddings = self._load(key, sum(counts))
         if embeddings is None:
+            if self.on_encoding is not None:
+                self.on_encoding(len(vocabulary), len(prompts))
             device = self.backbone.clip_model.positional_embedding.device
             per_prompt = F.normalize(self.encode_prompts(prompts, device), dim=-1)
             per_synonym = per_prompt.view(-1, len(PROMPT_TEMPLATES), per_prompt.shape[-1]).mean(1)

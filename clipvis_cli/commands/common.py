@@ -46,6 +46,16 @@ def fail(message: str | BaseException, code: int = 1) -> typer.Exit:
     return typer.Exit(code)
 
 
+LONG_TEXT_ENCODING_PROMPTS = 7000  # 500 classes of 14 prompts: a minute or more for a CPU's text tower
+
+
+def _say_long_text_encoding(classes: int, prompts: int, say: Callable[[str], None]) -> None:
+    """One line before a large vocabulary's text is encoded: 20,000 names took minutes without a word."""
+    if prompts >= LONG_TEXT_ENCODING_PROMPTS:
+        say(f"encoding the {classes} class names' {prompts} prompts with CLIP's text tower first (minutes on a CPU "
+            "for thousands of names; the cache keeps them for later runs)")
+
+
 def parse_vocabulary(vocab: str | None, vocab_file: Path | None) -> list[str]:
     """Class strings for the model: `--vocab "a,b"` or one class per line of a UTF-8 file (a line may list
     comma-separated synonyms, the first being the class name; blank lines and lines starting with `#` are skipped).
@@ -325,6 +335,7 @@ def load_predictor(
                 predictor = VideoPredictor(
                     model, options.vocabulary, device=options.device, precision=options.precision,
                     exact=options.exact, allow_duplicate_names=options.allow_duplicate_names,
+                    on_text_encoding=lambda classes, prompts: _say_long_text_encoding(classes, prompts, say),
                 )
             except VocabularyError as error:  # the class names (the weights loaded): not the weights'
                 refused = describe_exception(error)

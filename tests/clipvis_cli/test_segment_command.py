@@ -504,3 +504,16 @@ def test_the_configs_detections_per_image_is_the_default_number_of_tracks(tmp_pa
     assert tracks("default") == 3
     assert tracks("exact", "--exact") == 3
     assert tracks("more", "--max-tracks", "5") == 5  # 6 queries x 2 classes: 12 candidates
+
+
+def test_a_large_vocabulary_is_said_before_its_text_is_encoded_once(tmp_path, tiny_weights, monkeypatch) -> None:
+    """20,000 class names took minutes of text encoding without a word, nor a JSON event (hunter 82); once in the
+    cache they are not encoded again, and nothing is said."""
+    monkeypatch.setattr("clipvis.cli.commands.common.LONG_TEXT_ENCODING_PROMPTS", 28)  # 2 classes x 14 prompts
+    video = write_video(tmp_path / "v.mp4", num_frames=2)
+    ytvis_only = ("--formats", "ytvis")
+    first = CliRunner().invoke(app, segment_args(tiny_weights, tmp_path / "a", str(video), extra=ytvis_only))
+    assert first.exit_code == 0, first.output
+    assert "clipvis: warning: encoding the 2 class names' 28 prompts with CLIP's text tower first" in first.stderr
+    again = CliRunner().invoke(app, segment_args(tiny_weights, tmp_path / "b", str(video), extra=ytvis_only))
+    assert again.exit_code == 0 and "encoding the" not in again.stderr
