@@ -65,6 +65,9 @@ def parse_vocabulary(vocab: str | None, vocab_file: Path | None) -> list[str]:
         raise typer.BadParameter("give exactly one of --vocab or --vocab-file")
     if vocab is not None:
         source = "--vocab"
+        if vocab.startswith("--"):  # `--vocab --overwrite`: the next option taken as the class names
+            raise typer.BadParameter(f"{source} is missing its class names (it took the option "
+                                     f"{vocab.split(',')[0]!r} as them): --vocab \"cat,dog\"")
         entries = [(source, [clean_class_name(name)]) for name in vocab.split(",")]
         if not all(parts[0] for _, parts in entries):
             raise typer.BadParameter(f"{source}: empty class name (classes are separated by commas)")

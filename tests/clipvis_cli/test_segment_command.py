@@ -428,6 +428,8 @@ def test_a_vocabulary_file_as_people_write_them(tmp_path) -> None:
     vocab.write_bytes("# my classes\n  # indented comment\ncar\n\ufeffperson\u200b\n\nroad, street\n".encode())
     assert parse_vocabulary(None, vocab) == ["car", "person", "road, street"]
     assert parse_vocabulary("car\u200b, \ufeffdog", None) == ["car", "dog"]
+    with pytest.raises(typer.BadParameter, match=r"--vocab is missing its class names \(it took the option "):
+        parse_vocabulary("--overwrite", None)  # `--vocab --overwrite` made a class '--overwrite'
     for data, message in (
         (b"car\n\xef\xbb\xbfcar\n", "classes.txt: duplicate class names (case aside): 'car' (lines 1, 2)"),
         (b"car\nBIG TREE\ndog\nbig tree\n", "duplicate class names (case aside): 'big tree' (lines 2, 4)"),
