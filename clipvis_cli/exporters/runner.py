@@ -30,6 +30,8 @@ from clipvis.cli.video_io import VideoReadError
 from clipvis.cli.writers.layout import MANIFEST_NAME, numbered_name
 from clipvis.cli.writers.manifest import STATUS_COMPLETE, STATUS_RUNNING, RunManifest
 
+CVAT_LABEL_CHARACTERS = 64  # a CVAT label's name (its Label model's max_length)
+
 
 def unfinished_run_warning(results_file: Path) -> str | None:
     """A warning when the segment run.json beside ``results_file`` says its last run did not complete (failed,
@@ -192,7 +194,7 @@ class ExportRunner:
     def _export_video(self, source: VideoSource, video: ExportVideo, several: bool) -> ExportOutcome:
         stem = video.info.stem
         folder = self._folder(video, several)
-        warnings = self._unknown_classes(video)
+        warnings = self._unknown_classes(video) + self._labels_cvat_refuses(video)
         notes: list[str] = []
         video = select_tracks(video, self.options)
         if YTVIS_FORMAT in self.formats:  # its results are read: they go into the results file whatever the other
@@ -247,6 +249,21 @@ class ExportRunner:
         listed = ", ".join(video.categories[:20]) + (", ..." if len(video.categories) > 20 else "")
         return [f"{shown_path(video.info.stem)}: --classes {', '.join(unknown)}: no such class here (its classes: "
                 f"{listed})"]
+
+    def _labels_cvat_refuses(self, video: ExportVideo) -> list[str]:
+        """A warning naming the class names longer than a CVAT label may be (64 characters: its task has no such
+        label, so the shapes of that class do not import), for the CVAT formats."""
+        if not {"cvat-video", "cvat-images"} & set(self.formats):
+            return []
+        wanted = {class_key(name) for name in self.options.classes or ()}
+        names = [name for name in video.categories if not wanted or class_key(name) in wanted]
+        long = [name for name in names if len(name) > CVAT_LABEL_CHARACTERS]
+        if not long:
+            return []
+        shown = ", ".join(f"{name[:40]!r}... ({len(name)})" for name in long[:3]) + (", ..." if len(long) > 3 else "")
+        return [f"{shown_path(video.info.stem)}: CVAT takes label names of up to {CVAT_LABEL_CHARACTERS} characters, "
+                f"so a task cannot have the labels {shown}, and their shapes will not import: shorten the class names "
+                "in the segment vocabulary"]
 
     def _failed(self, source: VideoSource, name: str, message: str, results_folder: Path | None = None
                 ) -> ExportOutcome:

@@ -1288,3 +1288,19 @@ def test_inputs_sharing_a_video_id_are_named_with_why(tmp_path) -> None:
     assert result.exit_code == 1
     assert "several inputs share video ids (2: v2, v3): a video id is the input's position in the segment run" in \
         result.stderr and "--overwrite" in result.stderr
+
+
+def test_class_names_longer_than_a_cvat_label_are_said_for_the_cvat_formats(tmp_path) -> None:
+    """CVAT's labels hold 64 characters at most: a task cannot have a 300-character class as a label, so its shapes
+    do not import; the export said nothing (hunter 82)."""
+    output = make_segment_output(tmp_path / "out")
+    document = json.loads(output.ytvis.read_text())
+    long = "a very long class name " * 4
+    document["categories"][0]["name"] = long.strip()
+    output.ytvis.write_text(json.dumps(document))
+    cvat = run_export(str(output.folder), "--to", "cvat-video", "-o", str(tmp_path / "a"))
+    assert cvat.exit_code == 0, cvat.output
+    assert "CVAT takes label names of up to 64 characters, so a task cannot have the labels 'a very long class " \
+           "name a very long class'... (91)" in cvat.stderr
+    coco = run_export(str(output.folder), "--to", "coco", "--no-media", "-o", str(tmp_path / "b"))
+    assert coco.exit_code == 0 and "CVAT takes" not in coco.stderr
