@@ -21,7 +21,7 @@ def build_open_clip_model(name: str, model_config: dict[str, Any] | None, pretra
     """Instantiate an open_clip CLIP with random weights (weights come from a checkpoint).
 
     ``model_config`` (an open_clip model config dict) wins over ``name``. OpenAI-pretrained models use QuickGELU,
-    as open_clip does when it builds them from the OpenAI weights, unless the given config says ``quick_gelu``.
+    as open_clip does when it builds them from the OpenAI weights.
     """
     import open_clip
     from open_clip.model import CLIP, CustomTextCLIP
@@ -34,9 +34,10 @@ def build_open_clip_model(name: str, model_config: dict[str, Any] | None, pretra
                 Parameter("clip_config", "load_model's clip_config=, or create_model's config with clip_model_config"),
                 ")",
             )
+        model_config = dict(model_config)
+        if pretrained == "openai":
+            model_config["quick_gelu"] = True
     model_config = dict(model_config)
-    if pretrained == "openai":  # open_clip's own configs (RN50.json) leave it out: its OpenAI loader sets it
-        model_config.setdefault("quick_gelu", True)
     for key in ("hf_tokenizer_name", "tokenizer_kwargs"):
         model_config.pop(key, None)
     custom_text = model_config.pop("custom_text", False) or "hf_model_name" in model_config.get("text_cfg", {})

@@ -576,17 +576,3 @@ def test_the_errors_that_name_a_parameter_survive_pickling_and_copying() -> None
             assert str(again) == str(error) and again.args == error.args and again.parts == error.parts
             assert again.worded({"clip_config": "--clip-config"}) == error.worded({"clip_config": "--clip-config"})
     assert pickle.loads(pickle.dumps(errors[0])).problem == "config names CLIP hf-hub:someone/some-clip"
-
-
-@pytest.mark.parametrize(("given", "expected"), [(None, "QuickGELU"), (True, "QuickGELU"), (False, "GELU")])
-def test_an_openai_clip_described_by_its_config_gets_quick_gelu_unless_the_config_says(given, expected) -> None:
-    """An OpenAI CLIP given by ``clip_config`` (open_clip's own RN50.json has no ``quick_gelu``) got plain GELU in its
-    text tower, where the same CLIP by name got QuickGELU: other text embeddings, other class scores."""
-    from clipvis.model.clip_backbone import build_open_clip_model
-    config: dict = {"embed_dim": 32, "vision_cfg": {"image_size": 224, "layers": [1, 1, 1, 1], "width": 16},
-                    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}
-    if given is not None:
-        config["quick_gelu"] = given
-    clip = build_open_clip_model("RN50", config, "openai")
-    assert type(clip.transformer.resblocks[0].mlp.gelu).__name__ == expected
-    assert "quick_gelu" not in config or config["quick_gelu"] is given  # the caller's dict is left as it was
