@@ -576,3 +576,15 @@ def test_the_errors_that_name_a_parameter_survive_pickling_and_copying() -> None
             assert str(again) == str(error) and again.args == error.args and again.parts == error.parts
             assert again.worded({"clip_config": "--clip-config"}) == error.worded({"clip_config": "--clip-config"})
     assert pickle.loads(pickle.dumps(errors[0])).problem == "config names CLIP hf-hub:someone/some-clip"
+
+
+def test_a_saved_model_loads_with_the_text_activation_it_was_built_with(tmp_path, tiny_model_factory) -> None:
+    """A model whose CLIP config has no ``quick_gelu`` (GELU) and the default ``openai`` tag must load as built: a
+    rule giving every 'openai' CLIP config QuickGELU changed the embeddings of such saved checkpoints (review8)."""
+    from clipvis.model import load_model
+
+    model = tiny_model_factory("convnext")
+    assert model.config.clip_pretrained == "openai" and "quick_gelu" not in model.config.clip_model_config
+    built = type(model.backbone.clip_model.transformer.resblocks[0].mlp.gelu).__name__
+    loaded = load_model(save_pretrained(model, tmp_path / "m.safetensors"))
+    assert type(loaded.backbone.clip_model.transformer.resblocks[0].mlp.gelu).__name__ == built == "GELU"
