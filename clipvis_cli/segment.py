@@ -60,6 +60,9 @@ if TYPE_CHECKING:  # the model package: imported when the weights load, not when
     from clipvis.model import VideoPredictor
 
 FORMATS = writer_formats()  # every --formats name (DEFAULT_FORMATS: what segment writes unless told)
+# Formats whose files changed since clipvis 0.1.0 first wrote them, by revision: an output holding an older one is
+# not complete for `--skip-existing` (mots-png 2: CVAT's flat instances/NNNNNN.png, not instances/<video>/).
+FORMAT_REVISIONS = {"mots-png": 2}
 
 
 DEFAULT_IMAGE_FPS = float(DEFAULT_FPS)
@@ -84,7 +87,8 @@ class SegmentOptions:
     stride: int = 1
     max_frames: int | None = None
     score_threshold: float = 0.0
-    max_tracks: int | None = None  # None: the model config's detections_per_video (TEST.DETECTIONS_PER_IMAGE)
+    # None: the model config's detections_per_video (TEST.DETECTIONS_PER_IMAGE), set once the model is loaded
+    max_tracks: int | None = None
     exact: bool = False
     skip_existing: bool = True
     overlay_min_score: float = 0.2  # tracks drawn on overlay.mp4 (the official visualiser's threshold)
@@ -105,6 +109,9 @@ class SegmentOptions:
                     "allow_duplicate_names"):
             data.pop(key)
         data["formats"] = sorted(self.formats)
+        revised = {name: FORMAT_REVISIONS[name] for name in data["formats"] if name in FORMAT_REVISIONS}
+        if revised:  # recorded for these formats alone: outputs of the others stay valid
+            data["format_revisions"] = revised
         if data["image_fps"] == DEFAULT_IMAGE_FPS:  # recorded when set: outputs made before the option stay valid
             data.pop("image_fps")
         data["config"] = config_identity(self.config, resolve=not paths_as_given)

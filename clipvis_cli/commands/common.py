@@ -317,7 +317,8 @@ def load_predictor(
     cache) are said by ``say`` (default: `clipvis: warning:` lines).
 
     Also records the identity of the checkpoint file the weights resolved to in `options.checkpoint` (replacing
-    that file re-runs inputs that `--skip-existing` would otherwise skip).
+    that file re-runs inputs that `--skip-existing` would otherwise skip), and a default `options.max_tracks` as the
+    number it stands for, the model config's `detections_per_video`.
     """
     from clipvis.model import CheckpointError, VideoPredictor, VocabularyError, load_model
     from clipvis.weights import WeightsError, resolve_weights
@@ -346,6 +347,8 @@ def load_predictor(
                 refused = None
         _say_warnings(caught, say)
         if refused is None:
+            if options.max_tracks is None:  # the config's TEST.DETECTIONS_PER_IMAGE: run.json records the number
+                options.max_tracks = predictor.model.config.detections_per_video  # (50 as outputs made before said)
             return predictor
     except TypeError as error:  # open_clip building a CLIP from a config with a value of the wrong type
         _say_warnings(caught, say)  # before the error too: a download lock that could not be opened, the config's notes

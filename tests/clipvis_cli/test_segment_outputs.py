@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import zipfile
 from pathlib import Path
 
 import av
@@ -99,6 +100,37 @@ def test_skip_existing_is_keyed_by_checkpoint_config_and_options(tmp_path, tiny_
     manifest = json.loads((out / "clip" / "run.json").read_text())
     assert manifest["options"]["checkpoint"]["file"] == str(weights.resolve())
     assert manifest["options"]["config"]["sha256"] and manifest["options"]["clipvis"]
+
+
+def test_the_default_number_of_tracks_is_recorded_as_the_number_it_stands_for(tmp_path, tiny_weights) -> None:
+    """--max-tracks' default (the config's TEST.DETECTIONS_PER_IMAGE) was recorded as null: outputs written before,
+    which recorded 50, and evaluate's cache were all run again, and an explicit --max-tracks 50 re-ran a default run
+    (review8)."""
+    video = write_video(tmp_path / "clip.mp4")
+    out = tmp_path / "out"
+    assert was_run(segment(tiny_weights, out, str(video), extra=("--formats", "ytvis")))
+    assert json.loads((out / "clip" / "run.json").read_text())["options"]["max_tracks"] == 50
+    assert not was_run(segment(tiny_weights, out, str(video), extra=("--formats", "ytvis", "--max-tracks", "50")))
+    config = tmp_path / "config.yaml"
+    config.write_text("TEST:\n  DETECTIONS_PER_IMAGE: 3\n")
+    with_config = ("--formats", "ytvis", "--config", str(config))
+    assert was_run(segment(tiny_weights, out, str(video), extra=with_config))
+    assert json.loads((out / "clip" / "run.json").read_text())["options"]["max_tracks"] == 3
+    assert not was_run(segment(tiny_weights, out, str(video), extra=(*with_config, "--max-tracks", "3")))
+
+
+def test_a_format_whose_files_changed_since_is_written_again(tmp_path, tiny_weights) -> None:
+    """mots-png.zip written in the old layout (instances/<video>/) was kept by a rerun, the run.json identity being
+    unchanged (review8); the outputs of runs without that format stay valid."""
+    video = write_video(tmp_path / "clip.mp4")
+    out = tmp_path / "out"
+    for formats, revisions in (("ytvis", None), ("ytvis,mots-png", {"mots-png": 2})):
+        assert was_run(segment(tiny_weights, out, str(video), extra=("--formats", formats)))
+        manifest = json.loads((out / "clip" / "run.json").read_text())
+        assert manifest["options"].get("format_revisions") == revisions
+        assert not was_run(segment(tiny_weights, out, str(video), extra=("--formats", formats)))
+    with zipfile.ZipFile(out / "clip" / "mots-png.zip") as archive:
+        assert "mots-png/instances/000000.png" in archive.namelist()
 
 
 def test_same_stem_from_two_sources_never_overwrites(tmp_path, tiny_weights) -> None:
