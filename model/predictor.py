@@ -159,6 +159,15 @@ class ActiveVocabulary:
     text_on_device: TextEmbeddings  # on the predictor's device
 
 
+def _stripped_synonyms(name: str) -> str:
+    """``name`` without whitespace and invisible format characters at its ends and at each synonym's
+    (``"car\u200b, automobile"`` was a class of its own beside ``"car, automobile"``); unchanged when none has any."""
+    synonyms = split_synonyms(name)
+    if all(strip_name(synonym) == synonym.strip() for synonym in synonyms):
+        return strip_name(name)
+    return ", ".join(strip_name(synonym) for synonym in synonyms)
+
+
 class VideoPredictor:
     """Holds a model, a vocabulary (text classifier) and the run settings; makes one session per video.
 
@@ -239,7 +248,7 @@ class VideoPredictor:
         if not all(isinstance(name, str) for name in vocabulary):
             kinds = sorted({type(name).__name__ for name in vocabulary if not isinstance(name, str)})
             raise TypeError(f"class names must be strings, not {', '.join(kinds)}")
-        names = [strip_name(name) for name in vocabulary]
+        names = [_stripped_synonyms(name) for name in vocabulary]
         if not names:
             raise VocabularyError("the vocabulary must be a non-empty list of non-empty class names")
         if (empty := next((i for i, name in enumerate(names) if not name), None)) is not None:
@@ -250,7 +259,7 @@ class VideoPredictor:
             if any(not strip_name(synonym) for synonym in split_synonyms(name)):  # "a photo of a ." prompts
                 raise VocabularyError(f"empty synonym in the class {name!r} (synonyms are separated by commas)")
         # as `segment --vocab` compares them: case aside, composed and decomposed accents alike
-        firsts = [unicodedata.normalize("NFC", split_synonyms(name)[0].strip()).casefold() for name in names]
+        firsts = [unicodedata.normalize("NFC", strip_name(split_synonyms(name)[0])).casefold() for name in names]
         if len(set(firsts)) != len(firsts) and not self.allow_duplicate_names:
             duplicates = sorted({n for n in firsts if firsts.count(n) > 1})
             raise VocabularyError(f"duplicate class names in the vocabulary (case aside): {', '.join(duplicates)}")

@@ -3,6 +3,7 @@ reporter, loading the predictor, and how a torchrun job's endings reach the user
 
 from __future__ import annotations
 
+import codecs
 import math
 import unicodedata
 import warnings
@@ -106,8 +107,9 @@ def _vocabulary_file_lines(path: Path) -> list[tuple[int, list[str]]]:
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as error:
-        line = data[: error.start].count(b"\n") + 1
-        raise typer.BadParameter(f"{path}, line {line}: not UTF-8 text (byte {data[error.start]:#04x}): save the file "
+        at = error.start + (len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0)  # the BOM is skipped
+        line = data[:at].count(b"\n") + 1
+        raise typer.BadParameter(f"{path}, line {line}: not UTF-8 text (byte {data[at]:#04x}): save the file "
                                  "as UTF-8") from None
     # one class a line, lines ended by \n, \r\n or \r only: str.splitlines() also split on VT, FF, U+2028...,
     # making two classes of a line that --vocab refuses

@@ -113,7 +113,8 @@ def segment(
         "evaluator).",
     ),
     exact: bool = typer.Option(
-        False, "--exact", help="The official evaluator's selection and masks (PIL resize, unsorted top 50)."
+        False, "--exact",
+        help="The official evaluator's selection and masks (PIL resize, unsorted top TEST.DETECTIONS_PER_IMAGE, 50).",
     ),
     overlay_min_score: float = typer.Option(
         0.2, "--overlay-min-score", help="Draw tracks scoring at least this on overlay.mp4 (JSON files keep all).",
@@ -140,8 +141,8 @@ def segment(
     """Segment and track every object of the given classes; write overlay.mp4, ytvis.json, coco.json, run.json."""
     if exact and (max_tracks is not None or score_threshold != 0.0):
         raise typer.BadParameter(
-            "--exact writes the official evaluator's results (its 50 per video, unsorted, no threshold): leave out "
-            "--max-tracks and --score-threshold, or --exact"
+            "--exact writes the official evaluator's results (its TEST.DETECTIONS_PER_IMAGE per video, 50, unsorted, "
+            "no threshold): leave out --max-tracks and --score-threshold, or --exact"
         )
     prefer_huge_pages()  # before any tensor exists (clipvis.cli.memory)
     try:
@@ -178,8 +179,9 @@ def segment(
                     allow_hub_clip=allow_hub_clip,
                 )
 
+            named = "--vocab" if vocab is not None else str(vocab_file)  # what a refused vocabulary is said of
             options, predictor = (make_options(), None) if job is None else \
-                _start_rank(job, make_options, warning_sayer(log_format, job))
+                _start_rank(job, make_options, warning_sayer(log_format, job), named)
             reporter = make_reporter(log_format, job)
             if job is None or job.is_main:  # every rank found the same inputs: said once
                 for warning in warnings:
@@ -187,7 +189,8 @@ def segment(
             if total == 0 and shard is not None and (job is None or job.is_main):  # exit 0, but not in silence
                 reporter.say("note", f"shard {shard.strip()} holds none of the {len(sources)} input(s): nothing to do")
             try:
-                counts = _run_inputs(options, sources, positions, reporter, vocabulary, job, null, predictor, total)
+                counts = _run_inputs(options, sources, positions, reporter, vocabulary, job, null, predictor, total,
+                                     vocabulary_source=named)
                 code = _finish(counts, total, job, reporter, positions if isinstance(positions, TakenInputs) else None)
             finally:
                 reporter.close()
@@ -208,7 +211,8 @@ def _stdin_of_the_job(job: DistributedRun | None, null: bool) -> list[str]:
 
 
 def _start_rank(
-    job: DistributedRun, make_options: Callable[[], SegmentOptions], say: Callable[[str], None]
+    job: DistributedRun, make_options: Callable[[], SegmentOptions], say: Callable[[str], None],
+    vocabulary_source: str = "the vocabulary",
 ) -> tuple[SegmentOptions, VideoPredictor]:
     """Under torchrun: this rank's options and predictor (loaded before it takes an input from the job's queue), once
     every rank has them and they run the same model, vocabulary and settings (``check_same_producer``).
@@ -217,7 +221,7 @@ def _start_rank(
     every input to the others (rank 0 then says it stopped); the ranks that started are compared among themselves."""
     try:
         options = make_options()
-        predictor = load_predictor(options, say=say)
+        predictor = load_predictor(options, say=say, vocabulary_source=vocabulary_source)
     except typer.Exit as error:
         check_same_producer(job, None)
         raise error from None
@@ -286,6 +290,7 @@ def _run_inputs(
     null: bool,
     predictor: VideoPredictor | None = None,
     total: int = 0,
+    vocabulary_source: str = "the vocabulary",
 ) -> dict[str, int]:
     """Run this process' inputs (``positions`` into ``sources``); how many ended complete, skipped, failed.
     ``predictor``: already loaded (under torchrun, ``_start_rank``). ``total``: the inputs of the batch (of the job
@@ -315,7 +320,8 @@ def _run_inputs(
                 with suppress(OSError):
                     options.output.rmdir()
             return counts
-        predictor = predictor or load_predictor(options, say=lambda message: reporter.say("warning", message))
+        predictor = predictor or load_predictor(options, say=lambda message: reporter.say("warning", message),
+                                                vocabulary_source=vocabulary_source)
     except (typer.Exit, KeyboardInterrupt) as stop:  # the batch stopped before any input ran (weights, CUDA, Ctrl-C
         # or SIGTERM while the weights download or load): no empty output root left behind
         if made_root:

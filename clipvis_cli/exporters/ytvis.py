@@ -73,7 +73,7 @@ class ResultsStream:
 
     def add(self, video: ExportVideo) -> None:
         self._ids.append(video.info.video_id)
-        self._folders.setdefault(video.info.video_id, []).append(Path(video.results_file).parent.name)
+        self._folders.setdefault(video.info.video_id, []).append(str(Path(video.results_file).parent))
         self._tables.add(tuple(video.categories))
         if self._error is not None:
             return

@@ -85,7 +85,8 @@ def test_python_dash_m_help_shows_no_value_placeholder_for_flags() -> None:
      "clipvis: error: Invalid value for '--max-tracks': Input should be greater than or equal to 1 "
      "(see 'clipvis segment --help')"),
     (["segment", "v.mp4", "--vocab", "a", "--exact", "--max-tracks", "3"],
-     "clipvis: error: --exact writes the official evaluator's results (its 50 per video, unsorted, no threshold): "
+     "clipvis: error: --exact writes the official evaluator's results (its TEST.DETECTIONS_PER_IMAGE per video, 50, "
+     "unsorted, no threshold): "
      "leave out --max-tracks and --score-threshold, or --exact (see 'clipvis segment --help')"),
     (["export", "--zpi"],
      "clipvis: error: No such option: --zpi (Possible options: --zip) (see 'clipvis export --help')"),

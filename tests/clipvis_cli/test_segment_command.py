@@ -439,6 +439,7 @@ def test_a_vocabulary_file_as_people_write_them(tmp_path) -> None:
         ("car\n".encode("utf-16"), "classes.txt: the file is UTF-16 or UTF-32 text: save it as UTF-8"),
         ("car\n".encode("utf-16-le"), "classes.txt: the file is UTF-16 or UTF-32 text: save it as UTF-8"),
         (b"car\ncaf\xe9\n", "classes.txt, line 2: not UTF-8 text (byte 0xe9): save the file as UTF-8"),
+        (b"\xef\xbb\xbfcar\nperson\nd\n\xe9t\xe9\n", "classes.txt, line 4: not UTF-8 text (byte 0xe9)"),  # after a BOM
     ):
         vocab.write_bytes(data)
         with pytest.raises(typer.BadParameter) as caught:
@@ -488,6 +489,14 @@ def test_a_vocabulary_the_predictor_refuses_is_named_not_the_weights(tmp_path, t
     assert capsys.readouterr().err.strip().splitlines() == [
         "clipvis: error: the GT categories of gt.json: empty synonym in the class 'a,,b' (synonyms are separated by "
         "commas)"]
+    # segment names its --vocab-file (it said "the vocabulary: ..." for names CLIP reads alike: review8)
+    video = write_video(tmp_path / "v.mp4", num_frames=2)
+    classes = tmp_path / "classes.txt"
+    classes.write_text("big road\nbig  road\n")
+    result = CliRunner().invoke(app, ["segment", str(video), "--vocab-file", str(classes), "--weights",
+                                      str(tiny_weights), "-o", str(tmp_path / "out")])
+    assert result.exit_code == 1 and result.stderr.startswith(f"clipvis: error: {classes}: class names that CLIP "
+                                                              "reads alike")
 
 
 def test_the_configs_detections_per_image_is_the_default_number_of_tracks(tmp_path, tiny_weights) -> None:

@@ -268,6 +268,10 @@ def test_names_that_clip_reads_alike_are_refused_and_long_ones_said(tiny_model, 
     with pytest.raises(ValueError, match=r"duplicate class names in the vocabulary \(case aside\): car"):
         VideoPredictor(tiny_model, ["car", "\ufeffcar"], cache_dir=tmp_path)
     assert VideoPredictor(tiny_model, ["car\u200b", "\u2060dog"], cache_dir=tmp_path).vocabulary == ["car", "dog"]
+    assert VideoPredictor(tiny_model, ["car\u200b, auto\ufeff", "dog,cat"], cache_dir=tmp_path).vocabulary == [
+        "car, auto", "dog,cat"]  # each synonym's ends too (a name with none is kept as written)
+    with pytest.raises(ValueError, match=r"duplicate class names in the vocabulary \(case aside\): car"):
+        VideoPredictor(tiny_model, ["car\u200b, automobile", "car, automobile"], cache_dir=tmp_path)
     assert VideoPredictor(tiny_model, ["big road", "big roads", "x " * 60 + "one"], cache_dir=tmp_path)  # all differ
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
