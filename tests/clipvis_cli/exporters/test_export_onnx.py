@@ -202,7 +202,7 @@ def test_an_empty_vocab_is_a_usage_error_not_a_free_vocabulary_file(tiny_weights
         result = CliRunner().invoke(app, ["export", "--to", "onnx", "--model", str(tiny_weights), "--vocab", vocab,
                                           "-o", str(tmp_path / "m.onnx")])
         assert result.exit_code == 2 and result.stdout == ""
-        assert "--vocab: empty class name (classes are separated by commas / lines)" in result.stderr
+        assert "--vocab: empty class name (classes are separated by commas)" in result.stderr
     assert list(tmp_path.iterdir()) == []
 
 
