@@ -432,8 +432,10 @@ class Trainer:
         tensors, _ = read_state_dict(path)
         self.model.load_state_dict(tensors, strict=True)
         state = torch.load(state_path(path), map_location="cpu", weights_only=False)
+        configured = [(group["initial_lr"], group["weight_decay"]) for group in self.optimizer.param_groups]
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
+        self._apply_configured_rates(configured)
         self._resume_amp(state)
         torch.set_rng_state(state["rng"]["torch"])
         if state["rng"]["cuda"] and torch.cuda.is_available():
@@ -444,6 +446,24 @@ class Trainer:
         self.start_iteration = int(state["iteration"]) + 1
         log.info("resumed from %s at iteration %d", path, self.start_iteration)
         return True
+
+    def _apply_configured_rates(self, configured: list[tuple[float, float]]) -> None:
+        """The run's SOLVER.BASE_LR and weight decays (``configured``: each parameter group's base rate and decay as
+        this run's settings give them) over those of the loaded optimiser and schedule, which had restored the
+        interrupted run's: `--resume SOLVER.BASE_LR=...` was logged and recorded, and trained at the old rate. The
+        same settings leave every value as it was (the resumed run is the uninterrupted one)."""
+        restored = [(group["initial_lr"], group["weight_decay"]) for group in self.optimizer.param_groups]
+        if restored == configured:
+            return
+        factor = self.scheduler.lr_lambdas[0](self.scheduler.last_epoch)
+        for group, (base_lr, decay) in zip(self.optimizer.param_groups, configured, strict=True):
+            group["initial_lr"], group["weight_decay"], group["lr"] = base_lr, decay, base_lr * factor
+        self.scheduler.base_lrs = [base_lr for base_lr, _ in configured]
+        self.scheduler._last_lr = [group["lr"] for group in self.optimizer.param_groups]
+        before = next((r for r, c in zip(restored, configured, strict=True) if r != c), restored[0])
+        after = configured[restored.index(before)]
+        log.info("resuming with the configured learning rate %.3g and weight decay %.3g (the run had %.3g and %.3g)",
+                 after[0], after[1], before[0], before[1])
 
     def _resume_amp(self, state: dict[str, Any]) -> None:
         """The mixed-precision type the resumed run trains in (``resumed_amp_dtype``) and its gradient scaler: the

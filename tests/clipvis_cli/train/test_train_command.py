@@ -122,6 +122,24 @@ def test_resume_continues_exactly(tmp_path, tiny_train_config, tiny_config):
     assert "sem_seg_head.predictor.query_feat.weight" in torch.load(tmp_path / "f.pth", weights_only=True)["model"]
 
 
+def test_a_resume_trains_at_the_learning_rate_and_weight_decay_it_is_given(tmp_path, tiny_train_config):
+    """`--resume SOLVER.BASE_LR=... SOLVER.WEIGHT_DECAY=...` was logged and recorded in config.yaml, and the run went
+    on at the old rate and decay, restored with the optimiser (hunter 84)."""
+    data = write_coco(tmp_path / "data", num_images=3)
+    config = tiny_train_config(tmp_path, MAX_ITER=2)
+    run = tmp_path / "run"
+    train(config, run, data)
+    train(config, run, data, "--resume", "SOLVER.MAX_ITER=4", "SOLVER.BASE_LR=0.003", "SOLVER.WEIGHT_DECAY=0.5")
+    state = torch.load(run / "model_0000003.state.pt", map_location="cpu", weights_only=False)
+    groups = state["optimizer"]["param_groups"]
+    assert {group["initial_lr"] for group in groups} == {0.003}
+    assert 0.5 in {group["weight_decay"] for group in groups}  # norm layers keep WEIGHT_DECAY_NORM
+    assert state["scheduler"]["base_lrs"] == [0.003] * len(groups)
+    logged = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    rates = {entry["iteration"]: entry["lr"] for entry in logged if "lr" in entry}
+    assert rates[3] == pytest.approx(0.003 * rates[1] / yaml.safe_load(config.read_text())["SOLVER"]["BASE_LR"])
+
+
 def test_a_run_from_weights_gives_its_checkpoints_the_configs_test_time_settings(tmp_path, tiny_train_config):
     """With --weights, the checkpoints kept the starting checkpoint's INPUT.MIN_SIZE_TEST / TEST.NUM_FRAME, not the
     --config's: segment and evaluate then ran the trained model with settings the run never had."""
