@@ -68,6 +68,9 @@ DEFAULTS: dict[str, Any] = {
         "DATASET_MAPPER_NAME": "coco_instance_lsj", "IMAGE_SIZE": 1024, "MIN_SCALE": 0.1, "MAX_SCALE": 2.0,
         "RANDOM_FLIP": "horizontal", "MIN_SIZE_TRAIN": [800], "MAX_SIZE_TRAIN": 1333, "SAMPLING_FRAME_NUM": 1,
         "FORMAT": "RGB",
+        # test-time settings the checkpoints carry (clipvis' model defaults, the official video configs'), so that
+        # every config takes them as KEY=VALUE: the image configs name none
+        "MIN_SIZE_TEST": 480, "MAX_SIZE_TEST": 1333,
     },
     "SOLVER": {
         "IMS_PER_BATCH": 8, "REFERENCE_WORLD_SIZE": 0, "BASE_LR": 1e-4, "WEIGHT_DECAY": 0.05,
@@ -77,7 +80,7 @@ DEFAULTS: dict[str, Any] = {
         "CLIP_GRADIENTS": {"ENABLED": True, "CLIP_TYPE": "full_model", "CLIP_VALUE": 0.01, "NORM_TYPE": 2.0},
         "AMP": {"ENABLED": True},
     },
-    "TEST": {"EVAL_PERIOD": 0},
+    "TEST": {"EVAL_PERIOD": 0, "NUM_FRAME": 9, "NUM_TOPK": 5, "DETECTIONS_PER_IMAGE": 50},
     "SEED": -1,
     "OUTPUT_DIR": "./output",
     "CLIPVIS": {
@@ -207,8 +210,8 @@ def load_train_config(name_or_file: str | Path, overrides: list[str] | tuple[str
         dotted = ".".join(keys)
         current = _get(merged, dotted, _ABSENT)
         if current is _ABSENT and keys[:2] != ["CLIPVIS", "MODEL"]:  # CLIPVIS.MODEL fields: ClipVisConfig checks them
-            raise ConfigError(f"override {item!r}: no config key {dotted} (a typo? keys are the official ones, or "
-                              "CLIPVIS.*)")
+            raise ConfigError(f"override {item!r}: no config key {dotted} (a typo? clipvis takes the official keys "
+                              "of the CLIP-VIS recipe it implements, and CLIPVIS.*)")
         _set(merged, keys, _typed(value, None if current is _ABSENT else current, f"override {item!r}"),
              f"override {item!r}")
         keys_set.add(dotted)
@@ -334,6 +337,7 @@ _RECIPE_CHOICES = {
     "SOLVER.WARMUP_METHOD": ("linear",),
     "SOLVER.CLIP_GRADIENTS.CLIP_TYPE": ("full_model", "value", "norm"),
     "INPUT.RANDOM_FLIP": ("horizontal", "none"),
+    "INPUT.FORMAT": ("RGB",),  # CLIP takes RGB: BGR was accepted and ignored
 }
 
 

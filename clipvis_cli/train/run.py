@@ -358,6 +358,10 @@ def _preflight(request: RunRequest, rank: int, world: int) -> _Preflight:
     if world > 1 and given:  # this rank's own, checked once the ranks meet (the command did it alone)
         request.weights = starting_weights(given)
     schedule = autoscale(config, world, enabled=request.autoscale)
+    late = [step for step in schedule.steps if step >= schedule.max_iter]
+    if late and rank == 0:  # detectron2's WarmupMultiStepLR warns of them too
+        log.warning("warning: SOLVER.STEPS %s lie past SOLVER.MAX_ITER %d: the learning rate does not decay at them "
+                    "(set SOLVER.STEPS with SOLVER.MAX_ITER)", ", ".join(map(str, late)), schedule.max_iter)
     # before anything loads or is written: a test set named wrongly failed at the first evaluation, hours in
     if rank == 0:  # rank 0 alone evaluates: the test set need be on its machine only
         check_evaluation_data(config, schedule.eval_period, schedule.max_iter)

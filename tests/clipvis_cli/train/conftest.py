@@ -70,7 +70,7 @@ def _tiny_train_config(model_fields: dict, folder: Path, **solver) -> Path:
         "DATASETS": {"TRAIN": [], "TEST": []},
         "INPUT": {"DATASET_MAPPER_NAME": "coco_instance_lsj", "IMAGE_SIZE": SIZE, "MIN_SCALE": 0.9, "MAX_SCALE": 1.1},
         "DATALOADER": {"NUM_WORKERS": 0, "SAMPLER_TRAIN": "TrainingSampler"},
-        "SOLVER": {"IMS_PER_BATCH": 2, "REFERENCE_WORLD_SIZE": 0, "BASE_LR": 1e-3, "MAX_ITER": 10, "STEPS": [1000],
+        "SOLVER": {"IMS_PER_BATCH": 2, "REFERENCE_WORLD_SIZE": 0, "BASE_LR": 1e-3, "MAX_ITER": 10, "STEPS": [],
                    "WARMUP_ITERS": 0, "CHECKPOINT_PERIOD": 1000, **solver},
         "SEED": 0,
         "CLIPVIS": {"MODEL": model_fields, "LOG_PERIOD": 5},

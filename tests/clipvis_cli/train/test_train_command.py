@@ -140,6 +140,16 @@ def test_a_resume_trains_at_the_learning_rate_and_weight_decay_it_is_given(tmp_p
     assert rates[3] == pytest.approx(0.003 * rates[1] / yaml.safe_load(config.read_text())["SOLVER"]["BASE_LR"])
 
 
+def test_steps_past_the_last_iteration_are_said(tmp_path, tiny_train_config):
+    """SOLVER.MAX_ITER=5000 on a shipped config left its STEPS (in the hundreds of thousands) in place: the learning
+    rate never decayed, without a word (hunter 84; detectron2 warns of it)."""
+    data = write_coco(tmp_path / "data", num_images=2)
+    config = tiny_train_config(tmp_path, MAX_ITER=1, STEPS=[1, 7])
+    result = train(config, tmp_path / "run", data)
+    assert "warning: SOLVER.STEPS 1, 7 lie past SOLVER.MAX_ITER 1: the learning rate does not decay at them" in \
+        result.output
+
+
 def test_a_run_from_weights_gives_its_checkpoints_the_configs_test_time_settings(tmp_path, tiny_train_config):
     """With --weights, the checkpoints kept the starting checkpoint's INPUT.MIN_SIZE_TEST / TEST.NUM_FRAME, not the
     --config's: segment and evaluate then ran the trained model with settings the run never had."""

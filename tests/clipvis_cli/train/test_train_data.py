@@ -412,6 +412,7 @@ def test_official_syntax_and_bad_values_in_configs_and_overrides(tmp_path):
         ("SOLVER.BASE_LR=0", "SOLVER.BASE_LR must be a positive number"),
         ("SOLVER.OPTIMIZER=SGD", "SOLVER.OPTIMIZER 'SGD' is not supported; clipvis trains with ADAMW"),
         ("INPUT.RANDOM_FLIP=vertical", "INPUT.RANDOM_FLIP 'vertical' is not supported"),
+        ("INPUT.FORMAT=BGR", "INPUT.FORMAT 'BGR' is not supported; clipvis trains with RGB"),  # was ignored
         ("CLIPVIS.MODEL.memory_length=0", "memory_length (TEST.NUM_FRAME) must be a positive integer, not 0"),
         ("CLIPVIS.MODEL.num_queries=-3", "num_queries (MODEL.MASK_FORMER.NUM_OBJECT_QUERIES) must be a positive"),
     ):
@@ -420,6 +421,13 @@ def test_official_syntax_and_bad_values_in_configs_and_overrides(tmp_path):
         assert str(raised.value).startswith(f"override {override!r}: "), raised.value  # not the shipped file's fault
     assert load_train_config("lvis_r50.yaml", ["CLIPVIS.MODEL.num_queries=8"]).get("CLIPVIS.MODEL") == {
         "num_queries": 8}
+    # The test-time keys the checkpoints carry, on every shipped config (the image ones said "no config key": hunter 84)
+    tested = ["INPUT.MIN_SIZE_TEST=640", "TEST.NUM_FRAME=7", "TEST.NUM_TOPK=3", "TEST.DETECTIONS_PER_IMAGE=20"]
+    for name in ("lvis_r50.yaml", "coco_r50.yaml", "ytvis19_r50.yaml"):
+        model = load_train_config(name, tested).model_config()
+        assert (model.min_size_test, model.memory_length, model.top_k, model.detections_per_video) == (640, 7, 3, 20)
+    plain = load_train_config("lvis_r50.yaml").model_config()  # their defaults: the model's, as before
+    assert (plain.min_size_test, plain.memory_length, plain.top_k, plain.detections_per_video) == (480, 9, 5, 50)
 
 
 def test_official_config_files_with_base_includes_are_accepted(tmp_path):
