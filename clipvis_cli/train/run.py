@@ -358,10 +358,6 @@ def _preflight(request: RunRequest, rank: int, world: int) -> _Preflight:
     if world > 1 and given:  # this rank's own, checked once the ranks meet (the command did it alone)
         request.weights = starting_weights(given)
     schedule = autoscale(config, world, enabled=request.autoscale)
-    late = [step for step in schedule.steps if step >= schedule.max_iter]
-    if late and rank == 0:  # detectron2's WarmupMultiStepLR warns of them too
-        log.warning("warning: SOLVER.STEPS %s lie past SOLVER.MAX_ITER %d: the learning rate does not decay at them "
-                    "(set SOLVER.STEPS with SOLVER.MAX_ITER)", ", ".join(map(str, late)), schedule.max_iter)
     # before anything loads or is written: a test set named wrongly failed at the first evaluation, hours in
     if rank == 0:  # rank 0 alone evaluates: the test set need be on its machine only
         check_evaluation_data(config, schedule.eval_period, schedule.max_iter)
@@ -475,6 +471,10 @@ def _run_training(request: RunRequest, rank: int, world: int, local_rank: int,
         log.info("config %s -> %s (global batch %d on %d process(es), %d CPU thread(s) each, lr %.3g, %d iterations, "
                  "scale %.3g, seed %d)", config.source, output_dir, schedule.global_batch, world,
                  torch.get_num_threads(), schedule.base_lr, schedule.max_iter, schedule.scale, seed)
+        late = [step for step in schedule.steps if step >= schedule.max_iter]
+        if late:  # detectron2's WarmupMultiStepLR warns of them too
+            log.warning("warning: SOLVER.STEPS %s lie past SOLVER.MAX_ITER %d: the learning rate does not decay at "
+                        "them (set SOLVER.STEPS with SOLVER.MAX_ITER)", ", ".join(map(str, late)), schedule.max_iter)
 
     if world > 1:  # a rank started with other settings trained silently on them, or hung at the end of its schedule
         _check_ranks_agree(rank, world, "settings", _settings_of(config))
