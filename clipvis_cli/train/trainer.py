@@ -16,6 +16,7 @@ Output folder layout (the checkpoint files' names: `clipvis.weights.training_fol
 from __future__ import annotations
 
 import bisect
+import contextlib
 import json
 import logging
 import math
@@ -570,6 +571,41 @@ class Trainer:
         with StopRequests(announce=announce) as requests:
             return self._loop(requests)
 
+    def _evaluate_at(self, iteration: int, path: Path | None, sink: MetricsSink, requests: StopRequests) -> None:
+        """The periodic evaluation of the checkpoint of ``iteration`` (rank 0; the others wait for it). A stop while
+        it runs loses only the evaluation: the resumed run does it first (``_evaluation_pending``)."""
+        if self.rank == 0:
+            result = None
+            try:
+                with requests.immediately():
+                    result = self.evaluate(path, iteration)
+            except TrainingStopped:  # the checkpoint it evaluates is saved: only the evaluation is lost
+                log.warning("warning: the evaluation at iteration %d was interrupted", iteration + 1)
+            if result is not None:
+                sink.write({"iteration": iteration, **result})
+                log.info("evaluation at iteration %d: %s", iteration + 1, json.dumps(result))
+        if self.world > 1:
+            dist.barrier()  # the other ranks wait for rank 0's evaluation
+
+    def _evaluation_pending(self, path: Path | None) -> bool:
+        """Whether the run resumes right after an evaluation point whose evaluation is not in metrics.jsonl (a stop
+        interrupted it: hunter 84 found it never redone). Every rank reads the file, so all agree."""
+        s, previous = self.settings, self.start_iteration - 1
+        if previous < 0 or s.eval_period <= 0 or (previous + 1) % s.eval_period or self.evaluate is None:
+            return False
+        if path is None or path.name != checkpoint_name(previous):
+            return False
+        try:
+            lines = (s.output_dir / METRICS_NAME).read_text(encoding="utf-8").splitlines()
+        except OSError:
+            return True
+        for line in lines:
+            with contextlib.suppress(ValueError):
+                record = json.loads(line)
+                if isinstance(record, dict) and record.get("iteration") == previous and "lr" not in record:
+                    return False  # an evaluation record (training records carry the learning rate)
+        return True
+
     def _loop(self, requests: StopRequests) -> Path:
         s = self.settings
         sink = MetricsSink(s.output_dir, self.rank == 0, self.start_iteration)
@@ -579,6 +615,10 @@ class Trainer:
         window: list[tuple[float, float]] = []
         started = time.perf_counter()
         try:
+            if self._evaluation_pending(last_path):  # the one a stop interrupted (its checkpoint is the resume point)
+                self._evaluate_at(self.start_iteration - 1, last_path, sink, requests)
+                if self._agree_to_stop(requests):
+                    raise self._stopped(requests, self.start_iteration - 1, last_path)
             for iteration in range(self.start_iteration, s.max_iter):
                 t0 = time.perf_counter()
                 batch = next(batches)
@@ -619,18 +659,7 @@ class Trainer:
                 if stop:
                     raise self._stopped(requests, iteration, last_path)
                 if due_eval and self.evaluate is not None:
-                    if self.rank == 0:
-                        result = None
-                        try:
-                            with requests.immediately():
-                                result = self.evaluate(last_path, iteration)
-                        except TrainingStopped:  # the checkpoint it evaluates is saved: only the evaluation is lost
-                            log.warning("warning: the evaluation at iteration %d was interrupted", iteration + 1)
-                        if result is not None:
-                            sink.write({"iteration": iteration, **result})
-                            log.info("evaluation at iteration %d: %s", iteration + 1, json.dumps(result))
-                    if self.world > 1:
-                        dist.barrier()  # the other ranks wait for rank 0's evaluation
+                    self._evaluate_at(iteration, last_path, sink, requests)
                     if self._agree_to_stop(requests) and not last:
                         raise self._stopped(requests, iteration, last_path)
         finally:

@@ -566,6 +566,16 @@ def test_ctrl_c_during_a_periodic_evaluation_drops_the_evaluation_at_once_and_ke
     assert "the evaluation at iteration 4 was interrupted" in (run / "train.log").read_text()
     assert (run / "last_checkpoint").read_text().strip() == "model_0000003.safetensors"
     assert (run / "model_0000003.state.pt").is_file() and not (run / "model_0000005.safetensors").exists()
+    # The resumed run evaluates that checkpoint first (it went on to iteration 6's evaluation alone: hunter 84)
+    monkeypatch.undo()
+    resumed = runner.invoke(app, ["train", "--output-dir", str(run), "--resume"])
+    assert resumed.exit_code == 0, resumed.output + repr(resumed.exception)
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in records if "lr" not in r] == [1, 3, 5]  # after iterations 2, 4 and 6
+    again = runner.invoke(app, ["train", "--output-dir", str(run), "--resume", "SOLVER.MAX_ITER=8"])
+    assert again.exit_code == 0  # one done is not done again (it resumes after iteration 6's, recorded)
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in records if "lr" not in r] == [1, 3, 5, 7]
 
 
 @pytest.mark.parametrize("signum", [2, 15], ids=["SIGINT", "SIGTERM"])
