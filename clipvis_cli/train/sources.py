@@ -109,8 +109,9 @@ def _image_source(name: str, root: Path, filter_empty: bool, say: Callable[[str]
         if not (root / LVIS_TRAIN).is_file():
             raise TrainDataError(
                 f"dataset {name}: neither {annotation_path} nor {root / LVIS_TRAIN} exists; download LVIS v1 "
-                f"(https://www.lvisdataset.org/dataset) to {root / 'lvis'} and COCO 2017 train images to "
-                f"{root / 'coco/train2017'} (data root {root}: --data-root or $CLIPVIS_DATASETS)"
+                f"(https://www.lvisdataset.org/dataset) to {root / 'lvis'} and the COCO 2017 train and val images "
+                f"to {root / 'coco/train2017'} and {root / 'coco/val2017'}, where LVIS' coco_url names each (data "
+                f"root {root}: --data-root or $CLIPVIS_DATASETS)"
             )
         remove_lvis_rare(root / LVIS_TRAIN, annotation_path, say)
     if not annotation_path.is_file():
