@@ -515,7 +515,7 @@ def _run_training(request: RunRequest, rank: int, world: int, local_rank: int,
         trainer.resume(resume_from)
     elif request.resume:
         log.info("--resume: no checkpoint in %s yet, starting from the beginning", output_dir)
-    if trainer.start_iteration >= settings.max_iter:
+    if trainer.start_iteration >= settings.max_iter and not trainer.evaluation_pending():
         log.info("nothing to do: %s already has %d iterations", output_dir, trainer.start_iteration)
         if trainer.rank == 0:  # a killed run's records past the checkpoint this run stands on
             drop_metrics_from(output_dir, trainer.start_iteration)

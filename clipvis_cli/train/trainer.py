@@ -368,6 +368,8 @@ class Trainer:
         self.amp_dtype = self._amp_dtype()
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp_dtype == torch.float16)
         self.start_iteration = 0
+        self.resumed_from: Path | None = None  # the checkpoint `resume` loaded
+        self._pending: bool | None = None  # `evaluation_pending`, decided once
         self.warning_count = 0
         self._warned: set[str] = set()
         self._stop_signum: int | None = None  # the stop signal the processes agreed on (``_agree_to_stop``)
@@ -445,6 +447,7 @@ class Trainer:
         random.setstate(state["rng"]["python"])
         self.warning_count = int(state.get("warning_count", 0))
         self.start_iteration = int(state["iteration"]) + 1
+        self.resumed_from = path
         log.info("resumed from %s at iteration %d", path, self.start_iteration)
         return True
 
@@ -454,17 +457,19 @@ class Trainer:
         interrupted run's: `--resume SOLVER.BASE_LR=...` was logged and recorded, and trained at the old rate. The
         same settings leave every value as it was (the resumed run is the uninterrupted one)."""
         restored = [(group["initial_lr"], group["weight_decay"]) for group in self.optimizer.param_groups]
-        if restored == configured:
-            return
+        # The rate of the next step from this run's schedule (STEPS, GAMMA, warm-up may have changed too), as
+        # LambdaLR computes it: the same arithmetic, so unchanged settings give the restored rates bit for bit.
         factor = self.scheduler.lr_lambdas[0](self.scheduler.last_epoch)
         for group, (base_lr, decay) in zip(self.optimizer.param_groups, configured, strict=True):
             group["initial_lr"], group["weight_decay"], group["lr"] = base_lr, decay, base_lr * factor
         self.scheduler.base_lrs = [base_lr for base_lr, _ in configured]
         self.scheduler._last_lr = [group["lr"] for group in self.optimizer.param_groups]
-        before = next((r for r, c in zip(restored, configured, strict=True) if r != c), restored[0])
-        after = configured[restored.index(before)]
-        log.info("resuming with the configured learning rate %.3g and weight decay %.3g (the run had %.3g and %.3g)",
-                 after[0], after[1], before[0], before[1])
+        changed = next((i for i, (r, c) in enumerate(zip(restored, configured, strict=True)) if r != c), None)
+        if changed is not None:
+            (lr, decay), (old_lr, old_decay) = configured[changed], restored[changed]
+            log.info("resuming with the configured learning rate %.3g and weight decay %.3g of %s (the run had %.3g "
+                     "and %.3g)", lr, decay, self.optimizer.param_groups[changed].get("name", "a group"), old_lr,
+                     old_decay)
 
     def _resume_amp(self, state: dict[str, Any]) -> None:
         """The mixed-precision type the resumed run trains in (``resumed_amp_dtype``) and its gradient scaler: the
@@ -587,9 +592,18 @@ class Trainer:
         if self.world > 1:
             dist.barrier()  # the other ranks wait for rank 0's evaluation
 
-    def _evaluation_pending(self, path: Path | None) -> bool:
+    def evaluation_pending(self) -> bool:
         """Whether the run resumes right after an evaluation point whose evaluation is not in metrics.jsonl (a stop
-        interrupted it: hunter 84 found it never redone). Every rank reads the file, so all agree."""
+        interrupted it: hunter 84 found it never redone). Rank 0 decides, from its metrics.jsonl, and tells the others
+        (each reading its own copy could disagree and hang at the barrier); decided once."""
+        if self._pending is None:
+            decision = [self._evaluation_pending_here(self.resumed_from) if self.rank == 0 else False]
+            if self.world > 1:
+                dist.broadcast_object_list(decision, src=0)
+            self._pending = bool(decision[0])
+        return self._pending
+
+    def _evaluation_pending_here(self, path: Path | None) -> bool:
         s, previous = self.settings, self.start_iteration - 1
         if previous < 0 or s.eval_period <= 0 or (previous + 1) % s.eval_period or self.evaluate is None:
             return False
@@ -597,7 +611,7 @@ class Trainer:
             return False
         try:
             lines = (s.output_dir / METRICS_NAME).read_text(encoding="utf-8").splitlines()
-        except OSError:
+        except (OSError, ValueError):  # none, or not readable as text: no record of it
             return True
         for line in lines:
             with contextlib.suppress(ValueError):
@@ -615,10 +629,10 @@ class Trainer:
         window: list[tuple[float, float]] = []
         started = time.perf_counter()
         try:
-            if self._evaluation_pending(last_path):  # the one a stop interrupted (its checkpoint is the resume point)
-                self._evaluate_at(self.start_iteration - 1, last_path, sink, requests)
+            if self.evaluation_pending():  # the one a stop interrupted (its checkpoint is the resume point)
+                self._evaluate_at(self.start_iteration - 1, self.resumed_from, sink, requests)
                 if self._agree_to_stop(requests):
-                    raise self._stopped(requests, self.start_iteration - 1, last_path)
+                    raise self._stopped(requests, self.start_iteration - 1, self.resumed_from)
             for iteration in range(self.start_iteration, s.max_iter):
                 t0 = time.perf_counter()
                 batch = next(batches)
@@ -660,8 +674,8 @@ class Trainer:
                     raise self._stopped(requests, iteration, last_path)
                 if due_eval and self.evaluate is not None:
                     self._evaluate_at(iteration, last_path, sink, requests)
-                    if self._agree_to_stop(requests) and not last:
-                        raise self._stopped(requests, iteration, last_path)
+                    if self._agree_to_stop(requests):  # at the last iteration too: its evaluation is not recorded,
+                        raise self._stopped(requests, iteration, last_path)  # and --resume does it
         finally:
             progress.close()
             sink.close()

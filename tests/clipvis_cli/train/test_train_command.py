@@ -578,6 +578,54 @@ def test_ctrl_c_during_a_periodic_evaluation_drops_the_evaluation_at_once_and_ke
     assert [r["iteration"] for r in records if "lr" not in r] == [1, 3, 5, 7]
 
 
+def test_an_interrupted_last_evaluation_stops_the_run_and_is_done_by_the_resume(tmp_path, tiny_train_config,
+                                                                               monkeypatch):
+    """Ctrl-C during the evaluation after the last iteration: the run said "finished", exit 0, and --resume had
+    "nothing to do": that evaluation was lost (review9)."""
+    import signal
+    import time
+
+    from clipvis.cli.commands import evaluate_dataset
+
+    def evaluation_that_waits(*args, **kwargs):
+        time.sleep(300)
+
+    gt, frames = write_ytvis(tmp_path / "data", num_videos=1, length=2)
+    config = tiny_train_config(tmp_path, MAX_ITER=4)
+    signal_self_during(monkeypatch, evaluate_dataset, "run_dataset_evaluation", signal.SIGINT, call=2,
+                       then=evaluation_that_waits)
+    run = tmp_path / "run"
+    args = ["train", "--config", str(config), "--output-dir", str(run), "--data", str(gt), "--images", str(frames),
+            "TEST.EVAL_PERIOD=2", f"CLIPVIS.TEST_DATA=[{{json: {gt}, frames: {frames}}}]",
+            "INPUT.MIN_SIZE_TRAIN=[64]", "INPUT.MAX_SIZE_TRAIN=128"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 130, result.output + repr(result.exception)
+    assert "--resume" in result.output
+    monkeypatch.undo()
+    resumed = runner.invoke(app, ["train", "--output-dir", str(run), "--resume"])
+    assert resumed.exit_code == 0, resumed.output + repr(resumed.exception)
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in records if "lr" not in r] == [1, 3]
+    assert "nothing to do" in runner.invoke(app, ["train", "--output-dir", str(run), "--resume"]).output
+
+
+def test_a_resume_with_other_steps_trains_its_first_step_at_their_rate(tmp_path, tiny_train_config):
+    """STEPS changed on --resume: the first resumed step kept the rate the old schedule had given it (review9)."""
+    data = write_coco(tmp_path / "data", num_images=3)
+    straight = tiny_train_config(tmp_path, MAX_ITER=4, STEPS=[1])
+    train(straight, tmp_path / "straight", data, "CLIPVIS.LOG_PERIOD=1")
+    split = tiny_train_config(tmp_path, MAX_ITER=2, STEPS=[])
+    train(split, tmp_path / "split", data, "CLIPVIS.LOG_PERIOD=1")
+    train(split, tmp_path / "split", data, "--resume", "SOLVER.MAX_ITER=4", "SOLVER.STEPS=[1]")
+
+    def rates(run):
+        return [entry["lr"] for entry in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())
+                if "lr" in entry]
+
+    assert len(rates(tmp_path / "straight")) == 4 and rates(tmp_path / "straight")[2] < rates(tmp_path / "straight")[0]
+    assert rates(tmp_path / "split")[2:] == rates(tmp_path / "straight")[2:]
+
+
 @pytest.mark.parametrize("signum", [2, 15], ids=["SIGINT", "SIGTERM"])
 def test_a_stop_signal_in_the_commands_first_seconds_says_its_line(tmp_path, tiny_train_config, monkeypatch, signum):
     """A signal while the command still reads its config and checks the device (before the data loads), as the
