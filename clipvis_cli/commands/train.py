@@ -83,6 +83,16 @@ def train(
 ) -> None:
     """Train CLIP-VIS (class-agnostic head on a frozen CLIP) with the official recipe."""
     if export_pth is not None:
+        unused = [flag for flag, given in (("--output-dir", output_dir is not None), ("--resume", resume),
+                                           ("--num-gpus", num_gpus != 1), ("--data", bool(data)),
+                                           ("--images", bool(images)), ("--data-root", data_root is not None),
+                                           ("--no-autoscale", no_autoscale)) if given]
+        if unused:  # they were ignored: nothing trains
+            raise typer.BadParameter(f"--export-pth writes --weights as a .pth and exits: {', '.join(unused)} "
+                                     "has no use with it")
+        if overrides and config is None:
+            raise typer.BadParameter("--export-pth: KEY=VALUE overrides change the model --config builds: give "
+                                     "--config with them")
         try:
             _export(weights, export_pth, config, list(overrides or []), clip_config)
         except KeyboardInterrupt as interrupt:  # the file is written whole or not at all: nothing more to say

@@ -102,6 +102,11 @@ def test_resume_continues_exactly(tmp_path, tiny_train_config, tiny_config):
 
     # The training folder exported to the official detectron2 layout loads back to the same weights.
     to_folder = runner.invoke(app, ["train", "--weights", str(tmp_path / "split"), "--export-pth", str(tmp_path)])
+    for extra, said in ((["--output-dir", str(tmp_path / "o"), "--num-gpus", "2"], "--output-dir, --num-gpus has no "
+                         "use with it"), (["SOLVER.MAX_ITER=3"], "give --config with them")):  # they were ignored
+        ignored = runner.invoke(app, ["train", "--weights", str(tmp_path / "split"), "--export-pth",
+                                      str(tmp_path / "x.pth"), *extra])
+        assert ignored.exit_code == 2 and said in ignored.output and not (tmp_path / "x.pth").exists()
     assert to_folder.exit_code == 2 and "is a folder" in to_folder.output
     export = ["train", "--weights", str(tmp_path / "split"), "--export-pth", str(tmp_path / "f.pth")]
     result = runner.invoke(app, export)
