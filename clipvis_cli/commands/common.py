@@ -108,7 +108,7 @@ def _vocabulary_file_lines(path: Path) -> list[tuple[int, list[str]]]:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as error:
         at = error.start + (len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0)  # the BOM is skipped
-        line = data[:at].count(b"\n") + 1
+        line = data[:at].replace(b"\r\n", b"\n").replace(b"\r", b"\n").count(b"\n") + 1  # as lines are split
         raise typer.BadParameter(f"{path}, line {line}: not UTF-8 text (byte {data[at]:#04x}): save the file "
                                  "as UTF-8") from None
     # one class a line, lines ended by \n, \r\n or \r only: str.splitlines() also split on VT, FF, U+2028...,

@@ -467,9 +467,9 @@ class Trainer:
         changed = next((i for i, (r, c) in enumerate(zip(restored, configured, strict=True)) if r != c), None)
         if changed is not None:
             (lr, decay), (old_lr, old_decay) = configured[changed], restored[changed]
-            log.info("resuming with the configured learning rate %.3g and weight decay %.3g of %s (the run had %.3g "
-                     "and %.3g)", lr, decay, self.optimizer.param_groups[changed].get("name", "a group"), old_lr,
-                     old_decay)
+            log.info("resuming with the configured learning rates and weight decays (the first that changed, of %s: "
+                     "rate %.3g and decay %.3g, where the run had %.3g and %.3g)",
+                     self.optimizer.param_groups[changed].get("name", "a parameter"), lr, decay, old_lr, old_decay)
 
     def _resume_amp(self, state: dict[str, Any]) -> None:
         """The mixed-precision type the resumed run trains in (``resumed_amp_dtype``) and its gradient scaler: the

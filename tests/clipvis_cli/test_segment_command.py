@@ -440,6 +440,7 @@ def test_a_vocabulary_file_as_people_write_them(tmp_path) -> None:
         ("car\n".encode("utf-16-le"), "classes.txt: the file is UTF-16 or UTF-32 text: save it as UTF-8"),
         (b"car\ncaf\xe9\n", "classes.txt, line 2: not UTF-8 text (byte 0xe9): save the file as UTF-8"),
         (b"\xef\xbb\xbfcar\nperson\nd\n\xe9t\xe9\n", "classes.txt, line 4: not UTF-8 text (byte 0xe9)"),  # after a BOM
+        (b"car\rdog\rca\xe9t\r", "classes.txt, line 3: not UTF-8 text (byte 0xe9)"),  # old Mac line ends
     ):
         vocab.write_bytes(data)
         with pytest.raises(typer.BadParameter) as caught:
