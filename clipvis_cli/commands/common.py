@@ -69,29 +69,33 @@ def parse_vocabulary(vocab: str | None, vocab_file: Path | None) -> list[str]:
         if vocab.startswith("--"):  # `--vocab --overwrite`: the next option taken as the class names
             raise typer.BadParameter(f"{source} is missing its class names (it took the option "
                                      f"{vocab.split(',')[0]!r} as them): --vocab \"cat,dog\"")
-        entries = [(source, [clean_class_name(name)]) for name in vocab.split(",")]
+        entries: list[tuple[int | None, list[str]]] = [(None, [clean_class_name(name)]) for name in vocab.split(",")]
         if not all(parts[0] for _, parts in entries):
             raise typer.BadParameter(f"{source}: empty class name (classes are separated by commas)")
     else:
         source = str(vocab_file)
-        entries = [(f"{source}, line {number}", parts) for number, parts in _vocabulary_file_lines(vocab_file)]
+        entries = list(_vocabulary_file_lines(vocab_file))
         if not entries:
             raise typer.BadParameter(f"{source}: no class names (one a line; lines starting with # are comments)")
-        for where, parts in entries:
-            if not all(parts):
-                raise typer.BadParameter(f"{where}: empty synonym in {', '.join(parts)!r} (synonyms are separated by "
-                                         "commas)")
+
+    def where(line: int | None) -> str:
+        return source if line is None else f"{source}, line {line}"
+
+    for line, parts in entries:
+        if not all(parts):
+            raise typer.BadParameter(f"{where(line)}: empty synonym in {', '.join(parts)!r} (synonyms are separated "
+                                     "by commas)")
     names = [", ".join(parts) for _, parts in entries]
-    for (where, _), name in zip(entries, names, strict=True):  # ESC or NUL: CVAT's and Label Studio's XML refuse them
+    for (line, _), name in zip(entries, names, strict=True):  # ESC or NUL: CVAT's and Label Studio's XML refuse them
         if (problem := unwritable_character(name)) is not None:
-            raise typer.BadParameter(f"{where}: the class name {name!r} holds {problem}")
-    seen: dict[str, list[str]] = {}
-    for where, parts in entries:  # "café" typed two ways, "Car" and "car"
-        seen.setdefault(unicodedata.normalize("NFC", parts[0]).casefold(), []).append(where)
-    duplicates = [(key, places) for key, places in seen.items() if len(places) > 1]
+            raise typer.BadParameter(f"{where(line)}: the class name {name!r} holds {problem}")
+    seen: dict[str, list[int | None]] = {}
+    for line, parts in entries:  # "café" typed two ways, "Car" and "car"
+        seen.setdefault(unicodedata.normalize("NFC", parts[0]).casefold(), []).append(line)
+    duplicates = [(key, lines) for key, lines in seen.items() if len(lines) > 1]
     if duplicates:
-        shown = "; ".join(f"{key!r} (lines {', '.join(place.rsplit(' ', 1)[-1] for place in places)})"
-                          if vocab_file is not None else repr(key) for key, places in duplicates[:5])
+        shown = "; ".join(repr(key) if vocab_file is None else f"{key!r} (lines {', '.join(map(str, lines))})"
+                          for key, lines in duplicates[:5])
         raise typer.BadParameter(f"{source}: duplicate class names (case aside): {shown}")
     return names
 
@@ -116,7 +120,7 @@ def _vocabulary_file_lines(path: Path) -> list[tuple[int, list[str]]]:
     lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
     return [(number, [clean_class_name(part) for part in line.split(",")])
             for number, line in enumerate(lines, start=1)
-            if clean_class_name(line) and not clean_class_name(line).startswith("#")]
+            if (cleaned := clean_class_name(line)) and not cleaned.startswith("#")]
 
 
 def clean_class_name(name: str) -> str:

@@ -16,7 +16,6 @@ Output folder layout (the checkpoint files' names: `clipvis.weights.training_fol
 from __future__ import annotations
 
 import bisect
-import contextlib
 import json
 import logging
 import math
@@ -205,23 +204,38 @@ def purge_tensorboard_from(folder: Path, iteration: int) -> None:
     SummaryWriter(str(folder), purge_step=iteration).close()
 
 
-def _drop_records_from(path: Path, iteration: int) -> None:
-    """Rewrite a metrics.jsonl without the records of ``iteration`` and later (a line that is not a JSON record,
-    such as one cut short by a kill, goes too)."""
+def _metric_lines(path: Path) -> list[tuple[str, dict[str, Any] | None]] | None:
+    """Each line of a metrics.jsonl with its record (None for a line that is no JSON record, such as one cut short
+    by a kill); None when the file cannot be read as text."""
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError):
-        return
-    kept = []
+        return None
+    entries: list[tuple[str, dict[str, Any] | None]] = []
     for line in lines:
         try:
             record = parse_json(line)
-            earlier = isinstance(record, dict) and int(record.get("iteration", -1)) < iteration
+        except ValueError:
+            record = None
+        entries.append((line, record if isinstance(record, dict) else None))
+    return entries
+
+
+def _drop_records_from(path: Path, iteration: int) -> None:
+    """Rewrite a metrics.jsonl without the records of ``iteration`` and later (a line that is not a JSON record,
+    such as one cut short by a kill, goes too)."""
+    entries = _metric_lines(path)
+    if entries is None:
+        return
+    kept = []
+    for line, record in entries:
+        try:
+            earlier = record is not None and int(record.get("iteration", -1)) < iteration
         except (ValueError, TypeError):
             continue
         if earlier:
             kept.append(line)
-    if len(kept) != len(lines):
+    if len(kept) != len(entries):
         atomic_write_text(path, "".join(f"{line}\n" for line in kept))
 
 
@@ -578,7 +592,7 @@ class Trainer:
 
     def _evaluate_at(self, iteration: int, path: Path | None, sink: MetricsSink, requests: StopRequests) -> None:
         """The periodic evaluation of the checkpoint of ``iteration`` (rank 0; the others wait for it). A stop while
-        it runs loses only the evaluation: the resumed run does it first (``_evaluation_pending``)."""
+        it runs loses only the evaluation: the resumed run does it first (``evaluation_pending``)."""
         if self.rank == 0:
             result = None
             try:
@@ -609,16 +623,10 @@ class Trainer:
             return False
         if path is None or path.name != checkpoint_name(previous):
             return False
-        try:
-            lines = (s.output_dir / METRICS_NAME).read_text(encoding="utf-8").splitlines()
-        except (OSError, ValueError):  # none, or not readable as text: no record of it
-            return True
-        for line in lines:
-            with contextlib.suppress(ValueError):
-                record = json.loads(line)
-                if isinstance(record, dict) and record.get("iteration") == previous and "lr" not in record:
-                    return False  # an evaluation record (training records carry the learning rate)
-        return True
+        entries = _metric_lines(s.output_dir / METRICS_NAME) or []  # none, or not text: no record of it
+        # an evaluation record of that iteration (training records carry the learning rate)
+        return not any(record is not None and record.get("iteration") == previous and "lr" not in record
+                       for _, record in entries)
 
     def _loop(self, requests: StopRequests) -> Path:
         s = self.settings
