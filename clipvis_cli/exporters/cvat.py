@@ -22,6 +22,7 @@ import tempfile
 import xml.etree.ElementTree as ET
 import zipfile
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
@@ -92,7 +93,7 @@ def _meta(video: ExportVideo, mode: str, with_track_attribute: bool) -> ET.Eleme
 
 
 def _write_zip(
-    path: Path, root: ET.Element, images: dict[str, Path] | None = None, children: Iterable[ET.Element] = (),
+    path: Path, root: ET.Element, images: dict[str, Path] | None = None, children: Iterable[XmlChild] = (),
 ) -> Path:
     """The zip of the annotations XML (``root`` indented, and after its own children the elements ``children``
     yields, each written as it comes: a long video's frames or tracks are never all in memory, and the bytes are
@@ -109,27 +110,54 @@ def _write_zip(
     return path
 
 
-_STREAMED = "clipvis-streamed-children"  # where the streamed children go, in the serialised root
+@dataclass
+class StreamedElement:
+    """An element whose children are serialised one at a time as ``children`` yields them (a long video's track
+    holds a polygon for each of its frames: never all in memory); left out of the XML when it yields none."""
+
+    element: ET.Element
+    children: Iterable[XmlChild]
 
 
-def _write_xml(target: IO[bytes], root: ET.Element, children: Iterable[ET.Element]) -> None:
+XmlChild = ET.Element | StreamedElement
+_INDENT = "  "
+_STREAMED = "clipvis-streamed-children"  # where the streamed children go, in the serialised parent
+
+
+def _write_xml(target: IO[bytes], root: ET.Element, children: Iterable[XmlChild]) -> None:
     """``root`` with ``children`` appended, as ``ET.indent(root, space="  ")`` and ``ET.tostring`` give it."""
-    marker = ET.SubElement(root, _STREAMED)
-    ET.indent(root, space="  ")
-    before, after = ET.tostring(root, encoding="utf-8").split(f"<{_STREAMED} />".encode(), 1)
-    root.remove(marker)
     written = False
-    for child in children:
-        ET.indent(child, space="  ", level=1)
-        child.tail = None
-        target.write(before if not written else b"\n  ")
-        target.write(ET.tostring(child, encoding="utf-8"))
+    for chunk in _serialised(StreamedElement(root, children), level=0):
+        target.write(chunk)
         written = True
-    if written:
-        target.write(after)
-    else:  # as the root alone indents: its last own child ends the line before the closing tag
-        ET.indent(root, space="  ")
+    if not written:  # as the root alone indents: its last own child ends the line before the closing tag
+        ET.indent(root, space=_INDENT)
         target.write(ET.tostring(root, encoding="utf-8"))
+
+
+def _serialised(item: XmlChild, level: int) -> Iterator[bytes]:
+    """The bytes of ``item`` indented as the child at depth ``level`` of an ``ET.indent``-ed tree (no tail); of a
+    ``StreamedElement``, its element's own children then the streamed ones, and nothing where it streams none."""
+    if isinstance(item, ET.Element):
+        ET.indent(item, space=_INDENT, level=level)
+        item.tail = None
+        yield ET.tostring(item, encoding="utf-8")
+        return
+    parent = item.element
+    marker = ET.SubElement(parent, _STREAMED)
+    ET.indent(parent, space=_INDENT, level=level)
+    before, after = ET.tostring(parent, encoding="utf-8").split(f"<{_STREAMED} />".encode(), 1)
+    parent.remove(marker)
+    between = ("\n" + _INDENT * (level + 1)).encode()
+    opened = False
+    for child in item.children:
+        for number, chunk in enumerate(_serialised(child, level + 1)):
+            if number == 0:
+                yield between if opened else before
+                opened = True
+            yield chunk
+    if opened:
+        yield after
 
 
 def _points(polygon: np.ndarray) -> str:
@@ -149,23 +177,26 @@ class CvatVideoExporter(Exporter):
         root.append(_meta(video, "interpolation", with_track_attribute=True))
         ious: list[float] = []
 
-        def tracks() -> Iterator[ET.Element]:  # one track's polygons in memory at a time
-            for track in video.tracks:
-                element = self._track(video, track, options, ious)
-                if len(element):
-                    yield element
-
-        path = _write_zip(directory / f"{self.name}.zip", root, children=tracks())
+        tracks = (self._track(video, track, options, ious) for track in video.tracks)  # one polygon at a time
+        path = _write_zip(directory / f"{self.name}.zip", root, children=tracks)
         self.last_polygon_iou = float(np.mean(ious)) if ious else None
         return [path]
 
-    def _track(self, video: ExportVideo, track: TrackResult, options: ExportOptions, ious: list[float]) -> ET.Element:
-        """A track's ``<track>`` element: its polygon on each frame where its mask shows, closed (``outside``) on the
-        frame it leaves (with its mask's polygon IoUs added to ``ious`` when measured)."""
-        info = video.info
+    def _track(
+        self, video: ExportVideo, track: TrackResult, options: ExportOptions, ious: list[float]
+    ) -> StreamedElement:
+        """A track's ``<track>`` element, its polygons made as they are written: one on each frame where its mask
+        shows, closed (``outside``) on the frame it leaves (with its mask's polygon IoUs added to ``ious`` when
+        measured); left out where the mask never shows."""
         element = ET.Element("track", {
             "id": str(track.track_id), "label": video.categories[track.category_id - 1], "source": "auto",
         })
+        return StreamedElement(element, self._polygons(video, track, options, ious))
+
+    def _polygons(
+        self, video: ExportVideo, track: TrackResult, options: ExportOptions, ious: list[float]
+    ) -> Iterator[ET.Element]:
+        info = video.info
         last_polygon: str | None = None
         for position in range(info.num_frames):
             present = frame_masks([track], position, video.progress)
@@ -176,19 +207,19 @@ class CvatVideoExporter(Exporter):
                             mask_iou(polygon_mask(polygon, info.height, info.width), present[0][1]))
             if polygon is not None:
                 last_polygon = _points(polygon)
-                self._shape(element, frame, last_polygon, track.track_id, outside=False)
+                yield self._shape(frame, last_polygon, track.track_id, outside=False)
             elif last_polygon is not None:  # the object left: close the track on this frame
-                self._shape(element, frame, last_polygon, track.track_id, outside=True)
+                yield self._shape(frame, last_polygon, track.track_id, outside=True)
                 last_polygon = None
-        return element
 
     @staticmethod
-    def _shape(track: ET.Element, frame: str, points: str, track_id: int, outside: bool) -> None:
-        shape = ET.SubElement(track, "polygon", {
+    def _shape(frame: str, points: str, track_id: int, outside: bool) -> ET.Element:
+        shape = ET.Element("polygon", {
             "frame": frame, "outside": "1" if outside else "0", "occluded": "0", "keyframe": "1",
             "points": points, "z_order": "0",
         })
         ET.SubElement(shape, "attribute", {"name": "track_id"}).text = str(track_id)
+        return shape
 
 
 class CvatImagesExporter(Exporter):
