@@ -197,7 +197,14 @@ def test_a_model_made_under_inference_mode_predicts_as_any_other(tiny_model_fact
         assert next(model.parameters()).is_inference()
         predictor = VideoPredictor(model, ["box", "sky"], cache_dir=tmp_path)
         _, video = run_video(predictor, frames, 2)
-    assert video == expected
+    # the same tracks, classes and frames; scores within float noise (a CI run under load gave other last digits)
+    assert (video.vocabulary, video.num_frames, video.geometry) == (expected.vocabulary, expected.num_frames,
+                                                                    expected.geometry)
+    assert [(i.track_id, i.label) for i in video.instances] == [(i.track_id, i.label) for i in expected.instances]
+    for got, want in zip(video.instances, expected.instances, strict=True):
+        np.testing.assert_allclose([got.score, got.fused_score, got.mask_score],
+                                   [want.score, want.fused_score, want.mask_score], rtol=1e-5)
+        np.testing.assert_array_equal(got.suppressed_frames, want.suppressed_frames)
 
 
 def test_predictor_outputs_and_selection_rules(tiny_model, tmp_path) -> None:
