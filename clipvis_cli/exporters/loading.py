@@ -12,14 +12,13 @@ with `error` set, so one bad argument fails one input, not the batch. `load_vide
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from clipvis.cli import rle
-from clipvis.cli.atomic import parse_json
+from clipvis.cli.exporters.spilled_tracks import SpilledSegmentations, SpilledTracks
 from clipvis.cli.inputs import (
     IMAGE_EXTENSIONS,
     exists_quietly,
@@ -30,6 +29,8 @@ from clipvis.cli.inputs import (
     skipped_name,
     tree_order,
 )
+from clipvis.cli.json_members import JsonMembersError, ObjectArray, read_members
+from clipvis.cli.mask_store import MaskStoreError
 from clipvis.cli.messages import PathError, error_reason, shown_path, unwritable_character
 from clipvis.cli.results import TrackResult, VideoInfo, recorded_source
 
@@ -138,15 +139,56 @@ def _search(directory: Path, argument: str, visited: set[str], links: list[Path]
 
 
 def load_videos(path: Path) -> list[ExportVideo]:
-    """Every video of a YouTube-VIS results file. Raises ExportInputError (one line)."""
+    """Every video of a YouTube-VIS results file. Raises ExportInputError (one line).
+
+    The file is read a track at a time (`clipvis.cli.json_members`) and each track's masks go to a temporary file
+    (`SpilledTracks`) as they are read, so a 2-hour video's results are never all in memory: the tracks read their
+    masks back from there."""
+    path = Path(path)
     try:
-        document = parse_json(Path(path).read_text(encoding="utf-8"))
+        spill = SpilledTracks()
+    except MaskStoreError as error:
+        raise ExportInputError(path, str(error)) from None
+    tracks: dict[int, list[tuple[object, object, SpilledSegmentations]]] = {}  # by video id, in file order
+    annotations = 0  # read so far
+    frames = 0  # of the annotation being read
+
+    def start_track() -> None:
+        nonlocal annotations, frames
+        annotations += 1
+        frames = 0
+        spill.start_track()
+
+    def add_mask(segmentation: object) -> None:  # each of a track's masks as it is read: never a whole track
+        nonlocal frames
+        spill.append(_compressed(segmentation, path, f"annotation {annotations}, frame {frames}"))
+        frames += 1
+
+    def end_track(annotation: object) -> None:
+        if not isinstance(annotation, dict):
+            raise TypeError(f"annotation {annotations + 1} is a {type(annotation).__name__}, not an object")
+        stored = spill.end_track()
+        segmentations = annotation["segmentations"]  # an array was streamed (`add_mask`): [] here
+        if not isinstance(segmentations, list):
+            raise TypeError(f"annotation {annotations}: segmentations is a {type(segmentations).__name__}")
+        tracks.setdefault(int(annotation["video_id"]), []).append(
+            (annotation["category_id"], annotation.get("score", 1.0), stored))
+
+    try:
+        document = read_members(path, {"annotations": ObjectArray(start_track, end_track, {"segmentations": add_mask})})
+        spill.finish()
     except FileNotFoundError:
         raise ExportInputError(path, "no such file") from None
+    except MaskStoreError as error:
+        raise ExportInputError(path, str(error)) from None
     except OSError as error:
         raise ExportInputError(path, f"cannot read ({error_reason(error)})") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+    except (UnicodeDecodeError, JsonMembersError) as error:
         raise ExportInputError(path, f"not valid JSON ({error})") from None
+    except (KeyError, TypeError, ValueError) as error:
+        if isinstance(error, ExportInputError):
+            raise
+        raise ExportInputError(path, f"malformed YouTube-VIS content ({type(error).__name__}: {error})") from None
     if not isinstance(document, dict) or not isinstance(document.get("videos"), list):
         raise ExportInputError(path, "not a YouTube-VIS file written by segment (no videos[] list)")
     try:
@@ -155,18 +197,17 @@ def load_videos(path: Path) -> list[ExportVideo]:
         for name in names:  # XML (CVAT, Label Studio) refuses control characters; a newline shifts labels.txt
             if (problem := unwritable_character(name)) is not None:
                 raise ExportInputError(path, f"category name {name[:60]!r} holds {problem}")
-        annotations = document.get("annotations", [])
-        by_video: dict[int, list[dict]] = {}
-        for annotation in annotations:
-            by_video.setdefault(int(annotation["video_id"]), []).append(annotation)
-        return [_video(path, entry, by_video.get(int(entry["id"]), []), names) for entry in document["videos"]]
+        if not isinstance(document.get("annotations", []), list):
+            raise TypeError("annotations is not a list")
+        return [_video(path, entry, tracks.get(int(entry["id"]), []), names) for entry in document["videos"]]
     except (KeyError, TypeError, ValueError) as error:
         if isinstance(error, ExportInputError):
             raise
         raise ExportInputError(path, f"malformed YouTube-VIS content ({type(error).__name__}: {error})") from None
 
 
-def _video(path: Path, entry: dict, annotations: list[dict], categories: list[str]) -> ExportVideo:
+def _video(path: Path, entry: dict, annotations: list[tuple[object, object, SpilledSegmentations]],
+           categories: list[str]) -> ExportVideo:
     video_id = int(entry["id"])
     length = int(entry.get("length") or len(entry.get("file_names", [])))
     stride = int(entry.get("frame_stride", 1))
@@ -197,17 +238,15 @@ def _video(path: Path, entry: dict, annotations: list[dict], categories: list[st
         frame_indices=indices, file_names=file_names, kind=kind, frame_times=_frame_times(entry, length),
     )
     tracks = []
-    for rank, annotation in enumerate(annotations, start=1):
-        segmentations = list(annotation["segmentations"])
+    for rank, (category, score, segmentations) in enumerate(annotations, start=1):
         if len(segmentations) != length:
             raise ExportInputError(
                 path, f"video {video_id}: track {rank} has {len(segmentations)} segmentations for {length} frames"
             )
-        category_id = int(annotation["category_id"])
+        category_id = int(category)
         if not 1 <= category_id <= len(categories):
             raise ExportInputError(path, f"video {video_id}: track {rank} has unknown category_id {category_id}")
-        segmentations = [_compressed(s, path, video_id, rank) for s in segmentations]
-        tracks.append(TrackResult(rank, category_id, float(annotation.get("score", 1.0)), segmentations))
+        tracks.append(TrackResult(rank, category_id, float(score), segmentations))
     return ExportVideo(info, tracks, list(categories), Path(path))
 
 
@@ -222,12 +261,23 @@ def _frame_times(entry: dict, length: int) -> list[float] | None:
         return None
 
 
-def _compressed(segmentation: object, path: Path, video_id: int, rank: int) -> dict | None:
-    """A segmentation as compressed RLE: ground-truth style files hold uncompressed RLE (a list of counts), which
-    pycocotools' area() refuses and COCO tools read as a crowd region."""
-    if segmentation is None or not isinstance(segmentation, dict) or not isinstance(segmentation.get("counts"), list):
-        return segmentation
+def _compressed(segmentation: object, path: Path, where: str) -> rle.RleDict | None:
+    """A segmentation as compressed RLE (None where the track has no mask): ground-truth style files hold
+    uncompressed RLE (a list of counts), which pycocotools' area() refuses and COCO tools read as a crowd region;
+    anything else (a polygon, an RLE without its size) is refused."""
+    if segmentation is None:
+        return None
     try:
-        return rle.compressed({"size": [int(v) for v in segmentation["size"]], "counts": segmentation["counts"]})
+        if not isinstance(segmentation, dict):
+            raise TypeError(f"a {type(segmentation).__name__}, not an RLE object")
+        size = [int(v) for v in segmentation["size"]]
+        if len(size) != 2:
+            raise ValueError(f"size {size} is not [height, width]")
+        counts = segmentation["counts"]
+        if isinstance(counts, list):
+            return rle.compressed({"size": size, "counts": counts})
+        if not isinstance(counts, str):
+            raise TypeError(f"counts is a {type(counts).__name__}")
+        return {"size": size, "counts": counts}
     except (KeyError, TypeError, ValueError) as error:
-        raise ExportInputError(path, f"video {video_id}: track {rank}: malformed RLE ({error})") from None
+        raise ExportInputError(path, f"{where}: malformed RLE ({error})") from None

@@ -8,7 +8,6 @@ writes them).
 
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
 import zipfile
@@ -16,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO
 
-from clipvis.cli.atomic import OutputNotWritableError
+from clipvis.cli.atomic import OutputNotWritableError, streamed_json
 from clipvis.cli.exporters.base import ExportOptions, staged_directory
 from clipvis.cli.exporters.loading import ExportVideo
 from clipvis.cli.zip_files import add_stream
@@ -79,9 +78,13 @@ class ResultsStream:
             return
         try:
             file = self._opened()
-            for entry in results_list([video]):
-                text = json.dumps(entry, separators=(",", ":"))
-                file.write(("," + text if self._entries else text).encode("utf-8"))
+            for track in video.tracks:  # a track's masks a few hundred at a time, as they are read
+                entry = {"video_id": video.info.video_id, "category_id": track.category_id, "score": track.score,
+                         "segmentations": iter(track.segmentations)}
+                if self._entries:
+                    file.write(b",")
+                for piece in streamed_json(entry):
+                    file.write(piece.encode("utf-8"))
                 self._entries += 1
         except OSError as error:  # e.g. disk full, a folder we may not write: the file is not written (said by `write`)
             self._error = self._not_writable(error)

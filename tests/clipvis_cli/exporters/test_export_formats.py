@@ -1226,7 +1226,9 @@ def test_a_disk_that_fills_while_the_results_file_is_written_is_one_error_line(t
     from clipvis.cli.exporters import ytvis
 
     folders = _results_folders(tmp_path / "in", 3, frames=6)
-    monkeypatch.setattr(ytvis.tempfile, "TemporaryFile", lambda **_: io.BufferedRandom(_FillingDisk(64)))
+    real = ytvis.tempfile.TemporaryFile  # the results' file only (the masks' spill has its own prefix)
+    monkeypatch.setattr(ytvis.tempfile, "TemporaryFile",
+                        lambda **kwargs: real(**kwargs) if "prefix" in kwargs else io.BufferedRandom(_FillingDisk(64)))
     result = run_export(*map(str, folders), "--to", "ytvis", "-o", str(tmp_path / "sub"))
     assert result.exit_code == 1 and "Traceback" not in result.output, result.output
     errors = [line for line in result.output.splitlines() if line.startswith("clipvis: error:")]
@@ -1245,7 +1247,11 @@ def test_a_results_file_into_a_folder_we_may_not_write_says_output_not_writable(
     readonly = tmp_path / "readonly"
     readonly.mkdir()
 
+    real = ytvis.tempfile.TemporaryFile
+
     def temporary_file(dir=None, **kwargs):  # chmod 555 does not stop the tests' root
+        if "prefix" in kwargs:  # the masks' spill, in $TMPDIR
+            return real(dir=dir, **kwargs)
         raise PermissionError(13, "Permission denied", os.path.join(dir, "tmp8soye9iu"))
 
     monkeypatch.setattr(ytvis.tempfile, "TemporaryFile", temporary_file)

@@ -1,0 +1,185 @@
+"""Read a large JSON object a member at a time: the elements of the arrays a caller names are decoded one by one and
+handed over as they come (an array's objects member by member, their own arrays element by element too), so a
+results file of several GB (a 2-hour video's masks) is never all in memory.
+
+Each value is decoded by Python's own `json` decoder (`JSONDecoder.raw_decode`: the same values, numbers and
+errors as `json.loads`) from a window of the file's text that grows only as far as the value needs. A file that is
+not a JSON object at its top level is decoded whole (it holds no arrays to stream), as `clipvis.cli.atomic.parse_json`
+decodes it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from clipvis.cli.atomic import parse_json
+
+READ_CHARACTERS = 1 << 20  # the file is read this many characters at a time (more where one value needs it)
+_SPACE = " \t\n\r"  # JSON's whitespace
+_NUMBER = frozenset("0123456789+-.eE")  # what a JSON number is written with
+
+
+class JsonMembersError(ValueError):
+    """The file is not valid JSON; `str()` is the decoder's message with the position in the whole file (``Expecting
+    ',' delimiter: line 3 column 5 (char 40)``), as `json.loads` words it."""
+
+
+@dataclass(frozen=True)
+class ObjectArray:
+    """How to stream an array of objects, each read member by member: ``start()`` before an element, each of its
+    arrays named in ``streamed`` handed over element by element (that member then ``[]``), and ``end(members)``
+    after it with the element's other members. An element that is not an object is given to ``end`` as it is (with
+    no ``start``)."""
+
+    start: Callable[[], None]
+    end: Callable[[Any], None]
+    streamed: Mapping[str, Streamed] = field(default_factory=dict)
+
+
+Streamed = Callable[[Any], None] | ObjectArray  # what is done with each element of an array
+
+
+def read_members(path: Path | str, streamed: Mapping[str, Streamed]) -> Any:
+    """The members of the JSON object in file ``path`` (UTF-8) as a dict, except that the array of each key in
+    ``streamed`` is not kept: each of its elements is given to that key's function as soon as it is decoded, or read
+    member by member (`ObjectArray`), and the key maps to ``[]``. A key whose value is not an array maps to its value,
+    as do keys named twice (the last one, as `json.loads` keeps it; the elements of each array are handed over). A
+    file whose top level is not an object is returned as `json.loads` decodes it.
+
+    Raises JsonMembersError for text that is not JSON, UnicodeDecodeError for bytes that are not UTF-8, and OSError
+    for a file that cannot be read; what a function raises goes through as it is."""
+    with open(path, encoding="utf-8") as handle:
+        text = _Window(handle)
+        if text.peek() != "{":  # nothing to stream: decoded whole, positions and all, as json.loads decodes it
+            handle.seek(0)
+            try:
+                return parse_json(handle.read())
+            except json.JSONDecodeError as error:
+                raise JsonMembersError(str(error)) from None
+        members = text.members(streamed)
+        if text.peek() != "":
+            raise text.error("Extra data")
+        return members
+
+
+class _Window:
+    """The file's text from the reading position: ``buffer[position:]`` is read and not yet decoded; ``start``,
+    ``lines`` and ``line_start`` are the file's characters and line ends before ``buffer`` and where its first line
+    begins (for positions in messages)."""
+
+    def __init__(self, handle: IO[str]) -> None:
+        self.handle = handle
+        self.buffer = ""
+        self.position = 0
+        self.start = 0
+        self.lines = 0
+        self.line_start = 0  # where the line of ``buffer``'s start begins in the file
+        self.ended = False
+        self.decoder = json.JSONDecoder()
+
+    def _read(self, characters: int) -> bool:
+        """Read at least ``characters`` more (False at the file's end, the buffer then as it was), dropping what
+        was decoded."""
+        if self.ended:
+            return False
+        chunk = self.handle.read(max(characters, READ_CHARACTERS))
+        if not chunk:
+            self.ended = True
+            return False
+        done = self.buffer[: self.position]
+        if "\n" in done:
+            self.line_start = self.start + done.rfind("\n") + 1
+        self.start += len(done)
+        self.lines += done.count("\n")
+        self.buffer = self.buffer[self.position :] + chunk
+        self.position = 0
+        return True
+
+    def peek(self) -> str:
+        """The next character that is not whitespace ('' at the file's end), left unread."""
+        while True:
+            while self.position < len(self.buffer) and self.buffer[self.position] in _SPACE:
+                self.position += 1
+            if self.position < len(self.buffer) or not self._read(0):
+                return self.buffer[self.position : self.position + 1]
+
+    def take(self, character: str, message: str | None = None) -> None:
+        if self.peek() != character:
+            raise self.error(message or f"Expecting {character!r} delimiter")
+        self.position += 1
+
+    def value(self) -> Any:
+        """Decode the JSON value at the reading position (after whitespace), reading as much more of the file as it
+        needs: a value that fails to decode, or ends where the text read so far ends or goes on as a number would,
+        is decoded again with twice the text, until the file's end."""
+        self.peek()
+        while True:
+            try:
+                value, end = self.decoder.raw_decode(self.buffer, self.position)
+            except json.JSONDecodeError as error:
+                if self._read(len(self.buffer) - self.position):
+                    continue
+                raise self.error(error.msg, error.pos) from None
+            except RecursionError:
+                raise self.error("nested too deeply to read") from None
+            # a number cut by the window's end ("12" of "125", "1" of "1e5") decodes: read on where one might go on
+            cut = end == len(self.buffer) or self.buffer[end] in _NUMBER
+            if cut and self._read(len(self.buffer) - self.position):
+                continue
+            self.position = end
+            return value
+
+    def members(self, streamed: Mapping[str, Streamed]) -> dict[str, Any]:
+        """Decode the object at the reading position, streaming the arrays named in ``streamed``."""
+        self.take("{")
+        members: dict[str, Any] = {}
+        if self.peek() == "}":
+            self.position += 1
+            return members
+        while True:
+            if self.peek() != '"':
+                raise self.error("Expecting property name enclosed in double quotes")
+            key = self.value()
+            self.take(":")
+            how = streamed.get(key)
+            if how is not None and self.peek() == "[":
+                self.elements(how)
+                members[key] = []
+            else:
+                members[key] = self.value()
+            if self.peek() == "}":
+                self.position += 1
+                return members
+            self.take(",", "Expecting ',' delimiter")
+
+    def elements(self, how: Streamed) -> None:
+        """Decode the array at the reading position, handing each element over as it comes."""
+        self.take("[")
+        if self.peek() == "]":
+            self.position += 1
+            return
+        while True:
+            if not isinstance(how, ObjectArray):
+                how(self.value())
+            elif self.peek() == "{":
+                how.start()
+                how.end(self.members(how.streamed))
+            else:
+                how.end(self.value())
+            if self.peek() == "]":
+                self.position += 1
+                return
+            self.take(",", "Expecting ',' delimiter")
+
+    def error(self, message: str, position: int | None = None) -> JsonMembersError:
+        """``message`` at ``position`` in the buffer (default: the reading position), located in the whole file."""
+        position = self.position if position is None else position
+        before = self.buffer[:position]
+        line = self.lines + before.count("\n") + 1
+        line_start = self.start + before.rfind("\n") + 1 if "\n" in before else self.line_start
+        at = self.start + position
+        return JsonMembersError(f"{message}: line {line} column {at - line_start + 1} (char {at})")
