@@ -109,3 +109,38 @@ def test_spilled_tracks_are_read_from_several_threads(tmp_path: Path) -> None:
     with ThreadPoolExecutor(4) as pool:
         read = list(pool.map(lambda track: list(track), tracks * 3))
     assert read == [[_mask(f, k) for f in range(300)] for k in range(4)] * 3
+
+
+def test_a_full_temporary_folder_fails_the_input_in_one_line(tmp_path: Path, monkeypatch) -> None:
+    """The masks' temporary file on a full $TMPDIR: the input fails with one line naming the folder (README), the
+    other inputs still export."""
+    import errno
+    import tempfile
+
+    from typer.testing import CliRunner
+
+    from clipvis.cli.app import app
+
+    real = tempfile.TemporaryFile
+    calls = []
+
+    def temporary_file(*args, **kwargs):
+        if kwargs.get("prefix") != "clipvis-export-":
+            return real(*args, **kwargs)
+        calls.append(kwargs)
+        if len(calls) == 1:  # the first input's masks
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", temporary_file)
+    first, second = tmp_path / "a" / "ytvis.json", tmp_path / "b" / "ytvis.json"
+    for path in (first, second):
+        path.parent.mkdir()
+        _results(path, 5, 2)
+    result = CliRunner().invoke(app, ["export", str(first), str(second), "--to", "mots-txt", "-o",
+                                      str(tmp_path / "out")])
+    assert result.exit_code == 1, result.output
+    errors = [line for line in result.stderr.splitlines() if line.startswith("clipvis: error:")]
+    assert errors == [f"clipvis: error: {first}: masks' temporary file in {tempfile.gettempdir()} (TMPDIR): No space "
+                      "left on device", "clipvis: error: 1 of 2 export(s) failed"], result.output
+    assert (tmp_path / "out" / "long" / "mots-txt" / "mots.txt").stat().st_size > 0  # the second input's
