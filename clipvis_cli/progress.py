@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import sys
 import threading
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol, TextIO
 
@@ -31,8 +33,10 @@ class Reporter(Protocol):
     # A warning about the input in progress, which goes on (``message``: one line, without the input's name).
     def video_warning(self, source: VideoSource, stem: str, message: str) -> None: ...
     # A video's files are being written: called when that starts and then every second or so, with the frames the
-    # overlay has drawn (``frames`` None when no writer draws frames) out of ``total``.
-    def video_writing(self, source: VideoSource, stem: str, frames: int | None, total: int | None) -> None: ...
+    # overlay has drawn (``frames`` None when no writer that draws frames is at work) out of ``total`` and the formats
+    # being written at that moment (``formats``, in writer order; empty from a caller of the older interface).
+    def video_writing(self, source: VideoSource, stem: str, frames: int | None, total: int | None,
+                      formats: Sequence[str] = ()) -> None: ...
     # The batch ended: the inputs' counts ("complete", "skipped", "failed") out of ``total``, and the one line that
     # says how (an error when ``error``: some failed, or interrupted), if any. ``own``: under torchrun, the counts and
     # ``total`` are this process' inputs alone (those it took), the other processes' being unknown; else the job's.
@@ -57,12 +61,31 @@ def remaining_seconds(done: int, expected: int | None, fps: float) -> float | No
     return max(expected - done, 0) / fps
 
 
+def writing_text(frames: int | None, total: int | None, formats: Sequence[str]) -> str:
+    """What a video's writing is at: ``"writing outputs, overlay frame 1200/4500"`` while the overlay draws, and
+    ``"writing cvat-video, mots-txt"`` once only formats that do not draw are left (``frames`` None)."""
+    if frames is not None:
+        return f"writing outputs, overlay frame {frames}/{total or '?'}"
+    return f"writing {', '.join(formats)}" if formats else "writing outputs"
+
+
 def duration_text(seconds: float) -> str:
     """``"0:42"``, ``"3:56"``, ``"1:02:03"``."""
     whole = int(round(seconds))
     hours, rest = divmod(whole, 3600)
     minutes, secs = divmod(rest, 60)
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+def _takes(method: Callable[..., Any] | None, name: str) -> bool:
+    """Whether ``method`` (None: there is none) takes a keyword argument ``name``."""
+    if method is None:
+        return False
+    try:
+        parameters = inspect.signature(method).parameters.values()
+    except (TypeError, ValueError):  # a callable without a signature Python can read: assume the newer interface
+        return True
+    return any(p.name == name or p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
 
 
 class SerializedReporter:
@@ -110,8 +133,12 @@ class SerializedReporter:
         else:
             self._call("video_warning", source, stem, message)
 
-    def video_writing(self, source: VideoSource, stem: str, frames: int | None, total: int | None) -> None:
-        self._call("video_writing", source, stem, frames, total)
+    def video_writing(self, source: VideoSource, stem: str, frames: int | None, total: int | None,
+                      formats: Sequence[str] = ()) -> None:
+        if self.inner is not None and not _takes(getattr(self.inner, "video_writing", None), "formats"):
+            self._call("video_writing", source, stem, frames, total)  # a reporter of an older interface
+        else:
+            self._call("video_writing", source, stem, frames, total, formats=tuple(formats))
 
     def batch_finished(self, counts: dict[str, int], total: int, message: str | None = None,
                        error: bool = False, interrupted: bool = False, own: bool = False) -> None:
@@ -130,8 +157,9 @@ class SerializedReporter:
 class JsonlReporter:
     """One JSON object per line, and nothing else on stderr while a batch runs: batch_start, video_start, progress
     (every `every` frames, with `frames_expected` and `eta_s` when the frame count is known), writing (while a
-    video's files are written: at their start, then on a call (segment makes one a second) that finds `every` more
-    overlay frames drawn than the last event said, or a minute gone since it), video_done,
+    video's files are written: at their start, then on a call (segment makes one a second, and one as a format starts
+    or ends) that finds `every` more overlay frames drawn than the last event said, other formats being written, or
+    a minute gone since it), video_done,
     video_skipped, video_failed, video_interrupted, video_warning (about one input, which goes on), error / warning /
     note (a line about the batch, not one input),
     summary (the batch's end); under torchrun, on rank 0, job_progress (the job's inputs ended over all processes,
@@ -148,7 +176,8 @@ class JsonlReporter:
         self._started = time.perf_counter()
         self._expected: int | None = None
         self._job: tuple[int, int] | None = None
-        self._writing: dict[str, tuple[float, int | None]] = {}  # input -> when and at which frame it last said so
+        # input -> when, at which frame and with which formats it last said so
+        self._writing: dict[str, tuple[float, int | None, list[str]]] = {}
 
     def _emit(self, event: str, **fields: Any) -> None:
         if self.rank is not None:
@@ -177,16 +206,17 @@ class JsonlReporter:
             self._emit("progress", input=self._video, frames=self._frames, fps=round(fps, 3),
                        frames_expected=self._expected, eta_s=None if eta is None else round(eta, 1))
 
-    def video_writing(self, source: VideoSource, stem: str, frames: int | None, total: int | None) -> None:
-        name, now = path_text(source.path), time.monotonic()
+    def video_writing(self, source: VideoSource, stem: str, frames: int | None, total: int | None,
+                      formats: Sequence[str] = ()) -> None:
+        name, now, formats = path_text(source.path), time.monotonic(), list(formats)
         last = self._writing.get(name)
         if last is not None:
-            when, at = last
+            when, at, before = last
             moved = frames is not None and at is not None and frames - at >= self.every
-            if not moved and now - when < WRITING_HEARTBEAT_S:
+            if not moved and formats == before and now - when < WRITING_HEARTBEAT_S:
                 return
-        self._writing[name] = (now, frames)
-        self._emit("writing", input=name, stem=stem, frames=frames, frames_expected=total)
+        self._writing[name] = (now, frames, formats)
+        self._emit("writing", input=name, stem=stem, frames=frames, frames_expected=total, formats=formats)
 
     def video_finished(self, source: VideoSource, stem: str, frames: int, fps: float, outputs: list[Path]) -> None:
         self._writing.pop(path_text(source.path), None)
@@ -239,7 +269,8 @@ class HumanReporter:
     Without a terminal (a SLURM or nohup log, a pipeline) and with ``log_lines``, plain lines take the bars' place:
     one per input ended (``clipvis: [3/40] clip.mp4: 120 frames, 6.80 frames/s``), one every ``log_every`` seconds
     while a long video runs (with its ETA when its frame count is known) and while its files are written
-    (``clip.mp4: writing outputs, overlay frame 1200/4500``), and under torchrun, instead of the per-input lines, the
+    (``clip.mp4: writing outputs, overlay frame 1200/4500``; ``writing cvat-video, mots-txt`` once only formats that
+    do not draw are left), and under torchrun, instead of the per-input lines, the
     job's count at most every ``log_every`` seconds and when the last input ended."""
 
     def __init__(
@@ -328,7 +359,8 @@ class HumanReporter:
             left = f", ETA {duration_text(eta)}" if eta is not None else ""
             self._line(f"{self._video}: {self._frames}/{self._video_frames or '?'} frames, {fps:.2f} frames/s{left}")
 
-    def video_writing(self, source: VideoSource, stem: str, frames: int | None, total: int | None) -> None:
+    def video_writing(self, source: VideoSource, stem: str, frames: int | None, total: int | None,
+                      formats: Sequence[str] = ()) -> None:
         if not self.log_lines:
             return
         name, now = shown_path(source.path), time.monotonic()
@@ -336,8 +368,7 @@ class HumanReporter:
             self._writing[name] = now
         elif now - self._writing[name] >= self.log_every:
             self._writing[name] = now
-            drawn = f", overlay frame {frames}/{total or '?'}" if frames is not None else ""
-            self._line(f"{name}: writing outputs{drawn}")
+            self._line(f"{name}: {writing_text(frames, total, formats)}")
 
     def _video_ended(self) -> str:
         """Count an input as ended; ``"[k/N] "`` for its line."""

@@ -16,6 +16,7 @@ interrupted input leaves none of its files. The "complete" run.json comes last a
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import hashlib
 import json
@@ -576,7 +577,7 @@ class SegmentRunner:
         staging = OutputStaging()
         try:
             with staging.active(), writing:
-                outputs = self._write_outputs(paths, video, timings)
+                outputs = self._write_outputs(paths, video, timings, writing)
         except BaseException:
             staging.discard()
             raise
@@ -609,20 +610,23 @@ class SegmentRunner:
             finally:
                 self._held_signals.extend(held)  # raised once this outcome is returned (``_deliver_held_signals``)
 
-    def _write_outputs(self, paths: VideoOutputPaths, video: SegmentedVideo, timings: dict[str, float]) -> list[Path]:
+    def _write_outputs(self, paths: VideoOutputPaths, video: SegmentedVideo, timings: dict[str, float],
+                       progress: _WritingProgress | None = None) -> list[Path]:
         """Every writer's file, in writer order (in the `OutputStaging` of the calling thread's context). Writers that
         draw on the frames (the overlay: decoding, drawing threads, the encoder) run in this thread; the others
         (JSON, mostly Python) meanwhile on a helper thread, one after another, where the drawing writers leave a CPU
         free (``_overlap_writers``), and after them otherwise. A failure is raised only once both sides have stopped
         (the drawing writers' first), so no file is being written when the video is reported failed; Ctrl-C stops the
         drawing writer here and is raised once the helper has finished the file it is on (it starts no other: every
-        file of a stopped video is removed anyway)."""
+        file of a stopped video is removed anyway). ``progress`` is told which formats are being written."""
         results: dict[int, Path] = {}
 
         def write(index: int) -> None:
             writer = self.writers[index]
             start = time.perf_counter()
-            results[index] = writer.write_video(paths.directory / writer.file_name, video)
+            with progress.writing(index, writer.format, getattr(writer, "draws_frames", False)) if progress else \
+                    contextlib.nullcontext():
+                results[index] = writer.write_video(paths.directory / writer.file_name, video)
             timings[f"write_{writer.format}"] = time.perf_counter() - start
 
         here = [i for i, writer in enumerate(self.writers) if getattr(writer, "draws_frames", False)]
@@ -713,14 +717,18 @@ def _mark_interrupted(manifest: RunManifest, paths: VideoOutputPaths, interrupt:
 
 class _WritingProgress:
     """While a video's files are written: counts the frames the drawing writers take from ``counted`` (out of
-    ``total``; None when no writer draws) and, from a thread, reports them (`video_writing`) when writing starts and
-    every ``interval`` seconds until it ends, so that a log shows the writing of a long video's files as it goes."""
+    ``total``; None when no writer draws), keeps the formats being written (`writing`) and, from a thread, reports
+    both (`video_writing`) when writing starts, every ``interval`` seconds until it ends and when a format starts or
+    ends, so that a log shows the writing of a long video's files as it goes, and which file it is at once the overlay
+    is drawn (``frames`` None then: a format that does not draw may take minutes after it)."""
 
     def __init__(self, reporter: Reporter, source: VideoSource, stem: str, total: int | None,
                  interval: float | None = None) -> None:
         self.reporter, self.source, self.stem, self.total = reporter, source, stem, total
         self.interval = WRITING_REPORT_INTERVAL_S if interval is None else interval
         self.frames = 0
+        self._active: dict[int, tuple[str, bool]] = {}  # writer index -> (format, draws frames)
+        self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -730,9 +738,28 @@ class _WritingProgress:
             yield item
             self.frames += 1
 
+    @contextlib.contextmanager
+    def writing(self, index: int, format: str, draws: bool) -> Iterator[None]:
+        """Writer ``index`` (its ``format``; ``draws``: it draws frames) writes its file meanwhile."""
+        with self._lock:
+            self._active[index] = (format, draws)
+        self._report()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._active.pop(index, None)
+                others = bool(self._active)
+            if others:  # the formats still being written (the last one's end is the video's end: said by it)
+                self._report()
+
     def _report(self) -> None:
-        self.reporter.video_writing(self.source, self.stem, self.frames if self.total is not None else None,
-                                    self.total)
+        with self._lock:
+            active = [self._active[index] for index in sorted(self._active)]
+        # the overlay's frames while it draws (or before any writer started), not once only other formats are left
+        drawing = self.total is not None and (not active or any(draws for _, draws in active))
+        self.reporter.video_writing(self.source, self.stem, self.frames if drawing else None, self.total,
+                                    formats=[format for format, _ in active])
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from clipvis.cli.inputs import VideoSource
-from clipvis.cli.progress import HumanReporter, JobProgressReporter, JsonlReporter
+from clipvis.cli.progress import HumanReporter, JobProgressReporter, JsonlReporter, SerializedReporter
 
 SOURCE = VideoSource(path=Path("a.mp4"))
 
@@ -280,6 +280,43 @@ def test_writing_a_video_s_files_is_reported_while_it_lasts() -> None:
     events = [json.loads(line) for line in stream.getvalue().splitlines()]
     assert [(e["event"], e["frames"], e["frames_expected"]) for e in events] == [
         ("writing", 0, 60), ("writing", 30, 60), ("writing", 60, 60)]
+
+
+def test_the_formats_still_written_after_the_overlay_are_named() -> None:
+    """cvat-video and mots-txt took 6 of a 2-hour video's 10 minutes of writing after the overlay, while the log read
+    'overlay frame 36010/36010': the formats being written are named once none draws; JSONL events carry them and
+    come when they change."""
+    log = io.StringIO()
+    human = HumanReporter(stream=log, interactive=False, log_every=0.0)
+    human.video_writing(SOURCE, "a", 0, 4500, formats=["overlay"])
+    human.video_writing(SOURCE, "a", 1200, 4500, formats=["overlay", "ytvis"])
+    human.video_writing(SOURCE, "a", None, 4500, formats=["cvat-video", "mots-txt"])
+    assert log.getvalue().splitlines() == ["clipvis: a.mp4: writing outputs, overlay frame 1200/4500",
+                                           "clipvis: a.mp4: writing cvat-video, mots-txt"]
+    stream = io.StringIO()
+    reporter = JsonlReporter(stream, every=25)
+    reporter.video_writing(SOURCE, "a", 0, 60, formats=["overlay"])
+    reporter.video_writing(SOURCE, "a", 10, 60, formats=["overlay"])  # too soon: nothing
+    reporter.video_writing(SOURCE, "a", None, 60, formats=["cvat-video"])  # another format: said at once
+    reporter.video_writing(SOURCE, "a", None, 60, formats=["cvat-video"])
+    events = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert [(e["frames"], e["formats"]) for e in events] == [(0, ["overlay"]), (None, ["cvat-video"])]
+
+
+def test_a_reporter_of_the_older_interface_is_called_as_before() -> None:
+    """A library user's reporter written before ``formats`` existed still gets its four arguments."""
+
+    class Older:
+        def __init__(self) -> None:
+            self.calls: list[tuple] = []
+
+        def video_writing(self, source, stem, frames, total) -> None:
+            self.calls.append((stem, frames, total))
+
+    older, newer = Older(), io.StringIO()
+    SerializedReporter(older).video_writing(SOURCE, "a", 3, 9, formats=["overlay"])
+    SerializedReporter(JsonlReporter(newer)).video_writing(SOURCE, "a", 3, 9, formats=["overlay"])
+    assert older.calls == [("a", 3, 9)] and json.loads(newer.getvalue())["formats"] == ["overlay"]
 
 
 def test_jsonl_says_how_an_interrupted_video_and_the_batch_ended() -> None:
