@@ -58,10 +58,10 @@ class VideoInfo:
     frame.
     `height`/`width` are the displayed size (after rotation metadata), which is the size of every mask.
     `fps` is the source frame rate; the processed frames play at `fps / frame_stride` (`processed_fps`).
-    `file_names` default to synthetic `<stem>/<frame_index:05d>.jpg`; `kind` is "video" for a video file,
-    "images" for an image folder (whose file_names are then the real image names). `frame_times` (seconds from
-    the video's start, one per processed frame) is set only for a source whose frames are not evenly spaced at
-    `fps` (variable frame rate); the overlay and Label Studio then place each frame at its own time.
+    `file_names` default to synthetic `<stem>/<frame_index:05d>.jpg` (`synthetic_file_names`); `kind` is "video"
+    for a video file, "images" for an image folder (whose file_names are then the real image names). `frame_times`
+    (seconds from the video's start, one per processed frame) is set only for a source whose frames are not evenly
+    spaced at `fps` (variable frame rate); the overlay and Label Studio then place each frame at its own time.
     """
 
     video_id: int
@@ -119,9 +119,12 @@ class TrackResult:
     segmentations: Sequence[RleDict | None]
 
 
-def synthetic_file_names(stem: str, frame_indices: list[int]) -> list[str]:
-    """YouTube-VIS style relative frame names: `<stem>/<frame_index:05d>.jpg` (one per processed frame)."""
-    return [f"{stem}/{index:05d}.jpg" for index in frame_indices]
+def synthetic_file_names(stem: str, frame_indices: Sequence[int]) -> list[str]:
+    """YouTube-VIS style relative frame names: `<stem>/<frame_index:05d>.jpg` (one per processed frame), with as
+    many more digits as a video past frame 99,999 needs, for all its names (`00000.jpg` ... `99999.jpg`, then
+    `100000.jpg`, sorted before `99999.jpg`, put its frames out of order for a tool that sorts the names)."""
+    digits = max(5, len(str(max(frame_indices, default=0))))
+    return [f"{stem}/{index:0{digits}d}.jpg" for index in frame_indices]
 
 
 def fps_fraction(fps: float | Fraction) -> Fraction:

@@ -39,6 +39,7 @@ from PIL import Image, UnidentifiedImageError
 
 from clipvis.cli.inputs import VideoSource
 from clipvis.cli.messages import PathError, error_reason, path_text, shown_path
+from clipvis.cli.results import synthetic_file_names
 
 DEFAULT_FPS = Fraction(30)
 _MAX_PLAUSIBLE_FPS = 1000
@@ -123,8 +124,8 @@ class VideoReader:
         return self._probe
 
     def frame_file_names(self, stem: str, frame_indices: Sequence[int]) -> list[str]:
-        """Synthetic YouTube-VIS frame names `<stem>/<index:05d>.jpg`."""
-        return [f"{stem}/{index:05d}.jpg" for index in frame_indices]
+        """Synthetic YouTube-VIS frame names `<stem>/<index:05d>.jpg` (`synthetic_file_names`)."""
+        return synthetic_file_names(stem, frame_indices)
 
     def __iter__(self) -> Iterator[tuple[int, np.ndarray]]:
         container, stream = self._open()
@@ -324,7 +325,7 @@ class ImageFolderReader:
     def frame_file_names(self, stem: str, frame_indices: Sequence[int]) -> list[str]:
         """`<stem>/<original image name>` for each processed frame (an animation's: `<stem>/<index:05d>.jpg`)."""
         if self._animation() is not None:
-            return [f"{stem}/{index:05d}.jpg" for index in frame_indices]
+            return synthetic_file_names(stem, frame_indices)
         return [f"{stem}/{path_text(self.frame_files[index].name)}" for index in frame_indices]
 
     def _animation(self) -> tuple[int, Fraction, list[float]] | None:

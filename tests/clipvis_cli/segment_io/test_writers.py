@@ -596,3 +596,14 @@ def test_a_label_on_a_region_one_pixel_wide_and_four_high_is_centred_in_it() -> 
     labels[10:14, 50] = 1
     x, y = _full_size_anchor(labels, np.array([50, 10, 1, 4]), 1)
     assert x == 50 and y in (11, 12)
+
+
+def test_frame_names_of_a_long_video_sort_in_frame_order() -> None:
+    """`<stem>/99999.jpg` then `<stem>/100000.jpg`: sorted, the frames past 99,999 came first (a 55-minute video at
+    30 frames/s has 100,000). Every name of such a video gets the digits its last frame needs; shorter videos keep
+    YouTube-VIS's five."""
+    from clipvis.cli.results import synthetic_file_names
+
+    assert synthetic_file_names("v", [0, 7, 99_999]) == ["v/00000.jpg", "v/00007.jpg", "v/99999.jpg"]
+    names = synthetic_file_names("v", list(range(0, 120_000, 7)))
+    assert sorted(names) == names and names[-1] == "v/119994.jpg" and names[0] == "v/000000.jpg"
