@@ -65,6 +65,11 @@ class ClipVisConfig:
             if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
                 raise ValueError(f"{_setting(name)} must be a positive integer, not {value!r}")
             setattr(self, name, int(value))
+        if isinstance(self.min_size_test, bool) or not isinstance(self.min_size_test, numbers.Integral) \
+                or self.min_size_test < 0:  # 0: frames are not resized (detectron2's ResizeShortestEdge of 0)
+            raise ValueError(f"{_setting('min_size_test')} must be a positive integer, or 0 for no resize, not "
+                             f"{self.min_size_test!r}")
+        self.min_size_test = int(self.min_size_test)
         if isinstance(self.size_divisibility, bool) or not isinstance(self.size_divisibility, numbers.Integral):
             # 0 or below: no padding (detectron2's SIZE_DIVISIBILITY 0; preprocess.padded_shape)
             raise ValueError(f"{_setting('size_divisibility')} must be an integer, not {self.size_divisibility!r}")
@@ -108,7 +113,7 @@ class ClipVisConfig:
 
 _POSITIVE_INTS = (
     "hidden_dim", "num_queries", "decoder_layers", "num_heads", "dim_feedforward", "conv_dim", "mask_dim",
-    "encoder_layers", "encoder_dim_feedforward", "encoder_points", "norm_groups", "min_size_test", "max_size_test",
+    "encoder_layers", "encoder_dim_feedforward", "encoder_points", "norm_groups", "max_size_test",
     "memory_length", "top_k", "detections_per_video",
 )
 

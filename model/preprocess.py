@@ -12,7 +12,10 @@ from clipvis.model.transfer import to_device
 
 
 def resized_shape(height: int, width: int, short_edge: int, max_size: int) -> tuple[int, int]:
-    """detectron2 ResizeShortestEdge output size (``int(x + 0.5)`` rounding)."""
+    """detectron2 ResizeShortestEdge output size (``int(x + 0.5)`` rounding); ``short_edge`` 0 leaves the frame as
+    it is, ``max_size`` aside (detectron2's NoOpTransform: ``INPUT.MIN_SIZE_TEST: 0`` disables the test resize)."""
+    if short_edge == 0:
+        return height, width
     scale = short_edge / min(height, width)
     new_h, new_w = (short_edge, scale * width) if height < width else (scale * height, short_edge)
     if max(new_h, new_w) > max_size:

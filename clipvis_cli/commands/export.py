@@ -304,13 +304,17 @@ def _under_torchrun() -> bool:
 
 def default_frame_size(short_edge: int, height: int | None, width: int | None) -> tuple[int, int]:
     """The frame size to export, each default rounded up to a multiple of 32 (the padded size holds the frame):
-    neither given, the padded size of a 16:9 video at the model's test short edge (480 -> 480x864); one given, the
+    neither given, the padded size of a 16:9 video at the model's test short edge (480 -> 480x864; a model that
+    does not resize, INPUT.MIN_SIZE_TEST 0: a 1280x720 video's, 736x1280); one given, the
     other is that of a 16:9 frame of it (--height 256 -> 256x480, 256 * 16 / 9 = 455 up to 480; --width 480 ->
     288x480, 480 * 9 / 16 = 270 up to 288)."""
     if height is None and width is not None:
         return _padded(width * 9 // 16), width
-    height = height or _padded(short_edge)
+    height = height or _padded(short_edge or NO_RESIZE_HEIGHT)
     return height, width or _padded(height * 16 // 9)
+
+
+NO_RESIZE_HEIGHT = 720  # the default export height of a model that runs frames at their own size
 
 
 def _padded(size: int) -> int:

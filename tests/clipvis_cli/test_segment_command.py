@@ -529,3 +529,20 @@ def test_a_large_vocabulary_is_said_before_its_text_is_encoded_once(tmp_path, ti
     assert "clipvis: warning: encoding the 2 class names' 28 prompts with CLIP's text tower first" in first.stderr
     again = CliRunner().invoke(app, segment_args(tiny_weights, tmp_path / "b", str(video), extra=ytvis_only))
     assert again.exit_code == 0 and "encoding the" not in again.stderr
+
+
+def test_a_config_without_test_resize_runs_frames_at_their_own_size(tmp_path, tiny_weights) -> None:
+    """INPUT.MIN_SIZE_TEST 0 (detectron2: no test resize) was refused as not a positive integer: it now runs each
+    frame at its own size, as a short edge equal to the frame's (a resize to the same size) does."""
+    video = write_video(tmp_path / "clip.mp4", num_frames=5, height=48, width=64)
+    results = []
+    for short_edge in (0, 48, 96):
+        config = tmp_path / f"edge{short_edge}.yaml"
+        config.write_text(f"INPUT:\n  MIN_SIZE_TEST: {short_edge}\n")
+        out = tmp_path / f"out{short_edge}"
+        result = run_cli(segment_args(tiny_weights, out, str(video), extra=("--config", str(config), "--formats",
+                                                                            "ytvis")))
+        assert result.exit_code == 0, result.output
+        results.append(json.loads((out / "clip" / "ytvis.json").read_text())["annotations"])
+    unresized, same_size, doubled = results
+    assert unresized == same_size and unresized != doubled

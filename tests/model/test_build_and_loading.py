@@ -317,7 +317,8 @@ def test_pre_norm_configs_are_refused_not_ignored(tmp_path) -> None:
 @pytest.mark.parametrize(("changes", "message"), [
     ({"memory_length": "nine"}, r"memory_length \(TEST.NUM_FRAME\) must be a positive integer, not 'nine'"),
     ({"num_queries": 0}, r"num_queries \(MODEL.MASK_FORMER.NUM_OBJECT_QUERIES\) must be a positive integer"),
-    ({"min_size_test": True}, "min_size_test .* must be a positive integer, not True"),
+    ({"min_size_test": True}, r"min_size_test .* must be a positive integer, or 0 for no resize, not True"),
+    ({"min_size_test": -8}, r"min_size_test .* must be a positive integer, or 0 for no resize, not -8"),
     ({"pixel_std": [1.0, 0.0, 1.0]}, r"pixel_std \(MODEL.PIXEL_STD\) must be 3 positive numbers"),
     ({"iou_activation": "tanh"}, "iou_activation must be sigmoid or relu"),
     ({"max_logit_scale": float("nan")}, "max_logit_scale must be a positive number"),
@@ -332,6 +333,7 @@ def test_a_config_no_model_runs_with_is_refused_naming_the_setting(changes, mess
     assert ClipVisConfig.from_dict({**ClipVisConfig().to_dict(), "pixel_mean": [1, 2, 3]}).pixel_mean == (1.0, 2.0, 3.0)
     for no_padding in (0, -1):  # detectron2's SIZE_DIVISIBILITY 0 (and -1): no padding, as before the checks came
         assert ClipVisConfig(size_divisibility=no_padding).size_divisibility == no_padding
+    assert ClipVisConfig(min_size_test=0).min_size_test == 0  # detectron2's "0 disables the test resize"
 
 
 def test_a_clipvis_safetensors_file_without_its_config_is_one_error(tmp_path, tiny_model) -> None:

@@ -281,6 +281,17 @@ def test_resize_rounding_and_padding() -> None:
     assert float(x[0, 0, 0, 0]) == 200.0 and float(x[0, 0, 0, 860]) == 0.0  # zero padding on the right
 
 
+def test_a_test_short_edge_of_0_runs_frames_at_their_own_size() -> None:
+    """INPUT.MIN_SIZE_TEST 0 was refused, where detectron2 (the official resize) reads it as no test resize, the
+    maximum size aside: frames keep their size and are only padded."""
+    assert resized_shape(720, 1280, 0, 1333) == (720, 1280) and resized_shape(2160, 3840, 0, 1333) == (2160, 3840)
+    pre = FramePreprocessor(0, 1333, 32, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), exact=False)
+    frames = np.random.default_rng(0).integers(0, 256, (1, 100, 150, 3), dtype=np.uint8)
+    x, geo = pre(frames, torch.device("cpu"))
+    assert (geo.resized, geo.padded, x.shape) == ((100, 150), (128, 160), (1, 3, 128, 160))
+    assert torch.equal(x[0, :, :100, :150], torch.from_numpy(frames[0]).permute(2, 0, 1).float())
+
+
 
 def test_a_training_batch_is_normalised_as_the_preprocessor_normalises_one_frame() -> None:
     """normalise_padded (the trainer's batches, padded before normalising) gives each image the values
