@@ -10,6 +10,8 @@ decodes it.
 
 from __future__ import annotations
 
+import codecs
+import io
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -18,14 +20,16 @@ from typing import IO, Any
 
 from clipvis.cli.atomic import parse_json
 
-READ_CHARACTERS = 1 << 20  # the file is read this many characters at a time (more where one value needs it)
+READ_BYTES = 1 << 20  # the file is read this many bytes at a time (more where one value needs it)
 _SPACE = " \t\n\r"  # JSON's whitespace
 _NUMBER = frozenset("0123456789+-.eE")  # what a JSON number is written with
 
 
 class JsonMembersError(ValueError):
     """The file is not valid JSON; `str()` is the decoder's message with the position in the whole file (``Expecting
-    ',' delimiter: line 3 column 5 (char 40)``), as `json.loads` words it."""
+    ',' delimiter: line 3 column 5 (char 40)``), as `json.loads` words it; ``where`` that position alone."""
+
+    where = ""
 
 
 @dataclass(frozen=True)
@@ -43,21 +47,28 @@ class ObjectArray:
 Streamed = Callable[[Any], None] | ObjectArray  # what is done with each element of an array
 
 
+class RepeatedMemberError(ValueError):
+    """A streamed array's key is given twice in one object (``"annotations": [...], "annotations": [...]``): which one
+    the file means is not known (`json.loads` keeps the last, after both were read); `str()` names the key and where
+    the second one is."""
+
+
 def read_members(path: Path | str, streamed: Mapping[str, Streamed]) -> Any:
     """The members of the JSON object in file ``path`` (UTF-8) as a dict, except that the array of each key in
     ``streamed`` is not kept: each of its elements is given to that key's function as soon as it is decoded, or read
-    member by member (`ObjectArray`), and the key maps to ``[]``. A key whose value is not an array maps to its value,
-    as do keys named twice (the last one, as `json.loads` keeps it; the elements of each array are handed over). A
-    file whose top level is not an object is returned as `json.loads` decodes it.
+    member by member (`ObjectArray`), and the key maps to ``[]``. A key whose value is not an array maps to its
+    value, as do other keys named twice (the last one, as `json.loads` keeps it); a key of ``streamed`` named twice
+    in one object raises RepeatedMemberError. A file whose top level is not an object is returned as `json.loads`
+    decodes it.
 
-    Raises JsonMembersError for text that is not JSON, UnicodeDecodeError for bytes that are not UTF-8, and OSError
-    for a file that cannot be read; what a function raises goes through as it is."""
-    with open(path, encoding="utf-8") as handle:
+    Raises JsonMembersError for text that is not JSON, UnicodeDecodeError for bytes that are not UTF-8 (its position
+    counted in the whole file, as decoding the whole file gives it), and OSError for a file that cannot be read;
+    what a function raises goes through as it is."""
+    with open(path, "rb") as handle:
         text = _Window(handle)
         if text.peek() != "{":  # nothing to stream: decoded whole, positions and all, as json.loads decodes it
-            handle.seek(0)
             try:
-                return parse_json(handle.read())
+                return parse_json(Path(path).read_text(encoding="utf-8"))
             except json.JSONDecodeError as error:
                 raise JsonMembersError(str(error)) from None
         members = text.members(streamed)
@@ -66,13 +77,33 @@ def read_members(path: Path | str, streamed: Mapping[str, Streamed]) -> Any:
         return members
 
 
+class _FileDecodeError(UnicodeDecodeError):
+    """A UnicodeDecodeError of one chunk of a file, its position moved to the whole file's (``offset`` bytes before
+    the chunk's ``object``)."""
+
+    def __init__(self, error: UnicodeDecodeError, offset: int) -> None:
+        super().__init__(error.encoding, error.object, error.start, error.end, error.reason)
+        self.offset = offset
+
+    def __str__(self) -> str:
+        start, end = self.start + self.offset, self.end + self.offset
+        if self.end - self.start == 1:
+            return (f"'{self.encoding}' codec can't decode byte 0x{self.object[self.start]:02x} in position {start}: "
+                    f"{self.reason}")
+        return f"'{self.encoding}' codec can't decode bytes in position {start}-{end - 1}: {self.reason}"
+
+
 class _Window:
     """The file's text from the reading position: ``buffer[position:]`` is read and not yet decoded; ``start``,
     ``lines`` and ``line_start`` are the file's characters and line ends before ``buffer`` and where its first line
-    begins (for positions in messages)."""
+    begins (for positions in messages). The file's bytes are decoded as UTF-8 and its line ends read as Python's
+    text files read them (``\r\n`` and ``\r`` as ``\n``), so the text is what `Path.read_text` gives."""
 
-    def __init__(self, handle: IO[str]) -> None:
+    def __init__(self, handle: IO[bytes]) -> None:
         self.handle = handle
+        self.utf8 = codecs.getincrementaldecoder("utf-8")()
+        self.text = io.IncrementalNewlineDecoder(self.utf8, translate=True)
+        self.bytes_read = 0
         self.buffer = ""
         self.position = 0
         self.start = 0
@@ -81,12 +112,25 @@ class _Window:
         self.ended = False
         self.decoder = json.JSONDecoder()
 
+    def _decoded(self, characters: int) -> str:
+        """At least one more character of the file, about ``characters`` bytes' worth ('' at its end)."""
+        while True:
+            chunk = self.handle.read(max(characters, READ_BYTES))
+            held = len(self.utf8.getstate()[0])  # bytes of a character the last chunk cut, decoded with this one
+            try:
+                text = self.text.decode(chunk, final=not chunk)
+            except UnicodeDecodeError as error:
+                raise _FileDecodeError(error, self.bytes_read - held) from None
+            self.bytes_read += len(chunk)
+            if text or not chunk:
+                return text
+
     def _read(self, characters: int) -> bool:
         """Read at least ``characters`` more (False at the file's end, the buffer then as it was), dropping what
         was decoded."""
         if self.ended:
             return False
-        chunk = self.handle.read(max(characters, READ_CHARACTERS))
+        chunk = self._decoded(characters)
         if not chunk:
             self.ended = True
             return False
@@ -143,9 +187,13 @@ class _Window:
         while True:
             if self.peek() != '"':
                 raise self.error("Expecting property name enclosed in double quotes")
+            at = self.start + self.position  # in the file (reading the key may move the buffer on, past it not)
             key = self.value()
-            self.take(":")
             how = streamed.get(key)
+            if how is not None and key in members:
+                where = self.error("", at - self.start).where
+                raise RepeatedMemberError(f"{key!r} given twice in one object ({where})")
+            self.take(":")
             if how is not None and self.peek() == "[":
                 self.elements(how)
                 members[key] = []
@@ -182,4 +230,7 @@ class _Window:
         line = self.lines + before.count("\n") + 1
         line_start = self.start + before.rfind("\n") + 1 if "\n" in before else self.line_start
         at = self.start + position
-        return JsonMembersError(f"{message}: line {line} column {at - line_start + 1} (char {at})")
+        where = f"line {line} column {at - line_start + 1} (char {at})"
+        error = JsonMembersError(f"{message}: {where}")
+        error.where = where
+        return error

@@ -29,7 +29,7 @@ from clipvis.cli.inputs import (
     skipped_name,
     tree_order,
 )
-from clipvis.cli.json_members import JsonMembersError, ObjectArray, read_members
+from clipvis.cli.json_members import JsonMembersError, ObjectArray, RepeatedMemberError, read_members
 from clipvis.cli.mask_store import MaskStoreError
 from clipvis.cli.messages import PathError, error_reason, shown_path, unwritable_character
 from clipvis.cli.results import TrackResult, VideoInfo, recorded_source
@@ -149,33 +149,36 @@ def load_videos(path: Path) -> list[ExportVideo]:
         spill = SpilledTracks()
     except MaskStoreError as error:
         raise ExportInputError(path, str(error)) from None
-    tracks: dict[int, list[tuple[object, object, SpilledSegmentations]]] = {}  # by video id, in file order
+    tracks: dict[int, list[_ReadTrack]] = {}  # by video id, in file order
     annotations = 0  # read so far
     frames = 0  # of the annotation being read
+    bad_mask: str | None = None  # of the annotation being read: its first mask that is not an RLE
 
     def start_track() -> None:
-        nonlocal annotations, frames
+        nonlocal annotations, frames, bad_mask
         annotations += 1
-        frames = 0
+        frames, bad_mask = 0, None
         spill.start_track()
 
     def add_mask(segmentation: object) -> None:  # each of a track's masks as it is read: never a whole track
-        nonlocal frames
-        spill.append(_compressed(segmentation, path, f"annotation {annotations}, frame {frames}"))
+        nonlocal frames, bad_mask
+        try:
+            spill.append(_compressed(segmentation))
+        except (KeyError, TypeError, ValueError, OverflowError) as error:  # said if the track is a listed video's
+            spill.append(None)
+            if bad_mask is None:
+                bad_mask = f"annotation {annotations}, frame {frames}: malformed RLE ({error})"
         frames += 1
 
     def end_track(annotation: object) -> None:
         if not isinstance(annotation, dict):
             raise TypeError(f"annotation {annotations + 1} is a {type(annotation).__name__}, not an object")
-        stored = spill.end_track()
-        segmentations = annotation["segmentations"]  # an array was streamed (`add_mask`): [] here
-        if not isinstance(segmentations, list):
-            raise TypeError(f"annotation {annotations}: segmentations is a {type(segmentations).__name__}")
-        tracks.setdefault(int(annotation["video_id"]), []).append(
-            (annotation["category_id"], annotation.get("score", 1.0), stored))
+        stored = spill.end_track()  # its masks, streamed (`add_mask`): its "segmentations" is [] here
+        tracks.setdefault(int(annotation["video_id"]), []).append(_ReadTrack(annotation, stored, bad_mask))
 
+    streamed = {"annotations": ObjectArray(start_track, end_track, {"segmentations": add_mask})}
     try:
-        document = read_members(path, {"annotations": ObjectArray(start_track, end_track, {"segmentations": add_mask})})
+        document = read_members(path, streamed)
         spill.finish()
     except FileNotFoundError:
         raise ExportInputError(path, "no such file") from None
@@ -185,7 +188,9 @@ def load_videos(path: Path) -> list[ExportVideo]:
         raise ExportInputError(path, f"cannot read ({error_reason(error)})") from None
     except (UnicodeDecodeError, JsonMembersError) as error:
         raise ExportInputError(path, f"not valid JSON ({error})") from None
-    except (KeyError, TypeError, ValueError) as error:
+    except RepeatedMemberError as error:
+        raise ExportInputError(path, f"malformed YouTube-VIS content ({error})") from None
+    except (KeyError, TypeError, ValueError, OverflowError) as error:
         if isinstance(error, ExportInputError):
             raise
         raise ExportInputError(path, f"malformed YouTube-VIS content ({type(error).__name__}: {error})") from None
@@ -197,17 +202,28 @@ def load_videos(path: Path) -> list[ExportVideo]:
         for name in names:  # XML (CVAT, Label Studio) refuses control characters; a newline shifts labels.txt
             if (problem := unwritable_character(name)) is not None:
                 raise ExportInputError(path, f"category name {name[:60]!r} holds {problem}")
-        if not isinstance(document.get("annotations", []), list):
-            raise TypeError("annotations is not a list")
+        listed = document.get("annotations", [])
+        if not isinstance(listed, list) and listed not in ({}, ""):  # an empty one of another kind: no tracks
+            raise TypeError(f"annotations is a {type(listed).__name__}, not a list")
+        # annotations of videos the file does not list are not read further (whatever they hold), as before
         return [_video(path, entry, tracks.get(int(entry["id"]), []), names) for entry in document["videos"]]
-    except (KeyError, TypeError, ValueError) as error:
+    except (KeyError, TypeError, ValueError, OverflowError) as error:
         if isinstance(error, ExportInputError):
             raise
         raise ExportInputError(path, f"malformed YouTube-VIS content ({type(error).__name__}: {error})") from None
 
 
-def _video(path: Path, entry: dict, annotations: list[tuple[object, object, SpilledSegmentations]],
-           categories: list[str]) -> ExportVideo:
+@dataclass
+class _ReadTrack:
+    """One annotation as `load_videos` read it: its members (``segmentations`` streamed to ``masks``: [] here) and
+    its first mask that is not an RLE (said only for a video the file lists)."""
+
+    annotation: dict
+    masks: SpilledSegmentations
+    problem: str | None
+
+
+def _video(path: Path, entry: dict, annotations: list[_ReadTrack], categories: list[str]) -> ExportVideo:
     video_id = int(entry["id"])
     length = int(entry.get("length") or len(entry.get("file_names", [])))
     stride = int(entry.get("frame_stride", 1))
@@ -238,15 +254,20 @@ def _video(path: Path, entry: dict, annotations: list[tuple[object, object, Spil
         frame_indices=indices, file_names=file_names, kind=kind, frame_times=_frame_times(entry, length),
     )
     tracks = []
-    for rank, (category, score, segmentations) in enumerate(annotations, start=1):
+    for rank, read in enumerate(annotations, start=1):
+        if not isinstance(read.annotation["segmentations"], list):
+            raise ExportInputError(path, f"video {video_id}: track {rank}: segmentations is not a list")
+        if read.problem is not None:
+            raise ExportInputError(path, read.problem)
+        segmentations = read.masks
         if len(segmentations) != length:
             raise ExportInputError(
                 path, f"video {video_id}: track {rank} has {len(segmentations)} segmentations for {length} frames"
             )
-        category_id = int(category)
+        category_id = int(read.annotation["category_id"])
         if not 1 <= category_id <= len(categories):
             raise ExportInputError(path, f"video {video_id}: track {rank} has unknown category_id {category_id}")
-        tracks.append(TrackResult(rank, category_id, float(score), segmentations))
+        tracks.append(TrackResult(rank, category_id, float(read.annotation.get("score", 1.0)), segmentations))
     return ExportVideo(info, tracks, list(categories), Path(path))
 
 
@@ -261,23 +282,20 @@ def _frame_times(entry: dict, length: int) -> list[float] | None:
         return None
 
 
-def _compressed(segmentation: object, path: Path, where: str) -> rle.RleDict | None:
+def _compressed(segmentation: object) -> rle.RleDict | None:
     """A segmentation as compressed RLE (None where the track has no mask): ground-truth style files hold
     uncompressed RLE (a list of counts), which pycocotools' area() refuses and COCO tools read as a crowd region;
-    anything else (a polygon, an RLE without its size) is refused."""
+    anything else (a polygon, an RLE without its size) raises KeyError, TypeError, ValueError or OverflowError."""
     if segmentation is None:
         return None
-    try:
-        if not isinstance(segmentation, dict):
-            raise TypeError(f"a {type(segmentation).__name__}, not an RLE object")
-        size = [int(v) for v in segmentation["size"]]
-        if len(size) != 2:
-            raise ValueError(f"size {size} is not [height, width]")
-        counts = segmentation["counts"]
-        if isinstance(counts, list):
-            return rle.compressed({"size": size, "counts": counts})
-        if not isinstance(counts, str):
-            raise TypeError(f"counts is a {type(counts).__name__}")
-        return {"size": size, "counts": counts}
-    except (KeyError, TypeError, ValueError) as error:
-        raise ExportInputError(path, f"{where}: malformed RLE ({error})") from None
+    if not isinstance(segmentation, dict):
+        raise TypeError(f"a {type(segmentation).__name__}, not an RLE object")
+    size = [int(v) for v in segmentation["size"]]
+    if len(size) != 2:
+        raise ValueError(f"size {size} is not [height, width]")
+    counts = segmentation["counts"]
+    if isinstance(counts, list):
+        return rle.compressed({"size": size, "counts": counts})
+    if not isinstance(counts, str):
+        raise TypeError(f"counts is a {type(counts).__name__}")
+    return {"size": size, "counts": counts}

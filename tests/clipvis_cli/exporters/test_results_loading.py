@@ -144,3 +144,37 @@ def test_a_full_temporary_folder_fails_the_input_in_one_line(tmp_path: Path, mon
     assert errors == [f"clipvis: error: {first}: masks' temporary file in {tempfile.gettempdir()} (TMPDIR): No space "
                       "left on device", "clipvis: error: 1 of 2 export(s) failed"], result.output
     assert (tmp_path / "out" / "long" / "mots-txt" / "mots.txt").stat().st_size > 0  # the second input's
+
+
+def test_what_json_loads_read_is_read_alike_and_what_it_cannot_tell_is_refused(tmp_path: Path) -> None:
+    """Hunter 87's differential against the whole-file reader: annotations of videos the file does not list are not
+    read further (even incomplete ones, as before); an empty annotations object or string means no tracks; a
+    repeated "annotations" or "segmentations" key, which json.loads resolved by keeping the last after reading both
+    (another tool's file meaning who knows which), is refused in one line; an id past float range is one line, not
+    a traceback."""
+    def edited(name: str, change) -> Path:
+        path = _results(tmp_path / name, 4, 2)
+        document = json.loads(path.read_text())
+        text = change(document)
+        path.write_text(text if isinstance(text, str) else json.dumps(document))
+        return path
+
+    def orphans(document: dict) -> None:
+        document["annotations"] += [{"video_id": 7}, {"video_id": 8, "category_id": 1, "segmentations": [[1, 2]]}]
+
+    [video] = load_videos(edited("orphans.json", orphans))
+    assert len(video.tracks) == 2
+    for empty in ({}, ""):
+        [video] = load_videos(edited(f"empty{len(str(empty))}.json", lambda d, e=empty: d.update(annotations=e)))
+        assert video.tracks == []
+    twice = edited("twice.json", lambda d: json.dumps(d)[:-1] + ', "annotations": []}')
+    with pytest.raises(ExportInputError, match=r"malformed YouTube-VIS content \('annotations' given twice in one "
+                                               r"object \(line 1 column \d+ \(char \d+\)\)\)"):
+        load_videos(twice)
+    inner = edited("inner.json", lambda d: json.dumps(d).replace('"segmentations": [', '"segmentations": [], '
+                                                                  '"segmentations": [', 1))
+    with pytest.raises(ExportInputError, match="'segmentations' given twice in one object"):
+        load_videos(inner)
+    huge = edited("huge.json", lambda d: json.dumps(d).replace('"video_id": 1', '"video_id": 1e400', 1))
+    with pytest.raises(ExportInputError, match=r"malformed YouTube-VIS content \(OverflowError: cannot convert"):
+        load_videos(huge)
