@@ -119,21 +119,22 @@ class FramePreprocessor:
         """frames ``[B, H, W, 3]`` uint8 RGB -> (``[B, 3, Hp, Wp]`` float32 on device, geometry)."""
         height, width = int(frames.shape[1]), int(frames.shape[2])
         geo = self.geometry(height, width)
-        if self.exact or geo.resized == geo.original:
-            resized = frames if geo.resized == geo.original else self.resize_exact(frames, geo.resized)
-            if not isinstance(resized, torch.Tensor):
-                resized = torch.from_numpy(np.ascontiguousarray(resized))
-            x = to_device(resized, device).permute(0, 3, 1, 2).float()
-        else:
-            if not isinstance(frames, torch.Tensor):
-                frames = torch.from_numpy(np.ascontiguousarray(frames))
-            frames = to_device(frames, device)
-            # Frame by frame: a float copy of one full-resolution frame at a time, not of the batch (a 4K batch of 8
-            # in float32 is 800 MB); each frame's resize is independent of the others, so the values are the same.
-            x = torch.cat([self._resize(frame[None], geo.resized) for frame in frames])
+        same_size = geo.resized == geo.original
+        if self.exact and not same_size:
+            frames = self.resize_exact(frames, geo.resized)  # uint8 at the resized size
+        if not isinstance(frames, torch.Tensor):
+            frames = torch.from_numpy(np.ascontiguousarray(frames))
+        frames = to_device(frames, device)
         mean, std = self._normalisation(device)
-        x = (x - mean) / std
-        pad_h, pad_w = geo.padded[0] - geo.resized[0], geo.padded[1] - geo.resized[1]
-        if pad_h or pad_w:
-            x = F.pad(x, (0, pad_w, 0, pad_h), value=0.0)
+        # Frame by frame into the padded batch: a float copy of one full-resolution frame at a time, not of the batch
+        # (a 4K batch of 8 in float32 is 800 MB; three such copies while it was normalised and padded), each frame
+        # normalised in place where it lies; the padding stays 0. The values are those of `(x - mean) / std`.
+        h, w = geo.resized
+        x = torch.zeros((frames.shape[0], 3, *geo.padded), dtype=torch.float32, device=device)
+        for index, frame in enumerate(frames):
+            if self.exact or same_size:
+                pixels = frame.permute(2, 0, 1)[None]
+            else:  # each frame's resize is independent of the others': the same values as the batch's
+                pixels = self._resize(frame[None], geo.resized)
+            x[index : index + 1, :, :h, :w].copy_(pixels).sub_(mean).div_(std)
         return x, geo

@@ -91,11 +91,13 @@ def export(
     ),
     height: int | None = typer.Option(
         None, "--height", min=32,
-        help="onnx: padded input height, multiple of 32 (default: 9:16 of --width, or the test short edge).",
+        help="onnx: padded input height, multiple of 32 (default: 9:16 of --width, or the test short edge; 736 for "
+             "a model that does not resize).",
     ),
     width: int | None = typer.Option(
         None, "--width", min=32,
-        help="onnx: padded input width, multiple of 32 (default: 16:9 of --height, or of the test short edge).",
+        help="onnx: padded input width, multiple of 32 (default: 16:9 of --height, or of the test short edge; 1280 "
+             "for a model that does not resize).",
     ),
     precision: str = typer.Option("fp32", "--precision", help="onnx: fp32 or fp16."),
     vocab: str | None = typer.Option(None, "--vocab", help="onnx: bake these classes in (adds class_logits)."),
@@ -310,7 +312,9 @@ def default_frame_size(short_edge: int, height: int | None, width: int | None) -
     288x480, 480 * 9 / 16 = 270 up to 288)."""
     if height is None and width is not None:
         return _padded(width * 9 // 16), width
-    height = height or _padded(short_edge or NO_RESIZE_HEIGHT)
+    if height is None and short_edge == 0:  # frames run at their own size: a 1280x720 video's, padded
+        return _padded(NO_RESIZE_HEIGHT), width or _padded(NO_RESIZE_HEIGHT * 16 // 9)
+    height = height or _padded(short_edge)
     return height, width or _padded(height * 16 // 9)
 
 

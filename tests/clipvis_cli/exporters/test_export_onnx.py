@@ -156,6 +156,9 @@ def test_width_alone_gives_a_16_9_height_as_height_alone_gives_a_16_9_width(tiny
     assert default_frame_size(480, None, 864) == (512, 864)  # a 16:9 frame 864 wide is 486 high
     assert default_frame_size(480, None, 1280) == (736, 1280)  # 720 up to 736
     assert default_frame_size(480, 256, 864) == (256, 864)  # both given: as given
+    # INPUT.MIN_SIZE_TEST 0 (frames at their own size): a 1280x720 video's padded size, as FramePreprocessor pads it
+    # (the width from 720, not from the padded 736: 1312 fitted no 1280x720 frame)
+    assert default_frame_size(0, None, None) == (736, 1280) and default_frame_size(0, 256, None) == (256, 480)
     assert exported_frame_size(tiny_weights, tmp_path, "--width", 256) == (160, 256)  # 144 up to /32
 
 
