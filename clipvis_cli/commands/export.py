@@ -162,7 +162,7 @@ def export(
         return
     if not found:
         raise typer.BadParameter("no segment outputs given")
-    runner = ExportRunner(formats, options, Path(output) if output is not None else None, reporter)
+    runner = ExportRunner(formats, options, Path(output) if output is not None else None, reporter, inputs=found)
     outcomes = []
     reporter.batch_started(len(found))
     try:

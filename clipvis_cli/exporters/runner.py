@@ -3,6 +3,7 @@ appear together and complete, or not at all; one failed video never stops the ot
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -98,21 +99,40 @@ class ExportRunner:
     outcome keeps them too (``ExportOutcome.warnings``, ``notes``)."""
 
     def __init__(self, formats: Sequence[str], options: ExportOptions, destination: Path | None,
-                 reporter: Reporter) -> None:
+                 reporter: Reporter, inputs: Sequence[ExportInput] = ()) -> None:
+        """``inputs``: every input the runner will be given, if known: without a destination, each folder's results
+        file is then written once its last input is exported, not all at the end (each holds a temporary file open
+        until written: 1,100 inputs ran out of file descriptors)."""
         self.formats = list(formats)
         self.options = options
         self.destination = destination
         self.reporter = reporter
         self._used_names: set[str] = set()
         self._results: dict[Path, ResultsStream] = {}  # the ytvis results files, by folder, written as they go
+        # without -o: how many of the inputs are still to come for each results folder; and the files written
+        self._to_come = Counter(self._results_folder(item) for item in inputs) if destination is None else Counter()
+        self._written: list[ExportOutcome] = []
         # results files not to write: an input meant for them could not be read (its results are missing), and a
         # file for servers that lacks it would be scored as if the video had no objects. A video whose other
         # formats failed is not counted: its results are read and go into the file.
         self._incomplete: dict[Path, int] = {}
 
+    def _results_folder(self, item: ExportInput) -> Path:
+        """Where the ytvis results file of ``item``'s videos goes."""
+        return self.destination or (item.path.parent if item.path.suffix else item.path)
+
     def run(self, item: ExportInput) -> list[ExportOutcome]:
+        outcomes = self._run(item)
+        folder = self._results_folder(item)
+        if self._to_come[folder] > 0:  # one of the inputs given at the start (not on an interruption: raised)
+            self._to_come[folder] -= 1
+            if self._to_come[folder] == 0 and folder in self._results:  # its last input: written now
+                self._written.append(self._write_results(folder))
+        return outcomes
+
+    def _run(self, item: ExportInput) -> list[ExportOutcome]:
         source = VideoSource(item.path)
-        results_folder = self.destination or (item.path.parent if item.path.suffix else item.path)
+        results_folder = self._results_folder(item)
         if not item.ok:
             return [self._failed(source, item.path.name, one_line(item.describe_error()), results_folder)]
         try:
@@ -133,31 +153,36 @@ class ExportRunner:
         return outcomes
 
     def finish(self) -> list[ExportOutcome]:
-        """Write the collected YouTube-VIS results (one file under -o, else one per input folder)."""
-        if YTVIS_FORMAT not in self.formats or not self._results:
+        """Write the collected YouTube-VIS results (one file under -o, else one per input folder): those not
+        written yet, and the outcomes of all."""
+        if YTVIS_FORMAT not in self.formats:
             return []
-        outcomes = []
+        outcomes = self._written
         try:
-            for folder, results in self._results.items():
-                missing = self._incomplete.get(folder, 0)
-                if missing:
-                    message = (f"{shown_path(folder / self.options.results_name)} not written: {missing} of its "
-                               f"{missing + results.videos} input(s) failed (a server would score them as empty)")
-                    self.reporter.video_failed(VideoSource(folder), folder.name, message)
-                    outcomes.append(ExportOutcome(folder.name, "failed", error=message))
-                    continue
-                try:
-                    path = results.write(self.options)
-                    outcomes.append(ExportOutcome(folder.name, "complete", [path]))
-                except (ValueError, OSError) as error:
-                    message = subject_message(error, folder)
-                    self.reporter.video_failed(VideoSource(folder), folder.name, message)
-                    outcomes.append(ExportOutcome(folder.name, "failed", error=message))
-                finally:
-                    results.close()
+            for folder in list(self._results):
+                outcomes.append(self._write_results(folder))
         finally:
             self.close()
         return outcomes
+
+    def _write_results(self, folder: Path) -> ExportOutcome:
+        """Put the results file of ``folder`` in place (its temporary file then goes), or say why not."""
+        results = self._results.pop(folder)
+        try:
+            missing = self._incomplete.get(folder, 0)
+            if missing:
+                message = (f"{shown_path(folder / self.options.results_name)} not written: {missing} of its "
+                           f"{missing + results.videos} input(s) failed (a server would score them as empty)")
+                self.reporter.video_failed(VideoSource(folder), folder.name, message)
+                return ExportOutcome(folder.name, "failed", error=message)
+            try:
+                return ExportOutcome(folder.name, "complete", [results.write(self.options)])
+            except (ValueError, OSError) as error:
+                message = subject_message(error, folder)
+                self.reporter.video_failed(VideoSource(folder), folder.name, message)
+                return ExportOutcome(folder.name, "failed", error=message)
+        finally:
+            results.close()
 
     def close(self) -> None:
         """Drop the results files not written (their temporary files): an export stopped before `finish`."""

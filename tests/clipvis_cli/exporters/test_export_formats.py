@@ -1311,3 +1311,24 @@ def test_class_names_longer_than_a_cvat_label_are_said_for_the_cvat_formats(tmp_
            "name a very long class'... (91)" in cvat.stderr
     coco = run_export(str(output.folder), "--to", "coco", "--no-media", "-o", str(tmp_path / "b"))
     assert coco.exit_code == 0 and "CVAT takes" not in coco.stderr
+
+
+def test_results_files_beside_many_inputs_are_written_as_each_input_ends(tmp_path) -> None:
+    """Without -o, each input folder's results.json held a temporary file open until the batch's end: 1,100 inputs
+    ran out of file descriptors ("Too many open files" at ulimit -n 1024). Each is now written once its (last)
+    input is exported: 150 inputs export under a limit of 64 descriptors."""
+    import resource
+    import subprocess
+    import sys
+
+    folders = _results_folders(tmp_path / "in", 150, frames=3)
+
+    def limited() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
+
+    done = subprocess.run([sys.executable, "-m", "clipvis", "export", str(tmp_path / "in"), "--to", "ytvis"],
+                          capture_output=True, text=True, preexec_fn=limited, timeout=600, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    for folder in folders:
+        [entry, *_] = json.loads((folder / "results.json").read_text())
+        assert entry["video_id"] == int(folder.name[1:])
