@@ -181,7 +181,30 @@ class TrackMaskStore:
         self.close()
 
 
-class StoredSegmentations(Sequence["rle.RleDict | None"]):
+class FrameMasks(Sequence["rle.RleDict | None"]):
+    """A track's per-frame RLEs read on access (None where it has no mask): subclasses give ``__len__`` and
+    ``_mask`` (a frame in range), this the indexing of a list (negative positions, slices, IndexError)."""
+
+    def _mask(self, frame: int) -> rle.RleDict | None:
+        raise NotImplementedError
+
+    @overload
+    def __getitem__(self, frame: int) -> rle.RleDict | None: ...
+
+    @overload
+    def __getitem__(self, frame: slice) -> list[rle.RleDict | None]: ...
+
+    def __getitem__(self, frame: int | slice) -> rle.RleDict | None | list[rle.RleDict | None]:
+        if isinstance(frame, slice):
+            return [self[i] for i in range(*frame.indices(len(self)))]
+        if frame < 0:
+            frame += len(self)
+        if not 0 <= frame < len(self):
+            raise IndexError(frame)
+        return self._mask(frame)
+
+
+class StoredSegmentations(FrameMasks):
     """One track's per-frame RLEs, read from a TrackMaskStore on access (None where empty or suppressed)."""
 
     def __init__(self, store: TrackMaskStore, track: int, suppressed: Sequence[bool]) -> None:
@@ -197,17 +220,5 @@ class StoredSegmentations(Sequence["rle.RleDict | None"]):
         """``[height, width]`` of every mask (the store's), known without reading one."""
         return list(self.store.size)
 
-    @overload
-    def __getitem__(self, frame: int) -> rle.RleDict | None: ...
-
-    @overload
-    def __getitem__(self, frame: slice) -> list[rle.RleDict | None]: ...
-
-    def __getitem__(self, frame: int | slice) -> rle.RleDict | None | list[rle.RleDict | None]:
-        if isinstance(frame, slice):
-            return [self[i] for i in range(*frame.indices(len(self)))]
-        if frame < 0:
-            frame += len(self)
-        if not 0 <= frame < len(self):
-            raise IndexError(frame)
+    def _mask(self, frame: int) -> rle.RleDict | None:
         return None if self.suppressed[frame] else self.store.get(frame, self.track)

@@ -12,11 +12,10 @@ from __future__ import annotations
 import os
 import tempfile
 from array import array
-from collections.abc import Iterable, Sequence
-from typing import overload
+from collections.abc import Iterable
 
 from clipvis.cli import rle
-from clipvis.cli.mask_store import MaskStoreError
+from clipvis.cli.mask_store import FrameMasks, MaskStoreError
 
 WRITE_BYTES = 1 << 20  # strings are written to the file this many bytes at a time
 
@@ -96,7 +95,7 @@ class SpilledTracks:
             self._pending = bytearray()
 
 
-class SpilledSegmentations(Sequence["rle.RleDict | None"]):
+class SpilledSegmentations(FrameMasks):
     """One track's per-frame RLEs, read from its `SpilledTracks` file on access (None where it has no mask).
 
     ``ends[0]`` is where the track's strings begin in the file, ``ends[i + 1]`` where frame i's ends (bitwise
@@ -118,19 +117,7 @@ class SpilledSegmentations(Sequence["rle.RleDict | None"]):
         mask's own is then read)."""
         return None if self.size_changes or self.size is None else list(self.size)
 
-    @overload
-    def __getitem__(self, frame: int) -> rle.RleDict | None: ...
-
-    @overload
-    def __getitem__(self, frame: slice) -> list[rle.RleDict | None]: ...
-
-    def __getitem__(self, frame: int | slice) -> rle.RleDict | None | list[rle.RleDict | None]:
-        if isinstance(frame, slice):
-            return [self[i] for i in range(*frame.indices(len(self)))]
-        if frame < 0:
-            frame += len(self)
-        if not 0 <= frame < len(self):
-            raise IndexError(frame)
+    def _mask(self, frame: int) -> rle.RleDict | None:
         end = self.ends[frame + 1]
         if end < 0:
             return None
