@@ -63,7 +63,7 @@ def remaining_seconds(done: int, expected: int | None, fps: float) -> float | No
 
 def writing_text(frames: int | None, total: int | None, formats: Sequence[str]) -> str:
     """What a video's writing is at: ``"writing outputs, overlay frame 1200/4500"`` while the overlay draws, and
-    ``"writing cvat-video, mots-txt"`` once only formats that do not draw are left (``frames`` None)."""
+    ``"writing cvat-video"`` (the formats being written) once it has drawn them all (``frames`` None)."""
     if frames is not None:
         return f"writing outputs, overlay frame {frames}/{total or '?'}"
     return f"writing {', '.join(formats)}" if formats else "writing outputs"
@@ -269,8 +269,8 @@ class HumanReporter:
     Without a terminal (a SLURM or nohup log, a pipeline) and with ``log_lines``, plain lines take the bars' place:
     one per input ended (``clipvis: [3/40] clip.mp4: 120 frames, 6.80 frames/s``), one every ``log_every`` seconds
     while a long video runs (with its ETA when its frame count is known) and while its files are written
-    (``clip.mp4: writing outputs, overlay frame 1200/4500``; ``writing cvat-video, mots-txt`` once only formats that
-    do not draw are left), and under torchrun, instead of the per-input lines, the
+    (``clip.mp4: writing outputs, overlay frame 1200/4500``; ``writing cvat-video``, the format being written, once
+    the overlay is drawn), and under torchrun, instead of the per-input lines, the
     job's count at most every ``log_every`` seconds and when the last input ended."""
 
     def __init__(

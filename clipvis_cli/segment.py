@@ -728,6 +728,7 @@ class _WritingProgress:
         self.interval = WRITING_REPORT_INTERVAL_S if interval is None else interval
         self.frames = 0
         self._active: dict[int, tuple[str, bool]] = {}  # writer index -> (format, draws frames)
+        self._drawn = False  # a writer that draws frames has ended: its frames are no longer news
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -749,6 +750,7 @@ class _WritingProgress:
         finally:
             with self._lock:
                 self._active.pop(index, None)
+                self._drawn = self._drawn or draws
                 others = bool(self._active)
             if others:  # the formats still being written (the last one's end is the video's end: said by it)
                 self._report()
@@ -756,9 +758,10 @@ class _WritingProgress:
     def _report(self) -> None:
         with self._lock:
             active = [self._active[index] for index in sorted(self._active)]
-        # the overlay's frames while it draws (or before any writer started), not once only other formats are left
-        drawing = self.total is not None and (not active or any(draws for _, draws in active))
-        self.reporter.video_writing(self.source, self.stem, self.frames if drawing else None, self.total,
+            drawn = self._drawn
+        # the overlay's frames until it has drawn them all, not while only the formats after it are left
+        frames = self.frames if self.total is not None and not drawn else None
+        self.reporter.video_writing(self.source, self.stem, frames, self.total,
                                     formats=[format for format, _ in active])
 
     def _run(self) -> None:

@@ -358,3 +358,28 @@ def test_lines_about_the_batch_are_plain_lines_for_people_and_events_in_jsonl() 
         ("note", "shard 3/4 holds none")]
     # a summary of one process' own inputs comes only when the job did not end together: not "ok"
     assert (events[3]["scope"], events[3]["status"], events[3]["inputs"]) == ("process", "failed", 2)
+
+
+def test_writing_progress_gives_the_overlay_s_frames_until_it_has_drawn_them_all() -> None:
+    """With the JSON writers beside the overlay (a machine with CPUs to spare), a format that started first had the
+    overlay's count null before the overlay began; the formats are listed in the order segment writes them."""
+    from clipvis.cli.segment import _WritingProgress
+
+    class Recorder:
+        def __init__(self) -> None:
+            self.events: list[tuple] = []
+
+        def video_writing(self, source, stem, frames, total, formats=()) -> None:
+            self.events.append((frames, list(formats)))
+
+    recorder = Recorder()
+    progress = _WritingProgress(recorder, SOURCE, "a", 4, interval=3600)
+    with progress:
+        with progress.writing(0, "coco", False):
+            with progress.writing(2, "overlay", True):
+                for _ in progress.counted(range(4)):
+                    pass
+        with progress.writing(3, "cvat-video", False):
+            pass
+    assert recorder.events == [(0, []), (0, ["coco"]), (0, ["coco", "overlay"]), (None, ["coco"]),
+                               (None, ["cvat-video"])]

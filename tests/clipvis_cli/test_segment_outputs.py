@@ -453,10 +453,11 @@ def test_jsonl_log_is_json_to_the_end(tmp_path, tiny_weights, monkeypatch) -> No
     writing = [event for event in events if event["event"] == "writing"]
     assert writing[0]["frames"] == 0 and writing[0]["frames_expected"] == 6 and writing[0]["input"] == str(video)
     assert [event["event"] for event in events].index("writing") < [e["event"] for e in events].index("video_done")
-    # the formats being written: the overlay's frames while it draws, none once only other formats are left
-    assert any("overlay" in event["formats"] for event in writing), writing
-    assert all(event["frames"] is None for event in writing if event["formats"] and "overlay" not in event["formats"])
-    assert all(event["frames"] is not None for event in writing if "overlay" in event["formats"])
+    # the formats being written: the overlay's frames until it has drawn them all, none after it
+    drawing = [k for k, event in enumerate(writing) if "overlay" in event["formats"]]
+    assert drawing, writing
+    assert all(event["frames"] is not None for event in writing[: drawing[-1] + 1]), writing
+    assert all(event["frames"] is None for event in writing[drawing[-1] + 1 :]), writing
     assert events[-1] == {"event": "summary", "inputs": 2, "complete": 1, "skipped": 0, "failed": 1, "scope": "job",
                           "status": "failed", "message": "1 of 2 input(s) failed"}
 
