@@ -27,9 +27,7 @@ _NUMBER = frozenset("0123456789+-.eE")  # what a JSON number is written with
 
 class JsonMembersError(ValueError):
     """The file is not valid JSON; `str()` is the decoder's message with the position in the whole file (``Expecting
-    ',' delimiter: line 3 column 5 (char 40)``), as `json.loads` words it; ``where`` that position alone."""
-
-    where = ""
+    ',' delimiter: line 3 column 5 (char 40)``), as `json.loads` words it."""
 
 
 @dataclass(frozen=True)
@@ -191,8 +189,7 @@ class _Window:
             key = self.value()
             how = streamed.get(key)
             if how is not None and key in members:
-                where = self.error("", at - self.start).where
-                raise RepeatedMemberError(f"{key!r} given twice in one object ({where})")
+                raise RepeatedMemberError(f"{key!r} given twice in one object ({self._where(at - self.start)})")
             self.take(":")
             if how is not None and self.peek() == "[":
                 self.elements(how)
@@ -225,12 +222,12 @@ class _Window:
 
     def error(self, message: str, position: int | None = None) -> JsonMembersError:
         """``message`` at ``position`` in the buffer (default: the reading position), located in the whole file."""
-        position = self.position if position is None else position
+        return JsonMembersError(f"{message}: {self._where(self.position if position is None else position)}")
+
+    def _where(self, position: int) -> str:
+        """``position`` in the buffer as json.loads names a place in the whole file: ``line 3 column 5 (char 40)``."""
         before = self.buffer[:position]
         line = self.lines + before.count("\n") + 1
         line_start = self.start + before.rfind("\n") + 1 if "\n" in before else self.line_start
         at = self.start + position
-        where = f"line {line} column {at - line_start + 1} (char {at})"
-        error = JsonMembersError(f"{message}: {where}")
-        error.where = where
-        return error
+        return f"line {line} column {at - line_start + 1} (char {at})"

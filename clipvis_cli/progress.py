@@ -95,6 +95,8 @@ class SerializedReporter:
     def __init__(self, inner: Reporter | None) -> None:
         self.inner = inner
         self._lock = threading.Lock()
+        # a reporter of an older interface: video_writing without ``formats``
+        self._writing_takes_formats = _takes(getattr(inner, "video_writing", None), "formats")
 
     def _call(self, name: str, *args: Any, **kwargs: Any) -> None:
         if self.inner is not None:
@@ -135,7 +137,7 @@ class SerializedReporter:
 
     def video_writing(self, source: VideoSource, stem: str, frames: int | None, total: int | None,
                       formats: Sequence[str] = ()) -> None:
-        if self.inner is not None and not _takes(getattr(self.inner, "video_writing", None), "formats"):
+        if self.inner is not None and not self._writing_takes_formats:
             self._call("video_writing", source, stem, frames, total)  # a reporter of an older interface
         else:
             self._call("video_writing", source, stem, frames, total, formats=tuple(formats))

@@ -289,15 +289,15 @@ class TextClassifier:
         device = self.backbone.clip_model.positional_embedding.device
         templates = len(PROMPT_TEMPLATES)
         per_synonym: list[torch.Tensor] = []
-        waiting: list[torch.Tensor] = []  # unit prompt embeddings of synonyms not yet complete
+        waiting: torch.Tensor | None = None  # unit prompt embeddings of synonyms not yet complete
         for start in range(0, len(prompts), TEXT_BATCH):
-            waiting.append(F.normalize(self.encode_prompts(prompts[start : start + TEXT_BATCH], device), dim=-1))
-            pending = torch.cat(waiting, 0)
+            batch = F.normalize(self.encode_prompts(prompts[start : start + TEXT_BATCH], device), dim=-1)
+            pending = batch if waiting is None else torch.cat((waiting, batch), 0)
             complete = pending.shape[0] - pending.shape[0] % templates
             if complete:
                 means = pending[:complete].view(-1, templates, pending.shape[-1]).mean(1)
                 per_synonym.append(F.normalize(means, dim=-1).cpu())
-            waiting = [pending[complete:]]
+            waiting = pending[complete:]
         return torch.cat(per_synonym, 0)
 
     def __call__(self, vocabulary: list[str]) -> TextEmbeddings:

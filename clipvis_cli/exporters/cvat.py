@@ -220,7 +220,7 @@ class CvatVideoExporter(Exporter):
             frame = str(info.frame_indices[position])
             if present and options.measure_polygons:  # a mask no polygon outlines counts as IoU 0, not nothing
                 ious.add(0.0 if polygon is None else
-                            mask_iou(polygon_mask(polygon, info.height, info.width), present[0][1]))
+                         mask_iou(polygon_mask(polygon, info.height, info.width), present[0][1]))
             if polygon is not None:
                 last_polygon = _points(polygon)
                 yield self._shape(frame, last_polygon, track.track_id, outside=False)

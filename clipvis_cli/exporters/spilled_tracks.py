@@ -44,7 +44,8 @@ class SpilledTracks:
     def start_track(self) -> None:
         """Begin a track: its masks are then given one at a time (`append`), as a file is read."""
         self._ends = array("q", [self._size])  # where the track's first string begins, then each frame's end
-        self._sizes: list[list[int]] = []
+        self._first_size: list[int] | None = None
+        self._last_size: list[int] | None = None
         self._size_changes: dict[int, list[int]] = {}
 
     def append(self, segmentation: rle.RleDict | None) -> None:
@@ -58,17 +59,17 @@ class SpilledTracks:
         self._size += len(text)
         self._ends.append(self._size)
         size = segmentation["size"]
-        if not self._sizes:
-            self._sizes.append(size)
-        elif size != self._sizes[-1]:
+        if self._first_size is None:
+            self._first_size = size
+        elif size != self._last_size:
             self._size_changes[len(self._ends) - 2] = size
-            self._sizes.append(size)
+        self._last_size = size
         if len(self._pending) >= WRITE_BYTES:
             self._write()
 
     def end_track(self) -> SpilledSegmentations:
         """The track begun last, its masks read back from this file (after `finish`)."""
-        track = SpilledSegmentations(self, self._ends, self._sizes[0] if self._sizes else None, self._size_changes)
+        track = SpilledSegmentations(self, self._ends, self._first_size, self._size_changes)
         self.start_track()
         return track
 
@@ -79,9 +80,6 @@ class SpilledTracks:
             self._file.flush()
         except OSError as error:
             raise MaskStoreError(self.directory, error) from None
-
-    def close(self) -> None:
-        self._file.close()
 
     def read(self, start: int, end: int) -> str:
         return os.pread(self._file.fileno(), end - start, start).decode("utf-8")  # safe from several threads
@@ -106,7 +104,8 @@ class SpilledSegmentations(FrameMasks):
         self.spill = spill
         self.ends = ends
         self.size = size
-        self.size_changes = size_changes  # the frames from which another size holds (a file written by another tool)
+        # the frames from which another size holds (a file written by another tool), in frame order
+        self.size_changes = size_changes
 
     def __len__(self) -> int:
         return len(self.ends) - 1
@@ -127,7 +126,7 @@ class SpilledSegmentations(FrameMasks):
 
     def _size_at(self, frame: int) -> list[int]:
         size = self.size
-        for position in sorted(self.size_changes):
+        for position in self.size_changes:
             if position > frame:
                 break
             size = self.size_changes[position]

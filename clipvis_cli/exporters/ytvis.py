@@ -18,16 +18,21 @@ from typing import IO
 from clipvis.cli.atomic import OutputNotWritableError, streamed_json
 from clipvis.cli.exporters.base import ExportOptions, staged_directory
 from clipvis.cli.exporters.loading import ExportVideo
+from clipvis.cli.results import TrackResult
 from clipvis.cli.zip_files import add_stream
 
 
+def results_entry(video: ExportVideo, track: TrackResult) -> dict:
+    """One track's entry of a results file, its masks as an iterator (`streamed_json` writes them a chunk at a
+    time)."""
+    return {"video_id": video.info.video_id, "category_id": track.category_id, "score": track.score,
+            "segmentations": iter(track.segmentations)}
+
+
 def results_list(videos: Sequence[ExportVideo]) -> list[dict]:
-    return [
-        {"video_id": video.info.video_id, "category_id": track.category_id, "score": track.score,
-         "segmentations": list(track.segmentations)}
-        for video in videos
-        for track in video.tracks
-    ]
+    """The results of ``videos`` as one list (masks listed)."""
+    return [{**results_entry(video, track), "segmentations": list(track.segmentations)}
+            for video in videos for track in video.tracks]
 
 
 # What the folder's export record (base.EXPORT_RECORD) says a results file came from: an export's results file may
@@ -79,11 +84,9 @@ class ResultsStream:
         try:
             file = self._opened()
             for track in video.tracks:  # a track's masks a few hundred at a time, as they are read
-                entry = {"video_id": video.info.video_id, "category_id": track.category_id, "score": track.score,
-                         "segmentations": iter(track.segmentations)}
                 if self._entries:
                     file.write(b",")
-                for piece in streamed_json(entry):
+                for piece in streamed_json(results_entry(video, track)):
                     file.write(piece.encode("utf-8"))
                 self._entries += 1
         except OSError as error:  # e.g. disk full, a folder we may not write: the file is not written (said by `write`)
