@@ -80,7 +80,13 @@ def check_uint8_frames(frames: np.ndarray | torch.Tensor, layout: str = "[B, H, 
         return
     tensor = isinstance(frames, torch.Tensor)
     floating = frames.dtype.is_floating_point if tensor else frames.dtype.kind == "f"
-    if floating:
+    size = frames.numel() if tensor else frames.size
+    largest = float(frames.max()) if floating and size else 0.0
+    if floating and largest > 1.0:  # already 0..255: scaling by 255 would wrap nearly every pixel
+        convert = ("frames.clamp(0, 255).round().to(torch.uint8)" if tensor else
+                   "np.clip(frames, 0, 255).round().astype(np.uint8)")
+        hint = f"float values up to {largest:g}: round and convert: {convert}"
+    elif floating:
         convert = "(frames * 255).round().to(torch.uint8)" if tensor else "(frames * 255).round().astype(np.uint8)"
         hint = f"scale floats in [0, 1] by 255 and convert: {convert}"
     else:
@@ -89,6 +95,42 @@ def check_uint8_frames(frames: np.ndarray | torch.Tensor, layout: str = "[B, H, 
         hint = (f"convert to 8 bits per channel: values in 0..255 with {as_bytes}, 16-bit values (0..65535) with "
                 f"{shifted}")
     raise TypeError(f"{where}expected uint8 RGB frames {layout}, got {frames.dtype} ({hint})")
+
+
+def model_device(model: torch.nn.Module) -> torch.device:
+    """The device of a model's parameters (the CPU for a model without any)."""
+    parameter = next(model.parameters(), None)
+    return parameter.device if parameter is not None else torch.device("cpu")
+
+
+def _check_device_exists(device: torch.device) -> None:
+    """ValueError, before anything moves, for a CUDA device this machine does not have."""
+    if device.type != "cuda":
+        return
+    if not torch.cuda.is_available():
+        raise ValueError(f"device {str(device)!r}: no CUDA device is available here (torch.cuda.is_available() is "
+                         "False); use device='cpu'")
+    count = torch.cuda.device_count()
+    if device.index is not None and device.index >= count:
+        raise ValueError(f"device {str(device)!r}: this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}")
+
+
+def _layout_hint(frames: np.ndarray | torch.Tensor) -> str:
+    """How to make frames of a layout ``push`` does not take ``[B, H, W, 3]`` (or ``[H, W, 3]``), where it looks
+    like a common one; "" otherwise."""
+    tensor = isinstance(frames, torch.Tensor)
+    shape = tuple(frames.shape)
+    if len(shape) in (3, 4) and shape[-1] == 4:
+        return " (RGBA? drop the alpha channel: frames[..., :3])"
+    if len(shape) in (3, 4) and shape[-3] in (3, 4) and shape[-1] not in (1, 3, 4):
+        order = (0, 2, 3, 1) if len(shape) == 4 else (1, 2, 0)
+        move = f"frames.permute{order}" if tensor else f"np.transpose(frames, {order})"
+        return f" (channels first? move them last: {move})"
+    if len(shape) in (2, 3) or (len(shape) == 4 and shape[-1] == 1):
+        gray = "frames" if shape[-1] == 1 else "frames[..., None]"  # [B, H, W, 1], or [H, W] / [B, H, W]
+        copy = f"{gray}.repeat_interleave(3, -1)" if tensor else f"np.repeat({gray}, 3, axis=-1)"
+        return f" (grayscale? repeat it into 3 channels: {copy})"
+    return ""
 
 
 def _runs_to_host(counts: torch.Tensor, lengths: torch.Tensor, size: tuple[int, int]) -> MaskRuns:
@@ -131,9 +173,10 @@ class VideoInstance:
 @dataclass
 class VideoInstances:
     """A video's result: ``instances`` ranked (exact mode: the official unsorted order), each over the
-    ``num_frames`` frames (``VideoInstance.suppressed_frames`` ``[T]``, T = ``num_frames``); ``geometry`` is None
-    for a video without frames; ``timings`` are seconds per stage (``TIMING_STAGES``). ``==`` compares the results,
-    not the timings: two runs of one video with the same settings compare equal."""
+    ``num_frames`` frames (``VideoInstance.suppressed_frames`` ``[T]``, T = ``num_frames``); ``geometry``: the
+    frames' size and the network's input size (``finish`` refuses a video without frames, so it is always set; the
+    type allows None for results built by hand); ``timings`` are seconds per stage (``TIMING_STAGES``). ``==``
+    compares the results, not the timings: two runs of one video with the same settings compare equal."""
 
     vocabulary: list[str]
     num_frames: int
@@ -179,13 +222,18 @@ class VideoPredictor:
     default the device's ``MASK_CHUNK_ELEMENTS``. It changes the time and memory a frame takes, never its masks.
     ``on_text_encoding(classes, prompts)`` is called before a vocabulary's text is encoded (one found in neither the
     memory nor the disk cache): 20,000 names take minutes on a CPU.
+
+    The predictor runs ``model`` itself, not a copy: the model is moved to ``device`` (by default the device it is
+    on: ``"auto"`` picks CUDA where there is a GPU) and put in eval mode. Predictors of one model share it, so they
+    must use one device; a push after the model was moved elsewhere raises RuntimeError. A predictor may be used by
+    several threads at once, each with its own session (a session is one thread's at a time).
     """
 
     def __init__(
         self,
         model: ClipVis,
         vocabulary: Iterable[str],
-        device: str | torch.device = "cpu",
+        device: str | torch.device | None = None,
         precision: str = "fp32",
         exact: bool = False,
         cache_dir: str | Path | None = None,
@@ -206,16 +254,21 @@ class VideoPredictor:
                                                 or not isinstance(mask_chunk_elements, numbers.Integral)
                                                 or mask_chunk_elements < 1):
             raise ValueError(f"mask_chunk_elements must be a whole number of at least 1, not {mask_chunk_elements!r}")
-        if str(device) == "auto":  # CUDA where there is a GPU
+        if device is None:  # where the model is
+            device = model_device(model)
+        elif str(device) == "auto":  # CUDA where there is a GPU
             device = "cuda" if torch.cuda.is_available() else "cpu"
+        device = torch.device(device)
+        _check_device_exists(device)
         wide = sorted({str(p.dtype) for p in model.parameters() if p.is_floating_point() and p.dtype != torch.float32})
         if wide:
             raise ValueError(f"the model's weights are {', '.join(wide)}: keep them float32 (model.float()) and "
                              "choose the compute type with precision='fp16' or 'bf16'")
         if cache_dir is not None:
             cache_dir = Path(cache_dir)
-        self.device = torch.device(device)
+        self.device = device
         self.model = model.to(self.device).eval()
+        self._model_device = model_device(self.model)  # with its index (device "cuda" is one GPU): see push
         self.precision = precision
         self.exact = exact
         self.mask_chunk_elements = int(mask_chunk_elements or MASK_CHUNK_ELEMENTS.get(self.device.type,
@@ -252,9 +305,11 @@ class VideoPredictor:
         if not names:
             raise VocabularyError("the vocabulary must be a non-empty list of non-empty class names")
         if (empty := next((i for i, name in enumerate(names) if not name), None)) is not None:
+            given = vocabulary[empty]
+            why = ("a file split on newlines ends in '': drop the empty lines" if given == "" else
+                   "nothing but spaces or invisible characters: drop it")
             raise VocabularyError(f"the vocabulary must be a non-empty list of non-empty class names: entry "
-                                  f"{empty + 1} of {len(names)} is {vocabulary[empty]!r} (a file split on newlines "
-                                  "ends in '': drop the empty lines)")
+                                  f"{empty + 1} of {len(names)} is {given!r} ({why})")
         for name in names:
             if any(not strip_name(synonym) for synonym in split_synonyms(name)):  # "a photo of a ." prompts
                 raise VocabularyError(f"empty synonym in the class {name!r} (synonyms are separated by commas)")
@@ -339,19 +394,34 @@ class VideoSession:
         # Seconds spent in push, per stage (see VideoInstances.timings; run.json's model_* timings)
         self.timings = {name: 0.0 for name in TIMING_STAGES}
 
-    @torch.no_grad()
     def push(self, frames: np.ndarray | torch.Tensor) -> list[TrackedFrame]:
         """frames ``[B, H, W, 3]`` uint8 RGB (a single ``[H, W, 3]`` frame is accepted) -> B tracked frames.
+
+        Gradients are never recorded, and the caller's ``torch.inference_mode()`` does not carry into the session:
+        its state and the frames returned are ordinary tensors, so pushes inside and outside inference mode may
+        follow one another (a running sum made an inference tensor by one push cannot be added to in place by a
+        later one outside it), and the returned tensors may be changed in place.
 
         An error before the session's state changes (bad frames, a frame of another size, the network running out
         of memory) leaves the session as it was: push again. One after (in the temporal matcher, the masks, the
         scores, or a Ctrl-C there) would leave the matcher's memory and the scores out of step with the frames, so
         the session is marked failed and every later ``push`` or ``finish`` raises RuntimeError: start the video
-        again with ``predictor.new_video()``.
+        again with ``predictor.new_video()``. Frames that are not uint8 raise TypeError; a shape other than
+        ``[B, H, W, 3]``, an empty batch or a frame of another size than the video's raise ValueError (each message
+        says how to convert, where it can).
         """
+        with torch.inference_mode(False), torch.no_grad():
+            return self._push(frames)
+
+    def _push(self, frames: np.ndarray | torch.Tensor) -> list[TrackedFrame]:
         if self.finished:
             raise RuntimeError("this video's session is finished: start the next video with predictor.new_video()")
         self._check_not_failed()
+        where = model_device(self.predictor.model)
+        if where != self.predictor._model_device:
+            raise RuntimeError(f"the model is on {where} but this predictor runs on {self.predictor.device}: it was "
+                               f"moved since (another VideoPredictor of the same model on {where}?); predictors of "
+                               "one model share it and must use one device")
         if not isinstance(frames, np.ndarray | torch.Tensor):
             hint = ("np.stack(frames)" if isinstance(frames, list | tuple) else
                     "np.asarray(image.convert('RGB'))" if hasattr(frames, "convert") else "np.asarray(frames)")
@@ -363,7 +433,8 @@ class VideoSession:
         if frames.ndim == 3 and frames.shape[-1] == 3:
             frames = frames[None]
         if frames.ndim != 4 or frames.shape[-1] != 3:
-            raise ValueError(f"expected uint8 RGB frames [B, H, W, 3], got shape {tuple(frames.shape)}")
+            raise ValueError(f"expected uint8 RGB frames [B, H, W, 3], got shape {tuple(frames.shape)}"
+                             f"{_layout_hint(frames)}")
         if frames.shape[0] == 0:
             raise ValueError("an empty batch: push at least one frame")
         predictor = self.predictor
@@ -515,7 +586,10 @@ class VideoSession:
     def finish(self, max_tracks: int | None = None, score_threshold: float = 0.0) -> VideoInstances:
         """Select the video's instances. Exact mode: the official unsorted top-``detections_per_video``.
         Otherwise the official candidates ranked by final score: the best ``max_tracks`` (default
-        ``detections_per_video``) with a score of at least ``score_threshold``."""
+        ``detections_per_video``) with a score of at least ``score_threshold``.
+
+        ValueError when no frame was pushed, or for settings that are not a whole number of at least 1 / a finite
+        number (or any at all in exact mode); RuntimeError after ``finish`` or ``close``, or once a push failed."""
         if self.finished:
             raise RuntimeError("this video's session is finished already: its instances were returned then")
         self._check_not_failed()
@@ -525,7 +599,7 @@ class VideoSession:
                                        or max_tracks < 1):
             raise ValueError(f"max_tracks must be a whole number of at least 1, not {max_tracks!r}")
         try:  # a number, or anything that is one (a numpy or torch scalar)
-            threshold = None if isinstance(score_threshold, bool) else float(score_threshold)
+            threshold = None if isinstance(score_threshold, bool | str | bytes) else float(score_threshold)
         except (TypeError, ValueError):
             threshold = None
         if threshold is None or not math.isfinite(threshold):

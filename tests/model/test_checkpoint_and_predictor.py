@@ -207,6 +207,49 @@ def test_a_model_made_under_inference_mode_predicts_as_any_other(tiny_model_fact
         np.testing.assert_array_equal(got.suppressed_frames, want.suppressed_frames)
 
 
+@pytest.mark.parametrize("inside", [(True, False, False), (True, True, False), (False, True, False)])
+def test_pushes_inside_and_outside_inference_mode_may_follow_one_another(tiny_model, tmp_path, inside) -> None:
+    """A notebook's first cell pushing under ``torch.inference_mode()`` and the next without it: the second push
+    failed ("Inplace update to inference tensor outside InferenceMode", the scorer's running sums) and the session
+    was lost. The session's tensors are ordinary ones whatever the caller's mode, and so are those returned."""
+    predictor = VideoPredictor(tiny_model, ["box", "sky"], cache_dir=tmp_path)
+    frames = synthetic_video(6)
+    tracked_plain, expected = run_video(predictor, frames, 2)
+    session = predictor.new_video()
+    tracked = []
+    for start, in_inference_mode in zip(range(0, 6, 2), inside, strict=True):
+        with torch.inference_mode(in_inference_mode):
+            tracked += session.push(frames[start : start + 2])
+    video = session.finish()
+    assert video == expected
+    for got, want in zip(tracked, tracked_plain, strict=True):
+        assert not got.class_probs.is_inference() and not got.object_probs.is_inference()
+        torch.testing.assert_close(got.class_probs, want.class_probs, rtol=0, atol=0)
+        assert torch.equal(got.masks, want.masks)
+    tracked[0].class_probs.mul_(2)  # the caller's to change
+
+
+def test_a_predictor_runs_where_its_model_is_and_says_when_the_model_moved(tiny_model_factory, tmp_path) -> None:
+    """``VideoPredictor(model)`` moved a model loaded onto a GPU back to the CPU (device defaulted to "cpu"); a
+    second predictor of the model on another device moved it under the first, whose next push failed deep in the
+    network; device="cuda" on a machine without one failed in torch's driver check after the model began to move."""
+    model = tiny_model_factory()
+    predictor = VideoPredictor(model, ["box"], cache_dir=tmp_path)
+    assert predictor.device == torch.device("cpu") and predictor.model is model and not model.training
+    if not torch.cuda.is_available():
+        model.train()
+        with pytest.raises(ValueError, match=r"device 'cuda': no CUDA device is available here"):
+            VideoPredictor(model, ["box"], device="cuda", cache_dir=tmp_path)
+        assert model.training and next(model.parameters()).device.type == "cpu"  # left as it was
+        model.eval()
+    session = predictor.new_video()
+    session.push(synthetic_video(1))
+    model.to("meta")  # as another predictor of it on another device would
+    with pytest.raises(RuntimeError, match=r"the model is on meta but this predictor runs on cpu: it was moved since"):
+        session.push(synthetic_video(1))
+    assert session.failure is None  # refused before the session changed
+
+
 def test_predictor_outputs_and_selection_rules(tiny_model, tmp_path) -> None:
     vocabulary = ["box", "sky", "road"]
     predictor = VideoPredictor(tiny_model, vocabulary, cache_dir=tmp_path)
@@ -234,8 +277,8 @@ def test_predictor_outputs_and_selection_rules(tiny_model, tmp_path) -> None:
 def test_vocabulary_validation(tiny_model, tmp_path) -> None:
     with pytest.raises(ValueError, match="duplicate"):
         VideoPredictor(tiny_model, ["cat", "dog", "cat"], cache_dir=tmp_path)
-    with pytest.raises(ValueError, match="non-empty"):
-        VideoPredictor(tiny_model, ["cat", " "], cache_dir=tmp_path)
+    with pytest.raises(ValueError, match=r"entry 2 of 2 is ' ' \(nothing but spaces or invisible characters"):
+        VideoPredictor(tiny_model, ["cat", " "], cache_dir=tmp_path)  # it blamed a file's empty last line
     with pytest.raises(ValueError, match=r"non-empty class names: entry 3 of 3 is '' \(a file split on newlines"):
         VideoPredictor(tiny_model, "cat\ndog\n".split("\n"), cache_dir=tmp_path)
     # what files can hold is the command line's and the writers' business: evaluate scores GT classes as they are
@@ -355,7 +398,20 @@ def test_a_session_refuses_what_would_give_wrong_results(tiny_model, tmp_path) -
     with pytest.raises(TypeError, match="expected uint8 RGB frames"):
         session.push(frames.astype(np.float32) / 255)
     with pytest.raises(TypeError, match=r"\(frames \* 255\)\.round\(\)\.to\(torch\.uint8\)\)$"):
-        session.push(torch.from_numpy(frames).float())  # the hint said .astype(np.uint8), which tensors lack
+        session.push(torch.from_numpy(frames).float() / 255)  # the hint said .astype(np.uint8), which tensors lack
+    # floats already in 0..255: the [0, 1] hint (times 255) would have wrapped nearly every pixel silently
+    with pytest.raises(TypeError, match=r"float values up to \d+: round and convert: "
+                                        r"np\.clip\(frames, 0, 255\)\.round\(\)\.astype\(np\.uint8\)\)$"):
+        session.push(frames.astype(np.float32))
+    with pytest.raises(TypeError, match=r"frames\.clamp\(0, 255\)\.round\(\)\.to\(torch\.uint8\)\)$"):
+        session.push(torch.from_numpy(frames).float())
+    # common layouts other than [B, H, W, 3] say how to get there
+    for layout, hint in ((torch.from_numpy(frames).permute(0, 3, 1, 2), r"frames\.permute\(0, 2, 3, 1\)"),
+                         (np.transpose(frames[0], (2, 0, 1)), r"np\.transpose\(frames, \(1, 2, 0\)\)"),
+                         (np.concatenate([frames, frames[..., :1]], -1), r"RGBA\? drop the alpha channel"),
+                         (frames[..., :1], r"grayscale\? .*np\.repeat\(frames, 3, axis=-1\)")):
+        with pytest.raises(ValueError, match=hint):
+            session.push(layout)
     with pytest.raises(TypeError, match=r"values in 0\.\.255 with frames\.astype\(np\.uint8\), 16-bit"):
         session.push(frames.astype(np.int64))  # numpy's default integers: the hint's >> 8 made them black
     with pytest.raises(ValueError, match="an empty batch"):
@@ -383,6 +439,8 @@ def test_a_session_refuses_what_would_give_wrong_results(tiny_model, tmp_path) -
         session.finish(score_threshold=float("nan"))  # it returned nothing, silently
     with pytest.raises(ValueError, match="score_threshold must be a number, not None"):
         session.finish(score_threshold=None)  # "must be real number, not NoneType"
+    with pytest.raises(ValueError, match="score_threshold must be a number, not '0.5'"):
+        session.finish(score_threshold="0.5")  # taken as 0.5
     assert session.finish(max_tracks=np.int64(2)).vocabulary == ["road", "tree", "car"]
 
     # The official selection has no such settings: they were ignored (as `segment --exact --max-tracks` refuses).
