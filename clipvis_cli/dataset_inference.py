@@ -36,6 +36,7 @@ from clipvis.cli.atomic import (
 from clipvis.cli.datasets import DatasetInputs
 from clipvis.cli.distributed import DistributedRun, InputsDifferError
 from clipvis.cli.evaluation.ground_truth import GtVideo
+from clipvis.cli.frame_numbers import video_frame_numbers
 from clipvis.cli.inputs import VideoSource, is_dir_quietly, is_file_quietly, list_image_frames
 from clipvis.cli.locks import LOCK_NAME, FolderLock
 from clipvis.cli.messages import describe_exception, path_text, shown_path, subject_message
@@ -206,6 +207,22 @@ def _stride_of(indices: tuple[int, ...]) -> int | None:
     return stride
 
 
+def decoded_frame_numbers(video: GtVideo) -> list[int] | None:
+    """The frames of its recorded video a GT video's frames are, for frames decoded from it: the numbers their
+    names give (a frame a person deleted from the file, or ``frame_indices`` a tool dropped, moves no other frame),
+    else ``frame_indices`` (`clipvis.cli.frame_numbers`); None where that cannot be told or they do not increase."""
+    try:
+        if video.file_names:
+            numbers = video_frame_numbers(list(video.file_names), list(video.frame_indices), from_video=True)
+        else:
+            numbers = list(video.frame_indices)
+    except ValueError:
+        return None
+    if not numbers or numbers[0] < 0 or any(b <= a for a, b in zip(numbers, numbers[1:], strict=False)):
+        return None
+    return numbers
+
+
 def _size_and_time(path: Path) -> tuple[int, int]:
     status = path.stat()
     return status.st_size, status.st_mtime_ns
@@ -281,7 +298,7 @@ class DatasetInference:
         except (ValueError, OSError):
             return None
         if source.kind == "video":  # decoded from the source video: which of its frames counts too
-            stats.append(list(video.frame_indices))
+            stats.append(decoded_frame_numbers(video))
         text = json.dumps({"frames": stats, "size": [video.height, video.width], "categories": self.category_ids})
         return hashlib.sha256(text.encode()).hexdigest()
 
@@ -306,14 +323,15 @@ class DatasetInference:
             recorded = self._recorded_video(video)
             if recorded is not None:
                 return recorded
-            return VideoSource(path=folder, kind="images", error=f"frame {missing} listed in the GT is missing")
+            return VideoSource(path=folder, kind="images", error=f"frame {missing} listed in the GT is missing"
+                                                                f"{self._not_decodable(video)}")
         return VideoSource(path=folder, kind="images", frame_files=frames)
 
     def _recorded_video(self, video: GtVideo) -> VideoSource | None:
         """The input segment recorded for a GT written from its ``ytvis.json`` (``source``), when its frames are not
-        under the frames folder: a video file (``frame_indices`` every Nth frame from 0), or an image folder holding
-        every image its ``file_names`` name (by their last component, as recorded: a name that is not UTF-8 too);
-        None otherwise."""
+        under the frames folder: a video file (its frames those ``decoded_frame_numbers`` tells), or an image folder
+        holding every image its ``file_names`` name (by their last component, as recorded: a name that is not UTF-8
+        too); None otherwise."""
         if not video.source:
             return None
         path = Path(video.source)
@@ -326,19 +344,38 @@ class DatasetInference:
                 return None
             frames = tuple(listed.get(name.rsplit("/", 1)[-1]) for name in video.file_names)
             return VideoSource(path=path, kind="images", frame_files=frames) if None not in frames else None
-        if not video.frame_indices or _stride_of(video.frame_indices) is None:
+        if decoded_frame_numbers(video) is None:
             return None
         return VideoSource(path=path, kind="video") if is_file_quietly(path) else None
+
+    def _not_decodable(self, video: GtVideo) -> str:
+        """Why a GT video whose frames are missing is not read from the input it records either ("" with none)."""
+        if not video.source:
+            return ""
+        path = Path(video.source)
+        if not path.is_absolute():
+            path = self.inputs.gt_path.parent / path
+        where = shown_path(path)
+        if not (is_file_quietly(path) or is_dir_quietly(path)):
+            return f", and so is the input it was segmented from ({where})"
+        if is_file_quietly(path) and decoded_frame_numbers(video) is None:
+            return (f", and which frames of {where} its frames are cannot be told (file names without frame numbers "
+                    "and no frame_indices, or numbers that do not increase)")
+        return f" (nor is it among the images of {where})" if is_dir_quietly(path) else ""
 
     def run_video(self, video: GtVideo) -> list[dict[str, Any]]:
         source = self.video_source(video)
         if not source.ok:
             raise VideoReadError(source.path, source.error or "unreadable")
-        stride = max_frames = None
-        if source.kind == "video":  # the frames segment took from it: every Nth, as many as the GT lists
-            stride, max_frames = _stride_of(video.frame_indices), len(video.frame_indices)
-        with self.runner.track(source, video.id, f"video{video.id}", stride=stride, max_frames=max_frames) as tracked:
-            if source.kind == "video" and list(tracked.info.frame_indices) != list(video.frame_indices):
+        stride = max_frames = frames = None
+        if source.kind == "video":  # the frames the GT lists: every Nth as segment took them, or others
+            frames = decoded_frame_numbers(video) or []  # not None: video_source found them
+            stride = _stride_of(tuple(frames))
+            if stride is not None:  # read as segment reads a stride (the same frames either way)
+                max_frames, frames = len(frames), None
+        with self.runner.track(source, video.id, f"video{video.id}", stride=stride, max_frames=max_frames,
+                               frames=frames) as tracked:
+            if source.kind == "video" and list(tracked.info.frame_indices) != decoded_frame_numbers(video):
                 raise VideoReadError(source.path, f"has {len(tracked.info.frame_indices)} of the {video.num_frames} "
                                                   "frames the GT lists (not the video it was made from)")
             info = tracked.info

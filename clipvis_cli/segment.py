@@ -491,18 +491,19 @@ class SegmentRunner:
 
     @contextmanager
     def track(self, source: VideoSource, video_id: int, stem: str, stride: int | None = None,
-              max_frames: int | None = None) -> Iterator[TrackedVideo]:
+              max_frames: int | None = None, frames: Sequence[int] | None = None) -> Iterator[TrackedVideo]:
         """Decode and track one input. The tracks' masks are read from a temporary store, which lives as long as
-        the context: use them inside it. ``stride`` / ``max_frames``: this input's, instead of the options'.
+        the context: use them inside it. ``stride`` / ``max_frames``: this input's, instead of the options';
+        ``frames``: a video file's frames to track, increasing (no regular stride), in place of both.
 
         Raises VideoReadError (and ValueError/RuntimeError from the model) with one-line messages.
         """
         opts = self.options
         stride = stride or opts.stride
         max_frames = max_frames if max_frames is not None else opts.max_frames
-        reader = open_reader(source, stride=stride, max_frames=max_frames, image_fps=opts.image_fps)
+        reader = open_reader(source, stride=stride, max_frames=max_frames, image_fps=opts.image_fps, frames=frames)
         probe = reader.probe()
-        total = probe.processed_frame_count(stride, max_frames)
+        total = probe.processed_frame_count(reader.stride, reader.max_frames)
         self.reporter.video_started(source, stem, total)
         with TrackMaskStore(probe.height, probe.width) as store:
             yield self._run_model(store, reader, source, video_id, stem)

@@ -108,11 +108,20 @@ class VideoReader:
     """Decode a video file with PyAV. Iterating opens the file afresh, so a reader can be iterated twice
     (e.g. once for the model, once for the overlay)."""
 
-    def __init__(self, path: Path | str, stride: int = 1, max_frames: int | None = None, threads: int = 0) -> None:
+    def __init__(self, path: Path | str, stride: int = 1, max_frames: int | None = None, threads: int = 0,
+                 frames: Sequence[int] | None = None) -> None:
+        """``frames``: only these frame indices, increasing (a GT's frames that are no regular stride: a corrected
+        file with a frame deleted); it stands for ``stride`` and ``max_frames``."""
         _check_sampling(stride, max_frames)
+        if frames is not None:
+            frames = [int(i) for i in frames]
+            if not frames or frames[0] < 0 or any(b <= a for a, b in zip(frames, frames[1:], strict=False)):
+                raise ValueError("frames must be increasing frame indices from 0, at least one")
+            stride, max_frames = 1, len(frames)
         self.path = Path(path)
         self.stride = stride
         self.max_frames = max_frames
+        self.frames = frozenset(frames) if frames is not None else None
         self.threads = threads
         self._probe: VideoProbe | None = None
         self.frame_times: Sequence[float] = ()  # per frame yielded by the last iteration: its time (s) in the video
@@ -154,7 +163,7 @@ class VideoReader:
                 decoded += 1
                 last_time = frame.time if frame.time is not None else last_time
                 health.saw(frame)
-                if index % self.stride:
+                if index % self.stride or (self.frames is not None and index not in self.frames):
                     continue
                 image = to_rgb(frame)
                 if first_size is None:
@@ -507,15 +516,17 @@ def open_reader(
     stride: int = 1,
     max_frames: int | None = None,
     image_fps: float | Fraction = DEFAULT_FPS,
+    frames: Sequence[int] | None = None,
 ) -> FrameReader:
-    """The reader for a discovered input. Raises VideoReadError for a source that carries an error."""
+    """The reader for a discovered input. Raises VideoReadError for a source that carries an error. ``frames``:
+    a video file's frames to read (`VideoReader`), in place of ``stride`` and ``max_frames``."""
     if source.error:
         raise VideoReadError(source.path, source.error)
     if source.kind == "images":
         if len(source.frame_files) == 1 and source.path.is_file() and not _pillow_reads(source.path):
             return VideoReader(source.path, stride, max_frames)  # a video named like an image: the decoder decides
         return ImageFolderReader(source.frame_files, stride, max_frames, fps=image_fps, path=source.path)
-    return VideoReader(source.path, stride, max_frames)
+    return VideoReader(source.path, stride, max_frames, frames=frames)
 
 
 def _pillow_reads(path: Path) -> bool:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from clipvis.cli import rle
 from clipvis.cli.exporters.spilled_tracks import SpilledSegmentations, SpilledTracks
+from clipvis.cli.frame_numbers import decoded_from_video, video_frame_numbers
 from clipvis.cli.inputs import (
     IMAGE_EXTENSIONS,
     exists_quietly,
@@ -213,6 +214,21 @@ def load_videos(path: Path) -> list[ExportVideo]:
         raise ExportInputError(path, f"malformed YouTube-VIS content ({type(error).__name__}: {error})") from None
 
 
+def _frame_indices(entry: dict, file_names: list, length: int, stride: int, source: Path | None) -> list[int]:
+    """Which frame of its source each listed frame is: for frames decoded from a video, the numbers their names
+    give (a frame deleted from the file by hand, or ``frame_indices`` a tool dropped, put every later frame's masks
+    on the frame before it: `clipvis.cli.frame_numbers`), else ``frame_indices``, else every ``stride``-th frame."""
+    recorded = entry.get("frame_indices")
+    if file_names and decoded_from_video(source):
+        try:
+            numbers = video_frame_numbers(file_names, recorded, from_video=True)
+        except ValueError:  # names without numbers, and frame_indices missing or of another count: as below
+            numbers = []
+        if numbers and all(a < b for a, b in zip(numbers, numbers[1:], strict=False)):  # frames are read in order
+            return numbers
+    return [int(i) for i in recorded or range(0, length * stride, stride)]
+
+
 @dataclass
 class _ReadTrack:
     """One annotation as `load_videos` read it: its members (``segmentations`` streamed to ``masks``: [] here) and
@@ -227,9 +243,6 @@ def _video(path: Path, entry: dict, annotations: list[_ReadTrack], categories: l
     video_id = int(entry["id"])
     length = int(entry.get("length") or len(entry.get("file_names", [])))
     stride = int(entry.get("frame_stride", 1))
-    indices = [int(i) for i in entry.get("frame_indices") or range(0, length * stride, stride)]
-    if len(indices) != length:
-        raise ExportInputError(path, f"video {video_id}: {len(indices)} frame_indices for length {length}")
     source = recorded_source(entry)  # source_bytes for a name that is not valid UTF-8
     source_path = Path(source) if source else None  # another tool's file may name none: media formats then fail
     if source_path is not None and not source_path.is_absolute():  # older files held the path as typed
@@ -242,6 +255,9 @@ def _video(path: Path, entry: dict, annotations: list[_ReadTrack], categories: l
         except OSError:  # a name no file system takes (too long): reported where the source is needed
             source_path = source_path.absolute()
     file_names = list(entry.get("file_names") or [])
+    indices = _frame_indices(entry, file_names, length, stride, source_path)
+    if len(indices) != length:
+        raise ExportInputError(path, f"video {video_id}: {len(indices)} frame_indices for length {length}")
     fallback = source_path.stem if source_path is not None else f"video_{video_id}"
     # a folder name under the output root, however the file was edited (a name of "../../x" or "/x" wrote there)
     stem = safe_stem(str(entry.get("name") or Path(path).parent.name or fallback), max_bytes=EXPORT_STEM_BYTES)

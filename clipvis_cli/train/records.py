@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from clipvis.cli.atomic import parse_json
-from clipvis.cli.inputs import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
+from clipvis.cli.frame_numbers import decoded_from_video, frame_number_in_name, video_frame_numbers
 from clipvis.cli.results import recorded_source
 from clipvis.cli.rle import compressed_counts_problems
 
@@ -347,50 +347,6 @@ def _frame_path(frames_root: Path, file_name: str) -> Path:
     return direct
 
 
-_NUMBERED_FRAME = re.compile(r"(?:frame_)?(\d+)\.[A-Za-z]+")  # segment's `00012.jpg` (ytvis), `frame_000012.jpg`
-
-
-def frame_number_in_name(name: str) -> int | None:
-    """The source frame number a video frame's file name gives (`clip/00012.jpg`, YouTube-VIS's naming, which
-    segment's ytvis.json uses; `clip/frame_000012.jpg`, its coco.json's and CVAT's), else None."""
-    match = _NUMBERED_FRAME.fullmatch(re.split(r"[\\/]", str(name))[-1])
-    return int(match.group(1)) if match else None
-
-
-def _video_frame_numbers(names: list[Any], recorded: Any, from_video: bool) -> list[int]:
-    """The source frame of each of a video's ``names``: for frames decoded from a recorded video (``from_video``), the
-    number each name gives (a hand edit that dropped a name, or a tool that dropped ``frame_indices``, shifted every
-    later frame onto the next one's masks); else ``recorded`` (``frame_indices``), else (frames read from files, a
-    dataset's) positions. ValueError where that cannot be told: names that give no number, from a video, with no
-    ``frame_indices`` or one of another count."""
-    if not from_video:  # read from files by name: the numbers are only the record's (a stale count is no matter)
-        indices = [int(i) for i in recorded] if recorded else []
-        return indices if len(indices) == len(names) else list(range(len(names)))
-    numbers = [frame_number_in_name(name) for name in names]
-    if None not in numbers:
-        return [int(n) for n in numbers]
-    if recorded:
-        indices = [int(i) for i in recorded]
-        if len(indices) != len(names):
-            raise ValueError(f"frame_indices lists {len(indices)} frames and file_names {len(names)}")
-        return indices
-    if names:
-        raise ValueError("its file names give no frame number and it has no frame_indices")
-    return []
-
-
-def decoded_from_video(source: Path | None) -> bool:
-    """Whether the frames of a recorded ``source`` are decoded from a video: a file that is no image (a still image
-    segmented alone keeps its own name: `0042.png` is not frame 42), or, where it is gone (moved), a name with a
-    video's extension (an image folder moved away is still read by name)."""
-    if source is None:
-        return False
-    suffix = source.suffix.lower()
-    if source.is_file():
-        return suffix not in IMAGE_EXTENSIONS
-    return not source.exists() and suffix in VIDEO_EXTENSIONS
-
-
 def _source_video(annotation_file: Path, source: Any) -> Path | None:
     """The video file or image folder a ``source`` field names (as given, else relative to the annotation file), or
     None when there is none. Frames not found under ``--images`` are read from it; one that no longer exists is
@@ -436,7 +392,7 @@ def read_ytvis(
             warnings.append(f"{annotation_file}: skipped video entry without id/file_names/height/width")
             continue
         try:
-            indices = _video_frame_numbers(names, video.get("frame_indices"), decoded_from_video(source_path))
+            indices = video_frame_numbers(names, video.get("frame_indices"), decoded_from_video(source_path))
         except (TypeError, ValueError) as error:
             warnings.append(f"{annotation_file}: skipped video {str(video.get('id'))[:40]}: which source frame each "
                             f"file name is cannot be told ({error})")

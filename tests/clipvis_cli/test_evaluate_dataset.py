@@ -322,6 +322,86 @@ def test_segment_ytvis_json_corrected_is_a_ground_truth_whose_frames_come_from_i
     assert again.exit_code == 0 and "0 videos run, 1 reused" in again.stderr  # cached by the video file
 
 
+@pytest.mark.parametrize("keep_indices", [True, False])
+def test_a_corrected_ytvis_json_with_a_frame_deleted_is_scored_on_the_frames_it_lists(tiny_weights, tmp_path,
+                                                                                     keep_indices):
+    """A person deleted frame 2 from segment's ytvis.json (and a tool may drop frame_indices): evaluate refused it
+    ("frame .../00000.jpg listed in the GT is missing", frames 0, 1, 3, ... being no regular stride, and without
+    frame_indices no frame at all). The frames its names number are decoded from the recorded video, those alone:
+    the results equal segment's on a video of just those frames."""
+    import av
+
+    from clipvis.cli.video_io import VideoReader
+
+    video = tmp_path / "clip.mp4"
+    with av.open(str(video), "w") as container:
+        stream = container.add_stream("libx264", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 56, 40, "yuv420p"
+        for t in range(6):
+            image = np.full((40, 56, 3), 30, np.uint8)
+            image[5:25, 4 + 3 * t : 24 + 3 * t] = (230, 40, 40)
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        container.mux(stream.encode())
+    kept = [0, 1, 3, 4, 5]
+    decoded = dict(VideoReader(video))
+    alone = tmp_path / "alone" / "clip.mkv"  # the kept frames as clipvis decodes them, losslessly
+    alone.parent.mkdir()
+    with av.open(str(alone), "w") as container:
+        stream = container.add_stream("ffv1", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 56, 40, "bgr0"
+        for index in kept:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(decoded[index], format="rgb24")))
+        container.mux(stream.encode())
+    common = ["--vocab", "box,sky", "--weights", str(tiny_weights), "--formats", "ytvis", "--device", "cpu",
+              "--exact"]
+    for source, out in ((video, "seg"), (alone, "seg_alone")):
+        segmented = CliRunner().invoke(app, ["segment", str(source), "-o", str(tmp_path / out), *common])
+        assert segmented.exit_code == 0, segmented.output
+    gt = tmp_path / "seg" / "clip" / "ytvis.json"
+    document = json.loads(gt.read_text())
+    entry = document["videos"][0]
+    entry["file_names"] = [entry["file_names"][i] for i in kept]
+    entry["length"] = len(kept)
+    if keep_indices:
+        entry["frame_indices"] = kept
+    else:
+        del entry["frame_indices"]
+    for annotation in document["annotations"]:
+        annotation.pop("score")
+        for key in ("segmentations", "areas", "bboxes"):
+            if isinstance(annotation.get(key), list):
+                annotation[key] = [annotation[key][i] for i in kept]
+    gt.write_text(json.dumps(document))
+    (tmp_path / "no_frames_here").mkdir()
+    result = evaluate(["--gt", str(gt), "--frames", str(tmp_path / "no_frames_here"), "--weights",
+                       str(tiny_weights), "-o", str(tmp_path / "eval"), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    results = json.loads((tmp_path / "eval" / "results.json").read_text())
+    expected = json.loads((tmp_path / "seg_alone" / "clip" / "ytvis.json").read_text())["annotations"]
+    assert len(results) == len(expected) > 0
+    for got, want in zip(results, expected, strict=True):
+        assert got["score"] == pytest.approx(want["score"], rel=1e-5)
+        assert [mask_utils.decode(m).sum() if m else 0 for m in got["segmentations"]] == [
+            mask_utils.decode(m).sum() if m else 0 for m in want["segmentations"]]
+
+
+def test_a_gt_whose_recorded_video_is_gone_says_so(tiny_weights, tmp_path) -> None:
+    """The error named a frame no one meant to be on disk ("frame .../00000.jpg listed in the GT is missing")."""
+    gt = tmp_path / "gt.json"
+    gt.write_text(json.dumps({
+        "videos": [{"id": 1, "height": 40, "width": 56, "length": 2, "file_names": ["clip/00000.jpg", "clip/00001.jpg"],
+                    "source": str(tmp_path / "moved.mp4"), "frame_indices": [0, 1]}],
+        "categories": [{"id": 1, "name": "box"}],
+        "annotations": [{"id": 1, "video_id": 1, "category_id": 1, "iscrowd": 0, "segmentations": [None, None]}],
+    }))
+    (tmp_path / "frames").mkdir()
+    result = evaluate(["--gt", str(gt), "--frames", str(tmp_path / "frames"), "--weights", str(tiny_weights),
+                       "-o", str(tmp_path / "eval"), "--device", "cpu"])
+    assert result.exit_code == 1
+    assert f"listed in the GT is missing, and so is the input it was segmented from ({tmp_path / 'moved.mp4'})" in (
+        result.output), result.output
+
+
 def test_an_image_folders_corrected_ytvis_json_takes_its_frames_from_the_folder_segment_read(tiny_weights, tmp_path):
     """The same loop over a folder of frames: its file_names (`<folder>/<image>`, or `<folder>-2/...` for a second
     input of that name) are under no --frames that holds the folder, and the image folder segment recorded was not

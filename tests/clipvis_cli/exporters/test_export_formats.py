@@ -30,6 +30,7 @@ from .conftest import (
     CATEGORIES,
     FRAMES,
     HEIGHT,
+    STRIDE,
     WIDTH,
     decode_cvat_rle,
     deserialize_mask,
@@ -1332,3 +1333,41 @@ def test_results_files_beside_many_inputs_are_written_as_each_input_ends(tmp_pat
     for folder in folders:
         [entry, *_] = json.loads((folder / "results.json").read_text())
         assert entry["video_id"] == int(folder.name[1:])
+
+
+@pytest.mark.parametrize("keep_indices", [False, True])
+def test_a_frame_deleted_by_hand_moves_no_mask_onto_another_frame(tmp_path, keep_indices) -> None:
+    """A corrected ytvis.json with one frame deleted (its name and every track's mask there) and its frame_indices
+    dropped by a tool: export numbered the frames left by position, so the masks of every later frame went onto
+    the picture before it. The frames' names say which frame of the video each is (as train reads them)."""
+    output = make_segment_output(tmp_path / "out")
+    document = json.loads(output.ytvis.read_text())
+    video = document["videos"][0]
+    indices = list(range(0, FRAMES, STRIDE))
+    kept = [p for p in range(len(indices)) if p != 2]
+    video["file_names"] = [video["file_names"][p] for p in kept]
+    video["length"] = len(kept)
+    if keep_indices:
+        video["frame_indices"] = [video["frame_indices"][p] for p in kept]
+    else:
+        del video["frame_indices"]
+    for annotation in document["annotations"]:
+        for key in ("segmentations", "areas", "bboxes"):
+            if key in annotation:
+                annotation[key] = [annotation[key][p] for p in kept]
+    output.ytvis.write_text(json.dumps(document))
+    result = run_export(str(output.ytvis), "--to", "coco,mots-txt", "-o", str(tmp_path / "exp"))
+    assert result.exit_code == 0, result.output
+    coco = COCO(str(next((tmp_path / "exp").rglob("instances_default.json"))))
+    assert sorted(img["file_name"] for img in coco.dataset["images"]) == [f"frame_{indices[p]:06d}.jpg" for p in kept]
+    for annotation in coco.dataset["annotations"]:
+        frame_index = int(coco.imgs[annotation["image_id"]]["file_name"][6:12])
+        track_id = annotation["attributes"]["track_id"]
+        assert np.array_equal(coco.annToMask(annotation).astype(bool),
+                              output.masks[track_id][indices.index(frame_index)])
+    for image in coco.dataset["images"]:  # each picture is the video's frame its name numbers (frame k: grey 20k)
+        picture = np.asarray(Image.open(next((tmp_path / "exp").rglob(f"images/{image['file_name']}"))), np.int64)
+        assert abs(picture.mean() - int(image["file_name"][6:12]) * 20 % 255) < 6, image["file_name"]
+    times = sorted({int(line.split(" ")[0]) for line in
+                    next((tmp_path / "exp").rglob("mots.txt")).read_text().splitlines()})
+    assert set(times) <= {indices[p] for p in kept} and indices[2] not in times

@@ -45,6 +45,16 @@ def test_stride_and_max_frames_pick_the_right_frames(media: dict[str, Path], syn
     assert len(indices) == 12
 
 
+def test_listed_frames_are_read_alone(media: dict[str, Path], synth) -> None:
+    """The frames a corrected GT lists (one deleted by hand: no regular stride), for evaluate."""
+    indices, frames = read_all(VideoReader(media["h264"], frames=[0, 1, 3, 7]))
+    assert indices == [0, 1, 3, 7] and [synth.bar_index(f) for f in frames] == [0, 1, 3, 7]
+    assert read_all(VideoReader(media["h264"], frames=[10, 11, 40]))[0] == [10, 11]  # the video ends first
+    for bad in ([], [3, 1], [2, 2], [-1, 0]):
+        with pytest.raises(ValueError, match="frames must be increasing frame indices"):
+            VideoReader(media["h264"], frames=bad)
+
+
 def test_reader_can_be_iterated_twice(media: dict[str, Path]) -> None:
     reader = VideoReader(media["h264"], stride=5)
     assert read_all(reader)[0] == read_all(reader)[0] == [0, 5, 10]
