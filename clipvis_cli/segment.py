@@ -24,6 +24,7 @@ import os
 import signal
 import threading
 import time
+import zipfile
 from collections.abc import Callable, Iterable, Iterator, Sequence, Sized
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
@@ -435,9 +436,19 @@ class SegmentRunner:
         ):
             self.reporter.video_skipped(source, stem)
             return VideoOutcome(source, stem, "skipped", [paths.directory / n for n in previous.output_names])
+        if opts.skip_existing and (corrected := self._complete_but_corrected(source, paths.directory, previous)):
+            # complete with these settings, its outputs there, some of them corrected by hand
+            self.reporter.video_skipped(source, stem, reason=f"complete with the same settings, and "
+                                        f"{shown_path(paths.directory / corrected)} corrected since (--overwrite "
+                                        "refuses to replace it)")
+            return VideoOutcome(source, stem, "skipped", [paths.directory / n for n in previous.output_names])
+        refusal = self._replacement_refusal(paths.directory, previous)
+        if refusal is not None:  # run.json untouched: it still says which files a person changed since
+            return self._failed(source, stem, refusal)
         started = time.perf_counter()
         if previous is not None:
             manifest.earlier_outputs = previous.clipvis_files  # still clipvis' if this run fails or is killed
+            manifest.earlier_stats = previous.written_stats()  # and as they were written: see _replacement_refusal
         try:
             manifest.write(paths.manifest)
             tracked = held.enter_context(self.track(source, video_id, stem))
@@ -463,7 +474,7 @@ class SegmentRunner:
     ) -> VideoOutcome:
         """A failed input: one line, recorded in its run.json. Model, memory and library errors fail the input,
         not the batch."""
-        if isinstance(error, VideoReadError):  # names the input already
+        if isinstance(error, (VideoReadError, RefusedReplacement)):  # names the input, or its folder's file
             return self._record_failure(source, paths.stem, one_line(str(error)), manifest, paths)
         if isinstance(error, OutputNotWritableError):  # "<input>: <output file>: output not writable (...)"
             return self._record_failure(source, paths.stem, subject_message(str(error), source.path), manifest,
@@ -587,10 +598,18 @@ class SegmentRunner:
         # overlay.mp4, counted as not written. The input is then complete, counted so, and the signal acted on next.
         with signals_held() as held:
             try:
+                # a file corrected by hand while the model ran is not replaced either
+                refusal = self._replacement_refusal(paths.directory, previous)
+                if refusal is not None:
+                    staging.discard()
+                    raise RefusedReplacement(refusal)
                 # Listed first as clipvis' own: a kill between two renames leaves files run.json names, so the next
                 # run deletes those it no longer writes (a file it did not know was kept as another's, `stale`).
-                earlier = set(manifest.earlier_outputs)
-                manifest.earlier_outputs = sorted(earlier | {path.name for path in staging.pending()})
+                earlier, earlier_stats = set(manifest.earlier_outputs), dict(manifest.earlier_stats)
+                pending = {path.name for path in staging.pending()}
+                manifest.earlier_outputs = sorted(earlier | pending)
+                # a file renamed in has other stats than the one it replaces: none recorded until run.json lists it
+                manifest.earlier_stats = {name: v for name, v in earlier_stats.items() if name not in pending}
                 try:
                     manifest.write(paths.manifest)
                     staging.commit()
@@ -598,10 +617,15 @@ class SegmentRunner:
                     staging.discard()
                     # the renames failed midway (or run.json could not list them first): the files already renamed
                     # are clipvis' all the same, those never put in place are not (a user's file of that name stays)
-                    manifest.earlier_outputs = sorted(earlier | {p.name for p in staging.committed})
+                    committed = {p.name for p in staging.committed}
+                    manifest.earlier_outputs = sorted(earlier | committed)
+                    manifest.earlier_stats = {name: v for name, v in earlier_stats.items() if name not in committed}
                     raise
                 timings["writers"] = time.perf_counter() - start  # wall time: the writers overlap (write_* each)
                 manifest.stale = self._settle_stale_outputs(paths, outputs, previous)
+                for name in sorted(set(manifest.stale) & _corrected_files(paths.directory, previous)):
+                    self.reporter.video_warning(source, paths.stem, f"{shown_path(paths.directory / name)}: changed "
+                                                "since clipvis segment wrote it, so kept (listed as stale in run.json)")
                 timings["total"] = time.perf_counter() - started
                 manifest.mark_complete(info.num_frames, outputs, timings)  # the outputs are fsync'ed and in place
                 manifest.write(paths.manifest)
@@ -671,16 +695,57 @@ class SegmentRunner:
             busy += cpus(video.info) if cpus is not None else 1
         return usable_cpus() > busy
 
+    def _complete_but_corrected(self, source: VideoSource, directory: Path, previous: RunManifest | None
+                                ) -> str | None:
+        """The first output of a complete run with this run's settings that a person corrected since (the others
+        as clipvis wrote them, none missing or cut short), or None: such an input is complete, not to be run again."""
+        if previous is None or not any(previous.is_complete_for(weights, self.options.vocabulary, options, source)
+                                       for weights, options in self._identities_of(source)):
+            return None
+        corrected = _corrected_files(directory, previous)
+        damaged = set(previous.changed_files(directory)) - corrected
+        names = previous.output_names
+        if not corrected or damaged or not all((directory / name).is_file() for name in names):
+            return None
+        return min(corrected)
+
+    def _replacement_refusal(self, directory: Path, previous: RunManifest | None) -> str | None:
+        """Why this run may not put its files in ``directory`` (one line), or None: a file it would replace was
+        changed since a clipvis run wrote it (corrected by hand: its size or modification time differs from what
+        run.json or the export record says), or neither segment nor an export wrote it."""
+        if previous is None:  # a folder of this run's own (claim_output_folder)
+            return None
+        from clipvis.cli.exporters.base import edited_export, read_export_record
+
+        ours, changed = set(previous.clipvis_files), _corrected_files(directory, previous)
+        record = read_export_record(directory)
+        advice = "nothing was replaced (move it away to segment this input again, or segment into another -o)"
+        for name in sorted({writer.file_name for writer in self.writers}):
+            path = directory / name
+            if not (path.exists() or path.is_symlink()):
+                continue
+            if name in ours:
+                if name in changed:
+                    return f"{shown_path(path)}: changed since clipvis segment wrote it; {advice}"
+            elif name in record:
+                edited = edited_export(directory, name, record)
+                if edited is not None:
+                    return f"{shown_path(path)}: changed since clipvis exported it ({edited or name}); {advice}"
+            else:
+                return f"{shown_path(path)}: exists and is not a file clipvis wrote; {advice}"
+        return None
+
     @staticmethod
     def _settle_stale_outputs(
         paths: VideoOutputPaths, outputs: Iterable[Path], previous: RunManifest | None
     ) -> list[str]:
         """Output files of an earlier run that this run did not write (other `--formats`): deleted when the earlier
-        run.json lists them as clipvis' (its outputs, or those a failed or killed run carried over); returned, to be
-        listed as stale in run.json, otherwise."""
+        run.json lists them as clipvis' (its outputs, or those a failed or killed run carried over) and they are as
+        clipvis wrote them; returned, to be listed as stale in run.json, otherwise (a file corrected by hand is
+        kept)."""
         written = {path.name for path in outputs}
         known = {writer.file_name for writer in create_writers(writer_formats())}
-        ours = set(previous.clipvis_files) if previous is not None else set()
+        ours = set(previous.clipvis_files) - _corrected_files(paths.directory, previous) if previous else set()
         stale: list[str] = []
         for name in sorted(known - written):
             path = paths.directory / name
@@ -691,6 +756,35 @@ class SegmentRunner:
             else:
                 stale.append(name)
         return stale
+
+
+def _corrected_files(directory: Path, previous: RunManifest | None) -> set[str]:
+    """The files of ``directory`` that a clipvis run wrote (``previous`` run.json) and a person changed since: their
+    size or modification time differs, and they still look whole (a JSON file that ends as one, a zip with its
+    directory; another kind of file always). One cut short (a full disk, a copy interrupted) is damage, not a
+    correction: it is written again."""
+    if previous is None:
+        return set()
+    return {name for name in previous.changed_files(directory) if _looks_whole(directory / name)}
+
+
+def _looks_whole(path: Path) -> bool:
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".zip":
+            return zipfile.is_zipfile(path)
+        if suffix == ".json":
+            with path.open("rb") as handle:
+                handle.seek(max(0, path.stat().st_size - 64))
+                return handle.read().rstrip()[-1:] in (b"}", b"]")
+    except OSError:
+        return False
+    return True
+
+
+class RefusedReplacement(RuntimeError):
+    """A file the run would replace was changed by hand while the model ran (`SegmentRunner._replacement_refusal`):
+    its message, one line, names the file."""
 
 
 def _refusal(writer: OutputWriter, source: VideoSource) -> str | None:

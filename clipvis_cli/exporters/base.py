@@ -183,6 +183,16 @@ def _changed_files(entry: Path, recorded: object) -> list[str]:
     return [name or entry.name for name in changed if (entry / name if name else entry).stat().st_nlink == 1]
 
 
+def edited_export(folder: Path, name: str, record: dict[str, dict]) -> str | None:
+    """Of the entry ``name`` of ``folder``, which an export ``record``ed: a file added or edited since (corrections),
+    or None (`segment` replaces such an entry only while it is as exported)."""
+    entry = folder / name
+    if name not in record or not entry.exists():
+        return None
+    changed = _changed_files(entry, record[name])
+    return changed[0] if changed else None
+
+
 def folder_takes_export(folder: Path, identity: dict[str, object]) -> bool:
     """Whether an export of the video `identity` may go into `folder`: it does not exist, holds nothing, or holds
     only what earlier exports of this same video wrote (a folder of another video, or of someone's files, is not

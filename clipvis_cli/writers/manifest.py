@@ -127,12 +127,15 @@ class RunManifest:
     status: str = STATUS_RUNNING
     error: str | None = None
     frames: int | None = None
-    outputs: list[dict[str, Any]] = field(default_factory=list)  # [{"file": name, "bytes": size}]
+    outputs: list[dict[str, Any]] = field(default_factory=list)  # [{"file": name, "bytes": size, "mtime_ns": t}]
     stale: list[str] = field(default_factory=list)  # files of an earlier run not made by this one (not deleted)
     # Files earlier clipvis runs wrote here that no complete run has settled since: a run that fails, is interrupted
     # or killed keeps them listed, so the next complete run still knows they are clipvis' (and deletes those it no
     # longer writes). Empty once a run completes.
     earlier_outputs: list[str] = field(default_factory=list)
+    # Of `earlier_outputs`, the size and modification time each had when a clipvis run put it in place (where known):
+    # a file changed since (corrected by hand) is never replaced or deleted (`changed_files`).
+    earlier_stats: dict[str, list[int]] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
     started_at: str = ""
@@ -173,6 +176,29 @@ class RunManifest:
         """File names of the outputs (relative to the manifest's folder)."""
         return [entry["file"] if isinstance(entry, dict) else str(entry) for entry in self.outputs]
 
+    def written_stats(self) -> dict[str, list[int]]:
+        """``[size, mtime_ns]`` of every file a clipvis run put in this folder, as it was then (``mtime_ns`` -1 where
+        an earlier version recorded the size alone): this run's outputs and the earlier ones it carries."""
+        stats = {str(name): [int(v) for v in value] for name, value in self.earlier_stats.items()
+                 if isinstance(value, list) and len(value) == 2}
+        for entry in self.outputs:
+            if isinstance(entry, dict) and isinstance(entry.get("bytes"), int):
+                stats[str(entry.get("file"))] = [entry["bytes"], int(entry.get("mtime_ns", -1))]
+        return stats
+
+    def changed_files(self, directory: Path | str) -> list[str]:
+        """The files of ``written_stats`` that are in ``directory`` with another size or modification time than a
+        clipvis run gave them: edited (corrected by hand) or replaced since. A missing one is not changed."""
+        changed = []
+        for name, (size, mtime) in sorted(self.written_stats().items()):
+            try:
+                status = (Path(directory) / name).stat()
+            except OSError:
+                continue
+            if status.st_size != size or (mtime != -1 and status.st_mtime_ns != mtime):
+                changed.append(name)
+        return changed
+
     @property
     def clipvis_files(self) -> list[str]:
         """Every file name in the folder that a clipvis run wrote and no complete run settled since: this run's
@@ -185,8 +211,10 @@ class RunManifest:
         self.status = STATUS_COMPLETE
         self.error = None
         self.frames = frames
-        self.outputs = [{"file": Path(path).name, "bytes": Path(path).stat().st_size} for path in outputs]
+        self.outputs = [{"file": Path(path).name, "bytes": status.st_size, "mtime_ns": status.st_mtime_ns}
+                        for path, status in ((path, Path(path).stat()) for path in outputs)]
         self.earlier_outputs = []  # settled by this run (SegmentRunner deleted those it did not write again)
+        self.earlier_stats = {}
         self.timings = {name: round(float(seconds), 4) for name, seconds in timings.items()}
         self.finished_at = _now()
 
@@ -208,7 +236,7 @@ class RunManifest:
         except (OSError, ValueError, TypeError):
             return None
         if not isinstance(manifest.outputs, list) or not isinstance(manifest.source, dict) \
-                or not isinstance(manifest.earlier_outputs, list):
+                or not isinstance(manifest.earlier_outputs, list) or not isinstance(manifest.earlier_stats, dict):
             return None
         return manifest
 

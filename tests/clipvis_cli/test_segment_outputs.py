@@ -193,6 +193,13 @@ def test_other_formats_sizes_and_leftover_temp_files(tmp_path, tiny_weights) -> 
     assert was_run(segment(tiny_weights, out, str(video), extra=("--formats", "ytvis", "--overwrite")))
     assert RunManifest.read(folder / "run.json").stale == ["coco.json"] and (folder / "coco.json").read_text() == "{}"
 
+    # nor is it replaced by a run that writes coco.json (it was, silently): the input fails in one line
+    refused = segment(tiny_weights, out, str(video), extra=("--overwrite",))
+    assert refused.exit_code == 1 and f"{folder / 'coco.json'}: exists and is not a file clipvis wrote; nothing was " \
+        "replaced" in refused.stderr
+    assert (folder / "coco.json").read_text() == "{}"
+    (folder / "coco.json").unlink()
+
     # A run that fails (or is interrupted, or killed) between two runs keeps clipvis' files known as clipvis', and
     # as they were: none of the failed run's files is put in place, though the overlay was written before ytvis failed.
     assert was_run(segment(tiny_weights, out, str(video), extra=("--overwrite",)))  # ytvis, coco, overlay
@@ -478,3 +485,100 @@ def test_jsonl_log_is_json_to_the_end(tmp_path, tiny_weights, monkeypatch) -> No
          "status": "interrupted",
          "message": "interrupted; incomplete outputs were not written"},
     ]
+
+
+def test_a_file_corrected_by_hand_is_never_replaced_nor_deleted(tmp_path, tiny_weights) -> None:
+    """An annotator corrected segment's ytvis.json in place (tracks dropped, a class relabelled): the next run (its
+    size no longer matched run.json, so --skip-existing ran the input again) wrote over it; an edited zip of a format
+    no longer asked for was deleted as the earlier run's; an export's zip edited in the folder was replaced. The
+    input now fails in one line naming the file, which stays as it is; a corrected file of a format no longer written
+    is kept and said in a warning; a file cut short (damage, not a correction) is written again."""
+    video = write_video(tmp_path / "clip.mp4")
+    out = tmp_path / "out"
+    folder = out / "clip"
+    assert was_run(segment(tiny_weights, out, str(video)))
+    ytvis = folder / "ytvis.json"
+    corrected = json.loads(ytvis.read_text())
+    corrected["annotations"] = corrected["annotations"][:1]
+    ytvis.write_text(json.dumps(corrected))
+    manifest_before = (folder / "run.json").read_text()
+    advice = "nothing was replaced (move it away to segment this input again, or segment into another -o)"
+    skipped = segment(tiny_weights, out, str(video))  # complete as it was: corrected, not to be run again
+    assert skipped.exit_code == 0 and skipped.stdout == "", skipped.output
+    assert f"skipped {video}: complete with the same settings, and {ytvis} corrected since (--overwrite refuses to " \
+        "replace it)" in skipped.stderr
+    for extra in (("--overwrite",), ("--formats", "ytvis,coco")):  # a run that would write it
+        refused = segment(tiny_weights, out, str(video), extra=extra)
+        assert refused.exit_code == 1, refused.output
+        assert f"clipvis: error: {ytvis}: changed since clipvis segment wrote it; {advice}" in refused.stderr
+        assert json.loads(ytvis.read_text()) == corrected and (folder / "run.json").read_text() == manifest_before
+    shutil.move(str(ytvis), str(tmp_path / "corrected.json"))  # moved away: the input runs again
+    assert was_run(segment(tiny_weights, out, str(video), extra=("--formats", "ytvis,coco,overlay,cvat-video")))
+    # an edit that keeps the size (a class relabelled) is told by the file's time
+    text = ytvis.read_bytes()
+    found = re.search(rb'"category_id": ?(\d)', text)
+    same_size = text[: found.start(1)] + (b"2" if found.group(1) == b"1" else b"1") + text[found.end(1):]
+    ytvis.write_bytes(same_size)
+    every = ("--formats", "ytvis,coco,overlay,cvat-video")
+    refused = segment(tiny_weights, out, str(video), extra=("--overwrite", *every))
+    assert refused.exit_code == 1 and f"{ytvis}: changed since clipvis segment wrote it" in refused.stderr
+    assert ytvis.read_bytes() == same_size
+
+    # a corrected zip of a format this run does not write: kept, listed as stale, said in a warning
+    shutil.move(str(ytvis), str(tmp_path / "corrected2.json"))
+    zipped = folder / "cvat-video.zip"
+    with zipfile.ZipFile(zipped, "a") as archive:
+        archive.writestr("notes.txt", "checked frames 0-2")
+    edited_zip = zipped.read_bytes()
+    kept = segment(tiny_weights, out, str(video), extra=("--overwrite",))
+    assert kept.exit_code == 0, kept.output
+    assert zipped.read_bytes() == edited_zip and RunManifest.read(folder / "run.json").stale == ["cvat-video.zip"]
+    assert f"clipvis: warning: {video}: {zipped}: changed since clipvis segment wrote it, so kept (listed as stale " \
+        "in run.json)" in kept.stderr
+    refused = segment(tiny_weights, out, str(video), extra=("--overwrite", "--formats", "ytvis,cvat-video"))
+    assert refused.exit_code == 1 and f"{zipped}: exists and is not a file clipvis wrote; {advice}" in refused.stderr
+    assert zipped.read_bytes() == edited_zip
+
+
+def test_an_exported_file_corrected_in_the_folder_is_not_replaced_by_segment(tmp_path, tiny_weights) -> None:
+    video = write_video(tmp_path / "clip.mp4")
+    out = tmp_path / "out"
+    folder = out / "clip"
+    assert was_run(segment(tiny_weights, out, str(video)))
+    exported = CliRunner().invoke(app, ["export", str(folder), "--to", "cvat-video"])
+    assert exported.exit_code == 0, exported.output
+    zipped = folder / "cvat-video.zip"
+    assert was_run(segment(tiny_weights, out, str(video), extra=("--formats", "ytvis,coco,overlay,cvat-video",
+                                                                 "--overwrite")))  # as exported: replaced
+    assert was_run(segment(tiny_weights, out, str(video)))  # and now segment's: deleted when not asked for
+    assert not zipped.exists()
+    assert CliRunner().invoke(app, ["export", str(folder), "--to", "cvat-video"]).exit_code == 0
+    with zipfile.ZipFile(zipped, "a") as archive:
+        archive.writestr("notes.txt", "checked")
+    edited = zipped.read_bytes()
+    refused = segment(tiny_weights, out, str(video), extra=("--formats", "ytvis,coco,overlay,cvat-video"))
+    assert refused.exit_code == 1
+    assert f"{zipped}: changed since clipvis exported it (cvat-video.zip); nothing was replaced" in refused.stderr
+    assert zipped.read_bytes() == edited
+
+
+def test_a_file_corrected_while_the_model_runs_is_not_replaced(tmp_path, tiny_weights, monkeypatch) -> None:
+    video = write_video(tmp_path / "clip.mp4")
+    out = tmp_path / "out"
+    folder = out / "clip"
+    assert was_run(segment(tiny_weights, out, str(video)))
+    original = OverlayVideoWriter.write_video
+
+    def edit_then_write(self, path, tracked_video):
+        (folder / "coco.json").write_text('{"corrected": true}')
+        return original(self, path, tracked_video)
+
+    monkeypatch.setattr(OverlayVideoWriter, "write_video", edit_then_write)
+    refused = segment(tiny_weights, out, str(video), extra=("--overwrite",))
+    assert refused.exit_code == 1
+    assert f"{folder / 'coco.json'}: changed since clipvis segment wrote it" in refused.stderr
+    assert json.loads((folder / "coco.json").read_text()) == {"corrected": True}
+    assert sorted(p.name for p in folder.iterdir() if ".tmp" in p.name) == []  # no file of the run left
+    monkeypatch.undo()
+    again = segment(tiny_weights, out, str(video), extra=("--overwrite",))  # the failed run.json still knows it
+    assert again.exit_code == 1 and f"{folder / 'coco.json'}: changed since clipvis segment wrote it" in again.stderr

@@ -42,7 +42,8 @@ def test_manifest_round_trip(finished_run) -> None:
     video, paths, manifest = finished_run
     data = json.loads(paths.manifest.read_text())
     assert data["status"] == "complete" and data["frames"] == 12
-    assert data["outputs"] == [{"file": name, "bytes": 2} for name in ("ytvis.json", "coco.json", "overlay.mp4")]
+    assert data["outputs"] == [{"file": name, "bytes": 2, "mtime_ns": (paths.directory / name).stat().st_mtime_ns}
+                               for name in ("ytvis.json", "coco.json", "overlay.mp4")]
     assert data["weights"] == WEIGHTS and data["vocabulary"] == VOCAB and data["options"] == OPTIONS
     assert data["timings"] == {"decode": 1.2346, "model": 5.0}
     assert data["versions"]["python"] and "numpy" in data["versions"]
