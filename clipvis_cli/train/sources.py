@@ -151,11 +151,13 @@ def load_sources(
         if images.is_file():
             raise TrainDataError(f"{images}: a file, not a folder: --images takes the folder of the images (COCO) "
                                  f"or frames (YouTube-VIS) that {annotation.name} names")
-        if not images.is_dir():
-            raise TrainDataError(f"{images}: image/frame folder not found")
         records, warnings = read_annotation_file(annotation, images, filter_empty=filter_empty,
                                                  crowd_as_instances=crowd_as_instances,
                                                  shared_categories=shared_categories)
+        # no such folder: fine where every frame is read from the input segment recorded (a video, an image folder)
+        if not images.is_dir() and not all(frame.source_video is not None and frame.source_video.exists()
+                                           for record in records for frame in record.frames):
+            raise TrainDataError(f"{images}: image/frame folder not found")
         is_video = any(len(r.frames) > 1 for r in records) or _is_ytvis(annotation)
         sources.append(TrainSource(str(annotation), records, is_video, warnings, annotation))
     for name in dataset_names:

@@ -602,6 +602,30 @@ def test_segment_coco_json_of_a_video_trains_without_extracted_frames(tmp_path):
         np.testing.assert_array_equal(rle.decode(frame.instances[0].segmentation), shown[t][1][0].astype(bool))
 
 
+def test_images_folder_need_not_exist_where_every_frame_comes_from_the_recorded_video(tmp_path):
+    """README's `--data corrected/ytvis.json --images frames/` failed as written ("frames: image/frame folder not
+    found") though every frame is decoded from the video segment recorded; a COCO file of images still needs it."""
+    from clipvis.cli.results import TrackResult, VideoInfo
+    from clipvis.cli.train.sources import load_sources
+    from clipvis.cli.writers import CocoWriter, YtvisWriter
+
+    video_path = tmp_path / "clip.mp4"
+    video_path.write_bytes(b"a video")  # decoded only when a sample is drawn
+    video = VideoInfo(video_id=1, source=str(video_path), stem="clip", height=SIZE, width=SIZE, fps=10.0,
+                      frame_stride=1, frame_indices=[0, 1], file_names=["clip/00000.jpg", "clip/00001.jpg"])
+    tracks = [TrackResult(1, 1, 0.9, [rle.encode(render_shapes(t)[1][0].astype(bool)) for t in range(2)])]
+    for writer, name in ((YtvisWriter(), "ytvis.json"), (CocoWriter(), "coco.json")):
+        path = writer.write(tmp_path / name, video, tracks, ["box"])
+        (source,) = load_sources([], [{"json": str(path), "images": str(tmp_path / "frames")}], tmp_path, True)
+        assert {frame.source_video for record in source.records for frame in record.frames} == {video_path}
+    video_path.unlink()  # frames from nowhere: the folder is needed after all
+    with pytest.raises(TrainDataError, match=f"^{re.escape(str(tmp_path / 'frames'))}: image/frame folder not found"):
+        load_sources([], [{"json": str(tmp_path / "ytvis.json"), "images": str(tmp_path / "frames")}], tmp_path, True)
+    ann, _ = write_coco(tmp_path / "plain", num_images=1)
+    with pytest.raises(TrainDataError, match="image/frame folder not found"):
+        load_sources([], [{"json": str(ann), "images": str(tmp_path / "nowhere")}], tmp_path, True)
+
+
 def test_a_frame_whose_recorded_source_video_is_missing_names_that_video(tmp_path):
     from clipvis.cli.results import TrackResult, VideoInfo
     from clipvis.cli.train.data import read_frame
