@@ -864,7 +864,7 @@ class _WritingProgress:
             self._report()
 
     def __enter__(self) -> _WritingProgress:
-        self._report()
+        # the first report comes as the first writer starts (`writing`), naming its format
         self._thread = threading.Thread(target=self._run, name="clipvis-writing-progress", daemon=True)
         self._thread.start()
         return self

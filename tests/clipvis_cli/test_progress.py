@@ -362,7 +362,8 @@ def test_lines_about_the_batch_are_plain_lines_for_people_and_events_in_jsonl() 
 
 def test_writing_progress_gives_the_overlay_s_frames_until_it_has_drawn_them_all() -> None:
     """With the JSON writers beside the overlay (a machine with CPUs to spare), a format that started first had the
-    overlay's count null before the overlay began; the formats are listed in the order segment writes them."""
+    overlay's count null before the overlay began; the formats are listed in the order segment writes them. The
+    first event names a format (it came before any writer started, with none: hunter 90)."""
     from clipvis.cli.segment import _WritingProgress
 
     class Recorder:
@@ -381,5 +382,4 @@ def test_writing_progress_gives_the_overlay_s_frames_until_it_has_drawn_them_all
                     pass
         with progress.writing(3, "cvat-video", False):
             pass
-    assert recorder.events == [(0, []), (0, ["coco"]), (0, ["coco", "overlay"]), (None, ["coco"]),
-                               (None, ["cvat-video"])]
+    assert recorder.events == [(0, ["coco"]), (0, ["coco", "overlay"]), (None, ["coco"]), (None, ["cvat-video"])]
