@@ -42,7 +42,11 @@ from clipvis.cli.messages import PathError, error_reason, path_text, shown_path
 from clipvis.cli.results import synthetic_file_names
 
 DEFAULT_FPS = Fraction(30)
+# A guessed or base rate of 1000 or more is a container's time base (Matroska's 1/1000: "1k"), not the video's; an
+# average rate, which FFmpeg measures from the frames, may be a high-speed camera's 1000 frames/s (it was taken as
+# unknown: 30 frames/s in ytvis.json, and Label Studio kept one frame in ten)
 _MAX_PLAUSIBLE_FPS = 1000
+_MAX_AVERAGE_FPS = 10_000
 _AVI_LEADING_FRAMES = 4  # an AVI's first decoded frame comes at most this many chunks in (B-frame delay)
 
 
@@ -1015,7 +1019,10 @@ def _rotation_degrees(frame: av.VideoFrame) -> int:
 
 
 def _stream_fps(stream: av.video.stream.VideoStream) -> tuple[Fraction, bool]:
-    for value in (stream.average_rate, stream.guessed_rate, stream.base_rate):
+    average = _as_fraction(stream.average_rate)
+    if average is not None and 0 < average <= _MAX_AVERAGE_FPS:
+        return average, True
+    for value in (stream.guessed_rate, stream.base_rate):
         rate = _as_fraction(value)
         if rate is not None and 0 < rate < _MAX_PLAUSIBLE_FPS:
             return rate, True

@@ -85,6 +85,23 @@ def test_probe_reports_size_rate_and_count(media: dict[str, Path]) -> None:
     assert probe.processed_frame_count(stride=1, max_frames=4) == 4
 
 
+@pytest.mark.parametrize("name, rate", [("fast.mp4", 1000), ("fast.mkv", 1000), ("faster.mp4", 1200)])
+def test_a_high_speed_camera_s_rate_is_its_rate(tmp_path, name: str, rate: int) -> None:
+    """1000 frames/s was taken for a container's time base (unknown: 30 frames/s in ytvis.json, and Label Studio
+    kept one frame in ten)."""
+    import av
+
+    with av.open(str(tmp_path / name), "w") as container:
+        stream = container.add_stream("libx264", rate=rate)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for index in range(10):
+            image = np.full((48, 64, 3), index * 20, np.uint8)
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        container.mux(stream.encode())
+    probe = VideoReader(tmp_path / name).probe()
+    assert (probe.fps, probe.fps_known, probe.frame_count) == (rate, True, 10)
+
+
 @pytest.mark.parametrize("key, rotation", [("rot90", 90), ("rot270", 270)])
 def test_quarter_turn_rotation_metadata_is_applied(rotated: dict[str, Path], key: str, rotation: int) -> None:
     reader = VideoReader(rotated[key])
