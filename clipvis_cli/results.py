@@ -62,6 +62,8 @@ class VideoInfo:
     for a video file, "images" for an image folder (whose file_names are then the real image names). `frame_times`
     (seconds from the video's start, one per processed frame) is set only for a source whose frames are not evenly
     spaced at `fps` (variable frame rate); the overlay and Label Studio then place each frame at its own time.
+    `start_time`: for a constant rate, the seconds from the file's start to frame 0 where the video starts later than
+    the file (after its audio); Label Studio counts its frames from there.
     """
 
     video_id: int
@@ -76,6 +78,7 @@ class VideoInfo:
     kind: Literal["video", "images"] = "video"
     frame_times: list[float] | None = None  # seconds from the start per processed frame, for variable frame rates
     pixel_aspect: Fraction | None = None  # a pixel's width/height when not square (anamorphic source)
+    start_time: float = 0.0  # constant rate: seconds from the file's start to frame 0 (a video after its audio)
 
     def __post_init__(self) -> None:
         if not self.file_names:

@@ -45,7 +45,14 @@ from clipvis.cli.resources import usable_cpus
 from clipvis.cli.results import TrackResult, VideoInfo
 from clipvis.cli.streaming import VideoStream
 from clipvis.cli.temp_space import TemporarySpaceWatch
-from clipvis.cli.video_io import DEFAULT_FPS, FrameReader, VideoReadError, open_reader, variable_frame_times
+from clipvis.cli.video_io import (
+    DEFAULT_FPS,
+    FrameReader,
+    VideoReadError,
+    open_reader,
+    variable_frame_times,
+    video_start_time,
+)
 from clipvis.cli.writers import (
     DEFAULT_FORMATS,
     OutputWriter,
@@ -562,7 +569,10 @@ class SegmentRunner:
             frame_indices=frame_indices,
             file_names=reader.frame_file_names(stem, frame_indices),
             kind=source.kind,
-            frame_times=variable_frame_times(getattr(reader, "frame_times", ()), frame_indices, probe.fps),
+            frame_times=(frame_times := variable_frame_times(getattr(reader, "frame_times", ()), frame_indices,
+                                                             probe.fps)),
+            start_time=0.0 if frame_times is not None else video_start_time(getattr(reader, "frame_times", ()),
+                                                                            frame_indices, probe.fps),
             pixel_aspect=probe.pixel_aspect,
         )
         timings.update({f"model_{k}": v for k, v in video.timings.items()})

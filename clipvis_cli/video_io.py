@@ -779,6 +779,17 @@ def variable_frame_times(times: Sequence[float], frame_indices: Sequence[int], f
     return [round(float(t), 6) for t in times]
 
 
+def video_start_time(times: Sequence[float], frame_indices: Sequence[int], fps: Fraction) -> float:
+    """Seconds from the file's start to the video's frame 0, for a constant rate (``variable_frame_times`` None): a
+    video that starts after its audio (an edit's cut, a screen recording) shows its first picture that late in a
+    player, and a tool that places frames by time (Label Studio) must count from there. 0 when it starts with the
+    file (within half a frame) or the times are not known."""
+    if not times or len(times) != len(frame_indices) or not fps or math.isnan(times[0]):
+        return 0.0
+    first = times[0] - frame_indices[0] / float(fps)
+    return round(float(first), 6) if first > 0.5 / float(fps) else 0.0
+
+
 class _StreamHealth:
     """What demuxing and decoding one video stream showed: corrupt packets or frames (FFmpeg's flags), the video
     packets read, and the largest gap between consecutive frames' times when it is over 1.5 frame durations."""

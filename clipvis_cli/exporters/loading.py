@@ -12,6 +12,7 @@ with `error` set, so one bad argument fails one input, not the batch. `load_vide
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -268,6 +269,7 @@ def _video(path: Path, entry: dict, annotations: list[_ReadTrack], categories: l
         height=int(entry["height"]),
         width=int(entry["width"]), fps=float(entry.get("fps") or 30.0), frame_stride=stride,
         frame_indices=indices, file_names=file_names, kind=kind, frame_times=_frame_times(entry, length),
+        start_time=_start_time(entry),
     )
     tracks = []
     for rank, read in enumerate(annotations, start=1):
@@ -285,6 +287,16 @@ def _video(path: Path, entry: dict, annotations: list[_ReadTrack], categories: l
             raise ExportInputError(path, f"video {video_id}: track {rank} has unknown category_id {category_id}")
         tracks.append(TrackResult(rank, category_id, float(read.annotation.get("score", 1.0)), segmentations))
     return ExportVideo(info, tracks, list(categories), Path(path))
+
+
+def _start_time(entry: dict) -> float:
+    """segment's ``start_time`` of a video starting after its file (0 without a usable one)."""
+    value = entry.get("start_time")
+    try:
+        seconds = float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0.0
+    except (OverflowError, ValueError):
+        return 0.0
+    return seconds if math.isfinite(seconds) and seconds > 0 else 0.0
 
 
 def _frame_times(entry: dict, length: int) -> list[float] | None:

@@ -159,14 +159,15 @@ class LabelStudioExporter(Exporter):
         # one name in the zip however it is unzipped: a `\` in a Linux file name is a folder to Windows tools
         media_name = source.name.replace("\\", "_")
         link_or_copy(source, root / "media" / media_name)
-        times = info.frame_times or [index / fps for index in info.frame_indices]
+        times = info.frame_times or [info.start_time + index / fps for index in info.frame_indices]
         duration = max(frames_count / fps, times[-1] + 1 / fps if times else 0.0)
         numbers: list[int | None] = [index + 1 for index in info.frame_indices]
-        if info.frame_times:  # a variable frame rate: Label Studio's frames by time, those before the video's end
+        if info.frame_times or info.start_time:  # a variable frame rate, or a video after its audio: Label
+            # Studio's frames by time (from the file's start), those before the video's end
             duration = probe.duration or duration
             frames_count = max(1, math.ceil(duration * fps - _SAME_TIME))
             numbers = [number if number is not None and number <= frames_count else None
-                       for number in label_studio_frame_numbers(info.frame_times, fps)]
+                       for number in label_studio_frame_numbers(times, fps)]
 
         def boxes(track: TrackResult) -> Iterator[dict]:
             """The track's boxes, each yielded once the next frame says whether the object is still there (the

@@ -65,4 +65,6 @@ class YtvisWriter(JsonDocumentWriter):
         }
         if video.frame_times is not None:  # a variable frame rate: each processed frame's time in seconds
             entry["frame_times"] = iter(video.frame_times)
+        if video.start_time:  # a constant rate, the video starting after the file (its audio): frame 0's time
+            entry["start_time"] = video.start_time
         return entry

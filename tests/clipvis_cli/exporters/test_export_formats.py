@@ -9,6 +9,7 @@ import os
 import shutil
 import xml.etree.ElementTree as ET
 import zipfile
+from fractions import Fraction
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -623,6 +624,66 @@ def test_label_studio_numbers_a_variable_rate_video_s_frames_by_the_picture_it_s
         assert position + 1 == len(times) or shown_at < times[position + 1] - 0.1 / fps  # before the next one's
     assert numbers[:16] == list(range(1, 17)) and numbers[16:] == [None, 20, None, 21]
     assert label_studio_frame_numbers([0.0, 0.033, 0.067, 0.1, 0.133], 30.0) == [1, 2, 3, 4, 5]  # ms time base
+
+
+def write_video_after_its_audio(path: Path, frames: int = 6, start: float = 1.0, rate: int = 25) -> Path:
+    """An MP4 whose audio starts at 0 and whose constant-rate video starts ``start`` seconds later (an empty edit)."""
+    import av
+
+    with av.open(str(path), "w") as container:
+        audio = container.add_stream("aac", rate=8000)
+        audio.layout = "mono"
+        video = container.add_stream("libx264", rate=rate)
+        video.width, video.height, video.pix_fmt = WIDTH, HEIGHT, "yuv420p"
+        video.time_base = video.codec_context.time_base = Fraction(1, 1000)
+        samples = 0
+        for _ in range(int(8000 * (start + frames / rate) / 1024) + 1):
+            tone = (0.1 * np.sin(np.arange(samples, samples + 1024) / 8000 * 2 * np.pi * 440)).astype(np.float32)
+            chunk = av.AudioFrame.from_ndarray(tone[None], format="fltp", layout="mono")
+            chunk.sample_rate, chunk.pts = 8000, samples
+            samples += 1024
+            for packet in audio.encode(chunk):
+                container.mux(packet)
+        for packet in audio.encode():
+            container.mux(packet)
+        for index in range(frames):
+            frame = av.VideoFrame.from_ndarray(np.full((HEIGHT, WIDTH, 3), index * 20, np.uint8), format="rgb24")
+            frame.pts, frame.time_base = round(1000 * (start + index / rate)), Fraction(1, 1000)
+            for packet in video.encode(frame):
+                container.mux(packet)
+        for packet in video.encode():
+            container.mux(packet)
+    return path
+
+
+def test_label_studio_places_a_video_that_starts_after_its_audio_where_it_plays(tmp_path) -> None:
+    """A constant-rate video starting 1 s after its audio had its boxes on Label Studio's frames 1-6 (0-0.2 s),
+    where the player shows its pictures from 1 s (frames 26-31 at 25 frames/s); a variable-rate one was right.
+    segment records the start (ytvis.json ``start_time``), and Label Studio counts from the file's start."""
+    from clipvis.cli.results import TrackResult, VideoInfo
+    from clipvis.cli.video_io import VideoReader, variable_frame_times, video_start_time
+    from clipvis.cli.writers import YtvisWriter
+
+    source = write_video_after_its_audio(tmp_path / "late.mp4")
+    reader = VideoReader(source)
+    indices = [index for index, _ in reader]
+    probe = reader.probe()
+    assert variable_frame_times(reader.frame_times, indices, probe.fps) is None  # a constant rate
+    assert video_start_time(reader.frame_times, indices, probe.fps) == pytest.approx(1.0)
+    assert video_start_time([0.0, 0.04], [0, 1], Fraction(25)) == 0.0 and video_start_time([], [], Fraction(25)) == 0
+    info = VideoInfo(video_id=1, source=str(source), stem="late", height=HEIGHT, width=WIDTH, fps=probe.fps,
+                     frame_stride=1, frame_indices=indices, start_time=1.0)
+    mask = np.zeros((HEIGHT, WIDTH), bool)
+    mask[5:20, 5:20] = True
+    (tmp_path / "out" / "late").mkdir(parents=True)
+    ytvis = YtvisWriter().write(tmp_path / "out" / "late" / "ytvis.json", info,
+                                [TrackResult(1, 1, 0.9, [rle.encode(mask)] * len(indices))], CATEGORIES)
+    assert json.loads(ytvis.read_text())["videos"][0]["start_time"] == 1.0
+    result = run_export(str(ytvis), "--to", "labelstudio", "-o", str(tmp_path / "exp"))
+    assert result.exit_code == 0, result.output
+    (region,) = json.loads(next((tmp_path / "exp").rglob("tasks.json")).read_text())[0]["predictions"][0]["result"]
+    assert [k["frame"] for k in region["value"]["sequence"]] == [26, 27, 28, 29, 30, 31]
+    assert region["value"]["framesCount"] >= 31
 
 
 def test_label_studio_video_url_gives_the_server_the_exact_file_name(tmp_path) -> None:
