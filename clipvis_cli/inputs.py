@@ -36,10 +36,13 @@ from typing import Literal, Protocol, TextIO, TypeVar
 from clipvis.cli.locks import LOCK_NAME
 from clipvis.cli.messages import error_reason, path_text, shown_path
 
+# What a folder's search takes for a video (a file named directly is decoded whatever its name): the containers and
+# raw streams FFmpeg reads, a folder search skipped silently otherwise (hunter 92: .mxf, .vob, .h264, ...).
 VIDEO_EXTENSIONS: frozenset[str] = frozenset(
     {
-        ".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".wmv", ".flv", ".mpg", ".mpeg", ".ts", ".mts",
-        ".m2ts", ".3gp", ".ogv", ".gif", ".y4m",
+        ".mp4", ".m4v", ".mov", ".qt", ".mkv", ".webm", ".avi", ".divx", ".wmv", ".asf", ".flv", ".f4v", ".mpg",
+        ".mpeg", ".m2v", ".vob", ".ts", ".mts", ".m2ts", ".3gp", ".3g2", ".ogv", ".mxf", ".nut", ".ivf", ".dv",
+        ".gif", ".y4m", ".h264", ".264", ".hevc", ".h265", ".265",
     }
 )
 # Netpbm (.ppm/.pgm/.pbm/.pnm) frames are common in robotics datasets.

@@ -317,7 +317,7 @@ def test_netpbm_frames_are_frames_and_a_folder_without_inputs_says_what_would_be
     assert [p.name for p in source.frame_files] == ["0.jpg", "1.jpg", "2.ppm", "3.pgm", "4.jpg"]
     touch(tmp_path / "raw" / "0.exr")
     [source] = discover_inputs([str(tmp_path / "raw")])
-    assert not source.ok and "(images: .bmp, .jpeg, .jpg, " in source.error and "; videos: .3gp, " in source.error
+    assert not source.ok and "(images: .bmp, .jpeg, .jpg, " in source.error and "; videos: .264, .265, .3g2, .3gp, " in source.error
 
 
 def test_a_broken_link_among_the_frames_is_listed_not_left_out(tmp_path: Path) -> None:
@@ -338,3 +338,12 @@ def test_an_image_folder_given_as_dot_is_named_after_itself(tmp_path: Path, monk
     assert source.kind == "images" and source.stem == "sub"
     [source] = discover_inputs([".."])  # a folder of folders: each frame folder by its own name
     assert source.stem == "sub"
+
+
+def test_a_folder_search_takes_the_containers_and_raw_streams_ffmpeg_reads(tmp_path) -> None:
+    """.mxf, .vob, .h264 and others were skipped by a folder's search without a word (each decodes when named)."""
+    names = ["a.MXF", "b.vob", "c.h264", "d.hevc", "e.3g2", "f.ivf", "g.qt", "notes.txt", "meta.json"]
+    for name in names:
+        (tmp_path / name).write_bytes(b"x")
+    found = sorted(source.path.name for source in discover_inputs([str(tmp_path)]))
+    assert found == sorted(names[:7])
