@@ -543,6 +543,13 @@ class SegmentRunner:
                 warning = space.update(len(store), store.file_bytes, *frame.tracked.class_probs.shape)
                 if warning is not None:
                     self.reporter.video_warning(source, stem, warning)
+            change = getattr(reader, "size_change", None)
+            if change is not None:
+                (height, width), index = change[1], change[0]
+                self.reporter.video_warning(source, stem, f"frame {index} is {width}x{height}, not {probe.width}x"
+                                            f"{probe.height} as the frames before it: the video changes size "
+                                            "mid-stream, and its frames from there on were resized to the first "
+                                            "frame's size (their aspect ratio too)")
             if opts.exact:  # the official evaluator's selection has no such settings
                 video = stream.finish()
             else:

@@ -129,6 +129,9 @@ class VideoReader:
         self.threads = threads
         self._probe: VideoProbe | None = None
         self.frame_times: Sequence[float] = ()  # per frame yielded by the last iteration: its time (s) in the video
+        # The last iteration's first frame of another size than the first (a resolution change mid-stream, resized
+        # to the first frame's size): (its index, (height, width)); None when every frame had one size.
+        self.size_change: tuple[int, tuple[int, int]] | None = None
 
     def probe(self) -> VideoProbe:
         """Open the file and decode its first frame (for size and rotation). Raises VideoReadError."""
@@ -145,6 +148,7 @@ class VideoReader:
         decoded = 0
         yielded = 0
         first_size: tuple[int, int] | None = None
+        self.size_change = None
         start = container.start_time / av.time_base if container.start_time else 0.0  # MPEG-TS starts later
         declared = _declared_seconds(container, start)  # the header's word, from the start
         last_time: float | None = None
@@ -173,6 +177,8 @@ class VideoReader:
                 if first_size is None:
                     first_size = image.shape[:2]
                 elif image.shape[:2] != first_size:  # resolution change mid-stream: keep one size
+                    if self.size_change is None:
+                        self.size_change = (index, image.shape[:2])
                     image = cv2.resize(image, (first_size[1], first_size[0]), interpolation=cv2.INTER_AREA)
                 yielded += 1
                 times.append(frame.time - start if frame.time is not None else math.nan)

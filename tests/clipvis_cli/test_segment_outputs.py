@@ -582,3 +582,28 @@ def test_a_file_corrected_while_the_model_runs_is_not_replaced(tmp_path, tiny_we
     monkeypatch.undo()
     again = segment(tiny_weights, out, str(video), extra=("--overwrite",))  # the failed run.json still knows it
     assert again.exit_code == 1 and f"{folder / 'coco.json'}: changed since clipvis segment wrote it" in again.stderr
+
+
+def test_a_video_that_changes_size_mid_stream_says_so(tmp_path, tiny_weights) -> None:
+    """Two MPEG-TS parts, 64x48 then 96x64, one after the other: the later frames were resized to the first size
+    (stretched from 3:2 to 4:3) without a word."""
+    from fractions import Fraction
+
+    def part(path: Path, width: int, height: int, first: int) -> bytes:
+        with av.open(str(path), "w", format="mpegts") as container:
+            stream = container.add_stream("libx264", rate=25)
+            stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+            for index in range(4):
+                frame = av.VideoFrame.from_ndarray(np.full((height, width, 3), 60 * index, np.uint8), format="rgb24")
+                frame.pts, frame.time_base = first + index, Fraction(1, 25)
+                container.mux(stream.encode(frame))
+            container.mux(stream.encode())
+        return path.read_bytes()
+
+    video = tmp_path / "joined.ts"
+    video.write_bytes(part(tmp_path / "a.ts", 64, 48, 0) + part(tmp_path / "b.ts", 96, 64, 4))
+    result = segment(tiny_weights, tmp_path / "out", str(video), extra=("--formats", "ytvis"))
+    assert result.exit_code == 0, result.output
+    assert f"clipvis: warning: {video}: frame 4 is 96x64, not 64x48 as the frames before it: the video changes size " \
+        "mid-stream" in result.stderr
+    assert json.loads((tmp_path / "out" / "joined" / "ytvis.json").read_text())["videos"][0]["length"] == 8
