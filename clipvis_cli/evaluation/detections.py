@@ -270,7 +270,12 @@ def _parse_entry(
         raise EvaluationInputError(f"{where}: 'segmentations' must be a list with one mask or null per frame")
     expected = video.num_frames if video.num_frames is not None else fallback_lengths.get(video.id)
     if expected is not None and len(segmentations) != expected:
-        raise EvaluationInputError(f"{where}: {len(segmentations)} segmentations but the video has {expected} frames")
+        stride = -(-expected // len(segmentations)) if 0 < len(segmentations) < expected else 0
+        hint = (f" (results of one frame in {stride}, as `segment --stride {stride}` writes? the GT needs a mask or "
+                "null for every frame it lists: segment without --stride)" if stride > 1 and -(-expected // stride) == len(
+                    segmentations) else "")
+        raise EvaluationInputError(f"{where}: {len(segmentations)} segmentations but the video has {expected} frames"
+                                   f"{hint}")
     return Detection(
         id=index + 1,
         video_id=int(video_id),

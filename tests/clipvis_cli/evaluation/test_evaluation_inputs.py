@@ -223,6 +223,12 @@ def test_results_errors_name_the_entry_and_video(vis: ModuleType) -> None:
     assert "entry 1 (video_id 1)" in message and "[9, 9]" in message and "8x8" in message
     message = results_error(vis, [good(vis, segmentations=[vis.compressed_rle(square())] * 3)])
     assert "entry 0 (video_id 1): 3 segmentations but the video has 2 frames" in message
+    assert message.endswith("2 frames")  # more masks than frames: no stride to suggest
+    # fewer, as a --stride run gives: the likely cause is said (the message ended at the count)
+    message = results_error(vis, [good(vis, segmentations=[vis.compressed_rle(square())])])
+    assert message.endswith("1 segmentations but the video has 2 frames (results of one frame in 2, as `segment "
+                            "--stride 2` writes? the GT needs a mask or null for every frame it lists: segment without "
+                            "--stride)")
     entry = good(vis)
     del entry["segmentations"]
     assert "has no 'segmentations'" in results_error(vis, [entry])
