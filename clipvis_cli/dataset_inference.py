@@ -303,7 +303,11 @@ class DatasetInference:
         return hashlib.sha256(text.encode()).hexdigest()
 
     def video_folder(self, video: GtVideo) -> Path:
-        """The folder of a video's frames (the frames root when its frame names cannot be used)."""
+        """The folder of a video's frames (the frames root when its frame names cannot be used), or the input
+        segment recorded where they are read from there (a corrected ytvis.json's video: the folder is none)."""
+        source = self.video_source(video)
+        if source.ok and source.kind == "video":
+            return source.path
         try:
             frames = self.inputs.frame_paths(video)
         except ValueError:

@@ -271,9 +271,9 @@ def _parse_entry(
     expected = video.num_frames if video.num_frames is not None else fallback_lengths.get(video.id)
     if expected is not None and len(segmentations) != expected:
         stride = -(-expected // len(segmentations)) if 0 < len(segmentations) < expected else 0
+        strided = stride > 1 and -(-expected // stride) == len(segmentations)  # as many as every stride-th frame
         hint = (f" (results of one frame in {stride}, as `segment --stride {stride}` writes? the GT needs a mask or "
-                "null for every frame it lists: segment without --stride)" if stride > 1 and -(-expected // stride) == len(
-                    segmentations) else "")
+                "null for every frame it lists: segment without --stride)" if strided else "")
         raise EvaluationInputError(f"{where}: {len(segmentations)} segmentations but the video has {expected} frames"
                                    f"{hint}")
     return Detection(
