@@ -24,7 +24,7 @@ from clipvis.cli.exporters.frames import check_source
 from clipvis.cli.exporters.loading import ExportInput, ExportInputError, ExportVideo, load_videos
 from clipvis.cli.exporters.ytvis import ResultsStream
 from clipvis.cli.inputs import VideoSource
-from clipvis.cli.locks import FolderBusyError
+from clipvis.cli.locks import FolderBusyError, FolderLock
 from clipvis.cli.messages import describe_exception, one_line, shown_path, subject_message
 from clipvis.cli.progress import Reporter
 from clipvis.cli.video_io import VideoReadError
@@ -44,12 +44,25 @@ def unfinished_run_warning(results_file: Path) -> str | None:
         return None
     if results_file.name not in manifest.earlier_outputs:
         whose = "not known to be from a complete run"
+    elif manifest.status == STATUS_RUNNING and _being_written(results_file.parent):
+        whose = "from an earlier run (a segment run is writing that folder now)"
     elif manifest.status == STATUS_RUNNING:  # killed: perhaps while its files were being put in place
         whose = "from an earlier run, or from that one if it was killed while putting its files in place"
     else:
         whose = "from an earlier run"
     return (f"{shown_path(results_file.parent)}: run.json says its last segment run is {manifest.status!r}, "
             f"not 'complete': its {results_file.name} is {whose}")
+
+
+def _being_written(folder: Path) -> bool:
+    """Whether a live process holds ``folder``'s lock (a segment run writing there)."""
+    try:
+        FolderLock(folder).acquire().release()
+    except FolderBusyError:
+        return True
+    except OSError:
+        return False
+    return False
 
 
 class _ExportProgress:

@@ -1432,3 +1432,21 @@ def test_a_frame_deleted_by_hand_moves_no_mask_onto_another_frame(tmp_path, keep
     times = sorted({int(line.split(" ")[0]) for line in
                     next((tmp_path / "exp").rglob("mots.txt")).read_text().splitlines()})
     assert set(times) <= {indices[p] for p in kept} and indices[2] not in times
+
+
+def test_an_export_beside_a_running_segment_does_not_call_it_killed(tmp_path) -> None:
+    """While segment wrote the folder, export's warning said its results might be from a run "killed while putting
+    its files in place" (then refused the folder as busy)."""
+    from clipvis.cli.exporters.runner import unfinished_run_warning
+    from clipvis.cli.writers import RunManifest
+
+    output = make_segment_output(tmp_path / "out")
+    manifest = RunManifest.start(output.video, "clip", "w", CATEGORIES, {})
+    manifest.earlier_outputs = ["ytvis.json"]
+    manifest.write(output.folder / "run.json")
+    killed = unfinished_run_warning(output.ytvis)
+    assert killed is not None and killed.endswith("or from that one if it was killed while putting its files in place")
+    with FolderLock(output.folder):
+        running = unfinished_run_warning(output.ytvis)
+    assert running is not None and running.endswith(
+        "its ytvis.json is from an earlier run (a segment run is writing that folder now)")
