@@ -309,6 +309,11 @@ class OutputStaging:
         if earlier is not None and earlier != temporary:
             earlier.unlink(missing_ok=True)
 
+    def staged(self) -> dict[Path, Path]:
+        """Each final path with its finished temporary file, not yet renamed into place."""
+        with self._lock:
+            return dict(self._staged)
+
     def pending(self) -> list[Path]:
         """The final paths of the files staged and not yet renamed into place."""
         with self._lock:

@@ -48,12 +48,24 @@ def video_frame_numbers(names: list[Any], recorded: Any, from_video: bool) -> li
 
 
 def decoded_from_video(source: Path | None) -> bool:
-    """Whether the frames of a recorded ``source`` are decoded from a video: a file that is no image (a still image
-    segmented alone keeps its own name: `0042.png` is not frame 42), or, where it is gone (moved), a name with a
-    video's extension (an image folder moved away is still read by name)."""
+    """Whether the frames of a recorded ``source`` are decoded from a video: a file that is no image, or an animated
+    one (a still image segmented alone keeps its own name: `0042.png` is not frame 42), or, where it is gone
+    (moved), a name with a video's extension (an image folder moved away is still read by name)."""
     if source is None:
         return False
     suffix = source.suffix.lower()
     if source.is_file():
-        return suffix not in IMAGE_EXTENSIONS
+        return suffix not in IMAGE_EXTENSIONS or _animated(source)
     return not source.exists() and suffix in VIDEO_EXTENSIONS
+
+
+def _animated(path: Path) -> bool:
+    """Whether an image file holds several pictures (an animated WebP or PNG, which segment decodes as a video and
+    whose frames it names by number as a video's)."""
+    from PIL import Image  # only for an image file recorded as a source
+
+    try:
+        with Image.open(path) as image:
+            return getattr(image, "n_frames", 1) > 1
+    except Exception:  # noqa: BLE001 - not an image Pillow reads: a still, as its suffix says
+        return False

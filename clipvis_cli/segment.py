@@ -24,7 +24,6 @@ import os
 import signal
 import threading
 import time
-import zipfile
 from collections.abc import Callable, Iterable, Iterator, Sequence, Sized
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
@@ -455,7 +454,9 @@ class SegmentRunner:
         started = time.perf_counter()
         if previous is not None:
             manifest.earlier_outputs = previous.clipvis_files  # still clipvis' if this run fails or is killed
-            manifest.earlier_stats = previous.written_stats()  # and as they were written: see _replacement_refusal
+            # and as they are (clipvis' own: a corrected one refused the run above, or is kept as recorded)
+            manifest.earlier_stats = previous.current_stats(paths.directory, keep=_corrected_files(paths.directory,
+                                                                                                  previous))
         try:
             manifest.write(paths.manifest)
             tracked = held.enter_context(self.track(source, video_id, stem))
@@ -623,10 +624,14 @@ class SegmentRunner:
                 # Listed first as clipvis' own: a kill between two renames leaves files run.json names, so the next
                 # run deletes those it no longer writes (a file it did not know was kept as another's, `stale`).
                 earlier, earlier_stats = set(manifest.earlier_outputs), dict(manifest.earlier_stats)
-                pending = {path.name for path in staging.pending()}
-                manifest.earlier_outputs = sorted(earlier | pending)
-                # a file renamed in has other stats than the one it replaces: none recorded until run.json lists it
-                manifest.earlier_stats = {name: v for name, v in earlier_stats.items() if name not in pending}
+                staged = {final.name: temporary for final, temporary in staging.staged().items()}
+                manifest.earlier_outputs = sorted(earlier | set(staged))
+                # killed between two renames, a name holds the earlier run's file or this one's (a rename keeps its
+                # size and time): either is clipvis', anything else a person's
+                for name, temporary in staged.items():
+                    status = temporary.stat()
+                    manifest.earlier_stats[name] = [*earlier_stats.get(name, []),
+                                                    [status.st_size, status.st_mtime_ns]]
                 try:
                     manifest.write(paths.manifest)
                     staging.commit()
@@ -636,9 +641,13 @@ class SegmentRunner:
                     # are clipvis' all the same, those never put in place are not (a user's file of that name stays)
                     committed = {p.name for p in staging.committed}
                     manifest.earlier_outputs = sorted(earlier | committed)
-                    manifest.earlier_stats = {name: v for name, v in earlier_stats.items() if name not in committed}
+                    manifest.earlier_stats = {name: pairs for name, pairs in manifest.earlier_stats.items()
+                                              if name in committed or name in earlier_stats}
                     raise
                 timings["writers"] = time.perf_counter() - start  # wall time: the writers overlap (write_* each)
+                from clipvis.cli.exporters.base import forget_exported
+
+                forget_exported(paths.directory, staged)  # written over an export's: segment's now
                 manifest.stale = self._settle_stale_outputs(paths, outputs, previous)
                 for name in sorted(set(manifest.stale) & _corrected_files(paths.directory, previous)):
                     self.reporter.video_warning(source, paths.stem, f"{shown_path(paths.directory / name)}: changed "
@@ -776,27 +785,18 @@ class SegmentRunner:
 
 
 def _corrected_files(directory: Path, previous: RunManifest | None) -> set[str]:
-    """The files of ``directory`` that a clipvis run wrote (``previous`` run.json) and a person changed since: their
-    size or modification time differs, and they still look whole (a JSON file that ends as one, a zip with its
-    directory; another kind of file always). One cut short (a full disk, a copy interrupted) is damage, not a
-    correction: it is written again."""
+    """The files of ``directory`` that a clipvis run wrote (``previous`` run.json) and a person corrected since
+    (`RunManifest.corrected_files`), but for those an export wrote over since and left as it wrote them (its record
+    says so: `clipvis.cli.exporters.base.edited_export`)."""
     if previous is None:
         return set()
-    return {name for name in previous.changed_files(directory) if _looks_whole(directory / name)}
+    corrected = previous.corrected_files(directory)
+    if not corrected:
+        return corrected
+    from clipvis.cli.exporters.base import edited_export, read_export_record
 
-
-def _looks_whole(path: Path) -> bool:
-    suffix = path.suffix.lower()
-    try:
-        if suffix == ".zip":
-            return zipfile.is_zipfile(path)
-        if suffix == ".json":
-            with path.open("rb") as handle:
-                handle.seek(max(0, path.stat().st_size - 64))
-                return handle.read().rstrip()[-1:] in (b"}", b"]")
-    except OSError:
-        return False
-    return True
+    record = read_export_record(directory)
+    return {name for name in corrected if name not in record or edited_export(directory, name, record) is not None}
 
 
 class RefusedReplacement(RuntimeError):

@@ -148,6 +148,8 @@ class VideoReader:
         decoded = 0
         yielded = 0
         first_size: tuple[int, int] | None = None
+        first_coded: tuple[int, int] | None = None  # the first decoded frame's stored size
+        quarter_turn = self.probe().rotation in (90, 270)  # sizes as shown: stored ones swapped
         self.size_change = None
         start = container.start_time / av.time_base if container.start_time else 0.0  # MPEG-TS starts later
         declared = _declared_seconds(container, start)  # the header's word, from the start
@@ -171,14 +173,18 @@ class VideoReader:
                 decoded += 1
                 last_time = frame.time if frame.time is not None else last_time
                 health.saw(frame)
+                coded = (frame.height, frame.width)
+                if first_coded is None:
+                    first_coded = coded
+                elif coded != first_coded and self.size_change is None:  # frames skipped (stride) count too
+                    self.size_change = (index, coded[::-1] if quarter_turn else coded)
                 if index % self.stride or (self.frames is not None and index not in self.frames):
                     continue
                 image = to_rgb(frame)
-                if first_size is None:
-                    first_size = image.shape[:2]
-                elif image.shape[:2] != first_size:  # resolution change mid-stream: keep one size
-                    if self.size_change is None:
-                        self.size_change = (index, image.shape[:2])
+                if first_size is None:  # frame 0's (the probe's), whichever frame comes first here
+                    probe = self.probe()
+                    first_size = (probe.height, probe.width)
+                if image.shape[:2] != first_size:  # resolution change mid-stream: keep one size
                     image = cv2.resize(image, (first_size[1], first_size[0]), interpolation=cv2.INTER_AREA)
                 yielded += 1
                 times.append(frame.time - start if frame.time is not None else math.nan)

@@ -31,6 +31,8 @@ from clipvis.cli.exporters.loading import ExportVideo
 from clipvis.cli.locks import LOCK_NAME, FolderLock, remove_unused_folder
 from clipvis.cli.messages import shown_path
 from clipvis.cli.results import TrackResult
+from clipvis.cli.writers.layout import MANIFEST_NAME
+from clipvis.cli.writers.manifest import RunManifest
 
 STAGING_PREFIX = ".export-"  # staging folders are `.export-XXXX.tmp`: temporary names (clipvis.cli.atomic)
 
@@ -193,6 +195,18 @@ def edited_export(folder: Path, name: str, record: dict[str, dict]) -> str | Non
     return changed[0] if changed else None
 
 
+def forget_exported(folder: Path, names: Iterable[str]) -> None:
+    """Drop ``names`` from ``folder``'s export record: `segment` wrote them since (under the folder's lock), so they
+    are its files, as its run.json says, no longer an export's."""
+    names = set(names)
+    record = read_export_record(folder)
+    if names & set(record):
+        try:
+            _write_record(folder, {name: entry for name, entry in record.items() if name not in names})
+        except OSError:  # best effort: the record then names them, and an export checks them as its own
+            pass
+
+
 def folder_takes_export(folder: Path, identity: dict[str, object]) -> bool:
     """Whether an export of the video `identity` may go into `folder`: it does not exist, holds nothing, or holds
     only what earlier exports of this same video wrote (a folder of another video, or of someone's files, is not
@@ -251,9 +265,11 @@ def _locked_staging(final_parent: Path, identity: dict[str, object] | None,
                 if not (final.exists() or final.is_symlink()) or name in allowed:
                     continue
                 if identity is None or _entry_identity(record.get(name)) != identity:
+                    segments = RunManifest.read(final_parent / MANIFEST_NAME)
+                    made = ("changed since clipvis segment wrote it" if segments is not None and final.is_file()
+                            and name in segments.clipvis_files else f"exists and is not {what} by clipvis")
                     raise ExportConflictError(
-                        f"{shown_path(final)}: exists and is not {what} by clipvis; nothing was replaced (move it "
-                        "away, or export with another -o)"
+                        f"{shown_path(final)}: {made}; nothing was replaced (move it away, or export with another -o)"
                     )
                 changed = _changed_files(final, record[name])
                 if changed:  # files added or edited in an earlier export (corrections): not thrown away

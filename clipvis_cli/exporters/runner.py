@@ -221,13 +221,17 @@ class ExportRunner:
         return root / name
 
     def _replaceable(self, folder: Path) -> list[str]:
-        """The files segment's run.json in `folder` lists as its own (an export beside them may replace them)."""
+        """The files segment's run.json in `folder` lists as its own and are as it wrote them (an export beside them
+        may replace them; one a person corrected since is not: `RunManifest.corrected_files`)."""
         if self.destination is not None:
             return []
         manifest = RunManifest.read(folder / MANIFEST_NAME)
+        if manifest is None:
+            return []
+        corrected = manifest.corrected_files(folder)
         # segment writes files only: a folder of a listed name is not its (a run.json from elsewhere could list a
         # user's png-masks/ folder, which the export then replaced)
-        return [name for name in manifest.clipvis_files if not (folder / name).is_dir()] if manifest else []
+        return [name for name in manifest.clipvis_files if not (folder / name).is_dir() and name not in corrected]
 
     def _export_video(self, source: VideoSource, video: ExportVideo, several: bool) -> ExportOutcome:
         stem = video.info.stem

@@ -19,6 +19,7 @@ import hashlib
 import json
 import os
 import platform
+import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -112,6 +113,60 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+def _timestamp_ns(text: object) -> int | None:
+    """A run.json time (``finished_at``, to the second) as nanoseconds since the epoch, one second late (the files it
+    lists were put in place within the second it names); None when it is not one."""
+    try:
+        return int((datetime.fromisoformat(str(text)).timestamp() + 1) * 1e9) if text else None
+    except (ValueError, OverflowError):
+        return None
+
+
+def _whole(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def looks_whole(path: Path) -> bool:
+    """Whether a file clipvis wrote still looks whole, as a person's correction leaves it rather than damage: a JSON
+    file ends as one (``}`` or ``]`` before trailing white space), a zip has its directory, an MP4's top-level boxes
+    end with the file; any other file does."""
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".zip":
+            return zipfile.is_zipfile(path)
+        if suffix == ".json":
+            with path.open("rb") as handle:
+                handle.seek(max(0, path.stat().st_size - (1 << 20)))
+                return handle.read().rstrip()[-1:] in (b"}", b"]")
+        if suffix in (".mp4", ".mov", ".m4v"):
+            return _boxes_end_with_file(path)
+    except OSError:
+        return False
+    return True
+
+
+def _boxes_end_with_file(path: Path) -> bool:
+    """Whether an ISO media file's top-level boxes (ftyp, moov, mdat, ...) end exactly at its end: a copy cut short
+    ends inside one."""
+    size = path.stat().st_size
+    with path.open("rb") as handle:
+        offset = 0
+        while offset < size:
+            handle.seek(offset)
+            header = handle.read(16)
+            if len(header) < 8:
+                return False
+            length = int.from_bytes(header[:4], "big")
+            if length == 1 and len(header) == 16:  # a 64-bit size follows the type
+                length = int.from_bytes(header[8:16], "big")
+            elif length == 0:  # the last box, to the end of the file
+                return True
+            if length < 8:
+                return False
+            offset += length
+        return offset == size
+
+
 @dataclass
 class RunManifest:
     """Contents of run.json. Create with `RunManifest.start(...)`, then `mark_complete` / `mark_failed`
@@ -135,7 +190,7 @@ class RunManifest:
     earlier_outputs: list[str] = field(default_factory=list)
     # Of `earlier_outputs`, the size and modification time each had when a clipvis run put it in place (where known):
     # a file changed since (corrected by hand) is never replaced or deleted (`changed_files`).
-    earlier_stats: dict[str, list[int]] = field(default_factory=dict)
+    earlier_stats: dict[str, list[list[int]]] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
     started_at: str = ""
@@ -176,28 +231,63 @@ class RunManifest:
         """File names of the outputs (relative to the manifest's folder)."""
         return [entry["file"] if isinstance(entry, dict) else str(entry) for entry in self.outputs]
 
-    def written_stats(self) -> dict[str, list[int]]:
-        """``[size, mtime_ns]`` of every file a clipvis run put in this folder, as it was then (``mtime_ns`` -1 where
-        an earlier version recorded the size alone): this run's outputs and the earlier ones it carries."""
-        stats = {str(name): [int(v) for v in value] for name, value in self.earlier_stats.items()
-                 if isinstance(value, list) and len(value) == 2}
+    def written_stats(self) -> dict[str, list[list[int]]]:
+        """Per file a clipvis run put in this folder, the ``[size, mtime_ns]`` it had then (``mtime_ns`` -1 where an
+        earlier version recorded the size alone), one or more (a file about to be replaced when a run was killed
+        between its renames is the earlier file or the new one): this run's outputs and the earlier ones it carries.
+        Entries that are not numbers are left out."""
+        stats: dict[str, list[list[int]]] = {}
+        for name, value in self.earlier_stats.items():
+            if not isinstance(value, list) or not value:
+                continue
+            pairs = value if isinstance(value[0], list) else [value]  # one pair, as first written
+            kept = [[int(a), int(b)] for a, b in (p for p in pairs if isinstance(p, list) and len(p) == 2)
+                    if _whole(a) and _whole(b)]
+            if kept:
+                stats[str(name)] = kept
         for entry in self.outputs:
-            if isinstance(entry, dict) and isinstance(entry.get("bytes"), int):
-                stats[str(entry.get("file"))] = [entry["bytes"], int(entry.get("mtime_ns", -1))]
+            if isinstance(entry, dict) and _whole(entry.get("bytes")):
+                mtime = entry.get("mtime_ns", -1)
+                stats[str(entry.get("file"))] = [[int(entry["bytes"]), int(mtime) if _whole(mtime) else -1]]
         return stats
 
     def changed_files(self, directory: Path | str) -> list[str]:
-        """The files of ``written_stats`` that are in ``directory`` with another size or modification time than a
-        clipvis run gave them: edited (corrected by hand) or replaced since. A missing one is not changed."""
+        """The files of ``written_stats`` that are in ``directory`` otherwise than a clipvis run left them: another
+        size or modification time (one recorded without its time: modified after the run finished), i.e. edited or
+        replaced since. A missing one is not changed."""
+        finished = _timestamp_ns(self.finished_at) if self.status == STATUS_COMPLETE else None
         changed = []
-        for name, (size, mtime) in sorted(self.written_stats().items()):
+        for name, pairs in sorted(self.written_stats().items()):
             try:
                 status = (Path(directory) / name).stat()
             except OSError:
                 continue
-            if status.st_size != size or (mtime != -1 and status.st_mtime_ns != mtime):
+            now = [status.st_size, status.st_mtime_ns]
+            if not any(now == pair or (pair[1] == -1 and now[0] == pair[0]
+                                       and (finished is None or now[1] <= finished)) for pair in pairs):
                 changed.append(name)
         return changed
+
+    def corrected_files(self, directory: Path | str) -> set[str]:
+        """The ``changed_files`` a person corrected: those that still look whole (`looks_whole`). One cut short (a
+        full disk, an interrupted copy) is damage, written again."""
+        return {name for name in self.changed_files(directory) if looks_whole(Path(directory) / name)}
+
+    def current_stats(self, directory: Path | str, keep: set[str]) -> dict[str, list[list[int]]]:
+        """``written_stats`` to carry into the next run's run.json: each file as it is now where it is as a clipvis
+        run left it (an entry recorded without its time gets it), those in ``keep`` as recorded (corrected ones: a
+        run killed before it settles them must not take them for clipvis')."""
+        stats = self.written_stats()
+        changed = set(self.changed_files(directory))
+        for name in stats:
+            if name in keep or name in changed:
+                continue
+            try:
+                status = (Path(directory) / name).stat()
+            except OSError:
+                continue
+            stats[name] = [[status.st_size, status.st_mtime_ns]]
+        return stats
 
     @property
     def clipvis_files(self) -> list[str]:

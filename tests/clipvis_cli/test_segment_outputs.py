@@ -607,3 +607,54 @@ def test_a_video_that_changes_size_mid_stream_says_so(tmp_path, tiny_weights) ->
     assert f"clipvis: warning: {video}: frame 4 is 96x64, not 64x48 as the frames before it: the video changes size " \
         "mid-stream" in result.stderr
     assert json.loads((tmp_path / "out" / "joined" / "ytvis.json").read_text())["videos"][0]["length"] == 8
+
+
+def test_export_and_segment_take_each_other_s_files_for_what_they_are(tmp_path, tiny_weights) -> None:
+    """Review: an export beside segment's files replaced a zip a person corrected since segment wrote it (run.json
+    listed it, so it was replaceable); and segment took a zip an export had written over (as exported, untouched)
+    for a person's correction, refusing --overwrite and warning about it."""
+    video = write_video(tmp_path / "clip.mp4")
+    out = tmp_path / "out"
+    folder = out / "clip"
+    formats = ("--formats", "ytvis,coco,overlay,cvat-video")
+    assert was_run(segment(tiny_weights, out, str(video), extra=formats))
+    zipped = folder / "cvat-video.zip"
+    exported = CliRunner().invoke(app, ["export", str(folder), "--to", "cvat-video"])  # written over, as exported
+    assert exported.exit_code == 0, exported.output
+    again = segment(tiny_weights, out, str(video), extra=(*formats, "--overwrite"))
+    assert again.exit_code == 0 and "changed since" not in again.stderr, again.output
+    with zipfile.ZipFile(zipped, "a") as archive:  # now corrected by a person
+        archive.writestr("notes.txt", "checked")
+    edited = zipped.read_bytes()
+    refused = CliRunner().invoke(app, ["export", str(folder), "--to", "cvat-video"])
+    assert refused.exit_code == 1
+    assert f"{zipped}: changed since clipvis segment wrote it; nothing was replaced" in refused.stderr
+    assert zipped.read_bytes() == edited
+
+
+def test_frames_listed_after_a_size_change_keep_the_video_s_first_size(tmp_path) -> None:
+    """Review: frames read from a list (a corrected GT's) that starts after the size changed were resized to the
+    first frame read, not to the video's (masks of 48x96 in a store of 48x64); with --stride the warning named the
+    first frame read of the new size, not the first frame of it."""
+    from fractions import Fraction
+
+    from clipvis.cli.video_io import VideoReader
+
+    def part(path: Path, width: int, first: int) -> bytes:
+        with av.open(str(path), "w", format="mpegts") as container:
+            stream = container.add_stream("libx264", rate=25)
+            stream.width, stream.height, stream.pix_fmt = width, 48, "yuv420p"
+            for index in range(8):
+                frame = av.VideoFrame.from_ndarray(np.full((48, width, 3), 20 * index, np.uint8), format="rgb24")
+                frame.pts, frame.time_base = first + index, Fraction(1, 25)
+                container.mux(stream.encode(frame))
+            container.mux(stream.encode())
+        return path.read_bytes()
+
+    video = tmp_path / "joined.ts"
+    video.write_bytes(part(tmp_path / "a.ts", 64, 0) + part(tmp_path / "b.ts", 96, 8))
+    reader = VideoReader(video, frames=[9, 10, 12])
+    assert [(index, frame.shape) for index, frame in reader] == [(i, (48, 64, 3)) for i in (9, 10, 12)]
+    assert reader.size_change == (8, (48, 96))
+    strided = VideoReader(video, stride=3)
+    assert len(list(strided)) == 6 and strided.size_change == (8, (48, 96))  # frame 8, though 9 is the first read

@@ -197,3 +197,43 @@ def test_a_released_checkpoint_is_one_producer_however_it_is_named(tmp_path, mon
     other.write_bytes(b"weights")
     local = SegmentOptions(vocabulary=VOCAB, weights=str(other), checkpoint=checkpoint_identity(other))
     assert local.identities()[0][0] == str(other.resolve())
+
+
+def test_what_a_run_json_says_of_its_files_as_written(tmp_path) -> None:
+    """Review of the corrections' protection: a run killed between its renames leaves either the earlier file or
+    its own under a name (both are clipvis'); a run.json of an earlier version records sizes alone (a same-size edit
+    made after it finished is one all the same); odd entries are ignored rather than crash the batch; a file cut
+    short (an MP4 ending inside a box, a JSON file without its end) is damage, not a correction."""
+    from clipvis.cli.writers.manifest import looks_whole
+
+    folder = tmp_path / "clip"
+    folder.mkdir()
+    (folder / "a.json").write_text('{"a": 1}')
+    (folder / "b.json").write_text('{"b": 2}')
+    a, b = ((folder / n).stat() for n in ("a.json", "b.json"))
+    manifest = RunManifest(input="x", stem="clip", weights="w", vocabulary=["box"], options={}, config_hash="h",
+                           status="running",
+                           earlier_stats={"a.json": [[1, 2], [a.st_size, a.st_mtime_ns]], "b.json": [b.st_size, 5],
+                                          "odd": 7, "odder": [["x", None]]})
+    assert manifest.changed_files(folder) == ["b.json"]  # a: the new one of two; b: another time than recorded
+    manifest.outputs = [{"file": "a.json", "bytes": a.st_size, "mtime_ns": None}]  # no crash
+    assert manifest.written_stats()["a.json"] == [[a.st_size, -1]]
+    # sizes alone (an earlier version): a file modified after the run finished is changed, at the same size too
+    old = RunManifest(input="x", stem="clip", weights="w", vocabulary=["box"], options={}, config_hash="h",
+                      status="complete", outputs=[{"file": "a.json", "bytes": a.st_size}],
+                      finished_at="2020-01-01T00:00:00+00:00")
+    assert old.changed_files(folder) == ["a.json"]
+    old.finished_at = "2999-01-01T00:00:00+00:00"
+    assert old.changed_files(folder) == []
+    assert old.current_stats(folder, keep=set()) == {"a.json": [[a.st_size, a.st_mtime_ns]]}  # its time, from now
+    # damage and corrections
+    mp4 = tmp_path / "o.mp4"
+    mp4.write_bytes((16).to_bytes(4, "big") + b"ftypisom" + b"\0" * 4 + (100).to_bytes(4, "big") + b"mdat" + b"\0" * 92)
+    assert looks_whole(mp4)
+    mp4.write_bytes(mp4.read_bytes()[:60])
+    assert not looks_whole(mp4)
+    spaced = tmp_path / "s.json"
+    spaced.write_text('{"a": 1}' + " " * 200 + "\n")
+    assert looks_whole(spaced)
+    spaced.write_text('{"a": [1, 2')
+    assert not looks_whole(spaced)

@@ -989,3 +989,17 @@ def test_frames_read_from_files_keep_the_recorded_numbers_whatever_their_names(t
     records, _ = _video_gt(tmp_path, ["frames/00001.png", "frames/00002.png"], [0, 1],
                            source=str(tmp_path / "moved_away"))
     assert [frame.frame_index for frame in records[0].frames] == [0, 1]
+
+
+def test_an_animated_image_s_frames_are_the_ones_their_names_number(tmp_path) -> None:
+    """Review: an animated WebP or PNG, which segment decodes as a video and names `<stem>/00003.jpg`, had its
+    frames numbered by position (a frame deleted by hand moved every later mask); a still keeps its own name."""
+    from PIL import Image
+
+    from clipvis.cli.frame_numbers import decoded_from_video
+
+    pictures = [Image.new("RGB", (16, 12), (40 * i, 0, 0)) for i in range(4)]
+    animated, still = tmp_path / "anim.webp", tmp_path / "0042.webp"
+    pictures[0].save(animated, save_all=True, append_images=pictures[1:], duration=100, lossless=True)
+    pictures[0].save(still, lossless=True)
+    assert decoded_from_video(animated) and not decoded_from_video(still)
