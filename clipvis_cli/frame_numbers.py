@@ -64,8 +64,10 @@ def _animated(path: Path) -> bool:
     whose frames it names by number as a video's)."""
     from PIL import Image  # only for an image file recorded as a source
 
+    from clipvis.cli.video_io import picture_count  # as segment counts them: a phone's MPO photo is one still
+
     try:
         with Image.open(path) as image:
-            return getattr(image, "n_frames", 1) > 1
+            return picture_count(image) > 1
     except Exception:  # noqa: BLE001 - not an image Pillow reads: a still, as its suffix says
         return False

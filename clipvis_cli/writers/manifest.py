@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from clipvis.cli.atomic import atomic_write_json, parse_json
 from clipvis.cli.inputs import VideoSource
@@ -197,6 +197,10 @@ class RunManifest:
     finished_at: str | None = None
     manifest_version: int = MANIFEST_VERSION
 
+    # When the run.json this was read from was last written (`read`), not part of it: a complete run's is when its
+    # files were in place, to the nanosecond (`changed_files`, for files an earlier version recorded by size alone).
+    written_ns: ClassVar[int | None] = None
+
     @classmethod
     def start(
         cls,
@@ -229,7 +233,8 @@ class RunManifest:
     @property
     def output_names(self) -> list[str]:
         """File names of the outputs (relative to the manifest's folder)."""
-        return [entry["file"] if isinstance(entry, dict) else str(entry) for entry in self.outputs]
+        return [str(entry["file"]) if isinstance(entry, dict) else str(entry) for entry in self.outputs
+                if not isinstance(entry, dict) or isinstance(entry.get("file"), str)]  # a hand-made odd entry: none
 
     def written_stats(self) -> dict[str, list[list[int]]]:
         """Per file a clipvis run put in this folder, the ``[size, mtime_ns]`` it had then (``mtime_ns`` -1 where an
@@ -246,7 +251,7 @@ class RunManifest:
             if kept:
                 stats[str(name)] = kept
         for entry in self.outputs:
-            if isinstance(entry, dict) and _whole(entry.get("bytes")):
+            if isinstance(entry, dict) and isinstance(entry.get("file"), str) and _whole(entry.get("bytes")):
                 mtime = entry.get("mtime_ns", -1)
                 stats[str(entry.get("file"))] = [[int(entry["bytes"]), int(mtime) if _whole(mtime) else -1]]
         return stats
@@ -255,7 +260,9 @@ class RunManifest:
         """The files of ``written_stats`` that are in ``directory`` otherwise than a clipvis run left them: another
         size or modification time (one recorded without its time: modified after the run finished), i.e. edited or
         replaced since. A missing one is not changed."""
-        finished = _timestamp_ns(self.finished_at) if self.status == STATUS_COMPLETE else None
+        # when the run's files were in place: its run.json's own time as read (to the nanosecond), else the second
+        # it names
+        finished = (self.written_ns or _timestamp_ns(self.finished_at)) if self.status == STATUS_COMPLETE else None
         changed = []
         for name, pairs in sorted(self.written_stats().items()):
             try:
@@ -280,6 +287,8 @@ class RunManifest:
         stats = self.written_stats()
         changed = set(self.changed_files(directory))
         for name in stats:
+            if name in keep and any(mtime == -1 for _, mtime in stats[name]):
+                stats[name] = [[-1, -1]]  # recorded by size alone, which a corrected file may keep: no file matches
             if name in keep or name in changed:
                 continue
             try:
@@ -328,6 +337,10 @@ class RunManifest:
         if not isinstance(manifest.outputs, list) or not isinstance(manifest.source, dict) \
                 or not isinstance(manifest.earlier_outputs, list) or not isinstance(manifest.earlier_stats, dict):
             return None
+        try:
+            manifest.written_ns = Path(path).stat().st_mtime_ns
+        except OSError:
+            pass
         return manifest
 
     def is_complete_for(

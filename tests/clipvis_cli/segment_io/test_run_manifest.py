@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -226,6 +227,19 @@ def test_what_a_run_json_says_of_its_files_as_written(tmp_path) -> None:
     old.finished_at = "2999-01-01T00:00:00+00:00"
     assert old.changed_files(folder) == []
     assert old.current_stats(folder, keep=set()) == {"a.json": [[a.st_size, a.st_mtime_ns]]}  # its time, from now
+    # a correction kept: carried so that no file matches it, also into a run that never completes (review12)
+    assert old.current_stats(folder, keep={"a.json"}) == {"a.json": [[-1, -1]]}
+    carried = RunManifest(input="x", stem="clip", weights="w", vocabulary=["box"], options={}, config_hash="h",
+                          earlier_stats=old.current_stats(folder, keep={"a.json"}))
+    assert carried.changed_files(folder) == ["a.json"]
+    # the run.json's own time, to the nanosecond, rather than the second it names: an edit a moment later counts
+    written = RunManifest.read(_write(folder / "run.json", old, finished_at="2999-01-01T00:00:00+00:00"))
+    os.utime(folder / "a.json", ns=(written.written_ns + 1000, written.written_ns + 1000))
+    assert written.changed_files(folder) == ["a.json"]
+    # outputs entries without a file name (a hand-edited run.json) are no names: no crash of the batch
+    odd = RunManifest(input="x", stem="clip", weights="w", vocabulary=["box"], options={}, config_hash="h",
+                      outputs=[{"bytes": 5}, {"file": None, "bytes": 1}, {"file": "a.json", "bytes": 2}])
+    assert odd.output_names == odd.clipvis_files == ["a.json"] and list(odd.written_stats()) == ["a.json"]
     # damage and corrections
     mp4 = tmp_path / "o.mp4"
     mp4.write_bytes((16).to_bytes(4, "big") + b"ftypisom" + b"\0" * 4 + (100).to_bytes(4, "big") + b"mdat" + b"\0" * 92)
@@ -237,3 +251,10 @@ def test_what_a_run_json_says_of_its_files_as_written(tmp_path) -> None:
     assert looks_whole(spaced)
     spaced.write_text('{"a": [1, 2')
     assert not looks_whole(spaced)
+
+
+def _write(path, manifest: RunManifest, **changes) -> Path:
+    data = dataclasses.asdict(manifest)
+    data.update(changes)
+    path.write_text(json.dumps(data))
+    return path

@@ -1003,3 +1003,11 @@ def test_an_animated_image_s_frames_are_the_ones_their_names_number(tmp_path) ->
     pictures[0].save(animated, save_all=True, append_images=pictures[1:], duration=100, lossless=True)
     pictures[0].save(still, lossless=True)
     assert decoded_from_video(animated) and not decoded_from_video(still)
+    # a phone's photo with a gain map (a multi-picture JPEG) is one still, as segment reads it (review12)
+    photo = tmp_path / "0042.jpg"
+    pictures[0].save(photo, format="MPO", save_all=True, append_images=pictures[1:2])
+    from PIL import Image as Images
+
+    with Images.open(photo) as opened:
+        assert opened.format == "MPO" and opened.n_frames == 2
+    assert not decoded_from_video(photo)
