@@ -750,13 +750,13 @@ class SegmentRunner:
             path = directory / name
             if not (path.exists() or path.is_symlink()):
                 continue
-            if name in ours:
-                if name in changed:
-                    return f"{shown_path(path)}: changed since clipvis segment wrote it; {advice}"
-            elif name in record:
+            if name in record:  # an export wrote it last (segment takes its names back when it writes them)
                 edited = edited_export(directory, name, record)
                 if edited is not None:
                     return f"{shown_path(path)}: changed since clipvis exported it ({edited or name}); {advice}"
+            elif name in ours:
+                if name in changed:
+                    return f"{shown_path(path)}: changed since clipvis segment wrote it; {advice}"
             else:
                 return f"{shown_path(path)}: exists and is not a file clipvis wrote; {advice}"
         return None

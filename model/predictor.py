@@ -89,6 +89,9 @@ def check_uint8_frames(frames: np.ndarray | torch.Tensor, layout: str = "[B, H, 
     elif floating:
         convert = "(frames * 255).round().to(torch.uint8)" if tensor else "(frames * 255).round().astype(np.uint8)"
         hint = f"scale floats in [0, 1] by 255 and convert: {convert}"
+    elif frames.dtype in (np.bool_, torch.bool):
+        scaled = "frames.to(torch.uint8) * 255" if tensor else "frames.astype(np.uint8) * 255"
+        hint = f"masks are no frames; to see a boolean image as one: {scaled}"
     else:
         as_bytes = "frames.to(torch.uint8)" if tensor else "frames.astype(np.uint8)"
         shifted = "(frames >> 8).to(torch.uint8)" if tensor else "(frames >> 8).astype(np.uint8)"

@@ -405,6 +405,8 @@ def test_a_session_refuses_what_would_give_wrong_results(tiny_model, tmp_path) -
         session.push(frames.astype(np.float32))
     with pytest.raises(TypeError, match=r"frames\.clamp\(0, 255\)\.round\(\)\.to\(torch\.uint8\)\)$"):
         session.push(torch.from_numpy(frames).float())
+    with pytest.raises(TypeError, match=r"got bool \(masks are no frames; .*frames\.astype\(np\.uint8\) \* 255\)$"):
+        session.push(frames > 100)  # the 16-bit hint it got would have made it black
     # common layouts other than [B, H, W, 3] say how to get there
     for layout, hint in ((torch.from_numpy(frames).permute(0, 3, 1, 2), r"frames\.permute\(0, 2, 3, 1\)"),
                          (np.transpose(frames[0], (2, 0, 1)), r"np\.transpose\(frames, \(1, 2, 0\)\)"),
