@@ -285,14 +285,11 @@ def test_metrics_json_is_always_written_with_what_produced_it_and_a_failed_run_l
     assert not (tmp_path / "mine.json").exists()
 
 
-def test_segment_ytvis_json_corrected_is_a_ground_truth_whose_frames_come_from_its_video(tiny_weights, tmp_path):
-    """The loop an annotation team runs: segment a video, correct its ytvis.json, score a checkpoint on it. The
-    file names frames (`clip/00000.jpg`) nothing extracted and its annotations have no ids: evaluate failed on both.
-    Frames not found under --frames are decoded from the video segment recorded (every Nth, as it ran)."""
+def write_moving_box_video(path: Path) -> Path:
+    """6 frames, 56x40, a red box moving right: a video segment read."""
     import av
 
-    video = tmp_path / "clip.mp4"
-    with av.open(str(video), "w") as container:
+    with av.open(str(path), "w") as container:
         stream = container.add_stream("libx264", rate=10)
         stream.width, stream.height, stream.pix_fmt = 56, 40, "yuv420p"
         for t in range(6):
@@ -300,6 +297,16 @@ def test_segment_ytvis_json_corrected_is_a_ground_truth_whose_frames_come_from_i
             image[5:25, 4 + 3 * t : 24 + 3 * t] = (230, 40, 40)
             container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
         container.mux(stream.encode())
+    return path
+
+
+def test_segment_ytvis_json_corrected_is_a_ground_truth_whose_frames_come_from_its_video(tiny_weights, tmp_path):
+    """The loop an annotation team runs: segment a video, correct its ytvis.json, score a checkpoint on it. The
+    file names frames (`clip/00000.jpg`) nothing extracted and its annotations have no ids: evaluate failed on both.
+    Frames not found under --frames are decoded from the video segment recorded (every Nth, as it ran)."""
+
+    video = tmp_path / "clip.mp4"
+    write_moving_box_video(video)
     segmented = CliRunner().invoke(app, ["segment", str(video), "--vocab", "box,sky", "--weights", str(tiny_weights),
                                          "-o", str(tmp_path / "seg"), "--formats", "ytvis", "--stride", "2",
                                          "--device", "cpu"])
@@ -334,14 +341,7 @@ def test_a_corrected_ytvis_json_with_a_frame_deleted_is_scored_on_the_frames_it_
     from clipvis.cli.video_io import VideoReader
 
     video = tmp_path / "clip.mp4"
-    with av.open(str(video), "w") as container:
-        stream = container.add_stream("libx264", rate=10)
-        stream.width, stream.height, stream.pix_fmt = 56, 40, "yuv420p"
-        for t in range(6):
-            image = np.full((40, 56, 3), 30, np.uint8)
-            image[5:25, 4 + 3 * t : 24 + 3 * t] = (230, 40, 40)
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
-        container.mux(stream.encode())
+    write_moving_box_video(video)
     kept = [0, 1, 3, 4, 5]
     decoded = dict(VideoReader(video))
     alone = tmp_path / "alone" / "clip.mkv"  # the kept frames as clipvis decodes them, losslessly
