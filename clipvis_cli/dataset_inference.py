@@ -36,7 +36,7 @@ from clipvis.cli.atomic import (
 from clipvis.cli.datasets import DatasetInputs
 from clipvis.cli.distributed import DistributedRun, InputsDifferError
 from clipvis.cli.evaluation.ground_truth import GtVideo
-from clipvis.cli.frame_numbers import video_frame_numbers
+from clipvis.cli.frame_numbers import recorded_frame_numbers
 from clipvis.cli.inputs import VideoSource, is_dir_quietly, is_file_quietly, list_image_frames
 from clipvis.cli.locks import LOCK_NAME, FolderLock
 from clipvis.cli.messages import describe_exception, path_text, shown_path, subject_message
@@ -211,16 +211,7 @@ def decoded_frame_numbers(video: GtVideo) -> list[int] | None:
     """The frames of its recorded video a GT video's frames are, for frames decoded from it: the numbers their
     names give (a frame a person deleted from the file, or ``frame_indices`` a tool dropped, moves no other frame),
     else ``frame_indices`` (`clipvis.cli.frame_numbers`); None where that cannot be told or they do not increase."""
-    try:
-        if video.file_names:
-            numbers = video_frame_numbers(list(video.file_names), list(video.frame_indices), from_video=True)
-        else:
-            numbers = list(video.frame_indices)
-    except ValueError:
-        return None
-    if not numbers or numbers[0] < 0 or any(b <= a for a, b in zip(numbers, numbers[1:], strict=False)):
-        return None
-    return numbers
+    return recorded_frame_numbers(list(video.file_names), list(video.frame_indices))
 
 
 def _size_and_time(path: Path) -> tuple[int, int]:
@@ -371,15 +362,15 @@ class DatasetInference:
         source = self.video_source(video)
         if not source.ok:
             raise VideoReadError(source.path, source.error or "unreadable")
-        stride = max_frames = frames = None
+        stride = max_frames = frames = listed = None
         if source.kind == "video":  # the frames the GT lists: every Nth as segment took them, or others
-            frames = decoded_frame_numbers(video) or []  # not None: video_source found them
+            listed = frames = decoded_frame_numbers(video) or []  # not None: video_source found them
             stride = _stride_of(tuple(frames))
             if stride is not None:  # read as segment reads a stride (the same frames either way)
                 max_frames, frames = len(frames), None
         with self.runner.track(source, video.id, f"video{video.id}", stride=stride, max_frames=max_frames,
                                frames=frames) as tracked:
-            if source.kind == "video" and list(tracked.info.frame_indices) != decoded_frame_numbers(video):
+            if listed is not None and list(tracked.info.frame_indices) != listed:
                 raise VideoReadError(source.path, f"has {len(tracked.info.frame_indices)} of the {video.num_frames} "
                                                   "frames the GT lists (not the video it was made from)")
             info = tracked.info

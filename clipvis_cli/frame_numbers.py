@@ -47,6 +47,22 @@ def video_frame_numbers(names: list[Any], recorded: Any, from_video: bool) -> li
     return []
 
 
+def increasing_from_zero(numbers: list[int]) -> bool:
+    """Whether frame numbers can be read in one pass of a video: at least one, none below 0, each above the last."""
+    return bool(numbers) and numbers[0] >= 0 and all(a < b for a, b in zip(numbers, numbers[1:], strict=False))
+
+
+def recorded_frame_numbers(names: list[Any], recorded: Any) -> list[int] | None:
+    """The frames of its recorded video a file's video entry lists, for frames decoded from it: the numbers its
+    ``names`` give, else ``recorded`` (``frame_indices``: all there is without names), as `video_frame_numbers`
+    tells them; None where that cannot be told or they cannot be read in one pass (`increasing_from_zero`)."""
+    try:
+        numbers = video_frame_numbers(names, recorded, from_video=True) if names else [int(i) for i in recorded or []]
+    except (TypeError, ValueError):
+        return None
+    return numbers if increasing_from_zero(numbers) else None
+
+
 def decoded_from_video(source: Path | None) -> bool:
     """Whether the frames of a recorded ``source`` are decoded from a video: a file that is no image, or an animated
     one (a still image segmented alone keeps its own name: `0042.png` is not frame 42), or, where it is gone

@@ -442,21 +442,22 @@ class SegmentRunner:
         ):
             self.reporter.video_skipped(source, stem)
             return VideoOutcome(source, stem, "skipped", [paths.directory / n for n in previous.output_names])
-        if opts.skip_existing and (corrected := self._complete_but_corrected(source, paths.directory, previous)):
+        corrected = _corrected_files(paths.directory, previous)
+        if opts.skip_existing and (first := self._complete_but_corrected(source, paths.directory, previous,
+                                                                         corrected)):
             # complete with these settings, its outputs there, some of them corrected by hand
             self.reporter.video_skipped(source, stem, reason=f"complete with the same settings, and "
-                                        f"{shown_path(paths.directory / corrected)} corrected since (--overwrite "
+                                        f"{shown_path(paths.directory / first)} corrected since (--overwrite "
                                         "refuses to replace it)")
             return VideoOutcome(source, stem, "skipped", [paths.directory / n for n in previous.output_names])
-        refusal = self._replacement_refusal(paths.directory, previous)
+        refusal = self._replacement_refusal(paths.directory, previous, corrected)
         if refusal is not None:  # run.json untouched: it still says which files a person changed since
             return self._failed(source, stem, refusal)
         started = time.perf_counter()
         if previous is not None:
             manifest.earlier_outputs = previous.clipvis_files  # still clipvis' if this run fails or is killed
             # and as they are (clipvis' own: a corrected one refused the run above, or is kept as recorded)
-            manifest.earlier_stats = previous.current_stats(paths.directory, keep=_corrected_files(paths.directory,
-                                                                                                  previous))
+            manifest.earlier_stats = previous.current_stats(paths.directory, keep=corrected)
         try:
             manifest.write(paths.manifest)
             tracked = held.enter_context(self.track(source, video_id, stem))
@@ -546,7 +547,7 @@ class SegmentRunner:
                     self.reporter.video_warning(source, stem, warning)
             change = getattr(reader, "size_change", None)
             if change is not None:
-                (height, width), index = change[1], change[0]
+                index, (height, width) = change
                 self.reporter.video_warning(source, stem, f"frame {index} is {width}x{height}, not {probe.width}x"
                                             f"{probe.height} as the frames before it: the video changes size "
                                             "mid-stream, and its frames from there on were resized to the first "
@@ -556,6 +557,8 @@ class SegmentRunner:
             else:
                 video = stream.finish(max_tracks=opts.max_tracks, score_threshold=opts.score_threshold)
         frame_indices, timings = stream.frame_indices, dict(stream.timings)
+        times = getattr(reader, "frame_times", ())
+        frame_times = variable_frame_times(times, frame_indices, probe.fps)
         tracks = [
             TrackResult(
                 track_id=rank + 1,
@@ -577,10 +580,8 @@ class SegmentRunner:
             frame_indices=frame_indices,
             file_names=reader.frame_file_names(stem, frame_indices),
             kind=source.kind,
-            frame_times=(frame_times := variable_frame_times(getattr(reader, "frame_times", ()), frame_indices,
-                                                             probe.fps)),
-            start_time=0.0 if frame_times is not None else video_start_time(getattr(reader, "frame_times", ()),
-                                                                            frame_indices, probe.fps),
+            frame_times=frame_times,
+            start_time=0.0 if frame_times is not None else video_start_time(times, frame_indices, probe.fps),
             pixel_aspect=probe.pixel_aspect,
         )
         timings.update({f"model_{k}": v for k, v in video.timings.items()})
@@ -617,7 +618,8 @@ class SegmentRunner:
         with signals_held() as held:
             try:
                 # a file corrected by hand while the model ran is not replaced either
-                refusal = self._replacement_refusal(paths.directory, previous)
+                corrected = _corrected_files(paths.directory, previous)
+                refusal = self._replacement_refusal(paths.directory, previous, corrected)
                 if refusal is not None:
                     staging.discard()
                     raise RefusedReplacement(refusal)
@@ -648,8 +650,8 @@ class SegmentRunner:
                 from clipvis.cli.exporters.base import forget_exported
 
                 forget_exported(paths.directory, staged)  # written over an export's: segment's now
-                manifest.stale = self._settle_stale_outputs(paths, outputs, previous)
-                for name in sorted(set(manifest.stale) & _corrected_files(paths.directory, previous)):
+                manifest.stale = self._settle_stale_outputs(paths, outputs, previous, corrected)
+                for name in sorted(set(manifest.stale) & corrected):
                     self.reporter.video_warning(source, paths.stem, f"{shown_path(paths.directory / name)}: changed "
                                                 "since clipvis segment wrote it, so kept (listed as stale in run.json)")
                 timings["total"] = time.perf_counter() - started
@@ -721,29 +723,29 @@ class SegmentRunner:
             busy += cpus(video.info) if cpus is not None else 1
         return usable_cpus() > busy
 
-    def _complete_but_corrected(self, source: VideoSource, directory: Path, previous: RunManifest | None
-                                ) -> str | None:
-        """The first output of a complete run with this run's settings that a person corrected since (the others
-        as clipvis wrote them, none missing or cut short), or None: such an input is complete, not to be run again."""
-        if previous is None or not any(previous.is_complete_for(weights, self.options.vocabulary, options, source)
-                                       for weights, options in self._identities_of(source)):
+    def _complete_but_corrected(self, source: VideoSource, directory: Path, previous: RunManifest | None,
+                                corrected: set[str]) -> str | None:
+        """The first of the ``corrected`` files (`_corrected_files`) of a complete run with this run's settings (the
+        others as clipvis wrote them, none missing or cut short), or None: such an input is complete, not to be run
+        again."""
+        if not corrected or previous is None or not any(
+                previous.is_complete_for(weights, self.options.vocabulary, options, source)
+                for weights, options in self._identities_of(source)):
             return None
-        corrected = _corrected_files(directory, previous)
         damaged = set(previous.changed_files(directory)) - corrected
-        names = previous.output_names
-        if not corrected or damaged or not all((directory / name).is_file() for name in names):
+        if damaged or not all((directory / name).is_file() for name in previous.output_names):
             return None
         return min(corrected)
 
-    def _replacement_refusal(self, directory: Path, previous: RunManifest | None) -> str | None:
-        """Why this run may not put its files in ``directory`` (one line), or None: a file it would replace was
-        changed since a clipvis run wrote it (corrected by hand: its size or modification time differs from what
-        run.json or the export record says), or neither segment nor an export wrote it."""
+    def _replacement_refusal(self, directory: Path, previous: RunManifest | None, corrected: set[str]) -> str | None:
+        """Why this run may not put its files in ``directory`` (one line), or None: a file it would replace is one of
+        the ``corrected`` (`_corrected_files`: changed by hand since a clipvis run wrote it), was edited since an
+        export wrote it, or neither segment nor an export wrote it."""
         if previous is None:  # a folder of this run's own (claim_output_folder)
             return None
         from clipvis.cli.exporters.base import edited_export, read_export_record
 
-        ours, changed = set(previous.clipvis_files), _corrected_files(directory, previous)
+        ours = set(previous.clipvis_files)
         record = read_export_record(directory)
         advice = "nothing was replaced (move it away to segment this input again, or segment into another -o)"
         for name in sorted({writer.file_name for writer in self.writers}):
@@ -755,7 +757,7 @@ class SegmentRunner:
                 if edited is not None:
                     return f"{shown_path(path)}: changed since clipvis exported it ({edited or name}); {advice}"
             elif name in ours:
-                if name in changed:
+                if name in corrected:
                     return f"{shown_path(path)}: changed since clipvis segment wrote it; {advice}"
             else:
                 return f"{shown_path(path)}: exists and is not a file clipvis wrote; {advice}"
@@ -763,15 +765,15 @@ class SegmentRunner:
 
     @staticmethod
     def _settle_stale_outputs(
-        paths: VideoOutputPaths, outputs: Iterable[Path], previous: RunManifest | None
+        paths: VideoOutputPaths, outputs: Iterable[Path], previous: RunManifest | None, corrected: set[str]
     ) -> list[str]:
         """Output files of an earlier run that this run did not write (other `--formats`): deleted when the earlier
         run.json lists them as clipvis' (its outputs, or those a failed or killed run carried over) and they are as
-        clipvis wrote them; returned, to be listed as stale in run.json, otherwise (a file corrected by hand is
+        clipvis wrote them; returned, to be listed as stale in run.json, otherwise (one of the ``corrected`` is
         kept)."""
         written = {path.name for path in outputs}
         known = {writer.file_name for writer in create_writers(writer_formats())}
-        ours = set(previous.clipvis_files) - _corrected_files(paths.directory, previous) if previous else set()
+        ours = set(previous.clipvis_files) - corrected if previous is not None else set()
         stale: list[str] = []
         for name in sorted(known - written):
             path = paths.directory / name

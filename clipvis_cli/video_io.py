@@ -37,6 +37,7 @@ import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from clipvis.cli.frame_numbers import increasing_from_zero
 from clipvis.cli.inputs import VideoSource
 from clipvis.cli.messages import PathError, error_reason, path_text, shown_path
 from clipvis.cli.results import synthetic_file_names
@@ -119,7 +120,7 @@ class VideoReader:
         _check_sampling(stride, max_frames)
         if frames is not None:
             frames = [int(i) for i in frames]
-            if not frames or frames[0] < 0 or any(b <= a for a, b in zip(frames, frames[1:], strict=False)):
+            if not increasing_from_zero(frames):
                 raise ValueError("frames must be increasing frame indices from 0, at least one")
             stride, max_frames = 1, len(frames)
         self.path = Path(path)
@@ -147,9 +148,10 @@ class VideoReader:
         container, stream = self._open()
         decoded = 0
         yielded = 0
-        first_size: tuple[int, int] | None = None
+        shown = self.probe()
+        first_size = (shown.height, shown.width)  # frame 0's, whichever frame comes first here
         first_coded: tuple[int, int] | None = None  # the first decoded frame's stored size
-        quarter_turn = self.probe().rotation in (90, 270)  # sizes as shown: stored ones swapped
+        quarter_turn = shown.rotation in (90, 270)  # sizes as shown: stored ones swapped
         self.size_change = None
         start = container.start_time / av.time_base if container.start_time else 0.0  # MPEG-TS starts later
         declared = _declared_seconds(container, start)  # the header's word, from the start
@@ -181,9 +183,6 @@ class VideoReader:
                 if index % self.stride or (self.frames is not None and index not in self.frames):
                     continue
                 image = to_rgb(frame)
-                if first_size is None:  # frame 0's (the probe's), whichever frame comes first here
-                    probe = self.probe()
-                    first_size = (probe.height, probe.width)
                 if image.shape[:2] != first_size:  # resolution change mid-stream: keep one size
                     image = cv2.resize(image, (first_size[1], first_size[0]), interpolation=cv2.INTER_AREA)
                 yielded += 1

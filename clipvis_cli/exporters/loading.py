@@ -20,7 +20,7 @@ from pathlib import Path
 
 from clipvis.cli import rle
 from clipvis.cli.exporters.spilled_tracks import SpilledSegmentations, SpilledTracks
-from clipvis.cli.frame_numbers import decoded_from_video, video_frame_numbers
+from clipvis.cli.frame_numbers import decoded_from_video, recorded_frame_numbers
 from clipvis.cli.inputs import (
     IMAGE_EXTENSIONS,
     exists_quietly,
@@ -221,11 +221,8 @@ def _frame_indices(entry: dict, file_names: list, length: int, stride: int, sour
     on the frame before it: `clipvis.cli.frame_numbers`), else ``frame_indices``, else every ``stride``-th frame."""
     recorded = entry.get("frame_indices")
     if file_names and decoded_from_video(source):
-        try:
-            numbers = video_frame_numbers(file_names, recorded, from_video=True)
-        except ValueError:  # names without numbers, and frame_indices missing or of another count: as below
-            numbers = []
-        if numbers and all(a < b for a, b in zip(numbers, numbers[1:], strict=False)):  # frames are read in order
+        numbers = recorded_frame_numbers(file_names, recorded)
+        if numbers is not None:  # else names without numbers, and frame_indices missing or of another count
             return numbers
     return [int(i) for i in recorded or range(0, length * stride, stride)]
 
