@@ -186,8 +186,9 @@ def resolve_config(
 def _contradiction(field: str, configured: Any, found: int) -> str:
     """The warning for a config value that the checkpoint's keys contradict, in the official key's terms."""
     if field == "decoder_layers":  # DEC_LAYERS counts the query initialisation as a layer
-        return (f"config says DEC_LAYERS {int(configured) + 1} but the checkpoint has {found} decoder layers; "
-                f"using the checkpoint's (DEC_LAYERS {found + 1})")
+        return (f"config says DEC_LAYERS {int(configured) + 1} ({int(configured)} decoder layers, DEC_LAYERS counting "
+                f"the query initialisation) but the checkpoint has {found} decoder layers; using the checkpoint's "
+                f"(DEC_LAYERS {found + 1})")
     name = official_key_name(field) or field
     return f"config says {name} {configured} but the checkpoint has {found}; using the checkpoint's"
 

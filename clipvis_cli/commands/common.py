@@ -327,7 +327,7 @@ def load_predictor(
     number it stands for, the model config's `detections_per_video`.
     """
     from clipvis.model import CheckpointError, VideoPredictor, VocabularyError, load_model
-    from clipvis.weights import WeightsError, resolve_weights
+    from clipvis.weights import WeightsError, release_named, resolve_weights
 
     caught: list[warnings.WarningMessage] = []
     try:
@@ -336,11 +336,15 @@ def load_predictor(
             warnings.simplefilter("always")
             # load_model downloads and verifies a released checkpoint (or replaces a damaged cached copy) first; the
             # identity is then taken of the file it loaded.
+            source: str | Path = options.weights
+            # A training folder: its latest checkpoint, picked once (a run still writing it adds later ones).
+            if release_named(options.weights) is None and Path(options.weights).expanduser().is_dir():
+                source = resolve_weights(options.weights, download=False)
             model = load_model(
-                options.weights, config=options.config, clip_config=options.clip_config, device=options.device,
+                source, config=options.config, clip_config=options.clip_config, device=options.device,
                 allow_hub_clip=options.allow_hub_clip,
             )
-            options.checkpoint = checkpoint_identity(resolve_weights(options.weights, download=False))
+            options.checkpoint = checkpoint_identity(resolve_weights(source, download=False))
             try:
                 predictor = VideoPredictor(
                     model, options.vocabulary, device=options.device, precision=options.precision,

@@ -7,6 +7,7 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
@@ -25,6 +26,9 @@ from clipvis.cli.listing import StdoutListing
 from clipvis.cli.messages import describe_exception, print_warning, shown_path, subject_message
 from clipvis.cli.progress import HumanReporter, JsonlReporter
 from clipvis.cli.segment import SegmentOptions
+
+if TYPE_CHECKING:
+    from clipvis.cli.exporters.onnx import OnnxParity
 
 
 def parse_formats(value: str, allowed: tuple[str, ...], flag: str) -> list[str]:
@@ -196,6 +200,13 @@ def _counts(videos: list[ExportOutcome]) -> dict[str, int]:
     return {status: sum(outcome.status == status for outcome in videos) for status in ("complete", "failed")}
 
 
+def _parity_line(parity: OnnxParity, height: int, width: int) -> str:
+    """The stderr line of one parity check: every output's max absolute difference and the bar."""
+    diffs = ", ".join(f"{name} {value:.2e}" for name, value in parity.max_abs_diff.items())
+    return (f"clipvis: onnxruntime ({parity.precision} file) vs PyTorch fp32 (batch {parity.batch}, {height}x{width}) "
+            f"max abs diff: {diffs}; bar: {parity.describe_bar()}")
+
+
 class ParityError(Exception):
     """The exported file's outputs are past the parity bar (the file is not put in place)."""
 
@@ -249,9 +260,8 @@ def export_network(weights: str, output: str, height: int | None, width: int | N
         if isinstance(stop, KeyboardInterrupt):
             raise stop from None
         raise fail("ONNX export needs onnx and onnxruntime: pip install 'clipvis[onnx]'") from None
-    import torch
 
-    from clipvis.cli.exporters.onnx import check_parity, export_onnx, stdout_captured
+    from clipvis.cli.exporters.onnx import export_onnx, judge_parity, stdout_captured
     from clipvis.model.onnx_export import FrameNetwork
 
     try:
@@ -269,7 +279,7 @@ def export_network(weights: str, output: str, height: int | None, width: int | N
     except OSError as error:
         raise fail(subject_message(error, weights)) from None
     model = predictor.model
-    height, width = default_frame_size(model.config.min_size_test, height, width)
+    height, width = default_frame_size(model.config.min_size_test, height, width, model.config.max_size_test)
     network = FrameNetwork(model, predictor.text if vocabulary else None)
     try:
         with atomic_output_path(target) as temporary, temp_file_held(temporary):
@@ -277,22 +287,27 @@ def export_network(weights: str, output: str, height: int | None, width: int | N
             with stdout_captured():  # stdout carries only the file written: not the exporter's graph dumps
                 export_onnx(network, temporary, height, width, precision=precision, opset=opset,
                             metadata=metadata)
-            images = torch.randn(2, 3, height, width, generator=torch.Generator().manual_seed(0))
-            parity = check_parity(network, temporary, images, precision=precision)
-            diffs = ", ".join(f"{name} {value:.2e}" for name, value in parity.max_abs_diff.items())
-            typer.echo(f"clipvis: onnxruntime ({precision} file) vs PyTorch fp32 (batch {parity.batch}, "
-                       f"{height}x{width}) max abs diff: {diffs}; bar: {parity.describe_bar()}", err=True)
-            exceeded = parity.exceeded()
-            past = ", ".join(f"{name} {diff:.2e} (bar {parity.bar(name):.2e})" for name, diff in exceeded.items())
-            if exceeded and precision == "fp32":  # the temporary file goes: no file that is not the network
-                raise ParityError(f"{shown_path(path)} not written: onnxruntime does not reproduce PyTorch: {past}")
+            verdict = judge_parity(network, temporary, height, width, precision=precision,
+                                   on_check=lambda parity: typer.echo(_parity_line(parity, height, width), err=True))
+            past = ", ".join(f"{name} {diff:.2e} (bar {verdict.checks[-1].bar(name):.2e})"
+                             for name, diff in verdict.exceeded.items())
+            if verdict.exceeded and precision == "fp32":  # the temporary file goes: no file that is not the network
+                raise ParityError(f"{shown_path(path)} not written: onnxruntime does not reproduce PyTorch on "
+                                  f"{verdict.frames_past} of {verdict.frames} random frames: {past}")
     except (OutputNotWritableError, ParityError) as error:
         raise fail(str(error)) from None
     except (RuntimeError, ValueError) as error:
         raise fail(subject_message(f"ONNX export failed: {describe_exception(error)}", weights)) from None
-    if exceeded:
+    except OSError as error:  # a full disk, an I/O error while writing the file (its temporary name is removed)
+        raise fail(f"{shown_path(path)} not written: {describe_exception(error)}") from None
+    if verdict.frames_past and not verdict.exceeded:
+        typer.echo(f"clipvis: {verdict.frames_past} of {verdict.frames} random frames past the bar, the others "
+                   "within it: a value the network thresholds at 0 (an attention or pooling mask logit) falls on the "
+                   "other side in onnxruntime on such a frame (float32 rounding); a file that is wrong is past the "
+                   "bar on most frames", err=True)
+    if verdict.exceeded:
         print_warning(f"{shown_path(path)}: the fp16 file is further from the fp32 network than float16 rounding "
-                      f"explains: {past}")
+                      f"explains on {verdict.frames_past} of {verdict.frames} random frames: {past}")
     StdoutListing(lambda level, message: print_warning(message), "the file is written all the same", null).list(path)
 
 
@@ -304,17 +319,21 @@ def _under_torchrun() -> bool:
         return True  # set, and not a number: not one process either
 
 
-def default_frame_size(short_edge: int, height: int | None, width: int | None) -> tuple[int, int]:
+def default_frame_size(short_edge: int, height: int | None, width: int | None,
+                       max_size: int = sys.maxsize) -> tuple[int, int]:
     """The frame size to export, each default rounded up to a multiple of 32 (the padded size holds the frame):
-    neither given, the padded size of a 16:9 video at the model's test short edge (480 -> 480x864; a model that
-    does not resize, INPUT.MIN_SIZE_TEST 0: a 1280x720 video's, 736x1280); one given, the
+    neither given, the padded size of a 16:9 video as the model resizes it (INPUT.MIN_SIZE_TEST `short_edge`,
+    INPUT.MAX_SIZE_TEST `max_size`: 480 -> 480x864; 360 -> 384x640, the width from the 360 short edge, not the padded
+    384; a model that does not resize, INPUT.MIN_SIZE_TEST 0: a 1280x720 video's, 736x1280); one given, the
     other is that of a 16:9 frame of it (--height 256 -> 256x480, 256 * 16 / 9 = 455 up to 480; --width 480 ->
     288x480, 480 * 9 / 16 = 270 up to 288)."""
+    from clipvis.model.preprocess import resized_shape
+
     if height is None and width is not None:
         return _padded(width * 9 // 16), width
-    if height is None and short_edge == 0:  # frames run at their own size: a 1280x720 video's, padded
-        return _padded(NO_RESIZE_HEIGHT), width or _padded(NO_RESIZE_HEIGHT * 16 // 9)
-    height = height or _padded(short_edge)
+    if height is None:  # a 1280x720 video's frames as the model resizes them (or keeps them: short edge 0)
+        resized = resized_shape(NO_RESIZE_HEIGHT, NO_RESIZE_HEIGHT * 16 // 9, short_edge, max_size)
+        return _padded(resized[0]), width or _padded(resized[1])
     return height, width or _padded(height * 16 // 9)
 
 
@@ -329,10 +348,12 @@ def _padded(size: int) -> int:
 def checkpoint_metadata(options: SegmentOptions) -> dict[str, str]:
     """The ONNX file's metadata naming the weights it holds: `checkpoint` (a released checkpoint's name, or the
     resolved path of the file), `checkpoint_bytes` and `checkpoint_sha256` of that file."""
-    from clipvis.cli.segment import file_digest
+    from clipvis.cli.segment import checkpoint_identity, file_digest
 
     data = {"checkpoint": options.weights_identity()}
     if options.checkpoint is not None:
-        data |= {"checkpoint_bytes": str(options.checkpoint["bytes"]),
-                 "checkpoint_sha256": file_digest(options.checkpoint["file"])}
+        digest = file_digest(options.checkpoint["file"])
+        if checkpoint_identity(options.checkpoint["file"]) != options.checkpoint:  # replaced since it loaded
+            raise OSError(f"{options.checkpoint['file']}: changed while the export read it; export again")
+        data |= {"checkpoint_bytes": str(options.checkpoint["bytes"]), "checkpoint_sha256": digest}
     return data

@@ -10,7 +10,7 @@ import os
 import sys
 import tempfile
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, redirect_stdout, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,13 +57,15 @@ class OnnxParity:
     """Max absolute difference per output between onnxruntime running the file and the float32 PyTorch network.
 
     `scale`: each output's largest magnitude in PyTorch (what a difference is measured against, but on the fp32
-    logits). `precision`: the file's ("fp32" or "fp16"), which decides the bar (`exceeded`).
+    logits). `precision`: the file's ("fp32" or "fp16"), which decides the bar (`exceeded`). `frame_diffs`: each
+    output's max absolute difference on each frame of the batch (`frames_past`).
     """
 
     max_abs_diff: dict[str, float]
     batch: int
     scale: dict[str, float] = field(default_factory=dict)
     precision: str = "fp32"
+    frame_diffs: dict[str, list[float]] = field(default_factory=dict)
 
     def worst(self, names: tuple[str, ...] = LOGIT_OUTPUTS) -> float:
         return max((v for k, v in self.max_abs_diff.items() if k in names), default=0.0)
@@ -79,6 +81,11 @@ class OnnxParity:
         """The outputs whose difference is past the bar, with their differences."""
         return {name: diff for name, diff in self.max_abs_diff.items()
                 if not diff <= self.bar(name)}  # a NaN difference is past any bar
+
+    def frames_past(self) -> list[int]:
+        """The frames of the batch (from 0) on which some output is past its bar."""
+        return [frame for frame in range(self.batch)
+                if any(not diffs[frame] <= self.bar(name) for name, diffs in self.frame_diffs.items())]
 
     def describe_bar(self) -> str:
         if self.precision == "fp16":
@@ -238,8 +245,61 @@ def check_parity(network: FrameNetwork, path: Path | str, images: torch.Tensor, 
         expected = network(images.to(parameter.device, torch.float32))
     diffs: dict[str, float] = {}
     scale: dict[str, float] = {}
+    frame_diffs: dict[str, list[float]] = {}
     for name, got, want in zip(network.output_names, results, expected, strict=True):
         reference = want.cpu().numpy().astype(np.float64)
-        diffs[name] = float(np.abs(got.astype(np.float64) - reference).max()) if got.size else 0.0
+        difference = np.abs(got.astype(np.float64) - reference).reshape(len(reference), -1)
+        frame_diffs[name] = [float(row.max()) if row.size else 0.0 for row in difference]
+        diffs[name] = max(frame_diffs[name], default=0.0)
         scale[name] = float(np.abs(reference).max()) if reference.size else 0.0
-    return OnnxParity(diffs, int(images.shape[0]), scale, precision)
+    return OnnxParity(diffs, int(images.shape[0]), scale, precision, frame_diffs)
+
+
+# Random batches checked after a first batch with a frame past the bar. A value the network thresholds (an attention
+# or pooling mask logit, `sigmoid(x) < 0.5`) that lies within float32 rounding of 0 on a frame can fall on either side
+# in another runtime, and with a sharp cross-attention one flip changes that frame's queries from there on
+# (docs/fidelity.md, "Attention-mask threshold"): the golden case1 checkpoint at 256x448 is past the 1e-3 bar on 2 of
+# 12 random frames (a pooling pixel 9.3e-6 from 0; object logits 1.7e-3 where the others are 2-5e-4) and the file
+# is right. A file that is wrong (an operator exported with other arithmetic) is past the bar on every frame. So a file
+# is judged by its frames: refused when more than half of the frames checked are past the bar.
+RECHECK_BATCHES = 3
+
+
+@dataclass
+class ParityVerdict:
+    """The parity checks of one export: `checks[0]` on the first random batch, then up to RECHECK_BATCHES more when
+    a frame of it was past the bar. `frames_past`/`frames`: the frames past the bar of the frames checked;
+    `exceeded`: the largest differences past the bar over the checks, when more than half of the frames are past it
+    (empty: the file reproduces PyTorch)."""
+
+    checks: list[OnnxParity]
+    frames_past: int
+    frames: int
+    exceeded: dict[str, float]
+
+
+def judge_parity(network: FrameNetwork, path: Path | str, height: int, width: int, precision: str = "fp32",
+                 on_check: Callable[[OnnxParity], None] | None = None, batch: int = 2) -> ParityVerdict:
+    """Check the ONNX file at `path` against the float32 `network` on `batch` random frames ``[batch, 3, height,
+    width]`` (seed 0; `check_parity`); when a frame is past the bar, on up to RECHECK_BATCHES more random batches
+    (seeds 1, 2, ...), until more than half of all the frames are past the bar (the file is refused) or that can no
+    longer happen (it is not). ``on_check`` is called with each check as it ends."""
+    checks: list[OnnxParity] = []
+    total = batch * (1 + RECHECK_BATCHES)
+    past = 0
+    for seed in range(1 + RECHECK_BATCHES):
+        images = torch.randn(batch, 3, height, width, generator=torch.Generator().manual_seed(seed))
+        checks.append(check_parity(network, path, images, precision=precision))
+        if on_check is not None:
+            on_check(checks[-1])
+        past += len(checks[-1].frames_past())
+        checked = batch * len(checks)
+        if past == 0 or 2 * past > total or 2 * (past + total - checked) <= total:
+            break
+    if 2 * past <= total:
+        return ParityVerdict(checks, past, batch * len(checks), {})
+    worst: dict[str, float] = {}
+    for parity in checks:
+        for name, diff in parity.exceeded().items():
+            worst[name] = max(worst.get(name, diff), diff)
+    return ParityVerdict(checks, past, batch * len(checks), worst)
