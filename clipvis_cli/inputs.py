@@ -253,15 +253,21 @@ def is_image_folder(directory: Path) -> bool:
     return has_image
 
 
-def read_argument_lines(stream: TextIO, null: bool = False) -> list[str]:
+def read_argument_lines(stream: TextIO | None, null: bool = False) -> list[str]:
     """The arguments ``-`` stands for: the non-blank lines of ``stream``, or with ``null`` its entries separated by
     NUL characters (``find -print0``, ``xargs -0``: the one way to pass a file name that holds a newline).
 
     Read as bytes where the stream has them, so a file name that is not UTF-8 arrives intact. ValueError for a
-    ``null`` list with newlines but no NUL (a list made without ``-print0``).
+    ``null`` list with newlines but no NUL (a list made without ``-print0``), and for a stdin that is closed
+    (``<&-``: Python's ``sys.stdin`` is None) or cannot be read.
     """
+    if stream is None:
+        raise ValueError("-: stdin is closed: there is no list of inputs to read")
     binary = getattr(stream, "buffer", None)
-    data: bytes | str = binary.read() if binary is not None else stream.read()
+    try:
+        data: bytes | str = binary.read() if binary is not None else stream.read()
+    except OSError as error:
+        raise ValueError(f"-: cannot read the list of inputs on stdin ({error_reason(error)})") from None
     text = os.fsdecode(data) if isinstance(data, bytes) else data
     if null and "\0" not in text and "\n" in text:
         raise ValueError("--null: the list on stdin holds newlines but no NUL character (made without -print0?)")

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 
 from clipvis.cli.collector import collector_paused, freeze_before_exit
 from clipvis.cli.memory import share_one_malloc_arena
+from clipvis.cli.standard_streams import install_quiet_stderr
 
 # Options that print something and exit before any command runs (Typer's help and completion, the app's --version).
 ANSWERED_WITHOUT_A_COMMAND = frozenset({"--help", "--version", "--install-completion", "--show-completion"})
@@ -52,6 +53,7 @@ class Terminated(KeyboardInterrupt):
 def main() -> None:
     """Run the `clipvis` application with the process set up for it."""
     share_one_malloc_arena()
+    install_quiet_stderr()  # a stderr that cannot be written stops no input (clipvis.cli.standard_streams)
     if not runs_a_command(sys.argv) and not sys.stdout.isatty() and not {"COLUMNS", "TERMINAL_WIDTH"} & set(os.environ):
         os.environ["TERMINAL_WIDTH"] = PIPED_HELP_WIDTH  # read by Typer's help when it is imported below
     received: list[int] = []

@@ -30,7 +30,7 @@ from clipvis.cli.evaluation.table import metrics_table
 from clipvis.cli.evaluation.video_ap import VideoAPResult
 from clipvis.cli.listing import STDOUT_CLOSED, silence_stdout
 from clipvis.cli.memory import prefer_huge_pages
-from clipvis.cli.messages import path_text, print_warning
+from clipvis.cli.messages import error_reason, path_text, print_warning
 from clipvis.weights import DEFAULT_PRETRAINED
 
 
@@ -80,11 +80,13 @@ def report_result(
             highlight=False, soft_wrap=True,
         )
         out.print(metrics_table(result, published=published))
-    except BrokenPipeError:  # the reader of stdout went away (`| head -3`): the metrics JSON is still written
+    except OSError as error:  # its reader gone (`| head -3`) or full (`> /dev/full`): the metrics JSON is written
+        out.quiet = True  # nothing more is written to stdout
         silence_stdout()
         files = ", ".join(path_text(path) for path in dict.fromkeys(paths))
         kept = f"; {files} will hold every metric" if paths else ""
-        print_warning(f"{STDOUT_CLOSED}: the metrics table was cut short{kept}")
+        why = STDOUT_CLOSED if isinstance(error, BrokenPipeError) else f"stdout not writable ({error_reason(error)})"
+        print_warning(f"{why}: the metrics table was cut short{kept}")
     for path in dict.fromkeys(paths):
         ensure_output_dir(path.parent if str(path.parent) else Path("."))
         atomic_write_json(path, metrics_payload(result, **sources), indent=2)

@@ -123,3 +123,72 @@ def test_segment_runs_every_input_when_stdout_is_full(tmp_path, tiny_weights) ->
                                "no longer listed") == 1, result.stderr
     assert "Traceback" not in result.stderr
     assert all((out / name / "ytvis.json").exists() for name in ("a", "b"))
+
+
+def run_with_stderr_closed(*args: str) -> tuple[int, str]:
+    """Run ``python -m clipvis ARGS`` with stderr a pipe whose reader is gone before anything is written (`2>&1 |
+    head -1` once the line is read); the exit status and stdout."""
+    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen([sys.executable, "-m", "clipvis", *args], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=environment)
+    process.stderr.close()
+    stdout = process.stdout.read().decode("utf-8")
+    return process.wait(timeout=300), stdout
+
+
+@pytest.mark.parametrize("log_format", ["human", "jsonl"])
+def test_segment_runs_every_input_when_stderr_s_reader_goes_away(log_format, tmp_path, tiny_weights) -> None:
+    """`clipvis segment a b c 2>&1 | head -1` exited 1 after the first input without a word (rich's reaction to a
+    broken pipe), and `--log-format jsonl 2>&1 >/dev/null | head -1` recorded the first input, its files in place,
+    as failed ("Broken pipe"), with no other input run: messages are not results."""
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    for name in ("a", "b", "c"):
+        write_video(videos / f"{name}.mp4")
+    out = tmp_path / "out"
+    code, stdout = run_with_stderr_closed("segment", str(videos), "--vocab", "box", "--weights", str(tiny_weights),
+                                          "-o", str(out), "--device", "cpu", "--formats", "ytvis",
+                                          "--log-format", log_format)
+    assert code == 0
+    assert stdout.splitlines() == [str(out / name / "ytvis.json") for name in ("a", "b", "c")]
+    for name in ("a", "b", "c"):
+        assert json.loads((out / name / "run.json").read_text())["status"] == "complete"
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="no /dev/full on this system")
+def test_segment_and_evaluate_run_whole_when_a_stream_is_full(tmp_path, tiny_weights) -> None:
+    """`2>/dev/full` (a full log disk): segment recorded the first input failed after its files went in place ("No
+    space left on device") and stopped. `evaluate ... > /dev/full` ended with a traceback and no --json file."""
+    for name in ("a", "b"):
+        write_video(tmp_path / f"{name}.mp4")
+    out = tmp_path / "out"
+    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+    with open("/dev/full", "w") as full:
+        result = subprocess.run([sys.executable, "-m", "clipvis", "segment", str(tmp_path / "a.mp4"),
+                                 str(tmp_path / "b.mp4"), "--vocab", "box", "--weights", str(tiny_weights), "-o",
+                                 str(out), "--device", "cpu", "--formats", "ytvis"],
+                                stdout=subprocess.PIPE, stderr=full, text=True, timeout=300, env=environment)
+    assert result.returncode == 0
+    assert result.stdout.splitlines() == [str(out / name / "ytvis.json") for name in ("a", "b")]
+    assert all(json.loads((out / name / "run.json").read_text())["status"] == "complete" for name in ("a", "b"))
+    metrics = tmp_path / "metrics.json"
+    with open("/dev/full", "w") as full:
+        result = subprocess.run([sys.executable, "-m", "clipvis", "evaluate", "--results",
+                                 str(out / "a" / "ytvis.json"), "--gt", str(out / "a" / "ytvis.json"), "--json",
+                                 str(metrics)],
+                                stdout=full, stderr=subprocess.PIPE, text=True, timeout=300, env=environment)
+    assert result.returncode == 0, result.stderr
+    assert (f"clipvis: warning: stdout not writable (No space left on device): the metrics table was cut short; "
+            f"{metrics} will hold every metric") in result.stderr.splitlines(), result.stderr
+    assert "Traceback" not in result.stderr and json.loads(metrics.read_text())["metrics"]
+
+
+@pytest.mark.parametrize("command", ["segment", "export --to coco"])
+def test_a_list_on_a_closed_stdin_is_a_usage_error(command, tmp_path) -> None:
+    """`clipvis segment - <&-` ended with AttributeError: 'NoneType' object has no attribute 'read'."""
+    result = subprocess.run(f"{sys.executable} -m clipvis {command} - -o {tmp_path / 'out'} <&-", shell=True,
+                            capture_output=True, text=True, timeout=120, executable="/bin/bash",
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 2, result.stderr
+    assert "clipvis: error: -: stdin is closed: there is no list of inputs to read" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
