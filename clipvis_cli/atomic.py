@@ -33,6 +33,7 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
+from clipvis.cli.distributed import deliver, signals_held
 from clipvis.cli.messages import error_reason, shown_path
 
 
@@ -366,11 +367,20 @@ def atomic_output_path(path: Path | str) -> Iterator[Path]:
     final = Path(path)
     if len(os.fsencode(final.name)) > NAME_MAX_BYTES:  # said before the work, not at the rename after it
         raise OutputNotWritableError(final, f"a file name longer than {NAME_MAX_BYTES} bytes")
+    tmp: Path | None = None
     try:
-        tmp = temp_path_for(final)
-    except OSError as error:  # a name too long is the file's, not its folder's
-        raise OutputNotWritableError(final if error.errno == errno.ENAMETOOLONG else final.parent, error) from error
-    try:
+        # Ctrl-C and SIGTERM (raised in the main thread between any two statements) wait while the file is made and
+        # named here, so that the cleanup below knows every file this made (one made just before a stop was left:
+        # `.coco.XXXX.tmp.json`)
+        held: list[int] = []
+        try:
+            with signals_held() as held:
+                tmp = temp_path_for(final)
+        except OSError as error:  # a name too long is the file's, not its folder's
+            raise OutputNotWritableError(final if error.errno == errno.ENAMETOOLONG else final.parent, error) \
+                from error
+        finally:
+            deliver(held)
         yield tmp
         try:
             fsync_file(tmp)
@@ -386,7 +396,8 @@ def atomic_output_path(path: Path | str) -> Iterator[Path]:
         except OSError as error:
             raise OutputNotWritableError(final, error) from error
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
         raise
     fsync_directory(final.parent)
 

@@ -495,9 +495,13 @@ class SegmentRunner:
 
     def _interrupted(self, source: VideoSource, manifest: RunManifest, paths: VideoOutputPaths,
                      interrupt: KeyboardInterrupt) -> None:
-        """The input in progress when Ctrl-C or a stop signal came: an "interrupted" run.json, and its report."""
-        cause = _mark_interrupted(manifest, paths, interrupt)
-        self.reporter.video_interrupted(source, paths.stem, subject_message(cause, source.path))
+        """The input in progress when Ctrl-C or a stop signal came: an "interrupted" run.json, and its report. A
+        second stop signal meanwhile (Ctrl-C twice, a scheduler's SIGTERM twice) waits until both are done: it cut
+        the record short, and run.json said "running" for good."""
+        with signals_held() as held:
+            cause = _mark_interrupted(manifest, paths, interrupt)
+            self.reporter.video_interrupted(source, paths.stem, subject_message(cause, source.path))
+        deliver(held)
 
     def _failed(self, source: VideoSource, stem: str, message: str) -> VideoOutcome:
         self.reporter.video_failed(source, stem, message)

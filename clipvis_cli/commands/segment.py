@@ -35,6 +35,7 @@ from clipvis.cli.distributed import (
     OtherRankFailed,
     RankLost,
     Shard,
+    signals_held,
     visible_cuda_devices,
 )
 from clipvis.cli.inputs import VideoSource, discover_inputs, read_argument_lines
@@ -299,9 +300,10 @@ def _run_inputs(
     taken = positions if isinstance(positions, TakenInputs) else None
 
     def interrupted(message: str) -> typer.Exit:
-        reporter.close()
-        reporter.batch_finished(counts, total if taken is None else taken.count, message, error=True,
-                                interrupted=True, own=taken is not None)
+        with signals_held():  # a second Ctrl-C or SIGTERM is the same stop: the summary is said whole, once
+            reporter.close()
+            reporter.batch_finished(counts, total if taken is None else taken.count, message, error=True,
+                                    interrupted=True, own=taken is not None)
         return typer.Exit(130)
     made_root = not options.output.exists()
     try:  # once for the batch, not once per input, and before the weights load

@@ -290,6 +290,60 @@ def test_a_scheduler_s_termination_signal_ends_a_run_as_ctrl_c_does(tmp_path, ti
     assert sorted(p.name for p in (out / "long").iterdir()) == [".clipvis.lock", "run.json"]
 
 
+# `clipvis segment` whose record of an interrupted input starts with a pause (a marker file says it began), so that a
+# second signal lands while it is written.
+SLOW_INTERRUPTED_RECORD = """
+import sys, time
+import clipvis.cli.segment as segment
+_write, _marker = segment._write_quietly, sys.argv[1]
+def _slow(manifest, path):
+    if manifest.status == "interrupted":
+        open(_marker, "a").write("recording\\n")
+        time.sleep(1.5)
+    _write(manifest, path)
+segment._write_quietly = _slow
+from clipvis.cli.launcher import main
+sys.argv = ["clipvis", *sys.argv[2:]]
+main()
+"""
+
+
+def test_a_second_signal_while_the_interruption_is_recorded_waits_for_the_record(tmp_path, tiny_weights) -> None:
+    """Two SIGINTs (or SIGTERMs) 30 ms apart: the second cut the interrupted input's record short, run.json said
+    "running" for good and no video_interrupted event came."""
+    import signal
+    import time
+
+    video = write_video(tmp_path / "long.mp4", num_frames=2000)
+    out = tmp_path / "out"
+    marker = tmp_path / "recording.txt"
+    process = subprocess.Popen(
+        [sys.executable, "-c", SLOW_INTERRUPTED_RECORD, str(marker), "segment", str(video), "--vocab", "box",
+         "--weights", str(tiny_weights), "-o", str(out), "--device", "cpu", "--batch-frames", "1", "--log-format",
+         "jsonl"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    manifest = out / "long" / "run.json"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        if manifest.is_file() and json.loads(manifest.read_text() or "{}").get("status") == "running":
+            break
+        time.sleep(0.05)
+    time.sleep(0.3)  # well into the model's pass
+    process.send_signal(signal.SIGTERM)
+    while time.monotonic() < deadline and process.poll() is None and not marker.is_file():
+        time.sleep(0.02)
+    process.send_signal(signal.SIGTERM)  # while the interruption is recorded
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 143, stderr
+    assert "Traceback" not in stderr and "Exception ignored" not in stderr, stderr
+    events = [json.loads(line) for line in stderr.splitlines()]
+    assert [event["event"] for event in events if event["event"] in ("video_interrupted", "summary")] == [
+        "video_interrupted", "summary"]
+    assert RunManifest.read(manifest).status == "interrupted"
+    assert sorted(p.name for p in (out / "long").iterdir()) == [".clipvis.lock", "run.json"]
+
+
 # `clipvis segment` with each output's rename into place followed by a pause (a marker file says one happened), so
 # that a signal lands between the renames of one input's files.
 SLOW_RENAMES = """

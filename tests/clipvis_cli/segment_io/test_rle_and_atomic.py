@@ -138,6 +138,26 @@ def test_atomic_output_path_leaves_nothing_on_failure(tmp_path: Path, error: Bas
     assert leftovers(tmp_path) == []
 
 
+@pytest.mark.skipif(not hasattr(__import__("signal"), "pthread_sigmask"), reason="signals cannot be blocked here")
+def test_a_stop_just_after_the_temporary_file_is_made_leaves_none(tmp_path: Path, monkeypatch) -> None:
+    """A SIGTERM 0-10 ms after segment's `writing` event left `.coco.XXXX.tmp.json` (0 bytes) in the output folder:
+    the file existed once mkstemp returned, the cleanup only began a few statements later."""
+    import signal
+    import tempfile
+
+    made = tempfile.mkstemp
+
+    def made_then_stopped(*args: object, **kwargs: object) -> tuple[int, str]:
+        result = made(*args, **kwargs)
+        os.kill(os.getpid(), signal.SIGINT)  # Python's handler raises KeyboardInterrupt at its next chance
+        return result
+
+    monkeypatch.setattr(tempfile, "mkstemp", made_then_stopped)
+    with pytest.raises(KeyboardInterrupt), atomic_output_path(tmp_path / "coco.json") as temporary:
+        temporary.write_text("{}")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_failed_rewrite_keeps_the_previous_complete_file(tmp_path: Path) -> None:
     atomic_write_text(tmp_path / "out.json", "old")
     with pytest.raises(TypeError):
