@@ -167,13 +167,24 @@ def export(
     if not found:
         raise typer.BadParameter("no segment outputs given")
     runner = ExportRunner(formats, options, Path(output) if output is not None else None, reporter, inputs=found)
-    outcomes = []
+    outcomes: list[ExportOutcome] = []
+    listing = StdoutListing(reporter.say, "they are written all the same", null)
+
+    def ended(finished: list[ExportOutcome]) -> None:
+        """Each export's files listed as it ends (its warnings and notes were said by the runner, with its events),
+        as segment lists its outputs: a pipeline reads them while the batch runs, and an interrupted batch has listed
+        the ones it finished."""
+        outcomes.extend(finished)
+        for outcome in finished:
+            for path in outcome.outputs:
+                listing.list(path)
+
     reporter.batch_started(len(found))
     try:
         for item in found:
-            outcomes.extend(runner.run(item))
+            ended(runner.run(item))
         results_files = runner.finish()  # --to ytvis: one results file for the videos (under -o)
-        outcomes.extend(results_files)
+        ended(results_files)
     except KeyboardInterrupt:
         runner.close()  # the results file not written: its temporary file goes
         reporter.close()
@@ -181,10 +192,6 @@ def export(
                                 error=True, interrupted=True)
         raise typer.Exit(130) from None
     reporter.close()
-    listing = StdoutListing(reporter.say, "they are written all the same", null)
-    for outcome in outcomes:  # (its warnings and notes were said by the runner, each with its video's events)
-        for path in outcome.outputs:
-            listing.list(path)
     videos = outcomes[: len(outcomes) - len(results_files)]
     failed = sum(outcome.status == "failed" for outcome in videos)
     failed_files = sum(outcome.status == "failed" for outcome in results_files)

@@ -1243,6 +1243,29 @@ def test_a_failure_mid_export_leaves_no_results_file_that_looks_complete(tmp_pat
     assert sorted(p.name for p in dest.iterdir()) == [".clipvis-export.json", ".clipvis.lock", "results.json"]
 
 
+def test_each_export_is_listed_as_it_ends_and_an_interrupted_batch_lists_what_it_finished(tmp_path,
+                                                                                          monkeypatch) -> None:
+    """export listed its files on stdout only once the whole batch had ended: a pipeline read nothing meanwhile, and
+    the exports an interruption left finished were never listed."""
+    from clipvis.cli.exporters.runner import ExportRunner
+
+    folders = _results_folders(tmp_path / "in", 3, frames=4)
+    run = ExportRunner.run
+    seen: list[str] = []
+
+    def interrupted_at_the_third(self, item):
+        if len(seen) == 2:
+            raise KeyboardInterrupt
+        seen.append(str(item.path))
+        return run(self, item)
+
+    monkeypatch.setattr(ExportRunner, "run", interrupted_at_the_third)
+    result = run_export(*map(str, folders), "--to", "coco")
+    assert result.exit_code == 130
+    assert result.stdout.splitlines() == [str(folder / "coco") for folder in folders[:2]]
+    assert not (folders[2] / "coco").exists()
+
+
 class _FillingDisk(io.RawIOBase):
     """A temporary file on a disk that is full once ``room`` bytes are written (the error comes when the buffered
     file writes out what it holds: at a flush, a seek or close)."""
