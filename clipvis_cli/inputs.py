@@ -129,11 +129,19 @@ def discover_inputs(
 
     ``stdin_arguments`` are what an argument ``-`` stands for (`read_argument_lines`), expanded where the first ``-``
     stands. ``warnings``: gets one line per folder whose images are not processed (it holds a video or a
-    sub-folder too), once each.
+    sub-folder too), once each, and one per file clipvis wrote that a list on stdin or a pattern gave (skipped:
+    a folder search leaves out the folders clipvis made; named as an argument, such a file is an input).
     """
     said: list[str] = []
+    listed = set(stdin_arguments) - set(arguments)
 
     def expand(path: Path, argument: str, explicit: bool) -> list[VideoSource]:
+        # A file a list or a pattern gives that clipvis wrote (`find . -name '*.mp4' | clipvis segment -` run again
+        # where the output root is under `.`: its overlays), as a folder search leaves out the folders clipvis made.
+        if (argument in listed or not explicit) and not is_dir_quietly(path) and _made_by_clipvis(path.parent):
+            said.append(f"{path_text(path)}: skipped: a file clipvis wrote (its folder holds {LOCK_NAME}); name it "
+                        "as an argument to segment it")
+            return []
         return _expand_path(path, argument, explicit, said)
 
     sources = expand_arguments(arguments, stdin_arguments, expand, _failed_source)

@@ -348,3 +348,23 @@ def test_a_folder_search_takes_the_containers_and_raw_streams_ffmpeg_reads(tmp_p
         (tmp_path / name).write_bytes(b"x")
     found = sorted(source.path.name for source in discover_inputs([str(tmp_path)]))
     assert found == sorted(names[:7])
+
+
+def test_files_clipvis_wrote_are_no_inputs_when_a_list_or_a_pattern_gives_them(tmp_path: Path) -> None:
+    """README's `find . -name '*.mp4' | clipvis segment - -o clipvis_out` run a second time in the project folder
+    segmented `clipvis_out/a/overlay.mp4` into `clipvis_out/overlay/` (and a third run into `overlay-2/`), where a
+    folder search leaves the folders clipvis made out. Named as an argument, such a file is still an input."""
+    video = touch(tmp_path / "a.mp4")
+    overlay = touch(tmp_path / "clipvis_out" / "a" / "overlay.mp4")
+    touch(tmp_path / "clipvis_out" / "a" / ".clipvis.lock", b"")
+    touch(tmp_path / "clipvis_out" / ".clipvis.lock", b"")
+    warnings: list[str] = []
+    found = discover_inputs(["-"], [str(video), str(overlay)], warnings)
+    assert [source.path for source in found] == [video]
+    assert warnings == [f"{overlay}: skipped: a file clipvis wrote (its folder holds .clipvis.lock); name it as an "
+                        "argument to segment it"]
+    warnings.clear()
+    assert [source.path for source in discover_inputs([str(tmp_path / "**" / "*.mp4")], (), warnings)] == [video]
+    assert len(warnings) == 1
+    assert [source.path for source in discover_inputs([str(overlay)])] == [overlay]
+    assert [source.path for source in discover_inputs([str(tmp_path)])] == [video]  # the folder search, as before
