@@ -241,7 +241,14 @@ def evaluate(
     if max_videos is not None:  # it chooses the videos inference runs: a results file is scored whole
         raise typer.BadParameter("--max-videos runs the first N videos (with --dataset or --frames); --results is "
                                  "scored whole")
+    if os.environ.get("RANK", "0") not in ("", "0"):  # under torchrun: one process scores a file; the others are
+        return  # not needed (each printed the table and wrote the --json file again)
     _remove_earlier_metrics(json_path)
+    if json_path is not None:  # a folder that cannot be made is said before the scoring, not after its table
+        try:
+            ensure_output_dir(json_path.parent if str(json_path.parent) else Path("."))
+        except OutputNotWritableError as error:
+            raise fail(f"--json {error}") from None
     score_and_report(results, gt, protocol, json_path, None)
 
 

@@ -39,6 +39,31 @@ def files(tmp_path: Path, vis: ModuleType) -> tuple[Path, Path]:
     return gt_path, results_path
 
 
+def test_a_json_folder_that_cannot_be_made_is_said_before_the_table(files: tuple[Path, Path], tmp_path: Path) -> None:
+    """`--json /proc/nope/m.json` printed the whole metrics table, then the error (exit 1)."""
+    gt_path, results_path = files
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    result = runner.invoke(app, ["evaluate", "--results", str(results_path), "--gt", str(gt_path), "--json",
+                                 str(blocker / "m.json")])
+    assert result.exit_code == 1 and result.stdout == ""
+    assert result.stderr.startswith(f"clipvis: error: --json {blocker}: output not writable"), result.stderr
+
+
+def test_a_results_file_is_scored_by_one_process_under_torchrun(files: tuple[Path, Path], tmp_path: Path,
+                                                                 monkeypatch) -> None:
+    """`torchrun --nproc-per-node 2 -m clipvis evaluate --results R --gt G --json M` printed the table twice and
+    wrote M twice: scoring a file is one process' work (rank 0's)."""
+    gt_path, results_path = files
+    out = tmp_path / "m.json"
+    monkeypatch.setenv("RANK", "1")
+    result = runner.invoke(app, ["evaluate", "--results", str(results_path), "--gt", str(gt_path), "--json", str(out)])
+    assert result.exit_code == 0 and result.output == "" and not out.exists()
+    monkeypatch.setenv("RANK", "0")
+    result = runner.invoke(app, ["evaluate", "--results", str(results_path), "--gt", str(gt_path), "--json", str(out)])
+    assert result.exit_code == 0 and "protocol lvvis" in result.stdout and out.is_file()
+
+
 def test_scores_prints_a_table_and_writes_metrics_json(files: tuple[Path, Path], tmp_path: Path) -> None:
     gt_path, results_path = files
     out = tmp_path / "out" / "metrics.json"
