@@ -79,6 +79,10 @@ def main() -> None:
         sys.stderr.write("clipvis: interrupted\n")
         sys.exit(128 + received[0] if received else 130)
     except SystemExit as done:
+        if done.code == 130 and isinstance(getattr(done.__context__, "__cause__", None), KeyboardInterrupt):
+            # Typer's own exit for a KeyboardInterrupt no command caught (a stop as a command is being called,
+            # before its body's Ctrl-C path), which says nothing
+            sys.stderr.write("clipvis: interrupted\n")
         if received and done.code == 130:  # a command's Ctrl-C exit, for a termination signal
             sys.exit(128 + received[0])
         raise

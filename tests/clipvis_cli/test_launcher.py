@@ -3,6 +3,9 @@ application, torch included, starts any thread."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 # The entry point runs `segment` with a checkpoint file that does not exist, which imports the whole application and
@@ -73,3 +76,26 @@ def test_shell_completion_is_offered_and_answers_without_torch() -> None:
     environment = {**os.environ, "_CLIPVIS_COMPLETE": "complete_bash", "COMP_WORDS": "clipvis seg", "COMP_CWORD": "1"}
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=environment, timeout=120)
     assert done.stdout.split() == ["segment"] and done.stderr.strip().endswith("False"), (done.stdout, done.stderr)
+
+
+STOPPED_AS_A_COMMAND_IS_CALLED = """
+import os, signal, sys
+import clipvis.cli.commands.evaluate as evaluate
+
+def stopped(*args, **kwargs):
+    os.kill(os.getpid(), signal.SIGTERM)  # the launcher's handler raises it here, outside any Ctrl-C path
+
+evaluate.score_and_report = stopped
+from clipvis.cli.launcher import main
+sys.argv = ["clipvis", "evaluate", "--results", "r.json", "--gt", "g.json"]
+main()
+"""
+
+
+def test_a_stop_no_command_caught_is_said(tmp_path) -> None:
+    """A SIGTERM as Typer called the command (before the command's own Ctrl-C path) exited 143 without a word:
+    Typer turns an uncaught KeyboardInterrupt into exit 130 silently."""
+    result = subprocess.run([sys.executable, "-c", STOPPED_AS_A_COMMAND_IS_CALLED], capture_output=True, text=True,
+                            timeout=120, cwd=tmp_path)
+    assert result.returncode == 143, result.stderr
+    assert result.stderr == "clipvis: interrupted\n"
