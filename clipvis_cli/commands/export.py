@@ -95,13 +95,13 @@ def export(
     ),
     height: int | None = typer.Option(
         None, "--height", min=32,
-        help="onnx: padded input height, multiple of 32 (default: 9:16 of --width, or the test short edge; 736 for "
-             "a model that does not resize).",
+        help="onnx: padded input height, multiple of 32 (default: 9:16 of --width, or a 16:9 video's padded height "
+             "as the model resizes it: 480 for the released models; 736 for a model that does not resize).",
     ),
     width: int | None = typer.Option(
         None, "--width", min=32,
-        help="onnx: padded input width, multiple of 32 (default: 16:9 of --height, or of the test short edge; 1280 "
-             "for a model that does not resize).",
+        help="onnx: padded input width, multiple of 32 (default: 16:9 of --height, or a 16:9 video's padded width "
+             "as the model resizes it: 864 for the released models; 1280 for a model that does not resize).",
     ),
     precision: str = typer.Option("fp32", "--precision", help="onnx: fp32 or fp16."),
     vocab: str | None = typer.Option(None, "--vocab", help="onnx: bake these classes in (adds class_logits)."),
@@ -310,8 +310,9 @@ def export_network(weights: str, output: str, height: int | None, width: int | N
     if verdict.frames_past and not verdict.exceeded:
         typer.echo(f"clipvis: {verdict.frames_past} of {verdict.frames} random frames past the bar, the others "
                    "within it: a value the network thresholds at 0 (an attention or pooling mask logit) falls on the "
-                   "other side in onnxruntime on such a frame (float32 rounding); a file that is wrong is past the "
-                   "bar on most frames", err=True)
+                   f"other side in onnxruntime on such a frame ({'float32' if precision == 'fp32' else 'float16'} "
+                   "rounding); a file that is wrong is past the bar on half of the frames or more, or far past it",
+                   err=True)
     if verdict.exceeded:
         print_warning(f"{shown_path(path)}: the fp16 file is further from the fp32 network than float16 rounding "
                       f"explains on {verdict.frames_past} of {verdict.frames} random frames: {past}")

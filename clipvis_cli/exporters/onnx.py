@@ -259,18 +259,21 @@ def check_parity(network: FrameNetwork, path: Path | str, images: torch.Tensor, 
 # or pooling mask logit, `sigmoid(x) < 0.5`) that lies within float32 rounding of 0 on a frame can fall on either side
 # in another runtime, and with a sharp cross-attention one flip changes that frame's queries from there on
 # (docs/fidelity.md, "Attention-mask threshold"): the golden case1 checkpoint at 256x448 is past the 1e-3 bar on 2 of
-# 12 random frames (a pooling pixel 9.3e-6 from 0; object logits 1.7e-3 where the others are 2-5e-4) and the file
-# is right. A file that is wrong (an operator exported with other arithmetic) is past the bar on every frame. So a file
-# is judged by its frames: refused when more than half of the frames checked are past the bar.
+# 12 random frames (a pooling pixel 9.3e-6 from 0: clip_embeds 1.02e-3 on one frame, object logits 1.7e-3 on another,
+# where the others are 2-5e-4) and the file is right; such a frame is past the bar by less than 2x. A file that is
+# wrong (an operator exported with other arithmetic, a batch axis mishandled) is past it on every frame, or on every
+# frame at some batch position, or far past it. So a file is refused when half of the frames checked or more are past
+# the bar, or when any frame is more than FLIP_EXCUSED times past it.
 RECHECK_BATCHES = 3
+FLIP_EXCUSED = 10.0
 
 
 @dataclass
 class ParityVerdict:
     """The parity checks of one export: `checks[0]` on the first random batch, then up to RECHECK_BATCHES more when
     a frame of it was past the bar. `frames_past`/`frames`: the frames past the bar of the frames checked;
-    `exceeded`: the largest differences past the bar over the checks, when more than half of the frames are past it
-    (empty: the file reproduces PyTorch)."""
+    `exceeded`: the largest differences past the bar over the checks, when the file is refused (half of the frames
+    or more past the bar, or one more than FLIP_EXCUSED times past it; empty: it reproduces PyTorch)."""
 
     checks: list[OnnxParity]
     frames_past: int
@@ -282,24 +285,25 @@ def judge_parity(network: FrameNetwork, path: Path | str, height: int, width: in
                  on_check: Callable[[OnnxParity], None] | None = None, batch: int = 2) -> ParityVerdict:
     """Check the ONNX file at `path` against the float32 `network` on `batch` random frames ``[batch, 3, height,
     width]`` (seed 0; `check_parity`); when a frame is past the bar, on up to RECHECK_BATCHES more random batches
-    (seeds 1, 2, ...), until more than half of all the frames are past the bar (the file is refused) or that can no
-    longer happen (it is not). ``on_check`` is called with each check as it ends."""
+    (seeds 1, 2, ...), until half of all the frames are past the bar, or one is far past it (the file is refused), or
+    that can no longer happen (it is not). ``on_check`` is called with each check as it ends."""
     checks: list[OnnxParity] = []
     total = batch * (1 + RECHECK_BATCHES)
     past = 0
+    far = False
     for seed in range(1 + RECHECK_BATCHES):
         images = torch.randn(batch, 3, height, width, generator=torch.Generator().manual_seed(seed))
         checks.append(check_parity(network, path, images, precision=precision))
         if on_check is not None:
             on_check(checks[-1])
         past += len(checks[-1].frames_past())
-        checked = batch * len(checks)
-        if past == 0 or 2 * past > total or 2 * (past + total - checked) <= total:
+        far = far or any(diff > FLIP_EXCUSED * checks[-1].bar(name) for name, diff in checks[-1].exceeded().items())
+        remaining = total - batch * len(checks)
+        if past == 0 or far or 2 * past >= total or 2 * (past + remaining) < total:
             break
-    if 2 * past <= total:
-        return ParityVerdict(checks, past, batch * len(checks), {})
+    refused = far or 2 * past >= total
     worst: dict[str, float] = {}
-    for parity in checks:
+    for parity in checks if refused else []:
         for name, diff in parity.exceeded().items():
             worst[name] = max(worst.get(name, diff), diff)
     return ParityVerdict(checks, past, batch * len(checks), worst)
