@@ -138,9 +138,9 @@ def discover_inputs(
     def expand(path: Path, argument: str, explicit: bool) -> list[VideoSource]:
         # A file a list or a pattern gives that clipvis wrote (`find . -name '*.mp4' | clipvis segment -` run again
         # where the output root is under `.`: its overlays), as a folder search leaves out the folders clipvis made.
-        if (argument in listed or not explicit) and not is_dir_quietly(path) and _made_by_clipvis(path.parent):
-            said.append(f"{path_text(path)}: skipped: a file clipvis wrote (its folder holds {LOCK_NAME}); name it "
-                        "as an argument to segment it")
+        if (argument in listed or not explicit) and not is_dir_quietly(path) and (folder := _output_folder(path)):
+            said.append(f"{path_text(path)}: skipped: a file clipvis wrote (in {path_text(folder)}, a folder of its "
+                        "outputs); name it as an argument to segment it")
             return []
         return _expand_path(path, argument, explicit, said)
 
@@ -397,6 +397,24 @@ def _made_by_clipvis(directory: Path) -> bool:
         return (directory / LOCK_NAME).is_file()
     except OSError:
         return False
+
+
+# The records of the folders clipvis writes its outputs in: a video's output folder (writers.layout.MANIFEST_NAME)
+# and an export folder (exporters.base.EXPORT_RECORD). An output root holds neither (`-o .` keeps the user's own
+# videos beside the video folders).
+OUTPUT_FOLDER_RECORDS = ("run.json", ".clipvis-export.json")
+
+
+def _output_folder(path: Path) -> Path | None:
+    """The folder of clipvis outputs a file lies in (directly, or one folder below: `png-masks/00001.png`), or None:
+    a folder holding clipvis' lock and a record of its outputs."""
+    for folder in (path.parent, path.parent.parent):
+        try:
+            if (folder / LOCK_NAME).is_file() and any((folder / name).is_file() for name in OUTPUT_FOLDER_RECORDS):
+                return folder
+        except OSError:
+            continue
+    return None
 
 
 def is_dir_quietly(path: Path) -> bool:

@@ -273,7 +273,9 @@ def _checked_arguments(
     # An empty list on stdin (`-` alone) is nothing to do, the caller says so; anything else that finds no input is
     # a usage error.
     if not sources and (stdin_arguments or any(argument != "-" for argument in inputs)):
-        raise typer.BadParameter("no input videos found")
+        skipped = [warning for warning in warnings if ": skipped: a file clipvis wrote" in warning]
+        why = f" ({len(skipped)} file(s) clipvis wrote skipped: {skipped[0]})" if skipped else ""
+        raise typer.BadParameter(f"no input videos found{why}")
     try:
         part = Shard.parse(shard) if shard is not None else Shard()
     except ValueError as error:

@@ -357,14 +357,35 @@ def test_files_clipvis_wrote_are_no_inputs_when_a_list_or_a_pattern_gives_them(t
     video = touch(tmp_path / "a.mp4")
     overlay = touch(tmp_path / "clipvis_out" / "a" / "overlay.mp4")
     touch(tmp_path / "clipvis_out" / "a" / ".clipvis.lock", b"")
+    touch(tmp_path / "clipvis_out" / "a" / "run.json", b"{}")
     touch(tmp_path / "clipvis_out" / ".clipvis.lock", b"")
     warnings: list[str] = []
     found = discover_inputs(["-"], [str(video), str(overlay)], warnings)
     assert [source.path for source in found] == [video]
-    assert warnings == [f"{overlay}: skipped: a file clipvis wrote (its folder holds .clipvis.lock); name it as an "
-                        "argument to segment it"]
+    assert warnings == [f"{overlay}: skipped: a file clipvis wrote (in {overlay.parent}, a folder of its outputs); "
+                        "name it as an argument to segment it"]
     warnings.clear()
     assert [source.path for source in discover_inputs([str(tmp_path / "**" / "*.mp4")], (), warnings)] == [video]
     assert len(warnings) == 1
     assert [source.path for source in discover_inputs([str(overlay)])] == [overlay]
     assert [source.path for source in discover_inputs([str(tmp_path)])] == [video]  # the folder search, as before
+
+
+def test_videos_in_an_output_root_are_inputs_of_a_list_or_a_pattern(tmp_path: Path) -> None:
+    """`clipvis segment a.mp4 -o .` then `clipvis segment '*.mp4' -o .`: the output root's lock made its own videos
+    "files clipvis wrote" (review13); only a video's output folder or an export folder (their records) holds them."""
+    from clipvis.cli.exporters.base import EXPORT_RECORD
+    from clipvis.cli.inputs import OUTPUT_FOLDER_RECORDS
+    from clipvis.cli.writers.layout import MANIFEST_NAME
+
+    assert set(OUTPUT_FOLDER_RECORDS) == {MANIFEST_NAME, EXPORT_RECORD}
+    videos = [touch(tmp_path / "a.mp4"), touch(tmp_path / "b.mp4")]
+    touch(tmp_path / ".clipvis.lock", b"")
+    touch(tmp_path / "a" / ".clipvis.lock", b"")
+    touch(tmp_path / "a" / "run.json", b"{}")
+    mask = touch(tmp_path / "a" / "png-masks" / "00000.png")
+    warnings: list[str] = []
+    assert [source.path for source in discover_inputs([str(tmp_path / "*.mp4")], (), warnings)] == videos
+    assert [source.path for source in discover_inputs(["-"], [str(v) for v in videos], warnings)] == videos
+    assert warnings == []
+    assert discover_inputs(["-"], [str(mask)], warnings) == [] and len(warnings) == 1
