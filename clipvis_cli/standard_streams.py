@@ -92,8 +92,12 @@ class QuietOnFailureStream(io.TextIOBase):
 def install_quiet_stderr() -> QuietOnFailureStream:
     """Make ``sys.stderr`` a `QuietOnFailureStream` (of the null device where there is no stderr: ``2>&-``)."""
     stream: TextIO | None = sys.stderr
-    if stream is None:  # descriptor 2 was closed when the process started
-        stream = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115 - the process' stderr: open until it ends
+    if stream is None:  # descriptor 2 was closed when the process started: the null device is put there, not at the
+        null = os.open(os.devnull, os.O_WRONLY)  # lowest free descriptor (with stdin closed too, 0; then the next file
+        if null != 2:  # opened took 2, and a library's message to stderr went into it)
+            os.dup2(null, 2)
+            os.close(null)
+        stream = open(2, "w", encoding="utf-8", closefd=False)  # noqa: SIM115 - the process' stderr, until it ends
     quiet = stream if isinstance(stream, QuietOnFailureStream) else QuietOnFailureStream(stream)
     sys.stderr = quiet
     return quiet

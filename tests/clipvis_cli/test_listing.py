@@ -192,3 +192,26 @@ def test_a_list_on_a_closed_stdin_is_a_usage_error(command, tmp_path) -> None:
     assert result.returncode == 2, result.stderr
     assert "clipvis: error: -: stdin is closed: there is no list of inputs to read" in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
+
+
+FD_CHECK = """
+import os
+from clipvis.cli.standard_streams import install_quiet_stderr
+quiet = install_quiet_stderr()
+with open({victim!r}, "w") as victim:
+    os.write(2, b"a library's message to stderr\\n")
+    print(quiet.fileno(), victim.fileno())
+"""
+
+
+def test_a_closed_stderr_is_the_null_device_at_descriptor_2(tmp_path) -> None:
+    """With stdin and stderr closed (`<&- 2>&-`) the null device took descriptor 0 and the next file opened took 2:
+    a message a library wrote to stderr went into that file."""
+    victim = tmp_path / "victim.txt"
+    script = tmp_path / "check.py"
+    script.write_text(FD_CHECK.format(victim=str(victim)))
+    result = subprocess.run(f"{sys.executable} {script} <&- 2>&-", shell=True, capture_output=True, text=True,
+                            timeout=60, executable="/bin/bash")
+    assert result.returncode == 0
+    quiet, opened = map(int, result.stdout.split())
+    assert quiet == 2 and opened != 2 and victim.read_text() == ""

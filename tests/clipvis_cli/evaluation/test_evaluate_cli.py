@@ -56,7 +56,10 @@ def test_a_results_file_is_scored_by_one_process_under_torchrun(files: tuple[Pat
     wrote M twice: scoring a file is one process' work (rank 0's)."""
     gt_path, results_path = files
     out = tmp_path / "m.json"
-    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("RANK", "1")  # RANK alone is no torchrun job (review13: it scored nothing, exit 0)
+    result = runner.invoke(app, ["evaluate", "--results", str(tmp_path / "none.json"), "--gt", str(gt_path)])
+    assert result.exit_code == 1 and "none.json" in result.stderr
+    monkeypatch.setenv("WORLD_SIZE", "2")
     result = runner.invoke(app, ["evaluate", "--results", str(results_path), "--gt", str(gt_path), "--json", str(out)])
     assert result.exit_code == 0 and result.output == "" and not out.exists()
     monkeypatch.setenv("RANK", "0")
