@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, TypeVar
 import numpy as np
 
 from clipvis.cli import rle
+from clipvis.cli.distributed import deliver, signals_held
 from clipvis.cli.inputs import discover_inputs
 from clipvis.cli.memory import LARGE_BATCH_BYTES, check_frame_memory
 from clipvis.cli.openmp import release_openmp_workers
@@ -196,10 +197,15 @@ class VideoStream:
         self.session.close()
 
     def _stop_threads(self) -> None:
-        if self._decoder is not None:
-            self._decoder.close()
-        self._model_thread.shutdown(wait=True, cancel_futures=True)
-        self._encoder.shutdown(wait=True, cancel_futures=True)
+        # A second Ctrl-C or SIGTERM while the model's batch finishes (the first stopped the stream) waits until the
+        # threads stopped: cut short, the process ended with the model's thread still running, and the C++ runtime
+        # aborted it (SIGABRT, "terminate called without an active exception").
+        with signals_held() as held:
+            if self._decoder is not None:
+                self._decoder.close()
+            self._model_thread.shutdown(wait=True, cancel_futures=True)
+            self._encoder.shutdown(wait=True, cancel_futures=True)
+        deliver(held)
 
     def __iter__(self) -> Iterator[StreamedFrame]:
         if self._started:
