@@ -16,6 +16,7 @@ import json
 import operator
 import pickle
 import re
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -222,6 +223,7 @@ class _Tally:
     annotations: int = 0
     crowd: int = 0
     without_mask: int = 0
+    shared_id: int = 0  # on an image/video whose id another one has too (skipped: whose they are cannot be told)
     first_problem: str | None = None
 
     def no_masks_error(self, annotation_file: Path, what: str, crowd_hint: bool) -> TrainDataError:
@@ -235,7 +237,9 @@ class _Tally:
                 hint = ", not trained on as in the official recipe; CVAT and Datumaro mark every mask shape so: " \
                        "CLIPVIS.CROWD_AS_INSTANCES=true trains on them" if crowd_hint else ""
                 parts.append(f"{self.crowd} crowd (iscrowd: 1{hint})")
-            malformed = self.annotations - self.without_mask - self.crowd
+            if self.shared_id:
+                parts.append(f"{self.shared_id} on {what}s that share an id")
+            malformed = self.annotations - self.without_mask - self.crowd - self.shared_id
             if malformed > 0:
                 first = self.first_problem.removeprefix(f"{annotation_file}: ") if self.first_problem else ""
                 first = f"; the first: {first}" if first else ""
@@ -243,6 +247,31 @@ class _Tally:
             why = f"of its {self.annotations} annotation(s): " + "; ".join(parts)
         return TrainDataError(f"{annotation_file}: no {what} with a usable (non-crowd) instance mask to train on "
                               f"({why})")
+
+
+def _entry_id(entry: Any) -> Any:
+    """The ``id`` of an images/videos entry when it can name one (a number or a string), else None."""
+    ident = entry.get("id") if isinstance(entry, dict) else None
+    return ident if isinstance(ident, (int, float, str)) and not isinstance(ident, bool) else None
+
+
+def _shared_ids(entries: list[Any]) -> set[Any]:
+    """The ids given to more than one entry (two exports, each numbering its images from 1, put together)."""
+    counts = Counter(ident for entry in entries if (ident := _entry_id(entry)) is not None)
+    return {ident for ident, count in counts.items() if count > 1}
+
+
+def _shared_ids_note(annotation_file: Path, what: str, entries: list[Any], shared: set[Any],
+                     annotations: int) -> str:
+    """The one warning for the entries skipped because their ids are shared, and their annotations."""
+    ordered = list(dict.fromkeys(ident for entry in entries if (ident := _entry_id(entry)) in shared))
+    skipped = sum(_entry_id(entry) in shared for entry in entries)
+    shown = ", ".join(str(ident)[:40] for ident in ordered[:5])
+    ids = f"id {shown}" if len(ordered) == 1 else \
+        f"{len(ordered)} ids ({shown}{f' and {len(ordered) - 5} more' if len(ordered) > 5 else ''})"
+    return (f"{annotation_file}: skipped {skipped} {what} entries sharing {ids}, with their {annotations} "
+            f"annotation{'' if annotations == 1 else 's'}: an id given to more than one {what} leaves which {what} an "
+            "annotation is on unknown (annotation files each numbering from 1, put together?)")
 
 
 def _crowd_note(annotation_file: Path, dropped: int, silent: bool = False) -> list[str]:
@@ -267,7 +296,10 @@ def read_coco_instances(
     frames: dict[Any, FrameRecord] = {}
     sources = _video_sources(annotation_file, data.get("video_sources"))
     from_video = {video_id: decoded_from_video(path) for video_id, path in sources.items()}  # once per video
+    shared = _shared_ids(images)
     for image in images:
+        if shared and _entry_id(image) in shared:
+            continue
         try:
             # LVIS gives coco_url instead of file_name: the file name is its last two components (split/name).
             file_name = image.get("file_name") or "/".join(str(image["coco_url"]).split("/")[-2:])
@@ -285,11 +317,14 @@ def read_coco_instances(
             continue
         # segment's coco.json of a video input: the frame is decoded from the video when no image exists
         frames[image_id] = FrameRecord(image_root / file_name, height, width, source_video=source, frame_index=index)
+    entries_said = len(warnings)
     tally = _Tally(annotations=len(annotations))
     for position, raw in enumerate(annotations):
         name = _annotation_name(annotation_file, raw, position)
         before, boxes_before = len(warnings), tally.without_mask
-        if not isinstance(raw, dict) or raw.get("image_id") not in frames:
+        if shared and isinstance(raw, dict) and raw.get("image_id") in shared:
+            tally.shared_id += 1  # said once for all (below)
+        elif not isinstance(raw, dict) or raw.get("image_id") not in frames:
             warnings.append(f"{name}: skipped bad annotation (no known image_id)")
         elif raw.get("segmentation") in (None, []) and not raw.get("iscrowd", 0):  # a box alone: no mask to train
             # on (CVAT's COCO export writes a rectangle's segmentation as [])
@@ -304,6 +339,8 @@ def read_coco_instances(
                 frame.instances.append(inst)
         if tally.first_problem is None and len(warnings) > before and tally.without_mask == boxes_before:
             tally.first_problem = warnings[-1]
+    if shared:
+        warnings.insert(entries_said, _shared_ids_note(annotation_file, "image", images, shared, tally.shared_id))
     _drop_corrupt_rles(frames.values(), warnings)
     if not any(frame.instances for frame in frames.values()):
         tally.first_problem = tally.first_problem or next((w for w in warnings if "RLE" in w), None)
@@ -383,7 +420,10 @@ def read_ytvis(
     videos, annotations = _entries(annotation_file, data, "videos", "a YouTube-VIS file")
     warnings: list[str] = []
     records: dict[Any, TrainRecord] = {}
+    shared = _shared_ids(videos)
     for video in videos:
+        if shared and _entry_id(video) in shared:
+            continue
         try:
             names = list(video["file_names"])
             height, width = int(video["height"]), int(video["width"])
@@ -402,11 +442,14 @@ def read_ytvis(
             for name, index in zip(names, indices, strict=True)
         ]
         records[video["id"]] = TrainRecord(str(video.get("name") or video["id"]), frames)
+    entries_said = len(warnings)
     tally = _Tally(annotations=len(annotations))
     for position, raw in enumerate(annotations):
         name = _annotation_name(annotation_file, raw, position)
         before, boxes_before = len(warnings), tally.without_mask
-        if not isinstance(raw, dict) or raw.get("video_id") not in records:
+        if shared and isinstance(raw, dict) and raw.get("video_id") in shared:
+            tally.shared_id += 1  # said once for all (below)
+        elif not isinstance(raw, dict) or raw.get("video_id") not in records:
             warnings.append(f"{name}: skipped bad annotation (no known video_id)")
         elif raw.get("iscrowd", 0) and not crowd_as_instances:
             tally.crowd += 1
@@ -429,9 +472,12 @@ def read_ytvis(
                     frame.instances.append(inst)
         if tally.first_problem is None and len(warnings) > before and tally.without_mask == boxes_before:
             tally.first_problem = warnings[-1]
+    if shared:
+        warnings.insert(entries_said, _shared_ids_note(annotation_file, "video", videos, shared, tally.shared_id))
     usable = [r for r in records.values() if r.frames]
     if not usable:
-        skipped = next((w for w in warnings if ": skipped video" in w), None)  # why, where a video was skipped
+        skipped = next((w for w in warnings if ": skipped video" in w or " video entries sharing " in w),
+                       None)  # why, where a video was skipped
         raise TrainDataError(f"{annotation_file}: no video with frames" + (f" ({skipped})" if skipped else ""))
     _drop_corrupt_rles((frame for record in usable for frame in record.frames), warnings)
     if not any(frame.instances for record in usable for frame in record.frames):

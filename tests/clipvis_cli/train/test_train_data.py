@@ -207,6 +207,56 @@ def test_image_data_whose_every_mask_is_crowd_is_refused_also_when_empty_images_
         read_annotation_file(ann, images, filter_empty=False, crowd_as_instances=False)
 
 
+def test_images_that_share_an_id_are_skipped_with_their_annotations_in_one_warning(tmp_path):
+    """Two COCO exports, each numbering its images from 1, put together: every annotation of both images was trained
+    on the second image's pixels, without a word."""
+    ann, images = write_coco(tmp_path, num_images=4)
+    data = json.loads(ann.read_text())
+    data["images"][1]["id"] = 1  # img_1.png now has image 1's id too; its own annotations (image_id 2) name no image
+    for annotation in data["annotations"]:
+        annotation["image_id"] = {2: 1}.get(annotation["image_id"], annotation["image_id"])
+    ann.write_text(json.dumps(data))
+    records, warnings = read_annotation_file(ann, images, crowd_as_instances=False)
+    assert [r.frames[0].path.name for r in records] == ["img_2.png", "img_3.png"]
+    assert warnings == [f"{ann}: skipped 2 image entries sharing id 1, with their 5 annotations: an id given to more "
+                        "than one image leaves which image an annotation is on unknown (annotation files each "
+                        "numbering from 1, put together?)"]  # image 1 crowd annotation among the 5: no crowd note
+    data = json.loads(ann.read_text())
+    first = data["images"][0]
+    data["images"] = [dict(image, id=k % 6 + 1) for k, image in enumerate(data["images"] * 3)] + [dict(first, id=99)]
+    data["annotations"].append(dict(data["annotations"][0], id=100, image_id=99))
+    ann.write_text(json.dumps(data))
+    records, warnings = read_annotation_file(ann, images)
+    assert len(records) == 1 and warnings == [
+        f"{ann}: skipped 12 image entries sharing 6 ids (1, 2, 3, 4, 5 and 1 more), with their 9 annotations: an id "
+        "given to more than one image leaves which image an annotation is on unknown (annotation files each numbering "
+        "from 1, put together?)"]
+    data["images"].pop()
+    ann.write_text(json.dumps(data))
+    with pytest.raises(TrainDataError, match=r"no image with a usable .*\(of its 10 annotation\(s\): 9 on images "
+                                             r"that share an id; 1 skipped as malformed; the first: annotation 100: "):
+        read_annotation_file(ann, images)
+
+
+def test_videos_that_share_an_id_are_skipped_with_their_tracks_in_one_warning(tmp_path):
+    """Two ytvis.json files of `clipvis segment` merged: each has video id 1."""
+    mask = rle.encode(render_shapes(0)[1][0].astype(bool))
+    path = _ytvis_file(tmp_path, [{"id": 1, "video_id": 1, "category_id": 1, "segmentations": [mask, mask]},
+                                  {"id": 2, "video_id": 2, "category_id": 1, "segmentations": [mask, None]}])
+    doc = json.loads(path.read_text())
+    doc["videos"] += [dict(doc["videos"][0]), dict(doc["videos"][0], id=2)]
+    path.write_text(json.dumps(doc))
+    records, warnings = read_annotation_file(path, tmp_path / "frames")
+    assert [len(r.frames) for r in records] == [2] and [len(f.instances) for f in records[0].frames] == [1, 0]
+    assert warnings == [f"{path}: skipped 2 video entries sharing id 1, with their 1 annotation: an id given to more "
+                        "than one video leaves which video an annotation is on unknown (annotation files each "
+                        "numbering from 1, put together?)"]
+    doc["videos"] = [dict(video, id=1) for video in doc["videos"]]
+    path.write_text(json.dumps(doc))
+    with pytest.raises(TrainDataError, match="no video with frames .*skipped 3 video entries sharing id 1"):
+        read_annotation_file(path, tmp_path / "frames")
+
+
 def test_segment_ytvis_output_is_a_training_input(tmp_path):
     """What `clipvis segment` writes for an image-folder input: file_names <stem>/<image>, None where absent."""
     frames = tmp_path / "frames" / "clip"
