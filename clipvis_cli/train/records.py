@@ -249,10 +249,33 @@ class _Tally:
                               f"({why})")
 
 
-def _entry_id(entry: Any) -> Any:
-    """The ``id`` of an images/videos entry when it can name one (a number or a string), else None."""
-    ident = entry.get("id") if isinstance(entry, dict) else None
+def _reference(raw: dict[str, Any], key: str) -> Any:
+    """``raw[key]`` when it is an id that can name an entry (a number or a string: not a list, a null...), else
+    None: an entry's ``id``, an annotation's ``image_id``/``video_id``."""
+    ident = raw.get(key)
     return ident if isinstance(ident, (int, float, str)) and not isinstance(ident, bool) else None
+
+
+def _entry_id(entry: Any) -> Any:
+    """The ``id`` of an images/videos entry when it can name one (``_reference``), else None."""
+    return _reference(entry, "id") if isinstance(entry, dict) else None
+
+
+def _size(value: Any) -> int:
+    """An entry's height or width: a positive integer (ValueError / TypeError otherwise)."""
+    number = int(value)
+    if number <= 0:
+        raise ValueError(f"size {number}")
+    return number
+
+
+def _file_name(value: Any) -> str:
+    """An entry's file name: a string a path can hold (TypeError / ValueError otherwise)."""
+    if not isinstance(value, str):
+        raise TypeError(f"file name of type {type(value).__name__}")
+    if not value or "\0" in value:
+        raise ValueError("empty file name, or one with a NUL character")
+    return value
 
 
 def _shared_ids(entries: list[Any]) -> set[Any]:
@@ -301,11 +324,15 @@ def read_coco_instances(
         if shared and _entry_id(image) in shared:
             continue
         try:
+            image_id = _entry_id(image)
+            if image_id is None:  # no id (or one of a list, a null...): no annotation can name it
+                raise KeyError("id")
             # LVIS gives coco_url instead of file_name: the file name is its last two components (split/name).
-            file_name = image.get("file_name") or "/".join(str(image["coco_url"]).split("/")[-2:])
-            image_id, height, width = image["id"], int(image["height"]), int(image["width"])
-            source, decoded = sources.get(image.get("video_id")), from_video.get(image.get("video_id"), False)
-        except (KeyError, TypeError, ValueError):
+            file_name = _file_name(image.get("file_name") or "/".join(str(image["coco_url"]).split("/")[-2:]))
+            height, width = _size(image["height"]), _size(image["width"])
+            video_id = _reference(image, "video_id")
+            source, decoded = sources.get(video_id), from_video.get(video_id, False)
+        except (KeyError, TypeError, ValueError, OverflowError):
             warnings.append(f"{annotation_file}: skipped image entry without id/file_name/height/width: "
                             f"{str(image)[:80]}")
             continue
@@ -322,9 +349,10 @@ def read_coco_instances(
     for position, raw in enumerate(annotations):
         name = _annotation_name(annotation_file, raw, position)
         before, boxes_before = len(warnings), tally.without_mask
-        if shared and isinstance(raw, dict) and raw.get("image_id") in shared:
+        image_id = _reference(raw, "image_id") if isinstance(raw, dict) else None
+        if image_id is not None and image_id in shared:
             tally.shared_id += 1  # said once for all (below)
-        elif not isinstance(raw, dict) or raw.get("image_id") not in frames:
+        elif image_id not in frames:
             warnings.append(f"{name}: skipped bad annotation (no known image_id)")
         elif raw.get("segmentation") in (None, []) and not raw.get("iscrowd", 0):  # a box alone: no mask to train
             # on (CVAT's COCO export writes a rectangle's segmentation as [])
@@ -333,7 +361,7 @@ def read_coco_instances(
         elif raw.get("iscrowd", 0) and not crowd_as_instances:
             tally.crowd += 1
         else:
-            frame = frames[raw["image_id"]]
+            frame = frames[image_id]
             inst = _instance(raw, raw.get("segmentation"), frame.height, frame.width, name, warnings, crowd="keep")
             if inst is not None:
                 frame.instances.append(inst)
@@ -392,8 +420,11 @@ def _source_video(annotation_file: Path, source: Any) -> Path | None:
         return None
     candidates = (Path(source), annotation_file.parent / source)
     for candidate in candidates:
-        if candidate.is_file() or candidate.is_dir():
-            return candidate
+        try:
+            if candidate.is_file() or candidate.is_dir():
+                return candidate
+        except OSError:  # a name no file system takes (too long): no video to read frames from
+            return None
     return candidates[0] if candidates[0].is_absolute() else candidates[1]
 
 
@@ -401,7 +432,9 @@ def _video_sources(annotation_file: Path, videos: Any) -> dict[Any, Path]:
     """A COCO file's non-standard ``video_sources`` list (``segment``'s ``coco.json``): video id -> video file."""
     found = {}
     for video in videos if isinstance(videos, list) else []:
-        if isinstance(video, dict) and (path := _source_video(annotation_file, recorded_source(video))) is not None:
+        if not isinstance(video, dict) or (video.get("video_id") is not None and _reference(video, "video_id") is None):
+            continue  # a video_id no image can name (a list...)
+        if (path := _source_video(annotation_file, recorded_source(video))) is not None:
             found[video.get("video_id")] = path
     return found
 
@@ -425,31 +458,38 @@ def read_ytvis(
         if shared and _entry_id(video) in shared:
             continue
         try:
-            names = list(video["file_names"])
-            height, width = int(video["height"]), int(video["width"])
+            video_id = _entry_id(video)
+            if video_id is None:  # no id (or one of a list, a null...): no annotation can name it
+                raise KeyError("id")
+            if not isinstance(video["file_names"], list):
+                raise TypeError("file_names is not a list")
+            names = [_file_name(name) for name in video["file_names"]]
+            height, width = _size(video["height"]), _size(video["width"])
             source_path = _source_video(annotation_file, recorded_source(video))
-        except (KeyError, TypeError, ValueError):
-            warnings.append(f"{annotation_file}: skipped video entry without id/file_names/height/width")
+        except (KeyError, TypeError, ValueError, OverflowError):
+            warnings.append(f"{annotation_file}: skipped video entry without id/file_names/height/width: "
+                            f"{str(video)[:80]}")
             continue
         try:
             indices = video_frame_numbers(names, video.get("frame_indices"), decoded_from_video(source_path))
         except (TypeError, ValueError) as error:
-            warnings.append(f"{annotation_file}: skipped video {str(video.get('id'))[:40]}: which source frame each "
+            warnings.append(f"{annotation_file}: skipped video {str(video_id)[:40]}: which source frame each "
                             f"file name is cannot be told ({error})")
             continue
         frames = [
             FrameRecord(_frame_path(frames_root, name), height, width, source_video=source_path, frame_index=index)
             for name, index in zip(names, indices, strict=True)
         ]
-        records[video["id"]] = TrainRecord(str(video.get("name") or video["id"]), frames)
+        records[video_id] = TrainRecord(str(video.get("name") or video_id), frames)
     entries_said = len(warnings)
     tally = _Tally(annotations=len(annotations))
     for position, raw in enumerate(annotations):
         name = _annotation_name(annotation_file, raw, position)
         before, boxes_before = len(warnings), tally.without_mask
-        if shared and isinstance(raw, dict) and raw.get("video_id") in shared:
+        video_id = _reference(raw, "video_id") if isinstance(raw, dict) else None
+        if video_id is not None and video_id in shared:
             tally.shared_id += 1  # said once for all (below)
-        elif not isinstance(raw, dict) or raw.get("video_id") not in records:
+        elif video_id not in records:
             warnings.append(f"{name}: skipped bad annotation (no known video_id)")
         elif raw.get("iscrowd", 0) and not crowd_as_instances:
             tally.crowd += 1
@@ -458,13 +498,13 @@ def read_ytvis(
             warnings.append(f"{name}: skipped track with {what} (a track of boxes alone: no mask to train on)")
             tally.without_mask += 1
         elif not isinstance(raw["segmentations"], list) or len(raw["segmentations"]) != len(
-                records[raw["video_id"]].frames):
+                records[video_id].frames):
             warnings.append(f"{name}: skipped bad annotation (segmentations do not list one entry per frame)")
         elif _category(raw) is None:  # the track's, said once (not once per frame)
             warnings.append(f"{name}: skipped bad annotation (category_id {str(raw.get('category_id'))[:40]!r} is "
                             "not an integer)")
         else:
-            for t, (frame, segmentation) in enumerate(zip(records[raw["video_id"]].frames, raw["segmentations"],
+            for t, (frame, segmentation) in enumerate(zip(records[video_id].frames, raw["segmentations"],
                                                           strict=True)):
                 inst = _instance(raw, segmentation, frame.height, frame.width, f"{name} frame {t}", warnings,
                                  crowd="keep")

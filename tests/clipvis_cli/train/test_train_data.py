@@ -257,6 +257,43 @@ def test_videos_that_share_an_id_are_skipped_with_their_tracks_in_one_warning(tm
         read_annotation_file(path, tmp_path / "frames")
 
 
+def test_entries_without_a_usable_id_file_name_or_size_are_skipped_with_a_warning_not_a_traceback(tmp_path):
+    """A YouTube-VIS video without "id" was a KeyError traceback; ids, image_ids and video_ids that are lists were
+    TypeErrors (unhashable), a file name that is a number too."""
+    mask = rle.encode(render_shapes(0)[1][0].astype(bool))
+    path = _ytvis_file(tmp_path, [{"id": 1, "video_id": 1, "category_id": 1, "segmentations": [mask, mask]},
+                                  {"id": 2, "video_id": [1], "category_id": 1, "segmentations": [mask, mask]},
+                                  {"id": 3, "category_id": 1, "segmentations": [mask, mask]}])
+    doc = json.loads(path.read_text())
+    video = doc["videos"][0]
+    bad = [{k: v for k, v in video.items() if k != "id"}, dict(video, id=[2]), dict(video, id=None),
+           dict(video, id=3, file_names="clip/0.png"), dict(video, id=4, file_names=["clip/0.png", 5]),
+           dict(video, id=5, height=0), dict(video, id=6, width=float("inf")), "a video"]
+    doc["videos"] += bad
+    path.write_text(json.dumps(doc))
+    records, warnings = read_annotation_file(path, tmp_path / "frames")
+    assert len(records) == 1 and [len(f.instances) for f in records[0].frames] == [1, 1]
+    skipped = [w for w in warnings if w.startswith(f"{path}: skipped video entry without id/file_names/height/width: ")]
+    assert len(skipped) == len(bad) == len(warnings) - 2, warnings
+    assert warnings[-2:] == [f"{path}: annotation {n}: skipped bad annotation (no known video_id)" for n in (2, 3)]
+
+    ann, images = write_coco(tmp_path / "coco", num_images=2)
+    data = json.loads(ann.read_text())
+    image = data["images"][0]
+    bad = [{k: v for k, v in image.items() if k != "id"}, dict(image, id=[7]), dict(image, id=8, file_name=5),
+           {k: v for k, v in dict(image, id=9).items() if k != "file_name"}, dict(image, id=10, width=-64), 11]
+    data["images"] += bad
+    data["annotations"] += [dict(data["annotations"][0], id=90, image_id=[1]), dict(data["annotations"][0], id=91,
+                                                                                    image_id={"id": 1})]
+    data["video_sources"] = [{"video_id": [1], "source": str(tmp_path / "gone.mp4")}]
+    ann.write_text(json.dumps(data))
+    records, warnings = read_annotation_file(ann, images)
+    assert [len(r.frames[0].instances) for r in records] == [2, 2]
+    skipped = [w for w in warnings if w.startswith(f"{ann}: skipped image entry without id/file_name/height/width: ")]
+    assert len(skipped) == len(bad) == len(warnings) - 2, warnings
+    assert warnings[-2:] == [f"{ann}: annotation {n}: skipped bad annotation (no known image_id)" for n in (90, 91)]
+
+
 def test_segment_ytvis_output_is_a_training_input(tmp_path):
     """What `clipvis segment` writes for an image-folder input: file_names <stem>/<image>, None where absent."""
     frames = tmp_path / "frames" / "clip"
