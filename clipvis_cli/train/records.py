@@ -19,6 +19,7 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ import numpy as np
 from clipvis.cli.atomic import parse_json
 from clipvis.cli.frame_numbers import decoded_from_video, frame_number_in_name, video_frame_numbers
 from clipvis.cli.results import recorded_source
-from clipvis.cli.rle import compressed_counts_problems
+from clipvis.cli.rle import areas, compressed_counts_problems
 
 
 class TrainDataError(ValueError):
@@ -216,6 +217,53 @@ def _drop_corrupt_rles(frames: Iterable[FrameRecord], warnings: list[str]) -> No
             warnings.append(f"{inst.name}: skipped bad annotation ({problem})")
 
 
+# A polygon part whose area is below this (square pixels) covers nothing (its points on one line, or all one point):
+# pycocotools draws no pixel of it at any scale.
+EMPTY_POLYGON_AREA = 1e-6
+
+
+def _polygon_areas(parts: Sequence[list]) -> np.ndarray:
+    """The area of each polygon part (a flat x, y list of at least 3 points, checked), by the shoelace formula,
+    vectorised over every part (an LVIS file holds ~10^6)."""
+    points = np.fromiter((len(part) // 2 for part in parts), np.int64, len(parts))
+    if not len(parts):
+        return np.zeros(0)
+    xy = np.fromiter(chain.from_iterable(parts), np.float64, int(points.sum()) * 2).reshape(-1, 2)
+    starts = np.cumsum(points) - points
+    following = np.arange(1, len(xy) + 1)
+    following[starts + points - 1] = starts  # each part's last point is followed by its first
+    cross = xy[:, 0] * xy[following, 1] - xy[following, 0] * xy[:, 1]
+    return np.abs(np.add.reduceat(cross, starts)) / 2
+
+
+def empty_masks(instances: Sequence[InstanceAnnotation]) -> list[bool]:
+    """Whether each instance's (checked) segmentation covers no pixel: an RLE without a foreground run, polygons of
+    no area (``EMPTY_POLYGON_AREA``). Such an instance gives no mask to train on: a sample drops it as empty."""
+    empty = [False] * len(instances)
+    rles = [k for k, inst in enumerate(instances) if isinstance(inst.segmentation, dict)]
+    for k, area in zip(rles, areas([instances[k].segmentation for k in rles]), strict=True):
+        empty[k] = area == 0
+    polygons = [k for k, inst in enumerate(instances) if isinstance(inst.segmentation, list)]
+    if polygons:
+        parts = np.fromiter((len(instances[k].segmentation) for k in polygons), np.int64, len(polygons))
+        largest = np.maximum.reduceat(
+            _polygon_areas([part for k in polygons for part in instances[k].segmentation]), np.cumsum(parts) - parts)
+        for k, area in zip(polygons, largest.tolist(), strict=True):
+            empty[k] = area < EMPTY_POLYGON_AREA
+    return empty
+
+
+def _empty_note(annotation_file: Path, count: int, first: str | None, tracks: bool) -> list[str]:
+    """One warning for a file's annotations (or tracks) whose masks are all empty."""
+    if not count:
+        return []
+    first = first.removeprefix(f"{annotation_file}: ") if first else None
+    what = f"track{'' if count == 1 else 's'} whose every mask is" if tracks else \
+        f"annotation{'' if count == 1 else 's'} whose mask is"
+    return [f"{annotation_file}: {count} {what} empty (an RLE without a pixel, or a polygon of no area"
+            f"{f'; the first: {first}' if first else ''}): no mask to train on there"]
+
+
 @dataclass
 class _Tally:
     """What a file's annotations came to, for the error when none of them gives a mask to train on."""
@@ -224,6 +272,7 @@ class _Tally:
     crowd: int = 0
     without_mask: int = 0
     shared_id: int = 0  # on an image/video whose id another one has too (skipped: whose they are cannot be told)
+    empty: int = 0  # whose mask (a track's every mask) is empty: no pixel
     first_problem: str | None = None
 
     def no_masks_error(self, annotation_file: Path, what: str, crowd_hint: bool) -> TrainDataError:
@@ -239,7 +288,9 @@ class _Tally:
                 parts.append(f"{self.crowd} crowd (iscrowd: 1{hint})")
             if self.shared_id:
                 parts.append(f"{self.shared_id} on {what}s that share an id")
-            malformed = self.annotations - self.without_mask - self.crowd - self.shared_id
+            if self.empty:
+                parts.append(f"{self.empty} with an empty mask (an RLE without a pixel, or a polygon of no area)")
+            malformed = self.annotations - self.without_mask - self.crowd - self.shared_id - self.empty
             if malformed > 0:
                 first = self.first_problem.removeprefix(f"{annotation_file}: ") if self.first_problem else ""
                 first = f"; the first: {first}" if first else ""
@@ -370,7 +421,11 @@ def read_coco_instances(
     if shared:
         warnings.insert(entries_said, _shared_ids_note(annotation_file, "image", images, shared, tally.shared_id))
     _drop_corrupt_rles(frames.values(), warnings)
-    if not any(frame.instances for frame in frames.values()):
+    # Kept in the records (an image of empty masks alone is drawn as the official sampler draws it): counted.
+    instances = [inst for frame in frames.values() for inst in frame.instances]
+    empty = [inst for inst, no_pixel in zip(instances, empty_masks(instances), strict=True) if no_pixel]
+    tally.empty = len(empty)
+    if len(empty) == len(instances):
         tally.first_problem = tally.first_problem or next((w for w in warnings if "RLE" in w), None)
         raise tally.no_masks_error(annotation_file, "image", crowd_hint=crowd_as_instances is not None)
     records = [
@@ -378,7 +433,9 @@ def read_coco_instances(
         for frame in frames.values()
         if frame.instances or not filter_empty
     ]
-    return records, warnings + _crowd_note(annotation_file, tally.crowd, silent=crowd_as_instances is None)
+    return records, warnings + _empty_note(annotation_file, len(empty), empty[0].name if empty else None,
+                                           tracks=False) + _crowd_note(annotation_file, tally.crowd,
+                                                                       silent=crowd_as_instances is None)
 
 
 def _image_frame_number(image: dict[str, Any], file_name: str, from_video: bool) -> int:
@@ -483,6 +540,7 @@ def read_ytvis(
         records[video_id] = TrainRecord(str(video.get("name") or video_id), frames)
     entries_said = len(warnings)
     tally = _Tally(annotations=len(annotations))
+    tracks: list[tuple[str, list[InstanceAnnotation]]] = []  # each track's instances, frame by frame
     for position, raw in enumerate(annotations):
         name = _annotation_name(annotation_file, raw, position)
         before, boxes_before = len(warnings), tally.without_mask
@@ -504,12 +562,15 @@ def read_ytvis(
             warnings.append(f"{name}: skipped bad annotation (category_id {str(raw.get('category_id'))[:40]!r} is "
                             "not an integer)")
         else:
+            track: list[InstanceAnnotation] = []
             for t, (frame, segmentation) in enumerate(zip(records[video_id].frames, raw["segmentations"],
                                                           strict=True)):
                 inst = _instance(raw, segmentation, frame.height, frame.width, f"{name} frame {t}", warnings,
                                  crowd="keep")
                 if inst is not None:
                     frame.instances.append(inst)
+                    track.append(inst)
+            tracks.append((name, track))
         if tally.first_problem is None and len(warnings) > before and tally.without_mask == boxes_before:
             tally.first_problem = warnings[-1]
     if shared:
@@ -520,10 +581,18 @@ def read_ytvis(
                        None)  # why, where a video was skipped
         raise TrainDataError(f"{annotation_file}: no video with frames" + (f" ({skipped})" if skipped else ""))
     _drop_corrupt_rles((frame for record in usable for frame in record.frames), warnings)
-    if not any(frame.instances for record in usable for frame in record.frames):
+    # Kept in the records (a frame of a track's empty mask is drawn as the official sampler draws it): counted.
+    instances = [inst for record in usable for frame in record.frames for inst in frame.instances]
+    no_pixel = {id(inst): empty for inst, empty in zip(instances, empty_masks(instances), strict=True)}
+    empty_tracks = [name for name, track in tracks
+                    if (kept := [no_pixel[id(inst)] for inst in track if id(inst) in no_pixel]) and all(kept)]
+    tally.empty = len(empty_tracks)
+    if all(no_pixel.values()):
         tally.first_problem = tally.first_problem or next((w for w in warnings if "RLE" in w), None)
         raise tally.no_masks_error(annotation_file, "video", crowd_hint=crowd_as_instances is not None)
-    return usable, warnings + _crowd_note(annotation_file, tally.crowd, silent=crowd_as_instances is None)
+    return usable, warnings + _empty_note(annotation_file, len(empty_tracks), next(iter(empty_tracks), None),
+                                          tracks=True) + _crowd_note(annotation_file, tally.crowd,
+                                                                     silent=crowd_as_instances is None)
 
 
 def _track_has_mask(segmentations: Any) -> bool:

@@ -178,6 +178,9 @@ def _ytvis_file(tmp_path, annotations):
      "1 without a mask (boxes only)"),
     ([{"id": 1, "video_id": 1, "category_id": 1, "iscrowd": 1,
        "segmentations": [rle.encode(np.ones((SIZE, SIZE), bool))] * 2}], "1 crowd (iscrowd: 1"),
+    ([{"id": 1, "video_id": 1, "category_id": 1, "segmentations": [rle.encode(np.zeros((SIZE, SIZE), bool)), None]},
+      {"id": 2, "video_id": 1, "category_id": 1, "segmentations": [None, [[5.0, 5.0, 9.0, 9.0, 20.0, 20.0]]]}],
+     "2 with an empty mask (an RLE without a pixel, or a polygon of no area)"),  # trained on the object loss alone
 ])
 def test_video_data_without_a_single_mask_is_refused_naming_the_file(tmp_path, annotations, why):
     """Such data trained to the end learning only "no object"."""
@@ -292,6 +295,38 @@ def test_entries_without_a_usable_id_file_name_or_size_are_skipped_with_a_warnin
     skipped = [w for w in warnings if w.startswith(f"{ann}: skipped image entry without id/file_name/height/width: ")]
     assert len(skipped) == len(bad) == len(warnings) - 2, warnings
     assert warnings[-2:] == [f"{ann}: annotation {n}: skipped bad annotation (no known image_id)" for n in (90, 91)]
+
+
+def test_empty_masks_are_counted_in_one_warning_and_a_file_of_them_alone_is_refused(tmp_path):
+    """All-zero RLE masks and polygons of no area give no mask to train on: a file of nothing else trained silently
+    on the object loss alone, and some of them among others went unsaid."""
+    ann, images = write_coco(tmp_path, num_images=3)
+    data = json.loads(ann.read_text())
+    data["annotations"][1]["segmentation"] = rle.encode(np.zeros((SIZE, SIZE), bool))  # image 1's disc
+    data["annotations"][2]["segmentation"] = [[10.0, 10.0, 10.0, 10.0, 10.0, 10.0], [3.0, 3.0, 7.0, 3.0, 12.0, 3.0]]
+    data["annotations"][3]["segmentation"] = {"size": [SIZE, SIZE], "counts": [SIZE * SIZE]}  # uncompressed, empty
+    ann.write_text(json.dumps(data))
+    records, warnings = read_annotation_file(ann, images)
+    assert warnings == [f"{ann}: 3 annotations whose mask is empty (an RLE without a pixel, or a polygon of no area; "
+                        "the first: annotation 2): no mask to train on there"]
+    assert [len(r.frames[0].instances) for r in records] == [2, 2, 2]  # kept: a sample drops them, as officially
+    for annotation in data["annotations"]:
+        if not annotation["iscrowd"]:
+            annotation["segmentation"] = rle.encode(np.zeros((SIZE, SIZE), bool))
+    ann.write_text(json.dumps(data))
+    with pytest.raises(TrainDataError, match=re.escape(
+            f"{ann}: no image with a usable (non-crowd) instance mask to train on (of its 7 annotation(s): 1 crowd "
+            "(iscrowd: 1); 6 with an empty mask (an RLE without a pixel, or a polygon of no area))")):
+        read_annotation_file(ann, images)
+
+    mask, empty = rle.encode(render_shapes(0)[1][0].astype(bool)), rle.encode(np.zeros((SIZE, SIZE), bool))
+    path = _ytvis_file(tmp_path, [{"id": 1, "video_id": 1, "category_id": 1, "segmentations": [empty, None]},
+                                  {"id": 2, "video_id": 1, "category_id": 1, "segmentations": [empty, mask]},
+                                  {"id": 3, "video_id": 1, "category_id": 1, "segmentations": [empty, empty]}])
+    records, warnings = read_annotation_file(path, tmp_path / "frames")
+    assert warnings == [f"{path}: 2 tracks whose every mask is empty (an RLE without a pixel, or a polygon of no area;"
+                        " the first: annotation 1): no mask to train on there"]  # track 2 has a mask on frame 1
+    assert [len(f.instances) for f in records[0].frames] == [3, 2]
 
 
 def test_segment_ytvis_output_is_a_training_input(tmp_path):
