@@ -371,6 +371,14 @@ def _preflight(request: RunRequest, rank: int, world: int) -> _Preflight:
     return _Preflight(schedule, output_dir, newest, resume_from, given)
 
 
+def _saves_only_at_the_end(schedule: Schedule) -> bool:
+    """Whether a run of more than one iteration writes no checkpoint before its last: its checkpoint period (as
+    scaled: the shipped configs' 10,000 is 40,000 at a batch of 2) at or past MAX_ITER, and no periodic evaluation
+    (which saves the checkpoint it evaluates) before the end."""
+    return schedule.max_iter > 1 and schedule.checkpoint_period >= schedule.max_iter and not (
+        0 < schedule.eval_period < schedule.max_iter)
+
+
 def _run_seed(config: TrainConfig, world: int, device: torch.device) -> int:
     """``SEED``; a negative one is drawn at random (rank 0's, for every rank) and recorded in the config."""
     seed = int(config.get("SEED"))
@@ -475,6 +483,12 @@ def _run_training(request: RunRequest, rank: int, world: int, local_rank: int,
         if late:  # detectron2's WarmupMultiStepLR warns of them too
             log.warning("warning: SOLVER.STEPS %s lie past SOLVER.MAX_ITER %d: the learning rate does not decay at "
                         "them (set SOLVER.STEPS with SOLVER.MAX_ITER)", ", ".join(map(str, late)), schedule.max_iter)
+        if _saves_only_at_the_end(schedule):
+            log.warning("warning: SOLVER.CHECKPOINT_PERIOD %d is not below SOLVER.MAX_ITER %d: the first checkpoint is "
+                        "saved at the end, after iteration %d, and a run killed before (kill -9, out of memory) keeps "
+                        "nothing to --resume from (a stop signal still saves one); set SOLVER.CHECKPOINT_PERIOD, e.g. "
+                        "SOLVER.CHECKPOINT_PERIOD=%d", schedule.checkpoint_period, schedule.max_iter, schedule.max_iter,
+                        max(schedule.max_iter // 5, 1))
 
     if world > 1:  # a rank started with other settings trained silently on them, or hung at the end of its schedule
         _check_ranks_agree(rank, world, "settings", _settings_of(config))

@@ -155,6 +155,22 @@ def test_steps_past_the_last_iteration_are_said(tmp_path, tiny_train_config):
         result.output
 
 
+def test_a_checkpoint_period_at_or_past_the_last_iteration_is_said(tmp_path, tiny_train_config):
+    """README's fine-tune (SOLVER.MAX_ITER=5000 with lvis_r50.yaml: CHECKPOINT_PERIOD 10,000 scaled to 40,000) saved
+    nothing before its end for a kill -9 or the OOM killer to leave, without a word (STEPS past the end get one)."""
+    data = write_coco(tmp_path / "data", num_images=2)
+    config = tiny_train_config(tmp_path, MAX_ITER=3, CHECKPOINT_PERIOD=3)
+    result = train(config, tmp_path / "run", data)
+    said = [line for line in result.stderr.splitlines() if "CHECKPOINT_PERIOD" in line]
+    assert said == ["clipvis: warning: SOLVER.CHECKPOINT_PERIOD 3 is not below SOLVER.MAX_ITER 3: the first checkpoint "
+                    "is saved at the end, after iteration 3, and a run killed before (kill -9, out of memory) keeps "
+                    "nothing to --resume from (a stop signal still saves one); set SOLVER.CHECKPOINT_PERIOD, e.g. "
+                    "SOLVER.CHECKPOINT_PERIOD=1"], result.stderr
+    assert "SOLVER.CHECKPOINT_PERIOD 3 is not below" in (tmp_path / "run" / "train.log").read_text()
+    result = train(config, tmp_path / "saved", data, "SOLVER.CHECKPOINT_PERIOD=2")
+    assert "CHECKPOINT_PERIOD" not in result.stderr and (tmp_path / "saved" / "model_0000001.safetensors").is_file()
+
+
 def test_a_run_from_weights_gives_its_checkpoints_the_configs_test_time_settings(tmp_path, tiny_train_config):
     """With --weights, the checkpoints kept the starting checkpoint's INPUT.MIN_SIZE_TEST / TEST.NUM_FRAME, not the
     --config's: segment and evaluate then ran the trained model with settings the run never had."""
