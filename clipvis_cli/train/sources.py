@@ -155,9 +155,8 @@ def load_sources(
                                                  crowd_as_instances=crowd_as_instances,
                                                  shared_categories=shared_categories)
         # no such folder: fine where every frame is read from the input segment recorded (a video, an image folder)
-        if not images.is_dir() and not all(frame.source_video is not None and frame.source_video.exists()
-                                           for record in records for frame in record.frames):
-            raise TrainDataError(f"{images}: image/frame folder not found")
+        if not images.is_dir():
+            _check_recorded_inputs(annotation, images, records)
         is_video = any(len(r.frames) > 1 for r in records) or _is_ytvis(annotation)
         sources.append(TrainSource(str(annotation), records, is_video, warnings, annotation))
     for name in dataset_names:
@@ -177,6 +176,23 @@ def load_sources(
     if not sources:
         raise TrainDataError("no training data: set DATASETS.TRAIN or pass --data JSON --images DIR")
     return sources
+
+
+def _check_recorded_inputs(annotation: Path, images: Path, records: list[TrainRecord]) -> None:
+    """With no ``images`` folder, every frame must come from the input ``segment`` recorded (a video, an image
+    folder): TrainDataError naming the first recorded input that is gone (the folder alone was blamed), else the
+    folder when a frame has no recorded input."""
+    frames = [frame for record in records for frame in record.frames]
+    gone = list(dict.fromkeys(frame.source_video for frame in frames
+                              if frame.source_video is not None and not frame.source_video.exists()))
+    if gone:
+        more = len(gone) - 1
+        others = f" (and {more} other input{'' if more == 1 else 's'} it records)" if more else ""
+        raise TrainDataError(f"{gone[0]}: no such video (or image folder): {annotation} records its frames as "
+                             f"segmented from it{others} (moved or deleted since?), and {images}, where its frames "
+                             "were looked for as images, does not exist")
+    if any(frame.source_video is None for frame in frames):
+        raise TrainDataError(f"{images}: image/frame folder not found")
 
 
 def _is_ytvis(annotation: Path) -> bool:

@@ -740,8 +740,19 @@ def test_images_folder_need_not_exist_where_every_frame_comes_from_the_recorded_
         path = writer.write(tmp_path / name, video, tracks, ["box"])
         (source,) = load_sources([], [{"json": str(path), "images": str(tmp_path / "frames")}], tmp_path, True)
         assert {frame.source_video for record in source.records for frame in record.frames} == {video_path}
-    video_path.unlink()  # frames from nowhere: the folder is needed after all
-    with pytest.raises(TrainDataError, match=f"^{re.escape(str(tmp_path / 'frames'))}: image/frame folder not found"):
+    video_path.unlink()  # frames from nowhere: the video gone is named, and where frames were looked for (the
+    # folder alone was blamed)
+    for name in ("ytvis.json", "coco.json"):
+        with pytest.raises(TrainDataError) as error:
+            load_sources([], [{"json": str(tmp_path / name), "images": str(tmp_path / "frames")}], tmp_path, True)
+        assert str(error.value) == (
+            f"{video_path}: no such video (or image folder): {tmp_path / name} records its frames as segmented from it "
+            f"(moved or deleted since?), and {tmp_path / 'frames'}, where its frames were looked for as images, does "
+            "not exist")
+    doc = json.loads((tmp_path / "ytvis.json").read_text())
+    doc["videos"].append(dict(doc["videos"][0], id=2, source=str(tmp_path / "other.mp4")))
+    (tmp_path / "ytvis.json").write_text(json.dumps(doc))
+    with pytest.raises(TrainDataError, match=r"from it \(and 1 other input it records\) \(moved"):
         load_sources([], [{"json": str(tmp_path / "ytvis.json"), "images": str(tmp_path / "frames")}], tmp_path, True)
     ann, _ = write_coco(tmp_path / "plain", num_images=1)
     with pytest.raises(TrainDataError, match="image/frame folder not found"):
