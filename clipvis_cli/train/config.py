@@ -327,10 +327,12 @@ def _check_values(tree: dict[str, Any], source: Callable[[str], str]) -> None:
     for dotted, supported in _RECIPE_CHOICES.items():
         value = _get(tree, dotted)
         if value is not None and str(value).lower() not in {choice.lower() for choice in supported}:
-            raise ConfigError(f"{source(dotted)}: {dotted} {value!r} is not supported; clipvis trains with "
-                              f"{' or '.join(supported)}")
+            shown = str(value).lower() if isinstance(value, bool) else repr(value)
+            raise ConfigError(f"{source(dotted)}: {dotted} {shown} is not supported; clipvis trains with "
+                              f"{' or '.join(supported)}{_RECIPE_NOTES.get(dotted, '')}")
 
 
+# Values are compared as text, case aside (a config's 1 and "1", true and True are the same).
 _RECIPE_CHOICES = {
     "SOLVER.OPTIMIZER": ("ADAMW",),
     "SOLVER.LR_SCHEDULER_NAME": ("WarmupMultiStepLR",),
@@ -338,6 +340,20 @@ _RECIPE_CHOICES = {
     "SOLVER.CLIP_GRADIENTS.CLIP_TYPE": ("full_model", "value", "norm"),
     "INPUT.RANDOM_FLIP": ("horizontal", "none"),
     "INPUT.FORMAT": ("RGB",),  # CLIP takes RGB: BGR was accepted and ignored
+    # These were accepted and ignored too: 2 frames trained on 1, RandomSubsetTrainingSampler sampled every item.
+    "INPUT.SAMPLING_FRAME_NUM": ("1",),
+    "DATALOADER.SAMPLER_TRAIN": ("RepeatFactorTrainingSampler", "TrainingSampler"),
+    # detectron2 keys a config file may hold (no clipvis default: not there, not checked)
+    "INPUT.MIN_SIZE_TRAIN_SAMPLING": ("choice",),
+    "INPUT.CROP.ENABLED": ("false",),
+    "DATALOADER.REPEAT_SQRT": ("true",),
+}
+_RECIPE_NOTES = {
+    "INPUT.SAMPLING_FRAME_NUM": " (one frame of a video per sample, as the official video configs set it; an image "
+                                "run does not read it: set INPUT.SAMPLING_FRAME_NUM=1)",
+    "INPUT.MIN_SIZE_TRAIN_SAMPLING": " (a shorter side drawn from INPUT.MIN_SIZE_TRAIN)",
+    "INPUT.CROP.ENABLED": " (no random crop but large-scale jitter's, as in the official recipe)",
+    "DATALOADER.REPEAT_SQRT": " (repeat factors by the square root, as LVIS' recipe)",
 }
 
 

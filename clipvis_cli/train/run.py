@@ -497,7 +497,7 @@ def _run_training(request: RunRequest, rank: int, world: int, local_rank: int,
     video = all(s.is_video for s in sources)
     augmentation = AugmentationConfig.from_config(config, video)
     factors = None
-    if config.get("DATALOADER.SAMPLER_TRAIN") == "RepeatFactorTrainingSampler" and not video:
+    if str(config.get("DATALOADER.SAMPLER_TRAIN")).lower() == "repeatfactortrainingsampler" and not video:
         factors = repeat_factors(records, float(config.get("DATALOADER.REPEAT_THRESHOLD")))
     if rank == 0:
         log.info("%d training items from %s; augmentation %s; %s sampling", len(records),

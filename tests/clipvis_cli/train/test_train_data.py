@@ -552,6 +552,35 @@ def test_official_syntax_and_bad_values_in_configs_and_overrides(tmp_path):
     assert (plain.min_size_test, plain.memory_length, plain.top_k, plain.detections_per_video) == (480, 9, 5, 50)
 
 
+def test_recipe_values_the_trainer_does_not_implement_are_refused_not_ignored(tmp_path):
+    """INPUT.SAMPLING_FRAME_NUM=2 trained on one frame per sample, a sampler detectron2 has and clipvis has not
+    sampled uniformly: each was accepted and ignored, where WARMUP_METHOD or OPTIMIZER are refused."""
+    for override, message in (
+        ("INPUT.SAMPLING_FRAME_NUM=2", "INPUT.SAMPLING_FRAME_NUM 2 is not supported; clipvis trains with 1 (one frame "
+                                       "of a video per sample, as the official video configs set it; an image run does "
+                                       "not read it: set INPUT.SAMPLING_FRAME_NUM=1)"),
+        ("DATALOADER.SAMPLER_TRAIN=RandomSubsetTrainingSampler", "DATALOADER.SAMPLER_TRAIN "
+         "'RandomSubsetTrainingSampler' is not supported; clipvis trains with RepeatFactorTrainingSampler or "
+         "TrainingSampler"),
+    ):
+        with pytest.raises(ConfigError) as raised:
+            load_train_config("ytvis19_r50.yaml", [override])
+        assert str(raised.value) == f"override {override!r}: {message}"
+    assert load_train_config("ytvis19_r50.yaml", ["INPUT.SAMPLING_FRAME_NUM=1.0"]).get("INPUT.SAMPLING_FRAME_NUM") == 1
+    # detectron2's keys a config file may set, which clipvis has no default for
+    for lines, message in (
+        ("INPUT:\n  MIN_SIZE_TRAIN_SAMPLING: range\n", "INPUT.MIN_SIZE_TRAIN_SAMPLING 'range' is not supported"),
+        ("INPUT:\n  CROP:\n    ENABLED: True\n    TYPE: absolute\n", "INPUT.CROP.ENABLED true is not supported"),
+        ("DATALOADER:\n  REPEAT_SQRT: False\n", "DATALOADER.REPEAT_SQRT false is not supported"),
+    ):
+        (tmp_path / "d2.yaml").write_text("_BASE_: ytvis.yaml\n" + lines)
+        (tmp_path / "ytvis.yaml").write_text("INPUT:\n  SAMPLING_FRAME_NUM: 1\n  MIN_SIZE_TRAIN_SAMPLING: choice\n")
+        with pytest.raises(ConfigError, match=f"^{re.escape(str(tmp_path / 'd2.yaml'))}: {message}"):
+            load_train_config(tmp_path / "d2.yaml")
+    (tmp_path / "d2.yaml").write_text("_BASE_: ytvis.yaml\nINPUT:\n  CROP:\n    ENABLED: False\n")
+    assert load_train_config(tmp_path / "d2.yaml").get("INPUT.MIN_SIZE_TRAIN_SAMPLING") == "choice"
+
+
 def test_official_config_files_with_base_includes_are_accepted(tmp_path):
     (tmp_path / "Base-COCO-InstanceSegmentation.yaml").write_text(
         "SOLVER:\n  IMS_PER_BATCH: 16\n  BASE_LR: 0.0001\nINPUT:\n  IMAGE_SIZE: 1024\n"
