@@ -49,12 +49,14 @@ from clipvis.cli.train.data import (
 from clipvis.cli.train.sources import load_sources
 from clipvis.cli.train.stopping import StopRequests, TrainingStopped, ignore_stop_signals
 from clipvis.cli.train.trainer import (
+    RUN_DATA_NAME,
     Trainer,
     TrainerSettings,
     checkpoints_in,
     drop_metrics_from,
     newest_checkpoint,
     purge_tensorboard_from,
+    remove_stale_temporaries,
     resume_point,
 )
 from clipvis.model import CheckpointError, ClipVis, ClipVisConfig, UnknownClipError, UntrustedClipError
@@ -414,9 +416,6 @@ def _load_training_data(config: TrainConfig, rank: int, world: int, requests: St
     return sources
 
 
-RUN_DATA_NAME = "data.json"  # the items a run trains on (`_data_of`): a --resume must give the same
-
-
 def _check_the_runs_data(record: Path, summary: dict[str, str], resuming: bool) -> None:
     """Write the run's data summary (a fresh run; a resumed run of an earlier version, which has none), or, resuming,
     ConfigError when the data given differs from the run's: `--data`/`--images` on --resume are for data that moved
@@ -471,6 +470,12 @@ def _run_training(request: RunRequest, rank: int, world: int, local_rank: int,
             if request.weights:
                 config.set("MODEL.WEIGHTS", request.weights)
     _setup_logging(output_dir, rank)
+    if rank == 0:  # what a run killed while saving left (a checkpoint's size each): --resume never took it away
+        removed = remove_stale_temporaries(output_dir)
+        if removed:
+            log.info("removed %d temporary file%s a killed run left in %s (%.1f MB): %s", len(removed),
+                     "" if len(removed) == 1 else "s", output_dir, sum(size for _, size in removed) / 1e6,
+                     ", ".join(path.name for path, _ in removed[:3]) + (", ..." if len(removed) > 3 else ""))
     if resume_from not in (None, preflight.newest):
         log.warning("warning: %s has no training state; resuming from %s", preflight.newest.name, resume_from.name)
     device = _device(config, local_rank)

@@ -11,6 +11,7 @@ Output folder layout (the checkpoint files' names: `clipvis.weights.training_fol
     metrics.jsonl                    one JSON line per logged iteration and per evaluation
     events.out.tfevents.*            TensorBoard scalars (when the tensorboard package is installed)
     train.log                        the log lines
+    .clipvis.lock                    held while a checkpoint is written (remove_stale_temporaries)
 """
 
 from __future__ import annotations
@@ -21,11 +22,13 @@ import logging
 import math
 import os
 import random
+import re
 import signal
 import sys
 import time
 import warnings
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,6 +39,8 @@ import torch.distributed as dist
 from torch import nn
 
 from clipvis.cli.atomic import atomic_write_text, parse_json
+from clipvis.cli.locks import FolderBusyError, FolderLock
+from clipvis.cli.train.config import RUN_CONFIG_NAME
 from clipvis.cli.train.data import Batch
 from clipvis.cli.train.stopping import StopRequests, TrainingStopped, write_to_stderr
 from clipvis.model import ClipVis, LossWeights, RandomPointSampler, SetCriterion, save_pretrained
@@ -49,6 +54,7 @@ if TYPE_CHECKING:
     from clipvis.cli.train.config import Schedule, TrainConfig
 
 METRICS_NAME = "metrics.jsonl"
+RUN_DATA_NAME = "data.json"  # the items a run trains on (run._data_of): a --resume must give the same
 NORM_TYPES = (nn.GroupNorm, nn.LayerNorm, nn.BatchNorm2d, nn.BatchNorm1d, nn.SyncBatchNorm, nn.InstanceNorm2d)
 
 log = logging.getLogger("clipvis.train")
@@ -81,6 +87,60 @@ def resume_point(folder: Path) -> Path | None:
         return named
     complete = [path for path in checkpoints_in(folder) if state_path(path).is_file()]
     return complete[-1] if complete else None
+
+
+# The temporary files of the run folder's writes, until their rename: the weights' (write_state_dict:
+# `.model_0000007.safetensors.tmp<pid>`), the training state's, and those of last_checkpoint, metrics.jsonl,
+# config.yaml and data.json (atomic_write_text: `.<stem>.XXXXXXXX.tmp<suffix>`). A process killed while saving leaves
+# them, a checkpoint's size each.
+_RUN_TEMPORARY = re.compile("|".join([
+    r"\.model_\d{7}\.safetensors\.tmp\d+", r"model_\d{7}\.state\.pt\.tmp",
+    *(re.escape(f".{Path(name).stem}.") + r"[a-z0-9_]{8}" + re.escape(f".tmp{Path(name).suffix}")
+      for name in (LAST_CHECKPOINT, METRICS_NAME, RUN_CONFIG_NAME, RUN_DATA_NAME)),
+]))
+SAVE_LOCK_WAIT_S = 60.0  # how long a save waits for a removal of stale temporaries (milliseconds) to end
+
+
+@contextmanager
+def _folder_held(folder: Path, wait_s: float | None) -> Iterator[bool]:
+    """The run folder's lock (``FolderLock``), which a save holds while it writes and the removal of a killed run's
+    temporaries holds while it looks: the latter never takes a live save's file for a killed one's. Yields whether it
+    is held; ``wait_s`` None: not waited for (another process holds it: False), else waited for up to that long and
+    then gone on without."""
+    lock = FolderLock(folder)
+    try:
+        lock.acquire(wait=wait_s is not None, timeout=wait_s)
+    except FolderBusyError:
+        pass
+    try:
+        yield lock.held
+    finally:
+        lock.release()
+
+
+def remove_stale_temporaries(folder: Path) -> list[tuple[Path, int]]:
+    """Delete the temporary files (``_RUN_TEMPORARY``) that a run killed while saving left in its folder (a kill
+    -9, the OOM killer, a power cut), with their sizes; nothing when another process holds the folder's lock (a run
+    saving there: its files are not stale). Other files are left alone."""
+    removed: list[tuple[Path, int]] = []
+    with _folder_held(folder, wait_s=None) as held:
+        if not held:
+            return removed
+        try:
+            entries = sorted((entry for entry in os.scandir(folder) if _RUN_TEMPORARY.fullmatch(entry.name)),
+                             key=lambda entry: entry.name)
+        except OSError:
+            return removed
+        for entry in entries:
+            try:
+                if not entry.is_file(follow_symlinks=False):
+                    continue
+                size = entry.stat(follow_symlinks=False).st_size
+                os.unlink(entry.path)
+            except OSError:
+                continue
+            removed.append((Path(entry.path), size))
+    return removed
 
 
 def build_optimizer(model: nn.Module, base_lr: float, weight_decay: float, weight_decay_norm: float,
@@ -414,28 +474,33 @@ class Trainer:
         folder = self.settings.output_dir
         path = folder / checkpoint_name(iteration)
         if self.rank == 0:
-            save_pretrained(self.model, path)
-            state = {
-                "iteration": iteration,
-                "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(),
-                "scaler": self.scaler.state_dict(),
-                "amp_dtype": _AMP_NAMES.get(self.amp_dtype, "fp32"),  # the type a resume with auto keeps
-                "rng": {
-                    "torch": torch.get_rng_state(),
-                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-                    "numpy": np.random.get_state(),
-                    "python": random.getstate(),
-                },
-                "warning_count": self.warning_count,
-            }
-            tmp = state_path(path).with_name(state_path(path).name + ".tmp")
-            torch.save(state, tmp)
-            os.replace(tmp, state_path(path))
-            atomic_write_text(folder / LAST_CHECKPOINT, path.name)
+            with _folder_held(folder, SAVE_LOCK_WAIT_S):  # its temporaries are not a killed run's
+                self._write_checkpoint(path, iteration)
         if self.world > 1:
             dist.barrier()
         return path
+
+    def _write_checkpoint(self, path: Path, iteration: int) -> None:
+        """The weights, then the training state, then ``last_checkpoint`` naming them (rank 0)."""
+        save_pretrained(self.model, path)
+        state = {
+            "iteration": iteration,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "amp_dtype": _AMP_NAMES.get(self.amp_dtype, "fp32"),  # the type a resume with auto keeps
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+                "numpy": np.random.get_state(),
+                "python": random.getstate(),
+            },
+            "warning_count": self.warning_count,
+        }
+        tmp = state_path(path).with_name(state_path(path).name + ".tmp")
+        torch.save(state, tmp)
+        os.replace(tmp, state_path(path))
+        atomic_write_text(path.parent / LAST_CHECKPOINT, path.name)
 
     def resume(self, path: Path | None = None) -> bool:
         """Load a checkpoint (default: the output folder's ``resume_point``) with its optimiser, schedule, scaler and

@@ -437,6 +437,35 @@ def test_a_run_started_again_in_a_folder_killed_before_its_first_checkpoint_reco
         (r["iteration"], r["total_loss"]) for r in records]
 
 
+def test_a_run_removes_the_temporaries_a_run_killed_while_saving_left_unless_a_live_one_saves_there(
+    tmp_path, tiny_train_config, monkeypatch
+) -> None:
+    """A kill -9 during a checkpoint's write left its hidden temporary files (the weights' a full model's size) that
+    no --resume removed. A run in the folder removes them when it starts, not those of a process saving there."""
+    from clipvis.cli.locks import FolderLock
+    from clipvis.cli.train import trainer
+
+    data = write_coco(tmp_path / "data", num_images=2)
+    config = tiny_train_config(tmp_path, MAX_ITER=2)
+    run = tmp_path / "run"
+    train(config, run, data)
+    stale = [".model_0000003.safetensors.tmp4242", "model_0000003.state.pt.tmp", ".last_checkpoint.k2j4h5g6.tmp",
+             ".metrics.ab12cd34.tmp.jsonl", ".config.ab12cd_4.tmp.yaml", ".data.0a1b2c3d.tmp.json"]
+    others = [".notes.tmp", "notes.txt", ".model_0000003.safetensors.tmp", "model_0000003.safetensors.tmp4242",
+              ".other.ab12cd34.tmp.json"]  # not the run's own temporaries: left alone
+    for name in stale + others:
+        (run / name).write_bytes(b"x" * 1000)
+    monkeypatch.setattr(trainer, "SAVE_LOCK_WAIT_S", 0.1, raising=False)  # its own saves wait no longer
+    with FolderLock(run):  # another process saving there now: its temporaries are not a killed run's
+        result = train(config, run, data, "--resume", "SOLVER.MAX_ITER=3")
+    assert all((run / name).is_file() for name in stale + others) and "temporary file" not in result.output
+    result = train(config, run, data, "--resume", "SOLVER.MAX_ITER=4")
+    assert sorted(name for name in stale + others if (run / name).exists()) == sorted(others)
+    assert f"removed 6 temporary files a killed run left in {run} (0.0 MB): .config.ab12cd_4.tmp.yaml, " \
+           ".data.0a1b2c3d.tmp.json, .last_checkpoint.k2j4h5g6.tmp, ...\n" in result.output, result.output
+    assert (run / "last_checkpoint").read_text().strip() == "model_0000003.safetensors"
+
+
 def test_a_run_that_cannot_start_leaves_no_config_for_a_later_resume(tmp_path, tiny_train_config):
     """Data that fails (no usable mask) left config.yaml in --output-dir, and `--resume` there then 'resumed' with
     it."""
