@@ -77,6 +77,11 @@ def one_line(text: object) -> str:
     return _LINE_BREAKS.sub(" ", path_text(str(text))).strip()
 
 
+def counted(number: int, noun: str, plural: str | None = None) -> str:
+    """``1 item``, ``2 items`` (``plural``: the noun's plural where it is not the noun and ``s``)."""
+    return f"{number} {noun if number == 1 else plural or f'{noun}s'}"
+
+
 def error_reason(error: BaseException) -> str:
     """The cause an exception carries as a few words on one line, without the file it concerns (the message names
     that): an OSError's or an FFmpeg error's `strerror` ("No space left on device"), else its message, else its

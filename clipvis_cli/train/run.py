@@ -28,7 +28,7 @@ import torch.distributed as dist
 
 from clipvis.cli.atomic import atomic_write_text, ensure_output_dir, parse_json
 from clipvis.cli.distributed import RankLost, RanksDifferError, lost_a_peer, rank_lost, stop_in_silence, visible_gpu
-from clipvis.cli.messages import print_warning
+from clipvis.cli.messages import counted, print_warning
 from clipvis.cli.resources import cpu_share
 from clipvis.cli.train.config import (
     RUN_CONFIG_NAME,
@@ -473,17 +473,18 @@ def _run_training(request: RunRequest, rank: int, world: int, local_rank: int,
     if rank == 0:  # what a run killed while saving left (a checkpoint's size each): --resume never took it away
         removed = remove_stale_temporaries(output_dir)
         if removed:
-            log.info("removed %d temporary file%s a killed run left in %s (%.1f MB): %s", len(removed),
-                     "" if len(removed) == 1 else "s", output_dir, sum(size for _, size in removed) / 1e6,
+            log.info("removed %s a killed run left in %s (%.1f MB): %s", counted(len(removed), "temporary file"),
+                     output_dir, sum(size for _, size in removed) / 1e6,
                      ", ".join(path.name for path, _ in removed[:3]) + (", ..." if len(removed) > 3 else ""))
     if resume_from not in (None, preflight.newest):
         log.warning("warning: %s has no training state; resuming from %s", preflight.newest.name, resume_from.name)
     device = _device(config, local_rank)
     seed = _run_seed(config, world, device)
     if rank == 0:
-        log.info("config %s -> %s (global batch %d on %d process(es), %d CPU thread(s) each, lr %.3g, %d iterations, "
-                 "scale %.3g, seed %d)", config.source, output_dir, schedule.global_batch, world,
-                 torch.get_num_threads(), schedule.base_lr, schedule.max_iter, schedule.scale, seed)
+        log.info("config %s -> %s (global batch %d on %s, %s each, lr %.3g, %s, scale %.3g, seed %d)",
+                 config.source, output_dir, schedule.global_batch, counted(world, "process", "processes"),
+                 counted(torch.get_num_threads(), "CPU thread"), schedule.base_lr,
+                 counted(schedule.max_iter, "iteration"), schedule.scale, seed)
         late = [step for step in schedule.steps if step >= schedule.max_iter]
         if late:  # detectron2's WarmupMultiStepLR warns of them too
             log.warning("warning: SOLVER.STEPS %s lie past SOLVER.MAX_ITER %d: the learning rate does not decay at "
@@ -505,7 +506,7 @@ def _run_training(request: RunRequest, rank: int, world: int, local_rank: int,
     if str(config.get("DATALOADER.SAMPLER_TRAIN")).lower() == "repeatfactortrainingsampler" and not video:
         factors = repeat_factors(records, float(config.get("DATALOADER.REPEAT_THRESHOLD")))
     if rank == 0:
-        log.info("%d training items from %s; augmentation %s; %s sampling", len(records),
+        log.info("%s from %s; augmentation %s; %s sampling", counted(len(records), "training item"),
                  ", ".join(s.name for s in sources), augmentation.kind,
                  "repeat-factor" if factors is not None else "uniform")
     dataset = TrainDataset(records, augmentation, seed)
@@ -535,7 +536,7 @@ def _run_training(request: RunRequest, rank: int, world: int, local_rank: int,
     elif request.resume:
         log.info("--resume: no checkpoint in %s yet, starting from the beginning", output_dir)
     if trainer.start_iteration >= settings.max_iter and not trainer.evaluation_pending():
-        log.info("nothing to do: %s already has %d iterations", output_dir, trainer.start_iteration)
+        log.info("nothing to do: %s already has %s", output_dir, counted(trainer.start_iteration, "iteration"))
         if trainer.rank == 0:  # a killed run's records past the checkpoint this run stands on
             drop_metrics_from(output_dir, trainer.start_iteration)
             purge_tensorboard_from(output_dir, trainer.start_iteration)

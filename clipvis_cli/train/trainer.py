@@ -40,6 +40,7 @@ from torch import nn
 
 from clipvis.cli.atomic import atomic_write_text, parse_json
 from clipvis.cli.locks import FolderBusyError, FolderLock
+from clipvis.cli.messages import counted
 from clipvis.cli.train.config import RUN_CONFIG_NAME
 from clipvis.cli.train.data import Batch
 from clipvis.cli.train.stopping import StopRequests, TrainingStopped, write_to_stderr
@@ -752,6 +753,7 @@ class Trainer:
         finally:
             progress.close()
             sink.close()
-        log.info("finished %d iterations in %.1f s; %d samples skipped; weights: %s", s.max_iter - self.start_iteration,
-                 time.perf_counter() - started, self.warning_count, last_path)
+        log.info("finished %s in %.1f s; %s skipped; weights: %s",
+                 counted(s.max_iter - self.start_iteration, "iteration"), time.perf_counter() - started,
+                 counted(self.warning_count, "sample"), last_path)
         return last_path

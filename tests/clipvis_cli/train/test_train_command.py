@@ -171,6 +171,18 @@ def test_a_checkpoint_period_at_or_past_the_last_iteration_is_said(tmp_path, tin
     assert "CHECKPOINT_PERIOD" not in result.stderr and (tmp_path / "saved" / "model_0000001.safetensors").is_file()
 
 
+def test_the_log_counts_one_of_a_thing_in_the_singular(tmp_path, tiny_train_config):
+    """'1 training items', 'finished 1 iterations'."""
+    data = write_coco(tmp_path / "data", num_images=1)
+    config = tiny_train_config(tmp_path, MAX_ITER=1)
+    result = train(config, tmp_path / "run", data)
+    for said in ("on 1 process, 1 CPU thread each, lr 0.001, 1 iteration, scale", "\n1 training item from ",
+                 "\nfinished 1 iteration in ", " s; 0 samples skipped; weights: "):
+        assert said in result.output, result.output
+    result = train(config, tmp_path / "run", data, "--resume")
+    assert f"nothing to do: {tmp_path / 'run'} already has 1 iteration\n" in result.output, result.output
+
+
 def test_a_run_from_weights_gives_its_checkpoints_the_configs_test_time_settings(tmp_path, tiny_train_config):
     """With --weights, the checkpoints kept the starting checkpoint's INPUT.MIN_SIZE_TEST / TEST.NUM_FRAME, not the
     --config's: segment and evaluate then ran the trained model with settings the run never had."""
@@ -319,7 +331,7 @@ def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp_pat
         if cpus:
             os.sched_setaffinity(0, cpus)
     log = (tmp_path / "two" / "train.log").read_text()
-    assert "on 2 process(es), 1 CPU thread(s) each" in log
+    assert "on 2 processes, 1 CPU thread each" in log
     if len(cpus) >= 2:  # the loader workers: each process' share of the machine's CPUs (2 x 2 on 2 CPUs were not)
         assert "DATALOADER.NUM_WORKERS is 2 but the 2 training processes of this machine share 2 CPUs: the data " \
                "loads with 1 worker process each" in log, log
