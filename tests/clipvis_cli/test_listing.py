@@ -24,15 +24,21 @@ def _no_downloads(isolated_cache):
     """Every test here runs with a private cache and no network."""
 
 
-def run_with_stdout_closed(*args: str) -> tuple[int, str]:
-    """Run ``python -m clipvis ARGS`` with stdout a pipe whose reader is gone before anything is written; the exit
-    status and stderr."""
+def run_with_a_stream_closed(closed: str, *args: str) -> tuple[int, str]:
+    """Run ``python -m clipvis ARGS`` with ``closed`` ("stdout" or "stderr") a pipe whose reader is gone before
+    anything is written (`| head -0`, a consumer that crashed); the exit status and the other stream."""
     environment = {**os.environ, "OMP_NUM_THREADS": "1"}
     process = subprocess.Popen([sys.executable, "-m", "clipvis", *args], stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=environment)
-    process.stdout.close()  # the reader goes away (`| head -0`, a consumer that crashed)
-    stderr = process.stderr.read().decode("utf-8")
-    return process.wait(timeout=300), stderr
+    gone, other = (process.stdout, process.stderr) if closed == "stdout" else (process.stderr, process.stdout)
+    gone.close()
+    text = other.read().decode("utf-8")
+    return process.wait(timeout=300), text
+
+
+def run_with_stdout_closed(*args: str) -> tuple[int, str]:
+    """`run_with_a_stream_closed` of stdout: the exit status and stderr."""
+    return run_with_a_stream_closed("stdout", *args)
 
 
 def test_segment_runs_every_input_when_stdout_s_reader_goes_away(tmp_path, tiny_weights) -> None:
@@ -125,17 +131,6 @@ def test_segment_runs_every_input_when_stdout_is_full(tmp_path, tiny_weights) ->
     assert all((out / name / "ytvis.json").exists() for name in ("a", "b"))
 
 
-def run_with_stderr_closed(*args: str) -> tuple[int, str]:
-    """Run ``python -m clipvis ARGS`` with stderr a pipe whose reader is gone before anything is written (`2>&1 |
-    head -1` once the line is read); the exit status and stdout."""
-    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
-    process = subprocess.Popen([sys.executable, "-m", "clipvis", *args], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=environment)
-    process.stderr.close()
-    stdout = process.stdout.read().decode("utf-8")
-    return process.wait(timeout=300), stdout
-
-
 @pytest.mark.parametrize("log_format", ["human", "jsonl"])
 def test_segment_runs_every_input_when_stderr_s_reader_goes_away(log_format, tmp_path, tiny_weights) -> None:
     """`clipvis segment a b c 2>&1 | head -1` exited 1 after the first input without a word (rich's reaction to a
@@ -146,9 +141,9 @@ def test_segment_runs_every_input_when_stderr_s_reader_goes_away(log_format, tmp
     for name in ("a", "b", "c"):
         write_video(videos / f"{name}.mp4")
     out = tmp_path / "out"
-    code, stdout = run_with_stderr_closed("segment", str(videos), "--vocab", "box", "--weights", str(tiny_weights),
-                                          "-o", str(out), "--device", "cpu", "--formats", "ytvis",
-                                          "--log-format", log_format)
+    code, stdout = run_with_a_stream_closed("stderr", "segment", str(videos), "--vocab", "box", "--weights",
+                                            str(tiny_weights), "-o", str(out), "--device", "cpu", "--formats", "ytvis",
+                                            "--log-format", log_format)
     assert code == 0
     assert stdout.splitlines() == [str(out / name / "ytvis.json") for name in ("a", "b", "c")]
     for name in ("a", "b", "c"):

@@ -258,13 +258,26 @@ def test_other_formats_sizes_and_leftover_temp_files(tmp_path, tiny_weights) -> 
     assert RunManifest.read(folder / "run.json").status == "complete"
 
 
+def _into_the_model_pass(process: subprocess.Popen, manifest: Path) -> float:
+    """Wait until the segment `process` records its input running in `manifest`, and 0.3 s more (well into the model's
+    pass); the deadline (time.monotonic) for the rest of the test's waits."""
+    import time
+
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        if manifest.is_file() and json.loads(manifest.read_text() or "{}").get("status") == "running":
+            break
+        time.sleep(0.05)
+    time.sleep(0.3)
+    return deadline
+
+
 @pytest.mark.parametrize("name", ["SIGTERM", "SIGHUP"])
 def test_a_scheduler_s_termination_signal_ends_a_run_as_ctrl_c_does(tmp_path, tiny_weights, name) -> None:
     """SLURM and Kubernetes send SIGTERM on timeout or preemption (SIGKILL follows a grace period later); a closed
     terminal sends SIGHUP. The run used to die at once, run.json "running" for good: now the video in progress is
     marked interrupted, nothing half-written is left, and the exit status is 128 + the signal's number."""
     import signal
-    import time
 
     video = write_video(tmp_path / "long.mp4", num_frames=2000)
     out = tmp_path / "out"
@@ -275,12 +288,7 @@ def test_a_scheduler_s_termination_signal_ends_a_run_as_ctrl_c_does(tmp_path, ti
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment,
     )
     manifest = out / "long" / "run.json"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and process.poll() is None:
-        if manifest.is_file() and json.loads(manifest.read_text() or "{}").get("status") == "running":
-            break
-        time.sleep(0.05)
-    time.sleep(0.3)  # well into the model's pass
+    _into_the_model_pass(process, manifest)
     process.send_signal(getattr(signal, name))
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 128 + getattr(signal, name), stderr
@@ -324,12 +332,7 @@ def test_a_second_signal_while_the_interruption_is_recorded_waits_for_the_record
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
     manifest = out / "long" / "run.json"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and process.poll() is None:
-        if manifest.is_file() and json.loads(manifest.read_text() or "{}").get("status") == "running":
-            break
-        time.sleep(0.05)
-    time.sleep(0.3)  # well into the model's pass
+    deadline = _into_the_model_pass(process, manifest)
     process.send_signal(signal.SIGTERM)
     while time.monotonic() < deadline and process.poll() is None and not marker.is_file():
         time.sleep(0.02)
