@@ -96,27 +96,32 @@ def report_result(
 def published_numbers(weights: str, dataset: str | None) -> dict[str, float] | None:
     """The paper's AP for a released checkpoint on a dataset, for the table's "paper" column, only when the weights
     are that release: given by a released name (the cache's copy, which clipvis downloaded), or a file with the same
-    content as the cache's copy of the release (same file, or same size and SHA-256). A file that only carries a
-    release's file name (``clipvis_lvis_r50_7.pth``: a model trained and saved under it, or a copy downloaded by hand
-    that the cache cannot vouch for) gets no paper column, said in one warning line."""
-    from clipvis.weights import WeightsError, find_pretrained, release_named, weights_cache_dir
+    content as the cache's copy of a release (the same file, or the same size and SHA-256: a copy downloaded by hand,
+    under whatever name the browser gave it). A file that only carries a release's file name
+    (``clipvis_lvis_r50_7.pth``: a model trained and saved under it) gets no paper column, said in one warning
+    line."""
+    from clipvis.weights import WeightsError, find_pretrained, list_pretrained, release_named, weights_cache_dir
 
     if not dataset:
         return None
     local = Path(weights).expanduser()
     checkpoint = release_named(weights)  # a release's name: not a file, nor a folder holding a checkpoint
     if checkpoint is None and local.exists():  # a file or a training folder: a release's only with its content
-        checkpoint = find_pretrained(local.name) if local.is_file() else None
-        if checkpoint is None or checkpoint.file_name != local.name or checkpoint.published_ap.get(dataset) is None:
+        if not local.is_file():
             return None
         try:
-            cached = weights_cache_dir() / checkpoint.file_name
+            cache = weights_cache_dir()
         except WeightsError:  # a CLIPVIS_CACHE that cannot be located: no cached copy to compare with
             return None
-        if not _same_content(local, cached):
-            print_warning(f"{local} has the file name of the released checkpoint {checkpoint.name} but is not the "
-                          f"copy in clipvis' cache ({cached}), so the paper's AP is not shown beside it; give "
-                          f"--weights {checkpoint.name} for the release")
+        checkpoint = next((entry for entry in list_pretrained() if entry.published_ap.get(dataset) is not None
+                           and _same_content(local, cache / entry.file_name)), None)
+        named = find_pretrained(local.name)
+        if checkpoint is None and named is not None and named.file_name == local.name and \
+                named.published_ap.get(dataset) is not None:
+            print_warning(f"{local} has the file name of the released checkpoint {named.name} but is not the "
+                          f"copy in clipvis' cache ({cache / named.file_name}), so the paper's AP is not shown beside "
+                          f"it; give --weights {named.name} for the release")
+        if checkpoint is None:
             return None
     value = checkpoint.published_ap.get(dataset) if checkpoint is not None else None
     return {"AP": value} if value is not None else None

@@ -5,6 +5,7 @@ Every download is faked (gdown and open_clip are replaced); no network is used.
 
 from __future__ import annotations
 
+import copy
 import warnings
 from pathlib import Path
 from typing import Any
@@ -157,6 +158,37 @@ def test_verified_download_then_a_damaged_cache_is_downloaded_again_once(
     monkeypatch.delenv("CLIPVIS_OFFLINE")
     load_model("clipvis-lvis-r50", **options)
     assert len(calls) == 2 and cached.read_bytes() == (tmp_path / "tiny.pth").read_bytes()
+
+
+class _TinyRelease:
+    """Stands in for a registry entry whose released file is the tiny model, its config whole (as a release's is)."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.config = config
+
+    def model_config(self) -> dict[str, Any]:
+        return dict(self.config)
+
+
+def test_a_download_that_is_the_release_stays_whatever_config_the_caller_gives(
+    tmp_path, monkeypatch, tiny_model, tiny_config, isolated_cache
+) -> None:
+    """A --clip-config that does not fit the release made the download's check fail: the right file was thrown away
+    ("the downloaded file is not the expected checkpoint ... Download it by hand"), and downloaded again on every
+    run. The download is checked against the release's own config; the option is refused when the model is built."""
+    release = {k: v for k, v in tiny_config().to_dict().items() if k not in ("clip_model_name", "clip_pretrained")}
+    monkeypatch.setattr(build_module, "find_pretrained", lambda name: _TinyRelease(release))  # its own tiny CLIP
+    calls = _fake_gdown(monkeypatch, _official_file(tiny_model, tmp_path / "tiny.pth"))
+    other_clip = copy.deepcopy(tiny_config().clip_model_config)
+    other_clip["embed_dim"] = other_clip["embed_dim"] * 2
+    for _ in range(2):
+        with pytest.raises((CheckpointError, ValueError)) as info:
+            load_model("clipvis-lvis-r50", clip_config=other_clip)
+        assert "not the expected checkpoint" not in str(info.value)
+    cached = isolated_cache / "weights" / "clipvis_lvis_r50_7.pth"
+    assert len(calls) == 1 and cached.read_bytes() == (tmp_path / "tiny.pth").read_bytes()
+    torch.testing.assert_close(load_model("clipvis-lvis-r50").state_dict(), tiny_model.state_dict())
+    assert len(calls) == 1
 
 
 def test_a_damaged_cached_copy_that_cannot_be_deleted_says_so(

@@ -625,7 +625,7 @@ def test_a_full_disk_during_the_download_is_said_to_be_the_disk_not_google_drive
     assert _leftovers(weights) == []
 
 
-@pytest.mark.parametrize("flag", ["1", "true", "YES"])
+@pytest.mark.parametrize("flag", ["1", "true", "YES", "y", "2", "enabled"])  # set: README; y/2/enabled downloaded
 def test_offline_environment_never_downloads(monkeypatch: pytest.MonkeyPatch, flag: str) -> None:
     monkeypatch.setenv("CLIPVIS_OFFLINE", flag)
     fake = _install_fake(monkeypatch, _writes(TORCH_ZIP_BYTES))
@@ -655,8 +655,9 @@ def test_offline_with_a_stale_cached_file_says_to_unset_the_flag_or_replace_the_
     assert fake.calls == [] and target.read_bytes() == HTML_BYTES and "\n" not in message
 
 
-def test_offline_flag_zero_still_downloads(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("CLIPVIS_OFFLINE", "0")
+@pytest.mark.parametrize("flag", ["0", "false", "No", "off", ""])
+def test_offline_flag_zero_still_downloads(monkeypatch: pytest.MonkeyPatch, flag: str) -> None:
+    monkeypatch.setenv("CLIPVIS_OFFLINE", flag)
     fake = _install_fake(monkeypatch, _writes(TORCH_ZIP_BYTES))
     assert resolve_weights("clipvis-lvis-r50").is_file()
     assert len(fake.calls) == 1

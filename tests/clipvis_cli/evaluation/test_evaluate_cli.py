@@ -214,5 +214,10 @@ def test_the_paper_column_is_shown_only_for_the_release_itself(tmp_path: Path, m
                   str(cache / "clipvis_lvis_r50_7.pth")):
         assert published_numbers(typed, "lvvis_val") == paper, typed
     assert published_numbers("mine.pth", "lvvis_val") is None and published_numbers(str(tmp_path), "lvvis_val") is None
+    # a copy downloaded by hand keeps the name the browser gave it: its bytes make it the release (it needed the
+    # release's file name)
+    for name in ("copy_clipvis_lvis_r50_7.pth", "CLIPVIS_LVIS_R50_7.pth", "model_final.pth"):
+        (tmp_path / name).write_bytes(b"the release")
+        assert published_numbers(name, "lvvis_val") == paper, name
     assert is_subset_ground_truth(tmp_path / subset_ground_truth_name(3))
     assert not is_subset_ground_truth(tmp_path / "x.json")
