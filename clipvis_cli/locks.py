@@ -40,9 +40,11 @@ class FolderLock:
     blocks until it is free (`timeout` seconds at most, then FolderBusyError).
     """
 
-    def __init__(self, directory: Path | str) -> None:
+    def __init__(self, directory: Path | str, name: str = LOCK_NAME) -> None:
+        """``name``: the lock file's (LOCK_NAME marks a folder of clipvis outputs, which a folder search skips; a
+        training folder's lock has a name of its own)."""
         self.directory = Path(directory)
-        self.path = self.directory / LOCK_NAME
+        self.path = self.directory / name
         self._fd: int | None = None
 
     @property

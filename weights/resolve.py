@@ -49,7 +49,7 @@ XDG_CACHE_ENV = "XDG_CACHE_HOME"
 CHECKPOINT_SUFFIXES: tuple[str, ...] = (".pth", ".pt", ".pkl", ".bin", ".safetensors")
 # CLIPVIS_OFFLINE values that leave downloading on (README: nothing is downloaded while it is set: `y`, `2`,
 # `enabled` downloaded, where a user meant the opposite).
-_FALSY = frozenset({"", "0", "false", "no", "off"})
+_FALSY = frozenset({"", "0", "false", "no", "off", "n", "none", "disabled"})
 _CAUSE_MAX_CHARS = 200
 #: gdown (connect, between-bytes) timeout in seconds, so a stalled network fails instead of hanging.
 #: gdown >= 6.3 (the first release with `timeout`) is a declared dependency.
@@ -117,8 +117,8 @@ def release_named(name_or_path: str | os.PathLike[str]) -> PretrainedCheckpoint 
 
 
 def offline_mode() -> bool:
-    """True when ``CLIPVIS_OFFLINE`` is set, to anything but 0/false/no/off (or nothing): no download is ever
-    attempted."""
+    """True when ``CLIPVIS_OFFLINE`` is set, to anything but 0/false/no/off/n/none/disabled (or nothing): no
+    download is ever attempted."""
     return os.environ.get(OFFLINE_ENV, "").strip().lower() not in _FALSY
 
 

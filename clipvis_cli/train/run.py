@@ -490,11 +490,13 @@ def _run_training(request: RunRequest, rank: int, world: int, local_rank: int,
             log.warning("warning: SOLVER.STEPS %s lie past SOLVER.MAX_ITER %d: the learning rate does not decay at "
                         "them (set SOLVER.STEPS with SOLVER.MAX_ITER)", ", ".join(map(str, late)), schedule.max_iter)
         if _saves_only_at_the_end(schedule):
-            log.warning("warning: SOLVER.CHECKPOINT_PERIOD %d is not below SOLVER.MAX_ITER %d: the first checkpoint is "
+            kept = (f"only {resume_from.name}, the checkpoint it resumed from," if resume_from is not None
+                    else "nothing")
+            log.warning("warning: SOLVER.CHECKPOINT_PERIOD %d is not below SOLVER.MAX_ITER %d: the next checkpoint is "
                         "saved at the end, after iteration %d, and a run killed before (kill -9, out of memory) keeps "
-                        "nothing to --resume from (a stop signal still saves one); set SOLVER.CHECKPOINT_PERIOD, e.g. "
+                        "%s to --resume from (a stop signal still saves one); set SOLVER.CHECKPOINT_PERIOD, e.g. "
                         "SOLVER.CHECKPOINT_PERIOD=%d", schedule.checkpoint_period, schedule.max_iter, schedule.max_iter,
-                        max(schedule.max_iter // 5, 1))
+                        kept, max(schedule.max_iter // 5, 1))
 
     if world > 1:  # a rank started with other settings trained silently on them, or hung at the end of its schedule
         _check_ranks_agree(rank, world, "settings", _settings_of(config))

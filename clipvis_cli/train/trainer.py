@@ -11,7 +11,7 @@ Output folder layout (the checkpoint files' names: `clipvis.weights.training_fol
     metrics.jsonl                    one JSON line per logged iteration and per evaluation
     events.out.tfevents.*            TensorBoard scalars (when the tensorboard package is installed)
     train.log                        the log lines
-    .clipvis.lock                    held while a checkpoint is written (remove_stale_temporaries)
+    .clipvis-train.lock              held while a checkpoint is written (remove_stale_temporaries)
 """
 
 from __future__ import annotations
@@ -41,7 +41,6 @@ from torch import nn
 from clipvis.cli.atomic import atomic_write_text, parse_json
 from clipvis.cli.locks import FolderBusyError, FolderLock
 from clipvis.cli.messages import counted
-from clipvis.cli.train.config import RUN_CONFIG_NAME
 from clipvis.cli.train.data import Batch
 from clipvis.cli.train.stopping import StopRequests, TrainingStopped, write_to_stderr
 from clipvis.model import ClipVis, LossWeights, RandomPointSampler, SetCriterion, save_pretrained
@@ -90,15 +89,18 @@ def resume_point(folder: Path) -> Path | None:
     return complete[-1] if complete else None
 
 
-# The temporary files of the run folder's writes, until their rename: the weights' (write_state_dict:
-# `.model_0000007.safetensors.tmp<pid>`), the training state's, and those of last_checkpoint, metrics.jsonl,
-# config.yaml and data.json (atomic_write_text: `.<stem>.XXXXXXXX.tmp<suffix>`). A process killed while saving leaves
-# them, a checkpoint's size each.
+# The temporary files of a checkpoint's save, until their rename: the weights' (write_state_dict:
+# `.model_0000007.safetensors.tmp<pid>`), the training state's and last_checkpoint's (atomic_write_text:
+# `.<stem>.XXXXXXXX.tmp<suffix>`). A process killed while saving leaves them, a checkpoint's size each. Only these:
+# a save writes them holding the folder's lock, which the removal takes (metrics.jsonl, config.yaml and data.json are
+# written without it, and their temporaries, a few kilobytes, are left alone).
 _RUN_TEMPORARY = re.compile("|".join([
     r"\.model_\d{7}\.safetensors\.tmp\d+", r"model_\d{7}\.state\.pt\.tmp",
-    *(re.escape(f".{Path(name).stem}.") + r"[a-z0-9_]{8}" + re.escape(f".tmp{Path(name).suffix}")
-      for name in (LAST_CHECKPOINT, METRICS_NAME, RUN_CONFIG_NAME, RUN_DATA_NAME)),
+    re.escape(f".{Path(LAST_CHECKPOINT).stem}.") + r"[a-z0-9_]{8}" + re.escape(f".tmp{Path(LAST_CHECKPOINT).suffix}"),
 ]))
+# Not LOCK_NAME, which marks a folder of clipvis outputs that a folder search for videos skips: a training folder
+# among a user's videos hid them (review14).
+TRAINING_LOCK_NAME = ".clipvis-train.lock"
 SAVE_LOCK_WAIT_S = 60.0  # how long a save waits for a removal of stale temporaries (milliseconds) to end
 
 
@@ -108,7 +110,7 @@ def _folder_held(folder: Path, wait_s: float | None) -> Iterator[bool]:
     temporaries holds while it looks: the latter never takes a live save's file for a killed one's. Yields whether it
     is held; ``wait_s`` None: not waited for (another process holds it: False), else waited for up to that long and
     then gone on without."""
-    lock = FolderLock(folder)
+    lock = FolderLock(folder, TRAINING_LOCK_NAME)
     try:
         lock.acquire(wait=wait_s is not None, timeout=wait_s)
     except FolderBusyError:

@@ -655,7 +655,7 @@ def test_offline_with_a_stale_cached_file_says_to_unset_the_flag_or_replace_the_
     assert fake.calls == [] and target.read_bytes() == HTML_BYTES and "\n" not in message
 
 
-@pytest.mark.parametrize("flag", ["0", "false", "No", "off", ""])
+@pytest.mark.parametrize("flag", ["0", "false", "No", "off", "", "n", "none", "disabled"])
 def test_offline_flag_zero_still_downloads(monkeypatch: pytest.MonkeyPatch, flag: str) -> None:
     monkeypatch.setenv("CLIPVIS_OFFLINE", flag)
     fake = _install_fake(monkeypatch, _writes(TORCH_ZIP_BYTES))

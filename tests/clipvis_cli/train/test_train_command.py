@@ -162,11 +162,16 @@ def test_a_checkpoint_period_at_or_past_the_last_iteration_is_said(tmp_path, tin
     config = tiny_train_config(tmp_path, MAX_ITER=3, CHECKPOINT_PERIOD=3)
     result = train(config, tmp_path / "run", data)
     said = [line for line in result.stderr.splitlines() if "CHECKPOINT_PERIOD" in line]
-    assert said == ["clipvis: warning: SOLVER.CHECKPOINT_PERIOD 3 is not below SOLVER.MAX_ITER 3: the first checkpoint "
+    assert said == ["clipvis: warning: SOLVER.CHECKPOINT_PERIOD 3 is not below SOLVER.MAX_ITER 3: the next checkpoint "
                     "is saved at the end, after iteration 3, and a run killed before (kill -9, out of memory) keeps "
                     "nothing to --resume from (a stop signal still saves one); set SOLVER.CHECKPOINT_PERIOD, e.g. "
                     "SOLVER.CHECKPOINT_PERIOD=1"], result.stderr
     assert "SOLVER.CHECKPOINT_PERIOD 3 is not below" in (tmp_path / "run" / "train.log").read_text()
+    # a resumed run keeps the checkpoint it resumed from (review14: it said "nothing")
+    result = train(config, tmp_path / "run", data, "--resume", "SOLVER.MAX_ITER=6", "SOLVER.CHECKPOINT_PERIOD=6")
+    said = [line for line in result.stderr.splitlines() if "CHECKPOINT_PERIOD" in line]
+    assert len(said) == 1 and "keeps only model_0000002.safetensors, the checkpoint it resumed from, to --resume " \
+        "from" in said[0], result.stderr
     result = train(config, tmp_path / "saved", data, "SOLVER.CHECKPOINT_PERIOD=2")
     assert "CHECKPOINT_PERIOD" not in result.stderr and (tmp_path / "saved" / "model_0000001.safetensors").is_file()
 
@@ -461,20 +466,22 @@ def test_a_run_removes_the_temporaries_a_run_killed_while_saving_left_unless_a_l
     config = tiny_train_config(tmp_path, MAX_ITER=2)
     run = tmp_path / "run"
     train(config, run, data)
-    stale = [".model_0000003.safetensors.tmp4242", "model_0000003.state.pt.tmp", ".last_checkpoint.k2j4h5g6.tmp",
-             ".metrics.ab12cd34.tmp.jsonl", ".config.ab12cd_4.tmp.yaml", ".data.0a1b2c3d.tmp.json"]
+    stale = [".model_0000003.safetensors.tmp4242", "model_0000003.state.pt.tmp", ".last_checkpoint.k2j4h5g6.tmp"]
     others = [".notes.tmp", "notes.txt", ".model_0000003.safetensors.tmp", "model_0000003.safetensors.tmp4242",
-              ".other.ab12cd34.tmp.json"]  # not the run's own temporaries: left alone
+              ".other.ab12cd34.tmp.json",  # not the run's own temporaries: left alone
+              # written without the lock (a live run's could be taken for a killed one's): small, left alone too
+              ".metrics.ab12cd34.tmp.jsonl", ".config.ab12cd_4.tmp.yaml", ".data.0a1b2c3d.tmp.json"]
     for name in stale + others:
         (run / name).write_bytes(b"x" * 1000)
     monkeypatch.setattr(trainer, "SAVE_LOCK_WAIT_S", 0.1, raising=False)  # its own saves wait no longer
-    with FolderLock(run):  # another process saving there now: its temporaries are not a killed run's
+    with FolderLock(run, trainer.TRAINING_LOCK_NAME):  # another process saving there: not a killed run's files
         result = train(config, run, data, "--resume", "SOLVER.MAX_ITER=3")
     assert all((run / name).is_file() for name in stale + others) and "temporary file" not in result.output
     result = train(config, run, data, "--resume", "SOLVER.MAX_ITER=4")
     assert sorted(name for name in stale + others if (run / name).exists()) == sorted(others)
-    assert f"removed 6 temporary files a killed run left in {run} (0.0 MB): .config.ab12cd_4.tmp.yaml, " \
-           ".data.0a1b2c3d.tmp.json, .last_checkpoint.k2j4h5g6.tmp, ...\n" in result.output, result.output
+    assert f"removed 3 temporary files a killed run left in {run} (0.0 MB): .last_checkpoint.k2j4h5g6.tmp, " \
+           ".model_0000003.safetensors.tmp4242, model_0000003.state.pt.tmp\n" in result.output, result.output
+    assert not (run / ".clipvis.lock").exists()  # a training folder among videos is searched (review14)
     assert (run / "last_checkpoint").read_text().strip() == "model_0000003.safetensors"
 
 
