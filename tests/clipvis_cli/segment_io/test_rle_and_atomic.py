@@ -153,8 +153,12 @@ def test_a_stop_just_after_the_temporary_file_is_made_leaves_none(tmp_path: Path
         return result
 
     monkeypatch.setattr(tempfile, "mkstemp", made_then_stopped)
-    with pytest.raises(KeyboardInterrupt), atomic_output_path(tmp_path / "coco.json") as temporary:
-        temporary.write_text("{}")
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # whatever an earlier test left
+    try:
+        with pytest.raises(KeyboardInterrupt), atomic_output_path(tmp_path / "coco.json") as temporary:
+            temporary.write_text("{}")
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert list(tmp_path.iterdir()) == []
 
 
