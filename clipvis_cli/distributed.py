@@ -463,6 +463,17 @@ def stop_in_silence() -> None:
     time.sleep(SILENT_STOP_GRACE_S)
 
 
+def is_later_rank(environ: dict[str, str] | None = None) -> bool:
+    """Whether this process is one of several torchrun started (``WORLD_SIZE`` above 1) and not rank 0: work that
+    one process does for the job (scoring a results file) is left to rank 0. ``RANK`` alone is no job: launchers that
+    set it for a program of their own reach a clipvis it runs."""
+    env = os.environ if environ is None else environ
+    try:
+        return int(env.get("WORLD_SIZE", "1")) > 1 and int(env.get("RANK", "0")) != 0
+    except ValueError:  # DistributedRun.from_env says what is wrong with the environment
+        return False
+
+
 def repeats_a_first_process(environ: dict[str, str] | None = None) -> bool:
     """Whether this process is a torchrun worker that its machine's first worker (``LOCAL_RANK`` 0) repeats: every
     worker of a machine is started with the same command line, in the same folder, so a usage error found before

@@ -139,8 +139,8 @@ def discover_inputs(
         # A file a list or a pattern gives that clipvis wrote (`find . -name '*.mp4' | clipvis segment -` run again
         # where the output root is under `.`: its overlays), as a folder search leaves out the folders clipvis made.
         if (argument in listed or not explicit) and not is_dir_quietly(path) and (folder := _output_folder(path)):
-            said.append(f"{path_text(path)}: skipped: a file clipvis wrote (in {path_text(folder)}, a folder of its "
-                        "outputs); name it as an argument to segment it")
+            said.append(f"{path_text(path)}: {SKIPPED_OUTPUT} (in {path_text(folder)}, a folder of its outputs); "
+                        "name it as an argument to segment it")
             return []
         return _expand_path(path, argument, explicit, said)
 
@@ -398,6 +398,9 @@ def _made_by_clipvis(directory: Path) -> bool:
     except OSError:
         return False
 
+
+# How `discover_inputs` says it left out a file clipvis wrote (`warnings`).
+SKIPPED_OUTPUT = "skipped: a file clipvis wrote"
 
 # The records of the folders clipvis writes its outputs in: a video's output folder (writers.layout.MANIFEST_NAME)
 # and an export folder (exporters.base.EXPORT_RECORD). An output root holds neither (`-o .` keeps the user's own

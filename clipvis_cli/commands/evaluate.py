@@ -23,6 +23,7 @@ from clipvis.cli.commands.common import device_option, fail
 from clipvis.cli.commands.evaluate_dataset import run_dataset_evaluation
 from clipvis.cli.dataset_inference import METRICS_NAME, is_subset_ground_truth
 from clipvis.cli.datasets import UnknownDatasetError, dataset_names, get_dataset
+from clipvis.cli.distributed import is_later_rank
 from clipvis.cli.evaluation.errors import EvaluationInputError
 from clipvis.cli.evaluation.protocols import get_protocol
 from clipvis.cli.evaluation.scoring import score_results_file
@@ -246,8 +247,8 @@ def evaluate(
     if max_videos is not None:  # it chooses the videos inference runs: a results file is scored whole
         raise typer.BadParameter("--max-videos runs the first N videos (with --dataset or --frames); --results is "
                                  "scored whole")
-    if _another_torchrun_process():  # one process scores a file; the others are not needed (each printed the table
-        return  # and wrote the --json file again)
+    if is_later_rank():  # under torchrun one process scores a file (each printed the table and wrote --json again)
+        return
     _remove_earlier_metrics(json_path)
     if json_path is not None:  # a folder that cannot be made is said before the scoring, not after its table
         try:
@@ -255,16 +256,6 @@ def evaluate(
         except OutputNotWritableError as error:
             raise fail(f"--json {error}") from None
     score_and_report(results, gt, protocol, json_path, None)
-
-
-def _another_torchrun_process() -> bool:
-    """Whether this process is one of several torchrun started (``WORLD_SIZE`` above 1, as segment and export tell)
-    and not rank 0. ``RANK`` alone is no job: launchers that set it for a program of their own reach a clipvis it
-    runs."""
-    try:
-        return int(os.environ.get("WORLD_SIZE", "1")) > 1 and int(os.environ.get("RANK", "0")) != 0
-    except ValueError:
-        return False
 
 
 def _remove_earlier_metrics(json_path: Path | None, own_output: Path | None = None) -> None:

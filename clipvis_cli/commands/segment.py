@@ -38,7 +38,7 @@ from clipvis.cli.distributed import (
     signals_held,
     visible_cuda_devices,
 )
-from clipvis.cli.inputs import VideoSource, discover_inputs, read_argument_lines
+from clipvis.cli.inputs import SKIPPED_OUTPUT, VideoSource, discover_inputs, read_argument_lines
 from clipvis.cli.listing import StdoutListing
 from clipvis.cli.memory import HeapTrimmer, prefer_huge_pages
 from clipvis.cli.progress import Reporter
@@ -273,7 +273,7 @@ def _checked_arguments(
     # An empty list on stdin (`-` alone) is nothing to do, the caller says so; anything else that finds no input is
     # a usage error.
     if not sources and (stdin_arguments or any(argument != "-" for argument in inputs)):
-        skipped = [warning for warning in warnings if ": skipped: a file clipvis wrote" in warning]
+        skipped = [warning for warning in warnings if f": {SKIPPED_OUTPUT} " in warning]
         why = f" ({len(skipped)} file(s) clipvis wrote skipped: {skipped[0]})" if skipped else ""
         raise typer.BadParameter(f"no input videos found{why}")
     try:
