@@ -19,7 +19,8 @@ from collections.abc import Sequence
 
 from clipvis.cli.collector import collector_paused, freeze_before_exit
 from clipvis.cli.memory import share_one_malloc_arena
-from clipvis.cli.standard_streams import install_quiet_stderr
+from clipvis.cli.messages import error_reason
+from clipvis.cli.standard_streams import install_quiet_stderr, install_quiet_stdout, unwritten_answer
 
 # Options that print something and exit before any command runs (Typer's help and completion, the app's --version).
 ANSWERED_WITHOUT_A_COMMAND = frozenset({"--help", "--version", "--install-completion", "--show-completion"})
@@ -54,8 +55,26 @@ def main() -> None:
     """Run the `clipvis` application with the process set up for it."""
     share_one_malloc_arena()
     install_quiet_stderr()  # a stderr that cannot be written stops no input (clipvis.cli.standard_streams)
-    if not runs_a_command(sys.argv) and not sys.stdout.isatty() and not {"COLUMNS", "TERMINAL_WIDTH"} & set(os.environ):
+    if runs_a_command(sys.argv):
+        _run()
+        return
+    # help, the version or completions: a reader gone (`| head -1`) is no failure, a stdout that cannot take the
+    # answer (`> /dev/full`) one line (clipvis.cli.standard_streams)
+    answer = install_quiet_stdout()
+    if not answer.isatty() and not {"COLUMNS", "TERMINAL_WIDTH"} & set(os.environ):
         os.environ["TERMINAL_WIDTH"] = PIPED_HELP_WIDTH  # read by Typer's help when it is imported below
+    try:
+        _run()
+    finally:
+        error = unwritten_answer(answer)
+        if error is not None:
+            sys.stderr.write(f"clipvis: error: stdout not writable ({error_reason(error)})\n")
+            sys.exit(1)
+
+
+def _run() -> None:
+    """Import the application (torch too where a command runs) and run it; SIGTERM and SIGHUP stop it as Ctrl-C
+    does (`Terminated`), and a stop no command caught is said in one line."""
     received: list[int] = []
 
     def terminate(signum: int, frame: object) -> None:

@@ -7,12 +7,20 @@ process with exit 1 on a broken pipe). `install_quiet_stderr` makes the command'
 first failed write, points file descriptor 2 at the null device and writes nothing from then on: every input still
 runs, the exit code is the inputs' (README, "Segment videos": output streams).
 
+A command line that only prints an answer (the help, the version, shell completions: nothing else is done) gets the
+same stream as stdout (`install_quiet_stdout`), and the entry point judges the answer once it is printed
+(`unwritten_answer`): a reader that went away (``clipvis --help | head -1``) has read what it wanted, said nothing of,
+the exit status as ever; a stdout that could not take it (``> /dev/full``, ``>&-``) is one `clipvis: error:` line and
+exit 1, instead of rich's silent exit 1 or a traceback. A command's own stdout is left as it is: what it lists, and
+what happens when the listing stops, is clipvis.cli.listing's.
+
 Installed by the command's entry point only (clipvis.cli.launcher): a program that imports clipvis keeps its own
 streams.
 """
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import sys
@@ -32,6 +40,7 @@ class QuietOnFailureStream(io.TextIOBase):
         super().__init__()
         self._stream = stream
         self.failed = False
+        self.error: OSError | ValueError | None = None  # what the first failed write or flush raised
 
     @property
     def encoding(self) -> str:  # type: ignore[override]
@@ -59,19 +68,20 @@ class QuietOnFailureStream(io.TextIOBase):
         if not self.failed:
             try:
                 self._stream.write(text)
-            except (OSError, ValueError):
-                self._go_quiet()
+            except (OSError, ValueError) as error:
+                self._go_quiet(error)
         return len(text)
 
     def flush(self) -> None:
         if not self.failed:
             try:
                 self._stream.flush()
-            except (OSError, ValueError):
-                self._go_quiet()
+            except (OSError, ValueError) as error:
+                self._go_quiet(error)
 
-    def _go_quiet(self) -> None:
+    def _go_quiet(self, error: OSError | ValueError) -> None:
         self.failed = True
+        self.error = error
         try:
             descriptor = self._stream.fileno()
             null = os.open(os.devnull, os.O_WRONLY)
@@ -89,16 +99,46 @@ class QuietOnFailureStream(io.TextIOBase):
             pass
 
 
+def _stream_at(descriptor: int, stream: TextIO | None) -> TextIO:
+    """``stream``, or where the process started with ``descriptor`` closed (``2>&-``), a stream of the null device put
+    at that descriptor, not at the lowest free one (with stdin closed too, 0; then the next file opened took the
+    descriptor, and a library's message to it went into that file)."""
+    if stream is not None:
+        return stream
+    null = os.open(os.devnull, os.O_WRONLY)
+    if null != descriptor:
+        os.dup2(null, descriptor)
+        os.close(null)
+    return open(descriptor, "w", encoding="utf-8", closefd=False)  # noqa: SIM115 - the process' stream, until it ends
+
+
 def install_quiet_stderr() -> QuietOnFailureStream:
     """Make ``sys.stderr`` a `QuietOnFailureStream` (of the null device where there is no stderr: ``2>&-``)."""
-    stream: TextIO | None = sys.stderr
-    if stream is None:  # descriptor 2 was closed when the process started: the null device is put there, not at the
-        null = os.open(os.devnull, os.O_WRONLY)  # lowest free descriptor (with stdin closed too, 0; then the next file
-        if null != 2:  # opened took 2, and a library's message to stderr went into it)
-            os.dup2(null, 2)
-            os.close(null)
-        stream = open(2, "w", encoding="utf-8", closefd=False)  # noqa: SIM115 - the process' stderr, until it ends
+    stream = _stream_at(2, sys.stderr)
     quiet = stream if isinstance(stream, QuietOnFailureStream) else QuietOnFailureStream(stream)
     sys.stderr = quiet
     return quiet
 
+
+def install_quiet_stdout() -> QuietOnFailureStream:
+    """Make ``sys.stdout`` a `QuietOnFailureStream`, for a command line that only prints an answer (help, version,
+    completions). Where there is no stdout (``>&-``) it is one of the null device that has failed already, with the
+    error a write to a closed descriptor gets (EBADF)."""
+    closed = sys.stdout is None
+    stream = _stream_at(1, sys.stdout)
+    quiet = stream if isinstance(stream, QuietOnFailureStream) else QuietOnFailureStream(stream)
+    if closed:
+        quiet.failed = True
+        quiet.error = OSError(errno.EBADF, os.strerror(errno.EBADF))
+    sys.stdout = quiet
+    return quiet
+
+
+def unwritten_answer(stdout: QuietOnFailureStream) -> OSError | ValueError | None:
+    """Flush ``stdout`` (from `install_quiet_stdout`); the error that kept the answer from being written, or None
+    where it was written or its reader went away (a broken pipe: ``| head -1`` took what it wanted, as with any
+    other tool)."""
+    stdout.flush()
+    if stdout.error is None or isinstance(stdout.error, BrokenPipeError):
+        return None
+    return stdout.error

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -99,3 +100,30 @@ def test_a_stop_no_command_caught_is_said(tmp_path) -> None:
                             timeout=120, cwd=tmp_path)
     assert result.returncode == 143, result.stderr
     assert result.stderr == "clipvis: interrupted\n"
+
+
+@pytest.mark.parametrize(("args", "code"), [(["--help"], 0), (["segment", "--help"], 0), (["--version"], 0), ([], 2)],
+                         ids=["help", "segment-help", "version", "alone"])
+def test_an_answer_whose_reader_went_away_exits_as_ever_without_a_word(args, code) -> None:
+    """`clipvis --help | head -1` and `clipvis segment --help | head -1` exited 1 (rich's reaction to a broken pipe;
+    click's for `--version`), where other tools exit as they would have: the reader took what it wanted."""
+    from .test_listing import run_with_stdout_closed
+
+    assert run_with_stdout_closed(*args) == (code, "")
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="no /dev/full on this system")
+@pytest.mark.parametrize("args", [["--version"], ["evaluate", "--help"]], ids=["version", "evaluate-help"])
+def test_an_answer_into_a_full_stdout_is_one_error_line(args) -> None:
+    """`clipvis --version > /dev/full` ended with an OSError traceback (the help too)."""
+    with open("/dev/full", "w") as full:
+        result = subprocess.run([sys.executable, "-m", "clipvis", *args], stdout=full, stderr=subprocess.PIPE,
+                                text=True, timeout=120)
+    assert (result.returncode, result.stderr) == (1, "clipvis: error: stdout not writable (No space left on device)\n")
+
+
+def test_an_answer_without_a_stdout_is_one_error_line() -> None:
+    """`clipvis --help >&-` ended with AttributeError: 'NoneType' object has no attribute 'isatty'."""
+    result = subprocess.run(f"{sys.executable} -m clipvis --help >&-", shell=True, stderr=subprocess.PIPE, text=True,
+                            timeout=120, executable="/bin/bash")
+    assert (result.returncode, result.stderr) == (1, "clipvis: error: stdout not writable (Bad file descriptor)\n")
