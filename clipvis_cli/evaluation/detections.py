@@ -62,10 +62,13 @@ class DetectionSet:
     """Category name of a ytvis.json (not in the GT) -> number of results dropped for it."""
     matched_by_id: str | None = None
     """Why a ytvis.json naming its videos had them taken by id (a GT naming none), else None."""
+    short_gt_tracks: str | None = None
+    """The warning for GT tracks shorter than their video's frame count where only the annotations and the results
+    give that count (`counted_frames`), else None."""
 
     @property
     def warnings(self) -> list[str]:
-        warnings = [self.matched_by_id] if self.matched_by_id else []
+        warnings = [line for line in (self.matched_by_id, self.short_gt_tracks) if line]
         if self.dropped_categories:
             count = sum(self.dropped_categories.values())
             ids = sorted(self.dropped_categories)
@@ -106,16 +109,18 @@ def parse_results(results: Any, gt: VideoGroundTruth, source: str = "<results>")
     if not results:
         raise EvaluationInputError(f"{source}: the results list is empty (nothing to score)")
     known_categories = {category.id for category in gt.categories}
-    fallback_lengths = _gt_track_lengths(gt)
-    detections: list[Detection] = []
-    dropped: Counter[int] = Counter()
-    dropped_names: Counter[str] = Counter()
-    for index, entry in enumerate(results):
+    entries: list[tuple[Any, str | None]] = []  # each entry with its ids as the GT's; the name of a dropped category
+    for entry in results:
         name = None  # a ytvis.json category not in the GT
         if isinstance(entry, Mapping) and (category_map or video_map):
             entry, name = _mapped_entry(entry, category_map or {}, video_map or {})
-        detection = _parse_entry(index, entry, gt, known_categories if name is None else set(), fallback_lengths,
-                                 source)
+        entries.append((entry, name))
+    frame_counts = counted_frames(gt, [entry for entry, name in entries if name is None], known_categories)
+    detections: list[Detection] = []
+    dropped: Counter[int] = Counter()
+    dropped_names: Counter[str] = Counter()
+    for index, (entry, name) in enumerate(entries):
+        detection = _parse_entry(index, entry, gt, known_categories if name is None else set(), frame_counts, source)
         if detection is None and name is not None:
             dropped_names[name] += 1
         elif detection is None:
@@ -128,7 +133,8 @@ def parse_results(results: Any, gt: VideoGroundTruth, source: str = "<results>")
     check_runs((f"{source}: entry {d.id - 1} (video_id {d.video_id})", d.segmentations) for d in detections
                if (d.video_id, d.category_id) in compared)
     return DetectionSet(detections=detections, num_results=len(results), dropped_categories=dict(dropped),
-                        dropped_names=dict(dropped_names), matched_by_id=matched_by_id)
+                        dropped_names=dict(dropped_names), matched_by_id=matched_by_id,
+                        short_gt_tracks=_short_gt_tracks(gt, frame_counts))
 
 
 def _mapped_entry(
@@ -225,12 +231,37 @@ def _video_map(videos: Any, gt: VideoGroundTruth, source: str) -> tuple[dict[int
     return mapping, None
 
 
-def _gt_track_lengths(gt: VideoGroundTruth) -> dict[int, int]:
-    """Per video, the longest GT track: the expected frame count when the video lists neither frames nor length."""
-    lengths: dict[int, int] = {}
+def counted_frames(gt: VideoGroundTruth, entries: Sequence[Any], known_categories: set[int]) -> dict[int, int]:
+    """The frame count of each GT video that gives neither ``file_names`` nor ``length``, as its annotations and the
+    results say it: the most segmentations among its GT tracks and the results ``entries`` of it that are scored (of a
+    category of the GT). Entries that are not well formed count nothing (they are refused on their own)."""
+    uncounted = {video.id for video in gt.videos.values() if video.num_frames is None}
+    counts: dict[int, int] = {}
     for track in gt.tracks:
-        lengths[track.video_id] = max(lengths.get(track.video_id, 0), len(track.segmentations))
-    return lengths
+        if track.video_id in uncounted:
+            counts[track.video_id] = max(counts.get(track.video_id, 0), len(track.segmentations))
+    for entry in entries:
+        if not isinstance(entry, Mapping):
+            continue
+        video_id, category_id, segmentations = entry.get("video_id"), entry.get("category_id"), entry.get(
+            "segmentations")
+        if is_whole_number(video_id) and int(video_id) in uncounted and is_whole_number(category_id) and \
+                int(category_id) in known_categories and isinstance(segmentations, list):
+            counts[int(video_id)] = max(counts.get(int(video_id), 0), len(segmentations))
+    return counts
+
+
+def _short_gt_tracks(gt: VideoGroundTruth, counts: Mapping[int, int]) -> str | None:
+    """The warning for GT tracks of videos counted by `counted_frames` that have fewer segmentations than that count
+    (the reference ignores the frames past the shorter of a result and the track), else None."""
+    short = [f"annotation {track.id}: {len(track.segmentations)} for {counts[track.video_id]}" for track in gt.tracks
+             if track.video_id in counts and len(track.segmentations) < counts[track.video_id]]
+    if not short:
+        return None
+    listed = ", ".join(short[:3]) + (", ..." if len(short) > 3 else "")
+    return (f"{gt.source}: {len(short)} GT annotation(s) of videos without length or file_names have fewer "
+            "segmentations than the longest annotation or result of their video; frames past the shorter of a result "
+            f"and the annotation are ignored, as in the reference ({listed})")
 
 
 def _parse_entry(
@@ -238,7 +269,7 @@ def _parse_entry(
     entry: Any,
     gt: VideoGroundTruth,
     known_categories: set[int],
-    fallback_lengths: Mapping[int, int],
+    frame_counts: Mapping[int, int],
     source: str,
 ) -> Detection | None:
     where = f"{source}: entry {index}"
@@ -268,14 +299,18 @@ def _parse_entry(
     segmentations = entry["segmentations"]
     if not isinstance(segmentations, list):
         raise EvaluationInputError(f"{where}: 'segmentations' must be a list with one mask or null per frame")
-    expected = video.num_frames if video.num_frames is not None else fallback_lengths.get(video.id)
+    expected = video.num_frames if video.num_frames is not None else frame_counts.get(video.id)
     if expected is not None and len(segmentations) != expected:
         stride = -(-expected // len(segmentations)) if 0 < len(segmentations) < expected else 0
         strided = stride > 1 and -(-expected // stride) == len(segmentations)  # as many as every stride-th frame
-        hint = (f" (results of one frame in {stride}, as `segment --stride {stride}` writes? the GT needs a mask or "
-                "null for every frame it lists: segment without --stride)" if strided else "")
+        notes = [] if video.num_frames is not None else [
+            "the most segmentations of its GT annotations and results: the GT gives it no length or file_names"]
+        if strided:
+            notes.append(f"results of one frame in {stride}, as `segment --stride {stride}` writes? the GT needs a "
+                         "mask or null for every frame it lists: segment without --stride")
+        said = f" ({'; '.join(notes)})" if notes else ""
         raise EvaluationInputError(f"{where}: {len(segmentations)} segmentations but the video has {expected} frames"
-                                   f"{hint}")
+                                   f"{said}")
     return Detection(
         id=index + 1,
         video_id=int(video_id),

@@ -26,7 +26,8 @@ from clipvis.cli.rle import RleDict, compressed_counts_problems
 
 @dataclass(frozen=True)
 class GtVideo:
-    """One video of the GT file. `num_frames` = len(file_names), else `length`, else None (unknown)."""
+    """One video of the GT file. `num_frames` = len(file_names), else `length`, else None (unknown: scoring counts
+    the most segmentations among its tracks and the results of it, `detections.counted_frames`)."""
 
     id: int
     height: int

@@ -240,6 +240,32 @@ def test_results_errors_name_the_entry_and_video(vis: ModuleType) -> None:
     assert "must be an RLE object" in results_error(vis, [good(vis, segmentations=[[1, 2], None])])
 
 
+def test_a_video_without_a_frame_count_has_as_many_as_its_annotations_and_results_say(vis: ModuleType) -> None:
+    """A GT video without `length` and `file_names` was counted by its longest GT track alone: a track that stops at
+    the object's last frame (2 of 4) refused a results file with a mask or null for each of the 4 frames."""
+    gt = vis.gt_file([(1, 8, 8, 4)], [1], [vis.gt_track(1, 1, 1, [square()] * 2)])
+    for video in gt["videos"]:
+        del video["length"], video["file_names"]
+    parsed = parse_ground_truth(gt, source="gt.json")
+    whole = vis.result(1, 1, 0.9, [square(), square(), None, None])
+    detections = parse_results([whole, vis.result(1, 1, 0.5, [None, square(), None, None])], parsed)
+    assert [len(d.segmentations) for d in detections.detections] == [4, 4]
+    assert detections.warnings == ["gt.json: 1 GT annotation(s) of videos without length or file_names have fewer "
+                                   "segmentations than the longest annotation or result of their video; frames past "
+                                   "the shorter of a result and the annotation are ignored, as in the reference "
+                                   "(annotation 1: 2 for 4)"]
+    assert VideoAPEvaluator().evaluate(parsed, detections).stats["AP"] == pytest.approx(1.0, abs=1e-12)
+    # a result with fewer masks than another result (or a GT track) of its video is still refused, saying so
+    with pytest.raises(EvaluationInputError) as error:
+        parse_results([whole, vis.result(1, 1, 0.5, [square(), None])], parsed, source="res.json")
+    assert str(error.value) == ("res.json: entry 1 (video_id 1): 2 segmentations but the video has 4 frames (the most "
+                                "segmentations of its GT annotations and results: the GT gives it no length or "
+                                "file_names; results of one frame in 2, as `segment --stride 2` writes? the GT needs "
+                                "a mask or null for every frame it lists: segment without --stride)")
+    with pytest.raises(EvaluationInputError, match="entry 0 .*: 1 segmentations but the video has 2 frames"):
+        parse_results([vis.result(1, 1, 0.5, [square()])], parsed, source="res.json")
+
+
 def test_ids_written_as_whole_floats_score_as_the_integers(vis: ModuleType) -> None:
     """Some writers print ids as ``1.0``; the reference looks them up in dicts, where 1.0 finds 1, and scores them."""
     as_ints = score_results([good(vis)], parse_ground_truth(simple_gt(vis))).stats
