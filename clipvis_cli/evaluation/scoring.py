@@ -13,12 +13,18 @@ from clipvis.cli.evaluation.video_ap import VideoAPEvaluator, VideoAPParams, Vid
 
 
 def require_annotations(gt: VideoGroundTruth) -> None:
-    """EvaluationInputError when the GT has no annotations ('annotations' missing, null or empty): a table of dashes
-    would measure nothing."""
+    """EvaluationInputError when the GT has no annotations ('annotations' missing, null or empty) or no categories
+    (an empty 'categories' list: every annotation's category is one it does not list): a table of dashes would
+    measure nothing."""
     if not gt.tracks:
         raise EvaluationInputError(
             f"{gt.source}: no annotations, so nothing can be scored (a split without public ground truth, such as "
             "YTVIS or OVIS val? its server scores the zip `clipvis evaluate --dataset NAME` writes)"
+        )
+    if not gt.categories:
+        raise EvaluationInputError(
+            f"{gt.source}: no categories to score (its 'categories' list is empty; its {len(gt.tracks)} annotation(s) "
+            "count only under a category it lists)"
         )
 
 

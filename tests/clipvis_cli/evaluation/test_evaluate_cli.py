@@ -176,6 +176,22 @@ def test_a_gt_without_annotations_is_an_error_not_a_table_of_dashes(
     ]
 
 
+def test_a_gt_without_categories_is_an_error_not_a_table_of_dashes(files: tuple[Path, Path], tmp_path: Path) -> None:
+    """A GT with annotations and an empty 'categories' list printed a table of dashes, exit 0 (each annotation of a
+    category it does not list, each result dropped)."""
+    gt_path, results_path = files
+    gt = json.loads(gt_path.read_text())
+    gt["categories"] = []
+    gt_path.write_text(json.dumps(gt))
+    out = tmp_path / "m.json"
+    result = runner.invoke(app, ["evaluate", "--results", str(results_path), "--gt", str(gt_path), "--json", str(out)])
+    assert result.exit_code == 1 and result.stdout == "" and not out.exists()
+    assert result.stderr.splitlines() == [
+        f"clipvis: error: {gt_path}: no categories to score (its 'categories' list is empty; its 2 annotation(s) count "
+        "only under a category it lists)"
+    ]
+
+
 @pytest.mark.parametrize(
     "args",
     [
