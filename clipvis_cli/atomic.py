@@ -559,3 +559,27 @@ def ensure_output_dir(path: Path | str) -> Path:
                 raise OutputNotWritableError(directory, f"{what}, not a folder") from error
         raise OutputNotWritableError(directory, error) from error
     return directory
+
+
+@contextmanager
+def output_dir_for_now(path: Path | str) -> Iterator[Path]:
+    """`ensure_output_dir(path)` for what the body then writes there; where the body (or the check itself) fails, an
+    exception or Ctrl-C, the folders this made are removed again, deepest first, each only while it is empty: a run
+    that fails leaves no empty folder it made for nothing, and a folder the user had, or anything put in one meanwhile,
+    stays."""
+    directory = Path(path)
+    made = []  # the folders of `path` that are not there yet, deepest first: what ensure_output_dir makes
+    for folder in (directory, *directory.parents):
+        if os.path.lexists(folder):
+            break
+        made.append(folder)
+    try:
+        ensure_output_dir(directory)
+        yield directory
+    except BaseException:
+        for folder in made:
+            try:
+                folder.rmdir()
+            except OSError:  # not empty (or not there): it and the folders above it stay
+                break
+        raise

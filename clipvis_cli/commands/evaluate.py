@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import os
 from collections.abc import Mapping, Sequence
+from contextlib import ExitStack
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,12 @@ from typing import Any
 import typer
 from rich.console import Console
 
-from clipvis.cli.atomic import OutputNotWritableError, atomic_write_json, ensure_output_dir, parse_json
+from clipvis.cli.atomic import (
+    OutputNotWritableError,
+    atomic_write_json,
+    output_dir_for_now,
+    parse_json,
+)
 from clipvis.cli.commands.common import device_option, fail
 from clipvis.cli.commands.evaluate_dataset import run_dataset_evaluation
 from clipvis.cli.dataset_inference import METRICS_NAME, is_subset_ground_truth
@@ -89,8 +95,8 @@ def report_result(
         why = STDOUT_CLOSED if isinstance(error, BrokenPipeError) else f"stdout not writable ({error_reason(error)})"
         print_warning(f"{why}: the metrics table was cut short{kept}")
     for path in dict.fromkeys(paths):
-        ensure_output_dir(path.parent if str(path.parent) else Path("."))
-        atomic_write_json(path, metrics_payload(result, **sources), indent=2)
+        with output_dir_for_now(path.parent if str(path.parent) else Path(".")):  # made for nothing: removed again
+            atomic_write_json(path, metrics_payload(result, **sources), indent=2)
         typer.echo(f"wrote {path}", err=True)
 
 
@@ -250,12 +256,13 @@ def evaluate(
     if is_later_rank():  # under torchrun one process scores a file (each printed the table and wrote --json again)
         return
     _remove_earlier_metrics(json_path)
-    if json_path is not None:  # a folder that cannot be made is said before the scoring, not after its table
-        try:
-            ensure_output_dir(json_path.parent if str(json_path.parent) else Path("."))
-        except OutputNotWritableError as error:
-            raise fail(f"--json {error}") from None
-    score_and_report(results, gt, protocol, json_path, None)
+    with ExitStack() as folder:
+        if json_path is not None:  # a folder that cannot be made is said before the scoring, not after its table; one
+            try:  # made for it goes again if the scoring fails
+                folder.enter_context(output_dir_for_now(json_path.parent if str(json_path.parent) else Path(".")))
+            except OutputNotWritableError as error:
+                raise fail(f"--json {error}") from None
+        score_and_report(results, gt, protocol, json_path, None)
 
 
 def _remove_earlier_metrics(json_path: Path | None, own_output: Path | None = None) -> None:

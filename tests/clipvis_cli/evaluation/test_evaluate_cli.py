@@ -50,6 +50,21 @@ def test_a_json_folder_that_cannot_be_made_is_said_before_the_table(files: tuple
     assert result.stderr.startswith(f"clipvis: error: --json {blocker}: output not writable"), result.stderr
 
 
+def test_a_json_folder_made_for_a_scoring_that_fails_is_removed(files: tuple[Path, Path], tmp_path: Path) -> None:
+    """`--json new/deeper/m.json` with a GT that could not be scored left new/deeper/ behind, empty; a folder the
+    user had stays."""
+    gt_path, results_path = files
+    gt_path.write_text(json.dumps({**json.loads(gt_path.read_text()), "annotations": []}))
+    had = tmp_path / "had"
+    had.mkdir()
+    for json_path in (tmp_path / "new" / "deeper" / "m.json", had / "m.json", had / "new" / "m.json"):
+        result = runner.invoke(app, ["evaluate", "--results", str(results_path), "--gt", str(gt_path), "--json",
+                                     str(json_path)])
+        assert result.exit_code == 1 and "no annotations, so nothing can be scored" in result.stderr, result.stderr
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["gt.json", "had", "results.json"]
+    assert list(had.iterdir()) == []
+
+
 def test_a_results_file_is_scored_by_one_process_under_torchrun(files: tuple[Path, Path], tmp_path: Path,
                                                                  monkeypatch) -> None:
     """`torchrun --nproc-per-node 2 -m clipvis evaluate --results R --gt G --json M` printed the table twice and

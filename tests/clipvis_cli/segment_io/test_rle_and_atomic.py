@@ -22,6 +22,7 @@ from clipvis.cli.atomic import (
     ensure_output_dir,
     is_temp_file_name,
     materialised_json,
+    output_dir_for_now,
     output_file_target,
     remove_stale_temp_files,
     remove_stale_temp_files_of,
@@ -192,6 +193,28 @@ def test_unwritable_output_is_one_clear_line(tmp_path: Path) -> None:
     dangling.symlink_to(tmp_path / "nowhere")
     with pytest.raises(OutputNotWritableError, match="a symbolic link to .*nowhere, which does not exist"):
         ensure_output_dir(dangling)  # it said "File exists"
+
+
+def test_a_folder_made_for_output_that_fails_goes_again_and_no_other(tmp_path: Path) -> None:
+    """What a failed run made for its output goes (an empty folder was left behind); a folder that was there, or one
+    that got a file meanwhile, stays, and so does every folder of a run that succeeds."""
+    had = tmp_path / "had"
+    had.mkdir()
+    with pytest.raises(KeyboardInterrupt), output_dir_for_now(had / "a" / "b") as made:
+        assert made.is_dir()
+        raise KeyboardInterrupt
+    assert list(had.iterdir()) == []
+    with pytest.raises(ValueError), output_dir_for_now(had / "a" / "b"):
+        (had / "a" / "someone's.txt").write_text("x")
+        raise ValueError
+    assert sorted(path.name for path in (had / "a").iterdir()) == ["someone's.txt"]
+    with output_dir_for_now(tmp_path / "kept" / "c") as made:
+        (made / "out.json").write_text("{}")
+    assert (tmp_path / "kept" / "c" / "out.json").is_file()
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(OutputNotWritableError), output_dir_for_now(blocker / "d"):
+        pass
 
 
 def test_disk_full_is_reported_as_unwritable_output(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
