@@ -11,7 +11,8 @@ matched to the ground-truth instances by :class:`HungarianMatcher` and four term
   over the masks and divided by the number of GT masks (averaged over processes in distributed training).
 * ``loss_dice``: ``1 - (2 sum(s g) + 1) / (sum(s) + sum(g) + 1)`` on the same points, summed / number of masks.
 * ``loss_iou``: L1 between the IoU head's output and the IoU of the binarised prediction (``sigmoid > 0.5``) with
-  the binarised GT on those points, over the matched queries whose GT IoU is > 0, averaged over them (0 if none).
+  the GT as sampled on those points (bilinear, left soft, as the official ``mask_iou``), over the matched queries
+  whose GT IoU is > 0, averaged over them (0 if none).
 
 Keys of the last prediction are as above; the auxiliary ones get ``_0``, ``_1``, ... (from the raw queries up).
 The weighted total is ``sum over predictions of 2 L_obj + 5 L_mask + 5 L_dice + 2 L_iou``.

@@ -347,6 +347,12 @@ _RECIPE_CHOICES = {
     "INPUT.MIN_SIZE_TRAIN_SAMPLING": ("choice",),
     "INPUT.CROP.ENABLED": ("false",),
     "DATALOADER.REPEAT_SQRT": ("true",),
+    # model keys the official configs set to these values, which clipvis' network hard-codes (a dropout in the
+    # decoders, a projection before them, another deformable attention): trained otherwise, the run was another model
+    "MODEL.MASK_FORMER.DROPOUT": ("0.0", "0"),
+    "MODEL.MASK_FORMER.ENFORCE_INPUT_PROJ": ("false",),
+    "MODEL.SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_N_POINTS": ("4",),
+    "MODEL.SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_N_HEADS": ("8",),
 }
 _RECIPE_NOTES = {
     "INPUT.SAMPLING_FRAME_NUM": " (one frame of a video per sample, as the official video configs set it; an image "
@@ -354,6 +360,13 @@ _RECIPE_NOTES = {
     "INPUT.MIN_SIZE_TRAIN_SAMPLING": " (a shorter side drawn from INPUT.MIN_SIZE_TRAIN)",
     "INPUT.CROP.ENABLED": " (no random crop but large-scale jitter's, as in the official recipe)",
     "DATALOADER.REPEAT_SQRT": " (repeat factors by the square root, as LVIS' recipe)",
+    "MODEL.MASK_FORMER.DROPOUT": " (no dropout, as every official config sets it)",
+    "MODEL.MASK_FORMER.ENFORCE_INPUT_PROJ": " (the queries' decoder reads the pixel decoder's 256 channels as they "
+                                            "are)",
+    "MODEL.SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_N_POINTS": " (the pixel decoder's deformable attention "
+                                                                  "samples 4 points per head and level)",
+    "MODEL.SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_N_HEADS": " (the pixel decoder's deformable attention has 8 "
+                                                                 "heads)",
 }
 
 

@@ -572,12 +572,23 @@ def test_recipe_values_the_trainer_does_not_implement_are_refused_not_ignored(tm
         ("INPUT:\n  MIN_SIZE_TRAIN_SAMPLING: range\n", "INPUT.MIN_SIZE_TRAIN_SAMPLING 'range' is not supported"),
         ("INPUT:\n  CROP:\n    ENABLED: True\n    TYPE: absolute\n", "INPUT.CROP.ENABLED true is not supported"),
         ("DATALOADER:\n  REPEAT_SQRT: False\n", "DATALOADER.REPEAT_SQRT false is not supported"),
+        # network settings clipvis hard-codes: each trained another model than the config says, without a word
+        ("MODEL:\n  MASK_FORMER:\n    DROPOUT: 0.1\n", "MODEL.MASK_FORMER.DROPOUT 0.1 is not supported; clipvis "
+         "trains with 0.0 or 0 (no dropout"),
+        ("MODEL:\n  MASK_FORMER:\n    ENFORCE_INPUT_PROJ: True\n", "MODEL.MASK_FORMER.ENFORCE_INPUT_PROJ true is not "
+         "supported"),
+        ("MODEL:\n  SEM_SEG_HEAD:\n    DEFORMABLE_TRANSFORMER_ENCODER_N_POINTS: 8\n", "MODEL.SEM_SEG_HEAD."
+         "DEFORMABLE_TRANSFORMER_ENCODER_N_POINTS 8 is not supported; clipvis trains with 4 "),
+        ("MODEL:\n  SEM_SEG_HEAD:\n    DEFORMABLE_TRANSFORMER_ENCODER_N_HEADS: 4\n", "MODEL.SEM_SEG_HEAD."
+         "DEFORMABLE_TRANSFORMER_ENCODER_N_HEADS 4 is not supported"),
     ):
         (tmp_path / "d2.yaml").write_text("_BASE_: ytvis.yaml\n" + lines)
         (tmp_path / "ytvis.yaml").write_text("INPUT:\n  SAMPLING_FRAME_NUM: 1\n  MIN_SIZE_TRAIN_SAMPLING: choice\n")
-        with pytest.raises(ConfigError, match=f"^{re.escape(str(tmp_path / 'd2.yaml'))}: {message}"):
+        with pytest.raises(ConfigError, match=f"^{re.escape(str(tmp_path / 'd2.yaml') + ': ' + message)}"):
             load_train_config(tmp_path / "d2.yaml")
-    (tmp_path / "d2.yaml").write_text("_BASE_: ytvis.yaml\nINPUT:\n  CROP:\n    ENABLED: False\n")
+    (tmp_path / "d2.yaml").write_text("_BASE_: ytvis.yaml\nINPUT:\n  CROP:\n    ENABLED: False\nMODEL:\n"
+                                      "  MASK_FORMER:\n    DROPOUT: 0.0\n    ENFORCE_INPUT_PROJ: False\n"
+                                      "  SEM_SEG_HEAD:\n    DEFORMABLE_TRANSFORMER_ENCODER_N_POINTS: 4\n")
     assert load_train_config(tmp_path / "d2.yaml").get("INPUT.MIN_SIZE_TRAIN_SAMPLING") == "choice"
 
 
