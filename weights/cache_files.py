@@ -1,14 +1,18 @@
 """Files and folders of the shared weights cache: the modes they get (the process' umask, as ``open()`` and
-``mkdir()`` would give them: a cache may be shared by several users) and the lock of a download in progress.
+``mkdir()`` would give them: a cache may be shared by several users), the lock of a download in progress and the
+record of the last download that failed.
 
 The `weights` package stands alone: it does not use `clipvis.cli.locks`."""
 
 from __future__ import annotations
 
 import fcntl
+import json
 import os
+import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 
@@ -109,3 +113,78 @@ def _readable_by_all(fd: int) -> None:
 
 #: How often a process waiting for a download lock looks again.
 _POLL_S = 0.2
+
+
+@dataclass(frozen=True)
+class DownloadFailure:
+    """Why a download of a cached file failed, as its process recorded it (`record_failure`)."""
+
+    reason: str
+    """The one-line reason its error gave."""
+    remedy: str | None
+    """What its error said to do (None: the usual remedy)."""
+    time: float
+    """When it failed (seconds since the epoch)."""
+    pid: int
+    """The process whose download it was."""
+
+
+def failure_record_path(target: Path) -> Path:
+    """``.<file name>.failed.json`` beside `target`: the last failed download of it (`record_failure`)."""
+    return target.with_name(f".{target.name}.failed.json")
+
+
+def read_failure_record(target: Path) -> bytes | None:
+    """The failure record of `target` as it is now (its bytes: any new record differs, its time and pid at least), or
+    None when there is none or it cannot be read. Compared before and after a wait for `target`'s lock, it tells
+    whether the download waited for failed (`failure_since`)."""
+    try:
+        return failure_record_path(target).read_bytes()
+    except OSError:
+        return None
+
+
+def failure_since(target: Path, before: bytes | None) -> DownloadFailure | None:
+    """The failure recorded for `target` since its record read `before` (`read_failure_record`), or None: the record
+    is the same (an old failure's, which says nothing of this wait), gone, or not one this version can read."""
+    now = read_failure_record(target)
+    if now is None or now == before:
+        return None
+    try:
+        fields = json.loads(now)
+        failure = DownloadFailure(str(fields["reason"]), fields.get("remedy"), float(fields["time"]),
+                                  int(fields["pid"]))
+    except (ValueError, TypeError, KeyError):
+        return None
+    return failure if failure.reason and isinstance(failure.remedy, (str, type(None))) else None
+
+
+def record_failure(target: Path, reason: str, remedy: str | None) -> None:
+    """Record why this process' download of `target` failed, for the processes waiting for it (they fail with this
+    reason instead of trying again, each in turn). Called holding `target`'s `DownloadLock`, so the record is
+    complete before a waiter can take the lock; it replaces the file at once (a new file renamed over it), and is
+    made readable by all, as the lock is. Never raises: without a record the waiters download it themselves."""
+    record = json.dumps({"reason": reason, "remedy": remedy, "time": time.time(), "pid": os.getpid()})
+    path = failure_record_path(target)
+    try:
+        fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f"{path.name}.", suffix=".tmp")
+    except OSError:
+        return
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(record)
+            os.fchmod(handle.fileno(), 0o644)
+        os.replace(temporary, path)
+    except OSError:
+        try:
+            os.unlink(temporary)
+        except OSError:
+            pass
+
+
+def forget_failure(target: Path) -> None:
+    """Remove `target`'s failure record (its download succeeded). Never raises."""
+    try:
+        failure_record_path(target).unlink(missing_ok=True)
+    except OSError:
+        pass

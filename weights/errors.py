@@ -26,8 +26,14 @@ class CacheLocationError(WeightsError, ValueError):
 class WeightsNotAvailableError(WeightsError, RuntimeError):
     """A released checkpoint is not in the local cache and could not be downloaded."""
 
-    def __init__(self, message: str, *, checkpoint: str, url: str, target: str) -> None:
+    def __init__(
+        self, message: str, *, checkpoint: str, url: str, target: str, reason: str | None = None,
+        remedy: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.checkpoint = checkpoint
         self.url = url
         self.target = target
+        #: Why it is not available (the message's first part), and what the message says to do (None: the usual).
+        self.reason = reason
+        self.remedy = remedy

@@ -25,7 +25,15 @@ import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from clipvis.weights.cache_files import DownloadLock, new_file_mode, new_folder_mode
+from clipvis.weights.cache_files import (
+    DownloadLock,
+    failure_since,
+    forget_failure,
+    new_file_mode,
+    new_folder_mode,
+    read_failure_record,
+    record_failure,
+)
 from clipvis.weights.errors import (
     CacheLocationError,
     InvalidWeightsError,
@@ -234,13 +242,14 @@ def _not_available(
 ) -> WeightsNotAvailableError:
     """The error for a released checkpoint that cannot be had: ``reason``, then ``remedy`` (default: download it by
     hand and save it in the cache), or give a file's path instead."""
-    remedy = remedy or f"Download it by hand from {checkpoint.url} and save it as {target}"
+    said = remedy or f"Download it by hand from {checkpoint.url} and save it as {target}"
     message = (
-        f"checkpoint {checkpoint.name!r} is not available: {_one_line(reason)}. {remedy}, "
+        f"checkpoint {checkpoint.name!r} is not available: {_one_line(reason)}. {said}, "
         "or give the path of a checkpoint file you already have instead of the name (load_model(PATH) in Python)."
     )
     return WeightsNotAvailableError(
-        message, checkpoint=checkpoint.name, url=checkpoint.url, target=str(target)
+        message, checkpoint=checkpoint.name, url=checkpoint.url, target=str(target), reason=_one_line(reason),
+        remedy=remedy,
     )
 
 
@@ -282,8 +291,15 @@ def _download(
     download holds the file's `DownloadLock` until its staging folder is gone: the processes of a machine (torchrun's
     ranks, two shells) download a file once, the others wait for it (saying so once, with `progress`) and then take
     the file the first one verified; a staging folder found while nobody holds the lock is a killed download's. The
-    lock dies with its process: a waiter never waits on a dead one."""
+    lock dies with its process: a waiter never waits on a dead one.
+
+    A download that fails records why beside the lock before it lets go of it (`record_failure`): a waiter finding a
+    failure recorded during its wait fails at once with that reason, rather than each waiter trying again in turn (N
+    processes and a stalled Google Drive took N times the timeout). A waiter whose download died without a record (a
+    process killed, interrupted) downloads the file itself; a record older than the wait says nothing of it, and a
+    process that did not wait never reads one: a later run tries again."""
     lock = DownloadLock(target)
+    waited = False
     try:
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -291,11 +307,16 @@ def _download(
             raise _cannot_write(checkpoint, target, exc) from exc
 
         def say_waiting() -> None:
+            nonlocal waited
+            waited = True
             if progress:
                 print(f"waiting for another process downloading {checkpoint.name} to {target}", file=sys.stderr,
                       flush=True)
 
-        if lock.acquire(exclusive=True, wait=True, on_wait=say_waiting) is None:  # no locking here
+        before = read_failure_record(target)  # read before the lock is tried: any failure of the download waited for
+        # is recorded after it (while that download holds the lock) and differs from it
+        held = lock.acquire(exclusive=True, wait=True, on_wait=say_waiting)
+        if held is None:  # no locking here
             if lock.unlocked_reason is not None:
                 warnings.warn(
                     f"{lock.path}: cannot open this download lock ({lock.unlocked_reason}; another user's, made "
@@ -308,7 +329,20 @@ def _download(
             _remove_abandoned_downloads(target.parent, (checkpoint.file_name,), held=True)
             if _complete(target):  # another process downloaded (and verified) it meanwhile
                 return target
-        return _download_staged(checkpoint, target, progress=progress, verify=verify)
+            failure = failure_since(target, before) if waited else None
+            if failure is not None:  # the download waited for failed: so would this one, after as long a wait
+                reason = f"the download of it by another process (pid {failure.pid}), which this one waited for, " \
+                         f"failed: {failure.reason}"
+                raise _not_available(checkpoint, target, reason, failure.remedy)
+        try:
+            downloaded = _download_staged(checkpoint, target, progress=progress, verify=verify)
+        except WeightsNotAvailableError as error:
+            if held:  # recorded before the lock is let go: the processes waiting for it fail with this reason
+                record_failure(target, error.reason or str(error), error.remedy)
+            raise
+        if held:
+            forget_failure(target)
+        return downloaded
     finally:
         lock.release()
 

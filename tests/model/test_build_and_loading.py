@@ -125,8 +125,9 @@ def test_downloaded_file_of_the_wrong_model_never_enters_the_cache(tmp_path, mon
         load_model("clipvis-lvis-r50")
     assert len(calls) == 1 and calls[0]["timeout"] is not None
     assert "\n" not in str(info.value) and get_pretrained("clipvis-lvis-r50").url in str(info.value)
-    # nothing but the download's lock (an empty file that stays)
-    assert [p.name for p in (isolated_cache / "weights").iterdir()] == [".clipvis_lvis_r50_7.pth.lock"]
+    # nothing but the download's lock (an empty file that stays) and the record of why it failed
+    assert sorted(p.name for p in (isolated_cache / "weights").iterdir()) == [
+        ".clipvis_lvis_r50_7.pth.failed.json", ".clipvis_lvis_r50_7.pth.lock"]
 
 
 class _TinyEntry:

@@ -67,10 +67,12 @@ def isolated_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def _leftovers(folder: Path) -> list[str]:
-    """What is in `folder` but the download locks (empty files that stay, as clipvis' output folder locks do)."""
+    """What is in `folder` but the download locks (empty files that stay, as clipvis' output folder locks do) and the
+    records of failed downloads (a line of JSON each, read by the processes that waited for that download)."""
     if not folder.exists():
         return []
-    return sorted(p.name for p in folder.iterdir() if not (p.name.endswith(".lock") and p.stat().st_size == 0))
+    return sorted(p.name for p in folder.iterdir() if not (p.name.endswith(".lock") and p.stat().st_size == 0)
+                  and not p.name.endswith(".failed.json"))
 
 
 def _install_fake(monkeypatch: pytest.MonkeyPatch, behaviour: Callable[[Path], Any]) -> FakeGdown:
@@ -376,13 +378,15 @@ def test_a_second_process_waits_for_the_download_in_progress_and_uses_its_file(
 def test_a_waiter_downloads_itself_when_the_other_download_fails_or_dies(
     isolated_cache: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The lock dies with its process (or is released by a failed download): the waiter then downloads the file."""
+    """The lock dies with its process (or is released by a download that recorded no failure: interrupted): the
+    waiter then downloads the file. A failure recorded before the wait (an earlier run's) does not stop it."""
     import time
 
-    from clipvis.weights.cache_files import DownloadLock
+    from clipvis.weights.cache_files import DownloadLock, record_failure
 
     target = isolated_cache / "weights" / "clipvis_lvis_r50_7.pth"
     target.parent.mkdir(parents=True)
+    record_failure(target, "the download from Google Drive failed (an earlier run's)", None)
     fake = _install_fake(monkeypatch, _writes(TORCH_ZIP_BYTES))
     other = DownloadLock(target)
     assert other.acquire(exclusive=True, wait=False)
@@ -391,6 +395,57 @@ def test_a_waiter_downloads_itself_when_the_other_download_fails_or_dies(
     other.release()  # gone without a file
     thread.join(10)
     assert outcome == {"path": target} and len(fake.calls) == 1 and target.read_bytes() == TORCH_ZIP_BYTES
+
+
+def test_the_waiters_of_a_download_that_fails_fail_at_once_with_its_reason(
+    isolated_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each process waiting for a download that failed took the lock after it and tried again: N torchrun ranks and a
+    stalled Google Drive took N times the timeout. The failing download records why beside the lock before letting
+    go of it; a waiter finding that record new since its wait began fails at once with that reason (one download in
+    all), and a later run (which waits for nobody) tries again, the old record stopping nothing."""
+    import json
+    import os
+    import threading
+    import time
+
+    target = isolated_cache / "weights" / "clipvis_lvis_r50_7.pth"
+    release = threading.Event()
+
+    def stalls_then_times_out(output: Path) -> str:
+        output.write_bytes(b"PK\x03\x04 partial")
+        release.wait(10)
+        raise ConnectionError("HTTPSConnectionPool(host='drive.usercontent.google.com'): Read timed out.")
+
+    fake = _install_fake(monkeypatch, stalls_then_times_out)
+    first, first_outcome = _resolve_in_a_thread("clipvis-lvis-r50", progress=False)
+    deadline = time.monotonic() + 10
+    while not fake.calls and time.monotonic() < deadline:  # the first download is under way, holding the lock
+        time.sleep(0.02)
+    waiter, outcome = _resolve_in_a_thread("clipvis-lvis-r50", progress=False)
+    time.sleep(0.5)
+    assert waiter.is_alive() and len(fake.calls) == 1  # waiting, not downloading
+    started = time.monotonic()
+    release.set()
+    first.join(10)
+    waiter.join(10)
+    assert time.monotonic() - started < 5 and len(fake.calls) == 1  # no download of its own after the failure
+    own = str(first_outcome["error"])
+    reason = "the download from Google Drive failed (ConnectionError: HTTPSConnectionPool(" \
+             "host='drive.usercontent.google.com'): Read timed out.)"
+    assert f"is not available: {reason}. " in own
+    error = outcome["error"]
+    assert isinstance(error, WeightsNotAvailableError) and "\n" not in str(error)
+    assert str(error).startswith(f"checkpoint 'clipvis-lvis-r50' is not available: the download of it by another "
+                                 f"process (pid {os.getpid()}), which this one waited for, failed: {reason}. ")
+    assert str(error).endswith(own[own.index(reason) + len(reason):])  # what to do, as the failed download said
+    record = json.loads((target.parent / ".clipvis_lvis_r50_7.pth.failed.json").read_text())
+    assert record["reason"] == reason and record["pid"] == os.getpid() and abs(record["time"] - time.time()) < 60
+    assert not target.exists() and _leftovers(target.parent) == []
+
+    _install_fake(monkeypatch, _writes(TORCH_ZIP_BYTES))  # a later run: the old failure does not stop it
+    assert resolve_weights("clipvis-lvis-r50", progress=False) == target
+    assert not (target.parent / ".clipvis_lvis_r50_7.pth.failed.json").exists()  # a success forgets it
 
 
 def test_resolving_a_cached_release_removes_what_killed_downloads_left(isolated_cache: Path) -> None:
