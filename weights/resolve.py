@@ -17,6 +17,7 @@ from __future__ import annotations
 import enum
 import errno
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -368,6 +369,8 @@ def _download_staged(
         raise _cannot_write(checkpoint, target, exc) from exc
     with staging as folder:
         part = Path(folder) / checkpoint.file_name
+        # the staging folder is removed when this ends: what is said of a failure names neither it nor what is in it
+        try_again = _try_again(checkpoint, target)
         try:
             import gdown  # imported here: it is only needed for a download
 
@@ -377,28 +380,29 @@ def _download_staged(
         except Exception as exc:  # any failure means "not available"; the message shows the cause
             if _disk_full(exc) is not None:  # not Google Drive's fault: the cache's disk
                 raise _cannot_write(checkpoint, target, _disk_full(exc)) from exc
-            cause = _one_line(str(exc), _CAUSE_MAX_CHARS)
-            reason = f"the download from Google Drive failed ({type(exc).__name__}: {cause})"
-            raise _not_available(checkpoint, target, reason) from exc
+            cause = _one_line(_without_staging(str(exc), Path(folder), part), _CAUSE_MAX_CHARS)
+            reason = f"the download from Google Drive failed ({type(exc).__name__}{': ' if cause else ''}{cause})"
+            raise _not_available(checkpoint, target, reason, try_again) from exc
         if result is None or not part.is_file():
-            raise _not_available(checkpoint, target, "the download from Google Drive produced no file")
+            raise _not_available(checkpoint, target, "the download from Google Drive produced no file", try_again)
         try:
             kind = _sniff(part)
         except OSError as exc:
-            raise _not_available(checkpoint, target, f"the downloaded file cannot be read ({exc})") from exc
+            reason = f"the downloaded file cannot be read ({_os_reason(exc)})"
+            raise _not_available(checkpoint, target, reason, try_again) from exc
         if kind is not _FileKind.TORCH:
             reason = (
                 f"Google Drive sent {kind.value} instead of a PyTorch checkpoint "
                 "(download quota exceeded or access refused?)"
             )
-            raise _not_available(checkpoint, target, reason)
+            raise _not_available(checkpoint, target, reason, try_again)
         if verify is not None:
             try:
                 verify(part)
             except Exception as exc:  # noqa: BLE001 - whatever the verifier objects to, the file stays out
-                cause = _one_line(str(exc), _CAUSE_MAX_CHARS)
+                cause = _one_line(_without_staging(str(exc), Path(folder), part), _CAUSE_MAX_CHARS)
                 reason = f"the downloaded file is not the expected checkpoint ({cause})"
-                raise _not_available(checkpoint, target, reason) from exc
+                raise _not_available(checkpoint, target, reason, try_again) from exc
         try:
             # gdown writes through a NamedTemporaryFile (0600) and the staging folder is private (0700): the cached
             # file gets the mode open() would give it, so the other users of a shared cache can read it
@@ -407,6 +411,27 @@ def _download_staged(
         except OSError as exc:
             raise _cannot_write(checkpoint, target, exc) from exc
     return target
+
+
+def _try_again(checkpoint: PretrainedCheckpoint, target: Path) -> str:
+    """What to do after a download that failed or was cut short: nothing of it is kept (its staging folder is gone),
+    so a new try starts from the first byte; or the file by hand, saved where the cache looks for it."""
+    return (
+        "Try again (a new download starts from the beginning: nothing of this one is kept), or download it by hand "
+        f"from {checkpoint.url} and save it as {target}"
+    )
+
+
+def _without_staging(text: str, staging: Path, part: Path) -> str:
+    """`text` (what gdown or the verifier said of a failed download) on one line, without the staging folder, which
+    is removed as the download ends: ``<part>: problem`` is said as ``problem`` (of the downloaded file), another
+    mention of `part` as "the downloaded file", and a sentence naming anything else in the folder (gdown's "The
+    received bytes are kept in <folder>/<file>.part, which resume picks up") is left out."""
+    flat = _one_line(text).replace(f"{part}: ", "")
+    # the file itself, not a name it begins (gdown's partial file <part>XXXXXXXX.part)
+    flat = re.sub(rf"(['\"]?){re.escape(str(part))}(?![\w.-])\1", "the downloaded file", flat)
+    sentences = re.split(r"(?<=[.!?])\s+(?=[A-Z])", flat)
+    return " ".join(sentence for sentence in sentences if str(staging) not in sentence)
 
 
 #: Where staging folders cannot be told abandoned by their lock (a file system without `flock`, a cache that cannot

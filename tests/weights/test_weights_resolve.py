@@ -642,6 +642,59 @@ def test_failed_download_raises_helpful_error(
     _assert_helpful_message(excinfo.value, "clipvis-coco-ytvis19-convnext-b")
 
 
+def _cut_short(output: Path) -> str:
+    """gdown 6.x when the connection ends before the announced length: the bytes so far stay in a partial file
+    beside the output, which its message names for a resume."""
+    from gdown.exceptions import DownloadError
+
+    partial = output.with_name(output.name + "k3x9q2zw.part")
+    partial.write_bytes(TORCH_ZIP_BYTES[:20])
+    raise DownloadError(f"Download is incomplete: received 20 bytes but the server announced 64 bytes.\nThe received "
+                        f"bytes are kept in {partial}, which resume (--continue on the command line) picks up.")
+
+
+def _unreadable_zip(output: Path) -> str:
+    """A download cut short without a length announced: the file is written whole, and the verifier (load_model's
+    check) names it in its error."""
+    output.write_bytes(TORCH_ZIP_BYTES[:20])
+    return str(output)
+
+
+def _refuses_a_cut_zip(path: Path) -> None:
+    raise ValueError(f"{path}: not a readable PyTorch checkpoint: the zip archive is incomplete (a download or copy "
+                     "cut short?)")
+
+
+@pytest.mark.parametrize(("behaviour", "verify", "reason"), [
+    (_cut_short, None, "the download from Google Drive failed (DownloadError: Download is incomplete: received 20 "
+                       "bytes but the server announced 64 bytes.)"),
+    (_unreadable_zip, _refuses_a_cut_zip, "the downloaded file is not the expected checkpoint (not a readable "
+                                          "PyTorch checkpoint: the zip archive is incomplete (a download or copy cut "
+                                          "short?))"),
+], ids=["gdown-cut-short", "verifier-names-the-file"])
+def test_a_download_cut_short_names_only_paths_that_exist_and_says_what_to_do(
+    isolated_cache: Path, monkeypatch: pytest.MonkeyPatch, behaviour: Callable[[Path], Any],
+    verify: Callable[[Path], None] | None, reason: str,
+) -> None:
+    """gdown's "The received bytes are kept in <staging folder>/...part, which resume picks up" (and the verifier's
+    "<staging folder>/<file>: not a readable PyTorch checkpoint") named a folder clipvis had removed by the time the
+    user read it: they looked for, or resumed from, a path that no longer existed. The message names only the cache
+    file to save a copy as (in a folder that exists) and the Drive page, and says to try again (from the start) or
+    to download it by hand."""
+    _install_fake(monkeypatch, behaviour)
+    with pytest.raises(WeightsNotAvailableError) as excinfo:
+        resolve_weights("clipvis-lvis-r50", progress=False, verify=verify)
+    message = str(excinfo.value)
+    target = cache_path("clipvis-lvis-r50")
+    url = get_pretrained("clipvis-lvis-r50").url
+    assert message == f"checkpoint 'clipvis-lvis-r50' is not available: {reason}. Try again (a new download starts " \
+        f"from the beginning: nothing of this one is kept), or download it by hand from {url} and save it as " \
+        f"{target}, or give the path of a checkpoint file you already have instead of the name (load_model(PATH) in " \
+        "Python)."
+    named = re.findall(r"(?<![\w:/])/[^\s,;()']+", message)
+    assert named == [str(target)] and target.parent.is_dir() and _leftovers(target.parent) == []
+
+
 def test_a_cache_that_cannot_be_written_says_to_use_another_cache(
     isolated_cache: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
