@@ -9,12 +9,23 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Protocol, TextIO
+from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
 from rich.markup import escape
 
 from clipvis.cli.inputs import VideoSource
-from clipvis.cli.messages import error_line, one_line, path_text, shown_path, subject_message, warning_line
+from clipvis.cli.messages import (
+    PROGRAM,
+    error_line,
+    one_line,
+    path_text,
+    shown_path,
+    subject_message,
+    warning_line,
+)
+
+if TYPE_CHECKING:
+    from clipvis.weights import DownloadLines
 
 
 class Reporter(Protocol):
@@ -425,6 +436,24 @@ class HumanReporter:
     def close(self) -> None:
         if self.progress is not None:
             self.progress.stop()
+
+
+def download_lines(log_format: str = "human", rank: int | None = None) -> DownloadLines:
+    """What a released checkpoint's download says while the weights load (before any input runs): ``clipvis:``
+    lines, its progress as a bar on a terminal, else a line a minute; with ``--log-format jsonl``, ``note`` events
+    (with ``rank`` under torchrun), stderr holding JSON lines only (gdown says nothing itself: clipvis.weights)."""
+    from clipvis.weights import DownloadLines
+
+    if log_format == "jsonl":
+        events = JsonlReporter(rank=rank)
+        return DownloadLines(lambda message: events.say("note", message), bar=False)
+
+    def line(message: str) -> None:
+        import typer  # typer.echo also reaches the streams of typer's CliRunner
+
+        typer.echo(f"{PROGRAM}: {one_line(message)}", err=True)
+
+    return DownloadLines(line)
 
 
 class JobProgress(Protocol):

@@ -1,5 +1,6 @@
 """Released CLIP-VIS checkpoints: the registry and a resolver from a name or path to a local file."""
 
+from clipvis.weights.download_report import DownloadLines, DownloadReporter, download_reporter
 from clipvis.weights.errors import (
     CacheLocationError,
     InvalidWeightsError,
@@ -34,6 +35,8 @@ __all__ = [
     "CACHE_ENV",
     "CacheLocationError",
     "DEFAULT_PRETRAINED",
+    "DownloadLines",
+    "DownloadReporter",
     "OFFLINE_ENV",
     "PUBLISHED_AP_DATASETS",
     "InvalidWeightsError",
@@ -43,6 +46,7 @@ __all__ = [
     "WeightsNotAvailableError",
     "cache_dir",
     "cache_path",
+    "download_reporter",
     "find_pretrained",
     "get_pretrained",
     "known_clip_models",

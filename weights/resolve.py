@@ -19,12 +19,12 @@ import errno
 import os
 import re
 import shutil
-import sys
 import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 from clipvis.weights.cache_files import (
     DownloadLock,
@@ -35,6 +35,7 @@ from clipvis.weights.cache_files import (
     read_failure_record,
     record_failure,
 )
+from clipvis.weights.download_report import DownloadReporter, active_reporter
 from clipvis.weights.errors import (
     CacheLocationError,
     InvalidWeightsError,
@@ -299,6 +300,7 @@ def _download(
     processes and a stalled Google Drive took N times the timeout). A waiter whose download died without a record (a
     process killed, interrupted) downloads the file itself; a record older than the wait says nothing of it, and a
     process that did not wait never reads one: a later run tries again."""
+    reporter = active_reporter() if progress else None
     lock = DownloadLock(target)
     waited = False
     try:
@@ -310,9 +312,8 @@ def _download(
         def say_waiting() -> None:
             nonlocal waited
             waited = True
-            if progress:
-                print(f"waiting for another process downloading {checkpoint.name} to {target}", file=sys.stderr,
-                      flush=True)
+            if reporter is not None:
+                reporter.say(f"waiting for another process downloading {checkpoint.name} to {target}")
 
         before = read_failure_record(target)  # read before the lock is tried: any failure of the download waited for
         # is recorded after it (while that download holds the lock) and differs from it
@@ -336,7 +337,7 @@ def _download(
                          f"failed: {failure.reason}"
                 raise _not_available(checkpoint, target, reason, failure.remedy)
         try:
-            downloaded = _download_staged(checkpoint, target, progress=progress, verify=verify)
+            downloaded = _download_staged(checkpoint, target, reporter=reporter, verify=verify)
         except WeightsNotAvailableError as error:
             if held:  # recorded before the lock is let go: the processes waiting for it fail with this reason
                 record_failure(target, error.reason or str(error), error.remedy)
@@ -345,6 +346,8 @@ def _download(
             forget_failure(target)
         return downloaded
     finally:
+        if reporter is not None:  # a progress bar ends before the error, if any, is said
+            reporter.close()
         lock.release()
 
 
@@ -357,9 +360,12 @@ def _complete(target: Path) -> bool:
 
 
 def _download_staged(
-    checkpoint: PretrainedCheckpoint, target: Path, *, progress: bool, verify: Callable[[Path], object] | None
+    checkpoint: PretrainedCheckpoint, target: Path, *, reporter: DownloadReporter | None,
+    verify: Callable[[Path], object] | None,
 ) -> Path:
-    """`_download`'s work, in a staging folder ``.<file name>.XXXX/`` beside `target` (removed when done)."""
+    """`_download`'s work, in a staging folder ``.<file name>.XXXX/`` beside `target` (removed when done). gdown is
+    quiet: what the download says (that it starts, its progress, read through gdown's callback) goes to `reporter`
+    (None: nothing), and a failure is this function's one-line error alone."""
     try:
         staging = tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{checkpoint.file_name}.")
         # mkdtemp's folder is private (0700): with the usual mode, another user of a shared cache can remove it when
@@ -371,11 +377,17 @@ def _download_staged(
         part = Path(folder) / checkpoint.file_name
         # the staging folder is removed when this ends: what is said of a failure names neither it nor what is in it
         try_again = _try_again(checkpoint, target)
+        options: dict[str, Any] = {}
+        if reporter is not None:
+            reporter.say(f"downloading {checkpoint.name} from {checkpoint.url} to {target}")
+            options["progress"] = lambda done, total: reporter.progress(checkpoint.name, done, total)
         try:
             import gdown  # imported here: it is only needed for a download
 
+            # quiet: gdown's own lines ("Downloading...", a "To:" naming the staging folder, its progress bar) were
+            # printed whatever the caller's format (JSON lines on stderr)
             result = gdown.download(
-                id=checkpoint.gdrive_id, output=str(part), quiet=not progress, timeout=DOWNLOAD_TIMEOUT_S
+                id=checkpoint.gdrive_id, output=str(part), quiet=True, timeout=DOWNLOAD_TIMEOUT_S, **options
             )
         except Exception as exc:  # any failure means "not available"; the message shows the cause
             if _disk_full(exc) is not None:  # not Google Drive's fault: the cache's disk
@@ -505,9 +517,12 @@ def resolve_weights(
       `WeightsNotAvailableError` whose message gives the manual download link and the exact target path.
     * Anything else raises `UnknownCheckpointError` listing the released names.
 
-    `progress` shows gdown's progress output on stderr. `verify(path)` is called on a freshly downloaded file
-    before it is moved into the cache; if it raises, the file is discarded (`clipvis.model.load_model` passes a
-    check that the file loads and has the registry entry's keys).
+    `progress`: a download says that it starts (the release, its Google Drive page, the file in the cache), that it
+    waits for another process' download of the file, and how far it got, through the reporter installed with
+    `clipvis.weights.download_report.download_reporter` (the commands' lines or JSON events), else on stderr (the
+    progress as a bar on a terminal, else a line a minute); gdown itself prints nothing. `verify(path)` is called
+    on a freshly downloaded file before it is moved into the cache; if it raises, the file is discarded
+    (`clipvis.model.load_model` passes a check that the file loads and has the registry entry's keys).
     """
     text = os.fspath(name_or_path)
     checkpoint = release_named(text)

@@ -32,11 +32,12 @@ from clipvis.cli.messages import (
     subject_message,
     unwritable_character,
 )
-from clipvis.cli.progress import HumanReporter, JobProgressReporter, JsonlReporter, Reporter
+from clipvis.cli.progress import HumanReporter, JobProgressReporter, JsonlReporter, Reporter, download_lines
 from clipvis.cli.segment import SegmentOptions, checkpoint_identity
 
 if TYPE_CHECKING:  # the model package: imported when the weights load, not when the CLI starts
     from clipvis.model import VideoPredictor
+    from clipvis.weights import DownloadReporter
 
 NOTHING_ON_STDIN = "no inputs on stdin: nothing to do"  # `-` alone with an empty list on stdin (segment, export)
 
@@ -315,24 +316,26 @@ def _say_warnings(caught: list[warnings.WarningMessage], say: Callable[[str], No
 
 def load_predictor(
     options: SegmentOptions, weights_option: str = "weights", say: Callable[[str], None] = print_warning,
-    vocabulary_source: str = "the vocabulary",
+    vocabulary_source: str = "the vocabulary", downloads: DownloadReporter | None = None,
 ) -> VideoPredictor:
     """The model and predictor for a run; weights problems end the run with one line (exit 1), naming the weights
     as ``weights_option`` (export's ``--model``), and vocabulary problems naming ``vocabulary_source`` (evaluate's
     GT file). Warnings while the model loads (a config that differs from the checkpoint, an unusable text-embedding
-    cache) are said by ``say`` (default: `clipvis: warning:` lines).
+    cache) are said by ``say`` (default: `clipvis: warning:` lines), and a released checkpoint's download by
+    ``downloads`` (default: `clipvis:` lines, `download_lines`; gdown prints nothing of its own).
 
     Also records the identity of the checkpoint file the weights resolved to in `options.checkpoint` (replacing
     that file re-runs inputs that `--skip-existing` would otherwise skip), and a default `options.max_tracks` as the
     number it stands for, the model config's `detections_per_video`.
     """
     from clipvis.model import CheckpointError, VideoPredictor, VocabularyError, load_model
-    from clipvis.weights import WeightsError, release_named, resolve_weights
+    from clipvis.weights import WeightsError, download_reporter, release_named, resolve_weights
 
     caught: list[warnings.WarningMessage] = []
     try:
         # Importing open_clip and building the model make long-lived objects, not garbage (clipvis.cli.collector).
-        with collector_paused(), warnings.catch_warnings(record=True) as caught:
+        with collector_paused(), warnings.catch_warnings(record=True) as caught, \
+                download_reporter(downloads or download_lines()):
             warnings.simplefilter("always")
             # load_model downloads and verifies a released checkpoint (or replaces a damaged cached copy) first; the
             # identity is then taken of the file it loaded.

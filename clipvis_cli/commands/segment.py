@@ -41,7 +41,7 @@ from clipvis.cli.distributed import (
 from clipvis.cli.inputs import SKIPPED_OUTPUT, VideoSource, discover_inputs, read_argument_lines
 from clipvis.cli.listing import StdoutListing
 from clipvis.cli.memory import HeapTrimmer, prefer_huge_pages
-from clipvis.cli.progress import Reporter
+from clipvis.cli.progress import Reporter, download_lines
 from clipvis.cli.segment import (
     DEFAULT_FORMATS,
     DEFAULT_IMAGE_FPS,
@@ -49,7 +49,7 @@ from clipvis.cli.segment import (
     SegmentOptions,
     SegmentRunner,
 )
-from clipvis.weights import DEFAULT_PRETRAINED
+from clipvis.weights import DEFAULT_PRETRAINED, DownloadReporter
 
 if TYPE_CHECKING:  # the model package: imported when the weights load, not when the CLI starts
     from clipvis.model import VideoPredictor
@@ -181,8 +181,9 @@ def segment(
                 )
 
             named = "--vocab" if vocab is not None else str(vocab_file)  # what a refused vocabulary is said of
+            downloads = download_lines(log_format, job.rank if job is not None else None)
             options, predictor = (make_options(), None) if job is None else \
-                _start_rank(job, make_options, warning_sayer(log_format, job), named)
+                _start_rank(job, make_options, warning_sayer(log_format, job), named, downloads)
             reporter = make_reporter(log_format, job)
             if job is None or job.is_main:  # every rank found the same inputs: said once
                 for warning in warnings:
@@ -191,7 +192,7 @@ def segment(
                 reporter.say("note", f"shard {shard.strip()} holds none of the {len(sources)} input(s): nothing to do")
             try:
                 counts = _run_inputs(options, sources, positions, reporter, vocabulary, job, null, predictor, total,
-                                     vocabulary_source=named)
+                                     vocabulary_source=named, downloads=downloads)
                 code = _finish(counts, total, job, reporter, positions if isinstance(positions, TakenInputs) else None)
             finally:
                 reporter.close()
@@ -213,7 +214,7 @@ def _stdin_of_the_job(job: DistributedRun | None, null: bool) -> list[str]:
 
 def _start_rank(
     job: DistributedRun, make_options: Callable[[], SegmentOptions], say: Callable[[str], None],
-    vocabulary_source: str = "the vocabulary",
+    vocabulary_source: str = "the vocabulary", downloads: DownloadReporter | None = None,
 ) -> tuple[SegmentOptions, VideoPredictor]:
     """Under torchrun: this rank's options and predictor (loaded before it takes an input from the job's queue), once
     every rank has them and they run the same model, vocabulary and settings (``check_same_producer``).
@@ -222,7 +223,7 @@ def _start_rank(
     every input to the others (rank 0 then says it stopped); the ranks that started are compared among themselves."""
     try:
         options = make_options()
-        predictor = load_predictor(options, say=say, vocabulary_source=vocabulary_source)
+        predictor = load_predictor(options, say=say, vocabulary_source=vocabulary_source, downloads=downloads)
     except typer.Exit as error:
         check_same_producer(job, None)
         raise error from None
@@ -294,10 +295,12 @@ def _run_inputs(
     predictor: VideoPredictor | None = None,
     total: int = 0,
     vocabulary_source: str = "the vocabulary",
+    downloads: DownloadReporter | None = None,
 ) -> dict[str, int]:
     """Run this process' inputs (``positions`` into ``sources``); how many ended complete, skipped, failed.
     ``predictor``: already loaded (under torchrun, ``_start_rank``). ``total``: the inputs of the batch (of the job
-    under torchrun, where an interrupted rank's summary counts the inputs it took, ``TakenInputs``)."""
+    under torchrun, where an interrupted rank's summary counts the inputs it took, ``TakenInputs``). ``downloads``:
+    what a released checkpoint's download says (``--log-format``'s lines or events)."""
     counts = {"complete": 0, "skipped": 0, "failed": 0}
     taken = positions if isinstance(positions, TakenInputs) else None
 
@@ -325,7 +328,7 @@ def _run_inputs(
                     options.output.rmdir()
             return counts
         predictor = predictor or load_predictor(options, say=lambda message: reporter.say("warning", message),
-                                                vocabulary_source=vocabulary_source)
+                                                vocabulary_source=vocabulary_source, downloads=downloads)
     except (typer.Exit, KeyboardInterrupt) as stop:  # the batch stopped before any input ran (weights, CUDA, Ctrl-C
         # or SIGTERM while the weights download or load): no empty output root left behind
         if made_root:

@@ -323,10 +323,11 @@ def _export(weights: str | None, export_pth: str, config: str | None = None, ove
     from clipvis.cli.atomic import OutputNotWritableError, atomic_output_path, ensure_output_dir, output_file_target
     from clipvis.cli.listing import StdoutListing
     from clipvis.cli.messages import print_warning
+    from clipvis.cli.progress import download_lines
     from clipvis.cli.train.config import ConfigError, load_train_config
     from clipvis.cli.train.run import weights_model_config
     from clipvis.model import CheckpointError, load_model, to_official_state_dict
-    from clipvis.weights import WeightsError
+    from clipvis.weights import WeightsError, download_reporter
 
     if not weights:
         raise typer.BadParameter("--export-pth needs --weights (a training folder, checkpoint file or released name)")
@@ -345,7 +346,7 @@ def _export(weights: str | None, export_pth: str, config: str | None = None, ove
     except ConfigError as error:
         raise fail(str(error)) from None
     try:
-        with warnings.catch_warnings(record=True) as caught:
+        with warnings.catch_warnings(record=True) as caught, download_reporter(download_lines()):
             warnings.simplefilter("always")
             model = load_model(weights, config=model_config, clip_config=clip_config)
     except (CheckpointError, WeightsError, ValueError) as error:

@@ -295,14 +295,17 @@ def starting_weights(weights: str) -> str:
     absolute path of the checkpoint file in it, the one the run starts from (a training folder's newest checkpoint
     moves on while that run goes on: a resume before this run's first checkpoint must start from the same one).
     WeightsError with a one-line message when it is not there."""
+    from clipvis.cli.progress import download_lines
     from clipvis.model import check_checkpoint
-    from clipvis.weights import WeightsError, release_named, resolve_weights
+    from clipvis.weights import WeightsError, download_reporter, release_named, resolve_weights
 
     release = release_named(weights)
     if release is not None:
         expected = release.model_config()
-        # verified before it enters the cache, as load_model verifies it; the model is built from the cached copy
-        resolve_weights(weights, verify=lambda path: check_checkpoint(path, expected=expected))
+        # verified before it enters the cache, as load_model verifies it; the model is built from the cached copy. A
+        # download says so in `clipvis:` lines, as segment's do
+        with download_reporter(download_lines()):
+            resolve_weights(weights, verify=lambda path: check_checkpoint(path, expected=expected))
         return weights
     try:
         return str(resolve_weights(weights, download=False))

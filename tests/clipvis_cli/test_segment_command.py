@@ -363,6 +363,65 @@ def test_jsonl_warnings_while_the_model_loads_are_events(tmp_path, tiny_weights)
     assert events[0]["event"] == "warning" and events[1]["event"] == "batch_start"
 
 
+class _TinyRelease:
+    """Stands in for a registry entry whose released file is the tiny model (its config whole, as a release's is)."""
+
+    def __init__(self, config: dict) -> None:
+        self.config = config
+
+    def model_config(self) -> dict:
+        return dict(self.config)
+
+
+@pytest.mark.parametrize("log_format", ["jsonl", "human"])
+def test_a_releases_download_is_said_in_the_log_format_and_gdown_says_nothing(
+    tmp_path, monkeypatch, tiny_model, tiny_config, isolated_cache, log_format
+) -> None:
+    """gdown printed "Downloading...", "From:", "To: <staging folder>" and its progress bar on stderr: with
+    --log-format jsonl, lines that were no JSON before the inputs ran. The download's start is a `note` event (a
+    `clipvis:` line for people) naming the release, its Drive page and the file in the cache; nothing of gdown's
+    reaches stderr."""
+    import sys
+
+    import gdown
+
+    from clipvis.model import build as build_module
+    from clipvis.model import to_official_state_dict
+    from clipvis.weights import get_pretrained
+
+    official = tmp_path / "tiny.pth"
+    torch.save({"model": to_official_state_dict(tiny_model)}, official)
+    release = {k: v for k, v in tiny_config().to_dict().items() if k not in ("clip_model_name", "clip_pretrained")}
+    monkeypatch.setattr(build_module, "find_pretrained", lambda name: _TinyRelease(release))
+
+    def like_gdown(*, id, output, quiet=False, progress=None, **kwargs):  # gdown 6.x, writing the tiny model
+        data = official.read_bytes()
+        if not quiet:
+            print(f"Downloading...\nFrom: https://drive.google.com/uc?id={id}\nTo: {output}", file=sys.stderr)
+            print(f"\r100%|##########| {len(data)}/{len(data)} [00:00<00:00, 9.99MB/s]", file=sys.stderr)
+        if progress is not None:
+            progress(len(data), len(data))
+        Path(output).write_bytes(data)
+        return output
+
+    monkeypatch.setattr(gdown, "download", like_gdown)
+    monkeypatch.delenv("CLIPVIS_OFFLINE")
+    video = write_video(tmp_path / "v.mp4", num_frames=2)
+    result = CliRunner().invoke(app, ["segment", str(video), "--vocab", "box", "-o", str(tmp_path / "out"),
+                                      "--device", "cpu", "--formats", "ytvis", "--log-format", log_format])
+    assert result.exit_code == 0, result.output
+    target = isolated_cache / "weights" / "clipvis_lvis_r50_7.pth"
+    said = f"downloading clipvis-lvis-r50 from {get_pretrained('clipvis-lvis-r50').url} to {target}"
+    assert target.read_bytes() == official.read_bytes()
+    if log_format == "jsonl":
+        events = [json.loads(line) for line in result.stderr.splitlines()]  # gdown's lines are no JSON
+        assert events[0] == {"event": "note", "message": said} and events[1]["event"] == "batch_start"
+        assert events[-1]["event"] == "summary" and events[-1]["status"] == "ok"
+    else:
+        lines = result.stderr.splitlines()
+        assert lines[0] == f"clipvis: {said}" and all(line.startswith("clipvis: ") for line in lines), lines
+
+
 def test_golden_case_through_the_cli(tmp_path, golden_case_name, golden_case) -> None:
     case = golden_case(golden_case_name)
     out = tmp_path / "out"

@@ -52,7 +52,7 @@ def _official_file(model, path: Path, drop_clip: bool = False) -> Path:
 def _fake_gdown(monkeypatch: pytest.MonkeyPatch, source: Path) -> list[dict[str, Any]]:
     calls: list[dict[str, Any]] = []
 
-    def download(*, id: str, output: str, quiet: bool, timeout: Any) -> str:
+    def download(*, id: str, output: str, quiet: bool, timeout: Any, **kwargs: Any) -> str:  # kwargs: progress
         calls.append({"id": id, "timeout": timeout})
         Path(output).write_bytes(source.read_bytes())
         return output

@@ -537,10 +537,92 @@ def test_a_downloaded_checkpoint_gets_the_umasks_mode(
     assert stat.S_IMODE(isolated_cache.stat().st_mode) == 0o777 & ~umask
 
 
-def test_progress_is_passed_to_gdown(monkeypatch: pytest.MonkeyPatch) -> None:
-    fake = _install_fake(monkeypatch, _writes(LEGACY_PICKLE_BYTES))
-    resolve_weights("clipvis-lvis-r50", progress=True)
-    assert fake.calls[0]["quiet"] is False
+class _Heard:
+    """A DownloadReporter that keeps what it is told."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.progress_calls: list[tuple[str, int, int | None]] = []
+        self.closed = 0
+
+    def say(self, message: str) -> None:
+        self.lines.append(message)
+
+    def progress(self, name: str, done: int, total: int | None) -> None:
+        self.progress_calls.append((name, done, total))
+
+    def close(self) -> None:
+        self.closed += 1
+
+
+def _like_gdown(output: Path, *, quiet: bool, progress: Callable[[int, int | None], None] | None = None,
+                **kwargs: Any) -> str:
+    """gdown 6.x: "Downloading...", "From:", a "To:" naming the output (in the staging folder) and a tqdm bar on
+    stderr unless quiet; the progress callback after each chunk."""
+    if not quiet:
+        print(f"Downloading...\nFrom: https://drive.google.com/uc?id={kwargs['id']}\nTo: {output}", file=sys.stderr)
+    for done in (32, 64):
+        if not quiet:
+            print(f"\r {done * 100 // 64}%|#####     | {done}/64 [00:00<00:00, 1.00MB/s]", end="", file=sys.stderr)
+        if progress is not None:
+            progress(done, 64)
+    output.write_bytes(TORCH_ZIP_BYTES)
+    return str(output)
+
+
+def _install_gdown_like(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    calls: list[dict[str, Any]] = []
+
+    def download(*, id: str, output: str, quiet: bool, **kwargs: Any) -> str:
+        calls.append({"id": id, "output": output, "quiet": quiet, **kwargs})
+        return _like_gdown(Path(output), quiet=quiet, id=id, **kwargs)
+
+    monkeypatch.setattr(gdown, "download", download)
+    return calls
+
+
+def test_a_download_says_what_it_does_through_the_reporter_and_gdown_says_nothing(
+    isolated_cache: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """gdown printed "Downloading...", "To: <staging folder>" and its bar on stderr whatever the caller's format (a
+    `segment --log-format jsonl` stderr got non-JSON lines before the inputs ran). gdown is quiet; the download says
+    that it starts (the release, its Drive page, the file in the cache) and how far it got through the installed
+    reporter, fed by gdown's progress callback, and nothing else reaches stderr."""
+    from clipvis.weights import download_reporter
+
+    calls = _install_gdown_like(monkeypatch)
+    heard = _Heard()
+    with download_reporter(heard):
+        target = resolve_weights("clipvis-lvis-r50")
+    checkpoint = get_pretrained("clipvis-lvis-r50")
+    assert calls[0]["quiet"] is True and heard.closed == 1
+    assert heard.lines == [f"downloading clipvis-lvis-r50 from {checkpoint.url} to {target}"]
+    assert heard.progress_calls == [("clipvis-lvis-r50", 32, 64), ("clipvis-lvis-r50", 64, 64)]
+    assert capfd.readouterr() == ("", "")
+    target.unlink()
+    resolve_weights("clipvis-lvis-r50", progress=False)  # progress off: nothing is said, gdown quiet as ever
+    assert calls[1]["quiet"] is True and "progress" not in calls[1] and capfd.readouterr() == ("", "")
+
+
+def test_without_a_reporter_a_download_says_it_on_stderr_with_a_line_a_minute(
+    isolated_cache: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The Python API's default (no reporter installed): the same lines on stderr, the progress as a bar on a
+    terminal, else as a line every `every_s` (a minute) naming the release, the megabytes and the rate."""
+    from clipvis.weights import DownloadLines
+    from clipvis.weights.download_report import progress_text
+
+    _install_gdown_like(monkeypatch)
+    target = resolve_weights("clipvis-lvis-r50")
+    url = get_pretrained("clipvis-lvis-r50").url
+    assert capsys.readouterr().err == f"downloading clipvis-lvis-r50 from {url} to {target}\n"  # not a terminal
+    said: list[str] = []
+    lines = DownloadLines(said.append, bar=False, every_s=0.0)
+    lines.progress("clipvis-lvis-r50", 160_000_000, 473_000_000)
+    assert len(said) == 1 and said[0].startswith("downloading clipvis-lvis-r50: 160 of 473 MB, ")
+    assert progress_text("clipvis-lvis-r50", 160_000_000, 473_000_000, 12_500_000) == \
+        "downloading clipvis-lvis-r50: 160 of 473 MB, 12.5 MB/s, 0:25 left"
+    assert progress_text("x", 5_000_000, None, 1e6) == "downloading x: 5 MB, 1.0 MB/s"
 
 
 def test_network_timeout_is_always_passed(monkeypatch: pytest.MonkeyPatch) -> None:
