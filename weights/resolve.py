@@ -49,7 +49,7 @@ from clipvis.weights.registry import (
     list_pretrained,
     pretrained_names,
 )
-from clipvis.weights.training_folder import CHECKPOINT_FILE, FINAL_CHECKPOINT, LAST_CHECKPOINT, STATE_SUFFIX
+from clipvis.weights.training_folder import CHECKPOINT_FILE, FINAL_CHECKPOINT, STATE_SUFFIX, read_last_checkpoint
 
 CACHE_ENV = "CLIPVIS_CACHE"
 OFFLINE_ENV = "CLIPVIS_OFFLINE"
@@ -168,14 +168,9 @@ def _one_line(text: str, max_chars: int | None = None) -> str:
 
 def _checkpoint_in_directory(directory: Path) -> Path:
     """The checkpoint inside a directory (detectron2 output folders included), or a clear error."""
-    pointer = directory / LAST_CHECKPOINT
-    if pointer.is_file():
-        try:
-            named = directory / pointer.read_text(encoding="utf-8").strip()
-        except (OSError, UnicodeDecodeError):
-            named = None
-        if named is not None and named.is_file():
-            return named
+    named = read_last_checkpoint(directory)
+    if named is not None:
+        return named
     final = directory / FINAL_CHECKPOINT
     if final.is_file():
         return final

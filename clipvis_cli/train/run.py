@@ -49,19 +49,17 @@ from clipvis.cli.train.data import (
 from clipvis.cli.train.sources import load_sources
 from clipvis.cli.train.stopping import StopRequests, TrainingStopped, ignore_stop_signals
 from clipvis.cli.train.trainer import (
-    RUN_DATA_NAME,
     Trainer,
     TrainerSettings,
     checkpoints_in,
     drop_metrics_from,
-    newest_checkpoint,
     purge_tensorboard_from,
     remove_stale_temporaries,
     resume_point,
 )
 from clipvis.model import CheckpointError, ClipVis, ClipVisConfig, UnknownClipError, UntrustedClipError
 from clipvis.weights import offline_mode
-from clipvis.weights.training_folder import state_path
+from clipvis.weights.training_folder import RUN_DATA_NAME, read_last_checkpoint, state_path
 
 log = logging.getLogger("clipvis.train")
 
@@ -368,7 +366,7 @@ def _preflight(request: RunRequest, rank: int, world: int) -> _Preflight:
         check_evaluation_data(config, schedule.eval_period, schedule.max_iter)
     output_dir = ensure_output_dir(Path(config.get("OUTPUT_DIR")).expanduser())
     # Before anything is written there (config.yaml): a fresh run never mixes with the checkpoints of another.
-    newest = newest_checkpoint(output_dir) or (checkpoints_in(output_dir) or [None])[-1]
+    newest = read_last_checkpoint(output_dir) or (checkpoints_in(output_dir) or [None])[-1]
     if newest is not None and not request.resume:
         raise ConfigError(f"{output_dir} holds a training run already (its newest checkpoint: {newest.name}): "
                           "continue it with --resume, or give another --output-dir")
@@ -545,7 +543,7 @@ def _run_training(request: RunRequest, rank: int, world: int, local_rank: int,
         if trainer.rank == 0:  # a killed run's records past the checkpoint this run stands on
             drop_metrics_from(output_dir, trainer.start_iteration)
             purge_tensorboard_from(output_dir, trainer.start_iteration)
-        return newest_checkpoint(output_dir)
+        return read_last_checkpoint(output_dir)
     try:
         return trainer.train(requests)
     except FloatingPointError as error:  # the command prints it; train.log keeps it too
@@ -924,5 +922,5 @@ def launch(request: RunRequest) -> Path | None:
         if stop_signal.value > 0:
             checkpoint = resume_point(output_dir)
             raise TrainingStopped(stop_signal.value, checkpoint, saved=checkpoint is not None)
-        return newest_checkpoint(output_dir)
+        return read_last_checkpoint(output_dir)
     return run_training(request)

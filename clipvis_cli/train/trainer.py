@@ -2,7 +2,7 @@
 
 See docs/training.md, "Optimisation" (official: `CV:train_net.py` build_optimizer).
 
-Output folder layout (the checkpoint files' names: `clipvis.weights.training_folder`)::
+Output folder layout (the names of its files and how they are read: `clipvis.weights.training_folder`)::
 
     config.yaml                      the resolved config (after autoscaling)
     model_0004999.safetensors        weights + model config (loadable by segment/evaluate/--weights)
@@ -22,7 +22,6 @@ import logging
 import math
 import os
 import random
-import re
 import signal
 import sys
 import time
@@ -48,25 +47,23 @@ from clipvis.model.config import CLIP_PIXEL_MEAN, CLIP_PIXEL_STD
 from clipvis.model.mask_decoder import DecoderOutput
 from clipvis.model.preprocess import normalise_padded
 from clipvis.model.training import clip_gradients, gradient_clipping
-from clipvis.weights.training_folder import LAST_CHECKPOINT, TRAIN_CHECKPOINT_FILE, checkpoint_name, state_path
+from clipvis.weights.training_folder import (
+    LAST_CHECKPOINT,
+    METRICS_NAME,
+    SAVE_TEMPORARY_FILE,
+    TRAIN_CHECKPOINT_FILE,
+    TRAINING_LOCK_NAME,
+    checkpoint_name,
+    read_last_checkpoint,
+    state_path,
+)
 
 if TYPE_CHECKING:
     from clipvis.cli.train.config import Schedule, TrainConfig
 
-METRICS_NAME = "metrics.jsonl"
-RUN_DATA_NAME = "data.json"  # the items a run trains on (run._data_of): a --resume must give the same
 NORM_TYPES = (nn.GroupNorm, nn.LayerNorm, nn.BatchNorm2d, nn.BatchNorm1d, nn.SyncBatchNorm, nn.InstanceNorm2d)
 
 log = logging.getLogger("clipvis.train")
-
-
-def newest_checkpoint(folder: Path) -> Path | None:
-    """The model file ``last_checkpoint`` names in ``folder``, if any."""
-    pointer = folder / LAST_CHECKPOINT
-    if not pointer.is_file():
-        return None
-    path = folder / pointer.read_text(encoding="utf-8").strip()
-    return path if path.is_file() else None
 
 
 def checkpoints_in(folder: Path) -> list[Path]:
@@ -82,25 +79,13 @@ def resume_point(folder: Path) -> Path | None:
     """The checkpoint to resume from: the one ``last_checkpoint`` names when its training state is there too,
     else the newest model file that has its state (a state file lost or a pointer left dangling); None when no
     checkpoint has one."""
-    named = newest_checkpoint(folder)
+    named = read_last_checkpoint(folder)
     if named is not None and state_path(named).is_file():
         return named
     complete = [path for path in checkpoints_in(folder) if state_path(path).is_file()]
     return complete[-1] if complete else None
 
 
-# The temporary files of a checkpoint's save, until their rename: the weights' (write_state_dict:
-# `.model_0000007.safetensors.tmp<pid>`), the training state's and last_checkpoint's (atomic_write_text:
-# `.<stem>.XXXXXXXX.tmp<suffix>`). A process killed while saving leaves them, a checkpoint's size each. Only these:
-# a save writes them holding the folder's lock, which the removal takes (metrics.jsonl, config.yaml and data.json are
-# written without it, and their temporaries, a few kilobytes, are left alone).
-_RUN_TEMPORARY = re.compile("|".join([
-    r"\.model_\d{7}\.safetensors\.tmp\d+", r"model_\d{7}\.state\.pt\.tmp",
-    re.escape(f".{Path(LAST_CHECKPOINT).stem}.") + r"[a-z0-9_]{8}" + re.escape(f".tmp{Path(LAST_CHECKPOINT).suffix}"),
-]))
-# Not LOCK_NAME, which marks a folder of clipvis outputs that a folder search for videos skips: a training folder
-# among a user's videos hid them (review14).
-TRAINING_LOCK_NAME = ".clipvis-train.lock"
 SAVE_LOCK_WAIT_S = 60.0  # how long a save waits for a removal of stale temporaries (milliseconds) to end
 
 
@@ -122,7 +107,7 @@ def _folder_held(folder: Path, wait_s: float | None) -> Iterator[bool]:
 
 
 def remove_stale_temporaries(folder: Path) -> list[tuple[Path, int]]:
-    """Delete the temporary files (``_RUN_TEMPORARY``) that a run killed while saving left in its folder (a kill
+    """Delete the temporary files (``SAVE_TEMPORARY_FILE``) that a run killed while saving left in its folder (a kill
     -9, the OOM killer, a power cut), with their sizes; nothing when another process holds the folder's lock (a run
     saving there: its files are not stale). Other files are left alone."""
     removed: list[tuple[Path, int]] = []
@@ -130,7 +115,7 @@ def remove_stale_temporaries(folder: Path) -> list[tuple[Path, int]]:
         if not held:
             return removed
         try:
-            entries = sorted((entry for entry in os.scandir(folder) if _RUN_TEMPORARY.fullmatch(entry.name)),
+            entries = sorted((entry for entry in os.scandir(folder) if SAVE_TEMPORARY_FILE.fullmatch(entry.name)),
                              key=lambda entry: entry.name)
         except OSError:
             return removed
@@ -701,7 +686,7 @@ class Trainer:
         sink = MetricsSink(s.output_dir, self.rank == 0, self.start_iteration)
         progress = ProgressLine(s.max_iter, self.start_iteration, self.rank == 0)
         batches = iter(self.loader_factory(self.start_iteration))
-        last_path = newest_checkpoint(s.output_dir)
+        last_path = read_last_checkpoint(s.output_dir)
         window: list[tuple[float, float]] = []
         started = time.perf_counter()
         try:

@@ -216,6 +216,8 @@ def test_clipvis_training_folder_without_pointer_uses_the_newest_iteration(tmp_p
     assert resolve_weights(tmp_path) == (tmp_path / "model_0001999.safetensors").resolve()
     (tmp_path / "last_checkpoint").write_text("model_0000999.safetensors")
     assert resolve_weights(tmp_path) == (tmp_path / "model_0000999.safetensors").resolve()
+    (tmp_path / "last_checkpoint").write_bytes(b"\xff\xfe")  # not text (a damaged file): no pointer
+    assert resolve_weights(tmp_path) == (tmp_path / "model_0001999.safetensors").resolve()
 
 
 def test_directory_without_checkpoint(tmp_path: Path) -> None:

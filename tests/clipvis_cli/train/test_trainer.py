@@ -101,3 +101,17 @@ def test_resuming_a_bf16_run_in_fp16_or_an_fp16_run_in_bf16_starts_a_fresh_scale
         state = torch.load(run / "model_0000002.state.pt", weights_only=False)
         assert state["amp_dtype"] == after and bool(state["scaler"]) == (after == "fp16")
         assert yaml.safe_load((run / "config.yaml").read_text())["CLIPVIS"]["AMP_DTYPE"] == after
+
+
+@pytest.mark.parametrize("pointer", [b"\xff\xfe", b"model_0000003.safetensors", b""])
+def test_resume_takes_the_newest_checkpoint_with_its_state_past_a_damaged_or_dangling_last_checkpoint(tmp_path,
+                                                                                                      pointer):
+    """A `last_checkpoint` that is not UTF-8 text (two bytes of a damaged file) ended `clipvis train --resume` with a
+    bare UnicodeDecodeError, where `--weights FOLDER` passed over it: it is no pointer, as one naming a file that is
+    not there or nothing."""
+    from clipvis.cli.train.trainer import resume_point
+
+    for name in ("model_0000001.safetensors", "model_0000001.state.pt", "model_0000002.safetensors"):
+        (tmp_path / name).write_bytes(b"x")
+    (tmp_path / "last_checkpoint").write_bytes(pointer)
+    assert resume_point(tmp_path) == tmp_path / "model_0000001.safetensors"
