@@ -35,17 +35,7 @@ from typing import Any
 
 from clipvis.cli.distributed import deliver, signals_held
 from clipvis.cli.messages import error_reason, shown_path
-
-
-def _read_umask() -> int:
-    umask = os.umask(0o022)
-    os.umask(umask)
-    return umask
-
-
-# mkstemp creates 0600 files; final files get the usual 0666 & ~umask, as open() would give them.
-# Read once at import (changing the umask is process-wide, so never do it while threads may create files).
-_DEFAULT_FILE_MODE = 0o666 & ~_read_umask()
+from clipvis.weights.cache_files import new_file_mode
 
 
 class OutputNotWritableError(OSError):
@@ -386,7 +376,7 @@ def atomic_output_path(path: Path | str) -> Iterator[Path]:
             fsync_file(tmp)
         except OSError as error:
             raise OutputNotWritableError(final, error) from error
-        os.chmod(tmp, _DEFAULT_FILE_MODE)
+        os.chmod(tmp, new_file_mode())  # mkstemp made it 0600; open() gives 0666 less the umask in force
         staging = _STAGING.get()
         if staging is not None:
             staging.add(final, tmp)

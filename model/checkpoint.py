@@ -19,6 +19,7 @@ import torch
 
 from clipvis.model.config import OBJECT_CLASS_WEIGHTS
 from clipvis.model.errors import ParameterHint
+from clipvis.weights.cache_files import new_file_mode
 
 # Official prefix -> clipvis module prefix.
 _PREFIX_MAP = (
@@ -173,21 +174,6 @@ def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
     return from_official_keys(state), None
 
 
-def _new_file_mode() -> int:
-    """0666 less the process' umask, the mode ``open()`` gives a new file (read from /proc where it can be, as
-    setting the umask to read it is process-wide)."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("Umask:"):
-                    return 0o666 & ~int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    umask = os.umask(0o022)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
 def write_state_dict(state: Mapping[str, torch.Tensor], config: Mapping[str, Any], path: str | Path) -> Path:
     """Write tensors + a model config into one self-describing safetensors file, atomically (temp file + rename)."""
     from safetensors.torch import save_file
@@ -201,7 +187,7 @@ def write_state_dict(state: Mapping[str, torch.Tensor], config: Mapping[str, Any
         save_file(tensors, str(tmp), metadata={"format": FORMAT_TAG, "config": json.dumps(dict(config))})
         # safetensors creates its file readable by its owner alone: give it the mode open() would (a training
         # run's checkpoints are read by the rest of the team)
-        os.chmod(tmp, _new_file_mode())
+        os.chmod(tmp, new_file_mode())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

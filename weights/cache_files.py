@@ -1,6 +1,8 @@
 """Files and folders of the shared weights cache: the modes they get (the process' umask, as ``open()`` and
 ``mkdir()`` would give them: a cache may be shared by several users), the lock of a download in progress and the
-record of the last download that failed.
+record of the last download that failed. `new_file_mode` is also the mode of every file clipvis writes through a
+temporary file and a rename (``mkstemp`` makes them 0600): checkpoints (`clipvis.model.checkpoint`), the
+text-embedding cache, the CLI's outputs.
 
 The `weights` package stands alone: it does not use `clipvis.cli.locks`."""
 
@@ -10,14 +12,20 @@ import fcntl
 import json
 import os
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+# Serialises the fallback of `process_umask` (set the umask, set it back) between the threads that call it.
+_UMASK_LOCK = threading.Lock()
+
 
 def process_umask() -> int:
-    """The process' umask, read from /proc where it can be (setting the umask to read it is process-wide)."""
+    """The process' umask as it is now. Read from ``/proc/self/status`` (Linux 4.7+), which leaves it untouched;
+    elsewhere by setting it and setting it back, under a lock for the threads that call this (the umask is
+    process-wide: a file another thread creates in that instant gets the umask 022)."""
     try:
         with open("/proc/self/status", encoding="ascii") as status:
             for line in status:
@@ -25,8 +33,9 @@ def process_umask() -> int:
                     return int(line.split()[1], 8)
     except (OSError, ValueError):
         pass
-    umask = os.umask(0o022)
-    os.umask(umask)
+    with _UMASK_LOCK:
+        umask = os.umask(0o022)
+        os.umask(umask)
     return umask
 
 

@@ -56,7 +56,10 @@ def test_checkpoint_module_is_pure_state_dict_io() -> None:
     graph = _import_graph()
     # model.errors: exception classes only (the standard library's dataclasses and Mapping)
     assert graph["clipvis.model.errors"] == set()
-    assert graph["clipvis.model.checkpoint"] <= {"clipvis.model.config", "clipvis.model.errors"}
+    # weights.cache_files: the mode open() gives a new file (the standard library only)
+    assert graph["clipvis.model.checkpoint"] <= {"clipvis.model.config", "clipvis.model.errors",
+                                                 "clipvis.weights.cache_files"}
+    assert graph["clipvis.weights.cache_files"] == set()
     assert not any(target.startswith("clipvis.model") for target in graph["clipvis.weights.resolve"])
 
 

@@ -130,6 +130,19 @@ def test_atomic_files_get_normal_permissions(tmp_path: Path) -> None:
     assert stat.S_IMODE((tmp_path / "a.txt").stat().st_mode) == 0o666 & ~umask
 
 
+def test_atomic_files_get_the_umask_in_force_when_they_are_written(tmp_path: Path) -> None:
+    """The umask was read once, when the module was imported: a program that set a private umask later (077) still
+    wrote its files readable by all."""
+    previous = os.umask(0o077)
+    try:
+        atomic_write_text(tmp_path / "private.txt", "x")
+        with atomic_output_path(tmp_path / "private.bin") as tmp:
+            tmp.write_bytes(b"x")
+    finally:
+        os.umask(previous)
+    assert {stat.S_IMODE((tmp_path / name).stat().st_mode) for name in ("private.txt", "private.bin")} == {0o600}
+
+
 @pytest.mark.parametrize("error", [RuntimeError("boom"), KeyboardInterrupt()])
 def test_atomic_output_path_leaves_nothing_on_failure(tmp_path: Path, error: BaseException) -> None:
     with pytest.raises(type(error)):
