@@ -17,7 +17,6 @@ import math
 import numbers
 import os
 import time
-import unicodedata
 import warnings
 from collections.abc import Callable, Iterable, KeysView
 from collections.abc import Set as AbstractSet
@@ -36,8 +35,9 @@ from clipvis.model.mask_upsampling import ComposedMaskResize
 from clipvis.model.preprocess import FrameGeometry, FramePreprocessor
 from clipvis.model.scoring import StreamingVideoScorer, positive_mask_statistics
 from clipvis.model.temporal_matcher import MatchResult, TemporalMatcher
-from clipvis.model.text_classifier import TextClassifier, TextEmbeddings, split_synonyms, strip_name
+from clipvis.model.text_classifier import TextClassifier, TextEmbeddings
 from clipvis.model.transfer import to_device
+from clipvis.model.vocabulary import class_name, name_key, split_synonyms, strip_name, stripped_synonyms
 
 # Read-only tables (a change would alter every predictor of the process): VideoPredictor's parameters choose.
 PRECISIONS = MappingProxyType({"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16})
@@ -192,7 +192,7 @@ class VideoInstances:
         """Each class's name, as `clipvis segment` names its categories: the first of its synonyms (``"car,
         automobile"`` -> ``"car"``); ``video.class_names[instance.label]``. ``vocabulary`` holds the classes as
         given, synonyms included."""
-        return [split_synonyms(name)[0].strip() for name in self.vocabulary]
+        return [class_name(name) for name in self.vocabulary]
 
 
 @dataclass(frozen=True)
@@ -203,15 +203,6 @@ class ActiveVocabulary:
     names: tuple[str, ...]
     text: TextEmbeddings  # host
     text_on_device: TextEmbeddings  # on the predictor's device
-
-
-def _stripped_synonyms(name: str) -> str:
-    """``name`` without whitespace and invisible format characters at its ends and at each synonym's
-    (``"car\u200b, automobile"`` was a class of its own beside ``"car, automobile"``); unchanged when none has any."""
-    synonyms = split_synonyms(name)
-    if all(strip_name(synonym) == synonym.strip() for synonym in synonyms):
-        return strip_name(name)
-    return ", ".join(strip_name(synonym) for synonym in synonyms)
 
 
 class VideoPredictor:
@@ -304,7 +295,7 @@ class VideoPredictor:
         if not all(isinstance(name, str) for name in vocabulary):
             kinds = sorted({type(name).__name__ for name in vocabulary if not isinstance(name, str)})
             raise TypeError(f"class names must be strings, not {', '.join(kinds)}")
-        names = [_stripped_synonyms(name) for name in vocabulary]
+        names = [stripped_synonyms(name) for name in vocabulary]
         if not names:
             raise VocabularyError("the vocabulary must be a non-empty list of non-empty class names")
         if (empty := next((i for i, name in enumerate(names) if not name), None)) is not None:
@@ -317,7 +308,7 @@ class VideoPredictor:
             if any(not strip_name(synonym) for synonym in split_synonyms(name)):  # "a photo of a ." prompts
                 raise VocabularyError(f"empty synonym in the class {name!r} (synonyms are separated by commas)")
         # as `segment --vocab` compares them: case aside, composed and decomposed accents alike
-        firsts = [unicodedata.normalize("NFC", strip_name(split_synonyms(name)[0])).casefold() for name in names]
+        firsts = [name_key(strip_name(split_synonyms(name)[0])) for name in names]
         if len(set(firsts)) != len(firsts) and not self.allow_duplicate_names:
             duplicates = sorted({n for n in firsts if firsts.count(n) > 1})
             raise VocabularyError(f"duplicate class names in the vocabulary (case aside): {', '.join(duplicates)}")

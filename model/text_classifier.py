@@ -9,7 +9,6 @@ import json
 import os
 import tempfile
 import time
-import unicodedata
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable
@@ -21,6 +20,7 @@ import torch.nn.functional as F
 
 from clipvis.model.clip_backbone import ClipBackbone
 from clipvis.model.transfer import to_device
+from clipvis.model.vocabulary import split_synonyms
 from clipvis.weights import CacheLocationError
 from clipvis.weights import cache_dir as clipvis_cache_dir
 from clipvis.weights.cache_files import new_file_mode
@@ -47,11 +47,6 @@ TEXT_BATCH = 128
 MEMORY_VOCABULARIES = 16
 
 
-def split_synonyms(class_name: str) -> list[str]:
-    """``"car, automobile"`` -> ``["car", "automobile"]`` (official rule: replace ", " by "," then split)."""
-    return class_name.replace(", ", ",").split(",")
-
-
 def build_prompts(vocabulary: list[str]) -> tuple[list[str], list[int]]:
     """All prompt strings (class, synonym, template order) and the number of synonyms per class."""
     prompts: list[str] = []
@@ -62,18 +57,6 @@ def build_prompts(vocabulary: list[str]) -> tuple[list[str], list[int]]:
         for synonym in synonyms:
             prompts.extend(template.format(synonym) for template in PROMPT_TEMPLATES)
     return prompts, counts
-
-
-def strip_name(name: str) -> str:
-    """A class name without the whitespace and the invisible format characters (Unicode category Cf: a byte order
-    mark left inside a file by `cat a.txt b.txt`, a zero-width space pasted with the name) at its ends, which made
-    a class of their own that no GT name matched."""
-    start, end = 0, len(name)
-    while start < end and (name[start].isspace() or unicodedata.category(name[start]) == "Cf"):
-        start += 1
-    while end > start and (name[end - 1].isspace() or unicodedata.category(name[end - 1]) == "Cf"):
-        end -= 1
-    return name[start:end]
 
 
 @dataclass(frozen=True)

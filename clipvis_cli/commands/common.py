@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import codecs
 import math
-import unicodedata
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -34,6 +33,7 @@ from clipvis.cli.messages import (
 )
 from clipvis.cli.progress import HumanReporter, JobProgressReporter, JsonlReporter, Reporter, download_lines
 from clipvis.cli.segment import SegmentOptions, checkpoint_identity
+from clipvis.model.vocabulary import name_key, strip_name
 
 if TYPE_CHECKING:  # the model package: imported when the weights load, not when the CLI starts
     from clipvis.model import VideoPredictor
@@ -61,8 +61,9 @@ def _say_long_text_encoding(classes: int, prompts: int, say: Callable[[str], Non
 def parse_vocabulary(vocab: str | None, vocab_file: Path | None) -> list[str]:
     """Class strings for the model: `--vocab "a,b"` or one class per line of a UTF-8 file (a line may list
     comma-separated synonyms, the first being the class name; blank lines and lines starting with `#` are skipped).
-    Names lose the whitespace and invisible format characters at their ends (`clean_class_name`). Raises
-    typer.BadParameter naming the file and, for a file, the line."""
+    Names lose the whitespace and invisible format characters at their ends, as the predictor takes them
+    (`clipvis.model.vocabulary`: the rules of class names). Raises typer.BadParameter naming the file and, for a file,
+    the line."""
     if (vocab is None) == (vocab_file is None):
         raise typer.BadParameter("give exactly one of --vocab or --vocab-file")
     if vocab is not None:
@@ -70,7 +71,7 @@ def parse_vocabulary(vocab: str | None, vocab_file: Path | None) -> list[str]:
         if vocab.startswith("--"):  # `--vocab --overwrite`: the next option taken as the class names
             raise typer.BadParameter(f"{source} is missing its class names (it took the option "
                                      f"{vocab.split(',')[0]!r} as them): --vocab \"cat,dog\"")
-        entries: list[tuple[int | None, list[str]]] = [(None, [clean_class_name(name)]) for name in vocab.split(",")]
+        entries: list[tuple[int | None, list[str]]] = [(None, [strip_name(name)]) for name in vocab.split(",")]
         if not all(parts[0] for _, parts in entries):
             raise typer.BadParameter(f"{source}: empty class name (classes are separated by commas)")
     else:
@@ -92,7 +93,7 @@ def parse_vocabulary(vocab: str | None, vocab_file: Path | None) -> list[str]:
             raise typer.BadParameter(f"{where(line)}: the class name {name!r} holds {problem}")
     seen: dict[str, list[int | None]] = {}
     for line, parts in entries:  # "café" typed two ways, "Car" and "car"
-        seen.setdefault(unicodedata.normalize("NFC", parts[0]).casefold(), []).append(line)
+        seen.setdefault(name_key(parts[0]), []).append(line)
     duplicates = [(key, lines) for key, lines in seen.items() if len(lines) > 1]
     if duplicates:
         shown = "; ".join(repr(key) if vocab_file is None else f"{key!r} (lines {', '.join(map(str, lines))})"
@@ -119,25 +120,9 @@ def _vocabulary_file_lines(path: Path) -> list[tuple[int, list[str]]]:
     # one class a line, lines ended by \n, \r\n or \r only: str.splitlines() also split on VT, FF, U+2028...,
     # making two classes of a line that --vocab refuses
     lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
-    return [(number, [clean_class_name(part) for part in line.split(",")])
+    return [(number, [strip_name(part) for part in line.split(",")])
             for number, line in enumerate(lines, start=1)
-            if (cleaned := clean_class_name(line)) and not cleaned.startswith("#")]
-
-
-def clean_class_name(name: str) -> str:
-    """A class name without the whitespace and the invisible format characters (Unicode category Cf: a byte order
-    mark left inside a file by `cat a.txt b.txt`, a zero-width space pasted with a name) at its ends, as the model's
-    predictor takes it (`clipvis.model.text_classifier.strip_name`): they made a class of their own."""
-    start, end = 0, len(name)
-    while start < end and (name[start].isspace() or unicodedata.category(name[start]) == "Cf"):
-        start += 1
-    while end > start and (name[end - 1].isspace() or unicodedata.category(name[end - 1]) == "Cf"):
-        end -= 1
-    return name[start:end]
-
-
-def class_name(entry: str) -> str:
-    return entry.split(",")[0].strip()
+            if (cleaned := strip_name(line)) and not cleaned.startswith("#")]
 
 
 def check_precision(precision: str) -> None:

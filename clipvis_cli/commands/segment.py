@@ -18,7 +18,6 @@ from clipvis.cli.commands.common import (
     check_config_file,
     check_precision,
     check_same_producer,
-    class_name,
     device_option,
     fail,
     finite_number,
@@ -49,6 +48,7 @@ from clipvis.cli.segment import (
     SegmentOptions,
     SegmentRunner,
 )
+from clipvis.model.vocabulary import class_name
 from clipvis.weights import DEFAULT_PRETRAINED, DownloadReporter
 
 if TYPE_CHECKING:  # the model package: imported when the weights load, not when the CLI starts

@@ -21,7 +21,8 @@ from clipvis.model.scoring import (
     positive_mask_statistics,
 )
 from clipvis.model.temporal_matcher import TemporalMatcher
-from clipvis.model.text_classifier import PROMPT_TEMPLATES, TextEmbeddings, build_prompts, split_synonyms
+from clipvis.model.text_classifier import PROMPT_TEMPLATES, TextEmbeddings, build_prompts
+from clipvis.model.vocabulary import split_synonyms
 
 
 def naive_deformable_attention(value, shapes, locations, weights):

@@ -65,3 +65,14 @@ def test_checkpoint_module_is_pure_state_dict_io() -> None:
 
 def test_cycle_detector_finds_a_cycle() -> None:
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == [["a", "b", "c", "a"]]
+
+
+def test_the_rules_of_class_names_import_without_torch() -> None:
+    """The CLI reads --vocab and --vocab-file with `clipvis.model.vocabulary` before it loads the model (and `--help`
+    imports no torch): the module and the package's __init__ load no torch."""
+    import subprocess
+    import sys
+
+    code = "import sys, clipvis.model.vocabulary; print('torch' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert done.stdout.split() == ["False"], done.stderr[-2000:]
