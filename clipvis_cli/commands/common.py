@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from clipvis.cli.collector import collector_paused
-from clipvis.cli.devices import DEVICE_CHOICES, DEVICE_SYNTAX
+from clipvis.cli.devices import DEVICE_CHOICES, DEVICE_SYNTAX, cuda_index, device_problem
 from clipvis.cli.distributed import (
     DistributedRun,
     OtherRankFailed,
@@ -145,24 +145,19 @@ def device_option(value: str) -> str:
 
 def resolve_device(device: str) -> str:
     """The device a run uses: ``auto`` is ``cuda`` when CUDA is there, else ``cpu``. Raises typer.BadParameter for a
-    device that is none of auto/cpu/cuda/cuda:N, and typer.Exit(1) after one line when CUDA is absent or has no
-    device N."""
-    import torch
-
+    device that is none of auto/cpu/cuda/cuda:N, and typer.Exit(1) after one line when this machine has not got it
+    (`clipvis.cli.devices.device_problem`)."""
     if not DEVICE_SYNTAX.fullmatch(device):
         raise typer.BadParameter(f"--device must be {DEVICE_CHOICES}, not {device!r}")
     if device == "auto":
+        import torch
+
         return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cpu":
-        return device
-    if not torch.cuda.is_available():
-        raise fail(f"--device {device}: CUDA is not available on this machine (use --device cpu)")
-    index = int(device.removeprefix("cuda").removeprefix(":") or 0)
-    count = torch.cuda.device_count()
-    if index >= count:
-        present = " (cuda:0)" if count == 1 else f" (cuda:0 to cuda:{count - 1})" if count else ""
-        raise fail(f"--device {device}: this machine has {count} CUDA device{'' if count == 1 else 's'}{present}")
-    return f"cuda:{index}" if ":" in device else device
+    problem = device_problem(device, "--device")
+    if problem is not None:
+        raise fail(f"--device {device}: {problem}")
+    index = cuda_index(device)
+    return device if index is None else f"cuda:{index}"
 
 
 def finite_number(value: float | None) -> float | None:

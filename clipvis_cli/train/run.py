@@ -104,27 +104,22 @@ def _setup_logging(output_dir: Path, rank: int) -> None:
 
 
 def check_device(config: TrainConfig, processes: int) -> None:
-    """ConfigError unless ``MODEL.DEVICE`` is auto, cpu, cuda or cuda:N that this machine has; ``cuda:N`` is for one
-    process (several take their own GPUs, one each: give ``cuda``). Anything else was taken for CUDA, its N
-    ignored (``cuda:1`` trained on GPU 0), and a machine without CUDA failed with a traceback."""
-    from clipvis.cli.devices import DEVICE_CHOICES, DEVICE_SYNTAX, cuda_index
+    """ConfigError unless ``MODEL.DEVICE`` is auto, cpu, cuda or cuda:N that this machine has
+    (`clipvis.cli.devices.device_problem`); ``cuda:N`` is for one process (several take their own GPUs, one each:
+    give ``cuda``). Anything else was taken for CUDA, its N ignored (``cuda:1`` trained on GPU 0), and a machine
+    without CUDA failed with a traceback."""
+    from clipvis.cli.devices import DEVICE_CHOICES, DEVICE_SYNTAX, cuda_index, device_problem
     from clipvis.cli.train.config import ConfigError
 
     wanted = str(config.get("MODEL.DEVICE") or "auto")
     if not DEVICE_SYNTAX.fullmatch(wanted):
         raise ConfigError(f"MODEL.DEVICE must be {DEVICE_CHOICES}, not {wanted!r}")
-    if wanted in ("auto", "cpu"):
-        return
-    if not torch.cuda.is_available():
-        raise ConfigError(f"MODEL.DEVICE {wanted}: CUDA is not available on this machine (MODEL.DEVICE cpu)")
-    index = cuda_index(wanted)
-    if index is not None and processes > 1:
+    problem = device_problem(wanted, "MODEL.DEVICE")
+    if problem is not None:
+        raise ConfigError(f"MODEL.DEVICE {wanted}: {problem}")
+    if cuda_index(wanted) is not None and processes > 1:
         raise ConfigError(f"MODEL.DEVICE {wanted} with {processes} processes: each process trains on its own GPU; "
                           "give MODEL.DEVICE cuda (and CUDA_VISIBLE_DEVICES to pick the GPUs)")
-    count = torch.cuda.device_count()
-    if index is not None and index >= count:
-        raise ConfigError(f"MODEL.DEVICE {wanted}: this machine has {count} CUDA device(s) "
-                          f"(cuda:0 to cuda:{count - 1})")
 
 
 def _device(config: TrainConfig, local_rank: int) -> torch.device:

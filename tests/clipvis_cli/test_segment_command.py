@@ -318,6 +318,12 @@ def test_a_cuda_device_past_the_last_says_how_many_there_are(monkeypatch, capsys
     assert stopped.value.exit_code == 1
     said = capsys.readouterr().err
     assert said == "clipvis: error: --device cuda:2: this machine has 2 CUDA devices (cuda:0 to cuda:1)\n"
+    assert resolve_device("cuda:01") == "cuda:1"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(typer.Exit):
+        resolve_device("cuda")
+    assert capsys.readouterr().err == "clipvis: error: --device cuda: CUDA is not available on this machine (use " \
+                                      "--device cpu)\n"
     for device in ("cuda:x", "cudaX", "cuda:-1"):
         with pytest.raises(typer.BadParameter, match="--device must be auto, cpu, cuda or cuda:N"):
             resolve_device(device)

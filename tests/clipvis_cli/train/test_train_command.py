@@ -1556,7 +1556,7 @@ def test_a_checkpoint_that_does_not_fit_is_said_once_under_torchrun_and_one_rank
 @pytest.mark.parametrize("device, said", [
     ("gpu", "MODEL.DEVICE must be auto, cpu, cuda or cuda:N (N = 0, 1, ...), not 'gpu'"),
     ("cuda:x", "MODEL.DEVICE must be auto, cpu, cuda or cuda:N (N = 0, 1, ...), not 'cuda:x'"),
-    ("cuda:3", "MODEL.DEVICE cuda:3: this machine has 2 CUDA device(s) (cuda:0 to cuda:1)"),
+    ("cuda:3", "MODEL.DEVICE cuda:3: this machine has 2 CUDA devices (cuda:0 to cuda:1)"),
 ])
 def test_a_model_device_this_machine_has_not_is_one_line_before_anything_loads(tmp_path, tiny_train_config,
                                                                                monkeypatch, device, said):
@@ -1578,9 +1578,13 @@ def test_cuda_n_is_for_one_process_and_needs_cuda(tmp_path, tiny_train_config, m
 
     config = load_train_config(tiny_train_config(tmp_path, MAX_ITER=1), ["MODEL.DEVICE=cuda:1"])
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    with pytest.raises(ConfigError, match=r"^MODEL.DEVICE cuda:1: CUDA is not available on this machine"):
+    with pytest.raises(ConfigError, match=r"^MODEL.DEVICE cuda:1: CUDA is not available on this machine \(use "
+                                          r"MODEL.DEVICE cpu\)$"):
         check_device(config, 1)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)  # segment's --device words: one device, singular
+    with pytest.raises(ConfigError, match=r"^MODEL.DEVICE cuda:1: this machine has 1 CUDA device \(cuda:0\)$"):
+        check_device(config, 1)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     check_device(config, 1)
     with pytest.raises(ConfigError, match=r"^MODEL.DEVICE cuda:1 with 2 processes: each process trains on its own"):
