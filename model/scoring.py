@@ -160,7 +160,9 @@ class StreamingVideoScorer:
         mask_logits: torch.Tensor,
     ) -> None:
         """One aligned frame: object_logits ``[Q, 2]``, class_probs ``[Q, C]``, ious ``[Q]``,
-        mask_logits ``[Q, h, w]`` (stride 4; only their positive-pixel statistics are kept)."""
+        mask_logits ``[Q, h, w]`` (stride 4; only their positive-pixel statistics are kept). Public API, for a caller
+        that runs the network and the matcher itself and scores a video frame by frame (`StreamingVideoScorer` is
+        exported by `clipvis.model`); the predictor feeds its batches to `add_frames`."""
         self.add_frames(
             object_logits[None].cpu(), class_probs[None].cpu(), ious[None].cpu(),
             positive_mask_statistics(mask_logits)[None].cpu(),

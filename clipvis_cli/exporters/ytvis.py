@@ -11,7 +11,6 @@ from __future__ import annotations
 import shutil
 import tempfile
 import zipfile
-from collections.abc import Sequence
 from pathlib import Path
 from typing import IO
 
@@ -29,27 +28,9 @@ def results_entry(video: ExportVideo, track: TrackResult) -> dict:
             "segmentations": iter(track.segmentations)}
 
 
-def results_list(videos: Sequence[ExportVideo]) -> list[dict]:
-    """The results of ``videos`` as one list (masks listed)."""
-    return [{**results_entry(video, track), "segmentations": list(track.segmentations)}
-            for video in videos for track in video.tracks]
-
-
 # What the folder's export record (base.EXPORT_RECORD) says a results file came from: an export's results file may
 # replace another's (the same inputs or not), never a file of someone's own nor one edited since it was written.
 RESULTS_IDENTITY = {"results": "clipvis export --to ytvis"}
-
-
-def write_results(videos: Sequence[ExportVideo], destination: Path, options: ExportOptions) -> Path:
-    """Write the results of `videos` into `destination` (a folder) atomically; returns the file. An existing file of
-    that name that no export wrote (or that was edited since) is not replaced: ExportConflictError."""
-    results = ResultsStream(destination)
-    try:
-        for video in videos:
-            results.add(video)
-        return results.write(options)
-    finally:
-        results.close()
 
 
 class ResultsStream:

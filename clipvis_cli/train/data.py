@@ -159,15 +159,6 @@ class _CoordinateMap:
         return coco_mask.decode(coco_mask.merge(coco_mask.frPyObjects(flat, height, width)))
 
 
-def augment(
-    image: np.ndarray, masks: np.ndarray, config: AugmentationConfig, rng: np.random.Generator,
-    polygons: Sequence[Polygons | None] | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`augment_instances` without the instances' ``keep`` flags."""
-    image, masks, _ = augment_instances(image, masks, config, rng, polygons)
-    return image, masks
-
-
 def augment_instances(
     image: np.ndarray, masks: np.ndarray, config: AugmentationConfig, rng: np.random.Generator,
     polygons: Sequence[Polygons | None] | None = None,

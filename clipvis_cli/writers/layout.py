@@ -53,18 +53,6 @@ class VideoOutputPaths:
         return self.directory.name
 
     @property
-    def overlay(self) -> Path:
-        return self.directory / OVERLAY_NAME
-
-    @property
-    def ytvis(self) -> Path:
-        return self.directory / YTVIS_NAME
-
-    @property
-    def coco(self) -> Path:
-        return self.directory / COCO_NAME
-
-    @property
     def manifest(self) -> Path:
         return self.directory / MANIFEST_NAME
 

@@ -1183,12 +1183,13 @@ def test_the_results_file_of_many_videos_is_written_as_they_go_with_the_same_byt
 
     from clipvis.cli.exporters.base import ExportOptions, select_tracks
     from clipvis.cli.exporters.loading import load_videos
-    from clipvis.cli.exporters.ytvis import results_list
     from clipvis.cli.zip_files import add_bytes
 
     folders = _results_folders(tmp_path / "in", 40)
     videos = [select_tracks(video, ExportOptions()) for f in folders for video in load_videos(f / "ytvis.json")]
-    expected = json.dumps(results_list(videos), separators=(",", ":")) + "\n"
+    whole = [{"video_id": video.info.video_id, "category_id": track.category_id, "score": track.score,
+              "segmentations": list(track.segmentations)} for video in videos for track in video.tracks]
+    expected = json.dumps(whole, separators=(",", ":")) + "\n"
     assert run_export(*map(str, folders), "--to", "ytvis", "-o", str(tmp_path / "a")).exit_code == 0
     assert (tmp_path / "a" / "results.json").read_text(encoding="utf-8") == expected
     buffer = io.BytesIO()

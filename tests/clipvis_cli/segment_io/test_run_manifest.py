@@ -11,6 +11,7 @@ import pytest
 
 from clipvis.cli.inputs import discover_inputs
 from clipvis.cli.writers import RunManifest, VideoOutputPaths, config_hash
+from clipvis.cli.writers.layout import COCO_NAME, OVERLAY_NAME, YTVIS_NAME
 
 WEIGHTS = "clipvis_lvis_r50:sha256=abc123"
 VOCAB = ["cat", "dog"]
@@ -24,16 +25,17 @@ def finished_run(tmp_path: Path) -> tuple[Path, VideoOutputPaths, RunManifest]:
     paths = VideoOutputPaths(tmp_path / "out" / "clip").prepare()
     manifest = RunManifest.start(video, "clip", WEIGHTS, VOCAB, OPTIONS)
     manifest.write(paths.manifest)
-    for output in (paths.ytvis, paths.coco, paths.overlay):
+    outputs = [paths.directory / name for name in (YTVIS_NAME, COCO_NAME, OVERLAY_NAME)]
+    for output in outputs:
         output.write_text("{}")
-    manifest.mark_complete(12, [paths.ytvis, paths.coco, paths.overlay], {"decode": 1.23456, "model": 5})
+    manifest.mark_complete(12, outputs, {"decode": 1.23456, "model": 5})
     manifest.write(paths.manifest)
     return video, paths, manifest
 
 
 def test_layout_names(tmp_path: Path) -> None:
     paths = VideoOutputPaths(tmp_path / "clip")
-    assert [p.name for p in (paths.overlay, paths.ytvis, paths.coco, paths.manifest)] == [
+    assert [OVERLAY_NAME, YTVIS_NAME, COCO_NAME, paths.manifest.name] == [
         "overlay.mp4", "ytvis.json", "coco.json", "run.json",
     ]
     assert paths.directory == tmp_path / "clip" and not paths.directory.exists()
@@ -79,11 +81,11 @@ def test_changed_source_or_missing_output_is_redone(finished_run, tmp_path: Path
     other.parent.mkdir()
     other.write_bytes(b"0" * 100)
     assert not manifest.is_complete_for(WEIGHTS, VOCAB, OPTIONS, other, paths.directory)
-    paths.coco.write_text("{ }")  # changed size: not the file the run wrote
+    (paths.directory / COCO_NAME).write_text("{ }")  # changed size: not the file the run wrote
     assert not manifest.is_complete_for(WEIGHTS, VOCAB, OPTIONS, video, paths.directory)
-    paths.coco.write_text("{}")
+    (paths.directory / COCO_NAME).write_text("{}")
     assert manifest.is_complete_for(WEIGHTS, VOCAB, OPTIONS, video, paths.directory)
-    paths.overlay.unlink()
+    (paths.directory / OVERLAY_NAME).unlink()
     assert not manifest.is_complete_for(WEIGHTS, VOCAB, OPTIONS, video, paths.directory)
     assert manifest.is_complete_for(WEIGHTS, VOCAB, OPTIONS)  # without checks: config only
     video.write_bytes(b"1" * 101)

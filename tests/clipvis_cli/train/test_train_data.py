@@ -29,7 +29,7 @@ from clipvis.cli.train.data import (
     SampleError,
     StreamBatchSampler,
     TrainDataset,
-    augment,
+    augment_instances,
     repeat_factors,
 )
 from clipvis.cli.train.records import TrainDataError, read_annotation_file, read_ytvis
@@ -361,7 +361,7 @@ def test_lsj_gives_fixed_size_crops_with_masks_following_the_image():
     image, masks = render_shapes(0)
     config = AugmentationConfig(kind="lsj", image_size=48, min_scale=0.5, max_scale=2.0)
     for seed in range(6):
-        out_image, out_masks = augment(image, np.stack(masks), config, np.random.default_rng(seed))
+        out_image, out_masks, _ = augment_instances(image, np.stack(masks), config, np.random.default_rng(seed))
         assert out_image.shape == (48, 48, 3) and out_masks.shape == (2, 48, 48)
         red = out_image[..., 0].astype(int) > out_image[..., 1].astype(int) + 40  # the rectangle's colour
         if out_masks[0].sum() > 20:
@@ -376,7 +376,7 @@ def test_lsj_places_the_crop_with_one_random_fraction_for_both_axes():
     config = AugmentationConfig(kind="lsj", image_size=100, min_scale=2.0, max_scale=2.0, flip=False)
     corners = set()
     for seed in range(8):
-        out, _ = augment(image, np.zeros((0, 100, 100), np.uint8), config, np.random.default_rng(seed))
+        out, _, _ = augment_instances(image, np.zeros((0, 100, 100), np.uint8), config, np.random.default_rng(seed))
         top, left = int(out[0, 0, 0]), int(out[0, 0, 1])
         assert abs(top - left) <= 1, (top, left)  # one pixel of rounding at most
         corners.add(top)
@@ -902,8 +902,9 @@ def test_polygon_annotations_are_transformed_then_rasterized(kind):
     no_bitmasks = np.zeros((0, *mask.shape), np.uint8)  # the one instance is a polygon
     flipped, polygon_ious, bitmap_ious = 0, [], []
     for seed in range(8):
-        out_image, out_polygon = augment(image, no_bitmasks, config, np.random.default_rng(seed), [[triangle]])
-        _, out_bitmap = augment(image, mask[None], config, np.random.default_rng(seed))
+        out_image, out_polygon, _ = augment_instances(image, no_bitmasks, config, np.random.default_rng(seed),
+                                                      [[triangle]])
+        _, out_bitmap, _ = augment_instances(image, mask[None], config, np.random.default_rng(seed))
         assert out_polygon.shape == out_bitmap.shape
         red = out_image[..., 0] > 130  # the triangle's true outline, upscaled bilinearly
         if red.sum() > 200:
@@ -914,12 +915,12 @@ def test_polygon_annotations_are_transformed_then_rasterized(kind):
     assert np.mean(polygon_ious) > np.mean(bitmap_ious), (polygon_ious, bitmap_ious)
     assert flipped >= 1  # some draws flipped the image, and the polygon followed
     # Instances without polygons (RLE annotations) keep the bitmask path.
-    _, mixed = augment(image, mask[None], config, np.random.default_rng(1), [None, [triangle]])
-    _, bitmap = augment(image, mask[None], config, np.random.default_rng(1))
+    _, mixed, _ = augment_instances(image, mask[None], config, np.random.default_rng(1), [None, [triangle]])
+    _, bitmap, _ = augment_instances(image, mask[None], config, np.random.default_rng(1))
     np.testing.assert_array_equal(mixed[0], bitmap[0])
     assert mixed.shape[0] == 2 and mixed[1].any()
     with pytest.raises(ValueError, match="2 bitmasks for 1 instances without polygons"):
-        augment(image, np.stack([mask, mask]), config, np.random.default_rng(1), [None, [triangle]])
+        augment_instances(image, np.stack([mask, mask]), config, np.random.default_rng(1), [None, [triangle]])
 
 
 @pytest.mark.parametrize(("size", "new"), [((72, 128), (80, 142)), ((72, 128), (30, 53)), ((31, 47), (64, 95))])
