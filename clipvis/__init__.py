@@ -2,7 +2,7 @@
 
 The installed package has three parts, kept in the repository as top-level folders:
 
-* ``clipvis.model`` (``model/``): the model core, importable on its own (no CLI, file formats or video I/O);
+* ``clipvis.model`` (``model/``): the model core, importable on its own (no CLI, output formats or video I/O);
 * ``clipvis.weights`` (``weights/``): the registry of released checkpoints and how to get them;
 * ``clipvis.cli`` (``clipvis_cli/``): the ``clipvis`` command and the application around the model.
 

@@ -1,8 +1,16 @@
-"""COCO run-length encoding helpers (thin, typed wrappers around pycocotools.mask).
+"""COCO run-length encoded masks: clipvis' own vectorised codec of COCO's compressed ``counts`` strings, mask
+compositing from run lengths, and typed calls of pycocotools.mask for the rest.
 
-Compressed RLE dicts here always carry `counts` as an ASCII `str` (JSON-ready), `size` as `[height, width]`.
-pycocotools wants Fortran-ordered uint8 arrays; the conversion is done here so callers pass ordinary C-ordered
-bool/uint8 masks.
+* The codec: ``compress_runs`` (many masks' run lengths -> their ``counts`` strings, byte-identical to pycocotools'
+  ``rleToString``) and ``decompress_many`` / ``decompress_counts`` (the inverse, ``rleFrString``), numpy over every
+  run or character at once, with ``compressed_counts_problems`` saying why a string is not a valid RLE of its mask.
+* Compositing without decoding a mask: ``label_map`` paints a frame's masks into one label image (the earliest mask
+  wins where they overlap), ``visible_counts`` gives each mask's visible part as ``counts``, ``mask_crops`` cuts
+  masks to their boxes; all from the run lengths (docs/streaming.md).
+* pycocotools for single masks and areas/boxes: ``encode`` (C-ordered bool/uint8 masks in, the Fortran-ordered
+  copy pycocotools wants made here), ``decode``, ``area``, ``bbox``, ``areas``, ``bboxes``, ``coco_areas``.
+
+Compressed RLE dicts here always carry ``counts`` as an ASCII ``str`` (JSON-ready), ``size`` as ``[height, width]``.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""clipvis model core: a checkpoint-compatible CLIP-VIS in plain PyTorch (no CLI, file-format or video I/O).
+"""clipvis model core: a checkpoint-compatible CLIP-VIS in plain PyTorch (no CLI, output formats or video I/O).
 
 The names below are loaded on first use, so that a torch-free module of the package (`vocabulary`: the rules of
 class names) imports without torch: the CLI reads a vocabulary before (and ``--help`` without) loading the model.
