@@ -1,12 +1,20 @@
-"""Training-step tensor math beside the loss (``criterion.py``): gradient clipping as the official optimiser wrappers
-do it (CLIP-VIS' full-model clipper, detectron2's per-parameter ``value`` / ``norm`` clippers)."""
+"""Training-step math beside the loss (``criterion.py``), as the official recipe has it (docs/training.md,
+"Optimisation"; ``CV:train_net.py`` build_optimizer): the optimiser's parameter groups (no weight decay on norms and
+embeddings, the backbone's learning-rate multiplier), detectron2's warm-up multi-step schedule, and gradient clipping
+as the official optimiser wrappers do it (CLIP-VIS' full-model clipper, detectron2's per-parameter ``value`` /
+``norm`` clippers)."""
 
 from __future__ import annotations
+
+import bisect
+from typing import Any
 
 import torch
 from torch import nn
 
 CLIP_TYPES = ("full_model", "value", "norm")
+#: The layers whose parameters get ``SOLVER.WEIGHT_DECAY_NORM`` (the norm layers of the official build_optimizer).
+NORM_TYPES = (nn.GroupNorm, nn.LayerNorm, nn.BatchNorm2d, nn.BatchNorm1d, nn.SyncBatchNorm, nn.InstanceNorm2d)
 
 
 def gradient_clipping(enabled: bool, clip_type: str, clip_value: float) -> str | None:
@@ -39,3 +47,33 @@ def clip_gradients(params: list[nn.Parameter], clip_type: str | None, clip_value
         else:
             torch.nn.utils.clip_grad_norm_(p, clip_value, norm_type)
     return total
+
+
+def build_optimizer(model: nn.Module, base_lr: float, weight_decay: float, weight_decay_norm: float,
+                    weight_decay_embed: float, backbone_multiplier: float) -> torch.optim.AdamW:
+    """AdamW over the trainable parameters; no weight decay on norm layers and embeddings (official groups)."""
+    groups: list[dict[str, Any]] = []
+    seen: set[int] = set()
+    for module_name, module in model.named_modules():
+        for name, param in module.named_parameters(recurse=False):
+            if not param.requires_grad or id(param) in seen:
+                continue
+            seen.add(id(param))
+            decay = weight_decay
+            if isinstance(module, NORM_TYPES):
+                decay = weight_decay_norm
+            elif isinstance(module, nn.Embedding):
+                decay = weight_decay_embed
+            lr = base_lr * (backbone_multiplier if module_name.startswith("backbone") else 1.0)
+            groups.append({"params": [param], "lr": lr, "weight_decay": decay, "name": f"{module_name}.{name}"})
+    return torch.optim.AdamW(groups, lr=base_lr)
+
+
+def warmup_multistep_factor(iteration: int, steps: tuple[int, ...], gamma: float, warmup_iters: int,
+                            warmup_factor: float) -> float:
+    """detectron2 WarmupMultiStepLR with linear warm-up: the LR multiplier at ``iteration``."""
+    factor = gamma ** bisect.bisect_right(steps, iteration)
+    if iteration < warmup_iters:
+        alpha = iteration / warmup_iters
+        factor *= warmup_factor * (1 - alpha) + alpha
+    return factor

@@ -1,6 +1,7 @@
 """The training loop: optimiser, schedule, AMP, checkpoints, exact resume, logging, DDP.
 
-See docs/training.md, "Optimisation" (official: `CV:train_net.py` build_optimizer).
+See docs/training.md, "Optimisation"; the optimiser's parameter groups, the schedule and the gradient clipping are
+`clipvis.model.training` (official: `CV:train_net.py` build_optimizer).
 
 Output folder layout (the names of its files and how they are read: `clipvis.weights.training_folder`)::
 
@@ -16,7 +17,6 @@ Output folder layout (the names of its files and how they are read: `clipvis.wei
 
 from __future__ import annotations
 
-import bisect
 import json
 import logging
 import math
@@ -46,7 +46,7 @@ from clipvis.model import ClipVis, LossWeights, RandomPointSampler, SetCriterion
 from clipvis.model.config import CLIP_PIXEL_MEAN, CLIP_PIXEL_STD
 from clipvis.model.mask_decoder import DecoderOutput
 from clipvis.model.preprocess import normalise_padded
-from clipvis.model.training import clip_gradients, gradient_clipping
+from clipvis.model.training import build_optimizer, clip_gradients, gradient_clipping, warmup_multistep_factor
 from clipvis.weights.training_folder import (
     LAST_CHECKPOINT,
     METRICS_NAME,
@@ -61,7 +61,6 @@ from clipvis.weights.training_folder import (
 if TYPE_CHECKING:
     from clipvis.cli.train.config import Schedule, TrainConfig
 
-NORM_TYPES = (nn.GroupNorm, nn.LayerNorm, nn.BatchNorm2d, nn.BatchNorm1d, nn.SyncBatchNorm, nn.InstanceNorm2d)
 
 log = logging.getLogger("clipvis.train")
 
@@ -129,36 +128,6 @@ def remove_stale_temporaries(folder: Path) -> list[tuple[Path, int]]:
                 continue
             removed.append((Path(entry.path), size))
     return removed
-
-
-def build_optimizer(model: nn.Module, base_lr: float, weight_decay: float, weight_decay_norm: float,
-                    weight_decay_embed: float, backbone_multiplier: float) -> torch.optim.AdamW:
-    """AdamW over the trainable parameters; no weight decay on norm layers and embeddings (official groups)."""
-    groups: list[dict[str, Any]] = []
-    seen: set[int] = set()
-    for module_name, module in model.named_modules():
-        for name, param in module.named_parameters(recurse=False):
-            if not param.requires_grad or id(param) in seen:
-                continue
-            seen.add(id(param))
-            decay = weight_decay
-            if isinstance(module, NORM_TYPES):
-                decay = weight_decay_norm
-            elif isinstance(module, nn.Embedding):
-                decay = weight_decay_embed
-            lr = base_lr * (backbone_multiplier if module_name.startswith("backbone") else 1.0)
-            groups.append({"params": [param], "lr": lr, "weight_decay": decay, "name": f"{module_name}.{name}"})
-    return torch.optim.AdamW(groups, lr=base_lr)
-
-
-def warmup_multistep_factor(iteration: int, steps: tuple[int, ...], gamma: float, warmup_iters: int,
-                            warmup_factor: float) -> float:
-    """detectron2 WarmupMultiStepLR with linear warm-up: the LR multiplier at ``iteration``."""
-    factor = gamma ** bisect.bisect_right(steps, iteration)
-    if iteration < warmup_iters:
-        alpha = iteration / warmup_iters
-        factor *= warmup_factor * (1 - alpha) + alpha
-    return factor
 
 
 @dataclass

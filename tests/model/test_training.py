@@ -1,4 +1,5 @@
-"""clipvis.model.training: gradient clipping as the official optimiser wrappers do it."""
+"""clipvis.model.training: the optimiser's parameter groups, the schedule and gradient clipping as the official recipe
+has them."""
 
 from __future__ import annotations
 
@@ -43,3 +44,32 @@ def test_without_clipping_the_norm_of_every_gradient_is_returned_and_none_is_cha
     assert float(clip_gradients([a, b, frozen], None, 0.01)) == pytest.approx(5.0)
     assert a.grad.tolist() == [3.0, 0.0] and b.grad.tolist() == [0.0, 4.0]
     assert float(clip_gradients([frozen], None, 0.01)) == 0.0
+
+
+def test_the_optimiser_gives_norms_and_embeddings_their_own_decay_and_the_backbone_its_multiplier():
+    """The official build_optimizer's groups: WEIGHT_DECAY_NORM on norm layers, WEIGHT_DECAY_EMBED on embeddings,
+    BACKBONE_MULTIPLIER on the backbone's rate; frozen parameters are left out, a shared one counted once."""
+    from clipvis.model.training import build_optimizer
+
+    model = torch.nn.Module()
+    model.backbone = torch.nn.Linear(2, 2)
+    model.norm = torch.nn.LayerNorm(2)
+    model.embed = torch.nn.Embedding(3, 2)
+    model.head = torch.nn.Linear(2, 2)
+    model.frozen = torch.nn.Linear(2, 2).requires_grad_(False)
+    model.tied = model.head  # the same parameters under a second name
+    groups = {group["name"]: group for group in build_optimizer(model, 1e-4, 0.05, 0.0, 0.01, 0.1).param_groups}
+    assert sorted(groups) == ["backbone.bias", "backbone.weight", "embed.weight", "head.bias", "head.weight",
+                              "norm.bias", "norm.weight"]
+    decays = [groups[name]["weight_decay"] for name in ("head.weight", "norm.weight", "embed.weight")]
+    assert decays == [0.05, 0.0, 0.01]
+    assert groups["backbone.weight"]["lr"] == pytest.approx(1e-5) and groups["head.weight"]["lr"] == 1e-4
+
+
+def test_the_schedule_is_detectron2s_warmup_multistep():
+    """WarmupMultiStepLR, linear warm-up: factor from WARMUP_FACTOR to 1 over WARMUP_ITERS, x GAMMA at each step
+    (the iteration at a step already has the lower rate)."""
+    from clipvis.model.training import warmup_multistep_factor
+
+    factors = [warmup_multistep_factor(it, (6, 8), 0.1, 4, 0.5) for it in range(10)]
+    assert factors == pytest.approx([0.5, 0.625, 0.75, 0.875, 1, 1, 0.1, 0.1, 0.01, 0.01])
