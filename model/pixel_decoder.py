@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -14,7 +16,7 @@ from clipvis.model.position_encoding import SinePositionEncoding
 class ConvNorm(nn.Conv2d):
     """A conv followed by an optional norm (attribute ``norm``) and activation, as detectron2's Conv2d."""
 
-    def __init__(self, *args, norm: nn.Module | None = None, activation: bool = False, **kwargs) -> None:
+    def __init__(self, *args: Any, norm: nn.Module | None = None, activation: bool = False, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.norm = norm
         self.activation = activation
@@ -52,7 +54,10 @@ class DeformableEncoderLayer(nn.Module):
 
 
 class DeformableEncoder(nn.Module):
-    def __init__(self, num_layers: int, **layer_kwargs) -> None:
+    """``num_layers`` ``DeformableEncoderLayer``s, each made with ``layer_kwargs`` (d_model, d_ffn, n_levels,
+    n_heads, n_points)."""
+
+    def __init__(self, num_layers: int, **layer_kwargs: int) -> None:
         super().__init__()
         self.layers = nn.ModuleList(DeformableEncoderLayer(**layer_kwargs) for _ in range(num_layers))
         # Per (spatial shapes, device): the reference points, made once (as MSDeformAttn's level constants): the

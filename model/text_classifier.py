@@ -284,6 +284,11 @@ class TextClassifier:
         return torch.cat(per_synonym, 0)
 
     def __call__(self, vocabulary: list[str]) -> TextEmbeddings:
+        """``vocabulary`` (C class strings, each of comma-separated synonyms) -> ``TextEmbeddings``: ``embeddings``
+        ``[S, E]`` (S = the synonyms of all classes, in class order; E = the CLIP embedding size), one unit vector
+        per synonym (its 14 prompts' embeddings averaged), with ``synonym_counts`` ``[C]``. Taken from the memory
+        cache (the last ``MEMORY_VOCABULARIES``), else the disk cache, else encoded by the text tower and stored in
+        both. Raises ValueError for an empty vocabulary."""
         if not vocabulary:
             raise ValueError("the vocabulary is empty")
         prompts, counts = build_prompts(vocabulary)

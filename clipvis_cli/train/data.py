@@ -520,6 +520,9 @@ class Collate:
         self.divisibility = divisibility
 
     def __call__(self, samples: list[Sample]) -> Batch:
+        """B samples (``image [3, H_b, W_b]`` uint8, ``masks [N_b, H_b, W_b]`` bool) -> a ``Batch``: ``images
+        [B, 3, Hp, Wp]`` uint8 and ``masks`` B x ``[N_b, Hp, Wp]`` bool, zero-padded bottom/right, with each
+        sample's own ``image_sizes`` ``(H_b, W_b)``, positions, names and warnings."""
         height, width = padded_shape(max(s.image.shape[1] for s in samples), max(s.image.shape[2] for s in samples),
                                      self.divisibility)
         images = torch.zeros(len(samples), 3, height, width, dtype=torch.uint8)

@@ -198,6 +198,9 @@ class TrainingForward(nn.Module):
         self.model = model
 
     def forward(self, images: torch.Tensor) -> DecoderOutput:
+        """images ``[B, 3, Hp, Wp]`` normalised and padded -> ``ClipVis.forward_train``'s ``DecoderOutput``:
+        ``object_logits [B, Q, 2]``, ``mask_logits [B, Q, Hp/4, Wp/4]``, ``ious [B, Q]``, and the earlier layers'
+        predictions in ``aux``."""
         return self.model.forward_train(images)
 
 
