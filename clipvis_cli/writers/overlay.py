@@ -219,12 +219,17 @@ class LabelFont:
         scale = _scale(height, width)
         return cls(0.25 + 0.55 * scale, 2 if scale >= 0.9 else 1)
 
-    @functools.lru_cache(maxsize=4096)  # noqa: B019 (a few fonts per run, each a few floats: kept for good is fine)
     def size(self, text: str) -> tuple[int, int, int]:
-        """(width, height above the baseline, depth below it) of ``text`` in pixels (the same labels come back
-        frame after frame: remembered)."""
-        (width, height), baseline = cv2.getTextSize(text, self.face, self.scale, self.thickness)
-        return width, height, baseline
+        """(width, height above the baseline, depth below it) of ``text`` in pixels."""
+        return _text_size(text, self.face, self.scale, self.thickness)
+
+
+@functools.lru_cache(maxsize=4096)
+def _text_size(text: str, face: int, scale: float, thickness: int) -> tuple[int, int, int]:
+    """``cv2.getTextSize`` of ``text`` as (width, height above the baseline, depth below it), memoised: a pure
+    function of its arguments, and the same labels come back frame after frame (docs/architecture.md, "State")."""
+    (width, height), baseline = cv2.getTextSize(text, face, scale, thickness)
+    return width, height, baseline
 
 
 def _scale(height: int, width: int) -> float:

@@ -450,6 +450,21 @@ def test_a_label_too_wide_for_its_room_cuts_the_class_name_first() -> None:
     assert _fitted_label(name, track, font.size("#7 0.50")[0], font) == "#7 0.50"  # no letter fits: the tail alone
 
 
+
+def test_a_labels_size_is_remembered_without_keeping_its_font_alive() -> None:
+    """The sizes of labels were an lru_cache on LabelFont.size, whose entries held every font for good."""
+    import gc
+    import weakref
+
+    font = LabelFont(0.8, 2)
+    size = font.size("cat #1 0.87")
+    assert size == font.size("cat #1 0.87") == LabelFont(0.8, 2).size("cat #1 0.87")
+    assert size[0] == cv2.getTextSize("cat #1 0.87", cv2.FONT_HERSHEY_SIMPLEX, 0.8, 2)[0][0]
+    held = weakref.ref(font)
+    del font
+    gc.collect()
+    assert held() is None
+
 @pytest.mark.parametrize("size", [(48, 64), (90, 160), (120, 96)])
 def test_a_label_wider_than_the_frame_keeps_track_and_score(size) -> None:
     height, width = size
