@@ -1,4 +1,5 @@
-"""Atomic file output: write to a temporary name in the same directory, then `os.replace` onto the final name.
+"""Atomic file output: write to a temporary name in the same directory, then `os.replace` onto the final name
+(docs/outputs.md).
 
 A reader never sees a half-written file under the final name: either the old file (or none) or the
 complete new one. The data is fsync'ed before the rename and the directory after it, so a file that has its final
