@@ -559,11 +559,7 @@ def output_dir_for_now(path: Path | str) -> Iterator[Path]:
     that fails leaves no empty folder it made for nothing, and a folder the user had, or anything put in one meanwhile,
     stays."""
     directory = Path(path)
-    made = []  # the folders of `path` that are not there yet, deepest first: what ensure_output_dir makes
-    for folder in (directory, *directory.parents):
-        if os.path.lexists(folder):
-            break
-        made.append(folder)
+    made = _folders_to_make(directory)
     try:
         ensure_output_dir(directory)
         yield directory
@@ -571,6 +567,27 @@ def output_dir_for_now(path: Path | str) -> Iterator[Path]:
         for folder in made:
             try:
                 folder.rmdir()
-            except OSError:  # not empty (or not there): it and the folders above it stay
-                break
+            except OSError:  # not empty (or not there, or not ours to remove): it stays
+                pass
         raise
+
+
+def _folders_to_make(directory: Path) -> list[Path]:
+    """The folders that making ``directory`` with its parents will make, deepest first, as the kernel walks the path:
+    a ``..`` goes up from the folder reached (``x/../y`` with no ``x`` makes ``x`` alone where ``y`` is there; as
+    written, ``x/../y`` did not exist, and ``y`` was taken for a folder this run made), a symbolic link that is there
+    is followed."""
+    current = Path(os.path.realpath(directory.anchor or os.getcwd()))
+    made: list[Path] = []
+    for part in directory.parts[1 if directory.anchor else 0:]:
+        if part == "..":
+            current = current.parent
+            continue
+        if part == ".":
+            continue
+        current = current / part
+        if os.path.lexists(current):
+            current = Path(os.path.realpath(current))
+        else:
+            made.append(current)
+    return made[::-1]

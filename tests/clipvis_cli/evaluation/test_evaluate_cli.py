@@ -63,6 +63,12 @@ def test_a_json_folder_made_for_a_scoring_that_fails_is_removed(files: tuple[Pat
         assert result.exit_code == 1 and "no annotations, so nothing can be scored" in result.stderr, result.stderr
     assert sorted(path.name for path in tmp_path.iterdir()) == ["gt.json", "had", "results.json"]
     assert list(had.iterdir()) == []
+    # a path through a folder it makes and back (review15: `x/../had` did not exist as written, so `had` was removed
+    # and `x` left behind)
+    result = runner.invoke(app, ["evaluate", "--results", str(results_path), "--gt", str(gt_path), "--json",
+                                 str(tmp_path / "x" / ".." / "had" / "m.json")])
+    assert result.exit_code == 1 and "no annotations, so nothing can be scored" in result.stderr, result.stderr
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["gt.json", "had", "results.json"]
 
 
 def test_a_results_file_is_scored_by_one_process_under_torchrun(files: tuple[Path, Path], tmp_path: Path,
