@@ -16,16 +16,17 @@ def cuda_index(device: str) -> int | None:
     return int(device[len(prefix):]) if device.startswith(prefix) else None
 
 
-def device_problem(device: str, option: str) -> str | None:
+def device_problem(device: str, cpu_setting: str) -> str | None:
     """Why ``device`` (one ``DEVICE_SYNTAX`` takes) cannot run on this machine, in words that follow
-    ``"<option> <device>: "`` (a fix is named with ``option``: ``--device``, ``MODEL.DEVICE``); None when it can.
+    ``"<option> <device>: "`` (the CPU is offered as ``cpu_setting``, as the command takes it: ``--device cpu``,
+    ``MODEL.DEVICE=cpu``); None when it can.
     ``auto`` and ``cpu`` always can; ``cuda`` and ``cuda:N`` need CUDA, and a GPU N. Imports torch for the others."""
     if device in ("auto", "cpu"):
         return None
     import torch
 
     if not torch.cuda.is_available():
-        return f"CUDA is not available on this machine (use {option} cpu)"
+        return f"CUDA is not available on this machine (use {cpu_setting})"
     index = cuda_index(device)
     count = torch.cuda.device_count()
     if index is not None and index >= count:

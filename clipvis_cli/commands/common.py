@@ -153,7 +153,7 @@ def resolve_device(device: str) -> str:
         import torch
 
         return "cuda" if torch.cuda.is_available() else "cpu"
-    problem = device_problem(device, "--device")
+    problem = device_problem(device, "--device cpu")
     if problem is not None:
         raise fail(f"--device {device}: {problem}")
     index = cuda_index(device)

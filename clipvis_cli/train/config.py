@@ -209,7 +209,9 @@ def load_train_config(name_or_file: str | Path, overrides: list[str] | tuple[str
         keys, value = parse_override(item)
         dotted = ".".join(keys)
         current = _get(merged, dotted, _ABSENT)
-        if current is _ABSENT and keys[:2] != ["CLIPVIS", "MODEL"]:  # CLIPVIS.MODEL fields: ClipVisConfig checks them
+        # CLIPVIS.MODEL fields: ClipVisConfig checks them; an official key clipvis has no default for, but checks (a
+        # dropout, the pixel decoder's norm), is taken and checked as in a config file
+        if current is _ABSENT and keys[:2] != ["CLIPVIS", "MODEL"] and dotted not in _RECIPE_CHOICES:
             raise ConfigError(f"override {item!r}: no config key {dotted} (a typo? clipvis takes the official keys "
                               "of the CLIP-VIS recipe it implements, and CLIPVIS.*)")
         _set(merged, keys, _typed(value, None if current is _ABSENT else current, f"override {item!r}"),
@@ -326,13 +328,21 @@ def _check_values(tree: dict[str, Any], source: Callable[[str], str]) -> None:
     # rather than training with another recipe than the config says.
     for dotted, supported in _RECIPE_CHOICES.items():
         value = _get(tree, dotted)
-        if value is not None and str(value).lower() not in {choice.lower() for choice in supported}:
+        if value is not None and _choice_text(value) not in {choice.lower() for choice in supported}:
             shown = str(value).lower() if isinstance(value, bool) else repr(value)
             raise ConfigError(f"{source(dotted)}: {dotted} {shown} is not supported; clipvis trains with "
                               f"{' or '.join(supported)}{_RECIPE_NOTES.get(dotted, '')}")
 
 
-# Values are compared as text, case aside (a config's 1 and "1", true and True are the same).
+def _choice_text(value: Any) -> str:
+    """A config value as `_RECIPE_CHOICES` lists it: text, case aside (a config's 1 and "1", true and True are the
+    same), a list's items joined by commas (``[res3, res4, res5]``: ``res3,res4,res5``)."""
+    if isinstance(value, (list, tuple)):
+        return ",".join(_choice_text(item) for item in value)
+    return str(value).lower()
+
+
+# Values are compared as `_choice_text` gives them.
 _RECIPE_CHOICES = {
     "SOLVER.OPTIMIZER": ("ADAMW",),
     "SOLVER.LR_SCHEDULER_NAME": ("WarmupMultiStepLR",),
@@ -347,12 +357,19 @@ _RECIPE_CHOICES = {
     "INPUT.MIN_SIZE_TRAIN_SAMPLING": ("choice",),
     "INPUT.CROP.ENABLED": ("false",),
     "DATALOADER.REPEAT_SQRT": ("true",),
-    # model keys the official configs set to these values, which clipvis' network hard-codes (a dropout in the
-    # decoders, a projection before them, another deformable attention): trained otherwise, the run was another model
+    # model keys the official code reads, which clipvis' network hard-codes at the official configs' values (the
+    # decoders' dropout, a projection before the queries' decoder, the pixel decoder's norm, features and strides):
+    # trained with another value, the run was another model than the config says. (Its DEFORMABLE_TRANSFORMER_ENCODER_
+    # N_HEADS and _N_POINTS are not read by the official pixel decoder either: MASK_FORMER.NHEADS and 4 points are.)
     "MODEL.MASK_FORMER.DROPOUT": ("0.0", "0"),
     "MODEL.MASK_FORMER.ENFORCE_INPUT_PROJ": ("false",),
-    "MODEL.SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_N_POINTS": ("4",),
-    "MODEL.SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_N_HEADS": ("8",),
+    "MODEL.MASK_FORMER.TRANSFORMER_DECODER_NAME": ("MultiScaleMaskedTransformerDecoder",),
+    "MODEL.MASK_FORMER.TRANSFORMER_IN_FEATURE": ("multi_scale_pixel_decoder",),
+    "MODEL.SEM_SEG_HEAD.PIXEL_DECODER_NAME": ("MSDeformAttnPixelDecoder",),
+    "MODEL.SEM_SEG_HEAD.NORM": ("GN",),
+    "MODEL.SEM_SEG_HEAD.COMMON_STRIDE": ("4",),
+    "MODEL.SEM_SEG_HEAD.IN_FEATURES": ("res2,res3,res4,res5",),
+    "MODEL.SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_IN_FEATURES": ("res3,res4,res5",),
 }
 _RECIPE_NOTES = {
     "INPUT.SAMPLING_FRAME_NUM": " (one frame of a video per sample, as the official video configs set it; an image "
@@ -361,12 +378,10 @@ _RECIPE_NOTES = {
     "INPUT.CROP.ENABLED": " (no random crop but large-scale jitter's, as in the official recipe)",
     "DATALOADER.REPEAT_SQRT": " (repeat factors by the square root, as LVIS' recipe)",
     "MODEL.MASK_FORMER.DROPOUT": " (no dropout, as every official config sets it)",
-    "MODEL.MASK_FORMER.ENFORCE_INPUT_PROJ": " (the queries' decoder reads the pixel decoder's 256 channels as they "
+    "MODEL.MASK_FORMER.ENFORCE_INPUT_PROJ": " (the queries' decoder reads the pixel decoder's channels as they "
                                             "are)",
-    "MODEL.SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_N_POINTS": " (the pixel decoder's deformable attention "
-                                                                  "samples 4 points per head and level)",
-    "MODEL.SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_N_HEADS": " (the pixel decoder's deformable attention has 8 "
-                                                                 "heads)",
+    "MODEL.SEM_SEG_HEAD.NORM": " (GroupNorm in the pixel decoder)",
+    "MODEL.SEM_SEG_HEAD.COMMON_STRIDE": " (the pixel decoder adds its stride-4 level, res2)",
 }
 
 

@@ -114,7 +114,7 @@ def check_device(config: TrainConfig, processes: int) -> None:
     wanted = str(config.get("MODEL.DEVICE") or "auto")
     if not DEVICE_SYNTAX.fullmatch(wanted):
         raise ConfigError(f"MODEL.DEVICE must be {DEVICE_CHOICES}, not {wanted!r}")
-    problem = device_problem(wanted, "MODEL.DEVICE")
+    problem = device_problem(wanted, "MODEL.DEVICE=cpu")
     if problem is not None:
         raise ConfigError(f"MODEL.DEVICE {wanted}: {problem}")
     if cuda_index(wanted) is not None and processes > 1:

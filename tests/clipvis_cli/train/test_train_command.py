@@ -1579,7 +1579,7 @@ def test_cuda_n_is_for_one_process_and_needs_cuda(tmp_path, tiny_train_config, m
     config = load_train_config(tiny_train_config(tmp_path, MAX_ITER=1), ["MODEL.DEVICE=cuda:1"])
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(ConfigError, match=r"^MODEL.DEVICE cuda:1: CUDA is not available on this machine \(use "
-                                          r"MODEL.DEVICE cpu\)$"):
+                                          r"MODEL.DEVICE=cpu\)$"):
         check_device(config, 1)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)  # segment's --device words: one device, singular

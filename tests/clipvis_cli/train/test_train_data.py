@@ -577,10 +577,10 @@ def test_recipe_values_the_trainer_does_not_implement_are_refused_not_ignored(tm
          "trains with 0.0 or 0 (no dropout"),
         ("MODEL:\n  MASK_FORMER:\n    ENFORCE_INPUT_PROJ: True\n", "MODEL.MASK_FORMER.ENFORCE_INPUT_PROJ true is not "
          "supported"),
-        ("MODEL:\n  SEM_SEG_HEAD:\n    DEFORMABLE_TRANSFORMER_ENCODER_N_POINTS: 8\n", "MODEL.SEM_SEG_HEAD."
-         "DEFORMABLE_TRANSFORMER_ENCODER_N_POINTS 8 is not supported; clipvis trains with 4 "),
-        ("MODEL:\n  SEM_SEG_HEAD:\n    DEFORMABLE_TRANSFORMER_ENCODER_N_HEADS: 4\n", "MODEL.SEM_SEG_HEAD."
-         "DEFORMABLE_TRANSFORMER_ENCODER_N_HEADS 4 is not supported"),
+        ("MODEL:\n  SEM_SEG_HEAD:\n    NORM: BN\n", "MODEL.SEM_SEG_HEAD.NORM 'BN' is not supported; clipvis trains "
+         "with GN (GroupNorm"),
+        ("MODEL:\n  SEM_SEG_HEAD:\n    IN_FEATURES: [res3, res4, res5]\n", "MODEL.SEM_SEG_HEAD.IN_FEATURES ['res3', "
+         "'res4', 'res5'] is not supported; clipvis trains with res2,res3,res4,res5"),
     ):
         (tmp_path / "d2.yaml").write_text("_BASE_: ytvis.yaml\n" + lines)
         (tmp_path / "ytvis.yaml").write_text("INPUT:\n  SAMPLING_FRAME_NUM: 1\n  MIN_SIZE_TRAIN_SAMPLING: choice\n")
@@ -588,8 +588,15 @@ def test_recipe_values_the_trainer_does_not_implement_are_refused_not_ignored(tm
             load_train_config(tmp_path / "d2.yaml")
     (tmp_path / "d2.yaml").write_text("_BASE_: ytvis.yaml\nINPUT:\n  CROP:\n    ENABLED: False\nMODEL:\n"
                                       "  MASK_FORMER:\n    DROPOUT: 0.0\n    ENFORCE_INPUT_PROJ: False\n"
-                                      "  SEM_SEG_HEAD:\n    DEFORMABLE_TRANSFORMER_ENCODER_N_POINTS: 4\n")
+                                      "  SEM_SEG_HEAD:\n"
+                                      "    DEFORMABLE_TRANSFORMER_ENCODER_IN_FEATURES: [res3, res4, res5]\n"
+                                      "    DEFORMABLE_TRANSFORMER_ENCODER_N_POINTS: 8\n")  # not read officially
     assert load_train_config(tmp_path / "d2.yaml").get("INPUT.MIN_SIZE_TRAIN_SAMPLING") == "choice"
+    # on the command line as in a file: the value the network has is taken (it was "no config key ... a typo?")
+    dropout = "MODEL.MASK_FORMER.DROPOUT"
+    assert load_train_config("ytvis19_r50.yaml", [f"{dropout}=0.0"]).get(dropout) == 0
+    with pytest.raises(ConfigError, match=rf"^override '{dropout}=0.1': {dropout} 0.1 is not supported"):
+        load_train_config("ytvis19_r50.yaml", ["MODEL.MASK_FORMER.DROPOUT=0.1"])
 
 
 def test_official_config_files_with_base_includes_are_accepted(tmp_path):
