@@ -175,9 +175,9 @@ class TrainConfig:
     def model_config(self) -> ClipVisConfig:
         """The architecture (official keys, then ``CLIPVIS.MODEL`` field overrides)."""
         values = ClipVisConfig().to_dict()
-        values.update(overrides_from_official(self.tree))
-        values.update(self.get("CLIPVIS.MODEL") or {})
-        try:
+        try:  # PRE_NORM true, a DEC_LAYERS below 2: ValueError (a traceback from `clipvis train`)
+            values.update(overrides_from_official(self.tree))
+            values.update(self.get("CLIPVIS.MODEL") or {})
             return ClipVisConfig.from_dict(values)
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"{self.source}: {exc}") from exc

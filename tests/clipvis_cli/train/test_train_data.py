@@ -1192,3 +1192,15 @@ def test_an_animated_image_s_frames_are_the_ones_their_names_number(tmp_path) ->
     with Images.open(photo) as opened:
         assert opened.format == "MPO" and opened.n_frames == 2
     assert not decoded_from_video(photo)
+
+
+def test_a_pre_norm_or_too_few_decoder_layers_is_one_config_error(tmp_path):
+    """PRE_NORM true and DEC_LAYERS 1 in a config file ended `clipvis train` with a ValueError traceback."""
+    for lines, message in (
+        ("MODEL:\n  MASK_FORMER:\n    PRE_NORM: True\n", "PRE_NORM True (a pre-norm transformer decoder) is not "
+                                                      "supported"),
+        ("MODEL:\n  MASK_FORMER:\n    DEC_LAYERS: 1\n", "MODEL.MASK_FORMER.DEC_LAYERS must be an integer of at least"),
+    ):
+        (tmp_path / "c.yaml").write_text("_BASE_: " + str(shipped_config_path("ytvis19_r50.yaml")) + "\n" + lines)
+        with pytest.raises(ConfigError, match=f"^{re.escape(str(tmp_path / 'c.yaml') + ': ' + message)}"):
+            load_train_config(tmp_path / "c.yaml")
