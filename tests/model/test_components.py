@@ -447,9 +447,16 @@ def random_video(q=4, t=5, c=3, h=6, w=7, seed=0):
 
 
 def test_fused_scores_against_hand_computation() -> None:
-    obj, probs, ious, _ = random_video()
-    ours = official_video_scores(obj, probs, ious)
-    np.testing.assert_allclose(ours.numpy(), hand_scores(obj.numpy(), probs.numpy(), ious.numpy()), atol=1e-6)
+    """The streaming scorer's s_{q,c} (and the offline reference the other tests compare it with) against the formula
+    computed by hand, frame by frame."""
+    obj, probs, ious, masks = random_video()
+    expected = hand_scores(obj.numpy(), probs.numpy(), ious.numpy())
+    scorer = StreamingVideoScorer()
+    for t in range(obj.shape[1]):
+        scorer.add_frame(obj[:, t], probs[:, t], ious[:, t], masks[:, t])
+    np.testing.assert_allclose(scorer.fused_scores().numpy(), expected, atol=1e-6)
+    np.testing.assert_allclose(official_video_scores(obj, probs, ious).numpy(), expected, atol=1e-6)
+    scorer.close()
 
 
 def test_suppression_quirk_and_mask_score_by_hand() -> None:
