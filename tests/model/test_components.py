@@ -459,11 +459,20 @@ def test_fused_scores_against_hand_computation() -> None:
     scorer.close()
 
 
-def test_suppression_quirk_and_mask_score_by_hand() -> None:
+@pytest.mark.parametrize("scorer", ["streaming", "offline reference"])
+def test_suppression_quirk_and_mask_score_by_hand(scorer: str) -> None:
+    """The library's selection (and the offline reference): a suppressed frame's mask is left out of the mask score."""
     obj, probs, ious, masks = random_video(q=2, t=3, c=2)
     obj[1, 2] = torch.tensor([-20.0, 20.0])  # query 1 has no object at frame 2 -> suppressed there
     scores = official_video_scores(obj, probs, ious)
-    sel = official_select_instances(scores, probs, obj, masks, top_n=4)
+    if scorer == "streaming":
+        streaming = StreamingVideoScorer()
+        for t in range(3):
+            streaming.add_frame(obj[:, t], probs[:, t], ious[:, t], masks[:, t])
+        sel = streaming.select(top_n=4, official_order=True)
+        streaming.close()
+    else:
+        sel = official_select_instances(scores, probs, obj, masks, top_n=4)
     for n in range(4):
         q, c = int(sel.queries[n]), int(sel.labels[n])
         s = float(scores[q, c])
@@ -483,7 +492,10 @@ def test_suppression_quirk_and_mask_score_by_hand() -> None:
 
 def test_streaming_scorer_equals_official_offline() -> None:
     obj, probs, ious, masks = random_video(q=6, t=9, c=4, seed=3)
-    obj[2, 4] = torch.tensor([-30.0, 30.0])
+    obj[2] = torch.tensor([6.0, -6.0])  # query 2: a confident object of class 1 on every frame but frame 4
+    obj[2, 4] = torch.tensor([-30.0, 30.0])  # -> selected, and suppressed at frame 4 (its mask there has pixels)
+    probs[2] = torch.tensor([0.05, 0.85, 0.05, 0.05])
+    ious[2] = 0.9
     scorer = StreamingVideoScorer(spill_budget_bytes=64)  # forces the spill to disk
     for t in range(9):
         scorer.add_frame(obj[:, t], probs[:, t], ious[:, t], masks[:, t])
@@ -493,7 +505,8 @@ def test_streaming_scorer_equals_official_offline() -> None:
     streaming = scorer.select(top_n=10, official_order=True)
     assert streaming.queries.tolist() == offline.queries.tolist()
     assert streaming.labels.tolist() == offline.labels.tolist()
-    assert torch.equal(streaming.suppressed, offline.suppressed)
+    assert offline.suppressed.any() and torch.equal(streaming.suppressed, offline.suppressed)
+    np.testing.assert_allclose(streaming.mask_scores.numpy(), offline.mask_scores.numpy(), rtol=1e-5)
     np.testing.assert_allclose(streaming.scores.numpy(), offline.scores.numpy(), rtol=1e-5)
     ranked = scorer.select(top_n=10, score_threshold=float(offline.scores.median()))
     assert ranked.scores.tolist() == sorted(ranked.scores.tolist(), reverse=True)
