@@ -351,17 +351,20 @@ def two_machines(
     """Run ``clipvis args`` under two torchrun agents, as on two machines (`--nnodes 2` and the README's rendezvous
     flags, one process each; ``second_args`` for the second machine, as a machine that differs): each agent's
     (stdout, stderr, exit code). The first agent hosts the rendezvous store, as the machine named in
-    `--rdzv-endpoint` does: the second starts once the store answers. Both must end within 150 s: an agent whose
-    processes exited 0 while the other's failed would wait out torchrun's exit barrier (300 s)."""
+    `--rdzv-endpoint` does: the second starts once the store answers. Each agent has an address of its own, as a
+    machine does (127.0.0.1 and 127.0.0.2, both this machine's loopback): the rendezvous ranks agents by address
+    before process id, so the first agent's process is rank 0 (by process id alone, whichever pid was lower). Both
+    must end within 150 s: an agent whose processes exited 0 while the other's failed would wait out torchrun's exit
+    barrier (300 s)."""
     env = child_env(cache)
     port = free_port()
     nodes: list[subprocess.Popen] = []
     try:
-        for node_args in (args, args if second_args is None else second_args):
+        for machine, node_args in enumerate((args, args if second_args is None else second_args), 1):
             nodes.append(subprocess.Popen(
                 [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1",
                  "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "clipvis-test",
-                 "-m", "clipvis", *node_args],
+                 "--local-addr", f"127.0.0.{machine}", "-m", "clipvis", *node_args],
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
             ))
             if len(nodes) == 1:
@@ -545,10 +548,10 @@ def test_evaluate_on_two_machines_stops_when_one_cannot_start(tiny_weights, tmp_
     (_, first_err, first_code), (_, second_err, second_code) = results
     assert first_code != 0 and second_code != 0, [first_err, second_err]
     assert "not_on_this_machine.safetensors" in second_err
-    failed_rank = re.search(r"^\s*rank\s+:\s+(\d+)", second_err, re.M)  # torchrun's report of its failed process
-    assert failed_rank is not None, second_err
-    if failed_rank.group(1) == "1":  # the first machine got rank 0 (agents sort by pid)
-        assert "rank 1 stopped with an error; nothing was scored" in first_err, first_err
+    # each agent's torchrun reports the rank of its failed process: the first machine's must be rank 0
+    ranks = [re.findall(r"^\s*rank\s+:\s+(\d+)", err, re.M) for err in (first_err, second_err)]
+    assert ranks == [["0"], ["1"]], [first_err, second_err]
+    assert "rank 1 stopped with an error; nothing was scored" in first_err, first_err
     assert not (out / "results.json").exists()
 
 
