@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 
 @pytest.fixture
-def isolated_cache(tmp_path, monkeypatch) -> Path:
-    """CLIPVIS_CACHE in a temp folder and no downloads."""
+def isolated_cache(tmp_path, monkeypatch) -> Iterator[Path]:
+    """CLIPVIS_CACHE in a temp folder and no downloads, for the whole test. ``monkeypatch.undo()`` in the test would
+    undo these too (the rest of the test then ran against the user's cache, downloads allowed): a test that restores
+    its own patches halfway makes them in a ``pytest.MonkeyPatch.context()``, and one that undid these fails here."""
+    user_cache = os.environ.get("CLIPVIS_CACHE")
     monkeypatch.setenv("CLIPVIS_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("CLIPVIS_OFFLINE", "1")
-    return tmp_path / "cache"
+    yield tmp_path / "cache"
+    assert os.environ.get("CLIPVIS_CACHE") != user_cache, "the test undid isolated_cache (monkeypatch.undo()?)"
 
 
 # A probe run in a fresh process: three threads allocate buffers below the mmap threshold, then glibc's malloc_info

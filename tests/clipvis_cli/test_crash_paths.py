@@ -389,12 +389,12 @@ def test_a_full_temporary_folder_is_named_for_masks_and_scores(tmp_path, tiny_we
     failed again and its bare OSError replaced the error naming the folder; the scores' spill named nothing."""
     video = write_video(tmp_path / "v.mp4", num_frames=40, height=96, width=128)  # > 8 KiB of masks: a real write
     temporary = tempfile.gettempdir()
-    _temporary_files_on_a_full_disk(monkeypatch, "clipvis-masks-")
-    result = segment(tiny_weights, tmp_path / "out", str(video))
+    with pytest.MonkeyPatch.context() as patch:  # (monkeypatch.undo() would also undo the isolated cache)
+        _temporary_files_on_a_full_disk(patch, "clipvis-masks-")
+        result = segment(tiny_weights, tmp_path / "out", str(video))
     assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
     assert error_lines(result) == [f"clipvis: error: {video}: masks' temporary file in {temporary} (TMPDIR): "
                                    "No space left on device"]
-    monkeypatch.undo()
     from clipvis.model import scoring
 
     _temporary_files_on_a_full_disk(monkeypatch, "clipvis-spill-")

@@ -619,7 +619,7 @@ def test_an_exported_file_corrected_in_the_folder_is_not_replaced_by_segment(tmp
     assert zipped.read_bytes() == edited
 
 
-def test_a_file_corrected_while_the_model_runs_is_not_replaced(tmp_path, tiny_weights, monkeypatch) -> None:
+def test_a_file_corrected_while_the_model_runs_is_not_replaced(tmp_path, tiny_weights) -> None:
     video = write_video(tmp_path / "clip.mp4")
     out = tmp_path / "out"
     folder = out / "clip"
@@ -630,13 +630,13 @@ def test_a_file_corrected_while_the_model_runs_is_not_replaced(tmp_path, tiny_we
         (folder / "coco.json").write_text('{"corrected": true}')
         return original(self, path, tracked_video)
 
-    monkeypatch.setattr(OverlayVideoWriter, "write_video", edit_then_write)
-    refused = segment(tiny_weights, out, str(video), extra=("--overwrite",))
+    with pytest.MonkeyPatch.context() as patch:  # (monkeypatch.undo() would also undo the isolated cache)
+        patch.setattr(OverlayVideoWriter, "write_video", edit_then_write)
+        refused = segment(tiny_weights, out, str(video), extra=("--overwrite",))
     assert refused.exit_code == 1
     assert f"{folder / 'coco.json'}: changed since clipvis segment wrote it" in refused.stderr
     assert json.loads((folder / "coco.json").read_text()) == {"corrected": True}
     assert sorted(p.name for p in folder.iterdir() if ".tmp" in p.name) == []  # no file of the run left
-    monkeypatch.undo()
     again = segment(tiny_weights, out, str(video), extra=("--overwrite",))  # the failed run.json still knows it
     assert again.exit_code == 1 and f"{folder / 'coco.json'}: changed since clipvis segment wrote it" in again.stderr
 

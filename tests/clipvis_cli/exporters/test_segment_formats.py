@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import zipfile
 
+import pytest
 from typer.testing import CliRunner
 
 from clipvis.cli.app import app
@@ -43,7 +44,7 @@ def test_segment_writes_export_formats(tiny_weights, tmp_path, isolated_cache) -
 
 
 def test_formats_that_carry_a_video_file_refuse_an_image_folder_before_the_model(
-    tiny_weights, tmp_path, isolated_cache, monkeypatch
+    tiny_weights, tmp_path, isolated_cache
 ) -> None:
     import numpy as np
     from PIL import Image
@@ -57,15 +58,15 @@ def test_formats_that_carry_a_video_file_refuse_an_image_folder_before_the_model
     def no_model(*args, **kwargs):
         raise AssertionError("the model ran for an input whose files cannot be written")
 
-    monkeypatch.setattr("clipvis.cli.segment.SegmentRunner.track", no_model)
     args = ["segment", str(frames), "--vocab", "cat", "--weights", str(tiny_weights), "-o", str(tmp_path / "out"),
             "--device", "cpu", "--formats", "ytvis,fiftyone"]
-    result = CliRunner().invoke(app, args, catch_exceptions=False)
+    with pytest.MonkeyPatch.context() as patch:  # (monkeypatch.undo() would also undo the isolated cache)
+        patch.setattr("clipvis.cli.segment.SegmentRunner.track", no_model)
+        result = CliRunner().invoke(app, args, catch_exceptions=False)
     assert result.exit_code == 1
     assert f"clipvis: error: {frames}: --formats fiftyone needs a video file, and this input is an image folder" \
         in result.stderr
     assert not (tmp_path / "out" / "frames").exists()  # no folder claimed, no run.json saying "failed" later
-    monkeypatch.undo()
     video_run = CliRunner().invoke(app, [*args[:1], str(video), *args[2:]], catch_exceptions=False)
     assert video_run.exit_code == 0, video_run.output  # a video file is fine
 

@@ -99,6 +99,12 @@ def coco_folder(tmp_path) -> tuple[Path, Path]:
 
 
 @pytest.fixture(autouse=True)
+def _no_downloads(isolated_cache):
+    """Every test here runs with a private cache (the periodic evaluations write text embeddings there) and no
+    network."""
+
+
+@pytest.fixture(autouse=True)
 def one_thread(monkeypatch):
     """The tiny model trains several times faster on one thread than with intra-op threads on a busy 2-core
     machine; spawned DDP ranks read OMP_NUM_THREADS."""

@@ -609,7 +609,7 @@ def test_a_stop_signal_ends_training_after_its_iteration_with_a_checkpoint_that_
 
 
 def test_ctrl_c_during_a_periodic_evaluation_drops_the_evaluation_at_once_and_keeps_its_checkpoint(
-    tmp_path, tiny_train_config, monkeypatch
+    tmp_path, tiny_train_config
 ):
     import signal
     import time
@@ -621,14 +621,15 @@ def test_ctrl_c_during_a_periodic_evaluation_drops_the_evaluation_at_once_and_ke
 
     gt, frames = write_ytvis(tmp_path / "data", num_videos=1, length=2)
     config = tiny_train_config(tmp_path, MAX_ITER=6)
-    signal_self_during(monkeypatch, evaluate_dataset, "run_dataset_evaluation", signal.SIGINT, call=2,
-                       then=evaluation_that_waits)
     run = tmp_path / "run"
     started = time.monotonic()
-    result = runner.invoke(app, ["train", "--config", str(config), "--output-dir", str(run), "--data", str(gt),
-                                 "--images", str(frames), "TEST.EVAL_PERIOD=2",
-                                 f"CLIPVIS.TEST_DATA=[{{json: {gt}, frames: {frames}}}]", "INPUT.MIN_SIZE_TRAIN=[64]",
-                                 "INPUT.MAX_SIZE_TRAIN=128"])
+    with pytest.MonkeyPatch.context() as patch:  # (monkeypatch.undo() would also undo the autouse fixtures' patches)
+        signal_self_during(patch, evaluate_dataset, "run_dataset_evaluation", signal.SIGINT, call=2,
+                           then=evaluation_that_waits)
+        result = runner.invoke(app, ["train", "--config", str(config), "--output-dir", str(run), "--data", str(gt),
+                                     "--images", str(frames), "TEST.EVAL_PERIOD=2",
+                                     f"CLIPVIS.TEST_DATA=[{{json: {gt}, frames: {frames}}}]",
+                                     "INPUT.MIN_SIZE_TRAIN=[64]", "INPUT.MAX_SIZE_TRAIN=128"])
     assert time.monotonic() - started < 150  # well under the evaluation's 300 s, however busy the machine
     assert result.exit_code == 130, result.output + repr(result.exception)
     assert f"stopped by SIGINT; saved {run / 'model_0000003.safetensors'}" in result.output
@@ -636,7 +637,6 @@ def test_ctrl_c_during_a_periodic_evaluation_drops_the_evaluation_at_once_and_ke
     assert (run / "last_checkpoint").read_text().strip() == "model_0000003.safetensors"
     assert (run / "model_0000003.state.pt").is_file() and not (run / "model_0000005.safetensors").exists()
     # The resumed run evaluates that checkpoint first (it went on to iteration 6's evaluation alone: hunter 84)
-    monkeypatch.undo()
     resumed = runner.invoke(app, ["train", "--output-dir", str(run), "--resume"])
     assert resumed.exit_code == 0, resumed.output + repr(resumed.exception)
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
@@ -647,8 +647,7 @@ def test_ctrl_c_during_a_periodic_evaluation_drops_the_evaluation_at_once_and_ke
     assert [r["iteration"] for r in records if "lr" not in r] == [1, 3, 5, 7]
 
 
-def test_an_interrupted_last_evaluation_stops_the_run_and_is_done_by_the_resume(tmp_path, tiny_train_config,
-                                                                               monkeypatch):
+def test_an_interrupted_last_evaluation_stops_the_run_and_is_done_by_the_resume(tmp_path, tiny_train_config):
     """Ctrl-C during the evaluation after the last iteration: the run said "finished", exit 0, and --resume had
     "nothing to do": that evaluation was lost (review9)."""
     import signal
@@ -661,16 +660,16 @@ def test_an_interrupted_last_evaluation_stops_the_run_and_is_done_by_the_resume(
 
     gt, frames = write_ytvis(tmp_path / "data", num_videos=1, length=2)
     config = tiny_train_config(tmp_path, MAX_ITER=4)
-    signal_self_during(monkeypatch, evaluate_dataset, "run_dataset_evaluation", signal.SIGINT, call=2,
-                       then=evaluation_that_waits)
     run = tmp_path / "run"
     args = ["train", "--config", str(config), "--output-dir", str(run), "--data", str(gt), "--images", str(frames),
             "TEST.EVAL_PERIOD=2", f"CLIPVIS.TEST_DATA=[{{json: {gt}, frames: {frames}}}]",
             "INPUT.MIN_SIZE_TRAIN=[64]", "INPUT.MAX_SIZE_TRAIN=128"]
-    result = runner.invoke(app, args)
+    with pytest.MonkeyPatch.context() as patch:  # (monkeypatch.undo() would also undo the autouse fixtures' patches)
+        signal_self_during(patch, evaluate_dataset, "run_dataset_evaluation", signal.SIGINT, call=2,
+                           then=evaluation_that_waits)
+        result = runner.invoke(app, args)
     assert result.exit_code == 130, result.output + repr(result.exception)
     assert "--resume" in result.output
-    monkeypatch.undo()
     resumed = runner.invoke(app, ["train", "--output-dir", str(run), "--resume"])
     assert resumed.exit_code == 0, resumed.output + repr(resumed.exception)
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
