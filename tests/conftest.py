@@ -6,7 +6,7 @@ Tests never download weights: the CLIPs here are open_clip models built from a m
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -78,6 +78,27 @@ def tiny_convnext_model() -> ClipVis:
     """The tiny ConvNeXt model (shared by the session: do not modify it)."""
     pytest.importorskip("timm")
     return make_tiny_model("convnext")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_thread_per_process() -> Iterator[None]:
+    """One torch thread here, and OMP_NUM_THREADS=1 for the processes tests start (unless the environment sets it):
+    the tiny models run several times faster on one thread than with intra-op threads on a busy 2-core machine, and
+    in-process runs give the float results of the subprocesses. A test that needs other counts sets its own
+    (``torch.set_num_threads``, ``monkeypatch.setenv``/``delenv``); ``one_torch_thread`` restores one after it."""
+    threads = torch.get_num_threads()
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread(one_thread_per_process) -> Iterator[None]:
+    """Each test ends with one torch thread again, whatever count it set."""
+    yield
+    if torch.get_num_threads() != 1:
+        torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -54,9 +54,10 @@ print(len(re.findall("<heap nr=", open(path).read())))
 @pytest.fixture
 def malloc_arenas_after():
     """``probe(prelude, env=None) -> (arenas, output)``: how many glibc malloc arenas a fresh process uses once three
-    threads allocated, after running ``prelude`` first (its printed words come back as ``output``). Skips where the C
-    library is not glibc."""
-    import os
+    threads allocated, after running ``prelude`` first (its printed words come back as ``output``). The process has
+    neither MALLOC_ARENA_MAX nor OMP_NUM_THREADS (unless ``env`` sets them): with the suite's OMP_NUM_THREADS=1,
+    importing numpy and torch starts no thread, and a launcher that shares one arena only after them would pass.
+    Skips where the C library is not glibc."""
     import platform
     import subprocess
     import sys
@@ -65,7 +66,8 @@ def malloc_arenas_after():
         pytest.skip("malloc arenas are glibc's")
 
     def probe(prelude: str, env: dict[str, str] | None = None) -> tuple[int, str]:
-        environment = {k: v for k, v in os.environ.items() if k != "MALLOC_ARENA_MAX"} | (env or {})
+        unset = ("MALLOC_ARENA_MAX", "OMP_NUM_THREADS")
+        environment = {k: v for k, v in os.environ.items() if k not in unset} | (env or {})
         result = subprocess.run(
             [sys.executable, "-c", ARENA_PROBE.format(prelude=prelude)],
             capture_output=True, text=True, env=environment, timeout=300,

@@ -102,16 +102,3 @@ def coco_folder(tmp_path) -> tuple[Path, Path]:
 def _no_downloads(isolated_cache):
     """Every test here runs with a private cache (the periodic evaluations write text embeddings there) and no
     network."""
-
-
-@pytest.fixture(autouse=True)
-def one_thread(monkeypatch):
-    """The tiny model trains several times faster on one thread than with intra-op threads on a busy 2-core
-    machine; spawned DDP ranks read OMP_NUM_THREADS."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    yield
-    torch.set_num_threads(threads)
