@@ -134,6 +134,7 @@ def test_final_results_match_official(run: GoldenRun) -> None:
     official_keys = list(zip(scores["topk_query"].tolist(), scores["topk_label"].tolist(), strict=True))
     ours = {(inst.track_id, inst.label): inst for inst in run.video.instances}
     assert set(ours) == set(official_keys)
+    frame_masks = [frame.masks for frame in run.tracked]  # (.masks decodes every track's runs on each access)
     for index, (key, entry) in enumerate(zip(official_keys, run.results, strict=True)):
         inst = ours[key]
         assert entry["category_id"] == inst.label + 1
@@ -141,7 +142,7 @@ def test_final_results_match_official(run: GoldenRun) -> None:
         np.testing.assert_array_equal(inst.suppressed_frames, scores["suppressed"][index])
         for t, rle in enumerate(entry["segmentations"]):
             expected_mask = mask_utils.decode(rle).astype(bool)
-            our_mask = run.tracked[t].masks[inst.track_id].numpy() & (not inst.suppressed_frames[t])
+            our_mask = frame_masks[t][inst.track_id].numpy() & (not inst.suppressed_frames[t])
             union = (expected_mask | our_mask).sum()
             iou = 1.0 if union == 0 else (expected_mask & our_mask).sum() / union
             assert iou >= 0.99, f"{run.case.name}: result {index} frame {t} mask IoU {iou:.4f}"
