@@ -318,12 +318,18 @@ def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp_pat
     --num-gpus N without GPUs started N processes with every core's threads each (~8x slower than torchrun's one
     thread per process, and DDP 'Grad strides' warnings): the 2 processes run here without OMP_NUM_THREADS. Their
     loader workers are capped at each process' share of the CPUs (2 processes x 2 workers on 2 CPUs were not).
+
+    Both runs evaluate after every iteration: rank 0 evaluates in its own process while the other rank waits at the
+    barrier, and the evaluation must not take the training's process group for its own (a torchrun `evaluate`'s
+    gathers against the other rank's barrier); nor may it change what is trained (the weights still agree).
     """
     import os
 
     data = write_coco(tmp_path / "data", num_images=4)
+    gt, frames = write_ytvis(tmp_path / "ytvis", num_videos=2, length=2)
     config = tiny_train_config(tmp_path, MAX_ITER=2, IMS_PER_BATCH=2)
-    same = ["INPUT.MIN_SCALE=1.0", "INPUT.MAX_SCALE=1.0", "MODEL.MASK_FORMER.MASKIOU_WEIGHT=0", "CLIPVIS.LOG_PERIOD=1"]
+    same = ["INPUT.MIN_SCALE=1.0", "INPUT.MAX_SCALE=1.0", "MODEL.MASK_FORMER.MASKIOU_WEIGHT=0", "CLIPVIS.LOG_PERIOD=1",
+            "TEST.EVAL_PERIOD=1", f"CLIPVIS.TEST_DATA=[{{json: {gt}, frames: {frames}}}]"]
     train(config, tmp_path / "one", data, *same)
     monkeypatch.delenv("OMP_NUM_THREADS")
     torch.set_num_threads(max(os.cpu_count() or 2, 2))  # what a process without OMP_NUM_THREADS takes
@@ -344,7 +350,14 @@ def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp_pat
     one, two = final_weights(tmp_path / "one"), final_weights(tmp_path / "two")
     metrics = [[json.loads(line) for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
                for run in ("one", "two")]
-    assert [r["total_loss"] for r in metrics[0]] == pytest.approx([r["total_loss"] for r in metrics[1]], rel=1e-5)
+    for run, records in zip(("one", "two"), metrics, strict=True):
+        assert [r["iteration"] for r in records if "eval/ytvis/AP" in r] == [0, 1], records
+        assert "failed" not in (tmp_path / run / "train.log").read_text()
+        results = [json.loads((tmp_path / run / "eval" / f"ytvis_{i:07d}" / "results.json").read_text())
+                   for i in (0, 1)]
+        assert all({r["video_id"] for r in result} == {1, 2} for result in results)  # every video, in rank 0's
+    losses = [[r["total_loss"] for r in records if "total_loss" in r] for records in metrics]
+    assert len(losses[0]) == 2 and losses[0] == pytest.approx(losses[1], rel=1e-5)
     for key in one:
         # A conv bias right before a GroupNorm has a zero gradient up to rounding; Adam turns that noise into +-lr.
         if re.fullmatch(r"pixel_decoder\.input_proj\.\d\.0\.bias", key):
@@ -400,22 +413,6 @@ def test_video_fine_tuning_with_periodic_evaluation(tmp_path, tiny_train_config)
 
 
 @pytest.mark.skipif(not torch.distributed.is_gloo_available(), reason="gloo backend not built into this torch")
-def test_two_processes_with_periodic_evaluation(tmp_path, tiny_train_config):
-    """Rank 0 evaluates in its own process while the other rank waits at the barrier; the evaluation must not take
-    the training's process group for its own (a torchrun `evaluate`'s gathers against the other rank's barrier)."""
-    gt, frames = write_ytvis(tmp_path / "data", num_videos=2, length=2)
-    config = tiny_train_config(tmp_path, MAX_ITER=2, IMS_PER_BATCH=2)
-    test_data = f"CLIPVIS.TEST_DATA=[{{json: {gt}, frames: {frames}}}]"
-    train(config, tmp_path / "run", (gt, frames), "TEST.EVAL_PERIOD=1", test_data, "INPUT.MIN_SIZE_TRAIN=[64]",
-          "INPUT.MAX_SIZE_TRAIN=128", "--num-gpus", "2")
-    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    evaluation = [r["iteration"] for r in records if "eval/ytvis/AP" in r]
-    assert evaluation == [0, 1], records
-    assert "failed" not in (tmp_path / "run" / "train.log").read_text()
-    results = [json.loads((tmp_path / "run" / "eval" / f"ytvis_{i:07d}" / "results.json").read_text()) for i in (0, 1)]
-    assert all({r["video_id"] for r in result} == {1, 2} for result in results)  # every video, in rank 0's process
-
-
 def test_metrics_reach_tensorboard_event_files(tmp_path, tiny_train_config):
     pytest.importorskip("tensorboard", reason="the tensorboard extra is not installed")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
