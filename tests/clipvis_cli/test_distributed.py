@@ -129,11 +129,10 @@ def child_env(cache: Path) -> dict[str, str]:
     return env
 
 
-def clipvis(args: list[str], cache: Path, torchrun: int = 0, stdin: str | None = None) -> subprocess.CompletedProcess:
-    env = child_env(cache)
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={torchrun}"]
-    command = [*(launcher if torchrun else [sys.executable]), "-m", "clipvis", *args]
-    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=300, input=stdin)
+def clipvis(args: list[str], cache: Path) -> subprocess.CompletedProcess:
+    """``python -m clipvis args`` in a process of its own (child_env)."""
+    return subprocess.run([sys.executable, "-m", "clipvis", *args], capture_output=True, text=True,
+                          env=child_env(cache), timeout=300)
 
 
 def segment_args(videos: Path, weights: Path, out: Path, *extra: str) -> list[str]:
@@ -210,7 +209,8 @@ def test_a_shard_without_inputs_says_so_in_json_with_jsonl(videos, tiny_weights,
 def torchrun_job(videos, tiny_weights, tmp_path_factory) -> dict[str, Any]:
     """The single-machine torchrun cases below as one torchrun job (one process start, torch import and rendezvous
     instead of one per case; tests/clipvis_cli/torchrun_cases.py): {case name: Outcome}. The last, segment with
-    --log-format jsonl, runs as a job on its own would (torchrun's own output and exit status)."""
+    --log-format jsonl of the videos listed on stdin (`segment -`), runs as a job on its own would (torchrun's own
+    output and exit status)."""
     from .test_evaluate_dataset import make_lvvis
 
     root = tmp_path_factory.mktemp("torchrun")
@@ -221,9 +221,10 @@ def torchrun_job(videos, tiny_weights, tmp_path_factory) -> dict[str, Any]:
         **{f"usage-{i}": [segment_args(videos, tiny_weights, root / f"usage-{i}", *bad)] * 2
            for i, (bad, _) in enumerate(USAGE_ERRORS)},
         "evaluate": [evaluate] * 2,
-        "segment": [segment_args(videos, tiny_weights, root / "segment", "--log-format", "jsonl")] * 2,
+        "segment": [segment_args(Path("-"), tiny_weights, root / "segment", "--log-format", "jsonl")] * 2,
     }
-    outcomes = torchrun_cases(root / "job", list(cases.values()), env=child_env(root / "cache"))
+    listing = "".join(f"{path}\n" for path in sorted(videos.iterdir()))
+    outcomes = torchrun_cases(root / "job", list(cases.values()), env=child_env(root / "cache"), stdin=listing)
     return {"root": root, **dict(zip(cases, outcomes, strict=True))}
 
 
@@ -244,15 +245,12 @@ def test_torchrun_two_processes_write_what_one_process_writes(single_process, to
     assert {e["rank"] for e in events if e["event"] == "batch_start"} == {0, 1}  # each event says whose it is
 
 
-def test_torchrun_reads_the_input_list_on_stdin_once(videos, tiny_weights, single_process, tmp_path) -> None:
-    """`find ... | torchrun ... clipvis segment -`: the processes share stdin, and whichever read first took the whole
-    list (the other found no input); rank 0 reads it and every rank gets its lines."""
-    out = tmp_path / "out"
-    listing = "".join(f"{path}\n" for path in sorted(videos.iterdir()))
-    args = segment_args(videos, tiny_weights, out)
-    args[args.index(str(videos))] = "-"
-    result = clipvis(args, tmp_path / "cache", torchrun=2, stdin=listing)
-    assert output_files(out) == single_process
+def test_torchrun_reads_the_input_list_on_stdin_once(single_process, torchrun_job) -> None:
+    """`find ... | torchrun ... clipvis segment -` (torchrun_job's segment case): the processes share stdin, and
+    whichever read first took the whole list (the other found no input); rank 0 reads it and every rank gets its
+    lines."""
+    result = torchrun_job["segment"]
+    assert output_files(torchrun_job["root"] / "segment") == single_process
     assert result.stderr.count("6 input(s) over 2 processes: 5 complete, 0 skipped, 1 failed") == 1, result.stderr
 
 

@@ -79,16 +79,17 @@ class Outcome:
 
 
 def torchrun_cases(folder: Path, cases: list[list[list[str]]], timeout: float = 300,
-                   env: dict[str, str] | None = None) -> list[Outcome]:
+                   env: dict[str, str] | None = None, stdin: str | None = None) -> list[Outcome]:
     """Run ``cases`` (each: every rank's clipvis arguments, rank 0's first) in one 2-process torchrun job, with
-    ``folder`` for the launcher and the cases' files; each case's Outcome."""
+    ``folder`` for the launcher and the cases' files; each case's Outcome. ``stdin``: the job's standard input, which
+    its processes share (for the last case: the others must not read it)."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "launch.py").write_text(LAUNCHER)
     (folder / "cases.json").write_text(json.dumps([[[str(arg) for arg in args] for args in ranks] for ranks in cases]))
     environ = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {}), "CLIPVIS_CASES": str(folder)}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
                str(folder / "launch.py")]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=environ)
+    done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=environ, input=stdin)
     outcomes = []
     for number in range(len(cases) - 1):
         codes = [folder / f"{number}.{rank}.code" for rank in range(2)]
