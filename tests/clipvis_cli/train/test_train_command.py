@@ -1059,29 +1059,23 @@ def test_more_loader_workers_than_cpus_is_one_clipvis_warning_and_the_cpus_it_ma
 
 
 def test_a_checkpoint_that_contradicts_the_config_is_one_clipvis_warning_from_one_process(tmp_path, tiny_train_config,
-                                                                                          tiny_config):
+                                                                                          tiny_config, capfd):
     """The checkpoint's notes were raw Python UserWarnings (file:line and the source line), one per process; segment
-    says them as `clipvis: warning:` lines."""
-    import os
-    import subprocess
-    import sys
-
+    says them as `clipvis: warning:` lines. (The command runs here; its processes write to this process' stderr.)"""
     data = write_coco(tmp_path / "data", num_images=2)
     config = tiny_train_config(tmp_path, MAX_ITER=1, IMS_PER_BATCH=2)
     train(config, tmp_path / "first", data)
     layers = tiny_config().decoder_layers + 1
-    command = [sys.executable, "-m", "clipvis", "train", "--config", str(config), "--output-dir", str(tmp_path / "two"),
-               "--data", str(data[0]), "--images", str(data[1]), "--weights", str(tmp_path / "first"), "--num-gpus",
-               "2", f"CLIPVIS.MODEL.decoder_layers={layers}"]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=240,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert done.returncode == 0, done.stderr
-    lines = [line for line in done.stderr.splitlines() if "config says DEC_LAYERS" in line]
-    assert len(lines) == 1 and lines[0].startswith("clipvis: warning: config says DEC_LAYERS"), done.stderr
-    assert "UserWarning" not in done.stderr and "warnings.warn" not in done.stderr, done.stderr
+    capfd.readouterr()
+    result = runner.invoke(app, ["train", "--config", str(config), "--output-dir", str(tmp_path / "two"), "--data",
+                                 str(data[0]), "--images", str(data[1]), "--weights", str(tmp_path / "first"),
+                                 "--num-gpus", "2", f"CLIPVIS.MODEL.decoder_layers={layers}"])
+    stderr = result.stderr + capfd.readouterr().err  # the command's own lines, and its processes'
+    assert result.exit_code == 0, stderr + repr(result.exception)
+    lines = [line for line in stderr.splitlines() if "config says DEC_LAYERS" in line]
+    assert len(lines) == 1 and lines[0].startswith("clipvis: warning: config says DEC_LAYERS"), stderr
+    assert "UserWarning" not in stderr and "warnings.warn" not in stderr, stderr
     assert "config says DEC_LAYERS" in (tmp_path / "two" / "train.log").read_text()
-
-
 
 
 @pytest.fixture(scope="module")
