@@ -776,17 +776,45 @@ def test_an_official_checkpoint_with_its_own_clip_fine_tunes_with_clip_config(tm
     assert (run / "model_0000001.safetensors").is_file()
 
 
-@pytest.mark.parametrize("processes", [1, pytest.param(2, marks=GLOO)])
+class SpawnedRunThatFails:
+    """Spawn's context for --num-gpus processes whose rank 0 fails as a run in this process does: ``join()`` runs the
+    training here (``run_training``, the work of a process without its process group) and raises what spawn raises
+    for the error it ends with, ProcessRaisedException with the process' traceback in spawn's words."""
+
+    sentinels: dict[int, int] = {}  # none to wait on: join() says what happened
+
+    def __init__(self, args: tuple) -> None:
+        self.request = args[0]
+
+    def join(self) -> bool:
+        import traceback
+
+        import torch.multiprocessing as mp
+
+        from clipvis.cli.train.run import run_training
+
+        try:
+            run_training(self.request)
+        except Exception:  # noqa: BLE001 - what the spawned process would send
+            message = f"\n\n-- Process 0 terminated with the following error:\n{traceback.format_exc()}"
+            raise mp.ProcessRaisedException(message, 0, 4242) from None
+        raise AssertionError("the run did not fail")
+
+
+@pytest.mark.parametrize("processes", [1, 2])
 def test_a_checkpoint_whose_clip_open_clip_does_not_know_is_one_line_naming_clip_config(tmp_path, tiny_config,
-                                                                                      processes):
+                                                                                      processes, monkeypatch):
     """Without --clip-config, the model library's UnknownClipError (a ValueError, not a CheckpointError) ended train
     with a traceback saying 'load_model's clip_config='; segment and --export-pth said one line naming --clip-config.
-    Also from the processes --num-gpus spawns."""
+    Also from the processes --num-gpus spawns (SpawnedRunThatFails stands in for them)."""
+    import torch.multiprocessing as mp
+
     from clipvis.model import create_model
     from clipvis.model.checkpoint import write_state_dict
 
     from .conftest import _tiny_train_config
 
+    monkeypatch.setattr(mp, "start_processes", lambda *args, **kwargs: SpawnedRunThatFails(kwargs["args"]))
     model = create_model(tiny_config())
     fields = {**model.config.to_dict(), "clip_model_config": None, "clip_model_name": "NoSuchCLIP",
               "clip_pretrained": ""}
