@@ -211,7 +211,8 @@ def test_a_long_batch_does_not_keep_decoder_threads_of_finished_videos(tmp_path,
     from .conftest import write_bar_video
 
     codecs = [("libx264", "mp4"), ("mpeg4", "avi"), ("libvpx-vp9", "webm"), ("mpeg2video", "mpg")]
-    videos = [write_bar_video(tmp_path / f"v{i}.{codecs[i % 4][1]}", 5, codec=codecs[i % 4][0]) for i in range(8)]
+    videos = [write_bar_video(tmp_path / f"v{i}.{extension}", 5, codec=codec) for i, (codec, extension) in
+              enumerate(codecs)]
     collecting = gc.isenabled()
     gc.disable()
     try:
@@ -220,7 +221,7 @@ def test_a_long_batch_does_not_keep_decoder_threads_of_finished_videos(tmp_path,
         after_first = _os_threads()
         rest = segment(tiny_weights, tmp_path / "out", *map(str, videos[1:]))
         assert rest.exit_code == 0, rest.output
-        assert len(list((tmp_path / "out").glob("*/overlay.mp4"))) == 8
+        assert len(list((tmp_path / "out").glob("*/overlay.mp4"))) == 4
         assert _os_threads() <= after_first + 2, "threads of finished videos are still running"
 
         predictor = VideoPredictor(tiny_model, ["bar"], cache_dir=tmp_path / "text")
