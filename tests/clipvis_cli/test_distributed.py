@@ -98,13 +98,14 @@ def test_each_process_takes_a_gpu_it_can_see() -> None:
         visible_gpu(0, 0)
 
 
-def write_video(path: Path, num_frames: int, shift: int) -> Path:
+def write_video(path: Path, num_frames: int, shift: int, flat: bool = False) -> Path:
+    """A red block moving right over random noise (``flat``: a flat background; a long video encodes ~10x faster)."""
     rng = np.random.default_rng(shift)
     with av.open(str(path), "w") as container:
         stream = container.add_stream("libx264", rate=10)
         stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
         for t in range(num_frames):
-            frame = rng.integers(0, 60, (48, 64, 3), dtype=np.uint8)
+            frame = np.full((48, 64, 3), 30, np.uint8) if flat else rng.integers(0, 60, (48, 64, 3), dtype=np.uint8)
             frame[10:30, shift + t : shift + t + 20] = (230, 40, 40)
             container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
         container.mux(stream.encode())
@@ -728,7 +729,7 @@ def test_ctrl_c_under_torchrun_while_one_rank_waits_for_the_other_ends_every_ran
 
     folder = tmp_path / "videos"
     folder.mkdir()
-    write_video(folder / "a_long.mp4", 3000, shift=0)
+    write_video(folder / "a_long.mp4", 3000, shift=0, flat=True)
     write_video(folder / "b_short.mp4", 2, shift=1)
     out = tmp_path / "out"
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]

@@ -29,14 +29,18 @@ def _no_downloads(isolated_cache):
     """Every test here runs with a private cache and no network."""
 
 
-def write_video(path: Path, num_frames: int = 3, seed: int = 0) -> Path:
+def write_video(path: Path, num_frames: int = 3, seed: int = 0, flat: bool = False) -> Path:
+    """Random noise frames; ``flat``: one grey level per frame (a long video encodes ~10x faster)."""
     rng = np.random.default_rng(seed)
     path.parent.mkdir(parents=True, exist_ok=True)
     with av.open(str(path), "w") as container:
         stream = container.add_stream("libx264", rate=10)
         stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
-        for _ in range(num_frames):
-            frame = rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)
+        for index in range(num_frames):
+            if flat:
+                frame = np.full((48, 64, 3), 40 + index % 160, np.uint8)
+            else:
+                frame = rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)
             container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
         container.mux(stream.encode())
     return path
@@ -279,7 +283,7 @@ def test_a_scheduler_s_termination_signal_ends_a_run_as_ctrl_c_does(tmp_path, ti
     marked interrupted, nothing half-written is left, and the exit status is 128 + the signal's number."""
     import signal
 
-    video = write_video(tmp_path / "long.mp4", num_frames=2000)
+    video = write_video(tmp_path / "long.mp4", num_frames=2000, flat=True)
     out = tmp_path / "out"
     environment = {**os.environ, "OMP_NUM_THREADS": "1"}
     process = subprocess.Popen(
@@ -322,7 +326,7 @@ def test_a_second_signal_while_the_interruption_is_recorded_waits_for_the_record
     import signal
     import time
 
-    video = write_video(tmp_path / "long.mp4", num_frames=2000)
+    video = write_video(tmp_path / "long.mp4", num_frames=2000, flat=True)
     out = tmp_path / "out"
     marker = tmp_path / "recording.txt"
     process = subprocess.Popen(
