@@ -72,17 +72,16 @@ def test_segment_s_human_log_says_it_once_and_python_says_nothing(tmp_path, tiny
     assert "[2/2]" in stderr
 
 
-def test_export_lists_nothing_more_and_exits_by_its_exports(tmp_path, tiny_weights) -> None:
-    write_video(tmp_path / "a.mp4")
-    out = tmp_path / "out"
-    subprocess.run([sys.executable, "-m", "clipvis", "segment", str(tmp_path / "a.mp4"), "--vocab", "box",
-                    "--weights", str(tiny_weights), "-o", str(out), "--device", "cpu", "--formats", "ytvis"],
-                   check=True, capture_output=True)
-    code, stderr = run_with_stdout_closed("export", str(out / "a"), "--to", "png-masks,mots-txt")
+def test_export_lists_nothing_more_and_exits_by_its_exports(tmp_path) -> None:
+    """(A segment folder written by segment's own YtvisWriter, without the model: exporters/conftest.py.)"""
+    from .exporters.conftest import make_segment_output
+
+    folder = make_segment_output(tmp_path / "out").folder
+    code, stderr = run_with_stdout_closed("export", str(folder), "--to", "png-masks,mots-txt")
     assert code == 0, stderr
     assert f"clipvis: warning: {CLOSED}; they are written all the same" in stderr.splitlines(), stderr
     assert "Exception ignored" not in stderr, stderr
-    assert (out / "a" / "mots-txt" / "mots.txt").is_file() and (out / "a" / "png-masks").is_dir()
+    assert (folder / "mots-txt" / "mots.txt").is_file() and (folder / "png-masks").is_dir()
 
 
 def test_evaluate_still_writes_its_metrics_file(tmp_path) -> None:
