@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,12 +15,18 @@ from clipvis.cli.exporters.onnx import OnnxParity, check_parity, export_onnx, st
 from clipvis.model.onnx_export import FrameNetwork
 
 
-def test_convnext_exports_in_fp16(tiny_convnext_model, tmp_path) -> None:
-    """The ConvNeXt path and --precision fp16 (CLIP trunk in half precision, float32 interface) through onnxruntime."""
+@pytest.fixture(scope="module")
+def convnext_fp16(tiny_convnext_model, tmp_path_factory) -> tuple[FrameNetwork, Path]:
+    """The tiny ConvNeXt model's network (its own copy) and its fp16 file at 64x96, exported once for this module."""
     pytest.importorskip("onnxruntime")
-
     network = FrameNetwork(copy.deepcopy(tiny_convnext_model))
-    path = export_onnx(network, tmp_path / "convnext16.onnx", 64, 96, precision="fp16")
+    path = export_onnx(network, tmp_path_factory.mktemp("onnx") / "convnext16.onnx", 64, 96, precision="fp16")
+    return network, path
+
+
+def test_convnext_exports_in_fp16(convnext_fp16) -> None:
+    """The ConvNeXt path and --precision fp16 (CLIP trunk in half precision, float32 interface) through onnxruntime."""
+    network, path = convnext_fp16
     assert network.model.backbone.clip_model.visual.trunk.stem[0].weight.dtype == torch.float32  # a copy is halved
     parity = check_parity(network, path, torch.randn(3, 3, 64, 96), precision="fp16")
     assert parity.max_abs_diff["object_logits"] <= 1e-3
@@ -72,13 +79,12 @@ def test_a_frame_size_off_the_32_grid_is_named_by_its_parameters(tiny_model_fact
     assert not (tmp_path / "m.onnx").exists()
 
 
-def test_parity_is_measured_against_the_fp32_network_at_every_precision(tiny_convnext_model, tmp_path) -> None:
+def test_parity_is_measured_against_the_fp32_network_at_every_precision(convnext_fp16) -> None:
     """check_parity compared an fp16 file with PyTorch's own fp16 copy, itself far from fp32 (case1: 0.65 on
     object_logits) while the file was closer (0.33): the reference is the fp32 network, the truth."""
     onnxruntime = pytest.importorskip("onnxruntime")
 
-    network = FrameNetwork(copy.deepcopy(tiny_convnext_model))
-    path = export_onnx(network, tmp_path / "convnext16.onnx", 64, 96, precision="fp16")
+    network, path = convnext_fp16
     images = torch.randn(2, 3, 64, 96, generator=torch.Generator().manual_seed(0))
     parity = check_parity(network, path, images, precision="fp16")
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
