@@ -1,4 +1,4 @@
-"""RLE helpers (against pycocotools directly) and atomic file output."""
+"""clipvis.cli.atomic: output files written under a temporary name and renamed into place."""
 
 from __future__ import annotations
 
@@ -7,11 +7,8 @@ import os
 import stat
 from pathlib import Path
 
-import numpy as np
 import pytest
-from pycocotools import mask as coco_mask
 
-from clipvis.cli import rle
 from clipvis.cli.atomic import (
     JsonObjectItems,
     OutputNotWritableError,
@@ -27,65 +24,6 @@ from clipvis.cli.atomic import (
     remove_stale_temp_files,
     remove_stale_temp_files_of,
 )
-
-
-def random_masks(count: int, height: int, width: int, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    masks = np.zeros((count, height, width), bool)
-    for k in range(count):
-        y0, x0 = rng.integers(0, height // 2), rng.integers(0, width // 2)
-        masks[k, y0 : y0 + rng.integers(1, height // 2), x0 : x0 + rng.integers(1, width // 2)] = True
-        masks[k] ^= rng.random((height, width)) < 0.05
-    return masks
-
-
-def test_encode_gives_json_ready_compressed_rle_that_round_trips() -> None:
-    mask = random_masks(1, 61, 97)[0]
-    encoded = rle.encode(mask)
-    assert encoded["size"] == [61, 97] and isinstance(encoded["counts"], str)
-    json.dumps(encoded)
-    np.testing.assert_array_equal(rle.decode(encoded), mask)
-    # independent check: pycocotools decodes it (bytes counts) to the same mask
-    raw = {"size": encoded["size"], "counts": encoded["counts"].encode("ascii")}
-    np.testing.assert_array_equal(coco_mask.decode(raw).astype(bool), mask)
-
-
-def test_encode_accepts_uint8_and_non_contiguous_views() -> None:
-    mask = random_masks(1, 40, 50, seed=3)[0]
-    assert rle.encode(mask.astype(np.uint8) * 255) == rle.encode(mask)
-    transposed = np.ascontiguousarray(mask.T).T  # Fortran-ordered view
-    assert rle.encode(transposed) == rle.encode(mask)
-
-
-@pytest.mark.parametrize("shape", [(3, 61, 97), (2, 1, 1), (1, 1080, 1920)])
-def test_encode_matches_pycocotools_reference(shape: tuple[int, int, int]) -> None:
-    masks = random_masks(*shape, seed=5) if shape[1] > 2 else np.ones(shape, bool)
-    reference = coco_mask.encode(np.asfortranarray(masks.transpose(1, 2, 0).astype(np.uint8)))
-    expected = [{"size": r["size"], "counts": r["counts"].decode("ascii")} for r in reference]
-    assert [rle.encode(mask) for mask in masks] == expected
-
-
-def test_area_and_bbox_from_rle() -> None:
-    mask = np.zeros((20, 30), bool)
-    mask[4:9, 10:22] = True
-    encoded = rle.encode(mask)
-    assert rle.area(encoded) == 60
-    assert rle.bbox(encoded) == [10.0, 4.0, 12.0, 5.0]
-    empty = rle.encode(np.zeros((20, 30), bool))
-    assert rle.area(empty) == 0 and rle.bbox(empty) == [0.0, 0.0, 0.0, 0.0]
-    assert rle.areas([encoded, empty]) == [60, 0]
-    assert rle.bboxes([encoded]) == [[10.0, 4.0, 12.0, 5.0]]
-
-
-def test_decode_accepts_uncompressed_counts() -> None:
-    # column-major runs: 2 zeros, 3 ones, 1 zero on a 3x2 mask
-    mask = rle.decode({"size": [3, 2], "counts": [2, 3, 1]})
-    np.testing.assert_array_equal(mask, np.array([[0, 1], [0, 1], [1, 0]], bool))
-
-
-def test_encode_rejects_wrong_rank() -> None:
-    with pytest.raises(ValueError):
-        rle.encode(np.zeros((2, 3, 4), bool))
 
 
 def leftovers(directory: Path) -> list[str]:
