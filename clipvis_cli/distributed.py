@@ -156,6 +156,8 @@ def signals_held() -> Iterator[list[int]]:
     for name in STOP_SIGNALS:
         if hasattr(signal, name):
             number = getattr(signal, name)
+            if signal.getsignal(number) is signal.SIG_IGN:  # ignored (nohup): not held, not delivered later
+                continue
             previous[number] = signal.signal(number, lambda signum, frame: held.append(signum))
     try:
         yield held

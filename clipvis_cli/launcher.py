@@ -82,7 +82,8 @@ def _run() -> None:
         raise Terminated(signum)
 
     for name in ("SIGTERM", "SIGHUP"):
-        if hasattr(signal, name):
+        # one the parent left ignored stays so (`nohup clipvis ...`: a hangup, the ssh session ending, stopped it)
+        if hasattr(signal, name) and signal.getsignal(getattr(signal, name)) is not signal.SIG_IGN:
             signal.signal(getattr(signal, name), terminate)
     try:
         with collector_paused(freeze=True):  # numpy, PyAV, typer, torch: objects that live as long as the process

@@ -91,6 +91,8 @@ class StopRequests:
             for name in STOP_SIGNALS:
                 if hasattr(signal, name):
                     number = getattr(signal, name)
+                    if signal.getsignal(number) is signal.SIG_IGN:  # left ignored by the parent (nohup, `cmd &`)
+                        continue
                     self._previous[number] = signal.signal(number, self._handle)
         return self
 

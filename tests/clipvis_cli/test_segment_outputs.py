@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import time
 import zipfile
 from pathlib import Path
 
@@ -300,6 +301,30 @@ def test_a_scheduler_s_termination_signal_ends_a_run_as_ctrl_c_does(tmp_path, ti
     assert RunManifest.read(manifest).status == "interrupted"
     assert RunManifest.read(manifest).error == f"interrupted by {name}"  # not "by the user": a scheduler's
     assert sorted(p.name for p in (out / "long").iterdir()) == [".clipvis.lock", "run.json"]
+
+
+def test_a_hangup_the_parent_left_ignored_stays_ignored(tmp_path, tiny_weights) -> None:
+    """`nohup clipvis segment ...` (SIGHUP ignored by the parent): clipvis put its own handler in place, so logging out
+    of the ssh session stopped the batch (exit 129). The hangup is ignored now; a SIGTERM still stops it."""
+    import signal
+
+    video = write_video(tmp_path / "long.mp4", num_frames=2000, flat=True)
+    out = tmp_path / "out"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "clipvis", "segment", str(video), "--vocab", "box", "--weights", str(tiny_weights),
+         "-o", str(out), "--device", "cpu", "--batch-frames", "1"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+        preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN),
+    )
+    manifest = out / "long" / "run.json"
+    _into_the_model_pass(process, manifest)
+    process.send_signal(signal.SIGHUP)
+    time.sleep(1.0)
+    assert process.poll() is None and RunManifest.read(manifest).status == "running"
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 128 + signal.SIGTERM, stderr
+    assert RunManifest.read(manifest).error == "interrupted by SIGTERM"
 
 
 # `clipvis segment` whose record of an interrupted input starts with a pause (a marker file says it began), so that a

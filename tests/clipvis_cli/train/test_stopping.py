@@ -48,3 +48,18 @@ def test_outside_the_main_thread_nothing_is_installed():
     thread.start()
     thread.join()
     assert seen == [{}]
+
+
+def test_a_signal_the_parent_left_ignored_stays_ignored():
+    """`nohup clipvis train ...` or `clipvis train ... &` from a script (SIGHUP, SIGINT ignored): the run stopped on a
+    hangup or a Ctrl-C meant for the shell anyway (exit 129, 130)."""
+    lines: list[str] = []
+    before = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        with StopRequests(lines.append) as requests:
+            assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+            os.kill(os.getpid(), signal.SIGHUP)
+            assert not requests.requested and lines == []
+        assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGHUP, before)
