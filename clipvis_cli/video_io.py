@@ -651,8 +651,8 @@ class BackgroundDecoder:
 
     def _start(self) -> None:
         if not self._started:
-            self._started = True
-            self._thread.start()
+            self._thread.start()  # a thread that cannot start (a container's pids limit) is not one to join later:
+            self._started = True  # closing joined it ("cannot join thread before it is started", the cause lost)
 
     def _put(self, item: object) -> bool:
         while not self._stop.is_set():

@@ -33,6 +33,7 @@ from clipvis.cli.messages import shown_path
 from clipvis.cli.results import TrackResult
 from clipvis.cli.writers.layout import MANIFEST_NAME
 from clipvis.cli.writers.manifest import RunManifest
+from clipvis.weights.cache_files import new_folder_mode
 
 STAGING_PREFIX = ".export-"  # staging folders are `.export-XXXX.tmp`: temporary names (clipvis.cli.atomic)
 
@@ -293,7 +294,7 @@ def _locked_staging(final_parent: Path, identity: dict[str, object] | None,
 
 def _replace(new: Path, final: Path) -> None:
     if new.is_dir():
-        os.chmod(new, 0o755)  # mkdtemp made it private; files inside were created with the usual umask
+        os.chmod(new, new_folder_mode())  # mkdtemp made it private; a folder gets the umask's mode, as its files do
     if final.is_dir() and not final.is_symlink():
         old = final.with_name(replaced_folder_name(final.name))
         os.replace(final, old)

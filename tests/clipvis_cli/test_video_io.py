@@ -651,6 +651,20 @@ def test_background_decoder_bounds_memory_and_stops_on_early_exit() -> None:
     assert closed.wait(2.0) and not decoder.is_alive
 
 
+def test_a_decoder_thread_that_cannot_start_is_the_error_said(monkeypatch) -> None:
+    """A container's pids limit (or `ulimit -u`): the thread's start failed, then closing joined the thread that never
+    started, and the input's error was "cannot join thread before it is started", the cause lost."""
+    def refuse(thread: threading.Thread) -> None:
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(threading.Thread, "start", refuse)
+    decoder = BackgroundDecoder(iter([(0, np.zeros((4, 4, 3), np.uint8))]), batch_size=1)
+    with pytest.raises(RuntimeError, match="^can't start new thread$"):
+        with decoder:
+            pass
+    decoder.close()  # nothing to join: no error
+
+
 def test_background_decoder_close_without_iterating_does_not_hang(media: dict[str, Path]) -> None:
     decoder = BackgroundDecoder(VideoReader(media["long_faststart"]), batch_size=2, max_queued_batches=1)
     with decoder:

@@ -119,6 +119,24 @@ def test_id_map_overlap_goes_to_the_higher_score() -> None:
     assert (high_first[:, :3] == 1).all() and (high_first[:, 3] == 2).all()
 
 
+@pytest.mark.parametrize("umask", [0o077, 0o002])
+def test_folder_formats_get_the_umask_s_mode_as_their_files_do(tmp_path, umask) -> None:
+    """coco/, mots-png/ and png-masks/ were 0755 whatever the umask: a group-shared project (umask 002) could not
+    replace them, and 077 was loosened."""
+    output = make_segment_output(tmp_path / "out")
+    previous = os.umask(umask)
+    try:
+        result = run_export(str(output.folder), "--to", "coco,mots-png,png-masks", "-o", str(tmp_path / "exp"))
+    finally:
+        os.umask(previous)
+    assert result.exit_code == 0, result.output
+    for name in ("coco", "mots-png", "png-masks"):
+        folder = tmp_path / "exp" / "clip" / name
+        assert folder.stat().st_mode & 0o777 == 0o777 & ~umask, name
+        inside = next(path for path in folder.rglob("*") if path.is_file())
+        assert inside.stat().st_mode & 0o777 == 0o666 & ~umask, inside
+
+
 def test_all_formats_round_trip(tmp_path) -> None:
     output = make_segment_output(tmp_path / "out")
     dest = tmp_path / "exp"
