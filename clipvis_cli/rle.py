@@ -480,9 +480,23 @@ def _boxes(begins: np.ndarray, ends: np.ndarray, number: np.ndarray, count: int,
     return boxes
 
 
-def decode(rle: RleDict) -> np.ndarray:
-    """Decode one RLE dict (compressed or uncompressed counts) to an H×W bool mask."""
-    return coco_mask.decode(_to_coco_rle(rle)).astype(bool)
+def decode(rle: RleDict | dict) -> np.ndarray:
+    """Decode one RLE dict (compressed counts, as text or bytes: pycocotools' own objects too; or uncompressed, a
+    list of run lengths) to an H×W bool mask.
+
+    Not pycocotools' ``decode``: with numpy 2 it warns (``__array__`` without ``copy``) on every call, which
+    ``PYTHONWARNINGS=error`` made an error, and which a later numpy turns into one. ValueError when the run lengths
+    do not cover ``H × W`` pixels."""
+    height, width = (int(side) for side in rle["size"])
+    counts = rle["counts"]
+    runs = np.asarray(counts, np.int64) if isinstance(counts, list) else decompress_counts(counts)
+    if runs.size and (runs.min() < 0 or int(runs.sum()) != height * width):
+        raise ValueError(f"RLE run lengths add up to {int(runs.sum())}, not {height}x{width} pixels")
+    if not runs.size and height * width:
+        raise ValueError(f"RLE without run lengths for {height}x{width} pixels")
+    values = np.zeros(runs.size, bool)
+    values[1::2] = True  # runs alternate background, foreground, ... from the first (column-major) pixel
+    return np.repeat(values, runs).reshape(width, height).T
 
 
 def area(rle: RleDict) -> int:

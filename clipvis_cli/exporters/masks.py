@@ -77,7 +77,7 @@ def mask_polygon(mask: np.ndarray) -> np.ndarray | None:
 def polygon_mask(points: np.ndarray, height: int, width: int) -> np.ndarray:
     """Rasterise a polygon `[K, 2]` (x, y) as pycocotools does (even-odd), to an H×W bool mask."""
     encoded = coco_mask.frPyObjects([np.asarray(points, np.float64).reshape(-1).tolist()], height, width)
-    return coco_mask.decode(coco_mask.merge(encoded)).astype(bool)
+    return rle.decode(coco_mask.merge(encoded))  # clipvis.cli.rle.decode: pycocotools' warns with numpy 2
 
 
 def mask_iou(a: np.ndarray, b: np.ndarray) -> float:

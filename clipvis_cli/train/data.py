@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from clipvis.cli import rle
 from clipvis.cli.train.records import (
     FrameRecord,
     RecordStore,
@@ -156,7 +157,8 @@ class _CoordinateMap:
 
         scale, shift = np.array([self.sx, self.sy]), np.array([self.tx, self.ty])
         flat = [(part * scale + shift).reshape(-1).tolist() for part in polygons]
-        return coco_mask.decode(coco_mask.merge(coco_mask.frPyObjects(flat, height, width)))
+        merged = coco_mask.merge(coco_mask.frPyObjects(flat, height, width))
+        return rle.decode(merged).astype(np.uint8)  # clipvis.cli.rle.decode: pycocotools' warns with numpy 2
 
 
 def augment_instances(

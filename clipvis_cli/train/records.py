@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from clipvis.cli import rle as rle_codec
 from clipvis.cli.atomic import parse_json
 from clipvis.cli.frame_numbers import decoded_from_video, frame_number_in_name, video_frame_numbers
 from clipvis.cli.results import recorded_source
@@ -157,7 +158,7 @@ def decode_segmentation(segmentation: Any, height: int, width: int) -> np.ndarra
         rle = coco_mask.frPyObjects(segmentation, height, width)
     else:
         rle = {"size": segmentation["size"], "counts": segmentation["counts"].encode("ascii")}
-    return coco_mask.decode(rle)
+    return rle_codec.decode(rle).astype(np.uint8)  # not pycocotools': it warns with numpy 2 (clipvis.cli.rle.decode)
 
 
 def _category(raw: dict[str, Any]) -> int | None:
