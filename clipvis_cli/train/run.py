@@ -13,6 +13,7 @@ import json
 import logging
 import multiprocessing.connection
 import os
+import shutil
 import signal
 import socket
 import sys
@@ -520,6 +521,8 @@ def _run_training(request: RunRequest, rank: int, world: int, local_rank: int,
         # --resume would take for a run's own
         atomic_write_text(output_dir / RUN_CONFIG_NAME, config.to_yaml())
     num_workers = loader_workers(int(config.get("DATALOADER.NUM_WORKERS")))
+    if rank == 0:
+        check_shared_memory(num_workers)
     divisibility = int(config.get("MODEL.MASK_FORMER.SIZE_DIVISIBILITY"))
 
     def loader_factory(start_iteration: int) -> torch.utils.data.DataLoader:
@@ -573,6 +576,28 @@ def loader_workers(asked: int) -> int:
                     "CPU%s: the data loads with %d worker process%s each", asked, processes, cpus,
                     "" if cpus == 1 else "s", share, plural)
     return share
+
+
+#: Below this much free shared memory, loader workers are warned about (a container's default /dev/shm is 64 MB).
+SHARED_MEMORY_WARNING_BYTES = 1 << 30
+
+
+def check_shared_memory(num_workers: int, folder: str = "/dev/shm") -> None:
+    """One ``clipvis: warning:`` line when loader workers will run (``num_workers`` > 0) and ``folder``, where they
+    hand their batches to the training process, has less than `SHARED_MEMORY_WARNING_BYTES` free: when it fills,
+    the workers fail and PyTorch's loader waits for their batches for good (a container's 64 MB default: the run hung
+    at its first iteration, a SIGTERM only asked for a checkpoint that never came). Nothing where it cannot be read."""
+    if num_workers <= 0:
+        return
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return
+    if free < SHARED_MEMORY_WARNING_BYTES:
+        log.warning("warning: %s has %d MB free, and the %s pass every batch through it: PyTorch's data loader hangs "
+                    "when it fills; give the container more (docker run --shm-size 8g; Kubernetes: an emptyDir of "
+                    "medium Memory at /dev/shm) or set DATALOADER.NUM_WORKERS=0", folder, free // 2**20,
+                    counted(num_workers, "loader worker"))
 
 
 def _settings_of(config: TrainConfig) -> dict[str, str]:

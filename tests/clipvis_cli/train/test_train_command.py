@@ -1225,6 +1225,36 @@ def test_torchrun_ranks_of_one_machine_share_its_cpus_among_their_loader_workers
         logger.removeHandler(handler)
 
 
+def test_loader_workers_with_little_shared_memory_are_one_warning(monkeypatch, tmp_path):
+    """A container's 64 MB /dev/shm: the loader workers failed to hand over their batches and training hung at its
+    first iteration without a word of clipvis'."""
+    import logging
+    import shutil
+
+    from clipvis.cli.train.run import check_shared_memory
+
+    said: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: said.append(record.getMessage())
+    logger = logging.getLogger("clipvis.train")
+    monkeypatch.setattr(logger, "level", logging.INFO)
+    logger.addHandler(handler)
+    usage = shutil.disk_usage(tmp_path)
+    try:
+        monkeypatch.setattr(shutil, "disk_usage", lambda path: usage._replace(free=64 * 2**20))
+        check_shared_memory(0)  # no workers: nothing goes through it
+        assert said == []
+        check_shared_memory(4)
+        assert said == ["warning: /dev/shm has 64 MB free, and the 4 loader workers pass every batch through it: "
+                        "PyTorch's data loader hangs when it fills; give the container more (docker run --shm-size "
+                        "8g; Kubernetes: an emptyDir of medium Memory at /dev/shm) or set DATALOADER.NUM_WORKERS=0"]
+        monkeypatch.setattr(shutil, "disk_usage", lambda path: usage._replace(free=8 * 2**30))
+        check_shared_memory(4)
+        assert len(said) == 1
+    finally:
+        logger.removeHandler(handler)
+
+
 @pytest.mark.skipif(not torch.distributed.is_gloo_available(), reason="gloo backend not built into this torch")
 def test_an_error_under_num_gpus_is_the_commands_line_alone(tmp_path, tiny_train_config):
     """A process of --num-gpus that failed: PyTorch's spawn logged 'W... spawn.py:165] Terminating process N via signal
