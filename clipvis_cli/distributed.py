@@ -204,12 +204,16 @@ class DistributedRun:
     def from_env(cls, environ: dict[str, str] | None = None) -> DistributedRun | None:
         """The torchrun environment, or None outside torchrun (or with a single process)."""
         env = os.environ if environ is None else environ
-        try:
-            world_size = int(env.get("WORLD_SIZE", "1"))
-            rank = int(env.get("RANK", "0"))
-            local_rank = int(env.get("LOCAL_RANK", str(rank)))
-        except ValueError as error:
-            raise ValueError(f"torchrun environment: {error}") from None
+        def whole_number(name: str, default: str) -> int:
+            value = env.get(name, default)
+            try:
+                return int(value)
+            except ValueError:  # int()'s own words named no variable ("invalid literal for int() ...: ''")
+                raise ValueError(f"torchrun environment: {name}={value!r} is not a whole number") from None
+
+        world_size = whole_number("WORLD_SIZE", "1")
+        rank = whole_number("RANK", "0")
+        local_rank = whole_number("LOCAL_RANK", str(rank))
         if world_size <= 1:
             return None
         if not 0 <= rank < world_size:

@@ -70,6 +70,11 @@ def test_torchrun_environment() -> None:
     assert job.device("auto", 0) == "auto" and job.device("cpu", 8) == "cpu" and job.device("cuda:3", 8) == "cuda:3"
     with pytest.raises(ValueError, match="RANK"):
         DistributedRun.from_env({"WORLD_SIZE": "2", "RANK": "2", **master})
+    # a variable set but empty, or not a number: named (int()'s words named none)
+    with pytest.raises(ValueError, match=r"^torchrun environment: WORLD_SIZE='' is not a whole number$"):
+        DistributedRun.from_env({"WORLD_SIZE": "", **master})
+    with pytest.raises(ValueError, match=r"^torchrun environment: LOCAL_RANK='abc' is not a whole number$"):
+        DistributedRun.from_env({"WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "abc", **master})
 
 
 def test_torchrun_variables_without_master_address_give_one_line(tiny_weights, tmp_path, isolated_cache) -> None:
