@@ -25,6 +25,7 @@ inside directories.
 
 from __future__ import annotations
 
+import fnmatch
 import glob
 import os
 import re
@@ -298,7 +299,7 @@ def _expand_argument(
             return expand_path(path, argument, True)
         if _GLOB_CHARS.search(argument):
             # in the order a folder argument's search gives (`tree_order`): path part by path part
-            matches = sorted(map(Path, glob.glob(str(path), recursive=True)),
+            matches = sorted(map(Path, glob_matches(str(path))),
                              key=lambda match: path_order_key(match, not is_dir_quietly(match)))
             if not matches:
                 return [failed(path, no_match, argument)]
@@ -308,6 +309,86 @@ def _expand_argument(
         return [failed(path, "no such file or directory", argument)]
     except OSError as error:  # e.g. a name too long for the file system, a folder we may not enter
         return [failed(path, f"cannot read ({error_reason(error)})", argument)]
+
+
+def glob_matches(pattern: str) -> list[str]:
+    """The paths ``pattern`` matches, as ``glob.glob(pattern, recursive=True)`` gives them (each part matched with
+    fnmatch, names starting with a dot only by a part that starts with one, ``**`` a whole part for any number of
+    folders), except that ``**`` does not enter a folder linked back to one it is already in: Python's glob followed
+    such links, and a tree with two links to ``.`` made its walk grow without end where the folder search took
+    seconds (hunter 158). A pattern's last separator is dropped (`Path`'s rule): ``a/**/`` is ``a/**``."""
+    path = Path(pattern)
+    start = path.anchor
+    matches = _glob_under(start, path.parts[1:] if start else path.parts,
+                          frozenset({os.path.realpath(start or os.curdir)}))
+    return list(dict.fromkeys(matches))
+
+
+def _glob_under(base: str, parts: Sequence[str], within: frozenset[str]) -> Iterator[str]:
+    """`glob_matches`' walk: the matches of ``parts`` under ``base`` ('' for the working folder), ``within`` the real
+    paths of the folders ``base`` lies in."""
+    if not parts:
+        yield base
+        return
+    head, rest = parts[0], parts[1:]
+    if not glob.has_magic(head):
+        child = os.path.join(base, head)
+        if rest and os.path.isdir(child):
+            yield from _glob_under(child, rest, within | {os.path.realpath(child)})
+        elif not rest and os.path.lexists(child):
+            yield child
+        return
+    try:
+        with os.scandir(base or os.curdir) as entries:
+            names = sorted((entry.name, _is_dir_quietly(entry)) for entry in entries)
+    except OSError:  # not a folder, or one we may not read: no match there, as glob has it
+        return
+    if head == "**" and not rest:  # everything below: glob's `a/**` gives `a/` first, then each file and folder
+        if base:
+            yield os.path.join(base, "")
+        yield from _below(base, names, within)
+        return
+    if head == "**":
+        yield from _glob_under(base, rest, within)  # no folder at all
+        for name, is_dir in names:
+            child = os.path.join(base, name)
+            if is_dir and not name.startswith(".") and os.path.realpath(child) not in within:
+                yield from _glob_under(child, parts, within | {os.path.realpath(child)})
+        return
+    for name, is_dir in names:
+        if (name.startswith(".") and not head.startswith(".")) or not fnmatch.fnmatchcase(name, head):
+            continue
+        child = os.path.join(base, name)
+        if not rest:
+            yield child
+        elif is_dir:
+            yield from _glob_under(child, rest, within | {os.path.realpath(child)})
+
+
+def _below(base: str, names: Sequence[tuple[str, bool]], within: frozenset[str]) -> Iterator[str]:
+    """Every file and folder below ``base`` whose ``names`` (with whether each is a folder) are given, but hidden
+    ones, as a last ``**`` matches them; a folder linked back to one of ``within`` is named, not entered."""
+    for name, is_dir in names:
+        if name.startswith("."):
+            continue
+        child = os.path.join(base, name)
+        yield child
+        real = os.path.realpath(child) if is_dir else None
+        if real is None or real in within:
+            continue
+        try:
+            with os.scandir(child) as entries:
+                inside = sorted((entry.name, _is_dir_quietly(entry)) for entry in entries)
+        except OSError:
+            continue
+        yield from _below(child, inside, within | {real})
+
+
+def _is_dir_quietly(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_dir()
+    except OSError:
+        return False
 
 
 def _failed_source(path: Path, reason: str, argument: str) -> VideoSource:

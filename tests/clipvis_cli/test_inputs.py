@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -186,6 +187,40 @@ def test_glob_lists_its_matches_in_the_order_of_the_folder_search(tmp_path: Path
     folder_order = [s.path for s in discover_inputs([str(tmp_path / "tree")])]
     assert [p.parent.name for p in folder_order] == ["cam", "cam2", "Cam10", "tree"]
     assert [s.path for s in discover_inputs([str(tmp_path / "tree" / "**" / "*.mp4")])] == folder_order
+
+
+def test_a_recursive_glob_over_links_back_into_the_tree_ends(tmp_path: Path) -> None:
+    """A tree with two links to `.`: `segment 'tree/**/*.mp4'` never ended (Python's glob follows directory links, a
+    walk growing without end) where `segment tree` took seconds; both list the tree's video once now."""
+    video = touch(tmp_path / "tree" / "d" / "z.mp4")
+    (tmp_path / "tree" / "l1").symlink_to(".")
+    (tmp_path / "tree" / "l2").symlink_to(".")
+    (tmp_path / "tree" / "d" / "up").symlink_to("..")
+    result: list[list[VideoSource]] = []
+    walk = threading.Thread(target=lambda: result.append(discover_inputs([str(tmp_path / "tree" / "**" / "*.mp4")])),
+                            daemon=True)
+    walk.start()
+    walk.join(10.0)
+    assert result, "the glob's walk did not end"
+    assert [s.path for s in result[0]] == [video] == [s.path for s in discover_inputs([str(tmp_path / "tree")])]
+
+
+def test_glob_matches_what_python_s_glob_matches(tmp_path: Path, monkeypatch) -> None:
+    """clipvis' glob (`glob_matches`, which does not loop over links) keeps glob.glob's rules: hidden names only by a
+    part that starts with a dot, `**` for any number of folders (and everything below when last), classes, `?`."""
+    import glob
+
+    from clipvis.cli.inputs import glob_matches
+
+    for name in ("v.mp4", "a/v1.mp4", "a/b/v2.mp4", "a/b/c/v3.MP4", ".hid/v4.mp4", "a/.h2/v5.mp4", "a/.v6.mp4",
+                 "x y/v7.mp4", "a/b/c/n.txt"):
+        touch(tmp_path / name)
+    (tmp_path / "a" / "lb").symlink_to("b")  # a link within the tree is followed, as glob follows it
+    monkeypatch.chdir(tmp_path)
+    for pattern in ("**/*.mp4", "*.mp4", "a/**", "a/**/*.mp4", "**", "a/*/v2.mp4", "a/b/**/*", "**/.*", "a/.*",
+                    "*/*.mp4", "a/b/c/*.[mM][pP]4", "a/[lb]*/*.mp4", "x y/*", "a/**/b/**/*.mp4", "nope/**/*.mp4",
+                    "a/b/c/v3.MP4/*", "**/b", "**/**/*.mp4", "?.mp4", str(tmp_path / "**" / "*.mp4")):
+        assert sorted(glob_matches(pattern)) == sorted(set(glob.glob(pattern, recursive=True))), pattern
 
 
 def test_glob_without_match_is_a_failed_input(tmp_path: Path) -> None:
