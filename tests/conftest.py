@@ -6,6 +6,7 @@ Tests never download weights: the CLIPs here are open_clip models built from a m
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -13,6 +14,17 @@ import pytest
 import torch
 
 from clipvis.model import ClipVis, ClipVisConfig, create_model, save_pretrained
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The stop signals as a terminal gives them: clipvis keeps a signal its parent left ignored ignored (`nohup`
+    ignores SIGHUP, a script's background job `cmd &` SIGINT), so a suite started that way tested that instead of
+    clipvis' handling of Ctrl-C, SIGTERM and SIGHUP. Python's own Ctrl-C handler goes back in place, the others'
+    default, in this process and so in the processes the tests start."""
+    for name in ("SIGINT", "SIGTERM", "SIGHUP"):
+        number = getattr(signal, name, None)
+        if number is not None and signal.getsignal(number) is signal.SIG_IGN:
+            signal.signal(number, signal.default_int_handler if name == "SIGINT" else signal.SIG_DFL)
 
 # A tiny open_clip ModifiedResNet CLIP (the shape of the golden cases' CLIP, smaller text tower): RN path.
 TINY_RN_CLIP = {
