@@ -338,22 +338,16 @@ def _glob_under(base: str, parts: Sequence[str], within: frozenset[str]) -> Iter
         elif not rest and os.path.lexists(child):
             yield child
         return
-    try:
-        with os.scandir(base or os.curdir) as entries:
-            names = sorted((entry.name, _is_dir_quietly(entry)) for entry in entries)
-    except OSError:  # not a folder, or one we may not read: no match there, as glob has it
-        return
     if head == "**" and not rest:  # everything below: glob's `a/**` gives `a/` first, then each file and folder
         if base:
             yield os.path.join(base, "")
-        yield from _below(base, names, within)
+        yield from _below(base, within)
         return
-    if head == "**":
-        yield from _glob_under(base, rest, within)  # no folder at all
-        for name, is_dir in names:
-            child = os.path.join(base, name)
-            if is_dir and not name.startswith(".") and os.path.realpath(child) not in within:
-                yield from _glob_under(child, parts, within | {os.path.realpath(child)})
+    names = _listing(base or os.curdir)
+    if head == "**":  # any number of folders: the rest matched here, then in each folder below
+        yield from _glob_under(base, rest, within)
+        for child, real in _folders_to_enter(base, names, within):
+            yield from _glob_under(child, parts, within | {real})
         return
     for name, is_dir in names:
         if (name.startswith(".") and not head.startswith(".")) or not fnmatch.fnmatchcase(name, head):
@@ -365,30 +359,41 @@ def _glob_under(base: str, parts: Sequence[str], within: frozenset[str]) -> Iter
             yield from _glob_under(child, rest, within | {os.path.realpath(child)})
 
 
-def _below(base: str, names: Sequence[tuple[str, bool]], within: frozenset[str]) -> Iterator[str]:
-    """Every file and folder below ``base`` whose ``names`` (with whether each is a folder) are given, but hidden
-    ones, as a last ``**`` matches them; a folder linked back to one of ``within`` is named, not entered."""
-    for name, is_dir in names:
+def _below(base: str, within: frozenset[str]) -> Iterator[str]:
+    """Every file and folder below ``base`` but hidden ones, as a last ``**`` matches them; a folder linked back to
+    one of ``within`` is named, not entered."""
+    names = _listing(base or os.curdir)
+    entered = dict(_folders_to_enter(base, names, within))
+    for name, _ in names:
         if name.startswith("."):
             continue
         child = os.path.join(base, name)
         yield child
-        real = os.path.realpath(child) if is_dir else None
-        if real is None or real in within:
-            continue
-        try:
-            with os.scandir(child) as entries:
-                inside = sorted((entry.name, _is_dir_quietly(entry)) for entry in entries)
-        except OSError:
-            continue
-        yield from _below(child, inside, within | {real})
+        if child in entered:
+            yield from _below(child, within | {entered[child]})
 
 
-def _is_dir_quietly(entry: os.DirEntry) -> bool:
+def _folders_to_enter(
+    base: str, names: Sequence[tuple[str, bool]], within: frozenset[str]
+) -> Iterator[tuple[str, str]]:
+    """The folders among ``names`` (of ``base``) that ``**`` goes into, with their real paths: not hidden, and not
+    linked back to one of ``within``."""
+    for name, is_dir in names:
+        if is_dir and not name.startswith("."):
+            child = os.path.join(base, name)
+            real = os.path.realpath(child)
+            if real not in within:
+                yield child, real
+
+
+def _listing(folder: str) -> list[tuple[str, bool]]:
+    """The names in ``folder``, sorted, each with whether it is a folder; none where it is not a folder or cannot be
+    read (no match there, as glob has it)."""
     try:
-        return entry.is_dir()
+        with os.scandir(folder) as entries:
+            return sorted((entry.name, is_dir_quietly(entry)) for entry in entries)
     except OSError:
-        return False
+        return []
 
 
 def _failed_source(path: Path, reason: str, argument: str) -> VideoSource:
@@ -501,7 +506,7 @@ def _output_folder(path: Path) -> Path | None:
     return None
 
 
-def is_dir_quietly(path: Path) -> bool:
+def is_dir_quietly(path: Path | os.DirEntry) -> bool:
     """``path.is_dir()``; False where the file system refuses to look (a name too long for it: ENAMETOOLONG)."""
     try:
         return path.is_dir()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -1200,59 +1201,56 @@ def test_torchrun_ranks_with_other_settings_or_data_stop_before_training_with_on
     assert copy.codes == [0, 0] and "clipvis: error" not in copy.stderr, copy.stderr
 
 
-def test_torchrun_ranks_of_one_machine_share_its_cpus_among_their_loader_workers(monkeypatch):
+@pytest.fixture
+def train_log(monkeypatch) -> Iterator[list[str]]:
+    """The lines the `clipvis.train` logger says (INFO and up) while the test runs."""
     import logging
+
+    said: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: said.append(record.getMessage())
+    logger = logging.getLogger("clipvis.train")
+    monkeypatch.setattr(logger, "level", logging.INFO)
+    logger.addHandler(handler)
+    try:
+        yield said
+    finally:
+        logger.removeHandler(handler)
+
+
+def test_torchrun_ranks_of_one_machine_share_its_cpus_among_their_loader_workers(monkeypatch, train_log):
     import os
 
     from clipvis.cli.train.run import loader_workers
 
-    said: list[str] = []
-    handler = logging.Handler()
-    handler.emit = lambda record: said.append(record.getMessage())
-    logger = logging.getLogger("clipvis.train")
-    monkeypatch.setattr(logger, "level", logging.INFO)
-    logger.addHandler(handler)
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
-    try:
-        monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
-        assert loader_workers(2) == 2 and not said
-        assert loader_workers(4) == 2
-        assert said == ["warning: DATALOADER.NUM_WORKERS is 4 but the 4 training processes of this machine share 8 "
-                        "CPUs: the data loads with 2 worker processes each"]
-        monkeypatch.setenv("LOCAL_WORLD_SIZE", "16")  # more processes than CPUs: one worker each still
-        assert loader_workers(4) == 1 and loader_workers(0) == 0
-    finally:
-        logger.removeHandler(handler)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    assert loader_workers(2) == 2 and not train_log
+    assert loader_workers(4) == 2
+    assert train_log == ["warning: DATALOADER.NUM_WORKERS is 4 but the 4 training processes of this machine share 8 "
+                         "CPUs: the data loads with 2 worker processes each"]
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "16")  # more processes than CPUs: one worker each still
+    assert loader_workers(4) == 1 and loader_workers(0) == 0
 
 
-def test_loader_workers_with_little_shared_memory_are_one_warning(monkeypatch, tmp_path):
+def test_loader_workers_with_little_shared_memory_are_one_warning(monkeypatch, tmp_path, train_log):
     """A container's 64 MB /dev/shm: the loader workers failed to hand over their batches and training hung at its
     first iteration without a word of clipvis'."""
-    import logging
     import shutil
 
     from clipvis.cli.train.run import check_shared_memory
 
-    said: list[str] = []
-    handler = logging.Handler()
-    handler.emit = lambda record: said.append(record.getMessage())
-    logger = logging.getLogger("clipvis.train")
-    monkeypatch.setattr(logger, "level", logging.INFO)
-    logger.addHandler(handler)
     usage = shutil.disk_usage(tmp_path)
-    try:
-        monkeypatch.setattr(shutil, "disk_usage", lambda path: usage._replace(free=64 * 2**20))
-        check_shared_memory(0)  # no workers: nothing goes through it
-        assert said == []
-        check_shared_memory(4)
-        assert said == ["warning: /dev/shm has 64 MB free, and the 4 loader workers pass every batch through it: "
-                        "PyTorch's data loader hangs when it fills; give the container more (docker run --shm-size "
-                        "8g; Kubernetes: an emptyDir of medium Memory at /dev/shm) or set DATALOADER.NUM_WORKERS=0"]
-        monkeypatch.setattr(shutil, "disk_usage", lambda path: usage._replace(free=8 * 2**30))
-        check_shared_memory(4)
-        assert len(said) == 1
-    finally:
-        logger.removeHandler(handler)
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage._replace(free=64 * 2**20))
+    check_shared_memory(0)  # no workers: nothing goes through it
+    assert train_log == []
+    check_shared_memory(4)
+    assert train_log == ["warning: /dev/shm has 64 MB free, and the 4 loader workers pass every batch through it: "
+                         "PyTorch's data loader hangs when it fills; give the container more (docker run --shm-size "
+                         "8g; Kubernetes: an emptyDir of medium Memory at /dev/shm) or set DATALOADER.NUM_WORKERS=0"]
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage._replace(free=8 * 2**30))
+    check_shared_memory(4)
+    assert len(train_log) == 1
 
 
 @pytest.mark.skipif(not torch.distributed.is_gloo_available(), reason="gloo backend not built into this torch")
