@@ -8,18 +8,25 @@ imports made is frozen then and again at exit (clipvis.cli.collector: ~1 s less 
 
 The application imports torch only where a command needs it, so help and version answer in
 ~0.4 s instead of ~1.6 s; a command line that runs a command gets torch imported here, with the collector paused.
+
+Before that, the surroundings every command needs are checked, each said in one line (`start_up_problem`): a working
+folder deleted since the shell entered it (torch's oneMKL loader aborted on it, exit 2), no writable temporary folder
+(torch's import failed on it, said as a problem of the weights). And a process whose file names are not UTF-8 (an
+ASCII or Latin-1 locale without Python's UTF-8 mode) is started again in UTF-8 mode (`utf8_mode_command`).
 """
 
 from __future__ import annotations
 
+import codecs
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from clipvis.cli.collector import collector_paused, freeze_before_exit
+from clipvis.cli.distributed import repeats_a_first_process, stop_in_silence
 from clipvis.cli.memory import share_one_malloc_arena
-from clipvis.cli.messages import error_reason
+from clipvis.cli.messages import error_reason, shown_path
 from clipvis.cli.standard_streams import install_quiet_stderr, install_quiet_stdout, unwritten_answer
 
 # Options that print something and exit before any command runs (Typer's help and completion, the app's --version).
@@ -34,6 +41,67 @@ def runs_a_command(argv: Sequence[str], environ: dict[str, str] | None = None) -
     if not arguments or "_CLIPVIS_COMPLETE" in env:
         return False
     return not ANSWERED_WITHOUT_A_COMMAND.intersection(arguments)
+
+
+# Set in the environment of the process `utf8_mode_command` starts (and removed there at once): it is not started again.
+UTF8_RESTART_VARIABLE = "_CLIPVIS_UTF8_RESTARTED"
+
+
+def utf8_mode_command(orig_argv: Sequence[str], executable: str, filesystem_encoding: str) -> list[str] | None:
+    """The command line that runs a process again in Python's UTF-8 mode (``-X utf8``, before the rest of its own
+    ``orig_argv``), where its file names are not UTF-8 (``filesystem_encoding``); None where they are.
+
+    Under an ASCII locale without UTF-8 mode (``LC_ALL=C PYTHONUTF8=0``), or a Latin-1 one, a file name is decoded
+    byte by byte: the output folder named after ``vidé.mp4`` (its name as UTF-8 text, the text that JSON files
+    record) could not be encoded back ("'ascii' codec can't encode character '\\xe9'", naming no file), nor a file
+    name read from a results file. In UTF-8 mode every name comes and goes as its bytes, as on any UTF-8 system; the
+    arguments, given back as the bytes they came as, are unchanged."""
+    if not executable or codecs.lookup(filesystem_encoding).name == "utf-8":
+        return None
+    return [executable, "-X", "utf8", *orig_argv[1:]]
+
+
+def _restart_in_utf8_mode() -> None:
+    """Run this process' command again in UTF-8 mode where `utf8_mode_command` says to (the process is replaced; no
+    thread has started, nothing was written)."""
+    if os.environ.pop(UTF8_RESTART_VARIABLE, None) is not None or sys.platform == "win32":
+        return  # started again already (the mark goes: its children do not inherit it); Windows' names are Unicode
+    command = utf8_mode_command(sys.orig_argv, sys.executable, sys.getfilesystemencoding())
+    if command is None:
+        return
+    try:
+        os.execve(command[0], command, {**os.environ, UTF8_RESTART_VARIABLE: "1"})
+    except OSError:  # the interpreter cannot be started again (gone, or no longer executable): run as it is
+        pass
+
+
+def start_up_problem(environ: Mapping[str, str] | None = None) -> str | None:
+    """What in this process' surroundings stops every command before it starts, as one line; None where nothing
+    does. Checked before torch is imported, which fails on both without naming them:
+
+    * the working folder no longer exists (``mkdir d; cd d; rmdir ../d``): torch's oneMKL loader aborted the process
+      ("Intel oneMKL FATAL ERROR: Cannot load libtorch_cpu.so", exit 2);
+    * no folder of Python's list for temporary files can be written (``$TMPDIR``, then ``/tmp``, ``/var/tmp``,
+      ``/usr/tmp`` and the working folder: the rule of Python's tempfile module, which torch's import uses): the
+      import failed, and the command said it of the weights it was loading."""
+    env = os.environ if environ is None else environ
+    try:
+        os.getcwd()
+    except FileNotFoundError:
+        shell_folder = env.get("PWD")
+        named = f" ({shown_path(shell_folder)})" if shell_folder and not os.path.lexists(shell_folder) else ""
+        return f"the current folder{named} no longer exists: cd to a folder that does and run the command again"
+    import tempfile
+
+    try:
+        tempfile.gettempdir()  # kept for the rest of the process (tempfile's own rule)
+    except FileNotFoundError:
+        value = env.get("TMPDIR")
+        given = f"TMPDIR ({shown_path(value)}), " if value else ""
+        unset = "" if value else " (TMPDIR is not set)"
+        return (f"no writable temporary folder: none of {given}/tmp, /var/tmp and the current folder can be "
+                f"written{unset}; point TMPDIR at a folder you can write")
+    return None
 
 
 # Help printed into a pipe or a file (`clipvis segment --help | less`) is laid out this wide: at rich's default of 80
@@ -53,9 +121,17 @@ class Terminated(KeyboardInterrupt):
 
 def main() -> None:
     """Run the `clipvis` application with the process set up for it."""
+    _restart_in_utf8_mode()
     share_one_malloc_arena()
     install_quiet_stderr()  # a stderr that cannot be written stops no input (clipvis.cli.standard_streams)
     if runs_a_command(sys.argv):
+        problem = start_up_problem()
+        if problem is not None:
+            if repeats_a_first_process():  # under torchrun: said by each machine's first worker, as a usage error
+                stop_in_silence()
+            else:
+                sys.stderr.write(f"clipvis: error: {problem}\n")
+            sys.exit(1)
         _run()
         return
     # help, the version or completions: a reader gone (`| head -1`) is no failure, a stdout that cannot take the

@@ -3,6 +3,7 @@ application, torch included, starts any thread."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -127,3 +128,60 @@ def test_an_answer_without_a_stdout_is_one_error_line() -> None:
     result = subprocess.run(f"{sys.executable} -m clipvis --help >&-", shell=True, stderr=subprocess.PIPE, text=True,
                             timeout=120, executable="/bin/bash")
     assert (result.returncode, result.stderr) == (1, "clipvis: error: stdout not writable (Bad file descriptor)\n")
+
+
+def test_a_working_folder_deleted_before_the_start_is_one_line_naming_it(tmp_path) -> None:
+    """`mkdir d; cd d; rmdir ../d; clipvis segment /abs/video.mp4 ...`: torch's oneMKL loader aborted the process
+    ("Intel oneMKL FATAL ERROR: Cannot load .../libtorch_cpu.so", exit 2)."""
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    script = f'cd "{gone}" && rmdir "{gone}" && exec "{sys.executable}" -m clipvis segment /no/video.mp4 --vocab cat'
+    result = subprocess.run(["/bin/sh", "-c", script], capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "PWD": str(gone)})
+    assert (result.returncode, result.stderr) == (
+        1, f"clipvis: error: the current folder ({gone}) no longer exists: cd to a folder that does and run the "
+        "command again\n")
+
+
+def test_no_writable_temporary_folder_is_one_line_naming_tmpdir_not_the_weights(tmp_path) -> None:
+    """TMPDIR missing and /tmp, /var/tmp and the working folder read-only: torch's import failed in Python's tempfile
+    ("No usable temporary directory found in [...]") as the weights loaded, and the command blamed the weights. Here
+    tempfile fails as it does then (a read-only /tmp needs privileges a test does not have)."""
+    probe = ("import sys, tempfile\n"
+             "def none_usable():\n"
+             "    raise FileNotFoundError(2, 'No usable temporary directory found in [...]')\n"
+             "tempfile.gettempdir = none_usable\n"
+             "from clipvis.cli.launcher import main\n"
+             "sys.argv = ['clipvis', 'segment', 'video.mp4', '--vocab', 'cat', '--weights', '/no/such/w.pth']\n"
+             "main()\n")
+    missing = tmp_path / "missing"
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "TMPDIR": str(missing)})
+    assert (result.returncode, result.stderr) == (
+        1, f"clipvis: error: no writable temporary folder: none of TMPDIR ({missing}), /tmp, /var/tmp and the current "
+        "folder can be written; point TMPDIR at a folder you can write\n")
+
+
+@pytest.mark.parametrize(("encoding", "restarted"), [("ascii", True), ("ANSI_X3.4-1968", True),
+                                                     ("iso8859-1", True), ("utf-8", False), ("UTF8", False)])
+def test_a_process_whose_file_names_are_not_utf8_is_started_again_in_utf8_mode(encoding, restarted) -> None:
+    from clipvis.cli.launcher import utf8_mode_command
+
+    argv = ["python", "-W", "error", "-m", "clipvis", "segment", "vid\udcc3\udca9.mp4"]
+    expected = ["/usr/bin/python3", "-X", "utf8", *argv[1:]] if restarted else None
+    assert utf8_mode_command(argv, "/usr/bin/python3", encoding) == expected
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="Windows' file names are Unicode whatever the locale")
+def test_a_utf8_file_name_under_an_ascii_locale_is_exported(tmp_path) -> None:
+    """Under `LC_ALL=C PYTHONUTF8=0` (no UTF-8 mode: Python decodes file names as ASCII), the output folder of a
+    video named `vidé` failed: "'ascii' codec can't encode character '\\xe9' in position ...", naming no file."""
+    from .exporters.conftest import make_segment_output
+
+    output = make_segment_output(tmp_path / "out", stem="vidé")
+    environment = {**os.environ, "LC_ALL": "C", "LANG": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0"}
+    result = subprocess.run([sys.executable, "-m", "clipvis", "export", str(output.folder), "--to", "png-masks",
+                             "-o", str(tmp_path / "dest")], capture_output=True, timeout=300, env=environment)
+    assert result.returncode == 0, result.stderr.decode("utf-8", "replace")
+    assert (tmp_path / "dest" / "vidé" / "png-masks").is_dir()
+    assert result.stdout.splitlines() == [os.fsencode(tmp_path / "dest" / "vidé" / "png-masks")]
