@@ -249,6 +249,17 @@ def test_broken_symlink_is_a_failed_input(tmp_path: Path) -> None:
     assert not source.ok and "broken symbolic link" in source.error
 
 
+def test_a_symbolic_link_loop_is_said_to_be_one(tmp_path: Path) -> None:
+    """`ln -s loop loop; clipvis segment loop`, two links to each other, or a loop on the way to a file: each was
+    called a broken symbolic link (or a missing file), where following the link never ends (ELOOP)."""
+    (tmp_path / "loop").symlink_to("loop")
+    (tmp_path / "a").symlink_to("b")
+    (tmp_path / "b").symlink_to("a")
+    sources = discover_inputs([str(tmp_path / "loop"), str(tmp_path / "a"), str(tmp_path / "loop" / "x.mp4")])
+    assert [source.error for source in sources] == ["symbolic-link loop (Too many levels of symbolic links)"] * 3
+    assert sources[0].describe_error() == f"{tmp_path / 'loop'}: symbolic-link loop (Too many levels of symbolic links)"
+
+
 def test_stdin_dash_reads_one_argument_per_line(tmp_path: Path) -> None:
     first = touch(tmp_path / "first.mp4")
     folder = tmp_path / "frames"
