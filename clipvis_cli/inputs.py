@@ -305,12 +305,16 @@ def _expand_argument(
             if not matches:
                 return [failed(path, no_match, argument)]
             return [found for match in matches for found in expand_path(match, argument, False)]
-        return [failed(path, _why_missing(path), argument)]
+        return [failed(path, missing_reason(path), argument)]
     except OSError as error:  # e.g. a name too long for the file system, a folder we may not enter
         return [failed(path, f"cannot read ({error_reason(error)})", argument)]
 
 
-def _why_missing(path: Path) -> str:
+# What `missing_reason` says of a path that names nothing at all.
+NO_SUCH_FILE = "no such file or directory"
+
+
+def missing_reason(path: Path) -> str:
     """Why ``path``, which `Path.exists` says is not there, names nothing: a symbolic-link loop (ELOOP: a link to
     itself, two links to each other, or a loop in a folder on the way; Path calls such a path missing), a broken
     symbolic link, or no such file."""
@@ -319,7 +323,7 @@ def _why_missing(path: Path) -> str:
     except OSError as error:
         if error.errno == errno.ELOOP:
             return f"symbolic-link loop ({error_reason(error)})"
-    return "broken symbolic link" if path.is_symlink() else "no such file or directory"
+    return "broken symbolic link" if path.is_symlink() else NO_SUCH_FILE
 
 
 def glob_matches(pattern: str) -> list[str]:

@@ -10,6 +10,7 @@ from typing import Any
 
 from clipvis.cli.atomic import atomic_output_path, ensure_output_dir, parse_json
 from clipvis.cli.evaluation.errors import EvaluationInputError
+from clipvis.cli.inputs import NO_SUCH_FILE, missing_reason
 from clipvis.cli.zip_files import add_bytes
 
 
@@ -17,7 +18,9 @@ def read_json_file(path: Path, what: str) -> Any:
     """Parse the JSON file `path`; `what` names the input in error messages (e.g. "results file")."""
     path = Path(path)
     if not path.exists():
-        raise EvaluationInputError(f"{what} not found: {path}")
+        reason = missing_reason(path)  # a symbolic-link loop is no missing file
+        raise EvaluationInputError(f"{what} not found: {path}" if reason == NO_SUCH_FILE
+                                   else f"{what} {path}: {reason}")
     if path.is_dir():
         raise EvaluationInputError(f"{what} is a directory, expected a JSON file: {path}")
     try:

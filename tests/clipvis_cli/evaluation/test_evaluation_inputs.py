@@ -127,6 +127,10 @@ def test_gt_mistakes_the_reference_scores_around_are_one_warning_each(
 def test_gt_file_errors_name_the_file(tmp_path: Path) -> None:
     with pytest.raises(EvaluationInputError, match="GT file not found"):
         load_ground_truth(tmp_path / "missing.json")
+    loop = tmp_path / "loop.json"
+    loop.symlink_to(loop.name)  # was "GT file not found" too
+    with pytest.raises(EvaluationInputError, match=r"^GT file .*loop\.json: symbolic-link loop \(Too many levels"):
+        load_ground_truth(loop)
     broken = tmp_path / "broken.json"
     broken.write_text('{"videos": [')
     with pytest.raises(EvaluationInputError, match=r"broken\.json is not valid JSON \(line 1"):
