@@ -6,8 +6,8 @@ files. Each video of each file becomes one `ExportVideo`: its `VideoInfo`, its t
 track among the video's annotations, 1-based, as `segment` numbers them) and the category names.
 
 Problems never raise from `discover_export_inputs`: an argument without results comes back as an `ExportInput`
-with `error` set, so one bad argument fails one input, not the batch. `load_videos` raises `ExportInputError`
-(one line naming the file) for a file that is not a usable YouTube-VIS document.
+with `error` set, so one bad argument fails one input, not the batch. `load_videos` (and `read_videos`) raises
+`ExportInputError` (one line naming the file) for a file that is not a usable YouTube-VIS document.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -145,12 +146,35 @@ def load_videos(path: Path) -> list[ExportVideo]:
 
     The file is read a track at a time (`clipvis.cli.json_members`) and each track's masks go to a temporary file
     (`SpilledTracks`) as they are read, so a 2-hour video's results are never all in memory: the tracks read their
-    masks back from there."""
-    path = Path(path)
+    masks back from there. That file is closed when the tracks are garbage; `read_videos` closes it as its block
+    ends."""
+    spill = _spill_for(path)
     try:
-        spill = SpilledTracks()
+        return _read_videos(Path(path), spill)
+    except BaseException:
+        spill.close()
+        raise
+
+
+@contextmanager
+def read_videos(path: Path) -> Iterator[list[ExportVideo]]:
+    """`load_videos`, the temporary file the tracks read their masks from closed as the block ends: `export` left it
+    to the garbage collector (a ResourceWarning under ``python -X dev``), holding its disk space until then."""
+    with _spill_for(path) as spill:
+        yield _read_videos(Path(path), spill)
+
+
+def _spill_for(path: Path) -> SpilledTracks:
+    """A new temporary file for the masks of the results file ``path`` (ExportInputError naming it where none can be
+    made)."""
+    try:
+        return SpilledTracks()
     except MaskStoreError as error:
         raise ExportInputError(path, str(error)) from None
+
+
+def _read_videos(path: Path, spill: SpilledTracks) -> list[ExportVideo]:
+    """`load_videos`' reading, the masks spilled to ``spill``."""
     tracks: dict[int, list[_ReadTrack]] = {}  # by video id, in file order
     annotations = 0  # read so far
     frames = 0  # of the annotation being read

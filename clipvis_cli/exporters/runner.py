@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from clipvis.cli.exporters.base import (
 )
 from clipvis.cli.exporters.cvat import CvatVideoExporter
 from clipvis.cli.exporters.frames import check_source
-from clipvis.cli.exporters.loading import ExportInput, ExportInputError, ExportVideo, load_videos
+from clipvis.cli.exporters.loading import ExportInput, ExportInputError, ExportVideo, read_videos
 from clipvis.cli.exporters.ytvis import ResultsStream
 from clipvis.cli.inputs import VideoSource
 from clipvis.cli.locks import FolderBusyError, FolderLock
@@ -148,10 +149,16 @@ class ExportRunner:
         results_folder = self._results_folder(item)
         if not item.ok:
             return [self._failed(source, item.path.name, one_line(item.describe_error()), results_folder)]
-        try:
-            videos = load_videos(item.path)
-        except ExportInputError as error:
-            return [self._failed(source, item.path.name, one_line(str(error)), results_folder)]
+        with ExitStack() as held:  # the masks' temporary file, closed once every video is exported
+            try:
+                videos = held.enter_context(read_videos(item.path))
+            except ExportInputError as error:
+                return [self._failed(source, item.path.name, one_line(str(error)), results_folder)]
+            return self._export_videos(item, source, videos, results_folder)
+
+    def _export_videos(self, item: ExportInput, source: VideoSource, videos: list[ExportVideo],
+                       results_folder: Path) -> list[ExportOutcome]:
+        """The videos read from ``item``, each exported to every format."""
         if not videos:
             return [self._failed(source, item.path.name, f"{item.path}: no videos in this results file",
                                  results_folder)]

@@ -21,7 +21,8 @@ WRITE_BYTES = 1 << 20  # strings are written to the file this many bytes at a ti
 
 
 class SpilledTracks:
-    """The temporary file the tracks of one results file are spilled to (`add`); `finish` before reading them."""
+    """The temporary file the tracks of one results file are spilled to (`add`); `finish` before reading them, `close`
+    (or a ``with`` block) when they are done."""
 
     def __init__(self, directory: str | None = None) -> None:
         self.directory = directory or tempfile.gettempdir()
@@ -80,6 +81,16 @@ class SpilledTracks:
             self._file.flush()
         except OSError as error:
             raise MaskStoreError(self.directory, error) from None
+
+    def close(self) -> None:
+        """Close the file (the tracks can no longer be read); its space is freed at once, as it has no name."""
+        self._file.close()
+
+    def __enter__(self) -> SpilledTracks:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     def read(self, start: int, end: int) -> str:
         return os.pread(self._file.fileno(), end - start, start).decode("utf-8")  # safe from several threads

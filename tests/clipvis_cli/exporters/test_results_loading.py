@@ -178,3 +178,36 @@ def test_what_json_loads_read_is_read_alike_and_what_it_cannot_tell_is_refused(t
     huge = edited("huge.json", lambda d: json.dumps(d).replace('"video_id": 1', '"video_id": 1e400', 1))
     with pytest.raises(ExportInputError, match=r"malformed YouTube-VIS content \(OverflowError: cannot convert"):
         load_videos(huge)
+
+
+def test_the_masks_temporary_file_is_closed_when_the_export_is_done(tmp_path: Path) -> None:
+    """`clipvis export` left the masks' temporary file to the garbage collector (`python -X dev`: "ResourceWarning:
+    unclosed file <_io.BufferedRandom name=3>"; with `-W error::ResourceWarning`, "Exception ignored in ..."), and
+    so did a results file that failed to read. `export` reads its inputs through `read_videos`, which closes it."""
+    import gc
+    import warnings
+
+    from typer.testing import CliRunner
+
+    from clipvis.cli.app import app
+
+    from .conftest import make_segment_output
+
+    output = make_segment_output(tmp_path / "out")
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"videos": [], "annotations": [{"segmentations": [')
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        result = CliRunner().invoke(app, ["export", str(output.folder), "--to", "png-masks,ytvis", "-o",
+                                          str(tmp_path / "dest")])
+        with pytest.raises(ExportInputError, match="not valid JSON"):
+            load_videos(broken)
+        gc.collect()
+    assert result.exit_code == 0, result.output
+    assert [str(warning.message) for warning in caught if warning.category is ResourceWarning] == []
+    from clipvis.cli.exporters.loading import read_videos
+
+    with read_videos(output.ytvis) as videos:
+        spill = videos[0].tracks[0].segmentations.spill
+        assert list(videos[0].tracks[0].segmentations) == output.tracks[0].segmentations
+    assert spill._file.closed
