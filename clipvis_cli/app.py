@@ -16,7 +16,7 @@ from clipvis.cli.commands.export import export
 from clipvis.cli.commands.segment import segment
 from clipvis.cli.commands.train import train
 from clipvis.cli.distributed import repeats_a_first_process, stop_in_silence
-from clipvis.cli.messages import one_line
+from clipvis.cli.messages import error_reason, one_line, shown_path
 
 USAGE_ERROR = 2  # the exit code of click's usage errors
 _REQUIRED_IN_BRACES = re.compile(r"^\{(.+)\}(?=(?:\.\.\.)?$)")  # Typer's usage piece of a required argument
@@ -80,6 +80,25 @@ def _said_once_per_machine(option: Any) -> None:
     option.callback = once
 
 
+def _installs_or_says_why_not(option: Any) -> None:
+    """Make Typer's ``--install-completion`` say a file it cannot write (the shell's start-up file, the completion
+    script's folder: a read-only HOME, or HOME=/proc) in one line, exit 1, instead of Typer's traceback."""
+    install = option.callback
+    if install is None or getattr(install, "says_why_not", False):
+        return
+
+    def install_or_say(ctx: Any, param: Any, value: Any) -> Any:
+        try:
+            return install(ctx, param, value)
+        except OSError as error:
+            where = f"cannot write {shown_path(error.filename)}" if error.filename else "cannot install"
+            typer.echo(f"clipvis: error: --install-completion: {where} ({error_reason(error)})", err=True)
+            raise typer.Exit(1) from None
+
+    install_or_say.says_why_not = True  # type: ignore[attr-defined]
+    option.callback = install_or_say
+
+
 class _FlagsHelp:
     """For a Typer command or group: its flags (the help option and Typer's completion options, added after the
     command is made, included) show no value placeholder in the help, and the help is printed once per machine
@@ -121,8 +140,15 @@ class ClipvisCommand(_ErrorsNameTheirCommand, _FlagsHelp, TyperCommand):
 
 
 class ClipvisGroup(_ErrorsNameTheirCommand, _FlagsHelp, TyperGroup):
-    """The `clipvis` command group: Typer's, with usage errors and the help said once per machine under torchrun, and
-    flags shown without a value placeholder in the help."""
+    """The `clipvis` command group: Typer's, with usage errors and the help said once per machine under torchrun,
+    flags shown without a value placeholder in the help, and a completion that cannot be installed said in one line."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        params = super().get_params(ctx)  # the options are parsed from here, eager ones first
+        for param in params:
+            if param.name == "install_completion":
+                _installs_or_says_why_not(param)
+        return params
 
     def make_context(self, *args: Any, **kwargs: Any) -> Any:
         with _usage_errors_said_once():

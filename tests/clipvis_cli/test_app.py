@@ -134,3 +134,17 @@ def test_clipvis_alone_still_prints_its_help() -> None:
     result = CliRunner().invoke(app, [])
     assert "Usage: clipvis [OPTIONS] COMMAND" in result.output and "segment" in result.output
     assert "clipvis: error" not in result.output
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="HOME=/proc: a folder no one can write in (Linux)")
+def test_a_shell_completion_that_cannot_be_installed_is_one_line_naming_the_file(monkeypatch) -> None:
+    """`HOME=/proc clipvis --install-completion` (or a read-only HOME) printed Typer's traceback
+    (FileNotFoundError: '/proc/.bashrc')."""
+    import typer._completion_shared as completion
+
+    monkeypatch.setattr(completion, "_get_shell_name", lambda: "bash")  # as from a bash session
+    monkeypatch.setenv("HOME", "/proc")
+    result = CliRunner().invoke(app, ["--install-completion"])
+    assert (result.exit_code, result.stdout) == (1, ""), repr(result.exception)
+    assert re.fullmatch(r"clipvis: error: --install-completion: cannot write /proc/\.bashrc \([^()\n]+\)\n",
+                        result.stderr), result.stderr
