@@ -11,10 +11,10 @@ import typer
 from typer.core import TyperCommand, TyperGroup
 
 from clipvis.cli import __version__
-from clipvis.cli.commands.evaluate import evaluate
-from clipvis.cli.commands.export import export
-from clipvis.cli.commands.segment import segment
-from clipvis.cli.commands.train import train
+from clipvis.cli.commands.evaluate import EVALUATE_HELP, evaluate
+from clipvis.cli.commands.export import EXPORT_HELP, export
+from clipvis.cli.commands.segment import SEGMENT_HELP, segment
+from clipvis.cli.commands.train import TRAIN_HELP, train
 from clipvis.cli.distributed import repeats_a_first_process, stop_in_silence
 from clipvis.cli.messages import error_reason, one_line, shown_path
 
@@ -191,15 +191,16 @@ def _root(
     """clipvis: segment, track and label every object whose name you type."""
 
 
-# The command list shows these one-liners (a docstring's first paragraph keeps its line breaks there).
-app.command("segment", cls=ClipvisCommand)(segment)
-app.command("evaluate", cls=ClipvisCommand,
+# Each command's help is given here (not read from its function's docstring, which python -OO strips); the command
+# list shows the short_help one-liners (the help's first paragraph keeps its line breaks there).
+app.command("segment", cls=ClipvisCommand, help=SEGMENT_HELP)(segment)
+app.command("evaluate", cls=ClipvisCommand, help=EVALUATE_HELP,
             short_help="Video mask AP: score a results file, or run a checkpoint on a benchmark or on "
             "custom data and score it.")(evaluate)
-app.command("export", cls=ClipvisCommand,
+app.command("export", cls=ClipvisCommand, help=EXPORT_HELP,
             short_help="Convert segment outputs to CVAT, COCO, MOTS, PNG masks, Label Studio, FiftyOne or "
             "YouTube-VIS files; or the network to ONNX.")(export)
-app.command("train", cls=ClipvisCommand)(train)
+app.command("train", cls=ClipvisCommand, help=TRAIN_HELP)(train)
 
 
 def main() -> None:

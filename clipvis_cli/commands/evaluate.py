@@ -148,6 +148,15 @@ def _same_content(path: Path, other: Path) -> bool:
         return False
 
 
+# What `clipvis evaluate --help` says the command does (Typer's help=, clipvis.cli.app: a docstring is gone under
+# python -OO, and the help with it)
+EVALUATE_HELP = """Video mask AP (AP, AP50, AP75, APs/m/l, AR1/10/100): score a results file (--results --gt), or run a
+checkpoint on a benchmark (--dataset NAME --weights W) or on custom data (--gt --frames) and score it.
+
+The LV-VIS protocol also reports base (APb) and novel (APn) categories; BURST reports base/novel and
+common/uncommon."""
+
+
 def evaluate(
     results: Path | None = typer.Option(
         None, "--results", help="Results JSON: a list of {video_id, category_id, score, segmentations}.", dir_okay=False
@@ -196,12 +205,6 @@ def evaluate(
     batch_frames: int = typer.Option(4, "--batch-frames", min=1, help="Frames per model batch."),
     max_videos: int | None = typer.Option(None, "--max-videos", min=1, help="Only the first N videos (by id)."),
 ) -> None:
-    """Video mask AP (AP, AP50, AP75, APs/m/l, AR1/10/100): score a results file (--results --gt), or run a
-    checkpoint on a benchmark (--dataset NAME --weights W) or on custom data (--gt --frames) and score it.
-
-    The LV-VIS protocol also reports base (APb) and novel (APn) categories; BURST reports base/novel and
-    common/uncommon.
-    """
     if dataset is not None or frames is not None:
         prefer_huge_pages()  # before any tensor exists (clipvis.cli.memory)
         if results is not None:

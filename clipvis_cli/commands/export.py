@@ -58,6 +58,13 @@ def refuse_options_of_the_other_mode(ctx: typer.Context, onnx: bool) -> None:
                                      else f"{flag} is only for --to onnx")
 
 
+# What `clipvis export --help` says the command does (Typer's help=, clipvis.cli.app: a docstring is gone under
+# python -OO, and the help with it)
+EXPORT_HELP = """\
+Convert segment outputs to CVAT, COCO, MOTS, DAVIS-style PNG, Label Studio, FiftyOne or YouTube-VIS files;
+or, with --to onnx, the per-frame network to ONNX."""
+
+
 def export(
     ctx: typer.Context,
     inputs: list[str] = typer.Argument(
@@ -114,8 +121,6 @@ def export(
         "stdout end with one (find -print0, xargs -0)."
     ),
 ) -> None:
-    """Convert segment outputs to CVAT, COCO, MOTS, DAVIS-style PNG, Label Studio, FiftyOne or YouTube-VIS files;
-    or, with --to onnx, the per-frame network to ONNX."""
     if log_format not in ("human", "jsonl"):
         raise typer.BadParameter(f"--log-format must be human or jsonl, not {log_format!r}")
     if _under_torchrun():  # every worker would export every input, into the same folders at once

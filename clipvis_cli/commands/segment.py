@@ -71,6 +71,13 @@ class TakenInputs:
             yield position
 
 
+# What `clipvis segment --help` says the command does (Typer's help=, clipvis.cli.app: a docstring is gone under
+# python -OO, and the help with it)
+SEGMENT_HELP = (
+    "Segment and track every object of the given classes; write overlay.mp4, ytvis.json, coco.json, run.json."
+)
+
+
 def segment(
     inputs: list[str] = typer.Argument(
         ..., metavar="INPUTS",
@@ -139,7 +146,6 @@ def segment(
         "stdout end with one (find -print0, xargs -0): for file names that hold newlines.",
     ),
 ) -> None:
-    """Segment and track every object of the given classes; write overlay.mp4, ytvis.json, coco.json, run.json."""
     if exact and (max_tracks is not None or score_threshold != 0.0):
         raise typer.BadParameter(
             "--exact writes the official evaluator's results (its TEST.DETECTIONS_PER_IMAGE per video, 50, unsorted, "

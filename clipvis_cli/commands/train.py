@@ -44,6 +44,11 @@ if TYPE_CHECKING:
     from clipvis.cli.train.config import TrainConfig
 
 
+# What `clipvis train --help` says the command does (Typer's help=, clipvis.cli.app: a docstring is gone under
+# python -OO, and the help with it)
+TRAIN_HELP = "Train CLIP-VIS (class-agnostic head on a frozen CLIP) with the official recipe."
+
+
 def train(
     overrides: list[str] = typer.Argument(
         None, metavar="KEY=VALUE", help="Config overrides with official key names, e.g. SOLVER.MAX_ITER=5000."
@@ -81,7 +86,6 @@ def train(
         None, "--export-pth", help="Write --weights (e.g. a training folder) as an official .pth checkpoint and exit."
     ),
 ) -> None:
-    """Train CLIP-VIS (class-agnostic head on a frozen CLIP) with the official recipe."""
     if export_pth is not None:
         unused = [flag for flag, given in (("--output-dir", output_dir is not None), ("--resume", resume),
                                            ("--num-gpus", num_gpus != 1), ("--data", bool(data)),

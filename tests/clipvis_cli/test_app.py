@@ -148,3 +148,22 @@ def test_a_shell_completion_that_cannot_be_installed_is_one_line_naming_the_file
     assert (result.exit_code, result.stdout) == (1, ""), repr(result.exception)
     assert re.fullmatch(r"clipvis: error: --install-completion: cannot write /proc/\.bashrc \([^()\n]+\)\n",
                         result.stderr), result.stderr
+
+
+def test_the_help_describes_every_command_under_python_oo() -> None:
+    """`python -OO -m clipvis --help` (docstrings stripped) listed `segment` and `train` without a description, and
+    each command's own --help lost it: Typer read them from the functions' docstrings."""
+    from clipvis.cli.commands.evaluate import EVALUATE_HELP
+    from clipvis.cli.commands.export import EXPORT_HELP
+    from clipvis.cli.commands.segment import SEGMENT_HELP
+    from clipvis.cli.commands.train import TRAIN_HELP
+
+    probe = ("from typer.testing import CliRunner\nfrom clipvis.cli.app import app\n"
+             "for command in ([], ['segment'], ['evaluate'], ['export'], ['train']):\n"
+             "    print(CliRunner().invoke(app, [*command, '--help'], env={'COLUMNS': '200'}).stdout, '\\f')\n")
+    done = subprocess.run([sys.executable, "-OO", "-c", probe], capture_output=True, text=True, timeout=120,
+                          check=True)
+    listing, *helps = [" ".join(page.replace("│", " ").split()) for page in done.stdout.split("\f")[:5]]
+    assert "segment Segment and track every object" in listing and "train Train CLIP-VIS" in listing, listing
+    for shown, described in zip(helps, (SEGMENT_HELP, EVALUATE_HELP, EXPORT_HELP, TRAIN_HELP), strict=True):
+        assert " ".join(described.split()) in shown, shown
