@@ -21,6 +21,16 @@ import pytest
 from PIL import Image
 
 
+@pytest.fixture(autouse=True)
+def no_process_tree_left() -> Iterator[None]:
+    """After each test, the process trees it started (torchrun jobs: `process_trees.start_process_tree`) that are
+    still running are killed whole: one that failed or timed out left torchrun's workers behind."""
+    from .process_trees import end_process_trees
+
+    yield
+    end_process_trees()
+
+
 @pytest.fixture
 def isolated_cache(tmp_path, monkeypatch) -> Iterator[Path]:
     """CLIPVIS_CACHE in a temp folder and no downloads, for the whole test. ``monkeypatch.undo()`` in the test would

@@ -38,6 +38,7 @@ from clipvis.cli.inputs import VideoSource
 from clipvis.cli.progress import JobProgressReporter
 from clipvis.cli.segment import SegmentOptions, checkpoint_identity
 
+from .process_trees import kill_process_tree, start_process_tree
 from .thread_ranks import ThreadJob, ThreadRanks
 from .torchrun_cases import torchrun_cases
 
@@ -365,7 +366,7 @@ def two_machines(
     nodes: list[subprocess.Popen] = []
     try:
         for machine, node_args in enumerate((args, args if second_args is None else second_args), 1):
-            nodes.append(subprocess.Popen(
+            nodes.append(start_process_tree(
                 [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1",
                  "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "clipvis-test",
                  "--local-addr", f"127.0.0.{machine}", "-m", "clipvis", *node_args],
@@ -376,7 +377,8 @@ def two_machines(
         return [(*node.communicate(timeout=150), node.returncode) for node in nodes]
     finally:
         for node in nodes:
-            node.kill()
+            if node.poll() is None:
+                kill_process_tree(node)  # the agent and its worker (in a session of its own)
 
 
 def wait_for_port(port: int, process: subprocess.Popen, seconds: float = 60.0) -> None:
@@ -738,9 +740,9 @@ def test_ctrl_c_under_torchrun_while_one_rank_waits_for_the_other_ends_every_ran
     write_video(folder / "b_short.mp4", 2, shift=1)
     out = tmp_path / "out"
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
-    process = subprocess.Popen([*launcher, "-m", "clipvis", *segment_args(folder, tiny_weights, out)],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               env=child_env(tmp_path / "cache"), start_new_session=True)
+    process = start_process_tree([*launcher, "-m", "clipvis", *segment_args(folder, tiny_weights, out)],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                 env=child_env(tmp_path / "cache"))
     deadline = time.monotonic() + 120
     while not (out / "b_short" / "ytvis.json").is_file() and time.monotonic() < deadline and process.poll() is None:
         time.sleep(0.05)

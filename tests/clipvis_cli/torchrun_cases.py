@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+
+from .process_trees import run_process_tree
 
 LAUNCHER = """\
 import json, os, runpy, sys
@@ -89,7 +90,7 @@ def torchrun_cases(folder: Path, cases: list[list[list[str]]], timeout: float = 
     environ = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {}), "CLIPVIS_CASES": str(folder)}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
                str(folder / "launch.py")]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=environ, input=stdin)
+    done = run_process_tree(command, timeout=timeout, env=environ, input=stdin)  # on a timeout, every worker killed
     outcomes = []
     for number in range(len(cases) - 1):
         codes = [folder / f"{number}.{rank}.code" for rank in range(2)]

@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 from clipvis.cli.app import app
 from clipvis.model import load_model
 
+from ..process_trees import start_process_tree
 from .conftest import SIZE, render_shapes, write_coco
 
 runner = CliRunner()
@@ -1382,8 +1383,8 @@ def start_long_run(tmp_path, tiny_train_config, launch: tuple[str, ...], *overri
     run = tmp_path / "run"
     command = [sys.executable, *launch, "--config", str(config), "--output-dir", str(run), "--data", str(data[0]),
                "--images", str(data[1]), "CLIPVIS.LOG_PERIOD=1", *overrides]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               env={**os.environ, "OMP_NUM_THREADS": "1"})
+    process = start_process_tree(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                 env={**os.environ, "OMP_NUM_THREADS": "1"})
     metrics = run / "metrics.jsonl"
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and process.poll() is None:
@@ -1468,7 +1469,7 @@ def start_with_slow_data(tmp_path, tiny_train_config, launch: tuple[str, ...], s
                str(config), "--output-dir", str(run), "--data", str(data[0]), "--images", str(data[1]), *args]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "SLOW_RANK": str(slow), "MARKER": str(marker),
            "SLOW_S": str(seconds)}
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    process = start_process_tree(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     deadline = time.monotonic() + 120
     while not (marker.exists() and marker.read_text()) and time.monotonic() < deadline and process.poll() is None:
         time.sleep(0.1)
@@ -1546,7 +1547,7 @@ def test_a_process_of_num_gpus_killed_during_training_is_the_commands_line_alone
     config = tiny_train_config(tmp_path, MAX_ITER=5000, IMS_PER_BATCH=2)
     launcher, marker, run = tmp_path / "launch.py", tmp_path / "paused", tmp_path / "run"
     launcher.write_text(SLOW_METRICS_LAUNCHER)
-    process = subprocess.Popen(
+    process = start_process_tree(
         [sys.executable, str(launcher), "train", "--num-gpus", "2", "--config", str(config), "--output-dir", str(run),
          "--data", str(data[0]), "--images", str(data[1]), "CLIPVIS.LOG_PERIOD=1", "SOLVER.CHECKPOINT_PERIOD=1"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
