@@ -44,7 +44,9 @@ def runs_a_command(argv: Sequence[str], environ: dict[str, str] | None = None) -
 
 
 # Set in the environment of the process `utf8_mode_command` starts (and removed there at once): it is not started again.
+# Its value says whether PYTHONIOENCODING was set for that process alone (then removed there too).
 UTF8_RESTART_VARIABLE = "_CLIPVIS_UTF8_RESTARTED"
+_STREAMS_KEPT = "streams-kept"
 
 
 def utf8_mode_command(orig_argv: Sequence[str], executable: str, filesystem_encoding: str) -> list[str] | None:
@@ -63,14 +65,25 @@ def utf8_mode_command(orig_argv: Sequence[str], executable: str, filesystem_enco
 
 def _restart_in_utf8_mode() -> None:
     """Run this process' command again in UTF-8 mode where `utf8_mode_command` says to (the process is replaced; no
-    thread has started, nothing was written)."""
-    if os.environ.pop(UTF8_RESTART_VARIABLE, None) is not None or sys.platform == "win32":
-        return  # started again already (the mark goes: its children do not inherit it); Windows' names are Unicode
+    thread has started, nothing was written). Its standard streams keep the locale's encoding (PYTHONIOENCODING, for
+    that process alone, unless the user set it): UTF-8 mode is for the file names, and a Latin-1 terminal still gets
+    Latin-1 text (help's frames drawn in ASCII where the encoding has no box characters, as before)."""
+    restarted = os.environ.pop(UTF8_RESTART_VARIABLE, None)
+    if restarted is not None:  # started again already; the marks go, so that its children do not inherit them
+        if restarted == _STREAMS_KEPT:
+            os.environ.pop("PYTHONIOENCODING", None)
+        return
+    if sys.platform == "win32":  # Windows' file names are Unicode whatever the locale
+        return
     command = utf8_mode_command(sys.orig_argv, sys.executable, sys.getfilesystemencoding())
     if command is None:
         return
+    environment = {**os.environ, UTF8_RESTART_VARIABLE: "1"}
+    if "PYTHONIOENCODING" not in os.environ and sys.stdout is not None:
+        environment.update(PYTHONIOENCODING=f"{sys.stdout.encoding}:{sys.stdout.errors}",
+                           **{UTF8_RESTART_VARIABLE: _STREAMS_KEPT})
     try:
-        os.execve(command[0], command, {**os.environ, UTF8_RESTART_VARIABLE: "1"})
+        os.execve(command[0], command, environment)
     except OSError:  # the interpreter cannot be started again (gone, or no longer executable): run as it is
         pass
 

@@ -172,6 +172,22 @@ def test_a_process_whose_file_names_are_not_utf8_is_started_again_in_utf8_mode(e
     assert utf8_mode_command(argv, "/usr/bin/python3", encoding) == expected
 
 
+ASCII_LOCALE = {"LC_ALL": "C", "LANG": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0"}
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="Windows' file names are Unicode whatever the locale")
+def test_the_process_started_again_in_utf8_mode_keeps_the_locales_streams_and_no_mark() -> None:
+    """UTF-8 mode is for the file names: stdout and stderr keep the locale's encoding (a Latin-1 or ASCII terminal
+    gets what it got), and the restart's marks are not passed on to the processes the command starts."""
+    probe = ("import os, sys\nfrom clipvis.cli.launcher import _restart_in_utf8_mode\n_restart_in_utf8_mode()\n"
+             "print(sys.flags.utf8_mode, sys.getfilesystemencoding(), sys.stdout.encoding, sys.stderr.encoding,\n"
+             "      sorted(name for name in os.environ if 'CLIPVIS' in name or name == 'PYTHONIOENCODING'))\n")
+    environment = {name: value for name, value in os.environ.items() if name != "PYTHONIOENCODING"}
+    shown = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True,
+                           env={**environment, **ASCII_LOCALE}).stdout
+    assert shown.split(maxsplit=4) == ["1", "utf-8", "ascii", "ascii", "[]\n"], shown
+
+
 @pytest.mark.skipif(sys.platform == "win32", reason="Windows' file names are Unicode whatever the locale")
 def test_a_utf8_file_name_under_an_ascii_locale_is_exported(tmp_path) -> None:
     """Under `LC_ALL=C PYTHONUTF8=0` (no UTF-8 mode: Python decodes file names as ASCII), the output folder of a
@@ -179,7 +195,7 @@ def test_a_utf8_file_name_under_an_ascii_locale_is_exported(tmp_path) -> None:
     from .exporters.conftest import make_segment_output
 
     output = make_segment_output(tmp_path / "out", stem="vidé")
-    environment = {**os.environ, "LC_ALL": "C", "LANG": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0"}
+    environment = {**os.environ, **ASCII_LOCALE}
     result = subprocess.run([sys.executable, "-m", "clipvis", "export", str(output.folder), "--to", "png-masks",
                              "-o", str(tmp_path / "dest")], capture_output=True, timeout=300, env=environment)
     assert result.returncode == 0, result.stderr.decode("utf-8", "replace")
