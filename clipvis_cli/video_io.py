@@ -10,8 +10,8 @@ players do), so frames and sizes are what a player shows. Every PyAV /
 FFmpeg failure becomes a `VideoReadError` whose `str()` is one line naming the file and the cause, and so does a
 file that decodes without an error but not whole: cut short (it ends well before the duration its header declares,
 counted from its first frame's time, or an AVI holds fewer frames than its header counts), or damaged so that frames
-are lost mid-way (FFmpeg flagged corrupt data and the frames' times jump): every later frame would get a lost frame's
-number.
+are lost mid-way (the frames' times jump where FFmpeg flagged corrupt data: `_StreamHealth`): every later frame would
+get a lost frame's number. Damage is said as soon as it is found, not after the last frame.
 
 `BackgroundDecoder` runs a reader in a daemon thread and hands out `FrameBatch`es through a bounded queue.
 """
@@ -24,6 +24,7 @@ import struct
 import threading
 import warnings
 from array import array
+from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -49,6 +50,10 @@ DEFAULT_FPS = Fraction(30)
 _MAX_PLAUSIBLE_FPS = 1000
 _MAX_AVERAGE_FPS = 10_000
 _AVI_LEADING_FRAMES = 4  # an AVI's first decoded frame comes at most this many chunks in (B-frame delay)
+# Corrupt data within this many frame durations of a gap in the frames' times is what lost its frames (B-frames put
+# a damaged packet's frame a few frames from where the loss shows; a parser may flag the packet before the one cut)
+_DAMAGE_REACH_FRAMES = 4
+_RECENT_EVENTS = 64  # the gaps and corrupt data kept to pair up: a gap and its damage come out close together
 
 
 class VideoReadError(PathError):
@@ -175,6 +180,8 @@ class VideoReader:
                 decoded += 1
                 last_time = frame.time if frame.time is not None else last_time
                 health.saw(frame)
+                if health.damage_settled:  # said now, not once the model has run through the rest of the video
+                    raise self._damage_error(health, start)
                 coded = (frame.height, frame.width)
                 if first_coded is None:
                     first_coded = coded
@@ -194,13 +201,8 @@ class VideoReader:
             container.close()
         if decoded == 0:
             raise VideoReadError(self.path, "no decodable frames")
-        if health.corrupt and health.gap is not None:
-            # Damaged data the demuxer skipped over: the frames after it would get the numbers of the lost ones.
-            before, after = health.gap
-            raise VideoReadError(
-                self.path, f"damaged: no frames between {before - start:.1f} s and {after - start:.1f} s (FFmpeg "
-                           "found corrupt data there), so the frames after would be numbered wrongly"
-            )
+        if health.gap is not None:
+            raise self._damage_error(health, start)
         if is_avi and health.first_pts is not None and health.first_pts > _AVI_LEADING_FRAMES:
             # An AVI's first chunk is frame 0 (B-frames delay the first decoded one by a frame or two): a damaged
             # index that lost the first keyframe leaves later frames, which would take the lost ones' numbers.
@@ -229,6 +231,15 @@ class VideoReader:
                     self.path, f"truncated: the file ends after {decoded} frames, at {end - start:.1f} s of the "
                                f"{declared:.1f} s its header declares"
                 )
+
+    def _damage_error(self, health: _StreamHealth, start: float) -> VideoReadError:
+        """Damaged data the demuxer skipped over (``health.gap``): the frames after it would get the numbers of the
+        lost ones."""
+        before, after = health.gap or (start, start)
+        return VideoReadError(
+            self.path, f"damaged: no frames between {before - start:.1f} s and {after - start:.1f} s (FFmpeg found "
+                       "corrupt data there), so the frames after would be numbered wrongly"
+        )
 
     def _decode_error(self, decoded: int, error: BaseException) -> VideoReadError:
         reason = error_reason(error)
@@ -802,8 +813,16 @@ def video_start_time(times: Sequence[float], frame_indices: Sequence[int], fps: 
 
 
 class _StreamHealth:
-    """What demuxing and decoding one video stream showed: corrupt packets or frames (FFmpeg's flags), the video
-    packets read, and the largest gap between consecutive frames' times when it is over 1.5 frame durations."""
+    """What demuxing and decoding one video stream showed: the video packets read, corrupt packets or frames
+    (FFmpeg's flags), and ``gap``: frames lost to damage, the longest gap of over 1.5 frame durations between
+    consecutive frames' times that has corrupt data next to it (within ``_DAMAGE_REACH_FRAMES`` of the frame
+    duration before the gap: a variable-rate video's average rate, lowered by its pauses, would reach farther).
+
+    A gap far from any corrupt data is the video's own (a screen recorder's pause, a camera's dropped frames), and
+    so is one whose only corrupt data is a packet the demuxer flagged where decoding starts again at a keyframe
+    (two MPEG-TS recordings joined with ``cat``: the continuity counters break at the join, and the second
+    recording starts later). A frame the decoder flags next to a gap, or a flagged packet before frames decoded
+    from the middle of a group of pictures, is damage the demuxer skipped over."""
 
     def __init__(self, fps: Fraction) -> None:
         self.fps = fps if fps else DEFAULT_FPS
@@ -813,21 +832,80 @@ class _StreamHealth:
         self.packets = 0
         self.last_end = 0  # the latest packet's pts + duration, in the stream's time base
         self.gap: tuple[float, float] | None = None
-        self._longest = 1.5 / float(fps) if fps else float("inf")
+        self._longest = 1.5 / float(fps) if fps else float("inf")  # a longer step between frames is a gap
         self._previous: float | None = None
+        self._latest: float | None = None  # the latest time a packet or frame gave (for corrupt data without one)
+        self._frames_after_gap = 0  # frames seen since ``gap`` was found
+        self._steps: deque[float] = deque(maxlen=16)  # the latest steps between frames that are no gap
+        # Recent gaps (before, after, decoding starts again at a keyframe, how far from them corrupt data counts) and
+        # corrupt data (time, flagged by the decoder): a gap and the damage that made it come out close together
+        self._gaps: deque[tuple[float, float, bool, float]] = deque(maxlen=_RECENT_EVENTS)
+        self._corruption: deque[tuple[float, bool]] = deque(maxlen=_RECENT_EVENTS)
+
+    @property
+    def damage_settled(self) -> bool:
+        """Whether frames were lost to damage (``gap``) and enough frames have followed that no longer gap beside it
+        is still to come."""
+        return self.gap is not None and self._frames_after_gap >= _DAMAGE_REACH_FRAMES
+
+    def saw_packet(self, packet: av.Packet) -> None:
+        """A video packet the demuxer gave (not the empty one that flushes the decoder)."""
+        self.packets += 1
+        stamp = packet.pts if packet.pts is not None else packet.dts
+        time = float(stamp * packet.time_base) if stamp is not None and packet.time_base else None
+        if time is not None:
+            self._latest = time
+        if packet.pts is not None:
+            self.last_end = max(self.last_end, int(packet.pts) + int(packet.duration or 1))
+        if getattr(packet, "is_corrupt", False):
+            self._corrupt_at(time, decoded=False)
 
     def saw(self, frame: av.VideoFrame) -> None:
-        self.corrupt = self.corrupt or bool(getattr(frame, "is_corrupt", False))
+        """A decoded frame, in presentation order."""
         if self.first_pts is None and getattr(frame, "pts", None) is not None:
             self.first_pts = int(frame.pts)
-        if frame.time is None:
+        time = frame.time
+        if self.gap is not None:
+            self._frames_after_gap += 1
+        if time is not None:
+            self._latest = time
+        if getattr(frame, "is_corrupt", False):
+            self._corrupt_at(time, decoded=True)
+        if time is None:
             return
         if self._previous is not None:
-            self.last_step = frame.time - self._previous
+            self.last_step = time - self._previous
             if self.last_step > self._longest:
-                self._longest = self.last_step
-                self.gap = (self._previous, frame.time)
-        self._previous = frame.time
+                steps = sorted(self._steps)
+                duration = steps[len(steps) // 2] if steps else 1 / float(self.fps)  # the frames' usual step
+                gap = (self._previous, time, bool(getattr(frame, "key_frame", False)), _DAMAGE_REACH_FRAMES * duration)
+                self._gaps.append(gap)
+                for corrupt in self._corruption:
+                    self._check(gap, corrupt)
+            elif self.last_step > 0:
+                self._steps.append(self.last_step)
+        self._previous = time
+
+    def _corrupt_at(self, time: float | None, decoded: bool) -> None:
+        self.corrupt = True
+        if time is None:
+            time = self._latest
+        if time is None:
+            return
+        corrupt = (time, decoded)
+        self._corruption.append(corrupt)
+        for gap in self._gaps:
+            self._check(gap, corrupt)
+
+    def _check(self, gap: tuple[float, float, bool, float], corrupt: tuple[float, bool]) -> None:
+        """Make ``gap`` the frames lost to damage when ``corrupt`` is next to it, and it is the longest such."""
+        before, after, restarts, reach = gap
+        time, decoded = corrupt
+        if not before - reach <= time <= after + reach or (restarts and not decoded):
+            return
+        if self.gap is None or after - before > self.gap[1] - self.gap[0]:
+            self.gap = (before, after)
+            self._frames_after_gap = 0
 
 
 def _demuxed_frames(container: av.container.InputContainer, stream: av.video.stream.VideoStream,
@@ -835,10 +913,7 @@ def _demuxed_frames(container: av.container.InputContainer, stream: av.video.str
     """``container.decode(stream)``, with the packets in view: their count and corrupt flags go to ``health``."""
     for packet in container.demux(stream):
         if packet.size or packet.pts is not None:  # not the empty packet that flushes the decoder at the end
-            health.packets += 1
-            health.corrupt = health.corrupt or bool(getattr(packet, "is_corrupt", False))
-            if packet.pts is not None:
-                health.last_end = max(health.last_end, int(packet.pts) + int(packet.duration or 1))
+            health.saw_packet(packet)
         yield from packet.decode()
 
 

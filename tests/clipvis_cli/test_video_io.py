@@ -299,16 +299,21 @@ def test_frames_lost_to_damage_and_an_avi_cut_short_fail_instead_of_being_renumb
     data[middle : middle + 300] = bytes(range(256)) + bytes(44)
     damaged = tmp_path / "damaged.mkv"
     damaged.write_bytes(bytes(data))
+    import av
+
+    with av.open(str(damaged)) as container:
+        decodable = sum(1 for _ in container.decode(video=0))
+    yielded: list[int] = []
     with pytest.raises(VideoReadError, match=r"damaged: no frames between|truncated or corrupt"):
-        read_all(VideoReader(damaged))  # (with this FFmpeg: "damaged: no frames between 1.5 s and 5.0 s ...")
+        for index, _ in VideoReader(damaged):  # (with this FFmpeg: "damaged: no frames between 1.5 s and 5.0 s ...")
+            yielded.append(index)
+    assert len(yielded) < decodable  # said once found, not after the model had run through every frame left
     health = _StreamHealth(Fraction(10))  # what decides: frames lost where FFmpeg flagged corrupt data
     for seconds, corrupt in ((0.0, False), (0.1, False), (0.2, True), (3.0, False), (3.1, False)):
         health.saw(SimpleNamespace(time=seconds, is_corrupt=corrupt))
     assert health.corrupt and health.gap == (0.2, 3.0)
 
     avi = synth.write_bar_video(tmp_path / "dashcam.avi", 60, codec="mjpeg", pix_fmt="yuvj420p", rate=10)
-    import av
-
     with av.open(str(avi)) as container:  # cut where frame 30's chunk begins: the first 30 decode without an error
         offset = [packet.pos for packet in container.demux(video=0)][30]
     cut = tmp_path / "dashcam_cut.avi"
@@ -344,6 +349,45 @@ def test_frames_lost_to_damage_and_an_avi_cut_short_fail_instead_of_being_renumb
     irregular = synth.write_bar_video(tmp_path / "screen.mkv", 6, pts=[0, 40, 2000, 2040, 5000, 9960],
                                       time_base=Fraction(1, 1000), rate=10)
     assert len(read_all(VideoReader(irregular))[0]) == 6
+
+
+def test_a_pause_far_from_corrupt_data_and_recordings_joined_with_cat_are_read_whole(tmp_path: Path, synth) -> None:
+    """A screen recording with a 3 s pause and a damaged frame 2 s after it, and two MPEG-TS recordings joined with
+    `cat` (the second starts 100 s later; the continuity counters break at the join, which FFmpeg flags as corrupt)
+    failed whole as "damaged": any corrupt data anywhere and any gap in the times. Only a gap next to corrupt data
+    is lost frames."""
+    import av
+
+    rng = np.random.default_rng(0)
+    pts = [i * 3000 for i in range(10)] + [450_000 + i * 3000 for i in range(20)]  # 90 kHz: a pause from 0.3 s to 5 s
+    screen = tmp_path / "screen.mp4"
+    with av.open(str(screen), "w") as output:
+        stream = output.add_stream("libx264", rate=30, options={"g": "15", "bf": "0"})
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        stream.codec_context.time_base = Fraction(1, 90_000)
+        for stamp in pts:
+            frame = av.VideoFrame.from_ndarray(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8), format="rgb24")
+            frame.pts, frame.time_base = stamp, Fraction(1, 90_000)
+            output.mux(stream.encode(frame))
+        output.mux(stream.encode())
+    with av.open(str(screen)) as container:
+        packet = [packet for packet in container.demux(video=0) if packet.size][25]  # the frame at 5.5 s
+    data = bytearray(screen.read_bytes())
+    middle = packet.pos + packet.size // 2
+    data[middle : middle + 40] = bytes(b ^ 0xFF for b in data[middle : middle + 40])
+    screen.write_bytes(bytes(data))
+    with av.open(str(screen)) as container:
+        assert any(frame.is_corrupt for frame in container.decode(video=0))  # the decoder saw the damage
+    assert read_all(VideoReader(screen))[0] == list(range(30))
+
+    first = synth.write_bar_video(tmp_path / "a.ts", 10, pts=range(10), time_base=Fraction(1, 30), rate=30)
+    second = synth.write_bar_video(tmp_path / "b.ts", 10, pts=range(3000, 3010), time_base=Fraction(1, 30), rate=30)
+    joined = tmp_path / "joined.ts"
+    joined.write_bytes(first.read_bytes() + second.read_bytes())
+    with av.open(str(joined)) as container:
+        assert any(packet.is_corrupt for packet in container.demux(video=0))  # the join, as FFmpeg flags it
+    indices, frames = read_all(VideoReader(joined))
+    assert indices == list(range(20)) and [synth.bar_index(f) for f in frames] == [*range(10), *range(10)]
 
 
 def test_a_damaged_first_keyframe_is_told_as_damage_and_no_frame_decoding_as_none(tmp_path: Path, synth) -> None:
