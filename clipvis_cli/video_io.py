@@ -18,6 +18,7 @@ get a lost frame's number. Damage is said as soon as it is found, not after the 
 
 from __future__ import annotations
 
+import itertools
 import math
 import queue
 import struct
@@ -791,25 +792,33 @@ class VideoFrameSeeker:
 def variable_frame_times(times: Sequence[float], frame_indices: Sequence[int], fps: Fraction) -> list[float] | None:
     """The frames' times (seconds from the video's start), when they are not what their numbers at ``fps`` say
     (a variable frame rate: screen recorders write frames only when the screen changes; phones vary the rate):
-    off by more than half a frame anywhere. None for a constant rate (or when the times are not known)."""
-    if not times or len(times) != len(frame_indices) or not fps or any(math.isnan(t) for t in times):
+    off by more than half a frame anywhere. None for a constant rate, when the times are not known, and when they do
+    not increase from frame to frame: they are then no frames' times (an AVI or ASF file with B-frames, whose times
+    FFmpeg gives in decoding order; recordings joined with ``cat``, whose times start again), and the frames are
+    numbered at the constant rate (frame n at n / fps), as players of such files do."""
+    if not times or len(times) != len(frame_indices) or not fps or not _increasing(times):
         return None
     first = times[0] - frame_indices[0] / float(fps)
     tolerance = 0.5 / float(fps)
     if all(abs(t - first - i / float(fps)) <= tolerance for t, i in zip(times, frame_indices, strict=True)):
         return None
-    return [round(float(t), 6) for t in times]
+    return [round(float(t), 6) + 0.0 for t in times]  # + 0.0: -3e-7 (a start time's rounding) is 0.0, not -0.0
 
 
 def video_start_time(times: Sequence[float], frame_indices: Sequence[int], fps: Fraction) -> float:
     """Seconds from the file's start to the video's frame 0, for a constant rate (``variable_frame_times`` None): a
     video that starts after its audio (an edit's cut, a screen recording) shows its first picture that late in a
     player, and a tool that places frames by time (Label Studio) must count from there. 0 when it starts with the
-    file (within half a frame) or the times are not known."""
-    if not times or len(times) != len(frame_indices) or not fps or math.isnan(times[0]):
+    file (within half a frame) or the times are not known or do not increase (``variable_frame_times``)."""
+    if not times or len(times) != len(frame_indices) or not fps or not _increasing(times):
         return 0.0
     first = times[0] - frame_indices[0] / float(fps)
     return round(float(first), 6) if first > 0.5 / float(fps) else 0.0
+
+
+def _increasing(times: Sequence[float]) -> bool:
+    """Whether every time is known and later than the one before it."""
+    return not math.isnan(times[0]) and all(later > earlier for earlier, later in itertools.pairwise(times))
 
 
 class _StreamHealth:

@@ -514,6 +514,47 @@ def test_a_variable_frame_rate_video_keeps_its_frames_times(tmp_path, tiny_weigh
     assert "frame_times" not in json.loads((out / "steady" / "ytvis.json").read_text())["videos"][0]
 
 
+def test_frame_times_that_go_backwards_give_the_constant_rate_s(tmp_path, tiny_weights) -> None:
+    """An AVI with B-frames (FFmpeg gives its times in decoding order: 0.033, 0.133, 0.1, ...) and an MPEG-TS file
+    joined with itself by `cat` (times start again) had those times in ytvis.json's frame_times, and their overlays
+    squeezed every frame that went back to 1 ms after the one before. Such videos are numbered at their rate; a
+    variable rate's times never show -0.0 (a start time's rounding)."""
+    from fractions import Fraction
+
+    from clipvis.cli.video_io import variable_frame_times, video_start_time
+
+    avi = tmp_path / "camera.avi"
+    with av.open(str(avi), "w") as container:
+        stream = container.add_stream("libx264", rate=30, options={"bf": "3"})
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for k in range(8):  # a bar moving right: x264 makes B-frames of them
+            image = np.full((48, 64, 3), 16, np.uint8)
+            image[:, 4 * k : 4 * k + 4] = 255
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        container.mux(stream.encode())
+    once = tmp_path / "once.ts"
+    with av.open(str(once), "w") as container:
+        stream = container.add_stream("libx264", rate=30)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for k in range(4):
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(np.full((48, 64, 3), 60 * k, np.uint8),
+                                                                   format="rgb24")))
+        container.mux(stream.encode())
+    (tmp_path / "twice.ts").write_bytes(once.read_bytes() * 2)
+    out = tmp_path / "out"
+    twice = str(tmp_path / "twice.ts")
+    assert was_run(segment(tiny_weights, out, str(avi), twice, extra=("--formats", "ytvis,overlay")))
+    for stem, count in (("camera", 8), ("twice", 8)):
+        video = json.loads((out / stem / "ytvis.json").read_text())["videos"][0]
+        assert "frame_times" not in video and "start_time" not in video, video
+        with av.open(str(out / stem / "overlay.mp4")) as overlay:
+            played = [frame.time for frame in overlay.decode(video=0)]
+        assert played == pytest.approx([k / 30 for k in range(count)], abs=2e-3), (stem, played)
+    assert video_start_time([0.033, 0.133, 0.1], [0, 1, 2], Fraction(30)) == 0.0
+    times = variable_frame_times([-3.3e-7, 0.5, 0.6], [0, 1, 2], Fraction(30))
+    assert json.dumps(times) == "[0.0, 0.5, 0.6]"
+
+
 def test_an_anamorphic_video_s_overlay_keeps_its_pixel_shape(tmp_path, tiny_weights) -> None:
     """A 2:1 pixel aspect ratio (DV, HDV, some broadcast files) was dropped: players showed the overlay at half the
     width of its source."""
