@@ -18,6 +18,7 @@ get a lost frame's number. Damage is said as soon as it is found, not after the 
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import math
 import queue
@@ -736,36 +737,43 @@ class VideoFrameSeeker:
     """Frame ``index`` of a video file, numbered as ``VideoReader`` numbers them (decoded frames in order), read by
     seeking: what training needs of a video whose frames were not extracted (``segment``'s outputs of a video).
 
-    The frames' timestamps are learned once per file, by decoding it through (``VideoReader``'s numbering, also
-    where a damaged start makes the decoder drop frames, as in an MPEG-TS recording that begins mid-GOP: OpenCV's
-    frame seek numbered those differently); then each frame is read by seeking to the keyframe before it and
-    decoding up to its timestamp. Keeps the timestamps of the ``files`` most recent files."""
+    The frames' timestamps and a digest of each one's picture are learned once per file, by decoding it through
+    (``VideoReader``'s numbering, also where a damaged start makes the decoder drop frames, as in an MPEG-TS recording
+    that begins mid-GOP: OpenCV's frame seek numbered those differently); then each frame is read by seeking to the
+    keyframe before it and decoding up to the frame near its timestamp whose picture has its digest. The timestamp
+    alone is not the frame: after a seek in an MPEG program stream (.mpg, .vob) FFmpeg gives each frame the
+    timestamp the frame before it had in a reading from the start. Where no frame near it matches (a seek that lands
+    where the decoder cannot rebuild the picture exactly), the file is decoded from its start, counting. Keeps what
+    it learned of the ``files`` most recent files."""
 
     def __init__(self, files: int = 8) -> None:
         self.files = files
-        self._stamps: dict[str, list[int | None]] = {}
+        self._frames: dict[str, tuple[list[int | None], array]] = {}  # per file: each frame's pts and digest
 
     def frame(self, path: Path | str, index: int) -> np.ndarray:
         """``[H, W, 3]`` uint8 RGB, rotation applied; VideoReadError when the file has no such frame."""
         path = Path(path)
-        stamps = self._timestamps(path)
+        stamps, digests = self._learned(path)
         if not 0 <= index < len(stamps):
             raise VideoReadError(path, f"no frame {index} (it has {len(stamps)})")
         target = stamps[index]
+        near = [stamp for stamp in stamps[max(index - _SEEK_SLACK_FRAMES, 0) : index + _SEEK_SLACK_FRAMES + 1]
+                if stamp is not None]  # the timestamps the frame may come with after a seek
         try:
             with _open_input(path) as container:
                 stream = _chosen_stream(container, path)
                 stream.thread_type = "SLICE"
-                if target is not None and stamps.count(target) == 1:
+                if target is not None:
                     seconds_before = (0.0, 2.0, 10.0)  # seeking by time lands late in some containers (MPEG-TS)
                     ticks = 1 / float(stream.time_base) if stream.time_base else 0.0
                     for margin in seconds_before:
                         container.seek(max(int(target - margin * ticks), 0), stream=stream, backward=True)
                         for frame in container.decode(stream):
-                            if frame.pts == target:
-                                return _to_rgb(frame)
-                            if frame.pts is not None and frame.pts > target:
+                            if frame.pts is not None and frame.pts > max(near):
                                 break  # landed after it: seek earlier
+                            if (frame.pts is None or frame.pts >= min(near)) and _picture_digest(frame) == \
+                                    digests[index]:
+                                return _to_rgb(frame)
                     container.seek(0, stream=stream, backward=True)
                 for position, frame in enumerate(container.decode(stream)):  # from the start, counting
                     if position == index:
@@ -774,19 +782,38 @@ class VideoFrameSeeker:
             raise VideoReadError(path, f"frame {index}: {error_reason(error)}") from None
         raise VideoReadError(path, f"no frame {index}")
 
-    def _timestamps(self, path: Path) -> list[int | None]:
+    def _learned(self, path: Path) -> tuple[list[int | None], array]:
         key = str(path.resolve())
-        if key not in self._stamps:
-            if len(self._stamps) >= self.files:
-                self._stamps.pop(next(iter(self._stamps)))
+        if key not in self._frames:
+            if len(self._frames) >= self.files:
+                self._frames.pop(next(iter(self._frames)))
+            stamps: list[int | None] = []
+            digests = array("Q")
             try:
                 with _open_input(path) as container:
                     stream = _chosen_stream(container, path)
                     stream.thread_type = "SLICE"
-                    self._stamps[key] = [frame.pts for frame in container.decode(stream)]
+                    for frame in container.decode(stream):
+                        stamps.append(frame.pts)
+                        digests.append(_picture_digest(frame))
             except av.error.FFmpegError as error:
                 raise VideoReadError(path, error_reason(error)) from None
-        return self._stamps[key]
+            self._frames[key] = (stamps, digests)
+        return self._frames[key]
+
+
+# After a seek, a frame comes with a timestamp at most this many frames from its own (MPEG-PS: the one before's)
+_SEEK_SLACK_FRAMES = 4
+
+
+def _picture_digest(frame: av.VideoFrame) -> int:
+    """A 64-bit digest of a decoded frame's picture (its samples, not the padding of their rows): the same for the
+    same picture, however the decoder came to it (from the start, or after a seek)."""
+    try:
+        samples = frame.to_ndarray()  # the planes as stored, without row padding
+    except (ValueError, TypeError, NotImplementedError):  # a pixel format PyAV has no array for
+        samples = frame.to_ndarray(format="rgb24")
+    return int.from_bytes(hashlib.blake2b(np.ascontiguousarray(samples).data, digest_size=8).digest(), "little")
 
 
 def variable_frame_times(times: Sequence[float], frame_indices: Sequence[int], fps: Fraction) -> list[float] | None:

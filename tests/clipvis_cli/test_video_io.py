@@ -432,6 +432,30 @@ def test_a_damaged_first_keyframe_is_told_as_damage_and_no_frame_decoding_as_non
         read_all(VideoReader(every))
 
 
+def test_the_frame_seeker_gives_segment_s_frames_of_an_mpeg_program_stream(tmp_path: Path, synth) -> None:
+    """After a seek in an MPEG program stream (.mpg, .vob: DVDs, camcorders) FFmpeg gives each frame the timestamp
+    the frame before it had in a reading from the start: training's frame seeker returned frame n - 1 for frame n
+    (9 of 40 frames here), so a frame's masks were paired with the picture before it, silently."""
+    import av
+
+    from clipvis.cli.video_io import VideoFrameSeeker
+
+    path = tmp_path / "home.mpg"
+    with av.open(str(path), "w", format="mpeg") as output:
+        stream = output.add_stream("mpeg2video", rate=25, options={"bf": "2", "g": "15"})
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for i in range(40):
+            image = synth.bar_frame(i % 14, 48, 64)
+            image[:8, :i] = 200  # every frame its own picture
+            output.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        output.mux(stream.encode())
+    expected = [image for _, image in VideoReader(path)]
+    assert len(expected) == 40
+    seeker = VideoFrameSeeker()
+    wrong = [index for index in range(40) if not np.array_equal(seeker.frame(path, index), expected[index])]
+    assert wrong == []
+
+
 def test_cover_art_and_a_thumbnail_stream_are_not_the_video(tmp_path: Path, synth) -> None:
     """An MP3 with its album art (an attached picture) ran to complete as a 1-frame video of the cover; an MKV whose
     first stream is a 1-frame thumbnail had the thumbnail read, not its video. The stream read is FFmpeg's pick among
