@@ -554,7 +554,21 @@ def open_reader(
         if len(source.frame_files) == 1 and source.path.is_file() and not _pillow_reads(source.path):
             return VideoReader(source.path, stride, max_frames)  # a video named like an image: the decoder decides
         return ImageFolderReader(source.frame_files, stride, max_frames, fps=image_fps, path=source.path)
+    if frames is None and _is_webp(source.path):  # an animated WebP named .gif (as GIF sites serve them): FFmpeg
+        return ImageFolderReader((source.path,), stride, max_frames, fps=image_fps)  # decodes no animated WebP
     return VideoReader(source.path, stride, max_frames, frames=frames)
+
+
+def _is_webp(path: Path) -> bool:
+    """Whether the file is a WebP image by its first bytes (a RIFF container of form WEBP), whatever its name."""
+    try:
+        if not path.is_file():  # (a pipe is not opened here: that waits for a writer)
+            return False
+        with open(path, "rb") as file:
+            header = file.read(12)
+    except OSError:  # the reader says why it cannot be read
+        return False
+    return header[:4] == b"RIFF" and header[8:12] == b"WEBP"
 
 
 def _pillow_reads(path: Path) -> bool:

@@ -646,6 +646,21 @@ def test_an_animated_image_is_a_video_of_its_frames(tmp_path: Path, synth, suffi
         read_all(open_reader(source))
 
 
+def test_an_animated_webp_named_gif_is_a_video_of_its_frames(tmp_path: Path, synth) -> None:
+    """GIF sites serve animated WebP under a .gif name: FFmpeg, which reads .gif files, decodes no animated WebP
+    ("no decodable frames"), where the same bytes named .webp were read through Pillow. The content decides."""
+    from PIL import Image
+
+    frames = [Image.fromarray(synth.bar_frame(i, 24, 40)) for i in range(4)]
+    path = tmp_path / "reaction.gif"
+    frames[0].save(path, format="WEBP", save_all=True, append_images=frames[1:], duration=100, loop=0, lossless=True)
+    [source] = discover_inputs([str(path)])
+    reader = open_reader(source)
+    indices, decoded = read_all(reader)
+    assert indices == [0, 1, 2, 3] and [synth.bar_index(f) for f in decoded] == [0, 1, 2, 3]
+    assert reader.probe().fps == 10
+
+
 def test_image_folder_with_mixed_sizes_fails_clearly(tmp_path: Path, synth) -> None:
     synth.write_images(tmp_path / "seq", ["1.png"], height=24, width=40)
     synth.write_images(tmp_path / "seq", ["2.png"], height=30, width=40)
