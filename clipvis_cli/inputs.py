@@ -30,6 +30,7 @@ import fnmatch
 import glob
 import os
 import re
+import stat
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -415,7 +416,29 @@ def _failed_source(path: Path, reason: str, argument: str) -> VideoSource:
     return VideoSource(path, error=reason, argument=argument)
 
 
+def special_file_reason(path: Path) -> str | None:
+    """Why ``path``, an existing path that is no folder, cannot be read as a video: a pipe (``mkfifo``, ``/dev/stdin``
+    fed by a pipe) or a terminal, socket or character device is read once and waited on (opening a pipe waits for a
+    writer: the run hung), where clipvis reads a video more than once (probe, model, overlay). None for a file (or
+    a path it cannot look at: the reader says why)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None
+    if stat.S_ISFIFO(mode):
+        kind = "a pipe"
+    elif stat.S_ISSOCK(mode):
+        kind = "a socket"
+    elif stat.S_ISCHR(mode):
+        kind = "a terminal or device"
+    else:
+        return None
+    return f"{kind}, not a file: clipvis reads a video more than once; save it to a file first"
+
+
 def _expand_path(path: Path, argument: str, explicit: bool, warnings: list[str]) -> list[VideoSource]:
+    if (reason := special_file_reason(path)) is not None:
+        return [VideoSource(path, error=reason, argument=argument)]
     if path.is_dir():
         def search(directory: Path, visited: set[str], links: list[Path]) -> Iterator[VideoSource]:
             return _expand_directory(directory, argument, visited, links, warnings)

@@ -260,6 +260,24 @@ def test_a_symbolic_link_loop_is_said_to_be_one(tmp_path: Path) -> None:
     assert sources[0].describe_error() == f"{tmp_path / 'loop'}: symbolic-link loop (Too many levels of symbolic links)"
 
 
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are POSIX")
+def test_a_named_pipe_is_a_failed_input_at_once(tmp_path: Path) -> None:
+    """A named pipe (mkfifo) hung the run for ever (the video is opened several times: probe, model, overlay), and a
+    glob matched one too; it fails at once with what to do, the other inputs unaffected."""
+    from clipvis.cli.video_io import VideoReadError, open_reader
+
+    pipe = tmp_path / "pipe.ts"
+    os.mkfifo(pipe)
+    good = touch(tmp_path / "good.mp4")
+    message = "a pipe, not a file: clipvis reads a video more than once; save it to a file first"
+    for arguments in ([str(pipe), str(good)], [str(tmp_path / "*.ts"), str(good)]):
+        sources = discover_inputs(arguments)
+        assert [s.ok for s in sources] == [False, True] and sources[0].error == message
+        assert sources[0].describe_error() == f"{pipe}: {message}"
+        with pytest.raises(VideoReadError, match="a pipe, not a file"):
+            open_reader(sources[0])
+
+
 def test_stdin_dash_reads_one_argument_per_line(tmp_path: Path) -> None:
     first = touch(tmp_path / "first.mp4")
     folder = tmp_path / "frames"
