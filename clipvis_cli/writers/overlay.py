@@ -4,7 +4,8 @@ Encoding: H.264 (libx264), yuv420p, MP4 with `movflags=+faststart` (the index is
 start playing before the download ends). The frame rate is the processed rate (`fps / stride`, exact
 fraction); the frame count is the number of processed frames. H.264 4:2:0 needs even dimensions: an odd
 width or height is padded by one pixel (a copy of the last column/row) on the right/bottom, so the
-overlay is the video's size rounded up to even and masks stay pixel-aligned.
+overlay is the video's size rounded up to even and masks stay pixel-aligned. Colours: BT.601's matrix in limited
+range, and the stream tagged so (`_add_stream`).
 
 Drawing: each track gets a fixed colour from the 64 of `PALETTE` (`track_colour`: stable across frames and runs),
 its visible part (smaller objects on top where masks overlap) blended at `alpha` and outlined, and the label
@@ -625,6 +626,13 @@ class OverlayVideoWriter:
         stream.codec_context.time_base = time_base
         if video.pixel_aspect is not None:  # an anamorphic source: players stretch the overlay as they do it
             stream.codec_context.sample_aspect_ratio = video.pixel_aspect
+        # What the frames are, said in the stream: players took untagged HD for BT.709 and shifted the colours of
+        # frames `_render_yuv` converts with BT.601's matrix in limited range. The RGB converted is the decoded
+        # source's (or an image's sRGB), BT.709 primaries and transfer for HD video and images: nothing converts them.
+        # FFmpeg's AVCOL_* numbers: SPC_SMPTE170M (BT.601), RANGE_MPEG (limited), PRI_BT709, TRC_BT709.
+        for name, value in (("colorspace", 6), ("color_range", 1), ("color_primaries", 1), ("color_trc", 1)):
+            if hasattr(stream.codec_context, name):  # (a PyAV without one of them writes the others)
+                setattr(stream.codec_context, name, value)
         large = video.height * video.width > SHORT_LOOKAHEAD_PIXELS
         stream.codec_context.thread_type = "FRAME"
         stream.codec_context.thread_count = self.threads or (LARGE_FRAME_ENCODER_THREADS if large else ENCODER_THREADS)

@@ -265,6 +265,20 @@ def test_overlay_is_browser_playable_h264(media: dict[str, Path], tmp_path: Path
     assert sorted(p.name for p in tmp_path.iterdir()) == ["overlay.mp4"]
 
 
+def test_overlay_says_its_colours_are_bt601_limited_range(media: dict[str, Path], tmp_path: Path) -> None:
+    """The overlay's frames are converted with BT.601's matrix in limited range, but the stream said nothing: players
+    take untagged HD for BT.709 (a red of 255, 0, 0 showed as 255, 23, 0). The stream now says what it is."""
+    video, tracks, _, reader = make_results(media["h264"], stride=2)
+    path = OverlayVideoWriter().write(tmp_path / "overlay.mp4", iter(reader), video, tracks, CATEGORIES)
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        frame = next(container.decode(stream))
+        tags = (stream.codec_context.colorspace, stream.codec_context.color_range,
+                stream.codec_context.color_primaries, stream.codec_context.color_trc)
+        assert (frame.colorspace, frame.color_range) == (6, 1)  # AVCOL_SPC_SMPTE170M (BT.601), AVCOL_RANGE_MPEG
+    assert tags == (6, 1, 1, 1)  # ... with BT.709 primaries and transfer (the source's RGB, not converted)
+
+
 def test_overlay_pads_odd_sizes_and_handles_one_frame(media: dict[str, Path], tmp_path: Path) -> None:
     video, tracks, _, reader = make_results(media["odd_mpeg4"], stride=1)
     OverlayVideoWriter().write(tmp_path / "odd.mp4", reader, video, tracks, CATEGORIES)
