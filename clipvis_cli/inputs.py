@@ -12,8 +12,11 @@ Accepted arguments:
   (``warnings``); a folder the directory holds both directly and through a symbolic link is found at its real path
   (`search_tree`);
 * a glob pattern (`'videos/**/*.mp4'`, for shells that did not expand it): every match is handled like a
-  named path, except that matched files with an unknown extension are skipped; the matches come in the order a
-  search of their folders gives (natural order path part by path part: `tree_order`);
+  named path, except that where the pattern's last part names no extension of its own (`*`, `**/*`, `*.*`: a
+  wildcard after its last dot, or no dot) matched files with an extension not in the lists are skipped, one warning
+  per pattern (`SkippedMatches`); a pattern ending in a literal extension (`*.dat`, `cam_??.insv`) has its matches
+  decoded whatever that extension, as the files named. The matches come in the order a search of their folders
+  gives (natural order path part by path part: `tree_order`);
 * `-`: newline-separated arguments read from stdin (`find . -name '*.mov' | clipvis segment - ...`), or with
   `--null` NUL-separated ones (`find . -print0 | clipvis segment --null - ...`).
 
@@ -125,18 +128,50 @@ def _natural_parts(text: str) -> tuple:
     )
 
 
+@dataclass(frozen=True)
+class SkippedMatches:
+    """The matches of a glob pattern left out as not videos by their extension (a pattern naming no extension of its
+    own: `pattern_names_extension`), in match order."""
+
+    pattern: str
+    files: tuple[Path, ...]
+
+    def warning(self) -> str:
+        """One line: how many matches were skipped, one of them, and how to have them decoded."""
+        first = self.files[0]
+        matches = f"{len(self.files)} matches skipped as not videos by their extension, such as" \
+            if len(self.files) > 1 else "1 match skipped as not a video by its extension:"
+        end = f", or end the pattern in {path_text(first.suffix)}," if first.suffix else ""
+        return f"{path_text(self.pattern)}: {matches} {path_text(first)}; name the file{end} to have it decoded"
+
+
+def pattern_names_extension(pattern: str) -> bool:
+    """Whether a glob pattern's last part ends in an extension of its own: a dot with no wildcard after it
+    (``*.dat``, ``cam_??.insv``), where ``*``, ``**``, ``*.*``, ``*.[mM][pP]4`` name none. The user typed that
+    extension, so its matches are decoded as files named on the command line are."""
+    name = Path(pattern).name
+    dot = name.rfind(".")
+    return 0 < dot < len(name) - 1 and not _GLOB_CHARS.search(name[dot + 1:])
+
+
 def discover_inputs(
-    arguments: Sequence[str], stdin_arguments: Sequence[str] = (), warnings: list[str] | None = None
+    arguments: Sequence[str],
+    stdin_arguments: Sequence[str] = (),
+    warnings: list[str] | None = None,
+    skipped_matches: list[SkippedMatches] | None = None,
 ) -> list[VideoSource]:
     """Expand command-line arguments into video sources (see module docstring).
 
     ``stdin_arguments`` are what an argument ``-`` stands for (`read_argument_lines`), expanded where the first ``-``
     stands. ``warnings``: gets one line per folder whose images are not processed (it holds a video or a
-    sub-folder too), once each, and one per file clipvis wrote that a list on stdin or a pattern gave (skipped:
-    a folder search leaves out the folders clipvis made; named as an argument, such a file is an input).
+    sub-folder too), once each, one per file clipvis wrote that a list on stdin or a pattern gave (skipped:
+    a folder search leaves out the folders clipvis made; named as an argument, such a file is an input), and one per
+    pattern whose matches with an extension not in the lists were skipped (`SkippedMatches.warning`).
+    ``skipped_matches``: gets those patterns, for an error that finds no input to name them.
     """
     said: list[str] = []
     listed = set(stdin_arguments) - set(arguments)
+    filtered: dict[str, list[Path]] = {}  # by pattern: its matches skipped as not videos by their extension
 
     def expand(path: Path, argument: str, explicit: bool) -> list[VideoSource]:
         # A file a list or a pattern gives that clipvis wrote (`find . -name '*.mp4' | clipvis segment -` run again
@@ -145,11 +180,18 @@ def discover_inputs(
             said.append(f"{path_text(path)}: {SKIPPED_OUTPUT} (in {path_text(folder)}, a folder of its outputs); "
                         "name it as an argument to segment it")
             return []
-        return _expand_path(path, argument, explicit, said)
+        decoded_whatever_its_name = explicit or pattern_names_extension(argument)
+        found = _expand_path(path, argument, decoded_whatever_its_name, said)
+        if not found and not decoded_whatever_its_name:  # a pattern's match left out by the extension lists
+            filtered.setdefault(argument, []).append(path)
+        return found
 
     sources = expand_arguments(arguments, stdin_arguments, expand, _failed_source)
+    skipped = [SkippedMatches(pattern, tuple(dict.fromkeys(files))) for pattern, files in filtered.items()]
     if warnings is not None:
-        warnings.extend(dict.fromkeys(said))
+        warnings.extend(dict.fromkeys(said + [pattern.warning() for pattern in skipped]))
+    if skipped_matches is not None:
+        skipped_matches.extend(skipped)
     return sources
 
 

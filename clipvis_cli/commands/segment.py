@@ -37,7 +37,13 @@ from clipvis.cli.distributed import (
     signals_held,
     visible_cuda_devices,
 )
-from clipvis.cli.inputs import SKIPPED_OUTPUT, VideoSource, discover_inputs, read_argument_lines
+from clipvis.cli.inputs import (
+    SKIPPED_OUTPUT,
+    SkippedMatches,
+    VideoSource,
+    discover_inputs,
+    read_argument_lines,
+)
 from clipvis.cli.listing import StdoutListing
 from clipvis.cli.memory import HeapTrimmer, prefer_huge_pages
 from clipvis.cli.progress import Reporter, download_lines
@@ -276,13 +282,15 @@ def _checked_arguments(
             raise typer.BadParameter(f"{flag} {path}: file not found")
     check_config_file(config, clip_config)
     warnings: list[str] = []
-    sources = discover_inputs(inputs, stdin_arguments, warnings)
+    filtered: list[SkippedMatches] = []
+    sources = discover_inputs(inputs, stdin_arguments, warnings, filtered)
     # An empty list on stdin (`-` alone) is nothing to do, the caller says so; anything else that finds no input is
     # a usage error.
     if not sources and (stdin_arguments or any(argument != "-" for argument in inputs)):
         skipped = [warning for warning in warnings if f": {SKIPPED_OUTPUT} " in warning]
-        why = f" ({len(skipped)} file(s) clipvis wrote skipped: {skipped[0]})" if skipped else ""
-        raise typer.BadParameter(f"no input videos found{why}")
+        why = [f"{len(skipped)} file(s) clipvis wrote skipped: {skipped[0]}"] if skipped else []
+        why += [pattern.warning() for pattern in filtered]  # each pattern that matched only files of other extensions
+        raise typer.BadParameter("no input videos found" + (f" ({'; '.join(why)})" if why else ""))
     try:
         part = Shard.parse(shard) if shard is not None else Shard()
     except ValueError as error:

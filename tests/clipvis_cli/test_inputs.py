@@ -178,6 +178,42 @@ def test_glob_pattern_expands_and_skips_unknown_extensions(tmp_path: Path) -> No
     assert names(sources) == ["one.mp4", "two.mp4"]
 
 
+def test_a_pattern_ending_in_an_extension_decodes_its_matches_whatever_that_extension(tmp_path: Path) -> None:
+    """`segment 'gl/*.dat' b.mp4` segmented b.mp4 alone, without a word, where `segment gl/*.dat` (the shell's
+    expansion) decoded gl/raw.dat: the user typed the extension, so its matches are decoded as files named are."""
+    raw = touch(tmp_path / "gl" / "raw.dat")
+    camera = touch(tmp_path / "gl" / "cam_01.insv")
+    warnings: list[str] = []
+    found = discover_inputs([str(tmp_path / "gl" / "*.dat"), str(tmp_path / "gl" / "cam_??.insv")], (), warnings)
+    assert [(source.path, source.kind) for source in found] == [(raw, "video"), (camera, "video")]
+    assert warnings == []
+
+
+def test_a_pattern_naming_no_extension_says_which_matches_it_skipped(tmp_path: Path) -> None:
+    """`'gl/*'` (no extension of its own) keeps the extension lists, but the matches it leaves out are said: one
+    warning line per pattern with how many and one of them; `skipped_matches` names the pattern for an error."""
+    from clipvis.cli.inputs import SkippedMatches, pattern_names_extension
+
+    video = touch(tmp_path / "gl" / "b.mp4")
+    raw = touch(tmp_path / "gl" / "raw.dat")
+    touch(tmp_path / "gl" / "zz.dat")
+    notes = touch(tmp_path / "other" / "notes")
+    warnings: list[str] = []
+    skipped: list[SkippedMatches] = []
+    pattern, other = str(tmp_path / "gl" / "*.*"), str(tmp_path / "other" / "*")
+    assert [s.path for s in discover_inputs([pattern, other], (), warnings, skipped)] == [video]
+    assert warnings == [
+        f"{pattern}: 2 matches skipped as not videos by their extension, such as {raw}; name the file, or end the "
+        "pattern in .dat, to have it decoded",
+        f"{other}: 1 match skipped as not a video by its extension: {notes}; name the file to have it decoded",
+    ]
+    assert [(entry.pattern, len(entry.files)) for entry in skipped] == [(pattern, 2), (other, 1)]
+    for named in ("*.dat", "cam_??.insv", "a/**/*.MTS", "x.*/v.dat"):
+        assert pattern_names_extension(named), named
+    for unnamed in ("*", "**/*", "*.*", "*.[mM][pP]4", "a.d/*", "*.", "*/.hidden", "*.m?4"):
+        assert not pattern_names_extension(unnamed), unnamed
+
+
 def test_glob_lists_its_matches_in_the_order_of_the_folder_search(tmp_path: Path) -> None:
     """The matches were sorted as whole strings: 'tree/**/*.mp4' gave cam2/a, Cam10/a, cam/a ("cam2/" before "cam/")
     where `segment tree` gives cam/a, cam2/a, Cam10/a; so the same videos got other output folders (a, a-2, a-3)."""

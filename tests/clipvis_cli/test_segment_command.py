@@ -50,6 +50,21 @@ def segment_args(weights: Path, out: Path, *inputs: str, extra: tuple[str, ...] 
             "--device", "cpu", "--batch-frames", "3", *extra]
 
 
+def test_a_pattern_that_matched_only_other_extensions_is_named_in_the_error(tmp_path, tiny_weights) -> None:
+    """`segment 'gl/*'` over files of an extension not in the lists said "no input videos found", naming nothing: the
+    error names the pattern and one of its matches now, before any weights load."""
+    raw = tmp_path / "gl" / "raw.dat"
+    raw.parent.mkdir()
+    raw.write_bytes(b"x")
+    pattern = str(tmp_path / "gl" / "*")
+    result = run_cli(segment_args(tiny_weights, tmp_path / "out", pattern))
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith(
+        f"clipvis: error: no input videos found ({pattern}: 1 match skipped as not a video by its extension: {raw}; "
+        "name the file, or end the pattern in .dat, to have it decoded)"), result.stderr
+    assert not (tmp_path / "out").exists()
+
+
 def test_segment_video_writes_all_outputs(tmp_path, tiny_weights) -> None:
     video = write_video(tmp_path / "clip.mp4", num_frames=7, height=48, width=64)
     out = tmp_path / "out"
