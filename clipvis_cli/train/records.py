@@ -603,9 +603,28 @@ def _track_has_mask(segmentations: Any) -> bool:
         s is not None for s in segmentations))
 
 
+@dataclass
+class AnnotationFile:
+    """What an annotation file holds: its records, the warnings about it, and whether it is a YouTube-VIS file (a
+    top-level ``videos`` key: a video source, docs/training.md "Data and augmentation") rather than COCO instances
+    (``images``: an image source, whatever its images came from: `segment`'s ``coco.json`` too)."""
+
+    records: list[TrainRecord]
+    warnings: list[str]
+    is_video: bool
+
+
 def read_annotation_file(annotation_file: Path, image_root: Path, filter_empty: bool = True,
                          crowd_as_instances: bool | None = None,
                          shared_categories: dict[str, int] | None = None) -> tuple[list[TrainRecord], list[str]]:
+    """The records and warnings of `read_annotations`."""
+    read = read_annotations(annotation_file, image_root, filter_empty, crowd_as_instances, shared_categories)
+    return read.records, read.warnings
+
+
+def read_annotations(annotation_file: Path, image_root: Path, filter_empty: bool = True,
+                     crowd_as_instances: bool | None = None,
+                     shared_categories: dict[str, int] | None = None) -> AnnotationFile:
     """COCO instances or YouTube-VIS, told apart by the top-level keys (``images`` vs ``videos``).
 
     ``shared_categories``: one category space for several files (custom ``--data``), filled as they are read: each
@@ -613,7 +632,8 @@ def read_annotation_file(annotation_file: Path, image_root: Path, filter_empty: 
     apart from any dataset's own ids), so that repeat-factor sampling counts a class by its name, not by ids that
     another file gives another class (a category id missing from the file's categories is its own class)."""
     data = _read_json(annotation_file)
-    if "videos" in data:
+    is_video = "videos" in data
+    if is_video:
         records, warnings = read_ytvis(annotation_file, image_root, data=data, crowd_as_instances=crowd_as_instances)
     elif "images" in data:
         records, warnings = read_coco_instances(annotation_file, image_root, filter_empty=filter_empty, data=data,
@@ -622,7 +642,7 @@ def read_annotation_file(annotation_file: Path, image_root: Path, filter_empty: 
         raise TrainDataError(f"{annotation_file}: neither COCO instances ('images') nor YouTube-VIS ('videos')")
     if shared_categories is not None:
         _into_shared_categories(records, data.get("categories"), annotation_file, shared_categories)
-    return records, warnings
+    return AnnotationFile(records, warnings, is_video)
 
 
 def _into_shared_categories(records: Sequence[TrainRecord], categories: Any, annotation_file: Path,

@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from clipvis.cli.atomic import atomic_write_json, parse_json
 from clipvis.cli.datasets import DatasetError, UnknownDatasetError, locate_dataset, resolve_data_root
-from clipvis.cli.train.records import TrainDataError, TrainRecord, read_annotation_file
+from clipvis.cli.train.records import TrainDataError, TrainRecord, read_annotation_file, read_annotations
 
 LVIS_TRAIN = "lvis/lvis_v1_train.json"
 LVIS_NORARE = "lvis/lvis_v1_train_norare.json"
@@ -151,14 +151,15 @@ def load_sources(
         if images.is_file():
             raise TrainDataError(f"{images}: a file, not a folder: --images takes the folder of the images (COCO) "
                                  f"or frames (YouTube-VIS) that {annotation.name} names")
-        records, warnings = read_annotation_file(annotation, images, filter_empty=filter_empty,
-                                                 crowd_as_instances=crowd_as_instances,
-                                                 shared_categories=shared_categories)
+        read = read_annotations(annotation, images, filter_empty=filter_empty, crowd_as_instances=crowd_as_instances,
+                                shared_categories=shared_categories)
         # no such folder: fine where every frame is read from the input segment recorded (a video, an image folder)
         if not images.is_dir():
-            _check_recorded_inputs(annotation, images, records)
-        is_video = any(len(r.frames) > 1 for r in records) or _is_ytvis(annotation)
-        sources.append(TrainSource(str(annotation), records, is_video, warnings, annotation))
+            _check_recorded_inputs(annotation, images, read.records)
+        # a YouTube-VIS file is a video source, a COCO file an image one (`segment`'s coco.json too: one image per
+        # frame), by the file's top-level keys (a head of the text sniffed for "videos" took a COCO file with a class
+        # of that name for videos, and a YouTube-VIS file with a long "info" first for images)
+        sources.append(TrainSource(str(annotation), read.records, read.is_video, read.warnings, annotation))
     for name in dataset_names:
         key = name.strip().lower()
         if key in IMAGE_DATASETS:
@@ -193,9 +194,3 @@ def _check_recorded_inputs(annotation: Path, images: Path, records: list[TrainRe
                              "were looked for as images, does not exist")
     if any(frame.source_video is None for frame in frames):
         raise TrainDataError(f"{images}: image/frame folder not found")
-
-
-def _is_ytvis(annotation: Path) -> bool:
-    with open(annotation, encoding="utf-8") as handle:
-        head = handle.read(4096)
-    return '"videos"' in head

@@ -806,6 +806,30 @@ def test_images_folder_need_not_exist_where_every_frame_comes_from_the_recorded_
         load_sources([], [{"json": str(ann), "images": str(tmp_path / "nowhere")}], tmp_path, True)
 
 
+def test_a_custom_file_is_a_video_source_by_its_top_level_keys(tmp_path):
+    """The video recipe went to files with "videos" in their first 4096 characters: a COCO file with a class named
+    "videos" trained as videos, a YouTube-VIS file with a long "info" first as images. A YouTube-VIS file (top-level
+    `videos`) is a video source, a COCO file (`images`) an image one, segment's coco.json of a video too."""
+    from clipvis.cli.results import TrackResult, VideoInfo
+    from clipvis.cli.train.sources import load_sources
+    from clipvis.cli.writers import CocoWriter, YtvisWriter
+
+    video_path = tmp_path / "clip.mp4"
+    video_path.write_bytes(b"a video")  # decoded only when a sample is drawn
+    video = VideoInfo(video_id=1, source=str(video_path), stem="clip", height=SIZE, width=SIZE, fps=10.0,
+                      frame_stride=1, frame_indices=[0, 1], file_names=["clip/00000.jpg", "clip/00001.jpg"])
+    tracks = [TrackResult(1, 1, 0.9, [rle.encode(render_shapes(t)[1][0].astype(bool)) for t in range(2)])]
+    ytvis = YtvisWriter().write(tmp_path / "ytvis.json", video, tracks, ["box"])
+    coco = CocoWriter().write(tmp_path / "coco.json", video, tracks, ["videos"])  # a class named "videos"
+    long_info = tmp_path / "long_info.json"
+    long_info.write_text(json.dumps({"info": {"description": "x" * 5000}, **json.loads(ytvis.read_text())}))
+    kinds = {}
+    for path in (ytvis, coco, long_info):
+        (source,) = load_sources([], [{"json": str(path), "images": str(tmp_path / "frames")}], tmp_path, True)
+        kinds[path.name] = source.is_video
+    assert kinds == {"ytvis.json": True, "coco.json": False, "long_info.json": True}
+
+
 def test_a_frame_whose_recorded_source_video_is_missing_names_that_video(tmp_path):
     from clipvis.cli.results import TrackResult, VideoInfo
     from clipvis.cli.train.data import read_frame
