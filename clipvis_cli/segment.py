@@ -47,6 +47,7 @@ from clipvis.cli.temp_space import TemporarySpaceWatch
 from clipvis.cli.video_io import (
     DEFAULT_FPS,
     FrameReader,
+    ImageFolderReader,
     VideoReadError,
     open_reader,
     variable_frame_times,
@@ -552,10 +553,15 @@ class SegmentRunner:
             change = getattr(reader, "size_change", None)
             if change is not None:
                 index, (height, width) = change
-                self.reporter.video_warning(source, stem, f"frame {index} is {width}x{height}, not {probe.width}x"
-                                            f"{probe.height} as the frames before it: the video changes size "
-                                            "mid-stream, and its frames from there on were resized to the first "
-                                            "frame's size (their aspect ratio too)")
+                if isinstance(reader, ImageFolderReader):  # an image of another size (a photo EXIF turned upright)
+                    frame = f"frame {path_text(reader.frame_files[index].name)}"
+                    how = "the images differ in size, and each image of another size was resized"
+                else:
+                    frame = f"frame {index}"
+                    how = "the video changes size mid-stream, and its frames from there on were resized"
+                self.reporter.video_warning(source, stem, f"{frame} is {width}x{height}, not {probe.width}x"
+                                            f"{probe.height} as the frames before it: {how} to the first frame's "
+                                            "size (their aspect ratio too)")
             if opts.exact:  # the official evaluator's selection has no such settings
                 video = stream.finish()
             else:

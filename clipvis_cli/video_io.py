@@ -321,7 +321,9 @@ class VideoReader:
 
 
 class ImageFolderReader:
-    """Read a list of image files (an image-folder video) as RGB frames; all must have the same size.
+    """Read a list of image files (an image-folder video) as RGB frames of the first frame's size: an image of another
+    size (a photo turned by its EXIF orientation among others that are not) is resized to it, as a video that changes
+    size mid-stream is (`size_change`).
 
     EXIF orientation is applied. `fps` is the rate the frames are assumed to have (default 30).
     """
@@ -345,6 +347,9 @@ class ImageFolderReader:
         self._probe: VideoProbe | None = None
         self._animated: tuple[int, Fraction, list[float]] | tuple[()] | None = None  # () once known: no animation
         self.frame_times: Sequence[float] = ()  # an animation's, per frame yielded by the last iteration
+        # The last iteration's first frame of another size than the first (resized to the first frame's size): (its
+        # index in `frame_files`, (height, width)); None when every frame read had one size (`VideoReader`'s too).
+        self.size_change: tuple[int, tuple[int, int]] | None = None
 
     def probe(self) -> VideoProbe:
         if self._probe is None:
@@ -398,17 +403,17 @@ class ImageFolderReader:
         selected = range(0, len(self.frame_files), self.stride)
         if self.max_frames is not None:
             selected = selected[: self.max_frames]
-        first_shape: tuple[int, ...] | None = None
+        first_size: tuple[int, int] | None = None  # (height, width)
+        self.size_change = None
         for index in selected:
             image = self._load(self.frame_files[index])
-            if first_shape is None:
-                first_shape = image.shape
-            elif image.shape != first_shape:
-                raise VideoReadError(
-                    self.path,
-                    f"frame {self.frame_files[index].name} is {image.shape[1]}x{image.shape[0]} but the "
-                    f"first frame is {first_shape[1]}x{first_shape[0]} (all frames must have one size)",
-                )
+            size = (image.shape[0], image.shape[1])
+            if first_size is None:
+                first_size = size
+            elif size != first_size:  # one size for the video, as VideoReader keeps it
+                if self.size_change is None:
+                    self.size_change = (index, size)
+                image = cv2.resize(image, (first_size[1], first_size[0]), interpolation=cv2.INTER_AREA)
             yield index, image
 
     def _animation_frames(self) -> Iterator[tuple[int, np.ndarray]]:

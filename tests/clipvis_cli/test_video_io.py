@@ -661,12 +661,24 @@ def test_an_animated_webp_named_gif_is_a_video_of_its_frames(tmp_path: Path, syn
     assert reader.probe().fps == 10
 
 
-def test_image_folder_with_mixed_sizes_fails_clearly(tmp_path: Path, synth) -> None:
-    synth.write_images(tmp_path / "seq", ["1.png"], height=24, width=40)
-    synth.write_images(tmp_path / "seq", ["2.png"], height=30, width=40)
+def test_an_image_of_another_size_in_a_folder_is_resized_as_a_video_s_frames_are(tmp_path: Path, synth) -> None:
+    """An image folder with one picture of another size (a phone photo its EXIF orientation turns upright among
+    landscape frames) failed ("frame 2.png is 40x30 but the first frame is 40x24") where a video that changes size
+    runs on at its first frame's size: the image is resized to it, and `size_change` names the first such frame."""
+    from PIL import Image
+
+    synth.write_images(tmp_path / "seq", ["1.png", "2.png"], height=24, width=40)
+    synth.write_images(tmp_path / "seq", ["3.png"], height=30, width=40)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored 40x24, shown 24x40
+    Image.fromarray(synth.bar_frame(3, 24, 40)).save(tmp_path / "seq" / "4.jpg", exif=exif)
     [source] = discover_inputs([str(tmp_path / "seq")])
-    with pytest.raises(VideoReadError, match=r"frame 2.png is 40x30 but the first frame is 40x24"):
-        list(open_reader(source))
+    reader = open_reader(source)
+    frames = [frame for _, frame in reader]
+    assert [frame.shape for frame in frames] == [(24, 40, 3)] * 4
+    assert reader.size_change == (2, (30, 40))
+    strided = open_reader(source, stride=3)
+    assert len(list(strided)) == 2 and strided.size_change == (3, (40, 24))  # the turned photo: 24 wide, 40 high
 
 
 def test_image_folder_with_corrupt_image_fails_clearly(tmp_path: Path, synth) -> None:
