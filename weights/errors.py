@@ -23,17 +23,36 @@ class CacheLocationError(WeightsError, ValueError):
     folder to put the default cache in."""
 
 
+#: How giving a checkpoint file's path instead of a released name is worded for a Python caller
+#: (`WeightsNotAvailableError.worded`: a front end words it as its own option, such as ``--weights PATH``).
+PATH_IN_PYTHON = "load_model(PATH) in Python"
+
+
 class WeightsNotAvailableError(WeightsError, RuntimeError):
-    """A released checkpoint is not in the local cache and could not be downloaded."""
+    """A released checkpoint is not in the local cache and could not be downloaded.
+
+    Made from its fields (``message`` None), its message says why (``reason``), what to do (``remedy``; None: download
+    it by hand from ``url`` and save it as ``target``), or to give a checkpoint file's path instead of the name, that
+    last part worded for a Python caller (`PATH_IN_PYTHON`); `worded` words it with a front end's option."""
 
     def __init__(
-        self, message: str, *, checkpoint: str, url: str, target: str, reason: str | None = None,
+        self, message: str | None = None, *, checkpoint: str, url: str, target: str, reason: str | None = None,
         remedy: str | None = None,
     ) -> None:
-        super().__init__(message)
         self.checkpoint = checkpoint
         self.url = url
         self.target = target
         #: Why it is not available (the message's first part), and what the message says to do (None: the usual).
         self.reason = reason
         self.remedy = remedy
+        self._given = message  # a message given whole: said as it is, whatever the front end
+        super().__init__(self.worded())
+
+    def worded(self, path_option: str = PATH_IN_PYTHON) -> str:
+        """The message, giving a checkpoint file's path worded as ``path_option`` (a command line's ``--weights
+        PATH``) where `PATH_IN_PYTHON` words it for a Python caller."""
+        if self._given is not None:
+            return self._given
+        said = self.remedy or f"Download it by hand from {self.url} and save it as {self.target}"
+        return (f"checkpoint {self.checkpoint!r} is not available: {self.reason}. {said}, or give the path of a "
+                f"checkpoint file you already have instead of the name ({path_option}).")

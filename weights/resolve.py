@@ -238,15 +238,9 @@ def _not_available(
     checkpoint: PretrainedCheckpoint, target: Path, reason: str, remedy: str | None = None
 ) -> WeightsNotAvailableError:
     """The error for a released checkpoint that cannot be had: ``reason``, then ``remedy`` (default: download it by
-    hand and save it in the cache), or give a file's path instead."""
-    said = remedy or f"Download it by hand from {checkpoint.url} and save it as {target}"
-    message = (
-        f"checkpoint {checkpoint.name!r} is not available: {_one_line(reason)}. {said}, "
-        "or give the path of a checkpoint file you already have instead of the name (load_model(PATH) in Python)."
-    )
+    hand and save it in the cache), or give a file's path instead (worded by the error: `WeightsNotAvailableError`)."""
     return WeightsNotAvailableError(
-        message, checkpoint=checkpoint.name, url=checkpoint.url, target=str(target), reason=_one_line(reason),
-        remedy=remedy,
+        checkpoint=checkpoint.name, url=checkpoint.url, target=str(target), reason=_one_line(reason), remedy=remedy,
     )
 
 

@@ -251,17 +251,23 @@ def make_reporter(log_format: str, job: DistributedRun | None) -> Reporter:
     return reporter if job is None else JobProgressReporter(reporter, job)
 
 
-#: The flags that set what the model library's errors name as Python parameters (clipvis.model.errors)
-MODEL_PARAMETER_FLAGS = {"allow_hub_clip": "--allow-hub-clip", "config": "--config", "clip_config": "--clip-config"}
+#: The flags that set what the model library's errors name as Python parameters (clipvis.model.errors), and
+#: ("weights") how a command takes a checkpoint file's path, which clipvis.weights' WeightsNotAvailableError words as
+#: ``load_model(PATH)`` for a Python caller (export's is ``--model PATH``: `load_predictor`'s ``weights_flag``)
+MODEL_PARAMETER_FLAGS = {"allow_hub_clip": "--allow-hub-clip", "config": "--config", "clip_config": "--clip-config",
+                         "weights": "--weights PATH"}
 
 
 def model_error_message(error: BaseException, flags: dict[str, str] = MODEL_PARAMETER_FLAGS) -> str:
     """``describe_exception``, with the parameters a model library error says to give worded as the command line's
-    ``flags`` (``--allow-hub-clip``, not ``allow_hub_clip=True``)."""
+    ``flags`` (``--allow-hub-clip``, not ``allow_hub_clip=True``; ``--weights PATH``, not ``load_model(PATH)``)."""
     from clipvis.model.errors import ParameterHint
+    from clipvis.weights import WeightsNotAvailableError
 
     if isinstance(error, ParameterHint):
         return one_line(error.worded(flags)) or type(error).__name__
+    if isinstance(error, WeightsNotAvailableError) and "weights" in flags:
+        return one_line(error.worded(flags["weights"])) or type(error).__name__
     return describe_exception(error)
 
 
@@ -297,9 +303,11 @@ def _say_warnings(caught: list[warnings.WarningMessage], say: Callable[[str], No
 def load_predictor(
     options: SegmentOptions, weights_option: str = "weights", say: Callable[[str], None] = print_warning,
     vocabulary_source: str = "the vocabulary", downloads: DownloadReporter | None = None,
+    weights_flag: str = "--weights",
 ) -> VideoPredictor:
     """The model and predictor for a run; weights problems end the run with one line (exit 1), naming the weights
-    as ``weights_option`` (export's ``--model``), and vocabulary problems naming ``vocabulary_source`` (evaluate's
+    as ``weights_option`` (export's ``--model``) and the option that takes a checkpoint file's path as
+    ``weights_flag`` (export's ``--model``), and vocabulary problems naming ``vocabulary_source`` (evaluate's
     GT file). Warnings while the model loads (a config that differs from the checkpoint, an unusable text-embedding
     cache) are said by ``say`` (default: `clipvis: warning:` lines), and a released checkpoint's download by
     ``downloads`` (default: `clipvis:` lines, `download_lines`; gdown prints nothing of its own).
@@ -352,7 +360,7 @@ def load_predictor(
             from None
     except (CheckpointError, WeightsError, ValueError, RuntimeError, OSError) as error:
         _say_warnings(caught, say)
-        message = model_error_message(error)
+        message = model_error_message(error, {**MODEL_PARAMETER_FLAGS, "weights": f"{weights_flag} PATH"})
         raise fail(message if options.weights in message else f"{weights_option} {options.weights}: {message}") \
             from None
     raise fail(f"{vocabulary_source}: {refused}")

@@ -285,7 +285,7 @@ def export_network(weights: str, output: str, height: int | None, width: int | N
         config=str(config) if config else None, clip_config=str(clip_config) if clip_config else None,
         allow_hub_clip=allow_hub_clip,
     )
-    predictor = load_predictor(options, weights_option="--model")
+    predictor = load_predictor(options, weights_option="--model", weights_flag="--model")
     try:
         metadata = checkpoint_metadata(options)
     except OSError as error:

@@ -21,7 +21,7 @@ import typer
 from clipvis.cli.commands.common import MODEL_PARAMETER_FLAGS, fail, model_error_message
 
 # train's flags for what the model library's errors name (it has no --allow-hub-clip: the released CLIPs only)
-TRAIN_PARAMETER_FLAGS = {k: v for k, v in MODEL_PARAMETER_FLAGS.items() if k in ("config", "clip_config")}
+TRAIN_PARAMETER_FLAGS = {k: v for k, v in MODEL_PARAMETER_FLAGS.items() if k in ("config", "clip_config", "weights")}
 
 
 # What train says instead of "pass --allow-hub-clip", which it does not offer
@@ -290,7 +290,7 @@ def _starting_weights(weights: str) -> str:
         try:
             chosen: str | None = starting_weights(weights)
         except WeightsError as error:
-            chosen, failure = None, str(error)
+            chosen, failure = None, train_model_error_message(error)
     for warning in dict.fromkeys(str(w.message) for w in caught):
         print_warning(warning)
     if chosen is None:

@@ -289,9 +289,16 @@ def starting_weights(weights: str) -> str:
     absolute path of the checkpoint file in it, the one the run starts from (a training folder's newest checkpoint
     moves on while that run goes on: a resume before this run's first checkpoint must start from the same one).
     WeightsError with a one-line message when it is not there."""
+    from clipvis.cli.commands.train import train_model_error_message
     from clipvis.cli.progress import download_lines
     from clipvis.model import check_checkpoint
-    from clipvis.weights import WeightsError, download_reporter, release_named, resolve_weights
+    from clipvis.weights import (
+        WeightsError,
+        WeightsNotAvailableError,
+        download_reporter,
+        release_named,
+        resolve_weights,
+    )
 
     release = release_named(weights)
     if release is not None:
@@ -299,7 +306,10 @@ def starting_weights(weights: str) -> str:
         # verified before it enters the cache, as load_model verifies it; the model is built from the cached copy. A
         # download says so in `clipvis:` lines, as segment's do
         with download_reporter(download_lines()):
-            resolve_weights(weights, verify=lambda path: check_checkpoint(path, expected=expected))
+            try:
+                resolve_weights(weights, verify=lambda path: check_checkpoint(path, expected=expected))
+            except WeightsNotAvailableError as error:  # said by a rank too: worded with train's --weights PATH here
+                raise WeightsError(train_model_error_message(error)) from None
         return weights
     try:
         return str(resolve_weights(weights, download=False))

@@ -357,6 +357,23 @@ def test_an_output_root_named_like_the_default_weights_does_not_hide_them(tmp_pa
     assert "\n" not in result.stderr.strip() and not (tmp_path / "clipvis-lvis-r50").exists()
 
 
+@pytest.mark.parametrize(("command", "option"), [
+    (["segment", "{video}", "--vocab", "cat", "-o", "{out}", "--weights", "clipvis-lvis-r50"], "--weights"),
+    (["export", "--to", "onnx", "--model", "clipvis-lvis-r50", "-o", "{out}/m.onnx"], "--model"),
+], ids=["segment", "export"])
+def test_a_release_that_cannot_be_had_names_the_option_that_takes_a_file(tmp_path, command, option) -> None:
+    """A released checkpoint not in the offline cache ended "... instead of the name (load_model(PATH) in Python)." on
+    the command line too: the CLI names its own option (docs/architecture.md), the library keeps the Python wording."""
+    video = write_video(tmp_path / "v.mp4", num_frames=2)
+    args = [arg.format(video=video, out=tmp_path / "out") for arg in command]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 1, result.output
+    assert result.stderr.startswith("clipvis: error: checkpoint 'clipvis-lvis-r50' is not available: "), result.stderr
+    assert result.stderr.endswith(
+        f", or give the path of a checkpoint file you already have instead of the name ({option} PATH).\n"
+    ), result.stderr
+
+
 def test_jsonl_events(tmp_path, tiny_weights) -> None:
     video = write_video(tmp_path / "v.mp4", num_frames=3)
     result = CliRunner().invoke(app, segment_args(tiny_weights, tmp_path / "out", str(video),

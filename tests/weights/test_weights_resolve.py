@@ -775,6 +775,9 @@ def test_a_download_cut_short_names_only_paths_that_exist_and_says_what_to_do(
         f"from the beginning: nothing of this one is kept), or download it by hand from {url} and save it as " \
         f"{target}, or give the path of a checkpoint file you already have instead of the name (load_model(PATH) in " \
         "Python)."
+    # a command line words that last part as its own option (the rest as it is)
+    cut = message.index("(load_model(PATH) in Python).")
+    assert excinfo.value.worded("--weights PATH") == message[:cut] + "(--weights PATH)."
     named = re.findall(r"(?<![\w:/])/[^\s,;()']+", message)
     assert named == [str(target)] and target.parent.is_dir() and _leftovers(target.parent) == []
 

@@ -943,6 +943,8 @@ def test_a_released_weights_name_that_cannot_be_had_is_one_line_before_the_data_
     assert result.output.startswith("clipvis: error: checkpoint 'clipvis-lvis-r50' is not available: it is not in "
                                     "the cache and CLIPVIS_OFFLINE is set. Download it by hand from "), result.output
     assert result.output.count("\n") == 1, result.output
+    # train's option, not the library's Python wording "(load_model(PATH) in Python)"
+    assert result.output.endswith("instead of the name (--weights PATH).\n"), result.output
     assert not (tmp_path / "run").exists()
 
 
