@@ -34,8 +34,10 @@ from clipvis.cli.inputs import (
 )
 from clipvis.cli.json_members import JsonMembersError, ObjectArray, RepeatedMemberError, read_members
 from clipvis.cli.mask_store import MaskStoreError
-from clipvis.cli.messages import PathError, error_reason, shown_path, unwritable_character
+from clipvis.cli.messages import PathError, error_reason, one_line, shown_path, unwritable_character
 from clipvis.cli.results import TrackResult, VideoInfo, recorded_source
+from clipvis.cli.writers.layout import MANIFEST_NAME
+from clipvis.cli.writers.manifest import STATUS_COMPLETE, STATUS_FAILED, STATUS_INTERRUPTED, RunManifest
 
 YTVIS_NAME = "ytvis.json"
 # A video's folder name under the output root at most (file systems take 255 bytes: room for "-2", ".json", ...)
@@ -124,6 +126,7 @@ def _search(directory: Path, argument: str, visited: set[str], links: list[Path]
     except OSError as error:
         yield ExportInput(directory, f"cannot read directory ({error_reason(error)})", argument)
         return
+    has_results = False
     for entry in entries:
         try:
             is_dir = entry.is_dir()
@@ -138,7 +141,35 @@ def _search(directory: Path, argument: str, visited: set[str], links: list[Path]
         elif is_dir:
             yield from _search(entry, argument, visited, links)
         elif is_results:
+            has_results = True
             yield ExportInput(entry, argument=argument)
+    if not has_results and any(entry.name == MANIFEST_NAME for entry in entries):
+        # a segment output folder without results (its run failed, say): an input that failed, not one left out
+        # without a word (a `ytvis` results file for servers would then lack that video)
+        yield ExportInput(directory, _without_results(directory), argument)
+
+
+def _without_results(folder: Path) -> str:
+    """Why the segment output folder ``folder`` (it holds segment's run.json) has no results file, from its
+    run.json: its last run failed or was interrupted, or its results were not asked for or were removed."""
+    manifest = RunManifest.read(folder / MANIFEST_NAME)
+    missing = f"no {YTVIS_NAME}"
+    if manifest is None:
+        return f"{missing} (a segment output folder whose {MANIFEST_NAME} cannot be read)"
+    error = one_line(str(manifest.error)) if manifest.error else ""
+    if manifest.status == STATUS_FAILED:
+        return f"segment run failed ({error or 'no reason recorded'}); {missing}"
+    if manifest.status == STATUS_INTERRUPTED:
+        cause = error if error.startswith("interrupted") else f"interrupted ({error or 'no cause recorded'})"
+        return f"segment run {cause}; {missing}"
+    if manifest.status != STATUS_COMPLETE:
+        return (f"segment run did not finish ({MANIFEST_NAME} says {str(manifest.status)!r}: still running, or "
+                f"killed); {missing}")
+    formats = manifest.options.get("formats") if isinstance(manifest.options, dict) else None
+    if isinstance(formats, list) and "ytvis" not in formats:
+        return (f"{missing}: segment ran with --formats {','.join(map(str, formats))} (add ytvis to write the results "
+                "export reads)")
+    return f"{missing} (segment's complete run wrote one: moved or deleted since)"
 
 
 def load_videos(path: Path) -> list[ExportVideo]:

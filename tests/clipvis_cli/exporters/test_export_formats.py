@@ -1492,3 +1492,29 @@ def test_an_export_beside_a_running_segment_does_not_call_it_killed(tmp_path) ->
         running = unfinished_run_warning(output.ytvis)
     assert running is not None and running.endswith(
         "its ytvis.json is from an earlier run (a segment run is writing that folder now)")
+
+
+def test_a_segment_folder_without_results_fails_its_input_and_the_results_file(tmp_path) -> None:
+    """A segment folder whose run failed (run.json, no ytvis.json) was left out of a folder's export without a word,
+    exit 0, and results.json written without that video; an interrupted run's too. Each is now an input that failed,
+    in one line from its run.json; the other videos are exported, and results.json is not written."""
+    from clipvis.cli.inputs import VideoSource
+    from clipvis.cli.writers import RunManifest
+
+    root = tmp_path / "seg"
+    good = make_segment_output(root, stem="a")
+    for stem, status, error in (("b", "failed", "b.mp4: not a video or corrupt (FFmpeg cannot read it)"),
+                                ("c", "interrupted", "interrupted by SIGTERM")):
+        (root / stem).mkdir()
+        run = RunManifest.start(VideoSource(good.video), stem, "w", CATEGORIES, {"formats": ["ytvis"]})
+        run.mark_failed(error, status=status)
+        run.write(root / stem / "run.json")
+    result = run_export(str(root), "--to", "mots-txt,ytvis", "-o", str(tmp_path / "exp"))
+    assert result.exit_code == 1, result.output
+    lines = result.stderr.splitlines()
+    assert (f"clipvis: error: {root / 'b'}: segment run failed (b.mp4: not a video or corrupt (FFmpeg cannot read "
+            "it)); no ytvis.json") in lines, result.stderr
+    assert f"clipvis: error: {root / 'c'}: segment run interrupted by SIGTERM; no ytvis.json" in lines, result.stderr
+    assert (tmp_path / "exp" / "a" / "mots-txt" / "mots.txt").is_file()
+    assert not (tmp_path / "exp" / "results.json").exists()
+    assert any("results.json not written: 2 of its 3 input(s) failed" in line for line in lines), result.stderr
