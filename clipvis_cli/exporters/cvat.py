@@ -10,10 +10,11 @@
   attribute (declared, immutable, in `<meta>`), which is what a reviewer sees in CVAT (CVAT numbers the objects it
   imports itself). Frame numbers are the source video's frame numbers (what CVAT decodes; with `--stride N` the task's
   `frame_filter` is `step=N`).
-* `cvat-images`: one `<image id=<frame number> name="frame_<number:06d>.jpg">` per processed frame with one exact
+* `cvat-images`: one `<image id=<frame number> name="frame_<number:06d>.jpg">` per processed frame (an image-folder
+  source: `name` is the image's own file name, which CVAT matches first) with one exact
   `<mask>` per object (`rle`: run lengths over the mask's tight box `left,top,width,height`, row by row, starting
   with a background run) and a `track_id` attribute (declared as a number attribute of every label). With media
-  the zip carries `images/frame_<number:06d>.jpg`, as CVAT's own exports do.
+  the zip carries `images/<name>`, as CVAT's own exports do.
 """
 
 from __future__ import annotations
@@ -30,11 +31,12 @@ import numpy as np
 
 from clipvis.cli import __version__
 from clipvis.cli.exporters.base import Exporter, ExportOptions, frame_crops, frame_masks
+from clipvis.cli.exporters.coco import image_file_name as coco_image_name
 from clipvis.cli.exporters.frames import processed_frames, save_image
 from clipvis.cli.exporters.loading import ExportVideo
 from clipvis.cli.exporters.masks import cvat_crop_rle, mask_iou, mask_polygon, polygon_mask
 from clipvis.cli.messages import path_text, unwritable_character
-from clipvis.cli.results import TrackResult
+from clipvis.cli.results import TrackResult, VideoInfo
 from clipvis.cli.writers.overlay import track_colour
 from clipvis.cli.zip_files import add_file, add_stream
 
@@ -45,6 +47,16 @@ MAX_TRACK_ID = 1_000_000
 def frame_name(frame_index: int) -> str:
     """CVAT's name of a video task's frame."""
     return f"frame_{frame_index:06d}"
+
+
+def image_name(info: VideoInfo, position: int) -> str:
+    """The ``name`` of processed frame ``position``'s ``<image>`` (and its file under ``images/``): CVAT's name of a
+    video task's frame plus ``.jpg``, or for an image-folder source the image's own file name, which CVAT's "CVAT
+    1.1" importer matches against the task's image names before it falls back to the ``id`` (a task sorts a folder's
+    images its own way: ``1.jpg, 10.jpg, 2.jpg`` by default, where clipvis numbers ``1.jpg, 2.jpg, 10.jpg``)."""
+    if info.kind == "images":
+        return _xml_text(coco_image_name(info, position))
+    return f"{frame_name(info.frame_indices[position])}.jpg"
 
 
 def _colour(index: int) -> str:
@@ -252,7 +264,7 @@ class CvatImagesExporter(Exporter):
         def frames() -> Iterator[ET.Element]:  # one frame's masks in memory at a time
             for position, frame_index in enumerate(info.frame_indices):
                 image = ET.Element("image", {
-                    "id": str(frame_index), "name": f"{frame_name(frame_index)}.jpg",
+                    "id": str(frame_index), "name": image_name(info, position),
                     "width": str(info.width), "height": str(info.height),
                 })
                 for track, crop in frame_crops(video.tracks, position, info.height, info.width, video.progress):
@@ -270,7 +282,7 @@ class CvatImagesExporter(Exporter):
             frames_dir = directory / ".frames"
             frames_dir.mkdir()
             for position, frame in processed_frames(info, video.results_file):
-                file = frames_dir / f"{frame_name(info.frame_indices[position])}.jpg"
+                file = frames_dir / image_name(info, position)
                 save_image(file, frame)
                 images[f"images/{file.name}"] = file
         path = _write_zip(directory / f"{self.name}.zip", root, images, children=frames())

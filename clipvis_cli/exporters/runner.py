@@ -24,7 +24,7 @@ from clipvis.cli.exporters.cvat import CvatVideoExporter
 from clipvis.cli.exporters.frames import check_source
 from clipvis.cli.exporters.loading import ExportInput, ExportInputError, ExportVideo, read_videos
 from clipvis.cli.exporters.ytvis import ResultsStream
-from clipvis.cli.inputs import VideoSource
+from clipvis.cli.inputs import VideoSource, list_image_frames
 from clipvis.cli.locks import FolderBusyError, FolderLock
 from clipvis.cli.messages import describe_exception, one_line, shown_path, subject_message
 from clipvis.cli.progress import Reporter
@@ -33,6 +33,9 @@ from clipvis.cli.writers.layout import MANIFEST_NAME, numbered_name
 from clipvis.cli.writers.manifest import STATUS_COMPLETE, STATUS_RUNNING, RunManifest
 
 CVAT_LABEL_CHARACTERS = 64  # a CVAT label's name (its Label model's max_length)
+# The formats that name an image folder's frames by their position in clipvis' natural order (frame numbers,
+# NNNNNN.png), not by the images' names: a tool that orders the folder otherwise puts their masks on other images
+FRAME_NUMBERED_FORMATS = ("cvat-video", "mots-png", "mots-txt", "png-masks")
 
 
 def unfinished_run_warning(results_file: Path) -> str | None:
@@ -243,7 +246,7 @@ class ExportRunner:
     def _export_video(self, source: VideoSource, video: ExportVideo, several: bool) -> ExportOutcome:
         stem = video.info.stem
         folder = self._folder(video, several)
-        warnings = self._unknown_classes(video) + self._labels_cvat_refuses(video)
+        warnings = self._unknown_classes(video) + self._labels_cvat_refuses(video) + self._frame_order(video)
         notes: list[str] = []
         video = select_tracks(video, self.options)
         if YTVIS_FORMAT in self.formats:  # its results are read: they go into the results file whatever the other
@@ -298,6 +301,31 @@ class ExportRunner:
         listed = ", ".join(video.categories[:20]) + (", ..." if len(video.categories) > 20 else "")
         return [f"{shown_path(video.info.stem)}: --classes {', '.join(unknown)}: no such class here (its classes: "
                 f"{listed})"]
+
+    def _frame_order(self, video: ExportVideo) -> list[str]:
+        """A warning for an image-folder video whose images' natural order (1.jpg, 2.jpg, 10.jpg: clipvis' frame
+        numbers) is not their order as text (1.jpg, 10.jpg, 2.jpg: CVAT's default "Sorting method"), for the formats
+        that number its frames: a task made with the default order puts their masks on other images."""
+        numbered = [name for name in self.formats if name in FRAME_NUMBERED_FORMATS]
+        if video.info.kind != "images" or not numbered:
+            return []
+        folder = Path(video.info.source)
+        try:  # the whole folder, as a task made from it holds it; else the images the results name
+            names = [file.name for file in list_image_frames(folder)] if folder.is_dir() else []
+        except OSError:
+            names = []
+        names = names or [name.rsplit("/", 1)[-1] for name in video.info.file_names]
+        as_text = sorted(names)
+        if as_text == names:
+            return []
+
+        def shown(order: list[str]) -> str:
+            return ", ".join(order[:3]) + (", ..." if len(order) > 3 else "")
+
+        return [f"{shown_path(video.info.stem)}: {', '.join(numbered)} number the images of {shown_path(folder)} in "
+                f"natural order ({shown(names)}), which is not their order as text ({shown(as_text)}): create the CVAT "
+                'task with "Sorting method: Natural" (other tools: sort the names naturally), or the masks land on '
+                "other images"]
 
     def _labels_cvat_refuses(self, video: ExportVideo) -> list[str]:
         """A warning naming the class names longer than a CVAT label may be (64 characters: its task has no such

@@ -1518,3 +1518,64 @@ def test_a_segment_folder_without_results_fails_its_input_and_the_results_file(t
     assert (tmp_path / "exp" / "a" / "mots-txt" / "mots.txt").is_file()
     assert not (tmp_path / "exp" / "results.json").exists()
     assert any("results.json not written: 2 of its 3 input(s) failed" in line for line in lines), result.stderr
+
+
+def _unpadded_image_folder(tmp_path: Path) -> tuple[Path, Path, dict[str, np.ndarray]]:
+    """An image folder 1.png, 2.png, 10.png (natural order: what segment numbers 0, 1, 2; as text, and in a CVAT
+    task's default order: 1, 10, 2) and its results, each image's mask in another place."""
+    from clipvis.cli.results import TrackResult, VideoInfo
+    from clipvis.cli.writers import YtvisWriter
+
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    names = ["1.png", "2.png", "10.png"]
+    masks = {}
+    for k, name in enumerate(names):
+        Image.fromarray(np.full((HEIGHT, WIDTH, 3), 40 + 80 * k, np.uint8)).save(frames / name)
+        masks[name] = np.zeros((HEIGHT, WIDTH), bool)
+        masks[name][5 + 10 * k : 12 + 10 * k, 5:20] = True
+    info = VideoInfo(video_id=1, source=str(frames), stem="frames", height=HEIGHT, width=WIDTH, fps=30.0,
+                     frame_stride=1, frame_indices=[0, 1, 2], file_names=[f"frames/{n}" for n in names], kind="images")
+    track = TrackResult(1, 1, 0.9, [rle.encode(masks[name]) for name in names])
+    (tmp_path / "out" / "frames").mkdir(parents=True)
+    return frames, YtvisWriter().write(tmp_path / "out" / "frames" / "ytvis.json", info, [track], CATEGORIES), masks
+
+
+def test_cvat_images_names_an_image_folders_frames_by_their_files(tmp_path) -> None:
+    """cvat-images named an image folder's frames frame_000000.jpg, ... by position: CVAT matched no image of a task
+    made from the folder by name, fell back to the frame number, and in its default order (1, 10, 2) put the masks of
+    2.png on 10.png. Each <image> and image file now has the source image's name, which CVAT matches first."""
+    frames, ytvis, masks = _unpadded_image_folder(tmp_path)
+    result = run_export(str(ytvis), "--to", "cvat-images", "-o", str(tmp_path / "exp"))
+    assert result.exit_code == 0, result.output
+    with zipfile.ZipFile(tmp_path / "exp" / "frames" / "cvat-images.zip") as archive:
+        root = ET.fromstring(archive.read("annotations.xml"))
+        assert sorted(archive.namelist()) == ["annotations.xml", "images/1.png", "images/10.png", "images/2.png"]
+        for image in root.iter("image"):
+            [shape] = image.iter("mask")
+            runs = [int(v) for v in shape.get("rle").split(",")]
+            box = [int(shape.get(key)) for key in ("left", "top", "width", "height")]
+            assert np.array_equal(decode_cvat_rle(runs, *box, HEIGHT, WIDTH), masks[image.get("name")])
+            picture = np.asarray(Image.open(io.BytesIO(archive.read(f"images/{image.get('name')}"))), np.int64)
+            source = np.asarray(Image.open(frames / image.get("name")), np.int64)
+            assert abs(picture.mean() - source.mean()) < 3
+
+
+def test_formats_numbering_an_image_folders_frames_warn_when_names_sort_otherwise_as_text(tmp_path) -> None:
+    """cvat-video and mots-png number an image folder's frames in natural order (1, 2, 10); a CVAT task made from
+    the folder in its default order (1, 10, 2) got the masks on the wrong images without a word. One warning line per
+    such folder says to create the task with natural sorting; a folder whose names sort alike either way has none."""
+    frames, ytvis, _ = _unpadded_image_folder(tmp_path)
+    result = run_export(str(ytvis), "--to", "cvat-video,mots-png,coco", "-o", str(tmp_path / "exp"))
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("clipvis: warning:")]
+    assert warnings == [
+        f"clipvis: warning: frames: cvat-video, mots-png number the images of {frames} in natural order (1.png, 2.png, "
+        '10.png), which is not their order as text (1.png, 10.png, 2.png): create the CVAT task with "Sorting method: '
+        'Natural" (other tools: sort the names naturally), or the masks land on other images'], result.stderr
+    named = run_export(str(ytvis), "--to", "coco,cvat-images", "-o", str(tmp_path / "exp2"))  # by name: right
+    assert "warning" not in named.stderr, named.stderr
+    (frames / "10.png").rename(frames / "3.png")
+    (tmp_path / "out" / "frames" / "ytvis.json").write_text(ytvis.read_text().replace("10.png", "3.png"))
+    padded = run_export(str(ytvis), "--to", "cvat-video", "-o", str(tmp_path / "exp3"))
+    assert padded.exit_code == 0 and "warning" not in padded.stderr, padded.stderr
