@@ -209,7 +209,8 @@ def _read_videos(path: Path, spill: SpilledTracks) -> list[ExportVideo]:
     tracks: dict[int, list[_ReadTrack]] = {}  # by video id, in file order
     annotations = 0  # read so far
     frames = 0  # of the annotation being read
-    bad_mask: str | None = None  # of the annotation being read: its first mask that is not an RLE
+    bad_mask: tuple[int, str] | None = None  # of the annotation being read: its first mask that is not a valid RLE
+    counts = _CountsChecks()  # the annotation's compressed counts, checked many at a time
 
     def start_track() -> None:
         nonlocal annotations, frames, bad_mask
@@ -217,21 +218,31 @@ def _read_videos(path: Path, spill: SpilledTracks) -> list[ExportVideo]:
         frames, bad_mask = 0, None
         spill.start_track()
 
+    def found(problem: tuple[int, str] | None) -> None:
+        nonlocal bad_mask
+        if problem is not None and (bad_mask is None or problem[0] < bad_mask[0]):
+            bad_mask = problem
+
     def add_mask(segmentation: object) -> None:  # each of a track's masks as it is read: never a whole track
-        nonlocal frames, bad_mask
+        nonlocal frames
         try:
-            spill.append(_compressed(segmentation))
+            mask = _compressed(segmentation)
         except (KeyError, TypeError, ValueError, OverflowError) as error:  # said if the track is a listed video's
             spill.append(None)
-            if bad_mask is None:
-                bad_mask = f"annotation {annotations}, frame {frames}: malformed RLE ({error})"
+            found((frames, f"malformed RLE ({error})"))
+        else:
+            spill.append(mask)
+            if mask is not None:
+                found(counts.add(frames, mask))
         frames += 1
 
     def end_track(annotation: object) -> None:
         if not isinstance(annotation, dict):
             raise TypeError(f"annotation {annotations + 1} is a {type(annotation).__name__}, not an object")
+        found(counts.check())
         stored = spill.end_track()  # its masks, streamed (`add_mask`): its "segmentations" is [] here
-        tracks.setdefault(int(annotation["video_id"]), []).append(_ReadTrack(annotation, stored, bad_mask))
+        tracks.setdefault(int(annotation["video_id"]), []).append(_ReadTrack(annotation, stored, annotations,
+                                                                             bad_mask))
 
     streamed = {"annotations": ObjectArray(start_track, end_track, {"segmentations": add_mask})}
     try:
@@ -284,12 +295,44 @@ def _frame_indices(entry: dict, file_names: list, length: int, stride: int, sour
 
 @dataclass
 class _ReadTrack:
-    """One annotation as `load_videos` read it: its members (``segmentations`` streamed to ``masks``: [] here) and
-    its first mask that is not an RLE (said only for a video the file lists)."""
+    """One annotation as `load_videos` read it: its members (``segmentations`` streamed to ``masks``: [] here), its
+    place among the file's annotations (1-based) and its first mask that is not a valid RLE, as ``(frame, why)``
+    (said only for a video the file lists)."""
 
     annotation: dict
     masks: SpilledSegmentations
-    problem: str | None
+    number: int
+    problem: tuple[int, str] | None
+
+
+class _CountsChecks:
+    """The compressed counts of one annotation's masks as they are read, checked ``BATCH`` at a time: their run
+    lengths must add up to the mask's height x width (`clipvis.cli.rle.compressed_counts_problems`, no mask decoded).
+    A file's ``"counts": "!!!!"`` went into the coco, labelstudio and ytvis files as it was (a box 111426075 % wide),
+    where the other formats refused it."""
+
+    BATCH = 4096
+
+    def __init__(self) -> None:
+        self.frames: list[int] = []
+        self.counts: list[str] = []
+        self.pixels: list[int] = []
+
+    def add(self, frame: int, mask: rle.RleDict) -> tuple[int, str] | None:
+        """Take frame ``frame``'s mask; the first problem of those taken when a batch is checked, else None."""
+        self.frames.append(frame)
+        self.counts.append(mask["counts"])
+        height, width = mask["size"]
+        self.pixels.append(height * width)
+        return self.check() if len(self.counts) >= self.BATCH else None
+
+    def check(self) -> tuple[int, str] | None:
+        """The first problem of the masks taken since the last check, as ``(frame, why)``, or None."""
+        problems = rle.compressed_counts_problems(self.counts, self.pixels) if self.counts else []
+        first = next(((frame, problem) for frame, problem in zip(self.frames, problems, strict=True)
+                      if problem is not None), None)
+        self.frames, self.counts, self.pixels = [], [], []
+        return first
 
 
 def _video(path: Path, entry: dict, annotations: list[_ReadTrack], categories: list[str]) -> ExportVideo:
@@ -328,17 +371,34 @@ def _video(path: Path, entry: dict, annotations: list[_ReadTrack], categories: l
         if not isinstance(read.annotation["segmentations"], list):
             raise ExportInputError(path, f"video {video_id}: track {rank}: segmentations is not a list")
         if read.problem is not None:
-            raise ExportInputError(path, read.problem)
+            frame, problem = read.problem
+            raise ExportInputError(path, f"video {video_id}: track {rank} (annotation {read.number}), frame {frame}: "
+                                         f"{problem}")
         segmentations = read.masks
         if len(segmentations) != length:
             raise ExportInputError(
                 path, f"video {video_id}: track {rank} has {len(segmentations)} segmentations for {length} frames"
             )
+        if (wrong := _other_mask_size(segmentations, info.height, info.width)) is not None:
+            frame, size = wrong
+            raise ExportInputError(path, f"video {video_id}: track {rank}, frame {frame}: a mask of size {size}, the "
+                                         f"video is [{info.height}, {info.width}] (height, width)")
         category_id = int(read.annotation["category_id"])
         if not 1 <= category_id <= len(categories):
             raise ExportInputError(path, f"video {video_id}: track {rank} has unknown category_id {category_id}")
         tracks.append(TrackResult(rank, category_id, float(read.annotation.get("score", 1.0)), segmentations))
     return ExportVideo(info, tracks, list(categories), Path(path))
+
+
+def _other_mask_size(masks: SpilledSegmentations, height: int, width: int) -> tuple[int, list[int]] | None:
+    """The first frame whose mask is not ``height`` x ``width`` and its size, or None: known from the sizes the
+    track's masks were spilled with, none read (each format refused such a mask its own way, or none did: Label
+    Studio's boxes went out scaled to the wrong frame)."""
+    video = [height, width]
+    if masks.size is not None and list(masks.size) != video:
+        first = next(frame for frame in range(len(masks)) if masks.ends[frame + 1] >= 0)  # its first mask
+        return first, list(masks.size)
+    return next(((frame, list(size)) for frame, size in masks.size_changes.items() if list(size) != video), None)
 
 
 def _start_time(entry: dict) -> float:
@@ -371,7 +431,7 @@ def _compressed(segmentation: object) -> rle.RleDict | None:
     if not isinstance(segmentation, dict):
         raise TypeError(f"a {type(segmentation).__name__}, not an RLE object")
     size = [int(v) for v in segmentation["size"]]
-    if len(size) != 2:
+    if len(size) != 2 or min(size) < 0:
         raise ValueError(f"size {size} is not [height, width]")
     counts = segmentation["counts"]
     if isinstance(counts, list):

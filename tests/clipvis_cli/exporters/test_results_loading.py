@@ -66,37 +66,88 @@ def test_a_long_video_s_results_are_read_without_holding_its_masks(tmp_path: Pat
 
 
 def test_uncompressed_and_sized_masks_are_kept_as_the_file_says(tmp_path: Path) -> None:
-    """A ground-truth style file: uncompressed RLE (a list of counts) becomes compressed; a mask whose size differs
-    from the others' keeps its own (the exporter then refuses it, as it did)."""
+    """A ground-truth style file: uncompressed RLE (a list of counts) becomes compressed; a spilled mask whose size
+    differs from the others' keeps its own (a results file with one is refused as it is read)."""
     mask = np.zeros((24, 32), bool)
     mask[2:5, 3:9] = True
     compressed = rle.encode(mask)
     uncompressed = {"size": [24, 32], "counts": rle.decompress_counts(compressed["counts"]).tolist()}
-    other_size = rle.encode(np.ones((10, 10), bool))
     path = _results(tmp_path / "gt.json", 3, 1)
     document = json.loads(path.read_text())
-    document["annotations"][0]["segmentations"] = [uncompressed, other_size, None]
+    document["annotations"][0]["segmentations"] = [uncompressed, compressed, None]
     path.write_text(json.dumps(document))
     [video] = load_videos(path)
     masks = video.tracks[0].segmentations
-    assert masks[0] == compressed and masks[1] == other_size and masks[2] is None
-    assert masks.mask_size is None  # the sizes differ: each mask's own is read
+    assert masks[0] == compressed and masks[1] == compressed and masks[2] is None
+    assert masks.mask_size == [24, 32]
+    other_size = rle.encode(np.ones((10, 10), bool))
+    with SpilledTracks(str(tmp_path)) as spill:
+        masks = spill.add([compressed, other_size, None])
+        spill.finish()
+        assert list(masks) == [compressed, other_size, None]
+        assert masks.mask_size is None  # the sizes differ: each mask's own is read
 
 
 @pytest.mark.parametrize(("segmentation", "message"), [
-    ([[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]], "annotation 2, frame 1: malformed RLE (a list, not an RLE object)"),
-    ({"counts": "abc"}, "annotation 2, frame 1: malformed RLE ('size')"),
-    ({"size": [24], "counts": "abc"}, "annotation 2, frame 1: malformed RLE (size [24] is not [height, width])"),
-    ({"size": [24, 32], "counts": 5}, "annotation 2, frame 1: malformed RLE (counts is a int)"),
+    ([[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]], "malformed RLE (a list, not an RLE object)"),
+    ({"counts": "abc"}, "malformed RLE ('size')"),
+    ({"size": [24], "counts": "abc"}, "malformed RLE (size [24] is not [height, width])"),
+    ({"size": [-24, -32], "counts": "abc"}, "malformed RLE (size [-24, -32] is not [height, width])"),
+    ({"size": [24, 32], "counts": 5}, "malformed RLE (counts is a int)"),
+    # Compressed counts were not read: "!!!!" went into coco, labelstudio and ytvis as it was (other formats refused)
+    ({"size": [24, 32], "counts": "!!!!"}, "RLE counts string with characters COCO's encoding never writes"),
+    ({"size": [24, 32], "counts": "0"}, "corrupt RLE counts (its runs add up to 0 pixels, not height x width = 768)"),
+    ({"size": [24, 32], "counts": "0`"}, "RLE counts string cut short (it ends in the middle of a run length)"),
+    ({"size": [24, 32], "counts": [700, 60]},
+     "corrupt RLE counts (its runs add up to 760 pixels, not height x width = 768)"),
 ])
 def test_a_mask_that_is_not_an_rle_is_named_in_one_line(tmp_path: Path, segmentation, message: str) -> None:
+    """The file, the video, the track (and its annotation in the file) and the frame, when the file is read: every
+    format refuses it alike."""
     path = _results(tmp_path / "bad.json", 3, 2)
     document = json.loads(path.read_text())
     document["annotations"][1]["segmentations"][1] = segmentation
     path.write_text(json.dumps(document))
     with pytest.raises(ExportInputError) as raised:
         load_videos(path)
-    assert str(raised.value) == f"{path}: {message}"
+    assert str(raised.value) == f"{path}: video 1: track 2 (annotation 2), frame 1: {message}"
+
+
+def test_a_mask_of_another_size_than_its_video_is_named_in_one_line(tmp_path: Path) -> None:
+    """A mask of [32, 24] on a 24x32 video: cvat-video failed with numpy's "operands could not be broadcast",
+    labelstudio wrote boxes for the wrong frame size. It is refused when the file is read, for every format."""
+    path = _results(tmp_path / "bad.json", 4, 2)
+    document = json.loads(path.read_text())
+    document["annotations"][1]["segmentations"][2] = rle.encode(np.ones((32, 24), bool))
+    path.write_text(json.dumps(document))
+    with pytest.raises(ExportInputError) as raised:
+        load_videos(path)
+    assert str(raised.value) == f"{path}: video 1: track 2, frame 2: a mask of size [32, 24], the video is [24, 32] " \
+                                "(height, width)"
+    for track in document["annotations"]:  # every mask of that size: found without reading one
+        track["segmentations"] = [None, rle.encode(np.ones((32, 24), bool)), None, None]
+    path.write_text(json.dumps(document))
+    with pytest.raises(ExportInputError) as raised:
+        load_videos(path)
+    assert str(raised.value).endswith(": video 1: track 1, frame 1: a mask of size [32, 24], the video is [24, 32] "
+                                      "(height, width)")
+
+
+def test_many_masks_are_checked_in_batches_and_the_first_bad_frame_is_named(tmp_path: Path) -> None:
+    """Counts are checked many at a time: a bad mask past the first batch, and one before a mask that is no RLE at
+    all, are each named by their own frame."""
+    from clipvis.cli.exporters.loading import _CountsChecks
+
+    frames = _CountsChecks.BATCH + 10
+    path = _results(tmp_path / "bad.json", frames, 1)
+    document = json.loads(path.read_text())
+    masks = document["annotations"][0]["segmentations"]
+    masks[frames - 3] = {"size": [24, 32], "counts": "!!"}
+    masks[frames - 1] = [1, 2]
+    path.write_text(json.dumps(document))
+    with pytest.raises(ExportInputError) as raised:
+        load_videos(path)
+    assert f"frame {frames - 3}: RLE counts string with characters" in str(raised.value)
 
 
 def test_spilled_tracks_are_read_from_several_threads(tmp_path: Path) -> None:
@@ -211,3 +262,22 @@ def test_the_masks_temporary_file_is_closed_when_the_export_is_done(tmp_path: Pa
         spill = videos[0].tracks[0].segmentations.spill
         assert list(videos[0].tracks[0].segmentations) == output.tracks[0].segmentations
     assert spill._file.closed
+
+
+def test_every_format_refuses_malformed_counts_and_writes_nothing(tmp_path: Path) -> None:
+    """coco and ytvis wrote ``"counts": "!!!!"`` out as it was (exit 0) where cvat-images refused it."""
+    from typer.testing import CliRunner
+
+    from clipvis.cli.app import app
+
+    (tmp_path / "in").mkdir()
+    path = _results(tmp_path / "in" / "ytvis.json", 3, 2)
+    document = json.loads(path.read_text())
+    document["annotations"][0]["segmentations"][0] = {"size": [24, 32], "counts": "!!!!"}
+    path.write_text(json.dumps(document))
+    result = CliRunner().invoke(app, ["export", str(path), "--to", "coco,ytvis", "--no-media", "-o",
+                                      str(tmp_path / "out")], catch_exceptions=False)
+    assert result.exit_code == 1
+    assert (f"clipvis: error: {path}: video 1: track 1 (annotation 1), frame 0: RLE counts string with characters "
+            "COCO's encoding never writes") in result.stderr.splitlines(), result.stderr
+    assert not (tmp_path / "out" / "long").exists() and not (tmp_path / "out" / "results.json").exists()
