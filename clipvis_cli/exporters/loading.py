@@ -12,6 +12,7 @@ with `error` set, so one bad argument fails one input, not the batch. `load_vide
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from collections.abc import Callable, Iterator, Sequence
@@ -386,7 +387,11 @@ def _video(path: Path, entry: dict, annotations: list[_ReadTrack], categories: l
         category_id = int(read.annotation["category_id"])
         if not 1 <= category_id <= len(categories):
             raise ExportInputError(path, f"video {video_id}: track {rank} has unknown category_id {category_id}")
-        tracks.append(TrackResult(rank, category_id, float(read.annotation.get("score", 1.0)), segmentations))
+        score = float(read.annotation.get("score", 1.0))
+        if not math.isfinite(score):  # NaN dropped the track from every format; Infinity made invalid JSON
+            raise ExportInputError(path, f"video {video_id}: track {rank} has score {json.dumps(score)}, not a "
+                                         "finite number")
+        tracks.append(TrackResult(rank, category_id, score, segmentations))
     return ExportVideo(info, tracks, list(categories), Path(path))
 
 

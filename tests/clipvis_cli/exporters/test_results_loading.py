@@ -281,3 +281,18 @@ def test_every_format_refuses_malformed_counts_and_writes_nothing(tmp_path: Path
     assert (f"clipvis: error: {path}: video 1: track 1 (annotation 1), frame 0: RLE counts string with characters "
             "COCO's encoding never writes") in result.stderr.splitlines(), result.stderr
     assert not (tmp_path / "out" / "long").exists() and not (tmp_path / "out" / "results.json").exists()
+
+
+@pytest.mark.parametrize(("score", "shown"), [("NaN", "NaN"), ("Infinity", "Infinity"), ("-Infinity", "-Infinity"),
+                                              ('"nan"', "NaN")])
+def test_a_score_that_is_not_a_finite_number_is_named_in_one_line(tmp_path: Path, score: str, shown: str) -> None:
+    """A NaN score made the track vanish from every format without a word (it is >= no --min-score); Infinity was
+    written as a bare `Infinity`, which no JSON reader takes, into coco, labelstudio, fiftyone, png-masks and
+    results.json. Refused as the file is read, naming the video and the track."""
+    path = _results(tmp_path / "bad.json", 3, 2)
+    text = path.read_text()
+    assert text.count('"score": 0.8') == 1
+    path.write_text(text.replace('"score": 0.8', f'"score": {score}'))
+    with pytest.raises(ExportInputError) as raised:
+        load_videos(path)
+    assert str(raised.value) == f"{path}: video 1: track 2 has score {shown}, not a finite number"
