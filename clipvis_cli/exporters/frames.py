@@ -64,6 +64,8 @@ def processed_frames(info: VideoInfo, results_file: Path) -> Iterator[tuple[int,
     Raises ExportInputError when the source is missing, or its frames differ from the processed ones.
     """
     check_source(info, results_file)
+    if not info.frame_indices:  # a video with no processed frames exports as empty, in every format
+        return
     source_path = Path(info.source)
     wanted = info.frame_indices
     if info.kind == "images":

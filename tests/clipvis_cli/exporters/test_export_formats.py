@@ -1579,3 +1579,30 @@ def test_formats_numbering_an_image_folders_frames_warn_when_names_sort_otherwis
     (tmp_path / "out" / "frames" / "ytvis.json").write_text(ytvis.read_text().replace("10.png", "3.png"))
     padded = run_export(str(ytvis), "--to", "cvat-video", "-o", str(tmp_path / "exp3"))
     assert padded.exit_code == 0 and "warning" not in padded.stderr, padded.stderr
+
+
+def test_a_video_with_no_processed_frames_exports_as_empty_in_every_format(tmp_path) -> None:
+    """A video entry with `length: 0`: coco, cvat-images and mots-png failed with the internal `max_frames must be
+    >= 1, got 0` where the other formats wrote empty files. Every format now writes its empty files."""
+    video = write_video(tmp_path / "zero.mp4", frames=2)
+    document = {
+        "videos": [{"id": 1, "name": "zero", "height": HEIGHT, "width": WIDTH, "length": 0, "file_names": [],
+                    "fps": 10.0, "frame_stride": 1, "frame_indices": [], "source": str(video)}],
+        "categories": [{"id": 1, "name": "cat"}],
+        "annotations": [{"video_id": 1, "category_id": 1, "score": 0.9, "segmentations": []}],
+    }
+    (tmp_path / "zero").mkdir()
+    (tmp_path / "zero" / "ytvis.json").write_text(json.dumps(document))
+    formats = "cvat-video,cvat-images,coco,mots-png,mots-txt,png-masks,labelstudio,fiftyone,ytvis"
+    result = run_export(str(tmp_path / "zero" / "ytvis.json"), "--to", formats, "-o", str(tmp_path / "exp"))
+    assert result.exit_code == 0, result.output
+    folder = tmp_path / "exp" / "zero"
+    assert sorted(p.name for p in folder.iterdir() if not p.name.startswith(".")) == sorted(
+        ["cvat-video.zip", "cvat-images.zip", "coco", "mots-png", "mots-txt", "png-masks", "labelstudio", "fiftyone"])
+    coco = json.loads((folder / "coco" / "annotations" / "instances_default.json").read_text())
+    assert coco["images"] == [] and coco["annotations"] == []
+    assert list((folder / "mots-png" / "instances").glob("*.png")) == []
+    with zipfile.ZipFile(folder / "cvat-images.zip") as archive:
+        assert archive.namelist() == ["annotations.xml"]
+        assert list(ET.fromstring(archive.read("annotations.xml")).iter("image")) == []
+    assert [track["segmentations"] for track in json.loads((tmp_path / "exp" / "results.json").read_text())] == [[]]
