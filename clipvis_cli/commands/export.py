@@ -20,7 +20,7 @@ from clipvis.cli.commands.common import (
     parse_vocabulary,
 )
 from clipvis.cli.exporters import EXPORT_FORMATS, ExportOptions, discover_export_inputs
-from clipvis.cli.exporters.runner import ExportOutcome, ExportRunner
+from clipvis.cli.exporters.runner import ExportOutcome, ExportRunner, classes_in_no_input
 from clipvis.cli.inputs import read_argument_lines
 from clipvis.cli.listing import StdoutListing
 from clipvis.cli.messages import describe_exception, print_warning, shown_path, subject_message
@@ -171,6 +171,10 @@ def export(
         return
     if not found:
         raise typer.BadParameter("no segment outputs given")
+    if class_names is not None and (unknown := classes_in_no_input(found, class_names)) is not None:
+        reporter.close()  # an error, not a warning per video and every format written empty
+        reporter.batch_finished({"complete": 0, "failed": 0}, 0, unknown, error=True)
+        raise typer.Exit(1)
     runner = ExportRunner(formats, options, Path(output) if output is not None else None, reporter, inputs=found)
     outcomes: list[ExportOutcome] = []
     listing = StdoutListing(reporter.say, "they are written all the same", null)

@@ -173,6 +173,33 @@ def _without_results(folder: Path) -> str:
     return f"{missing} (segment's complete run wrote one: moved or deleted since)"
 
 
+class _CategoriesRead(Exception):
+    """`category_names` has what it needs: the reading stops."""
+
+
+def category_names(path: Path) -> list[str] | None:
+    """The category names of the results file ``path`` (None where it cannot be read), without reading its masks
+    where its categories come before its annotations, as segment writes them: the reading then stops at the first
+    annotation."""
+    names: list[str] = []
+
+    def category(entry: object) -> None:
+        if isinstance(entry, dict) and "name" in entry:
+            names.append(str(entry["name"]))
+
+    def annotation(_: object) -> None:
+        if names:
+            raise _CategoriesRead
+
+    try:
+        read_members(path, {"categories": category, "annotations": annotation})
+    except _CategoriesRead:
+        pass
+    except (OSError, ValueError):  # the export of that input says what is wrong with it
+        return None
+    return names
+
+
 def load_videos(path: Path) -> list[ExportVideo]:
     """Every video of a YouTube-VIS results file. Raises ExportInputError (one line).
 

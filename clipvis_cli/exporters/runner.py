@@ -22,7 +22,7 @@ from clipvis.cli.exporters.base import (
 )
 from clipvis.cli.exporters.cvat import CvatVideoExporter
 from clipvis.cli.exporters.frames import check_source
-from clipvis.cli.exporters.loading import ExportInput, ExportInputError, ExportVideo, read_videos
+from clipvis.cli.exporters.loading import ExportInput, ExportInputError, ExportVideo, category_names, read_videos
 from clipvis.cli.exporters.ytvis import ResultsStream
 from clipvis.cli.inputs import VideoSource, list_image_frames
 from clipvis.cli.locks import FolderBusyError, FolderLock
@@ -56,6 +56,28 @@ def unfinished_run_warning(results_file: Path) -> str | None:
         whose = "from an earlier run"
     return (f"{shown_path(results_file.parent)}: run.json says its last segment run is {manifest.status!r}, "
             f"not 'complete': its {results_file.name} is {whose}")
+
+
+def classes_in_no_input(inputs: Sequence[ExportInput], classes: Sequence[str]) -> str | None:
+    """Why nothing would be exported when none of ``classes`` (``--classes``) is a class of any of ``inputs`` (every
+    name a typo: each video exported empty, exit 0), naming them and the inputs' classes; None when one is, or no
+    input's classes can be read (those inputs fail on their own). Reads the inputs' categories until one holds a
+    named class (`category_names`: not their masks, for files written by segment)."""
+    wanted = {class_key(name) for name in classes}
+    found: dict[str, str] = {}  # the inputs' classes, by key, in order
+    for item in inputs:
+        names = category_names(item.path) if item.ok else None
+        if names is None:
+            continue
+        if wanted & {class_key(name) for name in names}:
+            return None
+        found.update((class_key(name), name) for name in names if class_key(name) not in found)
+    if not found:
+        return None
+    listed = list(found.values())
+    shown = ", ".join(listed[:20]) + (", ..." if len(listed) > 20 else "")
+    return (f"--classes {', '.join(classes)}: no such class in {'the input' if len(inputs) == 1 else 'any input'} "
+            f"(their classes: {shown}); nothing exported")
 
 
 def _being_written(folder: Path) -> bool:

@@ -1606,3 +1606,41 @@ def test_a_video_with_no_processed_frames_exports_as_empty_in_every_format(tmp_p
         assert archive.namelist() == ["annotations.xml"]
         assert list(ET.fromstring(archive.read("annotations.xml")).iter("image")) == []
     assert [track["segmentations"] for track in json.loads((tmp_path / "exp" / "results.json").read_text())] == [[]]
+
+
+def test_classes_naming_no_class_of_any_input_is_an_error_and_nothing_is_written(tmp_path) -> None:
+    """`--classes dgo` (every name a typo) gave a warning, exit 0 and files with no labels (over an earlier export of
+    the right classes). It is one error line naming the names and the inputs' classes, exit 1, nothing written; a
+    name that one input has and another lacks stays a warning for the other."""
+    one = make_segment_output(tmp_path / "a")
+    result = run_export(str(one.folder), "--to", "cvat-video", "--classes", "dgo,cta", "-o", str(tmp_path / "exp"))
+    assert result.exit_code == 1, result.output
+    assert result.stderr.splitlines() == [
+        "clipvis: error: --classes dgo, cta: no such class in the input (their classes: cat, dog, hot air balloon); "
+        "nothing exported"]
+    assert not (tmp_path / "exp").exists()
+    other = tmp_path / "b" / "other"
+    other.mkdir(parents=True)
+    document = json.loads(one.ytvis.read_text())
+    document["categories"] = [{"id": k, "name": name} for k, name in enumerate(["car", "bus", "van"], start=1)]
+    (other / "ytvis.json").write_text(json.dumps(document))
+    mixed = run_export(str(one.folder), str(other), "--to", "mots-txt", "--classes", "cat", "-o", str(tmp_path / "m"))
+    assert mixed.exit_code == 0, mixed.output
+    assert [line for line in mixed.stderr.splitlines() if "warning" in line] == [
+        "clipvis: warning: clip: --classes cat: no such class here (its classes: car, bus, van)"]
+
+
+def test_category_names_stop_at_the_first_annotation(tmp_path) -> None:
+    """The classes of a file whose categories come first (as segment writes them) are read without its masks: a file
+    broken after its first annotation still gives them; one whose categories come last is read through."""
+    from clipvis.cli.exporters.loading import category_names
+
+    first = tmp_path / "first.json"
+    first.write_text('{"videos": [], "categories": [{"id": 1, "name": "cat"}], "annotations": [{"video_id": 1}, !!')
+    assert category_names(first) == ["cat"]
+    last = tmp_path / "last.json"
+    last.write_text('{"videos": [], "annotations": [{"video_id": 1}], "categories": [{"id": 1, "name": "dog"}]}')
+    assert category_names(last) == ["dog"]
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"videos": [], "annotations": [!!')
+    assert category_names(broken) is None
