@@ -64,7 +64,40 @@ def cvat_crop_rle(crop: rle.MaskCrop) -> tuple[list[int], int, int, int, int]:
 def mask_polygon(mask: np.ndarray) -> np.ndarray | None:
     """One polygon `[K, 2]` float (x, y) covering every part and hole of an H×W bool mask (see module docstring);
     None when the mask has no outline of at least 3 points."""
-    contours = _outlines(mask)
+    rows = np.flatnonzero(mask.any(axis=1))
+    if rows.size == 0:
+        return None
+    cols = np.flatnonzero(mask.any(axis=0))
+    # Traced on the mask's box plus a one-pixel margin (the same contours, in the same order, moved by the box's
+    # corner): the margin keeps the crop's edge background where the frame's is not its edge
+    top, left = max(int(rows[0]) - 1, 0), max(int(cols[0]) - 1, 0)
+    binary = np.ascontiguousarray(mask[top : int(rows[-1]) + 2, left : int(cols[-1]) + 2], dtype=np.uint8)
+    return _polygon(binary, top, left)
+
+
+def crop_polygon(crop: rle.MaskCrop, height: int, width: int) -> np.ndarray | None:
+    """`mask_polygon` of the H×W mask that ``crop`` was cut from (`clipvis.cli.rle.mask_crops`), the same polygon,
+    without that mask decoded whole: the image traced is the same box plus margin, made from the crop."""
+    x, y = crop.box[0], crop.box[1]
+    pixels = crop.mask
+    rows = np.flatnonzero(pixels.any(axis=1))
+    if rows.size == 0:
+        return None
+    cols = np.flatnonzero(pixels.any(axis=0))
+    # the tight box (COCO's box spans every row where a run crosses a column) in the frame, then the margin
+    first_row, last_row = y + int(rows[0]), y + int(rows[-1])
+    first_col, last_col = x + int(cols[0]), x + int(cols[-1])
+    top, left = max(first_row - 1, 0), max(first_col - 1, 0)
+    binary = np.zeros((min(last_row + 2, height) - top, min(last_col + 2, width) - left), np.uint8)
+    binary[first_row - top : last_row + 1 - top, first_col - left : last_col + 1 - left] = pixels[
+        int(rows[0]) : int(rows[-1]) + 1, int(cols[0]) : int(cols[-1]) + 1]
+    return _polygon(binary, top, left)
+
+
+def _polygon(binary: np.ndarray, top: int, left: int) -> np.ndarray | None:
+    """`mask_polygon` of a mask's box plus margin ``binary`` (uint8, `[h, w]`), whose corner is (``left``, ``top``)
+    in the frame."""
+    contours = _outlines(binary, top, left)
     if not contours:
         return None
     contours.sort(key=lambda c: -abs(cv2.contourArea(c.astype(np.float32))))
@@ -85,73 +118,98 @@ def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.logical_and(a, b).sum() / union) if union else 1.0
 
 
-def _outlines(mask: np.ndarray) -> list[np.ndarray]:
-    """Every outer and hole contour of the mask, each `[K, 2]` float, moved to enclose whole pixels.
+def polygon_iou(points: np.ndarray, segmentation: RleDict, height: int, width: int) -> float:
+    """``mask_iou(polygon_mask(points, H, W), rle.decode(segmentation))`` for a non-empty mask, computed by
+    pycocotools on the polygon's RLE and the mask's (the same counts divided as the same doubles), no mask decoded
+    or rasterised to pixels."""
+    polygon = coco_mask.frPyObjects([np.asarray(points, np.float64).reshape(-1).tolist()], height, width)
+    return float(coco_mask.iou(polygon, [rle.compressed(segmentation)], [0])[0][0])
+
+
+def _outlines(binary: np.ndarray, top: int, left: int) -> list[np.ndarray]:
+    """Every outer and hole contour of a mask's box plus margin ``binary`` (uint8; its corner at (``left``, ``top``)
+    in the frame), each `[K, 2]` float in frame coordinates, moved to enclose whole pixels.
 
     Where a part is one pixel thick somewhere (a line, a tail, a lone pixel, pixels touching at a corner), its
     contour through pixel centres runs there and back on itself and encloses nothing; the mask is then traced at
     twice its size, where every part is at least two pixels thick, and the outlines are scaled back: every pixel
     is kept, at the cost of a vertex per step along diagonal edges."""
-    rows = np.flatnonzero(mask.any(axis=1))
-    if rows.size == 0:
-        return []
-    cols = np.flatnonzero(mask.any(axis=0))
-    # Traced on the mask's box plus a one-pixel margin (the same contours, in the same order, moved by the box's
-    # corner): the margin keeps the crop's edge background where the frame's is not its edge
-    top, left = max(int(rows[0]) - 1, 0), max(int(cols[0]) - 1, 0)
-    binary = np.ascontiguousarray(mask[top : int(rows[-1]) + 2, left : int(cols[-1]) + 2], dtype=np.uint8)
     # Every boundary pixel (CHAIN_APPROX_NONE) to find a stretch traced out and back: the compressed chain drops the
     # repeated pixels of a straight tail that continues an edge of a thicker part
     every, _ = cv2.findContours(binary, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_NONE)
     scale = 1
-    if any(_runs_over_itself(contour.reshape(-1, 2)) for contour in every):
+    if _any_runs_over_itself(every):
         scale = 2
         # every pixel doubled each way (nearest neighbour at exactly twice the size: the same image as np.repeat
         # along both axes, ~10x faster)
         binary = cv2.resize(binary, (2 * binary.shape[1], 2 * binary.shape[0]), interpolation=cv2.INTER_NEAREST)
     contours, hierarchy = cv2.findContours(binary, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
-    outlines = []
     corner = np.array([left * scale, top * scale])
-    for index, contour in enumerate(contours):
-        points = (contour.reshape(-1, 2) + corner).astype(np.float64)
-        if len(points) < 3:  # cannot happen at twice the size: every part is then at least 2 x 2
-            continue
-        is_hole = hierarchy[0][index][3] >= 0
-        outlines.append(_pixel_outline(points, grow=not is_hole) / scale)
-    return outlines
+    # fewer than 3 points cannot happen at twice the size: every part is then at least 2 x 2
+    kept = [index for index, contour in enumerate(contours) if len(contour) >= 3]
+    if not kept:
+        return []
+    points = [(contours[index].reshape(-1, 2) + corner).astype(np.float64) for index in kept]
+    grow = [bool(hierarchy[0][index][3] < 0) for index in kept]  # a part grows, a hole shrinks
+    return [outline / scale for outline in _pixel_outlines(points, grow)]
 
 
-def _runs_over_itself(points: np.ndarray) -> bool:
-    """Whether a contour `[K, 2]` (pixel centres) encloses no area somewhere: fewer than 3 points, or a point
-    visited twice (a one-pixel-thick stretch is traced out and back)."""
-    return len(points) < 3 or len(np.unique(points, axis=0)) < len(points)
+def _any_runs_over_itself(contours: Sequence[np.ndarray]) -> bool:
+    """Whether one of OpenCV's contours (pixel centres, `[K, 1, 2]` int) encloses no area somewhere: fewer than 3
+    points, or a point visited twice (a one-pixel-thick stretch is traced out and back). All of a mask's contours are
+    checked at once: each point a key (contour, y, x) and the keys sorted, a repeated key side by side (a sort per
+    contour through ``np.unique`` cost more than the tracing)."""
+    if any(len(contour) < 3 for contour in contours):
+        return True
+    if not contours:
+        return False
+    points = np.concatenate(contours).reshape(-1, 2).astype(np.int64)
+    owner = np.repeat(np.arange(len(contours), dtype=np.int64), [len(contour) for contour in contours])
+    keys = (owner << 42) | (points[:, 1] << 21) | points[:, 0]  # coordinates < 2**21 (traced images are smaller)
+    keys.sort()
+    return bool((keys[1:] == keys[:-1]).any())
 
 
-def _pixel_outline(points: np.ndarray, grow: bool) -> np.ndarray:
-    """Pixel-centre outline -> the outline of the pixels themselves: every vertex moves half a pixel (along the
-    bisector of its two edges' normals) away from the foreground: outwards for a part, into the hole for a hole."""
+def _pixel_outlines(outlines: Sequence[np.ndarray], grow: Sequence[bool]) -> list[np.ndarray]:
+    """Pixel-centre outlines (each `[K, 2]` float, closed) -> the outlines of the pixels themselves: every vertex
+    moves half a pixel (along the bisector of its two edges' normals) away from the foreground: outwards for a part
+    (``grow``), into the hole for a hole. The vertices of all a mask's outlines are moved at once (each vertex's
+    neighbours taken within its own outline; a call per outline cost more than the tracing), each outline's area
+    summed over its own vertices as before, so every coordinate is the same float."""
+    sizes = np.fromiter(map(len, outlines), dtype=np.int64, count=len(outlines))
+    ends = np.cumsum(sizes)
+    starts = ends - sizes
+    points = np.concatenate(outlines)
+    before = np.arange(-1, len(points) - 1)  # each vertex's previous and next one, around its own outline
+    before[starts] = ends - 1
+    after = np.arange(1, len(points) + 1)
+    after[ends - 1] = starts
     centre = points + 0.5
-    previous = points - _shifted(points, 1)
-    following = _shifted(points, -1) - points
+    previous = points - points[before]
+    following = points[after] - points
     normals = _unit_normals(previous) + _unit_normals(following)
     length = np.maximum(np.abs(normals).max(axis=1, keepdims=True), 1e-9)
     offset = normals / length * 0.5
     plus, minus = centre + offset, centre - offset
-    larger, smaller = (plus, minus) if _area(plus) >= _area(minus) else (minus, plus)
-    return larger if grow else smaller
-
-
-def _area(points: np.ndarray) -> float:
-    x, y = points[:, 0], points[:, 1]
-    return abs(0.5 * float(np.sum(x * _shifted(y, -1) - _shifted(x, -1) * y)))
-
-
-def _shifted(values: np.ndarray, shift: int) -> np.ndarray:
-    """``np.roll(values, shift, axis=0)`` for a shift of 1 or -1, without np.roll's general-case overhead (the
-    outlines roll thousands of short arrays)."""
-    if shift == 1:
-        return np.concatenate([values[-1:], values[:-1]])
-    return np.concatenate([values[1:], values[:1]])
+    # the shoelace terms of every vertex; each outline's area is the sum of its own (the same sum as over it alone)
+    plus_terms = plus[:, 0] * plus[after, 1] - plus[after, 0] * plus[:, 1]
+    minus_terms = minus[:, 0] * minus[after, 1] - minus[after, 0] * minus[:, 1]
+    # Summed all at once (np.add.reduceat, in order) where that cannot decide otherwise than the sum over each
+    # outline alone (np.sum, pairwise) did: both are within n * eps * sum |terms| of the exact sum, far below the
+    # margin asked for; a closer call is summed again as before
+    plus_areas = np.abs(0.5 * np.add.reduceat(plus_terms, starts))
+    minus_areas = np.abs(0.5 * np.add.reduceat(minus_terms, starts))
+    margin = 1e-9 * (np.add.reduceat(np.abs(plus_terms), starts) + np.add.reduceat(np.abs(minus_terms), starts))
+    clear = (np.abs(plus_areas - minus_areas) > margin).tolist()
+    plus_larger = (plus_areas >= minus_areas).tolist()
+    moved = []
+    for k, (start, end, grows) in enumerate(zip(starts.tolist(), ends.tolist(), grow, strict=True)):
+        if not clear[k]:
+            plus_larger[k] = (abs(0.5 * float(np.sum(plus_terms[start:end])))
+                              >= abs(0.5 * float(np.sum(minus_terms[start:end]))))
+        larger, smaller = (plus, minus) if plus_larger[k] else (minus, plus)
+        moved.append((larger if grows else smaller)[start:end])
+    return moved
 
 
 def _unit_normals(edges: np.ndarray) -> np.ndarray:

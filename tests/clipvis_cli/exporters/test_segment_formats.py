@@ -94,7 +94,7 @@ def test_segment_cvat_video_skips_the_polygon_iou_that_only_export_reports(segme
     def no_rasterising(*args, **kwargs):
         raise AssertionError("segment rasterised a polygon to measure it")
 
-    monkeypatch.setattr(cvat_module, "polygon_mask", no_rasterising)
+    monkeypatch.setattr(cvat_module, "polygon_iou", no_rasterising)
     video = SegmentedVideo(info, tracks, categories, frames=lambda: iter(()))
     written = ExportFormatWriter("cvat-video").write_video(Path(segment_output.folder) / "cvat-video.zip", video)
     with zipfile.ZipFile(written) as got, zipfile.ZipFile(made) as want:
