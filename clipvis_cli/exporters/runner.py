@@ -17,14 +17,23 @@ from clipvis.cli.exporters.base import (
     class_key,
     export_identity,
     folder_takes_export,
+    read_export_record,
     select_tracks,
     staged_directory,
 )
 from clipvis.cli.exporters.cvat import CvatVideoExporter
 from clipvis.cli.exporters.frames import check_source
-from clipvis.cli.exporters.loading import ExportInput, ExportInputError, ExportVideo, category_names, read_videos
+from clipvis.cli.exporters.loading import (
+    EXPORT_STEM_BYTES,
+    YTVIS_NAME,
+    ExportInput,
+    ExportInputError,
+    ExportVideo,
+    category_names,
+    read_videos,
+)
 from clipvis.cli.exporters.ytvis import ResultsStream
-from clipvis.cli.inputs import VideoSource, list_image_frames
+from clipvis.cli.inputs import VideoSource, list_image_frames, safe_stem
 from clipvis.cli.locks import FolderBusyError, FolderLock
 from clipvis.cli.messages import describe_exception, one_line, shown_path, subject_message
 from clipvis.cli.progress import Reporter
@@ -78,6 +87,13 @@ def classes_in_no_input(inputs: Sequence[ExportInput], classes: Sequence[str]) -
     shown = ", ".join(listed[:20]) + (", ..." if len(listed) > 20 else "")
     return (f"--classes {', '.join(classes)}: no such class in {'the input' if len(inputs) == 1 else 'any input'} "
             f"(their classes: {shown}); nothing exported")
+
+
+def _exported_before(folder: Path, identity: dict[str, object]) -> bool:
+    """Whether ``folder`` holds an earlier export of the video ``identity`` (its record says so): that video comes
+    back to it."""
+    return any(isinstance(entry, dict) and entry.get("from") == identity
+               for entry in read_export_record(folder).values())
 
 
 def _being_written(folder: Path) -> bool:
@@ -147,6 +163,10 @@ class ExportRunner:
         self.destination = destination
         self.reporter = reporter
         self._used_names: set[str] = set()
+        # the folder names the inputs' videos are likely to take (their segment folders' names): a second video of
+        # one name is not numbered into one of them (`clip-2/` for segcol/clip sent segcol/clip-2 to `clip-2-2/`)
+        self._input_names = {safe_stem(item.path.parent.name, max_bytes=EXPORT_STEM_BYTES).lower()
+                             for item in inputs if item.ok and item.path.name == YTVIS_NAME}
         self._results: dict[Path, ResultsStream] = {}  # the ytvis results files, by folder, written as they go
         # without -o: how many of the inputs are still to come for each results folder; and the files written
         self._to_come = Counter(self._results_folder(item) for item in inputs) if destination is None else Counter()
@@ -247,10 +267,19 @@ class ExportRunner:
         identity = export_identity(video)
         name, suffix = stem, 2
         while (f"{root}/{name.lower()}" in self._used_names
+               or (name != stem and name.lower() in self._input_names and not _exported_before(root / name, identity))
                or not folder_takes_export(root / name, identity)):
             name, suffix = numbered_name(stem, suffix), suffix + 1
         self._used_names.add(f"{root}/{name.lower()}")
         return root / name
+
+    def _numbered_note(self, video: ExportVideo, folder: Path) -> list[str]:
+        """A note saying where a video's files went when its folder is not named as the video (another video, or
+        files of someone's, have that name): which input went where is not otherwise told."""
+        if folder.name == video.info.stem or folder == video.results_file.parent:
+            return []
+        return [f"{shown_path(video.info.stem)}: {shown_path(video.results_file)} exported to {shown_path(folder)} "
+                f"({shown_path(folder.parent / video.info.stem)} is taken by another video or by other files)"]
 
     def _replaceable(self, folder: Path) -> list[str]:
         """The files segment's run.json in `folder` lists as its own and are as it wrote them (an export beside them
@@ -269,7 +298,7 @@ class ExportRunner:
         stem = video.info.stem
         folder = self._folder(video, several)
         warnings = self._unknown_classes(video) + self._labels_cvat_refuses(video) + self._frame_order(video)
-        notes: list[str] = []
+        notes: list[str] = self._numbered_note(video, folder)
         video = select_tracks(video, self.options)
         if YTVIS_FORMAT in self.formats:  # its results are read: they go into the results file whatever the other
             results_folder = self.destination or video.results_file.parent  # formats do

@@ -1644,3 +1644,25 @@ def test_category_names_stop_at_the_first_annotation(tmp_path) -> None:
     broken = tmp_path / "broken.json"
     broken.write_text('{"videos": [], "annotations": [!!')
     assert category_names(broken) is None
+
+
+def test_a_second_video_of_one_name_is_not_numbered_into_another_inputs_name(tmp_path) -> None:
+    """Two segment roots under one -o: run1/clip took `clip/`, run2/clip was numbered `clip-2/` and run2/clip-2 then
+    went to `clip-2-2/`: each folder named like another input's video. The numbered name now skips the inputs' names,
+    and a note says where the renamed video went."""
+    make_segment_output(tmp_path / "run1")
+    second = make_segment_output(tmp_path / "run2")
+    make_segment_output(tmp_path / "run2", stem="clip-2")
+    dest = tmp_path / "dest"
+    result = run_export(str(tmp_path / "run1"), str(tmp_path / "run2"), "--to", "mots-txt", "-o", str(dest))
+    assert result.exit_code == 0, result.output
+    came_from = {folder.name: {entry["from"]["results"] for entry in json.loads(
+        (folder / ".clipvis-export.json").read_text())["entries"].values()} for folder in dest.iterdir()}
+    assert came_from == {"clip": {str(tmp_path / "run1" / "clip" / "ytvis.json")},
+                         "clip-2": {str(tmp_path / "run2" / "clip-2" / "ytvis.json")},
+                         "clip-3": {str(second.ytvis)}}
+    assert (f"clipvis: clip: {second.ytvis} exported to {dest / 'clip-3'} ({dest / 'clip'} is taken by another video "
+            "or by other files)") in result.stderr.splitlines(), result.stderr
+    again = run_export(str(tmp_path / "run2" / "clip"), "--to", "mots-txt", "-o", str(dest))  # back to its folder
+    assert again.exit_code == 0 and f"exported to {dest / 'clip-3'}" in again.stderr, again.output
+
