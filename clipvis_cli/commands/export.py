@@ -189,6 +189,8 @@ def export(
                 listing.list(path)
 
     reporter.batch_started(len(found))
+    if "labelstudio" in formats and not media_url:
+        reporter.say("warning", LABEL_STUDIO_WITHOUT_URL)
     try:
         for item in found:
             ended(runner.run(item))
@@ -209,6 +211,12 @@ def export(
     reporter.batch_finished(_counts(videos), len(videos), "; ".join(parts) or None, error=bool(parts))
     if parts:
         raise typer.Exit(1)
+
+
+LABEL_STUDIO_WITHOUT_URL = (
+    "labelstudio without --media-url: tasks.json names each video by its file name alone (data.video \"clip.mp4\"), "
+    "which Label Studio cannot load; give the URL prefix it serves media/ under (--media-url "
+    "\"/data/local-files/?d=clips/\")")
 
 
 def _counts(videos: list[ExportOutcome]) -> dict[str, int]:

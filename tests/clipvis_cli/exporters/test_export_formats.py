@@ -1666,3 +1666,16 @@ def test_a_second_video_of_one_name_is_not_numbered_into_another_inputs_name(tmp
     again = run_export(str(tmp_path / "run2" / "clip"), "--to", "mots-txt", "-o", str(dest))  # back to its folder
     assert again.exit_code == 0 and f"exported to {dest / 'clip-3'}" in again.stderr, again.output
 
+
+def test_labelstudio_without_a_media_url_is_said_once(tmp_path) -> None:
+    """tasks.json without --media-url names the video by its file name alone, which Label Studio cannot load: one
+    warning for the export, none with --media-url."""
+    make_segment_output(tmp_path / "in", stem="a")
+    make_segment_output(tmp_path / "in", stem="b")
+    result = run_export(str(tmp_path / "in"), "--to", "labelstudio", "-o", str(tmp_path / "exp"))
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("clipvis: warning:")]
+    assert len(warnings) == 1 and "labelstudio without --media-url" in warnings[0], result.stderr
+    served = run_export(str(tmp_path / "in"), "--to", "labelstudio", "--media-url", "/data/local-files/?d=c/", "-o",
+                        str(tmp_path / "exp2"))
+    assert served.exit_code == 0 and "warning" not in served.stderr, served.stderr
