@@ -27,7 +27,7 @@ import threading
 import warnings
 from array import array
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -164,7 +164,7 @@ class VideoReader:
         declared = _declared_seconds(container, start)  # the header's word, from the start
         last_time: float | None = None
         ended = False
-        health = _StreamHealth(_stream_fps(stream)[0])
+        health = _StreamHealth(_stream_fps(stream)[0], _TransportStreamStarts.of(self.path, container, stream))
         to_rgb = _RgbConverter()
         times = array("d")  # seconds from the start, per yielded frame: the last iteration's in `frame_times`
         self.frame_times = times
@@ -874,13 +874,20 @@ class _StreamHealth:
     duration before the gap: a variable-rate video's average rate, lowered by its pauses, would reach farther).
 
     A gap far from any corrupt data is the video's own (a screen recorder's pause, a camera's dropped frames), and
-    so is one whose only corrupt data is a packet the demuxer flagged where decoding starts again at a keyframe
-    (two MPEG-TS recordings joined with ``cat``: the continuity counters break at the join, and the second
-    recording starts later). A frame the decoder flags next to a gap, or a flagged packet before frames decoded
-    from the middle of a group of pictures, is damage the demuxer skipped over."""
+    so is one whose only corrupt data is a packet the demuxer flagged where the file starts again (``restarted``:
+    two MPEG-TS recordings joined with ``cat``, whose continuity counters break at the join, the second recording
+    starting later). A frame the decoder flags next to a gap is damage the demuxer skipped over, and so is a flagged
+    packet anywhere else: a recording that lost a run of packets looks like a join to FFmpeg (the packet before the
+    loss flagged, decoding starting again at a keyframe after it), but does not start again there.
 
-    def __init__(self, fps: Fraction) -> None:
+    ``restarted(after, at)``: whether the file starts again between byte ``after`` (the video packet before) and the
+    video packet at byte ``at`` (`_TransportStreamStarts`); None for a file that cannot be joined so."""
+
+    def __init__(self, fps: Fraction, restarted: Callable[[int, int], bool] | None = None) -> None:
         self.fps = fps if fps else DEFAULT_FPS
+        self._restarted = restarted
+        self._packet_at: dict[int, tuple[int, int]] = {}  # recent packets' pts -> (its byte, the packet before's)
+        self._packet_pos: int | None = None  # the latest video packet's byte in the file
         self.last_step = 0.0  # the time between the last two frames
         self.first_pts: int | None = None  # the first decoded frame's, in the stream's time base
         self.corrupt = False
@@ -892,7 +899,7 @@ class _StreamHealth:
         self._latest: float | None = None  # the latest time a packet or frame gave (for corrupt data without one)
         self._frames_after_gap = 0  # frames seen since ``gap`` was found
         self._steps: deque[float] = deque(maxlen=16)  # the latest steps between frames that are no gap
-        # Recent gaps (before, after, decoding starts again at a keyframe, how far from them corrupt data counts) and
+        # Recent gaps (before, after, the file starts again there, how far from them corrupt data counts) and
         # corrupt data (time, flagged by the decoder): a gap and the damage that made it come out close together
         self._gaps: deque[tuple[float, float, bool, float]] = deque(maxlen=_RECENT_EVENTS)
         self._corruption: deque[tuple[float, bool]] = deque(maxlen=_RECENT_EVENTS)
@@ -912,6 +919,13 @@ class _StreamHealth:
             self._latest = time
         if packet.pts is not None:
             self.last_end = max(self.last_end, int(packet.pts) + int(packet.duration or 1))
+        position = getattr(packet, "pos", None)
+        if self._restarted is not None and position is not None and position >= 0:
+            if packet.pts is not None and self._packet_pos is not None:
+                if len(self._packet_at) >= _RECENT_EVENTS:  # the oldest (in file order) go: frames come out close by
+                    del self._packet_at[next(iter(self._packet_at))]
+                self._packet_at[int(packet.pts)] = (int(position), self._packet_pos)
+            self._packet_pos = int(position)
         if getattr(packet, "is_corrupt", False):
             self._corrupt_at(time, decoded=False)
 
@@ -933,13 +947,20 @@ class _StreamHealth:
             if self.last_step > self._longest:
                 steps = sorted(self._steps)
                 duration = steps[len(steps) // 2] if steps else 1 / float(self.fps)  # the frames' usual step
-                gap = (self._previous, time, bool(getattr(frame, "key_frame", False)), _DAMAGE_REACH_FRAMES * duration)
+                gap = (self._previous, time, self._restarts_at(frame), _DAMAGE_REACH_FRAMES * duration)
                 self._gaps.append(gap)
                 for corrupt in self._corruption:
                     self._check(gap, corrupt)
             elif self.last_step > 0:
                 self._steps.append(self.last_step)
         self._previous = time
+
+    def _restarts_at(self, frame: av.VideoFrame) -> bool:
+        """Whether the file starts again (``restarted``) right before ``frame``, a keyframe's."""
+        if self._restarted is None or not getattr(frame, "key_frame", False) or frame.pts is None:
+            return False
+        positions = self._packet_at.get(int(frame.pts))
+        return positions is not None and self._restarted(positions[1], positions[0])
 
     def _corrupt_at(self, time: float | None, decoded: bool) -> None:
         self.corrupt = True
@@ -954,13 +975,97 @@ class _StreamHealth:
 
     def _check(self, gap: tuple[float, float, bool, float], corrupt: tuple[float, bool]) -> None:
         """Make ``gap`` the frames lost to damage when ``corrupt`` is next to it, and it is the longest such."""
-        before, after, restarts, reach = gap
+        before, after, restarted, reach = gap
         time, decoded = corrupt
-        if not before - reach <= time <= after + reach or (restarts and not decoded):
+        if not before - reach <= time <= after + reach or (restarted and not decoded):
             return
         if self.gap is None or after - before > self.gap[1] - self.gap[0]:
             self.gap = (before, after)
             self._frames_after_gap = 0
+
+
+# MPEG-TS packet sizes and where the sync byte sits in each: 188 bytes; M2TS (Blu-ray, AVCHD camcorders' .mts) puts
+# a 4-byte time code first; 204 bytes carry 16 bytes of error correction last
+_TS_LAYOUTS = ((188, 0), (192, 4), (204, 0))
+_TS_SYNC = 0x47
+_TS_PAT_PID = 0
+_TS_NULL_PID = 0x1FFF
+_TS_HEAD_BYTES = 1 << 20  # where each PID's first continuity counter is looked for
+_TS_SEARCH_PACKETS = 4096  # how far before a video packet the start of a joined recording is looked for
+
+
+class _TransportStreamStarts:
+    """Where an MPEG-TS file starts again: a second recording joined to the first with ``cat``.
+
+    A muxer numbers each PID's TS packets with a 4-bit continuity counter from the same value in every file it
+    writes (FFmpeg's from 0), and writes the PAT (PID 0) before anything else. So a recording joined after another
+    begins with a PAT whose counter, and that of every TS packet after it up to its first video packet, is the one its
+    PID began the file with. A recording that lost a run of packets breaks the counters too (FFmpeg flags the packet
+    before the loss corrupt), but goes on with counters that are no new start's (1 chance in 16 per PID by luck)."""
+
+    def __init__(self, path: Path, video_pid: int) -> None:
+        self.path = path
+        self.video_pid = video_pid
+        self._layout: tuple[int, int] | None = None  # (packet size, the sync byte's offset in it)
+        self._first_counters: dict[int, int] = {}  # per PID: the continuity counter of its first packet with payload
+
+    @classmethod
+    def of(cls, path: Path, container: av.container.InputContainer,
+           stream: av.video.stream.VideoStream) -> Callable[[int, int], bool] | None:
+        """``restarted_between`` for an MPEG-TS file, None for other files (no join of which is told apart)."""
+        if "mpegts" not in container.format.name.split(","):
+            return None
+        return cls(path, int(stream.id)).restarted_between
+
+    def restarted_between(self, after: int, at: int) -> bool:
+        """Whether the file starts again after byte ``after`` (a video packet's start) and by the video packet whose
+        first TS packet is at byte ``at``."""
+        try:
+            if self._layout is None:
+                self._read_head()
+            size, sync = self._layout or (0, 0)
+            if not size or at <= after:
+                return False
+            start = max(after + size, at - _TS_SEARCH_PACKETS * size)
+            with open(self.path, "rb") as file:
+                file.seek(start)
+                region = file.read(at + size - start)
+        except OSError:
+            return False
+        video = True  # the packet at ``at`` first, then back to the PAT before it
+        for offset in range(at - start, -1, -size):
+            header = region[offset + sync : offset + sync + 4]
+            if len(header) < 4 or header[0] != _TS_SYNC:
+                return False
+            pid, starts_unit, counter = ((header[1] & 0x1F) << 8) | header[2], bool(header[1] & 0x40), header[3] & 0xF
+            has_payload = bool(header[3] & 0x10)
+            if video and (pid != self.video_pid or not starts_unit):
+                return False
+            video = False
+            if pid == _TS_NULL_PID or not has_payload:  # stuffing, or adaptation fields alone: no count kept
+                continue
+            if self._first_counters.get(pid) != counter:
+                return False
+            if pid == _TS_PAT_PID and starts_unit:
+                return True
+        return False
+
+    def _read_head(self) -> None:
+        with open(self.path, "rb") as file:
+            head = file.read(_TS_HEAD_BYTES)
+        self._layout = (0, 0)
+        for size, sync in _TS_LAYOUTS:  # the one with the sync byte where each of the first 5 packets starts
+            if len(head) > sync and all(head[k] == _TS_SYNC for k in range(sync, len(head), size)[:5]):
+                self._layout = (size, sync)
+                break
+        size, sync = self._layout
+        for offset in range(0, len(head) - size + 1, size) if size else ():
+            header = head[offset + sync : offset + sync + 4]
+            if header[0] != _TS_SYNC:
+                break
+            pid = ((header[1] & 0x1F) << 8) | header[2]
+            if header[3] & 0x10 and pid not in self._first_counters:
+                self._first_counters[pid] = header[3] & 0xF
 
 
 def _demuxed_frames(container: av.container.InputContainer, stream: av.video.stream.VideoStream,

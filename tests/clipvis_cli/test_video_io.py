@@ -390,6 +390,41 @@ def test_a_pause_far_from_corrupt_data_and_recordings_joined_with_cat_are_read_w
     assert indices == list(range(20)) and [synth.bar_index(f) for f in frames] == [*range(10), *range(10)]
 
 
+def test_an_mpeg_ts_recording_that_lost_packets_mid_way_is_damaged_and_a_joined_one_is_not(tmp_path: Path) -> None:
+    """A recording that lost a run of TS packets (a lossy capture, a bad disk) looks like two joined with `cat` to
+    FFmpeg: the packet before the loss is flagged corrupt and decoding starts again at a keyframe after it. Such
+    copies were read whole, the frames after the loss numbered as the lost ones. What a join has and a loss has not:
+    the second recording's TS packets start counting again as the first's did (M2TS's 192-byte packets too)."""
+    import av
+
+    def record(path: Path, first_pts: int, muxer_options: dict[str, str] | None = None) -> bytes:
+        with av.open(str(path), "w", format="mpegts", options=muxer_options or {}) as output:
+            stream = output.add_stream("libx264", rate=25, options={"g": "25", "bf": "0"})
+            stream.width, stream.height, stream.pix_fmt = 128, 96, "yuv420p"
+            stream.codec_context.time_base = Fraction(1, 25)
+            for i in range(150):  # bars that move (many scene cuts: keyframes where a loss often ends)
+                image = np.zeros((96, 128, 3), np.uint8)
+                image[:, (i * 3) % 128 : (i * 3) % 128 + 8], image[(i * 2) % 96 : (i * 2) % 96 + 6, :, 1] = 255, 200
+                frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+                frame.pts, frame.time_base = first_pts + i, Fraction(1, 25)
+                output.mux(stream.encode(frame))
+            output.mux(stream.encode())
+        return path.read_bytes()
+
+    data = record(tmp_path / "rec.ts", 0)
+    packets = len(data) // 188
+    lossy = tmp_path / "lossy.ts"
+    for start in (0.18, 0.21, 0.24, 0.39, 0.45, 0.72):  # where such cuts were read whole (25 packets: 0.5 s)
+        cut = int(packets * start)
+        lossy.write_bytes(data[: cut * 188] + data[(cut + 25) * 188 :])
+        with pytest.raises(VideoReadError, match=r"damaged: no frames between"):
+            read_all(VideoReader(lossy))
+    for name, options in (("joined.ts", None), ("joined.m2ts", {"mpegts_m2ts_mode": "1"})):
+        joined = tmp_path / name
+        joined.write_bytes(record(tmp_path / "1st", 0, options) + record(tmp_path / "2nd", 2500, options))
+        assert read_all(VideoReader(joined))[0] == list(range(300))
+
+
 def test_a_damaged_first_keyframe_is_told_as_damage_and_no_frame_decoding_as_none(tmp_path: Path, synth) -> None:
     """A video whose first keyframe is garbage (the 4 frames after it depend on it; the next keyframe's 15 frames
     decode) said "no decodable frames": it is damage at the start, told as the AVI path tells it. A file none of
