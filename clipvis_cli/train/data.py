@@ -288,7 +288,7 @@ def _read_frame(frame: FrameRecord, seeker: VideoFrameSeeker | None) -> np.ndarr
             raise SampleError(f"{path}: skipped unreadable image ({reason})") from exc
     else:
         try:
-            image = (seeker or VideoFrameSeeker(files=1)).frame(frame.source_video, frame.frame_index)
+            image = (seeker or VideoFrameSeeker()).frame(frame.source_video, frame.frame_index)
         except VideoReadError as error:
             raise SampleError(f"{frame.source_video}: skipped frame {frame.frame_index} ({error})") from None
     if image.shape[:2] != (frame.height, frame.width):

@@ -491,6 +491,45 @@ def test_the_frame_seeker_gives_segment_s_frames_of_an_mpeg_program_stream(tmp_p
     assert wrong == []
 
 
+def test_the_frame_seeker_reads_palette_videos_and_keeps_what_it_learned_of_many_files(tmp_path: Path, synth,
+                                                                                      monkeypatch) -> None:
+    """A palette (pal8) video's frames crashed training with a traceback: the picture digest took the (image,
+    palette) pair PyAV gives such a frame for an array. And the seeker kept what it learned of 8 files: training over
+    more videos decoded a whole video again each time it came back to it."""
+    import av
+
+    from clipvis.cli import video_io
+    from clipvis.cli.video_io import VideoFrameSeeker
+
+    palette = np.zeros((256, 4), np.uint8)
+    palette[:, 0], palette[:, 1], palette[:, 3] = 255, np.arange(256), 255
+    animation = tmp_path / "palette.avi"
+    with av.open(str(animation), "w") as output:
+        stream = output.add_stream("rawvideo", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "pal8"
+        for i in range(6):
+            indices = np.zeros((48, 64), np.uint8)
+            indices[:, i * 8 : i * 8 + 8] = 200
+            output.mux(stream.encode(av.VideoFrame.from_ndarray((indices, palette), format="pal8")))
+        output.mux(stream.encode())
+    expected = [image for _, image in VideoReader(animation)]
+    seeker = VideoFrameSeeker()
+    assert all(np.array_equal(seeker.frame(animation, index), expected[index]) for index in (5, 0, 3))
+
+    videos = [synth.write_bar_video(tmp_path / f"v{k}.mkv", 3) for k in range(12)]
+    for video in videos:
+        seeker.frame(video, 0)
+    with monkeypatch.context() as patch:
+        patch.setattr(video_io, "_learn_frames", lambda path: pytest.fail(f"{path} learned again"))
+        assert [synth.bar_index(seeker.frame(video, 2)) for video in videos] == [2] * 12
+    learn, learned = video_io._learn_frames, []
+    monkeypatch.setattr(video_io, "_learn_frames", lambda path: learned.append(path.name) or learn(path))
+    small = VideoFrameSeeker(frames=9)  # a budget of frames (3, 3 and 6 here): the files used longest ago go
+    for video in (videos[0], videos[1], videos[0], animation, videos[0], videos[1]):
+        small.frame(video, 0)
+    assert learned == ["v0.mkv", "v1.mkv", "palette.avi", "v1.mkv"]
+
+
 def test_cover_art_and_a_thumbnail_stream_are_not_the_video(tmp_path: Path, synth) -> None:
     """An MP3 with its album art (an attached picture) ran to complete as a 1-frame video of the cover; an MKV whose
     first stream is a 1-frame thumbnail had the thumbnail read, not its video. The stream read is FFmpeg's pick among
