@@ -41,7 +41,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from clipvis.cli.frame_numbers import increasing_from_zero
-from clipvis.cli.inputs import VideoSource
+from clipvis.cli.inputs import IMAGE_EXTENSIONS, VideoSource
 from clipvis.cli.messages import PathError, error_reason, path_text, shown_path
 from clipvis.cli.results import synthetic_file_names
 
@@ -191,9 +191,7 @@ class VideoReader:
                     self.size_change = (index, coded[::-1] if quarter_turn else coded)
                 if index % self.stride or (self.frames is not None and index not in self.frames):
                     continue
-                image = to_rgb(frame)
-                if image.shape[:2] != first_size:  # resolution change mid-stream: keep one size
-                    image = cv2.resize(image, (first_size[1], first_size[0]), interpolation=cv2.INTER_AREA)
+                image = resized_to(to_rgb(frame), first_size)  # resolution change mid-stream: keep one size
                 yielded += 1
                 times.append(frame.time - start if frame.time is not None else math.nan)
                 yield index, image
@@ -413,8 +411,23 @@ class ImageFolderReader:
             elif size != first_size:  # one size for the video, as VideoReader keeps it
                 if self.size_change is None:
                     self.size_change = (index, size)
-                image = cv2.resize(image, (first_size[1], first_size[0]), interpolation=cv2.INTER_AREA)
+                image = resized_to(image, first_size)
             yield index, image
+
+    def picture(self, index: int) -> np.ndarray:
+        """Frame ``index`` alone, as iterating gives it (an animation's frame, or a frame file at the first one's size).
+        VideoReadError when there is no such frame or it cannot be read."""
+        count = self.probe().frame_count or 0
+        if not 0 <= index < count:
+            raise VideoReadError(self.path, f"no frame {index} (it has {count})")
+        if self._animation() is None:
+            return resized_to(self._load(self.frame_files[index]), (self.probe().height, self.probe().width))
+        try:
+            with Image.open(self.frame_files[0]) as opened:
+                opened.seek(index)
+                return rgb_array(opened)
+        except (OSError, ValueError, EOFError) as error:
+            raise VideoReadError(self.path, f"animation frame {index}: not decodable ({error})") from None
 
     def _animation_frames(self) -> Iterator[tuple[int, np.ndarray]]:
         file = self.frame_files[0]
@@ -458,6 +471,15 @@ class ImageFolderReader:
         except Exception as error:  # noqa: BLE001 - Pillow's decoders raise many kinds (struct.error, TypeError, ...)
             reason = f"frame {shown_path(file.name)}: not an image or corrupt ({error_reason(error)})"
             raise VideoReadError(self.path, reason) from None
+
+
+def resized_to(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """``image`` (``[H, W, 3]``) at ``size`` (height, width): how a video keeps its first frame's size when a frame
+    comes in another (a resolution change mid-stream, an image folder's photo turned upright by its EXIF), in segment
+    and in training alike (cv2's area interpolation)."""
+    if image.shape[:2] == tuple(size):
+        return image
+    return cv2.resize(image, (size[1], size[0]), interpolation=cv2.INTER_AREA)
 
 
 def picture_count(image: Image.Image) -> int:
@@ -562,6 +584,14 @@ def open_reader(
     if frames is None and _is_webp(source.path):  # an animated WebP named .gif (as GIF sites serve them): FFmpeg
         return ImageFolderReader((source.path,), stride, max_frames, fps=image_fps)  # decodes no animated WebP
     return VideoReader(source.path, stride, max_frames, frames=frames)
+
+
+def file_reader(path: Path) -> FrameReader:
+    """The reader segment reads a file named as its input with (``open_reader``'s rule: by its name an image, whose
+    frames Pillow reads where it can, or a video; a WebP whatever its name)."""
+    if path.suffix.lower() in IMAGE_EXTENSIONS:
+        return open_reader(VideoSource(path, kind="images", frame_files=(path,)))
+    return open_reader(VideoSource(path))
 
 
 def _is_webp(path: Path) -> bool:
@@ -782,47 +812,15 @@ class VideoFrameSeeker:
         self._learned_files: OrderedDict[tuple[str, int, int, int, int], _LearnedFrames] = OrderedDict()
 
     def frame(self, path: Path | str, index: int) -> np.ndarray:
-        """``[H, W, 3]`` uint8 RGB, rotation applied; VideoReadError when the file has no such frame."""
+        """``[H, W, 3]`` uint8 RGB, rotation applied, at the first frame's size (as segment reads it); VideoReadError
+        when the file has no such frame."""
         path = Path(path)
         learned = self._learned(path)
-        stamps, digests = learned.stamps, learned.digests
-        if not 0 <= index < len(stamps):
-            raise VideoReadError(path, f"no frame {index} (it has {len(stamps)})")
-        target = stamps[index]
-        near = [stamp for stamp in stamps[max(index - _SEEK_SLACK_FRAMES, 0) : index + _SEEK_SLACK_FRAMES + 1]
-                if stamp != _NO_PTS]  # the timestamps the frame may come with after a seek
-        try:
-            if target != _NO_PTS:
-                with _open_input(path) as container:
-                    stream = _chosen_stream(container, path)
-                    stream.thread_type = "SLICE"
-                    seconds_before = (0.0, 2.0, 10.0)  # seeking by time lands late in some containers (MPEG-TS)
-                    ticks = 1 / float(stream.time_base) if stream.time_base else 0.0
-                    for margin in seconds_before:
-                        container.seek(max(int(target - margin * ticks), 0), stream=stream, backward=True)
-                        match: av.VideoFrame | None = None  # the frame near the timestamp that has the picture
-                        for frame in container.decode(stream):
-                            if frame.pts is not None and frame.pts > max(near):
-                                break  # past it
-                            if (frame.pts is None or frame.pts >= min(near)) and _picture_digest(frame, path) == \
-                                    digests[index]:
-                                if frame.pts == target:
-                                    return _to_rgb(frame)
-                                if match is None or _distance(frame.pts, target) < _distance(match.pts, target):
-                                    match = frame  # (a picture like its neighbour's where the digest looks)
-                        if match is not None:
-                            return _to_rgb(match)
-            # From the start, counting, opened afresh: an AVI's palette (pal8) comes with its first packet only
-            # when the file is read from its start, not after a seek back to it (every picture black).
-            with _open_input(path) as container:
-                stream = _chosen_stream(container, path)
-                stream.thread_type = "SLICE"
-                for position, frame in enumerate(container.decode(stream)):
-                    if position == index:
-                        return _to_rgb(frame)
-        except av.error.FFmpegError as error:
-            raise VideoReadError(path, f"frame {index}: {error_reason(error)}") from None
-        raise VideoReadError(path, f"no frame {index}")
+        if learned.pictures is not None:  # an image, or an animation segment reads through Pillow
+            return learned.pictures.picture(index)
+        if not 0 <= index < len(learned.stamps):
+            raise VideoReadError(path, f"no frame {index} (it has {len(learned.stamps)})")
+        return resized_to(_decoded_frame(path, index, learned), learned.size)
 
     def _learned(self, path: Path) -> _LearnedFrames:
         try:
@@ -836,18 +834,65 @@ class VideoFrameSeeker:
             return learned
         learned = _learn_frames(path)
         self._learned_files[key] = learned
-        kept = sum(len(other.stamps) for other in self._learned_files.values())
+        kept = sum(len(other) for other in self._learned_files.values())
         while kept > self.frames and len(self._learned_files) > 1:  # the files used longest ago go
-            kept -= len(self._learned_files.popitem(last=False)[1].stamps)
+            kept -= len(self._learned_files.popitem(last=False)[1])
         return learned
 
 
 @dataclass(frozen=True)
 class _LearnedFrames:
-    """What `VideoFrameSeeker` learned of a file: each frame's pts (``_NO_PTS``: none) and picture digest."""
+    """What `VideoFrameSeeker` learned of a file: each frame's pts (``_NO_PTS``: none) and picture digest, and the
+    first frame's shown size (height, width); or, for a file segment reads through Pillow, its reader."""
 
     stamps: array
     digests: array
+    size: tuple[int, int] = (0, 0)
+    pictures: ImageFolderReader | None = None
+
+    def __len__(self) -> int:
+        """The file's frames."""
+        return (self.pictures.probe().frame_count or 1) if self.pictures is not None else len(self.stamps)
+
+
+def _decoded_frame(path: Path, index: int, learned: _LearnedFrames) -> np.ndarray:
+    """Frame ``index`` of a video file, by seeking (`VideoFrameSeeker`), rotation applied."""
+    stamps, digests = learned.stamps, learned.digests
+    target = stamps[index]
+    near = [stamp for stamp in stamps[max(index - _SEEK_SLACK_FRAMES, 0) : index + _SEEK_SLACK_FRAMES + 1]
+            if stamp != _NO_PTS]  # the timestamps the frame may come with after a seek
+    try:
+        if target != _NO_PTS:
+            with _open_input(path) as container:
+                stream = _chosen_stream(container, path)
+                stream.thread_type = "SLICE"
+                seconds_before = (0.0, 2.0, 10.0)  # seeking by time lands late in some containers (MPEG-TS)
+                ticks = 1 / float(stream.time_base) if stream.time_base else 0.0
+                for margin in seconds_before:
+                    container.seek(max(int(target - margin * ticks), 0), stream=stream, backward=True)
+                    match: av.VideoFrame | None = None  # the frame near the timestamp that has the picture
+                    for frame in container.decode(stream):
+                        if frame.pts is not None and frame.pts > max(near):
+                            break  # past it
+                        if (frame.pts is None or frame.pts >= min(near)) and _picture_digest(frame, path) == \
+                                digests[index]:
+                            if frame.pts == target:
+                                return _to_rgb(frame)
+                            if match is None or _distance(frame.pts, target) < _distance(match.pts, target):
+                                match = frame  # (a picture like its neighbour's where the digest looks)
+                    if match is not None:
+                        return _to_rgb(match)
+        # From the start, counting, opened afresh: an AVI's palette (pal8) comes with its first packet only
+        # when the file is read from its start, not after a seek back to it (every picture black).
+        with _open_input(path) as container:
+            stream = _chosen_stream(container, path)
+            stream.thread_type = "SLICE"
+            for position, frame in enumerate(container.decode(stream)):
+                if position == index:
+                    return _to_rgb(frame)
+    except av.error.FFmpegError as error:
+        raise VideoReadError(path, f"frame {index}: {error_reason(error)}") from None
+    raise VideoReadError(path, f"no frame {index}")
 
 
 def _distance(stamp: int | None, target: int) -> float:
@@ -855,18 +900,26 @@ def _distance(stamp: int | None, target: int) -> float:
 
 
 def _learn_frames(path: Path) -> _LearnedFrames:
-    """Decode ``path`` through, noting each frame's pts and picture digest."""
+    """Decode ``path`` through, noting each frame's pts and picture digest and the first frame's shown size; for a
+    file segment reads through Pillow (``file_reader``: an animated WebP named .gif, an APNG), that reader."""
+    reader = file_reader(path)
+    if isinstance(reader, ImageFolderReader):
+        reader.probe()
+        return _LearnedFrames(array("q"), array("Q"), pictures=reader)
     stamps, digests = array("q"), array("Q")
+    size = (0, 0)
     try:
         with _open_input(path) as container:
             stream = _chosen_stream(container, path)
             stream.thread_type = "SLICE"
             for frame in container.decode(stream):
+                if not stamps:
+                    size = _to_rgb(frame).shape[:2]
                 stamps.append(frame.pts if frame.pts is not None else _NO_PTS)
                 digests.append(_picture_digest(frame, path))
     except av.error.FFmpegError as error:
         raise VideoReadError(path, error_reason(error)) from None
-    return _LearnedFrames(stamps, digests)
+    return _LearnedFrames(stamps, digests, size)
 
 
 def _picture_digest(frame: av.VideoFrame, path: Path) -> int:

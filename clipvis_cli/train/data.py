@@ -29,7 +29,7 @@ from clipvis.cli.train.records import (
     decode_segmentation,
 )
 from clipvis.cli.train.stopping import ignore_stop_signals
-from clipvis.cli.video_io import VideoFrameSeeker, VideoReadError, quiet_metadata_warnings, rgb_array
+from clipvis.cli.video_io import VideoFrameSeeker, VideoReadError, quiet_metadata_warnings, resized_to, rgb_array
 from clipvis.model.preprocess import padded_shape
 
 if TYPE_CHECKING:
@@ -276,9 +276,10 @@ def _read_frame(frame: FrameRecord, seeker: VideoFrameSeeker | None) -> np.ndarr
     if not path.is_file() and frame.source_video is not None and not frame.source_video.exists():
         raise SampleError(f"{path}: skipped frame: no such image, and the video (or image folder) it was segmented "
                           f"from, {frame.source_video}, as the annotation file records, is missing")
-    if not path.is_file() and frame.source_video is not None and frame.source_video.is_dir():
+    image_folder = frame.source_video is not None and frame.source_video.is_dir()
+    if not path.is_file() and image_folder:
         path = frame.source_video / path.name  # the image folder segment read (its coco.json / ytvis.json say so)
-    if path.is_file() or frame.source_video is None or frame.source_video.is_dir():
+    if path.is_file() or frame.source_video is None or image_folder:
         quiet_metadata_warnings()
         try:
             with Image.open(path) as handle:
@@ -286,15 +287,18 @@ def _read_frame(frame: FrameRecord, seeker: VideoFrameSeeker | None) -> np.ndarr
         except Exception as exc:  # noqa: BLE001 - any decoder failure means a corrupt/unreadable file
             reason = " ".join(str(exc).split())[:120]
             raise SampleError(f"{path}: skipped unreadable image ({reason})") from exc
-    else:
+        if image_folder:  # an image of another size than the folder's first (the annotations' size), as segment read
+            image = resized_to(image, (frame.height, frame.width))  # it: resized to that size
+        read = f"{path}: skipped image"
+    else:  # the frame as segment read it: numbered, and sized as the first frame, as segment's reader does
         try:
             image = (seeker or VideoFrameSeeker()).frame(frame.source_video, frame.frame_index)
         except VideoReadError as error:
             raise SampleError(f"{frame.source_video}: skipped frame {frame.frame_index} ({error})") from None
+        read = f"{frame.source_video}: skipped frame {frame.frame_index}"
     if image.shape[:2] != (frame.height, frame.width):
         raise SampleError(
-            f"{frame.path}: skipped image of size {image.shape[1]}x{image.shape[0]}, the annotations say "
-            f"{frame.width}x{frame.height}"
+            f"{read} of size {image.shape[1]}x{image.shape[0]}, the annotations say {frame.width}x{frame.height}"
         )
     return image
 

@@ -7,6 +7,7 @@ import json
 import math
 import os
 import re
+from fractions import Fraction
 
 import cv2
 import numpy as np
@@ -940,6 +941,53 @@ def test_segment_coco_json_of_an_image_folder_reads_its_frames_from_that_folder(
     assert warnings == [] and len(records) == 2
     for t, record in enumerate(records):
         np.testing.assert_array_equal(read_frame(record.frames[0]), shown[t][0])
+
+
+def test_training_reads_frames_as_segment_read_them_animated_webp_and_image_folders_of_mixed_sizes(tmp_path, synth):
+    """Training read every source file with FFmpeg: an animated WebP (named .webp, or .gif as GIF sites serve them),
+    which segment reads through Pillow, had no frame to train on. An image folder's image of another size, which
+    segment resized to the first frame's, was skipped ("skipped image of size 40x30, the annotations say 40x24",
+    naming a path under --images that does not exist); so was a video's frame after a change of size."""
+    from PIL import Image
+
+    from clipvis.cli.inputs import discover_inputs
+    from clipvis.cli.train.data import read_frame
+    from clipvis.cli.train.records import FrameRecord
+    from clipvis.cli.video_io import VideoFrameSeeker, open_reader
+
+    def segment_frames(path):
+        return [image for _, image in open_reader(discover_inputs([str(path)])[0])]
+
+    images = [Image.fromarray(synth.bar_frame(i, 24, 40)) for i in range(4)]
+    seeker = VideoFrameSeeker()
+    for name in ("reaction.gif", "reaction.webp"):
+        path = tmp_path / name
+        images[0].save(path, format="WEBP", save_all=True, append_images=images[1:], duration=100, lossless=True)
+        for index, expected in enumerate(segment_frames(path)):
+            frame = FrameRecord(tmp_path / "images" / "x.jpg", 24, 40, source_video=path, frame_index=index)
+            np.testing.assert_array_equal(read_frame(frame, seeker), expected)
+
+    folder = tmp_path / "seq"
+    synth.write_images(folder, ["1.png", "2.png"], height=24, width=40)
+    synth.write_images(folder, ["3.png"], height=30, width=40)
+    for index, expected in enumerate(segment_frames(folder)):
+        name = tmp_path / "images" / "seq" / f"{index + 1}.png"  # --images without them: read from the folder
+        frame = FrameRecord(name, 24, 40, source_video=folder, frame_index=index)
+        np.testing.assert_array_equal(read_frame(frame, seeker), expected)
+
+    first = synth.write_bar_video(tmp_path / "a.ts", 5, pts=range(5), time_base=Fraction(1, 25))
+    second = synth.write_bar_video(tmp_path / "b.ts", 5, width=32, height=24, pts=range(5, 10),
+                                   time_base=Fraction(1, 25))
+    joined = tmp_path / "resized.ts"  # two recordings joined: the second's frames smaller
+    joined.write_bytes(first.read_bytes() + second.read_bytes())
+    expected = segment_frames(joined)
+    assert len(expected) == 10 and {image.shape for image in expected} == {(48, 64, 3)}
+    frame = FrameRecord(tmp_path / "images" / "resized" / "00007.jpg", 48, 64, source_video=joined, frame_index=7)
+    np.testing.assert_array_equal(read_frame(frame, seeker), expected[7])
+    other = FrameRecord(tmp_path / "images" / "x.jpg", 24, 40, source_video=joined, frame_index=7)
+    with pytest.raises(SampleError, match=rf"^{re.escape(str(joined))}: skipped frame 7 of size 64x48, the annotations "
+                                          "say 40x24$"):  # the file read, not a path under --images
+        read_frame(other, seeker)
 
 
 def mask_iou(mask: np.ndarray, other: np.ndarray) -> float:
