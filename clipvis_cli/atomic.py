@@ -36,6 +36,7 @@ from typing import Any
 
 from clipvis.cli.distributed import deliver, signals_held
 from clipvis.cli.messages import error_reason, shown_path
+from clipvis.paths import BROKEN_SYMLINK, NO_SUCH_FILE, missing_reason
 from clipvis.weights.cache_files import new_file_mode
 
 
@@ -535,9 +536,10 @@ def ensure_output_dir(path: Path | str) -> Path:
     Raises OutputNotWritableError with a one-line message if not.
     """
     directory = Path(path)
-    if directory.is_symlink() and not directory.exists():
-        target = os.readlink(directory)
-        raise OutputNotWritableError(directory, f"a symbolic link to {target}, which does not exist")
+    if not directory.exists() and (reason := missing_reason(directory)) != NO_SUCH_FILE:
+        if reason == BROKEN_SYMLINK:
+            reason = f"a symbolic link to {os.readlink(directory)}, which does not exist"
+        raise OutputNotWritableError(directory, reason)  # (or a symbolic-link loop: no folder can be made there)
     try:
         directory.mkdir(parents=True, exist_ok=True)
         probe = temp_path_for(directory / "write-check")

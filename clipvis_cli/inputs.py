@@ -28,7 +28,6 @@ inside directories.
 
 from __future__ import annotations
 
-import errno
 import fnmatch
 import glob
 import os
@@ -41,6 +40,7 @@ from typing import Literal, Protocol, TextIO, TypeVar
 
 from clipvis.cli.locks import LOCK_NAME
 from clipvis.cli.messages import error_reason, path_text, shown_path
+from clipvis.paths import missing_reason
 
 # What a folder's search takes for a video (a file named directly is decoded whatever its name): the containers and
 # raw streams FFmpeg reads, a folder search skipped silently otherwise (hunter 92: .mxf, .vob, .h264, ...).
@@ -351,22 +351,6 @@ def _expand_argument(
         return [failed(path, missing_reason(path), argument)]
     except OSError as error:  # e.g. a name too long for the file system, a folder we may not enter
         return [failed(path, f"cannot read ({error_reason(error)})", argument)]
-
-
-# What `missing_reason` says of a path that names nothing at all.
-NO_SUCH_FILE = "no such file or directory"
-
-
-def missing_reason(path: Path) -> str:
-    """Why ``path``, which `Path.exists` says is not there, names nothing: a symbolic-link loop (ELOOP: a link to
-    itself, two links to each other, or a loop in a folder on the way; Path calls such a path missing), a broken
-    symbolic link, or no such file."""
-    try:
-        os.stat(path)
-    except OSError as error:
-        if error.errno == errno.ELOOP:
-            return f"symbolic-link loop ({error_reason(error)})"
-    return "broken symbolic link" if path.is_symlink() else NO_SUCH_FILE
 
 
 def glob_matches(pattern: str) -> list[str]:

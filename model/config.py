@@ -10,6 +10,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from clipvis.paths import NO_SUCH_FILE, missing_reason
+
 # CLIP mean/std x 255, RGB order: the official PIXEL_MEAN / PIXEL_STD for both backbones (docs/fidelity.md).
 CLIP_PIXEL_MEAN = (122.7709383, 116.7460125, 104.09373615)
 CLIP_PIXEL_STD = (68.5005327, 66.6321579, 70.32316305)
@@ -249,7 +251,8 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     """Overrides from a config file: an official CLIP-VIS YAML, or a clipvis JSON/YAML of field names."""
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"{path}: config file not found")
+        reason = missing_reason(path) if not path.exists() else NO_SUCH_FILE
+        raise ValueError(f"{path}: config file not found" if reason == NO_SUCH_FILE else f"{path}: {reason}")
     if path.suffix.lower() == ".json":
         try:
             data = json.loads(path.read_text())

@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from clipvis.paths import NO_SUCH_FILE, missing_reason
 from clipvis.weights.cache_files import (
     DownloadLock,
     failure_since,
@@ -519,6 +520,8 @@ def resolve_weights(
         candidate = Path(text).expanduser()
         if text and candidate.exists():
             return _checked_local_file(candidate)
+        if text and (reason := missing_reason(candidate)) != NO_SUCH_FILE:  # a path, to nothing
+            raise UnknownCheckpointError(f"{text!r} is a {reason}, not a checkpoint file")
         raise _unknown(text)
 
     target = weights_cache_dir() / checkpoint.file_name

@@ -55,6 +55,7 @@ from clipvis.cli.segment import (
     SegmentRunner,
 )
 from clipvis.model.vocabulary import class_name
+from clipvis.paths import NO_SUCH_FILE, missing_reason
 from clipvis.weights import DEFAULT_PRETRAINED, DownloadReporter
 
 if TYPE_CHECKING:  # the model package: imported when the weights load, not when the CLI starts
@@ -279,7 +280,8 @@ def _checked_arguments(
         raise typer.BadParameter(f"--log-format must be human or jsonl, not {log_format!r}")
     for path, flag in ((config, "--config"), (clip_config, "--clip-config")):
         if path is not None and not path.is_file():
-            raise typer.BadParameter(f"{flag} {path}: file not found")
+            reason = missing_reason(path) if not path.exists() else "not a file"
+            raise typer.BadParameter(f"{flag} {path}: {'file not found' if reason == NO_SUCH_FILE else reason}")
     check_config_file(config, clip_config)
     warnings: list[str] = []
     filtered: list[SkippedMatches] = []

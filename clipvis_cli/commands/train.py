@@ -266,7 +266,11 @@ def _record_absolute_data_paths(config: TrainConfig) -> None:
     from clipvis.cli.train.sources import train_data_root
 
     def absolute(value: object) -> str:
-        return str(Path(str(value)).expanduser().resolve())
+        path = Path(str(value)).expanduser()
+        try:
+            return str(path.resolve())
+        except (RuntimeError, OSError):  # a symbolic-link loop (Python 3.11: RuntimeError): the data check names it
+            return os.path.abspath(path)
 
     names = [str(name) for key in ("DATASETS.TRAIN", "DATASETS.TEST") for name in (config.get(key) or []) if name]
     config.set("CLIPVIS.DATA_ROOT", absolute(train_data_root(config.get("CLIPVIS.DATA_ROOT") or None, names)))

@@ -10,8 +10,8 @@ from typing import Any
 
 from clipvis.cli.atomic import atomic_output_path, ensure_output_dir, parse_json
 from clipvis.cli.evaluation.errors import EvaluationInputError
-from clipvis.cli.inputs import NO_SUCH_FILE, missing_reason
 from clipvis.cli.zip_files import add_bytes
+from clipvis.paths import NO_SUCH_FILE, missing_reason
 
 
 def read_json_file(path: Path, what: str) -> Any:

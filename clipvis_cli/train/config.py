@@ -38,6 +38,7 @@ from clipvis.model.config import (
     overrides_from_official,
     read_official_yaml,
 )
+from clipvis.paths import NO_SUCH_FILE, missing_reason
 
 SHIPPED_CONFIGS = (
     "lvis_r50.yaml", "lvis_convnext_b.yaml", "coco_r50.yaml", "coco_convnext_b.yaml", "ytvis19_r50.yaml",
@@ -193,9 +194,9 @@ def load_train_config(name_or_file: str | Path, overrides: list[str] | tuple[str
     if not path.is_file():
         shipped = shipped_config_path(text)
         if shipped is None or not shipped.is_file():
-            raise ConfigError(
-                f"{text}: config file not found and not a shipped config ({', '.join(SHIPPED_CONFIGS)})"
-            )
+            reason = missing_reason(path) if not path.exists() else NO_SUCH_FILE
+            found = "config file not found" if reason == NO_SUCH_FILE else f"a {reason}, no config file"
+            raise ConfigError(f"{text}: {found} and not a shipped config ({', '.join(SHIPPED_CONFIGS)})")
         path = shipped
     try:
         tree = read_official_yaml(path)

@@ -22,6 +22,7 @@ from tqdm import tqdm
 from clipvis.cli.atomic import atomic_write_json, parse_json
 from clipvis.cli.datasets import DatasetError, UnknownDatasetError, locate_dataset, resolve_data_root
 from clipvis.cli.train.records import TrainDataError, TrainRecord, read_annotation_file, read_annotations
+from clipvis.paths import NO_SUCH_FILE, missing_reason
 
 LVIS_TRAIN = "lvis/lvis_v1_train.json"
 LVIS_NORARE = "lvis/lvis_v1_train_norare.json"
@@ -147,7 +148,9 @@ def load_sources(
             raise TrainDataError(f"{annotation}: a folder, not a file: --data takes an annotation file (COCO instances "
                                  "or YouTube-VIS JSON)")
         if not annotation.is_file():
-            raise TrainDataError(f"{annotation}: annotation file not found")
+            reason = missing_reason(annotation)
+            raise TrainDataError(f"{annotation}: annotation file not found" if reason == NO_SUCH_FILE
+                                 else f"{annotation}: {reason}")
         if images.is_file():
             raise TrainDataError(f"{images}: a file, not a folder: --images takes the folder of the images (COCO) "
                                  f"or frames (YouTube-VIS) that {annotation.name} names")

@@ -144,6 +144,10 @@ def test_unwritable_output_is_one_clear_line(tmp_path: Path) -> None:
     dangling.symlink_to(tmp_path / "nowhere")
     with pytest.raises(OutputNotWritableError, match="a symbolic link to .*nowhere, which does not exist"):
         ensure_output_dir(dangling)  # it said "File exists"
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop.name)  # was "a symbolic link to loop, which does not exist"
+    with pytest.raises(OutputNotWritableError, match=r"loop: output not writable \(symbolic-link loop \("):
+        ensure_output_dir(loop)
 
 
 def test_a_folder_made_for_output_that_fails_goes_again_and_no_other(tmp_path: Path) -> None:

@@ -50,6 +50,21 @@ def segment_args(weights: Path, out: Path, *inputs: str, extra: tuple[str, ...] 
             "--device", "cpu", "--batch-frames", "3", *extra]
 
 
+def test_a_symbolic_link_loop_given_to_an_option_is_said_to_be_one(tmp_path, tiny_weights) -> None:
+    """`-o loop` said "a symbolic link to loop, which does not exist", `--weights loop` "neither an existing checkpoint
+    file nor a released checkpoint name", `--config loop` "file not found": each now says it is a symbolic-link
+    loop, as an input that is one is said to be."""
+    video = write_video(tmp_path / "clip.mp4", num_frames=1)
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop.name)
+    for option, args in (("-o", segment_args(tiny_weights, loop, str(video))),
+                         ("--weights", segment_args(loop, tmp_path / "out", str(video))),
+                         ("--config", segment_args(tiny_weights, tmp_path / "out", str(video),
+                                                   extra=("--config", str(loop))))):
+        result = run_cli(args)
+        assert result.exit_code != 0 and "symbolic-link loop (" in result.output, (option, result.output)
+
+
 def test_a_pattern_that_matched_only_other_extensions_is_named_in_the_error(tmp_path, tiny_weights) -> None:
     """`segment 'gl/*'` over files of an extension not in the lists said "no input videos found", naming nothing: the
     error names the pattern and one of its matches now, before any weights load."""

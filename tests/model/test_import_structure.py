@@ -63,6 +63,14 @@ def test_checkpoint_module_is_pure_state_dict_io() -> None:
     assert not any(target.startswith("clipvis.model") for target in graph["clipvis.weights.resolve"])
 
 
+def test_the_shared_path_words_import_nothing_of_clipvis() -> None:
+    """`clipvis.paths` (what a path that names nothing is) serves the CLI, the weights and the model alike."""
+    imported = [alias.name if isinstance(node, ast.Import) else node.module
+                for node in ast.walk(ast.parse((ROOT / "clipvis" / "paths.py").read_text()))
+                if isinstance(node, (ast.Import, ast.ImportFrom)) for alias in node.names]
+    assert imported and not any(name and name.startswith("clipvis") for name in imported)
+
+
 def test_cycle_detector_finds_a_cycle() -> None:
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == [["a", "b", "c", "a"]]
 

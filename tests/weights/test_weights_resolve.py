@@ -279,6 +279,18 @@ def test_missing_path_is_not_mistaken_for_a_name(tmp_path: Path) -> None:
     assert fake.calls == []  # type: ignore[attr-defined]
 
 
+def test_a_symbolic_link_to_nothing_is_said_to_be_one(tmp_path: Path) -> None:
+    """A symbolic-link loop or a broken link was "neither an existing checkpoint file nor a released checkpoint
+    name", as if the path were a mistyped name."""
+    loop, broken = tmp_path / "loop.pth", tmp_path / "broken.pth"
+    loop.symlink_to(loop.name)
+    broken.symlink_to(tmp_path / "nowhere.pth")
+    with pytest.raises(UnknownCheckpointError, match=r"loop\.pth' is a symbolic-link loop \(.*\), not a checkpoint"):
+        resolve_weights(loop)
+    with pytest.raises(UnknownCheckpointError, match=r"broken\.pth' is a broken symbolic link, not a checkpoint file$"):
+        resolve_weights(broken)
+
+
 # --- released checkpoints: cache ------------------------------------------------------------------
 
 

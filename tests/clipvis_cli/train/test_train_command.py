@@ -484,6 +484,17 @@ def test_a_run_removes_the_temporaries_a_run_killed_while_saving_left_unless_a_l
     assert (run / "last_checkpoint").read_text().strip() == "model_0000003.safetensors"
 
 
+def test_a_symbolic_link_loop_as_data_is_one_line(tmp_path, tiny_train_config):
+    """--data naming a symbolic-link loop ended in a traceback (Python's resolve() raises RuntimeError for it)."""
+    loop = tmp_path / "loop.json"
+    loop.symlink_to(loop.name)
+    args = ["train", "--config", str(tiny_train_config(tmp_path, MAX_ITER=1)), "--output-dir", str(tmp_path / "run"),
+            "--data", str(loop), "--images", str(tmp_path)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1 and f"{loop}: symbolic-link loop (" in result.output, (result.output,
+                                                                                         result.exception)
+
+
 def test_a_run_that_cannot_start_leaves_no_config_for_a_later_resume(tmp_path, tiny_train_config):
     """Data that fails (no usable mask) left config.yaml in --output-dir, and `--resume` there then 'resumed' with
     it."""

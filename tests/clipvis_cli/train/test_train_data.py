@@ -857,6 +857,22 @@ def test_images_given_a_file_says_it_is_a_file(tmp_path):
         load_sources([], [{"json": str(images), "images": str(images)}], tmp_path, True)
 
 
+def test_a_symbolic_link_loop_as_data_or_config_is_said_to_be_one(tmp_path):
+    """A symbolic-link loop given to --data was "annotation file not found" (and the command's own path check ended
+    in a traceback), to --config "config file not found" (train) and "file not found" (segment, export)."""
+    from clipvis.cli.train.sources import load_sources
+    from clipvis.model.config import load_config_file
+
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop.name)
+    with pytest.raises(TrainDataError, match=f"^{re.escape(str(loop))}: symbolic-link loop \\("):
+        load_sources([], [{"json": str(loop), "images": str(tmp_path)}], tmp_path, True)
+    with pytest.raises(ConfigError, match=f"^{re.escape(str(loop))}: a symbolic-link loop \\(.*\\), no config file"):
+        load_train_config(loop)
+    with pytest.raises(ValueError, match=f"^{re.escape(str(loop))}: symbolic-link loop \\("):
+        load_config_file(loop)
+
+
 @pytest.mark.parametrize("container", ["mpegts", "mp4"])
 def test_training_decodes_a_video_s_frames_as_segment_numbers_them(tmp_path, container):
     """OpenCV's frame seek numbered an MPEG-TS file's frames otherwise than segment (PyAV): 21 of 150 frames of a
