@@ -137,13 +137,15 @@ def write_video(
     faststart: bool = False,
     pts: Sequence[int] | None = None,
     time_base: Fraction | None = None,
+    codec_options: dict[str, str] | None = None,
 ) -> Path:
     """Encode RGB frames. `rotation` sets the display matrix (degrees counter-clockwise);
-    `pts` + `time_base` give explicit (e.g. irregular, variable-frame-rate) timestamps."""
+    `pts` + `time_base` give explicit (e.g. irregular, variable-frame-rate) timestamps; `codec_options` the encoder's
+    (libx264's GOP size "g", B-frames "bf")."""
     options = {"movflags": "+faststart"} if faststart else {}
     height, width = frames[0].shape[:2]
     with av.open(str(path), mode="w", options=options) as container:
-        stream = container.add_stream(codec, rate=rate)
+        stream = container.add_stream(codec, rate=rate, options=codec_options or {})
         stream.width, stream.height = width, height
         stream.pix_fmt = pix_fmt
         if time_base is not None:

@@ -463,7 +463,7 @@ def test_a_run_killed_between_its_renames_leaves_a_run_json_naming_every_file_it
     assert RunManifest.read(folder / "run.json").stale == []
 
 
-def test_a_variable_frame_rate_video_keeps_its_frames_times(tmp_path, tiny_weights) -> None:
+def test_a_variable_frame_rate_video_keeps_its_frames_times(tmp_path, tiny_weights, synth) -> None:
     """A screen recording writes frames when the screen changes (10 frames over 10 s here): the overlay played them
     in 1 s at the nominal rate and Label Studio's boxes came at the wrong moments. The frames' times now go into
     ytvis.json (frame_times), the overlay's timestamps and the Label Studio keyframes; constant-rate videos have
@@ -471,17 +471,8 @@ def test_a_variable_frame_rate_video_keeps_its_frames_times(tmp_path, tiny_weigh
     from fractions import Fraction
 
     times_ms = [0, 40, 80, 2000, 2040, 5000, 5033, 5066, 8000, 9960]
-    path = tmp_path / "screen.mkv"
-    rng = np.random.default_rng(0)
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=10)
-        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
-        stream.codec_context.time_base = Fraction(1, 1000)
-        for stamp in times_ms:
-            frame = av.VideoFrame.from_ndarray(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8), format="rgb24")
-            frame.pts, frame.time_base = stamp, Fraction(1, 1000)
-            container.mux(stream.encode(frame))
-        container.mux(stream.encode())
+    path = synth.write_bar_video(tmp_path / "screen.mkv", len(times_ms), pts=times_ms, time_base=Fraction(1, 1000),
+                                 rate=10)
     write_video(tmp_path / "steady.mp4")
     out = tmp_path / "out"
     assert was_run(segment(tiny_weights, out, str(path), str(tmp_path / "steady.mp4"),
