@@ -1104,7 +1104,6 @@ class _StreamHealth:
 # a 4-byte time code first; 204 bytes carry 16 bytes of error correction last
 _TS_LAYOUTS = ((188, 0), (192, 4), (204, 0))
 _TS_SYNC = 0x47
-_TS_PAT_PID = 0
 _TS_NULL_PID = 0x1FFF
 _TS_HEAD_BYTES = 1 << 20  # where each PID's first continuity counter is looked for
 _TS_SEARCH_PACKETS = 4096  # how far before a video packet the start of a joined recording is looked for
@@ -1114,9 +1113,10 @@ class _TransportStreamStarts:
     """Where an MPEG-TS file starts again: a second recording joined to the first with ``cat``.
 
     A muxer numbers each PID's TS packets with a 4-bit continuity counter from the same value in every file it
-    writes (FFmpeg's from 0), and writes the PAT (PID 0) before anything else. So a recording joined after another
-    begins with a PAT whose counter, and that of every TS packet after it up to its first video packet, is the one its
-    PID began the file with. A recording that lost a run of packets breaks the counters too (FFmpeg flags the packet
+    writes (FFmpeg's from 0), and begins every file with the same table (FFmpeg: the SDT, then the PAT). So a
+    recording joined after another begins with a packet of the PID the file began with, and from there to its first
+    video packet each PID's counters count up from the one it began the file with (audio muxed ahead of the video:
+    many packets of one PID). A recording that lost a run of packets breaks the counters too (FFmpeg flags the packet
     before the loss corrupt), but goes on with counters that are no new start's (1 chance in 16 per PID by luck)."""
 
     def __init__(self, path: Path, video_pid: int) -> None:
@@ -1148,7 +1148,8 @@ class _TransportStreamStarts:
                 region = file.read(at + size - start)
         except OSError:
             return False
-        video = True  # the packet at ``at`` first, then back to the PAT before it
+        video = True  # the packet at ``at`` first, then back to where the recording may begin
+        packets: list[tuple[int, int]] = []  # (PID, continuity counter) of the packets passed, latest first
         for offset in range(at - start, -1, -size):
             header = region[offset + sync : offset + sync + 4]
             if len(header) < 4 or header[0] != _TS_SYNC:
@@ -1160,11 +1161,23 @@ class _TransportStreamStarts:
             video = False
             if pid == _TS_NULL_PID or not has_payload:  # stuffing, or adaptation fields alone: no count kept
                 continue
-            if self._first_counters.get(pid) != counter:
-                return False
-            if pid == _TS_PAT_PID and starts_unit:
+            packets.append((pid, counter))
+            first_pid = next(iter(self._first_counters), None)  # the file's first packet's (FFmpeg: the SDT's)
+            if pid == first_pid and starts_unit and self._counts_from_the_start(reversed(packets)):
                 return True
         return False
+
+    def _counts_from_the_start(self, packets: Iterable[tuple[int, int]]) -> bool:
+        """Whether ``packets`` (PID, continuity counter), in file order, are a file's first: each PID's counters
+        count up (modulo 16) from the one it began the file with. A recording's first video packet can come after
+        many of other PIDs' (audio muxed ahead of the video), with tables repeated on the way, so each packet of the
+        PID the file begins with is tried as the start."""
+        expected: dict[int, int] = {}
+        for pid, counter in packets:
+            if counter != expected.get(pid, self._first_counters.get(pid)):
+                return False
+            expected[pid] = (counter + 1) & 0xF
+        return True
 
     def _read_head(self) -> None:
         with open(self.path, "rb") as file:

@@ -417,6 +417,44 @@ def test_an_mpeg_ts_recording_that_lost_packets_mid_way_is_damaged_and_a_joined_
         assert read_all(VideoReader(joined))[0] == list(range(300))
 
 
+def test_mpeg_ts_recordings_with_audio_muxed_ahead_of_the_video_joined_with_cat_are_read_whole(tmp_path: Path) -> None:
+    """Audio that starts before the video (cameras, capture cards, OBS) is muxed ahead of the first video packet: the
+    second recording of a join begins with many audio packets counting up, and tables repeated on the way (FFmpeg:
+    SDT, PAT, PMT), where only each PID's very first count was taken for a new start: such joins were damaged."""
+    import av
+
+    def record(path: Path, first_video_pts: int) -> bytes:
+        with av.open(str(path), "w", format="mpegts") as output:
+            video = output.add_stream("libx264", rate=25, options={"g": "25", "bf": "0"})
+            video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
+            video.codec_context.time_base = Fraction(1, 25)
+            audio = output.add_stream("mp2", rate=48000)
+            audio.layout = "stereo"
+
+            def audio_frame(sample: int) -> av.AudioFrame:
+                frame = av.AudioFrame.from_ndarray(np.zeros((2, 1152), np.int16), format="s16p", layout="stereo")
+                frame.sample_rate, frame.pts, frame.time_base = 48000, sample, Fraction(1, 48000)
+                return frame
+
+            sample = first_video_pts * 1920 - 40 * 1152  # 40 audio frames (0.96 s) before the first video frame
+            for i in range(40):
+                image = np.zeros((48, 64, 3), np.uint8)
+                image[:, (i * 3) % 64 : (i * 3) % 64 + 8] = 255
+                frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+                frame.pts, frame.time_base = first_video_pts + i, Fraction(1, 25)
+                while sample < (first_video_pts + i) * 1920:
+                    output.mux(audio.encode(audio_frame(sample)))
+                    sample += 1152
+                output.mux(video.encode(frame))
+            output.mux(video.encode())
+            output.mux(audio.encode())
+        return path.read_bytes()
+
+    joined = tmp_path / "joined.ts"
+    joined.write_bytes(record(tmp_path / "1st", 0) + record(tmp_path / "2nd", 2500))
+    assert read_all(VideoReader(joined))[0] == list(range(80))
+
+
 def test_a_damaged_first_keyframe_is_told_as_damage_and_no_frame_decoding_as_none(tmp_path: Path, synth) -> None:
     """A video whose first keyframe is garbage (the 4 frames after it depend on it; the next keyframe's 15 frames
     decode) said "no decodable frames": it is damage at the start, told as the AVI path tells it. A file none of
