@@ -165,6 +165,10 @@ def export(
         raise typer.BadParameter(str(error)) from None
     found = discover_export_inputs(inputs, listed)
     reporter = JsonlReporter() if log_format == "jsonl" else HumanReporter()
+    for item in found:  # segment output folders a search found, whose runs were not asked for results
+        if item.left_out is not None:
+            reporter.say("warning", f"{shown_path(item.path)}: left out: {item.left_out}")
+    found = [item for item in found if item.left_out is None]
     if not found and set(inputs) == {"-"}:  # `find -newer ... | clipvis export -` found nothing new, as segment
         reporter.batch_finished({"complete": 0, "failed": 0}, 0, NOTHING_ON_STDIN)
         reporter.close()

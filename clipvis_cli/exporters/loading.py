@@ -56,10 +56,13 @@ class ExportInput:
     path: Path
     error: str | None = None
     argument: str = ""
+    # a segment output folder a folder search found without results because its run was not asked for them
+    # (`--formats` without ytvis): why, said in one warning line; the folder is left out, not a failed input
+    left_out: str | None = None
 
     @property
     def ok(self) -> bool:
-        return self.error is None
+        return self.error is None and self.left_out is None
 
     def describe_error(self) -> str:
         return f"{shown_path(self.path)}: {self.error}" if self.error else ""
@@ -109,6 +112,8 @@ def _expand_path(path: Path, argument: str, explicit: bool) -> list[ExportInput]
         return _search(directory, argument, visited, links)
 
     found = sorted(search_tree(path, search), key=tree_order(path))  # as segment orders a folder's videos
+    if explicit and [item.path for item in found] == [path] and found[0].left_out:  # named: what was asked fails
+        return [ExportInput(path, found[0].left_out, argument)]
     if not found:
         return [ExportInput(path, f"no segment outputs here (no {YTVIS_NAME} in this folder or below)", argument)]
     return found
@@ -146,17 +151,27 @@ def _search(directory: Path, argument: str, visited: set[str], links: list[Path]
             yield ExportInput(entry, argument=argument)
     if not has_results and any(entry.name == MANIFEST_NAME for entry in entries):
         # a segment output folder without results (its run failed, say): an input that failed, not one left out
-        # without a word (a `ytvis` results file for servers would then lack that video)
-        yield ExportInput(directory, _without_results(directory), argument)
+        # without a word (a `ytvis` results file for servers would then lack that video); a run that was not asked
+        # for results is left out with a warning; a run.json that is no segment run's (another tool's) is no input
+        manifest = RunManifest.read(directory / MANIFEST_NAME)
+        if manifest is not None:
+            reason = _without_results(manifest)
+            if _results_not_asked_for(manifest):
+                yield ExportInput(directory, argument=argument, left_out=reason)
+            else:
+                yield ExportInput(directory, reason, argument)
 
 
-def _without_results(folder: Path) -> str:
-    """Why the segment output folder ``folder`` (it holds segment's run.json) has no results file, from its
-    run.json: its last run failed or was interrupted, or its results were not asked for or were removed."""
-    manifest = RunManifest.read(folder / MANIFEST_NAME)
+def _results_not_asked_for(manifest: RunManifest) -> bool:
+    """Whether the complete segment run of ``manifest`` wrote no results file because its --formats left it out."""
+    formats = manifest.options.get("formats") if isinstance(manifest.options, dict) else None
+    return manifest.status == STATUS_COMPLETE and isinstance(formats, list) and "ytvis" not in formats
+
+
+def _without_results(manifest: RunManifest) -> str:
+    """Why the segment output folder of ``manifest`` (its run.json) has no results file: its last run failed or was
+    interrupted, or its results were not asked for or were removed."""
     missing = f"no {YTVIS_NAME}"
-    if manifest is None:
-        return f"{missing} (a segment output folder whose {MANIFEST_NAME} cannot be read)"
     error = one_line(str(manifest.error)) if manifest.error else ""
     if manifest.status == STATUS_FAILED:
         return f"segment run failed ({error or 'no reason recorded'}); {missing}"
@@ -166,8 +181,8 @@ def _without_results(folder: Path) -> str:
     if manifest.status != STATUS_COMPLETE:
         return (f"segment run did not finish ({MANIFEST_NAME} says {str(manifest.status)!r}: still running, or "
                 f"killed); {missing}")
-    formats = manifest.options.get("formats") if isinstance(manifest.options, dict) else None
-    if isinstance(formats, list) and "ytvis" not in formats:
+    if _results_not_asked_for(manifest):
+        formats = manifest.options["formats"]
         return (f"{missing}: segment ran with --formats {','.join(map(str, formats))} (add ytvis to write the results "
                 "export reads)")
     return f"{missing} (segment's complete run wrote one: moved or deleted since)"

@@ -1520,6 +1520,32 @@ def test_a_segment_folder_without_results_fails_its_input_and_the_results_file(t
     assert any("results.json not written: 2 of its 3 input(s) failed" in line for line in lines), result.stderr
 
 
+def test_a_folder_search_leaves_out_runs_not_asked_for_results_and_other_tools_run_json(tmp_path) -> None:
+    """Two folders a search finds beside a good segment output failed the batch (exit 1, results.json not written):
+    a complete segment run with --formats overlay (it was not asked for results: left out with one warning) and a
+    folder holding another tool's run.json (Sacred's: no segment output, no input). Named on the command line, the
+    overlay-only folder is still an input that fails."""
+    from clipvis.cli.inputs import VideoSource
+    from clipvis.cli.writers import RunManifest
+
+    root = tmp_path / "seg"
+    good = make_segment_output(root, stem="a")
+    (root / "b").mkdir()
+    run = RunManifest.start(VideoSource(good.video), "b", "w", CATEGORIES, {"formats": ["overlay"]})
+    (root / "b" / "overlay.mp4").write_bytes(b"an overlay")
+    run.mark_complete(1, [root / "b" / "overlay.mp4"], {})
+    run.write(root / "b" / "run.json")
+    (root / "notes" / "exp1").mkdir(parents=True)
+    (root / "notes" / "exp1" / "run.json").write_text('{"status": "COMPLETED", "command": "main"}')
+    result = run_export(str(root), "--to", "mots-txt,ytvis", "-o", str(tmp_path / "exp"))
+    assert result.exit_code == 0, result.output
+    assert (f"clipvis: warning: {root / 'b'}: left out: no ytvis.json: segment ran with --formats overlay (add ytvis "
+            "to write the results export reads)") in result.stderr.splitlines(), result.stderr
+    assert "exp1" not in result.stderr and (tmp_path / "exp" / "results.json").is_file()
+    named = run_export(str(root / "b"), "--to", "mots-txt", "-o", str(tmp_path / "exp2"))
+    assert named.exit_code == 1 and f"clipvis: error: {root / 'b'}: no ytvis.json: segment ran" in named.stderr
+
+
 def _unpadded_image_folder(tmp_path: Path) -> tuple[Path, Path, dict[str, np.ndarray]]:
     """An image folder 1.png, 2.png, 10.png (natural order: what segment numbers 0, 1, 2; as text, and in a CVAT
     task's default order: 1, 10, 2) and its results, each image's mask in another place."""
