@@ -15,6 +15,7 @@ Compressed RLE dicts here always carry ``counts`` as an ASCII ``str`` (JSON-read
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TypedDict
@@ -97,6 +98,33 @@ class CompressedRuns:
 _INT32_SAFE = frozenset(np.dtype(t) for t in (np.int8, np.uint8, np.int16, np.uint16, np.int32))
 # Characters per run length in COCO's string form: 5 bits each, a 32-bit signed difference needs at most 7.
 _MAX_CHARS = 7
+# Values from -_TABLE_LIMIT to _TABLE_LIMIT - 1 (3 characters at most) have their characters in a table, 4 to a row.
+_TABLE_LIMIT = 1 << 14
+_TABLE_WIDTH = 4
+
+
+def _value_characters(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """COCO's characters of each value (``compress_runs``' rule: the fewest 5-bit groups holding it as a signed
+    number, low bits first, ``0x20`` where another follows, offset by 48) as ``[N, _MAX_CHARS]`` uint8 rows (0 after
+    the value's last character), and how many characters each value takes (uint8)."""
+    values = values.astype(np.int64)
+    magnitude = values ^ (values >> 63)  # ~v for a negative v, v otherwise
+    used = np.ones(values.size, dtype=np.uint8)
+    for k in range(1, _MAX_CHARS):
+        used += magnitude >= 1 << (5 * k - 1)
+    chars = np.zeros((values.size, _MAX_CHARS), dtype=np.uint8)
+    for k in range(_MAX_CHARS):
+        character = (((values >> (5 * k)) & 0x1F) | ((used > k + 1).astype(np.int64) << 5)) + 48
+        chars[:, k] = np.where(used > k, character, 0)
+    return chars, used
+
+
+@functools.cache
+def _character_table() -> tuple[np.ndarray, np.ndarray]:
+    """The characters of every value from -_TABLE_LIMIT to _TABLE_LIMIT - 1 (`_value_characters`), each row of
+    _TABLE_WIDTH as one uint32 (index: value + _TABLE_LIMIT), and how many each takes. Made once (160 kB)."""
+    chars, used = _value_characters(np.arange(-_TABLE_LIMIT, _TABLE_LIMIT))
+    return np.ascontiguousarray(chars[:, :_TABLE_WIDTH]).view(np.uint32).ravel(), used
 
 
 def compress_runs(counts: np.ndarray, lengths: np.ndarray, size: tuple[int, int]) -> CompressedRuns:
@@ -120,24 +148,26 @@ def compress_runs(counts: np.ndarray, lengths: np.ndarray, size: tuple[int, int]
         for position in range(3):
             later[starts[lengths > position] + position] = False
         np.subtract(values[2:], counts[:-2], out=values[2:], where=later[2:])
-    # Characters per value: the fewest 5-bit groups holding it as a signed number.
-    magnitude = values ^ (values >> (8 * values.itemsize - 1))  # ~v for a negative v, v otherwise
-    used = np.ones(counts.shape[0], dtype=np.int32)
-    largest = int(magnitude.max(initial=0))
-    for k in range(1, _MAX_CHARS):
-        if largest < 1 << (5 * k - 1):
-            break
-        used += magnitude >= 1 << (5 * k - 1)
-    ends = np.cumsum(used, dtype=np.int64)
-    where = ends - used  # each value's first character in the output
-    data = np.empty(int(ends[-1]) if ends.size else 0, dtype=np.uint8)
-    data[where] = ((values & 0x1F) | ((used > 1) << 5)) + 48  # 0x20: another character follows
-    rows = np.flatnonzero(used > 1)
-    for k in range(1, int(used.max(initial=0))):  # character k of every value that has one: low bits first
-        data[where[rows] + k] = (((values[rows] >> (5 * k)) & 0x1F) | ((used[rows] > k + 1) << 5)) + 48
-        rows = rows[used[rows] > k + 1]
-    data = data.tobytes()
-    per_mask = np.add.reduceat(used, starts).astype(np.int64) if counts.shape[0] else np.zeros(len(lengths), np.int64)
+    # Each value's characters from a table where it is small (every difference of two runs shorter than 2**14: nearly
+    # all of them), worked out only for the others (a mask's first runs, long runs): one row of bytes per value, its
+    # characters then zeros, and the string is those rows with the zeros left out (no character is 0). A handful of
+    # passes over the values where working out every character of every value took ~30 (100 masks of 1,170 runs at
+    # 854x480: 1.7 -> 0.9 ms per frame).
+    table, table_used = _character_table()
+    index = values + _TABLE_LIMIT
+    rows = np.take(table, index, mode="clip")  # [N] uint32: a value's characters, up to 4
+    used = np.take(table_used, index, mode="clip")
+    far = np.flatnonzero(index.view(np.dtype(f"u{index.itemsize}")) >= 2 * _TABLE_LIMIT)  # past the table (or wrapped)
+    if far.size:
+        far_chars, far_used = _value_characters(values[far])
+        used[far] = far_used
+        if int(far_used.max()) > _TABLE_WIDTH:  # up to 7 characters: rows of 8 bytes
+            rows = rows.astype(np.uint64)  # the 4 bytes, and 4 zeros
+        rows[far] = 0
+        width = min(rows.itemsize, _MAX_CHARS)
+        rows.view(np.uint8).reshape(rows.size, -1)[far, :width] = far_chars[:, :width]
+    data = rows.tobytes().translate(None, b"\0")
+    per_mask = np.add.reduceat(used, starts, dtype=np.int64) if counts.shape[0] else np.zeros(len(lengths), np.int64)
     per_mask = np.where(lengths > 0, per_mask, 0)
     return CompressedRuns(data, np.cumsum(per_mask) - per_mask, per_mask, (int(size[0]), int(size[1])))
 

@@ -110,6 +110,26 @@ def test_compression_of_long_and_negative_deltas(dtype) -> None:
     assert [compressed.counts(q) for q in range(5) if lengths[q]] == strings
 
 
+def test_compression_of_every_small_delta_and_the_longest_runs() -> None:
+    """Each value's characters come from a table for differences in [-2**14, 2**14) and are worked out for the rest:
+    every difference from -16,400 to 16,400 and differences and first runs of 4 to 7 characters (up to a 32-bit run,
+    which overflows the table's index in 32-bit integers) give pycocotools' strings, masks back to back."""
+    deltas = np.concatenate([np.arange(-16_400, 16_401), [2**19 - 1, 2**19, -(2**19), -(2**19) - 1, 2**24, -(2**24),
+                                                          2**29, -(2**29), 2**30 - 1, -(2**30)]])
+    first = np.full(deltas.size, 2**30)
+    first[:5] = [0, 16383, 16384, 2**31 - 2**14, 2**31 - 2**14 - 1]
+    runs = np.stack([first, np.ones_like(first), first + deltas], axis=1)
+    runs[:5, 2] = [0, 16383, 16384, 2**31 - 1, 2**31 - 2**14 - 2]  # deltas 0, 0, 0, 2**14 - 1, -1
+    runs = np.concatenate([runs.ravel(), [2**31 - 1, 3]])  # a last mask of 2 runs, the first past the table
+    lengths = np.concatenate([np.full(deltas.size, 3), [2]])
+    masks = np.split(runs, np.cumsum(lengths)[:-1])
+    reference = coco_mask.frPyObjects([{"counts": m.tolist(), "size": [1, 1]} for m in masks], 1, 1)
+    expected = [r["counts"].decode("ascii") for r in reference]
+    for dtype in (np.int32, np.int64):
+        compressed = rle.compress_runs(runs.astype(dtype), lengths, (1, 1))
+        assert [compressed.counts(q) for q in range(len(masks))] == expected, dtype
+
+
 def test_decompression_of_many_strings_equals_the_masks_runs() -> None:
     """Strings of every parity and length back to back (an empty one too) decode to each mask's own runs."""
     rng = np.random.default_rng(5)
