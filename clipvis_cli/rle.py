@@ -371,14 +371,18 @@ def _painted_segments(masks: Sequence[RleDict | None], height: int,
     pixels = int(height) * int(width)
     present = np.asarray([k for k, mask in enumerate(masks) if mask is not None], dtype=np.int64)
     runs, lengths = _runs_of([masks[k] for k in present.tolist()], height, width)
-    # Per run, in one repeat: which present mask it belongs to (code >> 1) and the parity of that mask's first run's
-    # index (code & 1), so a run is foreground where its index within its mask is odd. Each mask's runs sum to the
-    # frame's pixels, so one running sum over all of them, less `pixels` per mask before, gives each run's end.
+    # A run is foreground where its index within its mask is odd: where the parity of its index among all runs
+    # differs from that of its mask's first run (one repeat of a bool per mask). Each mask's runs sum to the frame's
+    # pixels, so one running sum over all of them gives each foreground run's end as `which * pixels + end`, `which`
+    # the present mask it belongs to (the run is not empty: its last pixel is inside that mask's `pixels`).
     starts = np.cumsum(lengths) - lengths
-    code = np.repeat(np.arange(present.size, dtype=np.int64) * 2 + (starts & 1), lengths)
-    foreground = np.flatnonzero(((np.arange(runs.size) ^ code) & 1).astype(bool) & (runs > 0))
-    which = code[foreground] >> 1
-    ends = np.cumsum(runs)[foreground] - which * pixels
+    foreground = np.zeros(runs.size, dtype=bool)
+    foreground[1::2] = True
+    foreground ^= np.repeat((starts & 1).astype(bool), lengths)
+    foreground &= runs > 0
+    foreground = np.flatnonzero(foreground)
+    which, ends = np.divmod(np.cumsum(runs)[foreground] - 1, pixels)
+    ends += 1
     begins = ends - runs[foreground]
     number = present[which] + 1
     boxes = _boxes(begins, ends, number, len(masks), height)
@@ -387,12 +391,15 @@ def _painted_segments(masks: Sequence[RleDict | None], height: int,
         return np.array([0, pixels], dtype=np.int64), np.zeros(1, dtype), boxes
     # All run boundaries in order, equal ones in list order (a stable sort); where each run's begin and end landed
     # gives the segments it covers. Sorted as one key per boundary, its value above its index (unique keys: any
-    # sort is stable), which numpy sorts ~2x faster than a stable argsort of the values.
+    # sort gives the same order). The keys come as one increasing sequence per mask (its runs in order, each begin
+    # before its end), which numpy's stable sort of integers (a merge sort that finds such sequences and merges them)
+    # sorts ~4x faster than its default quicksort, which looks for none (50 masks of 730 runs each: 0.5 against
+    # 2.5 ms per frame at 854x480).
     boundaries = np.empty(2 * begins.size + 2, dtype=np.int64)
     boundaries[0], boundaries[1], boundaries[2::2], boundaries[3::2] = 0, pixels, begins, ends
     shift = int(boundaries.size - 1).bit_length()
     if pixels.bit_length() + shift <= _SORT_KEY_BITS:
-        keys = np.sort((boundaries << shift) | np.arange(boundaries.size))
+        keys = np.sort((boundaries << shift) | np.arange(boundaries.size), kind="stable")
         order, bounds = keys & ((1 << shift) - 1), keys >> shift
     else:  # a frame too large for one int64 key (far past any video's size)
         order = np.argsort(boundaries, kind="stable")
@@ -413,6 +420,9 @@ def _painted_segments(masks: Sequence[RleDict | None], height: int,
         steps[first[lo:hi]] = bit  # every boundary has a rank of its own: no two runs write the same place
         steps[last[lo:hi]] = -bit
         covering = np.cumsum(steps[:-1])
+        if block == 0:  # every segment unpainted: the lowest bit of each at once (frexp: 2**j -> j + 1, 0 -> 0)
+            top[:] = np.frexp((covering & -covering).astype(np.float64))[1]
+            continue
         unpainted = np.flatnonzero((covering != 0) & (top == 0))
         lowest = covering[unpainted] & -covering[unpainted]
         top[unpainted] = block * _MASKS_PER_BLOCK + np.frexp(lowest.astype(np.float64))[1]  # 2**j -> j + 1
