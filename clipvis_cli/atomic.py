@@ -469,7 +469,7 @@ def streamed_json(value: Any) -> Iterator[str]:
         written = False
         chunk: list[Any] = []
         for item in value:
-            if isinstance(item, Iterator | JsonObjectItems) or _holds_iterator(item):
+            if _streamed(item):
                 if chunk:
                     yield ("," if written else "") + _compact_json(chunk)[1:-1]
                     written, chunk = True, []
@@ -507,9 +507,27 @@ def _streamed_pairs(value: Any) -> Iterator[tuple[Any, Any]] | None:
 
 def _holds_iterator(value: Any) -> bool:
     """Whether ``value`` is a dict with an iterator or ``JsonObjectItems`` among its values, or in a dict among them."""
-    return isinstance(value, dict) and any(
-        isinstance(item, Iterator | JsonObjectItems) or _holds_iterator(item) for item in value.values()
-    )
+    if not isinstance(value, dict):
+        return False
+    for item in value.values():
+        if type(item) not in _JSON_LEAF_TYPES and _streamed(item):
+            return True
+    return False
+
+
+# Values ``streamed_json`` writes with one json.dumps whatever they hold (it streams no list's items), known by their
+# exact type: asked of every item of a streamed list (a COCO annotation's ten values and two dicts, ~10^5 of them),
+# the abstract ``Iterator`` check took ~10 % of the JSON writers (ytvis.json + coco.json of 6,000 masks: 305 ->
+# 277 ms).
+_JSON_LEAF_TYPES = frozenset({str, int, float, bool, type(None), list, tuple})
+
+
+def _streamed(value: Any) -> bool:
+    """Whether ``streamed_json`` writes ``value`` in pieces: an iterator, a ``JsonObjectItems``, or a dict holding
+    one (``_holds_iterator``)."""
+    if type(value) in _JSON_LEAF_TYPES:
+        return False
+    return isinstance(value, Iterator | JsonObjectItems) or _holds_iterator(value)
 
 
 def materialised_json(value: Any) -> Any:
