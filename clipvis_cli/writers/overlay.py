@@ -270,13 +270,15 @@ def _layout(
     shown = np.flatnonzero(painted.visible)  # a track hidden under smaller masks gets no label
     anchors = _label_anchors(painted.labels, painted.boxes, shown + 1)
     placed: list[PlacedLabel] = []
+    taken: list[tuple[int, int, int, int]] = []  # the placed labels' boxes
     for j in sorted(shown.tolist(), key=lambda j: (-tracks[order[j]].score, order[j])):
         track = tracks[order[j]]
         name = ascii_class_name(categories[track.category_id - 1], track.category_id)
         label = _place(track.track_id, [_fitted_label(name, track, width - 2 * LABEL_PAD, font), f"#{track.track_id}"],
-                       anchors[j + 1], font, height, width, [label.box for label in placed])
+                       anchors[j + 1], font, height, width, taken)
         if label is not None:
             placed.append(label)
+            taken.append(label.box)
     return placed
 
 
@@ -296,10 +298,18 @@ def _place(
         for dx, dy in LABEL_SHIFTS:
             x = min(max(int(anchor[0] - box_width // 2 + dx * box_width), 0), width - box_width)
             y = min(max(int(anchor[1] - box_height // 2 + dy * box_height), 0), height - box_height)
-            box = (x, y, x + box_width, y + box_height)
-            if all(box[2] <= b[0] or b[2] <= box[0] or box[3] <= b[1] or b[3] <= box[1] for b in taken):
-                return PlacedLabel(track_id, text, box)
+            if _clear(x, y, x + box_width, y + box_height, taken):
+                return PlacedLabel(track_id, text, (x, y, x + box_width, y + box_height))
     return None
+
+
+def _clear(x0: int, y0: int, x1: int, y1: int, taken: Sequence[tuple[int, int, int, int]]) -> bool:
+    """Whether the box ``[x0, x1) x [y0, y1)`` overlaps none of the ``taken`` ones. A plain loop: asked ~40 times per
+    label, over every label placed before it (a generator in all() took twice as long)."""
+    for left, top, right, bottom in taken:
+        if x0 < right and left < x1 and y0 < bottom and top < y1:
+            return False
+    return True
 
 
 def _draw_label(canvas: np.ndarray, label: PlacedLabel, font: LabelFont) -> None:
