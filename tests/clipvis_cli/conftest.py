@@ -166,6 +166,22 @@ def write_bar_video(path: Path, count: int, width: int = 64, height: int = 48, *
     return write_video(path, [bar_frame(i, height, width) for i in range(count)], **kwargs)
 
 
+def write_palette_video(path: Path, count: int, width: int = 64, height: int = 48) -> Path:
+    """A palette (pal8) rawvideo AVI of ``count`` frames, frame i a band of colour 200 at columns 8i..8i+8 (what
+    old formats as MS-RLE and 8-bit QuickTime decode to: PyAV gives such a frame as an (image, palette) pair)."""
+    palette = np.zeros((256, 4), np.uint8)
+    palette[:, 0], palette[:, 1], palette[:, 3] = 255, np.arange(256), 255
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("rawvideo", rate=10)
+        stream.width, stream.height, stream.pix_fmt = width, height, "pal8"
+        for i in range(count):
+            indices = np.zeros((height, width), np.uint8)
+            indices[:, i * 8 : i * 8 + 8] = 200
+            container.mux(stream.encode(av.VideoFrame.from_ndarray((indices, palette), format="pal8")))
+        container.mux(stream.encode())
+    return path
+
+
 def write_audio_only(path: Path, codec: str = "aac") -> Path:
     with av.open(str(path), mode="w") as container:
         stream = container.add_stream(codec, rate=16000)
@@ -197,6 +213,7 @@ def synth() -> SimpleNamespace:
         corner_frame=corner_frame,
         write_video=write_video,
         write_bar_video=write_bar_video,
+        write_palette_video=write_palette_video,
         write_audio_only=write_audio_only,
         write_images=write_images,
     )

@@ -526,22 +526,11 @@ def test_the_frame_seeker_reads_palette_videos_and_keeps_what_it_learned_of_many
     """A palette (pal8) video's frames crashed training with a traceback: the picture digest took the (image,
     palette) pair PyAV gives such a frame for an array. And the seeker kept what it learned of 8 files: training over
     more videos decoded a whole video again each time it came back to it."""
-    import av
 
     from clipvis.cli import video_io
     from clipvis.cli.video_io import VideoFrameSeeker
 
-    palette = np.zeros((256, 4), np.uint8)
-    palette[:, 0], palette[:, 1], palette[:, 3] = 255, np.arange(256), 255
-    animation = tmp_path / "palette.avi"
-    with av.open(str(animation), "w") as output:
-        stream = output.add_stream("rawvideo", rate=10)
-        stream.width, stream.height, stream.pix_fmt = 64, 48, "pal8"
-        for i in range(6):
-            indices = np.zeros((48, 64), np.uint8)
-            indices[:, i * 8 : i * 8 + 8] = 200
-            output.mux(stream.encode(av.VideoFrame.from_ndarray((indices, palette), format="pal8")))
-        output.mux(stream.encode())
+    animation = synth.write_palette_video(tmp_path / "palette.avi", 6)
     expected = [image for _, image in VideoReader(animation)]
     seeker = VideoFrameSeeker()
     assert all(np.array_equal(seeker.frame(animation, index), expected[index]) for index in (5, 0, 3))

@@ -902,27 +902,16 @@ def test_training_decodes_a_video_s_frames_as_segment_numbers_them(tmp_path, con
         read_frame(FrameRecord(tmp_path / "x.jpg", 48, 64, source_video=path, frame_index=90), seeker)
 
 
-def test_a_video_frame_whose_picture_cannot_be_told_is_a_skipped_sample_not_a_traceback(tmp_path, monkeypatch):
+def test_a_video_frame_whose_picture_cannot_be_told_is_a_skipped_sample_not_a_traceback(tmp_path, synth, monkeypatch):
     """Training a palette (pal8) video ended in a traceback out of the data loader (the seeker's picture digest took
     the (image, palette) pair PyAV gives such a frame for an array): it reads its frames now, and any failure of the
     digest is the frame's skipped sample."""
-    import av
 
     from clipvis.cli import video_io
     from clipvis.cli.train.data import read_frame
     from clipvis.cli.train.records import FrameRecord
 
-    palette = np.zeros((256, 4), np.uint8)
-    palette[:, 1], palette[:, 2], palette[:, 3] = np.arange(256), 255, 255
-    path = tmp_path / "palette.avi"
-    with av.open(str(path), "w") as output:
-        stream = output.add_stream("rawvideo", rate=10)
-        stream.width, stream.height, stream.pix_fmt = 64, 48, "pal8"
-        for i in range(4):
-            indices = np.zeros((48, 64), np.uint8)
-            indices[:, i * 8 : i * 8 + 8] = 200
-            output.mux(stream.encode(av.VideoFrame.from_ndarray((indices, palette), format="pal8")))
-        output.mux(stream.encode())
+    path = synth.write_palette_video(tmp_path / "palette.avi", 4)
     expected = [image for _, image in video_io.VideoReader(path)]
     frame = FrameRecord(tmp_path / "not_extracted.jpg", 48, 64, source_video=path, frame_index=2)
     np.testing.assert_array_equal(read_frame(frame), expected[2])
