@@ -292,8 +292,8 @@ def test_a_symbolic_link_loop_is_said_to_be_one(tmp_path: Path) -> None:
     (tmp_path / "a").symlink_to("b")
     (tmp_path / "b").symlink_to("a")
     sources = discover_inputs([str(tmp_path / "loop"), str(tmp_path / "a"), str(tmp_path / "loop" / "x.mp4")])
-    assert [source.error for source in sources] == ["symbolic-link loop (Too many levels of symbolic links)"] * 3
-    assert sources[0].describe_error() == f"{tmp_path / 'loop'}: symbolic-link loop (Too many levels of symbolic links)"
+    assert [source.error for source in sources] == ["symbolic-link loop"] * 3
+    assert sources[0].describe_error() == f"{tmp_path / 'loop'}: symbolic-link loop"
 
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are POSIX")

@@ -285,7 +285,7 @@ def test_a_symbolic_link_to_nothing_is_said_to_be_one(tmp_path: Path) -> None:
     loop, broken = tmp_path / "loop.pth", tmp_path / "broken.pth"
     loop.symlink_to(loop.name)
     broken.symlink_to(tmp_path / "nowhere.pth")
-    with pytest.raises(UnknownCheckpointError, match=r"loop\.pth' is a symbolic-link loop \(.*\), not a checkpoint"):
+    with pytest.raises(UnknownCheckpointError, match=r"loop\.pth' is a symbolic-link loop, not a checkpoint"):
         resolve_weights(loop)
     with pytest.raises(UnknownCheckpointError, match=r"broken\.pth' is a broken symbolic link, not a checkpoint file$"):
         resolve_weights(broken)

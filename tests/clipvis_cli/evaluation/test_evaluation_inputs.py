@@ -129,7 +129,7 @@ def test_gt_file_errors_name_the_file(tmp_path: Path) -> None:
         load_ground_truth(tmp_path / "missing.json")
     loop = tmp_path / "loop.json"
     loop.symlink_to(loop.name)  # was "GT file not found" too
-    with pytest.raises(EvaluationInputError, match=r"^GT file .*loop\.json: symbolic-link loop \(Too many levels"):
+    with pytest.raises(EvaluationInputError, match=r"^GT file .*loop\.json: symbolic-link loop$"):
         load_ground_truth(loop)
     broken = tmp_path / "broken.json"
     broken.write_text('{"videos": [')

@@ -865,11 +865,11 @@ def test_a_symbolic_link_loop_as_data_or_config_is_said_to_be_one(tmp_path):
 
     loop = tmp_path / "loop"
     loop.symlink_to(loop.name)
-    with pytest.raises(TrainDataError, match=f"^{re.escape(str(loop))}: symbolic-link loop \\("):
+    with pytest.raises(TrainDataError, match=f"^{re.escape(str(loop))}: symbolic-link loop$"):
         load_sources([], [{"json": str(loop), "images": str(tmp_path)}], tmp_path, True)
-    with pytest.raises(ConfigError, match=f"^{re.escape(str(loop))}: a symbolic-link loop \\(.*\\), no config file"):
+    with pytest.raises(ConfigError, match=f"^{re.escape(str(loop))}: a symbolic-link loop, no config file"):
         load_train_config(loop)
-    with pytest.raises(ValueError, match=f"^{re.escape(str(loop))}: symbolic-link loop \\("):
+    with pytest.raises(ValueError, match=f"^{re.escape(str(loop))}: symbolic-link loop$"):
         load_config_file(loop)
 
 
