@@ -247,9 +247,15 @@ def _clipvis_model_fields(tree: dict[str, Any]) -> dict[str, Any]:
     return dict(fields)
 
 
+#: What `load_config_file` says of a folder given as a config file.
+FOLDER_NOT_CONFIG = "a folder, not a config file"
+
+
 def load_config_file(path: str | Path) -> dict[str, Any]:
     """Overrides from a config file: an official CLIP-VIS YAML, or a clipvis JSON/YAML of field names."""
     path = Path(path)
+    if path.is_dir():  # it said "config file not found"
+        raise ValueError(f"{path}: {FOLDER_NOT_CONFIG}")
     if not path.is_file():
         reason = missing_reason(path) if not path.exists() else NO_SUCH_FILE
         raise ValueError(f"{path}: config file not found" if reason == NO_SUCH_FILE else f"{path}: {reason}")

@@ -28,6 +28,7 @@ from clipvis.cli.messages import (
     one_line,
     print_error,
     print_warning,
+    shown_path,
     subject_message,
     unwritable_character,
 )
@@ -274,11 +275,16 @@ def model_error_message(error: BaseException, flags: dict[str, str] = MODEL_PARA
 def check_config_file(config: Path | None, clip_config: Path | None = None) -> None:
     """Read `--config` and `--clip-config` once before anything loads, so a bad file (unreadable, a `_BASE_` cycle,
     a value no model runs with, a setting open_clip does not know) ends the run with one line naming it (exit 1)."""
-    from clipvis.model.config import load_clip_model_config, load_config_file
+    from clipvis.cli.train.config import RUN_CONFIG_NAME
+    from clipvis.model.config import FOLDER_NOT_CONFIG, load_clip_model_config, load_config_file
 
     for path, read in ((config, load_config_file), (clip_config, load_clip_model_config)):
         if path is None:
             continue
+        if path.is_dir():  # a training run's folder holds its config.yaml: say which file to give
+            run_config = path / RUN_CONFIG_NAME
+            hint = f" (a training run's folder: give {shown_path(run_config)})" if run_config.is_file() else ""
+            raise fail(f"{shown_path(path)}: {FOLDER_NOT_CONFIG}{hint}")
         try:
             read(path)
         except (ValueError, OSError) as error:

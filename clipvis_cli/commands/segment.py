@@ -279,7 +279,7 @@ def _checked_arguments(
     if log_format not in ("human", "jsonl"):
         raise typer.BadParameter(f"--log-format must be human or jsonl, not {log_format!r}")
     for path, flag in ((config, "--config"), (clip_config, "--clip-config")):
-        if path is not None and not path.is_file():
+        if path is not None and not path.is_file() and not path.is_dir():  # a folder: check_config_file says so
             reason = missing_reason(path) if not path.exists() else "not a file"
             raise typer.BadParameter(f"{flag} {path}: {'file not found' if reason == NO_SUCH_FILE else reason}")
     check_config_file(config, clip_config)

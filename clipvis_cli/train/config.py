@@ -33,6 +33,7 @@ import yaml
 from clipvis.model.config import (
     CLIP_PIXEL_MEAN,
     CLIP_PIXEL_STD,
+    FOLDER_NOT_CONFIG,
     ClipVisConfig,
     deep_merge,
     overrides_from_official,
@@ -191,6 +192,10 @@ def load_train_config(name_or_file: str | Path, overrides: list[str] | tuple[str
     """Defaults < config file (shipped name or path) < ``KEY=VALUE`` overrides."""
     text = str(name_or_file)
     path = Path(text).expanduser()
+    if path.is_dir():  # it said "config file not found"; a run's folder is continued with --output-dir and --resume
+        held_run = (path / RUN_CONFIG_NAME).is_file()
+        resume = f" (to continue the run in it: --output-dir {text} --resume)" if held_run else ""
+        raise ConfigError(f"{text}: {FOLDER_NOT_CONFIG}{resume}")
     if not path.is_file():
         shipped = shipped_config_path(text)
         if shipped is None or not shipped.is_file():

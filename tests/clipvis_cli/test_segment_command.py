@@ -66,6 +66,20 @@ def test_a_symbolic_link_loop_given_to_an_option_is_said_to_be_one(tmp_path, tin
         assert "))" not in result.output, (option, result.output)  # -o: "(symbolic-link loop (Too many levels ...))"
 
 
+def test_a_folder_given_as_config_is_said_to_be_one(tmp_path, tiny_weights) -> None:
+    """`--config FOLDER` said "not a file"; a training run's folder (which holds its config.yaml) is now named as
+    one, with the file to give."""
+    video = write_video(tmp_path / "clip.mp4", num_frames=1)
+    run = tmp_path / "run"
+    run.mkdir()
+    result = run_cli(segment_args(tiny_weights, tmp_path / "out", str(video), extra=("--config", str(run))))
+    assert result.exit_code == 1 and f"{run}: a folder, not a config file" in result.output, result.output
+    (run / "config.yaml").write_text("MODEL: {}\n")
+    result = run_cli(segment_args(tiny_weights, tmp_path / "out", str(video), extra=("--config", str(run))))
+    assert result.exit_code == 1, result.output
+    assert f"{run}: a folder, not a config file (a training run's folder: give {run / 'config.yaml'})" in result.output
+
+
 def test_a_pattern_that_matched_only_other_extensions_is_named_in_the_error(tmp_path, tiny_weights) -> None:
     """`segment 'gl/*'` over files of an extension not in the lists said "no input videos found", naming nothing: the
     error names the pattern and one of its matches now, before any weights load."""

@@ -873,6 +873,21 @@ def test_a_symbolic_link_loop_as_data_or_config_is_said_to_be_one(tmp_path):
         load_config_file(loop)
 
 
+def test_a_folder_as_config_is_said_to_be_one(tmp_path):
+    """A folder given to `train --config` was "config file not found and not a shipped config" (and to the model's
+    `load_config_file` "config file not found"); a training run's folder says how to continue that run."""
+    from clipvis.model.config import load_config_file
+
+    with pytest.raises(ValueError, match=f"^{re.escape(str(tmp_path))}: a folder, not a config file$"):
+        load_config_file(tmp_path)
+    with pytest.raises(ConfigError, match=f"^{re.escape(str(tmp_path))}: a folder, not a config file$"):
+        load_train_config(tmp_path)
+    (tmp_path / "config.yaml").write_text("MODEL: {}\n")
+    with pytest.raises(ConfigError, match=re.escape(f"{tmp_path}: a folder, not a config file (to continue the run in "
+                                                    f"it: --output-dir {tmp_path} --resume)")):
+        load_train_config(tmp_path)
+
+
 @pytest.mark.parametrize("container", ["mpegts", "mp4"])
 def test_training_decodes_a_video_s_frames_as_segment_numbers_them(tmp_path, container):
     """OpenCV's frame seek numbered an MPEG-TS file's frames otherwise than segment (PyAV): 21 of 150 frames of a
