@@ -49,6 +49,7 @@ VIDEO_EXTENSIONS: frozenset[str] = frozenset(
         ".mp4", ".m4v", ".mov", ".qt", ".mkv", ".webm", ".avi", ".divx", ".wmv", ".asf", ".flv", ".f4v", ".mpg",
         ".mpeg", ".m2v", ".vob", ".ts", ".mts", ".m2ts", ".3gp", ".3g2", ".ogv", ".mxf", ".nut", ".ivf", ".dv",
         ".gif", ".y4m", ".h264", ".264", ".hevc", ".h265", ".265",
+        ".mod", ".tod", ".insv", ".rm", ".rmvb",  # camcorders' MPEG-2 (JVC, Panasonic), Insta360's MP4, RealMedia
     }
 )
 # Netpbm (.ppm/.pgm/.pbm/.pnm) frames are common in robotics datasets.

@@ -138,13 +138,14 @@ def write_video(
     pts: Sequence[int] | None = None,
     time_base: Fraction | None = None,
     codec_options: dict[str, str] | None = None,
+    container_format: str | None = None,
 ) -> Path:
     """Encode RGB frames. `rotation` sets the display matrix (degrees counter-clockwise);
     `pts` + `time_base` give explicit (e.g. irregular, variable-frame-rate) timestamps; `codec_options` the encoder's
-    (libx264's GOP size "g", B-frames "bf")."""
+    (libx264's GOP size "g", B-frames "bf"); `container_format` FFmpeg's muxer where the name does not tell it."""
     options = {"movflags": "+faststart"} if faststart else {}
     height, width = frames[0].shape[:2]
-    with av.open(str(path), mode="w", options=options) as container:
+    with av.open(str(path), mode="w", format=container_format, options=options) as container:
         stream = container.add_stream(codec, rate=rate, options=codec_options or {})
         stream.width, stream.height = width, height
         stream.pix_fmt = pix_fmt

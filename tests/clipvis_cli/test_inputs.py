@@ -450,6 +450,25 @@ def test_a_folder_search_takes_the_containers_and_raw_streams_ffmpeg_reads(tmp_p
     assert found == sorted(names[:7])
 
 
+@pytest.mark.parametrize(("name", "container_format", "codec"), [
+    ("cam.MOD", "vob", "mpeg2video"),  # JVC/Panasonic SD camcorders: MPEG-2 program stream
+    ("cam.TOD", "mpegts", "mpeg2video"),  # JVC HD camcorders: MPEG-2 transport stream
+    ("cam.insv", "mp4", "mpeg4"),  # Insta360: MP4
+    ("cam.rmvb", "rm", "rv20"),  # RealMedia
+])
+def test_a_folder_search_takes_camera_and_realmedia_files(tmp_path, name, container_format, codec) -> None:
+    """.MOD, .TOD, .insv and .rmvb files decoded when named but a folder's search skipped them."""
+    from clipvis.cli.video_io import open_reader
+
+    from .conftest import bar_frame, write_video
+
+    write_video(tmp_path / name, [bar_frame(i, 48, 64) for i in range(30)], codec=codec,
+                container_format=container_format)  # (a transport stream of a few frames is too short to probe)
+    [source] = discover_inputs([str(tmp_path)])
+    assert source.path.name == name and source.kind == "video"
+    assert sum(1 for _ in open_reader(source)) == 30
+
+
 def test_files_clipvis_wrote_are_no_inputs_when_a_list_or_a_pattern_gives_them(tmp_path: Path) -> None:
     """README's `find . -name '*.mp4' | clipvis segment - -o clipvis_out` run a second time in the project folder
     segmented `clipvis_out/a/overlay.mp4` into `clipvis_out/overlay/` (and a third run into `overlay-2/`), where a
