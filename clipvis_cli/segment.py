@@ -530,6 +530,12 @@ class SegmentRunner:
         probe = reader.probe()
         total = probe.processed_frame_count(reader.stride, reader.max_frames)
         self.reporter.video_started(source, stem, total)
+        if source.kind == "images" and source.path.is_dir():  # as export says it, for the formats numbering frames
+            from clipvis.cli.exporters.base import frame_order_warning
+
+            names = [file.name for file in source.frame_files]
+            if (warning := frame_order_warning(source.path, names, opts.formats)) is not None:
+                self.reporter.video_warning(source, stem, warning)
         with TrackMaskStore(probe.height, probe.width) as store:
             yield self._run_model(store, reader, source, video_id, stem)
 

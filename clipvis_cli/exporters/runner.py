@@ -12,11 +12,13 @@ from pathlib import Path
 from clipvis.cli.atomic import OutputNotWritableError
 from clipvis.cli.exporters import YTVIS_FORMAT, create_exporter
 from clipvis.cli.exporters.base import (
+    FRAME_NUMBERED_FORMATS,
     ExportConflictError,
     ExportOptions,
     class_key,
     export_identity,
     folder_takes_export,
+    frame_order_warning,
     read_export_record,
     select_tracks,
     staged_directory,
@@ -42,9 +44,6 @@ from clipvis.cli.writers.layout import MANIFEST_NAME, numbered_name
 from clipvis.cli.writers.manifest import STATUS_COMPLETE, STATUS_RUNNING, RunManifest
 
 CVAT_LABEL_CHARACTERS = 64  # a CVAT label's name (its Label model's max_length)
-# The formats that name an image folder's frames by their position in clipvis' natural order (frame numbers,
-# NNNNNN.png), not by the images' names: a tool that orders the folder otherwise puts their masks on other images
-FRAME_NUMBERED_FORMATS = ("cvat-video", "mots-png", "mots-txt", "png-masks")
 
 
 def unfinished_run_warning(results_file: Path) -> str | None:
@@ -354,29 +353,18 @@ class ExportRunner:
                 f"{listed})"]
 
     def _frame_order(self, video: ExportVideo) -> list[str]:
-        """A warning for an image-folder video whose images' natural order (1.jpg, 2.jpg, 10.jpg: clipvis' frame
-        numbers) is not their order as text (1.jpg, 10.jpg, 2.jpg: CVAT's default "Sorting method"), for the formats
-        that number its frames: a task made with the default order puts their masks on other images."""
-        numbered = [name for name in self.formats if name in FRAME_NUMBERED_FORMATS]
-        if video.info.kind != "images" or not numbered:
+        """The warning `frame_order_warning` gives for an image-folder video: the images of its folder (the whole
+        folder, as a task made from it holds it; else the images the results name)."""
+        if video.info.kind != "images" or not set(self.formats) & set(FRAME_NUMBERED_FORMATS):
             return []
         folder = Path(video.info.source)
-        try:  # the whole folder, as a task made from it holds it; else the images the results name
+        try:
             names = [file.name for file in list_image_frames(folder)] if folder.is_dir() else []
         except OSError:
             names = []
         names = names or [name.rsplit("/", 1)[-1] for name in video.info.file_names]
-        as_text = sorted(names)
-        if as_text == names:
-            return []
-
-        def shown(order: list[str]) -> str:
-            return ", ".join(order[:3]) + (", ..." if len(order) > 3 else "")
-
-        return [f"{shown_path(video.info.stem)}: {', '.join(numbered)} number the images of {shown_path(folder)} in "
-                f"natural order ({shown(names)}), which is not their order as text ({shown(as_text)}): create the CVAT "
-                'task with "Sorting method: Natural" (other tools: sort the names naturally), or the masks land on '
-                "other images"]
+        warning = frame_order_warning(folder, names, self.formats)
+        return [f"{shown_path(video.info.stem)}: {warning}"] if warning is not None else []
 
     def _labels_cvat_refuses(self, video: ExportVideo) -> list[str]:
         """A warning naming the class names longer than a CVAT label may be (64 characters: its task has no such

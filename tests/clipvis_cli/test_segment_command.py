@@ -80,6 +80,23 @@ def test_a_folder_given_as_config_is_said_to_be_one(tmp_path, tiny_weights) -> N
     assert f"{run}: a folder, not a config file (a training run's folder: give {run / 'config.yaml'})" in result.output
 
 
+def test_segment_warns_as_export_does_when_an_image_folders_names_sort_otherwise_as_text(tmp_path, tiny_weights,
+                                                                                          synth) -> None:
+    """`segment --formats cvat-video` on a folder of 1.png, 2.png, 10.png numbered its frames in natural order
+    without the word `export --to cvat-video` says for the same folder (CVAT's default order is 1, 10, 2)."""
+    frames = tmp_path / "frames"
+    synth.write_images(frames, ["1.png", "2.png", "10.png"], height=48, width=64)
+    result = run_cli(segment_args(tiny_weights, tmp_path / "out", str(frames), extra=("--formats", "cvat-video,coco")))
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("clipvis: warning:")]
+    assert warnings == [
+        f"clipvis: warning: {frames}: cvat-video number the images of {frames} in natural order (1.png, 2.png, "
+        '10.png), which is not their order as text (1.png, 10.png, 2.png): create the CVAT task with "Sorting method: '
+        'Natural" (other tools: sort the names naturally), or the masks land on other images'], result.stderr
+    named = run_cli(segment_args(tiny_weights, tmp_path / "out2", str(frames), extra=("--formats", "coco")))
+    assert named.exit_code == 0 and "warning" not in named.stderr, named.stderr
+
+
 def test_a_pattern_that_matched_only_other_extensions_is_named_in_the_error(tmp_path, tiny_weights) -> None:
     """`segment 'gl/*'` over files of an extension not in the lists said "no input videos found", naming nothing: the
     error names the pattern and one of its matches now, before any weights load."""
