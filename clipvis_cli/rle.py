@@ -181,50 +181,66 @@ def decompress_many(counts: Sequence[str | bytes]) -> tuple[np.ndarray, np.ndarr
     """
     encoded = [c.encode("ascii") if isinstance(c, str) else bytes(c) for c in counts]
     chars_per_string = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
-    chars = np.frombuffer(b"".join(encoded), dtype=np.uint8) - np.uint8(48)
+    return _decompress_chars(np.frombuffer(b"".join(encoded), dtype=np.uint8) - np.uint8(48), chars_per_string)
+
+
+def _decompress_chars(chars: np.ndarray, chars_per_string: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`decompress_many` of strings given as their characters less 48 (``chars``, uint8, back to back) and how many
+    characters each string has."""
     if chars.size == 0:
-        return np.zeros(0, dtype=np.int64), np.zeros(len(encoded), dtype=np.int64)
+        return np.zeros(0, dtype=np.int64), np.zeros(len(chars_per_string), dtype=np.int64)
     ends = np.flatnonzero(chars < 0x20)  # the last character of each value: no continuation bit
     string_ends = np.cumsum(chars_per_string)
     if not (chars[string_ends[chars_per_string > 0] - 1] < 0x20).all():
         raise ValueError("malformed RLE counts: a string ends in the middle of a run length")
     values_before = np.searchsorted(ends, string_ends)  # values that end before each string's end
     runs_per_string = np.diff(values_before, prepend=0)
-    # Each value: 5 bits per character, low bits first; the top bit of its last character is the sign. Values are
-    # read character k at a time for every value that long (most take one or two characters).
-    value_chars = np.diff(ends, prepend=-1)
-    first_chars = ends - value_chars + 1
-    values = (chars[first_chars] & 0x1F).astype(np.int64)
-    longer = np.flatnonzero(value_chars > 1)
-    for k in range(1, int(value_chars.max(initial=1))):
-        values[longer] |= (chars[first_chars[longer] + k] & 0x1F).astype(np.int64) << (5 * k)
-        longer = longer[value_chars[longer] > k + 1]
-    negative = (chars[ends] & 0x10) != 0
-    values -= negative.astype(np.int64) << (5 * value_chars)  # sign-extend: x | (-1 << bits) = x - 2**bits
+    # Each value: 5 bits per character, low bits first; the top bit of its last character is the sign. Most values
+    # take one character c: c's low 4 bits, less 16 where its sign bit is set (x - 2**5 for x = c & 0x1F). Those
+    # of two or more characters (the values holding a continuation character) are then read character k at a time.
+    last_chars = chars[ends]
+    values = (last_chars & 0x0F).astype(np.int64)
+    values -= last_chars & 0x10
+    value_chars_all = np.diff(ends, prepend=-1)
+    longer = np.flatnonzero(value_chars_all > 1)
+    if longer.size:
+        value_chars = value_chars_all[longer]
+        first_chars = ends[longer] - value_chars + 1
+        read = (chars[first_chars] & 0x1F).astype(np.int64)
+        going = np.arange(longer.size)
+        for k in range(1, int(value_chars.max())):
+            going = going[value_chars[going] > k]
+            read[going] |= (chars[first_chars[going] + k] & 0x1F).astype(np.int64) << (5 * k)
+        read -= ((last_chars[longer] & 0x10) != 0).astype(np.int64) << (5 * value_chars)  # x | (-1 << bits)
+        values[longer] = read
     # From index 3 of a string on, each value is a difference to the run two before it: along each string's two
     # chains (indices 1, 3, 5, ... and 2, 4, 6, ...) the runs are running sums. The elements of one global parity
     # hold one chain of every string, back to back: one running sum over that strided view, less its value before
     # each string's part. Index 0 belongs to no chain: it adds 0 and is set afterwards.
     string_starts = values_before - runs_per_string
     heads = string_starts[runs_per_string > 0]
-    chained = values.copy()
-    chained[heads] = 0
+    head_values = values[heads]
+    values[heads] = 0  # the chains' values from here on
     runs = np.empty_like(values)
     for parity in (0, 1):
-        sums = np.cumsum(chained[parity::2])
+        sums = np.cumsum(values[parity::2])
         # each string's elements of this parity: entries first .. after - 1 of the strided view
         first = (string_starts - parity + 1) // 2
         after = (values_before - parity + 1) // 2
-        before = np.concatenate([[0], sums])[first]
-        runs[parity::2] = sums - np.repeat(before, after - first)
-    runs[heads] = values[heads]
+        before = np.where(first > 0, sums[np.maximum(first - 1, 0)], 0) if sums.size else np.zeros_like(first)
+        sums -= np.repeat(before, after - first)
+        runs[parity::2] = sums
+    runs[heads] = head_values
     return runs, runs_per_string
 
 
 def compressed_counts_problems(counts: Sequence[str | bytes], pixels: Sequence[int]) -> list[str | None]:
     """For each compressed ``counts`` string, why it is not a valid RLE of its ``pixels`` pixels, or None: its run
     lengths must add up to the mask's height x width (where they do not, pycocotools reads or writes memory outside
-    the mask, or its IoU never ends). Vectorised over all strings (a YouTube-VIS file holds ~10^5 of them)."""
+    the mask, or its IoU never ends). Vectorised over all strings (a YouTube-VIS file holds ~10^5 of them): the
+    characters stay bytes (uint8), the runs are read straight from them, and Python visits only the strings refused.
+    Only the strings whose runs add up to another number, or hold a negative run or one over the largest mask's
+    size, are looked at one by one."""
     problems: list[str | None] = [None] * len(counts)
     encoded: list[bytes] = []
     for i, text in enumerate(counts):
@@ -237,28 +253,45 @@ def compressed_counts_problems(counts: Sequence[str | bytes], pixels: Sequence[i
         else:
             encoded.append(text if isinstance(text, bytes) else text.encode("ascii"))
     lengths = np.fromiter(map(len, encoded), np.int64, len(encoded))
-    chars = np.frombuffer(b"".join(encoded), np.uint8).astype(np.int64) - 48
+    chars = np.frombuffer(b"".join(encoded), np.uint8) - np.uint8(48)  # a byte under 48 wraps round to 208 or more
+    string_starts = np.cumsum(lengths) - lengths
+    refused = np.zeros(len(encoded), bool)
+    outside = np.flatnonzero(chars >= 64)  # bytes COCO's encoding never writes (its characters are 48 .. 111)
+    if outside.size:
+        for i in np.unique(np.searchsorted(string_starts, outside, side="right") - 1).tolist():
+            problems[i] = "RLE counts string with characters COCO's encoding never writes"
+            refused[i] = True
     nonempty = np.flatnonzero(lengths)
-    if nonempty.size:
-        starts = (np.cumsum(lengths) - lengths)[nonempty]
-        bad_chars = np.maximum.reduceat(((chars < 0) | (chars >= 64)).astype(np.int8), starts) > 0
-        cut_short = chars[starts + lengths[nonempty] - 1] >= 0x20  # the last value goes on past the end
-        for i, bad, cut in zip(nonempty.tolist(), bad_chars.tolist(), cut_short.tolist(), strict=True):
-            if bad:
-                problems[i] = "RLE counts string with characters COCO's encoding never writes"
-            elif cut:
-                problems[i] = "RLE counts string cut short (it ends in the middle of a run length)"
-    valid = [i for i in range(len(counts)) if problems[i] is None]
-    if not valid:
+    cut = nonempty[chars[string_starts[nonempty] + lengths[nonempty] - 1] >= 0x20]  # the last value goes on past it
+    for i in cut.tolist():
+        if not refused[i]:
+            problems[i] = "RLE counts string cut short (it ends in the middle of a run length)"
+            refused[i] = True
+    refused |= lengths == 0
+    valid = np.flatnonzero(~refused)
+    if not valid.size:
         return problems
-    runs, per_string = decompress_many([encoded[i] for i in valid])
+    if valid.size == len(encoded):
+        runs, per_string = _decompress_chars(chars, lengths)
+    else:
+        kept = np.repeat(~refused, lengths)
+        runs, per_string = _decompress_chars(chars[kept], lengths[valid])
     heads = np.cumsum(per_string) - per_string  # every valid string has at least one run
     totals = np.add.reduceat(runs, heads)
-    lowest, highest = np.minimum.reduceat(runs, heads), np.maximum.reduceat(runs, heads)
-    for k, i in enumerate(valid):
-        if lowest[k] < 0 or highest[k] > pixels[i] or totals[k] != pixels[i]:
-            total = int(totals[k]) if lowest[k] >= 0 and highest[k] <= pixels[i] else "a negative or huge number of"
-            problems[i] = f"corrupt RLE counts (its runs add up to {total} pixels, not height x width = {pixels[i]})"
+    expected = np.asarray(pixels, np.int64)[valid]
+    suspect = totals != expected
+    # a negative run, or one over every mask's size (only the sum overflowing int64 hides it in the totals)
+    if runs.min() < 0 or runs.max() > expected.max():
+        outliers = np.flatnonzero((runs < 0) | (runs > expected.max()))
+        suspect[np.searchsorted(heads, outliers, side="right") - 1] = True
+    for k in np.flatnonzero(suspect).tolist():
+        i = int(valid[k])
+        string_runs = runs[heads[k]: heads[k] + per_string[k]]
+        within = string_runs.min() >= 0 and string_runs.max() <= pixels[i]
+        if within and totals[k] == pixels[i]:
+            continue
+        total = int(totals[k]) if within else "a negative or huge number of"
+        problems[i] = f"corrupt RLE counts (its runs add up to {total} pixels, not height x width = {pixels[i]})"
     return problems
 
 

@@ -90,3 +90,63 @@ def test_decode_matches_pycocotools_and_raises_no_numpy_2_warning() -> None:
                 assert decoded.dtype == bool and np.array_equal(decoded, mask)
     with pytest.raises(ValueError, match="add up to 3, not 2x2 pixels"):
         rle.decode({"size": [2, 2], "counts": [1, 2]})
+
+
+def _problem_by_hand(text: str | bytes, pixels: int) -> str | None:
+    """compressed_counts_problems' verdict for one string, character by character (pycocotools' rleFrString)."""
+    if not text:
+        return "RLE with empty counts"
+    if isinstance(text, str) and not text.isascii():
+        return "RLE counts string with characters COCO's encoding never writes"
+    data = text.encode("ascii") if isinstance(text, str) else text
+    if any(not 48 <= byte < 112 for byte in data):
+        return "RLE counts string with characters COCO's encoding never writes"
+    runs: list[int] = []
+    value = shift = 0
+    for byte in data:
+        c = byte - 48
+        value |= (c & 0x1F) << shift
+        shift += 5
+        if not c & 0x20:
+            if c & 0x10:
+                value -= 1 << shift
+            runs.append(value + runs[-2] if len(runs) > 2 else value)
+            value = shift = 0
+    if shift:
+        return "RLE counts string cut short (it ends in the middle of a run length)"
+    if min(runs) < 0 or max(runs) > pixels or sum(runs) != pixels:
+        total = sum(runs) if min(runs) >= 0 and max(runs) <= pixels else "a negative or huge number of"
+        return f"corrupt RLE counts (its runs add up to {total} pixels, not height x width = {pixels})"
+    return None
+
+
+def test_the_counts_check_gives_the_verdict_of_reading_each_string_by_hand() -> None:
+    """compressed_counts_problems (vectorised over all strings) accepts and refuses exactly the strings a plain
+    character-by-character reading does, with the same reason: valid masks, and strings cut short, with characters
+    COCO never writes, negative or huge runs, runs adding up to another size, empty, non-ASCII, as str or bytes."""
+    generator = np.random.default_rng(7)
+    strings: list[str | bytes] = []
+    pixels: list[int] = []
+    for index in range(300):
+        height, width = int(generator.integers(1, 40)), int(generator.integers(1, 40))
+        mask = generator.random((height, width)) < generator.random()
+        counts = rle.encode(mask)["counts"]
+        strings.append(counts if index % 2 else counts.encode("ascii"))
+        pixels.append(height * width)
+    for index in range(1500):  # damaged copies: a character changed, dropped or added, a string cut
+        source = int(generator.integers(0, 300))
+        text = strings[source]
+        text = text.decode("ascii") if isinstance(text, bytes) else text
+        at = int(generator.integers(0, len(text)))
+        character = chr(int(generator.integers(40, 120)))
+        kind = index % 4
+        damaged = (text[:at] + character + text[at + 1:] if kind == 0 else text[:at] + text[at + 1:] if kind == 1
+                   else text[:at] + character + text[at:] if kind == 2 else text[:at])
+        strings.append(damaged)
+        pixels.append(int(generator.integers(1, 1600)) if index % 7 == 0 else pixels[source])
+    strings += ["", b"", "caf\u00e9", "0P", "1" * 40, "o" * 9 + "0", "?" * 3]
+    pixels += [4, 4, 4, 4, 49, 4, 12]
+    expected = [_problem_by_hand(text, count) for text, count in zip(strings, pixels, strict=True)]
+    assert rle.compressed_counts_problems(strings, pixels) == expected
+    assert sum(problem is None for problem in expected) >= 300  # both kinds are there
+    assert len({problem.split(" (")[0] for problem in expected if problem}) == 4
