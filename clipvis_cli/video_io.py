@@ -1148,6 +1148,7 @@ class _TransportStreamStarts:
                 region = file.read(at + size - start)
         except OSError:
             return False
+        first_pid = next(iter(self._first_counters), None)  # the file's first packet's (FFmpeg: the SDT's)
         video = True  # the packet at ``at`` first, then back to where the recording may begin
         packets: list[tuple[int, int]] = []  # (PID, continuity counter) of the packets passed, latest first
         for offset in range(at - start, -1, -size):
@@ -1162,7 +1163,6 @@ class _TransportStreamStarts:
             if pid == _TS_NULL_PID or not has_payload:  # stuffing, or adaptation fields alone: no count kept
                 continue
             packets.append((pid, counter))
-            first_pid = next(iter(self._first_counters), None)  # the file's first packet's (FFmpeg: the SDT's)
             if pid == first_pid and starts_unit and self._counts_from_the_start(reversed(packets)):
                 return True
         return False
