@@ -142,11 +142,14 @@ def gt_warnings(gt: VideoGroundTruth) -> list[str]:
     it (the numbers stay theirs): annotations of a category or video the file does not list (never scored), a
     track with more or fewer masks than its video has frames (frames past the shorter of a result's and the
     track's are ignored: `zip`), a mask of another size than its video (pycocotools merges it with a result's to
-    an empty mask: the frame adds nothing where a result is present)."""
+    an empty mask: the frame adds nothing where a result is present), a scored track with id 0 (the reference
+    stores a match as the GT's id and reads 0 as "not matched": that track is never matched, its object counts as
+    missed and a result on it as a false positive; ids are unique, so there is at most one)."""
     category_ids = {category.id for category in gt.categories}
     unknown_category = [t for t in gt.tracks if t.category_id not in category_ids]
     unknown_video = [t for t in gt.tracks if t.video_id not in gt.videos]
     lengths, sizes = [], []
+    id_zero = [t for t in gt.tracks if t.id == 0 and t.category_id in category_ids and t.video_id in gt.videos]
     for track in gt.tracks:
         video = gt.videos.get(track.video_id)
         if video is None:
@@ -176,6 +179,10 @@ def gt_warnings(gt: VideoGroundTruth) -> list[str]:
         warnings.append(f"{gt.source}: {len(sizes)} GT annotation(s) have masks of another size than their video; "
                         "such a frame adds nothing to the IoU where a result is present, as in the reference "
                         f"({_listed(sizes)})")
+    for track in id_zero:
+        warnings.append(f"{gt.source}: GT annotation id 0 (video {track.video_id}, category {track.category_id}) is "
+                        "never counted as matched, as in the reference (it stores a match as the GT's id, 0 meaning "
+                        "none): a result on it is a false positive; renumber the annotation ids from 1")
     return warnings
 
 

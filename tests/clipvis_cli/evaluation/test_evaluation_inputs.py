@@ -110,6 +110,10 @@ def test_bad_gt_raises_a_clear_error(vis: ModuleType, mutate: Any, message: str)
         (lambda gt: gt["annotations"][0]["segmentations"][1].update(size=[8, 9], counts=[9, 4, 4, 4, 4, 4, 4, 4, 35]),
          "1 GT annotation(s) have masks of another size than their video; such a frame adds nothing to the IoU where "
          "a result is present, as in the reference (annotation 1 frame 1: 8x9 in a 8x8 video)"),
+        (lambda gt: gt["annotations"][0].update(id=0),
+         "GT annotation id 0 (video 1, category 1) is never counted as matched, as in the reference (it stores a "
+         "match as the GT's id, 0 meaning none): a result on it is a false positive; renumber the annotation ids "
+         "from 1"),
     ],
 )
 def test_gt_mistakes_the_reference_scores_around_are_one_warning_each(
