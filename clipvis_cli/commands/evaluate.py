@@ -169,7 +169,8 @@ def evaluate(
         "--protocol",
         case_sensitive=False,
         help="Which reference evaluator to reproduce. Default: the --dataset's own; otherwise lvvis if the GT "
-        "categories carry 'partition', else ytvis. burst = CLIP-VIS tools/mAP.py BURST scoring.",
+        "categories carry 'partition', else ytvis (with a warning for BURST's frequency/split categories). burst = "
+        "CLIP-VIS tools/mAP.py BURST scoring.",
     ),
     json_path: Path | None = typer.Option(
         None, "--json", help="Also write the metrics (fractions, null = undefined) to this JSON file (inference: as "

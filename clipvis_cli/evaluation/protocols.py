@@ -108,6 +108,27 @@ def default_protocol_name(gt: VideoGroundTruth) -> str:
     return "lvvis" if any(category.partition is not None for category in gt.categories) else "ytvis"
 
 
+def default_protocol_warnings(gt: VideoGroundTruth) -> list[str]:
+    """What to say about the protocol `default_protocol_name` picks for ``gt``: a GT whose categories carry BURST's
+    LVIS `frequency` (c/f/r) and the `split` (common/uncommon) that `burst2ytvis.py` adds, and no LV-VIS `partition`,
+    is most likely BURST scored with `ytvis` (other numbers than the paper's BURST column: BURSTeval zeroes every
+    area and lets a GT be matched many times). The protocol is not switched: an LV-VIS or custom file may carry a
+    `frequency` too (LVIS-derived tools add it), and BURSTeval's rules would misreport such data."""
+    if default_protocol_name(gt) != "ytvis":
+        return []
+    burst_like = [category for category in gt.categories
+                  if category.frequency in BURST_FREQUENCIES and category.split in BURST_SPLITS]
+    if not burst_like:
+        return []
+    return [f"{gt.source}: its categories carry BURST's frequency/split fields ({len(burst_like)} of "
+            f"{len(gt.categories)}) and are scored with the ytvis protocol: pass --protocol burst to reproduce the "
+            "paper's BURST numbers"]
+
+
+BURST_FREQUENCIES = frozenset({"c", "f", "r"})
+BURST_SPLITS = frozenset({"common", "uncommon"})
+
+
 @dataclass(frozen=True)
 class ResolvedBlock:
     """A category block applied to one GT: member category ids in GT file order."""

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from clipvis.cli.evaluation.detections import load_results, parse_results
+from clipvis.cli.evaluation.detections import DetectionSet, load_results, parse_results
 from clipvis.cli.evaluation.errors import EvaluationInputError
 from clipvis.cli.evaluation.ground_truth import VideoGroundTruth, load_ground_truth
-from clipvis.cli.evaluation.protocols import default_protocol_name
+from clipvis.cli.evaluation.protocols import default_protocol_name, default_protocol_warnings
 from clipvis.cli.evaluation.video_ap import VideoAPEvaluator, VideoAPParams, VideoAPResult
 
 
@@ -37,12 +37,12 @@ def score_results(
 ) -> VideoAPResult:
     """Validate an in-memory results list against parsed GT and score it.
 
-    `protocol` None picks `lvvis` when the GT categories carry `partition`, else `ytvis`.
-    Raises `EvaluationInputError` for bad results.
+    `protocol` None picks `lvvis` when the GT categories carry `partition`, else `ytvis` (with a warning when they
+    look like BURST's, `default_protocol_warnings`). Raises `EvaluationInputError` for bad results.
     """
     require_annotations(gt)
     detections = parse_results(results, gt, source=source)
-    return VideoAPEvaluator(protocol or default_protocol_name(gt), params).evaluate(gt, detections)
+    return _evaluate(gt, detections, protocol, params)
 
 
 def score_results_file(
@@ -55,4 +55,13 @@ def score_results_file(
     gt = load_ground_truth(Path(gt_path))
     require_annotations(gt)
     detections = load_results(Path(results_path), gt)
-    return VideoAPEvaluator(protocol or default_protocol_name(gt), params).evaluate(gt, detections)
+    return _evaluate(gt, detections, protocol, params)
+
+
+def _evaluate(
+    gt: VideoGroundTruth, detections: DetectionSet, protocol: str | None, params: VideoAPParams | None
+) -> VideoAPResult:
+    result = VideoAPEvaluator(protocol or default_protocol_name(gt), params).evaluate(gt, detections)
+    if protocol is None:
+        result.warnings.extend(default_protocol_warnings(gt))
+    return result

@@ -431,6 +431,26 @@ def test_burst_blocks_use_frequency_and_split(vis: ModuleType) -> None:
     assert named["APu"] == pytest.approx(0.5, abs=1e-12)
 
 
+def test_burst_categories_scored_without_a_protocol_warn_to_pass_burst(vis: ModuleType) -> None:
+    """A BURST GT (b2y) scored by --gt/--results was silently the ytvis protocol; the default stays (an LV-VIS file
+    or an LVIS-derived one may carry `frequency` too), and a warning says to pass --protocol burst."""
+    gt_dict, results = lvvis_case(vis, [1, 2, 3, 4], [0, 1, 2, 3])
+    for category, frequency, split in zip(gt_dict["categories"], "frcf", ["common", "uncommon"] * 2, strict=True):
+        category.update(frequency=frequency, split=split)
+    assert not score_results(results, parse_ground_truth(gt_dict, source="gt.json")).warnings  # LV-VIS: partition
+    for category in gt_dict["categories"]:
+        del category["partition"]
+    gt = parse_ground_truth(gt_dict, source="gt.json")
+    out = score_results(results, gt)
+    assert out.protocol == "ytvis"
+    assert out.warnings == ["gt.json: its categories carry BURST's frequency/split fields (4 of 4) and are scored "
+                            "with the ytvis protocol: pass --protocol burst to reproduce the paper's BURST numbers"]
+    assert not score_results(results, gt, protocol="ytvis").warnings  # asked for: nothing to say
+    for category in gt_dict["categories"]:
+        del category["split"]  # LVIS frequency alone (a custom LVIS-derived file): not BURST's
+    assert not score_results(results, parse_ground_truth(gt_dict)).warnings
+
+
 def test_the_reports_text_lines_are_not_cut_at_80_columns_in_a_pipe(vis: ModuleType, tmp_path: Path) -> None:
     """rich wraps at 80 columns when stdout is no terminal: BURST's protocol line came out as two lines in a log."""
     import io
