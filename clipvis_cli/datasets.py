@@ -416,6 +416,39 @@ class DatasetInputs:
         """A warning line when the annotation file lists another number of categories than the dataset has."""
         return self.spec.category_count_warning(self.gt_path, len(self.vocabulary))
 
+    def shared_frames_warning(self) -> str | None:
+        """A warning line when videos of the annotation file list the same frame files (paths under the frames
+        folder that exist), such as ``file_names`` without a folder of their own (``00000.jpg``) in every video:
+        each video then runs on the same frames. A warning, not an error: clips cut from one long video with
+        overlapping frames, or one clip listed once per referring expression, share frames on purpose. None when
+        no two videos share a frame."""
+        owner: dict[Path, int] = {}
+        shared: list[tuple[int, int, Path]] = []
+        for video in self.videos:
+            try:
+                paths = dict.fromkeys(self.frame_paths(video))  # a frame repeated in one video is not shared
+            except ValueError:  # a frame name outside the frames folder: that video's own error when it runs
+                continue
+            for path in paths:
+                first = owner.setdefault(path, video.id)
+                if first != video.id and _is_file(path):
+                    shared.append((first, video.id, path))
+        if not shared:
+            return None
+        first, other, path = shared[0]
+        frames = len({path for _, _, path in shared})
+        videos = len({video_id for pair in shared for video_id in pair[:2]})
+        return (f"{self.gt_path}: videos {first} and {other} both list the frame {path} ({frames} frame file(s) "
+                f"listed by {videos} videos): those videos run on the same frames; give each video's file_names a "
+                "folder of its own (<video>/<frame>.jpg) unless they are meant to share them")
+
+
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except OSError:
+        return False
+
 
 def dataset_inputs(name: str, data_root: Path | str | None = None) -> DatasetInputs:
     """GT path, frames root, vocabulary and video list of dataset `name` (frames folder required).

@@ -67,13 +67,16 @@ def report_result(
     sources: Mapping[str, Any],
     published: Mapping[str, float] | None = None,
     console: Console | None = None,
+    said: Sequence[str] = (),
 ) -> None:
-    """Print warnings (stderr), the table (stdout) and write the metrics JSON (to each of ``json_path``) if asked.
+    """Print warnings (stderr; those in ``said`` were printed already), the table (stdout) and write the metrics JSON
+    (to each of ``json_path``) if asked.
 
     Raises OutputNotWritableError when the JSON cannot be written.
     """
     for warning in result.warnings:
-        print_warning(str(warning))
+        if warning not in said:
+            print_warning(str(warning))
     with_gt = sum(value is not None for value in result.per_category_ap.values())
     paths = [json_path] if isinstance(json_path, Path) else list(json_path or [])
     out = console or StdoutConsole()
@@ -229,7 +232,7 @@ def evaluate(
             protocol = ProtocolChoice(get_dataset(dataset).protocol)
         _remove_earlier_metrics(json_path, output or Path("clipvis_eval") / name)
 
-        def score(results_path: Path, gt_path: Path) -> None:
+        def score(results_path: Path, gt_path: Path, said: Sequence[str]) -> None:
             # OUTPUT/metrics.json always (beside the results.json it scores), --json as well; with what produced it
             paths = [results_path.parent / METRICS_NAME, *([json_path] if json_path is not None else [])]
             run = {"weights": weights, "dataset": name, "max_videos": max_videos}
@@ -237,7 +240,7 @@ def evaluate(
             shown = None if is_subset_ground_truth(gt_path) else published
             # nor beside a GT file with other categories than the benchmark's (a filtered file: warned about)
             categories = get_dataset(dataset).num_classes if dataset is not None else None
-            score_and_report(results_path, gt_path, protocol, paths, shown, run, categories)
+            score_and_report(results_path, gt_path, protocol, paths, shown, run, categories, said)
 
         run_dataset_evaluation(
             dataset=dataset, gt=gt, frames=frames, weights=weights, data_root=data_root,
@@ -311,18 +314,22 @@ def score_and_report(
     published: Mapping[str, float] | None,
     run: Mapping[str, Any] | None = None,
     categories: int | None = None,
+    said: Sequence[str] = (),
 ) -> None:
     """Score a results file against its ground truth, print the table, write the metrics JSON if asked; a bad input
     or an unwritable JSON raises typer.Exit(1) after its one-line error. ``categories``: how many categories the
-    ``published`` numbers were measured on; a GT listing another number is shown without them."""
+    ``published`` numbers were measured on; a GT listing another number is shown without them. ``said``: warnings
+    about the inputs printed before the model ran: the result's warnings (the metrics JSON) begin with them, and they
+    are not printed again."""
     try:
         result = score_results_file(results, gt, protocol.value if protocol is not None else None)
     except EvaluationInputError as error:
         raise fail(str(error)) from error
     if categories is not None and len(result.category_ids) != categories:
         published = None
+    result.warnings[:0] = said
     try:
         report_result(result, json_path, {"results": str(results), "gt": str(gt), **(run or {})},
-                      published=published)
+                      published=published, said=said)
     except OutputNotWritableError as error:
         raise fail(str(error)) from error

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -85,7 +85,7 @@ def run_dataset_evaluation(
     weights: str,
     data_root: Path | None,
     output: Path,
-    score: Callable[[Path, Path], None],
+    score: Callable[[Path, Path, Sequence[str]], None],
     device: str = "auto",
     precision: str = "fp32",
     batch_frames: int = 4,
@@ -98,7 +98,9 @@ def run_dataset_evaluation(
     alone: bool = False,
 ) -> None:
     """Inference in the official evaluator's mode (`--exact`, 50 results per video), resumable, then
-    ``score(results.json, ground truth)`` when the split has public ground truth (else the server zip is written).
+    ``score(results.json, ground truth, warnings)`` when the split has public ground truth (else the server zip is
+    written); ``warnings``: the lines about the inputs said before the model ran (another category count than the
+    benchmark's, videos sharing frames), for the metrics to record.
 
     Under torchrun every rank joins the job first (``DistributedRun.joined``); rank 0 reports, writes and scores for
     the whole job while the other ranks wait, so every rank exits with rank 0's outcome, and whatever fails on one
@@ -118,9 +120,11 @@ def run_dataset_evaluation(
                 inputs = dataset_inputs(dataset, data_root) if dataset else custom_inputs(Path(gt), Path(frames))
             except (DatasetError, EvaluationInputError) as error:
                 raise fail(str(error)) from None
-            mismatch = inputs.category_count_warning()
-            if mismatch is not None and (job is None or job.is_main):  # said before the model runs
-                print_warning(mismatch)
+            said = [warning for warning in (inputs.category_count_warning(), inputs.shared_frames_warning())
+                    if warning is not None]
+            if job is None or job.is_main:  # said before the model runs
+                for warning in said:
+                    print_warning(warning)
             if job is not None:
                 device = job.device(device, visible_cuda_devices())
             options = SegmentOptions(
@@ -131,7 +135,7 @@ def run_dataset_evaluation(
                 allow_duplicate_names=True,  # the GT's category list as the official code takes it, repeats and all
             )
             check_config_file(config, clip_config)
-            _run_and_conclude(options, inputs, dataset or str(gt), score, max_videos, job)
+            _run_and_conclude(options, inputs, dataset or str(gt), score, max_videos, job, said)
     except KeyboardInterrupt as interrupt:  # Ctrl-C, SIGTERM, SIGHUP (the launcher's Terminated)
         if alone:  # training's periodic evaluation: the trainer stops on it
             raise
@@ -144,9 +148,10 @@ def _run_and_conclude(
     options: SegmentOptions,
     inputs: DatasetInputs,
     where: str,
-    score: Callable[[Path, Path], None],
+    score: Callable[[Path, Path, Sequence[str]], None],
     max_videos: int | None,
     job: DistributedRun | None,
+    said: Sequence[str] = (),
 ) -> None:
     """Load the model, run the videos, then (rank 0) report, and score or write the server zip."""
     output = options.output
@@ -181,7 +186,7 @@ def _run_and_conclude(
                 gt_path = write_ground_truth_subset(gt_path, ran, output / subset_ground_truth_name(len(ran)))
                 typer.echo(f"{where}: scored against the ground truth of the {len(ran)} video(s) run, {gt_path}",
                            err=True)
-            score(summary.results_path, gt_path)
+            score(summary.results_path, gt_path, said)
             concluded.append(f"{summary.results_path} was written and scored")
             return
         zip_path = write_server_zip(summary.results, output / server_zip_name(inputs.spec.name))

@@ -18,7 +18,7 @@ import signal
 import socket
 import sys
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -264,7 +264,7 @@ def _evaluator(config: TrainConfig, device: torch.device) -> Callable[[Path, int
                 # A registered benchmark is scored as its own evaluator does (BURST); custom data by its GT.
                 protocol = get_dataset(job["dataset"]).protocol if job["dataset"] else None
 
-                def score(results: Path, gt: Path) -> None:
+                def score(results: Path, gt: Path, said: Sequence[str]) -> None:  # said: printed already
                     result = score_results_file(results, gt, protocol)  # noqa: B023 - called at once
                     metrics.update(result.to_dict()["metrics"])  # noqa: B023 - called at once
 

@@ -212,6 +212,29 @@ def test_custom_gt_and_frames(tmp_path, tiny_weights) -> None:
     assert "videos run" not in result.stderr and not list((tmp_path / "out2").rglob("1.json"))
 
 
+def test_videos_listing_the_same_frame_files_are_warned_about_before_the_model_runs(tmp_path, tiny_weights) -> None:
+    """GT videos whose file_names have no folder (00000.jpg in each) all ran on the same frames of --frames, without
+    a word; a warning names them and the shared frame (before the model runs, and in metrics.json)."""
+    gt = make_lvvis(tmp_path / "d")
+    frames = tmp_path / "flat"
+    frames.mkdir()
+    document = json.loads(gt.read_text())
+    for video in document["videos"]:
+        video["file_names"] = [name.replace("\\", "/").split("/")[-1] for name in video["file_names"]]
+    for name in document["videos"][0]["file_names"]:
+        shutil.copy(gt.parent / "JPEGImages" / "00001" / name, frames / name)
+    gt.write_text(json.dumps(document))
+    result = evaluate(["--gt", str(gt), "--frames", str(frames), "--weights", str(tiny_weights),
+                       "-o", str(tmp_path / "out"), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    warning = (f"{gt}: videos 1 and 2 both list the frame {frames / '00000.jpg'} (3 frame file(s) listed by 2 "
+               "videos): those videos run on the same frames; give each video's file_names a folder of its own "
+               "(<video>/<frame>.jpg) unless they are meant to share them")
+    assert [line for line in result.stderr.splitlines() if "warning" in line] == [f"clipvis: warning: {warning}"]
+    assert result.stderr.index(warning) < result.stderr.index("[1/2]")  # before any video runs
+    assert json.loads((tmp_path / "out" / "metrics.json").read_text())["warnings"] == [warning]
+
+
 def test_missing_dataset_says_where_to_put_it(tmp_path, tiny_weights) -> None:
     result = CliRunner().invoke(app, ["evaluate", "--dataset", "lvvis_val", "--weights", str(tiny_weights),
                                       "--data-root", str(tmp_path / "nothing"), "--device", "cpu"])
@@ -501,6 +524,8 @@ def test_a_benchmark_file_with_other_categories_is_warned_about_and_not_shown_be
     warnings = [line for line in result.stderr.splitlines() if line.startswith("clipvis: warning:")]
     assert warnings == [f"clipvis: warning: {gt}: 3 categories, but lvvis_val (LV-VIS val) has 1196: scored with "
                         "this file's 3 as the vocabulary, not comparable with the paper's numbers (no paper column)"]
+    # said before the model ran, and recorded with the metrics (metrics.json and --json had "warnings": [])
+    assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["warnings"] == [warnings[0][18:]]
     assert "paper" not in result.stdout and "19.5" not in result.stdout
     assert "AP" in result.stdout
 
