@@ -2,14 +2,17 @@
 
     clipvis evaluate --results results.json --gt val_instances.json [--protocol lvvis] [--json metrics.json]
 
-Prints a table of percentages on stdout; `--json` writes the metrics as fractions (null where undefined) atomically.
+Prints a table of percentages on stdout; `--json` writes the metrics as fractions (null where undefined) atomically,
+`--json -` to stdout instead (the table then goes to stderr).
 Exit status: 0 scored, 1 bad input file (one `clipvis: error:` line on stderr), 2 usage error.
 """
 
 from __future__ import annotations
 
 import errno
+import json
 import os
+import sys
 from collections.abc import Mapping, Sequence
 from contextlib import ExitStack
 from enum import Enum
@@ -68,9 +71,11 @@ def report_result(
     published: Mapping[str, float] | None = None,
     console: Console | None = None,
     said: Sequence[str] = (),
+    json_stdout: bool = False,
 ) -> None:
     """Print warnings (stderr; those in ``said`` were printed already), the table (stdout) and write the metrics JSON
-    (to each of ``json_path``) if asked.
+    (to each of ``json_path``) if asked; ``json_stdout`` (`--json -`): the JSON goes to stdout too, after the files,
+    and the table to stderr.
 
     Raises OutputNotWritableError when the JSON cannot be written.
     """
@@ -79,7 +84,7 @@ def report_result(
             print_warning(str(warning))
     with_gt = sum(value is not None for value in result.per_category_ap.values())
     paths = [json_path] if isinstance(json_path, Path) else list(json_path or [])
-    out = console or StdoutConsole()
+    out = console or (Console(stderr=True) if json_stdout else StdoutConsole())
     try:
         # soft_wrap: one line each, whatever the width (rich cuts at 80 columns where stdout is no terminal)
         out.print(f"protocol {result.protocol}: {get_protocol(result.protocol).description}", highlight=False,
@@ -101,6 +106,22 @@ def report_result(
         with output_dir_for_now(path.parent if str(path.parent) else Path(".")):  # made for nothing: removed again
             atomic_write_json(path, metrics_payload(result, **sources), indent=2)
         typer.echo(f"wrote {path}", err=True)
+    if json_stdout:
+        _write_json_to_stdout(metrics_payload(result, **sources))
+
+
+def _write_json_to_stdout(payload: Mapping[str, Any]) -> None:
+    """`--json -`: the metrics JSON on stdout (ASCII, so that any locale's stdout takes it). A reader gone (`| head`)
+    gets a warning, as the table does; a stdout that cannot be written (`> /dev/full`) one error line, exit 1."""
+    try:
+        sys.stdout.write(json.dumps(payload, indent=2) + "\n")
+        sys.stdout.flush()
+    except OSError as error:
+        silence_stdout()
+        if isinstance(error, BrokenPipeError):
+            print_warning(f"{STDOUT_CLOSED}: the metrics JSON (--json -) was cut short")
+            return
+        raise fail(f"--json -: stdout not writable ({error_reason(error)}): the metrics JSON was not written") from None
 
 
 def published_numbers(weights: str, dataset: str | None) -> dict[str, float] | None:
@@ -175,9 +196,10 @@ def evaluate(
         "categories carry 'partition', else ytvis (with a warning for BURST's frequency/split categories). burst = "
         "CLIP-VIS tools/mAP.py BURST scoring.",
     ),
-    json_path: Path | None = typer.Option(
+    json_option: str | None = typer.Option(
         None, "--json", help="Also write the metrics (fractions, null = undefined) to this JSON file (inference: as "
-        "well as OUTPUT/metrics.json).", dir_okay=False
+        "well as OUTPUT/metrics.json); - writes them to stdout, and the table to stderr (./- is a file named -).",
+        metavar="FILE",
     ),
     dataset: str | None = typer.Option(
         None, "--dataset", help="Run a checkpoint on a registered benchmark: " + ", ".join(dataset_names()) + "."
@@ -209,6 +231,10 @@ def evaluate(
     batch_frames: int = typer.Option(4, "--batch-frames", min=1, help="Frames per model batch."),
     max_videos: int | None = typer.Option(None, "--max-videos", min=1, help="Only the first N videos (by id)."),
 ) -> None:
+    json_stdout = json_option == "-"  # the JSON on stdout, the table on stderr
+    json_path = Path(json_option) if json_option is not None and not json_stdout else None
+    if json_path is not None and json_path.is_dir():  # as a dir_okay=False Path option said it
+        raise typer.BadParameter(f"{json_option} is a folder; give the metrics file to write", param_hint="--json")
     if dataset is not None or frames is not None:
         prefer_huge_pages()  # before any tensor exists (clipvis.cli.memory)
         if results is not None:
@@ -223,8 +249,8 @@ def evaluate(
             except UnknownDatasetError:
                 raise typer.BadParameter(f"unknown dataset {dataset!r}; known: {', '.join(dataset_names())}") from None
         name = dataset or "custom"
-        if dataset is not None and not get_dataset(dataset).has_public_gt and (json_path or protocol):
-            flag = "--json" if json_path else "--protocol"
+        if dataset is not None and not get_dataset(dataset).has_public_gt and (json_option or protocol):
+            flag = "--json" if json_option else "--protocol"
             raise typer.BadParameter(f"{dataset} has no public ground truth: nothing is scored here (its server scores "
                                      "the zip evaluate writes), so there are no metrics", param_hint=flag)
         published = published_numbers(weights, dataset)
@@ -240,7 +266,7 @@ def evaluate(
             shown = None if is_subset_ground_truth(gt_path) else published
             # nor beside a GT file with other categories than the benchmark's (a filtered file: warned about)
             categories = get_dataset(dataset).num_classes if dataset is not None else None
-            score_and_report(results_path, gt_path, protocol, paths, shown, run, categories, said)
+            score_and_report(results_path, gt_path, protocol, paths, shown, run, categories, said, json_stdout)
 
         run_dataset_evaluation(
             dataset=dataset, gt=gt, frames=frames, weights=weights, data_root=data_root,
@@ -269,7 +295,7 @@ def evaluate(
                 folder.enter_context(output_dir_for_now(json_path.parent if str(json_path.parent) else Path(".")))
             except OutputNotWritableError as error:
                 raise fail(f"--json {error}") from None
-        score_and_report(results, gt, protocol, json_path, None)
+        score_and_report(results, gt, protocol, json_path, None, json_stdout=json_stdout)
 
 
 def _remove_earlier_metrics(json_path: Path | None, own_output: Path | None = None) -> None:
@@ -315,12 +341,13 @@ def score_and_report(
     run: Mapping[str, Any] | None = None,
     categories: int | None = None,
     said: Sequence[str] = (),
+    json_stdout: bool = False,
 ) -> None:
     """Score a results file against its ground truth, print the table, write the metrics JSON if asked; a bad input
     or an unwritable JSON raises typer.Exit(1) after its one-line error. ``categories``: how many categories the
     ``published`` numbers were measured on; a GT listing another number is shown without them. ``said``: warnings
     about the inputs printed before the model ran: the result's warnings (the metrics JSON) begin with them, and they
-    are not printed again."""
+    are not printed again. ``json_stdout``: `--json -` (`report_result`)."""
     try:
         result = score_results_file(results, gt, protocol.value if protocol is not None else None)
     except EvaluationInputError as error:
@@ -330,6 +357,6 @@ def score_and_report(
     result.warnings[:0] = said
     try:
         report_result(result, json_path, {"results": str(results), "gt": str(gt), **(run or {})},
-                      published=published, said=said)
+                      published=published, said=said, json_stdout=json_stdout)
     except OutputNotWritableError as error:
         raise fail(str(error)) from error

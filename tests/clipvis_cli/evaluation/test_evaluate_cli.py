@@ -113,6 +113,24 @@ def test_scores_prints_a_table_and_writes_metrics_json(files: tuple[Path, Path],
     assert list(out.parent.iterdir()) == [out]  # no temporary file left behind
 
 
+def test_json_dash_writes_the_metrics_to_stdout_and_the_table_to_stderr(
+    files: tuple[Path, Path], tmp_path: Path, monkeypatch
+) -> None:
+    """`--json -` wrote a file named `-`; now the JSON is stdout's only content (for `| jq`), the table on stderr,
+    and `./-` still names a file."""
+    gt_path, results_path = files
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["evaluate", "--results", str(results_path), "--gt", str(gt_path), "--json", "-"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(result.stdout)
+    assert metrics["metrics"] == score_results_file(results_path, gt_path).stats
+    assert "protocol lvvis" in result.stderr and "│ AP " in result.stderr
+    assert not (tmp_path / "-").exists()
+    result = runner.invoke(app, ["evaluate", "--results", str(results_path), "--gt", str(gt_path), "--json", "./-"])
+    assert result.exit_code == 0 and "protocol lvvis" in result.stdout
+    assert json.loads((tmp_path / "-").read_text()) == metrics
+
+
 def test_protocol_option_overrides_the_default(files: tuple[Path, Path], tmp_path: Path) -> None:
     gt_path, results_path = files
     out = tmp_path / "m.json"
