@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from clipvis.cli.messages import error_reason, print_path
+from clipvis.cli.messages import error_reason, print_path, shown_path
 
 STDOUT_CLOSED = "stdout closed (broken pipe)"
 
@@ -40,16 +40,22 @@ class StdoutListing:
     """Lists output paths on stdout (``print_path``: byte for byte, NUL-ended with ``null``) until stdout's reader
     goes away; then ``say("warning", ...)`` once: ``STDOUT_CLOSED``, that files written are no longer listed, and
     ``where`` (where a user finds them instead). ``speaks``: whether this process says it (None: it does); under
-    torchrun the processes of a machine share its stdout, and the first to find it gone says so for all."""
+    torchrun the processes of a machine share its stdout, and the first to find it gone says so for all.
+    ``above_progress``: the reporter's (`Reporter.above_progress`), which shows a path above live progress bars
+    drawn on the terminal stdout also writes to (there a path written to stdout would run into the bars); stdout
+    anywhere else gets the path's bytes as they are."""
 
     say: Callable[[str, str], None]
     where: str
     null: bool = False
     closed: bool = False
     speaks: Callable[[], bool] | None = None
+    above_progress: Callable[[str], bool] | None = None
 
     def list(self, path: Path) -> None:
         if self.closed:
+            return
+        if self.above_progress is not None and self.above_progress(shown_path(path)):
             return
         try:
             print_path(path, self.null)

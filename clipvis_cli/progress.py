@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import os
 import sys
 import threading
 import time
@@ -58,6 +59,9 @@ class Reporter(Protocol):
     def say(self, level: str, message: str) -> None: ...
     # Under torchrun, on rank 0: how many of the job's inputs all processes have ended (JobProgressReporter).
     def job_progress(self, ended: int, total: int) -> None: ...
+    # Print ``line`` (an output path listed for stdout) above the live progress bars, when stdout is the terminal the
+    # bars are drawn on: True. False when it did not (no bars, or stdout is elsewhere): the caller writes stdout itself.
+    def above_progress(self, line: str) -> bool: ...
     def close(self) -> None: ...
 
 
@@ -162,6 +166,12 @@ class SerializedReporter:
 
     def job_progress(self, ended: int, total: int) -> None:
         self._call("job_progress", ended, total)
+
+    def above_progress(self, line: str) -> bool:
+        if self.inner is None or getattr(self.inner, "above_progress", None) is None:  # an older interface
+            return False
+        with self._lock:
+            return bool(self.inner.above_progress(line))
 
     def close(self) -> None:
         self._call("close")
@@ -268,6 +278,9 @@ class JsonlReporter:
         if self._job != (ended, total):
             self._job = (ended, total)
             self._emit("job_progress", ended=ended, total=total)
+
+    def above_progress(self, line: str) -> bool:
+        return False  # no live display: stdout is written as it is
 
     def close(self) -> None:
         pass
@@ -433,9 +446,29 @@ class HumanReporter:
             self._job_line = (now, (ended, total))
             self._line(f"{ended}/{total} input(s) ended over all processes")
 
+    def above_progress(self, line: str) -> bool:
+        """While the bars are live on the terminal that stdout also writes to (a command run in a terminal), a line
+        written to stdout would land on the bars' last line and be erased by their next redraw: ``line`` is printed
+        through the live display instead, on a line of its own above the bars (as rich's own stdout redirection
+        does). Anywhere else (stdout a file or a pipe, no bars) stdout keeps its bytes: False."""
+        if self.progress is None or not self.progress.live.is_started or not _same_terminal(sys.stdout, self.stream):
+            return False
+        self.console.print(line, markup=False, highlight=False, soft_wrap=True)
+        return True
+
     def close(self) -> None:
         if self.progress is not None:
             self.progress.stop()
+
+
+def _same_terminal(first: TextIO, second: TextIO) -> bool:
+    """Whether both streams write to one terminal device (not a file, not a pipe, not two terminals)."""
+    try:
+        if not first.isatty() or not second.isatty():
+            return False
+        return os.path.samestat(os.fstat(first.fileno()), os.fstat(second.fileno()))
+    except (AttributeError, OSError, ValueError):  # a stream without a file (a test's capture), or closed
+        return False
 
 
 def download_lines(log_format: str = "human", rank: int | None = None) -> DownloadLines:

@@ -181,7 +181,7 @@ def export(
         raise typer.Exit(1)
     runner = ExportRunner(formats, options, Path(output) if output is not None else None, reporter, inputs=found)
     outcomes: list[ExportOutcome] = []
-    listing = StdoutListing(reporter.say, "they are written all the same", null)
+    listing = StdoutListing(reporter.say, "they are written all the same", null, above_progress=reporter.above_progress)
 
     def ended(finished: list[ExportOutcome]) -> None:
         """Each export's files listed as it ends (its warnings and notes were said by the runner, with its events),

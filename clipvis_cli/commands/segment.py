@@ -357,7 +357,8 @@ def _run_inputs(
         raise
     runner = SegmentRunner(predictor, options, reporter, categories=[class_name(v) for v in vocabulary])
     listing = StdoutListing(reporter.say, "each folder's run.json lists its files", null,
-                            speaks=None if job is None else partial(job.first_on_this_machine, "stdout-closed"))
+                            speaks=None if job is None else partial(job.first_on_this_machine, "stdout-closed"),
+                            above_progress=reporter.above_progress)
     try:
         with HeapTrimmer():
             for outcome in runner.run_batch(sources, positions):

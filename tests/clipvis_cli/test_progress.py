@@ -383,3 +383,85 @@ def test_writing_progress_gives_the_overlay_s_frames_until_it_has_drawn_them_all
         with progress.writing(3, "cvat-video", False):
             pass
     assert recorder.events == [(0, ["coco"]), (0, ["coco", "overlay"]), (None, ["coco"]), (None, ["cvat-video"])]
+
+
+def _screen(raw: bytes) -> list[str]:
+    """What a terminal shows after ``raw``: carriage return, line feed, ESC[2K (erase the line), ESC[nA (cursor up);
+    other escapes (colours, the cursor's visibility) are dropped."""
+    import re
+
+    text, lines, row, col = raw.decode("utf-8", "replace"), [""], 0, 0
+    for token in re.findall(r"\x1b\[[0-9;?]*[A-Za-z]|\r|\n|[^\x1b\r\n]", text):
+        if token == "\r":
+            col = 0
+        elif token == "\n":
+            row, col = row + 1, 0
+            lines += [""] * (row + 1 - len(lines))
+        elif token.startswith("\x1b"):
+            if token == "\x1b[2K":
+                lines[row] = ""
+            elif token.endswith("A"):
+                row = max(0, row - int(token[2:-1] or 1))
+        else:
+            lines[row] = lines[row][:col].ljust(col) + token + lines[row][col + 1:]
+            col += 1
+    return [line.rstrip() for line in lines if line.strip()]
+
+
+def test_listed_paths_show_above_the_live_bars_when_stdout_is_their_terminal(tmp_path: Path, monkeypatch) -> None:
+    """`clipvis segment videos/ --vocab cat` in a terminal: stdout and the bars (stderr) share it. Each listed path
+    shows whole on a line of its own above the bars, none glued onto a bar or erased by its redraw; the bars show
+    once. stdout elsewhere (a pipe) gets the paths' bytes exactly."""
+    import os
+    import pty
+
+    from clipvis.cli.listing import StdoutListing
+
+    master, follower = pty.openpty()
+    try:
+        with open(os.dup(follower), "w", encoding="utf-8") as stderr, \
+                open(os.dup(follower), "w", encoding="utf-8") as stdout:
+            monkeypatch.setattr("sys.stdout", stdout)
+            reporter = HumanReporter(stream=stderr)
+            assert reporter.interactive
+            serialized = SerializedReporter(reporter)  # as the commands wrap it
+            listing = StdoutListing(reporter.say, "see run.json", above_progress=serialized.above_progress)
+            reporter.batch_started(2)
+            for stem in ("one", "clip"):
+                reporter.video_started(VideoSource(path=Path(f"{stem}.mp4")), stem, 3)
+                reporter.frames_done(3)
+                reporter.video_finished(VideoSource(path=Path(f"{stem}.mp4")), stem, 3, 5.0, [])
+                for name in ("ytvis.json", "overlay.mp4"):
+                    listing.list(Path("out") / stem / name)
+                    stdout.flush()
+            reporter.close()
+            stderr.flush()
+        os.close(follower)
+        follower = -1
+        raw = b""
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # every writer closed: EIO once read to the end
+                break
+            if not chunk:
+                break
+            raw += chunk
+    finally:
+        os.close(master)
+        if follower >= 0:
+            os.close(follower)
+    screen = _screen(raw)
+    paths = [f"out/{stem}/{name}" for stem in ("one", "clip") for name in ("ytvis.json", "overlay.mp4")]
+    assert screen[:4] == paths, screen
+    assert [line.split()[0] for line in screen[4:]] == ["videos", "clip"], screen
+
+    read, write = os.pipe()  # stdout a pipe, the bars still live on a terminal: the bytes as they are
+    with open(write, "w", encoding="utf-8") as pipe:
+        monkeypatch.setattr("sys.stdout", pipe)
+        shown = HumanReporter(stream=io.StringIO(), interactive=True)
+        shown.batch_started(1)
+        StdoutListing(shown.say, "see run.json", above_progress=shown.above_progress).list(Path("out/one/coco.json"))
+        shown.close()
+    with open(read, "rb") as piped:
+        assert piped.read() == b"out/one/coco.json\n"
