@@ -160,6 +160,7 @@ def discover_inputs(
     stdin_arguments: Sequence[str] = (),
     warnings: list[str] | None = None,
     skipped_matches: list[SkippedMatches] | None = None,
+    notes: list[str] | None = None,
 ) -> list[VideoSource]:
     """Expand command-line arguments into video sources (see module docstring).
 
@@ -168,9 +169,13 @@ def discover_inputs(
     sub-folder too), once each, one per file clipvis wrote that a list on stdin or a pattern gave (skipped:
     a folder search leaves out the folders clipvis made; named as an argument, such a file is an input), and one per
     pattern whose matches with an extension not in the lists were skipped (`SkippedMatches.warning`).
-    ``skipped_matches``: gets those patterns, for an error that finds no input to name them.
+    ``skipped_matches``: gets those patterns, for an error that finds no input to name them. ``notes``: gets one
+    line per folder clipvis made that an argument or a pattern gave (`clipvis_folder_skipped`), skipped: a video's
+    output folder, or an output root holding nothing but clipvis' folders (`clipvis segment data/* -o data/out` run
+    again).
     """
     said: list[str] = []
+    skipped_folders: list[str] = []
     listed = set(stdin_arguments) - set(arguments)
     filtered: dict[str, list[Path]] = {}  # by pattern: its matches skipped as not videos by their extension
 
@@ -181,8 +186,18 @@ def discover_inputs(
             said.append(f"{path_text(path)}: {SKIPPED_OUTPUT} (in {path_text(folder)}, a folder of its outputs); "
                         "name it as an argument to segment it")
             return []
+        # A folder clipvis made, named or matched (`clipvis segment data/* -o data/out` run again): a video's output
+        # folder, or an output root holding nothing but clipvis' folders; an output root holding your videos too
+        # (`-o .`) is searched as ever.
+        folder = is_dir_quietly(path)
+        if folder and _output_folder_of(path):
+            skipped_folders.append(clipvis_folder_skipped(path))
+            return []
         decoded_whatever_its_name = explicit or pattern_names_extension(argument)
         found = _expand_path(path, argument, decoded_whatever_its_name, said)
+        if folder and found == [_empty_folder(path, argument)] and _made_by_clipvis(path):
+            skipped_folders.append(clipvis_folder_skipped(path))
+            return []
         if not found and not decoded_whatever_its_name:  # a pattern's match left out by the extension lists
             filtered.setdefault(argument, []).append(path)
         return found
@@ -193,7 +208,14 @@ def discover_inputs(
         warnings.extend(dict.fromkeys(said + [pattern.warning() for pattern in skipped]))
     if skipped_matches is not None:
         skipped_matches.extend(skipped)
+    if notes is not None:
+        notes.extend(dict.fromkeys(skipped_folders))
     return sources
+
+
+def clipvis_folder_skipped(folder: Path) -> str:
+    """The note for a folder clipvis made that an argument or a pattern gave, skipped (its overlay.mp4 is no input)."""
+    return f"skipped: {shown_path(folder)} is a clipvis output folder"
 
 
 class ArgumentInput(Protocol):
@@ -471,17 +493,20 @@ def _expand_path(path: Path, argument: str, explicit: bool, warnings: list[str])
             return _expand_directory(directory, argument, visited, links, warnings)
 
         found = sorted(search_tree(path, search), key=tree_order(path))
-        if not found:
-            reason = ("directory holds no video files or image folders (images: "
-                      f"{', '.join(sorted(IMAGE_EXTENSIONS))}; videos: {', '.join(sorted(VIDEO_EXTENSIONS))})")
-            return [VideoSource(path, error=reason, argument=argument)]
-        return found
+        return found or [_empty_folder(path, argument)]
     suffix = path.suffix.lower()
     if suffix in IMAGE_EXTENSIONS:
         return [VideoSource(path, kind="images", frame_files=(path,), argument=argument)]
     if explicit or suffix in VIDEO_EXTENSIONS:
         return [VideoSource(path, kind="video", argument=argument)]
     return []
+
+
+def _empty_folder(path: Path, argument: str) -> VideoSource:
+    """The failed input of a folder whose search found nothing."""
+    reason = ("directory holds no video files or image folders (images: "
+              f"{', '.join(sorted(IMAGE_EXTENSIONS))}; videos: {', '.join(sorted(VIDEO_EXTENSIONS))})")
+    return VideoSource(path, error=reason, argument=argument)
 
 
 def _expand_directory(
@@ -543,11 +568,32 @@ def _images_not_processed(directory: Path, entries: Sequence[Path]) -> str | Non
 
 def _made_by_clipvis(directory: Path) -> bool:
     """Whether a folder met while searching another for videos is one clipvis writes: it holds the lock file clipvis
-    keeps in each (an output root, a video's output folder, an export folder, evaluate's cache)."""
+    keeps in each (an output root, a video's output folder, an export folder, evaluate's cache), or it is a video's
+    output folder copied without its hidden files (`_clipvis_manifest`)."""
     try:
-        return (directory / LOCK_NAME).is_file()
+        return (directory / LOCK_NAME).is_file() or _clipvis_manifest(directory / MANIFEST_NAME)
     except OSError:
         return False
+
+
+# The fields every run.json clipvis writes holds (writers/manifest.py RunManifest): a run.json with all of them is
+# clipvis' record of a video's output folder even where the folder's hidden lock was not copied (`rsync --exclude
+# '.*'`); a file of another tool called run.json lacks them.
+MANIFEST_FIELDS = frozenset({"manifest_version", "config_hash", "input", "stem", "outputs", "status"})
+_MANIFEST_MAX_BYTES = 64 << 20  # a larger run.json is no clipvis record (and is not read whole to tell)
+
+
+def _clipvis_manifest(path: Path) -> bool:
+    """Whether ``path`` is a run.json clipvis wrote: a JSON object holding every one of MANIFEST_FIELDS."""
+    import json
+
+    try:
+        if not path.is_file() or path.stat().st_size > _MANIFEST_MAX_BYTES:
+            return False
+        record = json.loads(path.read_bytes())
+    except (OSError, ValueError):  # unreadable, not JSON, not UTF-8
+        return False
+    return isinstance(record, dict) and MANIFEST_FIELDS <= record.keys()
 
 
 # How `discover_inputs` says it left out a file clipvis wrote (`warnings`).
@@ -556,19 +602,28 @@ SKIPPED_OUTPUT = "skipped: a file clipvis wrote"
 # The records of the folders clipvis writes its outputs in: a video's output folder (writers.layout.MANIFEST_NAME)
 # and an export folder (exporters.base.EXPORT_RECORD). An output root holds neither (`-o .` keeps the user's own
 # videos beside the video folders).
-OUTPUT_FOLDER_RECORDS = ("run.json", ".clipvis-export.json")
+MANIFEST_NAME = "run.json"  # writers.layout.MANIFEST_NAME (which imports this module)
+OUTPUT_FOLDER_RECORDS = (MANIFEST_NAME, ".clipvis-export.json")
 
 
 def _output_folder(path: Path) -> Path | None:
-    """The folder of clipvis outputs a file lies in (directly, or one folder below: `png-masks/00001.png`), or None:
-    a folder holding clipvis' lock and a record of its outputs."""
+    """The folder of clipvis outputs a file lies in (directly, or one folder below: `png-masks/00001.png`), or None
+    (`_output_folder_of`)."""
     for folder in (path.parent, path.parent.parent):
-        try:
-            if (folder / LOCK_NAME).is_file() and any((folder / name).is_file() for name in OUTPUT_FOLDER_RECORDS):
-                return folder
-        except OSError:
-            continue
+        if _output_folder_of(folder):
+            return folder
     return None
+
+
+def _output_folder_of(folder: Path) -> bool:
+    """Whether ``folder`` is a folder of clipvis outputs (a video's output folder, an export folder): it holds
+    clipvis' lock and a record of its outputs, or, copied without its hidden files, a run.json clipvis wrote."""
+    try:
+        if (folder / LOCK_NAME).is_file() and any((folder / name).is_file() for name in OUTPUT_FOLDER_RECORDS):
+            return True
+    except OSError:
+        return False
+    return _clipvis_manifest(folder / MANIFEST_NAME)
 
 
 def is_dir_quietly(path: Path | os.DirEntry) -> bool:

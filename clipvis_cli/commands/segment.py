@@ -168,7 +168,7 @@ def segment(
     with outcome_of_the_job(job, KEPT):
         with job.joined() if job is not None else nullcontext():
             stdin_arguments = _stdin_of_the_job(job, null) if "-" in inputs else []
-            vocabulary, chosen, sources, part, warnings = _checked_arguments(
+            vocabulary, chosen, sources, part, warnings, notes = _checked_arguments(
                 inputs, stdin_arguments, vocab, vocab_file, formats, precision, log_format, config, clip_config, shard
             )
             if not sources:  # `find -newer ... | clipvis segment -` found nothing new: no input, no weights loaded
@@ -201,6 +201,8 @@ def segment(
             if job is None or job.is_main:  # every rank found the same inputs: said once
                 for warning in warnings:
                     reporter.say("warning", warning)
+                for note in notes:
+                    reporter.say("note", note)
             if total == 0 and shard is not None and (job is None or job.is_main):  # exit 0, but not in silence
                 reporter.say("note", f"shard {shard.strip()} holds none of the {len(sources)} input(s): nothing to do")
             try:
@@ -264,10 +266,10 @@ def _checked_arguments(
     config: Path | None,
     clip_config: Path | None,
     shard: str | None,
-) -> tuple[list[str], tuple[str, ...], list[VideoSource], Shard, list[str]]:
-    """The vocabulary, output formats, input videos (``stdin_arguments``: what ``-`` stands for), shard and warnings
-    about the inputs (images that are no input) of a `segment` command line; typer.BadParameter (or a one-line error
-    for a bad config file) otherwise."""
+) -> tuple[list[str], tuple[str, ...], list[VideoSource], Shard, list[str], list[str]]:
+    """The vocabulary, output formats, input videos (``stdin_arguments``: what ``-`` stands for), shard, warnings
+    about the inputs (images that are no input) and notes (folders clipvis made, skipped) of a `segment` command
+    line; typer.BadParameter (or a one-line error for a bad config file) otherwise."""
     vocabulary = parse_vocabulary(vocab, vocab_file)
     chosen = tuple(f.strip() for f in formats.split(",") if f.strip())
     unknown = sorted(set(chosen) - set(FORMATS))
@@ -285,19 +287,21 @@ def _checked_arguments(
     check_config_file(config, clip_config)
     warnings: list[str] = []
     filtered: list[SkippedMatches] = []
-    sources = discover_inputs(inputs, stdin_arguments, warnings, filtered)
+    folders_skipped: list[str] = []
+    sources = discover_inputs(inputs, stdin_arguments, warnings, filtered, folders_skipped)
     # An empty list on stdin (`-` alone) is nothing to do, the caller says so; anything else that finds no input is
     # a usage error.
     if not sources and (stdin_arguments or any(argument != "-" for argument in inputs)):
         skipped = [warning for warning in warnings if f": {SKIPPED_OUTPUT} " in warning]
         why = [f"{len(skipped)} file(s) clipvis wrote skipped: {skipped[0]}"] if skipped else []
+        why += folders_skipped
         why += [pattern.warning() for pattern in filtered]  # each pattern that matched only files of other extensions
         raise typer.BadParameter("no input videos found" + (f" ({'; '.join(why)})" if why else ""))
     try:
         part = Shard.parse(shard) if shard is not None else Shard()
     except ValueError as error:
         raise typer.BadParameter(str(error), param_hint="--shard") from None
-    return vocabulary, chosen, sources, part, warnings
+    return vocabulary, chosen, sources, part, warnings, folders_skipped
 
 
 def _run_inputs(

@@ -86,7 +86,7 @@ def test_directory_is_searched_recursively_in_natural_order(tmp_path: Path) -> N
 def test_a_search_skips_the_folders_clipvis_writes(tmp_path: Path) -> None:
     """`clipvis segment .` with the default ./clipvis_out: a rerun (or another shard) must not take the overlays of
     the output root for new inputs. The folders clipvis writes hold its lock file; a folder named on the command line
-    is searched whatever it holds."""
+    that holds the lock but no record of outputs (not a video's output folder) is searched."""
     touch(tmp_path / "a.mp4")
     touch(tmp_path / "clipvis_out" / ".clipvis.lock")
     touch(tmp_path / "clipvis_out" / "a" / ".clipvis.lock")
@@ -508,3 +508,53 @@ def test_videos_in_an_output_root_are_inputs_of_a_list_or_a_pattern(tmp_path: Pa
     assert [source.path for source in discover_inputs(["-"], [str(v) for v in videos], warnings)] == videos
     assert warnings == []
     assert discover_inputs(["-"], [str(mask)], warnings) == [] and len(warnings) == 1
+
+
+def _output_folder(folder: Path, video: Path, lock: bool = True) -> Path:
+    """A video's output folder as `clipvis segment` leaves it (``lock``: with its hidden lock file)."""
+    import json
+
+    touch(folder / "overlay.mp4")
+    record = {"manifest_version": 1, "config_hash": "0" * 64, "input": str(video), "stem": folder.name,
+              "outputs": ["overlay.mp4"], "status": "complete"}
+    touch(folder / "run.json", json.dumps(record).encode())
+    if lock:
+        touch(folder / ".clipvis.lock", b"")
+    return folder
+
+
+def test_folders_clipvis_made_are_skipped_when_named_or_matched(tmp_path: Path) -> None:
+    """`clipvis segment data/* -o data/out` run again: the pattern matched the output root, which failed the rerun
+    ("directory holds no video files"), and a pattern or an argument naming a video's output folder (`'v3/*'` with
+    -o v3/out, `v3/clip`) segmented its overlay.mp4. Each is skipped with one note; an output root that also holds
+    your videos (`-o .`) is searched as before."""
+    data = tmp_path / "data"
+    videos = [touch(data / "a.mp4"), touch(data / "b.mp4")]
+    touch(data / "out" / ".clipvis.lock", b"")
+    touch(data / "out" / ".clipvis.folders", b'"a"\n')
+    _output_folder(data / "out" / "a", videos[0])
+    _output_folder(data / "clip", videos[1])  # an output folder beside the videos (`-o data`)
+    notes: list[str] = []
+    found = discover_inputs([str(data / "*")], notes=notes)
+    assert [source.path for source in found] == videos and all(source.ok for source in found)
+    assert notes == [f"skipped: {data / 'clip'} is a clipvis output folder",
+                     f"skipped: {data / 'out'} is a clipvis output folder"]
+    notes.clear()
+    assert discover_inputs([str(data / "out"), str(data / "out" / "a")], notes=notes) == []
+    assert notes == [f"skipped: {data / 'out'} is a clipvis output folder",
+                     f"skipped: {data / 'out' / 'a'} is a clipvis output folder"]
+    touch(data / "out" / "c.mp4")  # `-o .`: an output root holding videos of your own is searched
+    assert [source.path for source in discover_inputs([str(data / "out")])] == [data / "out" / "c.mp4"]
+
+
+def test_an_output_folder_copied_without_its_lock_is_still_no_input(tmp_path: Path) -> None:
+    """`rsync -a --exclude '.*' results/ copy/`: the hidden lock file stays behind, and a folder search took the
+    copy's overlay.mp4 for a video. A run.json holding clipvis' manifest fields marks the folder; a run.json of
+    another tool does not."""
+    video = touch(tmp_path / "copy" / "a.mp4")
+    _output_folder(tmp_path / "copy" / "a", video, lock=False)
+    mine = touch(tmp_path / "copy" / "mine" / "take.mp4")
+    touch(tmp_path / "copy" / "mine" / "run.json", b'{"input": "take.mp4", "status": "complete"}')
+    assert [source.path for source in discover_inputs([str(tmp_path / "copy")])] == [video, mine]
+    notes: list[str] = []
+    assert discover_inputs([str(tmp_path / "copy" / "a")], notes=notes) == [] and len(notes) == 1
