@@ -37,7 +37,7 @@ from clipvis.model.scoring import StreamingVideoScorer, positive_mask_statistics
 from clipvis.model.temporal_matcher import MatchResult, TemporalMatcher
 from clipvis.model.text_classifier import TextClassifier, TextEmbeddings
 from clipvis.model.transfer import to_device
-from clipvis.model.vocabulary import class_name, name_key, split_synonyms, strip_name, stripped_synonyms
+from clipvis.model.vocabulary import class_name, name_key, shared_names, split_synonyms, strip_name, stripped_synonyms
 
 # Read-only tables (a change would alter every predictor of the process): VideoPredictor's parameters choose.
 PRECISIONS = MappingProxyType({"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16})
@@ -307,11 +307,18 @@ class VideoPredictor:
         for name in names:
             if any(not strip_name(synonym) for synonym in split_synonyms(name)):  # "a photo of a ." prompts
                 raise VocabularyError(f"empty synonym in the class {name!r} (synonyms are separated by commas)")
-        # as `segment --vocab` compares them: case aside, composed and decomposed accents alike
-        firsts = [name_key(strip_name(split_synonyms(name)[0])) for name in names]
-        if len(set(firsts)) != len(firsts) and not self.allow_duplicate_names:
-            duplicates = sorted({n for n in firsts if firsts.count(n) > 1})
-            raise VocabularyError(f"duplicate class names in the vocabulary (case aside): {', '.join(duplicates)}")
+        # as `segment --vocab` compares them: case aside, composed and decomposed accents alike; a synonym in two
+        # classes too (`["cat, dog", "dog"]`)
+        shared = shared_names([[strip_name(synonym) for synonym in split_synonyms(name)] for name in names])
+        if shared and not self.allow_duplicate_names:
+            duplicates = sorted(name_key(name) for name, classes in shared
+                                if all(name_key(class_name(names[i])) == name_key(name) for i in classes))
+            if duplicates:  # a class name repeated
+                raise VocabularyError(f"duplicate class names in the vocabulary (case aside): {', '.join(duplicates)}")
+            shown = "; ".join(f"{name_key(name)} ({' / '.join(repr(names[i]) for i in classes)})"
+                              for name, classes in shared[:3])
+            raise VocabularyError(f"class names or synonyms in more than one class of the vocabulary (case aside): "
+                                  f"{shown}{'; ...' if len(shared) > 3 else ''}")
         reading = self.text_classifier.reading(names)
         if not self.allow_duplicate_names and (alike := reading.alike(names)):
             # the same embeddings: every object would be found once under each name, with the same score

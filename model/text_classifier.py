@@ -69,11 +69,17 @@ class ClipReading:
     cut: list[tuple[str, int]]
 
     def alike(self, names: list[str]) -> list[list[str]]:
-        """The groups of ``names`` (one per class, as ``keys``) that CLIP reads alike."""
-        groups: dict[frozenset[tuple[int, ...]], list[str]] = {}
-        for name, key in zip(names, self.keys, strict=True):
-            groups.setdefault(key, []).append(name)
-        return [group for group in groups.values() if len(group) > 1]
+        """The groups of ``names`` (one per class, as ``keys``) that CLIP reads alike: classes holding a synonym it
+        reads the same (``big road`` and ``car, big  road``; classes alike in every synonym included), one group
+        per such synonym, each group once."""
+        if len(names) != len(self.keys):
+            raise ValueError(f"{len(names)} names for {len(self.keys)} classes")
+        classes_of: dict[tuple[int, ...], list[int]] = {}
+        for index, key in enumerate(self.keys):
+            for synonym in sorted(key):
+                classes_of.setdefault(synonym, []).append(index)
+        groups = dict.fromkeys(tuple(classes) for classes in classes_of.values() if len(classes) > 1)
+        return [[names[i] for i in group] for group in groups]
 
 
 def synonym_gather_index(synonym_counts: list[int], device: str | torch.device = "cpu") -> torch.Tensor | None:

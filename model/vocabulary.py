@@ -45,3 +45,17 @@ def name_key(name: str) -> str:
     """What two class names are compared by for duplicates: case aside, composed and decomposed accents alike (NFC,
     case-folded: "Café" and "cafe\\u0301" are one class)."""
     return unicodedata.normalize("NFC", name).casefold()
+
+
+def shared_names(classes: list[list[str]]) -> list[tuple[str, list[int]]]:
+    """The names that more than one class lists, as a class name or a synonym, compared by `name_key` ("Car" and
+    "car" alike): each as first written, with the indices of the classes listing it, in order of first appearance.
+    ``classes``: each class's synonyms, its name first (``[["cat", "dog"], ["dog"]]`` -> ``[("dog", [0, 1])]``).
+    Such a vocabulary would find every object of that name once per class, with the same score."""
+    listed: dict[str, tuple[str, list[int]]] = {}
+    for index, synonyms in enumerate(classes):
+        for synonym in synonyms:
+            name, indices = listed.setdefault(name_key(synonym), (synonym, []))
+            if not indices or indices[-1] != index:  # a class listing a name twice (`car, car`) is one class
+                indices.append(index)
+    return [(name, indices) for name, indices in listed.values() if len(indices) > 1]

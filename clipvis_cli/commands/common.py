@@ -34,7 +34,7 @@ from clipvis.cli.messages import (
 )
 from clipvis.cli.progress import HumanReporter, JobProgressReporter, JsonlReporter, Reporter, download_lines
 from clipvis.cli.segment import SegmentOptions, checkpoint_identity
-from clipvis.model.vocabulary import name_key, strip_name
+from clipvis.model.vocabulary import name_key, shared_names, strip_name
 
 if TYPE_CHECKING:  # the model package: imported when the weights load, not when the CLI starts
     from clipvis.model import VideoPredictor
@@ -92,14 +92,17 @@ def parse_vocabulary(vocab: str | None, vocab_file: Path | None) -> list[str]:
     for (line, _), name in zip(entries, names, strict=True):  # ESC or NUL: CVAT's and Label Studio's XML refuse them
         if (problem := unwritable_character(name)) is not None:
             raise typer.BadParameter(f"{where(line)}: the class name {name!r} holds {problem}")
-    seen: dict[str, list[int | None]] = {}
-    for line, parts in entries:  # "café" typed two ways, "Car" and "car"
-        seen.setdefault(name_key(parts[0]), []).append(line)
-    duplicates = [(key, lines) for key, lines in seen.items() if len(lines) > 1]
+    # "café" typed two ways, "Car" and "car"; a synonym another class lists too (`cat, dog` and `dog`)
+    shared = shared_names([parts for _, parts in entries])
+    # a class name repeated is said as such; else a synonym in more than one class
+    duplicates = [(name, classes) for name, classes in shared
+                  if all(name_key(entries[i][1][0]) == name_key(name) for i in classes)] or shared
     if duplicates:
-        shown = "; ".join(repr(key) if vocab_file is None else f"{key!r} (lines {', '.join(map(str, lines))})"
-                          for key, lines in duplicates[:5])
-        raise typer.BadParameter(f"{source}: duplicate class names (case aside): {shown}")
+        shown = "; ".join(repr(name_key(name)) if vocab_file is None else
+                          f"{name_key(name)!r} (lines {', '.join(str(entries[i][0]) for i in classes)})"
+                          for name, classes in duplicates[:5])
+        what = "duplicate class names" if duplicates is not shared else "class names or synonyms in more than one class"
+        raise typer.BadParameter(f"{source}: {what} (case aside): {shown}")
     return names
 
 

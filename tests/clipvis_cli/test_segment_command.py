@@ -577,6 +577,10 @@ def test_a_vocabulary_file_as_people_write_them(tmp_path) -> None:
     for data, message in (
         (b"car\n\xef\xbb\xbfcar\n", "classes.txt: duplicate class names (case aside): 'car' (lines 1, 2)"),
         (b"car\nBIG TREE\ndog\nbig tree\n", "duplicate class names (case aside): 'big tree' (lines 2, 4)"),
+        # a synonym another class lists (or names) too: every object of it was found twice
+        (b"cat, dog\ndog\n", "classes.txt: class names or synonyms in more than one class (case aside): 'dog' (lines "
+         "1, 2)"),
+        (b"car, vehicle\nperson\ntruck, Vehicle\n", "in more than one class (case aside): 'vehicle' (lines 1, 3)"),
         (b"dog\ncar,\n", "classes.txt, line 2: empty synonym in 'car, ' (synonyms are separated by "
          "commas)"),
         (b"\n  \n# only a comment\n", "classes.txt: no class names (one a line; lines starting with # are comments)"),

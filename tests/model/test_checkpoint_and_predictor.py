@@ -319,9 +319,13 @@ def test_names_that_clip_reads_alike_are_refused_and_long_ones_said(tiny_model, 
     import warnings
 
     for alike in (["big road", "big  road"], ["a&amp;b", "a&b"], ["x " * 80 + "one", "x " * 80 + "two"],
-                  ["car, auto", "auto, car"]):
+                  ["big road", "car, big  road"]):  # a synonym read as another class's (segfix29)
         with pytest.raises(ValueError, match="class names that CLIP reads alike"):
             VideoPredictor(tiny_model, ["person", *alike], cache_dir=tmp_path)
+    for shared in (["car, auto", "auto, car"], ["cat, dog", "dog"], ["car, vehicle", "truck, Vehicle"]):
+        with pytest.raises(ValueError, match=r"class names or synonyms in more than one class of the vocabulary "
+                                             r"\(case aside\): (car|dog|vehicle) \("):
+            VideoPredictor(tiny_model, ["person", *shared], cache_dir=tmp_path)
     with pytest.raises(ValueError, match=r"duplicate class names in the vocabulary \(case aside\): car"):
         VideoPredictor(tiny_model, ["car", "\ufeffcar"], cache_dir=tmp_path)
     assert VideoPredictor(tiny_model, ["car\u200b", "\u2060dog"], cache_dir=tmp_path).vocabulary == ["car", "dog"]
