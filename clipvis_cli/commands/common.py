@@ -172,6 +172,29 @@ def finite_number(value: float | None) -> float | None:
     return value
 
 
+def score_option(value: float | None, param: typer.CallbackParam) -> float | None:
+    """Typer callback of a score option (``--score-threshold``, ``--overlay-min-score``, ``--min-score``): a track's
+    score is 0..1, so a value outside (``50``, thinking in percent) would keep every track or none, silently."""
+    value = finite_number(value)
+    if value is not None and not 0.0 <= value <= 1.0:
+        percent = f" (for {value:g}%, write {value / 100:g})" if 1.0 < value <= 100.0 else ""
+        raise typer.BadParameter(f"{value:g} is not a score: scores are 0..1{percent}")
+    return value
+
+
+def output_folder_option(value: str | None) -> str | None:
+    """Typer callback of ``-o`` naming an output folder: an empty name (``-o "$OUT"`` with OUT unset) wrote into the
+    working folder, and ``-`` made a folder called ``-``: the outputs are files in a folder, never stdout."""
+    if value is None:
+        return None
+    if not value.strip():
+        raise typer.BadParameter("an empty name (an unset shell variable?); give the output folder")
+    if value == "-":
+        raise typer.BadParameter("the outputs are files in a folder and cannot go to stdout; give a folder "
+                                 "(./- for a folder named -)")
+    return value
+
+
 @contextmanager
 def outcome_of_the_job(job: DistributedRun | None, kept: str) -> Iterator[None]:
     """How a torchrun job's endings reach the user: one line, from rank 0 (or the rank that knows), and the exit code

@@ -28,7 +28,7 @@ from clipvis.cli.atomic import (
     output_dir_for_now,
     parse_json,
 )
-from clipvis.cli.commands.common import device_option, fail
+from clipvis.cli.commands.common import device_option, fail, output_folder_option
 from clipvis.cli.commands.evaluate_dataset import run_dataset_evaluation
 from clipvis.cli.dataset_inference import METRICS_NAME, is_subset_ground_truth
 from clipvis.cli.datasets import UnknownDatasetError, dataset_names, get_dataset
@@ -217,8 +217,8 @@ def evaluate(
         "and ./datasets that holds the dataset).",
         file_okay=False
     ),
-    output: Path | None = typer.Option(
-        None, "-o", "--output",
+    output_name: str | None = typer.Option(
+        None, "-o", "--output", callback=output_folder_option, metavar="<path>",
         help="Inference output folder (default clipvis_eval/<dataset>, clipvis_eval/custom for --gt/--frames data).",
     ),
     config: Path | None = typer.Option(None, "--config", help="Official CLIP-VIS YAML or clipvis JSON."),
@@ -235,6 +235,7 @@ def evaluate(
     json_path = Path(json_option) if json_option is not None and not json_stdout else None
     if json_path is not None and json_path.is_dir():  # as a dir_okay=False Path option said it
         raise typer.BadParameter(f"{json_option} is a folder; give the metrics file to write", param_hint="--json")
+    output = Path(output_name) if output_name is not None else None  # a str option: an empty -o is told from "."
     if dataset is not None or frames is not None:
         prefer_huge_pages()  # before any tensor exists (clipvis.cli.memory)
         if results is not None:

@@ -15,9 +15,10 @@ from clipvis.cli.commands.common import (
     NOTHING_ON_STDIN,
     check_config_file,
     fail,
-    finite_number,
     load_predictor,
+    output_folder_option,
     parse_vocabulary,
+    score_option,
 )
 from clipvis.cli.exporters import EXPORT_FORMATS, ExportOptions, discover_export_inputs
 from clipvis.cli.exporters.runner import ExportOutcome, ExportRunner, classes_in_no_input
@@ -77,7 +78,7 @@ def export(
         "the .onnx file to write (default: clipvis.onnx)."
     ),
     min_score: float = typer.Option(
-        0.0, "--min-score", help="Export only tracks scoring at least this.", callback=finite_number
+        0.0, "--min-score", help="Export only tracks scoring at least this (0..1).", callback=score_option
     ),
     classes: str | None = typer.Option(None, "--classes", help='Export only these classes, e.g. "cat,dog".'),
     media: bool = typer.Option(
@@ -150,6 +151,11 @@ def export(
             raise typer.Exit(128 + signum) from None
         return
     formats = parse_formats(to, EXPORT_FORMATS, "--to")
+    if output is not None:  # the results' output root: a folder, as segment's -o
+        try:
+            output_folder_option(output)
+        except typer.BadParameter as error:
+            raise typer.BadParameter(f"-o: {error}") from None
     if not inputs:
         raise typer.BadParameter("give the segment outputs to export (folders or ytvis.json files)")
     class_names = None

@@ -24,8 +24,10 @@ from clipvis.cli.commands.common import (
     load_predictor,
     make_reporter,
     outcome_of_the_job,
+    output_folder_option,
     parse_vocabulary,
     resolve_device,
+    score_option,
     warning_sayer,
 )
 from clipvis.cli.distributed import (
@@ -109,7 +111,10 @@ def segment(
         help="Let a config or checkpoint without CLIP weights name a CLIP other than the released models' "
         "(e.g. hf-hub:...) and download it.",
     ),
-    output: Path = typer.Option(Path("clipvis_out"), "-o", "--output", help="Output root; one folder per input."),
+    output_name: str = typer.Option(
+        "clipvis_out", "-o", "--output", help="Output root; one folder per input.", callback=output_folder_option,
+        metavar="<path>",
+    ),
     formats: str = typer.Option(
         ",".join(DEFAULT_FORMATS), "--formats",
         help=f"Comma-separated, any of: {', '.join(FORMATS)} (all but overlay, ytvis and coco as in clipvis export).",
@@ -120,7 +125,7 @@ def segment(
     stride: int = typer.Option(1, "--stride", min=1, help="Process every Nth frame."),
     max_frames: int | None = typer.Option(None, "--max-frames", min=1, help="Stop after N processed frames."),
     score_threshold: float = typer.Option(
-        0.0, "--score-threshold", help="Drop tracks scoring below this.", callback=finite_number
+        0.0, "--score-threshold", help="Drop tracks scoring below this (0..1).", callback=score_option
     ),
     max_tracks: int | None = typer.Option(
         None, "--max-tracks", min=1, show_default=False,
@@ -132,8 +137,8 @@ def segment(
         help="The official evaluator's selection and masks (PIL resize, unsorted top TEST.DETECTIONS_PER_IMAGE, 50).",
     ),
     overlay_min_score: float = typer.Option(
-        0.2, "--overlay-min-score", help="Draw tracks scoring at least this on overlay.mp4 (JSON files keep all).",
-        callback=finite_number,
+        0.2, "--overlay-min-score", help="Draw tracks scoring at least this (0..1) on overlay.mp4 (JSON files keep "
+        "all).", callback=score_option,
     ),
     image_fps: float = typer.Option(
         DEFAULT_IMAGE_FPS, "--image-fps", min=0.001, max=1000, callback=finite_number,
@@ -158,6 +163,7 @@ def segment(
             "--exact writes the official evaluator's results (its TEST.DETECTIONS_PER_IMAGE per video, 50, unsorted, "
             "no threshold): leave out --max-tracks and --score-threshold, or --exact"
         )
+    output = Path(output_name)  # a str option: an empty -o is told from "." (output_folder_option)
     prefer_huge_pages()  # before any tensor exists (clipvis.cli.memory)
     try:
         job = DistributedRun.from_env()

@@ -90,6 +90,29 @@ def test_python_dash_m_help_shows_no_value_placeholder_for_flags() -> None:
      "leave out --max-tracks and --score-threshold, or --exact (see 'clipvis segment --help')"),
     (["export", "--zpi"],
      "clipvis: error: No such option: --zpi (Possible options: --zip) (see 'clipvis export --help')"),
+    # scores in percent kept every track or none, silently (segfix29)
+    (["segment", "v.mp4", "--vocab", "a", "--score-threshold", "50"],
+     "clipvis: error: Invalid value for '--score-threshold': 50 is not a score: scores are 0..1 (for 50%, write 0.5) "
+     "(see 'clipvis segment --help')"),
+    (["segment", "v.mp4", "--vocab", "a", "--overlay-min-score", "-0.2"],
+     "clipvis: error: Invalid value for '--overlay-min-score': -0.2 is not a score: scores are 0..1 "
+     "(see 'clipvis segment --help')"),
+    (["export", "out/v", "--to", "coco", "--min-score", "20"],
+     "clipvis: error: Invalid value for '--min-score': 20 is not a score: scores are 0..1 (for 20%, write 0.2) "
+     "(see 'clipvis export --help')"),
+    # `-o "$OUT"` with OUT unset wrote into the working folder; `-o -` made a folder called "-" (segfix29)
+    (["segment", "v.mp4", "--vocab", "a", "-o", ""],
+     "clipvis: error: Invalid value for '-o' / '--output': an empty name (an unset shell variable?); give the output "
+     "folder (see 'clipvis segment --help')"),
+    (["segment", "v.mp4", "--vocab", "a", "-o", "-"],
+     "clipvis: error: Invalid value for '-o' / '--output': the outputs are files in a folder and cannot go to stdout; "
+     "give a folder (./- for a folder named -) (see 'clipvis segment --help')"),
+    (["export", "out/v", "--to", "coco", "-o", "-"],
+     "clipvis: error: -o: the outputs are files in a folder and cannot go to stdout; give a folder (./- for a folder "
+     "named -) (see 'clipvis export --help')"),
+    (["evaluate", "--gt", "gt.json", "--frames", "f", "-o", " "],
+     "clipvis: error: Invalid value for '-o' / '--output': an empty name (an unset shell variable?); give the output "
+     "folder (see 'clipvis evaluate --help')"),
     (["segmnet"], "clipvis: error: No such command 'segmnet'. Did you mean 'segment'? (see 'clipvis --help')"),
     (["evaluate"],
      "clipvis: error: nothing to evaluate: give --results R --gt G (score a results file), --dataset NAME (run a "
