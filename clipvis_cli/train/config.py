@@ -4,7 +4,8 @@ A training config is a nested mapping with the official key names (``SOLVER.BASE
 DEC_LAYERS``, ...). It is assembled as: :data:`DEFAULTS` (the official base config's training values) < the config
 file (a shipped name such as ``lvis_r50.yaml``, or any official/clipvis YAML, ``_BASE_`` includes followed) <
 ``KEY=VALUE`` overrides (values parsed as YAML). Keys the official code has that clipvis does not use are kept and
-ignored; clipvis' own additions live under ``CLIPVIS``.
+ignored; clipvis' own additions live under ``CLIPVIS``. A file's key that is neither (a typo: ``SOLVER.MAX_ITERS``) is
+refused, as an override's is, rather than training with the default it meant to change.
 
 Autoscaling (linear scaling rule, as detectron2's ``REFERENCE_WORLD_SIZE``): a config states the global batch
 ``SOLVER.IMS_PER_BATCH`` it was tuned for on ``SOLVER.REFERENCE_WORLD_SIZE`` processes. Run on W processes, the
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import ast
 import copy
+import difflib
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
@@ -102,6 +104,82 @@ DEFAULTS: dict[str, Any] = {
         "CLIP_CONFIG": "",
     },
 }
+
+
+# The official config's keys beyond DEFAULTS' (detectron2's defaults, Mask2Former's, FC-CLIP's and CLIP-VIS' own, as
+# the official code's add_*_config functions define them): a config file may set them; clipvis reads the ones in
+# DEFAULTS and _RECIPE_CHOICES. A group in OFFICIAL_GROUPS_NOT_READ (detectron2 parts CLIP-VIS does not build: RPN,
+# ROI heads, other backbones, test-time augmentation, ...) is taken whole, whatever keys it holds: nothing reads it.
+OFFICIAL_KEYS_NOT_READ = (
+    "CUDNN_BENCHMARK", "FLOAT32_PRECISION", "VERSION", "VIS_PERIOD",
+    "DATALOADER.REPEAT_SQRT",
+    "DATASETS.PRECOMPUTED_PROPOSAL_TOPK_TEST", "DATASETS.PRECOMPUTED_PROPOSAL_TOPK_TRAIN",
+    "DATASETS.PROPOSAL_FILES_TEST", "DATASETS.PROPOSAL_FILES_TRAIN",
+    "INPUT.AUGMENTATIONS", "INPUT.COLOR_AUG_SSD", "INPUT.CROP.ENABLED", "INPUT.CROP.SINGLE_CATEGORY_MAX_AREA",
+    "INPUT.CROP.SIZE", "INPUT.CROP.TYPE", "INPUT.MASK_FORMAT", "INPUT.MIN_SIZE_TRAIN_SAMPLING",
+    "INPUT.SAMPLING_FRAME_RANGE", "INPUT.SAMPLING_FRAME_SHUFFLE", "INPUT.SIZE_DIVISIBILITY",
+    "MODEL.KEYPOINT_ON", "MODEL.LOAD_PROPOSALS", "MODEL.MASK_ON", "MODEL.META_ARCHITECTURE",
+    "MODEL.FC_CLIP.EMBED_DIM", "MODEL.FC_CLIP.GEOMETRIC_ENSEMBLE_ALPHA", "MODEL.FC_CLIP.GEOMETRIC_ENSEMBLE_BETA",
+    "MODEL.FC_CLIP.ENSEMBLE_ON_VALID_MASK",
+    "MODEL.MASK_FORMER.AGNOSTIC_CLASSIFIER", "MODEL.MASK_FORMER.CLIP_CLASSIFIER", "MODEL.MASK_FORMER.CLIP_PATH",
+    "MODEL.MASK_FORMER.CLASS_WEIGHT", "MODEL.MASK_FORMER.DROPOUT", "MODEL.MASK_FORMER.ENC_LAYERS",
+    "MODEL.MASK_FORMER.ENFORCE_INPUT_PROJ", "MODEL.MASK_FORMER.PRE_NORM", "MODEL.MASK_FORMER.TRANSFORMER_DECODER_NAME",
+    "MODEL.MASK_FORMER.TRANSFORMER_IN_FEATURE",
+    "MODEL.SEM_SEG_HEAD.ASPP_CHANNELS", "MODEL.SEM_SEG_HEAD.ASPP_DILATIONS", "MODEL.SEM_SEG_HEAD.ASPP_DROPOUT",
+    "MODEL.SEM_SEG_HEAD.COMMON_STRIDE", "MODEL.SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_IN_FEATURES",
+    "MODEL.SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_N_HEADS",
+    "MODEL.SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_N_POINTS", "MODEL.SEM_SEG_HEAD.IGNORE_VALUE",
+    "MODEL.SEM_SEG_HEAD.IN_FEATURES", "MODEL.SEM_SEG_HEAD.LOSS_TYPE", "MODEL.SEM_SEG_HEAD.LOSS_WEIGHT",
+    "MODEL.SEM_SEG_HEAD.NAME", "MODEL.SEM_SEG_HEAD.NORM", "MODEL.SEM_SEG_HEAD.NUM_CLASSES",
+    "MODEL.SEM_SEG_HEAD.PIXEL_DECODER_NAME", "MODEL.SEM_SEG_HEAD.PROJECT_CHANNELS",
+    "MODEL.SEM_SEG_HEAD.PROJECT_FEATURES", "MODEL.SEM_SEG_HEAD.USE_DEPTHWISE_SEPARABLE_CONV",
+    "SOLVER.BASE_LR_END", "SOLVER.BIAS_LR_FACTOR", "SOLVER.MOMENTUM", "SOLVER.NESTEROV", "SOLVER.NUM_DECAYS",
+    "SOLVER.POLY_LR_CONSTANT_ENDING", "SOLVER.POLY_LR_POWER", "SOLVER.RESCALE_INTERVAL", "SOLVER.WEIGHT_DECAY_BIAS",
+    "TEST.EXPECTED_RESULTS", "TEST.KEYPOINT_OKS_SIGMAS", "TEST.TEST_NUM_CLASSES", "TEST.WINDOW_INFERENCE",
+)
+OFFICIAL_GROUPS_NOT_READ = (
+    "GLOBAL", "MODEL.ANCHOR_GENERATOR", "MODEL.BACKBONE", "MODEL.FPN", "MODEL.PANOPTIC_FPN",
+    "MODEL.PROPOSAL_GENERATOR", "MODEL.RESNETS", "MODEL.RETINANET", "MODEL.ROI_BOX_CASCADE_HEAD", "MODEL.ROI_BOX_HEAD",
+    "MODEL.ROI_HEADS", "MODEL.ROI_KEYPOINT_HEAD", "MODEL.ROI_MASK_HEAD", "MODEL.RPN", "MODEL.SWIN", "MODEL.CONVNEXT",
+    "MODEL.MASK_FORMER.TEST", "TEST.AUG", "TEST.PRECISE_BN",
+    # the values CLIPVIS.MODEL holds are ClipVisConfig fields: it checks their names
+    "CLIPVIS.MODEL",
+)
+
+
+def _known_key_tree() -> dict[str, Any]:
+    """The keys a config file may set, as a tree: a leaf is None, a group taken whole is ``...``."""
+    def tree_of(defaults: dict[str, Any]) -> dict[str, Any]:
+        return {key: tree_of(value) if isinstance(value, dict) else None for key, value in defaults.items()}
+
+    known = tree_of(DEFAULTS)
+    for dotted, leaf in [(k, None) for k in (*OFFICIAL_KEYS_NOT_READ, *_RECIPE_CHOICES)] + [
+            (k, ...) for k in OFFICIAL_GROUPS_NOT_READ]:
+        *groups, last = dotted.split(".")
+        node = known
+        for group in groups:
+            node = node.setdefault(group, {})
+        if leaf is ... or last not in node:
+            node[last] = leaf
+    return known
+
+
+def check_known_keys(tree: dict[str, Any], source: str) -> None:
+    """ConfigError naming a config file's key that is neither clipvis' nor the official recipe's (a typo such as
+    ``SOLVER.MAX_ITERS``, which would leave the default in place), with the nearest known key at that place."""
+    def walk(node: dict[str, Any], known: dict[str, Any], prefix: str) -> None:
+        for key, value in node.items():
+            dotted = f"{prefix}{key}"
+            if key not in known:
+                close = difflib.get_close_matches(str(key), [str(k) for k in known], n=1, cutoff=0.6)
+                hint = f" (did you mean {prefix}{close[0]}?)" if close else ""
+                raise ConfigError(f"{source}: unknown config key {dotted}{hint}; clipvis takes the official keys of "
+                                  "the CLIP-VIS recipe it implements, and CLIPVIS.*")
+            below = known[key]
+            if isinstance(below, dict) and isinstance(value, dict):
+                walk(value, below, f"{dotted}.")
+
+    walk(tree, _known_key_tree(), "")
 
 
 class ConfigError(ValueError):
@@ -207,6 +285,7 @@ def load_train_config(name_or_file: str | Path, overrides: list[str] | tuple[str
         tree = read_official_yaml(path)
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
+    check_known_keys(tree, str(path))
     from_file = deep_merge(DEFAULTS, _typed_tree(tree, DEFAULTS, str(path)))
     merged = copy.deepcopy(from_file)
     keys_set = set()

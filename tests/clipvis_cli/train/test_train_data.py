@@ -7,6 +7,7 @@ import json
 import math
 import os
 import re
+import warnings
 from fractions import Fraction
 
 import cv2
@@ -551,6 +552,42 @@ def test_official_syntax_and_bad_values_in_configs_and_overrides(tmp_path):
         assert (model.min_size_test, model.memory_length, model.top_k, model.detections_per_video) == (640, 7, 3, 20)
     plain = load_train_config("lvis_r50.yaml").model_config()  # their defaults: the model's, as before
     assert (plain.min_size_test, plain.memory_length, plain.top_k, plain.detections_per_video) == (480, 9, 5, 50)
+
+
+def test_a_misspelt_key_in_a_config_file_is_refused_as_on_the_command_line(tmp_path):
+    """`MAX_ITERS: 4` in a config file was ignored and the default 368,750 iterations trained (17 h); DEC_LAYER and
+    CLIPVIS.AMP_DTYP too, where the same typo as KEY=VALUE is refused. The official files' keys still load."""
+    base = tmp_path / "base.yaml"
+    base.write_text("MODEL:\n  BACKBONE:\n    FREEZE_AT: 0\n  RESNETS:\n    ANY_KEY: 1\nSOLVER:\n  MAX_ITER: 9\n"
+                    "VERSION: 2\n")
+    for text, message in (
+        ("SOLVER:\n  MAX_ITERS: 4\n", "unknown config key SOLVER.MAX_ITERS (did you mean SOLVER.MAX_ITER?)"),
+        ("MODEL:\n  MASK_FORMER:\n    DEC_LAYER: 5\n",
+         "unknown config key MODEL.MASK_FORMER.DEC_LAYER (did you mean MODEL.MASK_FORMER.DEC_LAYERS?)"),
+        ("CLIPVIS:\n  AMP_DTYP: bf16\n", "unknown config key CLIPVIS.AMP_DTYP (did you mean CLIPVIS.AMP_DTYPE?)"),
+        ("SOLVR:\n  BASE_LR: 0.1\n", "unknown config key SOLVR (did you mean SOLVER?)"),
+    ):
+        typo = tmp_path / "typo.yaml"
+        typo.write_text(f"_BASE_: base.yaml\n{text}")
+        with pytest.raises(ConfigError, match=re.escape(f"{typo}: {message}")):
+            load_train_config(typo)
+    child = tmp_path / "child.yaml"
+    child.write_text("_BASE_: base.yaml\nSOLVER:\n  MOMENTUM: 0.9\nMODEL:\n  MASK_FORMER:\n    TEST:\n"
+                     "      SEMANTIC_ON: false\n")
+    assert load_train_config(child).get("SOLVER.MAX_ITER") == 9
+    for name in SHIPPED_CONFIGS:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            load_train_config(name)
+
+
+def test_an_official_config_file_with_every_official_key_loads_with_no_warning(golden_case_name, golden_case):
+    """The golden cases' official_config.yaml is the official code's complete config (detectron2's RPN, ROI heads,
+    Swin, ... keys): every key is one the official code has, so it loads as before, with no warning."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        config = load_train_config(golden_case(golden_case_name) / "official_config.yaml")
+    assert config.get("MODEL.RETINANET.NUM_CLASSES") == 80
 
 
 def test_recipe_values_the_trainer_does_not_implement_are_refused_not_ignored(tmp_path):
