@@ -136,6 +136,7 @@ def _train(run: _RunFolder, overrides: list[str], config: str | None, weights: s
         check_device,
         launch,
     )
+    from clipvis.cli.train.trainer import CheckpointSaveError
     from clipvis.model.checkpoint import CheckpointError
     from clipvis.weights import WeightsError
 
@@ -194,6 +195,8 @@ def _train(run: _RunFolder, overrides: list[str], config: str | None, weights: s
             raise typer.Exit(1) from None
         output = Path(str(cfg.get("OUTPUT_DIR"))).expanduser()
         raise fail(f"{error}{_saved_before_the_stop(output, num_gpus, None, saved=False)}") from None
+    except CheckpointSaveError as error:  # a full disk while saving: one line, and the checkpoint to resume from
+        raise fail(str(error)) from None
     except (ConfigError, TrainDataError, CheckpointError, ModelBuildError, WeightsError, OutputNotWritableError,
             ProcessFailedError, ErrorOfOneRank) as error:
         raise fail(train_model_error_message(error)) from None

@@ -326,8 +326,16 @@ _RUN_DEFAULTS_BEFORE = {"DATALOADER.ASPECT_RATIO_GROUPING": False}
 def load_run_config(path: Path, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
     """A run's own ``config.yaml`` (what ``--resume`` reads) with ``overrides``: as :func:`load_train_config`, except
     that a key the file lacks because the run started before clipvis had it keeps the behaviour the run had
-    (``DATALOADER.ASPECT_RATIO_GROUPING`` false), so the resumed run takes the batches the run would have taken."""
+    (``DATALOADER.ASPECT_RATIO_GROUPING`` false), so the resumed run takes the batches the run would have taken. An
+    override of the model's settings (``CLIPVIS.MODEL.num_queries=16``, ``MODEL.MASK_FORMER.DEC_LAYERS=5``) is a
+    ConfigError: the resumed model is the checkpoint's."""
     config = load_train_config(path, overrides)
+    model = load_train_config(path).model_config().to_dict()
+    changed = [item for item in overrides if load_train_config(path, [item]).model_config().to_dict() != model]
+    if changed:  # the model is the checkpoint's: such an override was ignored, yet written to config.yaml
+        raise ConfigError(f"--resume with {', '.join(repr(item) for item in changed)}: the model settings of a "
+                          "resumed run are its checkpoint's; to train another model, start a new run (--weights "
+                          f"{Path(path).parent} and another --output-dir)")
     saved = read_official_yaml(Path(path))
     for dotted, before in _RUN_DEFAULTS_BEFORE.items():
         if _get(saved, dotted, _ABSENT) is _ABSENT and dotted not in config.overridden:

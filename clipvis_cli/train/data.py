@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import gc
 import math
+import re
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
@@ -255,7 +257,12 @@ class Sample:
 
 
 class SampleError(Exception):
-    """A sample that cannot be produced (corrupt image); the message names the file."""
+    """A sample that cannot be produced (corrupt image); the message names the file. ``too_large``: an image past
+    Pillow's decompression limit (the data's fault, not a wrong image folder's)."""
+
+    def __init__(self, message: str, too_large: bool = False) -> None:
+        super().__init__(message)
+        self.too_large = too_large
 
 
 def read_frame(frame: FrameRecord, seeker: VideoFrameSeeker | None = None) -> np.ndarray:
@@ -282,8 +289,16 @@ def _read_frame(frame: FrameRecord, seeker: VideoFrameSeeker | None) -> np.ndarr
     if path.is_file() or frame.source_video is None or image_folder:
         quiet_metadata_warnings()
         try:
-            with Image.open(path) as handle:
-                image = rgb_array(handle)
+            with warnings.catch_warnings():  # a user's own large image (aerial, pathology): no raw Pillow warning
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                with Image.open(path) as handle:
+                    image = rgb_array(handle)
+        except Image.DecompressionBombError as exc:  # as segment: past Pillow's limit, refused (memory), not decoded
+            size = re.search(r"\((\d+) pixels\)", str(exc))
+            pixels = f"{int(size.group(1)):,} px" if size else "too many pixels"
+            raise SampleError(f"{path}: skipped image too large to decode safely ({pixels}; the limit is "
+                              f"{2 * (Image.MAX_IMAGE_PIXELS or 0):,} px): downscale it, or tile it into smaller "
+                              "images", too_large=True) from None
         except Exception as exc:  # noqa: BLE001 - any decoder failure means a corrupt/unreadable file
             reason = " ".join(str(exc).split())[:120]
             raise SampleError(f"{path}: skipped unreadable image ({reason})") from exc
@@ -325,6 +340,7 @@ class TrainDataset(Dataset):
         index, position = key
         rng = np.random.default_rng([self.seed, position])
         warnings: list[str] = []
+        too_large = True
         for _ in range(MAX_RETRIES):
             try:
                 sample = self._map(self.records[index], rng, position)
@@ -332,7 +348,11 @@ class TrainDataset(Dataset):
                 return sample
             except SampleError as exc:
                 warnings.append(str(exc))
+                too_large = too_large and exc.too_large
                 index = int(rng.integers(len(self.records)))
+        if too_large:  # the images were found: --images is not to blame
+            raise TrainDataError(f"{MAX_RETRIES} samples in a row could not be read, their images too large; the last: "
+                                 f"{warnings[-1]}")
         raise TrainDataError(
             f"{MAX_RETRIES} samples in a row could not be read (is --images, or a dataset's image folder, the one its "
             f"annotations name?); the last: {warnings[-1]}"

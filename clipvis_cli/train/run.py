@@ -29,6 +29,7 @@ import torch.distributed as dist
 
 from clipvis.cli.atomic import atomic_write_text, ensure_output_dir, parse_json
 from clipvis.cli.distributed import RankLost, RanksDifferError, lost_a_peer, rank_lost, stop_in_silence, visible_gpu
+from clipvis.cli.locks import FolderLock
 from clipvis.cli.messages import counted, print_warning
 from clipvis.cli.resources import cpu_share
 from clipvis.cli.train.config import (
@@ -50,10 +51,12 @@ from clipvis.cli.train.data import (
 from clipvis.cli.train.sources import load_sources
 from clipvis.cli.train.stopping import StopRequests, TrainingStopped, ignore_stop_signals
 from clipvis.cli.train.trainer import (
+    FolderInUseError,
     Trainer,
     TrainerSettings,
     checkpoints_in,
     drop_metrics_from,
+    hold_training_folder,
     purge_tensorboard_from,
     remove_stale_temporaries,
     resume_point,
@@ -357,6 +360,7 @@ class _Preflight:
     newest: Path | None  # the folder's newest checkpoint
     resume_from: Path | None  # the checkpoint --resume continues from (None: a fresh run)
     given: str | None  # --weights as the command line gave it
+    folder_lock: FolderLock | None  # the output folder's, held by rank 0 for the run's life (hold_training_folder)
 
 
 def _preflight(request: RunRequest, rank: int, world: int) -> _Preflight:
@@ -371,13 +375,24 @@ def _preflight(request: RunRequest, rank: int, world: int) -> _Preflight:
     if rank == 0:  # rank 0 alone evaluates: the test set need be on its machine only
         check_evaluation_data(config, schedule.eval_period, schedule.max_iter)
     output_dir = ensure_output_dir(Path(config.get("OUTPUT_DIR")).expanduser())
-    # Before anything is written there (config.yaml): a fresh run never mixes with the checkpoints of another.
-    newest = read_last_checkpoint(output_dir) or (checkpoints_in(output_dir) or [None])[-1]
-    if newest is not None and not request.resume:
-        raise ConfigError(f"{output_dir} holds a training run already (its newest checkpoint: {newest.name}): "
-                          "continue it with --resume, or give another --output-dir")
-    resume_from = _resume_point(output_dir, newest) if request.resume else None
-    return _Preflight(schedule, output_dir, newest, resume_from, given)
+    folder_lock = None
+    if rank == 0:  # rank 0 alone writes the folder (every rank may see it on a shared file system)
+        try:  # a run living there: neither a fresh start nor a --resume beside it (it held the lock only to save)
+            folder_lock = hold_training_folder(output_dir)
+        except FolderInUseError as error:
+            raise ConfigError(str(error)) from None
+    try:
+        # Before anything is written there (config.yaml): a fresh run never mixes with the checkpoints of another.
+        newest = read_last_checkpoint(output_dir) or (checkpoints_in(output_dir) or [None])[-1]
+        if newest is not None and not request.resume:
+            raise ConfigError(f"{output_dir} holds a training run already (its newest checkpoint: {newest.name}): "
+                              "continue it with --resume, or give another --output-dir")
+        resume_from = _resume_point(output_dir, newest) if request.resume else None
+    except BaseException:
+        if folder_lock is not None:
+            folder_lock.release()
+        raise
+    return _Preflight(schedule, output_dir, newest, resume_from, given, folder_lock)
 
 
 def _saves_only_at_the_end(schedule: Schedule) -> bool:
@@ -464,10 +479,21 @@ def _build_run_model(config: TrainConfig, weights: str | None, resume_from: Path
 
 def _run_training(request: RunRequest, rank: int, world: int, local_rank: int,
                   requests: StopRequests | None) -> Path:
+    preflight: _Preflight | None = None
+    try:
+        with _taken_alone(rank, world, requests):  # every rank learns whether any failed (an error one rank found
+            # left the others waiting in the next collective until the process group's timeout)
+            preflight = _preflight(request, rank, world)
+        return _train_in_folder(request, rank, world, local_rank, requests, preflight)
+    finally:  # (the kernel drops it too when the process ends)
+        if preflight is not None and preflight.folder_lock is not None:
+            preflight.folder_lock.release()
+
+
+def _train_in_folder(request: RunRequest, rank: int, world: int, local_rank: int, requests: StopRequests | None,
+                     preflight: _Preflight) -> Path:
+    """The run once its output folder is its own (``_preflight``)."""
     config = request.config
-    with _taken_alone(rank, world, requests):  # every rank learns whether any failed (an error one rank found left
-        # the others waiting in the next collective until the process group's timeout)
-        preflight = _preflight(request, rank, world)
     schedule, output_dir, resume_from = preflight.schedule, preflight.output_dir, preflight.resume_from
     if world > 1:  # a training folder still being written: its newest checkpoint could differ from rank to rank
         chosen: list[str | None] = [request.weights]
@@ -478,7 +504,7 @@ def _run_training(request: RunRequest, rank: int, world: int, local_rank: int,
                 config.set("MODEL.WEIGHTS", request.weights)
     _setup_logging(output_dir, rank)
     if rank == 0:  # what a run killed while saving left (a checkpoint's size each): --resume never took it away
-        removed = remove_stale_temporaries(output_dir)
+        removed = remove_stale_temporaries(output_dir, preflight.folder_lock)
         if removed:
             log.info("removed %s a killed run left in %s (%.1f MB): %s", counted(len(removed), "temporary file"),
                      output_dir, sum(size for _, size in removed) / 1e6,
@@ -542,6 +568,7 @@ def _run_training(request: RunRequest, rank: int, world: int, local_rank: int,
 
     settings = TrainerSettings.from_config(config, schedule, output_dir, seed)
     trainer = Trainer(model, loader_factory, settings, device, evaluate=_evaluator(config, device))
+    trainer.folder_lock = preflight.folder_lock
     if resume_from is not None:
         trainer.resume(resume_from)
     elif request.resume:

@@ -12,16 +12,18 @@ Output folder layout (the names of its files and how they are read: `clipvis.wei
     metrics.jsonl                    one JSON line per logged iteration and per evaluation
     events.out.tfevents.*            TensorBoard scalars (when the tensorboard package is installed)
     train.log                        the log lines
-    .clipvis-train.lock              held while a checkpoint is written (remove_stale_temporaries)
+    .clipvis-train.lock              held by the live run (rank 0) for its whole life (hold_training_folder)
 """
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import math
 import os
 import random
+import re
 import signal
 import sys
 import time
@@ -35,11 +37,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 import torch.distributed as dist
+from safetensors import SafetensorError
 from torch import nn
 
 from clipvis.cli.atomic import atomic_write_text, parse_json
 from clipvis.cli.locks import FolderBusyError, FolderLock
-from clipvis.cli.messages import counted
+from clipvis.cli.messages import counted, error_reason
 from clipvis.cli.train.data import Batch
 from clipvis.cli.train.stopping import StopRequests, TrainingStopped, write_to_stderr
 from clipvis.model import ClipVis, LossWeights, RandomPointSampler, SetCriterion, save_pretrained
@@ -88,12 +91,58 @@ def resume_point(folder: Path) -> Path | None:
 SAVE_LOCK_WAIT_S = 60.0  # how long a save waits for a removal of stale temporaries (milliseconds) to end
 
 
+class CheckpointSaveError(OSError):
+    """A checkpoint that could not be written (a full disk, a file-size limit, a lost network mount): one line naming
+    the folder, the checkpoint, the cause and the checkpoint a ``--resume`` continues from."""
+
+    def __init__(self, folder: Path, checkpoint: Path, reason: str, usable: Path | None) -> None:
+        last = f"the last usable checkpoint is {usable.stem}" if usable is not None else "no usable checkpoint yet"
+        super().__init__(f"{folder}: cannot save checkpoint {checkpoint.stem} ({reason}); {last}")
+
+
+_OS_ERROR_IN_TEXT = re.compile(r"os error (\d+)|code: (\d+)")
+
+
+def _save_failure_reason(error: BaseException) -> str:
+    """The cause of a failed write in a few words: an OSError's ``strerror``; safetensors' (Rust) errors carry the
+    OS error's number in their text ("I/O error: No space left on device (os error 28)")."""
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    found = _OS_ERROR_IN_TEXT.search(str(error))
+    if found:
+        return os.strerror(int(found.group(1) or found.group(2)))
+    return error_reason(error)
+
+
+class FolderInUseError(OSError):
+    """Another live process trains in the folder; ``str()`` is one line naming the folder and that process."""
+
+    def __init__(self, folder: Path, holder: str) -> None:
+        super().__init__(f"{folder} is in use by a live training run{f' ({holder})' if holder else ''}: wait for it "
+                         "to end or stop it, or give another --output-dir")
+
+
+def hold_training_folder(folder: Path) -> FolderLock:
+    """The run folder's lock (``TRAINING_LOCK_NAME``), for the live run to hold for its whole life, so that a second
+    run or a ``--resume`` started there meanwhile (a second terminal, a scheduler's requeue) never trains beside it on
+    the same checkpoints, metrics.jsonl and config.yaml. An ``flock``: the kernel drops it when the process ends,
+    however it ends, so a killed run never keeps a resume out. FolderInUseError when another process holds it."""
+    try:
+        return FolderLock(folder, TRAINING_LOCK_NAME).acquire()
+    except FolderBusyError as busy:
+        raise FolderInUseError(folder, busy.holder.split(" on ")[0]) from None
+
+
 @contextmanager
-def _folder_held(folder: Path, wait_s: float | None) -> Iterator[bool]:
+def _folder_held(folder: Path, wait_s: float | None, held_by_run: FolderLock | None = None) -> Iterator[bool]:
     """The run folder's lock (``FolderLock``), which a save holds while it writes and the removal of a killed run's
     temporaries holds while it looks: the latter never takes a live save's file for a killed one's. Yields whether it
     is held; ``wait_s`` None: not waited for (another process holds it: False), else waited for up to that long and
-    then gone on without."""
+    then gone on without. ``held_by_run``: the run's own lock (``hold_training_folder``), when this process holds it
+    already: nothing else is taken."""
+    if held_by_run is not None and held_by_run.held:
+        yield True
+        return
     lock = FolderLock(folder, TRAINING_LOCK_NAME)
     try:
         lock.acquire(wait=wait_s is not None, timeout=wait_s)
@@ -105,12 +154,12 @@ def _folder_held(folder: Path, wait_s: float | None) -> Iterator[bool]:
         lock.release()
 
 
-def remove_stale_temporaries(folder: Path) -> list[tuple[Path, int]]:
+def remove_stale_temporaries(folder: Path, held_by_run: FolderLock | None = None) -> list[tuple[Path, int]]:
     """Delete the temporary files (``SAVE_TEMPORARY_FILE``) that a run killed while saving left in its folder (a kill
     -9, the OOM killer, a power cut), with their sizes; nothing when another process holds the folder's lock (a run
-    saving there: its files are not stale). Other files are left alone."""
+    saving there: its files are not stale). Other files are left alone. ``held_by_run``: see ``_folder_held``."""
     removed: list[tuple[Path, int]] = []
-    with _folder_held(folder, wait_s=None) as held:
+    with _folder_held(folder, wait_s=None, held_by_run=held_by_run) as held:
         if not held:
             return removed
         try:
@@ -386,6 +435,7 @@ class Trainer:
         self.forward = forward
         self.loader_factory = loader_factory
         self.evaluate = evaluate
+        self.folder_lock: FolderLock | None = None  # the run's own (hold_training_folder), when the caller holds it
         self.criterion = SetCriterion(  # its matcher's costs are the loss weights, as officially
             None, settings.loss_weights, settings.num_points, settings.oversample_ratio,
             settings.importance_ratio, deep_supervision=settings.deep_supervision,
@@ -434,8 +484,13 @@ class Trainer:
         folder = self.settings.output_dir
         path = folder / checkpoint_name(iteration)
         if self.rank == 0:
-            with _folder_held(folder, SAVE_LOCK_WAIT_S):  # its temporaries are not a killed run's
-                self._write_checkpoint(path, iteration)
+            with _folder_held(folder, SAVE_LOCK_WAIT_S, self.folder_lock):  # its temporaries are not a killed run's
+                try:
+                    self._write_checkpoint(path, iteration)
+                except (OSError, RuntimeError, SafetensorError) as error:  # a full disk was a 30-line traceback
+                    self._discard_checkpoint(path)
+                    raise CheckpointSaveError(folder, path, _save_failure_reason(error),
+                                              resume_point(folder)) from None
         if self.world > 1:
             dist.barrier()
         return path
@@ -458,9 +513,32 @@ class Trainer:
             "warning_count": self.warning_count,
         }
         tmp = state_path(path).with_name(state_path(path).name + ".tmp")
-        torch.save(state, tmp)
+        # serialised first, then written by Python: a full disk is the OSError it is (torch.save said only
+        # "unexpected pos")
+        serialised = io.BytesIO()
+        torch.save(state, serialised)
+        with open(tmp, "wb") as handle:
+            handle.write(serialised.getbuffer())
+        del serialised
         os.replace(tmp, state_path(path))
         atomic_write_text(path.parent / LAST_CHECKPOINT, path.name)
+
+    @staticmethod
+    def _discard_checkpoint(path: Path) -> None:
+        """What a failed save of ``path`` wrote: its temporaries, and its weights when its training state is not
+        there (a checkpoint --resume cannot take, a model's size on a full disk). last_checkpoint, written last, still
+        names the checkpoint before."""
+        folder = path.parent
+        try:
+            names = [entry.name for entry in os.scandir(folder)]
+        except OSError:
+            names = []
+        for name in names:
+            if SAVE_TEMPORARY_FILE.fullmatch(name) and (name.startswith((f".{path.name}.tmp", state_path(path).name))
+                                                        or name.startswith(f".{Path(LAST_CHECKPOINT).stem}.")):
+                (folder / name).unlink(missing_ok=True)
+        if not state_path(path).is_file():
+            path.unlink(missing_ok=True)
 
     def resume(self, path: Path | None = None) -> bool:
         """Load a checkpoint (default: the output folder's ``resume_point``) with its optimiser, schedule, scaler and

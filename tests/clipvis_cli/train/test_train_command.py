@@ -472,9 +472,11 @@ def test_a_run_removes_the_temporaries_a_run_killed_while_saving_left_unless_a_l
               ".metrics.ab12cd34.tmp.jsonl", ".config.ab12cd_4.tmp.yaml", ".data.0a1b2c3d.tmp.json"]
     for name in stale + others:
         (run / name).write_bytes(b"x" * 1000)
-    monkeypatch.setattr(trainer, "SAVE_LOCK_WAIT_S", 0.1, raising=False)  # its own saves wait no longer
-    with FolderLock(run, trainer.TRAINING_LOCK_NAME):  # another process saving there: not a killed run's files
-        result = train(config, run, data, "--resume", "SOLVER.MAX_ITER=3")
+    with FolderLock(run, trainer.TRAINING_LOCK_NAME):  # a live run there: not a killed run's files (nor a resume)
+        ann, images = data
+        result = runner.invoke(app, ["train", "--config", str(config), "--output-dir", str(run), "--data", str(ann),
+                                     "--images", str(images), "--resume", "SOLVER.MAX_ITER=3"])
+    assert result.exit_code == 1 and "is in use by a live training run" in result.output, result.output
     assert all((run / name).is_file() for name in stale + others) and "temporary file" not in result.output
     result = train(config, run, data, "--resume", "SOLVER.MAX_ITER=4")
     assert sorted(name for name in stale + others if (run / name).exists()) == sorted(others)
@@ -1672,3 +1674,101 @@ def test_a_resume_with_other_data_is_refused_and_with_the_same_data_moved_goes_o
     moved = (tmp_path / "moved" / data[0].relative_to(tmp_path / "data"), tmp_path / "moved" / "images")
     train(config, tmp_path / "run", moved, "--resume", "SOLVER.MAX_ITER=4")
     assert (tmp_path / "run" / "last_checkpoint").read_text().strip() == "model_0000003.safetensors"
+
+
+def test_a_second_run_or_resume_in_the_folder_of_a_live_run_is_refused(tmp_path, tiny_train_config):
+    """A --resume (a scheduler's requeue, a second terminal) while the run lived trained beside it on the same
+    model_N names and metrics.jsonl, and a fresh start before its first checkpoint rewrote its config.yaml: the live
+    run holds the folder for its whole life (an flock, which a killed run drops), and either is one line."""
+    from clipvis.cli.locks import FolderLock
+    from clipvis.cli.train import trainer
+
+    data = write_coco(tmp_path / "data", num_images=2)
+    config = tiny_train_config(tmp_path, MAX_ITER=1)
+    run = tmp_path / "run"
+    train(config, run, data)
+    recorded = (run / "config.yaml").read_text()
+    ann, images = data
+    with FolderLock(run, trainer.TRAINING_LOCK_NAME):  # as a live run holds it
+        for extra in (["--resume", "SOLVER.MAX_ITER=2"], []):
+            result = runner.invoke(app, ["train", "--config", str(config), "--output-dir", str(run), "--data",
+                                         str(ann), "--images", str(images), *extra])
+            assert result.exit_code == 1, result.output
+            assert f"clipvis: error: {run} is in use by a live training run (pid {os.getpid()})" in result.output
+            assert "Traceback" not in result.output and "holds a training run already" not in result.output
+    assert (run / "config.yaml").read_text() == recorded and not (run / "model_0000001.safetensors").exists()
+    train(config, run, data, "--resume", "SOLVER.MAX_ITER=2")  # the lock is dropped with its holder
+    assert (run / "last_checkpoint").read_text().strip() == "model_0000001.safetensors"
+
+
+@pytest.mark.parametrize("failing", ["weights", "state"])
+def test_a_full_disk_while_saving_a_checkpoint_is_one_line_naming_the_last_usable_one(
+    tmp_path, tiny_train_config, monkeypatch, failing
+) -> None:
+    """No space left while saving was a 30-line traceback (safetensors' SafetensorError, or torch.save's 'unexpected
+    pos') that left model_N.state.pt.tmp behind: one line naming the checkpoint, the cause and the one to resume
+    from, the half-written files gone, last_checkpoint still naming the usable one."""
+    import errno
+
+    from safetensors import SafetensorError
+
+    from clipvis.cli.train import trainer
+
+    data = write_coco(tmp_path / "data", num_images=2)
+    config = tiny_train_config(tmp_path, MAX_ITER=4, CHECKPOINT_PERIOD=2)
+    run = tmp_path / "run"
+    real_save, real_open = trainer.save_pretrained, open
+
+    def full_disk_weights(model, path):
+        if "0000003" not in str(path):
+            return real_save(model, path)
+        (Path(path).parent / f".{Path(path).name}.tmp{os.getpid()}").write_bytes(b"x" * 100)
+        raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    class FullDisk:
+        def __init__(self, handle):
+            self.handle = handle
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc_info):
+            self.handle.close()
+
+        def write(self, data):
+            self.handle.write(bytes(data[:100]))
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def full_disk_open(file, mode="r", *args, **kwargs):
+        handle = real_open(file, mode, *args, **kwargs)
+        return FullDisk(handle) if "0000003" in str(file) and "w" in mode else handle
+
+    if failing == "weights":
+        monkeypatch.setattr(trainer, "save_pretrained", full_disk_weights)
+    else:
+        monkeypatch.setattr(trainer, "open", full_disk_open, raising=False)
+    ann, images = data
+    result = runner.invoke(app, ["train", "--config", str(config), "--output-dir", str(run), "--data", str(ann),
+                                 "--images", str(images)])
+    assert result.exit_code == 1, result.output
+    assert (f"clipvis: error: {run}: cannot save checkpoint model_0000003 (No space left on device); the last usable "
+            "checkpoint is model_0000001\n") in result.output, result.output
+    assert "Traceback" not in result.output
+    assert sorted(p.name for p in run.glob("*model_0000003*")) == []  # no temporaries, no weights without a state
+    assert (run / "last_checkpoint").read_text().strip() == "model_0000001.safetensors"
+
+
+def test_resume_with_a_model_override_is_refused_naming_it(tmp_path, tiny_train_config):
+    """`--resume CLIPVIS.MODEL.num_queries=16 MODEL.MASK_FORMER.DEC_LAYERS=5` was ignored (the model is the
+    checkpoint's) yet written to config.yaml, which then disagreed with the model: one line naming them."""
+    data = write_coco(tmp_path / "data", num_images=2)
+    config = tiny_train_config(tmp_path, MAX_ITER=1)
+    run = tmp_path / "run"
+    train(config, run, data)
+    recorded = (run / "config.yaml").read_text()
+    result = runner.invoke(app, ["train", "--output-dir", str(run), "--resume", "SOLVER.MAX_ITER=2",
+                                 "CLIPVIS.MODEL.num_queries=16", "CLIPVIS.MODEL.decoder_layers=4"])
+    assert result.exit_code == 1, result.output
+    assert ("clipvis: error: --resume with 'CLIPVIS.MODEL.num_queries=16', 'CLIPVIS.MODEL.decoder_layers=4': the "
+            "model settings of a resumed run are its checkpoint's") in result.output, result.output
+    assert (run / "config.yaml").read_text() == recorded and not (run / "model_0000001.safetensors").exists()

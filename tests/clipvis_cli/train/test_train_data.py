@@ -1366,3 +1366,30 @@ def test_a_pre_norm_or_too_few_decoder_layers_is_one_config_error(tmp_path):
         (tmp_path / "c.yaml").write_text("_BASE_: " + str(shipped_config_path("ytvis19_r50.yaml")) + "\n" + lines)
         with pytest.raises(ConfigError, match=f"^{re.escape(str(tmp_path / 'c.yaml') + ': ' + message)}"):
             load_train_config(tmp_path / "c.yaml")
+
+
+def test_large_training_images_give_no_raw_pillow_warning_and_too_large_ones_do_not_blame_the_image_folder(
+    tmp_path, monkeypatch
+):
+    """Aerial or pathology images of 89-179 Mpx printed Pillow's raw DecompressionBombWarning (once per read), and
+    above that the refusal blamed --images. Here Pillow's limit is lowered to 200 px: a 256 px image is read
+    silently, a 1024 px one is refused as too large, and a run of only such images is not said to be --images'."""
+    from PIL import Image
+
+    from clipvis.cli.train.data import read_frame
+    from clipvis.cli.train.records import FrameRecord, TrainRecord
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 200)
+    cv2.imwrite(str(tmp_path / "large.png"), np.zeros((16, 16, 3), np.uint8))
+    cv2.imwrite(str(tmp_path / "huge.png"), np.zeros((32, 32, 3), np.uint8))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert read_frame(FrameRecord(tmp_path / "large.png", 16, 16)).shape == (16, 16, 3)
+        with pytest.raises(SampleError, match=re.escape(f"{tmp_path / 'huge.png'}: skipped image too large to decode "
+                                                        "safely (1,024 px; the limit is 400 px): downscale it")):
+            read_frame(FrameRecord(tmp_path / "huge.png", 32, 32))
+    dataset = TrainDataset([TrainRecord("r0", [FrameRecord(tmp_path / "huge.png", 32, 32)])],
+                           AugmentationConfig(kind="shortest_edge", min_sizes=(SIZE,), flip=False))
+    with pytest.raises(TrainDataError, match="their images too large") as raised:
+        dataset[0, 0]
+    assert "--images" not in str(raised.value)
