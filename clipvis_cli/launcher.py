@@ -3,7 +3,7 @@
 Process-wide settings that must come before any other thread exists are made here, before the application (and
 with it numpy and PyAV) is imported: one glibc malloc arena for every thread (clipvis.cli.memory,
 ``share_one_malloc_arena``). Python's garbage collector is paused while the application is imported, and what the
-imports made is frozen then and again at exit (clipvis.cli.collector: ~1 s less per process). Kept out of
+imports made is frozen then and again at exit (clipvis.cli.gc_pause: ~1 s less per process). Kept out of
 ``clipvis.cli.app`` so that importing the application as a library changes nothing about the importing process.
 
 The application imports torch only where a command needs it, so help and version answer in
@@ -23,8 +23,8 @@ import signal
 import sys
 from collections.abc import Mapping, Sequence
 
-from clipvis.cli.collector import collector_paused, freeze_before_exit
 from clipvis.cli.distributed import repeats_a_first_process, stop_in_silence
+from clipvis.cli.gc_pause import collector_paused, freeze_before_exit
 from clipvis.cli.memory import share_one_malloc_arena
 from clipvis.cli.messages import error_reason, shown_path
 from clipvis.cli.standard_streams import install_quiet_stderr, install_quiet_stdout, unwritten_answer

@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from clipvis.cli.collector import collector_paused
 from clipvis.cli.devices import DEVICE_CHOICES, DEVICE_SYNTAX, cuda_index, device_problem
 from clipvis.cli.distributed import (
     DistributedRun,
@@ -23,6 +22,7 @@ from clipvis.cli.distributed import (
     repeats_a_first_process,
     stop_in_silence,
 )
+from clipvis.cli.gc_pause import collector_paused
 from clipvis.cli.messages import (
     describe_exception,
     one_line,
@@ -353,7 +353,7 @@ def load_predictor(
 
     caught: list[warnings.WarningMessage] = []
     try:
-        # Importing open_clip and building the model make long-lived objects, not garbage (clipvis.cli.collector).
+        # Importing open_clip and building the model make long-lived objects, not garbage (clipvis.cli.gc_pause).
         with collector_paused(), warnings.catch_warnings(record=True) as caught, \
                 download_reporter(downloads or download_lines()):
             warnings.simplefilter("always")

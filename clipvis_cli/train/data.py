@@ -577,7 +577,7 @@ class ForkSharingLoader(torch.utils.data.DataLoader):
     to hundreds of MB per worker, times the workers and the GPUs of a node). The objects of this process are frozen
     (``gc.freeze``: the collector leaves them alone) while the workers start, so the workers inherit them frozen.
     Where nothing was frozen before (a library caller), they are unfrozen again at once; where the process froze its
-    objects already (the ``clipvis`` command does after its imports, clipvis.cli.collector), they stay frozen, as
+    objects already (the ``clipvis`` command does after its imports, clipvis.cli.gc_pause), they stay frozen, as
     those did: ``gc.unfreeze`` would release those too."""
 
     def __iter__(self) -> Iterator[Any]:

@@ -1209,7 +1209,7 @@ def test_loader_workers_collecting_garbage_do_not_copy_the_training_process_obje
 
 
 def test_objects_the_process_froze_stay_frozen() -> None:
-    """The `clipvis` command freezes its imports' objects (clipvis.cli.collector): starting the workers must not
+    """The `clipvis` command freezes its imports' objects (clipvis.cli.gc_pause): starting the workers must not
     release them (gc.unfreeze releases every frozen object)."""
     kept = [[i] for i in range(10_000)]
     gc.freeze()

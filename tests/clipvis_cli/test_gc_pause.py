@@ -1,4 +1,4 @@
-"""The garbage collector around start-up and exit (clipvis.cli.collector): paused while the process imports and loads,
+"""The garbage collector around start-up and exit (clipvis.cli.gc_pause): paused while the process imports and loads,
 back on while videos are processed, and what it froze is what the process' owner chose to freeze."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import sys
 import pytest
 import typer
 
-from clipvis.cli.collector import collector_paused
 from clipvis.cli.commands.common import load_predictor
+from clipvis.cli.gc_pause import collector_paused
 from clipvis.cli.segment import SegmentOptions
 
 
@@ -48,7 +48,7 @@ def test_without_freeze_cycles_made_in_the_block_are_collected_afterwards() -> N
     run_python(
         """
 import gc, weakref
-from clipvis.cli.collector import collector_paused
+from clipvis.cli.gc_pause import collector_paused
 
 class Node:
     pass
@@ -69,7 +69,7 @@ def test_freeze_moves_every_object_alive_at_the_end_of_the_block_out_of_the_coll
     printed = run_python(
         """
 import gc
-from clipvis.cli.collector import collector_paused
+from clipvis.cli.gc_pause import collector_paused
 
 before = gc.get_freeze_count()
 with collector_paused(freeze=True):
