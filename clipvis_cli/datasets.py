@@ -26,6 +26,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Literal
 
 from clipvis.cli.evaluation.errors import EvaluationInputError
@@ -257,7 +258,7 @@ _REGISTRY: tuple[DatasetSpec, ...] = (
     ),
 )
 
-DATASETS: Mapping[str, DatasetSpec] = {spec.name: spec for spec in _REGISTRY}
+DATASETS: Mapping[str, DatasetSpec] = MappingProxyType({spec.name: spec for spec in _REGISTRY})
 
 
 def dataset_names() -> list[str]:

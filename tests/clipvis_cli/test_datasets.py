@@ -10,6 +10,7 @@ import pytest
 
 from clipvis.cli.datasets import (
     DATA_ROOT_ENV,
+    DATASETS,
     LEGACY_DATA_ROOT_ENV,
     DatasetNotFoundError,
     UnknownDatasetError,
@@ -268,3 +269,11 @@ def test_the_category_count_warning_of_a_split_the_server_scores_scores_nothing_
     assert server is not None and "scored with" not in server and "the server zip's results use this file's 6" in server
     public = get_dataset("lvvis_val").category_count_warning(Path("a.json"), 6)
     assert public is not None and "scored with this file's 6 as the vocabulary" in public
+
+
+def test_the_dataset_registry_cannot_be_changed_by_a_caller() -> None:
+    """docs/architecture.md's "State": `DATASETS` is built at import and never changed; a caller's assignment would
+    have changed every later lookup in the process."""
+    with pytest.raises(TypeError):
+        DATASETS["mine"] = DATASETS["lvvis_val"]  # type: ignore[index]
+    assert "mine" not in DATASETS

@@ -8,6 +8,7 @@ import os
 import shutil
 import zipfile
 from pathlib import Path
+from types import MappingProxyType
 
 import numpy as np
 import pytest
@@ -35,7 +36,12 @@ def _registered_category_counts_of_the_fixtures(monkeypatch):
     """The GT files made here list 3 (LV-VIS) and 2 (BURST) categories where the benchmarks have 1196 and 482:
     registered so here, so that only the test of that warning (which sets the real count) sees it."""
     for name, count in (("lvvis_val", len(CATEGORIES)), ("lvvis_test", len(CATEGORIES)), ("burst_val", 2)):
-        monkeypatch.setitem(datasets.DATASETS, name, dataclasses.replace(datasets.DATASETS[name], num_classes=count))
+        register(monkeypatch, dataclasses.replace(datasets.DATASETS[name], num_classes=count))
+
+
+def register(monkeypatch, spec: datasets.DatasetSpec) -> None:
+    """`spec` in place of the registered dataset of its name, for one test (`DATASETS` is read-only)."""
+    monkeypatch.setattr(datasets, "DATASETS", MappingProxyType({**datasets.DATASETS, spec.name: spec}))
 
 
 def make_lvvis(root: Path, split: str = "val", annotation: str = "val_instances_.json") -> Path:
@@ -515,7 +521,7 @@ def test_a_benchmark_file_with_other_categories_is_warned_about_and_not_shown_be
 
     monkeypatch.setattr(evaluate_command, "published_numbers", lambda weights, dataset: {"AP": 19.5})
     registered = dataclasses.replace(datasets.DATASETS["lvvis_val"], num_classes=1196)  # as in the registry
-    monkeypatch.setitem(datasets.DATASETS, "lvvis_val", registered)
+    register(monkeypatch, registered)
     data = tmp_path / "datasets"
     gt = make_lvvis(data)
     args = ["--dataset", "lvvis_val", "--weights", str(tiny_weights), "--data-root", str(data), "--device", "cpu"]
@@ -530,7 +536,7 @@ def test_a_benchmark_file_with_other_categories_is_warned_about_and_not_shown_be
     assert "AP" in result.stdout
 
     # The registered count found: no warning, and the paper's number beside the run's.
-    monkeypatch.setitem(datasets.DATASETS, "lvvis_val", dataclasses.replace(registered, num_classes=3))
+    register(monkeypatch, dataclasses.replace(registered, num_classes=3))
     result = evaluate([*args, "-o", str(tmp_path / "eval-3")])
     assert result.exit_code == 0, result.output
     assert "clipvis: warning:" not in result.stderr
