@@ -47,7 +47,6 @@ from clipvis.cli.temp_space import TemporarySpaceWatch
 from clipvis.cli.video_io import (
     DEFAULT_FPS,
     FrameReader,
-    ImageFolderReader,
     VideoReadError,
     open_reader,
     variable_frame_times,
@@ -556,24 +555,18 @@ class SegmentRunner:
                 warning = space.update(len(store), store.file_bytes, *frame.tracked.class_probs.shape)
                 if warning is not None:
                     self.reporter.video_warning(source, stem, warning)
-            change = getattr(reader, "size_change", None)
-            if change is not None:
-                index, (height, width) = change
-                if isinstance(reader, ImageFolderReader):  # an image of another size (a photo EXIF turned upright)
-                    frame = f"frame {path_text(reader.frame_files[index].name)}"
-                    how = "the images differ in size, and each image of another size was resized"
-                else:
-                    frame = f"frame {index}"
-                    how = "the video changes size mid-stream, and its frames from there on were resized"
-                self.reporter.video_warning(source, stem, f"{frame} is {width}x{height}, not {probe.width}x"
-                                            f"{probe.height} as the frames before it: {how} to the first frame's "
-                                            "size (their aspect ratio too)")
+            if reader.size_change is not None:
+                index, (height, width) = reader.size_change
+                self.reporter.video_warning(source, stem, f"{reader.frame_label(index)} is {width}x{height}, not "
+                                            f"{probe.width}x{probe.height} as the frames before it: "
+                                            f"{reader.size_change_cause} to the first frame's size (their aspect "
+                                            "ratio too)")
             if opts.exact:  # the official evaluator's selection has no such settings
                 video = stream.finish()
             else:
                 video = stream.finish(max_tracks=opts.max_tracks, score_threshold=opts.score_threshold)
         frame_indices, timings = stream.frame_indices, dict(stream.timings)
-        times = getattr(reader, "frame_times", ())
+        times = reader.frame_times
         frame_times = variable_frame_times(times, frame_indices, probe.fps)
         tracks = [
             TrackResult(
@@ -615,7 +608,7 @@ class SegmentRunner:
         """Every writer's file of a tracked input, then the "complete" run.json (``started``: when the input's run
         began, for its total time)."""
         info, timings = tracked.info, tracked.timings
-        draws = any(getattr(writer, "draws_frames", False) for writer in self.writers)
+        draws = any(writer.draws_frames for writer in self.writers)
         writing = _WritingProgress(self.reporter, source, paths.stem, info.num_frames if draws else None)
         video = SegmentedVideo(info, tracked.tracks, self.categories, lambda: writing.counted(tracked.reader))
         start = time.perf_counter()
@@ -693,12 +686,12 @@ class SegmentRunner:
         def write(index: int) -> None:
             writer = self.writers[index]
             start = time.perf_counter()
-            with progress.writing(index, writer.format, getattr(writer, "draws_frames", False)) if progress else \
+            with progress.writing(index, writer.format, writer.draws_frames) if progress else \
                     contextlib.nullcontext():
                 results[index] = writer.write_video(paths.directory / writer.file_name, video)
             timings[f"write_{writer.format}"] = time.perf_counter() - start
 
-        here = [i for i, writer in enumerate(self.writers) if getattr(writer, "draws_frames", False)]
+        here = [i for i, writer in enumerate(self.writers) if writer.draws_frames]
         aside = [i for i in range(len(self.writers)) if i not in here]
         if not here or not aside or not self._overlap_writers(here, video):
             for index in here + aside:  # the drawing writers first: their frames are what the progress counts
@@ -825,8 +818,7 @@ class RefusedReplacement(RuntimeError):
 def _refusal(writer: OutputWriter, source: VideoSource) -> str | None:
     """Why ``writer`` cannot write files for ``source`` (a format that needs a video file, given an image folder),
     or None."""
-    refuses = getattr(writer, "refuses", None)
-    return refuses(source.kind) if refuses is not None else None
+    return writer.refuses(source.kind)
 
 
 def _settled(outcome: VideoOutcome) -> Future[VideoOutcome]:

@@ -101,12 +101,23 @@ class FrameReader(Protocol):
     path: Path
     stride: int
     max_frames: int | None
+    # Set by each iteration: per frame yielded, its time (s) in the video where known, else empty.
+    frame_times: Sequence[float]
+    # Set by each iteration: the first frame of another size than the first (resized to the first frame's size), as
+    # (its index, (height, width)); None when every frame had one size.
+    size_change: tuple[int, tuple[int, int]] | None
+    # How a size change came about, for the warning: "... were resized" (after "frame X is WxH, not ...: ").
+    size_change_cause: str
 
     def probe(self) -> VideoProbe: ...
 
     def __iter__(self) -> Iterator[tuple[int, np.ndarray]]: ...
 
     def frame_file_names(self, stem: str, frame_indices: Sequence[int]) -> list[str]: ...
+
+    def frame_label(self, index: int) -> str:
+        """How messages name frame ``index`` (`size_change`'s): "frame 12", "frame b.jpg"."""
+        ...
 
 
 def _check_sampling(stride: int, max_frames: int | None) -> None:
@@ -119,6 +130,8 @@ def _check_sampling(stride: int, max_frames: int | None) -> None:
 class VideoReader:
     """Decode a video file with PyAV. Iterating opens the file afresh, so a reader can be iterated twice
     (e.g. once for the model, once for the overlay)."""
+
+    size_change_cause = "the video changes size mid-stream, and its frames from there on were resized"
 
     def __init__(self, path: Path | str, stride: int = 1, max_frames: int | None = None, threads: int = 0,
                  frames: Sequence[int] | None = None) -> None:
@@ -150,6 +163,9 @@ class VideoReader:
     def frame_file_names(self, stem: str, frame_indices: Sequence[int]) -> list[str]:
         """Synthetic YouTube-VIS frame names `<stem>/<index:05d>.jpg` (`synthetic_file_names`)."""
         return synthetic_file_names(stem, frame_indices)
+
+    def frame_label(self, index: int) -> str:
+        return f"frame {index}"
 
     def __iter__(self) -> Iterator[tuple[int, np.ndarray]]:
         container, stream = self._open()
@@ -326,6 +342,8 @@ class ImageFolderReader:
     EXIF orientation is applied. `fps` is the rate the frames are assumed to have (default 30).
     """
 
+    size_change_cause = "the images differ in size, and each image of another size was resized"
+
     def __init__(
         self,
         frame_files: Sequence[Path | str],
@@ -367,6 +385,10 @@ class ImageFolderReader:
         if self._animation() is not None:
             return synthetic_file_names(stem, frame_indices)
         return [f"{stem}/{path_text(self.frame_files[index].name)}" for index in frame_indices]
+
+    def frame_label(self, index: int) -> str:
+        """An image of the list by its file name (a photo EXIF turned upright among others)."""
+        return f"frame {path_text(self.frame_files[index].name)}"
 
     def _animation(self) -> tuple[int, Fraction, list[float]] | None:
         """(frames, mean rate, each frame's start in seconds) when the input is one animated image (WebP, APNG:

@@ -18,11 +18,11 @@ from pathlib import Path
 from clipvis.cli.atomic import TEMP_MARKER, atomic_output_path
 from clipvis.cli.exporters.base import STAGING_PREFIX, ExportOptions
 from clipvis.cli.exporters.loading import ExportVideo
-from clipvis.cli.writers.base import SegmentedVideo
+from clipvis.cli.writers.base import SegmentedVideo, WriterDefaults
 from clipvis.cli.zip_files import add_file
 
 
-class ExportFormatWriter:
+class ExportFormatWriter(WriterDefaults):
     """A segment output writer for one export format: `<format>.zip` in the video's folder."""
 
     def __init__(self, format_name: str, options: ExportOptions | None = None) -> None:

@@ -38,8 +38,26 @@ class OutputWriter(Protocol):
 
     format: str
     file_name: str
+    # Whether `write_video` decodes and draws every frame (`video.frames()`): SegmentRunner runs such a writer first,
+    # the others beside or after it.
+    draws_frames: bool
+
+    def refuses(self, source_kind: str) -> str | None:
+        """Why this writer cannot write its file for a source of ``source_kind`` ("video", "images"), known before
+        the model runs (one line); None when it can."""
+        ...
 
     def write_video(self, path: Path, video: SegmentedVideo) -> Path: ...
+
+
+class WriterDefaults:
+    """The `OutputWriter` members most writers share, to inherit: draws no frames, refuses no source."""
+
+    draws_frames: bool = False
+
+    def refuses(self, source_kind: str) -> str | None:
+        """None: written for a video file and an image folder alike."""
+        return None
 
 
 # What `segment` writes when --formats is not given; writer_formats() also lists clipvis export's formats.

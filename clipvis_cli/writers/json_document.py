@@ -7,12 +7,12 @@ from pathlib import Path
 
 from clipvis.cli.atomic import atomic_write_json, atomic_write_json_stream, materialised_json
 from clipvis.cli.results import TrackResult, VideoInfo
-from clipvis.cli.writers.base import SegmentedVideo
+from clipvis.cli.writers.base import SegmentedVideo, WriterDefaults
 
 VideoResults = Sequence[tuple[VideoInfo, Sequence[TrackResult]]]
 
 
-class JsonDocumentWriter:
+class JsonDocumentWriter(WriterDefaults):
     """Subclasses give `fields(results, categories)`: (key, value) pairs, where an iterator value (also inside a
     dict item of one: a track's masks) is a list streamed item by item. Written compact and streamed (a few hundred
     masks in memory at a time, whatever the video's length), or indented."""

@@ -33,7 +33,7 @@ from clipvis.cli.atomic import OutputNotWritableError, atomic_output_path
 from clipvis.cli.resources import usable_cpus
 from clipvis.cli.results import TrackResult, VideoInfo, check_tracks
 from clipvis.cli.video_io import BackgroundDecoder
-from clipvis.cli.writers.base import SegmentedVideo
+from clipvis.cli.writers.base import SegmentedVideo, WriterDefaults
 from clipvis.cli.writers.layout import OVERLAY_NAME
 
 # A variable-frame-rate source's overlay keeps each frame's own time, in milliseconds.
@@ -512,7 +512,7 @@ def pad_to_even(image: np.ndarray) -> np.ndarray:
     return np.pad(image, ((0, height % 2), (0, width % 2), (0, 0)), mode="edge")
 
 
-class OverlayVideoWriter:
+class OverlayVideoWriter(WriterDefaults):
     """Encode the overlay video of one processed video to MP4 (H.264, yuv420p, faststart), atomically.
 
     `frames` must yield the processed frames in order — either H×W×3 uint8 RGB arrays or the

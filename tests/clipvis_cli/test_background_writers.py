@@ -14,6 +14,7 @@ from clipvis.cli.commands.common import load_predictor
 from clipvis.cli.inputs import VideoSource
 from clipvis.cli.segment import SegmentOptions, SegmentRunner
 from clipvis.cli.writers import create_writers
+from clipvis.cli.writers.base import WriterDefaults
 
 
 class RecordingReporter:
@@ -114,7 +115,7 @@ def test_one_video_is_written_while_the_next_is_tracked(media, tmp_path, tiny_we
     second_started = threading.Event()
     reporter = RecordingReporter(lambda name, stem: name == "started" and stem == "h264_2" and second_started.set())
 
-    class WaitingWriter:
+    class WaitingWriter(WriterDefaults):
         format, file_name, draws_frames = "wait", "wait.txt", False
 
         def write_video(self, path: Path, video) -> Path:
@@ -133,7 +134,7 @@ def test_one_video_is_written_while_the_next_is_tracked(media, tmp_path, tiny_we
 
 def test_a_writer_failure_in_the_background_fails_only_its_video(media, tmp_path, tiny_weights,
                                                                  isolated_cache) -> None:
-    class FailingWriter:
+    class FailingWriter(WriterDefaults):
         format, file_name, draws_frames = "boom", "boom.txt", False
 
         def write_video(self, path: Path, video) -> Path:
@@ -159,7 +160,7 @@ def test_ctrl_c_during_the_next_video_finishes_the_files_being_written(media, tm
     first_writing = threading.Event()
     release_first = threading.Event()
 
-    class SlowWriter:
+    class SlowWriter(WriterDefaults):
         format, file_name, draws_frames = "slow", "slow.txt", False
 
         def write_video(self, path: Path, video) -> Path:

@@ -17,6 +17,7 @@ from pycocotools.coco import COCO
 from typer.testing import CliRunner
 
 from clipvis.cli.app import app
+from clipvis.cli.writers.base import WriterDefaults
 
 
 def segment(weights: Path, out: Path, *inputs: str, stdin: str | None = None, extra: tuple[str, ...] = ()):
@@ -66,7 +67,7 @@ def test_mixed_batch_through_the_real_runner(media, tmp_path, synth, tiny_weight
     assert json.loads((out / "clip" / "ytvis.json").read_text())["videos"][0]["length"] == 12
 
 
-class _Writer:
+class _Writer(WriterDefaults):
     """A writer that records when it ran and optionally fails."""
 
     def __init__(self, name: str, log: list, draws: bool = False, fail: bool = False, seconds: float = 0.0) -> None:
