@@ -818,10 +818,16 @@ def test_background_decoder_propagates_other_exceptions() -> None:
 def test_background_decoder_bounds_memory_and_stops_on_early_exit() -> None:
     produced = itertools.count()
     closed = threading.Event()
+    filled = threading.Event()  # the producer read every frame the bound lets it: it now waits for room
+    overran = threading.Event()  # it read past the bound
 
     def endless():
         try:
             for index in produced:
+                if index == 3 * 4 - 1:  # consumed batch + 2 queued + the one being filled, then a put that blocks
+                    filled.set()
+                elif index > 3 * 4:  # past that, and the one frame read ahead
+                    overran.set()
                 yield index, np.zeros((4, 4, 3), np.uint8)
         finally:
             closed.set()
@@ -830,7 +836,8 @@ def test_background_decoder_bounds_memory_and_stops_on_early_exit() -> None:
     with decoder:
         batches = iter(decoder)  # keep the generator alive: dropping it would stop the thread
         first = next(batches)
-        time.sleep(0.3)  # give the producer every chance to run ahead
+        assert filled.wait(10)  # the producer ran ahead as far as it may
+        assert not overran.wait(0.3)  # and, given every chance, no further
         assert decoder.is_alive
         made = next(produced)
         assert first.frame_indices == [0, 1, 2]

@@ -345,6 +345,29 @@ def test_a_killed_downloads_staging_folder_is_removed_by_the_next_download(
     assert not abandoned.exists()
 
 
+def _waiting_signal(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """An event set once a download lock's `acquire` starts waiting for another holder (after its `on_wait`): a test
+    waits on it to know the resolver reached its waiting path, rather than sleeping and hoping it did."""
+    import threading
+
+    from clipvis.weights.cache_files import DownloadLock
+
+    waiting = threading.Event()
+    acquire = DownloadLock.acquire
+
+    def signalling(self: DownloadLock, *, exclusive: bool, wait: bool,
+                   on_wait: Callable[[], object] | None = None) -> bool | None:
+        def said() -> None:
+            if on_wait is not None:
+                on_wait()
+            waiting.set()
+
+        return acquire(self, exclusive=exclusive, wait=wait, on_wait=said)
+
+    monkeypatch.setattr(DownloadLock, "acquire", signalling)
+    return waiting
+
+
 def _resolve_in_a_thread(name: str, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
     import threading
 
@@ -366,8 +389,6 @@ def test_a_second_process_waits_for_the_download_in_progress_and_uses_its_file(
 ) -> None:
     """8 torchrun ranks on one machine made 8 Google Drive downloads of one file (quota). Another process holding
     the file's download lock is waited for, said once, and the file it verified is used: no download of its own."""
-    import time
-
     from clipvis.weights.cache_files import DownloadLock
 
     weights = isolated_cache / "weights"
@@ -376,9 +397,10 @@ def test_a_second_process_waits_for_the_download_in_progress_and_uses_its_file(
     fake = _install_fake(monkeypatch, _writes(TORCH_ZIP_BYTES))
     other = DownloadLock(target)  # another open file: to flock, another process
     assert other.acquire(exclusive=True, wait=False)
+    waiting = _waiting_signal(monkeypatch)
     try:
         thread, outcome = _resolve_in_a_thread("clipvis-lvis-r50", progress=True)
-        time.sleep(0.6)
+        assert waiting.wait(10)
         assert thread.is_alive() and fake.calls == []  # waiting, not downloading
         target.write_bytes(LEGACY_PICKLE_BYTES)  # the other process' verified download is moved into place
     finally:
@@ -394,8 +416,6 @@ def test_a_waiter_downloads_itself_when_the_other_download_fails_or_dies(
 ) -> None:
     """The lock dies with its process (or is released by a download that recorded no failure: interrupted): the
     waiter then downloads the file. A failure recorded before the wait (an earlier run's) does not stop it."""
-    import time
-
     from clipvis.weights.cache_files import DownloadLock, record_failure
 
     target = isolated_cache / "weights" / "clipvis_lvis_r50_7.pth"
@@ -404,8 +424,9 @@ def test_a_waiter_downloads_itself_when_the_other_download_fails_or_dies(
     fake = _install_fake(monkeypatch, _writes(TORCH_ZIP_BYTES))
     other = DownloadLock(target)
     assert other.acquire(exclusive=True, wait=False)
+    waiting = _waiting_signal(monkeypatch)
     thread, outcome = _resolve_in_a_thread("clipvis-lvis-r50", progress=False)
-    time.sleep(0.3)
+    assert waiting.wait(10)  # the resolver waits for the other download
     other.release()  # gone without a file
     thread.join(10)
     assert outcome == {"path": target} and len(fake.calls) == 1 and target.read_bytes() == TORCH_ZIP_BYTES
@@ -436,8 +457,9 @@ def test_the_waiters_of_a_download_that_fails_fail_at_once_with_its_reason(
     deadline = time.monotonic() + 10
     while not fake.calls and time.monotonic() < deadline:  # the first download is under way, holding the lock
         time.sleep(0.02)
+    waiting = _waiting_signal(monkeypatch)
     waiter, outcome = _resolve_in_a_thread("clipvis-lvis-r50", progress=False)
-    time.sleep(0.5)
+    assert waiting.wait(10)
     assert waiter.is_alive() and len(fake.calls) == 1  # waiting, not downloading
     started = time.monotonic()
     release.set()
