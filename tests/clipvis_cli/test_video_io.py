@@ -285,7 +285,7 @@ def test_frames_lost_to_damage_and_an_avi_cut_short_fail_instead_of_being_renumb
     complete. Damage without lost frames, and variable frame rates without damage, still read."""
     from types import SimpleNamespace
 
-    from clipvis.cli.video_io import _StreamHealth
+    from clipvis.cli.video_io.stream_health import _StreamHealth
 
     def blocks(i: int) -> np.ndarray:  # enough picture for several Matroska clusters
         image = np.full((96, 160, 3), 40, np.uint8)
@@ -335,15 +335,15 @@ def test_frames_lost_to_damage_and_an_avi_cut_short_fail_instead_of_being_renumb
     assert len(read_all(VideoReader(gaps))[0]) == 10
     # An AVI whose first frames are gone (a damaged index lost the keyframe, and the decoder drops what depends
     # on it): frame 25 came out as frame 0. The demuxer's side of that is played here by dropping them.
-    from clipvis.cli import video_io
+    from clipvis.cli.video_io import readers
 
-    original = video_io._demuxed_frames
+    original = readers._demuxed_frames
 
     def without_the_first_25(container, stream, health):
         return (frame for frame in original(container, stream, health) if frame.pts >= 25)
 
     with monkeypatch.context() as patch, pytest.raises(VideoReadError, match=r"damaged: its first 25 frames cannot"):
-        patch.setattr(video_io, "_demuxed_frames", without_the_first_25)
+        patch.setattr(readers, "_demuxed_frames", without_the_first_25)
         read_all(VideoReader(avi))
 
     irregular = synth.write_bar_video(tmp_path / "screen.mkv", 6, pts=[0, 40, 2000, 2040, 5000, 9960],
@@ -527,8 +527,7 @@ def test_the_frame_seeker_reads_palette_videos_and_keeps_what_it_learned_of_many
     palette) pair PyAV gives such a frame for an array. And the seeker kept what it learned of 8 files: training over
     more videos decoded a whole video again each time it came back to it."""
 
-    from clipvis.cli import video_io
-    from clipvis.cli.video_io import VideoFrameSeeker
+    from clipvis.cli.video_io import VideoFrameSeeker, seeking
 
     animation = synth.write_palette_video(tmp_path / "palette.avi", 6)
     expected = [image for _, image in VideoReader(animation)]
@@ -539,10 +538,10 @@ def test_the_frame_seeker_reads_palette_videos_and_keeps_what_it_learned_of_many
     for video in videos:
         seeker.frame(video, 0)
     with monkeypatch.context() as patch:
-        patch.setattr(video_io, "_learn_frames", lambda path: pytest.fail(f"{path} learned again"))
+        patch.setattr(seeking, "_learn_frames", lambda path: pytest.fail(f"{path} learned again"))
         assert [synth.bar_index(seeker.frame(video, 2)) for video in videos] == [2] * 12
-    learn, learned = video_io._learn_frames, []
-    monkeypatch.setattr(video_io, "_learn_frames", lambda path: learned.append(path.name) or learn(path))
+    learn, learned = seeking._learn_frames, []
+    monkeypatch.setattr(seeking, "_learn_frames", lambda path: learned.append(path.name) or learn(path))
     small = VideoFrameSeeker(frames=9)  # a budget of frames (3, 3 and 6 here): the files used longest ago go
     for video in (videos[0], videos[1], videos[0], animation, videos[0], videos[1]):
         small.frame(video, 0)

@@ -971,7 +971,7 @@ def test_a_video_frame_whose_picture_cannot_be_told_is_a_skipped_sample_not_a_tr
     def unreadable(pixel_format, width):
         raise ValueError(f"no rows for {pixel_format.name}")
 
-    monkeypatch.setattr(video_io, "_first_plane_row_bytes", unreadable)
+    monkeypatch.setattr(video_io.seeking, "_first_plane_row_bytes", unreadable)
     with pytest.raises(SampleError, match=r"palette\.avi: skipped frame 2 .*cannot read the pictures of its pal8"):
         read_frame(frame)
 

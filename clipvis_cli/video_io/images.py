@@ -1,0 +1,128 @@
+"""Still and animated images through Pillow: EXIF orientation, RGB conversion of any mode, an animation's pictures
+and their durations, and which files Pillow (not FFmpeg) reads."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+
+def resized_to(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """``image`` (``[H, W, 3]``) at ``size`` (height, width): how a video keeps its first frame's size when a frame
+    comes in another (a resolution change mid-stream, an image folder's photo turned upright by its EXIF), in segment
+    and in training alike (cv2's area interpolation)."""
+    if image.shape[:2] == tuple(size):
+        return image
+    return cv2.resize(image, (size[1], size[0]), interpolation=cv2.INTER_AREA)
+
+
+def picture_count(image: Image.Image) -> int:
+    """The frames of an opened image: an animation's (GIF, APNG, WebP), 1 for a still. A multi-picture JPEG (MPO:
+    phones' photos with a gain map or a depth map, 3D cameras) is one still, its first picture, as viewers, FFmpeg
+    and OpenCV show it (Pillow counts its pictures as frames)."""
+    if image.format == "MPO":
+        return 1
+    return int(getattr(image, "n_frames", 1))
+
+
+def _frame_durations_ms(image: Image.Image, path: Path, count: int) -> list[float]:
+    """Each frame's display time in ms (0 where the file gives none). Pillow has them for APNG and GIF; for WebP
+    they are read from the file's ANMF chunks (24-bit little-endian at offset 12 of each)."""
+    if image.format == "WEBP":
+        durations = _webp_frame_durations(path)
+        return durations if len(durations) == count else [0.0] * count
+    durations = []
+    for index in range(count):
+        image.seek(index)
+        durations.append(float(image.info.get("duration") or 0))
+    image.seek(0)
+    return durations
+
+
+def _webp_frame_durations(path: Path) -> list[float]:
+    data = path.read_bytes()
+    if data[:4] != b"RIFF" or data[8:12] != b"WEBP":
+        return []
+    durations, offset = [], 12
+    while offset + 8 <= len(data):
+        kind, size = data[offset : offset + 4], int.from_bytes(data[offset + 4 : offset + 8], "little")
+        if kind == b"ANMF" and size >= 16:
+            durations.append(float(int.from_bytes(data[offset + 20 : offset + 23], "little")))
+        offset += 8 + size + (size & 1)
+    return durations
+
+
+# Pillow's modes of one channel wider than 8 bits (16-bit PNG and TIFF: depth, thermal, medical, microscopy frames)
+_WIDE_GRAY_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+
+
+# The transposition that turns an image upright, per EXIF orientation value (2..8; 1 is upright already)
+_ORIENTATIONS = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+
+_EXIF_ORIENTATION = 0x0112
+
+
+def quiet_metadata_warnings() -> None:
+    """Silence Pillow's warnings about damaged EXIF or TIFF metadata: it warns, once per distinct message, about every
+    damaged tag it skips while opening an image ("Corrupt EXIF data", "Tag data larger than file"), noise per frame
+    when only the orientation tag matters here, and that tag's damage leaves the frame as stored. Called by the
+    readers as they start (a filter set once at import is lost where the caller restores its warning filters); the
+    filter is added only where it is missing, as adding one resets which warnings Python has shown once already."""
+    module = r"PIL\.TiffImagePlugin"
+    if not any(action == "ignore" and category is UserWarning and getattr(pattern, "pattern", None) == module
+               for action, _, category, pattern, _ in warnings.filters):
+        warnings.filterwarnings("ignore", category=UserWarning, module=module)
+
+
+def upright(image: Image.Image) -> Image.Image:
+    """``image`` turned as its EXIF orientation tag says. The tag is read alone: ``ImageOps.exif_transpose`` writes
+    the whole EXIF block again, and one damaged tag of it (a camera's, or a bad edit) failed the frame although its
+    pixels were whole. EXIF that cannot be read leaves the image as stored (as detectron2's ``read_image``)."""
+    try:
+        orientation = image.getexif().get(_EXIF_ORIENTATION)
+    except Exception:  # noqa: BLE001 - any damage to the EXIF block: no orientation to apply
+        return image
+    method = _ORIENTATIONS.get(orientation) if isinstance(orientation, int) else None
+    return image.transpose(method) if method is not None else image
+
+
+def rgb_array(image: Image.Image) -> np.ndarray:
+    """An opened image as ``[H, W, 3]`` uint8 RGB, turned upright as its EXIF orientation says (as detectron2's
+    ``read_image``). A 16-bit gray image keeps its top 8 bits: Pillow's ``convert("RGB")`` clips every value above
+    255, which made such frames white."""
+    image = upright(image)
+    if image.mode in _WIDE_GRAY_MODES:
+        gray = (np.clip(np.asarray(image, dtype=np.int64), 0, 65535) >> 8).astype(np.uint8)
+        return np.repeat(gray[:, :, None], 3, axis=2)
+    return np.asarray(image.convert("RGB"), dtype=np.uint8).copy()
+
+
+def _is_webp(path: Path) -> bool:
+    """Whether the file is a WebP image by its first bytes (a RIFF container of form WEBP), whatever its name."""
+    try:
+        if not path.is_file():  # (a pipe is not opened here: that waits for a writer)
+            return False
+        with open(path, "rb") as file:
+            header = file.read(12)
+    except OSError:  # the reader says why it cannot be read
+        return False
+    return header[:4] == b"RIFF" and header[8:12] == b"WEBP"
+
+
+def _pillow_reads(path: Path) -> bool:
+    """Whether Pillow recognises the file as an image (its header only)."""
+    quiet_metadata_warnings()
+    try:
+        with Image.open(path):
+            return True
+    except (UnidentifiedImageError, OSError, ValueError):
+        return False
