@@ -39,6 +39,10 @@ class Reporter(Protocol):
         self, source: VideoSource, stem: str, frames: int, fps: float, outputs: list[Path]
     ) -> None: ...
     def video_skipped(self, source: VideoSource, stem: str, reason: str = ...) -> None: ...
+    # `segment --skip-existing` runs an input again although an earlier run completed it: ``reason`` (one line,
+    # without the input's name) says why, ``changed`` names the settings that differ (clipvis.cli.rerun); before its
+    # video_started.
+    def video_rerun(self, source: VideoSource, stem: str, reason: str, changed: Sequence[str] = ()) -> None: ...
     def video_failed(self, source: VideoSource, stem: str, message: str) -> None: ...
     # Ctrl-C or a stop signal ended the input in progress (``message``: by what); the batch ends next.
     def video_interrupted(self, source: VideoSource, stem: str, message: str) -> None: ...
@@ -67,6 +71,11 @@ class Reporter(Protocol):
 
 SKIPPED_COMPLETE = "already complete in its output folder with the same settings (--overwrite redoes it)"
 WRITING_HEARTBEAT_S = 60.0  # a `writing` JSON event at least this often while a video's files are written
+
+
+def rerun_line(source: VideoSource, reason: str) -> str:
+    """``"v/one.mp4: re-running: --overlay-min-score differs from the earlier run (0.5 vs 0.3)"``."""
+    return subject_message(f"re-running: {one_line(reason)}", source.path)
 
 
 def remaining_seconds(done: int, expected: int | None, fps: float) -> float | None:
@@ -138,6 +147,12 @@ class SerializedReporter:
     def video_skipped(self, source: VideoSource, stem: str, **kwargs: str) -> None:
         self._call("video_skipped", source, stem, **kwargs)  # the inner reporter's default reason, unless given
 
+    def video_rerun(self, source: VideoSource, stem: str, reason: str, changed: Sequence[str] = ()) -> None:
+        if self.inner is not None and not hasattr(self.inner, "video_rerun"):  # a reporter of an older interface
+            self._call("say", "note", rerun_line(source, reason))
+        else:
+            self._call("video_rerun", source, stem, reason, tuple(changed))
+
     def video_failed(self, source: VideoSource, stem: str, message: str) -> None:
         self._call("video_failed", source, stem, message)
 
@@ -183,7 +198,8 @@ class JsonlReporter:
     video's files are written: at their start, then on a call (segment makes one a second, and one as a format starts
     or ends) that finds `every` more overlay frames drawn than the last event said, other formats being written, or
     a minute gone since it), video_done,
-    video_skipped, video_failed, video_interrupted, video_warning (about one input, which goes on), error / warning /
+    video_skipped, video_rerun (an input an earlier run completed runs again: why), video_failed, video_interrupted,
+    video_warning (about one input, which goes on), error / warning /
     note (a line about the batch, not one input),
     summary (the batch's end); under torchrun, on rank 0, job_progress (the job's inputs ended over all processes,
     whenever that changes)."""
@@ -250,6 +266,10 @@ class JsonlReporter:
 
     def video_skipped(self, source: VideoSource, stem: str, reason: str = SKIPPED_COMPLETE) -> None:
         self._emit("video_skipped", input=path_text(source.path), stem=stem, reason=reason)
+
+    def video_rerun(self, source: VideoSource, stem: str, reason: str, changed: Sequence[str] = ()) -> None:
+        self._emit("video_rerun", input=path_text(source.path), stem=stem, reason=one_line(reason),
+                   changed=list(changed))
 
     def video_failed(self, source: VideoSource, stem: str, message: str) -> None:
         self._writing.pop(path_text(source.path), None)
@@ -414,6 +434,9 @@ class HumanReporter:
         self._video_ended()  # counted in the next line; a rerun's log does not list what was complete already
         if self.interactive or reason != SKIPPED_COMPLETE:
             self.console.print(f"skipped {shown_path(source.path)}: {reason}", markup=False, soft_wrap=True)
+
+    def video_rerun(self, source: VideoSource, stem: str, reason: str, changed: Sequence[str] = ()) -> None:
+        self.console.print(f"{PROGRAM}: {rerun_line(source, reason)}", markup=False, soft_wrap=True)
 
     def video_failed(self, source: VideoSource, stem: str, message: str) -> None:
         self._writing.pop(shown_path(source.path), None)

@@ -40,6 +40,7 @@ from clipvis.cli.locks import FolderBusyError
 from clipvis.cli.mask_store import StoredSegmentations, TrackMaskStore
 from clipvis.cli.messages import describe_exception, one_line, path_text, shown_path, subject_message
 from clipvis.cli.progress import Reporter, SerializedReporter
+from clipvis.cli.rerun import rerun_reason
 from clipvis.cli.resources import usable_cpus
 from clipvis.cli.results import TrackResult, VideoInfo
 from clipvis.cli.streaming import VideoStream
@@ -280,6 +281,7 @@ class VideoOutcome:
     outputs: list[Path] = field(default_factory=list)
     error: str | None = None
     frames: int = 0
+    already_complete: bool = False  # skipped: an earlier run completed it with these settings (--skip-existing)
 
 
 class SegmentRunner:
@@ -441,7 +443,8 @@ class SegmentRunner:
             for weights, options in self._identities_of(source)
         ):
             self.reporter.video_skipped(source, stem)
-            return VideoOutcome(source, stem, "skipped", [paths.directory / n for n in previous.output_names])
+            return VideoOutcome(source, stem, "skipped", [paths.directory / n for n in previous.output_names],
+                                already_complete=True)
         corrected = _corrected_files(paths.directory, previous)
         if opts.skip_existing and (first := self._complete_but_corrected(source, paths.directory, previous,
                                                                          corrected)):
@@ -449,10 +452,16 @@ class SegmentRunner:
             self.reporter.video_skipped(source, stem, reason=f"complete with the same settings, and "
                                         f"{shown_path(paths.directory / first)} corrected since (--overwrite "
                                         "refuses to replace it)")
-            return VideoOutcome(source, stem, "skipped", [paths.directory / n for n in previous.output_names])
+            return VideoOutcome(source, stem, "skipped", [paths.directory / n for n in previous.output_names],
+                                already_complete=True)
         refusal = self._replacement_refusal(paths.directory, previous, corrected)
         if refusal is not None:  # run.json untouched: it still says which files a person changed since
             return self._failed(source, stem, refusal)
+        if opts.skip_existing and (rerun := rerun_reason(previous, self._identities_of(source), opts.vocabulary,
+                                                         source, paths.directory)) is not None:
+            # an earlier run completed it, with other settings (or its source or an output changed since): said, so
+            # that a rerun of a batch with another option does not read as a fresh run
+            self.reporter.video_rerun(source, stem, rerun.message, rerun.changed)
         started = time.perf_counter()
         if previous is not None:
             manifest.earlier_outputs = previous.clipvis_files  # still clipvis' if this run fails or is killed

@@ -63,6 +63,8 @@ from clipvis.weights import DEFAULT_PRETRAINED, DownloadReporter
 if TYPE_CHECKING:  # the model package: imported when the weights load, not when the CLI starts
     from clipvis.model import VideoPredictor
 
+# The count of inputs skipped as complete already (VideoOutcome.already_complete), beside the outcomes' counts
+ALREADY_COMPLETE = "already_complete"
 KEPT = "the finished outputs are kept and a rerun skips them"  # what a job that stops early leaves
 
 
@@ -327,7 +329,7 @@ def _run_inputs(
     ``predictor``: already loaded (under torchrun, ``_start_rank``). ``total``: the inputs of the batch (of the job
     under torchrun, where an interrupted rank's summary counts the inputs it took, ``TakenInputs``). ``downloads``:
     what a released checkpoint's download says (``--log-format``'s lines or events)."""
-    counts = {"complete": 0, "skipped": 0, "failed": 0}
+    counts = {"complete": 0, "skipped": 0, "failed": 0, ALREADY_COMPLETE: 0}
     taken = positions if isinstance(positions, TakenInputs) else None
 
     def interrupted(message: str) -> typer.Exit:
@@ -373,12 +375,20 @@ def _run_inputs(
         with HeapTrimmer():
             for outcome in runner.run_batch(sources, positions):
                 counts[outcome.status] = counts.get(outcome.status, 0) + 1
+                counts[ALREADY_COMPLETE] += outcome.already_complete
                 if outcome.status == "complete":
                     for path in outcome.outputs:
                         listing.list(path)
     except KeyboardInterrupt:
         raise interrupted("interrupted; incomplete outputs were not written") from None
     return counts
+
+
+def _skipped_complete(counts: dict[str, int]) -> str | None:
+    """``"3 skipped (already complete)"``: the closing line's count of the inputs `--skip-existing` found complete
+    (a rerun that skips them all said nothing otherwise), or None when there were none."""
+    already = counts.get(ALREADY_COMPLETE, 0)
+    return f"{already} skipped (already complete)" if already else None
 
 
 def _unless_empty(positions: Iterable[int]) -> Iterable[int] | None:
@@ -405,8 +415,9 @@ def _finish(counts: dict[str, int], total: int, job: DistributedRun | None, repo
     then sums up its own inputs (``taken``: those it took), the summary last."""
     if job is None:
         reporter.close()
-        message = f"{counts['failed']} of {total} input(s) failed" if counts["failed"] else None
-        reporter.batch_finished(counts, total, message)
+        parts = [f"{counts['failed']} of {total} input(s) failed"] if counts["failed"] else []
+        parts += [skipped_complete] if (skipped_complete := _skipped_complete(counts)) else []
+        reporter.batch_finished(counts, total, ", ".join(parts) or None)
         return 1 if counts["failed"] else 0
     try:
         every_rank = job.last_gather(counts)
@@ -433,9 +444,12 @@ def _finish(counts: dict[str, int], total: int, job: DistributedRun | None, repo
     failed = sum(c["failed"] for c in every_rank)
     if job.is_main:
         complete, skipped = sum(c["complete"] for c in every_rank), sum(c["skipped"] for c in every_rank)
+        already = sum(c.get(ALREADY_COMPLETE, 0) for c in every_rank)
+        # "3 skipped (already complete)" when all were, "3 skipped (2 already complete)" when some were busy
+        why = "" if not already else " (already complete)" if already == skipped else f" ({already} already complete)"
         reporter.batch_finished(
             {"complete": complete, "skipped": skipped, "failed": failed}, total,
-            f"{total} input(s) over {job.world_size} processes: {complete} complete, {skipped} skipped, "
+            f"{total} input(s) over {job.world_size} processes: {complete} complete, {skipped} skipped{why}, "
             f"{failed} failed",
         )
     return 1 if failed else 0

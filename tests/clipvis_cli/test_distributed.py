@@ -902,3 +902,22 @@ def test_a_usage_error_one_rank_finds_alone_once_the_job_started_is_said_by_that
     with pytest.raises(typer.Exit), outcome_of_the_job(job, "kept"):
         raise typer.BadParameter("a list without NUL characters")
     assert capsys.readouterr().err == ""
+
+
+def test_rank_0_summary_counts_every_rank_inputs_skipped_as_complete() -> None:
+    """Under torchrun rank 0's last line summed every rank's skipped inputs without saying which were complete
+    already (a folder another process was writing is skipped too); now it says how many of them were."""
+    from clipvis.cli.commands.segment import _finish
+    from clipvis.cli.progress import JsonlReporter
+
+    streams = [io.StringIO(), io.StringIO()]
+    counts = [{"complete": 1, "skipped": 2, "failed": 0, "already_complete": 2},
+              {"complete": 0, "skipped": 3, "failed": 0, "already_complete": 2}]  # one folder busy
+
+    def body(job):
+        return _finish(counts[job.rank], 6, job, JsonlReporter(streams[job.rank], rank=job.rank))
+
+    outcomes, _ = run_threads(2, body)
+    assert outcomes == [0, 0] and streams[1].getvalue() == ""
+    assert json.loads(streams[0].getvalue())["message"] == \
+        "6 input(s) over 2 processes: 1 complete, 5 skipped (4 already complete), 0 failed"

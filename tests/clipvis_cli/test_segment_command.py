@@ -694,3 +694,47 @@ def test_a_config_without_test_resize_runs_frames_at_their_own_size(tmp_path, ti
         results.append(json.loads((out / "clip" / "ytvis.json").read_text())["annotations"])
     unresized, same_size, doubled = results
     assert unresized == same_size and unresized != doubled
+
+
+def test_a_rerun_says_why_an_input_complete_before_runs_again_and_counts_those_skipped(tmp_path, tiny_weights) -> None:
+    """`--skip-existing`: a rerun with other settings ran every input again, its log that of a fresh run, and a
+    rerun that skipped every input printed nothing. Now each input run again says what differs from the earlier run
+    (a line; a `video_rerun` event), and the last line counts the inputs skipped as complete."""
+    first, second = write_video(tmp_path / "a.mp4", num_frames=2), write_video(tmp_path / "b.mp4", num_frames=2)
+    out = tmp_path / "out"
+
+    def run(*extra: str, inputs: tuple[Path, ...] = (first, second), vocab: str = "box,sky", score: str = "0.3"):
+        return run_cli(["segment", *map(str, inputs), "--vocab", vocab, "--weights", str(tiny_weights), "-o",
+                        str(out), "--device", "cpu", "--formats", "ytvis", "--overlay-min-score", score, *extra])
+
+    assert run().exit_code == 0
+    again = run()
+    assert again.exit_code == 0 and again.stdout == ""
+    assert again.stderr.splitlines() == ["clipvis: 2 skipped (already complete)"]
+
+    other = run(inputs=(first,), score="0.5")
+    assert other.exit_code == 0 and other.stdout.strip() == str(out / "a" / "ytvis.json")
+    assert f"clipvis: {first}: re-running: --overlay-min-score differs from the earlier run (0.5 vs 0.3)" \
+        in other.stderr.splitlines(), other.stderr
+
+    events = run("--log-format", "jsonl", vocab="box", score="0.5")
+    assert events.exit_code == 0, events.output
+    lines = [json.loads(line) for line in events.stderr.splitlines()]
+    reruns = [event for event in lines if event["event"] == "video_rerun"]
+    assert reruns == [
+        {"event": "video_rerun", "input": str(first), "stem": "a", "reason": "the vocabulary differs from the earlier "
+         "run (1 class(es) now, 2 before)", "changed": ["the vocabulary"]},
+        {"event": "video_rerun", "input": str(second), "stem": "b", "reason": "the vocabulary and "
+         "--overlay-min-score differ from the earlier run (the vocabulary: 1 class(es) now, 2 before; "
+         "--overlay-min-score: 0.5 vs 0.3)", "changed": ["the vocabulary", "--overlay-min-score"]},
+    ]
+    assert lines.index(reruns[0]) + 1 == [e["event"] for e in lines].index("video_start")  # said before it runs
+    assert lines[-1]["message"] is None  # nothing skipped
+
+    os.utime(first, ns=(1, 1))
+    mixed = run(vocab="box", score="0.5")
+    assert mixed.stderr.splitlines()[0] == f"clipvis: {first}: re-running: the input changed since the earlier run " \
+        "(its modification time)", mixed.stderr
+    assert mixed.stderr.splitlines()[-1] == "clipvis: 1 skipped (already complete)", mixed.stderr
+    redo = run("--overwrite", vocab="box", score="0.5")  # asked for: nothing to explain
+    assert redo.exit_code == 0 and "re-running" not in redo.stderr and "skipped" not in redo.stderr

@@ -1,0 +1,154 @@
+"""Why `segment --skip-existing` runs an input again although an earlier run completed it in its output folder.
+
+A rerun with other settings (``--overlay-min-score 0.5`` after 0.3, other ``--formats``, another vocabulary) ran
+the model over every input of the batch again, and its log read as a fresh run's. `rerun_reason` compares the
+earlier run's run.json (clipvis.cli.writers.manifest.RunManifest: weights, vocabulary, result options, source,
+outputs) with this run's and says, by the options' names, what differs: ``--overlay-min-score differs from the
+earlier run (0.5 vs 0.3)``, the value of this run first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from clipvis.cli.inputs import VideoSource
+from clipvis.cli.messages import shown_path
+from clipvis.cli.writers.manifest import STATUS_COMPLETE, RunManifest, source_fingerprint
+
+# The result options run.json records (clipvis.cli.segment.SegmentOptions.result_options) as the command line names
+# them; another key is named ``--key-name``.
+OPTION_FLAGS = {"clipvis": "the clipvis version", "checkpoint": "the weights file"}
+EARLIER = "the earlier run"
+
+
+@dataclass
+class RerunReason:
+    """Why an input runs again: ``message`` (one line, without the input's name) and ``changed``, the names of the
+    settings that differ (``--overlay-min-score``, ``the vocabulary``; empty when the input or an output changed)."""
+
+    message: str
+    changed: list[str]
+
+
+def rerun_reason(previous: RunManifest | None, identities: Sequence[tuple[str, Mapping[str, Any]]],
+                 vocabulary: Sequence[str], source: VideoSource, directory: Path) -> RerunReason | None:
+    """Why ``source`` runs again although ``previous`` (its folder's run.json) says an earlier run completed it, or
+    None when there was no complete earlier run. ``identities``: this run's ``(weights, result options)`` pairs
+    (clipvis.cli.segment.SegmentOptions.identities); the one closest to the earlier run's is compared."""
+    if previous is None or previous.status != STATUS_COMPLETE:
+        return None
+    differences = min((_settings_differences(previous, weights, options, vocabulary)
+                       for weights, options in identities), key=len, default=[])
+    if differences:
+        names = [name for name, _ in differences]
+        if len(differences) == 1:
+            name, detail = differences[0]
+            return RerunReason(f"{name} differs from {EARLIER} ({detail})", names)
+        details = "; ".join(f"{name}: {detail}" for name, detail in differences)
+        return RerunReason(f"{_listed(names)} differ from {EARLIER} ({details})", names)
+    now = source_fingerprint(source)
+    if "frames" not in previous.source:  # recorded before frame order was part of an image folder's identity
+        now.pop("frames", None)
+    if previous.source != now:
+        change = _source_change(previous.source, now)
+        return RerunReason(f"the input changed since {EARLIER} ({change})", [])
+    for entry in previous.outputs:
+        if not isinstance(entry, dict):
+            continue
+        path = directory / str(entry.get("file"))
+        if not path.is_file():
+            return RerunReason(f"{shown_path(path)}, written by {EARLIER}, is missing", [])
+        try:
+            size = path.stat().st_size
+        except OSError:
+            size = None
+        if size != entry.get("bytes"):
+            return RerunReason(f"{shown_path(path)} is not the size {EARLIER} wrote ({size} bytes, not "
+                               f"{entry.get('bytes')}): cut short or replaced", [])
+    return RerunReason(f"the settings recorded in {shown_path(directory / 'run.json')} differ from this run's", [])
+
+
+def _settings_differences(previous: RunManifest, weights: str, options: Mapping[str, Any],
+                          vocabulary: Sequence[str]) -> list[tuple[str, str]]:
+    """``(setting, "now vs before")`` for each setting of this run that differs from ``previous``'s."""
+    differences: list[tuple[str, str]] = []
+    if weights != previous.weights:
+        differences.append(("--weights", f"{weights} vs {previous.weights}"))
+    if list(vocabulary) != list(previous.vocabulary):
+        differences.append(("the vocabulary", _vocabulary_change(list(vocabulary), list(previous.vocabulary))))
+    earlier = previous.options if isinstance(previous.options, dict) else {}
+    for key in sorted({*options, *earlier}, key=_option_order(options, earlier)):
+        mine, theirs = options.get(key), earlier.get(key)
+        if mine == theirs:
+            continue
+        if key == "checkpoint":
+            if weights != previous.weights:  # said as --weights
+                continue
+            file = (mine or {}).get("file") if isinstance(mine, dict) else None
+            differences.append((OPTION_FLAGS[key], f"{file or weights}: another size or modification time"))
+        elif key == "format_revisions":
+            older = sorted(name for name, revision in (mine or {}).items()
+                           if (theirs or {}).get(name) != revision)
+            differences.append(("--formats", f"{', '.join(older)} written in an older layout"))
+        elif key in ("config", "clip_config"):
+            differences.append((_flag(key), _config_change(mine, theirs)))
+        else:
+            now = _value(key, mine) if key in options else "the default"
+            before = _value(key, theirs) if key in earlier else "the default"
+            differences.append((_flag(key), f"{now} vs {before}"))
+    return differences
+
+
+def _option_order(options: Mapping[str, Any], earlier: Mapping[str, Any]) -> Any:
+    """Options in the order run.json records them (this run's first)."""
+    order = {key: position for position, key in enumerate([*options, *earlier])}
+    return lambda key: order[key]
+
+
+def _flag(key: str) -> str:
+    return OPTION_FLAGS.get(key, "--" + key.replace("_", "-"))
+
+
+def _listed(names: Sequence[str]) -> str:
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def _value(key: str, value: Any) -> str:
+    if value is None:
+        return "unset"
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if key == "formats" and isinstance(value, list):
+        return ",".join(str(name) for name in value)
+    return str(value)
+
+
+def _config_change(mine: Any, theirs: Any) -> str:
+    """A config file's change: another path, or its content edited since."""
+    if not isinstance(mine, dict) or not isinstance(theirs, dict):
+        mine_path = mine.get("path") if isinstance(mine, dict) else None
+        theirs_path = theirs.get("path") if isinstance(theirs, dict) else None
+        return f"{_value('', mine_path)} vs {_value('', theirs_path)}"
+    if mine.get("path") != theirs.get("path"):
+        return f"{mine.get('path')} vs {theirs.get('path')}"
+    return f"{mine.get('path')} edited since (the settings clipvis uses from it)"
+
+
+def _vocabulary_change(mine: list[str], theirs: list[str]) -> str:
+    """``"class 2 is 'dog' now, 'cat' before"`` or ``"3 classes now, 2 before"``."""
+    for position, (now, before) in enumerate(zip(mine, theirs, strict=False)):
+        if now != before:
+            return f"class {position + 1} is {now!r} now, {before!r} before"
+    return f"{len(mine)} class(es) now, {len(theirs)} before"
+
+
+def _source_change(before: Mapping[str, Any], now: Mapping[str, Any]) -> str:
+    """What of an input's identity (`source_fingerprint`) changed, in words."""
+    words = {"path": "its path", "size": "its size", "mtime_ns": "its modification time",
+             "files": "its number of images", "frames": "its frames' names or order"}
+    changed = [words.get(key, key) for key in [*now, *(k for k in before if k not in now)]
+               if before.get(key) != now.get(key)]
+    return _listed(changed) if changed else "its identity"

@@ -1,0 +1,67 @@
+"""Why `segment --skip-existing` runs an input again (clipvis.cli.rerun): the earlier run's run.json against this
+run's settings, source and outputs, said by the options' names."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from clipvis.cli.inputs import VideoSource
+from clipvis.cli.rerun import rerun_reason
+from clipvis.cli.writers.manifest import RunManifest
+
+OPTIONS = {"formats": ["ytvis"], "stride": 1, "exact": False, "config": None, "clipvis": "0.1.0",
+           "checkpoint": {"file": "/w.pth", "bytes": 10, "mtime_ns": 5}}
+
+
+def earlier_run(tmp_path: Path, options: dict = OPTIONS) -> tuple[VideoSource, RunManifest]:
+    video = tmp_path / "clip.mp4"
+    video.write_bytes(b"video")
+    source = VideoSource(path=video)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "ytvis.json").write_text("{}")
+    manifest = RunManifest.start(source, "clip", "/w.pth", ["cat"], options)
+    manifest.mark_complete(3, [tmp_path / "out" / "ytvis.json"], {})
+    return source, manifest
+
+
+def test_each_setting_that_differs_is_named_with_both_values(tmp_path) -> None:
+    source, earlier = earlier_run(tmp_path)
+    out = tmp_path / "out"
+
+    def reason(weights: str = "/w.pth", vocabulary: tuple[str, ...] = ("cat",), **changes):
+        return rerun_reason(earlier, [(weights, {**OPTIONS, **changes})], list(vocabulary), source, out)
+
+    assert reason(exact=True).message == "--exact differs from the earlier run (on vs off)"
+    assert reason(exact=True).changed == ["--exact"]
+    assert reason(formats=["coco", "ytvis"], stride=2).message == "--formats and --stride differ from the earlier " \
+        "run (--formats: coco,ytvis vs ytvis; --stride: 2 vs 1)"
+    assert reason(vocabulary=("dog",)).message == "the vocabulary differs from the earlier run (class 1 is 'dog' " \
+        "now, 'cat' before)"
+    # another file: said as --weights alone; the same file changed since: as the weights file
+    other = {"file": "/v.pth", "bytes": 10, "mtime_ns": 5}
+    assert reason("/v.pth", checkpoint=other).message == "--weights differs from the earlier run (/v.pth vs /w.pth)"
+    assert reason(checkpoint={**OPTIONS["checkpoint"], "mtime_ns": 6}).message == "the weights file differs from " \
+        "the earlier run (/w.pth: another size or modification time)"
+    assert reason(config={"path": "/c.yaml", "sha256": "1"}).changed == ["--config"]
+    assert reason(image_fps=6.0).message == "--image-fps differs from the earlier run (6.0 vs the default)"
+    # of the identities a run may be recorded under, the closest is compared
+    assert rerun_reason(earlier, [("/v.pth", {**OPTIONS, "stride": 2}), ("/w.pth", {**OPTIONS, "stride": 2})],
+                        ["cat"], source, out).changed == ["--stride"]
+
+
+def test_a_changed_input_or_output_is_said_and_an_incomplete_earlier_run_needs_no_word(tmp_path) -> None:
+    source, earlier = earlier_run(tmp_path)
+    out = tmp_path / "out"
+    (out / "ytvis.json").write_text("{ }")
+    assert rerun_reason(earlier, [("/w.pth", OPTIONS)], ["cat"], source, out).message == \
+        f"{out / 'ytvis.json'} is not the size the earlier run wrote (3 bytes, not 2): cut short or replaced"
+    (out / "ytvis.json").unlink()
+    assert rerun_reason(earlier, [("/w.pth", OPTIONS)], ["cat"], source, out).message == \
+        f"{out / 'ytvis.json'}, written by the earlier run, is missing"
+    os.utime(source.path, ns=(1, 1))
+    assert rerun_reason(earlier, [("/w.pth", OPTIONS)], ["cat"], source, out).message == \
+        "the input changed since the earlier run (its modification time)"
+    earlier.mark_failed("boom")
+    assert rerun_reason(earlier, [("/w.pth", {**OPTIONS, "stride": 2})], ["cat"], source, out) is None
+    assert rerun_reason(None, [("/w.pth", OPTIONS)], ["cat"], source, out) is None
