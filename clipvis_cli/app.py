@@ -130,10 +130,50 @@ class _ErrorsNameTheirCommand:
             raise
 
 
-class ClipvisCommand(_ErrorsNameTheirCommand, _FlagsHelp, TyperCommand):
+class _OptionsGivenOnce:
+    """For a Typer command: an option that takes one value, given twice (``--vocab cat --vocab dog``), is a usage
+    error naming it; click kept the last value alone, and the first was lost without a word (run.json recorded
+    ``['dog']``). Options meant to be repeated (``multiple``: train's ``--data``/``--images``), flags and counts are
+    left as they are; so is a command line asking for its help."""
+
+    def make_parser(self, ctx: Any) -> Any:
+        parser = super().make_parser(ctx)
+        parse = parser.parse_args
+
+        def parse_each_once(args: list[str]) -> Any:
+            opts, rest, order = parse(args=args)
+            if not ctx.resilient_parsing:  # (shell completion parses half-typed lines)
+                _refuse_repeated_options(order)
+            return opts, rest, order
+
+        parser.parse_args = parse_each_once
+        return parser
+
+
+# Options taking a comma-separated list: a second one reads as adding to the first, so the error says how to
+COMMA_LISTS = frozenset({"--vocab", "--formats", "--to", "--classes"})
+
+
+def _refuse_repeated_options(order: list[Any]) -> None:
+    """A usage error for the first option in ``order`` (the parameters in the order the command line gave them, one
+    entry per occurrence) that takes one value and was given more than once."""
+    if any(getattr(param, "is_eager", False) for param in order):  # --help: shown whatever else the line holds
+        return
+    seen: set[int] = set()
+    for param in order:
+        if getattr(param, "param_type_name", "") != "option" or param.multiple or param.is_flag or param.count:
+            continue
+        if id(param) in seen:
+            name = "/".join(param.opts)
+            how = "give one comma-separated list" if COMMA_LISTS & set(param.opts) else "give it once"
+            raise typer.BadParameter(f"{name} given twice: {how}")
+        seen.add(id(param))
+
+
+class ClipvisCommand(_OptionsGivenOnce, _ErrorsNameTheirCommand, _FlagsHelp, TyperCommand):
     """A `clipvis` subcommand: Typer's, with flags shown without a value placeholder in the help, and its arguments
     in the usage line as plain metavars (``clipvis segment [OPTIONS] INPUTS...``: Typer writes a required argument
-    in braces, ``{inputs}...``, which reads as a choice)."""
+    in braces, ``{inputs}...``, which reads as a choice); an option that takes one value may be given once."""
 
     def collect_usage_pieces(self, ctx: Any) -> list[str]:
         return [_REQUIRED_IN_BRACES.sub(r"\1", piece) for piece in super().collect_usage_pieces(ctx)]

@@ -141,6 +141,32 @@ def test_a_usage_error_is_one_line_with_exit_code_2(args, line) -> None:
     assert result.stderr == line + "\n" and result.stdout == ""
 
 
+@pytest.mark.parametrize(("args", "line"), [
+    (["segment", "v.mp4", "--vocab", "cat", "--vocab", "dog"],
+     "clipvis: error: --vocab given twice: give one comma-separated list (see 'clipvis segment --help')"),
+    (["segment", "v.mp4", "--vocab", "cat", "--formats", "ytvis", "--formats=coco"],
+     "clipvis: error: --formats given twice: give one comma-separated list (see 'clipvis segment --help')"),
+    (["segment", "v.mp4", "--vocab-file", "a.txt", "--vocab-file", "b.txt"],
+     "clipvis: error: --vocab-file given twice: give it once (see 'clipvis segment --help')"),
+    (["segment", "v.mp4", "--vocab", "cat", "-o", "a", "--output", "b"],
+     "clipvis: error: -o/--output given twice: give it once (see 'clipvis segment --help')"),
+    (["export", "out/v", "--to", "coco", "--to", "ytvis"],
+     "clipvis: error: --to given twice: give one comma-separated list (see 'clipvis export --help')"),
+    (["evaluate", "--results", "r.json", "--gt", "a.json", "--gt", "b.json"],
+     "clipvis: error: --gt given twice: give it once (see 'clipvis evaluate --help')"),
+])
+def test_an_option_that_takes_one_value_given_twice_is_a_usage_error(args, line) -> None:
+    """`--vocab cat --vocab dog` kept the last value alone (run.json recorded ['dog']): the first was lost without a
+    word. Options meant to be repeated (train's --data and --images), flags and --help are as they were."""
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2 and result.stderr == line + "\n", result.output
+    repeated = CliRunner().invoke(app, ["train", "--data", "a.json", "--data", "b.json", "--images", "a", "--images",
+                                        "b", "--no-autoscale", "--no-autoscale"])
+    assert repeated.exit_code == 2 and "--config is required" in repeated.stderr, repeated.output
+    helped = CliRunner().invoke(app, [*args, "--help"])
+    assert helped.exit_code == 0 and "Usage: clipvis" in helped.stdout
+
+
 @pytest.mark.parametrize("command", [["segment", "v.mp4", "--vocab", "a"], ["evaluate", "--dataset", "lvvis_val"]],
                          ids=["segment", "evaluate"])
 @pytest.mark.parametrize("device", ["cuda:x", "cudaX", "cuda:", "cuda:-1", "cuda:٣", "gpu"])

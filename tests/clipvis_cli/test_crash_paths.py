@@ -44,8 +44,9 @@ def write_video(path: Path, num_frames: int = 3, height: int = 48, width: int = 
 
 
 def segment(weights: Path, out: Path, *inputs: str, extra: tuple[str, ...] = ()):
+    formats = () if "--formats" in extra else ("--formats", "ytvis")  # an option is given once
     args = ["segment", *inputs, "--vocab", "box,sky", "--weights", str(weights), "-o", str(out), "--device", "cpu",
-            "--formats", "ytvis", *extra]
+            *formats, *extra]
     return CliRunner().invoke(app, args)
 
 
