@@ -95,12 +95,57 @@ def from_official_keys(state: Mapping[str, Any]) -> dict[str, torch.Tensor]:
                 key = new + key[len(old) :]
                 break
         if not isinstance(value, torch.Tensor):
+            if not _is_numpy_array(value):  # an optimizer's state, an epoch number, a note
+                continue
             try:
                 value = torch.as_tensor(value)
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, RuntimeError):  # an array of objects
                 continue
         tensors[key] = value
     return tensors
+
+
+def _is_numpy_array(value: Any) -> bool:
+    """Whether ``value`` is a numpy array or scalar (what detectron2's pickled checkpoints hold), without importing
+    numpy for files that hold none."""
+    return type(value).__module__ == "numpy" and hasattr(value, "dtype")
+
+
+def _holds_tensors(value: Any) -> bool:
+    """Whether ``value`` is a mapping with at least one tensor (or numpy array) among its values: a state dict."""
+    return isinstance(value, Mapping) and any(
+        isinstance(item, torch.Tensor) or _is_numpy_array(item) for item in value.values()
+    )
+
+
+# The keys training code commonly saves a model's state dict under, beside other entries (an optimizer's state, an
+# epoch): Lightning's "state_dict", the PyTorch tutorials' "model_state_dict", and others' "net" / "network".
+_WRAPPER_KEYS = ("state_dict", "model_state_dict", "net", "network")
+
+
+def _unwrapped_state(path: Path, raw: Mapping[Any, Any]) -> Mapping[Any, Any]:
+    """The state dict in a ``torch.load``-ed checkpoint: detectron2's ``{"model": ..., "iteration": ...}``, a bare
+    state dict (its non-tensor entries skipped later), or the one tensor-holding entry under a common wrapper key
+    (``_WRAPPER_KEYS``). A file whose weights sit only under another key, or under several, is refused naming them."""
+    if "model" in raw:  # detectron2 (the official checkpoints)
+        if not isinstance(raw["model"], Mapping):
+            raise CheckpointError(f"{path}: the 'model' entry is not a state dict")
+        return raw["model"]
+    if any(isinstance(value, torch.Tensor) or _is_numpy_array(value) for value in raw.values()):
+        return raw
+    holders = [key for key, value in raw.items() if _holds_tensors(value)]
+    if not holders:
+        return raw  # no tensors anywhere: "not a CLIP-VIS checkpoint" names what it holds
+    if len(holders) == 1 and holders[0] in _WRAPPER_KEYS:
+        return raw[holders[0]]
+    if len(holders) == 1:
+        known = ", ".join(repr(key) for key in ("model", *_WRAPPER_KEYS))
+        raise CheckpointError(f"{path}: the weights sit under the key {holders[0]!r}, not at the top level or under a "
+                              f"key clipvis reads them from ({known}); save checkpoint[{holders[0]!r}] on its own "
+                              "with torch.save")
+    shown = ", ".join(repr(key) for key in holders[:5]) + (", ..." if len(holders) > 5 else "")
+    raise CheckpointError(f"{path}: tensors sit under {len(holders)} keys ({shown}): which is the model's weights is "
+                          "not clear; save that entry on its own with torch.save(checkpoint[KEY], 'model.pth')")
 
 
 def to_official_keys(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -168,10 +213,7 @@ def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
     raw = _torch_load(path)
     if not isinstance(raw, dict):
         raise CheckpointError(f"{path}: expected a dict of tensors, found {type(raw).__name__}")
-    state = raw.get("model", raw)
-    if not isinstance(state, dict):
-        raise CheckpointError(f"{path}: the 'model' entry is not a state dict")
-    return from_official_keys(state), None
+    return from_official_keys(_unwrapped_state(path, raw)), None
 
 
 def write_state_dict(state: Mapping[str, torch.Tensor], config: Mapping[str, Any], path: str | Path) -> Path:

@@ -148,6 +148,35 @@ def test_a_training_resume_state_given_as_weights_names_the_weights_beside_it(tm
         load_model(path)
 
 
+@pytest.mark.parametrize("layout", [
+    lambda sd: {**sd, "optimizer": {"lr": 0.1}, "epoch": 3},  # non-tensor entries beside the weights are skipped
+    lambda sd: {"state_dict": sd, "epoch": 3, "optimizer_states": [{"state": {}}]},  # Lightning
+    lambda sd: {"model_state_dict": sd, "optimizer_state_dict": {"state": {}, "param_groups": []}},
+    lambda sd: {"net": sd, "epoch": 3},
+], ids=["flat+optimizer", "lightning", "model_state_dict", "net"])
+def test_weights_saved_beside_training_state_load(tmp_path, tiny_model, tiny_config, layout) -> None:
+    """Training code's checkpoints: a state dict with other entries, or under a common wrapper key (was torch's
+    "Could not infer dtype of dict")."""
+    path = tmp_path / "trained.pth"
+    torch.save(layout(tiny_model.state_dict()), path)
+    loaded = load_model(path, config=tiny_config().to_dict())
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), tiny_model.state_dict().values(),
+                                                 strict=True))
+
+
+@pytest.mark.parametrize("layout, reason", [
+    (lambda sd: {"generator": sd, "epoch": 3}, r"the weights sit under the key 'generator', not at the top level .*"
+                                                r"save checkpoint\['generator'\] on its own"),
+    (lambda sd: {"state_dict": sd, "ema": sd}, r"tensors sit under 2 keys \('state_dict', 'ema'\): which is the "),
+], ids=["unknown key", "two keys"])
+def test_weights_under_an_unknown_or_ambiguous_key_are_refused_naming_it(tmp_path, tiny_model, layout, reason):
+    path = tmp_path / "trained.pth"
+    torch.save(layout(tiny_model.state_dict()), path)
+    with pytest.raises(CheckpointError, match=reason) as info:
+        read_state_dict(path)
+    assert str(info.value).startswith(f"{path}: ")
+
+
 @pytest.mark.parametrize("name", ["tiny.pth", "tiny", "tiny.SAFETENSORS"])
 def test_a_saved_model_loads_whatever_its_file_is_named(tmp_path, tiny_model, name) -> None:
     """The format is told by the file's first bytes, not its suffix: save_pretrained writes safetensors by any name."""
