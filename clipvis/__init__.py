@@ -6,7 +6,8 @@ The installed package has three parts, kept in the repository as top-level folde
 * ``clipvis.weights`` (``weights/``): the registry of released checkpoints and how to get them;
 * ``clipvis.cli`` (``clipvis_cli/``): the ``clipvis`` command and the application around the model.
 
-The names below are loaded on first use, so ``import clipvis`` (and the CLI's start-up) does not import torch.
+The names below, and the three subpackages, are loaded on first use, so ``import clipvis`` (and the CLI's start-up)
+does not import torch.
 """
 
 from __future__ import annotations
@@ -81,6 +82,8 @@ if TYPE_CHECKING:
 
 
 def __getattr__(name: str) -> Any:
+    if name in _SOURCE_FOLDERS:  # ``clipvis.model.SetCriterion`` after ``import clipvis``, as README writes it
+        return import_module(f"{__name__}.{name}")  # (the import sets it as this module's attribute)
     module = _LAZY_EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'clipvis' has no attribute {name!r}")
@@ -90,4 +93,4 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted(__all__)
+    return sorted({*__all__, *_SOURCE_FOLDERS})

@@ -69,6 +69,33 @@ def test_import_clipvis_from_a_folder_with_its_own_model_module(tmp_path: Path) 
     assert done.returncode == 0, done.stderr
 
 
+LAZY_SUBPACKAGES = textwrap.dedent(
+    """
+    import sys, clipvis, clipvis.cli
+    assert 'torch' not in sys.modules and 'clipvis.model' not in sys.modules and 'clipvis.cli.memory' not in sys.modules
+    assert {'cli', 'model', 'weights'} <= set(dir(clipvis)) and {'memory', 'app', 'writers'} <= set(dir(clipvis.cli))
+    assert clipvis.weights.list_pretrained() and clipvis.cli.memory.HeapTrimmer and clipvis.cli.writers.__path__
+    assert clipvis.model.SetCriterion.__module__ == 'clipvis.model.criterion'
+    for package, name in ((clipvis, 'no_such_thing'), (clipvis.cli, 'no_such_module')):
+        try:
+            getattr(package, name)
+        except AttributeError as error:
+            assert name in str(error), error
+        else:
+            raise AssertionError(name)
+    print('ok')
+    """
+)
+
+
+def test_subpackages_and_cli_modules_load_on_first_attribute_access() -> None:
+    """README's `clipvis.model.SetCriterion()` and `clipvis.cli.memory.HeapTrimmer()` after `import clipvis` (was
+    AttributeError), while `import clipvis` and `import clipvis.cli` alone still import neither them nor torch."""
+    done = subprocess.run([sys.executable, "-c", LAZY_SUBPACKAGES], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
+
+
 def test_python_m_clipvis_runs_in_the_clone_root_without_an_editable_install() -> None:
     """`pip install .` then `python -m clipvis` (or `torchrun -m clipvis`) in the clone's root: the clone's clipvis/
     comes first on sys.path and holds no cli/ inside; it failed with ModuleNotFoundError: clipvis.cli. Run with -S
