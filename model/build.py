@@ -50,7 +50,10 @@ from clipvis.weights import (
 )
 from clipvis.weights.training_folder import not_weights_reason
 
-ConfigSource = str | Path | Mapping[str, Any]
+# A model config: a ClipVisConfig (check_checkpoint's result), a mapping of its fields, or a config file
+ConfigSource = ClipVisConfig | str | Path | Mapping[str, Any]
+# An open_clip model config: a mapping or a JSON file
+ClipConfigSource = str | Path | Mapping[str, Any]
 # One problem in an error's list: text, or text and the parameters that would fix it
 Problem = str | tuple[str | Parameter, ...]
 
@@ -150,7 +153,7 @@ def resolve_config(
     state: Mapping[str, torch.Tensor],
     embedded: Mapping[str, Any] | None = None,
     config: ConfigSource | None = None,
-    clip_config: ConfigSource | None = None,
+    clip_config: ClipConfigSource | None = None,
     base: Mapping[str, Any] | None = None,
 ) -> ClipVisConfig:
     """The model config of a state dict: defaults < ``base`` (a registry entry's config) < the config embedded in a
@@ -161,7 +164,10 @@ def resolve_config(
     values.update(embedded or {})
     user: dict[str, Any] = {}
     if config is not None:
-        user = dict(config if isinstance(config, Mapping) else load_config_file(config))
+        if isinstance(config, ClipVisConfig):
+            user = {k: v for k, v in config.to_dict().items() if k != "notes"}  # its notes were said when it was made
+        else:
+            user = dict(config if isinstance(config, Mapping) else load_config_file(config))
         values.update(user)
     notes: list[str] = list(values.get("notes") or [])
     inferred = infer_head_config(state, encoder_points=int(values["encoder_points"]))
@@ -262,7 +268,7 @@ def check_checkpoint(
     path: str | Path,
     expected: Mapping[str, Any] | None = None,
     config: ConfigSource | None = None,
-    clip_config: ConfigSource | None = None,
+    clip_config: ClipConfigSource | None = None,
 ) -> ClipVisConfig:
     """Verify a checkpoint file without loading it into a model: it reads, and its keys and shapes are exactly those of
     the model its config describes (and, with ``expected`` = a registry entry's config, that model). Returns the
@@ -295,7 +301,7 @@ def check_checkpoint(
 
 
 def _released_file(
-    name: str, download: bool, config: ConfigSource | None, clip_config: ConfigSource | None
+    name: str, download: bool, config: ConfigSource | None, clip_config: ClipConfigSource | None
 ) -> tuple[Path, dict[str, Any]]:
     """The cached file of a released checkpoint (downloaded and verified first when missing) and its config."""
     entry = find_pretrained(name)
@@ -319,7 +325,7 @@ def _released_file(
 def load_model(
     name_or_path: str | os.PathLike[str],
     config: ConfigSource | None = None,
-    clip_config: ConfigSource | None = None,
+    clip_config: ClipConfigSource | None = None,
     device: str | torch.device = "cpu",
     *,
     download: bool = True,
@@ -329,10 +335,11 @@ def load_model(
 
     ``name_or_path``: a checkpoint file (official ``.pth`` or clipvis ``.safetensors``), a detectron2 output folder,
     or a released checkpoint's name (downloaded on first use, verified before it enters the cache; a cached copy that
-    no longer loads is downloaded again once). ``config``: an official CLIP-VIS YAML, a clipvis JSON, or a dict of
-    ClipVisConfig fields; ``clip_config``: an open_clip model config (file or dict) for a CLIP open_clip does not know
-    by name. A checkpoint without CLIP weights takes them from open_clip: only for the released models' CLIPs unless
-    ``allow_hub_clip``, and never with ``CLIPVIS_OFFLINE`` set.
+    no longer loads is downloaded again once). ``config``: an official CLIP-VIS YAML, a clipvis JSON, a
+    :class:`ClipVisConfig` (what :func:`check_checkpoint` returns) or a dict of its fields; ``clip_config``: an
+    open_clip model config (file or dict) for a CLIP open_clip does not know by name. A checkpoint without CLIP
+    weights takes them from open_clip: only for the released models' CLIPs unless ``allow_hub_clip``, and never with
+    ``CLIPVIS_OFFLINE`` set.
     """
     text = os.fspath(name_or_path)
     base: dict[str, Any] | None = None

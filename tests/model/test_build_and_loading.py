@@ -95,6 +95,20 @@ def test_check_checkpoint_accepts_a_fitting_file_and_names_what_does_not_fit(tmp
         check_checkpoint(tmp_path / "partial.pth", config=config.to_dict(), clip_config=config.clip_model_config)
 
 
+def test_a_clipvis_config_object_is_a_config_as_its_dict_is(tmp_path, tiny_model, tiny_config) -> None:
+    """load_model/check_checkpoint take the ClipVisConfig check_checkpoint returns, or one made by hand (was a
+    TypeError from pathlib)."""
+    path = _official_file(tiny_model, tmp_path / "official.pth")
+    config = tiny_config(memory_length=7)
+    checked = check_checkpoint(path, config=config)
+    assert checked.memory_length == 7
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the config agrees with the file: nothing to say
+        loaded = load_model(path, config=checked)
+    assert loaded.config.memory_length == 7 and loaded.config.clip_model_config == config.clip_model_config
+    assert torch.equal(loaded.mask_decoder.query_feat.weight, tiny_model.mask_decoder.query_feat.weight)
+
+
 def test_check_checkpoint_takes_a_training_folder_as_load_model_does(tmp_path, tiny_model, tiny_config,
                                                                       isolated_cache):
     """A detectron2 output folder loaded, but check_checkpoint said "checkpoint file not found"."""
