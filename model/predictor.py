@@ -363,9 +363,22 @@ class VideoPredictor:
         return VideoSession(self, self._vocabulary)
 
     def autocast(self) -> contextlib.AbstractContextManager:
+        """The network's compute type (``precision``): autocast to fp16/bf16, or none for fp32 (a caller's autocast
+        disabled: see :meth:`own_precision`)."""
         if self.precision == "fp32":
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=PRECISIONS[self.precision])
+
+    def own_precision(self) -> contextlib.ExitStack:
+        """Disables any autocast the caller has active, on the host and on the predictor's device, for the span of a
+        push or finish: everything runs at the predictor's ``precision`` (a caller's ``torch.autocast("cpu",
+        dtype=torch.bfloat16)`` ran an fp32 predictor in bf16, with other results); :meth:`autocast` enables the
+        predictor's own around the network."""
+        stack = contextlib.ExitStack()
+        for device_type in dict.fromkeys(("cpu", self.device.type)):
+            if torch.amp.is_autocast_available(device_type):
+                stack.enter_context(torch.autocast(device_type=device_type, enabled=False))
+        return stack
 
 
 class VideoSession:
@@ -411,7 +424,7 @@ class VideoSession:
         ``[B, H, W, 3]``, an empty batch or a frame of another size than the video's raise ValueError (each message
         says how to convert, where it can).
         """
-        with torch.inference_mode(False), torch.no_grad():
+        with torch.inference_mode(False), torch.no_grad(), self.predictor.own_precision():
             return self._push(frames)
 
     def _push(self, frames: np.ndarray | torch.Tensor) -> list[TrackedFrame]:
@@ -591,6 +604,10 @@ class VideoSession:
 
         ValueError when no frame was pushed, or for settings that are not a whole number of at least 1 / a finite
         number (or any at all in exact mode); RuntimeError after ``finish`` or ``close``, or once a push failed."""
+        with self.predictor.own_precision():  # at the predictor's precision, whatever autocast the caller has
+            return self._finish(max_tracks, score_threshold)
+
+    def _finish(self, max_tracks: int | None, score_threshold: float) -> VideoInstances:
         if self.finished:
             raise RuntimeError("this video's session is finished already: its instances were returned then")
         self._check_not_failed()

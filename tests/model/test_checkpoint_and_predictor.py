@@ -684,6 +684,21 @@ def test_bf16_precision_runs(tiny_model, tmp_path) -> None:
         VideoPredictor(tiny_model, ["box"], precision="int8", cache_dir=tmp_path)
 
 
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_a_callers_autocast_does_not_change_the_predictors_precision(tiny_model, tmp_path, precision) -> None:
+    """An fp32 predictor inside the caller's ``torch.autocast("cpu", dtype=torch.bfloat16)`` ran in bf16 (other
+    masks and scores); push and finish now run at the predictor's precision whatever autocast is active."""
+    predictor = VideoPredictor(tiny_model, ["box", "sky"], precision=precision, cache_dir=tmp_path)
+    frames = synthetic_video(2)
+    tracked, video = run_video(predictor, frames, 2)
+    ambient = torch.float16 if precision == "bf16" else torch.bfloat16
+    with torch.autocast("cpu", dtype=ambient):
+        tracked_inside, video_inside = run_video(predictor, frames, 2)
+    assert video_inside == video
+    for outside, inside in zip(tracked, tracked_inside, strict=True):
+        assert torch.equal(outside.class_probs, inside.class_probs) and torch.equal(outside.masks, inside.masks)
+
+
 @pytest.mark.parametrize("exact", [True, False], ids=["exact", "default"])
 @pytest.mark.parametrize("size", [(64, 96), (50, 70), (97, 61)])
 def test_full_resolution_masks_follow_the_official_two_resizes(tiny_model, tmp_path, size, exact) -> None:
