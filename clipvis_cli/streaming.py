@@ -70,7 +70,7 @@ T = TypeVar("T")
 def _frame_pairs(frames: Iterable, stride: int = 1, max_frames: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
     """(index, frame) pairs from readers' pairs or from bare ``[H, W, 3]`` frames (numbered from 0): those whose
     index is a multiple of ``stride``, at most ``max_frames`` of them (nothing more is read from ``frames``)."""
-    from clipvis.model.predictor import check_uint8_frames  # torch: only once a stream runs, not at CLI start-up
+    from clipvis.model.preprocess import check_uint8_frames  # torch: only once a stream runs, not at CLI start-up
 
     kept = 0
     items = iter(frames)

@@ -32,7 +32,7 @@ from clipvis.model.clipvis import ClipVis
 from clipvis.model.errors import VocabularyError
 from clipvis.model.mask_runs import MaskRuns, column_major_runs, threshold_runs
 from clipvis.model.mask_upsampling import ComposedMaskResize
-from clipvis.model.preprocess import FrameGeometry, FramePreprocessor
+from clipvis.model.preprocess import FrameGeometry, FramePreprocessor, frame_batch
 from clipvis.model.scoring import StreamingVideoScorer, positive_mask_statistics
 from clipvis.model.temporal_matcher import MatchResult, TemporalMatcher
 from clipvis.model.text_classifier import TextClassifier, TextEmbeddings
@@ -72,34 +72,6 @@ class TrackedFrame:
         return self.mask_runs.to_masks()
 
 
-def check_uint8_frames(frames: np.ndarray | torch.Tensor, layout: str = "[B, H, W, 3]", where: str = "") -> None:
-    """Raise TypeError, saying how to convert, unless ``frames`` (an array or tensor) is uint8: float frames in
-    [0, 1] would be classified as near black, and a copy into a uint8 batch would wrap 16-bit ones. ``where``
-    prefixes the message (``"frame 3: "``)."""
-    if frames.dtype in (np.uint8, torch.uint8):
-        return
-    tensor = isinstance(frames, torch.Tensor)
-    floating = frames.dtype.is_floating_point if tensor else frames.dtype.kind == "f"
-    size = frames.numel() if tensor else frames.size
-    largest = float(frames.max()) if floating and size else 0.0
-    if floating and largest > 1.0:  # already 0..255: scaling by 255 would wrap nearly every pixel
-        convert = ("frames.clamp(0, 255).round().to(torch.uint8)" if tensor else
-                   "np.clip(frames, 0, 255).round().astype(np.uint8)")
-        hint = f"float values up to {largest:g}: round and convert: {convert}"
-    elif floating:
-        convert = "(frames * 255).round().to(torch.uint8)" if tensor else "(frames * 255).round().astype(np.uint8)"
-        hint = f"scale floats in [0, 1] by 255 and convert: {convert}"
-    elif frames.dtype in (np.bool_, torch.bool):
-        scaled = "frames.to(torch.uint8) * 255" if tensor else "frames.astype(np.uint8) * 255"
-        hint = f"masks are no frames; to see a boolean image as one: {scaled}"
-    else:
-        as_bytes = "frames.to(torch.uint8)" if tensor else "frames.astype(np.uint8)"
-        shifted = "(frames >> 8).to(torch.uint8)" if tensor else "(frames >> 8).astype(np.uint8)"
-        hint = (f"convert to 8 bits per channel: values in 0..255 with {as_bytes}, 16-bit values (0..65535) with "
-                f"{shifted}")
-    raise TypeError(f"{where}expected uint8 RGB frames {layout}, got {frames.dtype} ({hint})")
-
-
 def model_device(model: torch.nn.Module) -> torch.device:
     """The device of a model's parameters (the CPU for a model without any)."""
     parameter = next(model.parameters(), None)
@@ -116,24 +88,6 @@ def _check_device_exists(device: torch.device) -> None:
     count = torch.cuda.device_count()
     if device.index is not None and device.index >= count:
         raise ValueError(f"device {str(device)!r}: this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}")
-
-
-def _layout_hint(frames: np.ndarray | torch.Tensor) -> str:
-    """How to make frames of a layout ``push`` does not take ``[B, H, W, 3]`` (or ``[H, W, 3]``), where it looks
-    like a common one; "" otherwise."""
-    tensor = isinstance(frames, torch.Tensor)
-    shape = tuple(frames.shape)
-    if len(shape) in (3, 4) and shape[-1] == 4:
-        return " (RGBA? drop the alpha channel: frames[..., :3])"
-    if len(shape) in (3, 4) and shape[-3] in (3, 4) and shape[-1] not in (1, 3, 4):
-        order = (0, 2, 3, 1) if len(shape) == 4 else (1, 2, 0)
-        move = f"frames.permute{order}" if tensor else f"np.transpose(frames, {order})"
-        return f" (channels first? move them last: {move})"
-    if len(shape) in (2, 3) or (len(shape) == 4 and shape[-1] == 1):
-        gray = "frames" if shape[-1] == 1 else "frames[..., None]"  # [B, H, W, 1], or [H, W] / [B, H, W]
-        copy = f"{gray}.repeat_interleave(3, -1)" if tensor else f"np.repeat({gray}, 3, axis=-1)"
-        return f" (grayscale? repeat it into 3 channels: {copy})"
-    return ""
 
 
 def _runs_to_host(counts: torch.Tensor, lengths: torch.Tensor, size: tuple[int, int]) -> MaskRuns:
@@ -436,21 +390,7 @@ class VideoSession:
             raise RuntimeError(f"the model is on {where} but this predictor runs on {self.predictor.device}: it was "
                                f"moved since (another VideoPredictor of the same model on {where}?); predictors of "
                                "one model share it and must use one device")
-        if not isinstance(frames, np.ndarray | torch.Tensor):
-            hint = ("np.stack(frames)" if isinstance(frames, list | tuple) else
-                    "np.asarray(image.convert('RGB'))" if hasattr(frames, "convert") else "np.asarray(frames)")
-            raise TypeError(f"expected uint8 RGB frames [B, H, W, 3] as a numpy array or torch tensor, got "
-                            f"{type(frames).__name__} ({hint})")
-        check_uint8_frames(frames)
-        if isinstance(frames, np.ndarray) and not frames.flags.writeable:
-            frames = frames.copy()  # torch.from_numpy warns about read-only memory (a decoded buffer, np.broadcast_to)
-        if frames.ndim == 3 and frames.shape[-1] == 3:
-            frames = frames[None]
-        if frames.ndim != 4 or frames.shape[-1] != 3:
-            raise ValueError(f"expected uint8 RGB frames [B, H, W, 3], got shape {tuple(frames.shape)}"
-                             f"{_layout_hint(frames)}")
-        if frames.shape[0] == 0:
-            raise ValueError("an empty batch: push at least one frame")
+        frames = frame_batch(frames)
         predictor = self.predictor
         model = predictor.model
         start = time.perf_counter()

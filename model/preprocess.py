@@ -45,6 +45,75 @@ def normalise_padded(images: torch.Tensor, sizes: list[tuple[int, int]], mean: t
     return images * valid
 
 
+def check_uint8_frames(frames: np.ndarray | torch.Tensor, layout: str = "[B, H, W, 3]", where: str = "") -> None:
+    """Raise TypeError, saying how to convert, unless ``frames`` (an array or tensor) is uint8: float frames in
+    [0, 1] would be classified as near black, and a copy into a uint8 batch would wrap 16-bit ones. ``where``
+    prefixes the message (``"frame 3: "``)."""
+    if frames.dtype in (np.uint8, torch.uint8):
+        return
+    tensor = isinstance(frames, torch.Tensor)
+    floating = frames.dtype.is_floating_point if tensor else frames.dtype.kind == "f"
+    size = frames.numel() if tensor else frames.size
+    largest = float(frames.max()) if floating and size else 0.0
+    if floating and largest > 1.0:  # already 0..255: scaling by 255 would wrap nearly every pixel
+        convert = ("frames.clamp(0, 255).round().to(torch.uint8)" if tensor else
+                   "np.clip(frames, 0, 255).round().astype(np.uint8)")
+        hint = f"float values up to {largest:g}: round and convert: {convert}"
+    elif floating:
+        convert = "(frames * 255).round().to(torch.uint8)" if tensor else "(frames * 255).round().astype(np.uint8)"
+        hint = f"scale floats in [0, 1] by 255 and convert: {convert}"
+    elif frames.dtype in (np.bool_, torch.bool):
+        scaled = "frames.to(torch.uint8) * 255" if tensor else "frames.astype(np.uint8) * 255"
+        hint = f"masks are no frames; to see a boolean image as one: {scaled}"
+    else:
+        as_bytes = "frames.to(torch.uint8)" if tensor else "frames.astype(np.uint8)"
+        shifted = "(frames >> 8).to(torch.uint8)" if tensor else "(frames >> 8).astype(np.uint8)"
+        hint = (f"convert to 8 bits per channel: values in 0..255 with {as_bytes}, 16-bit values (0..65535) with "
+                f"{shifted}")
+    raise TypeError(f"{where}expected uint8 RGB frames {layout}, got {frames.dtype} ({hint})")
+
+
+def frame_batch(frames: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
+    """``frames`` checked as a batch of uint8 RGB frames ``[B, H, W, 3]`` (a single ``[H, W, 3]`` frame gets its batch
+    dimension; a read-only array is copied): TypeError for anything but a uint8 array or tensor, ValueError for another
+    layout or an empty batch, each message saying how to convert where it can. What ``VideoSession.push`` and
+    :class:`FramePreprocessor` take."""
+    if not isinstance(frames, np.ndarray | torch.Tensor):
+        hint = ("np.stack(frames)" if isinstance(frames, list | tuple) else
+                "np.asarray(image.convert('RGB'))" if hasattr(frames, "convert") else "np.asarray(frames)")
+        raise TypeError(f"expected uint8 RGB frames [B, H, W, 3] as a numpy array or torch tensor, got "
+                        f"{type(frames).__name__} ({hint})")
+    check_uint8_frames(frames)
+    if isinstance(frames, np.ndarray) and not frames.flags.writeable:
+        frames = frames.copy()  # torch.from_numpy warns about read-only memory (a decoded buffer, np.broadcast_to)
+    if frames.ndim == 3 and frames.shape[-1] == 3:
+        frames = frames[None]
+    if frames.ndim != 4 or frames.shape[-1] != 3:
+        raise ValueError(f"expected uint8 RGB frames [B, H, W, 3], got shape {tuple(frames.shape)}"
+                         f"{_layout_hint(frames)}")
+    if frames.shape[0] == 0:
+        raise ValueError("an empty batch: push at least one frame")
+    return frames
+
+
+def _layout_hint(frames: np.ndarray | torch.Tensor) -> str:
+    """How to make frames of a layout ``push`` does not take ``[B, H, W, 3]`` (or ``[H, W, 3]``), where it looks
+    like a common one; "" otherwise."""
+    tensor = isinstance(frames, torch.Tensor)
+    shape = tuple(frames.shape)
+    if len(shape) in (3, 4) and shape[-1] == 4:
+        return " (RGBA? drop the alpha channel: frames[..., :3])"
+    if len(shape) in (3, 4) and shape[-3] in (3, 4) and shape[-1] not in (1, 3, 4):
+        order = (0, 2, 3, 1) if len(shape) == 4 else (1, 2, 0)
+        move = f"frames.permute{order}" if tensor else f"np.transpose(frames, {order})"
+        return f" (channels first? move them last: {move})"
+    if len(shape) in (2, 3) or (len(shape) == 4 and shape[-1] == 1):
+        gray = "frames" if shape[-1] == 1 else "frames[..., None]"  # [B, H, W, 1], or [H, W] / [B, H, W]
+        copy = f"{gray}.repeat_interleave(3, -1)" if tensor else f"np.repeat({gray}, 3, axis=-1)"
+        return f" (grayscale? repeat it into 3 channels: {copy})"
+    return ""
+
+
 @dataclass(frozen=True)
 class FrameGeometry:
     """Sizes of one video's frames through the pipeline (all frames of a video share them)."""
@@ -116,7 +185,9 @@ class FramePreprocessor:
         return x.round_().clamp_(0, 255)
 
     def __call__(self, frames: np.ndarray | torch.Tensor, device: torch.device) -> tuple[torch.Tensor, FrameGeometry]:
-        """frames ``[B, H, W, 3]`` uint8 RGB -> (``[B, 3, Hp, Wp]`` float32 on device, geometry)."""
+        """frames ``[B, H, W, 3]`` uint8 RGB (or one ``[H, W, 3]`` frame) -> (``[B, 3, Hp, Wp]`` float32 on device,
+        geometry). Other frames raise as :func:`frame_batch` says."""
+        frames = frame_batch(frames)
         height, width = int(frames.shape[1]), int(frames.shape[2])
         geo = self.geometry(height, width)
         same_size = geo.resized == geo.original

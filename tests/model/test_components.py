@@ -282,6 +282,23 @@ def test_resize_rounding_and_padding() -> None:
     assert float(x[0, 0, 0, 0]) == 200.0 and float(x[0, 0, 0, 860]) == 0.0  # zero padding on the right
 
 
+@pytest.mark.parametrize("exact", [False, True], ids=["default", "exact"])
+def test_the_preprocessor_checks_frames_as_push_does(exact) -> None:
+    """README's ONNX snippet feeds frames to the preprocessor: float frames in [0, 1] ran silently as near black, and
+    one [H, W, 3] frame failed with torch's permute error; they get push's messages, and one frame is a batch of 1."""
+    pre = FramePreprocessor(32, 64, 32, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), exact=exact)
+    frames = np.random.default_rng(0).integers(0, 256, (1, 40, 48, 3), dtype=np.uint8)
+    batch, _ = pre(frames, torch.device("cpu"))
+    single, geo = pre(frames[0], torch.device("cpu"))
+    assert torch.equal(single, batch) and geo.original == (40, 48)
+    with pytest.raises(TypeError, match=r"got float64 \(scale floats in \[0, 1\] by 255 and convert"):
+        pre(frames / 255.0, torch.device("cpu"))
+    with pytest.raises(ValueError, match=r"got shape \(1, 3, 40, 48\) \(channels first\? move them last"):
+        pre(torch.from_numpy(frames).permute(0, 3, 1, 2), torch.device("cpu"))
+    with pytest.raises(ValueError, match="an empty batch"):
+        pre(frames[:0], torch.device("cpu"))
+
+
 def test_a_test_short_edge_of_0_runs_frames_at_their_own_size() -> None:
     """INPUT.MIN_SIZE_TEST 0 was refused, where detectron2 (the official resize) reads it as no test resize, the
     maximum size aside: frames keep their size and are only padded."""
