@@ -220,7 +220,7 @@ def write_state_dict(state: Mapping[str, torch.Tensor], config: Mapping[str, Any
     """Write tensors + a model config into one self-describing safetensors file, atomically (temp file + rename)."""
     from safetensors.torch import save_file
 
-    path = Path(path)
+    path = Path(path).expanduser()  # "~/x.safetensors", as load_model reads it
     if not path.parent.is_dir():
         raise FileNotFoundError(errno.ENOENT, "no such folder to write the checkpoint in", str(path.parent))
     tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}

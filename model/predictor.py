@@ -213,7 +213,7 @@ class VideoPredictor:
             raise ValueError(f"the model's weights are {', '.join(wide)}: keep them float32 (model.float()) and "
                              "choose the compute type with precision='fp16' or 'bf16'")
         if cache_dir is not None:
-            cache_dir = Path(cache_dir)
+            cache_dir = Path(cache_dir).expanduser()  # "~/cache" (a literal ./~ folder was made)
         self.device = device
         self.model = model.to(self.device).eval()
         self._model_device = model_device(self.model)  # with its index (device "cuda" is one GPU): see push

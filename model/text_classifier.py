@@ -169,7 +169,8 @@ class TextClassifier:
         self.on_encoding = on_encoding  # (classes, prompts), before a vocabulary found in no cache is encoded
         context = int(backbone.clip_model.positional_embedding.shape[0])
         self.tokenizer = open_clip.tokenizer.SimpleTokenizer(context_length=context)
-        self._cache_root = cache_dir  # None: the clipvis cache, located when first used (`cache_dir`)
+        # None: the clipvis cache, located when first used (`cache_dir`); "~/cache" is the home folder's
+        self._cache_root = Path(cache_dir).expanduser() if cache_dir is not None else None
         self.use_disk_cache = use_disk_cache
         self._cache_warned = False
         # embeddings [S, E] by key, the MEMORY_VOCABULARIES used last (a server taking a vocabulary per request kept

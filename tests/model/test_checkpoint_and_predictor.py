@@ -185,6 +185,20 @@ def test_a_saved_model_loads_whatever_its_file_is_named(tmp_path, tiny_model, na
                                                  strict=True))
 
 
+def test_paths_from_the_home_folder_are_expanded_as_load_model_expands_them(tmp_path, tiny_model, monkeypatch):
+    """save_pretrained("~/x.safetensors") failed ("no such folder ... '~'") and VideoPredictor(cache_dir="~/cache")
+    made a folder literally named ~ in the working folder."""
+    home, work = tmp_path / "home", tmp_path / "work"
+    home.mkdir()
+    work.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(work)
+    assert save_pretrained(tiny_model, "~/tiny.safetensors") == home / "tiny.safetensors"
+    predictor = VideoPredictor(load_model("~/tiny.safetensors"), ["box"], cache_dir="~/cache")
+    assert predictor.text_classifier.cache_dir == home / "cache" / "text_embeddings"
+    assert list((home / "cache" / "text_embeddings").glob("*.safetensors")) and not (work / "~").exists()
+
+
 def test_own_format_is_self_describing(tmp_path, tiny_model) -> None:
     path = save_pretrained(tiny_model, tmp_path / "tiny.safetensors")
     loaded = load_model(path)
