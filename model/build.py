@@ -37,6 +37,7 @@ from clipvis.model.config import (
     load_config_file,
     official_key_name,
 )
+from clipvis.model.devices import resolve_device
 from clipvis.model.errors import Parameter
 from clipvis.weights import (
     CACHE_ENV,
@@ -339,8 +340,10 @@ def load_model(
     :class:`ClipVisConfig` (what :func:`check_checkpoint` returns) or a dict of its fields; ``clip_config``: an
     open_clip model config (file or dict) for a CLIP open_clip does not know by name. A checkpoint without CLIP
     weights takes them from open_clip: only for the released models' CLIPs unless ``allow_hub_clip``, and never with
-    ``CLIPVIS_OFFLINE`` set.
+    ``CLIPVIS_OFFLINE`` set. ``device``: as ``VideoPredictor``'s (``"auto"``: CUDA where there is a GPU); ValueError
+    before the file is read for a device this machine does not have.
     """
+    device = resolve_device(device)  # before the file is read: "auto", or a GPU this machine does not have
     text = os.fspath(name_or_path)
     base: dict[str, Any] | None = None
     local = Path(text).expanduser()

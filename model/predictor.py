@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from clipvis.model.clipvis import ClipVis
+from clipvis.model.devices import resolve_device
 from clipvis.model.errors import VocabularyError
 from clipvis.model.mask_runs import MaskRuns, column_major_runs, threshold_runs
 from clipvis.model.mask_upsampling import ComposedMaskResize
@@ -76,18 +77,6 @@ def model_device(model: torch.nn.Module) -> torch.device:
     """The device of a model's parameters (the CPU for a model without any)."""
     parameter = next(model.parameters(), None)
     return parameter.device if parameter is not None else torch.device("cpu")
-
-
-def _check_device_exists(device: torch.device) -> None:
-    """ValueError, before anything moves, for a CUDA device this machine does not have."""
-    if device.type != "cuda":
-        return
-    if not torch.cuda.is_available():
-        raise ValueError(f"device {str(device)!r}: no CUDA device is available here (torch.cuda.is_available() is "
-                         "False); use device='cpu'")
-    count = torch.cuda.device_count()
-    if device.index is not None and device.index >= count:
-        raise ValueError(f"device {str(device)!r}: this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}")
 
 
 def _runs_to_host(counts: torch.Tensor, lengths: torch.Tensor, size: tuple[int, int]) -> MaskRuns:
@@ -202,12 +191,8 @@ class VideoPredictor:
                                                 or not isinstance(mask_chunk_elements, numbers.Integral)
                                                 or mask_chunk_elements < 1):
             raise ValueError(f"mask_chunk_elements must be a whole number of at least 1, not {mask_chunk_elements!r}")
-        if device is None:  # where the model is
-            device = model_device(model)
-        elif str(device) == "auto":  # CUDA where there is a GPU
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        device = torch.device(device)
-        _check_device_exists(device)
+        # where the model is, or where asked ("auto": CUDA where there is a GPU), checked before anything moves
+        device = model_device(model) if device is None else resolve_device(device)
         wide = sorted({str(p.dtype) for p in model.parameters() if p.is_floating_point() and p.dtype != torch.float32})
         if wide:
             raise ValueError(f"the model's weights are {', '.join(wide)}: keep them float32 (model.float()) and "

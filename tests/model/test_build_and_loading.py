@@ -109,6 +109,19 @@ def test_a_clipvis_config_object_is_a_config_as_its_dict_is(tmp_path, tiny_model
     assert torch.equal(loaded.mask_decoder.query_feat.weight, tiny_model.mask_decoder.query_feat.weight)
 
 
+def test_load_model_reads_its_device_as_the_predictor_does_before_reading_the_file(tmp_path, tiny_model) -> None:
+    """device="auto" was torch's "Expected one of cpu, cuda, ..." and device="cuda" without a GPU failed after the whole
+    file was read."""
+    path = save_pretrained(tiny_model, tmp_path / "tiny.safetensors")
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert next(load_model(path, device="auto").parameters()).device.type == expected
+    with pytest.raises(ValueError, match=r"device 'gpu' is not a device: use 'cpu', 'cuda', 'cuda:N' or 'auto'$"):
+        load_model(tmp_path / "not-read.safetensors", device="gpu")
+    if not torch.cuda.is_available():  # refused before the (missing) file is looked at
+        with pytest.raises(ValueError, match=r"device 'cuda': no CUDA device is available here"):
+            load_model(tmp_path / "not-read.safetensors", device="cuda")
+
+
 def test_check_checkpoint_takes_a_training_folder_as_load_model_does(tmp_path, tiny_model, tiny_config,
                                                                       isolated_cache):
     """A detectron2 output folder loaded, but check_checkpoint said "checkpoint file not found"."""
