@@ -221,6 +221,8 @@ def write_state_dict(state: Mapping[str, torch.Tensor], config: Mapping[str, Any
     from safetensors.torch import save_file
 
     path = Path(path).expanduser()  # "~/x.safetensors", as load_model reads it
+    if path.is_dir():  # (the whole file was written, then the rename failed naming the temporary file)
+        raise IsADirectoryError(f"{path} is a folder: give a file name (e.g. {path / 'model.safetensors'})")
     if not path.parent.is_dir():
         raise FileNotFoundError(errno.ENOENT, "no such folder to write the checkpoint in", str(path.parent))
     tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}

@@ -199,6 +199,20 @@ def test_paths_from_the_home_folder_are_expanded_as_load_model_expands_them(tmp_
     assert list((home / "cache" / "text_embeddings").glob("*.safetensors")) and not (work / "~").exists()
 
 
+def test_saving_to_a_folder_is_refused_before_anything_is_written(tmp_path, tiny_model, monkeypatch) -> None:
+    """It wrote the whole file, then failed naming a temporary file ("Is a directory: '.../.x.tmp123' -> ...")."""
+    import safetensors.torch
+
+    def not_reached(*args, **kwargs):
+        raise AssertionError("written")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", not_reached)
+    expected = f"{tmp_path} is a folder: give a file name (e.g. {tmp_path / 'model.safetensors'})"
+    with pytest.raises(IsADirectoryError) as info:
+        save_pretrained(tiny_model, tmp_path)
+    assert str(info.value) == expected and list(tmp_path.iterdir()) == []
+
+
 def test_own_format_is_self_describing(tmp_path, tiny_model) -> None:
     path = save_pretrained(tiny_model, tmp_path / "tiny.safetensors")
     loaded = load_model(path)
