@@ -177,7 +177,11 @@ class StreamingVideoScorer:
     ) -> None:
         """T aligned frames, in order, on the host: object_logits ``[T, Q, 2]``, class_probs ``[T, Q, C]``, ious
         ``[T, Q]`` and ``positive_mask_statistics`` of each frame's mask logits, ``[T, Q, 2]``. The running sums
-        take them one frame at a time, so a video gives the same sums however its frames were batched."""
+        take them one frame at a time, so a video gives the same sums however its frames were batched.
+
+        ValueError, before any sum changes (a refused call leaves the scorer as it was), for shapes that do not fit
+        one another or the frames added before, or ious below 0 (which would make the scores NaN)."""
+        self._check_frames(object_logits, class_probs, ious, mask_statistics)
         for frame_object_logits, frame_probs, frame_ious, frame_mask_statistics in zip(
             object_logits.float(), class_probs.float(), ious.float(), mask_statistics, strict=True
         ):
@@ -191,6 +195,37 @@ class StreamingVideoScorer:
             object_prob = frame_object_logits.softmax(-1)[:, 0]
             self._frames.append(torch.cat([frame_probs, object_prob[:, None], frame_mask_statistics], 1).numpy())
             self.num_frames += 1
+
+    def _check_frames(
+        self,
+        object_logits: torch.Tensor,
+        class_probs: torch.Tensor,
+        ious: torch.Tensor,
+        mask_statistics: torch.Tensor,
+    ) -> None:
+        """:meth:`add_frames`' checks: shapes only, and one reduction over the ious (host tensors: no device sync)."""
+        if object_logits.dim() != 3 or object_logits.shape[-1] != 2:
+            raise ValueError(f"object_logits must be [Q, 2] per frame (object, no object), got shape "
+                             f"{tuple(object_logits.shape[1:])}")
+        frames, queries = object_logits.shape[:2]
+        if class_probs.dim() != 3 or tuple(class_probs.shape[:2]) != (frames, queries):
+            raise ValueError(f"class_probs must be [Q, C] per frame with Q = {queries} (object_logits'), got shape "
+                             f"{tuple(class_probs.shape[1:])}")
+        if tuple(ious.shape) != (frames, queries):
+            raise ValueError(f"ious must be [Q] per frame with Q = {queries} (object_logits'), got shape "
+                             f"{tuple(ious.shape[1:])}")
+        if tuple(mask_statistics.shape) != (frames, queries, 2):
+            raise ValueError(f"the mask logits must be [Q, h, w] per frame with Q = {queries} (object_logits'), got "
+                             f"statistics of shape {tuple(mask_statistics.shape[1:])}")
+        if self._sqrt_sum is not None and tuple(class_probs.shape[1:]) != tuple(self._sqrt_sum.shape):
+            had_queries, had_classes = self._sqrt_sum.shape
+            raise ValueError(f"a frame of {queries} queries and {class_probs.shape[2]} classes after frames of "
+                             f"{had_queries} queries and {had_classes} classes: one video's frames keep the model's "
+                             "queries and one vocabulary")
+        if ious.numel() and not bool((ious >= 0).all()):  # NaN fails too
+            low = ious.float().nan_to_num(nan=float("-inf")).min().item()
+            raise ValueError(f"ious must be the predicted mask IoUs (>= 0: the IoU head's sigmoid), got {low:g}: raw "
+                             "IoU-head logits? apply torch.sigmoid first")
 
     def fused_scores(self) -> torch.Tensor:
         """s_{q,c} ``[Q, C]`` from the running sums."""

@@ -47,7 +47,15 @@ class TemporalMatcher:
         return perm
 
     def match(self, embeds: torch.Tensor) -> MatchResult:
-        """embeds ``[Q, D]`` of the current frame -> permutation; the aligned embeddings enter the memory."""
+        """embeds ``[Q, D]`` of the current frame -> permutation; the aligned embeddings enter the memory. ValueError,
+        before the memory changes, for another shape or one other than the frames' before."""
+        if embeds.dim() != 2:
+            hint = ": match a batch's frames one by one, matcher.match(embeds[b])" if embeds.dim() == 3 else ""
+            raise ValueError(f"embeds must be one frame's query embeddings [Q, D], got shape {tuple(embeds.shape)}"
+                             f"{hint}")
+        if self.memory and embeds.shape != self.memory[-1].shape:
+            raise ValueError(f"embeds of shape {tuple(embeds.shape)} after frames of {tuple(self.memory[-1].shape)}: "
+                             "one video's frames keep the model's queries [Q, D]")
         num_queries = embeds.shape[0]
         with torch.autocast(device_type="cpu", enabled=False):  # costs in float32 whatever the caller's autocast
             current = F.normalize(embeds.detach().float().cpu(), dim=-1)

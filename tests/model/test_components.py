@@ -549,6 +549,37 @@ def test_frames_added_in_batches_give_the_scores_of_frames_added_one_by_one() ->
     assert torch.equal(got.scores, expected.scores) and torch.equal(got.mask_scores, expected.mask_scores)
 
 
+def test_a_refused_frame_leaves_the_scorer_and_the_matcher_as_they_were() -> None:
+    """A frame of another class count had already added its object logits (later scores differed); negative ious
+    (raw IoU-head logits) made every score NaN and select() returned nothing; a [B, Q, D] batch was taken as a first
+    frame, then failed with an einsum error. Each is now a ValueError before any state changes."""
+    obj, probs, ious, masks = random_video(t=2)
+    wrong_classes = torch.rand(4, 4).softmax(-1)
+    checked, plain = StreamingVideoScorer(), StreamingVideoScorer()
+    checked.add_frame(obj[:, 0], probs[:, 0], ious[:, 0], masks[:, 0])
+    with pytest.raises(ValueError, match="a frame of 4 queries and 4 classes after frames of 4 queries and 3"):
+        checked.add_frame(obj[:, 1], wrong_classes, ious[:, 1], masks[:, 1])
+    with pytest.raises(ValueError, match=r"ious must be \[Q\] per frame with Q = 4"):
+        checked.add_frame(obj[:, 1], probs[:, 1], ious[:3, 1], masks[:, 1])
+    with pytest.raises(ValueError, match=r"ious must be the predicted mask IoUs \(>= 0.*apply torch.sigmoid first"):
+        checked.add_frame(obj[:, 1], probs[:, 1], ious[:, 1] - 2.0, masks[:, 1])
+    with pytest.raises(ValueError, match=r"ious must be the predicted"):
+        checked.add_frame(obj[:, 1], probs[:, 1], torch.full((4,), float("nan")), masks[:, 1])
+    checked.add_frame(obj[:, 1], probs[:, 1], ious[:, 1], masks[:, 1])
+    for t in range(2):
+        plain.add_frame(obj[:, t], probs[:, t], ious[:, t], masks[:, t])
+    assert checked.num_frames == 2 and torch.equal(checked.fused_scores(), plain.fused_scores())
+    assert torch.equal(checked.select(top_n=5).scores, plain.select(top_n=5).scores)
+    matcher = TemporalMatcher()
+    with pytest.raises(ValueError, match=r"\[Q, D\], got shape \(2, 8, 16\): match a batch's frames one by one"):
+        matcher.match(torch.randn(2, 8, 16))
+    assert not matcher.memory
+    matcher.match(torch.randn(8, 16))
+    with pytest.raises(ValueError, match=r"embeds of shape \(8, 32\) after frames of \(8, 16\)"):
+        matcher.match(torch.randn(8, 32))
+    assert len(matcher.memory) == 1
+
+
 def test_frame_spill_round_trip() -> None:
     spill = FrameSpill(memory_budget_bytes=100)
     frames = [np.full((3, 4), i, dtype=np.float32) for i in range(10)]
