@@ -252,8 +252,10 @@ class VideoPredictor:
         if shared and not self.allow_duplicate_names:
             duplicates = sorted(name_key(name) for name, classes in shared
                                 if all(name_key(class_name(names[i])) == name_key(name) for i in classes))
-            if duplicates:  # a class name repeated
-                raise VocabularyError(f"duplicate class names in the vocabulary (case aside): {', '.join(duplicates)}")
+            if duplicates:  # a class name repeated: the first few named (a list of 3,000 repeated gave 35 KB)
+                more = f", ... ({len(duplicates)} in all)" if len(duplicates) > 5 else ""
+                raise VocabularyError(f"duplicate class names in the vocabulary (case aside): "
+                                      f"{', '.join(duplicates[:5])}{more}")
             shown = "; ".join(f"{name_key(name)} ({' / '.join(repr(names[i]) for i in classes)})"
                               for name, classes in shared[:3])
             raise VocabularyError(f"class names or synonyms in more than one class of the vocabulary (case aside): "

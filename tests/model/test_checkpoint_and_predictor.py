@@ -22,6 +22,7 @@ from clipvis.model import (
 )
 from clipvis.model.checkpoint import from_official_keys, infer_clip_model, read_state_dict
 from clipvis.model.config import load_config_file
+from clipvis.model.errors import VocabularyError
 from clipvis.model.predictor import VideoPredictor
 
 
@@ -367,6 +368,15 @@ def test_vocabulary_validation(tiny_model, tmp_path) -> None:
         assert vocabulary == ["cat", "dog"] and all(type(name) is str for name in vocabulary)
     with pytest.raises(TypeError, match=r"takes a model, not a path \('model.pth'\): load it first with"):
         VideoPredictor("model.pth", ["cat"])  # AttributeError: 'str' object has no attribute 'parameters'
+
+
+def test_many_duplicate_names_are_said_in_one_short_line(tiny_model, tmp_path) -> None:
+    """A list of 3,000 names given twice gave a 35 KB message naming every one."""
+    with pytest.raises(VocabularyError) as info:
+        VideoPredictor(tiny_model, [f"class {i}" for i in range(3000)] * 2, cache_dir=tmp_path)
+    message = str(info.value)
+    assert message == ("duplicate class names in the vocabulary (case aside): class 0, class 1, class 10, class 100, "
+                       "class 1000, ... (3000 in all)")
 
 
 def test_names_that_clip_reads_alike_are_refused_and_long_ones_said(tiny_model, tmp_path) -> None:
