@@ -377,6 +377,11 @@ class VideoSession:
             raise RuntimeError(f"the model is on {where} but this predictor runs on {self.predictor.device}: it was "
                                f"moved since (another VideoPredictor of the same model on {where}?); predictors of "
                                "one model share it and must use one device")
+        first = next(self.predictor.model.parameters(), None)  # model.half() converts them all: one is enough
+        if first is not None and first.dtype != torch.float32:
+            raise RuntimeError(f"the model's weights are {first.dtype} since this predictor was made (model.half()?): "
+                               "keep them float32 (model.float()) and choose the compute type with precision='fp16' "
+                               "or 'bf16'")
         frames = frame_batch(frames)
         predictor = self.predictor
         model = predictor.model

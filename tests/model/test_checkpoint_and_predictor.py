@@ -294,6 +294,19 @@ def test_pushes_inside_and_outside_inference_mode_may_follow_one_another(tiny_mo
     tracked[0].class_probs.mul_(2)  # the caller's to change
 
 
+def test_a_model_made_half_after_its_predictor_is_one_line_and_the_session_goes_on(tiny_model_factory, tmp_path):
+    """model.half() after VideoPredictor(model) failed deep in the network ("Input type (float) and bias type
+    (c10::Half) should be the same"); it is the constructor's advice, before the session changes."""
+    model = tiny_model_factory()
+    session = VideoPredictor(model, ["box"], cache_dir=tmp_path).new_video()
+    model.half()
+    with pytest.raises(RuntimeError, match=r"^the model's weights are torch.float16 since this predictor was made "
+                                           r"\(model.half\(\)\?\): keep them float32 \(model.float\(\)\)"):
+        session.push(synthetic_video(1))
+    model.float()
+    assert len(session.push(synthetic_video(1))) == 1
+
+
 def test_a_predictor_runs_where_its_model_is_and_says_when_the_model_moved(tiny_model_factory, tmp_path) -> None:
     """``VideoPredictor(model)`` moved a model loaded onto a GPU back to the CPU (device defaulted to "cpu"); a
     second predictor of the model on another device moved it under the first, whose next push failed deep in the
