@@ -201,7 +201,10 @@ def get_pretrained(name: str = DEFAULT_PRETRAINED) -> PretrainedCheckpoint:
 def published_ap(name: str, dataset: str) -> float | None:
     """Published mask AP (%) of checkpoint `name` on `dataset` (e.g. ``lvvis_val``), None if not published.
 
-    Raises `UnknownCheckpointError` for an unknown checkpoint name.
+    Raises `UnknownCheckpointError` for an unknown checkpoint name and ValueError, listing `PUBLISHED_AP_DATASETS`,
+    for a dataset key that is not one of them (``"ovis"`` for ``"ovis_val"`` read as "not published").
     """
-    key = dataset.strip().lower().replace("-", "_")
+    key = dataset.strip().lower().replace("-", "_").replace(" ", "_")
+    if key not in PUBLISHED_AP_DATASETS:
+        raise ValueError(f"unknown dataset {dataset!r}: published APs are keyed by {', '.join(PUBLISHED_AP_DATASETS)}")
     return get_pretrained(name).published_ap.get(key)

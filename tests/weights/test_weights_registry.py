@@ -125,9 +125,17 @@ def test_name_aliases(alias: str, expected: str) -> None:
     assert get_pretrained(alias).name == expected
 
 
-def test_published_ap_unpublished_dataset_and_unknown_name() -> None:
-    assert published_ap("clipvis-lvis-r50", "coco_val") is None
+@pytest.mark.parametrize("dataset", ["coco_val", "ovis", "ytvis19", "lvvis"])
+def test_published_ap_of_an_unknown_dataset_key_lists_the_keys(dataset) -> None:
+    """A misspelt key ('ovis' for 'ovis_val') returned None, read as "not published"."""
+    with pytest.raises(ValueError, match=rf"^unknown dataset '{dataset}': published APs are keyed by lvvis_val, "
+                                         r"lvvis_test, ovis_val, ytvis_2019_val, ytvis_2021_val, burst_val$"):
+        published_ap("clipvis-lvis-r50", dataset)
+
+
+def test_published_ap_dataset_spellings_and_unknown_name() -> None:
     assert published_ap("clipvis-lvis-convnext-b", "LVVIS-VAL") == pytest.approx(32.2)
+    assert published_ap("clipvis-lvis-r50", " ytvis-2019-val ") == pytest.approx(32.2)
     with pytest.raises(UnknownCheckpointError):
         published_ap("no-such-model", "lvvis_val")
 
