@@ -70,18 +70,25 @@ class UntrustedClipError(CheckpointError):
                          " to let open_clip download it")
 
 
-def _pretrained_clip(config: ClipVisConfig, allow_hub_clip: bool, for_checkpoint: bool = False) -> torch.nn.Module:
+def _pretrained_clip(config: ClipVisConfig, allow_hub_clip: bool, for_checkpoint: bool = False,
+                     checkpoint: Path | None = None) -> torch.nn.Module:
     """The CLIP with open_clip's pretrained weights (downloaded by open_clip on first use), after the safety checks:
     only the released checkpoints' (name, tag) pairs unless ``allow_hub_clip``, never with ``CLIPVIS_OFFLINE``.
     ``for_checkpoint``: for a checkpoint without CLIP weights (load_model), which the messages then name; otherwise
-    for ``create_model(pretrained_clip=True)``."""
+    for ``create_model(pretrained_clip=True)``. ``checkpoint``: that file, which messages name."""
     import open_clip
 
     name, tag = config.clip_model_name, config.clip_pretrained
     why = ("the checkpoint has no CLIP weights" if for_checkpoint
            else "create_model(pretrained_clip=True) takes the CLIP weights from open_clip")
     if config.clip_model_config is not None:
-        raise CheckpointError("a CLIP given by model config has no pretrained weights to download")
+        if for_checkpoint:
+            where = f"{checkpoint}: " if checkpoint is not None else ""
+            raise CheckpointError(f"{where}the checkpoint holds no CLIP weights (no backbone.clip_model.* keys), and a "
+                                  "CLIP given by model config has no pretrained weights to download: give a "
+                                  "checkpoint that holds its CLIP")
+        raise CheckpointError(f"{why}, but a CLIP given by model config has no pretrained weights to download: build "
+                              "with pretrained_clip=False and load a checkpoint's weights")
     if not name.startswith("hf-hub:") and open_clip.get_model_config(name) is None:  # (the hub's are looked up there)
         raise UnknownClipError(
             f"{why} and its config names CLIP {clip_name(name, tag)}, which open_clip does not know: no weights can "
@@ -134,6 +141,7 @@ def _create_model(
     pretrained_clip: bool,
     allow_hub_clip: bool,
     for_checkpoint: bool = False,
+    checkpoint: Path | None = None,
 ) -> ClipVis:
     """:func:`create_model`; ``for_checkpoint``: the pretrained CLIP is for a checkpoint without one (the errors
     then say so)."""
@@ -142,7 +150,7 @@ def _create_model(
     elif not isinstance(config, ClipVisConfig):
         config = ClipVisConfig.from_dict({**ClipVisConfig().to_dict(), **config})
     if pretrained_clip:
-        clip_model = _pretrained_clip(config, allow_hub_clip, for_checkpoint)
+        clip_model = _pretrained_clip(config, allow_hub_clip, for_checkpoint, checkpoint)
     else:
         clip_model = build_open_clip_model(config.clip_model_name, config.clip_model_config, config.clip_pretrained)
     backbone = ClipBackbone(clip_model.float(), max_logit_scale=config.max_logit_scale)
@@ -388,7 +396,8 @@ def load_model(
         with torch.device("meta"):
             model = create_model(cfg)
     else:
-        model = _create_model(cfg, pretrained_clip=True, allow_hub_clip=allow_hub_clip, for_checkpoint=True)
+        model = _create_model(cfg, pretrained_clip=True, allow_hub_clip=allow_hub_clip, for_checkpoint=True,
+                              checkpoint=path)
     expected = model.state_dict()
     if not has_clip:
         state = {**{k: v for k, v in expected.items() if k.startswith("backbone.")}, **state}

@@ -291,6 +291,17 @@ def fake_open_clip(monkeypatch) -> list[dict[str, Any]]:
     return calls
 
 
+def test_a_file_without_the_clip_its_config_builds_names_the_file_and_the_missing_keys(tmp_path, tiny_model,
+                                                                                       tiny_config) -> None:
+    path = _official_file(tiny_model, tmp_path / "head_only.pth", drop_clip=True)
+    with pytest.raises(CheckpointError, match=rf"^{path}: the checkpoint holds no CLIP weights \(no "
+                                              r"backbone\.clip_model\.\* keys\), and a CLIP given by model config"):
+        load_model(path, config=tiny_config())
+    with pytest.raises(CheckpointError, match=r"^create_model\(pretrained_clip=True\) takes .*: build with "
+                                              r"pretrained_clip=False"):
+        create_model(tiny_config(), pretrained_clip=True)
+
+
 def test_another_networks_weights_are_refused_before_a_clip_is_fetched(tmp_path, fake_open_clip) -> None:
     """A torchvision-style state dict has no CLIP weights, so a CLIP was downloaded for it first (or, offline, the
     error was about the CLIP download) before its keys were looked at."""
