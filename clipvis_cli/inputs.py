@@ -538,7 +538,7 @@ def _expand_directory(
         except OSError as error:
             yield VideoSource(entry, error=f"cannot read ({error_reason(error)})", argument=argument)
             continue
-        if is_dir and not _made_by_clipvis(entry):  # an output root inside the folder: its overlays are not inputs
+        if is_dir and _searched_within(entry):  # a folder clipvis made holds no input: its overlays are not inputs
             if is_link:
                 links.append(entry)
             else:
@@ -576,6 +576,19 @@ def _made_by_clipvis(directory: Path) -> bool:
         return False
 
 
+def _searched_within(directory: Path) -> bool:
+    """Whether a folder met while searching another is searched too: a folder of the user's, or an output root
+    (clipvis' lock and its journal of the folders it made, `-o data/cam1`) that may hold the user's videos beside
+    clipvis' folders, as an output root named at the top level is; not a video's output folder, an export folder or
+    another folder clipvis made (evaluate's)."""
+    if not _made_by_clipvis(directory):
+        return True
+    try:
+        return not _output_folder_of(directory) and (directory / FOLDER_JOURNAL).is_file()
+    except OSError:
+        return False
+
+
 # The fields every run.json clipvis writes holds (writers/manifest.py RunManifest): a run.json with all of them is
 # clipvis' record of a video's output folder even where the folder's hidden lock was not copied (`rsync --exclude
 # '.*'`); a file of another tool called run.json lacks them.
@@ -604,6 +617,7 @@ SKIPPED_OUTPUT = "skipped: a file clipvis wrote"
 # videos beside the video folders).
 MANIFEST_NAME = "run.json"  # writers.layout.MANIFEST_NAME (which imports this module)
 OUTPUT_FOLDER_RECORDS = (MANIFEST_NAME, ".clipvis-export.json")
+FOLDER_JOURNAL = ".clipvis.folders"  # writers.layout.FOLDER_JOURNAL: an output root's journal of its folders
 
 
 def _output_folder(path: Path) -> Path | None:

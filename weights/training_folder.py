@@ -7,7 +7,7 @@ resolver reads, as it reads a detectron2 ``OUTPUT_DIR``)::
     model_final.pth                  detectron2: the weights at the end of the run
     metrics.jsonl                    clipvis train: one JSON line per logged iteration and per evaluation
     data.json                        clipvis train: the items the run trains on (a --resume must give the same)
-    .clipvis-train.lock              clipvis train: held while a checkpoint is written
+    .clipvis-train.lock              clipvis train: held by the live run for its whole life (a save writes under it)
 """
 
 from __future__ import annotations
@@ -36,9 +36,9 @@ TRAINING_LOCK_NAME = ".clipvis-train.lock"
 #: The temporary files of a checkpoint's save, until their rename: the weights' (``write_state_dict``:
 #: ``.model_0000007.safetensors.tmp<pid>``), the training state's (``model_0000007.state.pt.tmp``) and
 #: last_checkpoint's (``atomic_write_text``: ``.last_checkpoint.XXXXXXXX.tmp``). A process killed while saving leaves
-#: them, a checkpoint's size each. Only these: a save writes them holding ``TRAINING_LOCK_NAME``, which their removal
-#: takes (metrics.jsonl, config.yaml and data.json are written without it, and their temporaries, a few kilobytes,
-#: are left alone).
+#: them, a checkpoint's size each. Only these: a save writes them holding ``TRAINING_LOCK_NAME`` (the live run holds it
+#: for its whole life), which their removal takes (metrics.jsonl, config.yaml and data.json are written without it,
+#: and their temporaries, a few kilobytes, are left alone).
 SAVE_TEMPORARY_FILE = re.compile("|".join([
     r"\.model_\d{7}\.safetensors\.tmp\d+", r"model_\d{7}\.state\.pt\.tmp",
     re.escape(f".{Path(LAST_CHECKPOINT).stem}.") + r"[a-z0-9_]{8}" + re.escape(f".tmp{Path(LAST_CHECKPOINT).suffix}"),

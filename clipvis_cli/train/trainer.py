@@ -25,6 +25,7 @@ import os
 import random
 import re
 import signal
+import socket
 import sys
 import time
 import warnings
@@ -130,7 +131,11 @@ def hold_training_folder(folder: Path) -> FolderLock:
     try:
         return FolderLock(folder, TRAINING_LOCK_NAME).acquire()
     except FolderBusyError as busy:
-        raise FolderInUseError(folder, busy.holder.split(" on ")[0]) from None
+        # "pid N on HOST" (clipvis.cli.locks): the host kept where it is another machine's (a folder shared over NFS
+        # by the nodes of a multi-node run or a requeue), where that pid is no process of this one
+        here = f" on {socket.gethostname()}"
+        holder = busy.holder.removesuffix(here) if busy.holder.endswith(here) else busy.holder
+        raise FolderInUseError(folder, holder) from None
 
 
 @contextmanager

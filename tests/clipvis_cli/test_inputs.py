@@ -101,6 +101,25 @@ def test_a_search_skips_the_folders_clipvis_writes(tmp_path: Path) -> None:
     assert source.kind == "images" and source.frame_files == (tmp_path / "imgs" / "0.jpg",) and warnings == []
 
 
+def test_a_search_takes_the_videos_of_an_output_root_below_it_and_skips_its_folders(tmp_path: Path) -> None:
+    """`clipvis segment data/cam1/a.mp4 -o data/cam1`, then new videos in data/cam1, then `clipvis segment data`: the
+    search skipped data/cam1 whole (it holds clipvis' lock), losing a.mp4 and c.mp4 without a word (review29). An
+    output root (its lock and its journal of folders) is searched as it is when named; its folders are not."""
+    data = tmp_path / "data"
+    touch(data / "b.mp4")
+    touch(data / "cam1" / "a.mp4")
+    touch(data / "cam1" / "c.mp4")
+    touch(data / "cam1" / ".clipvis.lock", b"")
+    touch(data / "cam1" / ".clipvis.folders", b'"a"\n')
+    _output_folder(data / "cam1" / "a", data / "cam1" / "a.mp4")
+    touch(data / "cam1" / "export" / ".clipvis.lock", b"")  # an export folder: its record
+    touch(data / "cam1" / "export" / ".clipvis-export.json", b"{}")
+    touch(data / "cam1" / "export" / "masks" / "00000.png")
+    touch(data / "cache" / ".clipvis.lock", b"")  # another folder clipvis made (evaluate's): no journal
+    touch(data / "cache" / "v.mp4")
+    assert names(discover_inputs([str(data)])) == ["b.mp4", "a.mp4", "c.mp4"]
+
+
 def test_image_folder_is_one_video_in_natural_order(tmp_path: Path) -> None:
     folder = tmp_path / "seq"
     for name in ["10.png", "2.png", "1.png", "notes.txt"]:

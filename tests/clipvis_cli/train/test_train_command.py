@@ -1758,6 +1758,20 @@ def test_a_full_disk_while_saving_a_checkpoint_is_one_line_naming_the_last_usabl
     assert (run / "last_checkpoint").read_text().strip() == "model_0000001.safetensors"
 
 
+def test_a_live_run_on_another_machine_is_named_with_its_host(tmp_path: Path) -> None:
+    """A folder shared over NFS by a multi-node run or a requeue: the holder's pid alone named a process of another
+    machine, one a user could `kill` here by mistake (review29); its host is kept where it is not this machine."""
+    from clipvis.cli.locks import FolderLock
+    from clipvis.cli.train import trainer
+
+    run = tmp_path / "run"
+    run.mkdir()
+    with FolderLock(run, trainer.TRAINING_LOCK_NAME):
+        (run / trainer.TRAINING_LOCK_NAME).write_text("pid 4242 on node17\n")  # as another machine's run wrote it
+        with pytest.raises(trainer.FolderInUseError, match=r"live training run \(pid 4242 on node17\)"):
+            trainer.hold_training_folder(run)
+
+
 def test_resume_with_a_model_override_is_refused_naming_it(tmp_path, tiny_train_config):
     """`--resume CLIPVIS.MODEL.num_queries=16 MODEL.MASK_FORMER.DEC_LAYERS=5` was ignored (the model is the
     checkpoint's) yet written to config.yaml, which then disagreed with the model: one line naming them."""
