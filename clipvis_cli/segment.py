@@ -567,9 +567,7 @@ class SegmentRunner:
             if reader.size_change is not None:
                 index, (height, width) = reader.size_change
                 self.reporter.video_warning(source, stem, f"{reader.frame_label(index)} is {width}x{height}, not "
-                                            f"{probe.width}x{probe.height} as the frames before it: "
-                                            f"{reader.size_change_cause} to the first frame's size (their aspect "
-                                            "ratio too)")
+                                            f"{probe.width}x{probe.height}{reader.size_change_cause}")
             if opts.exact:  # the official evaluator's selection has no such settings
                 video = stream.finish()
             else:

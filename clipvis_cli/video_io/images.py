@@ -4,6 +4,8 @@ and their durations, and which files Pillow (not FFmpeg) reads."""
 from __future__ import annotations
 
 import warnings
+from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 
 import cv2
@@ -12,9 +14,9 @@ from PIL import Image, UnidentifiedImageError
 
 
 def resized_to(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """``image`` (``[H, W, 3]``) at ``size`` (height, width): how a video keeps its first frame's size when a frame
-    comes in another (a resolution change mid-stream, an image folder's photo turned upright by its EXIF), in segment
-    and in training alike (cv2's area interpolation)."""
+    """``image`` (``[H, W, 3]``) at ``size`` (height, width): how a video keeps one size when a frame comes in
+    another (a resolution change mid-stream: the first frame's size; an image folder's photo turned upright by its
+    EXIF: the size most of its images have), in segment and in training alike (cv2's area interpolation)."""
     if image.shape[:2] == tuple(size):
         return image
     return cv2.resize(image, (size[1], size[0]), interpolation=cv2.INTER_AREA)
@@ -83,16 +85,41 @@ def quiet_metadata_warnings() -> None:
         warnings.filterwarnings("ignore", category=UserWarning, module=module)
 
 
+# The transpositions that swap width and height (a quarter turn, with or without a flip)
+_QUARTER_TURNS = (Image.Transpose.TRANSPOSE, Image.Transpose.ROTATE_270, Image.Transpose.TRANSVERSE,
+                  Image.Transpose.ROTATE_90)
+
+
+def _upright_transpose(image: Image.Image) -> Image.Transpose | None:
+    """The transposition ``image``'s EXIF orientation tag asks for; None for none, or EXIF that cannot be read."""
+    try:
+        orientation = image.getexif().get(_EXIF_ORIENTATION)
+    except Exception:  # noqa: BLE001 - any damage to the EXIF block: no orientation to apply
+        return None
+    return _ORIENTATIONS.get(orientation) if isinstance(orientation, int) else None
+
+
 def upright(image: Image.Image) -> Image.Image:
     """``image`` turned as its EXIF orientation tag says. The tag is read alone: ``ImageOps.exif_transpose`` writes
     the whole EXIF block again, and one damaged tag of it (a camera's, or a bad edit) failed the frame although its
     pixels were whole. EXIF that cannot be read leaves the image as stored (as detectron2's ``read_image``)."""
-    try:
-        orientation = image.getexif().get(_EXIF_ORIENTATION)
-    except Exception:  # noqa: BLE001 - any damage to the EXIF block: no orientation to apply
-        return image
-    method = _ORIENTATIONS.get(orientation) if isinstance(orientation, int) else None
+    method = _upright_transpose(image)
     return image.transpose(method) if method is not None else image
+
+
+def shown_size(image: Image.Image) -> tuple[int, int]:
+    """(height, width) of an opened image as ``rgb_array`` gives it (turned upright), from its header alone: Pillow
+    decodes no pixels for ``size`` nor for the EXIF block."""
+    width, height = image.size
+    return (width, height) if _upright_transpose(image) in _QUARTER_TURNS else (height, width)
+
+
+def most_common_size(sizes: Sequence[tuple[int, int]]) -> tuple[int, int]:
+    """The size most of ``sizes`` have; where several tie, the one that comes first. An image folder's frames are
+    all made this size: one odd image first in the folder (a phone photo turned upright) no longer sets the size
+    of all the others. ``sizes`` must not be empty."""
+    counts = Counter(sizes)
+    return counts.most_common(1)[0][0]  # Counter orders equal counts as first met
 
 
 def rgb_array(image: Image.Image) -> np.ndarray:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from array import array
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from fractions import Fraction
 from pathlib import Path
 from typing import Protocol
@@ -36,10 +37,12 @@ from clipvis.cli.video_io.images import (
     _frame_durations_ms,
     _is_webp,
     _pillow_reads,
+    most_common_size,
     picture_count,
     quiet_metadata_warnings,
     resized_to,
     rgb_array,
+    shown_size,
 )
 from clipvis.cli.video_io.probe import _AVI_LEADING_FRAMES, DEFAULT_FPS, VideoProbe, VideoReadError
 from clipvis.cli.video_io.stream_health import _declared_seconds, _ends_early, _StreamHealth, _TransportStreamStarts
@@ -56,7 +59,8 @@ class FrameReader(Protocol):
     # Set by each iteration: the first frame of another size than the first (resized to the first frame's size), as
     # (its index, (height, width)); None when every frame had one size.
     size_change: tuple[int, tuple[int, int]] | None
-    # How a size change came about, for the warning: "... were resized" (after "frame X is WxH, not ...: ").
+    # How a size change came about, for the warning: its words right after "frame X is WxH, not W'xH'" (the probe's
+    # size), from their leading space or comma on.
     size_change_cause: str
 
     def probe(self) -> VideoProbe: ...
@@ -81,7 +85,8 @@ class VideoReader:
     """Decode a video file with PyAV. Iterating opens the file afresh, so a reader can be iterated twice
     (e.g. once for the model, once for the overlay)."""
 
-    size_change_cause = "the video changes size mid-stream, and its frames from there on were resized"
+    size_change_cause = (" as the frames before it: the video changes size mid-stream, and its frames from there on "
+                         "were resized to the first frame's size (their aspect ratio too)")
 
     def __init__(self, path: Path | str, stride: int = 1, max_frames: int | None = None, threads: int = 0,
                  frames: Sequence[int] | None = None) -> None:
@@ -285,14 +290,16 @@ class VideoReader:
 
 
 class ImageFolderReader:
-    """Read a list of image files (an image-folder video) as RGB frames of the first frame's size: an image of another
-    size (a photo turned by its EXIF orientation among others that are not) is resized to it, as a video that changes
-    size mid-stream is (`size_change`).
+    """Read a list of image files (an image-folder video) as RGB frames of one size, the size most of the images it
+    reads have (the first one's where sizes tie; each image's header alone is read for it, with its EXIF orientation):
+    an image of another size (a photo turned by its EXIF orientation among others that are not) is resized to it, as
+    a video that changes size mid-stream is (`size_change`), also when it is the first.
 
     EXIF orientation is applied. `fps` is the rate the frames are assumed to have (default 30).
     """
 
-    size_change_cause = "the images differ in size, and each image of another size was resized"
+    size_change_cause = (", the size most of the images have (the first one's where sizes tie): the images differ in "
+                         "size, and each image of another size was resized to it (its aspect ratio too)")
 
     def __init__(
         self,
@@ -313,8 +320,8 @@ class ImageFolderReader:
         self._probe: VideoProbe | None = None
         self._animated: tuple[int, Fraction, list[float]] | tuple[()] | None = None  # () once known: no animation
         self.frame_times: Sequence[float] = ()  # an animation's, per frame yielded by the last iteration
-        # The last iteration's first frame of another size than the first (resized to the first frame's size): (its
-        # index in `frame_files`, (height, width)); None when every frame read had one size (`VideoReader`'s too).
+        # The last iteration's first frame of another size than the probe's (resized to it): (its index in
+        # `frame_files`, (height, width)); None when every frame read had one size (`VideoReader`'s too).
         self.size_change: tuple[int, tuple[int, int]] | None = None
 
     def probe(self) -> VideoProbe:
@@ -322,11 +329,14 @@ class ImageFolderReader:
             quiet_metadata_warnings()
             if not self.frame_files:
                 raise VideoReadError(self.path, "no image frames")
-            height, width = self._load(self.frame_files[0]).shape[:2]
             count, fps = len(self.frame_files), self.fps
             animation = self._animation()
             if animation is not None:
                 count, fps, _ = animation
+                height, width = self._load(self.frame_files[0]).shape[:2]
+            else:
+                sizes = [self._shown_size(self.frame_files[index]) for index in self._selected()]
+                height, width = most_common_size(sizes)
             self._probe = VideoProbe(self.path, width, height, fps, True, count, 0, "image")
         return self._probe
 
@@ -370,24 +380,24 @@ class ImageFolderReader:
         if self._animation() is not None:
             yield from self._animation_frames()
             return
-        selected = range(0, len(self.frame_files), self.stride)
-        if self.max_frames is not None:
-            selected = selected[: self.max_frames]
-        first_size: tuple[int, int] | None = None  # (height, width)
+        common_size = (self.probe().height, self.probe().width)
         self.size_change = None
-        for index in selected:
+        for index in self._selected():
             image = self._load(self.frame_files[index])
             size = (image.shape[0], image.shape[1])
-            if first_size is None:
-                first_size = size
-            elif size != first_size:  # one size for the video, as VideoReader keeps it
+            if size != common_size:  # one size for the video, as VideoReader keeps it
                 if self.size_change is None:
                     self.size_change = (index, size)
-                image = resized_to(image, first_size)
+                image = resized_to(image, common_size)
             yield index, image
 
+    def _selected(self) -> range:
+        """The indices in `frame_files` of the images an iteration reads (``stride``, ``max_frames``)."""
+        selected = range(0, len(self.frame_files), self.stride)
+        return selected[: self.max_frames] if self.max_frames is not None else selected
+
     def picture(self, index: int) -> np.ndarray:
-        """Frame ``index`` alone, as iterating gives it (an animation's frame, or a frame file at the first one's size).
+        """Frame ``index`` alone, as iterating gives it (an animation's frame, or a frame file at the probe's size).
         VideoReadError when there is no such frame or it cannot be read."""
         count = self.probe().frame_count or 0
         if not 0 <= index < count:
@@ -420,13 +430,26 @@ class ImageFolderReader:
             raise VideoReadError(self.path, f"animation frame {yielded}: not decodable ({error})") from None
 
     def _load(self, file: Path) -> np.ndarray:
+        """``[H, W, 3]`` uint8 RGB: the image ``file``, turned upright. VideoReadError naming it when it cannot be."""
+        with self._opened(file) as opened:
+            return rgb_array(opened)
+
+    def _shown_size(self, file: Path) -> tuple[int, int]:
+        """(height, width) of the image ``file`` as `_load` gives it, from its header (5,000 small JPEGs: under 1 s).
+        VideoReadError naming it when it cannot be opened, as `_load` says it."""
+        with self._opened(file) as opened:
+            return shown_size(opened)
+
+    @contextmanager
+    def _opened(self, file: Path) -> Iterator[Image.Image]:
+        """The image ``file`` opened by Pillow; any failure to open or read it, a VideoReadError naming it."""
         try:
             with Image.open(file) as opened:
                 frames = picture_count(opened)
                 if frames > 1 and len(self.frame_files) > 1:  # a folder of frames: its first frame alone is no frame
                     raise VideoReadError(self.path, f"frame {shown_path(file.name)} is an animation ({frames} frames): "
                                                     "give animated images one at a time, not as a folder of frames")
-                return rgb_array(opened)
+                yield opened
         except FileNotFoundError:
             if file.is_symlink():
                 raise VideoReadError(self.path, f"frame {shown_path(file.name)}: a symbolic link to "

@@ -729,17 +729,19 @@ def test_a_video_that_changes_size_mid_stream_says_so(tmp_path, tiny_weights) ->
 
 def test_an_image_folder_with_an_image_of_another_size_runs_and_says_so(tmp_path, tiny_weights) -> None:
     """README: a video that changes size runs on at its first frame's size; an image folder with one image of another
-    size (a phone photo turned upright by its EXIF orientation) failed instead. It runs as such a video does."""
+    size (a phone photo turned upright by its EXIF orientation) failed instead. It runs at the size most of its
+    images have: with the odd image first, every other image was resized to the odd one's size."""
     from PIL import Image
 
     folder = tmp_path / "imgs"
     folder.mkdir()
-    for index, size in enumerate([(40, 24), (40, 24), (80, 48)]):
+    for index, size in enumerate([(80, 48), (40, 24), (40, 24)]):
         Image.new("RGB", size, (30 * index, 60, 90)).save(folder / f"{index:03d}.jpg")
     result = segment(tiny_weights, tmp_path / "out", str(folder), extra=("--formats", "ytvis"))
     assert result.exit_code == 0, result.output
-    assert f"clipvis: warning: {folder}: frame 002.jpg is 80x48, not 40x24 as the frames before it: the images " \
-        "differ in size, and each image of another size was resized to the first frame's size" in result.stderr
+    assert f"clipvis: warning: {folder}: frame 000.jpg is 80x48, not 40x24, the size most of the images have (the " \
+        "first one's where sizes tie): the images differ in size, and each image of another size was resized to " \
+        "it (its aspect ratio too)" in result.stderr
     video = json.loads((tmp_path / "out" / "imgs" / "ytvis.json").read_text())["videos"][0]
     assert (video["length"], video["width"], video["height"]) == (3, 40, 24)
 

@@ -773,6 +773,44 @@ def test_an_image_of_another_size_in_a_folder_is_resized_as_a_video_s_frames_are
     assert len(list(strided)) == 2 and strided.size_change == (3, (40, 24))  # the turned photo: 24 wide, 40 high
 
 
+def test_an_odd_first_image_is_resized_to_the_folder_s_common_size_not_the_others_to_it(tmp_path: Path, synth) -> None:
+    """A phone photo its EXIF orientation turns upright (shown 24 wide, 40 high), first in a folder of 40x24 frames:
+    every other frame was resized to the photo's size, all of them distorted. The size most images have wins: only
+    the photo is resized, the others come as decoded, and `size_change` names the photo."""
+    from PIL import Image
+
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored 40x24, shown 24x40
+    (tmp_path / "seq").mkdir()
+    Image.fromarray(synth.bar_frame(0, 24, 40)).save(tmp_path / "seq" / "0.jpg", exif=exif)
+    files = synth.write_images(tmp_path / "seq", ["1.png", "2.png", "3.png"], height=24, width=40)
+    [source] = discover_inputs([str(tmp_path / "seq")])
+    reader = open_reader(source)
+    probe = reader.probe()
+    assert (probe.width, probe.height) == (40, 24)
+    frames = [frame for _, frame in reader]
+    assert [frame.shape for frame in frames] == [(24, 40, 3)] * 4
+    for frame, file in zip(frames[1:], files, strict=True):
+        assert np.array_equal(frame, np.asarray(Image.open(file).convert("RGB")))  # untouched
+    assert reader.size_change == (0, (40, 24))
+    assert reader.picture(1).shape == (24, 40, 3) and reader.picture(0).shape == (24, 40, 3)
+
+
+def test_image_sizes_that_tie_go_to_the_first_image_s(tmp_path: Path, synth) -> None:
+    """Two images of each size: the first image's size is kept, as before, and the images read decide (a stride's)."""
+    synth.write_images(tmp_path / "seq", ["1.png", "3.png"], height=30, width=40)
+    synth.write_images(tmp_path / "seq", ["2.png", "4.png"], height=24, width=40)
+    [source] = discover_inputs([str(tmp_path / "seq")])
+    reader = open_reader(source)
+    assert [frame.shape for _, frame in reader] == [(30, 40, 3)] * 4 and reader.size_change == (1, (24, 40))
+    synth.write_images(tmp_path / "seq", ["5.png"], height=24, width=40)
+    [source] = discover_inputs([str(tmp_path / "seq")])
+    reader = open_reader(source)
+    assert [frame.shape for _, frame in reader] == [(24, 40, 3)] * 5 and reader.size_change == (0, (30, 40))
+    strided = open_reader(source, stride=2)  # 1.png, 3.png (30 high) and 5.png: the images it reads decide
+    assert [frame.shape for _, frame in strided] == [(30, 40, 3)] * 3 and strided.size_change == (4, (24, 40))
+
+
 def test_image_folder_with_corrupt_image_fails_clearly(tmp_path: Path, synth) -> None:
     synth.write_images(tmp_path / "seq", ["1.jpg"])
     (tmp_path / "seq" / "2.jpg").write_text("not an image")

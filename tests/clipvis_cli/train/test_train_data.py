@@ -1003,8 +1003,9 @@ def test_segment_coco_json_of_an_image_folder_reads_its_frames_from_that_folder(
 def test_training_reads_frames_as_segment_read_them_animated_webp_and_image_folders_of_mixed_sizes(tmp_path, synth):
     """Training read every source file with FFmpeg: an animated WebP (named .webp, or .gif as GIF sites serve them),
     which segment reads through Pillow, had no frame to train on. An image folder's image of another size, which
-    segment resized to the first frame's, was skipped ("skipped image of size 40x30, the annotations say 40x24",
-    naming a path under --images that does not exist); so was a video's frame after a change of size."""
+    segment resized to the size most of the folder's images have, was skipped ("skipped image of size 40x30, the
+    annotations say 40x24", naming a path under --images that does not exist); so was a video's frame after a change
+    of size."""
     from PIL import Image
 
     from clipvis.cli.inputs import discover_inputs
@@ -1031,6 +1032,14 @@ def test_training_reads_frames_as_segment_read_them_animated_webp_and_image_fold
         name = tmp_path / "images" / "seq" / f"{index + 1}.png"  # --images without them: read from the folder
         frame = FrameRecord(name, 24, 40, source_video=folder, frame_index=index)
         np.testing.assert_array_equal(read_frame(frame, seeker), expected)
+    odd_first = tmp_path / "odd"  # the odd image first: the size most images have is the annotations' (segment's)
+    synth.write_images(odd_first, ["1.png"], height=30, width=40)
+    synth.write_images(odd_first, ["2.png", "3.png"], height=24, width=40)
+    expected = segment_frames(odd_first)
+    assert {image.shape for image in expected} == {(24, 40, 3)}
+    for index, name in enumerate(("1.png", "2.png", "3.png")):
+        frame = FrameRecord(tmp_path / "images" / "odd" / name, 24, 40, source_video=odd_first, frame_index=index)
+        np.testing.assert_array_equal(read_frame(frame, seeker), expected[index])
 
     first = synth.write_bar_video(tmp_path / "a.ts", 5, pts=range(5), time_base=Fraction(1, 25))
     second = synth.write_bar_video(tmp_path / "b.ts", 5, width=32, height=24, pts=range(5, 10),
