@@ -80,11 +80,36 @@ def _unreadable(path: Path, error: Exception) -> str:
             f"({cause}); clipvis reads weights only, never runs code from a file")
 
 
+# The first names of the model's keys, clipvis's and the official code's (``_PREFIX_MAP``, ``_IGNORED_KEYS``): a key
+# prefix whose removal leaves keys that all begin so was a training wrapper's
+_MODEL_KEY_ROOTS = ("backbone.", "pixel_decoder.", "mask_decoder.", "sem_seg_head.", "criterion.", "pixel_mean",
+                    "pixel_std")
+# The prefixes training wrappers give every key: a LightningModule's attribute holding the model (``self.model``:
+# Lightning saves the LightningModule's state dict), and DataParallel's / DistributedDataParallel's ``module.``
+_WRAPPER_PREFIXES = ("model.", "module.")
+
+
+def _without_wrapper_prefix(state: Mapping[Any, Any]) -> Mapping[Any, Any]:
+    """``state`` without the one wrapper prefix (``_WRAPPER_PREFIXES``) every tensor's key has, where removing it (and
+    a ``module.`` after it) leaves keys that are the model's (``_MODEL_KEY_ROOTS``); else ``state`` as it is, for the
+    missing/unexpected keys a load reports."""
+    keys = [key for key, value in state.items()
+            if isinstance(key, str) and (isinstance(value, torch.Tensor) or _is_numpy_array(value))]
+    for prefix in _WRAPPER_PREFIXES:
+        if keys and all(
+            key.startswith(prefix) and key[len(prefix):].removeprefix("module.").startswith(_MODEL_KEY_ROOTS)
+            for key in keys
+        ):
+            return {key[len(prefix):] if isinstance(key, str) else key: value for key, value in state.items()}
+    return state
+
+
 def from_official_keys(state: Mapping[str, Any]) -> dict[str, torch.Tensor]:
-    """An official (detectron2) state dict with clipvis key names: prefixes mapped, ``module.`` stripped, buffers that
-    are not model parameters dropped, numpy arrays converted; non-tensor entries are skipped."""
+    """An official (detectron2) state dict with clipvis key names: a training wrapper's prefix all keys share stripped
+    (Lightning's ``model.``: `_without_wrapper_prefix`), ``module.`` stripped, prefixes mapped, buffers that are not
+    model parameters dropped, numpy arrays converted; non-tensor entries are skipped."""
     tensors: dict[str, torch.Tensor] = {}
-    for key, value in state.items():
+    for key, value in _without_wrapper_prefix(state).items():
         if not isinstance(key, str):
             continue
         key = key.removeprefix("module.")

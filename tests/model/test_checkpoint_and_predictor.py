@@ -165,6 +165,35 @@ def test_weights_saved_beside_training_state_load(tmp_path, tiny_model, tiny_con
                                                  strict=True))
 
 
+@pytest.mark.parametrize("layout", [
+    lambda sd: {"state_dict": {f"model.{k}": v for k, v in sd.items()}, "epoch": 3},  # a LightningModule's self.model
+    lambda sd: {"state_dict": {f"model.module.{k}": v for k, v in sd.items()}, "epoch": 3},  # ... wrapped by DDP
+    lambda sd: {f"module.{k}": v for k, v in sd.items()},  # DataParallel, as before
+], ids=["lightning model.", "lightning model.module.", "module."])
+def test_a_training_wrapper_s_common_key_prefix_is_stripped(tmp_path, tiny_model, tiny_config, layout) -> None:
+    """Lightning saves the LightningModule's state dict: every key begins with the attribute the model sits under
+    (``model.``), and loading failed with every key missing and unexpected. One prefix all keys share, whose removal
+    leaves the model's keys, is removed."""
+    path = tmp_path / "trained.ckpt"
+    torch.save(layout(tiny_model.state_dict()), path)
+    state, _ = read_state_dict(path)
+    assert set(state) == set(tiny_model.state_dict())
+    loaded = load_model(path, config=tiny_config().to_dict())
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), tiny_model.state_dict().values(),
+                                                 strict=True))
+
+
+@pytest.mark.parametrize("layout", [
+    lambda sd: {**{f"model.{k}": v for k, v in sd.items()}, "ema.step": torch.zeros(1)},  # not every key has it
+    lambda sd: {f"model.net.{k}": v for k, v in sd.items()},  # its removal does not leave the model's keys
+], ids=["not shared", "not the model's keys"])
+def test_a_key_prefix_is_kept_where_it_is_not_a_wrapper_s(tmp_path, tiny_model, layout) -> None:
+    path = tmp_path / "trained.ckpt"
+    torch.save({"state_dict": layout(tiny_model.state_dict())}, path)
+    state, _ = read_state_dict(path)
+    assert set(state) == set(layout(tiny_model.state_dict()))
+
+
 @pytest.mark.parametrize("layout, reason", [
     (lambda sd: {"generator": sd, "epoch": 3}, r"the weights sit under the key 'generator', not at the top level .*"
                                                 r"save checkpoint\['generator'\] on its own"),
