@@ -41,7 +41,8 @@ from clipvis.cli.inputs import VideoSource, is_dir_quietly, is_file_quietly, lis
 from clipvis.cli.locks import LOCK_NAME, FolderLock
 from clipvis.cli.messages import describe_exception, path_text, shown_path, subject_message
 from clipvis.cli.progress import Reporter
-from clipvis.cli.segment import SegmentOptions, SegmentRunner, file_digest
+from clipvis.cli.run_identity import file_digest
+from clipvis.cli.segment import SegmentOptions, SegmentRunner
 from clipvis.cli.video_io import VideoReadError
 
 if TYPE_CHECKING:  # the model package: imported when the weights load, not when the CLI starts

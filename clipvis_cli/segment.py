@@ -5,24 +5,21 @@ thread of its own and encodes masks in a worker thread, so all overlap. Memory i
 the process as compressed RLE in a temp file (TrackMaskStore), the model keeps only running sums
 (model.predictor).
 
-`SegmentRunner` owns the resume policy and the error handling: each input gets its own output folder (locked
-while it runs; another source with the same stem gets `stem-2/`), is skipped when its run.json shows a complete run
-by the same producer (checkpoint file, resolved config, vocabulary, options, clipvis version) on the same unchanged
-source, and otherwise runs; any failure becomes one line and a "failed" run.json, never an exception that stops the
-batch. The files themselves are written by a list of `OutputWriter`s (clipvis.cli.writers), each under a temporary
-name; once all are written they are renamed into place together (clipvis.cli.atomic.OutputStaging), so a failed or
-interrupted input leaves none of its files. The "complete" run.json comes last and records each output's size.
+`SegmentRunner` orchestrates each input's run and owns the error handling: each input gets its own output folder
+(locked while it runs; another source with the same stem gets `stem-2/`), is skipped when its run.json shows a
+complete run by the same producer (checkpoint file, resolved config, vocabulary, options, clipvis version:
+clipvis.cli.run_identity) on the same unchanged source (clipvis.cli.segment_resume; why it runs again:
+clipvis.cli.rerun), and otherwise runs; any failure becomes one line and a "failed" run.json, never an exception that
+stops the batch. The files themselves are written by a list of `OutputWriter`s (clipvis.cli.writers), each under a
+temporary name; once all are written they are renamed into place together (clipvis.cli.atomic.OutputStaging,
+clipvis.cli.segment_outputs), so a failed or interrupted input leaves none of its files. The "complete" run.json comes
+last and records each output's size.
 """
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
-import hashlib
-import json
 import os
 import signal
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence, Sized
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -38,11 +35,19 @@ from clipvis.cli.distributed import deliver, signals_held
 from clipvis.cli.inputs import VideoSource
 from clipvis.cli.locks import FolderBusyError
 from clipvis.cli.mask_store import StoredSegmentations, TrackMaskStore
-from clipvis.cli.messages import describe_exception, one_line, path_text, shown_path, subject_message
+from clipvis.cli.messages import describe_exception, one_line, shown_path, subject_message
 from clipvis.cli.progress import Reporter, SerializedReporter
 from clipvis.cli.rerun import rerun_reason
-from clipvis.cli.resources import usable_cpus
 from clipvis.cli.results import TrackResult, VideoInfo
+from clipvis.cli.run_identity import config_identity
+from clipvis.cli.segment_outputs import WritingProgress, commit_staged, settle_stale_outputs, write_outputs
+from clipvis.cli.segment_resume import (
+    RefusedReplacement,
+    complete_but_corrected,
+    complete_for_any,
+    corrected_files,
+    replacement_refusal,
+)
 from clipvis.cli.streaming import VideoStream
 from clipvis.cli.temp_space import TemporarySpaceWatch
 from clipvis.cli.video_io import (
@@ -75,7 +80,6 @@ FORMAT_REVISIONS = {"mots-png": 2}
 
 
 DEFAULT_IMAGE_FPS = float(DEFAULT_FPS)
-WRITING_REPORT_INTERVAL_S = 1.0  # how often the writing of a video's files is reported (the reporter shows less)
 
 
 @dataclass
@@ -148,119 +152,6 @@ class SegmentOptions:
         current = (self.weights_identity(), self.result_options())
         typed = (self.weights, self.result_options(paths_as_given=True))
         return [current] if typed == current else [current, typed]
-
-
-def checkpoint_identity(path: Path | str) -> dict[str, Any]:
-    """A checkpoint file's identity for `--skip-existing`: resolved path, size and modification time (ns)."""
-    real = os.path.realpath(path)
-    stat = os.stat(real)
-    return {"file": path_text(real), "bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns}
-
-
-# Under torchrun, what the ranks compare before any input runs (``Producer``). Not the cache key / run.json identity
-# itself: that holds the checkpoint's resolved path and modification time and the config files' paths, which differ
-# between machines holding copies of the same files (another mount point; a copy gets a new mtime), so comparing it
-# would stop legitimate jobs. What must agree is what the results depend on: the weights' content, the vocabulary and
-# the result options (config files by their resolved content). Rank 0's key is the one evaluate's cache records for
-# every rank's videos, which is right exactly when the other ranks ran the same weights. The same checkpoint identity
-# (path, size, mtime: one file on a shared file system) is taken as the same weights without reading them; another
-# size as other weights; otherwise (a copy elsewhere) the ranks compare the files' SHA-256, read only then.
-_OPTION_NAMES = {"clipvis": "clipvis version", "config": "--config (its content)",
-                 "clip_config": "--clip-config (its content)"}
-
-
-@dataclass
-class Producer:
-    """What produces a run's results, as torchrun ranks compare it: the weights (``weights_identity``, the checkpoint
-    file's identity and, when asked for, its SHA-256), the vocabulary and the result options (config files by the
-    digest of their content, not their path)."""
-
-    weights: str
-    checkpoint: dict[str, Any] | None
-    vocabulary: list[str]
-    options: dict[str, Any]
-    digest: str | None = None
-
-    @classmethod
-    def of(cls, options: SegmentOptions) -> Producer:
-        result = options.result_options()
-        checkpoint = result.pop("checkpoint", None)
-        for key in ("config", "clip_config"):
-            if result.get(key) is not None:
-                result[key] = result[key]["sha256"]
-        return cls(options.weights_identity(), checkpoint, list(options.vocabulary), result)
-
-    def same_file(self, other: Producer) -> bool:
-        return self.checkpoint is not None and self.checkpoint == other.checkpoint
-
-    def needs_digest(self, other: Producer) -> bool:
-        """Whether the weights are the same only if their contents are (another file of the same size)."""
-        size = (self.checkpoint or {}).get("bytes")
-        return not self.same_file(other) and size is not None and size == (other.checkpoint or {}).get("bytes")
-
-    def difference(self, main: Producer, here: str = "here", there: str = "there") -> str | None:
-        """What differs from ``main`` (another rank's), as ``"other weights: X (N bytes) here, Y (M bytes) there"``,
-        or None. Digests are compared where ``needs_digest`` (both must be set)."""
-        if self.vocabulary != main.vocabulary:
-            return "another vocabulary: " + _first_list_difference(self.vocabulary, main.vocabulary, here, there)
-        if self.options != main.options:
-            keys = sorted(k for k in {*self.options, *main.options} if self.options.get(k) != main.options.get(k))
-            return "other settings: " + ", ".join(
-                f"{_OPTION_NAMES.get(k, '--' + k.replace('_', '-'))} {_shown(self.options.get(k))} {here}, "
-                f"{_shown(main.options.get(k))} {there}"
-                for k in keys
-            )
-        if self.same_file(main):
-            return None
-        if self.needs_digest(main) and self.digest is not None and self.digest == main.digest:
-            return None
-        what = "" if not self.needs_digest(main) else " (same size, other content)"
-        return f"other weights{what}: {self._weights_text()} {here}, {main._weights_text()} {there}"
-
-    def _weights_text(self) -> str:
-        size = (self.checkpoint or {}).get("bytes")
-        return self.weights if size is None else f"{self.weights} ({size} bytes)"
-
-
-def _shown(value: Any) -> str:
-    if isinstance(value, str) and len(value) == 64:  # a config's digest
-        return value[:12]
-    return "unset" if value is None else str(value)
-
-
-def _first_list_difference(mine: list[str], main: list[str], here: str, there: str) -> str:
-    """``"3 class(es) here, 2 there"`` or ``"class 2 is 'dog' here, 'cat' there"``."""
-    for position, (a, b) in enumerate(zip(mine, main, strict=False)):
-        if a != b:
-            return f"class {position + 1} is {a!r} {here}, {b!r} {there}"
-    return f"{len(mine)} class(es) {here}, {len(main)} {there}"
-
-
-def file_digest(path: Path | str) -> str:
-    """SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        while chunk := file.read(1 << 22):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def config_identity(path: str | None, clip: bool = False, resolve: bool = True) -> dict[str, str] | None:
-    """A config file's identity: its path (``resolve``: absolute, symbolic links resolved) and the SHA-256 of what it
-    resolves to (after `_BASE_` includes), or of its bytes when it cannot be parsed."""
-    if path is None:
-        return None
-    from clipvis.model.config import load_clip_model_config, load_config_file
-
-    try:
-        content = load_clip_model_config(path) if clip else load_config_file(path)
-        text = json.dumps(content, sort_keys=True, default=str).encode()
-    except (ValueError, OSError):
-        try:
-            text = Path(path).read_bytes()
-        except OSError:
-            text = b""
-    return {"path": path_text(os.path.realpath(path) if resolve else path), "sha256": hashlib.sha256(text).hexdigest()}
 
 
 @dataclass
@@ -438,23 +329,22 @@ class SegmentRunner:
 
         # we hold the folder's lock: no live process is writing them (nor an export beside the results)
         remove_stale_temp_files(paths.directory, exported=read_export_record(paths.directory))
-        if opts.skip_existing and previous is not None and any(
-            previous.is_complete_for(weights, opts.vocabulary, options, source, paths.directory)
-            for weights, options in self._identities_of(source)
-        ):
+        if opts.skip_existing and complete_for_any(previous, self._identities_of(source), opts.vocabulary, source,
+                                                   paths.directory):
             self.reporter.video_skipped(source, stem)
             return VideoOutcome(source, stem, "skipped", [paths.directory / n for n in previous.output_names],
                                 already_complete=True)
-        corrected = _corrected_files(paths.directory, previous)
-        if opts.skip_existing and (first := self._complete_but_corrected(source, paths.directory, previous,
-                                                                         corrected)):
+        corrected = corrected_files(paths.directory, previous)
+        if opts.skip_existing and (first := complete_but_corrected(previous, self._identities_of(source),
+                                                                   opts.vocabulary, source, paths.directory,
+                                                                   corrected)):
             # complete with these settings, its outputs there, some of them corrected by hand
             self.reporter.video_skipped(source, stem, reason=f"complete with the same settings, and "
                                         f"{shown_path(paths.directory / first)} corrected since (--overwrite "
                                         "refuses to replace it)")
             return VideoOutcome(source, stem, "skipped", [paths.directory / n for n in previous.output_names],
                                 already_complete=True)
-        refusal = self._replacement_refusal(paths.directory, previous, corrected)
+        refusal = replacement_refusal(paths.directory, previous, corrected, self._file_names)
         if refusal is not None:  # run.json untouched: it still says which files a person changed since
             return self._failed(source, stem, refusal)
         if opts.skip_existing and (rerun := rerun_reason(previous, self._identities_of(source), opts.vocabulary,
@@ -616,7 +506,7 @@ class SegmentRunner:
         began, for its total time)."""
         info, timings = tracked.info, tracked.timings
         draws = any(writer.draws_frames for writer in self.writers)
-        writing = _WritingProgress(self.reporter, source, paths.stem, info.num_frames if draws else None)
+        writing = WritingProgress(self.reporter, source, paths.stem, info.num_frames if draws else None)
         video = SegmentedVideo(info, tracked.tracks, self.categories, lambda: writing.counted(tracked.reader))
         start = time.perf_counter()
         # Every file under its temporary name until all are written, then all renamed into place: a failure or
@@ -633,40 +523,12 @@ class SegmentRunner:
         # overlay.mp4, counted as not written. The input is then complete, counted so, and the signal acted on next.
         with signals_held() as held:
             try:
-                # a file corrected by hand while the model ran is not replaced either
-                corrected = _corrected_files(paths.directory, previous)
-                refusal = self._replacement_refusal(paths.directory, previous, corrected)
-                if refusal is not None:
-                    staging.discard()
-                    raise RefusedReplacement(refusal)
-                # Listed first as clipvis' own: a kill between two renames leaves files run.json names, so the next
-                # run deletes those it no longer writes (a file it did not know was kept as another's, `stale`).
-                earlier, earlier_stats = set(manifest.earlier_outputs), dict(manifest.earlier_stats)
-                staged = {final.name: temporary for final, temporary in staging.staged().items()}
-                manifest.earlier_outputs = sorted(earlier | set(staged))
-                # killed between two renames, a name holds the earlier run's file or this one's (a rename keeps its
-                # size and time): either is clipvis', anything else a person's
-                for name, temporary in staged.items():
-                    status = temporary.stat()
-                    manifest.earlier_stats[name] = [*earlier_stats.get(name, []),
-                                                    [status.st_size, status.st_mtime_ns]]
-                try:
-                    manifest.write(paths.manifest)
-                    staging.commit()
-                except BaseException:
-                    staging.discard()
-                    # the renames failed midway (or run.json could not list them first): the files already renamed
-                    # are clipvis' all the same, those never put in place are not (a user's file of that name stays)
-                    committed = {p.name for p in staging.committed}
-                    manifest.earlier_outputs = sorted(earlier | committed)
-                    manifest.earlier_stats = {name: pairs for name, pairs in manifest.earlier_stats.items()
-                                              if name in committed or name in earlier_stats}
-                    raise
+                staged, corrected = commit_staged(staging, manifest, paths, previous, self._file_names)
                 timings["writers"] = time.perf_counter() - start  # wall time: the writers overlap (write_* each)
                 from clipvis.cli.exporters.base import forget_exported
 
                 forget_exported(paths.directory, staged)  # written over an export's: segment's now
-                manifest.stale = self._settle_stale_outputs(paths, outputs, previous, corrected)
+                manifest.stale = settle_stale_outputs(paths, outputs, previous, corrected)
                 for name in sorted(set(manifest.stale) & corrected):
                     self.reporter.video_warning(source, paths.stem, f"{shown_path(paths.directory / name)}: changed "
                                                 "since clipvis segment wrote it, so kept (listed as stale in run.json)")
@@ -680,146 +542,14 @@ class SegmentRunner:
                 self._held_signals.extend(held)  # raised once this outcome is returned (``_deliver_held_signals``)
 
     def _write_outputs(self, paths: VideoOutputPaths, video: SegmentedVideo, timings: dict[str, float],
-                       progress: _WritingProgress | None = None) -> list[Path]:
-        """Every writer's file, in writer order (in the `OutputStaging` of the calling thread's context). Writers that
-        draw on the frames (the overlay: decoding, drawing threads, the encoder) run in this thread; the others
-        (JSON, mostly Python) meanwhile on a helper thread, one after another, where the drawing writers leave a CPU
-        free (``_overlap_writers``), and after them otherwise. A failure is raised only once both sides have stopped
-        (the drawing writers' first), so no file is being written when the video is reported failed; Ctrl-C stops the
-        drawing writer here and is raised once the helper has finished the file it is on (it starts no other: every
-        file of a stopped video is removed anyway). ``progress`` is told which formats are being written."""
-        results: dict[int, Path] = {}
+                       progress: WritingProgress | None = None) -> list[Path]:
+        """Every writer's file, in writer order (clipvis.cli.segment_outputs.write_outputs)."""
+        return write_outputs(self.writers, paths, video, timings, progress)
 
-        def write(index: int) -> None:
-            writer = self.writers[index]
-            start = time.perf_counter()
-            with progress.writing(index, writer.format, writer.draws_frames) if progress else \
-                    contextlib.nullcontext():
-                results[index] = writer.write_video(paths.directory / writer.file_name, video)
-            timings[f"write_{writer.format}"] = time.perf_counter() - start
-
-        here = [i for i, writer in enumerate(self.writers) if writer.draws_frames]
-        aside = [i for i in range(len(self.writers)) if i not in here]
-        if not here or not aside or not self._overlap_writers(here, video):
-            for index in here + aside:  # the drawing writers first: their frames are what the progress counts
-                write(index)
-            return [results[index] for index in range(len(self.writers))]
-        stopping = threading.Event()  # the drawing writers failed or were interrupted: their files go anyway
-
-        def write_aside() -> None:
-            for index in aside:
-                if stopping.is_set():  # a Ctrl-C waits for the file in progress, not for every one left
-                    return
-                write(index)
-
-        with ThreadPoolExecutor(1, thread_name_prefix="clipvis-writer") as helper:
-            context = contextvars.copy_context()  # the helper's files join this thread's OutputStaging
-            background = helper.submit(context.run, write_aside)
-            try:
-                for index in here:
-                    write(index)
-            except BaseException:
-                stopping.set()
-                raise
-            finally:
-                failure = background.exception()  # waits: nothing is left writing when this method returns
-        if failure is not None:
-            raise failure
-        return [results[index] for index in range(len(self.writers))]
-
-    def _overlap_writers(self, drawing: Sequence[int], video: SegmentedVideo) -> bool:
-        """Whether the writers that do not draw run beside the ``drawing`` ones: only where this process has more
-        CPUs (``usable_cpus``) than those keep busy (their ``drawing_cpus(info)``, 1 for a writer without it). The
-        overlay sizes its drawing threads to the CPUs; beside it the JSON writers only slowed it, by more than their
-        own time (docs/streaming.md: 854x480, 120 frames, 2 CPUs, writers 1.88-2.04 s beside against 1.68-1.79 s
-        one after the other)."""
-        busy = 0
-        for index in drawing:
-            cpus = getattr(self.writers[index], "drawing_cpus", None)
-            busy += cpus(video.info) if cpus is not None else 1
-        return usable_cpus() > busy
-
-    def _complete_but_corrected(self, source: VideoSource, directory: Path, previous: RunManifest | None,
-                                corrected: set[str]) -> str | None:
-        """The first of the ``corrected`` files (`_corrected_files`) of a complete run with this run's settings (the
-        others as clipvis wrote them, none missing or cut short), or None: such an input is complete, not to be run
-        again."""
-        if not corrected or previous is None or not any(
-                previous.is_complete_for(weights, self.options.vocabulary, options, source)
-                for weights, options in self._identities_of(source)):
-            return None
-        damaged = set(previous.changed_files(directory)) - corrected
-        if damaged or not all((directory / name).is_file() for name in previous.output_names):
-            return None
-        return min(corrected)
-
-    def _replacement_refusal(self, directory: Path, previous: RunManifest | None, corrected: set[str]) -> str | None:
-        """Why this run may not put its files in ``directory`` (one line), or None: a file it would replace is one of
-        the ``corrected`` (`_corrected_files`: changed by hand since a clipvis run wrote it), was edited since an
-        export wrote it, or neither segment nor an export wrote it."""
-        if previous is None:  # a folder of this run's own (claim_output_folder)
-            return None
-        from clipvis.cli.exporters.base import edited_export, read_export_record
-
-        ours = set(previous.clipvis_files)
-        record = read_export_record(directory)
-        advice = "nothing was replaced (move it away to segment this input again, or segment into another -o)"
-        for name in sorted({writer.file_name for writer in self.writers}):
-            path = directory / name
-            if not (path.exists() or path.is_symlink()):
-                continue
-            if name in record:  # an export wrote it last (segment takes its names back when it writes them)
-                edited = edited_export(directory, name, record)
-                if edited is not None:
-                    return f"{shown_path(path)}: changed since clipvis exported it ({edited or name}); {advice}"
-            elif name in ours:
-                if name in corrected:
-                    return f"{shown_path(path)}: changed since clipvis segment wrote it; {advice}"
-            else:
-                return f"{shown_path(path)}: exists and is not a file clipvis wrote; {advice}"
-        return None
-
-    @staticmethod
-    def _settle_stale_outputs(
-        paths: VideoOutputPaths, outputs: Iterable[Path], previous: RunManifest | None, corrected: set[str]
-    ) -> list[str]:
-        """Output files of an earlier run that this run did not write (other `--formats`): deleted when the earlier
-        run.json lists them as clipvis' (its outputs, or those a failed or killed run carried over) and they are as
-        clipvis wrote them; returned, to be listed as stale in run.json, otherwise (one of the ``corrected`` is
-        kept)."""
-        written = {path.name for path in outputs}
-        known = {writer.file_name for writer in create_writers(writer_formats())}
-        ours = set(previous.clipvis_files) - corrected if previous is not None else set()
-        stale: list[str] = []
-        for name in sorted(known - written):
-            path = paths.directory / name
-            if not path.is_file():
-                continue
-            if name in ours:
-                path.unlink(missing_ok=True)
-            else:
-                stale.append(name)
-        return stale
-
-
-def _corrected_files(directory: Path, previous: RunManifest | None) -> set[str]:
-    """The files of ``directory`` that a clipvis run wrote (``previous`` run.json) and a person corrected since
-    (`RunManifest.corrected_files`), but for those an export wrote over since and left as it wrote them (its record
-    says so: `clipvis.cli.exporters.base.edited_export`)."""
-    if previous is None:
-        return set()
-    corrected = previous.corrected_files(directory)
-    if not corrected:
-        return corrected
-    from clipvis.cli.exporters.base import edited_export, read_export_record
-
-    record = read_export_record(directory)
-    return {name for name in corrected if name not in record or edited_export(directory, name, record) is not None}
-
-
-class RefusedReplacement(RuntimeError):
-    """A file the run would replace was changed by hand while the model ran (`SegmentRunner._replacement_refusal`):
-    its message, one line, names the file."""
+    @property
+    def _file_names(self) -> list[str]:
+        """The names of the files this run's writers write."""
+        return [writer.file_name for writer in self.writers]
 
 
 def _refusal(writer: OutputWriter, source: VideoSource) -> str | None:
@@ -842,71 +572,6 @@ def _mark_interrupted(manifest: RunManifest, paths: VideoOutputPaths, interrupt:
     manifest.mark_failed(cause, status=STATUS_INTERRUPTED)
     _write_quietly(manifest, paths.manifest)
     return cause
-
-
-class _WritingProgress:
-    """While a video's files are written: counts the frames the drawing writers take from ``counted`` (out of
-    ``total``; None when no writer draws), keeps the formats being written (`writing`) and, from a thread, reports
-    both (`video_writing`) when writing starts, every ``interval`` seconds until it ends and when a format starts or
-    ends, so that a log shows the writing of a long video's files as it goes, and which file it is at once the overlay
-    is drawn (``frames`` None then: a format that does not draw may take minutes after it)."""
-
-    def __init__(self, reporter: Reporter, source: VideoSource, stem: str, total: int | None,
-                 interval: float | None = None) -> None:
-        self.reporter, self.source, self.stem, self.total = reporter, source, stem, total
-        self.interval = WRITING_REPORT_INTERVAL_S if interval is None else interval
-        self.frames = 0
-        self._active: dict[int, tuple[str, bool]] = {}  # writer index -> (format, draws frames)
-        self._drawn = False  # a writer that draws frames has ended: its frames are no longer news
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def counted(self, frames: Iterable[Any]) -> Iterator[Any]:
-        self.frames = 0  # a writer that draws reads the frames once
-        for item in frames:
-            yield item
-            self.frames += 1
-
-    @contextlib.contextmanager
-    def writing(self, index: int, format: str, draws: bool) -> Iterator[None]:
-        """Writer ``index`` (its ``format``; ``draws``: it draws frames) writes its file meanwhile."""
-        with self._lock:
-            self._active[index] = (format, draws)
-        self._report()
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._active.pop(index, None)
-                self._drawn = self._drawn or draws
-                others = bool(self._active)
-            if others:  # the formats still being written (the last one's end is the video's end: said by it)
-                self._report()
-
-    def _report(self) -> None:
-        with self._lock:
-            active = [self._active[index] for index in sorted(self._active)]
-            drawn = self._drawn
-        # the overlay's frames until it has drawn them all, not while only the formats after it are left
-        frames = self.frames if self.total is not None and not drawn else None
-        self.reporter.video_writing(self.source, self.stem, frames, self.total,
-                                    formats=[format for format, _ in active])
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            self._report()
-
-    def __enter__(self) -> _WritingProgress:
-        # the first report comes as the first writer starts (`writing`), naming its format
-        self._thread = threading.Thread(target=self._run, name="clipvis-writing-progress", daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
 
 
 def _write_quietly(manifest: RunManifest, path: Path) -> None:

@@ -33,7 +33,8 @@ from clipvis.cli.messages import (
     unwritable_character,
 )
 from clipvis.cli.progress import HumanReporter, JobProgressReporter, JsonlReporter, Reporter, download_lines
-from clipvis.cli.segment import SegmentOptions, checkpoint_identity
+from clipvis.cli.run_identity import checkpoint_identity
+from clipvis.cli.segment import SegmentOptions
 from clipvis.model.vocabulary import name_key, shared_names, strip_name
 
 if TYPE_CHECKING:  # the model package: imported when the weights load, not when the CLI starts
@@ -229,11 +230,11 @@ def outcome_of_the_job(job: DistributedRun | None, kept: str) -> Iterator[None]:
 
 def check_same_producer(job: DistributedRun, options: SegmentOptions | None) -> None:
     """Under torchrun, with the weights loaded (``options.checkpoint`` set): every rank must run the same weights,
-    vocabulary and result options (clipvis.cli.segment.Producer), or the outputs (evaluate's per-video files, which
+    vocabulary and result options (clipvis.cli.run_identity.Producer), or the outputs (evaluate's per-video files, which
     rank 0's cache key then vouches for) would mix two models silently. One gather (two when checkpoint files of the
     same size must be compared by content); on a difference every rank raises RanksDifferError with one line naming
     the first rank that differs. ``options`` None: this rank could not start; it is left out of the comparison."""
-    from clipvis.cli.segment import Producer, file_digest
+    from clipvis.cli.run_identity import Producer, file_digest
     from clipvis.weights import WeightsError, resolve_weights
 
     mine = Producer.of(options) if options is not None else None

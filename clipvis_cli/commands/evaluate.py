@@ -160,7 +160,7 @@ def published_numbers(weights: str, dataset: str | None) -> dict[str, float] | N
 
 def _same_content(path: Path, other: Path) -> bool:
     """Whether two files hold the same bytes: the same file, or the same size and SHA-256 (~1 s per 200 MB)."""
-    from clipvis.cli.segment import file_digest
+    from clipvis.cli.run_identity import file_digest
 
     try:
         if not other.is_file():

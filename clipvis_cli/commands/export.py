@@ -383,7 +383,7 @@ def _padded(size: int) -> int:
 def checkpoint_metadata(options: SegmentOptions) -> dict[str, str]:
     """The ONNX file's metadata naming the weights it holds: `checkpoint` (a released checkpoint's name, or the
     resolved path of the file), `checkpoint_bytes` and `checkpoint_sha256` of that file."""
-    from clipvis.cli.segment import checkpoint_identity, file_digest
+    from clipvis.cli.run_identity import checkpoint_identity, file_digest
 
     data = {"checkpoint": options.weights_identity()}
     if options.checkpoint is not None:

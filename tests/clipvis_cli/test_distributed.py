@@ -36,7 +36,8 @@ from clipvis.cli.distributed import (
 )
 from clipvis.cli.inputs import VideoSource
 from clipvis.cli.progress import JobProgressReporter
-from clipvis.cli.segment import SegmentOptions, checkpoint_identity
+from clipvis.cli.run_identity import checkpoint_identity
+from clipvis.cli.segment import SegmentOptions
 
 from .process_trees import kill_process_tree, start_process_tree
 from .thread_ranks import ThreadJob, ThreadRanks

@@ -364,7 +364,7 @@ def test_writing_progress_gives_the_overlay_s_frames_until_it_has_drawn_them_all
     """With the JSON writers beside the overlay (a machine with CPUs to spare), a format that started first had the
     overlay's count null before the overlay began; the formats are listed in the order segment writes them. The
     first event names a format (it came before any writer started, with none: hunter 90)."""
-    from clipvis.cli.segment import _WritingProgress
+    from clipvis.cli.segment_outputs import WritingProgress
 
     class Recorder:
         def __init__(self) -> None:
@@ -374,7 +374,7 @@ def test_writing_progress_gives_the_overlay_s_frames_until_it_has_drawn_them_all
             self.events.append((frames, list(formats)))
 
     recorder = Recorder()
-    progress = _WritingProgress(recorder, SOURCE, "a", 4, interval=3600)
+    progress = WritingProgress(recorder, SOURCE, "a", 4, interval=3600)
     with progress:
         with progress.writing(0, "coco", False):
             with progress.writing(2, "overlay", True):

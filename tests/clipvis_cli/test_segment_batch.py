@@ -93,11 +93,11 @@ def test_writers_overlap_and_a_failure_is_raised_once_all_stopped(tmp_path, monk
     finished."""
     import pytest
 
-    from clipvis.cli import segment as segment_module
+    from clipvis.cli import segment_outputs
     from clipvis.cli.segment import SegmentOptions, SegmentRunner
     from clipvis.cli.writers.layout import VideoOutputPaths
 
-    monkeypatch.setattr(segment_module, "usable_cpus", lambda: 4)
+    monkeypatch.setattr(segment_outputs, "usable_cpus", lambda: 4)
 
     def run(writers):
         runner = SegmentRunner(None, SegmentOptions(["a"], "w"), reporter=None, writers=writers)
@@ -142,7 +142,7 @@ def test_writers_run_one_after_another_where_the_drawing_writer_keeps_every_cpu_
     more than their own time, so they run after it in the same thread; with a CPU to spare they overlap."""
     import threading
 
-    from clipvis.cli import segment as segment_module
+    from clipvis.cli import segment_outputs
     from clipvis.cli.results import VideoInfo
     from clipvis.cli.segment import SegmentOptions, SegmentRunner
     from clipvis.cli.writers.base import SegmentedVideo
@@ -153,7 +153,7 @@ def test_writers_run_one_after_another_where_the_drawing_writer_keeps_every_cpu_
     video = SegmentedVideo(info, [], ["a"], lambda: iter(()))
 
     def threads_used(cpus: int, drawing: int) -> dict[str, str]:
-        monkeypatch.setattr(segment_module, "usable_cpus", lambda: cpus)
+        monkeypatch.setattr(segment_outputs, "usable_cpus", lambda: cpus)
         log: list = []
         writers = [_Writer("ytvis", log), _Writer("coco", log), _DrawingWriter("overlay", log, drawing)]
         runner = SegmentRunner(None, SegmentOptions(["a"], "w"), reporter=None, writers=writers)

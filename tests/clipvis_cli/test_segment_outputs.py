@@ -571,7 +571,7 @@ def test_jsonl_log_is_json_to_the_end(tmp_path, tiny_weights, monkeypatch) -> No
     video = write_video(tmp_path / "clip.mp4", num_frames=6)
     broken = tmp_path / "broken.mp4"
     broken.write_bytes(b"not a video")
-    monkeypatch.setattr("clipvis.cli.segment.WRITING_REPORT_INTERVAL_S", 0.001)
+    monkeypatch.setattr("clipvis.cli.segment_outputs.WRITING_REPORT_INTERVAL_S", 0.001)
     result = segment(tiny_weights, tmp_path / "out", str(video), str(broken), extra=("--log-format", "jsonl"))
     assert result.exit_code == 1
     events = [json.loads(line) for line in result.stderr.splitlines()]  # nothing but JSON

@@ -161,7 +161,8 @@ def test_manifest_write_is_atomic(finished_run, monkeypatch: pytest.MonkeyPatch)
 def test_outputs_know_local_files_by_their_resolved_paths(tmp_path, monkeypatch) -> None:
     """A weights file and a config file count by their resolved paths; the paths as typed come second (what earlier
     outputs recorded). A released checkpoint's name is kept as it is."""
-    from clipvis.cli.segment import SegmentOptions, checkpoint_identity
+    from clipvis.cli.run_identity import checkpoint_identity
+    from clipvis.cli.segment import SegmentOptions
 
     weights = tmp_path / "w.pth"
     weights.write_bytes(b"weights")
@@ -181,7 +182,8 @@ def test_outputs_know_local_files_by_their_resolved_paths(tmp_path, monkeypatch)
 def test_a_released_checkpoint_is_one_producer_however_it_is_named(tmp_path, monkeypatch) -> None:
     """Every accepted spelling of a released name is the same weights for --skip-existing and evaluate's cache (they
     re-ran everything, and evaluate dropped its per-video results)."""
-    from clipvis.cli.segment import SegmentOptions, checkpoint_identity
+    from clipvis.cli.run_identity import checkpoint_identity
+    from clipvis.cli.segment import SegmentOptions
     from clipvis.weights import cache_path
 
     monkeypatch.setenv("CLIPVIS_CACHE", str(tmp_path / "cache"))
