@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from clipvis.cli import rle
-from clipvis.cli.atomic import streamed_json
+from clipvis.cli.json_io import streamed_json
 
 
 def write_results(path: Path, frames: int, tracks: int, height: int, width: int) -> None:

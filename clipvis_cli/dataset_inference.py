@@ -26,18 +26,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from clipvis.cli import rle
-from clipvis.cli.atomic import (
-    atomic_write_json,
-    ensure_output_dir,
-    is_temp_file_name,
-    parse_json,
-    remove_stale_temp_files,
-)
+from clipvis.cli.atomic import atomic_write_json, ensure_output_dir, is_temp_file_name, remove_stale_temp_files
 from clipvis.cli.datasets import DatasetInputs
 from clipvis.cli.distributed import DistributedRun, InputsDifferError
 from clipvis.cli.evaluation.ground_truth import GtVideo
 from clipvis.cli.frame_numbers import recorded_frame_numbers
 from clipvis.cli.inputs import VideoSource, is_dir_quietly, is_file_quietly, list_image_frames
+from clipvis.cli.json_io import parse_json
 from clipvis.cli.locks import LOCK_NAME, FolderLock
 from clipvis.cli.messages import describe_exception, path_text, shown_path, subject_message
 from clipvis.cli.progress import Reporter

@@ -4,7 +4,7 @@ results file of several GB (a 2-hour video's masks) is never all in memory.
 
 Each value is decoded by Python's own `json` decoder (`JSONDecoder.raw_decode`: the same values, numbers and
 errors as `json.loads`) from a window of the file's text that grows only as far as the value needs. A file that is
-not a JSON object at its top level is decoded whole (it holds no arrays to stream), as `clipvis.cli.atomic.parse_json`
+not a JSON object at its top level is decoded whole (it holds no arrays to stream), as `clipvis.cli.json_io.parse_json`
 decodes it.
 """
 
@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from clipvis.cli.atomic import parse_json
+from clipvis.cli.json_io import parse_json
 
 READ_BYTES = 1 << 20  # the file is read this many bytes at a time (more where one value needs it)
 _SPACE = " \t\n\r"  # JSON's whitespace

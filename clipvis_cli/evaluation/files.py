@@ -8,8 +8,9 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from clipvis.cli.atomic import atomic_output_path, ensure_output_dir, parse_json
+from clipvis.cli.atomic import atomic_output_path, ensure_output_dir
 from clipvis.cli.evaluation.errors import EvaluationInputError
+from clipvis.cli.json_io import parse_json
 from clipvis.cli.zip_files import add_bytes
 from clipvis.paths import NO_SUCH_FILE, missing_reason
 

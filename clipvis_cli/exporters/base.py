@@ -22,12 +22,12 @@ from clipvis.cli.atomic import (
     atomic_write_text,
     ensure_output_dir,
     is_temp_file_name,
-    parse_json,
     remove_stale_temp_files,
     replaced_folder_name,
     replaced_folder_of,
 )
 from clipvis.cli.exporters.loading import ExportVideo
+from clipvis.cli.json_io import parse_json
 from clipvis.cli.locks import LOCK_NAME, FolderLock, remove_unused_folder
 from clipvis.cli.messages import shown_path
 from clipvis.cli.results import TrackResult

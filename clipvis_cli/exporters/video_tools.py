@@ -36,11 +36,11 @@ from urllib.parse import quote
 import numpy as np
 
 from clipvis.cli import rle
-from clipvis.cli.atomic import JsonObjectItems, write_streamed_json
 from clipvis.cli.exporters.base import Exporter, ExportOptions, frame_crops
 from clipvis.cli.exporters.cvat import _colour
 from clipvis.cli.exporters.frames import check_frame_size
 from clipvis.cli.exporters.loading import ExportInputError, ExportVideo
+from clipvis.cli.json_io import JsonObjectItems, write_streamed_json
 from clipvis.cli.messages import shown_path
 from clipvis.cli.results import TrackResult, fps_fraction
 from clipvis.cli.video_io import VideoProbe, VideoReader, VideoReadError

@@ -14,9 +14,10 @@ import zipfile
 from pathlib import Path
 from typing import IO
 
-from clipvis.cli.atomic import OutputNotWritableError, streamed_json
+from clipvis.cli.atomic import OutputNotWritableError
 from clipvis.cli.exporters.base import ExportOptions, staged_directory
 from clipvis.cli.exporters.loading import ExportVideo
+from clipvis.cli.json_io import streamed_json
 from clipvis.cli.results import TrackResult
 from clipvis.cli.zip_files import add_stream
 

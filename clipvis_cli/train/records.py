@@ -26,8 +26,8 @@ from typing import Any
 import numpy as np
 
 from clipvis.cli import rle as rle_codec
-from clipvis.cli.atomic import parse_json
 from clipvis.cli.frame_numbers import decoded_from_video, frame_number_in_name, video_frame_numbers
+from clipvis.cli.json_io import parse_json
 from clipvis.cli.results import recorded_source
 from clipvis.cli.rle import areas, compressed_counts_problems
 

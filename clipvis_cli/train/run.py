@@ -27,8 +27,9 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from clipvis.cli.atomic import atomic_write_text, ensure_output_dir, parse_json
+from clipvis.cli.atomic import atomic_write_text, ensure_output_dir
 from clipvis.cli.distributed import RankLost, RanksDifferError, lost_a_peer, rank_lost, stop_in_silence, visible_gpu
+from clipvis.cli.json_io import parse_json
 from clipvis.cli.locks import FolderLock
 from clipvis.cli.messages import counted, print_warning
 from clipvis.cli.resources import cpu_share

@@ -19,8 +19,9 @@ from typing import Any
 
 from tqdm import tqdm
 
-from clipvis.cli.atomic import atomic_write_json, parse_json
+from clipvis.cli.atomic import atomic_write_json
 from clipvis.cli.datasets import DatasetError, UnknownDatasetError, locate_dataset, resolve_data_root
+from clipvis.cli.json_io import parse_json
 from clipvis.cli.train.records import TrainDataError, TrainRecord, read_annotation_file, read_annotations
 from clipvis.paths import NO_SUCH_FILE, missing_reason
 

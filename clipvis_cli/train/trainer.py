@@ -41,7 +41,8 @@ import torch.distributed as dist
 from safetensors import SafetensorError
 from torch import nn
 
-from clipvis.cli.atomic import atomic_write_text, parse_json
+from clipvis.cli.atomic import atomic_write_text
+from clipvis.cli.json_io import parse_json
 from clipvis.cli.locks import FolderBusyError, FolderLock
 from clipvis.cli.messages import counted, error_reason
 from clipvis.cli.train.data import Batch

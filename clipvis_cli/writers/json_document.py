@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from clipvis.cli.atomic import atomic_write_json, atomic_write_json_stream, materialised_json
+from clipvis.cli.atomic import atomic_write_json, atomic_write_json_stream
+from clipvis.cli.json_io import materialised_json
 from clipvis.cli.results import TrackResult, VideoInfo
 from clipvis.cli.writers.base import SegmentedVideo, WriterDefaults
 

@@ -25,8 +25,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from clipvis.cli.atomic import OutputNotWritableError, ensure_output_dir, is_temp_file_name, parse_json
+from clipvis.cli.atomic import OutputNotWritableError, ensure_output_dir, is_temp_file_name
 from clipvis.cli.inputs import VideoSource
+from clipvis.cli.json_io import parse_json
 from clipvis.cli.locks import LOCK_NAME, FolderLock
 from clipvis.cli.writers.manifest import RunManifest, source_owner
 

@@ -27,8 +27,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, ClassVar
 
-from clipvis.cli.atomic import atomic_write_json, parse_json
+from clipvis.cli.atomic import atomic_write_json
 from clipvis.cli.inputs import VideoSource
+from clipvis.cli.json_io import parse_json
 from clipvis.cli.messages import path_text
 
 MANIFEST_VERSION = 1

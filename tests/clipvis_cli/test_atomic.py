@@ -10,15 +10,12 @@ from pathlib import Path
 import pytest
 
 from clipvis.cli.atomic import (
-    JsonObjectItems,
     OutputNotWritableError,
     atomic_output_path,
     atomic_write_json,
-    atomic_write_json_stream,
     atomic_write_text,
     ensure_output_dir,
     is_temp_file_name,
-    materialised_json,
     output_dir_for_now,
     output_file_target,
     remove_stale_temp_files,
@@ -36,29 +33,6 @@ def test_atomic_write_text_and_json(tmp_path: Path) -> None:
     assert (tmp_path / "a.txt").read_text(encoding="utf-8") == "héllo"
     assert json.loads((tmp_path / "b.json").read_text()) == {"x": [1, 2], "name": "chien"}
     assert leftovers(tmp_path) == ["a.txt", "b.json"]
-
-
-@pytest.mark.parametrize("items", [0, 1, 255, 256, 257, 600])
-def test_streamed_json_equals_the_whole_document(tmp_path: Path, items: int) -> None:
-    """Iterators are streamed as lists a chunk of items at a time, also inside dicts and inside other iterators
-    (a track's masks inside the annotations): the file is the document json.dumps writes, whatever the count."""
-
-    def document():
-        masks = ({"size": [4, 5], "counts": f"{k}ü"} if k % 7 else None for k in range(items))
-        tracks = iter([{"score": 0.5, "segmentations": masks, "id": 1}, {"plain": [1, 2]}, iter(range(items % 5)),
-                       *({"k": k} for k in range(items))])
-        keys = {3: iter([1]), None: 0, False: iter(()), 2.5: "x", "é": iter("ab")}  # json.dumps' keys: strings
-        frames = JsonObjectItems((str(k), {"frame": k, "objects": iter([k] * (k % 3))}) for k in range(items % 9))
-        return [("info", {"a": "é"}), ("annotations", tracks), ("empty", iter(())), ("n", items), ("keys", keys),
-                ("frames", frames), ("nested", {"frames": JsonObjectItems(iter(()))}),
-                ("deep", iter([{"id": 1, "value": {"n": 2, "sequence": iter(range(items % 4))}}]))]
-
-    path = atomic_write_json_stream(tmp_path / "doc.json", document())
-    expected = json.dumps({key: materialised_json(value) for key, value in document()}, ensure_ascii=False,
-                          separators=(",", ":"))
-    assert path.read_text(encoding="utf-8") == expected + "\n"
-    assert json.loads(path.read_text(encoding="utf-8"))["keys"] == {"3": [1], "null": 0, "false": [], "2.5": "x",
-                                                                   "é": ["a", "b"]}
 
 
 def test_atomic_files_get_normal_permissions(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from clipvis.cli.app import app
-from clipvis.cli.atomic import parse_json
+from clipvis.cli.json_io import parse_json
 
 from .conftest import make_segment_output
 
