@@ -36,6 +36,7 @@ from clipvis.cli.inputs import VideoSource
 from clipvis.cli.locks import FolderBusyError
 from clipvis.cli.mask_store import StoredSegmentations, TrackMaskStore
 from clipvis.cli.messages import describe_exception, one_line, shown_path, subject_message
+from clipvis.cli.output_formats import create_writers, writer_formats
 from clipvis.cli.progress import Reporter, SerializedReporter
 from clipvis.cli.rerun import rerun_reason
 from clipvis.cli.results import TrackResult, VideoInfo
@@ -64,8 +65,6 @@ from clipvis.cli.writers import (
     RunManifest,
     SegmentedVideo,
     VideoOutputPaths,
-    create_writers,
-    writer_formats,
 )
 from clipvis.cli.writers.layout import ClaimedFolder, OutputRootListing, claim_output_folder
 from clipvis.cli.writers.manifest import STATUS_INTERRUPTED, source_owner

@@ -17,6 +17,7 @@ from typing import Any
 
 from clipvis.cli.atomic import OutputStaging
 from clipvis.cli.inputs import VideoSource
+from clipvis.cli.output_formats import create_writers, writer_formats
 from clipvis.cli.progress import Reporter
 from clipvis.cli.resources import usable_cpus
 from clipvis.cli.segment_resume import RefusedReplacement, corrected_files, replacement_refusal
@@ -25,8 +26,6 @@ from clipvis.cli.writers import (
     RunManifest,
     SegmentedVideo,
     VideoOutputPaths,
-    create_writers,
-    writer_formats,
 )
 
 WRITING_REPORT_INTERVAL_S = 1.0  # how often the writing of a video's files is reported (the reporter shows less)

@@ -1,6 +1,7 @@
 """Output writers of `clipvis segment`; each writes one file atomically (temp name + rename).
 
-`create_writers(formats)` assembles the list `SegmentRunner` uses; every writer has the `OutputWriter` interface
+`clipvis.cli.output_formats.create_writers(formats)` assembles the list `SegmentRunner` uses (with `clipvis
+export`'s formats); every writer has the `OutputWriter` interface
 (`format`, `file_name`, `write_video(path, SegmentedVideo)`).
 """
 
@@ -8,8 +9,6 @@ from clipvis.cli.writers.base import (
     DEFAULT_FORMATS,
     OutputWriter,
     SegmentedVideo,
-    create_writers,
-    writer_formats,
 )
 from clipvis.cli.writers.coco import CocoWriter
 from clipvis.cli.writers.layout import VideoOutputPaths
@@ -29,7 +28,5 @@ __all__ = [
     "VideoOutputPaths",
     "YtvisWriter",
     "config_hash",
-    "create_writers",
     "source_fingerprint",
-    "writer_formats",
 ]

@@ -60,41 +60,5 @@ class WriterDefaults:
         return None
 
 
-# What `segment` writes when --formats is not given; writer_formats() also lists clipvis export's formats.
+# What `segment` writes when --formats is not given; clipvis.cli.output_formats.writer_formats() lists them all.
 DEFAULT_FORMATS: tuple[str, ...] = ("ytvis", "coco", "overlay")
-
-
-def writer_formats() -> tuple[str, ...]:
-    """The `--formats` names, in the order `segment` writes them (the JSON files first, the overlay, then the
-    `clipvis export` formats)."""
-    return tuple(_factories())
-
-
-def create_writers(formats: Iterable[str], overlay_min_score: float = 0.2) -> list[OutputWriter]:
-    """The writers for `formats` (any order, duplicates ignored), in `writer_formats()` order.
-
-    Raises ValueError naming an unknown format.
-    """
-    wanted = set(formats)
-    factories = _factories(overlay_min_score)
-    unknown = sorted(wanted - set(factories))
-    if unknown:
-        raise ValueError(f"unknown output format(s) {', '.join(unknown)} (known: {', '.join(factories)})")
-    return [factory() for name, factory in factories.items() if name in wanted]
-
-
-def _factories(overlay_min_score: float = 0.2) -> dict[str, Callable[[], OutputWriter]]:
-    from clipvis.cli.exporters import EXPORTERS
-    from clipvis.cli.exporters.adapter import ExportFormatWriter
-    from clipvis.cli.writers.coco import CocoWriter
-    from clipvis.cli.writers.overlay import OverlayVideoWriter
-    from clipvis.cli.writers.ytvis import YtvisWriter
-
-    factories: dict[str, Callable[[], OutputWriter]] = {
-        "ytvis": YtvisWriter,
-        "coco": CocoWriter,
-        "overlay": lambda: OverlayVideoWriter(min_score=overlay_min_score),
-    }
-    for name in EXPORTERS:  # clipvis export's per-video formats, one zip each (its "coco" folder is export-only)
-        factories.setdefault(name, lambda name=name: ExportFormatWriter(name))
-    return factories
