@@ -37,7 +37,7 @@ from clipvis.cli.exporters.loading import ExportVideo
 from clipvis.cli.exporters.masks import crop_polygon, cvat_crop_rle, polygon_iou
 from clipvis.cli.messages import path_text, unwritable_character
 from clipvis.cli.results import TrackResult, VideoInfo
-from clipvis.cli.writers.overlay import track_colour
+from clipvis.cli.track_colours import track_colour
 from clipvis.cli.zip_files import add_file, add_stream
 
 ANNOTATIONS_NAME = "annotations.xml"

@@ -36,7 +36,7 @@ from clipvis.cli.exporters.base import Exporter, ExportOptions
 from clipvis.cli.exporters.frames import processed_frames, save_image
 from clipvis.cli.exporters.loading import ExportVideo
 from clipvis.cli.exporters.masks import rle_id_counts, rle_id_map
-from clipvis.cli.writers.overlay import track_colour
+from clipvis.cli.track_colours import track_colour
 
 MOTS_INSTANCES = 1000
 MOTS_MAX_CLASS = 65

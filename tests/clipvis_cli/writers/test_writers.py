@@ -17,16 +17,15 @@ from pycocotools.coco import COCO
 from clipvis.cli import rle
 from clipvis.cli.atomic import OutputNotWritableError
 from clipvis.cli.results import TrackResult, VideoInfo
+from clipvis.cli.track_colours import PALETTE, track_colour
 from clipvis.cli.video_io import VideoReader
 from clipvis.cli.writers import CocoWriter, OverlayRenderer, OverlayStyle, OverlayVideoWriter, YtvisWriter
 from clipvis.cli.writers.overlay import (
-    PALETTE,
     LabelFont,
     _fitted_label,
     _full_size_anchor,
     ascii_class_name,
     render_threads_for,
-    track_colour,
     usable_cpus,
 )
 
@@ -548,6 +547,7 @@ from pathlib import Path
 import cv2, numpy as np
 from clipvis.cli import rle
 from clipvis.cli.results import TrackResult, VideoInfo
+from clipvis.cli.track_colours import PALETTE, track_colour
 from clipvis.cli.writers import OverlayVideoWriter
 height, width, count = 240, 320, 20
 rng = np.random.default_rng(0)
