@@ -102,6 +102,26 @@ def describe_exception(error: BaseException) -> str:
     return message or type(error).__name__
 
 
+#: The flags that set what the model library's errors name as Python parameters (clipvis.model.errors), and
+#: ("weights") how a command takes a checkpoint file's path, which clipvis.weights' WeightsNotAvailableError words as
+#: ``load_model(PATH)`` for a Python caller (export's is ``--model PATH``: `load_predictor`'s ``weights_flag``)
+MODEL_PARAMETER_FLAGS = {"allow_hub_clip": "--allow-hub-clip", "config": "--config", "clip_config": "--clip-config",
+                         "weights": "--weights PATH"}
+
+
+def model_error_message(error: BaseException, flags: dict[str, str] = MODEL_PARAMETER_FLAGS) -> str:
+    """``describe_exception``, with the parameters a model library error says to give worded as the command line's
+    ``flags`` (``--allow-hub-clip``, not ``allow_hub_clip=True``; ``--weights PATH``, not ``load_model(PATH)``)."""
+    from clipvis.model.errors import ParameterHint
+    from clipvis.weights import WeightsNotAvailableError
+
+    if isinstance(error, ParameterHint):
+        return one_line(error.worded(flags)) or type(error).__name__
+    if isinstance(error, WeightsNotAvailableError) and "weights" in flags:
+        return one_line(error.worded(flags["weights"])) or type(error).__name__
+    return describe_exception(error)
+
+
 class PathError(Exception):
     """A problem with one file or folder: `str()` is `<path>: <reason>` on one line, the path as `shown_path` writes
     it. `path` and `reason` keep the two parts."""

@@ -24,8 +24,9 @@ from clipvis.cli.distributed import (
 )
 from clipvis.cli.gc_pause import collector_paused
 from clipvis.cli.messages import (
+    MODEL_PARAMETER_FLAGS,
     describe_exception,
-    one_line,
+    model_error_message,
     print_error,
     print_warning,
     shown_path,
@@ -277,26 +278,6 @@ def make_reporter(log_format: str, job: DistributedRun | None) -> Reporter:
     else:
         reporter = human_reporter(job)
     return reporter if job is None else JobProgressReporter(reporter, job)
-
-
-#: The flags that set what the model library's errors name as Python parameters (clipvis.model.errors), and
-#: ("weights") how a command takes a checkpoint file's path, which clipvis.weights' WeightsNotAvailableError words as
-#: ``load_model(PATH)`` for a Python caller (export's is ``--model PATH``: `load_predictor`'s ``weights_flag``)
-MODEL_PARAMETER_FLAGS = {"allow_hub_clip": "--allow-hub-clip", "config": "--config", "clip_config": "--clip-config",
-                         "weights": "--weights PATH"}
-
-
-def model_error_message(error: BaseException, flags: dict[str, str] = MODEL_PARAMETER_FLAGS) -> str:
-    """``describe_exception``, with the parameters a model library error says to give worded as the command line's
-    ``flags`` (``--allow-hub-clip``, not ``allow_hub_clip=True``; ``--weights PATH``, not ``load_model(PATH)``)."""
-    from clipvis.model.errors import ParameterHint
-    from clipvis.weights import WeightsNotAvailableError
-
-    if isinstance(error, ParameterHint):
-        return one_line(error.worded(flags)) or type(error).__name__
-    if isinstance(error, WeightsNotAvailableError) and "weights" in flags:
-        return one_line(error.worded(flags["weights"])) or type(error).__name__
-    return describe_exception(error)
 
 
 def check_config_file(config: Path | None, clip_config: Path | None = None) -> None:

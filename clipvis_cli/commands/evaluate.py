@@ -24,7 +24,7 @@ from rich.console import Console
 
 from clipvis.cli.atomic import OutputNotWritableError, atomic_write_json, output_dir_for_now
 from clipvis.cli.commands.common import device_option, fail, output_folder_option
-from clipvis.cli.commands.evaluate_dataset import run_dataset_evaluation
+from clipvis.cli.dataset_evaluation import run_dataset_evaluation
 from clipvis.cli.dataset_inference import METRICS_NAME, is_subset_ground_truth
 from clipvis.cli.datasets import UnknownDatasetError, dataset_names, get_dataset
 from clipvis.cli.distributed import is_later_rank

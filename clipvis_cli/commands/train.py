@@ -18,27 +18,8 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from clipvis.cli.commands.common import MODEL_PARAMETER_FLAGS, fail, model_error_message
-
-# train's flags for what the model library's errors name (it has no --allow-hub-clip: the released CLIPs only)
-TRAIN_PARAMETER_FLAGS = {k: v for k, v in MODEL_PARAMETER_FLAGS.items() if k in ("config", "clip_config", "weights")}
-
-
-# What train says instead of "pass --allow-hub-clip", which it does not offer
-TRAIN_HUB_CLIP_ADVICE = (
-    "train cannot download another CLIP: start from a checkpoint that holds its weights (e.g. saved in Python with "
-    "clipvis.save_pretrained(clipvis.load_model(..., allow_hub_clip=True), path)) and give the CLIP's open_clip "
-    "model config with --clip-config"
-)
-
-
-def train_model_error_message(error: BaseException) -> str:
-    """A model library error's one line as train says it (``model_error_message`` with train's flags)."""
-    from clipvis.model import UntrustedClipError
-
-    if isinstance(error, UntrustedClipError):
-        return f"{error.problem}; {TRAIN_HUB_CLIP_ADVICE}"
-    return model_error_message(error, TRAIN_PARAMETER_FLAGS)
+from clipvis.cli.commands.common import fail
+from clipvis.cli.train.errors import train_model_error_message
 
 if TYPE_CHECKING:
     from clipvis.cli.train.config import TrainConfig

@@ -26,9 +26,13 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+import typer
 
 from clipvis.cli.atomic import atomic_write_text, ensure_output_dir
+from clipvis.cli.dataset_evaluation import run_dataset_evaluation
+from clipvis.cli.datasets import get_dataset
 from clipvis.cli.distributed import RankLost, RanksDifferError, lost_a_peer, rank_lost, stop_in_silence, visible_gpu
+from clipvis.cli.evaluation.scoring import score_results_file
 from clipvis.cli.json_io import parse_json
 from clipvis.cli.locks import FolderLock
 from clipvis.cli.messages import counted, print_warning
@@ -49,6 +53,7 @@ from clipvis.cli.train.data import (
     build_loader,
     repeat_factors,
 )
+from clipvis.cli.train.errors import train_model_error_message
 from clipvis.cli.train.sources import load_sources
 from clipvis.cli.train.stopping import StopRequests, TrainingStopped, ignore_stop_signals
 from clipvis.cli.train.trainer import (
@@ -157,7 +162,6 @@ def build_model(config: TrainConfig, weights: str | None, seed: int, resuming: b
     """From a released checkpoint / file / training folder, or fresh: official head init + open_clip CLIP.
     ``CLIPVIS.CLIP_CONFIG`` (``--clip-config``) describes a CLIP open_clip does not know by name, as for segment
     (an official-layout ``.pth`` holds no config). The model library's errors are a ModelBuildError."""
-    from clipvis.cli.commands.train import train_model_error_message
     from clipvis.model.errors import ParameterHint
 
     try:
@@ -253,12 +257,6 @@ def _evaluator(config: TrainConfig, device: torch.device) -> Callable[[Path, int
         jobs.append((name, {"dataset": None, "gt": Path(entry["json"]), "frames": Path(entry["frames"])}))
 
     def evaluate(checkpoint: Path, iteration: int) -> dict[str, Any] | None:
-        import typer
-
-        from clipvis.cli.commands.evaluate_dataset import run_dataset_evaluation
-        from clipvis.cli.datasets import get_dataset
-        from clipvis.cli.evaluation.scoring import score_results_file
-
         out: dict[str, Any] = {}
         for name, job in jobs:
             folder = Path(config.get("OUTPUT_DIR")) / "eval" / f"{name}_{iteration:07d}"
@@ -293,7 +291,6 @@ def starting_weights(weights: str) -> str:
     absolute path of the checkpoint file in it, the one the run starts from (a training folder's newest checkpoint
     moves on while that run goes on: a resume before this run's first checkpoint must start from the same one).
     WeightsError with a one-line message when it is not there."""
-    from clipvis.cli.commands.train import train_model_error_message
     from clipvis.cli.progress import download_lines
     from clipvis.model import check_checkpoint
     from clipvis.weights import (

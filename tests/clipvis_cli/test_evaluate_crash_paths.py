@@ -153,7 +153,7 @@ def test_second_evaluation_into_a_busy_folder(tmp_path, tiny_weights) -> None:
 def test_an_evaluation_interrupted_before_any_video_keeps_nothing_and_says_so(tmp_path, tiny_weights,
                                                                               monkeypatch) -> None:
     """Ctrl-C while the model loaded said "finished videos are kept in OUT/per_video", a folder that did not exist."""
-    import clipvis.cli.commands.evaluate_dataset as evaluate_dataset
+    import clipvis.cli.dataset_evaluation as dataset_evaluation
 
     gt, frames = make_custom(tmp_path)
     out = tmp_path / "out"
@@ -161,7 +161,7 @@ def test_an_evaluation_interrupted_before_any_video_keeps_nothing_and_says_so(tm
     def interrupted(*args: object, **kwargs: object) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(evaluate_dataset, "load_predictor", interrupted)
+    monkeypatch.setattr(dataset_evaluation, "load_predictor", interrupted)
     result = evaluate(tiny_weights, gt, frames, out)
     assert result.exit_code == 130 and error_lines(result) == ["clipvis: error: interrupted; nothing was scored"]
     assert not (out / "per_video").exists()

@@ -626,7 +626,7 @@ def test_ctrl_c_during_a_periodic_evaluation_drops_the_evaluation_at_once_and_ke
     import signal
     import time
 
-    from clipvis.cli.commands import evaluate_dataset
+    from clipvis.cli.train import run as train_run
 
     def evaluation_that_waits(*args, **kwargs):
         time.sleep(300)  # interrupted at once, not waited for
@@ -636,7 +636,7 @@ def test_ctrl_c_during_a_periodic_evaluation_drops_the_evaluation_at_once_and_ke
     run = tmp_path / "run"
     started = time.monotonic()
     with pytest.MonkeyPatch.context() as patch:  # (monkeypatch.undo() would also undo the autouse fixtures' patches)
-        signal_self_during(patch, evaluate_dataset, "run_dataset_evaluation", signal.SIGINT, call=2,
+        signal_self_during(patch, train_run, "run_dataset_evaluation", signal.SIGINT, call=2,
                            then=evaluation_that_waits)
         result = runner.invoke(app, ["train", "--config", str(config), "--output-dir", str(run), "--data", str(gt),
                                      "--images", str(frames), "TEST.EVAL_PERIOD=2",
@@ -665,7 +665,7 @@ def test_an_interrupted_last_evaluation_stops_the_run_and_is_done_by_the_resume(
     import signal
     import time
 
-    from clipvis.cli.commands import evaluate_dataset
+    from clipvis.cli.train import run as train_run
 
     def evaluation_that_waits(*args, **kwargs):
         time.sleep(300)
@@ -677,7 +677,7 @@ def test_an_interrupted_last_evaluation_stops_the_run_and_is_done_by_the_resume(
             "TEST.EVAL_PERIOD=2", f"CLIPVIS.TEST_DATA=[{{json: {gt}, frames: {frames}}}]",
             "INPUT.MIN_SIZE_TRAIN=[64]", "INPUT.MAX_SIZE_TRAIN=128"]
     with pytest.MonkeyPatch.context() as patch:  # (monkeypatch.undo() would also undo the autouse fixtures' patches)
-        signal_self_during(patch, evaluate_dataset, "run_dataset_evaluation", signal.SIGINT, call=2,
+        signal_self_during(patch, train_run, "run_dataset_evaluation", signal.SIGINT, call=2,
                            then=evaluation_that_waits)
         result = runner.invoke(app, args)
     assert result.exit_code == 130, result.output + repr(result.exception)

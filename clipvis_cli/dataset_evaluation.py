@@ -1,4 +1,5 @@
-"""The inference half of `clipvis evaluate`: run a checkpoint over a registered benchmark dataset."""
+"""The inference half of `clipvis evaluate`: run a checkpoint over a registered benchmark dataset (or custom data),
+then score it; also training's periodic evaluation (`clipvis.cli.train.run`)."""
 
 from __future__ import annotations
 
