@@ -15,10 +15,11 @@ reported on one line and the others still run.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
-from collections.abc import Callable, Iterable, Sized
+from collections.abc import Callable, Iterable, Iterator, Sized
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -408,64 +409,63 @@ class DatasetInference:
         A rank that ended early would leave torchrun's agents of other machines waiting out their exit barrier (300 s)
         and then exiting 0."""
         names = self.output_names(max_videos)
-        if job is None:
-            output = ensure_output_dir(output)
-            cache = ensure_output_dir(output / CACHE_DIR)
-            check_cache_folder(cache)  # before its lock file is made there
-            with FolderLock(cache):
-                self._prepare_output(output, cache, names)
-                try:
-                    videos = self.videos_to_run(max_videos)
-                    computed, reused, results, failures = self._run_videos(videos, cache)
-                    self.reporter.close()  # the progress display ends before the summary
-                    summary = self._summarise(output, cache, videos, computed, reused, results,
-                                              list(failures.values()))
-                    if conclude is not None:
-                        conclude(summary)
-                    return summary
-                finally:
-                    self._record_outputs(output, cache, names)
-        lock = None
-        prepared = False
-        cache = output / CACHE_DIR
-        try:
-            if job.is_main:
-                output = ensure_output_dir(output)
-                cache = ensure_output_dir(output / CACHE_DIR)
-                check_cache_folder(cache)  # before its lock file is made there
-                lock = FolderLock(cache).acquire()
-                self._prepare_output(output, cache, names)
-                prepared = True
+        with self._output_held(output, names, prepares=job is None or job.is_main) as (output, cache):
             videos = self.videos_to_run(max_videos)
-            # the cache is ready: every rank starts, taking the longest videos first, the next one whenever it is free
-            try:
-                taken = job.largest_first([str(v.id) for v in videos], range(len(videos)),
-                                          lambda p: videos[p].num_frames or 0)
-            except InputsDifferError as error:
-                where = shown_path(self.inputs.gt_path)
-                raise InputsDifferError(f"{where}: other videos than rank 0's: {error}") from None
-            computed, reused, _, failures = self._run_videos((videos[p] for p in taken), cache, keep=False)
-            # the counts and failures only: rank 0 reads the results from the per-video files (a rank's results can
-            # be hundreds of MB, and the gather would send every rank's to every rank)
-            every_rank = job.gather((computed, reused, failures))
-            self.reporter.close()  # rank 0's display of the job's progress ends before the summary
-            computed, reused = sum(r[0] for r in every_rank), sum(r[1] for r in every_rank)
-            failures = {video_id: line for r in every_rank for video_id, line in r[2].items()}
-            failed = [failures[video_id] for video_id in sorted(failures)]
-            if not job.is_main:
+            if job is None:
+                computed, reused, results, failures = self._run_videos(videos, cache)
+                failed = list(failures.values())
+            else:  # results.json is read from every video's per-video file, in video order, as one process writes it
+                computed, reused, failed = self._run_videos_of_the_job(job, videos, cache)
+                results = None
+            self.reporter.close()  # the progress display (rank 0's: of the whole job) ends before the summary
+            if job is not None and not job.is_main:
                 job.last_gather(None)  # rank 0 concludes meanwhile
                 return DatasetRunSummary([], computed, reused, None, failed, main=False)
-            # results.json from every video's per-video file, in video order, as one process writes it
-            summary = self._summarise(output, cache, videos, computed, reused, None, failed)
+            summary = self._summarise(output, cache, videos, computed, reused, results, failed)
             if conclude is not None:
                 conclude(summary)
-            job.last_gather(None)
+            if job is not None:
+                job.last_gather(None)
             return summary
-        finally:
-            if lock is not None:
-                if prepared:
-                    self._record_outputs(output, cache, names)
-                lock.release()
+
+    @contextlib.contextmanager
+    def _output_held(self, output: Path, names: list[str], prepares: bool) -> Iterator[tuple[Path, Path]]:
+        """``(output, its per_video/ folder)`` for the run. ``prepares`` (one process, or rank 0 of a torchrun job):
+        the folders are made, per_video/ checked before its lock file is made there, the lock held for the whole run
+        and the output prepared (``_prepare_output``) before anyone starts; once prepared, the files of ``names`` the
+        run wrote are recorded as it ends, however it ends, before the lock is released."""
+        if not prepares:  # another rank of the job: rank 0 holds the folder
+            yield output, output / CACHE_DIR
+            return
+        output = ensure_output_dir(output)
+        cache = ensure_output_dir(output / CACHE_DIR)
+        check_cache_folder(cache)  # before its lock file is made there
+        with FolderLock(cache):
+            self._prepare_output(output, cache, names)
+            try:
+                yield output, cache
+            finally:
+                self._record_outputs(output, cache, names)
+
+    def _run_videos_of_the_job(
+        self, job: DistributedRun, videos: list[GtVideo], cache: Path
+    ) -> tuple[int, int, list[str]]:
+        """This rank's part of ``videos`` under torchrun, the cache ready: every rank takes the longest videos first,
+        the next one whenever it is free. Returns the whole job's (videos run, videos reused, one line per failed
+        video, by id)."""
+        try:
+            taken = job.largest_first([str(v.id) for v in videos], range(len(videos)),
+                                      lambda p: videos[p].num_frames or 0)
+        except InputsDifferError as error:
+            where = shown_path(self.inputs.gt_path)
+            raise InputsDifferError(f"{where}: other videos than rank 0's: {error}") from None
+        computed, reused, _, failures = self._run_videos((videos[p] for p in taken), cache, keep=False)
+        # the counts and failures only: rank 0 reads the results from the per-video files (a rank's results can
+        # be hundreds of MB, and the gather would send every rank's to every rank)
+        every_rank = job.gather((computed, reused, failures))
+        computed, reused = sum(r[0] for r in every_rank), sum(r[1] for r in every_rank)
+        failures = {video_id: line for r in every_rank for video_id, line in r[2].items()}
+        return computed, reused, [failures[video_id] for video_id in sorted(failures)]
 
     def output_names(self, max_videos: int | None) -> list[str]:
         """The files this run writes in OUTPUT beside per_video/."""
