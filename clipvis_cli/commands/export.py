@@ -133,23 +133,38 @@ def export(
         raise typer.BadParameter("--to onnx exports the network and takes no results: give it alone (--to onnx)")
     refuse_options_of_the_other_mode(ctx, onnx)
     if onnx:
-        if model is None:
-            raise typer.BadParameter("--to onnx needs --model WEIGHTS")
-        if inputs:
-            raise typer.BadParameter("--to onnx exports the network: give --model, not inputs")
-        vocabulary = None if vocab is None and vocab_file is None else parse_vocabulary(vocab, vocab_file)
-        if output is not None and not output.strip():  # `-o "$OUT"` with OUT unset: not the default name
-            raise typer.BadParameter("-o: an empty name; give the .onnx file to write")
-        target = output if output is not None else "clipvis.onnx"
-        try:
-            export_network(model, target, height, width, precision, vocabulary, opset, config, clip_config,
-                           allow_hub_clip, null)
-        except KeyboardInterrupt as interrupt:  # Ctrl-C, SIGTERM, SIGHUP (the launcher's): exit 128 + N, in one line
-            signum = getattr(interrupt, "signum", signal.SIGINT)
-            typer.echo(f"clipvis: stopped by {signal.Signals(signum).name}; {shown_path(target)} was not written",
-                       err=True)
-            raise typer.Exit(128 + signum) from None
-        return
+        _export_network(inputs, output, model, config, clip_config, allow_hub_clip, height, width, precision, vocab,
+                        vocab_file, opset, null)
+    else:
+        _export_results(inputs, to, output, min_score, classes, media, zip_results, media_url, log_format, null)
+
+
+def _export_network(inputs: list[str] | None, output: str | None, model: str | None, config: Path | None,
+                    clip_config: Path | None, allow_hub_clip: bool, height: int | None, width: int | None,
+                    precision: str, vocab: str | None, vocab_file: Path | None, opset: int, null: bool) -> None:
+    """``--to onnx``: the per-frame network of ``model`` as an ONNX file (``-o``, default clipvis.onnx)."""
+    if model is None:
+        raise typer.BadParameter("--to onnx needs --model WEIGHTS")
+    if inputs:
+        raise typer.BadParameter("--to onnx exports the network: give --model, not inputs")
+    vocabulary = None if vocab is None and vocab_file is None else parse_vocabulary(vocab, vocab_file)
+    if output is not None and not output.strip():  # `-o "$OUT"` with OUT unset: not the default name
+        raise typer.BadParameter("-o: an empty name; give the .onnx file to write")
+    target = output if output is not None else "clipvis.onnx"
+    try:
+        export_network(model, target, height, width, precision, vocabulary, opset, config, clip_config,
+                       allow_hub_clip, null)
+    except KeyboardInterrupt as interrupt:  # Ctrl-C, SIGTERM, SIGHUP (the launcher's): exit 128 + N, in one line
+        signum = getattr(interrupt, "signum", signal.SIGINT)
+        typer.echo(f"clipvis: stopped by {signal.Signals(signum).name}; {shown_path(target)} was not written",
+                   err=True)
+        raise typer.Exit(128 + signum) from None
+
+
+def _export_results(inputs: list[str] | None, to: str, output: str | None, min_score: float, classes: str | None,
+                    media: bool, zip_results: bool, media_url: str, log_format: str, null: bool) -> None:
+    """``--to FORMATS``: each segment output of ``inputs`` converted to the results formats (exit 1 when one
+    failed)."""
     formats = parse_formats(to, EXPORT_FORMATS, "--to")
     if output is not None:  # the results' output root: a folder, as segment's -o
         try:
