@@ -109,8 +109,14 @@ def upright(image: Image.Image) -> Image.Image:
 
 def shown_size(image: Image.Image) -> tuple[int, int]:
     """(height, width) of an opened image as ``rgb_array`` gives it (turned upright), from its header alone: Pillow
-    decodes no pixels for ``size`` nor for the EXIF block."""
+    decodes no pixels for ``size`` nor for a JPEG's, TIFF's or WebP's EXIF block. A PNG's EXIF (an eXIf chunk) is
+    read where it comes before the pixels (``image.info``): Pillow's ``getexif`` of a PNG without one there decodes
+    the whole picture to look behind it (25 ms per 1080p frame, every image of a folder of ffmpeg's PNGs), so such a
+    PNG counts as unturned here; one whose eXIf chunk follows its pixels (rare) is then resized to the folder's size,
+    with the warning, like any odd image."""
     width, height = image.size
+    if image.format == "PNG" and "exif" not in image.info:
+        return (height, width)
     return (width, height) if _upright_transpose(image) in _QUARTER_TURNS else (height, width)
 
 
