@@ -223,7 +223,10 @@ class StreamingVideoScorer:
                              f"{had_queries} queries and {had_classes} classes: one video's frames keep the model's "
                              "queries and one vocabulary")
         if ious.numel() and not bool((ious >= 0).all()):  # NaN fails too
-            low = ious.float().nan_to_num(nan=float("-inf")).min().item()
+            if bool(ious.isnan().any()):
+                raise ValueError("ious hold NaN: the network's output is not finite (a half-precision overflow? try "
+                                 "precision='bf16' or 'fp32')")
+            low = ious.float().min().item()
             raise ValueError(f"ious must be the predicted mask IoUs (>= 0: the IoU head's sigmoid), got {low:g}: raw "
                              "IoU-head logits? apply torch.sigmoid first")
 

@@ -563,8 +563,10 @@ def test_a_refused_frame_leaves_the_scorer_and_the_matcher_as_they_were() -> Non
         checked.add_frame(obj[:, 1], probs[:, 1], ious[:3, 1], masks[:, 1])
     with pytest.raises(ValueError, match=r"ious must be the predicted mask IoUs \(>= 0.*apply torch.sigmoid first"):
         checked.add_frame(obj[:, 1], probs[:, 1], ious[:, 1] - 2.0, masks[:, 1])
-    with pytest.raises(ValueError, match=r"ious must be the predicted"):
-        checked.add_frame(obj[:, 1], probs[:, 1], torch.full((4,), float("nan")), masks[:, 1])
+    nan_ious = ious[:, 1].clone()
+    nan_ious[2] = float("nan")  # named as NaN, not as a raw logit (review29: it said -inf, apply sigmoid)
+    with pytest.raises(ValueError, match=r"ious hold NaN: the network's output is not finite"):
+        checked.add_frame(obj[:, 1], probs[:, 1], nan_ious, masks[:, 1])
     checked.add_frame(obj[:, 1], probs[:, 1], ious[:, 1], masks[:, 1])
     for t in range(2):
         plain.add_frame(obj[:, t], probs[:, t], ious[:, t], masks[:, t])
