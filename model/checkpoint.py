@@ -85,8 +85,9 @@ def _unreadable(path: Path, error: Exception) -> str:
 _MODEL_KEY_ROOTS = ("backbone.", "pixel_decoder.", "mask_decoder.", "sem_seg_head.", "criterion.", "pixel_mean",
                     "pixel_std")
 # The prefixes training wrappers give every key: a LightningModule's attribute holding the model (``self.model``:
-# Lightning saves the LightningModule's state dict), and DataParallel's / DistributedDataParallel's ``module.``
-_WRAPPER_PREFIXES = ("model.", "module.")
+# Lightning saves the LightningModule's state dict), and DataParallel's / DistributedDataParallel's ``module.``, alone
+# or around a module holding ``.model``
+_WRAPPER_PREFIXES = ("model.", "module.model.", "module.")
 
 
 def _without_wrapper_prefix(state: Mapping[Any, Any]) -> Mapping[Any, Any]:
@@ -152,10 +153,9 @@ def _unwrapped_state(path: Path, raw: Mapping[Any, Any]) -> Mapping[Any, Any]:
     """The state dict in a ``torch.load``-ed checkpoint: detectron2's ``{"model": ..., "iteration": ...}``, a bare
     state dict (its non-tensor entries skipped later), or the one tensor-holding entry under a common wrapper key
     (``_WRAPPER_KEYS``). A file whose weights sit only under another key, or under several, is refused naming them."""
-    if "model" in raw:  # detectron2 (the official checkpoints)
-        if not isinstance(raw["model"], Mapping):
-            raise CheckpointError(f"{path}: the 'model' entry is not a state dict")
+    if isinstance(raw.get("model"), Mapping):  # detectron2 (the official checkpoints)
         return raw["model"]
+    # a 'model' entry that is no state dict (a name: {"state_dict": ..., "model": "clipvis-r50"}) is metadata
     if any(isinstance(value, torch.Tensor) or _is_numpy_array(value) for value in raw.values()):
         return raw
     holders = [key for key, value in raw.items() if _holds_tensors(value)]

@@ -169,7 +169,9 @@ def test_weights_saved_beside_training_state_load(tmp_path, tiny_model, tiny_con
     lambda sd: {"state_dict": {f"model.{k}": v for k, v in sd.items()}, "epoch": 3},  # a LightningModule's self.model
     lambda sd: {"state_dict": {f"model.module.{k}": v for k, v in sd.items()}, "epoch": 3},  # ... wrapped by DDP
     lambda sd: {f"module.{k}": v for k, v in sd.items()},  # DataParallel, as before
-], ids=["lightning model.", "lightning model.module.", "module."])
+    lambda sd: {f"module.model.{k}": v for k, v in sd.items()},  # DataParallel around a module holding .model
+    lambda sd: {"state_dict": {f"model.{k}": v for k, v in sd.items()}, "model": "clipvis-r50"},  # a name beside
+], ids=["lightning model.", "lightning model.module.", "module.", "module.model.", "model name beside state_dict"])
 def test_a_training_wrapper_s_common_key_prefix_is_stripped(tmp_path, tiny_model, tiny_config, layout) -> None:
     """Lightning saves the LightningModule's state dict: every key begins with the attribute the model sits under
     (``model.``), and loading failed with every key missing and unexpected. One prefix all keys share, whose removal
