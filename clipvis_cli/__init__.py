@@ -18,7 +18,7 @@ __all__ = ["__version__"]
 
 def __getattr__(name: str) -> Any:
     """A submodule or subpackage not imported yet (``clipvis.cli.memory``), as an eager package gives it."""
-    if name.startswith("__") or find_spec(f"{__name__}.{name}") is None:
+    if name.startswith("__") or not name.isidentifier() or find_spec(f"{__name__}.{name}") is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     return import_module(f"{__name__}.{name}")
 

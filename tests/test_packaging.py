@@ -76,7 +76,7 @@ LAZY_SUBPACKAGES = textwrap.dedent(
     assert {'cli', 'model', 'weights'} <= set(dir(clipvis)) and {'memory', 'app', 'writers'} <= set(dir(clipvis.cli))
     assert clipvis.weights.list_pretrained() and clipvis.cli.memory.HeapTrimmer and clipvis.cli.writers.__path__
     assert clipvis.model.SetCriterion.__module__ == 'clipvis.model.criterion'
-    for package, name in ((clipvis, 'no_such_thing'), (clipvis.cli, 'no_such_module')):
+    for package, name in ((clipvis, 'no_such_thing'), (clipvis.cli, 'no_such_module'), (clipvis.cli, 'no.such')):
         try:
             getattr(package, name)
         except AttributeError as error:
