@@ -141,9 +141,10 @@ class _OptionsGivenOnce:
         parse = parser.parse_args
 
         def parse_each_once(args: list[str]) -> Any:
+            given = list(args)  # (the parser consumes its list)
             opts, rest, order = parse(args=args)
             if not ctx.resilient_parsing:  # (shell completion parses half-typed lines)
-                _refuse_repeated_options(order)
+                _refuse_repeated_options(order, given)
             return opts, rest, order
 
         parser.parse_args = parse_each_once
@@ -154,20 +155,32 @@ class _OptionsGivenOnce:
 COMMA_LISTS = frozenset({"--vocab", "--formats", "--to", "--classes"})
 
 
-def _refuse_repeated_options(order: list[Any]) -> None:
+def _refuse_repeated_options(order: list[Any], given: list[str]) -> None:
     """A usage error for the first option in ``order`` (the parameters in the order the command line gave them, one
-    entry per occurrence) that takes one value and was given more than once."""
+    entry per occurrence) that takes one value and was given more than once, or that is a flag pair given in both
+    forms (``--skip-existing --overwrite``: click kept the last one without a word). ``given`` is the command line's
+    words, which tell the two forms of a pair apart (``order`` holds the parameter alone)."""
     if any(getattr(param, "is_eager", False) for param in order):  # --help: shown whatever else the line holds
         return
+    options = given[:given.index("--")] if "--" in given else given  # after `--`, every word is an argument
     seen: set[int] = set()
     for param in order:
-        if getattr(param, "param_type_name", "") != "option" or param.multiple or param.is_flag or param.count:
+        if getattr(param, "param_type_name", "") != "option" or param.multiple or param.count:
             continue
-        if id(param) in seen:
-            name = "/".join(param.opts)
+        if param.is_flag:
+            if id(param) in seen and param.secondary_opts and _both_forms_given(param, options):
+                on, off = param.opts[-1], param.secondary_opts[-1]
+                raise typer.BadParameter(f"{on} and {off} contradict each other: give one")
+        elif id(param) in seen:
             how = "give one comma-separated list" if COMMA_LISTS & set(param.opts) else "give it once"
-            raise typer.BadParameter(f"{name} given twice: {how}")
+            named = " / ".join(f"'{name}'" for name in param.opts)  # as click's own errors name it: '-o' / '--output'
+            raise typer.BadParameter(f"{named} given twice: {how}")
         seen.add(id(param))
+
+
+def _both_forms_given(flag: Any, words: list[str]) -> bool:
+    """Whether ``words`` hold both an ``--on`` and an ``--off`` name of the boolean flag pair ``flag``."""
+    return bool(set(flag.opts) & set(words)) and bool(set(flag.secondary_opts) & set(words))
 
 
 class ClipvisCommand(_OptionsGivenOnce, _ErrorsNameTheirCommand, _FlagsHelp, TyperCommand):

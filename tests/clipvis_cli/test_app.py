@@ -143,17 +143,17 @@ def test_a_usage_error_is_one_line_with_exit_code_2(args, line) -> None:
 
 @pytest.mark.parametrize(("args", "line"), [
     (["segment", "v.mp4", "--vocab", "cat", "--vocab", "dog"],
-     "clipvis: error: --vocab given twice: give one comma-separated list (see 'clipvis segment --help')"),
+     "clipvis: error: '--vocab' given twice: give one comma-separated list (see 'clipvis segment --help')"),
     (["segment", "v.mp4", "--vocab", "cat", "--formats", "ytvis", "--formats=coco"],
-     "clipvis: error: --formats given twice: give one comma-separated list (see 'clipvis segment --help')"),
+     "clipvis: error: '--formats' given twice: give one comma-separated list (see 'clipvis segment --help')"),
     (["segment", "v.mp4", "--vocab-file", "a.txt", "--vocab-file", "b.txt"],
-     "clipvis: error: --vocab-file given twice: give it once (see 'clipvis segment --help')"),
+     "clipvis: error: '--vocab-file' given twice: give it once (see 'clipvis segment --help')"),
     (["segment", "v.mp4", "--vocab", "cat", "-o", "a", "--output", "b"],
-     "clipvis: error: -o/--output given twice: give it once (see 'clipvis segment --help')"),
+     "clipvis: error: '-o' / '--output' given twice: give it once (see 'clipvis segment --help')"),
     (["export", "out/v", "--to", "coco", "--to", "ytvis"],
-     "clipvis: error: --to given twice: give one comma-separated list (see 'clipvis export --help')"),
+     "clipvis: error: '--to' given twice: give one comma-separated list (see 'clipvis export --help')"),
     (["evaluate", "--results", "r.json", "--gt", "a.json", "--gt", "b.json"],
-     "clipvis: error: --gt given twice: give it once (see 'clipvis evaluate --help')"),
+     "clipvis: error: '--gt' given twice: give it once (see 'clipvis evaluate --help')"),
 ])
 def test_an_option_that_takes_one_value_given_twice_is_a_usage_error(args, line) -> None:
     """`--vocab cat --vocab dog` kept the last value alone (run.json recorded ['dog']): the first was lost without a
@@ -165,6 +165,28 @@ def test_an_option_that_takes_one_value_given_twice_is_a_usage_error(args, line)
     assert repeated.exit_code == 2 and "--config is required" in repeated.stderr, repeated.output
     helped = CliRunner().invoke(app, [*args, "--help"])
     assert helped.exit_code == 0 and "Usage: clipvis" in helped.stdout
+
+
+@pytest.mark.parametrize(("args", "line"), [
+    (["segment", "v.mp4", "--vocab", "cat", "--skip-existing", "--overwrite"],
+     "clipvis: error: --skip-existing and --overwrite contradict each other: give one (see 'clipvis segment --help')"),
+    (["segment", "v.mp4", "--overwrite", "--vocab", "cat", "--skip-existing"],
+     "clipvis: error: --skip-existing and --overwrite contradict each other: give one (see 'clipvis segment --help')"),
+    (["export", "out/v", "--to", "coco", "--no-media", "--media"],
+     "clipvis: error: --media and --no-media contradict each other: give one (see 'clipvis export --help')"),
+])
+def test_both_forms_of_a_flag_pair_is_a_usage_error(args, line) -> None:
+    """`--skip-existing --overwrite` ran with whichever came last, without a word: one of the two was not meant."""
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2 and result.stderr == line + "\n", result.output
+
+
+def test_one_form_of_a_flag_pair_given_twice_or_as_an_argument_after_a_double_dash_is_no_contradiction() -> None:
+    """The same form twice says one thing; after `--` every word is an input (a file named `--overwrite`)."""
+    for args in (["export", "out/v", "--to", "coco", "--media", "--media", "--width", "x"],
+                 ["export", "out/v", "--to", "coco", "--media", "--width", "x", "--", "--no-media"]):
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 2 and "contradict" not in result.stderr and "'--width'" in result.stderr, args
 
 
 @pytest.mark.parametrize("command", [["segment", "v.mp4", "--vocab", "a"], ["evaluate", "--dataset", "lvvis_val"]],
