@@ -53,7 +53,8 @@ class Reporter(Protocol):
     # being written at that moment (``formats``, in writer order; empty from a caller of the older interface).
     def video_writing(self, source: VideoSource, stem: str, frames: int | None, total: int | None,
                       formats: Sequence[str] = ()) -> None: ...
-    # The batch ended: the inputs' counts ("complete", "skipped", "failed") out of ``total``, and the one line that
+    # The batch ended: the inputs' counts ("complete", "skipped", "failed"; segment's also ALREADY_COMPLETE, those of
+    # the skipped an earlier run completed) out of ``total``, and the one line that
     # says how (an error when ``error``: some failed, or interrupted), if any. ``own``: under torchrun, the counts and
     # ``total`` are this process' inputs alone (those it took), the other processes' being unknown; else the job's.
     def batch_finished(self, counts: dict[str, int], total: int, message: str | None = None,
@@ -70,6 +71,9 @@ class Reporter(Protocol):
 
 
 SKIPPED_COMPLETE = "already complete in its output folder with the same settings (--overwrite redoes it)"
+# segment's count of the inputs skipped as complete already (`--skip-existing`), beside the outcomes' counts: of the
+# "skipped", those not skipped for another reason (a folder another process was writing, under torchrun)
+ALREADY_COMPLETE = "already_complete"
 WRITING_HEARTBEAT_S = 60.0  # a `writing` JSON event at least this often while a video's files are written
 
 
@@ -288,6 +292,8 @@ class JsonlReporter:
         # a summary of this process' own inputs comes only when the job did not end together: never "ok"
         status = "interrupted" if interrupted else "failed" if error or own or counts.get("failed") else "ok"
         fields = {key: counts.get(key, 0) for key in ("complete", "skipped", "failed")}
+        if ALREADY_COMPLETE in counts:  # segment's (export skips nothing)
+            fields[ALREADY_COMPLETE] = counts[ALREADY_COMPLETE]
         self._emit("summary", inputs=total, **fields, scope="process" if own else "job", status=status,
                    message=message)
 

@@ -48,7 +48,7 @@ from clipvis.cli.inputs import (
 )
 from clipvis.cli.listing import StdoutListing
 from clipvis.cli.memory import HeapTrimmer, prefer_huge_pages
-from clipvis.cli.progress import Reporter, download_lines
+from clipvis.cli.progress import ALREADY_COMPLETE, Reporter, download_lines
 from clipvis.cli.segment import (
     DEFAULT_FORMATS,
     DEFAULT_IMAGE_FPS,
@@ -63,8 +63,6 @@ from clipvis.weights import DEFAULT_PRETRAINED, DownloadReporter
 if TYPE_CHECKING:  # the model package: imported when the weights load, not when the CLI starts
     from clipvis.model import VideoPredictor
 
-# The count of inputs skipped as complete already (VideoOutcome.already_complete), beside the outcomes' counts
-ALREADY_COMPLETE = "already_complete"
 KEPT = "the finished outputs are kept and a rerun skips them"  # what a job that stops early leaves
 
 
@@ -182,7 +180,8 @@ def segment(
             if not sources:  # `find -newer ... | clipvis segment -` found nothing new: no input, no weights loaded
                 reporter = make_reporter(log_format, job)
                 if job is None or job.is_main:
-                    reporter.batch_finished({"complete": 0, "skipped": 0, "failed": 0}, 0, NOTHING_ON_STDIN)
+                    nothing = {"complete": 0, "skipped": 0, "failed": 0, ALREADY_COMPLETE: 0}
+                    reporter.batch_finished(nothing, 0, NOTHING_ON_STDIN)
                 reporter.close()
                 return
             positions: Iterable[int] = part.select(sources, key=lambda source: str(source.path))
@@ -448,7 +447,7 @@ def _finish(counts: dict[str, int], total: int, job: DistributedRun | None, repo
         # "3 skipped (already complete)" when all were, "3 skipped (2 already complete)" when some were busy
         why = "" if not already else " (already complete)" if already == skipped else f" ({already} already complete)"
         reporter.batch_finished(
-            {"complete": complete, "skipped": skipped, "failed": failed}, total,
+            {"complete": complete, "skipped": skipped, "failed": failed, ALREADY_COMPLETE: already}, total,
             f"{total} input(s) over {job.world_size} processes: {complete} complete, {skipped} skipped{why}, "
             f"{failed} failed",
         )

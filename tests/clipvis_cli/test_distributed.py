@@ -208,8 +208,8 @@ def test_a_shard_without_inputs_says_so_in_json_with_jsonl(videos, tiny_weights,
     assert result.exit_code == 0, result.output
     assert [json.loads(line) for line in result.stderr.splitlines()] == [
         {"event": "note", "message": "shard 6/7 holds none of the 6 input(s): nothing to do"},
-        {"event": "summary", "inputs": 0, "complete": 0, "skipped": 0, "failed": 0, "scope": "job", "status": "ok",
-         "message": None},
+        {"event": "summary", "inputs": 0, "complete": 0, "skipped": 0, "failed": 0, "already_complete": 0,
+         "scope": "job", "status": "ok", "message": None},
     ]
 
 
@@ -920,5 +920,7 @@ def test_rank_0_summary_counts_every_rank_inputs_skipped_as_complete() -> None:
 
     outcomes, _ = run_threads(2, body)
     assert outcomes == [0, 0] and streams[1].getvalue() == ""
-    assert json.loads(streams[0].getvalue())["message"] == \
-        "6 input(s) over 2 processes: 1 complete, 5 skipped (4 already complete), 0 failed"
+    summary = json.loads(streams[0].getvalue())
+    assert summary["message"] == "6 input(s) over 2 processes: 1 complete, 5 skipped (4 already complete), 0 failed"
+    # the count a program reads, beside the line a person does
+    assert (summary["skipped"], summary["already_complete"]) == (5, 4), summary

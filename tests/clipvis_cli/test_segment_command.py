@@ -429,8 +429,8 @@ def test_jsonl_events(tmp_path, tiny_weights) -> None:
     events = [json.loads(line) for line in result.stderr.splitlines()]
     assert [e["event"] for e in events][0] == "batch_start"
     assert events[-2]["event"] == "video_done" and events[-2]["frames"] == 3
-    assert events[-1] == {"event": "summary", "inputs": 1, "complete": 1, "skipped": 0, "failed": 0, "scope": "job",
-                          "status": "ok",
+    assert events[-1] == {"event": "summary", "inputs": 1, "complete": 1, "skipped": 0, "failed": 0,
+                          "already_complete": 0, "scope": "job", "status": "ok",
                           "message": None}
 
 
@@ -736,5 +736,9 @@ def test_a_rerun_says_why_an_input_complete_before_runs_again_and_counts_those_s
     assert mixed.stderr.splitlines()[0] == f"clipvis: {first}: re-running: the input changed since the earlier run " \
         "(its modification time)", mixed.stderr
     assert mixed.stderr.splitlines()[-1] == "clipvis: 1 skipped (already complete)", mixed.stderr
+    assert lines[-1]["already_complete"] == 0  # a number a program reads, not only the message's words
+    skipped = json.loads(run("--log-format", "jsonl", vocab="box", score="0.5").stderr.splitlines()[-1])
+    assert (skipped["skipped"], skipped["already_complete"], skipped["message"]) == \
+        (2, 2, "2 skipped (already complete)"), skipped
     redo = run("--overwrite", vocab="box", score="0.5")  # asked for: nothing to explain
     assert redo.exit_code == 0 and "re-running" not in redo.stderr and "skipped" not in redo.stderr

@@ -583,8 +583,9 @@ def test_jsonl_log_is_json_to_the_end(tmp_path, tiny_weights, monkeypatch) -> No
     assert drawing, writing
     assert all(event["frames"] is not None for event in writing[: drawing[-1] + 1]), writing
     assert all(event["frames"] is None for event in writing[drawing[-1] + 1 :]), writing
-    assert events[-1] == {"event": "summary", "inputs": 2, "complete": 1, "skipped": 0, "failed": 1, "scope": "job",
-                          "status": "failed", "message": "1 of 2 input(s) failed"}
+    assert events[-1] == {"event": "summary", "inputs": 2, "complete": 1, "skipped": 0, "failed": 1,
+                          "already_complete": 0, "scope": "job", "status": "failed",
+                          "message": "1 of 2 input(s) failed"}
 
     original = OverlayVideoWriter.write_video
 
@@ -599,8 +600,8 @@ def test_jsonl_log_is_json_to_the_end(tmp_path, tiny_weights, monkeypatch) -> No
     assert events[-2:] == [
         {"event": "video_interrupted", "input": str(video), "stem": "clip", "status": "interrupted",
          "error": f"{video}: interrupted by the user (Ctrl-C)"},
-        {"event": "summary", "inputs": 1, "complete": 0, "skipped": 0, "failed": 0, "scope": "job",
-         "status": "interrupted",
+        {"event": "summary", "inputs": 1, "complete": 0, "skipped": 0, "failed": 0, "already_complete": 0,
+         "scope": "job", "status": "interrupted",
          "message": "interrupted; incomplete outputs were not written"},
     ]
 
