@@ -162,6 +162,9 @@ def _run_and_conclude(
     except (ForeignCacheFolderError, ForeignOutputFileError) as error:
         raise fail(error) from None
     predictor = load_predictor(options, vocabulary_source=f"the GT categories of {where}")
+    # A config the checkpoint contradicts (said as the model loaded) changes what the numbers mean: the metrics record
+    # it too. The other loading warnings (a text-embedding cache that cannot be written) do not, and stay on stderr.
+    said = [*said, *predictor.model.config.notes]
     if job is not None:  # every rank runs the same model, vocabulary and settings, or none runs (or touches the cache)
         check_same_producer(job, options)
     concluded: list[str] = []  # what rank 0 completed, for a rank lost after it

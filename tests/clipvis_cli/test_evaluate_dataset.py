@@ -241,6 +241,21 @@ def test_videos_listing_the_same_frame_files_are_warned_about_before_the_model_r
     assert json.loads((tmp_path / "out" / "metrics.json").read_text())["warnings"] == [warning]
 
 
+def test_a_config_the_checkpoint_contradicts_is_recorded_with_the_metrics(tmp_path, tiny_weights) -> None:
+    """A --config the checkpoint contradicts (the model runs with the checkpoint's value) was said on stderr alone
+    as the model loaded: metrics.json's "warnings" held the other warnings but not this one, which changes what its
+    numbers are the numbers of."""
+    gt = make_lvvis(tmp_path / "d")
+    config = tmp_path / "cfg.yaml"
+    config.write_text("MODEL:\n  MASK_FORMER:\n    HIDDEN_DIM: 512\n")
+    result = evaluate(["--gt", str(gt), "--frames", str(gt.parent / "JPEGImages"), "--weights", str(tiny_weights),
+                       "--config", str(config), "-o", str(tmp_path / "out"), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    said = [line.removeprefix("clipvis: warning: ") for line in result.stderr.splitlines() if "HIDDEN_DIM" in line]
+    assert len(said) == 1 and said[0].startswith("config says HIDDEN_DIM 512 but the checkpoint has "), result.stderr
+    assert json.loads((tmp_path / "out" / "metrics.json").read_text())["warnings"] == said
+
+
 def test_missing_dataset_says_where_to_put_it(tmp_path, tiny_weights) -> None:
     result = CliRunner().invoke(app, ["evaluate", "--dataset", "lvvis_val", "--weights", str(tiny_weights),
                                       "--data-root", str(tmp_path / "nothing"), "--device", "cpu"])
