@@ -426,7 +426,7 @@ def _finish(counts: dict[str, int], total: int, job: DistributedRun | None, repo
             reporter.say("error", f"{error}; {KEPT}")
             error.said = True
         if job.is_main:
-            mine = taken.count if taken is not None else sum(counts.values())
+            mine = taken.count if taken is not None else sum(counts[s] for s in ("complete", "skipped", "failed"))
             reporter.batch_finished(
                 counts, mine, f"{total} input(s) over {job.world_size} processes; this one took {mine} and ended "
                 f"{counts['complete']} complete, {counts['skipped']} skipped, {counts['failed']} failed",
@@ -435,7 +435,7 @@ def _finish(counts: dict[str, int], total: int, job: DistributedRun | None, repo
         raise
     except KeyboardInterrupt:  # held during the gather (signals_held), raised once it was complete
         reporter.close()
-        mine = taken.count if taken is not None else sum(counts.values())
+        mine = taken.count if taken is not None else sum(counts[s] for s in ("complete", "skipped", "failed"))
         reporter.batch_finished(counts, mine, f"interrupted while waiting for the other processes; {KEPT}",
                                 error=True, interrupted=True, own=True)
         raise typer.Exit(130) from None
