@@ -3,7 +3,7 @@ included.
 
 :class:`StreamingVideoScorer` keeps running sums frame by frame (per-frame class probabilities are spilled to a
 temporary file) and selects at the end, for videos of any length. The official offline evaluator's form of the same
-computation, on whole-video tensors, is the tests' reference (``tests/model/test_components.py``).
+computation, on whole-video tensors, is the tests' reference (``tests/model/test_scoring.py``).
 """
 
 from __future__ import annotations

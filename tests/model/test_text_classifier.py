@@ -1,4 +1,5 @@
-"""The text classifier: what its embedding cache's key covers; the best synonym of each class."""
+"""The text classifier: what its embedding cache's key covers; the best synonym of each class; the prompts of
+each class's synonyms."""
 
 from __future__ import annotations
 
@@ -6,13 +7,15 @@ import copy
 import os
 import stat
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
 from clipvis.model import text_classifier
 from clipvis.model.clip_backbone import ClipBackbone, build_open_clip_model
-from clipvis.model.text_classifier import TextClassifier, TextEmbeddings
+from clipvis.model.text_classifier import PROMPT_TEMPLATES, TextClassifier, TextEmbeddings, build_prompts
+from clipvis.model.vocabulary import split_synonyms
 
 VOCABULARY = ["car", "person, pedestrian", "bicycle"]
 
@@ -155,3 +158,14 @@ def test_synonyms_are_reduced_batch_by_batch_to_the_same_vectors(tmp_path, clip_
         expected = F.normalize(whole.view(-1, len(PROMPT_TEMPLATES), whole.shape[-1]).mean(1), dim=-1)
         embeddings = classifier(vocabulary).embeddings
     assert embeddings.shape[0] == sum(counts) and torch.equal(embeddings, expected)
+
+
+def test_prompts_and_synonym_max() -> None:
+    assert split_synonyms("car, automobile,auto") == ["car", "automobile", "auto"]
+    prompts, counts = build_prompts(["aerosol_can", "car, automobile"])
+    assert counts == [1, 2] and len(prompts) == 3 * len(PROMPT_TEMPLATES)
+    assert prompts[0] == "a photo of a aerosol_can." and prompts[15] == "This is a photo of a car"
+    emb = F.normalize(torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8]]), dim=-1)
+    text = TextEmbeddings(["a", "b"], emb, [1, 2], logit_scale=100.0)
+    logits = text.logits(torch.tensor([[2.0, 0.0], [0.0, 3.0]]))
+    np.testing.assert_allclose(logits.numpy(), [[100.0, 60.0], [0.0, 100.0]], atol=1e-4)
