@@ -1174,7 +1174,7 @@ def test_a_size_divisibility_of_zero_or_less_pads_to_the_batch_size_only_and_tra
     assert batch.images.shape == (2, 3, 61, 67) and [m.shape[1:] for m in batch.masks] == [(61, 67)] * 2
     assert Collate(32)(samples).images.shape == (2, 3, 64, 96)
 
-    from .test_train_command import train
+    from ..commands.test_train import train
 
     data = write_coco(tmp_path / "data", num_images=2)
     config = tiny_train_config(tmp_path, MAX_ITER=2)

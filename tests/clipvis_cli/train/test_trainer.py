@@ -9,8 +9,8 @@ import torch
 
 from clipvis.cli.train.config import ConfigError, load_train_config
 
+from ..commands.test_train import final_weights, train
 from .conftest import write_coco
-from .test_train_command import final_weights, train
 
 
 def test_a_clip_value_of_zero_or_less_trains_without_clipping_as_the_official_code(tmp_path, tiny_train_config):

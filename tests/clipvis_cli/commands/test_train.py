@@ -19,7 +19,12 @@ from clipvis.cli.app import app
 from clipvis.model import load_model
 
 from ..process_trees import start_process_tree
-from .conftest import SIZE, render_shapes, write_coco
+from ..train.conftest import (
+    SIZE,
+    _no_downloads,  # noqa: F401 - its autouse fixture, for this module's tests
+    render_shapes,
+    write_coco,
+)
 
 runner = CliRunner()
 GLOO = pytest.mark.skipif(not torch.distributed.is_gloo_available(), reason="gloo backend not built into this torch")
@@ -827,7 +832,7 @@ def test_a_checkpoint_whose_clip_open_clip_does_not_know_is_one_line_naming_clip
     from clipvis.model import create_model
     from clipvis.model.checkpoint import write_state_dict
 
-    from .conftest import _tiny_train_config
+    from ..train.conftest import _tiny_train_config
 
     monkeypatch.setattr(mp, "start_processes", lambda *args, **kwargs: SpawnedRunThatFails(kwargs["args"]))
     model = create_model(tiny_config())
@@ -855,7 +860,7 @@ def test_a_config_whose_clip_train_cannot_download_is_one_line_in_trains_words(t
     pretrained tag, and download advice for a name open_clip does not know at all."""
     import open_clip
 
-    from .conftest import _tiny_train_config
+    from ..train.conftest import _tiny_train_config
 
     monkeypatch.setattr(open_clip, "create_model", lambda *args, **kwargs: pytest.fail("download attempted"))
     fields = {**tiny_config().to_dict(), "clip_model_config": None, "clip_model_name": clip, "clip_pretrained": ""}
