@@ -581,10 +581,10 @@ def _searched_within(directory: Path) -> bool:
     (clipvis' lock and its journal of the folders it made, `-o data/cam1`) that may hold the user's videos beside
     clipvis' folders, as an output root named at the top level is; not a video's output folder, an export folder or
     another folder clipvis made (evaluate's)."""
-    if not _made_by_clipvis(directory):
-        return True
-    try:
-        return not _output_folder_of(directory) and (directory / FOLDER_JOURNAL).is_file()
+    if _output_folder_of(directory):
+        return False
+    try:  # a lock without a record of outputs: an output root when it keeps the journal, else another clipvis folder
+        return not (directory / LOCK_NAME).is_file() or (directory / FOLDER_JOURNAL).is_file()
     except OSError:
         return False
 

@@ -95,7 +95,7 @@ def _without_wrapper_prefix(state: Mapping[Any, Any]) -> Mapping[Any, Any]:
     a ``module.`` after it) leaves keys that are the model's (``_MODEL_KEY_ROOTS``); else ``state`` as it is, for the
     missing/unexpected keys a load reports."""
     keys = [key for key, value in state.items()
-            if isinstance(key, str) and (isinstance(value, torch.Tensor) or _is_numpy_array(value))]
+            if isinstance(key, str) and _is_weight(value)]
     for prefix in _WRAPPER_PREFIXES:
         if keys and all(
             key.startswith(prefix) and key[len(prefix):].removeprefix("module.").startswith(_MODEL_KEY_ROOTS)
@@ -137,11 +137,14 @@ def _is_numpy_array(value: Any) -> bool:
     return type(value).__module__ == "numpy" and hasattr(value, "dtype")
 
 
+def _is_weight(value: Any) -> bool:
+    """Whether a checkpoint's entry is a weight: a tensor, or a numpy array (detectron2's pickles)."""
+    return isinstance(value, torch.Tensor) or _is_numpy_array(value)
+
+
 def _holds_tensors(value: Any) -> bool:
     """Whether ``value`` is a mapping with at least one tensor (or numpy array) among its values: a state dict."""
-    return isinstance(value, Mapping) and any(
-        isinstance(item, torch.Tensor) or _is_numpy_array(item) for item in value.values()
-    )
+    return isinstance(value, Mapping) and any(_is_weight(item) for item in value.values())
 
 
 # The keys training code commonly saves a model's state dict under, beside other entries (an optimizer's state, an
@@ -156,7 +159,7 @@ def _unwrapped_state(path: Path, raw: Mapping[Any, Any]) -> Mapping[Any, Any]:
     if isinstance(raw.get("model"), Mapping):  # detectron2 (the official checkpoints)
         return raw["model"]
     # a 'model' entry that is no state dict (a name: {"state_dict": ..., "model": "clipvis-r50"}) is metadata
-    if any(isinstance(value, torch.Tensor) or _is_numpy_array(value) for value in raw.values()):
+    if any(_is_weight(value) for value in raw.values()):
         return raw
     holders = [key for key, value in raw.items() if _holds_tensors(value)]
     if not holders:

@@ -38,10 +38,20 @@ from clipvis.model.scoring import StreamingVideoScorer, positive_mask_statistics
 from clipvis.model.temporal_matcher import MatchResult, TemporalMatcher
 from clipvis.model.text_classifier import TextClassifier, TextEmbeddings
 from clipvis.model.transfer import to_device
-from clipvis.model.vocabulary import class_name, name_key, shared_names, split_synonyms, strip_name, stripped_synonyms
+from clipvis.model.vocabulary import (
+    class_name,
+    name_key,
+    repeated_class_names,
+    shared_names,
+    split_synonyms,
+    strip_name,
+    stripped_synonyms,
+)
 
 # Read-only tables (a change would alter every predictor of the process): VideoPredictor's parameters choose.
 PRECISIONS = MappingProxyType({"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16})
+# What a model whose weights are not float32 is told (precision chooses the compute type, not the weights)
+KEEP_FLOAT32 = "keep them float32 (model.float()) and choose the compute type with precision='fp16' or 'bf16'"
 # Elements of float work per chunk of full-resolution masks (interpolated logits of a chunk of queries): bounds the
 # per-frame memory whatever the resolution. The CPU wants cache-sized chunks, a GPU few kernel launches. The default
 # of VideoPredictor's mask_chunk_elements.
@@ -195,8 +205,7 @@ class VideoPredictor:
         device = model_device(model) if device is None else resolve_device(device)
         wide = sorted({str(p.dtype) for p in model.parameters() if p.is_floating_point() and p.dtype != torch.float32})
         if wide:
-            raise ValueError(f"the model's weights are {', '.join(wide)}: keep them float32 (model.float()) and "
-                             "choose the compute type with precision='fp16' or 'bf16'")
+            raise ValueError(f"the model's weights are {', '.join(wide)}: {KEEP_FLOAT32}")
         if cache_dir is not None:
             cache_dir = Path(cache_dir).expanduser()  # "~/cache" (a literal ./~ folder was made)
         self.device = device
@@ -248,10 +257,10 @@ class VideoPredictor:
                 raise VocabularyError(f"empty synonym in the class {name!r} (synonyms are separated by commas)")
         # as `segment --vocab` compares them: case aside, composed and decomposed accents alike; a synonym in two
         # classes too (`["cat, dog", "dog"]`)
-        shared = shared_names([[strip_name(synonym) for synonym in split_synonyms(name)] for name in names])
+        classes = [[strip_name(synonym) for synonym in split_synonyms(name)] for name in names]
+        shared = shared_names(classes)
         if shared and not self.allow_duplicate_names:
-            duplicates = sorted(name_key(name) for name, classes in shared
-                                if all(name_key(class_name(names[i])) == name_key(name) for i in classes))
+            duplicates = sorted(name_key(name) for name, _ in repeated_class_names(shared, classes))
             if duplicates:  # a class name repeated: the first few named (a list of 3,000 repeated gave 35 KB)
                 more = f", ... ({len(duplicates)} in all)" if len(duplicates) > 5 else ""
                 raise VocabularyError(f"duplicate class names in the vocabulary (case aside): "
@@ -380,8 +389,7 @@ class VideoSession:
         first = next(self.predictor.model.parameters(), None)  # model.half() converts them all: one is enough
         if first is not None and first.dtype != torch.float32:
             raise RuntimeError(f"the model's weights are {first.dtype} since this predictor was made (model.half()?): "
-                               "keep them float32 (model.float()) and choose the compute type with precision='fp16' "
-                               "or 'bf16'")
+                               f"{KEEP_FLOAT32}")
         frames = frame_batch(frames)
         predictor = self.predictor
         model = predictor.model

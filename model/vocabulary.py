@@ -59,3 +59,10 @@ def shared_names(classes: list[list[str]]) -> list[tuple[str, list[int]]]:
             if not indices or indices[-1] != index:  # a class listing a name twice (`car, car`) is one class
                 indices.append(index)
     return [(name, indices) for name, indices in listed.values() if len(indices) > 1]
+
+
+def repeated_class_names(shared: list[tuple[str, list[int]]], classes: list[list[str]]) -> list[tuple[str, list[int]]]:
+    """Of `shared_names`' ``shared``, the names that are each listing class's own name (a class name repeated: "Car"
+    and "car"), said as duplicate class names; the others are a synonym another class lists too."""
+    return [(name, indices) for name, indices in shared
+            if all(name_key(classes[index][0]) == name_key(name) for index in indices)]

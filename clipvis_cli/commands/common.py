@@ -36,7 +36,7 @@ from clipvis.cli.messages import (
 from clipvis.cli.progress import HumanReporter, JobProgressReporter, JsonlReporter, Reporter, download_lines
 from clipvis.cli.run_identity import checkpoint_identity
 from clipvis.cli.segment import SegmentOptions
-from clipvis.model.vocabulary import name_key, shared_names, strip_name
+from clipvis.model.vocabulary import name_key, repeated_class_names, shared_names, strip_name
 
 if TYPE_CHECKING:  # the model package: imported when the weights load, not when the CLI starts
     from clipvis.model import VideoPredictor
@@ -95,10 +95,10 @@ def parse_vocabulary(vocab: str | None, vocab_file: Path | None) -> list[str]:
         if (problem := unwritable_character(name)) is not None:
             raise typer.BadParameter(f"{where(line)}: the class name {name!r} holds {problem}")
     # "café" typed two ways, "Car" and "car"; a synonym another class lists too (`cat, dog` and `dog`)
-    shared = shared_names([parts for _, parts in entries])
+    classes = [parts for _, parts in entries]
+    shared = shared_names(classes)
     # a class name repeated is said as such; else a synonym in more than one class
-    duplicates = [(name, classes) for name, classes in shared
-                  if all(name_key(entries[i][1][0]) == name_key(name) for i in classes)] or shared
+    duplicates = repeated_class_names(shared, classes) or shared
     if duplicates:
         shown = "; ".join(repr(name_key(name)) if vocab_file is None else
                           f"{name_key(name)!r} (lines {', '.join(str(entries[i][0]) for i in classes)})"
