@@ -2,7 +2,8 @@
 folder an input gets.
 
 A folder belongs to the source its run.json records (resolved path). `claim_output_folder` gives an input its own
-folder, `stem/`, else `stem-2/`, `stem-3/`, … : one recording the same source, or a new one. A folder made by
+folder, `stem/`, else `stem-2/`, `stem-3/`, … : one recording the same source (under any name: the same file
+through a symbolic link of another name comes back to the folder its first run named), or a new one. A folder made by
 another source (`a/clip.mp4` yesterday, `b/clip.mp4` today) or by someone else (files but no run.json) is never
 written into. The choice is made under a lock on the output root, and the chosen folder stays locked while the
 input is processed, so two processes never interleave in one folder.
@@ -95,6 +96,7 @@ class OutputRootListing:
         self._unread: dict[str, list[tuple[int, str]]] = {}
         self._owner: dict[str, str | None] = {}
         self._owned: dict[tuple[str, str], set[tuple[int, str]]] = {}
+        self._by_owner: dict[str, set[str]] = {}  # the folders of each source, whatever their names
 
     def writable_root(self) -> Path:
         """The root, made and checked writable the first time (``ensure_output_dir``, which writes a probe file: not
@@ -124,7 +126,24 @@ class OutputRootListing:
             source = self._owner[name]
             if source is not None:
                 self._owned.setdefault((key, source), set()).add((suffix, name))
+                self._by_owner.setdefault(source, set()).add(name)
         return [name for _, name in sorted(self._owned.get((key, owner), ()))]
+
+    def owned_anywhere(self, owner: str) -> list[str]:
+        """The folders of any name whose run.json records the source ``owner``, by name: those of the same file
+        given under another name (a symbolic link, `clip_link.mp4 -> clip.mp4`), whose folder is named after the name
+        its first run was given. Reads the run.json of every folder not read yet, once per listing: called for an
+        input none of whose own stem's folders is its source's, so a rerun of a batch (each input finding its folder
+        by its stem) reads no more than before."""
+        self._refresh()
+        for key in list(self._unread):
+            self.owned_by(key, "")
+        return sorted(self._by_owner.get(owner, ()), key=lambda name: (name.lower(), name))
+
+    def folders_of(self, stem: str, owner: str) -> list[str]:
+        """The folders an earlier run made for the source ``owner``: those named after ``stem`` (`owned_by`), else
+        those of another name (`owned_anywhere`: the same file given under another name)."""
+        return self.owned_by(stem, owner) or self.owned_anywhere(owner)
 
     def unavailable(self, stems: Iterable[str], owners: Collection[str]) -> frozenset[str]:
         """The lower-case names of the folders named after ``stems`` (``stem``, ``stem-N``, any case) that none of
@@ -150,7 +169,7 @@ class OutputRootListing:
             unavailable = self._unavailable(stems, set(owners))
             owned = []
             for stem, owner in zip(stems, owners, strict=True):
-                folders = self.owned_by(stem, owner)
+                folders = self.folders_of(stem, owner)
                 owned.append(folders[0] if folders else None)
         return plan_folder_names(stems, unavailable, owned)
 
@@ -276,7 +295,7 @@ def claim_output_folder(
         raise OutputNotWritableError(root, error) from error
     try:
         # This source's folder from an earlier run comes first wherever it is, then the planned name, then the rest.
-        first = [n for n in (*listing.owned_by(stem, owner), preferred) if n and n.lower() not in taken]
+        first = [n for n in (*listing.folders_of(stem, owner), preferred) if n and n.lower() not in taken]
         # (a -N name is never its own natural name, and its planned name was tried first or is taken)
         for name in itertools.chain(first, (n for n in _candidates(stem, taken, reserved) if n not in first)):
             if listing.holds_another_source(name, owner):

@@ -164,6 +164,20 @@ def test_stride_max_frames_stdin_and_skip_existing(tmp_path, tiny_weights) -> No
     assert redo.exit_code == 0 and "ytvis.json" in redo.stdout
 
 
+def test_a_video_given_again_through_a_symbolic_link_is_skipped_as_complete(tmp_path, tiny_weights) -> None:
+    """`segment clip.mp4 -o out`, then `segment clip_link.mp4 -o out` (a link to it): the second run made
+    `out/clip_link/` and ran the video again. It comes back to `out/clip/` and skips it as complete."""
+    video = write_video(tmp_path / "clip.mp4", num_frames=2)
+    (tmp_path / "clip_link.mp4").symlink_to(video.name)
+    out = tmp_path / "out"
+    first = run_cli(segment_args(tiny_weights, out, str(video), extra=("--formats", "ytvis")))
+    assert first.exit_code == 0 and first.stdout == f"{out / 'clip' / 'ytvis.json'}\n", first.output
+    again = run_cli(segment_args(tiny_weights, out, str(tmp_path / "clip_link.mp4"), extra=("--formats", "ytvis")))
+    assert again.exit_code == 0 and again.stdout == "", again.output
+    assert again.stderr.splitlines() == ["clipvis: 1 skipped (already complete)"]
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["clip"]
+
+
 def test_null_separated_paths_carry_names_with_newlines(tmp_path, tiny_weights) -> None:
     """`find -print0 | clipvis segment --null - ... | xargs -0`: a file name holding a newline arrives whole on stdin
     and its outputs are listed whole on stdout, each path ended by NUL."""

@@ -117,6 +117,32 @@ def test_a_new_input_beside_an_earlier_runs_folder_gets_the_lowest_free_suffix_i
     assert shards(out, [c, b, a], [a, c, b]) == {a: "clip", b: "clip-2", c: "clip-4"}  # past someone else's files
 
 
+def test_the_same_file_through_a_symbolic_link_comes_back_to_its_folder_in_either_order(tmp_path: Path) -> None:
+    """`clipvis segment clip.mp4` then `clipvis segment clip_link.mp4` (a symbolic link to it), or the reverse: the
+    second run made a second folder named after the other name and ran the video again, where one batch of both
+    names runs it once. A folder belongs to the resolved source: the second name comes back to the first one's
+    folder, as planned (every shard) and as claimed; another file of the link's name still gets its own."""
+    from clipvis.cli.writers import layout
+    from clipvis.cli.writers.manifest import source_owner
+
+    (tmp_path / "videos").mkdir()
+    (tmp_path / "videos" / "clip.mp4").write_bytes(b"video")
+    (tmp_path / "clip_link.mp4").symlink_to(tmp_path / "videos" / "clip.mp4")
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "clip_link.mp4").write_bytes(b"another video")
+    real, link = VideoSource(tmp_path / "videos" / "clip.mp4"), VideoSource(tmp_path / "clip_link.mp4")
+    another = VideoSource(tmp_path / "other" / "clip_link.mp4")
+    for first, second in ((real, link), (link, real)):
+        out = tmp_path / f"out-{first.stem}"
+        assert claim(out, first) == first.stem
+        planned = layout.OutputRootListing(out).plan([second.stem, another.stem],
+                                                     [source_owner(second), source_owner(another)])
+        assert planned == [first.stem, "clip_link" if first is real else "clip_link-2"]
+        assert claim(out, second) == first.stem
+        assert claim(out, another) == planned[1]
+        assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == sorted({first.stem, *planned})
+
+
 def test_busy_folder_of_the_same_source_raises_other_sources_go_on(tmp_path: Path) -> None:
     out = tmp_path / "out"
     a, b = VideoSource(tmp_path / "a" / "clip.mp4"), VideoSource(tmp_path / "b" / "clip.mp4")
