@@ -3,6 +3,8 @@ and their durations, and which files Pillow (not FFmpeg) reads."""
 
 from __future__ import annotations
 
+import mmap
+import struct
 import warnings
 from collections import Counter
 from collections.abc import Sequence
@@ -111,13 +113,45 @@ def shown_size(image: Image.Image) -> tuple[int, int]:
     """(height, width) of an opened image as ``rgb_array`` gives it (turned upright), from its header alone: Pillow
     decodes no pixels for ``size`` nor for a JPEG's, TIFF's or WebP's EXIF block. A PNG's EXIF (an eXIf chunk) is
     read where it comes before the pixels (``image.info``): Pillow's ``getexif`` of a PNG without one there decodes
-    the whole picture to look behind it (25 ms per 1080p frame, every image of a folder of ffmpeg's PNGs), so such a
-    PNG counts as unturned here; one whose eXIf chunk follows its pixels (rare) is then resized to the folder's size,
-    with the warning, like any odd image."""
+    the whole picture to look behind it (25 ms per 1080p frame, every image of a folder of ffmpeg's PNGs). So the
+    chunks behind the pixels are walked first, their headers only (`_png_orientation_follows_pixels`: 0.2 ms per
+    1080p frame), and only a PNG whose orientation may follow its pixels (rare) takes ``getexif``'s way, so that its
+    size is the one ``rgb_array`` gives (such a PNG was counted unturned, then resized with a warning)."""
     width, height = image.size
-    if image.format == "PNG" and "exif" not in image.info:
+    if image.format == "PNG" and "exif" not in image.info and not _png_orientation_follows_pixels(image):
         return (height, width)
     return (width, height) if _upright_transpose(image) in _QUARTER_TURNS else (height, width)
+
+
+# The chunks behind a PNG's pixels that Pillow's decoding adds to ``info`` and ``getexif`` reads an orientation from:
+# an eXIf chunk, or a text chunk of one of these keywords (ImageMagick's hex EXIF profile, XMP's tiff:Orientation).
+_PNG_TEXT_CHUNKS = frozenset({b"tEXt", b"zTXt", b"iTXt"})
+_PNG_ORIENTATION_KEYWORDS = (b"Raw profile type exif\x00", b"XML:com.adobe.xmp\x00")
+
+
+def _png_orientation_follows_pixels(image: Image.Image) -> bool:
+    """Whether an opened PNG holds, behind its pixel data (IDAT) and before IEND, a chunk ``getexif`` would take an
+    orientation from once the picture is decoded (eXIf, or a text chunk of `_PNG_ORIENTATION_KEYWORDS`). Reads the
+    chunk headers only (PNG: 4-byte big-endian length, 4-byte type, data, 4-byte CRC), through a memory map, so no
+    pixel data is read; an animation's chunks end at its next frame's (fcTL), as Pillow's decoding stops there. False
+    for a file that cannot be mapped (then it counts as unturned, as it did)."""
+    file = getattr(image, "fp", None)
+    try:
+        with mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as data:  # type: ignore[union-attr]
+            offset, pixels_seen = 8, False
+            while offset + 8 <= len(data):
+                length, kind = struct.unpack_from(">I4s", data, offset)
+                if kind == b"IEND" or (pixels_seen and kind == b"fcTL"):
+                    return False
+                if kind in (b"IDAT", b"fdAT"):
+                    pixels_seen = True
+                elif pixels_seen and (kind == b"eXIf" or (kind in _PNG_TEXT_CHUNKS and any(
+                        data[offset + 8 : offset + 8 + len(key)] == key for key in _PNG_ORIENTATION_KEYWORDS))):
+                    return True
+                offset += 12 + length
+    except (AttributeError, OSError, ValueError, struct.error):  # no file (a stream), empty, not mappable
+        return False
+    return False
 
 
 def most_common_size(sizes: Sequence[tuple[int, int]]) -> tuple[int, int]:

@@ -837,6 +837,55 @@ def test_sizing_a_png_folder_decodes_no_picture(tmp_path: Path, synth, monkeypat
     assert reader.size_change == (3, (40, 24))  # 4.png, shown 24x40, is the odd one
 
 
+def png_with_chunk_after_pixels(path: Path, kind: bytes, data: bytes) -> Path:
+    """Insert the chunk ``kind`` holding ``data`` just before ``path``'s IEND chunk (behind its pixel data)."""
+    import struct
+    import zlib
+
+    whole = path.read_bytes()
+    assert whole[-12:-8] == struct.pack(">I", 0) and whole[-8:-4] == b"IEND"
+    chunk = struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    path.write_bytes(whole[:-12] + chunk + whole[-12:])
+    return path
+
+
+def test_pngs_whose_exif_follows_their_pixels_are_sized_as_they_are_decoded(
+    tmp_path: Path, synth, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A PNG whose eXIf chunk comes after its pixel data (IDAT) was sized from its header as stored, while decoding
+    turns it upright (Pillow reads the chunks behind the pixels as it decodes): a folder of such photos took the
+    stored size for the folder's, and every frame, turned upright, was squeezed back into it. The chunks behind the
+    pixels are walked for its size; a PNG with none of the orientation's chunks there (a text comment) is still sized
+    without decoding it."""
+    from PIL import Image, PngImagePlugin
+
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored 40x24, shown 24x40
+    (tmp_path / "seq").mkdir()
+    for name in ("1.png", "2.png", "4.png"):
+        Image.fromarray(synth.bar_frame(0, 24, 40)).save(tmp_path / "seq" / name)
+        png_with_chunk_after_pixels(tmp_path / "seq" / name, b"eXIf", exif.tobytes())
+    synth.write_images(tmp_path / "seq", ["3.png"], height=24, width=40)
+    png_with_chunk_after_pixels(tmp_path / "seq" / "3.png", b"tEXt", b"Comment\x00made by hand")
+    with Image.open(tmp_path / "seq" / "1.png") as late:
+        assert "exif" not in late.info and late.size == (40, 24)  # as the header says
+    decoded: list[str] = []
+    load = PngImagePlugin.PngImageFile.load
+
+    def counted_load(image: PngImagePlugin.PngImageFile) -> object:
+        decoded.append(Path(image.filename).name)
+        return load(image)
+
+    monkeypatch.setattr(PngImagePlugin.PngImageFile, "load", counted_load)
+    [source] = discover_inputs([str(tmp_path / "seq")])
+    reader = open_reader(source)
+    probe = reader.probe()
+    assert (probe.width, probe.height) == (24, 40)
+    assert sorted(decoded) == ["1.png", "2.png", "4.png"]  # 3.png sized from its header
+    assert [frame.shape for _, frame in reader] == [(40, 24, 3)] * 4
+    assert reader.size_change == (2, (24, 40))  # 3.png, with no orientation, is the odd one
+
+
 def test_image_folder_with_corrupt_image_fails_clearly(tmp_path: Path, synth) -> None:
     synth.write_images(tmp_path / "seq", ["1.jpg"])
     (tmp_path / "seq" / "2.jpg").write_text("not an image")
