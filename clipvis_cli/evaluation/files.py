@@ -26,14 +26,14 @@ def read_json_file(path: Path, what: str) -> Any:
         raise EvaluationInputError(f"{what} is a directory, expected a JSON file: {path}")
     try:
         if zipfile.is_zipfile(path):  # a server submission (results.zip holding results.json), as export --zip writes
-            return parse_json(_only_json_member(path, what))
+            return parse_json(_json_text(_only_json_member(path, what)))
         with path.open("rb") as handle:
             if handle.read(2) == b"\x1f\x8b":  # gzip (results.json.gz)
                 handle.seek(0)
                 with gzip.open(handle) as unpacked:
-                    return parse_json(unpacked.read())
+                    return parse_json(_json_text(unpacked.read()))
             handle.seek(0)
-            return parse_json(handle.read())
+            return parse_json(_json_text(handle.read()))
     except (gzip.BadGzipFile, EOFError, zipfile.BadZipFile) as error:
         raise EvaluationInputError(f"{what} {path} is a damaged archive ({error})") from error
     except json.JSONDecodeError as error:
@@ -44,6 +44,13 @@ def read_json_file(path: Path, what: str) -> Any:
         raise EvaluationInputError(f"{what} {path} is not UTF-8 JSON text ({error.reason})") from error
     except OSError as error:
         raise EvaluationInputError(f"cannot read {what} {path}: {error.strerror or error}") from error
+
+
+def _json_text(data: bytes) -> str:
+    """A JSON file's bytes as text, decoded as ``json.loads`` decodes bytes (UTF-8, or UTF-16/32 by its first bytes).
+    Decoded here so the bytes are freed before the parse: ``json.loads`` of the bytes held them, their text and the
+    parsed document at once (a 200 MB results file: 200 MB more at the peak)."""
+    return data.decode(json.detect_encoding(data), "surrogatepass")
 
 
 def _only_json_member(path: Path, what: str) -> bytes:

@@ -212,6 +212,35 @@ def test_runs_that_do_not_add_up_to_the_mask_are_refused_not_scored_forever(vis:
         parse_ground_truth(gt, source="gt.json")
 
 
+def test_checking_the_runs_of_detailed_masks_holds_a_bounded_batch_of_characters(
+    vis: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The run check took up to 65,536 masks at once, ~30 bytes of arrays per character of their counts: a 200 MB
+    results file of detailed 720p masks (3.6 KB of counts each) peaked at 4 GB there. A batch now also ends at
+    RUN_CHECK_CHARACTERS characters: here 200 masks of ~10,000 characters each (2 MB of counts, ~60 MB of arrays in
+    one batch) are checked 64 KB at a time, and a corrupt mask in a later batch is still named."""
+    import tracemalloc
+
+    from clipvis.cli.evaluation import ground_truth
+
+    monkeypatch.setattr(ground_truth, "RUN_CHECK_CHARACTERS", 1 << 16, raising=False)
+    rng = np.random.default_rng(0)
+    noisy = [runs_labelled((rng.random((100, 200)) < 0.5).astype(np.uint8), 100, 200, True) for _ in range(4)]
+    assert all(len(rle["counts"]) > 8_000 for rle in noisy)
+    tracks = [(f"entry {i}", [noisy[(i + k) % 4] for k in range(10)]) for i in range(20)]
+    tracemalloc.start()
+    try:
+        ground_truth.check_runs(tracks)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 12 << 20, peak
+    short = np.zeros((90, 200), np.uint8)
+    tracks[-1][1][-1] = runs_labelled(short, 100, 200, True)
+    with pytest.raises(EvaluationInputError, match=r"^entry 19: segmentations\[9\] has corrupt RLE counts"):
+        ground_truth.check_runs(tracks)
+
+
 @pytest.mark.parametrize("key", ["video_id", "category_id", "score"])
 def test_a_missing_key_is_said_missing(vis: ModuleType, key: str) -> None:
     """It read "'score' must be a finite number, got None" for an entry without a score."""
@@ -368,6 +397,33 @@ def test_load_results_file_errors(tmp_path: Path, vis: ModuleType) -> None:
         archive.writestr("b.json", "[]")
     with pytest.raises(EvaluationInputError, match="a zip holding 2 JSON files; expected one"):
         load_results(tmp_path / "two.zip", gt)
+
+
+def test_a_json_file_is_parsed_without_holding_its_bytes_as_well(tmp_path: Path) -> None:
+    """`json.loads` of a file's bytes held the bytes, their text and the parsed document at once (a 200 MB results
+    file: 200 MB more at the peak); the bytes are decoded first and freed. Decoded as json.loads decodes them: UTF-8
+    with or without a BOM, UTF-16."""
+    import tracemalloc
+
+    from clipvis.cli.evaluation.files import read_json_file
+
+    document = ["x" * 1000 + str(i) for i in range(4000)]  # 4 MB, mostly the strings themselves
+    path = tmp_path / "big.json"
+    path.write_text(json.dumps(document), encoding="ascii")
+    size = path.stat().st_size
+    tracemalloc.start()
+    try:
+        assert read_json_file(path, "results file") == document
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 2.5 * size, (peak, size)  # text and document; the bytes too made it 3x
+    for encoding in ("utf-8-sig", "utf-16"):
+        (tmp_path / encoding).write_text(json.dumps({"name": "vidé"}), encoding=encoding)
+        assert read_json_file(tmp_path / encoding, "GT file") == {"name": "vidé"}
+    (tmp_path / "latin1.json").write_bytes('{"name": "vidé"}'.encode("latin-1"))
+    with pytest.raises(EvaluationInputError, match="is not UTF-8 JSON text"):
+        read_json_file(tmp_path / "latin1.json", "GT file")
 
 
 # --------------------------------------------------------------------------------------- protocols and blocks
