@@ -43,7 +43,7 @@ def parse_formats(value: str, allowed: tuple[str, ...], flag: str) -> list[str]:
 
 # The options of each mode, by parameter name: the flag named in the error when given to the other mode.
 RESULTS_ONLY = {"min_score": "--min-score", "classes": "--classes", "media": "--media/--no-media",
-                "zip_results": "--zip", "media_url": "--media-url", "log_format": "--log-format"}
+                "zip_results": "--zip", "media_url": "--media-url", "log_format": "--log-format", "gt": "--gt"}
 ONNX_ONLY = {"model": "--model", "config": "--config", "clip_config": "--clip-config",
              "allow_hub_clip": "--allow-hub-clip", "height": "--height", "width": "--width", "precision": "--precision",
              "vocab": "--vocab", "vocab_file": "--vocab-file", "opset": "--opset"}
@@ -86,6 +86,10 @@ def export(
         "mots-png); fiftyone and labelstudio always need the source video."
     ),
     zip_results: bool = typer.Option(False, "--zip", help="ytvis: write results.zip (holding results.json)."),
+    gt: Path | None = typer.Option(
+        None, "--gt", help="ytvis: give the results this YouTube-VIS GT file's video and category ids, each video "
+        "matched by its frames' names (else its name), each class by name.", dir_okay=False,
+    ),
     media_url: str = typer.Option(
         "", "--media-url", help="labelstudio: URL prefix under which Label Studio serves the video files (the file "
         "name after it is percent-encoded)."
@@ -136,7 +140,7 @@ def export(
         _export_network(inputs, output, model, config, clip_config, allow_hub_clip, height, width, precision, vocab,
                         vocab_file, opset, null)
     else:
-        _export_results(inputs, to, output, min_score, classes, media, zip_results, media_url, log_format, null)
+        _export_results(inputs, to, output, min_score, classes, media, zip_results, media_url, log_format, null, gt)
 
 
 def _export_network(inputs: list[str] | None, output: str | None, model: str | None, config: Path | None,
@@ -162,7 +166,8 @@ def _export_network(inputs: list[str] | None, output: str | None, model: str | N
 
 
 def _export_results(inputs: list[str] | None, to: str, output: str | None, min_score: float, classes: str | None,
-                    media: bool, zip_results: bool, media_url: str, log_format: str, null: bool) -> None:
+                    media: bool, zip_results: bool, media_url: str, log_format: str, null: bool,
+                    gt: Path | None = None) -> None:
     """``--to FORMATS``: each segment output of ``inputs`` converted to the results formats (exit 1 when one
     failed)."""
     formats = parse_formats(to, EXPORT_FORMATS, "--to")
@@ -178,8 +183,18 @@ def _export_results(inputs: list[str] | None, to: str, output: str | None, min_s
         class_names = tuple(name.strip() for name in classes.split(",") if name.strip())
         if not class_names:
             raise typer.BadParameter("--classes: empty list")
+    ground_truth = None
+    if gt is not None:
+        if "ytvis" not in formats:
+            raise typer.BadParameter("--gt is only for --to ytvis (the ids of its results file)")
+        from clipvis.cli.evaluation import EvaluationInputError, load_ground_truth
+
+        try:
+            ground_truth = load_ground_truth(gt)
+        except EvaluationInputError as error:
+            raise typer.BadParameter(f"--gt: {error}") from None
     options = ExportOptions(min_score=min_score, classes=class_names, media=media, zip_results=zip_results,
-                            media_url=media_url)
+                            media_url=media_url, gt=ground_truth)
     try:
         listed = read_argument_lines(sys.stdin, null) if "-" in inputs else ()
     except ValueError as error:  # a --null list without NUL characters

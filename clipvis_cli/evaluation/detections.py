@@ -99,8 +99,8 @@ def parse_results(results: Any, gt: VideoGroundTruth, source: str = "<results>")
             hint = " (this looks like a GT file)" if "annotations" in results else ""
             raise EvaluationInputError(f"{source}: expected a JSON list of results, got a JSON object{hint}")
         # segment's ytvis.json: its annotations are the results list, its categories and videos say what the ids mean
-        category_map = _category_map(results.get("categories"), gt, source)
-        video_map, matched_by_id = _video_map(results.get("videos"), gt, source)
+        category_map = gt_category_map(results.get("categories"), gt, source)
+        video_map, matched_by_id = gt_video_map(results.get("videos"), gt, source)
         results = annotations
     else:
         category_map, video_map, matched_by_id = None, None, None
@@ -154,7 +154,7 @@ def _mapped_entry(
     return changed, None
 
 
-def _category_map(categories: Any, gt: VideoGroundTruth, source: str) -> dict[int, tuple[str, int | None]]:
+def gt_category_map(categories: Any, gt: VideoGroundTruth, source: str) -> dict[int, tuple[str, int | None]]:
     """A ytvis.json's category id -> (its name, the GT category id of that name or None); {} without categories."""
     if not isinstance(categories, list):
         return {}
@@ -184,7 +184,7 @@ def _folder_of(file_names: Sequence[Any]) -> str | None:
     return parts[0] if len(parts) == 2 and parts[0] else None
 
 
-def _video_map(videos: Any, gt: VideoGroundTruth, source: str) -> tuple[dict[int, int], str | None]:
+def gt_video_map(videos: Any, gt: VideoGroundTruth, source: str) -> tuple[dict[int, int], str | None]:
     """A ytvis.json's video id -> the GT video of the same file_names (else of its name or frames folder); a video
     named neither way, or a GT naming none, keeps the ids. EvaluationInputError when one matches no GT video, or
     several. Second: the warning when the ytvis.json names its videos but the GT names none (taken by id), else

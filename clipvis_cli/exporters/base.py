@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -33,6 +34,9 @@ from clipvis.cli.messages import shown_path
 from clipvis.cli.results import TrackResult
 from clipvis.cli.writers.layout import MANIFEST_NAME
 from clipvis.cli.writers.manifest import RunManifest
+
+if TYPE_CHECKING:
+    from clipvis.cli.evaluation.ground_truth import VideoGroundTruth
 from clipvis.weights.cache_files import new_folder_mode
 
 STAGING_PREFIX = ".export-"  # staging folders are `.export-XXXX.tmp`: temporary names (clipvis.cli.atomic)
@@ -51,6 +55,9 @@ class ExportOptions:
     results_name: str = "results.json"
     media_url: str = ""  # labelstudio: URL prefix under which Label Studio serves the video
     measure_polygons: bool = True  # cvat-video: the polygons' mean IoU with the masks (export reports it)
+    # ytvis: the GT whose video and category ids the results file takes (`--gt`), matched by frames' names and class
+    # names; None keeps the inputs' ids
+    gt: VideoGroundTruth | None = None
 
 
 def class_key(name: str) -> str:

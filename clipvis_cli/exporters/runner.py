@@ -240,7 +240,13 @@ class ExportRunner:
                 self.reporter.video_failed(VideoSource(folder), folder.name, message)
                 return ExportOutcome(folder.name, "failed", error=message)
             try:
-                return ExportOutcome(folder.name, "complete", [results.write(self.options)])
+                written = results.write(self.options)
+                if results.dropped:  # --gt: the classes it lacks, as evaluate drops them
+                    names = list(results.dropped)
+                    self.reporter.say("warning", f"{shown_path(written)}: {sum(results.dropped.values())} result(s) "
+                                      "of classes the GT file lacks were left out (" + ", ".join(names[:8])
+                                      + (", ..." if len(names) > 8 else "") + ")")
+                return ExportOutcome(folder.name, "complete", [written])
             except (ValueError, OSError) as error:
                 message = subject_message(error, folder)
                 self.reporter.video_failed(VideoSource(folder), folder.name, message)
@@ -302,7 +308,7 @@ class ExportRunner:
         if YTVIS_FORMAT in self.formats:  # its results are read: they go into the results file whatever the other
             results_folder = self.destination or video.results_file.parent  # formats do
             if results_folder not in self._results:
-                self._results[results_folder] = ResultsStream(results_folder)
+                self._results[results_folder] = ResultsStream(results_folder, self.options.gt)
             self._results[results_folder].add(video)
         per_video = [name for name in self.formats if name != YTVIS_FORMAT]
         frames = video.info.num_frames

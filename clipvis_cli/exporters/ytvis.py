@@ -3,7 +3,8 @@
 
 Unlike the per-video formats this writes ONE file for every exported video together, in input order; video ids
 and category ids are those of the inputs (for a server they must be the benchmark's, as `clipvis evaluate`
-writes them).
+writes them), or with `--gt` (`ExportOptions.gt`) those of a GT file, matched as `clipvis evaluate` matches a
+ytvis.json to it (`gt_ids`).
 """
 
 from __future__ import annotations
@@ -11,22 +12,51 @@ from __future__ import annotations
 import shutil
 import tempfile
 import zipfile
+from collections import Counter
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from clipvis.cli.atomic import OutputNotWritableError
 from clipvis.cli.exporters.base import ExportOptions, staged_directory
 from clipvis.cli.exporters.loading import ExportVideo
 from clipvis.cli.json_io import streamed_json
+from clipvis.cli.messages import shown_path
 from clipvis.cli.results import TrackResult
 from clipvis.cli.zip_files import add_stream
 
+if TYPE_CHECKING:
+    from clipvis.cli.evaluation.ground_truth import VideoGroundTruth
 
-def results_entry(video: ExportVideo, track: TrackResult) -> dict:
+
+def results_entry(video: ExportVideo, track: TrackResult, video_id: int | None = None,
+                  category_id: int | None = None) -> dict:
     """One track's entry of a results file, its masks as an iterator (`streamed_json` writes them a chunk at a
-    time)."""
-    return {"video_id": video.info.video_id, "category_id": track.category_id, "score": track.score,
+    time); ``video_id`` and ``category_id``: the GT's (`gt_ids`), else the input's."""
+    return {"video_id": video.info.video_id if video_id is None else video_id,
+            "category_id": track.category_id if category_id is None else category_id, "score": track.score,
             "segmentations": iter(track.segmentations)}
+
+
+def gt_ids(video: ExportVideo, gt: VideoGroundTruth) -> tuple[int, dict[int, int | None]]:
+    """``video``'s id in ``gt`` and each of its category ids as the GT's (None: a class the GT lacks), matched as
+    `clipvis evaluate --results` matches a ytvis.json: the video by its frames' names, else its name or frames
+    folder; a class by its name (first synonym, case and accents aside). EvaluationInputError (one line) when the
+    video matches no GT video, or several, or the GT names its videos no way."""
+    from clipvis.cli.evaluation.detections import gt_category_map, gt_video_map
+    from clipvis.cli.evaluation.errors import EvaluationInputError
+
+    source = shown_path(video.results_file)
+    info = video.info
+    entry = {"id": info.video_id, "name": info.stem, "file_names": list(info.file_names)}
+    videos, named_none = gt_video_map([entry], gt, source)
+    if info.video_id not in videos:
+        why = f"the GT file {gt.source} names no videos (no name or file_names)" if named_none else \
+            "it has no name or frame names"
+        raise EvaluationInputError(f"{source}: video {info.video_id} ({info.stem!r}) cannot be matched to a GT video: "
+                                   f"{why}")
+    categories = gt_category_map([{"id": i, "name": name} for i, name in enumerate(video.categories, start=1)],
+                                 gt, source)
+    return videos[info.video_id], {i: gt_id for i, (_, gt_id) in categories.items()}
 
 
 # What the folder's export record (base.EXPORT_RECORD) says a results file came from: an export's results file may
@@ -43,8 +73,11 @@ class ResultsStream:
     temporary file is raised by `write`, as the staging says it: OutputNotWritableError naming the destination
     ("<folder>: output not writable (Permission denied)"), not the temporary file's random name."""
 
-    def __init__(self, destination: Path) -> None:
+    def __init__(self, destination: Path, gt: VideoGroundTruth | None = None) -> None:
         self.destination = destination
+        self.gt = gt  # the GT whose ids the entries take (`gt_ids`), or None: the inputs' ids
+        self.dropped: Counter[str] = Counter()  # with a GT: the entries left out per class the GT lacks
+        self._refusal: str | None = None  # with a GT: why the file cannot be written (a video not in the GT)
         self._ids: list[int] = []
         self._folders: dict[int, list[str]] = {}  # each video id's inputs (their results folders), for the message
         self._tables: set[tuple[str, ...]] = set()
@@ -58,17 +91,31 @@ class ResultsStream:
         return len(self._ids)
 
     def add(self, video: ExportVideo) -> None:
-        self._ids.append(video.info.video_id)
-        self._folders.setdefault(video.info.video_id, []).append(str(Path(video.results_file).parent))
-        self._tables.add(tuple(video.categories))
-        if self._error is not None:
+        video_id, categories = video.info.video_id, None
+        if self.gt is not None:
+            from clipvis.cli.evaluation.errors import EvaluationInputError
+
+            try:
+                video_id, categories = gt_ids(video, self.gt)
+            except EvaluationInputError as error:
+                self._refusal = self._refusal or str(error)
+                return
+        self._ids.append(video_id)
+        self._folders.setdefault(video_id, []).append(str(Path(video.results_file).parent))
+        if categories is None:  # with a GT the ids are its own, whatever each input's list
+            self._tables.add(tuple(video.categories))
+        if self._error is not None or self._refusal is not None:
             return
         try:
             file = self._opened()
             for track in video.tracks:  # a track's masks a few hundred at a time, as they are read
+                category_id = None if categories is None else categories.get(track.category_id)
+                if categories is not None and category_id is None:
+                    self.dropped[video.categories[track.category_id - 1]] += 1
+                    continue
                 if self._entries:
                     file.write(b",")
-                for piece in streamed_json(results_entry(video, track)):
+                for piece in streamed_json(results_entry(video, track, video_id, category_id)):
                     file.write(piece.encode("utf-8"))
                 self._entries += 1
         except OSError as error:  # e.g. disk full, a folder we may not write: the file is not written (said by `write`)
@@ -78,6 +125,8 @@ class ResultsStream:
         """Put the results file in place (``results.json``, or ``results.zip`` holding it); returns its path."""
         if self._error is not None:
             raise self._error
+        if self._refusal is not None:
+            raise ValueError(self._refusal)
         destination, ids = self.destination, self._ids
         duplicated = {i for i in ids if ids.count(i) > 1} if len(set(ids)) != len(ids) else set()
         if duplicated:
@@ -87,7 +136,8 @@ class ResultsStream:
                              "): a video id is the input's position in the segment run that wrote its folder, and "
                              "these come from runs over other inputs (a rerun keeps the folders it skips as they "
                              "were, when inputs were added or removed since): export them separately, rerun segment "
-                             "over all of them with --overwrite, or use the files clipvis evaluate writes")
+                             "over all of them with --overwrite, give them a GT file's ids (--gt), or use the files "
+                             "clipvis evaluate writes")
         if len(self._tables) > 1:  # one category id would name different classes in different videos
             first, other = sorted(self._tables)[:2]
             pairs = enumerate(zip(first, other, strict=False), start=1)

@@ -1838,6 +1838,38 @@ def test_inputs_sharing_a_video_id_are_named_with_why(tmp_path) -> None:
     # often both named after the same video (review8: "2: clip, clip")
 
 
+def test_ytvis_results_take_the_ids_of_a_gt_file_given_with_gt(tmp_path) -> None:
+    """The results file carries the inputs' ids: two segment runs' videos (both id 1) were refused together, and
+    against a GT of other ids an evaluator scored a video of the same length and size as another one, silently.
+    `--gt` gives each video the GT's id of the same frames folder and each class the GT's id of its name; a class the
+    GT lacks is left out with one warning, a video it lacks refuses the file in one line."""
+    a = make_segment_output(tmp_path / "run1", stem="a")
+    b = make_segment_output(tmp_path / "run2", stem="b")
+    assert a.info.video_id == b.info.video_id == 1
+    videos = [{"id": video_id, "height": 48, "width": 64, "length": 12,
+               "file_names": [f"{name}/{frame:05d}.jpg" for frame in range(12)]}
+              for video_id, name in ((9, "b"), (4, "a"), (2, "c"))]
+    gt = {"videos": videos, "categories": [{"id": 20, "name": "Dog"}, {"id": 3, "name": "cat"}], "annotations": []}
+    (tmp_path / "gt.json").write_text(json.dumps(gt))
+    result = run_export(str(a.folder), str(b.folder), "--to", "ytvis", "-o", str(tmp_path / "sub"),
+                        "--gt", str(tmp_path / "gt.json"))
+    assert result.exit_code == 0, result.output
+    entries = json.loads((tmp_path / "sub" / "results.json").read_text())
+    # the inputs' tracks 1 (dog, 0.9) and 2 (cat, 0.6); track 3 (hot air balloon) is no GT class
+    assert [(e["video_id"], e["category_id"], e["score"]) for e in entries] == [
+        (4, 20, 0.9), (4, 3, 0.6), (9, 20, 0.9), (9, 3, 0.6)]
+    assert entries[0]["segmentations"] == [rle.encode(m) for m in a.masks[1]]
+    assert "2 result(s) of classes the GT file lacks were left out (hot air balloon)" in result.stderr
+    gt["videos"] = gt["videos"][:1]
+    (tmp_path / "gt_b.json").write_text(json.dumps(gt))
+    refused = run_export(str(a.folder), str(b.folder), "--to", "ytvis", "-o", str(tmp_path / "sub2"),
+                         "--gt", str(tmp_path / "gt_b.json"))
+    assert refused.exit_code == 1 and not (tmp_path / "sub2" / "results.json").exists()
+    assert f"{a.ytvis}: videos[0] (id 1, 'a') is not in the GT file {tmp_path / 'gt_b.json'}" in refused.stderr
+    other = run_export(str(a.folder), "--to", "coco", "--gt", str(tmp_path / "gt.json"))
+    assert other.exit_code == 2 and "--gt is only for --to ytvis" in other.stderr
+
+
 def test_class_names_longer_than_a_cvat_label_are_said_for_the_cvat_formats(tmp_path) -> None:
     """CVAT's labels hold 64 characters at most: a task cannot have a 300-character class as a label, so its shapes
     do not import; the export said nothing (hunter 82)."""
