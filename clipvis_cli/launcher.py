@@ -7,7 +7,9 @@ imports made is frozen then and again at exit (clipvis.cli.gc_pause: ~1 s less p
 ``clipvis.cli.app`` so that importing the application as a library changes nothing about the importing process.
 
 The application imports torch only where a command needs it, so help and version answer in
-~0.4 s instead of ~1.6 s; a command line that runs a command gets torch imported here, with the collector paused.
+~0.4 s instead of ~1.6 s; a command line whose command uses torch (`uses_torch`: segment, train, evaluate running a
+model, export --to onnx) gets it imported here, with the collector paused. `export` of results formats and `evaluate
+--results` never touch torch and do not import it (~0.8 GB of memory and ~1 s less per process).
 
 Before that, the surroundings every command needs are checked, each said in one line (`start_up_problem`): a working
 folder deleted since the shell entered it (torch's oneMKL loader aborted on it, exit 2), no writable temporary folder
@@ -34,13 +36,44 @@ ANSWERED_WITHOUT_A_COMMAND = frozenset({"--help", "--version", "--install-comple
 
 
 def runs_a_command(argv: Sequence[str], environ: dict[str, str] | None = None) -> bool:
-    """Whether this command line runs a command (every command uses torch), rather than only printing help, the
-    version or shell completions."""
+    """Whether this command line runs a command, rather than only printing help, the version or shell
+    completions."""
     env = os.environ if environ is None else environ
     arguments = list(argv[1:])
     if not arguments or "_CLIPVIS_COMPLETE" in env:
         return False
     return not ANSWERED_WITHOUT_A_COMMAND.intersection(arguments)
+
+
+def _option_values(words: Sequence[str], option: str) -> list[str | None]:
+    """The values ``option`` (a long option taking one value) is given in ``words``, as ``--name VALUE`` or
+    ``--name=VALUE``; None for one given last, without its value."""
+    values: list[str | None] = []
+    for index, word in enumerate(words):
+        if word == option:
+            values.append(words[index + 1] if index + 1 < len(words) else None)
+        elif word.startswith(option + "="):
+            values.append(word[len(option) + 1 :])
+    return values
+
+
+def uses_torch(argv: Sequence[str]) -> bool:
+    """Whether the command this command line runs (`runs_a_command`) uses torch, read from the words alone and
+    erring towards yes: only `export` of results formats (``--to`` given once, naming no ``onnx``) and `evaluate
+    --results` (neither ``--dataset`` nor ``--frames`` given) never use it. A command line read wrongly as not
+    using it still runs: its command imports torch where it uses it, only not with the collector paused. Anything
+    the words leave open (``--`` among them, an option given twice) counts as using it."""
+    arguments = list(argv[1:])
+    if not arguments or "--" in arguments:
+        return True
+    command, words = arguments[0], arguments[1:]
+    if command == "export":
+        formats = _option_values(words, "--to")
+        return len(formats) != 1 or formats[0] is None or "onnx" in formats[0].lower()
+    if command == "evaluate":
+        inference = any(_option_values(words, option) for option in ("--dataset", "--frames"))
+        return inference or len(_option_values(words, "--results")) != 1
+    return True
 
 
 # Set in the environment of the process `utf8_mode_command` starts (and removed there at once): it is not started again.
@@ -162,8 +195,8 @@ def main() -> None:
 
 
 def _run() -> None:
-    """Import the application (torch too where a command runs) and run it; SIGTERM and SIGHUP stop it as Ctrl-C
-    does (`Terminated`), and a stop no command caught is said in one line."""
+    """Import the application (torch too where the command uses it, `uses_torch`) and run it; SIGTERM and SIGHUP
+    stop it as Ctrl-C does (`Terminated`), and a stop no command caught is said in one line."""
     received: list[int] = []
 
     def terminate(signum: int, frame: object) -> None:
@@ -178,7 +211,7 @@ def _run() -> None:
         with collector_paused(freeze=True):  # numpy, PyAV, typer, torch: objects that live as long as the process
             from clipvis.cli.app import main as run_application
 
-            if runs_a_command(sys.argv):
+            if runs_a_command(sys.argv) and uses_torch(sys.argv):
                 import torch  # noqa: F401 - imported by the command anyway; here its >100,000 objects are frozen
         try:
             run_application()

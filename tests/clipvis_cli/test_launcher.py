@@ -201,3 +201,50 @@ def test_a_utf8_file_name_under_an_ascii_locale_is_exported(tmp_path) -> None:
     assert result.returncode == 0, result.stderr.decode("utf-8", "replace")
     assert (tmp_path / "dest" / "vidé" / "png-masks").is_dir()
     assert result.stdout.splitlines() == [os.fsencode(tmp_path / "dest" / "vidé" / "png-masks")]
+
+
+def imported_top_level_modules(importtime_report: str) -> set[str]:
+    """The top-level packages of the modules a ``python -X importtime`` run imported (its report on stderr)."""
+    return {line.rsplit("|", 1)[-1].strip().split(".")[0] for line in importtime_report.splitlines()
+            if line.startswith("import time:") and "|" in line}
+
+
+def test_exporting_results_and_scoring_them_import_no_torch(tmp_path) -> None:
+    """`clipvis export --to coco,...` and `clipvis evaluate --results R --gt G` never use torch, yet the launcher
+    imported it for them (~0.8 GB of memory and ~1 s more per process, paid by every export of a shell loop)."""
+    from .exporters.conftest import make_segment_output
+
+    output = make_segment_output(tmp_path / "out")
+    dest = tmp_path / "dest"
+    exported = subprocess.run([sys.executable, "-X", "importtime", "-m", "clipvis", "export", str(output.folder),
+                               "--to", "coco,ytvis", "-o", str(dest)], capture_output=True, text=True, timeout=120)
+    assert exported.returncode == 0, exported.stderr[-2000:]
+    assert "torch" not in imported_top_level_modules(exported.stderr)
+    scored = subprocess.run([sys.executable, "-X", "importtime", "-m", "clipvis", "evaluate", "--results",
+                             str(dest / "results.json"), "--gt", str(output.ytvis)], capture_output=True, text=True,
+                            timeout=120)
+    assert scored.returncode == 0 and "AP" in scored.stdout, scored.stderr[-2000:]
+    assert "torch" not in imported_top_level_modules(scored.stderr)
+
+
+@pytest.mark.parametrize(("words", "expected"), [
+    ("segment v.mp4 --vocab cat", True),
+    ("train --config c.yaml", True),
+    ("export out --to coco", False),
+    ("export out --to=cvat-video,ytvis --zip", False),
+    ("export --to onnx --model m.pth", True),
+    ("export --to=ONNX --model m.pth", True),
+    ("export out", True),  # no --to: unsure
+    ("export out --to coco --to onnx", True),  # given twice: unsure
+    ("export --to coco -- --to", True),  # `--`: unsure
+    ("evaluate --results r.json --gt g.json", False),
+    ("evaluate --results=r.json --gt g.json --json -", False),
+    ("evaluate --dataset lvvis_val --weights w.pth", True),
+    ("evaluate --gt g.json --frames frames", True),
+    ("evaluate --results r.json --dataset lvvis_val", True),
+    ("evaluate --gt g.json", True),
+], ids=lambda value: value if isinstance(value, str) else None)
+def test_torch_is_imported_up_front_for_every_command_line_that_may_use_it(words: str, expected: bool) -> None:
+    from clipvis.cli.launcher import uses_torch
+
+    assert uses_torch(["clipvis", *words.split()]) is expected
