@@ -506,7 +506,8 @@ class SegmentRunner:
         info, timings = tracked.info, tracked.timings
         draws = any(writer.draws_frames for writer in self.writers)
         writing = WritingProgress(self.reporter, source, paths.stem, info.num_frames if draws else None)
-        video = SegmentedVideo(info, tracked.tracks, self.categories, lambda: writing.counted(tracked.reader))
+        video = SegmentedVideo(info, tracked.tracks, self.categories,
+                               lambda: writing.counted(tracked.reader.frames_as_players_show()))
         start = time.perf_counter()
         # Every file under its temporary name until all are written, then all renamed into place: a failure or
         # Ctrl-C midway leaves none of this run's files (and an earlier run's, listed in run.json, as they were).

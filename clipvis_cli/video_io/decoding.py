@@ -123,6 +123,15 @@ def _as_fraction(value: object) -> Fraction | None:
     return Fraction(int(numerator), int(denominator))
 
 
+_UNSPECIFIED_COLORSPACE = 2  # FFmpeg's AVCOL_SPC_UNSPECIFIED: a stream that does not say its YUV matrix
+
+
+def plays_as_bt709(height: int, width: int) -> bool:
+    """Whether players take an untagged YUV picture of ``height`` x ``width`` (as stored) for BT.709 rather than
+    BT.601: more than 576 lines (PAL's SD height) or at least 1280 columns, mpv's and VLC's rule for HD."""
+    return height > 576 or width >= 1280
+
+
 class _RgbConverter:
     """Decoded frames of one pass over a stream as upright RGB arrays, without tying anything to the frames.
 
@@ -133,13 +142,20 @@ class _RgbConverter:
     frame and again only when PyAV's rotation reading (``frame.rotation``, no cycle) changes (a display matrix that
     changes its mirror alone mid-stream is not followed)."""
 
-    def __init__(self) -> None:
+    def __init__(self, as_players_show: bool = False) -> None:
+        """``as_players_show``: an untagged frame of HD size (``plays_as_bt709``) is converted with BT.709's matrix,
+        as players show it, rather than FFmpeg's default (BT.601's) which the model's frames keep."""
         self._reformatter = av.video.reformatter.VideoReformatter()
         self._rotation: object = None  # the last frame's ``frame.rotation`` (None: read the matrix)
         self._orientation = _UPRIGHT
+        self._as_players_show = as_players_show
 
     def __call__(self, frame: av.VideoFrame) -> np.ndarray:
-        image = self._reformatter.reformat(frame, format="rgb24").to_ndarray()
+        if (self._as_players_show and frame.colorspace == _UNSPECIFIED_COLORSPACE
+                and plays_as_bt709(frame.height, frame.width)):
+            image = self._reformatter.reformat(frame, format="rgb24", src_colorspace="ITU709").to_ndarray()
+        else:
+            image = self._reformatter.reformat(frame, format="rgb24").to_ndarray()
         orientation = self._orientation_of(frame)
         return orientation.apply(image) if orientation != _UPRIGHT else image
 

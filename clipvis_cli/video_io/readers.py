@@ -67,6 +67,11 @@ class FrameReader(Protocol):
 
     def __iter__(self) -> Iterator[tuple[int, np.ndarray]]: ...
 
+    def frames_as_players_show(self) -> Iterator[tuple[int, np.ndarray]]:
+        """The frames of ``__iter__`` in the colours players show them in (the overlay's), where the model's differ:
+        an untagged HD video's, which players read as BT.709 and FFmpeg converts as BT.601."""
+        ...
+
     def frame_file_names(self, stem: str, frame_indices: Sequence[int]) -> list[str]: ...
 
     def frame_label(self, index: int) -> str:
@@ -123,6 +128,15 @@ class VideoReader:
         return f"frame {index}"
 
     def __iter__(self) -> Iterator[tuple[int, np.ndarray]]:
+        return self._decoded(as_players_show=False)
+
+    def frames_as_players_show(self) -> Iterator[tuple[int, np.ndarray]]:
+        """The frames of ``__iter__`` (the model's), but an untagged frame of HD size (``plays_as_bt709``) converted
+        to RGB with BT.709's matrix, as players show it, rather than FFmpeg's default (BT.601's): for the overlay,
+        which would otherwise shift such a video's colours (a red of 255, 24, 0 showed as 253, 0, 1)."""
+        return self._decoded(as_players_show=True)
+
+    def _decoded(self, as_players_show: bool) -> Iterator[tuple[int, np.ndarray]]:
         container, stream = self._open()
         decoded = 0
         yielded = 0
@@ -136,7 +150,7 @@ class VideoReader:
         last_time: float | None = None
         ended = False
         health = _StreamHealth(_stream_fps(stream)[0], _TransportStreamStarts.of(self.path, container, stream))
-        to_rgb = _RgbConverter()
+        to_rgb = _RgbConverter(as_players_show)
         times = array("d")  # seconds from the start, per yielded frame: the last iteration's in `frame_times`
         self.frame_times = times
         try:
@@ -390,6 +404,10 @@ class ImageFolderReader:
                     self.size_change = (index, size)
                 image = resized_to(image, common_size)
             yield index, image
+
+    def frames_as_players_show(self) -> Iterator[tuple[int, np.ndarray]]:
+        """The frames of ``__iter__``: images are RGB already, shown as read."""
+        return iter(self)
 
     def _selected(self) -> range:
         """The indices in `frame_files` of the images an iteration reads (``stride``, ``max_frames``)."""

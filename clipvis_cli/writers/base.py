@@ -24,7 +24,8 @@ class SegmentedVideo:
     """One video's results, as every writer receives them.
 
     `tracks[i].segmentations` has one RLE (or None) per processed frame; `frames()` decodes the processed frames
-    again, as `(frame_index, H×W×3 uint8 RGB)` pairs, for writers that draw on them.
+    again, as `(frame_index, H×W×3 uint8 RGB)` pairs in the colours players show them in
+    (`FrameReader.frames_as_players_show`), for writers that draw on them.
     """
 
     info: VideoInfo

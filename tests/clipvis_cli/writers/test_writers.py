@@ -636,3 +636,84 @@ def test_frame_names_of_a_long_video_sort_in_frame_order() -> None:
     assert synthetic_file_names("v", [0, 7, 99_999]) == ["v/00000.jpg", "v/00007.jpg", "v/99999.jpg"]
     names = synthetic_file_names("v", list(range(0, 120_000, 7)))
     assert sorted(names) == names and names[-1] == "v/119994.jpg" and names[0] == "v/000000.jpg"
+
+
+def _yuv_video(path: Path, height: int, width: int, yuv: tuple[int, int, int], frames: int = 2) -> Path:
+    """A lossless H.264 video of one flat YUV colour, with no colour-space tag (as most cameras and screen
+    recorders write them)."""
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=10, options={"crf": "0"})
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        planes = np.concatenate([np.full((height, width), yuv[0], np.uint8),
+                                 np.full((height // 4, width), yuv[1], np.uint8),
+                                 np.full((height // 4, width), yuv[2], np.uint8)])
+        for k in range(frames):
+            frame = av.VideoFrame.from_ndarray(planes, format="yuv420p")
+            frame.pts = k
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    return path
+
+
+def _as_players_show(y: int, u: int, v: int, bt709: bool) -> np.ndarray:
+    """The RGB a player shows for limited-range Y, Cb, Cr with BT.709's or BT.601's matrix."""
+    red, blue = (0.2126, 0.0722) if bt709 else (0.299, 0.114)
+    luma, cb, cr = (y - 16) * 255 / 219, (u - 128) * 255 / 224, (v - 128) * 255 / 224
+    r, b = luma + 2 * (1 - red) * cr, luma + 2 * (1 - blue) * cb
+    return np.clip(np.round([r, (luma - red * r - blue * b) / (1 - red - blue), b]), 0, 255)
+
+
+def _overlay_as_players_show(path: Path) -> np.ndarray:
+    """The first frame's centre pixel as a player shows it: with the matrix the stream's tag names."""
+    with av.open(str(path)) as container:
+        frame = next(container.decode(video=0))
+        planes = frame.to_ndarray(format="yuv420p")
+        height, width = frame.height, frame.width
+        assert frame.colorspace in (1, 6)  # BT.709, BT.601 (SMPTE 170M)
+        y = planes[height // 2, width // 2]
+        u = planes[height + height // 4 // 2, width // 4]  # the Cb plane's middle row, as flat rows of width/2
+        v = planes[height + height // 4 + height // 4 // 2, width // 4]
+        return _as_players_show(int(y), int(u), int(v), frame.colorspace == 1)
+
+
+@pytest.mark.parametrize("height", [48, 720])
+def test_the_overlay_of_an_untagged_video_shows_its_colours_as_players_show_the_video(tmp_path: Path,
+                                                                                        height: int) -> None:
+    """Players read an untagged HD video (more than 576 lines) as BT.709; clipvis decoded it as BT.601 (FFmpeg's
+    default), so its overlay, tagged with what it holds, showed other colours than the video in the same player (a
+    red of 255, 24, 0 as 253, 0, 1). The overlay's frames are now decoded as players show them; the model's frames
+    stay as they were. An untagged SD video was shown right, and still is."""
+    yuv = (81, 90, 240)  # a saturated red
+    source = _yuv_video(tmp_path / "untagged.mp4", height, 16, yuv)
+    reader = VideoReader(source)
+    probe = reader.probe()
+    video = VideoInfo(1, str(source), "untagged", probe.height, probe.width, probe.fps, 1, [0, 1])
+    path = OverlayVideoWriter().write(tmp_path / "overlay.mp4", reader.frames_as_players_show(), video, [],
+                                      CATEGORIES)
+    shown = _as_players_show(*yuv, bt709=height > 576)
+    assert np.abs(_overlay_as_players_show(path) - shown).max() <= 2, (_overlay_as_players_show(path), shown)
+    model_frame = next(iter(reader))[1]  # the model's frames: FFmpeg's conversion, as before
+    bt601 = av.VideoFrame.from_ndarray(next(av.open(str(source)).decode(video=0)).to_ndarray(format="yuv420p"),
+                                       format="yuv420p").to_ndarray(format="rgb24")
+    np.testing.assert_array_equal(model_frame, bt601)
+
+
+def test_one_pixel_outlines_keep_their_colour_at_odd_positions(tmp_path: Path) -> None:
+    """Each chroma sample of the overlay was one pixel's of its 2x2 block (OpenCV's RGB2YUV_I420), so a one-pixel
+    outline on an odd column or row lost its colour (73 % of a blue outline's pixels stayed blue, swscale's 100 %).
+    Each is now its block's mean colour's, as FFmpeg's conversion within 1."""
+    height, width = 16, 16
+    frame = np.full((height, width, 3), 110, np.uint8)
+    column = np.zeros((height, width), bool)
+    column[:, 5] = True  # an odd column
+    video = VideoInfo(1, "grey.mp4", "grey", height, width, 10, 1, [0])
+    track = TrackResult(1, 1, 0.9, [rle.encode(column)])
+    style = OverlayStyle(alpha=1.0, draw_contours=False, draw_labels=False, crf=0)  # lossless: the planes as sent
+    path = OverlayVideoWriter(style).write(tmp_path / "overlay.mp4", [frame], video, [track], CATEGORIES)
+    with av.open(str(path)) as container:
+        planes = next(container.decode(video=0)).to_ndarray(format="yuv420p").astype(int)
+    drawn = frame.copy()
+    drawn[column] = track_colour(1)
+    ffmpeg = av.VideoFrame.from_ndarray(drawn, format="rgb24").reformat(format="yuv420p", interpolation="AREA")
+    assert np.abs(planes - ffmpeg.to_ndarray()).max() <= 1
+    assert np.abs(planes[height:] - 128).max() > 10  # the column's colour is in the chroma planes
