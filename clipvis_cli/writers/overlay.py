@@ -187,7 +187,8 @@ class PlacedLabel:
 
 @dataclass(frozen=True)
 class LabelFont:
-    """OpenCV's Hershey font at the size labels get on a frame (smaller on frames under 900 pixels a side)."""
+    """OpenCV's Hershey font at the size labels get on a frame (smaller on frames under 900 pixels a side, larger
+    above 1080)."""
 
     scale: float
     thickness: int
@@ -196,6 +197,8 @@ class LabelFont:
     @classmethod
     def for_frame(cls, height: int, width: int) -> LabelFont:
         scale = _scale(height, width)
+        if scale > 1:  # above 1080p: 1080p's font, grown with the frame
+            return cls(0.8 * scale, round(2 * scale))
         return cls(0.25 + 0.55 * scale, 2 if scale >= 0.9 else 1)
 
     def size(self, text: str) -> tuple[int, int, int]:
@@ -212,8 +215,16 @@ def _text_size(text: str, face: int, scale: float, thickness: int) -> tuple[int,
 
 
 def _scale(height: int, width: int) -> float:
-    """Size of outlines and labels relative to a 900-pixel frame (0.15 to 1)."""
-    return max(0.15, min(1.0, min(height, width) / 900))
+    """Size of outlines and labels: relative to a 900-pixel frame (0.15 to 1) up to 1080 pixels a side, relative to
+    a 1080-pixel one above (2 at 2160), so that labels and outlines keep their share of a 4K frame (capped at 1, a 4K
+    frame's labels were half as tall as a 1080p frame's, relative to the frame)."""
+    side = min(height, width)
+    if side > SCALE_GROWS_FROM:
+        return side / SCALE_GROWS_FROM
+    return max(0.15, min(1.0, side / 900))
+
+
+SCALE_GROWS_FROM = 1080  # above this many pixels a side, labels and outlines grow with the frame
 
 
 def painting_order(tracks: Sequence[TrackResult]) -> list[int]:

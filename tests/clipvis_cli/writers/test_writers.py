@@ -717,3 +717,22 @@ def test_one_pixel_outlines_keep_their_colour_at_odd_positions(tmp_path: Path) -
     ffmpeg = av.VideoFrame.from_ndarray(drawn, format="rgb24").reformat(format="yuv420p", interpolation="AREA")
     assert np.abs(planes - ffmpeg.to_ndarray()).max() <= 1
     assert np.abs(planes[height:] - 128).max() > 10  # the column's colour is in the chroma planes
+
+
+def test_labels_and_outlines_keep_their_share_of_a_4k_frame() -> None:
+    """Label text and outlines stopped growing at 1080p, so a 4K frame's labels were half as tall, relative to the
+    frame, as a 1080p frame's. Above 1080 pixels a side they now grow with the frame; 1080p's stay as they were."""
+    def share(height: int, width: int) -> float:
+        _, above, below = LabelFont.for_frame(height, width).size("person #3 0.87")
+        return (above + below) / height
+
+    assert LabelFont.for_frame(1080, 1920) == LabelFont(0.8, 2)
+    assert share(2160, 3840) == pytest.approx(share(1080, 1920), rel=0.1)
+    assert share(4320, 7680) == pytest.approx(share(1080, 1920), rel=0.1)
+    size = 2160
+    frame = np.zeros((size, size, 3), np.uint8)
+    mask = box_mask(size, size, 500, 500, 1500, 1500)
+    style = OverlayStyle(alpha=0.0, draw_labels=False)  # the outline alone is coloured
+    drawn = OverlayRenderer(style).render(frame, 0, [TrackResult(1, 1, 0.9, [rle.encode(mask)])], CATEGORIES)
+    outline_width = int(drawn[1000, 500:1000].any(axis=-1).sum())
+    assert outline_width == 4  # 2 at 1080p
