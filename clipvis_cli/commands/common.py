@@ -179,9 +179,18 @@ def score_option(value: float | None, param: typer.CallbackParam) -> float | Non
     score is 0..1, so a value outside (``50``, thinking in percent) would keep every track or none, silently."""
     value = finite_number(value)
     if value is not None and not 0.0 <= value <= 1.0:
-        percent = f" (for {value:g}%, write {value / 100:g})" if 1.0 < value <= 100.0 else ""
-        raise typer.BadParameter(f"{value:g} is not a score: scores are 0..1{percent}")
+        shown = _number_text(value)
+        # a percent has at most two decimals (50, 12.5): 1.0000001 is a score a little too high, not 1 %
+        percent = f" (for {shown}%, write {_number_text(value / 100)})" if 1.0 < value <= 100.0 and \
+            round(value, 2) == value else ""
+        raise typer.BadParameter(f"{shown} is not a score: scores are 0..1{percent}")
     return value
+
+
+def _number_text(value: float) -> str:
+    """``value`` as short as it reads back exactly: ``50``, ``0.5``, ``1.0000001`` (``:g`` made that ``1``)."""
+    short = f"{value:g}"
+    return short if float(short) == value else repr(value)
 
 
 def output_folder_option(value: str | None) -> str | None:

@@ -100,6 +100,13 @@ def test_python_dash_m_help_shows_no_value_placeholder_for_flags() -> None:
     (["export", "out/v", "--to", "coco", "--min-score", "20"],
      "clipvis: error: Invalid value for '--min-score': 20 is not a score: scores are 0..1 (for 20%, write 0.2) "
      "(see 'clipvis export --help')"),
+    # 1.0000001 was said as "1 is not a score ... (for 1%, write 0.01)": the value as given, no percent hint (hunt 194)
+    (["segment", "v.mp4", "--vocab", "a", "--overlay-min-score", "1.0000001"],
+     "clipvis: error: Invalid value for '--overlay-min-score': 1.0000001 is not a score: scores are 0..1 "
+     "(see 'clipvis segment --help')"),
+    (["segment", "v.mp4", "--vocab", "a", "--overlay-min-score", "12.5"],
+     "clipvis: error: Invalid value for '--overlay-min-score': 12.5 is not a score: scores are 0..1 "
+     "(for 12.5%, write 0.125) (see 'clipvis segment --help')"),
     # `-o "$OUT"` with OUT unset wrote into the working folder; `-o -` made a folder called "-" (segfix29)
     (["segment", "v.mp4", "--vocab", "a", "-o", ""],
      "clipvis: error: Invalid value for '-o' / '--output': an empty name (an unset shell variable?); give the output "
