@@ -42,17 +42,27 @@ from clipvis.cli.writers.layout import OVERLAY_NAME
 VARIABLE_RATE_CLOCK = 1000
 
 
-def _timestamps(video: VideoInfo, time_base: Fraction) -> list[int] | None:
-    """Each processed frame's pts in ``time_base`` (from the video's first processed frame), strictly increasing,
-    for a source with ``frame_times``; None for a constant rate (pts = position)."""
+def _clock(video: VideoInfo) -> tuple[Fraction, list[int] | None]:
+    """The overlay's time base and each processed frame's pts in it, strictly increasing (None: pts = position),
+    from the source's start, as ytvis.json's ``frame_times`` and ``start_time`` place the frames: a video that starts
+    after its audio (``start_time``) has its overlay's first frame that late too (it started at 0, so times read off
+    the overlay were off by the start). A constant rate ticks at the processed rate where the start is a whole number
+    of its frames, else in milliseconds, as a variable rate does."""
+    rate = video.processed_fps
     if video.frame_times is None:
-        return None
-    first = video.frame_times[0]
+        frames_before = video.start_time * rate
+        if not video.start_time or abs(frames_before - round(frames_before)) < 1e-3:
+            offset = round(frames_before)
+            return 1 / rate, [offset + position for position in range(video.num_frames)] if offset else None
+        times = [video.start_time + float(position / rate) for position in range(video.num_frames)]
+    else:
+        times = video.frame_times
+    time_base = Fraction(1, VARIABLE_RATE_CLOCK)
     stamps: list[int] = []
-    for seconds in video.frame_times:
-        stamp = round((seconds - first) / time_base)
+    for seconds in times:
+        stamp = max(0, round(seconds / time_base))
         stamps.append(max(stamp, stamps[-1] + 1) if stamps else stamp)
-    return stamps
+    return time_base, stamps
 
 
 # Latin letters that NFKD does not split into an ASCII letter and accents.
@@ -598,8 +608,7 @@ class OverlayVideoWriter(WriterDefaults):
         categories: Sequence[str],
     ) -> None:
         rate = video.processed_fps
-        time_base = Fraction(1, VARIABLE_RATE_CLOCK) if video.frame_times is not None else 1 / rate
-        stamps = _timestamps(video, time_base)
+        time_base, stamps = _clock(video)
 
         def encode(planes: np.ndarray, position: int) -> None:
             frame = av.VideoFrame.from_ndarray(planes, format="yuv420p")

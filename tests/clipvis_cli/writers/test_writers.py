@@ -736,3 +736,22 @@ def test_labels_and_outlines_keep_their_share_of_a_4k_frame() -> None:
     drawn = OverlayRenderer(style).render(frame, 0, [TrackResult(1, 1, 0.9, [rle.encode(mask)])], CATEGORIES)
     outline_width = int(drawn[1000, 500:1000].any(axis=-1).sum())
     assert outline_width == 4  # 2 at 1080p
+
+
+@pytest.mark.parametrize("fps, start_time, frame_times", [
+    (30, 0.5, None),  # 15 frames in: the frame rate's clock
+    (7, 0.5, None),  # 3.5 frames in: milliseconds
+    (30, 0.0, [0.5, 0.6, 1.25]),  # a variable rate's first frame at 0.5 s
+])
+def test_the_overlay_starts_where_the_source_video_starts(tmp_path: Path, fps: int, start_time: float,
+                                                          frame_times: list[float] | None) -> None:
+    """A source whose first video frame is at 0.5 s (after its audio; ytvis.json's start_time or frame_times say
+    so) got an overlay starting at 0, so times read off the overlay were half a second off. It now starts there."""
+    frames = [np.full((16, 16, 3), 40 * k, np.uint8) for k in range(3)]
+    video = VideoInfo(1, "late.mp4", "late", 16, 16, fps, 1, [0, 1, 2], start_time=start_time,
+                      frame_times=frame_times)
+    path = OverlayVideoWriter().write(tmp_path / "overlay.mp4", frames, video, [], CATEGORIES)
+    with av.open(str(path)) as container:
+        times = [float(frame.time) for frame in container.decode(video=0)]
+    expected = frame_times or [start_time + k / fps for k in range(3)]
+    np.testing.assert_allclose(times, expected, atol=0.002)
