@@ -63,7 +63,8 @@ class VideoInfo:
     (seconds from the video's start, one per processed frame) is set only for a source whose frames are not evenly
     spaced at `fps` (variable frame rate); the overlay and Label Studio then place each frame at its own time.
     `start_time`: for a constant rate, the seconds from the file's start to frame 0 where the video starts later than
-    the file (after its audio); Label Studio counts its frames from there.
+    the file (after its audio); Label Studio counts its frames from there. `end_time` (with `frame_times`): when the
+    last processed frame stops showing, from its own duration (a GIF's last frame may show for seconds), where known.
     """
 
     video_id: int
@@ -79,6 +80,7 @@ class VideoInfo:
     frame_times: list[float] | None = None  # seconds from the start per processed frame, for variable frame rates
     pixel_aspect: Fraction | None = None  # a pixel's width/height when not square (anamorphic source)
     start_time: float = 0.0  # constant rate: seconds from the file's start to frame 0 (a video after its audio)
+    end_time: float | None = None  # variable rate: seconds from the file's start to the last frame's end
 
     def __post_init__(self) -> None:
         if not self.file_names:

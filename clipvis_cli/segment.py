@@ -487,6 +487,7 @@ class SegmentRunner:
             kind=source.kind,
             frame_times=frame_times,
             start_time=0.0 if frame_times is not None else video_start_time(times, frame_indices, probe.fps),
+            end_time=reader.end_time if frame_times is not None else None,
             pixel_aspect=probe.pixel_aspect,
         )
         timings.update({f"model_{k}": v for k, v in video.timings.items()})

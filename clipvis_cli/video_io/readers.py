@@ -56,6 +56,9 @@ class FrameReader(Protocol):
     max_frames: int | None
     # Set by each iteration: per frame yielded, its time (s) in the video where known, else empty.
     frame_times: Sequence[float]
+    # Set by each iteration: when (s, from the video's start) the last frame yielded stops showing, from the frames'
+    # own durations (a GIF's last frame may show for seconds); None where not known.
+    end_time: float | None
     # Set by each iteration: the first frame of another size than the first (resized to the first frame's size), as
     # (its index, (height, width)); None when every frame had one size.
     size_change: tuple[int, tuple[int, int]] | None
@@ -110,6 +113,7 @@ class VideoReader:
         self.threads = threads
         self._probe: VideoProbe | None = None
         self.frame_times: Sequence[float] = ()  # per frame yielded by the last iteration: its time (s) in the video
+        self.end_time: float | None = None  # when the last iteration's last frame stops showing (`FrameReader`)
         # The last iteration's first frame of another size than the first (a resolution change mid-stream, resized
         # to the first frame's size): (its index, (height, width)); None when every frame had one size.
         self.size_change: tuple[int, tuple[int, int]] | None = None
@@ -153,6 +157,8 @@ class VideoReader:
         to_rgb = _RgbConverter(as_players_show)
         times = array("d")  # seconds from the start, per yielded frame: the last iteration's in `frame_times`
         self.frame_times = times
+        self.end_time = None
+        shown_until: float | None = None  # the end of the last frame decoded (its time and own duration)
         try:
             frames = _demuxed_frames(container, stream, health)
             while self.max_frames is None or yielded < self.max_frames:
@@ -166,6 +172,7 @@ class VideoReader:
                 index = decoded
                 decoded += 1
                 last_time = frame.time if frame.time is not None else last_time
+                shown_until = _shown_until(frame)
                 health.saw(frame)
                 if health.damage_settled:  # said now, not once the model has run through the rest of the video
                     raise self._damage_error(health, start)
@@ -179,7 +186,10 @@ class VideoReader:
                 image = resized_to(to_rgb(frame), first_size)  # resolution change mid-stream: keep one size
                 yielded += 1
                 times.append(frame.time - start if frame.time is not None else math.nan)
+                self.end_time = None if shown_until is None else shown_until - start
                 yield index, image
+            if ended and yielded and shown_until is not None:  # the last frame yielded shows until the stream ends
+                self.end_time = shown_until - start
             header_frames = int(stream.frames or 0)
             is_avi = "avi" in container.format.name.split(",")
         finally:
@@ -303,6 +313,14 @@ class VideoReader:
                           estimated, duration)
 
 
+def _shown_until(frame: av.VideoFrame) -> float | None:
+    """When ``frame`` stops showing, in seconds: its time and its own duration (None where either is not known)."""
+    duration = getattr(frame, "duration", None)
+    if frame.time is None or not duration or frame.time_base is None:
+        return None
+    return frame.time + float(duration * frame.time_base)
+
+
 class ImageFolderReader:
     """Read a list of image files (an image-folder video) as RGB frames of one size, the size most of the images it
     reads have (the first one's where sizes tie; each image's header alone is read for it, with its EXIF orientation):
@@ -334,6 +352,7 @@ class ImageFolderReader:
         self._probe: VideoProbe | None = None
         self._animated: tuple[int, Fraction, list[float]] | tuple[()] | None = None  # () once known: no animation
         self.frame_times: Sequence[float] = ()  # an animation's, per frame yielded by the last iteration
+        self.end_time: float | None = None  # not known for images
         # The last iteration's first frame of another size than the probe's (resized to it): (its index in
         # `frame_files`, (height, width)); None when every frame read had one size (`VideoReader`'s too).
         self.size_change: tuple[int, tuple[int, int]] | None = None

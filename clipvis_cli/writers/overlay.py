@@ -527,6 +527,19 @@ def rgb_to_yuv420p(image: np.ndarray) -> np.ndarray:
     return planes
 
 
+def _lasting_until(packet: av.Packet, end_time: float | None, time_base: Fraction) -> av.Packet:
+    """The encoder's last packet, with the duration that makes the overlay end at ``end_time`` (seconds, the last
+    frame's end: a variable rate's ``VideoInfo.end_time``). The MP4 muxer ends the video at this packet's time plus
+    its duration, and gave it one frame at the average rate (a GIF's 3-second last frame showed for 1.3 s: 5.1 s of
+    6.5). Unchanged where the end is not known, or not past the packet's time."""
+    if end_time is None or packet.pts is None:
+        return packet
+    end = round(end_time / time_base)
+    if end > packet.pts:
+        packet.duration = end - packet.pts
+    return packet
+
+
 def even_size(height: int, width: int) -> tuple[int, int]:
     """(height, width) rounded up to even numbers (H.264 4:2:0 requirement)."""
     return height + height % 2, width + width % 2
@@ -609,12 +622,19 @@ class OverlayVideoWriter(WriterDefaults):
     ) -> None:
         rate = video.processed_fps
         time_base, stamps = _clock(video)
+        held: list[av.Packet] = []  # the last packet encoded, muxed once the next one comes (or with its duration)
+
+        def mux(packets: Iterable[av.Packet]) -> None:
+            for packet in packets:
+                if held:
+                    container.mux(held.pop())
+                held.append(packet)
 
         def encode(planes: np.ndarray, position: int) -> None:
             frame = av.VideoFrame.from_ndarray(planes, format="yuv420p")
             frame.pts = stamps[position] if stamps is not None else position
             frame.time_base = time_base
-            container.mux(stream.encode(frame))
+            mux(stream.encode(frame))
 
         # Frames are drawn (and converted to YUV) by the drawing threads, encoded in order here.
         drawing = self.render_threads or render_threads_for(video.height, video.width)
@@ -640,7 +660,9 @@ class OverlayVideoWriter(WriterDefaults):
                 encode(future.result(), position)
             if written != video.num_frames:
                 raise ValueError(f"overlay for {video.stem!r}: got {written} frames, expected {video.num_frames}")
-            container.mux(stream.encode(None))
+            mux(stream.encode(None))
+            if held:
+                container.mux(_lasting_until(held.pop(), video.end_time if stamps is not None else None, time_base))
 
     def _render_yuv(
         self, image: np.ndarray, position: int, tracks: Sequence[TrackResult], categories: Sequence[str],

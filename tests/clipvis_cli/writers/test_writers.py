@@ -755,3 +755,26 @@ def test_the_overlay_starts_where_the_source_video_starts(tmp_path: Path, fps: i
         times = [float(frame.time) for frame in container.decode(video=0)]
     expected = frame_times or [start_time + k / fps for k in range(3)]
     np.testing.assert_allclose(times, expected, atol=0.002)
+
+
+def test_the_overlay_of_a_slideshow_shows_its_last_frame_as_long_as_the_source(tmp_path: Path) -> None:
+    """A GIF's frames show 1, 2, 0.5 and 3 s: its overlay gave the last frame one frame at the average rate (5.1 s
+    in all of 6.5). The reader now records when the last frame stops showing, and the overlay ends there."""
+    from PIL import Image
+
+    from clipvis.cli.video_io import variable_frame_times
+
+    source = tmp_path / "slides.gif"
+    pictures = [Image.fromarray(np.full((16, 16, 3), 60 * k, np.uint8)) for k in range(4)]
+    pictures[0].save(source, save_all=True, append_images=pictures[1:], duration=[1000, 2000, 500, 3000], loop=0)
+    reader = VideoReader(source)
+    probe = reader.probe()
+    indices = [index for index, _ in reader]
+    times = variable_frame_times(reader.frame_times, indices, probe.fps)
+    assert times == pytest.approx([0, 1, 3, 3.5]) and reader.end_time == pytest.approx(6.5)
+    video = VideoInfo(1, str(source), "slides", 16, 16, probe.fps, 1, indices, frame_times=times,
+                      end_time=reader.end_time)
+    path = OverlayVideoWriter().write(tmp_path / "overlay.mp4", reader, video, [], CATEGORIES)
+    with av.open(str(path)) as container:
+        assert [float(frame.time) for frame in container.decode(video=0)] == pytest.approx([0, 1, 3, 3.5])
+        assert container.duration / av.time_base == pytest.approx(6.5, abs=0.01)
