@@ -68,6 +68,7 @@ from clipvis.cli.writers import (
 )
 from clipvis.cli.writers.layout import ClaimedFolder, OutputRootListing, claim_output_folder
 from clipvis.cli.writers.manifest import STATUS_INTERRUPTED, source_owner
+from clipvis.cli.writers.overlay import oversized_overlay_warning
 
 if TYPE_CHECKING:  # the model package: imported when the weights load, not when the CLI starts
     from clipvis.model import VideoPredictor
@@ -433,6 +434,8 @@ class SegmentRunner:
             names = [file.name for file in source.frame_files]
             if (warning := frame_order_warning(source.path, names, opts.formats)) is not None:
                 self.reporter.video_warning(source, stem, warning)
+        if "overlay" in opts.formats and (warning := oversized_overlay_warning(probe.height, probe.width)) is not None:
+            self.reporter.video_warning(source, stem, warning)
         with TrackMaskStore(probe.height, probe.width) as store:
             yield self._run_model(store, reader, source, video_id, stem)
 

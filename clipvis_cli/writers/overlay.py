@@ -540,6 +540,26 @@ def _lasting_until(packet: av.Packet, end_time: float | None, time_base: Fractio
     return packet
 
 
+# H.264's largest level (6.2, ITU-T H.264 Table A-1): at most 139,264 macroblocks (16x16 pixels) a frame, and at most
+# sqrt(8 x that) = 1,055 of them along either side (A.3.1). Decoders and players refuse larger streams.
+H264_MAX_FRAME_MACROBLOCKS = 139_264
+H264_MAX_SIDE_MACROBLOCKS = math.isqrt(8 * H264_MAX_FRAME_MACROBLOCKS)
+
+
+def oversized_overlay_warning(height: int, width: int) -> str | None:
+    """The warning an overlay of a ``height`` x ``width`` video deserves (one line), or None: a frame above H.264 level
+    6.2's limits (about 35 megapixels, e.g. 9000x6000, or more than 16,880 pixels along a side) makes a file that
+    many players refuse to play. The overlay keeps the source's size (its masks pixel-aligned): it is written
+    anyway."""
+    height, width = even_size(height, width)
+    columns, rows = -(-width // 16), -(-height // 16)
+    if columns * rows <= H264_MAX_FRAME_MACROBLOCKS and max(columns, rows) <= H264_MAX_SIDE_MACROBLOCKS:
+        return None
+    return (f"the overlay will be {width}x{height}, above H.264's largest level (6.2: about 35 megapixels, "
+            f"{16 * H264_MAX_SIDE_MACROBLOCKS} pixels a side): many players will refuse to play overlay.mp4 "
+            "(--formats without overlay leaves it out)")
+
+
 def even_size(height: int, width: int) -> tuple[int, int]:
     """(height, width) rounded up to even numbers (H.264 4:2:0 requirement)."""
     return height + height % 2, width + width % 2

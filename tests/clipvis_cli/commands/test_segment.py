@@ -97,6 +97,24 @@ def test_segment_warns_as_export_does_when_an_image_folders_names_sort_otherwise
     assert named.exit_code == 0 and "warning" not in named.stderr, named.stderr
 
 
+def test_a_video_too_large_for_h264_s_levels_is_warned_of_once_for_its_overlay(tmp_path, tiny_weights,
+                                                                               monkeypatch) -> None:
+    """An overlay of frames above H.264 level 6.2's size (9000x6000) was written without a word, and many players
+    refuse it: one warning names the file and the size (the limit lowered here so that a tiny video passes it)."""
+    from clipvis.cli.writers import overlay
+
+    monkeypatch.setattr(overlay, "H264_MAX_FRAME_MACROBLOCKS", 4)
+    video = write_video(tmp_path / "clip.mp4", num_frames=1)
+    result = run_cli(segment_args(tiny_weights, tmp_path / "out", str(video)))
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("clipvis: warning:")]
+    assert warnings == [f"clipvis: warning: {video}: the overlay will be 64x48, above H.264's largest level (6.2: "
+                        "about 35 megapixels, 16880 pixels a side): many players will refuse to play overlay.mp4 "
+                        "(--formats without overlay leaves it out)"], result.stderr
+    quiet = run_cli(segment_args(tiny_weights, tmp_path / "out2", str(video), extra=("--formats", "ytvis")))
+    assert quiet.exit_code == 0 and "warning" not in quiet.stderr, quiet.stderr
+
+
 def test_a_pattern_that_matched_only_other_extensions_is_named_in_the_error(tmp_path, tiny_weights) -> None:
     """`segment 'gl/*'` over files of an extension not in the lists said "no input videos found", naming nothing: the
     error names the pattern and one of its matches now, before any weights load."""

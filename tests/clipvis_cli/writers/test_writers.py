@@ -778,3 +778,16 @@ def test_the_overlay_of_a_slideshow_shows_its_last_frame_as_long_as_the_source(t
     with av.open(str(path)) as container:
         assert [float(frame.time) for frame in container.decode(video=0)] == pytest.approx([0, 1, 3, 3.5])
         assert container.duration / av.time_base == pytest.approx(6.5, abs=0.01)
+
+
+def test_frames_above_h264_s_largest_level_are_said_to_make_an_overlay_players_refuse() -> None:
+    """A 9000x6000 video's overlay was written without a word, and many players refuse it (H.264 level 6.2 stops at
+    139,264 macroblocks a frame, ~35 megapixels, and 1,055 macroblocks a side)."""
+    from clipvis.cli.writers.overlay import oversized_overlay_warning
+
+    assert oversized_overlay_warning(6000, 9000) == (
+        "the overlay will be 9000x6000, above H.264's largest level (6.2: about 35 megapixels, 16880 pixels a side): "
+        "many players will refuse to play overlay.mp4 (--formats without overlay leaves it out)")
+    assert oversized_overlay_warning(16, 17000) is not None  # too wide, though small
+    assert oversized_overlay_warning(4320, 8192) is None  # 8K: the level's own example size
+    assert oversized_overlay_warning(2160, 3840) is None
