@@ -6,7 +6,9 @@ fraction); the frame count is the number of processed frames. H.264 4:2:0 needs 
 width or height is padded by one pixel (a copy of the last column/row) on the right/bottom, so the
 overlay is the video's size rounded up to even and masks stay pixel-aligned. Colours: BT.601's matrix in limited
 range, each chroma sample its 2x2 block's mean colour's (`rgb_to_yuv420p`), and the stream tagged so (`_add_stream`);
-the frames drawn on are decoded as players show them (`FrameReader.frames_as_players_show`).
+the frames drawn on are decoded as players show them (`FrameReader.frames_as_players_show`). An HDR source (PQ, HLG)
+is not tone-mapped: its coded values are drawn on as SDR. No audio: the overlay is video only (README says how to add
+the source's sound back).
 
 Drawing: each track gets a fixed colour (clipvis.cli.track_colours: stable across frames and runs), its visible
 part (smaller objects on top where masks overlap) blended at `alpha` and outlined, and the label
