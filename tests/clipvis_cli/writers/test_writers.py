@@ -693,8 +693,9 @@ def test_the_overlay_of_an_untagged_video_shows_its_colours_as_players_show_the_
     shown = _as_players_show(*yuv, bt709=height > 576)
     assert np.abs(_overlay_as_players_show(path) - shown).max() <= 2, (_overlay_as_players_show(path), shown)
     model_frame = next(iter(reader))[1]  # the model's frames: FFmpeg's conversion, as before
-    bt601 = av.VideoFrame.from_ndarray(next(av.open(str(source)).decode(video=0)).to_ndarray(format="yuv420p"),
-                                       format="yuv420p").to_ndarray(format="rgb24")
+    with av.open(str(source)) as container:
+        planes = next(container.decode(video=0)).to_ndarray(format="yuv420p")
+    bt601 = av.VideoFrame.from_ndarray(planes, format="yuv420p").to_ndarray(format="rgb24")  # FFmpeg's default
     np.testing.assert_array_equal(model_frame, bt601)
 
 
