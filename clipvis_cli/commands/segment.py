@@ -383,11 +383,19 @@ def _run_inputs(
     return counts
 
 
-def _skipped_complete(counts: dict[str, int]) -> str | None:
-    """``"3 skipped (already complete)"``: the closing line's count of the inputs `--skip-existing` found complete
-    (a rerun that skips them all said nothing otherwise), or None when there were none."""
-    already = counts.get(ALREADY_COMPLETE, 0)
-    return f"{already} skipped (already complete)" if already else None
+def _skipped_summary(skipped: int, already: int) -> str | None:
+    """``"3 skipped (already complete)"``, ``"2 skipped (1 already complete, 1 being written by another process)"``:
+    the closing line's count of the inputs skipped, by why (``already``: of ``skipped``, those `--skip-existing`
+    found complete; the others' folders another process held), or None when none was. A rerun that skips them all
+    said nothing otherwise, and an input left to another process (which may yet die) is no input done."""
+    if not skipped:
+        return None
+    busy = skipped - already
+    if not busy:
+        return f"{skipped} skipped (already complete)"
+    if not already:
+        return f"{skipped} skipped (being written by another process)"
+    return f"{skipped} skipped ({already} already complete, {busy} being written by another process)"
 
 
 def _unless_empty(positions: Iterable[int]) -> Iterable[int] | None:
@@ -415,7 +423,8 @@ def _finish(counts: dict[str, int], total: int, job: DistributedRun | None, repo
     if job is None:
         reporter.close()
         parts = [f"{counts['failed']} of {total} input(s) failed"] if counts["failed"] else []
-        parts += [skipped_complete] if (skipped_complete := _skipped_complete(counts)) else []
+        skipped = _skipped_summary(counts["skipped"], counts.get(ALREADY_COMPLETE, 0))
+        parts += [skipped] if skipped else []
         reporter.batch_finished(counts, total, ", ".join(parts) or None)
         return 1 if counts["failed"] else 0
     try:
@@ -444,11 +453,9 @@ def _finish(counts: dict[str, int], total: int, job: DistributedRun | None, repo
     if job.is_main:
         complete, skipped = sum(c["complete"] for c in every_rank), sum(c["skipped"] for c in every_rank)
         already = sum(c.get(ALREADY_COMPLETE, 0) for c in every_rank)
-        # "3 skipped (already complete)" when all were, "3 skipped (2 already complete)" when some were busy
-        why = "" if not already else " (already complete)" if already == skipped else f" ({already} already complete)"
         reporter.batch_finished(
             {"complete": complete, "skipped": skipped, "failed": failed, ALREADY_COMPLETE: already}, total,
-            f"{total} input(s) over {job.world_size} processes: {complete} complete, {skipped} skipped{why}, "
-            f"{failed} failed",
+            f"{total} input(s) over {job.world_size} processes: {complete} complete, "
+            f"{_skipped_summary(skipped, already) or '0 skipped'}, {failed} failed",
         )
     return 1 if failed else 0

@@ -921,6 +921,7 @@ def test_rank_0_summary_counts_every_rank_inputs_skipped_as_complete() -> None:
     outcomes, _ = run_threads(2, body)
     assert outcomes == [0, 0] and streams[1].getvalue() == ""
     summary = json.loads(streams[0].getvalue())
-    assert summary["message"] == "6 input(s) over 2 processes: 1 complete, 5 skipped (4 already complete), 0 failed"
+    assert summary["message"] == ("6 input(s) over 2 processes: 1 complete, 5 skipped (4 already complete, 1 being "
+                                  "written by another process), 0 failed")
     # the count a program reads, beside the line a person does
     assert (summary["skipped"], summary["already_complete"]) == (5, 4), summary

@@ -774,3 +774,23 @@ def test_a_rerun_says_why_an_input_complete_before_runs_again_and_counts_those_s
         (2, 2, "2 skipped (already complete)"), skipped
     redo = run("--overwrite", vocab="box", score="0.5")  # asked for: nothing to explain
     assert redo.exit_code == 0 and "re-running" not in redo.stderr and "skipped" not in redo.stderr
+
+
+def test_the_closing_line_counts_inputs_skipped_because_another_process_writes_them(tmp_path, tiny_weights) -> None:
+    """A run whose input was skipped because another process held its folder ended with no closing line (or
+    `1 skipped (already complete)` when 2 were skipped), exit 0, though that input may never be done (the other
+    process can die). Now the line counts both kinds of skip."""
+    from clipvis.cli.locks import FolderLock
+
+    first, second = write_video(tmp_path / "a.mp4", num_frames=2), write_video(tmp_path / "b.mp4", num_frames=2)
+    out = tmp_path / "out"
+    with FolderLock(out / "b"):  # as a running `clipvis segment` holds it (flock: another open file, so busy)
+        alone = run_cli(segment_args(tiny_weights, out, str(second), extra=("--formats", "ytvis")))
+        assert alone.exit_code == 0, alone.output
+        assert alone.stderr.splitlines()[-1] == "clipvis: 1 skipped (being written by another process)", alone.stderr
+        assert run_cli(segment_args(tiny_weights, out, str(first), extra=("--formats", "ytvis"))).exit_code == 0
+        both = run_cli(segment_args(tiny_weights, out, str(first), str(second),
+                                    extra=("--formats", "ytvis", "--log-format", "jsonl")))
+    summary = json.loads(both.stderr.splitlines()[-1])
+    assert (summary["skipped"], summary["already_complete"]) == (2, 1), summary
+    assert summary["message"] == "2 skipped (1 already complete, 1 being written by another process)", summary
