@@ -294,6 +294,12 @@ def tree_order(root: Path) -> Callable[[ArgumentInput], tuple]:
     return lambda item: path_order_key(item.path.relative_to(root), not is_dir_quietly(item.path))
 
 
+def in_path_order(sources: Sequence[VideoSource]) -> list[VideoSource]:
+    """``sources`` sorted as a walk of their folders finds them (`path_order_key`; a folder argument's own order), so
+    that processes given the same inputs in other orders (``--shard``) number them alike."""
+    return sorted(sources, key=lambda source: path_order_key(source.path, not is_dir_quietly(source.path)))
+
+
 def path_order_key(path: Path, file: bool) -> tuple:
     """Sort key of a path: one natural key per part, so paths sort as a walk of their folders does (``cam/a``,
     ``cam2/a``, ``Cam10/a``), not as strings (where ``cam2/`` came before ``cam/``: "cam2" against "cam/"). ``file``:

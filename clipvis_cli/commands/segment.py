@@ -44,6 +44,7 @@ from clipvis.cli.inputs import (
     SkippedMatches,
     VideoSource,
     discover_inputs,
+    in_path_order,
     read_argument_lines,
 )
 from clipvis.cli.listing import StdoutListing
@@ -184,6 +185,8 @@ def segment(
                     reporter.batch_finished(nothing, 0, NOTHING_ON_STDIN)
                 reporter.close()
                 return
+            if shard is not None:  # video ids and folder names from one order, whatever order each shard was given
+                sources = in_path_order(sources)  # its inputs in: the order one process gives a folder of them
             positions: Iterable[int] = part.select(sources, key=lambda source: str(source.path))
             total = len(positions)  # this shard's inputs (all of them without --shard)
             if job is not None:

@@ -794,3 +794,27 @@ def test_the_closing_line_counts_inputs_skipped_because_another_process_writes_t
     summary = json.loads(both.stderr.splitlines()[-1])
     assert (summary["skipped"], summary["already_complete"]) == (2, 1), summary
     assert summary["message"] == "2 skipped (1 already complete, 1 being written by another process)", summary
+
+
+def test_shards_given_the_same_inputs_in_other_orders_number_them_as_one_process_does(tmp_path, tiny_weights) -> None:
+    """Under --shard a video's id came from the order that shard was given its inputs, not the sorted list the
+    shards are cut from: shards given `v0 v1` and `v1 v0` wrote id 1 for both videos. Now every shard numbers the
+    inputs in the order one process gives the folder holding them (v2 before v10, as a folder walk goes)."""
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    names = ["v2", "v10", "v1"]
+    for name in names:
+        write_video(videos / f"{name}.mp4", num_frames=2)
+
+    def ids(out: Path) -> dict[str, int]:
+        return {name: json.loads((out / name / "ytvis.json").read_text())["videos"][0]["id"] for name in names}
+
+    single = tmp_path / "single"
+    assert run_cli(segment_args(tiny_weights, single, str(videos), extra=("--formats", "ytvis"))).exit_code == 0
+    sharded = tmp_path / "sharded"
+    for shard, order in (("0/2", ["v10", "v2", "v1"]), ("1/2", ["v2", "v1", "v10"])):
+        inputs = [str(videos / f"{name}.mp4") for name in order]
+        result = run_cli(segment_args(tiny_weights, sharded, *inputs, extra=("--formats", "ytvis", "--shard", shard)))
+        assert result.exit_code == 0, result.output
+    assert ids(single) == {"v1": 1, "v2": 2, "v10": 3}
+    assert ids(sharded) == ids(single)
