@@ -402,10 +402,27 @@ class DistributedRun:
     def _add(self, key: str, amount: int) -> int:
         """Add ``amount`` to the job's counter ``key`` (0 before the first add) and return its new value, atomically
         over all ranks. The counters live in the store torchrun's rendezvous made for the process group (a new one on
-        every restart of the job); its client serialises the calls of this process' threads."""
+        every restart of the job); its client serialises the calls of this process' threads.
+
+        Raises RankLost when the store is gone (torchrun's agent, which hosts it, killed: "Broken pipe"), in place
+        of the store client's error and its C++ traceback: this rank can take no further input, nor count one."""
+        try:
+            return self._store_add(key, amount)
+        except (RuntimeError, OSError):  # torch.distributed.DistNetworkError, DistStoreError: RuntimeErrors
+            raise self._store_lost() from None
+
+    def _store_add(self, key: str, amount: int) -> int:
+        """The store call under ``_add``."""
         from torch.distributed import distributed_c10d
 
         return distributed_c10d._get_default_store().add(key, amount)
+
+    def _store_lost(self) -> RankLost:
+        """The job's store cannot be reached. No gather tells the others (``joined``): they find the store gone at
+        their next input, or this rank gone at their last gather, and stop with one line then. Every rank that finds
+        it says so (the store's host is gone, so no rank is known to say it)."""
+        self._others_stopped = True
+        return RankLost(f"rank {self.rank} lost the job's store (torchrun's agent killed?)", speaks=True)
 
     def last_gather(self, value: Any) -> list[Any]:
         """``gather`` for the last time in the body of ``joined``: an error after it (a Ctrl-C held during it

@@ -23,7 +23,7 @@ import codecs
 import os
 import signal
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, MutableMapping, Sequence
 
 from clipvis.cli.distributed import repeats_a_first_process, stop_in_silence
 from clipvis.cli.gc_pause import collector_paused, freeze_before_exit
@@ -165,9 +165,23 @@ class Terminated(KeyboardInterrupt):
         self.signum = signum
 
 
+def quiet_torch_cpp_warnings(environ: MutableMapping[str, str] | None = None) -> None:
+    """Under torchrun (``WORLD_SIZE`` above 1), unless the user chose: ``TORCH_CPP_LOG_LEVEL=ERROR`` (read once, as
+    torch's C++ library loads). A call to the job's store that fails (torchrun's agent killed) logged a C++ warning of
+    ~20 lines, stack frames included, before clipvis' own line saying it (clipvis.cli.distributed)."""
+    env = os.environ if environ is None else environ
+    try:
+        torchrun = int(env.get("WORLD_SIZE", "1")) > 1
+    except ValueError:  # DistributedRun.from_env says what is wrong with it
+        return
+    if torchrun:
+        env.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")
+
+
 def main() -> None:
     """Run the `clipvis` application with the process set up for it."""
     _restart_in_utf8_mode()
+    quiet_torch_cpp_warnings()  # before torch is imported
     share_one_malloc_arena()
     install_quiet_stderr()  # a stderr that cannot be written stops no input (clipvis.cli.standard_streams)
     if runs_a_command(sys.argv):

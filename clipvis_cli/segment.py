@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from clipvis.cli import __version__
 from clipvis.cli.atomic import OutputNotWritableError, OutputStaging, remove_stale_temp_files
-from clipvis.cli.distributed import deliver, signals_held
+from clipvis.cli.distributed import OtherRankFailed, deliver, signals_held
 from clipvis.cli.inputs import VideoSource
 from clipvis.cli.locks import FolderBusyError
 from clipvis.cli.mask_store import StoredSegmentations, TrackMaskStore
@@ -371,6 +371,9 @@ class SegmentRunner:
                 return self._write_tracked(source, tracked, paths, manifest, previous, started)
             except KeyboardInterrupt as interrupt:
                 self._interrupted(source, manifest, paths, interrupt)
+                raise
+            except OtherRankFailed:  # under torchrun, the job's store lost as the finished input is counted
+                # (RankLost): the input's files and its "complete" run.json stand; this rank stops
                 raise
             except Exception as error:  # noqa: BLE001 - see _failure
                 return self._failure(error, source, manifest, paths)

@@ -925,3 +925,40 @@ def test_rank_0_summary_counts_every_rank_inputs_skipped_as_complete() -> None:
                                   "written by another process), 0 failed")
     # the count a program reads, beside the line a person does
     assert (summary["skipped"], summary["already_complete"]) == (5, 4), summary
+
+
+def test_a_lost_store_leaves_an_input_whose_files_are_written_complete_and_ends_the_rank_with_one_line(
+    videos, tiny_weights, tmp_path, one_thread, capsys
+) -> None:
+    """torchrun's agent, which hosts the job's store, killed: counting a finished input raised the store client's
+    DistNetworkError ("Broken pipe"), which recorded the input "failed" in its run.json over the "complete" one, with
+    its files all written, and the rank died with C++ tracebacks. Now the input stays complete and the rank stops
+    with RankLost: one line (the launcher sets TORCH_CPP_LOG_LEVEL=ERROR under torchrun for the C++ warnings)."""
+    from clipvis.cli.commands.common import load_predictor, outcome_of_the_job
+    from clipvis.cli.commands.segment import KEPT
+    from clipvis.cli.progress import JsonlReporter
+    from clipvis.cli.segment import SegmentRunner
+
+    class AgentKilled(DistributedRun):
+        """Rank 0 of two whose store is gone once its first input is written (the input counted ended)."""
+
+        gone = False
+
+        def _store_add(self, key: str, amount: int) -> int:
+            self.gone = self.gone or (key.startswith("clipvis/ended/") and amount == 1)
+            if self.gone:
+                raise torch.distributed.DistNetworkError("Broken pipe")
+            return amount
+
+    job = AgentKilled(rank=0, world_size=2, local_rank=0)
+    options = SegmentOptions(["bar", "sky"], str(tiny_weights), output=tmp_path / "out", formats=("ytvis",))
+    runner = SegmentRunner(load_predictor(options), options, JobProgressReporter(JsonlReporter(io.StringIO()), job))
+    sources = [VideoSource(videos / "clip0.mp4"), VideoSource(videos / "clip1.mp4")]
+    with pytest.raises(typer.Exit) as ended, outcome_of_the_job(job, KEPT):
+        list(runner.run_batch(sources, job.claimed([0, 1])))
+    assert ended.value.exit_code == 1
+    record = json.loads((tmp_path / "out" / "clip0" / "run.json").read_text())
+    assert record["status"] == "complete" and record["error"] is None, record
+    assert (tmp_path / "out" / "clip0" / "ytvis.json").is_file() and not (tmp_path / "out" / "clip1").exists()
+    said = capsys.readouterr().err
+    assert said == f"clipvis: error: rank 0 lost the job's store (torchrun's agent killed?); {KEPT}\n", said

@@ -248,3 +248,14 @@ def test_torch_is_imported_up_front_for_every_command_line_that_may_use_it(words
     from clipvis.cli.launcher import uses_torch
 
     assert uses_torch(["clipvis", *words.split()]) is expected
+
+
+def test_torch_cpp_warnings_are_quiet_under_torchrun_unless_the_user_chose() -> None:
+    """A torchrun worker whose job's store went away (its agent killed) printed torch's C++ warning, ~20 lines of
+    stack frames, before clipvis' one line; the launcher now sets TORCH_CPP_LOG_LEVEL=ERROR before torch loads."""
+    from clipvis.cli.launcher import quiet_torch_cpp_warnings
+
+    worker, alone, chosen = {"WORLD_SIZE": "2"}, {}, {"WORLD_SIZE": "2", "TORCH_CPP_LOG_LEVEL": "INFO"}
+    for env in (worker, alone, chosen, {"WORLD_SIZE": "x"}):
+        quiet_torch_cpp_warnings(env)
+    assert worker["TORCH_CPP_LOG_LEVEL"] == "ERROR" and alone == {} and chosen["TORCH_CPP_LOG_LEVEL"] == "INFO"

@@ -48,7 +48,7 @@ class ThreadJob(DistributedRun):
         self.ranks.barrier.wait()
         return main
 
-    def _add(self, key: str, amount: int) -> int:
+    def _store_add(self, key: str, amount: int) -> int:
         with self.ranks.lock:
             value = self.ranks.counters.get(key, 0) + amount
             self.ranks.counters[key] = value
