@@ -82,6 +82,12 @@ def rerun_line(source: VideoSource, reason: str) -> str:
     return subject_message(f"re-running: {one_line(reason)}", source.path)
 
 
+def known_total(done: int, expected: int | None) -> int | None:
+    """``expected`` (the frame count the container told) while ``done`` has not passed it; None past it: joined
+    recordings (`cat a.ts b.ts`) tell the first one's length, and the total is then unknown, not ``done`` of fewer."""
+    return expected if expected is not None and done <= expected else None
+
+
 def remaining_seconds(done: int, expected: int | None, fps: float) -> float | None:
     """Seconds left at ``fps`` for the ``expected - done`` frames; None when the count is unknown or no rate yet."""
     if expected is None or fps <= 0 or done <= 0:
@@ -245,9 +251,10 @@ class JsonlReporter:
         if self._since >= self.every:
             self._since = 0
             fps = self._frames / max(time.perf_counter() - self._started, 1e-9)
-            eta = remaining_seconds(self._frames, self._expected, fps)
+            expected = known_total(self._frames, self._expected)
+            eta = remaining_seconds(self._frames, expected, fps)
             self._emit("progress", input=self._video, frames=self._frames, fps=round(fps, 3),
-                       frames_expected=self._expected, eta_s=None if eta is None else round(eta, 1))
+                       frames_expected=expected, eta_s=None if eta is None else round(eta, 1))
 
     def video_writing(self, source: VideoSource, stem: str, frames: int | None, total: int | None,
                       formats: Sequence[str] = ()) -> None:
@@ -403,13 +410,19 @@ class HumanReporter:
     def frames_done(self, count: int) -> None:
         self._frames += count
         fps = self._frames / max(time.perf_counter() - self._started, 1e-9)
+        expected = known_total(self._frames, self._video_frames)
         if self.progress is not None and self._video_task is not None:
+            if expected is None and self._video_frames is not None:  # past the container's count: unknown from now
+                self._video_frames = None
+                for task in self.progress.tasks:  # rich's update() takes total=None for "unchanged": set directly
+                    if task.id == self._video_task:
+                        task.total = None
             self.progress.update(self._video_task, advance=count, rate=f"{fps:.2f} frames/s")
         if self.log_lines and time.monotonic() - self._last_line >= self.log_every:
             self._last_line = time.monotonic()
-            eta = remaining_seconds(self._frames, self._video_frames, fps)
+            eta = remaining_seconds(self._frames, expected, fps)
             left = f", ETA {duration_text(eta)}" if eta is not None else ""
-            self._line(f"{self._video}: {self._frames}/{self._video_frames or '?'} frames, {fps:.2f} frames/s{left}")
+            self._line(f"{self._video}: {self._frames}/{expected or '?'} frames, {fps:.2f} frames/s{left}")
 
     def video_writing(self, source: VideoSource, stem: str, frames: int | None, total: int | None,
                       formats: Sequence[str] = ()) -> None:

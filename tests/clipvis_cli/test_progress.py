@@ -465,3 +465,30 @@ def test_listed_paths_show_above_the_live_bars_when_stdout_is_their_terminal(tmp
         shown.close()
     with open(read, "rb") as piped:
         assert piped.read() == b"out/one/coco.json\n"
+
+
+def test_past_the_container_s_frame_count_the_total_is_unknown_not_an_eta_of_zero() -> None:
+    """Joined recordings (`cat a.ts b.ts`): the container tells the first one's length; once the frames pass it,
+    the total is unknown (`?`, no ETA; `frames_expected` null in the progress events), not 4513/300 with ETA 0:00."""
+    stream = io.StringIO()
+    reporter = JsonlReporter(stream, every=2)
+    reporter.video_started(SOURCE, "a", 4)
+    reporter._started -= 2.0
+    reporter.frames_done(4)  # at the container's count: ETA 0
+    reporter.frames_done(2)  # past it
+    progress = [json.loads(line) for line in stream.getvalue().splitlines() if '"progress"' in line]
+    assert progress[0]["frames_expected"] == 4 and progress[0]["eta_s"] == 0.0
+    assert progress[1]["frames"] == 6 and progress[1]["frames_expected"] is None and progress[1]["eta_s"] is None
+    log = io.StringIO()
+    human = HumanReporter(stream=log, interactive=False, log_every=0.0)
+    human.video_started(SOURCE, "a", 300)
+    human._started -= 10.0
+    human.frames_done(4513)
+    assert log.getvalue().splitlines()[0].startswith("clipvis: a.mp4: 4513/? frames, ")
+    assert "ETA" not in log.getvalue()
+    bars = HumanReporter(stream=io.StringIO(), interactive=True)
+    bars.batch_started(1)
+    bars.video_started(SOURCE, "a", 3)
+    bars.frames_done(5)
+    assert [task.total for task in bars.progress.tasks] == [1, None]  # the bar's count: 5/?
+    bars.close()
