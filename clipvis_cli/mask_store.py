@@ -63,6 +63,8 @@ class TrackMaskStore:
         self._blocks: list[np.ndarray | int] = []
         self._index_memory = index_memory_bytes
         self._resident_bytes = 0
+        self.string_bytes = 0  # the masks' strings written so far, and how many masks were not empty
+        self.masks = 0
         self._writes = 0  # writes so far, and how many of them the last flush covered: a read flushes the rest first
         self._flushed_writes = 0
 
@@ -111,6 +113,8 @@ class TrackMaskStore:
         self._blocks[-1][position] = row
         self._bases.append(base)
         self._frames += 1
+        self.string_bytes += int(ends[-1]) if len(ends) else 0
+        self.masks += len(sizes) - int(np.count_nonzero(empty))
 
     def _spill_index(self) -> None:
         """Before a new block of the index is started (so every block in memory is full): write the blocks in memory

@@ -50,7 +50,7 @@ from clipvis.cli.segment_resume import (
     replacement_refusal,
 )
 from clipvis.cli.streaming import VideoStream
-from clipvis.cli.temp_space import TemporarySpaceWatch
+from clipvis.cli.temp_space import OutputProjection, TemporarySpaceWatch
 from clipvis.cli.video_io import (
     DEFAULT_FPS,
     FrameReader,
@@ -359,7 +359,7 @@ class SegmentRunner:
             manifest.earlier_stats = previous.current_stats(paths.directory, keep=corrected)
         try:
             manifest.write(paths.manifest)
-            tracked = held.enter_context(self.track(source, video_id, stem))
+            tracked = held.enter_context(self.track(source, video_id, stem, output_directory=paths.directory))
         except KeyboardInterrupt as interrupt:
             self._interrupted(source, manifest, paths, interrupt)
             raise
@@ -417,10 +417,12 @@ class SegmentRunner:
 
     @contextmanager
     def track(self, source: VideoSource, video_id: int, stem: str, stride: int | None = None,
-              max_frames: int | None = None, frames: Sequence[int] | None = None) -> Iterator[TrackedVideo]:
+              max_frames: int | None = None, frames: Sequence[int] | None = None,
+              output_directory: Path | None = None) -> Iterator[TrackedVideo]:
         """Decode and track one input. The tracks' masks are read from a temporary store, which lives as long as
         the context: use them inside it. ``stride`` / ``max_frames``: this input's, instead of the options';
         ``frames``: a video file's frames to track, increasing (no regular stride), in place of both.
+        ``output_directory``: where the writers will stage this input's files (projected with the temporary ones).
 
         Raises VideoReadError (and ValueError/RuntimeError from the model) with one-line messages.
         """
@@ -440,23 +442,28 @@ class SegmentRunner:
         if "overlay" in opts.formats and (warning := oversized_overlay_warning(probe.height, probe.width)) is not None:
             self.reporter.video_warning(source, stem, warning)
         with TrackMaskStore(probe.height, probe.width) as store:
-            yield self._run_model(store, reader, source, video_id, stem)
+            yield self._run_model(store, reader, source, video_id, stem, output_directory)
 
     def _run_model(self, store: TrackMaskStore, reader: FrameReader, source: VideoSource, video_id: int,
-                   stem: str) -> TrackedVideo:
+                   stem: str, output_directory: Path | None = None) -> TrackedVideo:
         """Stream the frames through the model (clipvis.cli.streaming); every frame's track masks go to `store`.
-        Where the temporary files will not fit in their folder by the last frame, one warning says so early."""
+        Where the temporary files, or the output files in ``output_directory``, will not fit by the last frame, one
+        warning says so early."""
         opts = self.options
         probe = reader.probe()
         # the video's length as its container tells it (a --max-frames cap alone is no length: nothing projected)
         known = probe.frame_count is not None
+        outputs = None if output_directory is None else OutputProjection(
+            str(output_directory), self._formats, opts.max_tracks or 0, probe.height, probe.width)
         space = TemporarySpaceWatch(store.directory,
-                                    probe.processed_frame_count(reader.stride, reader.max_frames) if known else None)
+                                    probe.processed_frame_count(reader.stride, reader.max_frames) if known else None,
+                                    outputs=outputs)
         with VideoStream(self.predictor, reader, batch_frames=opts.batch_frames) as stream:
             for frame in stream:
                 store.add_compressed(frame.compressed, frame.empty)
                 self.reporter.frames_done(1)
-                warning = space.update(len(store), store.file_bytes, *frame.tracked.class_probs.shape)
+                warning = space.update(len(store), store.file_bytes, *frame.tracked.class_probs.shape,
+                                       string_bytes=store.string_bytes, masks=store.masks)
                 if warning is not None:
                     self.reporter.video_warning(source, stem, warning)
             if reader.size_change is not None:
@@ -552,6 +559,11 @@ class SegmentRunner:
                        progress: WritingProgress | None = None) -> list[Path]:
         """Every writer's file, in writer order (clipvis.cli.segment_outputs.write_outputs)."""
         return write_outputs(self.writers, paths, video, timings, progress)
+
+    @property
+    def _formats(self) -> list[str]:
+        """The formats this run's writers write."""
+        return [writer.format for writer in self.writers]
 
     @property
     def _file_names(self) -> list[str]:

@@ -7,12 +7,20 @@ per-frame scores, all of them, once they pass 64 MiB (``clipvis.model.scoring.Fr
 :class:`TemporarySpaceWatch` projects the files' final size from the frames so far and the video's expected frame
 count, and says so once, early, when it exceeds what the folder has free, so that a user can point ``TMPDIR``
 elsewhere before the hours are spent.
+
+The output files come on top: every one of a video's files is written in its output folder under a temporary name
+and renamed into place only once all are written (clipvis.cli.atomic.OutputStaging), while the masks' temporary file
+is still there (the writers read it). They are several times the size of the masks' file (a track's mask string per
+frame in `ytvis.json` and again in `coco.json`, each with the JSON around it, for every track the video keeps):
+:class:`OutputProjection` projects them from the masks so far, and the watch checks the output folder too, the two
+added up where both are on one file system.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from clipvis.cli.mask_store import INDEX_MEMORY_BYTES
@@ -22,6 +30,16 @@ CHECK_EVERY_FRAMES = 4096  # then at every multiple of this (the rate, or the fr
 # clipvis.model.scoring.FrameSpill's default memory budget: past it, every frame's scores go to the disk (not imported:
 # the model package brings torch, which `segment` imports once a video runs)
 SCORES_IN_MEMORY_BYTES = 64 << 20
+# The output files' bytes beside each mask string, measured on segment's files (96x64 and 854x480 frames):
+YTVIS_MASK_BYTES = 36  # `{"size": [480, 854], "counts": "..."}, ` around a track's string on a frame
+YTVIS_EMPTY_BYTES = 6  # `null, ` for a frame where a track has no pixel
+YTVIS_FRAME_BYTES = 48  # a frame's file name and index in `videos[]`
+COCO_MASK_BYTES = 260  # an annotation's fields around its string (ids, area, bbox, score, attributes)
+COCO_FRAME_BYTES = 140  # a frame's `images[]` entry
+# overlay.mp4 (H.264, crf 23): bytes per frame and per pixel, on the high side of what it takes (masks' edges, labels)
+OVERLAY_FRAME_BYTES = 1000
+OVERLAY_PIXEL_BYTES = 0.12
+PROJECTED_FORMATS = ("ytvis", "coco", "overlay")  # the export formats' zips are not projected
 
 
 def free_bytes(directory: str) -> int | None:
@@ -40,29 +58,135 @@ def size_text(size: float) -> str:
     return f"{max(size, 0) / 1e3:.0f} KB"
 
 
+def file_system(directory: str) -> int | None:
+    """The device ``directory`` is on (two folders on one device share its free space); None where unknown."""
+    try:
+        return os.stat(directory).st_dev
+    except OSError:
+        return None
+
+
+@dataclass(frozen=True)
+class OutputProjection:
+    """A video's output files, projected from its masks so far: those of ``formats`` that are `PROJECTED_FORMATS`,
+    written in ``directory`` for at most ``tracks`` tracks (the most a video keeps: --max-tracks) of
+    ``height`` x ``width`` frames."""
+
+    directory: str
+    formats: Sequence[str]
+    tracks: int
+    height: int
+    width: int
+
+    @property
+    def projected(self) -> list[str]:
+        return [name for name in self.formats if name in PROJECTED_FORMATS]
+
+    def total_bytes(self, total_frames: int, frames: int, queries: int, classes: int, string_bytes: int,
+                    masks: int) -> float:
+        """The files' bytes for ``total_frames`` frames, at the rate of the first ``frames``: ``masks`` of the
+        ``frames`` x ``queries`` tracks' masks held a pixel, their strings ``string_bytes`` in all. A video keeps up
+        to ``tracks`` of its queries x ``classes`` (query, class) pairs (``tracks`` 0: all of them)."""
+        if frames < 1 or queries < 1:
+            return 0.0
+        pairs = queries * max(classes, 1)
+        tracks = min(self.tracks, pairs) if self.tracks > 0 else pairs
+        shown = masks / (frames * queries)  # the share of a track's frames holding a mask
+        string = string_bytes / masks if masks else 0.0
+        per_frame = 0.0
+        if "ytvis" in self.formats:
+            per_frame += tracks * (shown * (string + YTVIS_MASK_BYTES) + (1 - shown) * YTVIS_EMPTY_BYTES)
+            per_frame += YTVIS_FRAME_BYTES
+        if "coco" in self.formats:
+            per_frame += tracks * shown * (string + COCO_MASK_BYTES) + COCO_FRAME_BYTES
+        if "overlay" in self.formats:
+            per_frame += OVERLAY_FRAME_BYTES + OVERLAY_PIXEL_BYTES * self.height * self.width
+        return per_frame * total_frames
+
+
 @dataclass
 class TemporarySpaceWatch:
-    """Projects a video's temporary files to its last frame, at frame ``FIRST_CHECK_FRAMES`` and at every multiple
-    of ``CHECK_EVERY_FRAMES``, and returns one warning line (once per video) when what is still to be written
-    passes the free space of ``directory``.
+    """Projects a video's temporary files (and with ``outputs``, its output files) to its last frame, at frame
+    ``FIRST_CHECK_FRAMES`` and at every multiple of ``CHECK_EVERY_FRAMES``, and returns one warning line (once per
+    video and folder) when what is still to be written in a folder passes its free space: the temporary files'
+    ``directory``, the output folder, or both together where they are on one file system.
 
-    ``expected_frames``: the video's processed frames as its container says (None: unknown, nothing is checked).
-    ``free``: how free space is measured (default ``free_bytes``).
+    ``expected_frames``: the video's processed frames as its container says (None: unknown, nothing is checked;
+    once the frames pass it, as joined recordings' do, the frames so far are projected: what they need is certain).
+    ``free``: how free space is measured (default ``free_bytes``); ``device``: which file system a folder is on
+    (default ``file_system``).
     """
 
     directory: str
     expected_frames: int | None
     free: Callable[[str], int | None] | None = None
+    outputs: OutputProjection | None = None
+    device: Callable[[str], int | None] | None = None
     warned: bool = field(default=False, init=False)
+    warned_outputs: bool = field(default=False, init=False)
 
-    def update(self, frames: int, mask_bytes: int, queries: int, classes: int) -> str | None:
+    def update(self, frames: int, mask_bytes: int, queries: int, classes: int, string_bytes: int | None = None,
+               masks: int | None = None) -> str | None:
         """After ``frames`` frames of ``queries`` tracks scored over ``classes`` classes, the masks' file holding
-        ``mask_bytes``: the warning, the first time the projection does not fit, else None."""
-        if self.warned or self.expected_frames is None or frames >= self.expected_frames or frames < 1:
+        ``mask_bytes`` (of which ``string_bytes`` the strings of ``masks`` masks that held a pixel; without them the
+        outputs are not projected): the warning, the first time a projection does not fit, else None."""
+        if (self.warned and (self.warned_outputs or self.outputs is None)) or self.expected_frames is None \
+                or frames < 1:
             return None
         if frames != FIRST_CHECK_FRAMES and (frames < FIRST_CHECK_FRAMES or frames % CHECK_EVERY_FRAMES):
             return None
-        total_frames = self.expected_frames
+        total_frames = max(self.expected_frames, frames)
+        temporary = self._temporary_to_come(frames, total_frames, mask_bytes, queries, classes)
+        outputs = 0.0
+        if self.outputs is not None and string_bytes is not None and masks is not None:
+            outputs = self.outputs.total_bytes(total_frames, frames, queries, classes, string_bytes, masks)
+        measure = self.free or free_bytes
+        where = self.device or file_system
+        shared = self.outputs is not None and outputs > 0 and where(self.directory) is not None and \
+            where(self.directory) == where(self.outputs.directory)
+        available = measure(self.directory)
+        rate = self._rate_text(frames, total_frames)
+        if shared and not (self.warned or self.warned_outputs):
+            if available is None or temporary + outputs <= available:
+                return None
+            self.warned = self.warned_outputs = True
+            return (
+                f"its temporary files (masks, scores) and its output files ({', '.join(self.outputs.projected)}) "
+                f"will need about {size_text(mask_bytes + temporary)} in {self.directory} and "
+                f"{size_text(outputs)} in {self.outputs.directory}, on one disk, {rate}, and "
+                f"{size_text(available)} are free there: make room, point TMPDIR or -o at another disk, or the video "
+                "fails when that disk is full"
+            )
+        if not self.warned and available is not None and temporary > available:
+            self.warned = True
+            return (
+                f"its temporary files (masks, scores) will need about {size_text(mask_bytes + temporary)} in "
+                f"{self.directory} {rate}, and {size_text(available)} are free there: point TMPDIR at a disk with "
+                "room, or the video fails when that folder is full"
+            )
+        if self.outputs is not None and outputs > 0 and not self.warned_outputs:
+            room = measure(self.outputs.directory)
+            if room is not None and outputs > room:
+                self.warned_outputs = True
+                return (
+                    f"its output files ({', '.join(self.outputs.projected)}) will need about {size_text(outputs)} "
+                    f"in {self.outputs.directory} {rate}, and {size_text(room)} are free there: make room or "
+                    "write them elsewhere (-o), or the video fails once its model pass is over, when they are "
+                    "written"
+                )
+        return None
+
+    def _rate_text(self, frames: int, total_frames: int) -> str:
+        """``"by its last frame (216000), at the rate of its first 256"``; past the container's count, the frames
+        so far."""
+        if frames > (self.expected_frames or 0):
+            return (f"for its {frames} frames so far (more than the {self.expected_frames} its container tells), "
+                    "more if it goes on")
+        return f"by its last frame ({total_frames}), at the rate of its first {frames}"
+
+    @staticmethod
+    def _temporary_to_come(frames: int, total_frames: int, mask_bytes: int, queries: int, classes: int) -> float:
+        """The temporary files' bytes still to be written by frame ``total_frames``."""
         # The masks' index goes to the same file past its memory budget (4 bytes a track and frame): projected on its
         # own, and what of it is written already kept out of the masks' rate (counted twice, it warned early).
         index_written = max(0, 4 * queries * frames - INDEX_MEMORY_BYTES)
@@ -76,14 +200,4 @@ class TemporarySpaceWatch:
         if scores_total <= SCORES_IN_MEMORY_BYTES:
             scores_total = 0
         scores_written = max(0, score_bytes_per_frame * frames - SCORES_IN_MEMORY_BYTES)
-        to_come = masks_to_come + index_to_come + scores_total - min(scores_written, scores_total)
-        available = (self.free or free_bytes)(self.directory)
-        if available is None or to_come <= available:
-            return None
-        self.warned = True
-        needed = mask_bytes + masks_to_come + index_to_come + scores_total
-        return (
-            f"its temporary files (masks, scores) will need about {size_text(needed)} in {self.directory} by its "
-            f"last frame ({self.expected_frames}), at the rate of its first {frames}, and {size_text(available)} are "
-            "free there: point TMPDIR at a disk with room, or the video fails when that folder is full"
-        )
+        return masks_to_come + index_to_come + scores_total - min(scores_written, scores_total)

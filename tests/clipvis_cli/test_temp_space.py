@@ -22,6 +22,7 @@ from clipvis.cli.temp_space import (
     CHECK_EVERY_FRAMES,
     FIRST_CHECK_FRAMES,
     SCORES_IN_MEMORY_BYTES,
+    OutputProjection,
     TemporarySpaceWatch,
     size_text,
 )
@@ -63,9 +64,8 @@ def test_scores_past_their_memory_budget_all_go_to_the_disk() -> None:
     lvis = (100, 1203)
     assert watch(expected=216_000, free=104 * GB).update(FIRST_CHECK_FRAMES, 0, *lvis) is not None
     assert watch(expected=216_000, free=105 * GB).update(FIRST_CHECK_FRAMES, 0, *lvis) is None
-    # a short video's scores stay in memory: nothing reaches the disk
-    short = SCORES_IN_MEMORY_BYTES // (4 * 100 * (1203 + 3))
-    assert watch(expected=short, free=0).update(FIRST_CHECK_FRAMES, 0, *lvis) is None
+    # a short video's scores stay in memory: nothing reaches the disk (257 frames x 241,200 bytes: 62 MB)
+    assert watch(expected=FIRST_CHECK_FRAMES + 1, free=0).update(FIRST_CHECK_FRAMES, 0, 100, 600) is None
     # just past the budget the file takes all of them at once, those held in memory included (FrameSpill's flush):
     # 350 frames x 200,600 bytes = 70.2 MB to come against 16 MB free (a hunter's tmpfs)
     assert watch(expected=350, free=16_300_000).update(FIRST_CHECK_FRAMES, 4_668_329, 50, 1000) is not None
@@ -187,3 +187,89 @@ def test_a_stream_of_unknown_length_is_not_projected_even_with_max_frames(
     reporter = WarningReporter()
     measured = run_with_little_room(media, tmp_path, tiny_weights, monkeypatch, reporter, raw, max_frames=10**6)
     assert measured == [] and reporter.warnings == []
+
+
+def output_watch(free: dict[str, int], devices: dict[str, int], expected: int = 8000,
+                 formats: tuple[str, ...] = ("ytvis", "coco", "overlay")) -> TemporarySpaceWatch:
+    outputs = OutputProjection("/data/out/clip", formats, 50, 64, 96)
+    return TemporarySpaceWatch("/scratch/tmp", expected, free=free.get, outputs=outputs, device=devices.get)
+
+
+# the hunter's 8,000 frames of 96x64 (tiny model: 20 queries, 3 classes, 50 tracks kept): 430-byte strings, every
+# mask holding a pixel; measured outputs ytvis 184 MB, coco 272 MB, overlay 14 MB
+MASKS_SO_FAR = dict(string_bytes=FIRST_CHECK_FRAMES * 20 * 430, masks=FIRST_CHECK_FRAMES * 20)
+
+
+def test_the_output_files_are_projected_in_their_own_folder() -> None:
+    """Outputs are staged in the output folder until all are written: a full disk there failed the video after its
+    whole model pass, though the temporary files' folder had room."""
+    space = output_watch({"/scratch/tmp": 10 * GB, "/data/out/clip": 300 * 10**6}, {"/scratch/tmp": 1,
+                                                                                     "/data/out/clip": 2})
+    message = space.update(FIRST_CHECK_FRAMES, FIRST_CHECK_FRAMES * 20 * 430, 20, 3, **MASKS_SO_FAR)
+    assert message is not None and "\n" not in message
+    assert "output files (ytvis, coco, overlay)" in message and "/data/out/clip" in message
+    assert "TMPDIR" not in message and "-o" in message and "300 MB are free" in message
+    needed = float(message.split("need about ")[1].split(" MB")[0])
+    assert 440 <= needed <= 520  # 470 MB measured
+    assert space.update(CHECK_EVERY_FRAMES, CHECK_EVERY_FRAMES * 20 * 430, 20, 3, **MASKS_SO_FAR) is None  # once
+    roomy = output_watch({"/scratch/tmp": 10 * GB, "/data/out/clip": 600 * 10**6}, {"/scratch/tmp": 1,
+                                                                                    "/data/out/clip": 2})
+    assert roomy.update(FIRST_CHECK_FRAMES, FIRST_CHECK_FRAMES * 20 * 430, 20, 3, **MASKS_SO_FAR) is None
+
+
+def test_on_one_disk_the_temporary_and_output_files_add_up() -> None:
+    # 69 MB of masks (+ index) and ~470 MB of outputs: each fits 500 MB alone, not both
+    one = {"/scratch/tmp": 7, "/data/out/clip": 7}
+    space = output_watch({"/scratch/tmp": 500 * 10**6, "/data/out/clip": 500 * 10**6}, one)
+    message = space.update(FIRST_CHECK_FRAMES, FIRST_CHECK_FRAMES * 20 * 430, 20, 3, **MASKS_SO_FAR)
+    assert message is not None and "on one disk" in message and "/scratch/tmp" in message
+    assert "/data/out/clip" in message
+    two = {"/scratch/tmp": 7, "/data/out/clip": 8}
+    space = output_watch({"/scratch/tmp": 500 * 10**6, "/data/out/clip": 500 * 10**6}, two)
+    assert space.update(FIRST_CHECK_FRAMES, FIRST_CHECK_FRAMES * 20 * 430, 20, 3, **MASKS_SO_FAR) is None
+
+
+def test_past_the_container_s_count_the_frames_so_far_are_still_projected() -> None:
+    """Joined recordings (`cat a.ts b.ts`) pass the count the container tells: the watch went quiet there; what the
+    frames so far need is certain, and checked."""
+    space = output_watch({"/scratch/tmp": 10 * GB, "/data/out/clip": 100 * 10**6}, {"/scratch/tmp": 1,
+                                                                                     "/data/out/clip": 2},
+                         expected=300)
+    frames = CHECK_EVERY_FRAMES
+    message = space.update(frames, frames * 20 * 430, 20, 3, string_bytes=frames * 20 * 430, masks=frames * 20)
+    assert message is not None and "its 4096 frames so far (more than the 300 its container tells)" in message
+
+
+def test_the_export_formats_alone_are_not_projected() -> None:
+    space = output_watch({"/scratch/tmp": 10 * GB, "/data/out/clip": 0}, {"/scratch/tmp": 1, "/data/out/clip": 2},
+                         formats=("mots-png",))
+    assert space.update(FIRST_CHECK_FRAMES, FIRST_CHECK_FRAMES * 20 * 430, 20, 3, **MASKS_SO_FAR) is None
+
+
+def test_the_projection_is_near_what_segment_writes(
+    media, tmp_path: Path, tiny_weights: Path, isolated_cache, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At its last frame, each format's projection is within a third of the file segment then writes."""
+    monkeypatch.setattr(temp_space, "FIRST_CHECK_FRAMES", 12)  # the video's last frame
+    seen: list[tuple[TemporarySpaceWatch, tuple, dict]] = []
+    update = TemporarySpaceWatch.update
+
+    def recorded(self, *args, **kwargs):
+        seen.append((self, args, kwargs))
+        return update(self, *args, **kwargs)
+
+    monkeypatch.setattr(TemporarySpaceWatch, "update", recorded)
+    options = SegmentOptions(["bar", "sky"], str(tiny_weights), output=tmp_path / "out",
+                             formats=("ytvis", "coco", "overlay"))
+    outcome = SegmentRunner(load_predictor(options), options, None).run(VideoSource(media["h264"]), 1, "bars")
+    assert outcome.status == "complete"
+    watch_, args, kwargs = seen[-1]
+    frames, _, queries, classes = args
+    assert frames == 12 and kwargs["masks"] > 0
+    projection = watch_.outputs
+    assert projection is not None and Path(projection.directory) == tmp_path / "out" / "bars"
+    for path in outcome.outputs:
+        fmt = {"ytvis.json": "ytvis", "coco.json": "coco", "overlay.mp4": "overlay"}[path.name]
+        one = OutputProjection(projection.directory, (fmt,), projection.tracks, projection.height, projection.width)
+        projected = one.total_bytes(frames, frames, queries, classes, kwargs["string_bytes"], kwargs["masks"])
+        assert 0.67 <= projected / path.stat().st_size <= 1.5, (fmt, projected, path.stat().st_size)
