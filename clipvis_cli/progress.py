@@ -95,6 +95,23 @@ def remaining_seconds(done: int, expected: int | None, fps: float) -> float | No
     return max(expected - done, 0) / fps
 
 
+OVERLAY_RATE_AFTER_S = 1.0  # the overlay's drawing rate is measured over at least this long before a time left is said
+
+
+def overlay_seconds_left(rates: dict[str, tuple[float, int]], name: str, frames: int | None,
+                         total: int | None) -> float | None:
+    """The seconds the overlay of input ``name`` still takes to draw its ``total`` frames, ``frames`` drawn, at its
+    rate since ``rates[name]`` (when, and at which frame, it was first seen drawing: recorded here); None while it
+    is not drawing, or has drawn for less than ``OVERLAY_RATE_AFTER_S``. The formats written after it are not in it."""
+    if frames is None or total is None:
+        return None
+    now = time.monotonic()
+    since, first = rates.setdefault(name, (now, frames))
+    if now - since < OVERLAY_RATE_AFTER_S or frames <= first:
+        return None
+    return max(total - frames, 0) / ((frames - first) / (now - since))
+
+
 def writing_text(frames: int | None, total: int | None, formats: Sequence[str]) -> str:
     """What a video's writing is at: ``"writing outputs, overlay frame 1200/4500"`` while the overlay draws, and
     ``"writing cvat-video"`` (the formats being written) once it has drawn them all (``frames`` None)."""
@@ -205,7 +222,7 @@ class SerializedReporter:
 class JsonlReporter:
     """One JSON object per line, and nothing else on stderr while a batch runs: batch_start, video_start, progress
     (every `every` frames, with `frames_expected` and `eta_s` when the frame count is known), writing (while a
-    video's files are written: at their start, then on a call (segment makes one a second, and one as a format starts
+    video's files are written, `overlay_eta_s` the overlay's time left while it draws: at their start, then on a call (segment makes one a second, and one as a format starts
     or ends) that finds `every` more overlay frames drawn than the last event said, other formats being written, or
     a minute gone since it), video_done,
     video_skipped, video_rerun (an input an earlier run completed runs again: why), video_failed, video_interrupted,
@@ -227,6 +244,7 @@ class JsonlReporter:
         self._job: tuple[int, int] | None = None
         # input -> when, at which frame and with which formats it last said so
         self._writing: dict[str, tuple[float, int | None, list[str]]] = {}
+        self._writing_rates: dict[str, tuple[float, int]] = {}  # input -> when and at which frame the overlay drew
 
     def _emit(self, event: str, **fields: Any) -> None:
         if self.rank is not None:
@@ -266,10 +284,13 @@ class JsonlReporter:
             if not moved and formats == before and now - when < WRITING_HEARTBEAT_S:
                 return
         self._writing[name] = (now, frames, formats)
-        self._emit("writing", input=name, stem=stem, frames=frames, frames_expected=total, formats=formats)
+        left = overlay_seconds_left(self._writing_rates, name, frames, total)
+        self._emit("writing", input=name, stem=stem, frames=frames, frames_expected=total, formats=formats,
+                   overlay_eta_s=None if left is None else round(left, 1))
 
     def video_finished(self, source: VideoSource, stem: str, frames: int, fps: float, outputs: list[Path]) -> None:
         self._writing.pop(path_text(source.path), None)
+        self._writing_rates.pop(path_text(source.path), None)
         # fps: null where no model ran (export)
         self._emit("video_done", input=path_text(source.path), stem=stem, frames=frames,
                    fps=round(fps, 3) if fps > 0 else None,
@@ -284,10 +305,12 @@ class JsonlReporter:
 
     def video_failed(self, source: VideoSource, stem: str, message: str) -> None:
         self._writing.pop(path_text(source.path), None)
+        self._writing_rates.pop(path_text(source.path), None)
         self._emit("video_failed", input=path_text(source.path), stem=stem, error=message, status="failed")
 
     def video_interrupted(self, source: VideoSource, stem: str, message: str) -> None:
         self._writing.pop(path_text(source.path), None)
+        self._writing_rates.pop(path_text(source.path), None)
         self._emit("video_interrupted", input=path_text(source.path), stem=stem, error=message,
                    status="interrupted")
 
@@ -382,6 +405,7 @@ class HumanReporter:
         self._last_line = time.monotonic()  # of the current video's progress lines
         self._job_line: tuple[float, tuple[int, int]] | None = None  # when and what the last job line said
         self._writing: dict[str, float] = {}  # input whose files are being written -> when its last line came
+        self._writing_rates: dict[str, tuple[float, int]] = {}  # input -> when and at which frame the overlay drew
 
     def _line(self, text: str) -> None:
         self.console.print(f"clipvis: {text}", markup=False, soft_wrap=True)
@@ -429,11 +453,13 @@ class HumanReporter:
         if not self.log_lines:
             return
         name, now = shown_path(source.path), time.monotonic()
+        left = overlay_seconds_left(self._writing_rates, name, frames, total)
         if name not in self._writing:  # writing starts: a line once it has taken `log_every`
             self._writing[name] = now
         elif now - self._writing[name] >= self.log_every:
             self._writing[name] = now
-            self._line(f"{name}: {writing_text(frames, total, formats)}")
+            eta = f", overlay ETA {duration_text(left)}" if left is not None else ""
+            self._line(f"{name}: {writing_text(frames, total, formats)}{eta}")
 
     def _video_ended(self) -> str:
         """Count an input as ended; ``"[k/N] "`` for its line."""
@@ -444,6 +470,7 @@ class HumanReporter:
 
     def video_finished(self, source: VideoSource, stem: str, frames: int, fps: float, outputs: list[Path]) -> None:
         self._writing.pop(shown_path(source.path), None)
+        self._writing_rates.pop(shown_path(source.path), None)
         count = self._video_ended()
         if self.log_lines and not self._job_wide:
             rate = f", {fps:.2f} frames/s" if fps > 0 else ""
@@ -459,6 +486,7 @@ class HumanReporter:
 
     def video_failed(self, source: VideoSource, stem: str, message: str) -> None:
         self._writing.pop(shown_path(source.path), None)
+        self._writing_rates.pop(shown_path(source.path), None)
         self._video_ended()
         self.console.print(error_line(message), markup=False, soft_wrap=True)
 

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from clipvis.cli.inputs import VideoSource
+from clipvis.cli.messages import shown_path
 from clipvis.cli.progress import HumanReporter, JobProgressReporter, JsonlReporter, SerializedReporter
 
 SOURCE = VideoSource(path=Path("a.mp4"))
@@ -492,3 +493,25 @@ def test_past_the_container_s_frame_count_the_total_is_unknown_not_an_eta_of_zer
     bars.frames_done(5)
     assert [task.total for task in bars.progress.tasks] == [1, None]  # the bar's count: 5/?
     bars.close()
+
+
+def test_writing_says_the_overlay_s_time_left_once_it_has_a_rate() -> None:
+    """A long video's writing took minutes after its model pass said ETA 0:00, the overlay's frames shown without a
+    time left: once the overlay has drawn for a second, its time left comes in the line and the event."""
+    log = io.StringIO()
+    human = HumanReporter(stream=log, interactive=False, log_every=0.0)
+    human.video_writing(SOURCE, "a", 0, 4500, formats=["overlay"])
+    human._writing_rates[shown_path(SOURCE.path)] = (time.monotonic() - 10.0, 0)  # drawing since 10 s
+    human.video_writing(SOURCE, "a", 1000, 4500, formats=["overlay"])  # 100 frames/s: 35 s left
+    human.video_writing(SOURCE, "a", None, 4500, formats=["coco"])
+    assert log.getvalue().splitlines() == [
+        "clipvis: a.mp4: writing outputs, overlay frame 1000/4500, overlay ETA 0:35", "clipvis: a.mp4: writing coco"]
+    stream = io.StringIO()
+    reporter = JsonlReporter(stream, every=25)
+    reporter.video_writing(SOURCE, "a", 0, 4500, formats=["overlay"])
+    reporter._writing_rates[str(SOURCE.path)] = (time.monotonic() - 10.0, 0)
+    reporter.video_writing(SOURCE, "a", 1000, 4500, formats=["overlay"])
+    reporter.video_writing(SOURCE, "a", None, 4500, formats=["coco"])
+    events = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert events[0]["overlay_eta_s"] is None and 34.5 <= events[1]["overlay_eta_s"] <= 35.5
+    assert events[2]["overlay_eta_s"] is None and events[2]["formats"] == ["coco"]
