@@ -222,7 +222,8 @@ class SerializedReporter:
 class JsonlReporter:
     """One JSON object per line, and nothing else on stderr while a batch runs: batch_start, video_start, progress
     (every `every` frames, with `frames_expected` and `eta_s` when the frame count is known), writing (while a
-    video's files are written, `overlay_eta_s` the overlay's time left while it draws: at their start, then on a call (segment makes one a second, and one as a format starts
+    video's files are written, `overlay_eta_s` the overlay's time left while it draws: at their start, then on a
+    call (segment makes one a second, and one as a format starts
     or ends) that finds `every` more overlay frames drawn than the last event said, other formats being written, or
     a minute gone since it), video_done,
     video_skipped, video_rerun (an input an earlier run completed runs again: why), video_failed, video_interrupted,
