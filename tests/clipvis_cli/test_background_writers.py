@@ -173,12 +173,12 @@ def test_ctrl_c_during_the_next_video_finishes_the_files_being_written(media, tm
     runner = runner_for(tiny_weights, tmp_path / "out", True, RecordingReporter(), writers=[SlowWriter()])
     original = runner._run_model
 
-    def interrupted_second(store, reader, source, video_id, stem):
+    def interrupted_second(store, reader, source, video_id, stem, *rest):
         if stem == "h264_2":
             assert first_writing.wait(timeout=60)
             threading.Timer(0.3, release_first.set).start()  # the first video's files end after the interrupt
             raise KeyboardInterrupt
-        return original(store, reader, source, video_id, stem)
+        return original(store, reader, source, video_id, stem, *rest)
 
     monkeypatch.setattr(runner, "_run_model", interrupted_second)
     outcomes = []

@@ -195,11 +195,11 @@ def test_unexpected_error_fails_one_input_and_records_it(tmp_path, tiny_weights,
     original = segment_module.SegmentRunner._run_model
     calls = []
 
-    def flaky(self, store, reader, source, video_id, stem):
+    def flaky(self, store, reader, source, video_id, stem, *rest):
         calls.append(stem)
         if stem == "a":
             raise KeyError("a library bug")
-        return original(self, store, reader, source, video_id, stem)
+        return original(self, store, reader, source, video_id, stem, *rest)
 
     monkeypatch.setattr(segment_module.SegmentRunner, "_run_model", flaky)
     out = tmp_path / "out"
