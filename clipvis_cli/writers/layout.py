@@ -3,7 +3,8 @@ folder an input gets.
 
 A folder belongs to the source its run.json records (resolved path). `claim_output_folder` gives an input its own
 folder, `stem/`, else `stem-2/`, `stem-3/`, … : one recording the same source (under any name: the same file
-through a symbolic link of another name comes back to the folder its first run named), or a new one. A folder made by
+through a symbolic link of another name comes back to the folder its first run named, while that folder keeps the
+name clipvis gave it; a folder renamed by hand is left alone), or a new one. A folder made by
 another source (`a/clip.mp4` yesterday, `b/clip.mp4` today) or by someone else (files but no run.json) is never
 written into. The choice is made under a lock on the output root, and the chosen folder stays locked while the
 input is processed, so two processes never interleave in one folder.
@@ -96,7 +97,10 @@ class OutputRootListing:
         self._unread: dict[str, list[tuple[int, str]]] = {}
         self._owner: dict[str, str | None] = {}
         self._owned: dict[tuple[str, str], set[tuple[int, str]]] = {}
-        self._by_owner: dict[str, set[str]] = {}  # the folders of each source, whatever their names
+        # the folders of each source, whatever their names, of those still named as clipvis named them (the name
+        # their run.json records: a folder renamed by hand, `clip/` -> `clip_v1/` to keep a run, is never taken)
+        self._by_owner: dict[str, set[str]] = {}
+        self._named_by_clipvis: set[str] = set()
 
     def writable_root(self) -> Path:
         """The root, made and checked writable the first time (``ensure_output_dir``, which writes a probe file: not
@@ -123,18 +127,23 @@ class OutputRootListing:
             if name not in self._owner:
                 previous = RunManifest.read(self.root / name / MANIFEST_NAME)
                 self._owner[name] = previous.source_path if previous is not None else None
+                if previous is not None and previous.stem == name:  # else renamed by someone: theirs to keep
+                    self._named_by_clipvis.add(name)
             source = self._owner[name]
             if source is not None:
                 self._owned.setdefault((key, source), set()).add((suffix, name))
-                self._by_owner.setdefault(source, set()).add(name)
+                if name in self._named_by_clipvis:
+                    self._by_owner.setdefault(source, set()).add(name)
         return [name for _, name in sorted(self._owned.get((key, owner), ()))]
 
     def owned_anywhere(self, owner: str) -> list[str]:
         """The folders of any name whose run.json records the source ``owner``, by name: those of the same file
         given under another name (a symbolic link, `clip_link.mp4 -> clip.mp4`), whose folder is named after the name
-        its first run was given. Reads the run.json of every folder not read yet, once per listing: called for an
-        input none of whose own stem's folders is its source's, so a rerun of a batch (each input finding its folder
-        by its stem) reads no more than before."""
+        its first run was given. Only a folder still bearing the name clipvis gave it (its run.json's ``stem``): one
+        renamed by hand (`clip/` -> `clip_v1/`, to keep an old run) is the user's, never written into. Reads the
+        run.json of every folder not read yet, once per listing: called for an input none of whose own stem's folders
+        is its source's, so a rerun of a batch (each input finding its folder by its stem) reads no more than
+        before."""
         self._refresh()
         for key in list(self._unread):
             self.owned_by(key, "")

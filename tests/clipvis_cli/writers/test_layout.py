@@ -143,6 +143,30 @@ def test_the_same_file_through_a_symbolic_link_comes_back_to_its_folder_in_eithe
         assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == sorted({first.stem, *planned})
 
 
+def test_a_folder_renamed_by_hand_is_left_alone_by_either_name(tmp_path: Path) -> None:
+    """`segment clip.mp4 -o out; mv out/clip out/clip_v1; segment clip.mp4 -o out` wrote over clip_v1 (the folder of
+    the same source under another name, as for a symbolic link): a folder not bearing the name clipvis gave it is the
+    user's; the rerun makes a fresh `clip/`, and the link to the same file comes back to that one."""
+    from clipvis.cli.writers import layout
+    from clipvis.cli.writers.manifest import source_owner
+
+    (tmp_path / "videos").mkdir()
+    (tmp_path / "videos" / "clip.mp4").write_bytes(b"video")
+    (tmp_path / "clip_link.mp4").symlink_to(tmp_path / "videos" / "clip.mp4")
+    real, link = VideoSource(tmp_path / "videos" / "clip.mp4"), VideoSource(tmp_path / "clip_link.mp4")
+    for first, second in ((real, link), (link, real)):
+        out = tmp_path / f"out-{first.stem}"
+        assert claim(out, first) == first.stem
+        (out / first.stem).rename(out / "kept_v1")
+        kept = (out / "kept_v1" / "run.json").read_bytes()
+        for source in (second, first):
+            assert layout.OutputRootListing(out).plan([source.stem], [source_owner(source)]) == [source.stem]
+        assert claim(out, first) == first.stem
+        assert claim(out, second) == first.stem
+        assert (out / "kept_v1" / "run.json").read_bytes() == kept
+        assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == sorted({"kept_v1", first.stem})
+
+
 def test_busy_folder_of_the_same_source_raises_other_sources_go_on(tmp_path: Path) -> None:
     out = tmp_path / "out"
     a, b = VideoSource(tmp_path / "a" / "clip.mp4"), VideoSource(tmp_path / "b" / "clip.mp4")
