@@ -299,18 +299,9 @@ def _parse_entry(
     segmentations = entry["segmentations"]
     if not isinstance(segmentations, list):
         raise EvaluationInputError(f"{where}: 'segmentations' must be a list with one mask or null per frame")
-    expected = video.num_frames if video.num_frames is not None else frame_counts.get(video.id)
-    if expected is not None and len(segmentations) != expected:
-        stride = -(-expected // len(segmentations)) if 0 < len(segmentations) < expected else 0
-        strided = stride > 1 and -(-expected // stride) == len(segmentations)  # as many as every stride-th frame
-        notes = [] if video.num_frames is not None else [
-            "the most segmentations of its GT annotations and results: the GT gives it no length or file_names"]
-        if strided:
-            notes.append(f"results of one frame in {stride}, as `segment --stride {stride}` writes? the GT needs a "
-                         "mask or null for every frame it lists: segment without --stride")
-        said = f" ({'; '.join(notes)})" if notes else ""
-        raise EvaluationInputError(f"{where}: {len(segmentations)} segmentations but the video has {expected} frames"
-                                   f"{said}")
+    mismatch = frame_count_mismatch(len(segmentations), video, frame_counts.get(video.id))
+    if mismatch is not None:
+        raise EvaluationInputError(f"{where}: {mismatch}")
     return Detection(
         id=index + 1,
         video_id=int(video_id),
@@ -318,6 +309,32 @@ def _parse_entry(
         score=float(score),
         segmentations=_check_masks(segmentations, video, where),
     )
+
+
+def frame_count_mismatch(segmentations: int, video: GtVideo, counted: int | None) -> str | None:
+    """Why ``segmentations`` masks per result cannot be scored against the GT ``video`` ("2 segmentations but the
+    video has 3 frames (...)"), else None. ``counted``: its frame count as `counted_frames` gives it, where the GT
+    gives it no length or file_names (None: unknown, anything goes)."""
+    expected = video.num_frames if video.num_frames is not None else counted
+    if expected is None or segmentations == expected:
+        return None
+    stride = -(-expected // segmentations) if 0 < segmentations < expected else 0
+    strided = stride > 1 and -(-expected // stride) == segmentations  # as many as every stride-th frame
+    notes = [] if video.num_frames is not None else [
+        "the most segmentations of its GT annotations and results: the GT gives it no length or file_names"]
+    if strided:
+        notes.append(f"results of one frame in {stride}, as `segment --stride {stride}` writes? the GT needs a "
+                     "mask or null for every frame it lists: segment without --stride")
+    said = f" ({'; '.join(notes)})" if notes else ""
+    return f"{segmentations} segmentations but the video has {expected} frames{said}"
+
+
+def mask_size_mismatch(size: Any, video: GtVideo) -> str | None:
+    """Why a mask of ``size`` ([height, width]) cannot be scored against the GT ``video`` ("mask size [48, 64] but
+    video 7 is 96x128 (height x width)"), else None."""
+    if isinstance(size, list | tuple) and [*size] == [video.height, video.width]:
+        return None
+    return f"mask size {size!r} but video {video.id} is {video.height}x{video.width} (height x width)"
 
 
 def _check_masks(frames: Sequence[Any], video: GtVideo, where: str) -> list[RleDict | None]:
@@ -331,12 +348,9 @@ def _check_masks(frames: Sequence[Any], video: GtVideo, where: str) -> list[RleD
             raise EvaluationInputError(
                 f"{where}: segmentations[{frame}] must be an RLE object {{size, counts}} or null"
             )
-        size = rle["size"]
-        if not isinstance(size, list | tuple) or [*size] != expected_size:
-            raise EvaluationInputError(
-                f"{where}: segmentations[{frame}] has mask size {size!r} but video {video.id} is "
-                f"{video.height}x{video.width} (height x width)"
-            )
+        size_mismatch = mask_size_mismatch(rle["size"], video)
+        if size_mismatch is not None:
+            raise EvaluationInputError(f"{where}: segmentations[{frame}] has {size_mismatch}")
         counts = rle["counts"]
         if isinstance(counts, str | bytes) and not counts:
             raise EvaluationInputError(f"{where}: segmentations[{frame}] has empty RLE 'counts'")

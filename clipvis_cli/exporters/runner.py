@@ -240,6 +240,8 @@ class ExportRunner:
                 self.reporter.video_failed(VideoSource(folder), folder.name, message)
                 return ExportOutcome(folder.name, "failed", error=message)
             try:
+                for refusal in results.refusals[:-1]:  # --gt: one line each; the last is the failure's (`write`)
+                    self.reporter.say("error", subject_message(refusal, folder))
                 written = results.write(self.options)
                 if results.dropped:  # --gt: the classes it lacks, as evaluate drops them
                     names = list(results.dropped)

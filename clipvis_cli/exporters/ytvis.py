@@ -59,6 +59,21 @@ def gt_ids(video: ExportVideo, gt: VideoGroundTruth) -> tuple[int, dict[int, int
     return videos[info.video_id], {i: gt_id for i, (_, gt_id) in categories.items()}
 
 
+def gt_mismatches(video: ExportVideo, gt_video_id: int, gt: VideoGroundTruth, counted: dict[int, int]) -> list[str]:
+    """Why ``video``'s results cannot be scored against the GT video ``gt_video_id`` it matched (`gt_ids`), one line
+    per problem, as `clipvis evaluate` refuses them (`detections.frame_count_mismatch`, `mask_size_mismatch`): another
+    number of frames (a `--stride` or `--max-frames` run) or another frame size; none when it can. ``counted``: the
+    GT's `detections.counted_frames` of its annotations alone (for a GT video of no length or file_names)."""
+    from clipvis.cli.evaluation.detections import frame_count_mismatch, mask_size_mismatch
+
+    info, gt_video = video.info, gt.videos[gt_video_id]
+    where = f"{shown_path(video.results_file)}: video {info.video_id} ({info.stem!r}) matches GT video {gt_video_id}"
+    frames = len(info.frame_indices)
+    problems = [frame_count_mismatch(frames, gt_video, max(counted.get(gt_video_id, 0), frames)),
+                mask_size_mismatch([info.height, info.width], gt_video)]
+    return [f"{where}: {problem}" for problem in problems if problem is not None]
+
+
 # What the folder's export record (base.EXPORT_RECORD) says a results file came from: an export's results file may
 # replace another's (the same inputs or not), never a file of someone's own nor one edited since it was written.
 RESULTS_IDENTITY = {"results": "clipvis export --to ytvis"}
@@ -77,7 +92,10 @@ class ResultsStream:
         self.destination = destination
         self.gt = gt  # the GT whose ids the entries take (`gt_ids`), or None: the inputs' ids
         self.dropped: Counter[str] = Counter()  # with a GT: the entries left out per class the GT lacks
-        self._refusal: str | None = None  # with a GT: why the file cannot be written (a video not in the GT)
+        # with a GT: why the file cannot be written (a video not in the GT, or not of its GT video's length or size),
+        # one line each
+        self.refusals: list[str] = []
+        self._counted: dict[int, int] | None = None  # the GT's frame counts of its annotations (`gt_mismatches`)
         self._ids: list[int] = []
         self._folders: dict[int, list[str]] = {}  # each video id's inputs (their results folders), for the message
         self._tables: set[tuple[str, ...]] = set()
@@ -93,18 +111,25 @@ class ResultsStream:
     def add(self, video: ExportVideo) -> None:
         video_id, categories = video.info.video_id, None
         if self.gt is not None:
+            from clipvis.cli.evaluation.detections import counted_frames
             from clipvis.cli.evaluation.errors import EvaluationInputError
 
             try:
                 video_id, categories = gt_ids(video, self.gt)
             except EvaluationInputError as error:
-                self._refusal = self._refusal or str(error)
+                self.refusals.append(str(error))
+                return
+            if self._counted is None:
+                self._counted = counted_frames(self.gt, [], set())
+            mismatches = gt_mismatches(video, video_id, self.gt, self._counted)
+            if mismatches:
+                self.refusals.extend(mismatches)
                 return
         self._ids.append(video_id)
         self._folders.setdefault(video_id, []).append(str(Path(video.results_file).parent))
         if categories is None:  # with a GT the ids are its own, whatever each input's list
             self._tables.add(tuple(video.categories))
-        if self._error is not None or self._refusal is not None:
+        if self._error is not None or self.refusals:
             return
         try:
             file = self._opened()
@@ -125,8 +150,8 @@ class ResultsStream:
         """Put the results file in place (``results.json``, or ``results.zip`` holding it); returns its path."""
         if self._error is not None:
             raise self._error
-        if self._refusal is not None:
-            raise ValueError(self._refusal)
+        if self.refusals:  # the others said by the caller, one line each
+            raise ValueError(self.refusals[-1])
         destination, ids = self.destination, self._ids
         duplicated = {i for i in ids if ids.count(i) > 1} if len(set(ids)) != len(ids) else set()
         if duplicated:

@@ -1843,8 +1843,8 @@ def test_ytvis_results_take_the_ids_of_a_gt_file_given_with_gt(tmp_path) -> None
     against a GT of other ids an evaluator scored a video of the same length and size as another one, silently.
     `--gt` gives each video the GT's id of the same frames folder and each class the GT's id of its name; a class the
     GT lacks is left out with one warning, a video it lacks refuses the file in one line."""
-    a = make_segment_output(tmp_path / "run1", stem="a")
-    b = make_segment_output(tmp_path / "run2", stem="b")
+    a = make_segment_output(tmp_path / "run1", stem="a", stride=1)  # 12 frames, as the GT's
+    b = make_segment_output(tmp_path / "run2", stem="b", stride=1)
     assert a.info.video_id == b.info.video_id == 1
     videos = [{"id": video_id, "height": 48, "width": 64, "length": 12,
                "file_names": [f"{name}/{frame:05d}.jpg" for frame in range(12)]}
@@ -1868,6 +1868,31 @@ def test_ytvis_results_take_the_ids_of_a_gt_file_given_with_gt(tmp_path) -> None
     assert f"{a.ytvis}: videos[0] (id 1, 'a') is not in the GT file {tmp_path / 'gt_b.json'}" in refused.stderr
     other = run_export(str(a.folder), "--to", "coco", "--gt", str(tmp_path / "gt.json"))
     assert other.exit_code == 2 and "--gt is only for --to ytvis" in other.stderr
+
+
+def test_ytvis_results_of_another_length_or_frame_size_than_their_gt_video_are_refused_with_gt(tmp_path) -> None:
+    """`export --to ytvis --gt GT` wrote a results file for a video of fewer frames (a --stride or --max-frames run)
+    or another frame size than the GT video it matched, which evaluate then refused: with the GT in hand, one line
+    per mismatch, as evaluate words it, and no file."""
+    a = make_segment_output(tmp_path / "run1", stem="a", stride=1)  # 12 frames, as the GT's
+    b = make_segment_output(tmp_path / "run2", stem="b", stride=1)
+    videos = [{"id": 4, "height": 48, "width": 64, "length": 24,
+               "file_names": [f"a/{frame:05d}.jpg" for frame in range(24)]},
+              {"id": 9, "height": 96, "width": 64, "length": 12,
+               "file_names": [f"b/{frame:05d}.jpg" for frame in range(12)]}]
+    gt = {"videos": videos, "categories": [{"id": 20, "name": "Dog"}], "annotations": []}
+    (tmp_path / "gt.json").write_text(json.dumps(gt))
+    result = run_export(str(a.folder), str(b.folder), "--to", "ytvis", "-o", str(tmp_path / "sub"),
+                        "--gt", str(tmp_path / "gt.json"))
+    assert result.exit_code == 1 and not (tmp_path / "sub" / "results.json").exists()
+    errors = [line for line in result.stderr.splitlines() if line.startswith("clipvis: error")]
+    assert errors == [
+        f"clipvis: error: {tmp_path / 'sub'}: {a.ytvis}: video 1 ('a') matches GT video 4: 12 segmentations but the "
+        "video has 24 frames (results of one frame in 2, as `segment --stride 2` writes? the GT needs a mask or null "
+        "for every frame it lists: segment without --stride)",
+        f"clipvis: error: {tmp_path / 'sub'}: {b.ytvis}: video 1 ('b') matches GT video 9: mask size [48, 64] but "
+        "video 9 is 96x64 (height x width)",
+        "clipvis: error: 1 of 1 results file(s) not written"]
 
 
 def test_class_names_longer_than_a_cvat_label_are_said_for_the_cvat_formats(tmp_path) -> None:
