@@ -116,11 +116,32 @@ def shown_size(image: Image.Image) -> tuple[int, int]:
     the whole picture to look behind it (25 ms per 1080p frame, every image of a folder of ffmpeg's PNGs). So the
     chunks behind the pixels are walked first, their headers only (`_png_orientation_follows_pixels`: 0.2 ms per
     1080p frame), and only a PNG whose orientation may follow its pixels (rare) takes ``getexif``'s way, so that its
-    size is the one ``rgb_array`` gives (such a PNG was counted unturned, then resized with a warning)."""
+    size is the one ``rgb_array`` gives (such a PNG was counted unturned, then resized with a warning); one whose
+    orientation is in a text chunk before them (XMP, ImageMagick's EXIF profile) is read from ``info``."""
     width, height = image.size
     if image.format == "PNG" and "exif" not in image.info and not _png_orientation_follows_pixels(image):
-        return (height, width)
-    return (width, height) if _upright_transpose(image) in _QUARTER_TURNS else (height, width)
+        # an orientation in a text chunk before the pixels (ImageMagick's EXIF profile, XMP), which decoding turns
+        # the picture by too: read from ``info`` as ``getexif`` reads it, without decoding the pixels
+        if not any(key in image.info for key in _PNG_ORIENTATION_INFO_KEYS):
+            return (height, width)
+        method = _info_transpose(image.info)
+    else:
+        method = _upright_transpose(image)
+    return (width, height) if method in _QUARTER_TURNS else (height, width)
+
+
+# The keys of a PNG's ``info`` that Pillow's ``getexif`` takes an orientation from besides "exif" (an eXIf chunk):
+# ImageMagick's hex EXIF profile and XMP (its tiff:Orientation), as text (tEXt, zTXt, iTXt) or as iTXt's bytes
+_PNG_ORIENTATION_INFO_KEYS = ("Raw profile type exif", "XML:com.adobe.xmp", "xmp")
+
+
+def _info_transpose(info: dict) -> Image.Transpose | None:
+    """The transposition an image's metadata ``info`` asks for, as Pillow's ``Image.getexif`` reads it from there
+    (its own code, run on a blank image holding a copy of ``info``: a PNG's ``getexif`` decodes the pixels first, to
+    read the chunks behind them); None for none, or metadata that cannot be read."""
+    holder = Image.Image()
+    holder.info = dict(info)
+    return _upright_transpose(holder)
 
 
 # The chunks behind a PNG's pixels that Pillow's decoding adds to ``info`` and ``getexif`` reads an orientation from:

@@ -886,6 +886,56 @@ def test_pngs_whose_exif_follows_their_pixels_are_sized_as_they_are_decoded(
     assert reader.size_change == (2, (24, 40))  # 3.png, with no orientation, is the odd one
 
 
+def test_pngs_whose_orientation_is_in_a_text_chunk_before_their_pixels_are_sized_as_decoded(
+    tmp_path: Path, synth, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A PNG whose orientation is in an XMP text chunk (tiff:Orientation) or ImageMagick's "Raw profile type exif"
+    before its pixels was sized as stored (only an eXIf chunk there was looked at), while decoding turns it upright:
+    a folder of them took the stored size and squeezed every frame back into it. Its size is now the decoded one,
+    read without decoding it; XMP does not override an EXIF orientation, as in Pillow."""
+    from PIL import Image, ImageOps, PngImagePlugin
+
+    from clipvis.cli.video_io.images import shown_size
+
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored 40x24, shown 24x40
+    raw = f"\nexif\n{len(exif.tobytes()):8d}\n{exif.tobytes().hex()}\n"
+    xmp = '<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF><rdf:Description tiff:Orientation="{}"/></rdf:RDF></x:xmpmeta>'
+    upright_exif = Image.Exif()
+    upright_exif[0x0112] = 1
+    upright_raw = f"\nexif\n{len(upright_exif.tobytes()):8d}\n{upright_exif.tobytes().hex()}\n"
+    (tmp_path / "seq").mkdir()
+    chunks = {"1.png": [("zTXt", "Raw profile type exif", raw)],
+              "2.png": [("iTXt", "XML:com.adobe.xmp", xmp.format(6))],
+              "3.png": [("tEXt", "XML:com.adobe.xmp", xmp.format(8))],
+              "4.png": [("tEXt", "Raw profile type exif", upright_raw), ("iTXt", "XML:com.adobe.xmp", xmp.format(6))]}
+    for name, texts in chunks.items():
+        info = PngImagePlugin.PngInfo()
+        for kind, key, text in texts:
+            if kind == "iTXt":
+                info.add_itxt(key, text)
+            else:
+                info.add_text(key, text, zip=kind == "zTXt")
+        Image.fromarray(synth.bar_frame(0, 24, 40)).save(tmp_path / "seq" / name, pnginfo=info)
+    decoded: list[str] = []
+    load = PngImagePlugin.PngImageFile.load
+
+    def counted_load(image: PngImagePlugin.PngImageFile) -> object:
+        decoded.append(Path(image.filename).name)
+        return load(image)
+
+    monkeypatch.setattr(PngImagePlugin.PngImageFile, "load", counted_load)
+    [source] = discover_inputs([str(tmp_path / "seq")])
+    reader = open_reader(source)
+    probe = reader.probe()
+    assert (probe.width, probe.height) == (24, 40) and decoded == []
+    assert [frame.shape for _, frame in reader] == [(40, 24, 3)] * 4
+    assert reader.size_change == (3, (24, 40))  # 4.png: its EXIF says upright, its XMP aside
+    for name in chunks:  # as Pillow's own turning decodes them
+        with Image.open(tmp_path / "seq" / name) as image:
+            assert shown_size(image) == np.asarray(ImageOps.exif_transpose(image)).shape[:2], name
+
+
 def test_image_folder_with_corrupt_image_fails_clearly(tmp_path: Path, synth) -> None:
     synth.write_images(tmp_path / "seq", ["1.jpg"])
     (tmp_path / "seq" / "2.jpg").write_text("not an image")
