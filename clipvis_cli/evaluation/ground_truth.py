@@ -381,23 +381,26 @@ def check_runs(tracks: Iterable[tuple[str, Sequence[RleDict | None]]]) -> None:
     fall short or run past the mask (a 40x64 mask labelled 48x64) made pycocotools' IoU loop forever, deaf to Ctrl-C.
     Checked many masks at a time (``RUN_CHECK_MASKS``): one call per track took a results file's validation from 3 to
     12 s at LV-VIS val's size. A batch also ends at ``RUN_CHECK_CHARACTERS`` characters of counts: the check holds a
-    few 8-byte numbers per character, and 65,536 masks of a detailed 720p mask (3.6 KB of counts each) took 4 GB."""
+    few 8-byte numbers per character, and 65,536 masks of a detailed 720p mask (3.6 KB of counts each) took 4 GB. A
+    batch ends at either limit within a track too, so one long track (a long video's) holds no more."""
     batch: list[tuple[str, int, RleDict]] = []
     characters = 0
     for where, segmentations in tracks:
         for frame, rle in enumerate(segmentations):
-            if rle is not None:
-                batch.append((where, frame, rle))
-                counts = rle.get("counts") if isinstance(rle, dict) else None
-                characters += len(counts) if isinstance(counts, str | bytes) else 0
-        if len(batch) >= RUN_CHECK_MASKS or characters >= RUN_CHECK_CHARACTERS:
-            _check_runs_of(batch)
-            batch, characters = [], 0
+            if rle is None:
+                continue
+            batch.append((where, frame, rle))
+            counts = rle.get("counts") if isinstance(rle, dict) else None
+            characters += len(counts) if isinstance(counts, str | bytes) else 0
+            if len(batch) >= RUN_CHECK_MASKS or characters >= RUN_CHECK_CHARACTERS:
+                _check_runs_of(batch)
+                batch, characters = [], 0
     _check_runs_of(batch)
 
 
-RUN_CHECK_MASKS = 1 << 16  # masks whose runs are checked at once (their counts strings are a few MB)
-RUN_CHECK_CHARACTERS = 1 << 22  # characters of counts checked at once (~30 B of arrays each: ~120 MB at most)
+RUN_CHECK_MASKS = 1 << 16  # masks whose runs are checked at most at once (fewer where their counts are long)
+# characters of counts checked at once (~30 B of arrays each: ~120 MB, plus the one mask that passes the limit)
+RUN_CHECK_CHARACTERS = 1 << 22
 
 
 def _check_runs_of(masks: Sequence[tuple[str, int, RleDict]]) -> None:

@@ -218,7 +218,8 @@ def test_checking_the_runs_of_detailed_masks_holds_a_bounded_batch_of_characters
     """The run check took up to 65,536 masks at once, ~30 bytes of arrays per character of their counts: a 200 MB
     results file of detailed 720p masks (3.6 KB of counts each) peaked at 4 GB there. A batch now also ends at
     RUN_CHECK_CHARACTERS characters: here 200 masks of ~10,000 characters each (2 MB of counts, ~60 MB of arrays in
-    one batch) are checked 64 KB at a time, and a corrupt mask in a later batch is still named."""
+    one batch) are checked 64 KB at a time, and a corrupt mask in a later batch is still named; also when they are
+    one track (a long video's): the limit was checked only at a track's end."""
     import tracemalloc
 
     from clipvis.cli.evaluation import ground_truth
@@ -227,18 +228,20 @@ def test_checking_the_runs_of_detailed_masks_holds_a_bounded_batch_of_characters
     rng = np.random.default_rng(0)
     noisy = [runs_labelled((rng.random((100, 200)) < 0.5).astype(np.uint8), 100, 200, True) for _ in range(4)]
     assert all(len(rle["counts"]) > 8_000 for rle in noisy)
-    tracks = [(f"entry {i}", [noisy[(i + k) % 4] for k in range(10)]) for i in range(20)]
-    tracemalloc.start()
-    try:
-        ground_truth.check_runs(tracks)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-    assert peak < 12 << 20, peak
-    short = np.zeros((90, 200), np.uint8)
-    tracks[-1][1][-1] = runs_labelled(short, 100, 200, True)
-    with pytest.raises(EvaluationInputError, match=r"^entry 19: segmentations\[9\] has corrupt RLE counts"):
-        ground_truth.check_runs(tracks)
+    for count, length in ((20, 10), (1, 200)):
+        tracks = [(f"entry {i}", [noisy[(i + k) % 4] for k in range(length)]) for i in range(count)]
+        tracemalloc.start()
+        try:
+            ground_truth.check_runs(tracks)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert peak < 12 << 20, (count, peak)
+        short = np.zeros((90, 200), np.uint8)
+        tracks[-1][1][-1] = runs_labelled(short, 100, 200, True)
+        with pytest.raises(EvaluationInputError,
+                           match=rf"^entry {count - 1}: segmentations\[{length - 1}\] has corrupt RLE counts"):
+            ground_truth.check_runs(tracks)
 
 
 @pytest.mark.parametrize("key", ["video_id", "category_id", "score"])
