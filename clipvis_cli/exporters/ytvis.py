@@ -154,6 +154,8 @@ class ResultsStream:
             raise ValueError(self.refusals[-1])
         destination, ids = self.destination, self._ids
         duplicated = {i for i in ids if ids.count(i) > 1} if len(set(ids)) != len(ids) else set()
+        if duplicated and self.gt is not None:  # the ids are the GT's: the inputs are the same GT video
+            raise ValueError(f"{destination}: {self._matched_twice(sorted(duplicated))}")
         if duplicated:
             shared = "; ".join(f"{i}: {', '.join(self._folders[i][:3])}{', ...' if len(self._folders[i]) > 3 else ''}"
                                for i in sorted(duplicated)[:3]) + ("; ..." if len(duplicated) > 3 else "")
@@ -187,6 +189,21 @@ class ResultsStream:
                 with zipfile.ZipFile(staging / name, "w", compression=zipfile.ZIP_DEFLATED) as archive:
                     add_stream(archive, options.results_name, file, size)
         return destination / name
+
+    def _matched_twice(self, video_ids: list[int]) -> str:
+        """"r1/clip and r3/clip both match GT video 7 ('clip') of gt.json", of the first of ``video_ids`` (the GT's
+        ids that several inputs matched), and how many more there are."""
+        assert self.gt is not None
+        first = video_ids[0]
+        folders = self._folders[first]
+        listed = ", ".join(folders[:3]) + (f" and {len(folders) - 3} more" if len(folders) > 3 else "")
+        if len(folders) <= 3:
+            listed = f"{', '.join(folders[:-1])} and {folders[-1]}"
+        name = self.gt.videos[first].name
+        named = f" ({name!r})" if name else ""
+        more = f" (and {len(video_ids) - 1} more GT video(s) matched by several inputs)" if len(video_ids) > 1 else ""
+        return (f"{listed} {'both' if len(folders) == 2 else 'all'} match GT video {first}{named} of {self.gt.source}"
+                f"{more}: one video's results can be in the file once")
 
     def close(self) -> None:
         """Drop the temporary file (written or not)."""

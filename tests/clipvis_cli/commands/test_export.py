@@ -1895,6 +1895,21 @@ def test_ytvis_results_of_another_length_or_frame_size_than_their_gt_video_are_r
         "clipvis: error: 1 of 1 results file(s) not written"]
 
 
+def test_two_inputs_of_one_gt_video_are_said_so_with_gt(tmp_path) -> None:
+    """With --gt, two runs' folders of the same video both take its GT id: the refusal said "several inputs share
+    video ids ... give them a GT file's ids (--gt)", advice already taken; it names the GT video they both match."""
+    a = make_segment_output(tmp_path / "run1", stem="a", stride=1)
+    again = make_segment_output(tmp_path / "run3", stem="a", stride=1)
+    gt = {"videos": [{"id": 7, "name": "a", "height": 48, "width": 64, "length": 12}],
+          "categories": [{"id": 20, "name": "Dog"}], "annotations": []}
+    (tmp_path / "gt.json").write_text(json.dumps(gt))
+    result = run_export(str(a.folder), str(again.folder), "--to", "ytvis", "-o", str(tmp_path / "sub"),
+                        "--gt", str(tmp_path / "gt.json"))
+    assert result.exit_code == 1 and not (tmp_path / "sub" / "results.json").exists()
+    assert (f"{a.folder} and {again.folder} both match GT video 7 ('a') of {tmp_path / 'gt.json'}: one video's "
+            "results can be in the file once") in result.stderr and "--gt)" not in result.stderr
+
+
 def test_class_names_longer_than_a_cvat_label_are_said_for_the_cvat_formats(tmp_path) -> None:
     """CVAT's labels hold 64 characters at most: a task cannot have a 300-character class as a label, so its shapes
     do not import; the export said nothing (hunter 82)."""
