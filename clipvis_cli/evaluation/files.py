@@ -41,7 +41,8 @@ def read_json_file(path: Path, what: str) -> Any:
             f"{what} {path} is not valid JSON (line {error.lineno}, column {error.colno}: {error.msg})"
         ) from error
     except UnicodeDecodeError as error:
-        raise EvaluationInputError(f"{what} {path} is not UTF-8 JSON text ({error.reason})") from error
+        raise EvaluationInputError(f"{what} {path} is not {_encoding_name(error.encoding)} JSON text "
+                                   f"({error.reason})") from error
     except OSError as error:
         raise EvaluationInputError(f"cannot read {what} {path}: {error.strerror or error}") from error
 
@@ -51,6 +52,16 @@ def _json_text(data: bytes) -> str:
     Decoded here so the bytes are freed before the parse: ``json.loads`` of the bytes held them, their text and the
     parsed document at once (a 200 MB results file: 200 MB more at the peak)."""
     return data.decode(json.detect_encoding(data), "surrogatepass")
+
+
+def _encoding_name(codec: str) -> str:
+    """The encoding a JSON file was decoded in (`_json_text`: UTF-8, or UTF-16/32 by its first bytes), as a person
+    names it: ``utf-16-le`` -> "UTF-16 (little-endian)", ``utf-8-sig`` -> "UTF-8"."""
+    parts = codec.lower().replace("_", "-").removesuffix("-sig").split("-")  # ["utf", "16", "le"]
+    if parts[0] != "utf" or len(parts) < 2:
+        return codec
+    order = {"le": " (little-endian)", "be": " (big-endian)"}.get(parts[2] if len(parts) > 2 else "", "")
+    return f"UTF-{parts[1]}{order}"
 
 
 def _only_json_member(path: Path, what: str) -> bytes:

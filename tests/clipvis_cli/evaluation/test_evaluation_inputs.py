@@ -427,6 +427,12 @@ def test_a_json_file_is_parsed_without_holding_its_bytes_as_well(tmp_path: Path)
     (tmp_path / "latin1.json").write_bytes('{"name": "vidé"}'.encode("latin-1"))
     with pytest.raises(EvaluationInputError, match="is not UTF-8 JSON text"):
         read_json_file(tmp_path / "latin1.json", "GT file")
+    # a damaged UTF-16 file (an odd byte at its end) was said to be "not UTF-8 JSON text"
+    for name, encoding in (("cut16.json", "utf-16-le"), ("cut16bom.json", "utf-16")):  # without a BOM, and with one
+        (tmp_path / name).write_bytes('[{"a": 1}]'.encode(encoding) + b"\x00")
+        with pytest.raises(EvaluationInputError,
+                           match=rf"{name}".replace(".", r"\.") + r" is not UTF-16 \(little-endian\) JSON text \(tr"):
+            read_json_file(tmp_path / name, "GT file")
 
 
 # --------------------------------------------------------------------------------------- protocols and blocks
