@@ -49,7 +49,6 @@ from clipvis.cli.inputs import (
 )
 from clipvis.cli.listing import StdoutListing
 from clipvis.cli.memory import HeapTrimmer, prefer_huge_pages
-from clipvis.cli.messages import error_reason
 from clipvis.cli.progress import ALREADY_COMPLETE, Reporter, download_lines
 from clipvis.cli.segment import (
     DEFAULT_FORMATS,
@@ -58,7 +57,6 @@ from clipvis.cli.segment import (
     SegmentOptions,
     SegmentRunner,
 )
-from clipvis.cli.shard_records import ShardList, ShardRecords
 from clipvis.model.vocabulary import class_name
 from clipvis.paths import NO_SUCH_FILE, missing_reason
 from clipvis.weights import DEFAULT_PRETRAINED, DownloadReporter
@@ -191,10 +189,6 @@ def segment(
                 sources = in_path_order(sources)  # its inputs in: the order one process gives a folder of them
             positions: Iterable[int] = part.select(sources, key=lambda source: str(source.path))
             total = len(positions)  # this shard's inputs (all of them without --shard)
-            # a shard records the list it was cut from, and at its end finds inputs that fall to no shard (a folder
-            # that changed between the shards' starts); under torchrun the ranks of a shard check their lists instead
-            records = ShardRecords(output, part, ShardList.of(sorted(str(s.path) for s in sources), output)) \
-                if shard is not None and job is None else None
             if job is not None:
                 positions = TakenInputs(_taken_by_this_rank(job, sources, positions))
                 device = job.device(device, visible_cuda_devices())
@@ -223,10 +217,8 @@ def segment(
                 reporter.say("note", f"shard {shard.strip()} holds none of the {len(sources)} input(s): nothing to do")
             try:
                 counts = _run_inputs(options, sources, positions, reporter, vocabulary, job, null, predictor, total,
-                                     vocabulary_source=named, downloads=downloads, records=records)
-                left = records.unaccounted() if records is not None else None
-                code = _finish(counts, total, job, reporter, positions if isinstance(positions, TakenInputs) else None,
-                               left)
+                                     vocabulary_source=named, downloads=downloads)
+                code = _finish(counts, total, job, reporter, positions if isinstance(positions, TakenInputs) else None)
             finally:
                 reporter.close()
     if code:
@@ -334,13 +326,11 @@ def _run_inputs(
     total: int = 0,
     vocabulary_source: str = "the vocabulary",
     downloads: DownloadReporter | None = None,
-    records: ShardRecords | None = None,
 ) -> dict[str, int]:
     """Run this process' inputs (``positions`` into ``sources``); how many ended complete, skipped, failed.
     ``predictor``: already loaded (under torchrun, ``_start_rank``). ``total``: the inputs of the batch (of the job
     under torchrun, where an interrupted rank's summary counts the inputs it took, ``TakenInputs``). ``downloads``:
-    what a released checkpoint's download says (``--log-format``'s lines or events). ``records``: this shard's
-    record of its input list, written once the inputs are about to run (not for an empty shard in a root it made)."""
+    what a released checkpoint's download says (``--log-format``'s lines or events)."""
     counts = {"complete": 0, "skipped": 0, "failed": 0, ALREADY_COMPLETE: 0}
     taken = positions if isinstance(positions, TakenInputs) else None
 
@@ -366,8 +356,6 @@ def _run_inputs(
             if made_root:  # the root this process made, unless another shard or rank wrote into it meanwhile
                 with suppress(OSError):
                     options.output.rmdir()
-            else:
-                _record_shard(records, reporter)
             return counts
         predictor = predictor or load_predictor(options, say=lambda message: reporter.say("warning", message),
                                                 vocabulary_source=vocabulary_source, downloads=downloads)
@@ -381,7 +369,6 @@ def _run_inputs(
         if isinstance(stop, KeyboardInterrupt):
             raise interrupted("interrupted while loading the weights; no input was run") from None
         raise
-    _record_shard(records, reporter)
     runner = SegmentRunner(predictor, options, reporter, categories=[class_name(v) for v in vocabulary])
     listing = StdoutListing(reporter.say, "each folder's run.json lists its files", null,
                             speaks=None if job is None else partial(job.first_on_this_machine, "stdout-closed"),
@@ -397,17 +384,6 @@ def _run_inputs(
     except KeyboardInterrupt:
         raise interrupted("interrupted; incomplete outputs were not written") from None
     return counts
-
-
-def _record_shard(records: ShardRecords | None, reporter: Reporter) -> None:
-    """Write this shard's record of its inputs (clipvis.cli.shard_records); a warning when it cannot be written."""
-    if records is None:
-        return
-    try:
-        records.record()
-    except OSError as error:
-        reporter.say("warning", f"{records.folder}: this shard's inputs not recorded ({error_reason(error)}), so "
-                     "shards that see other inputs cannot be told")
 
 
 def _skipped_summary(skipped: int, already: int) -> str | None:
@@ -435,7 +411,7 @@ def _unless_empty(positions: Iterable[int]) -> Iterable[int] | None:
 
 
 def _finish(counts: dict[str, int], total: int, job: DistributedRun | None, reporter: Reporter,
-            taken: TakenInputs | None = None, left: str | None = None) -> int:
+            taken: TakenInputs | None = None) -> int:
     """Report failures (under torchrun: rank 0, once every rank is done, for all ranks) and give the exit code.
 
     Under torchrun every rank exits 1 when an input failed on any rank. Not only rank 0: torchrun's agent on a
@@ -446,20 +422,14 @@ def _finish(counts: dict[str, int], total: int, job: DistributedRun | None, repo
 
     When another rank stopped (an error, an interruption) or is gone without a word, the others' counts are lost:
     the rank that speaks says so through the reporter (a JSON ``error`` event with ``--log-format jsonl``), and rank 0
-    then sums up its own inputs (``taken``: those it took), the summary last.
-
-    ``left``: a shard's line about inputs that fall to no shard (clipvis.cli.shard_records): said as an error before
-    the summary, which is then an error too, and exit 1."""
+    then sums up its own inputs (``taken``: those it took), the summary last."""
     if job is None:
         reporter.close()
         parts = [f"{counts['failed']} of {total} input(s) failed"] if counts["failed"] else []
         skipped = _skipped_summary(counts["skipped"], counts.get(ALREADY_COMPLETE, 0))
         parts += [skipped] if skipped else []
-        if left is not None:
-            reporter.say("error", left)
-            parts += ["inputs left to no shard (see above)"]
-        reporter.batch_finished(counts, total, ", ".join(parts) or None, error=left is not None)
-        return 1 if counts["failed"] or left is not None else 0
+        reporter.batch_finished(counts, total, ", ".join(parts) or None)
+        return 1 if counts["failed"] else 0
     try:
         every_rank = job.last_gather(counts)
     except OtherRankFailed as error:  # RankLost included

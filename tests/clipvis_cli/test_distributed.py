@@ -150,12 +150,10 @@ def segment_args(videos: Path, weights: Path, out: Path, *extra: str) -> list[st
 
 def output_files(root: Path) -> dict[str, bytes]:
     """Every output file's bytes (coco.json's creation time aside; overlay.mp4 too: the encoder runs with the same
-    threads on one machine and reads no unwritten memory); not run.json (timings) nor the hidden files (locks, the
-    root's journal and the shards' records of their inputs)."""
+    threads on one machine and reads no unwritten memory); not run.json (timings) nor the lock files."""
     files: dict[str, bytes] = {}
     for path in sorted(root.rglob("*")):
-        hidden = any(part.startswith(".") for part in path.relative_to(root).parts)
-        if not path.is_file() or path.name == RUN_JSON or hidden:
+        if not path.is_file() or path.name == RUN_JSON or path.name.startswith("."):
             continue
         files[str(path.relative_to(root))] = re.sub(rb'"date_created":"[^"]*"', b"", path.read_bytes())
     return files
@@ -964,51 +962,3 @@ def test_a_lost_store_leaves_an_input_whose_files_are_written_complete_and_ends_
     assert (tmp_path / "out" / "clip0" / "ytvis.json").is_file() and not (tmp_path / "out" / "clip1").exists()
     said = capsys.readouterr().err
     assert said == f"clipvis: error: rank 0 lost the job's store (torchrun's agent killed?); {KEPT}\n", said
-
-
-def test_shards_that_cut_other_input_lists_say_which_inputs_fall_to_no_shard(tiny_weights, tmp_path,
-                                                                              one_thread) -> None:
-    """Shards started at different times over a folder that changed in between (a file added) silently left inputs
-    unprocessed, every shard exiting 0. Now each records the list it was cut from in the output root, and a shard
-    that finds inputs no shard takes says so in one line and exits 1; a rerun of every shard then does them, and
-    ends clean, nothing deleted by hand."""
-    folder, out = tmp_path / "videos", tmp_path / "out"
-    folder.mkdir()
-    for i, name in enumerate("aceg"):
-        write_video(folder / f"{name}.mp4", 2, shift=i)
-
-    def shard(k: int):
-        return CliRunner().invoke(app, segment_args(folder, tiny_weights, out, "--shard", f"{k}/2", "--formats",
-                                                    "ytvis"))
-
-    assert shard(0).exit_code == 0
-    write_video(folder / "b.mp4", 2, shift=9)  # arrives before the second array task starts
-    second = shard(1)
-    assert second.exit_code == 1, second.output
-    assert f"clipvis: error: shard 1/2: 2 input(s) fall to no shard, {folder / 'c.mp4'} first: shard 0/2 ran over 4 " \
-        f"input(s) and this one finds 5, input 2 is {folder / 'b.mp4'} here, {folder / 'c.mp4'} there" \
-        in second.stderr, second.stderr
-    assert second.stderr.splitlines()[-1] == \
-        "clipvis: error: 1 skipped (already complete), inputs left to no shard (see above)"
-    assert sorted(p.parent.name for p in out.glob("*/ytvis.json")) == ["a", "b", "e"]
-    assert [shard(k).exit_code for k in (0, 1)] == [0, 0]  # every shard again, once the folder is final
-    assert sorted(p.parent.name for p in out.glob("*/ytvis.json")) == list("abceg")
-
-
-def test_shards_record_the_same_list_from_other_working_folders(tmp_path, monkeypatch) -> None:
-    """An input is recorded by its path from the output root: shards started in other folders (`videos/a.mp4` in one,
-    `/data/videos/a.mp4` in another) cut the same list and agree."""
-    from clipvis.cli.shard_records import ShardList, ShardRecords
-
-    (tmp_path / "videos").mkdir()
-    monkeypatch.chdir(tmp_path)
-    relative = ShardList.of(["videos/a.mp4", "videos/b.mp4"], Path("out"))
-    absolute = ShardList.of([str(tmp_path / "videos" / "a.mp4"), str(tmp_path / "videos" / "b.mp4")], tmp_path / "out")
-    assert relative.names == absolute.names == ["../videos/a.mp4", "../videos/b.mp4"]
-    (tmp_path / "out").mkdir()
-    ShardRecords(Path("out"), Shard(0, 2), relative).record()
-    assert ShardRecords(tmp_path / "out", Shard(1, 2), absolute).unaccounted() is None
-    removed = ShardList.of(["videos/b.mp4"], Path("out"))  # a.mp4 removed before shard 1 started: b.mp4 left
-    assert ShardRecords(Path("out"), Shard(1, 2), removed).unaccounted().startswith(
-        "shard 1/2: 1 input(s) fall to no shard, videos/b.mp4 first: shard 0/2 ran over 2 input(s) and this one finds "
-        "1, input 1 is videos/b.mp4 here, videos/a.mp4 there")
