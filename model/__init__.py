@@ -11,6 +11,7 @@ from importlib.util import find_spec
 from typing import TYPE_CHECKING, Any
 
 _LAZY_EXPORTS = {
+    "ClipFetchError": "clipvis.model.build",
     "UntrustedClipError": "clipvis.model.build",
     "check_checkpoint": "clipvis.model.build",
     "create_model": "clipvis.model.build",
@@ -55,6 +56,7 @@ __all__ = [
     "ClipBackbone",
     "ClipVis",
     "ClipVisConfig",
+    "ClipFetchError",
     "CriterionOutput",
     "FrameGeometry",
     "FrameOutputs",
@@ -90,6 +92,7 @@ __all__ = [
 
 if TYPE_CHECKING:
     from clipvis.model.build import (
+        ClipFetchError,
         UntrustedClipError,
         check_checkpoint,
         create_model,

@@ -110,7 +110,66 @@ def _pretrained_clip(config: ClipVisConfig, allow_hub_clip: bool, for_checkpoint
     # (docs/fidelity.md, "Network").
     pretrained_cfg = open_clip.get_pretrained_cfg(name, tag) or {}
     quick_gelu = bool(pretrained_cfg.get("quick_gelu")) or tag == "openai"
-    return open_clip.create_model(name, pretrained=tag, force_quick_gelu=quick_gelu)
+    try:
+        return open_clip.create_model(name, pretrained=tag, force_quick_gelu=quick_gelu)
+    except (RuntimeError, OSError) as error:
+        if isinstance(error, RuntimeError) and "Failed to download" not in str(error):
+            raise  # building the CLIP failed, not fetching its weights
+        raise ClipFetchError(name, tag, str(pretrained_cfg.get("hf_hub") or "").strip("/") or None,
+                             error) from error
+
+
+class ClipFetchError(CheckpointError):
+    """open_clip could not fetch a CLIP's pretrained weights (from Hugging Face; no connection, and not in the
+    Hugging Face cache). The message names the CLIP, where it is fetched from, the cause, and the ways round it:
+    fetch it once online (it is then kept in the Hugging Face cache), copy that cache, or give a checkpoint that holds
+    the CLIP. ``clip``: the CLIP's name as clipvis writes it (``RN50 (openai)``); ``source``: its Hugging Face
+    repository (None where open_clip names none)."""
+
+    def __init__(self, name: str, tag: str, source: str | None, cause: BaseException) -> None:
+        self.clip = clip_name(name, tag)
+        self.source = source
+        where = f"from Hugging Face ({source})" if source else "by open_clip"
+        super().__init__(
+            f"the {self.clip} CLIP weights could not be fetched {where}: {_fetch_cause(cause)}; fetch them once with "
+            f"internet access (they are then kept in the Hugging Face cache, {_hugging_face_cache()}, which HF_HOME "
+            "moves), copy that cache from a machine that has them, or give a checkpoint that holds the CLIP "
+            "(backbone.clip_model.* keys) with ", Parameter("weights", "load_model(PATH)"),
+            f"; {OFFLINE_ENV}=1 refuses at once instead of retrying"
+        )
+
+    def __reduce__(self) -> tuple:
+        return _restored_fetch_error, (self.parts, self.clip, self.source)
+
+
+def _restored_fetch_error(parts: tuple[str | Parameter, ...], clip: str, source: str | None) -> ClipFetchError:
+    error = ClipFetchError.__new__(ClipFetchError)
+    CheckpointError.__init__(error, *parts)
+    error.clip, error.source = clip, source
+    return error
+
+
+def _fetch_cause(error: BaseException) -> str:
+    """The reason of open_clip's download error, without its wrapping ("Failed to download weights for tag 'openai':
+    Failed to download file (...) for .... Last error: <reason>"): its first sentence."""
+    text = " ".join(str(error).split())
+    for marker in ("Last error: ", "Failed to download weights for tag "):
+        if marker in text:
+            text = text.rsplit(marker, 1)[1]
+            if marker.endswith("tag "):
+                text = text.split(": ", 1)[-1]
+    first = text.split(". ", 1)[0].rstrip(".")
+    return first or type(error).__name__
+
+
+def _hugging_face_cache() -> str:
+    """Where huggingface_hub keeps what it fetched (``$HF_HOME/hub``, ``~/.cache/huggingface/hub`` by default)."""
+    try:
+        from huggingface_hub import constants
+
+        return str(constants.HF_HUB_CACHE)
+    except ImportError:  # open_clip without huggingface_hub
+        return os.path.join(os.environ.get("HF_HOME") or os.path.expanduser("~/.cache/huggingface"), "hub")
 
 
 def create_model(
@@ -474,6 +533,7 @@ def save_pretrained(model: ClipVis, path: str | Path) -> Path:
 
 __all__ = [
     "CheckpointError",
+    "ClipFetchError",
     "UntrustedClipError",
     "WeightsError",
     "check_checkpoint",

@@ -23,6 +23,7 @@ from clipvis.cli.distributed import (
     stop_in_silence,
 )
 from clipvis.cli.gc_pause import collector_paused
+from clipvis.cli.hub_logging import clip_fetch_logging
 from clipvis.cli.messages import (
     MODEL_PARAMETER_FLAGS,
     describe_exception,
@@ -346,7 +347,7 @@ def load_predictor(
     try:
         # Importing open_clip and building the model make long-lived objects, not garbage (clipvis.cli.gc_pause).
         with collector_paused(), warnings.catch_warnings(record=True) as caught, \
-                download_reporter(downloads or download_lines()):
+                download_reporter(downloads or download_lines()), clip_fetch_logging(say):
             warnings.simplefilter("always")
             # load_model downloads and verifies a released checkpoint (or replaces a damaged cached copy) first; the
             # identity is then taken of the file it loaded.

@@ -33,6 +33,7 @@ from clipvis.cli.dataset_evaluation import run_dataset_evaluation
 from clipvis.cli.datasets import get_dataset
 from clipvis.cli.distributed import RankLost, RanksDifferError, lost_a_peer, rank_lost, stop_in_silence, visible_gpu
 from clipvis.cli.evaluation.scoring import score_results_file
+from clipvis.cli.hub_logging import clip_fetch_logging
 from clipvis.cli.json_io import parse_json
 from clipvis.cli.locks import FolderLock
 from clipvis.cli.messages import counted, print_warning
@@ -464,7 +465,13 @@ def _build_run_model(config: TrainConfig, weights: str | None, resume_from: Path
     """The model, built once the data is known to be there; the checkpoint's notes said once (rank 0), as segment
     says them. Resuming: the checkpoint holds the architecture and every weight (no CLIP to fetch); Trainer.resume
     then loads it again with its optimiser, schedule and RNG state."""
-    with warnings.catch_warnings(record=True) as caught, _taken_alone(rank, world, requests):
+    def say(message: str) -> None:  # huggingface_hub's first warning while the CLIP is fetched: said at once
+        if rank == 0:
+            print_warning(message)
+            log.warning("warning: %s", message, extra={"file_only": True})
+
+    with warnings.catch_warnings(record=True) as caught, _taken_alone(rank, world, requests), \
+            clip_fetch_logging(say):
         warnings.simplefilter("always")
         model = build_model(config, str(resume_from) if resume_from else weights, seed,
                             resuming=resume_from is not None)

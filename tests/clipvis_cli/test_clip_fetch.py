@@ -1,0 +1,129 @@
+"""A CLIP whose weights open_clip cannot fetch from Hugging Face (an offline machine, an empty Hugging Face cache):
+one `clipvis: error:` line naming the CLIP and the ways round it, from train, segment and export alike, and none of
+huggingface_hub's retry lines or open_clip's own error log. No test reaches the network: open_clip's fetch is faked."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import open_clip
+import pytest
+from typer.testing import CliRunner
+
+from clipvis.cli.app import app
+from clipvis.model import create_model
+from clipvis.model.checkpoint import write_state_dict
+
+from .test_untrusted_clip import _frames
+from .train.conftest import _tiny_train_config, write_coco
+
+runner = CliRunner()
+
+# open_clip 3's error for a tag whose file cannot be fetched (open_clip/factory.py, create_model)
+OFFLINE_ERROR = ("Failed to download weights for tag 'openai': Failed to download file (open_clip_pytorch_model.bin) "
+                 "for timm/resnet50_clip.openai. Last error: An error happened while trying to locate the file on the "
+                 "Hub and we cannot find the requested files in the local cache. Please check your connection and "
+                 "try again or make sure your Internet connection is on.")
+
+
+def _offline_open_clip(monkeypatch) -> list[str]:
+    """open_clip.create_model as on a machine without internet: huggingface_hub's retry warnings, open_clip's
+    logging.error on the root logger, then its RuntimeError. Returns the CLIPs asked for."""
+    asked: list[str] = []
+
+    def create(name: str, *args, **kwargs):
+        asked.append(name)
+        hub = logging.getLogger("huggingface_hub.utils._http")
+        for attempt in range(1, 3):
+            hub.warning("'[Errno -2] Name or service not known' thrown while requesting HEAD https://huggingface.co/x")
+            hub.warning("Retrying in %ds [Retry %d/5].", attempt, attempt)
+        logging.error(OFFLINE_ERROR)
+        raise RuntimeError(OFFLINE_ERROR)
+
+    monkeypatch.setattr(open_clip, "create_model", create)
+    return asked
+
+
+def _released_clip_fields(tiny_config) -> dict:
+    """A tiny head whose CLIP is RN50 (openai), taken from open_clip."""
+    fields = {**tiny_config().to_dict(), "clip_model_config": None, "clip_model_name": "RN50",
+              "clip_pretrained": "openai"}
+    fields.pop("notes")
+    return fields
+
+
+def _assert_fetch_line(line: str, prefix: str, flag: str = "--weights PATH") -> None:
+    assert line.startswith(f"clipvis: error: {prefix}the RN50/openai CLIP weights could not be fetched from "
+                           "Hugging Face (timm/resnet50_clip.openai): An error happened while trying to locate the "
+                           "file on the Hub and we cannot find the requested files in the local cache; "), line
+    assert "HF_HOME" in line and "Hugging Face cache" in line and "CLIPVIS_OFFLINE" in line, line
+    assert f"give a checkpoint that holds the CLIP (backbone.clip_model.* keys) with {flag};" in line, line
+
+
+def test_train_from_scratch_offline_is_one_line_and_leaves_no_lock(tmp_path, tiny_config, monkeypatch) -> None:
+    """It was ~40 huggingface_hub retry lines and a 160-line traceback (open_clip's RuntimeError)."""
+    asked = _offline_open_clip(monkeypatch)
+    data = write_coco(tmp_path / "data", num_images=2)
+    config = _tiny_train_config(_released_clip_fields(tiny_config), tmp_path, MAX_ITER=1)
+    run = tmp_path / "run"
+    result = runner.invoke(app, ["train", "--config", str(config), "--output-dir", str(run),
+                                 "--data", str(data[0]), "--images", str(data[1])])
+    assert result.exit_code == 1, result.output + repr(result.exception)
+    assert asked == ["RN50"]
+    lines = result.stderr.splitlines()
+    assert not any("Retry" in line or "huggingface_hub" in line or "ERROR:" in line for line in lines), lines
+    assert "Traceback" not in result.output
+    _assert_fetch_line(lines[-1], f"{config}: ")
+    assert not (run / "config.yaml").exists()  # nothing for a --resume to take up
+    # the run's lock (a flock on .clipvis-train.lock) ended with it: the file is empty and the folder free
+    from clipvis.cli.locks import FolderLock
+    from clipvis.cli.train.trainer import TRAINING_LOCK_NAME
+
+    assert (run / TRAINING_LOCK_NAME).read_bytes() == b""
+    FolderLock(run, TRAINING_LOCK_NAME).acquire().release()
+
+
+def _head_only_weights(path: Path, tiny_config) -> Path:
+    model = create_model(tiny_config())
+    state = {k: v for k, v in model.state_dict().items() if not k.startswith("backbone.")}
+    return write_state_dict(state, {**_released_clip_fields(tiny_config), "notes": []}, path)
+
+
+@pytest.mark.parametrize("log_format", ["human", "jsonl"])
+def test_segment_with_a_head_only_checkpoint_offline_is_one_line(tmp_path, tiny_config, monkeypatch,
+                                                                  log_format) -> None:
+    """segment said open_clip's message (the download's wrapping, "Please check your connection") after
+    huggingface_hub's WARNING lines, under --log-format jsonl too."""
+    asked = _offline_open_clip(monkeypatch)
+    monkeypatch.setenv("CLIPVIS_CACHE", str(tmp_path / "cache"))
+    weights = _head_only_weights(tmp_path / "head.safetensors", tiny_config)
+    result = runner.invoke(app, ["segment", str(_frames(tmp_path / "frames")), "--vocab", "cat", "--weights",
+                                 str(weights), "-o", str(tmp_path / "out"), "--device", "cpu",
+                                 "--log-format", log_format])
+    assert result.exit_code == 1, result.output
+    assert asked == ["RN50"]
+    lines = result.stderr.strip().splitlines()
+    assert not any("Retry" in line or "ERROR:root" in line for line in lines), lines
+    if log_format == "human":
+        assert len(lines) == 2, lines
+        assert lines[0].startswith("clipvis: warning: Hugging Face: '[Errno -2] Name or service not known' thrown "
+                                   "while requesting HEAD"), lines
+        _assert_fetch_line(lines[1], f"weights {weights}: ")
+    else:
+        import json
+
+        assert len(lines) == 2, lines
+        event = json.loads(lines[0])
+        assert event["event"] == "warning" and event["message"].startswith("Hugging Face: "), event
+        _assert_fetch_line(lines[1], f"weights {weights}: ")
+
+
+def test_export_onnx_with_a_head_only_checkpoint_offline_says_the_same_line(tmp_path, tiny_config,
+                                                                             monkeypatch) -> None:
+    _offline_open_clip(monkeypatch)
+    monkeypatch.setenv("CLIPVIS_CACHE", str(tmp_path / "cache"))
+    weights = _head_only_weights(tmp_path / "head.safetensors", tiny_config)
+    result = runner.invoke(app, ["export", "--to", "onnx", "--model", str(weights), "-o", str(tmp_path / "m.onnx")])
+    assert result.exit_code == 1, result.output
+    _assert_fetch_line(result.stderr.strip().splitlines()[-1], f"--model {weights}: ", flag="--model PATH")
