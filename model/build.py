@@ -71,11 +71,13 @@ class UntrustedClipError(CheckpointError):
 
 
 def _pretrained_clip(config: ClipVisConfig, allow_hub_clip: bool, for_checkpoint: bool = False,
-                     checkpoint: Path | None = None) -> torch.nn.Module:
+                     checkpoint: Path | None = None,
+                     head: Mapping[str, torch.Tensor] | None = None) -> torch.nn.Module:
     """The CLIP with open_clip's pretrained weights (downloaded by open_clip on first use), after the safety checks:
     only the released checkpoints' (name, tag) pairs unless ``allow_hub_clip``, never with ``CLIPVIS_OFFLINE``.
     ``for_checkpoint``: for a checkpoint without CLIP weights (load_model), which the messages then name; otherwise
-    for ``create_model(pretrained_clip=True)``. ``checkpoint``: that file, which messages name."""
+    for ``create_model(pretrained_clip=True)``. ``checkpoint``: that file, which messages name. ``head``: its
+    weights, checked against the model ``config`` describes before anything is fetched (:func:`_check_head_fit`)."""
     import open_clip
 
     name, tag = config.clip_model_name, config.clip_pretrained
@@ -100,6 +102,8 @@ def _pretrained_clip(config: ClipVisConfig, allow_hub_clip: bool, for_checkpoint
             f"{why} and its config names CLIP {clip_name(name, tag)}, which is not one of the released models' CLIPs "
             f"({known})"
         )
+    if head is not None and checkpoint is not None:  # a file that does not fit fails before a CLIP is fetched for it
+        _check_head_fit(head, checkpoint, config)
     if offline_mode():
         remedy = ("use a checkpoint that holds the CLIP (backbone.clip_model.* keys)" if for_checkpoint
                   else f"unset {OFFLINE_ENV}, or build with pretrained_clip=False and load a checkpoint's weights")
@@ -201,15 +205,16 @@ def _create_model(
     allow_hub_clip: bool,
     for_checkpoint: bool = False,
     checkpoint: Path | None = None,
+    head: Mapping[str, torch.Tensor] | None = None,
 ) -> ClipVis:
     """:func:`create_model`; ``for_checkpoint``: the pretrained CLIP is for a checkpoint without one (the errors
-    then say so)."""
+    then say so); ``head``: the checkpoint's weights, checked before the CLIP is fetched."""
     if config is None:
         config = ClipVisConfig()
     elif not isinstance(config, ClipVisConfig):
         config = ClipVisConfig.from_dict({**ClipVisConfig().to_dict(), **config})
     if pretrained_clip:
-        clip_model = _pretrained_clip(config, allow_hub_clip, for_checkpoint, checkpoint)
+        clip_model = _pretrained_clip(config, allow_hub_clip, for_checkpoint, checkpoint, head)
     else:
         clip_model = build_open_clip_model(config.clip_model_name, config.clip_model_config, config.clip_pretrained)
     backbone = ClipBackbone(clip_model.float(), max_logit_scale=config.max_logit_scale)
@@ -288,7 +293,7 @@ def _fit_problems(state: Mapping[str, torch.Tensor], expected: Mapping[str, torc
         parts.append(f"unexpected keys ({len(unexpected)}): {_describe(unexpected)}")
     if mismatched:
         parts.append(f"shape mismatches ({len(mismatched)}): {_describe(mismatched)}")
-    if any(key.startswith("backbone.") for key in (*missing, *unexpected, *mismatched)):
+    if any(key.startswith("backbone.clip_model.") for key in (*missing, *unexpected, *mismatched)):
         parts.append(("the CLIP is not the one the file holds: give the checkpoint's model settings, its config (",
                       Parameter("config", "config="), ") and, for a CLIP open_clip does not know by name, its "
                       "open_clip model config (", Parameter("clip_config", "clip_config="), ")"))
@@ -456,7 +461,7 @@ def load_model(
             model = create_model(cfg)
     else:
         model = _create_model(cfg, pretrained_clip=True, allow_hub_clip=allow_hub_clip, for_checkpoint=True,
-                              checkpoint=path)
+                              checkpoint=path, head=state)
     expected = model.state_dict()
     if not has_clip:
         state = {**{k: v for k, v in expected.items() if k.startswith("backbone.")}, **state}
@@ -473,12 +478,31 @@ def load_model(
 
 def _check_head(state: Mapping[str, torch.Tensor], path: Path) -> None:
     """Raise CheckpointError for a file without CLIP weights that holds no CLIP-VIS head either (another network's
-    weights: a torchvision ResNet), before a CLIP is fetched for it. Whether the head fits is checked once the model
-    is built."""
+    weights: a torchvision ResNet), before a CLIP is fetched for it. Whether the head fits is checked before the fetch
+    too (:func:`_check_head_fit`), once the CLIP is known to be one that may be fetched."""
     if not any(key.startswith(HEAD_PREFIXES) for key in state):
         shown = _describe(sorted(state)) if state else "nothing"
         raise CheckpointError(f"{path}: not a CLIP-VIS checkpoint: none of its {len(state)} weights is a CLIP-VIS "
                               f"pixel or mask decoder weight (it holds {shown})")
+
+
+def _check_head_fit(state: Mapping[str, torch.Tensor], path: Path, config: ClipVisConfig) -> None:
+    """Raise CheckpointError when the weights of a file without CLIP weights are not the head of the model ``config``
+    describes, before a CLIP is fetched for it (offline: ~75 s of retries, then an error about the CLIP, not the file;
+    online: ~250 MB): another model's weights (a detectron2 Mask2Former: ``backbone.res2.*``), a head of another size.
+    Keys and shapes are those of a skeleton on the meta device (no weights allocated), as :func:`check_checkpoint`
+    takes them; a CLIP open_clip only knows from the Hugging Face hub (``hf-hub:``) is not built here (its config
+    would be fetched): the fit is checked once it is."""
+    import open_clip
+
+    if config.clip_model_config is None and (config.clip_model_name.startswith("hf-hub:")  # (looked up there)
+                                             or open_clip.get_model_config(config.clip_model_name) is None):
+        return
+    with torch.device("meta"):
+        skeleton = create_model(config).state_dict()
+    problems = _fit_problems(state, {k: v for k, v in skeleton.items() if not k.startswith("backbone.")})
+    if problems:
+        raise _does_not_fit(path, problems)
 
 
 #: The state-dict prefixes of the CLIP-VIS head (ClipVis' modules besides the CLIP backbone).

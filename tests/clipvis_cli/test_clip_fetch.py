@@ -85,9 +85,14 @@ def test_train_from_scratch_offline_is_one_line_and_leaves_no_lock(tmp_path, tin
 
 
 def _head_only_weights(path: Path, tiny_config) -> Path:
-    model = create_model(tiny_config())
-    state = {k: v for k, v in model.state_dict().items() if not k.startswith("backbone.")}
-    return write_state_dict(state, {**_released_clip_fields(tiny_config), "notes": []}, path)
+    """A tiny head for RN50's features, without the CLIP (zeros: the skeleton's shapes, built on the meta device)."""
+    import torch
+
+    config = {**_released_clip_fields(tiny_config), "notes": []}
+    with torch.device("meta"):
+        skeleton = create_model(config).state_dict()
+    state = {k: torch.zeros(v.shape, dtype=v.dtype) for k, v in skeleton.items() if not k.startswith("backbone.")}
+    return write_state_dict(state, config, path)
 
 
 @pytest.mark.parametrize("log_format", ["human", "jsonl"])
@@ -127,3 +132,54 @@ def test_export_onnx_with_a_head_only_checkpoint_offline_says_the_same_line(tmp_
     result = runner.invoke(app, ["export", "--to", "onnx", "--model", str(weights), "-o", str(tmp_path / "m.onnx")])
     assert result.exit_code == 1, result.output
     _assert_fetch_line(result.stderr.strip().splitlines()[-1], f"--model {weights}: ", flag="--model PATH")
+
+
+def test_a_checkpoint_of_another_model_is_refused_before_the_clip_is_fetched(tmp_path, tiny_config,
+                                                                             monkeypatch) -> None:
+    """A detectron2 Mask2Former checkpoint (sem_seg_head.* and backbone.res2.* keys) had the CLIP fetched for it first
+    (offline: 75 s of retries, then an error about the CLIP, not the file; online ~250 MB)."""
+    import torch
+
+    asked = _offline_open_clip(monkeypatch)
+    monkeypatch.setenv("CLIPVIS_CACHE", str(tmp_path / "cache"))
+    other = tmp_path / "d2_m2f.pth"
+    torch.save({"model": {"backbone.res2.0.conv1.weight": torch.zeros(4, 4, 1, 1),
+                          "sem_seg_head.predictor.query_embed.weight": torch.zeros(10, 8),
+                          "sem_seg_head.pixel_decoder.adapter_1.weight": torch.zeros(8, 8, 1, 1)}}, other)
+    result = runner.invoke(app, ["segment", str(_frames(tmp_path / "frames")), "--vocab", "cat", "--weights",
+                                 str(other), "-o", str(tmp_path / "out"), "--device", "cpu"])
+    assert result.exit_code == 1, result.output
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(f"clipvis: error: {other}: checkpoint does not fit the model: missing keys ("), line
+    assert "unexpected keys (1): backbone.res2.0.conv1.weight; " in line, line
+    assert "the CLIP is not the one the file holds" not in line, line  # no CLIP in it: the file is another model's
+    assert asked == []
+
+
+def test_a_head_of_another_size_is_refused_before_the_clip_is_fetched(tmp_path, tiny_config, monkeypatch) -> None:
+    from clipvis.model import CheckpointError, load_model
+
+    asked = _offline_open_clip(monkeypatch)
+    weights = _head_only_weights(tmp_path / "head.safetensors", tiny_config)
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(weights)
+    key = next(k for k in state if k.startswith("mask_decoder.") and state[k].dim() == 2)
+    state[key] = torch_zeros(state[key].shape[0] + 1, state[key].shape[1])
+    save_file(state, weights, metadata=_metadata(weights))
+    with pytest.raises(CheckpointError, match=f"shape mismatches \\(1\\): {key} "):
+        load_model(weights)
+    assert asked == []
+
+
+def torch_zeros(*shape: int):
+    import torch
+
+    return torch.zeros(*shape)
+
+
+def _metadata(path: Path) -> dict[str, str]:
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as file:
+        return file.metadata()

@@ -264,12 +264,18 @@ def test_a_file_saved_by_hand_under_a_released_name_must_be_that_release(tmp_pat
 
 
 def _head_only_file(tmp_path: Path, tiny_model, clip_name: str, clip_tag: str) -> Path:
-    """A clipvis file without CLIP weights whose embedded config names a CLIP to download."""
+    """A clipvis file without CLIP weights whose embedded config names a CLIP to download: the tiny head, for the
+    features of that CLIP where open_clip knows it (zeros, shaped as a skeleton on the meta device)."""
     from clipvis.model.checkpoint import write_state_dict
 
-    state = {k: v for k, v in tiny_model.state_dict().items() if not k.startswith("backbone.")}
     config = {**tiny_model.config.to_dict(), "clip_model_config": None, "clip_model_name": clip_name,
               "clip_pretrained": clip_tag, "notes": []}
+    source = tiny_model.state_dict()
+    if not clip_name.startswith("hf-hub:"):
+        with torch.device("meta"):
+            source = {k: torch.zeros(v.shape, dtype=v.dtype, device="cpu")
+                      for k, v in create_model(config).state_dict().items()}
+    state = {k: v for k, v in source.items() if not k.startswith("backbone.")}
     return write_state_dict(state, config, tmp_path / "head_only.safetensors")
 
 
