@@ -11,6 +11,7 @@ import errno
 import json
 import os
 import re
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -39,7 +40,7 @@ class CheckpointError(ParameterHint, ValueError):
 
 def _torch_load(path: Path) -> Any:
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return _weights_only_load(path)
     except Exception as first:  # noqa: BLE001 - retried with numpy allowed, then reported
         import numpy as np
 
@@ -48,9 +49,17 @@ def _torch_load(path: Path) -> Any:
         allowed += [type(np.dtype(t)) for t in ("float32", "float64", "int64", "int32", "uint8", "bool")]
         try:
             with torch.serialization.safe_globals(allowed):
-                return torch.load(path, map_location="cpu", weights_only=True)
+                return _weights_only_load(path)
         except Exception:  # noqa: BLE001
             raise CheckpointError(_unreadable(path, first)) from first
+
+
+def _weights_only_load(path: Path) -> Any:
+    """``torch.load(weights_only=True)`` without torch's warning that a file "looks like a TorchScript archive" (it
+    came before the error that says so: `_unreadable`)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*looks like a TorchScript archive")
+        return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def _unreadable(path: Path, error: Exception) -> str:

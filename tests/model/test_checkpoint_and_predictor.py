@@ -805,3 +805,18 @@ def test_full_resolution_masks_follow_the_official_two_resizes(tiny_model, tmp_p
             differ = masks != (x[b] > 0)
             assert int(differ.sum()) <= 2 and bool((x[b][differ].abs() < 1e-5).all())
     assert (session._composed_resize is None) == exact  # the default built the composed resize and used it
+
+
+def test_a_torchscript_archive_is_refused_without_torchs_warning(tmp_path) -> None:
+    """OpenAI clip's RN50.pt (torch.jit.save) as weights: torch's "looks like a TorchScript archive" warning came
+    twice (both weights-only loads) before the error, which says it already."""
+    import warnings
+
+    from clipvis.model.checkpoint import CheckpointError, read_state_dict
+
+    path = tmp_path / "RN50.pt"
+    torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), str(path))
+    with warnings.catch_warnings(record=True) as caught, pytest.raises(CheckpointError, match="a TorchScript archive"):
+        warnings.simplefilter("always")
+        read_state_dict(path)
+    assert [str(w.message) for w in caught] == []
