@@ -481,11 +481,45 @@ def _looks_like_a_name(text: str) -> bool:
     return bool(text) and "/" not in text and os.sep not in text and not text.startswith(("~", "."))
 
 
+#: Endings of a checkpoint file's name: text ending so is a path, not a mistyped release name
+CHECKPOINT_SUFFIXES = (".pth", ".pt", ".safetensors", ".bin", ".ckpt")
+
+
 def _unknown(text: str) -> UnknownCheckpointError:
+    """The error for text that is no file, folder or release: a URL (not downloaded; a release's Google Drive link
+    names the release and where to save its file), a path (``no such file``), else a name, with the released ones
+    and the closest ("did you mean")."""
+    if re.match(r"(?i)https?://", text):
+        release = next((c for c in list_pretrained() if c.gdrive_id in text), None)
+        if release is None:
+            return UnknownCheckpointError(f"{text}: clipvis does not download URLs; download the file and give its "
+                                          "path")
+        return UnknownCheckpointError(
+            f"{text}: clipvis does not download URLs; this is the Google Drive file of the released checkpoint "
+            f"{release.name}: give that name (downloaded into the cache), or save the file as "
+            f"{weights_cache_dir() / release.file_name} and give that name or the file's path"
+        )
+    if not _looks_like_a_name(text) or text.lower().endswith(CHECKPOINT_SUFFIXES):
+        return UnknownCheckpointError(f"no such file: {text}")
     names = ", ".join(pretrained_names())
+    guess = _closest_release(text)
+    meant = f"; did you mean {guess}?" if guess is not None else ""
     return UnknownCheckpointError(
-        f"{text!r} is neither an existing checkpoint file nor a released checkpoint name ({names})"
+        f"{text!r} is neither an existing checkpoint file nor a released checkpoint name ({names}){meant}"
     )
+
+
+def _closest_release(text: str) -> str | None:
+    """The released checkpoint whose name (or file name) ``text`` most nearly spells (difflib), or None."""
+    import difflib
+
+    def key(name: str) -> str:
+        return name.lower().replace("_", "-")
+
+    spellings = {key(c.name): c.name for c in list_pretrained()}
+    spellings.update({key(Path(c.file_name).stem): c.name for c in list_pretrained()})
+    close = difflib.get_close_matches(key(text), list(spellings), n=1, cutoff=0.75)
+    return spellings[close[0]] if close else None
 
 
 def resolve_weights(

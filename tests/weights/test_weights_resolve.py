@@ -273,10 +273,40 @@ def test_unknown_name_lists_registry_names() -> None:
 
 
 def test_missing_path_is_not_mistaken_for_a_name(tmp_path: Path) -> None:
+    """A path to nothing was "neither an existing checkpoint file nor a released checkpoint name (...)"."""
     fake = gdown.download
-    with pytest.raises(UnknownCheckpointError, match="neither an existing checkpoint file"):
-        resolve_weights(tmp_path / "missing" / "clipvis_lvis_r50_7.pth")
+    missing = tmp_path / "missing" / "clipvis_lvis_r50_7.pth"
+    with pytest.raises(UnknownCheckpointError, match=f"^no such file: {re.escape(str(missing))}$"):
+        resolve_weights(missing)
+    for text in ("w2.safetensors", "~/no-such-clipvis-weights.pth", "weights/x", "model.pt"):
+        with pytest.raises(UnknownCheckpointError, match=f"^no such file: {re.escape(text)}$"):
+            resolve_weights(text)
     assert fake.calls == []  # type: ignore[attr-defined]
+
+
+def test_a_url_is_not_downloaded_and_a_releases_drive_link_names_the_release(isolated_cache: Path) -> None:
+    fake = gdown.download
+    release = get_pretrained("clipvis-lvis-r50")
+    with pytest.raises(UnknownCheckpointError) as excinfo:
+        resolve_weights(release.url)
+    assert str(excinfo.value) == (
+        f"{release.url}: clipvis does not download URLs; this is the Google Drive file of the released checkpoint "
+        f"clipvis-lvis-r50: give that name (downloaded into the cache), or save the file as "
+        f"{isolated_cache / 'weights' / release.file_name} and give that name or the file's path")
+    with pytest.raises(UnknownCheckpointError, match=r"^https://example.com/w.pth: clipvis does not download URLs; "
+                                                     r"download the file and give its path$"):
+        resolve_weights("https://example.com/w.pth")
+    assert fake.calls == []  # type: ignore[attr-defined]
+
+
+def test_a_near_miss_name_says_which_release_was_meant() -> None:
+    for typed, meant in (("clipvis-lvis-r5", "clipvis-lvis-r50"), ("clipvis-lvis-50", "clipvis-lvis-r50"),
+                         ("CLIPVIS_COCO_YTVIS_R50", "clipvis-coco-ytvis19-r50")):
+        with pytest.raises(UnknownCheckpointError, match=f"did you mean {meant}\\?"):
+            resolve_weights(typed)
+    with pytest.raises(UnknownCheckpointError) as excinfo:
+        resolve_weights("resnet")
+    assert "did you mean" not in str(excinfo.value)
 
 
 def test_a_symbolic_link_to_nothing_is_said_to_be_one(tmp_path: Path) -> None:
