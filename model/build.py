@@ -49,6 +49,7 @@ from clipvis.weights import (
     release_named,
     resolve_weights,
 )
+from clipvis.weights.download_report import active_reporter
 from clipvis.weights.training_folder import not_weights_reason
 
 # A model config: a ClipVisConfig (check_checkpoint's result), a mapping of its fields, or a config file
@@ -429,6 +430,8 @@ def load_model(
                     f"{error}; the cached copy of {text} is damaged: delete {path} and run again without "
                     f"{OFFLINE_ENV} to download it afresh"
                 ) from error
+            reason = " ".join(str(error).split()).removeprefix(f"{path}: ")
+            active_reporter().say(f"the cached copy of {text} ({path}) is damaged ({reason}); downloading it again")
             try:
                 path.unlink(missing_ok=True)
             except OSError as unlink_error:  # a cache on read-only storage, another user's cache

@@ -26,7 +26,13 @@ from clipvis.model import (
 from clipvis.model import build as build_module
 from clipvis.model.checkpoint import from_official_keys, infer_clip_model, infer_head_config
 from clipvis.model.config import ClipVisConfig
-from clipvis.weights import WeightsNotAvailableError, get_pretrained, known_clip_models, list_pretrained
+from clipvis.weights import (
+    WeightsNotAvailableError,
+    download_reporter,
+    get_pretrained,
+    known_clip_models,
+    list_pretrained,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -184,8 +190,29 @@ def test_verified_download_then_a_damaged_cache_is_downloaded_again_once(
         load_model("clipvis-lvis-r50", **options)
     assert len(calls) == 1  # offline: no download
     monkeypatch.delenv("CLIPVIS_OFFLINE")
-    load_model("clipvis-lvis-r50", **options)
+    said: list[str] = []  # it was downloaded again without a word of why
+    with download_reporter(_SaidLines(said)):
+        load_model("clipvis-lvis-r50", **options)
     assert len(calls) == 2 and cached.read_bytes() == (tmp_path / "tiny.pth").read_bytes()
+    assert said[0] == (f"the cached copy of clipvis-lvis-r50 ({cached}) is damaged (not a readable PyTorch "
+                       "checkpoint: the zip archive is incomplete (a download or copy cut short?)); downloading it "
+                       "again"), said
+
+
+class _SaidLines:
+    """A download reporter that records the lines said."""
+
+    def __init__(self, said: list[str]) -> None:
+        self.said = said
+
+    def say(self, message: str) -> None:
+        self.said.append(message)
+
+    def progress(self, name: str, done: int, total: int | None) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 class _TinyRelease:
