@@ -87,8 +87,7 @@ def _settings_differences(previous: RunManifest, weights: str, options: Mapping[
         if key == "checkpoint":
             if weights != previous.weights:  # said as --weights
                 continue
-            file = (mine or {}).get("file") if isinstance(mine, dict) else None
-            differences.append((OPTION_FLAGS[key], f"{file or weights}: another size or modification time"))
+            differences.append((OPTION_FLAGS[key], _checkpoint_change(mine, theirs, weights)))
         elif key == "format_revisions":
             older = sorted(name for name, revision in (mine or {}).items()
                            if (theirs or {}).get(name) != revision)
@@ -100,6 +99,20 @@ def _settings_differences(previous: RunManifest, weights: str, options: Mapping[
             before = _value(key, theirs) if key in earlier else "the default"
             differences.append((_flag(key), f"{now} vs {before}"))
     return differences
+
+
+def _checkpoint_change(mine: Any, theirs: Any, weights: str) -> str:
+    """How the weights file differs from the earlier run's (clipvis.cli.run_identity.checkpoint_identity): another
+    size or modification time, or the same at another path (a release recorded by its cached file's path by an
+    earlier clipvis, its cache moved since)."""
+    mine = mine if isinstance(mine, dict) else {}
+    theirs = theirs if isinstance(theirs, dict) else {}
+    file = mine.get("file")
+    if (mine.get("bytes"), mine.get("mtime_ns")) == (theirs.get("bytes"), theirs.get("mtime_ns")):
+        now = f" ({file} now)" if file else ""
+        return (f"{weights}: the same size and modification time at another path{now}, "
+                f"{theirs.get('file', 'none recorded')} before")
+    return f"{file or weights}: another size or modification time"
 
 
 def _option_order(options: Mapping[str, Any], earlier: Mapping[str, Any]) -> Any:

@@ -113,11 +113,17 @@ class SegmentOptions:
     # evaluate's benchmark vocabulary: class names may repeat, as the official code takes them (results by class index)
     allow_duplicate_names: bool = False
 
-    def result_options(self, paths_as_given: bool = False) -> dict[str, Any]:
+    def result_options(self, paths_as_given: bool = False, release_path: bool = False) -> dict[str, Any]:
         """What changes results, besides weights and vocabulary: the run.json identity. The config files count by
         their resolved contents (a `_BASE_` file edited counts too) and resolved path, the checkpoint by its file's
-        identity. ``paths_as_given``: the config paths as typed, as clipvis 0.1.0's first outputs recorded them."""
+        identity: a released checkpoint given by name by its size and modification time alone (its cache copied
+        elsewhere, ``CLIPVIS_CACHE`` set to it, holds the same weights), a file given by path with its path.
+        ``paths_as_given``: the config paths as typed, as clipvis 0.1.0's first outputs recorded them;
+        ``release_path``: a release's cached file with its path, as clipvis recorded it before 0.1.0's later
+        outputs."""
         data = asdict(self)
+        if data["checkpoint"] is not None and not release_path and self._named_release():
+            data["checkpoint"] = {k: v for k, v in data["checkpoint"].items() if k != "file"}
         for key in ("vocabulary", "weights", "output", "device", "batch_frames", "skip_existing", "allow_hub_clip",
                     "allow_duplicate_names"):
             data.pop(key)
@@ -150,8 +156,21 @@ class SegmentOptions:
         (``weights_identity``, resolved config paths), then the paths as typed, which earlier outputs recorded and
         which are still reused when the same paths are typed again."""
         current = (self.weights_identity(), self.result_options())
-        typed = (self.weights, self.result_options(paths_as_given=True))
-        return [current] if typed == current else [current, typed]
+        pairs = [current, (self.weights, self.result_options(paths_as_given=True))]
+        if self.checkpoint is not None and self._named_release():  # run.json of a release by its cached file's path
+            pairs += [(self.weights_identity(), self.result_options(release_path=True)),
+                      (self.weights, self.result_options(paths_as_given=True, release_path=True))]
+        unique: list[tuple[str, dict[str, Any]]] = []
+        for pair in pairs:
+            if pair not in unique:
+                unique.append(pair)
+        return unique
+
+    def _named_release(self) -> bool:
+        """Whether the weights are a released checkpoint given by name (not a file or folder of that name)."""
+        from clipvis.weights import released_name_of
+
+        return released_name_of(self.weights) is not None
 
 
 @dataclass

@@ -65,3 +65,49 @@ def test_a_changed_input_or_output_is_said_and_an_incomplete_earlier_run_needs_n
     earlier.mark_failed("boom")
     assert rerun_reason(earlier, [("/w.pth", {**OPTIONS, "stride": 2})], ["cat"], source, out) is None
     assert rerun_reason(None, [("/w.pth", OPTIONS)], ["cat"], source, out) is None
+
+
+def test_a_release_whose_cache_moved_is_the_same_weights(tmp_path, monkeypatch) -> None:
+    """The weights cache copied to node-local scratch (CLIPVIS_CACHE changed: the same bytes, size and modification
+    time at another path) re-ran every finished input, saying "the weights file differs ... (another size or
+    modification time)". A release given by name is known by its size and modification time, not its path; outputs
+    recorded with the path (earlier clipvis) are still complete where the path is the same."""
+    from clipvis.cli.segment import SegmentOptions
+    from clipvis.cli.segment_resume import complete_for_any
+
+    monkeypatch.chdir(tmp_path)  # no file named like the release here
+    video = tmp_path / "clip.mp4"
+    video.write_bytes(b"video")
+    source = VideoSource(path=video)
+    out = tmp_path / "out"
+    out.mkdir()
+
+    def options(cache: str, weights: str = "clipvis-lvis-r50") -> SegmentOptions:
+        return SegmentOptions(["cat"], weights, output=out, checkpoint={
+            "file": f"{cache}/weights/clipvis_lvis_r50_7.pth", "bytes": 10, "mtime_ns": 5})
+
+    def earlier(weights: str, recorded: dict) -> RunManifest:
+        manifest = RunManifest.start(source, "clip", weights, ["cat"], recorded)
+        manifest.mark_complete(3, [], {})
+        return manifest
+
+    home, scratch = options("/home/u/.cache/clipvis"), options("/scratch/job1")
+    first = earlier(*home.identities()[0])
+    assert complete_for_any(first, scratch.identities(), ["cat"], source)
+    # run.json of an earlier clipvis (the cached file's path recorded): still complete at that path
+    legacy = earlier("clipvis-lvis-r50", {**home.result_options(), "checkpoint": home.checkpoint})
+    assert complete_for_any(legacy, home.identities(), ["cat"], source)
+    assert rerun_reason(legacy, scratch.identities(), ["cat"], source, out).message == (
+        "the weights file differs from the earlier run (clipvis-lvis-r50: the same size and modification time at "
+        "another path, /home/u/.cache/clipvis/weights/clipvis_lvis_r50_7.pth before)")
+    # another file in the cache: re-run, said so
+    replaced = SegmentOptions(["cat"], "clipvis-lvis-r50", output=out, checkpoint={
+        "file": "/scratch/job1/weights/clipvis_lvis_r50_7.pth", "bytes": 10, "mtime_ns": 6})
+    assert not complete_for_any(first, replaced.identities(), ["cat"], source)
+    assert rerun_reason(first, replaced.identities(), ["cat"], source, out).message == (
+        "the weights file differs from the earlier run (clipvis-lvis-r50: another size or modification time)")
+    # a file given by its path is known by that path: moved, it is other weights (said as --weights)
+    by_path = options("/home/u/x", weights="/home/u/x/weights/clipvis_lvis_r50_7.pth")
+    moved = options("/scratch/x", weights="/scratch/x/weights/clipvis_lvis_r50_7.pth")
+    recorded = earlier(*by_path.identities()[0])
+    assert not complete_for_any(recorded, moved.identities(), ["cat"], source)
