@@ -313,6 +313,7 @@ def _export(weights: str | None, export_pth: str, config: str | None = None, ove
     import torch
 
     from clipvis.cli.atomic import OutputNotWritableError, atomic_output_path, ensure_output_dir, output_file_target
+    from clipvis.cli.hub_logging import clip_fetch_logging
     from clipvis.cli.listing import StdoutListing
     from clipvis.cli.messages import print_warning
     from clipvis.cli.progress import download_lines
@@ -338,7 +339,8 @@ def _export(weights: str | None, export_pth: str, config: str | None = None, ove
     except ConfigError as error:
         raise fail(str(error)) from None
     try:
-        with warnings.catch_warnings(record=True) as caught, download_reporter(download_lines()):
+        with warnings.catch_warnings(record=True) as caught, download_reporter(download_lines()), \
+                clip_fetch_logging(print_warning):
             warnings.simplefilter("always")
             model = load_model(weights, config=model_config, clip_config=clip_config)
     except (CheckpointError, WeightsError, ValueError) as error:

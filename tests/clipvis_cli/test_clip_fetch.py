@@ -183,3 +183,16 @@ def _metadata(path: Path) -> dict[str, str]:
 
     with safe_open(str(path), "pt") as file:
         return file.metadata()
+
+
+def test_train_export_pth_of_a_head_only_checkpoint_offline_is_one_warning_and_one_error(tmp_path, tiny_config,
+                                                                                         monkeypatch) -> None:
+    _offline_open_clip(monkeypatch)
+    monkeypatch.setenv("CLIPVIS_CACHE", str(tmp_path / "cache"))
+    weights = _head_only_weights(tmp_path / "head.safetensors", tiny_config)
+    result = runner.invoke(app, ["train", "--weights", str(weights), "--export-pth", str(tmp_path / "y.pth")])
+    assert result.exit_code == 1, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 2 and lines[0].startswith("clipvis: warning: Hugging Face: "), lines
+    _assert_fetch_line(lines[1], f"--weights {weights}: ")
+    assert not (tmp_path / "y.pth").exists()
