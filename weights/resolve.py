@@ -499,8 +499,10 @@ def _unknown(text: str) -> UnknownCheckpointError:
             f"{release.name}: give that name (downloaded into the cache), or save the file as "
             f"{weights_cache_dir() / release.file_name} and give that name or the file's path"
         )
-    if not _looks_like_a_name(text) or text.lower().endswith(CHECKPOINT_SUFFIXES):
+    if text.lower().endswith(CHECKPOINT_SUFFIXES):
         return UnknownCheckpointError(f"no such file: {text}")
+    if not _looks_like_a_name(text):  # a checkpoint file or a training folder
+        return UnknownCheckpointError(f"no such file or folder: {text}")
     names = ", ".join(pretrained_names())
     guess = _closest_release(text)
     meant = f"; did you mean {guess}?" if guess is not None else ""

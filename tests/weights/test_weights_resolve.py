@@ -278,8 +278,11 @@ def test_missing_path_is_not_mistaken_for_a_name(tmp_path: Path) -> None:
     missing = tmp_path / "missing" / "clipvis_lvis_r50_7.pth"
     with pytest.raises(UnknownCheckpointError, match=f"^no such file: {re.escape(str(missing))}$"):
         resolve_weights(missing)
-    for text in ("w2.safetensors", "~/no-such-clipvis-weights.pth", "weights/x", "model.pt"):
+    for text in ("w2.safetensors", "~/no-such-clipvis-weights.pth", "model.pt"):
         with pytest.raises(UnknownCheckpointError, match=f"^no such file: {re.escape(text)}$"):
+            resolve_weights(text)
+    for text in ("runs/frist", "~/no-such-run"):  # a checkpoint file or a training folder
+        with pytest.raises(UnknownCheckpointError, match=f"^no such file or folder: {re.escape(text)}$"):
             resolve_weights(text)
     assert fake.calls == []  # type: ignore[attr-defined]
 

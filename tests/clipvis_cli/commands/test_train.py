@@ -1002,8 +1002,8 @@ def test_a_run_from_a_training_folder_records_the_checkpoint_it_started_from(tmp
     args = ["train", "--config", str(config), "--output-dir", str(tmp_path / "third"), "--data", str(data[0]),
             "--images", str(data[1]), "--weights", str(tmp_path / "frist")]
     result = runner.invoke(app, args)
-    assert result.exit_code == 1 and result.output.startswith(f"clipvis: error: '{tmp_path / 'frist'}' is neither"), \
-        result.output
+    assert result.exit_code == 1, result.output
+    assert result.output.startswith(f"clipvis: error: no such file or folder: {tmp_path / 'frist'}"), result.output
     assert "training items" not in result.output and not (tmp_path / "third" / "train.log").exists()
 
 
@@ -1333,9 +1333,9 @@ def test_torchrun_errors_every_rank_finds_are_said_once_and_one_ranks_own_does_n
     for name, message in (
         ("gone", str(gone)),
         ("batch", "SOLVER.IMS_PER_BATCH 3 is not divisible by the 2 processes"),
-        ("weights", f"'{nope}' is neither"),
+        ("weights", f"no such file or folder: {nope}"),
         ("gone-1", f"clipvis: error: rank 1: {gone}"),
-        ("weights-1", f"clipvis: error: rank 1: '{nope}' is neither"),
+        ("weights-1", f"clipvis: error: rank 1: no such file or folder: {nope}"),
     ):
         said_once(outcomes[name], message)
         if name.startswith("weights"):  # before the data loads
