@@ -66,6 +66,10 @@ def _not_download_error(record: logging.LogRecord) -> bool:
 def clip_fetch_logging(say: Callable[[str], None]) -> Iterator[None]:
     """While a model is built (a CLIP may be fetched): huggingface_hub's first warning said by ``say``, its retries
     and open_clip's download error left out (see the module's docstring); the loggers as they were afterwards."""
+    try:  # huggingface_hub gives its logger a stderr handler when first imported (inside open_clip's fetch, which
+        import huggingface_hub.utils.logging  # noqa: F401 - would then print every retry): configured before
+    except ImportError:  # open_clip without huggingface_hub: nothing of it to quiet
+        pass
     hub = logging.getLogger(HUB_LOGGER)
     root = logging.getLogger()
     hub_handlers, hub_propagate = hub.handlers[:], hub.propagate
