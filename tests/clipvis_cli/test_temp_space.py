@@ -273,3 +273,14 @@ def test_the_projection_is_near_what_segment_writes(
         one = OutputProjection(projection.directory, (fmt,), projection.tracks, projection.height, projection.width)
         projected = one.total_bytes(frames, frames, queries, classes, kwargs["string_bytes"], kwargs["masks"])
         assert 0.67 <= projected / path.stat().st_size <= 1.5, (fmt, projected, path.stat().st_size)
+
+
+def test_an_hd_overlay_is_not_projected_at_a_small_frame_s_bytes_per_pixel() -> None:
+    """The overlay's bytes were projected at 0.12 B per pixel, fitted on 96x64 frames: 1280x720 then came out 4.5x
+    what x264 writes (33.5 MB projected for 300 frames, 7.5 MB written) and an hour of 1080p ~27 GB, so a disk with
+    room warned. Larger frames take fewer bytes per pixel: the projection stays on the high side but near."""
+    hd = temp_space.overlay_frame_bytes(720, 1280)
+    assert 25_000 <= hd <= 45_000  # 7.53 MB / 300 frames = 25 KB written
+    hour_of_1080p = temp_space.overlay_frame_bytes(1080, 1920) * 30 * 3600
+    assert hour_of_1080p < 8e9
+    assert 1500 <= temp_space.overlay_frame_bytes(64, 96) <= 2000  # the small frames it was measured on
