@@ -68,7 +68,7 @@ from clipvis.cli.writers import (
 )
 from clipvis.cli.writers.layout import ClaimedFolder, OutputRootListing, claim_output_folder
 from clipvis.cli.writers.manifest import STATUS_INTERRUPTED, source_owner
-from clipvis.cli.writers.overlay import oversized_overlay_warning
+from clipvis.cli.writers.overlay import oversized_overlay_warning, unencodable_overlay_reason
 
 if TYPE_CHECKING:  # the model package: imported when the weights load, not when the CLI starts
     from clipvis.model import VideoPredictor
@@ -450,6 +450,11 @@ class SegmentRunner:
         max_frames = max_frames if max_frames is not None else opts.max_frames
         reader = open_reader(source, stride=stride, max_frames=max_frames, image_fps=opts.image_fps, frames=frames)
         probe = reader.probe()
+        if "overlay" in opts.formats and (reason := unencodable_overlay_reason(probe.height, probe.width)):
+            # before the model's pass: the encoder failed only when its first frame came, the other files lost too
+            others = ",".join(name for name in opts.formats if name != "overlay")
+            raise ValueError(f"{reason} (run it with --formats without overlay" +
+                             (f", e.g. --formats {others})" if others else ")"))
         total = probe.processed_frame_count(reader.stride, reader.max_frames)
         self.reporter.video_started(source, stem, total)
         if source.kind == "images" and source.path.is_dir():  # as export says it, for the formats numbering frames

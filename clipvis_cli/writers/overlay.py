@@ -548,11 +548,31 @@ H264_MAX_FRAME_MACROBLOCKS = 139_264
 H264_MAX_SIDE_MACROBLOCKS = math.isqrt(8 * H264_MAX_FRAME_MACROBLOCKS)
 
 
+# What can be encoded at all: libx264 refuses a side above 16,384 pixels (avcodec_open2 fails), and FFmpeg's frames
+# stop where 8 x (width + 128) x (height + 128) bytes reach 2**31 (av_image_check_size2: 16384x16130 is refused).
+X264_MAX_SIDE = 16_384
+FFMPEG_MAX_FRAME_BYTES = 2**31 - 1
+
+
+def unencodable_overlay_reason(height: int, width: int) -> str | None:
+    """Why an overlay of a ``height`` x ``width`` video cannot be encoded (one line), or None when it can. The encoder
+    only finds out when its first frame comes, after the whole model pass; `oversized_overlay_warning` covers the
+    sizes that can be encoded but that players refuse."""
+    height, width = even_size(height, width)
+    if max(height, width) > X264_MAX_SIDE:
+        return (f"its frames are {width}x{height}: overlay.mp4 cannot be written, the H.264 encoder (libx264) takes "
+                f"at most {X264_MAX_SIDE} pixels a side")
+    if 8 * (width + 128) * (height + 128) > FFMPEG_MAX_FRAME_BYTES:
+        return (f"its frames are {width}x{height}: overlay.mp4 cannot be written, FFmpeg takes frames of at most "
+                "about 264 megapixels (16384x16128)")
+    return None
+
+
 def oversized_overlay_warning(height: int, width: int) -> str | None:
     """The warning an overlay of a ``height`` x ``width`` video deserves (one line), or None: a frame above H.264 level
     6.2's limits (about 35 megapixels, e.g. 9000x6000, or more than 16,880 pixels along a side) makes a file that
     many players refuse to play. The overlay keeps the source's size (its masks pixel-aligned): it is written
-    anyway."""
+    anyway. Above `X264_MAX_SIDE` it cannot be (`unencodable_overlay_reason`)."""
     height, width = even_size(height, width)
     columns, rows = -(-width // 16), -(-height // 16)
     if columns * rows <= H264_MAX_FRAME_MACROBLOCKS and max(columns, rows) <= H264_MAX_SIDE_MACROBLOCKS:
@@ -626,6 +646,8 @@ class OverlayVideoWriter(WriterDefaults):
         check_tracks(video, list(tracks), len(categories))
         if video.num_frames == 0:
             raise ValueError(f"overlay for {video.stem!r}: no processed frames")
+        if (reason := unencodable_overlay_reason(video.height, video.width)) is not None:
+            raise ValueError(f"overlay for {video.stem!r}: {reason}")  # before the frames are decoded and drawn
         final = Path(path)
         with atomic_output_path(final) as tmp:
             try:

@@ -115,6 +115,35 @@ def test_a_video_too_large_for_h264_s_levels_is_warned_of_once_for_its_overlay(t
     assert quiet.exit_code == 0 and "warning" not in quiet.stderr, quiet.stderr
 
 
+def test_a_video_too_large_to_encode_its_overlay_fails_before_the_model_runs(tmp_path, tiny_weights,
+                                                                            monkeypatch) -> None:
+    """A frame above 16,384 pixels a side failed only after the whole model pass, libx264 refusing to open
+    ("ExternalError ... avcodec_open2(libx264)"), ytvis and coco lost with it, after a warning that said the overlay
+    would be written. Now one line before the model runs names the file, the size and the fix, and the other inputs
+    go on (the limit lowered here so that a tiny video passes it)."""
+    from clipvis.cli import segment
+    from clipvis.cli.writers import overlay
+
+    monkeypatch.setattr(overlay, "X264_MAX_SIDE", 48)
+    passes: list[str] = []
+    run_model = segment.SegmentRunner._run_model
+    monkeypatch.setattr(segment.SegmentRunner, "_run_model",
+                        lambda self, store, reader, source, *rest: passes.append(source.path.name) or
+                        run_model(self, store, reader, source, *rest))
+    wide = write_video(tmp_path / "wide.mp4", num_frames=1, height=32, width=66)
+    small = write_video(tmp_path / "small.mp4", num_frames=1, height=48, width=48)
+    result = run_cli(segment_args(tiny_weights, tmp_path / "out", str(wide), str(small)))
+    assert result.exit_code == 1, result.output
+    errors = [line for line in result.stderr.splitlines() if line.startswith("clipvis: error:")]
+    assert errors[0] == (f"clipvis: error: {wide}: its frames are 66x32: overlay.mp4 cannot be written, the H.264 "
+                         "encoder (libx264) takes at most 48 pixels a side (run it with --formats without overlay, "
+                         "e.g. --formats ytvis,coco)"), result.stderr
+    assert passes == ["small.mp4"] and (tmp_path / "out" / "small" / "overlay.mp4").is_file()
+    assert json.loads((tmp_path / "out" / "wide" / "run.json").read_text())["status"] == "failed"
+    rerun = run_cli(segment_args(tiny_weights, tmp_path / "out", str(wide), extra=("--formats", "ytvis,coco")))
+    assert rerun.exit_code == 0 and (tmp_path / "out" / "wide" / "ytvis.json").is_file(), rerun.output
+
+
 def test_a_pattern_that_matched_only_other_extensions_is_named_in_the_error(tmp_path, tiny_weights) -> None:
     """`segment 'gl/*'` over files of an extension not in the lists said "no input videos found", naming nothing: the
     error names the pattern and one of its matches now, before any weights load."""

@@ -781,6 +781,41 @@ def test_the_overlay_of_a_slideshow_shows_its_last_frame_as_long_as_the_source(t
         assert container.duration / av.time_base == pytest.approx(6.5, abs=0.01)
 
 
+def test_the_sizes_libx264_cannot_encode_are_told_before_any_frame_is_drawn(tmp_path) -> None:
+    """A side above 16,384 pixels (16,385 padded to even included) made libx264 refuse to open at the first frame
+    (ExternalError), with no warning between 16,386 and 16,880; FFmpeg itself refuses frames of 8 x (w + 128) x
+    (h + 128) bytes or more (16384x16130). `unencodable_overlay_reason` says so, and the writer raises its line
+    before reading a frame."""
+    from clipvis.cli.writers.overlay import unencodable_overlay_reason
+
+    def opens(height: int, width: int) -> bool:
+        with av.open(str(tmp_path / "probe.mp4"), "w") as container:
+            stream = container.add_stream("libx264", rate=10, options={"preset": "ultrafast"})
+            stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+            try:
+                stream.codec_context.open()
+            except av.error.FFmpegError:
+                return False
+            return True
+
+    assert opens(16384, 16) and unencodable_overlay_reason(16384, 16) is None
+    assert not opens(16386, 16) and unencodable_overlay_reason(16386, 16) == (
+        "its frames are 16x16386: overlay.mp4 cannot be written, the H.264 encoder (libx264) takes at most 16384 "
+        "pixels a side")
+    assert not opens(16, 16386) and unencodable_overlay_reason(16385, 16) is not None  # padded to 16386
+    assert unencodable_overlay_reason(16128, 16384) is None
+    assert "FFmpeg takes frames of at most" in unencodable_overlay_reason(16130, 16384)
+
+    def no_frames():
+        raise AssertionError("a frame was read")
+        yield
+
+    video = VideoInfo(1, "huge.png", "huge", 16, 16386, Fraction(10), 1, [0])
+    with pytest.raises(ValueError, match="^overlay for 'huge': its frames are 16386x16: .* at most 16384 pixels"):
+        OverlayVideoWriter().write(tmp_path / "overlay.mp4", no_frames(), video, [], CATEGORIES)
+    assert list(tmp_path.glob("overlay*")) == []
+
+
 def test_frames_above_h264_s_largest_level_are_said_to_make_an_overlay_players_refuse() -> None:
     """A 9000x6000 video's overlay was written without a word, and many players refuse it (H.264 level 6.2 stops at
     139,264 macroblocks a frame, ~35 megapixels, and 1,055 macroblocks a side)."""
