@@ -51,19 +51,32 @@ def _ends_early(end: float, declared: float) -> bool:
     return end < 0.9 * declared and declared - end > 0.5
 
 
+# How far the last frame's time may be from its number at the average rate, for a constant rate: 2 ms (timestamps
+# rounded to milliseconds at both ends) and 0.1 % of the time between the first and the last frame.
+CONSTANT_RATE_SLACK = (0.002, 0.001)
+
+
 def variable_frame_times(times: Sequence[float], frame_indices: Sequence[int], fps: Fraction) -> list[float] | None:
     """The frames' times (seconds from the video's start), when they are not what their numbers at ``fps`` say
     (a variable frame rate: screen recorders write frames only when the screen changes; phones vary the rate):
     off by more than half a frame anywhere. None for a constant rate, when the times are not known, and when they do
     not increase from frame to frame: they are then no frames' times (an AVI or ASF file with B-frames, whose times
     FFmpeg gives in decoding order; recordings joined with ``cat``, whose times start again), and the frames are
-    numbered at the constant rate (frame n at n / fps), as players of such files do."""
+    numbered at the constant rate (frame n at n / fps), as players of such files do.
+
+    ``fps`` is an average over the video's duration, which counts the last frame's own duration: a slideshow GIF of
+    2-second slides whose last one lasts 3 s averages 0.474 frames/s, its frames within half a frame (1.05 s) of
+    n / 0.474 s and drifting to 0.89 s off. So the frames' own rate, from the time between the first and the last,
+    must also be ``fps``'s, within `CONSTANT_RATE_SLACK` (timestamps' rounding); the times are given otherwise."""
     if not times or len(times) != len(frame_indices) or not fps or not _increasing(times):
         return None
     first = times[0] - frame_indices[0] / float(fps)
     tolerance = 0.5 / float(fps)
     if all(abs(t - first - i / float(fps)) <= tolerance for t, i in zip(times, frame_indices, strict=True)):
-        return None
+        numbered = (frame_indices[-1] - frame_indices[0]) / float(fps)  # the last frame's time, numbered at fps
+        seconds, fraction = CONSTANT_RATE_SLACK
+        if abs(times[-1] - times[0] - numbered) <= seconds + fraction * numbered:
+            return None
     return [round(float(t), 6) + 0.0 for t in times]  # + 0.0: -3e-7 (a start time's rounding) is 0.0, not -0.0
 
 

@@ -738,6 +738,26 @@ def test_an_animated_image_is_a_video_of_its_frames(tmp_path: Path, synth, suffi
         read_all(open_reader(source))
 
 
+def test_a_slideshow_with_a_longer_last_slide_keeps_its_frames_times(tmp_path: Path) -> None:
+    """A GIF of 2-second slides whose last one lasts 3 s averages 9 frames in 19 s (0.474 frames/s): its frames
+    were all within half of such a frame of n / 0.474 s, so it was taken for a constant rate and its overlay's
+    frames drifted (0, 2.11, 4.22, ... 16.88 s), the last one showing 2.11 s. The frames' own intervals decide:
+    their times are kept (and the end, 19 s, gives the last one its 3 s); equal slides stay a constant rate."""
+    from PIL import Image
+
+    from clipvis.cli.video_io import variable_frame_times
+
+    pictures = [Image.new("RGB", (8, 8), (25 * k, 0, 0)) for k in range(9)]
+    for name, delays, expected in (("longer_last.gif", [2000] * 8 + [3000], [2.0 * k for k in range(9)]),
+                                   ("even.gif", [2000] * 9, None)):
+        pictures[0].save(tmp_path / name, save_all=True, append_images=pictures[1:], duration=delays, loop=0)
+        reader = VideoReader(tmp_path / name)
+        indices, _ = read_all(reader)
+        assert variable_frame_times(reader.frame_times, indices, reader.probe().fps) == expected, name
+        assert reader.end_time == pytest.approx(sum(delays) / 1000)
+    assert variable_frame_times([0.0, 0.033, 0.067, 0.1], [0, 1, 2, 3], Fraction(30)) is None  # milliseconds
+
+
 def test_an_animated_webp_named_gif_is_a_video_of_its_frames(tmp_path: Path, synth) -> None:
     """GIF sites serve animated WebP under a .gif name: FFmpeg, which reads .gif files, decodes no animated WebP
     ("no decodable frames"), where the same bytes named .webp were read through Pillow. The content decides."""
