@@ -352,7 +352,7 @@ class ImageFolderReader:
         self._probe: VideoProbe | None = None
         self._animated: tuple[int, Fraction, list[float]] | tuple[()] | None = None  # () once known: no animation
         self.frame_times: Sequence[float] = ()  # an animation's, per frame yielded by the last iteration
-        self.end_time: float | None = None  # not known for images
+        self.end_time: float | None = None  # an animation's last frame yielded's end (its own delay); images: none
         # The last iteration's first frame of another size than the probe's (resized to it): (its index in
         # `frame_files`, (height, width)); None when every frame read had one size (`VideoReader`'s too).
         self.size_change: tuple[int, tuple[int, int]] | None = None
@@ -384,8 +384,9 @@ class ImageFolderReader:
         return f"frame {path_text(self.frame_files[index].name)}"
 
     def _animation(self) -> tuple[int, Fraction, list[float]] | None:
-        """(frames, mean rate, each frame's start in seconds) when the input is one animated image (WebP, APNG:
-        FFmpeg reads only their first frame), else None. Frames without a duration take the reader's ``fps``."""
+        """(frames, mean rate, each frame's start in seconds and then the last one's end) when the input is one
+        animated image (WebP, APNG: FFmpeg reads only their first frame), else None. Frames without a duration take
+        the reader's ``fps``."""
         if self._animated is not None:
             return self._animated or None
         self._animated = ()
@@ -401,7 +402,7 @@ class ImageFolderReader:
             return None
         fallback = 1000 / float(self.fps)
         durations = [d if d > 0 else fallback for d in durations]
-        starts = np.concatenate([[0.0], np.cumsum(durations)[:-1]]) / 1000
+        starts = np.concatenate([[0.0], np.cumsum(durations)]) / 1000
         fps = Fraction(count * 1000 / sum(durations)).limit_denominator(1001)
         self._animated = (count, fps, [float(t) for t in starts])
         return self._animated
@@ -453,15 +454,21 @@ class ImageFolderReader:
         starts = self._animation()[2]
         times = array("d")  # each yielded frame's time, as VideoReader records them (variable frame durations)
         self.frame_times = times
+        self.end_time = None
         yielded = 0
         try:
             with Image.open(file) as opened:
-                for index in range(0, int(opened.n_frames), self.stride):
+                count = int(opened.n_frames)
+                for index in range(0, count, self.stride):
                     if self.max_frames is not None and yielded >= self.max_frames:
                         return
                     opened.seek(index)
                     yielded += 1
                     times.append(starts[index])
+                    # the frame's own delay; the last one yielded shows until the animation ends, unless --max-frames
+                    # stopped the reading (as VideoReader's `end_time`)
+                    ends_it = index + self.stride >= count and (self.max_frames is None or yielded < self.max_frames)
+                    self.end_time = starts[count] if ends_it else starts[index + 1]
                     yield index, rgb_array(opened)
         except (OSError, ValueError, EOFError) as error:
             raise VideoReadError(self.path, f"animation frame {yielded}: not decodable ({error})") from None

@@ -758,6 +758,25 @@ def test_a_slideshow_with_a_longer_last_slide_keeps_its_frames_times(tmp_path: P
     assert variable_frame_times([0.0, 0.033, 0.067, 0.1], [0, 1, 2, 3], Fraction(30)) is None  # milliseconds
 
 
+@pytest.mark.parametrize("suffix", [".webp", ".png"])
+def test_an_animated_image_ends_when_its_last_frame_does(tmp_path: Path, suffix: str) -> None:
+    """Animated WebP and APNG had no end time (a GIF's is its last frame's own delay), so their overlay's last frame
+    lasted an average frame (1.6 s of delays 1, 2, 0.5, 3 s: 5.1 s of 6.5). The end is the last frame's; with
+    --max-frames, the last frame read's; with a stride, the animation's (the frames skipped show it)."""
+    from PIL import Image
+
+    pictures = [Image.new("RGB", (8, 8), (60 * k, 0, 0)) for k in range(4)]
+    path = tmp_path / f"slides{suffix}"
+    pictures[0].save(path, save_all=True, append_images=pictures[1:], duration=[1000, 2000, 500, 3000], loop=0,
+                     lossless=True)
+    [source] = discover_inputs([str(path)])
+    for options, times, end in (({}, [0, 1, 3, 3.5], 6.5), ({"max_frames": 2}, [0, 1], 3.0),
+                                ({"stride": 3}, [0, 3.5], 6.5), ({"stride": 2}, [0, 3], 6.5)):
+        reader = open_reader(source, **options)
+        read_all(reader)
+        assert (list(reader.frame_times), reader.end_time) == (pytest.approx(times), pytest.approx(end)), options
+
+
 def test_an_animated_webp_named_gif_is_a_video_of_its_frames(tmp_path: Path, synth) -> None:
     """GIF sites serve animated WebP under a .gif name: FFmpeg, which reads .gif files, decodes no animated WebP
     ("no decodable frames"), where the same bytes named .webp were read through Pillow. The content decides."""
