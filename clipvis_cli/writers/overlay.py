@@ -468,6 +468,12 @@ SHORT_LOOKAHEAD = "rc-lookahead=2:sync-lookahead=0"
 # make it stable). Without it the overlay is the same file whatever ran before, in any process or thread; on the
 # bench video (854x480, 50 tracks drawn) 0.3 % smaller, 0.1 dB lower PSNR, ~8 % less encoder CPU time.
 DETERMINISTIC = "mbtree=0"
+# A variable rate's overlay is coded without B-frames, each frame coded in the order it shows: its last frame shows
+# until the source's end (`_lasting_until`), and the MP4 muxer ends the track at the last packet coded (its decoding
+# time plus duration) where the last frame's own end is its presentation time plus duration. With B-frames the last
+# packet coded is often not the last frame, and the two timelines differ by the frames' reordering, which varies
+# with the frames' intervals: FFmpeg read the overlay 0.1-0.2 s short, or its last frame lasting one frame.
+NO_REORDERING = "bframes=0"
 # x264's threads: a fixed number, so that the file does not depend on the machine. With its own choice (threads=0)
 # the count came from the CPUs the process may use, and with it the slices of every frame: a shard on a 1-CPU slot
 # wrote another overlay than one on 2 CPUs. Frame threads, not slices, keep one thread's compression (2 slices made
@@ -533,7 +539,8 @@ def _lasting_until(packet: av.Packet, end_time: float | None, time_base: Fractio
     """The encoder's last packet, with the duration that makes the overlay end at ``end_time`` (seconds, the last
     frame's end: a variable rate's ``VideoInfo.end_time``). The MP4 muxer ends the video at this packet's time plus
     its duration, and gave it one frame at the average rate (a GIF's 3-second last frame showed for 1.3 s: 5.1 s of
-    6.5). Unchanged where the end is not known, or not past the packet's time."""
+    6.5). Unchanged where the end is not known, or not past the packet's time. The last packet is the last frame
+    where frames are coded in the order they show (`NO_REORDERING`, as a variable rate's are)."""
     if end_time is None or packet.pts is None:
         return packet
     end = round(end_time / time_base)
@@ -720,6 +727,8 @@ class OverlayVideoWriter(WriterDefaults):
     def _add_stream(self, container: av.container.OutputContainer, video: VideoInfo, rate: Fraction,
                     time_base: Fraction) -> av.video.stream.VideoStream:
         params = [DETERMINISTIC]
+        if video.frame_times is not None:
+            params.append(NO_REORDERING)
         if video.height * video.width > SHORT_LOOKAHEAD_PIXELS:
             params.append(SHORT_LOOKAHEAD)  # x264's look-ahead frames dominate memory above 1080p
         options = {"crf": str(self.style.crf), "preset": self.style.preset, "x264-params": ":".join(params)}

@@ -781,6 +781,27 @@ def test_the_overlay_of_a_slideshow_shows_its_last_frame_as_long_as_the_source(t
         assert container.duration / av.time_base == pytest.approx(6.5, abs=0.01)
 
 
+def test_a_variable_rate_overlay_ends_where_its_source_does_for_ffmpeg_too(tmp_path: Path) -> None:
+    """With B-frames the last packet coded is often not the last frame shown, and the MP4 muxer ends the track at
+    the last packet's decoding time plus its duration: FFmpeg read a moving video's overlay 0.18 s short of its
+    source's end (0.80 s of 0.98), its last frame lasting 33 ms instead of its own 0.5 s. Its frames are now coded
+    in the order they show, and both readings end at the source's end."""
+    times = [0.0, 0.033, 0.066, 0.166, 0.199, 0.449, 0.482]
+    frames = []
+    for k in range(len(times)):  # a bar moving right over a changing background: x264 makes B-frames of them
+        image = np.full((48, 64, 3), (0, 9 * k, 0), np.uint8)
+        image[10:30, 5 * k : 5 * k + 16] = 255
+        frames.append(image)
+    video = VideoInfo(1, "vfr.mp4", "vfr", 48, 64, Fraction(7000, 982), 1, list(range(7)), frame_times=times,
+                      end_time=0.982)
+    path = OverlayVideoWriter().write(tmp_path / "overlay.mp4", frames, video, [], CATEGORIES)
+    with av.open(str(path)) as container:
+        assert container.duration / av.time_base == pytest.approx(0.982, abs=1e-3)
+        shown = [(frame.time, float(frame.duration * frame.time_base)) for frame in container.decode(video=0)]
+    assert [time for time, _ in shown] == pytest.approx(times, abs=1e-3)
+    assert shown[-1][0] + shown[-1][1] == pytest.approx(0.982, abs=1e-3)
+
+
 def test_the_sizes_libx264_cannot_encode_are_told_before_any_frame_is_drawn(tmp_path) -> None:
     """A side above 16,384 pixels (16,385 padded to even included) made libx264 refuse to open at the first frame
     (ExternalError), with no warning between 16,386 and 16,880; FFmpeg itself refuses frames of 8 x (w + 128) x
