@@ -181,8 +181,9 @@ def score_option(value: float | None, param: typer.CallbackParam) -> float | Non
     value = finite_number(value)
     if value is not None and not 0.0 <= value <= 1.0:
         shown = _number_text(value)
-        # a percent has at most two decimals (50, 12.5): 1.0000001 is a score a little too high, not 1 %
-        percent = f" (for {shown}%, write {_number_text(value / 100)})" if 1.0 < value <= 100.0 and \
+        # a percent has at most two decimals (50, 12.5): 1.0000001 is a score a little too high, not 1 %; its score
+        # has at most four (1.1 / 100 is 0.011000000000000001 in floating point: said 0.011)
+        percent = f" (for {shown}%, write {_number_text(round(value / 100, 4))})" if 1.0 < value <= 100.0 and \
             round(value, 2) == value else ""
         raise typer.BadParameter(f"{shown} is not a score: scores are 0..1{percent}")
     return value

@@ -107,6 +107,13 @@ def test_python_dash_m_help_shows_no_value_placeholder_for_flags() -> None:
     (["segment", "v.mp4", "--vocab", "a", "--overlay-min-score", "12.5"],
      "clipvis: error: Invalid value for '--overlay-min-score': 12.5 is not a score: scores are 0..1 "
      "(for 12.5%, write 0.125) (see 'clipvis segment --help')"),
+    # 1.1 / 100 is 0.011000000000000001 in floating point, and the hint said so (review 203)
+    (["segment", "v.mp4", "--vocab", "a", "--overlay-min-score", "1.1"],
+     "clipvis: error: Invalid value for '--overlay-min-score': 1.1 is not a score: scores are 0..1 "
+     "(for 1.1%, write 0.011) (see 'clipvis segment --help')"),
+    (["segment", "v.mp4", "--vocab", "a", "--overlay-min-score", "99.99"],
+     "clipvis: error: Invalid value for '--overlay-min-score': 99.99 is not a score: scores are 0..1 "
+     "(for 99.99%, write 0.9999) (see 'clipvis segment --help')"),
     # `-o "$OUT"` with OUT unset wrote into the working folder; `-o -` made a folder called "-" (segfix29)
     (["segment", "v.mp4", "--vocab", "a", "-o", ""],
      "clipvis: error: Invalid value for '-o' / '--output': an empty name (an unset shell variable?); give the output "
