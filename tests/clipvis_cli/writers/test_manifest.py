@@ -176,7 +176,8 @@ def test_outputs_know_local_files_by_their_resolved_paths(tmp_path, monkeypatch)
     assert current["config"]["path"] == str(config.resolve()) and typed["config"]["path"] == "c.yaml"
     assert current["config"]["sha256"] == typed["config"]["sha256"]
     released = SegmentOptions(vocabulary=VOCAB, weights="clipvis_lvis_r50", checkpoint=identity)
-    assert [w for w, _ in released.identities()] == ["clipvis-lvis-r50", "clipvis_lvis_r50"]
+    names = [w for w, _ in released.identities()]  # then the same two as recorded with the cached file's path
+    assert names[:2] == ["clipvis-lvis-r50", "clipvis_lvis_r50"] and set(names[2:]) <= set(names[:2])
 
 
 def test_a_released_checkpoint_is_one_producer_however_it_is_named(tmp_path, monkeypatch) -> None:
