@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 _LAZY_EXPORTS = {
     "ClipFetchError": "clipvis.model.build",
+    "DamagedClipError": "clipvis.model.build",
     "UntrustedClipError": "clipvis.model.build",
     "check_checkpoint": "clipvis.model.build",
     "create_model": "clipvis.model.build",
@@ -58,6 +59,7 @@ __all__ = [
     "ClipVisConfig",
     "ClipFetchError",
     "CriterionOutput",
+    "DamagedClipError",
     "FrameGeometry",
     "FrameOutputs",
     "HungarianMatcher",
@@ -93,6 +95,7 @@ __all__ = [
 if TYPE_CHECKING:
     from clipvis.model.build import (
         ClipFetchError,
+        DamagedClipError,
         UntrustedClipError,
         check_checkpoint,
         create_model,

@@ -115,13 +115,80 @@ def _pretrained_clip(config: ClipVisConfig, allow_hub_clip: bool, for_checkpoint
     # (docs/fidelity.md, "Network").
     pretrained_cfg = open_clip.get_pretrained_cfg(name, tag) or {}
     quick_gelu = bool(pretrained_cfg.get("quick_gelu")) or tag == "openai"
+    source = str(pretrained_cfg.get("hf_hub") or "").strip("/") or None
     try:
         return open_clip.create_model(name, pretrained=tag, force_quick_gelu=quick_gelu)
-    except (RuntimeError, OSError) as error:
-        if isinstance(error, RuntimeError) and "Failed to download" not in str(error):
-            raise  # building the CLIP failed, not fetching its weights
-        raise ClipFetchError(name, tag, str(pretrained_cfg.get("hf_hub") or "").strip("/") or None,
-                             error) from error
+    except Exception as error:
+        if isinstance(error, RuntimeError | OSError) and "Failed to download" in str(error):
+            raise ClipFetchError(name, tag, source, error) from error
+        damaged = _damaged_cached_clip(pretrained_cfg.get("hf_hub"))
+        if damaged is None:
+            raise  # building the CLIP failed, not fetching or reading its weights
+        raise DamagedClipError(name, tag, damaged[0], damaged[1]) from error
+
+
+#: The file names open_clip fetches a CLIP's weights under from a Hugging Face repository named without one
+#: (open_clip/pretrained.py, download_pretrained_from_hf: the .safetensors alternative first)
+_HUB_WEIGHTS_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
+
+
+def _damaged_cached_clip(hf_hub: object) -> tuple[Path, str] | None:
+    """The CLIP weights file in the Hugging Face cache for open_clip's ``hf_hub`` entry (``org/repo/`` or
+    ``org/repo/file``) and why it cannot be read (cut short by an interrupted fetch or copy), or None when no such
+    file is cached or it reads."""
+    if not isinstance(hf_hub, str) or not hf_hub.strip("/"):
+        return None
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
+        return None
+    repo, file_name = os.path.split(hf_hub.rstrip("/")) if not hf_hub.endswith("/") else (hf_hub.rstrip("/"), "")
+    candidates = (file_name,) if file_name else _HUB_WEIGHTS_FILES
+    if file_name.endswith(".bin"):
+        candidates = (file_name[: -len(".bin")] + ".safetensors", file_name)
+    for candidate in candidates:
+        try:
+            cached = try_to_load_from_cache(repo, candidate, cache_dir=_hugging_face_cache())
+        except Exception:  # a repository name huggingface_hub refuses: nothing cached under it
+            return None
+        if isinstance(cached, str) and os.path.isfile(cached):
+            stored = Path(cached).resolve()  # the blob the snapshot links to: deleting it has it fetched again
+            reason = _unreadable_weights(stored, safetensors=candidate.endswith(".safetensors"))
+            return None if reason is None else (stored, reason)
+    return None
+
+
+def _unreadable_weights(path: Path, safetensors: bool) -> str | None:
+    """Why a cached CLIP weights file (``safetensors`` or torch's format; a blob's name says neither) cannot be read,
+    or None when it reads (a .safetensors' header and tensors' extent, a .bin's archive: both fail on a file cut
+    short)."""
+    try:
+        if safetensors:
+            from safetensors import safe_open
+
+            with safe_open(str(path), framework="pt") as reader:
+                list(reader.keys())
+        else:
+            torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        if "Weights only load failed" in str(error):  # a whole file of objects torch's safe loader refuses
+            return None
+        return " ".join(str(error).split()).split(". ", 1)[0].rstrip(".") or type(error).__name__
+    return None
+
+
+class DamagedClipError(CheckpointError):
+    """The CLIP weights file open_clip found in the Hugging Face cache cannot be read (cut short by an interrupted
+    fetch or copy). The message names the CLIP and the file, and says to delete it so that it is fetched again."""
+
+    def __init__(self, name: str, tag: str, path: Path, reason: str) -> None:
+        self.clip = clip_name(name, tag)
+        self.path = path
+        super().__init__(
+            f"the {self.clip} CLIP weights in the Hugging Face cache cannot be read ({path}: {reason}); it was cut "
+            "short (an interrupted download or copy): delete that file and run again with internet access to fetch it "
+            "again"
+        )
 
 
 class ClipFetchError(CheckpointError):

@@ -196,3 +196,53 @@ def test_train_export_pth_of_a_head_only_checkpoint_offline_is_one_warning_and_o
     assert len(lines) == 2 and lines[0].startswith("clipvis: warning: Hugging Face: "), lines
     _assert_fetch_line(lines[1], f"--weights {weights}: ")
     assert not (tmp_path / "y.pth").exists()
+
+
+def _cut_short_cached_clip(hub_cache: Path, file_name: str) -> Path:
+    """A Hugging Face cache holding RN50 (openai)'s weights file cut short (an interrupted fetch): a snapshot link to
+    a blob of the first bytes of a real file. Returns the blob."""
+    import torch
+    from safetensors.torch import save_file
+
+    repo = hub_cache / "models--timm--resnet50_clip.openai"
+    revision = "0123456789abcdef0123456789abcdef01234567"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(revision)
+    (repo / "blobs").mkdir()
+    blob = repo / "blobs" / "f00d"
+    whole = {"visual.conv1.weight": torch.zeros(64, 3, 3, 3), "logit_scale": torch.zeros(())}
+    if file_name.endswith(".safetensors"):
+        save_file(whole, blob)
+    else:
+        torch.save(whole, blob)
+    blob.write_bytes(blob.read_bytes()[:300])
+    (repo / "snapshots" / revision).mkdir(parents=True)
+    (repo / "snapshots" / revision / file_name).symlink_to(blob)
+    return blob
+
+
+@pytest.mark.parametrize("file_name", ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"])
+def test_a_cut_short_clip_in_the_hugging_face_cache_is_one_line_naming_it(tmp_path, tiny_config, monkeypatch,
+                                                                          file_name) -> None:
+    """open_clip's error reading it (SafetensorError 'incomplete metadata', torch's RuntimeError) was a 70-line
+    traceback that named neither the file nor what to do."""
+    import huggingface_hub.constants
+    import torch
+    from safetensors.torch import load_file
+
+    blob = _cut_short_cached_clip(tmp_path / "hub", file_name)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+
+    def create(name: str, *args, **kwargs):  # open_clip finds the cached file and reads it
+        (load_file if file_name.endswith(".safetensors") else torch.load)(blob)
+
+    monkeypatch.setattr(open_clip, "create_model", create)
+    monkeypatch.setenv("CLIPVIS_CACHE", str(tmp_path / "cache"))
+    weights = _head_only_weights(tmp_path / "head.safetensors", tiny_config)
+    result = runner.invoke(app, ["segment", str(_frames(tmp_path / "frames")), "--vocab", "cat", "--weights",
+                                 str(weights), "-o", str(tmp_path / "out"), "--device", "cpu"])
+    assert result.exit_code == 1, result.output + repr(result.exception)
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(f"clipvis: error: weights {weights}: the RN50/openai CLIP weights in the Hugging Face "
+                           f"cache cannot be read ({blob}: "), line
+    assert line.endswith("delete that file and run again with internet access to fetch it again"), line
