@@ -202,12 +202,15 @@ class ClipFetchError(CheckpointError):
         self.clip = clip_name(name, tag)
         self.source = source
         where = f"from Hugging Face ({source})" if source else "by open_clip"
+        hub_offline = _hub_offline()
+        fetch = ("HF_HUB_OFFLINE is set, which keeps huggingface_hub from fetching: unset it to fetch them"
+                 if hub_offline else "fetch them once with internet access")
         super().__init__(
-            f"the {self.clip} CLIP weights could not be fetched {where}: {_fetch_cause(cause)}; fetch them once with "
-            f"internet access (they are then kept in the Hugging Face cache, {_hugging_face_cache()}, which HF_HOME "
-            "moves), copy that cache from a machine that has them, or give a checkpoint that holds the CLIP "
-            "(backbone.clip_model.* keys) with ", Parameter("weights", "load_model(PATH)"),
-            f"; {OFFLINE_ENV}=1 refuses at once instead of retrying"
+            f"the {self.clip} CLIP weights could not be fetched {where}: {_fetch_cause(cause)}; {fetch} (they are "
+            f"then kept in the Hugging Face cache, {_hugging_face_cache()}, which HF_HOME moves), copy that cache from "
+            "a machine that has them, or give a checkpoint that holds the CLIP (backbone.clip_model.* keys) with ",
+            Parameter("weights", "load_model(PATH)"),
+            "" if hub_offline else f"; {OFFLINE_ENV}=1 refuses at once instead of retrying"
         )
 
     def __reduce__(self) -> tuple:
@@ -232,6 +235,17 @@ def _fetch_cause(error: BaseException) -> str:
                 text = text.split(": ", 1)[-1]
     first = text.split(". ", 1)[0].rstrip(".")
     return first or type(error).__name__
+
+
+def _hub_offline() -> bool:
+    """Whether huggingface_hub runs offline (``HF_HUB_OFFLINE``, read when it is imported; clusters set it for all
+    jobs): it then takes files from its cache only."""
+    try:
+        from huggingface_hub import constants
+
+        return bool(constants.HF_HUB_OFFLINE)
+    except ImportError:  # open_clip without huggingface_hub
+        return False
 
 
 def _hugging_face_cache() -> str:

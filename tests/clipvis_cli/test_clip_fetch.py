@@ -246,3 +246,21 @@ def test_a_cut_short_clip_in_the_hugging_face_cache_is_one_line_naming_it(tmp_pa
     assert line.startswith(f"clipvis: error: weights {weights}: the RN50/openai CLIP weights in the Hugging Face "
                            f"cache cannot be read ({blob}: "), line
     assert line.endswith("delete that file and run again with internet access to fetch it again"), line
+
+
+def test_the_fetch_line_says_hf_hub_offline_when_it_is_set(tmp_path, tiny_config, monkeypatch) -> None:
+    """With HF_HUB_OFFLINE set (clusters set it for all jobs) the line said to fetch the CLIP once online and
+    suggested CLIPVIS_OFFLINE, never naming the setting that kept it from being fetched."""
+    import huggingface_hub.constants
+
+    _offline_open_clip(monkeypatch)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setenv("CLIPVIS_CACHE", str(tmp_path / "cache"))
+    weights = _head_only_weights(tmp_path / "head.safetensors", tiny_config)
+    result = runner.invoke(app, ["export", "--to", "onnx", "--model", str(weights), "-o", str(tmp_path / "m.onnx")])
+    assert result.exit_code == 1, result.output
+    line = result.stderr.strip().splitlines()[-1]
+    assert ("; HF_HUB_OFFLINE is set, which keeps huggingface_hub from fetching: unset it to fetch them (they are "
+            "then kept in the Hugging Face cache, ") in line, line
+    assert "CLIPVIS_OFFLINE" not in line and "internet access" not in line, line
+    assert line.endswith("give a checkpoint that holds the CLIP (backbone.clip_model.* keys) with --model PATH"), line
