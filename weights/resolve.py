@@ -499,29 +499,63 @@ def _unknown(text: str) -> UnknownCheckpointError:
             f"{release.name}: give that name (downloaded into the cache), or save the file as "
             f"{weights_cache_dir() / release.file_name} and give that name or the file's path"
         )
+    names = ", ".join(pretrained_names())
+    if not text.strip():
+        return UnknownCheckpointError(f"{EMPTY_CHECKPOINT_NAME}: give a checkpoint file, a training folder or a "
+                                      f"released checkpoint's name ({names})")
     if text.lower().endswith(CHECKPOINT_SUFFIXES):
-        return UnknownCheckpointError(f"no such file: {text}")
+        stem = text[: text.rindex(".")]  # a release's name with a file's ending (or its file's name), not a path
+        guesses = _closest_releases(stem) if _looks_like_a_name(stem) else []
+        return UnknownCheckpointError(f"no such file: {text}{_did_you_mean(guesses, ' (a released checkpoint)')}")
     if not _looks_like_a_name(text):  # a checkpoint file or a training folder
         return UnknownCheckpointError(f"no such file or folder: {text}")
-    names = ", ".join(pretrained_names())
-    guess = _closest_release(text)
-    meant = f"; did you mean {guess}?" if guess is not None else ""
     return UnknownCheckpointError(
-        f"{text!r} is neither an existing checkpoint file nor a released checkpoint name ({names}){meant}"
+        f"{text!r} is neither an existing checkpoint file nor a released checkpoint name "
+        f"({names}){_did_you_mean(_closest_releases(text))}"
     )
 
 
-def _closest_release(text: str) -> str | None:
-    """The released checkpoint whose name (or file name) ``text`` most nearly spells (difflib), or None."""
+#: How an empty checkpoint name or path starts its error (a command words it as its flag: "--weights is empty")
+EMPTY_CHECKPOINT_NAME = "the checkpoint name or path is empty"
+
+
+def _did_you_mean(guesses: list[str], what: str = "") -> str:
+    if not guesses:
+        return ""
+    return f"; did you mean {' or '.join(guesses)}{what}?"
+
+
+def _closest_releases(text: str) -> list[str]:
+    """The released checkpoints whose name (or file name) ``text`` most nearly spells, best first; several when they
+    fit equally well. A release must fit the words of ``text`` that tell the releases apart (``ytvis`` in
+    ``clipvis-ytvis-r50`` is clipvis-coco-ytvis19-r50's, not clipvis-lvis-r50's, however alike the spellings), or,
+    failing that, be spelt nearly alike (difflib)."""
     import difflib
 
-    def key(name: str) -> str:
-        return name.lower().replace("_", "-")
+    def words(name: str) -> list[str]:
+        return [word for word in re.split(r"[-_.\s]+", name.lower()) if word]
 
-    spellings = {key(c.name): c.name for c in list_pretrained()}
-    spellings.update({key(Path(c.file_name).stem): c.name for c in list_pretrained()})
-    close = difflib.get_close_matches(key(text), list(spellings), n=1, cutoff=0.75)
-    return spellings[close[0]] if close else None
+    def alike(word: str, other: str) -> bool:  # a word as given, shortened, or with a letter or two wrong
+        return other.startswith(word) or difflib.SequenceMatcher(None, word, other).ratio() >= 0.75
+
+    releases = list_pretrained()
+    spellings = [(c.name, words(c.name)) for c in releases] + [(c.name, words(Path(c.file_name).stem))
+                                                                for c in releases]
+    common = set.intersection(*(set(spelt) for _, spelt in spellings)) if spellings else set()
+    given = [word for word in words(text) if word not in common]
+    scores: dict[str, tuple[int, float]] = {}
+    for name, spelt in spellings:
+        fitting = sum(any(alike(word, other) for other in spelt) for word in given)
+        ratio = difflib.SequenceMatcher(None, "-".join(words(text)), "-".join(spelt)).ratio()
+        if (given and fitting == len(given)) or ratio >= 0.75:
+            scores[name] = max(scores.get(name, (0, 0.0)), (fitting, ratio))
+    if not scores:
+        return []
+    best = max(fitting for fitting, _ in scores.values())
+    ranked = sorted((name for name, (fitting, _) in scores.items() if fitting == best), key=lambda n: -scores[n][1])
+    if len(ranked) > 1 and scores[ranked[0]][1] - scores[ranked[1]][1] >= 0.1:
+        return ranked[:1]  # one plainly nearer in spelling
+    return ranked
 
 
 def resolve_weights(

@@ -343,6 +343,7 @@ def load_predictor(
     """
     from clipvis.model import CheckpointError, VideoPredictor, VocabularyError, load_model
     from clipvis.weights import WeightsError, download_reporter, release_named, resolve_weights
+    from clipvis.weights.resolve import EMPTY_CHECKPOINT_NAME
 
     caught: list[warnings.WarningMessage] = []
     try:
@@ -386,6 +387,8 @@ def load_predictor(
     except (CheckpointError, WeightsError, ValueError, RuntimeError, OSError) as error:
         _say_warnings(caught, say)
         message = model_error_message(error, {**MODEL_PARAMETER_FLAGS, "weights": f"{weights_flag} PATH"})
+        if not options.weights.strip():  # "--weights is empty: give ...", not "--weights : ..."
+            raise fail(message.replace(EMPTY_CHECKPOINT_NAME, f"{weights_flag} is empty", 1)) from None
         raise fail(message if options.weights in message else f"{weights_option} {options.weights}: {message}") \
             from None
     raise fail(f"{vocabulary_source}: {refused}")

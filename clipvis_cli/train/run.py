@@ -301,6 +301,7 @@ def starting_weights(weights: str) -> str:
         release_named,
         resolve_weights,
     )
+    from clipvis.weights.resolve import EMPTY_CHECKPOINT_NAME
 
     release = release_named(weights)
     if release is not None:
@@ -317,6 +318,8 @@ def starting_weights(weights: str) -> str:
         return str(resolve_weights(weights, download=False))
     except WeightsError as error:
         message = " ".join(str(error).split())
+        if not weights.strip():  # "--weights is empty: give ...", not "--weights : ..."
+            raise WeightsError(message.replace(EMPTY_CHECKPOINT_NAME, "--weights is empty", 1)) from None
         raise WeightsError(message if weights in message else f"--weights {weights}: {message}") from None
 
 

@@ -312,6 +312,31 @@ def test_a_near_miss_name_says_which_release_was_meant() -> None:
     assert "did you mean" not in str(excinfo.value)
 
 
+def test_a_near_miss_name_is_taken_for_the_release_its_distinctive_word_names() -> None:
+    """'clipvis-ytvis-r50' was taken for clipvis-lvis-r50 (nearest in spelling), though only
+    clipvis-coco-ytvis19-r50 is a YouTube-VIS model."""
+    with pytest.raises(UnknownCheckpointError, match="did you mean clipvis-coco-ytvis19-r50\\?$"):
+        resolve_weights("clipvis-ytvis-r50")
+
+
+def test_a_release_name_with_a_checkpoint_ending_says_which_release_was_meant(tmp_path: Path, monkeypatch) -> None:
+    """'clipvis-lvis-r50.pth' (the release's name with a file's ending, a likely slip) said only "no such file"."""
+    monkeypatch.chdir(tmp_path)
+    for typed, meant in (("clipvis-lvis-r50.pth", "clipvis-lvis-r50"), ("clipvis_lvis_r50.pt", "clipvis-lvis-r50"),
+                         ("clipvis-ytvis-r50.safetensors", "clipvis-coco-ytvis19-r50")):
+        with pytest.raises(UnknownCheckpointError) as excinfo:
+            resolve_weights(typed)
+        assert str(excinfo.value) == f"no such file: {typed}; did you mean {meant} (a released checkpoint)?"
+
+
+def test_an_empty_name_is_said_to_be_empty() -> None:
+    """'' said "no such file or folder: " with nothing after it."""
+    for typed in ("", " "):
+        with pytest.raises(UnknownCheckpointError, match="^the checkpoint name or path is empty: give a checkpoint "
+                                                         "file, a training folder or a released checkpoint's name"):
+            resolve_weights(typed)
+
+
 def test_a_symbolic_link_to_nothing_is_said_to_be_one(tmp_path: Path) -> None:
     """A symbolic-link loop or a broken link was "neither an existing checkpoint file nor a released checkpoint
     name", as if the path were a mistyped name."""
