@@ -3,8 +3,9 @@
 Offline, huggingface_hub logs two WARNING lines per failed request (the error, then "Retrying in 8s [Retry 4/5]"),
 ~40 in all, and open_clip logs its download error on the root logger (``ERROR:root:Failed to download ...``) before
 raising it; a command said them all on stderr (under ``--log-format jsonl`` too), then its own error line. Within
-:func:`clip_fetch_logging` the first huggingface_hub warning is said once, by the command's ``say`` (a
-`clipvis: warning:` line, a jsonl `warning` event), and the rest are left out; open_clip's download error is left to
+:func:`clip_fetch_logging` the first failed request is said once, by the command's ``say`` (a `clipvis: warning:`
+line, a jsonl `warning` event), and the rest of the failures and retries are left out (other huggingface_hub
+warnings are said once each); open_clip's download error is left to
 the error the command says (clipvis.model.build.ClipFetchError). The library's own logging is untouched outside it.
 """
 
@@ -21,21 +22,29 @@ OPEN_CLIP_DOWNLOAD_ERROR = "Failed to download weights for tag"
 
 
 class _FirstHubWarning(logging.Handler):
-    """Says the first WARNING-or-worse record of huggingface_hub as ``Hugging Face: <message>`` (retries left out)."""
+    """Says huggingface_hub's WARNING-or-worse records as ``Hugging Face: <message>``: of a request's failures and
+    retries (huggingface_hub/utils/_http.py: "... thrown while requesting ...", "Rate limited. Waiting ...",
+    "Retrying in ...") the first failure only, said to be retried; other warnings (the hf_xet fallback notice, which a
+    fetch that succeeds follows) once each, as they are."""
 
     def __init__(self, say: Callable[[str], None]) -> None:
         super().__init__(logging.WARNING)
         self.say = say
-        self.said = False
+        self.said_retrying = False
+        self.said: set[str] = set()
 
     def emit(self, record: logging.LogRecord) -> None:
-        if self.said:
-            return
         message = " ".join(record.getMessage().split())
         if message.startswith("Retrying in "):
             return
-        self.said = True
-        self.say(f"Hugging Face: {message} (retrying; a failure is said once all tries are over)")
+        if " thrown while requesting " in message or message.startswith("Rate limited. "):
+            if not self.said_retrying:
+                self.said_retrying = True
+                self.say(f"Hugging Face: {message} (retrying; a failure is said once all tries are over)")
+            return
+        if message not in self.said:
+            self.said.add(message)
+            self.say(f"Hugging Face: {message}")
 
 
 class _RootRecords(logging.Handler):
@@ -64,8 +73,9 @@ def _not_download_error(record: logging.LogRecord) -> bool:
 
 @contextmanager
 def clip_fetch_logging(say: Callable[[str], None]) -> Iterator[None]:
-    """While a model is built (a CLIP may be fetched): huggingface_hub's first warning said by ``say``, its retries
-    and open_clip's download error left out (see the module's docstring); the loggers as they were afterwards."""
+    """While a model is built (a CLIP may be fetched): huggingface_hub's first failed request said by ``say``, its
+    retries and open_clip's download error left out, its other warnings said once each (see the module's docstring);
+    the loggers as they were afterwards."""
     try:  # huggingface_hub gives its logger a stderr handler when first imported (inside open_clip's fetch, which
         import huggingface_hub.utils.logging  # noqa: F401 - would then print every retry): configured before
     except ImportError:  # open_clip without huggingface_hub: nothing of it to quiet
