@@ -584,9 +584,23 @@ def _check_head_fit(state: Mapping[str, torch.Tensor], path: Path, config: ClipV
         return
     with torch.device("meta"):
         skeleton = create_model(config).state_dict()
-    problems = _fit_problems(state, {k: v for k, v in skeleton.items() if not k.startswith("backbone.")})
+    head = {k: v for k, v in skeleton.items() if not k.startswith("backbone.")}
+    problems = _fit_problems(state, head)
+    if any(key.startswith(CLIP_FACING_PREFIXES) and key in head and state[key].shape != head[key].shape
+           for key in state):
+        default = ClipVisConfig()
+        which = (" (the default config's)" if (config.clip_model_name, config.clip_pretrained)
+                 == (default.clip_model_name, default.clip_pretrained) else "")
+        problems.append((f"the layers that take the CLIP's features have other widths in the file: the model was "
+                         f"built for CLIP {clip_name(config.clip_model_name, config.clip_pretrained)}{which}; give the "
+                         "config the checkpoint was trained with (", Parameter("config", "config="), ")"))
     if problems:
         raise _does_not_fit(path, problems)
+
+
+#: The head's layers that take the CLIP's feature maps (their input widths are the CLIP's: RN50's 256-2048 channels,
+#: ConvNeXt-B's 128-1024; docs/architecture.md, pixel decoder)
+CLIP_FACING_PREFIXES = ("pixel_decoder.input_proj.", "pixel_decoder.adapter_")
 
 
 #: The state-dict prefixes of the CLIP-VIS head (ClipVis' modules besides the CLIP backbone).

@@ -264,3 +264,28 @@ def test_the_fetch_line_says_hf_hub_offline_when_it_is_set(tmp_path, tiny_config
             "then kept in the Hugging Face cache, ") in line, line
     assert "CLIPVIS_OFFLINE" not in line and "internet access" not in line, line
     assert line.endswith("give a checkpoint that holds the CLIP (backbone.clip_model.* keys) with --model PATH"), line
+
+
+def test_a_head_for_another_clip_given_without_its_config_says_to_give_it(tmp_path, tiny_config, monkeypatch) -> None:
+    """A ConvNeXt head-only file given without its config failed with "shape mismatches (4):
+    pixel_decoder.adapter_1.weight (256, 128, 1, 1) vs model (256, 256, 1, 1), ..." and nothing on what to do."""
+    import torch
+    from safetensors.torch import save_file
+
+    asked = _offline_open_clip(monkeypatch)
+    monkeypatch.setenv("CLIPVIS_CACHE", str(tmp_path / "cache"))
+    config = {**_released_clip_fields(tiny_config), "clip_model_name": "convnext_base_w_320",
+              "clip_pretrained": "laion_aesthetic_s13b_b82k", "notes": []}
+    with torch.device("meta"):
+        skeleton = create_model(config).state_dict()
+    weights = tmp_path / "convnext_head.safetensors"  # no embedded config: the model is built from the default's
+    save_file({k: torch.zeros(v.shape) for k, v in skeleton.items() if not k.startswith("backbone.")}, weights)
+    result = runner.invoke(app, ["segment", str(_frames(tmp_path / "frames")), "--vocab", "cat", "--weights",
+                                 str(weights), "-o", str(tmp_path / "out"), "--device", "cpu"])
+    assert result.exit_code == 1, result.output
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(f"clipvis: error: {weights}: checkpoint does not fit the model: shape mismatches ("), line
+    assert line.endswith("; the layers that take the CLIP's features have other widths in the file: the model was "
+                         "built for CLIP RN50/openai (the default config's); give the config the checkpoint was "
+                         "trained with (--config)"), line
+    assert asked == []
