@@ -337,6 +337,25 @@ def _as_rank_0_chose(given: str | None, mine: str | None, rank_0s: str | None) -
     return str(same)
 
 
+def _as_rank_0_resumes(output_dir: Path, mine: Path | None, rank_0s: str | None) -> Path | None:
+    """The checkpoint this rank resumes from: the one rank 0 resumes from (``rank_0s``, its name; None: rank 0 starts
+    afresh), by name, in this rank's ``output_dir`` (its own copy of the run's folder, or the same folder on a shared
+    file system). ConfigError where this rank has no such checkpoint with its training state, or has one to resume
+    from where rank 0 has none: such a rank (a node-local folder of another run, or none) started at iteration 0
+    beside rank 0 going on from its checkpoint, and the run saved a wrong checkpoint, then hung."""
+    if rank_0s is None:
+        if mine is not None:
+            raise ConfigError(f"{output_dir}: --resume: this process has {mine.name} to resume from, rank 0 none (it "
+                              "starts the run afresh); every process must see the run's folder")
+        return None
+    same = output_dir / rank_0s
+    if not same.is_file() or not state_path(same).is_file():
+        newest = f", its newest: {mine.name}" if mine is not None else ""
+        raise ConfigError(f"{output_dir}: --resume: no {rank_0s} with its training state here, the checkpoint rank 0 "
+                          f"resumes from{newest}; every process must see the run's folder")
+    return same
+
+
 def run_training(request: RunRequest, rank: int = 0, world: int = 1, local_rank: int = 0,
                  quiet: Callable[[], bool] | None = None) -> Path:
     """Train in this process (one rank of ``world``); returns the final checkpoint path.
@@ -504,12 +523,13 @@ def _train_in_folder(request: RunRequest, rank: int, world: int, local_rank: int
     config = request.config
     schedule, output_dir, resume_from = preflight.schedule, preflight.output_dir, preflight.resume_from
     if world > 1:  # a training folder still being written: its newest checkpoint could differ from rank to rank
-        chosen: list[str | None] = [request.weights]
+        chosen: list[str | None] = [request.weights, resume_from.name if resume_from is not None else None]
         dist.broadcast_object_list(chosen, src=0)
         with _taken_alone(rank, world, requests):
             request.weights = _as_rank_0_chose(preflight.given, request.weights, chosen[0])
             if request.weights:
                 config.set("MODEL.WEIGHTS", request.weights)
+            resume_from = _as_rank_0_resumes(output_dir, resume_from, chosen[1])
     _setup_logging(output_dir, rank)
     if rank == 0:  # what a run killed while saving left (a checkpoint's size each): --resume never took it away
         removed = remove_stale_temporaries(output_dir, preflight.folder_lock)
@@ -520,6 +540,10 @@ def _train_in_folder(request: RunRequest, rank: int, world: int, local_rank: int
     if resume_from not in (None, preflight.newest):
         log.warning("warning: %s has no training state; resuming from %s", preflight.newest.name, resume_from.name)
     device = _device(config, local_rank)
+    if world > 1:  # a rank started with other settings trained silently on them, or hung at the end of its schedule;
+        # compared before a negative SEED is drawn: a rank with SEED -1 beside one with SEED 5 waited for good in the
+        # broadcast of rank 0's draw
+        _check_ranks_agree(rank, world, "settings", _settings_of(config))
     seed = _run_seed(config, world, device)
     if rank == 0:
         log.info("config %s -> %s (global batch %d on %s, %s each, lr %.3g, %s, scale %.3g, seed %d)",
@@ -539,8 +563,6 @@ def _train_in_folder(request: RunRequest, rank: int, world: int, local_rank: int
                         "SOLVER.CHECKPOINT_PERIOD=%d", schedule.checkpoint_period, schedule.max_iter, schedule.max_iter,
                         kept, max(schedule.max_iter // 5, 1))
 
-    if world > 1:  # a rank started with other settings trained silently on them, or hung at the end of its schedule
-        _check_ranks_agree(rank, world, "settings", _settings_of(config))
     sources = _load_training_data(config, rank, world, requests, output_dir, resume_from is not None)
     records = [r for s in sources for r in s.records]
     video = all(s.is_video for s in sources)

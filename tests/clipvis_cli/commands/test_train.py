@@ -1163,6 +1163,8 @@ def torchrun_job(tmp_path_factory, tiny_train_config, tiny_config):
                 tmp_path / "later" / "model_0000001.safetensors")
     (tmp_path / "later" / "last_checkpoint").write_text("model_0000001.safetensors")
     gone, nope = tmp_path / "gone.json", tmp_path / "nope"
+    for name in ("resume-1", "resume-0-node"):  # the run's folder, seen by one rank only (node-local folders)
+        shutil.copytree(tmp_path / "first", tmp_path / name)
 
     def train_args(name: str, data_files, *extra) -> list:
         return ["train", "--config", config, "--output-dir", tmp_path / name, "--data", data_files[0], "--images",
@@ -1184,6 +1186,11 @@ def torchrun_job(tmp_path_factory, tiny_train_config, tiny_config):
         "unfit-1": [train_args("unfit-1", data, unfit), train_args("unfit-1", data, unfit, "--weights", official)],
         "folder": [train_args("folder", data, "SOLVER.MAX_ITER=1", "--weights", tmp_path / "first"),
                    train_args("folder", data, "SOLVER.MAX_ITER=1", "--weights", tmp_path / "later")],
+        "seed": [train_args("seed", data, "SEED=5"), train_args("seed", data, "SEED=-1")],
+        "resume-1": [train_args("resume-1", data, "--resume", "SOLVER.MAX_ITER=2"),
+                     train_args("resume-1-node", data, "--resume", "SOLVER.MAX_ITER=2")],
+        "resume-0": [train_args("resume-0", data, "--resume", "SOLVER.MAX_ITER=2"),
+                     train_args("resume-0-node", data, "--resume", "SOLVER.MAX_ITER=2")],
         "nan": [train_args("nan", data, "SOLVER.MAX_ITER=4", "SOLVER.BASE_LR=1e30",
                            "SOLVER.CLIP_GRADIENTS.ENABLED=false")] * 2,
     }
@@ -1220,6 +1227,39 @@ def test_torchrun_ranks_with_other_settings_or_data_stop_before_training_with_on
         assert not list(run.glob("model_*")) and not (run / "config.yaml").exists(), outcomes[name].stderr
     copy = outcomes["copy"]  # 0 for 0.0, the data's copy elsewhere: the same
     assert copy.codes == [0, 0] and "clipvis: error" not in copy.stderr, copy.stderr
+
+
+@GLOO
+def test_torchrun_ranks_with_a_negative_seed_on_some_stop_with_one_line(torchrun_job):
+    """SEED -1 on rank 1 beside 5 on rank 0: rank 1 waited for rank 0's draw, rank 0 in the settings check, for good."""
+    outcomes, files = torchrun_job
+    said_once(outcomes["seed"], "clipvis: error: rank 1 has other settings: SEED -1 (rank 0: 5); every process")
+    assert not list((files["root"] / "seed").glob("model_*")), outcomes["seed"].stderr
+
+
+@GLOO
+def test_torchrun_resume_where_one_rank_sees_another_folder_stops_with_one_line(torchrun_job):
+    """--resume with node-local folders where only one rank finds the run's checkpoint: the other started at iteration
+    0 while rank 0 went on from its checkpoint, a wrong checkpoint was saved, then every rank hung. Every rank now
+    stops before training, the rank that differs naming its folder and rank 0's checkpoint."""
+    outcomes, files = torchrun_job
+    root = files["root"]
+
+    def refused(outcome, message: str) -> None:  # (rank 0 says first that it resumes with the run's config.yaml)
+        assert outcome.codes and all(code != 0 for code in outcome.codes), outcome
+        errors = [line for line in outcome.stderr.splitlines() if line.startswith("clipvis: error: ")]
+        assert len(errors) == 1 and errors[0].startswith(message), outcome.stderr
+        assert "Traceback" not in outcome.stderr, outcome.stderr
+
+    refused(outcomes["resume-1"], f"clipvis: error: rank 1: {root / 'resume-1-node'}: --resume: no "
+            "model_0000000.safetensors with its training state here, the checkpoint rank 0 resumes from; every "
+            "process must see the run's folder")
+    assert sorted(path.name for path in (root / "resume-1").glob("model_*")) == [
+        "model_0000000.safetensors", "model_0000000.state.pt"], outcomes["resume-1"].stderr
+    refused(outcomes["resume-0"], f"clipvis: error: rank 1: {root / 'resume-0-node'}: --resume: this process has "
+            "model_0000000.safetensors to resume from, rank 0 none (it starts the run afresh)")
+    assert not list((root / "resume-0").glob("model_*")), outcomes["resume-0"].stderr
+    assert not (root / "resume-0" / "config.yaml").exists(), outcomes["resume-0"].stderr
 
 
 @pytest.fixture
