@@ -401,7 +401,7 @@ def _preflight(request: RunRequest, rank: int, world: int) -> _Preflight:
         try:  # a run living there: neither a fresh start nor a --resume beside it (it held the lock only to save)
             folder_lock = hold_training_folder(output_dir)
         except FolderInUseError as error:
-            raise ConfigError(str(error)) from None
+            raise RankZerosCheckError(str(error)) from None
     try:
         # Before anything is written there (config.yaml): a fresh run never mixes with the checkpoints of another.
         newest = read_last_checkpoint(output_dir) or (checkpoints_in(output_dir) or [None])[-1]
@@ -734,6 +734,12 @@ class ErrorOfOneRank(RuntimeError):
     the weights missing): ``rank N: <its message>``, said by this rank."""
 
 
+class RankZerosCheckError(ConfigError):
+    """A check rank 0 alone makes (the output folder's lock): said as the command alone says it, without the
+    ``rank 0:`` that names the rank of an error no other rank found (under torchrun the folder-in-use line read
+    ``rank 0: DIR is in use by ...``)."""
+
+
 class SaidByAnotherRank(RuntimeError):
     """Under several processes: this rank failed as another did, and that one says why (the command exits 1 in
     silence): an error every rank finds alike (a missing --data file, a batch the process count does not divide) is
@@ -763,7 +769,7 @@ def _taken_alone(rank: int, world: int, requests: StopRequests | None = None) ->
     except TrainingStopped:  # requests.signum: said at the step's end
         pass
     except _ONE_LINE_ERROR_TYPES as error:
-        if _agree_on_errors(rank, world, error, requests):
+        if _agree_on_errors(rank, world, error, requests) and not isinstance(error, RankZerosCheckError):
             raise ErrorOfOneRank(f"rank {rank}: {' '.join(str(error).split())}") from None
         raise
     _agree_on_errors(rank, world, None, requests)
@@ -837,9 +843,9 @@ class ProcessFailedError(RuntimeError):
 
 
 # The errors whose message is the whole story (the command prints them after "clipvis: error:").
-_ONE_LINE_ERRORS = ("ConfigError", "TrainDataError", "CheckpointError", "ModelBuildError", "WeightsError",
-                    "InvalidWeightsError", "WeightsNotAvailableError", "FloatingPointError", "OutputNotWritableError",
-                    "RanksDifferError", "SaidByAnotherRank", "ErrorOfOneRank")
+_ONE_LINE_ERRORS = ("ConfigError", "RankZerosCheckError", "TrainDataError", "CheckpointError", "ModelBuildError",
+                    "WeightsError", "InvalidWeightsError", "WeightsNotAvailableError", "FloatingPointError",
+                    "OutputNotWritableError", "RanksDifferError", "SaidByAnotherRank", "ErrorOfOneRank")
 
 
 def _last_error_line(report: str) -> str:

@@ -1191,10 +1191,16 @@ def torchrun_job(tmp_path_factory, tiny_train_config, tiny_config):
                      train_args("resume-1-node", data, "--resume", "SOLVER.MAX_ITER=2")],
         "resume-0": [train_args("resume-0", data, "--resume", "SOLVER.MAX_ITER=2"),
                      train_args("resume-0-node", data, "--resume", "SOLVER.MAX_ITER=2")],
+        "locked": [train_args("locked", data)] * 2,
         "nan": [train_args("nan", data, "SOLVER.MAX_ITER=4", "SOLVER.BASE_LR=1e30",
                            "SOLVER.CLIP_GRADIENTS.ENABLED=false")] * 2,
     }
-    outcomes = torchrun_cases(tmp_path / "job", list(cases.values()))
+    from clipvis.cli.locks import FolderLock
+    from clipvis.cli.train.trainer import TRAINING_LOCK_NAME
+
+    (tmp_path / "locked").mkdir()
+    with FolderLock(tmp_path / "locked", TRAINING_LOCK_NAME):  # as a live run holds it
+        outcomes = torchrun_cases(tmp_path / "job", list(cases.values()))
     files = {"root": tmp_path, "gone": gone, "nope": nope, "official": official, "first": tmp_path / "first"}
     return dict(zip(cases, outcomes, strict=True)), files
 
@@ -1227,6 +1233,16 @@ def test_torchrun_ranks_with_other_settings_or_data_stop_before_training_with_on
         assert not list(run.glob("model_*")) and not (run / "config.yaml").exists(), outcomes[name].stderr
     copy = outcomes["copy"]  # 0 for 0.0, the data's copy elsewhere: the same
     assert copy.codes == [0, 0] and "clipvis: error" not in copy.stderr, copy.stderr
+
+
+@GLOO
+def test_torchrun_folder_in_use_is_the_line_a_single_process_gives(torchrun_job):
+    """Rank 0 alone takes the folder's lock: its refusal read `clipvis: error: rank 0: DIR is in use by ...`."""
+    import os
+
+    outcomes, files = torchrun_job
+    said_once(outcomes["locked"], f"clipvis: error: {files['root'] / 'locked'} is in use by a live training run (pid "
+              f"{os.getpid()})")
 
 
 @GLOO
