@@ -452,9 +452,8 @@ class SegmentRunner:
         probe = reader.probe()
         if "overlay" in opts.formats and (reason := unencodable_overlay_reason(probe.height, probe.width)):
             # before the model's pass: the encoder failed only when its first frame came, the other files lost too
-            others = ",".join(name for name in opts.formats if name != "overlay")
-            raise ValueError(f"{reason} (run it with --formats without overlay" +
-                             (f", e.g. --formats {others})" if others else ")"))
+            others = ",".join(name for name in opts.formats if name != "overlay") or "ytvis,coco"
+            raise ValueError(f"{reason} (run it with --formats without overlay, e.g. --formats {others})")
         total = probe.processed_frame_count(reader.stride, reader.max_frames)
         self.reporter.video_started(source, stem, total)
         if source.kind == "images" and source.path.is_dir():  # as export says it, for the formats numbering frames

@@ -124,7 +124,7 @@ def _pretrained_clip(config: ClipVisConfig, allow_hub_clip: bool, for_checkpoint
         damaged = _damaged_cached_clip(pretrained_cfg.get("hf_hub"))
         if damaged is None:
             raise  # building the CLIP failed, not fetching or reading its weights
-        raise DamagedClipError(name, tag, damaged[0], damaged[1]) from error
+        raise DamagedClipError(name, tag, *damaged) from error
 
 
 #: The file names open_clip fetches a CLIP's weights under from a Hugging Face repository named without one
@@ -153,15 +153,16 @@ def _damaged_cached_clip(hf_hub: object) -> tuple[Path, str] | None:
             return None
         if isinstance(cached, str) and os.path.isfile(cached):
             stored = Path(cached).resolve()  # the blob the snapshot links to: deleting it has it fetched again
-            reason = _unreadable_weights(stored, safetensors=candidate.endswith(".safetensors"))
-            return None if reason is None else (stored, reason)
+            unreadable = _unreadable_weights(stored, safetensors=candidate.endswith(".safetensors"))
+            return None if unreadable is None else (stored, *unreadable)
     return None
 
 
-def _unreadable_weights(path: Path, safetensors: bool) -> str | None:
+def _unreadable_weights(path: Path, safetensors: bool) -> tuple[str, bool] | None:
     """Why a cached CLIP weights file (``safetensors`` or torch's format; a blob's name says neither) cannot be read,
-    or None when it reads (a .safetensors' header and tensors' extent, a .bin's archive: both fail on a file cut
-    short)."""
+    and whether its contents are damaged (a .safetensors' header and tensors' extent, a .bin's archive: both fail on
+    a file cut short) rather than closed to this user (a shared cache written by another: not to be deleted); None
+    when it reads."""
     try:
         if safetensors:
             from safetensors import safe_open
@@ -170,10 +171,12 @@ def _unreadable_weights(path: Path, safetensors: bool) -> str | None:
                 list(reader.keys())
         else:
             torch.load(path, map_location="cpu", weights_only=True)
+    except OSError as error:  # not opened (permission denied, an I/O error): the contents were not looked at
+        return (error.strerror or str(error)), False
     except Exception as error:
         if "Weights only load failed" in str(error):  # a whole file of objects torch's safe loader refuses
             return None
-        return " ".join(str(error).split()).split(". ", 1)[0].rstrip(".") or type(error).__name__
+        return (" ".join(str(error).split()).split(". ", 1)[0].rstrip(".") or type(error).__name__), True
     return None
 
 
@@ -181,14 +184,22 @@ class DamagedClipError(CheckpointError):
     """The CLIP weights file open_clip found in the Hugging Face cache cannot be read (cut short by an interrupted
     fetch or copy). The message names the CLIP and the file, and says to delete it so that it is fetched again."""
 
-    def __init__(self, name: str, tag: str, path: Path, reason: str) -> None:
+    def __init__(self, name: str, tag: str, path: Path, reason: str, damaged: bool = True) -> None:
         self.clip = clip_name(name, tag)
         self.path = path
-        super().__init__(
-            f"the {self.clip} CLIP weights in the Hugging Face cache cannot be read ({path}: {reason}); it was cut "
-            "short (an interrupted download or copy): delete that file and run again with internet access to fetch it "
-            "again"
-        )
+        self._arguments = (name, tag, path, reason, damaged)
+        unread = f"the {self.clip} CLIP weights in the Hugging Face cache cannot be read ({path}: {reason})"
+        if not damaged:  # closed to this user (a shared cache written by another): the file may well be whole
+            super().__init__(f"{unread}: give this user read access, or point HF_HOME at a cache of its own")
+            return
+        offline = _hub_offline_variables()
+        fetch = (f"{' and '.join(offline)} {'is' if len(offline) == 1 else 'are'} set too: unset "
+                 f"{'it' if len(offline) == 1 else 'them'} to fetch it again") if offline else \
+            "run again with internet access to fetch it again"
+        super().__init__(f"{unread}; it was cut short (an interrupted download or copy): delete that file; {fetch}")
+
+    def __reduce__(self) -> tuple:  # rebuilt from its arguments where it crosses processes (--num-gpus)
+        return DamagedClipError, self._arguments
 
 
 class ClipFetchError(CheckpointError):
@@ -202,9 +213,11 @@ class ClipFetchError(CheckpointError):
         self.clip = clip_name(name, tag)
         self.source = source
         where = f"from Hugging Face ({source})" if source else "by open_clip"
-        hub_offline = _hub_offline()
-        fetch = ("HF_HUB_OFFLINE is set, which keeps huggingface_hub from fetching: unset it to fetch them"
-                 if hub_offline else "fetch them once with internet access")
+        offline = _hub_offline_variables()
+        hub_offline = bool(offline)
+        fetch = (f"{' and '.join(offline)} {'is' if len(offline) == 1 else 'are'} set, which keeps huggingface_hub "
+                 f"from fetching: unset {'it' if len(offline) == 1 else 'them'} to fetch them"
+                 if offline else "fetch them once with internet access")
         super().__init__(
             f"the {self.clip} CLIP weights could not be fetched {where}: {_fetch_cause(cause)}; {fetch} (they are "
             f"then kept in the Hugging Face cache, {_hugging_face_cache()}, which HF_HOME moves), copy that cache from "
@@ -237,15 +250,22 @@ def _fetch_cause(error: BaseException) -> str:
     return first or type(error).__name__
 
 
-def _hub_offline() -> bool:
-    """Whether huggingface_hub runs offline (``HF_HUB_OFFLINE``, read when it is imported; clusters set it for all
-    jobs): it then takes files from its cache only."""
+_HUB_OFFLINE_VARIABLES = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")  # either turns huggingface_hub offline
+
+
+def _hub_offline_variables() -> list[str]:
+    """The variables that have huggingface_hub run offline (taking files from its cache only; clusters set them for
+    all jobs), by name: ``HF_HUB_OFFLINE``, ``TRANSFORMERS_OFFLINE`` or both, as set; [] when it runs online. Read
+    from the environment where huggingface_hub says it is offline (it reads them when imported)."""
     try:
         from huggingface_hub import constants
-
-        return bool(constants.HF_HUB_OFFLINE)
     except ImportError:  # open_clip without huggingface_hub
-        return False
+        return []
+    if not constants.HF_HUB_OFFLINE:
+        return []
+    named = [name for name in _HUB_OFFLINE_VARIABLES
+             if os.environ.get(name, "").strip().upper() in ("1", "ON", "YES", "TRUE")]
+    return named or ["HF_HUB_OFFLINE"]
 
 
 def _hugging_face_cache() -> str:

@@ -245,7 +245,7 @@ def test_a_cut_short_clip_in_the_hugging_face_cache_is_one_line_naming_it(tmp_pa
     [line] = result.stderr.strip().splitlines()
     assert line.startswith(f"clipvis: error: weights {weights}: the RN50/openai CLIP weights in the Hugging Face "
                            f"cache cannot be read ({blob}: "), line
-    assert line.endswith("delete that file and run again with internet access to fetch it again"), line
+    assert line.endswith("delete that file; run again with internet access to fetch it again"), line
 
 
 def test_the_fetch_line_says_hf_hub_offline_when_it_is_set(tmp_path, tiny_config, monkeypatch) -> None:
@@ -289,3 +289,50 @@ def test_a_head_for_another_clip_given_without_its_config_says_to_give_it(tmp_pa
                          "built for CLIP RN50/openai (the default config's); give the config the checkpoint was "
                          "trained with (--config)"), line
     assert asked == []
+
+
+def test_the_offline_variable_named_is_the_one_set(monkeypatch) -> None:
+    """huggingface_hub runs offline with HF_HUB_OFFLINE or TRANSFORMERS_OFFLINE: a cluster's TRANSFORMERS_OFFLINE=1 was
+    said as 'HF_HUB_OFFLINE is set ... unset it', a variable the user did not set."""
+    import huggingface_hub.constants
+
+    from clipvis.model.build import ClipFetchError, DamagedClipError
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+    fetch = str(ClipFetchError("RN50", "openai", "timm/resnet50_clip.openai", OSError("offline")))
+    assert "TRANSFORMERS_OFFLINE is set, which keeps huggingface_hub from fetching: unset it" in fetch, fetch
+    assert "HF_HUB_OFFLINE" not in fetch
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    fetch = str(ClipFetchError("RN50", "openai", None, OSError("offline")))
+    assert "HF_HUB_OFFLINE and TRANSFORMERS_OFFLINE are set, which keeps huggingface_hub from fetching: unset them" \
+        in fetch, fetch
+    damaged = str(DamagedClipError("RN50", "openai", Path("/hub/blobs/f00d"), "incomplete metadata"))
+    assert damaged.endswith("delete that file; HF_HUB_OFFLINE and TRANSFORMERS_OFFLINE are set too: unset them to "
+                            "fetch it again"), damaged
+
+
+def test_a_cached_clip_this_user_may_not_read_is_not_called_cut_short(tmp_path, monkeypatch) -> None:
+    """A shared Hugging Face cache written by another user: the whole file it cannot open was said to be 'cut short
+    (an interrupted download or copy): delete that file', another user's good file."""
+    import pickle
+
+    import safetensors
+
+    from clipvis.model import build
+
+    blob = tmp_path / "f00d"
+    blob.write_bytes(b"whole")
+
+    def refused(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(blob))
+
+    monkeypatch.setattr(safetensors, "safe_open", refused)
+    reason, damaged = build._unreadable_weights(blob, safetensors=True)
+    assert (reason, damaged) == ("Permission denied", False)
+    message = str(build.DamagedClipError("RN50", "openai", blob, reason, damaged))
+    assert "cut short" not in message and "delete" not in message
+    assert message.endswith("give this user read access, or point HF_HOME at a cache of its own"), message
+    copy = pickle.loads(pickle.dumps(build.DamagedClipError("RN50", "openai", blob, "incomplete metadata")))
+    assert isinstance(copy, build.DamagedClipError) and copy.path == blob and "cut short" in str(copy)
