@@ -888,6 +888,21 @@ def png_with_chunk_after_pixels(path: Path, kind: bytes, data: bytes) -> Path:
     return path
 
 
+def png_decodes_counted(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The names of the PNG files decoded from now on (Pillow's PNG `load`), in order."""
+    from PIL import PngImagePlugin
+
+    decoded: list[str] = []
+    load = PngImagePlugin.PngImageFile.load
+
+    def counted_load(image: PngImagePlugin.PngImageFile) -> object:
+        decoded.append(Path(image.filename).name)
+        return load(image)
+
+    monkeypatch.setattr(PngImagePlugin.PngImageFile, "load", counted_load)
+    return decoded
+
+
 def test_pngs_whose_exif_follows_their_pixels_are_sized_as_they_are_decoded(
     tmp_path: Path, synth, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -896,7 +911,7 @@ def test_pngs_whose_exif_follows_their_pixels_are_sized_as_they_are_decoded(
     stored size for the folder's, and every frame, turned upright, was squeezed back into it. The chunks behind the
     pixels are walked for its size; a PNG with none of the orientation's chunks there (a text comment) is still sized
     without decoding it."""
-    from PIL import Image, PngImagePlugin
+    from PIL import Image
 
     exif = Image.Exif()
     exif[0x0112] = 6  # stored 40x24, shown 24x40
@@ -908,14 +923,7 @@ def test_pngs_whose_exif_follows_their_pixels_are_sized_as_they_are_decoded(
     png_with_chunk_after_pixels(tmp_path / "seq" / "3.png", b"tEXt", b"Comment\x00made by hand")
     with Image.open(tmp_path / "seq" / "1.png") as late:
         assert "exif" not in late.info and late.size == (40, 24)  # as the header says
-    decoded: list[str] = []
-    load = PngImagePlugin.PngImageFile.load
-
-    def counted_load(image: PngImagePlugin.PngImageFile) -> object:
-        decoded.append(Path(image.filename).name)
-        return load(image)
-
-    monkeypatch.setattr(PngImagePlugin.PngImageFile, "load", counted_load)
+    decoded = png_decodes_counted(monkeypatch)
     [source] = discover_inputs([str(tmp_path / "seq")])
     reader = open_reader(source)
     probe = reader.probe()
@@ -956,14 +964,7 @@ def test_pngs_whose_orientation_is_in_a_text_chunk_before_their_pixels_are_sized
             else:
                 info.add_text(key, text, zip=kind == "zTXt")
         Image.fromarray(synth.bar_frame(0, 24, 40)).save(tmp_path / "seq" / name, pnginfo=info)
-    decoded: list[str] = []
-    load = PngImagePlugin.PngImageFile.load
-
-    def counted_load(image: PngImagePlugin.PngImageFile) -> object:
-        decoded.append(Path(image.filename).name)
-        return load(image)
-
-    monkeypatch.setattr(PngImagePlugin.PngImageFile, "load", counted_load)
+    decoded = png_decodes_counted(monkeypatch)
     [source] = discover_inputs([str(tmp_path / "seq")])
     reader = open_reader(source)
     probe = reader.probe()
