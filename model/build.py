@@ -193,8 +193,8 @@ class DamagedClipError(CheckpointError):
             super().__init__(f"{unread}: give this user read access, or point HF_HOME at a cache of its own")
             return
         offline = _hub_offline_variables()
-        fetch = (f"{' and '.join(offline)} {'is' if len(offline) == 1 else 'are'} set too: unset "
-                 f"{'it' if len(offline) == 1 else 'them'} to fetch it again") if offline else \
+        fetch = (f"{_are_set(offline)} too: unset {'it' if len(offline) == 1 else 'them'} to fetch it again") \
+            if offline else \
             "run again with internet access to fetch it again"
         super().__init__(f"{unread}; it was cut short (an interrupted download or copy): delete that file; {fetch}")
 
@@ -214,16 +214,15 @@ class ClipFetchError(CheckpointError):
         self.source = source
         where = f"from Hugging Face ({source})" if source else "by open_clip"
         offline = _hub_offline_variables()
-        hub_offline = bool(offline)
-        fetch = (f"{' and '.join(offline)} {'is' if len(offline) == 1 else 'are'} set, which keeps huggingface_hub "
-                 f"from fetching: unset {'it' if len(offline) == 1 else 'them'} to fetch them"
-                 if offline else "fetch them once with internet access")
+        fetch = (f"{_are_set(offline)}, which keeps huggingface_hub from fetching: unset "
+                 f"{'it' if len(offline) == 1 else 'them'} to fetch them" if offline
+                 else "fetch them once with internet access")
         super().__init__(
             f"the {self.clip} CLIP weights could not be fetched {where}: {_fetch_cause(cause)}; {fetch} (they are "
             f"then kept in the Hugging Face cache, {_hugging_face_cache()}, which HF_HOME moves), copy that cache from "
             "a machine that has them, or give a checkpoint that holds the CLIP (backbone.clip_model.* keys) with ",
             Parameter("weights", "load_model(PATH)"),
-            "" if hub_offline else f"; {OFFLINE_ENV}=1 refuses at once instead of retrying"
+            "" if offline else f"; {OFFLINE_ENV}=1 refuses at once instead of retrying"
         )
 
     def __reduce__(self) -> tuple:
@@ -248,6 +247,11 @@ def _fetch_cause(error: BaseException) -> str:
                 text = text.split(": ", 1)[-1]
     first = text.split(". ", 1)[0].rstrip(".")
     return first or type(error).__name__
+
+
+def _are_set(variables: list[str]) -> str:
+    """``"HF_HUB_OFFLINE is set"``, ``"HF_HUB_OFFLINE and TRANSFORMERS_OFFLINE are set"``."""
+    return f"{' and '.join(variables)} {'is' if len(variables) == 1 else 'are'} set"
 
 
 _HUB_OFFLINE_VARIABLES = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")  # either turns huggingface_hub offline

@@ -524,7 +524,7 @@ def rgb_to_yuv420p(image: np.ndarray) -> np.ndarray:
     range. Each chroma sample is that of its 2x2 block's mean colour, as FFmpeg's conversion gives within 1:
     OpenCV's RGB2YUV_I420 took each block's chroma from one of its pixels, so a one-pixel outline at odd positions
     lost its colour (73 % of a blue outline's pixels stayed blue, 99 % now). Luma is OpenCV's (exact); the chroma
-    costs ~0.3 ms more a frame at 854x480."""
+    costs ~0.7-1 ms more a frame at 854x480 (docs/streaming.md)."""
     height, width = image.shape[:2]
     planes = cv2.cvtColor(image, cv2.COLOR_RGB2YUV_I420)
     block_means = cv2.resize(image, (width // 2, height // 2), interpolation=cv2.INTER_AREA)
