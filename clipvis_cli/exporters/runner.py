@@ -303,16 +303,18 @@ class ExportRunner:
 
     def _export_video(self, source: VideoSource, video: ExportVideo, several: bool) -> ExportOutcome:
         stem = video.info.stem
-        folder = self._folder(video, several)
+        per_video = [name for name in self.formats if name != YTVIS_FORMAT]
+        # --to ytvis alone writes no folder of the video's (its results go into the one results file): no folder is
+        # taken, and no note says the video was exported to one (said before the results file was refused, too)
+        folder = self._folder(video, several) if per_video else None
         warnings = self._unknown_classes(video) + self._labels_cvat_refuses(video) + self._frame_order(video)
-        notes: list[str] = self._numbered_note(video, folder)
+        notes: list[str] = self._numbered_note(video, folder) if folder is not None else []
         video = select_tracks(video, self.options)
         if YTVIS_FORMAT in self.formats:  # its results are read: they go into the results file whatever the other
             results_folder = self.destination or video.results_file.parent  # formats do
             if results_folder not in self._results:
                 self._results[results_folder] = ResultsStream(results_folder, self.options.gt)
             self._results[results_folder].add(video)
-        per_video = [name for name in self.formats if name != YTVIS_FORMAT]
         frames = video.info.num_frames
         self.reporter.video_started(source, stem, frames * max(len(per_video), 1))  # each format's frames
         for warning in warnings:
@@ -326,7 +328,7 @@ class ExportRunner:
             if needing:
                 check_source(video.info, video.results_file, needing)
             outputs: list[Path] = []
-            if exporters:
+            if folder is not None:
                 with staged_directory(folder, export_identity(video), self._replaceable(folder)) as staging:
                     for exporter in exporters:
                         made = exporter.export(video, staging, self.options)

@@ -2202,6 +2202,22 @@ def test_a_second_video_of_one_name_is_not_numbered_into_another_inputs_name(tmp
     assert again.exit_code == 0 and f"exported to {dest / 'clip-3'}" in again.stderr, again.output
 
 
+def test_a_refused_results_file_says_no_video_was_exported_to_a_folder(tmp_path) -> None:
+    """`--to ytvis -o DIR` over two runs' `clip` (both video id 1): the results file was refused, yet a note said the
+    second was "exported to DIR/clip-2", a folder --to ytvis never writes. The note now comes only with a video's own
+    files, once they are in place; the refusal and exit code stay."""
+    make_segment_output(tmp_path / "run1")
+    second = make_segment_output(tmp_path / "run2")
+    dest = tmp_path / "dest"
+    result = run_export(str(tmp_path / "run1"), str(tmp_path / "run2"), "--to", "ytvis", "-o", str(dest))
+    assert result.exit_code == 1 and "several inputs share video ids" in result.stderr, result.output
+    assert "exported to" not in result.stderr and not dest.exists(), result.stderr
+    both = run_export(str(tmp_path / "run1"), str(tmp_path / "run2"), "--to", "ytvis,mots-txt", "-o",
+                      str(tmp_path / "both"))  # its mots-txt file is written: said where
+    assert both.exit_code == 1 and f"{second.ytvis} exported to {tmp_path / 'both' / 'clip-2'}" in both.stderr
+    assert (tmp_path / "both" / "clip-2" / "mots-txt").exists()
+
+
 def test_labelstudio_without_a_media_url_is_said_once(tmp_path) -> None:
     """tasks.json without --media-url names the video by its file name alone, which Label Studio cannot load: one
     warning for the export, none with --media-url."""
