@@ -394,7 +394,8 @@ def _preflight(request: RunRequest, rank: int, world: int) -> _Preflight:
     schedule = autoscale(config, world, enabled=request.autoscale)
     # before anything loads or is written: a test set named wrongly failed at the first evaluation, hours in
     if rank == 0:  # rank 0 alone evaluates: the test set need be on its machine only
-        check_evaluation_data(config, schedule.eval_period, schedule.max_iter)
+        with _checked_by_rank_0_alone():
+            check_evaluation_data(config, schedule.eval_period, schedule.max_iter)
     output_dir = ensure_output_dir(Path(config.get("OUTPUT_DIR")).expanduser())
     folder_lock = None
     if rank == 0:  # rank 0 alone writes the folder (every rank may see it on a shared file system)
@@ -455,7 +456,8 @@ def _load_training_data(config: TrainConfig, rank: int, world: int, requests: St
         _check_ranks_agree(rank, world, "training data", summary)
     with _taken_alone(rank, world, requests):  # every rank learns of rank 0's refusal
         if rank == 0:
-            _check_the_runs_data(output_dir / RUN_DATA_NAME, summary, resuming)
+            with _checked_by_rank_0_alone():
+                _check_the_runs_data(output_dir / RUN_DATA_NAME, summary, resuming)
     return sources
 
 
@@ -738,6 +740,19 @@ class RankZerosCheckError(ConfigError):
     """A check rank 0 alone makes (the output folder's lock): said as the command alone says it, without the
     ``rank 0:`` that names the rank of an error no other rank found (under torchrun the folder-in-use line read
     ``rank 0: DIR is in use by ...``)."""
+
+
+@contextlib.contextmanager
+def _checked_by_rank_0_alone() -> Iterator[None]:
+    """A check rank 0 alone makes (the test set, the resumed run's data): its ConfigError said as the command alone
+    says it (RankZerosCheckError), not as an error of rank 0's own (under torchrun it read ``rank 0: DATASETS.TEST
+    ...`` where one process says ``DATASETS.TEST ...``)."""
+    try:
+        yield
+    except RankZerosCheckError:
+        raise
+    except ConfigError as error:
+        raise RankZerosCheckError(str(error)) from None
 
 
 class SaidByAnotherRank(RuntimeError):

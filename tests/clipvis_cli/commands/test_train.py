@@ -1192,6 +1192,7 @@ def torchrun_job(tmp_path_factory, tiny_train_config, tiny_config):
         "resume-0": [train_args("resume-0", data, "--resume", "SOLVER.MAX_ITER=2"),
                      train_args("resume-0-node", data, "--resume", "SOLVER.MAX_ITER=2")],
         "locked": [train_args("locked", data)] * 2,
+        "testset": [train_args("testset", data, "DATASETS.TEST=[nosuch]", "TEST.EVAL_PERIOD=1")] * 2,
         "nan": [train_args("nan", data, "SOLVER.MAX_ITER=4", "SOLVER.BASE_LR=1e30",
                            "SOLVER.CLIP_GRADIENTS.ENABLED=false")] * 2,
     }
@@ -1243,6 +1244,16 @@ def test_torchrun_folder_in_use_is_the_line_a_single_process_gives(torchrun_job)
     outcomes, files = torchrun_job
     said_once(outcomes["locked"], f"clipvis: error: {files['root'] / 'locked'} is in use by a live training run (pid "
               f"{os.getpid()})")
+
+
+@GLOO
+def test_torchrun_test_set_check_is_the_line_a_single_process_gives(torchrun_job):
+    """Rank 0 alone checks the test set: a wrong DATASETS.TEST read `clipvis: error: rank 0: DATASETS.TEST ...` under
+    torchrun, `clipvis: error: DATASETS.TEST ...` in one process."""
+    outcomes, files = torchrun_job
+    said_once(outcomes["testset"], "clipvis: error: DATASETS.TEST (set on the command line): 'nosuch' is not a "
+              "registered dataset")
+    assert not (files["root"] / "testset" / "config.yaml").exists(), outcomes["testset"].stderr
 
 
 @GLOO
