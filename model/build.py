@@ -105,19 +105,25 @@ def _pretrained_clip(config: ClipVisConfig, allow_hub_clip: bool, for_checkpoint
         )
     if head is not None and checkpoint is not None:  # a file that does not fit fails before a CLIP is fetched for it
         _check_head_fit(head, checkpoint, config)
-    if offline_mode():
-        remedy = ("use a checkpoint that holds the CLIP (backbone.clip_model.* keys)" if for_checkpoint
-                  else f"unset {OFFLINE_ENV}, or build with pretrained_clip=False and load a checkpoint's weights")
-        raise CheckpointError(
-            f"{why} and {OFFLINE_ENV} is set, so the {clip_name(name, tag)} CLIP weights cannot be downloaded; {remedy}"
-        )
     # open_clip >= 2.29 builds OpenAI CLIPs with GELU unless told otherwise; the OpenAI weights need QuickGELU
     # (docs/fidelity.md, "Network").
     pretrained_cfg = open_clip.get_pretrained_cfg(name, tag) or {}
     quick_gelu = bool(pretrained_cfg.get("quick_gelu")) or tag == "openai"
     source = str(pretrained_cfg.get("hf_hub") or "").strip("/") or None
+    # A CLIP already in the Hugging Face cache is read from there without asking the hub whether it changed (a
+    # release's weights do not): no network at all, so offline (CLIPVIS_OFFLINE, or no connection, where
+    # huggingface_hub's retries took ~20-50 s before it fell back on the cache) it loads at once.
+    cached = _cached_clip_file(pretrained_cfg.get("hf_hub"))
+    if cached is None and offline_mode():
+        remedy = ("use a checkpoint that holds the CLIP (backbone.clip_model.* keys)" if for_checkpoint
+                  else f"unset {OFFLINE_ENV}, or build with pretrained_clip=False and load a checkpoint's weights")
+        raise CheckpointError(
+            f"{why} and {OFFLINE_ENV} is set, so the {clip_name(name, tag)} CLIP weights, which are not in the "
+            f"Hugging Face cache ({_hugging_face_cache()}), cannot be downloaded; {remedy}"
+        )
     try:
-        return open_clip.create_model(name, pretrained=tag, force_quick_gelu=quick_gelu)
+        return open_clip.create_model(name, pretrained=str(cached) if cached is not None else tag,
+                                      force_quick_gelu=quick_gelu)
     except Exception as error:
         if isinstance(error, RuntimeError | OSError) and "Failed to download" in str(error):
             raise ClipFetchError(name, tag, source, error) from error
@@ -132,10 +138,11 @@ def _pretrained_clip(config: ClipVisConfig, allow_hub_clip: bool, for_checkpoint
 _HUB_WEIGHTS_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
 
 
-def _damaged_cached_clip(hf_hub: object) -> tuple[Path, str] | None:
-    """The CLIP weights file in the Hugging Face cache for open_clip's ``hf_hub`` entry (``org/repo/`` or
-    ``org/repo/file``) and why it cannot be read (cut short by an interrupted fetch or copy), or None when no such
-    file is cached or it reads."""
+def _cached_clip_file(hf_hub: object) -> Path | None:
+    """The CLIP weights file the Hugging Face cache holds for open_clip's ``hf_hub`` entry (``org/repo/`` or
+    ``org/repo/file``), as open_clip would take it (the .safetensors alternative first), or None when none is cached.
+    The path is the snapshot's (its name says the format; the blob it links to has none). Looked up in the cache
+    alone (huggingface_hub's ``try_to_load_from_cache``): nothing is asked of the network."""
     if not isinstance(hf_hub, str) or not hf_hub.strip("/"):
         return None
     try:
@@ -143,8 +150,8 @@ def _damaged_cached_clip(hf_hub: object) -> tuple[Path, str] | None:
     except ImportError:
         return None
     repo, file_name = os.path.split(hf_hub.rstrip("/")) if not hf_hub.endswith("/") else (hf_hub.rstrip("/"), "")
-    candidates = (file_name,) if file_name else _HUB_WEIGHTS_FILES
-    if file_name.endswith(".bin"):
+    candidates = (file_name,) if file_name and file_name != _HUB_WEIGHTS_FILES[1] else _HUB_WEIGHTS_FILES
+    if file_name.endswith((".bin", ".pth")) and file_name != _HUB_WEIGHTS_FILES[1]:
         candidates = (file_name[: -len(".bin")] + ".safetensors", file_name)
     for candidate in candidates:
         try:
@@ -152,10 +159,20 @@ def _damaged_cached_clip(hf_hub: object) -> tuple[Path, str] | None:
         except Exception:  # a repository name huggingface_hub refuses: nothing cached under it
             return None
         if isinstance(cached, str) and os.path.isfile(cached):
-            stored = Path(cached).resolve()  # the blob the snapshot links to: deleting it has it fetched again
-            unreadable = _unreadable_weights(stored, safetensors=candidate.endswith(".safetensors"))
-            return None if unreadable is None else (stored, *unreadable)
+            return Path(cached)
     return None
+
+
+def _damaged_cached_clip(hf_hub: object) -> tuple[Path, str] | None:
+    """The CLIP weights file in the Hugging Face cache for open_clip's ``hf_hub`` entry (``org/repo/`` or
+    ``org/repo/file``) and why it cannot be read (cut short by an interrupted fetch or copy), or None when no such
+    file is cached or it reads."""
+    cached = _cached_clip_file(hf_hub)
+    if cached is None:
+        return None
+    stored = cached.resolve()  # the blob the snapshot links to: deleting it has it fetched again
+    unreadable = _unreadable_weights(stored, safetensors=cached.name.endswith(".safetensors"))
+    return None if unreadable is None else (stored, *unreadable)
 
 
 def _unreadable_weights(path: Path, safetensors: bool) -> tuple[str, bool] | None:

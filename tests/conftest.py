@@ -120,6 +120,27 @@ def subprocess_temp_dir(tmp_path_factory) -> None:
     os.environ["TMPDIR"] = str(tmp_path_factory.mktemp("subprocess_tmp"))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def empty_hugging_face_cache(tmp_path_factory) -> Iterator[None]:
+    """An empty Hugging Face cache for the session, here and in the processes tests start: clipvis takes a CLIP that
+    cache holds without downloading, so a CLIP the developer once fetched would load where a test expects its fetch
+    (faked) or its refusal. A test that fills a cache points ``huggingface_hub.constants.HF_HUB_CACHE`` at its own."""
+    try:
+        from huggingface_hub import constants
+    except ImportError:  # open_clip without huggingface_hub: no cache to look in
+        yield
+        return
+    folder = str(tmp_path_factory.mktemp("hugging_face_hub"))
+    before = constants.HF_HUB_CACHE, os.environ.get("HF_HUB_CACHE")
+    constants.HF_HUB_CACHE = os.environ["HF_HUB_CACHE"] = folder
+    yield
+    constants.HF_HUB_CACHE = before[0]
+    if before[1] is None:
+        os.environ.pop("HF_HUB_CACHE", None)
+    else:
+        os.environ["HF_HUB_CACHE"] = before[1]
+
+
 def _open_files_under(folder: Path) -> list[str]:
     """This process' open files under ``folder`` (an unlinked temporary file too: '<folder>/#123 (deleted)')."""
     targets = []

@@ -6,6 +6,7 @@ Every download is faked (gdown and open_clip are replaced); no network is used.
 from __future__ import annotations
 
 import copy
+import re
 import warnings
 from pathlib import Path
 from typing import Any
@@ -385,6 +386,61 @@ def test_released_clip_is_built_with_quick_gelu(tmp_path, tiny_model, fake_open_
     with pytest.raises(_DownloadAttempted):
         load_model(_head_only_file(tmp_path, tiny_model, "RN50", "openai"))
     assert fake_open_clip == [{"name": "RN50", "pretrained": "openai", "force_quick_gelu": True}]
+
+
+def _cached_clip(hub_cache: Path, file_names: tuple[str, ...]) -> dict[str, Path]:
+    """A Hugging Face cache (huggingface_hub's layout: refs/main, snapshots/REVISION/NAME linking to blobs/HASH)
+    holding these files of RN50 (openai)'s repository, timm/resnet50_clip.openai. Returns the snapshot paths."""
+    from safetensors.torch import save_file
+
+    repo = hub_cache / "models--timm--resnet50_clip.openai"
+    revision = "0123456789abcdef0123456789abcdef01234567"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(revision)
+    (repo / "blobs").mkdir()
+    (repo / "snapshots" / revision).mkdir(parents=True)
+    paths = {}
+    for number, name in enumerate(file_names):
+        blob = repo / "blobs" / f"b{number}"
+        whole = {"logit_scale": torch.zeros(())}  # a file that reads (one that does not is said as damaged)
+        save_file(whole, blob) if name.endswith(".safetensors") else torch.save(whole, blob)
+        paths[name] = repo / "snapshots" / revision / name
+        paths[name].symlink_to(blob)
+    return paths
+
+
+@pytest.mark.parametrize("offline", [True, False])
+@pytest.mark.parametrize("cached_files", [("open_clip_model.safetensors", "open_clip_pytorch_model.bin"),
+                                          ("open_clip_pytorch_model.bin",)])
+def test_a_clip_in_the_hugging_face_cache_is_read_from_it_without_the_network(tmp_path, tiny_model, fake_open_clip,
+                                                                              monkeypatch, offline,
+                                                                              cached_files) -> None:
+    """CLIPVIS_OFFLINE refused a CLIP the Hugging Face cache held (a user who fetched it once, then works offline);
+    without it, huggingface_hub asked the hub about the cached file first (no connection: ~20-50 s of retries)."""
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    paths = _cached_clip(tmp_path / "hub", cached_files)
+    if offline:
+        monkeypatch.setenv("CLIPVIS_OFFLINE", "1")
+    with pytest.raises(_DownloadAttempted):  # (the fake's way of ending once open_clip was asked)
+        load_model(_head_only_file(tmp_path, tiny_model, "RN50", "openai"))
+    # the file open_clip would fetch (the .safetensors first), by its path: open_clip reads a path, fetches a tag
+    assert fake_open_clip == [{"name": "RN50", "pretrained": str(paths[cached_files[0]]), "force_quick_gelu": True}]
+
+
+def test_offline_a_clip_not_in_the_hugging_face_cache_is_refused_naming_the_cache(tmp_path, tiny_model,
+                                                                                fake_open_clip, monkeypatch) -> None:
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    (tmp_path / "hub").mkdir()
+    monkeypatch.setenv("CLIPVIS_OFFLINE", "1")
+    with pytest.raises(CheckpointError, match=r"the checkpoint has no CLIP weights and CLIPVIS_OFFLINE is set, so the "
+                                              r"RN50/openai CLIP weights, which are not in the Hugging Face cache \("
+                                              + re.escape(str(tmp_path / "hub")) + r"\), cannot be downloaded"):
+        load_model(_head_only_file(tmp_path, tiny_model, "RN50", "openai"))
+    assert fake_open_clip == []
 
 
 # --- heads --------------------------------------------------------------------------------------------------------
