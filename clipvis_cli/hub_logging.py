@@ -15,6 +15,8 @@ import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+from clipvis.weights import OFFLINE_ENV
+
 #: The logger huggingface_hub logs under (its modules' loggers are below it)
 HUB_LOGGER = "huggingface_hub"
 #: How open_clip's download error starts (open_clip/factory.py, create_model)
@@ -40,7 +42,9 @@ class _FirstHubWarning(logging.Handler):
         if " thrown while requesting " in message or message.startswith("Rate limited. "):
             if not self.said_retrying:
                 self.said_retrying = True
-                self.say(f"Hugging Face: {message} (retrying; a failure is said once all tries are over)")
+                self.say(f"Hugging Face: {message} (retrying, for up to about a minute; a failure is said once "
+                         f"all tries are over; {OFFLINE_ENV}=1 skips the network: a CLIP in the Hugging Face cache is "
+                         "read from it, another refused at once)")
             return
         if message not in self.said:
             self.said.add(message)

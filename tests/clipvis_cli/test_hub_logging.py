@@ -23,6 +23,7 @@ def test_a_warning_that_is_no_retry_is_said_as_it_is_once() -> None:
 
 
 def test_of_failed_requests_and_their_retries_the_first_is_said_to_be_retried() -> None:
+    """Without a connection huggingface_hub retries for ~20-70 s after that line; it did not say how to skip that."""
     said: list[str] = []
     log = logging.getLogger("huggingface_hub.utils._http")
     with clip_fetch_logging(said.append):
@@ -30,4 +31,6 @@ def test_of_failed_requests_and_their_retries_the_first_is_said_to_be_retried() 
             log.warning("'[Errno -2] Name or service not known' thrown while requesting HEAD https://huggingface.co/x")
             log.warning("Retrying in %ds [Retry %d/5].", attempt, attempt)
     assert said == ["Hugging Face: '[Errno -2] Name or service not known' thrown while requesting HEAD "
-                    "https://huggingface.co/x (retrying; a failure is said once all tries are over)"]
+                    "https://huggingface.co/x (retrying, for up to about a minute; a failure is said once all tries "
+                    "are over; CLIPVIS_OFFLINE=1 skips the network: a CLIP in the Hugging Face cache is read from it, "
+                    "another refused at once)"]
