@@ -414,6 +414,22 @@ def atomic_write_json(path: Path | str, obj: Any, indent: int | None = None) -> 
     return atomic_write_bytes(path, (text + "\n").encode("utf-8", JSON_TEXT_ERRORS))
 
 
+def atomic_write_streamed_json(path: Path | str, value: Any) -> Path:
+    """Write ``value`` as ``streamed_json`` writes it (an iterator as a list, a chunk of items at a time; a dict
+    holding an iterator key by key) and a newline, atomically: the bytes ``atomic_write_json`` writes for the value
+    with its iterators as lists, without the whole text in memory (a results file of every mask of a long video)."""
+    final = Path(path)
+    with atomic_output_path(final) as tmp:
+        try:
+            with open(tmp, "w", encoding="utf-8", errors=JSON_TEXT_ERRORS) as handle:
+                for text in streamed_json(value):
+                    handle.write(text)
+                handle.write("\n")
+        except OSError as error:
+            raise OutputNotWritableError(final, error) from error
+    return final
+
+
 def atomic_write_json_stream(path: Path | str, fields: Iterable[tuple[str, Any]]) -> Path:
     """Write a JSON object field by field, atomically; a value that is an iterator is written as a list item by
     item, also inside a dict (an item ``{"segmentations": iter(masks), ...}`` of an iterator), so a document far

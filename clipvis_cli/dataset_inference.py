@@ -27,7 +27,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from clipvis.cli import rle
-from clipvis.cli.atomic import atomic_write_json, ensure_output_dir, is_temp_file_name, remove_stale_temp_files
+from clipvis.cli.atomic import (
+    atomic_write_json,
+    atomic_write_streamed_json,
+    ensure_output_dir,
+    is_temp_file_name,
+    remove_stale_temp_files,
+)
 from clipvis.cli.datasets import DatasetInputs
 from clipvis.cli.distributed import DistributedRun, InputsDifferError
 from clipvis.cli.evaluation.ground_truth import GtVideo
@@ -228,6 +234,14 @@ def _cached_results(path: Path, key: str | None) -> list[dict[str, Any]] | None:
     if not isinstance(cached, dict) or cached.get("key") != key or not isinstance(cached.get("results"), list):
         return None
     return cached["results"]
+
+
+def _streamed_entries(entries: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """Result entries with their per-frame masks as iterators, for ``atomic_write_streamed_json`` to write a chunk
+    of masks at a time: the text of a long video's entries (~2x their masks' bytes, and as much again encoded) was
+    built whole before it was written, for its per-video file and again for results.json."""
+    for entry in entries:
+        yield {**entry, "segmentations": iter(entry["segmentations"])}
 
 
 class DatasetInference:
@@ -531,7 +545,7 @@ class DatasetInference:
                     where = f"{shown_path(self.video_folder(video))}: video {video.id}"
                     failed[video.id] = self._report_failure(video, subject_message(error, where))
                     continue
-                atomic_write_json(path, {"key": key, "results": entries})
+                atomic_write_streamed_json(path, {"key": key, "results": _streamed_entries(entries)})
                 computed += 1
                 # the frames folder names the video (a log's line); the output is its per-video file
                 self.reporter.video_finished(
@@ -557,7 +571,7 @@ class DatasetInference:
             return DatasetRunSummary(results or [], computed, reused, None, failed)
         if results is None:
             results = [entry for video in videos for entry in self._read_per_video(cache / f"{video.id}.json")]
-        results_path = atomic_write_json(output / RESULTS_NAME, results)
+        results_path = atomic_write_streamed_json(output / RESULTS_NAME, _streamed_entries(results))
         return DatasetRunSummary(results, computed, reused, results_path)
 
     @staticmethod
