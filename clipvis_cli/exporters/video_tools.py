@@ -1,7 +1,8 @@
 """Label Studio video tasks and a FiftyOne video dataset directory: both review the source video itself, so both
 carry (a link to) it and number frames from 1 as those tools do (frame n = source frame n - 1).
 
-* `labelstudio/`: `tasks.json` (one task per video: `data.video` and a prediction whose results are
+* `labelstudio/`: `tasks.json` (one task per video: `data.video`, `data.fps` (the rate its keyframes are numbered
+  at, which the config's Video tag reads: `frameRate="$fps"`) and a prediction whose results are
   `videorectangle` regions, one per track: `value.sequence` holds a keyframe per processed frame where the object
   is present, the box of its mask in percent of the frame size, `enabled` false on the last box before the object
   leaves, so Label Studio does not stretch the box over frames where it is absent; `value.labels` its class,
@@ -127,11 +128,14 @@ def label_studio_frame_numbers(times: Sequence[float], fps: float) -> list[int |
 
 
 def label_studio_config(video: ExportVideo) -> str:
-    """The labeling config the exported tasks fit."""
+    """The labeling config the exported tasks fit: the same for every video of a vocabulary, so one project takes all
+    of their tasks. The frame rate is each task's own (`data.fps`, the rate its keyframes are numbered at): Label
+    Studio's Video tag takes `frameRate` from task data (`$fps`; labelstud.io/tags/video), where one written rate put
+    the keyframes of every video of another rate on the wrong frames."""
     view = ET.Element("View")
     ET.SubElement(view, "Header", {"value": "Review the clipvis tracks"})
     ET.SubElement(view, "Video", {"name": LABEL_STUDIO_CONTROLS["video"], "value": "$video",
-                                  "frameRate": f"{float(fps_fraction(video.info.fps)):.6g}"})
+                                  "frameRate": "$fps"})
     ET.SubElement(view, "VideoRectangle", {"name": LABEL_STUDIO_CONTROLS["box"],
                                            "toName": LABEL_STUDIO_CONTROLS["video"]})
     labels = ET.SubElement(view, "Labels", {"name": LABEL_STUDIO_CONTROLS["labels"],
@@ -213,7 +217,8 @@ class LabelStudioExporter(Exporter):
         )
         scores = [round(track.score, 6) for track in tracks]
         task = {
-            "data": {"video": media_url(options.media_url, media_name)},
+            # the rate the keyframes are numbered at, which config.xml's Video tag reads (frameRate="$fps")
+            "data": {"video": media_url(options.media_url, media_name), "fps": fps},
             "predictions": iter([{"model_version": "clipvis", "score": float(np.mean(scores)) if scores else 0.0,
                                   "result": results}]),
         }

@@ -1081,6 +1081,27 @@ def test_label_studio_tasks_fit_their_config(tmp_path) -> None:
     assert cat == [(1, True), (3, False), (9, True), (11, False)]  # lifespan ends before it leaves
 
 
+def test_label_studio_configs_of_videos_of_other_rates_are_one_config_taking_each_task_s_rate(tmp_path) -> None:
+    """config.xml wrote each video's frame rate (`frameRate="10"`, `"25"`): one project made from one of them put the
+    keyframes of every video of another rate on the wrong frames. Now every video's config is the same, its Video tag
+    reads the rate from the task (`$fps`), and each task carries the rate its keyframes are numbered at."""
+    make_segment_output(tmp_path / "in", stem="slow", fps=10)
+    make_segment_output(tmp_path / "in", stem="fast", fps=25)
+    result = run_export(str(tmp_path / "in"), "--to", "labelstudio", "-o", str(tmp_path / "exp"),
+                        "--media-url", "/data/local-files/?d=clips/")
+    assert result.exit_code == 0, result.output
+    configs = {stem: (tmp_path / "exp" / stem / "labelstudio" / "config.xml").read_bytes() for stem in ("slow", "fast")}
+    assert configs["slow"] == configs["fast"]
+    (video_tag,) = ET.fromstring(configs["slow"]).iter("Video")
+    assert video_tag.get("frameRate") == "$fps"
+    for stem, rate in (("slow", 10), ("fast", 25)):
+        (task,) = json.loads((tmp_path / "exp" / stem / "labelstudio" / "tasks.json").read_text())
+        assert task["data"]["fps"] == rate
+        for region in task["predictions"][0]["result"]:
+            for keyframe in region["value"]["sequence"]:  # frame n is the picture at (n - 1) / fps seconds
+                assert keyframe["frame"] == round(keyframe["time"] * task["data"]["fps"]) + 1
+
+
 def write_video_after_its_audio(path: Path, frames: int = 6, start: float = 1.0, rate: int = 25) -> Path:
     """An MP4 whose audio starts at 0 and whose constant-rate video starts ``start`` seconds later (an empty edit)."""
     import av

@@ -22,9 +22,9 @@ HEIGHT, WIDTH, FRAMES, STRIDE = 48, 64, 12, 2
 CATEGORIES = ["cat", "dog", "hot air balloon"]
 
 
-def write_video(path: Path, frames: int = FRAMES, height: int = HEIGHT, width: int = WIDTH) -> Path:
+def write_video(path: Path, frames: int = FRAMES, height: int = HEIGHT, width: int = WIDTH, rate: int = 10) -> Path:
     with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=10)
+        stream = container.add_stream("libx264", rate=rate)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         for index in range(frames):
             image = np.full((height, width, 3), (index * 20) % 255, np.uint8)
@@ -64,10 +64,11 @@ def synthetic_masks(count: int) -> dict[int, list[np.ndarray | None]]:
     return masks
 
 
-def make_segment_output(root: Path, stem: str = "clip", stride: int = STRIDE, video_id: int = 1) -> SegmentOutput:
+def make_segment_output(root: Path, stem: str = "clip", stride: int = STRIDE, video_id: int = 1,
+                        fps: int = 10) -> SegmentOutput:
     folder = root / stem
     folder.mkdir(parents=True)
-    video = write_video(root / f"{stem}.mp4")
+    video = write_video(root / f"{stem}.mp4", rate=fps)
     indices = list(range(0, FRAMES, stride))
     masks = synthetic_masks(len(indices))
     categories = {1: 2, 2: 1, 3: 3}
@@ -76,7 +77,7 @@ def make_segment_output(root: Path, stem: str = "clip", stride: int = STRIDE, vi
         TrackResult(t, categories[t], scores[t], [None if m is None else rle.encode(m) for m in masks[t]])
         for t in (1, 2, 3)
     ]
-    info = VideoInfo(video_id=video_id, source=str(video), stem=stem, height=HEIGHT, width=WIDTH, fps=10.0,
+    info = VideoInfo(video_id=video_id, source=str(video), stem=stem, height=HEIGHT, width=WIDTH, fps=float(fps),
                      frame_stride=stride, frame_indices=indices)
     ytvis = YtvisWriter().write(folder / "ytvis.json", info, tracks, CATEGORIES)
     return SegmentOutput(folder, ytvis, video, info, tracks, masks)
