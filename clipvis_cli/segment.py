@@ -595,9 +595,9 @@ class SegmentRunner:
 
 
 def _refusal(writer: OutputWriter, source: VideoSource) -> str | None:
-    """Why ``writer`` cannot write files for ``source`` (a format that needs a video file, given an image folder),
-    or None."""
-    return writer.refuses(source.kind)
+    """Why ``writer`` cannot write files for ``source`` (a format that needs a video file, given an image folder;
+    fiftyone, given a GIF), or None."""
+    return writer.refuses(source.kind, source.path)
 
 
 def _settled(outcome: VideoOutcome) -> Future[VideoOutcome]:

@@ -31,13 +31,17 @@ class ExportFormatWriter(WriterDefaults):
         # the polygons' IoU is what `clipvis export` reports; no segment file holds it
         self.options = replace(options or ExportOptions(), measure_polygons=False)
 
-    def refuses(self, source_kind: str) -> str | None:
-        """Why this format cannot be written for a source of ``source_kind`` ("video", "images"), known before the
-        model runs; None when it can."""
+    def refuses(self, source_kind: str, source_path: Path | None = None) -> str | None:
+        """Why this format cannot be written for a source of ``source_kind`` ("video", "images") at ``source_path``,
+        known before the model runs; None when it can."""
         from clipvis.cli.exporters import create_exporter
+        from clipvis.cli.exporters.video_tools import fiftyone_media_type
 
         if source_kind != "video" and create_exporter(self.format).needs_video_file:
             return f"--formats {self.format} needs a video file, and this input is an image folder"
+        if self.format == "fiftyone" and source_path is not None and fiftyone_media_type(source_path.name) == "image":
+            return (f"--formats fiftyone needs a file FiftyOne loads as a video, and it loads a "
+                    f"{source_path.suffix.lower()} file as an image (by its extension's MIME type)")
         return None
 
     def write_video(self, path: Path, video: SegmentedVideo) -> Path:

@@ -118,6 +118,9 @@ class Exporter:
     uses_media: bool = False
     needs_video_file: bool = False  # carries the source video itself: an image-folder source cannot be exported
 
+    # what may be wrong with the last export's files (media the tool may not play), set by `export`; none by default
+    warnings: Sequence[str] = ()
+
     def export(self, video: ExportVideo, directory: Path, options: ExportOptions) -> list[Path]:
         raise NotImplementedError
 

@@ -332,6 +332,9 @@ class ExportRunner:
                 with staged_directory(folder, export_identity(video), self._replaceable(folder)) as staging:
                     for exporter in exporters:
                         made = exporter.export(video, staging, self.options)
+                        for warning in exporter.warnings:  # its files are written, and may not work
+                            warnings.append(warning)
+                            self.reporter.say("warning", warning)
                         outputs.extend(folder / path.name for path in made)
                         progress.format_done()
                         if isinstance(exporter, CvatVideoExporter) and exporter.last_polygon_iou is not None:

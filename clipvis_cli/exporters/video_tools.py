@@ -26,7 +26,9 @@ import base64
 import io
 import json
 import math
+import mimetypes
 import os
+import shlex
 import shutil
 import xml.etree.ElementTree as ET
 import zlib
@@ -71,6 +73,11 @@ def _video_source(video: ExportVideo, tool: str) -> tuple[Path, VideoProbe]:
     if not found:
         raise ExportInputError(video.results_file, f"source video {shown_path(source)} (videos[].source) not found; "
                                                    f"{tool} needs it")
+    if tool == "FiftyOne" and fiftyone_media_type(source.name) == "image":
+        raise ExportInputError(video.results_file,
+                               f"FiftyOne reviews videos: it loads the source {shown_path(source)} as an image (by its "
+                               "extension's MIME type), which per-frame labels cannot attach to; "
+                               f"{reencode_hint(source)}")
     try:
         probe = VideoReader(source).probe()
     except VideoReadError as error:
@@ -85,6 +92,46 @@ def _video_source(video: ExportVideo, tool: str) -> tuple[Path, VideoProbe]:
                                                    f"the results reach frame {needed} (not the video these results "
                                                    "were made from)")
     return source, probe
+
+
+# Containers and codecs browsers play as video, which Label Studio relies on (labelstud.io/tags/video recommends
+# H.264 in MP4): MP4 with H.264 or AV1, WebM with VP8, VP9 or AV1.
+BROWSER_VIDEO = {".mp4": {"h264", "av1"}, ".m4v": {"h264", "av1"}, ".webm": {"vp8", "vp9", "av1"}}
+
+
+def reencode_hint(source: Path) -> str:
+    """How to make ``source`` an MP4 that browsers and FiftyOne play as video (then segment that file)."""
+    target = f"{source.stem}-h264.mp4" if source.suffix.lower() == ".mp4" else f"{source.stem}.mp4"
+    return (f"re-encode it (ffmpeg -i {shlex.quote(shown_path(source))} -c:v libx264 -pix_fmt yuv420p -movflags "
+            f"+faststart {shlex.quote(shown_path(target))}) and segment that file")
+
+
+def fiftyone_media_type(name: str) -> str:
+    """What FiftyOne takes a file of this name for: "video", "image" or "unknown", by the MIME type its extension
+    guesses (`fiftyone.core.media.get_media_type`: `mimetypes.guess_type`, image types first)."""
+    mime_type = mimetypes.guess_type(name)[0] or ""
+    return "image" if mime_type.startswith("image/") else "video" if mime_type.startswith("video/") else "unknown"
+
+
+def label_studio_source_warning(source: Path, probe: VideoProbe) -> str | None:
+    """A warning when browsers (which play the video for Label Studio) may not play ``source``; None for an MP4 of
+    H.264 or AV1, a WebM of VP8, VP9 or AV1."""
+    codecs = BROWSER_VIDEO.get(source.suffix.lower())
+    if codecs is not None and probe.codec in codecs:
+        return None
+    kind = f"{source.suffix.lower() or 'no extension'}, {probe.codec or 'codec unknown'}"
+    return (f"labelstudio: {shown_path(source)} ({kind}) is not a video every browser plays (Label Studio plays it "
+            f"in the browser and recommends H.264 in MP4): {reencode_hint(source)}")
+
+
+def fiftyone_source_warning(source: Path) -> str | None:
+    """A warning when FiftyOne may not load ``source`` as a video (its extension's MIME type is not video/...: it
+    is a sample of unknown media type, without frames); None when it does."""
+    if fiftyone_media_type(source.name) == "video":
+        return None
+    kind = f"a {source.suffix.lower()} file" if source.suffix else "a file without extension"
+    return (f"fiftyone: {shown_path(source)}: FiftyOne may not load {kind} as a video (it goes by the extension's "
+            f"MIME type), and per-frame labels need one: {reencode_hint(source)}")
 
 
 def _frame_count(video: ExportVideo, probe: VideoProbe) -> int:
@@ -156,6 +203,7 @@ class LabelStudioExporter(Exporter):
     def export(self, video: ExportVideo, directory: Path, options: ExportOptions) -> list[Path]:
         info = video.info
         source, probe = _video_source(video, "Label Studio")
+        self.warnings = [warning for warning in [label_studio_source_warning(source, probe)] if warning]
         frames_count = _frame_count(video, probe)
         fps = float(fps_fraction(info.fps))
         root = directory / self.name
@@ -236,6 +284,7 @@ class FiftyOneExporter(Exporter):
     def export(self, video: ExportVideo, directory: Path, options: ExportOptions) -> list[Path]:
         info = video.info
         source, _ = _video_source(video, "FiftyOne")
+        self.warnings = [warning for warning in [fiftyone_source_warning(source)] if warning]
         root = directory / self.name
         (root / "data").mkdir(parents=True)
         (root / "labels").mkdir()

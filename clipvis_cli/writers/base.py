@@ -43,9 +43,9 @@ class OutputWriter(Protocol):
     # the others beside or after it.
     draws_frames: bool
 
-    def refuses(self, source_kind: str) -> str | None:
-        """Why this writer cannot write its file for a source of ``source_kind`` ("video", "images"), known before
-        the model runs (one line); None when it can."""
+    def refuses(self, source_kind: str, source_path: Path | None = None) -> str | None:
+        """Why this writer cannot write its file for a source of ``source_kind`` ("video", "images") at
+        ``source_path``, known before the model runs (one line); None when it can."""
         ...
 
     def write_video(self, path: Path, video: SegmentedVideo) -> Path: ...
@@ -56,7 +56,7 @@ class WriterDefaults:
 
     draws_frames: bool = False
 
-    def refuses(self, source_kind: str) -> str | None:
+    def refuses(self, source_kind: str, source_path: Path | None = None) -> str | None:
         """None: written for a video file and an image folder alike."""
         return None
 

@@ -1102,6 +1102,38 @@ def test_label_studio_configs_of_videos_of_other_rates_are_one_config_taking_eac
                 assert keyframe["frame"] == round(keyframe["time"] * task["data"]["fps"]) + 1
 
 
+def test_sources_the_review_tools_would_not_play_as_video_are_said_and_a_gif_is_refused_for_fiftyone(tmp_path) -> None:
+    """A GIF, an .mkv, an MP4 of MPEG-4 part 2 exported to fiftyone and labelstudio with exit 0 and no word: FiftyOne
+    takes a .gif for an image (its media type goes by the MIME type of the extension), where per-frame labels
+    cannot attach, and Label Studio plays the video in the browser. Now a GIF is refused for fiftyone as an image
+    folder is, and each other such source gets one warning naming it with an ffmpeg line to re-encode it."""
+    gif = make_segment_output(tmp_path / "in", stem="anim")
+    frames = [Image.fromarray(np.full((HEIGHT, WIDTH, 3), 20 * k, np.uint8)) for k in range(FRAMES)]
+    frames[0].save(tmp_path / "in" / "anim.gif", save_all=True, append_images=frames[1:], duration=100, loop=0)
+    document = json.loads(gif.ytvis.read_text())
+    document["videos"][0]["source"] = str(tmp_path / "in" / "anim.gif")
+    gif.ytvis.write_text(json.dumps(document))
+    make_segment_output(tmp_path / "in", stem="matroska", suffix=".mkv")
+    make_segment_output(tmp_path / "in", stem="nut", suffix=".nut")
+    make_segment_output(tmp_path / "in", stem="fine")
+    result = run_export(str(tmp_path / "in"), "--to", "labelstudio,fiftyone", "--media-url", "/m/", "-o",
+                        str(tmp_path / "exp"))
+    assert result.exit_code == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("clipvis: error:")]
+    assert any("anim.gif as an image" in line and "ffmpeg -i" in line for line in errors), result.stderr
+    assert not (tmp_path / "exp" / "anim").exists()
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("clipvis: warning:")]
+    assert any(line.startswith("clipvis: warning: labelstudio:") and "matroska.mkv" in line and "ffmpeg -i" in line
+               for line in warnings), result.stderr
+    assert any(line.startswith("clipvis: warning: fiftyone:") and "nut.nut" in line and "ffmpeg -i" in line
+               for line in warnings), result.stderr
+    assert not any("fine.mp4" in line for line in warnings), result.stderr
+    for stem in ("matroska", "nut", "fine"):  # written all the same
+        assert (tmp_path / "exp" / stem / "labelstudio" / "tasks.json").is_file()
+    assert run_export(str(tmp_path / "in" / "anim"), "--to", "labelstudio", "--media-url", "/m/", "-o",
+                      str(tmp_path / "gif")).exit_code == 0  # Label Studio takes it, with a warning
+
+
 def write_video_after_its_audio(path: Path, frames: int = 6, start: float = 1.0, rate: int = 25) -> Path:
     """An MP4 whose audio starts at 0 and whose constant-rate video starts ``start`` seconds later (an empty edit)."""
     import av

@@ -65,10 +65,10 @@ def synthetic_masks(count: int) -> dict[int, list[np.ndarray | None]]:
 
 
 def make_segment_output(root: Path, stem: str = "clip", stride: int = STRIDE, video_id: int = 1,
-                        fps: int = 10) -> SegmentOutput:
+                        fps: int = 10, suffix: str = ".mp4") -> SegmentOutput:
     folder = root / stem
     folder.mkdir(parents=True)
-    video = write_video(root / f"{stem}.mp4", rate=fps)
+    video = write_video(root / f"{stem}{suffix}", rate=fps)
     indices = list(range(0, FRAMES, stride))
     masks = synthetic_masks(len(indices))
     categories = {1: 2, 2: 1, 3: 3}

@@ -67,6 +67,15 @@ def test_formats_that_carry_a_video_file_refuse_an_image_folder_before_the_model
     assert f"clipvis: error: {frames}: --formats fiftyone needs a video file, and this input is an image folder" \
         in result.stderr
     assert not (tmp_path / "out" / "frames").exists()  # no folder claimed, no run.json saying "failed" later
+    gif = tmp_path / "anim.gif"  # FiftyOne loads a GIF as an image: its per-frame labels would attach to nothing
+    images = [Image.fromarray(np.full((48, 64, 3), 40 * index, np.uint8)) for index in range(2)]
+    images[0].save(gif, save_all=True, append_images=images[1:], duration=100, loop=0)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("clipvis.cli.segment.SegmentRunner.track", no_model)
+        result = CliRunner().invoke(app, [*args[:1], str(gif), *args[2:]], catch_exceptions=False)
+    assert result.exit_code == 1
+    assert f"clipvis: error: {gif}: --formats fiftyone needs a file FiftyOne loads as a video" in result.stderr
+    assert not (tmp_path / "out" / "anim").exists()
     video_run = CliRunner().invoke(app, [*args[:1], str(video), *args[2:]], catch_exceptions=False)
     assert video_run.exit_code == 0, video_run.output  # a video file is fine
 
