@@ -36,8 +36,9 @@ from clipvis.cli.exporters.loading import (
 )
 from clipvis.cli.exporters.ytvis import ResultsStream
 from clipvis.cli.inputs import VideoSource, list_image_frames, safe_stem
+from clipvis.cli.json_io import parse_json
 from clipvis.cli.locks import FolderBusyError, FolderLock
-from clipvis.cli.messages import describe_exception, one_line, shown_path, subject_message
+from clipvis.cli.messages import describe_exception, error_reason, one_line, shown_path, subject_message
 from clipvis.cli.progress import Reporter
 from clipvis.cli.video_io import VideoReadError
 from clipvis.cli.writers.layout import MANIFEST_NAME, numbered_name
@@ -52,7 +53,9 @@ def unfinished_run_warning(results_file: Path) -> str | None:
     failed run's files in place), or one whose origin run.json does not tell; None otherwise (no run.json: a results
     file made elsewhere)."""
     manifest = RunManifest.read(results_file.parent / MANIFEST_NAME)
-    if manifest is None or manifest.status == STATUS_COMPLETE:
+    if manifest is None:
+        return _damaged_run_warning(results_file)
+    if manifest.status == STATUS_COMPLETE:
         return None
     if results_file.name not in manifest.earlier_outputs:
         whose = "not known to be from a complete run"
@@ -64,6 +67,24 @@ def unfinished_run_warning(results_file: Path) -> str | None:
         whose = "from an earlier run"
     return (f"{shown_path(results_file.parent)}: run.json says its last segment run is {manifest.status!r}, "
             f"not 'complete': its {results_file.name} is {whose}")
+
+
+def _damaged_run_warning(results_file: Path) -> str | None:
+    """A warning when the run.json beside ``results_file`` is there but cannot be read or is not JSON (damaged: it
+    cannot say whether its run completed); None when there is none, or it is JSON of another tool's."""
+    path = results_file.parent / MANIFEST_NAME
+    try:
+        parse_json(path.read_bytes())
+    except FileNotFoundError:
+        return None
+    except OSError as error:
+        why = f"cannot be read ({error_reason(error)})"
+    except ValueError:
+        why = "is not JSON (damaged)"
+    else:
+        return None
+    return (f"{shown_path(path)} {why}: its segment run is not known to be complete, nor its {results_file.name} to "
+            "be from one")
 
 
 def classes_in_no_input(inputs: Sequence[ExportInput], classes: Sequence[str]) -> str | None:

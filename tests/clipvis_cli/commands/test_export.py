@@ -2283,3 +2283,19 @@ def test_labelstudio_without_a_media_url_is_said_once(tmp_path) -> None:
     served = run_export(str(tmp_path / "in"), "--to", "labelstudio", "--media-url", "/data/local-files/?d=c/", "-o",
                         str(tmp_path / "exp2"))
     assert served.exit_code == 0 and "warning" not in served.stderr, served.stderr
+
+
+def test_a_damaged_run_json_beside_the_results_is_said_as_an_unfinished_run_is(tmp_path) -> None:
+    """A run.json beside ytvis.json that is not JSON (`{not json`) exported with exit 0 and no word, as if there were
+    none, though it cannot say whether its segment run completed (an unfinished one gets a warning). Another tool's
+    run.json (JSON, not a segment run's) stays silent."""
+    output = make_segment_output(tmp_path / "out")
+    (output.folder / "run.json").write_text("{not json")
+    result = run_export(str(output.folder), "--to", "mots-txt", "-o", str(tmp_path / "exp"))
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("clipvis: warning:")]
+    assert warnings == [f"clipvis: warning: {output.folder / 'run.json'} is not JSON (damaged): its segment run is not "
+                        "known to be complete, nor its ytvis.json to be from one"], result.stderr
+    (output.folder / "run.json").write_text('{"tool": "something else"}')
+    other = run_export(str(output.folder), "--to", "mots-txt", "-o", str(tmp_path / "exp2"))
+    assert other.exit_code == 0 and "warning" not in other.stderr, other.stderr
