@@ -37,13 +37,30 @@ from clipvis.cli.json_io import parse_json
 from clipvis.cli.listing import STDOUT_CLOSED, silence_stdout
 from clipvis.cli.memory import prefer_huge_pages
 from clipvis.cli.messages import error_reason, path_text, print_warning
-from clipvis.weights import DEFAULT_PRETRAINED
+from clipvis.weights import DEFAULT_PRETRAINED, released_name_of
 
 
 class ProtocolChoice(str, Enum):
     ytvis = "ytvis"
     lvvis = "lvvis"
     burst = "burst"
+
+
+def recorded_path(path: str | os.PathLike[str]) -> str:
+    """A path as the metrics JSON records it: absolute (the file means the same read from any folder), as typed
+    otherwise (``-``)."""
+    text = os.fspath(path)
+    return text if text == "-" else os.path.abspath(text)
+
+
+def recorded_weights(weights: str) -> str:
+    """The weights as the metrics JSON records them: a released checkpoint by its registry name, a file or training
+    folder by its absolute path (as per_video/cache.json records them), anything else as typed."""
+    released = released_name_of(weights)
+    if released is not None:
+        return released
+    path = Path(weights).expanduser()
+    return os.path.abspath(path) if path.exists() else weights
 
 
 def metrics_payload(result: VideoAPResult, **sources: Any) -> dict[str, Any]:
@@ -258,7 +275,7 @@ def evaluate(
         def score(results_path: Path, gt_path: Path, said: Sequence[str]) -> None:
             # OUTPUT/metrics.json always (beside the results.json it scores), --json as well; with what produced it
             paths = [results_path.parent / METRICS_NAME, *([json_path] if json_path is not None else [])]
-            run = {"weights": weights, "dataset": name, "max_videos": max_videos}
+            run = {"weights": recorded_weights(weights), "dataset": name, "max_videos": max_videos}
             # the paper's numbers are for every video: not shown beside a --max-videos subset's
             shown = None if is_subset_ground_truth(gt_path) else published
             # nor beside a GT file with other categories than the benchmark's (a filtered file: warned about)
@@ -353,7 +370,7 @@ def score_and_report(
         published = None
     result.warnings[:0] = said
     try:
-        report_result(result, json_path, {"results": str(results), "gt": str(gt), **(run or {})},
+        report_result(result, json_path, {"results": recorded_path(results), "gt": recorded_path(gt), **(run or {})},
                       published=published, said=said, json_stdout=json_stdout)
     except OutputNotWritableError as error:
         raise fail(str(error)) from error

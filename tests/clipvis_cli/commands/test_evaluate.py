@@ -113,6 +113,28 @@ def test_scores_prints_a_table_and_writes_metrics_json(files: tuple[Path, Path],
     assert list(out.parent.iterdir()) == [out]  # no temporary file left behind
 
 
+def test_metrics_json_records_the_paths_typed_as_absolute_ones(files: tuple[Path, Path], tmp_path: Path,
+                                                              monkeypatch) -> None:
+    """metrics.json recorded --results, --gt and --weights as typed ("out1/results.json", "w/tiny.safetensors"):
+    read from another folder it named other files. Now absolute, as per_video/cache.json records weights; a released
+    checkpoint by its registry name."""
+    gt_path, results_path = files
+    monkeypatch.chdir(tmp_path)
+    relative_results, relative_gt = results_path.relative_to(tmp_path), gt_path.relative_to(tmp_path)
+    result = runner.invoke(app, ["evaluate", "--results", str(relative_results), "--gt", str(relative_gt), "--json",
+                                 "metrics.json"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["results"] == str(results_path) and metrics["gt"] == str(gt_path)
+    from clipvis.cli.commands.evaluate import recorded_weights
+
+    (tmp_path / "w").mkdir()
+    (tmp_path / "w" / "tiny.safetensors").write_bytes(b"")
+    assert recorded_weights("w/tiny.safetensors") == str(tmp_path / "w" / "tiny.safetensors")
+    assert recorded_weights("CLIPVIS_LVIS_R50") == "clipvis-lvis-r50"
+    assert recorded_weights("no-such-thing") == "no-such-thing"
+
+
 def test_json_dash_writes_the_metrics_to_stdout_and_the_table_to_stderr(
     files: tuple[Path, Path], tmp_path: Path, monkeypatch
 ) -> None:
