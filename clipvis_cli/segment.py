@@ -66,7 +66,7 @@ from clipvis.cli.writers import (
     SegmentedVideo,
     VideoOutputPaths,
 )
-from clipvis.cli.writers.layout import ClaimedFolder, OutputRootListing, claim_output_folder
+from clipvis.cli.writers.layout import YTVIS_NAME, ClaimedFolder, OutputRootListing, claim_output_folder
 from clipvis.cli.writers.manifest import STATUS_INTERRUPTED, source_owner
 from clipvis.cli.writers.overlay import oversized_overlay_warning, unencodable_overlay_reason
 
@@ -562,13 +562,26 @@ class SegmentRunner:
             try:
                 staged, corrected = commit_staged(staging, manifest, paths, previous, self._file_names)
                 timings["writers"] = time.perf_counter() - start  # wall time: the writers overlap (write_* each)
-                from clipvis.cli.exporters.base import forget_exported
+                from clipvis.cli.exporters.base import exports_from, forget_exported
 
                 forget_exported(paths.directory, staged)  # written over an export's: segment's now
                 manifest.stale = settle_stale_outputs(paths, outputs, previous, corrected)
                 for name in sorted(set(manifest.stale) & corrected):
                     self.reporter.video_warning(source, paths.stem, f"{shown_path(paths.directory / name)}: changed "
                                                 "since clipvis segment wrote it, so kept (listed as stale in run.json)")
+                # exports made from the ytvis.json this run replaced (or removed) show the earlier results: kept,
+                # said, and listed as stale (an export's cvat-video.zip is among them already)
+                results = paths.directory / YTVIS_NAME
+                replaced = YTVIS_NAME in {path.name for path in outputs} or not os.path.lexists(results)
+                exported = [name for name in exports_from(paths.directory, results) if name not in manifest.stale
+                            ] if replaced else []
+                if exported:
+                    manifest.stale = [*manifest.stale, *exported]
+                    self.reporter.video_warning(
+                        source, paths.stem, f"{shown_path(paths.directory)}: {', '.join(exported)} exported from the "
+                        f"earlier {YTVIS_NAME} this run replaced, so they show its results: kept as they were "
+                        f"(listed as stale in run.json); export again (clipvis export {shown_path(paths.directory)} "
+                        "--to ...) to update them")
                 timings["total"] = time.perf_counter() - started
                 manifest.mark_complete(info.num_frames, outputs, timings)  # the outputs are fsync'ed and in place
                 manifest.write(paths.manifest)

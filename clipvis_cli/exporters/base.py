@@ -218,6 +218,19 @@ def forget_exported(folder: Path, names: Iterable[str]) -> None:
             pass
 
 
+def exports_from(folder: Path, results_file: Path) -> list[str]:
+    """The entries of ``folder`` that `clipvis export` made from ``results_file`` (its record says so) and that are
+    still there, sorted: when `segment` replaces that file, they show the earlier results."""
+    wanted = os.path.realpath(results_file)
+    names = []
+    for name, entry in read_export_record(folder).items():
+        source = entry.get("from") if isinstance(entry, dict) else None
+        results = source.get("results") if isinstance(source, dict) else None
+        if isinstance(results, str) and os.path.realpath(results) == wanted and os.path.lexists(folder / name):
+            names.append(name)
+    return sorted(names)
+
+
 def folder_takes_export(folder: Path, identity: dict[str, object]) -> bool:
     """Whether an export of the video `identity` may go into `folder`: it does not exist, holds nothing, or holds
     only what earlier exports of this same video wrote (a folder of another video, or of someone's files, is not

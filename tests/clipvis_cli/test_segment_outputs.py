@@ -138,6 +138,31 @@ def test_a_format_whose_files_changed_since_is_written_again(tmp_path, tiny_weig
         assert "mots-png/instances/000000.png" in archive.namelist()
 
 
+def test_exports_made_from_a_results_file_a_rerun_replaced_are_said_and_listed_stale(tmp_path, tiny_weights) -> None:
+    """`clipvis export` beside ytvis.json (mots-txt/, png-masks/), then segment again with another vocabulary: the
+    exports kept the earlier classes and masks without a word, and run.json said `stale: []`. Now one warning names
+    them and run.json lists them as stale; they are kept as they were."""
+    video = write_video(tmp_path / "clip.mp4")
+    out = tmp_path / "out"
+    folder = out / "clip"
+    assert was_run(segment(tiny_weights, out, str(video), extra=("--formats", "ytvis")))
+    exported = CliRunner().invoke(app, ["export", str(folder), "--to", "mots-txt,png-masks"])
+    assert exported.exit_code == 0, exported.output
+    listing = sorted(path.name for path in (folder / "png-masks").iterdir())
+    rerun = CliRunner().invoke(app, ["segment", str(video), "--vocab", "sky,box,tree", "--weights", str(tiny_weights),
+                                     "-o", str(out), "--device", "cpu", "--formats", "ytvis"])
+    assert was_run(rerun)
+    warnings = [line for line in rerun.stderr.splitlines() if "mots-txt, png-masks exported from" in line]
+    assert len(warnings) == 1 and warnings[0].startswith("clipvis: warning:"), rerun.stderr
+    assert RunManifest.read(folder / "run.json").stale == ["mots-txt", "png-masks"]
+    assert sorted(path.name for path in (folder / "png-masks").iterdir()) == listing  # not deleted
+    exported = CliRunner().invoke(app, ["export", str(folder), "--to", "mots-txt,png-masks"])  # brought up to date
+    assert exported.exit_code == 0, exported.output
+    again = CliRunner().invoke(app, ["segment", str(video), "--vocab", "sky,box,tree", "--weights", str(tiny_weights),
+                                     "-o", str(out), "--device", "cpu", "--formats", "ytvis,overlay"])
+    assert was_run(again) and "exported from" in again.stderr  # ytvis.json written again: stale again
+
+
 def test_same_stem_from_two_sources_never_overwrites(tmp_path, tiny_weights) -> None:
     a = write_video(tmp_path / "a" / "clip.mp4", seed=1)
     b = write_video(tmp_path / "b" / "clip.mp4", num_frames=4, seed=2)
