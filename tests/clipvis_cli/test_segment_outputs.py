@@ -513,7 +513,8 @@ def test_a_variable_frame_rate_video_keeps_its_frames_times(tmp_path, tiny_weigh
         declared = source.duration / av.time_base
     with zipfile.ZipFile(out / "screen" / "labelstudio.zip") as archive:
         tasks = json.loads(archive.read("labelstudio/tasks.json"))
-        rate = float(re.search(r'frameRate="([^"]+)"', archive.read("labelstudio/config.xml").decode())[1])
+        assert re.search(r'frameRate="([^"]+)"', archive.read("labelstudio/config.xml").decode())[1] == "$fps"
+        rate = float(tasks[0]["data"]["fps"])  # the task's own rate, which the config's $fps takes
     for region in tasks[0]["predictions"][0]["result"]:
         keyframes = region["value"]["sequence"]
         assert all(min(abs(k["time"] * 1000 - t) for t in times_ms) <= 1 for k in keyframes)
