@@ -56,8 +56,11 @@ CACHE_ENV = "CLIPVIS_CACHE"
 OFFLINE_ENV = "CLIPVIS_OFFLINE"
 XDG_CACHE_ENV = "XDG_CACHE_HOME"
 
-#: File name suffixes taken for checkpoints when a directory is given.
-CHECKPOINT_SUFFIXES: tuple[str, ...] = (".pth", ".pt", ".pkl", ".bin", ".safetensors")
+#: Endings of the checkpoint files clipvis reads (`clipvis.model.load_model`): detectron2's `.pth` (what the official
+#: training writes) and `.pkl` (its converted weights), clipvis's `.safetensors`, plain `torch.save` files (`.pt`,
+#: `.bin`) and Lightning's `.ckpt`. A folder given as weights is searched for files with one of them
+#: (`_checkpoint_in_directory`); text with one that names no file is a path, not a mistyped release name (`_unknown`).
+CHECKPOINT_SUFFIXES: tuple[str, ...] = (".pth", ".pt", ".pkl", ".bin", ".safetensors", ".ckpt")
 # CLIPVIS_OFFLINE values that leave downloading on (README: nothing is downloaded while it is set: `y`, `2`,
 # `enabled` downloaded, where a user meant the opposite).
 _FALSY = frozenset({"", "0", "false", "no", "off", "n", "none", "disabled"})
@@ -479,10 +482,6 @@ def _last_written(folder: Path) -> float:
 
 def _looks_like_a_name(text: str) -> bool:
     return bool(text) and "/" not in text and os.sep not in text and not text.startswith(("~", "."))
-
-
-#: Endings of a checkpoint file's name: text ending so is a path, not a mistyped release name
-CHECKPOINT_SUFFIXES = (".pth", ".pt", ".safetensors", ".bin", ".ckpt")
 
 
 def _unknown(text: str) -> UnknownCheckpointError:

@@ -227,6 +227,28 @@ def test_directory_without_checkpoint(tmp_path: Path) -> None:
     assert str(tmp_path) in str(excinfo.value)
 
 
+@pytest.mark.parametrize("name", ["model_0004999.pkl", "epoch=1-step=500.ckpt"])
+def test_a_folder_holding_one_pkl_or_ckpt_checkpoint_resolves_to_it(tmp_path: Path, name: str) -> None:
+    """A folder holding only detectron2's converted ``.pkl`` weights was refused as 'a directory without a checkpoint'
+    although the file itself loads (a second suffix tuple, for unknown names, shadowed the folder's); a folder is
+    searched for every ending the loader reads, Lightning's ``.ckpt`` included."""
+    (tmp_path / name).write_bytes(LEGACY_PICKLE_BYTES)
+    assert resolve_weights(tmp_path) == (tmp_path / name).resolve()
+
+
+def test_a_folder_with_a_pth_and_a_ckpt_names_both(tmp_path: Path) -> None:
+    """Two checkpoints in different formats are not guessed between: the error names both."""
+    (tmp_path / "best.pth").write_bytes(TORCH_ZIP_BYTES)
+    (tmp_path / "last.ckpt").write_bytes(TORCH_ZIP_BYTES)
+    with pytest.raises(InvalidWeightsError, match=r"holds 2 checkpoints \(best.pth, last.ckpt\)"):
+        resolve_weights(tmp_path)
+
+
+def test_a_folder_without_a_checkpoint_names_every_ending_searched(tmp_path: Path) -> None:
+    with pytest.raises(InvalidWeightsError, match=r"no \.pth/\.pt/\.pkl/\.bin/\.safetensors/\.ckpt file"):
+        resolve_weights(tmp_path)
+
+
 def test_directory_with_several_checkpoints(tmp_path: Path) -> None:
     (tmp_path / "a.pth").write_bytes(TORCH_ZIP_BYTES)
     (tmp_path / "b.pt").write_bytes(TORCH_ZIP_BYTES)
@@ -278,7 +300,7 @@ def test_missing_path_is_not_mistaken_for_a_name(tmp_path: Path) -> None:
     missing = tmp_path / "missing" / "clipvis_lvis_r50_7.pth"
     with pytest.raises(UnknownCheckpointError, match=f"^no such file: {re.escape(str(missing))}$"):
         resolve_weights(missing)
-    for text in ("w2.safetensors", "~/no-such-clipvis-weights.pth", "model.pt"):
+    for text in ("w2.safetensors", "~/no-such-clipvis-weights.pth", "model.pt", "model_final.pkl", "last.ckpt"):
         with pytest.raises(UnknownCheckpointError, match=f"^no such file: {re.escape(text)}$"):
             resolve_weights(text)
     for text in ("runs/frist", "~/no-such-run"):  # a checkpoint file or a training folder
