@@ -283,7 +283,9 @@ class VideoPredictor:
                           stacklevel=2)
         if len(reading.cut) > 3:
             warnings.warn(f"{len(reading.cut) - 3} more class names are longer than CLIP reads", stacklevel=2)
-        with torch.no_grad():
+        # The text tower runs in fp32 at every precision, whatever autocast the caller has active (an outer bf16
+        # autocast gave an fp32 predictor other embeddings, and scores).
+        with torch.no_grad(), self.own_precision():
             text = self.text_classifier(names)
         # What `push` classifies with: on the model's device once, not copied there at every batch. The names and
         # their embeddings are computed first, then swapped in by one assignment: a session started meanwhile (by
@@ -323,7 +325,7 @@ class VideoPredictor:
         """Disables any autocast the caller has active, on the host and on the predictor's device, for the span of a
         push or finish: everything runs at the predictor's ``precision`` (a caller's ``torch.autocast("cpu",
         dtype=torch.bfloat16)`` ran an fp32 predictor in bf16, with other results); :meth:`autocast` enables the
-        predictor's own around the network."""
+        predictor's own around the network. :meth:`set_vocabulary` encodes the text under it too."""
         stack = contextlib.ExitStack()
         for device_type in dict.fromkeys(("cpu", self.device.type)):
             if torch.amp.is_autocast_available(device_type):

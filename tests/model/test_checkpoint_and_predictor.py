@@ -781,6 +781,21 @@ def test_a_callers_autocast_does_not_change_the_predictors_precision(tiny_model,
         assert torch.equal(outside.class_probs, inside.class_probs) and torch.equal(outside.masks, inside.masks)
 
 
+def test_a_callers_autocast_does_not_change_the_vocabulary_s_embeddings(tiny_model) -> None:
+    """Push and finish turned the caller's autocast off, the vocabulary's encoding did not: an fp32 predictor made
+    (or given a new vocabulary) inside ``torch.autocast("cpu", dtype=torch.bfloat16)`` classified with bf16 text
+    embeddings, and so other scores."""
+    plain = VideoPredictor(tiny_model, ["box", "sky"], text_cache=False)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        made_inside = VideoPredictor(tiny_model, ["box", "sky"], text_cache=False)
+        changed_inside = VideoPredictor(tiny_model, ["tree"], text_cache=False)
+        changed_inside.set_vocabulary(["box", "sky"])
+    for predictor in (made_inside, changed_inside):
+        assert torch.equal(predictor.text.embeddings, plain.text.embeddings)
+    frames = synthetic_video(2)
+    assert run_video(made_inside, frames, 2)[1] == run_video(plain, frames, 2)[1]
+
+
 @pytest.mark.parametrize("exact", [True, False], ids=["exact", "default"])
 @pytest.mark.parametrize("size", [(64, 96), (50, 70), (97, 61)])
 def test_full_resolution_masks_follow_the_official_two_resizes(tiny_model, tmp_path, size, exact) -> None:
