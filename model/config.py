@@ -67,6 +67,7 @@ class ClipVisConfig:
             if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
                 raise ValueError(f"{_setting(name)} must be a positive integer, not {value!r}")
             setattr(self, name, int(value))
+        self._check_sizes_fit()
         if isinstance(self.min_size_test, bool) or not isinstance(self.min_size_test, numbers.Integral) \
                 or self.min_size_test < 0:  # 0: frames are not resized (detectron2's ResizeShortestEdge of 0)
             raise ValueError(f"{_setting('min_size_test')} must be a positive integer, or 0 for no resize, not "
@@ -94,6 +95,25 @@ class ClipVisConfig:
                 kind = "positive numbers" if name == "pixel_std" else "numbers"
                 raise ValueError(f"{_setting(name)} must be 3 {kind} (R, G, B), not {value!r}")
             setattr(self, name, tuple(float(v) for v in value))
+
+    def _check_sizes_fit(self) -> None:
+        """Refuse head sizes the layers cannot be built or run with (``hidden_dim`` 250 with 8 heads was a bare
+        AssertionError from ``nn.MultiheadAttention``, ``conv_dim`` 250 torch's GroupNorm error): each attention
+        splits its width among ``num_heads`` (the decoder's ``hidden_dim``, the pixel decoder's deformable
+        attention's ``conv_dim``), GroupNorm splits ``conv_dim`` into ``norm_groups``, and the sine position encoding
+        gives half of a width to each axis. ValueError naming the settings."""
+        for name in ("hidden_dim", "conv_dim"):
+            width = getattr(self, name)
+            if width % self.num_heads:
+                raise ValueError(f"{_setting(name)} must be divisible by {_setting('num_heads')}: {width} is not a "
+                                 f"multiple of {self.num_heads}")
+            if width % 2:
+                raise ValueError(f"{_setting(name)} must be even (the position encoding gives half of it to each "
+                                 f"axis), not {width}")
+        if self.conv_dim % self.norm_groups:
+            raise ValueError(f"{_setting('conv_dim')} must be divisible by norm_groups (the pixel decoder's GroupNorm "
+                             f"groups, 32 in the official code): {self.conv_dim} is not a multiple of "
+                             f"{self.norm_groups}")
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

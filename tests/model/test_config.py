@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from clipvis.model.config import deep_merge, read_official_yaml
+from clipvis.model.config import ClipVisConfig, deep_merge, read_official_yaml
 
 
 def test_deep_merge_overrides_nested_keys_and_shares_nothing_with_its_inputs() -> None:
@@ -56,3 +56,28 @@ def test_a_training_runs_config_gives_its_clipvis_model_settings_over_the_offici
     alone.write_text("CLIPVIS:\n  MODEL: 4\n")
     with pytest.raises(ValueError, match="CLIPVIS.MODEL must be a mapping"):
         load_config_file(alone)
+
+
+@pytest.mark.parametrize("sizes, message", [
+    ({"hidden_dim": 250}, r"^hidden_dim \(MODEL\.MASK_FORMER\.HIDDEN_DIM\) must be divisible by num_heads "
+                          r"\(MODEL\.MASK_FORMER\.NHEADS\): 250 is not a multiple of 8$"),
+    ({"num_heads": 7}, r"^hidden_dim \(MODEL\.MASK_FORMER\.HIDDEN_DIM\) must be divisible by num_heads "
+                       r"\(MODEL\.MASK_FORMER\.NHEADS\): 256 is not a multiple of 7$"),
+    ({"conv_dim": 252, "norm_groups": 36}, r"^conv_dim \(MODEL\.SEM_SEG_HEAD\.CONVS_DIM\) must be divisible by "
+                                           r"num_heads \(MODEL\.MASK_FORMER\.NHEADS\): 252 is not a multiple of 8$"),
+    ({"norm_groups": 30}, r"^conv_dim \(MODEL\.SEM_SEG_HEAD\.CONVS_DIM\) must be divisible by norm_groups \(the "
+                          r"pixel decoder's GroupNorm groups, 32 in the official code\): 256 is not a multiple of 30$"),
+    ({"hidden_dim": 35, "num_heads": 5, "conv_dim": 40, "norm_groups": 8},
+     r"^hidden_dim \(MODEL\.MASK_FORMER\.HIDDEN_DIM\) must be even \(the position encoding gives half of it to each "
+     r"axis\), not 35$"),
+])
+def test_head_sizes_the_layers_cannot_split_are_refused_naming_the_settings(sizes, message) -> None:
+    """HIDDEN_DIM 250 with 8 heads failed building the model with a bare AssertionError from nn.MultiheadAttention
+    (norm_groups 30 with torch's GroupNorm error, an odd width in the middle of the first frame)."""
+    with pytest.raises(ValueError, match=message):
+        ClipVisConfig(**sizes)
+
+
+def test_head_sizes_that_split_are_taken() -> None:
+    config = ClipVisConfig(hidden_dim=40, num_heads=5, conv_dim=40, norm_groups=8)
+    assert (config.hidden_dim, config.num_heads, config.conv_dim, config.norm_groups) == (40, 5, 40, 8)
