@@ -70,7 +70,8 @@ T = TypeVar("T")
 def _frame_pairs(frames: Iterable, stride: int = 1, max_frames: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
     """(index, frame) pairs from readers' pairs or from bare ``[H, W, 3]`` frames (numbered from 0): those whose
     index is a multiple of ``stride``, at most ``max_frames`` of them (nothing more is read from ``frames``)."""
-    from clipvis.model.preprocess import check_uint8_frames  # torch: only once a stream runs, not at CLI start-up
+    # torch: only once a stream runs, not at CLI start-up
+    from clipvis.model.preprocess import check_uint8_frames, layout_hint
 
     kept = 0
     items = iter(frames)
@@ -90,7 +91,8 @@ def _frame_pairs(frames: Iterable, stride: int = 1, max_frames: int | None = Non
             # float frame became black, a 16-bit one wrapped).
             check_uint8_frames(array, "[H, W, 3]", where=f"frame {index}: ")
             if array.ndim != 3 or array.shape[-1] != 3:
-                raise ValueError(f"frame {index}: expected an RGB frame [H, W, 3], got shape {array.shape}")
+                raise ValueError(f"frame {index}: expected an RGB frame [H, W, 3], got shape {array.shape}"
+                                 f"{layout_hint(array, 'frame')}")
             yield index, array
     finally:
         # A reader's iteration (made here) lets its file go as soon as these pairs are closed; an iterator the

@@ -398,7 +398,8 @@ class VideoSession:
         start = time.perf_counter()
         images, geometry = predictor.preprocessor(frames, predictor.device)
         if self.geometry is not None and geometry != self.geometry:
-            raise ValueError(f"frame size {geometry.original} differs from the video's {self.geometry.original}")
+            raise ValueError(f"frame {self.num_frames} (0-based, as pushed): size {geometry.original} differs from "
+                             f"the video's {self.geometry.original}")
         t1 = time.perf_counter()
         with predictor.autocast():
             outputs = model(images)

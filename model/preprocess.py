@@ -90,25 +90,26 @@ def frame_batch(frames: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
         frames = frames[None]
     if frames.ndim != 4 or frames.shape[-1] != 3:
         raise ValueError(f"expected uint8 RGB frames [B, H, W, 3], got shape {tuple(frames.shape)}"
-                         f"{_layout_hint(frames)}")
+                         f"{layout_hint(frames)}")
     if frames.shape[0] == 0:
         raise ValueError("an empty batch: push at least one frame")
     return frames
 
 
-def _layout_hint(frames: np.ndarray | torch.Tensor) -> str:
+def layout_hint(frames: np.ndarray | torch.Tensor, name: str = "frames") -> str:
     """How to make frames of a layout ``push`` does not take ``[B, H, W, 3]`` (or ``[H, W, 3]``), where it looks
-    like a common one; "" otherwise."""
+    like a common one (RGBA, channels first, grayscale), as code on the variable ``name``: `` (RGBA? drop the alpha
+    channel: frames[..., :3])``; "" otherwise. A message helper (no tensor is touched: the shape alone is read)."""
     tensor = isinstance(frames, torch.Tensor)
     shape = tuple(frames.shape)
     if len(shape) in (3, 4) and shape[-1] == 4:
-        return " (RGBA? drop the alpha channel: frames[..., :3])"
+        return f" (RGBA? drop the alpha channel: {name}[..., :3])"
     if len(shape) in (3, 4) and shape[-3] in (3, 4) and shape[-1] not in (1, 3, 4):
         order = (0, 2, 3, 1) if len(shape) == 4 else (1, 2, 0)
-        move = f"frames.permute{order}" if tensor else f"np.transpose(frames, {order})"
+        move = f"{name}.permute{order}" if tensor else f"np.transpose({name}, {order})"
         return f" (channels first? move them last: {move})"
     if len(shape) in (2, 3) or (len(shape) == 4 and shape[-1] == 1):
-        gray = "frames" if shape[-1] == 1 else "frames[..., None]"  # [B, H, W, 1], or [H, W] / [B, H, W]
+        gray = name if shape[-1] == 1 else f"{name}[..., None]"  # [B, H, W, 1], or [H, W] / [B, H, W]
         copy = f"{gray}.repeat_interleave(3, -1)" if tensor else f"np.repeat({gray}, 3, axis=-1)"
         return f" (grayscale? repeat it into 3 channels: {copy})"
     return ""

@@ -561,7 +561,9 @@ def test_a_stream_refuses_what_it_cannot_do_in_a_sentence(predictor) -> None:
     frame = synthetic_frames(1)[0]
     with pytest.raises(ValueError, match=r"^frames is one \[H, W, 3\] frame of shape \(45, 77, 3\): a video is "):
         VideoStream(predictor, frame)
-    with pytest.raises(ValueError, match=r"^frame 1: expected an RGB frame \[H, W, 3\], got shape \(45, 77\)$"):
+    with pytest.raises(ValueError, match=r"^frame 1: expected an RGB frame \[H, W, 3\], got shape \(45, 77\) "
+                                         r"\(grayscale\? repeat it into 3 channels: "
+                                         r"np\.repeat\(frame\[\.\.\., None\], 3, axis=-1\)\)$"):
         list(VideoStream(predictor, [frame, frame[..., 0]]))
     with pytest.raises(TypeError, match="^batch_frames must be a whole number, not 2.5$"):
         VideoStream(predictor, [frame], batch_frames=2.5)
@@ -574,6 +576,27 @@ def test_a_stream_refuses_what_it_cannot_do_in_a_sentence(predictor) -> None:
     closed.close()
     with pytest.raises(RuntimeError, match=r"^this VideoStream was closed"):
         list(closed)
+
+
+@pytest.mark.parametrize("layout, hint", [
+    (lambda frame: np.concatenate([frame, frame[..., :1]], -1),
+     r"\(RGBA\? drop the alpha channel: frame\[\.\.\., :3\]\)"),
+    (lambda frame: frame.transpose(2, 0, 1),
+     r"\(channels first\? move them last: np\.transpose\(frame, \(1, 2, 0\)\)\)"),
+], ids=["rgba", "channels first"])
+def test_a_frame_of_a_common_other_layout_is_refused_saying_how_to_convert_it(predictor, layout, hint) -> None:
+    """A pushed batch of another layout said how to convert it; a streamed frame gave the shape alone."""
+    frame = synthetic_frames(1)[0]
+    with pytest.raises(ValueError, match=rf"^frame 1: expected an RGB frame \[H, W, 3\], got shape .* {hint}$"):
+        list(VideoStream(predictor, [frame, layout(frame)]))
+
+
+def test_a_frame_of_another_size_opening_a_batch_is_named(predictor) -> None:
+    """Within a batch, a frame of another size was named ('frame 3 is ...'); one that opened a new batch was not."""
+    frames = list(synthetic_frames(3, 48, 64)) + list(synthetic_frames(1, 40, 64))
+    with pytest.raises(ValueError, match=r"^frame 2 \(0-based, as pushed\): size \(40, 64\) differs from the "
+                                         r"video's \(48, 64\)$"):
+        list(VideoStream(predictor, frames[:2] + frames[3:], batch_frames=2))
 
 
 def test_a_source_failing_at_its_first_frame_is_the_sources_failure(predictor) -> None:
