@@ -50,9 +50,11 @@ class Reporter(Protocol):
     def video_warning(self, source: VideoSource, stem: str, message: str) -> None: ...
     # A video's files are being written: called when that starts and then every second or so, with the frames the
     # overlay has drawn (``frames`` None when no writer that draws frames is at work) out of ``total`` and the formats
-    # being written at that moment (``formats``, in writer order; empty from a caller of the older interface).
+    # being written at that moment (``formats``, in writer order; empty from a caller of the older interface);
+    # ``written``: (masks written, masks in all) of the JSON formats among them that count theirs (ytvis, coco), None
+    # when none does.
     def video_writing(self, source: VideoSource, stem: str, frames: int | None, total: int | None,
-                      formats: Sequence[str] = ()) -> None: ...
+                      formats: Sequence[str] = (), written: tuple[int, int] | None = None) -> None: ...
     # The batch ended: the inputs' counts ("complete", "skipped", "failed"; segment's also ALREADY_COMPLETE, those of
     # the skipped an earlier run completed) out of ``total``, and the one line that
     # says how (an error when ``error``: some failed, or interrupted), if any. ``own``: under torchrun, the counts and
@@ -112,6 +114,16 @@ def overlay_seconds_left(rates: dict[str, tuple[float, int]], name: str, frames:
     return max(total - frames, 0) / ((frames - first) / (now - since))
 
 
+def formats_seconds_left(rates: dict[str, dict[str, tuple[float, int]]], name: str, formats: Sequence[str],
+                         written: tuple[int, int] | None) -> float | None:
+    """The seconds the JSON formats being written (``formats``) of input ``name`` still take, ``written`` = (masks
+    written, masks in all), at their rate since first seen (``overlay_seconds_left``'s rule, per set of formats:
+    each starts its count at 0); None without a count or before a second of writing."""
+    if written is None or not formats:
+        return None
+    return overlay_seconds_left(rates.setdefault(name, {}), ",".join(formats), *written)
+
+
 def writing_text(frames: int | None, total: int | None, formats: Sequence[str]) -> str:
     """What a video's writing is at: ``"writing outputs, overlay frame 1200/4500"`` while the overlay draws, and
     ``"writing cvat-video"`` (the formats being written) once it has drawn them all (``frames`` None)."""
@@ -148,6 +160,7 @@ class SerializedReporter:
         self._lock = threading.Lock()
         # a reporter of an older interface: video_writing without ``formats``
         self._writing_takes_formats = _takes(getattr(inner, "video_writing", None), "formats")
+        self._writing_takes_written = _takes(getattr(inner, "video_writing", None), "written")
 
     def _call(self, name: str, *args: Any, **kwargs: Any) -> None:
         if self.inner is not None:
@@ -193,11 +206,13 @@ class SerializedReporter:
             self._call("video_warning", source, stem, message)
 
     def video_writing(self, source: VideoSource, stem: str, frames: int | None, total: int | None,
-                      formats: Sequence[str] = ()) -> None:
+                      formats: Sequence[str] = (), written: tuple[int, int] | None = None) -> None:
         if self.inner is not None and not self._writing_takes_formats:
             self._call("video_writing", source, stem, frames, total)  # a reporter of an older interface
-        else:
+        elif self.inner is not None and not self._writing_takes_written:
             self._call("video_writing", source, stem, frames, total, formats=tuple(formats))
+        else:
+            self._call("video_writing", source, stem, frames, total, formats=tuple(formats), written=written)
 
     def batch_finished(self, counts: dict[str, int], total: int, message: str | None = None,
                        error: bool = False, interrupted: bool = False, own: bool = False) -> None:
@@ -243,9 +258,11 @@ class JsonlReporter:
         self._started = time.perf_counter()
         self._expected: int | None = None
         self._job: tuple[int, int] | None = None
-        # input -> when, at which frame and with which formats it last said so
-        self._writing: dict[str, tuple[float, int | None, list[str]]] = {}
+        # input -> when, at which overlay frame and mask and with which formats it last said so
+        self._writing: dict[str, tuple[float, int | None, int | None, list[str]]] = {}
         self._writing_rates: dict[str, tuple[float, int]] = {}  # input -> when and at which frame the overlay drew
+        # input -> formats being written -> when and at which mask they were first seen writing
+        self._formats_rates: dict[str, dict[str, tuple[float, int]]] = {}
 
     def _emit(self, event: str, **fields: Any) -> None:
         if self.rank is not None:
@@ -276,22 +293,28 @@ class JsonlReporter:
                        frames_expected=expected, eta_s=None if eta is None else round(eta, 1))
 
     def video_writing(self, source: VideoSource, stem: str, frames: int | None, total: int | None,
-                      formats: Sequence[str] = ()) -> None:
+                      formats: Sequence[str] = (), written: tuple[int, int] | None = None) -> None:
         name, now, formats = path_text(source.path), time.monotonic(), list(formats)
+        formats_left = formats_seconds_left(self._formats_rates, name, formats, written)  # measured on every call
         last = self._writing.get(name)
+        masks = written[0] if written is not None else None
         if last is not None:
-            when, at, before = last
+            when, at, at_mask, before = last
             moved = frames is not None and at is not None and frames - at >= self.every
+            # the JSON formats after the overlay: as often, counting masks written as it counts frames drawn
+            moved = moved or (masks is not None and at_mask is not None and masks - at_mask >= self.every)
             if not moved and formats == before and now - when < WRITING_HEARTBEAT_S:
                 return
-        self._writing[name] = (now, frames, formats)
+        self._writing[name] = (now, frames, masks, formats)
         left = overlay_seconds_left(self._writing_rates, name, frames, total)
         self._emit("writing", input=name, stem=stem, frames=frames, frames_expected=total, formats=formats,
-                   overlay_eta_s=None if left is None else round(left, 1))
+                   overlay_eta_s=None if left is None else round(left, 1),
+                   formats_eta_s=None if formats_left is None else round(formats_left, 1))
 
     def video_finished(self, source: VideoSource, stem: str, frames: int, fps: float, outputs: list[Path]) -> None:
         self._writing.pop(path_text(source.path), None)
         self._writing_rates.pop(path_text(source.path), None)
+        self._formats_rates.pop(path_text(source.path), None)
         # fps: null where no model ran (export)
         self._emit("video_done", input=path_text(source.path), stem=stem, frames=frames,
                    fps=round(fps, 3) if fps > 0 else None,
@@ -307,11 +330,13 @@ class JsonlReporter:
     def video_failed(self, source: VideoSource, stem: str, message: str) -> None:
         self._writing.pop(path_text(source.path), None)
         self._writing_rates.pop(path_text(source.path), None)
+        self._formats_rates.pop(path_text(source.path), None)
         self._emit("video_failed", input=path_text(source.path), stem=stem, error=message, status="failed")
 
     def video_interrupted(self, source: VideoSource, stem: str, message: str) -> None:
         self._writing.pop(path_text(source.path), None)
         self._writing_rates.pop(path_text(source.path), None)
+        self._formats_rates.pop(path_text(source.path), None)
         self._emit("video_interrupted", input=path_text(source.path), stem=stem, error=message,
                    status="interrupted")
 
@@ -407,6 +432,8 @@ class HumanReporter:
         self._job_line: tuple[float, tuple[int, int]] | None = None  # when and what the last job line said
         self._writing: dict[str, float] = {}  # input whose files are being written -> when its last line came
         self._writing_rates: dict[str, tuple[float, int]] = {}  # input -> when and at which frame the overlay drew
+        # input -> formats being written -> when and at which mask they were first seen writing
+        self._formats_rates: dict[str, dict[str, tuple[float, int]]] = {}
 
     def _line(self, text: str) -> None:
         self.console.print(f"clipvis: {text}", markup=False, soft_wrap=True)
@@ -450,16 +477,19 @@ class HumanReporter:
             self._line(f"{self._video}: {self._frames}/{expected or '?'} frames, {fps:.2f} frames/s{left}")
 
     def video_writing(self, source: VideoSource, stem: str, frames: int | None, total: int | None,
-                      formats: Sequence[str] = ()) -> None:
+                      formats: Sequence[str] = (), written: tuple[int, int] | None = None) -> None:
         if not self.log_lines:
             return
         name, now = shown_path(source.path), time.monotonic()
         left = overlay_seconds_left(self._writing_rates, name, frames, total)
+        formats_left = formats_seconds_left(self._formats_rates, name, formats, written)
         if name not in self._writing:  # writing starts: a line once it has taken `log_every`
             self._writing[name] = now
         elif now - self._writing[name] >= self.log_every:
             self._writing[name] = now
             eta = f", overlay ETA {duration_text(left)}" if left is not None else ""
+            if left is None and frames is None and formats_left is not None:  # the overlay drawn (or none)
+                eta = f", ETA {duration_text(formats_left)}"
             self._line(f"{name}: {writing_text(frames, total, formats)}{eta}")
 
     def _video_ended(self) -> str:
@@ -472,6 +502,7 @@ class HumanReporter:
     def video_finished(self, source: VideoSource, stem: str, frames: int, fps: float, outputs: list[Path]) -> None:
         self._writing.pop(shown_path(source.path), None)
         self._writing_rates.pop(shown_path(source.path), None)
+        self._formats_rates.pop(shown_path(source.path), None)
         count = self._video_ended()
         if self.log_lines and not self._job_wide:
             rate = f", {fps:.2f} frames/s" if fps > 0 else ""
@@ -488,6 +519,7 @@ class HumanReporter:
     def video_failed(self, source: VideoSource, stem: str, message: str) -> None:
         self._writing.pop(shown_path(source.path), None)
         self._writing_rates.pop(shown_path(source.path), None)
+        self._formats_rates.pop(shown_path(source.path), None)
         self._video_ended()
         self.console.print(error_line(message), markup=False, soft_wrap=True)
 

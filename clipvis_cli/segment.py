@@ -542,7 +542,8 @@ class SegmentRunner:
         began, for its total time)."""
         info, timings = tracked.info, tracked.timings
         draws = any(writer.draws_frames for writer in self.writers)
-        writing = WritingProgress(self.reporter, source, paths.stem, info.num_frames if draws else None)
+        writing = WritingProgress(self.reporter, source, paths.stem, info.num_frames if draws else None,
+                                  masks=sum(len(track.segmentations) for track in tracked.tracks))
         video = SegmentedVideo(info, tracked.tracks, self.categories,
                                lambda: writing.counted(tracked.reader.frames_as_players_show()))
         start = time.perf_counter()

@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from clipvis.cli.progress import Reporter
 from clipvis.cli.resources import usable_cpus
 from clipvis.cli.segment_resume import RefusedReplacement, corrected_files, replacement_refusal
 from clipvis.cli.writers import (
+    MaskCounter,
     OutputWriter,
     RunManifest,
     SegmentedVideo,
@@ -33,16 +35,21 @@ WRITING_REPORT_INTERVAL_S = 1.0  # how often the writing of a video's files is r
 
 class WritingProgress:
     """While a video's files are written: counts the frames the drawing writers take from ``counted`` (out of
-    ``total``; None when no writer draws), keeps the formats being written (`writing`) and, from a thread, reports
-    both (`video_writing`) when writing starts, every ``interval`` seconds until it ends and when a format starts or
-    ends, so that a log shows the writing of a long video's files as it goes, and which file it is at once the overlay
-    is drawn (``frames`` None then: a format that does not draw may take minutes after it)."""
+    ``total``; None when no writer draws) and the masks each writer that counts them (ytvis, coco) tells the counter
+    it is handed (`mask_counter`, out of ``masks``: the tracks' masks, each writer's), keeps the formats being
+    written (`writing`) and, from a thread, reports them (`video_writing`) when writing starts, every ``interval``
+    seconds until it ends and when a format starts or ends, so that a log shows the writing of a long video's files
+    as it goes, and which file it is at once the overlay is drawn (``frames`` None then: a format that does not draw
+    may take minutes after it; the JSON formats' masks give its time left)."""
 
     def __init__(self, reporter: Reporter, source: VideoSource, stem: str, total: int | None,
-                 interval: float | None = None) -> None:
+                 interval: float | None = None, masks: int = 0) -> None:
         self.reporter, self.source, self.stem, self.total = reporter, source, stem, total
         self.interval = WRITING_REPORT_INTERVAL_S if interval is None else interval
+        self.masks = masks
         self.frames = 0
+        # writer index -> the masks it has written, from its first count (a writer that counts none is not in it)
+        self._masks_written: dict[int, int] = {}
         self._active: dict[int, tuple[str, bool]] = {}  # writer index -> (format, draws frames)
         self._drawn = False  # a writer that draws frames has ended: its frames are no longer news
         self._lock = threading.Lock()
@@ -54,6 +61,15 @@ class WritingProgress:
         for item in frames:
             yield item
             self.frames += 1
+
+    def mask_counter(self, index: int) -> MaskCounter:
+        """What writer ``index`` tells the masks it has written (`SegmentedVideo.masks_written`)."""
+
+        def count(masks: int) -> None:
+            with self._lock:
+                self._masks_written[index] = self._masks_written.get(index, 0) + masks
+
+        return count
 
     @contextlib.contextmanager
     def writing(self, index: int, format: str, draws: bool) -> Iterator[None]:
@@ -75,10 +91,13 @@ class WritingProgress:
         with self._lock:
             active = [self._active[index] for index in sorted(self._active)]
             drawn = self._drawn
+            counts = [self._masks_written[index] for index in self._active if index in self._masks_written]
         # the overlay's frames until it has drawn them all, not while only the formats after it are left
         frames = self.frames if self.total is not None and not drawn else None
+        # the masks of the formats being written that count theirs (one at a time: those that do not draw)
+        written = (sum(counts), self.masks * len(counts)) if counts else None
         self.reporter.video_writing(self.source, self.stem, frames, self.total,
-                                    formats=[format for format, _ in active])
+                                    formats=[format for format, _ in active], written=written)
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
@@ -104,15 +123,19 @@ def write_outputs(writers: Sequence[OutputWriter], paths: VideoOutputPaths, vide
     free (`overlap_writers`), and after them otherwise. A failure is raised only once both sides have stopped
     (the drawing writers' first), so no file is being written when the video is reported failed; Ctrl-C stops the
     drawing writer here and is raised once the helper has finished the file it is on (it starts no other: every
-    file of a stopped video is removed anyway). ``progress`` is told which formats are being written."""
+    file of a stopped video is removed anyway). ``progress`` is told which formats are being written, and the masks
+    written by those that count them."""
     results: dict[int, Path] = {}
 
     def write(index: int) -> None:
         writer = writers[index]
         start = time.perf_counter()
+        # a writer that does not draw counts its masks, where it does (ytvis, coco), for its time left
+        counted = video if progress is None or writer.draws_frames else \
+            replace(video, masks_written=progress.mask_counter(index))
         with progress.writing(index, writer.format, writer.draws_frames) if progress else \
                 contextlib.nullcontext():
-            results[index] = writer.write_video(paths.directory / writer.file_name, video)
+            results[index] = writer.write_video(paths.directory / writer.file_name, counted)
         timings[f"write_{writer.format}"] = time.perf_counter() - start
 
     here = [i for i, writer in enumerate(writers) if writer.draws_frames]

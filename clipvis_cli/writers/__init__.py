@@ -7,6 +7,7 @@ export`'s formats); every writer has the `OutputWriter` interface
 
 from clipvis.cli.writers.base import (
     DEFAULT_FORMATS,
+    MaskCounter,
     OutputWriter,
     SegmentedVideo,
 )
@@ -19,6 +20,7 @@ from clipvis.cli.writers.ytvis import YtvisWriter
 __all__ = [
     "DEFAULT_FORMATS",
     "CocoWriter",
+    "MaskCounter",
     "OverlayRenderer",
     "OverlayStyle",
     "OverlayVideoWriter",

@@ -18,6 +18,9 @@ import numpy as np
 
 from clipvis.cli.results import TrackResult, VideoInfo
 
+# Told how many masks a writer has just written (`SegmentedVideo.masks_written`).
+MaskCounter = Callable[[int], None]
+
 
 @dataclass
 class SegmentedVideo:
@@ -25,13 +28,16 @@ class SegmentedVideo:
 
     `tracks[i].segmentations` has one RLE (or None) per processed frame; `frames()` decodes the processed frames
     again, as `(frame_index, H×W×3 uint8 RGB)` pairs in the colours players show them in
-    (`FrameReader.frames_as_players_show`), for writers that draw on them.
+    (`FrameReader.frames_as_players_show`), for writers that draw on them. `masks_written`, where given, is called
+    by a writer that counts the masks it writes (ytvis, coco: each track's, `len(segmentations)` of it) with how many
+    it has just written, a few hundred at a time, for the progress of its file (`WritingProgress`).
     """
 
     info: VideoInfo
     tracks: Sequence[TrackResult]
     categories: Sequence[str]
     frames: Callable[[], Iterable[tuple[int, np.ndarray]]]
+    masks_written: MaskCounter | None = None
 
 
 class OutputWriter(Protocol):

@@ -20,6 +20,7 @@ from datetime import datetime, timezone
 
 from clipvis.cli import __version__, rle
 from clipvis.cli.results import TrackResult, VideoInfo, check_tracks, source_fields
+from clipvis.cli.writers.base import MaskCounter
 from clipvis.cli.writers.json_document import JsonDocumentWriter, VideoResults
 from clipvis.cli.writers.layout import COCO_NAME
 from clipvis.cli.writers.ytvis import categories_json
@@ -42,9 +43,10 @@ class CocoWriter(JsonDocumentWriter):
         """The `file_name` of processed frame `position`'s image: `coco_file_name`; a subclass names them its way."""
         return coco_file_name(video, position)
 
-    def fields(self, results: VideoResults, categories: Sequence[str]) -> list[tuple[str, object]]:
+    def fields(self, results: VideoResults, categories: Sequence[str],
+               masks_written: MaskCounter | None = None) -> list[tuple[str, object]]:
         """The document's fields; images and annotations come as iterators (streamed: one image per frame, and the
-        masks are read one track at a time)."""
+        masks are read one track at a time, told to ``masks_written`` a chunk at a time)."""
         first_ids: list[int] = []
         images_before = 0
         for video, tracks in results:
@@ -68,7 +70,7 @@ class CocoWriter(JsonDocumentWriter):
             next_id = 1
             for (_, tracks), first_image_id in zip(results, first_ids, strict=True):
                 for track in tracks:
-                    for annotation in self._track_annotations(track, first_image_id, next_id):
+                    for annotation in self._track_annotations(track, first_image_id, next_id, masks_written):
                         next_id += 1
                         yield annotation
 
@@ -84,9 +86,11 @@ class CocoWriter(JsonDocumentWriter):
                 ("categories", categories_json(categories)), ("annotations", annotations())]
 
     @staticmethod
-    def _track_annotations(track: TrackResult, first_image_id: int, first_annotation_id: int) -> Iterator[dict]:
+    def _track_annotations(track: TrackResult, first_image_id: int, first_annotation_id: int,
+                           masks_written: MaskCounter | None = None) -> Iterator[dict]:
         """The track's annotations, made ``ANNOTATION_CHUNK_FRAMES`` frames at a time (a 2-hour track has 216,000
-        masks: its annotations are streamed, not held)."""
+        masks: its annotations are streamed, not held); each chunk's frames told to ``masks_written`` once its
+        annotations are taken."""
         next_id = first_annotation_id
         segmentations = track.segmentations
         for start in range(0, len(segmentations), ANNOTATION_CHUNK_FRAMES):
@@ -109,6 +113,8 @@ class CocoWriter(JsonDocumentWriter):
                     "attributes": {"track_id": int(track.track_id), "keyframe": True, "occluded": False},
                 }
                 next_id += 1
+            if masks_written is not None:
+                masks_written(len(chunk))
 
 
 ANNOTATION_CHUNK_FRAMES = 512  # a track's masks read (and their areas and boxes computed) this many frames at a time

@@ -13,7 +13,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from clipvis.cli.results import VideoInfo, check_tracks, source_fields
-from clipvis.cli.writers.json_document import JsonDocumentWriter, VideoResults
+from clipvis.cli.writers.base import MaskCounter
+from clipvis.cli.writers.json_document import JsonDocumentWriter, VideoResults, counted_masks
 from clipvis.cli.writers.layout import YTVIS_NAME
 
 
@@ -28,7 +29,8 @@ class YtvisWriter(JsonDocumentWriter):
     format = "ytvis"
     file_name = YTVIS_NAME
 
-    def fields(self, results: VideoResults, categories: Sequence[str]) -> list[tuple[str, object]]:
+    def fields(self, results: VideoResults, categories: Sequence[str],
+               masks_written: MaskCounter | None = None) -> list[tuple[str, object]]:
         ids = [video.video_id for video, _ in results]
         if len(set(ids)) != len(ids):
             raise ValueError(f"duplicate video ids in YouTube-VIS output: {ids}")
@@ -39,7 +41,8 @@ class YtvisWriter(JsonDocumentWriter):
                 "video_id": video.video_id,
                 "category_id": int(track.category_id),
                 "score": float(track.score),
-                "segmentations": iter(track.segmentations),  # streamed: a 2-hour track has 216,000 masks
+                # streamed: a 2-hour track has 216,000 masks (counted here: check_tracks has read them already)
+                "segmentations": counted_masks(track.segmentations, masks_written),
             }
             for video, tracks in results
             for track in tracks

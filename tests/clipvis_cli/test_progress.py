@@ -371,7 +371,7 @@ def test_writing_progress_gives_the_overlay_s_frames_until_it_has_drawn_them_all
         def __init__(self) -> None:
             self.events: list[tuple] = []
 
-        def video_writing(self, source, stem, frames, total, formats=()) -> None:
+        def video_writing(self, source, stem, frames, total, formats=(), written=None) -> None:
             self.events.append((frames, list(formats)))
 
     recorder = Recorder()
@@ -515,3 +515,81 @@ def test_writing_says_the_overlay_s_time_left_once_it_has_a_rate() -> None:
     events = [json.loads(line) for line in stream.getvalue().splitlines()]
     assert events[0]["overlay_eta_s"] is None and 34.5 <= events[1]["overlay_eta_s"] <= 35.5
     assert events[2]["overlay_eta_s"] is None and events[2]["formats"] == ["coco"]
+
+
+def test_the_json_formats_written_after_the_overlay_say_their_time_left() -> None:
+    """After the overlay, a long video's ytvis.json and coco.json took minutes with no time left said ('the JSON
+    and export formats written after it have no ETA'): from the masks written, once they have written for a second,
+    the line says the time left and the event its seconds, each format measured from its own start."""
+    log = io.StringIO()
+    human = HumanReporter(stream=log, interactive=False, log_every=0.0)
+    human.video_writing(SOURCE, "a", None, 4500, formats=["ytvis"], written=(0, 10_000))
+    human._formats_rates[shown_path(SOURCE.path)]["ytvis"] = (time.monotonic() - 10.0, 0)  # writing since 10 s
+    human.video_writing(SOURCE, "a", None, 4500, formats=["ytvis"], written=(2000, 10_000))  # 200/s: 40 s left
+    human.video_writing(SOURCE, "a", None, 4500, formats=["coco"], written=(512, 10_000))  # just started: no rate
+    human.video_writing(SOURCE, "a", None, 4500, formats=["cvat-video"])  # counts nothing
+    assert log.getvalue().splitlines() == [
+        "clipvis: a.mp4: writing ytvis, ETA 0:40", "clipvis: a.mp4: writing coco", "clipvis: a.mp4: writing cvat-video"]
+    stream = io.StringIO()
+    reporter = JsonlReporter(stream, every=25)
+    reporter.video_writing(SOURCE, "a", None, 4500, formats=["ytvis"], written=(0, 10_000))
+    reporter._formats_rates[str(SOURCE.path)]["ytvis"] = (time.monotonic() - 10.0, 0)
+    reporter.video_writing(SOURCE, "a", None, 4500, formats=["ytvis"], written=(10, 10_000))  # too few: nothing
+    reporter.video_writing(SOURCE, "a", None, 4500, formats=["ytvis"], written=(2000, 10_000))
+    reporter.video_writing(SOURCE, "a", None, 4500, formats=["coco"], written=(0, 10_000))
+    events = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert [(e["formats"], e["formats_eta_s"]) for e in events[::2]] == [(["ytvis"], None), (["coco"], None)]
+    assert len(events) == 3 and events[1]["overlay_eta_s"] is None and 39.5 <= events[1]["formats_eta_s"] <= 40.5
+    older, newer = [], []  # a reporter without ``written`` gets the formats as before
+
+    class Older:
+        def video_writing(self, source, stem, frames, total, formats=()) -> None:
+            older.append(list(formats))
+
+    class Newer:
+        def video_writing(self, source, stem, frames, total, formats=(), written=None) -> None:
+            newer.append(written)
+
+    for inner in (Older(), Newer()):
+        SerializedReporter(inner).video_writing(SOURCE, "a", None, 9, formats=["coco"], written=(3, 9))
+    assert older == [["coco"]] and newer == [(3, 9)]
+
+
+def test_writing_progress_gives_the_masks_the_json_writer_at_work_has_written() -> None:
+    """Each writer that does not draw is handed a counter of its own (write_outputs): the reports carry the masks
+    written by the one at work, out of the video's, from its first count on; none for a writer that counts none."""
+    from clipvis.cli.results import TrackResult, VideoInfo
+    from clipvis.cli.segment_outputs import WritingProgress, write_outputs
+    from clipvis.cli.writers import SegmentedVideo, VideoOutputPaths
+
+    reported: list[tuple] = []
+    seen = threading.Event()
+
+    class Recorder:
+        def video_writing(self, source, stem, frames, total, formats=(), written=None) -> None:
+            reported.append((list(formats), written))
+            if written == (7, 8):
+                seen.set()
+
+    class Counting:
+        format, file_name, draws_frames = "ytvis", "ytvis.json", False
+
+        def write_video(self, path, video):
+            video.masks_written(7)
+            assert seen.wait(10.0), reported  # a report while it writes carries its count
+            return path
+
+    class Silent(Counting):
+        format, file_name = "cvat-video", "cvat-video.zip"
+
+        def write_video(self, path, video):
+            return path
+
+    info = VideoInfo(1, "a.mp4", "a", 2, 2, 30.0, 1, [0, 1, 2, 3])
+    tracks = [TrackResult(track_id=k, category_id=1, score=0.5, segmentations=[None] * 4) for k in (1, 2)]
+    video = SegmentedVideo(info, tracks, ["thing"], frames=lambda: iter(()))
+    progress = WritingProgress(Recorder(), SOURCE, "a", None, interval=0.001, masks=8)
+    with progress:
+        write_outputs([Counting(), Silent()], VideoOutputPaths(Path("out/a")), video, {}, progress)
+    assert reported[0] == (["ytvis"], None) and (["ytvis"], (7, 8)) in reported
+    assert all(written is None for formats, written in reported if formats == ["cvat-video"]), reported

@@ -609,6 +609,7 @@ def test_jsonl_log_is_json_to_the_end(tmp_path, tiny_weights, monkeypatch) -> No
     assert drawing, writing
     assert all(event["frames"] is not None for event in writing[: drawing[-1] + 1]), writing
     assert all(event["frames"] is None for event in writing[drawing[-1] + 1 :]), writing
+    assert all("formats_eta_s" in event for event in writing), writing  # null: written in less than a second
     assert events[-1] == {"event": "summary", "inputs": 2, "complete": 1, "skipped": 0, "failed": 1,
                           "already_complete": 0, "scope": "job", "status": "failed",
                           "message": "1 of 2 input(s) failed"}

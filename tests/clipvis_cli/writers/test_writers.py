@@ -219,6 +219,21 @@ def test_json_writers_stream_a_long_videos_masks_and_frames(tmp_path: Path, writ
         assert len(document["annotations"]) == frames - len(range(0, frames, 11))
 
 
+@pytest.mark.parametrize("writer", [YtvisWriter, CocoWriter])
+@pytest.mark.parametrize("indent", [None, 2])
+def test_json_writers_count_the_masks_they_write_once_each(tmp_path: Path, writer, indent) -> None:
+    """A long video's ytvis.json and coco.json took minutes after the overlay with no time left said: the writers
+    now tell the masks they write, a chunk at a time, each once (check_tracks reading them first counts nothing)."""
+    height, width = 8, 10
+    video = VideoInfo(1, "long.mp4", "long", height, width, 30.0, 1, list(range(1100)))
+    tracks = [TrackResult(track_id=k, category_id=1, score=0.5, segmentations=_LongTrackMasks(1100, height, width))
+              for k in (1, 2)]
+    told: list[int] = []
+    writer(indent=indent).write_many(tmp_path / "out.json", [(video, tracks)], CATEGORIES, masks_written=told.append)
+    assert sum(told) == 2 * 1100 and max(told) <= 512, told
+    assert writer().write(tmp_path / "plain.json", video, tracks, CATEGORIES).is_file()  # no counter: as before
+
+
 def test_coco_image_folder_names_and_multi_video_ids(tmp_path: Path, synth) -> None:
     synth.write_images(tmp_path / "seq", ["1.png", "2.png", "10.png"], height=24, width=40)
     empty = {"size": [24, 40], "counts": rle.encode(np.ones((24, 40), bool))["counts"]}
