@@ -506,3 +506,73 @@ def repeats_a_first_process(environ: dict[str, str] | None = None) -> bool:
         return int(env.get("WORLD_SIZE", "1")) > 1 and int(env.get("LOCAL_RANK", "0")) != 0
     except ValueError:  # DistributedRun.from_env says what is wrong with the environment
         return False
+
+
+# Under torchrun, where the ranks meet before the process group forms (`meet_before_the_group`): keys on torchrun's
+# own store, per restart of the job (``TORCHELASTIC_RESTART_COUNT``). A variable so that tests running several cases
+# in one job can give each its own.
+BEFORE_GROUP_KEYS = "clipvis/before-group"
+_BEFORE_GROUP_POLL_S = 0.5
+
+
+def _agent_store() -> Any | None:
+    """torchrun's store, as a client (``TORCHELASTIC_USE_AGENT_STORE``: the launcher serves it at MASTER_ADDR and
+    MASTER_PORT before its workers start, so connecting waits for no rank); None elsewhere (another launcher, whose
+    store rank 0 serves only once it forms the group, or ``--num-gpus``) or where it cannot be reached."""
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+        return None
+    try:
+        from torch.distributed import TCPStore
+
+        return TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False,
+                        timeout=timedelta(seconds=30))
+    except (KeyError, ValueError, RuntimeError):
+        return None
+
+
+def _before_group_key(name: str) -> str:
+    return f"{BEFORE_GROUP_KEYS}/{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}/{name}"
+
+
+def tell_ranks_before_the_group(message: str) -> bool:
+    """Under torchrun: this rank failed before the process group formed (its command line or the files it names:
+    a node-local run folder without config.yaml), with ``message``; the ranks that did not, waiting for it in
+    `meet_before_the_group`, stop, rank 0 saying ``rank N: message`` (this rank said it on its machine only when it
+    is the machine's first worker, and rank 0 waited for it in the group's rendezvous for up to its timeout).
+    Returns whether they were told."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return False
+    store = _agent_store()
+    if store is None:
+        return False
+    try:
+        store.set(_before_group_key(f"error-{os.environ.get('RANK', '0')}"), " ".join(message.split()))
+        store.add(_before_group_key("failed"), 1)
+    except RuntimeError:  # the store is gone: torchrun is ending the job
+        return False
+    return True
+
+
+def meet_before_the_group(rank: int, world: int) -> str | None:
+    """Under torchrun, before the process group forms: wait for every rank to get this far, or one to fail before
+    it (`tell_ranks_before_the_group`); returns ``"rank N: its message"`` of the first rank that failed (the lowest
+    that told it), None once every rank is here (or without torchrun's store: the group's rendezvous waits then). Stop
+    signals are acted on between looks (every half second)."""
+    import time
+
+    store = _agent_store() if world > 1 else None
+    if store is None:
+        return None
+    try:
+        store.add(_before_group_key("ready"), 1)
+        while store.add(_before_group_key("failed"), 0) == 0:
+            if store.add(_before_group_key("ready"), 0) >= world:
+                return None
+            time.sleep(_BEFORE_GROUP_POLL_S)
+        for other in range(world):
+            key = _before_group_key(f"error-{other}")
+            if other != rank and store.check([key]):
+                return f"rank {other}: {store.get(key).decode('utf-8', 'replace')}"
+    except RuntimeError:  # the store is gone (torchrun ending the job): the group's rendezvous says what follows
+        return None
+    return None

@@ -191,10 +191,19 @@ def _train(run: _RunFolder, overrides: list[str], config: str | None, weights: s
 
 def fail_once(message: str) -> typer.Exit:
     """``fail`` for an error found before the processes meet, in the command line or the files it names: under
-    torchrun every worker of a machine finds it alike, and the machine's first says it (exit 1 all the same)."""
-    from clipvis.cli.distributed import repeats_a_first_process
+    torchrun every worker of a machine finds it alike, and the machine's first says it (exit 1 all the same). The
+    other ranks, waiting for this one before the process group forms, are told (`tell_ranks_before_the_group`): where
+    rank 0 did not find it (node-local folders), it says ``rank N: <message>``, so a later rank of this machine or
+    one of another machine does not fail without a line where the job is watched."""
+    from clipvis.cli.distributed import repeats_a_first_process, tell_ranks_before_the_group
 
-    return _silent_exit() if repeats_a_first_process() else fail(message)
+    told = tell_ranks_before_the_group(message)  # rank 0's: the others stop at once, in silence
+    if repeats_a_first_process():
+        return _silent_exit()
+    error = fail(message)
+    if told and os.environ.get("RANK", "0") != "0":
+        _silent_exit()  # rank 0 says it too: not ended by torchrun (as this worker exits) before its line
+    return error
 
 
 def _silent_exit() -> typer.Exit:

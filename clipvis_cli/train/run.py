@@ -31,7 +31,15 @@ import typer
 from clipvis.cli.atomic import atomic_write_text, ensure_output_dir
 from clipvis.cli.dataset_evaluation import run_dataset_evaluation
 from clipvis.cli.datasets import get_dataset
-from clipvis.cli.distributed import RankLost, RanksDifferError, lost_a_peer, rank_lost, stop_in_silence, visible_gpu
+from clipvis.cli.distributed import (
+    RankLost,
+    RanksDifferError,
+    lost_a_peer,
+    meet_before_the_group,
+    rank_lost,
+    stop_in_silence,
+    visible_gpu,
+)
 from clipvis.cli.evaluation.scoring import score_results_file
 from clipvis.cli.hub_logging import clip_fetch_logging
 from clipvis.cli.json_io import parse_json
@@ -943,6 +951,14 @@ def _distributed_main(request: RunRequest, quiet: Callable[[], bool] | None = No
     use_cuda = torch.cuda.is_available() and str(request.config.get("MODEL.DEVICE")) != "cpu"
     if use_cuda:
         torch.cuda.set_device(visible_gpu(local_rank, torch.cuda.device_count()))
+    # A rank that failed before the group (a node-local folder without config.yaml): rank 0 says its line, where it
+    # waited in the group's rendezvous until torchrun ended it (one machine) or for the 2 hours below (several)
+    failed = meet_before_the_group(rank, world)
+    if failed is not None:
+        if rank == 0:
+            raise ErrorOfOneRank(failed)
+        stop_in_silence()  # rank 0 says it: not ended by torchrun before its line
+        raise SaidByAnotherRank(failed)
     # Rank 0 evaluates while the others wait at a barrier: allow long evaluations before a collective times out.
     dist.init_process_group("nccl" if use_cuda else "gloo", timeout=timedelta(hours=2))
     try:

@@ -46,6 +46,7 @@ def run(args):
 dist.init_process_group = init_for_this_case
 grace, distributed.SILENT_STOP_GRACE_S = distributed.SILENT_STOP_GRACE_S, 0.0
 for number, ranks_args in enumerate(cases[:-1]):
+    distributed.BEFORE_GROUP_KEYS = f"case{number}/clipvis/before-group"  # the ranks meet before each case's group
     saved = {}
     for fd, stream, suffix in ((1, sys.stdout, "out"), (2, sys.stderr, "err")):
         stream.flush()
@@ -64,6 +65,7 @@ for number, ranks_args in enumerate(cases[:-1]):
             os.close(saved[fd])
     (folder / f"{number}.{rank}.code").write_text(str(code))
 number = len(cases) - 1
+distributed.BEFORE_GROUP_KEYS = f"case{number}/clipvis/before-group"
 distributed.SILENT_STOP_GRACE_S = grace
 run(cases[-1][rank])
 """

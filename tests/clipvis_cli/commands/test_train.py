@@ -1163,7 +1163,7 @@ def torchrun_job(tmp_path_factory, tiny_train_config, tiny_config):
                 tmp_path / "later" / "model_0000001.safetensors")
     (tmp_path / "later" / "last_checkpoint").write_text("model_0000001.safetensors")
     gone, nope = tmp_path / "gone.json", tmp_path / "nope"
-    for name in ("resume-1", "resume-0-node"):  # the run's folder, seen by one rank only (node-local folders)
+    for name in ("resume-1", "resume-0-node", "resume-run"):  # the run's folder, seen by one rank only (node-local)
         shutil.copytree(tmp_path / "first", tmp_path / name)
 
     def train_args(name: str, data_files, *extra) -> list:
@@ -1191,6 +1191,8 @@ def torchrun_job(tmp_path_factory, tiny_train_config, tiny_config):
                      train_args("resume-1-node", data, "--resume", "SOLVER.MAX_ITER=2")],
         "resume-0": [train_args("resume-0", data, "--resume", "SOLVER.MAX_ITER=2"),
                      train_args("resume-0-node", data, "--resume", "SOLVER.MAX_ITER=2")],
+        "resume-run": [["train", "--output-dir", tmp_path / "resume-run", "--resume"],  # no --config
+                       ["train", "--output-dir", tmp_path / "resume-run-node", "--resume"]],
         "locked": [train_args("locked", data)] * 2,
         "testset": [train_args("testset", data, "DATASETS.TEST=[nosuch]", "TEST.EVAL_PERIOD=1")] * 2,
         "nan": [train_args("nan", data, "SOLVER.MAX_ITER=4", "SOLVER.BASE_LR=1e30",
@@ -1287,6 +1289,22 @@ def test_torchrun_resume_where_one_rank_sees_another_folder_stops_with_one_line(
             "model_0000000.safetensors to resume from, rank 0 none (it starts the run afresh)")
     assert not list((root / "resume-0").glob("model_*")), outcomes["resume-0"].stderr
     assert not (root / "resume-0" / "config.yaml").exists(), outcomes["resume-0"].stderr
+
+
+@GLOO
+def test_torchrun_resume_where_one_rank_finds_no_run_is_said_by_rank_0(torchrun_job):
+    """--resume without --config, node-local folders, rank 1's without config.yaml: rank 1 (not its machine's first
+    worker) stopped without a word before the process group formed, and rank 0 waited in its rendezvous until torchrun
+    ended it (across machines: the group's 2-hour timeout), no line saying why. Rank 0 now says rank 1's line."""
+    outcomes, files = torchrun_job
+    outcome = outcomes["resume-run"]
+    assert outcome.codes == [1, 1], outcome
+    errors = [line for line in outcome.stderr.splitlines() if line.startswith("clipvis: error: ")]
+    assert errors == [f"clipvis: error: rank 1: {files['root'] / 'resume-run-node'}: no training run to resume here "
+                      "(no config.yaml); give --config to start one"], outcome.stderr
+    assert "Traceback" not in outcome.stderr, outcome.stderr
+    assert sorted(path.name for path in (files["root"] / "resume-run").glob("model_*")) == [
+        "model_0000000.safetensors", "model_0000000.state.pt"], outcome.stderr  # nothing trained
 
 
 @pytest.fixture
