@@ -553,20 +553,22 @@ def tell_ranks_before_the_group(message: str) -> bool:
     return True
 
 
-def meet_before_the_group(rank: int, world: int) -> str | None:
+def meet_before_the_group(rank: int, world: int, timeout: timedelta = timedelta(hours=2)) -> str | None:
     """Under torchrun, before the process group forms: wait for every rank to get this far, or one to fail before
     it (`tell_ranks_before_the_group`); returns ``"rank N: its message"`` of the first rank that failed (the lowest
-    that told it), None once every rank is here (or without torchrun's store: the group's rendezvous waits then). Stop
-    signals are acted on between looks (every half second)."""
+    that told it), None once every rank is here, after ``timeout`` (the group's own, whose rendezvous then waits and
+    says what follows: a rank that ended without telling, a usage error) or without torchrun's store. Stop signals
+    are acted on between looks (every half second)."""
     import time
 
     store = _agent_store() if world > 1 else None
     if store is None:
         return None
+    deadline = time.monotonic() + timeout.total_seconds()
     try:
         store.add(_before_group_key("ready"), 1)
         while store.add(_before_group_key("failed"), 0) == 0:
-            if store.add(_before_group_key("ready"), 0) >= world:
+            if store.add(_before_group_key("ready"), 0) >= world or time.monotonic() >= deadline:
                 return None
             time.sleep(_BEFORE_GROUP_POLL_S)
         for other in range(world):

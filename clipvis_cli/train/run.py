@@ -908,6 +908,10 @@ def _stop_processes(context: Any, signum: int, output_dir: Path) -> TrainingStop
 # (the command's one line says what happened). The processes' own stops are signal numbers (> 0).
 _PEER_LOST = -1
 
+# Rank 0 evaluates while the others wait at a barrier: allow long evaluations before a collective times out (also
+# the longest the ranks wait for each other before the group forms).
+_GROUP_TIMEOUT = timedelta(hours=2)
+
 
 def _join(context: Any, stop_signal: Any) -> bool:
     """``context.join()`` (PyTorch spawn's: True once every process ended, an exception for one that failed), with
@@ -953,14 +957,13 @@ def _distributed_main(request: RunRequest, quiet: Callable[[], bool] | None = No
         torch.cuda.set_device(visible_gpu(local_rank, torch.cuda.device_count()))
     # A rank that failed before the group (a node-local folder without config.yaml): rank 0 says its line, where it
     # waited in the group's rendezvous until torchrun ended it (one machine) or for the 2 hours below (several)
-    failed = meet_before_the_group(rank, world)
+    failed = meet_before_the_group(rank, world, timeout=_GROUP_TIMEOUT)
     if failed is not None:
         if rank == 0:
             raise ErrorOfOneRank(failed)
         stop_in_silence()  # rank 0 says it: not ended by torchrun before its line
         raise SaidByAnotherRank(failed)
-    # Rank 0 evaluates while the others wait at a barrier: allow long evaluations before a collective times out.
-    dist.init_process_group("nccl" if use_cuda else "gloo", timeout=timedelta(hours=2))
+    dist.init_process_group("nccl" if use_cuda else "gloo", timeout=_GROUP_TIMEOUT)
     try:
         result = run_training(request, rank, world, local_rank, quiet)
     except TrainingStopped as stopped:

@@ -962,3 +962,43 @@ def test_a_lost_store_leaves_an_input_whose_files_are_written_complete_and_ends_
     assert (tmp_path / "out" / "clip0" / "ytvis.json").is_file() and not (tmp_path / "out" / "clip1").exists()
     said = capsys.readouterr().err
     assert said == f"clipvis: error: rank 0 lost the job's store (torchrun's agent killed?); {KEPT}\n", said
+
+
+class _CountingStore:
+    """torchrun's store as `meet_before_the_group` uses it: counters and keys."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, int | bytes] = {}
+
+    def add(self, key: str, amount: int) -> int:
+        self.values[key] = int(self.values.get(key, 0)) + amount
+        return int(self.values[key])
+
+    def set(self, key: str, value: str) -> None:
+        self.values[key] = value.encode()
+
+    def check(self, keys: list[str]) -> bool:
+        return all(key in self.values for key in keys)
+
+    def get(self, key: str) -> bytes:
+        return bytes(self.values[key])
+
+
+def test_ranks_meeting_before_the_group_give_up_after_the_groups_timeout(monkeypatch) -> None:
+    """A rank that ended without telling the store (a usage error) left the others looking for it without end; they
+    wait the group's own timeout, then go on to its rendezvous (which says what follows); a rank's told failure is
+    still said with its rank."""
+    from datetime import timedelta
+
+    from clipvis.cli import distributed
+
+    store = _CountingStore()
+    monkeypatch.setattr(distributed, "_agent_store", lambda: store)
+    monkeypatch.setattr(distributed, "_BEFORE_GROUP_POLL_S", 0.01)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    started = time.monotonic()
+    assert distributed.meet_before_the_group(0, 2, timeout=timedelta(seconds=0.2)) is None
+    assert 0.2 <= time.monotonic() - started < 5
+    assert distributed.tell_ranks_before_the_group("DIR: no training run to resume here")
+    assert distributed.meet_before_the_group(0, 2) == "rank 1: DIR: no training run to resume here"
