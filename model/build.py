@@ -20,11 +20,13 @@ from typing import Any
 import torch
 
 from clipvis.model.checkpoint import (
+    CheckpointContents,
     CheckpointError,
     has_clip_weights,
     infer_clip_model,
     infer_head_config,
-    read_state_dict,
+    official_key,
+    read_checkpoint,
     to_official_keys,
     write_state_dict,
 )
@@ -73,7 +75,7 @@ class UntrustedClipError(CheckpointError):
 
 def _pretrained_clip(config: ClipVisConfig, allow_hub_clip: bool, for_checkpoint: bool = False,
                      checkpoint: Path | None = None,
-                     head: Mapping[str, torch.Tensor] | None = None) -> torch.nn.Module:
+                     head: CheckpointContents | None = None) -> torch.nn.Module:
     """The CLIP with open_clip's pretrained weights (downloaded by open_clip on first use), after the safety checks:
     only the released checkpoints' (name, tag) pairs unless ``allow_hub_clip``, never with ``CLIPVIS_OFFLINE``.
     ``for_checkpoint``: for a checkpoint without CLIP weights (load_model), which the messages then name; otherwise
@@ -328,7 +330,7 @@ def _create_model(
     allow_hub_clip: bool,
     for_checkpoint: bool = False,
     checkpoint: Path | None = None,
-    head: Mapping[str, torch.Tensor] | None = None,
+    head: CheckpointContents | None = None,
 ) -> ClipVis:
     """:func:`create_model`; ``for_checkpoint``: the pretrained CLIP is for a checkpoint without one (the errors
     then say so); ``head``: the checkpoint's weights, checked before the CLIP is fetched."""
@@ -400,22 +402,39 @@ def _describe(keys: list[str], limit: int = 5) -> str:
     return shown + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
 
 
-def _fit_problems(state: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor]) -> list[Problem]:
-    """What keeps ``state`` from loading strictly into a model whose state dict is ``expected``."""
-    missing = sorted(set(expected) - set(state))
+#: The key ending of BatchNorm's count of training batches: a buffer the layer reads only when it trains with
+#: ``momentum=None``, never in evaluation. Converted or filtered checkpoints often leave it out; the official loader
+#: (detectron2's checkpointer) only warns of it, and PyTorch's BatchNorm fills it (``_load_from_state_dict``).
+BATCH_COUNTER_SUFFIX = ".num_batches_tracked"
+
+
+def _with_batch_counters(state: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor]
+                         ) -> Mapping[str, torch.Tensor]:
+    """``state`` with the BatchNorm batch counters it lacks (``BATCH_COUNTER_SUFFIX``) as a new layer has them (0):
+    a file without them loads, as it does in the official code."""
+    missing = [key for key in expected if key.endswith(BATCH_COUNTER_SUFFIX) and key not in state]
+    if not missing:
+        return state
+    return {**state, **{key: torch.zeros(expected[key].shape, dtype=expected[key].dtype) for key in missing}}
+
+
+def _fit_problems(state: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor],
+                  official_names: bool = False) -> list[Problem]:
+    """What keeps ``state`` from loading strictly into a model whose state dict is ``expected``; keys named as the
+    file names them (``official_names``: the official ``sem_seg_head.*`` names, :func:`official_key`). A BatchNorm
+    batch counter the file lacks is no problem (`_with_batch_counters` fills it)."""
+    missing = sorted(set(expected) - set(state) - {key for key in expected if key.endswith(BATCH_COUNTER_SUFFIX)})
     unexpected = sorted(set(state) - set(expected))
-    mismatched = sorted(
-        f"{k} {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
-        for k in set(state) & set(expected)
-        if state[k].shape != expected[k].shape
-    )
+    mismatched = sorted(k for k in set(state) & set(expected) if state[k].shape != expected[k].shape)
+    name = official_key if official_names else str
     parts: list[Problem] = []
     if missing:
-        parts.append(f"missing keys ({len(missing)}): {_describe(missing)}")
+        parts.append(f"missing keys ({len(missing)}): {_describe([name(k) for k in missing])}")
     if unexpected:
-        parts.append(f"unexpected keys ({len(unexpected)}): {_describe(unexpected)}")
+        parts.append(f"unexpected keys ({len(unexpected)}): {_describe([name(k) for k in unexpected])}")
     if mismatched:
-        parts.append(f"shape mismatches ({len(mismatched)}): {_describe(mismatched)}")
+        shown = [f"{name(k)} {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}" for k in mismatched]
+        parts.append(f"shape mismatches ({len(mismatched)}): {_describe(shown)}")
     if any(key.startswith("backbone.clip_model.") for key in (*missing, *unexpected, *mismatched)):
         parts.append(("the CLIP is not the one the file holds: give the checkpoint's model settings, its config (",
                       Parameter("config", "config="), ") and, for a CLIP open_clip does not know by name, its "
@@ -448,11 +467,11 @@ def _check_expected(state: Mapping[str, torch.Tensor], expected: Mapping[str, An
     return problems
 
 
-def _read_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
-    """``read_state_dict(path)``; a training folder's other file given for its weights (a ``.state.pt``) says which
+def _read_weights(path: Path) -> CheckpointContents:
+    """``read_checkpoint(path)``; a training folder's other file given for its weights (a ``.state.pt``) says which
     file to give instead."""
     try:
-        return read_state_dict(path)
+        return read_checkpoint(path)
     except CheckpointError as error:
         reason = not_weights_reason(path)
         if reason is None:
@@ -483,14 +502,15 @@ def check_checkpoint(
             path = resolve_weights(text, download=False)
         except WeightsError as error:  # a folder without a checkpoint, a release not downloaded yet
             raise CheckpointError(str(error)) from error
-    state, embedded = _read_weights(path)
-    cfg = resolve_config(state, embedded, config, clip_config, base=expected)
+    contents = _read_weights(path)
+    state = contents.tensors
+    cfg = resolve_config(state, contents.config, config, clip_config, base=expected)
     problems = _check_expected(state, expected or {})
     with torch.device("meta"):  # the model's key names and shapes, without allocating or initialising weights
         skeleton = create_model(cfg).state_dict()
     if not has_clip_weights(state):
         skeleton = {k: v for k, v in skeleton.items() if not k.startswith("backbone.")}
-    problems += _fit_problems(state, skeleton)
+    problems += _fit_problems(state, skeleton, contents.official_names)
     if problems:
         raise _does_not_fit(path, problems)
     return cfg
@@ -545,7 +565,7 @@ def load_model(
     if release_named(text) is not None:  # a name, not a file or training folder of that name
         path, base = _released_file(text, download, config, clip_config)
         try:
-            state, embedded = read_state_dict(path)
+            contents = read_checkpoint(path)
         except CheckpointError as error:
             if offline_mode() or not download:
                 raise CheckpointError(
@@ -563,8 +583,9 @@ def load_model(
                     "folder you can write to (it is downloaded there)"
                 ) from error
             path, base = _released_file(text, download, config, clip_config)
-            state, embedded = read_state_dict(path)
-        mismatch = _check_expected(state, base)  # a file saved there by hand: another release, a model of one's own
+            contents = read_checkpoint(path)
+        # a file saved there by hand: another release, a model of one's own
+        mismatch = _check_expected(contents.tensors, base)
         if mismatch:
             raise CheckpointError(
                 f"{path}: the file cached for {text} is not that checkpoint ({'; '.join(mismatch)}): delete it to "
@@ -574,23 +595,25 @@ def load_model(
         # A file is read as given; a folder (detectron2 output) or an unknown name goes through the resolver, which
         # picks the folder's checkpoint or lists the released names.
         path = local if local.is_file() else resolve_weights(text, download=False)
-        state, embedded = _read_weights(path)
-    cfg = resolve_config(state, embedded, config, clip_config, base=base)
+        contents = _read_weights(path)
+    state = contents.tensors
+    cfg = resolve_config(state, contents.config, config, clip_config, base=base)
     for note in cfg.notes:
         warnings.warn(note, stacklevel=2)
     has_clip = has_clip_weights(state)
     if not has_clip:  # the head is checked before a CLIP is fetched: a file of another model fails at once
-        _check_head(state, path)
+        _check_head(state, path, contents.official_names)
     if has_clip:  # every weight comes from the file: nothing to initialise
         with torch.device("meta"):
             model = create_model(cfg)
     else:
         model = _create_model(cfg, pretrained_clip=True, allow_hub_clip=allow_hub_clip, for_checkpoint=True,
-                              checkpoint=path, head=state)
+                              checkpoint=path, head=contents)
     expected = model.state_dict()
     if not has_clip:
         state = {**{k: v for k, v in expected.items() if k.startswith("backbone.")}, **state}
-    problems = _fit_problems(state, expected)
+    state = _with_batch_counters(state, expected)
+    problems = _fit_problems(state, expected, contents.official_names)
     if problems:
         raise _does_not_fit(path, problems)
     if not has_clip:
@@ -601,17 +624,18 @@ def load_model(
     return model.to(device).eval()
 
 
-def _check_head(state: Mapping[str, torch.Tensor], path: Path) -> None:
+def _check_head(state: Mapping[str, torch.Tensor], path: Path, official_names: bool) -> None:
     """Raise CheckpointError for a file without CLIP weights that holds no CLIP-VIS head either (another network's
     weights: a torchvision ResNet), before a CLIP is fetched for it. Whether the head fits is checked before the fetch
     too (:func:`_check_head_fit`), once the CLIP is known to be one that may be fetched."""
     if not any(key.startswith(HEAD_PREFIXES) for key in state):
-        shown = _describe(sorted(state)) if state else "nothing"
+        name = official_key if official_names else str
+        shown = _describe(sorted(name(key) for key in state)) if state else "nothing"
         raise CheckpointError(f"{path}: not a CLIP-VIS checkpoint: none of its {len(state)} weights is a CLIP-VIS "
                               f"pixel or mask decoder weight (it holds {shown})")
 
 
-def _check_head_fit(state: Mapping[str, torch.Tensor], path: Path, config: ClipVisConfig) -> None:
+def _check_head_fit(contents: CheckpointContents, path: Path, config: ClipVisConfig) -> None:
     """Raise CheckpointError when the weights of a file without CLIP weights are not the head of the model ``config``
     describes, before a CLIP is fetched for it (offline: ~75 s of retries, then an error about the CLIP, not the file;
     online: ~250 MB): another model's weights (a detectron2 Mask2Former: ``backbone.res2.*``), a head of another size.
@@ -626,7 +650,8 @@ def _check_head_fit(state: Mapping[str, torch.Tensor], path: Path, config: ClipV
     with torch.device("meta"):
         skeleton = create_model(config).state_dict()
     head = {k: v for k, v in skeleton.items() if not k.startswith("backbone.")}
-    problems = _fit_problems(state, head)
+    state = contents.tensors
+    problems = _fit_problems(state, head, contents.official_names)
     if any(key.startswith(CLIP_FACING_PREFIXES) and key in head and state[key].shape != head[key].shape
            for key in state):
         default = ClipVisConfig()

@@ -13,6 +13,7 @@ import os
 import re
 import warnings
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -114,6 +115,24 @@ def _without_wrapper_prefix(state: Mapping[Any, Any]) -> Mapping[Any, Any]:
     return state
 
 
+def _names_keys_officially(state: Mapping[Any, Any]) -> bool:
+    """Whether an official-format (``torch.save``) state dict names the head's keys as the official code does
+    (``sem_seg_head.*``): true unless a key has clipvis' own head names (``pixel_decoder.*``, ``mask_decoder.*``; a
+    clipvis model's ``state_dict()`` saved with torch.save)."""
+    ours = tuple(prefix for _, prefix in _PREFIX_MAP if not prefix.startswith("backbone."))
+    return not any(isinstance(key, str) and key.removeprefix("module.").startswith(ours)
+                   for key in _without_wrapper_prefix(state))
+
+
+def official_key(key: str) -> str:
+    """A clipvis state-dict key under its official (detectron2) name: ``mask_decoder.x`` is
+    ``sem_seg_head.predictor.x`` (``_PREFIX_MAP``); other keys are their own."""
+    for official, ours in _PREFIX_MAP:
+        if key.startswith(ours):
+            return official + key[len(ours):]
+    return key
+
+
 def from_official_keys(state: Mapping[str, Any]) -> dict[str, torch.Tensor]:
     """An official (detectron2) state dict with clipvis key names: a training wrapper's prefix all keys share stripped
     (Lightning's ``model.``: `_without_wrapper_prefix`), ``module.`` stripped, prefixes mapped, buffers that are not
@@ -187,19 +206,32 @@ def _unwrapped_state(path: Path, raw: Mapping[Any, Any]) -> Mapping[Any, Any]:
 
 def to_official_keys(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """A clipvis state dict under the official detectron2 key names (plus the criterion buffer official files hold)."""
-    out: dict[str, torch.Tensor] = {}
-    for key, value in state.items():
-        for official, ours in _PREFIX_MAP:
-            if key.startswith(ours):
-                key = official + key[len(ours) :]
-                break
-        out[key] = value
+    out = {official_key(key): value for key, value in state.items()}
     out["criterion.empty_object_weight"] = torch.tensor(OBJECT_CLASS_WEIGHTS)
     return out
 
 
+@dataclass
+class CheckpointContents:
+    """What a checkpoint file holds: its tensors under clipvis' key names, the model config a clipvis file embeds
+    (None for an official file), and whether the file names its keys officially (``sem_seg_head.predictor.*``, so
+    that messages name a key as the file does: :func:`official_key`)."""
+
+    tensors: dict[str, torch.Tensor]
+    config: dict[str, Any] | None
+    official_names: bool
+
+
 def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
-    """Tensors with clipvis key names, and the embedded model config (clipvis format) or None (official).
+    """Tensors with clipvis key names, and the embedded model config (clipvis format) or None (official):
+    :func:`read_checkpoint`'s tensors and config."""
+    contents = read_checkpoint(path)
+    return contents.tensors, contents.config
+
+
+def read_checkpoint(path: str | Path) -> CheckpointContents:
+    """A checkpoint file's tensors with clipvis key names, its embedded model config (clipvis format) or None
+    (official), and whether it names its keys officially.
 
     The tensors hold their own memory, never a mapping of the file: the file may change or go while they live.
 
@@ -246,11 +278,12 @@ def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
                     f"{path}: the model config in its metadata is not valid JSON ({reason})") from None
             if not isinstance(config, dict):
                 raise CheckpointError(f"{path}: the model config in its metadata is not a JSON object")
-        return tensors, config
+        return CheckpointContents(tensors, config, official_names=False)  # safetensors keys are read as they are
     raw = _torch_load(path)
     if not isinstance(raw, dict):
         raise CheckpointError(f"{path}: expected a dict of tensors, found {type(raw).__name__}")
-    return from_official_keys(_unwrapped_state(path, raw)), None
+    state = _unwrapped_state(path, raw)
+    return CheckpointContents(from_official_keys(state), None, official_names=_names_keys_officially(state))
 
 
 def write_state_dict(state: Mapping[str, torch.Tensor], config: Mapping[str, Any], path: str | Path) -> Path:

@@ -97,7 +97,8 @@ def test_check_checkpoint_accepts_a_fitting_file_and_names_what_does_not_fit(tmp
     state = to_official_state_dict(tiny_model)
     del state["sem_seg_head.predictor.query_feat.weight"]
     torch.save({"model": state}, tmp_path / "partial.pth")
-    with pytest.raises(CheckpointError, match=r"partial\.pth: .*missing keys \(1\): mask_decoder\.query_feat"):
+    with pytest.raises(CheckpointError,
+                       match=r"partial\.pth: .*missing keys \(1\): sem_seg_head\.predictor\.query_feat"):
         config = tiny_config()
         check_checkpoint(tmp_path / "partial.pth", config=config.to_dict(), clip_config=config.clip_model_config)
 
@@ -564,6 +565,71 @@ def test_a_loaded_model_is_the_initialised_model_with_the_file_loaded(
     storages = [t.untyped_storage().data_ptr() for t in got.values() if t.numel()]
     assert len(storages) == len(set(storages))  # every weight has memory of its own
     assert not loaded.training and any(p.requires_grad for p in loaded.parameters())
+
+
+def test_a_checkpoint_without_batchnorm_batch_counters_loads_as_the_official_code_loads_it(
+    tmp_path, tiny_model_factory
+) -> None:
+    """Converted and filtered checkpoints often lack BatchNorm's ``num_batches_tracked`` (the official loader only
+    warns; it never changes an eval output): they were refused as "missing keys", with advice to give the --config
+    and --clip-config the user had given. They load, counters as a new layer's; another missing key is still refused,
+    without the advice about the CLIP, which cannot be its cause."""
+    model = tiny_model_factory("rn", seed=5)
+    state = to_official_state_dict(model)
+    counters = [key for key in state if key.endswith(".num_batches_tracked")]
+    assert counters and all(key.startswith("backbone.clip_model.visual.") for key in counters)
+    for key in counters:
+        state[key] = torch.tensor(123)  # not 0: the loaded model's 0 comes from the load, not from the file
+    reference = create_model(model.config)
+    reference.load_state_dict(from_official_keys(state))
+    torch.save({"model": {k: v for k, v in state.items() if k not in counters}}, tmp_path / "no_counters.pth")
+    options = dict(config=model.config.to_dict(), clip_config=model.config.clip_model_config)
+    assert check_checkpoint(tmp_path / "no_counters.pth", **options).decoder_layers == model.config.decoder_layers
+    loaded = load_model(tmp_path / "no_counters.pth", **options)
+    for key, tensor in _tensors(reference).items():
+        got = _tensors(loaded)[key]
+        if key.endswith(".num_batches_tracked"):
+            assert got.dtype == tensor.dtype and got.item() == 0, key
+        else:
+            assert torch.equal(got, tensor), key
+    del state["sem_seg_head.predictor.query_feat.weight"]
+    torch.save({"model": {k: v for k, v in state.items() if k not in counters}}, tmp_path / "no_query.pth")
+    for check in (check_checkpoint, load_model):
+        with pytest.raises(CheckpointError) as info:
+            check(tmp_path / "no_query.pth", **options)
+        message = str(info.value)
+        assert message.endswith("missing keys (1): sem_seg_head.predictor.query_feat.weight"), message
+
+
+@pytest.mark.parametrize("layout", ["official", "clipvis-pth", "safetensors"])
+def test_keys_that_do_not_fit_are_named_as_the_file_names_them(tmp_path, tiny_model, layout) -> None:
+    """An official file's missing or mismatched head keys were named with clipvis' internal names
+    (``mask_decoder.iou_head...``) that the file does not hold (``sem_seg_head.predictor.iou_head...``)."""
+    from clipvis.model.checkpoint import write_state_dict
+
+    state = to_official_state_dict(tiny_model) if layout == "official" else tiny_model.state_dict()
+    head = "sem_seg_head.predictor." if layout == "official" else "mask_decoder."
+    pixel = "sem_seg_head.pixel_decoder." if layout == "official" else "pixel_decoder."
+    state = dict(state)
+    del state[f"{head}iou_head.layers.2.bias"]
+    state[f"{pixel}mask_features.bias"] = torch.zeros(3)
+    state[f"{head}no_such_layer.weight"] = torch.zeros(2)
+    if layout == "safetensors":
+        config = {**tiny_model.config.to_dict(), "notes": []}
+        path = write_state_dict({k: v.contiguous() for k, v in state.items()}, config, tmp_path / "m.safetensors")
+        options = {}
+    else:
+        path = tmp_path / "m.pth"
+        torch.save({"model": state}, path)
+        options = dict(config=tiny_model.config.to_dict(), clip_config=tiny_model.config.clip_model_config)
+    for check in (check_checkpoint, load_model):
+        with pytest.raises(CheckpointError) as info:
+            check(path, **options)
+        message = str(info.value)
+        assert f"missing keys (1): {head}iou_head.layers.2.bias;" in message, message
+        assert f"unexpected keys (1): {head}no_such_layer.weight;" in message, message
+        assert f"shape mismatches (1): {pixel}mask_features.bias (3,) vs model" in message, message
+        assert "the CLIP is not the one" not in message
 
 
 def test_training_a_loaded_model_leaves_its_file_as_it_was(tmp_path, tiny_model_factory) -> None:
