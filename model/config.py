@@ -257,6 +257,34 @@ def overrides_from_official(tree: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+#: The official meta-architecture clipvis implements: the video model (``CV:clipvis/clipvis_video.py``). The image
+#: model ``CLIPVIS`` (``CV:clipvis/clipvis.py``; the official image configs name it) has the same modules and
+#: checkpoint keys but scores each image on its own, ``sqrt(p * u * o)`` (docs/fidelity.md, "Scoring and selection").
+VIDEO_META_ARCHITECTURE = "CLIPVIS_Video"
+IMAGE_META_ARCHITECTURE = "CLIPVIS"
+
+
+def official_settings_notes(tree: dict[str, Any]) -> list[str]:
+    """Warnings for the settings of an official config tree that change what the official code computes and that
+    clipvis does not follow (it runs the video model whatever ``MODEL.META_ARCHITECTURE`` says). ValueError for one
+    that would make clipvis' results wrong: ``INPUT.FORMAT`` other than RGB (the official code would feed the model
+    BGR frames, which a checkpoint trained with that config expects; clipvis feeds RGB, as the official configs say).
+    ``TEST.TEST_NUM_CLASSES`` is not one: the vocabulary sets it (open vocabulary)."""
+    input_format = _lookup(tree, ("INPUT", "FORMAT"))
+    if input_format is not None and str(input_format).upper() != "RGB":
+        raise ValueError(f"INPUT.FORMAT {input_format!r} is not supported: clipvis feeds the model RGB frames, as the "
+                         f"official configs do, and a checkpoint trained on {input_format} frames would give other "
+                         "results (set INPUT.FORMAT: RGB if it was trained on RGB frames)")
+    notes: list[str] = []
+    architecture = _lookup(tree, ("MODEL", "META_ARCHITECTURE"))
+    if architecture is not None and architecture != VIDEO_META_ARCHITECTURE:
+        what = (" (the official image model, which scores each image on its own: sqrt(p * u * o))"
+                if architecture == IMAGE_META_ARCHITECTURE else "")
+        notes.append(f"config says META_ARCHITECTURE {architecture}{what} but clipvis runs the video model; using "
+                     f"{VIDEO_META_ARCHITECTURE} (video scores, tracks across frames)")
+    return notes
+
+
 def _clipvis_model_fields(tree: dict[str, Any]) -> dict[str, Any]:
     """The ``CLIPVIS.MODEL`` mapping of a clipvis training config (ClipVisConfig field overrides), or none."""
     fields = _lookup(tree, ("CLIPVIS", "MODEL"))
@@ -294,6 +322,9 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
         if any(k in data for k in ("MODEL", "INPUT", "TEST", "CLIPVIS")):
             # a training run's config.yaml: the official keys, then its CLIPVIS.MODEL fields (as train reads it)
             overrides = {**overrides_from_official(data), **_clipvis_model_fields(data)}
+            notes = official_settings_notes(data)
+            if notes:  # said as the checkpoint's contradictions are (ClipVisConfig.notes, warned by load_model)
+                overrides["notes"] = [*(overrides.get("notes") or []), *notes]
         else:
             overrides = data
         ClipVisConfig.from_dict({**ClipVisConfig().to_dict(), **overrides})  # checks the names and the values

@@ -81,3 +81,53 @@ def test_head_sizes_the_layers_cannot_split_are_refused_naming_the_settings(size
 def test_head_sizes_that_split_are_taken() -> None:
     config = ClipVisConfig(hidden_dim=40, num_heads=5, conv_dim=40, norm_groups=8)
     assert (config.hidden_dim, config.num_heads, config.conv_dim, config.norm_groups) == (40, 5, 40, 8)
+def _official_config(path: Path, model_fields: dict, **sections: dict) -> Path:
+    """An official-style config file: ``sections`` (``MODEL={...}``, ``INPUT={...}``) and a tiny model's settings
+    under ``CLIPVIS.MODEL`` (as a training run's config.yaml holds them)."""
+    import yaml
+
+    tree = {**sections, "CLIPVIS": {"MODEL": {k: v for k, v in model_fields.items() if k != "notes"}}}
+    path.write_text(yaml.safe_dump(tree))
+    return path
+
+
+def test_an_official_config_for_bgr_frames_is_refused_naming_the_key(tmp_path, tiny_config) -> None:
+    """INPUT.FORMAT: BGR was ignored without a word: the official code would feed that checkpoint BGR frames, clipvis
+    fed it RGB ones and gave other results."""
+    from clipvis.model.config import load_config_file
+
+    fields = tiny_config().to_dict()
+    bgr = _official_config(tmp_path / "bgr.yaml", fields, INPUT={"FORMAT": "BGR"})
+    with pytest.raises(ValueError, match=r"^.*bgr\.yaml: INPUT\.FORMAT 'BGR' is not supported: clipvis feeds the "
+                                         r"model RGB frames.*\(set INPUT\.FORMAT: RGB if it was trained on RGB"):
+        load_config_file(bgr)
+    rgb = _official_config(tmp_path / "rgb.yaml", fields, INPUT={"FORMAT": "RGB"})
+    assert "notes" not in load_config_file(rgb)
+
+
+def test_an_official_config_of_another_meta_architecture_is_warned_about_once(tmp_path, tiny_model) -> None:
+    """MODEL.META_ARCHITECTURE: CLIPVIS (the image model, which scores differently) was ignored without a word; it
+    is one warning, worded as a checkpoint's contradictions are. The video model's config says nothing, whatever its
+    TEST.TEST_NUM_CLASSES (the vocabulary sets that: open vocabulary)."""
+    import warnings
+
+    import torch
+
+    from clipvis.model import load_model, to_official_state_dict
+
+    weights = tmp_path / "model.pth"
+    torch.save({"model": to_official_state_dict(tiny_model)}, weights)
+    fields = tiny_model.config.to_dict()
+    image = _official_config(tmp_path / "image.yaml", fields, MODEL={"META_ARCHITECTURE": "CLIPVIS"})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        load_model(weights, config=image)
+    said = [str(warning.message) for warning in caught]
+    assert said == ["config says META_ARCHITECTURE CLIPVIS (the official image model, which scores each image on its "
+                    "own: sqrt(p * u * o)) but clipvis runs the video model; using CLIPVIS_Video (video scores, tracks "
+                    "across frames)"], said
+    video = _official_config(tmp_path / "video.yaml", fields, MODEL={"META_ARCHITECTURE": "CLIPVIS_Video"},
+                             INPUT={"FORMAT": "RGB"}, TEST={"TEST_NUM_CLASSES": 1196})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_model(weights, config=video)
