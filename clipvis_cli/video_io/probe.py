@@ -37,7 +37,8 @@ class VideoProbe:
     an estimate from the duration (None when neither is available; `frame_count_estimated` says which: an MPEG-PS
     file starting half a second late is counted that much short). `rotation` is the counter-clockwise
     rotation in degrees (0, 90, 180, 270) applied to every decoded frame, `mirrored` whether a left-right mirror
-    follows it (a display matrix with a flip: a vertical flip is a half turn and a mirror).
+    follows it (a display matrix with a flip: a vertical flip is a half turn and a mirror). `codec` is the
+    codec's own name as FFmpeg's codec descriptor gives it (`h264`, `av1`, `vp9`), not the decoder's (`libdav1d`).
     """
 
     path: Path

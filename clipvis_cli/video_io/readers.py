@@ -292,7 +292,9 @@ class VideoReader:
             start = container.start_time / av.time_base if container.start_time else 0.0
             duration = _declared_seconds(container, start)
             estimated = frame_count is not None and not (stream.frames and stream.frames > 0)
-            codec = stream.codec_context.name
+            # The codec's own name (FFmpeg's codec descriptor: av1, vp9), not the decoder's that the context's
+            # name is (libdav1d, libvpx-vp9): what the format's tools and browsers go by
+            codec = stream.codec_context.codec.canonical_name or stream.codec_context.name
             try:
                 first = next(container.decode(stream))
             except StopIteration:

@@ -1,9 +1,16 @@
-"""`clipvis.cli.exporters.video_tools`: Label Studio's frame numbers for a video's frame times from Python (the export
-command's tests: commands/test_export.py)."""
+"""`clipvis.cli.exporters.video_tools`: Label Studio's frame numbers for a video's frame times and which sources it
+is warned about, from Python (the export command's tests: commands/test_export.py)."""
 
 from __future__ import annotations
 
-from clipvis.cli.exporters.video_tools import label_studio_frame_numbers
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from clipvis.cli.exporters.video_tools import label_studio_frame_numbers, label_studio_source_warning
+from clipvis.cli.video_io import VideoReader
 
 
 def test_label_studio_numbers_a_variable_rate_video_s_frames_by_the_picture_it_shows() -> None:
@@ -24,3 +31,27 @@ def test_label_studio_numbers_a_variable_rate_video_s_frames_by_the_picture_it_s
         assert position + 1 == len(times) or shown_at < times[position + 1] - 0.1 / fps  # before the next one's
     assert numbers[:16] == list(range(1, 17)) and numbers[16:] == [None, 20, None, 21]
     assert label_studio_frame_numbers([0.0, 0.033, 0.067, 0.1, 0.133], 30.0) == [1, 2, 3, 4, 5]  # ms time base
+
+
+def _write_tiny_video(path: Path, codec: str) -> Path:
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream(codec, rate=10)
+        stream.width, stream.height, stream.pix_fmt = 64, 64, "yuv420p"
+        for index in range(3):
+            image = np.full((64, 64, 3), 40 * index, np.uint8)
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        container.mux(stream.encode())
+    return path
+
+
+@pytest.mark.skipif("libsvtav1" not in av.codecs_available, reason="this FFmpeg has no AV1 encoder (libsvtav1)")
+def test_an_av1_mp4_is_probed_as_av1_and_label_studio_takes_it_without_a_warning(tmp_path) -> None:
+    """Every AV1 video was probed as `libdav1d` (the decoder's name, not the codec's), so Label Studio exports warned
+    that browsers may not play it and told to re-encode it, though MP4 with AV1 is one of the videos they play."""
+    source = _write_tiny_video(tmp_path / "clip.mp4", "libsvtav1")
+    probe = VideoReader(source).probe()
+    assert probe.codec == "av1"
+    assert label_studio_source_warning(source, probe) is None
+    matroska = _write_tiny_video(tmp_path / "clip.mkv", "libsvtav1")
+    warning = label_studio_source_warning(matroska, VideoReader(matroska).probe())
+    assert warning is not None and "(.mkv, av1)" in warning
