@@ -99,11 +99,19 @@ def _video_source(video: ExportVideo, tool: str) -> tuple[Path, VideoProbe]:
 BROWSER_VIDEO = {".mp4": {"h264", "av1"}, ".m4v": {"h264", "av1"}, ".webm": {"vp8", "vp9", "av1"}}
 
 
+def _shell_path(path: Path) -> str:
+    """``path`` as one shell word that no program takes for an option (`./-name` for a relative `-name`)."""
+    text = shown_path(path)
+    return shlex.quote(f"./{text}" if text.startswith("-") else text)
+
+
 def reencode_hint(source: Path) -> str:
-    """How to make ``source`` an MP4 that browsers and FiftyOne play as video (then segment that file)."""
-    target = f"{source.stem}-h264.mp4" if source.suffix.lower() == ".mp4" else f"{source.stem}.mp4"
-    return (f"re-encode it (ffmpeg -i {shlex.quote(shown_path(source))} -c:v libx264 -pix_fmt yuv420p -movflags "
-            f"+faststart {shlex.quote(shown_path(target))}) and segment that file")
+    """How to make ``source`` an MP4 that browsers and FiftyOne play as video (then segment that file): an ffmpeg
+    line writing `<stem>-h264.mp4` beside it, a name that neither the source nor the same stem's other videos have
+    (a bare `<stem>.mp4` in the current folder could be another video of the user's)."""
+    target = source.with_name(f"{source.stem}-h264.mp4")
+    return (f"re-encode it (ffmpeg -i {_shell_path(source)} -c:v libx264 -pix_fmt yuv420p -movflags "
+            f"+faststart {_shell_path(target)}) and segment that file")
 
 
 def fiftyone_media_type(name: str) -> str:

@@ -1,15 +1,17 @@
-"""`clipvis.cli.exporters.video_tools`: Label Studio's frame numbers for a video's frame times and which sources it
-is warned about, from Python (the export command's tests: commands/test_export.py)."""
+"""`clipvis.cli.exporters.video_tools`: Label Studio's frame numbers for a video's frame times, which sources it is
+warned about and the ffmpeg line that re-encodes them, from Python (the export command's tests:
+commands/test_export.py)."""
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 import av
 import numpy as np
 import pytest
 
-from clipvis.cli.exporters.video_tools import label_studio_frame_numbers, label_studio_source_warning
+from clipvis.cli.exporters.video_tools import label_studio_frame_numbers, label_studio_source_warning, reencode_hint
 from clipvis.cli.video_io import VideoReader
 
 
@@ -55,3 +57,20 @@ def test_an_av1_mp4_is_probed_as_av1_and_label_studio_takes_it_without_a_warning
     matroska = _write_tiny_video(tmp_path / "clip.mkv", "libsvtav1")
     warning = label_studio_source_warning(matroska, VideoReader(matroska).probe())
     assert warning is not None and "(.mkv, av1)" in warning
+
+
+@pytest.mark.parametrize("name", ["h264.mkv", "clip.mp4", "clip.MP4", "old clip.avi", "-dash.mov"])
+def test_the_re_encode_line_writes_beside_the_source_under_a_name_no_other_video_of_it_has(tmp_path, name) -> None:
+    """The suggested ffmpeg line wrote a bare `STEM.mp4` into the current folder: `h264.mkv` -> `h264.mp4`, which
+    can be a different video of the user's own there (ffmpeg asks before overwriting it, a script's `-y` does not),
+    and is not beside the source. It now writes `<source folder>/<stem>-h264.mp4`."""
+    source = tmp_path / "videos" / name
+    hint = reencode_hint(source)
+    command = shlex.split(hint[hint.index("(ffmpeg") + 1 : hint.rindex(")")])
+    assert command[:3] == ["ffmpeg", "-i", str(source)]
+    target = Path(command[-1])
+    assert target == source.parent / f"{source.stem}-h264.mp4" and target != source
+    relative = reencode_hint(Path(name))
+    relative_command = shlex.split(relative[relative.index("(ffmpeg") + 1 : relative.rindex(")")])
+    assert not relative_command[2].startswith("-") and not relative_command[-1].startswith("-")  # no option
+    assert Path(relative_command[-1]) == Path(f"{Path(name).stem}-h264.mp4")
