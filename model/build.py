@@ -119,6 +119,14 @@ def _pretrained_clip(config: ClipVisConfig, allow_hub_clip: bool, for_checkpoint
     if cached is None and offline_mode():
         remedy = ("use a checkpoint that holds the CLIP (backbone.clip_model.* keys)" if for_checkpoint
                   else f"unset {OFFLINE_ENV}, or build with pretrained_clip=False and load a checkpoint's weights")
+        if name.startswith("hf-hub:"):  # no hf_hub entry to look up: open_clip fetches the repository's config and
+            # weights through huggingface_hub (open_clip/factory.py, create_model), whether it holds them or not
+            raise CheckpointError(
+                f"{why} and {OFFLINE_ENV} is set, so the {clip_name(name, tag)} CLIP cannot be loaded: open_clip "
+                f"takes an hf-hub: CLIP's config and weights through huggingface_hub, which may ask the hub, cached "
+                f"({_hugging_face_cache()}) or not; {remedy}, or unset {OFFLINE_ENV} and set HF_HUB_OFFLINE=1 "
+                "(huggingface_hub then reads it from its cache, never the network)"
+            )
         raise CheckpointError(
             f"{why} and {OFFLINE_ENV} is set, so the {clip_name(name, tag)} CLIP weights, which are not in the "
             f"Hugging Face cache ({_hugging_face_cache()}), cannot be downloaded; {remedy}"

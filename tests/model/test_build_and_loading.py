@@ -444,6 +444,29 @@ def test_offline_a_clip_not_in_the_hugging_face_cache_is_refused_naming_the_cach
     assert fake_open_clip == []
 
 
+def test_offline_an_hf_hub_clip_is_refused_without_saying_it_is_not_cached(tmp_path, tiny_model, fake_open_clip,
+                                                                           monkeypatch) -> None:
+    """CLIPVIS_OFFLINE refused an `hf-hub:` CLIP the Hugging Face cache held saying it was "not in the Hugging Face
+    cache" (its cache entry was looked up by open_clip's tag table, which has none for hub names). The refusal now
+    says why (open_clip reads such a CLIP through huggingface_hub) and how to read it from the cache."""
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    snapshot = tmp_path / "hub" / "models--someone--hub-clip" / "snapshots" / ("0" * 40)
+    snapshot.mkdir(parents=True)
+    (snapshot.parent.parent / "refs").mkdir()
+    (snapshot.parent.parent / "refs" / "main").write_text("0" * 40)
+    (snapshot / "open_clip_config.json").write_text('{"model_cfg": {}}')
+    torch.save({"logit_scale": torch.zeros(())}, snapshot / "open_clip_pytorch_model.bin")
+    monkeypatch.setenv("CLIPVIS_OFFLINE", "1")
+    with pytest.raises(CheckpointError, match=r"CLIPVIS_OFFLINE is set, so the hf-hub:someone/hub-clip CLIP cannot be "
+                                              r"loaded: open_clip takes .* huggingface_hub") as info:
+        load_model(_head_only_file(tmp_path, tiny_model, "hf-hub:someone/hub-clip", ""), allow_hub_clip=True)
+    assert "not in the Hugging Face cache" not in str(info.value)
+    assert "unset CLIPVIS_OFFLINE and set HF_HUB_OFFLINE=1" in str(info.value)
+    assert fake_open_clip == []
+
+
 # --- heads --------------------------------------------------------------------------------------------------------
 
 
