@@ -41,7 +41,7 @@ from clipvis.cli.segment import SegmentOptions
 
 from .process_trees import kill_process_tree, start_process_tree
 from .thread_ranks import ThreadJob, ThreadRanks
-from .torchrun_cases import torchrun_cases
+from .torchrun_cases import case_outcomes, torchrun_cases, write_cases
 
 RUN_JSON = "run.json"  # holds timings: the only file that differs between runs
 
@@ -351,35 +351,81 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def two_machines(
-    args: list[str], cache: Path, second_args: list[str] | None = None
-) -> list[tuple[str, str, int]]:
-    """Run ``clipvis args`` under two torchrun agents, as on two machines (`--nnodes 2` and the README's rendezvous
-    flags, one process each; ``second_args`` for the second machine, as a machine that differs): each agent's
-    (stdout, stderr, exit code). The first agent hosts the rendezvous store, as the machine named in
-    `--rdzv-endpoint` does: the second starts once the store answers. Each agent has an address of its own, as a
-    machine does (127.0.0.1 and 127.0.0.2, both this machine's loopback): the rendezvous ranks agents by address
-    before process id, so the first agent's process is rank 0 (by process id alone, whichever pid was lower). Both
-    must end within 150 s: an agent whose processes exited 0 while the other's failed would wait out torchrun's exit
-    barrier (300 s)."""
-    env = child_env(cache)
+def two_machines(folder: Path, cases: list[tuple[list[str], list[str]]],
+                 cache: Path) -> list[list[tuple[str, str, int]]]:
+    """Run ``cases`` (each: the first machine's clipvis arguments and the second's, as a machine that differs) under
+    two torchrun agents, as on two machines (`--nnodes 2` and the README's rendezvous flags, one process each), in
+    one job: the cases run in turn in the same two processes (tests/clipvis_cli/torchrun_cases.py: one start, torch
+    import and rendezvous for all, ~20 s each on 2 cores), ``folder`` for the launcher and the cases' files. For each
+    case, each machine's (stdout, stderr, exit code): its process' for every case but the last, which runs as a job
+    on its own would: each agent's (torchrun's output and exit code).
+
+    The first agent hosts the rendezvous store, as the machine named in `--rdzv-endpoint` does: the second starts
+    once the store answers. Each agent has an address of its own, as a machine does (127.0.0.1 and 127.0.0.2, both
+    this machine's loopback): the rendezvous ranks agents by address before process id, so the first agent's process
+    is rank 0 (by process id alone, whichever pid was lower). The job must end within 240 s: an agent whose processes
+    exited 0 while the other's failed would wait out torchrun's exit barrier (300 s); a case's process that exited 0
+    while the other's failed shows in its exit code."""
+    launcher = write_cases(folder, [[first, second] for first, second in cases])
+    env = {**child_env(cache), "CLIPVIS_CASES": str(folder)}
     port = free_port()
     nodes: list[subprocess.Popen] = []
     try:
-        for machine, node_args in enumerate((args, args if second_args is None else second_args), 1):
+        for machine in (1, 2):
             nodes.append(start_process_tree(
                 [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1",
                  "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "clipvis-test",
-                 "--local-addr", f"127.0.0.{machine}", "-m", "clipvis", *node_args],
+                 "--local-addr", f"127.0.0.{machine}", str(launcher)],
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
             ))
             if len(nodes) == 1:
                 wait_for_port(port, nodes[0])
-        return [(*node.communicate(timeout=150), node.returncode) for node in nodes]
+        deadline = time.monotonic() + 240
+        last = [(*node.communicate(timeout=max(deadline - time.monotonic(), 1)), node.returncode) for node in nodes]
     finally:
         for node in nodes:
             if node.poll() is None:
                 kill_process_tree(node)  # the agent and its worker (in a session of its own)
+    return [*case_outcomes(folder, len(cases) - 1, 2, "\n".join(err for _, err, _ in last)), last]
+
+
+@pytest.fixture(scope="module")
+def two_machine_job(videos, tiny_weights, tmp_path_factory) -> dict[str, Any]:
+    """The two-machine cases of the tests below as one two-machine job (two_machines): {case name: each machine's
+    (stdout, stderr, exit code)}, and the files they used. The last, an evaluate whose second machine cannot load the
+    weights, checks torchrun's own report."""
+    from .test_evaluate_dataset import make_lvvis
+
+    root = tmp_path_factory.mktemp("two_machines")
+    data = root / "datasets"
+    make_lvvis(data)
+    (root / "a_file").write_text("")
+    other = root / "other.safetensors"
+    content = bytearray(tiny_weights.read_bytes())
+    content[-1] ^= 0xFF  # the last byte of the last tensor
+    other.write_bytes(bytes(content))
+    missing = str(root / "not_on_this_machine.safetensors")
+
+    def evaluate(name: str, weights: Path | str = tiny_weights, *extra: str) -> list[str]:
+        return ["evaluate", "--dataset", "lvvis_val", "--weights", str(weights), "--data-root", str(data),
+                "--device", "cpu", "-o", str(root / name), *extra]
+
+    def segment(name: str, *extra: str) -> list[str]:
+        return segment_args(videos, tiny_weights, root / name, *extra)
+
+    no_cuda = segment("no_cuda", "--formats", "ytvis")
+    no_weights = segment("no_weights", "--formats", "ytvis")
+    cases = {
+        "segment": [segment("segment")] * 2,
+        "metrics": [evaluate("metrics", tiny_weights, "--json", str(root / "a_file" / "metrics.json"))] * 2,
+        "no_cuda": [no_cuda, [*no_cuda[: no_cuda.index("--device")], "--device", "cuda:0",
+                              *no_cuda[no_cuda.index("--device") + 2 :]]],
+        "no_weights": [no_weights, [missing if arg == str(tiny_weights) else arg for arg in no_weights]],
+        "other_weights": [evaluate("other_weights"), evaluate("other_weights", other)],
+        "could_not_start": [evaluate("could_not_start"), evaluate("could_not_start", missing)],
+    }
+    outcomes = two_machines(root / "job", [(first, second) for first, second in cases.values()], root / "cache")
+    return {"root": root, **dict(zip(cases, outcomes, strict=True))}
 
 
 def wait_for_port(port: int, process: subprocess.Popen, seconds: float = 60.0) -> None:
@@ -393,14 +439,12 @@ def wait_for_port(port: int, process: subprocess.Popen, seconds: float = 60.0) -
             time.sleep(0.05)
 
 
-def test_two_machines_with_c10d_rendezvous_write_what_one_process_writes(
-    videos, tiny_weights, single_process, tmp_path
-) -> None:
-    """Two machines sharing one output root: the files of one process; the summary once, from the agent that got
-    rank 0; the broken file's error once, from whichever rank took it; both agents exit non-zero, and at once."""
-    out = tmp_path / "out"
-    results = two_machines(segment_args(videos, tiny_weights, out), tmp_path / "cache")
-    assert output_files(out) == single_process
+def test_two_machines_with_c10d_rendezvous_write_what_one_process_writes(single_process, two_machine_job) -> None:
+    """Two machines sharing one output root: the files of one process; the summary once, from the machine that got
+    rank 0; the broken file's error once, from whichever rank took it; both machines' processes exit non-zero, and at
+    once."""
+    results = two_machine_job["segment"]
+    assert output_files(two_machine_job["root"] / "segment") == single_process
     summary = "6 input(s) over 2 processes: 5 complete, 0 skipped, 1 failed"
     main = [i for i, (_, stderr, _) in enumerate(results) if summary in stderr]
     assert len(main) == 1, [stderr for _, stderr, _ in results]
@@ -442,19 +486,11 @@ def test_same_stem_inputs_get_the_same_folders_whatever_shard_runs_first(tiny_we
     assert owners == {"clip": "a", "clip-2": "b"}
 
 
-def test_two_machines_evaluate_end_together_when_rank_0_cannot_write_the_metrics(tiny_weights, tmp_path) -> None:
+def test_two_machines_evaluate_end_together_when_rank_0_cannot_write_the_metrics(two_machine_job) -> None:
     """Every video runs, then rank 0's scoring fails (--json under a regular file): rank 0 says why in one line and
-    both machines' agents exit non-zero at once; the other rank waited for rank 0's outcome instead of exiting 0
+    both machines' processes exit non-zero at once; the other rank waited for rank 0's outcome instead of exiting 0
     first (which left its agent at torchrun's exit barrier for 300 s, then exiting 0)."""
-    from .test_evaluate_dataset import make_lvvis
-
-    data = tmp_path / "datasets"
-    make_lvvis(data)
-    (tmp_path / "a_file").write_text("")
-    out = tmp_path / "out"
-    args = ["evaluate", "--dataset", "lvvis_val", "--weights", str(tiny_weights), "--data-root", str(data),
-            "--device", "cpu", "-o", str(out), "--json", str(tmp_path / "a_file" / "metrics.json")]
-    results = two_machines(args, tmp_path / "cache")
+    results, out = two_machine_job["metrics"], two_machine_job["root"] / "metrics"
     errors = [stderr for _, stderr, _ in results if "a_file" in stderr and "clipvis: error:" in stderr]
     assert len(errors) == 1, [stderr for _, stderr, _ in results]
     assert all(code != 0 for _, _, code in results), [stderr for _, stderr, _ in results]
@@ -463,27 +499,21 @@ def test_two_machines_evaluate_end_together_when_rank_0_cannot_write_the_metrics
 
 
 @pytest.mark.parametrize("failure", ["no_cuda", "no_weights"])
-def test_a_machine_that_fails_before_its_first_input_ends_the_job(videos, tiny_weights, tmp_path, failure) -> None:
+def test_a_machine_that_fails_before_its_first_input_ends_the_job(two_machine_job, failure) -> None:
     """The second machine has no CUDA but is told `--device cuda:0`, or lacks the weights file: it fails at its
     start, where it used to exit before joining the job, leaving the first machine's process in the group's start
     for good. Now it joins first and says it stopped at the gather the other makes once no input is left: both end,
     non-zero, without a traceback of a worker; the first machine took every input (it takes the next whenever it is
     free), none of them lost to the machine that could not start (it used to claim one before loading the weights)."""
-    out = tmp_path / "out"
-    args = segment_args(videos, tiny_weights, out, "--formats", "ytvis")
-    if failure == "no_cuda":
-        second = [*args[: args.index("--device")], "--device", "cuda:0", *args[args.index("--device") + 2 :]]
-        message = "--device cuda:0: CUDA is not available"
-    else:
-        missing = str(tmp_path / "not_on_this_machine.safetensors")
-        second = [missing if arg == str(tiny_weights) else arg for arg in args]
-        message = "not_on_this_machine.safetensors"
-    results = two_machines(args, tmp_path / "cache", second_args=second)
+    message = {"no_cuda": "--device cuda:0: CUDA is not available",
+               "no_weights": "not_on_this_machine.safetensors"}[failure]
+    results = two_machine_job[failure]
     (_, _, code), (_, stderr, second_code) = results
     assert code != 0 and second_code != 0, [err for _, err, _ in results]
     assert message in stderr
-    assert all(not re.search(r"\[rank\d\]: Traceback", err) for _, err, _ in results), [err for _, err, _ in results]
-    written = sorted(p.parent.name for p in out.rglob("ytvis.json"))
+    assert all(not re.search(r"\[rank\d\]: Traceback|Traceback \(most recent call last\)", err)
+               for _, err, _ in results), [err for _, err, _ in results]
+    written = sorted(p.parent.name for p in (two_machine_job["root"] / failure).rglob("ytvis.json"))
     assert written == ["clip0", "clip1", "clip2", "clip3", "clip4"], written  # and the broken one failed
 
 
@@ -540,26 +570,18 @@ def test_a_rank_stopping_ends_the_others_at_their_next_gather() -> None:
     assert str(outcomes[0]) == "rank 2 stopped with an error" and gathers == [2, 2, 2]
 
 
-def test_evaluate_on_two_machines_stops_when_one_cannot_start(tiny_weights, tmp_path) -> None:
+def test_evaluate_on_two_machines_stops_when_one_cannot_start(two_machine_job) -> None:
     """The second machine cannot load the weights (a path missing there): it says so, rank 0 says that rank stopped
-    and that nothing was scored; both end at once, non-zero; no results.json."""
-    from .test_evaluate_dataset import make_lvvis
-
-    data = tmp_path / "datasets"
-    make_lvvis(data)
-    out = tmp_path / "out"
-    args = ["evaluate", "--dataset", "lvvis_val", "--weights", str(tiny_weights), "--data-root", str(data),
-            "--device", "cpu", "-o", str(out)]
-    second = [*args[:4], str(tmp_path / "not_on_this_machine.safetensors"), *args[5:]]
-    results = two_machines(args, tmp_path / "cache", second_args=second)
-    (_, first_err, first_code), (_, second_err, second_code) = results
+    and that nothing was scored; both end at once, non-zero; no results.json. (The two-machine job's last case: each
+    agent's own output and exit code.)"""
+    (_, first_err, first_code), (_, second_err, second_code) = two_machine_job["could_not_start"]
     assert first_code != 0 and second_code != 0, [first_err, second_err]
     assert "not_on_this_machine.safetensors" in second_err
     # each agent's torchrun reports the rank of its failed process: the first machine's must be rank 0
     ranks = [re.findall(r"^\s*rank\s+:\s+(\d+)", err, re.M) for err in (first_err, second_err)]
     assert ranks == [["0"], ["1"]], [first_err, second_err]
     assert "rank 1 stopped with an error; nothing was scored" in first_err, first_err
-    assert not (out / "results.json").exists()
+    assert not (two_machine_job["root"] / "could_not_start" / "results.json").exists()
 
 
 def test_ranks_take_the_largest_inputs_first_and_the_next_when_free() -> None:
@@ -858,29 +880,18 @@ def test_ranks_with_another_model_vocabulary_or_settings_stop_before_any_input(t
         "nothing was run"
 
 
-def test_evaluate_on_two_machines_with_other_weights_runs_nothing(tiny_weights, tmp_path) -> None:
+def test_evaluate_on_two_machines_with_other_weights_runs_nothing(two_machine_job) -> None:
     """The second machine is given other weights (the same size): no video runs, rank 0 names the difference in one
-    line, both agents exit 1, and the output folder is not made (its per-video cache would have held results of two
-    models under rank 0's key, reused by later runs)."""
-    from .test_evaluate_dataset import make_lvvis
-
-    data = tmp_path / "datasets"
-    make_lvvis(data)
-    other = tmp_path / "other.safetensors"
-    content = bytearray(tiny_weights.read_bytes())
-    content[-1] ^= 0xFF  # the last byte of the last tensor
-    other.write_bytes(bytes(content))
-    out = tmp_path / "out"
-    args = ["evaluate", "--dataset", "lvvis_val", "--weights", str(tiny_weights), "--data-root", str(data),
-            "--device", "cpu", "-o", str(out)]
-    second = [str(other) if arg == str(tiny_weights) else arg for arg in args]
-    results = two_machines(args, tmp_path / "cache", second_args=second)
+    line, both machines' processes exit 1, and the output folder is not made (its per-video cache would have held
+    results of two models under rank 0's key, reused by later runs)."""
+    results = two_machine_job["other_weights"]
     errors = [stderr for _, stderr, _ in results]
     assert all(code == 1 for _, _, code in results), errors
     lines = [line for err in errors for line in err.splitlines() if line.startswith("clipvis: error:")]
     assert len(lines) == 1 and "has other weights (same size, other content)" in lines[0], errors
-    assert all(not re.search(r"\[rank\d\]: Traceback", err) for err in errors), errors
-    assert not out.exists()
+    assert all(not re.search(r"\[rank\d\]: Traceback|Traceback \(most recent call last\)", err)
+               for err in errors), errors
+    assert not (two_machine_job["root"] / "other_weights").exists()
 
 
 def test_a_usage_error_one_rank_finds_alone_once_the_job_started_is_said_by_that_rank(monkeypatch, capsys) -> None:

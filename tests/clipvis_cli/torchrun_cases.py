@@ -86,19 +86,33 @@ def torchrun_cases(folder: Path, cases: list[list[list[str]]], timeout: float = 
     """Run ``cases`` (each: every rank's clipvis arguments, rank 0's first) in one 2-process torchrun job, with
     ``folder`` for the launcher and the cases' files; each case's Outcome. ``stdin``: the job's standard input, which
     its processes share (for the last case: the others must not read it)."""
+    launcher = write_cases(folder, cases)
+    environ = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {}), "CLIPVIS_CASES": str(folder)}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", str(launcher)]
+    done = run_process_tree(command, timeout=timeout, env=environ, input=stdin)  # on a timeout, every worker killed
+    outcomes = [Outcome("".join(out for out, _, _ in ranks), "".join(err for _, err, _ in ranks),
+                        [code for _, _, code in ranks])
+                for ranks in case_outcomes(folder, len(cases) - 1, 2, done.stderr)]
+    outcomes.append(Outcome(done.stdout, done.stderr, [done.returncode]))
+    return outcomes
+
+
+def write_cases(folder: Path, cases: list[list[list[str]]]) -> Path:
+    """The launcher (its path) and ``cases`` (every rank's clipvis arguments of each case) in ``folder``, which the
+    job's processes find in ``$CLIPVIS_CASES``."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "launch.py").write_text(LAUNCHER)
     (folder / "cases.json").write_text(json.dumps([[[str(arg) for arg in args] for args in ranks] for ranks in cases]))
-    environ = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {}), "CLIPVIS_CASES": str(folder)}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
-               str(folder / "launch.py")]
-    done = run_process_tree(command, timeout=timeout, env=environ, input=stdin)  # on a timeout, every worker killed
+    return folder / "launch.py"
+
+
+def case_outcomes(folder: Path, count: int, world_size: int, job_stderr: str) -> list[list[tuple[str, str, int]]]:
+    """The first ``count`` cases' outcomes of a job over ``folder``: each rank's (stdout, stderr, exit status), in rank
+    order; ``job_stderr`` says why when a case did not end."""
     outcomes = []
-    for number in range(len(cases) - 1):
-        codes = [folder / f"{number}.{rank}.code" for rank in range(2)]
-        assert all(code.is_file() for code in codes), f"case {number} did not end:\n{done.stderr}"
-        read = ["".join((folder / f"{number}.{rank}.{suffix}").read_text() for rank in range(2))
-                for suffix in ("out", "err")]
-        outcomes.append(Outcome(*read, [int(code.read_text()) for code in codes]))
-    outcomes.append(Outcome(done.stdout, done.stderr, [done.returncode]))
+    for number in range(count):
+        codes = [folder / f"{number}.{rank}.code" for rank in range(world_size)]
+        assert all(code.is_file() for code in codes), f"case {number} did not end:\n{job_stderr}"
+        outcomes.append([((folder / f"{number}.{rank}.out").read_text(), (folder / f"{number}.{rank}.err").read_text(),
+                          int(codes[rank].read_text())) for rank in range(world_size)])
     return outcomes
