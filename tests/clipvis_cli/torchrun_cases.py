@@ -1,6 +1,7 @@
-"""Several cases of a 2-rank command in one torchrun job: each rank runs ``python -m clipvis`` once per case, in
-sequence, inside the same two processes (one process start, torch import and rendezvous for all of them, ~5-10 s
-each on 2 cores, instead of one job per case).
+"""Several cases of a 2-rank command in one torchrun job (torchrun_cases; the two-machine job of
+tests/clipvis_cli/test_distributed.py runs the same launcher under two agents: write_cases, case_outcomes): each rank
+runs ``python -m clipvis`` once per case, in sequence, inside the same two processes (one process start, torch import
+and rendezvous for all of them, ~5-10 s each on 2 cores, instead of one job per case).
 
 Each case's process group is a real gloo group over torchrun's store (under a prefix of its own: gloo's addresses
 of the case before are stale). Every case but the last writes each rank's stdout, stderr and exit status to files,
