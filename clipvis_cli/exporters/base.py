@@ -32,7 +32,7 @@ from clipvis.cli.json_io import parse_json
 from clipvis.cli.locks import LOCK_NAME, FolderLock, remove_unused_folder
 from clipvis.cli.messages import shown_path
 from clipvis.cli.results import TrackResult
-from clipvis.cli.writers.layout import MANIFEST_NAME
+from clipvis.cli.writers.layout import MANIFEST_NAME, YTVIS_NAME
 from clipvis.cli.writers.manifest import RunManifest
 
 if TYPE_CHECKING:
@@ -218,17 +218,36 @@ def forget_exported(folder: Path, names: Iterable[str]) -> None:
             pass
 
 
+# What the record says of a results file `clipvis export --to ytvis` wrote (clipvis.cli.exporters.ytvis
+# RESULTS_IDENTITY): its "from" is the same for every such file (one may replace another), its "inputs" the results
+# files it was made from
+RESULTS_FILE_SOURCE = "clipvis export --to ytvis"
+
+
+def _made_from(folder: Path, entry: object) -> list[str]:
+    """The results files the record's ``entry`` of ``folder`` was exported from: a per-video export's one, a results
+    file's "inputs"; a results file recorded before they were ("from" alone): the ytvis.json beside it, which is where
+    such an export writes by default."""
+    if not isinstance(entry, dict):
+        return []
+    source = entry.get("from")
+    results = source.get("results") if isinstance(source, dict) else None
+    if results != RESULTS_FILE_SOURCE:
+        return [results] if isinstance(results, str) else []
+    inputs = entry.get("inputs")
+    if inputs is None:
+        return [str(folder / YTVIS_NAME)]
+    return [path for path in inputs if isinstance(path, str)] if isinstance(inputs, list) else []
+
+
 def exports_from(folder: Path, results_file: Path) -> list[str]:
-    """The entries of ``folder`` that `clipvis export` made from ``results_file`` (its record says so) and that are
-    still there, sorted: when `segment` replaces that file, they show the earlier results."""
+    """The entries of ``folder`` that `clipvis export` made from ``results_file`` (its record says so: a per-video
+    export, or a results file (`--to ytvis`) with it among its inputs) and that are still there, sorted: when
+    `segment` replaces that file, they show the earlier results."""
     wanted = os.path.realpath(results_file)
-    names = []
-    for name, entry in read_export_record(folder).items():
-        source = entry.get("from") if isinstance(entry, dict) else None
-        results = source.get("results") if isinstance(source, dict) else None
-        if isinstance(results, str) and os.path.realpath(results) == wanted and os.path.lexists(folder / name):
-            names.append(name)
-    return sorted(names)
+    return sorted(name for name, entry in read_export_record(folder).items()
+                  if any(os.path.realpath(path) == wanted for path in _made_from(folder, entry))
+                  and os.path.lexists(folder / name))
 
 
 def folder_takes_export(folder: Path, identity: dict[str, object]) -> bool:
@@ -245,7 +264,8 @@ def folder_takes_export(folder: Path, identity: dict[str, object]) -> bool:
 
 @contextmanager
 def staged_directory(final_parent: Path, identity: dict[str, object] | None = None,
-                     replaceable: Iterable[str] = (), what: str = "an export of this video") -> Iterator[Path]:
+                     replaceable: Iterable[str] = (), what: str = "an export of this video",
+                     inputs: Sequence[str] | None = None) -> Iterator[Path]:
     """A fresh hidden folder inside `final_parent` to write into; on success every entry in it replaces the entry
     of the same name in `final_parent` (each with one rename), on failure the folder is deleted and
     `final_parent` is untouched.
@@ -253,7 +273,8 @@ def staged_directory(final_parent: Path, identity: dict[str, object] | None = No
     An existing entry is replaced only when the folder's record (EXPORT_RECORD) says it was exported from the video
     `identity`, or when it is one of `replaceable` (the files segment's run.json lists there); otherwise
     ExportConflictError ("exists and is not `what` by clipvis"), and nothing is replaced. The record is updated
-    with the entries written.
+    with the entries written (and ``inputs``, where given: the results files they were made from, which
+    `exports_from` reads; a per-video export's is its ``identity``'s).
 
     The folder's lock (`clipvis.cli.locks`, the one `segment` holds while it writes a video's folder) is held
     throughout: another process writing there makes this raise FolderBusyError, and what a killed export or
@@ -261,7 +282,7 @@ def staged_directory(final_parent: Path, identity: dict[str, object] | None = No
     made = not final_parent.exists()
     ensure_output_dir(final_parent)
     try:
-        with _locked_staging(final_parent, identity, replaceable, what) as staging:
+        with _locked_staging(final_parent, identity, replaceable, what, inputs) as staging:
             yield staging
     except BaseException:
         if made:  # a folder this export made for nothing: not left holding only the lock file
@@ -271,7 +292,8 @@ def staged_directory(final_parent: Path, identity: dict[str, object] | None = No
 
 @contextmanager
 def _locked_staging(final_parent: Path, identity: dict[str, object] | None,
-                    replaceable: Iterable[str], what: str) -> Iterator[Path]:
+                    replaceable: Iterable[str], what: str, inputs: Sequence[str] | None = None) -> Iterator[Path]:
+    made_from = {} if inputs is None else {"inputs": list(inputs)}
     with FolderLock(final_parent):
         # and puts back (or deletes) what an export killed between a folder's two renames had moved aside
         remove_stale_temp_files(final_parent, exported=read_export_record(final_parent))
@@ -304,12 +326,13 @@ def _locked_staging(final_parent: Path, identity: dict[str, object] | None,
                     )
             if identity is not None:  # first as this video's, without file stats: a kill while the entries move
                 # into place leaves them the next export of this video replaces, not a folder it refuses
-                record.update({name: {"from": identity} for name in names})
+                record.update({name: {"from": identity, **made_from} for name in names})
                 _write_record(final_parent, record)
             for name in names:
                 _replace(staging / name, final_parent / name)
             if identity is not None:
-                record.update({name: {"from": identity, "files": _file_stats(final_parent / name)} for name in names})
+                record.update({name: {"from": identity, **made_from, "files": _file_stats(final_parent / name)}
+                               for name in names})
                 _write_record(final_parent, record)
         finally:
             shutil.rmtree(staging, ignore_errors=True)

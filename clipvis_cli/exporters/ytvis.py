@@ -9,6 +9,7 @@ ytvis.json to it (`gt_ids`).
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 import zipfile
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 from clipvis.cli.atomic import OutputNotWritableError
-from clipvis.cli.exporters.base import ExportOptions, staged_directory
+from clipvis.cli.exporters.base import RESULTS_FILE_SOURCE, ExportOptions, staged_directory
 from clipvis.cli.exporters.loading import ExportVideo
 from clipvis.cli.json_io import streamed_json
 from clipvis.cli.messages import shown_path
@@ -76,7 +77,9 @@ def gt_mismatches(video: ExportVideo, gt_video_id: int, gt: VideoGroundTruth, co
 
 # What the folder's export record (base.EXPORT_RECORD) says a results file came from: an export's results file may
 # replace another's (the same inputs or not), never a file of someone's own nor one edited since it was written.
-RESULTS_IDENTITY = {"results": "clipvis export --to ytvis"}
+# Which results files it was made from is recorded beside it ("inputs"), which `segment` reads when it replaces one
+# (`exports_from`).
+RESULTS_IDENTITY = {"results": RESULTS_FILE_SOURCE}
 
 
 class ResultsStream:
@@ -97,6 +100,7 @@ class ResultsStream:
         self.refusals: list[str] = []
         self._counted: dict[int, int] | None = None  # the GT's frame counts of its annotations (`gt_mismatches`)
         self._ids: list[int] = []
+        self._inputs: list[str] = []  # the results files of the videos added, each once, absolute
         self._folders: dict[int, list[str]] = {}  # each video id's inputs (their results folders), for the message
         self._tables: set[tuple[str, ...]] = set()
         self._file: IO[bytes] | None = None
@@ -126,6 +130,8 @@ class ResultsStream:
                 self.refusals.extend(mismatches)
                 return
         self._ids.append(video_id)
+        if (results_file := os.path.abspath(video.results_file)) not in self._inputs:
+            self._inputs.append(results_file)
         self._folders.setdefault(video_id, []).append(str(Path(video.results_file).parent))
         if categories is None:  # with a GT the ids are its own, whatever each input's list
             self._tables.add(tuple(video.categories))
@@ -181,7 +187,8 @@ class ResultsStream:
             raise self._not_writable(error) from error
         name = Path(options.results_name).stem + ".zip" if options.zip_results else options.results_name
         # staged and moved into place as the per-video formats are (`-o submission/` need not exist yet)
-        with staged_directory(destination, RESULTS_IDENTITY, what="a results file exported") as staging:
+        with staged_directory(destination, RESULTS_IDENTITY, what="a results file exported",
+                              inputs=self._inputs) as staging:
             if not options.zip_results:
                 with open(staging / name, "wb") as target:
                     shutil.copyfileobj(file, target, 1 << 20)
