@@ -571,18 +571,14 @@ class SegmentRunner:
                     self.reporter.video_warning(source, paths.stem, f"{shown_path(paths.directory / name)}: changed "
                                                 "since clipvis segment wrote it, so kept (listed as stale in run.json)")
                 # exports made from the ytvis.json this run replaced (or removed) show the earlier results: kept,
-                # said, and listed as stale (an export's cvat-video.zip is among them already)
+                # all named in one warning, and listed as stale (an export's cvat-video.zip is listed already)
                 results = paths.directory / YTVIS_NAME
-                replaced = YTVIS_NAME in {path.name for path in outputs} or not os.path.lexists(results)
-                exported = [name for name in exports_from(paths.directory, results) if name not in manifest.stale
-                            ] if replaced else []
+                written = YTVIS_NAME in {path.name for path in outputs}
+                exported = exports_from(paths.directory, results) if written or not os.path.lexists(results) else []
                 if exported:
-                    manifest.stale = [*manifest.stale, *exported]
-                    self.reporter.video_warning(
-                        source, paths.stem, f"{shown_path(paths.directory)}: {', '.join(exported)} exported from the "
-                        f"earlier {YTVIS_NAME} this run replaced, so they show its results: kept as they were "
-                        f"(listed as stale in run.json); export again (clipvis export {shown_path(paths.directory)} "
-                        "--to ...) to update them")
+                    manifest.stale = [*manifest.stale, *(name for name in exported if name not in manifest.stale)]
+                    self.reporter.video_warning(source, paths.stem,
+                                                stale_exports_warning(paths.directory, exported, written))
                 timings["total"] = time.perf_counter() - started
                 manifest.mark_complete(info.num_frames, outputs, timings)  # the outputs are fsync'ed and in place
                 manifest.write(paths.manifest)
@@ -606,6 +602,20 @@ class SegmentRunner:
     def _file_names(self) -> list[str]:
         """The names of the files this run's writers write."""
         return [writer.file_name for writer in self.writers]
+
+
+def stale_exports_warning(folder: Path, exported: Sequence[str], written: bool) -> str:
+    """The one warning naming the entries of ``folder`` that `clipvis export` made from its ytvis.json, which this run
+    replaced (``written``) or removed (ytvis not in --formats: exporting again then needs a run that writes it)."""
+    names = ", ".join(exported)
+    kept = "kept as they were (listed as stale in run.json)"
+    again = f"clipvis export {shown_path(folder)} --to ..."
+    if written:
+        return (f"{shown_path(folder)}: {names} exported from the earlier {YTVIS_NAME} this run replaced, so they "
+                f"show its results: {kept}; export again ({again}) to update them")
+    return (f"{shown_path(folder)}: {names} exported from the earlier {YTVIS_NAME}, removed as ytvis is not in this "
+            f"run's --formats, so they show an earlier run's results: {kept}; to update them, segment again with "
+            f"ytvis in --formats, then export ({again})")
 
 
 def _refusal(writer: OutputWriter, source: VideoSource) -> str | None:

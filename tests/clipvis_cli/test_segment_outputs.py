@@ -163,6 +163,44 @@ def test_exports_made_from_a_results_file_a_rerun_replaced_are_said_and_listed_s
     assert was_run(again) and "exported from" in again.stderr  # ytvis.json written again: stale again
 
 
+def test_a_rerun_names_every_export_of_the_results_it_replaced_results_file_and_cvat_zip_too(
+        tmp_path, tiny_weights) -> None:
+    """`clipvis export --to cvat-video,ytvis` beside ytvis.json, then segment again: results.json (what a user uploads
+    to a server) was not listed stale nor named (its record named no input), and cvat-video.zip, listed stale, was
+    left out of the warning. Now the one warning names both and run.json lists each once."""
+    video = write_video(tmp_path / "clip.mp4")
+    out = tmp_path / "out"
+    folder = out / "clip"
+    assert was_run(segment(tiny_weights, out, str(video), extra=("--formats", "ytvis")))
+    exported = CliRunner().invoke(app, ["export", str(folder), "--to", "cvat-video,ytvis"])
+    assert exported.exit_code == 0, exported.output
+    rerun = segment(tiny_weights, out, str(video), extra=("--formats", "ytvis", "--overwrite"))
+    assert was_run(rerun)
+    warnings = [line for line in rerun.stderr.splitlines() if "exported from the earlier" in line]
+    assert len(warnings) == 1 and "cvat-video.zip, results.json exported from" in warnings[0], rerun.stderr
+    assert "this run replaced" in warnings[0]
+    assert RunManifest.read(folder / "run.json").stale == ["cvat-video.zip", "results.json"]
+
+
+def test_a_rerun_that_removed_ytvis_json_says_so_and_how_to_export_again(tmp_path, tiny_weights) -> None:
+    """A ytvis run exported to mots-txt, then segment --formats coco: ytvis.json is removed, and the warning said
+    "this run replaced" with `clipvis export ... --to ...`, which fails without a ytvis.json. It now says it was
+    removed and that ytvis must be in --formats to export again."""
+    video = write_video(tmp_path / "clip.mp4")
+    out = tmp_path / "out"
+    folder = out / "clip"
+    assert was_run(segment(tiny_weights, out, str(video), extra=("--formats", "ytvis")))
+    exported = CliRunner().invoke(app, ["export", str(folder), "--to", "mots-txt"])
+    assert exported.exit_code == 0, exported.output
+    rerun = segment(tiny_weights, out, str(video), extra=("--formats", "coco"))
+    assert was_run(rerun) and not (folder / "ytvis.json").exists()
+    warnings = [line for line in rerun.stderr.splitlines() if "mots-txt exported from" in line]
+    assert len(warnings) == 1, rerun.stderr
+    assert "removed as ytvis is not in this run's --formats" in warnings[0]
+    assert "segment again with ytvis in --formats" in warnings[0] and "replaced" not in warnings[0]
+    assert RunManifest.read(folder / "run.json").stale == ["mots-txt"]
+
+
 def test_same_stem_from_two_sources_never_overwrites(tmp_path, tiny_weights) -> None:
     a = write_video(tmp_path / "a" / "clip.mp4", seed=1)
     b = write_video(tmp_path / "b" / "clip.mp4", num_frames=4, seed=2)
