@@ -544,8 +544,10 @@ class SegmentRunner:
         draws = any(writer.draws_frames for writer in self.writers)
         writing = WritingProgress(self.reporter, source, paths.stem, info.num_frames if draws else None,
                                   masks=sum(len(track.segmentations) for track in tracked.tracks))
+        file_warnings: list[str] = []  # said once the files are in place (a writer may run on a helper thread)
         video = SegmentedVideo(info, tracked.tracks, self.categories,
-                               lambda: writing.counted(tracked.reader.frames_as_players_show()))
+                               lambda: writing.counted(tracked.reader.frames_as_players_show()),
+                               warn=file_warnings.append)
         start = time.perf_counter()
         # Every file under its temporary name until all are written, then all renamed into place: a failure or
         # Ctrl-C midway leaves none of this run's files (and an earlier run's, listed in run.json, as they were).
@@ -567,6 +569,8 @@ class SegmentRunner:
 
                 forget_exported(paths.directory, staged)  # written over an export's: segment's now
                 manifest.stale = settle_stale_outputs(paths, outputs, previous, corrected)
+                for warning in file_warnings:  # what may be wrong with a file written (labelstudio, fiftyone)
+                    self.reporter.video_warning(source, paths.stem, warning)
                 for name in sorted(set(manifest.stale) & corrected):
                     self.reporter.video_warning(source, paths.stem, f"{shown_path(paths.directory / name)}: changed "
                                                 "since clipvis segment wrote it, so kept (listed as stale in run.json)")

@@ -254,7 +254,8 @@ def _export_results(inputs: list[str] | None, to: str, output: str | None, min_s
 
 
 LABEL_STUDIO_WITHOUT_URL = (
-    "labelstudio without --media-url: tasks.json names each video by its file name alone (data.video \"clip.mp4\"), "
+    "labelstudio without --media-url: tasks.json names each video by its file name alone (e.g. data.video "
+    "\"clip.mp4\" for a video clip.mp4), "
     "which Label Studio cannot load; give the URL prefix it serves media/ under (--media-url "
     "\"/data/local-files/?d=clips/\")")
 

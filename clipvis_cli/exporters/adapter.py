@@ -53,12 +53,29 @@ class ExportFormatWriter(WriterDefaults):
         # A temporary name: a segment run killed meanwhile leaves a folder the next run into this folder removes.
         with tempfile.TemporaryDirectory(prefix=STAGING_PREFIX, suffix=TEMP_MARKER, dir=path.parent) as staging:
             made = exporter.export(export_video, Path(staging), self.options)
+            if video.warn is not None:  # its file is written, and may not work: as `clipvis export` says them
+                for warning in [*exporter.warnings, *self._segment_warnings(path, video)]:
+                    video.warn(warning)
             with atomic_output_path(path) as temporary:
                 if len(made) == 1 and made[0].is_file() and made[0].suffix == ".zip":
                     os.replace(made[0], temporary)
                 else:
                     _zip_entries(made, temporary)
         return path
+
+    def _segment_warnings(self, path: Path, video: SegmentedVideo) -> list[str]:
+        """What `clipvis export` says of its options that segment lacks: labelstudio's `data.video` without a
+        --media-url prefix (segment has none; the export from ytvis.json gives one)."""
+        if self.format != "labelstudio" or self.options.media_url:
+            return []
+        from clipvis.cli.exporters.video_tools import label_studio_media_name, media_url
+        from clipvis.cli.messages import shown_path
+
+        name = media_url("", label_studio_media_name(Path(video.info.source)))
+        return [f"{shown_path(path)}: tasks.json names the video by its file name alone (data.video \"{name}\"), "
+                "which Label Studio cannot load, and segment has no --media-url: export it with the URL prefix Label "
+                f"Studio serves media/ under (clipvis export {shown_path(path.parent)} --to labelstudio --media-url "
+                "\"/data/local-files/?d=clips/\"; it reads the folder's ytvis.json: keep ytvis in --formats)"]
 
 
 def _zip_entries(entries: list[Path], target: Path) -> None:

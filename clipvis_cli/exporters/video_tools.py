@@ -167,6 +167,12 @@ def media_url(prefix: str, name: str) -> str:
 _SAME_TIME = 0.1
 
 
+def label_studio_media_name(source: Path) -> str:
+    """The name of ``source``'s copy in `labelstudio/media/`, which tasks.json's `data.video` ends with: one name in
+    the zip however it is unzipped (a backslash in a Linux file name is a folder to Windows tools)."""
+    return source.name.replace("\\", "_")
+
+
 def label_studio_frame_numbers(times: Sequence[float], fps: float) -> list[int | None]:
     """Per frame of a variable-frame-rate video (``times``: seconds from the start, increasing), the Label Studio
     frame that shows it, or None where none does.
@@ -216,8 +222,7 @@ class LabelStudioExporter(Exporter):
         fps = float(fps_fraction(info.fps))
         root = directory / self.name
         (root / "media").mkdir(parents=True)
-        # one name in the zip however it is unzipped: a `\` in a Linux file name is a folder to Windows tools
-        media_name = source.name.replace("\\", "_")
+        media_name = label_studio_media_name(source)
         link_or_copy(source, root / "media" / media_name)
         times = info.frame_times or [info.start_time + index / fps for index in info.frame_indices]
         duration = max(frames_count / fps, times[-1] + 1 / fps if times else 0.0)

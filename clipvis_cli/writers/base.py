@@ -30,7 +30,9 @@ class SegmentedVideo:
     again, as `(frame_index, H×W×3 uint8 RGB)` pairs in the colours players show them in
     (`FrameReader.frames_as_players_show`), for writers that draw on them. `masks_written`, where given, is called
     by a writer that counts the masks it writes (ytvis, coco: each track's, `len(segmentations)` of it) with how many
-    it has just written, a few hundred at a time, for the progress of its file (`WritingProgress`).
+    it has just written, a few hundred at a time, for the progress of its file (`WritingProgress`). `warn`, where
+    given, is told what may be wrong with a file a writer wrote (one line each: an export format's media Label Studio
+    or FiftyOne may not play), which `segment` says as the video's warnings once its files are in place.
     """
 
     info: VideoInfo
@@ -38,6 +40,7 @@ class SegmentedVideo:
     categories: Sequence[str]
     frames: Callable[[], Iterable[tuple[int, np.ndarray]]]
     masks_written: MaskCounter | None = None
+    warn: Callable[[str], None] | None = None
 
 
 class OutputWriter(Protocol):

@@ -2280,6 +2280,7 @@ def test_labelstudio_without_a_media_url_is_said_once(tmp_path) -> None:
     assert result.exit_code == 0, result.output
     warnings = [line for line in result.stderr.splitlines() if line.startswith("clipvis: warning:")]
     assert len(warnings) == 1 and "labelstudio without --media-url" in warnings[0], result.stderr
+    assert 'e.g. data.video "clip.mp4" for a video clip.mp4' in warnings[0]  # not a name of these inputs' files
     served = run_export(str(tmp_path / "in"), "--to", "labelstudio", "--media-url", "/data/local-files/?d=c/", "-o",
                         str(tmp_path / "exp2"))
     assert served.exit_code == 0 and "warning" not in served.stderr, served.stderr

@@ -43,6 +43,28 @@ def test_segment_writes_export_formats(tiny_weights, tmp_path, isolated_cache) -
     assert bad.exit_code == 2 and "pascal" in bad.output
 
 
+def test_segment_says_the_export_formats_warnings_once_per_video(tiny_weights, tmp_path, isolated_cache) -> None:
+    """`segment --formats labelstudio,fiftyone` on an .mkv wrote files Label Studio may not play, and tasks.json
+    without a media URL, in silence (`clipvis export` warns of both). Each is now one warning line per video, the
+    URL one naming the real file and how to export it with --media-url (segment has none)."""
+    video = write_video(tmp_path / "my clip.mkv", frames=2)
+    out = tmp_path / "out"
+    args = ["segment", str(video), "--vocab", "cat", "--weights", str(tiny_weights), "-o", str(out), "--device",
+            "cpu", "--formats", "ytvis,labelstudio,fiftyone"]
+    result = CliRunner().invoke(app, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("clipvis: warning:")]
+    browser = [line for line in warnings if "is not a video every browser plays" in line]
+    assert len(browser) == 1 and "ffmpeg -i" in browser[0], result.stderr
+    url = [line for line in warnings if "tasks.json names the video by its file name alone" in line]
+    assert len(url) == 1 and 'data.video "my%20clip.mkv"' in url[0], result.stderr
+    assert f"clipvis export {out / 'my clip'} --to labelstudio --media-url" in url[0]
+    with zipfile.ZipFile(out / "my clip" / "labelstudio.zip") as archive:
+        tasks = json.loads(archive.read("labelstudio/tasks.json"))
+    assert tasks[0]["data"]["video"] == "my%20clip.mkv"  # what the warning quotes
+    assert len(warnings) == 2, result.stderr  # FiftyOne loads an .mkv as a video: nothing to say
+
+
 def test_formats_that_carry_a_video_file_refuse_an_image_folder_before_the_model(
     tiny_weights, tmp_path, isolated_cache
 ) -> None:
