@@ -302,7 +302,8 @@ class JsonlReporter:
             when, at, at_mask, before = last
             moved = frames is not None and at is not None and frames - at >= self.every
             # the JSON formats after the overlay: as often, counting masks written as it counts frames drawn
-            moved = moved or (masks is not None and at_mask is not None and masks - at_mask >= self.every)
+            # (the writer's first count after its start, reported before it counted, moves it too)
+            moved = moved or (masks is not None and (at_mask is None or masks - at_mask >= self.every))
             if not moved and formats == before and now - when < WRITING_HEARTBEAT_S:
                 return
         self._writing[name] = (now, frames, masks, formats)

@@ -540,6 +540,15 @@ def test_the_json_formats_written_after_the_overlay_say_their_time_left() -> Non
     events = [json.loads(line) for line in stream.getvalue().splitlines()]
     assert [(e["formats"], e["formats_eta_s"]) for e in events[::2]] == [(["ytvis"], None), (["coco"], None)]
     assert len(events) == 3 and events[1]["overlay_eta_s"] is None and 39.5 <= events[1]["formats_eta_s"] <= 40.5
+    # as WritingProgress reports: a writer's start before it counted anything (written None), then its counts
+    stream = io.StringIO()
+    reporter = JsonlReporter(stream, every=25)
+    reporter.video_writing(SOURCE, "a", None, 4500, formats=["coco"])
+    reporter.video_writing(SOURCE, "a", None, 4500, formats=["coco"], written=(0, 10_000))
+    reporter._formats_rates[str(SOURCE.path)]["coco"] = (time.monotonic() - 10.0, 0)
+    reporter.video_writing(SOURCE, "a", None, 4500, formats=["coco"], written=(2000, 10_000))
+    events = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert events[-1]["formats"] == ["coco"] and 39.5 <= events[-1]["formats_eta_s"] <= 40.5, events
     older, newer = [], []  # a reporter without ``written`` gets the formats as before
 
     class Older:
