@@ -509,8 +509,10 @@ def repeats_a_first_process(environ: dict[str, str] | None = None) -> bool:
 
 
 # Under torchrun, where the ranks meet before the process group forms (`meet_before_the_group`): keys on torchrun's
-# own store, per restart of the job (``TORCHELASTIC_RESTART_COUNT``). A variable so that tests running several cases
-# in one job can give each its own.
+# own store, which lives as long as the job, per restart of the job (``TORCHELASTIC_RESTART_COUNT``) and per
+# clipvis command the ranks run in it (a script running `clipvis train` twice under one torchrun: each rank counts
+# its own commands, so the second's meeting is not the first's). A variable so that tests running several cases in
+# one job can give each its own.
 BEFORE_GROUP_KEYS = "clipvis/before-group"
 _BEFORE_GROUP_POLL_S = 0.5
 
@@ -530,8 +532,10 @@ def _agent_store() -> Any | None:
         return None
 
 
-def _before_group_key(name: str) -> str:
-    return f"{BEFORE_GROUP_KEYS}/{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}/{name}"
+def _meeting_keys(store: Any, rank: int) -> str:
+    """The prefix of this command's meeting keys: the job's restart and the number of this rank's command in it."""
+    job = f"{BEFORE_GROUP_KEYS}/{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}"
+    return f"{job}/{store.add(f'{job}/commands-of-rank-{rank}', 1)}"
 
 
 def tell_ranks_before_the_group(message: str) -> bool:
@@ -546,8 +550,10 @@ def tell_ranks_before_the_group(message: str) -> bool:
     if store is None:
         return False
     try:
-        store.set(_before_group_key(f"error-{os.environ.get('RANK', '0')}"), " ".join(message.split()))
-        store.add(_before_group_key("failed"), 1)
+        rank = int(os.environ.get("RANK", "0"))
+        keys = _meeting_keys(store, rank)
+        store.set(f"{keys}/error-{rank}", " ".join(message.split()))
+        store.add(f"{keys}/failed", 1)
     except RuntimeError:  # the store is gone: torchrun is ending the job
         return False
     return True
@@ -566,13 +572,14 @@ def meet_before_the_group(rank: int, world: int, timeout: timedelta = timedelta(
         return None
     deadline = time.monotonic() + timeout.total_seconds()
     try:
-        store.add(_before_group_key("ready"), 1)
-        while store.add(_before_group_key("failed"), 0) == 0:
-            if store.add(_before_group_key("ready"), 0) >= world or time.monotonic() >= deadline:
+        keys = _meeting_keys(store, rank)
+        store.add(f"{keys}/ready", 1)
+        while store.add(f"{keys}/failed", 0) == 0:
+            if store.add(f"{keys}/ready", 0) >= world or time.monotonic() >= deadline:
                 return None
             time.sleep(_BEFORE_GROUP_POLL_S)
         for other in range(world):
-            key = _before_group_key(f"error-{other}")
+            key = f"{keys}/error-{other}"
             if other != rank and store.check([key]):
                 return f"rank {other}: {store.get(key).decode('utf-8', 'replace')}"
     except RuntimeError:  # the store is gone (torchrun ending the job): the group's rendezvous says what follows

@@ -998,18 +998,21 @@ class _CountingStore:
 def test_ranks_meeting_before_the_group_give_up_after_the_groups_timeout(monkeypatch) -> None:
     """A rank that ended without telling the store (a usage error) left the others looking for it without end; they
     wait the group's own timeout, then go on to its rendezvous (which says what follows); a rank's told failure is
-    still said with its rank."""
+    still said with its rank, to that command's ranks only (a second command in the job met the first's failure)."""
     from datetime import timedelta
 
     from clipvis.cli import distributed
 
-    store = _CountingStore()
-    monkeypatch.setattr(distributed, "_agent_store", lambda: store)
+    stores = [_CountingStore(), _CountingStore()]
+    monkeypatch.setattr(distributed, "_agent_store", lambda: stores[0])
     monkeypatch.setattr(distributed, "_BEFORE_GROUP_POLL_S", 0.01)
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "1")
     started = time.monotonic()
     assert distributed.meet_before_the_group(0, 2, timeout=timedelta(seconds=0.2)) is None
     assert 0.2 <= time.monotonic() - started < 5
+    stores.pop(0)
     assert distributed.tell_ranks_before_the_group("DIR: no training run to resume here")
     assert distributed.meet_before_the_group(0, 2) == "rank 1: DIR: no training run to resume here"
+    # the job's next clipvis command (its store lives on): not the first one's failure, its own meeting
+    assert distributed.meet_before_the_group(0, 2, timeout=timedelta(seconds=0.1)) is None
