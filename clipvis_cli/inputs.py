@@ -52,9 +52,13 @@ VIDEO_EXTENSIONS: frozenset[str] = frozenset(
         ".mod", ".tod", ".insv", ".rm", ".rmvb",  # camcorders' MPEG-2 (JVC, Panasonic), Insta360's MP4, RealMedia
     }
 )
-# Netpbm (.ppm/.pgm/.pbm/.pnm) frames are common in robotics datasets.
-IMAGE_EXTENSIONS: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm",
-                                              ".pgm", ".pbm", ".pnm"})
+# Netpbm (.ppm/.pgm/.pbm/.pnm) frames are common in robotics datasets; .jfif and .jpe are JPEG's other names.
+IMAGE_EXTENSIONS: frozenset[str] = frozenset({".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".webp", ".tif",
+                                              ".tiff", ".ppm", ".pgm", ".pbm", ".pnm"})
+# Photo formats Pillow reads not at all or only with a plug-in or a recent build (HEIC/HEIF: iPhones', AVIF, JPEG XL):
+# an image folder's search leaves them out, and says so (`unread_images_warning`): a frame left out silently moved
+# every later frame up one.
+UNREAD_IMAGE_EXTENSIONS: frozenset[str] = frozenset({".heic", ".heif", ".avif", ".jxl"})
 
 _GLOB_CHARS = re.compile(r"[*?\[]")
 _DIGITS = re.compile(r"(\d+)")
@@ -319,6 +323,21 @@ def list_image_frames(directory: Path) -> list[Path]:
     return sorted(frames, key=lambda p: natural_sort_key(p.name, file=True))
 
 
+def unread_images_warning(directory: Path) -> str | None:
+    """The warning for an image folder holding photos clipvis does not read (UNREAD_IMAGE_EXTENSIONS), which its
+    frames leave out: the first such file in natural order and how many there are; None when there are none. Other
+    files (Thumbs.db, notes.txt) are no images and left out without a word."""
+    unread = sorted((entry for entry in _visible_entries(directory)
+                     if entry.suffix.lower() in UNREAD_IMAGE_EXTENSIONS), key=lambda p: natural_sort_key(p.name, True))
+    if not unread:
+        return None
+    first = path_text(unread[0].name)
+    left_out = f"1 image left out, {first}" if len(unread) == 1 else f"{len(unread)} images left out, such as {first}"
+    them = "it" if len(unread) == 1 else "them"
+    return (f"{path_text(directory)}: {left_out}: clipvis does not read {unread[0].suffix.lower()} images, so the "
+            f"video has no frame for {them} (convert such images to .png or .jpg to keep every frame)")
+
+
 def is_image_folder(directory: Path) -> bool:
     """True if `directory` holds at least one image and no video files and no (visible) sub-directories but the
     folders clipvis writes (`clipvis segment imgs/ -o imgs/out`: the output root it made is no sub-folder)."""
@@ -526,6 +545,8 @@ def _expand_directory(
     try:
         if is_image_folder(directory):
             frames = list_image_frames(directory)
+            if (unread := unread_images_warning(directory)) is not None:
+                warnings.append(unread)
             yield VideoSource(directory, kind="images", frame_files=tuple(frames), argument=argument)
             return
         entries = sorted(_visible_entries(directory), key=lambda p: natural_sort_key(p.name))

@@ -436,7 +436,7 @@ def test_netpbm_frames_are_frames_and_a_folder_without_inputs_says_what_would_be
     assert [p.name for p in source.frame_files] == ["0.jpg", "1.jpg", "2.ppm", "3.pgm", "4.jpg"]
     touch(tmp_path / "raw" / "0.exr")
     [source] = discover_inputs([str(tmp_path / "raw")])
-    assert not source.ok and "(images: .bmp, .jpeg, .jpg, " in source.error
+    assert not source.ok and "(images: .bmp, .jfif, .jpe, .jpeg, .jpg, " in source.error
     assert "; videos: .264, .265, .3g2, .3gp, " in source.error
 
 
@@ -577,3 +577,21 @@ def test_an_output_folder_copied_without_its_lock_is_still_no_input(tmp_path: Pa
     assert [source.path for source in discover_inputs([str(tmp_path / "copy")])] == [video, mine]
     notes: list[str] = []
     assert discover_inputs([str(tmp_path / "copy" / "a")], notes=notes) == [] and len(notes) == 1
+
+
+def test_an_image_folder_says_which_photos_it_cannot_read(tmp_path: Path) -> None:
+    """f0.jpg f1.heic f2.jpg: f2 became frame 1 without a word. A .jfif / .jpe is a JPEG, read as one; a folder's
+    other files (Thumbs.db, notes) are no images, left out silently."""
+    folder = tmp_path / "seq"
+    for name in ["f0.jpg", "f1.heic", "f2.jpg", "f3.jfif", "f4.jpe", "f10.HEIC", "Thumbs.db", "notes.txt"]:
+        touch(folder / name)
+    warnings: list[str] = []
+    [source] = discover_inputs([str(folder)], warnings=warnings)
+    assert [p.name for p in source.frame_files] == ["f0.jpg", "f2.jpg", "f3.jfif", "f4.jpe"]
+    assert warnings == [f"{folder}: 2 images left out, such as f1.heic: clipvis does not read .heic images, so the "
+                        "video has no frame for them (convert such images to .png or .jpg to keep every frame)"]
+    (folder / "f1.heic").unlink()
+    (folder / "f10.HEIC").unlink()
+    quiet: list[str] = []
+    discover_inputs([str(folder)], warnings=quiet)
+    assert quiet == []
