@@ -45,7 +45,13 @@ from clipvis.cli.video_io.images import (
     shown_size,
 )
 from clipvis.cli.video_io.probe import _AVI_LEADING_FRAMES, DEFAULT_FPS, VideoProbe, VideoReadError
-from clipvis.cli.video_io.stream_health import _declared_seconds, _ends_early, _StreamHealth, _TransportStreamStarts
+from clipvis.cli.video_io.stream_health import (
+    _declared_seconds,
+    _ends_early,
+    _StreamHealth,
+    _TransportStreamStarts,
+    iso_media_cut,
+)
 
 
 class FrameReader(Protocol):
@@ -195,7 +201,7 @@ class VideoReader:
         finally:
             container.close()
         if decoded == 0:
-            raise VideoReadError(self.path, "no decodable frames")
+            raise self._no_frames_error("no decodable frames")
         if health.gap is not None:
             raise self._damage_error(health, start)
         if is_avi and health.first_pts is not None and health.first_pts > _AVI_LEADING_FRAMES:
@@ -236,8 +242,17 @@ class VideoReader:
                        "corrupt data there), so the frames after would be numbered wrongly"
         )
 
+    def _no_frames_error(self, reason: str) -> VideoReadError:
+        """``reason`` (no video stream, no frames), or where the file is an MP4 or MOV cut short (`iso_media_cut`),
+        what truly happened: a ``+faststart`` file cut inside its index at the front has no stream FFmpeg finds, one
+        cut after it no frames."""
+        cut = iso_media_cut(self.path)
+        return VideoReadError(self.path, f"truncated: {cut}" if cut is not None else reason)
+
     def _decode_error(self, decoded: int, error: BaseException) -> VideoReadError:
         reason = error_reason(error)
+        if decoded == 0 and (cut := iso_media_cut(self.path)) is not None:
+            return VideoReadError(self.path, f"truncated: {cut}: no frame decodes ({reason})")
         if decoded == 0:
             lost = _undecodable_lead(self.path) if isinstance(error, av.error.InvalidDataError) else None
             if lost is None:
@@ -265,10 +280,10 @@ class VideoReader:
             raise VideoReadError(path, "zero bytes (empty file)")
         try:
             container = _open_input(path)
-        except av.error.InvalidDataError:
-            raise VideoReadError(path, "not a video or corrupt (FFmpeg cannot read it)") from None
+        except av.error.InvalidDataError:  # an MP4 cut before its index at the end: no "moov atom" FFmpeg finds
+            raise self._no_frames_error("not a video or corrupt (FFmpeg cannot read it)") from None
         except av.error.EOFError:
-            raise VideoReadError(path, "no decodable frames (the file ends before any video data)") from None
+            raise self._no_frames_error("no decodable frames (the file ends before any video data)") from None
         except av.error.FFmpegError as error:
             raise VideoReadError(path, f"cannot open ({error_reason(error)})") from None
         except OSError as error:
@@ -277,7 +292,7 @@ class VideoReader:
         if stream is None:  # none, or only a cover picture (an MP3's album art)
             has_audio = bool(container.streams.audio)
             container.close()
-            raise VideoReadError(path, "no video stream (audio only)" if has_audio else "no video stream")
+            raise self._no_frames_error("no video stream (audio only)" if has_audio else "no video stream")
         # Slice threading only: with FFmpeg's frame threading a decode error (e.g. a truncated file) is
         # swallowed and the video silently ends early. Single-stream decoding is far faster than the model.
         stream.thread_type = "SLICE"
@@ -298,7 +313,7 @@ class VideoReader:
             try:
                 first = next(container.decode(stream))
             except StopIteration:
-                raise VideoReadError(self.path, "no decodable frames") from None
+                raise self._no_frames_error("no decodable frames") from None
             except av.error.FFmpegError as error:
                 raise self._decode_error(0, error) from error
             orientation = _display_orientation(first)

@@ -316,3 +316,40 @@ class _TransportStreamStarts:
             pid = ((header[1] & 0x1F) << 8) | header[2]
             if header[3] & 0x10 and pid not in self._first_counters:
                 self._first_counters[pid] = header[3] & 0xF
+
+
+# The boxes an ISO media file (MP4, MOV, 3GP) starts with: ftyp, or in an old QuickTime file one of the others.
+_ISO_MEDIA_FIRST_BOXES = frozenset({b"ftyp", b"moov", b"mdat", b"free", b"skip", b"wide", b"pnot"})
+
+
+def iso_media_cut(path: Path) -> str | None:
+    """Where an ISO media file (MP4, MOV) cut short ends, as "the file ends at byte N, inside its moov box (which runs
+    to byte M)", by its top-level boxes' sizes against the file's; None for a file whose boxes end with it, or that is
+    no ISO media file (or cannot be read). A file cut inside its ``moov`` (at its front: ``+faststart``) has no video
+    stream FFmpeg can find, one cut after it no frames, though neither is the file FFmpeg was given."""
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as handle:
+            offset = 0
+            while offset < size:
+                handle.seek(offset)
+                header = handle.read(16)
+                kind = header[4:8]
+                if offset == 0 and kind not in _ISO_MEDIA_FIRST_BOXES:
+                    return None
+                if len(header) < 8:
+                    return f"the file ends at byte {size}, inside a box's header"
+                length = int.from_bytes(header[:4], "big")
+                if length == 1 and len(header) == 16:  # a 64-bit size follows the type
+                    length = int.from_bytes(header[8:16], "big")
+                elif length == 0:  # the last box, to the end of the file
+                    return None
+                if length < 8 or not kind.isascii():
+                    return None  # no box: damage, or no ISO media file after all, not a cut
+                if offset + length > size:
+                    name = kind.decode("ascii", "replace")
+                    return f"the file ends at byte {size}, inside its {name} box (which runs to byte {offset + length})"
+                offset += length
+    except OSError:
+        return None
+    return None

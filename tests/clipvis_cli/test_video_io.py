@@ -175,7 +175,7 @@ def test_variable_frame_rate_reads_every_frame(media: dict[str, Path], synth) ->
         ("zero", "zero bytes"),
         ("text", "not a video or corrupt"),
         ("audio", "no video stream (audio only)"),
-        ("truncated_plain", "not a video or corrupt"),
+        ("truncated_plain", "truncated: the file ends at byte "),  # its index at the end: FFmpeg finds none
         ("zeroed_data", "no decodable frames"),
     ],
 )
@@ -187,6 +187,27 @@ def test_unreadable_files_fail_with_one_line_naming_the_file(
             action(VideoReader(media[key]))
         message = str(caught.value)
         assert message.startswith(str(media[key])) and expected in message and "\n" not in message
+
+
+def test_an_mp4_with_its_index_at_the_front_cut_short_is_said_to_be_truncated(media: dict[str, Path],
+                                                                                 tmp_path: Path) -> None:
+    """A +faststart MP4 cut inside its moov was "no video stream", one cut after it "no decodable frames", though
+    other cuts said truncated; an audio file still has no video stream."""
+    data = media["long_faststart"].read_bytes()
+    moov = data.index(b"moov") - 4
+    moov_end = moov + int.from_bytes(data[moov:moov + 4], "big")
+    mdat = data.index(b"mdat") - 4
+    for name, end, box, box_end in (("in_moov.mp4", moov + 100, "moov", moov_end),
+                                    ("after_moov.mp4", mdat + 16, "mdat", len(data))):
+        cut = tmp_path / name
+        cut.write_bytes(data[:end])
+        for action in (lambda r: r.probe(), lambda r: list(r)):
+            with pytest.raises(VideoReadError) as caught:
+                action(VideoReader(cut))
+            assert str(caught.value).startswith(f"{cut}: truncated: the file ends at byte {end}, inside its {box} box "
+                                                f"(which runs to byte {box_end})"), str(caught.value)
+    with pytest.raises(VideoReadError, match=r": no video stream \(audio only\)$"):
+        VideoReader(media["audio"]).probe()
 
 
 def test_missing_file_and_directory(media: dict[str, Path], tmp_path: Path) -> None:
