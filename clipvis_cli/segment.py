@@ -55,6 +55,7 @@ from clipvis.cli.video_io import (
     DEFAULT_FPS,
     FrameReader,
     VideoReadError,
+    interlaced_warning,
     open_reader,
     variable_frame_times,
     video_start_time,
@@ -464,6 +465,8 @@ class SegmentRunner:
                 self.reporter.video_warning(source, stem, warning)
         if "overlay" in opts.formats and (warning := oversized_overlay_warning(probe.height, probe.width)) is not None:
             self.reporter.video_warning(source, stem, warning)
+        if (warning := interlaced_warning(probe)) is not None:
+            self.reporter.video_warning(source, stem, warning)
         with TrackMaskStore(probe.height, probe.width) as store:
             yield self._run_model(store, reader, source, video_id, stem, output_directory)
 
@@ -584,7 +587,8 @@ class SegmentRunner:
                     self.reporter.video_warning(source, paths.stem,
                                                 stale_exports_warning(paths.directory, exported, written))
                 timings["total"] = time.perf_counter() - started
-                manifest.mark_complete(info.num_frames, outputs, timings)  # the outputs are fsync'ed and in place
+                # the outputs are fsync'ed and in place
+                manifest.mark_complete(info.num_frames, outputs, timings, info.pixel_aspect)
                 manifest.write(paths.manifest)
                 fps = info.num_frames / max(timings["total"], 1e-9)
                 self.reporter.video_finished(source, paths.stem, info.num_frames, fps, outputs)

@@ -25,12 +25,13 @@ from __future__ import annotations
 from clipvis.cli.video_io.background import BackgroundDecoder, FrameBatch
 from clipvis.cli.video_io.decoding import video_stream
 from clipvis.cli.video_io.images import picture_count, quiet_metadata_warnings, resized_to, rgb_array, upright
-from clipvis.cli.video_io.probe import DEFAULT_FPS, VideoProbe, VideoReadError
+from clipvis.cli.video_io.probe import DEFAULT_FPS, VideoProbe, VideoReadError, interlaced_warning
 from clipvis.cli.video_io.readers import FrameReader, ImageFolderReader, VideoReader, file_reader, open_reader
 from clipvis.cli.video_io.seeking import VideoFrameSeeker
 from clipvis.cli.video_io.stream_health import variable_frame_times, video_start_time
 
 __all__ = [
+    "interlaced_warning",
     "BackgroundDecoder",
     "DEFAULT_FPS",
     "FrameBatch",

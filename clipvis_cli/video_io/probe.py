@@ -53,6 +53,7 @@ class VideoProbe:
     mirrored: bool = False  # a left-right mirror applied after the rotation (a flip in the display matrix)
     frame_count_estimated: bool = False  # frame_count from the duration x the rate, not from the container's count
     duration: float | None = None  # seconds from the first frame, as the container's header declares (None: none)
+    interlaced: bool = False  # the first frame is coded as two fields (interlaced TV material: combs where it moves)
 
     def processed_frame_count(self, stride: int = 1, max_frames: int | None = None) -> int | None:
         """Estimated number of frames a reader with this stride / max_frames yields (None if unknown)."""
@@ -60,3 +61,14 @@ class VideoProbe:
             return max_frames
         count = -(-self.frame_count // stride)
         return count if max_frames is None else min(count, max_frames)
+
+
+def interlaced_warning(probe: VideoProbe) -> str | None:
+    """The warning for an interlaced video (its first frame says so: `VideoProbe.interlaced`), which clipvis reads as
+    it is stored, two fields woven into each frame, so moving edges comb in the model's frames and the overlay; None
+    for a progressive one."""
+    if not probe.interlaced:
+        return None
+    return ("interlaced video: its frames are read as stored, so moving edges show combing to the model and in the "
+            "overlay; deinterlace it first for better masks, e.g. ffmpeg -i IN -vf bwdif=mode=send_frame -c:v libx264 "
+            "-crf 18 OUT.mp4")

@@ -319,6 +319,7 @@ class VideoReader:
             orientation = _display_orientation(first)
             rotation, mirrored = orientation.rotation_and_mirror()
             width, height = first.width, first.height
+            interlaced = bool(getattr(first, "interlaced_frame", False))  # the first frame's flag only: no cost after
             aspect = _as_fraction(stream.sample_aspect_ratio)
             if orientation.transpose:
                 width, height = height, width
@@ -327,7 +328,7 @@ class VideoReader:
             container.close()
         aspect = aspect if aspect and aspect != 1 else None
         return VideoProbe(self.path, width, height, fps, fps_known, frame_count, rotation, codec, aspect, mirrored,
-                          estimated, duration)
+                          estimated, duration, interlaced)
 
 
 def _shown_until(frame: av.VideoFrame) -> float | None:

@@ -23,6 +23,7 @@ import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
+from fractions import Fraction
 from importlib import metadata
 from pathlib import Path
 from typing import Any, ClassVar
@@ -183,6 +184,9 @@ class RunManifest:
     status: str = STATUS_RUNNING
     error: str | None = None
     frames: int | None = None
+    # A pixel's width and height where the source's pixels are not square (anamorphic: [4, 3] for a 64x48 video
+    # shown 85x48), else None: the masks, ytvis.json's and coco.json's sizes are the stored pixels', not as shown.
+    pixel_aspect: list[int] | None = None
     outputs: list[dict[str, Any]] = field(default_factory=list)  # [{"file": name, "bytes": size, "mtime_ns": t}]
     stale: list[str] = field(default_factory=list)  # files of an earlier run not made by this one (not deleted)
     # Files earlier clipvis runs wrote here that no complete run has settled since: a run that fails, is interrupted
@@ -305,12 +309,15 @@ class RunManifest:
         outputs and `earlier_outputs`."""
         return sorted(set(self.output_names) | {str(name) for name in self.earlier_outputs})
 
-    def mark_complete(self, frames: int, outputs: Sequence[Path], timings: Mapping[str, float]) -> None:
+    def mark_complete(self, frames: int, outputs: Sequence[Path], timings: Mapping[str, float],
+                      pixel_aspect: Fraction | None = None) -> None:
         """Record success. `outputs` are the files written (in the manifest's folder, already on disk and
-        fsync'ed); their names and sizes are recorded."""
+        fsync'ed); their names and sizes are recorded. ``pixel_aspect``: the source's, where not square."""
         self.status = STATUS_COMPLETE
         self.error = None
         self.frames = frames
+        square = pixel_aspect is None or pixel_aspect == 1
+        self.pixel_aspect = None if square else [pixel_aspect.numerator, pixel_aspect.denominator]
         self.outputs = [{"file": Path(path).name, "bytes": status.st_size, "mtime_ns": status.st_mtime_ns}
                         for path, status in ((path, Path(path).stat()) for path in outputs)]
         self.earlier_outputs = []  # settled by this run (SegmentRunner deleted those it did not write again)

@@ -629,6 +629,39 @@ def test_an_anamorphic_video_s_overlay_keeps_its_pixel_shape(tmp_path, tiny_weig
         assert overlay.streams.video[0].sample_aspect_ratio == Fraction(2, 1)
 
 
+def test_an_anamorphic_source_s_pixel_shape_is_in_run_json_and_an_interlaced_one_is_said(tmp_path,
+                                                                                         tiny_weights) -> None:
+    """A 4:3-pixel source's masks and JSON sizes are its stored pixels' (64x48, shown 85x48) and nothing said so; an
+    interlaced MPEG-2 went to the model combed without a word. run.json now records [4, 3] (null for square pixels),
+    and the interlaced video gets one warning line naming the fix."""
+    from fractions import Fraction
+
+    def write(path: Path, codec: str, aspect: Fraction | None, options: dict[str, str]) -> Path:
+        with av.open(str(path), "w") as container:
+            stream = container.add_stream(codec, rate=25, options=options)
+            stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+            if aspect is not None:
+                stream.codec_context.sample_aspect_ratio = aspect
+            for i in range(2):
+                frame = np.zeros((48, 64, 3), np.uint8)
+                frame[::2] = 40 * i  # fields that differ
+                container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+            container.mux(stream.encode())
+        return path
+
+    wide = write(tmp_path / "wide.mp4", "libx264", Fraction(4, 3), {})
+    woven = write(tmp_path / "woven.mpg", "mpeg2video", None, {"flags": "+ildct+ilme", "top": "1"})
+    out = tmp_path / "out"
+    result = segment(tiny_weights, out, str(wide), str(woven), extra=("--formats", "ytvis"))
+    assert result.exit_code == 0, result.output
+    assert RunManifest.read(out / "wide" / "run.json").pixel_aspect == [4, 3]
+    assert RunManifest.read(out / "woven" / "run.json").pixel_aspect is None
+    warnings = [line for line in result.stderr.splitlines() if "warning" in line]
+    assert warnings == [f"clipvis: warning: {woven}: interlaced video: its frames are read as stored, so moving edges "
+                        "show combing to the model and in the overlay; deinterlace it first for better masks, e.g. "
+                        "ffmpeg -i IN -vf bwdif=mode=send_frame -c:v libx264 -crf 18 OUT.mp4"], result.stderr
+
+
 def test_jsonl_log_is_json_to_the_end(tmp_path, tiny_weights, monkeypatch) -> None:
     """With --log-format jsonl every stderr line is a JSON event: the writing of a video's files is reported as it
     goes, an interrupted video and the batch's end (the summary) too, where plain lines used to come."""
