@@ -21,7 +21,7 @@ import os
 import platform
 import zipfile
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from fractions import Fraction
 from importlib import metadata
@@ -336,10 +336,15 @@ class RunManifest:
 
     @classmethod
     def read(cls, path: Path | str) -> RunManifest | None:
-        """The manifest at `path`, or None if it is missing, unreadable or not a valid manifest."""
+        """The manifest at `path`, or None if it is missing, unreadable or not a valid manifest. A field this version
+        does not know (one a later clipvis added, as ``pixel_aspect`` was) is left aside, not taken for damage: going
+        back to an earlier clipvis does not redo every complete input."""
         try:
             data = parse_json(Path(path).read_text(encoding="utf-8"))
-            manifest = cls(**data)
+            if not isinstance(data, dict):
+                return None
+            known = {item.name for item in fields(cls)}
+            manifest = cls(**{key: value for key, value in data.items() if key in known})
         except (OSError, ValueError, TypeError):
             return None
         if not isinstance(manifest.outputs, list) or not isinstance(manifest.source, dict) \

@@ -54,6 +54,18 @@ def test_manifest_round_trip(finished_run) -> None:
     assert RunManifest.read(paths.manifest) == manifest
 
 
+def test_a_run_json_with_a_field_a_later_version_added_is_read(finished_run) -> None:
+    """A field this version does not know (a later clipvis' run.json) made the whole manifest unreadable, so every
+    complete input was redone; it is left aside. A file that is not an object stays unreadable."""
+    video, paths, manifest = finished_run
+    data = json.loads(paths.manifest.read_text())
+    paths.manifest.write_text(json.dumps({**data, "a_later_field": [4, 3]}))
+    assert RunManifest.read(paths.manifest) == manifest
+    assert RunManifest.read(paths.manifest).is_complete_for(WEIGHTS, VOCAB, OPTIONS, video, paths.directory)
+    paths.manifest.write_text(json.dumps([data]))
+    assert RunManifest.read(paths.manifest) is None
+
+
 def test_complete_run_with_same_config_is_skipped(finished_run) -> None:
     video, paths, _ = finished_run
     manifest = RunManifest.read(paths.manifest)
