@@ -140,6 +140,12 @@ def _train(run: _RunFolder, overrides: list[str], config: str | None, weights: s
     if output_dir is not None:
         cfg.set("OUTPUT_DIR", str(output_dir))
     run.folder = Path(str(cfg.get("OUTPUT_DIR"))).expanduser()
+    if saved is not None:
+        _refuse_other_weights_on_resume(weights, overrides, saved)
+    else:
+        _resolve_config_file_paths(cfg)
+        if not weights and cfg.get("MODEL.WEIGHTS"):  # MODEL.WEIGHTS in the config or as KEY=VALUE: as --weights
+            weights = str(cfg.get("MODEL.WEIGHTS"))
     if weights:  # recorded in config.yaml: a run resumed before its first checkpoint starts from them again
         if int(os.environ.get("WORLD_SIZE", "1")) == 1:  # under torchrun each rank checks its own once they meet
             weights = _starting_weights(weights)
@@ -270,6 +276,61 @@ def _record_absolute_data_paths(config: TrainConfig) -> None:
     for key, fields in (("CLIPVIS.TRAIN_DATA", ("json", "images")), ("CLIPVIS.TEST_DATA", ("json", "frames"))):
         entries = config.get(key) or []
         config.set(key, [{**entry, **{f: absolute(entry[f]) for f in fields if entry.get(f)}}
+                         if isinstance(entry, dict) else entry for entry in entries])
+
+
+def _refuse_other_weights_on_resume(weights: str | None, overrides: list[str], saved: Path) -> None:
+    """``--resume`` of a run that has its ``config.yaml`` continues from that run's checkpoint, or before its first
+    one from the weights it recorded: ``--weights`` (or a ``MODEL.WEIGHTS=`` override) naming others was ignored while
+    config.yaml was rewritten to name them, a file the run never started from. One line instead."""
+    given = f"--weights {weights}" if weights else next(
+        (f"override {item!r}" for item in overrides if item.split("=", 1)[0].strip() == "MODEL.WEIGHTS"), None)
+    if given is None:
+        return
+    from clipvis.cli.train.config import load_train_config
+
+    recorded = str(load_train_config(saved).get("MODEL.WEIGHTS") or "") or "the official initialisation"
+    raise fail_once(f"--resume continues the run in {saved.parent} from its own checkpoint (its starting weights: "
+                    f"{recorded}): {given} has no use with it; to train from other weights, start a new run "
+                    "(another --output-dir, without --resume)")
+
+
+# The path values of a config file read relative to the file's folder, as its _BASE_ is (docs/training.md, "Paths in
+# a config file"); KEY=VALUE overrides and the options stay relative to the current folder.
+_CONFIG_FILE_PATH_KEYS = ("MODEL.WEIGHTS", "CLIPVIS.DATA_ROOT", "CLIPVIS.CLIP_CONFIG")
+_CONFIG_FILE_PATH_ENTRIES = (("CLIPVIS.TRAIN_DATA", ("json", "images")), ("CLIPVIS.TEST_DATA", ("json", "frames")))
+
+
+def _resolve_config_file_paths(config: TrainConfig) -> None:
+    """Every relative path ``config``'s file gave (not a ``KEY=VALUE`` override) made relative to the file's folder.
+    Where the current folder reading, that clipvis took before, names another path that exists, a ``clipvis:
+    warning:`` line says which is read now, so that nobody switches datasets without knowing it."""
+    from clipvis.cli.messages import print_warning
+    from clipvis.weights import release_named
+
+    folder = Path(config.source).parent
+
+    def from_file(key: str, value: object) -> object:
+        text = str(value) if isinstance(value, (str, Path)) else ""
+        if not text or text.startswith("~") or Path(text).is_absolute():
+            return value
+        chosen = folder / text
+        if key == "MODEL.WEIGHTS" and not chosen.exists() and release_named(text) is not None:
+            return value  # a released checkpoint's name
+        before = Path(text)
+        if before.exists() and os.path.abspath(before) != os.path.abspath(chosen):
+            print_warning(f"{config.source}: {key} {text} is read relative to the config file's folder: {chosen} "
+                          f"(not {before} in the current folder, as before)")
+        return str(chosen)
+
+    for key in _CONFIG_FILE_PATH_KEYS:
+        if key not in config.overridden and config.get(key):
+            config.set(key, from_file(key, config.get(key)))
+    for key, fields in _CONFIG_FILE_PATH_ENTRIES:
+        entries = config.get(key) or []
+        if key in config.overridden or not isinstance(entries, list):
+            continue
+        config.set(key, [{**entry, **{f: from_file(key, entry[f]) for f in fields if entry.get(f)}}
                          if isinstance(entry, dict) else entry for entry in entries])
 
 

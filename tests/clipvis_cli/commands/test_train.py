@@ -1876,3 +1876,54 @@ def test_resume_with_a_model_override_is_refused_naming_it(tmp_path, tiny_train_
     assert ("clipvis: error: --resume with 'CLIPVIS.MODEL.num_queries=16', 'CLIPVIS.MODEL.decoder_layers=4': the "
             "model settings of a resumed run are its checkpoint's") in result.output, result.output
     assert (run / "config.yaml").read_text() == recorded and not (run / "model_0000001.safetensors").exists()
+
+
+def test_paths_in_a_config_file_are_read_from_its_folder_and_its_weights_recorded_as_weights_are(
+        tmp_path, tiny_train_config, monkeypatch):
+    """A config file's CLIPVIS.TRAIN_DATA and MODEL.WEIGHTS were read from the current folder (a run from another
+    folder trained on another dataset without a word) and MODEL.WEIGHTS was recorded as written (a training folder,
+    relative): a --resume from elsewhere failed after the data loaded. Now they are the file's folder's, with a warning
+    where the current folder's reading names another file, and MODEL.WEIGHTS is recorded as --weights is."""
+    first = tmp_path / "a" / "first"
+    data = write_coco(tmp_path / "a" / "data", num_images=2)
+    train(tiny_train_config(tmp_path / "a", MAX_ITER=1), first, data)
+    write_coco(tmp_path / "b" / "data", num_images=3)  # another dataset where the current folder's reading points
+    config = tiny_train_config(tmp_path / "a", MAX_ITER=1)
+    tree = yaml.safe_load(config.read_text())
+    tree["MODEL"]["WEIGHTS"] = "first"
+    tree["CLIPVIS"]["TRAIN_DATA"] = [{"json": "data/coco.json", "images": "data/images"}]
+    config.write_text(yaml.safe_dump(tree))
+    (tmp_path / "b" / "first").mkdir()
+    monkeypatch.chdir(tmp_path / "b")
+    run = tmp_path / "b" / "run"
+    result = runner.invoke(app, ["train", "--config", str(config), "--output-dir", str(run)])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    assert (f"clipvis: warning: {config}: CLIPVIS.TRAIN_DATA data/coco.json is read relative to the config file's "
+            f"folder: {tmp_path / 'a' / 'data' / 'coco.json'} (not data/coco.json in the current folder, as before)"
+            ) in result.stderr, result.stderr
+    recorded = yaml.safe_load((run / "config.yaml").read_text())
+    assert recorded["MODEL"]["WEIGHTS"] == str(first / (first / "last_checkpoint").read_text().strip())
+    assert recorded["CLIPVIS"]["TRAIN_DATA"] == [{"json": str(data[0]), "images": str(data[1])}]
+    # a KEY=VALUE override is the current folder's, and a path that is not there is one line before the data loads
+    monkeypatch.setattr("clipvis.cli.train.run.load_sources", lambda *a, **k: pytest.fail("the data loaded"))
+    missing = runner.invoke(app, ["train", "--config", str(config), "--output-dir", str(tmp_path / "run2"),
+                                  "MODEL.WEIGHTS=nothing/here"])
+    assert missing.exit_code == 1 and missing.stderr.splitlines()[-1] == (
+        "clipvis: error: no such file or folder: nothing/here"), missing.output
+
+
+def test_resume_with_other_starting_weights_is_one_line(tmp_path, tiny_train_config, monkeypatch):
+    """`--resume --weights X` ignored X (the run goes on from its own checkpoint) yet wrote X into config.yaml."""
+    data = write_coco(tmp_path / "data", num_images=2)
+    run = tmp_path / "run"
+    train(tiny_train_config(tmp_path, MAX_ITER=1), run, data)
+    before = (run / "config.yaml").read_text()
+    monkeypatch.setattr("clipvis.cli.train.run.load_sources", lambda *a, **k: pytest.fail("the data loaded"))
+    for given, said in ((["--weights", str(run)], f"--weights {run}"),
+                        ([f"MODEL.WEIGHTS={run}"], f"override 'MODEL.WEIGHTS={run}'")):
+        result = runner.invoke(app, ["train", "--output-dir", str(run), "--resume", *given])
+        assert result.exit_code == 1 and result.stderr.splitlines()[-1] == (
+            f"clipvis: error: --resume continues the run in {run} from its own checkpoint (its starting weights: the "
+            f"official initialisation): {said} has no use with it; to train from other weights, start a new run "
+            "(another --output-dir, without --resume)"), result.output
+    assert (run / "config.yaml").read_text() == before
