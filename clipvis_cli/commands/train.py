@@ -295,8 +295,8 @@ def _refuse_other_weights_on_resume(weights: str | None, overrides: list[str], s
                     "(another --output-dir, without --resume)")
 
 
-# The path values of a config file read relative to the file's folder, as its _BASE_ is (docs/training.md, "Paths in
-# a config file"); KEY=VALUE overrides and the options stay relative to the current folder.
+# The path values of a config file read relative to the file's folder, as its _BASE_ is (README, Train,
+# "Configs"); KEY=VALUE overrides and the options stay relative to the current folder.
 _CONFIG_FILE_PATH_KEYS = ("MODEL.WEIGHTS", "CLIPVIS.DATA_ROOT", "CLIPVIS.CLIP_CONFIG")
 _CONFIG_FILE_PATH_ENTRIES = (("CLIPVIS.TRAIN_DATA", ("json", "images")), ("CLIPVIS.TEST_DATA", ("json", "frames")))
 

@@ -28,6 +28,7 @@ import numpy as np
 from clipvis.cli import rle as rle_codec
 from clipvis.cli.frame_numbers import decoded_from_video, frame_number_in_name, video_frame_numbers
 from clipvis.cli.json_io import parse_json
+from clipvis.cli.messages import counted
 from clipvis.cli.results import recorded_source
 from clipvis.cli.rle import areas, compressed_counts_problems
 
@@ -191,7 +192,9 @@ def _instance(raw: dict[str, Any], segmentation: Any, height: int, width: int, n
         # while a part remains (COCO and LVIS hold such parts).
         parts = [p for p in segmentation if not (isinstance(p, list) and (len(p) < 6 or len(p) % 2))]
         if not parts:
-            warnings.append(f"{name}: skipped bad annotation (every polygon part has fewer than 3 points)")
+            odd = any(isinstance(p, list) and len(p) % 2 for p in segmentation)
+            why = "an odd number of coordinates" if odd else "fewer than 3 points"
+            warnings.append(f"{name}: skipped bad annotation (every polygon part has {why})")
             return None
         segmentation = parts
     problem = check_segmentation(segmentation, height, width, runs=False)  # the runs: _drop_corrupt_rles
@@ -274,6 +277,9 @@ class _Tally:
     without_mask: int = 0
     shared_id: int = 0  # on an image/video whose id another one has too (skipped: whose they are cannot be told)
     empty: int = 0  # whose mask (a track's every mask) is empty: no pixel
+    unknown_entry: int = 0  # whose image_id/video_id names no usable entry of the file
+    bad_entries: int = 0  # image/video entries skipped for lacking a usable id, file name(s), height or width
+    first_bad_entry: str = ""
     first_problem: str | None = None
 
     def no_masks_error(self, annotation_file: Path, what: str, crowd_hint: bool) -> TrainDataError:
@@ -291,7 +297,13 @@ class _Tally:
                 parts.append(f"{self.shared_id} on {what}s that share an id")
             if self.empty:
                 parts.append(f"{self.empty} with an empty mask (an RLE without a pixel, or a polygon of no area)")
-            malformed = self.annotations - self.without_mask - self.crowd - self.shared_id - self.empty
+            if self.unknown_entry:
+                fields = "id/file_names/height/width" if what == "video" else "id/file_name/height/width"
+                entries = (f": {counted(self.bad_entries, f'{what} entry', f'{what} entries')} skipped for lacking "
+                           f"a usable {fields} (the first: {self.first_bad_entry})" if self.bad_entries else "")
+                parts.append(f"{self.unknown_entry} on no usable {what} of the file ({what}_id){entries}")
+            malformed = (self.annotations - self.without_mask - self.crowd - self.shared_id - self.empty
+                         - self.unknown_entry)
             if malformed > 0:
                 first = self.first_problem.removeprefix(f"{annotation_file}: ") if self.first_problem else ""
                 first = f"; the first: {first}" if first else ""
@@ -372,6 +384,7 @@ def read_coco_instances(
     sources = _video_sources(annotation_file, data.get("video_sources"))
     from_video = {video_id: decoded_from_video(path) for video_id, path in sources.items()}  # once per video
     shared = _shared_ids(images)
+    bad_entries: list[str] = []  # entries skipped for lacking an id, file name or a size: said in no_masks_error
     for image in images:
         if shared and _entry_id(image) in shared:
             continue
@@ -387,6 +400,7 @@ def read_coco_instances(
         except (KeyError, TypeError, ValueError, OverflowError):
             warnings.append(f"{annotation_file}: skipped image entry without id/file_name/height/width: "
                             f"{str(image)[:80]}")
+            bad_entries.append(str(image)[:80])
             continue
         try:
             index = _image_frame_number(image, file_name, decoded)
@@ -397,7 +411,8 @@ def read_coco_instances(
         # segment's coco.json of a video input: the frame is decoded from the video when no image exists
         frames[image_id] = FrameRecord(image_root / file_name, height, width, source_video=source, frame_index=index)
     entries_said = len(warnings)
-    tally = _Tally(annotations=len(annotations))
+    tally = _Tally(annotations=len(annotations), bad_entries=len(bad_entries),
+                   first_bad_entry=bad_entries[0] if bad_entries else "")
     for position, raw in enumerate(annotations):
         name = _annotation_name(annotation_file, raw, position)
         before, boxes_before = len(warnings), tally.without_mask
@@ -406,6 +421,8 @@ def read_coco_instances(
             tally.shared_id += 1  # said once for all (below)
         elif image_id not in frames:
             warnings.append(f"{name}: skipped bad annotation (no known image_id)")
+            tally.unknown_entry += 1
+            before = len(warnings)  # counted: not the first malformed one
         elif raw.get("segmentation") in (None, []) and not raw.get("iscrowd", 0):  # a box alone: no mask to train
             # on (CVAT's COCO export writes a rectangle's segmentation as [])
             warnings.append(f"{name}: skipped bad annotation (no segmentation)")
@@ -512,6 +529,7 @@ def read_ytvis(
     warnings: list[str] = []
     records: dict[Any, TrainRecord] = {}
     shared = _shared_ids(videos)
+    bad_entries: list[str] = []  # entries skipped for lacking an id, file names or a size: said in no_masks_error
     for video in videos:
         if shared and _entry_id(video) in shared:
             continue
@@ -527,6 +545,7 @@ def read_ytvis(
         except (KeyError, TypeError, ValueError, OverflowError):
             warnings.append(f"{annotation_file}: skipped video entry without id/file_names/height/width: "
                             f"{str(video)[:80]}")
+            bad_entries.append(str(video)[:80])
             continue
         try:
             indices = video_frame_numbers(names, video.get("frame_indices"), decoded_from_video(source_path))
@@ -540,7 +559,8 @@ def read_ytvis(
         ]
         records[video_id] = TrainRecord(str(video.get("name") or video_id), frames)
     entries_said = len(warnings)
-    tally = _Tally(annotations=len(annotations))
+    tally = _Tally(annotations=len(annotations), bad_entries=len(bad_entries),
+                   first_bad_entry=bad_entries[0] if bad_entries else "")
     tracks: list[tuple[str, list[InstanceAnnotation]]] = []  # each track's instances, frame by frame
     for position, raw in enumerate(annotations):
         name = _annotation_name(annotation_file, raw, position)
@@ -550,6 +570,8 @@ def read_ytvis(
             tally.shared_id += 1  # said once for all (below)
         elif video_id not in records:
             warnings.append(f"{name}: skipped bad annotation (no known video_id)")
+            tally.unknown_entry += 1
+            before = len(warnings)  # counted: not the first malformed one
         elif raw.get("iscrowd", 0) and not crowd_as_instances:
             tally.crowd += 1
         elif not _track_has_mask(raw.get("segmentations")):

@@ -150,6 +150,10 @@ def test_cvat_rectangles_are_boxes_and_short_polygon_parts_are_dropped_not_the_i
                         f"{ann}: annotation 3: skipped bad annotation (every polygon part has fewer than 3 points)"]
     assert [sorted(r.category_ids) for r in records] == [[1], [2]]
     [kept] = records[0].frames[0].instances
+    data["annotations"][2]["segmentation"] = [[1.0, 1.0, 3.0, 3.0, 5.0, 1.0, 4.0]]  # 3.5 points: not "fewer than 3"
+    ann.write_text(json.dumps(data))
+    assert read_annotation_file(ann, images)[1][1] == (
+        f"{ann}: annotation 3: skipped bad annotation (every polygon part has an odd number of coordinates)")
     assert kept.segmentation == first["segmentation"][:-1]
 
 
@@ -239,7 +243,7 @@ def test_images_that_share_an_id_are_skipped_with_their_annotations_in_one_warni
     data["images"].pop()
     ann.write_text(json.dumps(data))
     with pytest.raises(TrainDataError, match=r"no image with a usable .*\(of its 10 annotation\(s\): 9 on images "
-                                             r"that share an id; 1 skipped as malformed; the first: annotation 100: "):
+                                             r"that share an id; 1 on no usable image of the file \(image_id\)\)"):
         read_annotation_file(ann, images)
 
 
@@ -1402,3 +1406,20 @@ def test_large_training_images_give_no_raw_pillow_warning_and_too_large_ones_do_
     with pytest.raises(TrainDataError, match="their images too large") as raised:
         dataset[0, 0]
     assert "--images" not in str(raised.value)
+
+
+def test_a_file_whose_image_entries_all_lack_a_size_blames_the_entries_not_the_annotations(tmp_path):
+    """Every image without width/height: the error said "N skipped as malformed; the first: annotation 1: skipped bad
+    annotation (no known image_id)", as if the annotations were at fault."""
+    ann, images = write_coco(tmp_path, num_images=2)
+    data = json.loads(ann.read_text())
+    for image in data["images"]:
+        del image["width"], image["height"]
+    ann.write_text(json.dumps(data))
+    count = len(data["annotations"])
+    with pytest.raises(TrainDataError) as raised:
+        read_annotation_file(ann, images)
+    assert str(raised.value) == (
+        f"{ann}: no image with a usable (non-crowd) instance mask to train on (of its {count} annotation(s): {count} "
+        "on no usable image of the file (image_id): 2 image entries skipped for lacking a usable "
+        "id/file_name/height/width (the first: {'id': 1, 'file_name': 'img_0.png'}))")
