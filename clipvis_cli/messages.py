@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 from pathlib import Path
 
 PROGRAM = "clipvis"
@@ -68,6 +69,14 @@ def shown_path(path: Path | str | bytes) -> str:
 
 
 _LINE_BREAKS = re.compile(r"\s*[^\S ]\s*")  # a run of whitespace holding more than spaces: a newline, a tab
+
+
+def shell_word(path: Path | str) -> str:
+    """``path`` as one shell word to paste into a command line a message suggests: `shown_path`, quoted where the
+    shell would split or expand it (`'out/my clip'`), and `./-name` for a relative `-name` (no program takes it
+    for an option)."""
+    text = shown_path(path)
+    return shlex.quote(f"./{text}" if text.startswith("-") else text)
 
 
 def one_line(text: object) -> str:

@@ -26,22 +26,23 @@ def create_writers(formats: Iterable[str], overlay_min_score: float = 0.2) -> li
     Raises ValueError naming an unknown format.
     """
     wanted = set(formats)
-    factories = _factories(overlay_min_score)
+    factories = _factories(overlay_min_score, tuple(name for name in writer_formats() if name in wanted))
     unknown = sorted(wanted - set(factories))
     if unknown:
         raise ValueError(f"unknown output format(s) {', '.join(unknown)} (known: {', '.join(factories)})")
     return [factory() for name, factory in factories.items() if name in wanted]
 
 
-def _factories(overlay_min_score: float = 0.2) -> dict[str, Callable[[], OutputWriter]]:
+def _factories(overlay_min_score: float = 0.2,
+               run_formats: tuple[str, ...] = ()) -> dict[str, Callable[[], OutputWriter]]:
     """Each format's writer factory, in `writer_formats()` order: segment's own writers (clipvis.cli.writers), then
-    clipvis export's formats (clipvis.cli.exporters) through `ExportFormatWriter`. Assembled here, the one place
-    that imports both packages, so that neither imports the other for it."""
+    clipvis export's formats (clipvis.cli.exporters) through `ExportFormatWriter` (told the run's ``run_formats``).
+    Assembled here, the one place that imports both packages, so that neither imports the other for it."""
     factories: dict[str, Callable[[], OutputWriter]] = {
         "ytvis": YtvisWriter,
         "coco": CocoWriter,
         "overlay": lambda: OverlayVideoWriter(min_score=overlay_min_score),
     }
     for name in EXPORTERS:  # clipvis export's per-video formats, one zip each (its "coco" folder is export-only)
-        factories.setdefault(name, lambda name=name: ExportFormatWriter(name))
+        factories.setdefault(name, lambda name=name: ExportFormatWriter(name, run_formats=run_formats))
     return factories

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import tempfile
 import zipfile
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -25,9 +26,13 @@ from clipvis.cli.zip_files import add_file
 class ExportFormatWriter(WriterDefaults):
     """A segment output writer for one export format: `<format>.zip` in the video's folder."""
 
-    def __init__(self, format_name: str, options: ExportOptions | None = None) -> None:
+    def __init__(self, format_name: str, options: ExportOptions | None = None,
+                 run_formats: Sequence[str] = ()) -> None:
+        """``run_formats``: every `--formats` entry of the run (this one among them), for what its warnings say:
+        whether the run writes the ytvis.json an export reads, which CVAT writer says the CVAT warning."""
         self.format = format_name
         self.file_name = f"{format_name}.zip"
+        self.run_formats = tuple(run_formats) or (format_name,)
         # the polygons' IoU is what `clipvis export` reports; no segment file holds it
         self.options = replace(options or ExportOptions(), measure_polygons=False)
 
@@ -64,18 +69,35 @@ class ExportFormatWriter(WriterDefaults):
         return path
 
     def _segment_warnings(self, path: Path, video: SegmentedVideo) -> list[str]:
-        """What `clipvis export` says of its options that segment lacks: labelstudio's `data.video` without a
-        --media-url prefix (segment has none; the export from ytvis.json gives one)."""
-        if self.format != "labelstudio" or self.options.media_url:
-            return []
+        """What `clipvis export` says of a video that its exporters do not (`ExportRunner`): class names CVAT refuses
+        as labels (said once per video, by the run's first CVAT writer); and what it says of its options that segment
+        lacks: labelstudio's `data.video` without a --media-url prefix (segment has none; the export from ytvis.json
+        gives one)."""
+        from clipvis.cli.exporters.cvat import CVAT_FORMATS, labels_cvat_refuses
+        from clipvis.cli.exporters.loading import YTVIS_NAME
         from clipvis.cli.exporters.video_tools import label_studio_media_name, media_url
-        from clipvis.cli.messages import shown_path
+        from clipvis.cli.messages import shell_word, shown_path
 
+        warnings: list[str] = []
+        cvat_formats = [name for name in CVAT_FORMATS if name in self.run_formats]
+        if cvat_formats[:1] == [self.format]:
+            problem = labels_cvat_refuses(video.categories, cvat_formats, self.options.classes)
+            zips = ", ".join(f"{name}.zip" for name in cvat_formats)
+            subject = shown_path(path) if len(cvat_formats) == 1 else f"{shown_path(path.parent)} ({zips})"
+            warnings += [f"{subject}: {problem}"] if problem is not None else []
+        if self.format != "labelstudio" or self.options.media_url:
+            return warnings
         name = media_url("", label_studio_media_name(Path(video.info.source)))
-        return [f"{shown_path(path)}: tasks.json names the video by its file name alone (data.video \"{name}\"), "
-                "which Label Studio cannot load, and segment has no --media-url: export it with the URL prefix Label "
-                f"Studio serves media/ under (clipvis export {shown_path(path.parent)} --to labelstudio --media-url "
-                "\"/data/local-files/?d=clips/\"; it reads the folder's ytvis.json: keep ytvis in --formats)"]
+        export = (f"clipvis export {shell_word(path.parent)} --to labelstudio --media-url "
+                  "\"/data/local-files/?d=clips/\"")
+        if "ytvis" in self.run_formats:
+            how = f"export it with the URL prefix Label Studio serves media/ under ({export}; it reads the " \
+                  f"folder's {YTVIS_NAME}: keep ytvis in --formats)"
+        else:  # the export reads ytvis.json, which this run does not write (and removes an earlier run's)
+            how = (f"segment again with ytvis in --formats (the export reads {YTVIS_NAME}), then export it with the "
+                   f"URL prefix Label Studio serves media/ under ({export})")
+        return [*warnings, f"{shown_path(path)}: tasks.json names the video by its file name alone (data.video "
+                f"\"{name}\"), which Label Studio cannot load, and segment has no --media-url: {how}"]
 
 
 def _zip_entries(entries: list[Path], target: Path) -> None:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import tempfile
 import xml.etree.ElementTree as ET
 import zipfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -30,7 +30,7 @@ from typing import IO
 import numpy as np
 
 from clipvis.cli import __version__, rle
-from clipvis.cli.exporters.base import Exporter, ExportOptions, frame_crops
+from clipvis.cli.exporters.base import Exporter, ExportOptions, class_key, frame_crops
 from clipvis.cli.exporters.coco import image_file_name as coco_image_name
 from clipvis.cli.exporters.frames import processed_frames, save_image
 from clipvis.cli.exporters.loading import ExportVideo
@@ -39,6 +39,27 @@ from clipvis.cli.messages import path_text, unwritable_character
 from clipvis.cli.results import TrackResult, VideoInfo
 from clipvis.cli.track_colours import track_colour
 from clipvis.cli.zip_files import add_file, add_stream
+
+CVAT_FORMATS = ("cvat-video", "cvat-images")
+CVAT_LABEL_CHARACTERS = 64  # a CVAT label's name (its Label model's max_length)
+
+
+def labels_cvat_refuses(categories: Sequence[str], formats: Iterable[str],
+                        classes: Sequence[str] | None = None) -> str | None:
+    """What is wrong when one of ``categories`` (those among ``classes``, `--classes`, where given) is longer than a
+    CVAT label's name may be (64 characters: a task cannot have that label, so its shapes do not import) and
+    ``formats`` hold a CVAT format; None otherwise. `clipvis export` and `segment --formats` say it per video."""
+    if not set(CVAT_FORMATS) & set(formats):
+        return None
+    wanted = {class_key(name) for name in classes or ()}
+    names = [name for name in categories if not wanted or class_key(name) in wanted]
+    long = [name for name in names if len(name) > CVAT_LABEL_CHARACTERS]
+    if not long:
+        return None
+    shown = ", ".join(f"{name[:40]!r}... ({len(name)})" for name in long[:3]) + (", ..." if len(long) > 3 else "")
+    return (f"CVAT takes label names of up to {CVAT_LABEL_CHARACTERS} characters, so a task cannot have the labels "
+            f"{shown}, and their shapes will not import: shorten the class names in the segment vocabulary")
+
 
 ANNOTATIONS_NAME = "annotations.xml"
 MAX_TRACK_ID = 1_000_000

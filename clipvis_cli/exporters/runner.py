@@ -23,7 +23,7 @@ from clipvis.cli.exporters.base import (
     select_tracks,
     staged_directory,
 )
-from clipvis.cli.exporters.cvat import CvatVideoExporter
+from clipvis.cli.exporters.cvat import CvatVideoExporter, labels_cvat_refuses
 from clipvis.cli.exporters.frames import check_source
 from clipvis.cli.exporters.loading import (
     EXPORT_STEM_BYTES,
@@ -43,8 +43,6 @@ from clipvis.cli.progress import Reporter
 from clipvis.cli.video_io import VideoReadError
 from clipvis.cli.writers.layout import MANIFEST_NAME, numbered_name
 from clipvis.cli.writers.manifest import STATUS_COMPLETE, STATUS_RUNNING, RunManifest
-
-CVAT_LABEL_CHARACTERS = 64  # a CVAT label's name (its Label model's max_length)
 
 
 def unfinished_run_warning(results_file: Path) -> str | None:
@@ -401,19 +399,10 @@ class ExportRunner:
         return [f"{shown_path(video.info.stem)}: {warning}"] if warning is not None else []
 
     def _labels_cvat_refuses(self, video: ExportVideo) -> list[str]:
-        """A warning naming the class names longer than a CVAT label may be (64 characters: its task has no such
-        label, so the shapes of that class do not import), for the CVAT formats."""
-        if not {"cvat-video", "cvat-images"} & set(self.formats):
-            return []
-        wanted = {class_key(name) for name in self.options.classes or ()}
-        names = [name for name in video.categories if not wanted or class_key(name) in wanted]
-        long = [name for name in names if len(name) > CVAT_LABEL_CHARACTERS]
-        if not long:
-            return []
-        shown = ", ".join(f"{name[:40]!r}... ({len(name)})" for name in long[:3]) + (", ..." if len(long) > 3 else "")
-        return [f"{shown_path(video.info.stem)}: CVAT takes label names of up to {CVAT_LABEL_CHARACTERS} characters, "
-                f"so a task cannot have the labels {shown}, and their shapes will not import: shorten the class names "
-                "in the segment vocabulary"]
+        """The warning `labels_cvat_refuses` gives (class names longer than a CVAT label may be), for the CVAT
+        formats."""
+        problem = labels_cvat_refuses(video.categories, self.formats, self.options.classes)
+        return [f"{shown_path(video.info.stem)}: {problem}"] if problem is not None else []
 
     def _failed(self, source: VideoSource, name: str, message: str, results_folder: Path | None = None
                 ) -> ExportOutcome:

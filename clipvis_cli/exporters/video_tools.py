@@ -28,7 +28,6 @@ import json
 import math
 import mimetypes
 import os
-import shlex
 import shutil
 import xml.etree.ElementTree as ET
 import zlib
@@ -44,7 +43,7 @@ from clipvis.cli.exporters.cvat import _colour
 from clipvis.cli.exporters.frames import check_frame_size
 from clipvis.cli.exporters.loading import ExportInputError, ExportVideo
 from clipvis.cli.json_io import JsonObjectItems, write_streamed_json
-from clipvis.cli.messages import shown_path
+from clipvis.cli.messages import shell_word, shown_path
 from clipvis.cli.results import TrackResult, fps_fraction
 from clipvis.cli.video_io import VideoProbe, VideoReader, VideoReadError
 
@@ -99,19 +98,13 @@ def _video_source(video: ExportVideo, tool: str) -> tuple[Path, VideoProbe]:
 BROWSER_VIDEO = {".mp4": {"h264", "av1"}, ".m4v": {"h264", "av1"}, ".webm": {"vp8", "vp9", "av1"}}
 
 
-def _shell_path(path: Path) -> str:
-    """``path`` as one shell word that no program takes for an option (`./-name` for a relative `-name`)."""
-    text = shown_path(path)
-    return shlex.quote(f"./{text}" if text.startswith("-") else text)
-
-
 def reencode_hint(source: Path) -> str:
     """How to make ``source`` an MP4 that browsers and FiftyOne play as video (then segment that file): an ffmpeg
     line writing `<stem>-h264.mp4` beside it, a name that neither the source nor the same stem's other videos have
     (a bare `<stem>.mp4` in the current folder could be another video of the user's)."""
     target = source.with_name(f"{source.stem}-h264.mp4")
-    return (f"re-encode it (ffmpeg -i {_shell_path(source)} -c:v libx264 -pix_fmt yuv420p -movflags "
-            f"+faststart {_shell_path(target)}) and segment that file")
+    return (f"re-encode it (ffmpeg -i {shell_word(source)} -c:v libx264 -pix_fmt yuv420p -movflags "
+            f"+faststart {shell_word(target)}) and segment that file")
 
 
 def fiftyone_media_type(name: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import zipfile
 
 import pytest
@@ -58,12 +59,51 @@ def test_segment_says_the_export_formats_warnings_once_per_video(tiny_weights, t
     assert len(browser) == 1 and "ffmpeg -i" in browser[0], result.stderr
     url = [line for line in warnings if "tasks.json names the video by its file name alone" in line]
     assert len(url) == 1 and 'data.video "my%20clip.mkv"' in url[0], result.stderr
-    assert f"clipvis export {out / 'my clip'} --to labelstudio --media-url" in url[0]
+    assert f"clipvis export {shlex.quote(str(out / 'my clip'))} --to labelstudio --media-url" in url[0]  # pastable
+    assert "keep ytvis in --formats" in url[0]
     with zipfile.ZipFile(out / "my clip" / "labelstudio.zip") as archive:
         tasks = json.loads(archive.read("labelstudio/tasks.json"))
     assert tasks[0]["data"]["video"] == "my%20clip.mkv"  # what the warning quotes
     assert len(warnings) == 2, result.stderr  # FiftyOne loads an .mkv as a video: nothing to say
 
+
+
+def test_segment_labelstudio_without_ytvis_says_to_segment_with_ytvis_before_exporting(
+    tiny_weights, tmp_path, isolated_cache
+) -> None:
+    """`segment --formats labelstudio` alone said "keep ytvis in --formats" and the `clipvis export` to run, which
+    then failed (the run wrote no ytvis.json). It now says to segment again with ytvis in --formats first."""
+    video = write_video(tmp_path / "clip.mp4", frames=2)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["segment", str(video), "--vocab", "cat", "--weights", str(tiny_weights), "-o",
+                                      str(out), "--device", "cpu", "--formats", "labelstudio"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    url = [line for line in result.stderr.splitlines() if "tasks.json names the video" in line]
+    assert len(url) == 1, result.stderr
+    assert "segment again with ytvis in --formats" in url[0] and "keep ytvis" not in url[0]
+    assert not (out / "clip" / "ytvis.json").exists()
+
+
+def test_segment_cvat_formats_warn_once_of_class_names_cvat_refuses_as_labels(
+    tiny_weights, tmp_path, isolated_cache
+) -> None:
+    """A class name over 64 characters: `clipvis export --to cvat-video` warned that its shapes will not import, and
+    `segment --formats cvat-video,cvat-images` wrote the same zips in silence. It now says it once per video."""
+    video = write_video(tmp_path / "clip.mp4", frames=2)
+    long_name = "a very long class name " * 3
+    for formats, subject in [("cvat-video,cvat-images", f"{tmp_path / 'out' / 'clip'} (cvat-video.zip, "
+                                                         "cvat-images.zip)"),
+                             ("cvat-images", str(tmp_path / "out" / "clip" / "cvat-images.zip"))]:
+        result = CliRunner().invoke(app, ["segment", str(video), "--vocab", f"cat,{long_name.strip()}", "--weights",
+                                          str(tiny_weights), "-o", str(tmp_path / "out"), "--device", "cpu",
+                                          "--formats", formats, "--overwrite"], catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        labels = [line for line in result.stderr.splitlines() if "CVAT takes label names of up to 64" in line]
+        assert len(labels) == 1, result.stderr
+        assert f"{subject}: CVAT takes" in labels[0] and "(68)" in labels[0]
+    quiet = CliRunner().invoke(app, ["segment", str(video), "--vocab", "cat,dog", "--weights", str(tiny_weights), "-o",
+                                     str(tmp_path / "out"), "--device", "cpu", "--formats", "cvat-video"])
+    assert quiet.exit_code == 0 and "CVAT takes" not in quiet.stderr
 
 def test_formats_that_carry_a_video_file_refuse_an_image_folder_before_the_model(
     tiny_weights, tmp_path, isolated_cache
