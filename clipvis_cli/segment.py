@@ -35,7 +35,7 @@ from clipvis.cli.distributed import OtherRankFailed, deliver, signals_held
 from clipvis.cli.inputs import VideoSource
 from clipvis.cli.locks import FolderBusyError
 from clipvis.cli.mask_store import StoredSegmentations, TrackMaskStore
-from clipvis.cli.messages import describe_exception, one_line, shown_path, subject_message
+from clipvis.cli.messages import describe_exception, one_line, shell_word, shown_path, subject_message
 from clipvis.cli.output_formats import create_writers, writer_formats
 from clipvis.cli.progress import Reporter, SerializedReporter
 from clipvis.cli.rerun import rerun_reason
@@ -571,7 +571,9 @@ class SegmentRunner:
                 from clipvis.cli.exporters.base import exports_from, forget_exported
 
                 forget_exported(paths.directory, staged)  # written over an export's: segment's now
+                had_results = os.path.lexists(paths.directory / YTVIS_NAME)
                 manifest.stale = settle_stale_outputs(paths, outputs, previous, corrected)
+                removed_results = had_results and not os.path.lexists(paths.directory / YTVIS_NAME)
                 for warning in file_warnings:  # what may be wrong with a file written (labelstudio, fiftyone)
                     self.reporter.video_warning(source, paths.stem, warning)
                 for name in sorted(set(manifest.stale) & corrected):
@@ -584,8 +586,15 @@ class SegmentRunner:
                 exported = exports_from(paths.directory, results) if written or not os.path.lexists(results) else []
                 if exported:
                     manifest.stale = [*manifest.stale, *(name for name in exported if name not in manifest.stale)]
-                    self.reporter.video_warning(source, paths.stem,
-                                                stale_exports_warning(paths.directory, exported, written))
+                # one line per file: one said above to be corrected is left out; with ytvis.json absent, only the
+                # run that removed it says so, and an export an earlier run listed as stale is not said again
+                said = set(manifest.stale) & corrected
+                if not written and not removed_results:
+                    said |= set(previous.stale if previous is not None else ())
+                unsaid = [name for name in exported if name not in said]
+                if unsaid:
+                    self.reporter.video_warning(source, paths.stem, stale_exports_warning(
+                        paths.directory, unsaid, "replaced" if written else "removed" if removed_results else "gone"))
                 timings["total"] = time.perf_counter() - started
                 # the outputs are fsync'ed and in place
                 manifest.mark_complete(info.num_frames, outputs, timings, info.pixel_aspect)
@@ -612,18 +621,22 @@ class SegmentRunner:
         return [writer.file_name for writer in self.writers]
 
 
-def stale_exports_warning(folder: Path, exported: Sequence[str], written: bool) -> str:
+def stale_exports_warning(folder: Path, exported: Sequence[str], results: str) -> str:
     """The one warning naming the entries of ``folder`` that `clipvis export` made from its ytvis.json, which this run
-    replaced (``written``) or removed (ytvis not in --formats: exporting again then needs a run that writes it)."""
+    ``results`` "replaced", "removed" (ytvis not in --formats: exporting again then needs a run that writes it), or
+    found "gone" (removed by hand, or by an earlier run that did not list these entries as stale)."""
     names = ", ".join(exported)
     kept = "kept as they were (listed as stale in run.json)"
-    again = f"clipvis export {shown_path(folder)} --to ..."
-    if written:
+    again = f"clipvis export {shell_word(folder)} --to ..."
+    if results == "replaced":
         return (f"{shown_path(folder)}: {names} exported from the earlier {YTVIS_NAME} this run replaced, so they "
                 f"show its results: {kept}; export again ({again}) to update them")
-    return (f"{shown_path(folder)}: {names} exported from the earlier {YTVIS_NAME}, removed as ytvis is not in this "
-            f"run's --formats, so they show an earlier run's results: {kept}; to update them, segment again with "
-            f"ytvis in --formats, then export ({again})")
+    if results == "removed":
+        gone = f"the earlier {YTVIS_NAME}, removed as ytvis is not in this run's --formats"
+    else:
+        gone = f"a {YTVIS_NAME} no longer in the folder"
+    return (f"{shown_path(folder)}: {names} exported from {gone}, so they show an earlier run's results: {kept}; to "
+            f"update them, segment again with ytvis in --formats, then export ({again})")
 
 
 def _refusal(writer: OutputWriter, source: VideoSource) -> str | None:

@@ -7,6 +7,7 @@ import json
 import math
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -185,10 +186,11 @@ def test_a_rerun_names_every_export_of_the_results_it_replaced_results_file_and_
 def test_a_rerun_that_removed_ytvis_json_says_so_and_how_to_export_again(tmp_path, tiny_weights) -> None:
     """A ytvis run exported to mots-txt, then segment --formats coco: ytvis.json is removed, and the warning said
     "this run replaced" with `clipvis export ... --to ...`, which fails without a ytvis.json. It now says it was
-    removed and that ytvis must be in --formats to export again."""
-    video = write_video(tmp_path / "clip.mp4")
+    removed and that ytvis must be in --formats to export again, with a folder the shell takes as one word. Later runs
+    (which removed nothing) said "removed" again each time; now they do not repeat it."""
+    video = write_video(tmp_path / "my clip.mp4")
     out = tmp_path / "out"
-    folder = out / "clip"
+    folder = out / "my clip"
     assert was_run(segment(tiny_weights, out, str(video), extra=("--formats", "ytvis")))
     exported = CliRunner().invoke(app, ["export", str(folder), "--to", "mots-txt"])
     assert exported.exit_code == 0, exported.output
@@ -198,7 +200,48 @@ def test_a_rerun_that_removed_ytvis_json_says_so_and_how_to_export_again(tmp_pat
     assert len(warnings) == 1, rerun.stderr
     assert "removed as ytvis is not in this run's --formats" in warnings[0]
     assert "segment again with ytvis in --formats" in warnings[0] and "replaced" not in warnings[0]
+    assert f"(clipvis export {shlex.quote(str(folder))} --to ...)" in warnings[0]
     assert RunManifest.read(folder / "run.json").stale == ["mots-txt"]
+    later = segment(tiny_weights, out, str(video), extra=("--formats", "coco", "--overwrite"))
+    assert was_run(later) and "exported from" not in later.stderr, later.stderr  # removed nothing: nothing new
+    assert RunManifest.read(folder / "run.json").stale == ["mots-txt"]
+
+
+def test_exports_of_a_ytvis_json_removed_by_hand_are_said_once(tmp_path, tiny_weights) -> None:
+    """ytvis.json deleted by hand beside an export: each later run said it was "removed as ytvis is not in this run's
+    --formats", which it was not. Now the first run says the export's results file is no longer there, once."""
+    video = write_video(tmp_path / "clip.mp4")
+    out = tmp_path / "out"
+    folder = out / "clip"
+    assert was_run(segment(tiny_weights, out, str(video), extra=("--formats", "ytvis")))
+    assert CliRunner().invoke(app, ["export", str(folder), "--to", "mots-txt"]).exit_code == 0
+    (folder / "ytvis.json").unlink()
+    first = segment(tiny_weights, out, str(video), extra=("--formats", "coco"))
+    warnings = [line for line in first.stderr.splitlines() if "mots-txt exported from" in line]
+    assert was_run(first) and len(warnings) == 1, first.stderr
+    assert "a ytvis.json no longer in the folder" in warnings[0] and "removed" not in warnings[0]
+    second = segment(tiny_weights, out, str(video), extra=("--formats", "coco", "--overwrite"))
+    assert was_run(second) and "exported from" not in second.stderr, second.stderr
+    assert RunManifest.read(folder / "run.json").stale == ["mots-txt"]
+
+
+def test_an_export_corrected_by_hand_is_warned_of_once_on_a_rerun(tmp_path, tiny_weights) -> None:
+    """segment wrote cvat-video.zip, export wrote it again, a person re-saved it, then segment --overwrite: two
+    warnings named it, the second advising an export that is refused (the file changed since it was exported). Now
+    only the line saying it changed and is kept names it."""
+    video = write_video(tmp_path / "clip.mp4")
+    out = tmp_path / "out"
+    folder = out / "clip"
+    assert was_run(segment(tiny_weights, out, str(video), extra=("--formats", "ytvis,cvat-video")))
+    assert CliRunner().invoke(app, ["export", str(folder), "--to", "cvat-video"]).exit_code == 0
+    zipped = folder / "cvat-video.zip"
+    with zipfile.ZipFile(zipped, "a") as archive:
+        archive.writestr("notes.txt", "checked")
+    rerun = segment(tiny_weights, out, str(video), extra=("--formats", "ytvis", "--overwrite"))
+    assert was_run(rerun)
+    named = [line for line in rerun.stderr.splitlines() if "cvat-video.zip" in line and "warning" in line]
+    assert len(named) == 1 and "changed since clipvis segment wrote it" in named[0], rerun.stderr
+    assert RunManifest.read(folder / "run.json").stale == ["cvat-video.zip"]
 
 
 def test_same_stem_from_two_sources_never_overwrites(tmp_path, tiny_weights) -> None:
