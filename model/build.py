@@ -121,10 +121,12 @@ def _pretrained_clip(config: ClipVisConfig, allow_hub_clip: bool, for_checkpoint
                   else f"unset {OFFLINE_ENV}, or build with pretrained_clip=False and load a checkpoint's weights")
         if name.startswith("hf-hub:"):  # no hf_hub entry to look up: open_clip fetches the repository's config and
             # weights through huggingface_hub (open_clip/factory.py, create_model), whether it holds them or not
+            hub_remedy = (remedy if for_checkpoint  # (unsetting it is the last remedy, said once, with its setting)
+                          else "build with pretrained_clip=False and load a checkpoint's weights")
             raise CheckpointError(
                 f"{why} and {OFFLINE_ENV} is set, so the {clip_name(name, tag)} CLIP cannot be loaded: open_clip "
                 f"takes an hf-hub: CLIP's config and weights through huggingface_hub, which may ask the hub, cached "
-                f"({_hugging_face_cache()}) or not; {remedy}, or unset {OFFLINE_ENV} and set HF_HUB_OFFLINE=1 "
+                f"({_hugging_face_cache()}) or not; {hub_remedy}, or unset {OFFLINE_ENV} and set HF_HUB_OFFLINE=1 "
                 "(huggingface_hub then reads it from its cache, never the network)"
             )
         raise CheckpointError(

@@ -467,6 +467,22 @@ def test_offline_an_hf_hub_clip_is_refused_without_saying_it_is_not_cached(tmp_p
     assert fake_open_clip == []
 
 
+
+def test_offline_an_hf_hub_clip_of_create_model_names_each_remedy_once(tiny_model, fake_open_clip, monkeypatch) -> None:
+    """create_model(pretrained_clip=True) of an `hf-hub:` CLIP with CLIPVIS_OFFLINE set said "unset CLIPVIS_OFFLINE"
+    twice (in the general remedy, then with HF_HUB_OFFLINE=1). It says it once now."""
+    config = {**tiny_model.config.to_dict(), "clip_model_config": None, "clip_model_name": "hf-hub:someone/hub-clip",
+              "clip_pretrained": "", "notes": []}
+    monkeypatch.setenv("CLIPVIS_OFFLINE", "1")
+    with pytest.raises(CheckpointError, match=r"^create_model\(pretrained_clip=True\) takes .* CLIPVIS_OFFLINE is set, "
+                                              r"so the hf-hub:someone/hub-clip CLIP cannot be loaded") as info:
+        create_model(config, pretrained_clip=True, allow_hub_clip=True)
+    message = str(info.value)
+    assert message.count("unset CLIPVIS_OFFLINE") == 1, message
+    assert "build with pretrained_clip=False and load a checkpoint's weights, or unset CLIPVIS_OFFLINE and set " \
+        "HF_HUB_OFFLINE=1" in message
+    assert fake_open_clip == []
+
 # --- heads --------------------------------------------------------------------------------------------------------
 
 
