@@ -17,6 +17,7 @@ import subprocess
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 # The environment variable marking the processes of one tree (its value: the tree's own token).
 TREE_MARK = "CLIPVIS_TEST_PROCESS_TREE"
@@ -48,9 +49,10 @@ def run_process_tree(command: Sequence[str], timeout: float, input: str | None =
     return subprocess.CompletedProcess(process.args, process.returncode, out, err)
 
 
-def kill_process_tree(process: subprocess.Popen) -> None:
+def kill_process_tree(process: subprocess.Popen) -> tuple[Any, Any]:
     """SIGKILL to every process of ``process``' tree (those carrying its mark, and its process group), then wait for
-    ``process`` itself."""
+    ``process`` itself; what it wrote to its stdout and stderr pipes (``communicate``: all of it, also after a
+    ``communicate(timeout=...)`` that timed out), None for one not piped or not read to its end."""
     token = next((token for started, token in _started if started is process), None)
     if token is not None:
         for pid in marked_processes(token):
@@ -63,9 +65,9 @@ def kill_process_tree(process: subprocess.Popen) -> None:
     except OSError:
         pass
     try:
-        process.communicate(timeout=30)  # reaped, its pipes read to their end and closed
+        return process.communicate(timeout=30)  # reaped, its pipes read to their end and closed
     except subprocess.TimeoutExpired:
-        pass
+        return None, None
 
 
 def marked_processes(token: str) -> list[int]:

@@ -381,7 +381,17 @@ def two_machines(folder: Path, cases: list[tuple[list[str], list[str]]],
             if len(nodes) == 1:
                 wait_for_port(port, nodes[0])
         deadline = time.monotonic() + 240
-        last = [(*node.communicate(timeout=max(deadline - time.monotonic(), 1)), node.returncode) for node in nodes]
+        last: list[tuple[str, str, int]] = []
+        try:
+            for node in nodes:
+                last.append((*node.communicate(timeout=max(deadline - time.monotonic(), 1)), node.returncode))
+        except subprocess.TimeoutExpired:  # a case hung: both trees killed, what the agents said kept for the message
+            for node in nodes[len(last):]:
+                out, err = kill_process_tree(node)
+                last.append((out or "", err or "", node.returncode))
+            job_stderr = "\n".join(f"agent {machine}: {err}" for machine, (_, err, _) in enumerate(last, 1))
+            case_outcomes(folder, len(cases) - 1, 2, job_stderr)  # names the earlier case that did not end
+            raise AssertionError(f"case {len(cases) - 1} did not end within 240 s:\n{job_stderr}") from None
     finally:
         for node in nodes:
             if node.poll() is None:

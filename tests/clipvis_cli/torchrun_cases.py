@@ -113,7 +113,10 @@ def case_outcomes(folder: Path, count: int, world_size: int, job_stderr: str) ->
     outcomes = []
     for number in range(count):
         codes = [folder / f"{number}.{rank}.code" for rank in range(world_size)]
-        assert all(code.is_file() for code in codes), f"case {number} did not end:\n{job_stderr}"
+        if not all(code.is_file() for code in codes):  # what its ranks said, then the job's
+            said = "".join(f"rank {rank}: {err.read_text(errors='replace').rstrip()}\n" for rank in range(world_size)
+                           if (err := folder / f"{number}.{rank}.err").is_file())
+            raise AssertionError(f"case {number} did not end:\n{said}{job_stderr}")
         outcomes.append([((folder / f"{number}.{rank}.out").read_text(), (folder / f"{number}.{rank}.err").read_text(),
                           int(codes[rank].read_text())) for rank in range(world_size)])
     return outcomes
