@@ -485,11 +485,13 @@ IMAGE_TEST_SETS = ("lvis_v1_val", "lvis_v1_minival", "coco_2017_val")
 def check_evaluation_data(config: TrainConfig, eval_period: int, max_iter: int) -> None:
     """ConfigError (one line) for periodic-evaluation data the run would fail on at its first evaluation, hours in:
     a ``DATASETS.TEST`` name that is not a registered dataset, a ``CLIPVIS.TEST_DATA`` entry that is not
-    ``{json: file, frames: folder}`` or whose file or folder is not there. Only when an evaluation falls within the
-    run (``0 < eval_period <= max_iter``): an official config names test sets it never evaluates on."""
+    ``{json: file, frames: folder}`` or whose file or folder is not there. Only when the run evaluates
+    (``eval_period > 0``: every period and after the last iteration, also where the period is past ``max_iter``, as
+    detectron2's EvalHook; ``TEST.EVAL_PERIOD=0`` never evaluates, so a test set named then is not read)."""
     from clipvis.cli.datasets import UnknownDatasetError, dataset_names, get_dataset
 
-    if not 0 < eval_period <= max_iter:
+    del max_iter  # every run that evaluates at all evaluates after its last iteration
+    if not eval_period > 0:
         return
 
     def where(dotted: str) -> str:

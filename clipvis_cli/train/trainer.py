@@ -728,7 +728,7 @@ class Trainer:
 
     def _evaluation_pending_here(self, path: Path | None) -> bool:
         s, previous = self.settings, self.start_iteration - 1
-        if previous < 0 or s.eval_period <= 0 or (previous + 1) % s.eval_period or self.evaluate is None:
+        if previous < 0 or not self._evaluates_after(previous):
             return False
         if path is None or path.name != checkpoint_name(previous):
             return False
@@ -737,8 +737,22 @@ class Trainer:
         return not any(record is not None and record.get("iteration") == previous and "lr" not in record
                        for _, record in entries)
 
+    def _evaluates_after(self, iteration: int) -> bool:
+        """Whether the checkpoint of ``iteration`` is evaluated: every ``TEST.EVAL_PERIOD`` iterations and after the
+        last one (detectron2's EvalHook, which the official train_net registers, evaluates in ``after_train`` when the
+        run reached ``MAX_ITER``: the final model is always evaluated, once); never with no period (0) or nothing to
+        evaluate on."""
+        s = self.settings
+        if s.eval_period <= 0 or self.evaluate is None:
+            return False
+        return (iteration + 1) % s.eval_period == 0 or iteration + 1 == s.max_iter
+
     def _loop(self, requests: StopRequests) -> Path:
         s = self.settings
+        if self.rank == 0 and s.eval_period > 0 and self.evaluate is None:
+            log.warning("warning: TEST.EVAL_PERIOD is %d but there is no test set (DATASETS.TEST or "
+                        "CLIPVIS.TEST_DATA): nothing is evaluated, and checkpoints are saved every "
+                        "SOLVER.CHECKPOINT_PERIOD (%d) iterations and at the end", s.eval_period, s.checkpoint_period)
         sink = MetricsSink(s.output_dir, self.rank == 0, self.start_iteration)
         progress = ProgressLine(s.max_iter, self.start_iteration, self.rank == 0)
         batches = iter(self.loader_factory(self.start_iteration))
@@ -784,12 +798,12 @@ class Trainer:
                         log.info("iter %d/%d  %s  eta %s  skipped %d", iteration + 1, s.max_iter, info,
                                  _format_eta(eta), self.warning_count)
                 stop = self._agree_to_stop(requests) and not last
-                due_eval = s.eval_period > 0 and (iteration + 1) % s.eval_period == 0 and not stop
+                due_eval = self._evaluates_after(iteration) and not stop  # a stop ends the run without it
                 if (iteration + 1) % s.checkpoint_period == 0 or last or due_eval or stop:
                     last_path = self.save(iteration)
                 if stop:
                     raise self._stopped(requests, iteration, last_path)
-                if due_eval and self.evaluate is not None:
+                if due_eval:
                     self._evaluate_at(iteration, last_path, sink, requests)
                     if self._agree_to_stop(requests):  # at the last iteration too: its evaluation is not recorded,
                         raise self._stopped(requests, iteration, last_path)  # and --resume does it

@@ -897,10 +897,14 @@ def test_a_test_set_the_periodic_evaluation_cannot_run_is_one_line_before_the_da
     result = runner.invoke(app, [*base, "--output-dir", str(tmp_path / "b"), missing])
     assert result.exit_code == 1 and f"CLIPVIS.TEST_DATA (set on the command line): {tmp_path / 'gone.json'}: no " \
         "such file" in result.output, result.output
-    # An official config's test set that no evaluation of this run reaches is no error (EVAL_PERIOD past MAX_ITER).
-    result = runner.invoke(app, [*base[:-1], "--output-dir", str(tmp_path / "c"), "TEST.EVAL_PERIOD=100",
+    # A test set the run never evaluates on is no error (TEST.EVAL_PERIOD=0); a period past MAX_ITER evaluates the
+    # final model, so its test set is checked as well.
+    result = runner.invoke(app, [*base[:-1], "--output-dir", str(tmp_path / "c"), "TEST.EVAL_PERIOD=0",
                                  "DATASETS.TEST=[lvvis_vall]"])
     assert result.exit_code == 0, result.output
+    result = runner.invoke(app, [*base[:-1], "--output-dir", str(tmp_path / "d"), "TEST.EVAL_PERIOD=100",
+                                 "DATASETS.TEST=[lvvis_vall]"])
+    assert result.exit_code == 1 and "'lvvis_vall' is not a registered dataset" in result.output, result.output
 
 
 def rank_process(parent: int, rank: int) -> int | None:
