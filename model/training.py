@@ -71,7 +71,11 @@ def build_optimizer(model: nn.Module, base_lr: float, weight_decay: float, weigh
 
 def warmup_multistep_factor(iteration: int, steps: tuple[int, ...], gamma: float, warmup_iters: int,
                             warmup_factor: float) -> float:
-    """detectron2 WarmupMultiStepLR with linear warm-up: the LR multiplier at ``iteration``."""
+    """detectron2 WarmupMultiStepLR with linear warm-up: the LR multiplier at ``iteration``. ValueError for
+    ``steps`` that are not increasing whole numbers (which detectron2 refuses too: ``[3, 1]`` multiplied by
+    ``gamma ** 2`` from iteration 1 on)."""
+    if any(int(step) != step for step in steps) or any(b <= a for a, b in zip(steps, steps[1:], strict=False)):
+        raise ValueError(f"the schedule's steps must be increasing whole iteration numbers, not {list(steps)}")
     factor = gamma ** bisect.bisect_right(steps, iteration)
     if iteration < warmup_iters:
         alpha = iteration / warmup_iters

@@ -24,6 +24,7 @@ from __future__ import annotations
 import ast
 import copy
 import difflib
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
@@ -287,9 +288,26 @@ def load_train_config(name_or_file: str | Path, overrides: list[str] | tuple[str
         raise ConfigError(str(exc)) from exc
     check_known_keys(tree, str(path))
     from_file = deep_merge(DEFAULTS, _typed_tree(tree, DEFAULTS, str(path)))
-    merged = copy.deepcopy(from_file)
-    keys_set = set()
-    set_by: dict[str, str] = {}  # key -> the override that set it, for messages
+    merged, set_by = _overridden(from_file, overrides)
+    _check_values(merged, lambda dotted: f"override {set_by[dotted]!r}" if dotted in set_by else str(path))
+    config = TrainConfig(merged, str(path), frozenset(set_by))
+    try:  # the model settings too, before any data loads (TEST.NUM_FRAME=0 failed after minutes of LVIS records)
+        config.model_config()
+    except ConfigError as error:
+        if set_by:  # blamed on the overrides when the file alone is fine
+            TrainConfig(from_file, str(path), frozenset()).model_config()
+            cause = str(error).removeprefix(f"{path}: ")
+            culprits = _model_culprits(from_file, str(path), list(set_by.values()))
+            raise ConfigError(f"{'; '.join(f'override {item!r}' for item in culprits)}: {cause}") from None
+        raise
+    return config
+
+
+def _overridden(tree: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> tuple[dict[str, Any], dict[str, str]]:
+    """A copy of ``tree`` with the ``KEY=VALUE`` overrides applied, typed as the values they replace, and each
+    dotted key set with the override that set it (the last, for a key set twice), for messages."""
+    merged = copy.deepcopy(tree)
+    set_by: dict[str, str] = {}
     for item in overrides:
         keys, value = parse_override(item)
         dotted = ".".join(keys)
@@ -301,19 +319,21 @@ def load_train_config(name_or_file: str | Path, overrides: list[str] | tuple[str
                               "of the CLIP-VIS recipe it implements, and CLIPVIS.*)")
         _set(merged, keys, _typed(value, None if current is _ABSENT else current, f"override {item!r}"),
              f"override {item!r}")
-        keys_set.add(dotted)
-        set_by[dotted] = f"override {item!r}"
-    _check_values(merged, lambda dotted: set_by.get(dotted, str(path)))
-    config = TrainConfig(merged, str(path), frozenset(keys_set))
-    try:  # the model settings too, before any data loads (TEST.NUM_FRAME=0 failed after minutes of LVIS records)
-        config.model_config()
-    except ConfigError as error:
-        if set_by:  # blamed on the overrides when the file alone is fine
-            TrainConfig(from_file, str(path), frozenset()).model_config()
-            cause = str(error).removeprefix(f"{path}: ")
-            raise ConfigError(f"{'; '.join(set_by.values())}: {cause}") from None
-        raise
-    return config
+        set_by[dotted] = item
+    return merged, set_by
+
+
+def _model_culprits(from_file: dict[str, Any], source: str, overrides: list[str]) -> list[str]:
+    """The ``KEY=VALUE`` overrides the model settings fail with: each that the file's settings fail with alone
+    (``CLIPVIS.MODEL.nope=3`` beside ``SOLVER.MAX_ITER=1`` blamed both); all of them when none fails alone (only a
+    combination does)."""
+    alone = []
+    for item in overrides:
+        try:
+            TrainConfig(_overridden(from_file, [item])[0], source, frozenset()).model_config()
+        except ConfigError:
+            alone.append(item)
+    return alone or overrides
 
 
 _ABSENT = object()
@@ -394,18 +414,45 @@ def _typed_tree(tree: dict[str, Any], defaults: dict[str, Any], source: str, pre
 def _check_values(tree: dict[str, Any], source: Callable[[str], str]) -> None:
     """The values a run cannot start with (or would fail with midway), as one ConfigError line naming where the value
     came from (``source(key)``: the config file, or the ``KEY=VALUE`` override that set it)."""
+    # Counts of iterations, images, points, pixels: whole numbers (SOLVER.MAX_ITER=2.5 trained 2 iterations).
     at_least = {"SOLVER.MAX_ITER": 1, "SOLVER.CHECKPOINT_PERIOD": 1, "SOLVER.IMS_PER_BATCH": 1,
-                "DATALOADER.NUM_WORKERS": 0, "CLIPVIS.LOG_PERIOD": 1, "TEST.EVAL_PERIOD": 0, "CLIPVIS.EVAL_VIDEOS": 0}
+                "SOLVER.WARMUP_ITERS": 0, "DATALOADER.NUM_WORKERS": 0, "CLIPVIS.LOG_PERIOD": 1, "TEST.EVAL_PERIOD": 0,
+                "CLIPVIS.EVAL_VIDEOS": 0, "INPUT.IMAGE_SIZE": 1, "INPUT.MAX_SIZE_TRAIN": 1,
+                "MODEL.MASK_FORMER.TRAIN_NUM_POINTS": 1}
     for dotted, low in at_least.items():
         value = _get(tree, dotted)
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or value < low:
-            raise ConfigError(f"{source(dotted)}: {dotted} must be a number of at least {low}, not {value!r}")
+        if not _is_whole(value) or value < low:
+            raise ConfigError(f"{source(dotted)}: {dotted} must be a whole number of at least {low}, not {value!r}")
+    # Fractions and rates (a non-finite one is no value: SOLVER.BASE_LR=.inf trained to a NaN loss).
     lr = _get(tree, "SOLVER.BASE_LR")
-    if not isinstance(lr, (int, float)) or not lr > 0:
+    if not _is_number(lr) or not 0 < lr < math.inf:
         raise ConfigError(f"{source('SOLVER.BASE_LR')}: SOLVER.BASE_LR must be a positive number, not {lr!r}")
+    ranges = {  # key: (lowest, highest, what the range is said as); detectron2's point sampling asserts the last two
+        "INPUT.MIN_SCALE": (0.0, math.inf, "a positive number"),
+        "MODEL.MASK_FORMER.IMPORTANCE_SAMPLE_RATIO": (0.0, 1.0, "a number from 0 to 1"),
+        "MODEL.MASK_FORMER.OVERSAMPLE_RATIO": (1.0, math.inf, "a number of at least 1"),
+    }
+    for dotted, (low, high, said) in ranges.items():
+        value = _get(tree, dotted)
+        inside = _is_number(value) and math.isfinite(value) and low <= value <= high
+        if not inside or (dotted == "INPUT.MIN_SCALE" and not value > 0):
+            raise ConfigError(f"{source(dotted)}: {dotted} must be {said}, not {value!r}")
+    low_scale, high_scale = _get(tree, "INPUT.MIN_SCALE"), _get(tree, "INPUT.MAX_SCALE")
+    if not _is_number(high_scale) or not low_scale <= high_scale < math.inf:
+        raise ConfigError(f"{source('INPUT.MAX_SCALE')}: INPUT.MAX_SCALE must be a number of at least INPUT.MIN_SCALE "
+                          f"({low_scale!r}), not {high_scale!r}")
+    sizes = _get(tree, "INPUT.MIN_SIZE_TRAIN")
+    if not isinstance(sizes, list) or not sizes or not all(_is_whole(v) and v >= 1 for v in sizes):
+        raise ConfigError(f"{source('INPUT.MIN_SIZE_TRAIN')}: INPUT.MIN_SIZE_TRAIN must be a list of shorter-side "
+                          f"lengths in pixels (whole numbers of at least 1), not {sizes!r}")
     steps = _get(tree, "SOLVER.STEPS")
-    if not isinstance(steps, list) or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in steps):
-        raise ConfigError(f"{source('SOLVER.STEPS')}: SOLVER.STEPS must be a list of iteration numbers, not {steps!r}")
+    if not isinstance(steps, list) or not all(_is_whole(v) and v >= 0 for v in steps):
+        raise ConfigError(f"{source('SOLVER.STEPS')}: SOLVER.STEPS must be a list of iteration numbers (whole "
+                          f"numbers), not {steps!r}")
+    # detectron2's WarmupMultiStepLR refuses them too ([3, 1] multiplied the rate by GAMMA twice from iteration 1 on)
+    if any(later <= earlier for earlier, later in zip(steps, steps[1:], strict=False)):
+        raise ConfigError(f"{source('SOLVER.STEPS')}: SOLVER.STEPS must be increasing iteration numbers, not "
+                          f"{steps!r}")
     amp = _get(tree, "CLIPVIS.AMP_DTYPE")
     if amp not in ("auto", "bf16", "fp16"):
         raise ConfigError(f"{source('CLIPVIS.AMP_DTYPE')}: CLIPVIS.AMP_DTYPE must be auto, bf16 or fp16, not {amp!r}")
@@ -425,6 +472,16 @@ def _check_values(tree: dict[str, Any], source: Callable[[str], str]) -> None:
             shown = str(value).lower() if isinstance(value, bool) else repr(value)
             raise ConfigError(f"{source(dotted)}: {dotted} {shown} is not supported; clipvis trains with "
                               f"{' or '.join(supported)}{_RECIPE_NOTES.get(dotted, '')}")
+
+
+def _is_number(value: Any) -> bool:
+    """An int or float config value (true and false are no numbers)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_whole(value: Any) -> bool:
+    """A config value that is a whole number (``3`` or ``3.0``; not 2.5, inf or true)."""
+    return _is_number(value) and math.isfinite(value) and float(value).is_integer()
 
 
 def _choice_text(value: Any) -> str:
@@ -567,7 +624,12 @@ def autoscale(config: TrainConfig, world_size: int, enabled: bool = True) -> Sch
         if not typed("SOLVER.MAX_ITER"):
             solver["MAX_ITER"] = max(int(round(int(solver["MAX_ITER"]) / scale)), 1)
         if not typed("SOLVER.STEPS"):
-            solver["STEPS"] = [int(round(int(s) / scale)) for s in solver["STEPS"]]
+            steps = [int(round(int(s) / scale)) for s in solver["STEPS"]]
+            if any(later <= earlier for earlier, later in zip(steps, steps[1:], strict=False)):
+                raise ConfigError(f"SOLVER.STEPS {solver['STEPS']} divided by {scale:g} for a global batch of "
+                                  f"{int(round(batch * scale))} are {steps}, no longer increasing; set "
+                                  "SOLVER.STEPS=[...] for this run or use --no-autoscale")
+            solver["STEPS"] = steps
         if not typed("SOLVER.WARMUP_ITERS"):
             solver["WARMUP_ITERS"] = int(round(int(solver["WARMUP_ITERS"]) / scale))
         if not typed("SOLVER.CHECKPOINT_PERIOD"):

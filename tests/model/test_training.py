@@ -73,3 +73,7 @@ def test_the_schedule_is_detectron2s_warmup_multistep():
 
     factors = [warmup_multistep_factor(it, (6, 8), 0.1, 4, 0.5) for it in range(10)]
     assert factors == pytest.approx([0.5, 0.625, 0.75, 0.875, 1, 1, 0.1, 0.1, 0.01, 0.01])
+    # steps out of order ([3, 1] gave x0.01 from iteration 1 on) or between iterations: refused, as detectron2 does
+    for steps in ((3, 1), (2, 2), (1.5,)):
+        with pytest.raises(ValueError, match="increasing whole iteration numbers"):
+            warmup_multistep_factor(0, steps, 0.1, 0, 1.0)

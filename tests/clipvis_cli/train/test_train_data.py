@@ -534,8 +534,8 @@ def test_official_syntax_and_bad_values_in_configs_and_overrides(tmp_path):
         ("SOLVER.BASE_LRR=0.1", "no config key SOLVER.BASE_LRR"),
         ("SOLVER.BASE_LR=abc", "expected a number, not 'abc'"),
         ("SOLVER=3", "a group of keys, not a value"),
-        ("SOLVER.CHECKPOINT_PERIOD=0", "SOLVER.CHECKPOINT_PERIOD must be a number of at least 1"),
-        ("DATALOADER.NUM_WORKERS=-1", "DATALOADER.NUM_WORKERS must be a number of at least 0"),
+        ("SOLVER.CHECKPOINT_PERIOD=0", "SOLVER.CHECKPOINT_PERIOD must be a whole number of at least 1"),
+        ("DATALOADER.NUM_WORKERS=-1", "DATALOADER.NUM_WORKERS must be a whole number of at least 0"),
         ("CLIPVIS.AMP_DTYPE=fp8", "CLIPVIS.AMP_DTYPE must be auto, bf16 or fp16"),
         ("SOLVER.BASE_LR=0", "SOLVER.BASE_LR must be a positive number"),
         ("SOLVER.OPTIMIZER=SGD", "SOLVER.OPTIMIZER 'SGD' is not supported; clipvis trains with ADAMW"),
@@ -556,6 +556,51 @@ def test_official_syntax_and_bad_values_in_configs_and_overrides(tmp_path):
         assert (model.min_size_test, model.memory_length, model.top_k, model.detections_per_video) == (640, 7, 3, 20)
     plain = load_train_config("lvis_r50.yaml").model_config()  # their defaults: the model's, as before
     assert (plain.min_size_test, plain.memory_length, plain.top_k, plain.detections_per_video) == (480, 9, 5, 50)
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    # augmentation and point sampling: a traceback once the data had loaded (TRAIN_NUM_POINTS=0 a "nan loss" hint)
+    (["INPUT.MIN_SIZE_TRAIN=[64,x]"], "INPUT.MIN_SIZE_TRAIN must be a list of shorter-side lengths in pixels"),
+    (["INPUT.MIN_SIZE_TRAIN=[]"], "INPUT.MIN_SIZE_TRAIN must be a list of shorter-side lengths in pixels"),
+    (["INPUT.MAX_SIZE_TRAIN=-5"], "INPUT.MAX_SIZE_TRAIN must be a whole number of at least 1, not -5"),
+    (["INPUT.IMAGE_SIZE=0"], "INPUT.IMAGE_SIZE must be a whole number of at least 1, not 0"),
+    (["INPUT.MIN_SCALE=-1"], "INPUT.MIN_SCALE must be a positive number, not -1"),
+    (["INPUT.MIN_SCALE=2", "INPUT.MAX_SCALE=0.5"], "INPUT.MAX_SCALE must be a number of at least INPUT.MIN_SCALE"),
+    (["MODEL.MASK_FORMER.IMPORTANCE_SAMPLE_RATIO=2"],
+     "MODEL.MASK_FORMER.IMPORTANCE_SAMPLE_RATIO must be a number from 0 to 1, not 2"),
+    (["MODEL.MASK_FORMER.OVERSAMPLE_RATIO=0"],
+     "MODEL.MASK_FORMER.OVERSAMPLE_RATIO must be a number of at least 1, not 0"),
+    (["MODEL.MASK_FORMER.TRAIN_NUM_POINTS=0"],
+     "MODEL.MASK_FORMER.TRAIN_NUM_POINTS must be a whole number of at least 1, not 0"),
+    (["SOLVER.BASE_LR=.inf"], "SOLVER.BASE_LR must be a positive number, not inf"),
+    # the schedule: [3, 1] gave x0.01 from iteration 1 on; 1.5 and 2.5 were taken silently
+    (["SOLVER.STEPS=[3,1]"], "SOLVER.STEPS must be increasing iteration numbers, not [3, 1]"),
+    (["SOLVER.STEPS=[1.5]"], "SOLVER.STEPS must be a list of iteration numbers (whole numbers), not [1.5]"),
+    (["SOLVER.MAX_ITER=2.5"], "SOLVER.MAX_ITER must be a whole number of at least 1, not 2.5"),
+])
+def test_augmentation_sampling_and_schedule_values_are_checked_before_anything_loads(overrides, message):
+    with pytest.raises(ConfigError) as raised:
+        load_train_config("lvis_r50.yaml", overrides)
+    assert str(raised.value).startswith(f"override {overrides[-1]!r}: {message}"), raised.value
+
+
+def test_steps_that_autoscaling_would_merge_are_one_line():
+    """STEPS [3, 4] divided by 4 (16 processes under a 4-process config) are [1, 1]: the schedule refused them with a
+    traceback when the trainer was built."""
+    from clipvis.cli.train.config import autoscale
+
+    config = load_train_config("lvis_r50.yaml", ["SOLVER.STEPS=[3,4]"])
+    config.overridden = frozenset()  # as a config file's own steps
+    with pytest.raises(ConfigError, match=re.escape("SOLVER.STEPS [3, 4] divided by 4 for a global batch of 32 are "
+                                                    "[1, 1], no longer increasing")):
+        autoscale(config, 16)
+
+
+def test_a_bad_model_setting_names_only_the_override_that_set_it():
+    """`CLIPVIS.MODEL.nope=3` beside `SOLVER.MAX_ITER=1` blamed both overrides."""
+    with pytest.raises(ConfigError) as raised:
+        load_train_config("lvis_r50.yaml", ["SOLVER.MAX_ITER=1", "CLIPVIS.MODEL.nope=3", "SOLVER.BASE_LR=0.01"])
+    assert str(raised.value) == "override 'CLIPVIS.MODEL.nope=3': unknown model config keys: nope"
 
 
 def test_a_misspelt_key_in_a_config_file_is_refused_as_on_the_command_line(tmp_path):
