@@ -248,13 +248,20 @@ def _clip_problem(config: TrainConfig, model_config: ClipVisConfig, why: str) ->
             "allow_hub_clip=True), path), and give the CLIP's open_clip model config with --clip-config")
 
 
+def _has_test_set(config: TrainConfig) -> bool:
+    """Whether the run has data to evaluate (``DATASETS.TEST`` names or ``CLIPVIS.TEST_DATA`` entries), as
+    `_evaluator` finds it."""
+    return any(n for n in (config.get("DATASETS.TEST") or [])) or any(
+        isinstance(e, dict) for e in (config.get("CLIPVIS.TEST_DATA") or []))
+
+
 def _evaluator(config: TrainConfig, device: torch.device) -> Callable[[Path, int], dict[str, Any] | None] | None:
     """Periodic evaluation with `clipvis evaluate`'s code: registered ``DATASETS.TEST`` names and custom
     ``CLIPVIS.TEST_DATA`` entries ``{json: YouTube-VIS GT, frames: folder}``; None when there is nothing to run."""
+    if not _has_test_set(config):
+        return None
     names = [n for n in (config.get("DATASETS.TEST") or []) if n]
     custom = [e for e in (config.get("CLIPVIS.TEST_DATA") or []) if isinstance(e, dict)]
-    if not names and not custom:
-        return None
     jobs = [(name, {"dataset": name}) for name in names]
     taken = set(names)
     for entry in custom:  # each its own folder and metric names, also when files share a name (ytvis.json)
@@ -425,12 +432,12 @@ def _preflight(request: RunRequest, rank: int, world: int) -> _Preflight:
     return _Preflight(schedule, output_dir, newest, resume_from, given, folder_lock)
 
 
-def _saves_only_at_the_end(schedule: Schedule) -> bool:
+def _saves_only_at_the_end(schedule: Schedule, has_test_set: bool) -> bool:
     """Whether a run of more than one iteration writes no checkpoint before its last: its checkpoint period (as
     scaled: the shipped configs' 10,000 is 40,000 at a batch of 2) at or past MAX_ITER, and no periodic evaluation
-    (which saves the checkpoint it evaluates) before the end."""
+    (which saves the checkpoint it evaluates; without a test set there is none) before the end."""
     return schedule.max_iter > 1 and schedule.checkpoint_period >= schedule.max_iter and not (
-        0 < schedule.eval_period < schedule.max_iter)
+        has_test_set and 0 < schedule.eval_period < schedule.max_iter)
 
 
 def _run_seed(config: TrainConfig, world: int, device: torch.device) -> int:
@@ -564,7 +571,7 @@ def _train_in_folder(request: RunRequest, rank: int, world: int, local_rank: int
         if late:  # detectron2's WarmupMultiStepLR warns of them too
             log.warning("warning: SOLVER.STEPS %s lie past SOLVER.MAX_ITER %d: the learning rate does not decay at "
                         "them (set SOLVER.STEPS with SOLVER.MAX_ITER)", ", ".join(map(str, late)), schedule.max_iter)
-        if _saves_only_at_the_end(schedule):
+        if _saves_only_at_the_end(schedule, _has_test_set(config)):
             kept = (f"only {resume_from.name}, the checkpoint it resumed from," if resume_from is not None
                     else "nothing")
             log.warning("warning: SOLVER.CHECKPOINT_PERIOD %d is not below SOLVER.MAX_ITER %d: the next checkpoint is "

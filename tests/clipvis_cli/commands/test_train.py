@@ -181,6 +181,9 @@ def test_a_checkpoint_period_at_or_past_the_last_iteration_is_said(tmp_path, tin
         "from" in said[0], result.stderr
     result = train(config, tmp_path / "saved", data, "SOLVER.CHECKPOINT_PERIOD=2")
     assert "CHECKPOINT_PERIOD" not in result.stderr and (tmp_path / "saved" / "model_0000001.safetensors").is_file()
+    # an evaluation period without a test set saves nothing either: said too (it was taken for a periodic save)
+    result = train(config, tmp_path / "no_tests", data, "TEST.EVAL_PERIOD=1")
+    assert "SOLVER.CHECKPOINT_PERIOD 3 is not below SOLVER.MAX_ITER 3" in result.stderr, result.stderr
 
 
 def test_the_log_counts_one_of_a_thing_in_the_singular(tmp_path, tiny_train_config):
