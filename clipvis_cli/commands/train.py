@@ -142,8 +142,10 @@ def _train(run: _RunFolder, overrides: list[str], config: str | None, weights: s
     run.folder = Path(str(cfg.get("OUTPUT_DIR"))).expanduser()
     if saved is not None:
         _refuse_other_weights_on_resume(weights, overrides, saved)
-    else:
-        _resolve_config_file_paths(cfg)
+    else:  # the keys the options replace are not the file's to read
+        _resolve_config_file_paths(cfg, replaced={"MODEL.WEIGHTS": bool(weights), "CLIPVIS.TRAIN_DATA": bool(data),
+                                                  "CLIPVIS.DATA_ROOT": data_root is not None,
+                                                  "CLIPVIS.CLIP_CONFIG": clip_config is not None})
         if not weights and cfg.get("MODEL.WEIGHTS"):  # MODEL.WEIGHTS in the config or as KEY=VALUE: as --weights
             weights = str(cfg.get("MODEL.WEIGHTS"))
     if weights:  # recorded in config.yaml: a run resumed before its first checkpoint starts from them again
@@ -283,16 +285,41 @@ def _refuse_other_weights_on_resume(weights: str | None, overrides: list[str], s
     """``--resume`` of a run that has its ``config.yaml`` continues from that run's checkpoint, or before its first
     one from the weights it recorded: ``--weights`` (or a ``MODEL.WEIGHTS=`` override) naming others was ignored while
     config.yaml was rewritten to name them, a file the run never started from. One line instead."""
-    given = f"--weights {weights}" if weights else next(
-        (f"override {item!r}" for item in overrides if item.split("=", 1)[0].strip() == "MODEL.WEIGHTS"), None)
+    override = next((item for item in overrides if item.split("=", 1)[0].strip() == "MODEL.WEIGHTS"), None)
+    given = f"--weights {weights}" if weights else f"override {override!r}" if override is not None else None
     if given is None:
         return
     from clipvis.cli.train.config import load_train_config
 
-    recorded = str(load_train_config(saved).get("MODEL.WEIGHTS") or "") or "the official initialisation"
+    recorded = str(load_train_config(saved).get("MODEL.WEIGHTS") or "")
+    value = weights or str(override).split("=", 1)[1].strip()
+    if recorded and _names_the_weights(value, recorded):
+        return  # the weights the run started from: a job script giving its whole command on every requeue
+    recorded = recorded or "the official initialisation"
     raise fail_once(f"--resume continues the run in {saved.parent} from its own checkpoint (its starting weights: "
                     f"{recorded}): {given} has no use with it; to train from other weights, start a new run "
                     "(another --output-dir, without --resume)")
+
+
+def _names_the_weights(value: str, recorded: str) -> bool:
+    """Whether ``value`` (``--weights`` or ``MODEL.WEIGHTS=``) names the checkpoint a run recorded as its starting
+    weights: the same text (under torchrun a run records them as given), or the file it resolves to (a training
+    folder, a release name), looked up without a word: a value that does not resolve is another one."""
+    if value == recorded or os.path.abspath(value) == recorded:
+        return True
+    import contextlib
+    import io
+    import warnings
+
+    from clipvis.cli.train.run import starting_weights
+    from clipvis.weights import WeightsError
+
+    with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
+        warnings.simplefilter("ignore")
+        try:
+            return starting_weights(value) == recorded
+        except (WeightsError, OSError):
+            return False
 
 
 # The path values of a config file read relative to the file's folder, as its _BASE_ is (README, Train,
@@ -301,10 +328,12 @@ _CONFIG_FILE_PATH_KEYS = ("MODEL.WEIGHTS", "CLIPVIS.DATA_ROOT", "CLIPVIS.CLIP_CO
 _CONFIG_FILE_PATH_ENTRIES = (("CLIPVIS.TRAIN_DATA", ("json", "images")), ("CLIPVIS.TEST_DATA", ("json", "frames")))
 
 
-def _resolve_config_file_paths(config: TrainConfig) -> None:
-    """Every relative path ``config``'s file gave (not a ``KEY=VALUE`` override) made relative to the file's folder.
-    Where the current folder reading, that clipvis took before, names another path that exists, a ``clipvis:
-    warning:`` line says which is read now, so that nobody switches datasets without knowing it."""
+def _resolve_config_file_paths(config: TrainConfig, replaced: dict[str, bool] | None = None) -> None:
+    """Every relative path ``config``'s file gave (not a ``KEY=VALUE`` override, nor a key an option replaces:
+    ``replaced``) made relative to the file's folder. Where the current folder reading, that clipvis took before,
+    names another path that exists, a ``clipvis: warning:`` line says which is read now, so that nobody switches
+    datasets without knowing it; where the file's folder holds no such path but the current folder does (a config
+    written for the earlier reading), that one is read, with a warning saying how to write it."""
     from clipvis.cli.messages import print_warning
     from clipvis.weights import release_named
 
@@ -319,16 +348,22 @@ def _resolve_config_file_paths(config: TrainConfig) -> None:
             return value  # a released checkpoint's name
         before = Path(text)
         if before.exists() and os.path.abspath(before) != os.path.abspath(chosen):
+            if not chosen.exists():  # written for the current folder, as clipvis read it before: still read there
+                print_warning(f"{config.source}: {key} {text} is not in the config file's folder ({chosen}): read "
+                              f"from the current folder ({os.path.abspath(before)}); write it relative to the config "
+                              "file's folder, or absolute, as such paths are read from there")
+                return os.path.abspath(before)
             print_warning(f"{config.source}: {key} {text} is read relative to the config file's folder: {chosen} "
                           f"(not {before} in the current folder, as before)")
         return str(chosen)
 
+    skipped = {key for key, is_replaced in (replaced or {}).items() if is_replaced}
     for key in _CONFIG_FILE_PATH_KEYS:
-        if key not in config.overridden and config.get(key):
+        if key not in config.overridden and key not in skipped and config.get(key):
             config.set(key, from_file(key, config.get(key)))
     for key, fields in _CONFIG_FILE_PATH_ENTRIES:
         entries = config.get(key) or []
-        if key in config.overridden or not isinstance(entries, list):
+        if key in config.overridden or key in skipped or not isinstance(entries, list):
             continue
         config.set(key, [{**entry, **{f: from_file(key, entry[f]) for f in fields if entry.get(f)}}
                          if isinstance(entry, dict) else entry for entry in entries])

@@ -1912,11 +1912,35 @@ def test_paths_in_a_config_file_are_read_from_its_folder_and_its_weights_recorde
     assert recorded["MODEL"]["WEIGHTS"] == str(first / (first / "last_checkpoint").read_text().strip())
     assert recorded["CLIPVIS"]["TRAIN_DATA"] == [{"json": str(data[0]), "images": str(data[1])}]
     # a KEY=VALUE override is the current folder's, and a path that is not there is one line before the data loads
+    from clipvis.cli.train import run as run_module
+
+    loads = run_module.load_sources
     monkeypatch.setattr("clipvis.cli.train.run.load_sources", lambda *a, **k: pytest.fail("the data loaded"))
     missing = runner.invoke(app, ["train", "--config", str(config), "--output-dir", str(tmp_path / "run2"),
                                   "MODEL.WEIGHTS=nothing/here"])
     assert missing.exit_code == 1 and missing.stderr.splitlines()[-1] == (
         "clipvis: error: no such file or folder: nothing/here"), missing.output
+    monkeypatch.setattr("clipvis.cli.train.run.load_sources", loads)
+    # options replacing the file's paths: no word of how the file's would have been read
+    monkeypatch.chdir(tmp_path / "b")
+    replaced = runner.invoke(app, ["train", "--config", str(config), "--output-dir", str(tmp_path / "run3"),
+                                   "--weights", str(first), "--data", str(data[0]), "--images", str(data[1])])
+    assert replaced.exit_code == 0 and "relative to the config file's folder" not in replaced.stderr, replaced.output
+    # a config written for the current folder (as clipvis read it before), its folder holding no such path: read
+    # from the current folder, with a warning (review 236: every such project config failed)
+    nested = tmp_path / "proj" / "configs" / "mine.yaml"
+    nested.parent.mkdir(parents=True)
+    data_here = write_coco(tmp_path / "proj" / "data", num_images=2)
+    tree["MODEL"].pop("WEIGHTS")
+    nested.write_text(yaml.safe_dump(tree))
+    monkeypatch.chdir(tmp_path / "proj")
+    old_style = runner.invoke(app, ["train", "--config", str(nested), "--output-dir", str(tmp_path / "run4")])
+    assert old_style.exit_code == 0, old_style.output + repr(old_style.exception)
+    assert (f"clipvis: warning: {nested}: CLIPVIS.TRAIN_DATA data/coco.json is not in the config file's folder "
+            f"({nested.parent / 'data' / 'coco.json'}): read from the current folder ({data_here[0]})") \
+        in old_style.stderr, old_style.stderr
+    recorded = yaml.safe_load((tmp_path / "run4" / "config.yaml").read_text())
+    assert recorded["CLIPVIS"]["TRAIN_DATA"] == [{"json": str(data_here[0]), "images": str(data_here[1])}]
 
 
 def test_resume_with_other_starting_weights_is_one_line(tmp_path, tiny_train_config, monkeypatch):
@@ -1925,6 +1949,9 @@ def test_resume_with_other_starting_weights_is_one_line(tmp_path, tiny_train_con
     run = tmp_path / "run"
     train(tiny_train_config(tmp_path, MAX_ITER=1), run, data)
     before = (run / "config.yaml").read_text()
+    from clipvis.cli.train import run as run_module
+
+    loads = run_module.load_sources
     monkeypatch.setattr("clipvis.cli.train.run.load_sources", lambda *a, **k: pytest.fail("the data loaded"))
     for given, said in ((["--weights", str(run)], f"--weights {run}"),
                         ([f"MODEL.WEIGHTS={run}"], f"override 'MODEL.WEIGHTS={run}'")):
@@ -1934,3 +1961,12 @@ def test_resume_with_other_starting_weights_is_one_line(tmp_path, tiny_train_con
             f"official initialisation): {said} has no use with it; to train from other weights, start a new run "
             "(another --output-dir, without --resume)"), result.output
     assert (run / "config.yaml").read_text() == before
+    # the weights it started from, as a requeued job script gives its whole command again: it goes on (review 236)
+    started = tmp_path / "from_weights"
+    command = ["train", "--config", str(tiny_train_config(tmp_path, MAX_ITER=1)), "--weights", str(run),
+               "--data", str(data[0]), "--images", str(data[1]), "--output-dir", str(started), "--resume"]
+    monkeypatch.setattr("clipvis.cli.train.run.load_sources", loads)
+    assert runner.invoke(app, command).exit_code == 0
+    again = runner.invoke(app, [*command, "SOLVER.MAX_ITER=2"])
+    assert again.exit_code == 0, again.output + repr(again.exception)
+    assert (started / "model_0000001.safetensors").is_file()
