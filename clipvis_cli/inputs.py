@@ -28,6 +28,7 @@ inside directories.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import glob
 import os
@@ -323,10 +324,11 @@ def list_image_frames(directory: Path) -> list[Path]:
     return sorted(frames, key=lambda p: natural_sort_key(p.name, file=True))
 
 
-def unread_images_warning(directory: Path) -> str | None:
-    """The warning for an image folder holding photos clipvis does not read (UNREAD_IMAGE_EXTENSIONS), which its
-    frames leave out: the first such file in natural order and how many there are; None when there are none. Other
-    files (Thumbs.db, notes.txt) are no images and left out without a word."""
+def unread_images_warning(directory: Path, image_folder: bool = True) -> str | None:
+    """The warning for a folder holding photos clipvis does not read (UNREAD_IMAGE_EXTENSIONS): an image folder's
+    frames leave them out, and a folder of such photos alone (an iPhone export) is no input at all
+    (``image_folder`` False); the first such file in natural order and how many there are; None when there are none.
+    Other files (Thumbs.db, notes.txt) are no images and left out without a word."""
     unread = sorted((entry for entry in _visible_entries(directory)
                      if entry.suffix.lower() in UNREAD_IMAGE_EXTENSIONS), key=lambda p: natural_sort_key(p.name, True))
     if not unread:
@@ -334,6 +336,9 @@ def unread_images_warning(directory: Path) -> str | None:
     first = path_text(unread[0].name)
     left_out = f"1 image left out, {first}" if len(unread) == 1 else f"{len(unread)} images left out, such as {first}"
     them = "it" if len(unread) == 1 else "them"
+    if not image_folder:
+        return (f"{path_text(directory)}: {left_out}: clipvis does not read {unread[0].suffix.lower()} images, so "
+                "the folder is no image-folder input (convert them to .png or .jpg to segment it)")
     return (f"{path_text(directory)}: {left_out}: clipvis does not read {unread[0].suffix.lower()} images, so the "
             f"video has no frame for {them} (convert such images to .png or .jpg to keep every frame)")
 
@@ -557,6 +562,10 @@ def _expand_directory(
     loose = _images_not_processed(directory, entries)
     if loose is not None:
         warnings.append(loose)
+    elif not any(entry.suffix.lower() in IMAGE_EXTENSIONS for entry in entries):  # a folder of .heic photos alone
+        with contextlib.suppress(OSError):
+            if (unread := unread_images_warning(directory, image_folder=False)) is not None:
+                warnings.append(unread)
     for entry in entries:
         try:
             is_dir = entry.is_dir()

@@ -595,3 +595,13 @@ def test_an_image_folder_says_which_photos_it_cannot_read(tmp_path: Path) -> Non
     quiet: list[str] = []
     discover_inputs([str(folder)], warnings=quiet)
     assert quiet == []
+    # a folder of .heic photos alone (an iPhone export) was no input without a word of why (review 236)
+    photos = tmp_path / "photos" / "iphone"
+    for name in ["IMG_0001.HEIC", "IMG_0002.HEIC"]:
+        touch(photos / name)
+    touch(tmp_path / "photos" / "clip.mp4")
+    said: list[str] = []
+    found = discover_inputs([str(tmp_path / "photos")], warnings=said)
+    assert [source.path.name for source in found] == ["clip.mp4"]
+    assert said == [f"{photos}: 2 images left out, such as IMG_0001.HEIC: clipvis does not read .heic images, so the "
+                    "folder is no image-folder input (convert them to .png or .jpg to segment it)"]
