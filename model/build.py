@@ -73,19 +73,41 @@ class UntrustedClipError(CheckpointError):
                          " to let open_clip download it")
 
 
-def _pretrained_clip(config: ClipVisConfig, allow_hub_clip: bool, for_checkpoint: bool = False,
-                     checkpoint: Path | None = None,
-                     head: CheckpointContents | None = None) -> torch.nn.Module:
-    """The CLIP with open_clip's pretrained weights (downloaded by open_clip on first use), after the safety checks:
-    only the released checkpoints' (name, tag) pairs unless ``allow_hub_clip``, never with ``CLIPVIS_OFFLINE``.
-    ``for_checkpoint``: for a checkpoint without CLIP weights (load_model), which the messages then name; otherwise
-    for ``create_model(pretrained_clip=True)``. ``checkpoint``: that file, which messages name. ``head``: its
-    weights, checked against the model ``config`` describes before anything is fetched (:func:`_check_head_fit`)."""
+def check_pretrained_clip(config: ClipVisConfig | Mapping[str, Any] | None = None,
+                          allow_hub_clip: bool = False) -> None:
+    """Raise what ``create_model(config, pretrained_clip=True, allow_hub_clip=allow_hub_clip)`` raises before it
+    fetches or builds anything: UnknownClipError (a name open_clip does not know), UntrustedClipError (not one of the
+    released models' CLIPs), CheckpointError (a CLIP given by model config, which has no pretrained weights; or
+    ``CLIPVIS_OFFLINE`` set and its weights not in the Hugging Face cache). Nothing is built and the network is not
+    asked: a front end says so before the slow steps that come before its model (loading training data)."""
+    config = _as_model_config(config)
+    _refuse_clip_name(config, allow_hub_clip, for_checkpoint=False)
+    _cached_pretrained_clip(config, for_checkpoint=False)
+
+
+def _as_model_config(config: ClipVisConfig | Mapping[str, Any] | None) -> ClipVisConfig:
+    """A ClipVisConfig from a mapping of its fields (the rest as the default) or None (the default)."""
+    if config is None:
+        return ClipVisConfig()
+    if isinstance(config, ClipVisConfig):
+        return config
+    return ClipVisConfig.from_dict({**ClipVisConfig().to_dict(), **config})
+
+
+def _clip_use(for_checkpoint: bool) -> str:
+    """Why the CLIP's pretrained weights are wanted, as the errors about them begin."""
+    return ("the checkpoint has no CLIP weights" if for_checkpoint
+            else "create_model(pretrained_clip=True) takes the CLIP weights from open_clip")
+
+
+def _refuse_clip_name(config: ClipVisConfig, allow_hub_clip: bool, for_checkpoint: bool,
+                      checkpoint: Path | None = None) -> None:
+    """The checks of :func:`_pretrained_clip` on the CLIP's name, before its checkpoint's head is checked: a CLIP
+    given by model config (no pretrained weights), a name open_clip does not know, an untrusted hub CLIP."""
     import open_clip
 
     name, tag = config.clip_model_name, config.clip_pretrained
-    why = ("the checkpoint has no CLIP weights" if for_checkpoint
-           else "create_model(pretrained_clip=True) takes the CLIP weights from open_clip")
+    why = _clip_use(for_checkpoint)
     if config.clip_model_config is not None:
         if for_checkpoint:
             where = f"{checkpoint}: " if checkpoint is not None else ""
@@ -105,18 +127,21 @@ def _pretrained_clip(config: ClipVisConfig, allow_hub_clip: bool, for_checkpoint
             f"{why} and its config names CLIP {clip_name(name, tag)}, which is not one of the released models' CLIPs "
             f"({known})"
         )
-    if head is not None and checkpoint is not None:  # a file that does not fit fails before a CLIP is fetched for it
-        _check_head_fit(head, checkpoint, config)
-    # open_clip >= 2.29 builds OpenAI CLIPs with GELU unless told otherwise; the OpenAI weights need QuickGELU
-    # (docs/fidelity.md, "Network").
+
+
+def _cached_pretrained_clip(config: ClipVisConfig, for_checkpoint: bool) -> tuple[dict[str, Any], Path | None]:
+    """open_clip's pretrained config of the CLIP and its weights file in the Hugging Face cache (None: not cached);
+    CheckpointError where it is not cached and ``CLIPVIS_OFFLINE`` is set. Asks nothing of the network."""
+    import open_clip
+
+    name, tag = config.clip_model_name, config.clip_pretrained
     pretrained_cfg = open_clip.get_pretrained_cfg(name, tag) or {}
-    quick_gelu = bool(pretrained_cfg.get("quick_gelu")) or tag == "openai"
-    source = str(pretrained_cfg.get("hf_hub") or "").strip("/") or None
     # A CLIP already in the Hugging Face cache is read from there without asking the hub whether it changed (a
     # release's weights do not): no network at all, so offline (CLIPVIS_OFFLINE, or no connection, where
     # huggingface_hub's retries took ~20-50 s before it fell back on the cache) it loads at once.
     cached = _cached_clip_file(pretrained_cfg.get("hf_hub"))
     if cached is None and offline_mode():
+        why = _clip_use(for_checkpoint)
         remedy = ("use a checkpoint that holds the CLIP (backbone.clip_model.* keys)" if for_checkpoint
                   else f"unset {OFFLINE_ENV}, or build with pretrained_clip=False and load a checkpoint's weights")
         if name.startswith("hf-hub:"):  # no hf_hub entry to look up: open_clip fetches the repository's config and
@@ -133,6 +158,28 @@ def _pretrained_clip(config: ClipVisConfig, allow_hub_clip: bool, for_checkpoint
             f"{why} and {OFFLINE_ENV} is set, so the {clip_name(name, tag)} CLIP weights, which are not in the "
             f"Hugging Face cache ({_hugging_face_cache()}), cannot be downloaded; {remedy}"
         )
+    return pretrained_cfg, cached
+
+
+def _pretrained_clip(config: ClipVisConfig, allow_hub_clip: bool, for_checkpoint: bool = False,
+                     checkpoint: Path | None = None,
+                     head: CheckpointContents | None = None) -> torch.nn.Module:
+    """The CLIP with open_clip's pretrained weights (downloaded by open_clip on first use), after the safety checks:
+    only the released checkpoints' (name, tag) pairs unless ``allow_hub_clip``, never with ``CLIPVIS_OFFLINE``.
+    ``for_checkpoint``: for a checkpoint without CLIP weights (load_model), which the messages then name; otherwise
+    for ``create_model(pretrained_clip=True)``. ``checkpoint``: that file, which messages name. ``head``: its
+    weights, checked against the model ``config`` describes before anything is fetched (:func:`_check_head_fit`)."""
+    import open_clip
+
+    name, tag = config.clip_model_name, config.clip_pretrained
+    _refuse_clip_name(config, allow_hub_clip, for_checkpoint, checkpoint)
+    if head is not None and checkpoint is not None:  # a file that does not fit fails before a CLIP is fetched for it
+        _check_head_fit(head, checkpoint, config)
+    pretrained_cfg, cached = _cached_pretrained_clip(config, for_checkpoint)
+    # open_clip >= 2.29 builds OpenAI CLIPs with GELU unless told otherwise; the OpenAI weights need QuickGELU
+    # (docs/fidelity.md, "Network").
+    quick_gelu = bool(pretrained_cfg.get("quick_gelu")) or tag == "openai"
+    source = str(pretrained_cfg.get("hf_hub") or "").strip("/") or None
     try:
         return open_clip.create_model(name, pretrained=str(cached) if cached is not None else tag,
                                       force_quick_gelu=quick_gelu)
@@ -344,10 +391,7 @@ def _create_model(
 ) -> ClipVis:
     """:func:`create_model`; ``for_checkpoint``: the pretrained CLIP is for a checkpoint without one (the errors
     then say so); ``head``: the checkpoint's weights, checked before the CLIP is fetched."""
-    if config is None:
-        config = ClipVisConfig()
-    elif not isinstance(config, ClipVisConfig):
-        config = ClipVisConfig.from_dict({**ClipVisConfig().to_dict(), **config})
+    config = _as_model_config(config)
     if pretrained_clip:
         clip_model = _pretrained_clip(config, allow_hub_clip, for_checkpoint, checkpoint, head)
     else:
@@ -735,6 +779,7 @@ __all__ = [
     "UntrustedClipError",
     "WeightsError",
     "check_checkpoint",
+    "check_pretrained_clip",
     "create_model",
     "load_model",
     "resolve_config",

@@ -210,9 +210,33 @@ def _build_model(config: TrainConfig, weights: str | None, seed: int, resuming: 
     # The CLIP comes from its open_clip release unless the config gives an open_clip model config (random CLIP,
     # e.g. a tiny test model); the head gets the official initialisation from the module constructors.
     pretrained_clip = model_config.clip_model_config is None
-    # the library's errors about the CLIP download name create_model(pretrained_clip=True): said in train's words
-    try:
+    with _clip_problems_in_trains_words(config, model_config, pretrained_clip):
         return create_model(model_config, pretrained_clip=pretrained_clip)
+
+
+def check_clip_available(config: TrainConfig, weights: str | None, resume_from: Path | None) -> None:
+    """Before the data loads (minutes on LVIS): a ModelBuildError, as building the model would raise, where the run
+    starts from open_clip's pretrained CLIP (no ``weights``, no checkpoint ``resume_from``, no CLIP model config:
+    see ``_build_model``) and that CLIP cannot be had here (a name open_clip does not know, not one of the released
+    models' CLIPs, ``CLIPVIS_OFFLINE`` set and not in the Hugging Face cache). Nothing is built or fetched."""
+    from clipvis.model import check_pretrained_clip
+
+    if weights or resume_from is not None or str(config.get("CLIPVIS.CLIP_CONFIG") or ""):
+        return
+    model_config = config.model_config()
+    if model_config.clip_model_config is not None:
+        return
+    with _clip_problems_in_trains_words(config, model_config, pretrained_clip=True):
+        check_pretrained_clip(model_config)
+
+
+@contextlib.contextmanager
+def _clip_problems_in_trains_words(config: TrainConfig, model_config: ClipVisConfig,
+                                   pretrained_clip: bool) -> Iterator[None]:
+    """The library's errors about the CLIP download (they name create_model(pretrained_clip=True)) as a
+    ModelBuildError in train's words (``_clip_problem``)."""
+    try:
+        yield
     except UnknownClipError:  # no download could help
         raise ModelBuildError(f"{config.source}: {_clip_problem(config, model_config, 'unknown')}") from None
     except UntrustedClipError:
@@ -411,6 +435,9 @@ def _preflight(request: RunRequest, rank: int, world: int) -> _Preflight:
     if rank == 0:  # rank 0 alone evaluates: the test set need be on its machine only
         with _checked_by_rank_0_alone():
             check_evaluation_data(config, schedule.eval_period, schedule.max_iter)
+    if not request.resume:  # a CLIP that cannot be had was refused once the data had loaded; before the folder is
+        # made here (a --resume run's checkpoint, known once the ranks agree on it, holds its CLIP: _train_in_folder)
+        check_clip_available(config, request.weights or config.get("MODEL.WEIGHTS") or None, None)
     output_dir = ensure_output_dir(Path(config.get("OUTPUT_DIR")).expanduser())
     folder_lock = None
     if rank == 0:  # rank 0 alone writes the folder (every rank may see it on a shared file system)
@@ -547,6 +574,10 @@ def _train_in_folder(request: RunRequest, rank: int, world: int, local_rank: int
             if request.weights:
                 config.set("MODEL.WEIGHTS", request.weights)
             resume_from = _as_rank_0_resumes(output_dir, resume_from, chosen[1])
+    if request.resume and resume_from is None:  # nothing to resume yet: the run starts afresh (a fresh run's CLIP is
+        # checked in _preflight)
+        with _taken_alone(rank, world, requests):
+            check_clip_available(config, request.weights or config.get("MODEL.WEIGHTS") or None, None)
     _setup_logging(output_dir, rank)
     if rank == 0:  # what a run killed while saving left (a checkpoint's size each): --resume never took it away
         removed = remove_stale_temporaries(output_dir, preflight.folder_lock)

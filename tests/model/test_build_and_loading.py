@@ -382,6 +382,26 @@ def test_create_model_offline_does_not_blame_a_checkpoint(monkeypatch, fake_open
         create_model({"clip_pretrained": "yfcc15m"}, pretrained_clip=True)
 
 
+def test_check_pretrained_clip_raises_what_create_model_would_without_building(monkeypatch, fake_open_clip) -> None:
+    """A front end (train) refuses a CLIP that cannot be had before its slow steps (loading the training data), with
+    create_model's own errors, and builds or fetches nothing; a CLIP that can be had passes."""
+    from clipvis.model import UnknownClipError, check_pretrained_clip
+
+    for config, error in (({"clip_pretrained": "yfcc15m"}, UntrustedClipError),
+                          ({"clip_model_name": "NoSuchCLIP", "clip_pretrained": ""}, UnknownClipError)):
+        with pytest.raises(error) as checked:
+            check_pretrained_clip(config)
+        with pytest.raises(error) as created:
+            create_model(config, pretrained_clip=True)
+        assert str(checked.value) == str(created.value)
+    check_pretrained_clip()  # RN50 (openai), online: fetched when the model is built
+    monkeypatch.setenv("CLIPVIS_OFFLINE", "1")
+    with pytest.raises(CheckpointError, match=r"CLIPVIS_OFFLINE is set, so the RN50/openai CLIP weights, which are "
+                                              r"not in the Hugging Face cache"):
+        check_pretrained_clip()
+    assert fake_open_clip == []
+
+
 def test_released_clip_is_built_with_quick_gelu(tmp_path, tiny_model, fake_open_clip) -> None:
     """The OpenAI RN50 weights need QuickGELU; recent open_clip only warns unless it is forced."""
     with pytest.raises(_DownloadAttempted):

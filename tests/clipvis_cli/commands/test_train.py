@@ -973,6 +973,50 @@ def test_a_released_weights_name_that_cannot_be_had_is_one_line_before_the_data_
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("case", ["offline", "offline --resume", "offline --num-gpus 2", "unknown", "untrusted"])
+def test_a_clip_train_cannot_have_is_one_line_before_the_data_loads(tmp_path, tiny_config, case, monkeypatch):
+    """Without --weights, a CLIP that cannot be had (CLIPVIS_OFFLINE and not in the Hugging Face cache, a name
+    open_clip does not know, an untrusted hub CLIP) was refused only once the training data had loaded (minutes on
+    LVIS): now before, and before the output folder is made (a --resume run with nothing to resume: before its data
+    too). Nothing is fetched or built."""
+    import open_clip
+    import torch.multiprocessing as mp
+
+    from clipvis.cli.train import run
+    from clipvis.model.config import clip_name
+
+    from ..train.conftest import _tiny_train_config
+
+    clip, tag = {"unknown": ("NoSuchCLIP", ""), "untrusted": ("hf-hub:someone/some-clip", "")}.get(case, ("RN50",
+                                                                                                          "openai"))
+    monkeypatch.setenv("CLIPVIS_OFFLINE", "1")
+    monkeypatch.setattr(open_clip, "create_model", lambda *args, **kwargs: pytest.fail("the CLIP was built"))
+    monkeypatch.setattr(run, "load_sources", lambda *args, **kwargs: pytest.fail("the data was loaded"))
+    monkeypatch.setattr(mp, "start_processes", lambda *args, **kwargs: SpawnedRunThatFails(kwargs["args"]))
+    fields = {**tiny_config().to_dict(), "clip_model_config": None, "clip_model_name": clip, "clip_pretrained": tag}
+    fields.pop("notes")
+    data = write_coco(tmp_path / "data", num_images=1)
+    config = _tiny_train_config(fields, tmp_path, MAX_ITER=1)
+    out = tmp_path / "run"
+    if "--resume" in case:  # a run folder with nothing to resume from yet: the run starts afresh
+        out.mkdir()
+    result = runner.invoke(app, ["train", "--config", str(config), "--output-dir", str(out), "--data", str(data[0]),
+                                 "--images", str(data[1]), *case.split()[1:]])
+    assert result.exit_code == 1, result.output + repr(result.exception)
+    line = result.stderr.splitlines()[-1]
+    named = (f"clipvis: error: {config}: the config's CLIPVIS.MODEL.clip_model_name names the CLIP "
+             f"{clip_name(clip, tag)}")
+    why = {"unknown": ", which open_clip does not know",
+           "untrusted": ", which is not one of the released models' CLIPs"}
+    assert line.startswith(named + why.get(case, ", whose weights train downloads from open_clip, and CLIPVIS_OFFLINE "
+                                                 "is set: unset it, or start from a checkpoint")), line
+    assert "Traceback" not in result.output and "training item" not in result.output
+    if "--resume" in case:  # (its folder lock's file aside)
+        assert not {"data.json", "train.log", "config.yaml"} & {path.name for path in out.iterdir()}
+    else:
+        assert not out.exists()
+
+
 def test_a_warning_of_the_weights_download_is_one_clipvis_warning_line(tmp_path, tiny_train_config, monkeypatch):
     """A warning of --weights NAME's download (its lock cannot be opened) was Python's two lines (file:line, then the
     source line); it is one `clipvis: warning:` line, before the error that ends the run."""
