@@ -158,6 +158,10 @@ def _cached_pretrained_clip(config: ClipVisConfig, for_checkpoint: bool) -> tupl
             f"{why} and {OFFLINE_ENV} is set, so the {clip_name(name, tag)} CLIP weights, which are not in the "
             f"Hugging Face cache ({_hugging_face_cache()}), cannot be downloaded; {remedy}"
         )
+    source = str(pretrained_cfg.get("hf_hub") or "").strip("/") or None
+    if cached is None and source is not None and _hub_offline_variables():  # HF_HUB_OFFLINE (clusters set it):
+        # huggingface_hub would refuse the fetch; said as its refusal is, before anything slow (train's data)
+        raise ClipFetchError(name, tag, source, LookupError("they are not in the Hugging Face cache"))
     return pretrained_cfg, cached
 
 

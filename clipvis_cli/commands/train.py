@@ -303,23 +303,25 @@ def _refuse_other_weights_on_resume(weights: str | None, overrides: list[str], s
 
 def _names_the_weights(value: str, recorded: str) -> bool:
     """Whether ``value`` (``--weights`` or ``MODEL.WEIGHTS=``) names the checkpoint a run recorded as its starting
-    weights: the same text (under torchrun a run records them as given), or the file it resolves to (a training
-    folder, a release name), looked up without a word: a value that does not resolve is another one."""
+    weights: the same text (under torchrun a run records them as given), the same release in any spelling (recorded
+    as given), the same file, or the training folder that file is in (its newest checkpoint may have moved on since).
+    Looked up on disk alone: nothing is fetched (a release given to a run that started from another is refused at
+    once, not after its download)."""
+    from clipvis.weights import release_named
+
     if value == recorded or os.path.abspath(value) == recorded:
         return True
-    import contextlib
-    import io
-    import warnings
-
-    from clipvis.cli.train.run import starting_weights
-    from clipvis.weights import WeightsError
-
-    with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
-        warnings.simplefilter("ignore")
-        try:
-            return starting_weights(value) == recorded
-        except (WeightsError, OSError):
-            return False
+    release = release_named(value)
+    if release is not None:
+        started = release_named(recorded)
+        return started is not None and started.name == release.name
+    given, file = Path(value).expanduser(), Path(recorded)
+    try:
+        if given.is_dir():
+            return file.resolve().parent == given.resolve()
+        return given.is_file() and given.resolve() == file.resolve()
+    except (OSError, RuntimeError):  # a symbolic-link loop (Python 3.11: RuntimeError): not the same weights
+        return False
 
 
 # The path values of a config file read relative to the file's folder, as its _BASE_ is (README, Train,

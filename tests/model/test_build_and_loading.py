@@ -395,6 +395,18 @@ def test_check_pretrained_clip_raises_what_create_model_would_without_building(m
             create_model(config, pretrained_clip=True)
         assert str(checked.value) == str(created.value)
     check_pretrained_clip()  # RN50 (openai), online: fetched when the model is built
+    # huggingface_hub offline (HF_HUB_OFFLINE, as clusters set it) and the CLIP not cached: its refusal, said at once
+    # (review 239: train said it only once the data had loaded)
+    from huggingface_hub import constants
+
+    from clipvis.model.build import ClipFetchError
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ClipFetchError, match=r"the RN50/openai CLIP weights could not be fetched from Hugging Face "
+                                             r"\(timm/resnet50_clip.openai\): they are not in the Hugging Face cache; "
+                                             r"HF_HUB_OFFLINE is set, which keeps huggingface_hub from fetching"):
+        check_pretrained_clip()
     monkeypatch.setenv("CLIPVIS_OFFLINE", "1")
     with pytest.raises(CheckpointError, match=r"CLIPVIS_OFFLINE is set, so the RN50/openai CLIP weights, which are "
                                               r"not in the Hugging Face cache"):

@@ -2014,3 +2014,11 @@ def test_resume_with_other_starting_weights_is_one_line(tmp_path, tiny_train_con
     again = runner.invoke(app, [*command, "SOLVER.MAX_ITER=2"])
     assert again.exit_code == 0, again.output + repr(again.exception)
     assert (started / "model_0000001.safetensors").is_file()
+    # its --weights folder's newest checkpoint moved on since (stage 1 went on): still the folder it started from
+    assert runner.invoke(app, ["train", "--output-dir", str(run), "--resume", "SOLVER.MAX_ITER=2"]).exit_code == 0
+    moved_on = runner.invoke(app, [*command, "SOLVER.MAX_ITER=3"])
+    assert moved_on.exit_code == 0, moved_on.output + repr(moved_on.exception)
+    # a release it did not start from: refused at once, nothing fetched (it was downloaded, then refused)
+    monkeypatch.setattr("clipvis.cli.train.run.starting_weights", lambda *a: pytest.fail("the release was fetched"))
+    release = runner.invoke(app, ["train", "--output-dir", str(started), "--resume", "--weights", "clipvis-lvis-r50"])
+    assert release.exit_code == 1 and "--weights clipvis-lvis-r50 has no use with it" in release.stderr, release.output
