@@ -45,6 +45,7 @@ from clipvis.cli.distributed import (
     DistributedRun,
     InputsDifferError,
     RankLost,
+    ignore_stop_signals,
     visible_cuda_devices,
 )
 from clipvis.cli.evaluation.errors import EvaluationInputError
@@ -140,6 +141,7 @@ def run_dataset_evaluation(
     except KeyboardInterrupt as interrupt:  # Ctrl-C, SIGTERM, SIGHUP (the launcher's Terminated)
         if alone:  # training's periodic evaluation: the trainer stops on it
             raise
+        ignore_stop_signals()  # another one on the way out is the same stop
         if job is None or job.is_main:  # (no per_video/ yet: stopped before any video ran)
             print_error(f"interrupted; {kept if (output / CACHE_DIR).is_dir() else 'nothing was scored'}")
         raise typer.Exit(128 + getattr(interrupt, "signum", signal.SIGINT)) from None

@@ -166,10 +166,13 @@ def signals_held() -> Iterator[list[int]]:
             signal.signal(number, handler)
 
 
-def _ignore_stop_signals() -> None:
-    """From now on, in the main thread: Ctrl-C, SIGTERM and SIGHUP do nothing. For a rank that is stopping because
-    another is gone: torchrun's agent sends it SIGTERM at about the moment its collective fails, and the signal must
-    not cut short the one line it prints on its way out ("clipvis: interrupted" instead)."""
+def ignore_stop_signals() -> None:
+    """From now on, in the main thread: Ctrl-C, SIGTERM and SIGHUP do nothing. For a process on its way out whose last
+    word is being said or was said: a command stopped by a signal (an impatient user's Ctrl-C pressed again: Python's
+    handler, back in place, killed the process by SIGINT on its way out instead of the exit status 130, with
+    tracebacks after the summary), or a rank stopping because another is gone (torchrun's agent sends it SIGTERM at
+    about the moment its collective fails, and the signal must not cut short the one line it prints on its way out,
+    "clipvis: interrupted" instead)."""
     if threading.current_thread() is not threading.main_thread():
         return
     for name in STOP_SIGNALS:
@@ -329,7 +332,7 @@ class DistributedRun:
         """The collective failed (gloo's "Connection closed by peer", a rank that never came): another process is
         gone without sending ``RankStopped``. Which one gloo does not say; of two processes it is the other."""
         self._others_stopped = True  # no gather would meet this rank's RankStopped
-        _ignore_stop_signals()
+        ignore_stop_signals()
         return rank_lost(self.rank, self.world_size)
 
     def _broadcast(self, value: Any) -> Any:

@@ -25,7 +25,7 @@ import signal
 import sys
 from collections.abc import Mapping, MutableMapping, Sequence
 
-from clipvis.cli.distributed import repeats_a_first_process, stop_in_silence
+from clipvis.cli.distributed import STOP_SIGNALS, ignore_stop_signals, repeats_a_first_process, stop_in_silence
 from clipvis.cli.gc_pause import collector_paused, freeze_before_exit
 from clipvis.cli.memory import share_one_malloc_arena
 from clipvis.cli.messages import error_reason, shown_path
@@ -208,9 +208,15 @@ def main() -> None:
             sys.exit(1)
 
 
+# The exit statuses of a command stopped by a signal, 128 + its number.
+_STOPPED_STATUSES = frozenset(128 + getattr(signal, name) for name in STOP_SIGNALS if hasattr(signal, name))
+
+
 def _run() -> None:
     """Import the application (torch too where the command uses it, `uses_torch`) and run it; SIGTERM and SIGHUP
-    stop it as Ctrl-C does (`Terminated`), and a stop no command caught is said in one line."""
+    stop it as Ctrl-C does (`Terminated`), and a stop no command caught is said in one line. Once stopped, the way out
+    ignores further stop signals (Ctrl-C pressed again), which would kill it by SIGINT, tracebacks after its last
+    line (`ignore_stop_signals`; a command ignores them from its own last line on)."""
     received: list[int] = []
 
     def terminate(signum: int, frame: object) -> None:
@@ -232,9 +238,12 @@ def _run() -> None:
         finally:
             freeze_before_exit()
     except KeyboardInterrupt:  # before a command took over (while importing), or one without a Ctrl-C path
+        ignore_stop_signals()
         sys.stderr.write("clipvis: interrupted\n")
         sys.exit(128 + received[0] if received else 130)
     except SystemExit as done:
+        if received or done.code in _STOPPED_STATUSES:
+            ignore_stop_signals()
         if done.code == 130 and isinstance(getattr(done.__context__, "__cause__", None), KeyboardInterrupt):
             # Typer's own exit for a KeyboardInterrupt no command caught (a stop as a command is being called,
             # before its body's Ctrl-C path), which says nothing

@@ -26,6 +26,19 @@ def pytest_configure(config: pytest.Config) -> None:
         if number is not None and signal.getsignal(number) is signal.SIG_IGN:
             signal.signal(number, signal.default_int_handler if name == "SIGINT" else signal.SIG_DFL)
 
+
+@pytest.fixture(autouse=True)
+def _stop_signals_restored() -> Iterator[None]:
+    """A command stopped in this process (CliRunner) ignores further stop signals from its last line on, as the
+    process it stands for does on its way out (clipvis.cli.distributed.ignore_stop_signals): the next test gets the
+    handlers it had, and the processes it starts do not inherit an ignored Ctrl-C."""
+    numbers = [getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)]
+    before = {number: signal.getsignal(number) for number in numbers}
+    yield
+    for number, handler in before.items():
+        if signal.getsignal(number) is not handler and handler is not None:
+            signal.signal(number, handler)
+
 # A tiny open_clip ModifiedResNet CLIP (the shape of the golden cases' CLIP, smaller text tower): RN path.
 TINY_RN_CLIP = {
     "embed_dim": 32,

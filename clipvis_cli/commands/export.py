@@ -20,6 +20,7 @@ from clipvis.cli.commands.common import (
     parse_vocabulary,
     score_option,
 )
+from clipvis.cli.distributed import ignore_stop_signals
 from clipvis.cli.exporters import EXPORT_FORMATS, ExportOptions, discover_export_inputs
 from clipvis.cli.exporters.runner import ExportOutcome, ExportRunner, classes_in_no_input
 from clipvis.cli.inputs import read_argument_lines
@@ -159,6 +160,7 @@ def _export_network(inputs: list[str] | None, output: str | None, model: str | N
         export_network(model, target, height, width, precision, vocabulary, opset, config, clip_config,
                        allow_hub_clip, null)
     except KeyboardInterrupt as interrupt:  # Ctrl-C, SIGTERM, SIGHUP (the launcher's): exit 128 + N, in one line
+        ignore_stop_signals()  # another one on the way out is the same stop
         signum = getattr(interrupt, "signum", signal.SIGINT)
         typer.echo(f"clipvis: stopped by {signal.Signals(signum).name}; {shown_path(target)} was not written",
                    err=True)
@@ -237,6 +239,7 @@ def _export_results(inputs: list[str] | None, to: str, output: str | None, min_s
         results_files = runner.finish()  # --to ytvis: one results file for the videos (under -o)
         ended(results_files)
     except KeyboardInterrupt:
+        ignore_stop_signals()  # another one, now or on the way out, is the same stop: the summary is said whole, once
         runner.close()  # the results file not written: its temporary file goes
         reporter.close()
         reporter.batch_finished(_counts(outcomes), len(outcomes), "interrupted; incomplete exports were not written",

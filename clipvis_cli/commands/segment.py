@@ -36,7 +36,7 @@ from clipvis.cli.distributed import (
     OtherRankFailed,
     RankLost,
     Shard,
-    signals_held,
+    ignore_stop_signals,
     visible_cuda_devices,
 )
 from clipvis.cli.inputs import (
@@ -335,10 +335,12 @@ def _run_inputs(
     taken = positions if isinstance(positions, TakenInputs) else None
 
     def interrupted(message: str) -> typer.Exit:
-        with signals_held():  # a second Ctrl-C or SIGTERM is the same stop: the summary is said whole, once
-            reporter.close()
-            reporter.batch_finished(counts, total if taken is None else taken.count, message, error=True,
-                                    interrupted=True, own=taken is not None)
+        # a second Ctrl-C or SIGTERM, now or on the way out, is the same stop: the summary is said whole, once, and
+        # the exit status is the first signal's
+        ignore_stop_signals()
+        reporter.close()
+        reporter.batch_finished(counts, total if taken is None else taken.count, message, error=True,
+                                interrupted=True, own=taken is not None)
         return typer.Exit(130)
     made_root = not options.output.exists()
     try:  # once for the batch, not once per input, and before the weights load
@@ -446,6 +448,7 @@ def _finish(counts: dict[str, int], total: int, job: DistributedRun | None, repo
             )
         raise
     except KeyboardInterrupt:  # held during the gather (signals_held), raised once it was complete
+        ignore_stop_signals()  # another is the same stop (``interrupted`` in _run_inputs)
         reporter.close()
         mine = taken.count if taken is not None else sum(counts[s] for s in ("complete", "skipped", "failed"))
         reporter.batch_finished(counts, mine, f"interrupted while waiting for the other processes; {KEPT}",

@@ -229,8 +229,10 @@ def _stopped(interrupt: KeyboardInterrupt, output_dir: Path | None, num_gpus: in
     the ``--export-pth`` file being written (it is not)."""
     import signal
 
+    from clipvis.cli.distributed import ignore_stop_signals
     from clipvis.cli.train.stopping import TrainingStopped
 
+    ignore_stop_signals()  # another one on the way out is the same stop (the exit status is this one's)
     signum = getattr(interrupt, "signum", signal.SIGINT)
     name = signal.Signals(signum).name
     if os.environ.get("RANK", "0") == "0":

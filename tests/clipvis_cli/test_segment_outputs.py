@@ -409,6 +409,51 @@ def test_a_scheduler_s_termination_signal_ends_a_run_as_ctrl_c_does(tmp_path, ti
     assert sorted(p.name for p in (out / "long").iterdir()) == [".clipvis.lock", "run.json"]
 
 
+# `clipvis segment` whose way out, once the command is done, takes a while (a marker file says it began): the
+# launcher's last step before the interpreter shuts down (freeze_before_exit) made slow, as torch's atexit finalizer
+# or a thread being joined can be.
+SLOW_WAY_OUT = """
+import sys, time
+import clipvis.cli.launcher as launcher
+_freeze, _marker = launcher.freeze_before_exit, sys.argv[1]
+def _slow():
+    open(_marker, "a").write("exiting\\n")
+    time.sleep(0.5)
+    _freeze()
+launcher.freeze_before_exit = _slow
+sys.argv = ["clipvis", *sys.argv[2:]]
+launcher.main()
+"""
+
+
+def test_ctrl_c_pressed_again_on_the_way_out_changes_nothing(tmp_path, tiny_weights) -> None:
+    """An impatient user's Ctrl-C pressed several times: once the interrupted summary was said, the next one hit the
+    way out with Python's handler back in place; the process died by SIGINT instead of exiting 130, and tracebacks
+    (or a second "clipvis: interrupted" line) followed the summary event. Later stop signals are ignored now."""
+    import signal
+
+    video = write_video(tmp_path / "long.mp4", num_frames=2000, flat=True)
+    out = tmp_path / "out"
+    marker = tmp_path / "exiting.txt"
+    process = subprocess.Popen(
+        [sys.executable, "-c", SLOW_WAY_OUT, str(marker), "segment", str(video), "--vocab", "box", "--weights",
+         str(tiny_weights), "-o", str(out), "--device", "cpu", "--batch-frames", "1", "--log-format", "jsonl"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    deadline = _into_the_model_pass(process, out / "long" / "run.json")
+    process.send_signal(signal.SIGINT)
+    while time.monotonic() < deadline and process.poll() is None and not marker.is_file():
+        time.sleep(0.01)
+    for _ in range(3):  # on the way out
+        process.send_signal(signal.SIGINT)
+        time.sleep(0.03)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    events = [json.loads(line) for line in stderr.splitlines()]  # nothing but events: no traceback
+    assert events[-1]["event"] == "summary" and [e["event"] for e in events].count("summary") == 1, stderr
+    assert RunManifest.read(out / "long" / "run.json").status == "interrupted"
+
+
 def test_a_hangup_the_parent_left_ignored_stays_ignored(tmp_path, tiny_weights) -> None:
     """`nohup clipvis segment ...` (SIGHUP ignored by the parent): clipvis put its own handler in place, so logging out
     of the ssh session stopped the batch (exit 129). The hangup is ignored now; a SIGTERM still stops it."""
