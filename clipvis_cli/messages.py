@@ -69,6 +69,7 @@ def shown_path(path: Path | str | bytes) -> str:
 
 
 _LINE_BREAKS = re.compile(r"\s*[^\S ]\s*")  # a run of whitespace holding more than spaces: a newline, a tab
+_EDGE_LINE_BREAKS = re.compile(r"^\s*[^\S ]\s*|\s*[^\S ]\s*$")  # such a run at either end
 
 
 def shell_word(path: Path | str) -> str:
@@ -81,9 +82,11 @@ def shell_word(path: Path | str) -> str:
 
 def one_line(text: object) -> str:
     """`text` as one line: each run of whitespace that holds a newline or a tab (a multi-line exception message)
-    becomes one space, printable. Spaces alone are kept as they are: a path in the text (`shown_path`) holds no
-    newline or tab, and `a  b.mp4` stays told apart from `a b.mp4`."""
-    return _LINE_BREAKS.sub(" ", path_text(str(text))).strip()
+    becomes one space, or nothing at either end, printable. Spaces alone are kept as they are, at the ends too: a
+    path in the text (`shown_path`) holds no newline or tab, `a  b.mp4` stays told apart from `a b.mp4`, and a name
+    read from stdin as `  clip.mp4` is not shown as `clip.mp4` (a file that may be there). Blank text gives ``""``."""
+    line = _LINE_BREAKS.sub(" ", _EDGE_LINE_BREAKS.sub("", path_text(str(text))))
+    return line if line.strip() else ""
 
 
 def counted(number: int, noun: str, plural: str | None = None) -> str:

@@ -38,6 +38,10 @@ def test_an_error_line_tells_a_space_from_a_newline_and_keeps_the_exact_name_out
     assert error_line(FileNotFoundError(2, "No such file or directory", "a\nb.mp4")) == (
         "clipvis: error: No such file or directory (a\\nb.mp4)")
     assert path_text("bad\nname.mp4") == "bad\nname.mp4"  # JSON files and events keep the name itself
+    # a name's leading and trailing spaces are its own: only line breaks go at either end
+    line = "clipvis: error:   clip.mp4 : no such file or directory"
+    assert error_line("no such file or directory", "  clip.mp4 ") == line
+    assert error_line("  clip.mp4 : no such file or directory\n") == line
 
 
 def test_an_exceptions_reason_is_a_few_words_on_one_line() -> None:

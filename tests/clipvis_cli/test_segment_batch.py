@@ -87,6 +87,17 @@ class _Writer(WriterDefaults):
         return path
 
 
+def test_a_name_read_from_stdin_keeps_its_leading_spaces_in_the_error_line(media, tmp_path, tiny_weights,
+                                                                            isolated_cache, monkeypatch) -> None:
+    """`printf '  clip.mp4\\n' | clipvis segment -`: the error line said `clip.mp4: no such file or directory` of a
+    file that is there (the line's spaces were stripped, the name's with them); it names the input as given now."""
+    monkeypatch.chdir(tmp_path)
+    Path("clip.mp4").write_bytes(media["h264"].read_bytes())
+    result = segment(tiny_weights, tmp_path / "out", "-", stdin="  clip.mp4\n")
+    assert result.exit_code == 1, result.output
+    assert "clipvis: error:   clip.mp4: no such file or directory" in result.stderr.splitlines(), result.stderr
+
+
 def test_writers_overlap_and_a_failure_is_raised_once_all_stopped(tmp_path, monkeypatch) -> None:
     """The drawing writer runs in the caller's thread while the JSON writers run on a helper (where a CPU is left
     beside it); outputs come back in writer order; a failure on either side is raised only after the other side has
