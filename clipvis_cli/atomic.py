@@ -21,6 +21,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import hashlib
+import itertools
 import json
 import os
 import re
@@ -418,36 +419,35 @@ def atomic_write_streamed_json(path: Path | str, value: Any) -> Path:
     """Write ``value`` as ``streamed_json`` writes it (an iterator as a list, a chunk of items at a time; a dict
     holding an iterator key by key) and a newline, atomically: the bytes ``atomic_write_json`` writes for the value
     with its iterators as lists, without the whole text in memory (a results file of every mask of a long video)."""
-    final = Path(path)
-    with atomic_output_path(final) as tmp:
-        try:
-            with open(tmp, "w", encoding="utf-8", errors=JSON_TEXT_ERRORS) as handle:
-                for text in streamed_json(value):
-                    handle.write(text)
-                handle.write("\n")
-        except OSError as error:
-            raise OutputNotWritableError(final, error) from error
-    return final
+    return _atomic_write_pieces(path, itertools.chain(streamed_json(value), ("\n",)))
 
 
 def atomic_write_json_stream(path: Path | str, fields: Iterable[tuple[str, Any]]) -> Path:
     """Write a JSON object field by field, atomically; a value that is an iterator is written as a list item by
     item, also inside a dict (an item ``{"segmentations": iter(masks), ...}`` of an iterator), so a document far
     larger than memory (every mask of a long video) is never held at once (``streamed_json``)."""
+
+    def pieces() -> Iterator[str]:
+        yield "{"
+        for index, (key, value) in enumerate(fields):
+            yield ("," if index else "") + json.dumps(key) + ":"
+            yield from streamed_json(value)
+        yield "}\n"
+
+    return _atomic_write_pieces(path, pieces())
+
+
+def _atomic_write_pieces(path: Path | str, pieces: Iterable[str]) -> Path:
+    """Write the text ``pieces`` make, one after another as they come, atomically (UTF-8, JSON's error rule)."""
     final = Path(path)
     with atomic_output_path(final) as tmp:
         try:
             with open(tmp, "w", encoding="utf-8", errors=JSON_TEXT_ERRORS) as handle:
-                handle.write("{")
-                for index, (key, value) in enumerate(fields):
-                    handle.write(("," if index else "") + json.dumps(key) + ":")
-                    for text in streamed_json(value):
-                        handle.write(text)
-                handle.write("}\n")
+                for text in pieces:
+                    handle.write(text)
         except OSError as error:
             raise OutputNotWritableError(final, error) from error
     return final
-
 
 
 def ensure_output_dir(path: Path | str) -> Path:

@@ -15,6 +15,7 @@ import av
 import av.error
 import av.video.reformatter
 
+from clipvis.cli.iso_boxes import iso_top_level_boxes
 from clipvis.cli.video_io.probe import DEFAULT_FPS
 
 # Corrupt data within this many frame durations of a gap in the frames' times is what lost its frames (B-frames put
@@ -329,27 +330,16 @@ def iso_media_cut(path: Path) -> str | None:
     stream FFmpeg can find, one cut after it no frames, though neither is the file FFmpeg was given."""
     try:
         size = path.stat().st_size
-        with path.open("rb") as handle:
-            offset = 0
-            while offset < size:
-                handle.seek(offset)
-                header = handle.read(16)
-                kind = header[4:8]
-                if offset == 0 and kind not in _ISO_MEDIA_FIRST_BOXES:
-                    return None
-                if len(header) < 8:
-                    return f"the file ends at byte {size}, inside a box's header"
-                length = int.from_bytes(header[:4], "big")
-                if length == 1 and len(header) == 16:  # a 64-bit size follows the type
-                    length = int.from_bytes(header[8:16], "big")
-                elif length == 0:  # the last box, to the end of the file
-                    return None
-                if length < 8 or not kind.isascii():
-                    return None  # no box: damage, or no ISO media file after all, not a cut
-                if offset + length > size:
-                    name = kind.decode("ascii", "replace")
-                    return f"the file ends at byte {size}, inside its {name} box (which runs to byte {offset + length})"
-                offset += length
+        for kind, offset, end in iso_top_level_boxes(path):
+            if offset == 0 and kind not in _ISO_MEDIA_FIRST_BOXES:
+                return None
+            if end is None:
+                return f"the file ends at byte {size}, inside a box's header"
+            if end - offset < 8 or not kind.isascii():
+                return None  # no box: damage, or no ISO media file after all, not a cut
+            if end > size:
+                name = kind.decode("ascii", "replace")
+                return f"the file ends at byte {size}, inside its {name} box (which runs to byte {end})"
     except OSError:
         return None
     return None

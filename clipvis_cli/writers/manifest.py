@@ -30,6 +30,7 @@ from typing import Any, ClassVar
 
 from clipvis.cli.atomic import atomic_write_json
 from clipvis.cli.inputs import VideoSource
+from clipvis.cli.iso_boxes import iso_top_level_boxes
 from clipvis.cli.json_io import parse_json
 from clipvis.cli.messages import path_text
 
@@ -151,22 +152,7 @@ def _boxes_end_with_file(path: Path) -> bool:
     """Whether an ISO media file's top-level boxes (ftyp, moov, mdat, ...) end exactly at its end: a copy cut short
     ends inside one."""
     size = path.stat().st_size
-    with path.open("rb") as handle:
-        offset = 0
-        while offset < size:
-            handle.seek(offset)
-            header = handle.read(16)
-            if len(header) < 8:
-                return False
-            length = int.from_bytes(header[:4], "big")
-            if length == 1 and len(header) == 16:  # a 64-bit size follows the type
-                length = int.from_bytes(header[8:16], "big")
-            elif length == 0:  # the last box, to the end of the file
-                return True
-            if length < 8:
-                return False
-            offset += length
-        return offset == size
+    return all(end is not None and end - offset >= 8 and end <= size for _, offset, end in iso_top_level_boxes(path))
 
 
 @dataclass
