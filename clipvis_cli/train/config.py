@@ -539,15 +539,14 @@ _RECIPE_NOTES = {
 IMAGE_TEST_SETS = ("lvis_v1_val", "lvis_v1_minival", "coco_2017_val")
 
 
-def check_evaluation_data(config: TrainConfig, eval_period: int, max_iter: int) -> None:
+def check_evaluation_data(config: TrainConfig, eval_period: int) -> None:
     """ConfigError (one line) for periodic-evaluation data the run would fail on at its first evaluation, hours in:
     a ``DATASETS.TEST`` name that is not a registered dataset, a ``CLIPVIS.TEST_DATA`` entry that is not
     ``{json: file, frames: folder}`` or whose file or folder is not there. Only when the run evaluates
-    (``eval_period > 0``: every period and after the last iteration, also where the period is past ``max_iter``, as
-    detectron2's EvalHook; ``TEST.EVAL_PERIOD=0`` never evaluates, so a test set named then is not read)."""
+    (``eval_period > 0``: every period and after the last iteration, also where the period is past SOLVER.MAX_ITER,
+    as detectron2's EvalHook; ``TEST.EVAL_PERIOD=0`` never evaluates, so a test set named then is not read)."""
     from clipvis.cli.datasets import UnknownDatasetError, dataset_names, get_dataset
 
-    del max_iter  # every run that evaluates at all evaluates after its last iteration
     if not eval_period > 0:
         return
 

@@ -434,7 +434,7 @@ def _preflight(request: RunRequest, rank: int, world: int) -> _Preflight:
     # before anything loads or is written: a test set named wrongly failed at the first evaluation, hours in
     if rank == 0:  # rank 0 alone evaluates: the test set need be on its machine only
         with _checked_by_rank_0_alone():
-            check_evaluation_data(config, schedule.eval_period, schedule.max_iter)
+            check_evaluation_data(config, schedule.eval_period)
     if not request.resume:  # a CLIP that cannot be had was refused once the data had loaded; before the folder is
         # made here (a --resume run's checkpoint, known once the ranks agree on it, holds its CLIP: _train_in_folder)
         check_clip_available(config, request.weights or config.get("MODEL.WEIGHTS") or None, None)
