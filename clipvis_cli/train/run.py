@@ -574,9 +574,9 @@ def _train_in_folder(request: RunRequest, rank: int, world: int, local_rank: int
             if request.weights:
                 config.set("MODEL.WEIGHTS", request.weights)
             resume_from = _as_rank_0_resumes(output_dir, resume_from, chosen[1])
-    with _taken_alone(rank, world, requests):  # (met by every rank, whichever of them checks)
-        if request.resume and resume_from is None:  # nothing to resume yet: the run starts afresh (a fresh run's
-            # CLIP is checked in _preflight)
+    if request.resume and resume_from is None:  # nothing to resume yet: the run starts afresh (a fresh run's CLIP is
+        # checked in _preflight)
+        with _taken_alone(rank, world, requests):
             check_clip_available(config, request.weights or config.get("MODEL.WEIGHTS") or None, None)
     _setup_logging(output_dir, rank)
     if rank == 0:  # what a run killed while saving left (a checkpoint's size each): --resume never took it away
