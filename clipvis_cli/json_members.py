@@ -27,7 +27,12 @@ _NUMBER = frozenset("0123456789+-.eE")  # what a JSON number is written with
 
 class JsonMembersError(ValueError):
     """The file is not valid JSON; `str()` is the decoder's message with the position in the whole file (``Expecting
-    ',' delimiter: line 3 column 5 (char 40)``), as `json.loads` words it."""
+    ',' delimiter: line 3 column 5 (char 40)``), as `json.loads` words it; ``msg``, ``lineno`` and ``colno`` are its
+    parts, as a `json.JSONDecodeError`'s."""
+
+    def __init__(self, msg: str, lineno: int, colno: int, pos: int) -> None:
+        super().__init__(f"{msg}: line {lineno} column {colno} (char {pos})")
+        self.msg, self.lineno, self.colno, self.pos = msg, lineno, colno, pos
 
 
 @dataclass(frozen=True)
@@ -51,28 +56,51 @@ class RepeatedMemberError(ValueError):
     the second one is."""
 
 
-def read_members(path: Path | str, streamed: Mapping[str, Streamed]) -> Any:
+def read_members(
+    path: Path | str | IO[bytes],
+    streamed: Mapping[str, Streamed],
+    array: Streamed | None = None,
+    arriving: Callable[[str, Mapping[str, Any]], None] | None = None,
+) -> Any:
     """The members of the JSON object in file ``path`` (UTF-8) as a dict, except that the array of each key in
     ``streamed`` is not kept: each of its elements is given to that key's function as soon as it is decoded, or read
     member by member (`ObjectArray`), and the key maps to ``[]``. A key whose value is not an array maps to its
     value, as do other keys named twice (the last one, as `json.loads` keeps it); a key of ``streamed`` named twice
     in one object raises RepeatedMemberError. A file whose top level is not an object is returned as `json.loads`
-    decodes it.
+    decodes it, except that with ``array`` a file whose top level is an array has its elements handed to ``array``
+    as ``streamed``'s are (and ``[]`` is returned). ``arriving(key, members)``, where given, is called as a streamed
+    array of the top-level object begins, with the members read before it. ``path`` may be a binary file open for
+    reading (a member of a zip archive, a gzip file), read from where it stands.
 
     Raises JsonMembersError for text that is not JSON, UnicodeDecodeError for bytes that are not UTF-8 (its position
     counted in the whole file, as decoding the whole file gives it), and OSError for a file that cannot be read;
     what a function raises goes through as it is."""
+    if not isinstance(path, str | Path):
+        return _read_members(path, streamed, array, arriving)
     with open(path, "rb") as handle:
-        text = _Window(handle)
-        if text.peek() != "{":  # nothing to stream: decoded whole, positions and all, as json.loads decodes it
-            try:
-                return parse_json(Path(path).read_text(encoding="utf-8"))
-            except json.JSONDecodeError as error:
-                raise JsonMembersError(str(error)) from None
-        members = text.members(streamed)
-        if text.peek() != "":
-            raise text.error("Extra data")
-        return members
+        return _read_members(handle, streamed, array, arriving)
+
+
+def _read_members(
+    handle: IO[bytes],
+    streamed: Mapping[str, Streamed],
+    array: Streamed | None,
+    arriving: Callable[[str, Mapping[str, Any]], None] | None,
+) -> Any:
+    text = _Window(handle)
+    if text.peek() == "[" and array is not None:
+        text.elements(array)
+        members: Any = []
+    elif text.peek() != "{":  # nothing to stream: decoded whole, positions and all, as json.loads decodes it
+        try:
+            return parse_json(text.rest())
+        except json.JSONDecodeError as error:
+            raise JsonMembersError(error.msg, error.lineno, error.colno, error.pos) from None
+    else:
+        members = text.members(streamed, arriving)
+    if text.peek() != "":
+        raise text.error("Extra data")
+    return members
 
 
 class _FileDecodeError(UnicodeDecodeError):
@@ -141,6 +169,16 @@ class _Window:
         self.position = 0
         return True
 
+    def rest(self) -> str:
+        """The whole text of the file (none of it read yet but whitespace), as `Path.read_text` gives it: the
+        whitespace already dropped is put back as blanks and line ends where they were (the places in messages)."""
+        pieces = [" " * (self.line_start - self.lines) + "\n" * self.lines + " " * (self.start - self.line_start),
+                  self.buffer]
+        while not self.ended and (chunk := self._decoded(READ_BYTES)):
+            pieces.append(chunk)
+        self.ended = True
+        return "".join(pieces)
+
     def peek(self) -> str:
         """The next character that is not whitespace ('' at the file's end), left unread."""
         while True:
@@ -175,8 +213,11 @@ class _Window:
             self.position = end
             return value
 
-    def members(self, streamed: Mapping[str, Streamed]) -> dict[str, Any]:
-        """Decode the object at the reading position, streaming the arrays named in ``streamed``."""
+    def members(
+        self, streamed: Mapping[str, Streamed], arriving: Callable[[str, Mapping[str, Any]], None] | None = None
+    ) -> dict[str, Any]:
+        """Decode the object at the reading position, streaming the arrays named in ``streamed`` (``arriving``: see
+        `read_members`)."""
         self.take("{")
         members: dict[str, Any] = {}
         if self.peek() == "}":
@@ -192,6 +233,8 @@ class _Window:
                 raise RepeatedMemberError(f"{key!r} given twice in one object ({self._where(at - self.start)})")
             self.take(":")
             if how is not None and self.peek() == "[":
+                if arriving is not None:
+                    arriving(key, members)
                 self.elements(how)
                 members[key] = []
             else:
@@ -222,12 +265,17 @@ class _Window:
 
     def error(self, message: str, position: int | None = None) -> JsonMembersError:
         """``message`` at ``position`` in the buffer (default: the reading position), located in the whole file."""
-        return JsonMembersError(f"{message}: {self._where(self.position if position is None else position)}")
+        return JsonMembersError(message, *self._place(self.position if position is None else position))
 
-    def _where(self, position: int) -> str:
-        """``position`` in the buffer as json.loads names a place in the whole file: ``line 3 column 5 (char 40)``."""
+    def _place(self, position: int) -> tuple[int, int, int]:
+        """``position`` in the buffer as json.loads places it in the whole file: (line, column, character)."""
         before = self.buffer[:position]
         line = self.lines + before.count("\n") + 1
         line_start = self.start + before.rfind("\n") + 1 if "\n" in before else self.line_start
         at = self.start + position
-        return f"line {line} column {at - line_start + 1} (char {at})"
+        return line, at - line_start + 1, at
+
+    def _where(self, position: int) -> str:
+        """``position`` in the buffer as json.loads names a place in the whole file: ``line 3 column 5 (char 40)``."""
+        line, column, at = self._place(position)
+        return f"line {line} column {column} (char {at})"

@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import numbers
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -241,14 +241,19 @@ def counted_frames(gt: VideoGroundTruth, entries: Sequence[Any], known_categorie
         if track.video_id in uncounted:
             counts[track.video_id] = max(counts.get(track.video_id, 0), len(track.segmentations))
     for entry in entries:
-        if not isinstance(entry, Mapping):
-            continue
-        video_id, category_id, segmentations = entry.get("video_id"), entry.get("category_id"), entry.get(
-            "segmentations")
-        if is_whole_number(video_id) and int(video_id) in uncounted and is_whole_number(category_id) and \
-                int(category_id) in known_categories and isinstance(segmentations, list):
-            counts[int(video_id)] = max(counts.get(int(video_id), 0), len(segmentations))
+        _count_frames(counts, entry, uncounted, known_categories)
     return counts
+
+
+def _count_frames(counts: dict[int, int], entry: Any, uncounted: set[int], known_categories: set[int]) -> None:
+    """Count a results entry's segmentations in ``counts`` (`counted_frames`) where it is of a video in ``uncounted``
+    and a category in ``known_categories``, and well formed."""
+    if not isinstance(entry, Mapping):
+        return
+    video_id, category_id, segmentations = entry.get("video_id"), entry.get("category_id"), entry.get("segmentations")
+    if is_whole_number(video_id) and int(video_id) in uncounted and is_whole_number(category_id) and \
+            int(category_id) in known_categories and isinstance(segmentations, list):
+        counts[int(video_id)] = max(counts.get(int(video_id), 0), len(segmentations))
 
 
 def _short_gt_tracks(gt: VideoGroundTruth, counts: Mapping[int, int]) -> str | None:
@@ -272,6 +277,24 @@ def _parse_entry(
     frame_counts: Mapping[int, int],
     source: str,
 ) -> Detection | None:
+    head = _entry_head(index, entry, gt, known_categories, source)
+    if head is None:
+        return None
+    where, video, category_id, score, segmentations = head
+    mismatch = frame_count_mismatch(len(segmentations), video, frame_counts.get(video.id))
+    if mismatch is not None:
+        raise EvaluationInputError(f"{where}: {mismatch}")
+    return _detection(index, head)
+
+
+_EntryHead = tuple[str, GtVideo, int, float, list[Any]]  # where, its video, category id, score, segmentations
+
+
+def _entry_head(
+    index: int, entry: Any, gt: VideoGroundTruth, known_categories: set[int], source: str
+) -> _EntryHead | None:
+    """A results entry's checks before its number of frames: its ids, score and segmentations list (None: a category
+    not in ``known_categories``, dropped)."""
     where = f"{source}: entry {index}"
     if not isinstance(entry, Mapping):
         raise EvaluationInputError(f"{where} is not an object")
@@ -299,14 +322,17 @@ def _parse_entry(
     segmentations = entry["segmentations"]
     if not isinstance(segmentations, list):
         raise EvaluationInputError(f"{where}: 'segmentations' must be a list with one mask or null per frame")
-    mismatch = frame_count_mismatch(len(segmentations), video, frame_counts.get(video.id))
-    if mismatch is not None:
-        raise EvaluationInputError(f"{where}: {mismatch}")
+    return where, video, int(category_id), float(score), segmentations
+
+
+def _detection(index: int, head: _EntryHead) -> Detection:
+    """The detection of an entry whose head passed (`_entry_head`), its masks checked."""
+    where, video, category_id, score, segmentations = head
     return Detection(
         id=index + 1,
-        video_id=int(video_id),
-        category_id=int(category_id),
-        score=float(score),
+        video_id=video.id,
+        category_id=category_id,
+        score=score,
         segmentations=_check_masks(segmentations, video, where),
     )
 
@@ -377,3 +403,163 @@ def _check_masks(frames: Sequence[Any], video: GtVideo, where: str) -> list[RleD
                                            f"pixels on a {video.height}x{video.width} frame)")
     return out
 
+
+
+STREAM_BATCH_MASKS = 1 << 13  # masks of a results file held at most at once by `ResultsStream` (fewer where long)
+STREAM_BATCH_CHARACTERS = 1 << 22  # characters of counts held at most at once (plus the entry that passes it)
+
+
+class ResultsStream:
+    """A results file's entries validated as `parse_results` validates them, as they are read (`entry`, in file
+    order), the detections given to ``scored`` a batch at a time (their runs checked: `check_runs`) and then dropped,
+    so memory holds one batch of masks (``STREAM_BATCH_MASKS``, ``STREAM_BATCH_CHARACTERS``), not the file's.
+
+    The problems are raised by `finish` in `parse_results`' order, which looks at every entry before it: an object
+    that is not a results file, its categories' and videos' (`arriving`), an empty list, the first entry's problem
+    in file order (the frame counts of GT videos without ``length`` or ``file_names`` known once the last entry is
+    read, `counted_frames`), then the first mask of bad runs. Once an entry has a problem, later entries are only
+    counted."""
+
+    def __init__(self, gt: VideoGroundTruth, source: str, scored: Callable[[list[Detection]], None]) -> None:
+        self.gt, self.source, self.scored = gt, source, scored
+        self.known_categories = {category.id for category in gt.categories}
+        self.compared = {(track.video_id, track.category_id) for track in gt.tracks}
+        self.uncounted = {video.id for video in gt.videos.values() if video.num_frames is None}
+        self.frame_counts = counted_frames(gt, [], self.known_categories)  # grows with the entries of uncounted videos
+        # entries of uncounted videos (index, where, video, segmentations): their frame counts checked at the end
+        self.unchecked_counts: list[tuple[int, str, GtVideo, int]] = []
+        self.count = 0
+        self.kept = 0
+        self.dropped: Counter[int] = Counter()
+        self.dropped_names: Counter[str] = Counter()
+        self.category_map: dict[int, tuple[str, int | None]] = {}
+        self.video_map: dict[int, int] = {}
+        self.matched_by_id: str | None = None
+        self.in_object = False
+        self.pending: list[Any] | None = None  # a ytvis.json's annotations read before its categories and videos
+        self.maps_read_from: dict[str, Any] = {}
+        self.all_scored = True  # every annotation of an object an object with a score
+        self.object_problem: EvaluationInputError | None = None
+        self.problem: tuple[int, EvaluationInputError] | None = None
+        self.runs_problem: EvaluationInputError | None = None
+        self.batch: list[Detection] = []
+        self.batch_masks = 0
+        self.batch_characters = 0
+
+    def arriving(self, members: Mapping[str, Any]) -> None:
+        """The annotations of a ytvis.json begin, ``members`` read before them: its categories and videos say what
+        its ids mean (`gt_category_map`, `gt_video_map`)."""
+        self.in_object = True
+        if "categories" in members and "videos" in members:  # as segment writes them
+            self._read_maps(members)
+        else:  # they may come after the annotations: those are held until they are read
+            self.pending = []
+
+    def _read_maps(self, members: Mapping[str, Any]) -> None:
+        self.maps_read_from = {key: members.get(key) for key in ("categories", "videos")}
+        try:
+            self.category_map = gt_category_map(members.get("categories"), self.gt, self.source)
+            self.video_map, self.matched_by_id = gt_video_map(members.get("videos"), self.gt, self.source)
+        except EvaluationInputError as error:
+            self.object_problem = error
+
+    def entry(self, entry: Any) -> None:
+        if self.pending is not None:
+            self.pending.append(entry)
+            return
+        index = self.count
+        self.count += 1
+        if self.in_object:
+            self.all_scored &= isinstance(entry, Mapping) and "score" in entry
+        name = None  # a ytvis.json category not in the GT
+        if isinstance(entry, Mapping) and (self.category_map or self.video_map):
+            entry, name = _mapped_entry(entry, self.category_map, self.video_map)
+        if name is None and self.uncounted:
+            _count_frames(self.frame_counts, entry, self.uncounted, self.known_categories)
+        if self.problem is not None or self.object_problem is not None:
+            return
+        try:
+            head = _entry_head(index, entry, self.gt, self.known_categories if name is None else set(), self.source)
+            if head is None:
+                if name is not None:
+                    self.dropped_names[name] += 1
+                else:
+                    self.dropped[int(entry["category_id"])] += 1
+                return
+            video = head[1]
+            if video.id in self.uncounted:
+                self.unchecked_counts.append((index, head[0], video, len(head[4])))
+            else:
+                mismatch = frame_count_mismatch(len(head[4]), video, None)
+                if mismatch is not None:
+                    raise EvaluationInputError(f"{head[0]}: {mismatch}")
+            detection = _detection(index, head)
+        except EvaluationInputError as error:
+            self.problem = (index, error)
+            self.batch.clear()
+            return
+        self.kept += 1
+        if self.runs_problem is not None:
+            return
+        self.batch.append(detection)
+        for rle in detection.segmentations:
+            if rle is not None:
+                self.batch_masks += 1
+                counts = rle["counts"]
+                self.batch_characters += len(counts) if isinstance(counts, str | bytes) else 0
+        if self.batch_masks >= STREAM_BATCH_MASKS or self.batch_characters >= STREAM_BATCH_CHARACTERS:
+            self._score_batch()
+
+    def _score_batch(self) -> None:
+        batch, self.batch, self.batch_masks, self.batch_characters = self.batch, [], 0, 0
+        try:
+            check_runs((f"{self.source}: entry {d.id - 1} (video_id {d.video_id})", d.segmentations) for d in batch
+                       if (d.video_id, d.category_id) in self.compared)
+        except EvaluationInputError as error:
+            self.runs_problem = error
+            return
+        self.scored(batch)
+
+    def finish(self, document: Any) -> DetectionSet:
+        """Raise the problem `parse_results` raises first, if any; else score the last batch and return what was
+        dropped (the detections are given to ``scored``: its list is empty). ``document``: the file as read, its
+        streamed arrays empty (`stream_json_file`)."""
+        source = self.source
+        if self.pending is not None:  # a ytvis.json listing its categories or videos after its annotations
+            entries, self.pending = self.pending, None
+            self._read_maps(document)
+            for entry in entries:
+                self.entry(entry)
+        elif self.in_object and any(document.get(key) is not self.maps_read_from.get(key)
+                                    for key in ("categories", "videos")):
+            raise EvaluationInputError(f"{source}: 'categories' or 'videos' given twice in one object; which one is "
+                                       "meant is not known")
+        if isinstance(document, Mapping):
+            if not (self.in_object and self.count and self.all_scored):  # a GT file (no scores), or another object
+                hint = " (this looks like a GT file)" if "annotations" in document else ""
+                raise EvaluationInputError(f"{source}: expected a JSON list of results, got a JSON object{hint}")
+            if self.object_problem is not None:
+                raise self.object_problem
+        elif not isinstance(document, list):
+            raise EvaluationInputError(f"{source}: expected a JSON list of results, got {type(document).__name__}")
+        if not self.count:
+            raise EvaluationInputError(f"{source}: the results list is empty (nothing to score)")
+        problems: list[tuple[int, EvaluationInputError]] = []
+        for index, where, video, segmentations in self.unchecked_counts:
+            if self.problem is not None and index > self.problem[0]:
+                break
+            mismatch = frame_count_mismatch(segmentations, video, self.frame_counts.get(video.id))
+            if mismatch is not None:  # before the masks' problems of its entry
+                problems.append((index, EvaluationInputError(f"{where}: {mismatch}")))
+                break
+        if self.problem is not None:
+            problems.append(self.problem)
+        if problems:
+            raise min(problems, key=lambda problem: problem[0])[1]
+        if self.runs_problem is None and self.batch:
+            self._score_batch()
+        if self.runs_problem is not None:
+            raise self.runs_problem
+        return DetectionSet(detections=[], num_results=self.count, dropped_categories=dict(self.dropped),
+                            dropped_names=dict(self.dropped_names), matched_by_id=self.matched_by_id,
+                            short_gt_tracks=_short_gt_tracks(self.gt, self.frame_counts))

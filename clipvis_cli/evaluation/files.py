@@ -2,28 +2,103 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import zipfile
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from clipvis.cli.atomic import atomic_output_path, ensure_output_dir
 from clipvis.cli.evaluation.errors import EvaluationInputError
 from clipvis.cli.json_io import parse_json
+from clipvis.cli.json_members import JsonMembersError, RepeatedMemberError, read_members
 from clipvis.cli.zip_files import add_bytes
 from clipvis.paths import NO_SUCH_FILE, missing_reason
 
 
-def read_json_file(path: Path, what: str) -> Any:
-    """Parse the JSON file `path`; `what` names the input in error messages (e.g. "results file")."""
-    path = Path(path)
+def _check_file(path: Path, what: str) -> None:
     if not path.exists():
         reason = missing_reason(path)  # a symbolic-link loop is no missing file
         raise EvaluationInputError(f"{what} not found: {path}" if reason == NO_SUCH_FILE
                                    else f"{what} {path}: {reason}")
     if path.is_dir():
         raise EvaluationInputError(f"{what} is a directory, expected a JSON file: {path}")
+
+
+def stream_json_file(
+    path: Path,
+    what: str,
+    streamed: Mapping[str, Callable[[Any], None]],
+    array: Callable[[Any], None] | None = None,
+    arriving: Callable[[str, Mapping[str, Any]], None] | None = None,
+) -> Any:
+    """`read_json_file`'s document read as `clipvis.cli.json_members.read_members` reads it: the elements of the
+    top-level object's arrays named in ``streamed`` (and of a top-level array, with ``array``) are handed over one by
+    one as they are decoded and never all held, so memory does not grow with the file. The same files (a zip holding
+    one JSON file, gzip) and the same one-line errors as `read_json_file`; a file that is not UTF-8 (UTF-16 or 32, or
+    UTF-8 with a byte order mark, which the streaming reader does not take) is decoded whole, then handed over
+    the same way. What the functions raise goes through as it is."""
+    path = Path(path)
+    _check_file(path, what)
+    try:
+        with contextlib.ExitStack() as stack:
+            if zipfile.is_zipfile(path):
+                handle: Any = stack.enter_context(_open_only_json_member(path, what))
+            else:
+                handle = stack.enter_context(path.open("rb"))
+                if handle.peek(2)[:2] == b"\x1f\x8b":  # gzip (results.json.gz)
+                    handle = stack.enter_context(gzip.open(handle))
+            if json.detect_encoding(handle.peek(4)[:4]) != "utf-8":
+                stack.close()
+                return _hand_over(read_json_file(path, what), streamed, array, arriving)
+            return read_members(handle, streamed, array, arriving)
+    except RepeatedMemberError as error:
+        raise EvaluationInputError(f"{what} {path}: {error}; which one is meant is not known") from error
+    except (gzip.BadGzipFile, EOFError, zipfile.BadZipFile) as error:
+        raise EvaluationInputError(f"{what} {path} is a damaged archive ({error})") from error
+    except JsonMembersError as error:
+        raise EvaluationInputError(
+            f"{what} {path} is not valid JSON (line {error.lineno}, column {error.colno}: {error.msg})"
+        ) from error
+    except UnicodeDecodeError as error:
+        raise EvaluationInputError(f"{what} {path} is not {_encoding_name(error.encoding)} JSON text "
+                                   f"({error.reason})") from error
+    except OSError as error:
+        raise EvaluationInputError(f"cannot read {what} {path}: {error.strerror or error}") from error
+
+
+def _hand_over(
+    document: Any,
+    streamed: Mapping[str, Callable[[Any], None]],
+    array: Callable[[Any], None] | None,
+    arriving: Callable[[str, Mapping[str, Any]], None] | None,
+) -> Any:
+    """A whole decoded ``document`` handed over as `stream_json_file` hands a streamed one over."""
+    if isinstance(document, list) and array is not None:
+        for element in document:
+            array(element)
+        return []
+    if not isinstance(document, dict):
+        return document
+    members: dict[str, Any] = {}
+    for key, value in document.items():
+        how = streamed.get(key)
+        if how is not None and isinstance(value, list):
+            if arriving is not None:
+                arriving(key, members)
+            for element in value:
+                how(element)
+            value = []
+        members[key] = value
+    return members
+
+
+def read_json_file(path: Path, what: str) -> Any:
+    """Parse the JSON file `path`; `what` names the input in error messages (e.g. "results file")."""
+    path = Path(path)
+    _check_file(path, what)
     try:
         if zipfile.is_zipfile(path):  # a server submission (results.zip holding results.json), as export --zip writes
             return parse_json(_json_text(_only_json_member(path, what)))
@@ -66,11 +141,20 @@ def _encoding_name(codec: str) -> str:
 
 def _only_json_member(path: Path, what: str) -> bytes:
     """The one JSON file of a zip archive (EvaluationInputError when there is none, or several)."""
+    with _open_only_json_member(path, what) as member:
+        return member.read()
+
+
+@contextlib.contextmanager
+def _open_only_json_member(path: Path, what: str) -> Iterator[IO[bytes]]:
+    """The one JSON file of a zip archive, open for reading (EvaluationInputError when there is none, or
+    several)."""
     with zipfile.ZipFile(path) as archive:
         members = [name for name in archive.namelist() if name.endswith(".json") and not name.endswith("/")]
         if len(members) != 1:
             raise EvaluationInputError(f"{what} {path} is a zip holding {len(members)} JSON files; expected one")
-        return archive.read(members[0])
+        with archive.open(members[0]) as member:
+            yield member
 
 
 def write_zip_atomic(path: Path, members: dict[str, bytes]) -> Path:

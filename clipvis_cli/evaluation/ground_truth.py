@@ -19,7 +19,7 @@ from typing import Any
 from pycocotools import mask as mask_utils
 
 from clipvis.cli.evaluation.errors import EvaluationInputError
-from clipvis.cli.evaluation.files import read_json_file
+from clipvis.cli.evaluation.files import read_json_file, stream_json_file
 from clipvis.cli.results import recorded_source
 from clipvis.cli.rle import RleDict, compressed_counts_problems
 
@@ -91,9 +91,54 @@ class VideoGroundTruth:
 
 
 def load_ground_truth(path: Path) -> VideoGroundTruth:
-    """Read and parse a YouTube-VIS style GT JSON file (see `parse_ground_truth`)."""
+    """Read and parse a YouTube-VIS style GT JSON file (see `parse_ground_truth`), an annotation at a time: each is
+    converted to compressed RLE as it is read (where the file lists its videos before its annotations, as YouTube-VIS
+    and LV-VIS files do), so the file's uncompressed masks are never all in memory; the same tracks and errors as
+    `parse_ground_truth` of the whole file."""
     path = Path(path)
-    return parse_ground_truth(read_json_file(path, "GT file"), source=str(path))
+    source = str(path)
+    reader = _StreamedTracks(source)
+    document = stream_json_file(path, "GT file", {"annotations": reader.add}, arriving=reader.arriving)
+    if reader.parser is None:  # its annotations were not parsed as they came: parsed with the document
+        if reader.pending is not None:
+            document = {**document, "annotations": reader.pending}
+        return parse_ground_truth(document, source)
+    if not (isinstance(document.get("videos"), list) and isinstance(document.get("categories"), list)):
+        return parse_ground_truth(document, source)  # raises what is wrong with them, before any annotation's problem
+    videos = _parse_videos(document["videos"], source)  # raises what parse_ground_truth raises, in its order
+    categories = _parse_categories(document["categories"], source)
+    if reader.parser.videos != videos:  # json.loads would have kept the last of two 'videos'
+        raise EvaluationInputError(f"{source}: 'videos' given twice in one object; which one is meant is not known")
+    gt = VideoGroundTruth(source=source, videos=videos, categories=categories, tracks=reader.parser.finish())
+    gt.warnings = gt_warnings(gt)
+    return gt
+
+
+class _StreamedTracks:
+    """The annotations of a GT file as `stream_json_file` hands them over: parsed as they come where the file's
+    videos were read before them (``parser``), else held whole (``pending``) and parsed with the document."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.parser: _TrackParser | None = None
+        self.pending: list[Any] | None = None
+
+    def arriving(self, key: str, members: Mapping[str, Any]) -> None:
+        videos = members.get("videos")
+        try:
+            parsed = _parse_videos(videos, self.source) if isinstance(videos, list) else None
+        except EvaluationInputError:
+            parsed = None  # raised again from the document, before any annotation's problem
+        if parsed is not None and self.parser is None and self.pending is None:
+            self.parser = _TrackParser(parsed, self.source, numbered=None)
+
+    def add(self, entry: Any) -> None:
+        if self.parser is not None:
+            self.parser.add(entry)
+        else:
+            if self.pending is None:
+                self.pending = []
+            self.pending.append(entry)
 
 
 def write_ground_truth_subset(gt_path: Path, video_ids: Iterable[int], destination: Path) -> Path:
@@ -291,12 +336,63 @@ def check_category_names(data: Any, source: str) -> None:
 
 
 def _parse_tracks(entries: Sequence[Any], videos: Mapping[int, GtVideo], source: str) -> list[GtTrack]:
-    tracks: list[GtTrack] = []
-    checked: list[tuple[str, list[RleDict | None]]] = []  # each track's masks, their runs checked at the end
-    seen_ids: set[int] = set()
     # segment's ytvis.json corrected into a ground truth has no annotation ids: they are only labels, numbered here
     numbered = bool(entries) and all(isinstance(e, Mapping) and "id" not in e for e in entries)
-    for index, entry in enumerate(entries):
+    parser = _TrackParser(videos, source, numbered)
+    for entry in entries:
+        parser.add(entry)
+    return parser.finish()
+
+
+class _TrackParser:
+    """GT annotations parsed one at a time into tracks, each problem raised as `EvaluationInputError`.
+
+    ``numbered``: whether the annotations have no ids and are numbered from 1 (segment's ytvis.json corrected into a
+    ground truth), which is known only once all of them are read: None while it is not (an annotation streamed from
+    the file). Each annotation without an id is then numbered, and the first problem is kept rather than raised,
+    the annotations after it unparsed: `finish` raises it, or the missing id of an earlier annotation where another
+    has one."""
+
+    def __init__(self, videos: Mapping[int, GtVideo], source: str, numbered: bool | None) -> None:
+        self.videos, self.source, self.numbered = videos, source, numbered
+        self.tracks: list[GtTrack] = []
+        self.checked: list[tuple[str, list[RleDict | None]]] = []  # each track's masks, their runs checked at the end
+        self.seen_ids: set[int] = set()
+        self.count = 0
+        self.without_id: int | None = None  # the first annotation without an id (numbered = None)
+        self.some_id = False  # an annotation that has an id, or is not an object (numbered = None)
+        self.problem: tuple[int, EvaluationInputError] | None = None
+
+    def add(self, entry: Any) -> None:
+        index = self.count
+        self.count += 1
+        if self.numbered is not None:
+            self._add(index, entry, self.numbered)
+            return
+        unnumbered = isinstance(entry, Mapping) and "id" not in entry
+        if unnumbered and self.without_id is None:
+            self.without_id = index
+        self.some_id |= not unnumbered
+        if self.problem is None:
+            try:
+                self._add(index, entry, unnumbered)
+            except EvaluationInputError as error:
+                self.problem = (index, error)
+
+    def finish(self) -> list[GtTrack]:
+        problems = []
+        if self.some_id and self.without_id is not None:  # not numbered after all: that annotation has no id
+            problems.append((self.without_id, EvaluationInputError(
+                f"{self.source}: annotations[{self.without_id}] needs integer 'id', 'video_id' and 'category_id'")))
+        if self.problem is not None:
+            problems.append(self.problem)
+        if problems:
+            raise min(problems, key=lambda problem: problem[0])[1]
+        check_runs(self.checked)
+        return self.tracks
+
+    def _add(self, index: int, entry: Any, numbered: bool) -> None:
+        source = self.source
         where = f"{source}: annotations[{index}]"
         if not isinstance(entry, Mapping):
             raise EvaluationInputError(f"{where} is not an object")
@@ -306,10 +402,10 @@ def _parse_tracks(entries: Sequence[Any], videos: Mapping[int, GtVideo], source:
         if not (is_whole_number(track_id) and is_whole_number(video_id) and is_whole_number(category_id)):
             raise EvaluationInputError(f"{where} needs integer 'id', 'video_id' and 'category_id'")
         where = f"{where} (id {track_id}, video_id {video_id})"
-        if track_id in seen_ids:
+        if track_id in self.seen_ids:
             # The reference API keys annotations by id, so a repeated id silently evaluates the wrong track.
             raise EvaluationInputError(f"{where}: annotation id {track_id} appears twice")
-        seen_ids.add(int(track_id))
+        self.seen_ids.add(int(track_id))
         segmentations = entry.get("segmentations")
         if not isinstance(segmentations, list):
             raise EvaluationInputError(f"{where} has no 'segmentations' list")
@@ -320,11 +416,11 @@ def _parse_tracks(entries: Sequence[Any], videos: Mapping[int, GtVideo], source:
             for frame, area in enumerate(areas):
                 if area is not None and not isinstance(area, numbers.Real):
                     raise EvaluationInputError(f"{where}: areas[{frame}] is not a number or null")
-        video = videos.get(int(video_id))
+        video = self.videos.get(int(video_id))
         # Annotations of videos missing from 'videos' are never evaluated (as in the reference): skip converting them.
         rles = _convert_segmentations(segmentations, video, where) if video is not None else []
-        checked.append((where, rles))
-        tracks.append(
+        self.checked.append((where, rles))
+        self.tracks.append(
             GtTrack(
                 id=int(track_id),
                 video_id=int(video_id),
@@ -334,8 +430,6 @@ def _parse_tracks(entries: Sequence[Any], videos: Mapping[int, GtVideo], source:
                 areas=list(areas) if areas is not None else None,
             )
         )
-    check_runs(checked)
-    return tracks
 
 
 def _convert_segmentations(frames: Sequence[Any], video: GtVideo, where: str) -> list[RleDict | None]:
@@ -399,8 +493,9 @@ def check_runs(tracks: Iterable[tuple[str, Sequence[RleDict | None]]]) -> None:
 
 
 RUN_CHECK_MASKS = 1 << 16  # masks whose runs are checked at most at once (fewer where their counts are long)
-# characters of counts checked at once (~30 B of arrays each: ~120 MB, plus the one mask that passes the limit)
-RUN_CHECK_CHARACTERS = 1 << 22
+# characters of counts checked at once (~30 B of arrays each: ~30 MB, plus the one mask that passes the limit; at
+# 1 << 22, 120 MB, most of a streamed scoring's peak, for no measurable gain in time)
+RUN_CHECK_CHARACTERS = 1 << 20
 
 
 def _check_runs_of(masks: Sequence[tuple[str, int, RleDict]]) -> None:

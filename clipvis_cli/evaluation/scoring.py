@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from clipvis.cli.evaluation.detections import DetectionSet, load_results, parse_results
+from clipvis.cli.evaluation.detections import DetectionSet, ResultsStream, parse_results
 from clipvis.cli.evaluation.errors import EvaluationInputError
+from clipvis.cli.evaluation.files import stream_json_file
 from clipvis.cli.evaluation.ground_truth import VideoGroundTruth, load_ground_truth
 from clipvis.cli.evaluation.protocols import default_protocol_name, default_protocol_warnings
 from clipvis.cli.evaluation.video_ap import VideoAPEvaluator, VideoAPParams, VideoAPResult
@@ -51,11 +52,21 @@ def score_results_file(
     protocol: str | None = None,
     params: VideoAPParams | None = None,
 ) -> VideoAPResult:
-    """Load a GT JSON and a results JSON and score them (see `score_results`)."""
+    """Load a GT JSON and a results JSON and score them (see `score_results`), the results an entry at a time
+    (`ResultsStream`, `StreamedVideoAP`): memory holds the GT's compressed masks and one batch of the results'
+    masks, not the results file, and the numbers are `score_results`' of the whole file, bit for bit."""
     gt = load_ground_truth(Path(gt_path))
     require_annotations(gt)
-    detections = load_results(Path(results_path), gt)
-    return _evaluate(gt, detections, protocol, params)
+    results_path = Path(results_path)
+    scoring = VideoAPEvaluator(protocol or default_protocol_name(gt), params).streamed(gt)
+    results = ResultsStream(gt, str(results_path), scoring.add)
+    document = stream_json_file(results_path, "results file", {"annotations": results.entry}, array=results.entry,
+                                arriving=lambda _, members: results.arriving(members))
+    dropped = results.finish(document)
+    result = scoring.result(dropped.warnings)
+    if protocol is None:
+        result.warnings.extend(default_protocol_warnings(gt))
+    return result
 
 
 def _evaluate(

@@ -352,7 +352,18 @@ class VideoAPEvaluator:
                     video, gts_by_pair.get((video_id, category_id), []), dts_by_pair.get((video_id, category_id), [])
                 )
                 outcomes[category_index[category_id]].append(outcome)
+        return self._result(gt, outcomes, warnings, len(detection_list))
 
+    def streamed(self, gt: VideoGroundTruth) -> StreamedVideoAP:
+        """A scoring of `gt` that takes its detections a batch at a time (`StreamedVideoAP`)."""
+        return StreamedVideoAP(self, gt)
+
+    def _result(
+        self, gt: VideoGroundTruth, outcomes: list[list[_PairOutcome]], warnings: list[str], num_detections: int
+    ) -> VideoAPResult:
+        """Accumulate and summarise ``outcomes`` (per category in id order, each its (video, category) pairs')."""
+        category_ids = gt.category_ids
+        category_index = {category_id: k for k, category_id in enumerate(category_ids)}
         precision, recall = self._accumulate(outcomes)
         blocks, block_warnings = resolve_blocks(self.protocol, gt.categories)
         warnings.extend(block_warnings)
@@ -366,7 +377,7 @@ class VideoAPEvaluator:
             blocks=[self._block_stats(block, precision, recall, category_index) for block in blocks],
             per_category_ap=per_category_ap(precision, category_ids),
             num_videos=len(gt.videos),
-            num_detections=len(detection_list),
+            num_detections=num_detections,
             warnings=warnings,
         )
 
@@ -376,19 +387,34 @@ class VideoAPEvaluator:
         return (avg_areas[None, :] < self._area_low[:, None]) | (avg_areas[None, :] > self._area_high[:, None])
 
     def _evaluate_pair(self, video: GtVideo, gts: list[GtTrack], dts: list[Detection]) -> _PairOutcome:
-        protocol = self.protocol
         order = np.argsort([-detection.score for detection in dts], kind="mergesort")[: self.params.max_dets[-1]]
         dts = [dts[i] for i in order]
         dt_masks = [_track_masks(detection.segmentations) for detection in dts]
         gt_masks = [_track_masks(track.segmentations, video) for track in gts]
+        if dts and gts:
+            ious = track_ious(dt_masks, gt_masks)
+        else:
+            ious = np.zeros((len(dts), len(gts)))
+        scores = np.array([detection.score for detection in dts], dtype=np.float64)
+        return self._match_pair(gts, gt_masks, scores, self._detection_areas(dt_masks), ious)
 
+    def _detection_areas(self, dt_masks: Sequence[_TrackMasks]) -> np.ndarray:
+        """[D] the average areas of detections as the protocol takes them (zeros where it takes none)."""
+        if self.protocol.zero_avg_area:
+            return np.zeros(len(dt_masks))
+        return np.array(
+            [_mean_of_truthy(masks.areas, self.protocol.truncate_areas) for masks in dt_masks], dtype=np.float64
+        )
+
+    def _match_pair(
+        self, gts: list[GtTrack], gt_masks: list[_TrackMasks], scores: np.ndarray, dt_avg: np.ndarray, ious: np.ndarray
+    ) -> _PairOutcome:
+        """Match one (video, category): ``scores`` [D], ``dt_avg`` [D] and ``ious`` [D, G] of its detections in score
+        order (at most max_dets[-1]), ``gts`` with their masks."""
+        protocol = self.protocol
         if protocol.zero_avg_area:
-            dt_avg = np.zeros(len(dts))
             gt_avg = np.zeros(len(gts))
         else:
-            dt_avg = np.array(
-                [_mean_of_truthy(masks.areas, protocol.truncate_areas) for masks in dt_masks], dtype=np.float64
-            )
             gt_avg = np.array(
                 [
                     _mean_of_truthy(track.areas if track.areas is not None else masks.areas, protocol.truncate_areas)
@@ -402,15 +428,11 @@ class VideoAPEvaluator:
             gt_ignore |= crowd[None, :]
         reusable = crowd if protocol.gt_matched_once else np.ones(len(gts), dtype=bool)
         counts = np.array([track.id != 0 for track in gts], dtype=bool)
-        if dts and gts:
-            ious = track_ious(dt_masks, gt_masks)
-        else:
-            ious = np.zeros((len(dts), len(gts)))
         true_positive, false_positive = greedy_match(
             ious, gt_ignore, reusable, counts, self._outside(dt_avg), self._iou_thresholds
         )
         return _PairOutcome(
-            scores=np.array([detection.score for detection in dts], dtype=np.float64),
+            scores=scores,
             true_positive=true_positive,
             false_positive=false_positive,
             num_regular_gt=(~gt_ignore).sum(axis=1),
@@ -467,6 +489,76 @@ class VideoAPEvaluator:
             category_ids=block.category_ids,
             stats=summarize(precision, recall, self.params, index),
         )
+
+
+@dataclass
+class _PairDetections:
+    """What is kept of the detections of one (video, category) as they come, in file order: scores, average areas
+    as the protocol takes them, and their IoU rows with the pair's GT tracks (one [n, G] block per batch)."""
+
+    scores: list[float] = field(default_factory=list)
+    areas: list[np.ndarray] = field(default_factory=list)
+    ious: list[np.ndarray] = field(default_factory=list)
+
+
+class StreamedVideoAP:
+    """`VideoAPEvaluator.evaluate` with the detections given a batch at a time (`add`), in file order: each batch's
+    masks give their IoUs with the GT tracks of their (video, category) at once, and only those, their scores and
+    average areas are kept, so memory holds one batch of masks, not the file's. The IoU of a detection and a GT
+    track depends on those two alone, and matching and accumulation run on them as `evaluate` runs them: `result`
+    is `evaluate`'s of the same detections, bit for bit."""
+
+    def __init__(self, evaluator: VideoAPEvaluator, gt: VideoGroundTruth) -> None:
+        self.evaluator, self.gt = evaluator, gt
+        known = set(gt.category_ids)
+        self.gts_by_pair: dict[tuple[int, int], list[GtTrack]] = defaultdict(list)
+        for track in gt.tracks:
+            if track.video_id in gt.videos and track.category_id in known:
+                self.gts_by_pair[track.video_id, track.category_id].append(track)
+        self.known = known
+        self.pairs: dict[tuple[int, int], _PairDetections] = {}
+        self.num_detections = 0
+
+    def add(self, detections: Sequence[Detection]) -> None:
+        """Take a batch of detections validated against the GT (`parse_results`' checks, their runs included)."""
+        self.num_detections += len(detections)
+        batch: dict[tuple[int, int], list[Detection]] = defaultdict(list)
+        for detection in detections:
+            if detection.video_id in self.gt.videos and detection.category_id in self.known:
+                batch[detection.video_id, detection.category_id].append(detection)
+        for pair, dts in batch.items():
+            kept = self.pairs.setdefault(pair, _PairDetections())
+            dt_masks = [_track_masks(detection.segmentations) for detection in dts]
+            kept.scores.extend(detection.score for detection in dts)
+            kept.areas.append(self.evaluator._detection_areas(dt_masks))
+            gts = self.gts_by_pair.get(pair)
+            if gts:
+                video = self.gt.videos[pair[0]]
+                kept.ious.append(track_ious(dt_masks, [_track_masks(track.segmentations, video) for track in gts]))
+
+    def result(self, warnings: list[str]) -> VideoAPResult:
+        """Match, accumulate and summarise what `add` was given; ``warnings`` first among the result's."""
+        evaluator, gt = self.evaluator, self.gt
+        category_ids = gt.category_ids
+        category_index = {category_id: k for k, category_id in enumerate(category_ids)}
+        categories_by_video: dict[int, set[int]] = defaultdict(set)
+        for video_id, category_id in (*self.gts_by_pair, *self.pairs):
+            categories_by_video[video_id].add(category_id)
+        outcomes: list[list[_PairOutcome]] = [[] for _ in category_ids]
+        empty = _PairDetections()
+        for video_id in sorted(gt.videos):
+            video = gt.videos[video_id]
+            for category_id in sorted(categories_by_video.get(video_id, ())):
+                gts = self.gts_by_pair.get((video_id, category_id), [])
+                kept = self.pairs.get((video_id, category_id), empty)
+                scores = np.array(kept.scores, dtype=np.float64)
+                order = np.argsort(-scores, kind="mergesort")[: evaluator.params.max_dets[-1]]
+                areas = np.concatenate(kept.areas) if kept.areas else np.zeros(0)
+                ious = np.concatenate(kept.ious)[order] if kept.ious else np.zeros((order.size, len(gts)))
+                gt_masks = [_track_masks(track.segmentations, video) for track in gts]
+                outcome = evaluator._match_pair(gts, gt_masks, scores[order], areas[order], ious)
+                outcomes[category_index[category_id]].append(outcome)
+        return evaluator._result(gt, outcomes, [*gt.warnings, *warnings], self.num_detections)
 
 
 def summarize(
