@@ -7,6 +7,7 @@ Masks are moving ellipses whose RLEs are built analytically (no per-pixel encodi
     python bench/bench_evaluate.py                  # full size, in memory
     python bench/bench_evaluate.py --videos 100     # smaller
     python bench/bench_evaluate.py --via-json DIR   # also write GT/results JSON to DIR and time the file path
+                                                    # (and its peak RSS in a fresh process)
 
 Prints seconds for each stage and the headline metrics.
 """
@@ -15,6 +16,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -186,7 +190,8 @@ def main() -> None:
     print(f"match+accumulate:       {scored:6.2f} s")
     print(f"total scoring:          {parsed_gt + parsed_results + scored:6.2f} s")
     named = {**result.stats, **{k: v for block in result.blocks for k, v in block.named_stats().items()}}
-    print("  ".join(f"{name} {100 * named[name]:.2f}" for name in ("AP", "AP50", "APb", "APn", "AR100") if named[name]))
+    shown = [name for name in ("AP", "AP50", "APb", "APn", "AR100") if named.get(name)]  # blocks: --categories
+    print("  ".join(f"{name} {100 * named[name]:.2f}" for name in shown))
 
     if args.via_json is not None:
         args.via_json.mkdir(parents=True, exist_ok=True)
@@ -196,7 +201,15 @@ def main() -> None:
         size_mb = (gt_path.stat().st_size + results_path.stat().st_size) / 1e6
         start = time.perf_counter()
         score_results_file(results_path, gt_path)
-        print(f"from JSON files ({size_mb:.0f} MB, incl. json.load): {time.perf_counter() - start:6.2f} s")
+        print(f"from JSON files ({size_mb:.0f} MB, incl. reading): {time.perf_counter() - start:6.2f} s")
+        # Memory of the file path alone: a fresh process (this one holds the generated data), as `clipvis evaluate
+        # --results --gt` scores. It reads both files a track at a time: its peak grows with the GT's compressed
+        # masks (~0.2 MB per 720p video of 10 tracks x 25 frames), not with the results file.
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-c", "import sys; from clipvis.cli.evaluation import score_results_file; "
+                        "score_results_file(sys.argv[1], sys.argv[2])", str(results_path), str(gt_path)], check=True)
+        peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # kilobytes on Linux
+        print(f"  in a fresh process: {time.perf_counter() - start:6.2f} s, peak RSS {peak_mb:.0f} MB")
 
 
 if __name__ == "__main__":
