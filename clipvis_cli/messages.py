@@ -7,7 +7,8 @@ Paths are turned into text two ways. `path_text`, for JSON files and events, kee
 file name that is not valid UTF-8 (possible on Linux, where a name is any bytes) shows its undecodable bytes as
 `\\xNN` escapes instead of crashing the JSON writer that records it. `shown_path`, for every message and log line,
 also keeps it on one line and tells it from every other name: a newline, a tab or another character that does not
-print is escaped (`\\n`, `\\t`, `\\x1b`), and so is a backslash (`\\\\`), as `ls -b` and Python's repr write them.
+print is escaped (`\\n`, `\\t`, `\\x1b`), and so is a backslash (`\\\\`), as `ls -b` and Python's repr write them;
+a name with a space at either end is quoted (`' a.mp4 '`).
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ def path_text(path: Path | str | bytes) -> str:
 
 
 _NAMED_ESCAPES = {"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+# A name starting or ending with one of these is shown quoted (a space at an edge is invisible in `name: cause`)
+_QUOTED_EDGES = (" ", "'")
 
 
 def shown_path(path: Path | str | bytes) -> str:
@@ -41,14 +44,18 @@ def shown_path(path: Path | str | bytes) -> str:
     An undecodable byte shows as `\\xNN` (as in `path_text`), a newline, carriage return or tab as `\\n`, `\\r`,
     `\\t`, any other character that does not print (control characters, line and paragraph separators, a
     right-to-left override) as `\\xNN` / `\\uNNNN`, and a backslash as `\\\\`, so that `bad name.mp4` and a
-    `bad<newline>name.mp4` or a name holding a literal `\\n` are told apart. A name made of printable characters
-    without a backslash (almost every name) is `path_text(path)` unchanged.
+    `bad<newline>name.mp4` or a name holding a literal `\\n` are told apart. A name that starts or ends with a space
+    (`' a.mp4 '`, as a list read from stdin can give), that is empty (`''`) or that starts or ends with a quote is
+    shown between single quotes, an inner quote as `\\'`, so that `clipvis: error:  a.mp4 : ...` no longer hides
+    where the name begins and ends. A name made of printable characters without a backslash and without such an edge
+    (almost every name) is `path_text(path)` unchanged.
     """
     try:
         text = os.fsencode(path).decode("utf-8", "surrogateescape")  # an undecodable byte: U+DC80..U+DCFF
     except UnicodeEncodeError:  # a lone surrogate that no file name can hold: escaped below
         text = os.fspath(path)
-    if text.isprintable() and "\\" not in text:
+    quoted = text == "" or text[0] in _QUOTED_EDGES or text[-1] in _QUOTED_EDGES
+    if text.isprintable() and "\\" not in text and not quoted:
         return text
     shown = []
     for char in text:
@@ -65,6 +72,8 @@ def shown_path(path: Path | str | bytes) -> str:
             shown.append(f"\\u{code:04x}")
         else:
             shown.append(f"\\U{code:08x}")
+    if quoted:  # an inner quote escaped, so that no shown name is another's: `'\\' a.mp4 \\''` for `' a.mp4 '`
+        return "'" + "".join(shown).replace("'", "\\'") + "'"
     return "".join(shown)
 
 

@@ -20,6 +20,12 @@ from clipvis.cli.messages import error_line, path_text, shown_path
     ("line\u2028sep\u202e.mp4", "line\\u2028sep\\u202e.mp4"),
     (os.fsdecode(b"bad\xff.mp4"), "bad\\xff.mp4"),  # an undecodable byte, as path_text writes it
     ("bad\\xff.mp4", "bad\\\\xff.mp4"),  # a name that spells it
+    (" a.mp4 ", "' a.mp4 '"),  # spaces at an edge: quoted, so that they show
+    ("a.mp4 ", "'a.mp4 '"),
+    ("dir/ a b.mp4", "dir/ a b.mp4"),  # inner spaces: plain
+    ("' a.mp4 '", "'\\' a.mp4 \\''"),  # a name that spells a quoted one
+    ("'a\n", "'\\'a\\n'"),
+    ("it's.mp4", "it's.mp4"),
 ])
 def test_a_shown_path_is_one_line_and_tells_names_apart(name, shown) -> None:
     assert shown_path(Path(name)) == shown_path(name) == shown
@@ -42,6 +48,10 @@ def test_an_error_line_tells_a_space_from_a_newline_and_keeps_the_exact_name_out
     line = "clipvis: error:   clip.mp4 : no such file or directory"
     assert error_line("no such file or directory", "  clip.mp4 ") == line
     assert error_line("  clip.mp4 : no such file or directory\n") == line
+    # and a file's name with them is shown between quotes, so that they show
+    assert error_line("no such file or directory", Path("  clip.mp4 ")) == (
+        "clipvis: error: '  clip.mp4 ': no such file or directory")
+    assert shown_path("") == "''"
 
 
 def test_an_exceptions_reason_is_a_few_words_on_one_line() -> None:

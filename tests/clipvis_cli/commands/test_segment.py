@@ -847,3 +847,14 @@ def test_shards_given_the_same_inputs_in_other_orders_number_them_as_one_process
         assert result.exit_code == 0, result.output
     assert ids(single) == {"v1": 1, "v2": 2, "v10": 3}
     assert ids(sharded) == ids(single)
+
+
+def test_a_listed_name_with_spaces_at_its_ends_is_quoted_in_its_error(tmp_path, tiny_weights) -> None:
+    """`printf ' a.mp4 \\n' | clipvis segment -` said `clipvis: error:  a.mp4 : no such file ...`, where the spaces
+    that make the name wrong cannot be seen; such a name is now quoted. An ordinary name stays unquoted."""
+    video = write_video(tmp_path / "clip.mp4", num_frames=1)
+    result = run_cli(segment_args(tiny_weights, tmp_path / "out", "-", extra=("--formats", "ytvis")),
+                     stdin=f" {video} \n{tmp_path / 'gone.mp4'}\n")
+    assert result.exit_code == 1, result.output
+    assert f"clipvis: error: ' {video} ': no such file" in result.output, result.output
+    assert f"clipvis: error: {tmp_path / 'gone.mp4'}: no such file" in result.output, result.output
