@@ -416,7 +416,8 @@ def _check_values(tree: dict[str, Any], source: Callable[[str], str]) -> None:
     came from (``source(key)``: the config file, or the ``KEY=VALUE`` override that set it)."""
     # Counts of iterations, images, points, pixels: whole numbers (SOLVER.MAX_ITER=2.5 trained 2 iterations).
     at_least = {"SOLVER.MAX_ITER": 1, "SOLVER.CHECKPOINT_PERIOD": 1, "SOLVER.IMS_PER_BATCH": 1,
-                "SOLVER.WARMUP_ITERS": 0, "DATALOADER.NUM_WORKERS": 0, "CLIPVIS.LOG_PERIOD": 1, "TEST.EVAL_PERIOD": 0,
+                "SOLVER.WARMUP_ITERS": 0, "SOLVER.REFERENCE_WORLD_SIZE": 0, "DATALOADER.NUM_WORKERS": 0,
+                "CLIPVIS.LOG_PERIOD": 1, "TEST.EVAL_PERIOD": 0,
                 "CLIPVIS.EVAL_VIDEOS": 0, "INPUT.IMAGE_SIZE": 1, "INPUT.MAX_SIZE_TRAIN": 1,
                 "MODEL.MASK_FORMER.TRAIN_NUM_POINTS": 1}
     for dotted, low in at_least.items():
@@ -429,13 +430,22 @@ def _check_values(tree: dict[str, Any], source: Callable[[str], str]) -> None:
         raise ConfigError(f"{source('SOLVER.BASE_LR')}: SOLVER.BASE_LR must be a positive number, not {lr!r}")
     ranges = {  # key: (lowest, highest, what the range is said as); detectron2's point sampling asserts the last two
         "INPUT.MIN_SCALE": (0.0, math.inf, "a positive number"),
+        # The schedule's and optimizer's: SOLVER.GAMMA=0 stopped learning at the first step, -1 turned it around, .nan
+        # trained to a NaN loss; a warmup starts from a fraction of the rate (detectron2's linear warmup: the rate
+        # times WARMUP_FACTOR at iteration 0, rising to the full rate at WARMUP_ITERS)
+        "SOLVER.GAMMA": (0.0, math.inf, "a positive number"),
+        "SOLVER.WARMUP_FACTOR": (0.0, 1.0, "a number from 0 to 1"),
+        "SOLVER.WEIGHT_DECAY": (0.0, math.inf, "a number of at least 0"),
+        "SOLVER.WEIGHT_DECAY_NORM": (0.0, math.inf, "a number of at least 0"),
+        "SOLVER.WEIGHT_DECAY_EMBED": (0.0, math.inf, "a number of at least 0"),
+        "SOLVER.BACKBONE_MULTIPLIER": (0.0, math.inf, "a number of at least 0"),
         "MODEL.MASK_FORMER.IMPORTANCE_SAMPLE_RATIO": (0.0, 1.0, "a number from 0 to 1"),
         "MODEL.MASK_FORMER.OVERSAMPLE_RATIO": (1.0, math.inf, "a number of at least 1"),
     }
     for dotted, (low, high, said) in ranges.items():
         value = _get(tree, dotted)
         inside = _is_number(value) and math.isfinite(value) and low <= value <= high
-        if not inside or (dotted == "INPUT.MIN_SCALE" and not value > 0):
+        if not inside or (dotted in ("INPUT.MIN_SCALE", "SOLVER.GAMMA") and not value > 0):
             raise ConfigError(f"{source(dotted)}: {dotted} must be {said}, not {value!r}")
     low_scale, high_scale = _get(tree, "INPUT.MIN_SCALE"), _get(tree, "INPUT.MAX_SCALE")
     if not _is_number(high_scale) or not low_scale <= high_scale < math.inf:

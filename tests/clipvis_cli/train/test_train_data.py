@@ -577,11 +577,39 @@ def test_official_syntax_and_bad_values_in_configs_and_overrides(tmp_path):
     (["SOLVER.STEPS=[3,1]"], "SOLVER.STEPS must be increasing iteration numbers, not [3, 1]"),
     (["SOLVER.STEPS=[1.5]"], "SOLVER.STEPS must be a list of iteration numbers (whole numbers), not [1.5]"),
     (["SOLVER.MAX_ITER=2.5"], "SOLVER.MAX_ITER must be a whole number of at least 1, not 2.5"),
+    # the rate's factors: GAMMA 0 stopped learning at the first step, -1 turned it around, .nan gave a NaN loss; a
+    # negative warmup factor started with a negative rate; all were taken silently
+    (["SOLVER.GAMMA=0"], "SOLVER.GAMMA must be a positive number, not 0"),
+    (["SOLVER.GAMMA=-0.1"], "SOLVER.GAMMA must be a positive number, not -0.1"),
+    (["SOLVER.GAMMA=.nan"], "SOLVER.GAMMA must be a positive number, not nan"),
+    (["SOLVER.GAMMA=ten"], "expected a number, not 'ten'"),
+    (["SOLVER.WARMUP_FACTOR=-0.001"], "SOLVER.WARMUP_FACTOR must be a number from 0 to 1, not -0.001"),
+    (["SOLVER.WARMUP_FACTOR=.inf"], "SOLVER.WARMUP_FACTOR must be a number from 0 to 1, not inf"),
+    (["SOLVER.WARMUP_FACTOR=10"], "SOLVER.WARMUP_FACTOR must be a number from 0 to 1, not 10"),
+    (["SOLVER.WARMUP_ITERS=-1"], "SOLVER.WARMUP_ITERS must be a whole number of at least 0, not -1"),
+    (["SOLVER.WARMUP_METHOD=constant"], "SOLVER.WARMUP_METHOD 'constant' is not supported; clipvis trains with linear"),
+    (["SOLVER.WEIGHT_DECAY=-0.05"], "SOLVER.WEIGHT_DECAY must be a number of at least 0, not -0.05"),
+    (["SOLVER.BACKBONE_MULTIPLIER=.nan"], "SOLVER.BACKBONE_MULTIPLIER must be a number of at least 0, not nan"),
+    (["SOLVER.REFERENCE_WORLD_SIZE=-4"], "SOLVER.REFERENCE_WORLD_SIZE must be a whole number of at least 0, not -4"),
 ])
 def test_augmentation_sampling_and_schedule_values_are_checked_before_anything_loads(overrides, message):
     with pytest.raises(ConfigError) as raised:
         load_train_config("lvis_r50.yaml", overrides)
     assert str(raised.value).startswith(f"override {overrides[-1]!r}: {message}"), raised.value
+
+
+def test_a_bad_schedule_value_in_a_config_file_names_the_file_and_the_key(tmp_path):
+    """SOLVER.GAMMA and SOLVER.WARMUP_FACTOR in a file were not checked; a good pair (0 is a warmup from a rate of 0,
+    a GAMMA above 1 raises the rate) still loads."""
+    config = tmp_path / "schedule.yaml"
+    config.write_text("SOLVER:\n  GAMMA: 2.0\n  WARMUP_FACTOR: 0\n")
+    assert load_train_config(config).get("SOLVER.GAMMA") == 2.0
+    for text, message in (("GAMMA: -1", "SOLVER.GAMMA must be a positive number, not -1"),
+                          ("WARMUP_FACTOR: -0.5", "SOLVER.WARMUP_FACTOR must be a number from 0 to 1, not -0.5")):
+        config.write_text(f"SOLVER:\n  {text}\n")
+        with pytest.raises(ConfigError) as raised:
+            load_train_config(config)
+        assert str(raised.value) == f"{config}: {message}"
 
 
 def test_steps_that_autoscaling_would_merge_are_one_line():
