@@ -199,8 +199,19 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]
 def read_official_yaml(path: str | Path, _including: tuple[Path, ...] = ()) -> dict[str, Any]:
     """Read an official CLIP-VIS config file as a nested dict, following `_BASE_` includes.
 
-    A chain of includes that comes back to a file already in it raises ValueError naming the chain.
+    A `_BASE_` is relative to the folder of the file that names it (as detectron2 reads it: a config in
+    `configs/lvis/` names `../Base.yaml`, whose own `_BASE_` is relative to `configs/`). A chain of includes that
+    comes back to a file already in it raises ValueError naming the chain.
     """
+    tree: dict[str, Any] = {}
+    for _, data in official_yaml_chain(path, _including):
+        tree = deep_merge(tree, data)
+    return tree
+
+
+def official_yaml_chain(path: str | Path, _including: tuple[Path, ...] = ()) -> list[tuple[Path, dict[str, Any]]]:
+    """The files an official config file is made of, the furthest `_BASE_` first and `path` last, each with its
+    own keys (its `_BASE_` taken out): `read_official_yaml` merges them in this order. ValueError as there."""
     import yaml
 
     path = Path(path)
@@ -219,10 +230,31 @@ def read_official_yaml(path: str | Path, _including: tuple[Path, ...] = ()) -> d
     base = data.pop("_BASE_", None)
     if base is not None and not isinstance(base, str):
         raise ValueError(f"{path}: _BASE_ must be one file name, not {base!r}")
+    bases: list[tuple[Path, dict[str, Any]]] = []
     if base:
         base_path = Path(base) if Path(base).is_absolute() else path.parent / base
-        data = deep_merge(read_official_yaml(base_path, (*_including, resolved)), data)
-    return data
+        bases = official_yaml_chain(base_path, (*_including, resolved))
+    return [*bases, (path, data)]
+
+
+def official_key_files(chain: list[tuple[Path, dict[str, Any]]]) -> dict[str, Path]:
+    """For each dotted key (``CLIPVIS.TRAIN_DATA``, ``MODEL.WEIGHTS``) whose value the files of an
+    `official_yaml_chain` give, the file the merged value comes from (the last in the chain to set it): a path it
+    holds is relative to that file's folder. A mapping's keys are listed one by one, a list or other value as one
+    key."""
+    files: dict[str, Path] = {}
+
+    def walk(node: dict[str, Any], file: Path, prefix: str) -> None:
+        for key, value in node.items():
+            dotted = f"{prefix}{key}"
+            if isinstance(value, dict):
+                walk(value, file, f"{dotted}.")
+            else:
+                files[dotted] = file
+
+    for file, data in chain:
+        walk(data, file, "")
+    return files
 
 
 def _lookup(tree: dict[str, Any], keys: tuple[str, ...]) -> Any:

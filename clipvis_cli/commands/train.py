@@ -326,39 +326,48 @@ def _names_the_weights(value: str, recorded: str) -> bool:
         return False
 
 
-# The path values of a config file read relative to the file's folder, as its _BASE_ is (README, Train,
-# "Configs"); KEY=VALUE overrides and the options stay relative to the current folder.
+# The path values of a config file read relative to the folder of the file that gives them (the config, or the
+# _BASE_ file that sets the key), as a _BASE_ is (README, Train, "Configs"); KEY=VALUE overrides and the options stay
+# relative to the current folder.
 _CONFIG_FILE_PATH_KEYS = ("MODEL.WEIGHTS", "CLIPVIS.DATA_ROOT", "CLIPVIS.CLIP_CONFIG")
 _CONFIG_FILE_PATH_ENTRIES = (("CLIPVIS.TRAIN_DATA", ("json", "images")), ("CLIPVIS.TEST_DATA", ("json", "frames")))
 
 
 def _resolve_config_file_paths(config: TrainConfig, replaced: dict[str, bool] | None = None) -> None:
-    """Every relative path ``config``'s file gave (not a ``KEY=VALUE`` override, nor a key an option replaces:
-    ``replaced``) made relative to the file's folder. Where the current folder reading, that clipvis took before,
-    names another path that exists, a ``clipvis: warning:`` line says which is read now, so that nobody switches
-    datasets without knowing it; where the file's folder holds no such path but the current folder does (a config
-    written for the earlier reading), that one is read, with a warning saying how to write it."""
+    """Every relative path ``config``'s files gave (not a ``KEY=VALUE`` override, nor a key an option replaces:
+    ``replaced``) made relative to the folder of the file that gave it: the config file, or the ``_BASE_`` file that
+    set the key. Where an earlier reading (the current folder, as clipvis read every such path before; the top config
+    file's folder, as it read a ``_BASE_`` file's since) names another path that exists, a ``clipvis: warning:`` line
+    says which is read now, so that nobody switches datasets without knowing it; where the file's folder holds no such
+    path but an earlier reading's does (a config written for it), that one is read, with a warning saying how to
+    write it."""
     from clipvis.cli.messages import print_warning
     from clipvis.weights import release_named
 
-    folder = Path(config.source).parent
+    top_folder = Path(config.source).parent
 
     def from_file(key: str, value: object) -> object:
         text = str(value) if isinstance(value, (str, Path)) else ""
         if not text or text.startswith("~") or Path(text).is_absolute():
             return value
-        chosen = folder / text
+        file = config.key_files.get(key, config.source)
+        chosen = Path(file).parent / text
         if key == "MODEL.WEIGHTS" and not chosen.exists() and release_named(text) is not None:
             return value  # a released checkpoint's name
-        before = Path(text)
-        if before.exists() and os.path.abspath(before) != os.path.abspath(chosen):
-            if not chosen.exists():  # written for the current folder, as clipvis read it before: still read there
-                print_warning(f"{config.source}: {key} {text} is not in the config file's folder ({chosen}): read "
-                              f"from the current folder ({os.path.abspath(before)}); write it relative to the config "
+        earlier = [(Path(text), "the current folder")]
+        if Path(file).parent != top_folder:  # a _BASE_ file in another folder: read from the top config's before
+            earlier.insert(0, (top_folder / text, f"the folder of {config.source}"))
+        for before, folder in earlier:
+            if not before.exists() or os.path.abspath(before) == os.path.abspath(chosen):
+                continue
+            if not chosen.exists():  # written for an earlier reading: still read there
+                print_warning(f"{file}: {key} {text} is not in the config file's folder ({chosen}): read "
+                              f"from {folder} ({os.path.abspath(before)}); write it relative to the config "
                               "file's folder, or absolute, as such paths are read from there")
                 return os.path.abspath(before)
-            print_warning(f"{config.source}: {key} {text} is read relative to the config file's folder: {chosen} "
-                          f"(not {before} in the current folder, as before)")
+            print_warning(f"{file}: {key} {text} is read relative to the config file's folder: {chosen} "
+                          f"(not {text} in {folder}, as before)")
+            break
         return str(chosen)
 
     skipped = {key for key, is_replaced in (replaced or {}).items() if is_replaced}

@@ -26,7 +26,7 @@ import copy
 import difflib
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -39,6 +39,8 @@ from clipvis.model.config import (
     FOLDER_NOT_CONFIG,
     ClipVisConfig,
     deep_merge,
+    official_key_files,
+    official_yaml_chain,
     overrides_from_official,
     read_official_yaml,
 )
@@ -245,6 +247,8 @@ class TrainConfig:
     tree: dict[str, Any]
     source: str  # the config file read
     overridden: frozenset[str]  # dotted keys set on the command line
+    # the file each key's value comes from where a _BASE_ file gave it (its paths are relative to that file's folder)
+    key_files: dict[str, str] = field(default_factory=dict)
 
     def get(self, dotted: str, default: Any = None) -> Any:
         """The value at a dotted key (``SOLVER.BASE_LR``), or ``default`` when it is absent."""
@@ -283,14 +287,18 @@ def load_train_config(name_or_file: str | Path, overrides: list[str] | tuple[str
             raise ConfigError(f"{text}: {found} and not a shipped config ({', '.join(SHIPPED_CONFIGS)})")
         path = shipped
     try:
-        tree = read_official_yaml(path)
+        chain = official_yaml_chain(path)
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
+    tree: dict[str, Any] = {}
+    for _, data in chain:
+        tree = deep_merge(tree, data)
+    key_files = {key: str(file) for key, file in official_key_files(chain).items() if file != path}
     check_known_keys(tree, str(path))
     from_file = deep_merge(DEFAULTS, _typed_tree(tree, DEFAULTS, str(path)))
     merged, set_by = _overridden(from_file, overrides)
     _check_values(merged, lambda dotted: f"override {set_by[dotted]!r}" if dotted in set_by else str(path))
-    config = TrainConfig(merged, str(path), frozenset(set_by))
+    config = TrainConfig(merged, str(path), frozenset(set_by), key_files)
     try:  # the model settings too, before any data loads (TEST.NUM_FRAME=0 failed after minutes of LVIS records)
         config.model_config()
     except ConfigError as error:

@@ -1987,6 +1987,49 @@ def test_paths_in_a_config_file_are_read_from_its_folder_and_its_weights_recorde
     assert recorded["CLIPVIS"]["TRAIN_DATA"] == [{"json": str(data_here[0]), "images": str(data_here[1])}]
 
 
+def test_paths_in_a_base_file_in_another_folder_are_read_from_that_files_folder(
+        tmp_path, tiny_train_config, monkeypatch):
+    """configs/lvis/top.yaml -> ../Base.yaml -> common/data.yaml (the official configs' layout, a config naming a
+    base in the folder above): each _BASE_ was read from the folder of the file naming it, but the CLIPVIS.TRAIN_DATA
+    that data.yaml wrote was read from top.yaml's folder (the README said to write such paths absolute). It is now
+    data.yaml's folder's, as detectron2 reads paths; a base written for the top folder's reading still loads, with a
+    warning."""
+    configs = tmp_path / "proj" / "configs"
+    (configs / "lvis").mkdir(parents=True)
+    (configs / "common").mkdir()
+    data = write_coco(configs / "common" / "data", num_images=2)
+    (tmp_path / "tiny").mkdir()
+    tiny = yaml.safe_load(tiny_train_config(tmp_path / "tiny", MAX_ITER=1).read_text())
+    tiny["CLIPVIS"].pop("TRAIN_DATA", None)
+    (configs / "Base.yaml").write_text(yaml.safe_dump({"_BASE_": "common/data.yaml", **tiny}))
+    (configs / "common" / "data.yaml").write_text(yaml.safe_dump(
+        {"CLIPVIS": {"TRAIN_DATA": [{"json": "data/coco.json", "images": "data/images"}]}}))
+    top = configs / "lvis" / "top.yaml"
+    top.write_text("_BASE_: ../Base.yaml\nSOLVER:\n  MAX_ITER: 1\n")
+    seen: list[list[dict]] = []
+
+    def loaded(names, custom, *args, **kwargs):
+        seen.append(custom)
+        raise SystemExit(3)  # the paths are what is checked: no training
+
+    monkeypatch.setattr("clipvis.cli.train.run.load_sources", loaded)
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["train", "--config", str(top), "--output-dir", str(tmp_path / "run")])
+    assert seen, result.output + repr(result.exception)
+    assert [(entry["json"], entry["images"]) for entry in seen[-1]] == [(str(data[0]), str(data[1]))], result.output
+    assert "warning" not in result.stderr, result.stderr
+    # a base written for the earlier reading (its path relative to the top config's folder): read there, said
+    elsewhere = write_coco(configs / "lvis" / "other", num_images=2)
+    (configs / "common" / "data.yaml").write_text(yaml.safe_dump(
+        {"CLIPVIS": {"TRAIN_DATA": [{"json": "other/coco.json", "images": "other/images"}]}}))
+    result = runner.invoke(app, ["train", "--config", str(top), "--output-dir", str(tmp_path / "run")])
+    assert [(entry["json"], entry["images"]) for entry in seen[-1]] == [(str(elsewhere[0]), str(elsewhere[1]))]
+    data_yaml = configs / "lvis" / ".." / "common" / "data.yaml"  # as the chain names it
+    assert (f"clipvis: warning: {data_yaml}: CLIPVIS.TRAIN_DATA other/coco.json is not in the config file's folder "
+            f"({data_yaml.parent / 'other' / 'coco.json'}): read from the folder of {top} ({elsewhere[0]})"
+            ) in result.stderr, result.stderr
+
+
 def test_resume_with_other_starting_weights_is_one_line(tmp_path, tiny_train_config, monkeypatch):
     """`--resume --weights X` ignored X (the run goes on from its own checkpoint) yet wrote X into config.yaml."""
     data = write_coco(tmp_path / "data", num_images=2)
