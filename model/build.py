@@ -574,6 +574,44 @@ def check_checkpoint(
     return cfg
 
 
+def check_checkpoint_clip(
+    name_or_path: str | os.PathLike[str],
+    config: ConfigSource | None = None,
+    clip_config: ClipConfigSource | None = None,
+    *,
+    allow_hub_clip: bool = False,
+) -> None:
+    """Raise what ``load_model(name_or_path, config, clip_config, allow_hub_clip=allow_hub_clip)`` raises about the
+    CLIP of a checkpoint that holds none (it takes it from open_clip), before it fetches or builds anything:
+    UnknownClipError (a name open_clip does not know), UntrustedClipError (not one of the released models' CLIPs),
+    CheckpointError (a CLIP given by model config; a file that is no CLIP-VIS head, or not that CLIP's; or
+    ``CLIPVIS_OFFLINE`` set and the CLIP not in the Hugging Face cache), ClipFetchError (``HF_HUB_OFFLINE`` set and it
+    not cached). A front end says so before the slow steps that come before its model (loading training data), as
+    :func:`check_pretrained_clip` lets it for a model without a checkpoint.
+
+    Nothing is raised for a checkpoint that holds its CLIP, nor for one this cannot find (a released checkpoint not
+    downloaded yet, a missing path: load_model says what it says about those). The file is read, not the network."""
+    text = os.fspath(name_or_path)
+    local = Path(text).expanduser()
+    base: dict[str, Any] | None = None
+    entry = release_named(text)
+    try:
+        if entry is not None:
+            path, base = resolve_weights(text, download=False), entry.model_config()
+        else:
+            path = local if local.is_file() else resolve_weights(text, download=False)
+    except WeightsError:
+        return
+    contents = _read_weights(path)
+    if has_clip_weights(contents.tensors):
+        return
+    cfg = resolve_config(contents.tensors, contents.config, config, clip_config, base=base)
+    _check_head(contents.tensors, path, contents.official_names)  # in load_model's order: see _pretrained_clip
+    _refuse_clip_name(cfg, allow_hub_clip, for_checkpoint=True, checkpoint=path)
+    _check_head_fit(contents, path, cfg)
+    _cached_pretrained_clip(cfg, for_checkpoint=True)
+
+
 def _released_file(
     name: str, download: bool, config: ConfigSource | None, clip_config: ClipConfigSource | None
 ) -> tuple[Path, dict[str, Any]]:
@@ -783,6 +821,7 @@ __all__ = [
     "UntrustedClipError",
     "WeightsError",
     "check_checkpoint",
+    "check_checkpoint_clip",
     "check_pretrained_clip",
     "create_model",
     "load_model",

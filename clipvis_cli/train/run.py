@@ -171,12 +171,20 @@ def build_model(config: TrainConfig, weights: str | None, seed: int, resuming: b
     """From a released checkpoint / file / training folder, or fresh: official head init + open_clip CLIP.
     ``CLIPVIS.CLIP_CONFIG`` (``--clip-config``) describes a CLIP open_clip does not know by name, as for segment
     (an official-layout ``.pth`` holds no config). The model library's errors are a ModelBuildError."""
+    with _model_problems_in_trains_words(config, weights):
+        return _build_model(config, weights, seed, resuming)
+
+
+@contextlib.contextmanager
+def _model_problems_in_trains_words(config: TrainConfig, weights: str | None) -> Iterator[None]:
+    """The model library's errors (``ParameterHint``) as a ModelBuildError: worded with train's flags, and as one line
+    under every launcher (the ranks and the processes --num-gpus spawns pass on str(error)): UnknownClipError was a
+    traceback."""
     from clipvis.model.errors import ParameterHint
 
     try:
-        return _build_model(config, weights, seed, resuming)
-    except ParameterHint as error:  # worded with train's flags, and as one line under every launcher (the ranks and
-        # the processes --num-gpus spawns pass on str(error)): UnknownClipError was a traceback
+        yield
+    except ParameterHint as error:
         message = train_model_error_message(error)
         subject = weights or str(config.source)
         raise ModelBuildError(message if subject in message else f"{subject}: {message}") from None
@@ -216,12 +224,21 @@ def _build_model(config: TrainConfig, weights: str | None, seed: int, resuming: 
 
 def check_clip_available(config: TrainConfig, weights: str | None, resume_from: Path | None) -> None:
     """Before the data loads (minutes on LVIS): a ModelBuildError, as building the model would raise, where the run
-    starts from open_clip's pretrained CLIP (no ``weights``, no checkpoint ``resume_from``, no CLIP model config:
-    see ``_build_model``) and that CLIP cannot be had here (a name open_clip does not know, not one of the released
-    models' CLIPs, ``CLIPVIS_OFFLINE`` set and not in the Hugging Face cache). Nothing is built or fetched."""
-    from clipvis.model import check_pretrained_clip
+    takes open_clip's pretrained CLIP (no checkpoint ``resume_from``; no ``weights`` and no CLIP model config, or
+    ``weights`` a checkpoint without CLIP weights: see ``_build_model``) and that CLIP cannot be had here (a name
+    open_clip does not know, not one of the released models' CLIPs, ``CLIPVIS_OFFLINE`` set and not in the Hugging
+    Face cache). Nothing is built or fetched (``weights``' file is read)."""
+    from clipvis.model import check_checkpoint_clip, check_pretrained_clip
 
-    if weights or resume_from is not None or str(config.get("CLIPVIS.CLIP_CONFIG") or ""):
+    clip_config = str(config.get("CLIPVIS.CLIP_CONFIG") or "") or None
+    if resume_from is not None:
+        return
+    if weights:  # said as building the model says it (--clip-config not there: said by _build_model)
+        if clip_config is None or Path(clip_config).is_file():
+            with _model_problems_in_trains_words(config, weights):
+                check_checkpoint_clip(weights, config=weights_model_config(config), clip_config=clip_config)
+        return
+    if clip_config is not None:
         return
     model_config = config.model_config()
     if model_config.clip_model_config is not None:

@@ -414,6 +414,38 @@ def test_check_pretrained_clip_raises_what_create_model_would_without_building(m
     assert fake_open_clip == []
 
 
+def test_check_checkpoint_clip_raises_what_load_model_would_without_building(tmp_path, tiny_model, monkeypatch,
+                                                                           fake_open_clip) -> None:
+    """train --weights FILE of a checkpoint without CLIP weights refused a CLIP that cannot be had only once the data
+    had loaded: the check says load_model's own errors before, builds and fetches nothing, and passes a file that
+    holds its CLIP, a CLIP that can be had, and what it cannot find (load_model says that)."""
+    import huggingface_hub.constants
+
+    from clipvis.model import check_checkpoint_clip
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    for name, tag in (("hf-hub:someone/some-clip", ""), ("RN50", "yfcc15m")):
+        path = _head_only_file(tmp_path, tiny_model, name, tag)
+        with pytest.raises(UntrustedClipError) as checked:
+            check_checkpoint_clip(path)
+        with pytest.raises(UntrustedClipError) as loaded:
+            load_model(path)
+        assert str(checked.value) == str(loaded.value)
+    path = _head_only_file(tmp_path, tiny_model, "RN50", "openai")
+    check_checkpoint_clip(path)  # online: fetched when the model is built
+    check_checkpoint_clip(tmp_path / "nothing.safetensors")
+    full = tmp_path / "full.safetensors"
+    save_pretrained(tiny_model, full)
+    monkeypatch.setenv("CLIPVIS_OFFLINE", "1")
+    check_checkpoint_clip(full)
+    with pytest.raises(CheckpointError) as checked:
+        check_checkpoint_clip(path)
+    with pytest.raises(CheckpointError) as loaded:
+        load_model(path)
+    assert str(checked.value) == str(loaded.value) and "CLIPVIS_OFFLINE is set" in str(checked.value)
+    assert fake_open_clip == []
+
+
 def test_released_clip_is_built_with_quick_gelu(tmp_path, tiny_model, fake_open_clip) -> None:
     """The OpenAI RN50 weights need QuickGELU; recent open_clip only warns unless it is forced."""
     with pytest.raises(_DownloadAttempted):

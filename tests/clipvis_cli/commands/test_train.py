@@ -1017,6 +1017,44 @@ def test_a_clip_train_cannot_have_is_one_line_before_the_data_loads(tmp_path, ti
         assert not out.exists()
 
 
+@pytest.mark.parametrize("case", ["offline", "unknown"])
+def test_weights_without_a_clip_that_cannot_be_had_is_one_line_before_the_data_loads(tmp_path, tiny_config, case,
+                                                                                      monkeypatch):
+    """--weights FILE of a checkpoint without CLIP weights, its CLIP not in the Hugging Face cache and CLIPVIS_OFFLINE
+    set (or a CLIP open_clip does not know): refused only once the training data had loaded (minutes on LVIS), as a
+    run without --weights was before; now before, and before the output folder is made. Nothing is fetched."""
+    import huggingface_hub.constants
+    import open_clip
+
+    from clipvis.cli.train import run
+    from clipvis.model import create_model
+    from clipvis.model.checkpoint import write_state_dict
+
+    clip = "RN50" if case == "offline" else "NoSuchCLIP"
+    config = {**tiny_config().to_dict(), "clip_model_config": None, "clip_model_name": clip,
+              "clip_pretrained": "openai", "notes": []}
+    with torch.device("meta"):  # the tiny head for the CLIP's features (zeros, shaped as a skeleton's)
+        skeleton = create_model(config if case == "offline" else tiny_config()).state_dict()
+    head = {k: torch.zeros(v.shape, dtype=v.dtype) for k, v in skeleton.items() if not k.startswith("backbone.")}
+    weights = write_state_dict(head, config, tmp_path / "head_only.safetensors")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("CLIPVIS_OFFLINE", "1")
+    monkeypatch.setattr(open_clip, "create_model", lambda *args, **kwargs: pytest.fail("the CLIP was built"))
+    monkeypatch.setattr(run, "load_sources", lambda *args, **kwargs: pytest.fail("the data was loaded"))
+    data = write_coco(tmp_path / "data", num_images=1)
+    train_config = tmp_path / "train.yaml"
+    train_config.write_text(yaml.safe_dump({"SOLVER": {"MAX_ITER": 1},
+                                            "CLIPVIS": {"MODEL": {"clip_model_name": clip}}}))
+    result = runner.invoke(app, ["train", "--config", str(train_config), "--output-dir", str(tmp_path / "run"),
+                                 "--data", str(data[0]), "--images", str(data[1]), "--weights", str(weights)])
+    assert result.exit_code == 1, result.output + repr(result.exception)
+    line = result.stderr.splitlines()[-1]
+    said = ("the checkpoint has no CLIP weights and CLIPVIS_OFFLINE is set, so the RN50/openai CLIP weights"
+            if case == "offline" else "CLIP NoSuchCLIP/openai, which open_clip does not know")
+    assert line.startswith(f"clipvis: error: {weights}: ") and said in line, line
+    assert "Traceback" not in result.output and not (tmp_path / "run").exists()
+
+
 def test_a_warning_of_the_weights_download_is_one_clipvis_warning_line(tmp_path, tiny_train_config, monkeypatch):
     """A warning of --weights NAME's download (its lock cannot be opened) was Python's two lines (file:line, then the
     source line); it is one `clipvis: warning:` line, before the error that ends the run."""
