@@ -49,9 +49,15 @@ from clipvis.cli.train.data import Batch
 from clipvis.cli.train.stopping import StopRequests, TrainingStopped, write_to_stderr
 from clipvis.model import ClipVis, LossWeights, RandomPointSampler, SetCriterion, save_pretrained
 from clipvis.model.config import CLIP_PIXEL_MEAN, CLIP_PIXEL_STD
-from clipvis.model.mask_decoder import DecoderOutput
 from clipvis.model.preprocess import normalise_padded
-from clipvis.model.training import build_optimizer, clip_gradients, gradient_clipping, warmup_multistep_factor
+from clipvis.model.training import (
+    GradientClipping,
+    TrainingForward,
+    build_optimizer,
+    gradient_clipping,
+    training_step,
+    warmup_multistep_factor,
+)
 from clipvis.weights.training_folder import (
     LAST_CHECKPOINT,
     METRICS_NAME,
@@ -243,20 +249,6 @@ class TrainerSettings:
             importance_ratio=float(mf["IMPORTANCE_SAMPLE_RATIO"]), deep_supervision=bool(mf["DEEP_SUPERVISION"]),
             pixel_mean=tuple(config.get("MODEL.PIXEL_MEAN")), pixel_std=tuple(config.get("MODEL.PIXEL_STD")),
         )
-
-
-class TrainingForward(nn.Module):
-    """``forward`` = the model's training forward, so DistributedDataParallel hooks run around it."""
-
-    def __init__(self, model: ClipVis) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, images: torch.Tensor) -> DecoderOutput:
-        """images ``[B, 3, Hp, Wp]`` normalised and padded -> ``ClipVis.forward_train``'s ``DecoderOutput``:
-        ``object_logits [B, Q, 2]``, ``mask_logits [B, Q, Hp/4, Wp/4]``, ``ious [B, Q]``, and the earlier layers'
-        predictions in ``aux``."""
-        return self.model.forward_train(images)
 
 
 def drop_metrics_from(folder: Path, iteration: int) -> None:
@@ -617,40 +609,17 @@ class Trainer:
         images = batch.images.to(self.device, non_blocking=True)
         return normalise_padded(images, batch.image_sizes, self.mean, self.std)
 
-    def _num_masks(self, batch: Batch) -> float:
-        count = torch.tensor([float(sum(m.shape[0] for m in batch.masks))], device=self.device)
-        if self.world > 1:
-            dist.all_reduce(count)
-        return max(float(count.item()) / self.world, 1.0)
-
     def step(self, batch: Batch) -> dict[str, float]:
         images = self._normalise(batch)
         targets = [m.to(self.device, non_blocking=True) for m in batch.masks]
         samplers = [RandomPointSampler(sample_generator(self.settings.seed, p, self.device)) for p in batch.positions]
-        num_masks = self._num_masks(batch)
-        amp = self.amp_dtype is not None
-        with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=amp):
-            outputs = self.forward(images)
-        losses = self.criterion(outputs, targets, samplers, num_masks=num_masks)
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(losses.total).backward()
-        self.scaler.unscale_(self.optimizer)
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        grad_norm = clip_gradients(params, self.settings.clip_type, self.settings.clip_value,
-                                   self.settings.clip_norm_type)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
+        clipping = GradientClipping(self.settings.clip_type, self.settings.clip_value, self.settings.clip_norm_type)
+        result = training_step(self.model, self.forward, self.criterion, self.optimizer, self.scaler, images, targets,
+                               samplers, self.amp_dtype, clipping, self.world)
         with warnings.catch_warnings():  # a step the fp16 scaler skipped (inf gradients) still advances the
             warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)` before")
             self.scheduler.step()  # schedule, as in the official AMP trainer: PyTorch's warning says nothing more
-        values = torch.stack([losses.total.detach()] + [v.detach().float() for v in losses.terms.values()])
-        if self.world > 1:
-            dist.all_reduce(values)
-            values /= self.world
-        numbers = values.tolist()
-        out = {"total_loss": numbers[0], **dict(zip(losses.terms, numbers[1:], strict=True))}
-        out["grad_norm"] = float(grad_norm)
-        return out
+        return {**result.losses, "grad_norm": result.grad_norm}
 
     def _report_warnings(self, batch: Batch) -> None:
         warnings = list(batch.warnings)
