@@ -11,12 +11,15 @@
 * with a vocabulary baked in, also ``class_logits`` ``[B, Q, C]`` (scale * cosine, max over synonyms; 0 for empty
   masks), as `VideoPredictor` computes them.
 
-The batch axis is dynamic; the frame size is fixed at export. The deformable attention runs its "index" gather
-(same math as the default embedding_bag, see `multi_scale_deformable_attention`) while exporting.
+`at_precision` gives the network as it is exported in fp32 or fp16 (a copy with a half-precision CLIP trunk) and
+`float32_outputs` what a file is checked against. The batch axis is dynamic; the frame size is fixed at export.
+The deformable attention runs its "index" gather (same math as the default embedding_bag, see
+`multi_scale_deformable_attention`) while exporting.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -82,3 +85,28 @@ def half_backbone(model: ClipVis) -> None:
     else:
         visual.trunk.head.float()
         visual.head.float()
+
+
+def at_precision(network: FrameNetwork, precision: str) -> FrameNetwork:
+    """`network` as it is exported at `precision` ("fp32" or "fp16"), in eval mode.
+
+    fp32: `network` itself. fp16: a copy whose CLIP backbone is half precision (`half_backbone`); the caller's
+    network and model are left as they were.
+    """
+    if precision not in ("fp32", "fp16"):
+        raise ValueError(f"precision must be fp32 or fp16, not {precision!r}")
+    if precision == "fp32":
+        return network.eval()
+    half = copy.deepcopy(network).eval()
+    half_backbone(half.model)
+    return half
+
+
+def float32_outputs(network: FrameNetwork, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The float32 `network`'s outputs (`FrameNetwork.output_names`; eval mode, no gradients) on `images`
+    ``[B, 3, H, W]`` (taken to the network's device): what an exported file is checked against, at either
+    precision."""
+    network = at_precision(network, "fp32")
+    parameter = next(network.parameters())
+    with torch.no_grad():
+        return network(images.to(parameter.device, torch.float32))

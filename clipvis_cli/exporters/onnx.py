@@ -3,7 +3,6 @@ ONNX file with a dynamic batch axis, and its onnxruntime parity check against Py
 
 from __future__ import annotations
 
-import copy
 import io
 import json
 import os
@@ -18,24 +17,7 @@ from types import ModuleType
 
 import torch
 
-from clipvis.model.onnx_export import FrameNetwork, export_mode, half_backbone
-
-
-def at_precision(network: FrameNetwork, precision: str) -> FrameNetwork:
-    """`network` as it is exported at `precision` ("fp32" or "fp16"), in eval mode.
-
-    fp32: `network` itself. fp16: a copy whose CLIP backbone is half precision (`half_backbone`); the caller's
-    network and model are left as they were.
-    """
-    if precision not in ("fp32", "fp16"):
-        raise ValueError(f"precision must be fp32 or fp16, not {precision!r}")
-    if precision == "fp32":
-        return network.eval()
-    half = copy.deepcopy(network).eval()
-    half_backbone(half.model)
-    return half
-
-
+from clipvis.model.onnx_export import FrameNetwork, at_precision, export_mode, float32_outputs
 
 # The logits that rank and label the tracks: held to an absolute bar in fp32.
 LOGIT_OUTPUTS = ("object_logits", "class_logits")
@@ -235,14 +217,11 @@ def check_parity(network: FrameNetwork, path: Path | str, images: torch.Tensor, 
 
     if precision not in ("fp32", "fp16"):
         raise ValueError(f"precision must be fp32 or fp16, not {precision!r}")
-    network = at_precision(network, "fp32")
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     input_type = session.get_inputs()[0].type
     feed = images.cpu().numpy().astype(np.float16 if "float16" in input_type else np.float32)
     results = session.run(None, {"images": feed})
-    parameter = next(network.parameters())
-    with torch.no_grad():
-        expected = network(images.to(parameter.device, torch.float32))
+    expected = float32_outputs(network, images)
     diffs: dict[str, float] = {}
     scale: dict[str, float] = {}
     frame_diffs: dict[str, list[float]] = {}
