@@ -3,13 +3,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import os
-import tempfile
-import time
-import warnings
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -19,11 +14,9 @@ import torch
 import torch.nn.functional as F
 
 from clipvis.model.clip_backbone import ClipBackbone
+from clipvis.model.text_embedding_cache import TextEmbeddingCache
 from clipvis.model.transfer import to_device
 from clipvis.model.vocabulary import split_synonyms
-from clipvis.weights import CacheLocationError
-from clipvis.weights import cache_dir as clipvis_cache_dir
-from clipvis.weights.cache_files import new_file_mode
 
 # The 14 ViLD templates, in the official order; filled with str.format, class string verbatim.
 PROMPT_TEMPLATES: tuple[str, ...] = (
@@ -148,10 +141,6 @@ def _plain(value: object) -> object:
     return _SKIP
 
 
-_TEMP_SUFFIX = ".tmp.safetensors"
-_STALE_TEMP_SECONDS = 3600
-
-
 class TextClassifier:
     """Encodes vocabularies with the CLIP text tower; caches results in memory and on disk.
 
@@ -162,17 +151,16 @@ class TextClassifier:
     """
 
     def __init__(self, backbone: ClipBackbone, cache_dir: Path | None = None, use_disk_cache: bool = True,
-                 on_encoding: Callable[[int, int], None] | None = None) -> None:
+                 on_encoding: Callable[[int, int], None] | None = None,
+                 disk_cache: TextEmbeddingCache | None = None) -> None:
         import open_clip
 
         self.backbone = backbone
         self.on_encoding = on_encoding  # (classes, prompts), before a vocabulary found in no cache is encoded
         context = int(backbone.clip_model.positional_embedding.shape[0])
         self.tokenizer = open_clip.tokenizer.SimpleTokenizer(context_length=context)
-        # None: the clipvis cache, located when first used (`cache_dir`); "~/cache" is the home folder's
-        self._cache_root = Path(cache_dir).expanduser() if cache_dir is not None else None
-        self.use_disk_cache = use_disk_cache
-        self._cache_warned = False
+        # the entries on disk: ``disk_cache`` when given, else one under ``cache_dir`` (None: the clipvis cache)
+        self.disk_cache = disk_cache if disk_cache is not None else TextEmbeddingCache(cache_dir, use_disk_cache)
         # embeddings [S, E] by key, the MEMORY_VOCABULARIES used last (a server taking a vocabulary per request kept
         # every one it was ever given; the disk cache keeps them all)
         self._memory: OrderedDict[str, torch.Tensor] = OrderedDict()
@@ -181,9 +169,13 @@ class TextClassifier:
 
     @property
     def cache_dir(self) -> Path:
-        """The folder of the disk cache: ``<cache>/text_embeddings``. Located when used, not before (a bad
-        ``CLIPVIS_CACHE`` raises `clipvis.weights.CacheLocationError` here, which `_save` turns into its warning)."""
-        return (self._cache_root or clipvis_cache_dir()) / "text_embeddings"
+        """The folder of the disk cache (`TextEmbeddingCache.cache_dir`)."""
+        return self.disk_cache.cache_dir
+
+    @property
+    def use_disk_cache(self) -> bool:
+        """Whether entries are read from and written to disk (False once a save failed)."""
+        return self.disk_cache.enabled
 
     def _text_tensors(self) -> list[tuple[str, torch.Tensor]]:
         """The text tower's parameters and buffers (the attention mask too, which the state dict leaves out), by
@@ -305,79 +297,14 @@ class TextClassifier:
         key = self.cache_key(prompts)
         embeddings = self._memory.get(key)
         if embeddings is None:
-            embeddings = self._load(key, sum(counts))
+            embeddings = self.disk_cache.load(key, sum(counts))
         if embeddings is None:
             if self.on_encoding is not None:
                 self.on_encoding(len(vocabulary), len(prompts))
             embeddings = self._encode_synonyms(prompts)
-            self._save(key, embeddings, vocabulary)
+            self.disk_cache.save(key, embeddings, vocabulary)
         self._memory[key] = embeddings
         self._memory.move_to_end(key)
         while len(self._memory) > MEMORY_VOCABULARIES:
             self._memory.popitem(last=False)
         return TextEmbeddings(list(vocabulary), embeddings, counts, self.backbone.logit_scale())
-
-    def _path(self, key: str) -> Path:
-        return self.cache_dir / f"{key}.safetensors"
-
-    def _load(self, key: str, num_synonyms: int) -> torch.Tensor | None:
-        """The embeddings ``[S, E]`` stored under ``key``; None when absent, unreadable or not ``num_synonyms``
-        rows."""
-        if not self.use_disk_cache:
-            return None
-        from safetensors.torch import load_file
-
-        try:
-            if not self._path(key).is_file():
-                return None
-            embeddings = load_file(str(self._path(key)))["embeddings"]
-        except Exception:  # noqa: BLE001 - a corrupt or unreadable cache entry is recomputed, never fatal
-            return None
-        return embeddings if embeddings.shape[0] == num_synonyms else None
-
-    def _save(self, key: str, embeddings: torch.Tensor, vocabulary: list[str]) -> None:
-        """Store an entry on disk. A cache folder that is read-only, full or otherwise unusable costs time only:
-        one warning, then the run goes on without the disk cache."""
-        if not self.use_disk_cache:
-            return
-        from safetensors.torch import save_file
-
-        tmp: str | None = None
-        try:
-            self.cache_dir.mkdir(parents=True, exist_ok=True)
-            self._remove_stale_temp_files()
-            handle, tmp = tempfile.mkstemp(prefix=f".{key}.", suffix=_TEMP_SUFFIX, dir=self.cache_dir)
-            os.close(handle)
-            save_file({"embeddings": embeddings.contiguous()}, tmp, metadata={"vocabulary": json.dumps(vocabulary)})
-            # mkstemp made it readable by its owner alone: give it the mode open() would (the umask's), as the
-            # weights cache's files get, so the users sharing a cache share its embeddings too
-            os.chmod(tmp, new_file_mode())
-            os.replace(tmp, self._path(key))
-            tmp = None
-        except Exception as error:  # noqa: BLE001 - OSError, or safetensors' own error type for the same causes
-            self._disable_disk_cache(error)
-        finally:
-            if tmp is not None:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
-
-    def _remove_stale_temp_files(self) -> None:
-        """Delete temporary files that a process killed while saving left behind (older than an hour: no live
-        save takes that long)."""
-        cutoff = time.time() - _STALE_TEMP_SECONDS
-        for path in self.cache_dir.glob(f".*{_TEMP_SUFFIX}"):
-            with contextlib.suppress(OSError):
-                if path.stat().st_mtime < cutoff:
-                    path.unlink()
-
-    def _disable_disk_cache(self, error: BaseException) -> None:
-        self.use_disk_cache = False
-        if not self._cache_warned:
-            self._cache_warned = True
-            reason = " ".join(str(error).split()) or type(error).__name__
-            try:
-                what = (f"text-embedding cache {self.cache_dir} is not writable ({reason}); going on without it (set "
-                        "CLIPVIS_CACHE to a writable folder to keep embeddings between runs)")
-            except CacheLocationError:  # the error itself says where, why and what to set
-                what = f"text-embedding cache: {reason}; going on without it"
-            warnings.warn(what, RuntimeWarning, stacklevel=3)
