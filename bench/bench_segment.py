@@ -89,9 +89,9 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from bench_configs import MODEL_CONFIGS  # noqa: E402 - bench/ is the script's folder
 
-from clipvis.cli.commands.common import load_predictor  # noqa: E402
 from clipvis.cli.inputs import VideoSource  # noqa: E402
 from clipvis.cli.memory import HUGE_PAGES_VARIABLE, HeapTrimmer, prefer_huge_pages, resident_bytes  # noqa: E402
+from clipvis.cli.predictor_loading import load_predictor  # noqa: E402
 from clipvis.cli.segment import DEFAULT_FORMATS, FORMATS, SegmentOptions, SegmentRunner  # noqa: E402
 from clipvis.cli.video_io import VideoReader  # noqa: E402
 from clipvis.cli.writers.overlay import render_threads_for  # noqa: E402

@@ -11,16 +11,7 @@ from pathlib import Path
 import typer
 
 from clipvis.cli.atomic import OutputNotWritableError
-from clipvis.cli.commands.common import (
-    check_config_file,
-    check_precision,
-    check_same_producer,
-    fail,
-    load_predictor,
-    make_reporter,
-    outcome_of_the_job,
-    resolve_device,
-)
+from clipvis.cli.commands.common import resolve_device
 from clipvis.cli.dataset_inference import (
     CACHE_DIR,
     DatasetInference,
@@ -50,9 +41,13 @@ from clipvis.cli.distributed import (
 )
 from clipvis.cli.evaluation.errors import EvaluationInputError
 from clipvis.cli.evaluation.ground_truth import write_ground_truth_subset
+from clipvis.cli.exits import fail
+from clipvis.cli.job_outcome import check_same_producer, outcome_of_the_job
 from clipvis.cli.locks import FolderBusyError
 from clipvis.cli.memory import HeapTrimmer
 from clipvis.cli.messages import print_error, print_warning
+from clipvis.cli.predictor_loading import check_config_file, check_precision, load_predictor
+from clipvis.cli.progress import make_reporter
 from clipvis.cli.segment import SegmentOptions
 
 

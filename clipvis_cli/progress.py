@@ -20,12 +20,14 @@ from clipvis.cli.messages import (
     error_line,
     one_line,
     path_text,
+    print_warning,
     shown_path,
     subject_message,
     warning_line,
 )
 
 if TYPE_CHECKING:
+    from clipvis.cli.distributed import DistributedRun
     from clipvis.weights import DownloadLines
 
 
@@ -681,3 +683,28 @@ class JobProgressReporter(SerializedReporter):
             except Exception:  # noqa: BLE001 - see _watch
                 pass
         super().close()
+
+
+def human_reporter(job: DistributedRun | None) -> HumanReporter:
+    """Progress bars on a terminal, plain progress lines in a log; under torchrun only rank 0's, of the whole job
+    (the others print their one-line errors)."""
+    return HumanReporter() if job is None or job.is_main else HumanReporter(interactive=False, log_lines=False)
+
+
+def make_reporter(log_format: str, job: DistributedRun | None) -> Reporter:
+    """The ``--log-format`` reporter; under torchrun it also counts the job's progress, which rank 0 shows (its
+    overall bar, or ``job_progress`` lines) until every rank is done."""
+    if log_format == "jsonl":
+        reporter: Reporter = JsonlReporter(rank=job.rank if job is not None else None)
+    else:
+        reporter = human_reporter(job)
+    return reporter if job is None else JobProgressReporter(reporter, job)
+
+
+def warning_sayer(log_format: str, job: DistributedRun | None = None) -> Callable[[str], None]:
+    """How a warning is said before the run's reporter exists: a `clipvis: warning:` line, or with ``--log-format
+    jsonl`` a `warning` event (stderr holds JSON lines only)."""
+    if log_format == "jsonl":
+        events = JsonlReporter(rank=job.rank if job is not None else None)
+        return lambda message: events.say("warning", message)
+    return print_warning

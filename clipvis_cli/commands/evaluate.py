@@ -23,7 +23,7 @@ import typer
 from rich.console import Console
 
 from clipvis.cli.atomic import OutputNotWritableError, atomic_write_json, output_dir_for_now
-from clipvis.cli.commands.common import device_option, fail, output_folder_option
+from clipvis.cli.commands.common import device_option, output_folder_option
 from clipvis.cli.dataset_evaluation import run_dataset_evaluation
 from clipvis.cli.dataset_inference import METRICS_NAME, is_subset_ground_truth
 from clipvis.cli.datasets import UnknownDatasetError, dataset_names, get_dataset
@@ -33,6 +33,7 @@ from clipvis.cli.evaluation.protocols import get_protocol
 from clipvis.cli.evaluation.scoring import score_results_file
 from clipvis.cli.evaluation.table import metrics_table
 from clipvis.cli.evaluation.video_ap import VideoAPResult
+from clipvis.cli.exits import fail
 from clipvis.cli.json_io import parse_json
 from clipvis.cli.listing import STDOUT_CLOSED, silence_stdout
 from clipvis.cli.memory import prefer_huge_pages

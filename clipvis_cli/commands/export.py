@@ -11,23 +11,18 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from clipvis.cli.commands.common import (
-    NOTHING_ON_STDIN,
-    check_config_file,
-    fail,
-    load_predictor,
-    output_folder_option,
-    parse_vocabulary,
-    score_option,
-)
+from clipvis.cli.commands.common import NOTHING_ON_STDIN, output_folder_option, score_option
 from clipvis.cli.distributed import ignore_stop_signals
+from clipvis.cli.exits import fail
 from clipvis.cli.exporters import EXPORT_FORMATS, ExportOptions, discover_export_inputs
 from clipvis.cli.exporters.runner import ExportOutcome, ExportRunner, classes_in_no_input
 from clipvis.cli.inputs import read_argument_lines
 from clipvis.cli.listing import StdoutListing
 from clipvis.cli.messages import describe_exception, print_warning, shown_path, subject_message
+from clipvis.cli.predictor_loading import check_config_file, load_predictor
 from clipvis.cli.progress import HumanReporter, JsonlReporter
 from clipvis.cli.segment import SegmentOptions
+from clipvis.cli.vocabulary_options import parse_vocabulary
 
 if TYPE_CHECKING:
     from clipvis.cli.exporters.onnx import OnnxParity

@@ -15,20 +15,11 @@ import typer
 from clipvis.cli.atomic import OutputNotWritableError, ensure_output_dir
 from clipvis.cli.commands.common import (
     NOTHING_ON_STDIN,
-    check_config_file,
-    check_precision,
-    check_same_producer,
     device_option,
-    fail,
     finite_number,
-    load_predictor,
-    make_reporter,
-    outcome_of_the_job,
     output_folder_option,
-    parse_vocabulary,
     resolve_device,
     score_option,
-    warning_sayer,
 )
 from clipvis.cli.distributed import (
     DistributedRun,
@@ -39,6 +30,7 @@ from clipvis.cli.distributed import (
     ignore_stop_signals,
     visible_cuda_devices,
 )
+from clipvis.cli.exits import fail
 from clipvis.cli.inputs import (
     SKIPPED_OUTPUT,
     SkippedMatches,
@@ -47,9 +39,11 @@ from clipvis.cli.inputs import (
     in_path_order,
     read_argument_lines,
 )
+from clipvis.cli.job_outcome import check_same_producer, outcome_of_the_job
 from clipvis.cli.listing import StdoutListing
 from clipvis.cli.memory import HeapTrimmer, prefer_huge_pages
-from clipvis.cli.progress import ALREADY_COMPLETE, Reporter, download_lines
+from clipvis.cli.predictor_loading import check_config_file, check_precision, load_predictor
+from clipvis.cli.progress import ALREADY_COMPLETE, Reporter, download_lines, make_reporter, warning_sayer
 from clipvis.cli.segment import (
     DEFAULT_FORMATS,
     DEFAULT_IMAGE_FPS,
@@ -57,6 +51,7 @@ from clipvis.cli.segment import (
     SegmentOptions,
     SegmentRunner,
 )
+from clipvis.cli.vocabulary_options import parse_vocabulary
 from clipvis.model.vocabulary import class_name
 from clipvis.paths import NO_SUCH_FILE, missing_reason
 from clipvis.weights import DEFAULT_PRETRAINED, DownloadReporter

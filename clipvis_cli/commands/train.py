@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from clipvis.cli.commands.common import fail
+from clipvis.cli.exits import fail
 from clipvis.cli.train.errors import train_model_error_message
 
 if TYPE_CHECKING:

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from clipvis.cli.commands.common import load_predictor
 from clipvis.cli.inputs import VideoSource
 from clipvis.cli.output_formats import create_writers
+from clipvis.cli.predictor_loading import load_predictor
 from clipvis.cli.segment import SegmentOptions, SegmentRunner
 from clipvis.cli.writers.base import WriterDefaults
 

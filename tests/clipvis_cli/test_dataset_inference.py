@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 
 from clipvis.cli.atomic import OutputNotWritableError
-from clipvis.cli.commands.common import load_predictor
 from clipvis.cli.dataset_inference import RESULTS_NAME, DatasetInference, DatasetRunSummary, PerVideoFileError
 from clipvis.cli.datasets import dataset_inputs
 from clipvis.cli.distributed import InputsDifferError, OtherRankFailed
+from clipvis.cli.predictor_loading import load_predictor
 from clipvis.cli.progress import JsonlReporter
 from clipvis.cli.segment import SegmentOptions
 

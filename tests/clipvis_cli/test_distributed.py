@@ -24,7 +24,6 @@ import typer
 from typer.testing import CliRunner
 
 from clipvis.cli.app import app
-from clipvis.cli.commands.common import check_same_producer
 from clipvis.cli.distributed import (
     DistributedRun,
     InputsDifferError,
@@ -35,6 +34,7 @@ from clipvis.cli.distributed import (
     visible_gpu,
 )
 from clipvis.cli.inputs import VideoSource
+from clipvis.cli.job_outcome import check_same_producer
 from clipvis.cli.progress import JobProgressReporter
 from clipvis.cli.run_identity import checkpoint_identity
 from clipvis.cli.segment import SegmentOptions
@@ -820,8 +820,8 @@ def test_a_rank_gone_without_a_word_is_a_json_event_before_rank_0_summary_of_its
     """--log-format jsonl: rank 0's line about a rank gone without a word was a plain line after its summary event,
     and the summary mixed the job's input count with rank 0's own counts. Now the error is an event before the
     summary, which counts the inputs rank 0 took (scope "process"), and nothing plain follows."""
-    from clipvis.cli.commands.common import outcome_of_the_job
     from clipvis.cli.commands.segment import KEPT, TakenInputs, _finish
+    from clipvis.cli.job_outcome import outcome_of_the_job
     from clipvis.cli.progress import JsonlReporter
 
     ranks = ThreadRanks(2, timeout=1)
@@ -909,7 +909,7 @@ def test_a_usage_error_one_rank_finds_alone_once_the_job_started_is_said_by_that
     that this rank alone found is said here, with its rank."""
     import typer
 
-    from clipvis.cli.commands.common import outcome_of_the_job
+    from clipvis.cli.job_outcome import outcome_of_the_job
 
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("LOCAL_RANK", "1")
@@ -955,8 +955,9 @@ def test_a_lost_store_leaves_an_input_whose_files_are_written_complete_and_ends_
     DistNetworkError ("Broken pipe"), which recorded the input "failed" in its run.json over the "complete" one, with
     its files all written, and the rank died with C++ tracebacks. Now the input stays complete and the rank stops
     with RankLost: one line (the launcher sets TORCH_CPP_LOG_LEVEL=ERROR under torchrun for the C++ warnings)."""
-    from clipvis.cli.commands.common import load_predictor, outcome_of_the_job
     from clipvis.cli.commands.segment import KEPT
+    from clipvis.cli.job_outcome import outcome_of_the_job
+    from clipvis.cli.predictor_loading import load_predictor
     from clipvis.cli.progress import JsonlReporter
     from clipvis.cli.segment import SegmentRunner
 

@@ -10,8 +10,8 @@ import sys
 import pytest
 import typer
 
-from clipvis.cli.commands.common import load_predictor
 from clipvis.cli.gc_pause import collector_paused
+from clipvis.cli.predictor_loading import load_predictor
 from clipvis.cli.segment import SegmentOptions
 
 

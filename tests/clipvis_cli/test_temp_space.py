@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 from clipvis.cli import temp_space
-from clipvis.cli.commands.common import load_predictor
 from clipvis.cli.inputs import VideoSource
 from clipvis.cli.mask_store import INDEX_MEMORY_BYTES, TrackMaskStore
+from clipvis.cli.predictor_loading import load_predictor
 from clipvis.cli.progress import HumanReporter, JsonlReporter
 from clipvis.cli.segment import SegmentOptions, SegmentRunner
 from clipvis.cli.temp_space import (

@@ -599,7 +599,7 @@ def test_version_and_help() -> None:
 
 def test_a_vocabulary_file_saved_with_a_byte_order_mark_gives_clean_class_names(tmp_path) -> None:
     """Windows Notepad starts UTF-8 files with U+FEFF: it ended up in the first class name ('\\ufeffcar')."""
-    from clipvis.cli.commands.common import parse_vocabulary
+    from clipvis.cli.vocabulary_options import parse_vocabulary
 
     vocab = tmp_path / "classes.txt"
     vocab.write_bytes("car, automobile\r\ncafé\r\n".encode("utf-8-sig"))
@@ -611,7 +611,7 @@ def test_a_vocabulary_file_line_is_one_class_whatever_it_holds(tmp_path) -> None
     silently, where --vocab refused the same name."""
     import typer
 
-    from clipvis.cli.commands.common import parse_vocabulary
+    from clipvis.cli.vocabulary_options import parse_vocabulary
 
     vocab = tmp_path / "classes.txt"
     vocab.write_text("car\r\nper\tson\rdog")  # Windows and old Mac line ends; a tab inside a name is kept
@@ -627,7 +627,7 @@ def test_a_vocabulary_file_as_people_write_them(tmp_path) -> None:
     made a second 'car', and the errors named no line (hunter 82)."""
     import typer
 
-    from clipvis.cli.commands.common import parse_vocabulary
+    from clipvis.cli.vocabulary_options import parse_vocabulary
 
     vocab = tmp_path / "classes.txt"
     vocab.write_bytes("# my classes\n  # indented comment\ncar\n\ufeffperson\u200b\n\nroad, street\n".encode())
@@ -689,7 +689,7 @@ def test_a_vocabulary_the_predictor_refuses_is_named_not_the_weights(tmp_path, t
     """evaluate's GT categories ('a,,b') were reported as "weights <path>: empty synonym ...", blaming the weights."""
     import typer
 
-    from clipvis.cli.commands.common import load_predictor
+    from clipvis.cli.predictor_loading import load_predictor
     from clipvis.cli.segment import SegmentOptions
 
     options = SegmentOptions(vocabulary=["car", "a,,b"], weights=str(tiny_weights), output=tmp_path, device="cpu",
@@ -730,7 +730,7 @@ def test_the_configs_detections_per_image_is_the_default_number_of_tracks(tmp_pa
 def test_a_large_vocabulary_is_said_before_its_text_is_encoded_once(tmp_path, tiny_weights, monkeypatch) -> None:
     """20,000 class names took minutes of text encoding without a word, nor a JSON event (hunter 82); once in the
     cache they are not encoded again, and nothing is said."""
-    monkeypatch.setattr("clipvis.cli.commands.common.LONG_TEXT_ENCODING_PROMPTS", 28)  # 2 classes x 14 prompts
+    monkeypatch.setattr("clipvis.cli.predictor_loading.LONG_TEXT_ENCODING_PROMPTS", 28)  # 2 classes x 14 prompts
     video = write_video(tmp_path / "v.mp4", num_frames=2)
     ytvis_only = ("--formats", "ytvis")
     first = CliRunner().invoke(app, segment_args(tiny_weights, tmp_path / "a", str(video), extra=ytvis_only))
