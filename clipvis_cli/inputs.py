@@ -649,7 +649,7 @@ def _clipvis_manifest(path: Path) -> bool:
 SKIPPED_OUTPUT = "skipped: a file clipvis wrote"
 
 # The records of the folders clipvis writes its outputs in: a video's output folder (writers.layout.MANIFEST_NAME)
-# and an export folder (exporters.base.EXPORT_RECORD). An output root holds neither (`-o .` keeps the user's own
+# and an export folder (exporters/export_record.py). An output root holds neither (`-o .` keeps the user's own
 # videos beside the video folders).
 MANIFEST_NAME = "run.json"  # writers.layout.MANIFEST_NAME (which imports this module)
 OUTPUT_FOLDER_RECORDS = (MANIFEST_NAME, ".clipvis-export.json")

@@ -345,7 +345,9 @@ class SegmentRunner:
         """The model's pass over a claimed input; returns its outcome when it ends here (skipped, failed), or the
         function that writes its files and returns the outcome."""
         opts, paths, previous, stem = self.options, claim.paths, claim.previous, claim.paths.stem
-        from clipvis.cli.exporters.base import read_export_record  # the exporters: only where a folder is cleaned
+        from clipvis.cli.exporters.export_record import (
+            read_export_record,  # the exporters: only where a folder is cleaned
+        )
 
         # we hold the folder's lock: no live process is writing them (nor an export beside the results)
         remove_stale_temp_files(paths.directory, exported=read_export_record(paths.directory))
@@ -458,7 +460,7 @@ class SegmentRunner:
         total = probe.processed_frame_count(reader.stride, reader.max_frames)
         self.reporter.video_started(source, stem, total)
         if source.kind == "images" and source.path.is_dir():  # as export says it, for the formats numbering frames
-            from clipvis.cli.exporters.base import frame_order_warning
+            from clipvis.cli.exporters.frame_order import frame_order_warning
 
             names = [file.name for file in source.frame_files]
             if (warning := frame_order_warning(source.path, names, opts.formats)) is not None:
@@ -568,7 +570,7 @@ class SegmentRunner:
             try:
                 staged, corrected = commit_staged(staging, manifest, paths, previous, self._file_names)
                 timings["writers"] = time.perf_counter() - start  # wall time: the writers overlap (write_* each)
-                from clipvis.cli.exporters.base import exports_from, forget_exported
+                from clipvis.cli.exporters.export_record import exports_from, forget_exported
 
                 forget_exported(paths.directory, staged)  # written over an export's: segment's now
                 had_results = os.path.lexists(paths.directory / YTVIS_NAME)

@@ -31,13 +31,13 @@ def complete_for_any(previous: RunManifest | None, identities: Iterable[tuple[st
 def corrected_files(directory: Path, previous: RunManifest | None) -> set[str]:
     """The files of ``directory`` that a clipvis run wrote (``previous`` run.json) and a person corrected since
     (`RunManifest.corrected_files`), but for those an export wrote over since and left as it wrote them (its record
-    says so: `clipvis.cli.exporters.base.edited_export`)."""
+    says so: `clipvis.cli.exporters.export_record.edited_export`)."""
     if previous is None:
         return set()
     corrected = previous.corrected_files(directory)
     if not corrected:
         return corrected
-    from clipvis.cli.exporters.base import edited_export, read_export_record
+    from clipvis.cli.exporters.export_record import edited_export, read_export_record
 
     record = read_export_record(directory)
     return {name for name in corrected if name not in record or edited_export(directory, name, record) is not None}
@@ -64,7 +64,7 @@ def replacement_refusal(directory: Path, previous: RunManifest | None, corrected
     since an export wrote it, or neither segment nor an export wrote it."""
     if previous is None:  # a folder of this run's own (claim_output_folder)
         return None
-    from clipvis.cli.exporters.base import edited_export, read_export_record
+    from clipvis.cli.exporters.export_record import edited_export, read_export_record
 
     ours = set(previous.clipvis_files)
     record = read_export_record(directory)

@@ -17,8 +17,9 @@ from dataclasses import replace
 from pathlib import Path
 
 from clipvis.cli.atomic import TEMP_MARKER, atomic_output_path
-from clipvis.cli.exporters.base import STAGING_PREFIX, ExportOptions
+from clipvis.cli.exporters.base import ExportOptions
 from clipvis.cli.exporters.loading import ExportVideo
+from clipvis.cli.exporters.staging import STAGING_PREFIX
 from clipvis.cli.writers.base import SegmentedVideo, WriterDefaults
 from clipvis.cli.zip_files import add_file
 

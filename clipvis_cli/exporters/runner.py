@@ -11,19 +11,10 @@ from pathlib import Path
 
 from clipvis.cli.atomic import OutputNotWritableError
 from clipvis.cli.exporters import YTVIS_FORMAT, create_exporter
-from clipvis.cli.exporters.base import (
-    FRAME_NUMBERED_FORMATS,
-    ExportConflictError,
-    ExportOptions,
-    class_key,
-    export_identity,
-    folder_takes_export,
-    frame_order_warning,
-    read_export_record,
-    select_tracks,
-    staged_directory,
-)
+from clipvis.cli.exporters.base import ExportOptions, class_key, select_tracks
 from clipvis.cli.exporters.cvat import CvatVideoExporter, labels_cvat_refuses
+from clipvis.cli.exporters.export_record import export_identity, folder_takes_export, read_export_record
+from clipvis.cli.exporters.frame_order import FRAME_NUMBERED_FORMATS, frame_order_warning
 from clipvis.cli.exporters.frames import check_source
 from clipvis.cli.exporters.loading import (
     EXPORT_STEM_BYTES,
@@ -34,6 +25,7 @@ from clipvis.cli.exporters.loading import (
     category_names,
     read_videos,
 )
+from clipvis.cli.exporters.staging import ExportConflictError, staged_directory
 from clipvis.cli.exporters.ytvis import ResultsStream
 from clipvis.cli.inputs import VideoSource, list_image_frames, safe_stem
 from clipvis.cli.json_io import parse_json

@@ -18,8 +18,10 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 from clipvis.cli.atomic import OutputNotWritableError
-from clipvis.cli.exporters.base import RESULTS_FILE_SOURCE, ExportOptions, staged_directory
+from clipvis.cli.exporters.base import ExportOptions
+from clipvis.cli.exporters.export_record import RESULTS_FILE_SOURCE
 from clipvis.cli.exporters.loading import ExportVideo
+from clipvis.cli.exporters.staging import staged_directory
 from clipvis.cli.json_io import streamed_json
 from clipvis.cli.messages import shown_path
 from clipvis.cli.results import TrackResult
@@ -75,7 +77,7 @@ def gt_mismatches(video: ExportVideo, gt_video_id: int, gt: VideoGroundTruth, co
     return [f"{where}: {problem}" for problem in problems if problem is not None]
 
 
-# What the folder's export record (base.EXPORT_RECORD) says a results file came from: an export's results file may
+# What the folder's export record (EXPORT_RECORD) says a results file came from: an export's results file may
 # replace another's (the same inputs or not), never a file of someone's own nor one edited since it was written.
 # Which results files it was made from is recorded beside it ("inputs"), which `segment` reads when it replaces one
 # (`exports_from`).

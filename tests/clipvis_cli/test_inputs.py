@@ -512,7 +512,7 @@ def test_files_clipvis_wrote_are_no_inputs_when_a_list_or_a_pattern_gives_them(t
 def test_videos_in_an_output_root_are_inputs_of_a_list_or_a_pattern(tmp_path: Path) -> None:
     """`clipvis segment a.mp4 -o .` then `clipvis segment '*.mp4' -o .`: the output root's lock made its own videos
     "files clipvis wrote" (review13); only a video's output folder or an export folder (their records) holds them."""
-    from clipvis.cli.exporters.base import EXPORT_RECORD
+    from clipvis.cli.exporters.export_record import EXPORT_RECORD
     from clipvis.cli.inputs import OUTPUT_FOLDER_RECORDS
     from clipvis.cli.writers.layout import MANIFEST_NAME
 

@@ -1506,12 +1506,12 @@ def test_one_results_file_is_not_written_without_an_input_that_could_not_be_read
 def test_an_export_killed_while_its_files_move_into_place_is_replaced_by_the_next(tmp_path, monkeypatch) -> None:
     """Killed after moving one format into place and before recording the files: the next export of the video
     refused the folder as not its own (or as corrected)."""
-    from clipvis.cli.exporters import base
+    from clipvis.cli.exporters import staging
 
     output = make_segment_output(tmp_path / "out")
     args = (str(output.folder), "--to", "coco,mots-txt", "--no-media", "-o", str(tmp_path / "dest"))
     assert run_export(*args).exit_code == 0
-    original, moved = base._replace, []
+    original, moved = staging._replace, []
 
     def killed_after_the_first(new, final):
         if moved:
@@ -1520,7 +1520,7 @@ def test_an_export_killed_while_its_files_move_into_place_is_replaced_by_the_nex
         original(new, final)
 
     with monkeypatch.context() as patch:
-        patch.setattr(base, "_replace", killed_after_the_first)
+        patch.setattr(staging, "_replace", killed_after_the_first)
         assert run_export(*args).exit_code == 130
     result = run_export(*args)
     assert result.exit_code == 0, result.output

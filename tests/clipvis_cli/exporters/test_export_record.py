@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from clipvis.cli.exporters.base import EXPORT_RECORD, exports_from
+from clipvis.cli.exporters.export_record import EXPORT_RECORD, exports_from
 
 
 def _record(folder: Path, entries: dict[str, dict]) -> None:
