@@ -25,3 +25,10 @@ PALETTE: tuple[tuple[int, int, int], ...] = (
 def track_colour(track_id: int) -> tuple[int, int, int]:
     """The RGB colour of a track (same id, same colour, in every frame and every run): tracks 1 to 64 all differ."""
     return PALETTE[(track_id - 1) % len(PALETTE)]
+
+
+def hex_colour(track_id: int) -> str:
+    """``track_colour(track_id)`` as ``#rrggbb`` (CVAT label colours, Label Studio label backgrounds): a label's colour
+    is the one the overlay gives the track of the same (1-based) id."""
+    red, green, blue = track_colour(track_id)
+    return f"#{red:02x}{green:02x}{blue:02x}"

@@ -37,7 +37,7 @@ from clipvis.cli.exporters.loading import ExportVideo
 from clipvis.cli.exporters.masks import crop_polygon, cvat_crop_rle, polygon_iou
 from clipvis.cli.messages import path_text, unwritable_character
 from clipvis.cli.results import TrackResult, VideoInfo
-from clipvis.cli.track_colours import track_colour
+from clipvis.cli.track_colours import hex_colour
 from clipvis.cli.zip_files import add_file, add_stream
 
 CVAT_FORMATS = ("cvat-video", "cvat-images")
@@ -80,11 +80,6 @@ def image_name(info: VideoInfo, position: int) -> str:
     return f"{frame_name(info.frame_indices[position])}.jpg"
 
 
-def _colour(index: int) -> str:
-    red, green, blue = track_colour(index)[:3]
-    return f"#{int(red):02x}{int(green):02x}{int(blue):02x}"
-
-
 def _xml_text(text: str) -> str:
     """``text`` with what XML cannot hold (a control character of a file name, an escaped byte) as ``_``: a video
     named ``esc\x1bname.mp4`` made an annotations.xml no tool could parse."""
@@ -109,7 +104,7 @@ def _meta(video: ExportVideo, mode: str, with_track_attribute: bool) -> ET.Eleme
     for category_id in video.category_ids:
         label = ET.SubElement(labels, "label")
         ET.SubElement(label, "name").text = video.categories[category_id - 1]
-        ET.SubElement(label, "color").text = _colour(category_id - 1)
+        ET.SubElement(label, "color").text = hex_colour(category_id)
         ET.SubElement(label, "type").text = "any"
         attributes = ET.SubElement(label, "attributes")
         if with_track_attribute:

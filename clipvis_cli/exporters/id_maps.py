@@ -183,7 +183,7 @@ class PngMasksExporter(Exporter):
         track_ids = [t.track_id for t in video.tracks]
         palette = [0, 0, 0]
         for track_id in range(1, 256):
-            palette.extend(track_colour(track_id)[:3])
+            palette.extend(track_colour(track_id))
         for position, frame_index in enumerate(info.frame_indices):
             frame = frame_id_map(video, position, track_ids, dtype=np.uint8)
             if frame is None:

@@ -39,12 +39,12 @@ import numpy as np
 
 from clipvis.cli import rle
 from clipvis.cli.exporters.base import Exporter, ExportOptions, frame_crops
-from clipvis.cli.exporters.cvat import _colour
 from clipvis.cli.exporters.frames import check_frame_size
 from clipvis.cli.exporters.loading import ExportInputError, ExportVideo
 from clipvis.cli.json_io import JsonObjectItems, write_streamed_json
 from clipvis.cli.messages import shell_word, shown_path
 from clipvis.cli.results import TrackResult, fps_fraction
+from clipvis.cli.track_colours import hex_colour
 from clipvis.cli.video_io import VideoProbe, VideoReader, VideoReadError
 
 LABEL_STUDIO_CONTROLS = {"video": "video", "box": "box", "labels": "videoLabels"}
@@ -196,7 +196,7 @@ def label_studio_config(video: ExportVideo) -> str:
                                             "toName": LABEL_STUDIO_CONTROLS["video"]})
     for category_id in video.category_ids:
         ET.SubElement(labels, "Label", {"value": video.categories[category_id - 1],
-                                        "background": _colour(category_id - 1)})
+                                        "background": hex_colour(category_id)})
     ET.indent(view, space="  ")
     return ET.tostring(view, encoding="unicode") + "\n"
 

@@ -31,6 +31,7 @@ from clipvis.cli.app import app
 from clipvis.cli.atomic import replaced_folder_name
 from clipvis.cli.exporters.masks import mask_iou, polygon_mask
 from clipvis.cli.locks import FolderLock
+from clipvis.cli.track_colours import PALETTE, track_colour
 
 from ..exporters.conftest import (
     CATEGORIES,
@@ -716,6 +717,24 @@ def test_cvat_video_tracks_keep_the_track_ids_the_other_formats_show(tmp_path) -
         assert (attribute.findtext("name"), attribute.findtext("input_type"), attribute.findtext("mutable")) == (
             "track_id", "number", "False")
     assert {int(a.text) for a in images.iterfind("image/mask/attribute")} == {2, 3}
+
+
+def test_cvat_and_label_studio_label_colours_are_the_overlay_colours_of_the_same_ids(tmp_path) -> None:
+    """The CVAT labels and Label Studio label backgrounds were coloured one id late: category 1 took the overlay's
+    colour of track 64 and category 2 track 1's red. Now category k's colour is the one the overlay gives id k."""
+    output = make_segment_output(tmp_path / "out")
+    result = run_export(str(output.folder), "--to", "cvat-images,labelstudio", "-o", str(tmp_path / "exp"),
+                        "--media-url", "/data/local-files/?d=clips/")
+    assert result.exit_code == 0, result.output
+    folder = tmp_path / "exp" / "clip"
+    with zipfile.ZipFile(folder / "cvat-images.zip") as archive:
+        cvat = {label.findtext("name"): label.findtext("color")
+                for label in ET.fromstring(archive.read("annotations.xml")).iter("label")}
+    config = ET.fromstring((folder / "labelstudio" / "config.xml").read_bytes())
+    label_studio = {label.get("value"): label.get("background") for label in config.iter("Label")}
+    want = {name: "#{:02x}{:02x}{:02x}".format(*track_colour(CATEGORIES.index(name) + 1)) for name in cvat}
+    assert cvat == want and label_studio == want
+    assert cvat["cat"] == "#{:02x}{:02x}{:02x}".format(*PALETTE[0])  # category 1: the first colour
 
 
 def test_filters_zip_and_default_destination(tmp_path) -> None:
