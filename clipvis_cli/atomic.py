@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from clipvis.cli.distributed import deliver, signals_held
-from clipvis.cli.json_io import JSON_TEXT_ERRORS, streamed_json
+from clipvis.cli.json_io import JSON_TEXT_ERRORS, JsonObjectItems, streamed_json
 from clipvis.cli.messages import error_reason, shown_path
 from clipvis.paths import BROKEN_SYMLINK, NO_SUCH_FILE, missing_reason
 from clipvis.weights.cache_files import new_file_mode
@@ -425,16 +425,9 @@ def atomic_write_streamed_json(path: Path | str, value: Any) -> Path:
 def atomic_write_json_stream(path: Path | str, fields: Iterable[tuple[str, Any]]) -> Path:
     """Write a JSON object field by field, atomically; a value that is an iterator is written as a list item by
     item, also inside a dict (an item ``{"segmentations": iter(masks), ...}`` of an iterator), so a document far
-    larger than memory (every mask of a long video) is never held at once (``streamed_json``)."""
-
-    def pieces() -> Iterator[str]:
-        yield "{"
-        for index, (key, value) in enumerate(fields):
-            yield ("," if index else "") + json.dumps(key) + ":"
-            yield from streamed_json(value)
-        yield "}\n"
-
-    return _atomic_write_pieces(path, pieces())
+    larger than memory (every mask of a long video) is never held at once: ``atomic_write_streamed_json`` of the
+    object whose pairs are ``fields`` (``JsonObjectItems``), non-ASCII kept in keys as in values."""
+    return atomic_write_streamed_json(path, JsonObjectItems(fields))
 
 
 def _atomic_write_pieces(path: Path | str, pieces: Iterable[str]) -> Path:

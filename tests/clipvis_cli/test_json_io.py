@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from clipvis.cli.atomic import atomic_write_json_stream
+from clipvis.cli.atomic import atomic_write_json, atomic_write_json_stream, atomic_write_streamed_json
 from clipvis.cli.json_io import JsonObjectItems, materialised_json
 
 
@@ -32,3 +32,15 @@ def test_streamed_json_equals_the_whole_document(tmp_path: Path, items: int) -> 
     assert path.read_text(encoding="utf-8") == expected + "\n"
     assert json.loads(path.read_text(encoding="utf-8"))["keys"] == {"3": [1], "null": 0, "false": [], "2.5": "x",
                                                                    "é": ["a", "b"]}
+
+
+def test_the_streamed_json_writers_keep_non_ascii_keys_as_atomic_write_json_does(tmp_path: Path) -> None:
+    """atomic_write_json_stream wrote a field's key ASCII-escaped (``"\\u72d7"``) where every other clipvis JSON
+    writer, and its own values, keep the character: the same document came out as two texts."""
+    def fields():
+        return iter([("狗", {"é": iter(["ü"])}), ("n", 1)])
+
+    whole = atomic_write_json(tmp_path / "whole.json", {"狗": {"é": ["ü"]}, "n": 1}).read_bytes()
+    assert atomic_write_json_stream(tmp_path / "fields.json", fields()).read_bytes() == whole
+    assert atomic_write_streamed_json(tmp_path / "value.json", JsonObjectItems(fields())).read_bytes() == whole
+    assert "狗".encode() in whole
