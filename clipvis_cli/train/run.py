@@ -104,7 +104,27 @@ class _ConsoleFormatter(logging.Formatter):
         return message
 
 
+@contextlib.contextmanager
+def _train_logger_restored() -> Iterator[None]:
+    """The ``clipvis.train`` logger as it was before the run, once the run ends (returns, fails or is stopped): the
+    handlers the run attached (``_setup_logging``: the console's and train.log's) are closed and removed, and the
+    logger's own handlers, level and propagation come back. They stayed: after ``launch()`` returned (the Python API,
+    a second run in one process) every later record still went to the first run's train.log, held open."""
+    logger = logging.getLogger("clipvis.train")
+    handlers, level, propagate = list(logger.handlers), logger.level, logger.propagate
+    try:
+        yield
+    finally:
+        for handler in logger.handlers:
+            if handler not in handlers:
+                handler.close()
+        logger.handlers[:] = handlers
+        logger.setLevel(level)
+        logger.propagate = propagate
+
+
 def _setup_logging(output_dir: Path, rank: int) -> None:
+    """This rank's ``clipvis.train`` handlers for the run (inside ``_train_logger_restored``)."""
     logger = logging.getLogger("clipvis.train")
     logger.handlers.clear()
     logger.propagate = False
@@ -572,7 +592,8 @@ def _run_training(request: RunRequest, rank: int, world: int, local_rank: int,
         with _taken_alone(rank, world, requests):  # every rank learns whether any failed (an error one rank found
             # left the others waiting in the next collective until the process group's timeout)
             preflight = _preflight(request, rank, world)
-        return _train_in_folder(request, rank, world, local_rank, requests, preflight)
+        with _train_logger_restored():
+            return _train_in_folder(request, rank, world, local_rank, requests, preflight)
     finally:  # (the kernel drops it too when the process ends)
         if preflight is not None and preflight.folder_lock is not None:
             preflight.folder_lock.release()
