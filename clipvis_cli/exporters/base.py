@@ -10,8 +10,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 from clipvis.cli import rle
 from clipvis.cli.exporters.loading import ExportVideo
 from clipvis.cli.results import TrackResult
@@ -56,28 +54,11 @@ def select_tracks(video: ExportVideo, options: ExportOptions) -> ExportVideo:
     return replace(video, tracks=tracks, category_ids=sorted(wanted))
 
 
-def frame_masks(tracks: list[TrackResult], position: int,
-                progress: Callable[[int], None] | None = None) -> list[tuple[TrackResult, np.ndarray]]:
-    """The (track, H×W bool mask) pairs of the tracks with a non-empty mask on processed frame `position`;
-    ``progress`` (an ExportVideo's) is told how many tracks' masks were handled."""
-    present = []
-    for track in tracks:
-        segmentation = track.segmentations[position]
-        if segmentation is None:
-            continue
-        mask = rle.decode(segmentation)
-        if mask.any():
-            present.append((track, mask))
-    if progress is not None:
-        progress(len(tracks))
-    return present
-
-
 def frame_crops(tracks: list[TrackResult], position: int, height: int, width: int,
                 progress: Callable[[int], None] | None = None) -> list[tuple[TrackResult, rle.MaskCrop]]:
     """The (track, mask cut to its box) pairs of the tracks with a non-empty mask on processed frame `position` of
-    an H×W video, as `frame_masks` gives them but without decoding any mask whole (`clipvis.cli.rle.mask_crops`);
-    ``progress`` is told how many tracks' masks were handled."""
+    an H×W video, without decoding any mask whole (`clipvis.cli.rle.mask_crops`); ``progress`` is told how many
+    tracks' masks were handled."""
     crops = rle.mask_crops([track.segmentations[position] for track in tracks], height, width)
     if progress is not None:
         progress(len(tracks))

@@ -81,7 +81,7 @@ class ExportVideo:
     categories: list[str]
     results_file: Path
     category_ids: list[int] = field(default_factory=list)
-    # called with the number of (track, frame) masks a format has handled (`frame_masks`): the export's progress
+    # called with the number of (track, frame) masks a format has handled (`frame_crops`): the export's progress
     progress: Callable[[int], None] | None = field(default=None, repr=False, compare=False)
 
     @property

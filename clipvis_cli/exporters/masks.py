@@ -61,23 +61,11 @@ def cvat_crop_rle(crop: rle.MaskCrop) -> tuple[list[int], int, int, int, int]:
     return runs, left, top, width, height
 
 
-def mask_polygon(mask: np.ndarray) -> np.ndarray | None:
-    """One polygon `[K, 2]` float (x, y) covering every part and hole of an H×W bool mask (see module docstring);
-    None when the mask has no outline of at least 3 points."""
-    rows = np.flatnonzero(mask.any(axis=1))
-    if rows.size == 0:
-        return None
-    cols = np.flatnonzero(mask.any(axis=0))
-    # Traced on the mask's box plus a one-pixel margin (the same contours, in the same order, moved by the box's
-    # corner): the margin keeps the crop's edge background where the frame's is not its edge
-    top, left = max(int(rows[0]) - 1, 0), max(int(cols[0]) - 1, 0)
-    binary = np.ascontiguousarray(mask[top : int(rows[-1]) + 2, left : int(cols[-1]) + 2], dtype=np.uint8)
-    return _polygon(binary, top, left)
-
-
 def crop_polygon(crop: rle.MaskCrop, height: int, width: int) -> np.ndarray | None:
-    """`mask_polygon` of the H×W mask that ``crop`` was cut from (`clipvis.cli.rle.mask_crops`), the same polygon,
-    without that mask decoded whole: the image traced is the same box plus margin, made from the crop."""
+    """One polygon `[K, 2]` float (x, y) covering every part and hole (see module docstring) of the H×W mask that
+    ``crop`` was cut from (`clipvis.cli.rle.mask_crops`), without that mask decoded whole: traced on the mask's box
+    plus a one-pixel margin (the margin keeps the crop's edge background where the frame's is not its edge), made
+    from the crop; None when the mask has no outline of at least 3 points."""
     x, y = crop.box[0], crop.box[1]
     pixels = crop.mask
     rows = np.flatnonzero(pixels.any(axis=1))
@@ -95,7 +83,7 @@ def crop_polygon(crop: rle.MaskCrop, height: int, width: int) -> np.ndarray | No
 
 
 def _polygon(binary: np.ndarray, top: int, left: int) -> np.ndarray | None:
-    """`mask_polygon` of a mask's box plus margin ``binary`` (uint8, `[h, w]`), whose corner is (``left``, ``top``)
+    """The polygon of a mask's box plus margin ``binary`` (uint8, `[h, w]`), whose corner is (``left``, ``top``)
     in the frame."""
     contours = _outlines(binary, top, left)
     if not contours:
@@ -107,19 +95,8 @@ def _polygon(binary: np.ndarray, top: int, left: int) -> np.ndarray | None:
     return ring
 
 
-def polygon_mask(points: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Rasterise a polygon `[K, 2]` (x, y) as pycocotools does (even-odd), to an H×W bool mask."""
-    encoded = coco_mask.frPyObjects([np.asarray(points, np.float64).reshape(-1).tolist()], height, width)
-    return rle.decode(coco_mask.merge(encoded))  # clipvis.cli.rle.decode: pycocotools' warns with numpy 2
-
-
-def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = np.logical_or(a, b).sum()
-    return float(np.logical_and(a, b).sum() / union) if union else 1.0
-
-
 def polygon_iou(points: np.ndarray, segmentation: RleDict, height: int, width: int) -> float:
-    """``mask_iou(polygon_mask(points, H, W), rle.decode(segmentation))`` for a non-empty mask, computed by
+    """The IoU of polygon ``points`` (rasterised as pycocotools does: even-odd) with a non-empty H×W mask, computed by
     pycocotools on the polygon's RLE and the mask's (the same counts divided as the same doubles), no mask decoded
     or rasterised to pixels."""
     polygon = coco_mask.frPyObjects([np.asarray(points, np.float64).reshape(-1).tolist()], height, width)

@@ -119,7 +119,7 @@ def _being_written(folder: Path) -> bool:
 
 class _ExportProgress:
     """A video's export progress for the reporter, in frames (frames x formats in all): each format's frames from
-    the (track, frame) masks it handled (``frame_masks``), topped up as each format ends, so a long video's export
+    the (track, frame) masks it handled (``frame_crops``), topped up as each format ends, so a long video's export
     shows progress (and a line a minute in a log) as segment does."""
 
     def __init__(self, reporter: Reporter, frames: int, tracks: int) -> None:

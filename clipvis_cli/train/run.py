@@ -532,7 +532,7 @@ def _load_training_data(config: TrainConfig, rank: int, world: int, requests: St
             log.warning("warning: %s", message)
     summary = _data_of(sources)
     if world > 1:  # each rank reads its share of every batch from its own copy of the data: the same items
-        _check_ranks_agree(rank, world, "training data", summary)
+        _check_ranks_agree(world, "training data", summary)
     with _taken_alone(rank, world, requests):  # every rank learns of rank 0's refusal
         if rank == 0:
             with _checked_by_rank_0_alone():
@@ -629,7 +629,7 @@ def _train_in_folder(request: RunRequest, rank: int, world: int, local_rank: int
     if world > 1:  # a rank started with other settings trained silently on them, or hung at the end of its schedule;
         # compared before a negative SEED is drawn: a rank with SEED -1 beside one with SEED 5 waited for good in the
         # broadcast of rank 0's draw
-        _check_ranks_agree(rank, world, "settings", _settings_of(config))
+        _check_ranks_agree(world, "settings", _settings_of(config))
     seed = _run_seed(config, world, device)
     if rank == 0:
         log.info("config %s -> %s (global batch %d on %s, %s each, lr %.3g, %s, scale %.3g, seed %d)",
@@ -908,7 +908,7 @@ def _agree_on_errors(rank: int, world: int, error: BaseException | None, request
     raise SaidByAnotherRank(every[failed[0]])
 
 
-def _check_ranks_agree(rank: int, world: int, what: str, mine: dict[str, str]) -> None:
+def _check_ranks_agree(world: int, what: str, mine: dict[str, str]) -> None:
     """Gather every rank's ``mine`` (``{name: value}``); on a difference every rank raises RanksDifferError naming the
     first rank that differs and the first name (rank 0 prints it: the command)."""
     every: list[dict[str, str]] = [{} for _ in range(world)]

@@ -29,7 +29,6 @@ from typer.testing import CliRunner
 from clipvis.cli import rle
 from clipvis.cli.app import app
 from clipvis.cli.atomic import replaced_folder_name
-from clipvis.cli.exporters.masks import mask_iou, polygon_mask
 from clipvis.cli.locks import FolderLock
 from clipvis.cli.track_colours import PALETTE, track_colour
 
@@ -42,6 +41,8 @@ from ..exporters.conftest import (
     decode_cvat_rle,
     deserialize_mask,
     make_segment_output,
+    mask_iou,
+    polygon_mask,
     write_video,
 )
 

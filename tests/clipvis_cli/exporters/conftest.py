@@ -13,8 +13,10 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+from pycocotools import mask as coco_mask
 
 from clipvis.cli import rle
+from clipvis.cli.exporters.masks import crop_polygon
 from clipvis.cli.results import TrackResult, VideoInfo
 from clipvis.cli.writers import YtvisWriter
 
@@ -101,3 +103,26 @@ def deserialize_mask(text: str) -> np.ndarray:
     """A FiftyOne / ETA serialised numpy array (`clipvis.cli.exporters.video_tools.serialize_mask`) read back."""
     with io.BytesIO(zlib.decompress(base64.b64decode(text))) as buffer:
         return np.load(buffer, allow_pickle=False)
+
+
+def mask_polygon(mask: np.ndarray) -> np.ndarray | None:
+    """The export's polygon (`crop_polygon`) of an H×W bool mask, cut to its box here; None for an empty mask or one
+    without an outline of at least 3 points."""
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if rows.size == 0:
+        return None
+    top, bottom, left, right = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+    crop = rle.MaskCrop((left, top, right - left, bottom - top), mask[top:bottom, left:right])
+    return crop_polygon(crop, *mask.shape)
+
+
+def polygon_mask(points: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Rasterise a polygon `[K, 2]` (x, y) as pycocotools does (even-odd), to an H×W bool mask."""
+    encoded = coco_mask.frPyObjects([np.asarray(points, np.float64).reshape(-1).tolist()], height, width)
+    return rle.decode(coco_mask.merge(encoded))  # clipvis.cli.rle.decode: pycocotools' warns with numpy 2
+
+
+def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
+    """Intersection over union of two bool masks of one size (1.0 for two empty ones)."""
+    union = np.logical_or(a, b).sum()
+    return float(np.logical_and(a, b).sum() / union) if union else 1.0

@@ -16,9 +16,8 @@ import pytest
 from typer.testing import CliRunner
 
 from clipvis.cli.app import app
-from clipvis.cli.exporters.masks import mask_iou, polygon_mask
 
-from .conftest import CATEGORIES, make_segment_output
+from .conftest import CATEGORIES, make_segment_output, mask_iou, polygon_mask
 
 datumaro = pytest.importorskip("datumaro")
 from datumaro.components.annotation import AnnotationType  # noqa: E402

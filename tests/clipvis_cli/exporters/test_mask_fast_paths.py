@@ -8,6 +8,8 @@ import pytest
 
 from clipvis.cli.exporters import masks as M
 
+from .conftest import mask_iou, mask_polygon, polygon_mask
+
 
 def _reference_outlines(mask: np.ndarray) -> list[np.ndarray]:
     """`_outlines` as it was: traced on the whole frame."""
@@ -101,7 +103,7 @@ def test_mask_polygon_matches_whole_frame_reference(height: int, width: int) -> 
     masks = _random_masks(height, width, rng)
     crops = rle.mask_crops([rle.encode(mask) for mask in masks], height, width)
     for mask, crop in zip(masks, crops, strict=True):
-        got, want = M.mask_polygon(mask), _reference_polygon(mask)
+        got, want = mask_polygon(mask), _reference_polygon(mask)
         cropped = M.crop_polygon(crop, height, width) if crop is not None else None
         if want is None:
             assert got is None and cropped is None
@@ -109,7 +111,7 @@ def test_mask_polygon_matches_whole_frame_reference(height: int, width: int) -> 
             assert got is not None and got.dtype == want.dtype and got.shape == want.shape
             assert got.tobytes() == want.tobytes()
             assert cropped is not None and cropped.tobytes() == want.tobytes()
-            expected = M.mask_iou(M.polygon_mask(want, height, width), mask)
+            expected = mask_iou(polygon_mask(want, height, width), mask)
             assert M.polygon_iou(want, rle.encode(mask), height, width) == expected
 
 

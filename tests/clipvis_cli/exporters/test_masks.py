@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 
 from clipvis.cli import rle
-from clipvis.cli.exporters.masks import cvat_crop_rle, mask_iou, mask_polygon, polygon_mask, rle_id_map
+from clipvis.cli.exporters.masks import cvat_crop_rle, rle_id_map
 
-from .conftest import decode_cvat_rle
+from .conftest import decode_cvat_rle, mask_iou, mask_polygon, polygon_mask
 
 
 def test_cvat_rle_is_row_major_over_the_box_starting_with_background() -> None:
