@@ -16,7 +16,7 @@ from clipvis.cli.commands.export import EXPORT_HELP, export
 from clipvis.cli.commands.segment import SEGMENT_HELP, segment
 from clipvis.cli.commands.train import TRAIN_HELP, train
 from clipvis.cli.distributed import repeats_a_first_process, stop_in_silence
-from clipvis.cli.messages import error_reason, one_line, shown_path
+from clipvis.cli.messages import error_line, error_reason, one_line, print_error, shown_path
 
 USAGE_ERROR = 2  # the exit code of click's usage errors
 _REQUIRED_IN_BRACES = re.compile(r"^\{(.+)\}(?=(?:\.\.\.)?$)")  # Typer's usage piece of a required argument
@@ -52,7 +52,7 @@ def usage_error_line(error: Any) -> str:
     message = _QUOTED_CHOICES.sub(lambda match: match[1] + ", ".join(re.findall(r"'([^']*)'", match[2])), message)
     context = getattr(error, "ctx", None)
     where = f" (see '{context.command_path} --help')" if context is not None else ""
-    return f"clipvis: error: {message}{where}"
+    return error_line(f"{message}{where}")
 
 
 def _flags_take_no_value(params: Iterable[Any]) -> None:
@@ -92,7 +92,7 @@ def _installs_or_says_why_not(option: Any) -> None:
             return install(ctx, param, value)
         except OSError as error:
             where = f"cannot write {shown_path(error.filename)}" if error.filename else "cannot install"
-            typer.echo(f"clipvis: error: --install-completion: {where} ({error_reason(error)})", err=True)
+            print_error(f"{where} ({error_reason(error)})", "--install-completion")
             raise typer.Exit(1) from None
 
     install_or_say.says_why_not = True  # type: ignore[attr-defined]

@@ -28,7 +28,7 @@ from collections.abc import Mapping, MutableMapping, Sequence
 from clipvis.cli.distributed import STOP_SIGNALS, ignore_stop_signals, repeats_a_first_process, stop_in_silence
 from clipvis.cli.gc_pause import collector_paused, freeze_before_exit
 from clipvis.cli.memory import share_one_malloc_arena
-from clipvis.cli.messages import error_reason, shown_path
+from clipvis.cli.messages import error_line, error_reason, shown_path
 from clipvis.cli.standard_streams import install_quiet_stderr, install_quiet_stdout, unwritten_answer
 
 # Options that print something and exit before any command runs (Typer's help and completion, the app's --version).
@@ -190,7 +190,7 @@ def main() -> None:
             if repeats_a_first_process():  # under torchrun: said by each machine's first worker, as a usage error
                 stop_in_silence()
             else:
-                sys.stderr.write(f"clipvis: error: {problem}\n")
+                sys.stderr.write(error_line(problem) + "\n")
             sys.exit(1)
         _run()
         return
@@ -204,7 +204,7 @@ def main() -> None:
     finally:
         error = unwritten_answer(answer)
         if error is not None:
-            sys.stderr.write(f"clipvis: error: stdout not writable ({error_reason(error)})\n")
+            sys.stderr.write(error_line(f"stdout not writable ({error_reason(error)})") + "\n")
             sys.exit(1)
 
 
