@@ -205,12 +205,13 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 @pytest.fixture(scope="session")
 def golden_case():
     """Factory: the folder of a golden case, or skip when the golden cases are absent
-    ($CLIPVIS_FIDELITY_DIR, by default the ../shared/fidelity folder CI keeps beside the checkout)."""
+    (docs/fidelity.md; found through $CLIPVIS_FIDELITY_DIR, by default a folder CI keeps beside the checkout)."""
 
     def locate(name: str) -> Path:
         path = fidelity_root() / name
         if not (path / "model.pth").is_file():
-            pytest.skip(f"golden case {name} not found at {path} (../shared/fidelity sits beside the checkout in CI)")
+            pytest.skip(f"golden case {name} not found at {path} (the golden cases of docs/fidelity.md: set "
+                        "CLIPVIS_FIDELITY_DIR to their folder)")
         return path
 
     return locate
