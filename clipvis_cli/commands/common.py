@@ -9,7 +9,7 @@ import math
 
 import typer
 
-from clipvis.cli.devices import DEVICE_CHOICES, DEVICE_SYNTAX, cuda_index, device_problem
+from clipvis.cli.devices import DEVICE_CHOICES, DEVICE_SYNTAX, DeviceChoiceError, command_device
 from clipvis.cli.exits import fail
 
 NOTHING_ON_STDIN = "no inputs on stdin: nothing to do"  # `-` alone with an empty list on stdin (segment, export)
@@ -26,18 +26,13 @@ def device_option(value: str) -> str:
 def resolve_device(device: str) -> str:
     """The device a run uses: ``auto`` is ``cuda`` when CUDA is there, else ``cpu``. Raises typer.BadParameter for a
     device that is none of auto/cpu/cuda/cuda:N, and typer.Exit(1) after one line when this machine has not got it
-    (`clipvis.cli.devices.device_problem`)."""
-    if not DEVICE_SYNTAX.fullmatch(device):
-        raise typer.BadParameter(f"--device must be {DEVICE_CHOICES}, not {device!r}")
-    if device == "auto":
-        import torch
-
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    problem = device_problem(device, "--device cpu")
-    if problem is not None:
-        raise fail(f"--device {device}: {problem}")
-    index = cuda_index(device)
-    return device if index is None else f"cuda:{index}"
+    (`clipvis.cli.devices.command_device`)."""
+    try:
+        return str(command_device(device, "--device", "--device cpu"))
+    except DeviceChoiceError as error:
+        if error.usage:
+            raise typer.BadParameter(str(error)) from None
+        raise fail(str(error)) from None
 
 
 def finite_number(value: float | None) -> float | None:

@@ -31,6 +31,7 @@ import typer
 from clipvis.cli.atomic import atomic_write_text, ensure_output_dir
 from clipvis.cli.dataset_evaluation import run_dataset_evaluation
 from clipvis.cli.datasets import get_dataset
+from clipvis.cli.devices import DeviceChoiceError, command_device
 from clipvis.cli.distributed import (
     RankLost,
     RanksDifferError,
@@ -144,32 +145,33 @@ def _setup_logging(output_dir: Path, rank: int) -> None:
 
 def check_device(config: TrainConfig, processes: int) -> None:
     """ConfigError unless ``MODEL.DEVICE`` is auto, cpu, cuda or cuda:N that this machine has
-    (`clipvis.cli.devices.device_problem`); ``cuda:N`` is for one process (several take their own GPUs, one each:
+    (`clipvis.cli.devices.command_device`); ``cuda:N`` is for one process (several take their own GPUs, one each:
     give ``cuda``). Anything else was taken for CUDA, its N ignored (``cuda:1`` trained on GPU 0), and a machine
     without CUDA failed with a traceback."""
-    from clipvis.cli.devices import DEVICE_CHOICES, DEVICE_SYNTAX, cuda_index, device_problem
     from clipvis.cli.train.config import ConfigError
 
     wanted = str(config.get("MODEL.DEVICE") or "auto")
-    if not DEVICE_SYNTAX.fullmatch(wanted):
-        raise ConfigError(f"MODEL.DEVICE must be {DEVICE_CHOICES}, not {wanted!r}")
-    problem = device_problem(wanted, "MODEL.DEVICE=cpu")
-    if problem is not None:
-        raise ConfigError(f"MODEL.DEVICE {wanted}: {problem}")
-    if cuda_index(wanted) is not None and processes > 1:
+    try:
+        device = _config_device(config)
+    except DeviceChoiceError as error:
+        raise ConfigError(str(error)) from None
+    if device.index is not None and processes > 1:
         raise ConfigError(f"MODEL.DEVICE {wanted} with {processes} processes: each process trains on its own GPU; "
                           "give MODEL.DEVICE cuda (and CUDA_VISIBLE_DEVICES to pick the GPUs)")
+
+
+def _config_device(config: TrainConfig) -> torch.device:
+    """The device ``MODEL.DEVICE`` names (default auto); DeviceChoiceError where it names none this machine has."""
+    return command_device(str(config.get("MODEL.DEVICE") or "auto"), "MODEL.DEVICE", "MODEL.DEVICE=cpu")
 
 
 def _device(config: TrainConfig, local_rank: int) -> torch.device:
     """The device of this process (``check_device`` passed): the CPU, ``cuda:N`` of one process, or a process' own
     GPU by its local rank."""
-    from clipvis.cli.devices import cuda_index
-
-    wanted = str(config.get("MODEL.DEVICE") or "auto")
-    if wanted == "cpu" or (wanted == "auto" and not torch.cuda.is_available()):
-        return torch.device("cpu")
-    index = cuda_index(wanted)
+    device = _config_device(config)
+    if device.type == "cpu":
+        return device
+    index = device.index
     if index is None:
         index = visible_gpu(local_rank, torch.cuda.device_count())  # cuda:0 where each process sees only its own
     torch.cuda.set_device(index)
