@@ -11,7 +11,6 @@ from pathlib import Path
 import typer
 
 from clipvis.cli.atomic import OutputNotWritableError
-from clipvis.cli.commands.common import resolve_device
 from clipvis.cli.dataset_inference import (
     CACHE_DIR,
     DatasetInference,
@@ -32,6 +31,7 @@ from clipvis.cli.datasets import (
     dataset_inputs,
     write_server_zip,
 )
+from clipvis.cli.devices import resolve_device
 from clipvis.cli.distributed import (
     DistributedRun,
     InputsDifferError,

@@ -8,6 +8,10 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
+import typer
+
+from clipvis.cli.exits import fail
+
 if TYPE_CHECKING:
     import torch
 
@@ -60,3 +64,15 @@ def _missing_device(index: int | None, cpu_setting: str) -> str | None:
         present = " (cuda:0)" if count == 1 else f" (cuda:0 to cuda:{count - 1})" if count else ""
         return f"this machine has {count} CUDA device{'' if count == 1 else 's'}{present}"
     return None
+
+
+def resolve_device(device: str) -> str:
+    """The device a run uses: ``auto`` is ``cuda`` when CUDA is there, else ``cpu``. Raises typer.BadParameter for a
+    device that is none of auto/cpu/cuda/cuda:N, and typer.Exit(1) after one line when this machine has not got it
+    (`command_device`)."""
+    try:
+        return str(command_device(device, "--device", "--device cpu"))
+    except DeviceChoiceError as error:
+        if error.usage:
+            raise typer.BadParameter(str(error)) from None
+        raise fail(str(error)) from None

@@ -9,8 +9,7 @@ import math
 
 import typer
 
-from clipvis.cli.devices import DEVICE_CHOICES, DEVICE_SYNTAX, DeviceChoiceError, command_device
-from clipvis.cli.exits import fail
+from clipvis.cli.devices import DEVICE_CHOICES, DEVICE_SYNTAX
 
 NOTHING_ON_STDIN = "no inputs on stdin: nothing to do"  # `-` alone with an empty list on stdin (segment, export)
 
@@ -21,18 +20,6 @@ def device_option(value: str) -> str:
     if not DEVICE_SYNTAX.fullmatch(value):
         raise typer.BadParameter(f"must be {DEVICE_CHOICES}, not {value!r}")
     return value
-
-
-def resolve_device(device: str) -> str:
-    """The device a run uses: ``auto`` is ``cuda`` when CUDA is there, else ``cpu``. Raises typer.BadParameter for a
-    device that is none of auto/cpu/cuda/cuda:N, and typer.Exit(1) after one line when this machine has not got it
-    (`clipvis.cli.devices.command_device`)."""
-    try:
-        return str(command_device(device, "--device", "--device cpu"))
-    except DeviceChoiceError as error:
-        if error.usage:
-            raise typer.BadParameter(str(error)) from None
-        raise fail(str(error)) from None
 
 
 def finite_number(value: float | None) -> float | None:

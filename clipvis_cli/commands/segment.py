@@ -18,9 +18,9 @@ from clipvis.cli.commands.common import (
     device_option,
     finite_number,
     output_folder_option,
-    resolve_device,
     score_option,
 )
+from clipvis.cli.devices import resolve_device
 from clipvis.cli.distributed import (
     DistributedRun,
     InputsDifferError,

@@ -430,7 +430,7 @@ def test_a_cuda_device_past_the_last_says_how_many_there_are(monkeypatch, capsys
     `cuda` are kept, and a usage error (BadParameter) still guards callers that pass a device string of their own."""
     import typer
 
-    from clipvis.cli.commands.common import resolve_device
+    from clipvis.cli.devices import resolve_device
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
