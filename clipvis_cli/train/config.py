@@ -571,21 +571,27 @@ def check_evaluation_data(config: TrainConfig, eval_period: int) -> None:
     def where(dotted: str) -> str:
         return f"{dotted} (set on the command line)" if dotted in config.overridden else f"{config.source}: {dotted}"
 
+    # CLIPVIS.TEST_DATA is evaluated besides DATASETS.TEST's names (docs/training.md), so the advice is the
+    # command line that runs: TEST_DATA alone would repeat this error.
+    if any(isinstance(entry, dict) for entry in config.get("CLIPVIS.TEST_DATA") or []):
+        own_data = ("add DATASETS.TEST=[] to evaluate on CLIPVIS.TEST_DATA alone (it is evaluated besides "
+                    "DATASETS.TEST's names, not instead)")
+    else:
+        own_data = "evaluate on your own data with DATASETS.TEST=[] CLIPVIS.TEST_DATA=[{json: GT.json, frames: folder}]"
     for name in config.get("DATASETS.TEST") or []:
         if str(name) in IMAGE_TEST_SETS:
             raise ConfigError(
                 f"{where('DATASETS.TEST')}: {name!r} is an image test set, which clipvis does not evaluate during "
                 "training (it evaluates video datasets: " + ", ".join(dataset_names()) + "); with an official "
-                "image config add TEST.EVAL_PERIOD=0, or evaluate on video data with DATASETS.TEST=[lvvis_val] or "
-                "CLIPVIS.TEST_DATA=[{json: GT.json, frames: folder}]"
+                "image config add TEST.EVAL_PERIOD=0, evaluate on video data with DATASETS.TEST=[lvvis_val], or "
+                + own_data
             )
         try:
             get_dataset(str(name))
         except UnknownDatasetError:
             raise ConfigError(
                 f"{where('DATASETS.TEST')}: {name!r} is not a registered dataset (known: "
-                f"{', '.join(dataset_names())}); evaluate on your own data with "
-                "CLIPVIS.TEST_DATA=[{json: GT.json, frames: folder}], or set TEST.EVAL_PERIOD=0"
+                f"{', '.join(dataset_names())}); {own_data}, or set TEST.EVAL_PERIOD=0"
             ) from None
     for entry in config.get("CLIPVIS.TEST_DATA") or []:
         if not isinstance(entry, dict) or not entry.get("json") or not entry.get("frames"):

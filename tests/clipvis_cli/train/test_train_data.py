@@ -770,6 +770,29 @@ def test_an_official_config_file_is_not_autoscaled_and_says_what_its_image_test_
         assert autoscale(load_train_config(name), 8).global_batch == 16, name
 
 
+def test_a_test_set_error_names_the_override_that_works_also_when_test_data_is_given(tmp_path):
+    """CLIPVIS.TEST_DATA is evaluated besides DATASETS.TEST's names, not instead of them: an official config's test
+    set clipvis cannot evaluate stays an error with TEST_DATA given, and its advice is the command line that runs
+    (DATASETS.TEST=[] with TEST_DATA), not TEST_DATA alone, which repeated the error."""
+    from clipvis.cli.train.config import check_evaluation_data
+
+    (tmp_path / "gt.json").write_text("{}")
+    test_data = f"CLIPVIS.TEST_DATA=[{{json: {tmp_path / 'gt.json'}, frames: {tmp_path}}}]"
+    for test_set in ("fidelity_case1", "lvis_v1_val"):
+        (tmp_path / "official.yaml").write_text(f"DATASETS:\n  TEST: [{test_set}]\nTEST:\n  EVAL_PERIOD: 1\n")
+        for given in ([], [test_data]):
+            config = load_train_config(tmp_path / "official.yaml", given)
+            with pytest.raises(ConfigError) as raised:
+                check_evaluation_data(config, 1)
+            message = str(raised.value)
+            if given:
+                assert "add DATASETS.TEST=[] to evaluate on CLIPVIS.TEST_DATA alone (it is evaluated besides" in message
+            else:
+                assert "DATASETS.TEST=[] CLIPVIS.TEST_DATA=[{json: GT.json, frames: folder}]" in message, message
+            assert "TEST.EVAL_PERIOD=0" in message and "\n" not in message
+        check_evaluation_data(load_train_config(tmp_path / "official.yaml", [test_data, "DATASETS.TEST=[]"]), 1)
+
+
 def test_worker_processes_give_the_same_batches_as_the_main_process(tmp_path):
     from clipvis.cli.train.data import build_loader
 
