@@ -232,13 +232,25 @@ class SegmentRunner:
         """``options.identities()``, once per runner: the config files are read once, as the model was built."""
         return self.options.identities()
 
-    def _identities_of(self, source: VideoSource) -> list[tuple[str, dict[str, Any]]]:
+    def _identities_of(
+        self, source: VideoSource, previous: RunManifest | None = None
+    ) -> list[tuple[str, dict[str, Any]]]:
         """The identities of ``source``'s outputs: ``--image-fps`` is a result option of image folders alone (a
-        video keeps its own rate: changing it re-ran every video of a batch)."""
-        if source.kind == "images":
+        video keeps its own rate: changing it re-ran every video of a batch), ``--overlay-min-score`` one of runs
+        that write the overlay alone (changing it re-ran every input of a batch writing none); such a run matches
+        ``previous`` (the folder's run.json) also where an earlier clipvis recorded its threshold, whatever it was."""
+        unused = set() if source.kind == "images" else {"image_fps"}
+        if "overlay" not in self.options.formats:
+            unused.add("overlay_min_score")
+        if not unused:
             return self._identities
-        return [(weights, {k: v for k, v in options.items() if k != "image_fps"}) for weights, options in
-                self._identities]
+        identities = [(weights, {k: v for k, v in options.items() if k not in unused}) for weights, options in
+                      self._identities]
+        recorded = previous.options if previous is not None and isinstance(previous.options, dict) else {}
+        if "overlay_min_score" in unused and "overlay_min_score" in recorded:
+            identities += [(weights, {**options, "overlay_min_score": recorded["overlay_min_score"]})
+                           for weights, options in identities]
+        return identities
 
     def run_batch(
         self, sources: Sequence[VideoSource], positions: Iterable[int] | None = None
@@ -351,13 +363,13 @@ class SegmentRunner:
 
         # we hold the folder's lock: no live process is writing them (nor an export beside the results)
         remove_stale_temp_files(paths.directory, exported=read_export_record(paths.directory))
-        if opts.skip_existing and complete_for_any(previous, self._identities_of(source), opts.vocabulary, source,
-                                                   paths.directory):
+        if opts.skip_existing and complete_for_any(previous, self._identities_of(source, previous), opts.vocabulary,
+                                                   source, paths.directory):
             self.reporter.video_skipped(source, stem)
             return VideoOutcome(source, stem, "skipped", [paths.directory / n for n in previous.output_names],
                                 already_complete=True)
         corrected = corrected_files(paths.directory, previous)
-        if opts.skip_existing and (first := complete_but_corrected(previous, self._identities_of(source),
+        if opts.skip_existing and (first := complete_but_corrected(previous, self._identities_of(source, previous),
                                                                    opts.vocabulary, source, paths.directory,
                                                                    corrected)):
             # complete with these settings, its outputs there, some of them corrected by hand
@@ -369,8 +381,8 @@ class SegmentRunner:
         refusal = replacement_refusal(paths.directory, previous, corrected, self._file_names)
         if refusal is not None:  # run.json untouched: it still says which files a person changed since
             return self._failed(source, stem, refusal)
-        if opts.skip_existing and (rerun := rerun_reason(previous, self._identities_of(source), opts.vocabulary,
-                                                         source, paths.directory)) is not None:
+        if opts.skip_existing and (rerun := rerun_reason(previous, self._identities_of(source, previous),
+                                                         opts.vocabulary, source, paths.directory)) is not None:
             # an earlier run completed it, with other settings (or its source or an output changed since): said, so
             # that a rerun of a batch with another option does not read as a fresh run
             self.reporter.video_rerun(source, stem, rerun.message, rerun.changed)

@@ -333,6 +333,36 @@ def test_image_folder_is_one_video(tmp_path, tiny_weights) -> None:
     assert again.exit_code == 0 and not again.stdout, again.output
 
 
+def test_overlay_min_score_reruns_nothing_when_no_overlay_is_written(tmp_path, tiny_weights) -> None:
+    """`--overlay-min-score` changes overlay.mp4 alone: with `--formats` writing no overlay, changing it re-ran the
+    model over every input (`re-running: --overlay-min-score differs ...`). Now such inputs are complete, also those
+    an earlier clipvis recorded with the threshold; with the overlay written it still runs them again."""
+    from clipvis.cli.writers.manifest import config_hash
+
+    video = write_video(tmp_path / "clip.mp4", num_frames=2)
+    out = tmp_path / "out"
+    first = run_cli(segment_args(tiny_weights, out, str(video), extra=("--formats", "ytvis")))
+    assert first.exit_code == 0 and first.stdout, first.output
+    again = run_cli(segment_args(tiny_weights, out, str(video), extra=("--formats", "ytvis", "--overlay-min-score",
+                                                                       "0.5")))
+    assert again.exit_code == 0 and not again.stdout and "re-running" not in again.stderr, again.output
+    # as an earlier clipvis recorded it: with the threshold, here 0.3
+    legacy = json.loads((out / "clip" / "run.json").read_text())
+    assert "overlay_min_score" not in legacy["options"]
+    legacy["options"]["overlay_min_score"] = 0.3
+    legacy["config_hash"] = config_hash(legacy["weights"], legacy["vocabulary"], legacy["options"])
+    (out / "clip" / "run.json").write_text(json.dumps(legacy))
+    same = run_cli(segment_args(tiny_weights, out, str(video), extra=("--formats", "ytvis")))
+    assert same.exit_code == 0 and not same.stdout and "re-running" not in same.stderr, same.output
+    # with the overlay written the threshold is a result option
+    drawn = run_cli(segment_args(tiny_weights, out, str(video), extra=("--formats", "ytvis,overlay")))
+    assert drawn.exit_code == 0 and "overlay.mp4" in drawn.stdout, drawn.output
+    redrawn = run_cli(segment_args(tiny_weights, out, str(video), extra=("--formats", "ytvis,overlay",
+                                                                         "--overlay-min-score", "0.5")))
+    assert "re-running: --overlay-min-score differs from the earlier run (0.5 vs 0.2)" in redrawn.stderr, \
+        redrawn.output
+
+
 def test_images_beside_a_video_are_said_not_processed(tmp_path, tiny_weights) -> None:
     folder = tmp_path / "JPEGImages" / "vidA"
     folder.mkdir(parents=True)
@@ -766,7 +796,7 @@ def test_a_rerun_says_why_an_input_complete_before_runs_again_and_counts_those_s
 
     def run(*extra: str, inputs: tuple[Path, ...] = (first, second), vocab: str = "box,sky", score: str = "0.3"):
         return run_cli(["segment", *map(str, inputs), "--vocab", vocab, "--weights", str(tiny_weights), "-o",
-                        str(out), "--device", "cpu", "--formats", "ytvis", "--overlay-min-score", score, *extra])
+                        str(out), "--device", "cpu", "--formats", "ytvis", "--score-threshold", score, *extra])
 
     assert run().exit_code == 0
     again = run()
@@ -775,7 +805,7 @@ def test_a_rerun_says_why_an_input_complete_before_runs_again_and_counts_those_s
 
     other = run(inputs=(first,), score="0.5")
     assert other.exit_code == 0 and other.stdout.strip() == str(out / "a" / "ytvis.json")
-    assert f"clipvis: {first}: re-running: --overlay-min-score differs from the earlier run (0.5 vs 0.3)" \
+    assert f"clipvis: {first}: re-running: --score-threshold differs from the earlier run (0.5 vs 0.3)" \
         in other.stderr.splitlines(), other.stderr
 
     events = run("--log-format", "jsonl", vocab="box", score="0.5")
@@ -786,8 +816,8 @@ def test_a_rerun_says_why_an_input_complete_before_runs_again_and_counts_those_s
         {"event": "video_rerun", "input": str(first), "stem": "a", "reason": "the vocabulary differs from the earlier "
          "run (1 class(es) now, 2 before)", "changed": ["the vocabulary"]},
         {"event": "video_rerun", "input": str(second), "stem": "b", "reason": "the vocabulary and "
-         "--overlay-min-score differ from the earlier run (the vocabulary: 1 class(es) now, 2 before; "
-         "--overlay-min-score: 0.5 vs 0.3)", "changed": ["the vocabulary", "--overlay-min-score"]},
+         "--score-threshold differ from the earlier run (the vocabulary: 1 class(es) now, 2 before; "
+         "--score-threshold: 0.5 vs 0.3)", "changed": ["the vocabulary", "--score-threshold"]},
     ]
     assert lines.index(reruns[0]) + 1 == [e["event"] for e in lines].index("video_start")  # said before it runs
     assert lines[-1]["message"] is None  # nothing skipped
