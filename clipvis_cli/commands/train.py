@@ -53,7 +53,8 @@ def train(
         None, "--data", help="Custom training annotations: a COCO instances or YouTube-VIS JSON (repeatable)."
     ),
     images: list[Path] = typer.Option(
-        None, "--images", help="The image folder (COCO) or frames folder (YouTube-VIS) of each --data."
+        None, "--images", help="The image folder (COCO) or frames folder (YouTube-VIS) of each --data; none: every "
+        "frame from the input segment recorded."
     ),
     clip_config: Path | None = typer.Option(
         None, "--clip-config", exists=True, dir_okay=False,
@@ -123,8 +124,11 @@ def _train(run: _RunFolder, overrides: list[str], config: str | None, weights: s
 
     if config is None and not resume:
         raise typer.BadParameter("--config is required (a shipped name such as lvis_r50.yaml, or a file)")
-    if len(data) != len(images) and not (resume and not data):  # --resume --images: the run's data moved
-        raise typer.BadParameter("give one --images folder for each --data file")
+    # no --images at all: every frame from the input segment recorded (the data check names a file that needs one);
+    # --resume --images alone: the run's data moved
+    if len(data) != len(images) and images and not (resume and not data):
+        raise typer.BadParameter("give one --images folder for each --data file (or none, where every --data file "
+                                 "records the inputs segment read)")
     try:
         cfg = load_train_config(config, overrides) if config is not None else None
         saved = _run_to_resume(output_dir, cfg) if resume else None
@@ -157,7 +161,8 @@ def _train(run: _RunFolder, overrides: list[str], config: str | None, weights: s
     if clip_config is not None:  # recorded in config.yaml (absolute): --resume builds the same CLIP
         cfg.set("CLIPVIS.CLIP_CONFIG", str(clip_config.resolve()))
     if data:
-        cfg.set("CLIPVIS.TRAIN_DATA", [{"json": str(d), "images": str(i)} for d, i in zip(data, images, strict=True)])
+        cfg.set("CLIPVIS.TRAIN_DATA", [{"json": str(d), "images": str(i)} for d, i in zip(data, images, strict=True)]
+                if images else [{"json": str(d)} for d in data])
         if "DATASETS.TRAIN" not in cfg.overridden:
             cfg.set("DATASETS.TRAIN", [])
     elif images:  # --resume with only the image folders moved: the run's annotation files, these folders

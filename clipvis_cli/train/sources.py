@@ -142,9 +142,11 @@ def load_sources(
     sources: list[TrainSource] = []
     shared_categories: dict[str, int] = {}  # the custom files' classes, by name (repeat-factor sampling)
     for entry in custom:
-        if not isinstance(entry, dict) or "json" not in entry or "images" not in entry:
-            raise TrainDataError(f"custom training data entry {entry!r} needs 'json' and 'images'")
-        annotation, images = Path(entry["json"]).expanduser(), Path(entry["images"]).expanduser()
+        if not isinstance(entry, dict) or "json" not in entry:
+            raise TrainDataError(f"custom training data entry {entry!r} needs 'json' (and 'images', unless every "
+                                 "frame comes from the input segment recorded)")
+        annotation = Path(entry["json"]).expanduser()
+        images = Path(entry["images"]).expanduser() if entry.get("images") else None
         if annotation.is_dir():
             raise TrainDataError(f"{annotation}: a folder, not a file: --data takes an annotation file (COCO instances "
                                  "or YouTube-VIS JSON)")
@@ -152,14 +154,16 @@ def load_sources(
             reason = missing_reason(annotation)
             raise TrainDataError(f"{annotation}: annotation file not found" if reason == NO_SUCH_FILE
                                  else f"{annotation}: {reason}")
-        if images.is_file():
+        if images is not None and images.is_file():
             raise TrainDataError(f"{images}: a file, not a folder: --images takes the folder of the images (COCO) "
                                  f"or frames (YouTube-VIS) that {annotation.name} names")
-        read = read_annotations(annotation, images, filter_empty=filter_empty, crowd_as_instances=crowd_as_instances,
-                                shared_categories=shared_categories)
+        # no --images: the frames are looked for under the annotation file itself, where none can be, so that each
+        # is read from the input segment recorded, never from a folder nobody named
+        read = read_annotations(annotation, images or annotation, filter_empty=filter_empty,
+                                crowd_as_instances=crowd_as_instances, shared_categories=shared_categories)
         # no such folder: fine where every frame is read from the input segment recorded (a video, an image folder)
-        if not images.is_dir():
-            _check_recorded_inputs(annotation, images, read.records)
+        if images is None or not images.is_dir():
+            _check_recorded_inputs(annotation, images, read.records, read.is_video)
         # a YouTube-VIS file is a video source, a COCO file an image one (`segment`'s coco.json too: one image per
         # frame), by the file's top-level keys (a head of the text sniffed for "videos" took a COCO file with a class
         # of that name for videos, and a YouTube-VIS file with a long "info" first for images)
@@ -183,18 +187,24 @@ def load_sources(
     return sources
 
 
-def _check_recorded_inputs(annotation: Path, images: Path, records: list[TrainRecord]) -> None:
-    """With no ``images`` folder, every frame must come from the input ``segment`` recorded (a video, an image
-    folder): TrainDataError naming the first recorded input that is gone (the folder alone was blamed), else the
-    folder when a frame has no recorded input."""
+def _check_recorded_inputs(annotation: Path, images: Path | None, records: list[TrainRecord], is_video: bool) -> None:
+    """With no ``images`` folder (none there, or none given), every frame must come from the input ``segment``
+    recorded (a video, an image folder): TrainDataError naming the first recorded input that is gone (the folder
+    alone was blamed), else the folder, or the annotation file where none was given, when a frame has no recorded
+    input."""
     frames = [frame for record in records for frame in record.frames]
     gone = list(dict.fromkeys(frame.source_video for frame in frames
                               if frame.source_video is not None and not frame.source_video.exists()))
     if gone:
         more = len(gone) - 1
         others = f" (and {more} other input{'' if more == 1 else 's'} it records)" if more else ""
+        looked = ("no --images folder was given for it" if images is None else
+                  f"{images}, where its frames were looked for as images, does not exist")
         raise TrainDataError(f"{gone[0]}: no such video (or image folder): {annotation} records its frames as "
-                             f"segmented from it{others} (moved or deleted since?), and {images}, where its frames "
-                             "were looked for as images, does not exist")
+                             f"segmented from it{others} (moved or deleted since?), and {looked}")
     if any(frame.source_video is None for frame in frames):
+        if images is None:
+            raise TrainDataError(f"{annotation}: its {'frames' if is_video else 'images'} record no video or image "
+                                 "folder they were read from (only segment's ytvis.json and coco.json do): give "
+                                 "--images FOLDER for it (one --images for each --data, in order)")
         raise TrainDataError(f"{images}: image/frame folder not found")

@@ -884,6 +884,24 @@ def test_a_config_whose_clip_train_cannot_download_is_one_line_in_trains_words(t
     assert "Traceback" not in result.output and not (tmp_path / "run" / "config.yaml").exists()
 
 
+def test_images_may_be_left_out_and_a_data_file_that_needs_them_is_named(tmp_path, tiny_train_config):
+    """README: `--images` "need not exist when every frame comes from the recorded input", yet leaving it out was
+    `give one --images folder for each --data file`; now it may be, and a --data file whose images come from no
+    recorded input is named (before the model loads), as is a count of --images that pairs with no --data."""
+    data = write_coco(tmp_path / "data", num_images=2)
+    config = tiny_train_config(tmp_path, MAX_ITER=1)
+    base = ["train", "--config", str(config), "--output-dir", str(tmp_path / "run"), "--data", str(data[0])]
+    result = runner.invoke(app, base)
+    assert result.exit_code == 1, result.output
+    assert result.stderr.splitlines()[-1] == (f"clipvis: error: {data[0]}: its images record no video or image "
+                                              "folder they were read from (only segment's ytvis.json and coco.json "
+                                              "do): give --images FOLDER for it (one --images for each --data, in "
+                                              "order)"), result.output
+    result = runner.invoke(app, [*base, "--data", str(data[0]), "--images", str(data[1])])
+    assert result.exit_code == 2 and "give one --images folder for each --data file (or none, where every " \
+        "--data file records the inputs segment read)" in result.output, result.output
+
+
 def test_a_test_set_the_periodic_evaluation_cannot_run_is_one_line_before_the_data_loads(tmp_path, tiny_train_config):
     """A misspelt DATASETS.TEST (or a CLIPVIS.TEST_DATA file that is not there) ended training with a traceback at
     the first evaluation, TEST.EVAL_PERIOD iterations (hours) in: now one line naming the setting, at once."""

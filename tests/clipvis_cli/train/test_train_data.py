@@ -944,6 +944,38 @@ def test_images_folder_need_not_exist_where_every_frame_comes_from_the_recorded_
         load_sources([], [{"json": str(ann), "images": str(tmp_path / "nowhere")}], tmp_path, True)
 
 
+def test_an_entry_without_images_reads_every_frame_from_the_recorded_input_or_names_its_file(tmp_path):
+    """`--images` is optional where the data records the inputs segment read: an entry without `images` reads its
+    frames from them (never from a folder it did not name), and a file whose frames record none is named, with
+    what to give for it."""
+    from clipvis.cli.results import TrackResult, VideoInfo
+    from clipvis.cli.train.sources import load_sources
+    from clipvis.cli.writers import YtvisWriter
+
+    video_path = tmp_path / "clip.mp4"
+    video_path.write_bytes(b"a video")  # decoded only when a sample is drawn
+    video = VideoInfo(video_id=1, source=str(video_path), stem="clip", height=SIZE, width=SIZE, fps=10.0,
+                      frame_stride=1, frame_indices=[0, 1], file_names=["clip/00000.jpg", "clip/00001.jpg"])
+    tracks = [TrackResult(1, 1, 0.9, [rle.encode(render_shapes(t)[1][0].astype(bool)) for t in range(2)])]
+    path = YtvisWriter().write(tmp_path / "ytvis.json", video, tracks, ["box"])
+    (tmp_path / "clip").mkdir()  # frame images beside the file are not read: no folder was given
+    (tmp_path / "clip" / "00000.jpg").write_bytes(b"")
+    (source,) = load_sources([], [{"json": str(path)}], tmp_path, True)
+    frames = [frame for record in source.records for frame in record.frames]
+    assert {frame.source_video for frame in frames} == {video_path} and not any(f.path.is_file() for f in frames)
+    video_path.unlink()
+    with pytest.raises(TrainDataError, match=re.escape(f"{video_path}: no such video (or image folder): {path} "
+                                                       "records its frames as segmented from it (moved or deleted "
+                                                       "since?), and no --images folder was given for it")):
+        load_sources([], [{"json": str(path)}], tmp_path, True)
+    ann, _ = write_coco(tmp_path / "plain", num_images=1)
+    with pytest.raises(TrainDataError) as error:
+        load_sources([], [{"json": str(path), "images": str(tmp_path)}, {"json": str(ann)}], tmp_path, True)
+    assert str(error.value) == (f"{ann}: its images record no video or image folder they were read from (only "
+                                "segment's ytvis.json and coco.json do): give --images FOLDER for it (one --images "
+                                "for each --data, in order)")
+
+
 def test_a_custom_file_is_a_video_source_by_its_top_level_keys(tmp_path):
     """The video recipe went to files with "videos" in their first 4096 characters: a COCO file with a class named
     "videos" trained as videos, a YouTube-VIS file with a long "info" first as images. A YouTube-VIS file (top-level
