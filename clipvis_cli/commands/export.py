@@ -307,8 +307,13 @@ def export_network(weights: str, output: str, height: int | None, width: int | N
         raise typer.BadParameter("-o -: an ONNX file cannot go to stdout; give the .onnx file to write")
     path = Path(output)
     # known before minutes of export and parity checks, not after; "models/" names a folder even where none is yet
-    if output.endswith(tuple(filter(None, (os.sep, os.altsep)))) or path.is_dir():
-        raise fail(f"-o {output}: is a folder; give the .onnx file to write (e.g. -o {path / 'clipvis.onnx'})")
+    # (usage errors, as -o - and -o "" are)
+    if path.is_dir():
+        raise typer.BadParameter(f"-o {output}: is a folder; give the .onnx file to write (e.g. -o "
+                                 f"{path / 'clipvis.onnx'})")
+    if output.endswith(tuple(filter(None, (os.sep, os.altsep)))):
+        raise typer.BadParameter(f"-o {output}: names a folder (ends with {output[-1]}); give the .onnx file to "
+                                 f"write (e.g. -o {path / 'clipvis.onnx'})")
     try:
         target = output_file_target(path)  # a device or a pipe is refused; a symbolic link is written through
     except OutputNotWritableError as error:

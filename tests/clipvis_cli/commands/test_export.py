@@ -137,9 +137,9 @@ def test_onnx_to_a_folder_or_with_a_bad_config_fails_before_exporting(tiny_weigh
     folder = tmp_path / "models"
     folder.mkdir()
     result = CliRunner().invoke(app, ["export", "--to", "onnx", "--model", str(tiny_weights), "-o", str(folder)])
-    assert result.exit_code == 1
+    assert result.exit_code == 2  # a usage error, as -o - and -o "" are
     assert result.stderr.strip() == (f"clipvis: error: -o {folder}: is a folder; give the .onnx file to write "
-                                     f"(e.g. -o {folder / 'clipvis.onnx'})")
+                                     f"(e.g. -o {folder / 'clipvis.onnx'}) (see 'clipvis export --help')")
     config = tmp_path / "c.yaml"
     config.write_text("TEST:\n  NUM_FRAME: 0\n")
     result = CliRunner().invoke(app, ["export", "--to", "onnx", "--model", str(tiny_weights), "--config", str(config),
@@ -480,9 +480,9 @@ def test_a_folder_to_be_or_a_pipe_is_refused_before_the_model_loads(tiny_weights
     monkeypatch.setattr(export_command, "load_predictor", lambda options, **keywords: pytest.fail("model loaded"))
     monkeypatch.chdir(tmp_path)
     result = CliRunner().invoke(app, ["export", "--to", "onnx", "--model", str(tiny_weights), "-o", "models/"])
-    assert result.exit_code == 1 and result.stdout == ""
-    assert result.stderr == ("clipvis: error: -o models/: is a folder; give the .onnx file to write (e.g. -o "
-                             "models/clipvis.onnx)\n")
+    assert result.exit_code == 2 and result.stdout == ""  # a usage error, as -o - and -o "" are
+    assert result.stderr == ("clipvis: error: -o models/: names a folder (ends with /); give the .onnx file to write "
+                             "(e.g. -o models/clipvis.onnx) (see 'clipvis export --help')\n")  # none there: not "is"
     os.mkfifo("pipe.onnx")
     result = CliRunner().invoke(app, ["export", "--to", "onnx", "--model", str(tiny_weights), "-o", "pipe.onnx"])
     assert result.exit_code == 1 and result.stdout == ""
