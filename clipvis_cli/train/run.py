@@ -640,8 +640,9 @@ def _train_in_folder(request: RunRequest, rank: int, world: int, local_rank: int
                  counted(schedule.max_iter, "iteration"), schedule.scale, seed)
         late = [step for step in schedule.steps if step >= schedule.max_iter]
         if late:  # detectron2's WarmupMultiStepLR warns of them too
-            log.warning("warning: SOLVER.STEPS %s lie past SOLVER.MAX_ITER %d: the learning rate does not decay at "
-                        "them (set SOLVER.STEPS with SOLVER.MAX_ITER)", ", ".join(map(str, late)), schedule.max_iter)
+            log.warning("warning: SOLVER.STEPS %s lie at or past SOLVER.MAX_ITER %d (the last iteration is "
+                        "MAX_ITER - 1): the learning rate does not decay at them (set SOLVER.STEPS with "
+                        "SOLVER.MAX_ITER)", ", ".join(map(str, late)), schedule.max_iter)
         if _saves_only_at_the_end(schedule, _has_test_set(config)):
             kept = (f"only {resume_from.name}, the checkpoint it resumed from," if resume_from is not None
                     else "nothing")

@@ -158,8 +158,9 @@ def test_steps_past_the_last_iteration_are_said(tmp_path, tiny_train_config):
     data = write_coco(tmp_path / "data", num_images=2)
     config = tiny_train_config(tmp_path, MAX_ITER=1, STEPS=[1, 7])
     result = train(config, tmp_path / "run", data)
-    assert "warning: SOLVER.STEPS 1, 7 lie past SOLVER.MAX_ITER 1: the learning rate does not decay at them" in \
-        result.output
+    # a step at MAX_ITER never takes effect either (iterations 0..MAX_ITER-1): "at or past", not "past"
+    assert "warning: SOLVER.STEPS 1, 7 lie at or past SOLVER.MAX_ITER 1 (the last iteration is MAX_ITER - 1): the " \
+        "learning rate does not decay at them" in result.output
 
 
 def test_a_checkpoint_period_at_or_past_the_last_iteration_is_said(tmp_path, tiny_train_config):
