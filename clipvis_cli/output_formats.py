@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterable
 
 from clipvis.cli.exporters import EXPORTERS
 from clipvis.cli.exporters.adapter import ExportFormatWriter
+from clipvis.cli.exporters.base import ExportOptions
 from clipvis.cli.writers.base import OutputWriter
 from clipvis.cli.writers.coco import CocoWriter
 from clipvis.cli.writers.overlay import OverlayVideoWriter
@@ -20,21 +21,22 @@ def writer_formats() -> tuple[str, ...]:
     return tuple(_factories())
 
 
-def create_writers(formats: Iterable[str], overlay_min_score: float = 0.2) -> list[OutputWriter]:
-    """The writers for `formats` (any order, duplicates ignored), in `writer_formats()` order.
+def create_writers(formats: Iterable[str], overlay_min_score: float = 0.2, media_url: str = "") -> list[OutputWriter]:
+    """The writers for `formats` (any order, duplicates ignored), in `writer_formats()` order; ``media_url``: the
+    labelstudio writer's URL prefix (`clipvis export --media-url`).
 
     Raises ValueError naming an unknown format.
     """
     wanted = set(formats)
-    factories = _factories(overlay_min_score, tuple(name for name in writer_formats() if name in wanted))
+    factories = _factories(overlay_min_score, tuple(name for name in writer_formats() if name in wanted), media_url)
     unknown = sorted(wanted - set(factories))
     if unknown:
         raise ValueError(f"unknown output format(s) {', '.join(unknown)} (known: {', '.join(factories)})")
     return [factory() for name, factory in factories.items() if name in wanted]
 
 
-def _factories(overlay_min_score: float = 0.2,
-               run_formats: tuple[str, ...] = ()) -> dict[str, Callable[[], OutputWriter]]:
+def _factories(overlay_min_score: float = 0.2, run_formats: tuple[str, ...] = (),
+               media_url: str = "") -> dict[str, Callable[[], OutputWriter]]:
     """Each format's writer factory, in `writer_formats()` order: segment's own writers (clipvis.cli.writers), then
     clipvis export's formats (clipvis.cli.exporters) through `ExportFormatWriter` (told the run's ``run_formats``).
     Assembled here, the one place that imports both packages, so that neither imports the other for it."""
@@ -44,5 +46,6 @@ def _factories(overlay_min_score: float = 0.2,
         "overlay": lambda: OverlayVideoWriter(min_score=overlay_min_score),
     }
     for name in EXPORTERS:  # clipvis export's per-video formats, one zip each (its "coco" folder is export-only)
-        factories.setdefault(name, lambda name=name: ExportFormatWriter(name, run_formats=run_formats))
+        factories.setdefault(name, lambda name=name: ExportFormatWriter(name, ExportOptions(media_url=media_url),
+                                                                        run_formats=run_formats))
     return factories

@@ -107,6 +107,7 @@ class SegmentOptions:
     skip_existing: bool = True
     overlay_min_score: float = 0.2  # tracks drawn on overlay.mp4 (the official visualiser's threshold)
     image_fps: float = DEFAULT_IMAGE_FPS  # the rate image-folder inputs are given
+    media_url: str = ""  # labelstudio.zip: the URL prefix of its tasks' video (clipvis export's --media-url)
     config: str | None = None
     clip_config: str | None = None
     checkpoint: dict[str, Any] | None = None
@@ -134,6 +135,8 @@ class SegmentOptions:
             data["format_revisions"] = revised
         if data["image_fps"] == DEFAULT_IMAGE_FPS:  # recorded when set: outputs made before the option stay valid
             data.pop("image_fps")
+        if not data["media_url"] or "labelstudio" not in self.formats:  # recorded when it changes a file (as
+            data.pop("media_url")  # image_fps): outputs made before the option, or of other formats, stay valid
         data["config"] = config_identity(self.config, resolve=not paths_as_given)
         data["clip_config"] = config_identity(self.clip_config, clip=True, resolve=not paths_as_given)
         data["clipvis"] = __version__
@@ -216,7 +219,7 @@ class SegmentRunner:
         self.categories = categories or list(options.vocabulary)
         self.reporter = SerializedReporter(reporter)  # the background writers report too
         self.writers = list(writers) if writers is not None else create_writers(
-            options.formats, options.overlay_min_score
+            options.formats, options.overlay_min_score, options.media_url
         )
         if background_writers is None:
             device = getattr(predictor, "device", None)

@@ -6,6 +6,8 @@ endings) and `clipvis.cli.progress` (the reporters)."""
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
+from typing import Any
 
 import typer
 
@@ -63,3 +65,21 @@ def output_folder_option(value: str | None) -> str | None:
     return value
 
 
+
+
+# The labelstudio format's one option, the same for `clipvis export --to labelstudio` and `segment --formats
+# labelstudio` (`data.video` in tasks.json: clipvis.cli.exporters.video_tools.media_url).
+MEDIA_URL_HELP = ("labelstudio: URL prefix under which Label Studio serves the video files (the file name after it "
+                  "is percent-encoded).")
+
+
+def media_url_option() -> Any:
+    """The ``--media-url`` option (export, segment): the URL prefix of each Label Studio task's video."""
+    return typer.Option("", "--media-url", help=MEDIA_URL_HELP)
+
+
+def check_media_url(media_url: str, formats: Iterable[str], flag: str) -> None:
+    """A usage error for ``--media-url`` given to a command line whose ``formats`` (given as ``flag``: ``--to``,
+    ``--formats``) write no labelstudio: silently ignored, it changed nothing the user expected it to."""
+    if media_url and "labelstudio" not in formats:
+        raise typer.BadParameter(f"--media-url is only for labelstudio (add it to {flag}, or leave out --media-url)")

@@ -11,7 +11,13 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from clipvis.cli.commands.common import NOTHING_ON_STDIN, output_folder_option, score_option
+from clipvis.cli.commands.common import (
+    NOTHING_ON_STDIN,
+    check_media_url,
+    media_url_option,
+    output_folder_option,
+    score_option,
+)
 from clipvis.cli.distributed import ignore_stop_signals
 from clipvis.cli.exits import fail
 from clipvis.cli.exporters import EXPORT_FORMATS, ExportOptions, discover_export_inputs
@@ -86,10 +92,7 @@ def export(
         None, "--gt", help="ytvis: give the results this YouTube-VIS GT file's video and category ids, each video "
         "matched by its frames' names (else its name), each class by name.", dir_okay=False,
     ),
-    media_url: str = typer.Option(
-        "", "--media-url", help="labelstudio: URL prefix under which Label Studio serves the video files (the file "
-        "name after it is percent-encoded)."
-    ),
+    media_url: str = media_url_option(),
     log_format: str = typer.Option("human", "--log-format", help="human or jsonl."),
     model: str | None = typer.Option(
         None, "--model", help="onnx: a released checkpoint name, a checkpoint file (.pth, .safetensors) or a training "
@@ -168,6 +171,7 @@ def _export_results(inputs: list[str] | None, to: str, output: str | None, min_s
     """``--to FORMATS``: each segment output of ``inputs`` converted to the results formats (exit 1 when one
     failed)."""
     formats = parse_formats(to, EXPORT_FORMATS, "--to")
+    check_media_url(media_url, formats, "--to")
     if output is not None:  # the results' output root: a folder, as segment's -o
         try:
             output_folder_option(output)

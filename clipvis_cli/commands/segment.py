@@ -15,8 +15,10 @@ import typer
 from clipvis.cli.atomic import OutputNotWritableError, ensure_output_dir
 from clipvis.cli.commands.common import (
     NOTHING_ON_STDIN,
+    check_media_url,
     device_option,
     finite_number,
+    media_url_option,
     output_folder_option,
     score_option,
 )
@@ -136,6 +138,7 @@ def segment(
         0.2, "--overlay-min-score", help="Draw tracks scoring at least this (0..1) on overlay.mp4 (JSON files keep "
         "all).", callback=score_option,
     ),
+    media_url: str = media_url_option(),
     image_fps: float = typer.Option(
         DEFAULT_IMAGE_FPS, "--image-fps", min=0.001, max=1000, callback=finite_number,
         help="Frame rate of image-folder inputs (overlay.mp4, ytvis.json), e.g. 6 for YouTube-VIS "
@@ -173,6 +176,7 @@ def segment(
             vocabulary, chosen, sources, part, warnings, notes = _checked_arguments(
                 inputs, stdin_arguments, vocab, vocab_file, formats, precision, log_format, config, clip_config, shard
             )
+            check_media_url(media_url, chosen, "--formats")
             if not sources:  # `find -newer ... | clipvis segment -` found nothing new: no input, no weights loaded
                 reporter = make_reporter(log_format, job)
                 if job is None or job.is_main:
@@ -194,6 +198,7 @@ def segment(
                     device=resolve_device(device), precision=precision, batch_frames=batch_frames, stride=stride,
                     max_frames=max_frames, score_threshold=score_threshold, max_tracks=max_tracks, exact=exact,
                     skip_existing=skip_existing, overlay_min_score=overlay_min_score, image_fps=image_fps,
+                    media_url=media_url,
                     config=str(config) if config else None, clip_config=str(clip_config) if clip_config else None,
                     allow_hub_clip=allow_hub_clip,
                 )

@@ -71,9 +71,8 @@ class ExportFormatWriter(WriterDefaults):
 
     def _segment_warnings(self, path: Path, video: SegmentedVideo) -> list[str]:
         """What `clipvis export` says of a video that its exporters do not (`ExportRunner`): class names CVAT refuses
-        as labels (said once per video, by the run's first CVAT writer); and what it says of its options that segment
-        lacks: labelstudio's `data.video` without a --media-url prefix (segment has none; the export from ytvis.json
-        gives one)."""
+        as labels (said once per video, by the run's first CVAT writer); and labelstudio's `data.video` without a
+        --media-url prefix (export says it once per batch; here, with the two ways to give one)."""
         from clipvis.cli.exporters.cvat import CVAT_FORMATS, labels_cvat_refuses
         from clipvis.cli.exporters.loading import YTVIS_NAME
         from clipvis.cli.exporters.video_tools import label_studio_media_name, media_url
@@ -89,16 +88,15 @@ class ExportFormatWriter(WriterDefaults):
         if self.format != "labelstudio" or self.options.media_url:
             return warnings
         name = media_url("", label_studio_media_name(Path(video.info.source)))
-        export = (f"clipvis export {shell_word(path.parent)} --to labelstudio --media-url "
-                  "\"/data/local-files/?d=clips/\"")
-        if "ytvis" in self.run_formats:
-            how = f"export it with the URL prefix Label Studio serves media/ under ({export}; it reads the " \
-                  f"folder's {YTVIS_NAME}: keep ytvis in --formats)"
+        prefix = "--media-url \"/data/local-files/?d=clips/\""
+        if "ytvis" in self.run_formats:  # the export reads the results: no model run
+            export = f"clipvis export {shell_word(path.parent)} --to labelstudio {prefix}"
+            how = (f"export it with the URL prefix Label Studio serves media/ under ({export}; it reads the folder's "
+                   f"{YTVIS_NAME}: keep ytvis in --formats), or segment again with {prefix} (the model runs again)")
         else:  # the export reads ytvis.json, which this run does not write (and removes an earlier run's)
-            how = (f"segment again with ytvis in --formats (the export reads {YTVIS_NAME}), then export it with the "
-                   f"URL prefix Label Studio serves media/ under ({export})")
+            how = f"segment again with the URL prefix Label Studio serves media/ under ({prefix})"
         return [*warnings, f"{shown_path(path)}: tasks.json names the video by its file name alone (data.video "
-                f"\"{name}\"), which Label Studio cannot load, and segment has no --media-url: {how}"]
+                f"\"{name}\"), which Label Studio cannot load: {how}"]
 
 
 def _zip_entries(entries: list[Path], target: Path) -> None:

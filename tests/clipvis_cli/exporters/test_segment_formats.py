@@ -47,7 +47,7 @@ def test_segment_writes_export_formats(tiny_weights, tmp_path, isolated_cache) -
 def test_segment_says_the_export_formats_warnings_once_per_video(tiny_weights, tmp_path, isolated_cache) -> None:
     """`segment --formats labelstudio,fiftyone` on an .mkv wrote files Label Studio may not play, and tasks.json
     without a media URL, in silence (`clipvis export` warns of both). Each is now one warning line per video, the
-    URL one naming the real file and how to export it with --media-url (segment has none)."""
+    URL one naming the real file and how to give --media-url (to an export, or to segment)."""
     video = write_video(tmp_path / "my clip.mkv", frames=2)
     out = tmp_path / "out"
     args = ["segment", str(video), "--vocab", "cat", "--weights", str(tiny_weights), "-o", str(out), "--device",
@@ -61,6 +61,7 @@ def test_segment_says_the_export_formats_warnings_once_per_video(tiny_weights, t
     assert len(url) == 1 and 'data.video "my%20clip.mkv"' in url[0], result.stderr
     assert f"clipvis export {shlex.quote(str(out / 'my clip'))} --to labelstudio --media-url" in url[0]  # pastable
     assert "keep ytvis in --formats" in url[0]
+    assert "or segment again with --media-url" in url[0] and "segment has no --media-url" not in url[0]
     with zipfile.ZipFile(out / "my clip" / "labelstudio.zip") as archive:
         tasks = json.loads(archive.read("labelstudio/tasks.json"))
     assert tasks[0]["data"]["video"] == "my%20clip.mkv"  # what the warning quotes
@@ -68,11 +69,11 @@ def test_segment_says_the_export_formats_warnings_once_per_video(tiny_weights, t
 
 
 
-def test_segment_labelstudio_without_ytvis_says_to_segment_with_ytvis_before_exporting(
+def test_segment_labelstudio_without_ytvis_says_to_segment_again_with_a_media_url(
     tiny_weights, tmp_path, isolated_cache
 ) -> None:
     """`segment --formats labelstudio` alone said "keep ytvis in --formats" and the `clipvis export` to run, which
-    then failed (the run wrote no ytvis.json). It now says to segment again with ytvis in --formats first."""
+    then failed (the run wrote no ytvis.json). It now says to segment again with --media-url (no export to run)."""
     video = write_video(tmp_path / "clip.mp4", frames=2)
     out = tmp_path / "out"
     result = CliRunner().invoke(app, ["segment", str(video), "--vocab", "cat", "--weights", str(tiny_weights), "-o",
@@ -80,8 +81,65 @@ def test_segment_labelstudio_without_ytvis_says_to_segment_with_ytvis_before_exp
     assert result.exit_code == 0, result.output
     url = [line for line in result.stderr.splitlines() if "tasks.json names the video" in line]
     assert len(url) == 1, result.stderr
-    assert "segment again with ytvis in --formats" in url[0] and "keep ytvis" not in url[0]
+    assert 'segment again with the URL prefix Label Studio serves media/ under (--media-url "' in url[0], url[0]
+    assert "keep ytvis" not in url[0] and "clipvis export" not in url[0]
     assert not (out / "clip" / "ytvis.json").exists()
+
+
+def test_segment_media_url_writes_the_urls_export_writes_and_a_changed_one_rewrites_the_zip(
+    tiny_weights, tmp_path, isolated_cache
+) -> None:
+    """`segment --formats labelstudio` had no --media-url: every labelstudio.zip named its video by the bare file
+    name, and a warning said to export again. `--media-url` now gives tasks.json the URLs `clipvis export --to
+    labelstudio --media-url` writes for the same folder, with no warning; the same URL again skips the input, another
+    one writes the zip again with it (the model runs again: README says so)."""
+    video = write_video(tmp_path / "my clip #1.mp4", frames=2)
+    out = tmp_path / "out"
+    prefix = "/data/local-files/?d=clips/"
+    args = ["segment", str(video), "--vocab", "cat", "--weights", str(tiny_weights), "-o", str(out), "--device",
+            "cpu", "--formats", "ytvis,labelstudio", "--media-url", prefix]
+    result = CliRunner().invoke(app, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "tasks.json names the video" not in result.stderr, result.stderr
+    folder = out / "my clip #1"
+
+    def tasks_of_the_zip() -> list[dict]:
+        with zipfile.ZipFile(folder / "labelstudio.zip") as archive:
+            return json.loads(archive.read("labelstudio/tasks.json"))
+
+    exported = CliRunner().invoke(app, ["export", str(folder), "--to", "labelstudio", "--media-url", prefix, "-o",
+                                        str(tmp_path / "exp")], catch_exceptions=False)
+    assert exported.exit_code == 0, exported.output
+    export_tasks = json.loads((tmp_path / "exp" / "my clip #1" / "labelstudio" / "tasks.json").read_text())
+    assert [task["data"] for task in tasks_of_the_zip()] == [task["data"] for task in export_tasks]
+    assert tasks_of_the_zip()[0]["data"]["video"] == prefix + "my%20clip%20%231.mp4"
+    assert json.loads((folder / "run.json").read_text())["options"]["media_url"] == prefix
+    written = (folder / "labelstudio.zip").stat().st_mtime_ns
+
+    again = CliRunner().invoke(app, args, catch_exceptions=False)  # the same URL: complete, skipped
+    assert again.exit_code == 0 and "skipped" in again.stderr and "re-running" not in again.stderr, again.stderr
+    assert (folder / "labelstudio.zip").stat().st_mtime_ns == written
+
+    moved = CliRunner().invoke(app, [*args[:-1], "http://host/media/"], catch_exceptions=False)
+    assert moved.exit_code == 0, moved.output
+    assert 're-running: --media-url differs from the earlier run (http://host/media/ vs ' in moved.stderr
+    assert tasks_of_the_zip()[0]["data"]["video"] == "http://host/media/my%20clip%20%231.mp4"
+
+
+def test_media_url_without_labelstudio_is_a_usage_error(tiny_weights, tmp_path, isolated_cache) -> None:
+    """`--media-url` changes labelstudio's tasks.json alone: given to a segment or export writing none, it was
+    ignored in silence. Both say so as a usage error, before anything runs or is written."""
+    video = write_video(tmp_path / "clip.mp4", frames=2)
+    out = tmp_path / "out"
+    refused = CliRunner().invoke(app, ["segment", str(video), "--vocab", "cat", "--weights", str(tiny_weights), "-o",
+                                       str(out), "--device", "cpu", "--formats", "ytvis", "--media-url", "/m/"])
+    assert refused.exit_code == 2 and "--media-url is only for labelstudio (add it to --formats" in refused.output
+    assert not out.exists()
+    export = CliRunner().invoke(app, ["export", str(tmp_path), "--to", "coco", "--media-url", "/m/"])
+    assert export.exit_code == 2 and "--media-url is only for labelstudio (add it to --to" in export.output
+    helps = [CliRunner().invoke(app, [command, "--help"], env={"COLUMNS": "200"}).output
+             for command in ("segment", "export")]
+    assert all("URL prefix under which Label Studio serves the video files" in text for text in helps)
 
 
 def test_segment_cvat_formats_warn_once_of_class_names_cvat_refuses_as_labels(
