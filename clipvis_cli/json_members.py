@@ -127,7 +127,9 @@ class _Window:
 
     def __init__(self, handle: IO[bytes]) -> None:
         self.handle = handle
-        self.utf8 = codecs.getincrementaldecoder("utf-8")()
+        # surrogatepass: UTF-8 bytes of a lone surrogate (a file name that was not UTF-8) are read as json.loads of
+        # the file's bytes reads them
+        self.utf8 = codecs.getincrementaldecoder("utf-8")("surrogatepass")
         self.text = io.IncrementalNewlineDecoder(self.utf8, translate=True)
         self.bytes_read = 0
         self.buffer = ""
