@@ -7,6 +7,7 @@ import gzip
 import json
 import zipfile
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -39,7 +40,8 @@ def stream_json_file(
     one as they are decoded and never all held, so memory does not grow with the file. The same files (a zip holding
     one JSON file, gzip) and the same one-line errors as `read_json_file`; a file that is not UTF-8 (UTF-16 or 32, or
     UTF-8 with a byte order mark, which the streaming reader does not take) is decoded whole, then handed over
-    the same way. What the functions raise goes through as it is."""
+    the same way, its top-level members in file order (a streamed key given twice refused as the streaming reader
+    refuses it). What the functions raise goes through as it is."""
     path = Path(path)
     _check_file(path, what)
     try:
@@ -52,7 +54,8 @@ def stream_json_file(
                     handle = stack.enter_context(gzip.open(handle))
             if json.detect_encoding(handle.peek(4)[:4]) != "utf-8":
                 stack.close()
-                return _hand_over(read_json_file(path, what), streamed, array, arriving)
+                document = _read_json(path, what, _parse_keeping_top_level_pairs)
+                return _hand_over(document, streamed, array, arriving)
             return read_members(handle, streamed, array, arriving)
     except RepeatedMemberError as error:
         raise EvaluationInputError(f"{what} {path}: {error}; which one is meant is not known") from error
@@ -75,16 +78,19 @@ def _hand_over(
     array: Callable[[Any], None] | None,
     arriving: Callable[[str, Mapping[str, Any]], None] | None,
 ) -> Any:
-    """A whole decoded ``document`` handed over as `stream_json_file` hands a streamed one over."""
+    """A whole decoded ``document`` handed over as `stream_json_file` hands a streamed one over; a top-level object
+    comes as its members in file order, repeated keys and all (`_parse_keeping_top_level_pairs`)."""
     if isinstance(document, list) and array is not None:
         for element in document:
             array(element)
         return []
-    if not isinstance(document, dict):
+    if not isinstance(document, _ObjectMembers):
         return document
     members: dict[str, Any] = {}
-    for key, value in document.items():
+    for key, value in document.pairs:
         how = streamed.get(key)
+        if how is not None and key in members:
+            raise RepeatedMemberError(f"{key!r} given twice in one object")
         if how is not None and isinstance(value, list):
             if arriving is not None:
                 arriving(key, members)
@@ -95,20 +101,47 @@ def _hand_over(
     return members
 
 
+@dataclass
+class _ObjectMembers:
+    """A top-level JSON object as its (key, value) pairs in file order, a key given twice listed twice."""
+
+    pairs: list[tuple[str, Any]]
+
+
+def _parse_keeping_top_level_pairs(text: str) -> Any:
+    """`parse_json` of ``text``, except that a top-level object comes back as `_ObjectMembers`."""
+    innermost_last: list[list[tuple[str, Any]]] = [[]]
+
+    def kept(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        innermost_last[0] = pairs  # the decoder calls this for each object after those inside it: the top one last
+        return dict(pairs)
+
+    try:
+        document = json.loads(text, object_pairs_hook=kept)
+    except RecursionError:
+        raise json.JSONDecodeError("nested too deeply to read", "", 0) from None
+    return _ObjectMembers(innermost_last[0]) if isinstance(document, dict) else document
+
+
 def read_json_file(path: Path, what: str) -> Any:
     """Parse the JSON file `path`; `what` names the input in error messages (e.g. "results file")."""
+    return _read_json(path, what, parse_json)
+
+
+def _read_json(path: Path, what: str, parse: Callable[[str], Any]) -> Any:
+    """`read_json_file`, the text decoded by ``parse``."""
     path = Path(path)
     _check_file(path, what)
     try:
         if zipfile.is_zipfile(path):  # a server submission (results.zip holding results.json), as export --zip writes
-            return parse_json(_json_text(_only_json_member(path, what)))
+            return parse(_json_text(_only_json_member(path, what)))
         with path.open("rb") as handle:
             if handle.read(2) == b"\x1f\x8b":  # gzip (results.json.gz)
                 handle.seek(0)
                 with gzip.open(handle) as unpacked:
-                    return parse_json(_json_text(unpacked.read()))
+                    return parse(_json_text(unpacked.read()))
             handle.seek(0)
-            return parse_json(_json_text(handle.read()))
+            return parse(_json_text(handle.read()))
     except (gzip.BadGzipFile, EOFError, zipfile.BadZipFile) as error:
         raise EvaluationInputError(f"{what} {path} is a damaged archive ({error})") from error
     except json.JSONDecodeError as error:

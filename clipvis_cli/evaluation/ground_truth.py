@@ -108,7 +108,9 @@ def load_ground_truth(path: Path) -> VideoGroundTruth:
     videos = _parse_videos(document["videos"], source)  # raises what parse_ground_truth raises, in its order
     categories = _parse_categories(document["categories"], source)
     if reader.parser.videos != videos:  # json.loads would have kept the last of two 'videos'
-        raise EvaluationInputError(f"{source}: 'videos' given twice in one object; which one is meant is not known")
+        raise EvaluationInputError(
+            f"GT file {source}: 'videos' given twice in one object; which one is meant is not known"
+        )
     gt = VideoGroundTruth(source=source, videos=videos, categories=categories, tracks=reader.parser.finish())
     gt.warnings = gt_warnings(gt)
     return gt

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import tracemalloc
 from pathlib import Path
 from types import ModuleType
@@ -214,3 +215,58 @@ def test_streamed_scoring_does_not_hold_the_results_file(vis: ModuleType, tmp_pa
         tracemalloc.stop()
     assert held > 1_000_000
     assert peak < held / 4
+
+
+def _repeated(document: dict[str, Any], key: str, value: Any) -> str:
+    """``document`` as JSON text with ``key`` given again, last."""
+    return json.dumps(document)[:-1] + f", {json.dumps(key)}: {json.dumps(value)}}}"
+
+
+@pytest.mark.parametrize("encoding", ["utf-8-sig", "utf-16", "utf-32-le"])
+def test_a_key_given_twice_is_refused_whatever_the_encoding(encoding: str, vis: ModuleType, tmp_path: Path) -> None:
+    """A BOM or UTF-16/32 file is decoded whole: the last of two 'annotations' or 'videos' silently won, where the
+    same file in UTF-8 was refused."""
+    gt_dict, results = vis.random_case(3, "ytvis")
+    gt_path = _write(tmp_path / "gt.json", gt_dict)
+    results_object = {"categories": [{"id": c["id"], "name": c["name"]} for c in gt_dict["categories"]],
+                      "videos": [{"id": v["id"]} for v in gt_dict["videos"]], "annotations": results}
+    cases = [
+        ("gt", _repeated(gt_dict, "annotations", gt_dict["annotations"][:1]), "'annotations' given twice"),
+        ("gt", _repeated(gt_dict, "videos", gt_dict["videos"][:1]), "'videos' given twice"),
+        ("results", _repeated(results_object, "annotations", results[:1]), "'annotations' given twice"),
+        ("results", _repeated(results_object, "videos", results_object["videos"][:1]), "'videos' given twice"),
+    ]
+    for which, text, said in cases:
+        encoded = tmp_path / f"{which}.{encoding}.json"
+        encoded.write_bytes(text.encode(encoding))
+        plain = tmp_path / f"{which}.plain.json"
+        plain.write_text(text, encoding="utf-8")
+        messages = []
+        for path in (plain, encoded):
+            with pytest.raises(EvaluationInputError) as raised:
+                if which == "gt":
+                    ground_truth.load_ground_truth(path)
+                else:
+                    score_results_file(path, gt_path, "ytvis")
+            messages.append(str(raised.value).replace(str(path), "<file>"))
+        assert said in messages[0], messages
+        prefix = "GT file <file>: " if which == "gt" else ("results file <file>: " if "annotations" in said
+                                                           else "<file>: ")
+        assert messages[0].startswith(prefix), messages
+        assert messages[1] == re.sub(r" \(line \d+ column \d+ \(char \d+\)\)", "", messages[0]), messages
+
+
+def test_utf8_bytes_of_a_lone_surrogate_are_read_as_json_loads_reads_them(vis: ModuleType, tmp_path: Path) -> None:
+    """A name holding the UTF-8 bytes of a lone surrogate (a file name that was not UTF-8, written by a tool that
+    kept it so) was refused as "not UTF-8 JSON text" once the GT was streamed; json.loads of the bytes takes it."""
+    gt_dict, results = vis.random_case(3, "ytvis")
+    gt_dict["videos"][0]["name"] = "clip\udcff"
+    text = json.dumps(gt_dict, ensure_ascii=False).encode("utf-8", "surrogatepass")
+    assert b"\xed\xb3\xbf" in text
+    gt_path = tmp_path / "gt.json"
+    gt_path.write_bytes(text)
+    gt = ground_truth.load_ground_truth(gt_path)
+    assert gt.videos[gt_dict["videos"][0]["id"]].name == "clip\udcff"
+    expected = _in_memory(tmp_path, json.loads(text), results, "ytvis", None)["summary"]
+    expected["warnings"] = [line.replace(str(tmp_path / "gt"), str(gt_path)) for line in expected["warnings"]]
+    assert score_results_file(_write(tmp_path / "results.json", results), gt_path, "ytvis").to_dict() == expected
