@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from pycocotools import mask as mask_utils
 
 from clipvis.cli.evaluation.errors import EvaluationInputError
@@ -48,6 +49,8 @@ class Detection:
     category_id: int
     score: float
     segmentations: list[RleDict | None]
+    areas: np.ndarray | None = field(default=None, repr=False, compare=False)
+    """[T] float64 pixels of each frame's mask (0 where absent), as the masks' checks found them; None: not known."""
 
 
 @dataclass
@@ -328,12 +331,14 @@ def _entry_head(
 def _detection(index: int, head: _EntryHead) -> Detection:
     """The detection of an entry whose head passed (`_entry_head`), its masks checked."""
     where, video, category_id, score, segmentations = head
+    masks, areas = _check_masks(segmentations, video, where)
     return Detection(
         id=index + 1,
         video_id=video.id,
         category_id=category_id,
         score=score,
-        segmentations=_check_masks(segmentations, video, where),
+        segmentations=masks,
+        areas=areas,
     )
 
 
@@ -363,8 +368,10 @@ def mask_size_mismatch(size: Any, video: GtVideo) -> str | None:
     return f"mask size {size!r} but video {video.id} is {video.height}x{video.width} (height x width)"
 
 
-def _check_masks(frames: Sequence[Any], video: GtVideo, where: str) -> list[RleDict | None]:
+def _check_masks(frames: Sequence[Any], video: GtVideo, where: str) -> tuple[list[RleDict | None], np.ndarray]:
+    """The masks of a results entry as compressed RLEs (None where absent) and their areas [T] (0 where absent)."""
     out: list[RleDict | None] = [None] * len(frames)
+    frame_areas = np.zeros(len(frames), dtype=np.float64)
     expected_size = [video.height, video.width]
     uncompressed: list[tuple[int, RleDict]] = []
     for frame, rle in enumerate(frames):
@@ -401,7 +408,8 @@ def _check_masks(frames: Sequence[Any], video: GtVideo, where: str) -> list[RleD
             if not 0 <= int(area) <= pixels:
                 raise EvaluationInputError(f"{where}: segmentations[{frame}] has corrupt RLE 'counts' ({int(area)} "
                                            f"pixels on a {video.height}x{video.width} frame)")
-    return out
+        frame_areas[[frame for frame, _ in present]] = areas
+    return out, frame_areas
 
 
 

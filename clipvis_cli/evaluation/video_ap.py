@@ -183,12 +183,16 @@ class _PairOutcome:
     num_regular_gt: np.ndarray
 
 
-def _track_masks(rles: Sequence[RleDict | None], video: GtVideo | None = None) -> _TrackMasks:
+def _track_masks(
+    rles: Sequence[RleDict | None], video: GtVideo | None = None, areas: np.ndarray | None = None
+) -> _TrackMasks:
+    """``areas`` [T]: the masks' areas where already known (a `Detection`'s), else computed here."""
     present = np.fromiter((bool(rle) for rle in rles), dtype=bool, count=len(rles))
-    areas = np.zeros(len(rles), dtype=np.float64)
     present_index = np.flatnonzero(present)
-    if present_index.size:
-        areas[present_index] = coco_areas([rles[i] for i in present_index])
+    if areas is None:
+        areas = np.zeros(len(rles), dtype=np.float64)
+        if present_index.size:
+            areas[present_index] = coco_areas([rles[i] for i in present_index])
     usable = present
     if video is not None:
         size = [video.height, video.width]
@@ -202,6 +206,12 @@ def _track_masks(rles: Sequence[RleDict | None], video: GtVideo | None = None) -
 def _mean_of_truthy(values: Iterable[Any], truncate: bool) -> float:
     kept = [int(value) if truncate else value for value in values if value]
     return float(np.array(kept).mean()) if kept else 0.0
+
+
+def _rows_by_frame(flags: np.ndarray) -> list[np.ndarray]:
+    """flags [N, T] -> for each frame t, the rows n where flags[n, t] (ascending)."""
+    frames, rows = np.nonzero(flags.T)
+    return np.split(rows, np.searchsorted(frames, np.arange(1, flags.shape[1])))
 
 
 def track_ious(detections: Sequence[_TrackMasks], gts: Sequence[_TrackMasks]) -> np.ndarray:
@@ -224,12 +234,16 @@ def track_ious(detections: Sequence[_TrackMasks], gts: Sequence[_TrackMasks]) ->
         gt_mismatched[j, : track.num_frames] = track.present & ~track.usable
     intersection = np.zeros((num_dt, num_gt))
     lost_union = np.zeros((num_dt, num_gt))
-    any_mismatch = bool(gt_mismatched.any())
-    for t in range(int(min(dt_frames.max(), gt_frames.max()))):
-        dt_index = np.flatnonzero(dt_present[:, t])
+    # Each frame's present detections and usable GTs, found once for all frames: (frame, row) in frame order.
+    num_common = int(min(dt_frames.max(), gt_frames.max()))
+    dt_by_frame = _rows_by_frame(dt_present[:, :num_common])
+    gt_by_frame = _rows_by_frame(gt_usable[:, :num_common])
+    bad_by_frame = _rows_by_frame(gt_mismatched[:, :num_common]) if gt_mismatched.any() else None
+    for t in range(num_common):
+        dt_index = dt_by_frame[t]
         if dt_index.size == 0:
             continue
-        gt_index = np.flatnonzero(gt_usable[:, t])
+        gt_index = gt_by_frame[t]
         if gt_index.size:
             # Crowd mode: iou = intersection / detection area, so the integer intersection is recovered exactly.
             ratio = mask_utils.iou(
@@ -237,13 +251,11 @@ def track_ious(detections: Sequence[_TrackMasks], gts: Sequence[_TrackMasks]) ->
                 [gts[j].rles[t] for j in gt_index],
                 [1] * gt_index.size,
             )
-            intersection[np.ix_(dt_index, gt_index)] += np.rint(ratio * dt_area[dt_index, t][:, None])
-        if any_mismatch:
-            bad_index = np.flatnonzero(gt_mismatched[:, t])
+            intersection[dt_index[:, None], gt_index] += np.rint(ratio * dt_area[dt_index, t][:, None])
+        if bad_by_frame is not None:
+            bad_index = bad_by_frame[t]
             if bad_index.size:
-                lost_union[np.ix_(dt_index, bad_index)] += (
-                    dt_area[dt_index, t][:, None] + gt_area[bad_index, t][None, :]
-                )
+                lost_union[dt_index[:, None], bad_index] += dt_area[dt_index, t][:, None] + gt_area[bad_index, t]
     common = np.minimum.outer(dt_frames, gt_frames)
     dt_prefix = np.concatenate([np.zeros((num_dt, 1)), np.cumsum(dt_area, axis=1)], axis=1)
     gt_prefix = np.concatenate([np.zeros((num_gt, 1)), np.cumsum(gt_area, axis=1)], axis=1)
@@ -389,7 +401,7 @@ class VideoAPEvaluator:
     def _evaluate_pair(self, video: GtVideo, gts: list[GtTrack], dts: list[Detection]) -> _PairOutcome:
         order = np.argsort([-detection.score for detection in dts], kind="mergesort")[: self.params.max_dets[-1]]
         dts = [dts[i] for i in order]
-        dt_masks = [_track_masks(detection.segmentations) for detection in dts]
+        dt_masks = [_track_masks(detection.segmentations, areas=detection.areas) for detection in dts]
         gt_masks = [_track_masks(track.segmentations, video) for track in gts]
         if dts and gts:
             ious = track_ious(dt_masks, gt_masks)
@@ -517,6 +529,9 @@ class StreamedVideoAP:
                 self.gts_by_pair[track.video_id, track.category_id].append(track)
         self.known = known
         self.pairs: dict[tuple[int, int], _PairDetections] = {}
+        # GT tracks' masks prepared once per (video, category), on its first detection (present flags and areas; the
+        # RLEs are the GT's own), for every batch and for `result`
+        self.gt_masks: dict[tuple[int, int], list[_TrackMasks]] = {}
         self.num_detections = 0
 
     def add(self, detections: Sequence[Detection]) -> None:
@@ -528,13 +543,18 @@ class StreamedVideoAP:
                 batch[detection.video_id, detection.category_id].append(detection)
         for pair, dts in batch.items():
             kept = self.pairs.setdefault(pair, _PairDetections())
-            dt_masks = [_track_masks(detection.segmentations) for detection in dts]
+            dt_masks = [_track_masks(detection.segmentations, areas=detection.areas) for detection in dts]
             kept.scores.extend(detection.score for detection in dts)
             kept.areas.append(self.evaluator._detection_areas(dt_masks))
-            gts = self.gts_by_pair.get(pair)
-            if gts:
-                video = self.gt.videos[pair[0]]
-                kept.ious.append(track_ious(dt_masks, [_track_masks(track.segmentations, video) for track in gts]))
+            if self.gts_by_pair.get(pair):
+                kept.ious.append(track_ious(dt_masks, self._gt_masks(pair)))
+
+    def _gt_masks(self, pair: tuple[int, int]) -> list[_TrackMasks]:
+        masks = self.gt_masks.get(pair)
+        if masks is None:
+            video = self.gt.videos[pair[0]]
+            masks = self.gt_masks[pair] = [_track_masks(track.segmentations, video) for track in self.gts_by_pair[pair]]
+        return masks
 
     def result(self, warnings: list[str]) -> VideoAPResult:
         """Match, accumulate and summarise what `add` was given; ``warnings`` first among the result's."""
@@ -547,7 +567,6 @@ class StreamedVideoAP:
         outcomes: list[list[_PairOutcome]] = [[] for _ in category_ids]
         empty = _PairDetections()
         for video_id in sorted(gt.videos):
-            video = gt.videos[video_id]
             for category_id in sorted(categories_by_video.get(video_id, ())):
                 gts = self.gts_by_pair.get((video_id, category_id), [])
                 kept = self.pairs.get((video_id, category_id), empty)
@@ -555,7 +574,7 @@ class StreamedVideoAP:
                 order = np.argsort(-scores, kind="mergesort")[: evaluator.params.max_dets[-1]]
                 areas = np.concatenate(kept.areas) if kept.areas else np.zeros(0)
                 ious = np.concatenate(kept.ious)[order] if kept.ious else np.zeros((order.size, len(gts)))
-                gt_masks = [_track_masks(track.segmentations, video) for track in gts]
+                gt_masks = self._gt_masks((video_id, category_id)) if gts else []
                 outcome = evaluator._match_pair(gts, gt_masks, scores[order], areas[order], ious)
                 outcomes[category_index[category_id]].append(outcome)
         return evaluator._result(gt, outcomes, [*gt.warnings, *warnings], self.num_detections)
