@@ -81,12 +81,40 @@ _LINE_BREAKS = re.compile(r"\s*[^\S ]\s*")  # a run of whitespace holding more t
 _EDGE_LINE_BREAKS = re.compile(r"^\s*[^\S ]\s*|\s*[^\S ]\s*$")  # such a run at either end
 
 
-def shell_word(path: Path | str) -> str:
-    """``path`` as one shell word to paste into a command line a message suggests: `shown_path`, quoted where the
-    shell would split or expand it (`'out/my clip'`), and `./-name` for a relative `-name` (no program takes it
-    for an option)."""
-    text = shown_path(path)
-    return shlex.quote(f"./{text}" if text.startswith("-") else text)
+def shell_word(path: Path | str | bytes) -> str:
+    """``path`` as one shell word to paste into a command line a message suggests, which the shell reads back as the
+    file's real name: `shlex.quote` of the name itself (`'out/my clip'`, `' clip.avi'`, `''`; not of `shown_path`,
+    whose own quotes and doubled backslashes the shell would keep), and `./-name` for a relative `-name` (no program
+    takes it for an option).
+
+    A name holding a newline, a tab, another character that does not print or a byte that is not UTF-8 cannot be
+    written on one line between single quotes; it is written in ANSI-C quoting (`$'a\\nb.mp4'`), which bash, zsh,
+    ksh and POSIX.1-2024's sh read back as those exact bytes.
+    """
+    try:
+        raw = os.fsencode(path)
+    except UnicodeEncodeError:  # a lone surrogate that no file name can hold
+        raw = os.fspath(path).encode("utf-8", "replace")
+    if raw.startswith(b"-"):
+        raw = b"./" + raw
+    text = raw.decode("utf-8", "surrogateescape")  # an undecodable byte: U+DC80..U+DCFF
+    if text.isprintable():
+        return shlex.quote(text)
+    return "$'" + "".join(_ansi_c_char(char) for char in text) + "'"
+
+
+_ANSI_C_ESCAPES = {"\\": "\\\\", "'": "\\'", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _ansi_c_char(char: str) -> str:
+    """``char`` inside `$'...'`: a printable character as it is, a backslash, a quote, a newline, a carriage return
+    and a tab as `\\\\`, `\\'`, `\\n`, `\\r`, `\\t`, and any other character as the `\\xNN` escapes of its UTF-8
+    bytes (of the byte itself for one that surrogateescape stood in for)."""
+    if char in _ANSI_C_ESCAPES:
+        return _ANSI_C_ESCAPES[char]
+    if char.isprintable():
+        return char
+    return "".join(f"\\x{byte:02x}" for byte in char.encode("utf-8", "surrogateescape"))
 
 
 def one_line(text: object) -> str:

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import os
+import shlex
+import subprocess
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
-from clipvis.cli.messages import error_line, path_text, shown_path
+from clipvis.cli.exporters.adapter import ExportFormatWriter
+from clipvis.cli.exporters.video_tools import reencode_hint
+from clipvis.cli.messages import error_line, path_text, shell_word, shown_path
+from clipvis.cli.segment import stale_exports_warning
 
 
 @pytest.mark.parametrize("name, shown", [
@@ -52,6 +58,43 @@ def test_an_error_line_tells_a_space_from_a_newline_and_keeps_the_exact_name_out
     assert error_line("no such file or directory", Path("  clip.mp4 ")) == (
         "clipvis: error: '  clip.mp4 ': no such file or directory")
     assert shown_path("") == "''"
+
+
+def _suggested_commands(folder: Path) -> list[list[str]]:
+    """What the shell reads from each command line a message suggests for ``folder`` (and a video in it): the ffmpeg
+    re-encode, the `clipvis export` of stale exports, the `clipvis export --media-url` of segment's Label Studio."""
+    hint = reencode_hint(folder / "clip.avi")
+    stale = stale_exports_warning(folder, ["mots-txt"], "replaced")
+    writer = ExportFormatWriter("labelstudio", run_formats=("ytvis", "labelstudio"))
+    video = SimpleNamespace(info=SimpleNamespace(source=str(folder / "clip.avi")), categories=["cat"])
+    label_studio = writer._segment_warnings(folder / "labelstudio.zip", video)[-1]
+    return [shlex.split(hint[hint.index("(ffmpeg") + 1 : hint.index(") and")]),
+            shlex.split(stale[stale.index("(clipvis export") + 1 : stale.index(" --to ...)")]),
+            shlex.split(label_studio[label_studio.index("(clipvis export") + 1 : label_studio.index("; it reads")])]
+
+
+@pytest.mark.parametrize("name", [" clip", "run ", "bob's'", "'quoted'", "a\\b", "a\\nb", "it's here", "-dash",
+                                  "plain"])
+def test_a_suggested_command_gives_the_shell_the_real_names(name) -> None:
+    """`shell_word` quoted `shown_path`'s text, so a name shown with quotes was quoted twice (`ffmpeg -i
+    ''"'"' clip.avi'"'"''`: the shell read `' clip.avi'`, quotes and all) and a backslash was doubled (`a\\b` read as
+    `a\\\\b`): the pasted command named a file that is not there. The shell now reads the real names back."""
+    ffmpeg, stale, label_studio = _suggested_commands(Path(name))
+    folder = f"./{name}" if name.startswith("-") else name
+    assert ffmpeg[:3] == ["ffmpeg", "-i", f"{folder}/clip.avi"] and ffmpeg[-1] == f"{folder}/clip-h264.mp4"
+    assert stale == ["clipvis", "export", folder]
+    assert label_studio[:3] == ["clipvis", "export", folder]
+    assert shlex.split(shell_word("")) == [""]
+
+
+@pytest.mark.parametrize("name", ["a\nb", "tab\there", "esc\x1b[31m", os.fsdecode(b"bad\xff y"), "rtl\u202e"])
+def test_a_name_that_does_not_print_is_one_ansi_c_quoted_word_on_one_line(name) -> None:
+    """A newline in a name can only be given between quotes across two lines; the suggested word is one line of
+    `$'...'` (ANSI-C quoting), which bash reads back as the name's exact bytes."""
+    word = shell_word(name)
+    assert word.startswith("$'") and word.isprintable()
+    read_back = subprocess.run(["bash", "-c", f"printf %s {word}"], capture_output=True, check=True).stdout
+    assert read_back == os.fsencode(name)
 
 
 def test_an_exceptions_reason_is_a_few_words_on_one_line() -> None:
