@@ -25,6 +25,7 @@ import ast
 import copy
 import difflib
 import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
@@ -294,10 +295,12 @@ def load_train_config(name_or_file: str | Path, overrides: list[str] | tuple[str
     for _, data in chain:
         tree = deep_merge(tree, data)
     key_files = {key: str(file) for key, file in official_key_files(chain).items() if file != path}
-    check_known_keys(tree, str(path))
-    from_file = deep_merge(DEFAULTS, _typed_tree(tree, DEFAULTS, str(path)))
+    for file, data in reversed(chain):  # a key the file itself holds: the top config's first, then its _BASE_ files'
+        check_known_keys(data, str(path) if file == path else os.path.normpath(file))
+    file_of = _file_setting(key_files, str(path))
+    from_file = deep_merge(DEFAULTS, _typed_tree(tree, DEFAULTS, file_of))
     merged, set_by = _overridden(from_file, overrides)
-    _check_values(merged, lambda dotted: f"override {set_by[dotted]!r}" if dotted in set_by else str(path))
+    _check_values(merged, lambda dotted: f"override {set_by[dotted]!r}" if dotted in set_by else file_of(dotted))
     config = TrainConfig(merged, str(path), frozenset(set_by), key_files)
     try:  # the model settings too, before any data loads (TEST.NUM_FRAME=0 failed after minutes of LVIS records)
         config.model_config()
@@ -309,6 +312,19 @@ def load_train_config(name_or_file: str | Path, overrides: list[str] | tuple[str
             raise ConfigError(f"{'; '.join(f'override {item!r}' for item in culprits)}: {cause}") from None
         raise
     return config
+
+
+def _file_setting(key_files: dict[str, str], top: str) -> Callable[[str], str]:
+    """A message's name for the config file a dotted key's value comes from: the `_BASE_` file ``key_files`` says set
+    it (or, for a group of keys, one of its keys; its path as `os.path.normpath` writes it, `cfgs/common/solver.yaml`
+    for `cfgs/lvis/../common/solver.yaml`, symlinks not followed), else ``top``, the config file given."""
+    def file_of(dotted: str) -> str:
+        file = key_files.get(dotted)
+        if file is None:
+            file = next((found for key, found in reversed(key_files.items()) if key.startswith(f"{dotted}.")), None)
+        return top if file is None else os.path.normpath(file)
+
+    return file_of
 
 
 def _overridden(tree: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> tuple[dict[str, Any], dict[str, str]]:
@@ -406,8 +422,10 @@ def _typed(value: Any, like: Any, where: str) -> Any:
     return value
 
 
-def _typed_tree(tree: dict[str, Any], defaults: dict[str, Any], source: str, prefix: str = "") -> dict[str, Any]:
-    """A config file's tree with every value of a key clipvis knows typed as its default (``_typed``)."""
+def _typed_tree(tree: dict[str, Any], defaults: dict[str, Any], source: Callable[[str], str],
+                prefix: str = "") -> dict[str, Any]:
+    """A config file's tree with every value of a key clipvis knows typed as its default (``_typed``); ``source``
+    names the file a dotted key's value comes from."""
     out: dict[str, Any] = {}
     for key, value in tree.items():
         dotted = f"{prefix}{key}"
@@ -415,7 +433,7 @@ def _typed_tree(tree: dict[str, Any], defaults: dict[str, Any], source: str, pre
         if isinstance(value, dict) and isinstance(like, dict) and dotted != "CLIPVIS.MODEL":
             out[key] = _typed_tree(value, like, source, f"{dotted}.")
         else:
-            out[key] = _typed(value, like, f"{source}: {dotted}")
+            out[key] = _typed(value, like, f"{source(dotted)}: {dotted}")
     return out
 
 

@@ -658,6 +658,32 @@ def test_a_misspelt_key_in_a_config_file_is_refused_as_on_the_command_line(tmp_p
             load_train_config(name)
 
 
+
+def test_a_bad_value_or_key_in_a_base_file_is_blamed_on_that_file(tmp_path):
+    """`SOLVER.GAMMA: 0.0` in `common/solver.yaml`, reached through `lvis/top.yaml`'s `_BASE_: ../Base.yaml`, was
+    said as `lvis/top.yaml: SOLVER.GAMMA must be a positive number`, and so was an unknown key or a value of the
+    wrong type there: the user looked in a file without the key. The file that sets it is named (as a normalised
+    path); what the top file sets is still blamed on it."""
+    (tmp_path / "common").mkdir()
+    (tmp_path / "lvis").mkdir()
+    (tmp_path / "Base.yaml").write_text("_BASE_: common/solver.yaml\n")
+    top = tmp_path / "lvis" / "top.yaml"
+    top.write_text("_BASE_: ../Base.yaml\nSOLVER:\n  MAX_ITER: 5\n")
+    solver = tmp_path / "common" / "solver.yaml"
+    for text, message in (("SOLVER:\n  GAMMA: 0.0\n", "SOLVER.GAMMA must be a positive number, not 0.0"),
+                          ("SOLVER:\n  GAMMAS: 0.1\n", "unknown config key SOLVER.GAMMAS"),
+                          ("SOLVER:\n  GAMMA: fast\n", "SOLVER.GAMMA: expected a number, not 'fast'"),
+                          ("SOLVER:\n  CLIP_GRADIENTS:\n    ENABLED: true\n    CLIP_TYPE: norm\n"
+                           "    CLIP_VALUE: 0\n", "SOLVER.CLIP_GRADIENTS.CLIP_VALUE must be positive")):
+        solver.write_text(text)
+        with pytest.raises(ConfigError) as raised:
+            load_train_config(top)
+        assert str(raised.value).startswith(f"{solver}: {message}"), raised.value
+    solver.write_text("SOLVER:\n  GAMMA: 0.1\n")
+    top.write_text("_BASE_: ../Base.yaml\nSOLVER:\n  MAX_ITER: 0\n")
+    with pytest.raises(ConfigError, match=re.escape(f"{top}: SOLVER.MAX_ITER must be a whole number")):
+        load_train_config(top)
+
 def test_an_official_config_file_with_every_official_key_loads_with_no_warning(golden_case_name, golden_case):
     """The golden cases' official_config.yaml is the official code's complete config (detectron2's RPN, ROI heads,
     Swin, ... keys): every key is one the official code has, so it loads as before, with no warning."""
