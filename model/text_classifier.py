@@ -150,17 +150,26 @@ class TextClassifier:
     (a wrong ``clip_config``) never reuses another's embeddings.
     """
 
-    def __init__(self, backbone: ClipBackbone, cache_dir: Path | None = None, use_disk_cache: bool = True,
+    def __init__(self, backbone: ClipBackbone, cache_dir: Path | None = None, use_disk_cache: bool | None = None,
                  on_encoding: Callable[[int, int], None] | None = None,
                  disk_cache: TextEmbeddingCache | None = None) -> None:
+        """``cache_dir`` (None: the clipvis cache) and ``use_disk_cache`` (default True) make the disk cache;
+        ``disk_cache``, an existing one, is given instead of them (ValueError with either: which one holds would be
+        a guess)."""
         import open_clip
 
+        if disk_cache is not None and (cache_dir is not None or use_disk_cache is not None):
+            given = " and ".join(name for name, value in (("cache_dir", cache_dir), ("use_disk_cache", use_disk_cache))
+                                 if value is not None)
+            raise ValueError(f"TextClassifier: give disk_cache, or {given}, not both (disk_cache has its own folder "
+                             "and on/off setting: TextEmbeddingCache(cache_root, enabled))")
         self.backbone = backbone
         self.on_encoding = on_encoding  # (classes, prompts), before a vocabulary found in no cache is encoded
         context = int(backbone.clip_model.positional_embedding.shape[0])
         self.tokenizer = open_clip.tokenizer.SimpleTokenizer(context_length=context)
         # the entries on disk: ``disk_cache`` when given, else one under ``cache_dir`` (None: the clipvis cache)
-        self.disk_cache = disk_cache if disk_cache is not None else TextEmbeddingCache(cache_dir, use_disk_cache)
+        self.disk_cache = disk_cache if disk_cache is not None else TextEmbeddingCache(
+            cache_dir, True if use_disk_cache is None else use_disk_cache)
         # embeddings [S, E] by key, the MEMORY_VOCABULARIES used last (a server taking a vocabulary per request kept
         # every one it was ever given; the disk cache keeps them all)
         self._memory: OrderedDict[str, torch.Tensor] = OrderedDict()
@@ -174,8 +183,13 @@ class TextClassifier:
 
     @property
     def use_disk_cache(self) -> bool:
-        """Whether entries are read from and written to disk (False once a save failed)."""
+        """Whether entries are read from and written to disk (False once a save failed); set it to turn the disk
+        cache (`disk_cache.enabled`) off or on again."""
         return self.disk_cache.enabled
+
+    @use_disk_cache.setter
+    def use_disk_cache(self, enabled: bool) -> None:
+        self.disk_cache.enabled = enabled
 
     def _text_tensors(self) -> list[tuple[str, torch.Tensor]]:
         """The text tower's parameters and buffers (the attention mask too, which the state dict leaves out), by

@@ -169,3 +169,24 @@ def test_prompts_and_synonym_max() -> None:
     text = TextEmbeddings(["a", "b"], emb, [1, 2], logit_scale=100.0)
     logits = text.logits(torch.tensor([[2.0, 0.0], [0.0, 3.0]]))
     np.testing.assert_allclose(logits.numpy(), [[100.0, 60.0], [0.0, 100.0]], atol=1e-4)
+
+
+def test_the_disk_cache_can_be_turned_off_on_a_classifier_and_given_one_way_only(tmp_path, clip_config) -> None:
+    """`classifier.use_disk_cache = False` raised AttributeError (a read-only property once the disk cache became
+    its own object), and `disk_cache=` with `cache_dir=` or `use_disk_cache=` kept `disk_cache`'s settings without a
+    word. Setting it now turns the disk cache off (nothing written), and giving both ways is a ValueError."""
+    from clipvis.model.text_embedding_cache import TextEmbeddingCache
+
+    backbone = tiny_backbone(clip_config)
+    classifier = TextClassifier(backbone, cache_dir=tmp_path)
+    classifier.use_disk_cache = False
+    assert not classifier.use_disk_cache and not classifier.disk_cache.enabled
+    classifier(["car"])
+    assert not (tmp_path / "text_embeddings").exists() or not list((tmp_path / "text_embeddings").iterdir())
+    classifier.use_disk_cache = True
+    classifier(["bus"])
+    assert len(list((tmp_path / "text_embeddings").glob("*.safetensors"))) == 1
+    for settings in ({"cache_dir": tmp_path}, {"use_disk_cache": False}, {"use_disk_cache": True}):
+        with pytest.raises(ValueError, match="give disk_cache, or .* not both"):
+            TextClassifier(backbone, disk_cache=TextEmbeddingCache(tmp_path), **settings)
+    assert TextClassifier(backbone, disk_cache=TextEmbeddingCache(tmp_path, enabled=False)).use_disk_cache is False
