@@ -362,15 +362,18 @@ def _resolve_config_file_paths(config: TrainConfig, replaced: dict[str, bool] | 
         earlier = [(Path(text), "the current folder")]
         if Path(file).parent != top_folder:  # a _BASE_ file in another folder: read from the top config's before
             earlier.insert(0, (top_folder / text, f"the folder of {config.source}"))
+        # said as `os.path.normpath` writes them (cf/common/data.yaml, not cf/lvis/../common/data.yaml); the path
+        # read stays as joined: with a symlinked folder, `..` is the link target's parent, not the one normpath drops
+        shown_file, shown_chosen = os.path.normpath(file), os.path.normpath(chosen)
         for before, folder in earlier:
             if not before.exists() or os.path.abspath(before) == os.path.abspath(chosen):
                 continue
             if not chosen.exists():  # written for an earlier reading: still read there
-                print_warning(f"{file}: {key} {text} is not in the config file's folder ({chosen}): read "
+                print_warning(f"{shown_file}: {key} {text} is not in the config file's folder ({shown_chosen}): read "
                               f"from {folder} ({os.path.abspath(before)}); write it relative to the config "
                               "file's folder, or absolute, as such paths are read from there")
                 return os.path.abspath(before)
-            print_warning(f"{file}: {key} {text} is read relative to the config file's folder: {chosen} "
+            print_warning(f"{shown_file}: {key} {text} is read relative to the config file's folder: {shown_chosen} "
                           f"(not {text} in {folder}, as before)")
             break
         return str(chosen)
