@@ -8,6 +8,7 @@ logs and writes; every process reads its share of each global batch.
 from __future__ import annotations
 
 import contextlib
+import copy
 import gc
 import json
 import logging
@@ -187,6 +188,20 @@ def weights_model_config(config: TrainConfig) -> dict[str, Any]:
     if values.get("clip_model_config") is None:
         values.pop("clip_model_config", None)
     return values
+
+
+def recorded_config(config: TrainConfig, model: ClipVis) -> TrainConfig:
+    """The config a run's config.yaml records: ``config``, plus the open_clip model config of a CLIP that came with
+    the ``--weights`` checkpoint (not an open_clip release the config names) as ``CLIPVIS.MODEL.clip_model_config``
+    where the config gives none. Without it config.yaml named the config's CLIP (RN50, openai), and `segment --config
+    config.yaml` with the run's `--export-pth` file (which holds no config) built that CLIP: `checkpoint does not fit
+    the model: missing keys`. ``CLIPVIS.MODEL`` is what `segment --config` and `train --config` read it from."""
+    own = model.config.clip_model_config
+    if own is None or config.model_config().clip_model_config is not None:
+        return config
+    recorded = TrainConfig(copy.deepcopy(config.tree), config.source, config.overridden, dict(config.key_files))
+    recorded.set("CLIPVIS.MODEL.clip_model_config", json.loads(json.dumps(own)))  # plain lists for YAML
+    return recorded
 
 
 def build_model(config: TrainConfig, weights: str | None, seed: int, resuming: bool = False) -> ClipVis:
@@ -674,7 +689,7 @@ def _train_in_folder(request: RunRequest, rank: int, world: int, local_rank: int
     model = _build_run_model(config, weights, resume_from, seed, rank, world, requests)
     if rank == 0:  # once the data and the model are there: a run that cannot start leaves no config.yaml that a later
         # --resume would take for a run's own
-        atomic_write_text(output_dir / RUN_CONFIG_NAME, config.to_yaml())
+        atomic_write_text(output_dir / RUN_CONFIG_NAME, recorded_config(config, model).to_yaml())
     num_workers = loader_workers(int(config.get("DATALOADER.NUM_WORKERS")))
     if rank == 0:
         check_shared_memory(num_workers)

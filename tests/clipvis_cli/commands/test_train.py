@@ -2122,3 +2122,34 @@ def test_resume_with_other_starting_weights_is_one_line(tmp_path, tiny_train_con
     monkeypatch.setattr("clipvis.cli.train.run.starting_weights", lambda *a: pytest.fail("the release was fetched"))
     release = runner.invoke(app, ["train", "--output-dir", str(started), "--resume", "--weights", "clipvis-lvis-r50"])
     assert release.exit_code == 1 and "--weights clipvis-lvis-r50 has no use with it" in release.stderr, release.output
+
+
+@pytest.mark.filterwarnings("ignore:config says")  # the shipped config's sizes, not the tiny checkpoint's
+def test_a_run_from_a_checkpoint_with_its_own_clip_records_it_for_segment_config(tmp_path, tiny_weights):
+    """train --weights tiny.safetensors (a checkpoint holding its own, non-release CLIP) wrote a config.yaml naming
+    the config's CLIP, RN50/openai, so `--export-pth exp/model.pth` then `segment --weights exp/model.pth --config
+    runs/x/config.yaml` failed: `checkpoint does not fit the model: missing keys (312)`. config.yaml now records the
+    checkpoint's open_clip model config (CLIPVIS.MODEL.clip_model_config), and the .pth loads with it alone."""
+    data = write_coco(tmp_path / "data", num_images=2)
+    run = tmp_path / "run"
+    args = ["train", "--config", "ytvis19_r50.yaml", "--weights", str(tiny_weights), "--output-dir", str(run),
+            "--data", str(data[0]), "--images", str(data[1]), "SOLVER.MAX_ITER=1", "SOLVER.IMS_PER_BATCH=1",
+            "SOLVER.REFERENCE_WORLD_SIZE=0", "DATALOADER.NUM_WORKERS=0", "MODEL.DEVICE=cpu", "TEST.EVAL_PERIOD=0",
+            "INPUT.IMAGE_SIZE=64", "INPUT.MIN_SIZE_TRAIN=[64]", "INPUT.MAX_SIZE_TRAIN=64", "SOLVER.AMP.ENABLED=False",
+            "MODEL.MASK_FORMER.TRAIN_NUM_POINTS=256"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    trained = load_model(run)
+    recorded = yaml.safe_load((run / "config.yaml").read_text())
+    assert recorded["CLIPVIS"]["MODEL"]["clip_model_config"] == trained.config.clip_model_config
+    exported = tmp_path / "exp" / "model.pth"
+    result = runner.invoke(app, ["train", "--weights", str(run), "--export-pth", str(exported)])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    loaded = load_model(exported, config=str(run / "config.yaml"))  # as segment --weights ... --config ... does
+    assert loaded.config.clip_model_config == trained.config.clip_model_config
+    theirs = trained.state_dict()
+    assert all(torch.equal(value, theirs[key]) for key, value in loaded.state_dict().items())
+    assert loaded.state_dict().keys() == theirs.keys()
+    # the run goes on from it, and config.yaml reads back as a training config
+    result = runner.invoke(app, ["train", "--output-dir", str(run), "--resume", "SOLVER.MAX_ITER=2"])
+    assert result.exit_code == 0, result.output + repr(result.exception)
