@@ -318,8 +318,54 @@ def test_a_corrupt_image_and_a_bad_annotation_are_skipped_with_one_warning_each(
     assert len(said) == 1 and said[0].startswith("clipvis: warning: "), result.stderr
 
 
+@pytest.fixture(scope="module")
+def one_and_two_gloo_processes(tmp_path_factory, tiny_train_config, tiny_config):
+    """The same training run in this process and as `--num-gpus 2` gloo processes (global batch 2 both, an evaluation
+    after every iteration), both from a checkpoint that contradicts the config (one more decoder layer): the two tests
+    below share them (each run starts its processes, imports torch and builds the model once for both). {"root": the
+    runs' parent folder ("one", "two"), "two": the --num-gpus run's CliRunner result, "stderr": what the command and
+    its processes wrote to stderr, "cpus": the CPUs this process may use}."""
+    import os
+
+    root = tmp_path_factory.mktemp("gloo")
+    data = write_coco(root / "data", num_images=4)
+    gt, frames = write_ytvis(root / "ytvis", num_videos=2, length=2)
+    config = tiny_train_config(root, MAX_ITER=2, IMS_PER_BATCH=2)
+    same = ["INPUT.MIN_SCALE=1.0", "INPUT.MAX_SCALE=1.0", "MODEL.MASK_FORMER.MASKIOU_WEIGHT=0", "CLIPVIS.LOG_PERIOD=1",
+            "TEST.EVAL_PERIOD=1", f"CLIPVIS.TEST_DATA=[{{json: {gt}, frames: {frames}}}]", "--weights",
+            str(root / "first"), f"CLIPVIS.MODEL.decoder_layers={tiny_config().decoder_layers + 1}"]
+    threads = torch.get_num_threads()
+    cpus = os.sched_getaffinity(0) if hasattr(os, "sched_setaffinity") else set()
+    with pytest.MonkeyPatch.context() as patch:  # isolated_cache's, for this module-scoped fixture
+        patch.setenv("CLIPVIS_CACHE", str(root / "cache"))
+        patch.setenv("CLIPVIS_OFFLINE", "1")
+        train(config, root / "first", data, "SOLVER.MAX_ITER=1")
+        train(config, root / "one", data, *same)
+        patch.delenv("OMP_NUM_THREADS")
+        torch.set_num_threads(max(os.cpu_count() or 2, 2))  # what a process without OMP_NUM_THREADS takes
+        if len(cpus) >= 2:
+            os.sched_setaffinity(0, sorted(cpus)[:2])  # a 2-CPU machine: the processes started now inherit it
+        said = root / "stderr"
+        saved = os.dup(2)
+        try:
+            with open(said, "w") as stderr:  # the processes' stderr, this process' own
+                os.dup2(stderr.fileno(), 2)
+                two = runner.invoke(app, ["train", "--config", str(config), "--output-dir", str(root / "two"),
+                                          "--data", str(data[0]), "--images", str(data[1]), *same, "--num-gpus", "2",
+                                          "DATALOADER.NUM_WORKERS=2"])
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            torch.set_num_threads(threads)
+            if cpus:
+                os.sched_setaffinity(0, cpus)
+        assert "OMP_NUM_THREADS" not in os.environ  # the command's own environment is left as it was
+    assert two.exit_code == 0, two.output + said.read_text() + repr(two.exception)
+    return {"root": root, "two": two, "stderr": two.stderr + said.read_text(), "cpus": cpus}
+
+
 @pytest.mark.skipif(not torch.distributed.is_gloo_available(), reason="gloo backend not built into this torch")
-def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp_path, tiny_train_config, monkeypatch):
+def test_two_gloo_processes_match_one_process_with_the_same_global_batch(one_and_two_gloo_processes):
     """Global batch 2 as 2 processes x 1 image == 1 process x 2 images.
 
     The mask losses are normalised by the global mask count and the object CE has equal weights per image here, so
@@ -334,37 +380,19 @@ def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp_pat
     barrier, and the evaluation must not take the training's process group for its own (a torchrun `evaluate`'s
     gathers against the other rank's barrier); nor may it change what is trained (the weights still agree).
     """
-    import os
-
-    data = write_coco(tmp_path / "data", num_images=4)
-    gt, frames = write_ytvis(tmp_path / "ytvis", num_videos=2, length=2)
-    config = tiny_train_config(tmp_path, MAX_ITER=2, IMS_PER_BATCH=2)
-    same = ["INPUT.MIN_SCALE=1.0", "INPUT.MAX_SCALE=1.0", "MODEL.MASK_FORMER.MASKIOU_WEIGHT=0", "CLIPVIS.LOG_PERIOD=1",
-            "TEST.EVAL_PERIOD=1", f"CLIPVIS.TEST_DATA=[{{json: {gt}, frames: {frames}}}]"]
-    train(config, tmp_path / "one", data, *same)
-    monkeypatch.delenv("OMP_NUM_THREADS")
-    torch.set_num_threads(max(os.cpu_count() or 2, 2))  # what a process without OMP_NUM_THREADS takes
-    cpus = os.sched_getaffinity(0) if hasattr(os, "sched_setaffinity") else set()
-    if len(cpus) >= 2:
-        os.sched_setaffinity(0, sorted(cpus)[:2])  # a 2-CPU machine: the processes started now inherit it
-    try:
-        train(config, tmp_path / "two", data, *same, "--num-gpus", "2", "DATALOADER.NUM_WORKERS=2")
-    finally:
-        if cpus:
-            os.sched_setaffinity(0, cpus)
-    log = (tmp_path / "two" / "train.log").read_text()
+    root, cpus = one_and_two_gloo_processes["root"], one_and_two_gloo_processes["cpus"]
+    log = (root / "two" / "train.log").read_text()
     assert "on 2 processes, 1 CPU thread each" in log
     if len(cpus) >= 2:  # the loader workers: each process' share of the machine's CPUs (2 x 2 on 2 CPUs were not)
         assert "DATALOADER.NUM_WORKERS is 2 but the 2 training processes of this machine share 2 CPUs: the data " \
                "loads with 1 worker process each" in log, log
-    assert "OMP_NUM_THREADS" not in os.environ  # the command's own environment is left as it was
-    one, two = final_weights(tmp_path / "one"), final_weights(tmp_path / "two")
-    metrics = [[json.loads(line) for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
+    one, two = final_weights(root / "one"), final_weights(root / "two")
+    metrics = [[json.loads(line) for line in (root / run / "metrics.jsonl").read_text().splitlines()]
                for run in ("one", "two")]
     for run, records in zip(("one", "two"), metrics, strict=True):
         assert [r["iteration"] for r in records if "eval/ytvis/AP" in r] == [0, 1], records
-        assert "failed" not in (tmp_path / run / "train.log").read_text()
-        results = [json.loads((tmp_path / run / "eval" / f"ytvis_{i:07d}" / "results.json").read_text())
+        assert "failed" not in (root / run / "train.log").read_text()
+        results = [json.loads((root / run / "eval" / f"ytvis_{i:07d}" / "results.json").read_text())
                    for i in (0, 1)]
         assert all({r["video_id"] for r in result} == {1, 2} for result in results)  # every video, in rank 0's
     losses = [[r["total_loss"] for r in records if "total_loss" in r] for records in metrics]
@@ -374,6 +402,18 @@ def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp_pat
         if re.fullmatch(r"pixel_decoder\.input_proj\.\d\.0\.bias", key):
             continue
         torch.testing.assert_close(two[key], one[key], rtol=1e-4, atol=1e-5, msg=key)
+
+
+@pytest.mark.skipif(not torch.distributed.is_gloo_available(), reason="gloo backend not built into this torch")
+def test_a_checkpoint_that_contradicts_the_config_is_one_clipvis_warning_from_one_process(one_and_two_gloo_processes):
+    """The checkpoint's notes were raw Python UserWarnings (file:line and the source line), one per process; segment
+    says them as `clipvis: warning:` lines. (The --num-gpus 2 run of one_and_two_gloo_processes: the command runs
+    here, its processes write to this process' stderr.)"""
+    stderr = one_and_two_gloo_processes["stderr"]  # the command's own lines, and its processes'
+    lines = [line for line in stderr.splitlines() if "config says DEC_LAYERS" in line]
+    assert len(lines) == 1 and lines[0].startswith("clipvis: warning: config says DEC_LAYERS"), stderr
+    assert "UserWarning" not in stderr and "warnings.warn" not in stderr, stderr
+    assert "config says DEC_LAYERS" in (one_and_two_gloo_processes["root"] / "two" / "train.log").read_text()
 
 
 def write_ytvis(folder, num_videos: int = 2, length: int = 3):
@@ -1214,26 +1254,6 @@ def test_more_loader_workers_than_cpus_is_one_clipvis_warning_and_the_cpus_it_ma
     assert [line for line in result.stderr.splitlines() if "NUM_WORKERS" in line] == [said]
     assert not [w for w in caught if "worker" in str(w.message)], [str(w.message) for w in caught]
     assert "DATALOADER.NUM_WORKERS is 3" in (tmp_path / "run" / "train.log").read_text()
-
-
-def test_a_checkpoint_that_contradicts_the_config_is_one_clipvis_warning_from_one_process(tmp_path, tiny_train_config,
-                                                                                          tiny_config, capfd):
-    """The checkpoint's notes were raw Python UserWarnings (file:line and the source line), one per process; segment
-    says them as `clipvis: warning:` lines. (The command runs here; its processes write to this process' stderr.)"""
-    data = write_coco(tmp_path / "data", num_images=2)
-    config = tiny_train_config(tmp_path, MAX_ITER=1, IMS_PER_BATCH=2)
-    train(config, tmp_path / "first", data)
-    layers = tiny_config().decoder_layers + 1
-    capfd.readouterr()
-    result = runner.invoke(app, ["train", "--config", str(config), "--output-dir", str(tmp_path / "two"), "--data",
-                                 str(data[0]), "--images", str(data[1]), "--weights", str(tmp_path / "first"),
-                                 "--num-gpus", "2", f"CLIPVIS.MODEL.decoder_layers={layers}"])
-    stderr = result.stderr + capfd.readouterr().err  # the command's own lines, and its processes'
-    assert result.exit_code == 0, stderr + repr(result.exception)
-    lines = [line for line in stderr.splitlines() if "config says DEC_LAYERS" in line]
-    assert len(lines) == 1 and lines[0].startswith("clipvis: warning: config says DEC_LAYERS"), stderr
-    assert "UserWarning" not in stderr and "warnings.warn" not in stderr, stderr
-    assert "config says DEC_LAYERS" in (tmp_path / "two" / "train.log").read_text()
 
 
 @pytest.fixture(scope="module")
