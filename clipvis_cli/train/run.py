@@ -43,6 +43,7 @@ from clipvis.cli.distributed import (
     visible_gpu,
 )
 from clipvis.cli.evaluation.scoring import score_results_file
+from clipvis.cli.gc_pause import freeze_before_exit
 from clipvis.cli.hub_logging import clip_fetch_logging
 from clipvis.cli.json_io import parse_json
 from clipvis.cli.locks import FolderLock
@@ -1040,6 +1041,8 @@ def _worker(local_rank: int, request: RunRequest, world: int, port: int, threads
         with stop_signal.get_lock():  # kept quiet for the processes that are still to end, once one is lost
             if stop_signal.value != _PEER_LOST:
                 stop_signal.value = max(stop_signal.value, int(getattr(interrupt, "signum", signal.SIGINT)))
+    finally:  # the process ends here (spawn's, not the launcher's): its exit need not scan torch's objects
+        freeze_before_exit()
 
 
 def _distributed_main(request: RunRequest, quiet: Callable[[], bool] | None = None) -> Path:
