@@ -991,20 +991,14 @@ def rank_process(parent: int, rank: int) -> int | None:
 
 @pytest.mark.skipif(not torch.distributed.is_gloo_available() or not Path("/proc/self/environ").exists(),
                     reason="gloo backend not built into this torch, or no /proc")
-def test_sigterm_to_one_torchrun_rank_stops_every_rank_by_that_signal(tmp_path, tiny_train_config):
+def test_sigterm_to_one_torchrun_rank_stops_every_rank_by_that_signal(torchrun_stops):
     """A SIGTERM to rank 1 alone (a scheduler signalling one task): rank 0 said 'stopped by SIGINT' and exited 130;
     now every rank stops after the same iteration by SIGTERM, and exits 143."""
-    import os
-    import signal
-
-    process, run = start_long_run(tmp_path, tiny_train_config, TORCHRUN_TWO)
-    rank1 = rank_process(process.pid, 1)
-    assert rank1 is not None
-    os.kill(rank1, signal.SIGTERM)
-    out, err = process.communicate(timeout=120)
+    outcome, _, run = torchrun_stops["training"]
+    err = outcome.stderr
     assert err.count("clipvis: stopped by SIGTERM; saved ") == 1, err
     assert "SIGINT" not in err and "exitcode: 130" not in err, err
-    assert "exitcode: 143" in err, err  # torchrun's summary of the ranks' exit statuses
+    stopped_by_sigterm(outcome, "training")
     last = (run / "last_checkpoint").read_text().strip()
     iteration = int(last.split("_")[1].split(".")[0])
     assert f"stopped by SIGTERM after iteration {iteration + 1};" in (run / "train.log").read_text()
@@ -1711,31 +1705,126 @@ def start_with_slow_data(tmp_path, tiny_train_config, launch: tuple[str, ...], s
     return process, int(marker.read_text()), run
 
 
-@pytest.mark.skipif(not torch.distributed.is_gloo_available() or not Path("/proc/self/environ").exists(),
-                    reason="gloo backend not built into this torch, or no /proc")
-@pytest.mark.parametrize("slow, signalled", [(1, 1), (0, 0), (1, 0)],
-                         ids=["rank-1-reading", "rank-0-reading", "rank-0-waiting-for-rank-1"])
-def test_sigterm_to_one_torchrun_rank_before_training_stops_every_rank_by_that_signal(tmp_path, tiny_train_config,
-                                                                                       slow, signalled):
-    """A SIGTERM to one rank while the data loads (rank 1 reading: rank 0 printed gloo's traceback): every rank now
-    stops by that signal, with one line from rank 0 and nothing saved, and exits 143."""
+# Each rank of the torchrun_stops job: its data reading in case `number` (torchrun_cases' launcher's) slowed as that
+# case's entry of slow.json says: the slow rank writes its process id to the entry's marker, then sleeps its seconds
+# (SLOW_DATA_LAUNCHER's patch, per case).
+SLOW_DATA_PRELUDE = """\
+import json as _json, os as _os, time as _time
+from pathlib import Path as _Path
+
+import clipvis.cli.train.run as _train_run
+
+_load_sources = _train_run.load_sources
+
+
+def _slow(*args, **kwargs):
+    slow = _json.loads((_Path(_os.environ["CLIPVIS_CASES"]) / "slow.json").read_text())[number]
+    if slow is not None and _os.environ["RANK"] == str(slow["rank"]):
+        _Path(slow["marker"]).write_text(str(_os.getpid()))
+        _time.sleep(slow["seconds"])
+    return _load_sources(*args, **kwargs)
+
+
+_train_run.load_sources = _slow
+"""
+
+# The cases of torchrun_stops: (the rank that reads its data slowly and for how many seconds, None for none; the rank
+# signalled). A rank waiting in a collective acts once it completes: the slow rank's whole minute otherwise.
+TORCHRUN_STOPS = {
+    "training": (None, 1),
+    "rank-1-reading": ((1, 60), 1),
+    "rank-0-reading": ((0, 60), 0),
+    "rank-0-waiting-for-rank-1": ((1, 6), 0),  # the job's last case: torchrun's own report
+}
+
+
+@pytest.fixture(scope="module")
+def torchrun_stops(tmp_path_factory, tiny_train_config):
+    """A SIGTERM to one rank of a 2-rank torchrun train, in each case of TORCHRUN_STOPS, the cases run in turn by one
+    torchrun job (tests/clipvis_cli/torchrun_cases.py: one process start, torch import and rendezvous for all):
+    "training": to rank 1 of a 5000-iteration run once it logged its second iteration; the others while the data
+    loads, 1 s after the slow rank began reading (the other is done with its data meanwhile). {case: (its Outcome, the
+    seconds from the signal to the case's end, its run folder)}; the last case's Outcome is torchrun's own."""
     import os
     import signal
     import time
 
-    launch = ("-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "LAUNCHER")
-    # a rank waiting in a collective acts once it completes: the slow rank's whole minute otherwise
-    process, _, run = start_with_slow_data(tmp_path, tiny_train_config, launch, slow, 60 if slow == signalled else 6)
-    target = rank_process(process.pid, signalled)
-    assert target is not None
-    started = time.monotonic()
-    os.kill(target, signal.SIGTERM)
-    out, err = process.communicate(timeout=120)
-    assert time.monotonic() - started < 40, err
+    from ..process_trees import kill_process_tree
+    from ..torchrun_cases import case_ended, job_outcomes, start_torchrun_cases
+
+    root = tmp_path_factory.mktemp("torchrun_stops")
+    data = write_coco(root / "data", num_images=2)
+    config = tiny_train_config(root, MAX_ITER=3, IMS_PER_BATCH=2)
+    folder, cases, slow = root / "job", [], []
+    for name, (reading, _) in TORCHRUN_STOPS.items():
+        args = ["train", "--config", str(config), "--output-dir", str(root / name), "--data", str(data[0]),
+                "--images", str(data[1])]
+        cases.append([[*args, "SOLVER.MAX_ITER=5000", "CLIPVIS.LOG_PERIOD=1"] if reading is None else args] * 2)
+        slow.append(None if reading is None else {"rank": reading[0], "seconds": reading[1],
+                                                  "marker": str(root / f"{name}.reading")})
+    folder.mkdir()
+    (folder / "slow.json").write_text(json.dumps(slow))
+
+    def started(name: str, reading: tuple[int, int] | None) -> bool:
+        if reading is None:
+            metrics = root / name / "metrics.jsonl"
+            return metrics.is_file() and len(metrics.read_text().splitlines()) >= 2
+        marker = root / f"{name}.reading"
+        return marker.is_file() and bool(marker.read_text())
+
+    process = start_torchrun_cases(folder, cases, SLOW_DATA_PRELUDE)
+    seconds: dict[str, float] = {}
+    try:
+        for number, (name, (reading, signalled)) in enumerate(TORCHRUN_STOPS.items()):
+            deadline = time.monotonic() + 240
+            while not started(name, reading):
+                if time.monotonic() > deadline or process.poll() is not None:
+                    out, err = kill_process_tree(process)
+                    job_outcomes(folder, number + 1, out or "", err or "", process.returncode)  # names a case stuck
+                    raise AssertionError(f"case {name} did not start:\n{err}")
+                time.sleep(0.1)
+            if reading is not None:
+                time.sleep(1)  # the other rank is done with its data meanwhile
+            target = rank_process(process.pid, signalled)
+            assert target is not None
+            signalled_at = time.monotonic()
+            os.kill(target, signal.SIGTERM)
+            if number == len(TORCHRUN_STOPS) - 1:
+                out, err = process.communicate(timeout=120)
+            else:
+                while not case_ended(folder, number) and time.monotonic() < signalled_at + 120:
+                    time.sleep(0.05)
+            seconds[name] = time.monotonic() - signalled_at
+    finally:
+        if process.poll() is None:
+            out, err = kill_process_tree(process)
+    outcomes = job_outcomes(folder, len(cases), out, err, process.returncode)
+    return {name: (outcome, seconds[name], root / name) for name, outcome in zip(TORCHRUN_STOPS, outcomes, strict=True)}
+
+
+def stopped_by_sigterm(outcome, case: str) -> None:
+    """Every rank of ``case`` of torchrun_stops exited 143 (torchrun's report of the ranks' exit statuses for the
+    job's last case, each rank's own status for the others)."""
+    if case == list(TORCHRUN_STOPS)[-1]:
+        codes = re.findall(r"exitcode\s*: (-?\d+)", outcome.stderr)
+        assert codes and set(codes) == {"143"}, outcome.stderr
+    else:
+        assert outcome.codes == [143, 143], outcome
+
+
+@pytest.mark.skipif(not torch.distributed.is_gloo_available() or not Path("/proc/self/environ").exists(),
+                    reason="gloo backend not built into this torch, or no /proc")
+@pytest.mark.parametrize("case", ["rank-1-reading", "rank-0-reading", "rank-0-waiting-for-rank-1"])
+def test_sigterm_to_one_torchrun_rank_before_training_stops_every_rank_by_that_signal(torchrun_stops, case):
+    """A SIGTERM to one rank while the data loads (rank 1 reading: rank 0 printed gloo's traceback): every rank now
+    stops by that signal, with one line from rank 0 and nothing saved, and exits 143."""
+    outcome, seconds, run = torchrun_stops[case]
+    err = outcome.stderr
+    assert seconds < 40, err
     said = [line for line in err.splitlines() if line.startswith("clipvis: ") and "warning" not in line]
     assert said == ["clipvis: stopped by SIGTERM before the first checkpoint"], err
     assert not re.search(r'File "[^"]*(/clipvis|launch\.py)', err) and "[rank" not in err, err  # torchrun's own alone
-    assert re.findall(r"exitcode\s*: (-?\d+)", err) and set(re.findall(r"exitcode\s*: (-?\d+)", err)) == {"143"}, err
+    stopped_by_sigterm(outcome, case)
     assert not list(run.glob("model_*")) and not (run / "config.yaml").exists()
 
 
