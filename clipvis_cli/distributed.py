@@ -249,7 +249,7 @@ class DistributedRun:
         import torch.distributed as dist
 
         if not dist.is_initialized():
-            dist.init_process_group("gloo", rank=self.rank, world_size=self.world_size, timeout=COLLECTIVE_TIMEOUT)
+            form_process_group("gloo", COLLECTIVE_TIMEOUT, rank=self.rank, world_size=self.world_size)
 
     @contextmanager
     def joined(self) -> Iterator[DistributedRun]:
@@ -449,6 +449,30 @@ class DistributedRun:
                 deliver(held)
                 return
             dist.destroy_process_group()
+
+
+# torch modules whose functions take the default process group as a default argument (``group=group.WORLD`` in
+# torch/distributed/nn/functional.py), evaluated once, as the module is imported. One imported while a group exists
+# (open_clip imports torchvision, torchvision torch._dynamo, and that this module: the model's first build) kept that
+# group for the rest of the process: ``destroy_process_group`` ended nothing, and its gloo threads ran on into the
+# interpreter's shutdown. A gloo worker still releasing its last collective's tensors then (a busy machine: a stop
+# right after a collective) needed the interpreter's lock, Python ended that thread from under C++, and the process
+# died by SIGABRT ("terminate called without an active exception") instead of by the user's SIGTERM.
+_MODULES_HOLDING_THE_GROUP = ("torch.distributed.nn.functional",)
+
+
+def form_process_group(backend: str, timeout: timedelta, **options: Any) -> None:
+    """``torch.distributed.init_process_group(backend, timeout=timeout, **options)``, once the modules that would
+    hold the group for good are imported (`_MODULES_HOLDING_THE_GROUP`, their defaults then None: the group in use
+    when called), so that ``destroy_process_group`` ends it: its threads are joined there, not left to the
+    interpreter's exit."""
+    import importlib
+
+    import torch.distributed as dist
+
+    for name in _MODULES_HOLDING_THE_GROUP:
+        importlib.import_module(name)
+    dist.init_process_group(backend, timeout=timeout, **options)
 
 
 def rank_lost(rank: int, world_size: int) -> RankLost:

@@ -36,6 +36,7 @@ from clipvis.cli.devices import DeviceChoiceError, command_device
 from clipvis.cli.distributed import (
     RankLost,
     RanksDifferError,
+    form_process_group,
     lost_a_peer,
     meet_before_the_group,
     rank_lost,
@@ -1060,7 +1061,7 @@ def _distributed_main(request: RunRequest, quiet: Callable[[], bool] | None = No
             raise ErrorOfOneRank(failed)
         stop_in_silence()  # rank 0 says it: not ended by torchrun before its line
         raise SaidByAnotherRank(failed)
-    dist.init_process_group("nccl" if use_cuda else "gloo", timeout=_GROUP_TIMEOUT)
+    form_process_group("nccl" if use_cuda else "gloo", _GROUP_TIMEOUT)
     try:
         result = run_training(request, rank, world, local_rank, quiet)
     except TrainingStopped as stopped:

@@ -1898,6 +1898,52 @@ def test_sigterm_to_one_process_of_num_gpus_before_training_stops_the_run_by_tha
     assert not list(run.glob("model_*")) and not (run / "config.yaml").exists()
 
 
+# One training process of a run (`_distributed_main`, as `--num-gpus` and torchrun start it) in a fresh interpreter, in
+# a group of one: its run imports what building the model imports (open_clip: torchvision, torch._dynamo and with them
+# torch.distributed.nn) and is stopped by SIGTERM; then the gloo and store threads still running are printed.
+ONE_PROCESS_STOPPED = """\
+import os, signal, socket, sys
+from types import SimpleNamespace
+
+with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(s.getsockname()[1]), RANK="0", LOCAL_RANK="0",
+                      WORLD_SIZE="1")
+import clipvis.cli.train.run as run
+from clipvis.cli.train.stopping import TrainingStopped
+
+
+def stopped_run(*args, **kwargs):
+    import torch.distributed.nn  # noqa: F401
+
+    raise TrainingStopped(signal.SIGTERM)
+
+
+run.run_training = stopped_run
+try:
+    run._distributed_main(SimpleNamespace(config=SimpleNamespace(get=lambda key: "cpu")))
+except TrainingStopped:
+    pass
+names = [open(f"/proc/self/task/{task}/comm").read().strip() for task in os.listdir("/proc/self/task")]
+print(sorted(name for name in names if "gloo" in name or "tcpstore" in name))
+"""
+
+
+@pytest.mark.skipif(not torch.distributed.is_gloo_available() or not Path("/proc/self/task").exists(),
+                    reason="gloo backend not built into this torch, or no /proc")
+def test_a_training_process_ends_its_process_group_before_it_exits():
+    """A process of a --num-gpus run stopped by SIGTERM before training ended now and then by SIGABRT ("terminate
+    called without an active exception"): its process group, held by torch.distributed.nn (imported with the model,
+    after the group formed), outlived destroy_process_group, and a gloo thread still dropping its last collective
+    needed the interpreter while it was shutting down. The group's threads end before the process does now."""
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-c", ONE_PROCESS_STOPPED], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "[]\n", result.stdout
+
+
 @GLOO
 def test_a_checkpoint_that_does_not_fit_is_said_once_under_torchrun_and_one_ranks_own_names_it(torchrun_job):
     """An official .pth (no model config of its own) that the config does not fit (its deformable attention's
