@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import operator
+import os
 import pickle
 import re
 from collections import Counter
@@ -381,7 +382,7 @@ def read_coco_instances(
     images, annotations = _entries(annotation_file, data, "images", "a COCO instances file")
     warnings: list[str] = []
     frames: dict[Any, FrameRecord] = {}
-    sources = _video_sources(annotation_file, data.get("video_sources"))
+    sources = _video_sources(annotation_file, data.get("video_sources"), warnings)
     from_video = {video_id: decoded_from_video(path) for video_id, path in sources.items()}  # once per video
     shared = _shared_ids(images)
     bad_entries: list[str] = []  # entries skipped for lacking an id, file name or a size: said in no_masks_error
@@ -487,29 +488,45 @@ def _frame_path(frames_root: Path, file_name: str) -> Path:
     return direct
 
 
-def _source_video(annotation_file: Path, source: Any) -> Path | None:
-    """The video file or image folder a ``source`` field names (as given, else relative to the annotation file), or
-    None when there is none. Frames not found under ``--images`` are read from it; one that no longer exists is
-    kept too, so that such a frame's error names it."""
+def _source_video(annotation_file: Path, source: Any, warnings: list[str], entry: str) -> Path | None:
+    """The video file or image folder a ``source`` field names, or None when there is none. A relative one is read
+    from the annotation file's folder, as a config's paths are (README, Train); only where that folder holds no such
+    input is the current folder's read, with a warning in ``warnings`` (clipvis wrote the path as typed before
+    2026-12-05: docs/formats.md), and where both hold one and they differ, the file's folder's is read, said too.
+    Frames not found under ``--images`` are read from it; one that no longer exists is kept too (the file's folder's,
+    for a relative one), so that such a frame's error names it. ``entry`` names the file's entry for the warnings."""
     if not isinstance(source, str) or not source:
         return None
-    candidates = (Path(source), annotation_file.parent / source)
-    for candidate in candidates:
-        try:
-            if candidate.is_file() or candidate.is_dir():
-                return candidate
-        except OSError:  # a name no file system takes (too long): no video to read frames from
-            return None
-    return candidates[0] if candidates[0].is_absolute() else candidates[1]
+    given = Path(source)
+    if given.is_absolute():
+        return given
+    beside = annotation_file.parent / given
+    try:
+        beside_there = beside.is_file() or beside.is_dir()
+        cwd_there = given.is_file() or given.is_dir()
+        same = beside_there and cwd_there and beside.samefile(given)
+    except OSError:  # a name no file system takes (too long): no video to read frames from
+        return None
+    if beside_there and cwd_there and not same:
+        warnings.append(f"{annotation_file}: {entry}: source {source!r} is read from the file's folder, {beside}, not "
+                        f"the current folder's {given.absolute()} (a relative source is relative to the file's folder)")
+    elif cwd_there and not beside_there:
+        from_file = os.path.relpath(given.absolute(), annotation_file.parent.absolute())
+        warnings.append(f"{annotation_file}: {entry}: source {source!r} is not in the file's folder "
+                        f"({annotation_file.parent}); reading the current folder's {given.absolute()} (a relative "
+                        f"source is read from the file's folder: write it as {from_file!r}, or as an absolute path)")
+        return given.absolute()
+    return beside
 
 
-def _video_sources(annotation_file: Path, videos: Any) -> dict[Any, Path]:
+def _video_sources(annotation_file: Path, videos: Any, warnings: list[str]) -> dict[Any, Path]:
     """A COCO file's non-standard ``video_sources`` list (``segment``'s ``coco.json``): video id -> video file."""
     found = {}
     for video in videos if isinstance(videos, list) else []:
         if not isinstance(video, dict) or (video.get("video_id") is not None and _reference(video, "video_id") is None):
             continue  # a video_id no image can name (a list...)
-        if (path := _source_video(annotation_file, recorded_source(video))) is not None:
+        entry = f"video_sources entry of video_id {str(video.get('video_id'))[:40]}"
+        if (path := _source_video(annotation_file, recorded_source(video), warnings, entry)) is not None:
             found[video.get("video_id")] = path
     return found
 
@@ -541,7 +558,8 @@ def read_ytvis(
                 raise TypeError("file_names is not a list")
             names = [_file_name(name) for name in video["file_names"]]
             height, width = _size(video["height"]), _size(video["width"])
-            source_path = _source_video(annotation_file, recorded_source(video))
+            source_path = _source_video(annotation_file, recorded_source(video), warnings,
+                                        f"video {str(video_id)[:40]}")
         except (KeyError, TypeError, ValueError, OverflowError):
             warnings.append(f"{annotation_file}: skipped video entry without id/file_names/height/width: "
                             f"{str(video)[:80]}")

@@ -1427,6 +1427,47 @@ def test_frames_decoded_from_the_recorded_video_are_the_ones_their_names_number(
             _video_gt(tmp_path, ["clip/a.jpg", "clip/b.jpg"], indices)
 
 
+def test_a_relative_recorded_source_is_read_from_the_data_files_folder_first(tmp_path, monkeypatch) -> None:
+    """A relative `source` was looked up in the current folder before the annotation file's: a `clip.mp4` there (another
+    video) was trained on, silently. The file's folder's is read now (said where the current folder holds another);
+    the current folder's only where the file's folder has none (clipvis wrote sources as typed once), with a warning
+    giving the path to write."""
+    (tmp_path / "ann").mkdir()
+    (tmp_path / "cwd").mkdir()
+    (tmp_path / "ann" / "clip.mp4").write_bytes(b"the video segment read")
+    (tmp_path / "cwd" / "clip.mp4").write_bytes(b"another video")
+    monkeypatch.chdir(tmp_path / "cwd")
+    names = ["clip/00000.jpg", "clip/00001.jpg"]
+    records, warnings = _video_gt(tmp_path / "ann", names, [0, 1])
+    assert {frame.source_video for frame in records[0].frames} == {tmp_path / "ann" / "clip.mp4"}
+    assert warnings == [f"{tmp_path / 'ann' / 'ytvis.json'}: video 1: source 'clip.mp4' is read from the file's "
+                        f"folder, {tmp_path / 'ann' / 'clip.mp4'}, not the current folder's "
+                        f"{tmp_path / 'cwd' / 'clip.mp4'} (a relative source is relative to the file's folder)"]
+    monkeypatch.chdir(tmp_path / "ann")  # the same file both ways: nothing to say
+    assert _video_gt(tmp_path / "ann", names, [0, 1])[1] == []
+    monkeypatch.chdir(tmp_path / "cwd")
+    (tmp_path / "ann" / "clip.mp4").unlink()  # only the current folder has it: read, and said how to write it
+    records, warnings = _video_gt(tmp_path / "ann", names, [0, 1])
+    assert {frame.source_video for frame in records[0].frames} == {tmp_path / "cwd" / "clip.mp4"}
+    assert warnings == [f"{tmp_path / 'ann' / 'ytvis.json'}: video 1: source 'clip.mp4' is not in the file's folder "
+                        f"({tmp_path / 'ann'}); reading the current folder's {tmp_path / 'cwd' / 'clip.mp4'} (a "
+                        "relative source is read from the file's folder: write it as '../cwd/clip.mp4', or as an "
+                        "absolute path)"]
+    # segment's coco.json (video_sources) alike
+    (tmp_path / "ann" / "clip.mp4").write_bytes(b"the video segment read")
+    mask = np.zeros((8, 10), bool)
+    mask[2:5, 3:7] = True
+    coco = tmp_path / "ann" / "coco.json"
+    coco.write_text(json.dumps({
+        "images": [{"id": 1, "file_name": "clip/frame_000000.jpg", "height": 8, "width": 10, "video_id": 1}],
+        "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "iscrowd": 0, "segmentation": rle.encode(mask),
+                         "area": 12, "bbox": [3, 2, 4, 3]}],
+        "categories": [{"id": 1, "name": "box"}], "video_sources": [{"video_id": 1, "source": "clip.mp4"}]}))
+    records, warnings = read_annotation_file(coco, tmp_path / "no_frames")
+    assert records[0].frames[0].source_video == tmp_path / "ann" / "clip.mp4"
+    assert len(warnings) == 1 and "video_sources entry of video_id 1: source 'clip.mp4' is read from" in warnings[0]
+
+
 def test_a_coco_image_of_a_video_without_frame_index_is_the_frame_its_name_numbers(tmp_path) -> None:
     """An image added to segment's coco.json by hand (`clip/frame_000005.jpg`, no frame_index) was decoded as frame
     0."""
