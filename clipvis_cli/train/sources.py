@@ -163,7 +163,7 @@ def load_sources(
                                 crowd_as_instances=crowd_as_instances, shared_categories=shared_categories)
         # no such folder: fine where every frame is read from the input segment recorded (a video, an image folder)
         if images is None or not images.is_dir():
-            _check_recorded_inputs(annotation, images, read.records, read.is_video)
+            _check_recorded_inputs(annotation, images, read.records, read.is_video, several=len(custom) > 1)
         # a YouTube-VIS file is a video source, a COCO file an image one (`segment`'s coco.json too: one image per
         # frame), by the file's top-level keys (a head of the text sniffed for "videos" took a COCO file with a class
         # of that name for videos, and a YouTube-VIS file with a long "info" first for images)
@@ -187,24 +187,44 @@ def load_sources(
     return sources
 
 
-def _check_recorded_inputs(annotation: Path, images: Path | None, records: list[TrainRecord], is_video: bool) -> None:
+def _check_recorded_inputs(annotation: Path, images: Path | None, records: list[TrainRecord], is_video: bool,
+                           several: bool = False) -> None:
     """With no ``images`` folder (none there, or none given), every frame must come from the input ``segment``
     recorded (a video, an image folder): TrainDataError naming the first recorded input that is gone (the folder
-    alone was blamed), else the folder, or the annotation file where none was given, when a frame has no recorded
-    input."""
+    alone was blamed) and how to point the file at where it is now; else, when frames have no recorded input, the
+    videos (or images) lacking one where others have one, else the folder, or the annotation file where none was
+    given. ``several``: more than one ``--data`` file, so that ``--images`` pair up in order."""
     frames = [frame for record in records for frame in record.frames]
+    field = "videos[].source" if is_video else "video_sources[].source"
     gone = list(dict.fromkeys(frame.source_video for frame in frames
                               if frame.source_video is not None and not frame.source_video.exists()))
     if gone:
         more = len(gone) - 1
         others = f" (and {more} other input{'' if more == 1 else 's'} it records)" if more else ""
-        looked = ("no --images folder was given for it" if images is None else
-                  f"{images}, where its frames were looked for as images, does not exist")
+        where_now = f"write where it is now in the file's {field} (relative to {annotation.parent}, or absolute)"
+        remedy = (f": {where_now}, or give --images FOLDER with its frames as images" if images is None else
+                  f", and {images}, where its frames were looked for as images, does not exist: {where_now}")
         raise TrainDataError(f"{gone[0]}: no such video (or image folder): {annotation} records its frames as "
-                             f"segmented from it{others} (moved or deleted since?), and {looked}")
-    if any(frame.source_video is None for frame in frames):
-        if images is None:
-            raise TrainDataError(f"{annotation}: its {'frames' if is_video else 'images'} record no video or image "
-                                 "folder they were read from (only segment's ytvis.json and coco.json do): give "
-                                 "--images FOLDER for it (one --images for each --data, in order)")
+                             f"segmented from it{others} (moved or deleted since?){remedy}")
+    lacking = [record for record in records if any(frame.source_video is None for frame in record.frames)]
+    if not lacking:
+        return
+    if images is not None:
         raise TrainDataError(f"{images}: image/frame folder not found")
+    pairing = (" (one --images for each --data, in order: --images '' for a --data file whose inputs it records)"
+               if several else "")
+    if len(lacking) == len(records):
+        raise TrainDataError(f"{annotation}: its {'frames' if is_video else 'images'} record no video or image "
+                             "folder they were read from (only segment's ytvis.json and coco.json do): give "
+                             f"--images FOLDER for it{pairing}")
+    one = len(lacking) == 1
+    root = f"{annotation}/"  # no --images: a COCO record is named by the annotation file and the image's file_name
+    names = [repr(record.name.removeprefix(root)) for record in lacking]
+    listed = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+    kind = "video" if is_video else "image"
+    add = ("add `source` (the video's path" if is_video else
+           f"give {'it' if one else 'them'} a video_id that video_sources records (with the video's path")
+    raise TrainDataError(f"{annotation}: {kind}{'' if one else 's'} {listed} record{'s' if one else ''} no video or "
+                         f"image folder {'it was' if one else 'they were'} read from, unlike its other {kind}s: "
+                         f"{add}, relative to {annotation.parent} or absolute), or give --images FOLDER with "
+                         f"{'its' if one else 'their'} frames as images{pairing}")

@@ -953,13 +953,13 @@ def test_images_folder_need_not_exist_where_every_frame_comes_from_the_recorded_
         assert {frame.source_video for record in source.records for frame in record.frames} == {video_path}
     video_path.unlink()  # frames from nowhere: the video gone is named, and where frames were looked for (the
     # folder alone was blamed)
-    for name in ("ytvis.json", "coco.json"):
+    for name, field in (("ytvis.json", "videos[].source"), ("coco.json", "video_sources[].source")):
         with pytest.raises(TrainDataError) as error:
             load_sources([], [{"json": str(tmp_path / name), "images": str(tmp_path / "frames")}], tmp_path, True)
         assert str(error.value) == (
             f"{video_path}: no such video (or image folder): {tmp_path / name} records its frames as segmented from it "
             f"(moved or deleted since?), and {tmp_path / 'frames'}, where its frames were looked for as images, does "
-            "not exist")
+            f"not exist: write where it is now in the file's {field} (relative to {tmp_path}, or absolute)")
     doc = json.loads((tmp_path / "ytvis.json").read_text())
     doc["videos"].append(dict(doc["videos"][0], id=2, source=str(tmp_path / "other.mp4")))
     (tmp_path / "ytvis.json").write_text(json.dumps(doc))
@@ -990,16 +990,67 @@ def test_an_entry_without_images_reads_every_frame_from_the_recorded_input_or_na
     frames = [frame for record in source.records for frame in record.frames]
     assert {frame.source_video for frame in frames} == {video_path} and not any(f.path.is_file() for f in frames)
     video_path.unlink()
-    with pytest.raises(TrainDataError, match=re.escape(f"{video_path}: no such video (or image folder): {path} "
-                                                       "records its frames as segmented from it (moved or deleted "
-                                                       "since?), and no --images folder was given for it")):
+    with pytest.raises(TrainDataError) as error:  # videos moved with their labels: how to say where they are now
         load_sources([], [{"json": str(path)}], tmp_path, True)
+    assert str(error.value) == (f"{video_path}: no such video (or image folder): {path} records its frames as "
+                                "segmented from it (moved or deleted since?): write where it is now in the file's "
+                                f"videos[].source (relative to {tmp_path}, or absolute), or give --images FOLDER with "
+                                "its frames as images")
+    moved = tmp_path / "videos" / "clip.mp4"
+    moved.parent.mkdir()
+    moved.write_bytes(b"a video")
+    document = json.loads(path.read_text())
+    document["videos"][0]["source"] = "videos/clip.mp4"  # as the message says: relative to the file's folder
+    path.write_text(json.dumps(document))
+    (source,) = load_sources([], [{"json": str(path)}], tmp_path, True)
+    assert {frame.source_video for record in source.records for frame in record.frames} == {moved}
     ann, _ = write_coco(tmp_path / "plain", num_images=1)
     with pytest.raises(TrainDataError) as error:
         load_sources([], [{"json": str(path), "images": str(tmp_path)}, {"json": str(ann)}], tmp_path, True)
     assert str(error.value) == (f"{ann}: its images record no video or image folder they were read from (only "
                                 "segment's ytvis.json and coco.json do): give --images FOLDER for it (one --images "
-                                "for each --data, in order)")
+                                "for each --data, in order: --images '' for a --data file whose inputs it records)")
+    with pytest.raises(TrainDataError) as error:  # one --data file: nothing to pair
+        load_sources([], [{"json": str(ann)}], tmp_path, True)
+    assert str(error.value).endswith("give --images FOLDER for it")
+
+
+def test_a_video_without_a_recorded_source_among_recorded_ones_is_named(tmp_path):
+    """A video added by hand (no `source`) to segment's ytvis.json got an error blaming the whole file ("its frames
+    record no video or image folder they were read from (only segment's ytvis.json and coco.json do)"): the videos
+    (or coco.json images) lacking one are named now, with what to add."""
+    from clipvis.cli.results import TrackResult, VideoInfo
+    from clipvis.cli.train.sources import load_sources
+    from clipvis.cli.writers import CocoWriter, YtvisWriter
+
+    video_path = tmp_path / "clip.mp4"
+    video_path.write_bytes(b"a video")
+    video = VideoInfo(video_id=1, source=str(video_path), stem="clip", height=SIZE, width=SIZE, fps=10.0,
+                      frame_stride=1, frame_indices=[0, 1], file_names=["clip/00000.jpg", "clip/00001.jpg"])
+    tracks = [TrackResult(1, 1, 0.9, [rle.encode(render_shapes(t)[1][0].astype(bool)) for t in range(2)])]
+    path = YtvisWriter().write(tmp_path / "ytvis.json", video, tracks, ["box"])
+    document = json.loads(path.read_text())
+    hand_added = {key: value for key, value in document["videos"][0].items() if key != "source"}
+    document["videos"].append(dict(hand_added, id=2, name="walk"))
+    document["annotations"].append(dict(document["annotations"][0], id=2, video_id=2))
+    path.write_text(json.dumps(document))
+    with pytest.raises(TrainDataError) as error:
+        load_sources([], [{"json": str(path)}], tmp_path, True)
+    assert str(error.value) == (f"{path}: video 'walk' records no video or image folder it was read from, unlike its "
+                                f"other videos: add `source` (the video's path, relative to {tmp_path} or absolute), "
+                                "or give --images FOLDER with its frames as images")
+    coco = CocoWriter().write(tmp_path / "coco.json", video, tracks, ["box"])
+    document = json.loads(coco.read_text())
+    document["images"] += [dict(image, id=image["id"] + 10, video_id=2, file_name=f"walk/{image['file_name']}")
+                           for image in document["images"]]
+    document["annotations"] += [dict(a, id=a["id"] + 10, image_id=a["image_id"] + 10) for a in document["annotations"]]
+    coco.write_text(json.dumps(document))
+    with pytest.raises(TrainDataError) as error:
+        load_sources([], [{"json": str(coco)}], tmp_path, True)
+    assert str(error.value) == (f"{coco}: images 'walk/clip/frame_000000.jpg', 'walk/clip/frame_000001.jpg' record no "
+                                "video or image folder they were read from, unlike its other images: give them a "
+                                "video_id that video_sources records (with the video's path, relative to "
+                                f"{tmp_path} or absolute), or give --images FOLDER with their frames as images")
 
 
 def test_a_custom_file_is_a_video_source_by_its_top_level_keys(tmp_path):
