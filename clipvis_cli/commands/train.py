@@ -52,9 +52,10 @@ def train(
     data: list[Path] = typer.Option(
         None, "--data", help="Custom training annotations: a COCO instances or YouTube-VIS JSON (repeatable)."
     ),
-    images: list[Path] = typer.Option(
-        None, "--images", help="The image folder (COCO) or frames folder (YouTube-VIS) of each --data; none: every "
-        "frame from the input segment recorded."
+    images: list[str] = typer.Option(  # a str: '' (a file's recorded inputs) must not become Path('.'), this folder
+        None, "--images", metavar="<list[Path]>", help="The image folder (COCO) or frames folder (YouTube-VIS) of "
+        "each --data, in order; none: every frame from the inputs segment recorded; '' for one --data file: its "
+        "recorded inputs."
     ),
     clip_config: Path | None = typer.Option(
         None, "--clip-config", exists=True, dir_okay=False,
@@ -103,7 +104,7 @@ class _RunFolder:
 
 
 def _train(run: _RunFolder, overrides: list[str], config: str | None, weights: str | None, output_dir: Path | None,
-           resume: bool, num_gpus: int, data: list[Path], images: list[Path], clip_config: Path | None,
+           resume: bool, num_gpus: int, data: list[Path], images: list[str], clip_config: Path | None,
            data_root: Path | None, no_autoscale: bool) -> None:
     from clipvis.cli.atomic import OutputNotWritableError
     from clipvis.cli.distributed import RankLost, RanksDifferError
@@ -127,8 +128,9 @@ def _train(run: _RunFolder, overrides: list[str], config: str | None, weights: s
     # no --images at all: every frame from the input segment recorded (the data check names a file that needs one);
     # --resume --images alone: the run's data moved
     if len(data) != len(images) and images and not (resume and not data):
-        raise typer.BadParameter("give one --images folder for each --data file (or none, where every --data file "
-                                 "records the inputs segment read)")
+        raise typer.BadParameter("give one --images folder for each --data file, in order (or none, where every "
+                                 "--data file records the inputs segment read; --images '' for one that does, among "
+                                 "others that do not)")
     try:
         cfg = load_train_config(config, overrides) if config is not None else None
         saved = _run_to_resume(output_dir, cfg) if resume else None

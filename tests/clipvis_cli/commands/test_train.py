@@ -15,6 +15,7 @@ import yaml
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
+from clipvis.cli import rle
 from clipvis.cli.app import app
 from clipvis.model import load_model
 
@@ -936,11 +937,37 @@ def test_images_may_be_left_out_and_a_data_file_that_needs_them_is_named(tmp_pat
     assert result.exit_code == 1, result.output
     assert result.stderr.splitlines()[-1] == (f"clipvis: error: {data[0]}: its images record no video or image "
                                               "folder they were read from (only segment's ytvis.json and coco.json "
-                                              "do): give --images FOLDER for it (one --images for each --data, in "
-                                              "order)"), result.output
+                                              "do): give --images FOLDER for it"), result.output
     result = runner.invoke(app, [*base, "--data", str(data[0]), "--images", str(data[1])])
-    assert result.exit_code == 2 and "give one --images folder for each --data file (or none, where every " \
-        "--data file records the inputs segment read)" in result.output, result.output
+    assert result.exit_code == 2 and "give one --images folder for each --data file, in order (or none, where every " \
+        "--data file records the inputs segment read; --images '' for one that does, among others that do not)" \
+        in " ".join(result.output.replace("│", "").split()), result.output
+
+
+def test_images_given_empty_stands_for_a_data_file_read_from_its_recorded_inputs(tmp_path, tiny_train_config):
+    """--data recorded.json --data plain.json: the error asked for "one --images for each --data, in order", yet no
+    --images value said "the recorded inputs" for the first (`--images ''` was this folder, '.'). '' does now."""
+    data = write_coco(tmp_path / "data", num_images=2)
+    gone = tmp_path / "videos" / "clip.mp4"  # the recorded video, moved away: the check that reads it names it
+    recorded = tmp_path / "corrected" / "ytvis.json"
+    recorded.parent.mkdir()
+    mask = np.zeros((8, 10), bool)
+    mask[2:5, 3:7] = True
+    recorded.write_text(json.dumps({
+        "videos": [{"id": 1, "height": 8, "width": 10, "length": 1, "file_names": ["clip/00000.jpg"],
+                    "frame_indices": [0], "source": str(gone)}],
+        "categories": [{"id": 1, "name": "box"}],
+        "annotations": [{"id": 1, "video_id": 1, "category_id": 1, "iscrowd": 0, "segmentations": [rle.encode(mask)]}],
+    }))
+    config = tiny_train_config(tmp_path, MAX_ITER=1)
+    result = runner.invoke(app, ["train", "--config", str(config), "--output-dir", str(tmp_path / "run"),
+                                 "--data", str(recorded), "--images", "", "--data", str(data[0]), "--images",
+                                 str(data[1])])
+    assert result.exit_code == 1, result.output
+    assert result.stderr.splitlines()[-1] == (
+        f"clipvis: error: {gone}: no such video (or image folder): {recorded} records its frames as segmented from it "
+        f"(moved or deleted since?): write where it is now in the file's videos[].source (relative to "
+        f"{recorded.parent}, or absolute), or give --images FOLDER with its frames as images"), result.output
 
 
 def test_a_test_set_the_periodic_evaluation_cannot_run_is_one_line_before_the_data_loads(tmp_path, tiny_train_config):
