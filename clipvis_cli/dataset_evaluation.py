@@ -1,5 +1,5 @@
 """The inference half of `clipvis evaluate`: run a checkpoint over a registered benchmark dataset (or custom data),
-then score it; also training's periodic evaluation (`clipvis.cli.train.run`)."""
+then score it; also training's periodic evaluation (`clipvis.cli.train.periodic_evaluation`)."""
 
 from __future__ import annotations
 

@@ -11,8 +11,8 @@ freezes what exists (``gc.freeze``: moved to a permanent generation that no coll
 `evaluate` and `export` pause it again while they load the model (``load_predictor``: the import of open_clip and the
 checkpoint; :func:`collector_paused`); and the
 launcher freezes everything once more as the process ends (:func:`freeze_before_exit`), as does each process that
-`train --num-gpus` spawns (PyTorch's spawn runs it, not the launcher: ``clipvis.cli.train.run._worker``), whose exit
-took seconds on a busy 2-core machine after a stop or a finished run. Objects made while videos
+`train --num-gpus` spawns (PyTorch's spawn runs it, not the launcher: ``clipvis.cli.train.processes._worker``), whose
+exit took seconds on a busy 2-core machine after a stop or a finished run. Objects made while videos
 are processed are collected as always. Reference counting still frees frozen objects; a frozen object is kept only
 if it ends in a reference cycle, which is why freezing is left to the launcher (and the spawned training
 processes' entry point), which owns the process, and is never done inside a function a library user may call many

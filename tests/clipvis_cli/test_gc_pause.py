@@ -171,7 +171,7 @@ def test_each_process_train_num_gpus_spawns_freezes_its_objects_as_it_ends_whate
     out = run_python(
         """
 import gc, multiprocessing
-import clipvis.cli.train.run as run
+import clipvis.cli.train.processes as processes
 
 def finished(request, quiet):
     return None
@@ -184,9 +184,9 @@ def failed(request, quiet):
 
 stop = multiprocessing.get_context("spawn").Value("i", 0)
 for body in (finished, stopped, failed):
-    run._distributed_main = body
+    processes.distributed_main = body
     try:
-        run._worker(0, None, 1, 29500, None, stop)
+        processes._worker(0, None, 1, 29500, None, stop)
     except ValueError:
         pass
     print(body.__name__, gc.get_freeze_count() > 100_000)

@@ -676,7 +676,7 @@ def test_ctrl_c_during_a_periodic_evaluation_drops_the_evaluation_at_once_and_ke
     import signal
     import time
 
-    from clipvis.cli.train import run as train_run
+    from clipvis.cli.train import periodic_evaluation
 
     def evaluation_that_waits(*args, **kwargs):
         time.sleep(300)  # interrupted at once, not waited for
@@ -686,7 +686,7 @@ def test_ctrl_c_during_a_periodic_evaluation_drops_the_evaluation_at_once_and_ke
     run = tmp_path / "run"
     started = time.monotonic()
     with pytest.MonkeyPatch.context() as patch:  # (monkeypatch.undo() would also undo the autouse fixtures' patches)
-        signal_self_during(patch, train_run, "run_dataset_evaluation", signal.SIGINT, call=2,
+        signal_self_during(patch, periodic_evaluation, "run_dataset_evaluation", signal.SIGINT, call=2,
                            then=evaluation_that_waits)
         result = runner.invoke(app, ["train", "--config", str(config), "--output-dir", str(run), "--data", str(gt),
                                      "--images", str(frames), "TEST.EVAL_PERIOD=2",
@@ -715,7 +715,7 @@ def test_an_interrupted_last_evaluation_stops_the_run_and_is_done_by_the_resume(
     import signal
     import time
 
-    from clipvis.cli.train import run as train_run
+    from clipvis.cli.train import periodic_evaluation
 
     def evaluation_that_waits(*args, **kwargs):
         time.sleep(300)
@@ -727,7 +727,7 @@ def test_an_interrupted_last_evaluation_stops_the_run_and_is_done_by_the_resume(
             "TEST.EVAL_PERIOD=2", f"CLIPVIS.TEST_DATA=[{{json: {gt}, frames: {frames}}}]",
             "INPUT.MIN_SIZE_TRAIN=[64]", "INPUT.MAX_SIZE_TRAIN=128"]
     with pytest.MonkeyPatch.context() as patch:  # (monkeypatch.undo() would also undo the autouse fixtures' patches)
-        signal_self_during(patch, train_run, "run_dataset_evaluation", signal.SIGINT, call=2,
+        signal_self_during(patch, periodic_evaluation, "run_dataset_evaluation", signal.SIGINT, call=2,
                            then=evaluation_that_waits)
         result = runner.invoke(app, args)
     assert result.exit_code == 130, result.output + repr(result.exception)
@@ -1485,7 +1485,7 @@ def train_log(monkeypatch) -> Iterator[list[str]]:
 def test_torchrun_ranks_of_one_machine_share_its_cpus_among_their_loader_workers(monkeypatch, train_log):
     import os
 
-    from clipvis.cli.train.run import loader_workers
+    from clipvis.cli.train.loader_resources import loader_workers
 
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
@@ -1502,7 +1502,7 @@ def test_loader_workers_with_little_shared_memory_are_one_warning(monkeypatch, t
     first iteration without a word of clipvis'."""
     import shutil
 
-    from clipvis.cli.train.run import check_shared_memory
+    from clipvis.cli.train.loader_resources import check_shared_memory
 
     usage = shutil.disk_usage(tmp_path)
     monkeypatch.setattr(shutil, "disk_usage", lambda path: usage._replace(free=64 * 2**20))
@@ -1936,7 +1936,7 @@ def test_sigterm_to_one_process_of_num_gpus_before_training_stops_the_run_by_tha
     assert not list(run.glob("model_*")) and not (run / "config.yaml").exists()
 
 
-# One training process of a run (`_distributed_main`, as `--num-gpus` and torchrun start it) in a fresh interpreter, in
+# One training process of a run (`distributed_main`, as `--num-gpus` and torchrun start it) in a fresh interpreter, in
 # a group of one: its run imports what building the model imports (open_clip: torchvision, torch._dynamo and with them
 # torch.distributed.nn) and is stopped by SIGTERM; then the gloo and store threads still running are printed.
 ONE_PROCESS_STOPPED = """\
@@ -1947,6 +1947,7 @@ with socket.socket() as s:
     s.bind(("127.0.0.1", 0))
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(s.getsockname()[1]), RANK="0", LOCAL_RANK="0",
                       WORLD_SIZE="1")
+import clipvis.cli.train.processes as processes
 import clipvis.cli.train.run as run
 from clipvis.cli.train.stopping import TrainingStopped
 
@@ -1959,7 +1960,7 @@ def stopped_run(*args, **kwargs):
 
 run.run_training = stopped_run
 try:
-    run._distributed_main(SimpleNamespace(config=SimpleNamespace(get=lambda key: "cpu")))
+    processes.distributed_main(SimpleNamespace(config=SimpleNamespace(get=lambda key: "cpu")))
 except TrainingStopped:
     pass
 names = [open(f"/proc/self/task/{task}/comm").read().strip() for task in os.listdir("/proc/self/task")]
