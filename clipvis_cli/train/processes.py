@@ -10,6 +10,8 @@ import multiprocessing.connection
 import os
 import signal
 import socket
+import sys
+import traceback
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -166,7 +168,22 @@ def distributed_main(request: RunRequest, quiet: Callable[[], bool] | None = Non
         dist.barrier()
         return result
     finally:
+        _release_the_group()
         dist.destroy_process_group()
+
+
+def _release_the_group() -> None:
+    """Before ``destroy_process_group``: free what still holds the group, so that it really ends (its gloo threads
+    joined here, not left running into the interpreter's shutdown, where one still dropping a collective's tensors
+    ended the process by SIGABRT). That is the DDP wrapper and the reference cycles a training step leaves, kept
+    alive by the frames of the exception on its way out (a stop, an error) or left to a collection that may never
+    come: the process freezes its objects as it ends (`freeze_before_exit`)."""
+    pending, seen = sys.exc_info()[1], set()
+    while pending is not None and id(pending) not in seen:
+        seen.add(id(pending))
+        traceback.clear_frames(pending.__traceback__)  # the frames still running (this one) are left as they are
+        pending = pending.__cause__ or pending.__context__
+    gc.collect()
 
 
 @contextlib.contextmanager

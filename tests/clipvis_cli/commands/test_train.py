@@ -1938,9 +1938,10 @@ def test_sigterm_to_one_process_of_num_gpus_before_training_stops_the_run_by_tha
 
 # One training process of a run (`distributed_main`, as `--num-gpus` and torchrun start it) in a fresh interpreter, in
 # a group of one: its run imports what building the model imports (open_clip: torchvision, torch._dynamo and with them
-# torch.distributed.nn) and is stopped by SIGTERM; then the gloo and store threads still running are printed.
+# torch.distributed.nn) and is stopped by SIGTERM (argv[1] "training": after a step through a DDP wrapper, saved);
+# then the gloo and store threads still running are printed.
 ONE_PROCESS_STOPPED = """\
-import os, signal, socket, sys
+import gc, os, signal, socket, sys
 from types import SimpleNamespace
 
 with socket.socket() as s:
@@ -1953,8 +1954,14 @@ from clipvis.cli.train.stopping import TrainingStopped
 
 
 def stopped_run(*args, **kwargs):
+    import torch
     import torch.distributed.nn  # noqa: F401
 
+    if sys.argv[1] == "training":  # the wrapper a run trains through holds the group, from a reference cycle
+        gc.disable()  # the step's reference cycles not collected by chance before the process ends (then frozen)
+        model = torch.nn.parallel.DistributedDataParallel(torch.nn.Linear(2, 2))
+        model(torch.ones(1, 2)).sum().backward()
+        raise TrainingStopped(signal.SIGTERM)
     raise TrainingStopped(signal.SIGTERM)
 
 
@@ -1963,6 +1970,7 @@ try:
     processes.distributed_main(SimpleNamespace(config=SimpleNamespace(get=lambda key: "cpu")))
 except TrainingStopped:
     pass
+gc.freeze()  # as a spawned process does on its way out (gc_pause.freeze_before_exit): nothing is collected after
 names = [open(f"/proc/self/task/{task}/comm").read().strip() for task in os.listdir("/proc/self/task")]
 print(sorted(name for name in names if "gloo" in name or "tcpstore" in name))
 """
@@ -1970,15 +1978,19 @@ print(sorted(name for name in names if "gloo" in name or "tcpstore" in name))
 
 @pytest.mark.skipif(not torch.distributed.is_gloo_available() or not Path("/proc/self/task").exists(),
                     reason="gloo backend not built into this torch, or no /proc")
-def test_a_training_process_ends_its_process_group_before_it_exits():
+@pytest.mark.parametrize("when", ["before-training", "training"])
+def test_a_training_process_ends_its_process_group_before_it_exits(when):
     """A process of a --num-gpus run stopped by SIGTERM before training ended now and then by SIGABRT ("terminate
     called without an active exception"): its process group, held by torch.distributed.nn (imported with the model,
     after the group formed), outlived destroy_process_group, and a gloo thread still dropping its last collective
-    needed the interpreter while it was shutting down. The group's threads end before the process does now."""
+    needed the interpreter while it was shutting down. The group's threads end before the process does now. Stopped
+    while training, the DDP wrapper held the group too: the stop's traceback kept it alive through the teardown, then
+    it was cyclic garbage the exit's gc freeze never collects."""
     import subprocess
     import sys
 
-    result = subprocess.run([sys.executable, "-c", ONE_PROCESS_STOPPED], capture_output=True, text=True, timeout=120)
+    result = subprocess.run([sys.executable, "-c", ONE_PROCESS_STOPPED, when], capture_output=True, text=True,
+                            timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout == "[]\n", result.stdout
 
