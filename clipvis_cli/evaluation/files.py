@@ -59,17 +59,8 @@ def stream_json_file(
             return read_members(handle, streamed, array, arriving)
     except RepeatedMemberError as error:
         raise EvaluationInputError(f"{what} {path}: {error}; which one is meant is not known") from error
-    except (gzip.BadGzipFile, EOFError, zipfile.BadZipFile) as error:
-        raise EvaluationInputError(f"{what} {path} is a damaged archive ({error})") from error
-    except JsonMembersError as error:
-        raise EvaluationInputError(
-            f"{what} {path} is not valid JSON (line {error.lineno}, column {error.colno}: {error.msg})"
-        ) from error
-    except UnicodeDecodeError as error:
-        raise EvaluationInputError(f"{what} {path} is not {_encoding_name(error.encoding)} JSON text "
-                                   f"({error.reason})") from error
-    except OSError as error:
-        raise EvaluationInputError(f"cannot read {what} {path}: {error.strerror or error}") from error
+    except (gzip.BadGzipFile, EOFError, zipfile.BadZipFile, JsonMembersError, UnicodeDecodeError, OSError) as error:
+        raise _read_error(path, what, error) from error
 
 
 def _hand_over(
@@ -142,17 +133,23 @@ def _read_json(path: Path, what: str, parse: Callable[[str], Any]) -> Any:
                     return parse(_json_text(unpacked.read()))
             handle.seek(0)
             return parse(_json_text(handle.read()))
-    except (gzip.BadGzipFile, EOFError, zipfile.BadZipFile) as error:
-        raise EvaluationInputError(f"{what} {path} is a damaged archive ({error})") from error
-    except json.JSONDecodeError as error:
-        raise EvaluationInputError(
-            f"{what} {path} is not valid JSON (line {error.lineno}, column {error.colno}: {error.msg})"
-        ) from error
-    except UnicodeDecodeError as error:
-        raise EvaluationInputError(f"{what} {path} is not {_encoding_name(error.encoding)} JSON text "
-                                   f"({error.reason})") from error
-    except OSError as error:
-        raise EvaluationInputError(f"cannot read {what} {path}: {error.strerror or error}") from error
+    except (gzip.BadGzipFile, EOFError, zipfile.BadZipFile, json.JSONDecodeError, UnicodeDecodeError, OSError) as error:
+        raise _read_error(path, what, error) from error
+
+
+def _read_error(path: Path, what: str, error: Exception) -> EvaluationInputError:
+    """The one line a JSON input that cannot be read gives (whole or streamed): a damaged archive, text that is not
+    JSON (where), not in its encoding, or a file the system cannot read."""
+    if isinstance(error, (gzip.BadGzipFile, EOFError, zipfile.BadZipFile)):
+        return EvaluationInputError(f"{what} {path} is a damaged archive ({error})")
+    if isinstance(error, (json.JSONDecodeError, JsonMembersError)):
+        return EvaluationInputError(
+            f"{what} {path} is not valid JSON (line {error.lineno}, column {error.colno}: {error.msg})")
+    if isinstance(error, UnicodeDecodeError):
+        return EvaluationInputError(f"{what} {path} is not {_encoding_name(error.encoding)} JSON text "
+                                    f"({error.reason})")
+    assert isinstance(error, OSError)
+    return EvaluationInputError(f"cannot read {what} {path}: {error.strerror or error}")
 
 
 def _json_text(data: bytes) -> str:
