@@ -21,6 +21,17 @@ CLIP_PIXEL_STD = (68.5005327, 66.6321579, 70.32316305)
 OBJECT_CLASS_WEIGHTS: tuple[float, float] = (1.0, 0.4)
 
 
+class ModelSettingError(ValueError):
+    """A model setting no model is built or run with (one-line message). ``settings`` names what it refuses, so that
+    a caller reading the values from several places can say which one set it: ClipVisConfig field names
+    (``num_queries``; two for sizes that do not fit together) or, for the official tree's own checks, dotted
+    official keys (``MODEL.MASK_FORMER.DEC_LAYERS``)."""
+
+    def __init__(self, message: str, settings: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.settings = settings
+
+
 @dataclass
 class ClipVisConfig:
     """Every architectural and test-time setting of a CLIP-VIS model.
@@ -65,35 +76,41 @@ class ClipVisConfig:
         for name in _POSITIVE_INTS:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-                raise ValueError(f"{_setting(name)} must be a positive integer, not {value!r}")
+                raise ModelSettingError(f"{_setting(name)} must be a positive integer, not {value!r}", (name,))
             setattr(self, name, int(value))
         self._check_sizes_fit()
         if isinstance(self.min_size_test, bool) or not isinstance(self.min_size_test, numbers.Integral) \
                 or self.min_size_test < 0:  # 0: frames are not resized (detectron2's ResizeShortestEdge of 0)
-            raise ValueError(f"{_setting('min_size_test')} must be a positive integer, or 0 for no resize, not "
-                             f"{self.min_size_test!r}")
+            raise ModelSettingError(f"{_setting('min_size_test')} must be a positive integer, or 0 for no resize, "
+                                    f"not {self.min_size_test!r}", ("min_size_test",))
         self.min_size_test = int(self.min_size_test)
         if isinstance(self.size_divisibility, bool) or not isinstance(self.size_divisibility, numbers.Integral):
             # 0 or below: no padding (detectron2's SIZE_DIVISIBILITY 0; preprocess.padded_shape)
-            raise ValueError(f"{_setting('size_divisibility')} must be an integer, not {self.size_divisibility!r}")
+            raise ModelSettingError(f"{_setting('size_divisibility')} must be an integer, not "
+                                    f"{self.size_divisibility!r}", ("size_divisibility",))
         for name in ("clip_model_name", "clip_pretrained"):
             if not isinstance(getattr(self, name), str):
-                raise ValueError(f"{_setting(name)} must be a string, not {getattr(self, name)!r}")
+                raise ModelSettingError(f"{_setting(name)} must be a string, not {getattr(self, name)!r}", (name,))
         if self.iou_activation not in ("sigmoid", "relu"):
-            raise ValueError(f"iou_activation must be sigmoid or relu, not {self.iou_activation!r}")
+            raise ModelSettingError(f"iou_activation must be sigmoid or relu, not {self.iou_activation!r}",
+                                    ("iou_activation",))
         if self.clip_model_config is not None:
             if not isinstance(self.clip_model_config, dict):
-                raise ValueError(f"clip_model_config must be an open_clip model config object, not "
-                                 f"{type(self.clip_model_config).__name__}")
-            check_clip_model_config(self.clip_model_config, "clip_model_config")
+                raise ModelSettingError(f"clip_model_config must be an open_clip model config object, not "
+                                        f"{type(self.clip_model_config).__name__}", ("clip_model_config",))
+            try:
+                check_clip_model_config(self.clip_model_config, "clip_model_config")
+            except ValueError as exc:
+                raise ModelSettingError(str(exc), ("clip_model_config",)) from None
         if not _is_number(self.max_logit_scale) or self.max_logit_scale <= 0:
-            raise ValueError(f"max_logit_scale must be a positive number, not {self.max_logit_scale!r}")
+            raise ModelSettingError(f"max_logit_scale must be a positive number, not {self.max_logit_scale!r}",
+                                    ("max_logit_scale",))
         for name in ("pixel_mean", "pixel_std"):
             value = getattr(self, name)
             if isinstance(value, str | bytes) or not hasattr(value, "__len__") or len(value) != 3 \
                     or not all(map(_is_number, value)) or (name == "pixel_std" and min(value) <= 0):
                 kind = "positive numbers" if name == "pixel_std" else "numbers"
-                raise ValueError(f"{_setting(name)} must be 3 {kind} (R, G, B), not {value!r}")
+                raise ModelSettingError(f"{_setting(name)} must be 3 {kind} (R, G, B), not {value!r}", (name,))
             setattr(self, name, tuple(float(v) for v in value))
 
     def _check_sizes_fit(self) -> None:
@@ -105,15 +122,15 @@ class ClipVisConfig:
         for name in ("hidden_dim", "conv_dim"):
             width = getattr(self, name)
             if width % self.num_heads:
-                raise ValueError(f"{_setting(name)} must be divisible by {_setting('num_heads')}: {width} is not a "
-                                 f"multiple of {self.num_heads}")
+                raise ModelSettingError(f"{_setting(name)} must be divisible by {_setting('num_heads')}: {width} is "
+                                        f"not a multiple of {self.num_heads}", (name, "num_heads"))
             if width % 2:
-                raise ValueError(f"{_setting(name)} must be even (the position encoding gives half of it to each "
-                                 f"axis), not {width}")
+                raise ModelSettingError(f"{_setting(name)} must be even (the position encoding gives half of it to "
+                                        f"each axis), not {width}", (name,))
         if self.conv_dim % self.norm_groups:
-            raise ValueError(f"{_setting('conv_dim')} must be divisible by norm_groups (the pixel decoder's GroupNorm "
-                             f"groups, 32 in the official code): {self.conv_dim} is not a multiple of "
-                             f"{self.norm_groups}")
+            raise ModelSettingError(f"{_setting('conv_dim')} must be divisible by norm_groups (the pixel decoder's "
+                                    f"GroupNorm groups, 32 in the official code): {self.conv_dim} is not a multiple "
+                                    f"of {self.norm_groups}", ("conv_dim", "norm_groups"))
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -125,11 +142,11 @@ class ClipVisConfig:
     def from_dict(cls, data: dict[str, Any]) -> ClipVisConfig:
         data = dict(data)
         if data.pop("pre_norm", False):  # written by clipvis <= 0.1.0 files, always False there
-            raise ValueError(PRE_NORM_UNSUPPORTED)
+            raise ModelSettingError(PRE_NORM_UNSUPPORTED, ("pre_norm",))
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ValueError(f"unknown model config keys: {', '.join(unknown)}")
+            raise ModelSettingError(f"unknown model config keys: {', '.join(unknown)}", tuple(unknown))
         return cls(**copy.deepcopy(dict(data)))  # __post_init__ checks the values
 
 
@@ -271,6 +288,14 @@ def official_key_name(field: str) -> str | None:
     return next((keys[-1] for keys, name in _OFFICIAL_KEYS.items() if name == field), None)
 
 
+def official_key(field: str) -> str | None:
+    """The dotted official config key a ClipVisConfig field is read from (``MODEL.MASK_FORMER.NUM_OBJECT_QUERIES``;
+    ``MODEL.MASK_FORMER.DEC_LAYERS`` for ``decoder_layers``, one more than it), if any."""
+    if field == "decoder_layers":
+        return "MODEL.MASK_FORMER.DEC_LAYERS"
+    return next((".".join(keys) for keys, name in _OFFICIAL_KEYS.items() if name == field), None)
+
+
 def overrides_from_official(tree: dict[str, Any]) -> dict[str, Any]:
     """Translate an official detectron2-style config tree into ClipVisConfig field overrides."""
     out: dict[str, Any] = {}
@@ -280,11 +305,12 @@ def overrides_from_official(tree: dict[str, Any]) -> dict[str, Any]:
             continue
         out[name] = value  # ClipVisConfig checks it (a list for PIXEL_MEAN, a positive integer for NUM_FRAME, ...)
     if _lookup(tree, ("MODEL", "MASK_FORMER", "PRE_NORM")):
-        raise ValueError(PRE_NORM_UNSUPPORTED)
+        raise ModelSettingError(PRE_NORM_UNSUPPORTED, ("MODEL.MASK_FORMER.PRE_NORM",))
     dec_layers = _lookup(tree, ("MODEL", "MASK_FORMER", "DEC_LAYERS"))
     if dec_layers is not None:
         if isinstance(dec_layers, bool) or not isinstance(dec_layers, int) or dec_layers < 2:
-            raise ValueError(f"MODEL.MASK_FORMER.DEC_LAYERS must be an integer of at least 2, not {dec_layers!r}")
+            raise ModelSettingError(f"MODEL.MASK_FORMER.DEC_LAYERS must be an integer of at least 2, not "
+                                    f"{dec_layers!r}", ("MODEL.MASK_FORMER.DEC_LAYERS",))
         out["decoder_layers"] = dec_layers - 1
     return out
 

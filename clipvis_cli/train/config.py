@@ -40,6 +40,7 @@ from clipvis.model.config import (
     FOLDER_NOT_CONFIG,
     ClipVisConfig,
     deep_merge,
+    official_key,
     official_key_files,
     official_yaml_chain,
     overrides_from_official,
@@ -259,14 +260,40 @@ class TrainConfig:
         _set(self.tree, dotted.split("."), value, "config")
 
     def model_config(self) -> ClipVisConfig:
-        """The architecture (official keys, then ``CLIPVIS.MODEL`` field overrides)."""
+        """The architecture (official keys, then ``CLIPVIS.MODEL`` field overrides). ConfigError naming the file that
+        set the value refused (a `_BASE_` file's ``DEC_LAYERS: 1`` was blamed on the config given), its cause the
+        model's error."""
         values = ClipVisConfig().to_dict()
         try:  # PRE_NORM true, a DEC_LAYERS below 2: ValueError (a traceback from `clipvis train`)
             values.update(overrides_from_official(self.tree))
             values.update(self.get("CLIPVIS.MODEL") or {})
             return ClipVisConfig.from_dict(values)
         except (TypeError, ValueError) as exc:
-            raise ConfigError(f"{self.source}: {exc}") from exc
+            raise ConfigError(f"{self._files_setting(getattr(exc, 'settings', ()))}: {exc}") from exc
+
+    def _files_setting(self, settings: tuple[str, ...]) -> str:
+        """The config files that set the model ``settings`` a ModelSettingError refuses (dotted official keys, or
+        ClipVisConfig fields: ``CLIPVIS.MODEL``'s when it sets them, else their official keys'), ``; ``-joined: a
+        `_BASE_` file's, the config file given for a value it holds. A default value is not blamed beside another
+        (``HIDDEN_DIM: 250`` with the default ``NHEADS`` 8 is the file that set ``HIDDEN_DIM``); the config file given
+        when the error names none."""
+        clipvis_fields = self.get("CLIPVIS.MODEL")
+        file_of = _file_setting(self.key_files, self.source)
+        files: list[str] = []
+        for setting in settings:
+            if "." in setting:
+                dotted: str | None = setting
+            elif isinstance(clipvis_fields, dict) and setting in clipvis_fields:
+                dotted = f"CLIPVIS.MODEL.{setting}"
+            else:
+                dotted = official_key(setting)
+            if dotted is not None and len(settings) > 1 and dotted not in self.key_files \
+                    and self.get(dotted, _ABSENT) == _get(DEFAULTS, dotted, _ABSENT):
+                continue
+            file = self.source if dotted is None else file_of(dotted)
+            if file not in files:
+                files.append(file)
+        return "; ".join(files) or self.source
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.tree, sort_keys=False)
@@ -305,9 +332,9 @@ def load_train_config(name_or_file: str | Path, overrides: list[str] | tuple[str
     try:  # the model settings too, before any data loads (TEST.NUM_FRAME=0 failed after minutes of LVIS records)
         config.model_config()
     except ConfigError as error:
-        if set_by:  # blamed on the overrides when the file alone is fine
-            TrainConfig(from_file, str(path), frozenset()).model_config()
-            cause = str(error).removeprefix(f"{path}: ")
+        if set_by:  # blamed on the overrides when the files alone are fine
+            TrainConfig(from_file, str(path), frozenset(), key_files).model_config()
+            cause = str(error.__cause__)
             culprits = _model_culprits(from_file, str(path), list(set_by.values()))
             raise ConfigError(f"{'; '.join(f'override {item!r}' for item in culprits)}: {cause}") from None
         raise

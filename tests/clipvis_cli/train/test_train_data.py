@@ -684,6 +684,35 @@ def test_a_bad_value_or_key_in_a_base_file_is_blamed_on_that_file(tmp_path):
     with pytest.raises(ConfigError, match=re.escape(f"{top}: SOLVER.MAX_ITER must be a whole number")):
         load_train_config(top)
 
+
+def test_a_bad_model_setting_in_a_base_file_is_blamed_on_that_file(tmp_path):
+    """`DEC_LAYERS: 1` or `CLIPVIS.MODEL.num_queries: 0` in `common/model.yaml`, reached through `lvis/top.yaml`'s
+    `_BASE_`, was said as `lvis/top.yaml: ...`, with or without a KEY=VALUE override: the model settings are blamed on
+    the file that sets them, as the other keys are; what the top file sets, and a default beside, on the top file."""
+    (tmp_path / "common").mkdir()
+    (tmp_path / "lvis").mkdir()
+    top = tmp_path / "lvis" / "top.yaml"
+    top.write_text("_BASE_: ../common/model.yaml\nSOLVER:\n  MAX_ITER: 5\n")
+    model = tmp_path / "common" / "model.yaml"
+    for text, message in (
+            ("MODEL:\n  MASK_FORMER:\n    DEC_LAYERS: 1\n", "MODEL.MASK_FORMER.DEC_LAYERS must be an integer of at "
+             "least 2, not 1"),
+            ("CLIPVIS:\n  MODEL:\n    num_queries: 0\n", "num_queries (MODEL.MASK_FORMER.NUM_OBJECT_QUERIES) must be "
+             "a positive integer, not 0"),
+            ("MODEL:\n  MASK_FORMER:\n    HIDDEN_DIM: 250\n", "hidden_dim (MODEL.MASK_FORMER.HIDDEN_DIM) must be "
+             "divisible by num_heads")):
+        model.write_text(text)
+        for overrides in ([], ["SOLVER.MAX_ITER=3"]):
+            with pytest.raises(ConfigError) as raised:
+                load_train_config(top, overrides)
+            assert str(raised.value).startswith(f"{os.path.normpath(model)}: {message}"), raised.value
+    model.write_text("MODEL:\n  MASK_FORMER:\n    NUM_OBJECT_QUERIES: 50\n")
+    top.write_text("_BASE_: ../common/model.yaml\nMODEL:\n  MASK_FORMER:\n    NHEADS: 3\n")
+    with pytest.raises(ConfigError, match=re.escape(f"{top}: hidden_dim (MODEL.MASK_FORMER.HIDDEN_DIM) must be")):
+        load_train_config(top)
+    with pytest.raises(ConfigError, match=re.escape("override 'CLIPVIS.MODEL.num_queries=0': num_queries")):
+        load_train_config(tmp_path / "common" / "model.yaml", ["CLIPVIS.MODEL.num_queries=0"])
+
 def test_an_official_config_file_with_every_official_key_loads_with_no_warning(golden_case_name, golden_case):
     """The golden cases' official_config.yaml is the official code's complete config (detectron2's RPN, ROI heads,
     Swin, ... keys): every key is one the official code has, so it loads as before, with no warning."""
