@@ -488,13 +488,25 @@ def _frame_path(frames_root: Path, file_name: str) -> Path:
     return direct
 
 
-def _source_video(annotation_file: Path, source: Any, warnings: list[str], entry: str) -> Path | None:
+@dataclass
+class _SourceNote:
+    """A relative recorded ``source`` read from elsewhere than the file's folder, or read there over another file of
+    its name in the current folder: said once per data file (`_source_warnings`), not once per video."""
+
+    entry: str
+    source: str
+    read: Path  # the input read
+    other: Path  # the one not read
+    from_file: str | None  # the source relative to the file's folder, where the current folder's was read
+
+
+def _source_video(annotation_file: Path, source: Any, notes: list[_SourceNote], entry: str) -> Path | None:
     """The video file or image folder a ``source`` field names, or None when there is none. A relative one is read
     from the annotation file's folder, as a config's paths are (README, Train); only where that folder holds no such
-    input is the current folder's read, with a warning in ``warnings`` (clipvis wrote the path as typed before
-    2026-12-05: docs/formats.md), and where both hold one and they differ, the file's folder's is read, said too.
+    input is the current folder's read, noted in ``notes`` (clipvis wrote the path as typed before 2026-12-05:
+    docs/formats.md), and where both hold one and they differ, the file's folder's is read, noted too.
     Frames not found under ``--images`` are read from it; one that no longer exists is kept too (the file's folder's,
-    for a relative one), so that such a frame's error names it. ``entry`` names the file's entry for the warnings."""
+    for a relative one), so that such a frame's error names it. ``entry`` names the file's entry for the notes."""
     if not isinstance(source, str) or not source:
         return None
     given = Path(source)
@@ -508,26 +520,46 @@ def _source_video(annotation_file: Path, source: Any, warnings: list[str], entry
     except OSError:  # a name no file system takes (too long): no video to read frames from
         return None
     if beside_there and cwd_there and not same:
-        warnings.append(f"{annotation_file}: {entry}: source {source!r} is read from the file's folder, {beside}, not "
-                        f"the current folder's {given.absolute()} (a relative source is relative to the file's folder)")
+        notes.append(_SourceNote(entry, source, beside, given.absolute(), None))
     elif cwd_there and not beside_there:
         from_file = os.path.relpath(given.absolute(), annotation_file.parent.absolute())
-        warnings.append(f"{annotation_file}: {entry}: source {source!r} is not in the file's folder "
-                        f"({annotation_file.parent}); reading the current folder's {given.absolute()} (a relative "
-                        f"source is read from the file's folder: write it as {from_file!r}, or as an absolute path)")
+        notes.append(_SourceNote(entry, source, given.absolute(), beside, from_file))
         return given.absolute()
     return beside
 
 
+def _source_warnings(annotation_file: Path, notes: list[_SourceNote]) -> list[str]:
+    """`_source_video`'s notes of one data file as at most two warnings (a file of 500 videos written by an earlier
+    segment gave 500 lines): the first entry in full, and how many more."""
+    said = []
+    for from_cwd in (False, True):
+        kind = [note for note in notes if (note.from_file is not None) == from_cwd]
+        if not kind:
+            continue
+        first = kind[0]
+        more = f" (and {len(kind) - 1} more entr{'y' if len(kind) == 2 else 'ies'} alike)" if len(kind) > 1 else ""
+        if from_cwd:
+            said.append(f"{annotation_file}: {first.entry}: source {first.source!r} is not in the file's folder "
+                        f"({annotation_file.parent}); reading the current folder's {first.read}{more} (a relative "
+                        f"source is read from the file's folder: write it as {first.from_file!r}, or as an absolute "
+                        f"path)")
+        else:
+            said.append(f"{annotation_file}: {first.entry}: source {first.source!r} is read from the file's folder, "
+                        f"{first.read}, not the current folder's {first.other}{more} (a relative source is relative "
+                        f"to the file's folder)")
+    return said
+
+
 def _video_sources(annotation_file: Path, videos: Any, warnings: list[str]) -> dict[Any, Path]:
     """A COCO file's non-standard ``video_sources`` list (``segment``'s ``coco.json``): video id -> video file."""
-    found = {}
+    found, notes = {}, []
     for video in videos if isinstance(videos, list) else []:
         if not isinstance(video, dict) or (video.get("video_id") is not None and _reference(video, "video_id") is None):
             continue  # a video_id no image can name (a list...)
         entry = f"video_sources entry of video_id {str(video.get('video_id'))[:40]}"
-        if (path := _source_video(annotation_file, recorded_source(video), warnings, entry)) is not None:
+        if (path := _source_video(annotation_file, recorded_source(video), notes, entry)) is not None:
             found[video.get("video_id")] = path
+    warnings.extend(_source_warnings(annotation_file, notes))
     return found
 
 
@@ -544,6 +576,7 @@ def read_ytvis(
     """
     videos, annotations = _entries(annotation_file, data, "videos", "a YouTube-VIS file")
     warnings: list[str] = []
+    source_notes: list[_SourceNote] = []
     records: dict[Any, TrainRecord] = {}
     shared = _shared_ids(videos)
     bad_entries: list[str] = []  # entries skipped for lacking an id, file names or a size: said in no_masks_error
@@ -558,7 +591,7 @@ def read_ytvis(
                 raise TypeError("file_names is not a list")
             names = [_file_name(name) for name in video["file_names"]]
             height, width = _size(video["height"]), _size(video["width"])
-            source_path = _source_video(annotation_file, recorded_source(video), warnings,
+            source_path = _source_video(annotation_file, recorded_source(video), source_notes,
                                         f"video {str(video_id)[:40]}")
         except (KeyError, TypeError, ValueError, OverflowError):
             warnings.append(f"{annotation_file}: skipped video entry without id/file_names/height/width: "
@@ -576,6 +609,7 @@ def read_ytvis(
             for name, index in zip(names, indices, strict=True)
         ]
         records[video_id] = TrainRecord(str(video.get("name") or video_id), frames)
+    warnings.extend(_source_warnings(annotation_file, source_notes))
     entries_said = len(warnings)
     tally = _Tally(annotations=len(annotations), bad_entries=len(bad_entries),
                    first_bad_entry=bad_entries[0] if bad_entries else "")

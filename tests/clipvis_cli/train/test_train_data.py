@@ -1548,6 +1548,33 @@ def test_a_relative_recorded_source_is_read_from_the_data_files_folder_first(tmp
     assert len(warnings) == 1 and "video_sources entry of video_id 1: source 'clip.mp4' is read from" in warnings[0]
 
 
+def test_sources_read_from_the_current_folder_are_one_warning_per_data_file(tmp_path, monkeypatch) -> None:
+    """A ytvis.json of an earlier segment (sources as typed, relative to where it ran) trained from that folder gave
+    one warning per video, 500 lines for 500 videos, again at every --resume: one line per data file now, the first
+    video in full and how many more."""
+    (tmp_path / "out").mkdir()
+    (tmp_path / "videos").mkdir()
+    mask = np.zeros((8, 10), bool)
+    mask[2:5, 3:7] = True
+    videos, tracks = [], []
+    for number in (1, 2, 3):
+        (tmp_path / "videos" / f"v{number}.mp4").write_bytes(b"a video")
+        videos.append({"id": number, "height": 8, "width": 10, "length": 1, "file_names": [f"v{number}/00000.jpg"],
+                       "frame_indices": [0], "source": f"videos/v{number}.mp4"})
+        tracks.append({"id": number, "video_id": number, "category_id": 1, "iscrowd": 0,
+                       "segmentations": [rle.encode(mask)]})
+    ann = tmp_path / "out" / "ytvis.json"
+    ann.write_text(json.dumps({"videos": videos, "categories": [{"id": 1, "name": "box"}], "annotations": tracks}))
+    monkeypatch.chdir(tmp_path)
+    records, warnings = read_annotation_file(ann, tmp_path / "no_frames")
+    read = [record.frames[0].source_video for record in records]
+    assert read == [tmp_path / "videos" / f"v{number}.mp4" for number in (1, 2, 3)]
+    assert warnings == [f"{ann}: video 1: source 'videos/v1.mp4' is not in the file's folder ({tmp_path / 'out'}); "
+                        f"reading the current folder's {tmp_path / 'videos' / 'v1.mp4'} (and 2 more entries alike) "
+                        "(a relative source is read from the file's folder: write it as '../videos/v1.mp4', or as "
+                        "an absolute path)"]
+
+
 def test_a_coco_image_of_a_video_without_frame_index_is_the_frame_its_name_numbers(tmp_path) -> None:
     """An image added to segment's coco.json by hand (`clip/frame_000005.jpg`, no frame_index) was decoded as frame
     0."""
