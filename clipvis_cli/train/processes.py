@@ -150,7 +150,7 @@ def distributed_main(request: RunRequest, quiet: Callable[[], bool] | None = Non
         raise SaidByAnotherRank(failed)
     form_process_group("nccl" if use_cuda else "gloo", _GROUP_TIMEOUT)
     try:
-        result = run_training(request, rank, world, local_rank, quiet)
+        result = _run_training_dropping_its_frames(run_training, request, rank, world, local_rank, quiet)
     except TrainingStopped as stopped:
         if stopped.saved:  # every process stopped at the same iteration: they can still tear down together
             gc.collect()
@@ -168,22 +168,29 @@ def distributed_main(request: RunRequest, quiet: Callable[[], bool] | None = Non
         dist.barrier()
         return result
     finally:
-        _release_the_group()
+        gc.collect()  # what still holds the group (see _run_training_dropping_its_frames) goes before it does
         dist.destroy_process_group()
 
 
-def _release_the_group() -> None:
-    """Before ``destroy_process_group``: free what still holds the group, so that it really ends (its gloo threads
-    joined here, not left running into the interpreter's shutdown, where one still dropping a collective's tensors
-    ended the process by SIGABRT). That is the DDP wrapper and the reference cycles a training step leaves, kept
-    alive by the frames of the exception on its way out (a stop, an error) or left to a collection that may never
-    come: the process freezes its objects as it ends (`freeze_before_exit`)."""
-    pending, seen = sys.exc_info()[1], set()
-    while pending is not None and id(pending) not in seen:
-        seen.add(id(pending))
-        traceback.clear_frames(pending.__traceback__)  # the frames still running (this one) are left as they are
-        pending = pending.__cause__ or pending.__context__
-    gc.collect()
+def _run_training_dropping_its_frames(run_training: Callable[..., Path], *args: Any) -> Path:
+    """``run_training(*args)``; an exception on its way out of it (a stop, an error) leaves with the frames of the run
+    cleared. Their locals (the DDP wrapper, the step's reference cycles) hold the process group: kept alive by the
+    exception through ``destroy_process_group``, that ended nothing, and once the exception was dropped they were
+    cyclic garbage the exit's gc freeze (`freeze_before_exit`) never collects, so the group's gloo threads ran into
+    the interpreter's shutdown, where one still dropping a collective's tensors ended the process by SIGABRT. The
+    exceptions it was raised from (``__cause__``/``__context__``, the run's own) are cleared alike; the caller's are
+    not touched."""
+    callers = sys.exc_info()[1]  # an exception the caller is handling: the run's get it as their __context__
+    try:
+        return run_training(*args)
+    except BaseException as error:
+        pending: BaseException | None = error
+        seen: set[int] = set()
+        while pending is not None and pending is not callers and id(pending) not in seen:
+            seen.add(id(pending))
+            traceback.clear_frames(pending.__traceback__)  # the frames still running (this one) are left as they are
+            pending = pending.__cause__ or pending.__context__
+        raise
 
 
 @contextlib.contextmanager
