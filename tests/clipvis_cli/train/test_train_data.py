@@ -9,6 +9,8 @@ import os
 import re
 import warnings
 from fractions import Fraction
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -38,6 +40,9 @@ from clipvis.cli.train.records import TrainDataError, read_annotation_file, read
 from clipvis.cli.train.sources import remove_lvis_rare
 
 from .conftest import SIZE, render_shapes, write_coco
+
+if TYPE_CHECKING:
+    from clipvis.cli.results import TrackResult, VideoInfo
 
 
 def test_coco_reader_reads_polygons_and_rle_and_drops_crowd(tmp_path):
@@ -964,18 +969,26 @@ def test_segment_coco_json_of_a_video_trains_without_extracted_frames(tmp_path):
         np.testing.assert_array_equal(rle.decode(frame.instances[0].segmentation), shown[t][1][0].astype(bool))
 
 
-def test_images_folder_need_not_exist_where_every_frame_comes_from_the_recorded_video(tmp_path):
-    """README's `--data corrected/ytvis.json --images frames/` failed as written ("frames: image/frame folder not
-    found") though every frame is decoded from the video segment recorded; a COCO file of images still needs it."""
+def _segmented_clip(tmp_path: Path) -> tuple[Path, VideoInfo, list[TrackResult]]:
+    """What segment records of a 2-frame video `clip.mp4` (written, not decodable: decoded only when a sample is
+    drawn) with one track: (the video's path, its VideoInfo, its TrackResults)."""
     from clipvis.cli.results import TrackResult, VideoInfo
-    from clipvis.cli.train.sources import load_sources
-    from clipvis.cli.writers import CocoWriter, YtvisWriter
 
     video_path = tmp_path / "clip.mp4"
-    video_path.write_bytes(b"a video")  # decoded only when a sample is drawn
+    video_path.write_bytes(b"a video")
     video = VideoInfo(video_id=1, source=str(video_path), stem="clip", height=SIZE, width=SIZE, fps=10.0,
                       frame_stride=1, frame_indices=[0, 1], file_names=["clip/00000.jpg", "clip/00001.jpg"])
     tracks = [TrackResult(1, 1, 0.9, [rle.encode(render_shapes(t)[1][0].astype(bool)) for t in range(2)])]
+    return video_path, video, tracks
+
+
+def test_images_folder_need_not_exist_where_every_frame_comes_from_the_recorded_video(tmp_path):
+    """README's `--data corrected/ytvis.json --images frames/` failed as written ("frames: image/frame folder not
+    found") though every frame is decoded from the video segment recorded; a COCO file of images still needs it."""
+    from clipvis.cli.train.sources import load_sources
+    from clipvis.cli.writers import CocoWriter, YtvisWriter
+
+    video_path, video, tracks = _segmented_clip(tmp_path)
     for writer, name in ((YtvisWriter(), "ytvis.json"), (CocoWriter(), "coco.json")):
         path = writer.write(tmp_path / name, video, tracks, ["box"])
         (source,) = load_sources([], [{"json": str(path), "images": str(tmp_path / "frames")}], tmp_path, True)
@@ -1003,15 +1016,10 @@ def test_an_entry_without_images_reads_every_frame_from_the_recorded_input_or_na
     """`--images` is optional where the data records the inputs segment read: an entry without `images` reads its
     frames from them (never from a folder it did not name), and a file whose frames record none is named, with
     what to give for it."""
-    from clipvis.cli.results import TrackResult, VideoInfo
     from clipvis.cli.train.sources import load_sources
     from clipvis.cli.writers import YtvisWriter
 
-    video_path = tmp_path / "clip.mp4"
-    video_path.write_bytes(b"a video")  # decoded only when a sample is drawn
-    video = VideoInfo(video_id=1, source=str(video_path), stem="clip", height=SIZE, width=SIZE, fps=10.0,
-                      frame_stride=1, frame_indices=[0, 1], file_names=["clip/00000.jpg", "clip/00001.jpg"])
-    tracks = [TrackResult(1, 1, 0.9, [rle.encode(render_shapes(t)[1][0].astype(bool)) for t in range(2)])]
+    video_path, video, tracks = _segmented_clip(tmp_path)
     path = YtvisWriter().write(tmp_path / "ytvis.json", video, tracks, ["box"])
     (tmp_path / "clip").mkdir()  # frame images beside the file are not read: no folder was given
     (tmp_path / "clip" / "00000.jpg").write_bytes(b"")
@@ -1048,15 +1056,10 @@ def test_a_video_without_a_recorded_source_among_recorded_ones_is_named(tmp_path
     """A video added by hand (no `source`) to segment's ytvis.json got an error blaming the whole file ("its frames
     record no video or image folder they were read from (only segment's ytvis.json and coco.json do)"): the videos
     (or coco.json images) lacking one are named now, with what to add."""
-    from clipvis.cli.results import TrackResult, VideoInfo
     from clipvis.cli.train.sources import load_sources
     from clipvis.cli.writers import CocoWriter, YtvisWriter
 
-    video_path = tmp_path / "clip.mp4"
-    video_path.write_bytes(b"a video")
-    video = VideoInfo(video_id=1, source=str(video_path), stem="clip", height=SIZE, width=SIZE, fps=10.0,
-                      frame_stride=1, frame_indices=[0, 1], file_names=["clip/00000.jpg", "clip/00001.jpg"])
-    tracks = [TrackResult(1, 1, 0.9, [rle.encode(render_shapes(t)[1][0].astype(bool)) for t in range(2)])]
+    video_path, video, tracks = _segmented_clip(tmp_path)
     path = YtvisWriter().write(tmp_path / "ytvis.json", video, tracks, ["box"])
     document = json.loads(path.read_text())
     hand_added = {key: value for key, value in document["videos"][0].items() if key != "source"}
@@ -1086,15 +1089,10 @@ def test_a_custom_file_is_a_video_source_by_its_top_level_keys(tmp_path):
     """The video recipe went to files with "videos" in their first 4096 characters: a COCO file with a class named
     "videos" trained as videos, a YouTube-VIS file with a long "info" first as images. A YouTube-VIS file (top-level
     `videos`) is a video source, a COCO file (`images`) an image one, segment's coco.json of a video too."""
-    from clipvis.cli.results import TrackResult, VideoInfo
     from clipvis.cli.train.sources import load_sources
     from clipvis.cli.writers import CocoWriter, YtvisWriter
 
-    video_path = tmp_path / "clip.mp4"
-    video_path.write_bytes(b"a video")  # decoded only when a sample is drawn
-    video = VideoInfo(video_id=1, source=str(video_path), stem="clip", height=SIZE, width=SIZE, fps=10.0,
-                      frame_stride=1, frame_indices=[0, 1], file_names=["clip/00000.jpg", "clip/00001.jpg"])
-    tracks = [TrackResult(1, 1, 0.9, [rle.encode(render_shapes(t)[1][0].astype(bool)) for t in range(2)])]
+    video_path, video, tracks = _segmented_clip(tmp_path)
     ytvis = YtvisWriter().write(tmp_path / "ytvis.json", video, tracks, ["box"])
     coco = CocoWriter().write(tmp_path / "coco.json", video, tracks, ["videos"])  # a class named "videos"
     long_info = tmp_path / "long_info.json"
