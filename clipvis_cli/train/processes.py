@@ -168,7 +168,10 @@ def distributed_main(request: RunRequest, quiet: Callable[[], bool] | None = Non
         dist.barrier()
         return result
     finally:
-        gc.collect()  # what still holds the group (see _run_training_dropping_its_frames) goes before it does
+        # what still holds the group (see _run_training_dropping_its_frames) goes before it does; here, not as the
+        # exception leaves the run: a rank that lost its peer ignores torchrun's SIGTERM first (a collection of the
+        # whole process takes a while, and that signal cut its line short), and a saved stop collects before its barrier
+        gc.collect()
         dist.destroy_process_group()
 
 
