@@ -1,6 +1,7 @@
 """Every output format `segment` can write (`--formats`), in the order it writes them, and the writers for a
 selection: the JSON files first (ytvis, coco), the overlay, then `clipvis export`'s formats, each as a zip beside
-them. The one module that imports both clipvis.cli.writers and clipvis.cli.exporters (docs/outputs.md)."""
+them. The registry that builds writers from both clipvis.cli.writers and clipvis.cli.exporters (docs/outputs.md);
+clipvis.cli.writers imports nothing from clipvis.cli.exporters."""
 
 from __future__ import annotations
 
@@ -39,7 +40,7 @@ def _factories(overlay_min_score: float = 0.2, run_formats: tuple[str, ...] = ()
                media_url: str = "") -> dict[str, Callable[[], OutputWriter]]:
     """Each format's writer factory, in `writer_formats()` order: segment's own writers (clipvis.cli.writers), then
     clipvis export's formats (clipvis.cli.exporters) through `ExportFormatWriter` (told the run's ``run_formats``).
-    Assembled here, the one place that imports both packages, so that neither imports the other for it."""
+    Assembled here, so that clipvis.cli.writers need not import clipvis.cli.exporters for it."""
     factories: dict[str, Callable[[], OutputWriter]] = {
         "ytvis": YtvisWriter,
         "coco": CocoWriter,

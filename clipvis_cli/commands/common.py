@@ -1,4 +1,5 @@
-"""What the commands share: their options' checks (device, scores, output folders) and the device a run uses. The
+"""What the commands share: their options' checks (device, scores, output folders, --media-url). The device a run
+uses is `clipvis.cli.devices.resolve_device`. The
 work the commands share with other modules lives beside them: `clipvis.cli.exits` (failing with one line),
 `clipvis.cli.vocabulary_options`, `clipvis.cli.predictor_loading`, `clipvis.cli.job_outcome` (a torchrun job's
 endings) and `clipvis.cli.progress` (the reporters)."""

@@ -1,10 +1,14 @@
-"""`clipvis evaluate`: score a results file with video mask AP (YouTube-VIS / LV-VIS / BURST protocols).
+"""`clipvis evaluate`: video mask AP (YouTube-VIS / LV-VIS / BURST protocols) of a results file, or of a checkpoint
+run on a registered benchmark or on custom data.
 
     clipvis evaluate --results results.json --gt val_instances.json [--protocol lvvis] [--json metrics.json]
+    clipvis evaluate --dataset lvvis_val --weights clipvis-lvis-r50 -o out/   (or --gt G --frames DIR for custom data)
 
 Prints a table of percentages on stdout; `--json` writes the metrics as fractions (null where undefined) atomically,
-`--json -` to stdout instead (the table then goes to stderr).
-Exit status: 0 scored, 1 bad input file (one `clipvis: error:` line on stderr), 2 usage error.
+`--json -` to stdout instead (the table then goes to stderr). Running a checkpoint also writes `results.json`,
+`metrics.json` and the server zip into the output folder.
+Exit status: 0 scored, 1 bad input file or a video that failed (one `clipvis: error:` line on stderr each), 2 usage
+error.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Video mask AP as the YouTube-VIS / LV-VIS / CLIP-VIS-BURST reference evaluators compute it.
 
 The reference evaluators are `ytvoseval.py` (youtubevos/cocoapi) and LV-VIS `evaluate/lvviseval.py` (docs/fidelity.md,
-"Evaluation"); in short, per detection d and GT g of one
+"Evaluation (video AP)"); in short, per detection d and GT g of one
 (video, category):
 
 * IoU = sum_t |d_t & g_t| / sum_t |d_t | g_t| over `zip(d, g)` frames; a frame where only one side is present adds
