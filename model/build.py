@@ -130,38 +130,52 @@ def _refuse_clip_name(config: ClipVisConfig, allow_hub_clip: bool, for_checkpoin
 
 
 def _cached_pretrained_clip(config: ClipVisConfig, for_checkpoint: bool) -> tuple[dict[str, Any], Path | None]:
-    """open_clip's pretrained config of the CLIP and its weights file in the Hugging Face cache (None: not cached);
-    CheckpointError where it is not cached and ``CLIPVIS_OFFLINE`` is set. Asks nothing of the network."""
+    """open_clip's pretrained config of the CLIP and the weights file to read from the Hugging Face cache (None:
+    open_clip fetches them); CheckpointError where it is not cached and ``CLIPVIS_OFFLINE`` is set. Asks nothing of the
+    network.
+
+    An `hf-hub:` CLIP is read from the cache (the snapshot folder holding its open_clip_config.json and weights, see
+    :func:`_cached_hub_clip`) only offline (``CLIPVIS_OFFLINE``, ``HF_HUB_OFFLINE``): online open_clip asks the hub
+    for it, as a repository may have moved on since it was fetched."""
     import open_clip
 
     name, tag = config.clip_model_name, config.clip_pretrained
     pretrained_cfg = open_clip.get_pretrained_cfg(name, tag) or {}
+    hub_entry = _hub_entry(name, pretrained_cfg)
     # A CLIP already in the Hugging Face cache is read from there without asking the hub whether it changed (a
     # release's weights do not): no network at all, so offline (CLIPVIS_OFFLINE, or no connection, where
     # huggingface_hub's retries took ~20-50 s before it fell back on the cache) it loads at once.
-    cached = _cached_clip_file(pretrained_cfg.get("hf_hub"))
+    cached = _cached_hub_clip(hub_entry) if _is_hub_name(name) else _cached_clip_file(hub_entry)
     if cached is None and offline_mode():
         why = _clip_use(for_checkpoint)
         remedy = ("use a checkpoint that holds the CLIP (backbone.clip_model.* keys)" if for_checkpoint
                   else f"unset {OFFLINE_ENV}, or build with pretrained_clip=False and load a checkpoint's weights")
-        if name.startswith("hf-hub:"):  # no hf_hub entry to look up: open_clip fetches the repository's config and
-            # weights through huggingface_hub (open_clip/factory.py, create_model), whether it holds them or not
+        old_open_clip = _hub_folder_reader_missing()
+        if _is_hub_name(name) and old_open_clip is not None:  # it fetches the repository's config and weights
+            # through huggingface_hub (open_clip/factory.py, create_model), whether the cache holds them or not
             hub_remedy = (remedy if for_checkpoint  # (unsetting it is the last remedy, said once, with its setting)
                           else "build with pretrained_clip=False and load a checkpoint's weights")
             raise CheckpointError(
-                f"{why} and {OFFLINE_ENV} is set, so the {clip_name(name, tag)} CLIP cannot be loaded: open_clip "
-                f"takes an hf-hub: CLIP's config and weights through huggingface_hub, which may ask the hub, cached "
-                f"({_hugging_face_cache()}) or not; {hub_remedy}, or unset {OFFLINE_ENV} and set HF_HUB_OFFLINE=1 "
-                "(huggingface_hub then reads it from its cache, never the network)"
+                f"{why} and {OFFLINE_ENV} is set, so the {clip_name(name, tag)} CLIP cannot be loaded: {old_open_clip}"
+                f", and takes an hf-hub: CLIP's config and weights through huggingface_hub, which may ask the hub, "
+                f"cached ({_hugging_face_cache()}) or not; {hub_remedy}, or unset {OFFLINE_ENV} and set "
+                "HF_HUB_OFFLINE=1 (huggingface_hub then reads it from its cache, never the network)"
+            )
+        if _is_hub_name(name):  # open_clip reads the repository's open_clip_config.json and weights
+            raise CheckpointError(
+                f"{why} and {OFFLINE_ENV} is set, so the {clip_name(name, tag)} CLIP, whose open_clip config and "
+                f"weights are not in the Hugging Face cache ({_hugging_face_cache()}), cannot be downloaded; {remedy}"
             )
         raise CheckpointError(
             f"{why} and {OFFLINE_ENV} is set, so the {clip_name(name, tag)} CLIP weights, which are not in the "
             f"Hugging Face cache ({_hugging_face_cache()}), cannot be downloaded; {remedy}"
         )
-    source = str(pretrained_cfg.get("hf_hub") or "").strip("/") or None
+    source = str(pretrained_cfg.get("hf_hub") or "").strip("/") or None  # (an hf-hub: name's open_clip fetches)
     if cached is None and source is not None and _hub_offline_variables():  # HF_HUB_OFFLINE (clusters set it):
         # huggingface_hub would refuse the fetch; said as its refusal is, before anything slow (train's data)
         raise ClipFetchError(name, tag, source, LookupError("they are not in the Hugging Face cache"))
+    if _is_hub_name(name) and not offline_mode() and not _hub_offline_variables():
+        cached = None  # online: open_clip asks the hub
     return pretrained_cfg, cached
 
 
@@ -183,17 +197,68 @@ def _pretrained_clip(config: ClipVisConfig, allow_hub_clip: bool, for_checkpoint
     # open_clip >= 2.29 builds OpenAI CLIPs with GELU unless told otherwise; the OpenAI weights need QuickGELU
     # (docs/fidelity.md, "Network").
     quick_gelu = bool(pretrained_cfg.get("quick_gelu")) or tag == "openai"
-    source = str(pretrained_cfg.get("hf_hub") or "").strip("/") or None
+    hub_entry = _hub_entry(name, pretrained_cfg)
+    source = str(hub_entry or "").strip("/") or None
     try:
+        if _is_hub_name(name) and cached is not None:  # the repository's snapshot folder, as open_clip reads a
+            # local-dir: model (open_clip/factory.py, create_model): its open_clip_config.json and weights file
+            return open_clip.create_model(f"{_LOCAL_DIR_PREFIX}{cached.parent}", force_quick_gelu=quick_gelu)
         return open_clip.create_model(name, pretrained=str(cached) if cached is not None else tag,
                                       force_quick_gelu=quick_gelu)
     except Exception as error:
         if isinstance(error, RuntimeError | OSError) and "Failed to download" in str(error):
             raise ClipFetchError(name, tag, source, error) from error
-        damaged = _damaged_cached_clip(pretrained_cfg.get("hf_hub"))
+        damaged = _damaged_cached_clip(hub_entry)
         if damaged is None:
             raise  # building the CLIP failed, not fetching or reading its weights
         raise DamagedClipError(name, tag, *damaged) from error
+
+
+#: open_clip's prefix of a CLIP it takes from the Hugging Face hub, and of one it reads from a folder that holds its
+#: open_clip_config.json and weights as a hub repository does (open_clip/factory.py, parse_model_name)
+_HUB_PREFIX = "hf-hub:"
+_LOCAL_DIR_PREFIX = "local-dir:"
+#: The config file open_clip reads an hf-hub: CLIP's model config from (open_clip/factory.py, _get_hf_config)
+_HUB_CONFIG_FILE = "open_clip_config.json"
+
+
+def _is_hub_name(name: str) -> bool:
+    """Whether open_clip takes the CLIP ``name`` from the Hugging Face hub by its repository (``hf-hub:org/repo``)."""
+    return name.startswith(_HUB_PREFIX)
+
+
+def _hub_entry(name: str, pretrained_cfg: Mapping[str, Any]) -> str | None:
+    """Where on the Hugging Face hub open_clip takes a CLIP's weights from, as its ``hf_hub`` entries name it
+    (``org/repo/`` or ``org/repo/file``): an `hf-hub:` name's repository, else the tag's entry (None: not the hub)."""
+    if _is_hub_name(name):
+        repository = name[len(_HUB_PREFIX):].strip("/")
+        return f"{repository}/" if repository else None
+    entry = pretrained_cfg.get("hf_hub")
+    return entry if isinstance(entry, str) else None
+
+
+def _hub_folder_reader_missing() -> str | None:
+    """Why the installed open_clip cannot read an `hf-hub:` CLIP from the Hugging Face cache (it has no
+    ``local-dir:`` models, which newer open_clip reads from a folder), or None where it can."""
+    import open_clip
+
+    if getattr(getattr(open_clip, "factory", None), "LOCAL_DIR_PREFIX", None) == _LOCAL_DIR_PREFIX:
+        return None
+    return (f"open_clip {getattr(open_clip, '__version__', '')} reads no CLIP from a folder (newer open_clip does: "
+            f"{_LOCAL_DIR_PREFIX} models)")
+
+
+def _cached_hub_clip(hub_entry: str | None) -> Path | None:
+    """The weights file of an `hf-hub:` CLIP's repository (``hub_entry``: ``org/repo/``) in the Hugging Face cache,
+    in the snapshot folder that holds its open_clip_config.json too (open_clip reads that folder as a ``local-dir:``
+    model, which the installed open_clip must know), or None. Looked up in the cache alone."""
+    if hub_entry is None or _hub_folder_reader_missing() is not None:
+        return None
+    weights = _cached_clip_file(hub_entry)
+    model_config = _cached_hub_file(hub_entry.strip("/"), _HUB_CONFIG_FILE)
+    if weights is None or model_config is None or weights.parent != model_config.parent:
+        return None
+    return weights
 
 
 #: The file names open_clip fetches a CLIP's weights under from a Hugging Face repository named without one
@@ -217,13 +282,26 @@ def _cached_clip_file(hf_hub: object) -> Path | None:
     if file_name.endswith((".bin", ".pth")) and file_name != _HUB_WEIGHTS_FILES[1]:
         candidates = (file_name[: -len(".bin")] + ".safetensors", file_name)
     for candidate in candidates:
-        try:
-            cached = try_to_load_from_cache(repo, candidate, cache_dir=_hugging_face_cache())
-        except Exception:  # a repository name huggingface_hub refuses: nothing cached under it
-            return None
-        if isinstance(cached, str) and os.path.isfile(cached):
-            return Path(cached)
+        cached = _cached_hub_file(repo, candidate, try_to_load_from_cache)
+        if cached is not None:
+            return cached
     return None
+
+
+def _cached_hub_file(repo: str, file_name: str, lookup: Any = None) -> Path | None:
+    """The snapshot path of ``file_name`` of the Hugging Face repository ``repo`` (its ``main`` revision) in the
+    Hugging Face cache, or None (not cached; no huggingface_hub). ``lookup``: huggingface_hub's
+    ``try_to_load_from_cache``. Nothing is asked of the network."""
+    if lookup is None:
+        try:
+            from huggingface_hub import try_to_load_from_cache as lookup
+        except ImportError:
+            return None
+    try:
+        cached = lookup(repo, file_name, cache_dir=_hugging_face_cache())
+    except Exception:  # a repository name huggingface_hub refuses: nothing cached under it
+        return None
+    return Path(cached) if isinstance(cached, str) and os.path.isfile(cached) else None
 
 
 def _damaged_cached_clip(hf_hub: object) -> tuple[Path, str] | None:

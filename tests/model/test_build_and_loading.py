@@ -508,28 +508,107 @@ def test_offline_a_clip_not_in_the_hugging_face_cache_is_refused_naming_the_cach
     assert fake_open_clip == []
 
 
-def test_offline_an_hf_hub_clip_is_refused_without_saying_it_is_not_cached(tmp_path, tiny_model, fake_open_clip,
-                                                                           monkeypatch) -> None:
-    """CLIPVIS_OFFLINE refused an `hf-hub:` CLIP the Hugging Face cache held saying it was "not in the Hugging Face
-    cache" (its cache entry was looked up by open_clip's tag table, which has none for hub names). The refusal now
-    says why (open_clip reads such a CLIP through huggingface_hub) and how to read it from the cache."""
+def _cached_hub_clip(hub_cache: Path, repo: str, clip_model: torch.nn.Module, model_cfg: dict[str, Any]) -> Path:
+    """A Hugging Face cache (huggingface_hub's layout) holding the open_clip repository ``repo`` as open_clip fetches
+    an `hf-hub:` CLIP: open_clip_config.json and open_clip_model.safetensors, here ``clip_model``'s weights. Returns
+    the snapshot folder."""
+    import json
+
+    from safetensors.torch import save_file
+
+    folder = hub_cache / f"models--{repo.replace('/', '--')}"
+    revision = "89abcdef0123456789abcdef0123456789abcdef"
+    (folder / "refs").mkdir(parents=True)
+    (folder / "refs" / "main").write_text(revision)
+    (folder / "blobs").mkdir()
+    snapshot = folder / "snapshots" / revision
+    snapshot.mkdir(parents=True)
+    (folder / "blobs" / "config").write_text(json.dumps({"model_cfg": model_cfg, "preprocess_cfg": {}}))
+    save_file({k: v.contiguous() for k, v in clip_model.state_dict().items()}, folder / "blobs" / "weights")
+    (snapshot / "open_clip_config.json").symlink_to(folder / "blobs" / "config")
+    (snapshot / "open_clip_model.safetensors").symlink_to(folder / "blobs" / "weights")
+    return snapshot
+
+
+def _no_hub_requests(monkeypatch) -> None:
+    """open_clip's hub fetch (huggingface_hub's hf_hub_download, as open_clip calls it) fails the test."""
+    import open_clip.pretrained
+
+    def fetch(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError(f"the hub was asked: {args} {kwargs}")
+
+    monkeypatch.setattr(open_clip.pretrained, "hf_hub_download", fetch)
+
+
+@pytest.mark.parametrize("offline", ["CLIPVIS_OFFLINE", "HF_HUB_OFFLINE"])
+def test_offline_an_hf_hub_clip_in_the_hugging_face_cache_is_read_from_it(tmp_path, tiny_model, monkeypatch,
+                                                                         offline) -> None:
+    """CLIPVIS_OFFLINE refused an `hf-hub:` CLIP the Hugging Face cache held (open_clip reads such a CLIP through
+    huggingface_hub, which may ask the hub): a user who fetched it once could not run it offline without unsetting
+    CLIPVIS_OFFLINE. Its config and weights are read from the cache now, by open_clip, without the network (with
+    HF_HUB_OFFLINE too, the same way)."""
+    import huggingface_hub.constants
+
+    from clipvis.model import check_pretrained_clip
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    _cached_hub_clip(tmp_path / "hub", "someone/hub-clip", tiny_model.backbone.clip_model,
+                     tiny_model.config.clip_model_config)
+    _no_hub_requests(monkeypatch)
+    monkeypatch.setenv(offline, "1")
+    if offline == "HF_HUB_OFFLINE":  # (huggingface_hub reads it when imported)
+        monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    model = load_model(_head_only_file(tmp_path, tiny_model, "hf-hub:someone/hub-clip", ""), allow_hub_clip=True)
+    expected = tiny_model.backbone.clip_model.state_dict()
+    loaded = model.backbone.clip_model.state_dict()
+    assert sorted(loaded) == sorted(expected)
+    for key, value in expected.items():
+        torch.testing.assert_close(loaded[key], value, msg=key)
+    check_pretrained_clip({**tiny_model.config.to_dict(), "clip_model_config": None,
+                           "clip_model_name": "hf-hub:someone/hub-clip", "clip_pretrained": ""}, allow_hub_clip=True)
+
+
+@pytest.mark.parametrize("cached", ["nothing", "config only", "weights only"])
+def test_offline_an_hf_hub_clip_not_in_the_hugging_face_cache_is_refused_naming_the_cache(
+        tmp_path, tiny_model, fake_open_clip, monkeypatch, cached) -> None:
+    """Not cached (or only half: open_clip needs its open_clip_config.json and its weights), it is refused at once,
+    naming the cache; the refusal's advice to set HF_HUB_OFFLINE=1 instead would not load it either."""
     import huggingface_hub.constants
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
-    snapshot = tmp_path / "hub" / "models--someone--hub-clip" / "snapshots" / ("0" * 40)
-    snapshot.mkdir(parents=True)
-    (snapshot.parent.parent / "refs").mkdir()
-    (snapshot.parent.parent / "refs" / "main").write_text("0" * 40)
-    (snapshot / "open_clip_config.json").write_text('{"model_cfg": {}}')
-    torch.save({"logit_scale": torch.zeros(())}, snapshot / "open_clip_pytorch_model.bin")
+    (tmp_path / "hub").mkdir()
+    if cached != "nothing":
+        snapshot = _cached_hub_clip(tmp_path / "hub", "someone/hub-clip", tiny_model.backbone.clip_model,
+                                    tiny_model.config.clip_model_config)
+        (snapshot / ("open_clip_model.safetensors" if cached == "config only" else "open_clip_config.json")).unlink()
     monkeypatch.setenv("CLIPVIS_OFFLINE", "1")
-    with pytest.raises(CheckpointError, match=r"CLIPVIS_OFFLINE is set, so the hf-hub:someone/hub-clip CLIP cannot be "
-                                              r"loaded: open_clip takes .* huggingface_hub") as info:
+    with pytest.raises(CheckpointError, match=r"^the checkpoint has no CLIP weights and "
+                                              r"CLIPVIS_OFFLINE is set, so the hf-hub:someone/hub-clip CLIP, whose "
+                                              r"open_clip config and weights are not in the Hugging Face cache \("
+                                              + re.escape(str(tmp_path / "hub")) + r"\), cannot be downloaded; use a "
+                                              r"checkpoint that holds the CLIP") as info:
         load_model(_head_only_file(tmp_path, tiny_model, "hf-hub:someone/hub-clip", ""), allow_hub_clip=True)
-    assert "not in the Hugging Face cache" not in str(info.value)
-    assert "unset CLIPVIS_OFFLINE and set HF_HUB_OFFLINE=1" in str(info.value)
+    assert "HF_HUB_OFFLINE" not in str(info.value)
     assert fake_open_clip == []
 
+
+def test_offline_an_hf_hub_clip_with_an_open_clip_that_reads_no_folder_says_so(tmp_path, tiny_model, fake_open_clip,
+                                                                              monkeypatch) -> None:
+    """An open_clip without `local-dir:` models cannot read the cached repository without huggingface_hub: refused
+    as before, with HF_HUB_OFFLINE=1 as the way to run it from the cache."""
+    import huggingface_hub.constants
+    import open_clip
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    _cached_hub_clip(tmp_path / "hub", "someone/hub-clip", tiny_model.backbone.clip_model,
+                     tiny_model.config.clip_model_config)
+    monkeypatch.delattr(open_clip.factory, "LOCAL_DIR_PREFIX")
+    monkeypatch.setenv("CLIPVIS_OFFLINE", "1")
+    with pytest.raises(CheckpointError, match=r"so the hf-hub:someone/hub-clip CLIP cannot be loaded: open_clip \S+ "
+                                              r"reads no CLIP from a folder .* unset CLIPVIS_OFFLINE and set "
+                                              r"HF_HUB_OFFLINE=1"):
+        load_model(_head_only_file(tmp_path, tiny_model, "hf-hub:someone/hub-clip", ""), allow_hub_clip=True)
+    assert fake_open_clip == []
 
 
 def test_offline_an_hf_hub_clip_of_create_model_names_each_remedy_once(tiny_model, fake_open_clip, monkeypatch) -> None:
@@ -539,13 +618,14 @@ def test_offline_an_hf_hub_clip_of_create_model_names_each_remedy_once(tiny_mode
               "clip_pretrained": "", "notes": []}
     monkeypatch.setenv("CLIPVIS_OFFLINE", "1")
     with pytest.raises(CheckpointError, match=r"^create_model\(pretrained_clip=True\) takes .* CLIPVIS_OFFLINE is set, "
-                                              r"so the hf-hub:someone/hub-clip CLIP cannot be loaded") as info:
+                                              r"so the hf-hub:someone/hub-clip CLIP, whose open_clip config") as info:
         create_model(config, pretrained_clip=True, allow_hub_clip=True)
     message = str(info.value)
     assert message.count("unset CLIPVIS_OFFLINE") == 1, message
-    assert "build with pretrained_clip=False and load a checkpoint's weights, or unset CLIPVIS_OFFLINE and set " \
-        "HF_HUB_OFFLINE=1" in message
+    assert message.endswith("cannot be downloaded; unset CLIPVIS_OFFLINE, or build with pretrained_clip=False and "
+                            "load a checkpoint's weights"), message
     assert fake_open_clip == []
+
 
 # --- heads --------------------------------------------------------------------------------------------------------
 
