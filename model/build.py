@@ -11,11 +11,13 @@ State-dict reading and writing itself is :mod:`clipvis.model.checkpoint` (pure I
 from __future__ import annotations
 
 import os
+import socket
 import warnings
 from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import torch
 
@@ -78,8 +80,10 @@ def check_pretrained_clip(config: ClipVisConfig | Mapping[str, Any] | None = Non
     """Raise what ``create_model(config, pretrained_clip=True, allow_hub_clip=allow_hub_clip)`` raises before it
     fetches or builds anything: UnknownClipError (a name open_clip does not know), UntrustedClipError (not one of the
     released models' CLIPs), CheckpointError (a CLIP given by model config, which has no pretrained weights; or
-    ``CLIPVIS_OFFLINE`` set and its weights not in the Hugging Face cache). Nothing is built and the network is not
-    asked: a front end says so before the slow steps that come before its model (loading training data)."""
+    ``CLIPVIS_OFFLINE`` set and its weights not in the Hugging Face cache), ClipFetchError (not cached, and
+    ``HF_HUB_OFFLINE`` set or the hub's name does not resolve: no network). Nothing is built and the network is asked
+    no more than that name: a front end says so before the slow steps that come before its model (loading training
+    data)."""
     config = _as_model_config(config)
     _refuse_clip_name(config, allow_hub_clip, for_checkpoint=False)
     _cached_pretrained_clip(config, for_checkpoint=False)
@@ -131,12 +135,13 @@ def _refuse_clip_name(config: ClipVisConfig, allow_hub_clip: bool, for_checkpoin
 
 def _cached_pretrained_clip(config: ClipVisConfig, for_checkpoint: bool) -> tuple[dict[str, Any], Path | None]:
     """open_clip's pretrained config of the CLIP and the weights file to read from the Hugging Face cache (None:
-    open_clip fetches them); CheckpointError where it is not cached and ``CLIPVIS_OFFLINE`` is set. Asks nothing of the
-    network.
+    open_clip fetches them); CheckpointError where it is not cached and ``CLIPVIS_OFFLINE`` is set; ClipFetchError
+    where it is not cached and ``HF_HUB_OFFLINE`` is set, or the hub cannot be reached (:func:`_unreachable_hub`).
+    Asks the network no more than whether the hub's name resolves.
 
     An `hf-hub:` CLIP is read from the cache (the snapshot folder holding its open_clip_config.json and weights, see
     :func:`_cached_hub_clip`) only offline (``CLIPVIS_OFFLINE``, ``HF_HUB_OFFLINE``): online open_clip asks the hub
-    for it, as a repository may have moved on since it was fetched."""
+    for it, as a repository may have moved on since it was fetched, unless it cannot be reached."""
     import open_clip
 
     name, tag = config.clip_model_name, config.clip_pretrained
@@ -174,8 +179,18 @@ def _cached_pretrained_clip(config: ClipVisConfig, for_checkpoint: bool) -> tupl
     if cached is None and source is not None and _hub_offline_variables():  # HF_HUB_OFFLINE (clusters set it):
         # huggingface_hub would refuse the fetch; said as its refusal is, before anything slow (train's data)
         raise ClipFetchError(name, tag, source, LookupError("they are not in the Hugging Face cache"))
-    if _is_hub_name(name) and not offline_mode() and not _hub_offline_variables():
-        cached = None  # online: open_clip asks the hub
+    if offline_mode() or _hub_offline_variables():
+        return pretrained_cfg, cached
+    # Online. A machine without a network (the hub's name does not resolve) is told at once: huggingface_hub retried
+    # each file ~23 s (1+2+4+8+8 s) before it failed, ~55 s for a CLIP. An hf-hub: CLIP the cache holds is then read
+    # from it, as offline; where the hub can be asked, open_clip asks it for such a CLIP (its repository may have
+    # moved on).
+    hub = str(hub_entry or "").strip("/") or None
+    unreachable = _unreachable_hub() if hub is not None and (cached is None or _is_hub_name(name)) else None
+    if unreachable is not None and cached is None:
+        raise ClipFetchError(name, tag, hub, unreachable)
+    if _is_hub_name(name) and unreachable is None:
+        cached = None
     return pretrained_cfg, cached
 
 
@@ -220,6 +235,43 @@ _HUB_PREFIX = "hf-hub:"
 _LOCAL_DIR_PREFIX = "local-dir:"
 #: The config file open_clip reads an hf-hub: CLIP's model config from (open_clip/factory.py, _get_hf_config)
 _HUB_CONFIG_FILE = "open_clip_config.json"
+
+
+#: The variables that send huggingface_hub's requests through a proxy (httpx reads them, upper or lower case): the
+#: proxy then resolves the hub's name, which this machine may not
+_PROXY_VARIABLES = ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY")
+
+
+class _HubNameUnresolved(OSError):
+    """The hub's host name does not resolve here (:func:`_unreachable_hub`): nothing was tried, nor retried."""
+
+
+def _unreachable_hub() -> OSError | None:
+    """Why the Hugging Face hub (huggingface_hub's endpoint, ``HF_ENDPOINT``) cannot be reached from here, told at
+    once: its host's name does not resolve (no network, no DNS), where huggingface_hub retried every request for ~23 s
+    before it failed. None where it resolves, where a proxy is set (it resolves the name), and where this cannot be
+    told (no huggingface_hub): huggingface_hub is then left to find out. Asks the network no more than that name."""
+    if any(os.environ.get(variable) or os.environ.get(variable.lower()) for variable in _PROXY_VARIABLES):
+        return None
+    try:
+        from huggingface_hub import constants
+    except ImportError:
+        return None
+    endpoint = urlsplit(str(constants.ENDPOINT))
+    try:
+        host, port = endpoint.hostname, endpoint.port
+    except ValueError:  # a port that is no number: huggingface_hub says what is wrong with it
+        return None
+    if not host:
+        return None
+    try:
+        socket.getaddrinfo(host, port or (443 if endpoint.scheme == "https" else 80), type=socket.SOCK_STREAM)
+    except socket.gaierror as error:
+        return _HubNameUnresolved(f"the name {host} does not resolve ({error.strerror or error}): no network, or "
+                                  "no DNS")
+    except (OSError, UnicodeError):
+        return None
+    return None
 
 
 def _is_hub_name(name: str) -> bool:
@@ -380,7 +432,8 @@ class ClipFetchError(CheckpointError):
             f"then kept in the Hugging Face cache, {_hugging_face_cache()}, which HF_HOME moves), copy that cache from "
             "a machine that has them, or give a checkpoint that holds the CLIP (backbone.clip_model.* keys) with ",
             Parameter("weights", "load_model(PATH)"),
-            "" if offline else f"; {OFFLINE_ENV}=1 refuses at once instead of retrying"
+            "" if offline or isinstance(cause, _HubNameUnresolved) else f"; {OFFLINE_ENV}=1 refuses at once instead "
+            "of retrying"
         )
 
     def __reduce__(self) -> tuple:
@@ -663,12 +716,14 @@ def check_checkpoint_clip(
     CLIP of a checkpoint that holds none (it takes it from open_clip), before it fetches or builds anything:
     UnknownClipError (a name open_clip does not know), UntrustedClipError (not one of the released models' CLIPs),
     CheckpointError (a CLIP given by model config; a file that is no CLIP-VIS head, or not that CLIP's; or
-    ``CLIPVIS_OFFLINE`` set and the CLIP not in the Hugging Face cache), ClipFetchError (``HF_HUB_OFFLINE`` set and it
-    not cached). A front end says so before the slow steps that come before its model (loading training data), as
-    :func:`check_pretrained_clip` lets it for a model without a checkpoint.
+    ``CLIPVIS_OFFLINE`` set and the CLIP not in the Hugging Face cache), ClipFetchError (not cached, and
+    ``HF_HUB_OFFLINE`` set or the hub's name does not resolve: no network). A front end says so before the slow
+    steps that come before its model (loading training data), as :func:`check_pretrained_clip` lets it for a model
+    without a checkpoint.
 
     Nothing is raised for a checkpoint that holds its CLIP, nor for one this cannot find (a released checkpoint not
-    downloaded yet, a missing path: load_model says what it says about those). The file is read, not the network."""
+    downloaded yet, a missing path: load_model says what it says about those). The file is read; of the network, no
+    more than whether the hub's name resolves."""
     text = os.fspath(name_or_path)
     local = Path(text).expanduser()
     base: dict[str, Any] | None = None

@@ -154,6 +154,16 @@ def empty_hugging_face_cache(tmp_path_factory) -> Iterator[None]:
         os.environ["HF_HUB_CACHE"] = before[1]
 
 
+@pytest.fixture(autouse=True)
+def hub_name_resolves(monkeypatch) -> None:
+    """clipvis tells a machine without a network by the Hugging Face hub's name not resolving before open_clip's
+    fetch (``clipvis.model.build._unreachable_hub``): here the name resolves, network or not, so that a test's faked
+    fetch runs as it would online (nothing asks the hub). A test of that check puts the real one back."""
+    from clipvis.model import build
+
+    monkeypatch.setattr(build, "_unreachable_hub", lambda: None)
+
+
 def _open_files_under(folder: Path) -> list[str]:
     """This process' open files under ``folder`` (an unlinked temporary file too: '<folder>/#123 (deleted)')."""
     targets = []

@@ -611,6 +611,95 @@ def test_offline_an_hf_hub_clip_with_an_open_clip_that_reads_no_folder_says_so(t
     assert fake_open_clip == []
 
 
+_REAL_HUB_CHECK = build_module._unreachable_hub  # (the tests' conftest stands one in that finds the hub)
+
+
+@pytest.fixture
+def no_dns(monkeypatch) -> list[str]:
+    """This machine as one without a network: no name resolves (the real check of the hub's name in place, no
+    proxy). Returns the names looked up."""
+    import socket
+
+    looked_up: list[str] = []
+
+    def getaddrinfo(host, *args, **kwargs):
+        looked_up.append(host)
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    monkeypatch.setattr(build_module, "_unreachable_hub", _REAL_HUB_CHECK)
+    for variable in ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY"):
+        monkeypatch.delenv(variable, raising=False)
+        monkeypatch.delenv(variable.lower(), raising=False)
+    return looked_up
+
+
+def test_without_a_network_a_clip_not_cached_is_refused_at_once(tiny_model, fake_open_clip, no_dns) -> None:
+    """Offline and not cached, open_clip's fetch took ~55 s (huggingface_hub retried each file for ~23 s, though the
+    hub's name failed to resolve at once) before the same error. The name is looked up first now: the error comes at
+    once, says why, and nothing is fetched; train's check before its data loads says it too."""
+    from clipvis.model import check_pretrained_clip
+    from clipvis.model.build import ClipFetchError
+
+    for run in (check_pretrained_clip, lambda: create_model(pretrained_clip=True)):
+        with pytest.raises(ClipFetchError, match=r"^the RN50/openai CLIP weights could not be fetched from Hugging "
+                                                 r"Face \(timm/resnet50_clip.openai\): the name huggingface.co does "
+                                                 r"not resolve \(Name or service not known\): no network, or no DNS; "
+                                                 r"fetch them once with internet access") as info:
+            run()
+        assert "instead of retrying" not in str(info.value)  # nothing was retried
+    assert fake_open_clip == [] and no_dns == ["huggingface.co", "huggingface.co"]
+
+
+def test_without_a_network_a_cached_hf_hub_clip_is_read_from_the_cache(tmp_path, tiny_model, monkeypatch,
+                                                                        no_dns) -> None:
+    """Online, open_clip asks the hub for an `hf-hub:` CLIP even where the cache holds it; without a network that took
+    ~70 s of retries (config, then both weights names) before huggingface_hub fell back on the cache. It is read from
+    the cache at once, as offline."""
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    _cached_hub_clip(tmp_path / "hub", "someone/hub-clip", tiny_model.backbone.clip_model,
+                     tiny_model.config.clip_model_config)
+    _no_hub_requests(monkeypatch)
+    model = load_model(_head_only_file(tmp_path, tiny_model, "hf-hub:someone/hub-clip", ""), allow_hub_clip=True)
+    torch.testing.assert_close(model.backbone.clip_model.state_dict(), tiny_model.backbone.clip_model.state_dict())
+
+
+@pytest.mark.parametrize("case", ["the name resolves", "a proxy", "HF_ENDPOINT"])
+def test_where_the_hub_may_be_reached_open_clip_is_asked(tmp_path, tiny_model, fake_open_clip, monkeypatch, case):
+    """The name resolves, or a proxy would resolve it (this machine's DNS may not): open_clip fetches, as before; a
+    CLIP the cache holds is read from it by path, with no look-up. HF_ENDPOINT's host is the one looked up."""
+    import socket
+
+    import huggingface_hub.constants
+
+    looked_up: list[str] = []
+
+    def getaddrinfo(host, *args, **kwargs):
+        looked_up.append(host)
+        if case == "a proxy":
+            raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("192.0.2.1", 443))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    monkeypatch.setattr(build_module, "_unreachable_hub", _REAL_HUB_CHECK)
+    if case == "a proxy":
+        monkeypatch.setenv("https_proxy", "http://proxy.example:3128")
+    if case == "HF_ENDPOINT":
+        monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", "https://hub.example.org:8443")
+    with pytest.raises(_DownloadAttempted):
+        create_model(pretrained_clip=True)
+    host = "hub.example.org" if case == "HF_ENDPOINT" else "huggingface.co"
+    assert looked_up == ([] if case == "a proxy" else [host])
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    paths = _cached_clip(tmp_path / "hub", ("open_clip_model.safetensors",))
+    looked_up.clear()
+    with pytest.raises(_DownloadAttempted):
+        create_model(pretrained_clip=True)
+    assert looked_up == [] and fake_open_clip[-1]["pretrained"] == str(paths["open_clip_model.safetensors"])
+
+
 def test_offline_an_hf_hub_clip_of_create_model_names_each_remedy_once(tiny_model, fake_open_clip, monkeypatch) -> None:
     """create_model(pretrained_clip=True) of an `hf-hub:` CLIP with CLIPVIS_OFFLINE set said "unset CLIPVIS_OFFLINE"
     twice (in the general remedy, then with HF_HUB_OFFLINE=1). It says it once now."""
