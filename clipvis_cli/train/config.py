@@ -271,6 +271,11 @@ class TrainConfig:
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"{self._files_setting(getattr(exc, 'settings', ()))}: {exc}") from exc
 
+    def file_setting(self, dotted: str) -> str:
+        """The config file the value of ``dotted`` comes from: the `_BASE_` file that set it, else the config file
+        given (a ``KEY=VALUE`` override is not told apart: see ``overridden``)."""
+        return _file_setting(self.key_files, self.source)(dotted)
+
     def _files_setting(self, settings: tuple[str, ...]) -> str:
         """The config files that set the model ``settings`` a ModelSettingError refuses (dotted official keys, or
         ClipVisConfig fields: ``CLIPVIS.MODEL``'s when it sets them, else their official keys'), ``; ``-joined: a

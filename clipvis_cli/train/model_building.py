@@ -101,6 +101,29 @@ def _build_model(config: TrainConfig, weights: str | None, seed: int, resuming: 
         return create_model(model_config, pretrained_clip=pretrained_clip)
 
 
+def random_clip_warning(config: TrainConfig, weights: str | None, resuming: bool) -> str | None:
+    """The warning of a run whose frozen CLIP starts, and so stays, random: no ``weights`` and not ``resuming`` (a
+    checkpoint of its own holds the CLIP it started with), and the CLIP given by an open_clip model config
+    (``CLIPVIS.CLIP_CONFIG``/``--clip-config``, which wins, or ``CLIPVIS.MODEL.clip_model_config``), which has no
+    pretrained weights to download (``_build_model``). It names where that config came from and what to give. None
+    for any other run (tests train such tiny random CLIPs on purpose: said, not refused)."""
+    if weights or resuming:
+        return None
+    clip_config = str(config.get("CLIPVIS.CLIP_CONFIG") or "")
+    if clip_config:
+        where = f"{clip_config} (--clip-config, CLIPVIS.CLIP_CONFIG)"
+    elif config.model_config().clip_model_config is not None:
+        key = "CLIPVIS.MODEL.clip_model_config"
+        given = ("a KEY=VALUE override" if any(k == key or k.startswith(f"{key}.") for k in config.overridden)
+                 else config.file_setting(key))
+        where = f"{key} of {given}"
+    else:
+        return None
+    return (f"the CLIP is built from {where} with random weights, which stay frozen while the model trains: a model "
+            "for tests only; to train a usable one give --weights a checkpoint that holds this CLIP's weights "
+            "(backbone.clip_model.* keys; README, Train: a CLIP of your own)")
+
+
 def check_clip_available(config: TrainConfig, weights: str | None, resume_from: Path | None) -> None:
     """Before the data loads (minutes on LVIS): a ModelBuildError, as building the model would raise, where the run
     takes open_clip's pretrained CLIP (no checkpoint ``resume_from``; no ``weights`` and no CLIP model config, or

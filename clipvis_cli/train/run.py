@@ -52,6 +52,7 @@ from clipvis.cli.train.model_building import (
     ModelBuildError,
     build_model,
     check_clip_available,
+    random_clip_warning,
     recorded_config,
     starting_weights,
     weights_model_config,
@@ -325,6 +326,11 @@ def _train_in_folder(request: RunRequest, rank: int, world: int, local_rank: int
                         "%s to --resume from (a stop signal still saves one); set SOLVER.CHECKPOINT_PERIOD, e.g. "
                         "SOLVER.CHECKPOINT_PERIOD=%d", schedule.checkpoint_period, schedule.max_iter, schedule.max_iter,
                         kept, max(schedule.max_iter // 5, 1))
+        # said before the data loads (minutes on LVIS), not only in a model useless once trained
+        random_clip = random_clip_warning(config, request.weights or config.get("MODEL.WEIGHTS") or None,
+                                          resuming=resume_from is not None)
+        if random_clip is not None:
+            log.warning("warning: %s", random_clip)
 
     sources = _load_training_data(config, rank, world, requests, output_dir, resume_from is not None)
     records = [r for s in sources for r in s.records]
