@@ -34,15 +34,38 @@ def picture_count(image: Image.Image) -> int:
 
 
 def _frame_durations_ms(image: Image.Image, path: Path, count: int) -> list[float]:
-    """Each frame's display time in ms (0 where the file gives none). Pillow has them for APNG and GIF; for WebP
-    they are read from the file's ANMF chunks (24-bit little-endian at offset 12 of each)."""
+    """Each frame's display time in ms (0 where the file gives none; a GIF's as `_gif_frame_durations_ms` times
+    them). Pillow has them for APNG and GIF; for WebP they are read from the file's ANMF chunks (24-bit little-endian
+    at offset 12 of each)."""
     if image.format == "WEBP":
         durations = _webp_frame_durations(path)
         return durations if len(durations) == count else [0.0] * count
+    if image.format == "GIF":
+        return _gif_frame_durations_ms(image, count)
     durations = []
     for index in range(count):
         image.seek(index)
         durations.append(float(image.info.get("duration") or 0))
+    image.seek(0)
+    return durations
+
+
+# A GIF frame's delay where its Graphic Control Extension gives none (0) and before any frame gave one: FFmpeg's GIF
+# demuxer's default (its `default_delay` option, 10 hundredths of a second), which browsers show such frames for too
+GIF_DEFAULT_DELAY_MS = 100.0
+
+
+def _gif_frame_durations_ms(image: Image.Image, count: int) -> list[float]:
+    """A GIF's frames' display times in ms as FFmpeg's GIF demuxer times them (what `VideoReader` gives a GIF it
+    reads): a frame's own delay, a delay of 0 `GIF_DEFAULT_DELAY_MS`, and a frame without a Graphic Control Extension
+    (Pillow gives it no "duration") the delay of the frame before it (`GIF_DEFAULT_DELAY_MS` for the first)."""
+    durations: list[float] = []
+    delay = 0.0
+    for index in range(count):
+        image.seek(index)
+        own = image.info.get("duration")
+        delay = float(own) if own is not None else delay
+        durations.append(delay or GIF_DEFAULT_DELAY_MS)
     image.seek(0)
     return durations
 
@@ -194,16 +217,40 @@ def rgb_array(image: Image.Image) -> np.ndarray:
     return np.asarray(image.convert("RGB"), dtype=np.uint8).copy()
 
 
-def _is_webp(path: Path) -> bool:
-    """Whether the file is a WebP image by its first bytes (a RIFF container of form WEBP), whatever its name."""
+def animation_frame_rgb(image: Image.Image) -> np.ndarray:
+    """An animation's current frame (Pillow's picture so far: a GIF's frames drawn over the ones before as each
+    one's disposal says) as ``rgb_array`` gives it, but a GIF's transparent pixels white, as FFmpeg's GIF decoder
+    gives them (`VideoReader`'s GIFs): Pillow's RGB conversion showed them in whatever colour the palette's
+    transparent entry held."""
+    if image.format != "GIF" or (image.mode != "RGBA" and "transparency" not in image.info):
+        return rgb_array(image)
+    rgba = np.asarray(upright(image).convert("RGBA"), dtype=np.uint8)
+    rgb = rgba[..., :3].copy()
+    rgb[rgba[..., 3] == 0] = 255
+    return rgb
+
+
+def _file_header(path: Path, size: int) -> bytes:
+    """The first ``size`` bytes of the regular file ``path``; b"" for anything else or a file that cannot be read (its
+    reader says why)."""
     try:
         if not path.is_file():  # (a pipe is not opened here: that waits for a writer)
-            return False
+            return b""
         with open(path, "rb") as file:
-            header = file.read(12)
-    except OSError:  # the reader says why it cannot be read
-        return False
+            return file.read(size)
+    except OSError:
+        return b""
+
+
+def _is_webp(path: Path) -> bool:
+    """Whether the file is a WebP image by its first bytes (a RIFF container of form WEBP), whatever its name."""
+    header = _file_header(path, 12)
     return header[:4] == b"RIFF" and header[8:12] == b"WEBP"
+
+
+def _is_gif(path: Path) -> bool:
+    """Whether the file is a GIF by its first bytes (its signature), whatever its name."""
+    return _file_header(path, 6) in (b"GIF87a", b"GIF89a")
 
 
 def _pillow_reads(path: Path) -> bool:

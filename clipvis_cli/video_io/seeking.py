@@ -146,7 +146,8 @@ def _distance(stamp: int | None, target: int) -> float:
 
 def _learn_frames(path: Path) -> _LearnedFrames:
     """Decode ``path`` through, noting each frame's pts and picture digest and the first frame's shown size; for a
-    file segment reads through Pillow (``file_reader``: an animated WebP named .gif, an APNG), that reader."""
+    file segment reads through Pillow (``file_reader``: an animated WebP named .gif, an APNG, a GIF whose frames FFmpeg
+    joins), that reader."""
     reader = file_reader(path)
     if isinstance(reader, ImageFolderReader):
         reader.probe()

@@ -1238,7 +1238,8 @@ def test_segment_coco_json_of_an_image_folder_reads_its_frames_from_that_folder(
 
 def test_training_reads_frames_as_segment_read_them_animated_webp_and_image_folders_of_mixed_sizes(tmp_path, synth):
     """Training read every source file with FFmpeg: an animated WebP (named .webp, or .gif as GIF sites serve them),
-    which segment reads through Pillow, had no frame to train on. An image folder's image of another size, which
+    which segment reads through Pillow, had no frame to train on (nor has a GIF whose frames FFmpeg joins, beyond its
+    first). An image folder's image of another size, which
     segment resized to the size most of the folder's images have, was skipped ("skipped image of size 40x30, the
     annotations say 40x24", naming a path under --images that does not exist); so was a video's frame after a change
     of size."""
@@ -1260,6 +1261,15 @@ def test_training_reads_frames_as_segment_read_them_animated_webp_and_image_fold
         for index, expected in enumerate(segment_frames(path)):
             frame = FrameRecord(tmp_path / "images" / "x.jpg", 24, 40, source_video=path, frame_index=index)
             np.testing.assert_array_equal(read_frame(frame, seeker), expected)
+    plain = tmp_path / "plain.gif"  # no extension block: FFmpeg read its 4 frames as one, so segment does not
+    noise = np.random.default_rng(0)
+    pictures = [Image.fromarray(noise.integers(0, 256, (16, 16, 3), dtype=np.uint8)) for _ in range(4)]
+    pictures[0].save(plain, save_all=True, append_images=pictures[1:])
+    expected = segment_frames(plain)
+    assert len(expected) == 4
+    for index in (3, 0, 2):
+        frame = FrameRecord(tmp_path / "images" / "x.jpg", 16, 16, source_video=plain, frame_index=index)
+        np.testing.assert_array_equal(read_frame(frame, seeker), expected[index])
 
     folder = tmp_path / "seq"
     synth.write_images(folder, ["1.png", "2.png"], height=24, width=40)

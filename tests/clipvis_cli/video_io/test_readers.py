@@ -221,3 +221,56 @@ def test_a_broken_link_frame_fails_its_video_naming_the_link(tmp_path: Path, syn
     [source] = discover_inputs([str(tmp_path / "seq")])
     with pytest.raises(VideoReadError, match=r"frame 3.jpg: a symbolic link to .*gone.jpg, which does not exist"):
         list(open_reader(source))
+
+
+def test_a_gif_without_extension_blocks_gives_every_frame(tmp_path: Path) -> None:
+    """FFmpeg's GIF demuxer starts a frame only after an extension block: the pictures of a GIF without any (Pillow's
+    save_all without a duration or a loop count) came as one frame, the first, and segment said "1 frames" with no
+    warning. Such a GIF is read through Pillow, its frames as FFmpeg reads the same pictures behind a loop count
+    (which it splits), 100 ms each as FFmpeg times GIF frames without a delay; that GIF stays with FFmpeg."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    pictures = [Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)) for _ in range(4)]
+    plain, looped = tmp_path / "plain.gif", tmp_path / "looped.gif"
+    pictures[0].save(plain, save_all=True, append_images=pictures[1:])
+    pictures[0].save(looped, save_all=True, append_images=pictures[1:], loop=0)
+    reference = open_reader(discover_inputs([str(looped)])[0])
+    assert isinstance(reference, VideoReader)  # as read before
+    expected = read_all(reference)[1]
+    assert len({frame.tobytes() for frame in expected}) == 4
+    [source] = discover_inputs([str(plain)])
+    reader = open_reader(source)
+    indices, decoded = read_all(reader)
+    assert indices == [0, 1, 2, 3] and all(np.array_equal(a, b) for a, b in zip(decoded, expected, strict=True))
+    assert list(reader.frame_times) == pytest.approx([0.0, 0.1, 0.2, 0.3]) and reader.end_time == pytest.approx(0.4)
+    assert (reader.probe().frame_count, reader.probe().fps) == (4, 10)
+    assert read_all(open_reader(source, stride=2, max_frames=1))[0] == [0]
+
+
+def test_a_gif_read_through_pillow_is_drawn_and_timed_as_ffmpeg_reads_it(tmp_path: Path) -> None:
+    """A GIF read through Pillow (one whose frames FFmpeg joins; one named .png) showed its transparent pixels in
+    the palette's colour for them, where FFmpeg, which reads other GIFs, gives white; and frames with a delay of 0
+    took 30 frames/s, where FFmpeg gives them 100 ms. The same GIF named .gif and .png reads the same now."""
+    from PIL import Image
+
+    canvas = np.zeros((24, 32, 3), np.uint8)
+    canvas[:, :, 2] = 200
+    pictures = []
+    for k in range(4):
+        picture = canvas.copy()
+        picture[4:12, 3 + 6 * k : 9 + 6 * k] = (255, 0, 0)
+        pictures.append(Image.fromarray(picture).convert("P", palette=Image.Palette.ADAPTIVE, colors=4))
+    gif = tmp_path / "moving.gif"
+    pictures[0].save(gif, save_all=True, append_images=pictures[1:], duration=[0, 30, 100, 250], loop=0,
+                     transparency=0, disposal=2)
+    named_png = tmp_path / "moving.png"
+    shutil.copyfile(gif, named_png)
+    by_ffmpeg = open_reader(discover_inputs([str(gif)])[0])
+    by_pillow = open_reader(discover_inputs([str(named_png)])[0])
+    assert isinstance(by_ffmpeg, VideoReader) and isinstance(by_pillow, ImageFolderReader)
+    expected, decoded = read_all(by_ffmpeg)[1], read_all(by_pillow)[1]
+    assert any((frame == 255).all(-1).any() for frame in expected)  # transparent pixels, white
+    assert all(np.array_equal(a, b) for a, b in zip(decoded, expected, strict=True))
+    assert list(by_pillow.frame_times) == pytest.approx(list(by_ffmpeg.frame_times)) == [0.0, 0.1, 0.13, 0.23]
+    assert by_pillow.end_time == pytest.approx(by_ffmpeg.end_time) == pytest.approx(0.48)
