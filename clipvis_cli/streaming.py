@@ -81,7 +81,12 @@ def _frame_pairs(frames: Iterable, stride: int = 1, max_frames: int | None = Non
             item = next(items, _END)
             if item is _END:
                 return
-            index, frame = item if isinstance(item, tuple) else (position, item)
+            if isinstance(item, tuple):
+                index, frame = item
+                if type(index) is not int:  # a reader's are ints: the check below costs them nothing
+                    index = _frame_number(index, position)
+            else:
+                index, frame = position, item
             position += 1
             if index % stride:
                 continue
@@ -100,6 +105,21 @@ def _frame_pairs(frames: Iterable, stride: int = 1, max_frames: int | None = Non
         close = getattr(items, "close", None)
         if items is not frames and close is not None:
             close()
+
+
+def _frame_number(index: object, position: int) -> int:
+    """The index of an ``(index, frame)`` pair as an int; TypeError for one that is no whole number (a timestamp
+    ``t / fps`` kept only frame 0 at stride 1, a string failed in ``%``), saying what to pass instead."""
+    if isinstance(index, numbers.Integral) and not isinstance(index, bool):
+        return int(index)
+    if isinstance(index, str | numbers.Number):
+        value = repr(index) if len(repr(index)) <= 40 else f"{repr(index)[:37]}..."
+        what = f"{value} ({type(index).__name__})"
+    else:
+        what = f"of type {type(index).__name__}"
+    raise TypeError(f"(index, frame) pair {position}: its index {what} is no frame number: pairs are (index, frame), "
+                    "the index the frame's number in the video, a whole number (stride keeps its multiples); pass "
+                    "the bare frames (numbered from 0), or enumerate(frames)")
 
 
 def _prepended(first: tuple[int, np.ndarray], rest: Iterator[tuple[int, np.ndarray]]
@@ -132,8 +152,9 @@ class VideoStream:
     """Stream one video through a ``VideoPredictor``: decode thread -> model thread -> RLE worker -> caller.
 
     ``frames``: a video file or image folder path, a reader (``clipvis.cli.video_io.open_reader``), or any iterable
-    of ``(frame_index, frame)`` pairs or of bare frames (uint8 RGB ``[H, W, 3]`` numpy arrays or torch tensors, one
-    size, numbered from 0). ``stride`` keeps the frames whose index is a multiple of it, ``max_frames`` stops after
+    of ``(frame_index, frame)`` pairs (the index a whole number, the frame's number in the video: a timestamp or a
+    name is refused) or of bare frames (uint8 RGB ``[H, W, 3]`` numpy arrays or torch tensors, one size, numbered
+    from 0). ``stride`` keeps the frames whose index is a multiple of it, ``max_frames`` stops after
     that many, whatever ``frames`` is. Iterate once to get ``StreamedFrame``\\ s in order, then call
     :meth:`finish` (after the last frame: to stop early, give ``max_frames``). When the source raises, the frames
     read before the error are yielded first, then its error is raised from the loop (``finish`` then refuses). Use

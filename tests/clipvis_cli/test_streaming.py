@@ -336,6 +336,22 @@ def test_stride_and_max_frames_apply_to_frames_given_as_arrays_tensors_or_pairs(
         predictor.new_video().push(frames.astype(np.uint16))
 
 
+def test_pairs_whose_index_is_no_whole_number_are_refused_saying_what_to_pass(predictor) -> None:
+    """(timestamp, frame) pairs kept frame 0 alone at stride 1 (0.033 % 1 is not 0), silently; string indices
+    failed in "not all arguments converted during string formatting". A numpy integer is a frame number."""
+    frames = synthetic_frames(3)
+    for index, shown in ((1 / 30, r"0\.03333333333333333 \(float\)"), ("00001", r"'00001' \(str\)"),
+                         (True, r"True \(bool\)"), (frames[1], r"of type ndarray")):
+        pairs = [(0, frames[0]), (index, frames[1]), (2, frames[2])]
+        with VideoStream(predictor, pairs) as stream, pytest.raises(
+                TypeError, match=rf"^\(index, frame\) pair 1: its index {shown} is no frame number: pairs are "
+                                 r"\(index, frame\), .*; pass the bare frames \(numbered from 0\), or "
+                                 r"enumerate\(frames\)$"):
+            list(stream)
+    with VideoStream(predictor, [(np.int64(i), f) for i, f in enumerate(frames)], stride=2) as stream:
+        assert [type(f.frame_index) for f in stream] == [int, int]
+
+
 def test_resolution_limit_is_one_clear_error() -> None:
     assert frame_memory_bytes(2160, 3840, 4, 2) > 4 * frame_memory_bytes(480, 854, 4, 2)
     check_frame_memory(2160, 3840, 4, 2, "a.mp4", available=2**40)
