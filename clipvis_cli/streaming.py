@@ -157,7 +157,8 @@ class VideoStream:
     from 0). ``stride`` keeps the frames whose index is a multiple of it, ``max_frames`` stops after
     that many, whatever ``frames`` is. Iterate once to get ``StreamedFrame``\\ s in order, then call
     :meth:`finish` (after the last frame: to stop early, give ``max_frames``). When the source raises, the frames
-    read before the error are yielded first, then its error is raised from the loop (``finish`` then refuses). Use
+    read before the error are yielded first, then its error is raised from the loop; when the model raises on a
+    batch (a frame of another size), the frames of the batches before it are (``finish`` then refuses). Use
     as a context manager (or iterate to the end) so the threads stop on an early exit. ``timings`` says where the
     caller's thread waited (decode, model, RLE).
     """
@@ -305,15 +306,26 @@ class VideoStream:
         self, job: tuple[Future[list[TrackedFrame]], FrameBatch], encoding: Future[list[StreamedFrame]] | None
     ) -> Generator[StreamedFrame, None, Future[list[StreamedFrame]]]:
         """Wait for a batch's model results, hand them to the RLE worker, then yield the previous batch's frames
-        (encoded meanwhile). Returns the new encoding job."""
+        (encoded meanwhile). Returns the new encoding job. Where the model failed on the batch, the previous batch's
+        frames are yielded before its error is raised (they were lost with it)."""
         self._check_open()
         future, batch = job
         del job
         start = time.perf_counter()
+        model_error: Exception | None = None
         try:
             tracked = future.result()
+        except Exception as error:  # noqa: BLE001 - raised below, after the frames finished before it
+            model_error = error
         finally:  # a failed future holds its error, whose traceback holds this frame: no cycle through it
             del future
+        if model_error is not None:
+            try:
+                if encoding is not None:
+                    yield from self._collect(encoding)
+                raise model_error
+            finally:
+                model_error = None
         self.timings["model"] += time.perf_counter() - start
         first = len(self.frame_indices)
         self.frame_indices.extend(batch.frame_indices)

@@ -501,6 +501,22 @@ def test_a_failing_source_delivers_the_frames_read_before_its_error_then_raises_
             stream.finish()
 
 
+@pytest.mark.parametrize("batch_frames", [1, 2, 4])
+def test_a_batch_failing_in_the_model_delivers_the_frames_finished_before_it_then_raises(predictor,
+                                                                                        batch_frames) -> None:
+    """Frame 4 of another size, opening a batch, failed it in the model: the frames of the batches before it, which
+    the model had finished (a source's error delivers them), were lost with it (batch_frames=2: 0-1 came, 2-3 not)."""
+    frames = list(synthetic_frames(4, 48, 64)) + list(synthetic_frames(1, 40, 64)) + list(synthetic_frames(2, 48, 64))
+    received = []
+    with VideoStream(predictor, frames, batch_frames=batch_frames) as stream:
+        with pytest.raises(ValueError, match=r"^frame 4 \(0-based, as pushed\): size \(40, 64\) differs"):
+            for frame in stream:
+                received.append(frame.frame_index)
+        assert received == [0, 1, 2, 3]
+        with pytest.raises(RuntimeError, match=r"^finish\(\) after the stream stopped with an error \(ValueError"):
+            stream.finish()
+
+
 def write_clip(path, frames: np.ndarray) -> None:
     import av
 
