@@ -25,7 +25,7 @@ from __future__ import annotations
 import numbers
 import time
 from collections import deque
-from collections.abc import Callable, Generator, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +39,14 @@ from clipvis.cli.inputs import discover_inputs
 from clipvis.cli.memory import LARGE_BATCH_BYTES, check_frame_memory
 from clipvis.cli.openmp import release_openmp_workers
 from clipvis.cli.rle import CompressedRuns, RleDict
-from clipvis.cli.video_io import BackgroundDecoder, FrameBatch, FrameReader, VideoReadError, open_reader
+from clipvis.cli.video_io import (
+    BackgroundDecoder,
+    FrameBatch,
+    FrameReader,
+    ImageFolderReader,
+    VideoReadError,
+    open_reader,
+)
 
 if TYPE_CHECKING:  # torch: imported when a stream runs, not when the CLI starts
     from clipvis.model.predictor import TrackedFrame, VideoInstances, VideoPredictor
@@ -135,7 +142,13 @@ def _as_array(frame: object) -> np.ndarray:
         return frame
     if hasattr(frame, "detach") and hasattr(frame, "cpu"):  # a torch tensor
         return frame.detach().cpu().numpy()
-    hint = "np.asarray(image.convert('RGB'))" if hasattr(frame, "convert") else "np.asarray(frame)"
+    if isinstance(frame, str | Path):
+        hint = ("a path: give the video file or image folder itself, or a list of image paths (read as an image "
+                "folder's images), or read the images first")
+    elif hasattr(frame, "convert"):
+        hint = "np.asarray(image.convert('RGB'))"
+    else:
+        hint = "np.asarray(frame)"
     raise TypeError(f"expected uint8 RGB frames [H, W, 3] as numpy arrays or torch tensors, got "
                     f"{type(frame).__name__} ({hint})")
 
@@ -151,7 +164,8 @@ def open_frames(video: str | Path, stride: int = 1, max_frames: int | None = Non
 class VideoStream:
     """Stream one video through a ``VideoPredictor``: decode thread -> model thread -> RLE worker -> caller.
 
-    ``frames``: a video file or image folder path, a reader (``clipvis.cli.video_io.open_reader``), or any iterable
+    ``frames``: a video file or image folder path, a list of image file paths (the frames in that order, read as an
+    image folder's images: ``ImageFolderReader``), a reader (``clipvis.cli.video_io.open_reader``), or any iterable
     of ``(frame_index, frame)`` pairs (the index a whole number, the frame's number in the video: a timestamp or a
     name is refused) or of bare frames (uint8 RGB ``[H, W, 3]`` numpy arrays or torch tensors, one size, numbered
     from 0). ``stride`` keeps the frames whose index is a multiple of it, ``max_frames`` stops after
@@ -166,7 +180,7 @@ class VideoStream:
     def __init__(
         self,
         predictor: VideoPredictor,
-        frames: str | Path | Iterable[np.ndarray] | Iterable[tuple[int, np.ndarray]],
+        frames: str | Path | Sequence[str | Path] | Iterable[np.ndarray] | Iterable[tuple[int, np.ndarray]],
         batch_frames: int = 4,
         max_queued_batches: int = 2,
         stride: int = 1,
@@ -181,6 +195,9 @@ class VideoStream:
             raise ValueError(f"stride and max_frames must be at least 1, not {stride} and {max_frames}")
         if isinstance(frames, str | Path):
             frames = open_frames(frames, stride=stride, max_frames=max_frames)
+        elif isinstance(frames, list | tuple) and frames and all(isinstance(item, str | Path) for item in frames):
+            # image files, in this order: read as an image folder's are (EXIF orientation, one size)
+            frames = ImageFolderReader(frames, stride=stride, max_frames=max_frames)
         elif getattr(frames, "ndim", None) == 3:  # a numpy array or a tensor: iterating it gives its rows
             shape = tuple(frames.shape)
             if shape[-1] == 3:

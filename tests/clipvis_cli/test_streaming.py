@@ -352,6 +352,29 @@ def test_pairs_whose_index_is_no_whole_number_are_refused_saying_what_to_pass(pr
         assert [type(f.frame_index) for f in stream] == [int, int]
 
 
+def test_a_list_of_image_paths_is_read_as_an_image_folder_s_images(predictor, tmp_path, synth) -> None:
+    """A list of frame files (glob's) failed per frame with 'got str (np.asarray(frame))'. Read as the folder's
+    images are (in the order given); a path among frames of another kind says what to pass."""
+    from PIL import Image
+
+    paths = synth.write_images(tmp_path / "seq", ["a.png", "b.png", "c.png", "d.png"], height=48, width=64)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored turned: the folder's reader turns it upright
+    Image.fromarray(np.ascontiguousarray(synth.bar_frame(2, 48, 64).transpose(1, 0, 2)[::-1])).save(paths[2],
+                                                                                                     exif=exif)
+
+    def streamed(frames, **options):
+        with VideoStream(predictor, frames, batch_frames=2, **options) as stream:
+            return [(f.frame_index, [f.rle(q) for q in range(len(f.empty))]) for f in stream]
+
+    by_folder = streamed(tmp_path / "seq")
+    assert streamed([str(path) for path in paths]) == by_folder == streamed(tuple(paths))
+    assert streamed(paths, stride=2, max_frames=1) == by_folder[:1]
+    with pytest.raises(TypeError, match=r"got PosixPath \(a path: give the video file or image folder itself, or a "
+                                        r"list of image paths \(read as an image folder's images\), or read the "):
+        list(VideoStream(predictor, (path for path in paths)))
+
+
 def test_resolution_limit_is_one_clear_error() -> None:
     assert frame_memory_bytes(2160, 3840, 4, 2) > 4 * frame_memory_bytes(480, 854, 4, 2)
     check_frame_memory(2160, 3840, 4, 2, "a.mp4", available=2**40)
