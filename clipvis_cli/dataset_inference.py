@@ -41,7 +41,14 @@ from clipvis.cli.frame_numbers import recorded_frame_numbers
 from clipvis.cli.inputs import VideoSource, is_dir_quietly, is_file_quietly, list_image_frames
 from clipvis.cli.json_io import parse_json
 from clipvis.cli.locks import LOCK_NAME, FolderLock
-from clipvis.cli.messages import describe_exception, path_text, shown_path, subject_message
+from clipvis.cli.messages import (
+    STREAM_PARAMETER_FLAGS,
+    describe_exception,
+    model_error_message,
+    path_text,
+    shown_path,
+    subject_message,
+)
 from clipvis.cli.progress import Reporter
 from clipvis.cli.run_identity import file_digest
 from clipvis.cli.segment import SegmentOptions, SegmentRunner
@@ -543,7 +550,8 @@ class DatasetInference:
                     continue
                 except (ValueError, RuntimeError, MemoryError) as error:  # model errors: this video only
                     where = f"{shown_path(self.video_folder(video))}: video {video.id}"
-                    failed[video.id] = self._report_failure(video, subject_message(error, where))
+                    cause = model_error_message(error, STREAM_PARAMETER_FLAGS)  # --batch-frames 1
+                    failed[video.id] = self._report_failure(video, subject_message(cause, where))
                     continue
                 atomic_write_streamed_json(path, {"key": key, "results": _streamed_entries(entries)})
                 computed += 1

@@ -31,6 +31,8 @@ import sys
 import threading
 from types import TracebackType
 
+from clipvis.model.errors import Parameter, ParameterHint
+
 DEFAULT_TRIM_PERIOD_S = 1.0
 DEFAULT_TRIM_GROWTH_BYTES = 64 * 2**20  # resident growth that triggers a trim
 HEAP_BUFFER_MAX_BYTES = 64 * 2**20  # larger buffers (e.g. a video's full-resolution mask stack) are mapped
@@ -226,8 +228,10 @@ WORKING_BYTES_PER_PIXEL = 53
 LARGE_BATCH_BYTES = 64 * 2**20
 
 
-class ResolutionLimitError(ValueError):
-    """A video's frames are too large to process here; ``str()`` is one line naming the input."""
+class ResolutionLimitError(ParameterHint, ValueError):
+    """A video's frames are too large to process here; ``str()`` is one line naming the input, and the setting that
+    would fix it worded as a Python caller gives it (``batch_frames=1``); a command words it as its flag
+    (``error.worded({"batch_frames": "--batch-frames 1"})``: ``clipvis.cli.messages.STREAM_PARAMETER_FLAGS``)."""
 
 
 def frame_memory_bytes(
@@ -268,10 +272,10 @@ def check_frame_memory(
     need = frame_memory_bytes(height, width, batch_frames, queued_batches, model_batches)
     available = available_memory_bytes() if available is None else available
     if available is not None and need > available:
-        hint = " (try --batch-frames 1)" if batch_frames > 1 else ""
+        hint = (" (try ", Parameter("batch_frames", "batch_frames=1"), ")") if batch_frames > 1 else ()
         raise ResolutionLimitError(
             f"{name}: {width}x{height} frames need ~{_size_text(need)} with batches of {batch_frames} frames, "
-            f"only {_size_text(available)} of memory is available{hint}"
+            f"only {_size_text(available)} of memory is available", *hint
         )
 
 

@@ -158,6 +158,11 @@ MODEL_PARAMETER_FLAGS = {"allow_hub_clip": "--allow-hub-clip", "config": "--conf
                          "weights": "--weights PATH"}
 
 
+#: ``MODEL_PARAMETER_FLAGS`` and, for the commands that stream videos (segment, evaluate), the setting the streaming
+#: loop's errors name as a Python parameter (``clipvis.cli.memory.ResolutionLimitError``'s ``batch_frames=1``)
+STREAM_PARAMETER_FLAGS = {**MODEL_PARAMETER_FLAGS, "batch_frames": "--batch-frames 1"}
+
+
 def model_error_message(error: BaseException, flags: dict[str, str] = MODEL_PARAMETER_FLAGS) -> str:
     """``describe_exception``, with the parameters a model library error says to give worded as the command line's
     ``flags`` (``--allow-hub-clip``, not ``allow_hub_clip=True``; ``--weights PATH``, not ``load_model(PATH)``)."""

@@ -35,7 +35,14 @@ from clipvis.cli.distributed import OtherRankFailed, deliver, signals_held
 from clipvis.cli.inputs import VideoSource
 from clipvis.cli.locks import FolderBusyError
 from clipvis.cli.mask_store import StoredSegmentations, TrackMaskStore
-from clipvis.cli.messages import describe_exception, one_line, shell_word, shown_path, subject_message
+from clipvis.cli.messages import (
+    STREAM_PARAMETER_FLAGS,
+    model_error_message,
+    one_line,
+    shell_word,
+    shown_path,
+    subject_message,
+)
 from clipvis.cli.output_formats import create_writers, writer_formats
 from clipvis.cli.progress import Reporter, SerializedReporter
 from clipvis.cli.rerun import rerun_reason
@@ -427,7 +434,7 @@ class SegmentRunner:
         if isinstance(error, OutputNotWritableError):  # "<input>: <output file>: output not writable (...)"
             return self._record_failure(source, paths.stem, subject_message(str(error), source.path), manifest,
                                         paths)
-        cause = describe_exception(error)
+        cause = model_error_message(error, STREAM_PARAMETER_FLAGS)  # --batch-frames 1, not batch_frames=1
         if not isinstance(error, (ValueError, OSError, RuntimeError)):
             cause = f"{type(error).__name__}: {cause}"
         return self._record_failure(source, paths.stem, subject_message(cause, source.path), manifest, paths)

@@ -626,3 +626,16 @@ def test_results_json_is_written_without_its_whole_text_in_memory(tmp_path) -> N
         tracemalloc.stop()
     assert summary.results_path.read_text() == text
     assert peak < len(text) // 4, (peak, len(text))
+
+
+def test_a_video_above_the_memory_limit_says_the_flag_that_fixes_it(tmp_path, tiny_weights, monkeypatch) -> None:
+    """The streaming loop words its fix as a Python caller gives it (batch_frames=1): evaluate says its flag."""
+    from clipvis.cli import memory
+
+    gt = make_lvvis(tmp_path / "d")
+    monkeypatch.setattr(memory, "available_memory_bytes", lambda: 1000)
+    result = CliRunner().invoke(app, ["evaluate", "--gt", str(gt), "--frames", str(gt.parent / "JPEGImages"),
+                                      "--weights", str(tiny_weights), "-o", str(tmp_path / "out"), "--device", "cpu"])
+    limits = [line for line in result.stderr.splitlines() if "frames need" in line]
+    assert limits and all(line.endswith("of memory is available (try --batch-frames 1)") for line in limits), (
+        result.stderr)

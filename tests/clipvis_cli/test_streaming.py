@@ -376,11 +376,18 @@ def test_a_list_of_image_paths_is_read_as_an_image_folder_s_images(predictor, tm
 
 
 def test_resolution_limit_is_one_clear_error() -> None:
+    """The fix is worded as the caller gives the setting: batch_frames=1 from Python (it said "try --batch-frames 1"
+    under VideoStream too), --batch-frames 1 on the command line."""
+    from clipvis.cli.messages import STREAM_PARAMETER_FLAGS
+
     assert frame_memory_bytes(2160, 3840, 4, 2) > 4 * frame_memory_bytes(480, 854, 4, 2)
     check_frame_memory(2160, 3840, 4, 2, "a.mp4", available=2**40)
-    expected = r"^big\.mp4: 3840x2160 frames need ~893.8 MiB .* only 256.0 MiB .* \(try --batch-frames 1\)"
-    with pytest.raises(ResolutionLimitError, match=expected):
+    expected = r"^big\.mp4: 3840x2160 frames need ~893.8 MiB .* only 256.0 MiB .* \(try batch_frames=1\)$"
+    with pytest.raises(ResolutionLimitError, match=expected) as caught:
         check_frame_memory(2160, 3840, 4, 2, "big.mp4", available=2**28)
+    assert caught.value.worded(STREAM_PARAMETER_FLAGS).endswith("available (try --batch-frames 1)")
+    with pytest.raises(ResolutionLimitError, match=r"available$"):  # one frame a batch already
+        check_frame_memory(2160, 3840, 1, 2, "big.mp4", available=2**20)
     with pytest.raises(ResolutionLimitError, match="COCO RLE's limit"):
         check_frame_memory(50_000, 50_000, 1, 1, "huge.mp4", available=2**60)
 
@@ -459,7 +466,7 @@ def test_segment_stops_one_input_above_the_resolution_limit(tmp_path, tiny_weigh
     assert result.exit_code == 1
     errors = [line for line in result.stderr.splitlines() if "error" in line]
     assert len(errors) == 1 and "big.mp4: 64x48 frames need ~" in errors[0]
-    assert "0.0 MiB of memory is available" in errors[0]
+    assert errors[0].endswith("0.0 MiB of memory is available (try --batch-frames 1)")
     assert json.loads((tmp_path / "out" / "big" / "run.json").read_text())["status"] == "failed"
 
 
@@ -484,7 +491,7 @@ def test_video_stream_of_bare_frames_names_them_in_the_limit_error(predictor, mo
 
     monkeypatch.setattr(memory, "available_memory_bytes", lambda: 1000)
     with VideoStream(predictor, list(synthetic_frames(2)), batch_frames=2) as stream:
-        with pytest.raises(ResolutionLimitError, match=r"^frames: 77x45 frames need"):
+        with pytest.raises(ResolutionLimitError, match=r"^frames: 77x45 frames need .*\(try batch_frames=1\)$"):
             list(stream)
 
 
