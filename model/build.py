@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import socket
+import urllib.request
 import warnings
 from collections import Counter
 from collections.abc import Mapping
@@ -175,7 +176,7 @@ def _cached_pretrained_clip(config: ClipVisConfig, for_checkpoint: bool) -> tupl
             f"{why} and {OFFLINE_ENV} is set, so the {clip_name(name, tag)} CLIP weights, which are not in the "
             f"Hugging Face cache ({_hugging_face_cache()}), cannot be downloaded; {remedy}"
         )
-    source = str(pretrained_cfg.get("hf_hub") or "").strip("/") or None  # (an hf-hub: name's open_clip fetches)
+    source = str(hub_entry or "").strip("/") or None  # (an hf-hub: name's repository, or the tag's hf_hub entry)
     if cached is None and source is not None and _hub_offline_variables():  # HF_HUB_OFFLINE (clusters set it):
         # huggingface_hub would refuse the fetch; said as its refusal is, before anything slow (train's data)
         raise ClipFetchError(name, tag, source, LookupError("they are not in the Hugging Face cache"))
@@ -237,9 +238,10 @@ _LOCAL_DIR_PREFIX = "local-dir:"
 _HUB_CONFIG_FILE = "open_clip_config.json"
 
 
-#: The variables that send huggingface_hub's requests through a proxy (httpx reads them, upper or lower case): the
-#: proxy then resolves the hub's name, which this machine may not
-_PROXY_VARIABLES = ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY")
+#: The schemes whose proxy huggingface_hub's requests go through (its HTTP client takes them from
+#: urllib.request.getproxies(): the *_PROXY variables, upper or lower case, and on macOS/Windows the system's
+#: settings): the proxy then resolves the hub's name, which this machine may not
+_PROXY_SCHEMES = ("https", "http", "all")
 
 
 class _HubNameUnresolved(OSError):
@@ -251,7 +253,7 @@ def _unreachable_hub() -> OSError | None:
     once: its host's name does not resolve (no network, no DNS), where huggingface_hub retried every request for ~23 s
     before it failed. None where it resolves, where a proxy is set (it resolves the name), and where this cannot be
     told (no huggingface_hub): huggingface_hub is then left to find out. Asks the network no more than that name."""
-    if any(os.environ.get(variable) or os.environ.get(variable.lower()) for variable in _PROXY_VARIABLES):
+    if any(urllib.request.getproxies().get(scheme) for scheme in _PROXY_SCHEMES):
         return None
     try:
         from huggingface_hub import constants

@@ -631,6 +631,9 @@ def no_dns(monkeypatch) -> list[str]:
     for variable in ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY"):
         monkeypatch.delenv(variable, raising=False)
         monkeypatch.delenv(variable.lower(), raising=False)
+    import urllib.request
+
+    monkeypatch.setattr(urllib.request, "getproxies", lambda: {})  # nor a proxy of the system's settings
     return looked_up
 
 
@@ -666,11 +669,14 @@ def test_without_a_network_a_cached_hf_hub_clip_is_read_from_the_cache(tmp_path,
     torch.testing.assert_close(model.backbone.clip_model.state_dict(), tiny_model.backbone.clip_model.state_dict())
 
 
-@pytest.mark.parametrize("case", ["the name resolves", "a proxy", "HF_ENDPOINT"])
+@pytest.mark.parametrize("case", ["the name resolves", "a proxy", "a system proxy", "HF_ENDPOINT"])
 def test_where_the_hub_may_be_reached_open_clip_is_asked(tmp_path, tiny_model, fake_open_clip, monkeypatch, case):
     """The name resolves, or a proxy would resolve it (this machine's DNS may not): open_clip fetches, as before; a
-    CLIP the cache holds is read from it by path, with no look-up. HF_ENDPOINT's host is the one looked up."""
+    CLIP the cache holds is read from it by path, with no look-up. HF_ENDPOINT's host is the one looked up. A proxy
+    of the system's settings (macOS, Windows: urllib.request.getproxies(), which huggingface_hub's HTTP client reads,
+    with no *_PROXY variable) counts as one (review 270)."""
     import socket
+    import urllib.request
 
     import huggingface_hub.constants
 
@@ -678,7 +684,7 @@ def test_where_the_hub_may_be_reached_open_clip_is_asked(tmp_path, tiny_model, f
 
     def getaddrinfo(host, *args, **kwargs):
         looked_up.append(host)
-        if case == "a proxy":
+        if case in ("a proxy", "a system proxy"):
             raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
         return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("192.0.2.1", 443))]
 
@@ -686,12 +692,17 @@ def test_where_the_hub_may_be_reached_open_clip_is_asked(tmp_path, tiny_model, f
     monkeypatch.setattr(build_module, "_unreachable_hub", _REAL_HUB_CHECK)
     if case == "a proxy":
         monkeypatch.setenv("https_proxy", "http://proxy.example:3128")
+    if case == "a system proxy":
+        for variable in ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY"):
+            monkeypatch.delenv(variable, raising=False)
+            monkeypatch.delenv(variable.lower(), raising=False)
+        monkeypatch.setattr(urllib.request, "getproxies", lambda: {"https": "http://proxy.example:3128"})
     if case == "HF_ENDPOINT":
         monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", "https://hub.example.org:8443")
     with pytest.raises(_DownloadAttempted):
         create_model(pretrained_clip=True)
     host = "hub.example.org" if case == "HF_ENDPOINT" else "huggingface.co"
-    assert looked_up == ([] if case == "a proxy" else [host])
+    assert looked_up == ([] if case in ("a proxy", "a system proxy") else [host])
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
     paths = _cached_clip(tmp_path / "hub", ("open_clip_model.safetensors",))
     looked_up.clear()
@@ -1088,3 +1099,23 @@ def test_a_saved_model_loads_with_the_text_activation_it_was_built_with(tmp_path
     built = type(model.backbone.clip_model.transformer.resblocks[0].mlp.gelu).__name__
     loaded = load_model(save_pretrained(model, tmp_path / "m.safetensors"))
     assert type(loaded.backbone.clip_model.transformer.resblocks[0].mlp.gelu).__name__ == built == "GELU"
+
+
+def test_hugging_face_offline_an_uncached_hf_hub_clip_is_refused_by_the_check_as_create_model_refuses_it(
+        tmp_path, monkeypatch) -> None:
+    """HF_HUB_OFFLINE set and an `hf-hub:` CLIP not in the cache: ``check_pretrained_clip`` raises the ClipFetchError
+    that building the model raises, before anything slow (review 270: the check let it through, as it looked for the
+    tag's hf_hub entry, which an hf-hub: name has none of)."""
+    import huggingface_hub.constants
+
+    from clipvis.model import check_pretrained_clip
+    from clipvis.model.build import ClipFetchError
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    (tmp_path / "hub").mkdir()
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    config = {"clip_model_name": "hf-hub:someone/hub-clip", "clip_pretrained": ""}
+    with pytest.raises(ClipFetchError, match=r"someone/hub-clip.*they are not in the Hugging Face cache; "
+                                             r"HF_HUB_OFFLINE is set"):
+        check_pretrained_clip(config, allow_hub_clip=True)
