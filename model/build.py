@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 
 import torch
 
+from clipvis.model.call_checks import checked_flag, checked_path
 from clipvis.model.checkpoint import (
     CheckpointContents,
     CheckpointError,
@@ -63,6 +64,8 @@ ConfigSource = ClipVisConfig | str | Path | Mapping[str, Any]
 ClipConfigSource = str | Path | Mapping[str, Any]
 # One problem in an error's list: text, or text and the parameters that would fix it
 Problem = str | tuple[str | Parameter, ...]
+# What load_model and the checks take as a checkpoint, as a TypeError words it
+CHECKPOINT_PATH = "a released checkpoint's name or a checkpoint's path"
 
 
 class UntrustedClipError(CheckpointError):
@@ -85,6 +88,7 @@ def check_pretrained_clip(config: ClipVisConfig | Mapping[str, Any] | None = Non
     ``HF_HUB_OFFLINE`` set or the hub's name does not resolve: no network). Nothing is built and the network is asked
     no more than that name: a front end says so before the slow steps that come before its model (loading training
     data)."""
+    allow_hub_clip = checked_flag(allow_hub_clip, "allow_hub_clip")
     config = _as_model_config(config)
     _refuse_clip_name(config, allow_hub_clip, for_checkpoint=False)
     _cached_pretrained_clip(config, for_checkpoint=False)
@@ -515,7 +519,8 @@ def create_model(
     if config is not None and not isinstance(config, ClipVisConfig | Mapping):
         raise TypeError(f"create_model takes a ClipVisConfig, a mapping of its fields or None, not "
                         f"{type(config).__name__}")
-    return _create_model(config, pretrained_clip, allow_hub_clip)
+    return _create_model(config, checked_flag(pretrained_clip, "pretrained_clip"),
+                         checked_flag(allow_hub_clip, "allow_hub_clip"))
 
 
 def _create_model(
@@ -683,7 +688,7 @@ def check_checkpoint(
     ``path`` is what :func:`load_model` takes: a checkpoint file, a detectron2 or clipvis training folder (its
     checkpoint, as load_model picks it), or a released checkpoint's name (its cached copy, checked against that
     release's config; never downloaded here)."""
-    text = os.fspath(path)
+    text = os.fspath(checked_path(path, "path", CHECKPOINT_PATH))
     path = Path(text).expanduser()
     entry = release_named(text)
     if entry is not None:
@@ -726,7 +731,8 @@ def check_checkpoint_clip(
     Nothing is raised for a checkpoint that holds its CLIP, nor for one this cannot find (a released checkpoint not
     downloaded yet, a missing path: load_model says what it says about those). The file is read; of the network, no
     more than whether the hub's name resolves."""
-    text = os.fspath(name_or_path)
+    text = os.fspath(checked_path(name_or_path, "name_or_path", CHECKPOINT_PATH))
+    allow_hub_clip = checked_flag(allow_hub_clip, "allow_hub_clip")
     local = Path(text).expanduser()
     base: dict[str, Any] | None = None
     entry = release_named(text)
@@ -789,8 +795,10 @@ def load_model(
     ``CLIPVIS_OFFLINE`` set. ``device``: as ``VideoPredictor``'s (``"auto"``: CUDA where there is a GPU); ValueError
     before the file is read for a device this machine does not have.
     """
+    text = os.fspath(checked_path(name_or_path, "name_or_path", CHECKPOINT_PATH))
+    download = checked_flag(download, "download")
+    allow_hub_clip = checked_flag(allow_hub_clip, "allow_hub_clip")
     device = resolve_device(device)  # before the file is read: "auto", or a GPU this machine does not have
-    text = os.fspath(name_or_path)
     base: dict[str, Any] | None = None
     local = Path(text).expanduser()
     if release_named(text) is not None:  # a name, not a file or training folder of that name
@@ -945,6 +953,7 @@ def to_official_state_dict(model: ClipVis) -> dict[str, torch.Tensor]:
 
 def save_pretrained(model: ClipVis, path: str | Path) -> Path:
     """Write weights + model config into one self-describing safetensors file (atomically)."""
+    path = checked_path(path, "path", "a file's path")
     config = model.config.to_dict()
     config["notes"] = []
     return write_state_dict(model.state_dict(), config, path)

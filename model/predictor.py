@@ -28,6 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from clipvis.model.call_checks import checked_flag, checked_path
 from clipvis.model.clipvis import ClipVis
 from clipvis.model.devices import resolve_device
 from clipvis.model.errors import VocabularyError
@@ -197,6 +198,10 @@ class VideoPredictor:
                             f"{type(model).__name__}")
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+        # a flag given as a string ("False", "no") is true: taken only as True or False
+        exact = checked_flag(exact, "exact")
+        text_cache = checked_flag(text_cache, "text_cache")
+        allow_duplicate_names = checked_flag(allow_duplicate_names, "allow_duplicate_names")
         if mask_chunk_elements is not None and (isinstance(mask_chunk_elements, bool)
                                                 or not isinstance(mask_chunk_elements, numbers.Integral)
                                                 or mask_chunk_elements < 1):
@@ -207,7 +212,8 @@ class VideoPredictor:
         if wide:
             raise ValueError(f"the model's weights are {', '.join(wide)}: {KEEP_FLOAT32}")
         if cache_dir is not None:
-            cache_dir = Path(cache_dir).expanduser()  # "~/cache" (a literal ./~ folder was made)
+            # "~/cache" (a literal ./~ folder was made)
+            cache_dir = Path(checked_path(cache_dir, "cache_dir", "a folder's path")).expanduser()
         self.device = device
         self.model = model.to(self.device).eval()
         self._model_device = model_device(self.model)  # with its index (device "cuda" is one GPU): see push

@@ -1119,3 +1119,27 @@ def test_hugging_face_offline_an_uncached_hf_hub_clip_is_refused_by_the_check_as
     with pytest.raises(ClipFetchError, match=r"someone/hub-clip.*they are not in the Hugging Face cache; "
                                              r"HF_HUB_OFFLINE is set"):
         check_pretrained_clip(config, allow_hub_clip=True)
+
+
+def test_flags_and_paths_of_another_type_are_refused_naming_the_argument(tiny_model, tiny_weights, tmp_path) -> None:
+    """``pretrained_clip="no"`` (a true string) fetched the CLIP, ``download="no"`` downloaded, and a number as a path
+    failed in ``os.fspath`` naming no argument ("expected str, bytes or os.PathLike object, not int")."""
+    from clipvis.model import check_checkpoint_clip, check_pretrained_clip
+
+    config = tiny_model.config
+    for call, message in [
+        (lambda: create_model(config, pretrained_clip="no"), "^pretrained_clip must be True or False, not str 'no'$"),
+        (lambda: create_model(config, allow_hub_clip=1), "^allow_hub_clip must be True or False, not int 1$"),
+        (lambda: check_pretrained_clip(config, allow_hub_clip="no"), "^allow_hub_clip must be True or False"),
+        (lambda: load_model(tiny_weights, download="no"), "^download must be True or False, not str 'no'$"),
+        (lambda: load_model(tiny_weights, allow_hub_clip="False"), "^allow_hub_clip must be True or False"),
+        (lambda: load_model(123), r"^name_or_path must be a released checkpoint's name or a checkpoint's path \(str "
+                                  r"or os.PathLike\), not int 123$"),
+        (lambda: check_checkpoint(123), "^path must be a released checkpoint's name or a checkpoint's path"),
+        (lambda: check_checkpoint_clip(None), "^name_or_path must be a released checkpoint's name"),
+        (lambda: check_checkpoint_clip(tiny_weights, allow_hub_clip=None), "^allow_hub_clip must be True or False"),
+        (lambda: save_pretrained(tiny_model, 123), r"^path must be a file's path \(str or os.PathLike\), not int"),
+    ]:
+        with pytest.raises(TypeError, match=message):
+            call()
+    assert load_model(tiny_weights, download=False, allow_hub_clip=False) is not None

@@ -838,3 +838,15 @@ def test_a_torchscript_archive_is_refused_without_torchs_warning(tmp_path) -> No
         warnings.simplefilter("always")
         read_state_dict(path)
     assert [str(w.message) for w in caught] == []
+
+
+def test_a_predictor_takes_flags_as_true_or_false_and_a_folder_as_a_path(tiny_model, tmp_path) -> None:
+    """``exact="False"`` (a true string) turned exact mode on, ``allow_duplicate_names="no"`` let duplicates in, and
+    ``cache_dir=123`` failed in ``os.fspath`` naming no argument."""
+    for name, value in [("exact", "False"), ("allow_duplicate_names", "no"), ("text_cache", 0)]:
+        with pytest.raises(TypeError, match=f"^{name} must be True or False, not {type(value).__name__} {value!r}$"):
+            VideoPredictor(tiny_model, ["box"], cache_dir=tmp_path, **{name: value})
+    with pytest.raises(TypeError, match=r"^cache_dir must be a folder's path \(str or os.PathLike\), not int 123$"):
+        VideoPredictor(tiny_model, ["box"], cache_dir=123)
+    predictor = VideoPredictor(tiny_model, ["box"], cache_dir=str(tmp_path), exact=np.bool_(True))
+    assert predictor.exact is True and predictor.allow_duplicate_names is False

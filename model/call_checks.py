@@ -1,0 +1,33 @@
+"""Checks of a public call's arguments whose errors name the argument.
+
+A flag is taken as given only when it is True or False: ``exact="False"`` is a true string, and turned exact mode
+on. A path is a ``str`` or ``os.PathLike``: ``cache_dir=123`` failed in ``os.fspath`` with a message naming no
+argument.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+
+def _shown(value: object, limit: int = 60) -> str:
+    """``repr(value)``, cut to ``limit`` characters (a long string or a big array in a one-line message)."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}..."
+
+
+def checked_flag(value: object, name: str) -> bool:
+    """``value`` as a bool (numpy's ``bool_`` too); TypeError naming ``name`` for anything else."""
+    if isinstance(value, bool | np.bool_):
+        return bool(value)
+    raise TypeError(f"{name} must be True or False, not {type(value).__name__} {_shown(value)}")
+
+
+def checked_path(value: object, name: str, what: str = "a path") -> str | os.PathLike[str]:
+    """``value`` when it is a ``str`` or ``os.PathLike``; TypeError naming ``name`` (as ``what``) for anything
+    else."""
+    if isinstance(value, str | os.PathLike):
+        return value
+    raise TypeError(f"{name} must be {what} (str or os.PathLike), not {type(value).__name__} {_shown(value)}")
