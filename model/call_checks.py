@@ -2,7 +2,7 @@
 
 A flag is taken as given only when it is True or False: ``exact="False"`` is a true string, and turned exact mode
 on. A path is a ``str`` or ``os.PathLike``: ``cache_dir=123`` failed in ``os.fspath`` with a message naming no
-argument.
+argument. A tensor argument given as a numpy array failed on a tensor method (AttributeError).
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 
 import numpy as np
+import torch
 
 
 def _shown(value: object, limit: int = 60) -> str:
@@ -31,3 +32,12 @@ def checked_path(value: object, name: str, what: str = "a path") -> str | os.Pat
     if isinstance(value, str | os.PathLike):
         return value
     raise TypeError(f"{name} must be {what} (str or os.PathLike), not {type(value).__name__} {_shown(value)}")
+
+
+def check_tensors(**named: tuple[object, str]) -> None:
+    """Each argument ``name=(value, shape)`` a torch tensor; TypeError naming the first that is not and its expected
+    ``shape`` (``"[Q, D]"``), with the conversion for a numpy array."""
+    for name, (value, shape) in named.items():
+        if not isinstance(value, torch.Tensor):
+            hint = f": torch.from_numpy({name})" if isinstance(value, np.ndarray) else ""
+            raise TypeError(f"{name} must be a torch tensor {shape}, not {type(value).__name__}{hint}")

@@ -4,15 +4,43 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
 from clipvis.model.clip_backbone import ClipBackbone
-from clipvis.model.config import ClipVisConfig
+from clipvis.model.config import BACKBONE_STRIDE, ClipVisConfig
 from clipvis.model.mask_decoder import DecoderOutput, MaskedTransformerDecoder
 from clipvis.model.mask_pooling import MaskPooler
 from clipvis.model.pixel_decoder import MSDeformAttnPixelDecoder
 from clipvis.model.text_classifier import TextEmbeddings
+
+# What the network takes, as its errors say how to make it
+NETWORK_INPUT = ("pass a float tensor [B, 3, H, W], normalised and padded, as predictor.preprocessor(frames, device) "
+                 "makes it of uint8 RGB frames [B, H, W, 3]")
+
+
+def check_images(images: object, method: str) -> None:
+    """Refuse what the network cannot take, naming ``images`` and what to pass, before it fails deep inside torch
+    (channels last: a convolution's channel error; numpy: AttributeError; an empty batch: a reshape error) or runs
+    on pixel values without a word (uint8). Type, dtype and shape only: no value is read (no device sync). Skipped
+    while tracing (ONNX export), where the shapes read are the example's."""
+    if torch.jit.is_tracing():
+        return
+    if not isinstance(images, torch.Tensor):
+        what = "a numpy array" if isinstance(images, np.ndarray) else f"{type(images).__name__}, not a tensor"
+        raise TypeError(f"{method}: images is {what}: {NETWORK_INPUT}")
+    if not images.is_floating_point():
+        raise TypeError(f"{method}: images are {images.dtype} (pixel values?): {NETWORK_INPUT}")
+    shape = tuple(images.shape)
+    if images.dim() != 4 or shape[1] != 3:
+        layout = " (channels last? images.permute(0, 3, 1, 2))" if images.dim() == 4 and shape[3] == 3 else ""
+        raise ValueError(f"{method}: images of shape {shape}{layout}: {NETWORK_INPUT}")
+    if shape[0] == 0:
+        raise ValueError(f"{method}: images is an empty batch {shape}: give at least one image")
+    if min(shape[2:]) < BACKBONE_STRIDE:
+        raise ValueError(f"{method}: images of {shape[3]}x{shape[2]} pixels are smaller than the backbone's stride: "
+                         f"pad them to at least {BACKBONE_STRIDE} pixels a side ({NETWORK_INPUT})")
 
 
 @dataclass
@@ -64,7 +92,10 @@ class ClipVis(nn.Module):
 
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> FrameOutputs:
-        """images ``[B, 3, Hp, Wp]`` normalised and padded -> per-frame predictions (frames are independent)."""
+        """images ``[B, 3, Hp, Wp]`` float, normalised and padded (``VideoPredictor.preprocessor``), B >= 1 ->
+        per-frame predictions (frames are independent). TypeError / ValueError for other input (:func:`check_images`).
+        """
+        check_images(images, "ClipVis.forward")
         features = self.backbone(images)
         mask_features, memory = self.pixel_decoder(features)
         out = self.mask_decoder(memory, mask_features)
@@ -105,7 +136,9 @@ class ClipVis(nn.Module):
         images ``[B, 3, Hp, Wp]`` normalised and padded -> the last prediction with every earlier one in ``aux``
         (deep supervision: DEC_LAYERS predictions in all), each with ``object_logits [B, Q, 2]``, full-size
         ``mask_logits [B, Q, Hp/4, Wp/4]`` and ``ious [B, Q]``; the input of :class:`clipvis.model.SetCriterion`.
+        Other input is refused as :meth:`forward` refuses it.
         """
+        check_images(images, "ClipVis.forward_train")
         features = self.backbone(images)
         mask_features, memory = self.pixel_decoder(features)
         return self.mask_decoder(memory, mask_features, deep_supervision=True)

@@ -15,6 +15,10 @@ from clipvis.paths import NO_SUCH_FILE, missing_reason
 # CLIP mean/std x 255, RGB order: the official PIXEL_MEAN / PIXEL_STD for both backbones (docs/fidelity.md).
 CLIP_PIXEL_MEAN = (122.7709383, 116.7460125, 104.09373615)
 CLIP_PIXEL_STD = (68.5005327, 66.6321579, 70.32316305)
+# The CLIP backbones' total stride (res5; RN50 and ConvNeXt alike): an image side under it leaves no res5 pixel (a
+# pooling or ConvNeXt downsampling then fails), so images are padded to a multiple of it (the official
+# SIZE_DIVISIBILITY 32, docs/fidelity.md "Normalisation and padding").
+BACKBONE_STRIDE = 32
 # Class weights of the object cross-entropy, object / no object (CLIP-VIS: the no-object class weighs 0.4;
 # detectron2's NO_OBJECT_WEIGHT is not used). `SetCriterion`'s default, and the ``criterion.empty_object_weight``
 # buffer an official checkpoint holds.

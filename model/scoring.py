@@ -15,6 +15,8 @@ from typing import IO
 import numpy as np
 import torch
 
+from clipvis.model.call_checks import check_tensors
+
 
 @dataclass
 class InstanceSelection:
@@ -162,7 +164,10 @@ class StreamingVideoScorer:
         """One aligned frame: object_logits ``[Q, 2]``, class_probs ``[Q, C]``, ious ``[Q]``,
         mask_logits ``[Q, h, w]`` (stride 4; only their positive-pixel statistics are kept). Public API, for a caller
         that runs the network and the matcher itself and scores a video frame by frame (`StreamingVideoScorer` is
-        exported by `clipvis.model`); the predictor feeds its batches to `add_frames`."""
+        exported by `clipvis.model`); the predictor feeds its batches to `add_frames`. TypeError for an argument that
+        is not a tensor (a numpy array: ``torch.from_numpy``)."""
+        check_tensors(object_logits=(object_logits, "[Q, 2]"), class_probs=(class_probs, "[Q, C]"),
+                      ious=(ious, "[Q]"), mask_logits=(mask_logits, "[Q, h, w]"))
         self.add_frames(
             object_logits[None].cpu(), class_probs[None].cpu(), ious[None].cpu(),
             positive_mask_statistics(mask_logits)[None].cpu(),
@@ -180,7 +185,10 @@ class StreamingVideoScorer:
         take them one frame at a time, so a video gives the same sums however its frames were batched.
 
         ValueError, before any sum changes (a refused call leaves the scorer as it was), for shapes that do not fit
-        one another or the frames added before, or ious below 0 (which would make the scores NaN)."""
+        one another or the frames added before, or ious below 0 (which would make the scores NaN); TypeError for an
+        argument that is not a tensor."""
+        check_tensors(object_logits=(object_logits, "[T, Q, 2]"), class_probs=(class_probs, "[T, Q, C]"),
+                      ious=(ious, "[T, Q]"), mask_statistics=(mask_statistics, "[T, Q, 2]"))
         self._check_frames(object_logits, class_probs, ious, mask_statistics)
         for frame_object_logits, frame_probs, frame_ious, frame_mask_statistics in zip(
             object_logits.float(), class_probs.float(), ious.float(), mask_statistics, strict=True

@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 
+from clipvis.model.call_checks import check_tensors
+
 
 @dataclass
 class MatchResult:
@@ -48,7 +50,9 @@ class TemporalMatcher:
 
     def match(self, embeds: torch.Tensor) -> MatchResult:
         """embeds ``[Q, D]`` of the current frame -> permutation; the aligned embeddings enter the memory. ValueError,
-        before the memory changes, for another shape or one other than the frames' before."""
+        before the memory changes, for another shape or one other than the frames' before; TypeError for anything but
+        a tensor (a numpy array: ``torch.from_numpy``)."""
+        check_tensors(embeds=(embeds, "[Q, D]"))
         if embeds.dim() != 2:
             hint = ": match a batch's frames one by one, matcher.match(embeds[b])" if embeds.dim() == 3 else ""
             raise ValueError(f"embeds must be one frame's query embeddings [Q, D], got shape {tuple(embeds.shape)}"

@@ -239,3 +239,17 @@ def test_positive_mask_statistics_are_bit_identical_to_the_plain_form(shape, dty
     want = _reference_positive_mask_statistics(logits)
     assert got.dtype == want.dtype and got.shape == want.shape
     assert torch.equal(got, want)
+
+
+def test_numpy_frames_are_refused_naming_the_argument_before_any_sum_changes() -> None:
+    """``add_frame`` / ``add_frames`` with numpy arrays failed on a tensor method (AttributeError) naming nothing."""
+    scorer = StreamingVideoScorer()
+    frame = (torch.zeros(3, 2), torch.full((3, 4), 0.25), torch.ones(3), torch.ones(3, 8, 8))
+    with pytest.raises(TypeError, match=r"^class_probs must be a torch tensor \[Q, C\], not ndarray: "
+                                        r"torch.from_numpy\(class_probs\)$"):
+        scorer.add_frame(frame[0], frame[1].numpy(), *frame[2:])
+    with pytest.raises(TypeError, match=r"^mask_statistics must be a torch tensor \[T, Q, 2\], not list$"):
+        scorer.add_frames(frame[0][None], frame[1][None], frame[2][None], [[[1.0, 2.0]] * 3])
+    assert scorer.num_frames == 0
+    scorer.add_frame(*frame)
+    assert scorer.num_frames == 1

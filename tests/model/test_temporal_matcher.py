@@ -65,3 +65,15 @@ def test_matcher_topk_weights_recent_frames_more() -> None:
     matcher.memory.clear()
     matcher.memory.extend([x, b, a])  # now A is the newest
     assert matcher.match(b.clone()).permutation.tolist() == [1, 0, 2, 3]
+
+
+def test_numpy_embeddings_are_refused_naming_the_argument_before_the_memory_changes() -> None:
+    """``match(np_array)`` was an AttributeError ('numpy.ndarray' object has no attribute 'dim')."""
+    import pytest
+
+    matcher = TemporalMatcher()
+    with pytest.raises(TypeError, match=r"^embeds must be a torch tensor \[Q, D\], not ndarray: "
+                                        r"torch.from_numpy\(embeds\)$"):
+        matcher.match(np.zeros((4, 8), np.float32))
+    assert not matcher.memory
+    assert matcher.match(torch.from_numpy(np.ones((4, 8), np.float32))).branch == "first_frame"
