@@ -92,6 +92,12 @@ class ClipVisConfig:
             # 0 or below: no padding (detectron2's SIZE_DIVISIBILITY 0; preprocess.padded_shape)
             raise ModelSettingError(f"{_setting('size_divisibility')} must be an integer, not "
                                     f"{self.size_divisibility!r}", ("size_divisibility",))
+        self.size_divisibility = int(self.size_divisibility)
+        if self.size_divisibility > 1 and self.size_divisibility % BACKBONE_STRIDE:
+            # 7 padded a thin frame to 7 pixels, which no backbone runs (a pooling's "output size is too small")
+            raise ModelSettingError(f"{_setting('size_divisibility')} must be a multiple of {BACKBONE_STRIDE} (the "
+                                    f"CLIP backbones' stride; the official {BACKBONE_STRIDE}), or 0 for no padding, "
+                                    f"not {self.size_divisibility}", ("size_divisibility",))
         for name in ("clip_model_name", "clip_pretrained"):
             if not isinstance(getattr(self, name), str):
                 raise ModelSettingError(f"{_setting(name)} must be a string, not {getattr(self, name)!r}", (name,))

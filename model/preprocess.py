@@ -8,6 +8,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from clipvis.model.config import BACKBONE_STRIDE
 from clipvis.model.transfer import to_device
 
 
@@ -25,9 +26,12 @@ def resized_shape(height: int, width: int, short_edge: int, max_size: int) -> tu
 
 
 def padded_shape(height: int, width: int, divisibility: int) -> tuple[int, int]:
-    if divisibility <= 1:
-        return height, width
-    return -(-height // divisibility) * divisibility, -(-width // divisibility) * divisibility
+    """The size an image of ``height`` x ``width`` is padded to: up to multiples of ``divisibility`` (1 or below: no
+    padding, as detectron2's ``ImageList.from_tensors`` takes 0), and to at least ``BACKBONE_STRIDE`` pixels a side,
+    the least the backbones run (a thin frame with no padding failed inside torch)."""
+    if divisibility > 1:
+        height, width = -(-height // divisibility) * divisibility, -(-width // divisibility) * divisibility
+    return max(height, BACKBONE_STRIDE), max(width, BACKBONE_STRIDE)
 
 
 def normalise_padded(images: torch.Tensor, sizes: list[tuple[int, int]], mean: torch.Tensor,
@@ -121,7 +125,7 @@ class FrameGeometry:
 
     original: tuple[int, int]  # H, W of the decoded frames
     resized: tuple[int, int]  # h, w after the test resize
-    padded: tuple[int, int]  # Hp, Wp (multiple of the size divisibility)
+    padded: tuple[int, int]  # Hp, Wp (multiple of the size divisibility, at least BACKBONE_STRIDE)
 
     @property
     def mask_size(self) -> tuple[int, int]:

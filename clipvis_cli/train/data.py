@@ -540,7 +540,7 @@ class Batch:
 class Collate:
     """Samples -> :class:`Batch` padded bottom/right to a common size divisible by ``divisibility``; 0 or below (as
     1): to the batch's largest size only, as detectron2's ``ImageList.from_tensors`` and the model's own padding
-    (``padded_shape``) take ``SIZE_DIVISIBILITY`` 0."""
+    (``padded_shape``) take ``SIZE_DIVISIBILITY`` 0; either way to at least 32 pixels a side (the backbones' least)."""
 
     def __init__(self, divisibility: int = 32) -> None:
         self.divisibility = divisibility

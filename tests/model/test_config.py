@@ -132,3 +132,16 @@ def test_an_official_config_of_an_unknown_meta_architecture_is_warned_about_once
         with warnings.catch_warnings():
             warnings.simplefilter("error")
             load_model(weights, config=known)
+
+
+def test_a_size_divisibility_the_backbones_cannot_run_is_refused_naming_the_setting() -> None:
+    """``size_divisibility`` 7 (or 16) was accepted, then a thin frame padded to 7 pixels failed inside torch ("output
+    size is too small"). Multiples of the backbones' stride 32 are taken, and 1 or below for no padding."""
+    from clipvis.model.config import ModelSettingError
+
+    for bad in (7, 16, 48):
+        with pytest.raises(ModelSettingError, match=rf"^size_divisibility \(MODEL.MASK_FORMER.SIZE_DIVISIBILITY\) "
+                                                    rf"must be a multiple of 32 .*, or 0 for no padding, not {bad}$"):
+            ClipVisConfig(size_divisibility=bad)
+    for good in (32, 64, 1, 0, -1):
+        assert ClipVisConfig(size_divisibility=good).size_divisibility == good

@@ -50,6 +50,18 @@ def test_a_test_short_edge_of_0_runs_frames_at_their_own_size() -> None:
     assert torch.equal(x[0, :, :100, :150], torch.from_numpy(frames[0]).permute(2, 0, 1).float())
 
 
+def test_without_padding_a_thin_frame_is_padded_to_the_backbones_stride_and_runs(tiny_model_factory) -> None:
+    """``size_divisibility`` 0 (no padding, detectron2's SIZE_DIVISIBILITY 0) ran a frame resized to 1 x 128 as it
+    was, and the backbone failed inside torch ("output size is too small"): a side under 32 pixels is padded to 32."""
+    from clipvis.model.predictor import VideoPredictor
+
+    assert padded_shape(1, 128, 0) == (32, 128) and padded_shape(61, 67, 0) == (61, 67)
+    assert padded_shape(1, 128, 32) == (32, 128) and padded_shape(33, 70, 32) == (64, 96)
+    predictor = VideoPredictor(tiny_model_factory(size_divisibility=0), ["box"], text_cache=False)
+    session = predictor.new_video()
+    tracked = session.push(np.zeros((2, 1, 200, 3), np.uint8))
+    assert session.geometry.padded == (32, 128) and tracked[1].masks.shape == (8, 1, 200)
+
 
 def test_a_training_batch_is_normalised_as_the_preprocessor_normalises_one_frame() -> None:
     """normalise_padded (the trainer's batches, padded before normalising) gives each image the values
