@@ -28,7 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from clipvis.model.call_checks import checked_flag, checked_path
+from clipvis.model.call_checks import caller_stacklevel, checked_flag, checked_path
 from clipvis.model.clipvis import ClipVis
 from clipvis.model.devices import resolve_device
 from clipvis.model.errors import VocabularyError
@@ -286,9 +286,10 @@ class VideoPredictor:
         for synonym, kept in reading.cut[:3]:
             warnings.warn(f"the class name {synonym[:60]!r}{'...' if len(synonym) > 60 else ''} is longer than CLIP "
                           f"reads: some prompts keep only its first {kept} tokens (about as many words)",
-                          stacklevel=2)
+                          stacklevel=caller_stacklevel())
         if len(reading.cut) > 3:
-            warnings.warn(f"{len(reading.cut) - 3} more class names are longer than CLIP reads", stacklevel=2)
+            warnings.warn(f"{len(reading.cut) - 3} more class names are longer than CLIP reads",
+                          stacklevel=caller_stacklevel())
         # The text tower runs in fp32 at every precision, whatever autocast the caller has active (an outer bf16
         # autocast gave an fp32 predictor other embeddings, and scores).
         with torch.no_grad(), self.own_precision():

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from clipvis.model.call_checks import caller_stacklevel
 from clipvis.weights import CacheLocationError
 from clipvis.weights import cache_dir as clipvis_cache_dir
 from clipvis.weights.cache_files import new_file_mode
@@ -104,4 +105,4 @@ class TextEmbeddingCache:
                         "CLIPVIS_CACHE to a writable folder to keep embeddings between runs)")
             except CacheLocationError:  # the error itself says where, why and what to set
                 what = f"text-embedding cache: {reason}; going on without it"
-            warnings.warn(what, RuntimeWarning, stacklevel=3)
+            warnings.warn(what, RuntimeWarning, stacklevel=caller_stacklevel())

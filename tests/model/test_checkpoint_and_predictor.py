@@ -850,3 +850,19 @@ def test_a_predictor_takes_flags_as_true_or_false_and_a_folder_as_a_path(tiny_mo
         VideoPredictor(tiny_model, ["box"], cache_dir=123)
     predictor = VideoPredictor(tiny_model, ["box"], cache_dir=str(tmp_path), exact=np.bool_(True))
     assert predictor.exact is True and predictor.allow_duplicate_names is False
+
+
+def test_a_predictors_warnings_point_at_the_callers_line(tiny_model, tmp_path) -> None:
+    """The long-name warning of ``VideoPredictor(...)`` named predictor.py (its ``set_vocabulary`` call) and the
+    unusable text-embedding cache's named text_classifier.py, not the line of the user's code that made them."""
+    import warnings
+
+    long_name = " ".join(["a very large fluffy orange cat sitting"] * 12)
+    not_a_folder = tmp_path / "a_file"
+    not_a_folder.write_text("")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        predictor = VideoPredictor(tiny_model, [long_name, "dog"], cache_dir=not_a_folder)
+        predictor.set_vocabulary([long_name + " x", "dog"])
+    said = [(str(w.message).split(" ")[:2], w.filename) for w in caught]
+    assert said == [(["the", "class"], __file__), (["text-embedding", "cache"], __file__), (["the", "class"], __file__)]
