@@ -116,6 +116,7 @@ def load_predictor(
                     model, options.vocabulary, device=options.device, precision=options.precision,
                     exact=options.exact, allow_duplicate_names=options.allow_duplicate_names,
                     on_text_encoding=lambda classes, prompts: _say_long_text_encoding(classes, prompts, say),
+                    batch_frames=options.batch_frames,  # the batches VideoStream pushes run through the network whole
                 )
             except VocabularyError as error:  # the class names (the weights loaded): not the weights'
                 refused = describe_exception(error)

@@ -58,6 +58,10 @@ KEEP_FLOAT32 = "keep them float32 (model.float()) and choose the compute type wi
 # of VideoPredictor's mask_chunk_elements.
 MASK_CHUNK_ELEMENTS = MappingProxyType({"cpu": 2**22, "cuda": 2**27})
 DEFAULT_MASK_CHUNK_ELEMENTS = 2**24
+# The most frames the network runs at once (VideoPredictor's batch_frames): a push of more runs in batches of this
+# many, so its memory does not grow with the frames pushed at once (a whole video in one push: 3.9 GB for 256 frames
+# of the tiny test model at 240x320). `clipvis segment` gives its --batch-frames instead.
+DEFAULT_BATCH_FRAMES = 8
 # What VideoSession.timings (VideoInstances.timings) measure, in seconds summed over the pushes:
 #   preprocess: the frames made the network's input (resize, normalise, pad); model: the network; classify: mask-pooled
 #   classification; masks: the full-resolution masks' run lengths; match: the temporal matcher (on the host);
@@ -168,6 +172,10 @@ class VideoPredictor:
     are classes of their own (told apart by their index, ``instance.label``, only). ``mask_chunk_elements``: the
     float elements each chunk of full-resolution masks may take (memory per chunk against kernel launches); by
     default the device's ``MASK_CHUNK_ELEMENTS``. It changes the time and memory a frame takes, never its masks.
+    ``batch_frames``: the most frames the network runs at once (default ``DEFAULT_BATCH_FRAMES``, 8); a push of more
+    runs them in batches of that many, in order, so a push's memory does not grow with its frames (its results are
+    those of pushing them that many at a time: on the CPU a batch's size changes the order of float sums, as the
+    README says of ``--batch-frames``; exact mode included).
     ``on_text_encoding(classes, prompts)`` is called before a vocabulary's text is encoded (one found in neither the
     memory nor the disk cache): 20,000 names take minutes on a CPU.
 
@@ -189,6 +197,7 @@ class VideoPredictor:
         allow_duplicate_names: bool = False,
         mask_chunk_elements: int | None = None,
         on_text_encoding: Callable[[int, int], None] | None = None,
+        batch_frames: int | None = None,
     ) -> None:
         if isinstance(model, str | os.PathLike):
             raise TypeError(f"VideoPredictor takes a model, not a path ({os.fspath(model)!r}): load it first with "
@@ -202,10 +211,9 @@ class VideoPredictor:
         exact = checked_flag(exact, "exact")
         text_cache = checked_flag(text_cache, "text_cache")
         allow_duplicate_names = checked_flag(allow_duplicate_names, "allow_duplicate_names")
-        if mask_chunk_elements is not None and (isinstance(mask_chunk_elements, bool)
-                                                or not isinstance(mask_chunk_elements, numbers.Integral)
-                                                or mask_chunk_elements < 1):
-            raise ValueError(f"mask_chunk_elements must be a whole number of at least 1, not {mask_chunk_elements!r}")
+        for name, count in (("mask_chunk_elements", mask_chunk_elements), ("batch_frames", batch_frames)):
+            if count is not None and (isinstance(count, bool) or not isinstance(count, numbers.Integral) or count < 1):
+                raise ValueError(f"{name} must be a whole number of at least 1, not {count!r}")
         # where the model is, or where asked ("auto": CUDA where there is a GPU), checked before anything moves
         device = model_device(model) if device is None else resolve_device(device)
         wide = sorted({str(p.dtype) for p in model.parameters() if p.is_floating_point() and p.dtype != torch.float32})
@@ -221,6 +229,7 @@ class VideoPredictor:
         self.exact = exact
         self.mask_chunk_elements = int(mask_chunk_elements or MASK_CHUNK_ELEMENTS.get(self.device.type,
                                                                                     DEFAULT_MASK_CHUNK_ELEMENTS))
+        self.batch_frames = int(batch_frames or DEFAULT_BATCH_FRAMES)
         cfg = model.config
         self.preprocessor = FramePreprocessor(
             cfg.min_size_test, cfg.max_size_test, cfg.size_divisibility, cfg.pixel_mean, cfg.pixel_std, exact=exact
@@ -341,7 +350,8 @@ class VideoPredictor:
 
 
 class VideoSession:
-    """Streams one video: frames in, tracked frames out; memory stays bounded whatever the video length.
+    """Streams one video: frames in, tracked frames out; memory stays bounded whatever the video length, and
+    whatever the frames pushed at once (the network takes the predictor's ``batch_frames`` at a time).
 
     Push a video's frames in order, from one thread at a time: a session is not thread-safe (two threads pushing
     to one session would interleave the matcher's memory and the scores). Different videos take different
@@ -375,13 +385,17 @@ class VideoSession:
         follow one another (a running sum made an inference tensor by one push cannot be added to in place by a
         later one outside it), and the returned tensors may be changed in place.
 
+        More frames than the predictor's ``batch_frames`` run through the network that many at a time, in order
+        (memory bounded whatever the frames pushed at once); the frames returned are all of them.
+
         An error before the session's state changes (bad frames, a frame of another size, the network running out
-        of memory) leaves the session as it was: push again. One after (in the temporal matcher, the masks, the
-        scores, or a Ctrl-C there) would leave the matcher's memory and the scores out of step with the frames, so
-        the session is marked failed and every later ``push`` or ``finish`` raises RuntimeError: start the video
-        again with ``predictor.new_video()``. Frames that are not uint8 raise TypeError; a shape other than
-        ``[B, H, W, 3]``, an empty batch or a frame of another size than the video's raise ValueError (each message
-        says how to convert, where it can).
+        of memory on the push's first batch) leaves the session as it was: push again. One after (in the temporal
+        matcher, the masks, the scores, or a Ctrl-C there; anything on a later batch of the push, whose earlier
+        batches' frames were taken but not returned) would leave the matcher's memory and the scores out of step
+        with the frames returned, so the session is marked failed and every later ``push`` or ``finish`` raises
+        RuntimeError: start the video again with ``predictor.new_video()``. Frames that are not uint8 raise
+        TypeError; a shape other than ``[B, H, W, 3]``, an empty batch or a frame of another size than the video's
+        raise ValueError (each message says how to convert, where it can).
         """
         with torch.inference_mode(False), torch.no_grad(), self.predictor.own_precision():
             return self._push(frames)
@@ -400,6 +414,19 @@ class VideoSession:
             raise RuntimeError(f"the model's weights are {first.dtype} since this predictor was made (model.half()?): "
                                f"{KEEP_FLOAT32}")
         frames = frame_batch(frames)
+        step = self.predictor.batch_frames
+        tracked: list[TrackedFrame] = []
+        for first in range(0, frames.shape[0], step):
+            try:
+                tracked += self._push_batch(frames[first : first + step])
+            except BaseException as error:
+                if tracked and self.failure is None:  # the push's earlier batches are in the matcher and the scores
+                    self.failure = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+                raise
+        return tracked
+
+    def _push_batch(self, frames: np.ndarray | torch.Tensor) -> list[TrackedFrame]:
+        """At most ``batch_frames`` checked frames ``[B, H, W, 3]`` -> B tracked frames: :meth:`push`'s work."""
         predictor = self.predictor
         model = predictor.model
         start = time.perf_counter()
