@@ -416,9 +416,9 @@ class VideoSession:
         frames = frame_batch(frames)
         step = self.predictor.batch_frames
         tracked: list[TrackedFrame] = []
-        for first in range(0, frames.shape[0], step):
+        for batch_start in range(0, frames.shape[0], step):
             try:
-                tracked += self._push_batch(frames[first : first + step])
+                tracked += self._push_batch(frames[batch_start : batch_start + step])
             except BaseException as error:
                 if tracked and self.failure is None:  # the push's earlier batches are in the matcher and the scores
                     self.failure = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
