@@ -5,8 +5,8 @@ run on a registered benchmark or on custom data.
     clipvis evaluate --dataset lvvis_val --weights clipvis-lvis-r50 -o out/   (or --gt G --frames DIR for custom data)
 
 Prints a table of percentages on stdout; `--json` writes the metrics as fractions (null where undefined) atomically,
-`--json -` to stdout instead (the table then goes to stderr). Running a checkpoint also writes `results.json`,
-`metrics.json` and the server zip into the output folder.
+`--json -` to stdout instead (the table then goes to stderr). Running a checkpoint also writes `results.json` into
+the output folder, and `metrics.json` where the split's GT is public, the server's zip where it is not.
 Exit status: 0 scored, 1 bad input file or a video that failed (one `clipvis: error:` line on stderr each), 2 usage
 error.
 """

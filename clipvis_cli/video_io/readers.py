@@ -360,8 +360,18 @@ class ImageFolderReader:
         max_frames: int | None = None,
         fps: float | Fraction = DEFAULT_FPS,
         path: Path | str | None = None,
+        frames: Sequence[int] | None = None,
     ) -> None:
+        """``path``: the input's name in messages (default: the images' folder; give the file for one animated
+        image). ``frames``: only these frame indices, increasing (as `VideoReader`'s); it stands for ``stride`` and
+        ``max_frames``."""
         _check_sampling(stride, max_frames)
+        if frames is not None:
+            frames = [int(i) for i in frames]
+            if not increasing_from_zero(frames):
+                raise ValueError("frames must be increasing frame indices from 0, at least one")
+            stride, max_frames = 1, len(frames)
+        self.frames = frozenset(frames) if frames is not None else None
         self.frame_files = [Path(p) for p in frame_files]
         if path is None:
             path = self.frame_files[0].parent if self.frame_files else Path()
@@ -405,8 +415,9 @@ class ImageFolderReader:
 
     def _animation(self) -> tuple[int, Fraction, list[float]] | None:
         """(frames, mean rate, each frame's start in seconds and then the last one's end) when the input is one
-        animated image (WebP, APNG: FFmpeg reads only their first frame), else None. Frames without a duration take
-        the reader's ``fps``."""
+        animated image (WebP, APNG: FFmpeg reads only their first frame; a GIF FFmpeg joins the pictures of), else
+        None. Frames without a duration take the reader's ``fps``; a GIF's are timed as FFmpeg times them
+        (`_gif_frame_durations_ms`: 100 ms where none is given)."""
         if self._animated is not None:
             return self._animated or None
         self._animated = ()
@@ -449,9 +460,15 @@ class ImageFolderReader:
         """The frames of ``__iter__``: images are RGB already, shown as read."""
         return iter(self)
 
-    def _selected(self) -> range:
-        """The indices in `frame_files` of the images an iteration reads (``stride``, ``max_frames``)."""
-        selected = range(0, len(self.frame_files), self.stride)
+    def _selected(self) -> Sequence[int]:
+        """The indices in `frame_files` of the images an iteration reads (``stride``, ``max_frames``, ``frames``)."""
+        return self._sampled(len(self.frame_files))
+
+    def _sampled(self, count: int) -> Sequence[int]:
+        """The indices of ``count`` frames an iteration reads (``stride``, ``max_frames``, ``frames``)."""
+        selected: Sequence[int] = range(0, count, self.stride)
+        if self.frames is not None:
+            selected = [index for index in selected if index in self.frames]
         return selected[: self.max_frames] if self.max_frames is not None else selected
 
     def picture(self, index: int) -> np.ndarray:
@@ -475,13 +492,11 @@ class ImageFolderReader:
         times = array("d")  # each yielded frame's time, as VideoReader records them (variable frame durations)
         self.frame_times = times
         self.end_time = None
-        yielded = 0
+        yielded = index = 0
         try:
             with Image.open(file) as opened:
                 count = int(opened.n_frames)
-                for index in range(0, count, self.stride):
-                    if self.max_frames is not None and yielded >= self.max_frames:
-                        return
+                for index in self._sampled(count):
                     opened.seek(index)
                     yielded += 1
                     times.append(starts[index])
@@ -491,7 +506,7 @@ class ImageFolderReader:
                     self.end_time = starts[count] if ends_it else starts[index + 1]
                     yield index, animation_frame_rgb(opened)
         except (OSError, ValueError, EOFError) as error:
-            raise VideoReadError(self.path, f"animation frame {yielded}: not decodable ({error})") from None
+            raise VideoReadError(self.path, f"animation frame {index}: not decodable ({error})") from None
 
     def _load(self, file: Path) -> np.ndarray:
         """``[H, W, 3]`` uint8 RGB: the image ``file``, turned upright. VideoReadError naming it when it cannot be."""
@@ -547,10 +562,9 @@ def open_reader(
         if len(source.frame_files) == 1 and source.path.is_file() and not _pillow_reads(source.path):
             return VideoReader(source.path, stride, max_frames)  # a video named like an image: the decoder decides
         return ImageFolderReader(source.frame_files, stride, max_frames, fps=image_fps, path=source.path)
-    if frames is None and _is_webp(source.path):  # an animated WebP named .gif (as GIF sites serve them): FFmpeg
-        return ImageFolderReader((source.path,), stride, max_frames, fps=image_fps)  # decodes no animated WebP
-    if frames is None and _ffmpeg_joins_gif_frames(source.path):
-        return ImageFolderReader((source.path,), stride, max_frames, fps=image_fps)
+    if _is_webp(source.path) or _ffmpeg_joins_gif_frames(source.path):  # an animated WebP named .gif (as GIF sites
+        # serve them: FFmpeg decodes no animated WebP), or a GIF FFmpeg reads as fewer frames than it holds
+        return ImageFolderReader((source.path,), stride, max_frames, fps=image_fps, path=source.path, frames=frames)
     return VideoReader(source.path, stride, max_frames, frames=frames)
 
 

@@ -274,3 +274,27 @@ def test_a_gif_read_through_pillow_is_drawn_and_timed_as_ffmpeg_reads_it(tmp_pat
     assert all(np.array_equal(a, b) for a, b in zip(decoded, expected, strict=True))
     assert list(by_pillow.frame_times) == pytest.approx(list(by_ffmpeg.frame_times)) == [0.0, 0.1, 0.13, 0.23]
     assert by_pillow.end_time == pytest.approx(by_ffmpeg.end_time) == pytest.approx(0.48)
+
+
+def test_a_gif_ffmpeg_joins_reads_the_frames_a_list_names_and_its_errors_name_the_file(tmp_path: Path) -> None:
+    """Such a GIF read through Pillow: a frame list (evaluate's GT frames that are no regular stride) went to FFmpeg,
+    which gave the joined pictures under other frame numbers without a word (frame 1 was picture 2); and a picture it
+    could not decode was said of the GIF's folder, counted from 1 (review 270). The list's frames are read now, and
+    the error names the file and the frame from 0."""
+    from PIL import Image
+
+    rng = np.random.default_rng(1)
+    pictures = [Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)) for _ in range(5)]
+    plain, looped = tmp_path / "plain.gif", tmp_path / "looped.gif"
+    pictures[0].save(plain, save_all=True, append_images=pictures[1:])
+    pictures[0].save(looped, save_all=True, append_images=pictures[1:], loop=0)
+    every = read_all(open_reader(discover_inputs([str(looped)])[0]))[1]
+    reader = open_reader(discover_inputs([str(plain)])[0], frames=[0, 1, 3])
+    indices, decoded = read_all(reader)
+    assert indices == [0, 1, 3] and all(np.array_equal(a, every[i]) for a, i in zip(decoded, indices, strict=True))
+    assert list(reader.frame_times) == pytest.approx([0.0, 0.1, 0.3])
+    cut = tmp_path / "folder" / "cut.gif"
+    cut.parent.mkdir()
+    cut.write_bytes(plain.read_bytes()[:-60])
+    with pytest.raises(VideoReadError, match=r"cut\.gif: animation frame 4: not decodable"):
+        read_all(open_reader(discover_inputs([str(cut)])[0]))
