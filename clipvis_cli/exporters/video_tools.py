@@ -42,7 +42,7 @@ from clipvis.cli.exporters.base import Exporter, ExportOptions, frame_crops
 from clipvis.cli.exporters.frames import check_frame_size
 from clipvis.cli.exporters.loading import ExportInputError, ExportVideo
 from clipvis.cli.json_io import JsonObjectItems, write_streamed_json
-from clipvis.cli.messages import shell_word, shown_path
+from clipvis.cli.messages import path_text, shell_word, shown_path
 from clipvis.cli.results import TrackResult, fps_fraction
 from clipvis.cli.track_colours import hex_colour
 from clipvis.cli.video_io import VideoProbe, VideoReader, VideoReadError
@@ -162,8 +162,10 @@ _SAME_TIME = 0.1
 
 def label_studio_media_name(source: Path) -> str:
     """The name of ``source``'s copy in `labelstudio/media/`, which tasks.json's `data.video` ends with: one name in
-    the zip however it is unzipped (a backslash in a Linux file name is a folder to Windows tools)."""
-    return source.name.replace("\\", "_")
+    the zip however it is unzipped (a backslash in a Linux file name is a folder to Windows tools), and UTF-8 text
+    (a zip member's name is; a name that is not valid UTF-8 failed the whole input): its undecodable bytes written
+    as `_xNN`, as the output folder's name (`caf\\xe9.mp4` -> `caf_xe9.mp4`); a valid UTF-8 name is kept."""
+    return path_text(source.name).replace("\\", "_")
 
 
 def label_studio_frame_numbers(times: Sequence[float], fps: float) -> list[int | None]:

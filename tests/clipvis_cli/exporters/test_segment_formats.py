@@ -228,3 +228,31 @@ def test_segment_cvat_video_skips_the_polygon_iou_that_only_export_reports(segme
     written = ExportFormatWriter("cvat-video").write_video(Path(segment_output.folder) / "cvat-video.zip", video)
     with zipfile.ZipFile(written) as got, zipfile.ZipFile(made) as want:
         assert got.read("annotations.xml") == want.read("annotations.xml")
+
+
+def test_segment_labelstudio_takes_a_file_name_that_is_not_utf8(tiny_weights, tmp_path, isolated_cache) -> None:
+    """`segment --formats labelstudio` on `caf\\xe9.mp4` (a Latin-1 name) failed the whole input ("'utf-8' codec
+    can't encode character '\\udce9' ... surrogates not allowed": a zip member's name is UTF-8), every other format
+    lost with it. The video's copy is named as its output folder is (`caf_xe9.mp4`), in segment's zip and in an
+    export's folder alike."""
+    import os
+
+    video = write_video(tmp_path / os.fsdecode(b"caf\xe9.mp4"), frames=2)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["segment", str(video), "--vocab", "cat", "--weights", str(tiny_weights), "-o",
+                                      str(out), "--device", "cpu", "--formats", "ytvis,labelstudio,fiftyone",
+                                      "--media-url", "/m/"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    folder = out / "caf_xe9"
+    with zipfile.ZipFile(folder / "labelstudio.zip") as archive:
+        assert "labelstudio/media/caf_xe9.mp4" in archive.namelist()
+        tasks = json.loads(archive.read("labelstudio/tasks.json"))
+    assert tasks[0]["data"]["video"] == "/m/caf_xe9.mp4"
+    with zipfile.ZipFile(folder / "fiftyone.zip") as archive:
+        assert "fiftyone/data/caf_xe9.mp4" in archive.namelist()
+    exported = CliRunner().invoke(app, ["export", str(folder), "--to", "labelstudio", "--media-url", "/m/", "-o",
+                                        str(tmp_path / "exp")], catch_exceptions=False)
+    assert exported.exit_code == 0, exported.output
+    media = tmp_path / "exp" / "caf_xe9" / "labelstudio"
+    assert [path.name for path in (media / "media").iterdir()] == ["caf_xe9.mp4"]
+    assert json.loads((media / "tasks.json").read_text())[0]["data"] == tasks[0]["data"]
