@@ -71,12 +71,23 @@ def output_folder_option(value: str | None) -> str | None:
 # The labelstudio format's one option, the same for `clipvis export --to labelstudio` and `segment --formats
 # labelstudio` (`data.video` in tasks.json: clipvis.cli.exporters.video_tools.media_url).
 MEDIA_URL_HELP = ("labelstudio: URL prefix under which Label Studio serves the video files (the file name after it "
-                  "is percent-encoded).")
+                  "is percent-encoded; a prefix ending in neither / nor =, ? or & gets a /).")
 
 
 def media_url_option() -> Any:
     """The ``--media-url`` option (export, segment): the URL prefix of each Label Studio task's video."""
-    return typer.Option("", "--media-url", help=MEDIA_URL_HELP)
+    return typer.Option("", "--media-url", help=MEDIA_URL_HELP, callback=media_url_value)
+
+
+def media_url_value(value: str) -> str:
+    """Typer callback of ``--media-url``: the prefix as the file name follows it (a folder URL without its last
+    `/` gets one: `http://host/clips` wrote `http://host/clipsNAME`; clipvis.cli.exporters.video_tools.
+    media_url_prefix), so that run.json records, and a rerun compares, the URL the tasks get."""
+    if not value:
+        return value
+    from clipvis.cli.exporters.video_tools import media_url_prefix
+
+    return media_url_prefix(value)
 
 
 def check_media_url(media_url: str, formats: Iterable[str], flag: str) -> None:

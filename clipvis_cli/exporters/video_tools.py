@@ -147,12 +147,23 @@ def serialize_mask(mask: np.ndarray) -> str:
         return base64.b64encode(zlib.compress(buffer.getvalue())).decode("ascii")
 
 
+# How a --media-url prefix that the file name follows directly ends: a folder, or a query (`?d=`, `?`, `&`)
+URL_PREFIX_ENDS = ("/", "=", "?", "&")
+
+
+def media_url_prefix(prefix: str) -> str:
+    """``prefix`` as the file name follows it: a folder URL given without its last `/` (`http://host/clips`) gets
+    one, which `http://host/clipsNAME` lacked; a prefix ending in `/` or in a query (`=`, `?`, `&`:
+    `/data/local-files/?d=`) is kept as given, and so is an empty one (the bare name)."""
+    return prefix + "/" if prefix and not prefix.endswith(URL_PREFIX_ENDS) else prefix
+
+
 def media_url(prefix: str, name: str) -> str:
-    """`prefix` + the file name percent-encoded, so that a server gets the exact name back whether the prefix ends
-    in a path (`http://host/clips/`) or in a query value (`/data/local-files/?d=clips/`): every character but
-    letters, digits, `_.-~` and `/` is encoded (UTF-8), among them space, `#` (would start a fragment), `?`, `&`
-    and `=` (would end the query value), `+` (a space in a query) and `%`."""
-    return prefix + quote(os.fsencode(name), safe="/")  # a name that is not valid UTF-8: its own bytes
+    """`prefix` (`media_url_prefix`) + the file name percent-encoded, so that a server gets the exact name back
+    whether the prefix ends in a path (`http://host/clips/`) or in a query value (`/data/local-files/?d=clips/`):
+    every character but letters, digits, `_.-~` and `/` is encoded (UTF-8), among them space, `#` (would start a
+    fragment), `?`, `&` and `=` (would end the query value), `+` (a space in a query) and `%`."""
+    return media_url_prefix(prefix) + quote(os.fsencode(name), safe="/")  # a name not valid UTF-8: its own bytes
 
 
 # A frame this little after a Label Studio frame's time (a fraction of a frame) counts as at it: timestamps are rounded

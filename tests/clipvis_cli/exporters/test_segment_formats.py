@@ -124,6 +124,15 @@ def test_segment_media_url_writes_the_urls_export_writes_and_a_changed_one_rewri
     assert moved.exit_code == 0, moved.output
     assert 're-running: --media-url differs from the earlier run (http://host/media/ vs ' in moved.stderr
     assert tasks_of_the_zip()[0]["data"]["video"] == "http://host/media/my%20clip%20%231.mp4"
+    folder_url = CliRunner().invoke(app, [*args[:-1], "http://host/media"], catch_exceptions=False)  # no `/`: the
+    # same folder (it wrote http://host/mediamy%20clip...), so the same setting: skipped
+    assert folder_url.exit_code == 0 and "skipped" in folder_url.stderr, folder_url.stderr
+    assert "re-running" not in folder_url.stderr
+    exported = CliRunner().invoke(app, ["export", str(folder), "--to", "labelstudio", "--media-url", "http://h/v",
+                                        "-o", str(tmp_path / "exp2")], catch_exceptions=False)
+    assert exported.exit_code == 0, exported.output
+    export_tasks = json.loads((tmp_path / "exp2" / "my clip #1" / "labelstudio" / "tasks.json").read_text())
+    assert export_tasks[0]["data"]["video"] == "http://h/v/my%20clip%20%231.mp4"
 
 
 def test_media_url_without_labelstudio_is_a_usage_error(tiny_weights, tmp_path, isolated_cache) -> None:

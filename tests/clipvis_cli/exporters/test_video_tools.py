@@ -74,3 +74,20 @@ def test_the_re_encode_line_writes_beside_the_source_under_a_name_no_other_video
     relative_command = shlex.split(relative[relative.index("(ffmpeg") + 1 : relative.rindex(")")])
     assert not relative_command[2].startswith("-") and not relative_command[-1].startswith("-")  # no option
     assert Path(relative_command[-1]) == Path(f"{Path(name).stem}-h264.mp4")
+
+
+@pytest.mark.parametrize(("prefix", "url"), [
+    ("http://h/v", "http://h/v/good%20two.mp4"),  # a folder URL without its `/`: it was http://h/vgood%20two.mp4
+    ("http://h/v/", "http://h/v/good%20two.mp4"),
+    ("/data/local-files/?d=clips", "/data/local-files/?d=clips/good%20two.mp4"),
+    ("/data/local-files/?d=clips/", "/data/local-files/?d=clips/good%20two.mp4"),
+    ("/data/local-files/?d=", "/data/local-files/?d=good%20two.mp4"),  # a query value: kept as given
+    ("/serve?", "/serve?good%20two.mp4"),
+    ("/serve?a=1&", "/serve?a=1&good%20two.mp4"),
+    ("", "good%20two.mp4"),
+])
+def test_a_media_url_prefix_is_a_folder_unless_it_ends_a_query(prefix, url) -> None:
+    from clipvis.cli.exporters.video_tools import media_url, media_url_prefix
+
+    assert media_url(prefix, "good two.mp4") == url
+    assert media_url_prefix(media_url_prefix(prefix)) == media_url_prefix(prefix)
