@@ -40,8 +40,11 @@ def rerun_reason(previous: RunManifest | None, identities: Sequence[tuple[str, M
     (clipvis.cli.segment.SegmentOptions.identities); the one closest to the earlier run's is compared."""
     if previous is None or previous.status != STATUS_COMPLETE:
         return None
-    differences = min((_settings_differences(previous, weights, options, vocabulary)
-                       for weights, options in identities), key=len, default=[])
+    differences, options = min(((_settings_differences(previous, weights, options, vocabulary), options)
+                                for weights, options in identities), key=lambda pair: len(pair[0]), default=([], {}))
+    missing = _formats_not_written(previous, options, differences)
+    if missing is not None:
+        return RerunReason(missing, [])
     if differences:
         names = [name for name, _ in differences]
         if len(differences) == 1:
@@ -69,6 +72,24 @@ def rerun_reason(previous: RunManifest | None, identities: Sequence[tuple[str, M
             return RerunReason(f"{shown_path(path)} is not the size {EARLIER} wrote ({size} bytes, not "
                                f"{entry.get('bytes')}): cut short or replaced", [])
     return RerunReason(f"the settings recorded in {shown_path(directory / 'run.json')} differ from this run's", [])
+
+
+def _formats_not_written(previous: RunManifest, options: Mapping[str, Any],
+                         differences: Sequence[tuple[str, str]]) -> str | None:
+    """Why the run runs again where the earlier one wrote every --formats of this run's but those whose files it
+    could not write (``formats_not_written``: too many tracks for png-masks' ids): it recorded the formats it wrote,
+    and the user changed nothing. None where a setting differs otherwise."""
+    missing = previous.formats_not_written
+    earlier = previous.options.get("formats") if isinstance(previous.options, dict) else None
+    now = options.get("formats")
+    if not missing or not differences or any(name != "--formats" for name, _ in differences) \
+            or not isinstance(earlier, list) or not isinstance(now, list):
+        return None
+    added = [name for name in now if name not in earlier]
+    if not added or any(name not in missing for name in added) or any(name not in now for name in earlier):
+        return None
+    reasons = list(dict.fromkeys(str(missing[name]) for name in added))
+    return f"{_listed([f'{name}.zip' for name in added])} not written by {EARLIER} ({'; '.join(reasons)})"
 
 
 def _settings_differences(previous: RunManifest, weights: str, options: Mapping[str, Any],

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence, Sized
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 from clipvis.cli import __version__
 from clipvis.cli.atomic import OutputNotWritableError, OutputStaging, remove_stale_temp_files
 from clipvis.cli.distributed import OtherRankFailed, deliver, signals_held
+from clipvis.cli.exporters.base import FormatLimitError
 from clipvis.cli.inputs import VideoSource
 from clipvis.cli.locks import FolderBusyError
 from clipvis.cli.mask_store import StoredSegmentations, TrackMaskStore
@@ -48,7 +49,14 @@ from clipvis.cli.progress import Reporter, SerializedReporter
 from clipvis.cli.rerun import rerun_reason
 from clipvis.cli.results import TrackResult, VideoInfo
 from clipvis.cli.run_identity import config_identity
-from clipvis.cli.segment_outputs import WritingProgress, commit_staged, settle_stale_outputs, write_outputs
+from clipvis.cli.segment_outputs import (
+    WritingProgress,
+    commit_staged,
+    format_limit_reason,
+    formats_not_written_message,
+    settle_stale_outputs,
+    write_outputs,
+)
 from clipvis.cli.segment_resume import (
     RefusedReplacement,
     complete_but_corrected,
@@ -75,7 +83,7 @@ from clipvis.cli.writers import (
     VideoOutputPaths,
 )
 from clipvis.cli.writers.layout import YTVIS_NAME, ClaimedFolder, OutputRootListing, claim_output_folder
-from clipvis.cli.writers.manifest import STATUS_INTERRUPTED, source_owner
+from clipvis.cli.writers.manifest import STATUS_INTERRUPTED, config_hash, source_owner
 from clipvis.cli.writers.overlay import oversized_overlay_warning, unencodable_overlay_reason
 
 if TYPE_CHECKING:  # the model package: imported when the weights load, not when the CLI starts
@@ -184,6 +192,11 @@ class SegmentOptions:
         return released_name_of(self.weights) is not None
 
 
+class FormatsNotWritten(ValueError):
+    """Every format asked for is one whose ids cannot hold the video's tracks (`--formats png-masks` alone and more
+    than 255 tracks): the input fails; the message names the formats and segment's options that fit them."""
+
+
 @dataclass
 class TrackedVideo:
     """One input after tracking: its reader (for a second pass), info, ranked tracks and timings."""
@@ -243,19 +256,22 @@ class SegmentRunner:
         return self.options.identities()
 
     def _identities_of(
-        self, source: VideoSource, previous: RunManifest | None = None
+        self, source: VideoSource, previous: RunManifest | None = None, formats: tuple[str, ...] | None = None
     ) -> list[tuple[str, dict[str, Any]]]:
         """The identities of ``source``'s outputs: ``--image-fps`` is a result option of image folders alone (a
         video keeps its own rate: changing it re-ran every video of a batch), ``--overlay-min-score`` one of runs
         that write the overlay alone (changing it re-ran every input of a batch writing none); such a run matches
-        ``previous`` (the folder's run.json) also where an earlier clipvis recorded its threshold, whatever it was."""
+        ``previous`` (the folder's run.json) also where an earlier clipvis recorded its threshold, whatever it was.
+        ``formats``: of a run writing these formats instead of this one's (those it wrote, where some could not be)."""
+        options_now = self.options if formats is None else replace(self.options, formats=formats)
+        known = self._identities if formats is None else options_now.identities()
         unused = set() if source.kind == "images" else {"image_fps"}
-        if "overlay" not in self.options.formats:
+        if "overlay" not in options_now.formats:
             unused.add("overlay_min_score")
         if not unused:
-            return self._identities
+            return known
         identities = [(weights, {k: v for k, v in options.items() if k not in unused}) for weights, options in
-                      self._identities]
+                      known]
         recorded = previous.options if previous is not None and isinstance(previous.options, dict) else {}
         if "overlay_min_score" in unused and "overlay_min_score" in recorded:
             identities += [(weights, {**options, "overlay_min_score": recorded["overlay_min_score"]})
@@ -579,9 +595,13 @@ class SegmentRunner:
         # Every file under its temporary name until all are written, then all renamed into place: a failure or
         # Ctrl-C midway leaves none of this run's files (and an earlier run's, listed in run.json, as they were).
         staging = OutputStaging()
+        # a format whose ids cannot hold these tracks (png-masks, MOTS), known only now: the others are written
+        not_written: dict[str, FormatLimitError] = {}
         try:
             with staging.active(), writing:
-                outputs = self._write_outputs(paths, video, timings, writing)
+                outputs = self._write_outputs(paths, video, timings, writing, not_written)
+            if not_written and not outputs:  # no other format: the input fails, as any input that writes nothing
+                raise FormatsNotWritten(formats_not_written_message(not_written, others_written=False))
         except BaseException:
             staging.discard()
             raise
@@ -622,7 +642,13 @@ class SegmentRunner:
                 timings["total"] = time.perf_counter() - started
                 # the outputs are fsync'ed and in place
                 manifest.mark_complete(info.num_frames, outputs, timings, info.pixel_aspect)
+                if not_written:  # complete for the formats written, as recorded: a rerun of these --formats redoes it
+                    self._record_formats_written(manifest, source, not_written)
                 manifest.write(paths.manifest)
+                if not_written:  # one line for the input (counted failed: a file asked for is missing)
+                    message = formats_not_written_message(not_written, others_written=True)
+                    self.reporter.video_failed(source, paths.stem, subject_message(message, source.path))
+                    return VideoOutcome(source, paths.stem, "failed", outputs, error=message, frames=info.num_frames)
                 fps = info.num_frames / max(timings["total"], 1e-9)
                 self.reporter.video_finished(source, paths.stem, info.num_frames, fps, outputs)
                 return VideoOutcome(source, paths.stem, "complete", outputs, frames=info.num_frames)
@@ -630,9 +656,22 @@ class SegmentRunner:
                 self._held_signals.extend(held)  # raised once this outcome is returned (``_deliver_held_signals``)
 
     def _write_outputs(self, paths: VideoOutputPaths, video: SegmentedVideo, timings: dict[str, float],
-                       progress: WritingProgress | None = None) -> list[Path]:
-        """Every writer's file, in writer order (clipvis.cli.segment_outputs.write_outputs)."""
-        return write_outputs(self.writers, paths, video, timings, progress)
+                       progress: WritingProgress | None = None,
+                       not_written: dict[str, FormatLimitError] | None = None) -> list[Path]:
+        """Every writer's file, in writer order (clipvis.cli.segment_outputs.write_outputs); ``not_written``: the
+        formats whose ids cannot hold the tracks, the others written."""
+        return write_outputs(self.writers, paths, video, timings, progress, not_written)
+
+    def _record_formats_written(self, manifest: RunManifest, source: VideoSource,
+                                not_written: dict[str, FormatLimitError]) -> None:
+        """Record in ``manifest`` the identity of a run of the formats it wrote (``--formats`` without those
+        ``not_written``), and why each of these is missing: a rerun of the same --formats is not complete (the
+        model runs again; clipvis.cli.rerun says why), one without them is."""
+        written = tuple(name for name in self.options.formats if name not in not_written)
+        weights, options = self._identities_of(source, formats=written)[0]
+        manifest.options = options
+        manifest.config_hash = config_hash(weights, manifest.vocabulary, options)
+        manifest.formats_not_written = {name: format_limit_reason(error) for name, error in not_written.items()}
 
     @property
     def _formats(self) -> list[str]:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from clipvis.cli.atomic import OutputStaging
+from clipvis.cli.exporters.base import FormatLimitError
 from clipvis.cli.inputs import VideoSource
 from clipvis.cli.output_formats import create_writers, writer_formats
 from clipvis.cli.progress import Reporter
@@ -116,7 +117,8 @@ class WritingProgress:
 
 
 def write_outputs(writers: Sequence[OutputWriter], paths: VideoOutputPaths, video: SegmentedVideo,
-                  timings: dict[str, float], progress: WritingProgress | None = None) -> list[Path]:
+                  timings: dict[str, float], progress: WritingProgress | None = None,
+                  not_written: dict[str, FormatLimitError] | None = None) -> list[Path]:
     """Every one of ``writers``' files, in their order (in the `OutputStaging` of the calling thread's context).
     Writers that draw on the frames (the overlay: decoding, drawing threads, the encoder) run in this thread; the others
     (JSON, mostly Python) meanwhile on a helper thread, one after another, where the drawing writers leave a CPU
@@ -124,7 +126,9 @@ def write_outputs(writers: Sequence[OutputWriter], paths: VideoOutputPaths, vide
     (the drawing writers' first), so no file is being written when the video is reported failed; Ctrl-C stops the
     drawing writer here and is raised once the helper has finished the file it is on (it starts no other: every
     file of a stopped video is removed anyway). ``progress`` is told which formats are being written, and the masks
-    written by those that count them."""
+    written by those that count them. ``not_written``: a format whose ids cannot hold these results (too many
+    tracks for png-masks, MOTS: FormatLimitError, known only once they are) is put there by its name, the others
+    written all the same, and the files returned are those written; without it, that error fails them all."""
     results: dict[int, Path] = {}
 
     def write(index: int) -> None:
@@ -135,7 +139,12 @@ def write_outputs(writers: Sequence[OutputWriter], paths: VideoOutputPaths, vide
             replace(video, masks_written=progress.mask_counter(index))
         with progress.writing(index, writer.format, writer.draws_frames) if progress else \
                 contextlib.nullcontext():
-            results[index] = writer.write_video(paths.directory / writer.file_name, counted)
+            try:
+                results[index] = writer.write_video(paths.directory / writer.file_name, counted)
+            except FormatLimitError as error:
+                if not_written is None:
+                    raise
+                not_written[writer.format] = error  # nothing of it staged: its exporter failed before its zip
         timings[f"write_{writer.format}"] = time.perf_counter() - start
 
     here = [i for i, writer in enumerate(writers) if writer.draws_frames]
@@ -143,7 +152,7 @@ def write_outputs(writers: Sequence[OutputWriter], paths: VideoOutputPaths, vide
     if not here or not aside or not overlap_writers(writers, here, video):
         for index in here + aside:  # the drawing writers first: their frames are what the progress counts
             write(index)
-        return [results[index] for index in range(len(writers))]
+        return [results[index] for index in range(len(writers)) if index in results]
     stopping = threading.Event()  # the drawing writers failed or were interrupted: their files go anyway
 
     def write_aside() -> None:
@@ -165,7 +174,7 @@ def write_outputs(writers: Sequence[OutputWriter], paths: VideoOutputPaths, vide
             failure = background.exception()  # waits: nothing is left writing when this method returns
     if failure is not None:
         raise failure
-    return [results[index] for index in range(len(writers))]
+    return [results[index] for index in range(len(writers)) if index in results]
 
 def overlap_writers(writers: Sequence[OutputWriter], drawing: Sequence[int], video: SegmentedVideo) -> bool:
     """Whether the ``writers`` that do not draw run beside the ``drawing`` ones: only where this process has more
@@ -240,3 +249,29 @@ def settle_stale_outputs(
         else:
             stale.append(name)
     return stale
+
+
+def formats_not_written_message(not_written: dict[str, FormatLimitError], others_written: bool) -> str:
+    """The one line that says which formats' files `write_outputs` could not write (``not_written``) and how to
+    write them with segment's own options (a track id is a rank there: `--max-tracks N` keeps ids 1..N);
+    ``others_written``: the run's other files are in place."""
+    grouped: dict[str, list[str]] = {}
+    for name, error in not_written.items():  # one reason for the formats that share it (mots-png, mots-txt)
+        grouped.setdefault(format_limit_reason(error), []).append(f"{name}.zip")
+    parts = [f"{_listed(names)} not written: {reason}" for reason, names in grouped.items()]
+    return "; ".join(parts) + ("; the other files are written" if others_written else "")
+
+
+def format_limit_reason(error: FormatLimitError) -> str:
+    """Why a format's file was not written and how segment writes it (what run.json's `formats_not_written` says of
+    it): a track id is a rank there, so `--max-tracks N` keeps ids 1..N."""
+    if error.tracks is not None:
+        remedy = f"keep at most {error.tracks} tracks (--max-tracks {error.tracks}, or a higher --score-threshold)"
+    else:
+        remedy = (f"segment with at most {error.classes} classes (--vocab), or keep fewer tracks (--max-tracks, a "
+                  "higher --score-threshold)")
+    return f"{error.problem}; {remedy}"
+
+
+def _listed(names: Sequence[str]) -> str:
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]

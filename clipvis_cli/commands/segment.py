@@ -177,6 +177,7 @@ def segment(
                 inputs, stdin_arguments, vocab, vocab_file, formats, precision, log_format, config, clip_config, shard
             )
             check_media_url(media_url, chosen, "--formats")
+            _check_track_limits(max_tracks, chosen)
             if not sources:  # `find -newer ... | clipvis segment -` found nothing new: no input, no weights loaded
                 reporter = make_reporter(log_format, job)
                 if job is None or job.is_main:
@@ -223,6 +224,21 @@ def segment(
                 reporter.close()
     if code:
         raise typer.Exit(code)
+
+
+def _check_track_limits(max_tracks: int | None, formats: Iterable[str]) -> None:
+    """A usage error for a ``--max-tracks`` above what one of ``formats`` holds (png-masks' track ids 1..255, MOTS'
+    1..999): track ids are ranks 1..N, so the video's file of that format would fail once the model had run."""
+    from clipvis.cli.exporters.id_maps import TRACK_LIMITS
+
+    if max_tracks is None:
+        return
+    for name in formats:
+        limit = TRACK_LIMITS.get(name)
+        if limit is not None and max_tracks > limit:
+            raise typer.BadParameter(f"--max-tracks {max_tracks} with --formats {name}: {name} holds track ids "
+                                     f"1..{limit} (give --max-tracks {limit} or less, or leave {name} out of "
+                                     "--formats)")
 
 
 def _stdin_of_the_job(job: DistributedRun | None, null: bool) -> list[str]:
@@ -380,7 +396,7 @@ def _run_inputs(
             for outcome in runner.run_batch(sources, positions):
                 counts[outcome.status] = counts.get(outcome.status, 0) + 1
                 counts[ALREADY_COMPLETE] += outcome.already_complete
-                if outcome.status == "complete":
+                if outcome.status != "skipped":  # complete, or failed with the files of some formats written
                     for path in outcome.outputs:
                         listing.list(path)
     except KeyboardInterrupt:

@@ -36,6 +36,19 @@ class ExportOptions:
     gt: VideoGroundTruth | None = None
 
 
+class FormatLimitError(ValueError):
+    """A format whose ids cannot hold this video's results: too many tracks (png-masks' 8-bit ids, MOTS' instance
+    ids) or classes (MOTS' 16-bit ids). Its message is `clipvis export`'s: ``problem`` and ``remedy`` (export's
+    options). ``tracks``: the most tracks the format holds (segment keeps that many with --max-tracks, track ids
+    being ranks 1..N there), None where ``classes`` is the most classes it holds."""
+
+    def __init__(self, format_name: str, problem: str, remedy: str, tracks: int | None = None,
+                 classes: int | None = None) -> None:
+        super().__init__(f"{problem}; {remedy}")
+        self.format_name, self.problem, self.remedy = format_name, problem, remedy
+        self.tracks, self.classes = tracks, classes
+
+
 def class_key(name: str) -> str:
     """How --classes matches a class name: case aside, and composed or decomposed accents alike (NFC), so a name
     typed on macOS (decomposed) finds the class segment wrote."""

@@ -32,21 +32,26 @@ import numpy as np
 from numpy.typing import DTypeLike
 from PIL import Image
 
-from clipvis.cli.exporters.base import Exporter, ExportOptions
+from clipvis.cli.exporters.base import Exporter, ExportOptions, FormatLimitError
 from clipvis.cli.exporters.frames import processed_frames, save_image
 from clipvis.cli.exporters.loading import ExportVideo
 from clipvis.cli.exporters.masks import rle_id_counts, rle_id_map
 from clipvis.cli.track_colours import track_colour
 
 MOTS_INSTANCES = 1000
+MOTS_MAX_INSTANCE = MOTS_INSTANCES - 1  # the most tracks MOTS' instance ids hold
 MOTS_MAX_CLASS = 65
+PNG_MASKS_MAX_ID = 255  # png-masks' 8-bit track ids
+# The most tracks each of these formats holds (track ids 1..N): `segment --max-tracks` above it is refused at once
+TRACK_LIMITS = {"mots-png": MOTS_MAX_INSTANCE, "mots-txt": MOTS_MAX_INSTANCE, "png-masks": PNG_MASKS_MAX_ID}
 
 
-def mots_class_ids(video: ExportVideo) -> dict[int, int]:
+def mots_class_ids(video: ExportVideo, format_name: str = "mots-png") -> dict[int, int]:
     """category id -> MOTS class id: identity when the declared classes (all, or --classes), else the classes of
     the exported tracks, all have ids <= 65 (16-bit ids); otherwise the declared classes, else those of the exported
     tracks, renumbered 1..K in vocabulary order. An LVIS-size vocabulary with a few classes found exports as it is
-    (it failed for the vocabulary's size)."""
+    (it failed for the vocabulary's size). FormatLimitError (of ``format_name``) when more than 65 classes are
+    found."""
     declared = list(video.category_ids)
     if not declared or max(declared) <= MOTS_MAX_CLASS:
         return {category_id: category_id for category_id in declared}
@@ -56,8 +61,9 @@ def mots_class_ids(video: ExportVideo) -> dict[int, int]:
     for ids in (declared, used):  # the chosen classes (the same numbers in every video), else those found
         if len(ids) <= MOTS_MAX_CLASS:
             return {category_id: number for number, category_id in enumerate(ids, start=1)}
-    raise ValueError(f"the exported tracks have {len(used)} classes, more than MOTS' 16-bit ids hold "
-                     f"({MOTS_MAX_CLASS}); choose fewer with --classes or --min-score")
+    raise FormatLimitError(format_name, f"the exported tracks have {len(used)} classes, more than MOTS' 16-bit ids "
+                           f"hold ({MOTS_MAX_CLASS})", "choose fewer with --classes or --min-score",
+                           classes=MOTS_MAX_CLASS)
 
 
 def mots_labels(video: ExportVideo, class_ids: dict[int, int]) -> list[str]:
@@ -70,14 +76,19 @@ def mots_labels(video: ExportVideo, class_ids: dict[int, int]) -> list[str]:
             for k in range(1, top + 1)]
 
 
-def _check_instances(video: ExportVideo, class_ids: dict[int, int]) -> None:
+def _check_instances(video: ExportVideo, class_ids: dict[int, int], format_name: str) -> None:
+    """FormatLimitError (of ``format_name``) where a track id is no MOTS instance id (1..999), or one of class 65
+    passes the 16-bit ids (65 * 1000 + 535)."""
     too_big = [t.track_id for t in video.tracks if not 1 <= t.track_id < MOTS_INSTANCES]
     if too_big:
-        raise ValueError(f"track ids {too_big[:3]} do not fit MOTS instance ids (1..{MOTS_INSTANCES - 1})")
+        raise FormatLimitError(format_name, f"track ids {too_big[:3]} do not fit MOTS instance ids "
+                               f"(1..{MOTS_MAX_INSTANCE})", "keep fewer tracks (--min-score)",
+                               tracks=MOTS_MAX_INSTANCE)
     over = [t.track_id for t in video.tracks if class_ids[t.category_id] * MOTS_INSTANCES + t.track_id > 65535]
     if over:
-        raise ValueError(f"track ids {over[:3]} of class {MOTS_MAX_CLASS} exceed MOTS' 16-bit ids (at most 535 there);"
-                         " keep fewer tracks (--min-score)")
+        most = 65535 - MOTS_MAX_CLASS * MOTS_INSTANCES
+        raise FormatLimitError(format_name, f"track ids {over[:3]} of class {MOTS_MAX_CLASS} exceed MOTS' 16-bit ids "
+                               f"(at most {most} there)", "keep fewer tracks (--min-score)", tracks=most)
 
 
 def _class_map_json(video: ExportVideo, class_ids: dict[int, int]) -> dict:
@@ -118,8 +129,8 @@ class MotsPngExporter(Exporter):
 
     def export(self, video: ExportVideo, directory: Path, options: ExportOptions) -> list[Path]:
         info = video.info
-        class_ids = mots_class_ids(video)
-        _check_instances(video, class_ids)
+        class_ids = mots_class_ids(video, self.name)
+        _check_instances(video, class_ids, self.name)
         root = directory / self.name
         instances = root / "instances"
         instances.mkdir(parents=True)
@@ -146,8 +157,8 @@ class MotsTxtExporter(Exporter):
 
     def export(self, video: ExportVideo, directory: Path, options: ExportOptions) -> list[Path]:
         info = video.info
-        class_ids = mots_class_ids(video)
-        _check_instances(video, class_ids)
+        class_ids = mots_class_ids(video, self.name)
+        _check_instances(video, class_ids, self.name)
         root = directory / self.name
         root.mkdir()
         with open(root / "mots.txt", "w", encoding="ascii") as handle:
@@ -172,12 +183,15 @@ class MotsTxtExporter(Exporter):
 class PngMasksExporter(Exporter):
     name = "png-masks"
     description = "indexed PNG id masks per frame (DAVIS style) + objects.json"
-    MAX_ID = 255
+    MAX_ID = PNG_MASKS_MAX_ID
 
     def export(self, video: ExportVideo, directory: Path, options: ExportOptions) -> list[Path]:
         info = video.info
         if any(not 1 <= t.track_id <= self.MAX_ID for t in video.tracks):
-            raise ValueError(f"png-masks holds track ids 1..{self.MAX_ID}; keep fewer tracks (--min-score)")
+            highest = max(t.track_id for t in video.tracks)
+            reach = f", and this video's reach {highest}" if highest > self.MAX_ID else ""
+            raise FormatLimitError(self.name, f"png-masks holds track ids 1..{self.MAX_ID}{reach}",
+                                   "keep fewer tracks (--min-score)", tracks=self.MAX_ID)
         root = directory / self.name
         root.mkdir()
         track_ids = [t.track_id for t in video.tracks]

@@ -175,6 +175,9 @@ class RunManifest:
     pixel_aspect: list[int] | None = None
     outputs: list[dict[str, Any]] = field(default_factory=list)  # [{"file": name, "bytes": size, "mtime_ns": t}]
     stale: list[str] = field(default_factory=list)  # files of an earlier run not made by this one (not deleted)
+    # --formats whose files this complete run could not write (too many tracks for png-masks' ids), each with why:
+    # `options` records the formats it wrote, so a rerun with these --formats runs again (clipvis.cli.rerun says why)
+    formats_not_written: dict[str, str] = field(default_factory=dict)
     # Files earlier clipvis runs wrote here that no complete run has settled since: a run that fails, is interrupted
     # or killed keeps them listed, so the next complete run still knows they are clipvis' (and deletes those it no
     # longer writes). Empty once a run completes.
@@ -336,6 +339,8 @@ class RunManifest:
         if not isinstance(manifest.outputs, list) or not isinstance(manifest.source, dict) \
                 or not isinstance(manifest.earlier_outputs, list) or not isinstance(manifest.earlier_stats, dict):
             return None
+        if not isinstance(manifest.formats_not_written, dict):  # hand-edited: nothing said of them
+            manifest.formats_not_written = {}
         try:
             manifest.written_ns = Path(path).stat().st_mtime_ns
         except OSError:

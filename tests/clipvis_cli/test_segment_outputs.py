@@ -982,3 +982,47 @@ def test_frames_listed_after_a_size_change_keep_the_video_s_first_size(tmp_path)
     assert reader.size_change == (8, (48, 96))
     strided = VideoReader(video, stride=3)
     assert len(list(strided)) == 6 and strided.size_change == (8, (48, 96))  # frame 8, though 9 is the first read
+
+
+def test_a_format_whose_ids_cannot_hold_the_tracks_fails_alone_and_a_rerun_redoes_it(tmp_path, tiny_weights,
+                                                                                      monkeypatch) -> None:
+    """More tracks than png-masks' ids hold (1..255), known once the model had run, failed the whole input: every
+    other format lost, and the remedy named export's --min-score, which segment has not. The other files are now
+    written; one error line names the format and segment's --max-tracks; run.json records the formats written, so
+    the same --formats run again (saying why) and --formats without it is complete. A --max-tracks above what a
+    format holds is a usage error before the model runs. (The limit is 2 here: the tiny model keeps a few tracks.)"""
+    from clipvis.cli.exporters.id_maps import PngMasksExporter
+
+    monkeypatch.setattr(PngMasksExporter, "MAX_ID", 2)
+    video = write_video(tmp_path / "clip.mp4")
+    out = tmp_path / "out"
+    args = (str(video),)
+    result = segment(tiny_weights, out, *args, extra=("--formats", "ytvis,png-masks"))
+    assert result.exit_code == 1, result.output
+    errors = [line for line in result.stderr.splitlines() if line.startswith("clipvis: error:")]
+    assert len(errors) == 1, result.stderr
+    assert f"{video}: png-masks.zip not written: png-masks holds track ids 1..2, and this video's reach " in errors[0]
+    assert "keep at most 2 tracks (--max-tracks 2, or a higher --score-threshold); the other files are written" \
+        in errors[0] and "--min-score" not in errors[0]
+    folder = out / "clip"
+    assert result.stdout.splitlines() == [str(folder / "ytvis.json")]
+    assert not (folder / "png-masks.zip").exists()
+    manifest = json.loads((folder / "run.json").read_text())
+    assert manifest["status"] == "complete" and manifest["options"]["formats"] == ["ytvis"]
+    assert list(manifest["formats_not_written"]) == ["png-masks"]
+
+    again = segment(tiny_weights, out, *args, extra=("--formats", "ytvis,png-masks"))
+    assert again.exit_code == 1
+    assert "re-running: png-masks.zip not written by the earlier run (png-masks holds track ids 1..2" in again.stderr
+    assert not was_run(segment(tiny_weights, out, *args, extra=("--formats", "ytvis")))  # complete without it
+
+    alone = segment(tiny_weights, out, *args, extra=("--formats", "png-masks", "--overwrite"))
+    assert alone.exit_code == 1 and "png-masks.zip not written" in alone.stderr
+    assert "the other files" not in alone.stderr
+    assert json.loads((folder / "run.json").read_text())["status"] == "failed"
+
+    refused = segment(tiny_weights, tmp_path / "out2", *args, extra=("--formats", "ytvis,mots-txt",
+                                                                      "--max-tracks", "1000"))
+    assert refused.exit_code == 2 and not (tmp_path / "out2").exists()
+    assert "--max-tracks 1000 with --formats mots-txt: mots-txt holds track ids 1..999 (give --max-tracks 999 or " \
+        "less" in " ".join(refused.output.split())
