@@ -144,7 +144,7 @@ class SegmentOptions:
         for key in ("vocabulary", "weights", "output", "device", "batch_frames", "skip_existing", "allow_hub_clip",
                     "allow_duplicate_names"):
             data.pop(key)
-        data["formats"] = sorted(self.formats)
+        data["formats"] = sorted(set(self.formats))  # a format named twice is one (it re-ran a run naming it once)
         revised = {name: FORMAT_REVISIONS[name] for name in data["formats"] if name in FORMAT_REVISIONS}
         if revised:  # recorded for these formats alone: outputs of the others stay valid
             data["format_revisions"] = revised

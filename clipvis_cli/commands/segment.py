@@ -297,7 +297,7 @@ def _checked_arguments(
     about the inputs (images that are no input) and notes (folders clipvis made, skipped) of a `segment` command
     line; typer.BadParameter (or a one-line error for a bad config file) otherwise."""
     vocabulary = parse_vocabulary(vocab, vocab_file)
-    chosen = tuple(f.strip() for f in formats.split(",") if f.strip())
+    chosen = tuple(dict.fromkeys(f.strip() for f in formats.split(",") if f.strip()))  # a repeat once, as export
     unknown = sorted(set(chosen) - set(FORMATS))
     if not chosen:
         raise typer.BadParameter(f"--formats: no format given (choose from {','.join(FORMATS)})")

@@ -888,3 +888,18 @@ def test_a_listed_name_with_spaces_at_its_ends_is_quoted_in_its_error(tmp_path, 
     assert result.exit_code == 1, result.output
     assert f"clipvis: error: ' {video} ': no such file" in result.output, result.output
     assert f"clipvis: error: {tmp_path / 'gone.mp4'}: no such file" in result.output, result.output
+
+
+def test_a_format_named_twice_in_formats_is_one_format(tmp_path, tiny_weights) -> None:
+    """`--formats ytvis,ytvis,coco` was recorded as ['coco', 'ytvis', 'ytvis'], so a later `--formats coco,ytvis`
+    ran the model again over every input of the same settings; a repeat is dropped, as `export --to` drops one."""
+    from clipvis.cli.segment import SegmentOptions
+
+    video = write_video(tmp_path / "clip.mp4", num_frames=1)
+    out = tmp_path / "out"
+    first = run_cli(segment_args(tiny_weights, out, str(video), extra=("--formats", "ytvis,ytvis,coco")))
+    assert first.exit_code == 0, first.output
+    assert json.loads((out / "clip" / "run.json").read_text())["options"]["formats"] == ["coco", "ytvis"]
+    again = run_cli(segment_args(tiny_weights, out, str(video), extra=("--formats", "coco,ytvis")))
+    assert again.exit_code == 0 and again.stdout == "" and "re-running" not in again.stderr, again.stderr
+    assert SegmentOptions(["a"], "w", formats=("ytvis", "ytvis")).result_options()["formats"] == ["ytvis"]
