@@ -7,6 +7,7 @@ endings) and `clipvis.cli.progress` (the reporters)."""
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterable
 from typing import Any
 
@@ -55,7 +56,8 @@ def _number_text(value: float) -> str:
 
 def output_folder_option(value: str | None) -> str | None:
     """Typer callback of ``-o`` naming an output folder: an empty name (``-o "$OUT"`` with OUT unset) wrote into the
-    working folder, and ``-`` made a folder called ``-``: the outputs are files in a folder, never stdout."""
+    working folder, and ``-`` made a folder called ``-``: the outputs are files in a folder, never stdout. A leading
+    ``~`` is the home folder (`home_path`)."""
     if value is None:
         return None
     if not value.strip():
@@ -63,7 +65,15 @@ def output_folder_option(value: str | None) -> str | None:
     if value == "-":
         raise typer.BadParameter("the outputs are files in a folder and cannot go to stdout; give a folder "
                                  "(./- for a folder named -)")
-    return value
+    return home_path(value)
+
+
+def home_path(value: str) -> str:
+    """An output path option with a leading ``~`` or ``~user`` expanded as the shell expands it: bash leaves one after
+    ``=`` as it is (``--output=~/results``), which wrote into a folder named ``~`` in the working folder, while
+    ``--weights`` and train's -o expanded it. ``./~`` names a folder called ``~``; a ``~user`` of no user stays as
+    typed."""
+    return os.path.expanduser(value)  # (Path.expanduser raises for `~user` of no user: os's keeps it)
 
 
 

@@ -27,7 +27,7 @@ import typer
 from rich.console import Console
 
 from clipvis.cli.atomic import OutputNotWritableError, atomic_write_json, output_dir_for_now
-from clipvis.cli.commands.common import device_option, output_folder_option
+from clipvis.cli.commands.common import device_option, home_path, output_folder_option
 from clipvis.cli.dataset_evaluation import run_dataset_evaluation
 from clipvis.cli.dataset_inference import METRICS_NAME, is_subset_ground_truth
 from clipvis.cli.datasets import UnknownDatasetError, dataset_names, get_dataset
@@ -250,7 +250,7 @@ def evaluate(
     max_videos: int | None = typer.Option(None, "--max-videos", min=1, help="Only the first N videos (by id)."),
 ) -> None:
     json_stdout = json_option == "-"  # the JSON on stdout, the table on stderr
-    json_path = Path(json_option) if json_option is not None and not json_stdout else None
+    json_path = Path(home_path(json_option)) if json_option is not None and not json_stdout else None
     if json_path is not None and json_path.is_dir():  # as a dir_okay=False Path option said it
         raise typer.BadParameter(f"{json_option} is a folder; give the metrics file to write", param_hint="--json")
     output = Path(output_name) if output_name is not None else None  # a str option: an empty -o is told from "."

@@ -14,6 +14,7 @@ import typer
 from clipvis.cli.commands.common import (
     NOTHING_ON_STDIN,
     check_media_url,
+    home_path,
     media_url_option,
     output_folder_option,
     score_option,
@@ -153,7 +154,7 @@ def _export_network(inputs: list[str] | None, output: str | None, model: str | N
     vocabulary = None if vocab is None and vocab_file is None else parse_vocabulary(vocab, vocab_file)
     if output is not None and not output.strip():  # `-o "$OUT"` with OUT unset: not the default name
         raise typer.BadParameter("-o: an empty name; give the .onnx file to write")
-    target = output if output is not None else "clipvis.onnx"
+    target = home_path(output) if output is not None else "clipvis.onnx"
     try:
         export_network(model, target, height, width, precision, vocabulary, opset, config, clip_config,
                        allow_hub_clip, null)
@@ -172,9 +173,9 @@ def _export_results(inputs: list[str] | None, to: str, output: str | None, min_s
     failed)."""
     formats = parse_formats(to, EXPORT_FORMATS, "--to")
     check_media_url(media_url, formats, "--to")
-    if output is not None:  # the results' output root: a folder, as segment's -o
+    if output is not None:  # the results' output root: a folder, as segment's -o (a leading ~ expanded)
         try:
-            output_folder_option(output)
+            output = output_folder_option(output)
         except typer.BadParameter as error:
             raise typer.BadParameter(f"-o: {error}") from None
     if not inputs:

@@ -292,3 +292,18 @@ def test_the_paper_column_is_shown_only_for_the_release_itself(tmp_path: Path, m
         assert published_numbers(name, "lvvis_val") == paper, name
     assert is_subset_ground_truth(tmp_path / subset_ground_truth_name(3))
     assert not is_subset_ground_truth(tmp_path / "x.json")
+
+
+def test_a_tilde_after_the_equals_sign_of_json_is_the_home_folder(files: tuple[Path, Path], tmp_path: Path,
+                                                                   monkeypatch) -> None:
+    """`--json=~/m.json` (bash leaves a `~` after `=` as it is) wrote `./~/m.json`; it is the home folder's now, as
+    evaluate's -o (segment's callback) takes it."""
+    gt_path, results_path = files
+    home, work = tmp_path / "home", tmp_path / "work"
+    home.mkdir()
+    work.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(work)
+    result = runner.invoke(app, ["evaluate", "--results", str(results_path), "--gt", str(gt_path), "--json=~/m.json"])
+    assert result.exit_code == 0, result.output
+    assert (home / "m.json").is_file() and not (work / "~").exists()

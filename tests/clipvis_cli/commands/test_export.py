@@ -2320,3 +2320,17 @@ def test_a_damaged_run_json_beside_the_results_is_said_as_an_unfinished_run_is(t
     (output.folder / "run.json").write_text('{"tool": "something else"}')
     other = run_export(str(output.folder), "--to", "mots-txt", "-o", str(tmp_path / "exp2"))
     assert other.exit_code == 0 and "warning" not in other.stderr, other.stderr
+
+
+def test_a_tilde_after_the_equals_sign_of_output_is_the_home_folder(tmp_path, monkeypatch) -> None:
+    """`export --to coco --output=~/exports` (bash leaves a `~` after `=` as it is) wrote into a folder named `~` in
+    the working folder; segment's -o and train's expand it. It is the home folder now, for --to onnx's file too."""
+    output = make_segment_output(tmp_path / "out")
+    home, work = tmp_path / "home", tmp_path / "work"
+    home.mkdir()
+    work.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(work)
+    result = CliRunner().invoke(app, ["export", str(output.folder), "--to", "png-masks", "--output=~/exports"])
+    assert result.exit_code == 0, result.output
+    assert (home / "exports" / "clip" / "png-masks").is_dir() and not (work / "~").exists()

@@ -903,3 +903,19 @@ def test_a_format_named_twice_in_formats_is_one_format(tmp_path, tiny_weights) -
     again = run_cli(segment_args(tiny_weights, out, str(video), extra=("--formats", "coco,ytvis")))
     assert again.exit_code == 0 and again.stdout == "" and "re-running" not in again.stderr, again.stderr
     assert SegmentOptions(["a"], "w", formats=("ytvis", "ytvis")).result_options()["formats"] == ["ytvis"]
+
+
+def test_a_tilde_after_the_equals_sign_of_output_is_the_home_folder(tmp_path, tiny_weights, monkeypatch) -> None:
+    """`--output=~/results` (bash leaves a `~` after `=` as it is) wrote into a folder named `~` in the working
+    folder; `--weights` and train's -o expanded it. It is the home folder now."""
+    home, work = tmp_path / "home", tmp_path / "work"
+    home.mkdir()
+    work.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(work)
+    video = write_video(tmp_path / "clip.mp4", num_frames=1)
+    result = run_cli(["segment", str(video), "--vocab", "box", "--weights", str(tiny_weights), "--output=~/results",
+                      "--device", "cpu", "--formats", "ytvis"])
+    assert result.exit_code == 0, result.output
+    assert (home / "results" / "clip" / "ytvis.json").is_file() and not (work / "~").exists()
+    assert result.stdout.strip() == str(home / "results" / "clip" / "ytvis.json")
