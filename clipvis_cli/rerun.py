@@ -21,6 +21,8 @@ from clipvis.cli.writers.manifest import STATUS_COMPLETE, RunManifest, source_fi
 # The result options run.json records (clipvis.cli.segment.SegmentOptions.result_options) as the command line names
 # them; another key is named ``--key-name``.
 OPTION_FLAGS = {"clipvis": "the clipvis version", "checkpoint": "the weights file"}
+# Result options recorded only where their format is written (clipvis.cli.segment.SegmentOptions.result_options)
+FORMAT_OPTIONS = {"overlay_min_score": "overlay", "media_url": "labelstudio"}
 EARLIER = "the earlier run"
 
 
@@ -101,18 +103,22 @@ def _settings_differences(previous: RunManifest, weights: str, options: Mapping[
     if list(vocabulary) != list(previous.vocabulary):
         differences.append(("the vocabulary", _vocabulary_change(list(vocabulary), list(previous.vocabulary))))
     earlier = previous.options if isinstance(previous.options, dict) else {}
+    formats_change = _formats_change(options, earlier)
     for key in sorted({*options, *earlier}, key=_option_order(options, earlier)):
         mine, theirs = options.get(key), earlier.get(key)
         if mine == theirs:
             continue
+        if key in ("formats", "format_revisions"):  # one --formats, said where the first of them differs
+            if formats_change is not None:
+                differences.append(("--formats", formats_change))
+                formats_change = None
+            continue
+        if key in FORMAT_OPTIONS and not _both_write(FORMAT_OPTIONS[key], options, earlier):
+            continue  # recorded only where its format is written: the --formats that differ say it all
         if key == "checkpoint":
             if weights != previous.weights:  # said as --weights
                 continue
             differences.append((OPTION_FLAGS[key], _checkpoint_change(mine, theirs, weights)))
-        elif key == "format_revisions":
-            older = sorted(name for name, revision in (mine or {}).items()
-                           if (theirs or {}).get(name) != revision)
-            differences.append(("--formats", f"{', '.join(older)} written in an older layout"))
         elif key in ("config", "clip_config"):
             differences.append((_flag(key), _config_change(mine, theirs)))
         else:
@@ -120,6 +126,33 @@ def _settings_differences(previous: RunManifest, weights: str, options: Mapping[
             before = _value(key, theirs) if key in earlier else "the default"
             differences.append((_flag(key), f"{now} vs {before}"))
     return differences
+
+
+def _formats_change(options: Mapping[str, Any], earlier: Mapping[str, Any]) -> str | None:
+    """How this run's ``--formats`` differ from the earlier run's, in one detail: the lists (``now vs before``), and
+    the formats both runs write whose files the earlier one wrote in an older layout (``format_revisions``, recorded
+    for the formats a run writes: one the earlier run did not write is no older layout); None when neither."""
+    parts: list[str] = []
+    mine, theirs = options.get("formats"), earlier.get("formats")
+    if mine != theirs:
+        now = _value("formats", mine) if "formats" in options else "the default"
+        before = _value("formats", theirs) if "formats" in earlier else "the default"
+        parts.append(f"{now} vs {before}")
+    revisions = options.get("format_revisions")
+    earlier_revisions = earlier.get("format_revisions")
+    written_before = theirs if isinstance(theirs, list) else []
+    older = sorted(str(name) for name, revision in (revisions if isinstance(revisions, dict) else {}).items()
+                   if name in written_before
+                   and (earlier_revisions if isinstance(earlier_revisions, dict) else {}).get(name) != revision)
+    if older:
+        parts.append(f"{', '.join(older)} written in an older layout")
+    return "; ".join(parts) or None
+
+
+def _both_write(format_name: str, options: Mapping[str, Any], earlier: Mapping[str, Any]) -> bool:
+    """Whether this run and the earlier one both write ``format_name`` (their recorded ``formats``)."""
+    return all(isinstance(formats, list) and format_name in formats
+               for formats in (options.get("formats"), earlier.get("formats")))
 
 
 def _checkpoint_change(mine: Any, theirs: Any, weights: str) -> str:

@@ -15,6 +15,7 @@ OPTIONS = {"formats": ["ytvis"], "stride": 1, "exact": False, "config": None, "c
 
 
 def earlier_run(tmp_path: Path, options: dict = OPTIONS) -> tuple[VideoSource, RunManifest]:
+    tmp_path.mkdir(exist_ok=True)
     video = tmp_path / "clip.mp4"
     video.write_bytes(b"video")
     source = VideoSource(path=video)
@@ -111,3 +112,49 @@ def test_a_release_whose_cache_moved_is_the_same_weights(tmp_path, monkeypatch) 
     moved = options("/scratch/x", weights="/scratch/x/weights/clipvis_lvis_r50_7.pth")
     recorded = earlier(*by_path.identities()[0])
     assert not complete_for_any(recorded, moved.identities(), ["cat"], source)
+
+
+def test_formats_are_said_once_and_a_format_the_earlier_run_did_not_write_is_no_older_layout(tmp_path) -> None:
+    """Adding or dropping mots-png (a format with a layout revision) said "--formats and --formats differ ...
+    (--formats: mots-png,ytvis vs ytvis; --formats: mots-png written in an older layout)" (or ":  written in an
+    older layout", naming nothing), and `changed` held --formats twice: the earlier run wrote no mots-png at all."""
+    source, earlier = earlier_run(tmp_path)
+    out = tmp_path / "out"
+    revised = {"mots-png": 2}
+    added = rerun_reason(earlier, [("/w.pth", {**OPTIONS, "formats": ["mots-png", "ytvis"],
+                                               "format_revisions": revised})], ["cat"], source, out)
+    assert added.message == "--formats differs from the earlier run (mots-png,ytvis vs ytvis)"
+    assert added.changed == ["--formats"]
+    _, with_mots = earlier_run(tmp_path / "b", {**OPTIONS, "formats": ["mots-png", "ytvis"],
+                                                "format_revisions": revised})
+    dropped = rerun_reason(with_mots, [("/w.pth", OPTIONS)], ["cat"], source, out)
+    assert dropped.message == "--formats differs from the earlier run (ytvis vs mots-png,ytvis)"
+    assert dropped.changed == ["--formats"]
+    # the same format in an older layout: said so, once, beside another change of --formats
+    _, old_layout = earlier_run(tmp_path / "c", {**OPTIONS, "formats": ["mots-png", "ytvis"]})
+    same = rerun_reason(old_layout, [("/w.pth", {**OPTIONS, "formats": ["mots-png", "ytvis"],
+                                                 "format_revisions": revised})], ["cat"], source, out)
+    assert same.message == "--formats differs from the earlier run (mots-png written in an older layout)"
+    both = rerun_reason(old_layout, [("/w.pth", {**OPTIONS, "formats": ["coco", "mots-png", "ytvis"],
+                                                 "format_revisions": revised})], ["cat"], source, out)
+    assert both.message == "--formats differs from the earlier run (coco,mots-png,ytvis vs mots-png,ytvis; " \
+        "mots-png written in an older layout)" and both.changed == ["--formats"]
+
+
+def test_an_option_of_a_format_the_earlier_run_did_not_write_is_not_named(tmp_path) -> None:
+    """A run without overlay records no --overlay-min-score (nor one without labelstudio a --media-url); adding
+    overlay said "--overlay-min-score: 0.2 vs the default" though the default is 0.2 and nothing but --formats
+    changed."""
+    source, earlier = earlier_run(tmp_path)
+    out = tmp_path / "out"
+    overlay = rerun_reason(earlier, [("/w.pth", {**OPTIONS, "formats": ["overlay", "ytvis"],
+                                                 "overlay_min_score": 0.2})], ["cat"], source, out)
+    assert overlay.message == "--formats differs from the earlier run (overlay,ytvis vs ytvis)"
+    assert overlay.changed == ["--formats"]
+    labelstudio = rerun_reason(earlier, [("/w.pth", {**OPTIONS, "formats": ["labelstudio", "ytvis"],
+                                                     "media_url": "/m/"})], ["cat"], source, out)
+    assert labelstudio.changed == ["--formats"]
+    _, drawn = earlier_run(tmp_path / "b", {**OPTIONS, "formats": ["overlay", "ytvis"], "overlay_min_score": 0.2})
+    threshold = rerun_reason(drawn, [("/w.pth", {**OPTIONS, "formats": ["overlay", "ytvis"],
+                                                 "overlay_min_score": 0.5})], ["cat"], source, out)
+    assert threshold.message == "--overlay-min-score differs from the earlier run (0.5 vs 0.2)"  # both draw it
