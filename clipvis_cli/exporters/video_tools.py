@@ -98,13 +98,18 @@ def _video_source(video: ExportVideo, tool: str) -> tuple[Path, VideoProbe]:
 BROWSER_VIDEO = {".mp4": {"h264", "av1"}, ".m4v": {"h264", "av1"}, ".webm": {"vp8", "vp9", "av1"}}
 
 
+# Pads a frame to even sides (none for an even size): libx264 in 4:2:0 (yuv420p) refuses an odd width or height
+EVEN_SIZE_FILTER = "pad=ceil(iw/2)*2:ceil(ih/2)*2"
+
+
 def reencode_hint(source: Path) -> str:
     """How to make ``source`` an MP4 that browsers and FiftyOne play as video (then segment that file): an ffmpeg
     line writing `<stem>-h264.mp4` beside it, a name that neither the source nor the same stem's other videos have
-    (a bare `<stem>.mp4` in the current folder could be another video of the user's)."""
+    (a bare `<stem>.mp4` in the current folder could be another video of the user's). Its frames are padded to even
+    sides (`EVEN_SIZE_FILTER`: the line failed for a 33x25 video), which leaves an even size as it is."""
     target = source.with_name(f"{source.stem}-h264.mp4")
-    return (f"re-encode it (ffmpeg -i {shell_word(source)} -c:v libx264 -pix_fmt yuv420p -movflags "
-            f"+faststart {shell_word(target)}) and segment that file")
+    return (f"re-encode it (ffmpeg -i {shell_word(source)} -vf {shell_word(EVEN_SIZE_FILTER)} -c:v libx264 -pix_fmt "
+            f"yuv420p -movflags +faststart {shell_word(target)}) and segment that file")
 
 
 def fiftyone_media_type(name: str) -> str:

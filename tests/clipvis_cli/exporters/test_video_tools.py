@@ -5,6 +5,7 @@ commands/test_export.py)."""
 from __future__ import annotations
 
 import shlex
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -91,3 +92,24 @@ def test_a_media_url_prefix_is_a_folder_unless_it_ends_a_query(prefix, url) -> N
 
     assert media_url(prefix, "good two.mp4") == url
     assert media_url_prefix(media_url_prefix(prefix)) == media_url_prefix(prefix)
+
+
+def test_the_re_encode_line_pads_an_odd_frame_size_to_one_x264_encodes(tmp_path) -> None:
+    """`ffmpeg -i odd.mkv -c:v libx264 -pix_fmt yuv420p ...` fails for a 33x25 video (4:2:0 needs even sides): the
+    line now pads it to even sides first (`-vf pad=...`, one shell word), which changes nothing for even sizes."""
+    hint = reencode_hint(tmp_path / "odd clip.mkv")
+    command = shlex.split(hint[hint.index("(ffmpeg") + 1 : hint.rindex(")")])
+    pad = command[command.index("-vf") + 1]
+    assert command.index("-vf") < command.index("-c:v") and pad.startswith("pad=")
+    for width, height in ((33, 25), (64, 48)):  # the filter as ffmpeg runs it (PyAV's libavfilter)
+        graph = av.filter.Graph()
+        frame = av.VideoFrame(width, height, "yuv444p")
+        source = graph.add_buffer(width=width, height=height, format="yuv444p", time_base=Fraction(1, 10))
+        padding = graph.add("pad", pad.removeprefix("pad="))
+        sink = graph.add("buffersink")
+        source.link_to(padding)
+        padding.link_to(sink)
+        graph.configure()
+        graph.push(frame)
+        padded = graph.pull()
+        assert (padded.width, padded.height) == (width + width % 2, height + height % 2)
