@@ -46,6 +46,7 @@ from clipvis.cli.messages import path_text, shell_word, shown_path
 from clipvis.cli.results import TrackResult, fps_fraction
 from clipvis.cli.track_colours import hex_colour
 from clipvis.cli.video_io import VideoProbe, VideoReader, VideoReadError
+from clipvis.cli.video_io.decoding import video_pixel_format
 
 LABEL_STUDIO_CONTROLS = {"video": "video", "box": "box", "labels": "videoLabels"}
 
@@ -96,6 +97,9 @@ def _video_source(video: ExportVideo, tool: str) -> tuple[Path, VideoProbe]:
 # Containers and codecs browsers play as video, which Label Studio relies on (labelstud.io/tags/video recommends
 # H.264 in MP4): MP4 with H.264 or AV1, WebM with VP8, VP9 or AV1.
 BROWSER_VIDEO = {".mp4": {"h264", "av1"}, ".m4v": {"h264", "av1"}, ".webm": {"vp8", "vp9", "av1"}}
+# H.264 pixel formats browsers decode: 8-bit 4:2:0 (profiles up to High); High 10 (yuv420p10le) and High 4:2:2 /
+# 4:4:4 (yuv422p, yuv444p) do not play in common browsers
+BROWSER_H264_PIXEL_FORMATS = {"yuv420p", "yuvj420p"}
 
 
 # Pads a frame to even sides (none for an even size): libx264 in 4:2:0 (yuv420p) refuses an odd width or height
@@ -121,13 +125,18 @@ def fiftyone_media_type(name: str) -> str:
 
 def label_studio_source_warning(source: Path, probe: VideoProbe) -> str | None:
     """A warning when browsers (which play the video for Label Studio) may not play ``source``; None for an MP4 of
-    H.264 or AV1, a WebM of VP8, VP9 or AV1."""
+    H.264 (8-bit 4:2:0: `BROWSER_H264_PIXEL_FORMATS`) or AV1, a WebM of VP8, VP9 or AV1."""
     codecs = BROWSER_VIDEO.get(source.suffix.lower())
-    if codecs is not None and probe.codec in codecs:
+    pixel_format = video_pixel_format(source) if probe.codec == "h264" else None
+    if codecs is not None and probe.codec in codecs and \
+            (pixel_format is None or pixel_format in BROWSER_H264_PIXEL_FORMATS):
         return None
-    kind = f"{source.suffix.lower() or 'no extension'}, {probe.codec or 'codec unknown'}"
+    # an H.264 of a pixel format browsers do not decode (High 10, 4:4:4) says which: the codec alone is fine
+    shown_format = f" {pixel_format}" if pixel_format and pixel_format not in BROWSER_H264_PIXEL_FORMATS else ""
+    kind = f"{source.suffix.lower() or 'no extension'}, {probe.codec or 'codec unknown'}{shown_format}"
+    depth = "; browsers play H.264 in 8-bit 4:2:0, yuv420p" if shown_format else ""
     return (f"labelstudio: {shown_path(source)} ({kind}) is not a video every browser plays (Label Studio plays it "
-            f"in the browser and recommends H.264 in MP4): {reencode_hint(source)}")
+            f"in the browser and recommends H.264 in MP4{depth}): {reencode_hint(source)}")
 
 
 def fiftyone_source_warning(source: Path) -> str | None:

@@ -114,6 +114,17 @@ def _open_input(path: Path) -> av.container.InputContainer:
         return av.open(str(path), mode="r")
 
 
+def video_pixel_format(path: Path) -> str | None:
+    """The pixel format FFmpeg gives the video stream of ``path`` (``yuv420p``, ``yuv420p10le``, ``yuv444p``), from
+    its header, nothing decoded; None where the file cannot be opened or says none."""
+    try:
+        with _open_input(path) as container:
+            stream = video_stream(container)
+            return (stream.codec_context.pix_fmt or None) if stream is not None else None
+    except (av.error.FFmpegError, OSError, ValueError, AttributeError):
+        return None
+
+
 def _as_fraction(value: object) -> Fraction | None:
     """A PyAV rational (Fraction up to PyAV 18, AVRational from 19, possibly None or 0/1) as a Fraction."""
     numerator = getattr(value, "numerator", None)

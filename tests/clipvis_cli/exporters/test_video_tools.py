@@ -113,3 +113,21 @@ def test_the_re_encode_line_pads_an_odd_frame_size_to_one_x264_encodes(tmp_path)
         graph.push(frame)
         padded = graph.pull()
         assert (padded.width, padded.height) == (width + width % 2, height + height % 2)
+
+
+def test_an_h264_mp4_browsers_do_not_decode_gets_the_re_encode_warning(tmp_path) -> None:
+    """H.264 in MP4 passed as browser video whatever its pixel format: High 4:4:4 (yuv444p) or High 10
+    (yuv420p10le), which common browsers do not play, exported to Label Studio without a word."""
+    full_chroma = tmp_path / "full.mp4"
+    with av.open(str(full_chroma), "w") as container:
+        stream = container.add_stream("libx264", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 64, 64, "yuv444p"
+        for index in range(3):
+            image = np.full((64, 64, 3), 40 * index, np.uint8)
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        container.mux(stream.encode())
+    warning = label_studio_source_warning(full_chroma, VideoReader(full_chroma).probe())
+    assert warning is not None and "(.mp4, h264 yuv444p) is not a video every browser plays" in warning
+    assert "-pix_fmt yuv420p" in warning
+    plain = _write_tiny_video(tmp_path / "plain.mp4", "libx264")  # yuv420p: plays
+    assert label_studio_source_warning(plain, VideoReader(plain).probe()) is None
