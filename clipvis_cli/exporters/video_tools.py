@@ -47,6 +47,7 @@ from clipvis.cli.results import TrackResult, fps_fraction
 from clipvis.cli.track_colours import hex_colour
 from clipvis.cli.video_io import VideoProbe, VideoReader, VideoReadError
 from clipvis.cli.video_io.decoding import video_pixel_format
+from clipvis.cli.writers.layout import name_within
 
 LABEL_STUDIO_CONTROLS = {"video": "video", "box": "box", "labels": "videoLabels"}
 
@@ -321,7 +322,12 @@ class FiftyOneExporter(Exporter):
         root = directory / self.name
         (root / "data").mkdir(parents=True)
         (root / "labels").mkdir()
-        media_name = f"{info.stem}{source.suffix.lower()}"
+        # named after the output folder, cut short (whole characters) where `<folder name>.json` or the video's
+        # extension passed the 255 bytes of a name (a `<long name>-2` folder: "File name too long")
+        suffix = source.suffix.lower()
+        longest = max((suffix, ".json"), key=lambda tail: len(os.fsencode(tail)))
+        base = name_within(info.stem, longest).removesuffix(longest)
+        media_name, labels_name = f"{base}{suffix}", f"{base}.json"
         link_or_copy(source, root / "data" / media_name)
         def frames() -> Iterator[tuple[str, dict]]:
             for position, frame_index in enumerate(info.frame_indices):
@@ -346,10 +352,10 @@ class FiftyOneExporter(Exporter):
 
         # Written frame by frame: a long video's masks never sit in memory at once (every frame's were before).
         labels = {"filename": media_name, "frames": JsonObjectItems(frames())}
-        write_streamed_json(root / "labels" / f"{info.stem}.json", labels)
+        write_streamed_json(root / "labels" / labels_name, labels)
         manifest = {
             "type": "eta.core.datasets.LabeledVideoDataset", "description": f"clipvis export of {info.stem}",
-            "index": [{"data": f"data/{media_name}", "labels": f"labels/{info.stem}.json"}],
+            "index": [{"data": f"data/{media_name}", "labels": f"labels/{labels_name}"}],
         }
         (root / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
         return [root]

@@ -388,9 +388,14 @@ def _candidates(stem: str, taken: set[str], reserved: Container[str], first_suff
 def numbered_name(stem: str, suffix: int) -> str:
     """``stem-N``, the stem cut short (whole characters) where the name would pass the file systems' 255-byte limit
     on a name: an image folder's name is its output folder's stem, and may be 255 bytes long already."""
-    tail = f"-{suffix}"
-    limit = _NAME_MAX_BYTES - len(tail)
-    while len(os.fsencode(stem)) > limit:
+    return name_within(stem, f"-{suffix}")
+
+
+def name_within(stem: str, tail: str) -> str:
+    """``stem + tail`` (a ``-N`` suffix, an extension), the stem cut short (whole characters) where the name would
+    pass the file systems' 255-byte limit on a name."""
+    limit = _NAME_MAX_BYTES - len(os.fsencode(tail))
+    while stem and len(os.fsencode(stem)) > limit:
         stem = stem[:-1]
     return stem + tail
 

@@ -4,6 +4,7 @@ commands/test_export.py)."""
 
 from __future__ import annotations
 
+import json
 import shlex
 from fractions import Fraction
 from pathlib import Path
@@ -131,3 +132,29 @@ def test_an_h264_mp4_browsers_do_not_decode_gets_the_re_encode_warning(tmp_path)
     assert "-pix_fmt yuv420p" in warning
     plain = _write_tiny_video(tmp_path / "plain.mp4", "libx264")  # yuv420p: plays
     assert label_studio_source_warning(plain, VideoReader(plain).probe()) is None
+
+
+def test_fiftyone_names_its_files_within_the_file_systems_255_bytes(tmp_path) -> None:
+    """A video whose output folder name is near 255 bytes (`<long name>-2`, the second video of that name) failed
+    its fiftyone export: `data/<folder name>.webm` passed the limit on a name ("File name too long"). The files
+    are named after the folder name cut short (whole characters) so that each fits."""
+    from dataclasses import replace
+
+    from clipvis.cli.exporters import ExportOptions, ExportVideo
+    from clipvis.cli.exporters.video_tools import FiftyOneExporter
+
+    from .conftest import CATEGORIES, make_segment_output
+
+    output = make_segment_output(tmp_path / "out")
+    stem = "日" * 84 + "-2"  # 254 bytes, as segment names such a folder
+    video = ExportVideo(replace(output.info, stem=stem), output.tracks, CATEGORIES, output.ytvis,
+                        category_ids=[1, 2, 3])
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    (root,) = FiftyOneExporter().export(video, staging, ExportOptions())
+    names = [path.name for path in root.rglob("*")]
+    assert all(len(name.encode()) <= 255 for name in names)
+    manifest = json.loads((root / "manifest.json").read_text())
+    data, labels = manifest["index"][0]["data"], manifest["index"][0]["labels"]
+    assert (root / data).is_file() and (root / labels).is_file() and data.startswith("data/日日")
+    assert json.loads((root / labels).read_text())["filename"] == data.removeprefix("data/")
