@@ -16,7 +16,9 @@ was set on the command line. With the scale ``s = new batch / config batch``, th
 they are meant for the run being started (``SOLVER.MAX_ITER=5000`` is 5000 iterations). ``REFERENCE_WORLD_SIZE: 0``
 or ``--no-autoscale`` keeps every value as written. 0 is the default, as in detectron2: the official CLIP-VIS files
 do not set the key and are not scaled (their ``IMS_PER_BATCH`` is the global batch on any number of processes);
-the shipped configs set ``REFERENCE_WORLD_SIZE: 4`` (the official 4-GPU setup).
+the shipped configs set ``REFERENCE_WORLD_SIZE: 4`` (the official 4-GPU setup). As detectron2's auto-scaling does,
+the config a run records (config.yaml) has ``REFERENCE_WORLD_SIZE`` set to the run's number of processes (where it
+was not 0): its values are the run's, reused as ``--config`` on as many processes they are not scaled again.
 """
 
 from __future__ import annotations
@@ -713,6 +715,10 @@ def autoscale(config: TrainConfig, world_size: int, enabled: bool = True) -> Sch
         raise ConfigError(
             f"SOLVER.IMS_PER_BATCH {solver['IMS_PER_BATCH']} is not divisible by the {world_size} processes"
         )
+    if reference > 0:  # as detectron2's auto-scaling keeps its invariant: the values are now those of `world_size`
+        # processes, so the run's config.yaml given again as --config on as many is not scaled a second time (it
+        # halved the batch and doubled MAX_ITER), and on another number is scaled from this one (0 stays 0)
+        solver["REFERENCE_WORLD_SIZE"] = world_size
     return Schedule(
         global_batch=int(solver["IMS_PER_BATCH"]),
         base_lr=float(solver["BASE_LR"]),

@@ -250,6 +250,27 @@ def test_a_run_from_weights_gives_its_checkpoints_the_configs_test_time_settings
     assert (second.min_size_test, second.memory_length) == (first.min_size_test + 16, first.memory_length + 2)
 
 
+def test_a_runs_config_yaml_given_again_as_config_is_not_scaled_a_second_time(tmp_path, tiny_train_config):
+    """config.yaml kept SOLVER.REFERENCE_WORLD_SIZE 2 beside values already scaled to 1 process: given again as
+    --config on 1 process, the run halved the batch and the rate again and trained twice the iterations. It records
+    the number of processes its values are for, as detectron2's auto-scaling does."""
+    from clipvis.cli.train.config import autoscale, load_train_config
+
+    data = write_coco(tmp_path / "data", num_images=2)
+    config = tiny_train_config(tmp_path, REFERENCE_WORLD_SIZE=2, IMS_PER_BATCH=4, BASE_LR=4e-3, MAX_ITER=2)
+    result = train(config, tmp_path / "run", data)
+    assert "global batch 2 on 1 process" in result.output and "lr 0.002, 4 iterations" in result.output
+    recorded = tmp_path / "run" / "config.yaml"
+    assert yaml.safe_load(recorded.read_text())["SOLVER"]["REFERENCE_WORLD_SIZE"] == 1
+    for world, expected in ((1, (2, 2e-3, 4)), (2, (4, 4e-3, 2))):  # the run's own schedule; scaled from it
+        schedule = autoscale(load_train_config(recorded), world)
+        assert (schedule.global_batch, schedule.base_lr, schedule.max_iter) == pytest.approx(expected), world
+    unscaled = tiny_train_config(tmp_path)  # REFERENCE_WORLD_SIZE 0 stays 0
+    config_of_unscaled = load_train_config(unscaled)
+    autoscale(config_of_unscaled, 2)
+    assert config_of_unscaled.get("SOLVER.REFERENCE_WORLD_SIZE") == 0
+
+
 def test_resume_takes_the_interrupted_runs_own_settings(tmp_path, tiny_train_config, monkeypatch):
     """`--output-dir D --resume` alone continues the run in D as it was started (schedule, data given by relative
     paths from another directory, seed), whatever config file the command names, and keeps D's config.yaml."""
