@@ -302,10 +302,20 @@ def write_state_dict(state: Mapping[str, torch.Tensor], config: Mapping[str, Any
         # safetensors creates its file readable by its owner alone: give it the mode open() would (a training
         # run's checkpoints are read by the rest of the team)
         os.chmod(tmp, new_file_mode())
+        _flush_to_disk(tmp)  # before the rename: a crash after it never leaves the name on a file not yet written
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def _flush_to_disk(path: Path) -> None:
+    """Flush a closed file's data to disk (``fsync``)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _max_index(keys: list[str], pattern: str) -> int | None:

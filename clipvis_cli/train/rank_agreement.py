@@ -15,7 +15,6 @@ from clipvis.cli.json_io import parse_json
 from clipvis.cli.train.config import ConfigError, TrainConfig
 from clipvis.cli.train.model_building import ModelBuildError
 from clipvis.cli.train.stopping import StopRequests, TrainingStopped, ignore_stop_signals
-from clipvis.weights.training_folder import state_path
 
 
 class ErrorOfOneRank(RuntimeError):
@@ -222,8 +221,10 @@ def as_rank_0_resumes(output_dir: Path, mine: Path | None, rank_0s: str | None) 
             raise ConfigError(f"{output_dir}: --resume: this process has {mine.name} to resume from, rank 0 none (it "
                               "starts the run afresh); every process must see the run's folder")
         return None
+    from clipvis.cli.train.trainer import has_training_state
+
     same = output_dir / rank_0s
-    if not same.is_file() or not state_path(same).is_file():
+    if not same.is_file() or not has_training_state(same):
         newest = f", its newest: {mine.name}" if mine is not None else ""
         raise ConfigError(f"{output_dir}: --resume: no {rank_0s} with its training state here, the checkpoint rank 0 "
                           f"resumes from{newest}; every process must see the run's folder")

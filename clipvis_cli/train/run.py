@@ -84,6 +84,7 @@ from clipvis.cli.train.trainer import (
     purge_tensorboard_from,
     remove_stale_temporaries,
     resume_point,
+    state_damage,
 )
 from clipvis.model import ClipVis
 from clipvis.weights.training_folder import RUN_DATA_NAME, read_last_checkpoint, state_path
@@ -301,7 +302,13 @@ def _train_in_folder(request: RunRequest, rank: int, world: int, local_rank: int
                      output_dir, sum(size for _, size in removed) / 1e6,
                      ", ".join(path.name for path, _ in removed[:3]) + (", ..." if len(removed) > 3 else ""))
     if resume_from not in (None, preflight.newest):
-        log.warning("warning: %s has no training state; resuming from %s", preflight.newest.name, resume_from.name)
+        damage = state_damage(preflight.newest)
+        if damage is not None:  # as a state that is lost (README, Resume)
+            log.warning("warning: %s cannot be read (%s): it counts as lost; resuming from %s",
+                        state_path(preflight.newest), damage, resume_from.name)
+        else:
+            log.warning("warning: %s has no training state; resuming from %s", preflight.newest.name,
+                        resume_from.name)
     device = process_device(config, local_rank)
     if world > 1:  # a rank started with other settings trained silently on them, or hung at the end of its schedule;
         # compared before a negative SEED is drawn: a rank with SEED -1 beside one with SEED 5 waited for good in the
@@ -369,7 +376,8 @@ def _train_in_folder(request: RunRequest, rank: int, world: int, local_rank: int
     trainer = Trainer(model, loader_factory, settings, device, evaluate=periodic_evaluator(config, device))
     trainer.folder_lock = preflight.folder_lock
     if resume_from is not None:
-        trainer.resume(resume_from)
+        with taken_alone(rank, world, requests):  # a state that cannot be read: one line, every rank stops by it
+            trainer.resume(resume_from)
     elif request.resume:
         log.info("--resume: no checkpoint in %s yet, starting from the beginning", output_dir)
     if trainer.start_iteration >= settings.max_iter and not trainer.evaluation_pending():
@@ -390,9 +398,11 @@ def _resume_point(output_dir: Path, newest: Path | None) -> Path | None:
     newest) but none with its training state (``.state.pt``): starting again from iteration 0 would overwrite them."""
     point = resume_point(output_dir)
     if point is None and newest is not None:
+        damage = state_damage(newest)
+        lost = f"cannot be read: {damage}" if damage is not None else "is missing"
         raise ConfigError(
             f"{output_dir}: cannot resume, no checkpoint there has its training state ({state_path(newest).name} "
-            "is missing); its weights can still start a new run: --weights " + str(newest)
+            f"{lost}); its weights can still start a new run: --weights " + str(newest)
         )
     return point
 

@@ -22,6 +22,7 @@ import json
 import logging
 import math
 import os
+import pickle
 import random
 import re
 import signal
@@ -29,6 +30,7 @@ import socket
 import sys
 import time
 import warnings
+import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -85,15 +87,42 @@ def checkpoints_in(folder: Path) -> list[Path]:
     return [folder / name for name in sorted(name for name in names if TRAIN_CHECKPOINT_FILE.fullmatch(name))]
 
 
+def state_damage(checkpoint: Path) -> str | None:
+    """Why the training state beside ``checkpoint`` (its ``.state.pt``) cannot be read, in a few words, or None when
+    it is whole or not there. Cheap: torch.save writes a zip archive whose directory is at its end, so an empty or
+    truncated file (a crash, a full disk, a copy cut short) has none; the archive's contents are not read."""
+    state = state_path(checkpoint)
+    try:
+        if not state.is_file():
+            return None
+        if state.stat().st_size == 0:
+            return "an empty file"
+        with zipfile.ZipFile(state) as archive:
+            if not any(name == "data.pkl" or name.endswith("/data.pkl") for name in archive.namelist()):
+                return "not a torch.save file"
+    except (zipfile.BadZipFile, ValueError, EOFError):
+        return "truncated or damaged"
+    except OSError as error:
+        return error.strerror or error_reason(error)
+    return None
+
+
+def has_training_state(checkpoint: Path) -> bool:
+    """Whether ``checkpoint`` has its training state beside it, whole (``state_damage``): one --resume can take."""
+    return state_path(checkpoint).is_file() and state_damage(checkpoint) is None
+
+
 def resume_point(folder: Path) -> Path | None:
     """The checkpoint to resume from: the one ``last_checkpoint`` names when its training state is there too,
-    else the newest model file that has its state (a state file lost or a pointer left dangling); None when no
-    checkpoint has one."""
+    else the newest model file that has its state (a state file lost, empty or truncated, or a pointer left
+    dangling); None when no checkpoint has one."""
     named = read_last_checkpoint(folder)
-    if named is not None and state_path(named).is_file():
+    if named is not None and has_training_state(named):
         return named
-    complete = [path for path in checkpoints_in(folder) if state_path(path).is_file()]
-    return complete[-1] if complete else None
+    for path in reversed(checkpoints_in(folder)):
+        if has_training_state(path):
+            return path
+    return None
 
 
 SAVE_LOCK_WAIT_S = 60.0  # how long a save waits for a removal of stale temporaries (milliseconds) to end
@@ -517,6 +546,10 @@ class Trainer:
         torch.save(state, serialised)
         with open(tmp, "wb") as handle:
             handle.write(serialised.getbuffer())
+            handle.flush()
+            # on disk before its rename, as the weights (write_state_dict) and last_checkpoint are: a crash (power
+            # loss) after the renames left an empty or truncated state under its final name
+            os.fsync(handle.fileno())
         del serialised
         os.replace(tmp, state_path(path))
         atomic_write_text(path.parent / LAST_CHECKPOINT, path.name)
@@ -545,11 +578,17 @@ class Trainer:
         path = path if path is not None else resume_point(self.settings.output_dir)
         if path is None or not state_path(path).is_file():
             return False
-        from clipvis.model.checkpoint import read_state_dict
+        from clipvis.model.checkpoint import CheckpointError, read_state_dict
 
         tensors, _ = read_state_dict(path)
         self.model.load_state_dict(tensors, strict=True)
-        state = torch.load(state_path(path), map_location="cpu", weights_only=False)
+        try:  # damaged inside (state_damage reads the archive's directory alone): one line, not torch's traceback
+            state = torch.load(state_path(path), map_location="cpu", weights_only=False)
+        except (OSError, EOFError, RuntimeError, ValueError, KeyError, pickle.UnpicklingError) as error:
+            raise CheckpointError(
+                f"{state_path(path)}: the training state cannot be read ({error_reason(error)}); remove it (and "
+                f"{path.name}) to resume from the checkpoint before, or start a new run from these weights: "
+                f"--weights {path}") from None
         configured = [(group["initial_lr"], group["weight_decay"]) for group in self.optimizer.param_groups]
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])

@@ -330,6 +330,25 @@ def test_resume_takes_a_checkpoint_with_its_state_and_a_new_run_never_mixes_with
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["iteration"] for r in records] == [0, 1, 2, 3]  # the records after the resume point are not doubled
 
+    # A state that cannot be read (truncated: a crash, a full disk) is lost too: one warning naming it (it was a
+    # 71-line traceback); damaged inside, where only loading it tells: one line naming it and what to do.
+    state = run / "model_0000003.state.pt"
+    state.write_bytes(state.read_bytes()[:1000])
+    result = runner.invoke(app, ["train", "--output-dir", str(run), "--resume"])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    assert f"warning: {state} cannot be read (truncated or damaged): it counts as lost; resuming from " \
+           "model_0000001.safetensors" in result.output
+    assert all(torch.equal(finished[k], v) for k, v in final_weights(run).items())
+    import zipfile
+
+    with zipfile.ZipFile(state, "w") as archive:
+        archive.writestr("archive/data.pkl", b"not a pickle")
+    result = runner.invoke(app, ["train", "--output-dir", str(run), "--resume"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert f"clipvis: error: {state}: the training state cannot be read (" in result.output
+    assert f"to resume from the checkpoint before, or start a new run from these weights: --weights " \
+           f"{run / 'model_0000003.safetensors'}" in " ".join(result.output.split())
+
     for state in run.glob("*.state.pt"):
         state.unlink()
     result = runner.invoke(app, ["train", "--output-dir", str(run), "--resume"])

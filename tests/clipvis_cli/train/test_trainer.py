@@ -111,7 +111,28 @@ def test_resume_takes_the_newest_checkpoint_with_its_state_past_a_damaged_or_dan
     not there or nothing."""
     from clipvis.cli.train.trainer import resume_point
 
-    for name in ("model_0000001.safetensors", "model_0000001.state.pt", "model_0000002.safetensors"):
+    for name in ("model_0000001.safetensors", "model_0000002.safetensors"):
         (tmp_path / name).write_bytes(b"x")
+    torch.save({"iteration": 1}, tmp_path / "model_0000001.state.pt")
     (tmp_path / "last_checkpoint").write_bytes(pointer)
     assert resume_point(tmp_path) == tmp_path / "model_0000001.safetensors"
+
+
+def test_a_training_state_that_cannot_be_read_counts_as_lost(tmp_path):
+    """An empty or truncated .state.pt (a crash, a full disk) stopped --resume with 'Aborted.' or a 71-line traceback
+    where README says a lost state falls back to the checkpoint before: one that cannot be read is lost."""
+    from clipvis.cli.train.trainer import resume_point, state_damage
+
+    for iteration in (1, 2, 3):
+        (tmp_path / f"model_000000{iteration}.safetensors").write_bytes(b"x")
+        state = {"iteration": iteration, "optimizer": list(range(1000))}
+        torch.save(state, tmp_path / f"model_000000{iteration}.state.pt")
+    (tmp_path / "last_checkpoint").write_text("model_0000003.safetensors")
+    newest, middle = tmp_path / "model_0000003.safetensors", tmp_path / "model_0000002.safetensors"
+    assert state_damage(newest) is None and resume_point(tmp_path) == newest
+    (tmp_path / "model_0000003.state.pt").write_bytes(b"")
+    state = tmp_path / "model_0000002.state.pt"
+    state.write_bytes(state.read_bytes()[:1000])
+    assert (state_damage(newest), state_damage(middle)) == ("an empty file", "truncated or damaged")
+    assert resume_point(tmp_path) == tmp_path / "model_0000001.safetensors"
+    assert state_damage(tmp_path / "model_0000004.safetensors") is None  # none there: not damaged, missing
