@@ -612,7 +612,8 @@ IMAGE_TEST_SETS = ("lvis_v1_val", "lvis_v1_minival", "coco_2017_val")
 def check_evaluation_data(config: TrainConfig, eval_period: int) -> None:
     """ConfigError (one line) for periodic-evaluation data the run would fail on at its first evaluation, hours in:
     a ``DATASETS.TEST`` name that is not a registered dataset, a ``CLIPVIS.TEST_DATA`` entry that is not
-    ``{json: file, frames: folder}`` or whose file or folder is not there. Only when the run evaluates
+    ``{json: file, frames: folder}`` or whose file or folder is not there, a test set whose files the evaluation
+    cannot read (``_check_evaluation_inputs``). Only when the run evaluates
     (``eval_period > 0``: every period and after the last iteration, also where the period is past SOLVER.MAX_ITER,
     as detectron2's EvalHook; ``TEST.EVAL_PERIOD=0`` never evaluates, so a test set named then is not read)."""
     from clipvis.cli.datasets import UnknownDatasetError, dataset_names, get_dataset
@@ -653,6 +654,33 @@ def check_evaluation_data(config: TrainConfig, eval_period: int) -> None:
             raise ConfigError(f"{where('CLIPVIS.TEST_DATA')}: {entry['json']}: no such file")
         if not Path(str(entry["frames"])).expanduser().is_dir():
             raise ConfigError(f"{where('CLIPVIS.TEST_DATA')}: {entry['frames']}: no such folder")
+    _check_evaluation_inputs(config, where)
+
+
+def _check_evaluation_inputs(config: TrainConfig, where: Callable[[str], str]) -> None:
+    """ConfigError (one line) for a test set whose files the evaluation cannot read, found as the evaluation finds
+    it (its own readers: ``dataset_inputs``, ``custom_inputs``): a registered dataset that is not on disk, a GT file
+    that is not YouTube-VIS JSON (a COCO file, invalid JSON, no annotations). Found at the first evaluation, each
+    period's evaluation failed with a warning and the run finished, exit 0, never evaluated. The whole GT is read
+    (LV-VIS val: about 2 s), once, by rank 0."""
+    from clipvis.cli.dataset_evaluation import custom_inputs
+    from clipvis.cli.datasets import DatasetError, dataset_inputs
+    from clipvis.cli.evaluation.errors import EvaluationInputError
+
+    def refused(dotted: str, error: Exception) -> ConfigError:  # (the error names the dataset or the file)
+        return ConfigError(f"{where(dotted)}: {' '.join(str(error).split()).rstrip('.')}; the run evaluates on it "
+                           "every TEST.EVAL_PERIOD: fix it, or set TEST.EVAL_PERIOD=0")
+
+    for name in config.get("DATASETS.TEST") or []:
+        try:
+            dataset_inputs(str(name), config.get("CLIPVIS.DATA_ROOT") or None)
+        except (DatasetError, EvaluationInputError) as error:
+            raise refused("DATASETS.TEST", error) from None
+    for entry in config.get("CLIPVIS.TEST_DATA") or []:
+        try:
+            custom_inputs(Path(str(entry["json"])).expanduser(), Path(str(entry["frames"])).expanduser())
+        except (DatasetError, EvaluationInputError) as error:
+            raise refused("CLIPVIS.TEST_DATA", error) from None
 
 
 @dataclass(frozen=True)

@@ -1061,6 +1061,20 @@ def test_a_test_set_the_periodic_evaluation_cannot_run_is_one_line_before_the_da
     result = runner.invoke(app, [*base, "--output-dir", str(tmp_path / "b"), missing])
     assert result.exit_code == 1 and f"CLIPVIS.TEST_DATA (set on the command line): {tmp_path / 'gone.json'}: no " \
         "such file" in result.output, result.output
+    # Files the evaluation cannot read (a COCO file, a registered dataset not on disk): each evaluation failed with a
+    # warning and the run ended, exit 0, never evaluated; now found by the evaluation's own readers at the start.
+    not_ytvis = f"CLIPVIS.TEST_DATA=[{{json: {data[0]}, frames: {data[1]}}}]"
+    for name, test_set, said in (
+            ("e", not_ytvis, f"CLIPVIS.TEST_DATA (set on the command line): {data[0]}: missing or invalid 'videos' "
+                             "list (not a YouTube-VIS GT file?); the run evaluates on it every TEST.EVAL_PERIOD: fix "
+                             "it, or set TEST.EVAL_PERIOD=0"),
+            ("f", "DATASETS.TEST=[lvvis_val]", "DATASETS.TEST (set on the command line): dataset lvvis_val (LV-VIS "
+                                               "val): annotation file not found")):
+        result = runner.invoke(app, [*base, "--output-dir", str(tmp_path / name), "--data-root",
+                                     str(tmp_path / "no_datasets"), test_set])
+        assert result.exit_code == 1 and len(result.output.strip().splitlines()) == 1, result.output
+        assert result.output.startswith(f"clipvis: error: {said}"), result.output
+        assert not (tmp_path / name / "config.yaml").exists()
     # A test set the run never evaluates on is no error (TEST.EVAL_PERIOD=0); a period past MAX_ITER evaluates the
     # final model, so its test set is checked as well.
     result = runner.invoke(app, [*base[:-1], "--output-dir", str(tmp_path / "c"), "TEST.EVAL_PERIOD=0",

@@ -836,8 +836,10 @@ def test_a_test_set_error_names_the_override_that_works_also_when_test_data_is_g
     (DATASETS.TEST=[] with TEST_DATA), not TEST_DATA alone, which repeated the error."""
     from clipvis.cli.train.config import check_evaluation_data
 
-    (tmp_path / "gt.json").write_text("{}")
-    test_data = f"CLIPVIS.TEST_DATA=[{{json: {tmp_path / 'gt.json'}, frames: {tmp_path}}}]"
+    from ..commands.test_train import write_ytvis
+
+    gt, frames = write_ytvis(tmp_path / "ytvis", num_videos=1, length=1)
+    test_data = f"CLIPVIS.TEST_DATA=[{{json: {gt}, frames: {frames}}}]"
     for test_set in ("fidelity_case1", "lvis_v1_val"):
         (tmp_path / "official.yaml").write_text(f"DATASETS:\n  TEST: [{test_set}]\nTEST:\n  EVAL_PERIOD: 1\n")
         for given in ([], [test_data]):
