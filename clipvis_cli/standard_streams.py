@@ -20,10 +20,12 @@ streams.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import io
 import os
 import sys
+from collections.abc import Iterator
 from typing import TextIO
 
 
@@ -97,6 +99,54 @@ class QuietOnFailureStream(io.TextIOBase):
             self._stream.flush()
         except (OSError, ValueError):
             pass
+
+
+class LineRecordingStream(io.TextIOBase):
+    """A text stream that writes through to ``stream`` and keeps each whole line written (``lines``, without its
+    newline): what a step printed on stderr, for a log file to hold too (training's periodic evaluation, whose errors
+    went to the console alone)."""
+
+    def __init__(self, stream: TextIO) -> None:
+        super().__init__()
+        self._stream = stream
+        self._partial = ""
+        self.lines: list[str] = []
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return getattr(self._stream, "encoding", None) or "utf-8"
+
+    @property
+    def errors(self) -> str | None:  # type: ignore[override]
+        return getattr(self._stream, "errors", None)
+
+    def writable(self) -> bool:
+        return True
+
+    def isatty(self) -> bool:
+        return self._stream.isatty()
+
+    def fileno(self) -> int:
+        return self._stream.fileno()
+
+    def write(self, text: str) -> int:
+        if not isinstance(text, str):  # (click asks whether a stream takes bytes by writing b"")
+            raise TypeError(f"write() argument must be str, not {type(text).__name__}")
+        self._stream.write(text)
+        *whole, self._partial = (self._partial + text).split("\n")
+        self.lines.extend(line.rsplit("\r", 1)[-1] for line in whole)  # a progress line redrawn: its last state
+        return len(text)
+
+    def flush(self) -> None:
+        self._stream.flush()
+
+
+@contextlib.contextmanager
+def stderr_lines_recorded() -> Iterator[list[str]]:
+    """The lines written to ``sys.stderr`` inside the block (``LineRecordingStream``), written there as ever."""
+    recorder = LineRecordingStream(sys.stderr)
+    with contextlib.redirect_stderr(recorder):
+        yield recorder.lines
 
 
 def _stream_at(descriptor: int, stream: TextIO | None) -> TextIO:

@@ -13,6 +13,7 @@ import typer
 from clipvis.cli.dataset_evaluation import run_dataset_evaluation
 from clipvis.cli.datasets import get_dataset
 from clipvis.cli.evaluation.scoring import score_results_file
+from clipvis.cli.standard_streams import stderr_lines_recorded
 from clipvis.cli.train.config import TrainConfig
 
 log = logging.getLogger("clipvis.train")
@@ -48,6 +49,7 @@ def periodic_evaluator(config: TrainConfig,
         for name, job in jobs:
             folder = Path(config.get("OUTPUT_DIR")) / "eval" / f"{name}_{iteration:07d}"
             metrics: dict[str, Any] = {}
+            said_on_stderr: list[str] = []
 
             try:  # in this process alone: the other ranks wait at a barrier meanwhile
                 # A registered benchmark is scored as its own evaluator does (BURST); custom data by its GT.
@@ -57,12 +59,18 @@ def periodic_evaluator(config: TrainConfig,
                     result = score_results_file(results, gt, protocol)  # noqa: B023 - called at once
                     metrics.update(result.to_dict()["metrics"])  # noqa: B023 - called at once
 
-                run_dataset_evaluation(
-                    weights=str(checkpoint), data_root=config.get("CLIPVIS.DATA_ROOT") or None, output=folder,
-                    score=score, device=device.type, max_videos=int(config.get("CLIPVIS.EVAL_VIDEOS") or 0) or None,
-                    alone=True, **job,
-                )
+                with stderr_lines_recorded() as said_on_stderr:
+                    run_dataset_evaluation(
+                        weights=str(checkpoint), data_root=config.get("CLIPVIS.DATA_ROOT") or None, output=folder,
+                        score=score, device=device.type,
+                        max_videos=int(config.get("CLIPVIS.EVAL_VIDEOS") or 0) or None, alone=True, **job,
+                    )
             except (typer.Exit, Exception) as exc:  # noqa: BLE001 - an evaluation failure must not end training
+                # its lines (the error, a video's failure, the summary) went to the console alone: train.log, which
+                # says "its error is above", holds them too
+                for line in said_on_stderr:
+                    if line.startswith("clipvis: "):
+                        log.warning("%s", line.removeprefix("clipvis: "), extra={"file_only": True})
                 why = "its error is above" if isinstance(exc, typer.Exit) else " ".join(str(exc).split())
                 log.warning("warning: evaluation on %s failed (%s); training goes on", name, why)
                 continue

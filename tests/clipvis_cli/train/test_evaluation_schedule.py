@@ -45,3 +45,25 @@ def test_an_evaluation_period_without_a_test_set_saves_no_extra_checkpoints_and_
     said = [line for line in result.output.splitlines() if "TEST.EVAL_PERIOD" in line]
     assert len(said) == 1 and said[0].startswith("clipvis: warning: TEST.EVAL_PERIOD is 1 but there is no test set"), \
         result.output
+
+
+def test_a_failed_evaluation_leaves_its_cause_in_train_log_too(tmp_path, tiny_train_config, capsys):
+    """train.log said 'evaluation on X failed (its error is above)' while the error line had gone to stderr alone."""
+    import torch
+
+    from clipvis.cli.train.config import load_train_config
+    from clipvis.cli.train.periodic_evaluation import periodic_evaluator
+    from clipvis.cli.train.run_logging import setup_logging, train_logger_restored
+
+    gt, frames = write_ytvis(tmp_path / "data", num_videos=1, length=1)
+    gt.write_text(json.dumps({"images": [], "annotations": []}))  # replaced by a COCO file since the run started
+    config = load_train_config(tiny_train_config(tmp_path), [f"OUTPUT_DIR={tmp_path / 'run'}",
+                                                             f"CLIPVIS.TEST_DATA=[{{json: {gt}, frames: {frames}}}]"])
+    (tmp_path / "run").mkdir()
+    with train_logger_restored():
+        setup_logging(tmp_path / "run", 0)
+        assert periodic_evaluator(config, torch.device("cpu"))(tmp_path / "run" / "model.safetensors", 0) is None
+    error = f"error: {gt}: missing or invalid 'videos' list (not a YouTube-VIS GT file?)"
+    assert f"clipvis: {error}" in capsys.readouterr().err
+    logged = [line.split(" ", 2)[2] for line in (tmp_path / "run" / "train.log").read_text().splitlines()]
+    assert logged == [error, "warning: evaluation on ytvis failed (its error is above); training goes on"], logged
