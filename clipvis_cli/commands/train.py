@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from clipvis.cli.commands.common import output_folder_option
 from clipvis.cli.exits import fail
 from clipvis.cli.train.errors import train_model_error_message
 
@@ -41,7 +42,9 @@ def train(
     weights: str | None = typer.Option(
         None, "--weights", help="Start from a released checkpoint name, a checkpoint file or a training folder."
     ),
-    output_dir: Path | None = typer.Option(None, "--output-dir", help="Where checkpoints and logs go (OUTPUT_DIR)."),
+    output_dir_text: str | None = typer.Option(  # a str: '' (an unset shell variable) must not become Path('.')
+        None, "--output-dir", callback=output_folder_option, metavar="<path>",
+        help="Where checkpoints and logs go (OUTPUT_DIR)."),
     resume: bool = typer.Option(
         False, "--resume", help="Continue the run in --output-dir from its newest checkpoint, with the run's own "
         "config.yaml (KEY=VALUE overrides apply on top; --config is then not needed)."
@@ -69,6 +72,7 @@ def train(
         None, "--export-pth", help="Write --weights (e.g. a training folder) as an official .pth checkpoint and exit."
     ),
 ) -> None:
+    output_dir = Path(output_dir_text) if output_dir_text is not None else None
     if export_pth is not None:
         unused = [flag for flag, given in (("--output-dir", output_dir is not None), ("--resume", resume),
                                            ("--num-gpus", num_gpus != 1), ("--data", bool(data)),

@@ -271,6 +271,22 @@ def test_a_runs_config_yaml_given_again_as_config_is_not_scaled_a_second_time(tm
     assert config_of_unscaled.get("SOLVER.REFERENCE_WORLD_SIZE") == 0
 
 
+def test_an_empty_or_dash_output_folder_is_a_usage_error(tmp_path, tiny_train_config, monkeypatch):
+    """`--output-dir ""` (an unset shell variable) trained into the working folder, `--output-dir -` into a folder
+    named -: as segment's, evaluate's and export's -o, both are usage errors; so is such an OUTPUT_DIR."""
+    config = tiny_train_config(tmp_path)
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    for given, said in (("", "an empty name (an unset shell variable?)"), ("-", "cannot go to stdout")):
+        result = runner.invoke(app, ["train", "--config", str(config), "--output-dir", given])
+        assert result.exit_code == 2 and "'--output-dir'" in result.output and said in result.output, result.output
+        result = runner.invoke(app, ["train", "--config", str(config), f"OUTPUT_DIR={given}"])
+        assert result.exit_code == 1 and "OUTPUT_DIR must name the folder for the run's checkpoints and logs, not " \
+            in result.output, result.output  # (YAML reads - as [None])
+    assert not list(work.iterdir())
+
+
 def test_resume_takes_the_interrupted_runs_own_settings(tmp_path, tiny_train_config, monkeypatch):
     """`--output-dir D --resume` alone continues the run in D as it was started (schedule, data given by relative
     paths from another directory, seed), whatever config file the command names, and keeps D's config.yaml."""
