@@ -440,6 +440,7 @@ def _export(weights: str | None, export_pth: str, config: str | None = None, ove
             clip_config: Path | None = None) -> None:
     """The model of ``weights`` under the official key names, ``{"model": state_dict}``, written atomically. The
     model is built as training builds it: with ``--config`` (and ``KEY=VALUE``) and ``--clip-config`` when given."""
+    import io
     import warnings
 
     import torch
@@ -460,6 +461,11 @@ def _export(weights: str | None, export_pth: str, config: str | None = None, ove
     if export_pth.endswith(tuple(filter(None, (os.sep, os.altsep)))) or target.is_dir():  # "exp2/": a folder
         raise typer.BadParameter(f"--export-pth {export_pth} is a folder: give the file to write, e.g. "
                                  f"{target / 'model.pth'}")
+    if target.suffix.lower() != ".pth":  # x.safetensors held a torch pickle that segment could not load; detectron2
+        # reads a .pkl with pickle, not torch.load
+        raise typer.BadParameter(f"--export-pth {export_pth}: the file is detectron2's .pth checkpoint (a torch.save "
+                                 f"file), give a name ending in .pth, e.g. {target.with_suffix('.pth')}; the run's "
+                                 "model_XXXXXXX.safetensors files are already loadable as they are")
     try:  # a device or a pipe is refused (the final rename would replace it); a symbolic link is written through
         written = output_file_target(target)
     except OutputNotWritableError as error:
@@ -484,8 +490,15 @@ def _export(weights: str | None, export_pth: str, config: str | None = None, ove
         print_warning(warning)
     try:
         ensure_output_dir(written.parent)  # as segment's -o: the folders are made (once the model loaded)
+        # serialised first, then written by Python, as training's checkpoints (Trainer._write_checkpoint): a full
+        # disk or a file-size limit is the OSError it is, one line (torch.save said "unexpected pos", in a traceback)
+        serialised = io.BytesIO()
+        torch.save({"model": to_official_state_dict(model)}, serialised)
         with atomic_output_path(written) as tmp:
-            torch.save({"model": to_official_state_dict(model)}, tmp)
+            try:
+                tmp.write_bytes(serialised.getbuffer())
+            except OSError as error:
+                raise OutputNotWritableError(written, error) from error
     except OutputNotWritableError as error:
         raise fail(str(error)) from None
     StdoutListing(lambda level, message: print_warning(message), "the file is written all the same").list(target)

@@ -1306,6 +1306,25 @@ def test_export_pth_makes_its_folders_and_is_written_by_rank_0_alone(tmp_path, t
     assert result.exit_code == 0 and result.output.strip() == str(target), result.output
     assert "sem_seg_head.predictor.query_feat.weight" in torch.load(target, weights_only=True)["model"]
 
+    # A file-size limit (a full disk alike) was a 58-line traceback (torch.save's "unexpected pos"): one line
+    import resource
+
+    limits = resource.getrlimit(resource.RLIMIT_FSIZE)
+    full = tmp_path / "full.pth"
+    resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, limits[1]))  # (Python ignores SIGXFSZ: a write fails EFBIG)
+    try:
+        result = runner.invoke(app, ["train", "--weights", str(tmp_path / "run"), "--export-pth", str(full)])
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, limits)
+    assert result.exit_code == 1 and result.output == f"clipvis: error: {full}: output not writable (File too " \
+        "large)\n", result.output
+    assert sorted(path.name for path in tmp_path.iterdir() if "full" in path.name) == []  # no temporary left
+    # A torch pickle under another name (x.safetensors) could not be loaded by segment: the name ends in .pth
+    for name in ("x.safetensors", "x.pkl", "x"):
+        result = runner.invoke(app, ["train", "--weights", str(tmp_path / "run"), "--export-pth", str(tmp_path / name)])
+        assert result.exit_code == 2 and "give a name ending in .pth, e.g. " in result.output, result.output
+        assert not (tmp_path / name).exists()
+
 
 def test_export_pth_stopped_by_a_signal_says_so_in_one_line(tmp_path, monkeypatch):
     """Ctrl-C or SIGTERM while --export-pth loads or writes: exit 130/143 without a word before."""
