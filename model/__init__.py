@@ -30,6 +30,7 @@ _LAZY_EXPORTS = {
     "CriterionOutput": "clipvis.model.criterion",
     "LossWeights": "clipvis.model.criterion",
     "SetCriterion": "clipvis.model.criterion",
+    "NonFiniteOutputError": "clipvis.model.errors",
     "ParameterHint": "clipvis.model.errors",
     "VocabularyError": "clipvis.model.errors",
     "MaskedTransformerDecoder": "clipvis.model.mask_decoder",
@@ -72,6 +73,7 @@ __all__ = [
     "MaskedTransformerDecoder",
     "Match",
     "MatchResult",
+    "NonFiniteOutputError",
     "ParameterHint",
     "PointSampler",
     "RandomPointSampler",
@@ -114,7 +116,7 @@ if TYPE_CHECKING:
     from clipvis.model.clipvis import ClipVis, FrameOutputs
     from clipvis.model.config import ClipVisConfig
     from clipvis.model.criterion import CriterionOutput, LossWeights, SetCriterion
-    from clipvis.model.errors import ParameterHint, VocabularyError
+    from clipvis.model.errors import NonFiniteOutputError, ParameterHint, VocabularyError
     from clipvis.model.mask_decoder import MaskedTransformerDecoder
     from clipvis.model.mask_pooling import MaskPooler
     from clipvis.model.mask_runs import MaskRuns

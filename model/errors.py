@@ -51,10 +51,20 @@ def _restored(cls: type[ParameterHint], parts: tuple[str | Parameter, ...]) -> P
     return error
 
 
-__all__ = ["Parameter", "ParameterHint"]
+__all__ = ["NonFiniteOutputError", "Parameter", "ParameterHint"]
 
 
 class VocabularyError(ValueError):
     """Class names a predictor cannot classify with (none, an empty one, an empty synonym, a duplicate): a front end
     names where the names came from (a command line's ``--vocab``, an evaluation's GT file), not the model."""
 
+
+
+class NonFiniteOutputError(ValueError):
+    """The network's outputs hold NaN or infinity on a frame: its weights are broken (saved by a training run that
+    diverged), not the input (the tracker's assignment then failed with scipy's "matrix contains invalid numeric
+    entries")."""
+
+    def __init__(self) -> None:
+        super().__init__("the model produced NaN or infinite values: its weights are broken (e.g. saved by a training "
+                         "run whose loss diverged); use other weights")

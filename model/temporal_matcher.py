@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 
 from clipvis.model.call_checks import check_tensors
+from clipvis.model.errors import NonFiniteOutputError
 
 
 @dataclass
@@ -50,8 +51,9 @@ class TemporalMatcher:
 
     def match(self, embeds: torch.Tensor) -> MatchResult:
         """embeds ``[Q, D]`` of the current frame -> permutation; the aligned embeddings enter the memory. ValueError,
-        before the memory changes, for another shape or one other than the frames' before; TypeError for anything but
-        a tensor (a numpy array: ``torch.from_numpy``)."""
+        before the memory changes, for another shape or one other than the frames' before (NonFiniteOutputError for
+        NaN or infinite embeddings: the model's weights are broken); TypeError for anything but a tensor (a numpy
+        array: ``torch.from_numpy``)."""
         check_tensors(embeds=(embeds, "[Q, D]"))
         if embeds.dim() != 2:
             hint = ": match a batch's frames one by one, matcher.match(embeds[b])" if embeds.dim() == 3 else ""
@@ -63,6 +65,9 @@ class TemporalMatcher:
         num_queries = embeds.shape[0]
         with torch.autocast(device_type="cpu", enabled=False):  # costs in float32 whatever the caller's autocast
             current = F.normalize(embeds.detach().float().cpu(), dim=-1)
+            # on the host already (the assignment is scipy's): one check of Q x D values, no transfer of its own
+            if not bool(torch.isfinite(current).all()):
+                raise NonFiniteOutputError()
             if not self.memory:
                 self.memory.append(current)
                 return MatchResult(torch.arange(num_queries), "first_frame", [], [])

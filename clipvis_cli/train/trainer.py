@@ -755,6 +755,23 @@ class Trainer:
             return False
         return (iteration + 1) % s.eval_period == 0 or iteration + 1 == s.max_iter
 
+    def _divergence_message(self, loss: float, iteration: int, saved: list[tuple[int, Path]]) -> str:
+        """What a non-finite loss at ``iteration`` (0-based) ends the run with: the checkpoints this run wrote in the
+        iterations just before (the last SOLVER.CHECKPOINT_PERIOD), whose weights may have diverged already (a rate
+        that blows the weights up gives a finite loss once more), and where to start again instead of --resume, which
+        continues from the newest of them (and diverged again, with a lower rate too)."""
+        s = self.settings
+        suspect = [path for done, path in saved if done >= iteration - max(s.checkpoint_period, 1)]
+        said = f"the loss became {loss} at iteration {iteration + 1} (lower SOLVER.BASE_LR?)"
+        if not suspect:
+            return said
+        names = ", ".join(path.stem for path in suspect)
+        earlier = [path for path in checkpoints_in(s.output_dir) if path.name < suspect[0].name]
+        start = (f"from an earlier checkpoint (--weights {earlier[-1]}, another --output-dir)" if earlier else
+                 "from scratch (another --output-dir)")
+        return (f"{said}; {names}, written in the iterations just before, may hold diverged weights (--resume would "
+                f"continue from {suspect[-1].stem}): start again {start} with a lower rate, rather than --resume")
+
     def _loop(self, requests: StopRequests) -> Path:
         s = self.settings
         if self.rank == 0 and s.eval_period > 0 and self.evaluate is None:
@@ -765,6 +782,7 @@ class Trainer:
         progress = ProgressLine(s.max_iter, self.start_iteration, self.rank == 0)
         batches = iter(self.loader_factory(self.start_iteration))
         last_path = read_last_checkpoint(s.output_dir)
+        saved: list[tuple[int, Path]] = []  # the checkpoints this run wrote: (iteration, path)
         window: list[tuple[float, float]] = []
         started = time.perf_counter()
         try:
@@ -780,9 +798,7 @@ class Trainer:
                 lr = self.scheduler.get_last_lr()[0]  # the rate this step uses (the step then moves the schedule on)
                 metrics = self.step(batch)
                 if not math.isfinite(metrics["total_loss"]):
-                    raise FloatingPointError(
-                        f"the loss became {metrics['total_loss']} at iteration {iteration + 1} (lower SOLVER.BASE_LR?)"
-                    )
+                    raise FloatingPointError(self._divergence_message(metrics["total_loss"], iteration, saved))
                 t2 = time.perf_counter()
                 window.append((t1 - t0, t2 - t0))
                 window = window[-max(s.log_period, 1):]
@@ -809,6 +825,7 @@ class Trainer:
                 due_eval = self._evaluates_after(iteration) and not stop  # a stop ends the run without it
                 if (iteration + 1) % s.checkpoint_period == 0 or last or due_eval or stop:
                     last_path = self.save(iteration)
+                    saved.append((iteration, last_path))
                 if stop:
                     raise self._stopped(requests, iteration, last_path)
                 if due_eval:

@@ -77,3 +77,24 @@ def test_numpy_embeddings_are_refused_naming_the_argument_before_the_memory_chan
         matcher.match(np.zeros((4, 8), np.float32))
     assert not matcher.memory
     assert matcher.match(torch.from_numpy(np.ones((4, 8), np.float32))).branch == "first_frame"
+
+
+def test_nan_or_infinite_embeddings_are_the_models_broken_weights_not_a_scipy_error() -> None:
+    """A diverged training run's weights gave NaN embeddings: segment failed with scipy's 'matrix contains invalid
+    numeric entries'. One error saying what it is, on the first frame too, before the memory changes."""
+    import pytest
+
+    from clipvis.model import NonFiniteOutputError
+
+    base = F.normalize(torch.randn(4, 8), dim=-1)
+    for bad in (float("nan"), float("inf")):
+        matcher = TemporalMatcher(memory_length=3, top_k=2)
+        with pytest.raises(NonFiniteOutputError, match="the model produced NaN or infinite values"):
+            matcher.match(torch.full((4, 8), bad))
+        assert not matcher.memory
+        matcher.match(base)
+        broken = base.clone()
+        broken[2, 5] = bad
+        with pytest.raises(NonFiniteOutputError):
+            matcher.match(broken)
+        assert len(matcher.memory) == 1

@@ -378,13 +378,30 @@ def test_resume_takes_a_checkpoint_with_its_state_and_a_new_run_never_mixes_with
 
 
 def test_a_loss_that_is_no_longer_a_number_ends_the_run_with_one_line_in_the_log_too(tmp_path, tiny_train_config):
+    """The line also names the checkpoints written just before, which may hold diverged weights (--resume with a
+    lower rate diverged again from them); segment with such weights failed with scipy's 'matrix contains invalid
+    numeric entries': one line saying the model produced NaN."""
     data = write_coco(tmp_path / "data", num_images=2)
-    config = tiny_train_config(tmp_path, MAX_ITER=30, BASE_LR=1e12)
+    config = tiny_train_config(tmp_path, MAX_ITER=30, BASE_LR=1e12, CHECKPOINT_PERIOD=1)
     args = ["train", "--config", str(config), "--output-dir", str(tmp_path / "run"), "--data", str(data[0]),
             "--images", str(data[1])]
     result = runner.invoke(app, args)
     assert result.exit_code == 1 and "clipvis: error: the loss became" in result.output, result.output
     assert "the loss became" in (tmp_path / "run" / "train.log").read_text()
+    saved = sorted(path.stem for path in (tmp_path / "run").glob("model_*.safetensors"))
+    said = " ".join(result.output.split())
+    assert saved and f"{saved[-1]}, written in the iterations just before, may hold diverged weights (--resume " \
+        f"would continue from {saved[-1]}): start again from" in said and "rather than --resume" in said, said
+    frames = tmp_path / "clip"
+    frames.mkdir()
+    import cv2
+
+    cv2.imwrite(str(frames / "000.png"), render_shapes(0)[0])
+    result = runner.invoke(app, ["segment", str(frames), "--vocab", "box", "--weights", str(tmp_path / "run"),
+                                 "-o", str(tmp_path / "seg"), "--formats", "ytvis", "--device", "cpu"])
+    assert result.exit_code == 1, result.output
+    assert f"clipvis: error: {frames}: the model produced NaN or infinite values: its weights are broken" in \
+        result.output and "invalid numeric entries" not in result.output, result.output
 
 
 def test_a_corrupt_image_and_a_bad_annotation_are_skipped_with_one_warning_each(tmp_path, tiny_train_config):
