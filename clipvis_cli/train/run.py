@@ -80,6 +80,8 @@ from clipvis.cli.train.trainer import (
     TrainerSettings,
     checkpoints_in,
     drop_metrics_from,
+    evaluated_after,
+    evaluation_recorded,
     hold_training_folder,
     purge_tensorboard_from,
     remove_stale_temporaries,
@@ -87,7 +89,7 @@ from clipvis.cli.train.trainer import (
     state_damage,
 )
 from clipvis.model import ClipVis
-from clipvis.weights.training_folder import RUN_DATA_NAME, read_last_checkpoint, state_path
+from clipvis.weights.training_folder import RUN_DATA_NAME, TRAIN_CHECKPOINT_FILE, read_last_checkpoint, state_path
 
 # What the command (clipvis_cli/commands/train.py) and the Python API take from here; some live in the run's component
 # modules (model_building.py, device_choice.py, rank_agreement.py, processes.py).
@@ -339,6 +341,13 @@ def _train_in_folder(request: RunRequest, rank: int, world: int, local_rank: int
         if random_clip is not None:
             log.warning("warning: %s", random_clip)
 
+    finished = _finished_already(config, schedule, output_dir, resume_from, rank, world)
+    if finished is not None:  # before the data loads and the model is built (minutes on LVIS), as the trainer would
+        log.info("nothing to do: %s already has %s", output_dir, counted(finished, "iteration"))
+        if rank == 0:  # a killed run's records past the checkpoint this run stands on
+            drop_metrics_from(output_dir, finished)
+            purge_tensorboard_from(output_dir, finished)
+        return read_last_checkpoint(output_dir)
     sources = _load_training_data(config, rank, world, requests, output_dir, resume_from is not None)
     records = [r for s in sources for r in s.records]
     video = all(s.is_video for s in sources)
@@ -391,6 +400,25 @@ def _train_in_folder(request: RunRequest, rank: int, world: int, local_rank: int
     except FloatingPointError as error:  # the command prints it; train.log keeps it too
         log.error("error: %s", error, extra={"file_only": True})
         raise
+
+
+def _finished_already(config: TrainConfig, schedule: Schedule, output_dir: Path, resume_from: Path | None, rank: int,
+                      world: int) -> int | None:
+    """The iterations a resumed run has done when it has nothing left to do: its checkpoint at or past MAX_ITER and
+    that checkpoint's evaluation, where one is due, recorded (``Trainer.evaluation_pending``'s rule: rank 0 decides
+    from its metrics.jsonl and tells the others); None otherwise. Read from the checkpoint's name, which carries its
+    iteration as its training state does."""
+    named = TRAIN_CHECKPOINT_FILE.fullmatch(resume_from.name) if resume_from is not None else None
+    if named is None:
+        return None
+    previous = int(named.group(1))
+    if previous + 1 < schedule.max_iter:
+        return None
+    pending = [evaluated_after(previous, schedule.eval_period, schedule.max_iter, has_test_set(config))
+               and not evaluation_recorded(output_dir, previous) if rank == 0 else False]
+    if world > 1:
+        dist.broadcast_object_list(pending, src=0)
+    return None if pending[0] else previous + 1
 
 
 def _resume_point(output_dir: Path, newest: Path | None) -> Path | None:

@@ -112,6 +112,24 @@ def has_training_state(checkpoint: Path) -> bool:
     return state_path(checkpoint).is_file() and state_damage(checkpoint) is None
 
 
+def evaluated_after(iteration: int, eval_period: int, max_iter: int, has_test_set: bool) -> bool:
+    """Whether the checkpoint of ``iteration`` (0-based) is evaluated: every ``TEST.EVAL_PERIOD`` iterations and after
+    the last one (detectron2's EvalHook, which the official train_net registers, evaluates in ``after_train`` when the
+    run reached ``MAX_ITER``: the final model is always evaluated, once); never with no period (0) or nothing to
+    evaluate on."""
+    if eval_period <= 0 or not has_test_set:
+        return False
+    return (iteration + 1) % eval_period == 0 or iteration + 1 == max_iter
+
+
+def evaluation_recorded(folder: Path, iteration: int) -> bool:
+    """Whether the run's metrics.jsonl holds an evaluation record of ``iteration`` (training records carry the
+    learning rate); no metrics, or not text: no record of it."""
+    entries = _metric_lines(folder / METRICS_NAME) or []
+    return any(record is not None and record.get("iteration") == iteration and "lr" not in record
+               for _, record in entries)
+
+
 def resume_point(folder: Path) -> Path | None:
     """The checkpoint to resume from: the one ``last_checkpoint`` names when its training state is there too,
     else the newest model file that has its state (a state file lost, empty or truncated, or a pointer left
@@ -735,25 +753,17 @@ class Trainer:
         return self._pending
 
     def _evaluation_pending_here(self, path: Path | None) -> bool:
-        s, previous = self.settings, self.start_iteration - 1
+        previous = self.start_iteration - 1
         if previous < 0 or not self._evaluates_after(previous):
             return False
         if path is None or path.name != checkpoint_name(previous):
             return False
-        entries = _metric_lines(s.output_dir / METRICS_NAME) or []  # none, or not text: no record of it
-        # an evaluation record of that iteration (training records carry the learning rate)
-        return not any(record is not None and record.get("iteration") == previous and "lr" not in record
-                       for _, record in entries)
+        return not evaluation_recorded(self.settings.output_dir, previous)
 
     def _evaluates_after(self, iteration: int) -> bool:
-        """Whether the checkpoint of ``iteration`` is evaluated: every ``TEST.EVAL_PERIOD`` iterations and after the
-        last one (detectron2's EvalHook, which the official train_net registers, evaluates in ``after_train`` when the
-        run reached ``MAX_ITER``: the final model is always evaluated, once); never with no period (0) or nothing to
-        evaluate on."""
+        """Whether the checkpoint of ``iteration`` is evaluated (``evaluated_after``)."""
         s = self.settings
-        if s.eval_period <= 0 or self.evaluate is None:
-            return False
-        return (iteration + 1) % s.eval_period == 0 or iteration + 1 == s.max_iter
+        return evaluated_after(iteration, s.eval_period, s.max_iter, self.evaluate is not None)
 
     def _divergence_message(self, loss: float, iteration: int, saved: list[tuple[int, Path]]) -> str:
         """What a non-finite loss at ``iteration`` (0-based) ends the run with: the checkpoints this run wrote in the

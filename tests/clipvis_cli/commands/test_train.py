@@ -317,6 +317,12 @@ def test_resume_takes_the_interrupted_runs_own_settings(tmp_path, tiny_train_con
     straight, split = final_weights(tmp_path / "straight"), final_weights(run)
     assert all(torch.equal(straight[k], split[k]) for k in straight)
     assert (run / "config.yaml").read_text() == recorded
+    # A finished run is found so before its data loads and its model is built (minutes on LVIS): the images moved
+    # away, it is still nothing to do
+    (tmp_path / "data" / "images").rename(tmp_path / "data" / "moved")
+    result = runner.invoke(app, ["train", "--output-dir", str(run), "--resume"])
+    assert result.exit_code == 0 and "nothing to do" in result.output, result.output
+    assert "training items" not in result.output and "starting from" not in result.output, result.output
 
     # No run in the folder: --resume alone says so; with --config it starts one.
     result = runner.invoke(app, ["train", "--output-dir", str(tmp_path / "none"), "--resume"])
