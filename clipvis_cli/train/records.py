@@ -362,6 +362,18 @@ def _shared_ids_note(annotation_file: Path, what: str, entries: list[Any], share
             "annotation is on unknown (annotation files each numbering from 1, put together?)")
 
 
+def _skipped_note(annotation_file: Path, names: Sequence[str], why: str) -> list[str]:
+    """One warning for a file's annotations skipped for one reason (``why``), counted, with the first few (``names``:
+    `_annotation_name`'s): a line each was 300 lines for a file of 300 boxes, as empty masks and crowd annotations are
+    said once per file."""
+    if not names:
+        return []
+    ids = [name.removeprefix(f"{annotation_file}: annotation ") for name in names]
+    shown = ", ".join(ids[:3]) + (", ..." if len(ids) > 3 else "")
+    return [f"{annotation_file}: {counted(len(ids), 'annotation')} skipped, {why} "
+            f"({'annotation' if len(ids) == 1 else 'annotations'} {shown})"]
+
+
 def _crowd_note(annotation_file: Path, dropped: int, silent: bool = False) -> list[str]:
     """One warning for a file's crowd annotations left out (CVAT's and Datumaro's masks are crowd RLE)."""
     if not dropped or silent:
@@ -414,6 +426,8 @@ def read_coco_instances(
     entries_said = len(warnings)
     tally = _Tally(annotations=len(annotations), bad_entries=len(bad_entries),
                    first_bad_entry=bad_entries[0] if bad_entries else "")
+    boxes_only: list[str] = []  # annotations without a segmentation
+    orphans: list[str] = []  # annotations whose image_id names no usable image
     for position, raw in enumerate(annotations):
         name = _annotation_name(annotation_file, raw, position)
         before, boxes_before = len(warnings), tally.without_mask
@@ -421,12 +435,11 @@ def read_coco_instances(
         if image_id is not None and image_id in shared:
             tally.shared_id += 1  # said once for all (below)
         elif image_id not in frames:
-            warnings.append(f"{name}: skipped bad annotation (no known image_id)")
+            orphans.append(name)  # said once for all (below)
             tally.unknown_entry += 1
-            before = len(warnings)  # counted: not the first malformed one
         elif raw.get("segmentation") in (None, []) and not raw.get("iscrowd", 0):  # a box alone: no mask to train
             # on (CVAT's COCO export writes a rectangle's segmentation as [])
-            warnings.append(f"{name}: skipped bad annotation (no segmentation)")
+            boxes_only.append(name)  # said once for all (below)
             tally.without_mask += 1
         elif raw.get("iscrowd", 0) and not crowd_as_instances:
             tally.crowd += 1
@@ -439,6 +452,8 @@ def read_coco_instances(
             tally.first_problem = warnings[-1]
     if shared:
         warnings.insert(entries_said, _shared_ids_note(annotation_file, "image", images, shared, tally.shared_id))
+    warnings += _skipped_note(annotation_file, orphans, "no known image_id (no usable image of the file has it)")
+    warnings += _skipped_note(annotation_file, boxes_only, "without a segmentation (a box alone: no mask to train on)")
     _drop_corrupt_rles(frames.values(), warnings)
     # Kept in the records (an image of empty masks alone is drawn as the official sampler draws it): counted.
     instances = [inst for frame in frames.values() for inst in frame.instances]
@@ -580,6 +595,7 @@ def read_ytvis(
     records: dict[Any, TrainRecord] = {}
     shared = _shared_ids(videos)
     bad_entries: list[str] = []  # entries skipped for lacking an id, file names or a size: said in no_masks_error
+    skipped_videos: set[Any] = set()  # videos skipped with a line naming them: their tracks are not said again
     for video in videos:
         if shared and _entry_id(video) in shared:
             continue
@@ -598,11 +614,17 @@ def read_ytvis(
                             f"{str(video)[:80]}")
             bad_entries.append(str(video)[:80])
             continue
+        if not names:  # its tracks were blamed: "skipped track with only null segmentations"
+            warnings.append(f"{annotation_file}: skipped video {str(video_id)[:40]}: it has no frames (file_names is "
+                            "empty)")
+            skipped_videos.add(video_id)
+            continue
         try:
             indices = video_frame_numbers(names, video.get("frame_indices"), decoded_from_video(source_path))
         except (TypeError, ValueError) as error:
             warnings.append(f"{annotation_file}: skipped video {str(video_id)[:40]}: which source frame each "
                             f"file name is cannot be told ({error})")
+            skipped_videos.add(video_id)
             continue
         frames = [
             FrameRecord(_frame_path(frames_root, name), height, width, source_video=source_path, frame_index=index)
@@ -614,6 +636,8 @@ def read_ytvis(
     tally = _Tally(annotations=len(annotations), bad_entries=len(bad_entries),
                    first_bad_entry=bad_entries[0] if bad_entries else "")
     tracks: list[tuple[str, list[InstanceAnnotation]]] = []  # each track's instances, frame by frame
+    boxes_only: list[str] = []  # tracks without a segmentation on any frame
+    orphans: list[str] = []  # tracks whose video_id names no usable video
     for position, raw in enumerate(annotations):
         name = _annotation_name(annotation_file, raw, position)
         before, boxes_before = len(warnings), tally.without_mask
@@ -621,14 +645,13 @@ def read_ytvis(
         if video_id is not None and video_id in shared:
             tally.shared_id += 1  # said once for all (below)
         elif video_id not in records:
-            warnings.append(f"{name}: skipped bad annotation (no known video_id)")
+            if video_id not in skipped_videos:  # (a skipped video's line said it)
+                orphans.append(name)  # said once for all (below)
             tally.unknown_entry += 1
-            before = len(warnings)  # counted: not the first malformed one
         elif raw.get("iscrowd", 0) and not crowd_as_instances:
             tally.crowd += 1
         elif not _track_has_mask(raw.get("segmentations")):
-            what = "no segmentations" if raw.get("segmentations") is None else "only null segmentations"
-            warnings.append(f"{name}: skipped track with {what} (a track of boxes alone: no mask to train on)")
+            boxes_only.append(name)  # said once for all (below)
             tally.without_mask += 1
         elif not isinstance(raw["segmentations"], list) or len(raw["segmentations"]) != len(
                 records[video_id].frames):
@@ -650,6 +673,9 @@ def read_ytvis(
             tally.first_problem = warnings[-1]
     if shared:
         warnings.insert(entries_said, _shared_ids_note(annotation_file, "video", videos, shared, tally.shared_id))
+    warnings += _skipped_note(annotation_file, orphans, "no known video_id (no usable video of the file has it)")
+    warnings += _skipped_note(annotation_file, boxes_only, "a track of boxes alone (no segmentations, or only null "
+                              "ones: no mask to train on)")
     usable = [r for r in records.values() if r.frames]
     if not usable:
         skipped = next((w for w in warnings if ": skipped video" in w or " video entries sharing " in w),

@@ -425,7 +425,7 @@ def test_a_corrupt_image_and_a_bad_annotation_are_skipped_with_one_warning_each(
     assert len(corrupt) == 1 and "unreadable image" in corrupt[0], log
     assert len(bad) == 1 and "bad annotation" in bad[0], log
     box_only = [line for line in log.splitlines() if "annotation 101" in line]
-    assert len(box_only) == 1 and "skipped bad annotation (no segmentation)" in box_only[0], log
+    assert len(box_only) == 1 and "1 annotation skipped, without a segmentation" in box_only[0], log
     assert "model_0000005.safetensors" in result.output
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert records[-1]["skipped_samples"] >= 1

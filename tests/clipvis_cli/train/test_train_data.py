@@ -151,13 +151,14 @@ def test_cvat_rectangles_are_boxes_and_short_polygon_parts_are_dropped_not_the_i
     data["annotations"][2]["segmentation"] = [[1.0, 1.0, 3.0, 3.0]]  # image 2's rectangle: no part left
     ann.write_text(json.dumps(data))
     records, warnings = read_annotation_file(ann, images)
-    assert warnings == [f"{ann}: annotation 2: skipped bad annotation (no segmentation)",
-                        f"{ann}: annotation 3: skipped bad annotation (every polygon part has fewer than 3 points)"]
+    assert warnings == [f"{ann}: annotation 3: skipped bad annotation (every polygon part has fewer than 3 points)",
+                        f"{ann}: 1 annotation skipped, without a segmentation (a box alone: no mask to train on) "
+                        "(annotation 2)"]
     assert [sorted(r.category_ids) for r in records] == [[1], [2]]
     [kept] = records[0].frames[0].instances
     data["annotations"][2]["segmentation"] = [[1.0, 1.0, 3.0, 3.0, 5.0, 1.0, 4.0]]  # 3.5 points: not "fewer than 3"
     ann.write_text(json.dumps(data))
-    assert read_annotation_file(ann, images)[1][1] == (
+    assert read_annotation_file(ann, images)[1][0] == (
         f"{ann}: annotation 3: skipped bad annotation (every polygon part has an odd number of coordinates)")
     assert kept.segmentation == first["segmentation"][:-1]
 
@@ -207,8 +208,38 @@ def test_a_box_only_track_is_skipped_saying_it_has_no_masks(tmp_path):
                                   {"id": 2, "video_id": 1, "category_id": 1, "segmentations": [mask, None]}])
     records, warnings = read_annotation_file(path, tmp_path / "frames")
     assert [len(f.instances) for f in records[0].frames] == [1, 0]
-    assert warnings == [f"{path}: annotation 1: skipped track with no segmentations (a track of boxes alone: no mask "
-                        "to train on)"]
+    assert warnings == [f"{path}: 1 annotation skipped, a track of boxes alone (no segmentations, or only null ones: "
+                        "no mask to train on) (annotation 1)"]
+
+
+def test_box_only_and_orphan_annotations_are_one_line_each_per_file_and_an_empty_video_is_named(tmp_path):
+    """A file of 300 boxes gave 307 warning lines, one per annotation; empty masks and crowd annotations were already
+    one line per file. A video with no frames (file_names: []) was blamed on its tracks ("skipped track with only
+    null segmentations")."""
+    ann, images = write_coco(tmp_path / "coco", num_images=2)
+    data = json.loads(ann.read_text())
+    box = {k: v for k, v in data["annotations"][0].items() if k != "segmentation"}
+    data["annotations"] += [dict(box, id=100 + n) for n in range(5)] + [dict(box, id=200 + n, image_id=99)
+                                                                        for n in range(2)]
+    ann.write_text(json.dumps(data))
+    _, warnings = read_annotation_file(ann, images)
+    assert warnings == [
+        f"{ann}: 2 annotations skipped, no known image_id (no usable image of the file has it) (annotations 200, 201)",
+        f"{ann}: 5 annotations skipped, without a segmentation (a box alone: no mask to train on) (annotations 100, "
+        "101, 102, ...)"]
+    mask = rle.encode(render_shapes(0)[1][0].astype(bool))
+    path = _ytvis_file(tmp_path / "ytvis", [{"id": 1, "video_id": 1, "category_id": 1, "segmentations": [mask, mask]},
+                                            {"id": 2, "video_id": 2, "category_id": 1, "segmentations": []},
+                                            {"id": 3, "video_id": 1, "category_id": 1, "segmentations": [None, None]},
+                                            {"id": 4, "video_id": 1, "category_id": 1}])
+    doc = json.loads(path.read_text())
+    doc["videos"].append(dict(doc["videos"][0], id=2, file_names=[]))
+    path.write_text(json.dumps(doc))
+    records, warnings = read_annotation_file(path, tmp_path / "ytvis" / "frames")
+    assert len(records) == 1 and warnings == [
+        f"{path}: skipped video 2: it has no frames (file_names is empty)",
+        f"{path}: 2 annotations skipped, a track of boxes alone (no segmentations, or only null ones: no mask to train "
+        "on) (annotations 3, 4)"]
 
 
 def test_image_data_whose_every_mask_is_crowd_is_refused_also_when_empty_images_are_kept(tmp_path):
@@ -288,8 +319,9 @@ def test_entries_without_a_usable_id_file_name_or_size_are_skipped_with_a_warnin
     records, warnings = read_annotation_file(path, tmp_path / "frames")
     assert len(records) == 1 and [len(f.instances) for f in records[0].frames] == [1, 1]
     skipped = [w for w in warnings if w.startswith(f"{path}: skipped video entry without id/file_names/height/width: ")]
-    assert len(skipped) == len(bad) == len(warnings) - 2, warnings
-    assert warnings[-2:] == [f"{path}: annotation {n}: skipped bad annotation (no known video_id)" for n in (2, 3)]
+    assert len(skipped) == len(bad) == len(warnings) - 1, warnings
+    assert warnings[-1] == f"{path}: 2 annotations skipped, no known video_id (no usable video of the file has it) " \
+        "(annotations 2, 3)"
 
     ann, images = write_coco(tmp_path / "coco", num_images=2)
     data = json.loads(ann.read_text())
@@ -304,8 +336,9 @@ def test_entries_without_a_usable_id_file_name_or_size_are_skipped_with_a_warnin
     records, warnings = read_annotation_file(ann, images)
     assert [len(r.frames[0].instances) for r in records] == [2, 2]
     skipped = [w for w in warnings if w.startswith(f"{ann}: skipped image entry without id/file_name/height/width: ")]
-    assert len(skipped) == len(bad) == len(warnings) - 2, warnings
-    assert warnings[-2:] == [f"{ann}: annotation {n}: skipped bad annotation (no known image_id)" for n in (90, 91)]
+    assert len(skipped) == len(bad) == len(warnings) - 1, warnings
+    assert warnings[-1] == f"{ann}: 2 annotations skipped, no known image_id (no usable image of the file has it) " \
+        "(annotations 90, 91)"
 
 
 def test_empty_masks_are_counted_in_one_warning_and_a_file_of_them_alone_is_refused(tmp_path):
