@@ -601,7 +601,7 @@ class SegmentRunner:
             with staging.active(), writing:
                 outputs = self._write_outputs(paths, video, timings, writing, not_written)
             if not_written and not outputs:  # no other format: the input fails, as any input that writes nothing
-                raise FormatsNotWritten(formats_not_written_message(not_written, others_written=False))
+                raise FormatsNotWritten(formats_not_written_message(not_written, False, self.options.exact))
         except BaseException:
             staging.discard()
             raise
@@ -646,7 +646,8 @@ class SegmentRunner:
                     self._record_formats_written(manifest, source, not_written)
                 manifest.write(paths.manifest)
                 if not_written:  # one line for the input (counted failed: a file asked for is missing)
-                    message = formats_not_written_message(not_written, others_written=True)
+                    message = formats_not_written_message(not_written, others_written=True,
+                                                          exact=self.options.exact)
                     self.reporter.video_failed(source, paths.stem, subject_message(message, source.path))
                     return VideoOutcome(source, paths.stem, "failed", outputs, error=message, frames=info.num_frames)
                 fps = info.num_frames / max(timings["total"], 1e-9)
@@ -671,7 +672,8 @@ class SegmentRunner:
         weights, options = self._identities_of(source, formats=written)[0]
         manifest.options = options
         manifest.config_hash = config_hash(weights, manifest.vocabulary, options)
-        manifest.formats_not_written = {name: format_limit_reason(error) for name, error in not_written.items()}
+        manifest.formats_not_written = {
+            name: format_limit_reason(error, self.options.exact) for name, error in not_written.items()}
 
     @property
     def _formats(self) -> list[str]:

@@ -251,21 +251,30 @@ def settle_stale_outputs(
     return stale
 
 
-def formats_not_written_message(not_written: dict[str, FormatLimitError], others_written: bool) -> str:
+def formats_not_written_message(not_written: dict[str, FormatLimitError], others_written: bool,
+                                exact: bool = False) -> str:
     """The one line that says which formats' files `write_outputs` could not write (``not_written``) and how to
-    write them with segment's own options (a track id is a rank there: `--max-tracks N` keeps ids 1..N);
-    ``others_written``: the run's other files are in place."""
+    write them with segment's own options (a track id is a rank there: `--max-tracks N` keeps ids 1..N; ``exact``:
+    a run under --exact, which refuses --max-tracks); ``others_written``: the run's other files are in place."""
     grouped: dict[str, list[str]] = {}
     for name, error in not_written.items():  # one reason for the formats that share it (mots-png, mots-txt)
-        grouped.setdefault(format_limit_reason(error), []).append(f"{name}.zip")
+        grouped.setdefault(format_limit_reason(error, exact), []).append(f"{name}.zip")
     parts = [f"{_listed(names)} not written: {reason}" for reason, names in grouped.items()]
     return "; ".join(parts) + ("; the other files are written" if others_written else "")
 
 
-def format_limit_reason(error: FormatLimitError) -> str:
+def format_limit_reason(error: FormatLimitError, exact: bool = False) -> str:
     """Why a format's file was not written and how segment writes it (what run.json's `formats_not_written` says of
-    it): a track id is a rank there, so `--max-tracks N` keeps ids 1..N."""
-    if error.tracks is not None:
+    it): a track id is a rank there, so `--max-tracks N` keeps ids 1..N. ``exact``: the run was under --exact, which
+    refuses --max-tracks and --score-threshold and keeps the config's TEST.DETECTIONS_PER_IMAGE tracks: the remedy
+    is that key."""
+    if exact:
+        kept = "--exact keeps the config's TEST.DETECTIONS_PER_IMAGE: set it"
+        if error.tracks is not None:
+            remedy = f"keep at most {error.tracks} tracks ({kept} to {error.tracks} or less)"
+        else:
+            remedy = f"segment with at most {error.classes} classes (--vocab), or keep fewer tracks ({kept} lower)"
+    elif error.tracks is not None:
         remedy = f"keep at most {error.tracks} tracks (--max-tracks {error.tracks}, or a higher --score-threshold)"
     else:
         remedy = (f"segment with at most {error.classes} classes (--vocab), or keep fewer tracks (--max-tracks, a "

@@ -364,6 +364,28 @@ def _clipvis_model_fields(tree: dict[str, Any]) -> dict[str, Any]:
     return dict(fields)
 
 
+def config_file_key(path: str | Path, field_name: str) -> str | None:
+    """The key of config file ``path`` that sets ClipVisConfig field ``field_name``, as the file spells it
+    (``TEST.DETECTIONS_PER_IMAGE`` in an official YAML, ``CLIPVIS.MODEL.detections_per_video`` in a training run's
+    config.yaml, ``detections_per_video`` in a clipvis JSON), or None when it does not set it (or cannot be read:
+    `load_config_file` says why). Where both an official key and ``CLIPVIS.MODEL`` set it, the latter wins, as
+    `load_config_file` reads it."""
+    path = Path(path)
+    try:
+        tree = json.loads(path.read_text()) if path.suffix.lower() == ".json" else read_official_yaml(path)
+    except (OSError, ValueError, RecursionError):
+        return None
+    if not isinstance(tree, dict):
+        return None
+    if not any(k in tree for k in ("MODEL", "INPUT", "TEST", "CLIPVIS")):
+        return field_name if field_name in tree else None
+    clipvis_fields = _lookup(tree, ("CLIPVIS", "MODEL"))
+    if isinstance(clipvis_fields, dict) and field_name in clipvis_fields:
+        return f"CLIPVIS.MODEL.{field_name}"
+    keys = next((keys for keys, name in _OFFICIAL_KEYS.items() if name == field_name), None)
+    return ".".join(keys) if keys is not None and _lookup(tree, keys) not in (None, "") else None
+
+
 #: What `load_config_file` says of a folder given as a config file.
 FOLDER_NOT_CONFIG = "a folder, not a config file"
 

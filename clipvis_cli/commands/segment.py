@@ -208,6 +208,8 @@ def segment(
             downloads = download_lines(log_format, job.rank if job is not None else None)
             options, predictor = (make_options(), None) if job is None else \
                 _start_rank(job, make_options, warning_sayer(log_format, job), named, downloads)
+            if predictor is not None:  # under torchrun, loaded by every rank before it takes an input
+                _check_config_track_limit(options)
             reporter = make_reporter(log_format, job)
             if job is None or job.is_main:  # every rank found the same inputs: said once
                 for warning in warnings:
@@ -239,6 +241,34 @@ def _check_track_limits(max_tracks: int | None, formats: Iterable[str]) -> None:
             raise typer.BadParameter(f"--max-tracks {max_tracks} with --formats {name}: {name} holds track ids "
                                      f"1..{limit} (give --max-tracks {limit} or less, or leave {name} out of "
                                      "--formats)")
+
+
+def _check_config_track_limit(options: SegmentOptions) -> None:
+    """Once the model is loaded and before any input runs: a usage error for a default ``--max-tracks`` (the config's
+    TEST.DETECTIONS_PER_IMAGE, now in ``options.max_tracks``) above what one of the formats holds, naming the config
+    key it came from. Unknown before the weights load, it let the model run over every input for that format's file to
+    fail each time, and again on every rerun (`_check_track_limits` sees a --max-tracks given)."""
+    from clipvis.cli.exporters.id_maps import TRACK_LIMITS
+    from clipvis.model.config import config_file_key
+
+    tracks = options.max_tracks
+    over = [(name, TRACK_LIMITS[name]) for name in options.formats if name in TRACK_LIMITS]
+    over = [(name, limit) for name, limit in over if tracks is not None and tracks > limit]
+    if not over:
+        return
+    name, limit = min(over, key=lambda pair: pair[1])
+    key = config_file_key(options.config, "detections_per_video") if options.config else None
+    if key is not None:
+        source, where = f"--config {options.config}'s {key}", f"in {options.config}"
+    else:  # the checkpoint's own config (the file given with --config does not set it)
+        key = "TEST.DETECTIONS_PER_IMAGE"
+        source, where = f"the checkpoint's config ({key}, detections_per_video)", "with a --config"
+    if options.exact:  # --exact refuses --max-tracks: the config decides how many tracks it keeps
+        remedy = f"--exact keeps that many: set {key} to {limit} or less {where}"
+    else:
+        remedy = f"give --max-tracks {limit} or less"
+    raise typer.BadParameter(f"--formats {name}: {name} holds track ids 1..{limit}, but {source} keeps up to {tracks} "
+                             f"tracks per video ({remedy}, or leave {name} out of --formats)")
 
 
 def _stdin_of_the_job(job: DistributedRun | None, null: bool) -> list[str]:
@@ -375,10 +405,13 @@ def _run_inputs(
                 with suppress(OSError):
                     options.output.rmdir()
             return counts
-        predictor = predictor or load_predictor(options, say=lambda message: reporter.say("warning", message),
-                                                vocabulary_source=vocabulary_source, downloads=downloads)
-    except (typer.Exit, KeyboardInterrupt) as stop:  # the batch stopped before any input ran (weights, CUDA, Ctrl-C
-        # or SIGTERM while the weights download or load): no empty output root left behind
+        if predictor is None:
+            predictor = load_predictor(options, say=lambda message: reporter.say("warning", message),
+                                       vocabulary_source=vocabulary_source, downloads=downloads)
+            _check_config_track_limit(options)
+    except (typer.Exit, typer.BadParameter, KeyboardInterrupt) as stop:  # the batch stopped before any input ran
+        # (weights, CUDA, a format the config keeps too many tracks for, Ctrl-C or SIGTERM while the weights download
+        # or load): no empty output root left behind
         if made_root:
             from clipvis.cli.locks import remove_unused_folder
             from clipvis.cli.writers.layout import FOLDER_JOURNAL

@@ -1026,3 +1026,40 @@ def test_a_format_whose_ids_cannot_hold_the_tracks_fails_alone_and_a_rerun_redoe
     assert refused.exit_code == 2 and not (tmp_path / "out2").exists()
     assert "--max-tracks 1000 with --formats mots-txt: mots-txt holds track ids 1..999 (give --max-tracks 999 or " \
         "less" in " ".join(refused.output.split())
+
+
+def test_a_config_keeping_more_tracks_than_a_format_holds_is_a_usage_error_before_any_input_runs(
+        tmp_path, tiny_weights, monkeypatch) -> None:
+    """Review: a config's TEST.DETECTIONS_PER_IMAGE (the default --max-tracks) above what png-masks holds was known
+    only once the weights loaded, after the up-front check: the model ran over every input and png-masks failed each
+    time, and on every rerun. It is now a usage error once the weights are loaded, before any input runs, naming the
+    config's key; under --exact (which refuses --max-tracks) the remedy is that key, as at write time."""
+    from clipvis.cli.exporters.id_maps import PngMasksExporter
+
+    video = write_video(tmp_path / "clip.mp4")
+    config = tmp_path / "det300.yaml"
+    config.write_text("TEST:\n  DETECTIONS_PER_IMAGE: 300\n")
+    out = tmp_path / "out"
+    formats = ("--formats", "ytvis,png-masks", "--config", str(config))
+    refused = segment(tiny_weights, out, str(video), extra=formats)
+    said = " ".join(refused.output.split())
+    assert refused.exit_code == 2 and not out.exists(), refused.output
+    assert f"--formats png-masks: png-masks holds track ids 1..255, but --config {config}'s " \
+        "TEST.DETECTIONS_PER_IMAGE keeps up to 300 tracks per video (give --max-tracks 255 or less, or leave " \
+        "png-masks out of --formats)" in said
+    exact = segment(tiny_weights, out, str(video), extra=(*formats, "--exact"))
+    said = " ".join(exact.output.split())
+    assert exact.exit_code == 2 and not out.exists(), exact.output
+    assert f"(--exact keeps that many: set TEST.DETECTIONS_PER_IMAGE to 255 or less in {config}, or leave " \
+        "png-masks out of --formats)" in said and "--max-tracks" not in said
+    assert was_run(segment(tiny_weights, out, str(video), extra=(*formats, "--max-tracks", "255")))
+
+    # at write time (more tracks than ids, the limit made 2 here), --exact's remedy names the config key too
+    monkeypatch.setattr(PngMasksExporter, "MAX_ID", 2)
+    written = segment(tiny_weights, tmp_path / "exact", str(video), extra=("--formats", "ytvis,png-masks", "--exact"))
+    assert written.exit_code == 1, written.output
+    reason = json.loads((tmp_path / "exact" / "clip" / "run.json").read_text())["formats_not_written"]["png-masks"]
+    assert reason.endswith("keep at most 2 tracks (--exact keeps the config's TEST.DETECTIONS_PER_IMAGE: set it to 2 "
+                           "or less)"), reason
+    assert reason in written.stderr and "--max-tracks" not in written.stderr
+    assert "--score-threshold" not in written.stderr

@@ -145,3 +145,23 @@ def test_a_size_divisibility_the_backbones_cannot_run_is_refused_naming_the_sett
             ClipVisConfig(size_divisibility=bad)
     for good in (32, 64, 1, 0, -1):
         assert ClipVisConfig(size_divisibility=good).size_divisibility == good
+
+
+def test_config_file_key_names_the_key_that_sets_a_field_as_the_file_spells_it(tmp_path) -> None:
+    """segment names the key a too-high default --max-tracks came from: the official key, a training run's
+    CLIPVIS.MODEL field (which wins, as load_config_file reads it), a clipvis JSON's field, or none (the checkpoint's
+    own config then)."""
+    from clipvis.model.config import config_file_key
+
+    files = {
+        "official.yaml": "TEST:\n  DETECTIONS_PER_IMAGE: 300\n",
+        "run.yaml": "TEST:\n  DETECTIONS_PER_IMAGE: 300\nCLIPVIS:\n  MODEL:\n    detections_per_video: 400\n",
+        "fields.json": '{"detections_per_video": 300}',
+        "other.yaml": "TEST:\n  NUM_FRAME: 3\n",
+    }
+    keys = {}
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+        keys[name] = config_file_key(tmp_path / name, "detections_per_video")
+    assert keys == {"official.yaml": "TEST.DETECTIONS_PER_IMAGE", "run.yaml": "CLIPVIS.MODEL.detections_per_video",
+                    "fields.json": "detections_per_video", "other.yaml": None}
