@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import typer
@@ -54,10 +54,19 @@ def _number_text(value: float) -> str:
     return short if float(short) == value else repr(value)
 
 
-def output_folder_option(value: str | None) -> str | None:
-    """Typer callback of ``-o`` naming an output folder: an empty name (``-o "$OUT"`` with OUT unset) wrote into the
-    working folder, and ``-`` made a folder called ``-``: the outputs are files in a folder, never stdout. A leading
-    ``~`` is the home folder (`home_path`)."""
+OUTPUT_FLAGS = ("-o", "--output")  # segment's, export's and evaluate's output option
+
+
+def output_folder_option(value: str | None, param: typer.CallbackParam) -> str | None:
+    """Typer callback of an option naming an output folder (``param``: its flags): `output_folder`."""
+    return output_folder(value, param.opts)
+
+
+def output_folder(value: str | None, flags: Sequence[str] = OUTPUT_FLAGS) -> str | None:
+    """An output folder option's value (``flags``: the option's), checked: an empty name (``-o "$OUT"`` with OUT
+    unset) wrote into the working folder, ``-`` made a folder called ``-`` (the outputs are files in a folder, never
+    stdout), and ``-o=DIR`` a folder called ``=DIR`` (`refuse_leading_equals`). A leading ``~`` is the home folder
+    (`home_path`)."""
     if value is None:
         return None
     if not value.strip():
@@ -65,7 +74,21 @@ def output_folder_option(value: str | None) -> str | None:
     if value == "-":
         raise typer.BadParameter("the outputs are files in a folder and cannot go to stdout; give a folder "
                                  "(./- for a folder named -)")
+    refuse_leading_equals(value, flags)
     return home_path(value)
+
+
+def refuse_leading_equals(value: str, flags: Sequence[str] = OUTPUT_FLAGS) -> None:
+    """A usage error for an output path that starts with ``=``: click takes ``-o=DIR`` as ``-o`` with the value
+    ``=DIR`` (a short option's value is whatever follows it), which wrote into a folder named ``=DIR`` (and left a
+    ``~`` after it unexpanded). ``flags``: the option's, for the remedy; ``./=DIR`` names such a folder."""
+    if not value.startswith("="):
+        return
+    short = next((flag for flag in flags if not flag.startswith("--")), None)
+    long = next((flag for flag in flags if flag.startswith("--")), flags[0])
+    how = f" ({short}=PATH gives {short} the value =PATH)" if short else ""
+    raise typer.BadParameter(f"{value!r} starts with '='{how}: write {short or long} PATH or {long}=PATH, or ./{value} "
+                             "for a name that starts with '='")
 
 
 def home_path(value: str) -> str:

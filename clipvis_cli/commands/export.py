@@ -16,7 +16,8 @@ from clipvis.cli.commands.common import (
     check_media_url,
     home_path,
     media_url_option,
-    output_folder_option,
+    output_folder,
+    refuse_leading_equals,
     score_option,
 )
 from clipvis.cli.distributed import ignore_stop_signals
@@ -154,6 +155,11 @@ def _export_network(inputs: list[str] | None, output: str | None, model: str | N
     vocabulary = None if vocab is None and vocab_file is None else parse_vocabulary(vocab, vocab_file)
     if output is not None and not output.strip():  # `-o "$OUT"` with OUT unset: not the default name
         raise typer.BadParameter("-o: an empty name; give the .onnx file to write")
+    if output is not None:
+        try:
+            refuse_leading_equals(output)
+        except typer.BadParameter as error:
+            raise typer.BadParameter(f"-o: {error}") from None
     target = home_path(output) if output is not None else "clipvis.onnx"
     try:
         export_network(model, target, height, width, precision, vocabulary, opset, config, clip_config,
@@ -175,7 +181,7 @@ def _export_results(inputs: list[str] | None, to: str, output: str | None, min_s
     check_media_url(media_url, formats, "--to")
     if output is not None:  # the results' output root: a folder, as segment's -o (a leading ~ expanded)
         try:
-            output = output_folder_option(output)
+            output = output_folder(output)
         except typer.BadParameter as error:
             raise typer.BadParameter(f"-o: {error}") from None
     if not inputs:

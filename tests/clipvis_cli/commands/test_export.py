@@ -2334,3 +2334,17 @@ def test_a_tilde_after_the_equals_sign_of_output_is_the_home_folder(tmp_path, mo
     result = CliRunner().invoke(app, ["export", str(output.folder), "--to", "png-masks", "--output=~/exports"])
     assert result.exit_code == 0, result.output
     assert (home / "exports" / "clip" / "png-masks").is_dir() and not (work / "~").exists()
+
+
+def test_a_short_output_option_with_an_equals_sign_is_a_usage_error(tmp_path, monkeypatch) -> None:
+    """Review: `export ... -o=exports` (click gives -o the value `=exports`) wrote into a folder named `=exports`, and
+    `--to onnx -o=m.onnx` a file named `=m.onnx`. Both are now a usage error saying how to write it."""
+    output = make_segment_output(tmp_path / "out")
+    monkeypatch.chdir(tmp_path)
+    for args in ([str(output.folder), "--to", "png-masks"], ["--to", "onnx", "--model", "none.safetensors"]):
+        result = CliRunner().invoke(app, ["export", *args, "-o=exports"])
+        said = " ".join(result.output.split())
+        assert result.exit_code == 2, result.output
+        assert "-o: '=exports' starts with '=' (-o=PATH gives -o the value =PATH): write -o PATH or --output=PATH" \
+            in said
+        assert not [path.name for path in tmp_path.iterdir() if path.name.startswith("=")]

@@ -919,3 +919,19 @@ def test_a_tilde_after_the_equals_sign_of_output_is_the_home_folder(tmp_path, ti
     assert result.exit_code == 0, result.output
     assert (home / "results" / "clip" / "ytvis.json").is_file() and not (work / "~").exists()
     assert result.stdout.strip() == str(home / "results" / "clip" / "ytvis.json")
+
+
+@pytest.mark.parametrize("command", ["segment", "evaluate"])
+def test_a_short_output_option_with_an_equals_sign_is_a_usage_error(tmp_path, command, monkeypatch) -> None:
+    """Review: `-o=results` (click gives -o the value `=results`) wrote into a folder named `=results`, and
+    `-o=~/results` into `./=~/results`. A name starting with `=` is now a usage error saying how to write it."""
+    monkeypatch.chdir(tmp_path)
+    video = write_video(tmp_path / "clip.mp4", num_frames=1)
+    args = {"segment": ["segment", str(video), "--vocab", "box", "--weights", str(tmp_path / "none.safetensors")],
+            "evaluate": ["evaluate", "--results", "r.json", "--gt", "g.json"]}[command]
+    for option in ("-o=results", "-o=~/results", "--output==results"):
+        result = run_cli([*args, option])
+        said = " ".join(result.output.split())
+        assert result.exit_code == 2, result.output
+        assert "starts with '=' (-o=PATH gives -o the value =PATH): write -o PATH or --output=PATH, or ./=" in said
+        assert not [path.name for path in tmp_path.iterdir() if path.name.startswith("=")]
