@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 import typer
@@ -97,6 +98,26 @@ def home_path(value: str) -> str:
     ``--weights`` and train's -o expanded it. ``./~`` names a folder called ``~``; a ``~user`` of no user stays as
     typed."""
     return os.path.expanduser(value)  # (Path.expanduser raises for `~user` of no user: os's keeps it)
+
+
+def input_path_option(*flags: str, help: str, **checks: Any) -> Any:
+    """An option naming a file or folder a command reads (``checks``: typer.Option's ``dir_okay``, ``file_okay``),
+    default None, its value a Path with a leading ``~`` expanded (`home_path_option`)."""
+    # path_type=str: the callback gets the text as typed (a Path has made ./~/x into ~/x); the checks see it too
+    return typer.Option(None, *flags, help=help, path_type=str, callback=home_path_option, **checks)
+
+
+def home_path_option(value: str | None) -> Path | None:
+    """Typer callback of an input path option (`input_path_option`): the path, a leading ``~`` or ``~user`` expanded
+    as `home_path` does (``--config=~/c.yaml``, ``--gt=~/gt.json``: bash leaves a ``~`` after ``=`` as it is, and it
+    was read as a folder named ``~``, while ``--weights`` expanded it). ``./~/x`` names a file in a folder called
+    ``~``: made absolute, so that no later reader takes it for the home folder."""
+    if value is None:
+        return None
+    if value.startswith("~"):
+        return Path(home_path(value))
+    path = Path(value)
+    return Path(os.path.abspath(value)) if path.parts[:1] == ("~",) else path
 
 
 

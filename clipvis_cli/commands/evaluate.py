@@ -27,7 +27,7 @@ import typer
 from rich.console import Console
 
 from clipvis.cli.atomic import OutputNotWritableError, atomic_write_json, output_dir_for_now
-from clipvis.cli.commands.common import device_option, home_path, output_folder_option
+from clipvis.cli.commands.common import device_option, home_path, input_path_option, output_folder_option
 from clipvis.cli.dataset_evaluation import run_dataset_evaluation
 from clipvis.cli.dataset_inference import METRICS_NAME, is_subset_ground_truth
 from clipvis.cli.datasets import UnknownDatasetError, dataset_names, get_dataset
@@ -200,11 +200,11 @@ common/uncommon."""
 
 
 def evaluate(
-    results: Path | None = typer.Option(
-        None, "--results", help="Results JSON: a list of {video_id, category_id, score, segmentations}.", dir_okay=False
+    results: Path | None = input_path_option(
+        "--results", help="Results JSON: a list of {video_id, category_id, score, segmentations}.", dir_okay=False
     ),
-    gt: Path | None = typer.Option(
-        None, "--gt", help="Ground truth in YouTube-VIS format (LV-VIS, YTVIS, OVIS, BURST b2y).", dir_okay=False
+    gt: Path | None = input_path_option(
+        "--gt", help="Ground truth in YouTube-VIS format (LV-VIS, YTVIS, OVIS, BURST b2y).", dir_okay=False
     ),
     protocol: ProtocolChoice | None = typer.Option(
         None,
@@ -222,16 +222,16 @@ def evaluate(
     dataset: str | None = typer.Option(
         None, "--dataset", help="Run a checkpoint on a registered benchmark: " + ", ".join(dataset_names()) + "."
     ),
-    frames: Path | None = typer.Option(
-        None, "--frames", help="Custom data: the frames folder of --gt's videos (runs inference, then scores).",
+    frames: Path | None = input_path_option(
+        "--frames", help="Custom data: the frames folder of --gt's videos (runs inference, then scores).",
         file_okay=False,
     ),
     weights: str = typer.Option(
         DEFAULT_PRETRAINED, "--weights", help="For inference: a released checkpoint name, a checkpoint file (.pth, "
         ".safetensors) or a training output folder (its newest checkpoint).",
     ),
-    data_root: Path | None = typer.Option(
-        None, "--data-root", help="Datasets folder (default: the first of $CLIPVIS_DATASETS, $DETECTRON2_DATASETS "
+    data_root: Path | None = input_path_option(
+        "--data-root", help="Datasets folder (default: the first of $CLIPVIS_DATASETS, $DETECTRON2_DATASETS "
         "and ./datasets that holds the dataset).",
         file_okay=False
     ),
@@ -239,8 +239,8 @@ def evaluate(
         None, "-o", "--output", callback=output_folder_option, metavar="<path>",
         help="Inference output folder (default clipvis_eval/<dataset>, clipvis_eval/custom for --gt/--frames data).",
     ),
-    config: Path | None = typer.Option(None, "--config", help="Official CLIP-VIS YAML or clipvis JSON."),
-    clip_config: Path | None = typer.Option(None, "--clip-config", help="open_clip model config JSON."),
+    config: Path | None = input_path_option("--config", help="Official CLIP-VIS YAML or clipvis JSON."),
+    clip_config: Path | None = input_path_option("--clip-config", help="open_clip model config JSON."),
     allow_hub_clip: bool = typer.Option(
         False, "--allow-hub-clip", help="Let a config or checkpoint name a CLIP other than the released models'."
     ),

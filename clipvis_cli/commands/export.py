@@ -15,6 +15,7 @@ from clipvis.cli.commands.common import (
     NOTHING_ON_STDIN,
     check_media_url,
     home_path,
+    input_path_option,
     media_url_option,
     output_folder,
     refuse_leading_equals,
@@ -90,8 +91,8 @@ def export(
         "mots-png); fiftyone and labelstudio always need the source video."
     ),
     zip_results: bool = typer.Option(False, "--zip", help="ytvis: write results.zip (holding results.json)."),
-    gt: Path | None = typer.Option(
-        None, "--gt", help="ytvis: give the results this YouTube-VIS GT file's video and category ids, each video "
+    gt: Path | None = input_path_option(
+        "--gt", help="ytvis: give the results this YouTube-VIS GT file's video and category ids, each video "
         "matched by its frames' names (else its name), each class by name.", dir_okay=False,
     ),
     media_url: str = media_url_option(),
@@ -100,8 +101,8 @@ def export(
         None, "--model", help="onnx: a released checkpoint name, a checkpoint file (.pth, .safetensors) or a training "
         "output folder (its newest checkpoint).",
     ),
-    config: Path | None = typer.Option(None, "--config", help="onnx: model settings (as segment --config)."),
-    clip_config: Path | None = typer.Option(None, "--clip-config", help="onnx: open_clip model config JSON."),
+    config: Path | None = input_path_option("--config", help="onnx: model settings (as segment --config)."),
+    clip_config: Path | None = input_path_option("--clip-config", help="onnx: open_clip model config JSON."),
     allow_hub_clip: bool = typer.Option(
         False, "--allow-hub-clip", help="onnx: let a config or a checkpoint without CLIP weights name a CLIP other "
         "than the released models' (e.g. hf-hub:...) and download it (as segment --allow-hub-clip).",
@@ -118,7 +119,7 @@ def export(
     ),
     precision: str = typer.Option("fp32", "--precision", help="onnx: fp32 or fp16."),
     vocab: str | None = typer.Option(None, "--vocab", help="onnx: bake these classes in (adds class_logits)."),
-    vocab_file: Path | None = typer.Option(None, "--vocab-file", help="onnx: classes from a file."),
+    vocab_file: Path | None = input_path_option("--vocab-file", help="onnx: classes from a file."),
     opset: int = typer.Option(
         17, "--opset", help="onnx: ONNX opset version, 16 up to the newest the installed torch's exporter writes."
     ),

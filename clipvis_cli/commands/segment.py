@@ -18,6 +18,7 @@ from clipvis.cli.commands.common import (
     check_media_url,
     device_option,
     finite_number,
+    input_path_option,
     media_url_option,
     output_folder_option,
     score_option,
@@ -91,18 +92,18 @@ def segment(
         help="Video files, folders (recursive; a folder of images is one video), globs, or - for paths on stdin.",
     ),
     vocab: str | None = typer.Option(None, "--vocab", help='Comma-separated class names, e.g. "cat,dog,kite".'),
-    vocab_file: Path | None = typer.Option(
-        None, "--vocab-file", help="One class per line; a line may list synonyms separated by commas."
+    vocab_file: Path | None = input_path_option(
+        "--vocab-file", help="One class per line; a line may list synonyms separated by commas."
     ),
     weights: str = typer.Option(
         DEFAULT_PRETRAINED, "--weights", help="A released checkpoint name, a checkpoint file (.pth, .safetensors) or "
         "a training output folder (its newest checkpoint).",
     ),
-    config: Path | None = typer.Option(
-        None, "--config", help="Model settings: an official CLIP-VIS YAML (detectron2 keys) or a clipvis JSON."
+    config: Path | None = input_path_option(
+        "--config", help="Model settings: an official CLIP-VIS YAML (detectron2 keys) or a clipvis JSON."
     ),
-    clip_config: Path | None = typer.Option(
-        None, "--clip-config", help="open_clip model config JSON for a CLIP open_clip does not know by name."
+    clip_config: Path | None = input_path_option(
+        "--clip-config", help="open_clip model config JSON for a CLIP open_clip does not know by name."
     ),
     allow_hub_clip: bool = typer.Option(
         False, "--allow-hub-clip",

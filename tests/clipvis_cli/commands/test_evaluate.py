@@ -307,3 +307,15 @@ def test_a_tilde_after_the_equals_sign_of_json_is_the_home_folder(files: tuple[P
     result = runner.invoke(app, ["evaluate", "--results", str(results_path), "--gt", str(gt_path), "--json=~/m.json"])
     assert result.exit_code == 0, result.output
     assert (home / "m.json").is_file() and not (work / "~").exists()
+
+
+def test_a_tilde_after_the_equals_sign_of_results_and_gt_is_the_home_folder(files: tuple[Path, Path], tmp_path: Path,
+                                                                            monkeypatch) -> None:
+    """Review: `--results=~/r.json --gt=~/g.json` (bash leaves a `~` after `=` as it is) said "GT file not found:
+    ~/g.json", while --weights, -o and --json expanded it; every path option's leading `~` is the home folder now."""
+    gt_path, results_path = files
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path.parent)
+    result = runner.invoke(app, ["evaluate", f"--results=~/{results_path.name}", f"--gt=~/{gt_path.name}"])
+    assert result.exit_code == 0, result.output
+    assert "AP" in result.stdout

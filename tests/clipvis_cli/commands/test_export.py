@@ -2348,3 +2348,20 @@ def test_a_short_output_option_with_an_equals_sign_is_a_usage_error(tmp_path, mo
         assert "-o: '=exports' starts with '=' (-o=PATH gives -o the value =PATH): write -o PATH or --output=PATH" \
             in said
         assert not [path.name for path in tmp_path.iterdir() if path.name.startswith("=")]
+
+
+def test_a_tilde_after_the_equals_sign_of_gt_is_the_home_folder(tmp_path, monkeypatch) -> None:
+    """Review: `export --to ytvis --gt=~/gt.json` (bash leaves a `~` after `=` as it is) said "GT file not found:
+    ~/gt.json", while -o expanded it; every path option's leading `~` is the home folder now (--to onnx's --config,
+    --clip-config and --vocab-file too)."""
+    output = make_segment_output(tmp_path / "run", stride=1)
+    videos = [{"id": 7, "height": 48, "width": 64, "length": 12,
+               "file_names": [f"clip/{frame:05d}.jpg" for frame in range(12)]}]
+    (tmp_path / "gt.json").write_text(json.dumps({"videos": videos, "categories": [], "annotations": []}))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path / "run")
+    result = run_export(str(output.folder), "--to", "ytvis", "-o", str(tmp_path / "sub"), "--gt=~/gt.json")
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "sub" / "results.json").is_file()
+    refused = run_export("--to", "onnx", "--model", "none.safetensors", "--vocab-file=~/none.txt")
+    assert refused.exit_code == 2 and f"{tmp_path / 'none.txt'}: " in " ".join(refused.output.split()), refused.output

@@ -935,3 +935,27 @@ def test_a_short_output_option_with_an_equals_sign_is_a_usage_error(tmp_path, co
         assert result.exit_code == 2, result.output
         assert "starts with '=' (-o=PATH gives -o the value =PATH): write -o PATH or --output=PATH, or ./=" in said
         assert not [path.name for path in tmp_path.iterdir() if path.name.startswith("=")]
+
+
+def test_a_tilde_after_the_equals_sign_of_an_input_path_option_is_the_home_folder(tmp_path, tiny_weights,
+                                                                                  monkeypatch) -> None:
+    """Review: `--vocab-file=~/v.txt` and `--config=~/c.yaml` (bash leaves a `~` after `=` as it is) were looked for
+    in a folder named `~` ("~/v.txt: cannot read"), while --weights and -o expanded it. A leading `~` of every path
+    option is now the home folder; `./~/v.txt` still names a file in a folder called `~`."""
+    home, work = tmp_path / "home", tmp_path / "work"
+    (work / "~").mkdir(parents=True)
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(work)
+    (home / "v.txt").write_text("box\nsky\n")
+    (home / "c.yaml").write_text("TEST:\n  DETECTIONS_PER_IMAGE: 3\n")
+    (work / "~" / "v.txt").write_text("kite\n")
+    video = write_video(tmp_path / "clip.mp4", num_frames=1)
+    base = ["segment", str(video), "--weights", str(tiny_weights), "--device", "cpu", "--formats", "ytvis"]
+    result = run_cli([*base, "--vocab-file=~/v.txt", "--config=~/c.yaml", "-o", str(tmp_path / "a")])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((tmp_path / "a" / "clip" / "run.json").read_text())
+    assert manifest["vocabulary"] == ["box", "sky"] and manifest["options"]["max_tracks"] == 3
+    result = run_cli([*base, "--vocab-file=./~/v.txt", "-o", str(tmp_path / "b")])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "b" / "clip" / "run.json").read_text())["vocabulary"] == ["kite"]
