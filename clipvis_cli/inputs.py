@@ -95,7 +95,10 @@ class VideoSource:
             name = self.path.name if self.path.name not in ("", ".", "..") else Path(os.path.abspath(self.path)).name
         else:
             name = self.path.stem
-        return safe_stem(name)
+        # cut to a name the file systems take: a long name's undecodable bytes, 4 bytes each as `_xNN`, made the
+        # folder's name pass 255 bytes ("output not writable (File name too long)"); `-N` names are cut as well
+        # (clipvis.cli.writers.layout.numbered_name), so two inputs cut to one stem get `stem` and `stem-2`
+        return safe_stem(name, max_bytes=NAME_MAX_BYTES)
 
     def size_estimate(self) -> int:
         """Bytes of the input, to spread inputs over processes largest first: the file's size, for an image folder
@@ -721,6 +724,9 @@ def _deduplicate(sources: Iterable[InputT]) -> list[InputT]:
         seen.add(key)
         unique.append(source)
     return unique
+
+
+NAME_MAX_BYTES = 255  # NAME_MAX of ext4, XFS, btrfs, APFS, NTFS (in UTF-16 units there), ZFS
 
 
 def safe_stem(name: str, max_bytes: int | None = None) -> str:

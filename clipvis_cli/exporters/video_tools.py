@@ -41,6 +41,7 @@ from clipvis.cli import rle
 from clipvis.cli.exporters.base import Exporter, ExportOptions, frame_crops
 from clipvis.cli.exporters.frames import check_frame_size
 from clipvis.cli.exporters.loading import ExportInputError, ExportVideo
+from clipvis.cli.inputs import NAME_MAX_BYTES
 from clipvis.cli.json_io import JsonObjectItems, write_streamed_json
 from clipvis.cli.messages import path_text, shell_word, shown_path
 from clipvis.cli.results import TrackResult, fps_fraction
@@ -112,7 +113,7 @@ def reencode_hint(source: Path) -> str:
     line writing `<stem>-h264.mp4` beside it, a name that neither the source nor the same stem's other videos have
     (a bare `<stem>.mp4` in the current folder could be another video of the user's). Its frames are padded to even
     sides (`EVEN_SIZE_FILTER`: the line failed for a 33x25 video), which leaves an even size as it is."""
-    target = source.with_name(f"{source.stem}-h264.mp4")
+    target = source.with_name(name_within(source.stem, "-h264.mp4"))  # a long stem cut short: a name takes 255 bytes
     return (f"re-encode it (ffmpeg -i {shell_word(source)} -vf {shell_word(EVEN_SIZE_FILTER)} -c:v libx264 -pix_fmt "
             f"yuv420p -movflags +faststart {shell_word(target)}) and segment that file")
 
@@ -190,8 +191,14 @@ def label_studio_media_name(source: Path) -> str:
     """The name of ``source``'s copy in `labelstudio/media/`, which tasks.json's `data.video` ends with: one name in
     the zip however it is unzipped (a backslash in a Linux file name is a folder to Windows tools), and UTF-8 text
     (a zip member's name is; a name that is not valid UTF-8 failed the whole input): its undecodable bytes written
-    as `_xNN`, as the output folder's name (`caf\\xe9.mp4` -> `caf_xe9.mp4`); a valid UTF-8 name is kept."""
-    return path_text(source.name).replace("\\", "_")
+    as `_xNN`, as the output folder's name (`caf\\xe9.mp4` -> `caf_xe9.mp4`); a valid UTF-8 name is kept. A name
+    those bytes (4 each) made longer than a file system takes (255 bytes) is cut short (whole characters) before its
+    extension, as the output folder's is: it failed the input where the zip is unpacked, and export's folder."""
+    name = path_text(source.name).replace("\\", "_")
+    stem, extension = os.path.splitext(name)
+    if len(os.fsencode(extension)) > NAME_MAX_BYTES // 2:  # no extension to keep (`.` and 200 bytes)
+        stem, extension = name, ""
+    return name_within(stem, extension)
 
 
 def label_studio_frame_numbers(times: Sequence[float], fps: float) -> list[int | None]:

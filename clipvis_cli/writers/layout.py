@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from clipvis.cli.atomic import OutputNotWritableError, ensure_output_dir, is_temp_file_name
-from clipvis.cli.inputs import VideoSource
+from clipvis.cli.inputs import NAME_MAX_BYTES, VideoSource
 from clipvis.cli.json_io import parse_json
 from clipvis.cli.locks import LOCK_NAME, FolderLock
 from clipvis.cli.writers.manifest import RunManifest, source_owner
@@ -39,7 +39,6 @@ COCO_NAME = "coco.json"
 MANIFEST_NAME = "run.json"
 
 _ROOT_LOCK_TIMEOUT_S = 60.0  # the root lock is held only while a folder is chosen: milliseconds
-_NAME_MAX_BYTES = 255  # NAME_MAX of ext4, XFS, btrfs, APFS, NTFS (in UTF-16 units there), ZFS
 _MAX_SUFFIX = 10**9  # a bound for the search, not a limit anyone reaches (20,000 inputs named video.mp4 are fine)
 FOLDER_JOURNAL = ".clipvis.folders"  # the folders clipvis made in an output root, one JSON string per line
 _NUMBERED = re.compile(r"^(.*)-([0-9]+)$", re.DOTALL)  # "clip-12" -> ("clip", "12"); lower-case names
@@ -394,7 +393,7 @@ def numbered_name(stem: str, suffix: int) -> str:
 def name_within(stem: str, tail: str) -> str:
     """``stem + tail`` (a ``-N`` suffix, an extension), the stem cut short (whole characters) where the name would
     pass the file systems' 255-byte limit on a name."""
-    limit = _NAME_MAX_BYTES - len(os.fsencode(tail))
+    limit = NAME_MAX_BYTES - len(os.fsencode(tail))
     while stem and len(os.fsencode(stem)) > limit:
         stem = stem[:-1]
     return stem + tail

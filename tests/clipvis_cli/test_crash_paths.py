@@ -406,3 +406,27 @@ def test_a_full_temporary_folder_is_named_for_masks_and_scores(tmp_path, tiny_we
                                    "No space left on device"]
     run = json.loads((tmp_path / "out2" / "v" / "run.json").read_text())
     assert run["status"] == "failed" and "scores' temporary file" in run["error"]
+
+
+def test_a_long_file_name_that_is_not_utf8_gets_a_folder_name_within_the_limit(tmp_path, tiny_weights) -> None:
+    """Review: a 254-byte name with 20 bytes that are not UTF-8 failed with "output not writable (File name too
+    long)": each such byte is `_xNN` in the folder's name (4 bytes), which passed 255 bytes, and only the `-N` names
+    were cut. The folder's name (and Label Studio's media/ copy) is now cut short by whole characters, a rerun finds
+    the folder, and another input cut to the same name gets `-2`."""
+    import zipfile
+
+    first = write_video(tmp_path / os.fsdecode(b"v" * 230 + b"\xe9" * 20 + b".mp4"))
+    second = write_video(tmp_path / os.fsdecode(b"v" * 230 + b"\xe9" * 21 + b".mp4"))
+    out = tmp_path / "out"
+    result = segment(tiny_weights, out, str(first), extra=("--formats", "ytvis,labelstudio"))
+    assert result.exit_code == 0, result.output
+    [folder] = [path for path in out.iterdir() if path.is_dir()]
+    assert len(os.fsencode(folder.name)) <= 255 and folder.name.startswith("v" * 230 + "_xe9_xe9")
+    with zipfile.ZipFile(folder / "labelstudio.zip") as archive:
+        [media] = [name for name in archive.namelist() if name.startswith("labelstudio/media/")]
+    media_name = media.removeprefix("labelstudio/media/")
+    assert len(media_name.encode()) <= 255 and media_name.endswith(".mp4") and media_name.startswith("v" * 230)
+    both = segment(tiny_weights, out, str(first), str(second), extra=("--formats", "ytvis,labelstudio"))
+    assert both.exit_code == 0, both.output
+    assert "1 skipped (already complete)" in both.stderr  # the first input's folder, found again
+    assert {path.name for path in out.iterdir() if path.is_dir()} == {folder.name, f"{folder.name[:-2]}-2"}

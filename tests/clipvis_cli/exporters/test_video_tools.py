@@ -158,3 +158,21 @@ def test_fiftyone_names_its_files_within_the_file_systems_255_bytes(tmp_path) ->
     data, labels = manifest["index"][0]["data"], manifest["index"][0]["labels"]
     assert (root / data).is_file() and (root / labels).is_file() and data.startswith("data/日日")
     assert json.loads((root / labels).read_text())["filename"] == data.removeprefix("data/")
+
+
+def test_a_long_source_name_gives_a_re_encode_target_and_a_media_name_a_file_system_takes(tmp_path) -> None:
+    """Review: the ffmpeg line's `<stem>-h264.mp4` of a 250-byte name, and Label Studio's media/ name of a long name
+    whose bytes that are not UTF-8 became `_xNN` (4 bytes each), passed the 255 bytes a file name takes ("File name
+    too long"); both are cut short (whole characters), their endings kept."""
+    import os
+
+    from clipvis.cli.exporters.video_tools import label_studio_media_name
+
+    source = tmp_path / ("é" * 123 + "v.mkv")  # 247 bytes of stem
+    hint = reencode_hint(source)
+    target = Path(shlex.split(hint[hint.index("(ffmpeg") + 1 : hint.rindex(")")])[-1])
+    assert target.parent == tmp_path and target.name.endswith("-h264.mp4") and target.name.startswith("é" * 100)
+    assert len(os.fsencode(target.name)) <= 255
+    media = label_studio_media_name(tmp_path / os.fsdecode(b"v" * 230 + b"\xe9" * 20 + b".mp4"))
+    assert media.startswith("v" * 230 + "_xe9") and media.endswith(".mp4") and len(media.encode()) <= 255
+    assert label_studio_media_name(Path("caf\\e.mp4")) == "caf_e.mp4"  # as before for a name that fits
