@@ -225,9 +225,13 @@ def torchrun_job(videos, tiny_weights, tmp_path_factory) -> dict[str, Any]:
     make_lvvis(root / "datasets")
     evaluate = ["evaluate", "--dataset", "lvvis_val", "--weights", tiny_weights, "--data-root", root / "datasets",
                 "--device", "cpu", "-o", root / "evaluate"]
+    config = root / "det300.yaml"
+    config.write_text("TEST:\n  DETECTIONS_PER_IMAGE: 300\n")
     cases = {
         **{f"usage-{i}": [segment_args(videos, tiny_weights, root / f"usage-{i}", *bad)] * 2
            for i, (bad, _) in enumerate(USAGE_ERRORS)},
+        "config-tracks": [segment_args(videos, tiny_weights, root / "config-tracks", "--formats", "ytvis,png-masks",
+                                       "--config", str(config))] * 2,
         "evaluate": [evaluate] * 2,
         "segment": [segment_args(Path("-"), tiny_weights, root / "segment", "--log-format", "jsonl")] * 2,
     }
@@ -274,6 +278,16 @@ def test_a_usage_error_under_torchrun_is_printed_once(torchrun_job, case) -> Non
     assert all(code != 0 for code in result.codes), result
     assert result.stderr.count(said) == 1, result.stderr
     assert result.stderr.count("clipvis: error:") == 1, result.stderr
+
+
+def test_a_config_keeping_more_tracks_than_a_format_holds_is_one_usage_error_under_torchrun(torchrun_job) -> None:
+    """A config's TEST.DETECTIONS_PER_IMAGE above png-masks' 255 ids, known once each rank has loaded the weights:
+    every rank stops with exit 2 before taking an input, and the error is said once."""
+    result = torchrun_job["config-tracks"]
+    assert result.codes == [2, 2], result
+    assert result.stderr.count("clipvis: error:") == 1, result.stderr
+    assert "TEST.DETECTIONS_PER_IMAGE keeps up to 300 tracks per video" in " ".join(result.stderr.split())
+    assert not list((torchrun_job["root"] / "config-tracks").rglob("ytvis.json"))
 
 
 @pytest.mark.parametrize("args, said", [
