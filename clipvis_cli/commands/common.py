@@ -120,8 +120,6 @@ def home_path_option(value: str | None) -> Path | None:
     return Path(os.path.abspath(value)) if path.parts[:1] == ("~",) else path
 
 
-
-
 # The labelstudio format's one option, the same for `clipvis export --to labelstudio` and `segment --formats
 # labelstudio` (`data.video` in tasks.json: clipvis.cli.exporters.video_tools.media_url).
 MEDIA_URL_HELP = ("labelstudio: URL prefix under which Label Studio serves the video files (the file name after it "

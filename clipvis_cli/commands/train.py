@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from clipvis.cli.commands.common import output_folder_option
+from clipvis.cli.commands.common import home_path, input_path_option, output_folder_option, refuse_leading_equals
 from clipvis.cli.exits import fail
 from clipvis.cli.train.errors import train_model_error_message
 
@@ -60,9 +60,9 @@ def train(
         "each --data, in order; none: every frame from the inputs segment recorded; '' for one --data file: its "
         "recorded inputs."
     ),
-    clip_config: Path | None = typer.Option(
-        None, "--clip-config", exists=True, dir_okay=False,
-        help="open_clip model config JSON for a CLIP open_clip does not know by name (as segment --clip-config).",
+    clip_config: Path | None = input_path_option(
+        "--clip-config", help="open_clip model config JSON for a CLIP open_clip does not know by name (as segment "
+        "--clip-config).",
     ),
     data_root: Path | None = typer.Option(None, "--data-root", help="Root of the registered datasets."),
     no_autoscale: bool = typer.Option(
@@ -73,7 +73,12 @@ def train(
     ),
 ) -> None:
     output_dir = Path(output_dir_text) if output_dir_text is not None else None
+    if clip_config is not None and not clip_config.is_file():  # (checked here: a leading ~ is expanded first)
+        reason = "a folder, not a file" if clip_config.is_dir() else "no such file"
+        raise typer.BadParameter(f"--clip-config {clip_config}: {reason}")
     if export_pth is not None:
+        refuse_leading_equals(export_pth, ("--export-pth",))
+        export_pth = home_path(export_pth)  # --export-pth=~/m.pth: bash leaves that ~ as it is
         unused = [flag for flag, given in (("--output-dir", output_dir is not None), ("--resume", resume),
                                            ("--num-gpus", num_gpus != 1), ("--data", bool(data)),
                                            ("--images", bool(images)), ("--data-root", data_root is not None),

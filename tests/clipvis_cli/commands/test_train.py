@@ -1348,6 +1348,17 @@ def test_export_pth_makes_its_folders_and_is_written_by_rank_0_alone(tmp_path, t
         result = runner.invoke(app, ["train", "--weights", str(tmp_path / "run"), "--export-pth", str(tmp_path / name)])
         assert result.exit_code == 2 and "give a name ending in .pth, e.g. " in result.output, result.output
         assert not (tmp_path / name).exists()
+    # --export-pth=~/m.pth (bash leaves a ~ after = as it is) wrote ./~/m.pth; --clip-config=~/c.json was refused as
+    # missing though it was there: both are the home folder's now, as -o and segment's paths are
+    (tmp_path / "home").mkdir()
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["train", "--weights", str(tmp_path / "run"), "--export-pth=~/m.pth"])
+    assert result.exit_code == 0 and (tmp_path / "home" / "m.pth").is_file() and not (tmp_path / "~").exists()
+    result = runner.invoke(app, ["train", "--weights", str(tmp_path / "run"), "--export-pth", "m.pth",
+                                 "--clip-config=~/c.json"])
+    said = " ".join(result.output.replace("│", " ").split())
+    assert result.exit_code == 2 and f"--clip-config {tmp_path / 'home' / 'c.json'}: no such file" in said, said
 
 
 def test_export_pth_stopped_by_a_signal_says_so_in_one_line(tmp_path, monkeypatch):
