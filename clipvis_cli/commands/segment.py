@@ -210,7 +210,7 @@ def segment(
             options, predictor = (make_options(), None) if job is None else \
                 _start_rank(job, make_options, warning_sayer(log_format, job), named, downloads)
             if predictor is not None:  # under torchrun, loaded by every rank before it takes an input
-                _check_config_track_limit(options)
+                _check_config_track_limit(options, predictor)
             reporter = make_reporter(log_format, job)
             if job is None or job.is_main:  # every rank found the same inputs: said once
                 for warning in warnings:
@@ -244,17 +244,23 @@ def _check_track_limits(max_tracks: int | None, formats: Iterable[str]) -> None:
                                      "--formats)")
 
 
-def _check_config_track_limit(options: SegmentOptions) -> None:
-    """Once the model is loaded and before any input runs: a usage error for a default ``--max-tracks`` (the config's
-    TEST.DETECTIONS_PER_IMAGE, now in ``options.max_tracks``) above what one of the formats holds, naming the config
-    key it came from. Unknown before the weights load, it let the model run over every input for that format's file to
-    fail each time, and again on every rerun (`_check_track_limits` sees a --max-tracks given)."""
+def _check_config_track_limit(options: SegmentOptions, predictor: VideoPredictor) -> None:
+    """Once the model is loaded and before any input runs: a usage error where every video would keep more tracks
+    than one of the formats holds, as the config's TEST.DETECTIONS_PER_IMAGE (the default ``--max-tracks``, now in
+    ``options.max_tracks``) lets it, naming the config key it came from. Unknown before the weights load, it let the
+    model run over every input for that format's file to fail each time, and again on every rerun
+    (`_check_track_limits` sees a --max-tracks given). A video keeps at most that many of its queries x classes
+    scored pairs (track ids are ranks among them): a vocabulary of few classes, or a --score-threshold (which keeps
+    fewer, by how many cannot be told here), is left to the check of each video's file."""
     from clipvis.cli.exporters.id_maps import TRACK_LIMITS
     from clipvis.model.config import config_file_key
 
     tracks = options.max_tracks
+    if tracks is None or options.score_threshold > 0:
+        return
+    most = min(tracks, predictor.model.config.num_queries * len(options.vocabulary))
     over = [(name, TRACK_LIMITS[name]) for name in options.formats if name in TRACK_LIMITS]
-    over = [(name, limit) for name, limit in over if tracks is not None and tracks > limit]
+    over = [(name, limit) for name, limit in over if most > limit]
     if not over:
         return
     name, limit = min(over, key=lambda pair: pair[1])
@@ -409,7 +415,7 @@ def _run_inputs(
         if predictor is None:
             predictor = load_predictor(options, say=lambda message: reporter.say("warning", message),
                                        vocabulary_source=vocabulary_source, downloads=downloads)
-            _check_config_track_limit(options)
+            _check_config_track_limit(options, predictor)
     except (typer.Exit, typer.BadParameter, KeyboardInterrupt) as stop:  # the batch stopped before any input ran
         # (weights, CUDA, a format the config keeps too many tracks for, Ctrl-C or SIGTERM while the weights download
         # or load): no empty output root left behind

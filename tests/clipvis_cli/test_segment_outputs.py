@@ -1041,18 +1041,29 @@ def test_a_config_keeping_more_tracks_than_a_format_holds_is_a_usage_error_befor
     config.write_text("TEST:\n  DETECTIONS_PER_IMAGE: 300\n")
     out = tmp_path / "out"
     formats = ("--formats", "ytvis,png-masks", "--config", str(config))
-    refused = segment(tiny_weights, out, str(video), extra=formats)
+    # review 275: a video keeps at most queries x classes tracks (6 x 2 here), whatever the config lets it, and a
+    # --score-threshold keeps fewer: such runs wrote every file before the check and still do
+    assert was_run(segment(tiny_weights, tmp_path / "few", str(video), extra=formats))
+    many = ",".join(f"thing{i}" for i in range(60))  # 6 queries x 60 classes: up to 300 tracks
+
+    def segment_many(weights: Path, out: Path, video: str, extra: tuple[str, ...]):
+        return CliRunner().invoke(app, ["segment", video, "--vocab", many, "--weights", str(weights), "-o", str(out),
+                                        "--device", "cpu", *extra])
+
+    assert was_run(segment_many(tiny_weights, tmp_path / "threshold", str(video), extra=(*formats, "--score-threshold",
+                                                                                    "0.5")))
+    refused = segment_many(tiny_weights, out, str(video), extra=formats)
     said = " ".join(refused.output.split())
     assert refused.exit_code == 2 and not out.exists(), refused.output
     assert f"--formats png-masks: png-masks holds track ids 1..255, but --config {config}'s " \
         "TEST.DETECTIONS_PER_IMAGE keeps up to 300 tracks per video (give --max-tracks 255 or less, or leave " \
         "png-masks out of --formats)" in said
-    exact = segment(tiny_weights, out, str(video), extra=(*formats, "--exact"))
+    exact = segment_many(tiny_weights, out, str(video), extra=(*formats, "--exact"))
     said = " ".join(exact.output.split())
     assert exact.exit_code == 2 and not out.exists(), exact.output
     assert f"(--exact keeps that many: set TEST.DETECTIONS_PER_IMAGE to 255 or less in {config}, or leave " \
         "png-masks out of --formats)" in said and "--max-tracks" not in said
-    assert was_run(segment(tiny_weights, out, str(video), extra=(*formats, "--max-tracks", "255")))
+    assert was_run(segment_many(tiny_weights, out, str(video), extra=(*formats, "--max-tracks", "255")))
 
     # at write time (more tracks than ids, the limit made 2 here), --exact's remedy names the config key too
     monkeypatch.setattr(PngMasksExporter, "MAX_ID", 2)
