@@ -100,11 +100,21 @@ def home_path(value: str) -> str:
     return os.path.expanduser(value)  # (Path.expanduser raises for `~user` of no user: os's keeps it)
 
 
-def input_path_option(*flags: str, help: str, **checks: Any) -> Any:
-    """An option naming a file or folder a command reads (``checks``: typer.Option's ``dir_okay``, ``file_okay``),
-    default None, its value a Path with a leading ``~`` expanded (`home_path_option`)."""
-    # path_type=str: the callback gets the text as typed (a Path has made ./~/x into ~/x); the checks see it too
-    return typer.Option(None, *flags, help=help, path_type=str, callback=home_path_option, **checks)
+def input_path_option(*flags: str, help: str, dir_okay: bool = True, file_okay: bool = True) -> Any:
+    """An option naming a file or folder a command reads, default None, its value a Path with a leading ``~``
+    expanded (`home_path_option`); ``dir_okay=False``: a folder is a usage error, ``file_okay=False``: a file is."""
+    def checked(value: str | None) -> Path | None:
+        path = home_path_option(value)
+        # checked here, on the path the ~ was expanded in (click's own check saw the text as typed: --gt=~/d, a
+        # folder, was no usage error, while --gt home/d was); its wording. One not there: the command says so
+        if path is not None and not dir_okay and path.is_dir():
+            raise typer.BadParameter(f"{'File' if file_okay else 'Path'} {value!r} is a directory.")
+        if path is not None and not file_okay and path.exists() and not path.is_dir():
+            raise typer.BadParameter(f"{'Directory' if dir_okay else 'Path'} {value!r} is a file.")
+        return path
+
+    # path_type=str: the callback gets the text as typed (a Path has made ./~/x into ~/x)
+    return typer.Option(None, *flags, help=help, path_type=str, callback=checked)
 
 
 def home_path_option(value: str | None) -> Path | None:

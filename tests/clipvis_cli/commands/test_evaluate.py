@@ -319,3 +319,22 @@ def test_a_tilde_after_the_equals_sign_of_results_and_gt_is_the_home_folder(file
     result = runner.invoke(app, ["evaluate", f"--results=~/{results_path.name}", f"--gt=~/{gt_path.name}"])
     assert result.exit_code == 0, result.output
     assert "AP" in result.stdout
+
+
+def test_a_folder_for_a_file_option_is_a_usage_error_however_its_path_is_spelled(files: tuple[Path, Path],
+                                                                                  tmp_path: Path, monkeypatch) -> None:
+    """Review 275: click checked `--gt`'s folder / `--frames`' file on the text as typed, so `--gt=~/d` (a folder)
+    was one `GT file is a directory` line with exit 1 while `--gt home/d` was a usage error, and `--frames=~/g.json`
+    (a file) said 'folder not found'. The check runs on the path the `~` was expanded in: a usage error either way."""
+    gt_path, _ = files
+    (tmp_path / "d").mkdir()
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    for given in (["--gt=~/d"], ["--gt", "d"]):
+        result = runner.invoke(app, ["evaluate", "--results", str(gt_path), *given])
+        said = " ".join(result.output.replace("│", " ").split())
+        assert result.exit_code == 2 and "is a directory." in said, result.output
+    for given in ([f"--frames=~/{gt_path.name}"], ["--frames", str(gt_path)]):
+        result = runner.invoke(app, ["evaluate", "--gt", str(gt_path), *given])
+        said = " ".join(result.output.replace("│", " ").split())
+        assert result.exit_code == 2 and "is a file." in said, result.output
