@@ -53,9 +53,10 @@ class ProtocolChoice(str, Enum):
 
 def recorded_path(path: str | os.PathLike[str]) -> str:
     """A path as the metrics JSON records it: absolute (the file means the same read from any folder), as typed
-    otherwise (``-``)."""
+    otherwise (``-``); bytes of the name that are not UTF-8 as ``\\xNN`` (`path_text`: a lone surrogate made the
+    JSON invalid Unicode, which strict parsers refuse)."""
     text = os.fspath(path)
-    return text if text == "-" else os.path.abspath(text)
+    return text if text == "-" else path_text(os.path.abspath(text))
 
 
 def recorded_weights(weights: str) -> str:
@@ -65,7 +66,7 @@ def recorded_weights(weights: str) -> str:
     if released is not None:
         return released
     path = Path(weights).expanduser()
-    return os.path.abspath(path) if path.exists() else weights
+    return path_text(os.path.abspath(path) if path.exists() else weights)  # (bytes not UTF-8: `recorded_path`)
 
 
 def metrics_payload(result: VideoAPResult, **sources: Any) -> dict[str, Any]:
@@ -123,7 +124,7 @@ def report_result(
     for path in dict.fromkeys(paths):
         with output_dir_for_now(path.parent if str(path.parent) else Path(".")):  # made for nothing: removed again
             atomic_write_json(path, metrics_payload(result, **sources), indent=2)
-        typer.echo(f"wrote {path}", err=True)
+        typer.echo(f"wrote {path_text(path)}", err=True)
     if json_stdout:
         _write_json_to_stdout(metrics_payload(result, **sources))
 

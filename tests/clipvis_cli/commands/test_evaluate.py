@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from types import ModuleType
 
@@ -338,3 +339,19 @@ def test_a_folder_for_a_file_option_is_a_usage_error_however_its_path_is_spelled
         result = runner.invoke(app, ["evaluate", "--gt", str(gt_path), *given])
         said = " ".join(result.output.replace("│", " ").split())
         assert result.exit_code == 2 and "is a file." in said, result.output
+
+
+def test_a_name_that_is_not_utf8_is_recorded_and_said_as_its_escaped_text(files: tuple[Path, Path],
+                                                                          tmp_path: Path) -> None:
+    """A results file and a --json named with bytes that are not UTF-8: metrics.json recorded the name as lone
+    surrogates (invalid Unicode, refused by strict JSON parsers) and the 'wrote' line showed them; both are the
+    `\\xNN` text other messages give now (hunt 276)."""
+    gt_path, results_path = files
+    odd = Path(os.fsdecode(bytes(tmp_path) + b"/r\xff.json"))
+    odd.write_bytes(results_path.read_bytes())
+    out = Path(os.fsdecode(bytes(tmp_path) + b"/m\xff.json"))
+    result = runner.invoke(app, ["evaluate", "--results", str(odd), "--gt", str(gt_path), "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    recorded = json.loads(out.read_bytes().decode("utf-8"))  # strict: no surrogates
+    assert recorded["results"] == f"{tmp_path}/r\\xff.json", recorded["results"]
+    assert f"wrote {tmp_path}/m\\xff.json" in result.stderr
