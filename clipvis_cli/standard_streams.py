@@ -24,6 +24,7 @@ import contextlib
 import errno
 import io
 import os
+import re
 import sys
 from collections.abc import Iterator
 from typing import TextIO
@@ -101,6 +102,10 @@ class QuietOnFailureStream(io.TextIOBase):
             pass
 
 
+#: A terminal's control sequence (ECMA-48 CSI: cursor moves, erasing a line, colours)
+_TERMINAL_CONTROL = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
+
+
 class LineRecordingStream(io.TextIOBase):
     """A text stream that writes through to ``stream`` and keeps each whole line written (``lines``, without its
     newline): what a step printed on stderr, for a log file to hold too (training's periodic evaluation, whose errors
@@ -134,7 +139,9 @@ class LineRecordingStream(io.TextIOBase):
             raise TypeError(f"write() argument must be str, not {type(text).__name__}")
         self._stream.write(text)
         *whole, self._partial = (self._partial + text).split("\n")
-        self.lines.extend(line.rsplit("\r", 1)[-1] for line in whole)  # a progress line redrawn: its last state
+        # a progress line redrawn: its last state; without a terminal's cursor and erase codes (rich's live display
+        # puts them before the lines it prints on a terminal)
+        self.lines.extend(_TERMINAL_CONTROL.sub("", line.rsplit("\r", 1)[-1]) for line in whole)
         return len(text)
 
     def flush(self) -> None:

@@ -403,9 +403,13 @@ class ProgressLine:
             from rich.console import Console
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+            # The console writes to the stderr of now, not to whatever sys.stderr is at each write: rich's live line
+            # makes sys.stderr a proxy writing through this console, and the periodic evaluation's recorder
+            # (standard_streams.stderr_lines_recorded) writes on to that proxy; a console taking sys.stderr at each
+            # write wrote into the recorder again, for ever (a hang at the first evaluation, on a terminal alone)
             self.progress = Progress(
                 TextColumn("train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-                TimeRemainingColumn(), transient=False, console=Console(stderr=True),
+                TimeRemainingColumn(), transient=False, console=Console(file=sys.stderr),
             )
             self.task = self.progress.add_task("train", total=total, completed=start, info="")
             self.progress.start()

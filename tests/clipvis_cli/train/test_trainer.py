@@ -136,3 +136,42 @@ def test_a_training_state_that_cannot_be_read_counts_as_lost(tmp_path):
     assert (state_damage(newest), state_damage(middle)) == ("an empty file", "truncated or damaged")
     assert resume_point(tmp_path) == tmp_path / "model_0000001.safetensors"
     assert state_damage(tmp_path / "model_0000004.safetensors") is None  # none there: not damaged, missing
+
+
+def test_lines_an_evaluation_prints_under_the_live_training_line_are_recorded_without_a_hang(monkeypatch) -> None:
+    """Review 274: on a terminal, training hung at its first periodic evaluation, one thread spinning: the live
+    line's console wrote to whatever sys.stderr was at each write, rich made sys.stderr a proxy writing through that
+    console, and the evaluation's line recorder, wrapping the proxy, became sys.stderr: each write went round for
+    ever. The console keeps the stderr it was made with; the lines recorded lose the terminal's control codes."""
+    import io
+    import sys
+    import threading
+
+    from clipvis.cli.standard_streams import stderr_lines_recorded
+    from clipvis.cli.train.trainer import ProgressLine
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    line = ProgressLine(total=4, start=0, enabled=True)
+    assert line.progress is not None  # the live line, as on a terminal
+    recorded: list[str] = []
+
+    def evaluation() -> None:
+        with stderr_lines_recorded() as lines:
+            print("\x1b[2K\x1b[1Aclipvis: error: v1: a frame is missing", file=sys.stderr)
+        recorded.extend(lines)
+
+    try:
+        worker = threading.Thread(target=evaluation, daemon=True)
+        worker.start()
+        worker.join(timeout=10)
+        assert not worker.is_alive(), "writing under the live line went round for ever"
+    finally:
+        if not worker.is_alive():  # (stopping the line would go round too: the test fails, not hangs)
+            line.close()
+    assert recorded == ["clipvis: error: v1: a frame is missing"]
+    assert "clipvis: error: v1: a frame is missing" in terminal.getvalue()
