@@ -17,9 +17,11 @@ from clipvis.cli.dataset_inference import (
     DatasetRunSummary,
     ForeignCacheFolderError,
     ForeignOutputFileError,
+    NoVideoFoundError,
     PerVideoFileError,
     check_cache_folder,
     check_output_files,
+    check_some_video_found,
     evaluation_output_names,
     server_zip_name,
     subset_ground_truth_name,
@@ -115,7 +117,8 @@ def run_dataset_evaluation(
             check_precision(precision)
             try:
                 inputs = dataset_inputs(dataset, data_root) if dataset else custom_inputs(Path(gt), Path(frames))
-            except (DatasetError, EvaluationInputError) as error:
+                check_some_video_found(inputs, max_videos)  # a wrong frames folder: one line, not one per video
+            except (DatasetError, EvaluationInputError, NoVideoFoundError) as error:
                 raise fail(str(error)) from None
             said = [warning for warning in (inputs.category_count_warning(), inputs.shared_frames_warning())
                     if warning is not None]

@@ -187,6 +187,10 @@ def _update_stamp(cache: Path, **fields: Any) -> None:
     atomic_write_json(cache / CACHE_STAMP, {**(_read_stamp(cache) or {}), **fields})
 
 
+class NoVideoFoundError(ValueError):
+    """Not one video of the run has its frames under the frames folder (nor in the input its GT records)."""
+
+
 class PerVideoFileError(ValueError):
     """Under torchrun, rank 0 cannot read a per-video file another rank wrote (not on a file system the machines
     share, or damaged)."""
@@ -249,6 +253,89 @@ def _streamed_entries(entries: Iterable[dict[str, Any]]) -> Iterator[dict[str, A
     built whole before it was written, for its per-video file and again for results.json."""
     for entry in entries:
         yield {**entry, "segmentations": iter(entry["segmentations"])}
+
+
+def locate_video(inputs: DatasetInputs, video: GtVideo) -> VideoSource:
+    """Where a GT video's frames are read from: its listed frames under the frames folder, else the input its GT
+    records (``_recorded_video``); a VideoSource with ``error`` (one line) when neither holds them."""
+    try:
+        frames = tuple(inputs.frame_paths(video))
+    except ValueError as error:  # a frame name outside the frames folder, or without <video>/<frame>
+        return VideoSource(path=inputs.frames_root, kind="images", error=f"video {video.id}: {error}")
+    missing = next((p for p in frames if not is_file_quietly(p)), None)
+    folder = frames[0].parent if frames else inputs.frames_root
+    if not frames:
+        return VideoSource(path=folder, kind="images", error="the GT lists no frames for this video")
+    if missing is not None:
+        recorded = _recorded_video(inputs, video)
+        if recorded is not None:
+            return recorded
+        return VideoSource(path=folder, kind="images", error=f"frame {missing} listed in the GT is missing"
+                                                            f"{_not_decodable(inputs, video)}")
+    return VideoSource(path=folder, kind="images", frame_files=frames)
+
+
+def _recorded_video(inputs: DatasetInputs, video: GtVideo) -> VideoSource | None:
+    """The input segment recorded for a GT written from its ``ytvis.json`` (``source``), when its frames are not
+    under the frames folder: a video file (its frames those ``decoded_frame_numbers`` tells), or an image folder
+    holding every image its ``file_names`` name (by their last component, as recorded: a name that is not UTF-8
+    too); None otherwise."""
+    if not video.source:
+        return None
+    path = Path(video.source)
+    if not path.is_absolute():
+        path = inputs.gt_path.parent / path
+    if is_dir_quietly(path) and video.file_names:
+        try:
+            listed = {path_text(file.name): file for file in list_image_frames(path)}
+        except OSError:
+            return None
+        frames = tuple(listed.get(name.rsplit("/", 1)[-1]) for name in video.file_names)
+        return VideoSource(path=path, kind="images", frame_files=frames) if None not in frames else None
+    if decoded_frame_numbers(video) is None:
+        return None
+    return VideoSource(path=path, kind="video") if is_file_quietly(path) else None
+
+
+def _not_decodable(inputs: DatasetInputs, video: GtVideo) -> str:
+    """Why a GT video whose frames are missing is not read from the input it records either ("" with none)."""
+    if not video.source:
+        return ""
+    path = Path(video.source)
+    if not path.is_absolute():
+        path = inputs.gt_path.parent / path
+    where = shown_path(path)
+    if not (is_file_quietly(path) or is_dir_quietly(path)):
+        return f", and so is the input it was segmented from ({where})"
+    if is_file_quietly(path) and decoded_frame_numbers(video) is None:
+        return (f", and which frames of {where} its frames are cannot be told (file names without frame numbers "
+                "and no frame_indices, or numbers that do not increase)")
+    return f" (nor is it among the images of {where})" if is_dir_quietly(path) else ""
+
+
+def videos_of_the_run(inputs: DatasetInputs, max_videos: int | None) -> list[GtVideo]:
+    """The videos a run takes: the first ``max_videos`` by id (every one with None)."""
+    return sorted(inputs.videos, key=lambda v: v.id)[:max_videos]
+
+
+def check_some_video_found(inputs: DatasetInputs, max_videos: int | None) -> None:
+    """NoVideoFoundError when not one of the run's videos has its frames where ``locate_video`` looks (a wrong
+    --frames or frames folder): one line before the model loads, not one per video after it. Cheap: the lookup
+    stops at a video's first missing frame and at the first video found."""
+    videos = videos_of_the_run(inputs, max_videos)
+    if not videos:
+        return
+    first = locate_video(inputs, videos[0])
+    if first.ok or any(locate_video(inputs, video).ok for video in videos[1:]):
+        return
+    folder = shown_path(inputs.frames_root)
+    where = f"--frames {folder}" if inputs.spec.name == "custom" else f"{inputs.spec.name}'s frames folder {folder}"
+    counted = f"the {len(videos)} GT videos"
+    if len(videos) < len(inputs.videos):
+        counted = f"the first {len(videos)} GT videos (--max-videos {max_videos})"
+    reason = (first.error or "not found").removeprefix(f"video {videos[0].id}: ")
+    raise NoVideoFoundError(f"{where}: none of {counted} has its frames there (the first, video {videos[0].id}: "
+                            f"{reason}); nothing was run")
 
 
 class DatasetInference:
@@ -324,57 +411,8 @@ class DatasetInference:
         return frames[0].parent if frames else self.inputs.frames_root
 
     def video_source(self, video: GtVideo) -> VideoSource:
-        try:
-            frames = tuple(self.inputs.frame_paths(video))
-        except ValueError as error:  # a frame name outside the frames folder, or without <video>/<frame>
-            return VideoSource(path=self.inputs.frames_root, kind="images", error=f"video {video.id}: {error}")
-        missing = next((p for p in frames if not is_file_quietly(p)), None)
-        folder = frames[0].parent if frames else self.inputs.frames_root
-        if not frames:
-            return VideoSource(path=folder, kind="images", error="the GT lists no frames for this video")
-        if missing is not None:
-            recorded = self._recorded_video(video)
-            if recorded is not None:
-                return recorded
-            return VideoSource(path=folder, kind="images", error=f"frame {missing} listed in the GT is missing"
-                                                                f"{self._not_decodable(video)}")
-        return VideoSource(path=folder, kind="images", frame_files=frames)
-
-    def _recorded_video(self, video: GtVideo) -> VideoSource | None:
-        """The input segment recorded for a GT written from its ``ytvis.json`` (``source``), when its frames are not
-        under the frames folder: a video file (its frames those ``decoded_frame_numbers`` tells), or an image folder
-        holding every image its ``file_names`` name (by their last component, as recorded: a name that is not UTF-8
-        too); None otherwise."""
-        if not video.source:
-            return None
-        path = Path(video.source)
-        if not path.is_absolute():
-            path = self.inputs.gt_path.parent / path
-        if is_dir_quietly(path) and video.file_names:
-            try:
-                listed = {path_text(file.name): file for file in list_image_frames(path)}
-            except OSError:
-                return None
-            frames = tuple(listed.get(name.rsplit("/", 1)[-1]) for name in video.file_names)
-            return VideoSource(path=path, kind="images", frame_files=frames) if None not in frames else None
-        if decoded_frame_numbers(video) is None:
-            return None
-        return VideoSource(path=path, kind="video") if is_file_quietly(path) else None
-
-    def _not_decodable(self, video: GtVideo) -> str:
-        """Why a GT video whose frames are missing is not read from the input it records either ("" with none)."""
-        if not video.source:
-            return ""
-        path = Path(video.source)
-        if not path.is_absolute():
-            path = self.inputs.gt_path.parent / path
-        where = shown_path(path)
-        if not (is_file_quietly(path) or is_dir_quietly(path)):
-            return f", and so is the input it was segmented from ({where})"
-        if is_file_quietly(path) and decoded_frame_numbers(video) is None:
-            return (f", and which frames of {where} its frames are cannot be told (file names without frame numbers "
-                    "and no frame_indices, or numbers that do not increase)")
-        return f" (nor is it among the images of {where})" if is_dir_quietly(path) else ""
+        """Where a video's frames are read from (``locate_video``)."""
+        return locate_video(self.inputs, video)
 
     def run_video(self, video: GtVideo) -> list[dict[str, Any]]:
         source = self.video_source(video)
@@ -522,7 +560,7 @@ class DatasetInference:
 
     def videos_to_run(self, max_videos: int | None) -> list[GtVideo]:
         """The videos of the run, by id."""
-        return sorted(self.inputs.videos, key=lambda v: v.id)[:max_videos]
+        return videos_of_the_run(self.inputs, max_videos)
 
     def _run_videos(
         self, videos: Iterable[GtVideo], cache: Path, keep: bool = True

@@ -200,6 +200,49 @@ def test_custom_data_without_annotations_or_frames_folder_stops_before_the_model
     assert not (tmp_path / "out").exists()
 
 
+def test_a_frames_folder_holding_no_gt_video_is_one_line_before_the_model(tmp_path, tiny_weights, monkeypatch):
+    """--frames naming a folder that holds none of the GT's videos (a wrong folder, an empty JPEGImages) loaded the
+    model, then printed one error line per video (~800 for LV-VIS val) and left a per_video/ folder."""
+    from clipvis.cli import dataset_evaluation
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(dataset_evaluation, "load_predictor", no_model)
+    data = tmp_path / "datasets"
+    gt = make_lvvis(data)
+    wrong = tmp_path / "wrong"
+    wrong.mkdir()
+    args = ["--weights", str(tiny_weights), "--device", "cpu", "-o", str(tmp_path / "out")]
+    custom = evaluate(["--gt", str(gt), "--frames", str(wrong), *args])
+    assert custom.exit_code == 1, custom.output
+    assert custom.stderr.splitlines() == [
+        f"clipvis: error: --frames {wrong}: none of the 2 GT videos has its frames there (the first, video 1: frame "
+        f"{wrong / '00001' / '00000.jpg'} listed in the GT is missing); nothing was run"]
+    part = evaluate(["--gt", str(gt), "--frames", str(wrong), *args, "--max-videos", "1"])
+    assert part.exit_code == 1 and "none of the first 1 GT videos (--max-videos 1) has" in part.stderr, part.output
+    for video in (data / "lvvis" / "val" / "JPEGImages").iterdir():  # a dataset's frames folder, emptied
+        shutil.rmtree(video)
+    named = evaluate(["--dataset", "lvvis_val", "--data-root", str(data), *args])
+    frames = data / "lvvis" / "val" / "JPEGImages"
+    said = f"clipvis: error: lvvis_val's frames folder {frames}: none of the 2 GT videos has its frames there"
+    assert named.exit_code == 1 and named.stderr.startswith(said), named.output
+    assert len(named.stderr.splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_frames_folder_holding_some_gt_videos_runs_them(tmp_path, tiny_weights) -> None:
+    """Only where not one video is found does the run stop before the model: each missing one is its own line."""
+    gt = make_lvvis(tmp_path / "d")
+    shutil.rmtree(gt.parent / "JPEGImages" / "00002")
+    result = evaluate(["--gt", str(gt), "--frames", str(gt.parent / "JPEGImages"), "--weights", str(tiny_weights),
+                       "-o", str(tmp_path / "out"), "--device", "cpu"])
+    assert result.exit_code == 1, result.output
+    assert "00002/00000.jpg listed in the GT is missing" in result.stderr
+    assert "1 video(s) of" in result.stderr and "1 run, 0 reused" in result.stderr
+    assert (tmp_path / "out" / "per_video" / "1.json").is_file()
+
+
 def test_custom_gt_and_frames(tmp_path, tiny_weights) -> None:
     gt = make_lvvis(tmp_path / "d")
     frames = gt.parent / "JPEGImages"
