@@ -181,8 +181,11 @@ def _cached_pretrained_clip(config: ClipVisConfig, for_checkpoint: bool) -> tupl
             f"Hugging Face cache ({_hugging_face_cache()}), cannot be downloaded; {remedy}"
         )
     source = str(hub_entry or "").strip("/") or None  # (an hf-hub: name's repository, or the tag's hf_hub entry)
-    if cached is None and source is not None and _hub_offline_variables():  # HF_HUB_OFFLINE (clusters set it):
-        # huggingface_hub would refuse the fetch; said as its refusal is, before anything slow (train's data)
+    # HF_HUB_OFFLINE (clusters set it): huggingface_hub would refuse the fetch; said as its refusal is, before anything
+    # slow (train's data). Not for an hf-hub: CLIP where the installed open_clip reads none from the cache's folder
+    # (`_cached_hub_clip` cannot tell it is there): open_clip takes it through huggingface_hub, which reads its cache
+    hub_through_huggingface = _is_hub_name(name) and _hub_folder_reader_missing() is not None
+    if cached is None and source is not None and _hub_offline_variables() and not hub_through_huggingface:
         raise ClipFetchError(name, tag, source, LookupError("they are not in the Hugging Face cache"))
     if offline_mode() or _hub_offline_variables():
         return pretrained_cfg, cached

@@ -1143,3 +1143,20 @@ def test_flags_and_paths_of_another_type_are_refused_naming_the_argument(tiny_mo
         with pytest.raises(TypeError, match=message):
             call()
     assert load_model(tiny_weights, download=False, allow_hub_clip=False) is not None
+
+
+def test_hugging_face_offline_an_open_clip_reading_no_folder_takes_an_hf_hub_clip_through_huggingface_hub(
+        tmp_path, monkeypatch) -> None:
+    """An open_clip without local-dir: models cannot be given the cache's folder; the refusal under CLIPVIS_OFFLINE
+    says to set HF_HUB_OFFLINE=1 instead, and huggingface_hub then reads its cache. The check refused that too, as
+    not cached, though the files were there (review 278): it is left to open_clip and huggingface_hub now."""
+    import huggingface_hub.constants
+
+    from clipvis.model import check_pretrained_clip
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    (tmp_path / "hub").mkdir()
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(build_module, "_hub_folder_reader_missing", lambda: "open_clip 2.29 reads no CLIP from folders")
+    check_pretrained_clip({"clip_model_name": "hf-hub:someone/hub-clip", "clip_pretrained": ""}, allow_hub_clip=True)
