@@ -18,7 +18,13 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from clipvis.cli.commands.common import home_path, input_path_option, output_folder_option, refuse_leading_equals
+from clipvis.cli.commands.common import (
+    home_path,
+    home_path_option,
+    input_path_option,
+    output_folder_option,
+    refuse_leading_equals,
+)
 from clipvis.cli.exits import fail
 from clipvis.cli.train.errors import train_model_error_message
 
@@ -462,7 +468,7 @@ def _export(weights: str | None, export_pth: str, config: str | None = None, ove
 
     if not weights:
         raise typer.BadParameter("--export-pth needs --weights (a training folder, checkpoint file or released name)")
-    target = Path(export_pth)
+    target = home_path_option(export_pth)  # ./~/m.pth: a folder named ~, shown as the absolute path (not ~/m.pth)
     if export_pth.endswith(tuple(filter(None, (os.sep, os.altsep)))) or target.is_dir():  # "exp2/": a folder
         raise typer.BadParameter(f"--export-pth {export_pth} is a folder: give the file to write, e.g. "
                                  f"{target / 'model.pth'}")

@@ -486,9 +486,11 @@ def _check_values(tree: dict[str, Any], source: Callable[[str], str]) -> None:
             raise ConfigError(f"{source(dotted)}: {dotted} must be a whole number of at least {low}, not {value!r}")
     # An empty OUTPUT_DIR (OUTPUT_DIR="$DIR" with DIR unset) trained into the working folder; "-" made a folder named -
     output_dir = _get(tree, "OUTPUT_DIR")
-    if not isinstance(output_dir, str) or not output_dir.strip() or output_dir == "-":
+    dash = output_dir in ("-", [None])  # (YAML reads a bare - as a list of one null: OUTPUT_DIR=- said "not [None]")
+    if not isinstance(output_dir, str) or not output_dir.strip() or dash:
+        given = "- (./- for a folder named -)" if dash else repr(output_dir)
         raise ConfigError(f"{source('OUTPUT_DIR')}: OUTPUT_DIR must name the folder for the run's checkpoints and "
-                          f"logs, not {output_dir!r}" + (" (./- for a folder named -)" if output_dir == "-" else ""))
+                          f"logs, not {given}")
     # Fractions and rates (a non-finite one is no value: SOLVER.BASE_LR=.inf trained to a NaN loss).
     lr = _get(tree, "SOLVER.BASE_LR")
     if not _is_number(lr) or not 0 < lr < math.inf:

@@ -278,12 +278,14 @@ def test_an_empty_or_dash_output_folder_is_a_usage_error(tmp_path, tiny_train_co
     work = tmp_path / "work"
     work.mkdir()
     monkeypatch.chdir(work)
-    for given, said in (("", "an empty name (an unset shell variable?)"), ("-", "cannot go to stdout")):
+    for given, said, config_said in (("", "an empty name (an unset shell variable?)", "''"),
+                                     ("-", "cannot go to stdout", "- (./- for a folder named -)")):
         result = runner.invoke(app, ["train", "--config", str(config), "--output-dir", given])
         assert result.exit_code == 2 and "'--output-dir'" in result.output and said in result.output, result.output
         result = runner.invoke(app, ["train", "--config", str(config), f"OUTPUT_DIR={given}"])
+        # (YAML reads - as [None], which the line said: review 278)
         assert result.exit_code == 1 and "OUTPUT_DIR must name the folder for the run's checkpoints and logs, not " \
-            in result.output, result.output  # (YAML reads - as [None])
+            f"{config_said}\n" in result.output, result.output
     assert not list(work.iterdir())
 
 
@@ -1355,6 +1357,8 @@ def test_export_pth_makes_its_folders_and_is_written_by_rank_0_alone(tmp_path, t
     monkeypatch.chdir(tmp_path)
     result = runner.invoke(app, ["train", "--weights", str(tmp_path / "run"), "--export-pth=~/m.pth"])
     assert result.exit_code == 0 and (tmp_path / "home" / "m.pth").is_file() and not (tmp_path / "~").exists()
+    result = runner.invoke(app, ["train", "--weights", str(tmp_path / "run"), "--export-pth", "./~/n.pth"])
+    assert result.exit_code == 0 and result.output.strip() == str(tmp_path / "~" / "n.pth"), result.output  # not ~/n
     result = runner.invoke(app, ["train", "--weights", str(tmp_path / "run"), "--export-pth", "m.pth",
                                  "--clip-config=~/c.json"])
     said = " ".join(result.output.replace("│", " ").split())
