@@ -318,10 +318,11 @@ def videos_of_the_run(inputs: DatasetInputs, max_videos: int | None) -> list[GtV
     return sorted(inputs.videos, key=lambda v: v.id)[:max_videos]
 
 
-def check_some_video_found(inputs: DatasetInputs, max_videos: int | None) -> None:
+def check_some_video_found(inputs: DatasetInputs, max_videos: int | None, frames_option: str = "--frames") -> None:
     """NoVideoFoundError when not one of the run's videos has its frames where ``locate_video`` looks (a wrong
     --frames or frames folder): one line before the model loads, not one per video after it. Cheap: the lookup
-    stops at a video's first missing frame and at the first video found."""
+    stops at a video's first missing frame and at the first video found. ``frames_option``: what custom data's
+    frames folder is called (train's test sets: their ``frames`` key)."""
     videos = videos_of_the_run(inputs, max_videos)
     if not videos:
         return
@@ -329,7 +330,8 @@ def check_some_video_found(inputs: DatasetInputs, max_videos: int | None) -> Non
     if first.ok or any(locate_video(inputs, video).ok for video in videos[1:]):
         return
     folder = shown_path(inputs.frames_root)
-    where = f"--frames {folder}" if inputs.spec.name == "custom" else f"{inputs.spec.name}'s frames folder {folder}"
+    where = (f"{frames_option} {folder}" if inputs.spec.name == "custom"
+             else f"{inputs.spec.name}'s frames folder {folder}")
     counted = f"the {len(videos)} GT videos"
     if len(videos) < len(inputs.videos):
         counted = f"the first {len(videos)} GT videos (--max-videos {max_videos})"

@@ -150,8 +150,11 @@ class LineRecordingStream(io.TextIOBase):
 
 @contextlib.contextmanager
 def stderr_lines_recorded() -> Iterator[list[str]]:
-    """The lines written to ``sys.stderr`` inside the block (``LineRecordingStream``), written there as ever."""
-    recorder = LineRecordingStream(sys.stderr)
+    """The lines written to ``sys.stderr`` inside the block (``LineRecordingStream``), written there as ever. Under
+    rich's live display (train's progress line), which makes ``sys.stderr`` a proxy printing through its console, the
+    recorder writes to the stream behind the proxy, as rich's consoles do (their ``rich_proxied_file``): through the
+    proxy, an evaluation's own live display came out as its escape codes, highlighted as text."""
+    recorder = LineRecordingStream(getattr(sys.stderr, "rich_proxied_file", sys.stderr))
     with contextlib.redirect_stderr(recorder):
         yield recorder.lines
 

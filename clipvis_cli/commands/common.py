@@ -15,6 +15,7 @@ from typing import Any
 import typer
 
 from clipvis.cli.devices import DEVICE_CHOICES, DEVICE_SYNTAX
+from clipvis.cli.messages import path_text
 
 NOTHING_ON_STDIN = "no inputs on stdin: nothing to do"  # `-` alone with an empty list on stdin (segment, export)
 
@@ -108,9 +109,9 @@ def input_path_option(*flags: str, help: str, dir_okay: bool = True, file_okay: 
         # checked here, on the path the ~ was expanded in (click's own check saw the text as typed: --gt=~/d, a
         # folder, was no usage error, while --gt home/d was); its wording. One not there: the command says so
         if path is not None and not dir_okay and path.is_dir():
-            raise typer.BadParameter(f"{'File' if file_okay else 'Path'} {value!r} is a directory.")
+            raise typer.BadParameter(f"{'File' if file_okay else 'Path'} '{path_text(value)}' is a directory.")
         if path is not None and not file_okay and path.exists() and not path.is_dir():
-            raise typer.BadParameter(f"{'Directory' if dir_okay else 'Path'} {value!r} is a file.")
+            raise typer.BadParameter(f"{'Directory' if dir_okay else 'Path'} '{path_text(value)}' is a file.")
         return path
 
     # path_type=str: the callback gets the text as typed (a Path has made ./~/x into ~/x)

@@ -667,12 +667,16 @@ def check_evaluation_data(config: TrainConfig, eval_period: int) -> None:
 def _check_evaluation_inputs(config: TrainConfig, where: Callable[[str], str]) -> None:
     """ConfigError (one line) for a test set whose files the evaluation cannot read, found as the evaluation finds
     it (its own readers: ``dataset_inputs``, ``custom_inputs``): a registered dataset that is not on disk, a GT file
-    that is not YouTube-VIS JSON (a COCO file, invalid JSON, no annotations). Found at the first evaluation, each
-    period's evaluation failed with a warning and the run finished, exit 0, never evaluated. The whole GT is read
-    (LV-VIS val: about 2 s), once, by rank 0."""
+    that is not YouTube-VIS JSON (a COCO file, invalid JSON, no annotations), a frames folder holding none of the
+    videos the evaluation takes (`check_some_video_found`). Found at the first evaluation, each period's evaluation
+    failed with a warning and the run finished, exit 0, never evaluated. The whole GT is read (LV-VIS val: about
+    2 s), once, by rank 0."""
     from clipvis.cli.dataset_evaluation import custom_inputs
+    from clipvis.cli.dataset_inference import NoVideoFoundError, check_some_video_found
     from clipvis.cli.datasets import DatasetError, dataset_inputs
     from clipvis.cli.evaluation.errors import EvaluationInputError
+
+    max_videos = int(config.get("CLIPVIS.EVAL_VIDEOS") or 0) or None
 
     def refused(dotted: str, error: Exception) -> ConfigError:  # (the error names the dataset or the file)
         return ConfigError(f"{where(dotted)}: {' '.join(str(error).split()).rstrip('.')}; the run evaluates on it "
@@ -680,13 +684,14 @@ def _check_evaluation_inputs(config: TrainConfig, where: Callable[[str], str]) -
 
     for name in config.get("DATASETS.TEST") or []:
         try:
-            dataset_inputs(str(name), config.get("CLIPVIS.DATA_ROOT") or None)
-        except (DatasetError, EvaluationInputError) as error:
+            check_some_video_found(dataset_inputs(str(name), config.get("CLIPVIS.DATA_ROOT") or None), max_videos)
+        except (DatasetError, EvaluationInputError, NoVideoFoundError) as error:
             raise refused("DATASETS.TEST", error) from None
     for entry in config.get("CLIPVIS.TEST_DATA") or []:
         try:
-            custom_inputs(Path(str(entry["json"])).expanduser(), Path(str(entry["frames"])).expanduser())
-        except (DatasetError, EvaluationInputError) as error:
+            check_some_video_found(custom_inputs(Path(str(entry["json"])).expanduser(),
+                                                 Path(str(entry["frames"])).expanduser()), max_videos, "frames")
+        except (DatasetError, EvaluationInputError, NoVideoFoundError) as error:
             raise refused("CLIPVIS.TEST_DATA", error) from None
 
 

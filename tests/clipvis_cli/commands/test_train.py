@@ -1106,7 +1106,11 @@ def test_a_test_set_the_periodic_evaluation_cannot_run_is_one_line_before_the_da
     # Files the evaluation cannot read (a COCO file, a registered dataset not on disk): each evaluation failed with a
     # warning and the run ended, exit 0, never evaluated; now found by the evaluation's own readers at the start.
     not_ytvis = f"CLIPVIS.TEST_DATA=[{{json: {data[0]}, frames: {data[1]}}}]"
+    gt, _ = write_ytvis(tmp_path / "test_set", num_videos=1, length=1)
+    one_level_off = f"CLIPVIS.TEST_DATA=[{{json: {gt}, frames: {tmp_path / 'test_set'}}}]"  # (review 279)
     for name, test_set, said in (
+            ("g", one_level_off, f"CLIPVIS.TEST_DATA (set on the command line): frames {tmp_path / 'test_set'}: none "
+                                 "of the 1 GT videos has its frames there (the first, video 1: "),
             ("e", not_ytvis, f"CLIPVIS.TEST_DATA (set on the command line): {data[0]}: missing or invalid 'videos' "
                              "list (not a YouTube-VIS GT file?); the run evaluates on it every TEST.EVAL_PERIOD: fix "
                              "it, or set TEST.EVAL_PERIOD=0"),
