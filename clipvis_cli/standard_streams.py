@@ -30,7 +30,24 @@ from collections.abc import Iterator
 from typing import TextIO
 
 
-class QuietOnFailureStream(io.TextIOBase):
+class _TextStreamWrapper(io.TextIOBase):
+    """A text stream writing through to another, ``_stream``, with its encoding and error handler."""
+
+    _stream: TextIO
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return getattr(self._stream, "encoding", None) or "utf-8"
+
+    @property
+    def errors(self) -> str | None:  # type: ignore[override]
+        return getattr(self._stream, "errors", None)
+
+    def writable(self) -> bool:
+        return True
+
+
+class QuietOnFailureStream(_TextStreamWrapper):
     """A text stream that writes through to ``stream`` until a write or flush fails (OSError, or ValueError on a
     closed file), then goes quiet: the descriptor behind it is pointed at the null device (output that C libraries
     write there, and the original stream's own buffered text, then go nowhere instead of failing), and later writes
@@ -44,17 +61,6 @@ class QuietOnFailureStream(io.TextIOBase):
         self._stream = stream
         self.failed = False
         self.error: OSError | ValueError | None = None  # what the first failed write or flush raised
-
-    @property
-    def encoding(self) -> str:  # type: ignore[override]
-        return getattr(self._stream, "encoding", None) or "utf-8"
-
-    @property
-    def errors(self) -> str | None:  # type: ignore[override]
-        return getattr(self._stream, "errors", None)
-
-    def writable(self) -> bool:
-        return True
 
     def isatty(self) -> bool:
         if self.failed:
@@ -106,7 +112,7 @@ class QuietOnFailureStream(io.TextIOBase):
 _TERMINAL_CONTROL = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
 
 
-class LineRecordingStream(io.TextIOBase):
+class LineRecordingStream(_TextStreamWrapper):
     """A text stream that writes through to ``stream`` and keeps each whole line written (``lines``, without its
     newline): what a step printed on stderr, for a log file to hold too (training's periodic evaluation, whose errors
     went to the console alone)."""
@@ -116,17 +122,6 @@ class LineRecordingStream(io.TextIOBase):
         self._stream = stream
         self._partial = ""
         self.lines: list[str] = []
-
-    @property
-    def encoding(self) -> str:  # type: ignore[override]
-        return getattr(self._stream, "encoding", None) or "utf-8"
-
-    @property
-    def errors(self) -> str | None:  # type: ignore[override]
-        return getattr(self._stream, "errors", None)
-
-    def writable(self) -> bool:
-        return True
 
     def isatty(self) -> bool:
         return self._stream.isatty()
