@@ -257,12 +257,15 @@ def read_checkpoint(path: str | Path) -> CheckpointContents:
         from safetensors import safe_open
 
         try:
-            with safe_open(str(path), framework="pt") as handle:
-                metadata = handle.metadata() or {}
-                # Copies: safetensors' tensors are views of a mapping of the file, which a model would keep for as
-                # long as it runs (load_model makes these tensors its weights), and a file overwritten in place
-                # meanwhile (cp, wget -O) would end the process with SIGBUS.
-                tensors = {key: handle.get_tensor(key).clone() for key in handle.keys()}
+            if not _utf8_name(path):  # safe_open takes UTF-8 names alone ("Path ... is not valid UTF-8")
+                metadata, tensors = _safetensors_from_bytes(path.read_bytes())
+            else:
+                with safe_open(str(path), framework="pt") as handle:
+                    metadata = handle.metadata() or {}
+                    # Copies: safetensors' tensors are views of a mapping of the file, which a model would keep for
+                    # as long as it runs (load_model makes these tensors its weights), and a file overwritten in
+                    # place meanwhile (cp, wget -O) would end the process with SIGBUS.
+                    tensors = {key: handle.get_tensor(key).clone() for key in handle.keys()}
         except Exception as exc:  # noqa: BLE001
             raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from exc
         config = None
@@ -286,9 +289,29 @@ def read_checkpoint(path: str | Path) -> CheckpointContents:
     return CheckpointContents(from_official_keys(state), None, official_names=_names_keys_officially(state))
 
 
+def _utf8_name(path: Path) -> bool:
+    """Whether ``path``'s name is valid UTF-8 (not a name whose bytes Python holds as lone surrogates)."""
+    try:
+        os.fspath(path).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _safetensors_from_bytes(data: bytes) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
+    """A safetensors file's metadata and tensors from its bytes (the header: an 8-byte little-endian length, then
+    JSON with the metadata under ``__metadata__``), for a file safe_open cannot be given the name of."""
+    from safetensors.torch import load
+
+    length = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8 : 8 + length])
+    metadata = header.get("__metadata__") if isinstance(header, dict) else None
+    return dict(metadata or {}), load(data)
+
+
 def write_state_dict(state: Mapping[str, torch.Tensor], config: Mapping[str, Any], path: str | Path) -> Path:
     """Write tensors + a model config into one self-describing safetensors file, atomically (temp file + rename)."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save, save_file
 
     path = Path(path).expanduser()  # "~/x.safetensors", as load_model reads it
     if path.is_dir():  # (the whole file was written, then the rename failed naming the temporary file)
@@ -298,7 +321,12 @@ def write_state_dict(state: Mapping[str, torch.Tensor], config: Mapping[str, Any
     tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
-        save_file(tensors, str(tmp), metadata={"format": FORMAT_TAG, "config": json.dumps(dict(config))})
+        metadata = {"format": FORMAT_TAG, "config": json.dumps(dict(config))}
+        if _utf8_name(tmp):
+            save_file(tensors, str(tmp), metadata=metadata)
+        else:  # save_file takes UTF-8 names alone: the bytes, written by Python
+            with open(tmp, "wb") as handle:
+                handle.write(save(tensors, metadata=metadata))
         # safetensors creates its file readable by its owner alone: give it the mode open() would (a training
         # run's checkpoints are read by the rest of the team)
         os.chmod(tmp, new_file_mode())

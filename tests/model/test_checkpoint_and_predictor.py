@@ -922,3 +922,30 @@ def test_a_push_of_many_frames_runs_the_network_batch_frames_at_a_time(tiny_mode
             with pytest.raises(RuntimeError, match=r"^this video's session stopped with an error mid-push "
                                                     r"\(RuntimeError: CUDA out of memory\)"):
                 session.push(frames[4:])
+
+
+def test_a_safetensors_checkpoint_named_with_bytes_that_are_not_utf8_loads(tiny_weights, tmp_path) -> None:
+    """safetensors' safe_open takes UTF-8 names alone: a checkpoint named with other bytes (a Latin-1 file system's)
+    was 'not a readable safetensors file (Path ... is not valid UTF-8)' (review 279). It is read from its bytes."""
+    import os
+    import shutil
+    from pathlib import Path
+
+    from clipvis.model import load_model
+    from clipvis.model.checkpoint import read_state_dict
+
+    odd = Path(os.fsdecode(bytes(tmp_path) + b"/w\xfc.safetensors"))
+    shutil.copyfile(tiny_weights, odd)
+    tensors, config = read_state_dict(odd)
+    expected, expected_config = read_state_dict(tiny_weights)
+    assert config == expected_config and tensors.keys() == expected.keys()
+    assert all(torch.equal(tensors[key], expected[key]) for key in expected)
+    model = load_model(odd)
+    assert model.config.num_queries == 6
+    # and written there, as a training run in such a folder writes its checkpoints
+    from clipvis.model import save_pretrained
+
+    again = save_pretrained(model, Path(os.fsdecode(bytes(tmp_path) + b"/again\xfc.safetensors")))
+    written, written_config = read_state_dict(again)
+    assert written_config == config and written.keys() == tensors.keys()
+    assert all(torch.equal(written[key], tensors[key]) for key in tensors)
